@@ -1,0 +1,196 @@
+"""One code path for local paths and ``s3://`` URIs.
+
+``resolve(uri)`` returns a pyarrow filesystem and the path inside it. S3 settings come from the
+standard AWS environment (credentials chain, ``AWS_REGION``); ``AWS_ENDPOINT_URL`` (or
+``AWS_ENDPOINT_URL_S3``) points both pyarrow and boto3 at an S3-compatible server, such as the moto
+server the tests start on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import re
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import pyarrow.fs as pafs
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI."""
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def validate_uri(uri: str) -> str:
+    """Reject URIs we cannot handle, with a message that says why."""
+    if not uri or not isinstance(uri, str):
+        raise StorageError(f"empty storage URI: {uri!r}")
+    if "://" in uri and not is_s3(uri):
+        raise StorageError(f"unsupported URI scheme in {uri!r}: use a local path or s3://bucket/key")
+    if is_s3(uri):
+        bucket = uri[5:].split("/", 1)[0]
+        if not _BUCKET.match(bucket):
+            raise StorageError(f"invalid S3 bucket name {bucket!r} in {uri!r}")
+        if ".." in uri[5:].split("/"):
+            raise StorageError(f"'..' is not allowed in S3 keys: {uri!r}")
+    return uri
+
+
+def s3_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def _s3_filesystem() -> pafs.S3FileSystem:
+    kwargs: dict = {
+        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        # Retries with backoff on throttling / 5xx / dropped connections.
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=8),
+        "connect_timeout": 10,
+        "request_timeout": 60,
+    }
+    endpoint = s3_endpoint()
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint  # pyarrow needs the scheme in it (http://host:port)
+        kwargs["scheme"] = "https" if endpoint.startswith("https") else "http"
+        kwargs["allow_bucket_creation"] = True
+    return pafs.S3FileSystem(**kwargs)
+
+
+_FS_CACHE: dict[tuple, pafs.FileSystem] = {}
+_CLIENT_CACHE: dict[tuple, object] = {}
+
+
+def s3_client():
+    """A boto3 S3 client (per process and endpoint) with standard retries and backoff."""
+    key = (s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid())
+    client = _CLIENT_CACHE.get(key)
+    if client is None:
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=s3_endpoint(),
+            config=Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60),
+        )
+        _CLIENT_CACHE[key] = client
+    return client
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """Return ``(filesystem, path)`` for a local path or an ``s3://bucket/key`` URI."""
+    validate_uri(uri)
+    if is_s3(uri):
+        key = ("s3", s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid())
+        fs = _FS_CACHE.get(key)
+        if fs is None:
+            fs = _FS_CACHE[key] = _s3_filesystem()
+        return fs, uri[5:].rstrip("/")
+    return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
+
+
+def join(base: str, *parts: str) -> str:
+    if is_s3(base):
+        return "s3://" + posixpath.join(base[5:].rstrip("/"), *parts)
+    return os.path.join(base, *parts)
+
+
+def basename(uri: str) -> str:
+    return posixpath.basename(uri.rstrip("/"))
+
+
+def exists(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """Files under a directory URI (recursive), or the URI itself if it is a file; sorted."""
+    fs, path = resolve(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        found = [path]
+    elif info.type == pafs.FileType.NotFound:
+        raise StorageError(f"input not found: {uri}")
+    else:
+        selector = pafs.FileSelector(path, recursive=True)
+        found = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
+    found = [p for p in found if not suffixes or p.endswith(suffixes)]
+    found = [p for p in found if not posixpath.basename(p).startswith((".", "_"))]
+    prefix = "s3://" if is_s3(uri) else ""
+    return sorted(prefix + p for p in found)
+
+
+def open_input(uri: str) -> BinaryIO:
+    fs, path = resolve(uri)
+    try:
+        return fs.open_input_stream(path)
+    except (OSError, FileNotFoundError) as exc:
+        raise StorageError(f"cannot open {uri}: {exc}") from exc
+
+
+def read_bytes(uri: str) -> bytes:
+    with open_input(uri) as f:
+        return f.read()
+
+
+def makedirs(uri: str) -> None:
+    fs, path = resolve(uri)
+    if not is_s3(uri):
+        fs.create_dir(path, recursive=True)
+
+
+def delete(uri: str) -> None:
+    fs, path = resolve(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+@contextmanager
+def atomic_output(uri: str) -> Iterator[BinaryIO]:
+    """Open ``uri`` for writing so that readers see either nothing or the complete file.
+
+    Local: write a hidden temporary file in the same directory, fsync, then ``os.replace``.
+    S3: objects only become visible when their upload completes; see below.
+    """
+    fs, path = resolve(uri)
+    if is_s3(uri):
+        # Buffer the whole object and upload it only once it is complete, with boto3 (pyarrow's S3
+        # stream completes its upload on close, even from its destructor, so a failure mid-write
+        # would publish a partial object). A failed upload publishes nothing.
+        buffer = io.BytesIO()
+        yield buffer
+        bucket, _, key = path.partition("/")
+        buffer.seek(0)
+        try:
+            s3_client().upload_fileobj(buffer, bucket, key)
+        except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+            raise StorageError(f"upload to {uri} failed: {exc}") from exc
+        return
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    with atomic_output(uri) as f:
+        f.write(data)

@@ -1,0 +1,260 @@
+"""Run a list of stages over one shard: read, apply stages, write kept/removed Parquet + stats.
+
+This is the only place where stages meet storage. Per shard, the output directory gets:
+
+- ``kept/<shard>.parquet``     documents every stage kept
+- ``removed/<shard>.parquet``  documents some stage removed, with ``removed_stage``,
+                               ``removed_reason`` and ``removed_metric`` (nothing is lost)
+- ``stats/<shard>.json``       per-stage counters; written last, so it doubles as the
+                               "shard finished" marker that makes re-runs skip the shard
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import posixpath
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+
+from refinery.io import fs, parquet
+from refinery.stages.base import METRIC, REASON, Stage
+from refinery.stats.counters import StageCounter, check_conservation, text_sizes
+
+log = logging.getLogger("refinery.runner")
+
+WARC_SUFFIXES = (".warc", ".warc.gz")
+PARQUET_SUFFIXES = (".parquet",)
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
+INPUT_SUFFIXES = WARC_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES
+
+STATS_VERSION = 1
+
+
+class StageContractError(RuntimeError):
+    """A stage broke the contract (changed the number of rows)."""
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    input_uri: str
+    output_dir: str
+    shard: str  # output name, unique within the run
+
+    @property
+    def kept_uri(self) -> str:
+        return fs.join(self.output_dir, "kept", f"{self.shard}.parquet")
+
+    @property
+    def removed_uri(self) -> str:
+        return fs.join(self.output_dir, "removed", f"{self.shard}.parquet")
+
+    @property
+    def stats_uri(self) -> str:
+        return fs.join(self.output_dir, "stats", f"{self.shard}.json")
+
+
+def shard_name(input_uri: str, input_root: str) -> str:
+    """A unique, filesystem-safe shard name from the input's path relative to the input root."""
+    root = input_root.rstrip("/")
+    rel = input_uri[len(root) :].lstrip("/") if input_uri.startswith(root) and input_uri != root else posixpath.basename(input_uri)
+    for suffix in sorted(INPUT_SUFFIXES, key=len, reverse=True):
+        if rel.endswith(suffix):
+            rel = rel[: -len(suffix)]
+            break
+    return rel.replace("/", "__")
+
+
+@dataclass
+class ReaderOptions:
+    batch_size: int = 500
+    max_body_bytes: int = 50 * 2**20
+
+
+@dataclass
+class ShardResult:
+    shard: str
+    skipped: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class ShardRunner:
+    """Applies ``stages`` to shards. Build once per worker process; call :meth:`run` per shard."""
+
+    def __init__(self, stages: list[Stage], reader: ReaderOptions | None = None, log_every_s: float = 10.0):
+        self.stages = stages
+        self.reader = reader or ReaderOptions()
+        self.log_every_s = log_every_s
+
+    # -- sources ---------------------------------------------------------------------------
+    def _read(self, task: ShardTask) -> tuple[str, Iterator[pa.RecordBatch], dict[str, int]]:
+        """Return (reader stage name, batches (with decision columns where the reader decides),
+        extra reader counters such as skipped non-document WARC records)."""
+        uri = task.input_uri
+        if uri.endswith(WARC_SUFFIXES):
+            from refinery.io.warc import WarcReader
+
+            reader = WarcReader(batch_size=self.reader.batch_size, max_body_bytes=self.reader.max_body_bytes)
+            stream = fs.open_input(uri)
+            return "warc_reader", reader.read(stream, source=uri), reader.skipped_records
+        if uri.endswith(PARQUET_SUFFIXES):
+            return "parquet_reader", parquet.iter_batches(uri, self.reader.batch_size, required=("id", "text")), {}
+        if uri.endswith(JSONL_SUFFIXES):
+            return "jsonl_reader", _read_jsonl(uri, self.reader.batch_size), {}
+        raise ValueError(f"don't know how to read {uri}: expected one of {INPUT_SUFFIXES}")
+
+    # -- one shard ---------------------------------------------------------------------------
+    def run(self, task: ShardTask, force: bool = False) -> ShardResult:
+        if not force and fs.exists(task.stats_uri):
+            stats = json.loads(fs.read_bytes(task.stats_uri))
+            log.info("[shard %s] already finished, skipping", task.shard)
+            return ShardResult(task.shard, skipped=True, stats=stats)
+
+        started = time.time()
+        reader_name, batches, reader_extra = self._read(task)
+        reader_counter = StageCounter(reader_name, reader_name)
+        counters = [StageCounter(s.name, s.kind) for s in self.stages]
+        kept_parts: list[pa.RecordBatch] = []
+        removed_parts: list[pa.Table] = []
+        docs_read = 0
+        last_log = started
+
+        for batch in batches:
+            docs_read += batch.num_rows
+            batch = self._split(reader_counter, batch, removed_parts, reader_name, decided=REASON in batch.schema.names)
+            for stage, counter in zip(self.stages, counters):
+                if batch.num_rows == 0:
+                    break
+                t0 = time.perf_counter()
+                out = stage(batch)
+                counter.seconds += time.perf_counter() - t0
+                if out.num_rows != batch.num_rows:
+                    raise StageContractError(
+                        f"stage {stage.name} returned {out.num_rows} rows for {batch.num_rows} (shard {task.shard})"
+                    )
+                batch = self._split(counter, out, removed_parts, stage.name, decided=True, before=batch,
+                                    rewrites_text=getattr(stage, "rewrites_text", False))
+            kept_parts.append(batch)
+            now = time.time()
+            if now - last_log >= self.log_every_s:
+                log.info("[shard %s] %d docs read, %.1f docs/s", task.shard, docs_read, docs_read / (now - started))
+                last_log = now
+
+        kept = parquet.concat(kept_parts)
+        removed = parquet.concat(removed_parts)
+        parquet.write_table(kept, task.kept_uri)
+        parquet.write_table(removed, task.removed_uri)
+
+        stage_dicts = [reader_counter.to_dict()] + [c.to_dict() for c in counters]
+        check_conservation(stage_dicts)
+        elapsed = time.time() - started
+        stats = {
+            "version": STATS_VERSION,
+            "shard": task.shard,
+            "input": task.input_uri,
+            "docs_read": docs_read,
+            "docs_kept": kept.num_rows,
+            "docs_removed": removed.num_rows,
+            "reader_skipped_records": dict(reader_extra),
+            "seconds": round(elapsed, 3),
+            "stages": stage_dicts,
+        }
+        if docs_read != kept.num_rows + removed.num_rows:
+            raise AssertionError(f"shard {task.shard}: read {docs_read} != kept {kept.num_rows} + removed {removed.num_rows}")
+        fs.write_bytes(task.stats_uri, json.dumps(stats, indent=1).encode())
+        log.info(
+            "[shard %s] done: %d read, %d kept, %d removed in %.1fs (%.1f docs/s)",
+            task.shard, docs_read, kept.num_rows, removed.num_rows, elapsed, docs_read / max(elapsed, 1e-9),
+        )
+        return ShardResult(task.shard, skipped=False, stats=stats)
+
+    @staticmethod
+    def _split(
+        counter: StageCounter,
+        out: pa.RecordBatch,
+        removed_parts: list[pa.Table],
+        stage_name: str,
+        decided: bool,
+        before: pa.RecordBatch | None = None,
+        rewrites_text: bool = False,
+    ) -> pa.RecordBatch:
+        """Split a stage's output into kept rows (returned) and removed rows (appended), counting.
+
+        Sizes are measured on the text the stage *saw* (``before``); only stages that rewrite
+        the text pay for re-measuring their output.
+        """
+        seen = before if before is not None else out
+        chars_in, words_in = text_sizes(seen)
+        counter.docs_in += out.num_rows
+        counter.chars_in += chars_in
+        counter.words_in += words_in
+        if not decided:
+            counter.docs_out += out.num_rows
+            counter.chars_out += chars_in
+            counter.words_out += words_in
+            return out
+        reason = out.column(REASON)
+        keep = pc.is_null(reason)
+        drop = pc.invert(keep)
+        kept = out.filter(keep).drop_columns([c for c in (REASON, METRIC) if c in out.schema.names])
+        removed_chars = removed_words = 0
+        if kept.num_rows < out.num_rows:
+            removed = out.filter(drop)
+            seen_removed = seen.filter(drop)
+            reasons = removed.column(REASON).to_pylist()
+            if "text" in seen.schema.names and not pa.types.is_null(seen.column("text").type):
+                text = pc.fill_null(seen_removed.column("text"), "")
+                words = pc.count_substring_regex(text, r"\S+").to_pylist()
+                removed_chars = int(pc.sum(pc.utf8_length(text)).as_py() or 0)
+            else:
+                words = [0] * len(reasons)
+            removed_words = sum(words)
+            for r, w in zip(reasons, words):
+                counter.removed[r] = counter.removed.get(r, 0) + 1
+                counter.removed_words[r] = counter.removed_words.get(r, 0) + w
+            metric = removed.column(METRIC) if METRIC in removed.schema.names else pa.nulls(removed.num_rows, pa.float64())
+            table = pa.Table.from_batches([removed])
+            table = table.drop_columns([c for c in (REASON, METRIC, "html") if c in table.column_names])
+            table = table.append_column("removed_stage", pa.array([stage_name] * removed.num_rows, pa.string()))
+            table = table.append_column("removed_reason", pa.array(reasons, pa.string()))
+            table = table.append_column("removed_metric", pc.cast(metric, pa.float64()))
+            removed_parts.append(table)
+        counter.docs_out += kept.num_rows
+        if rewrites_text:
+            chars_out, words_out = text_sizes(kept)
+        else:
+            chars_out, words_out = chars_in - removed_chars, words_in - removed_words
+        counter.chars_out += chars_out
+        counter.words_out += words_out
+        return kept
+
+
+def _read_jsonl(uri: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Dolma-style JSON lines (``id``, ``text``, optional ``metadata.url``) as documents."""
+    raw = fs.read_bytes(uri)
+    if uri.endswith(".gz"):
+        raw = gzip.decompress(raw)
+    table = pajson.read_json(io.BytesIO(raw))
+    n = table.num_rows
+    url = table.column("url") if "url" in table.column_names else None
+    if url is None and "metadata" in table.column_names:
+        meta = table.column("metadata")
+        if pa.types.is_struct(meta.type) and meta.type.get_field_index("url") >= 0:
+            url = pc.struct_field(meta, "url")
+    ids = table.column("id").cast(pa.string()) if "id" in table.column_names else pa.array([f"{uri}#{i}" for i in range(n)])
+    docs = pa.table(
+        {
+            "id": ids,
+            "url": url.cast(pa.string()) if url is not None else pa.nulls(n, pa.string()),
+            "source": pa.array([uri] * n, pa.string()),
+            "text": table.column("text").cast(pa.string()),
+        }
+    )
+    yield from docs.to_batches(max_chunksize=batch_size)

@@ -1,0 +1,1 @@
+"""Document stages: pure functions over Arrow record batches (see base.py for the contract)."""

@@ -1,0 +1,73 @@
+"""The stage contract.
+
+A stage takes an Arrow record batch of documents and returns a batch with the *same rows in the
+same order*, possibly with rewritten columns (e.g. ``text``) and added metric columns, plus a
+``REASON`` column: null where the document is kept, otherwise a short snake_case reason such as
+``"too_few_words"``. A stage may also add a ``METRIC`` column (float64, nullable): the value
+that triggered the removal, so removed samples can show *why*.
+
+The runner (``refinery/runner.py``) splits the batch into kept and removed rows, strips the two
+special columns from kept rows, tags removed rows with the stage name, and counts everything.
+Stages therefore never drop rows themselves, which is what makes kept + removed = read hold.
+
+Stages know nothing of files, S3, Ray or SageMaker. Heavy resources (models, blocklists) are
+loaded lazily on first call so that a stage object is cheap to build and to pickle.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+REASON = "_reason"
+METRIC = "_metric"
+
+
+class Stage:
+    """Base class for document stages. Subclasses implement :meth:`process`."""
+
+    #: registry name, e.g. ``"gopher_quality"``; also the default stage name in stats
+    kind: ClassVar[str] = ""
+    #: True for stages that rewrite ``text`` (extraction, line corrections), so the runner
+    #: re-measures the text they output; other stages' output sizes are derived cheaply.
+    rewrites_text: ClassVar[bool] = False
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or self.kind
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        return self.process(batch)
+
+    def metric_columns(self) -> list[str]:
+        """Columns this stage adds whose values are worth a histogram in the stats."""
+        return []
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Drop lazily loaded resources (names starting with "_lazy") so stages pickle cheaply
+        # to worker processes; each worker reloads them on first use.
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_lazy")}
+
+
+def with_decision(
+    batch: pa.RecordBatch,
+    reasons: list[str | None],
+    metrics: list[float | None] | None = None,
+    extra: dict[str, pa.Array | list] | None = None,
+) -> pa.RecordBatch:
+    """Return ``batch`` plus the decision columns (and any extra metric/rewritten columns).
+
+    ``extra`` columns replace same-named columns (e.g. a rewritten ``text``) or are appended.
+    """
+    if len(reasons) != batch.num_rows:
+        raise ValueError(f"reasons has {len(reasons)} entries for {batch.num_rows} rows")
+    columns = dict(zip(batch.schema.names, batch.columns))
+    for name, values in (extra or {}).items():
+        columns[name] = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
+    columns[REASON] = pa.array(reasons, type=pa.string())
+    if metrics is not None:
+        columns[METRIC] = pa.array(metrics, type=pa.float64())
+    return pa.RecordBatch.from_pydict(columns)

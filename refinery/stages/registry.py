@@ -1,0 +1,26 @@
+"""Stage registry: config ``type`` name -> stage class, imported lazily so a pipeline only pays
+for the stages it uses (fastText, trafilatura and the URL blocklist are heavy)."""
+
+from __future__ import annotations
+
+import importlib
+
+from refinery.stages.base import Stage
+
+STAGES: dict[str, str] = {
+    "url_filter": "refinery.stages.url_filter:UrlFilter",
+    "extract": "refinery.stages.extract:TrafilaturaExtractor",
+    "language_id": "refinery.stages.language_id:LanguageId",
+    "gopher_repetition": "refinery.stages.gopher:GopherRepetition",
+    "gopher_quality": "refinery.stages.gopher:GopherQuality",
+    "line_corrections": "refinery.stages.line_corrections:LineCorrections",
+}
+
+
+def stage_class(kind: str) -> type[Stage]:
+    try:
+        target = STAGES[kind]
+    except KeyError:
+        raise ValueError(f"unknown stage type {kind!r}; known: {', '.join(sorted(STAGES))}") from None
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,1 @@
+"""Run statistics: per-shard counters merged into a run funnel."""

@@ -1,0 +1,119 @@
+"""Per-stage counters: documents, characters and words in/out, removals per reason.
+
+Counters are plain dicts of ints so they serialize to JSON and merge by addition across batches,
+shards and jobs. The conservation invariant -- for every stage, kept + removed = read -- is
+checked by :func:`check_conservation` on shard and run stats alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def text_sizes(batch: pa.RecordBatch | pa.Table) -> tuple[int, int]:
+    """(characters, whitespace-separated words) of the ``text`` column; (0, 0) without text."""
+    if "text" not in batch.schema.names or batch.num_rows == 0:
+        return 0, 0
+    text = batch.column("text")
+    if pa.types.is_null(text.type):
+        return 0, 0
+    chars = pc.sum(pc.utf8_length(text)).as_py() or 0
+    words = pc.sum(pc.count_substring_regex(text, r"\S+")).as_py() or 0
+    return int(chars), int(words)
+
+
+@dataclass
+class StageCounter:
+    stage: str
+    kind: str
+    docs_in: int = 0
+    docs_out: int = 0
+    chars_in: int = 0
+    chars_out: int = 0
+    words_in: int = 0
+    words_out: int = 0
+    removed: dict[str, int] = field(default_factory=dict)  # reason -> docs
+    removed_words: dict[str, int] = field(default_factory=dict)  # reason -> words
+    seconds: float = 0.0
+
+    @property
+    def docs_removed(self) -> int:
+        return sum(self.removed.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "kind": self.kind,
+            "docs_in": self.docs_in,
+            "docs_out": self.docs_out,
+            "docs_removed": self.docs_removed,
+            "chars_in": self.chars_in,
+            "chars_out": self.chars_out,
+            "words_in": self.words_in,
+            "words_out": self.words_out,
+            "removed": dict(sorted(self.removed.items())),
+            "removed_words": dict(sorted(self.removed_words.items())),
+            "seconds": round(self.seconds, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StageCounter":
+        return cls(
+            stage=d["stage"],
+            kind=d.get("kind", d["stage"]),
+            docs_in=d["docs_in"],
+            docs_out=d["docs_out"],
+            chars_in=d.get("chars_in", 0),
+            chars_out=d.get("chars_out", 0),
+            words_in=d.get("words_in", 0),
+            words_out=d.get("words_out", 0),
+            removed=dict(d.get("removed", {})),
+            removed_words=dict(d.get("removed_words", {})),
+            seconds=d.get("seconds", 0.0),
+        )
+
+    def merge(self, other: "StageCounter") -> None:
+        for name in ("docs_in", "docs_out", "chars_in", "chars_out", "words_in", "words_out", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for target, source in ((self.removed, other.removed), (self.removed_words, other.removed_words)):
+            for reason, n in source.items():
+                target[reason] = target.get(reason, 0) + n
+
+
+class ConservationError(AssertionError):
+    """kept + removed != read for some stage: a document went missing (a bug)."""
+
+
+def check_conservation(stages: list[dict[str, Any]]) -> None:
+    """Raise if any stage lost or invented documents, or stages do not chain."""
+    previous_out = None
+    for s in stages:
+        removed = sum(s["removed"].values())
+        if s["docs_out"] + removed != s["docs_in"]:
+            raise ConservationError(
+                f"stage {s['stage']}: kept {s['docs_out']} + removed {removed} != read {s['docs_in']}"
+            )
+        if previous_out is not None and s["docs_in"] != previous_out:
+            raise ConservationError(
+                f"stage {s['stage']} read {s['docs_in']} documents but the previous stage kept {previous_out}"
+            )
+        previous_out = s["docs_out"]
+
+
+def merge_stage_lists(lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Merge per-shard stage counter lists (same stage order) into one list."""
+    merged: dict[str, StageCounter] = {}
+    order: list[str] = []
+    for stages in lists:
+        for d in stages:
+            counter = StageCounter.from_dict(d)
+            if counter.stage not in merged:
+                merged[counter.stage] = counter
+                order.append(counter.stage)
+            else:
+                merged[counter.stage].merge(counter)
+    return [merged[name].to_dict() for name in order]

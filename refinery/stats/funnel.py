@@ -1,0 +1,83 @@
+"""Merge per-shard stats into a run summary (the funnel) and render it as a table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from refinery.io import fs
+from refinery.stats.counters import check_conservation, merge_stage_lists
+
+
+def merge_shard_stats(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
+    stages = merge_stage_lists([s["stages"] for s in shard_stats])
+    check_conservation(stages)
+    skipped: dict[str, int] = {}
+    for s in shard_stats:
+        for k, v in s.get("reader_skipped_records", {}).items():
+            skipped[k] = skipped.get(k, 0) + v
+    docs_read = sum(s["docs_read"] for s in shard_stats)
+    docs_kept = sum(s["docs_kept"] for s in shard_stats)
+    docs_removed = sum(s["docs_removed"] for s in shard_stats)
+    if docs_read != docs_kept + docs_removed:
+        raise AssertionError(f"run totals do not reconcile: read {docs_read} != kept {docs_kept} + removed {docs_removed}")
+    return {
+        "shards": len(shard_stats),
+        "docs_read": docs_read,
+        "docs_kept": docs_kept,
+        "docs_removed": docs_removed,
+        "reader_skipped_records": dict(sorted(skipped.items())),
+        "stages": stages,
+    }
+
+
+def load_shard_stats(run_dir: str) -> list[dict[str, Any]]:
+    stats_dir = fs.join(run_dir, "stats")
+    if not fs.exists(stats_dir):
+        return []
+    return [json.loads(fs.read_bytes(uri)) for uri in fs.list_files(stats_dir, (".json",))]
+
+
+def load_run_stats(run_dir: str) -> dict[str, Any]:
+    """The run summary: ``stats.json`` if the run finished, else merged from finished shards."""
+    summary_uri = fs.join(run_dir, "stats.json")
+    if fs.exists(summary_uri):
+        return json.loads(fs.read_bytes(summary_uri))
+    shard_stats = load_shard_stats(run_dir)
+    if not shard_stats:
+        raise FileNotFoundError(f"no stats under {run_dir}: is it a refinery run directory?")
+    return merge_shard_stats(shard_stats)
+
+
+def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (stage) and per (stage, reason), with % of the run's documents still kept."""
+    first_in = summary["stages"][0]["docs_in"] if summary["stages"] else 0
+    rows = []
+    for s in summary["stages"]:
+        rows.append({
+            "stage": s["stage"], "reason": "", "docs_in": s["docs_in"], "docs_out": s["docs_out"],
+            "removed": s["docs_removed"], "words_removed": sum(s.get("removed_words", {}).values()),
+            "kept_pct_of_input": 100.0 * s["docs_out"] / first_in if first_in else 0.0,
+        })
+        for reason, n in sorted(s["removed"].items(), key=lambda kv: -kv[1]):
+            rows.append({
+                "stage": s["stage"], "reason": reason, "docs_in": None, "docs_out": None, "removed": n,
+                "words_removed": s.get("removed_words", {}).get(reason, 0), "kept_pct_of_input": None,
+            })
+    return rows
+
+
+def render_funnel(summary: dict[str, Any], title: str = "refinery funnel") -> "rich.table.Table":  # noqa: F821
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col, justify in (("stage", "left"), ("reason", "left"), ("docs in", "right"), ("docs out", "right"),
+                         ("removed", "right"), ("words removed", "right"), ("% of input kept", "right")):
+        table.add_column(col, justify=justify)
+    for r in funnel_rows(summary):
+        fmt = lambda v: "" if v is None else f"{v:,}"  # noqa: E731
+        pct = "" if r["kept_pct_of_input"] is None else f"{r['kept_pct_of_input']:.1f}%"
+        style = None if r["reason"] == "" else "dim"
+        table.add_row(r["stage"] if not r["reason"] else "", r["reason"], fmt(r["docs_in"]), fmt(r["docs_out"]),
+                      fmt(r["removed"]), fmt(r["words_removed"]), pct, style=style)
+    return table

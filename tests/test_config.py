@@ -1,0 +1,87 @@
+"""Configs are validated before any work starts, with errors that name the key and the problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from refinery.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _base() -> dict:
+    return yaml.safe_load((ROOT / "configs" / "refinedweb.yaml").read_text())
+
+
+def test_shipped_configs_validate():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if "stages" in data:  # pipeline configs (dedup/other job configs have their own loaders)
+            load_config(path)
+
+
+def test_refinedweb_config_holds_paper_parameters():
+    cfg = load_config(ROOT / "configs" / "refinedweb.yaml")
+    stages = {s.type: s for s in cfg.build_stages()}
+    lid = stages["language_id"]
+    assert lid.languages == ["en"] and lid.min_score == pytest.approx(0.65)
+    assert stages["url_filter"].soft_word_threshold == 2
+    assert stages["line_corrections"].max_removed_word_frac == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.update(colour="blue"), r"colour: unknown key"),
+        (lambda c: c["reader"].update(batch_size=0), r"reader.batch_size: Input should be greater than 0"),
+        (lambda c: c["stages"][0].update(type="no_such_stage"), r"unknown stage type 'no_such_stage'"),
+        (lambda c: c["stages"][2]["params"].update(min_scor=0.5), r"language_id.*unknown parameter\(s\) \['min_scor'\]"),
+        (lambda c: c["stages"].append(dict(c["stages"][0])), r"stage names must be unique"),
+        (lambda c: c["executor"].update(type="spark"), r"executor.type"),
+        (lambda c: c.update(stages=[]), r"stages"),
+    ],
+)
+def test_bad_configs_name_the_problem(mutate, message):
+    data = _base()
+    mutate(data)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data, source="test.yaml")
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: [\n  - type: extract\n  params: {")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_reports_config_errors_before_any_work(tmp_path):
+    data = _base()
+    data["stages"][1]["params"]["timeout_s"] = "soon"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "refinery.cli", "run", str(cfg), "--input", str(ROOT / "data/sample/warc"), "--output", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "extract" in proc.stderr and "timeout_s" in proc.stderr
+    assert not out.exists()  # nothing was written
+
+
+def test_unreachable_input_is_a_config_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "refinery.cli", "run", str(ROOT / "configs/refinedweb.yaml"), "--input",
+         str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "input not found" in proc.stderr and "nowhere" in proc.stderr
