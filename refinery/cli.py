@@ -16,7 +16,13 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 #: Modules that add their own commands with ``register(app)``; keeps this file small.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "refinery.cli_report",
+    "refinery.cli_dedup",
+    "refinery.cli_classifiers",
+    "refinery.cli_tokens",
+    "refinery.cli_scale",
+]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -60,23 +66,38 @@ def run(
 
 @app.command()
 def stats(
-    run_dir: str = typer.Argument(..., help="a run's output directory (local or s3://)"),
+    run_dir: Optional[str] = typer.Argument(None, help="a run's output directory (local or s3://)"),
     json_out: bool = typer.Option(False, "--json", help="print the merged stats as JSON"),
+    compare: Optional[tuple[str, str]] = typer.Option(
+        None, "--compare", metavar="RUN_A RUN_B", help="show how each stage/reason moved from run A to run B"
+    ),
 ) -> None:
-    """Print a run's funnel: documents in/out and removed, per stage and per reason."""
+    """Print a run's funnel (documents in/out and removed, per stage and per reason), or compare two runs."""
     import json
 
+    from refinery.io.fs import StorageError
+    from refinery.stats.compare import compare_rows, render_compare
     from refinery.stats.funnel import load_run_stats, render_funnel
 
-    try:
-        summary = load_run_stats(run_dir)
-    except FileNotFoundError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+    if (run_dir is None) == (compare is None):
+        err.print("[red]error:[/red] give either RUN_DIR or --compare RUN_A RUN_B")
         raise typer.Exit(2)
-    if json_out:
-        console.print_json(json.dumps(summary))
+    try:
+        runs = [load_run_stats(d) for d in (compare or (run_dir,))]
+    except (FileNotFoundError, StorageError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    # piped or captured output: wide enough that no number is cut to "12…"
+    out = console if console.is_terminal else Console(width=220)
+    if compare:
+        if json_out:
+            out.print_json(json.dumps(compare_rows(*runs)))
+        else:
+            out.print(render_compare(*runs, name_a=compare[0], name_b=compare[1]))
+    elif json_out:
+        out.print_json(json.dumps(runs[0]))
     else:
-        console.print(render_funnel(summary, title=f"funnel: {run_dir}"))
+        out.print(render_funnel(runs[0], title=f"funnel: {run_dir}"))
 
 
 for _module in COMMAND_MODULES:

@@ -5,7 +5,9 @@ This is the only place where stages meet storage. Per shard, the output director
 - ``kept/<shard>.parquet``     documents every stage kept
 - ``removed/<shard>.parquet``  documents some stage removed, with ``removed_stage``,
                                ``removed_reason`` and ``removed_metric`` (nothing is lost)
-- ``stats/<shard>.json``       per-stage counters; written last, so it doubles as the
+- ``samples/<shard>.parquet``  a reservoir sample of removed documents per (stage, reason)
+- ``stats/<shard>.json``       per-stage counters, score histograms, languages, top removed
+                               domains (see docs/stats.md); written last, so it doubles as the
                                "shard finished" marker that makes re-runs skip the shard
 """
 
@@ -26,6 +28,7 @@ import pyarrow.json as pajson
 
 from refinery.io import fs, parquet
 from refinery.stages.base import METRIC, REASON, Stage
+from refinery.stats.collector import ShardStatsCollector, StatsOptions
 from refinery.stats.counters import StageCounter, check_conservation, text_sizes
 
 log = logging.getLogger("refinery.runner")
@@ -35,7 +38,7 @@ PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
 INPUT_SUFFIXES = WARC_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES
 
-STATS_VERSION = 1
+STATS_VERSION = 2
 
 
 class StageContractError(RuntimeError):
@@ -55,6 +58,10 @@ class ShardTask:
     @property
     def removed_uri(self) -> str:
         return fs.join(self.output_dir, "removed", f"{self.shard}.parquet")
+
+    @property
+    def samples_uri(self) -> str:
+        return fs.join(self.output_dir, "samples", f"{self.shard}.parquet")
 
     @property
     def stats_uri(self) -> str:
@@ -88,9 +95,11 @@ class ShardResult:
 class ShardRunner:
     """Applies ``stages`` to shards. Build once per worker process; call :meth:`run` per shard."""
 
-    def __init__(self, stages: list[Stage], reader: ReaderOptions | None = None, log_every_s: float = 10.0):
+    def __init__(self, stages: list[Stage], reader: ReaderOptions | None = None, log_every_s: float = 10.0,
+                 stats_options: StatsOptions | None = None):
         self.stages = stages
         self.reader = reader or ReaderOptions()
+        self.stats_options = stats_options or StatsOptions()
         self.log_every_s = log_every_s
 
     # -- sources ---------------------------------------------------------------------------
@@ -102,8 +111,7 @@ class ShardRunner:
             from refinery.io.warc import WarcReader
 
             reader = WarcReader(batch_size=self.reader.batch_size, max_body_bytes=self.reader.max_body_bytes)
-            stream = fs.open_input(uri)
-            return "warc_reader", reader.read(stream, source=uri), reader.skipped_records
+            return "warc_reader", _read_warc(reader, uri), reader.skipped_records
         if uri.endswith(PARQUET_SUFFIXES):
             return "parquet_reader", parquet.iter_batches(uri, self.reader.batch_size, required=("id", "text")), {}
         if uri.endswith(JSONL_SUFFIXES):
@@ -121,17 +129,25 @@ class ShardRunner:
         reader_name, batches, reader_extra = self._read(task)
         reader_counter = StageCounter(reader_name, reader_name)
         counters = [StageCounter(s.name, s.kind) for s in self.stages]
+        collector = ShardStatsCollector(task.shard, self.stages, self.stats_options)
         kept_parts: list[pa.RecordBatch] = []
         removed_parts: list[pa.Table] = []
         docs_read = 0
         last_log = started
 
-        for batch in batches:
+        batches = iter(batches)
+        while True:
+            t_read = time.perf_counter()
+            batch = next(batches, None)
+            reader_counter.seconds += time.perf_counter() - t_read
+            if batch is None:
+                break
             docs_read += batch.num_rows
+            collector.observe(reader_name, None, batch)
             batch = self._split(reader_counter, batch, removed_parts, reader_name, decided=REASON in batch.schema.names)
             for stage, counter in zip(self.stages, counters):
-                if batch.num_rows == 0:
-                    break
+                # Empty batches still flow through every stage so that an all-removed shard gets
+                # the same kept schema (with every stage's columns) as any other shard.
                 t0 = time.perf_counter()
                 out = stage(batch)
                 counter.seconds += time.perf_counter() - t0
@@ -139,8 +155,10 @@ class ShardRunner:
                     raise StageContractError(
                         f"stage {stage.name} returned {out.num_rows} rows for {batch.num_rows} (shard {task.shard})"
                     )
+                collector.observe(stage.name, batch, out)
                 batch = self._split(counter, out, removed_parts, stage.name, decided=True, before=batch,
                                     rewrites_text=getattr(stage, "rewrites_text", False))
+            collector.observe_kept(batch)
             kept_parts.append(batch)
             now = time.time()
             if now - last_log >= self.log_every_s:
@@ -151,6 +169,7 @@ class ShardRunner:
         removed = parquet.concat(removed_parts)
         parquet.write_table(kept, task.kept_uri)
         parquet.write_table(removed, task.removed_uri)
+        n_samples = collector.write_samples(task.samples_uri)
 
         stage_dicts = [reader_counter.to_dict()] + [c.to_dict() for c in counters]
         check_conservation(stage_dicts)
@@ -165,6 +184,8 @@ class ShardRunner:
             "reader_skipped_records": dict(reader_extra),
             "seconds": round(elapsed, 3),
             "stages": stage_dicts,
+            **collector.to_dict(),
+            "samples": {"path": f"samples/{task.shard}.parquet", "rows": n_samples},
         }
         if docs_read != kept.num_rows + removed.num_rows:
             raise AssertionError(f"shard {task.shard}: read {docs_read} != kept {kept.num_rows} + removed {removed.num_rows}")
@@ -212,13 +233,14 @@ class ShardRunner:
             if "text" in seen.schema.names and not pa.types.is_null(seen.column("text").type):
                 text = pc.fill_null(seen_removed.column("text"), "")
                 words = pc.count_substring_regex(text, r"\S+").to_pylist()
-                removed_chars = int(pc.sum(pc.utf8_length(text)).as_py() or 0)
+                chars = pc.utf8_length(text).to_pylist()
             else:
-                words = [0] * len(reasons)
-            removed_words = sum(words)
-            for r, w in zip(reasons, words):
+                words = chars = [0] * len(reasons)
+            removed_words, removed_chars = sum(words), sum(chars)
+            for r, w, c in zip(reasons, words, chars):
                 counter.removed[r] = counter.removed.get(r, 0) + 1
                 counter.removed_words[r] = counter.removed_words.get(r, 0) + w
+                counter.removed_chars[r] = counter.removed_chars.get(r, 0) + c
             metric = removed.column(METRIC) if METRIC in removed.schema.names else pa.nulls(removed.num_rows, pa.float64())
             table = pa.Table.from_batches([removed])
             table = table.drop_columns([c for c in (REASON, METRIC, "html") if c in table.column_names])
@@ -236,10 +258,15 @@ class ShardRunner:
         return kept
 
 
+def _read_warc(reader, uri: str) -> Iterator[pa.RecordBatch]:
+    with fs.open_input(uri) as stream:  # closed when the shard is done, even on error
+        yield from reader.read(stream, source=uri)
+
+
 def _read_jsonl(uri: str, batch_size: int) -> Iterator[pa.RecordBatch]:
     """Dolma-style JSON lines (``id``, ``text``, optional ``metadata.url``) as documents."""
     raw = fs.read_bytes(uri)
-    if uri.endswith(".gz"):
+    if raw[:2] == b"\x1f\x8b":  # gzip by content, not by name
         raw = gzip.decompress(raw)
     table = pajson.read_json(io.BytesIO(raw))
     n = table.num_rows

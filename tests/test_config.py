@@ -27,7 +27,7 @@ def test_shipped_configs_validate():
 
 def test_refinedweb_config_holds_paper_parameters():
     cfg = load_config(ROOT / "configs" / "refinedweb.yaml")
-    stages = {s.type: s for s in cfg.build_stages()}
+    stages = {s.kind: s for s in cfg.build_stages()}
     lid = stages["language_id"]
     assert lid.languages == ["en"] and lid.min_score == pytest.approx(0.65)
     assert stages["url_filter"].soft_word_threshold == 2

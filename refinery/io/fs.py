@@ -133,7 +133,9 @@ def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
 def open_input(uri: str) -> BinaryIO:
     fs, path = resolve(uri)
     try:
-        return fs.open_input_stream(path)
+        # Raw bytes: pyarrow would otherwise gunzip ".gz" files by their name, which hides the
+        # compressed offsets the WARC reader reports for corrupt members.
+        return fs.open_input_stream(path, compression=None)
     except (OSError, FileNotFoundError) as exc:
         raise StorageError(f"cannot open {uri}: {exc}") from exc
 

@@ -26,10 +26,12 @@ def concat(batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema | Non
     """Concatenate batches whose schemas may differ slightly (an all-null column inferred as
     ``null`` in one batch and ``string`` in another): types are promoted, missing columns filled."""
     tables = [b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in batches]
-    tables = [t for t in tables if t.num_rows or not tables]
     if not tables:
         return (schema or pa.schema([])).empty_table()
-    return pa.concat_tables(tables, promote_options="permissive")
+    nonempty = [t for t in tables if t.num_rows]
+    if not nonempty:  # keep the widest schema seen, so empty shards still carry every column
+        return max(tables, key=lambda t: t.num_columns).slice(0, 0)
+    return pa.concat_tables(nonempty, promote_options="permissive")
 
 
 def read_table(uri: str, columns: list[str] | None = None, required: Iterable[str] = ()) -> pa.Table:

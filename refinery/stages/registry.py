@@ -14,6 +14,13 @@ STAGES: dict[str, str] = {
     "gopher_repetition": "refinery.stages.gopher:GopherRepetition",
     "gopher_quality": "refinery.stages.gopher:GopherQuality",
     "line_corrections": "refinery.stages.line_corrections:LineCorrections",
+    "minhash_dedup": "refinery.stages.dedup:MinhashDuplicateFilter",
+    "exact_dedup": "refinery.stages.dedup:ExactDuplicateFilter",
+    "url_dedup": "refinery.stages.dedup:UrlDuplicateFilter",
+    "substring_dedup": "refinery.stages.dedup:ExactSubstringCut",
+    "toxicity": "refinery.stages.classifiers:ToxicityFilter",
+    "quality": "refinery.stages.classifiers:QualityFilter",
+    "fault_injection": "refinery.stages.faults:FaultInjection",  # tests / chaos drills only
 }
 
 

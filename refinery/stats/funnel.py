@@ -6,7 +6,27 @@ import json
 from typing import Any
 
 from refinery.io import fs
-from refinery.stats.counters import check_conservation, merge_stage_lists
+from refinery.stats.counters import check_conservation, est_tokens, merge_stage_lists
+from refinery.stats.domains import merge_top_domains
+from refinery.stats.histograms import merge_histogram_maps
+
+#: registered domains kept per (stage, reason) in the merged run summary
+RUN_TOP_DOMAINS = 100
+
+
+def merge_languages(sections: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge per-shard ``languages`` sections (``{lang: {docs_in, docs_kept, chars_kept, removed}}``)."""
+    column = next((s["column"] for s in sections if s and s.get("column")), "language")
+    merged: dict[str, dict[str, Any]] = {}
+    for section in sections:
+        for lang, d in ((section or {}).get("by_language") or {}).items():
+            m = merged.setdefault(lang, {"docs_in": 0, "docs_kept": 0, "chars_kept": 0, "removed": {}})
+            for key in ("docs_in", "docs_kept", "chars_kept"):
+                m[key] += d.get(key, 0)
+            for stage, n in d.get("removed", {}).items():
+                m["removed"][stage] = m["removed"].get(stage, 0) + n
+    ordered = dict(sorted(merged.items(), key=lambda kv: (-kv[1]["docs_in"], kv[0])))
+    return {"column": column, "by_language": ordered}
 
 
 def merge_shard_stats(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -28,6 +48,10 @@ def merge_shard_stats(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
         "docs_removed": docs_removed,
         "reader_skipped_records": dict(sorted(skipped.items())),
         "stages": stages,
+        "histograms": merge_histogram_maps([s.get("histograms", {}) for s in shard_stats]),
+        "languages": merge_languages([s.get("languages", {}) for s in shard_stats]),
+        "top_domains": merge_top_domains([s.get("top_domains", {}) for s in shard_stats], RUN_TOP_DOMAINS),
+        "samples": {"rows": sum(s.get("samples", {}).get("rows", 0) for s in shard_stats), "path": "samples/"},
     }
 
 
@@ -57,12 +81,20 @@ def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({
             "stage": s["stage"], "reason": "", "docs_in": s["docs_in"], "docs_out": s["docs_out"],
             "removed": s["docs_removed"], "words_removed": sum(s.get("removed_words", {}).values()),
+            "est_tokens_removed": est_tokens(sum(s.get("removed_chars", {}).values())),
+            "removed_pct_of_stage": 100.0 * s["docs_removed"] / s["docs_in"] if s["docs_in"] else 0.0,
+            "removed_pct_of_input": 100.0 * s["docs_removed"] / first_in if first_in else 0.0,
             "kept_pct_of_input": 100.0 * s["docs_out"] / first_in if first_in else 0.0,
+            "seconds": s.get("seconds", 0.0),
         })
-        for reason, n in sorted(s["removed"].items(), key=lambda kv: -kv[1]):
+        for reason, n in sorted(s["removed"].items(), key=lambda kv: (-kv[1], kv[0])):
             rows.append({
                 "stage": s["stage"], "reason": reason, "docs_in": None, "docs_out": None, "removed": n,
-                "words_removed": s.get("removed_words", {}).get(reason, 0), "kept_pct_of_input": None,
+                "words_removed": s.get("removed_words", {}).get(reason, 0),
+                "est_tokens_removed": est_tokens(s.get("removed_chars", {}).get(reason, 0)),
+                "removed_pct_of_stage": 100.0 * n / s["docs_in"] if s["docs_in"] else 0.0,
+                "removed_pct_of_input": 100.0 * n / first_in if first_in else 0.0,
+                "kept_pct_of_input": None, "seconds": None,
             })
     return rows
 
@@ -73,7 +105,7 @@ def render_funnel(summary: dict[str, Any], title: str = "refinery funnel") -> "r
     table = Table(title=title)
     for col, justify in (("stage", "left"), ("reason", "left"), ("docs in", "right"), ("docs out", "right"),
                          ("removed", "right"), ("words removed", "right"), ("% of input kept", "right")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, overflow="fold")
     for r in funnel_rows(summary):
         fmt = lambda v: "" if v is None else f"{v:,}"  # noqa: E731
         pct = "" if r["kept_pct_of_input"] is None else f"{r['kept_pct_of_input']:.1f}%"

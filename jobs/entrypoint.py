@@ -1,0 +1,15 @@
+#!/usr/bin/env python3
+"""Container entrypoint of refinery's SageMaker jobs (see refinery/launch/container.py).
+
+    entrypoint.py processing      # a Processing job instance: run the step on this instance's shards
+    entrypoint.py train [BOOTSTRAP OPTIONS]
+                                  # a Training job instance: form a Ray cluster over all instances
+                                  # (jobs/ray_bootstrap.py) and run the step on the head
+"""
+
+import sys
+
+from refinery.launch.container import main
+
+if __name__ == "__main__":
+    sys.exit(main())

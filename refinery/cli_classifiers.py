@@ -1,0 +1,77 @@
+"""``refinery train-classifier toxicity|quality``: run a classifier recipe (refinery/classifiers/)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+class ClassifierKind(str, Enum):
+    toxicity = "toxicity"
+    quality = "quality"
+
+
+def default_data_dir() -> Path:
+    """``$REFINERY_DATA_DIR``, else ``../shared/data`` from the working directory, else the one
+    beside the repository checkout."""
+    import os
+
+    env = os.environ.get("REFINERY_DATA_DIR")
+    if env:
+        return Path(env)
+    for candidate in (Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[2] / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return Path("../shared/data")
+
+
+def train_classifier(
+    kind: ClassifierKind = typer.Argument(..., help="which model to train"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory [default: $REFINERY_MODELS or ~/.cache/refinery/models, where the stages look]"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="training data root [default: ../shared/data]"),
+    seed: int = typer.Option(0, help="fastText seed and shuffle seed: same seed, same model and metrics"),
+    epoch: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
+    lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
+    dim: Optional[int] = typer.Option(None, help="override the recipe's vector size"),
+    quantize: bool = typer.Option(True, help="write a quantized .ftz (~1 MB) when held-out metrics stay within 0.01"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train a fastText classifier from real data; write the model and a JSON report
+    (hyperparameters, data SHA-256s, held-out precision/recall/F1/ROC AUC)."""
+    from dataclasses import replace
+
+    from refinery.classifiers import quality, toxicity
+    from refinery.classifiers.common import models_dir
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    recipe = {"toxicity": toxicity, "quality": quality}[kind.value]
+    data = data_dir or default_data_dir()
+    if not data.is_dir():
+        typer.echo(f"error: data directory {data} not found (pass --data-dir)", err=True)
+        raise typer.Exit(2)
+    overrides = {k: v for k, v in (("epoch", epoch), ("lr", lr), ("dim", dim)) if v is not None}
+    params = replace(recipe.DEFAULT_PARAMS, seed=seed, **overrides)
+    out_dir = out or models_dir()
+    try:
+        report = recipe.train(data, out_dir, params, quantize=quantize)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    summary = {
+        "model": str(out_dir / report["model_file"]),
+        "report": str(out_dir / f"{kind.value}.json"),
+        "threshold": report["threshold"],
+        "metrics": report["metrics"],
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-classifier")(train_classifier)

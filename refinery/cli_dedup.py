@@ -1,0 +1,83 @@
+"""``refinery dedup``: deduplicate a run directory into a new run directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dedup")(dedup)
+
+
+def dedup(
+    run_dir: str = typer.Argument(..., help="a run directory (uses its kept/*.parquet) or a directory of Parquet shards"),
+    output: str = typer.Option(..., "--output", "-o", help="the new run directory (local path or s3://)"),
+    method: str | None = typer.Option(None, help="minhash (default), exact, url or substring"),
+    config: str | None = typer.Option(None, "--config", "-c", help="dedup YAML, e.g. configs/dedup.yaml"),
+    preset: str | None = typer.Option(None, help="MinHash preset: default (14x8 of 128) or refinedweb (450x20 of 9000)"),
+    bands: int | None = typer.Option(None, help="LSH bands"),
+    rows: int | None = typer.Option(None, help="MinHash values per band"),
+    num_perm: int | None = typer.Option(None, help="MinHash permutations (>= bands x rows)"),
+    ngram: int | None = typer.Option(None, help="words per shingle (default 5)"),
+    seed: int | None = typer.Option(None, help="hash seed"),
+    backend: str | None = typer.Option(None, help="MinHash backend: rensa (default) or numpy"),
+    min_tokens: int | None = typer.Option(None, help="substring: cut duplicated spans of at least this many tokens (50)"),
+    memory_budget: str | None = typer.Option(None, help="per-task memory for bucket/cluster/suffix-array passes, e.g. 2GiB"),
+    partitions: int | None = typer.Option(None, help="force the number of partitions"),
+    executor: str | None = typer.Option(None, help="local (process pool, default) or ray"),
+    workers: int | None = typer.Option(None, help="parallel workers (default: all cores)"),
+    ray_address: str | None = typer.Option(None, help="an existing Ray cluster (default: start a local one)"),
+    work_dir: str | None = typer.Option(None, help="dedup index / intermediate files (default: OUTPUT/dedup)"),
+    force: bool = typer.Option(False, help="recompute every pass and shard"),
+    json_out: bool = typer.Option(False, "--json", help="print the dedup stats as JSON"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Remove duplicates across all shards of RUN_DIR (MinHash fuzzy, exact text, URL, or exact
+    substrings), writing kept/removed/stats like a pipeline run plus OUTPUT/dedup_stats.json."""
+    from refinery.dedup.config import DedupConfigError, load_dedup_config
+    from refinery.dedup.driver import DedupError, run_dedup
+    from refinery.dedup.parallel import DedupTaskError, Executor
+    from refinery.dedup.passes import DedupInputError
+    from refinery.io.fs import StorageError
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    out, err = Console(), Console(stderr=True)
+    try:
+        cfg = load_dedup_config(config, {
+            "method": method, "minhash.preset": preset, "minhash.bands": bands, "minhash.rows": rows,
+            "minhash.num_perm": num_perm, "minhash.ngram": ngram, "minhash.seed": seed, "minhash.backend": backend,
+            "substring.min_tokens": min_tokens, "memory_budget": memory_budget, "partitions": partitions,
+            "executor.type": executor, "executor.workers": workers, "executor.ray_address": ray_address,
+        })
+        with Executor(cfg.executor.type, cfg.executor.workers, cfg.executor.ray_address,
+                      cfg.executor.object_store_memory, max_retries=cfg.executor.max_retries) as ex:
+            stats = run_dedup(run_dir, output, cfg, ex, work_dir=work_dir, force=force)
+    except (DedupConfigError, DedupInputError, StorageError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    except (DedupError, DedupTaskError) as exc:
+        err.print(f"[red]dedup failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(1)
+    if json_out:
+        out.print_json(json.dumps(stats))
+        return
+    table = Table(title=f"dedup ({stats['method']}): {output}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for key in ("docs_read", "docs_kept", "docs_removed", "docs_with_keys", "candidate_pairs", "clusters",
+                "docs_in_clusters", "largest_cluster", "tokens", "cut_tokens", "docs_cut", "wall_seconds"):
+        if key in stats:
+            table.add_row(key, f"{stats[key]:,}" if isinstance(stats[key], int) else str(stats[key]))
+    hist = stats.get("cluster_size_histogram") or {}
+    if hist:
+        table.add_row("cluster sizes", ", ".join(f"{k}: {v}" for k, v in hist.items()))
+    for name, p in stats.get("passes", {}).items():
+        table.add_row(f"pass {name}", f"{p.get('wall_seconds', 0):.1f}s, peak RSS {p.get('peak_rss_max', 0) / 2**20:.0f} MiB")
+    out.print(table)

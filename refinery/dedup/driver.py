@@ -1,0 +1,412 @@
+"""Chain the dedup passes over a run directory's ``kept/*.parquet`` shards and produce a new run
+directory (``kept/``, ``removed/``, ``stats/``, ``stats.json``) exactly like a pipeline run.
+
+Fuzzy (``minhash``), ``exact`` and ``url`` dedup share one flow::
+
+    signatures (per shard) -> buckets (per shard, P key ranges) -> candidates (per key range)
+      -> connected components (large-star / small-star rounds, Q node partitions)
+      -> removal lists (per shard) -> removal run (per shard, the normal ShardRunner + a stage)
+
+``substring`` (EXACTSUBSTR-CUT) runs suffix-array partitions, then the runner with a cutting stage.
+Intermediate files live in the *dedup directory* (default ``<output>/dedup``), next to
+``manifest.json`` (what the removal stage reads) and ``dedup_stats.json``. A pass that finished
+writes ``passes/<pass>.json``; re-running the same command resumes after the last finished pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from refinery import __version__
+from refinery.dedup import components
+from refinery.dedup.config import DedupConfig
+from refinery.dedup.parallel import Executor, run_tasks
+from refinery.dedup.passes import (
+    DedupInputError,
+    bucket_task,
+    candidate_task,
+    large_star_task,
+    removal_list_task,
+    removal_run_task,
+    signature_task,
+    small_star_task,
+)
+from refinery.dedup.substring import (
+    SUBSTRING_BYTES_PER_CHAR,
+    SUBSTRING_BYTES_PER_TOKEN,
+    substring_task,
+)
+from refinery.io import fs
+from refinery.runner import shard_name
+
+log = logging.getLogger("refinery.dedup")
+
+MANIFEST_VERSION = 1
+#: resident memory of a worker before it loads any data (interpreter, numpy, pyarrow)
+TASK_BASELINE_BYTES = 160 * 2**20
+#: peak bytes per bucket row in a candidate task: 16 read + ~47 for sorting and star edges + the
+#: shuffle write (measured: 1M docs x 14 bands in one partition peaked at 1.1 GiB, ~75 B/row)
+CANDIDATE_BYTES_PER_ROW = 80
+#: peak bytes per directed edge in a large-star task: 16 read + ~93 for dedup, grouping, output
+EDGE_BYTES_PER_ROW = 112
+MAX_CC_ROUNDS = 64
+
+#: stage registry type and removal reason per method
+STAGE_OF_METHOD = {"minhash": "minhash_dedup", "exact": "exact_dedup", "url": "url_dedup", "substring": "substring_dedup"}
+
+
+class DedupError(RuntimeError):
+    pass
+
+
+@dataclass
+class Shard:
+    name: str
+    uri: str
+    index: int
+
+
+def list_shards(input_dir: str) -> list[Shard]:
+    """The Parquet shards of ``input_dir/kept`` (a run directory), or of ``input_dir`` itself."""
+    kept = fs.join(input_dir, "kept")
+    root = kept if fs.exists(kept) else input_dir
+    try:
+        files = fs.list_files(root, (".parquet",))
+    except fs.StorageError as exc:
+        raise DedupInputError(str(exc)) from None
+    if not files:
+        raise DedupInputError(f"no Parquet shards under {root}")
+    names = [shard_name(f, root) for f in files]
+    order = sorted(range(len(files)), key=lambda i: names[i])
+    return [Shard(names[i], files[i], k) for k, i in enumerate(order)]
+
+
+class WorkDir:
+    """The dedup directory: paths, the manifest and per-pass markers."""
+
+    def __init__(self, root: str, fingerprint: str, force: bool) -> None:
+        self.root = root
+        self.fingerprint = fingerprint
+        self.force = force
+
+    def path(self, *parts: str) -> str:
+        return fs.join(self.root, *parts)
+
+    def done(self, name: str) -> dict[str, Any] | None:
+        uri = self.path("passes", f"{name}.json")
+        if self.force or not fs.exists(uri):
+            return None
+        marker = json.loads(fs.read_bytes(uri))
+        if marker.get("fingerprint") != self.fingerprint:
+            return None
+        return marker
+
+    def finish(self, name: str, summary: dict[str, Any]) -> dict[str, Any]:
+        summary = {"fingerprint": self.fingerprint, **summary}
+        fs.write_bytes(self.path("passes", f"{name}.json"), json.dumps(summary, indent=1).encode())
+        return summary
+
+
+def _summarize(results: list[dict[str, Any]], wall: float, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Sum numeric counters over tasks; keep the max of peaks."""
+    summary: dict[str, Any] = {"tasks": len(results), "wall_seconds": round(wall, 3)}
+    for r in results:
+        for k, v in r.items():
+            if k in skip or k in ("pid",) or isinstance(v, (bool, dict, list)) or v is None:
+                continue
+            if k in ("peak_rss", "max_partition_rows", "largest"):
+                summary[f"{k}_max" if not k.endswith("_max") else k] = max(summary.get(f"{k}_max", 0), v)
+            elif isinstance(v, (int, float)):
+                summary[k] = summary.get(k, 0) + v
+    if "seconds" in summary:
+        summary["task_seconds"] = round(summary.pop("seconds"), 3)
+    summary["worker_pids"] = sorted({r["pid"] for r in results if "pid" in r})
+    return summary
+
+
+def _run_pass(work: WorkDir, name: str, fn: Callable[..., dict[str, Any]], tasks: list[dict[str, Any]],
+              executor: Executor, names: list[str], units: str = "docs",
+              extra: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    marker = work.done(name)
+    if marker is not None:
+        log.info("[dedup] pass %s already finished, skipping", name)
+        return marker
+    started = time.time()
+    results = run_tasks(fn, tasks, executor, label=name, names=names, units=units)
+    summary = _summarize(results, time.time() - started)
+    if extra:
+        summary.update(extra(results))
+    return work.finish(name, summary)
+
+
+def _fingerprint(method: str, params: dict[str, Any], shards: list[Shard]) -> str:
+    blob = json.dumps({"method": method, "params": params, "shards": [(s.name, s.uri) for s in shards]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _method_params(config: DedupConfig) -> dict[str, Any]:
+    if config.method == "minhash":
+        return config.minhash.model_dump()
+    if config.method == "substring":
+        return config.substring.model_dump() | {"memory_budget": config.memory_budget}
+    return {"seed": config.minhash.seed}
+
+
+def partitions_for(rows: int, bytes_per_row: int, budget: int) -> int:
+    usable = max(budget - TASK_BASELINE_BYTES, 16 * 2**20)
+    return max(1, math.ceil(rows * bytes_per_row / usable))
+
+
+def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor | None = None,
+              work_dir: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Deduplicate the shards of ``input_dir`` into the run directory ``output_dir``; returns the
+    dedup stats (also written to ``<work_dir>/dedup_stats.json`` and ``<output_dir>/dedup_stats.json``)."""
+    owned = executor is None
+    executor = executor or Executor(config.executor.type, config.executor.workers, config.executor.ray_address,
+                                    config.executor.object_store_memory, max_retries=config.executor.max_retries)
+    try:
+        return _run_dedup(input_dir, output_dir, config, executor, work_dir, force)
+    finally:
+        if owned:
+            executor.close()
+
+
+def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor,
+               work_dir: str | None, force: bool) -> dict[str, Any]:
+    input_dir, output_dir = fs.validate_uri(input_dir), fs.validate_uri(output_dir)
+    work_root = fs.validate_uri(work_dir or fs.join(output_dir, "dedup"))
+    shards = list_shards(input_dir)
+    method = config.method
+    params = _method_params(config)
+    work = WorkDir(work_root, _fingerprint(method, params, shards), force)
+    started = time.time()
+    log.info("[dedup %s] %d shard(s) from %s -> %s (work dir %s, executor %s)", method, len(shards), input_dir,
+             output_dir, work_root, executor.kind)
+    passes: dict[str, Any] = {}
+    if method == "substring":
+        extra = _substring_passes(work, shards, config, executor, passes)
+    else:
+        extra = _cluster_passes(work, shards, config, executor, passes)
+
+    # the removal run: the normal shard runner with the method's stage. Finished shards are
+    # skipped only when they were produced from this very index (same fingerprint).
+    stage_kind = STAGE_OF_METHOD[method]
+    started_uri = work.path("passes", "remove.started.json")
+    previous = json.loads(fs.read_bytes(started_uri)) if fs.exists(started_uri) else None
+    redo = force or previous is None or previous.get("fingerprint") != work.fingerprint
+    fs.write_bytes(started_uri, json.dumps({"fingerprint": work.fingerprint, "output": output_dir}).encode())
+    run_tasks_ = [{"kept_uri": s.uri, "output_dir": output_dir, "shard": s.name, "stage_kind": stage_kind,
+                   "stage_params": {"dedup_dir": work_root}, "force": redo} for s in shards]
+    t0 = time.time()
+    results = run_tasks(removal_run_task, run_tasks_, executor, label=f"{method}/remove", names=[s.name for s in shards])
+    passes["remove"] = _summarize(results, time.time() - t0)
+    run_stats = _finish_run(output_dir, input_dir, config, work_root, len(shards))
+    expected = extra.get("docs_to_remove")
+    if expected is not None and run_stats["docs_removed"] != expected:
+        raise DedupError(f"the removal run removed {run_stats['docs_removed']} documents but the dedup index lists "
+                         f"{expected}: the input changed since the index was built? (rerun with --force)")
+    stats = {
+        "method": method,
+        "params": params,
+        "input": input_dir,
+        "output": output_dir,
+        "work_dir": work_root,
+        "shards": len(shards),
+        "docs_read": run_stats["docs_read"],
+        "docs_kept": run_stats["docs_kept"],
+        "docs_removed": run_stats["docs_removed"],
+        **{k: v for k, v in extra.items() if k != "docs_to_remove"},
+        "passes": passes,
+        "wall_seconds": round(time.time() - started, 3),
+    }
+    blob = json.dumps(stats, indent=1).encode()
+    fs.write_bytes(fs.join(work_root, "dedup_stats.json"), blob)
+    fs.write_bytes(fs.join(output_dir, "dedup_stats.json"), blob)
+    return stats
+
+
+def _finish_run(output_dir: str, input_dir: str, config: DedupConfig, work_root: str, n_shards: int) -> dict[str, Any]:
+    from refinery.stats.funnel import load_shard_stats, merge_shard_stats
+
+    merged = merge_shard_stats(load_shard_stats(output_dir))  # checks kept + removed = read
+    fs.write_bytes(fs.join(output_dir, "stats.json"), json.dumps(merged, indent=1).encode())
+    manifest = {
+        "refinery_version": __version__,
+        "kind": "dedup",
+        "dedup": {"method": config.method, "config": config.model_dump(mode="json"), "work_dir": work_root},
+        "input": input_dir,
+        "output": output_dir,
+        "shards": n_shards,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    fs.write_bytes(fs.join(output_dir, "run.json"), json.dumps(manifest, indent=1).encode())
+    return merged
+
+
+def _write_manifest(work: WorkDir, method: str, params: dict[str, Any], shards: list[Shard], input_results: list[dict[str, Any]],
+                    **extra: Any) -> None:
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "method": method,
+        "params": params,
+        "fingerprint": work.fingerprint,
+        "shards": [
+            {"name": s.name, "index": s.index, "uri": s.uri, "docs": r.get("docs"), "sources": r.get("sources")}
+            for s, r in zip(shards, input_results)
+        ],
+        **extra,
+    }
+    fs.write_bytes(work.path("manifest.json"), json.dumps(manifest, indent=1).encode())
+
+
+def _cluster_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor,
+                    passes: dict[str, Any]) -> dict[str, Any]:
+    method = config.method
+    names = [s.name for s in shards]
+    sig_uri = {s.name: work.path("signatures", f"{s.name}.parquet") for s in shards}
+    lsh = config.minhash.lsh().__dict__ if method == "minhash" else {"seed": config.minhash.seed, "backend": "numpy"}
+    tasks = [{"input_uri": s.uri, "shard": s.name, "shard_index": s.index, "output_uri": sig_uri[s.name], "method": method,
+              "lsh": dict(lsh), "batch_size": config.batch_size} for s in shards]
+    sig = _run_pass(work, "signatures", signature_task, tasks, executor, names,
+                    extra=lambda rs: {"per_shard": [{"docs": r["docs"], "sources": r.get("sources"), "width": r["width"]} for r in rs]})
+    passes["signatures"] = {k: v for k, v in sig.items() if k != "per_shard"}
+    return build_index(work, shards, config, executor, passes, sig["per_shard"], sig.get("with_key", 0))
+
+
+def build_index(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor, passes: dict[str, Any],
+                per_shard: list[dict[str, Any]], with_key: int) -> dict[str, Any]:
+    """From ``signatures/<shard>.parquet`` to ``removals/<shard>.parquet``: buckets, candidates,
+    connected components, removal lists (benchmarks start here with synthetic signatures)."""
+    method = config.method
+    names = [s.name for s in shards]
+    sig_uri = {s.name: work.path("signatures", f"{s.name}.parquet") for s in shards}
+    width = per_shard[0]["width"] if per_shard else 1
+    rows = with_key * width
+    budget = config.memory_budget
+    P = config.partitions or partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget)
+    Q = config.partitions or partitions_for(2 * rows, EDGE_BYTES_PER_ROW, budget)
+    _write_manifest(work, method, _method_params(config), shards, per_shard, partitions=P, cc_partitions=Q)
+    log.info("[dedup %s] %d docs with keys, %d bucket rows -> %d key partitions, %d node partitions (budget %.0f MiB)",
+             method, with_key, rows, P, Q, budget / 2**20)
+
+    bucket_uri = {s.name: work.path("buckets", f"{s.name}.parquet") for s in shards}
+    tasks = [{"signature_uri": sig_uri[s.name], "shard_index": s.index, "output_uri": bucket_uri[s.name], "num_parts": P}
+             for s in shards]
+    passes["buckets"] = _run_pass(work, "buckets", bucket_task, tasks, executor, names, units="rows")
+    passes["buckets"]["partitions"] = P
+
+    cand_uris = [work.path("candidates", f"part-{p:05d}.parquet") for p in range(P)]
+    tasks = [{"bucket_uris": [bucket_uri[s.name] for s in shards], "part": p, "output_uri": cand_uris[p], "cc_parts": Q}
+             for p in range(P)]
+    passes["candidates"] = _run_pass(work, "candidates", candidate_task, tasks, executor,
+                                     [f"part-{p}" for p in range(P)], units="bucket_rows")
+
+    final_uris, cc = _components(work, cand_uris, Q, executor, method)
+    passes["components"] = cc
+
+    removal_uri = {s.name: work.path("removals", f"{s.name}.parquet") for s in shards}
+    tasks = [{"shard": s.name, "shard_index": s.index, "signature_uri": sig_uri[s.name], "final_uris": final_uris,
+              "output_uri": removal_uri[s.name]} for s in shards]
+    passes["removal_lists"] = _run_pass(work, "removal_lists", removal_list_task, tasks, executor, names, units="clustered")
+    return {
+        "docs_with_keys": with_key,
+        "candidate_pairs": passes["candidates"].get("pairs", 0),
+        "clusters": cc.get("clusters", 0),
+        "docs_in_clusters": cc.get("nodes", 0),
+        "largest_cluster": cc.get("largest_max", 0),
+        "cluster_size_histogram": cc.get("histogram", {}),
+        "docs_to_remove": passes["removal_lists"].get("removed", 0),
+    }
+
+
+def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor, method: str) -> tuple[list[str], dict[str, Any]]:
+    """Large-star / small-star rounds until the graph is a forest of stars around each
+    component's smallest node; returns the final ``(node, root)`` files and a summary."""
+    marker = work.done("components")
+    if marker is not None:
+        return marker["final_uris"], marker
+    started = time.time()
+    inputs = cand_uris
+    rounds: list[dict[str, Any]] = []
+    for r in range(MAX_CC_ROUNDS):
+        large = [work.path("components", f"round-{r:03d}", "large", f"part-{q:05d}.parquet") for q in range(Q)]
+        final = [work.path("components", f"round-{r:03d}", "final", f"part-{q:05d}.parquet") for q in range(Q)]
+        tasks = [{"input_uris": inputs, "part": q, "output_uri": large[q], "final_uri": final[q], "cc_parts": Q} for q in range(Q)]
+        results = run_tasks(large_star_task, tasks, executor, label=f"{method}/large-star-{r}",
+                            names=[f"part-{q}" for q in range(Q)], units="edges")
+        summary = _summarize(results, 0.0)
+        summary.pop("wall_seconds", None)
+        rounds.append({"round": r, "step": "large", **summary})
+        if all(res["star"] for res in results):
+            out = {
+                "rounds": r + 1,
+                "steps": rounds,
+                "clusters": sum(res.get("clusters", 0) for res in results),
+                "nodes": sum(res.get("nodes", 0) for res in results),
+                "largest_max": max([res.get("largest", 0) for res in results] or [0]),
+                "histogram": components.merge_histograms([res.get("histogram", {}) for res in results]),
+                "peak_rss_max": max(s.get("peak_rss_max", 0) for s in rounds),
+                "wall_seconds": round(time.time() - started, 3),
+                "partitions": Q,
+                "final_uris": final,
+            }
+            return final, work.finish("components", out)
+        small = [work.path("components", f"round-{r:03d}", "small", f"part-{q:05d}.parquet") for q in range(Q)]
+        tasks = [{"input_uris": large, "part": q, "output_uri": small[q], "cc_parts": Q} for q in range(Q)]
+        results = run_tasks(small_star_task, tasks, executor, label=f"{method}/small-star-{r}",
+                            names=[f"part-{q}" for q in range(Q)], units="edges")
+        summary = _summarize(results, 0.0)
+        summary.pop("wall_seconds", None)
+        rounds.append({"round": r, "step": "small", **summary})
+        inputs = small
+    raise DedupError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
+
+
+def plan_substring_partitions(shards: list[Shard], budget: int) -> list[list[Shard]]:
+    """Consecutive shards grouped so each group's text fits the budget (sizes from Parquet footers)."""
+    import pyarrow.parquet as pq
+
+    usable = max(budget - TASK_BASELINE_BYTES, 16 * 2**20)
+    per_char = SUBSTRING_BYTES_PER_CHAR + SUBSTRING_BYTES_PER_TOKEN / 5.0  # ~5 characters per token
+    groups: list[list[Shard]] = []
+    current: list[Shard] = []
+    current_bytes = 0.0
+    for s in shards:
+        filesystem, path = fs.resolve(s.uri)
+        with filesystem.open_input_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+        col = meta.schema.names.index("text") if "text" in meta.schema.names else None
+        chars = sum(meta.row_group(g).column(col).total_uncompressed_size for g in range(meta.num_row_groups)) if col is not None else 0
+        need = chars * per_char
+        if current and current_bytes + need > usable:
+            groups.append(current)
+            current, current_bytes = [], 0.0
+        current.append(s)
+        current_bytes += need
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _substring_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor,
+                      passes: dict[str, Any]) -> dict[str, Any]:
+    sub = config.substring
+    groups = plan_substring_partitions(shards, config.memory_budget)
+    tasks = [{"shards": [{"name": s.name, "input_uri": s.uri, "output_uri": work.path("cuts", f"{s.name}.parquet")} for s in g],
+              "min_tokens": sub.min_tokens, "keep_first": sub.keep_first, "batch_size": config.batch_size} for g in groups]
+    passes["suffix_arrays"] = _run_pass(
+        work, "suffix_arrays", substring_task, tasks, executor, [f"{g[0].name}..{g[-1].name}" for g in groups],
+        extra=lambda rs: {"shard_sources": {k: v for r in rs for k, v in r.get("shard_sources", {}).items()}})
+    sources = passes["suffix_arrays"].pop("shard_sources", {})
+    _write_manifest(work, "substring", _method_params(config), shards, [{"sources": sources.get(s.name)} for s in shards],
+                    partitions=len(groups), min_words=sub.min_words)
+    passes["suffix_arrays"]["partitions"] = len(groups)
+    s = passes["suffix_arrays"]
+    return {"tokens": s.get("tokens", 0), "cut_tokens": s.get("cut_tokens", 0), "docs_cut": s.get("docs_cut", 0)}

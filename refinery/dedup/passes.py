@@ -1,0 +1,253 @@
+"""The task functions of the dedup passes. Each reads its inputs from storage (local or S3), writes
+its output atomically, and returns small counters; :mod:`refinery.dedup.driver` chains them.
+
+Documents are named by a 64-bit *doc key* ``(shard index << 32) | row``: shard index in the sorted
+list of input shards, row within the shard. "Keep the smallest key" therefore means "keep the first
+document in input order" -- for URL dedup that is the first shard (by name) and row holding the URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from refinery.dedup import components
+from refinery.dedup.minhash import LshParams, MinHasher
+from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
+from refinery.dedup.text import document_hashes, mix64, tokenize
+from refinery.io import fs, parquet
+
+log = logging.getLogger("refinery.dedup")
+
+_U64 = np.uint64
+MAX_SOURCES = 64  # distinct `source` values remembered per shard (to find a shard from its rows)
+FINAL_ROW_GROUP = 1 << 16  # final (node, root) files: small row groups so a shard's range is cheap to read
+
+
+class DedupInputError(ValueError):
+    """The input shards cannot be deduplicated as they are (the message says why)."""
+
+
+def doc_keys(shard_index: int, rows: np.ndarray) -> np.ndarray:
+    return (np.uint64(shard_index) << _U64(32)) | rows.astype(_U64)
+
+
+def node_partition(nodes: np.ndarray, num_parts: int) -> np.ndarray:
+    """Connected-components partition of a node: by a hash of its key, so clusters' roots (the
+    earliest documents) do not all land in the partitions of the first shards."""
+    return partition_of(mix64(nodes.astype(_U64, copy=True)), num_parts)
+
+
+# -- keys -----------------------------------------------------------------------------------
+def normalize_url(url: str | None) -> str | None:
+    """The URL as compared by URL dedup: trimmed, scheme and host lowercased, fragment dropped,
+    ``http``/``https`` and a leading ``www.`` not distinguished. ``None`` for empty URLs."""
+    if not url:
+        return None
+    url = url.strip().split("#", 1)[0]
+    if not url:
+        return None
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    scheme = scheme.lower()
+    if scheme in ("http", "https"):
+        scheme = ""
+    host, _slash, path = rest.partition("/")
+    host = host.lower()
+    host = host.removeprefix("www.")
+    if host.endswith((":80", ":443")):
+        host = host.rsplit(":", 1)[0]
+    path = path.rstrip("/") if not path.strip("/") else path
+    return f"{scheme}://{host}/{path}" if scheme else f"{host}/{path}"
+
+
+def url_keys(urls: list[str | None], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    import xxhash
+
+    keys = np.zeros(len(urls), dtype=_U64)
+    has = np.zeros(len(urls), dtype=bool)
+    for i, url in enumerate(urls):
+        norm = normalize_url(url)
+        if norm is not None:
+            keys[i] = xxhash.xxh3_64_intdigest(norm.encode("utf-8", "surrogatepass"), seed=seed)
+            has[i] = True
+    return keys, has
+
+
+def _columns(uri: str) -> list[str]:
+    filesystem, path = fs.resolve(uri)
+    with filesystem.open_input_file(path) as f:
+        return pq.read_schema(f).names
+
+
+# -- pass 1: signatures / keys per shard ------------------------------------------------------
+def signature_task(
+    input_uri: str, shard: str, shard_index: int, output_uri: str, method: str, lsh: dict[str, Any],
+    batch_size: int = 1000,
+) -> dict[str, Any]:
+    """Per shard (share-nothing): the dedup keys of every document. MinHash: one key per LSH band;
+    exact: a hash of the normalized text; url: a hash of the normalized URL. Writes
+    ``row, id, has_key, keys`` (documents without words / URL have no key)."""
+    started = time.time()
+    present = _columns(input_uri)
+    needed = ["id", "url" if method == "url" else "text"]
+    missing = [c for c in needed if c not in present]
+    if missing:
+        raise DedupInputError(f"shard {input_uri} lacks column(s) {missing} needed by {method} dedup")
+    table = parquet.read_table(input_uri, columns=needed + (["source"] if "source" in present else []))
+    n = table.num_rows
+    ids = table.column("id").cast(pa.string())
+    if ids.null_count or (n and pc.count_distinct(ids).as_py() != n):
+        raise DedupInputError(
+            f"shard {input_uri}: document ids must be non-null and unique within a shard "
+            f"(the removal pass finds documents by id)")
+    params = LshParams(**lsh)
+    width = params.bands if method == "minhash" else 1
+    keys = np.zeros((n, width), dtype=_U64)
+    has = np.zeros(n, dtype=bool)
+    last_log = started
+    if method == "minhash":
+        hasher = MinHasher(params)
+        for lo in range(0, n, batch_size):
+            texts = table.column("text").slice(lo, batch_size).to_pylist()
+            sig, ok = hasher.signatures(texts)
+            keys[lo : lo + len(texts)] = hasher.band_keys(sig)
+            has[lo : lo + len(texts)] = ok
+            if time.time() - last_log >= 10:
+                last_log = time.time()
+                log.info("[dedup minhash/signatures] shard %s: %d/%d docs, %.0f docs/s", shard, lo + len(texts), n,
+                         (lo + len(texts)) / (last_log - started))
+    elif method == "exact":
+        for lo in range(0, n, batch_size):
+            tokens = tokenize(table.column("text").slice(lo, batch_size).to_pylist(), seed=params.seed)
+            h, ok = document_hashes(tokens)
+            keys[lo : lo + len(h), 0] = h
+            has[lo : lo + len(h)] = ok
+    elif method == "url":
+        k, ok = url_keys(table.column("url").to_pylist(), seed=params.seed)
+        keys[:, 0], has[:] = k, ok
+    else:
+        raise ValueError(f"unknown dedup method {method!r}")
+    sources: list[str] | None = None
+    if "source" in table.column_names:
+        distinct = pc.unique(table.column("source").drop_null())
+        sources = sorted(distinct.to_pylist()) if len(distinct) <= MAX_SOURCES else None
+    out = pa.table({
+        "row": pa.array(np.arange(n, dtype=np.uint32)),
+        "id": ids,
+        "has_key": pa.array(has),
+        "keys": pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1)), width),
+    })
+    parquet.write_table(out, output_uri, row_group_size=100_000)
+    elapsed = time.time() - started
+    log.info("[dedup %s/signatures] shard %s: %d docs (%d with keys) in %.1fs, %.0f docs/s",
+             method, shard, n, int(has.sum()), elapsed, n / max(elapsed, 1e-9))
+    return {"docs": n, "with_key": int(has.sum()), "sources": sources, "width": width}
+
+
+# -- pass 2: bucket rows partitioned by key range ----------------------------------------------
+def bucket_task(signature_uri: str, shard_index: int, output_uri: str, num_parts: int) -> dict[str, Any]:
+    """Per shard: one ``(key, doc)`` row per (document, band), grouped into ``num_parts``
+    partitions by key range, so each partition can be clustered within the memory budget."""
+    table = parquet.read_table(signature_uri, columns=["row", "has_key", "keys"])
+    has = table.column("has_key").to_numpy(zero_copy_only=False)
+    width = table.schema.field("keys").type.list_size
+    rows = table.column("row").to_numpy()[has]
+    keys = pc.list_flatten(table.column("keys")).to_numpy().reshape(-1, width)[has]
+    del table
+    key = keys.reshape(-1)
+    doc = np.repeat(doc_keys(shard_index, rows), width)  # doc-major: rows stay in doc order
+    counts = write_partitioned(output_uri, {"key": key, "doc": doc}, partition_of(key, num_parts), num_parts)
+    return {"rows": len(key), "max_partition_rows": max(counts) if counts else 0}
+
+
+# -- pass 3: candidate pairs per partition -----------------------------------------------------
+def candidate_task(bucket_uris: list[str], part: int, output_uri: str, cc_parts: int) -> dict[str, Any]:
+    """Per key partition: documents sharing a key (a band bucket, or an exact hash) become star
+    edges to the bucket's smallest document; written in both directions for large-star."""
+    data = read_partition(bucket_uris, part, ["key", "doc"], {"key": _U64, "doc": _U64})
+    u, v, stats = components.bucket_star_edges(data["key"], data["doc"])
+    del data
+    src, dst = np.concatenate([u, v]), np.concatenate([v, u])
+    write_partitioned(output_uri, {"src": src, "dst": dst}, node_partition(src, cc_parts), cc_parts)
+    return stats
+
+
+# -- pass 4: connected components, alternating large-star / small-star --------------------------
+def large_star_task(input_uris: list[str], part: int, output_uri: str, final_uri: str, cc_parts: int) -> dict[str, Any]:
+    data = read_partition(input_uris, part, ["src", "dst"], {"src": _U64, "dst": _U64})
+    r = components.large_star(data["src"], data["dst"])
+    del data
+    hi, lo = r["hi"], r["lo"]
+    write_partitioned(output_uri, {"src": hi, "dst": lo}, node_partition(hi, cc_parts), cc_parts)
+    result: dict[str, Any] = {"edges": r["edges_in"], "star": r["star"]}
+    if r["star"]:
+        node, root, size = r["node"], r["root"], r["size"]
+        final = pa.table({"node": pa.array(node), "root": pa.array(root)})
+        parquet.write_table(final, final_uri, row_group_size=FINAL_ROW_GROUP)
+        result.update(
+            nodes=len(node),
+            clusters=int((size > 0).sum()),
+            histogram=components.cluster_size_histogram(size),
+            largest=int(size.max()) if len(size) else 0,
+        )
+    return result
+
+
+def small_star_task(input_uris: list[str], part: int, output_uri: str, cc_parts: int) -> dict[str, Any]:
+    data = read_partition(input_uris, part, ["src", "dst"], {"src": _U64, "dst": _U64})
+    hi, lo = components.small_star(data["src"], data["dst"])
+    edges_in = len(data["src"])
+    del data
+    src, dst = np.concatenate([hi, lo]), np.concatenate([lo, hi])
+    write_partitioned(output_uri, {"src": src, "dst": dst}, node_partition(src, cc_parts), cc_parts)
+    return {"edges": edges_in}
+
+
+# -- pass 5: per-shard removal lists -----------------------------------------------------------
+def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_uris: list[str], output_uri: str) -> dict[str, Any]:
+    """Per shard: every clustered document's id, cluster id (the kept document's key) and whether
+    it is removed (it is not its cluster's smallest key)."""
+    lo = pa.scalar(shard_index << 32, pa.uint64())
+    hi = pa.scalar((shard_index + 1) << 32, pa.uint64())
+    expr = (pc.field("node") >= lo) & (pc.field("node") < hi)
+    parts = []
+    for uri in final_uris:
+        filesystem, path = fs.resolve(uri)
+        parts.append(pq.read_table(path, filesystem=filesystem, filters=expr))  # row-group pruning
+    final = pa.concat_tables(parts) if parts else pa.table({"node": pa.array([], pa.uint64()), "root": pa.array([], pa.uint64())})
+    node = final.column("node").to_numpy()
+    root = final.column("root").to_numpy()
+    order = np.argsort(node)
+    node, root = node[order], root[order]
+    rows = (node & _U64(0xFFFFFFFF)).astype(np.int64)
+    ids = parquet.read_table(signature_uri, columns=["id"]).column("id")
+    removed = node != root
+    out = pa.table({
+        "id": ids.take(pa.array(rows)),
+        "row": pa.array(rows.astype(np.uint32)),
+        "cluster_id": pa.array(root.astype(np.int64)),
+        "removed": pa.array(removed),
+    })
+    parquet.write_table(out, output_uri)
+    return {"clustered": len(node), "removed": int(removed.sum()), "kept_representatives": int((~removed).sum())}
+
+
+# -- pass 6: the removal run, through the normal shard runner ----------------------------------
+def removal_run_task(kept_uri: str, output_dir: str, shard: str, stage_kind: str, stage_params: dict[str, Any],
+                     force: bool = False) -> dict[str, Any]:
+    from refinery.runner import ShardRunner, ShardTask
+    from refinery.stages.registry import stage_class
+
+    stage = stage_class(stage_kind)(shard=shard, **stage_params)
+    result = ShardRunner([stage]).run(ShardTask(kept_uri, output_dir, shard), force=force)
+    stats = result.stats
+    return {"docs": int(stats.get("docs_read", 0)), "kept": int(stats.get("docs_kept", 0)),
+            "removed": int(stats.get("docs_removed", 0)), "skipped": result.skipped}

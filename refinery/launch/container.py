@@ -1,0 +1,128 @@
+"""The job's entrypoint inside the container (``jobs/entrypoint.py`` calls :func:`main`).
+
+Modes (first argument):
+
+- ``processing``: a SageMaker Processing job instance. Its slice of the input files is under
+  ``REFINERY_INPUT`` (SageMaker copied them there, ``ShardedByS3Key``); outputs go straight to
+  ``REFINERY_OUTPUT`` on S3 (atomic objects; the per-shard ``stats/*.json`` markers make a re-run
+  skip finished shards and let ``refinery watch`` see progress while the job runs).
+- ``train``: a SageMaker Training job instance (SageMaker passes ``train``). Forms a Ray cluster
+  over all instances (:mod:`refinery.launch.bootstrap`) and runs ``step`` mode on the head.
+- ``step``: run the step against the cluster in ``RAY_ADDRESS`` (the head's command).
+
+Environment (set by the launcher): ``REFINERY_STEP``, ``REFINERY_CONFIG_URI`` (the config YAML,
+s3:// or a path), ``REFINERY_INPUT``, ``REFINERY_OUTPUT``, ``REFINERY_JOB_NAME``,
+``REFINERY_GIT_SHA``, optional ``REFINERY_WORKERS`` and ``REFINERY_LOG_DIR`` (a directory
+SageMaker uploads continuously). Each instance writes a report to
+``<output>/_jobs/<job>/<host>.json`` (``report.json`` for the Ray head).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+
+from refinery.launch.sagemaker import PROCESSING_INPUT  # where SageMaker puts this instance's input share
+
+log = logging.getLogger("refinery.container")
+
+
+def _env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if not value:
+        raise SystemExit(f"entrypoint: environment variable {name} is required")
+    return value
+
+
+def _current_host() -> str:
+    from refinery.launch.bootstrap import BootstrapError, read_hosts
+
+    try:
+        return read_hosts().current
+    except BootstrapError:
+        return socket.gethostname()
+
+
+def _setup_logging(host: str) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    log_dir = os.environ.get("REFINERY_LOG_DIR")
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+        handlers.append(logging.FileHandler(os.path.join(log_dir, f"{host}.log")))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format=f"%(asctime)s %(levelname)s {host} %(name)s: %(message)s")
+
+
+def fetch_config(uri: str) -> str:
+    """A local path to the job's config (downloaded when it is on S3)."""
+    from refinery.io import fs
+
+    if not fs.is_s3(uri):
+        return uri
+    fd, path = tempfile.mkstemp(prefix="refinery-config-", suffix=".yaml")
+    with os.fdopen(fd, "wb") as f:
+        f.write(fs.read_bytes(uri))
+    return path
+
+
+def write_report(output: str, job: str, name: str, report: dict[str, Any]) -> str:
+    from refinery.io import fs
+
+    uri = fs.join(output, "_jobs", job, f"{name}.json")
+    fs.write_bytes(uri, json.dumps(report, indent=1).encode())
+    return uri
+
+
+def _run(mode: str) -> int:
+    from refinery.io import fs
+    from refinery.launch.steps import run_step
+    from refinery.runner import INPUT_SUFFIXES
+
+    host = _current_host()
+    _setup_logging(host)
+    step = _env("REFINERY_STEP")
+    output = _env("REFINERY_OUTPUT")
+    job = os.environ.get("REFINERY_JOB_NAME", "local")
+    input_uri = _env("REFINERY_INPUT", PROCESSING_INPUT if mode == "processing" else None)
+    workers = int(os.environ["REFINERY_WORKERS"]) if os.environ.get("REFINERY_WORKERS") else None
+    base = {"job": job, "host": host, "git_sha": os.environ.get("REFINERY_GIT_SHA", "unknown"),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    log.info("%s: step %s, %s -> %s (code %s)", mode, step, input_uri, output, base["git_sha"])
+    image_sha = os.environ.get("REFINERY_IMAGE_GIT_SHA")
+    if image_sha and image_sha != base["git_sha"]:
+        # launched from a checkout other than the one the image was built from
+        log.warning("image built from %s, launched from %s: the job runs the image's code", image_sha, base["git_sha"])
+        base["image_git_sha"] = image_sha
+    if mode == "processing" and (not fs.exists(input_uri) or not fs.list_files(input_uri, INPUT_SUFFIXES)):
+        # ShardedByS3Key with more instances than input files leaves some instances empty-handed
+        log.info("no input shards on this instance: nothing to do")
+        write_report(output, job, host, {**base, "step": step, "ok": True, "shards": 0})
+        return 0
+    config_path = fetch_config(_env("REFINERY_CONFIG_URI"))
+    report = {**base, **run_step(step, config_path, input_uri, output, workers)}
+    uri = write_report(output, job, "report" if mode == "step" else host, report)
+    log.info("report: %s (%s)", uri, "ok" if report.get("ok") else "FAILED")
+    return 0 if report.get("ok") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    mode = argv[0] if argv else "processing"
+    if mode in ("processing", "step"):
+        return _run(mode)
+    if mode == "train":
+        from refinery.launch import bootstrap
+
+        return bootstrap.main(argv[1:], default_command=[sys.executable, "-m", "refinery.launch.container", "step"])
+    print(f"usage: entrypoint.py processing|train|step (got {mode!r})", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""SageMaker job requests as plain dicts, checked against botocore's service model, sent with boto3.
+
+No ``sagemaker`` SDK: it is ~1 GB and calls IAM when constructed. The two request kinds:
+
+- :func:`processing_request` (CreateProcessingJob): share-nothing steps. The input prefix is an
+  ``S3Prefix`` input with ``ShardedByS3Key``, so each instance receives its own subset of the input
+  files in ``/opt/ml/processing/input/shards``; the container writes results straight to the run
+  output on S3 (resumable, progress visible while running) and its logs go to a ``Continuous``
+  ProcessingOutput under ``<output>/_jobs/<job>/logs/``.
+- :func:`training_request` (CreateTrainingJob): steps whose workers must talk (dedup). Every
+  instance runs ``entrypoint.py train``, which forms one Ray cluster; optional managed spot
+  capacity and a checkpoint S3 URI (``/opt/ml/checkpoints``).
+
+:func:`validate_request` checks a request against the service model: botocore's own validator
+(required members, types, minimums), plus what it skips -- enums, maximum lengths/values and
+name patterns -- so a bad request fails here rather than at the API.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from refinery.launch.steps import JobKind
+
+#: where the container sees things (see refinery/launch/container.py and jobs/Dockerfile)
+ENTRYPOINT = ["python3", "/opt/refinery/jobs/entrypoint.py"]
+PROCESSING_INPUT = "/opt/ml/processing/input/shards"
+PROCESSING_LOGS = "/opt/ml/processing/output/logs"
+CHECKPOINT_DIR = "/opt/ml/checkpoints"
+
+OPERATIONS = {"processing": "CreateProcessingJob", "ray": "CreateTrainingJob"}
+_TAG_VALUE_BAD = re.compile(r"[^\w\s.:/=+\-@]")
+
+
+class RequestError(ValueError):
+    """A request does not match the SageMaker API model; the message says where."""
+
+
+@dataclass
+class JobSpec:
+    """Everything a launch needs; :func:`build_request` turns it into an API request."""
+
+    name: str
+    kind: JobKind
+    image: str
+    role_arn: str
+    input_uri: str
+    output_uri: str
+    config_uri: str
+    step: str
+    instances: int = 1
+    instance_type: str = "ml.c5.18xlarge"
+    volume_gb: int = 100
+    max_runtime_s: int = 24 * 3600
+    region: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    workers: int | None = None
+    spot: bool = False
+    max_wait_s: int | None = None
+    checkpoint_uri: str | None = None
+    subnets: list[str] = field(default_factory=list)
+    security_groups: list[str] = field(default_factory=list)
+    ray_token: str | None = None  # shared Ray auth token (training jobs); generated when None
+
+
+def job_name(*parts: str, now: float | None = None) -> str:
+    """``refinery-<parts>-<UTC timestamp>``, within SageMaker's 63 characters ``[a-zA-Z0-9-]``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    body = "-".join(re.sub(r"[^a-zA-Z0-9]+", "-", p).strip("-") for p in ("refinery", *parts) if p)
+    body = re.sub(r"-+", "-", body)[: 63 - len(stamp) - 1].rstrip("-")
+    return f"{body}-{stamp}"
+
+
+def tag_value(value: str) -> str:
+    """Tag values allow letters, digits, spaces and ``_.:/=+-@`` (max 256)."""
+    return _TAG_VALUE_BAD.sub("_", str(value))[:256]
+
+
+def _prefix(uri: str) -> str:
+    # "s3://b/crawl" would also match "s3://b/crawl-old/..." as an S3 prefix
+    return uri.rstrip("/") + "/"
+
+
+def _environment(spec: JobSpec, input_for_container: str) -> dict[str, str]:
+    env = {
+        "REFINERY_STEP": spec.step,
+        "REFINERY_CONFIG_URI": spec.config_uri,
+        "REFINERY_INPUT": input_for_container,
+        "REFINERY_OUTPUT": spec.output_uri,
+        "REFINERY_JOB_NAME": spec.name,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if spec.region:
+        env["AWS_REGION"] = spec.region  # pyarrow's S3 client does not follow region redirects
+    if spec.workers:
+        env["REFINERY_WORKERS"] = str(spec.workers)
+    env.update(spec.env)
+    return env
+
+
+def _tags(spec: JobSpec) -> list[dict[str, str]]:
+    tags = {"refinery:step": spec.step, "refinery:output": spec.output_uri, "refinery:input": spec.input_uri,
+            **spec.tags}
+    return [{"Key": k[:128], "Value": tag_value(v)} for k, v in tags.items()]
+
+
+def processing_request(spec: JobSpec) -> dict[str, Any]:
+    """CreateProcessingJob for a share-nothing step."""
+    request: dict[str, Any] = {
+        "ProcessingJobName": spec.name,
+        "RoleArn": spec.role_arn,
+        "AppSpecification": {"ImageUri": spec.image, "ContainerEntrypoint": [*ENTRYPOINT, "processing"]},
+        "ProcessingResources": {"ClusterConfig": {
+            "InstanceCount": spec.instances, "InstanceType": spec.instance_type, "VolumeSizeInGB": spec.volume_gb}},
+        "StoppingCondition": {"MaxRuntimeInSeconds": spec.max_runtime_s},
+        "ProcessingInputs": [{
+            "InputName": "shards",
+            "S3Input": {"S3Uri": _prefix(spec.input_uri), "LocalPath": PROCESSING_INPUT, "S3DataType": "S3Prefix",
+                        "S3InputMode": "File", "S3DataDistributionType": "ShardedByS3Key",
+                        "S3CompressionType": "None"},
+        }],
+        "ProcessingOutputConfig": {"Outputs": [{
+            "OutputName": "logs",
+            "S3Output": {"S3Uri": _prefix(f"{spec.output_uri.rstrip('/')}/_jobs/{spec.name}/logs"),
+                         "LocalPath": PROCESSING_LOGS, "S3UploadMode": "Continuous"},
+        }]},
+        "Environment": {**_environment(spec, PROCESSING_INPUT), "REFINERY_LOG_DIR": PROCESSING_LOGS,
+                        "REFINERY_INPUT_S3": spec.input_uri},
+        "Tags": _tags(spec),
+    }
+    if spec.subnets:
+        request["NetworkConfig"] = {"VpcConfig": {"Subnets": spec.subnets, "SecurityGroupIds": spec.security_groups}}
+    return request
+
+
+def training_request(spec: JobSpec) -> dict[str, Any]:
+    """CreateTrainingJob for a step that runs on one Ray cluster over all instances."""
+    token = spec.ray_token or secrets.token_hex(24)
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": spec.max_runtime_s}
+    if spec.spot:
+        # spot capacity may take a while and may be reclaimed: wait up to twice the runtime
+        stopping["MaxWaitTimeInSeconds"] = spec.max_wait_s or 2 * spec.max_runtime_s
+        if stopping["MaxWaitTimeInSeconds"] < spec.max_runtime_s:
+            raise RequestError("--max-wait must be at least --max-runtime for managed spot training")
+    request: dict[str, Any] = {
+        "TrainingJobName": spec.name,
+        "RoleArn": spec.role_arn,
+        "AlgorithmSpecification": {"TrainingImage": spec.image, "TrainingInputMode": "File",
+                                   "ContainerEntrypoint": [*ENTRYPOINT, "train"]},
+        "ResourceConfig": {"InstanceType": spec.instance_type, "InstanceCount": spec.instances,
+                           "VolumeSizeInGB": spec.volume_gb},
+        "OutputDataConfig": {"S3OutputPath": f"{spec.output_uri.rstrip('/')}/_jobs/{spec.name}/sagemaker"},
+        "StoppingCondition": stopping,
+        # one token on every instance: Ray 2.60's token auth across the cluster
+        "Environment": {**_environment(spec, spec.input_uri), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
+        "EnableManagedSpotTraining": spec.spot,
+        "Tags": _tags(spec),
+    }
+    if spec.checkpoint_uri:
+        request["CheckpointConfig"] = {"S3Uri": spec.checkpoint_uri, "LocalPath": CHECKPOINT_DIR}
+        request["Environment"]["REFINERY_CHECKPOINT_DIR"] = CHECKPOINT_DIR
+    if spec.subnets:
+        request["VpcConfig"] = {"Subnets": spec.subnets, "SecurityGroupIds": spec.security_groups}
+    return request
+
+
+def build_request(spec: JobSpec) -> tuple[str, dict[str, Any]]:
+    """(operation name, validated request) for ``spec``."""
+    request = processing_request(spec) if spec.kind == "processing" else training_request(spec)
+    operation = OPERATIONS[spec.kind]
+    validate_request(operation, request)
+    return operation, request
+
+
+# -- validation ---------------------------------------------------------------------------------------
+def _service_model():
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
+def validate_request(operation: str, request: dict[str, Any]) -> None:
+    """Raise :class:`RequestError` unless ``request`` fits ``operation``'s input shape."""
+    from botocore.exceptions import ParamValidationError
+    from botocore.validate import validate_parameters
+
+    shape = _service_model().operation_model(operation).input_shape
+    try:
+        validate_parameters(request, shape)
+    except ParamValidationError as exc:
+        raise RequestError(f"{operation}: {exc}") from None
+    problems: list[str] = []
+    _check(request, shape, operation, problems)
+    if problems:
+        raise RequestError(f"{operation}: " + "; ".join(problems))
+
+
+def _check(value: Any, shape: Any, where: str, problems: list[str]) -> None:
+    """What botocore's validator leaves out: enums, maxima and patterns."""
+    meta = shape.metadata
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        for name, member in shape.members.items():
+            if name in value:
+                _check(value[name], member, f"{where}.{name}", problems)
+    elif kind == "list" and isinstance(value, list):
+        if "max" in meta and len(value) > meta["max"]:
+            problems.append(f"{where}: {len(value)} items, at most {meta['max']}")
+        for i, item in enumerate(value):
+            _check(item, shape.member, f"{where}[{i}]", problems)
+    elif kind == "map" and isinstance(value, dict):
+        if "max" in meta and len(value) > meta["max"]:
+            problems.append(f"{where}: {len(value)} entries, at most {meta['max']}")
+        for k, v in value.items():
+            _check(k, shape.key, f"{where} key {k!r}", problems)
+            _check(v, shape.value, f"{where}[{k!r}]", problems)
+    elif kind == "string" and isinstance(value, str):
+        enum = getattr(shape, "enum", None) or meta.get("enum")
+        if enum and value not in enum:
+            problems.append(f"{where}: {value!r} is not one of the allowed values ({len(enum)} choices)")
+        if "max" in meta and len(value) > meta["max"]:
+            problems.append(f"{where}: {len(value)} characters, at most {meta['max']}")
+        pattern = meta.get("pattern")
+        if pattern:
+            try:
+                regex = re.compile(pattern)
+            except re.error:
+                regex = None  # Java-only syntax (\p{L}): botocore's model is for the server to check
+            if regex is not None and not regex.fullmatch(value):
+                problems.append(f"{where}: {value!r} does not match {pattern}")
+    elif kind in ("integer", "long") and isinstance(value, int) and "max" in meta and value > meta["max"]:
+        problems.append(f"{where}: {value} is above the maximum {meta['max']}")
+
+
+# -- the API ----------------------------------------------------------------------------------------------
+def client(region: str | None = None):
+    import boto3
+
+    return boto3.client("sagemaker", region_name=region)
+
+
+def submit(sm, operation: str, request: dict[str, Any]) -> str:
+    """Send a validated request; returns the job ARN."""
+    if operation == "CreateProcessingJob":
+        return sm.create_processing_job(**request)["ProcessingJobArn"]
+    if operation == "CreateTrainingJob":
+        return sm.create_training_job(**request)["TrainingJobArn"]
+    raise RequestError(f"unknown operation {operation}")
+
+
+def redacted(request: dict[str, Any]) -> dict[str, Any]:
+    """The request for printing: the Ray auth token replaced."""
+    out = dict(request)
+    if "RAY_AUTH_TOKEN" in out.get("Environment", {}):
+        out["Environment"] = {**out["Environment"], "RAY_AUTH_TOKEN": "<redacted>"}
+    return out
+
+
+@dataclass
+class JobStatus:
+    name: str
+    kind: JobKind
+    arn: str
+    status: str  # InProgress | Completed | Failed | Stopping | Stopped
+    created: Any
+    started: Any  # when the containers started (None before)
+    ended: Any
+    instances: int
+    instance_type: str
+    environment: dict[str, str]
+    tags: dict[str, str]
+    failure_reason: str | None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "InProgress"
+
+    @property
+    def output_uri(self) -> str | None:
+        return self.environment.get("REFINERY_OUTPUT") or self.tags.get("refinery:output")
+
+
+def describe(sm, name: str) -> JobStatus:
+    """Describe a processing or training job by name (whichever exists), tags included."""
+    from botocore.exceptions import ClientError
+
+    try:
+        d = sm.describe_processing_job(ProcessingJobName=name)
+        cluster = d.get("ProcessingResources", {}).get("ClusterConfig", {})
+        status = JobStatus(name, "processing", d["ProcessingJobArn"], d["ProcessingJobStatus"], d.get("CreationTime"),
+                           d.get("ProcessingStartTime"), d.get("ProcessingEndTime"), cluster.get("InstanceCount", 0),
+                           cluster.get("InstanceType", ""), d.get("Environment", {}), {}, d.get("FailureReason"))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("ValidationException", "ResourceNotFound"):
+            raise
+        d = sm.describe_training_job(TrainingJobName=name)
+        res = d.get("ResourceConfig", {})
+        status = JobStatus(name, "ray", d["TrainingJobArn"], d["TrainingJobStatus"], d.get("CreationTime"),
+                           d.get("TrainingStartTime"), d.get("TrainingEndTime"), res.get("InstanceCount", 0),
+                           res.get("InstanceType", ""), d.get("Environment", {}), {}, d.get("FailureReason"))
+    try:
+        status.tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=status.arn).get("Tags", [])}
+    except ClientError:
+        pass  # tags are a convenience (the output URI is in the environment too)
+    return status
+
+
+def stop(sm, status: JobStatus) -> None:
+    if status.kind == "processing":
+        sm.stop_processing_job(ProcessingJobName=status.name)
+    else:
+        sm.stop_training_job(TrainingJobName=status.name)

@@ -1,0 +1,211 @@
+"""``refinery watch JOB``: follow a SageMaker job through its status *and* its progress markers, and
+stop it when progress stalls (an idle job still bills every instance-hour).
+
+Progress is read from the run output on S3, which jobs write directly: every finished shard
+publishes ``stats/<shard>.json`` last (the shard-finished marker), and dedup passes write their
+intermediate files there too. The job counts as *stalled* when it is ``InProgress`` and nothing
+under the output prefix (``_jobs/`` aside: logs and reports are no progress) was written for
+``stall_minutes`` -- counting from when the containers started (or the job was created), so
+provisioning and input download get the same allowance. Pick ``stall_minutes`` above the slowest
+shard's time.
+
+Utilisation: CloudWatch's per-host ``CPUUtilization``/``MemoryUtilization`` when the caller may
+read them (optional); shard and document throughput from the markers always.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from refinery.launch.sagemaker import JobStatus, describe, stop
+
+log = logging.getLogger("refinery.watch")
+
+#: vCPUs per instance type, to turn CloudWatch's summed CPUUtilization into % per vCPU
+VCPUS = {"ml.c5.18xlarge": 72, "ml.c5.9xlarge": 36, "ml.c5.4xlarge": 16, "ml.c5.2xlarge": 8, "ml.c5.xlarge": 4,
+         "ml.m5.24xlarge": 96, "ml.m5.12xlarge": 48, "ml.m5.4xlarge": 16, "ml.m5.xlarge": 4,
+         "ml.c6i.32xlarge": 128, "ml.c7i.48xlarge": 192, "ml.r5.24xlarge": 96}
+
+TERMINAL = ("Completed", "Failed", "Stopped")
+EXIT_COMPLETED, EXIT_FAILED, EXIT_STALLED = 0, 1, 3
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(t: Any) -> datetime | None:
+    if t is None:
+        return None
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _fmt_age(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+@dataclass
+class Progress:
+    markers: int = 0  # shard markers under the output (from any run)
+    new_markers: int = 0  # of those, written since this job started
+    docs_read: int = 0  # documents in the new markers
+    last_write: datetime | None = None  # newest write under the output since the job started
+
+
+@dataclass
+class Poll:
+    at: datetime
+    job: JobStatus
+    progress: Progress
+    total_shards: int | None
+    idle_s: float | None  # seconds since the last progress (running jobs)
+    stalled: bool
+    action: str | None = None  # "stopped" when we stopped the job
+    utilisation: dict[str, float] = field(default_factory=dict)
+
+    def line(self) -> str:
+        p, j = self.progress, self.job
+        started = _aware(j.started) or _aware(j.created)
+        elapsed = (self.at - started).total_seconds() if started else 0.0
+        parts = [f"{self.at:%H:%M:%S} {j.name} {j.status}"]
+        total = f"/{self.total_shards}" if self.total_shards else ""
+        parts.append(f"shards {p.markers}{total} (+{p.new_markers} this job)")
+        if elapsed > 0 and p.new_markers:
+            rate = p.new_markers / elapsed
+            parts.append(f"{rate * 3600:.1f} shards/h, {p.docs_read / elapsed:,.0f} docs/s")
+            if self.total_shards and self.total_shards > p.markers:
+                parts.append(f"ETA {_fmt_age((self.total_shards - p.markers) / rate)}")
+        if self.idle_s is not None:
+            parts.append(f"last progress {_fmt_age(self.idle_s)} ago")
+        for k, v in self.utilisation.items():
+            parts.append(f"{k} {v:.0f}%")
+        if self.action:
+            parts.append(f"-> {self.action.upper()} (no progress for {_fmt_age(self.idle_s or 0)})")
+        return " | ".join(parts)
+
+
+class Watcher:
+    def __init__(self, sm: Any, s3: Any, name: str, stall_minutes: float = 60.0, stop_stalled: bool = True,
+                 output_uri: str | None = None, cloudwatch: Any = None,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self.sm, self.s3, self.name = sm, s3, name
+        self.stall_s = stall_minutes * 60
+        self.stop_stalled = stop_stalled
+        self.output_uri = output_uri
+        self.cloudwatch = cloudwatch
+        self.clock = clock
+        self._docs: dict[str, int] = {}  # marker key@etag -> docs_read (each marker read once)
+
+    # -- progress markers ---------------------------------------------------------------------------
+    def progress(self, output_uri: str, since: datetime | None) -> Progress:
+        bucket, _, prefix = output_uri[5:].partition("/")
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        p = Progress()
+        if since is not None:
+            since = since.replace(microsecond=0)  # S3 LastModified has whole seconds
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(prefix):]
+                if rel.startswith("_jobs/"):
+                    continue
+                modified = _aware(obj["LastModified"])
+                new = since is None or modified >= since
+                if new and (p.last_write is None or modified > p.last_write):
+                    p.last_write = modified
+                if rel.startswith("stats/") and rel.endswith(".json") and "/" not in rel[6:]:
+                    p.markers += 1
+                    if new:
+                        p.new_markers += 1
+                        p.docs_read += self._marker_docs(bucket, obj)
+        return p
+
+    def _marker_docs(self, bucket: str, obj: dict) -> int:
+        key = f"{obj['Key']}@{obj.get('ETag', '')}"
+        if key not in self._docs:
+            try:
+                body = self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                self._docs[key] = int(json.loads(body).get("docs_read", 0))
+            except Exception as exc:
+                log.debug("cannot read marker %s: %s", obj["Key"], exc)
+                self._docs[key] = 0
+        return self._docs[key]
+
+    # -- utilisation (optional) -------------------------------------------------------------------------
+    def utilisation(self, job: JobStatus, now: datetime) -> dict[str, float]:
+        if self.cloudwatch is None or not job.running:
+            return {}
+        namespace = "/aws/sagemaker/ProcessingJobs" if job.kind == "processing" else "/aws/sagemaker/TrainingJobs"
+        out: dict[str, float] = {}
+        for metric, label in (("CPUUtilization", "cpu"), ("MemoryUtilization", "mem")):
+            values = []
+            for i in range(1, max(job.instances, 1) + 1):
+                try:
+                    points = self.cloudwatch.get_metric_statistics(
+                        Namespace=namespace, MetricName=metric,
+                        Dimensions=[{"Name": "Host", "Value": f"{job.name}/algo-{i}"}],
+                        StartTime=now - timedelta(minutes=10), EndTime=now, Period=300, Statistics=["Average"],
+                    ).get("Datapoints", [])
+                except Exception as exc:
+                    log.debug("no %s for %s: %s", metric, job.name, exc)
+                    return out
+                if points:
+                    values.append(max(points, key=lambda d: d["Timestamp"])["Average"])
+            if values:
+                avg = sum(values) / len(values)
+                if metric == "CPUUtilization" and job.instance_type in VCPUS:
+                    out["cpu/vCPU"] = avg / VCPUS[job.instance_type]
+                else:
+                    out[label] = avg
+        return out
+
+    # -- one poll ---------------------------------------------------------------------------------------------
+    def poll(self) -> Poll:
+        job = describe(self.sm, self.name)
+        now = self.clock()
+        output = self.output_uri or job.output_uri
+        if not output:
+            raise ValueError(f"job {self.name} names no run output (REFINERY_OUTPUT / refinery:output tag): "
+                             "pass --output")
+        reference = _aware(job.started) or _aware(job.created)
+        progress = self.progress(output, reference)
+        total = job.environment.get("REFINERY_TOTAL_SHARDS") or job.tags.get("refinery:total-shards")
+        idle = stalled = None
+        if job.running:
+            last = max([t for t in (progress.last_write, reference) if t is not None], default=now)
+            idle = (now - last).total_seconds()
+            stalled = idle >= self.stall_s
+        poll = Poll(now, job, progress, int(total) if total else None, idle, bool(stalled),
+                    utilisation=self.utilisation(job, now))
+        if poll.stalled and self.stop_stalled:
+            log.warning("%s: no progress for %s (limit %s): stopping it", job.name, _fmt_age(idle or 0),
+                        _fmt_age(self.stall_s))
+            stop(self.sm, job)
+            poll.action = "stopped"
+        return poll
+
+    def run(self, interval_s: float = 60.0, once: bool = False, echo: Callable[[str], None] = print,
+            sleep: Callable[[float], None] = time.sleep) -> int:
+        """Poll until the job ends (or once); exit code 0 completed, 1 failed/stopped, 3 stalled."""
+        while True:
+            poll = self.poll()
+            echo(poll.line())
+            if poll.action == "stopped":
+                return EXIT_STALLED
+            if poll.job.status in TERMINAL:
+                if poll.job.failure_reason:
+                    echo(f"failure reason: {poll.job.failure_reason}")
+                return EXIT_COMPLETED if poll.job.status == "Completed" else EXIT_FAILED
+            if once:
+                return EXIT_COMPLETED
+            sleep(interval_s)

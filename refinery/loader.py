@@ -1,0 +1,375 @@
+"""Stream fixed-length training sequences from token shards on local disk or S3.
+
+Semantics (details and rationale in docs/tokens.md):
+
+- The manifest's shards, in manifest order, form one token stream of ``T`` tokens (documents
+  already EOS-separated). It is cut into ``ceil(T / (seq_len + 1))`` non-overlapping *windows* of
+  ``seq_len + 1`` tokens (the last one may be shorter): a window gives ``input_ids = w[:-1]`` and
+  ``labels = w[1:]``. Documents are packed: windows cross document and shard boundaries.
+  Non-overlapping windows are what makes "every token exactly once per epoch" hold; the cost is that
+  the pair straddling two windows is not trained (1 in ``seq_len + 1``).
+- Windows are grouped into *blocks* of ``block_size`` consecutive windows (~4 MiB by default, one
+  ranged read each). Per epoch, full blocks are permuted with ``(seed, epoch)`` and dealt out in
+  equal numbers to ranks; the few left over, plus the stream's tail, are split into one contiguous
+  slice per rank (sizes differ by at most one window). Each rank then shuffles windows inside
+  groups of ``shuffle_window`` blocks (and inside its leftover slice).
+- Ranks differ by at most one window; every rank yields the same number of batches (DDP lockstep):
+  missing rows are padding (``lengths == 0``, ``labels == -100``). Every token of the epoch is
+  yielded exactly once across ranks; nothing is dropped and nothing repeated.
+- Deterministic in ``(seed, rank, world_size)`` (and the loader settings); ``state_dict()`` after
+  any batch and ``load_state_dict()`` in a new loader continue with exactly the same batches.
+
+Reads are ``read_at`` byte ranges (pread locally, ranged GETs on S3) issued ahead of use by a
+thread pool (``prefetch`` groups ahead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from refinery.tokens.format import (
+    ShardFile,
+    TokenizerMismatchError,
+    TokenShardError,
+    list_sizes,
+)
+from refinery.tokens.tokenizer import LoadedTokenizer, token_dtype
+from refinery.tokens.writer import parse_manifest, read_manifest_bytes
+
+IGNORE_INDEX = -100  # PyTorch cross-entropy's default ignore_index
+STATE_VERSION = 1
+_TARGET_BLOCK_BYTES = 4 << 20
+
+
+class LoaderStateError(ValueError):
+    """A saved loader state does not belong to this loader (other data, seed, ranks or shapes)."""
+
+
+class TokenDataset:
+    """A manifest's shards as one token stream, validated on open and read by ranges.
+
+    ``expected_tokenizer`` (a :class:`LoadedTokenizer` or a SHA-256) refuses data tokenized with
+    anything else, e.g. shards made for another model's vocabulary.
+    """
+
+    def __init__(self, uri: str, expected_tokenizer: LoadedTokenizer | str | None = None, threads: int = 8) -> None:
+        data, manifest_uri = read_manifest_bytes(uri)
+        self.uri = uri
+        self.manifest = parse_manifest(data, manifest_uri)
+        self.fingerprint = hashlib.sha256(data).hexdigest()
+        tk = self.manifest["tokenizer"]
+        self.tokenizer_sha256: str = tk["sha256"]
+        self.vocab_size: int = int(tk["vocab_size"])
+        self.eos_id: int = int(tk["eos_id"])
+        self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+        if self.dtype != token_dtype(self.vocab_size):
+            raise TokenizerMismatchError(f"{manifest_uri}: dtype {self.dtype.name} does not fit vocab size {self.vocab_size}")
+        self.check_tokenizer(expected_tokenizer)
+        entries = self.manifest["shards"]
+        self._sizes = list_sizes(uri)  # one listing instead of a metadata request per file
+        with ThreadPoolExecutor(max(1, min(threads, len(entries)))) as pool:
+            self.shards: list[ShardFile] = list(pool.map(lambda e: self._open(e, manifest_uri), entries))
+        sizes = np.array([s.header.n_tokens for s in self.shards], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.n_tokens = int(self.starts[-1])
+
+    def check_tokenizer(self, expected: LoadedTokenizer | str | None) -> None:
+        """Refuse data tokenized with anything but ``expected`` (a tokenizer or its SHA-256)."""
+        if expected is None:
+            return
+        tk = self.manifest["tokenizer"]
+        want = expected.sha256 if isinstance(expected, LoadedTokenizer) else expected
+        if want != self.tokenizer_sha256:
+            raise TokenizerMismatchError(
+                f"{self.uri} was tokenized with {tk['id']} (sha256 {self.tokenizer_sha256}, vocab {self.vocab_size}), "
+                f"not the expected tokenizer (sha256 {want})")
+        if isinstance(expected, LoadedTokenizer) and expected.vocab_size != self.vocab_size:
+            raise TokenizerMismatchError(f"{self.uri}: vocab size {self.vocab_size} != expected {expected.vocab_size}")
+
+    def _open(self, entry: dict, manifest_uri: str) -> ShardFile:
+        shard = ShardFile(self.uri, entry["name"], self._sizes)  # checks sizes against its own index: truncation
+        h, name = shard.header, entry["name"]
+        if h.tokenizer_sha256 != self.tokenizer_sha256 or h.vocab_size != self.vocab_size:
+            shard.close()
+            raise TokenizerMismatchError(
+                f"token shard {shard.uris['bin']} was tokenized with tokenizer sha256 {h.tokenizer_sha256} "
+                f"(vocab {h.vocab_size}) but {manifest_uri} says {self.manifest['tokenizer']['id']} "
+                f"(sha256 {self.tokenizer_sha256}, vocab {self.vocab_size}); refusing to mix vocabularies")
+        if h.itemsize != self.dtype.itemsize:
+            shard.close()
+            raise TokenizerMismatchError(f"token shard {name} stores {h.itemsize}-byte tokens; manifest says {self.dtype.name}")
+        if h.n_tokens != entry["n_tokens"] or h.n_docs != entry["n_docs"]:
+            shard.close()
+            raise TokenShardError(
+                f"token shard {shard.uris['bin']} holds {h.n_docs} docs / {h.n_tokens} tokens but {manifest_uri} "
+                f"lists {entry['n_docs']} / {entry['n_tokens']}: shard replaced or manifest stale")
+        return shard
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Global tokens ``[start, stop)``, across shard boundaries if need be."""
+        parts = []
+        i = int(np.searchsorted(self.starts, start, side="right")) - 1
+        while start < stop and i < len(self.shards):
+            base = int(self.starts[i])
+            end = min(stop, int(self.starts[i + 1]))
+            if end > start:
+                parts.append(self.shards[i].read_tokens(start - base, end - base))
+            start = max(start, end)
+            i += 1
+        if start < stop:
+            raise TokenShardError(f"read past the end of {self.uri}: token {start} >= {self.n_tokens}")
+        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, self.dtype)
+
+    def close(self) -> None:
+        for s in self.shards:
+            s.close()
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Windows a rank emits together, read as a few runs of consecutive windows (one range read each)."""
+
+    windows: np.ndarray  # global window ids, in read order (runs concatenated)
+    order: np.ndarray  # emission order: indices into ``windows``
+
+    def runs(self, max_len: int) -> list[tuple[int, int]]:
+        """``(first window, count)`` runs of consecutive ids, each at most ``max_len`` long."""
+        out = []
+        breaks = np.flatnonzero(np.diff(self.windows) != 1) + 1
+        for run in np.split(self.windows, breaks):
+            for i in range(0, len(run), max_len):
+                out.append((int(run[i]), len(run[i : i + max_len])))
+        return out
+
+
+class TokenLoader:
+    """Batches of packed ``seq_len + 1`` windows for one rank; numpy in, numpy out.
+
+    Each batch is ``{"input_ids": (B, seq_len) int64, "labels": (B, seq_len) int64, "lengths": (B,) int64}``:
+    ``lengths`` counts the real tokens of each window (``seq_len + 1`` except for the stream's last
+    window and padding rows); ``labels`` is ``IGNORE_INDEX`` where there is no real next token and
+    padded inputs are ``pad_id`` (default: EOS). Iterating runs to the end of the current epoch.
+    """
+
+    def __init__(
+        self,
+        data: str | TokenDataset,
+        seq_len: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        block_size: int | None = None,
+        shuffle_window: int = 4,
+        prefetch: int = 2,
+        threads: int = 8,
+        pad_id: int | None = None,
+        expected_tokenizer: LoadedTokenizer | str | None = None,
+    ) -> None:
+        if seq_len < 1 or batch_size < 1:
+            raise ValueError("seq_len and batch_size must be >= 1")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+        self.data = data if isinstance(data, TokenDataset) else TokenDataset(data, expected_tokenizer, threads)
+        self.data.check_tokenizer(expected_tokenizer)
+        self.seq_len, self.batch_size = seq_len, batch_size
+        self.window = seq_len + 1
+        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+        self.block_size = block_size or max(1, _TARGET_BLOCK_BYTES // (self.window * self.data.dtype.itemsize))
+        self.shuffle_window = max(1, shuffle_window)
+        self.prefetch, self.threads = max(0, prefetch), max(1, threads)
+        self.pad_id = self.data.eos_id if pad_id is None else pad_id
+        self.n_windows = math.ceil(self.data.n_tokens / self.window)
+        full = self.n_windows // self.block_size
+        self._blocks_per_rank = full // world_size
+        loose = self.n_windows - self._blocks_per_rank * world_size * self.block_size
+        #: real windows of the busiest rank; every rank yields this many rows (rounded up to batches)
+        self.windows_per_rank = self._blocks_per_rank * self.block_size + math.ceil(loose / world_size)
+        self.batches_per_epoch = math.ceil(self.windows_per_rank / batch_size)
+        self.epoch = 0
+        self.position = 0  # rows of the current epoch already yielded
+        self._active: Iterator | None = None
+
+    # -- the plan: pure arithmetic on (seed, epoch, rank, world_size), no I/O ---------------------
+    def _rng(self, *key: Any) -> np.random.Generator:
+        digest = hashlib.sha256(json.dumps([self.seed, *key]).encode()).digest()
+        return np.random.default_rng(np.frombuffer(digest[:16], np.uint32))
+
+    def _groups(self, epoch: int) -> list[_Group]:
+        c, w, per = self.block_size, self.world_size, self._blocks_per_rank
+        full = self.n_windows // c
+        order = self._rng("blocks", epoch).permutation(full) if self.shuffle else np.arange(full)
+        mine = order[self.rank * per : (self.rank + 1) * per]
+        groups = []
+        for k in range(0, len(mine), self.shuffle_window):
+            blocks = mine[k : k + self.shuffle_window]
+            windows = (blocks[:, None] * c + np.arange(c)[None, :]).ravel()
+            perm = self._rng("group", epoch, self.rank, k).permutation(len(windows)) if self.shuffle else np.arange(len(windows))
+            groups.append(_Group(windows, perm))
+        # Leftover full blocks and the partial last block: split into `w` contiguous slices that
+        # differ by at most one window, so each rank still reads a few long runs, not scattered windows.
+        rest = order[per * w :]
+        pool = np.concatenate([(rest[:, None] * c + np.arange(c)[None, :]).ravel(), np.arange(full * c, self.n_windows)])
+        bounds = np.arange(w + 1) * len(pool) // w
+        loose = pool[bounds[self.rank] : bounds[self.rank + 1]]
+        if len(loose):
+            perm = self._rng("loose", epoch, self.rank).permutation(len(loose)) if self.shuffle else np.arange(len(loose))
+            groups.append(_Group(loose, perm))
+        return groups
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _read_run(self, first: int, count: int) -> np.ndarray:
+        start = first * self.window
+        return self.data.read(start, min(start + count * self.window, self.data.n_tokens))
+
+    def _submit(self, pool: ThreadPoolExecutor, group: _Group) -> tuple[np.ndarray, list[Future]]:
+        runs = group.runs(self.block_size)
+        starts = np.cumsum([0] + [n for _, n in runs])
+        return starts, [pool.submit(self._read_run, first, n) for first, n in runs]
+
+    def _rows(self, group: _Group, submitted: tuple[np.ndarray, list[Future]], skip: int) -> Iterator[np.ndarray]:
+        starts, futures = submitted
+        parts = [f.result() for f in futures]
+        for i in group.order[skip:]:
+            run = int(np.searchsorted(starts, i, side="right")) - 1
+            j = int(i) - int(starts[run])
+            yield parts[run][j * self.window : (j + 1) * self.window]
+
+    def _iter_rows(self, epoch: int, start: int) -> Iterator[np.ndarray | None]:
+        """This rank's windows of ``epoch`` from row ``start`` on; ``None`` rows are padding."""
+        groups = self._groups(epoch)
+        sizes = np.cumsum([0] + [len(g.windows) for g in groups])
+        first = int(np.searchsorted(sizes, start, side="right")) - 1
+        pending: deque[tuple[_Group, tuple]] = deque()
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="refinery-loader")
+        try:
+            nxt = first
+            for k in range(first, len(groups)):
+                while nxt < len(groups) and nxt <= k + self.prefetch:
+                    pending.append((groups[nxt], self._submit(pool, groups[nxt])))
+                    nxt += 1
+                group, futures = pending.popleft()
+                yield from self._rows(group, futures, max(0, start - int(sizes[k])))
+            for _ in range(max(int(sizes[-1]), start), self.batches_per_epoch * self.batch_size):
+                yield None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        b, w = self.batch_size, self.window
+        rows = self._iter_rows(self.epoch, self.position)
+        try:
+            while self.position < self.batches_per_epoch * b:
+                tokens = np.full((b, w), self.pad_id, np.int64)
+                lengths = np.zeros(b, np.int64)
+                for r in range(b):
+                    row = next(rows)
+                    if row is not None:
+                        tokens[r, : len(row)] = row
+                        lengths[r] = len(row)
+                labels = tokens[:, 1:].copy()
+                labels[np.arange(self.seq_len)[None, :] + 1 >= lengths[:, None]] = IGNORE_INDEX
+                self.position += b  # before yielding: state_dict() taken after this batch must skip it
+                yield {"input_ids": np.ascontiguousarray(tokens[:, :-1]), "labels": labels, "lengths": lengths}
+            self.epoch += 1
+            self.position = 0
+        finally:
+            rows.close()
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        if self._active is not None:
+            self._active.close()  # one live iterator: its position is the loader's position
+        self._active = self._batches()
+        return self._active
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    # -- resumption ----------------------------------------------------------------------------------
+    def _identity(self) -> dict:
+        return {
+            "dataset": self.data.fingerprint,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "seq_len": self.seq_len,
+            "batch_size": self.batch_size,
+            "block_size": self.block_size,
+            "shuffle": self.shuffle,
+            "shuffle_window": self.shuffle_window,
+        }
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable position: the next batch after :meth:`load_state_dict` is the next one here."""
+        return {"version": STATE_VERSION, "epoch": self.epoch, "position": self.position, **self._identity()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise LoaderStateError(f"loader state version {state.get('version')} != {STATE_VERSION}")
+        diff = {k: (state.get(k), v) for k, v in self._identity().items() if state.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            raise LoaderStateError(f"loader state does not match this loader ({detail})")
+        position = int(state["position"])
+        if position % self.batch_size or not 0 <= position <= self.batches_per_epoch * self.batch_size:
+            raise LoaderStateError(f"loader state position {position} is not a batch boundary of this epoch")
+        if self._active is not None:
+            self._active.close()
+            self._active = None
+        self.epoch, self.position = int(state["epoch"]), position
+
+
+@cache
+def _torch_dataset_class() -> type:
+    import torch
+    from torch.utils.data import IterableDataset, get_worker_info
+
+    class TorchTokenDataset(IterableDataset):
+        """A :class:`TokenLoader` as a PyTorch ``IterableDataset`` yielding ready batches.
+
+        Use ``DataLoader(ds, batch_size=None, num_workers=0)``: the loader batches and prefetches in
+        its own threads, and its resumable position lives in this process.
+        """
+
+        def __init__(self, loader: TokenLoader) -> None:
+            self.loader = loader
+
+        def __iter__(self):
+            info = get_worker_info()
+            if info is not None and info.num_workers > 1:
+                raise RuntimeError("TorchTokenDataset already splits work by rank and prefetches: use num_workers=0 "
+                                   "(several DataLoader workers would each yield the whole rank's data)")
+            for batch in self.loader:
+                yield {k: torch.from_numpy(v) for k, v in batch.items()}
+
+        def __len__(self) -> int:
+            return len(self.loader)
+
+        def state_dict(self) -> dict:
+            return self.loader.state_dict()
+
+        def load_state_dict(self, state: dict) -> None:
+            self.loader.load_state_dict(state)
+
+    return TorchTokenDataset
+
+
+def torch_dataset(loader: TokenLoader):
+    """Wrap ``loader`` as a ``torch.utils.data.IterableDataset`` (raises ImportError without torch)."""
+    try:
+        cls = _torch_dataset_class()
+    except ImportError as exc:
+        raise ImportError("torch is not installed: use TokenLoader directly (numpy batches) or pip install torch") from exc
+    return cls(loader)

@@ -1,0 +1,364 @@
+"""Gopher repetition and quality heuristics (Rae et al. 2021, appendix A.1.1, table A1), the
+document-wise filters RefinedWeb applies after language ID (Penedo et al. 2023, section 3.2).
+
+Definitions and choices (the paper leaves tokenisation open; these are ours, documented):
+
+- **words** are whitespace-separated tokens (``str.split()``), compared verbatim (no lowercasing,
+  punctuation stays attached). Character counts are counts of word characters, so whitespace
+  never counts: every "character fraction" is ``chars in <something> / chars in all words``.
+- **lines** are the ``\\n``-separated lines, stripped, blank ones dropped; **paragraphs** are the
+  blocks separated by blank lines (``\\n\\s*\\n``), stripped, blank ones dropped. Text without
+  blank lines is one paragraph.
+- A **duplicate** line / paragraph / n-gram occurrence is one that repeats an *earlier*
+  occurrence: the first occurrence is the original, the rest are duplicates (as datatrove does).
+  ``dup_line_frac`` = duplicate lines / lines; ``dup_line_char_frac`` = characters in duplicate
+  lines / characters in all lines (same for paragraphs).
+- ``top_n_gram`` (n = 2, 3, 4): characters covered by *all* occurrences of the most frequent
+  n-gram / characters in all words. Overlapping occurrences (``a a a``) are counted once per word,
+  so the fraction never exceeds 1. An n-gram that occurs only once is not repetition: the
+  fraction is 0 then (otherwise a 6-word text would fail ``top_2_gram`` merely for being short).
+  Ties go to the n-gram that occurs first.
+- ``dup_n_gram`` (n = 5 .. 10): characters of words covered by duplicate n-gram occurrences,
+  each word counted once however many duplicate n-grams overlap it ("taking care not to count
+  characters that occur in overlapping n-grams more than once") / characters in all words.
+  Datatrove instead skips ahead n words after each duplicate and divides by ``len(text)``;
+  both read the paper's sentence, ours counts every duplicated word exactly once.
+
+  The covered set of words can only shrink as n grows (a duplicated (n+1)-gram contains two
+  duplicated n-grams), so once the fraction for some n is at or below every remaining
+  threshold, the larger n cannot fail and are skipped -- an exact shortcut, not an
+  approximation.
+
+GopherQuality:
+
+- word count and mean word length use the tokens that contain something other than
+  punctuation/symbols, with surrounding punctuation stripped for the length; 50 <= words <=
+  100,000 and 3 <= mean length <= 10.
+- ``symbol_word_ratio``: ``max(count("#"), count("...") + count("…")) / words`` <= 0.1.
+- ``bullet_lines``: fraction of (non-blank) lines starting with a bullet (•, ●, ◦, ▪, -, –, *, …)
+  <= 0.9; ``ellipsis_lines``: fraction ending with ``...`` or ``…`` <= 0.3.
+- ``alpha_words``: fraction of *all* tokens containing an alphabetic character >= 0.8.
+- ``stop_words``: at least 2 *distinct* words of {the, be, to, of, and, that, have, with}
+  (lowercased, punctuation stripped) must occur.
+
+Checks run in the order of the reasons below and stop at the first failure; ``_metric`` is the
+offending value. The ``gopher_*`` metric columns are computed for every non-empty document (null
+for empty text) so their histograms cover everything the stage saw.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+from itertools import accumulate, compress, repeat
+from itertools import count as itertools_count
+from operator import eq, ne
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from refinery.stages.base import Stage, with_decision
+
+__all__ = [
+    "STOP_WORDS",
+    "GopherQuality",
+    "GopherRepetition",
+    "dup_fractions",
+    "dup_ngram_char_frac",
+    "quality_stats",
+    "top_ngram_char_frac",
+]
+
+STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+BULLETS = ("•", "●", "○", "◦", "▪", "▫", "■", "□", "‣", "⁃", "∙", "·", "-", "–", "—", "*", "➢", "➤", "►", "▶", "→", "✓", "✔")
+ELLIPSES = ("...", "…")
+PUNCTUATION = string.punctuation + "“”‘’«»‹›„‚—–…•·¡¿、。，．：；！？（）「」『』【】《》〈〉│¦§¶†‡°±×÷"
+
+_PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
+_ALPHA = re.compile(r"[^\W\d_]")  # a letter
+
+
+# ---------------------------------------------------------------------------------------------
+# repetition math (pure functions, unit-tested on hand-computed examples)
+# ---------------------------------------------------------------------------------------------
+def dup_fractions(items: Sequence[str]) -> tuple[float, float]:
+    """(duplicate items / items, characters in duplicate items / characters in all items).
+
+    An item is a duplicate if an identical item occurred earlier.
+    """
+    if not items:
+        return 0.0, 0.0
+    seen: set[str] = set()
+    dup = dup_chars = total_chars = 0
+    for item in items:
+        n = len(item)
+        total_chars += n
+        if item in seen:
+            dup += 1
+            dup_chars += n
+        else:
+            seen.add(item)
+    return dup / len(items), (dup_chars / total_chars if total_chars else 0.0)
+
+
+def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return list(zip(*(words[i:] for i in range(n))))
+
+
+def _covered_chars(starts: list[int], n: int, prefix: list[int]) -> int:
+    """Characters of the words covered by n-grams starting at ``starts`` (ascending), each word once."""
+    chars = end = 0
+    for i in starts:
+        lo = i if i > end else end  # noqa: FURB136 - max() is slower in this hot loop
+        hi = i + n
+        if hi > lo:
+            chars += prefix[hi] - prefix[lo]
+        end = hi
+    return chars
+
+
+def top_ngram_char_frac(words: Sequence[str], n: int, prefix: list[int] | None = None) -> float:
+    """Share of word characters covered by all occurrences of the most frequent n-gram (0 if
+    no n-gram occurs twice)."""
+    prefix = prefix or [0, *accumulate(map(len, words))]
+    if len(words) < n or not prefix[-1]:
+        return 0.0
+    grams = _ngrams(words, n)
+    counts = Counter(grams)
+    if len(counts) == len(grams):
+        return 0.0
+    top, count = counts.most_common(1)[0]  # max() keeps the first-inserted n-gram on ties
+    if count < 2:
+        return 0.0
+    # positions of ``top``, found with C-level iterators (this runs on every document)
+    starts = list(compress(itertools_count(), map(eq, grams, repeat(top))))
+    return _covered_chars(starts, n, prefix) / prefix[-1]
+
+
+def dup_ngram_char_frac(words: Sequence[str], n: int, prefix: list[int] | None = None) -> float:
+    """Share of word characters covered by n-gram occurrences that repeat an earlier occurrence."""
+    prefix = prefix or [0, *accumulate(map(len, words))]
+    if len(words) < n or not prefix[-1]:
+        return 0.0
+    grams = _ngrams(words, n)
+    # n-gram -> index of its first occurrence (filled backwards so the first one wins)
+    first = dict(zip(reversed(grams), range(len(grams) - 1, -1, -1)))
+    if len(first) == len(grams):
+        return 0.0
+    starts = list(compress(itertools_count(), map(ne, map(first.__getitem__, grams), itertools_count())))
+    return _covered_chars(starts, n, prefix) / prefix[-1]
+
+
+def _lines(text: str) -> list[str]:
+    return [s for s in (line.strip() for line in text.split("\n")) if s]
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [s for s in (p.strip() for p in _PARAGRAPH_SPLIT.split(text)) if s]
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+# ---------------------------------------------------------------------------------------------
+def _threshold_pairs(value: Any, default: dict[int, float]) -> dict[int, float]:
+    if value is None:
+        return dict(default)
+    if isinstance(value, dict):
+        return {int(k): float(v) for k, v in value.items()}
+    return {int(k): float(v) for k, v in value}
+
+
+class GopherRepetition(Stage):
+    """Remove documents with too much repeated content (Gopher table A1)."""
+
+    kind = "gopher_repetition"
+
+    METRICS = ("gopher_dup_line_frac", "gopher_dup_para_frac", "gopher_top_2_gram", "gopher_dup_5_gram")
+
+    def __init__(
+        self,
+        dup_line_frac: float = 0.30,
+        dup_para_frac: float = 0.30,
+        dup_line_char_frac: float = 0.20,
+        dup_para_char_frac: float = 0.20,
+        top_n_grams: dict[int, float] | list[tuple[int, float]] | None = None,
+        dup_n_grams: dict[int, float] | list[tuple[int, float]] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.dup_line_frac = dup_line_frac
+        self.dup_para_frac = dup_para_frac
+        self.dup_line_char_frac = dup_line_char_frac
+        self.dup_para_char_frac = dup_para_char_frac
+        self.top_n_grams = _threshold_pairs(top_n_grams, {2: 0.20, 3: 0.18, 4: 0.16})
+        self.dup_n_grams = _threshold_pairs(dup_n_grams, {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+
+    def metric_columns(self) -> list[str]:
+        return list(self.METRICS)
+
+    def check(self, text: str | None) -> tuple[str | None, float | None, tuple[float, float, float, float] | None]:
+        """(reason or None, metric, histogram metrics) for one document."""
+        if not text or text.isspace():
+            return "empty_text", None, None
+        lines = _lines(text)
+        paragraphs = _paragraphs(text)
+        line_frac, line_char_frac = dup_fractions(lines)
+        para_frac, para_char_frac = dup_fractions(paragraphs)
+        words = text.split()
+        prefix = [0, *accumulate(map(len, words))]
+        top2 = top_ngram_char_frac(words, 2, prefix)
+        dup5 = dup_ngram_char_frac(words, 5, prefix)
+        hist = (line_frac, para_frac, top2, dup5)
+
+        if line_frac > self.dup_line_frac:
+            return "dup_line_frac", line_frac, hist
+        if para_frac > self.dup_para_frac:
+            return "dup_para_frac", para_frac, hist
+        if line_char_frac > self.dup_line_char_frac:
+            return "dup_line_char_frac", line_char_frac, hist
+        if para_char_frac > self.dup_para_char_frac:
+            return "dup_para_char_frac", para_char_frac, hist
+        for n, limit in sorted(self.top_n_grams.items()):
+            frac = top2 if n == 2 else top_ngram_char_frac(words, n, prefix)
+            if frac > limit:
+                return f"top_{n}_gram", frac, hist
+        dup_items = sorted(self.dup_n_grams.items())
+        for k, (n, limit) in enumerate(dup_items):
+            frac = dup5 if n == 5 else dup_ngram_char_frac(words, n, prefix)
+            if frac > limit:
+                return f"dup_{n}_gram", frac, hist
+            # larger n cover a subset of these words: if no later threshold is below this
+            # fraction, none can fail (see module docstring)
+            later = [lim for m, lim in dup_items[k + 1 :]]
+            if later and frac <= min(later):
+                break
+        return None, None, hist
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        texts = batch.column("text").to_pylist()
+        reasons: list[str | None] = []
+        metrics: list[float | None] = []
+        hists = np.full((len(texts), len(self.METRICS)), np.nan, dtype=np.float32)
+        for i, text in enumerate(texts):
+            reason, metric, hist = self.check(text)
+            reasons.append(reason)
+            metrics.append(metric)
+            if hist is not None:
+                hists[i] = hist
+        mask = np.isnan(hists)
+        extra = {name: pa.array(hists[:, j], type=pa.float32(), mask=mask[:, j]) for j, name in enumerate(self.METRICS)}
+        return with_decision(batch, reasons, metrics, extra=extra)
+
+
+def quality_stats(text: str, stop_words: frozenset[str] = frozenset(STOP_WORDS)) -> dict[str, float]:
+    """The quantities GopherQuality thresholds, for one non-empty document."""
+    tokens = text.split()
+    stripped = [t.strip(PUNCTUATION) for t in tokens]
+    word_lengths = [len(s) for s in stripped if s]
+    n_words = len(word_lengths)
+    lines = _lines(text)
+    n_lines = len(lines) or 1
+    hashes = text.count("#")
+    ellipses = text.count("...") + text.count("…")
+    return {
+        "words": n_words,
+        "mean_word_length": (sum(word_lengths) / n_words) if n_words else 0.0,
+        "symbol_word_ratio": (max(hashes, ellipses) / n_words) if n_words else float(max(hashes, ellipses) > 0),
+        "bullet_lines": sum(1 for s in lines if s.startswith(BULLETS)) / n_lines,
+        "ellipsis_lines": sum(1 for s in lines if s.endswith(ELLIPSES)) / n_lines,
+        "alpha_words": (sum(1 for t in tokens if _ALPHA.search(t)) / len(tokens)) if tokens else 0.0,
+        "stop_words": len(stop_words.intersection(s.lower() for s in stripped)),
+    }
+
+
+class GopherQuality(Stage):
+    """Remove documents that do not look like natural prose (Gopher quality filters)."""
+
+    kind = "gopher_quality"
+
+    METRICS = ("gopher_word_count", "gopher_mean_word_length", "gopher_symbol_word_ratio", "gopher_alpha_words_frac",
+               "gopher_stop_words")
+
+    def __init__(
+        self,
+        min_words: int = 50,
+        max_words: int = 100_000,
+        min_mean_word_length: float = 3.0,
+        max_mean_word_length: float = 10.0,
+        max_symbol_word_ratio: float = 0.1,
+        max_bullet_lines_frac: float = 0.9,
+        max_ellipsis_lines_frac: float = 0.3,
+        min_alpha_words_frac: float = 0.8,
+        min_stop_words: int = 2,
+        stop_words: list[str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.min_words = min_words
+        self.max_words = max_words
+        self.min_mean_word_length = min_mean_word_length
+        self.max_mean_word_length = max_mean_word_length
+        self.max_symbol_word_ratio = max_symbol_word_ratio
+        self.max_bullet_lines_frac = max_bullet_lines_frac
+        self.max_ellipsis_lines_frac = max_ellipsis_lines_frac
+        self.min_alpha_words_frac = min_alpha_words_frac
+        self.min_stop_words = min_stop_words
+        self.stop_words = list(STOP_WORDS if stop_words is None else stop_words)
+        self._stop_set = frozenset(w.lower() for w in self.stop_words)
+
+    def metric_columns(self) -> list[str]:
+        return list(self.METRICS)
+
+    def check(self, text: str | None) -> tuple[str | None, float | None, dict[str, float] | None]:
+        if not text or text.isspace():
+            return "empty_text", None, None
+        s = quality_stats(text, self._stop_set)
+        n = s["words"]
+        if n < self.min_words:
+            return "too_few_words", float(n), s
+        if n > self.max_words:
+            return "too_many_words", float(n), s
+        mean = s["mean_word_length"]
+        if not self.min_mean_word_length <= mean <= self.max_mean_word_length:
+            return "mean_word_length", mean, s
+        if s["symbol_word_ratio"] > self.max_symbol_word_ratio:
+            return "symbol_word_ratio", s["symbol_word_ratio"], s
+        if s["bullet_lines"] > self.max_bullet_lines_frac:
+            return "bullet_lines", s["bullet_lines"], s
+        if s["ellipsis_lines"] > self.max_ellipsis_lines_frac:
+            return "ellipsis_lines", s["ellipsis_lines"], s
+        if s["alpha_words"] < self.min_alpha_words_frac:
+            return "alpha_words", s["alpha_words"], s
+        if s["stop_words"] < self.min_stop_words:
+            return "stop_words", float(s["stop_words"]), s
+        return None, None, s
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        texts = batch.column("text").to_pylist()
+        reasons: list[str | None] = []
+        metrics: list[float | None] = []
+        cols: dict[str, list] = {name: [] for name in self.METRICS}
+        for text in texts:
+            reason, metric, s = self.check(text)
+            reasons.append(reason)
+            metrics.append(metric)
+            if s is None:
+                for values in cols.values():
+                    values.append(None)
+            else:
+                cols["gopher_word_count"].append(s["words"])
+                cols["gopher_mean_word_length"].append(s["mean_word_length"])
+                cols["gopher_symbol_word_ratio"].append(s["symbol_word_ratio"])
+                cols["gopher_alpha_words_frac"].append(s["alpha_words"])
+                cols["gopher_stop_words"].append(s["stop_words"])
+        extra = {
+            "gopher_word_count": pa.array(cols["gopher_word_count"], type=pa.int32()),
+            "gopher_mean_word_length": pa.array(cols["gopher_mean_word_length"], type=pa.float32()),
+            "gopher_symbol_word_ratio": pa.array(cols["gopher_symbol_word_ratio"], type=pa.float32()),
+            "gopher_alpha_words_frac": pa.array(cols["gopher_alpha_words_frac"], type=pa.float32()),
+            "gopher_stop_words": pa.array(cols["gopher_stop_words"], type=pa.int8()),
+        }
+        return with_decision(batch, reasons, metrics, extra=extra)

@@ -1,0 +1,391 @@
+"""A self-contained HTML report of a run: funnel, score histograms with thresholds, languages,
+top removed domains and sampled removed documents.
+
+Self-contained means one file with everything inline: CSS in a ``<style>``, charts as inline SVG
+(:mod:`refinery.stats.svg`), no scripts, fonts, images or links to fetch, so it opens offline, in
+a mail attachment or from S3. Every value that comes from the data (URLs, reasons, snippets,
+stage names) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from html import escape
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+
+from refinery import __version__
+from refinery.io import fs
+from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
+from refinery.stats.funnel import funnel_rows, load_run_stats
+from refinery.stats.samples import load_samples
+from refinery.stats.svg import fmt_int, funnel_svg, histogram_svg, languages_svg
+from refinery.stats.thresholds import effective_params, load_run_manifest, run_thresholds
+
+TOP_DOMAINS_SHOWN = 10
+LANGUAGES_CHARTED = 15
+LANGUAGES_LISTED = 25
+
+CSS = """
+:root { --ink:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f6f7f9; --card:#fff; --kept:#2f6fb3;
+        --removed:#e4572e; --accent:#0f4c81; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--ink);
+       font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif; }
+header { background:#0f2a44; color:#fff; padding:28px 40px 22px; }
+header h1 { margin:0 0 4px; font-size:24px; font-weight:650; letter-spacing:-.01em; }
+header .sub { color:#b9c7d6; font-size:13px; word-break:break-all; }
+nav { background:#0f2a44; padding:0 40px 14px; }
+nav a { color:#dce6f0; text-decoration:none; margin-right:18px; font-size:13px; }
+nav a:hover { color:#fff; text-decoration:underline; }
+main { max-width:1240px; margin:0 auto; padding:24px 28px 60px; }
+section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:20px 24px;
+          margin:0 0 22px; box-shadow:0 1px 2px rgba(0,0,0,.03); }
+h2 { font-size:18px; margin:0 0 4px; }
+h3 { font-size:15px; margin:22px 0 8px; }
+h4 { font-size:13.5px; margin:14px 0 6px; color:#374151; }
+p.note, .note { color:var(--muted); font-size:12.5px; margin:2px 0 12px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(170px,1fr)); gap:12px; margin-top:8px; }
+.card { border:1px solid var(--line); border-radius:8px; padding:12px 14px; background:#fbfcfd; }
+.card .v { font-size:22px; font-weight:650; font-variant-numeric:tabular-nums; }
+.card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
+.card .d { color:var(--muted); font-size:12px; }
+table { border-collapse:collapse; width:100%; font-size:13px; }
+th, td { padding:6px 8px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
+th { background:#f3f4f6; font-weight:600; font-size:12px; color:#374151; position:sticky; top:0; }
+td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
+td.num { white-space:nowrap; }
+.scroll { overflow-x:auto; }
+td.zero { color:#c3c8cf; }
+tr.stage td { font-weight:600; background:#fafbfc; }
+tr.reason td:first-child { color:transparent; }
+tr.reason td.reason { padding-left:22px; color:#374151; }
+.bar { display:inline-block; height:8px; background:var(--removed); border-radius:2px; vertical-align:middle; }
+.chart { max-width:100%; height:auto; display:block; }
+.funnel-chart { margin:6px 0 8px; }
+.grid3 { display:grid; grid-template-columns:repeat(auto-fill,minmax(340px,1fr)); gap:6px 22px; align-items:start; }
+table.compact td { padding:3px 8px; font-size:12.5px; }
+.domains h4 { margin:10px 0 4px; }
+.grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(540px,1fr)); gap:18px; }
+figure { margin:0; border:1px solid var(--line); border-radius:8px; padding:10px 12px 8px; }
+figcaption { color:var(--muted); font-size:12px; margin-top:4px; }
+.legend span { display:inline-block; margin-right:14px; font-size:12px; color:var(--muted); }
+.legend i { display:inline-block; width:10px; height:10px; margin-right:5px; vertical-align:-1px; border-radius:2px; }
+code, .mono { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size:12px; }
+.params code { background:#f3f4f6; border-radius:4px; padding:1px 5px; margin:0 4px 3px 0; display:inline-block; }
+.params code.given { background:#e0ecf8; color:#0f4c81; font-weight:600; }
+details { border:1px solid var(--line); border-radius:8px; margin:10px 0; background:#fff; }
+details > summary { cursor:pointer; padding:9px 14px; font-weight:600; list-style-position:inside; }
+details > summary .count { color:var(--muted); font-weight:normal; margin-left:6px; }
+details[open] > summary { border-bottom:1px solid var(--line); }
+details .inner { padding:4px 12px 10px; overflow-x:auto; }
+.snippet { white-space:pre-wrap; word-break:break-word; max-height:9.5em; overflow:auto; font-size:12.5px;
+           background:#fafafa; border-left:3px solid var(--removed); padding:6px 9px; border-radius:3px; }
+.url { word-break:break-all; font-size:12px; }
+.metric { font-weight:600; color:#b2361a; }
+.tag { display:inline-block; background:#eef2f7; color:#374151; border-radius:10px; padding:0 8px; font-size:11.5px; }
+.warn { background:#fff5f5; border-color:#f5c2c0; }
+footer { color:var(--muted); font-size:12px; text-align:center; padding:10px; }
+"""
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}%"
+
+
+def _num(v: int | None) -> str:
+    return "" if v is None else f"{v:,}"
+
+
+def _section(anchor: str, title: str, body: str, note: str = "", cls: str = "") -> str:
+    note_html = f'<p class="note">{note}</p>' if note else ""
+    return f'<section id="{anchor}" class="{cls}"><h2>{escape(title)}</h2>{note_html}{body}</section>'
+
+
+# -- sections -----------------------------------------------------------------------------------
+def _summary(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
+    stages = stats["stages"]
+    last = stages[-1] if stages else {}
+    read, kept, removed = stats["docs_read"], stats["docs_kept"], stats["docs_removed"]
+    kept_pct = 100.0 * kept / read if read else 0.0
+    seconds = sum(s.get("seconds", 0.0) for s in stages)
+    failed = stats.get("failed_shards") or []
+    cards = [
+        ("documents read", fmt_int(read), f"{stats['shards']:,} shard(s)"),
+        ("documents kept", fmt_int(kept), f"{kept_pct:.1f}% of input"),
+        ("documents removed", fmt_int(removed), "every one with a stage and reason"),
+        ("words kept", fmt_int(last.get("words_out", 0)), f"≈ {fmt_int(est_tokens(last.get('chars_out', 0)))} tokens (est.)"),
+        ("stage time", f"{seconds:,.1f} s", f"{read / seconds:,.0f} docs/s (one core)" if seconds else ""),
+    ]
+    if failed:
+        cards.append(("failed shards", str(len(failed)), ", ".join(failed[:3]) + ("…" if len(failed) > 3 else "")))
+    html = '<div class="cards">' + "".join(
+        f'<div class="card" data-card="{_e(k)}"><div class="k">{escape(k)}</div><div class="v">{v}</div>'
+        f'<div class="d">{_e(d)}</div></div>' for k, v, d in cards) + "</div>"
+    config = manifest.get("config") or {}
+    if config.get("stages"):
+        rows = []
+        for s in config["stages"]:
+            given = s.get("params") or {}
+            params = effective_params(s["type"], given)
+            chips = "".join(
+                f'<code class="{"given" if k in given else ""}">{_e(k)}={_e(json.dumps(v) if not isinstance(v, str) else v)}</code>'
+                for k, v in params.items()
+            )
+            rows.append(f"<tr><td><b>{_e(s.get('name') or s['type'])}</b></td><td><span class='tag'>{_e(s['type'])}</span></td>"
+                        f"<td class='params'>{chips or '<span class=note>defaults</span>'}</td></tr>")
+        html += ("<h3>Configuration</h3><p class='note'>Parameters as run: highlighted values were set in the config, "
+                 "the others are the stage's defaults.</p><table><thead><tr><th>stage</th><th>type</th><th>parameters</th>"
+                 f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    return _section("summary", "Summary", html)
+
+
+def _funnel(stats: dict[str, Any]) -> str:
+    rows = funnel_rows(stats)
+    first_in = stats["stages"][0]["docs_in"] if stats["stages"] else 0
+    max_removed = max((r["removed"] for r in rows), default=0) or 1
+    body = []
+    for r in rows:
+        is_stage = not r["reason"]
+        bar = f'<span class="bar" style="width:{60 * r["removed"] / max_removed:.1f}px"></span>' if r["removed"] else ""
+        speed = ""
+        if is_stage and r["seconds"]:
+            speed = f"{r['docs_in'] / r['seconds']:,.0f}" if r["docs_in"] else ""
+        body.append(
+            f'<tr class="{"stage" if is_stage else "reason"}" data-stage="{_e(r["stage"])}" data-reason="{_e(r["reason"])}">'
+            f'<td>{_e(r["stage"])}</td><td class="reason">{_e(r["reason"])}</td>'
+            f'<td class="num" data-field="docs_in">{_num(r["docs_in"])}</td>'
+            f'<td class="num" data-field="docs_out">{_num(r["docs_out"])}</td>'
+            f'<td class="num" data-field="removed">{_num(r["removed"])} {bar}</td>'
+            f'<td class="num" data-field="removed_pct_of_stage">{_pct(r["removed_pct_of_stage"])}</td>'
+            f'<td class="num" data-field="kept_pct_of_input">{_pct(r["kept_pct_of_input"])}</td>'
+            f'<td class="num" data-field="words_removed">{_num(r["words_removed"])}</td>'
+            f'<td class="num" data-field="est_tokens_removed">{_num(r["est_tokens_removed"])}</td>'
+            f'<td class="num">{speed}</td></tr>'
+        )
+    table = (
+        '<div class="scroll"><table id="funnel-table"><thead><tr><th>stage</th><th>reason</th><th class="num">docs in</th>'
+        '<th class="num">docs out</th><th class="num">removed</th><th class="num">% of stage input</th>'
+        '<th class="num">% of input kept</th><th class="num">words removed</th>'
+        '<th class="num">≈ tokens removed</th><th class="num">docs/s</th></tr></thead>'
+        f'<tbody>{"".join(body)}</tbody></table></div>'
+    )
+    legend = ('<div class="legend"><span><i style="background:#2f6fb3"></i>kept after the stage</span>'
+              '<span><i style="background:#f6b9a6;border:1px dashed #e4572e"></i>removed by the stage</span></div>')
+    note = (f"Documents left after each stage as a share of the {first_in:,} documents read (RefinedWeb, Fig. 2 style). "
+            "Words are whitespace-separated words, counted exactly on the text each stage saw; "
+            f"tokens are an estimate (characters / {CHARS_PER_TOKEN:g}, GPT-2 BPE on English web text).")
+    return _section("funnel", "Funnel", f'<div class="funnel-chart">{funnel_svg(stats["stages"])}</div>{legend}{table}', note)
+
+
+def _histograms(stats: dict[str, Any], thresholds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    hists = stats.get("histograms") or {}
+    if not hists:
+        return _section("scores", "Filter scores", "<p class='note'>No stage in this run reported metric columns.</p>")
+    figures = []
+    order = [s["stage"] for s in stats["stages"]]
+    for stage, columns in sorted(hists.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
+        for column, h in columns.items():
+            marks = thresholds.get(stage, {}).get(column, [])
+            n_kept = sum(h["counts"]["kept"]) + h["under"]["kept"] + h["over"]["kept"]
+            n_removed = sum(h["counts"]["removed"]) + h["under"]["removed"] + h["over"]["removed"]
+            means = []
+            for side, n in (("kept", n_kept), ("removed", n_removed)):
+                if n:
+                    means.append(f"mean {side} {h['sum'][side] / n:.3g}")
+            extra = []
+            nulls = h["null"]["kept"] + h["null"]["removed"]
+            if nulls:
+                extra.append(f"{nulls:,} without a value")
+            outside = h["under"]["kept"] + h["under"]["removed"] + h["over"]["kept"] + h["over"]["removed"]
+            if outside:
+                extra.append(f"{outside:,} outside the axis")
+            caption = (f"{n_kept:,} kept, {n_removed:,} removed by {escape(stage)}; " + "; ".join(means + extra)
+                       + (f"; range {h['min']:.4g} – {h['max']:.4g}" if h.get("min") is not None else ""))
+            figures.append(
+                f'<figure data-stage="{_e(stage)}" data-column="{_e(column)}">'
+                f"{histogram_svg(h, marks, f'{stage} · {column}')}<figcaption>{caption}</figcaption></figure>"
+            )
+    note = ("Every document each stage saw, binned on fixed edges (so shards add up), stacked: kept by the stage "
+            "(blue), then removed by it, per reason. Dashed lines: thresholds from the run's config (run.json).")
+    return _section("scores", "Filter scores", f'<div class="grid">{"".join(figures)}</div>', note)
+
+
+def _languages(stats: dict[str, Any]) -> str:
+    section = stats.get("languages") or {}
+    by_lang = section.get("by_language") or {}
+    if not by_lang:
+        return _section("languages", "Languages",
+                        f"<p class='note'>No <code>{_e(section.get('column', 'language'))}</code> column in this run "
+                        "(no language identification stage).</p>")
+    rows = [{"language": k, **v} for k, v in by_lang.items()]
+    rows.sort(key=lambda r: (-r["docs_in"], r["language"]))
+    stages_seen: list[str] = []
+    for r in rows:
+        for s in r["removed"]:
+            if s not in stages_seen:
+                stages_seen.append(s)
+    order = [s["stage"] for s in stats["stages"]]
+    stages_seen.sort(key=lambda s: order.index(s) if s in order else len(order))
+    total_in = sum(r["docs_in"] for r in rows) or 1
+    shown = rows[:LANGUAGES_LISTED]
+    rest = rows[LANGUAGES_LISTED:]
+    head = "".join(f'<th class="num">removed by {escape(s)}</th>' for s in stages_seen)
+    body = []
+    for r in shown:
+        cells = "".join(f'<td class="num{"" if r["removed"].get(s) else " zero"}">{_num(r["removed"].get(s, 0))}</td>'
+                        for s in stages_seen)
+        kept_pct = 100.0 * r["docs_kept"] / r["docs_in"] if r["docs_in"] else 0.0
+        body.append(f'<tr data-language="{_e(r["language"])}"><td><b>{_e(r["language"])}</b></td>'
+                    f'<td class="num">{_num(r["docs_in"])}</td><td class="num">{100.0 * r["docs_in"] / total_in:.1f}%</td>'
+                    f'{cells}<td class="num">{_num(r["docs_kept"])}</td><td class="num">{kept_pct:.1f}%</td>'
+                    f'<td class="num">{_num(est_tokens(r["chars_kept"]))}</td></tr>')
+    if rest:
+        agg_in = sum(r["docs_in"] for r in rest)
+        agg_kept = sum(r["docs_kept"] for r in rest)
+        cells = "".join(f'<td class="num">{_num(sum(r["removed"].get(s, 0) for r in rest))}</td>' for s in stages_seen)
+        body.append(f'<tr><td><i>{len(rest)} more</i></td><td class="num">{_num(agg_in)}</td>'
+                    f'<td class="num">{100.0 * agg_in / total_in:.1f}%</td>{cells}<td class="num">{_num(agg_kept)}</td>'
+                    f'<td class="num"></td><td class="num">{_num(est_tokens(sum(r["chars_kept"] for r in rest)))}</td></tr>')
+    table = (f'<div class="scroll"><table id="language-table"><thead><tr><th>language</th><th class="num">docs</th><th class="num">share</th>{head}'
+             '<th class="num">kept</th><th class="num">% kept</th><th class="num">≈ tokens kept</th></tr></thead>'
+             f'<tbody>{"".join(body)}</tbody></table></div>')
+    chart = languages_svg(rows[:LANGUAGES_CHARTED])
+    note = (f"Documents counted from the first stage that sets <code>{_e(section.get('column', 'language'))}</code> "
+            "(documents removed before it have no language). Per language, documents = removed by the stages listed + kept.")
+    return _section("languages", "Languages", f'<div style="max-width:760px">{chart}</div>{table}', note)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _domains(stats: dict[str, Any]) -> str:
+    top = stats.get("top_domains") or {}
+    if not top:
+        return _section("domains", "Top removed domains", "<p class='note'>Nothing was removed.</p>")
+    stages = [s for s in stats["stages"] if s["stage"] in top]
+    biggest = {s["stage"] for s in sorted(stages, key=lambda s: -s["docs_removed"])[:2]}
+    groups = []
+    for s in stages:
+        stage = s["stage"]
+        tables = []
+        for reason, d in sorted(top[stage].items(), key=lambda kv: (-kv[1]["total"], kv[0])):
+            shown = list(d["top"].items())[:TOP_DOMAINS_SHOWN]
+            rows = "".join(
+                f'<tr><td class="url">{_e(dom)}</td><td class="num">{n:,}</td>'
+                f'<td class="num">{100.0 * n / d["total"]:.0f}%</td></tr>' for dom, n in shown
+            )
+            hidden = d["total"] - sum(n for _, n in shown)
+            if hidden:
+                rows += (f'<tr><td><i>other domains</i></td><td class="num">{hidden:,}</td>'
+                         f'<td class="num">{100.0 * hidden / d["total"]:.0f}%</td></tr>')
+            tables.append(
+                f'<div class="domains"><h4>{escape(reason)} <span class="note">{_plural(d["total"], "document")}</span></h4>'
+                f'<table class="compact"><tbody>{rows}</tbody></table></div>'
+            )
+        groups.append(
+            f'<details {"open" if stage in biggest else ""} data-stage="{_e(stage)}"><summary>{escape(stage)}'
+            f'<span class="count">{_plural(s["docs_removed"], "removed document")}, '
+            f'{_plural(len(top[stage]), "reason")}</span></summary>'
+            f'<div class="inner"><div class="grid3">{"".join(tables)}</div></div></details>'
+        )
+    note = ("Registered domains (public-suffix aware, e.g. <code>bbc.co.uk</code>) of removed documents, per stage and "
+            f"reason, top {TOP_DOMAINS_SHOWN}. Counts merge per-shard top-100 lists: exact for domains in every shard's "
+            "top 100, a lower bound otherwise.")
+    return _section("domains", "Top removed domains", "".join(groups), note)
+
+
+def _metric_name(metric: float | None, metrics: dict[str, Any]) -> str | None:
+    """The metric column whose value is the removal metric, if one is (float32 columns: ~1e-6)."""
+    if metric is None:
+        return None
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and abs(value - metric) <= 1e-5 * max(1.0, abs(metric)):
+            return name
+    return None
+
+
+def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int) -> str:
+    if samples.num_rows == 0:
+        return _section("samples", "Removed samples", "<p class='note'>No removed documents were sampled.</p>")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in samples.to_pylist():
+        groups.setdefault((r["stage"], r["reason"]), []).append(r)
+    removed_counts = {(s["stage"], reason): n for s in stats["stages"] for reason, n in s["removed"].items()}
+    order = [s["stage"] for s in stats["stages"]]
+    keys = sorted(groups, key=lambda k: (order.index(k[0]) if k[0] in order else len(order), -removed_counts.get(k, 0), k[1]))
+    parts = []
+    for stage, reason in keys:
+        rows = []
+        for r in groups[(stage, reason)]:
+            url = r["url"] or ""
+            shown = unquote(url)  # readable (percent-decoded); the link keeps the exact URL
+            url_html = (f'<a href="{_e(url)}" rel="noopener noreferrer nofollow" target="_blank">{_e(shown)}</a>'
+                        if url.startswith(("http://", "https://")) else f'<span title="{_e(url)}">{_e(shown)}</span>')
+            metrics = json.loads(r["metrics"] or "{}")
+            trigger = _metric_name(r["metric"], metrics)
+            metric_bits = "".join(f"<div class='mono'>{_e(k)} = {_e(v)}</div>" for k, v in metrics.items() if k != trigger)
+            metric = ""
+            if r["metric"] is not None:
+                metric = f"<div class='metric mono'>{_e(trigger or 'metric')} = {r['metric']:.4g}</div>"
+            lang = f"<span class='tag'>{_e(r['language'])}</span>" if r["language"] else ""
+            src = "" if r["snippet_source"] in ("text", "") else f"<div class='note'>from {_e(r['snippet_source'])}</div>"
+            snippet = (r["snippet"] or "").strip()  # stored as an exact prefix; shown without edge blank lines
+            rows.append(
+                f'<tr><td style="width:26%"><div class="url">{url_html}</div><div class="note mono">{_e(r["id"])}</div>{lang}</td>'
+                f'<td style="width:14%">{metric}{metric_bits}</td>'
+                f'<td>{src}<div class="snippet">{_e(snippet) or "<i>(no text)</i>"}</div></td></tr>'
+            )
+        total = removed_counts.get((stage, reason), 0)
+        parts.append(
+            f'<details {"open" if len(parts) < 3 else ""} data-stage="{_e(stage)}" data-reason="{_e(reason)}">'
+            f'<summary>{escape(stage)} · {escape(reason)}<span class="count">{len(rows)} of {_plural(total, "removed document")}</span></summary>'
+            f'<div class="inner"><table><thead><tr><th>document</th><th>metric</th><th>text</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div></details>'
+        )
+    note = (f"A uniform random sample of at most {per_reason} removed documents per stage and reason across the run "
+            "(reservoir per shard, merged weighted by each shard's removals). The metric is the value that triggered "
+            "the removal. Every removed document is in <code>removed/&lt;shard&gt;.parquet</code>; the samples are in "
+            "<code>samples/&lt;shard&gt;.parquet</code>.")
+    return _section("samples", "Removed samples", "".join(parts), note)
+
+
+def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
+    """The report's HTML for the run at ``run_dir`` (local path or s3://)."""
+    stats = load_run_stats(run_dir)
+    manifest = load_run_manifest(run_dir)
+    samples = load_samples(run_dir, per_reason=samples_per_reason)
+    thresholds = run_thresholds(manifest, stats.get("histograms") or {})
+    name = (manifest.get("config") or {}).get("name") or fs.basename(run_dir)
+    generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    sub = " · ".join(x for x in (
+        f"run {run_dir}", f"input {manifest.get('input', '?')}", f"started {manifest.get('started_at', '?')}",
+        f"refinery {manifest.get('refinery_version', __version__)}") if x)
+    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
+        ("summary", "Summary"), ("funnel", "Funnel"), ("scores", "Filter scores"), ("languages", "Languages"),
+        ("domains", "Removed domains"), ("samples", "Removed samples")))
+    return (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>refinery report · {escape(name)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>refinery report · {escape(name)}</h1><div class=\"sub\">{escape(sub)}</div></header><nav>{nav}</nav><main>"
+        f"{_summary(stats, manifest)}{_funnel(stats)}{_histograms(stats, thresholds)}{_languages(stats)}"
+        f"{_domains(stats)}{_samples(stats, samples, samples_per_reason)}"
+        f"</main><footer>generated {generated} by refinery {escape(__version__)} · self-contained: no JavaScript, "
+        f"no external resources</footer></body></html>"
+    )
+
+
+def write_report(run_dir: str, out: str | None = None, samples_per_reason: int = 8) -> str:
+    """Write the report (default ``<run_dir>/report.html``) atomically; returns its URI."""
+    out = out or fs.join(run_dir, "report.html")
+    fs.write_bytes(out, build_report(run_dir, samples_per_reason).encode("utf-8"))
+    return out

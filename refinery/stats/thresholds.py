@@ -1,0 +1,153 @@
+"""Which config parameter is the threshold on which metric column, read from a run's ``run.json``.
+
+The report draws thresholds on histograms. Values come from the run's recorded config (the
+parameters the user gave), completed with what the stage constructor made of them (the stage is
+built from the recorded config -- stages are cheap to build, models load lazily -- and its
+attributes read; if that fails, the constructor's signature defaults are used).
+Which parameter applies to which column is, in order:
+
+1. the stage class's ``threshold_params`` attribute, ``{column: [param, ...]}``, if it has one;
+2. :data:`KNOWN` below;
+3. a name rule: parameter ``min_X`` / ``max_X`` / ``X`` applies to column ``X`` or ``*_X``.
+
+A parameter may be indexed, ``top_n_grams[2]``, for dict (or list-of-pairs) parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from typing import Any
+
+from refinery.io import fs
+
+log = logging.getLogger("refinery.stats")
+
+#: stage type -> {metric column -> [parameter names]}
+KNOWN: dict[str, dict[str, list[str]]] = {
+    "language_id": {"language_score": ["min_score"]},
+    "line_corrections": {"line_corrections_removed_frac": ["max_removed_word_frac"]},
+    "gopher_repetition": {
+        "gopher_dup_line_frac": ["dup_line_frac"],
+        "gopher_dup_para_frac": ["dup_para_frac"],
+        "gopher_top_2_gram": ["top_n_grams[2]"],
+        "gopher_dup_5_gram": ["dup_n_grams[5]"],
+    },
+    "gopher_quality": {
+        "gopher_word_count": ["min_words", "max_words"],
+        "gopher_mean_word_length": ["min_mean_word_length", "max_mean_word_length"],
+        "gopher_symbol_word_ratio": ["max_symbol_word_ratio"],
+        "gopher_alpha_words_frac": ["min_alpha_words_frac"],
+        "gopher_stop_words": ["min_stop_words"],
+    },
+    "toxicity": {"toxicity_score": ["threshold"], "profanity_word_frac": ["max_profanity_frac"]},
+    "quality": {"quality_score": ["threshold"]},
+}
+#: stage type -> {param: value} that must hold for its thresholds to mean anything
+CONDITIONS: dict[str, dict[str, Any]] = {"quality": {"mode": "threshold"}}
+
+
+def load_run_manifest(run_dir: str) -> dict[str, Any]:
+    uri = fs.join(run_dir, "run.json")
+    if not fs.exists(uri):
+        return {}
+    return json.loads(fs.read_bytes(uri))
+
+
+def _stage_class(kind: str) -> type | None:
+    try:
+        from refinery.stages.registry import stage_class
+
+        return stage_class(kind)
+    except Exception as exc:  # noqa: BLE001 - a missing optional stage module must not break the report
+        log.debug("cannot import stage %s for threshold defaults: %s", kind, exc)
+        return None
+
+
+def effective_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The given params completed with the stage's defaults, as the stage holds them."""
+    cls = _stage_class(kind)
+    merged: dict[str, Any] = {}
+    if cls is None:
+        return dict(params or {})
+    names = []
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name in ("self", "name") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        names.append(name)
+        if p.default is not inspect.Parameter.empty:
+            merged[name] = p.default
+    merged.update(params or {})
+    try:
+        stage = cls(**(params or {}))
+    except Exception as exc:  # noqa: BLE001 - e.g. a model file absent on the machine making the report
+        log.debug("cannot build stage %s to read its parameters: %s", kind, exc)
+        return merged
+    for name in names:
+        value = getattr(stage, name, None)
+        if isinstance(value, (int, float, str, bool, list, dict, tuple)) or value is None:
+            merged[name] = value
+    return merged
+
+
+def _lookup(values: dict[str, Any], spec: str) -> Any:
+    """``values[spec]``, or ``values[name][key]`` for ``name[key]`` (dicts or lists of pairs)."""
+    if not spec.endswith("]") or "[" not in spec:
+        return values.get(spec)
+    name, _, key = spec[:-1].partition("[")
+    container = values.get(name)
+    if isinstance(container, dict):
+        for k in (key, int(key) if key.lstrip("-").isdigit() else key):
+            if k in container:
+                return container[k]
+        return None
+    if isinstance(container, (list, tuple)):
+        for pair in container:
+            if isinstance(pair, (list, tuple)) and len(pair) == 2 and str(pair[0]) == key:
+                return pair[1]
+    return None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _rule_matches(param: str, column: str) -> bool:
+    core = param
+    for prefix in ("min_", "max_"):
+        if core.startswith(prefix):
+            core = core[len(prefix):]
+    return column == core or column.endswith("_" + core)
+
+
+def stage_thresholds(kind: str, params: dict[str, Any], columns: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """``{column: [{"param": name, "value": number}, ...]}`` for the given metric columns."""
+    values = effective_params(kind, params)
+    if any(values.get(k) != v for k, v in CONDITIONS.get(kind, {}).items()):
+        return {}
+    cls = _stage_class(kind)
+    declared = dict(KNOWN.get(kind, {}))
+    declared.update(getattr(cls, "threshold_params", None) or {})
+    out: dict[str, list[dict[str, Any]]] = {}
+    for column in columns:
+        names = declared.get(column)
+        if names is None:
+            names = [p for p in values if _rule_matches(p, column)]
+        found = [{"param": p, "value": float(_lookup(values, p))} for p in names if _is_number(_lookup(values, p))]
+        if found:
+            out[column] = found
+    return out
+
+
+def run_thresholds(manifest: dict[str, Any], histograms: dict[str, dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``{stage name: {column: thresholds}}`` for every histogram of the run."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for stage in (manifest.get("config") or {}).get("stages", []):
+        name = stage.get("name") or stage["type"]
+        columns = list(histograms.get(name, {}))
+        if columns:
+            found = stage_thresholds(stage["type"], stage.get("params") or {}, columns)
+            if found:
+                out[name] = found
+    return out

@@ -1,0 +1,22 @@
+"""Tokenized training shards: tokenizers loaded offline, shard format, writer, BPE training.
+
+See docs/tokens.md for the shard format and manifest; ``refinery.loader`` streams the shards.
+"""
+
+from refinery.tokens.format import ShardFile, TokenizerMismatchError, TokenShardError
+from refinery.tokens.tokenizer import (
+    LoadedTokenizer,
+    TokenizerError,
+    load_tokenizer,
+    token_dtype,
+)
+
+__all__ = [
+    "LoadedTokenizer",
+    "ShardFile",
+    "TokenShardError",
+    "TokenizerError",
+    "TokenizerMismatchError",
+    "load_tokenizer",
+    "token_dtype",
+]

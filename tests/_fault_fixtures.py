@@ -1,0 +1,206 @@
+"""Fault injection helpers: an HTTP proxy on 127.0.0.1 that sits in front of the real moto S3
+server and fails a bounded share of requests the way S3 does (500 InternalError, 503 SlowDown,
+connection resets), plus small corpus helpers shared by the fault and bad-input tests.
+
+The proxy forwards everything else byte for byte (the Host header included, so SigV4-signed
+requests stay intact), so the code under test talks to a real S3 API through a flaky network.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import itertools
+import shutil
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_WARCS = ROOT / "data" / "sample" / "warc"
+CC_DOCS = ROOT / "data" / "sample" / "cc_docs"
+
+_ERRORS = {
+    500: ("InternalError", "We encountered an internal error. Please try again."),
+    503: ("SlowDown", "Please reduce your request rate."),
+}
+
+#: fault kinds the proxy cycles through
+KINDS = ("500", "503", "reset")
+
+
+@dataclass
+class FaultPolicy:
+    """Which requests fail. ``every``: one request in ``every`` (matching ``when``) fails, at most
+    ``max_faults`` in total and only within ``window_s`` seconds; ``always``: every matching
+    request fails (an outage)."""
+
+    every: int = 3
+    max_faults: int = 20
+    always: bool = False
+    kinds: tuple[str, ...] = KINDS
+    #: per-method override of ``kinds`` (e.g. ``{"GET": ("reset",)}``)
+    kinds_by_method: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    when: Callable[[str, str], bool] = lambda method, path: True
+    counter: itertools.count = field(default_factory=itertools.count)
+    faults: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, method, path)
+    forwarded: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def decide(self, method: str, path: str) -> str | None:
+        with self.lock:
+            if not self.when(method, path):
+                return None
+            n = next(self.counter)
+            kinds = self.kinds_by_method.get(method, self.kinds)
+            if self.always:
+                kind = kinds[n % len(kinds)]
+            elif n % self.every == self.every - 1 and len(self.faults) < self.max_faults:
+                kind = kinds[len(self.faults) % len(kinds)]
+            else:
+                return None
+            self.faults.append((kind, method, path))
+            return kind
+
+
+class FaultProxy:
+    """``with FaultProxy(upstream, policy) as endpoint:`` -> ``http://127.0.0.1:<port>``."""
+
+    def __init__(self, upstream: str, policy: FaultPolicy | None = None):
+        self.upstream = urlsplit(upstream)
+        self.policy = policy or FaultPolicy()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _handle(self) -> None:
+                body = self._body()
+                kind = proxy.policy.decide(self.command, self.path)
+                if kind == "reset":
+                    # RST instead of FIN: the client sees "connection reset by peer".
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if kind in ("500", "503"):
+                    code, message = _ERRORS[int(kind)]
+                    payload = (
+                        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                        f"<Message>{message}</Message><RequestId>fault</RequestId></Error>"
+                    ).encode()
+                    self.send_response(int(kind))
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                try:
+                    conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                    for k, v in self.headers.items():
+                        if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                            conn.putheader(k, v)
+                    conn.putheader("Content-Length", str(len(body)))
+                    conn.endheaders(body)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    with proxy.policy.lock:
+                        proxy.policy.forwarded += 1
+                    self.send_response(resp.status, resp.reason)
+                    for k, v in resp.getheaders():
+                        if k.lower() in ("transfer-encoding", "connection", "server", "date"):
+                            continue
+                        if k.lower() == "content-length" and self.command != "HEAD":
+                            continue
+                        self.send_header(k, v)
+                    if self.command != "HEAD":
+                        self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return self.endpoint
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def through_proxy(s3_server, monkeypatch) -> Iterator[Callable[[FaultPolicy], str]]:
+    """Point ``AWS_ENDPOINT_URL`` (pyarrow and boto3 in refinery.io.fs) at a fault proxy in front
+    of the session's moto server; returns a function that starts one with a given policy."""
+    proxies: list[FaultProxy] = []
+
+    def start(policy: FaultPolicy) -> str:
+        proxy = FaultProxy(s3_server, policy)
+        endpoint = proxy.__enter__()
+        proxies.append(proxy)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        return endpoint
+
+    yield start
+    for p in proxies:
+        p.__exit__(None, None, None)
+
+
+# -- corpora ---------------------------------------------------------------------------------
+def split_jsonl(src: Path, dest: Path, parts: int) -> list[Path]:
+    """Split a real Dolma JSONL.gz file into ``parts`` shards (round-robin lines)."""
+    lines = gzip.open(src, "rb").read().splitlines(keepends=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(parts):
+        path = dest / f"part-{i:03d}.jsonl.gz"
+        path.write_bytes(gzip.compress(b"".join(lines[i::parts])))
+        out.append(path)
+    return out
+
+
+def copy_warcs(dest: Path, names: list[str] | None = None) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for src in sorted(SAMPLE_WARCS.glob("*.warc.gz")):
+        if names is None or src.name in names:
+            out.append(Path(shutil.copy(src, dest / src.name)))
+    return out

@@ -1,0 +1,58 @@
+"""S3 for tests and benchmarks: a real moto server on 127.0.0.1, never a mock of our own code.
+
+- :func:`moto_s3` starts a ``ThreadedMotoServer`` on a free port, points ``AWS_ENDPOINT_URL`` (read by
+  ``refinery.io.fs`` for pyarrow and by boto3) at it with fake credentials, creates a bucket and
+  restores the environment afterwards. Use it outside pytest (benchmarks, scripts).
+- In pytest, the session server is ``tests/conftest.py``'s ``s3_server`` (one server per session, so
+  ``AWS_ENDPOINT_URL`` never points at two servers at once); :func:`s3_root` gives each test a fresh
+  ``s3://bucket/prefix`` on it. Import the fixtures you use into your test module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+
+
+@contextmanager
+def moto_s3(bucket: str = "refinery-bench") -> Iterator[tuple[str, str]]:
+    """Yield ``(endpoint, "s3://<bucket>")`` for a fresh moto S3 server on 127.0.0.1."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in _ENV}
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="AKIAREFINERYTESTKEY02",
+                      AWS_SECRET_ACCESS_KEY="refinery-test-secret-not-a-real-key", AWS_REGION="us-east-1")
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        yield endpoint, f"s3://{bucket}"
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture()
+def s3_root(s3_bucket) -> str:
+    """A fresh, empty ``s3://bucket/<uuid>`` prefix for one test.
+
+    The bucket is made per test (conftest's ``s3_bucket``): tests elsewhere use moto's in-process
+    ``mock_aws``, which resets the moto backends that the threaded server shares, so a bucket made
+    once per session would vanish mid-session.
+    """
+    return f"{s3_bucket}/{uuid.uuid4().hex[:12]}"

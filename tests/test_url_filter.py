@@ -1,0 +1,225 @@
+"""UrlFilter on the real UT1 blocklist (from the datatrove wheel) and real crawl URLs."""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from refinery.stages.base import METRIC, REASON
+from refinery.stages.url_filter import (
+    RESOURCES,
+    UrlFilter,
+    _read_word_list,
+    datatrove_blocklist_path,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+REASONS = {
+    "blocklisted_domain",
+    "blocklisted_subdomain",
+    "blocklisted_url",
+    "banned_word",
+    "soft_banned_words",
+    "banned_subword",
+    "missing_url",
+}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # a fresh cache per run: the build (~7-8 s on 2 cores) is exercised every time and the
+    # developer's ~/.cache is left alone
+    return tmp_path_factory.mktemp("url_filter_cache")
+
+
+@pytest.fixture(scope="module")
+def stage(cache_dir: Path) -> UrlFilter:
+    s = UrlFilter(cache_dir=str(cache_dir))
+    s.load()
+    return s
+
+
+@pytest.fixture(scope="module")
+def ut1_samples() -> dict[str, list[str]]:
+    """Real entries of the tarball: every 100,000th domain plus the first URLs."""
+    domains: list[str] = []
+    urls: list[str] = []
+    with tarfile.open(datatrove_blocklist_path(), "r:gz") as tar:
+        for member in tar:
+            f = tar.extractfile(member)
+            assert f is not None
+            if member.name == "urls":
+                urls = [line.decode().strip() for _, line in zip(range(200), f)]
+            elif member.name == "domains":
+                domains = [line.decode().strip() for i, line in enumerate(f) if i % 100_000 == 0]
+    return {"domains": domains, "urls": urls}
+
+
+def run(stage: UrlFilter, urls: list[str | None]) -> tuple[list[str | None], list[float | None]]:
+    batch = pa.record_batch({"id": [str(i) for i in range(len(urls))], "url": pa.array(urls, pa.string())})
+    out = stage(batch)
+    assert out.num_rows == batch.num_rows
+    assert out.column("id").to_pylist() == batch.column("id").to_pylist()
+    reasons = out.column(REASON).to_pylist()
+    assert set(reasons) - {None} <= REASONS
+    return reasons, out.column(METRIC).to_pylist()
+
+
+def sample_urls() -> list[str]:
+    urls = []
+    for path in sorted((SAMPLE / "cc_docs").glob("*.jsonl.gz")):
+        with gzip.open(path, "rt") as f:
+            for line in f:
+                doc = json.loads(line)
+                meta = doc.get("metadata") or {}
+                if isinstance(meta, str):
+                    meta = ast.literal_eval(meta)
+                url = meta.get("warc_url") or meta.get("url") or doc.get("id")
+                if isinstance(url, str) and url.startswith("http"):
+                    urls.append(url)
+    return urls
+
+
+def test_cache_is_sorted_hash_array_and_reloads_fast(stage: UrlFilter, cache_dir: Path) -> None:
+    files = sorted(p.name for p in cache_dir.iterdir())
+    assert not [f for f in files if f.endswith(".tmp")]
+    domains = [f for f in files if f.endswith("-domains.npy")]
+    assert len(domains) == 1
+    st = datatrove_blocklist_path().stat()
+    assert f"-{st.st_size}-{st.st_mtime_ns}-" in domains[0]  # keyed by tarball size + mtime
+    arr = np.load(cache_dir / domains[0], mmap_mode="r")
+    assert arr.dtype == np.uint64 and len(arr) > 4_000_000
+    assert bool(np.all(arr[1:] > arr[:-1]))  # sorted and unique: searchsorted-ready
+
+    t0 = time.perf_counter()
+    other = UrlFilter(cache_dir=str(cache_dir))
+    other.load()
+    assert time.perf_counter() - t0 < 1.0  # memory-mapped, not rebuilt
+    assert isinstance(other._lazy_domains, np.memmap)
+
+
+def test_real_blocklisted_domains(stage: UrlFilter, ut1_samples: dict[str, list[str]]) -> None:
+    tld = stage._lazy_tld
+    registered = [d for d in ut1_samples["domains"] if stage._registered_domain(tld, d) == d]
+    subdomains = [d for d in ut1_samples["domains"] if stage._registered_domain(tld, d) != d]
+    assert registered and subdomains
+    urls = [f"https://www.{d}/index.html" for d in registered]
+    urls += [f"http://{d}/some/page?x=1" for d in subdomains]
+    urls += [f"http://deeper.{d}/" for d in subdomains]  # UT1 entries cover their subdomains
+    urls += ["http://user:pw@" + registered[0].upper() + ".:8080/A", f"<http://{registered[0]}/>"]
+    reasons, _ = run(stage, urls)
+    n_reg, n_sub = len(registered), len(subdomains)
+    assert reasons[:n_reg] == ["blocklisted_domain"] * n_reg
+    assert reasons[n_reg : n_reg + 2 * n_sub] == ["blocklisted_subdomain"] * (2 * n_sub)
+    assert reasons[-2:] == ["blocklisted_domain"] * 2
+
+
+def test_real_blocklisted_urls(stage: UrlFilter, ut1_samples: dict[str, list[str]]) -> None:
+    entries = [u for u in ut1_samples["urls"] if "/" in u and not u.startswith("http")]
+    hosts = [u.split("/", 1)[0] for u in entries]
+    host_reasons, _ = run(stage, [f"http://{h}/" for h in hosts])
+    # entries whose host is not itself blocklisted must be caught by the exact-URL list
+    only_url = [e for e, r in zip(entries, host_reasons) if r is None][:50]
+    assert len(only_url) >= 10
+    reasons, _ = run(stage, [f"http://{e}" for e in only_url] + [f"https://www.{e}/" for e in only_url])
+    assert reasons == ["blocklisted_url"] * (2 * len(only_url))
+
+
+def test_allow_list_wins(cache_dir: Path, ut1_samples: dict[str, list[str]]) -> None:
+    blocked = ut1_samples["domains"][0]
+    allowing = UrlFilter(cache_dir=str(cache_dir), allowed_domains=[blocked, "Wikipedia.org"])
+    strict = UrlFilter(cache_dir=str(cache_dir))
+    urls = [f"http://{blocked}/", f"http://sub.{blocked}/", "https://en.wikipedia.org/wiki/XXX_(film)"]
+    assert run(allowing, urls)[0] == [None, None, None]
+    assert run(strict, urls)[0] == ["blocklisted_domain", "blocklisted_domain", "banned_word"]
+
+
+def test_word_lists_and_soft_threshold(stage: UrlFilter, cache_dir: Path) -> None:
+    hard = _read_word_list(RESOURCES / "banned_words.txt")
+    subwords = _read_word_list(RESOURCES / "banned_subwords.txt")
+    soft = sorted(
+        w for w in _read_word_list(RESOURCES / "soft_banned_words.txt")
+        if w not in hard and not any(s in w for s in subwords)
+    )
+    one, two, three = soft[0], soft[1], soft[2]
+    urls = [
+        f"https://example.com/articles/{one}-history",  # 1 soft word: kept
+        f"https://example.com/{one}/{two}-gallery",  # 2 soft words: removed
+        f"https://example.com/{one}/{one}",  # the same word twice counts once
+        "https://example.com/xxx/videos",  # hard banned word
+        "https://EXAMPLE.com/XXX",  # case-insensitive
+        "https://example.com/2-girls-1-cup-reaction",  # banned sub-word across separators
+        "https://example.com/password-manager-review",  # no listed word in it
+        None,
+        "",
+    ]
+    reasons, metrics = run(stage, urls)
+    assert reasons == [
+        None, "soft_banned_words", None, "banned_word", "banned_word", "banned_subword", None,
+        "missing_url", "missing_url",
+    ]
+    assert metrics[1] == 2.0
+    lenient = UrlFilter(cache_dir=str(cache_dir), soft_word_threshold=3)
+    assert run(lenient, urls[:2] + [f"https://example.com/{one}-{two}-{three}"])[0] == [None, None, "soft_banned_words"]
+
+
+def test_extra_domains_and_blocklist_off(ut1_samples: dict[str, list[str]]) -> None:
+    blocked = ut1_samples["domains"][0]
+    s = UrlFilter(use_blocklist=False, extra_domains=["Example.ORG", "shop.example.net"])
+    reasons, _ = run(
+        s,
+        [
+            f"http://{blocked}/",  # blocklist off
+            "http://www.example.org/a",
+            "http://a.b.example.org/",
+            "http://shop.example.net/",
+            "http://example.net/",
+            "http://example.com/xxx",  # word lists still apply
+        ],
+    )
+    assert reasons == [None, "blocklisted_domain", "blocklisted_domain", "blocklisted_subdomain", None, "banned_word"]
+
+
+def test_real_crawl_urls_mostly_kept(stage: UrlFilter) -> None:
+    urls = sample_urls()
+    assert len(urls) > 500
+    t0 = time.perf_counter()
+    reasons, _ = run(stage, urls)
+    elapsed = time.perf_counter() - t0
+    kept = sum(r is None for r in reasons)
+    assert kept / len(urls) > 0.95, [(u, r) for u, r in zip(urls, reasons) if r]
+    assert len(urls) / elapsed > 2_000  # docs/s; measured ~30k/s
+
+
+def test_pickles_without_blocklist(stage: UrlFilter) -> None:
+    blob = pickle.dumps(stage)
+    assert len(blob) < 50_000  # word lists only, no 36 MB array
+    clone = pickle.loads(blob)
+    assert not hasattr(clone, "_lazy_domains")
+    assert run(clone, ["http://example.com/xxx", "http://example.com/"])[0] == ["banned_word", None]
+
+
+def test_missing_tarball_error_message(tmp_path: Path) -> None:
+    # a real (empty) datatrove package shadowing the installed one: no assets inside
+    (tmp_path / "datatrove").mkdir()
+    (tmp_path / "datatrove" / "__init__.py").write_text("")
+    code = "from refinery.stages.url_filter import UrlFilter\nUrlFilter()"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "pip install --no-deps datatrove==0.10.1" in proc.stderr
+    ok = "from refinery.stages.url_filter import UrlFilter\nUrlFilter(use_blocklist=False)"
+    assert subprocess.run([sys.executable, "-c", ok], env=env, timeout=60).returncode == 0

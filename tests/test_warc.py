@@ -1,0 +1,438 @@
+"""WARC reader: real Common Crawl / ClueWeb / wget WARCs, and crafted broken inputs.
+
+The invariant checked everywhere: one row per response record, plus one ``corrupt_stream`` row
+iff the file is damaged, and nothing raises for bad bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import random
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+from fastwarc.warc import ArchiveIterator
+
+from refinery.io.warc import READER_SCHEMA, WarcReader, read_warc, sniff_html
+
+ROOT = Path(__file__).resolve().parents[1]
+WARCS = ROOT / "data" / "sample" / "warc"
+CC = WARCS / "resiliparse_warcfile.warc.gz"
+
+
+def read_rows(data: bytes | io.IOBase, source: str = "test", **kw) -> tuple[list[dict], WarcReader]:
+    reader = WarcReader(**kw)
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    batches = list(reader.read(stream, source))
+    for b in batches:
+        assert b.schema.equals(READER_SCHEMA)
+        assert b.num_rows <= reader.batch_size
+    rows = [r for b in batches for r in b.to_pylist()]
+    corrupt = [r for r in rows if r["_reason"] == "corrupt_stream"]
+    assert len(rows) == reader.responses + (reader.corrupt_offset is not None)
+    assert len(corrupt) == (reader.corrupt_offset is not None)
+    if corrupt:
+        assert rows[-1] is corrupt[0]
+        assert corrupt[0]["id"] == f"{source}#corrupt@{reader.corrupt_offset}"
+        assert corrupt[0]["_metric"] == reader.corrupt_offset
+    return rows, reader
+
+
+def reasons(rows: list[dict]) -> Counter:
+    return Counter(r["_reason"] for r in rows)
+
+
+def member_offsets(data: bytes) -> list[int]:
+    offsets, off = [], 0
+    while off < len(data):
+        d = zlib.decompressobj(31)
+        d.decompress(data[off:])
+        offsets.append(off)
+        off = len(data) - len(d.unused_data)
+    return offsets
+
+
+def fastwarc_types(path: Path) -> Counter:
+    with open(path, "rb") as f:
+        return Counter(str(r.record_type) for r in ArchiveIterator(f, parse_http=False))
+
+
+# --------------------------------------------------------------------------------------------
+# real files
+# --------------------------------------------------------------------------------------------
+EXPECTED = {
+    # file: (responses, skipped non-response records, reasons)
+    "cc_whirlwind_whirlwind.warc.gz": (1, {"warcinfo": 1, "request": 1, "metadata": 1}, {None: 1}),
+    "resiliparse_warcfile.warc.gz": (16, {"warcinfo": 1, "request": 17, "metadata": 16}, {None: 16}),
+    "resiliparse_clueweb-quirk.warc.gz": (29, {"warcinfo": 1}, {None: 29}),
+    "resiliparse_clipped.warc.gz": (1, {}, {"truncated_record": 1, "corrupt_stream": 1}),
+    "warc_sample-0000.warc.gz": (22, {"warcinfo": 1, "request": 22, "metadata": 1, "resource": 2}, {None: 22}),
+    "warc_sample-0001.warc.gz": (15, {"warcinfo": 1, "request": 15, "metadata": 1, "resource": 2}, {None: 15}),
+}
+
+
+def test_expected_table_covers_every_sample_file():
+    assert sorted(p.name for p in WARCS.iterdir()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_real_warc_files(name):
+    path = WARCS / name
+    rows, reader = read_rows(path.read_bytes(), source=str(path), batch_size=7)
+    responses, skipped, expected_reasons = EXPECTED[name]
+    assert reader.responses == responses
+    assert reader.skipped_records == skipped
+    assert dict(reasons(rows)) == expected_reasons
+    # the reader sees the same records as FastWARC's own iterator
+    assert reader.records == sum(fastwarc_types(path).values())
+    docs = [r for r in rows if r["_reason"] != "corrupt_stream"]
+    assert len({r["id"] for r in docs}) == len(docs)
+    for r in docs:
+        assert r["source"] == str(path)
+        assert r["text"] is None
+        assert r["url"] and not r["url"].startswith("<") and not r["url"].endswith(">")
+        assert r["warc_record_id"].startswith("<urn:uuid:")
+        assert r["id"] == r["warc_record_id"][len("<urn:uuid:") : -1]
+        assert r["warc_date"]
+        if r["_reason"] is None:
+            assert r["content_type"].lower().startswith("text/html")
+            assert sniff_html(r["html"]), r["url"]
+        else:
+            assert r["html"] is None
+
+
+def test_clipped_file_is_counted_not_crashed_on():
+    rows, _ = read_rows((WARCS / "resiliparse_clipped.warc.gz").read_bytes(), source="clipped")
+    truncated, corrupt = rows
+    assert truncated["_reason"] == "truncated_record"
+    assert truncated["url"].startswith("http://www.houstonpress.com/")
+    # 88038-byte payload declared, 74970 bytes present in the clipped file
+    assert truncated["_metric"] == 88038 - 74970
+    assert corrupt["_reason"] == "corrupt_stream" and corrupt["id"] == "clipped#corrupt@0"
+
+
+def test_clueweb_quirks():
+    """ClueWeb09: WARC/0.18, LF-only HTTP headers, an invalid WARC-Date, and a stale
+    ``Content-Encoding: gzip`` header on an already decoded body."""
+    rows, _ = read_rows((WARCS / "resiliparse_clueweb-quirk.warc.gz").read_bytes())
+    first = rows[0]
+    assert first["content_type"] == "text/html; charset=EUC-JP"
+    assert first["warc_date"] == "2008-10-294T05:21:46-0700"  # as written, invalid or not
+    assert first["html"].startswith(b"<html>\n<head>\n<title>")  # HTTP headers not leaked into the body
+    assert b"Content-Encoding" not in first["html"][:2000]
+
+
+def test_chunked_bodies_are_dechunked():
+    """wget stores ``Transfer-Encoding: chunked`` bodies as sent; the reader removes the framing."""
+    rows, _ = read_rows((WARCS / "warc_sample-0001.warc.gz").read_bytes())
+    by_url = {r["url"]: r for r in rows}
+    html = by_url["https://creativecommons.org/"]["html"]
+    assert html.startswith(b"\n<!DOCTYPE html>")
+    assert html.rstrip().endswith(b"</html>")
+    assert b"\r\n7d7" not in html  # no chunk-size lines left inside
+
+
+def test_pyarrow_streams_raw_and_decompressing():
+    """Both ways the storage layer may open a file give the same documents."""
+    local = pafs.LocalFileSystem()
+    for name in ("resiliparse_warcfile.warc.gz", "resiliparse_clipped.warc.gz"):
+        path = str(WARCS / name)
+        raw_rows, _ = read_rows(local.open_input_stream(path, compression=None), source=path)
+        dec_rows, _ = read_rows(local.open_input_stream(path), source=path)  # CompressedInputStream
+        assert [r["id"] for r in raw_rows if r["_reason"] != "corrupt_stream"] == [
+            r["id"] for r in dec_rows if r["_reason"] != "corrupt_stream"
+        ]
+        assert reasons(raw_rows) == reasons(dec_rows)
+
+
+def test_uncompressed_warc_and_non_seekable_short_reads():
+    data = CC.read_bytes()
+    full, _ = read_rows(data)
+
+    class Trickle:  # only read(), short reads: like a network body
+        def __init__(self, payload: bytes) -> None:
+            self._b = io.BytesIO(payload)
+
+        def read(self, n: int = -1) -> bytes:
+            return self._b.read(min(n, 777) if n and n > 0 else 777)
+
+    trickled, _ = read_rows(Trickle(data))
+    plain, _ = read_rows(gzip.decompress(data))
+    assert trickled == full
+    assert plain == full
+
+
+def test_reader_counters_are_live_references():
+    """The runner keeps ``reader.skipped_records`` before iterating; it must fill in place."""
+    reader = WarcReader()
+    with open(CC, "rb") as f:
+        batches = reader.read(f, "x")
+        skipped = reader.skipped_records
+        assert skipped == {}
+        list(batches)
+    assert skipped is reader.skipped_records
+    assert skipped == {"warcinfo": 1, "request": 17, "metadata": 16}
+    # read_warc is the plain-function form
+    with open(CC, "rb") as f:
+        assert sum(b.num_rows for b in read_warc(f, "x")) == 16
+
+
+# --------------------------------------------------------------------------------------------
+# crafted records (written with warcio, parsed with our reader)
+# --------------------------------------------------------------------------------------------
+def make_warc(records: list[tuple], compress: bool = True) -> bytes:
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=compress)
+    writer.write_record(writer.create_warcinfo_record("crafted.warc.gz", {"software": "refinery-tests"}))
+    for rec in records:
+        if rec[0].startswith("dns:"):
+            url, payload = rec
+            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(payload),
+                                                          warc_content_type="text/dns"))
+            continue
+        url, status, headers, body = rec
+        http = StatusAndHeaders(status, headers, protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record(url, "request", payload=io.BytesIO(b""),
+                                                      http_headers=StatusAndHeaders("GET / HTTP/1.1", [], is_http_request=True)))
+        writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http))
+    return buf.getvalue()
+
+
+PAGE = (CC.parent / "cc_whirlwind_whirlwind.warc.gz")  # a real page body to reuse
+
+
+def real_page() -> bytes:
+    rows, _ = read_rows(PAGE.read_bytes())
+    return rows[0]["html"]
+
+
+def test_crafted_records_reasons():
+    import brotli
+
+    page = real_page()
+    big = page * 3
+    bomb = gzip.compress(b"<html>" + b" " * 3_000_000)
+    records = [
+        ("http://a/ok", "200 OK", [("Content-Type", "text/html; charset=UTF-8")], page),
+        ("http://a/404", "404 Not Found", [("Content-Type", "text/html")], page),
+        ("http://a/301", "301 Moved Permanently", [("Location", "http://a/ok")], b""),
+        ("http://a/img", "200 OK", [("Content-Type", "image/png")], b"\x89PNG\r\n\x1a\n" + os.urandom(500)),
+        ("http://a/pdf", "200 OK", [("Content-Type", "application/pdf")], b"%PDF-1.4 ..."),
+        ("http://a/untyped-html", "200 OK", [], page),
+        ("http://a/untyped-bin", "200 OK", [], os.urandom(300)),
+        ("http://a/empty", "200 OK", [("Content-Type", "text/html")], b""),
+        ("http://a/blank", "200 OK", [("Content-Type", "text/html")], b" \r\n\t "),
+        ("http://a/big", "200 OK", [("Content-Type", "text/html")], big),
+        ("http://a/gz", "200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "gzip")], gzip.compress(page)),
+        ("http://a/stale-gz", "200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "gzip")], page),
+        ("http://a/deflate", "200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "deflate")], zlib.compress(page)),
+        ("http://a/br", "200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "br")], brotli.compress(page)),
+        ("http://a/bomb", "200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "gzip")], bomb),
+        ("http://a/chunked", "200 OK", [("Content-Type", "text/html"), ("Transfer-Encoding", "chunked")],
+         b"".join(b"%x\r\n%s\r\n" % (len(page[i : i + 1000]), page[i : i + 1000]) for i in range(0, len(page), 1000)) + b"0\r\n\r\n"),
+        ("http://a/xhtml", "200 OK", [("Content-Type", "application/xhtml+xml")], page),
+        ("http://a/upper", "200 OK", [("Content-Type", "TEXT/HTML;charset=utf-8")], page),
+        ("http://a/500", "500 Internal Server Error", [("Content-Type", "text/html")], page),
+        ("dns:a", b"20240101000000\na. 300 IN A 1.2.3.4\n"),
+    ]
+    max_body = len(page) * 2
+    rows, reader = read_rows(make_warc(records), max_body_bytes=max_body, batch_size=4)
+    got = {r["url"]: (r["_reason"], r["_metric"]) for r in rows}
+    assert got == {
+        "http://a/ok": (None, None),
+        "http://a/404": ("http_status", 404.0),
+        "http://a/301": ("http_status", 301.0),
+        "http://a/img": ("non_html", None),
+        "http://a/pdf": ("non_html", None),
+        "http://a/untyped-html": (None, None),
+        "http://a/untyped-bin": ("non_html", None),
+        "http://a/empty": ("empty_body", None),
+        "http://a/blank": ("empty_body", None),
+        "http://a/big": ("body_too_large", float(len(big))),
+        "http://a/gz": (None, None),
+        "http://a/stale-gz": (None, None),
+        "http://a/deflate": (None, None),
+        "http://a/br": (None, None),
+        "http://a/bomb": ("body_too_large", float(max_body + 1)),
+        "http://a/chunked": (None, None),
+        "http://a/xhtml": (None, None),
+        "http://a/upper": (None, None),
+        "http://a/500": ("http_status", 500.0),
+        "dns:a": ("non_html", None),
+    }
+    kept = {r["url"]: r["html"] for r in rows if r["_reason"] is None}
+    assert all(html == page for html in kept.values()), [u for u, h in kept.items() if h != page]
+    assert all(r["html"] is None for r in rows if r["_reason"] is not None)
+    assert reader.skipped_records == {"warcinfo": 1, "request": len(records) - 1}
+    assert reader.corrupt_offset is None
+
+
+def test_verify_digests_catches_flipped_bytes():
+    page = real_page()
+    data = bytearray(make_warc([("http://a/ok", "200 OK", [("Content-Type", "text/html")], page)], compress=False))
+    pos = bytes(data).rindex(b"</html>")
+    data[pos + 2 : pos + 6] = b"HTML"  # same length: only a digest can tell
+    data = bytes(data)
+    rows, _ = read_rows(data)
+    assert [r["_reason"] for r in rows] == [None]
+    rows, _ = read_rows(data, verify_digests=True)
+    assert [r["_reason"] for r in rows] == ["truncated_record"]
+    # real files carry valid digests
+    for name in ("resiliparse_warcfile.warc.gz", "resiliparse_clueweb-quirk.warc.gz", "warc_sample-0000.warc.gz"):
+        rows, _ = read_rows((WARCS / name).read_bytes(), verify_digests=True)
+        assert reasons(rows) == {None: EXPECTED[name][0]}
+
+
+# --------------------------------------------------------------------------------------------
+# damaged files
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "data",
+    [b"\x1f", b"x", os.urandom(5000), b"hello world\n" * 200, b"\x1f\x8b" + os.urandom(300),
+     gzip.compress(b"not a warc\n" * 100), b"<html><body>not a warc</body></html>"],
+    ids=["one-gzip-byte", "one-byte", "random", "text", "gzip-magic-junk", "gzip-of-text", "html"],
+)
+def test_not_a_warc_is_one_corrupt_row(data):
+    rows, reader = read_rows(data, source="bad")
+    assert [(r["id"], r["_reason"], r["_metric"]) for r in rows] == [("bad#corrupt@0", "corrupt_stream", 0.0)]
+    assert reader.responses == 0
+
+
+def test_empty_file_has_no_rows():
+    rows, reader = read_rows(b"")
+    assert rows == [] and reader.corrupt_offset is None and reader.records == 0
+
+
+def test_gzip_truncated_at_random_offsets():
+    data = CC.read_bytes()
+    full, _ = read_rows(data)
+    members = set(member_offsets(data)) | {len(data)}
+    rng = random.Random(1234)
+    cuts = sorted(rng.sample(range(1, len(data)), 60)) + sorted(rng.sample(sorted(members), 5))
+    for cut in cuts:
+        rows, reader = read_rows(data[:cut], source="test")
+        docs = [r for r in rows if r["_reason"] not in ("corrupt_stream", "truncated_record")]
+        # every document before the damage is read exactly as from the full file
+        assert docs == full[: len(docs)], cut
+        # a cut inside a member is damage; a cut on a member boundary is a shorter valid file
+        assert (reader.corrupt_offset is not None) == (cut not in members), cut
+        if reader.corrupt_offset is not None:
+            assert reader.corrupt_offset == max(m for m in members if m < cut), cut
+        truncated = [r for r in rows if r["_reason"] == "truncated_record"]
+        assert len(truncated) <= 1
+
+
+def test_uncompressed_truncated_at_random_offsets():
+    plain = gzip.decompress(CC.read_bytes())
+    full, _ = read_rows(plain)
+    with io.BytesIO(plain) as f:
+        starts = {r.stream_pos for r in ArchiveIterator(f, parse_http=False)} | {len(plain)}
+    rng = random.Random(99)
+    for cut in sorted(rng.sample(range(1, len(plain)), 80)):
+        rows, reader = read_rows(plain[:cut])
+        docs = [r for r in rows if r["_reason"] not in ("corrupt_stream", "truncated_record")]
+        assert docs == full[: len(docs)], cut
+        assert reader.corrupt_offset is not None, cut  # incl. cuts inside a WARC header
+    for cut in sorted(starts):  # cuts at record boundaries are valid, shorter files
+        _, reader = read_rows(plain[:cut])
+        assert reader.corrupt_offset is None, cut
+
+
+@pytest.mark.parametrize("where", ["between-members", "inside-member", "zeroed-bytes"])
+def test_gzip_garbage_in_the_middle(where):
+    data = CC.read_bytes()
+    full, _ = read_rows(data)
+    offsets = member_offsets(data)
+    k = len(offsets) // 2
+    at = offsets[k]
+    junk = random.Random(7).randbytes(3000)
+    if where == "between-members":
+        bad = data[:at] + junk + data[at:]
+    elif where == "inside-member":
+        bad = data[: at + 50] + junk + data[at + 50 :]
+    else:
+        bad = data[: at + 300] + bytes(200) + data[at + 500 :]
+    rows, reader = read_rows(bad)
+    docs = [r for r in rows if r["_reason"] != "corrupt_stream"]
+    assert docs == full[: len(docs)]
+    assert len(docs) == 8  # the 8 responses in the members before the damage
+    assert rows[-1]["_reason"] == "corrupt_stream"
+    assert at <= reader.corrupt_offset <= at + 500
+
+
+def test_uncompressed_garbage_in_the_middle():
+    plain = gzip.decompress(CC.read_bytes())
+    full, _ = read_rows(plain)
+    with io.BytesIO(plain) as f:
+        starts = sorted(r.stream_pos for r in ArchiveIterator(f, parse_http=False))
+    at = starts[len(starts) // 2]
+    rows, reader = read_rows(plain[:at] + b"\x00garbage\xff" * 100 + plain[at:])
+    docs = [r for r in rows if r["_reason"] != "corrupt_stream"]
+    assert docs == full[: len(docs)] and len(docs) >= 1
+    assert reasons(rows)["corrupt_stream"] == 1
+    assert reader.corrupt_offset <= at
+
+
+def test_trailing_nul_padding_is_not_damage():
+    rows, reader = read_rows(CC.read_bytes() + bytes(64))
+    assert reader.corrupt_offset is None and reasons(rows) == {None: 16}
+
+
+def test_io_errors_of_the_input_stream_are_raised():
+    """A failing network read is not bad bytes: it must surface so the shard is retried."""
+    data = CC.read_bytes()
+
+    class Flaky:
+        def __init__(self) -> None:
+            self._b = io.BytesIO(data)
+
+        def read(self, n: int = -1) -> bytes:
+            if self._b.tell() > 50_000:
+                raise ConnectionResetError("connection reset by peer")
+            return self._b.read(min(n, 4096) if n and n > 0 else 4096)
+
+    with pytest.raises(ConnectionResetError):
+        list(WarcReader().read(Flaky(), "flaky"))
+
+
+def test_sniff_html():
+    assert sniff_html(b"\xef\xbb\xbf  <!DOCTYPE html><html>")
+    assert sniff_html(b"\n<html lang=en>")
+    assert sniff_html(b"<div class=x>hi</div>")
+    assert sniff_html(b"<?xml version='1.0'?><html xmlns='http://www.w3.org/1999/xhtml'>")
+    assert not sniff_html(b"<?xml version='1.0'?><rss>")
+    assert not sniff_html(b"%PDF-1.4")
+    assert not sniff_html(b"\x89PNG\r\n")
+    assert not sniff_html(b"<abbr-not-a-tag")
+
+
+def test_gzip_layer_delivers_every_byte_whatever_the_read_size():
+    """Multi-member gzip, highly compressible members, odd read sizes: byte-exact output."""
+    from refinery.io.warc import _GzipInput
+
+    page = real_page()
+    members = [gzip.compress(page * 40), gzip.compress(b""), gzip.compress(b"x" * 3_000_000), CC.read_bytes()]
+    data = b"".join(members)
+    expected = b"".join(gzip.decompress(m) for m in members)
+    for size in (1, 7, 4096, 65536, 1 << 20, -1):
+        inp = _GzipInput(io.BytesIO(data[2:]), data[:2])
+        parts = []
+        while True:
+            chunk = inp.read(size)
+            if not chunk:
+                break
+            parts.append(chunk)
+            if 0 < size < 4096 and len(parts) > 20_000:  # then the rest in one go
+                parts.append(inp.read(-1))
+                break
+        assert b"".join(parts) == expected, size
+        assert inp.damage_offset is None and inp.io_error is None
+        assert inp.tell() == len(expected)
