@@ -56,7 +56,8 @@ def run(
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
     if summary.stats:
-        console.print(render_funnel(summary.stats, title=f"{cfg.name}: {summary.output}"))
+        out = console if console.is_terminal else Console(width=160)
+        out.print(render_funnel(summary.stats, title=f"{cfg.name}: {summary.output}"))
     if summary.failed:
         err.print(f"[red]{len(summary.failed)} shard(s) failed[/red] (details in {summary.output}/failed/):")
         for o in summary.failed:

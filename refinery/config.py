@@ -94,6 +94,16 @@ class ReaderConfig(_Strict):
     max_body_bytes: int = Field(50 * 2**20, gt=0)
 
 
+class StatsConfig(_Strict):
+    """What each shard records besides counters (see docs/stats.md)."""
+
+    samples_per_reason: int = Field(20, ge=0, description="removed documents sampled per (stage, reason) per shard")
+    snippet_chars: int = Field(500, ge=0)
+    top_domains: int = Field(100, ge=0)
+    language_column: str = "language"
+    histograms: bool = True
+
+
 class ExecutorConfig(_Strict):
     type: Literal["local", "ray"] = "local"
     workers: int | None = Field(None, gt=0, description="processes (local) or concurrent tasks (ray); default: cores")
@@ -109,6 +119,7 @@ class PipelineConfig(_Strict):
     output: str | None = None
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
     stages: list[StageConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

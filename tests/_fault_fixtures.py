@@ -28,6 +28,7 @@ SAMPLE_WARCS = ROOT / "data" / "sample" / "warc"
 CC_DOCS = ROOT / "data" / "sample" / "cc_docs"
 
 _ERRORS = {
+    403: ("AccessDenied", "Access Denied"),
     500: ("InternalError", "We encountered an internal error. Please try again."),
     503: ("SlowDown", "Please reduce your request rate."),
 }
@@ -106,7 +107,7 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.close()
                     return
-                if kind in ("500", "503"):
+                if kind in ("403", "500", "503"):
                     code, message = _ERRORS[int(kind)]
                     payload = (
                         f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'

@@ -85,3 +85,15 @@ def test_unreachable_input_is_a_config_error(tmp_path):
     )
     assert proc.returncode == 2
     assert "input not found" in proc.stderr and "nowhere" in proc.stderr
+
+
+def test_stats_options_reach_the_runner(tmp_path):
+    from refinery.executors.worker import runner_for
+
+    data = _base()
+    data["stats"] = {"samples_per_reason": 3, "top_domains": 0}
+    runner = runner_for(parse_config(data).model_dump(mode="json"))
+    assert runner.stats_options.samples_per_reason == 3 and runner.stats_options.top_domains == 0
+    data["stats"] = {"samples_per_reason": -1}
+    with pytest.raises(ConfigError, match="stats.samples_per_reason"):
+        parse_config(data)

@@ -220,6 +220,7 @@ def test_pipeline_on_s3_through_flaky_network_matches_clean_run(corpus, clean_ru
     assert removed.select(["id", "removed_reason"]).equals(clean_removed.select(["id", "removed_reason"]))
 
 
+@pytest.mark.slow  # boto3 backs off for ~50 s before giving up
 def test_s3_outage_fails_the_shard_clearly_and_publishes_nothing(corpus, s3_bucket, s3_server,
                                                                  through_proxy, tmp_path):
     """Every PUT of kept/part-002 fails (after all retries): that shard fails with an error naming

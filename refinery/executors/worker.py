@@ -23,7 +23,13 @@ def runner_for(spec: dict[str, Any]) -> ShardRunner:
         from refinery.config import parse_config
 
         config = parse_config(spec)
-        runner = ShardRunner(config.build_stages(), ReaderOptions(**config.reader.model_dump()))
+        from refinery.stats.collector import StatsOptions
+
+        runner = ShardRunner(
+            config.build_stages(),
+            ReaderOptions(**config.reader.model_dump()),
+            stats_options=StatsOptions(**config.stats.model_dump()),
+        )
         _RUNNERS[key] = runner
     return runner
 

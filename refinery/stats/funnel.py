@@ -102,10 +102,13 @@ def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def render_funnel(summary: dict[str, Any], title: str = "refinery funnel") -> "rich.table.Table":  # noqa: F821
     from rich.table import Table
 
-    table = Table(title=title)
+    from rich import box
+
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     for col, justify in (("stage", "left"), ("reason", "left"), ("docs in", "right"), ("docs out", "right"),
-                         ("removed", "right"), ("words removed", "right"), ("% of input kept", "right")):
-        table.add_column(col, justify=justify, overflow="fold")
+                         ("removed", "right"), ("words removed", "right"), ("kept % of input", "right")):
+        # Names never wrap (they are what people grep for); numbers may.
+        table.add_column(col, justify=justify, no_wrap=col in ("stage", "reason"))
     for r in funnel_rows(summary):
         fmt = lambda v: "" if v is None else f"{v:,}"  # noqa: E731
         pct = "" if r["kept_pct_of_input"] is None else f"{r['kept_pct_of_input']:.1f}%"

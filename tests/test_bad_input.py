@@ -1,0 +1,180 @@
+"""Bad input through the real RefinedWeb pipeline (configs/refinedweb.yaml): every broken document
+is counted with a reason, every unreadable shard is refused with a message naming it, and the run
+finishes with the good shards done.
+
+Corpus (built here, next to one untouched real WARC):
+- a real WARC cut off mid-file (truncated gzip), and one with garbage bytes between records;
+- HTML bombs: 100k-deep nesting, a 51 MB page (over the reader's 50 MB limit), a 3 MB page
+  (over extraction's 2 MB limit), binary bytes served as text/html, invalid UTF-8, an empty body;
+- a Parquet shard with the wrong schema and a non-WARC .warc.gz;
+- JSONL shards (empty documents, a truncated .jsonl.gz) in a run of their own (strict xfail:
+  see docs/reliability.md, "known gaps").
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import random
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from refinery.config import load_config
+from refinery.pipeline import run_pipeline
+from refinery.stats.counters import check_conservation
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "refinedweb.yaml"
+WARCS = ROOT / "data" / "sample" / "warc"
+GOOD = "warc_sample-0000.warc.gz"
+
+ENGLISH = (
+    "The committee met on Tuesday to review the annual budget and the plans for the new library. "
+    "Members agreed that the reading rooms should stay open later in the evening during the winter. "
+)
+
+
+def _record(writer: WARCWriter, rid: str, body: bytes, content_type: str = "text/html; charset=utf-8") -> None:
+    http = StatusAndHeaders("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))],
+                            protocol="HTTP/1.1")
+    record = writer.create_warc_record(
+        f"https://example.org/{rid}", "response", payload=io.BytesIO(body), http_headers=http,
+        warc_headers_dict={"WARC-Record-ID": f"<urn:uuid:{rid}>"},
+    )
+    writer.write_record(record)
+
+
+def _ids() -> dict[str, str]:
+    return {name: str(uuid.uuid5(uuid.NAMESPACE_URL, name)) for name in
+            ("nested", "huge", "large", "binary", "bad_utf8", "empty", "good", "before_garbage", "after_garbage")}
+
+
+def _build_bombs(path: Path, ids: dict[str, str]) -> None:
+    with open(path, "wb") as f:
+        w = WARCWriter(f, gzip=True)
+        _record(w, ids["nested"], b"<html><body>" + b"<div>" * 100_000 + ENGLISH.encode() + b"</div>" * 100_000 + b"</body></html>")
+        # 51 MB: compresses to ~50 KB, so building and reading it stays fast.
+        _record(w, ids["huge"], b"<html><body>" + b"<p>" + b"a " * (51 * 2**19) + b"</p></body></html>")
+        _record(w, ids["large"], b"<html><body>" + (b"<p>" + ENGLISH.encode() + b"</p>") * 16_000 + b"</body></html>")
+        _record(w, ids["binary"], random.Random(0).randbytes(200_000))
+        _record(w, ids["bad_utf8"], b"<html><body><p>" + (ENGLISH.encode() + b"\xff\xfe\xc3\x28 ") * 40 + b"</p></body></html>")
+        _record(w, ids["empty"], b"")
+        _record(w, ids["good"], b"<html><head><title>Library</title></head><body><article><p>"
+                + (ENGLISH * 6).encode() + b"</p></article></body></html>")
+
+
+def _build_garbage(path: Path, ids: dict[str, str]) -> None:
+    buf = io.BytesIO()
+    _record(WARCWriter(buf, gzip=True), ids["before_garbage"], b"<html><body><p>" + (ENGLISH * 5).encode() + b"</p></body></html>")
+    garbage = random.Random(1).randbytes(5000)
+    after = io.BytesIO()
+    _record(WARCWriter(after, gzip=True), ids["after_garbage"], b"<html><body><p>" + (ENGLISH * 5).encode() + b"</p></body></html>")
+    path.write_bytes(buf.getvalue() + garbage + after.getvalue())
+
+
+@pytest.fixture(scope="module")
+def bad_run(tmp_path_factory):
+    src = tmp_path_factory.mktemp("bad-input")
+    ids = _ids()
+    shutil.copy(WARCS / GOOD, src / GOOD)
+    real = (WARCS / "warc_sample-0001.warc.gz").read_bytes()
+    (src / "truncated.warc.gz").write_bytes(real[: len(real) * 6 // 10])
+    _build_garbage(src / "garbage.warc.gz", ids)
+    _build_bombs(src / "bombs.warc.gz", ids)
+    (src / "not_a_warc.warc.gz").write_bytes(gzip.compress(b"%PDF-1.7 this is not a WARC file\n" * 100))
+    pq.write_table(pa.table({"url": ["https://example.org/x"], "body": [b"<html></html>"]}), src / "wrong_schema.parquet")
+
+    out = tmp_path_factory.mktemp("bad-run") / "run"
+    started = time.time()
+    summary = run_pipeline(load_config(CONFIG), str(src), str(out), workers=2, progress=False)
+    return src, out, summary, ids, time.time() - started
+
+
+def _stats(out: Path, shard: str) -> dict:
+    return json.loads((out / "stats" / f"{shard}.json").read_text())
+
+
+def _removed(out: Path) -> dict[str, tuple[str, str]]:
+    table = pa.concat_tables([pq.read_table(p, columns=["id", "removed_stage", "removed_reason"])
+                              for p in sorted((out / "removed").glob("*.parquet"))], promote_options="permissive")
+    return {r["id"]: (r["removed_stage"], r["removed_reason"]) for r in table.to_pylist()}
+
+
+def _kept_ids(out: Path) -> set[str]:
+    return {i for p in sorted((out / "kept").glob("*.parquet")) for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()}
+
+
+def test_run_finishes_and_refuses_unreadable_shards_clearly(bad_run):
+    src, out, summary, _, elapsed = bad_run
+    failed = {o.shard: o.error for o in summary.failed}
+    assert set(failed) == {"wrong_schema"}, failed
+    assert "lacks required column(s) ['id', 'text']" in failed["wrong_schema"]
+    assert str(src / "wrong_schema.parquet") in failed["wrong_schema"]
+    for shard in failed:
+        assert json.loads((out / "failed" / f"{shard}.json").read_text())["error"] == failed[shard]
+        assert not (out / "kept" / f"{shard}.parquet").exists()
+    done = {o.shard for o in summary.outcomes if o.status == "done"}
+    assert done == {"warc_sample-0000", "truncated", "garbage", "bombs", "not_a_warc"}
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["failed_shards"] == sorted(failed) or set(stats["failed_shards"]) == set(failed)
+    check_conservation(stats["stages"])
+    assert stats["docs_read"] == stats["docs_kept"] + stats["docs_removed"]
+    assert elapsed < 120, f"bad input took {elapsed:.0f}s: a bomb is not bounded"
+
+
+def test_damaged_warcs_are_read_up_to_the_damage_and_counted(bad_run):
+    _, out, _, ids, _ = bad_run
+    removed = _removed(out)
+    truncated = _stats(out, "truncated")
+    reasons = truncated["stages"][0]["removed"]
+    assert truncated["docs_read"] >= 5 and reasons.get("corrupt_stream", 0) + reasons.get("truncated_record", 0) >= 1
+    garbage = _stats(out, "garbage")
+    assert garbage["stages"][0]["removed"].get("corrupt_stream") == 1
+    # The record before the garbage is a document like any other; the damage is one counted row.
+    assert ids["before_garbage"] in removed or ids["before_garbage"] in _kept_ids(out)
+    not_warc = _stats(out, "not_a_warc")
+    assert not_warc["docs_read"] == 1 and not_warc["stages"][0]["removed"] == {"corrupt_stream": 1}
+
+
+def test_html_bombs_and_bad_bytes_are_removed_with_reasons(bad_run):
+    _, out, _, ids, _ = bad_run
+    removed = _removed(out)
+    kept = _kept_ids(out)
+    assert removed[ids["huge"]] == ("warc_reader", "body_too_large")
+    assert removed[ids["large"]] == ("extract", "html_too_large")
+    assert removed[ids["empty"]] == ("warc_reader", "empty_body")
+    assert removed[ids["binary"]][0] in ("warc_reader", "extract"), removed[ids["binary"]]
+    for name in ("nested", "bad_utf8", "good"):
+        assert ids[name] in removed or ids[name] in kept, name  # accounted for, whatever the verdict
+    assert ids["good"] in kept or removed[ids["good"]][0] != "extract"
+    bombs = _stats(out, "bombs")
+    assert bombs["docs_read"] == 7 == bombs["docs_kept"] + bombs["docs_removed"]
+    # The deep-nesting page cannot stall the shard past extraction's per-document timeout.
+    extract = next(s for s in bombs["stages"] if s["stage"] == "extract")
+    assert extract["seconds"] < 30
+
+
+@pytest.mark.xfail(strict=True, reason="JSONL through refinedweb.yaml: extract raises KeyError 'html' and a "
+                   "truncated .jsonl.gz raises a bare EOFError; neither names the file (docs/reliability.md)")
+def test_jsonl_empty_docs_counted_and_truncated_gzip_refused_by_name(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "empty_docs.jsonl").write_text("\n".join(json.dumps(d) for d in [
+        {"id": "e1", "text": ""}, {"id": "e2", "text": "   "}, {"id": "e3", "text": None}]) + "\n")
+    whole = gzip.compress(b"".join(json.dumps({"id": f"t{i}", "text": ENGLISH}).encode() + b"\n" for i in range(200)))
+    (src / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "run"
+    summary = run_pipeline(load_config(CONFIG), str(src), str(out), workers=1, progress=False)
+    failed = {o.shard: o.error for o in summary.failed}
+    assert set(failed) == {"cut"} and str(src / "cut.jsonl.gz") in failed["cut"], failed
+    empty = _stats(out, "empty_docs")
+    assert empty["docs_read"] == 3 and empty["docs_kept"] == 0 and empty["docs_removed"] == 3
