@@ -19,6 +19,7 @@ import json
 import logging
 import posixpath
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -27,9 +28,10 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from refinery.io import fs, parquet
+from refinery.schema import DOCUMENT_FIELDS
 from refinery.stages.base import METRIC, REASON, Stage
 from refinery.stats.collector import ShardStatsCollector, StatsOptions
-from refinery.stats.counters import StageCounter, check_conservation, text_sizes
+from refinery.stats.counters import ConservationError, StageCounter, check_conservation, text_sizes
 
 log = logging.getLogger("refinery.runner")
 
@@ -188,8 +190,9 @@ class ShardRunner:
             "samples": {"path": f"samples/{task.shard}.parquet", "rows": n_samples},
         }
         if docs_read != kept.num_rows + removed.num_rows:
-            raise AssertionError(f"shard {task.shard}: read {docs_read} != kept {kept.num_rows} + removed {removed.num_rows}")
-        fs.write_bytes(task.stats_uri, json.dumps(stats, indent=1).encode())
+            raise ConservationError(f"shard {task.shard}: read {docs_read} != kept {kept.num_rows} + removed {removed.num_rows}")
+        # Compact JSON: histograms would put one number per line with indentation.
+        fs.write_bytes(task.stats_uri, json.dumps(stats, separators=(",", ":")).encode())
         log.info(
             "[shard %s] done: %d read, %d kept, %d removed in %.1fs (%.1f docs/s)",
             task.shard, docs_read, kept.num_rows, removed.num_rows, elapsed, docs_read / max(elapsed, 1e-9),
@@ -264,11 +267,16 @@ def _read_warc(reader, uri: str) -> Iterator[pa.RecordBatch]:
 
 
 def _read_jsonl(uri: str, batch_size: int) -> Iterator[pa.RecordBatch]:
-    """Dolma-style JSON lines (``id``, ``text``, optional ``metadata.url``) as documents."""
-    raw = fs.read_bytes(uri)
-    if raw[:2] == b"\x1f\x8b":  # gzip by content, not by name
-        raw = gzip.decompress(raw)
-    table = pajson.read_json(io.BytesIO(raw))
+    """Dolma-style JSON lines (``id``, ``text``, optional ``url``/``metadata.url``) as documents
+    with the full document schema (``html`` null: the text is already extracted)."""
+    try:
+        raw = fs.read_bytes(uri)
+        if raw[:2] == b"\x1f\x8b":  # gzip by content, not by name
+            raw = gzip.decompress(raw)
+        table = pajson.read_json(io.BytesIO(raw))
+        text = table.column("text").cast(pa.string())
+    except (EOFError, OSError, zlib.error, pa.ArrowInvalid, KeyError) as exc:
+        raise parquet.ShardReadError(f"unreadable JSONL shard {uri}: {type(exc).__name__}: {exc}") from exc
     n = table.num_rows
     url = table.column("url") if "url" in table.column_names else None
     if url is None and "metadata" in table.column_names:
@@ -276,12 +284,11 @@ def _read_jsonl(uri: str, batch_size: int) -> Iterator[pa.RecordBatch]:
         if pa.types.is_struct(meta.type) and meta.type.get_field_index("url") >= 0:
             url = pc.struct_field(meta, "url")
     ids = table.column("id").cast(pa.string()) if "id" in table.column_names else pa.array([f"{uri}#{i}" for i in range(n)])
-    docs = pa.table(
-        {
-            "id": ids,
-            "url": url.cast(pa.string()) if url is not None else pa.nulls(n, pa.string()),
-            "source": pa.array([uri] * n, pa.string()),
-            "text": table.column("text").cast(pa.string()),
-        }
+    columns = {f.name: pa.nulls(n, f.type) for f in DOCUMENT_FIELDS}
+    columns.update(
+        id=ids,
+        url=url.cast(pa.string()) if url is not None else pa.nulls(n, pa.string()),
+        source=pa.array([uri] * n, pa.string()),
+        text=text,
     )
-    yield from docs.to_batches(max_chunksize=batch_size)
+    yield from pa.table(columns).to_batches(max_chunksize=batch_size)

@@ -14,7 +14,7 @@ from refinery.io import fs
 
 ROOT = Path(__file__).resolve().parents[1]
 CC_DOCS = ROOT / "data" / "sample" / "cc_docs"
-SHARED_TOKENIZERS = ROOT.parent / "shared" / "data" / "tokenizers"
+SHARED_TOKENIZERS = ROOT / "data" / "sample" / "tokenizers"  # copied from shared/data (data/README.md)
 GPT_NEO_JSON = SHARED_TOKENIZERS / "tokenizer_gpt-neo-test-tokenizer.json"
 
 

@@ -14,10 +14,13 @@ SAMPLE_CC_DOCS = SAMPLE / "cc_docs"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
-def pytest_collection_modifyitems(config, items):
-    # Conservation is checked inside the runner on every shard of every test run
-    # (refinery.stats.counters.check_conservation); nothing to add here.
-    return
+#: After every test, every run directory it left under tmp_path is checked: kept + removed = read
+#: for every stage and shard, Parquet row counts match the stats, run totals reconcile.
+pytest_plugins = ["tests._invariants"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "no_invariants: the test writes deliberately broken stats")
 
 
 @pytest.fixture(scope="session")

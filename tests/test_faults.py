@@ -105,7 +105,10 @@ def test_worker_killed_mid_shard_then_rerun_matches_clean_run(corpus, clean_run,
 
     second = run_pipeline(config, str(corpus), str(out), workers=2, progress=False)
     assert not second.failed
-    assert {o.shard for o in second.outcomes if o.status == "done"} == {o.shard for o in first.failed}
+    # Re-run redoes exactly the shards without a finished marker (a shard reported failed because the
+    # pool broke may have finished just before: it is skipped, not redone).
+    redone = {o.shard for o in second.outcomes if o.status == "done"}
+    assert "part-001" in redone and redone <= {o.shard for o in first.failed}
     assert not (out / "failed").exists() or not list((out / "failed").glob("*.json"))
 
     kept, removed = _rows(str(out))
@@ -163,12 +166,9 @@ def _direct_client(s3_server):
     return boto3.client("s3", endpoint_url=s3_server)
 
 
-#: pyarrow (AWS C++ SDK) GetObject writes an error response's XML body into a buffer sized for
-#: the requested byte range; when it does not fit (small objects, short tail reads) the 503/500
-#: becomes a non-retryable INTERNAL_FAILURE "Failed to flush response stream" (apache/doris#66557
-#: describes the same SDK behaviour). Until refinery.io.fs reads S3 objects through boto3 (see
-#: docs/reliability.md), object GETs are only faulted with connection resets, which pyarrow retries.
-GET_SAFE = {"GET": ("reset",)}
+#: pyarrow (AWS C++ SDK) GetObject turns a 503/500 whose error body overflows the requested byte
+#: range into a non-retryable failure (apache/doris#66557 describes the same SDK behaviour), so
+#: refinery.io.fs reads S3 objects through boto3; object GETs get every kind of fault here.
 
 
 def _exercise_storage(root: str) -> None:
@@ -184,7 +184,7 @@ def _exercise_storage(root: str) -> None:
 
 
 def test_s3_reads_and_writes_survive_flaky_network(s3_bucket, s3_server, through_proxy):
-    policy = FaultPolicy(every=3, max_faults=15, kinds_by_method=GET_SAFE)
+    policy = FaultPolicy(every=3, max_faults=15)
     through_proxy(policy)
     _exercise_storage(s3_bucket)
     assert {k for k, _, _ in policy.faults} == {"500", "503", "reset"}, policy.faults  # all survived
@@ -192,8 +192,6 @@ def test_s3_reads_and_writes_survive_flaky_network(s3_bucket, s3_server, through
     assert len(policy.faults) == 15
 
 
-@pytest.mark.xfail(strict=True, raises=OSError, reason="pyarrow S3 GetObject does not retry a 5xx whose "
-                   "error body overflows the range buffer; fix: read S3 objects via boto3 in refinery.io.fs")
 def test_s3_object_get_survives_slowdown(s3_bucket, s3_server, through_proxy):
     _direct_client(s3_server).put_object(Bucket=s3_bucket[5:], Key="small.json", Body=b'{"i": 1}')
     policy = FaultPolicy(every=1, max_faults=1, kinds=("503",), when=lambda m, p: m == "GET" and "small" in p)
@@ -208,7 +206,7 @@ def test_pipeline_on_s3_through_flaky_network_matches_clean_run(corpus, clean_ru
     bucket = s3_bucket[5:]
     for p in sorted(corpus.glob("*.jsonl.gz")):
         client.put_object(Bucket=bucket, Key=f"in/{p.name}", Body=p.read_bytes())
-    policy = FaultPolicy(every=3, max_faults=25, kinds_by_method=GET_SAFE)
+    policy = FaultPolicy(every=3, max_faults=25)
     through_proxy(policy)
     config = parse_config(_config(tmp_path / "m", match="no-such-shard"))
     summary = run_pipeline(config, f"{s3_bucket}/in", f"{s3_bucket}/out", workers=1, progress=False)

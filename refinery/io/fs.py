@@ -132,12 +132,33 @@ def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
 
 def open_input(uri: str) -> BinaryIO:
     fs, path = resolve(uri)
+    if is_s3(uri):
+        return _open_s3_input(uri, path)
     try:
         # Raw bytes: pyarrow would otherwise gunzip ".gz" files by their name, which hides the
         # compressed offsets the WARC reader reports for corrupt members.
         return fs.open_input_stream(path, compression=None)
     except (OSError, FileNotFoundError) as exc:
         raise StorageError(f"cannot open {uri}: {exc}") from exc
+
+
+def _open_s3_input(uri: str, path: str) -> BinaryIO:
+    """Download with boto3 (retries with backoff, ranged parts) into a temp file that spills to
+    disk past 64 MB. Not pyarrow: its S3 reads turn a 503/500 whose error body overflows the range
+    buffer into a non-retryable failure ("Failed to flush response stream")."""
+    import tempfile
+
+    import pyarrow as pa
+
+    bucket, _, key = path.partition("/")
+    buffer = tempfile.SpooledTemporaryFile(max_size=64 * 2**20)
+    try:
+        s3_client().download_fileobj(bucket, key, buffer)
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+        buffer.close()
+        raise StorageError(f"cannot open {uri}: {exc}") from exc
+    buffer.seek(0)
+    return pa.PythonFile(buffer, mode="r")
 
 
 def read_bytes(uri: str) -> bytes:

@@ -211,7 +211,13 @@ class TrafilaturaExtractor(Stage):
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         extract = self._extract_fn()
         n = batch.num_rows
+        if "html" not in batch.schema.names:
+            raise ValueError(
+                "extract needs an 'html' column (WARC input); for documents that already have text "
+                "(Parquet/JSONL input) leave the extract stage out of the config"
+            )
         htmls = batch.column("html")
+        prior_texts = batch.column("text").to_pylist() if "text" in batch.schema.names else [None] * n
         ctypes = batch.column("content_type").to_pylist() if "content_type" in batch.schema.names else [None] * n
         urls = batch.column("url").to_pylist() if "url" in batch.schema.names else [None] * n
         reasons: list[str | None] = [None] * n
@@ -246,6 +252,9 @@ class TrafilaturaExtractor(Stage):
             for i in range(n):
                 scalar = htmls[i]
                 body = scalar.as_py() if scalar.is_valid else None
+                if body is None and prior_texts[i]:
+                    texts[i] = prior_texts[i]  # already-extracted text (JSONL/Parquet input): keep as is
+                    continue
                 if not body or not body.strip():
                     reasons[i] = "empty_html"
                     continue
