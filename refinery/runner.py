@@ -128,6 +128,8 @@ class ShardRunner:
             return ShardResult(task.shard, skipped=True, stats=stats)
 
         started = time.time()
+        for uri in (task.kept_uri, task.removed_uri, task.samples_uri, task.stats_uri):
+            fs.sweep_temporaries(uri)  # left by a worker killed mid-write on an earlier run
         reader_name, batches, reader_extra = self._read(task)
         reader_counter = StageCounter(reader_name, reader_name)
         counters = [StageCounter(s.name, s.kind) for s in self.stages]

@@ -73,3 +73,12 @@ def test_s3_objects_visible_to_plain_boto3(s3_bucket, s3_server):
     bucket = s3_bucket[5:]
     body = boto3.client("s3", endpoint_url=s3_server).get_object(Bucket=bucket, Key="dir/obj.bin")["Body"].read()
     assert body == b"payload"
+
+
+def test_sweep_temporaries_removes_only_leftovers_of_that_file(tmp_path):
+    target = tmp_path / "kept" / "s1.parquet"
+    target.parent.mkdir()
+    (target.parent / ".tmp-abc-s1.parquet").write_bytes(b"half")
+    (target.parent / ".tmp-def-s2.parquet").write_bytes(b"other shard's")
+    assert fs.sweep_temporaries(str(target)) == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == [".tmp-def-s2.parquet"]

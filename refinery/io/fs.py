@@ -214,6 +214,24 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
             os.unlink(tmp)
 
 
+def sweep_temporaries(uri: str) -> int:
+    """Delete temporary files a killed writer left for ``uri`` (local only: S3 publishes nothing
+    until an upload completes). Returns how many were removed."""
+    if is_s3(uri):
+        return 0
+    _, path = resolve(uri)
+    directory, name = os.path.split(path)
+    if not os.path.isdir(directory):
+        return 0
+    stale = [f for f in os.listdir(directory) if f.startswith(".tmp-") and f.endswith("-" + name)]
+    for f in stale:
+        try:
+            os.unlink(os.path.join(directory, f))
+        except FileNotFoundError:
+            pass
+    return len(stale)
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     with atomic_output(uri) as f:
         f.write(data)
