@@ -1,0 +1,160 @@
+"""Extraction backends side by side: docs/s per core, peak RSS and snippet quality.
+
+    python benchmarks/extraction.py [--passes 3] [--eval-pages 0] [--warc-repeat 4]
+
+Runs the ``extract`` stage (``TrafilaturaExtractor``) with each backend, each in a fresh child
+process (so peak RSS is the backend's own), on
+
+* trafilatura's evaluation set (/work/shared/data/extraction/trafilatura_eval_*.tar.gz: 990 real
+  pages with hand-picked snippets that must / must not be in the extract): docs/s and the share of
+  "with" snippets found / "without" snippets leaked, scored as in tests/test_extract.py;
+* the bundled sample WARCs (read by ``WarcReader``, kept records only, repeated ``--warc-repeat``
+  times): docs/s, documents kept.
+
+Rates are documents per CPU-second of the child (``time.process_time``; the stage is
+single-threaded, so this is per core and robust to other jobs on the machine), best of
+``--passes`` passes after a warm-up batch; wall-clock rates are printed next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import random
+import re
+import resource
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pyarrow as pa  # noqa: E402
+
+from refinery.schema import DOCUMENT_SCHEMA  # noqa: E402
+from refinery.stages.base import METRIC, REASON  # noqa: E402
+from refinery.stages.extract import BACKENDS, TrafilaturaExtractor  # noqa: E402
+
+DEFAULT_EVAL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
+URL_RE = re.compile(r"https?://\S|\bwww\.\w")
+
+
+def load_eval(tarball: Path, limit: int) -> tuple[pa.RecordBatch, list[dict]]:
+    with tarfile.open(tarball, "r:gz") as tar:
+        evaldata = json.load(tar.extractfile("tests/evaldata.json"))  # type: ignore[arg-type]
+        by_name = {Path(m.name).name: m for m in tar.getmembers() if m.isfile() and m.name.endswith(".html")}
+        items = sorted(evaldata.items())
+        if limit:
+            random.Random(0).shuffle(items)
+            items = items[:limit]
+        rows = [(url, tar.extractfile(by_name[it["file"]]).read(), it) for url, it in items if it["file"] in by_name]
+    n = len(rows)
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": [f"eval/{i}" for i in range(n)], "url": [r[0] for r in rows], "warc_record_id": [None] * n,
+            "warc_date": [None] * n, "content_type": [None] * n, "source": ["trafilatura-eval"] * n,
+            "html": [r[1] for r in rows], "text": [None] * n,
+        },
+        schema=DOCUMENT_SCHEMA,
+    )
+    return batch, [r[2] for r in rows]
+
+
+def load_warcs(folder: Path, repeat: int) -> pa.RecordBatch:
+    from refinery.io.warc import WarcReader
+
+    batches = []
+    for path in sorted(folder.glob("*.warc.gz")):
+        with open(path, "rb") as f:
+            batches.extend(WarcReader().read(f, source=str(path)))
+    table = pa.Table.from_batches(batches)
+    table = table.filter(table.column(REASON).is_null()).drop_columns([REASON, METRIC]).cast(DOCUMENT_SCHEMA)
+    return pa.concat_tables([table] * repeat).combine_chunks().to_batches()[0]
+
+
+def snippet_rates(items: list[dict], texts: list[str | None]) -> tuple[float, float]:
+    norm = lambda s: re.sub(r"\s+", " ", s).strip()  # noqa: E731
+    found = expected = leaked = unwanted = 0
+    for item, text in zip(items, texts):
+        text = norm(text or "")
+        for snippet in item["with"]:
+            if URL_RE.search(snippet):  # URLs are removed on purpose (RefinedWeb)
+                continue
+            expected += 1
+            found += norm(snippet) in text
+        for snippet in item["without"]:
+            unwanted += 1
+            leaked += norm(snippet) in text
+    return found / expected, leaked / unwanted
+
+
+def timed(stage: TrafilaturaExtractor, batch: pa.RecordBatch, passes: int) -> tuple[pa.RecordBatch, float, float]:
+    """Best-of-``passes`` rates: (output, docs per CPU-second, docs per wall-second)."""
+    best_cpu = best_wall = 0.0
+    out = None
+    for _ in range(passes):
+        c0, w0 = time.process_time(), time.perf_counter()
+        out = stage(batch)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        best_cpu, best_wall = max(best_cpu, batch.num_rows / cpu), max(best_wall, batch.num_rows / wall)
+    return out, best_cpu, best_wall
+
+
+def run_backend(backend: str, args: argparse.Namespace, queue: mp.Queue) -> None:
+    """In a fresh process: load inputs, warm up, time both corpora, report."""
+    eval_batch, items = load_eval(Path(args.eval_tarball), args.eval_pages)
+    warc_batch = load_warcs(Path(args.warcs), args.warc_repeat)
+    rss_inputs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stage = TrafilaturaExtractor(backend=backend)  # type: ignore[arg-type]
+    stage(warc_batch.slice(0, 5))  # imports, lazy set-up
+    out, eval_cpu, eval_wall = timed(stage, eval_batch, args.passes)
+    found, leaked = snippet_rates(items, out.column("text").to_pylist())
+    print(f"[{backend}] evaluation pages: {eval_cpu:.0f} docs/s/core", file=sys.stderr, flush=True)
+    eval_kept = out.column(REASON).null_count  # null reason = kept
+    out, warc_cpu, warc_wall = timed(stage, warc_batch, args.passes)
+    warc_kept = out.column(REASON).null_count
+    queue.put(dict(
+        backend=backend, eval_docs=eval_batch.num_rows, eval_kept=eval_kept, eval_cpu=eval_cpu, eval_wall=eval_wall,
+        found=found, leaked=leaked, warc_docs=warc_batch.num_rows, warc_kept=warc_kept, warc_cpu=warc_cpu,
+        warc_wall=warc_wall, rss_inputs=rss_inputs, rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    ))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eval-tarball", default=str(DEFAULT_EVAL))
+    parser.add_argument("--eval-pages", type=int, default=0, help="0 = all 990 pages")
+    parser.add_argument("--warcs", default=str(ROOT / "data" / "sample" / "warc"))
+    parser.add_argument("--warc-repeat", type=int, default=4)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    args = parser.parse_args()
+
+    ctx = mp.get_context("spawn")  # fresh interpreter per backend: its own imports and peak RSS
+    results = []
+    for backend in args.backends:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=run_backend, args=(backend, args, queue))
+        proc.start()
+        result = queue.get()
+        proc.join()
+        results.append(result)
+        print(f"[{backend}] sample WARCs: {result['warc_cpu']:.0f} docs/s/core", file=sys.stderr, flush=True)
+
+    r0 = results[0]
+    print(f"evaluation pages: {r0['eval_docs']}; sample WARC records: {r0['warc_docs']} "
+          f"(x{args.warc_repeat}); best of {args.passes} passes; rates per CPU-second (wall in brackets)")
+    print("| backend | eval docs/s/core | \"with\" found | \"without\" leaked | eval kept | WARC docs/s/core "
+          "| WARC kept | peak RSS MB (inputs loaded) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['backend']} | {r['eval_cpu']:,.0f} ({r['eval_wall']:,.0f}) | {r['found']:.1%} | {r['leaked']:.1%} "
+              f"| {r['eval_kept']}/{r['eval_docs']} | {r['warc_cpu']:,.0f} ({r['warc_wall']:,.0f}) "
+              f"| {r['warc_kept']}/{r['warc_docs']} | {r['rss']:.0f} ({r['rss_inputs']:.0f}) |")
+
+
+if __name__ == "__main__":
+    main()
