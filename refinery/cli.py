@@ -13,7 +13,7 @@ from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn raw web crawls into a clean pretraining corpus.")
 console = Console(stderr=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole: people grep and copy them
 
 #: Modules that add their own commands with ``register(app)``; keeps this file small.
 COMMAND_MODULES: list[str] = [

@@ -97,3 +97,15 @@ def test_stats_options_reach_the_runner(tmp_path):
     data["stats"] = {"samples_per_reason": -1}
     with pytest.raises(ConfigError, match="stats.samples_per_reason"):
         parse_config(data)
+
+
+def test_unwritable_output_is_a_config_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "refinery.cli", "run", str(ROOT / "configs/refinedweb.yaml"), "--input",
+         str(ROOT / "data/sample/warc"), "--output", str(blocker / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "not writable" in proc.stderr and "a-file" in proc.stderr
