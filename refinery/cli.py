@@ -101,6 +101,35 @@ def stats(
         out.print(render_funnel(runs[0], title=f"funnel: {run_dir}"))
 
 
+@app.command()
+def status(
+    run_dir: str = typer.Argument(..., help="a run's output directory (local or s3://)"),
+    json_out: bool = typer.Option(False, "--json", help="print the status as JSON"),
+) -> None:
+    """Where a run stands: shards finished / failed / pending, documents so far. Exit code 0 when
+    complete, 1 when shards failed, 3 while shards are pending."""
+    import json
+
+    from refinery.status import run_status
+
+    try:
+        st = run_status(run_dir)
+    except FileNotFoundError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    if json_out:
+        console.print_json(json.dumps(st.to_dict()))
+    else:
+        console.print(
+            f"{st.name or 'run'} {run_dir}: {st.shards_finished}/{st.shards_planned} shards finished, "
+            f"{st.shards_failed} failed, {st.shards_pending} pending; {st.docs_read:,} documents read, "
+            f"{st.docs_kept:,} kept; {st.shard_seconds:.1f} shard-seconds", highlight=False, soft_wrap=True,
+        )
+        for shard, error in sorted(st.failed.items()):
+            console.print(f"  failed {shard}: {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if st.complete else 1 if st.shards_failed else 3)
+
+
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
 

@@ -1,0 +1,58 @@
+"""`refinery status`: a run's progress from its directory alone."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from refinery.cli import app
+from refinery.config import parse_config
+from refinery.pipeline import run_pipeline
+from refinery.status import run_status
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _input(tmp_path: Path) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    docs = [json.loads(line) for line in gzip.open(ROOT / "data/sample/cc_docs/multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
+    for i in range(3):
+        part = docs[i::3]
+        pq.write_table(pa.table({"id": [d["id"] for d in part], "text": [d["text"] for d in part]}), src / f"p{i}.parquet")
+    return src
+
+
+def test_status_tracks_finished_failed_and_pending_shards(tmp_path):
+    src = _input(tmp_path)
+    out = tmp_path / "out"
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}]})
+    run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    st = run_status(str(out))
+    assert (st.shards_planned, st.shards_finished, st.shards_failed, st.shards_pending) == (3, 3, 0, 0)
+    assert st.complete and st.docs_read == 10
+
+    # Simulate a run in progress: one shard not finished yet, then one failed.
+    (out / "stats" / "p2.json").unlink()
+    result = CliRunner().invoke(app, ["status", str(out)])
+    assert result.exit_code == 3 and "2/3 shards finished" in result.output and "1 pending" in result.output
+    (out / "failed").mkdir()
+    (out / "failed" / "p2.json").write_text(json.dumps({"shard": "p2", "error": "unreadable Parquet shard x\ntrace"}))
+    result = CliRunner().invoke(app, ["status", str(out), "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert data["shards_failed"] == 1 and data["failed"] == {"p2": "unreadable Parquet shard x"}
+
+    # A re-run finishes the shard; the stale failure no longer counts.
+    run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    assert CliRunner().invoke(app, ["status", str(out)]).exit_code == 0
+
+
+def test_status_of_a_non_run_directory_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(app, ["status", str(tmp_path)])
+    assert result.exit_code == 2 and "no run.json" in result.output
