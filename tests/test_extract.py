@@ -18,7 +18,12 @@ import pytest
 
 from refinery.schema import DOCUMENT_SCHEMA
 from refinery.stages.base import METRIC, REASON
-from refinery.stages.extract import BACKENDS, TrafilaturaExtractor, clean_text, decode_html
+from refinery.stages.extract import (
+    BACKENDS,
+    TrafilaturaExtractor,
+    clean_text,
+    decode_html,
+)
 from refinery.stages.registry import stage_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +123,7 @@ def load_eval_subset(tmp_path: Path, n: int = 60) -> list[tuple[str, bytes, dict
 def snippet_rates(rows: list[tuple[str, bytes, dict]], texts: list[str | None]) -> tuple[float, float]:
     """(share of "with" snippets found, share of "without" snippets leaked); "with" snippets holding
     a URL are skipped."""
-    norm = lambda s: re.sub(r"\s+", " ", s).strip()  # noqa: E731
+    norm = lambda s: re.sub(r"\s+", " ", s).strip()
     found = expected = leaked = unwanted = 0
     for (_, _, item), text in zip(rows, texts):
         text = norm(text or "")
@@ -292,7 +297,7 @@ def test_resiliparse_sample_warcs() -> None:
     # same documents kept by both backends wherever trafilatura finds text, with mostly the same
     # prose: its extract is (nearly) contained in Resiliparse's, which adds boilerplate
     traf = TrafilaturaExtractor()(batch).column("text").to_pylist()
-    words = lambda t: set(re.findall(r"\w+", t))  # noqa: E731
+    words = lambda t: set(re.findall(r"\w+", t))
     both = [(a, b) for a, b in zip(traf, texts) if a and b]
     assert len(both) == sum(1 for a in traf if a)
     recall = [len(words(a) & words(b)) / len(words(a)) for a, b in both]

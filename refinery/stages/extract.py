@@ -43,8 +43,9 @@ import signal
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -232,14 +233,14 @@ class TrafilaturaExtractor(Stage):
         tlog = logging.getLogger("trafilatura")
         if tlog.level == logging.NOTSET:
             tlog.setLevel(logging.ERROR)
-        kwargs: dict[str, Any] = dict(
-            favor_precision=self.favor_precision,
-            include_comments=self.include_comments,
-            include_tables=self.include_tables,
-            fast=self.fast,
-            output_format="txt",
-            with_metadata=False,
-        )
+        kwargs: dict[str, Any] = {
+            "favor_precision": self.favor_precision,
+            "include_comments": self.include_comments,
+            "include_tables": self.include_tables,
+            "fast": self.fast,
+            "output_format": "txt",
+            "with_metadata": False,
+        }
         extract = trafilatura.extract
         return lambda html, url: extract(html, url=url, **kwargs)
 
@@ -252,15 +253,15 @@ class TrafilaturaExtractor(Stage):
             ) from exc
         # closest to trafilatura's txt output: block structure kept, no alt texts, link targets,
         # form fields or <noscript> (trafilatura drops them too)
-        kwargs: dict[str, Any] = dict(
-            preserve_formatting=True,
-            main_content=True,
-            comments=self.include_comments,
-            alt_texts=False,
-            links=False,
-            form_fields=False,
-            noscript=False,
-        )
+        kwargs: dict[str, Any] = {
+            "preserve_formatting": True,
+            "main_content": True,
+            "comments": self.include_comments,
+            "alt_texts": False,
+            "links": False,
+            "form_fields": False,
+            "noscript": False,
+        }
         return lambda html, url: extract_plain_text(html, **kwargs)
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
