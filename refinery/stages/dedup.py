@@ -44,6 +44,8 @@ class _IndexedStage(Stage):
 
     method: ClassVar[str] = ""
     index_dir: ClassVar[str] = "removals"
+    #: columns of the stage's per-shard index; an empty table of it stands for "no entries"
+    index_schema: ClassVar[pa.Schema]
 
     def __init__(self, dedup_dir: str, shard: str | None = None, name: str | None = None) -> None:
         super().__init__(name)
@@ -70,9 +72,6 @@ class _IndexedStage(Stage):
             self._lazy_manifest = manifest
         return manifest
 
-    def _empty(self) -> pa.Table:
-        raise NotImplementedError
-
     def _table(self, shard: str) -> tuple[pa.Table, dict[str, int]]:
         """The shard's index table and ``id -> row of the table`` (built once per shard)."""
         cache: dict[str, tuple[pa.Table, dict[str, int]]] = self.__dict__.setdefault("_lazy_tables", {})
@@ -81,7 +80,7 @@ class _IndexedStage(Stage):
             if shard not in self._manifest()["_names"]:
                 raise DedupIndexError(f"{self.name}: shard {shard!r} is not in the dedup index at {self.dedup_dir}")
             uri = fs.join(self.dedup_dir, self.index_dir, f"{shard}.parquet")
-            table = parquet.read_table(uri) if fs.exists(uri) else self._empty()
+            table = parquet.read_table(uri) if fs.exists(uri) else self.index_schema.empty_table()
             entry = (table, {doc_id: i for i, doc_id in enumerate(table.column("id").to_pylist())})
             while len(cache) >= _CACHE_SHARDS:
                 cache.pop(next(iter(cache)))
@@ -92,7 +91,7 @@ class _IndexedStage(Stage):
         entry = self.__dict__.get("_lazy_global")
         if entry is None:
             tables = [self._table(s["name"])[0] for s in self._manifest()["shards"]]
-            table = parquet.concat(tables) if tables else self._empty()
+            table = parquet.concat(tables) if tables else self.index_schema.empty_table()
             ids = table.column("id").to_pylist()
             index = {doc_id: i for i, doc_id in enumerate(ids)}
             if len(index) != len(ids):
@@ -133,9 +132,8 @@ class DuplicateFilter(_IndexedStage):
     reason: ClassVar[str] = ""
     cluster_column: ClassVar[str] = ""
 
-    def _empty(self) -> pa.Table:
-        return pa.table({"id": pa.array([], pa.string()), "row": pa.array([], pa.uint32()),
-                         "cluster_id": pa.array([], pa.int64()), "removed": pa.array([], pa.bool_())})
+    index_schema = pa.schema([("id", pa.string()), ("row", pa.uint32()), ("cluster_id", pa.int64()),
+                              ("removed", pa.bool_())])
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         found = self._lookup(batch, ["cluster_id", "removed"])
@@ -181,9 +179,8 @@ class ExactSubstringCut(_IndexedStage):
             raise ValueError(f"min_words must be >= 0, got {min_words}")
         self.min_words = min_words
 
-    def _empty(self) -> pa.Table:
-        return pa.table({"id": pa.array([], pa.string()), "starts": pa.array([], pa.list_(pa.int32())),
-                         "ends": pa.array([], pa.list_(pa.int32())), "cut_tokens": pa.array([], pa.int32())})
+    index_schema = pa.schema([("id", pa.string()), ("starts", pa.list_(pa.int32())),
+                              ("ends", pa.list_(pa.int32())), ("cut_tokens", pa.int32())])
 
     def metric_columns(self) -> list[str]:
         return ["substring_cut_chars"]
