@@ -22,8 +22,13 @@ _ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_R
 
 
 @contextmanager
-def moto_s3(bucket: str = "refinery-bench") -> Iterator[tuple[str, str]]:
-    """Yield ``(endpoint, "s3://<bucket>")`` for a fresh moto S3 server on 127.0.0.1."""
+def moto_s3(
+    bucket: str | None = "refinery-bench",
+    access_key: str = "AKIAREFINERYTESTKEY02",
+    secret_key: str = "refinery-test-secret-not-a-real-key",
+) -> Iterator[tuple[str, str]]:
+    """Yield ``(endpoint, "s3://<bucket>")`` for a fresh moto S3 server on 127.0.0.1, with fake
+    credentials in the environment (restored afterwards). ``bucket=None`` creates no bucket."""
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -33,11 +38,12 @@ def moto_s3(bucket: str = "refinery-bench") -> Iterator[tuple[str, str]]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     saved = {k: os.environ.get(k) for k in _ENV}
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="AKIAREFINERYTESTKEY02",
-                      AWS_SECRET_ACCESS_KEY="refinery-test-secret-not-a-real-key", AWS_REGION="us-east-1")
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=access_key,
+                      AWS_SECRET_ACCESS_KEY=secret_key, AWS_REGION="us-east-1")
     try:
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-        yield endpoint, f"s3://{bucket}"
+        if bucket:
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        yield endpoint, f"s3://{bucket}" if bucket else ""
     finally:
         server.stop()
         for k, v in saved.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -30,26 +29,11 @@ def s3_server():
     Both pyarrow (``endpoint_override``) and boto3 (``AWS_ENDPOINT_URL``) talk to it over HTTP,
     through the same code paths that talk to AWS.
     """
-    from moto.server import ThreadedMotoServer
+    from tests._s3_fixtures import moto_s3
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="AKIAREFINERYTESTKEY01",
-        AWS_SECRET_ACCESS_KEY="refinery-test-secret-do-not-log-0123456789",
-        AWS_REGION="us-east-1",
-    )
-    yield endpoint
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with moto_s3(bucket=None, access_key="AKIAREFINERYTESTKEY01",
+                 secret_key="refinery-test-secret-do-not-log-0123456789") as (endpoint, _):
+        yield endpoint
 
 
 @pytest.fixture()

@@ -241,16 +241,7 @@ def tokenize(texts: Sequence[str | None], seed: int = 0) -> Tokens:
     # run edges of "word" codepoints: +1 where a word starts, -1 just past where it ends
     edges = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
     starts, ends = edges[0::2], edges[1::2]
-    powers = _powers(seed)
-    powers.ensure(len(cp) + 1)
-    # polynomial hash of cp[s:e] = sum cp[k] * B**(k-s) = (C[e] - C[s]) * B**s, C = prefix sums of cp[k] * B**-k
-    prefix = np.empty(len(cp) + 1, dtype=_U64)
-    prefix[0] = 0
-    np.multiply(cp, powers.inv[: len(cp)], out=prefix[1:])
-    np.cumsum(prefix, out=prefix)
-    word_hash = prefix[ends] - prefix[starts]
-    word_hash *= powers.pow[starts]
-    mix64(word_hash)
+    word_hash = _span_hashes(cp, starts, ends, seed)
     # document of each word: how many separators precede its start
     seps = np.flatnonzero(cp == SEP)
     if len(seps) != n - 1 and n > 0:
@@ -364,21 +355,31 @@ class RawTokens:
     ends: np.ndarray  # int64 [T]
 
 
-def raw_tokenize(texts: Sequence[str | None], seed: int = 0) -> RawTokens:
-    n = len(texts)
-    cp = raw_table()[_joined_codepoints(texts)]
-    word = cp < _WORD_LIMIT
-    edges = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
-    starts, ends = edges[0::2], edges[1::2]
+def _span_hashes(cp: np.ndarray, starts: np.ndarray, ends: np.ndarray, seed: int) -> np.ndarray:
+    """64-bit hashes of the codepoint spans ``cp[s:e]``, all at once.
+
+    Polynomial hash of cp[s:e] = sum cp[k] * B**(k-s) = (C[e] - C[s]) * B**s, with C the prefix sums
+    of cp[k] * B**-k (mod 2**64), then mixed.
+    """
     powers = _powers(seed)
     powers.ensure(len(cp) + 1)
     prefix = np.empty(len(cp) + 1, dtype=_U64)
     prefix[0] = 0
     np.multiply(cp, powers.inv[: len(cp)], out=prefix[1:])
     np.cumsum(prefix, out=prefix)
-    token_hash = prefix[ends] - prefix[starts]
-    token_hash *= powers.pow[starts]
-    mix64(token_hash)
+    hashes = prefix[ends] - prefix[starts]
+    hashes *= powers.pow[starts]
+    mix64(hashes)
+    return hashes
+
+
+def raw_tokenize(texts: Sequence[str | None], seed: int = 0) -> RawTokens:
+    n = len(texts)
+    cp = raw_table()[_joined_codepoints(texts)]
+    word = cp < _WORD_LIMIT
+    edges = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
+    starts, ends = edges[0::2], edges[1::2]
+    token_hash = _span_hashes(cp, starts, ends, seed)
     seps = np.flatnonzero(cp == SEP)
     doc_start = np.concatenate([[0], seps + 1]).astype(np.int64)
     token_doc = np.searchsorted(seps, starts)
