@@ -40,6 +40,7 @@ def train_classifier(
     lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
     dim: Optional[int] = typer.Option(None, help="override the recipe's vector size"),
     quantize: bool = typer.Option(True, help="write a quantized .ftz (~1 MB) when held-out metrics stay within 0.01"),
+    transformer: bool = typer.Option(True, help="toxicity: also fine-tune the cascade's transformer (~7 min on 2 cores)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train a fastText classifier from real data; write the model and a JSON report
@@ -60,7 +61,11 @@ def train_classifier(
     params = replace(recipe.DEFAULT_PARAMS, seed=seed, **overrides)
     out_dir = out or models_dir()
     try:
-        report = recipe.train(data, out_dir, params, quantize=quantize)
+        if kind is ClassifierKind.toxicity:
+            tr = replace(toxicity.TRANSFORMER_PARAMS, seed=seed) if transformer else None
+            report = toxicity.train(data, out_dir, params, quantize=quantize, transformer=tr)
+        else:
+            report = recipe.train(data, out_dir, params, quantize=quantize)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)

@@ -30,10 +30,9 @@ from tests._classifiers_fixtures import SHARED_DATA, needs_data, quality_model, 
 #: issue 4's targets
 TOXICITY_F1_TARGET = 0.70
 QUALITY_AUC_TARGET = 0.95
-#: what the fastText recipe reaches on OLID's official test set (0.59-0.61 across seeds and
-#: settings; see docs/classifiers.md): asserted so a regression shows, while the 0.70 target is
-#: tracked by the strict xfail below.
-TOXICITY_F1_FLOOR = 0.57
+#: the fast pair (fastText with GloVe vectors + the exported lexicon, no transformer) on OLID's
+#: official test set: ~0.67-0.69 (docs/classifiers.md); asserted so a regression shows
+TOXICITY_FAST_F1_FLOOR = 0.64
 
 
 # -- metrics and text preparation (no data needed) ------------------------------------------------
@@ -132,20 +131,30 @@ def _check_report(out: Path, report: dict) -> None:
 
 
 @needs_data
+@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_toxicity_model_report_and_f1(toxicity_model) -> None:
     out, report = toxicity_model
     _check_report(out, report)
     test = report["metrics"]["olid_test"]
     assert (test["positives"], test["negatives"]) == (240, 620)  # OLID's official test split, untouched
-    assert report["threshold_rule"].endswith("olid_validation (0.01 grid)")
-    assert test["f1"] >= TOXICITY_F1_FLOOR, test
-    assert test["roc_auc"] >= 0.75, test
+    assert "olid_validation" in report["threshold_rule"]
+    assert test["roc_auc"] >= 0.85, test
     assert report["metrics"]["davidson_validation"]["f1"] >= 0.90
+    assert report["metrics"]["wikipedia_validation"]["false_positive_rate"] <= 0.01  # clean prose stays clean
+    parts = report["components"]
+    assert parts["fast"]["metrics"]["olid_test"]["f1"] >= TOXICITY_FAST_F1_FLOOR
+    # each part earns its place: GloVe-initialised fastText < fast pair < cascade (olid_test F1)
+    assert parts["fasttext"]["metrics"]["olid_test"]["roc_auc"] < parts["fast"]["metrics"]["olid_test"]["roc_auc"]
+    assert parts["fast"]["metrics"]["olid_test"]["roc_auc"] < test["roc_auc"]
+    assert report["pretrained_vectors"]["words"] > 30_000
+    combine = report["combine"]
+    assert 0.0 < combine["gate"] < report["threshold"]
+    assert (out / combine["lexicon_file"]).is_file() and (out / combine["transformer_dir"] / "head.safetensors").is_file()
+    assert parts["transformer"]["steps"] > 300
 
 
 @needs_data
-@pytest.mark.xfail(strict=True, reason="issue 4's 0.70 F1 on OLID test is not reached by a fastText bag of n-grams "
-                                       "(~0.59, macro-F1 0.71); see docs/classifiers.md")
+@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_toxicity_f1_reaches_issue_target(toxicity_model) -> None:
     assert toxicity_model[1]["metrics"]["olid_test"]["f1"] >= TOXICITY_F1_TARGET
 
@@ -161,7 +170,10 @@ def test_quality_model_report_and_auc(quality_model) -> None:
 
 
 @needs_data
+@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_same_seed_same_model_and_metrics_via_cli(toxicity_model, tmp_path: Path) -> None:
+    """Re-training through the CLI (without the transformer, whose reproducibility has its own
+    test) gives the byte-identical fastText model and identical fast-pair metrics."""
     import typer
     from typer.testing import CliRunner
 
@@ -171,14 +183,28 @@ def test_same_seed_same_model_and_metrics_via_cli(toxicity_model, tmp_path: Path
     register(app)
     app.command("noop")(lambda: None)
     result = CliRunner().invoke(app, ["train-classifier", "toxicity", "--out", str(tmp_path), "--data-dir",
-                                      str(SHARED_DATA), "--seed", "0", "--no-quantize"])
+                                      str(SHARED_DATA), "--seed", "0", "--no-quantize", "--no-transformer"])
     assert result.exit_code == 0, result.output
     again = json.loads((tmp_path / "toxicity.json").read_text())
     first = toxicity_model[1]
-    assert again["metrics"] == first["metrics"]
+    assert again["components"]["fasttext"] == first["components"]["fasttext"]
+    assert again["components"]["fast"] == first["components"]["fast"]
+    assert again["combine"]["fast"] == first["combine"]["fast"]
     assert again["model_sha256"] == first["model_sha256"]
     assert again["data"]["training_file_sha256"] == first["data"]["training_file_sha256"]
-    assert json.loads(result.output)["metrics"] == first["metrics"]
+    assert "cascade" not in again["combine"] and not (tmp_path / "toxicity_transformer").exists()
+    assert again["metrics"] == again["components"]["fast"]["metrics"]  # without a transformer, the fast pair is the model
+    assert json.loads(result.output)["metrics"] == again["metrics"]
+
+    # that model directory has no transformer: the stage says so at config time unless told not to cascade
+    from refinery.stages.classifiers import ToxicityFilter
+
+    with pytest.raises(ValueError, match="no transformer"):
+        ToxicityFilter(model_path=str(tmp_path / "toxicity.bin"))
+    fast_only = ToxicityFilter(model_path=str(tmp_path / "toxicity.bin"), cascade=False)
+    result = fast_only(_batch(["You are a complete idiot and a liar", "The museum opens at nine."]))
+    assert result.column("toxicity_transformer_score").null_count == 2
+    assert result.column("toxicity_score").to_pylist() == result.column("toxicity_fast_score").to_pylist()
 
 
 @needs_data
@@ -215,8 +241,10 @@ def _batch(texts: list, ids: list[str] | None = None) -> pa.RecordBatch:
 
 
 @needs_data
+@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_toxicity_stage_reproduces_held_out_metrics(toxicity_model) -> None:
-    """The stage's path (decode, prepare, batch predict) gives exactly the recipe's scores."""
+    """The stage's path (decode, prepare, fast pair, gate, transformer, stack) gives the recipe's
+    scores; the cascade runs the transformer on exactly the rows at or above the gate."""
     from refinery.classifiers.toxicity import load_olid
     from refinery.stages.base import METRIC, REASON
     from refinery.stages.classifiers import ToxicityFilter
@@ -227,14 +255,25 @@ def test_toxicity_stage_reproduces_held_out_metrics(toxicity_model) -> None:
     result = stage(_batch([t for _, t, _ in test], [i for i, _, _ in test]))
     scores = np.array(result.column("toxicity_score").to_pylist())
     labels = np.array([y for _, _, y in test])
-    assert binary_metrics(labels, scores, report["threshold"]) == report["metrics"]["olid_test"]
+    got = binary_metrics(labels, scores, report["threshold"])
+    want = report["metrics"]["olid_test"]
+    # the transformer runs with one thread here and two in the recipe: floats may differ in the
+    # last bits, which can move a tweet sitting exactly on the threshold, nothing more
+    assert got["f1"] == pytest.approx(want["f1"], abs=0.005) and got["roc_auc"] == pytest.approx(want["roc_auc"], abs=0.001)
     reasons = result.column(REASON).to_pylist()
     assert reasons == ["toxic" if s >= report["threshold"] else None for s in scores]
     removed = [m for m, r in zip(result.column(METRIC).to_pylist(), reasons) if r]
     assert removed and min(removed) >= report["threshold"]
+    fast = np.array(result.column("toxicity_fast_score").to_pylist())
+    transformer = result.column("toxicity_transformer_score").to_pylist()
+    gate = report["combine"]["gate"]
+    assert [t is not None for t in transformer] == list(fast >= gate)
+    assert np.array_equal(scores[fast < gate], fast[fast < gate])  # below the gate the fast score stands
+    assert 0.3 < np.mean(fast >= gate) < 0.95  # tweets: most pass the gate (web text: few, see docs)
 
 
 @needs_data
+@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_toxicity_stage_decisions_on_real_text(toxicity_model) -> None:
     from refinery.classifiers.toxicity import load_wikipedia_negatives
     from refinery.stages.base import METRIC, REASON
@@ -343,6 +382,7 @@ def test_quality_stage_pareto_is_deterministic_per_document(quality_model, held_
 
 
 @needs_data
+@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_stages_handle_empty_long_and_non_utf8_text(toxicity_model, quality_model) -> None:
     from refinery.stages.base import REASON
     from refinery.stages.classifiers import QualityFilter, ToxicityFilter
@@ -371,6 +411,7 @@ def test_stages_handle_empty_long_and_non_utf8_text(toxicity_model, quality_mode
 
 
 @needs_data
+@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_stages_pickle_without_the_model_and_reload(toxicity_model) -> None:
     from refinery.stages.classifiers import ToxicityFilter
 
@@ -383,6 +424,7 @@ def test_stages_pickle_without_the_model_and_reload(toxicity_model) -> None:
 
 
 @needs_data
+@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_pipeline_shard_with_classifier_stages(toxicity_model, quality_model, tmp_path: Path) -> None:
     """Both stages in the real shard runner over a real Common Crawl JSONL shard: scores land in
     the kept Parquet, removed rows carry the stage and reason, and every document is accounted for."""

@@ -196,9 +196,12 @@ def sha256_file(path: Path) -> str:
 
 
 def train_fasttext(
-    examples: Iterable[tuple[str, str]], params: FastTextParams, workdir: Path, quantize: dict[str, Any] | None = None
+    examples: Iterable[tuple[str, str]], params: FastTextParams, workdir: Path, quantize: dict[str, Any] | None = None,
+    pretrained_vectors: Path | None = None,
 ) -> tuple[Path, Path | None, Path]:
-    """Train on ``(label, prepared_text)`` pairs (already in their final, shuffled order).
+    """Train on ``(label, prepared_text)`` pairs (already in their final, shuffled order),
+    initialising word vectors from ``pretrained_vectors`` (a ``.vec`` file of ``params.dim``
+    dimensions) when given.
 
     Returns ``(model.bin, model.ftz or None, training file)``, all in ``workdir``.
 
@@ -217,7 +220,8 @@ def train_fasttext(
             f.write(f"__label__{label} {text}\n")
     job = {
         "input": str(train_file),
-        "params": {**asdict(params), "thread": 1, "verbose": 0},
+        "params": {**asdict(params), "thread": 1, "verbose": 0,
+                   **({"pretrainedVectors": str(pretrained_vectors)} if pretrained_vectors else {})},
         "bin": str(workdir / "model.bin"),
         "ftz": str(workdir / "model.ftz") if quantize is not None else None,
         "quantize": quantize or {},

@@ -70,6 +70,7 @@ def run_recipe(
     max_chars: int,
     quantize: bool = True,
     data_root: Path | None = None,
+    pretrained_vectors: tuple[Path, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train ``kind`` and write ``<out_dir>/<kind>.{ftz|bin}`` plus ``<out_dir>/<kind>.json``.
 
@@ -77,7 +78,8 @@ def run_recipe(
     (validation split, metric) that decides whether the quantized model is kept: it must stay
     within 0.01 of the full model's. ``choose_threshold`` picks the decision threshold from
     ``threshold_split`` (a validation split; or a rule that ignores the scores), as described by
-    ``threshold_rule`` in the report.
+    ``threshold_rule`` in the report. ``pretrained_vectors`` = (``.vec`` file, its description
+    for the report) initialises the word vectors.
     """
     t_start = time.perf_counter()
     examples = list(data.train)
@@ -88,7 +90,8 @@ def run_recipe(
 
     with tempfile.TemporaryDirectory(prefix=f"refinery-{kind}-") as tmp:
         t0 = time.perf_counter()
-        bin_path, ftz_path, train_file = train_fasttext(examples, params, Path(tmp), QUANTIZE if quantize else None)
+        bin_path, ftz_path, train_file = train_fasttext(examples, params, Path(tmp), QUANTIZE if quantize else None,
+                                                          pretrained_vectors[0] if pretrained_vectors else None)
         train_seconds = elapsed(t0)
         train_sha = sha256_file(train_file)
 
@@ -138,6 +141,7 @@ def run_recipe(
         "primary_metric": {"split": primary[0], "metric": primary[1], "value": metrics[primary[0]][primary[1]]},
         "quantization_decided_on": {"split": decide_on[0], "metric": decide_on[1], "tolerance": 0.01} if quantize else None,
         "hyperparameters": {**asdict(params), "thread": 1},
+        "pretrained_vectors": pretrained_vectors[1] if pretrained_vectors else None,
         "data": {
             "sources": [{"path": rel(p), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in data.sources],
             "training_file_sha256": train_sha,
