@@ -274,6 +274,28 @@ def test_toxicity_stage_reproduces_held_out_metrics(toxicity_model) -> None:
 
 @needs_data
 @pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
+def test_toxicity_model_parts_missing_name_the_training_command(toxicity_model, tmp_path: Path) -> None:
+    from refinery.stages.classifiers import ToxicityFilter
+
+    out, report = toxicity_model
+    partial = tmp_path / "models"
+    partial.mkdir()
+    for name in (report["model_file"], "toxicity.json", report["combine"]["lexicon_file"]):
+        shutil.copy(out / name, partial / name)
+    model = str(partial / report["model_file"])
+    with pytest.raises(MissingModelError, match=r"transformer is missing .*refinery train-classifier toxicity --out"):
+        ToxicityFilter(model_path=model)
+    assert ToxicityFilter(model_path=model, cascade=False)(_batch(["hello there"])).num_rows == 1
+    (partial / report["combine"]["lexicon_file"]).unlink()
+    with pytest.raises(MissingModelError, match="lexicon is missing"):
+        ToxicityFilter(model_path=model, cascade=False)
+    (partial / "toxicity.json").unlink()
+    with pytest.raises(MissingModelError, match="report"):
+        ToxicityFilter(model_path=model, cascade=False)
+
+
+@needs_data
+@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_toxicity_stage_decisions_on_real_text(toxicity_model) -> None:
     from refinery.classifiers.toxicity import load_wikipedia_negatives
     from refinery.stages.base import METRIC, REASON

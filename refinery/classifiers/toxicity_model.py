@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from refinery.classifiers.common import binary_scores, load_fasttext
+from refinery.classifiers.common import TRAIN_COMMANDS, MissingModelError, binary_scores, load_fasttext
 from refinery.classifiers.lexicon import LinearLexicon
 from refinery.classifiers.stacking import Stacker
 
@@ -45,13 +45,15 @@ class ToxicityModel:
             raise ValueError(f"{model_file} is not a toxicity model: labels {labels}, expected __label__{POSITIVE}")
         manifest = model_file.with_suffix(".json")
         if not manifest.is_file():
-            raise FileNotFoundError(f"{manifest} is missing: the toxicity model's report holds how its parts combine; "
-                                    "re-train with `refinery train-classifier toxicity`")
+            _missing(manifest, "the toxicity model's report (it says how the parts combine)")
         self.report: dict[str, Any] = json.loads(manifest.read_text())
         combine = self.report.get("combine")
         if not combine:
             raise ValueError(f"{manifest} has no 'combine' section (a model from an older refinery); re-train it")
-        self.lexicon = LinearLexicon.load(model_file.parent / combine["lexicon_file"])
+        lexicon_file = model_file.parent / combine["lexicon_file"]
+        if not lexicon_file.is_file():
+            _missing(lexicon_file, "the toxicity model's lexicon")
+        self.lexicon = LinearLexicon.load(lexicon_file)
         self.fast_stacker = Stacker.from_json(combine["fast"])
         self.gate = float(combine.get("gate", 1.0))
         self.cascade_stacker = Stacker.from_json(combine["cascade"]) if combine.get("cascade") else None
@@ -60,9 +62,12 @@ class ToxicityModel:
             if self.cascade_stacker is None:
                 raise ValueError(f"{model_file.parent} has no transformer (trained with --no-transformer); "
                                  "set transformer: false on the toxicity stage or re-train")
-            from refinery.classifiers.transformer import TransformerScorer
+            from refinery.classifiers.transformer import HEAD_FILE, TransformerScorer
 
-            self.transformer = TransformerScorer(model_file.parent / combine["transformer_dir"],
+            transformer_dir = model_file.parent / combine["transformer_dir"]
+            if not (transformer_dir / HEAD_FILE).is_file():
+                _missing(transformer_dir, "the toxicity cascade's transformer")
+            self.transformer = TransformerScorer(transformer_dir,
                                                  max_length=int(combine["transformer_max_length"]), threads=threads)
 
     @property
@@ -100,3 +105,8 @@ class ToxicityModel:
                 transformer[idx] = self.transformer.score([prepared[i] for i in idx])
                 final[idx] = self.cascade_stacker({**{k: v[idx] for k, v in parts.items()}, "transformer": transformer[idx]})
         return ToxicityScores(final, fast, transformer)
+
+
+def _missing(path: Path, what: str) -> None:
+    raise MissingModelError(f"{what} is missing at {path}. Train it with: "
+                            f"`{TRAIN_COMMANDS['toxicity'].format(dir=path.parent)}`")
