@@ -158,6 +158,14 @@ def load_fasttext(path: Path) -> Any:
     return fasttext.load_model(str(path))
 
 
+def check_labels(model: Any, path: Path, kind: str, positive: str) -> None:
+    """A two-label fastText model with ``positive`` among its labels, else ValueError (so a quality
+    model given to the toxicity stage fails at config time)."""
+    labels = sorted(model.get_labels())
+    if len(labels) != 2 or f"__label__{positive}" not in labels:
+        raise ValueError(f"{path} is not a {kind} model: labels {labels}, expected __label__{positive}")
+
+
 def binary_scores(model: Any, texts: Sequence[str], positive: str) -> np.ndarray:
     """P(``positive``) for each prepared text, from one batched fastText call.
 

@@ -49,7 +49,6 @@ class LinearLexicon:
         words add nothing; a document with no known word gets the models' prior)."""
         vocab = self.vocab
         out = np.empty(len(docs), dtype=np.float64)
-        folds = len(self.intercept)
         for i, tokens in enumerate(docs):
             counts: dict[int, int] = {}
             for tok in tokens:
@@ -63,7 +62,7 @@ class LinearLexicon:
                 f = self._weighted[:, idx] @ tf / norm + self.intercept
             else:
                 f = self.intercept.copy()
-            out[i] = float(np.mean(1.0 / (1.0 + np.exp(self.calib_a * f + self.calib_b)))) if folds else 0.5
+            out[i] = float(np.mean(1.0 / (1.0 + np.exp(self.calib_a * f + self.calib_b))))
         return out
 
     def score_prepared(self, prepared: list[str]) -> np.ndarray:

@@ -206,13 +206,12 @@ def transformer_examples(data_dir: Path, max_chars: int = MAX_CHARS) -> list[tup
             + [(prepare_text(t, max_chars), False) for t in wiki_train[:TRANSFORMER_WIKIPEDIA]])
 
 
-def half_best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """(threshold, best F1): for calibrated probabilities the F1-maximising threshold is half the
+def half_best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """For calibrated probabilities the F1-maximising threshold is half the
     best achievable F1 (Lipton, Elkan & Naryanaswamy 2014). Why not the arg-max on validation:
     on 1,341 tweets the F1 curve is flat and noisy near its top, and the arg-max moved OLID test
     F1 by up to 0.04 between otherwise equal runs; F*/2 uses only the curve's height."""
-    best = binary_metrics(labels, scores, best_f1_threshold(labels, scores))["f1"]
-    return round(best / 2, 2), best
+    return round(binary_metrics(labels, scores, best_f1_threshold(labels, scores))["f1"] / 2, 2)
 
 
 def train(data_dir: Path, out_dir: Path, params: FastTextParams = DEFAULT_PARAMS, quantize: bool = True,
@@ -253,11 +252,11 @@ def _train_fasttext(data: RecipeData, data_dir: Path, out_dir: Path, params: Fas
 def combine(data: RecipeData, data_dir: Path, out_dir: Path, report: dict[str, Any],
             transformer: TransformerParams | None) -> dict[str, Any]:
     """Add the lexicon (and the transformer), fit the stackers on ``olid_validation``, measure
-    every split through :class:`ToxicityModel` and rewrite the report: ``metrics`` becomes the
-    metrics of what the stage scores by default."""
+    every split with the stage's cascade function and rewrite the report: ``metrics`` becomes
+    the metrics of what the stage scores by default."""
     from refinery.classifiers import stacking
     from refinery.classifiers.lexicon import export_profanity_check
-    from refinery.classifiers.toxicity_model import LEXICON_FILE, TRANSFORMER_DIR, ToxicityModel
+    from refinery.classifiers.toxicity_model import LEXICON_FILE, TRANSFORMER_DIR, cascade_scores
     from refinery.classifiers.transformer import TransformerScorer, fine_tune
 
     lexicon, lexicon_info = export_profanity_check()
@@ -292,7 +291,7 @@ def combine(data: RecipeData, data_dir: Path, out_dir: Path, report: dict[str, A
     combine_section: dict[str, Any] = {
         "lexicon_file": LEXICON_FILE,
         "fast": fast.to_json(),
-        "fast_threshold": half_best_f1_threshold(val.labels, fast_val)[0],
+        "fast_threshold": half_best_f1_threshold(val.labels, fast_val),
         "threshold_rule": rule,
     }
     if transformer is None:
@@ -303,7 +302,7 @@ def combine(data: RecipeData, data_dir: Path, out_dir: Path, report: dict[str, A
         gate = stacking.choose_gate(val.labels, fast_val, GATE_RECALL)
         cascade_val = stacking.cross_fitted(all_features, scores["olid_validation"], val.labels, folds)
         final_val = np.where(fast_val >= gate, cascade_val, fast_val)
-        threshold = half_best_f1_threshold(val.labels, final_val)[0]
+        threshold = half_best_f1_threshold(val.labels, final_val)
         # for stricter thresholds than the F1 one (web pipelines use ~0.8) the transformer only needs
         # the documents it could push over that threshold: per threshold, the gate that keeps 98% of
         # the validation tweets the ungated cascade flags there
@@ -326,13 +325,16 @@ def combine(data: RecipeData, data_dir: Path, out_dir: Path, report: dict[str, A
     report["threshold_rule"] = rule
     report["score"] = ("P(OFF): the cascade (fastText + lexicon, then the transformer at or above the gate)"
                        if transformer is not None else "P(OFF): fastText + lexicon, stacked")
-    write_json_atomic(report, out_dir / f"{KIND}.json")
 
-    # measure through the very object the stage uses
-    model = ToxicityModel(fasttext_file, use_transformer=transformer is not None, threads=transformer.threads if transformer else 1)
+    # the stage's own cascade function, on the scores computed above (no second transformer pass)
+    # as the stage loads them: from the report's (rounded) numbers
+    fast_stacker = stacking.Stacker.from_json(combine_section["fast"])
+    cascade_stacker = stacking.Stacker.from_json(combine_section["cascade"]) if transformer is not None else None
     metrics, fast_metrics = {}, {}
     for name, split in data.evals.items():
-        s = model.score(split.texts)
+        split_scores = scores[name]
+        s = cascade_scores({k: split_scores[k] for k in fast_features}, fast_stacker, cascade_stacker, combine_section.get("gate", 1.0),
+                           None if transformer is None else lambda idx, t=split_scores["transformer"]: t[idx])
         metrics[name] = binary_metrics(split.labels, s.final, threshold)
         fast_metrics[name] = binary_metrics(split.labels, s.fast, combine_section["fast_threshold"])
         if name == "olid_validation" and transformer is not None:

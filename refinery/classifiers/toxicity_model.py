@@ -15,13 +15,14 @@ its held-out splits through this class, so the stage reproduces the report's met
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from refinery.classifiers.common import TRAIN_COMMANDS, MissingModelError, binary_scores, load_fasttext
+from refinery.classifiers.common import TRAIN_COMMANDS, MissingModelError, binary_scores, check_labels, load_fasttext
 from refinery.classifiers.lexicon import LinearLexicon
 from refinery.classifiers.stacking import Stacker
 
@@ -40,9 +41,7 @@ class ToxicityScores:
 class ToxicityModel:
     def __init__(self, model_file: Path, use_transformer: bool = True, threads: int = 1) -> None:
         self.fasttext = load_fasttext(model_file)
-        labels = sorted(self.fasttext.get_labels())
-        if len(labels) != 2 or f"__label__{POSITIVE}" not in labels:
-            raise ValueError(f"{model_file} is not a toxicity model: labels {labels}, expected __label__{POSITIVE}")
+        check_labels(self.fasttext, model_file, "toxicity", POSITIVE)
         manifest = model_file.with_suffix(".json")
         if not manifest.is_file():
             _missing(manifest, "the toxicity model's report (it says how the parts combine)")
@@ -95,17 +94,27 @@ class ToxicityModel:
     def score(self, prepared: list[str], gate: float | None = None) -> ToxicityScores:
         """Scores of prepared texts; the transformer runs where the fast score >= ``gate``
         (default: the model's gate)."""
-        parts = self.component_scores(prepared)
-        fast = self.fast_stacker(parts)
-        final = fast.copy()
-        transformer = np.full(len(prepared), np.nan)
-        if self.transformer is not None and len(prepared):
-            idx = np.flatnonzero(fast >= (self.gate if gate is None else gate))
-            if len(idx):
-                transformer[idx] = self.transformer.score([prepared[i] for i in idx])
-                final[idx] = self.cascade_stacker({**{k: v[idx] for k, v in parts.items()}, "transformer": transformer[idx]})
-        return ToxicityScores(final, fast, transformer)
+        transformer = self.transformer
+        return cascade_scores(
+            self.component_scores(prepared), self.fast_stacker, self.cascade_stacker, self.gate if gate is None else gate,
+            None if transformer is None else lambda idx: transformer.score([prepared[i] for i in idx]),
+        )
 
+
+def cascade_scores(parts: dict[str, np.ndarray], fast_stacker: Stacker, cascade_stacker: Stacker | None, gate: float,
+                   transformer_scores: Callable[[np.ndarray], np.ndarray] | None) -> ToxicityScores:
+    """The cascade on component scores: ``transformer_scores(rows)`` is asked only for the rows
+    whose fast score reaches ``gate`` (the recipe passes scores it already has, the model runs
+    the transformer)."""
+    fast = fast_stacker(parts)
+    final = fast.copy()
+    transformer = np.full(len(fast), np.nan)
+    if transformer_scores is not None and cascade_stacker is not None:
+        idx = np.flatnonzero(fast >= gate)
+        if len(idx):
+            transformer[idx] = transformer_scores(idx)
+            final[idx] = cascade_stacker({**{k: v[idx] for k, v in parts.items()}, "transformer": transformer[idx]})
+    return ToxicityScores(final, fast, transformer)
 
 def _missing(path: Path, what: str) -> None:
     raise MissingModelError(f"{what} is missing at {path}. Train it with: "

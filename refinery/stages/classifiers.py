@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from refinery.classifiers.common import (
     binary_scores,
+    check_labels,
     decode_texts,
     load_fasttext,
     prepare_batch,
@@ -40,12 +41,6 @@ from refinery.stages.base import Stage, with_decision
 
 
 EMPTY_TEXT = "empty_text"
-
-
-def _check_labels(model: Any, path: Path, kind: str, positive: str) -> None:
-    labels = sorted(model.get_labels())
-    if len(labels) != 2 or f"__label__{positive}" not in labels:
-        raise ValueError(f"{path} is not a {kind} model: labels {labels}, expected __label__{positive}")
 
 
 class _FastTextStage(Stage):
@@ -72,18 +67,21 @@ class _FastTextStage(Stage):
 
     def _load_model(self, path: Path) -> Any:
         model = load_fasttext(path)
-        _check_labels(model, path, self.kind, self.positive)
+        check_labels(model, path, self.kind, self.positive)
         return model
 
     def load(self) -> None:
         self._model()
 
-    def _score(self, batch: pa.RecordBatch) -> tuple[list[str | None], np.ndarray, list[tuple[str, int]], np.ndarray]:
-        """(decoded texts, mask of scoreable rows, their prepared texts and punctuation counts,
-        their scores), the last two in row order."""
+    def _prepare(self, batch: pa.RecordBatch) -> tuple[list[str | None], np.ndarray, list[tuple[str, int]]]:
+        """(decoded texts, mask of scoreable rows, their prepared texts and punctuation counts)."""
         texts = decode_texts(batch.column("text")) if "text" in batch.schema.names else [None] * batch.num_rows
         mask = np.array([bool(t) and not t.isspace() for t in texts], dtype=bool)
-        prepared = prepare_batch([t for t, ok in zip(texts, mask) if ok], self.max_chars)
+        return texts, mask, prepare_batch([t for t, ok in zip(texts, mask) if ok], self.max_chars)
+
+    def _score(self, batch: pa.RecordBatch) -> tuple[list[str | None], np.ndarray, list[tuple[str, int]], np.ndarray]:
+        """:meth:`_prepare` plus the scores of the scoreable rows, in row order."""
+        texts, mask, prepared = self._prepare(batch)
         return texts, mask, prepared, binary_scores(self._model(), [p for p, _ in prepared], self.positive)
 
 
@@ -148,9 +146,7 @@ class ToxicityFilter(_FastTextStage):
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         from refinery.classifiers.profanity import default_lexicon
 
-        texts = decode_texts(batch.column("text")) if "text" in batch.schema.names else [None] * batch.num_rows
-        mask = np.array([bool(t) and not t.isspace() for t in texts], dtype=bool)
-        prepared = prepare_batch([t for t, ok in zip(texts, mask) if ok], self.max_chars)
+        _, mask, prepared = self._prepare(batch)
         scored = self._model().score([p for p, _ in prepared], gate=self.effective_gate() if self.cascade else None)
         scores = scored.final
         lexicon = default_lexicon()
