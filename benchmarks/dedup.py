@@ -30,7 +30,7 @@ import pyarrow as pa
 from refinery.dedup.config import DedupConfig, parse_size
 from refinery.dedup.driver import Shard, WorkDir, build_index
 from refinery.dedup.minhash import LshParams, MinHasher
-from refinery.dedup.parallel import Executor
+from refinery.executors.local import LocalExecutor
 from refinery.io import parquet
 
 PASSES = ("buckets", "candidates", "components", "removal_lists")
@@ -70,7 +70,7 @@ def run(root: Path, shards: list[Shard], meta: list[dict], n: int, config: Dedup
         shutil.rmtree(root / sub, ignore_errors=True)
     passes: dict = {}
     started = time.time()
-    with Executor("local", workers=workers, fresh_process=True, progress=False) as ex:
+    with LocalExecutor(workers, fresh_process=True, progress=False) as ex:
         result = build_index(WorkDir(str(root), "bench", force=True), shards, config, ex, passes, meta, n)
     result["wall"] = time.time() - started
     result["passes"] = passes

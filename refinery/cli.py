@@ -40,10 +40,12 @@ def run(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output run directory (local path or s3://)"),
     executor: Optional[str] = typer.Option(None, help="local (default) or ray"),
     workers: Optional[int] = typer.Option(None, help="parallel workers (default: all cores)"),
-    force: bool = typer.Option(False, help="redo shards that already finished"),
+    force: bool = typer.Option(False, help="redo the passes whose config changed (or all) and every pass after them"),
+    limit: Optional[int] = typer.Option(None, min=1, help="sample mode: read at most N documents per input shard"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run a pipeline over every shard of INPUT, writing kept/removed Parquet and stats to OUTPUT."""
+    """Run a recipe over every shard of INPUT into the run directory OUTPUT: the document stages,
+    then each dedup pass, then tokenization, each pass resuming where it stopped."""
     from refinery.config import ConfigError, load_config
     from refinery.pipeline import run_pipeline
     from refinery.stats.funnel import render_funnel
@@ -51,7 +53,7 @@ def run(
     _setup_logging(verbose)
     try:
         cfg = load_config(config)
-        summary = run_pipeline(cfg, input, output, executor=executor, workers=workers, force=force)
+        summary = run_pipeline(cfg, input, output, executor=executor, workers=workers, force=force, limit=limit)
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
@@ -59,10 +61,13 @@ def run(
         out = console if console.is_terminal else Console(width=160)
         out.print(render_funnel(summary.stats, title=f"{cfg.name}: {summary.output}"))
     if summary.failed:
-        err.print(f"[red]{len(summary.failed)} shard(s) failed[/red] (details in {summary.output}/failed/):")
+        blocked = [n for n, s in summary.passes.items() if s == "blocked"]
+        err.print(f"[red]{len(summary.failed)} shard(s) failed[/red] in pass {summary.failed_pass} "
+                  f"(details in its failed/ directory){'; not run: ' + ', '.join(blocked) if blocked else ''}:")
         for o in summary.failed:
-            err.print(f"  {o.shard}: {(o.error or '').splitlines()[0]}", highlight=False)
+            err.print(f"  {o.shard}: {o.first_error_line}", highlight=False)
         raise typer.Exit(1)
+    console.print("passes: " + ", ".join(f"{n} {s}" for n, s in summary.passes.items()), highlight=False)
 
 
 @app.command()
@@ -120,6 +125,8 @@ def status(
     if json_out:
         console.print_json(json.dumps(st.to_dict()))
     else:
+        for p in st.passes:
+            console.print(f"  pass {p['name']:<16} {p['state']:<9} {p.get('detail', '')}", highlight=False, soft_wrap=True)
         console.print(
             f"{st.name or 'run'} {run_dir}: {st.shards_finished}/{st.shards_planned} shards finished, "
             f"{st.shards_failed} failed, {st.shards_pending} pending; {st.docs_read:,} documents read, "

@@ -42,7 +42,7 @@ def dedup(
     substrings), writing kept/removed/stats like a pipeline run plus OUTPUT/dedup_stats.json."""
     from refinery.dedup.config import DedupConfigError, load_dedup_config
     from refinery.dedup.driver import DedupError, run_dedup
-    from refinery.dedup.parallel import DedupTaskError, Executor
+    from refinery.executors import TaskError, make_executor
     from refinery.dedup.passes import DedupInputError
     from refinery.io.fs import StorageError
 
@@ -56,13 +56,14 @@ def dedup(
             "substring.min_tokens": min_tokens, "memory_budget": memory_budget, "partitions": partitions,
             "executor.type": executor, "executor.workers": workers, "executor.ray_address": ray_address,
         })
-        with Executor(cfg.executor.type, cfg.executor.workers, cfg.executor.ray_address,
-                      cfg.executor.object_store_memory, max_retries=cfg.executor.max_retries) as ex:
+        with make_executor(cfg.executor.type, cfg.executor.workers, ray_address=cfg.executor.ray_address,
+                           object_store_memory=cfg.executor.object_store_memory,
+                           max_retries=cfg.executor.max_retries) as ex:
             stats = run_dedup(run_dir, output, cfg, ex, work_dir=work_dir, force=force)
     except (DedupConfigError, DedupInputError, StorageError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2)
-    except (DedupError, DedupTaskError) as exc:
+    except (DedupError, TaskError) as exc:
         err.print(f"[red]dedup failed:[/red] {exc}", highlight=False)
         raise typer.Exit(1)
     if json_out:

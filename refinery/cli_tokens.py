@@ -38,22 +38,34 @@ def register(app: typer.Typer) -> None:
         keep_work: bool = typer.Option(False, help="keep the pass-1 shards after shuffling"),
         force: bool = typer.Option(False, help="redo shards that already finished"),
         allow_unfinished: bool = typer.Option(False, help="tokenize kept shards of a run that has not finished them"),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="shards tokenized at once (local default 1: "
+                                           "tokenizers already encodes on every core; ray default: the cluster's CPUs)"),
+        executor: str = typer.Option("local", "--executor", help="local (process pool; 1 worker runs inline) or ray"),
         verbose: bool = typer.Option(False, "--verbose", "-v"),
     ) -> None:
         """Tokenize a run's kept documents into uint16/uint32 token shards with EOS, an index and a manifest."""
+        from refinery.executors import TaskError, make_executor
         from refinery.io.fs import StorageError
         from refinery.io.parquet import ShardReadError
         from refinery.tokens import TokenizerError, TokenShardError, load_tokenizer
         from refinery.tokens.writer import TokenizeError, tokenize_run
 
         _logging(verbose)
+        if workers is None and executor == "local":
+            workers = 1  # inline, as before: tokenizers already encodes each batch on every core
+        try:
+            pool = make_executor(executor, workers)
+        except ValueError as exc:
+            _fail(exc)
         try:
             tok = load_tokenizer(tokenizer, eos_token=eos_token)
             result = tokenize_run(run_dir, output, tok, shuffle=shuffle, seed=seed, num_shards=num_shards,
                                   batch_size=batch_size, work_dir=work_dir, keep_work=keep_work, force=force,
-                                  allow_unfinished=allow_unfinished)
-        except (TokenizerError, TokenizeError, TokenShardError, StorageError, ShardReadError) as exc:
+                                  allow_unfinished=allow_unfinished, executor=pool)
+        except (TokenizerError, TokenizeError, TokenShardError, StorageError, ShardReadError, TaskError) as exc:
             _fail(exc)
+        finally:
+            pool.close()
         m = result.manifest
         console.print(
             f"{m['totals']['n_tokens']:,} tokens, {m['totals']['n_docs']:,} documents "

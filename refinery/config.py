@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from refinery.dedup.config import DedupConfig
 from refinery.stages.base import Stage
 from refinery.stages.registry import STAGES, stage_class
 
@@ -112,7 +113,38 @@ class ExecutorConfig(_Strict):
     max_retries: int = Field(2, ge=0)
 
 
+class DedupPassConfig(DedupConfig):
+    """One dedup pass of a recipe: ``configs/dedup.yaml``'s keys, plus an optional pass ``name``;
+    the executor is the recipe's (set once, at the top level)."""
+
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _no_executor(self) -> "DedupPassConfig":
+        if "executor" in self.model_fields_set and self.executor != type(self.executor)():
+            raise ValueError("a recipe sets 'executor' once, at the top level, not per dedup pass")
+        return self
+
+    @property
+    def pass_name(self) -> str:
+        return self.name or f"{self.method}_dedup"
+
+
+class TokenizeConfig(_Strict):
+    """The tokenize pass (see docs/tokens.md)."""
+
+    tokenizer: str = Field("gpt2", description="'gpt2' (bundled BPE) or a tokenizer.json path")
+    eos_token: str | None = None
+    shuffle: bool = False
+    seed: int = 0
+    num_shards: int | None = Field(None, gt=0)
+    batch_size: int = Field(1000, gt=0)
+
+
 class PipelineConfig(_Strict):
+    """A recipe: the document stages (one pass over every shard), then dedup passes in order,
+    then tokenization. Only ``stages`` is required."""
+
     name: str = "pipeline"
     description: str = ""
     input: str | None = None
@@ -121,6 +153,8 @@ class PipelineConfig(_Strict):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
     stages: list[StageConfig] = Field(min_length=1)
+    dedup: list[DedupPassConfig] = Field(default_factory=list)
+    tokenize: TokenizeConfig | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> "PipelineConfig":
@@ -128,6 +162,10 @@ class PipelineConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"stage names must be unique; repeated: {dupes} (give each a distinct 'name')")
+        passes = ["filter", *(d.pass_name for d in self.dedup), "tokens"]
+        dupes = sorted({n for n in passes if passes.count(n) > 1})
+        if dupes:
+            raise ValueError(f"pass names must be unique; repeated: {dupes} (give each dedup pass a distinct 'name')")
         return self
 
     def build_stages(self) -> list[Stage]:

@@ -1,24 +1,36 @@
-"""Where the layers meet: a validated config + input/output URIs -> shard tasks -> an executor.
+"""Where the layers meet: a validated config + input/output URIs -> a plan of passes -> one executor.
 
-``run_pipeline`` plans one task per input file, checks input and output before any work, runs
-the tasks on the configured executor (skipping finished shards), and merges the per-shard stats
-into ``<output>/stats.json``.
+``run_pipeline`` plans the recipe (:mod:`refinery.plan`), refuses a rerun that would mix configs,
+then runs every pass in order on one executor (its process pool or Ray cluster is started once and
+reused by every pass): the document stages per input shard, each dedup pass, tokenization. A pass
+that finished with the same fingerprint is skipped; an unfinished one resumes where it stopped.
+``<output>/stats.json`` is the funnel over every document pass.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
-from refinery.executors import ShardOutcome
+from refinery.executors import Executor, TaskOutcome, make_executor
 from refinery.io import fs
-from refinery.runner import INPUT_SUFFIXES, ShardTask, shard_name
-from refinery.stats.funnel import load_shard_stats, merge_shard_stats
+from refinery.plan import (
+    Pass,
+    Plan,
+    finish_pass,
+    first_pass_to_redo,
+    forget_pass,
+    load_previous,
+    pass_finished,
+    plan_run,
+    write_plan,
+)
+from refinery.rundir import PassDir, RunDir
+from refinery.runner import ShardTask, finished_marker, run_shard_task
+from refinery.stats.funnel import combine_pass_stats, load_shard_stats, merge_shard_stats
 
 log = logging.getLogger("refinery.pipeline")
 
@@ -26,43 +38,189 @@ log = logging.getLogger("refinery.pipeline")
 @dataclass
 class RunSummary:
     output: str
-    outcomes: list[ShardOutcome] = field(default_factory=list)
+    outcomes: list[TaskOutcome] = field(default_factory=list)  # the filter pass's shards
     stats: dict[str, Any] = field(default_factory=dict)
+    passes: dict[str, str] = field(default_factory=dict)  # pass -> done | skipped | failed | blocked
+    failed_pass: str | None = None
 
     @property
-    def failed(self) -> list[ShardOutcome]:
+    def failed(self) -> list[TaskOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
 def plan_tasks(input_uri: str, output_uri: str) -> list[ShardTask]:
-    """One task per input file (WARC, Parquet or JSONL) under ``input_uri``."""
-    try:
-        files = fs.list_files(input_uri, INPUT_SUFFIXES)
-    except fs.StorageError as exc:
-        raise ConfigError(str(exc)) from None
-    if not files:
-        raise ConfigError(f"no input shards under {input_uri} (looked for {', '.join(INPUT_SUFFIXES)})")
+    """One shard task per input file (WARC, Parquet or JSONL) under ``input_uri``, writing into
+    the run directory ``output_uri`` as a one-pass run."""
+    from refinery.plan import list_inputs
+    from refinery.runner import shard_name
+
+    files = list_inputs(input_uri)
     root = input_uri.rstrip("/").rsplit("/", 1)[0] if files == [input_uri] else input_uri
-    tasks = [ShardTask(f, output_uri, shard_name(f, root)) for f in files]
-    names = [t.shard for t in tasks]
-    if len(set(names)) != len(names):
+    tasks = [ShardTask(f, PassDir(output_uri), shard_name(f, root)) for f in files]
+    if len({t.shard for t in tasks}) != len(tasks):
         raise ConfigError(f"input files map to duplicate shard names under {input_uri}")
     return tasks
 
 
-def _write_run_manifest(config: PipelineConfig, input_uri: str, output_uri: str, n_tasks: int) -> None:
-    manifest = {
-        "refinery_version": __version__,
-        "config": config.model_dump(mode="json"),
-        "input": input_uri,
-        "output": output_uri,
-        "shards": n_tasks,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    try:
-        fs.write_bytes(fs.join(output_uri, "run.json"), json.dumps(manifest, indent=1).encode())
-    except Exception as exc:  # noqa: BLE001 - any storage failure here means "unwritable output"
-        raise ConfigError(f"output {output_uri} is not writable: {exc}") from None
+# -- the document pass ----------------------------------------------------------------------------
+def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
+                       only_shards: set[str] | None = None) -> tuple[list[TaskOutcome], dict[str, Any]]:
+    """The config's stages over every input shard (or ``only_shards``: one instance's share of a
+    multi-instance job); finished shards are skipped here, before any worker starts (so a rerun of
+    a finished pass loads no model). Returns the outcomes and the pass's merged stats, which are
+    empty while some shard of the pass has not finished."""
+    out = plan.pass_dir(p.name)
+    # workers need the stages only: the dedup and tokenize sections stay with the driver
+    spec = plan.config.model_dump(mode="json", exclude={"dedup", "tokenize"})
+    tasks = [ShardTask(f, out, name) for f, name in zip(plan.input_files, plan.shard_names())]
+    if only_shards is not None:
+        unknown = sorted(only_shards - {t.shard for t in tasks})
+        if unknown:
+            raise ConfigError(f"shard(s) {unknown[:3]} are not in the plan of {plan.output}")
+        share = [t for t in tasks if t.shard in only_shards]
+    else:
+        share = tasks
+    outcomes: dict[str, TaskOutcome] = {}
+    todo: list[ShardTask] = []
+    for t in share:
+        done = None if force else finished_marker(t, p.fingerprint)
+        if done is not None:
+            outcomes[t.shard] = TaskOutcome(t.shard, "skipped", done)
+        else:
+            todo.append(t)
+    if todo:
+        log.info("[%s] %d shard(s) to run, %d already finished", p.name, len(todo), len(tasks) - len(todo))
+    ran = executor.map(run_shard_task, [{"task": t} for t in todo], label=p.name, names=[t.shard for t in todo],
+                       units="docs_read", shared={"spec": spec, "force": force, "fingerprint": p.fingerprint,
+                                                  "limit": plan.limit})
+    outcomes.update({o.name: o for o in ran})
+    ordered = [outcomes[t.shard] for t in share]
+    for o in ordered:
+        if o.status == "failed":
+            fs.write_bytes(out.failed(o.name), json.dumps({"shard": o.name, "error": o.error}, indent=1).encode())
+        else:
+            fs.delete(out.failed(o.name))  # a retried shard succeeded
+    if share is not tasks and any(finished_marker(t, p.fingerprint) is None for t in tasks if t.shard not in only_shards):
+        return ordered, {}  # other instances' shares are still running: the last one to finish closes the pass
+    return ordered, finish_documents(out, p.name)
+
+
+def finish_documents(out: PassDir, pass_name: str) -> dict[str, Any]:
+    """Give every kept/removed shard of the pass one schema, merge its stats into its funnel."""
+    from refinery.io.dataset import unify_pass_schemas
+
+    shard_stats = load_shard_stats(out)
+    if not shard_stats:
+        return {}
+    unify_pass_schemas(out.kept_dir, out.removed_dir)
+    merged = merge_shard_stats(shard_stats) | {"pass": pass_name}
+    fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
+    return merged
+
+
+# -- dedup and tokenize passes ------------------------------------------------------------------
+def _kept_shards(plan: Plan, previous: Pass) -> list:
+    from refinery.dedup.driver import Shard
+
+    out = plan.pass_dir(previous.name)
+    return [Shard(name, out.kept(name), i) for i, name in enumerate(sorted(plan.shard_names()))]
+
+
+def run_dedup_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, force: bool) -> dict[str, Any]:
+    from refinery.dedup.driver import run_dedup
+
+    entry = next(d for d in plan.config.dedup if d.pass_name == p.name)
+    out = plan.pass_dir(p.name)
+    stats = run_dedup(plan.pass_dir(previous.name).kept_dir, out.root, entry, executor, force=force,
+                      shards=_kept_shards(plan, previous), out=out, upstream=previous.fingerprint)
+    merged = json.loads(fs.read_bytes(out.stats_json)) | {"pass": p.name}
+    fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
+    return {k: stats[k] for k in ("docs_read", "docs_kept", "docs_removed", "wall_seconds") if k in stats}
+
+
+def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, force: bool) -> dict[str, Any]:
+    from refinery.tokens import load_tokenizer
+    from refinery.tokens.writer import tokenize_run
+
+    cfg = plan.config.tokenize
+    assert cfg is not None
+    tok = load_tokenizer(cfg.tokenizer, eos_token=cfg.eos_token)
+    shards = {s.name: s.uri for s in _kept_shards(plan, previous)}
+    result = tokenize_run(plan.pass_dir(previous.name).root, plan.run.tokens_dir, tok, shuffle=cfg.shuffle, seed=cfg.seed,
+                          num_shards=cfg.num_shards, batch_size=cfg.batch_size, force=force, executor=executor,
+                          shards=shards)
+    return {"tokens": result.manifest["totals"]["n_tokens"], "docs": result.manifest["totals"]["n_docs"],
+            "shards": result.manifest["totals"]["n_shards"]}
+
+
+# -- the plan --------------------------------------------------------------------------------------
+def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: list[str] | None = None,
+             only_shards: set[str] | None = None) -> RunSummary:
+    """Run the plan's passes in order (``only_passes``: just these; the passes before them must
+    have finished). ``only_shards`` restricts the document pass to one instance's share."""
+    redo_from = first_pass_to_redo(plan, load_previous(plan.run), force)
+    write_plan(plan)
+    summary = RunSummary(plan.output)
+    previous: Pass | None = None
+    names = [p.name for p in plan.passes]
+    unknown = sorted(set(only_passes or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown pass(es) {unknown}: the plan has {names}")
+    for i, p in enumerate(plan.passes):
+        if only_passes is not None and p.name not in only_passes:
+            if i < max(names.index(n) for n in only_passes) and not pass_finished(plan, p):
+                raise ConfigError(f"pass {p.name!r} of {plan.output} has not finished: run it before {only_passes}")
+            previous = p
+            continue
+        forced = redo_from is not None and i >= redo_from
+        if forced:
+            forget_pass(plan, p)
+        if pass_finished(plan, p):
+            log.info("[%s] finished already, skipping the pass", p.name)
+            summary.passes[p.name] = "skipped"
+            if p.kind == "documents":
+                summary.outcomes = [TaskOutcome(n, "skipped") for n in plan.shard_names()]
+            previous = p
+            continue
+        log.info("[%s] pass %d/%d (%s) starting", p.name, i + 1, len(plan.passes), p.kind)
+        if p.kind == "documents":
+            summary.outcomes, result = run_documents_pass(plan, p, executor, forced, only_shards)
+            if summary.failed:
+                summary.passes[p.name] = "failed"
+                summary.failed_pass = p.name
+                break
+            if not result:  # a share of a multi-instance pass: other shares still running
+                summary.passes[p.name] = "partial"
+                break
+        elif p.kind == "dedup":
+            assert previous is not None
+            result = run_dedup_pass(plan, p, previous, executor, forced)
+        else:
+            assert previous is not None
+            result = run_tokenize_pass(plan, p, previous, executor, forced)
+        finish_pass(plan, p, {k: v for k, v in result.items() if not isinstance(v, (dict, list))})
+        summary.passes[p.name] = "done"
+        previous = p
+    for p in plan.passes:
+        summary.passes.setdefault(p.name, "blocked")
+    summary.stats = write_run_stats(plan, [o.name for o in summary.failed])
+    return summary
+
+
+def write_run_stats(plan: Plan, failed_shards: list[str]) -> dict[str, Any]:
+    """The funnel over every document pass that has stats, into ``OUT/stats.json``."""
+    passes = []
+    for p in plan.document_passes:
+        out = plan.pass_dir(p.name)
+        if fs.exists(out.stats_json):
+            passes.append(json.loads(fs.read_bytes(out.stats_json)))
+        else:
+            break  # a pass that has not finished ends the funnel
+    if not passes:
+        return {}
+    stats = combine_pass_stats(passes) | {"failed_shards": failed_shards}
+    fs.write_bytes(plan.run.stats_json, json.dumps(stats, indent=1).encode())
+    return stats
 
 
 def run_pipeline(
@@ -73,36 +231,28 @@ def run_pipeline(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    limit: int | None = None,
+    only_passes: list[str] | None = None,
+    only_shards: set[str] | None = None,
 ) -> RunSummary:
-    input_uri = fs.validate_uri(input_uri or config.input or "")
-    output_uri = fs.validate_uri(output_uri or config.output or "")
-    tasks = plan_tasks(input_uri, output_uri)
+    """Plan ``config`` over ``input_uri`` into the run directory ``output_uri`` and run every pass
+    (or ``only_passes``; ``only_shards`` of the document pass, see :func:`run_plan`)."""
+    try:
+        input_uri = fs.validate_uri(input_uri or config.input or "")
+        output_uri = fs.validate_uri(output_uri or config.output or "")
+    except fs.StorageError as exc:
+        raise ConfigError(f"{exc} (give --input and --output, or input/output in the config)") from None
+    plan = plan_run(config, input_uri, output_uri, limit=limit)
     config.build_stages()  # fail on bad stage params before anything is written
-    _write_run_manifest(config, input_uri, output_uri, len(tasks))
-    spec = config.model_dump(mode="json")
     kind = executor or config.executor.type
-    workers = workers or config.executor.workers
-    log.info("run %s: %d shard(s) from %s to %s on the %s executor", config.name, len(tasks), input_uri, output_uri, kind)
-    if kind == "local":
-        from refinery.executors.local import run_local
-
-        outcomes = run_local(spec, tasks, workers=workers, force=force, progress=progress)
-    elif kind == "ray":
-        from refinery.executors.ray import run_ray
-
-        outcomes = run_ray(spec, tasks, config.executor, workers=workers, force=force, progress=progress)
-    else:
+    if kind not in ("local", "ray"):
         raise ConfigError(f"unknown executor {kind!r}: use 'local' or 'ray'")
-    summary = RunSummary(output_uri, outcomes)
-    for o in summary.outcomes:
-        if o.status != "failed":
-            fs.delete(fs.join(output_uri, "failed", f"{o.shard}.json"))  # a retried shard succeeded
-    for o in summary.failed:
-        fs.write_bytes(fs.join(output_uri, "failed", f"{o.shard}.json"),
-                       json.dumps({"shard": o.shard, "error": o.error}, indent=1).encode())
-    finished = load_shard_stats(output_uri)
-    if finished:
-        summary.stats = merge_shard_stats(finished)
-        summary.stats["failed_shards"] = [o.shard for o in summary.failed]
-        fs.write_bytes(fs.join(output_uri, "stats.json"), json.dumps(summary.stats, indent=1).encode())
-    return summary
+    log.info("run %s: %d shard(s) from %s to %s, passes %s, on the %s executor", config.name, len(plan.input_files),
+             input_uri, output_uri, " -> ".join(p.name for p in plan.passes), kind)
+    ex = config.executor
+    with make_executor(kind, workers or ex.workers, ray_address=ex.ray_address, object_store_memory=ex.object_store_memory,
+                       max_retries=ex.max_retries, progress=progress) as runner:
+        return run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards)
+
+
+__all__ = ["RunDir", "RunSummary", "plan_tasks", "run_pipeline", "run_plan"]

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from refinery.io import fs, parquet
+from refinery.rundir import PassDir
 from refinery.schema import DOCUMENT_FIELDS
 from refinery.stages.base import METRIC, REASON, Stage
 from refinery.stats.collector import ShardStatsCollector, StatsOptions
@@ -50,24 +51,44 @@ class StageContractError(RuntimeError):
 @dataclass(frozen=True)
 class ShardTask:
     input_uri: str
-    output_dir: str
+    output: PassDir | str  # the pass directory (a plain URI is read as one)
     shard: str  # output name, unique within the run
 
     @property
+    def dir(self) -> PassDir:
+        return self.output if isinstance(self.output, PassDir) else PassDir(self.output)
+
+    @property
+    def output_dir(self) -> str:
+        return self.dir.root
+
+    @property
     def kept_uri(self) -> str:
-        return fs.join(self.output_dir, "kept", f"{self.shard}.parquet")
+        return self.dir.kept(self.shard)
 
     @property
     def removed_uri(self) -> str:
-        return fs.join(self.output_dir, "removed", f"{self.shard}.parquet")
+        return self.dir.removed(self.shard)
 
     @property
     def samples_uri(self) -> str:
-        return fs.join(self.output_dir, "samples", f"{self.shard}.parquet")
+        return self.dir.samples(self.shard)
 
     @property
     def stats_uri(self) -> str:
-        return fs.join(self.output_dir, "stats", f"{self.shard}.json")
+        return self.dir.stats(self.shard)
+
+
+def finished_marker(task: ShardTask, fingerprint: str | None = None) -> dict[str, Any] | None:
+    """The shard's stats if it finished (its marker exists) for this ``fingerprint`` of the pass;
+    a marker left by another configuration does not count."""
+    try:
+        stats = json.loads(fs.read_bytes(task.stats_uri))
+    except (fs.StorageError, FileNotFoundError, OSError, ValueError):
+        return None
+    if fingerprint is not None and stats.get("fingerprint") != fingerprint:
+        return None
+    return stats
 
 
 def shard_name(input_uri: str, input_root: str) -> str:
@@ -121,16 +142,21 @@ class ShardRunner:
         raise ValueError(f"don't know how to read {uri}: expected one of {INPUT_SUFFIXES}")
 
     # -- one shard ---------------------------------------------------------------------------
-    def run(self, task: ShardTask, force: bool = False) -> ShardResult:
-        if not force and fs.exists(task.stats_uri):
-            stats = json.loads(fs.read_bytes(task.stats_uri))
-            log.info("[shard %s] already finished, skipping", task.shard)
-            return ShardResult(task.shard, skipped=True, stats=stats)
+    def run(self, task: ShardTask, force: bool = False, fingerprint: str | None = None, limit: int | None = None) -> ShardResult:
+        """Run the stages over one shard. A shard already finished for ``fingerprint`` (the
+        pass's) is skipped unless ``force``; ``limit`` reads at most that many documents."""
+        if not force:
+            stats = finished_marker(task, fingerprint)
+            if stats is not None:
+                log.info("[shard %s] already finished, skipping", task.shard)
+                return ShardResult(task.shard, skipped=True, stats=stats)
 
         started = time.time()
         for uri in (task.kept_uri, task.removed_uri, task.samples_uri, task.stats_uri):
             fs.sweep_temporaries(uri)  # left by a worker killed mid-write on an earlier run
         reader_name, batches, reader_extra = self._read(task)
+        if limit is not None:
+            batches = _limited(batches, limit)
         reader_counter = StageCounter(reader_name, reader_name)
         counters = [StageCounter(s.name, s.kind) for s in self.stages]
         collector = ShardStatsCollector(task.shard, self.stages, self.stats_options)
@@ -181,6 +207,8 @@ class ShardRunner:
         stats = {
             "version": STATS_VERSION,
             "shard": task.shard,
+            "fingerprint": fingerprint,
+            "limit": limit,
             "input": task.input_uri,
             "docs_read": docs_read,
             "docs_kept": kept.num_rows,
@@ -189,7 +217,7 @@ class ShardRunner:
             "seconds": round(elapsed, 3),
             "stages": stage_dicts,
             **collector.to_dict(),
-            "samples": {"path": f"samples/{task.shard}.parquet", "rows": n_samples},
+            "samples": {"path": task.dir.relative(task.samples_uri), "rows": n_samples},
         }
         if docs_read != kept.num_rows + removed.num_rows:
             raise ConservationError(f"shard {task.shard}: read {docs_read} != kept {kept.num_rows} + removed {removed.num_rows}")
@@ -263,6 +291,18 @@ class ShardRunner:
         return kept
 
 
+def _limited(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
+    """The first ``limit`` documents of a shard (sample mode: try a config in seconds)."""
+    left = limit
+    for batch in batches:
+        if left <= 0:
+            break
+        if batch.num_rows > left:
+            batch = batch.slice(0, left)
+        left -= batch.num_rows
+        yield batch
+
+
 def _read_warc(reader, uri: str) -> Iterator[pa.RecordBatch]:
     with fs.open_input(uri) as stream:  # closed when the shard is done, even on error
         yield from reader.read(stream, source=uri)
@@ -294,3 +334,33 @@ def _read_jsonl(uri: str, batch_size: int) -> Iterator[pa.RecordBatch]:
         text=text,
     )
     yield from pa.table(columns).to_batches(max_chunksize=batch_size)
+
+
+# -- the shard task: what a worker runs for one shard of a document pass -----------------------
+_RUNNERS: dict[str, ShardRunner] = {}
+
+
+def runner_for(spec: dict[str, Any]) -> ShardRunner:
+    """The :class:`ShardRunner` for a pipeline spec (a config dict), built once per process so
+    models and blocklists load once per worker, not once per shard."""
+    key = json.dumps(spec, sort_keys=True, default=str)
+    runner = _RUNNERS.get(key)
+    if runner is None:
+        from refinery.config import parse_config
+
+        config = parse_config(spec)
+        runner = ShardRunner(
+            config.build_stages(),
+            ReaderOptions(**config.reader.model_dump()),
+            stats_options=StatsOptions(**config.stats.model_dump()),
+        )
+        _RUNNERS[key] = runner
+    return runner
+
+
+def run_shard_task(spec: dict[str, Any], task: ShardTask, force: bool = False, fingerprint: str | None = None,
+                   limit: int | None = None) -> dict[str, Any]:
+    """Task function (see :mod:`refinery.executors.base`): run one shard; its stats, or
+    ``skipped`` when it had finished already."""
+    result = runner_for(spec).run(task, force=force, fingerprint=fingerprint, limit=limit)
+    return {**result.stats, "skipped": result.skipped}

@@ -1,7 +1,8 @@
-"""Where a run stands: shards planned, finished, failed and pending, documents so far, throughput.
+"""Where a run stands: every pass (finished / running / pending), and for the document passes the
+shards planned, finished, failed and pending, documents so far.
 
-Read from the run directory alone (``run.json``, ``stats/*.json`` markers, ``failed/*.json``), so it
-works for a run in progress on another machine, locally or on S3.
+Read from the run directory alone (``run.json``, ``passes/*.json``, ``stats/*.json`` shard markers,
+``failed/*.json``), so it works for a run in progress on another machine, locally or on S3.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from refinery.io import fs
+from refinery.rundir import PassDir, RunDir
 
 
 @dataclass
@@ -24,6 +26,7 @@ class RunStatus:
     docs_kept: int
     shard_seconds: float  # summed over finished shards (CPU-side time, not wall time)
     failed: dict[str, str] = field(default_factory=dict)  # shard -> first line of its error
+    passes: list[dict[str, Any]] = field(default_factory=list)  # name, kind, state, detail
 
     @property
     def shards_pending(self) -> int:
@@ -31,35 +34,69 @@ class RunStatus:
 
     @property
     def complete(self) -> bool:
+        if self.passes:
+            return all(p["state"] == "finished" for p in self.passes)
         return self.shards_finished == self.shards_planned
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"shards_pending": self.shards_pending, "complete": self.complete}
 
 
-def run_status(run_dir: str) -> RunStatus:
-    manifest_uri = fs.join(run_dir, "run.json")
-    if not fs.exists(manifest_uri):
-        raise FileNotFoundError(f"no run.json under {run_dir}: is it a refinery run directory?")
-    manifest = json.loads(fs.read_bytes(manifest_uri))
+def _shards(out: PassDir) -> tuple[list[dict[str, Any]], dict[str, str]]:
     finished = []
-    if fs.exists(fs.join(run_dir, "stats")):
-        finished = [json.loads(fs.read_bytes(u)) for u in fs.list_files(fs.join(run_dir, "stats"), (".json",))]
+    if fs.exists(out.stats_dir):
+        finished = [json.loads(fs.read_bytes(u)) for u in fs.list_files(out.stats_dir, (".json",))]
     failed: dict[str, str] = {}
-    if fs.exists(fs.join(run_dir, "failed")):
-        for uri in fs.list_files(fs.join(run_dir, "failed"), (".json",)):
+    if fs.exists(out.failed_dir):
+        for uri in fs.list_files(out.failed_dir, (".json",)):
             record = json.loads(fs.read_bytes(uri))
             failed[record["shard"]] = (record.get("error") or "").strip().splitlines()[0] if record.get("error") else ""
     done = {s["shard"] for s in finished}
-    failed = {k: v for k, v in failed.items() if k not in done}  # a later run finished it
+    return finished, {k: v for k, v in failed.items() if k not in done}  # a later attempt finished it
+
+
+def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int) -> list[dict[str, Any]]:
+    states = []
+    for p in record["passes"]:
+        marker_uri = run.pass_marker(p["name"])
+        marker = json.loads(fs.read_bytes(marker_uri)) if fs.exists(marker_uri) else None
+        finished, failed = _shards(PassDir(p["dir"])) if p["kind"] != "tokenize" and p.get("dir") else ([], {})
+        whole = p["kind"] == "tokenize" or len(finished) >= shards_planned
+        if marker and marker.get("fingerprint") == p.get("fingerprint") and whole:
+            summary = marker.get("summary") or {}
+            detail = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in summary.items())
+            states.append({"name": p["name"], "kind": p["kind"], "state": "finished", "detail": detail})
+            continue
+        detail = ""
+        if p["kind"] != "tokenize" and p.get("dir"):
+            detail = f"{len(finished)}/{shards_planned} shards finished" + (f", {len(failed)} failed" if failed else "")
+            state = "failed" if failed else "running" if finished else "pending"
+        else:
+            state = "pending"
+        states.append({"name": p["name"], "kind": p["kind"], "state": state, "detail": detail})
+    return states
+
+
+def run_status(run_dir: str) -> RunStatus:
+    run = RunDir(run_dir)
+    if not fs.exists(run.run_json):
+        raise FileNotFoundError(f"no run.json under {run_dir}: is it a refinery run directory?")
+    manifest = json.loads(fs.read_bytes(run.run_json))
+    first = run.document_pass_dirs()[0]
+    finished, failed = _shards(first)
+    planned = int(manifest.get("shards", len(finished)))
+    record = run.recorded_plan()
+    last = run.document_pass_dirs()[-1]
+    kept = sum(s["docs_kept"] for s in (finished if last == first else _shards(last)[0]))
     return RunStatus(
         run_dir=run_dir,
-        name=manifest.get("config", {}).get("name", ""),
-        shards_planned=int(manifest.get("shards", len(finished))),
+        name=manifest.get("name") or manifest.get("config", {}).get("name", ""),
+        shards_planned=planned,
         shards_finished=len(finished),
         shards_failed=len(failed),
         docs_read=sum(s["docs_read"] for s in finished),
-        docs_kept=sum(s["docs_kept"] for s in finished),
+        docs_kept=kept,
         shard_seconds=round(sum(s.get("seconds", 0.0) for s in finished), 3),
         failed=failed,
+        passes=_pass_states(run, record, planned) if record else [],
     )

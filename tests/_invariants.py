@@ -40,9 +40,21 @@ def _rows(path: Path) -> int | None:
     return pq.ParquetFile(path).metadata.num_rows if path.exists() else None
 
 
+def _kept_dir(run: Path) -> Path:
+    """Where a pass keeps: its own kept/, or the run's kept/ for the last pass of a plan."""
+    from refinery.rundir import RunDir
+
+    for d in RunDir(str(run.parent)).document_pass_dirs():
+        if Path(d.root) == run:
+            return Path(d.kept_dir)
+    return run / "kept"
+
+
 def check_run_dir(run: Path) -> int:
-    """Check one run directory; return the number of shards checked (0 if it is not a run)."""
+    """Check one run directory (one pass of a run); return the number of shards checked (0 if it
+    is not a run)."""
     shard_stats = []
+    kept_dir = _kept_dir(run)
     for p in sorted((run / "stats").glob("*.json")):
         if p.name.startswith((".", "_")):
             continue
@@ -61,8 +73,8 @@ def check_run_dir(run: Path) -> int:
         if d["stages"]:
             assert d["stages"][0]["docs_in"] == d["docs_read"], f"{where}: first stage did not read every document"
             assert d["stages"][-1]["docs_out"] == d["docs_kept"], f"{where}: last stage's kept != shard kept"
-        for sub, key in (("kept", "docs_kept"), ("removed", "docs_removed")):
-            n = _rows(run / sub / f"{p.stem}.parquet")
+        for sub, key in ((kept_dir, "docs_kept"), (run / "removed", "docs_removed")):
+            n = _rows(sub / f"{p.stem}.parquet")
             assert n is None or n == d[key], f"{where}: {sub}/{p.stem}.parquet has {n} rows, stats say {d[key]}"
         shard_stats.append(d)
     if not shard_stats:

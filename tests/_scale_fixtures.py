@@ -111,34 +111,39 @@ def ray_local():
         ray.shutdown()
 
 
+def _attempt(attempts_dir: str, shard: str) -> int:
+    """Count this attempt at ``shard`` in a file (attempts happen in other processes)."""
+    marker = Path(attempts_dir, shard)
+    tries = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(tries))
+    return tries
+
+
 def crash_once(attempts_dir: str):
-    """A shard task body that kills its worker process on the first attempt per shard (like an
-    OOM kill or a segfault), then runs the real shard task."""
+    """A shard task function that kills its worker process on the first attempt per shard (like
+    an OOM kill or a segfault), then runs the real shard task."""
 
-    def fn(spec, task, force, attempt):
-        from refinery.executors.ray import shard_task
+    def fn(task, **kwargs):
+        from refinery.runner import run_shard_task
 
-        marker = Path(attempts_dir, task.shard)
-        tries = int(marker.read_text()) if marker.exists() else 0
-        marker.write_text(str(tries + 1))
-        if tries == 0:
+        if _attempt(attempts_dir, task.shard) == 1:
             os._exit(1)
-        return shard_task(spec, task, force, attempt)
+        return run_shard_task(task=task, **kwargs)
 
     return fn
 
 
-def fail_first_attempts(n_failures: int):
-    """A shard task body whose first ``n_failures`` attempts of every shard fail the way a real
-    exception does (run_task turns it into a failed outcome), then succeed."""
+def fail_first_attempts(attempts_dir: str, n_failures: int):
+    """A shard task function whose first ``n_failures`` attempts of every shard raise the way a
+    transient S3 error does, then run the real shard task."""
 
-    def fn(spec, task, force, attempt):
-        from refinery.executors import ShardOutcome
-        from refinery.executors.ray import shard_task
+    def fn(task, **kwargs):
+        from refinery.runner import run_shard_task
 
-        if attempt <= n_failures:
-            return ShardOutcome(task.shard, "failed", error=f"OSError: transient failure #{attempt}"), "n/a"
-        return shard_task(spec, task, force, attempt)
+        tries = _attempt(attempts_dir, task.shard)
+        if tries <= n_failures:
+            raise OSError(f"transient failure #{tries}")
+        return run_shard_task(task=task, **kwargs)
 
     return fn
 

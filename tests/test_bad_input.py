@@ -34,6 +34,11 @@ from refinery.stats.counters import check_conservation
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "refinedweb.yaml"
+
+
+def filters_config():
+    """The recipe's document stages alone: a one-pass run (no dedup, no tokens)."""
+    return load_config(CONFIG).model_copy(update={"dedup": [], "tokenize": None})
 WARCS = ROOT / "data" / "sample" / "warc"
 GOOD = "warc_sample-0000.warc.gz"
 
@@ -95,7 +100,7 @@ def bad_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bad-run") / "run"
     started = time.time()
-    summary = run_pipeline(load_config(CONFIG), str(src), str(out), workers=2, progress=False)
+    summary = run_pipeline(filters_config(), str(src), str(out), workers=2, progress=False)
     return src, out, summary, ids, time.time() - started
 
 
@@ -171,7 +176,7 @@ def test_jsonl_empty_docs_counted_and_truncated_gzip_refused_by_name(tmp_path):
     whole = gzip.compress(b"".join(json.dumps({"id": f"t{i}", "text": ENGLISH}).encode() + b"\n" for i in range(200)))
     (src / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
     out = tmp_path / "run"
-    summary = run_pipeline(load_config(CONFIG), str(src), str(out), workers=1, progress=False)
+    summary = run_pipeline(filters_config(), str(src), str(out), workers=1, progress=False)
     failed = {o.shard: o.error for o in summary.failed}
     assert set(failed) == {"cut"} and str(src / "cut.jsonl.gz") in failed["cut"], failed
     empty = _stats(out, "empty_docs")

@@ -117,14 +117,23 @@ def test_default_model_path_prefers_quantized(tmp_path: Path, monkeypatch: pytes
 
 
 # -- trained models: targets, reports, determinism ------------------------------------------------
+def _source_path(recorded: str) -> Path:
+    """A report's source path: under the data directory, or ``site-packages/...`` (a wheel's file)."""
+    import sys
+
+    if recorded.startswith("site-packages/"):
+        rest = recorded.split("/", 1)[1]
+        return next(Path(d) / rest for d in sys.path if d.endswith("site-packages") and (Path(d) / rest).is_file())
+    return Path(recorded) if Path(recorded).is_absolute() else SHARED_DATA / recorded
+
+
 def _check_report(out: Path, report: dict) -> None:
     assert json.loads((out / f"{report['kind']}.json").read_text()) == report
     model = out / report["model_file"]
     assert model.is_file() and sha256_file(model) == report["model_sha256"]
     assert report["hyperparameters"]["thread"] == 1 and report["hyperparameters"]["seed"] == 0
     for source in report["data"]["sources"]:
-        path = Path(source["path"]) if Path(source["path"]).is_absolute() else SHARED_DATA / source["path"]
-        assert sha256_file(path) == source["sha256"]
+        assert sha256_file(_source_path(source["path"])) == source["sha256"]
     assert len(report["data"]["training_file_sha256"]) == 64
     for split in report["metrics"].values():
         assert {"precision", "recall", "f1", "roc_auc"} <= split.keys()
@@ -199,8 +208,8 @@ def test_same_seed_same_model_and_metrics_via_cli(toxicity_model, tmp_path: Path
     # that model directory has no transformer: the stage says so at config time unless told not to cascade
     from refinery.stages.classifiers import ToxicityFilter
 
-    with pytest.raises(ValueError, match="no transformer"):
-        ToxicityFilter(model_path=str(tmp_path / "toxicity.bin"))
+    with pytest.raises(MissingModelError, match="no transformer"):
+        ToxicityFilter(model_path=str(tmp_path / "toxicity.bin"), cascade=True)
     fast_only = ToxicityFilter(model_path=str(tmp_path / "toxicity.bin"), cascade=False)
     result = fast_only(_batch(["You are a complete idiot and a liar", "The museum opens at nine."]))
     assert result.column("toxicity_transformer_score").null_count == 2
@@ -251,7 +260,8 @@ def test_toxicity_stage_reproduces_held_out_metrics(toxicity_model) -> None:
 
     out, report = toxicity_model
     _, test = load_olid(SHARED_DATA / "toxicity")
-    stage = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=report["threshold"], max_profanity_frac=None)
+    stage = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=report["threshold"], max_profanity_frac=None,
+                           cascade=True)
     result = stage(_batch([t for _, t, _ in test], [i for i, _, _ in test]))
     scores = np.array(result.column("toxicity_score").to_pylist())
     labels = np.array([y for _, _, y in test])
@@ -284,7 +294,7 @@ def test_toxicity_model_parts_missing_name_the_training_command(toxicity_model, 
         shutil.copy(out / name, partial / name)
     model = str(partial / report["model_file"])
     with pytest.raises(MissingModelError, match=r"transformer is missing .*refinery train-classifier toxicity --out"):
-        ToxicityFilter(model_path=model)
+        ToxicityFilter(model_path=model, cascade=True)
     assert ToxicityFilter(model_path=model, cascade=False)(_batch(["hello there"])).num_rows == 1
     (partial / report["combine"]["lexicon_file"]).unlink()
     with pytest.raises(MissingModelError, match="lexicon is missing"):
@@ -308,7 +318,7 @@ def test_toxicity_stage_decisions_on_real_text(toxicity_model) -> None:
 
     with open(SHARED_DATA / "toxicity" / "davidson_labeled_data.csv", encoding="utf-8") as f:
         offensive = [r["tweet"] for r in csv.DictReader(f) if r["offensive_language"] == r["count"] == "3"][:20]
-    stage = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=0.5, max_profanity_frac=0.1)
+    stage = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=0.5, max_profanity_frac=0.1, cascade=True)
     result = stage(_batch(clean + offensive))
     scores = result.column("toxicity_score").to_pylist()
     fracs = result.column("profanity_word_frac").to_pylist()
@@ -319,7 +329,7 @@ def test_toxicity_stage_decisions_on_real_text(toxicity_model) -> None:
     assert np.mean(scores[n:]) > 0.8
     assert sum(r is not None for r in reasons[n:]) >= 0.9 * len(offensive)
     # profanity only counts when the model did not already flag the row
-    stage2 = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=None, max_profanity_frac=0.1)
+    stage2 = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=None, max_profanity_frac=0.1, cascade=True)
     res2 = stage2(_batch(offensive))
     for frac, reason, metric in zip(res2.column("profanity_word_frac").to_pylist(), res2.column(REASON).to_pylist(),
                                     res2.column(METRIC).to_pylist()):
@@ -417,7 +427,7 @@ def test_stages_handle_empty_long_and_non_utf8_text(toxicity_model, quality_mode
     text = pa.Array.from_buffers(pa.string(), len(binary), binary.buffers())  # invalid UTF-8, unvalidated
     batch = pa.RecordBatch.from_arrays([pa.array([f"d{i}" for i in range(len(raw))]), text], names=["id", "text"])
     stages = [
-        ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"]), max_chars=len(lead) + 1),
+        ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"]), max_chars=len(lead) + 1, cascade=True),
         QualityFilter(model_path=str(quality_model[0] / quality_model[1]["model_file"]), max_chars=len(lead) + 1),
     ]
     for stage, column in zip(stages, ("toxicity_score", "quality_score")):
@@ -437,7 +447,7 @@ def test_stages_handle_empty_long_and_non_utf8_text(toxicity_model, quality_mode
 def test_stages_pickle_without_the_model_and_reload(toxicity_model) -> None:
     from refinery.stages.classifiers import ToxicityFilter
 
-    stage = ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"]))
+    stage = ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"]), cascade=True)
     batch = _batch(["You are a complete idiot and a liar", "The museum opens at nine."])
     before = stage(batch).column("toxicity_score").to_pylist()
     blob = pickle.dumps(stage)
@@ -460,7 +470,7 @@ def test_pipeline_shard_with_classifier_stages(toxicity_model, quality_model, tm
     with gzip.open(shard, "rt") as f:
         n_docs = sum(1 for _ in f)
     stages = [
-        ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"])),
+        ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"]), cascade=True),
         QualityFilter(model_path=str(quality_model[0] / quality_model[1]["model_file"]), threshold=0.01),
     ]
     result = ShardRunner(stages).run(ShardTask(str(shard), str(tmp_path / "out"), "s0"))

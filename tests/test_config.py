@@ -88,7 +88,7 @@ def test_unreachable_input_is_a_config_error(tmp_path):
 
 
 def test_stats_options_reach_the_runner(tmp_path):
-    from refinery.executors.worker import runner_for
+    from refinery.runner import runner_for
 
     data = _base()
     data["stats"] = {"samples_per_reason": 3, "top_domains": 0}

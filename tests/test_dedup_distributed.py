@@ -8,7 +8,8 @@ import pytest
 
 from refinery.dedup.config import DedupConfig
 from refinery.dedup.driver import run_dedup
-from refinery.dedup.parallel import Executor
+from refinery.executors.local import LocalExecutor
+from refinery.executors.ray import RayExecutor
 from refinery.io import fs, parquet
 from tests._dedup_fixtures import build_corpus, make_run_dir
 
@@ -18,7 +19,7 @@ def local_result(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dedup-dist")
     corpus = build_corpus(seed=11, n_high=40, n_low=20)
     run = make_run_dir(tmp, corpus.shards)
-    run_dedup(str(run), str(tmp / "out"), DedupConfig(partitions=2), Executor("inline"))
+    run_dedup(str(run), str(tmp / "out"), DedupConfig(partitions=2), LocalExecutor(1))
     return run, tmp / "out"
 
 
@@ -38,7 +39,7 @@ def test_dedup_reads_and_writes_s3(local_result, s3_bucket):
     for f in sorted((Path(run) / "kept").glob("*.parquet")):
         fs.write_bytes(f"{s3_root}/run/kept/{f.name}", f.read_bytes())
     out = f"{s3_root}/deduped"
-    stats = run_dedup(f"{s3_root}/run", out, DedupConfig(partitions=2), Executor("inline"))
+    stats = run_dedup(f"{s3_root}/run", out, DedupConfig(partitions=2), LocalExecutor(1))
     assert stats["docs_removed"] > 0
     assert clusters_at(out) == clusters_at(str(local_out))
     # intermediates, index and stats all live on S3
@@ -51,9 +52,10 @@ def test_ray_gives_the_same_clusters_as_in_process(local_result, tmp_path):
     ray = pytest.importorskip("ray")
     run, local_out = local_result
     try:
-        with Executor("ray", workers=2, object_store_memory=200 * 2**20) as ex:
+        with RayExecutor(2, object_store_memory=200 * 2**20) as ex:
             stats = run_dedup(str(run), str(tmp_path / "ray"), DedupConfig(partitions=2), ex)
-        assert ray.is_initialized()
+            assert ray.is_initialized()
+        assert not ray.is_initialized()  # the executor started this cluster, so it stops it
     finally:
         ray.shutdown()
     import os

@@ -13,7 +13,7 @@ import pytest
 
 from refinery.dedup.config import DedupConfig, load_dedup_config
 from refinery.dedup.driver import run_dedup
-from refinery.dedup.parallel import Executor
+from refinery.executors.local import LocalExecutor
 from refinery.dedup.passes import DedupInputError, normalize_url
 from tests._dedup_fixtures import build_corpus, load_cc_docs, make_run_dir
 
@@ -45,7 +45,7 @@ def run_dir(tmp_path_factory, corpus) -> Path:
 @pytest.fixture(scope="module")
 def minhash_out(tmp_path_factory, run_dir) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("minhash") / "out"
-    stats = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), Executor("inline"))
+    stats = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), LocalExecutor(1))
     return out, stats
 
 
@@ -113,13 +113,13 @@ def test_dedup_stats_are_consistent(minhash_out):
 def test_refinedweb_setting_on_the_same_data(corpus, run_dir, tmp_path):
     cfg = DedupConfig(method="minhash", minhash={"preset": "refinedweb"})
     assert (cfg.minhash.num_perm, cfg.minhash.bands, cfg.minhash.rows) == (9000, 450, 20)
-    run_dedup(str(run_dir), str(tmp_path / "out"), cfg, Executor("inline"))
+    run_dedup(str(run_dir), str(tmp_path / "out"), cfg, LocalExecutor(1))
     _check_pairs(corpus, clusters_of(tmp_path / "out"))
 
 
 def test_output_is_deterministic_across_partitions_and_executors(minhash_out, run_dir, tmp_path):
     out, _ = minhash_out
-    with Executor("local", workers=2) as ex:
+    with LocalExecutor(2) as ex:
         run_dedup(str(run_dir), str(tmp_path / "again"), DedupConfig(method="minhash", partitions=5), ex)
     assert clusters_of(tmp_path / "again") == clusters_of(out)
     for sub in ("kept", "removed"):
@@ -130,7 +130,7 @@ def test_output_is_deterministic_across_partitions_and_executors(minhash_out, ru
 
 
 def test_numpy_backend_agrees(corpus, run_dir, tmp_path):
-    run_dedup(str(run_dir), str(tmp_path / "np"), DedupConfig(minhash={"backend": "numpy"}), Executor("inline"))
+    run_dedup(str(run_dir), str(tmp_path / "np"), DedupConfig(minhash={"backend": "numpy"}), LocalExecutor(1))
     _check_pairs(corpus, clusters_of(tmp_path / "np"))
 
 
@@ -146,7 +146,7 @@ def test_exact_dedup_matches_normalized_text_and_keeps_the_first(tmp_path):
         {"id": "empty-2", "text": "", "url": None},
     ]
     run = make_run_dir(tmp_path, {"a": base[:10], "b": base[10:] + copies[:2], "c": copies[2:]})
-    stats = run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="exact"), Executor("inline"))
+    stats = run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="exact"), LocalExecutor(1))
     removed = read_dir(tmp_path / "out" / "removed")
     assert sorted(removed.column("id").to_pylist()) == ["copy-case", "copy-punct", "copy-space"]
     assert set(removed.column("removed_reason").to_pylist()) == {"exact_duplicate"}
@@ -160,7 +160,7 @@ def test_input_without_duplicates(tmp_path):
     docs = [d for d in load_cc_docs() if d["text"]][:30]
     run = make_run_dir(tmp_path, {"only": [dict(d, url=f"https://example.com/{i}") for i, d in enumerate(docs)]})
     for method in ("exact", "url"):
-        stats = run_dedup(str(run), str(tmp_path / method), DedupConfig(method=method), Executor("inline"))
+        stats = run_dedup(str(run), str(tmp_path / method), DedupConfig(method=method), LocalExecutor(1))
         assert (stats["docs_read"], stats["docs_removed"], stats["clusters"]) == (30, 0, 0)
         assert stats["cluster_size_histogram"] == {}
 
@@ -174,7 +174,7 @@ def test_url_dedup_keeps_the_first_by_shard_then_row(tmp_path):
                    dict(docs[7], url="https://example.org/x?q=1"), dict(docs[8], url=None)],
     }
     run = make_run_dir(tmp_path, shards)
-    run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="url"), Executor("inline"))
+    run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="url"), LocalExecutor(1))
     removed = read_dir(tmp_path / "out" / "removed")
     assert sorted(removed.column("id").to_pylist()) == sorted([docs[2]["id"], docs[5]["id"]])
     assert set(removed.column("removed_reason").to_pylist()) == {"duplicate_url"}
@@ -202,7 +202,7 @@ def test_substring_cut_removes_repeated_spans_and_drops_short_documents(tmp_path
         shards["ab"[k % 2]].append({"id": d["id"], "text": text, "url": d["url"]})
     shards["b"].append({"id": "mostly-span", "text": span + " and a few own words", "url": None})
     run = make_run_dir(tmp_path, shards)
-    stats = run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="substring"), Executor("inline"))
+    stats = run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="substring"), LocalExecutor(1))
     kept = read_dir(tmp_path / "out" / "kept")
     texts = dict(zip(kept.column("id").to_pylist(), kept.column("text").to_pylist()))
     first = docs[0]["id"]  # shard a, row 0: its copy of the span is the first
@@ -247,15 +247,15 @@ def test_rerun_resumes_and_changed_input_is_detected(run_dir, minhash_out, tmp_p
     out, stats = minhash_out
     caplog.set_level("INFO", logger="refinery.dedup")
     caplog.set_level("INFO", logger="refinery.runner")
-    again = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), Executor("inline"))
+    again = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), LocalExecutor(1))
     assert "pass signatures already finished" in caplog.text
     assert "[shard a] already finished, skipping" in caplog.text  # the runner resumed too
     assert again["docs_removed"] == stats["docs_removed"]
     # other parameters in the same directories: every pass and shard is redone, nothing stale survives
     other = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3, minhash={"seed": 1}),
-                      Executor("inline"))
+                      LocalExecutor(1))
     assert other["params"]["seed"] == 1 and other["docs_removed"] == other["docs_in_clusters"] - other["clusters"]
-    run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), Executor("inline"))
+    run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), LocalExecutor(1))
     # a stage pointed at the wrong kind of index refuses to run
     from refinery.stages.dedup import DedupIndexError, ExactDuplicateFilter
 
@@ -287,9 +287,9 @@ def test_duplicate_ids_in_a_shard_are_rejected(tmp_path):
     doc = {"id": "same", "text": "one two three four five six", "url": None}
     run = make_run_dir(tmp_path, {"a": [doc, dict(doc, text="seven eight nine ten eleven twelve")]})
     with pytest.raises(Exception, match="unique within a shard"):
-        run_dedup(str(run), str(tmp_path / "out"), DedupConfig(), Executor("inline"))
+        run_dedup(str(run), str(tmp_path / "out"), DedupConfig(), LocalExecutor(1))
     with pytest.raises(DedupInputError, match="no Parquet shards"):
-        run_dedup(str(tmp_path / "inputs"), str(tmp_path / "out2"), DedupConfig(), Executor("inline"))
+        run_dedup(str(tmp_path / "inputs"), str(tmp_path / "out2"), DedupConfig(), LocalExecutor(1))
 
 
 def test_config_file_and_overrides(tmp_path):

@@ -88,11 +88,24 @@ def clean_run(corpus, tmp_path_factory) -> Path:
     return out
 
 
+def test_killed_worker_is_retried_within_the_run(corpus, clean_run, tmp_path):
+    """The one retry policy: a worker that dies (here SIGKILL mid-shard) fails its task, which the
+    executor resubmits to a fresh pool; the run finishes whole."""
+    out = tmp_path / "run"
+    markers = tmp_path / "markers"
+    config = parse_config(_config(markers, match="part-001", mode="sigkill"))
+    summary = run_pipeline(config, str(corpus), str(out), workers=2, progress=False)
+    assert not summary.failed and len(list(markers.iterdir())) == 1  # the fault fired, once
+    assert max(o.attempts for o in summary.outcomes) == 2
+    assert _shard_stats(out) == _shard_stats(clean_run)
+
+
 @pytest.mark.parametrize("mode", ["exit", "sigkill"])
 def test_worker_killed_mid_shard_then_rerun_matches_clean_run(corpus, clean_run, tmp_path, mode):
     out = tmp_path / "run"
     markers = tmp_path / "markers"
     config = parse_config(_config(markers, match="part-001", mode=mode))
+    config.executor.max_retries = 0  # no retry within the run: the rerun must heal it
 
     first = run_pipeline(config, str(corpus), str(out), workers=2, progress=False)
     # The killed worker's shard failed (and maybe shards queued behind it: the pool breaks).
@@ -126,7 +139,7 @@ def test_worker_killed_mid_shard_then_rerun_matches_clean_run(corpus, clean_run,
     visible, hidden = _visible_and_hidden(out)
     expected = {f"{d}/part-{i:03d}.{ext}" for i in range(SHARDS)
                 for d, ext in (("kept", "parquet"), ("removed", "parquet"), ("samples", "parquet"), ("stats", "json"))}
-    assert set(visible) == expected | {"run.json", "stats.json"}
+    assert set(visible) == expected | {"run.json", "stats.json", "passes/filter.json"}
     # A worker killed mid-write leaves a hidden temp file; the re-run of its shard sweeps it.
     assert not [h for h in hidden if "part-001" in h], hidden
     assert all(Path(h).name.startswith(".tmp-") for h in hidden), hidden
@@ -249,6 +262,7 @@ def test_s3_outage_fails_the_shard_clearly_and_publishes_nothing(corpus, s3_buck
     through_proxy(policy)
     out = f"{s3_bucket}/out"
     config = parse_config(_config(tmp_path / "m", match="no-such-shard"))
+    config.executor.max_retries = 0  # boto3 has retried for ~50 s already; a task retry would again
     summary = run_pipeline(config, str(corpus), out, workers=1, progress=False)
     assert [o.shard for o in summary.failed] == ["part-002"]
     error = summary.failed[0].error

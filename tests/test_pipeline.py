@@ -23,6 +23,11 @@ WARCS = ROOT / "data" / "sample" / "warc"
 CONFIG = ROOT / "configs" / "refinedweb.yaml"
 
 
+def filters_config():
+    """The recipe's document stages alone: a one-pass run (no dedup, no tokens)."""
+    return load_config(CONFIG).model_copy(update={"dedup": [], "tokenize": None})
+
+
 def _read_dir(path: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(p) for p in sorted(path.glob("*.parquet"))], promote_options="permissive")
 
@@ -43,7 +48,7 @@ def _count_responses(path: Path) -> int:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    summary = run_pipeline(load_config(CONFIG), str(WARCS), str(out), workers=2, progress=False)
+    summary = run_pipeline(filters_config(), str(WARCS), str(out), workers=2, progress=False)
     return out, summary
 
 
@@ -93,7 +98,7 @@ def test_truncated_warc_is_counted_not_crashed(demo_run):
 def test_rerun_skips_finished_shards_and_changes_nothing(demo_run):
     out, _ = demo_run
     before = {p: p.stat().st_mtime_ns for p in (out / "kept").iterdir()}
-    summary = run_pipeline(load_config(CONFIG), str(WARCS), str(out), workers=1, progress=False)
+    summary = run_pipeline(filters_config(), str(WARCS), str(out), workers=1, progress=False)
     assert {o.status for o in summary.outcomes} == {"skipped"}
     assert {p: p.stat().st_mtime_ns for p in (out / "kept").iterdir()} == before
     assert not [p for p in out.rglob(".tmp-*")]  # no temporary files left behind

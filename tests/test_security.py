@@ -88,9 +88,9 @@ def test_bad_storage_uris_are_refused(uri):
 
 def test_bad_uris_are_refused_before_any_work(tmp_path):
     config = parse_config({"stages": [{"type": "gopher_quality"}]})
-    with pytest.raises(fs.StorageError, match="unsupported URI scheme"):
+    with pytest.raises(ConfigError, match="unsupported URI scheme"):
         run_pipeline(config, "http://169.254.169.254/latest/meta-data", str(tmp_path / "o"), progress=False)
-    with pytest.raises(fs.StorageError, match=r"'\.\.'"):
+    with pytest.raises(ConfigError, match=r"'\.\.'"):
         run_pipeline(config, str(CC_DOCS), "s3://bucket/../escape", progress=False)
     assert not (tmp_path / "o").exists()
 

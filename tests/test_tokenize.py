@@ -14,6 +14,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from refinery.executors import TaskError
+from refinery.executors.local import LocalExecutor
 from refinery.io import fs
 from refinery.tokens import (
     ShardFile,
@@ -21,6 +23,7 @@ from refinery.tokens import (
     load_tokenizer,
     token_dtype,
 )
+from refinery.tokens.tokenizer import worker_tokenizer
 from refinery.tokens.writer import MANIFEST, TokenizeError, load_manifest, tokenize_run
 
 # Rewrite asserts in the helper modules too (they are also loaded as plugins below).
@@ -266,7 +269,8 @@ def test_cli_tokenize_train_and_verify(kept_run, tmp_path):
     assert res.exit_code == 0, res.output
     assert "vocab 1,000" in res.output and os.path.exists(bpe)
     out = str(tmp_path / "tok")
-    res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", bpe, "--shuffle", "--seed", "1"])
+    res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", bpe, "--shuffle", "--seed", "1",
+                              "--executor", "local", "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert "[uint16, " in res.output  # the summary line, printed verbatim (no rich markup)
     manifest = json.loads(fs.read_bytes(os.path.join(out, MANIFEST)))
@@ -282,3 +286,97 @@ def test_cli_tokenize_train_and_verify(kept_run, tmp_path):
     assert res.exit_code == 2 and "refusing to mix" in res.output
     res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", str(tmp_path / "nope.json")])
     assert res.exit_code == 2 and "cannot read tokenizer" in res.output
+    res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--executor", "spark"])
+    assert res.exit_code == 2 and "unknown executor 'spark'" in res.output
+
+
+# -- the executor layer ---------------------------------------------------------------------------
+
+class RecordingExecutor(LocalExecutor):
+    """A local executor that records every map it is given: (task function, task count, worker pids)."""
+
+    def __init__(self, workers: int = 1) -> None:
+        super().__init__(workers, progress=False)
+        self.maps: list[tuple[str, int, set[int]]] = []
+
+    def map(self, fn, tasks, **kwargs):
+        outcomes = super().map(fn, tasks, **kwargs)
+        self.maps.append((fn.__name__, len(tasks), {o.result.get("pid") for o in outcomes}))
+        return outcomes
+
+    def counts(self) -> list[tuple[str, int]]:
+        return [(fn, n) for fn, n, _ in self.maps]
+
+
+@pytest.fixture(scope="module")
+def pool2():
+    """A 2-process spawn pool shared by this module's tests (starting one costs ~1 s per worker)."""
+    with RecordingExecutor(2) as pool:
+        yield pool
+
+
+def _files(directory) -> dict[str, bytes]:
+    return {p: (directory / p).read_bytes() for p in sorted(os.listdir(directory))}
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["plain", "shuffle"])
+def test_process_pool_gives_the_same_bytes_as_inline(kept_run, pool2, tmp_path, shuffle):
+    args = dict(shuffle=shuffle, seed=2, num_shards=3 if shuffle else None)
+    inline = tokenize_run(kept_run, str(tmp_path / "inline"), "gpt2", executor=LocalExecutor(1, progress=False), **args)
+    pool2.maps.clear()
+    pooled = tokenize_run(kept_run, str(tmp_path / "pool"), "gpt2", executor=pool2, **args)
+    assert _files(tmp_path / "pool") == _files(tmp_path / "inline")  # shards, markers and manifest.json
+    assert pooled.manifest == inline.manifest and pooled.done == inline.done
+    expected = [("tokenize_shard_task", 4)] + ([("gather_bucket_task", 3)] if shuffle else [])
+    assert pool2.counts() == expected
+    assert os.getpid() not in set().union(*(pids for _, _, pids in pool2.maps))  # really ran in the workers
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["plain", "shuffle"])
+def test_rerun_submits_no_tasks(kept_run, tmp_path, shuffle):
+    out = tmp_path / "t"
+    first = RecordingExecutor()
+    tokenize_run(kept_run, str(out), "gpt2", shuffle=shuffle, executor=first)
+    assert first.counts() == [("tokenize_shard_task", 4)] + ([("gather_bucket_task", 4)] if shuffle else [])
+    again = RecordingExecutor()
+    result = tokenize_run(kept_run, str(out), "gpt2", shuffle=shuffle, executor=again)
+    assert sum(n for _, n in again.counts()) == 0 and not result.done  # decided before submitting
+    assert len(result.skipped) == 4
+    lost = "part-00001" if shuffle else "shard-02"
+    os.unlink(out / f"{lost}.json")  # its marker: that shard counts as unfinished
+    third = RecordingExecutor()
+    assert lost in tokenize_run(kept_run, str(out), "gpt2", shuffle=shuffle, executor=third).done
+    # shuffled: the work shards were deleted with the first manifest, so pass 1 runs again
+    assert third.counts() == ([("tokenize_shard_task", 4), ("gather_bucket_task", 1)] if shuffle
+                              else [("tokenize_shard_task", 1)])
+
+
+def test_explicit_shards_need_no_run_listing(kept_run, gpt2_tokens, tmp_path):
+    kept = os.path.join(kept_run, "kept")
+    shards = {"b": os.path.join(kept, "shard-03.parquet"), "a": os.path.join(kept, "shard-01.parquet")}
+    run = str(tmp_path / "not-a-run")  # no kept/ or stats/ there: only recorded in the manifest
+    manifest = tokenize_run(run, str(tmp_path / "t"), "gpt2", shards=shards, progress=False).manifest
+    assert manifest["source"]["run_dir"] == run and manifest["source"]["kept_shards"] == ["a", "b"]
+    ref = {s["name"]: s for s in load_manifest(gpt2_tokens)["shards"]}
+    for entry, same in zip(manifest["shards"], ("shard-01", "shard-03")):
+        assert (entry["bin_sha256"], entry["idx_sha256"]) == (ref[same]["bin_sha256"], ref[same]["idx_sha256"])
+    with pytest.raises(TokenizeError, match="no kept shards"):
+        tokenize_run(run, str(tmp_path / "u"), "gpt2", shards={}, progress=False)
+    with pytest.raises(TokenizeError, match="plain file names"):
+        tokenize_run(run, str(tmp_path / "u"), "gpt2", shards={"x/y": shards["a"]}, progress=False)
+
+
+def test_worker_loads_the_tokenizer_once_and_checks_its_hash(kept_run, pool2, tmp_path):
+    tok = load_tokenizer("gpt2")
+    spec = tok.spec()
+    assert worker_tokenizer(spec) is worker_tokenizer(spec)  # cached per process
+    with pytest.raises(TokenizerMismatchError, match="driver's"):
+        worker_tokenizer({**spec, "sha256": "0" * 64})
+    # The file changes between the driver's load and the workers' load: the workers refuse it.
+    path = tmp_path / "tok.json"
+    path.write_bytes(GPT_NEO_JSON.read_bytes())
+    neo = load_tokenizer(str(path))
+    path.write_text(tok.tokenizer.to_str())
+    one = {"a": os.path.join(kept_run, "kept", "shard-01.parquet")}
+    with pytest.raises(TaskError, match=r"task a failed: .*TokenizerMismatchError.*driver's"):
+        tokenize_run(kept_run, str(tmp_path / "t"), neo, shards=one, executor=pool2)

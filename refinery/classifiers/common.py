@@ -114,16 +114,28 @@ def decode_texts(column: pa.Array | pa.ChunkedArray) -> list[str | None]:
 
 
 # -- model files ------------------------------------------------------------------------------
+#: small models trained by our own recipes and shipped inside the package (README.md there), so
+#: the stages work out of the box: the fallback when no model is configured or trained
+PACKAGED_MODELS = Path(__file__).resolve().parent.parent / "resources" / "models"
+
+
 def models_dir() -> Path:
-    """``$REFINERY_MODELS``, else ``~/.cache/refinery/models``."""
+    """``$REFINERY_MODELS``, else ``~/.cache/refinery/models`` (where ``train-classifier`` writes)."""
     env = os.environ.get("REFINERY_MODELS")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "refinery" / "models"
 
 
 def model_candidates(kind: str, directory: Path | None = None) -> list[Path]:
-    """Where a trained model of ``kind`` lives: quantized ``.ftz`` first, then ``.bin``."""
-    d = directory or models_dir()
-    return [d / f"{kind}.ftz", d / f"{kind}.bin"]
+    """Where a trained model of ``kind`` lives, in order: quantized ``.ftz`` first, then ``.bin``.
+
+    Without ``directory``: ``$REFINERY_MODELS`` alone when it is set (an explicit choice must not
+    fall back silently), else ``~/.cache/refinery/models`` and then the packaged models.
+    """
+    if directory is not None or os.environ.get("REFINERY_MODELS"):
+        dirs = [directory or models_dir()]
+    else:
+        dirs = [models_dir(), PACKAGED_MODELS]
+    return [d / f"{kind}{suffix}" for d in dirs for suffix in (".ftz", ".bin")]
 
 
 class MissingModelError(FileNotFoundError, ValueError):
@@ -131,7 +143,9 @@ class MissingModelError(FileNotFoundError, ValueError):
 
 
 def resolve_model_path(kind: str, model_path: str | None) -> Path:
-    """The model file to load, or :class:`MissingModelError` naming the command that trains it."""
+    """The model file to load, or :class:`MissingModelError` naming the command that trains it.
+
+    ``model_path`` if given, else the first of :func:`model_candidates` that exists."""
     if model_path:
         path = Path(model_path).expanduser()
         if path.is_file():

@@ -59,8 +59,13 @@ class ToxicityModel:
         self.transformer = None
         if use_transformer:
             if self.cascade_stacker is None:
-                raise ValueError(f"{model_file.parent} has no transformer (trained with --no-transformer); "
-                                 "set transformer: false on the toxicity stage or re-train")
+                # a MissingModelError (a ValueError too): the part is absent, and the command names the fix
+                raise MissingModelError(
+                    f"{model_file.parent} has no transformer (trained with --no-transformer, like the packaged "
+                    "model): set cascade: false on the toxicity stage, or train the cascade with "
+                    f"`{TRAIN_COMMANDS['toxicity'].format(dir='DIR')}` and set REFINERY_MODELS=DIR (or model_path "
+                    "to its toxicity model file); the cascade needs torch and transformers: "
+                    "pip install 'refinery[classifiers]'")
             from refinery.classifiers.transformer import HEAD_FILE, TransformerScorer
 
             transformer_dir = model_file.parent / combine["transformer_dir"]

@@ -27,7 +27,7 @@ from typing import Any
 from refinery import __version__
 from refinery.dedup import components
 from refinery.dedup.config import DedupConfig
-from refinery.dedup.parallel import Executor, run_tasks
+from refinery.executors import Executor, make_executor
 from refinery.dedup.passes import (
     DedupInputError,
     bucket_task,
@@ -44,6 +44,7 @@ from refinery.dedup.substring import (
     substring_task,
 )
 from refinery.io import fs
+from refinery.rundir import PassDir
 from refinery.runner import shard_name
 
 log = logging.getLogger("refinery.dedup")
@@ -139,15 +140,16 @@ def _run_pass(work: WorkDir, name: str, fn: Callable[..., dict[str, Any]], tasks
         log.info("[dedup] pass %s already finished, skipping", name)
         return marker
     started = time.time()
-    results = run_tasks(fn, tasks, executor, label=name, names=names, units=units)
+    results = executor.run(fn, tasks, label=f"dedup/{name}", names=names, units=units)
     summary = _summarize(results, time.time() - started)
     if extra:
         summary.update(extra(results))
     return work.finish(name, summary)
 
 
-def _fingerprint(method: str, params: dict[str, Any], shards: list[Shard]) -> str:
-    blob = json.dumps({"method": method, "params": params, "shards": [(s.name, s.uri) for s in shards]}, sort_keys=True)
+def _fingerprint(method: str, params: dict[str, Any], shards: list[Shard], upstream: str | None = None) -> str:
+    blob = json.dumps({"method": method, "params": params, "shards": [(s.name, s.uri) for s in shards],
+                       "upstream": upstream}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -165,27 +167,36 @@ def partitions_for(rows: int, bytes_per_row: int, budget: int) -> int:
 
 
 def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor | None = None,
-              work_dir: str | None = None, force: bool = False) -> dict[str, Any]:
+              work_dir: str | None = None, force: bool = False, *, shards: list[Shard] | None = None,
+              out: PassDir | None = None, upstream: str | None = None) -> dict[str, Any]:
     """Deduplicate the shards of ``input_dir`` into the run directory ``output_dir``; returns the
-    dedup stats (also written to ``<work_dir>/dedup_stats.json`` and ``<output_dir>/dedup_stats.json``)."""
+    dedup stats (also written to ``<work_dir>/dedup_stats.json`` and ``<output_dir>/dedup_stats.json``).
+
+    As a pass of a plan: ``shards`` (the previous pass's finished kept shards), ``out`` (this
+    pass's directory; its ``index/`` holds the work files) and ``upstream`` (the previous pass's
+    fingerprint, so an index built from other inputs is never reused); the plan owns ``run.json``.
+    """
     owned = executor is None
-    executor = executor or Executor(config.executor.type, config.executor.workers, config.executor.ray_address,
-                                    config.executor.object_store_memory, max_retries=config.executor.max_retries)
+    executor = executor or make_executor(config.executor.type, config.executor.workers,
+                                         ray_address=config.executor.ray_address,
+                                         object_store_memory=config.executor.object_store_memory,
+                                         max_retries=config.executor.max_retries)
     try:
-        return _run_dedup(input_dir, output_dir, config, executor, work_dir, force)
+        return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream)
     finally:
         if owned:
             executor.close()
 
 
-def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor,
-               work_dir: str | None, force: bool) -> dict[str, Any]:
+def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor, work_dir: str | None,
+               force: bool, shards: list[Shard] | None, out: PassDir | None, upstream: str | None) -> dict[str, Any]:
     input_dir, output_dir = fs.validate_uri(input_dir), fs.validate_uri(output_dir)
-    work_root = fs.validate_uri(work_dir or fs.join(output_dir, "dedup"))
-    shards = list_shards(input_dir)
+    out = out or PassDir(output_dir)
+    work_root = fs.validate_uri(work_dir or (out.index_dir if upstream else fs.join(output_dir, "dedup")))
+    shards = shards if shards is not None else list_shards(input_dir)
     method = config.method
     params = _method_params(config)
-    work = WorkDir(work_root, _fingerprint(method, params, shards), force)
+    work = WorkDir(work_root, _fingerprint(method, params, shards, upstream), force)
     started = time.time()
     log.info("[dedup %s] %d shard(s) from %s -> %s (work dir %s, executor %s)", method, len(shards), input_dir,
              output_dir, work_root, executor.kind)
@@ -198,16 +209,13 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     # the removal run: the normal shard runner with the method's stage. Finished shards are
     # skipped only when they were produced from this very index (same fingerprint).
     stage_kind = STAGE_OF_METHOD[method]
-    started_uri = work.path("passes", "remove.started.json")
-    previous = json.loads(fs.read_bytes(started_uri)) if fs.exists(started_uri) else None
-    redo = force or previous is None or previous.get("fingerprint") != work.fingerprint
-    fs.write_bytes(started_uri, json.dumps({"fingerprint": work.fingerprint, "output": output_dir}).encode())
-    run_tasks_ = [{"kept_uri": s.uri, "output_dir": output_dir, "shard": s.name, "stage_kind": stage_kind,
-                   "stage_params": {"dedup_dir": work_root}, "force": redo} for s in shards]
     t0 = time.time()
-    results = run_tasks(removal_run_task, run_tasks_, executor, label=f"{method}/remove", names=[s.name for s in shards])
+    tasks = [{"kept_uri": s.uri, "shard": s.name} for s in shards]
+    results = executor.run(removal_run_task, tasks, label=f"dedup/{method}/remove", names=[s.name for s in shards],
+                           shared={"out": out, "stage_kind": stage_kind, "stage_params": {"dedup_dir": work_root},
+                                   "force": force, "fingerprint": work.fingerprint})
     passes["remove"] = _summarize(results, time.time() - t0)
-    run_stats = _finish_run(output_dir, input_dir, config, work_root, len(shards))
+    run_stats = _finish_run(out, input_dir, config, work_root, len(shards), write_manifest=upstream is None)
     expected = extra.get("docs_to_remove")
     if expected is not None and run_stats["docs_removed"] != expected:
         raise DedupError(f"the removal run removed {run_stats['docs_removed']} documents but the dedup index lists "
@@ -228,15 +236,21 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     }
     blob = json.dumps(stats, indent=1).encode()
     fs.write_bytes(fs.join(work_root, "dedup_stats.json"), blob)
-    fs.write_bytes(fs.join(output_dir, "dedup_stats.json"), blob)
+    fs.write_bytes(fs.join(out.root, "dedup_stats.json"), blob)
     return stats
 
 
-def _finish_run(output_dir: str, input_dir: str, config: DedupConfig, work_root: str, n_shards: int) -> dict[str, Any]:
+def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: str, n_shards: int,
+                write_manifest: bool = True) -> dict[str, Any]:
+    from refinery.io.dataset import unify_pass_schemas
     from refinery.stats.funnel import load_shard_stats, merge_shard_stats
 
-    merged = merge_shard_stats(load_shard_stats(output_dir))  # checks kept + removed = read
-    fs.write_bytes(fs.join(output_dir, "stats.json"), json.dumps(merged, indent=1).encode())
+    merged = merge_shard_stats(load_shard_stats(out))  # checks kept + removed = read
+    unify_pass_schemas(out.kept_dir, out.removed_dir)  # one schema in every shard, empty ones too
+    fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
+    if not write_manifest:
+        return merged
+    output_dir = out.root
     manifest = {
         "refinery_version": __version__,
         "kind": "dedup",
@@ -339,8 +353,8 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
         large = [work.path("components", f"round-{r:03d}", "large", f"part-{q:05d}.parquet") for q in range(Q)]
         final = [work.path("components", f"round-{r:03d}", "final", f"part-{q:05d}.parquet") for q in range(Q)]
         tasks = [{"input_uris": inputs, "part": q, "output_uri": large[q], "final_uri": final[q], "cc_parts": Q} for q in range(Q)]
-        results = run_tasks(large_star_task, tasks, executor, label=f"{method}/large-star-{r}",
-                            names=[f"part-{q}" for q in range(Q)], units="edges")
+        results = executor.run(large_star_task, tasks, label=f"dedup/{method}/large-star-{r}",
+                               names=[f"part-{q}" for q in range(Q)], units="edges")
         summary = _summarize(results, 0.0)
         summary.pop("wall_seconds", None)
         rounds.append({"round": r, "step": "large", **summary})
@@ -360,8 +374,8 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
             return final, work.finish("components", out)
         small = [work.path("components", f"round-{r:03d}", "small", f"part-{q:05d}.parquet") for q in range(Q)]
         tasks = [{"input_uris": large, "part": q, "output_uri": small[q], "cc_parts": Q} for q in range(Q)]
-        results = run_tasks(small_star_task, tasks, executor, label=f"{method}/small-star-{r}",
-                            names=[f"part-{q}" for q in range(Q)], units="edges")
+        results = executor.run(small_star_task, tasks, label=f"dedup/{method}/small-star-{r}",
+                               names=[f"part-{q}" for q in range(Q)], units="edges")
         summary = _summarize(results, 0.0)
         summary.pop("wall_seconds", None)
         rounds.append({"round": r, "step": "small", **summary})

@@ -22,6 +22,7 @@ from refinery.dedup.minhash import LshParams, MinHasher
 from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
 from refinery.dedup.text import document_hashes, mix64, tokenize
 from refinery.io import fs, parquet
+from refinery.rundir import PassDir
 
 log = logging.getLogger("refinery.dedup")
 
@@ -241,13 +242,14 @@ def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_ur
 
 
 # -- pass 6: the removal run, through the normal shard runner ----------------------------------
-def removal_run_task(kept_uri: str, output_dir: str, shard: str, stage_kind: str, stage_params: dict[str, Any],
-                     force: bool = False) -> dict[str, Any]:
+def removal_run_task(kept_uri: str, out: PassDir, shard: str, stage_kind: str, stage_params: dict[str, Any],
+                     force: bool = False, fingerprint: str | None = None) -> dict[str, Any]:
     from refinery.runner import ShardRunner, ShardTask
     from refinery.stages.registry import stage_class
 
     stage = stage_class(stage_kind)(shard=shard, **stage_params)
-    result = ShardRunner([stage]).run(ShardTask(kept_uri, output_dir, shard), force=force)
+    # a shard counts as finished only if it was produced from this very index (its fingerprint)
+    result = ShardRunner([stage]).run(ShardTask(kept_uri, out, shard), force=force, fingerprint=fingerprint)
     stats = result.stats
     return {"docs": int(stats.get("docs_read", 0)), "kept": int(stats.get("docs_kept", 0)),
             "removed": int(stats.get("docs_removed", 0)), "skipped": result.skipped}

@@ -1,16 +1,12 @@
-"""Executors run a pipeline's shard tasks: ``local`` (process pool, the default) and ``ray``."""
+"""One executor layer for every pass: ``local`` (process pool, the default) and ``ray``.
 
-from __future__ import annotations
+See :mod:`refinery.executors.base` for the contract (task functions over small task dicts, one
+retry policy, one progress display) and :func:`make_executor` to build one from a config.
+"""
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from refinery.executors.base import Executor, TaskError, TaskOutcome, make_executor
 
-ShardStatus = Literal["done", "skipped", "failed"]
+#: the outcome of one shard task (kept name: a shard outcome is a task outcome)
+ShardOutcome = TaskOutcome
 
-
-@dataclass
-class ShardOutcome:
-    shard: str
-    status: ShardStatus
-    stats: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
+__all__ = ["Executor", "ShardOutcome", "TaskError", "TaskOutcome", "make_executor"]

@@ -1,63 +1,75 @@
-"""The embedded default executor: a process pool over shards on one machine."""
+"""The embedded default executor: a process pool on this machine (one worker runs inline)."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import os
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable
+from typing import Any
 
-from refinery.executors import ShardOutcome
-from refinery.executors.worker import init_worker_logging, run_task
-from refinery.progress import ShardProgress
-from refinery.runner import ShardTask
+from refinery.executors.base import Executor, TaskFn, call_task
 
 log = logging.getLogger("refinery.executors.local")
 
 
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+def init_worker_logging(level: int = logging.INFO) -> None:
+    # rensa's Rust thread pool: one thread per worker process, the pool gives the parallelism
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s")
 
 
-def run_local(
-    spec: dict[str, Any],
-    tasks: list[ShardTask],
-    workers: int | None = None,
-    force: bool = False,
-    progress: bool = True,
-    on_outcome: Callable[[ShardOutcome], None] | None = None,
-) -> list[ShardOutcome]:
-    """Run ``tasks`` in a pool of ``workers`` processes (in this process when ``workers == 1``)."""
-    workers = min(workers or default_workers(), max(1, len(tasks)))
-    bar = ShardProgress(len(tasks), enabled=progress, label="local")
-    outcomes: list[ShardOutcome] = []
+class LocalExecutor(Executor):
+    """A pool of ``workers`` processes, started once and reused by every pass of a plan (spawning
+    a worker costs ~1 s of imports, and workers keep their loaded models between passes).
 
-    def record(outcome: ShardOutcome) -> None:
-        outcomes.append(outcome)
-        bar.update(outcome)
-        if on_outcome:
-            on_outcome(outcome)
+    ``workers == 1`` runs tasks in this process. ``fresh_process`` gives every task a new process,
+    so its peak RSS is its own (benchmarks).
+    """
 
-    try:
-        if workers == 1:
-            for task in tasks:
-                record(run_task(spec, task, force))
-            return outcomes
-        # "spawn": fork() after pyarrow/fastText threads exist can deadlock a child.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker_logging) as pool:
-            futures = {pool.submit(run_task, spec, task, force): task for task in tasks}
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    record(future.result())
-                except BrokenProcessPool as exc:
-                    # A worker died (OOM-killed, segfault): its shard and the ones still queued are
-                    # reported failed; nothing was published for them, so a re-run redoes them.
-                    record(ShardOutcome(task.shard, "failed", error=f"worker process died: {exc}"))
-    finally:
-        bar.close()
-    return outcomes
+    kind = "local"
+
+    def __init__(self, workers: int | None = None, max_retries: int = 2, progress: bool = True,
+                 fresh_process: bool = False) -> None:
+        super().__init__(workers, max_retries, progress)
+        self.fresh_process = fresh_process
+        self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def inline(self) -> bool:
+        return self.capacity == 1 and not self.fresh_process
+
+    def pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # "spawn": fork() after pyarrow/fastText threads exist can deadlock a child
+            kwargs: dict[str, Any] = {"mp_context": multiprocessing.get_context("spawn"), "initializer": init_worker_logging}
+            if self.fresh_process:
+                kwargs["max_tasks_per_child"] = 1
+            self._pool = ProcessPoolExecutor(self.capacity, **kwargs)
+        return self._pool
+
+    def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str) -> Future:
+        if self.inline:
+            future: Future = Future()
+            future.set_result(call_task(fn, shared, task, attempt, name))
+            return future
+        try:
+            return self.pool().submit(call_task, fn, shared, task, attempt, name)
+        except BrokenProcessPool:
+            self._pool = None  # a worker died earlier: start a fresh pool for the retries
+            return self.pool().submit(call_task, fn, shared, task, attempt, name)
+
+    def _worker_died(self, exc: BaseException) -> str:
+        if isinstance(exc, BrokenProcessPool):
+            self._pool = None  # unusable now; the next submission starts a new one
+            return f"worker process died (OOM-killed or crashed): {exc}"
+        return super()._worker_died(exc)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}

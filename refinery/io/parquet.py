@@ -24,13 +24,20 @@ def write_table(table: pa.Table, uri: str, row_group_size: int = 10_000) -> None
 
 def concat(batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema | None = None) -> pa.Table:
     """Concatenate batches whose schemas may differ slightly (an all-null column inferred as
-    ``null`` in one batch and ``string`` in another): types are promoted, missing columns filled."""
+    ``null`` in one batch and ``string`` in another): types are promoted, missing columns filled.
+
+    ``schema`` is the schema the result should have when no batch has rows: its columns come
+    first, followed by any other columns the empty batches carry (``null`` types promoted), so
+    an empty shard is never written without columns. Batches with rows ignore it."""
     tables = [b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in batches]
     if not tables:
         return (schema or pa.schema([])).empty_table()
     nonempty = [t for t in tables if t.num_rows]
     if not nonempty:  # keep the widest schema seen, so empty shards still carry every column
-        return max(tables, key=lambda t: t.num_columns).slice(0, 0)
+        widest = max(tables, key=lambda t: t.num_columns).slice(0, 0)
+        if schema is None:
+            return widest
+        return pa.unify_schemas([schema, widest.schema], promote_options="permissive").empty_table()
     return pa.concat_tables(nonempty, promote_options="permissive")
 
 

@@ -4,10 +4,12 @@ Both score a whole record batch with one fastText call and write score columns; 
 go is decided by thresholds in the config. Models are trained by ``refinery train-classifier``
 (recipes in ``refinery/classifiers/``; see docs/classifiers.md).
 
-Model files: ``model_path`` if given, else ``$REFINERY_MODELS/<kind>.ftz`` or ``.bin``, else
-``~/.cache/refinery/models/<kind>.ftz`` or ``.bin``. A missing file fails when the stage is
-built (so ``refinery run`` stops before touching any shard) with a message naming the command
-that trains it.
+Model files: ``model_path`` if given, else ``$REFINERY_MODELS/<kind>.ftz`` or ``.bin`` (when the
+variable is set, only there), else ``~/.cache/refinery/models/<kind>.ftz`` or ``.bin`` (where
+``refinery train-classifier`` writes), else the small models shipped in the package
+(``refinery/resources/models/``, README there), so both stages work out of the box. A missing
+file fails when the stage is built (so ``refinery run`` stops before touching any shard) with a
+message naming the command that trains it.
 
 Input rules, the same for both stages:
 
@@ -95,10 +97,11 @@ class ToxicityFilter(_FastTextStage):
     """Score P(offensive) and the profanity word fraction; remove above the thresholds.
 
     The score comes from :class:`refinery.classifiers.toxicity_model.ToxicityModel`: fastText
-    and a word-weight lexicon, stacked, for every document; with ``cascade`` (default) a
-    fine-tuned MiniLM re-scores the documents whose fast score reaches the model's gate (OLID
-    test F1 0.70+ against ~0.68 for the fast pair; on English web text few documents reach the
-    gate, so the cost stays small). ``cascade: false`` = fast pair only, no torch needed.
+    and a word-weight lexicon, stacked, for every document (the *fast pair*; the default, which
+    the packaged model provides: no torch, no training). With ``cascade: true`` a fine-tuned
+    MiniLM re-scores the documents whose fast score reaches the model's gate (OLID test F1 0.70+
+    against ~0.68 for the fast pair; on English web text few documents reach the gate, so the
+    cost stays small); it needs a model directory trained with its transformer, and torch.
     ``gate`` overrides the model's gate; by default it follows ``threshold``: the stricter the
     threshold, the fewer documents need the transformer (the recipe stores a gate per threshold
     that keeps 98% of what the full cascade would flag on OLID validation).
@@ -121,7 +124,7 @@ class ToxicityFilter(_FastTextStage):
         threshold: float | None = 0.8,
         max_profanity_frac: float | None = 0.05,
         max_chars: int = 20_000,
-        cascade: bool = True,
+        cascade: bool = False,  # opt-in: the transformer needs torch and a trained model directory
         gate: float | None = None,
         name: str | None = None,
     ) -> None:

@@ -6,12 +6,15 @@ import json
 from typing import Any
 
 from refinery.io import fs
+from refinery.rundir import PassDir, RunDir
 from refinery.stats.counters import check_conservation, est_tokens, merge_stage_lists
 from refinery.stats.domains import merge_top_domains
 from refinery.stats.histograms import merge_histogram_maps
 
 #: registered domains kept per (stage, reason) in the merged run summary
 RUN_TOP_DOMAINS = 100
+#: stage kinds of the readers (a later pass's reader only re-reads the previous pass's kept shards)
+READER_KINDS = ("warc_reader", "parquet_reader", "jsonl_reader")
 
 
 def merge_languages(sections: list[dict[str, Any]]) -> dict[str, Any]:
@@ -55,22 +58,49 @@ def merge_shard_stats(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def load_shard_stats(run_dir: str) -> list[dict[str, Any]]:
-    stats_dir = fs.join(run_dir, "stats")
+def load_shard_stats(run_dir: "str | PassDir") -> list[dict[str, Any]]:
+    """Every finished shard's stats of one pass (a run of one pass: its directory)."""
+    stats_dir = (run_dir if isinstance(run_dir, PassDir) else PassDir(run_dir)).stats_dir
     if not fs.exists(stats_dir):
         return []
     return [json.loads(fs.read_bytes(uri)) for uri in fs.list_files(stats_dir, (".json",))]
 
 
+def combine_pass_stats(passes: list[dict[str, Any]]) -> dict[str, Any]:
+    """One funnel over a plan's document passes (each a merged pass summary, in order): the first
+    pass's reader and stages, then each later pass's stages (their reader only re-reads the kept
+    shards); documents read by the run, kept by the last pass, removed by all of them."""
+    if len(passes) == 1:
+        return passes[0]
+    first, last = passes[0], passes[-1]
+    stages = list(first["stages"])
+    for p in passes[1:]:
+        stages.extend(s for s in p["stages"] if s.get("kind") not in READER_KINDS)
+    combined = {
+        **first,
+        "docs_kept": last["docs_kept"],
+        "docs_removed": sum(p["docs_removed"] for p in passes),
+        "stages": stages,
+        "histograms": merge_histogram_maps([p.get("histograms", {}) for p in passes]),
+        "top_domains": merge_top_domains([p.get("top_domains", {}) for p in passes], RUN_TOP_DOMAINS),
+        "samples": {"rows": sum(p.get("samples", {}).get("rows", 0) for p in passes), "path": "*/samples/"},
+        "passes": [p.get("pass") for p in passes],
+    }
+    if combined["docs_read"] != combined["docs_kept"] + combined["docs_removed"]:
+        raise AssertionError(f"run totals do not reconcile over passes: read {combined['docs_read']} != kept "
+                             f"{combined['docs_kept']} + removed {combined['docs_removed']}")
+    return combined
+
+
 def load_run_stats(run_dir: str) -> dict[str, Any]:
     """The run summary: ``stats.json`` if the run finished, else merged from finished shards."""
-    summary_uri = fs.join(run_dir, "stats.json")
+    summary_uri = RunDir(run_dir).stats_json
     if fs.exists(summary_uri):
         return json.loads(fs.read_bytes(summary_uri))
-    shard_stats = load_shard_stats(run_dir)
-    if not shard_stats:
+    passes = [merge_shard_stats(s) for s in (load_shard_stats(d) for d in RunDir(run_dir).document_pass_dirs()) if s]
+    if not passes:
         raise FileNotFoundError(f"no stats under {run_dir}: is it a refinery run directory?")
-    return merge_shard_stats(shard_stats)
+    return combine_pass_stats(passes)
 
 
 def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import xxhash
 
 from refinery.io import fs, parquet
+from refinery.rundir import RunDir
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -100,10 +101,6 @@ def text_snippet(text: str, chars: int) -> str:
     return snippet + "…" if len(text) > chars else snippet
 
 
-def samples_uri(run_dir: str, shard: str) -> str:
-    return fs.join(run_dir, "samples", f"{shard}.parquet")
-
-
 def empty_samples() -> pa.Table:
     return SAMPLE_SCHEMA.empty_table()
 
@@ -111,10 +108,9 @@ def empty_samples() -> pa.Table:
 def load_samples(run_dir: str, per_reason: int | None = None, seed: int = 0) -> pa.Table:
     """All shards' samples; with ``per_reason``, a run-wide weighted sample of at most that many
     rows per (stage, reason). Rows come back sorted by stage order of appearance, reason, id."""
-    directory = fs.join(run_dir, "samples")
-    if not fs.exists(directory):
-        return empty_samples()
-    tables = [parquet.read_table(uri) for uri in fs.list_files(directory, (".parquet",))]
+    directories = [d.samples_dir for d in RunDir(run_dir).document_pass_dirs()]
+    tables = [parquet.read_table(uri) for directory in directories if fs.exists(directory)
+              for uri in fs.list_files(directory, (".parquet",))]
     tables = [t.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA) for t in tables if t.num_rows]
     if not tables:
         return empty_samples()

@@ -11,11 +11,13 @@ import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from refinery.io import fs
+from refinery.tokens.format import TokenizerMismatchError
 
 #: Tried in order when the caller does not name the end-of-document token.
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>", "<|end_of_text|>")
@@ -24,6 +26,14 @@ GPT2_EOS = "<|endoftext|>"
 
 class TokenizerError(ValueError):
     """The tokenizer could not be loaded or lacks what we need (e.g. an end-of-document token)."""
+
+
+class TokenizerSpec(TypedDict):
+    """What a worker needs to load the driver's tokenizer itself: small and picklable."""
+
+    spec: str  # as for load_tokenizer: "gpt2" or a tokenizer.json path / s3:// URI
+    eos_token: str
+    sha256: str  # the driver's: a worker that loads anything else refuses to tokenize
 
 
 @dataclass
@@ -41,6 +51,13 @@ class LoadedTokenizer:
     @property
     def dtype(self) -> np.dtype:
         return token_dtype(self.vocab_size)
+
+    def spec(self) -> TokenizerSpec:
+        """How a worker process loads this tokenizer (see :func:`worker_tokenizer`)."""
+        name = self.name
+        if name != "gpt2" and not fs.is_s3(name):
+            name = os.path.abspath(name)  # a worker may run in another directory
+        return {"spec": name, "eos_token": self.eos_token, "sha256": self.sha256}
 
     def describe(self) -> dict:
         import tokenizers
@@ -123,3 +140,27 @@ def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None) -> LoadedTo
     if eos_id is None:
         raise TokenizerError(f"tokenizer {spec} has no token {eos_token!r}")
     return LoadedTokenizer(tok, spec, digest, eos_token, eos_id)
+
+
+#: tokenizers loaded in this process, by spec: a worker loads each once, not once per task
+_CACHE: dict[tuple[str, str], LoadedTokenizer] = {}
+
+
+def remember_tokenizer(tok: LoadedTokenizer) -> None:
+    """Let tasks that run in this process (an inline executor) use ``tok`` without reloading it."""
+    spec = tok.spec()
+    _CACHE[(spec["spec"], spec["eos_token"])] = tok
+
+
+def worker_tokenizer(spec: TokenizerSpec) -> LoadedTokenizer:
+    """The tokenizer ``spec`` names, loaded once per process; refuses one whose SHA-256 differs
+    from the driver's (the file changed, or a node sees a different file under that path)."""
+    key = (spec["spec"], spec["eos_token"])
+    tok = _CACHE.get(key)
+    if tok is None or tok.sha256 != spec["sha256"]:
+        tok = load_tokenizer(spec["spec"], eos_token=spec["eos_token"])
+        _CACHE[key] = tok
+    if tok.sha256 != spec["sha256"]:
+        raise TokenizerMismatchError(f"tokenizer {spec['spec']} loaded in worker pid {os.getpid()} has sha256 "
+                                     f"{tok.sha256}, but the driver's has {spec['sha256']}; refusing to tokenize with it")
+    return tok

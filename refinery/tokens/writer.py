@@ -11,6 +11,12 @@ byte at most twice and never hold more than one shard in memory:
 
 Every document lands in exactly one uniformly random output shard at a uniformly random position.
 Each finished shard has a marker, so re-runs skip it; the manifest is written last.
+
+The per-shard work runs on the executor layer (:mod:`refinery.executors`) as top-level task
+functions over small task dicts: :func:`tokenize_shard_task` (one kept shard -> one token or work
+shard) and :func:`gather_bucket_task` (one output bucket of the shuffle). Workers get a
+:class:`~refinery.tokens.tokenizer.TokenizerSpec`, never a loaded tokenizer, and return the shard's
+manifest entry; the driver decides what is already finished, and writes the manifest.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from itertools import chain
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
+from refinery.executors.base import Executor, TaskFn
+from refinery.executors.local import LocalExecutor
 from refinery.io import fs, parquet
 from refinery.tokens.format import (
     FORMAT,
@@ -39,7 +46,13 @@ from refinery.tokens.format import (
     shard_uris,
     write_shard,
 )
-from refinery.tokens.tokenizer import LoadedTokenizer, load_tokenizer
+from refinery.tokens.tokenizer import (
+    LoadedTokenizer,
+    TokenizerSpec,
+    load_tokenizer,
+    remember_tokenizer,
+    worker_tokenizer,
+)
 
 log = logging.getLogger("refinery.tokens")
 
@@ -166,22 +179,32 @@ def _check_marker(marker: dict, tok: LoadedTokenizer, where: str, plan: dict | N
                             f"{marker.get('plan')} (now {plan}); use a fresh --output or --force")
 
 
-def _gather_bucket(work_dir: str, sources: list[dict], j: int, seed: int) -> tuple[np.ndarray, np.ndarray, pa.Array]:
-    """Output shard ``j``: bucket ``j`` of every work shard (contiguous range reads), then permuted."""
-    tokens, lengths, ids = [], [], []
+def _bucket_ranges(sources: list[dict], j: int) -> list[tuple[str, int, int]]:
+    """``(work shard, first doc, n docs)`` of bucket ``j`` in every work shard that has some."""
+    ranges = []
     for src in sources:
         counts = src["buckets"]
-        first, n = sum(counts[:j]), counts[j]
-        if n == 0:
-            continue
-        shard = ShardFile(work_dir, src["name"])
+        if counts[j]:
+            ranges.append((src["name"], sum(counts[:j]), counts[j]))
+    return ranges
+
+
+def _gather_bucket(work_dir: str, ranges: list[tuple[str, int, int]], j: int, seed: int,
+                   tokenizer_sha256: str) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Output shard ``j``: bucket ``j`` of every work shard (contiguous range reads), then permuted."""
+    tokens, lengths, ids = [], [], []
+    for name, first, n in ranges:
+        shard = ShardFile(work_dir, name)
         try:
+            if shard.header.tokenizer_sha256 != tokenizer_sha256:  # a stale work dir from another run
+                raise TokenizerMismatchError(f"work shard {shard.uris['bin']} was tokenized with tokenizer sha256 "
+                                             f"{shard.header.tokenizer_sha256}, not {tokenizer_sha256}")
             offs = shard.read_offsets(first, first + n)
             tokens.append(shard.read_tokens(int(offs[0]), int(offs[-1])))
             lengths.append(np.diff(offs))
         finally:
             shard.close()
-        filesystem, path = fs.resolve(shard_uris(work_dir, src["name"])["ids"])
+        filesystem, path = fs.resolve(shard_uris(work_dir, name)["ids"])
         with filesystem.open_input_file(path) as f:
             ids.append(pq.ParquetFile(f).read_row_group(j, columns=["id"]).column("id").combine_chunks())
     if not tokens:
@@ -198,8 +221,119 @@ def _gather_bucket(work_dir: str, sources: list[dict], j: int, seed: int) -> tup
     return out, offsets, all_ids.take(pa.array(perm, pa.int64()))
 
 
-def _progress(total: int, desc: str, enabled: bool) -> tqdm:
-    return tqdm(total=total, unit="shard", desc=desc, disable=not enabled, dynamic_ncols=True)
+# -- task functions (run by the executor, possibly in another process or on another node) ---------
+
+def tokenize_shard_task(*, tokenizer: TokenizerSpec, out_dir: str, batch_size: int, plan: dict | None,
+                        name: str, uri: str) -> dict:
+    """Tokenize kept shard ``uri`` into shard ``name`` under ``out_dir`` (a work shard with a shuffle
+    ``plan``); the result carries its manifest entry."""
+    entry = _tokenize_shard(uri, name, out_dir, worker_tokenizer(tokenizer), batch_size, plan)
+    return {"entry": entry, "tokens": entry["n_tokens"], "docs_read": entry["docs_read"]}
+
+
+def gather_bucket_task(*, work_dir: str, output: str, plan: dict, totals: dict, dtype: str, vocab_size: int,
+                       tokenizer_sha256: str, name: str, j: int, ranges: list[tuple[str, int, int]]) -> dict:
+    """Shuffle pass 2: write output shard ``name`` from bucket ``j`` of the work shards (``ranges``).
+
+    Needs no tokenizer: the work shards hold token ids already."""
+    t0 = time.time()
+    tokens, offsets, ids = _gather_bucket(work_dir, ranges, j, plan["seed"], tokenizer_sha256)
+    entry = write_shard(output, name, tokens.astype(np.dtype(dtype)), offsets, ids, vocab_size, tokenizer_sha256,
+                        extra={"plan": plan, "source_totals": totals})
+    log.info("shuffle [%s]: %d docs, %d tokens gathered from %d shards in %.1fs", name,
+             entry["n_docs"], entry["n_tokens"], len(ranges), time.time() - t0)
+    return {"entry": entry, "tokens": entry["n_tokens"]}
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+def _absolute(uri: str) -> str:
+    """What tasks get: a worker may run in another directory than this process."""
+    return uri if fs.is_s3(uri) else os.path.abspath(uri)
+
+
+def _input_shards(run_dir: str, shards: dict[str, str] | None, allow_unfinished: bool) -> dict[str, str]:
+    if shards is None:
+        return kept_shards(run_dir, allow_unfinished)
+    if not shards:
+        raise TokenizeError(f"no kept shards given to tokenize (run {run_dir})")
+    bad = sorted(n for n in shards if not n or "/" in n)  # names become file names in the output
+    if bad:
+        raise TokenizeError(f"shard names must be plain file names: {bad[:5]}")
+    return {name: _absolute(uri) for name, uri in shards.items()}
+
+
+def _check_manifest(output: str, tok: LoadedTokenizer, force: bool) -> None:
+    manifest_uri = fs.join(output, MANIFEST)
+    if force or not fs.exists(manifest_uri):
+        return
+    old = json.loads(fs.read_bytes(manifest_uri)).get("tokenizer", {})
+    if old.get("sha256") != tok.sha256:
+        raise TokenizerMismatchError(
+            f"{output} already holds tokens from tokenizer {old.get('id')} (sha256 {old.get('sha256')}); "
+            f"refusing to mix in {tok.name} (sha256 {tok.sha256}): use a fresh --output or --force")
+
+
+def _finished(out_dir: str, names: list[str], tok: LoadedTokenizer, plan: dict | None, force: bool) -> dict[str, dict]:
+    """Markers of the shards already finished under ``out_dir`` (checked against ``tok``/``plan``)."""
+    if force:
+        return {}
+    found = {}
+    for name in names:
+        marker = read_marker(out_dir, name)
+        if marker is not None:
+            _check_marker(marker, tok, out_dir, plan)
+            found[name] = marker
+    return found
+
+
+def _run_tasks(executor: Executor, fn: TaskFn, tasks: list[dict], label: str, shared: dict,
+               finished: dict[str, dict], names: list[str], result: TokenizeResult) -> list[dict]:
+    """Run the unfinished shards' tasks; every shard's entry, in ``names`` order."""
+    todo = [t["name"] for t in tasks]
+    results = executor.run(fn, tasks, label=label, names=todo, units="tokens", shared=shared)
+    entries = {**finished, **{name: r["entry"] for name, r in zip(todo, results)}}
+    result.done.extend(todo)
+    result.skipped.extend(n for n in names if n in finished)
+    return [entries[n] for n in names]
+
+
+def _tokenize_pass(executor: Executor, tok: LoadedTokenizer, shards: dict[str, str], out_dir: str,
+                   plan: dict | None, batch_size: int, force: bool, label: str, result: TokenizeResult) -> list[dict]:
+    """Every kept shard tokenized into ``out_dir``, skipping finished ones before submitting anything."""
+    names = sorted(shards)
+    finished = _finished(out_dir, names, tok, plan, force)
+    tasks = [{"name": n, "uri": shards[n]} for n in names if n not in finished]
+    shared = {"tokenizer": tok.spec(), "out_dir": _absolute(out_dir), "batch_size": batch_size, "plan": plan}
+    return _run_tasks(executor, tokenize_shard_task, tasks, label, shared, finished, names, result)
+
+
+def _shuffled(executor: Executor, tok: LoadedTokenizer, shards: dict[str, str], output: str, work: str,
+              plan: dict, batch_size: int, force: bool, result: TokenizeResult) -> list[dict]:
+    """The two shuffle passes; the output shards' entries."""
+    final_names = [f"part-{j:05d}" for j in range(plan["num_shards"])]
+    finals = _finished(output, final_names, tok, plan, force)
+    if len(finals) == len(final_names):  # pass 2 finished earlier: pass 1 is not needed
+        result.skipped.extend(final_names)
+        return [finals[n] for n in final_names]
+    sources = _tokenize_pass(executor, tok, shards, work, plan, batch_size, force, "tokenize:pass1", result)
+    totals = {"docs_read": sum(s["docs_read"] for s in sources), "docs_empty": sum(s["docs_empty"] for s in sources)}
+    tasks = [{"name": n, "j": j, "ranges": _bucket_ranges(sources, j)}
+             for j, n in enumerate(final_names) if n not in finals]
+    shared = {"work_dir": _absolute(work), "output": _absolute(output), "plan": plan, "totals": totals,
+              "dtype": tok.dtype.str, "vocab_size": tok.vocab_size, "tokenizer_sha256": tok.sha256}
+    return _run_tasks(executor, gather_bucket_task, tasks, "tokenize:shuffle", shared, finals, final_names, result)
+
+
+def _delete_work(work: str, names: list[str], work_dir: str | None) -> None:
+    for name in names:
+        for uri in shard_uris(work, name).values():
+            fs.delete(uri)
+    if work_dir is None and not fs.is_s3(work):
+        try:
+            os.rmdir(fs.resolve(work)[1])
+        except OSError:
+            pass  # not empty (someone else's files) or already gone
 
 
 def tokenize_run(
@@ -216,24 +350,58 @@ def tokenize_run(
     force: bool = False,
     allow_unfinished: bool = False,
     progress: bool = True,
+    executor: Executor | None = None,
+    shards: dict[str, str] | None = None,
 ) -> TokenizeResult:
     """Tokenize ``run_dir/kept/*.parquet`` into token shards + ``manifest.json`` under ``output``.
 
-    ``work_dir`` (shuffle only) holds the pass-1 shards; point it at fast local disk when ``output``
-    is on S3 and the corpus is large. It is deleted once the manifest is written unless ``keep_work``.
+    ``shards`` (name -> kept Parquet URI) gives the input shards explicitly instead (no check
+    against ``run_dir/stats``: the caller knows they are finished); ``run_dir`` is then only recorded.
+    ``executor`` runs the per-shard tasks (default: ``LocalExecutor(1)``, inline, showing progress
+    if ``progress``); it is not closed here. Shards whose marker exists are skipped before anything
+    is submitted. ``work_dir`` (shuffle only) holds the pass-1 shards; point it at fast local disk
+    when ``output`` is on S3 and the corpus is large. It is deleted once the manifest is written
+    unless ``keep_work``. A failed shard raises :class:`~refinery.executors.TaskError` naming it.
     """
     fs.validate_uri(output)
     tok = tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
-    shards = kept_shards(run_dir, allow_unfinished)
+    remember_tokenizer(tok)  # tasks run inline reuse it rather than loading it again
+    shards = _input_shards(run_dir, shards, allow_unfinished)
+    _check_manifest(output, tok, force)
+    owned = executor is None
+    if executor is None:
+        executor = LocalExecutor(1, progress=progress)  # inline: this process, as before
+    try:
+        return _tokenize(run_dir, output, tok, shards, executor, shuffle=shuffle, seed=seed, num_shards=num_shards,
+                         batch_size=batch_size, work_dir=work_dir, keep_work=keep_work, force=force)
+    finally:
+        if owned:
+            executor.close()
+
+
+def _manifest(run_dir: str, tok: LoadedTokenizer, plan: dict | None, names: list[str], entries: list[dict],
+              source: dict) -> dict:
+    n_docs = sum(e["n_docs"] for e in entries)
+    # Nothing lost: every kept document is either in a shard or counted as empty.
+    if source["docs_read"] != n_docs + source["docs_empty"]:
+        raise TokenizeError(f"document accounting failed: read {source['docs_read']}, wrote {n_docs}, "
+                            f"empty {source['docs_empty']}")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "tokenizer": tok.describe(),
+        "dtype": tok.dtype.name,
+        "shuffle": plan,
+        "source": {"run_dir": run_dir, "kept_shards": names, **source},
+        "totals": {"n_shards": len(entries), "n_docs": n_docs, "n_tokens": sum(e["n_tokens"] for e in entries)},
+        "shards": [{k: v for k, v in e.items() if k not in ("plan", "source_totals", "buckets")} for e in entries],
+    }
+
+
+def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str, str], executor: Executor, *,
+              shuffle: bool, seed: int, num_shards: int | None, batch_size: int, work_dir: str | None,
+              keep_work: bool, force: bool) -> TokenizeResult:
     names = sorted(shards)
-    manifest_uri = fs.join(output, MANIFEST)
-    if not force and fs.exists(manifest_uri):
-        old = json.loads(fs.read_bytes(manifest_uri))
-        if old.get("tokenizer", {}).get("sha256") != tok.sha256:
-            raise TokenizerMismatchError(
-                f"{output} already holds tokens from tokenizer {old.get('tokenizer', {}).get('id')} "
-                f"(sha256 {old.get('tokenizer', {}).get('sha256')}); refusing to mix in {tok.name} "
-                f"(sha256 {tok.sha256}): use a fresh --output or --force")
     result = TokenizeResult(output, {})
     started = time.time()
     plan = None
@@ -244,89 +412,19 @@ def tokenize_run(
         plan = {"seed": seed, "num_shards": k,
                 "sources_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
         work = work_dir or fs.join(output, "_work")
-        final_names = [f"part-{j:05d}" for j in range(k)]
-    else:
-        work = output
-        final_names = names
-
-    def pass_one(out_dir: str, shard_plan: dict | None, label: str) -> list[dict]:
-        entries = []
-        bar = _progress(len(names), f"refinery[{label}]", progress)
-        for name in names:
-            marker = None if force else read_marker(out_dir, name)
-            if marker is not None:
-                _check_marker(marker, tok, out_dir, shard_plan)
-                result.skipped.append(name)
-            else:
-                marker = _tokenize_shard(shards[name], name, out_dir, tok, batch_size, shard_plan)
-                result.done.append(name)
-            entries.append(marker)
-            bar.update(1)
-            bar.set_postfix(tokens=sum(e["n_tokens"] for e in entries))
-        bar.close()
-        return entries
-
-    if plan is None:
-        entries = pass_one(output, None, "tokenize")
-        source = {"docs_read": sum(e["docs_read"] for e in entries), "docs_empty": sum(e["docs_empty"] for e in entries)}
-    else:
-        finals = {} if force else {n: read_marker(output, n) for n in final_names}
-        for marker in finals.values():
-            if marker is not None:
-                _check_marker(marker, tok, output, plan)
-        if finals and all(finals.values()):
-            entries = [finals[n] for n in final_names]  # pass 2 finished earlier: pass 1 is not needed
-            result.skipped.extend(final_names)
-        else:
-            sources = pass_one(work, plan, "tokenize:pass1")
-            totals = {"docs_read": sum(s["docs_read"] for s in sources), "docs_empty": sum(s["docs_empty"] for s in sources)}
-            entries = []
-            bar = _progress(len(final_names), "refinery[tokenize:shuffle]", progress)
-            for j, name in enumerate(final_names):
-                marker = finals.get(name)
-                if marker is None:
-                    t0 = time.time()
-                    tokens, offsets, ids = _gather_bucket(work, sources, j, seed)
-                    marker = write_shard(output, name, tokens.astype(tok.dtype), offsets, ids, tok.vocab_size,
-                                         tok.sha256, extra={"plan": plan, "source_totals": totals})
-                    log.info("shuffle [%s]: %d docs, %d tokens gathered from %d shards in %.1fs", name,
-                             marker["n_docs"], marker["n_tokens"], len(sources), time.time() - t0)
-                    result.done.append(name)
-                else:
-                    result.skipped.append(name)
-                entries.append(marker)
-                bar.update(1)
-            bar.close()
+        entries = _shuffled(executor, tok, shards, output, work, plan, batch_size, force, result)
         source = dict(entries[0]["source_totals"]) if entries else {"docs_read": 0, "docs_empty": 0}
+    else:
+        entries = _tokenize_pass(executor, tok, shards, output, None, batch_size, force, "tokenize", result)
+        source = {"docs_read": sum(e["docs_read"] for e in entries), "docs_empty": sum(e["docs_empty"] for e in entries)}
 
-    n_docs = sum(e["n_docs"] for e in entries)
-    # Nothing lost: every kept document is either in a shard or counted as empty.
-    if source["docs_read"] != n_docs + source["docs_empty"]:
-        raise TokenizeError(f"document accounting failed: read {source['docs_read']}, wrote {n_docs}, "
-                            f"empty {source['docs_empty']}")
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "tokenizer": tok.describe(),
-        "dtype": tok.dtype.name,
-        "shuffle": plan,
-        "source": {"run_dir": run_dir, "kept_shards": names, **source},
-        "totals": {"n_shards": len(entries), "n_docs": n_docs, "n_tokens": sum(e["n_tokens"] for e in entries)},
-        "shards": [{k: v for k, v in e.items() if k not in ("plan", "source_totals", "buckets")} for e in entries],
-    }
-    fs.write_bytes(manifest_uri, json.dumps(manifest, indent=1).encode())
+    manifest = _manifest(run_dir, tok, plan, names, entries, source)
+    fs.write_bytes(fs.join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
     if plan is not None and not keep_work:
-        for name in names:
-            for uri in shard_uris(work, name).values():
-                fs.delete(uri)
-        if work_dir is None and not fs.is_s3(work):
-            try:
-                os.rmdir(fs.resolve(work)[1])
-            except OSError:
-                pass  # not empty (someone else's files) or already gone
+        _delete_work(work, names, work_dir)
     elapsed = max(time.time() - started, 1e-9)
     log.info("tokenize %s -> %s: %d shards (%d done, %d skipped), %d docs, %d tokens, %.0f tokens/s",
-             run_dir, output, len(entries), len(result.done), len(result.skipped), n_docs,
+             run_dir, output, len(entries), len(result.done), len(result.skipped), manifest["totals"]["n_docs"],
              manifest["totals"]["n_tokens"], manifest["totals"]["n_tokens"] / elapsed)
     result.manifest = manifest
     return result

@@ -1,0 +1,252 @@
+"""The one executor contract every pass runs on: map a task function over small task dicts.
+
+A *task function* is a plain top-level function taking keyword arguments (small, picklable) and
+returning a small dict of counters; it reads its inputs from storage and writes its outputs there,
+so nothing large travels through the executor. ``Executor.map(fn, tasks, shared=...)`` calls
+``fn(**shared, **task)`` once per task and returns one :class:`TaskOutcome` per task, in task
+order. The same loop serves every executor, so there is one retry policy and one progress display:
+
+- a task that raises is reported as a failed outcome (with its traceback text: exceptions do not
+  always survive pickling); if the error may be transient (I/O, network, storage: see
+  :func:`transient`) it is resubmitted up to ``max_retries`` times, keeping the last error;
+- a worker that dies (OOM kill, segfault) fails its task the same way, and is retried the same way;
+- a task result with ``skipped: True`` is a task that found its output already finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+from refinery.executors.progress import TaskProgress
+
+log = logging.getLogger("refinery.executors")
+
+TaskStatus = Literal["done", "skipped", "failed"]
+TaskFn = Callable[..., dict[str, Any]]
+
+
+@dataclass
+class TaskOutcome:
+    name: str
+    status: TaskStatus
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    attempts: int = 1
+    node: str | None = None  # where the last attempt ran (Ray node id, or "pid:<n>")
+
+    # shard tasks: the outcome of one shard (its name and its stats)
+    @property
+    def shard(self) -> str:
+        return self.name
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.result
+
+    @property
+    def first_error_line(self) -> str:
+        return (self.error or "").strip().splitlines()[0] if self.error else ""
+
+
+class TaskError(RuntimeError):
+    """A task of a pass failed after its retries; the message names the pass and the task."""
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set of this process. Linux: ``VmHWM`` of the current address space --
+    ``ru_maxrss`` would carry a parent's peak over into a spawned worker."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def _where() -> str:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            return ray.get_runtime_context().get_node_id()
+        except Exception:  # noqa: BLE001 - the driver process, or a Ray version without it
+            pass
+    return f"pid:{os.getpid()}"
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether an error may go away on a retry: I/O, network and storage errors (anywhere in its
+    cause chain). Bad input and bugs fail the same way every time: retrying them only delays the
+    report."""
+    from refinery.io.fs import StorageError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (OSError, StorageError, TimeoutError, ConnectionError, MemoryError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def call_task(fn: TaskFn, shared: dict[str, Any], task: dict[str, Any], attempt: int,
+              name: str = "") -> tuple[str, dict[str, Any], str | None, str]:
+    """Run one task where it was sent; never raises (the error text travels back as a string).
+
+    Returns ``(status, result, error, node)``; ``result`` gets ``seconds``, ``peak_rss``, ``pid``.
+    A failure that cannot go away on a retry has status ``failed_permanently``.
+    """
+    started = time.perf_counter()
+    try:
+        if attempt > 1:
+            log.info("[%s] attempt %d", name or fn.__name__, attempt)
+        result = dict(fn(**shared, **task) or {})
+    except Exception as exc:  # noqa: BLE001 - reported per task, with its traceback
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        status = "failed" if transient(exc) else "failed_permanently"
+        return status, {}, f"{detail}\n{traceback.format_exc(limit=6)}", _where()
+    result.setdefault("seconds", round(time.perf_counter() - started, 4))
+    result["peak_rss"] = peak_rss_bytes()
+    result["pid"] = os.getpid()
+    return ("skipped" if result.get("skipped") else "done"), result, None, _where()
+
+
+class Executor:
+    """Runs task functions; subclasses say where (:meth:`_submit`) and how many at once."""
+
+    kind: str = ""
+
+    def __init__(self, workers: int | None = None, max_retries: int = 2, progress: bool = True) -> None:
+        self.workers = workers
+        self.max_retries = max_retries
+        self.progress = progress
+
+    # -- what a subclass provides ------------------------------------------------------------
+    def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str) -> Future:
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def _prepare_shared(self, shared: dict[str, Any]) -> Any:
+        return shared
+
+    @property
+    def capacity(self) -> int:
+        """How many tasks run at once."""
+        return max(1, self.workers or default_workers())
+
+    def _worker_died(self, exc: BaseException) -> str:
+        """The error text for a future that failed outside the task function (a dead worker)."""
+        return f"worker died: {type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the one loop ------------------------------------------------------------------------
+    def map(
+        self,
+        fn: TaskFn,
+        tasks: Sequence[dict[str, Any]],
+        *,
+        label: str,
+        names: Sequence[str] | None = None,
+        units: str = "docs",
+        shared: dict[str, Any] | None = None,
+        on_outcome: Callable[[TaskOutcome], None] | None = None,
+    ) -> list[TaskOutcome]:
+        """Run ``fn(**shared, **task)`` for every task; one outcome per task, in task order.
+
+        ``units`` names the result counter the progress display sums (e.g. ``docs_read``).
+        """
+        names = list(names) if names is not None else [str(i) for i in range(len(tasks))]
+        outcomes: list[TaskOutcome | None] = [None] * len(tasks)
+        if not tasks:
+            return []
+        shared_arg = self._prepare_shared(dict(shared or {}))
+        queue: deque[tuple[int, int]] = deque((i, 1) for i in range(len(tasks)))
+        pending: dict[Future, tuple[int, int]] = {}
+        limit = 2 * self.capacity  # enough queued to keep every worker busy, not the whole pass
+        bar = TaskProgress(len(tasks), label=label, units=units, enabled=self.progress)
+        try:
+            while queue or pending:
+                while queue and len(pending) < limit:
+                    i, attempt = queue.popleft()
+                    pending[self._submit(fn, shared_arg, tasks[i], attempt, names[i])] = (i, attempt)
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for future in done:
+                    i, attempt = pending.pop(future)
+                    try:
+                        status, result, error, node = future.result()
+                    except Exception as exc:  # noqa: BLE001 - the worker, not the task, failed
+                        status, result, error, node = "failed", {}, self._worker_died(exc), None
+                    if status == "failed_permanently":
+                        status = "failed"
+                    elif status == "failed" and attempt <= self.max_retries:
+                        first = (error or "").strip().splitlines()[0] if error else ""
+                        log.warning("[%s] %s: attempt %d failed (%s); retrying", label, names[i], attempt, first)
+                        queue.append((i, attempt + 1))
+                        continue
+                    outcome = TaskOutcome(names[i], status, result, error, attempt, node)  # type: ignore[arg-type]
+                    if status == "failed":
+                        log.error("[%s] %s failed after %d attempt(s): %s", label, names[i], attempt, outcome.first_error_line)
+                    outcomes[i] = outcome
+                    bar.update(outcome)
+                    if on_outcome:
+                        on_outcome(outcome)
+        except BaseException:
+            for future in pending:  # don't leave tasks running behind an interrupted driver
+                future.cancel()
+            self._cancel_pending()
+            raise
+        finally:
+            bar.close()
+        return [o for o in outcomes if o is not None]
+
+    def _cancel_pending(self) -> None:
+        pass
+
+    def run(self, fn: TaskFn, tasks: Sequence[dict[str, Any]], *, label: str, names: Sequence[str] | None = None,
+            units: str = "docs", shared: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """:meth:`map`, for passes whose tasks must all succeed: their results in task order, or
+        :class:`TaskError` naming the first failed task (after the others finished, so their
+        outputs are kept for a resume)."""
+        outcomes = self.map(fn, tasks, label=label, names=names, units=units, shared=shared)
+        failed = [o for o in outcomes if o.status == "failed"]
+        if failed:
+            raise TaskError(f"[{label}] task {failed[0].name} failed: {failed[0].first_error_line}")
+        return [o.result for o in outcomes]
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def make_executor(kind: str = "local", workers: int | None = None, *, ray_address: str | None = None,
+                  object_store_memory: int | None = None, max_retries: int = 2, progress: bool = True) -> Executor:
+    """The executor a config or command line names: ``local`` (process pool; one worker runs in
+    this process) or ``ray`` (a local Ray cluster, or the one at ``ray_address``/``RAY_ADDRESS``)."""
+    if kind == "local":
+        from refinery.executors.local import LocalExecutor
+
+        return LocalExecutor(workers, max_retries=max_retries, progress=progress)
+    if kind == "ray":
+        from refinery.executors.ray import RayExecutor
+
+        return RayExecutor(workers, max_retries=max_retries, progress=progress, address=ray_address,
+                           object_store_memory=object_store_memory)
+    raise ValueError(f"unknown executor {kind!r}: use 'local' or 'ray'")

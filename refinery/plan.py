@@ -1,0 +1,245 @@
+"""A recipe as a plan of passes over one run directory, and the rules for re-running into it.
+
+``plan_run(config, input, output)`` turns a validated config into passes, in order:
+
+- ``filter``: the document stages, one task per input file (share-nothing);
+- one pass per ``dedup`` entry (``url_dedup``, ``minhash_dedup``, ``exact_dedup``,
+  ``substring_dedup``): index passes that shuffle data between tasks, then a removal run;
+- ``tokens``: the last document pass's kept shards into token shards (when ``tokenize`` is set).
+
+Each pass has a *fingerprint*: a hash of its own config section and of what it reads (the input
+files for ``filter``; the previous pass's fingerprint for the others). ``run.json`` records the
+plan; a pass writes ``passes/<pass>.json`` when it finishes. A rerun compares fingerprints: a
+finished pass with the same fingerprint is skipped, an unfinished one resumes (its finished shards
+are skipped), and a changed one is refused with the keys that changed -- unless ``--force``, which
+redoes that pass and every pass after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from refinery import __version__
+from refinery.config import ConfigError, PipelineConfig
+from refinery.io import fs
+from refinery.rundir import PassDir, RunDir
+from refinery.runner import INPUT_SUFFIXES, shard_name
+
+PassKind = Literal["documents", "dedup", "tokenize"]
+RUN_FORMAT = 2
+
+
+class RerunError(ConfigError):
+    """A rerun into an existing run directory would mix results of different configs or inputs."""
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    kind: PassKind
+    params: dict[str, Any]  # the config section this pass runs: what its fingerprint covers
+    fingerprint: str
+    #: True when tasks exchange data (dedup index passes): on SageMaker a Ray Training job,
+    #: otherwise a share-nothing Processing job
+    shuffles: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    config: PipelineConfig
+    input: str
+    output: str
+    input_files: list[str]
+    passes: list[Pass]
+    limit: int | None = None
+    run: RunDir = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.run = RunDir(self.output)
+
+    @property
+    def document_passes(self) -> list[Pass]:
+        return [p for p in self.passes if p.kind != "tokenize"]
+
+    def pass_dir(self, name: str) -> PassDir:
+        docs = [p.name for p in self.document_passes]
+        return self.run.pass_dir(name, only=len(docs) == 1, last=name == docs[-1])
+
+    def shard_names(self) -> list[str]:
+        root = self.input.rstrip("/").rsplit("/", 1)[0] if self.input_files == [self.input] else self.input
+        return [shard_name(f, root) for f in self.input_files]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": RUN_FORMAT,
+            "refinery_version": __version__,
+            "name": self.config.name,
+            "config": self.config.model_dump(mode="json"),
+            "input": self.input,
+            "output": self.output,
+            "limit": self.limit,
+            "shards": len(self.input_files),
+            "passes": [p.to_json() | {"dir": self.pass_dir(p.name).root if p.kind != "tokenize" else self.run.tokens_dir}
+                       for p in self.passes],
+        }
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _local_real(uri: str) -> str:
+    return uri.rstrip("/") if fs.is_s3(uri) else os.path.realpath(os.path.expanduser(uri))
+
+
+def check_separate(input_uri: str, output_uri: str) -> None:
+    """Outputs are never read back as inputs: refuse an output inside the input and vice versa."""
+    a, b = _local_real(input_uri), _local_real(output_uri)
+    if a == b or b.startswith(a + "/"):
+        raise ConfigError(f"output {output_uri} is inside input {input_uri}: its shards would be read back as input; "
+                          f"choose an output outside the input")
+    if a.startswith(b + "/"):
+        raise ConfigError(f"input {input_uri} is inside output {output_uri}: a run directory is not read back as "
+                          f"input; choose another output")
+
+
+def list_inputs(input_uri: str) -> list[str]:
+    try:
+        files = fs.list_files(input_uri, INPUT_SUFFIXES)
+    except fs.StorageError as exc:
+        raise ConfigError(str(exc)) from None
+    if not files:
+        raise ConfigError(f"no input shards under {input_uri} (looked for {', '.join(INPUT_SUFFIXES)})")
+    return files
+
+
+def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int | None = None) -> Plan:
+    """The passes of ``config`` over ``input_uri`` into the run directory ``output_uri``."""
+    input_uri, output_uri = fs.validate_uri(input_uri), fs.validate_uri(output_uri)
+    check_separate(input_uri, output_uri)
+    files = list_inputs(input_uri)
+    root = input_uri.rstrip("/").rsplit("/", 1)[0] if files == [input_uri] else input_uri
+    names = [shard_name(f, root) for f in files]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"input files map to duplicate shard names under {input_uri}")
+    dump = config.model_dump(mode="json")
+    filter_params = {"stages": dump["stages"], "reader": dump["reader"], "stats": dump["stats"], "limit": limit}
+    previous = _hash({"input": input_uri, "files": [f[len(root):] for f in files]})
+    passes: list[Pass] = []
+    fp = _hash({"kind": "documents", "params": filter_params, "input": previous})
+    passes.append(Pass("filter", "documents", filter_params, fp))
+    for entry, raw in zip(config.dedup, dump["dedup"]):
+        params = {k: v for k, v in raw.items() if k not in ("executor", "name")}
+        fp = _hash({"kind": "dedup", "params": params, "input": fp})
+        passes.append(Pass(entry.pass_name, "dedup", params, fp, shuffles=True))
+    if config.tokenize is not None:
+        params = dump["tokenize"]
+        fp = _hash({"kind": "tokenize", "params": params, "input": fp})
+        passes.append(Pass("tokens", "tokenize", params, fp))
+    return Plan(config, input_uri, output_uri, files, passes, limit)
+
+
+# -- reruns -------------------------------------------------------------------------------------
+def load_previous(run: RunDir) -> dict[str, Any] | None:
+    """The plan recorded in ``run.json`` by an earlier run, if it was a plan (format 2)."""
+    if not fs.exists(run.run_json):
+        return None
+    try:
+        previous = json.loads(fs.read_bytes(run.run_json))
+    except ValueError:
+        return None
+    return previous if isinstance(previous, dict) and previous.get("format") == RUN_FORMAT else None
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, list) and obj and all(isinstance(x, dict) and ("name" in x or "type" in x) for x in obj):
+        out = {}
+        for x in obj:  # stages by name, not by position: a message names the stage
+            out.update(_flatten({k: v for k, v in x.items() if k != "name"}, f"{prefix}.{x.get('name') or x.get('type')}"))
+        return out
+    return {prefix: obj}
+
+
+def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``"stages.language_id.params.min_score 0.65 -> 0.85"`` for the keys that differ."""
+    a, b = _flatten(old), _flatten(new)
+    changes = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            changes.append(f"{key} {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
+    return "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
+
+
+def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool) -> int | None:
+    """Index of the first pass ``--force`` redoes (every pass from it on), or None when passes
+    just resume. Raises :class:`RerunError` naming what changed when a rerun would mix configs."""
+    if previous is None:
+        return 0 if force else None
+    before = {p["name"]: p for p in previous.get("passes", [])}
+    for i, p in enumerate(plan.passes):
+        old = before.get(p.name)
+        if old is None or old.get("fingerprint") == p.fingerprint:
+            continue
+        if force:
+            return i
+        if i == 0 and previous.get("input") != plan.input:
+            what = f"input changed: {previous.get('input')} -> {plan.input}"
+        elif i == 0 and old.get("params") == p.params:
+            what = "input files changed since the run was made"
+        else:
+            what = describe_change(old.get("params", {}), p.params) or "its input changed"
+        raise RerunError(f"{plan.output} was made with a different {p.name!r} pass: {what}; rerun with --force to "
+                         f"redo {p.name!r} and the passes after it, or choose a new --output")
+    return 0 if force else None
+
+
+def write_plan(plan: Plan) -> None:
+    record = plan.to_json() | {"updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        fs.write_bytes(plan.run.run_json, json.dumps(record, indent=1).encode())
+    except Exception as exc:  # noqa: BLE001 - any storage failure here means "unwritable output"
+        raise ConfigError(f"output {plan.output} is not writable: {exc}") from None
+
+
+def shards_with_markers(stats_dir: str) -> set[str]:
+    """Names of the shards whose ``stats/<shard>.json`` marker exists (one listing)."""
+    if not fs.exists(stats_dir):
+        return set()
+    return {fs.basename(u)[: -len(".json")] for u in fs.list_files(stats_dir, (".json",))}
+
+
+def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
+    """The pass's marker if it finished with this fingerprint and every shard it wrote is still
+    there (a shard whose outputs went missing is redone, not silently skipped)."""
+    uri = plan.run.pass_marker(p.name)
+    if not fs.exists(uri):
+        return None
+    marker = json.loads(fs.read_bytes(uri))
+    if marker.get("fingerprint") != p.fingerprint:
+        return None
+    if p.kind != "tokenize" and not set(plan.shard_names()) <= shards_with_markers(plan.pass_dir(p.name).stats_dir):
+        return None
+    return marker
+
+
+def finish_pass(plan: Plan, p: Pass, summary: dict[str, Any]) -> None:
+    marker = {"pass": p.name, "fingerprint": p.fingerprint,
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": summary}
+    fs.write_bytes(plan.run.pass_marker(p.name), json.dumps(marker, indent=1, default=str).encode())
+
+
+def forget_pass(plan: Plan, p: Pass) -> None:
+    fs.delete(plan.run.pass_marker(p.name))

@@ -1,0 +1,152 @@
+"""The run directory: the one place that spells out where a run's files live.
+
+A run (``refinery run CONFIG -i IN -o OUT``) is a plan of passes over one run directory::
+
+    OUT/
+      run.json                   the plan: input, config, every pass with its fingerprint
+      passes/<pass>.json         a pass's completion marker (its fingerprint + summary), written last
+      stats.json                 the funnel over every pass (documents and words, per stage, per reason)
+      report.html                ``refinery report OUT``
+      kept/<shard>.parquet       the corpus: documents every document pass kept
+      <pass>/                    one directory per document pass (``filter``, ``url_dedup``, ...):
+        kept/<shard>.parquet       what the pass kept (the next pass's input; the last pass keeps
+                                   into OUT/kept instead)
+        removed/<shard>.parquet    what it removed, with removed_stage / removed_reason / removed_metric
+        samples/<shard>.parquet    sampled removed documents per (stage, reason)
+        stats/<shard>.json         per-shard counters: written last, the "shard finished" marker
+        failed/<shard>.json        the error of a shard that failed
+        stats.json                 the pass's funnel
+        index/                     a dedup pass's index and intermediate files
+      tokens/                    token shards + manifest.json (the tokenize pass)
+
+A plan with a single document pass (a config with ``stages`` only, or ``refinery dedup``) keeps
+that pass's files at the top of OUT, as runs always did: ``OUT/kept``, ``OUT/removed``, ...
+
+This module sits in the bottom layer: it imports only :mod:`refinery.io`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from refinery.io import fs
+
+
+@dataclass(frozen=True)
+class PassDir:
+    """Where one document pass writes. ``kept_root`` defaults to ``<root>/kept``."""
+
+    root: str
+    kept_root: str | None = None
+
+    def _dir(self, name: str) -> str:
+        return fs.join(self.root, name)
+
+    @property
+    def kept_dir(self) -> str:
+        return self.kept_root or self._dir("kept")
+
+    @property
+    def removed_dir(self) -> str:
+        return self._dir("removed")
+
+    @property
+    def samples_dir(self) -> str:
+        return self._dir("samples")
+
+    @property
+    def stats_dir(self) -> str:
+        return self._dir("stats")
+
+    @property
+    def failed_dir(self) -> str:
+        return self._dir("failed")
+
+    @property
+    def index_dir(self) -> str:
+        return self._dir("index")
+
+    @property
+    def stats_json(self) -> str:
+        return self._dir("stats.json")
+
+    def kept(self, shard: str) -> str:
+        return fs.join(self.kept_dir, f"{shard}.parquet")
+
+    def removed(self, shard: str) -> str:
+        return fs.join(self.removed_dir, f"{shard}.parquet")
+
+    def samples(self, shard: str) -> str:
+        return fs.join(self.samples_dir, f"{shard}.parquet")
+
+    def stats(self, shard: str) -> str:
+        return fs.join(self.stats_dir, f"{shard}.json")
+
+    def failed(self, shard: str) -> str:
+        return fs.join(self.failed_dir, f"{shard}.json")
+
+    def relative(self, uri: str) -> str:
+        """``uri`` relative to this pass's root (for paths recorded inside stats)."""
+        root = self.root.rstrip("/") + "/"
+        return uri[len(root):] if uri.startswith(root) else uri
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: str
+
+    @property
+    def run_json(self) -> str:
+        return fs.join(self.root, "run.json")
+
+    @property
+    def stats_json(self) -> str:
+        return fs.join(self.root, "stats.json")
+
+    @property
+    def report_html(self) -> str:
+        return fs.join(self.root, "report.html")
+
+    @property
+    def kept_dir(self) -> str:
+        return fs.join(self.root, "kept")
+
+    @property
+    def tokens_dir(self) -> str:
+        return fs.join(self.root, "tokens")
+
+    def pass_marker(self, name: str) -> str:
+        return fs.join(self.root, "passes", f"{name}.json")
+
+    def pass_dir(self, name: str, *, only: bool = False, last: bool = False) -> PassDir:
+        """The directory of document pass ``name``: OUT itself when it is the plan's only document
+        pass; the last document pass of a longer plan keeps into ``OUT/kept``."""
+        if only:
+            return PassDir(self.root)
+        return PassDir(fs.join(self.root, name), self.kept_dir if last else None)
+
+    def as_pass(self) -> PassDir:
+        """This directory read as a single pass (a run of one document pass)."""
+        return PassDir(self.root)
+
+    def recorded_plan(self) -> dict[str, Any] | None:
+        """``run.json`` if it records a plan of passes (``"passes"``), else None (a legacy run)."""
+        if not fs.exists(self.run_json):
+            return None
+        try:
+            record = json.loads(fs.read_bytes(self.run_json))
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get("passes"), list) else None
+
+    def document_pass_dirs(self) -> list[PassDir]:
+        """The directories of the run's document passes, in order (just OUT for a one-pass run)."""
+        record = self.recorded_plan()
+        if not record:
+            return [self.as_pass()]
+        docs = [p for p in record["passes"] if p.get("kind") != "tokenize"]
+        if len(docs) <= 1:
+            return [self.as_pass()]
+        return [self.pass_dir(p["name"], last=i == len(docs) - 1) for i, p in enumerate(docs)]

@@ -1,0 +1,153 @@
+"""A whole recipe through the SageMaker launch path, without AWS: ``refinery launch`` against a
+moto server (S3 and SageMaker on 127.0.0.1) writes the config and one shard stub per input file and
+creates + starts the pipeline; then the pipeline's two steps run as SageMaker would run them --
+the Processing step as two instances with disjoint shares of the stubs (``ShardedByS3Key``), the
+Training step on a real local Ray cluster -- each with the environment from the pipeline
+definition. The run directory on S3 must equal a plain local ``run_pipeline`` of the same recipe."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from _scale_fixtures import cc_spec, copy_cc_docs, ray_local, upload_dir  # noqa: F401
+
+from refinery.config import parse_config
+from refinery.io import fs, parquet
+from refinery.launch import container
+from refinery.launch.launcher import launch
+from refinery.pipeline import run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/refinery"
+ROLE = "arn:aws:iam::123456789012:role/refinery-sagemaker"
+
+#: RefinedWeb's recipe over the extracted cc_docs sample: document stages, URL + MinHash +
+#: substring dedup, GPT-2 token shards
+RECIPE = cc_spec(name="recipe") | {
+    "dedup": [{"method": "url"}, {"method": "minhash", "memory_budget": "256MiB"},
+              {"method": "substring", "memory_budget": "256MiB"}],
+    "tokenize": {"tokenizer": "gpt2"},
+}
+#: what differs between two runs of the same recipe on different storage: timings, and
+#: fingerprints (they hash the input's location)
+VOLATILE = {"seconds", "wall_seconds", "finished_at", "updated_at", "started_at", "fingerprint", "upstream",
+            "tokens_per_s", "docs_per_s"}
+
+
+@pytest.fixture(autouse=True)
+def _keep_root_logging():
+    """The container configures logging (force=True) onto its own handlers: undo it."""
+    import logging
+
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    yield
+    root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+
+
+def snapshot(run_dir: str, input_dir: str) -> dict[str, Any]:
+    """Every file of a run directory (``_jobs/`` aside), comparable across storages: Parquet as
+    rows, JSON with timings and fingerprints dropped, locations made relative; other files as bytes."""
+    root = run_dir.rstrip("/") + "/"
+    in_root = input_dir.rstrip("/") + "/"
+
+    def norm(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: norm(v) for k, v in obj.items() if k not in VOLATILE}
+        if isinstance(obj, list):
+            return [norm(v) for v in obj]
+        if isinstance(obj, str):
+            return obj.replace(root, "<run>/").replace(in_root, "<in>/").replace(root.rstrip("/"), "<run>")
+        return obj
+
+    out: dict[str, Any] = {}
+    for uri in fs.list_files(run_dir):
+        rel = uri[len(root):]
+        if rel.startswith("_jobs/") or rel == "run.json" or "/index/" in f"/{rel}":
+            continue  # launch files; the plan record (locations); dedup intermediates
+        if rel.endswith(".parquet"):
+            out[rel] = norm(parquet.read_table(uri).to_pylist())
+        elif rel.endswith(".json"):
+            out[rel] = norm(json.loads(fs.read_bytes(uri)))
+        else:
+            out[rel] = fs.read_bytes(uri)
+    return out
+
+
+def _step_env(step: dict[str, Any]) -> dict[str, str]:
+    env = dict(step["Arguments"]["Environment"])
+    # Ray auth belongs to the bootstrap (tests/test_ray_bootstrap.py); here the driver joins the
+    # test's local cluster
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop("RAY_AUTH_MODE", None)
+    return env
+
+
+def _run_container(monkeypatch, mode: str, env: dict[str, str]) -> int:
+    with monkeypatch.context() as m:
+        for k, v in env.items():
+            m.setenv(k, v)
+        return container.main([mode])
+
+
+@pytest.mark.slow
+def test_recipe_launched_as_a_pipeline_equals_a_local_run(tmp_path, s3_bucket, s3_server, ray_local,  # noqa: F811
+                                                          monkeypatch):
+    data = copy_cc_docs(tmp_path / "in")
+    upload_dir(data, f"{s3_bucket}/crawl")
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(RECIPE, sort_keys=False))
+    out = f"{s3_bucket}/runs/sm"
+
+    # launch: stubs + config on S3, pipeline created and started (moto's SageMaker)
+    sm = boto3.client("sagemaker", endpoint_url=s3_server, region_name="us-east-1")
+    result = launch(config, f"{s3_bucket}/crawl", out, IMAGE, ROLE, instances=2, build=False, sagemaker_client=sm)
+    defn = json.loads(sm.describe_pipeline(PipelineName=result.name)["PipelineDefinition"])
+    processing, training = defn["Steps"]
+    assert (processing["Type"], training["Type"], training["DependsOn"]) == ("Processing", "Training", ["filter"])
+    stub_prefix = processing["Arguments"]["ProcessingInputs"][0]["S3Input"]["S3Uri"]
+    stub_uris = fs.list_files(stub_prefix)
+    assert len(stub_uris) == 3  # one per input file
+
+    # the Processing step: ShardedByS3Key gives algo-1 one stub and algo-2 the other two
+    env = _step_env(processing)
+    hosts = {"algo-1": stub_uris[:1], "algo-2": stub_uris[1:]}
+    reports = {}
+    for host, mine in hosts.items():
+        local = tmp_path / host / "shards"
+        local.mkdir(parents=True)
+        for uri in mine:
+            (local / fs.basename(uri)).write_bytes(fs.read_bytes(uri))
+        rc = tmp_path / host / "resourceconfig.json"
+        rc.write_text(json.dumps({"current_host": host, "hosts": list(hosts)}))
+        code = _run_container(monkeypatch, "processing", {**env, "REFINERY_SHARDS_DIR": str(local),
+                                                           "REFINERY_LOG_DIR": str(tmp_path / host / "logs"),
+                                                           "REFINERY_RESOURCECONFIG": str(rc), "REFINERY_WORKERS": "1"})
+        assert code == 0
+        reports[host] = json.loads(fs.read_bytes(f"{out}/_jobs/{result.name}/{host}.json"))
+        if host == "algo-1":  # the other share is not done yet: the pass stays open
+            assert reports[host]["passes"] == {"filter": "partial"} and not fs.exists(f"{out}/passes/filter.json")
+    assert reports["algo-2"]["passes"] == {"filter": "done"} and fs.exists(f"{out}/passes/filter.json")
+    assert [reports[h]["shards"] for h in hosts] == [1, 2] and all(r["ok"] for r in reports.values())
+    # an instance that got no stubs (more instances than shards) has nothing to do
+    assert _run_container(monkeypatch, "processing", {**env, "REFINERY_SHARDS_DIR": str(tmp_path / "none")}) == 0
+
+    # the Training step: the head's command on the Ray cluster runs every remaining pass
+    assert _run_container(monkeypatch, "step", _step_env(training)) == 0
+    head = json.loads(fs.read_bytes(f"{out}/_jobs/{result.name}/report.json"))
+    assert head["ok"] and head["passes"] == {p: "done" for p in ("url_dedup", "minhash_dedup", "substring_dedup", "tokens")}
+    assert len(head["nodes"]) == 1
+
+    # the same recipe, one local run_pipeline: the same run directory
+    local = run_pipeline(parse_config(RECIPE), str(data), str(tmp_path / "local"), workers=2, progress=False)
+    assert set(local.passes.values()) == {"done"}
+    got, want = snapshot(out, f"{s3_bucket}/crawl"), snapshot(str(tmp_path / "local"), str(data))
+    assert sorted(got) == sorted(want)
+    assert {k: v for k, v in got.items() if v != want[k]} == {}
+    assert got["stats.json"]["docs_read"] == 717 and got["tokens/manifest.json"]["totals"]["n_tokens"] > 0

@@ -1,0 +1,235 @@
+"""The recipe as one job: a plan of passes over one run directory, resumable per pass, refusing
+reruns that would mix configs or inputs, and giving every pass's shards one schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from _scale_fixtures import write_dedup_input
+
+from refinery.config import ConfigError, load_config, parse_config
+from refinery.pipeline import run_pipeline
+from refinery.plan import RerunError, plan_run
+from refinery.rundir import RunDir
+from refinery.status import run_status
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: a quick recipe over already-extracted text: cheap stages, every dedup method, tokens
+RECIPE = {
+    "name": "recipe-test",
+    "reader": {"batch_size": 100},
+    "stages": [{"type": "gopher_quality", "params": {"min_words": 20}}],
+    "dedup": [{"method": "url"}, {"method": "minhash"}, {"method": "exact"},
+              {"method": "substring", "substring": {"min_tokens": 50, "min_words": 20}}],
+    "tokenize": {"tokenizer": "gpt2"},
+}
+PASSES = ["filter", "url_dedup", "minhash_dedup", "exact_dedup", "substring_dedup", "tokens"]
+
+
+def _recipe(**changes) -> dict:
+    spec = json.loads(json.dumps(RECIPE))
+    spec.update(changes)
+    return spec
+
+
+@pytest.fixture()
+def dup_input(tmp_path) -> Path:
+    src = tmp_path / "in"
+    write_dedup_input(src, copies=25)
+    return src
+
+
+def _kept_rows(out: Path) -> list[dict]:
+    rows = []
+    for f in sorted((out / "kept").glob("*.parquet")):
+        rows.extend(pq.read_table(f, columns=["id", "text"]).to_pylist())
+    return sorted(rows, key=lambda r: r["id"])
+
+
+def _mtimes(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()
+            and p.name not in ("run.json", "stats.json") and "failed" not in p.parts}
+
+
+def test_the_bundled_recipe_plans_every_pass():
+    plan = plan_run(load_config(ROOT / "configs" / "refinedweb.yaml"), str(ROOT / "data/sample/warc"), "/tmp/x-out")
+    names = [p.name for p in plan.passes]
+    assert names == ["filter", "url_dedup", "minhash_dedup", "substring_dedup", "tokens"]
+    assert [p.shuffles for p in plan.passes] == [False, True, True, True, False]
+    stages = [s["type"] for s in plan.passes[0].params["stages"]]
+    assert {"url_filter", "extract", "language_id", "toxicity", "quality"} <= set(stages)
+    # one pass directory each; the last document pass keeps into OUT/kept, the corpus
+    assert plan.pass_dir("url_dedup").kept_dir == "/tmp/x-out/url_dedup/kept"
+    assert plan.pass_dir("substring_dedup").kept_dir == "/tmp/x-out/kept"
+
+
+def test_fingerprints_chain_from_the_changed_pass_on(dup_input, tmp_path):
+    base = plan_run(parse_config(_recipe()), str(dup_input), str(tmp_path / "o"))
+    changed = _recipe()
+    changed["dedup"][1]["minhash"] = {"bands": 10, "rows": 8}
+    other = plan_run(parse_config(changed), str(dup_input), str(tmp_path / "o"))
+    same = [a.fingerprint == b.fingerprint for a, b in zip(base.passes, other.passes)]
+    assert same == [True, True, False, False, False, False]
+
+
+def test_whole_recipe_runs_as_one_job_and_reruns_skip_every_pass(dup_input, tmp_path):
+    out = tmp_path / "run"
+    summary = run_pipeline(parse_config(_recipe()), str(dup_input), str(out), workers=2, progress=False)
+    assert summary.passes == {p: "done" for p in PASSES}
+    run = RunDir(str(out))
+    for name in PASSES[:-1]:
+        assert (out / name / "stats.json").exists() and (out / "passes" / f"{name}.json").exists()
+    # the planted copies that passed the filters are removed by URL dedup (they share their
+    # originals' URLs), with the reason recorded; the originals stay
+    copies = {i for f in (out / "filter" / "kept").glob("*.parquet")
+              for i in pq.read_table(f, columns=["id"]).column("id").to_pylist() if i.startswith("copy-")}
+    url_removed = pq.read_table(out / "url_dedup" / "removed", columns=["id", "removed_reason"]).to_pylist()
+    assert copies and {r["id"] for r in url_removed} == copies
+    assert {r["removed_reason"] for r in url_removed} == {"duplicate_url"}
+    stats = json.loads(Path(run.stats_json).read_text())
+    assert stats["docs_read"] == stats["docs_kept"] + stats["docs_removed"]
+    assert [s["stage"] for s in stats["stages"]] == ["parquet_reader", "gopher_quality", "url_dedup", "minhash_dedup",
+                                                    "exact_dedup", "substring_dedup"]
+    assert stats["docs_kept"] == len(_kept_rows(out))
+    # token shards that verify-tokens accepts, holding exactly the kept documents
+    verify = subprocess.run([sys.executable, "-m", "refinery.cli", "verify-tokens", str(out / "tokens")],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    manifest = json.loads((out / "tokens" / "manifest.json").read_text())
+    assert manifest["totals"]["n_docs"] == sum(1 for r in _kept_rows(out) if r["text"])
+    status = run_status(str(out))
+    assert status.complete and [p["name"] for p in status.passes] == PASSES
+    assert all(p["state"] == "finished" for p in status.passes)
+
+    before = _mtimes(out)
+    again = run_pipeline(parse_config(_recipe()), str(dup_input), str(out), workers=2, progress=False)
+    assert again.passes == {p: "skipped" for p in PASSES}
+    assert _mtimes(out) == before  # nothing rewritten
+
+
+def test_changed_threshold_is_refused_naming_the_key_and_force_redoes_from_there(dup_input, tmp_path):
+    out = tmp_path / "run"
+    run_pipeline(parse_config(_recipe()), str(dup_input), str(out), workers=1, progress=False)
+    changed = _recipe()
+    changed["dedup"][3]["substring"]["min_words"] = 30
+    with pytest.raises(RerunError, match=r"'substring_dedup' pass: substring\.min_words 20 -> 30.*--force"):
+        run_pipeline(parse_config(changed), str(dup_input), str(out), workers=1, progress=False)
+    stricter = _recipe(stages=[{"type": "gopher_quality", "params": {"min_words": 40}}])
+    with pytest.raises(RerunError, match=r"'filter' pass: stages\.gopher_quality\.params\.min_words 20 -> 40"):
+        run_pipeline(parse_config(stricter), str(dup_input), str(out), workers=1, progress=False)
+    # nothing was touched by the refused runs: run.json still records the first config
+    assert json.loads((out / "run.json").read_text())["config"]["dedup"][3]["substring"]["min_words"] == 20
+
+    before = _mtimes(out)
+    forced = run_pipeline(parse_config(changed), str(dup_input), str(out), workers=1, progress=False, force=True)
+    assert forced.passes == {**{p: "skipped" for p in PASSES[:4]}, "substring_dedup": "done", "tokens": "done"}
+    after = _mtimes(out)
+    untouched = [k for k in before if k.startswith(("filter/", "url_dedup/", "minhash_dedup/", "exact_dedup/"))]
+    assert untouched and all(after[k] == before[k] for k in untouched)
+    assert after["passes/substring_dedup.json"] != before["passes/substring_dedup.json"]
+    assert json.loads((out / "substring_dedup" / "dedup_stats.json").read_text())["params"]["min_words"] == 30
+    assert json.loads((out / "run.json").read_text())["config"]["dedup"][3]["substring"]["min_words"] == 30
+
+
+def test_cli_refusal_is_one_line_naming_the_key(dup_input, tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(_recipe(dedup=[], tokenize=None)))
+    cmd = [sys.executable, "-m", "refinery.cli", "run", str(config), "-i", str(dup_input), "-o", str(tmp_path / "run")]
+    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+    config.write_text(yaml.safe_dump(_recipe(dedup=[], tokenize=None,
+                                             stages=[{"type": "gopher_quality", "params": {"min_words": 25}}])))
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 2
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "min_words 20 -> 25" in errors[0] and "Traceback" not in again.stderr
+
+
+def test_other_input_or_overlapping_directories_are_refused(dup_input, tmp_path):
+    out = tmp_path / "run"
+    spec = _recipe(dedup=[], tokenize=None)
+    run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    other = tmp_path / "other"
+    write_dedup_input(other, copies=3)
+    with pytest.raises(RerunError, match="input changed"):
+        run_pipeline(parse_config(spec), str(other), str(out), workers=1, progress=False)
+    with pytest.raises(ConfigError, match="inside input"):
+        run_pipeline(parse_config(spec), str(dup_input), str(dup_input / "out"), workers=1, progress=False)
+    with pytest.raises(ConfigError, match="inside output"):
+        run_pipeline(parse_config(spec), str(out / "kept"), str(out), workers=1, progress=False)
+
+
+def test_limit_samples_each_shard_and_is_part_of_the_fingerprint(dup_input, tmp_path):
+    out = tmp_path / "run"
+    spec = _recipe(dedup=[{"method": "url"}], tokenize=None)
+    run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False, limit=7)
+    for f in (out / "filter" / "stats").glob("*.json"):
+        assert json.loads(f.read_text())["docs_read"] == 7
+    with pytest.raises(RerunError, match="limit 7 -> None"):
+        run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+
+
+def test_shares_of_the_document_pass_then_the_rest_equal_one_run(dup_input, tmp_path):
+    """How a multi-instance job runs a plan: instances run disjoint shares of the document pass;
+    the last share closes it; a later job runs the remaining passes."""
+    spec = _recipe()
+    whole = tmp_path / "whole"
+    run_pipeline(parse_config(spec), str(dup_input), str(whole), workers=1, progress=False)
+    split = tmp_path / "split"
+    first = run_pipeline(parse_config(spec), str(dup_input), str(split), workers=1, progress=False,
+                         only_passes=["filter"], only_shards={"part-a"})
+    assert first.passes["filter"] == "partial" and not (split / "passes" / "filter.json").exists()
+    with pytest.raises(ConfigError, match="'filter' .* has not finished"):
+        run_pipeline(parse_config(spec), str(dup_input), str(split), workers=1, progress=False,
+                     only_passes=PASSES[1:])
+    second = run_pipeline(parse_config(spec), str(dup_input), str(split), workers=1, progress=False,
+                          only_passes=["filter"], only_shards={"part-b"})
+    assert second.passes["filter"] == "done"
+    rest = run_pipeline(parse_config(spec), str(dup_input), str(split), workers=1, progress=False,
+                        only_passes=PASSES[1:])
+    assert rest.passes == {"filter": "blocked", **{p: "done" for p in PASSES[1:]}} or rest.passes["tokens"] == "done"
+    assert _kept_rows(split) == _kept_rows(whole)
+    assert json.loads((split / "tokens" / "manifest.json").read_text())["totals"] == \
+        json.loads((whole / "tokens" / "manifest.json").read_text())["totals"]
+
+
+@pytest.mark.slow
+def test_killed_at_any_moment_a_rerun_gives_the_same_output(dup_input, tmp_path):
+    """SIGKILL the whole job at several moments; rerunning finishes with the reference output."""
+    import signal
+    import time
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(_recipe()))
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "refinery.cli", "run", str(config), "-i", str(dup_input), "-o", str(out),
+                "--workers", "2"]
+
+    reference = tmp_path / "reference"
+    started = time.time()
+    subprocess.run(cmd(reference), check=True, capture_output=True)
+    full = time.time() - started
+    for k, fraction in enumerate((0.25, 0.5, 0.8)):
+        out = tmp_path / f"killed-{k}"
+        proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(full * fraction)
+        if proc.poll() is None:
+            import os
+
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and its pool workers, mid-write or not
+        proc.wait()
+        subprocess.run(cmd(out), check=True, capture_output=True)
+        assert _kept_rows(out) == _kept_rows(reference)
+        for name in PASSES[:-1]:
+            a = json.loads((out / name / "stats.json").read_text())
+            b = json.loads((reference / name / "stats.json").read_text())
+            assert (a["docs_read"], a["docs_kept"], a["docs_removed"]) == (b["docs_read"], b["docs_kept"], b["docs_removed"])
+        tokens = [json.loads((d / "tokens" / "manifest.json").read_text())["shards"] for d in (out, reference)]
+        assert [s["bin_sha256"] for s in tokens[0]] == [s["bin_sha256"] for s in tokens[1]]
