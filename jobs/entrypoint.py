@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Container entrypoint of refinery's SageMaker jobs (see refinery/launch/container.py).
 
-    entrypoint.py processing      # a Processing job instance: run the step on this instance's shards
+    entrypoint.py processing      # a Processing job instance: the recipe's document pass over the
+                                  # shards whose stubs SageMaker gave this instance (ShardedByS3Key)
     entrypoint.py train [BOOTSTRAP OPTIONS]
                                   # a Training job instance: form a Ray cluster over all instances
-                                  # (jobs/ray_bootstrap.py) and run the step on the head
+                                  # (jobs/ray_bootstrap.py) and run the later passes on the head
 """
 
 import sys

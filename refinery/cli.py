@@ -67,7 +67,7 @@ def run(
         for o in summary.failed:
             err.print(f"  {o.shard}: {o.first_error_line}", highlight=False)
         raise typer.Exit(1)
-    console.print("passes: " + ", ".join(f"{n} {s}" for n, s in summary.passes.items()), highlight=False)
+    console.print("passes: " + ", ".join(f"{n} {s}" for n, s in summary.passes.items()), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -125,13 +125,13 @@ def status(
     if json_out:
         console.print_json(json.dumps(st.to_dict()))
     else:
-        for p in st.passes:
-            console.print(f"  pass {p['name']:<16} {p['state']:<9} {p.get('detail', '')}", highlight=False, soft_wrap=True)
         console.print(
             f"{st.name or 'run'} {run_dir}: {st.shards_finished}/{st.shards_planned} shards finished, "
             f"{st.shards_failed} failed, {st.shards_pending} pending; {st.docs_read:,} documents read, "
             f"{st.docs_kept:,} kept; {st.shard_seconds:.1f} shard-seconds", highlight=False, soft_wrap=True,
         )
+        for p in st.passes:
+            console.print(f"  pass {p['name']:<16} {p['state']:<9} {p.get('detail', '')}", highlight=False, soft_wrap=True)
         for shard, error in sorted(st.failed.items()):
             console.print(f"  failed {shard}: {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if st.complete else 1 if st.shards_failed else 3)

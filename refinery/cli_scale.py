@@ -33,34 +33,39 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
 
 
 def launch(
-    config: Path = typer.Argument(..., help="pipeline YAML (configs/refinedweb.yaml) or, with --stage dedup, a dedup YAML"),
-    stage: str = typer.Option("pipeline", help="pipeline | pipeline-ray | dedup | a stage name of CONFIG"),
+    config: Path = typer.Argument(..., help="recipe YAML (configs/refinedweb.yaml) or, with --stage dedup, a dedup YAML"),
     input: Optional[str] = typer.Option(None, "--input", "-i", help="s3:// input (default: the config's)"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="s3:// run output (default: the config's)"),
-    instances: int = typer.Option(1, min=1, help="instances"),
+    stage: Optional[str] = typer.Option(None, help="default: the whole recipe | pipeline-ray (all passes on Ray) | "
+                                                   "dedup (CONFIG is a dedup YAML) | a stage name of CONFIG (that stage alone)"),
+    instances: int = typer.Option(1, min=1, help="instances of the Processing job (the document pass)"),
     instance_type: str = typer.Option("ml.c5.18xlarge", help="SageMaker instance type"),
+    ray_instances: Optional[int] = typer.Option(None, min=1, help="instances of the Ray Training job (default: --instances)"),
+    ray_instance_type: Optional[str] = typer.Option(None, help="instance type of the Ray job (default: --instance-type)"),
     image: Optional[str] = typer.Option(None, envvar="REFINERY_IMAGE",
                                         help="ECR repository[:tag] of jobs/Dockerfile's image (tag default: git SHA)"),
-    role: Optional[str] = typer.Option(None, envvar="REFINERY_SAGEMAKER_ROLE", help="SageMaker execution role ARN"),
+    role: Optional[str] = typer.Option(None, envvar="REFINERY_SAGEMAKER_ROLE",
+                                       help="SageMaker execution role ARN (runs the pipeline and its jobs)"),
     region: Optional[str] = typer.Option(None, envvar="AWS_REGION", help="AWS region"),
-    volume_gb: int = typer.Option(100, min=1, help="EBS volume per instance (Processing: holds its input share)"),
-    max_runtime_hours: float = typer.Option(24.0, help="stop the job after this long"),
+    volume_gb: int = typer.Option(100, min=1, help="EBS volume per instance (scratch: inputs are streamed from S3)"),
+    max_runtime_hours: float = typer.Option(24.0, help="stop each job after this long"),
     workers: Optional[int] = typer.Option(None, help="worker processes per instance (default: all vCPUs)"),
-    spot: bool = typer.Option(False, help="managed spot capacity (Training jobs: Ray steps)"),
+    spot: bool = typer.Option(False, help="managed spot capacity for the Ray Training job"),
     max_wait_hours: Optional[float] = typer.Option(None, help="spot: total time to wait + run (default 2x runtime)"),
-    checkpoint: Optional[str] = typer.Option(None, help="s3:// checkpoint URI (Training jobs; /opt/ml/checkpoints)"),
+    checkpoint: Optional[str] = typer.Option(None, help="s3:// checkpoint URI (Ray job; /opt/ml/checkpoints)"),
     subnet: Optional[list[str]] = typer.Option(None, help="VPC subnet id (repeatable)"),
     security_group: Optional[list[str]] = typer.Option(None, help="VPC security group id (repeatable)"),
     tag: Optional[list[str]] = typer.Option(None, help="extra tag KEY=VALUE (repeatable)"),
     env: Optional[list[str]] = typer.Option(None, help="extra container environment KEY=VALUE (repeatable)"),
-    name: Optional[str] = typer.Option(None, help="job name (default: refinery-<step>-<config>-<UTC time>)"),
+    name: Optional[str] = typer.Option(None, help="pipeline name (default: refinery-<recipe|stage>-<config>-<UTC time>)"),
     build: Optional[bool] = typer.Option(None, "--build/--no-build",
                                          help="build+push the image (default: when a Docker engine answers)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the request; upload and launch nothing"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print every request as JSON; send, upload and list nothing"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Launch a SageMaker job: share-nothing steps as a Processing job (ShardedByS3Key input),
-    dedup and pipeline-ray as a multi-instance Training job running one Ray cluster."""
+    """Run a recipe on SageMaker: the document pass as a Processing job (its instances share the
+    input files through ShardedByS3Key), the dedup and tokenize passes after it as one
+    multi-instance Training job running a Ray cluster, chained by a SageMaker Pipeline."""
     from refinery.config import ConfigError, load_config
     from refinery.io.fs import StorageError
     from refinery.launch.launcher import LaunchError
@@ -80,9 +85,10 @@ def launch(
         if not role:
             raise LaunchError("give --role (a SageMaker execution role ARN) or set REFINERY_SAGEMAKER_ROLE")
         result = do_launch(
-            config, stage, input, output, image, role, instances=instances, instance_type=instance_type,
-            volume_gb=volume_gb, max_runtime_s=int(max_runtime_hours * 3600), region=region, workers=workers,
-            spot=spot, max_wait_s=int(max_wait_hours * 3600) if max_wait_hours else None, checkpoint_uri=checkpoint,
+            config, input, output, image, role, stage=stage, instances=instances, instance_type=instance_type,
+            ray_instances=ray_instances, ray_instance_type=ray_instance_type, volume_gb=volume_gb,
+            max_runtime_s=int(max_runtime_hours * 3600), region=region, workers=workers, spot=spot,
+            max_wait_s=int(max_wait_hours * 3600) if max_wait_hours else None, checkpoint_uri=checkpoint,
             subnets=subnet, security_groups=security_group, extra_tags=_pairs(tag, "--tag"),
             extra_env=_pairs(env, "--env"), name=name, build=build, dry_run=dry_run,
         )
@@ -90,21 +96,22 @@ def launch(
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2)
     if not result.built:
-        err.print("# image build (run where Docker works):" if not dry_run else "# image build:")
+        err.print("# image build (run where Docker works):" if not dry_run else "# image build (not run in a dry run):")
         for line in result.build_commands:
-            err.print(f"  {line}", highlight=False, markup=False)
+            err.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)  # copy-pastable lines
     for note in result.notes:
-        err.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     if dry_run:
-        err.print(f"# {result.operation} (dry run, nothing sent):")
-        print(result.printable())
+        err.print(f"# pipeline {result.name}: " + " -> ".join(f"{g.step} ({g.job})" for g in result.groups)
+                  + " (dry run: nothing sent, uploaded or listed)", highlight=False)
+        print(result.printable())  # stdout: JSON only
         return
-    out.print(f"launched [bold]{result.job_name}[/bold] ({result.operation}): {result.arn}")
-    out.print(f"follow it with: refinery watch {result.job_name}")
+    out.print(f"launched pipeline [bold]{result.name}[/bold]: {result.execution_arn}", highlight=False)
+    out.print(f"follow it with: refinery watch {result.name}", highlight=False)
 
 
 def watch(
-    job: str = typer.Argument(..., help="SageMaker job name (processing or training)"),
+    job: str = typer.Argument(..., help="pipeline name (what `refinery launch` prints) or SageMaker job name"),
     stall_minutes: float = typer.Option(60.0, help="stop the job after this long without progress"),
     interval: float = typer.Option(60.0, help="seconds between polls"),
     once: bool = typer.Option(False, help="poll once and exit"),
@@ -113,20 +120,24 @@ def watch(
     region: Optional[str] = typer.Option(None, envvar="AWS_REGION", help="AWS region"),
     cloudwatch: bool = typer.Option(True, help="report CPU/memory utilisation from CloudWatch when allowed"),
 ) -> None:
-    """Follow a job's status and progress markers (shards finished, docs/s, ETA); stop it when
-    progress stalls. Exit code: 0 completed, 1 failed/stopped, 3 stopped here for stalling."""
+    """Follow a pipeline's jobs (or one job): status and progress markers (shards finished, docs/s,
+    ETA); stop a job when progress stalls. Exit code: 0 completed, 1 failed/stopped, 3 stopped here
+    for stalling."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     from refinery.io import fs
-    from refinery.launch.watch import Watcher
+    from refinery.launch.watch import PipelineWatcher, Watcher, latest_execution
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sm = boto3.client("sagemaker", region_name=region)
     cw = boto3.client("cloudwatch", region_name=region) if cloudwatch else None
-    watcher = Watcher(sm, fs.s3_client(), job, stall_minutes=stall_minutes, stop_stalled=stop_stalled,
-                      output_uri=output, cloudwatch=cw)
+    kw = dict(stall_minutes=stall_minutes, stop_stalled=stop_stalled, output_uri=output, cloudwatch=cw)
     try:
+        if latest_execution(sm, job) is not None:
+            watcher = PipelineWatcher(sm, fs.s3_client(), job, **kw)
+        else:
+            watcher = Watcher(sm, fs.s3_client(), job, **kw)
         code = watcher.run(interval_s=interval, once=once, echo=lambda line: out.print(line, highlight=False))
     except (ClientError, BotoCoreError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,8 +159,9 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
              only_shards: set[str] | None = None) -> RunSummary:
     """Run the plan's passes in order (``only_passes``: just these; the passes before them must
     have finished). ``only_shards`` restricts the document pass to one instance's share."""
-    redo_from = first_pass_to_redo(plan, load_previous(plan.run), force)
-    write_plan(plan)
+    previous_record = load_previous(plan.run)
+    redo_from = first_pass_to_redo(plan, previous_record, force)
+    write_plan(plan, previous_record)
     summary = RunSummary(plan.output)
     previous: Pass | None = None
     names = [p.name for p in plan.passes]
@@ -183,6 +185,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
             previous = p
             continue
         log.info("[%s] pass %d/%d (%s) starting", p.name, i + 1, len(plan.passes), p.kind)
+        started = time.time()
         if p.kind == "documents":
             summary.outcomes, result = run_documents_pass(plan, p, executor, forced, only_shards)
             if summary.failed:
@@ -198,7 +201,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         else:
             assert previous is not None
             result = run_tokenize_pass(plan, p, previous, executor, forced)
-        finish_pass(plan, p, {k: v for k, v in result.items() if not isinstance(v, (dict, list))})
+        keep = ("shards", "docs_read", "docs_kept", "docs_removed", "tokens", "docs")
+        finish_pass(plan, p, {k: result[k] for k in keep if k in result} | {"wall_seconds": round(time.time() - started, 3)})
         summary.passes[p.name] = "done"
         previous = p
     for p in plan.passes:

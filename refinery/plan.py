@@ -31,7 +31,7 @@ from refinery.rundir import PassDir, RunDir
 from refinery.runner import INPUT_SUFFIXES, shard_name
 
 PassKind = Literal["documents", "dedup", "tokenize"]
-RUN_FORMAT = 2
+RUN_FORMAT = 2  # run.json with a plan of passes
 
 
 class RerunError(ConfigError):
@@ -121,6 +121,16 @@ def list_inputs(input_uri: str) -> list[str]:
     return files
 
 
+def pass_layout(config: PipelineConfig) -> list[tuple[str, PassKind, bool]]:
+    """``(name, kind, shuffles)`` of the passes ``config`` plans, in order, without looking at any
+    input (what a launcher's dry run needs)."""
+    layout: list[tuple[str, PassKind, bool]] = [("filter", "documents", False)]
+    layout += [(d.pass_name, "dedup", True) for d in config.dedup]
+    if config.tokenize is not None:
+        layout.append(("tokens", "tokenize", False))
+    return layout
+
+
 def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int | None = None) -> Plan:
     """The passes of ``config`` over ``input_uri`` into the run directory ``output_uri``."""
     input_uri, output_uri = fs.validate_uri(input_uri), fs.validate_uri(output_uri)
@@ -133,30 +143,22 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     dump = config.model_dump(mode="json")
     filter_params = {"stages": dump["stages"], "reader": dump["reader"], "stats": dump["stats"], "limit": limit}
     previous = _hash({"input": input_uri, "files": [f[len(root):] for f in files]})
+    sections = {"documents": [filter_params],
+                "dedup": [{k: v for k, v in raw.items() if k not in ("executor", "name")} for raw in dump["dedup"]],
+                "tokenize": [dump["tokenize"]]}
     passes: list[Pass] = []
-    fp = _hash({"kind": "documents", "params": filter_params, "input": previous})
-    passes.append(Pass("filter", "documents", filter_params, fp))
-    for entry, raw in zip(config.dedup, dump["dedup"]):
-        params = {k: v for k, v in raw.items() if k not in ("executor", "name")}
-        fp = _hash({"kind": "dedup", "params": params, "input": fp})
-        passes.append(Pass(entry.pass_name, "dedup", params, fp, shuffles=True))
-    if config.tokenize is not None:
-        params = dump["tokenize"]
-        fp = _hash({"kind": "tokenize", "params": params, "input": fp})
-        passes.append(Pass("tokens", "tokenize", params, fp))
+    fp = previous
+    for name, kind, shuffles in pass_layout(config):
+        params = sections[kind].pop(0)
+        fp = _hash({"kind": kind, "params": params, "input": fp})  # chained: a change flows downstream
+        passes.append(Pass(name, kind, params, fp, shuffles))
     return Plan(config, input_uri, output_uri, files, passes, limit)
 
 
 # -- reruns -------------------------------------------------------------------------------------
 def load_previous(run: RunDir) -> dict[str, Any] | None:
-    """The plan recorded in ``run.json`` by an earlier run, if it was a plan (format 2)."""
-    if not fs.exists(run.run_json):
-        return None
-    try:
-        previous = json.loads(fs.read_bytes(run.run_json))
-    except ValueError:
-        return None
-    return previous if isinstance(previous, dict) and previous.get("format") == RUN_FORMAT else None
+    """The plan an earlier run recorded in ``run.json`` (None for a new or legacy directory)."""
+    return run.recorded_plan()
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -189,6 +191,9 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     if previous is None:
         return 0 if force else None
     before = {p["name"]: p for p in previous.get("passes", [])}
+    if not set(before) & {p.name for p in plan.passes}:
+        raise RerunError(f"{plan.output} holds another run (passes {sorted(before)}), not this plan's "
+                         f"({[p.name for p in plan.passes]}); choose a new --output")
     for i, p in enumerate(plan.passes):
         old = before.get(p.name)
         if old is None or old.get("fingerprint") == p.fingerprint:
@@ -206,8 +211,10 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     return 0 if force else None
 
 
-def write_plan(plan: Plan) -> None:
-    record = plan.to_json() | {"updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+def write_plan(plan: Plan, previous: dict[str, Any] | None = None) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    started = (previous or {}).get("started_at") or now  # when the run was first made
+    record = plan.to_json() | {"started_at": started, "updated_at": now}
     try:
         fs.write_bytes(plan.run.run_json, json.dumps(record, indent=1).encode())
     except Exception as exc:  # noqa: BLE001 - any storage failure here means "unwritable output"

@@ -8,19 +8,19 @@ definition. The run directory on S3 must equal a plain local ``run_pipeline`` of
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import yaml
-from _scale_fixtures import cc_spec, copy_cc_docs, ray_local, upload_dir  # noqa: F401
+from _scale_fixtures import cc_spec, copy_cc_docs, ray_local, upload_dir, write_dedup_input  # noqa: F401
 
 from refinery.config import parse_config
 from refinery.io import fs, parquet
 from refinery.launch import container
 from refinery.launch.launcher import launch
+from refinery.launch.watch import Watcher
 from refinery.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +34,10 @@ RECIPE = cc_spec(name="recipe") | {
               {"method": "substring", "memory_budget": "256MiB"}],
     "tokenize": {"tokenizer": "gpt2"},
 }
-#: what differs between two runs of the same recipe on different storage: timings, and
-#: fingerprints (they hash the input's location)
-VOLATILE = {"seconds", "wall_seconds", "finished_at", "updated_at", "started_at", "fingerprint", "upstream",
-            "tokens_per_s", "docs_per_s"}
+#: what differs between two runs of the same recipe on different storage and executors: timings,
+#: worker processes and their memory, and fingerprints (they hash the input's location)
+VOLATILE = {"seconds", "wall_seconds", "task_seconds", "finished_at", "updated_at", "started_at", "fingerprint",
+            "upstream", "tokens_per_s", "docs_per_s", "peak_rss_max", "worker_pids"}
 
 
 @pytest.fixture(autouse=True)
@@ -99,6 +99,7 @@ def _run_container(monkeypatch, mode: str, env: dict[str, str]) -> int:
 @pytest.mark.slow
 def test_recipe_launched_as_a_pipeline_equals_a_local_run(tmp_path, s3_bucket, s3_server, ray_local,  # noqa: F811
                                                           monkeypatch):
+    # (s3_server before ray_local: the module's Ray workers must inherit the S3 endpoint)
     data = copy_cc_docs(tmp_path / "in")
     upload_dir(data, f"{s3_bucket}/crawl")
     config = tmp_path / "recipe.yaml"
@@ -151,3 +152,19 @@ def test_recipe_launched_as_a_pipeline_equals_a_local_run(tmp_path, s3_bucket, s
     assert sorted(got) == sorted(want)
     assert {k: v for k, v in got.items() if v != want[k]} == {}
     assert got["stats.json"]["docs_read"] == 717 and got["tokens/manifest.json"]["totals"]["n_tokens"] > 0
+    # and the watchdog counts the Processing job's progress from the filter pass's markers
+    progress = Watcher(None, fs.s3_client(), "job").progress(out, since=None, passes=["filter"])
+    assert (progress.markers, progress.docs_read, progress.by_pass) == (3, 717, {"filter": 3})
+
+
+def test_standalone_dedup_step_runs_on_the_ray_cluster(tmp_path, s3_server, ray_local):  # noqa: F811
+    """``--stage dedup``: a dedup YAML over a run directory, the head's command on the cluster.
+    (``s3_server`` first: the module's Ray workers inherit its endpoint whichever test starts Ray.)"""
+    from refinery.launch.steps import run_step
+
+    copies = write_dedup_input(tmp_path / "in")
+    config = tmp_path / "dedup.yaml"
+    config.write_text("method: exact\n")
+    report = run_step("dedup", str(config), str(tmp_path / "in"), str(tmp_path / "out"))
+    assert report["ok"] and report["docs_read"] == 300 + 417 + copies and report["docs_removed"] >= copies
+    assert len(report["nodes"]) == 1

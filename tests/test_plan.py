@@ -233,3 +233,28 @@ def test_killed_at_any_moment_a_rerun_gives_the_same_output(dup_input, tmp_path)
             assert (a["docs_read"], a["docs_kept"], a["docs_removed"]) == (b["docs_read"], b["docs_kept"], b["docs_removed"])
         tokens = [json.loads((d / "tokens" / "manifest.json").read_text())["shards"] for d in (out, reference)]
         assert [s["bin_sha256"] for s in tokens[0]] == [s["bin_sha256"] for s in tokens[1]]
+
+
+@pytest.mark.slow
+def test_the_readme_demo_runs_the_whole_recipe_on_the_bundled_sample(tmp_path):
+    """The README's first command (after install): every stage of the design card, classifiers
+    included, every dedup pass, token shards that verify, the report; the rerun skips it all."""
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "refinery.cli", "run", str(ROOT / "configs/refinedweb.yaml"),
+           "--input", str(ROOT / "data/sample/warc"), "--output", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stats = json.loads((out / "stats.json").read_text())
+    stages = [s["stage"] for s in stats["stages"]]
+    assert stages == ["warc_reader", "url_filter", "extract", "language_id", "gopher_repetition", "gopher_quality",
+                      "line_corrections", "toxicity", "quality", "url_dedup", "minhash_dedup", "substring_dedup"]
+    assert stats["docs_read"] == 85 and 0 < stats["docs_kept"] < 85
+    for name in ("filter", "url_dedup", "minhash_dedup", "substring_dedup"):
+        assert (out / name / "removed").is_dir() and (out / name / "stats.json").exists()
+    verify = subprocess.run([sys.executable, "-m", "refinery.cli", "verify-tokens", str(out / "tokens")],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stdout.startswith("ok:"), verify.stderr
+    report = subprocess.run([sys.executable, "-m", "refinery.cli", "report", str(out)], capture_output=True, text=True)
+    assert report.returncode == 0 and "substring_dedup" in (out / "report.html").read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0 and "filter skipped" in again.stdout and "tokens skipped" in again.stdout

@@ -1,6 +1,7 @@
 """The multi-instance Ray bootstrap: host lists, DNS retries, the status beacon, and two simulated
 SageMaker hosts on 127.0.0.1 (two resourceconfig files, two processes) that form one Ray cluster
-with token auth, run a dedup job against S3 (a moto server), and both exit 0."""
+with token auth, run a recipe's Training step (its dedup pass) against S3 (a moto server), and
+both exit 0."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from _scale_fixtures import free_port, upload_dir, write_dedup_input
 
 from refinery.launch import bootstrap
@@ -91,22 +93,32 @@ def test_beacon_reports_state_and_counts_done_deliveries():
     assert query_beacon("127.0.0.1", port, timeout_s=1) is None  # head gone
 
 
-@pytest.mark.slow
-def test_two_hosts_form_one_cluster_run_dedup_and_exit_zero(tmp_path, s3_bucket):
-    # input: two Parquet shards with 25 planted exact copies, on S3 (hosts share nothing else)
-    copies = write_dedup_input(tmp_path / "in")
-    upload_dir(tmp_path / "in", f"{s3_bucket}/run1")
-    config = tmp_path / "dedup.yaml"
-    config.write_text("method: exact\n")
-    from refinery.io import fs, parquet
+#: a recipe whose Training step is one exact-dedup pass (the document pass ran before, elsewhere)
+RECIPE = {"name": "bootstrap-test", "stages": [{"type": "line_corrections"}], "dedup": [{"method": "exact"}]}
 
-    fs.write_bytes(f"{s3_bucket}/jobs/dedup.yaml", config.read_bytes())
+
+@pytest.mark.slow
+def test_two_hosts_form_one_cluster_run_the_recipe_step_and_exit_zero(tmp_path, s3_bucket):
+    from refinery.config import parse_config
+    from refinery.io import fs
+    from refinery.pipeline import run_pipeline
+    from refinery.rundir import RunDir
+
+    # input: two Parquet shards with 25 planted exact copies, on S3 (hosts share nothing else);
+    # the Processing step's work, the document pass, done before the Training step starts
+    copies = write_dedup_input(tmp_path / "in")
+    upload_dir(tmp_path / "in", f"{s3_bucket}/crawl")
+    fs.write_bytes(f"{s3_bucket}/jobs/recipe.yaml", yaml.safe_dump(RECIPE).encode())
+    out = f"{s3_bucket}/run"
+    done = run_pipeline(parse_config(RECIPE), f"{s3_bucket}/crawl", out, workers=1, progress=False,
+                        only_passes=["filter"])
+    assert done.passes == {"filter": "done", "exact_dedup": "blocked"}
 
     port, beacon_port = free_port(), free_port()
     hosts = ["localhost", "algo-2"]  # the head's name must resolve; the worker's need not
-    env = dict(os.environ, REFINERY_STEP="dedup", REFINERY_CONFIG_URI=f"{s3_bucket}/jobs/dedup.yaml",
-               REFINERY_INPUT=f"{s3_bucket}/run1", REFINERY_OUTPUT=f"{s3_bucket}/run2",
-               REFINERY_JOB_NAME="refinery-dedup-test", REFINERY_GIT_SHA="0123abc",
+    env = dict(os.environ, REFINERY_STEP="passes", REFINERY_PASSES="exact_dedup",
+               REFINERY_CONFIG_URI=f"{s3_bucket}/jobs/recipe.yaml", REFINERY_INPUT=f"{s3_bucket}/crawl",
+               REFINERY_OUTPUT=out, REFINERY_JOB_NAME="refinery-recipe-test", REFINERY_GIT_SHA="0123abc",
                RAY_AUTH_TOKEN=secrets.token_hex(16), PYTHONUNBUFFERED="1")
     env.pop("RAY_ADDRESS", None)
     env.pop("RAY_AUTH_MODE", None)
@@ -140,30 +152,33 @@ def test_two_hosts_form_one_cluster_run_dedup_and_exit_zero(tmp_path, s3_bucket)
     assert codes == {"worker": 0, "head": 0}, f"head:\n{text['head'][-4000:]}\nworker:\n{text['worker'][-4000:]}"
     assert "joined the cluster" in text["worker"] and "head says 'done 0'" in text["worker"]
 
-    report = json.loads(fs.read_bytes(f"{s3_bucket}/run2/_jobs/refinery-dedup-test/report.json"))
-    assert report["ok"] and report["step"] == "dedup" and report["git_sha"] == "0123abc"
+    report = json.loads(fs.read_bytes(f"{out}/_jobs/refinery-recipe-test/report.json"))
+    assert report["ok"] and report["step"] == "passes" and report["git_sha"] == "0123abc"
+    assert report["passes"] == {"exact_dedup": "done"}
     assert len(report["nodes"]) == 2  # one cluster of both hosts
-    assert report["docs_read"] == 300 + 417 + copies
-    removed_ids: set[str] = set()
-    for uri in fs.list_files(f"{s3_bucket}/run2/removed", (".parquet",)):
-        removed_ids |= set(parquet.read_table(uri, columns=["id"]).column("id").to_pylist())
-    # the same documents as a one-process dedup of the same input, and every planted pair hit
-    expected = _local_dedup_removed_ids(tmp_path)
-    assert removed_ids == expected and report["docs_removed"] == len(expected)
-    first = _first_ids(tmp_path, copies)
-    assert all(i in removed_ids or f"copy-{i}" in removed_ids for i in first)
+    removed_ids = _ids(RunDir(out).pass_dir("exact_dedup", last=True).removed_dir)
+    # the same documents as a one-process run of the same recipe, and every planted pair hit
+    local = run_pipeline(parse_config(RECIPE), str(tmp_path / "in"), str(tmp_path / "local"), workers=1,
+                         progress=False)
+    assert set(local.passes.values()) == {"done"}
+    expected = _ids(RunDir(str(tmp_path / "local")).pass_dir("exact_dedup", last=True).removed_dir)
+    assert removed_ids == expected and len(expected) >= copies
+    # every planted pair that the document pass kept is a duplicate the dedup pass removed
+    filtered = _ids(RunDir(out).pass_dir("filter").kept_dir)  # (the ids kept by the stages)
+    planted = [i for i in _first_ids(tmp_path, copies) if i in filtered]
+    assert planted and all(i in removed_ids or f"copy-{i}" in removed_ids for i in planted)
     # nothing of either node is left running (each node's processes name its own temp dir)
     assert leftovers == {"head": [], "worker": []}
 
 
-def _local_dedup_removed_ids(tmp_path: Path) -> set[str]:
-    from refinery.dedup.config import load_dedup_config
-    from refinery.dedup.driver import run_dedup
-    from refinery.dedup.parallel import Executor
+def _ids(removed_dir: str) -> set[str]:
+    """The ids in a directory of document shards (a pass's removed/ or kept/)."""
+    from refinery.io import fs, parquet
 
-    with Executor("local", 1, progress=False) as ex:
-        run_dedup(str(tmp_path / "in"), str(tmp_path / "local-out"), load_dedup_config(None, {"method": "exact"}), ex)
-    return set(pq.read_table(tmp_path / "local-out" / "removed", columns=["id"]).column("id").to_pylist())
+    ids: set[str] = set()
+    for uri in fs.list_files(removed_dir, (".parquet",)):
+        ids |= set(parquet.read_table(uri, columns=["id"]).column("id").to_pylist())
+    return ids
 
 
 def _first_ids(tmp_path: Path, n: int) -> list[str]:

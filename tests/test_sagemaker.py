@@ -1,7 +1,8 @@
-"""SageMaker launchers without AWS: request dicts checked against botocore's service model
-(Stubber + our stricter validator), the create/describe/stop flow under moto (``mock_aws`` and a
-real moto server on 127.0.0.1), the watchdog, the processing entrypoint on two simulated
-instances with a whole pipeline's S3 round trip, and the cost model."""
+"""SageMaker launchers without AWS: job requests and the pipeline that chains them checked against
+botocore's service model (Stubber + our stricter validator), ``--dry-run`` with every socket
+refused, the launch's uploads and CreatePipeline/StartPipelineExecution against a moto server on
+127.0.0.1, the create/describe/stop flow and the watchdog (jobs and pipelines) under moto, and the
+cost model. The recipe's jobs run end to end in tests/test_launch_recipe.py."""
 
 from __future__ import annotations
 
@@ -17,16 +18,18 @@ import boto3
 import pytest
 import typer
 import yaml
-from _scale_fixtures import cc_spec, copy_cc_docs, run_outputs, upload_dir
+from _scale_fixtures import cc_spec, copy_cc_docs, upload_dir
 from botocore.exceptions import ParamValidationError
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 from typer.testing import CliRunner
 
 from refinery.cli_scale import register
-from refinery.config import parse_config
+from refinery.config import load_config, parse_config
 from refinery.io import fs
-from refinery.launch import package, plan
+from refinery.launch import package, pipelines, plan, recipe
 from refinery.launch.launcher import launch
+from refinery.launch.pipelines import step_requests, validate_definition
+from refinery.launch.recipe import group_passes, recipe_passes
 from refinery.launch.sagemaker import (
     JobSpec,
     RequestError,
@@ -38,8 +41,8 @@ from refinery.launch.sagemaker import (
     training_request,
     validate_request,
 )
-from refinery.launch.watch import EXIT_STALLED, Watcher
-from refinery.pipeline import run_pipeline
+from refinery.launch.watch import EXIT_STALLED, PipelineWatcher, Watcher
+from refinery.plan import RerunError, plan_run
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/refinery"
@@ -50,8 +53,9 @@ ACCOUNT = "123456789012"
 def _spec(**kw) -> JobSpec:
     base = dict(name="refinery-pipeline-test-20260101-000000", kind="processing", image=f"{IMAGE}:abc123",
                 role_arn=ROLE, input_uri="s3://crawl-bucket/cc/2024-10", output_uri="s3://out-bucket/runs/r1",
-                config_uri="s3://out-bucket/runs/r1/_jobs/x/config.yaml", step="pipeline", instances=8,
-                region="us-east-1", tags={"refinery:git-sha": "f" * 40}, env={"REFINERY_GIT_SHA": "f" * 40})
+                config_uri="s3://out-bucket/runs/r1/_jobs/x/config.yaml", step="filter", instances=8,
+                region="us-east-1", tags={"refinery:git-sha": "f" * 40}, env={"REFINERY_GIT_SHA": "f" * 40},
+                passes=["filter"], stubs_uri="s3://out-bucket/runs/r1/_jobs/x/shards")
     base.update(kw)
     return JobSpec(**base)
 
@@ -79,18 +83,22 @@ def offline_aws(monkeypatch):
 
 
 # -- requests against the service model ----------------------------------------------------------------
-def test_processing_request_passes_the_api_model_and_shards_the_input(offline_aws):
+def test_processing_request_passes_the_api_model_and_shards_the_stubs(offline_aws):
     operation, request = build_request(_spec())
     assert operation == "CreateProcessingJob"
     s3_input = request["ProcessingInputs"][0]["S3Input"]
     assert s3_input["S3DataDistributionType"] == "ShardedByS3Key" and s3_input["S3DataType"] == "S3Prefix"
-    assert s3_input["S3Uri"] == "s3://crawl-bucket/cc/2024-10/"  # a prefix, not "2024-10*"
+    assert s3_input["S3Uri"] == "s3://out-bucket/runs/r1/_jobs/x/shards/"  # the stubs: a prefix, not "shards*"
     assert request["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3UploadMode"] == "Continuous"
     assert request["ProcessingResources"]["ClusterConfig"] == {
         "InstanceCount": 8, "InstanceType": "ml.c5.18xlarge", "VolumeSizeInGB": 100}
     env = request["Environment"]
-    assert env["REFINERY_INPUT"] == s3_input["LocalPath"] and env["REFINERY_OUTPUT"] == "s3://out-bucket/runs/r1"
+    # the instance's share is its stubs; the documents are read from the S3 input itself
+    assert env["REFINERY_SHARDS_DIR"] == s3_input["LocalPath"] and env["REFINERY_INPUT"] == "s3://crawl-bucket/cc/2024-10"
+    assert env["REFINERY_OUTPUT"] == "s3://out-bucket/runs/r1" and env["REFINERY_PASSES"] == "filter"
     assert env["REFINERY_GIT_SHA"] == "f" * 40
+    with pytest.raises(RequestError, match="stubs_uri"):
+        processing_request(_spec(stubs_uri=None))
     tags = {t["Key"]: t["Value"] for t in request["Tags"]}
     assert tags["refinery:git-sha"] == "f" * 40 and tags["refinery:output"] == "s3://out-bucket/runs/r1"
 
@@ -103,8 +111,8 @@ def test_processing_request_passes_the_api_model_and_shards_the_input(offline_aw
 
 
 def test_training_request_with_spot_checkpoint_and_shared_ray_token(offline_aws):
-    spec = _spec(kind="ray", step="dedup", instances=4, spot=True, max_runtime_s=7200,
-                 checkpoint_uri="s3://out-bucket/ckpt/r1")
+    spec = _spec(kind="ray", step="passes", passes=["url_dedup", "tokens"], instances=4, spot=True,
+                 max_runtime_s=7200, checkpoint_uri="s3://out-bucket/ckpt/r1", stubs_uri=None)
     operation, request = build_request(spec)
     assert operation == "CreateTrainingJob"
     assert request["EnableManagedSpotTraining"] is True
@@ -114,6 +122,7 @@ def test_training_request_with_spot_checkpoint_and_shared_ray_token(offline_aws)
     env = request["Environment"]
     assert env["RAY_AUTH_MODE"] == "token" and len(env["RAY_AUTH_TOKEN"]) == 48
     assert env["REFINERY_INPUT"] == "s3://crawl-bucket/cc/2024-10"  # the cluster reads S3 itself
+    assert env["REFINERY_PASSES"] == "url_dedup,tokens"
     assert training_request(spec)["Environment"]["RAY_AUTH_TOKEN"] != env["RAY_AUTH_TOKEN"]  # fresh per job
 
     sm = boto3.client("sagemaker", region_name="us-east-1")
@@ -248,54 +257,236 @@ def test_watch_stops_a_stalled_training_job(offline_aws):
     assert poll.stalled and poll.action == "stopped" and poll.progress.markers == 0
 
 
-# -- the launcher and the CLI against a moto server on 127.0.0.1 ------------------------------------------
+class _WithSteps:
+    """moto's SageMaker plus ListPipelineExecutionSteps (which moto lacks), answering ``steps``."""
+
+    def __init__(self, sm, steps):
+        self._sm, self.steps = sm, steps
+
+    def __getattr__(self, name):
+        return getattr(self._sm, name)
+
+    def list_pipeline_execution_steps(self, **kwargs):
+        return {"PipelineExecutionSteps": self.steps}
+
+
+def test_watch_follows_a_pipeline_to_the_job_of_its_running_step(offline_aws):
+    from moto import mock_aws
+    from moto.sagemaker.models import sagemaker_backends
+
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name="us-east-1")
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="out-bucket")
+        operation, request = build_request(_spec(name="pipelines-a1b2c3-filter-x1y2z3",
+                                                 tags={"refinery:total-shards": "3", "refinery:passes": "filter"}))
+        steps = [pipelines.PipelineStep("filter", operation, request)]
+        create = pipelines.create_request("refinery-p", ROLE, pipelines.definition(steps), request["Tags"])
+        _, execution_arn = pipelines.submit(sm, create, pipelines.start_request("refinery-p"))
+        job_arn = submit(sm, operation, request)  # the job SageMaker starts for the step
+        execution = sagemaker_backends[ACCOUNT]["us-east-1"].pipelines["refinery-p"].pipeline_executions[execution_arn]
+        execution.pipeline_execution_status = "Executing"
+        _backend_job(request["ProcessingJobName"]).processing_job_status = "InProgress"
+        s3.put_object(Bucket="out-bucket", Key="runs/r1/filter/stats/a.json", Body=b'{"docs_read": 5}')
+        s3.put_object(Bucket="out-bucket", Key="runs/r1/url_dedup/stats/a.json", Body=b'{"docs_read": 5}')  # not its pass
+        proxy = _WithSteps(sm, [])
+        lines: list[str] = []
+        assert PipelineWatcher(proxy, s3, "refinery-p").run(once=True, echo=lines.append) == 0
+        assert "no job started yet" in lines[-1]
+        proxy.steps = [{"StepName": "filter", "StepStatus": "Executing", "Metadata": {"ProcessingJob": {"Arn": job_arn}}}]
+        assert PipelineWatcher(proxy, s3, "refinery-p").run(once=True, echo=lines.append) == 0
+        assert lines[-1].startswith("[refinery-p Executing]") and "InProgress" in lines[-1]
+        assert "shards 1/3 (+1 this job)" in lines[-1]
+        execution.pipeline_execution_status = "Failed"
+        assert PipelineWatcher(proxy, s3, "refinery-p").run(echo=lines.append, sleep=lambda s: None) == 1
+
+
+# -- the recipe as a pipeline of jobs ------------------------------------------------------------------------
 def _cli():
     app = typer.Typer()
     register(app)
     return app
 
 
-def test_launch_dry_run_prints_a_valid_request_and_the_image_build(tmp_path, s3_bucket):
-    upload_dir(copy_cc_docs(tmp_path / "in"), f"{s3_bucket}/crawl")
-    args = ["launch", str(ROOT / "configs" / "refinedweb.yaml"), "--input", f"{s3_bucket}/crawl",
-            "--output", f"{s3_bucket}/runs/r1", "--image", IMAGE, "--role", ROLE, "--instances", "4",
-            "--tag", "team=data", "--dry-run"]
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Any connection attempt or name lookup from this process fails the test (dry runs must not
+    touch the network: no S3, STS, IAM, IMDS, Docker)."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access in a dry run: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(package, "docker_available", lambda: refuse("docker info"))
+
+
+def _check_pipeline(printed: dict) -> tuple[dict, list[tuple[str, str, dict]]]:
+    """Validate a printed launch: CreatePipeline (definition re-serialised) and each step's job
+    request against botocore's model; returns (definition, [(step, operation, request)])."""
+    create = printed["requests"][0]
+    assert create["operation"] == "CreatePipeline" and printed["requests"][1]["operation"] == "StartPipelineExecution"
+    defn = create["request"]["PipelineDefinition"]
+    validate_request("CreatePipeline", {**create["request"], "PipelineDefinition": json.dumps(defn)})
+    validate_request("StartPipelineExecution", printed["requests"][1]["request"])
+    validate_definition(defn)
+    steps = step_requests(defn)
+    for _, operation, request in steps:
+        validate_request(operation, request)
+    return defn, steps
+
+
+def test_recipe_passes_match_the_plan_and_group_into_two_jobs(tmp_path):
+    config = load_config(ROOT / "configs" / "refinedweb.yaml")
+    plan_ = plan_run(config, str(copy_cc_docs(tmp_path / "in")), str(tmp_path / "out"))
+    assert recipe_passes(config) == [(p.name, p.kind, p.shuffles) for p in plan_.passes]  # the dry run's view
+    groups = group_passes(plan_.passes)
+    assert [(g.step, g.job, g.passes) for g in groups] == [
+        ("filter", "processing", ("filter",)),
+        ("ray-passes", "ray", ("url_dedup", "minhash_dedup", "substring_dedup", "tokens"))]
+    assert [g.job for g in group_passes(plan_.passes, all_on_ray=True)] == ["ray"]
+    only_stages = parse_config(cc_spec())
+    assert [g.passes for g in group_passes(recipe_passes(only_stages))] == [("filter",)]
+    # stubs: one per shard, and an instance refuses stubs of another listing
+    stubs = {s["shard"]: s for s in recipe.stubs(plan_).values()}
+    assert len(stubs) == 3 and recipe.check_stubs(plan_, list(stubs.values())) == set(stubs)
+    stale = [{**next(iter(stubs.values())), "fingerprint": "0" * 16}]
+    with pytest.raises(ValueError, match="changed since the launch"):
+        recipe.check_stubs(plan_, stale)
+
+
+def test_launch_dry_run_prints_every_request_without_network(no_network):
+    args = ["launch", str(ROOT / "configs" / "refinedweb.yaml"), "--input", "s3://crawl-bucket/CC-MAIN-2024-10",
+            "--output", "s3://out-bucket/runs/rw", "--image", IMAGE, "--role", ROLE, "--instances", "4",
+            "--ray-instances", "2", "--ray-instance-type", "ml.r5.24xlarge", "--spot", "--tag", "team=data",
+            "--dry-run"]
+    t0 = time.monotonic()
     result = CliRunner().invoke(_cli(), args)
     assert result.exit_code == 0, result.output
-    request = json.loads(result.stdout)
-    validate_request("CreateProcessingJob", request)
+    assert time.monotonic() - t0 < 10
+    printed = json.loads(result.stdout)  # stdout is the JSON alone
+    defn, steps = _check_pipeline(printed)
+    (p_name, p_op, p_req), (t_name, t_op, t_req) = steps
+    assert (p_name, p_op, t_name, t_op) == ("filter", "CreateProcessingJob", "ray-passes", "CreateTrainingJob")
+    assert defn["Steps"][1]["DependsOn"] == ["filter"] and "DependsOn" not in defn["Steps"][0]
+    # the step Arguments are the job requests minus their names (SageMaker names pipeline jobs)
+    assert "ProcessingJobName" not in defn["Steps"][0]["Arguments"]
+    assert "TrainingJobName" not in defn["Steps"][1]["Arguments"]
+    pipeline = printed["pipeline"]
+    stubs_uri = f"s3://out-bucket/runs/rw/_jobs/{pipeline}/shards/"
+    assert p_req["ProcessingInputs"][0]["S3Input"]["S3Uri"] == stubs_uri
+    assert p_req["ProcessingInputs"][0]["S3Input"]["S3DataDistributionType"] == "ShardedByS3Key"
+    assert p_req["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 4
+    assert p_req["Environment"]["REFINERY_INPUT"] == "s3://crawl-bucket/CC-MAIN-2024-10"
+    assert (p_req["Environment"]["REFINERY_STEP"], p_req["Environment"]["REFINERY_PASSES"]) == ("filter", "filter")
+    assert t_req["ResourceConfig"]["InstanceCount"] == 2 and t_req["ResourceConfig"]["InstanceType"] == "ml.r5.24xlarge"
+    assert t_req["EnableManagedSpotTraining"] is True
+    assert t_req["Environment"]["REFINERY_PASSES"] == "url_dedup,minhash_dedup,substring_dedup,tokens"
+    assert t_req["Environment"]["RAY_AUTH_TOKEN"] == "<redacted>"  # printed requests hide the token
     version = package.code_version()
-    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
-    assert tags["refinery:git-sha"] == version.sha and len(version.sha) == 40
-    assert tags["refinery:total-shards"] == "3" and tags["team"] == "data"
-    assert request["Environment"]["REFINERY_GIT_SHA"].startswith(version.sha)
-    assert request["AppSpecification"]["ImageUri"].startswith(f"{IMAGE}:{version.short}")
-    assert request["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 4
-    if not package.docker_available():  # this machine: a docker client, no engine
-        assert "docker build -f" in result.stderr and "jobs/Dockerfile" in result.stderr
-        assert "aws ecr get-login-password --region us-east-1" in result.stderr
-    assert not fs.exists(request["Environment"]["REFINERY_CONFIG_URI"])  # a dry run uploads nothing
+    for req in (p_req, t_req, printed["requests"][0]["request"]):
+        tags = {t["Key"]: t["Value"] for t in req["Tags"]}
+        assert tags["refinery:git-sha"] == version.sha and tags["team"] == "data"
+        assert "refinery:total-shards" not in tags  # counting the input needs the network
+    assert p_req["AppSpecification"]["ImageUri"].startswith(f"{IMAGE}:{version.short}")
+    assert [u["uri"] for u in printed["uploads"]] == [f"s3://out-bucket/runs/rw/_jobs/{pipeline}/config.yaml",
+                                                      f"{stubs_uri}<shard>.json"]
+    assert "docker build -f" in result.stderr and "aws ecr get-login-password --region us-east-1" in result.stderr
 
-    # a stage of the config -> that stage alone; dedup -> a Training job with a Ray cluster
-    one = CliRunner().invoke(_cli(), args[:2] + ["--stage", "language_id"] + args[2:])
+    # one stage of the config: a one-step pipeline of that stage; a dedup YAML: one Ray step
+    one = CliRunner().invoke(_cli(), args[:2] + ["--stage", "language_id"] + args[2:-4] + ["--dry-run"])
     assert one.exit_code == 0, one.output
-    assert json.loads(one.stdout)["ProcessingJobName"].startswith("refinery-language-id-refinedweb-language-id")
+    printed = json.loads(one.stdout)
+    assert printed["pipeline"].startswith("refinery-refinedweb-language-id-")
+    assert [(s["name"], s["passes"]) for s in printed["steps"]] == [("filter", ["filter"])]
+    _check_pipeline(printed)
     dedup = CliRunner().invoke(_cli(), ["launch", str(ROOT / "configs" / "dedup.yaml"), "--stage", "dedup",
-                                        "--input", f"{s3_bucket}/runs/r1", "--output", f"{s3_bucket}/runs/r2",
-                                        "--image", IMAGE, "--role", ROLE, "--instances", "3", "--spot",
-                                        "--checkpoint", f"{s3_bucket}/ckpt", "--dry-run"])
+                                        "--input", "s3://out-bucket/runs/r1", "--output", "s3://out-bucket/runs/r2",
+                                        "--image", IMAGE, "--role", ROLE, "--instances", "3", "--dry-run"])
     assert dedup.exit_code == 0, dedup.output
-    t = json.loads(dedup.stdout)
-    validate_request("CreateTrainingJob", t)
-    assert t["ResourceConfig"]["InstanceCount"] == 3 and t["EnableManagedSpotTraining"] is True
-    assert t["Environment"]["RAY_AUTH_TOKEN"] == "<redacted>"  # printed requests hide the token
+    _, [(name, operation, request)] = _check_pipeline(json.loads(dedup.stdout))
+    assert operation == "CreateTrainingJob" and request["Environment"]["REFINERY_STEP"] == "dedup"
     bad = CliRunner().invoke(_cli(), args[:2] + ["--stage", "no_such_stage"] + args[2:])
     assert bad.exit_code == 2 and "no_such_stage" in bad.stderr
 
 
+def test_launch_dry_run_from_the_shell_is_quick_and_offline(tmp_path):
+    """The real command in a fresh interpreter whose sockets all fail: JSON on stdout in seconds.
+    (It used to spend ~50 s in pyarrow's S3 retries listing the input.)"""
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(
+        "import socket\n"
+        "def _refuse(*a, **k):\n"
+        "    raise OSError('network access in a dry run')\n"
+        "socket.socket.connect = _refuse\n"
+        "socket.getaddrinfo = _refuse\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(PYTHONPATH=os.pathsep.join([str(guard), str(ROOT)]), REFINERY_IMAGE=IMAGE, REFINERY_SAGEMAKER_ROLE=ROLE)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "refinery.cli", "launch", str(ROOT / "configs" / "refinedweb.yaml"),
+                           "-i", "s3://crawl-bucket/cc", "-o", "s3://out-bucket/r1", "--dry-run"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert [s["operation"] for s in printed["steps"]] == ["CreateProcessingJob", "CreateTrainingJob"]
+    assert elapsed < 15, f"dry run took {elapsed:.1f}s"
+
+
+def test_launch_uploads_stubs_and_config_then_creates_and_starts_the_pipeline(tmp_path, s3_bucket, s3_server):
+    upload_dir(copy_cc_docs(tmp_path / "in"), f"{s3_bucket}/crawl")
+    config = ROOT / "configs" / "refinedweb.yaml"
+    kw = dict(config_path=config, input_uri=f"{s3_bucket}/crawl", output_uri=f"{s3_bucket}/runs/r1", image=IMAGE,
+              role_arn=ROLE, instances=2, build=False)
+
+    # the exact requests, checked by botocore on a Stubber-wrapped client
+    sm = boto3.client("sagemaker", region_name="us-east-1", endpoint_url=s3_server)
+    with Stubber(sm) as stub:
+        stub.add_response("create_pipeline", {"PipelineArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:pipeline/p"},
+                          expected_params={"PipelineName": "refinery-test-pipeline", "PipelineDisplayName":
+                                           "refinery-test-pipeline", "RoleArn": ROLE, "PipelineDefinition": ANY,
+                                           "PipelineDescription": ANY, "ClientRequestToken": ANY, "Tags": ANY})
+        stub.add_response("start_pipeline_execution",
+                          {"PipelineExecutionArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:pipeline/p/execution/e1"},
+                          expected_params={"PipelineName": "refinery-test-pipeline", "ClientRequestToken": ANY,
+                                           "PipelineExecutionDisplayName": "refinery-test-pipeline"})
+        result = launch(**kw, name="refinery-test-pipeline", sagemaker_client=sm)
+        stub.assert_no_pending_responses()
+    assert result.execution_arn.endswith("/execution/e1")
+    defn = json.loads(result.create["PipelineDefinition"])
+    validate_definition(defn)
+    tags = {t["Key"]: t["Value"] for t in defn["Steps"][0]["Arguments"]["Tags"]}
+    assert tags["refinery:total-shards"] == "3"  # a real launch lists the input
+    # what the jobs will read: the config, and one stub per input file naming the shard's S3 object
+    jobs = f"{s3_bucket}/runs/r1/_jobs/refinery-test-pipeline"
+    assert yaml.safe_load(fs.read_bytes(f"{jobs}/config.yaml"))["name"] == "refinedweb"
+    stubs = [json.loads(fs.read_bytes(u)) for u in fs.list_files(f"{jobs}/shards")]
+    assert sorted(s["uri"] for s in stubs) == fs.list_files(f"{s3_bucket}/crawl")
+    assert {s["shard"] for s in stubs} == {p.name.removesuffix(".jsonl.gz") for p in (tmp_path / "in").iterdir()}
+
+    # and the same launch against moto's SageMaker: the pipeline exists with that definition, started
+    sm = boto3.client("sagemaker", endpoint_url=s3_server, region_name="us-east-1")
+    result = launch(**kw, sagemaker_client=sm)
+    described = sm.describe_pipeline(PipelineName=result.name)
+    assert json.loads(described["PipelineDefinition"]) == json.loads(result.create["PipelineDefinition"])
+    executions = sm.list_pipeline_executions(PipelineName=result.name)["PipelineExecutionSummaries"]
+    assert [e["PipelineExecutionArn"] for e in executions] == [result.execution_arn]
+
+    # a rerun into that output with a changed config is refused here, before any instance starts
+    earlier = yaml.safe_load(config.read_text())
+    next(s for s in earlier["stages"] if s["type"] == "language_id")["params"]["min_score"] = 0.85
+    fs.write_bytes(f"{s3_bucket}/runs/r1/run.json", json.dumps(plan_run(
+        parse_config(earlier), f"{s3_bucket}/crawl", f"{s3_bucket}/runs/r1").to_json()).encode())
+    with pytest.raises(RerunError, match="min_score 0.85 -> 0.65"):
+        launch(**kw, sagemaker_client=sm)
+
+
 def test_launch_without_docker_engine_refuses_unless_image_exists(tmp_path, s3_bucket, monkeypatch):
+    upload_dir(copy_cc_docs(tmp_path / "in"), f"{s3_bucket}/in")
     monkeypatch.setattr(package, "docker_available", lambda: False)
-    kw = dict(config_path=ROOT / "configs" / "refinedweb.yaml", stage="pipeline", input_uri=f"{s3_bucket}/in",
+    kw = dict(config_path=ROOT / "configs" / "refinedweb.yaml", input_uri=f"{s3_bucket}/in",
               output_uri=f"{s3_bucket}/out", image=IMAGE, role_arn=ROLE)
     with pytest.raises(Exception, match="(?s)no Docker engine.*docker build -f.*--no-build"):
         launch(**kw)
@@ -303,72 +494,20 @@ def test_launch_without_docker_engine_refuses_unless_image_exists(tmp_path, s3_b
         launch(**kw, build=True)
 
 
-def test_launch_and_watch_through_a_moto_server(tmp_path, s3_bucket, s3_server):
-    upload_dir(copy_cc_docs(tmp_path / "in"), f"{s3_bucket}/crawl")
+def test_watch_through_a_moto_server(tmp_path, s3_bucket, s3_server):
     sm = boto3.client("sagemaker", endpoint_url=s3_server, region_name="us-east-1")
-    result = launch(ROOT / "configs" / "refinedweb.yaml", "pipeline", f"{s3_bucket}/crawl", f"{s3_bucket}/runs/r1",
-                    IMAGE, ROLE, instances=2, build=False, sagemaker_client=sm)
-    config_uri = result.request["Environment"]["REFINERY_CONFIG_URI"]
-    assert yaml.safe_load(fs.read_bytes(config_uri))["name"] == "refinedweb"  # uploaded for the job
-    status = describe(sm, result.job_name)
-    assert status.arn == result.arn and status.output_uri == f"{s3_bucket}/runs/r1"
-
-    done = CliRunner().invoke(_cli(), ["watch", result.job_name, "--once", "--no-cloudwatch"])
+    operation, request = build_request(_spec(name="refinery-watch-test-20260101-000000",
+                                             output_uri=f"{s3_bucket}/runs/r1"))
+    submit(sm, operation, request)
+    name = request["ProcessingJobName"]
+    done = CliRunner().invoke(_cli(), ["watch", name, "--once", "--no-cloudwatch"])
     assert done.exit_code == 0 and "Completed" in done.stdout, done.output  # moto's jobs complete at once
 
-    _backend_job(result.job_name).processing_job_status = "InProgress"
+    _backend_job(name).processing_job_status = "InProgress"
     time.sleep(0.5)
-    stalled = CliRunner().invoke(_cli(), ["watch", result.job_name, "--stall-minutes", "0.005", "--no-cloudwatch"])
+    stalled = CliRunner().invoke(_cli(), ["watch", name, "--stall-minutes", "0.005", "--no-cloudwatch"])
     assert stalled.exit_code == EXIT_STALLED and "STOPPED" in stalled.stdout, stalled.output
-    assert describe(sm, result.job_name).status == "Stopped"
-
-
-# -- a whole pipeline through S3, and the processing entrypoint on two instances -----------------------------
-def test_pipeline_s3_round_trip_and_processing_entrypoint_on_two_instances(tmp_path, s3_bucket):
-    data = copy_cc_docs(tmp_path / "in")
-    upload_dir(data, f"{s3_bucket}/crawl")
-    spec = cc_spec(name="s3-roundtrip")
-
-    # the whole pipeline reading and writing S3, against the same pipeline on local disk
-    summary = run_pipeline(parse_config(spec), f"{s3_bucket}/crawl", f"{s3_bucket}/runs/direct", workers=2,
-                           progress=False)
-    assert not summary.failed
-    local = run_pipeline(parse_config(spec), str(data), str(tmp_path / "local"), workers=2, progress=False)
-    assert not local.failed
-    from refinery.stats.funnel import load_run_stats
-
-    assert load_run_stats(f"{s3_bucket}/runs/direct")["docs_read"] == 717
-    assert run_outputs(f"{s3_bucket}/runs/direct") == run_outputs(str(tmp_path / "local"))
-
-    # two Processing-job instances: ShardedByS3Key gave algo-1 one file and algo-2 the other two
-    fs.write_bytes(f"{s3_bucket}/runs/sm/_jobs/job1/config.yaml", yaml.safe_dump(spec).encode())
-    files = sorted(data.iterdir())
-    procs = {}
-    for host, mine in (("algo-1", files[:1]), ("algo-2", files[1:])):
-        local_in = tmp_path / host / "input"
-        local_in.mkdir(parents=True)
-        for f in mine:
-            (local_in / f.name).write_bytes(f.read_bytes())
-        rc = tmp_path / host / "resourceconfig.json"
-        rc.write_text(json.dumps({"current_host": host, "hosts": ["algo-1", "algo-2"]}))
-        env = dict(os.environ, REFINERY_STEP="pipeline", REFINERY_CONFIG_URI=f"{s3_bucket}/runs/sm/_jobs/job1/config.yaml",
-                   REFINERY_INPUT=str(local_in), REFINERY_OUTPUT=f"{s3_bucket}/runs/sm", REFINERY_JOB_NAME="job1",
-                   REFINERY_GIT_SHA="cafe", REFINERY_WORKERS="1", REFINERY_RESOURCECONFIG=str(rc),
-                   REFINERY_LOG_DIR=str(tmp_path / host / "logs"))
-        procs[host] = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "entrypoint.py"), "processing"], env=env,
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    outputs = {h: p.communicate(timeout=300)[0] for h, p in procs.items()}
-    assert {h: p.returncode for h, p in procs.items()} == {"algo-1": 0, "algo-2": 0}, outputs
-    reports = {h: json.loads(fs.read_bytes(f"{s3_bucket}/runs/sm/_jobs/job1/{h}.json")) for h in procs}
-    assert reports["algo-1"]["shards"] == 1 and reports["algo-2"]["shards"] == 2
-    assert all(r["ok"] and r["git_sha"] == "cafe" for r in reports.values())
-    assert (tmp_path / "algo-2" / "logs" / "algo-2.log").read_text()  # the Continuous-upload log file
-    # the instances' shards together are the same run: same kept/removed rows and shard stats
-    sm_run, direct = run_outputs(f"{s3_bucket}/runs/sm"), run_outputs(f"{s3_bucket}/runs/direct")
-    assert {k: v for k, v in sm_run.items() if k != "_run"} == {k: v for k, v in direct.items() if k != "_run"}
-    # and the watchdog's progress count sees all three markers
-    progress = Watcher(None, fs.s3_client(), "job1").progress(f"{s3_bucket}/runs/sm", since=None)
-    assert (progress.markers, progress.docs_read) == (3, 717)
+    assert describe(sm, name).status == "Stopped"
 
 
 # -- the cost model ----------------------------------------------------------------------------------------------

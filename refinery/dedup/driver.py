@@ -44,7 +44,7 @@ from refinery.dedup.substring import (
     substring_task,
 )
 from refinery.io import fs
-from refinery.rundir import PassDir
+from refinery.rundir import PassDir, RunDir
 from refinery.runner import shard_name
 
 log = logging.getLogger("refinery.dedup")
@@ -75,8 +75,8 @@ class Shard:
 
 
 def list_shards(input_dir: str) -> list[Shard]:
-    """The Parquet shards of ``input_dir/kept`` (a run directory), or of ``input_dir`` itself."""
-    kept = fs.join(input_dir, "kept")
+    """The Parquet shards a run directory kept (its last document pass), or of ``input_dir`` itself."""
+    kept = RunDir(input_dir).document_pass_dirs()[-1].kept_dir
     root = kept if fs.exists(kept) else input_dir
     try:
         files = fs.list_files(root, (".parquet",))
@@ -215,7 +215,8 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
                            shared={"out": out, "stage_kind": stage_kind, "stage_params": {"dedup_dir": work_root},
                                    "force": force, "fingerprint": work.fingerprint})
     passes["remove"] = _summarize(results, time.time() - t0)
-    run_stats = _finish_run(out, input_dir, config, work_root, len(shards), write_manifest=upstream is None)
+    run_stats = _finish_run(out, input_dir, config, work_root, len(shards), write_manifest=upstream is None,
+                            fingerprint=work.fingerprint)
     expected = extra.get("docs_to_remove")
     if expected is not None and run_stats["docs_removed"] != expected:
         raise DedupError(f"the removal run removed {run_stats['docs_removed']} documents but the dedup index lists "
@@ -241,7 +242,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
 
 
 def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: str, n_shards: int,
-                write_manifest: bool = True) -> dict[str, Any]:
+                write_manifest: bool = True, fingerprint: str | None = None) -> dict[str, Any]:
     from refinery.io.dataset import unify_pass_schemas
     from refinery.stats.funnel import load_shard_stats, merge_shard_stats
 
@@ -250,17 +251,28 @@ def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: st
     fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
     if not write_manifest:
         return merged
+    # `refinery dedup` is a one-pass plan: run.json lists its pass (what `refinery status` reads)
+    # and passes/<pass>.json marks it finished, like every pass of `refinery run`
     output_dir = out.root
+    name = f"{config.method}_dedup"
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run = RunDir(output_dir)
+    fs.write_bytes(run.pass_marker(name), json.dumps({
+        "pass": name, "fingerprint": fingerprint, "finished_at": now,
+        "summary": {k: merged[k] for k in ("shards", "docs_read", "docs_kept", "docs_removed")}}, indent=1).encode())
     manifest = {
         "refinery_version": __version__,
         "kind": "dedup",
+        "name": name,
+        "passes": [{"name": name, "kind": "dedup", "fingerprint": fingerprint, "dir": output_dir, "shuffles": True,
+                    "params": _method_params(config)}],
         "dedup": {"method": config.method, "config": config.model_dump(mode="json"), "work_dir": work_root},
         "input": input_dir,
         "output": output_dir,
         "shards": n_shards,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished_at": now,
     }
-    fs.write_bytes(fs.join(output_dir, "run.json"), json.dumps(manifest, indent=1).encode())
+    fs.write_bytes(run.run_json, json.dumps(manifest, indent=1).encode())
     return merged
 
 

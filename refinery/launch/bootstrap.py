@@ -278,7 +278,9 @@ def wait_for_nodes(address: str, expected: int, timeout_s: float) -> list[dict]:
     """Alive nodes of the cluster once ``expected`` joined, or whatever joined by the timeout."""
     import ray
 
-    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    from refinery.executors.ray_cluster import ensure_ray
+
+    ensure_ray(address, log_to_driver=False)  # the one place Ray is initialised
     try:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -2,19 +2,22 @@
 
 Modes (first argument):
 
-- ``processing``: a SageMaker Processing job instance. Its slice of the input files is under
-  ``REFINERY_INPUT`` (SageMaker copied them there, ``ShardedByS3Key``); outputs go straight to
-  ``REFINERY_OUTPUT`` on S3 (atomic objects; the per-shard ``stats/*.json`` markers make a re-run
-  skip finished shards and let ``refinery watch`` see progress while the job runs).
+- ``processing``: a SageMaker Processing job instance running the recipe's document pass over its
+  share of the shards. Its share is the shard stubs SageMaker copied to ``REFINERY_SHARDS_DIR``
+  (``ShardedByS3Key``, see :mod:`refinery.launch.recipe`); the documents are read from
+  ``REFINERY_INPUT`` on S3 and results go straight to ``REFINERY_OUTPUT`` on S3 (atomic objects;
+  the per-shard ``<pass>/stats/*.json`` markers make a re-run skip finished shards and let ``refinery
+  watch`` see progress while the job runs). An instance without stubs exits 0 at once.
 - ``train``: a SageMaker Training job instance (SageMaker passes ``train``). Forms a Ray cluster
   over all instances (:mod:`refinery.launch.bootstrap`) and runs ``step`` mode on the head.
 - ``step``: run the step against the cluster in ``RAY_ADDRESS`` (the head's command).
 
-Environment (set by the launcher): ``REFINERY_STEP``, ``REFINERY_CONFIG_URI`` (the config YAML,
-s3:// or a path), ``REFINERY_INPUT``, ``REFINERY_OUTPUT``, ``REFINERY_JOB_NAME``,
-``REFINERY_GIT_SHA``, optional ``REFINERY_WORKERS`` and ``REFINERY_LOG_DIR`` (a directory
-SageMaker uploads continuously). Each instance writes a report to
-``<output>/_jobs/<job>/<host>.json`` (``report.json`` for the Ray head).
+Environment (set by the launcher): ``REFINERY_STEP``, ``REFINERY_PASSES`` (comma-separated),
+``REFINERY_CONFIG_URI`` (the config YAML, s3:// or a path), ``REFINERY_INPUT``,
+``REFINERY_OUTPUT``, ``REFINERY_JOB_NAME``, ``REFINERY_GIT_SHA``, optional ``REFINERY_WORKERS``,
+``REFINERY_SHARDS_DIR`` and ``REFINERY_LOG_DIR`` (a directory SageMaker uploads continuously).
+Each instance writes a report to ``<output>/_jobs/<job>/<host>.json`` (``report.json`` for the
+Ray head).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import tempfile
 import time
 from typing import Any
 
-from refinery.launch.sagemaker import PROCESSING_INPUT  # where SageMaker puts this instance's input share
+from refinery.launch.sagemaker import PROCESSING_INPUT  # where SageMaker puts this instance's shard stubs
 
 log = logging.getLogger("refinery.container")
 
@@ -79,33 +82,49 @@ def write_report(output: str, job: str, name: str, report: dict[str, Any]) -> st
     return uri
 
 
+def _my_shards(config_path: str, input_uri: str, output: str) -> set[str]:
+    """This Processing instance's shard names, from its stubs, checked against the plan."""
+    from refinery.config import load_config
+    from refinery.launch.recipe import check_stubs, read_stubs
+    from refinery.plan import plan_run
+
+    mine = read_stubs(os.environ.get("REFINERY_SHARDS_DIR", PROCESSING_INPUT))
+    if not mine:
+        return set()
+    return check_stubs(plan_run(load_config(config_path), input_uri, output), mine)
+
+
 def _run(mode: str) -> int:
-    from refinery.io import fs
     from refinery.launch.steps import run_step
-    from refinery.runner import INPUT_SUFFIXES
 
     host = _current_host()
     _setup_logging(host)
     step = _env("REFINERY_STEP")
     output = _env("REFINERY_OUTPUT")
     job = os.environ.get("REFINERY_JOB_NAME", "local")
-    input_uri = _env("REFINERY_INPUT", PROCESSING_INPUT if mode == "processing" else None)
+    input_uri = _env("REFINERY_INPUT")
     workers = int(os.environ["REFINERY_WORKERS"]) if os.environ.get("REFINERY_WORKERS") else None
+    passes = [p for p in os.environ.get("REFINERY_PASSES", "").split(",") if p] or None
     base = {"job": job, "host": host, "git_sha": os.environ.get("REFINERY_GIT_SHA", "unknown"),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    log.info("%s: step %s, %s -> %s (code %s)", mode, step, input_uri, output, base["git_sha"])
+    log.info("%s: step %s, passes %s, %s -> %s (code %s)", mode, step, passes or "all", input_uri, output,
+             base["git_sha"])
     image_sha = os.environ.get("REFINERY_IMAGE_GIT_SHA")
     if image_sha and image_sha != base["git_sha"]:
         # launched from a checkout other than the one the image was built from
         log.warning("image built from %s, launched from %s: the job runs the image's code", image_sha, base["git_sha"])
         base["image_git_sha"] = image_sha
-    if mode == "processing" and (not fs.exists(input_uri) or not fs.list_files(input_uri, INPUT_SUFFIXES)):
-        # ShardedByS3Key with more instances than input files leaves some instances empty-handed
-        log.info("no input shards on this instance: nothing to do")
-        write_report(output, job, host, {**base, "step": step, "ok": True, "shards": 0})
-        return 0
     config_path = fetch_config(_env("REFINERY_CONFIG_URI"))
-    report = {**base, **run_step(step, config_path, input_uri, output, workers)}
+    shards = None
+    if mode == "processing":
+        shards = _my_shards(config_path, input_uri, output)
+        if not shards:
+            # ShardedByS3Key with more instances than shards leaves some instances empty-handed
+            log.info("no shard stubs on this instance: nothing to do")
+            write_report(output, job, host, {**base, "step": step, "ok": True, "shards": 0})
+            return 0
+        log.info("this instance's share: %d shard(s)", len(shards))
+    report = {**base, **run_step(step, config_path, input_uri, output, workers, passes=passes, shards=shards)}
     uri = write_report(output, job, "report" if mode == "step" else host, report)
     log.info("report: %s (%s)", uri, "ok" if report.get("ok") else "FAILED")
     return 0 if report.get("ok") else 1

@@ -1,11 +1,18 @@
-"""``refinery launch``: one command from a config to a running SageMaker job.
+"""``refinery launch``: one command from a recipe to a running chain of SageMaker jobs.
 
-1. resolve the step (pipeline / one stage / dedup) and validate the config locally;
+1. resolve what ships (the recipe, one stage of it, or a standalone dedup YAML) and validate it
+   locally; plan the recipe's passes and group them into jobs (:mod:`refinery.launch.recipe`):
+   the document pass as a Processing job, every later pass on one Ray Training job;
 2. pack the code version: git SHA (+ dirty flag) into tags, environment and the image tag;
 3. build and push ``jobs/Dockerfile`` where a Docker engine answers (else print the commands);
-4. count the input shards (for ``refinery watch``'s ETA) and upload the config next to the
-   run's output (``<output>/_jobs/<job>/config.yaml``);
-5. build the request, validate it against the API model, and send it (or print it: ``--dry-run``).
+4. build one job request per group, chain them in a SageMaker Pipeline definition, and validate
+   every request against the API model;
+5. upload the config and one shard stub per input file under ``<output>/_jobs/<name>/``, then
+   ``CreatePipeline`` + ``StartPipelineExecution`` -- or, with ``dry_run``, only describe it all.
+
+A dry run makes no network call at all: no S3 listing or upload, no AWS client, no credential or
+region lookup, no ``docker info``. What needs the input listing (the stubs, the shard count, the
+pass fingerprints) is described instead of computed.
 """
 
 from __future__ import annotations
@@ -18,16 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from refinery.io import fs
-from refinery.launch import package
-from refinery.launch.sagemaker import (
-    JobSpec,
-    build_request,
-    client,
-    job_name,
-    redacted,
-    submit,
-)
-from refinery.launch.steps import resolve_step
+from refinery.launch import package, pipelines
+from refinery.launch.recipe import JobGroup, group_passes, recipe_passes, stubs_prefix, write_stubs
+from refinery.launch.sagemaker import JobSpec, build_request, client, job_name
+from refinery.launch.steps import Shipment, resolve_shipment
 
 log = logging.getLogger("refinery.launch")
 
@@ -38,41 +39,88 @@ class LaunchError(RuntimeError):
 
 @dataclass
 class LaunchResult:
-    job_name: str
-    operation: str
-    request: dict[str, Any]
+    name: str  # the pipeline's name (also REFINERY_JOB_NAME: <output>/_jobs/<name>/)
+    groups: list[JobGroup]
+    create: dict[str, Any]  # CreatePipeline
+    start: dict[str, Any]  # StartPipelineExecution
+    uploads: list[dict[str, str]]
     build_commands: list[str]
     built: bool
-    arn: str | None = None
+    dry_run: bool
+    pipeline_arn: str | None = None
+    execution_arn: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    def to_json(self) -> dict[str, Any]:
+        """Everything the launch sends, secrets redacted (what ``--dry-run`` prints)."""
+        defn = json.loads(self.create["PipelineDefinition"])
+        steps = []
+        for group, step in zip(self.groups, defn["Steps"]):
+            args = step["Arguments"]
+            resources = args.get("ProcessingResources", {}).get("ClusterConfig") or args.get("ResourceConfig", {})
+            steps.append({"name": group.step, "operation": pipelines.operation_of(step["Type"]),
+                          "passes": list(group.passes), "depends_on": step.get("DependsOn", []),
+                          "instances": resources.get("InstanceCount"), "instance_type": resources.get("InstanceType")})
+        return {"dry_run": self.dry_run, "pipeline": self.name, "steps": steps, "uploads": self.uploads,
+                "requests": [{"operation": "CreatePipeline", "request": pipelines.printable(self.create)},
+                             {"operation": "StartPipelineExecution", "request": self.start}],
+                "image_build": self.build_commands, "notes": self.notes,
+                **({"pipeline_arn": self.pipeline_arn, "execution_arn": self.execution_arn}
+                   if self.pipeline_arn else {})}
+
     def printable(self) -> str:
-        return json.dumps(redacted(self.request), indent=1, default=str)
+        return json.dumps(self.to_json(), indent=1, default=str)
 
 
-def count_input_shards(input_uri: str, step_kind: str) -> int | None:
-    """Input files the job will process (None when the input cannot be listed from here)."""
-    from refinery.runner import INPUT_SUFFIXES
+def _check_uris(input_uri: str, output_uri: str, checkpoint_uri: str | None) -> None:
+    for uri, what in ((input_uri, "--input"), (output_uri, "--output")):
+        if not fs.is_s3(uri):
+            raise LaunchError(f"{what} must be an s3:// URI for a SageMaker job, got {uri!r}")
+        fs.validate_uri(uri)
+    if checkpoint_uri and not fs.is_s3(checkpoint_uri):
+        raise LaunchError(f"--checkpoint must be an s3:// URI, got {checkpoint_uri!r}")
 
-    try:
-        if step_kind == "dedup":
-            kept = fs.join(input_uri, "kept")
-            return len(fs.list_files(kept if fs.exists(kept) else input_uri, (".parquet",)))
-        return len(fs.list_files(input_uri, INPUT_SUFFIXES))
-    except Exception as exc:
-        log.warning("cannot list the input %s: %s", input_uri, exc)
-        return None
+
+def _plan(shipment: Shipment, input_uri: str, output_uri: str, dry_run: bool) -> tuple[Any, list[JobGroup]]:
+    """(plan or None, job groups). A real launch plans over the S3 listing -- the fingerprints the
+    instances will compute -- and refuses a rerun that would mix configs now, not on a fleet."""
+    if shipment.kind == "dedup":
+        return None, [JobGroup("dedup", "ray", (), "dedup")]
+    if dry_run:
+        return None, group_passes(recipe_passes(shipment.config), shipment.all_on_ray)
+    from refinery.plan import first_pass_to_redo, load_previous, plan_run
+
+    plan = plan_run(shipment.config, input_uri, output_uri)
+    first_pass_to_redo(plan, load_previous(plan.run), force=False)  # raises RerunError
+    return plan, group_passes(plan.passes, shipment.all_on_ray)
+
+
+def _pipeline_steps(groups: list[JobGroup], base: dict[str, Any], ray: dict[str, Any]) -> list[pipelines.PipelineStep]:
+    """One validated job request per group, each step depending on the one before. ``base``:
+    :class:`JobSpec` fields of every job; ``ray``: those the Ray job overrides (size, spot)."""
+    steps: list[pipelines.PipelineStep] = []
+    for group in groups:
+        fields = {**base, **(ray if group.job == "ray" else {}),
+                  "tags": {**base["tags"], "refinery:job-kind": group.job, "refinery:passes": " ".join(group.passes)}}
+        spec = JobSpec(**fields, kind=group.job, step=group.container_step, passes=list(group.passes),
+                       stubs_uri=stubs_prefix(base["output_uri"], base["name"]) if group.job == "processing" else None)
+        operation, request = build_request(spec)
+        steps.append(pipelines.PipelineStep(group.step, operation, request, [s.name for s in steps[-1:]],
+                                            group.description))
+    return steps
 
 
 def launch(
     config_path: str | Path,
-    stage: str,
     input_uri: str,
     output_uri: str,
     image: str,
     role_arn: str,
+    stage: str | None = None,
     instances: int = 1,
     instance_type: str = "ml.c5.18xlarge",
+    ray_instances: int | None = None,
+    ray_instance_type: str | None = None,
     volume_gb: int = 100,
     max_runtime_s: int = 24 * 3600,
     region: str | None = None,
@@ -89,63 +137,74 @@ def launch(
     dry_run: bool = False,
     sagemaker_client: Any = None,
 ) -> LaunchResult:
-    """Launch (or with ``dry_run`` only prepare) a job; see the module docstring.
+    """Launch (or with ``dry_run`` only describe) the pipeline of jobs; see the module docstring.
 
-    ``build``: True = build and push the image (fails without Docker), False = the image already
-    exists, None = build when Docker answers, otherwise print the commands and require
-    ``build=False`` to go on (a job with a missing image fails only after provisioning).
+    ``instances``/``instance_type`` size the Processing job; ``ray_instances``/``ray_instance_type``
+    the Ray Training job (default: the same). ``build``: True = build and push the image (fails
+    without Docker), False = the image already exists, None = build when Docker answers, otherwise
+    print the commands and require ``build=False`` to go on (a job with a missing image fails only
+    after provisioning).
     """
-    for uri, what in ((input_uri, "--input"), (output_uri, "--output")):
-        if not fs.is_s3(uri):
-            raise LaunchError(f"{what} must be an s3:// URI for a SageMaker job, got {uri!r}")
-        fs.validate_uri(uri)
-    if checkpoint_uri and not fs.is_s3(checkpoint_uri):
-        raise LaunchError(f"--checkpoint must be an s3:// URI, got {checkpoint_uri!r}")
-    resolved = resolve_step(stage, config_path)
-    step = resolved.step
-    if spot and step.job != "ray":
-        raise LaunchError("managed spot capacity is a Training-job option: use it with a Ray step (e.g. dedup)")
-    if step.job == "processing" and instances > 100:
-        raise LaunchError("a Processing job has at most 100 instances")
+    _check_uris(input_uri, output_uri, checkpoint_uri)
+    shipment = resolve_shipment(stage, config_path)
+    plan, groups = _plan(shipment, input_uri, output_uri, dry_run)
+    if any(g.job == "processing" for g in groups) and instances > 100:
+        raise LaunchError("a Processing job has at most 100 instances (use --ray-instances for the Ray job)")
+    if spot and not any(g.job == "ray" for g in groups):
+        raise LaunchError("managed spot capacity is a Training-job option, and this recipe has no Ray step")
 
     version = package.code_version()
     notes: list[str] = []
     if version.dirty:
-        notes.append(f"uncommitted changes: the job is tagged {version.describe()}")
+        notes.append(f"uncommitted changes: the jobs are tagged {version.describe()}")
     full_image = package.image_uri(image, version)
-    docker = package.docker_available()
+    # a dry run builds nothing, so it does not ask Docker either (a remote DOCKER_HOST is network)
+    docker = False if dry_run else package.docker_available()
     run_build = bool(build) if build is not None else docker
-    if run_build and not docker:
+    if run_build and not docker and not dry_run:
         raise LaunchError("--build needs a Docker engine, and none answers here (`docker info` failed)")
     commands = package.build_and_push(full_image, version, run=run_build and not dry_run)
-    if build is None and not docker:
-        notes.append("no Docker engine here: build and push the image elsewhere with the commands above, "
-                     "then launch with --no-build")
-        if not dry_run:
-            raise LaunchError("no Docker engine to build the image:\n  " + "\n  ".join(commands)
-                              + "\nrun these where Docker works, then launch again with --no-build")
+    if build is None and not docker and not dry_run:
+        raise LaunchError("no Docker engine to build the image:\n  " + "\n  ".join(commands)
+                          + "\nrun these where Docker works, then launch again with --no-build")
 
-    name = name or job_name(resolved.label.replace("stage:", ""), resolved.config_name)
+    name = name or job_name(shipment.label, shipment.config_name)
     config_uri = fs.join(output_uri, "_jobs", name, "config.yaml")
-    shards = count_input_shards(input_uri, step.config_kind)
+    shards = len(plan.input_files) if plan is not None else None
     tags = {"refinery:git-sha": version.sha, "refinery:git-dirty": str(version.dirty).lower(),
-            "refinery:config": resolved.config_name, "refinery:job-kind": step.job, "refinery:image": full_image,
+            "refinery:config": shipment.config_name, "refinery:pipeline": name, "refinery:image": full_image,
             **({"refinery:total-shards": str(shards)} if shards is not None else {}), **(extra_tags or {})}
     env = {"REFINERY_GIT_SHA": version.describe(), **({"REFINERY_TOTAL_SHARDS": str(shards)} if shards else {}),
            **(extra_env or {})}
-    spec = JobSpec(name=name, kind=step.job, image=full_image, role_arn=role_arn, input_uri=input_uri,
-                   output_uri=output_uri, config_uri=config_uri, step=step.name, instances=instances,
-                   instance_type=instance_type, volume_gb=volume_gb, max_runtime_s=max_runtime_s,
-                   region=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-                   env=env, tags=tags, workers=workers, spot=spot, max_wait_s=max_wait_s,
-                   checkpoint_uri=checkpoint_uri, subnets=list(subnets or []),
-                   security_groups=list(security_groups or []))
-    operation, request = build_request(spec)
-    result = LaunchResult(name, operation, request, commands, run_build and not dry_run, notes=notes)
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    base = dict(name=name, image=full_image, role_arn=role_arn, input_uri=input_uri, output_uri=output_uri,
+                config_uri=config_uri, instances=instances, instance_type=instance_type, volume_gb=volume_gb,
+                max_runtime_s=max_runtime_s, region=region, env=env, tags=tags, workers=workers,
+                subnets=list(subnets or []), security_groups=list(security_groups or []))
+    ray = dict(instances=ray_instances or instances, instance_type=ray_instance_type or instance_type, spot=spot,
+               max_wait_s=max_wait_s, checkpoint_uri=checkpoint_uri)
+    steps = _pipeline_steps(groups, base, ray)
+    per_job = ("refinery:step", "refinery:job-kind", "refinery:passes")
+    pipeline_tags = [t for t in steps[0].request["Tags"] if t["Key"] not in per_job]
+    description = f"refinery {shipment.config_name}: {input_uri} -> {output_uri}; " + "; ".join(
+        f"{g.step}: {g.description}" for g in groups)
+    create = pipelines.create_request(name, role_arn, pipelines.definition(steps), pipeline_tags, description)
+    start = pipelines.start_request(name)
+    uploads = [{"uri": config_uri, "what": f"the config the jobs read ({shipment.config_name})"}]
+    if any(g.job == "processing" for g in groups):
+        uploads.append({"uri": fs.join(stubs_prefix(output_uri, name), "<shard>.json"),
+                        "what": (f"one stub per input file under {input_uri} ({shards} files)" if shards is not None
+                                 else f"one stub per input file under {input_uri} (listed at launch; "
+                                      "a dry run does not list it)")})
+    result = LaunchResult(name, groups, create, start, uploads, commands, run_build and not dry_run, dry_run,
+                          notes=notes)
     if dry_run:
         return result
-    fs.write_bytes(config_uri, resolved.config_yaml.encode())
-    sm = sagemaker_client or client(spec.region)
-    result.arn = submit(sm, operation, request)
-    log.info("launched %s (%s): %s", name, operation, result.arn)
+    fs.write_bytes(config_uri, shipment.config_yaml.encode())
+    if plan is not None and any(g.job == "processing" for g in groups):
+        log.info("writing %d shard stubs under %s", write_stubs(plan, stubs_prefix(output_uri, name)),
+                 stubs_prefix(output_uri, name))
+    sm = sagemaker_client or client(region)
+    result.pipeline_arn, result.execution_arn = pipelines.submit(sm, create, start)
+    log.info("launched pipeline %s: %s", name, result.execution_arn)
     return result

@@ -2,14 +2,16 @@
 
 No ``sagemaker`` SDK: it is ~1 GB and calls IAM when constructed. The two request kinds:
 
-- :func:`processing_request` (CreateProcessingJob): share-nothing steps. The input prefix is an
-  ``S3Prefix`` input with ``ShardedByS3Key``, so each instance receives its own subset of the input
-  files in ``/opt/ml/processing/input/shards``; the container writes results straight to the run
-  output on S3 (resumable, progress visible while running) and its logs go to a ``Continuous``
-  ProcessingOutput under ``<output>/_jobs/<job>/logs/``.
-- :func:`training_request` (CreateTrainingJob): steps whose workers must talk (dedup). Every
-  instance runs ``entrypoint.py train``, which forms one Ray cluster; optional managed spot
-  capacity and a checkpoint S3 URI (``/opt/ml/checkpoints``).
+- :func:`processing_request` (CreateProcessingJob): the share-nothing document pass. Its one input
+  channel is a prefix of *shard stubs* (one tiny JSON object per input file, see
+  :mod:`refinery.launch.recipe`) with ``ShardedByS3Key``, so each instance receives its own subset
+  of the stubs in ``/opt/ml/processing/input/shards`` and reads those shards' documents straight
+  from S3 (nothing big is copied to instance disks). Results go straight to the run output on S3
+  (resumable, progress visible while running); logs go to a ``Continuous`` ProcessingOutput under
+  ``<output>/_jobs/<job>/logs/``.
+- :func:`training_request` (CreateTrainingJob): passes whose workers must talk (dedup) and what
+  follows them. Every instance runs ``entrypoint.py train``, which forms one Ray cluster; optional
+  managed spot capacity and a checkpoint S3 URI (``/opt/ml/checkpoints``).
 
 :func:`validate_request` checks a request against the service model: botocore's own validator
 (required members, types, minimums), plus what it skips -- enums, maximum lengths/values and
@@ -28,7 +30,7 @@ from refinery.launch.steps import JobKind
 
 #: where the container sees things (see refinery/launch/container.py and jobs/Dockerfile)
 ENTRYPOINT = ["python3", "/opt/refinery/jobs/entrypoint.py"]
-PROCESSING_INPUT = "/opt/ml/processing/input/shards"
+PROCESSING_INPUT = "/opt/ml/processing/input/shards"  # this instance's shard stubs
 PROCESSING_LOGS = "/opt/ml/processing/output/logs"
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
 
@@ -48,10 +50,10 @@ class JobSpec:
     kind: JobKind
     image: str
     role_arn: str
-    input_uri: str
+    input_uri: str  # what the passes read (s3://): the crawl, or a run directory for a dedup YAML
     output_uri: str
     config_uri: str
-    step: str
+    step: str  # REFINERY_STEP: what the container runs (refinery.launch.steps.STEPS)
     instances: int = 1
     instance_type: str = "ml.c5.18xlarge"
     volume_gb: int = 100
@@ -66,6 +68,8 @@ class JobSpec:
     subnets: list[str] = field(default_factory=list)
     security_groups: list[str] = field(default_factory=list)
     ray_token: str | None = None  # shared Ray auth token (training jobs); generated when None
+    passes: list[str] = field(default_factory=list)  # REFINERY_PASSES: the recipe's passes this job runs
+    stubs_uri: str | None = None  # processing: the prefix of shard stubs split over the instances
 
 
 def job_name(*parts: str, now: float | None = None) -> str:
@@ -86,11 +90,11 @@ def _prefix(uri: str) -> str:
     return uri.rstrip("/") + "/"
 
 
-def _environment(spec: JobSpec, input_for_container: str) -> dict[str, str]:
+def _environment(spec: JobSpec) -> dict[str, str]:
     env = {
         "REFINERY_STEP": spec.step,
         "REFINERY_CONFIG_URI": spec.config_uri,
-        "REFINERY_INPUT": input_for_container,
+        "REFINERY_INPUT": spec.input_uri,
         "REFINERY_OUTPUT": spec.output_uri,
         "REFINERY_JOB_NAME": spec.name,
         "PYTHONUNBUFFERED": "1",
@@ -99,6 +103,8 @@ def _environment(spec: JobSpec, input_for_container: str) -> dict[str, str]:
         env["AWS_REGION"] = spec.region  # pyarrow's S3 client does not follow region redirects
     if spec.workers:
         env["REFINERY_WORKERS"] = str(spec.workers)
+    if spec.passes:
+        env["REFINERY_PASSES"] = ",".join(spec.passes)
     env.update(spec.env)
     return env
 
@@ -110,7 +116,9 @@ def _tags(spec: JobSpec) -> list[dict[str, str]]:
 
 
 def processing_request(spec: JobSpec) -> dict[str, Any]:
-    """CreateProcessingJob for a share-nothing step."""
+    """CreateProcessingJob for the share-nothing document pass over the stubs under ``stubs_uri``."""
+    if not spec.stubs_uri:
+        raise RequestError("a processing job needs stubs_uri: the prefix of shard stubs its instances share")
     request: dict[str, Any] = {
         "ProcessingJobName": spec.name,
         "RoleArn": spec.role_arn,
@@ -120,7 +128,7 @@ def processing_request(spec: JobSpec) -> dict[str, Any]:
         "StoppingCondition": {"MaxRuntimeInSeconds": spec.max_runtime_s},
         "ProcessingInputs": [{
             "InputName": "shards",
-            "S3Input": {"S3Uri": _prefix(spec.input_uri), "LocalPath": PROCESSING_INPUT, "S3DataType": "S3Prefix",
+            "S3Input": {"S3Uri": _prefix(spec.stubs_uri), "LocalPath": PROCESSING_INPUT, "S3DataType": "S3Prefix",
                         "S3InputMode": "File", "S3DataDistributionType": "ShardedByS3Key",
                         "S3CompressionType": "None"},
         }],
@@ -129,8 +137,9 @@ def processing_request(spec: JobSpec) -> dict[str, Any]:
             "S3Output": {"S3Uri": _prefix(f"{spec.output_uri.rstrip('/')}/_jobs/{spec.name}/logs"),
                          "LocalPath": PROCESSING_LOGS, "S3UploadMode": "Continuous"},
         }]},
-        "Environment": {**_environment(spec, PROCESSING_INPUT), "REFINERY_LOG_DIR": PROCESSING_LOGS,
-                        "REFINERY_INPUT_S3": spec.input_uri},
+        # documents are read from the S3 input itself; the channel only says which shards are ours
+        "Environment": {**_environment(spec), "REFINERY_LOG_DIR": PROCESSING_LOGS,
+                        "REFINERY_SHARDS_DIR": PROCESSING_INPUT},
         "Tags": _tags(spec),
     }
     if spec.subnets:
@@ -139,7 +148,7 @@ def processing_request(spec: JobSpec) -> dict[str, Any]:
 
 
 def training_request(spec: JobSpec) -> dict[str, Any]:
-    """CreateTrainingJob for a step that runs on one Ray cluster over all instances."""
+    """CreateTrainingJob for passes that run on one Ray cluster over all instances."""
     token = spec.ray_token or secrets.token_hex(24)
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": spec.max_runtime_s}
     if spec.spot:
@@ -157,7 +166,7 @@ def training_request(spec: JobSpec) -> dict[str, Any]:
         "OutputDataConfig": {"S3OutputPath": f"{spec.output_uri.rstrip('/')}/_jobs/{spec.name}/sagemaker"},
         "StoppingCondition": stopping,
         # one token on every instance: Ray 2.60's token auth across the cluster
-        "Environment": {**_environment(spec, spec.input_uri), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
+        "Environment": {**_environment(spec), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
         "EnableManagedSpotTraining": spec.spot,
         "Tags": _tags(spec),
     }
@@ -253,11 +262,15 @@ def submit(sm, operation: str, request: dict[str, Any]) -> str:
     raise RequestError(f"unknown operation {operation}")
 
 
+SECRET_ENV = ("RAY_AUTH_TOKEN",)
+
+
 def redacted(request: dict[str, Any]) -> dict[str, Any]:
-    """The request for printing: the Ray auth token replaced."""
+    """A job request (or a pipeline step's Arguments) for printing: secrets replaced."""
     out = dict(request)
-    if "RAY_AUTH_TOKEN" in out.get("Environment", {}):
-        out["Environment"] = {**out["Environment"], "RAY_AUTH_TOKEN": "<redacted>"}
+    env = out.get("Environment", {})
+    if any(k in env for k in SECRET_ENV):
+        out["Environment"] = {k: "<redacted>" if k in SECRET_ENV else v for k, v in env.items()}
     return out
 
 

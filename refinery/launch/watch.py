@@ -1,9 +1,10 @@
 """``refinery watch JOB``: follow a SageMaker job through its status *and* its progress markers, and
 stop it when progress stalls (an idle job still bills every instance-hour).
 
-Progress is read from the run output on S3, which jobs write directly: every finished shard
-publishes ``stats/<shard>.json`` last (the shard-finished marker), and dedup passes write their
-intermediate files there too. The job counts as *stalled* when it is ``InProgress`` and nothing
+Progress is read from the run output on S3, which jobs write directly: every finished shard of a
+document pass publishes ``<pass>/stats/<shard>.json`` last (``stats/<shard>.json`` in a run of one
+pass), the shard-finished marker, and dedup passes write their intermediate files there too. A
+job counts the markers of its own passes (``REFINERY_PASSES``). The job counts as *stalled* when it is ``InProgress`` and nothing
 under the output prefix (``_jobs/`` aside: logs and reports are no progress) was written for
 ``stall_minutes`` -- counting from when the containers started (or the job was created), so
 provisioning and input download get the same allowance. Pick ``stall_minutes`` above the slowest
@@ -11,6 +12,10 @@ shard's time.
 
 Utilisation: CloudWatch's per-host ``CPUUtilization``/``MemoryUtilization`` when the caller may
 read them (optional); shard and document throughput from the markers always.
+
+A *pipeline* name (what ``refinery launch`` prints) is followed through its latest execution
+(:class:`PipelineWatcher`): each poll watches the job of the step that runs, until the execution
+ends.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ VCPUS = {"ml.c5.18xlarge": 72, "ml.c5.9xlarge": 36, "ml.c5.4xlarge": 16, "ml.c5.
          "ml.c6i.32xlarge": 128, "ml.c7i.48xlarge": 192, "ml.r5.24xlarge": 96}
 
 TERMINAL = ("Completed", "Failed", "Stopped")
+PIPELINE_TERMINAL = ("Succeeded", "Failed", "Stopped")
+#: the plan's tokenize pass writes token shards, not shard markers
+NO_MARKERS = ("tokens",)
 EXIT_COMPLETED, EXIT_FAILED, EXIT_STALLED = 0, 1, 3
 
 
@@ -56,10 +64,20 @@ def _fmt_age(seconds: float) -> str:
 
 @dataclass
 class Progress:
-    markers: int = 0  # shard markers under the output (from any run)
+    markers: int = 0  # shard markers of the job's passes under the output (from any run)
     new_markers: int = 0  # of those, written since this job started
     docs_read: int = 0  # documents in the new markers
     last_write: datetime | None = None  # newest write under the output since the job started
+    by_pass: dict[str, int] = field(default_factory=dict)  # markers per pass ("" = a one-pass run)
+
+
+def marker_pass(rel: str) -> str | None:
+    """The pass whose shard marker ``rel`` (a key below the run output) is, else None:
+    ``filter/stats/a.json`` -> ``filter``; ``stats/a.json`` (a one-pass run) -> ``""``."""
+    parts = rel.split("/")
+    if not parts[-1].endswith(".json") or len(parts) not in (2, 3) or parts[-2] != "stats":
+        return None
+    return parts[0] if len(parts) == 3 else ""
 
 
 @dataclass
@@ -79,7 +97,9 @@ class Poll:
         elapsed = (self.at - started).total_seconds() if started else 0.0
         parts = [f"{self.at:%H:%M:%S} {j.name} {j.status}"]
         total = f"/{self.total_shards}" if self.total_shards else ""
-        parts.append(f"shards {p.markers}{total} (+{p.new_markers} this job)")
+        per_pass = ", ".join(f"{k} {v}" for k, v in p.by_pass.items() if k)
+        parts.append(f"shards {p.markers}{total}{f' ({per_pass})' if len(p.by_pass) > 1 else ''} "
+                     f"(+{p.new_markers} this job)")
         if elapsed > 0 and p.new_markers:
             rate = p.new_markers / elapsed
             parts.append(f"{rate * 3600:.1f} shards/h, {p.docs_read / elapsed:,.0f} docs/s")
@@ -107,7 +127,8 @@ class Watcher:
         self._docs: dict[str, int] = {}  # marker key@etag -> docs_read (each marker read once)
 
     # -- progress markers ---------------------------------------------------------------------------
-    def progress(self, output_uri: str, since: datetime | None) -> Progress:
+    def progress(self, output_uri: str, since: datetime | None, passes: list[str] | None = None) -> Progress:
+        """Writes and shard markers under ``output_uri`` (markers of ``passes`` only, when given)."""
         bucket, _, prefix = output_uri[5:].partition("/")
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         p = Progress()
@@ -123,8 +144,10 @@ class Watcher:
                 new = since is None or modified >= since
                 if new and (p.last_write is None or modified > p.last_write):
                     p.last_write = modified
-                if rel.startswith("stats/") and rel.endswith(".json") and "/" not in rel[6:]:
+                pass_name = marker_pass(rel)
+                if pass_name is not None and (not passes or not pass_name or pass_name in passes):
                     p.markers += 1
+                    p.by_pass[pass_name] = p.by_pass.get(pass_name, 0) + 1
                     if new:
                         p.new_markers += 1
                         p.docs_read += self._marker_docs(bucket, obj)
@@ -178,8 +201,12 @@ class Watcher:
             raise ValueError(f"job {self.name} names no run output (REFINERY_OUTPUT / refinery:output tag): "
                              "pass --output")
         reference = _aware(job.started) or _aware(job.created)
-        progress = self.progress(output, reference)
+        listed = job.environment.get("REFINERY_PASSES") or job.tags.get("refinery:passes", "").replace(" ", ",")
+        passes = [p for p in listed.split(",") if p]
+        progress = self.progress(output, reference, passes)
         total = job.environment.get("REFINERY_TOTAL_SHARDS") or job.tags.get("refinery:total-shards")
+        if total and passes:  # every pass with markers goes over every shard
+            total = int(total) * max(1, len([p for p in passes if p not in NO_MARKERS]))
         idle = stalled = None
         if job.running:
             last = max([t for t in (progress.last_write, reference) if t is not None], default=now)
@@ -206,6 +233,73 @@ class Watcher:
                 if poll.job.failure_reason:
                     echo(f"failure reason: {poll.job.failure_reason}")
                 return EXIT_COMPLETED if poll.job.status == "Completed" else EXIT_FAILED
+            if once:
+                return EXIT_COMPLETED
+            sleep(interval_s)
+
+
+# -- pipelines ------------------------------------------------------------------------------------------
+def latest_execution(sm: Any, pipeline: str) -> dict[str, Any] | None:
+    """The pipeline's most recent execution (``DescribePipelineExecution``), None when ``pipeline``
+    is not a pipeline (a job name, then) or has never run."""
+    from botocore.exceptions import ClientError
+
+    try:
+        sm.describe_pipeline(PipelineName=pipeline)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ResourceNotFound", "ValidationException"):
+            return None
+        raise
+    runs = sm.list_pipeline_executions(PipelineName=pipeline, SortBy="CreationTime", SortOrder="Descending",
+                                       MaxResults=1).get("PipelineExecutionSummaries", [])
+    if not runs:
+        return None
+    return sm.describe_pipeline_execution(PipelineExecutionArn=runs[0]["PipelineExecutionArn"])
+
+
+def current_job(sm: Any, execution_arn: str) -> str | None:
+    """The job of the execution's most recently started step that has one (None before any)."""
+    steps = sm.list_pipeline_execution_steps(PipelineExecutionArn=execution_arn, SortOrder="Descending")
+    for step in steps.get("PipelineExecutionSteps", []):
+        meta = step.get("Metadata", {})
+        job = meta.get("ProcessingJob") or meta.get("TrainingJob")
+        if job and job.get("Arn"):
+            return job["Arn"].rsplit("/", 1)[-1]
+    return None
+
+
+class PipelineWatcher:
+    """Follow a pipeline's latest execution: each poll watches the job of the running step (with a
+    :class:`Watcher`, which stops it when it stalls, failing the execution)."""
+
+    def __init__(self, sm: Any, s3: Any, pipeline: str, clock: Callable[[], datetime] = _utcnow,
+                 **watcher: Any) -> None:
+        self.sm, self.s3, self.pipeline, self.clock = sm, s3, pipeline, clock
+        self.watcher_kw = watcher
+        self._watchers: dict[str, Watcher] = {}
+
+    def run(self, interval_s: float = 60.0, once: bool = False, echo: Callable[[str], None] = print,
+            sleep: Callable[[float], None] = time.sleep) -> int:
+        """Poll until the execution ends (or once); exit code 0 succeeded, 1 failed/stopped, 3 stalled."""
+        while True:
+            execution = latest_execution(self.sm, self.pipeline)
+            if execution is None:
+                raise ValueError(f"pipeline {self.pipeline} has no execution")
+            status = execution["PipelineExecutionStatus"]
+            job = current_job(self.sm, execution["PipelineExecutionArn"])
+            if job is None:
+                echo(f"{self.clock():%H:%M:%S} {self.pipeline} {status}: no job started yet")
+            else:
+                watcher = self._watchers.setdefault(job, Watcher(self.sm, self.s3, job, clock=self.clock,
+                                                                 **self.watcher_kw))
+                poll = watcher.poll()
+                echo(f"[{self.pipeline} {status}] {poll.line()}")
+                if poll.action == "stopped":
+                    return EXIT_STALLED
+            if status in PIPELINE_TERMINAL:
+                if execution.get("FailureReason"):
+                    echo(f"failure reason: {execution['FailureReason']}")
+                return EXIT_COMPLETED if status == "Succeeded" else EXIT_FAILED
             if once:
                 return EXIT_COMPLETED
             sleep(interval_s)

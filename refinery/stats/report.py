@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from refinery import __version__
 from refinery.io import fs
+from refinery.rundir import RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.funnel import funnel_rows, load_run_stats
 from refinery.stats.samples import load_samples
@@ -386,6 +387,6 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
 
 def write_report(run_dir: str, out: str | None = None, samples_per_reason: int = 8) -> str:
     """Write the report (default ``<run_dir>/report.html``) atomically; returns its URI."""
-    out = out or fs.join(run_dir, "report.html")
+    out = out or RunDir(run_dir).report_html
     fs.write_bytes(out, build_report(run_dir, samples_per_reason).encode("utf-8"))
     return out

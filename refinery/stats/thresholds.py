@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from refinery.io import fs
+from refinery.rundir import RunDir
 
 log = logging.getLogger("refinery.stats")
 
@@ -49,7 +50,7 @@ CONDITIONS: dict[str, dict[str, Any]] = {"quality": {"mode": "threshold"}}
 
 
 def load_run_manifest(run_dir: str) -> dict[str, Any]:
-    uri = fs.join(run_dir, "run.json")
+    uri = RunDir(run_dir).run_json
     if not fs.exists(uri):
         return {}
     return json.loads(fs.read_bytes(uri))

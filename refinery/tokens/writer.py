@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from refinery.executors.base import Executor, TaskFn
 from refinery.executors.local import LocalExecutor
 from refinery.io import fs, parquet
+from refinery.rundir import RunDir
 from refinery.tokens.format import (
     FORMAT,
     VERSION,
@@ -72,8 +73,10 @@ class TokenizeResult:
 
 
 def kept_shards(run_dir: str, allow_unfinished: bool = False) -> dict[str, str]:
-    """``{shard name: kept parquet URI}`` of a run, refusing shards the run has not finished."""
-    kept_dir = fs.join(run_dir, "kept")
+    """``{shard name: kept parquet URI}`` of a run (its last document pass), refusing shards the
+    run has not finished."""
+    last = RunDir(run_dir).document_pass_dirs()[-1]
+    kept_dir = last.kept_dir
     try:
         files = fs.list_files(kept_dir, (".parquet",))
     except fs.StorageError as exc:
@@ -86,7 +89,7 @@ def kept_shards(run_dir: str, allow_unfinished: bool = False) -> dict[str, str]:
     for uri in files:
         rel = uri[len(prefix):] if uri.startswith(prefix) else fs.basename(uri)
         shards[rel[: -len(".parquet")].replace("/", "__")] = uri
-    stats_dir = fs.join(run_dir, "stats")
+    stats_dir = last.stats_dir
     if not allow_unfinished and fs.exists(stats_dir):
         # The runner writes stats/<shard>.json last: without it the shard's outputs are not final.
         finished = {fs.basename(u)[: -len(".json")] for u in fs.list_files(stats_dir, (".json",))}
