@@ -47,6 +47,10 @@ class Pass:
     #: True when tasks exchange data (dedup index passes): on SageMaker a Ray Training job,
     #: otherwise a share-nothing Processing job
     shuffles: bool = False
+    #: where a document pass writes: "only" (at the top of OUT), "last" (keeps into OUT/kept, the
+    #: corpus) or "" (its own directory); part of the fingerprint, so a plan that gains or loses
+    #: passes never reads a pass's old output from the wrong place
+    role: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,10 +152,13 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
                 "tokenize": [dump["tokenize"]]}
     passes: list[Pass] = []
     fp = previous
-    for name, kind, shuffles in pass_layout(config):
+    layout = pass_layout(config)
+    documents = [name for name, kind, _ in layout if kind != "tokenize"]
+    for name, kind, shuffles in layout:
         params = sections[kind].pop(0)
-        fp = _hash({"kind": kind, "params": params, "input": fp})  # chained: a change flows downstream
-        passes.append(Pass(name, kind, params, fp, shuffles))
+        role = "" if kind == "tokenize" else "only" if len(documents) == 1 else "last" if name == documents[-1] else ""
+        fp = _hash({"kind": kind, "params": params, "input": fp, "role": role})  # chained: changes flow downstream
+        passes.append(Pass(name, kind, params, fp, shuffles, role))
     return Plan(config, input_uri, output_uri, files, passes, limit)
 
 
@@ -202,6 +209,8 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
             return i
         if i == 0 and previous.get("input") != plan.input:
             what = f"input changed: {previous.get('input')} -> {plan.input}"
+        elif old.get("role", p.role) != p.role:
+            what = f"the plan's passes changed (it wrote {old.get('role') or 'its own directory'}, now {p.role or 'its own directory'})"
         elif i == 0 and old.get("params") == p.params:
             what = "input files changed since the run was made"
         else:

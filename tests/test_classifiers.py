@@ -1,5 +1,8 @@
 """Classifier recipes, metrics, word lists and the toxicity / quality stages, on real data and real
-fastText models trained once per session (tests/_classifiers_fixtures.py)."""
+models trained once per session by the real recipes on a few hundred real rows
+(tests/_classifiers_fixtures.py). These tests check code paths and behaviour; the full recipes'
+quality targets (OLID test F1 >= 0.70 for the cascade, quality ROC AUC >= 0.95, ...) are checked
+by ``python benchmarks/classifiers.py --targets`` (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -25,14 +28,25 @@ from refinery.classifiers.common import (
     sha256_file,
 )
 from refinery.classifiers.profanity import ProfanityLexicon, default_lexicon
-from tests._classifiers_fixtures import SHARED_DATA, needs_data, quality_model, toxicity_model  # noqa: F401 (fixtures)
+# Rewrite asserts in the fixtures module too (it is also loaded as a plugin below).
+pytest.register_assert_rewrite("tests._classifiers_fixtures")
+from tests._classifiers_fixtures import (  # noqa: E402
+    SHARED_DATA,
+    TINY_DAVIDSON_TRAIN,
+    TINY_DAVIDSON_VALIDATION,
+    TINY_OLID_TEST,
+    TINY_OLID_TRAIN,
+    TINY_OLID_VALIDATION,
+    TINY_QUALITY_PARAMS,
+    TINY_TRANSFORMER,
+    TINY_WIKI_HELD_OUT,
+    TINY_WIKI_TRAIN,
+    needs_data,
+)
 
-#: issue 4's targets
-TOXICITY_F1_TARGET = 0.70
-QUALITY_AUC_TARGET = 0.95
-#: the fast pair (fastText with GloVe vectors + the exported lexicon, no transformer) on OLID's
-#: official test set: ~0.67-0.69 (docs/classifiers.md); asserted so a regression shows
-TOXICITY_FAST_F1_FLOOR = 0.64
+#: the session fixtures (tiny data directories, models trained on them), shared with
+#: test_toxicity_parts.py: a plugin, so each is built once per session
+pytest_plugins = ["tests._classifiers_fixtures"]
 
 
 # -- metrics and text preparation (no data needed) ------------------------------------------------
@@ -116,71 +130,93 @@ def test_default_model_path_prefers_quantized(tmp_path: Path, monkeypatch: pytes
     assert resolve_model_path("quality", None) == tmp_path / "quality.ftz"
 
 
-# -- trained models: targets, reports, determinism ------------------------------------------------
-def _source_path(recorded: str) -> Path:
+# -- trained models: reports, determinism ---------------------------------------------------------
+def _source_path(recorded: str, data_dir: Path) -> Path:
     """A report's source path: under the data directory, or ``site-packages/...`` (a wheel's file)."""
     import sys
 
     if recorded.startswith("site-packages/"):
         rest = recorded.split("/", 1)[1]
         return next(Path(d) / rest for d in sys.path if d.endswith("site-packages") and (Path(d) / rest).is_file())
-    return Path(recorded) if Path(recorded).is_absolute() else SHARED_DATA / recorded
+    return Path(recorded) if Path(recorded).is_absolute() else data_dir / recorded
 
 
-def _check_report(out: Path, report: dict) -> None:
+def _check_report(out: Path, report: dict, data_dir: Path) -> None:
     assert json.loads((out / f"{report['kind']}.json").read_text()) == report
     model = out / report["model_file"]
     assert model.is_file() and sha256_file(model) == report["model_sha256"]
     assert report["hyperparameters"]["thread"] == 1 and report["hyperparameters"]["seed"] == 0
     for source in report["data"]["sources"]:
-        assert sha256_file(_source_path(source["path"])) == source["sha256"]
+        assert sha256_file(_source_path(source["path"], data_dir)) == source["sha256"]
     assert len(report["data"]["training_file_sha256"]) == 64
     for split in report["metrics"].values():
         assert {"precision", "recall", "f1", "roc_auc"} <= split.keys()
 
 
 @needs_data
-@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
-def test_toxicity_model_report_and_f1(toxicity_model) -> None:
+@pytest.mark.slow  # the first test to use the session's tiny toxicity model: its setup trains it (~15-20 s, once)
+def test_toxicity_model_report(toxicity_model, tiny_toxicity_data: Path) -> None:
+    """The whole recipe ran (fastText with GloVe vectors, lexicon, transformer, stackers, gates,
+    threshold) and its report says what it did. How good the full recipe's model is (OLID test F1
+    >= 0.70, ...) is checked by ``python benchmarks/classifiers.py --targets``."""
+    from refinery.classifiers.toxicity import load_olid
+
     out, report = toxicity_model
-    _check_report(out, report)
-    test = report["metrics"]["olid_test"]
-    assert (test["positives"], test["negatives"]) == (240, 620)  # OLID's official test split, untouched
+    _check_report(out, report, tiny_toxicity_data)
+    # OLID's official test split, untouched: every test tweet, with its label
+    _, test = load_olid(tiny_toxicity_data / "toxicity")
+    assert len(test) == TINY_OLID_TEST
+    olid_test = report["metrics"]["olid_test"]
+    assert (olid_test["positives"], olid_test["negatives"]) == (sum(y for *_, y in test), sum(not y for *_, y in test))
+    held = report["data"]["held_out_examples"]
+    assert sum(held["olid_validation"].values()) == TINY_OLID_VALIDATION
+    assert sum(held["davidson_validation"].values()) == TINY_DAVIDSON_VALIDATION
+    assert held["wikipedia_validation"] == {"positives": 0, "negatives": TINY_WIKI_HELD_OUT}
+    assert sum(report["data"]["train_examples"].values()) == TINY_OLID_TRAIN + TINY_DAVIDSON_TRAIN + TINY_WIKI_TRAIN
     assert "olid_validation" in report["threshold_rule"]
-    assert test["roc_auc"] >= 0.85, test
-    assert report["metrics"]["davidson_validation"]["f1"] >= 0.90
-    assert report["metrics"]["wikipedia_validation"]["false_positive_rate"] <= 0.01  # clean prose stays clean
+    # every split is measured for the cascade (report["metrics"]), the fast pair and fastText alone
     parts = report["components"]
-    assert parts["fast"]["metrics"]["olid_test"]["f1"] >= TOXICITY_FAST_F1_FLOOR
-    # each part earns its place: GloVe-initialised fastText < fast pair < cascade (olid_test F1)
-    assert parts["fasttext"]["metrics"]["olid_test"]["roc_auc"] < parts["fast"]["metrics"]["olid_test"]["roc_auc"]
-    assert parts["fast"]["metrics"]["olid_test"]["roc_auc"] < test["roc_auc"]
-    assert report["pretrained_vectors"]["words"] > 30_000
+    for metrics in (report["metrics"], parts["fast"]["metrics"], parts["fasttext"]["metrics"]):
+        assert metrics.keys() == {"olid_test", "olid_validation", "davidson_validation", "wikipedia_validation"}
+    assert all(m["threshold"] == report["threshold"] for m in report["metrics"].values())
+    assert all(m["threshold"] == parts["fast"]["threshold"] for m in parts["fast"]["metrics"].values())
+    assert 0 < report["pretrained_vectors"]["words"] <= report["pretrained_vectors"]["training_vocabulary"]
+    assert parts["lexicon"]["package"].startswith("alt-profanity-check")
+    # the transformer trained on the training rows only: OLID train + Davidson train + leads
+    n_transformer = TINY_OLID_TRAIN + TINY_DAVIDSON_TRAIN + TINY_WIKI_TRAIN
+    assert parts["transformer"]["train_examples"] == n_transformer
+    assert parts["transformer"]["steps"] == n_transformer // TINY_TRANSFORMER.batch_size
+    assert parts["transformer"]["hyperparameters"]["max_length"] == TINY_TRANSFORMER.max_length
     combine = report["combine"]
-    assert 0.0 < combine["gate"] < report["threshold"]
+    assert combine["fast"]["features"] == ["fasttext", "lexicon"]
+    assert combine["cascade"]["features"] == ["fasttext", "lexicon", "transformer"]
     assert (out / combine["lexicon_file"]).is_file() and (out / combine["transformer_dir"] / "head.safetensors").is_file()
-    assert parts["transformer"]["steps"] > 300
+    # F*/2: a threshold is half an F1, so at most 0.5; gates never fall as the threshold rises
+    assert 0 < report["threshold"] <= 0.5 and 0 < combine["fast_threshold"] <= 0.5
+    gates = [combine["gates_by_threshold"][k] for k in sorted(combine["gates_by_threshold"])]
+    assert gates and all(g >= combine["gate"] for g in gates) and gates == sorted(gates)
+    assert 0 <= combine["gate"] < 1
 
 
 @needs_data
-@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
-def test_toxicity_f1_reaches_issue_target(toxicity_model) -> None:
-    assert toxicity_model[1]["metrics"]["olid_test"]["f1"] >= TOXICITY_F1_TARGET
+def test_quality_model_report(quality_model, tiny_quality_data: Path) -> None:
+    from refinery.classifiers import quality
 
-
-@needs_data
-def test_quality_model_report_and_auc(quality_model) -> None:
     out, report = quality_model
-    _check_report(out, report)
+    _check_report(out, report, tiny_quality_data)
     test = report["metrics"]["test"]
-    assert test["roc_auc"] >= QUALITY_AUC_TARGET, test
-    assert test["negatives"] >= 30 and test["positives"] >= 1000
-    assert report["data"]["warc_english"] > 0 and report["data"]["cc_docs_english"] > 0
+    wiki = [k for k, _ in quality.load_wikipedia(tiny_quality_data) if quality._held_out(f"wiki:{k}")]
+    web, counts = quality.load_web(tiny_quality_data)
+    assert (test["positives"], test["negatives"]) == (len(wiki), sum(quality._held_out(f"web:{k}") for k, _ in web))
+    assert test["negatives"] >= 10 and report["data"]["warc_english"] > 0 and report["data"]["cc_docs_english"] > 0
+    assert {k: report["data"][k] for k in counts} == counts
+    # the score is P(wiki), not P(web): Wikipedia leads rank above web text (the recipe's target,
+    # ROC AUC >= 0.95 on the full data, is a benchmark)
+    assert test["roc_auc"] > 0.5
 
 
 @needs_data
-@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
-def test_same_seed_same_model_and_metrics_via_cli(toxicity_model, tmp_path: Path) -> None:
+def test_same_seed_same_model_and_metrics_via_cli(toxicity_model, tiny_toxicity_data: Path, tmp_path: Path) -> None:
     """Re-training through the CLI (without the transformer, whose reproducibility has its own
     test) gives the byte-identical fastText model and identical fast-pair metrics."""
     import typer
@@ -192,7 +228,7 @@ def test_same_seed_same_model_and_metrics_via_cli(toxicity_model, tmp_path: Path
     register(app)
     app.command("noop")(lambda: None)
     result = CliRunner().invoke(app, ["train-classifier", "toxicity", "--out", str(tmp_path), "--data-dir",
-                                      str(SHARED_DATA), "--seed", "0", "--no-quantize", "--no-transformer"])
+                                      str(tiny_toxicity_data), "--seed", "0", "--no-quantize", "--no-transformer"])
     assert result.exit_code == 0, result.output
     again = json.loads((tmp_path / "toxicity.json").read_text())
     first = toxicity_model[1]
@@ -217,28 +253,37 @@ def test_same_seed_same_model_and_metrics_via_cli(toxicity_model, tmp_path: Path
 
 
 @needs_data
-def test_other_seed_changes_the_model(tmp_path: Path, quality_model) -> None:
+def test_other_seed_changes_the_model(tmp_path: Path, quality_model, tiny_quality_data: Path) -> None:
     from dataclasses import replace
 
     from refinery.classifiers import quality
 
-    other = quality.train(SHARED_DATA, tmp_path, replace(quality.DEFAULT_PARAMS, seed=1), quantize=False)
+    other = quality.train(tiny_quality_data, tmp_path, replace(TINY_QUALITY_PARAMS, seed=1), quantize=False)
     first = quality_model[1]
+    assert other["hyperparameters"]["seed"] == 1
     assert other["model_sha256"] != first["model_sha256"]
-    assert other["metrics"]["test"]["roc_auc"] >= QUALITY_AUC_TARGET
+    assert other["data"]["training_file_sha256"] != first["data"]["training_file_sha256"]  # the shuffle is seeded too
+    assert other["data"]["train_examples"] == first["data"]["train_examples"]
 
 
 @needs_data
-@pytest.mark.slow
-def test_quantized_model_written_when_metrics_hold(tmp_path: Path, quality_model) -> None:
+def test_quantized_model_written_when_metrics_hold(tmp_path: Path, quality_model, tiny_quality_data: Path) -> None:
     from refinery.classifiers import quality
 
     (tmp_path / "quality.bin").write_bytes(b"stale")  # must not survive next to a new .ftz
-    report = quality.train(SHARED_DATA, tmp_path, quantize=True)
+    report = quality.train(tiny_quality_data, tmp_path, TINY_QUALITY_PARAMS, quantize=True)
+    decision = report["quantization_decided_on"]
+    assert decision["split"] == "validation" and decision["metric"] == "roc_auc"
+    assert decision["full"] == report["metrics_before_quantization"]["validation"]["roc_auc"]
+    assert decision["quantized"] >= decision["full"] - 0.01  # on this data the rule keeps the .ftz
     assert report["quantized"] and report["model_file"] == "quality.ftz"
-    assert not (tmp_path / "quality.bin").exists()
+    assert decision["quantized"] == report["metrics"]["validation"]["roc_auc"]  # metrics are the shipped model's
+    assert not (tmp_path / "quality.bin").exists() and (tmp_path / "quality.ftz").is_file()
     assert report["model_bytes"] < quality_model[1]["model_bytes"] / 5
-    assert report["metrics"]["test"]["roc_auc"] >= report["metrics_before_quantization"]["test"]["roc_auc"] - 0.01
+    # the stage loads it and scores like the report says
+    from refinery.stages.classifiers import QualityFilter
+
+    assert QualityFilter(model_path=str(tmp_path / "quality.ftz"))(_batch(["The museum opens at nine."])).num_rows == 1
 
 
 # -- the stages on real text ---------------------------------------------------------------------
@@ -249,41 +294,140 @@ def _batch(texts: list, ids: list[str] | None = None) -> pa.RecordBatch:
     })
 
 
-@needs_data
-@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
-def test_toxicity_stage_reproduces_held_out_metrics(toxicity_model) -> None:
-    """The stage's path (decode, prepare, fast pair, gate, transformer, stack) gives the recipe's
-    scores; the cascade runs the transformer on exactly the rows at or above the gate."""
+def _olid_test(data_dir: Path) -> tuple[list[str], list[str], np.ndarray]:
     from refinery.classifiers.toxicity import load_olid
+
+    _, test = load_olid(data_dir / "toxicity")
+    return [i for i, _, _ in test], [t for _, t, _ in test], np.array([y for _, _, y in test])
+
+
+@needs_data
+def test_toxicity_stage_reproduces_the_recipes_metrics(toxicity_model, tiny_toxicity_data: Path) -> None:
+    """The stage's path (decode, prepare, fast pair, gate, transformer, stack) gives the recipe's
+    scores: the same metrics on OLID test as the report, and removal exactly at the threshold."""
     from refinery.stages.base import METRIC, REASON
     from refinery.stages.classifiers import ToxicityFilter
 
     out, report = toxicity_model
-    _, test = load_olid(SHARED_DATA / "toxicity")
+    ids, texts, labels = _olid_test(tiny_toxicity_data)
     stage = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=report["threshold"], max_profanity_frac=None,
                            cascade=True)
-    result = stage(_batch([t for _, t, _ in test], [i for i, _, _ in test]))
+    assert stage.effective_gate() == report["combine"]["gate"]  # at the model's own threshold: its own gate
+    result = stage(_batch(texts, ids))
     scores = np.array(result.column("toxicity_score").to_pylist())
-    labels = np.array([y for _, _, y in test])
     got = binary_metrics(labels, scores, report["threshold"])
     want = report["metrics"]["olid_test"]
-    # the transformer runs with one thread here and two in the recipe: floats may differ in the
-    # last bits, which can move a tweet sitting exactly on the threshold, nothing more
-    assert got["f1"] == pytest.approx(want["f1"], abs=0.005) and got["roc_auc"] == pytest.approx(want["roc_auc"], abs=0.001)
+    # the recipe scores the whole split in one transformer pass, the stage only the gated rows: padding
+    # differs, so floats may differ in the last bits (which could only move a tweet sitting on the threshold)
+    assert got["f1"] == pytest.approx(want["f1"], abs=1e-3) and got["roc_auc"] == pytest.approx(want["roc_auc"], abs=1e-3)
+    assert binary_metrics(labels, result.column("toxicity_fast_score").to_pylist(), report["combine"]["fast_threshold"]) \
+        == report["components"]["fast"]["metrics"]["olid_test"]  # the fast pair: no transformer, exactly the same
     reasons = result.column(REASON).to_pylist()
     assert reasons == ["toxic" if s >= report["threshold"] else None for s in scores]
-    removed = [m for m, r in zip(result.column(METRIC).to_pylist(), reasons) if r]
-    assert removed and min(removed) >= report["threshold"]
-    fast = np.array(result.column("toxicity_fast_score").to_pylist())
-    transformer = result.column("toxicity_transformer_score").to_pylist()
-    gate = report["combine"]["gate"]
-    assert [t is not None for t in transformer] == list(fast >= gate)
-    assert np.array_equal(scores[fast < gate], fast[fast < gate])  # below the gate the fast score stands
-    assert 0.3 < np.mean(fast >= gate) < 0.95  # tweets: most pass the gate (web text: few, see docs)
+    assert [m for m, r in zip(result.column(METRIC).to_pylist(), reasons) if r] == [s for s, r in zip(scores, reasons) if r]
+    assert "toxic" in reasons and None in reasons
 
 
 @needs_data
-@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
+def test_cascade_calls_the_transformer_only_at_or_above_the_gate(toxicity_model, tiny_toxicity_data: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from refinery.stages.classifiers import ToxicityFilter
+
+    out, report = toxicity_model
+    ids, texts, _ = _olid_test(tiny_toxicity_data)
+    path = str(out / report["model_file"])
+    fast = np.array(ToxicityFilter(model_path=path, cascade=False)(_batch(texts, ids)).column("toxicity_fast_score").to_pylist())
+    gate = float(np.median(fast))  # half the tweets reach the transformer
+    stage = ToxicityFilter(model_path=path, threshold=None, max_profanity_frac=None, cascade=True, gate=gate)
+    model = stage._model()
+    asked: list[list[str]] = []
+    real_score = model.transformer.score
+    monkeypatch.setattr(model.transformer, "score", lambda batch: asked.append(list(batch)) or real_score(batch))
+    result = stage(_batch(texts, ids))
+    reached = fast >= gate
+    assert 0 < reached.sum() < len(texts)
+    prepared = [prepare_text(t, stage.max_chars) for t in texts]
+    assert len(asked) == 1 and sorted(asked[0]) == sorted(p for p, r in zip(prepared, reached) if r)
+    transformer = result.column("toxicity_transformer_score").to_pylist()
+    assert [t is not None for t in transformer] == list(reached)
+    final = np.array(result.column("toxicity_score").to_pylist())
+    assert np.array_equal(np.array(result.column("toxicity_fast_score").to_pylist()), fast)
+    assert np.array_equal(final[~reached], fast[~reached])  # below the gate the fast score stands
+    assert not np.allclose(final[reached], fast[reached])  # above it the cascade's stacker decides
+    # nothing at or above the gate: the transformer is not called at all
+    asked.clear()
+    none = ToxicityFilter(model_path=path, threshold=None, max_profanity_frac=None, cascade=True, gate=float(fast.max()) + 0.01)
+    monkeypatch.setattr(none._model().transformer, "score", lambda batch: asked.append(list(batch)) or real_score(batch))
+    assert none(_batch(texts, ids)).column("toxicity_transformer_score").null_count == len(texts) and asked == []
+
+
+@needs_data
+def test_gate_follows_the_threshold_as_written_in_the_report(toxicity_model) -> None:
+    """The gates the recipe wrote are the ones the stage reads back: the model's own gate up to
+    its threshold, above it the gate stored for the largest grid threshold not above it."""
+    from refinery.stages.classifiers import ToxicityFilter
+
+    out, report = toxicity_model
+    path = str(out / report["model_file"])
+    combine = report["combine"]
+    table = {float(k): v for k, v in combine["gates_by_threshold"].items()}
+
+    def gate(threshold: float | None) -> float:
+        return ToxicityFilter(model_path=path, threshold=threshold, cascade=True).effective_gate()
+
+    assert gate(None) == gate(report["threshold"]) == combine["gate"]
+    stricter = [t for t in sorted(table) if t > report["threshold"]]
+    assert stricter, table
+    for t in stricter:
+        assert gate(t) == table[t]
+        assert gate(round(t + 0.01, 2)) == table[t]  # between grid points: the grid point below
+    assert gate(0.99) == table[max(table)]
+    assert ToxicityFilter(model_path=path, threshold=0.99, cascade=True, gate=0.5).effective_gate() == 0.5
+    model = ToxicityFilter(model_path=path, cascade=True)._model()
+    assert (model.threshold, model.fast_threshold, model.gate) == (report["threshold"], combine["fast_threshold"], combine["gate"])
+    assert ToxicityFilter(model_path=path, cascade=False)._model().threshold == combine["fast_threshold"]
+
+
+@needs_data
+def test_stacked_scores_are_the_logistic_combination_of_the_parts(toxicity_model, tiny_toxicity_data: Path) -> None:
+    """fast = sigmoid(a + b logit(P_fastText) + c logit(P_lexicon)); final = the same over the three
+    parts with the cascade's coefficients: recomputed here from the parts and the report's numbers."""
+    from refinery.classifiers.common import load_fasttext
+    from refinery.classifiers.lexicon import LinearLexicon
+    from refinery.classifiers.transformer import TransformerScorer
+    from refinery.stages.classifiers import ToxicityFilter
+
+    out, report = toxicity_model
+    combine = report["combine"]
+    _, tweets, _ = _olid_test(tiny_toxicity_data)
+    leads = [e["extract"] for e in json.loads((tiny_toxicity_data / "quality" / "summaries_en-us.json").read_text()).values()]
+    texts = tweets[:40] + leads[:8]
+    stage = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=None, max_profanity_frac=None, cascade=True,
+                           gate=0.0)  # the transformer scores every row
+    result = stage(_batch(texts))
+    prepared = [prepare_text(t, stage.max_chars) for t in texts]
+    labels, probs = load_fasttext(out / report["model_file"]).predict(prepared, k=2)
+    p_fasttext = np.array([dict(zip(lab, pr))["__label__OFF"] for lab, pr in zip(labels, probs)])
+    p_lexicon = LinearLexicon.load(out / combine["lexicon_file"]).score_prepared(prepared)
+    p_transformer = TransformerScorer(out / combine["transformer_dir"], max_length=combine["transformer_max_length"]).score(prepared)
+    assert np.allclose(result.column("toxicity_transformer_score").to_pylist(), p_transformer, atol=1e-5)
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p))
+
+    def stacked(section: dict, parts: dict[str, np.ndarray]) -> np.ndarray:
+        z = section["intercept"] + sum(c * logit(parts[f]) for f, c in zip(section["features"], section["coef"]))
+        return 1 / (1 + np.exp(-z))
+
+    parts = {"fasttext": p_fasttext, "lexicon": p_lexicon, "transformer": p_transformer}
+    # fastText reports probabilities with a 1e-5 floor: tolerances allow for that, nothing more
+    assert np.allclose(result.column("toxicity_fast_score").to_pylist(), stacked(combine["fast"], parts), atol=1e-4)
+    assert np.allclose(result.column("toxicity_score").to_pylist(), stacked(combine["cascade"], parts), atol=1e-4)
+    assert np.ptp(result.column("toxicity_score").to_pylist()) > 0.1  # not a constant: the parts matter
+
+
+@needs_data
 def test_toxicity_model_parts_missing_name_the_training_command(toxicity_model, tmp_path: Path) -> None:
     from refinery.stages.classifiers import ToxicityFilter
 
@@ -305,54 +449,55 @@ def test_toxicity_model_parts_missing_name_the_training_command(toxicity_model, 
 
 
 @needs_data
-@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_toxicity_stage_decisions_on_real_text(toxicity_model) -> None:
+    """Reasons and metrics as documented: ``toxic`` at or above the threshold (metric: the score),
+    else ``profanity`` above the word fraction (metric: the fraction), else kept."""
+    import csv
+
     from refinery.classifiers.toxicity import load_wikipedia_negatives
     from refinery.stages.base import METRIC, REASON
     from refinery.stages.classifiers import ToxicityFilter
 
     out, report = toxicity_model
-    clean = load_wikipedia_negatives(SHARED_DATA)[1][:100]  # held-out Wikipedia leads: never trained on
+    clean = load_wikipedia_negatives(SHARED_DATA)[1][:40]  # held-out Wikipedia leads: never trained on
     # real Davidson tweets labelled offensive by all three annotators
-    import csv
-
     with open(SHARED_DATA / "toxicity" / "davidson_labeled_data.csv", encoding="utf-8") as f:
         offensive = [r["tweet"] for r in csv.DictReader(f) if r["offensive_language"] == r["count"] == "3"][:20]
-    stage = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=0.5, max_profanity_frac=0.1, cascade=True)
-    result = stage(_batch(clean + offensive))
-    scores = result.column("toxicity_score").to_pylist()
-    fracs = result.column("profanity_word_frac").to_pylist()
-    reasons = result.column(REASON).to_pylist()
     n = len(clean)
-    assert np.mean(np.array(scores[:n]) < 0.2) >= 0.97 and reasons[:n].count(None) >= 0.98 * n
-    assert np.mean(np.array(fracs[:n]) == 0.0) >= 0.9
-    assert np.mean(scores[n:]) > 0.8
-    assert sum(r is not None for r in reasons[n:]) >= 0.9 * len(offensive)
-    # profanity only counts when the model did not already flag the row
-    stage2 = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=None, max_profanity_frac=0.1, cascade=True)
-    res2 = stage2(_batch(offensive))
-    for frac, reason, metric in zip(res2.column("profanity_word_frac").to_pylist(), res2.column(REASON).to_pylist(),
-                                    res2.column(METRIC).to_pylist()):
-        assert reason == ("profanity" if frac > 0.1 else None)
-        assert metric == (frac if reason else None)
-    assert "profanity" in res2.column(REASON).to_pylist()
+    for threshold in (0.5, None):
+        stage = ToxicityFilter(model_path=str(out / report["model_file"]), threshold=threshold, max_profanity_frac=0.1,
+                               cascade=True)
+        result = stage(_batch(clean + offensive))
+        scores = result.column("toxicity_score").to_pylist()
+        fracs = result.column("profanity_word_frac").to_pylist()
+        for score, frac, reason, metric in zip(scores, fracs, result.column(REASON).to_pylist(),
+                                               result.column(METRIC).to_pylist()):
+            if threshold is not None and score >= threshold:
+                assert (reason, metric) == ("toxic", score)
+            elif frac > 0.1:  # profanity only counts when the model did not already flag the row
+                assert (reason, metric) == ("profanity", frac)
+            else:
+                assert (reason, metric) == (None, None)
+        reasons = result.column(REASON).to_pylist()
+        assert None in reasons and ("toxic" if threshold is not None else "profanity") in reasons
+    assert np.mean(np.array(fracs[:n]) == 0.0) >= 0.9  # the word lists: clean prose has (almost) no listed word
+    # the score is P(offensive), not P(not offensive)
+    assert np.mean(scores[n:]) > np.mean(scores[:n]) + 0.2
 
 
 @pytest.fixture(scope="module")
-def held_out_quality_docs():
-    """Raw held-out documents of the quality recipe: (wikipedia leads, English web texts)."""
+def held_out_quality_docs(tiny_quality_data: Path):
+    """Raw held-out documents of the tiny quality model: (wikipedia leads, English web texts)."""
     from refinery.classifiers import quality
 
-    if not (SHARED_DATA / "quality").is_dir():
-        pytest.skip(f"{SHARED_DATA} is absent")
-    wiki = [t for k, t in quality.load_wikipedia(SHARED_DATA) if quality._held_out(f"wiki:{k}")]
-    web, _ = quality.load_web(SHARED_DATA)
+    wiki = [t for k, t in quality.load_wikipedia(tiny_quality_data) if quality._held_out(f"wiki:{k}")]
+    web, _ = quality.load_web(tiny_quality_data)
     return wiki, [(k, t) for k, t in web if quality._held_out(f"web:{k}")]
 
 
 @needs_data
 def test_quality_stage_threshold_decisions(quality_model, held_out_quality_docs) -> None:
-    from refinery.stages.base import REASON
+    from refinery.stages.base import METRIC, REASON
     from refinery.stages.classifiers import QualityFilter
 
     out, report = quality_model
@@ -364,9 +509,9 @@ def test_quality_stage_threshold_decisions(quality_model, held_out_quality_docs)
     labels = np.array([True] * len(wiki) + [False] * len(web))
     assert binary_metrics(labels, scores, 0.5) == report["metrics"]["test"]  # same path as the recipe
     reasons = result.column(REASON).to_pylist()
-    kept_wiki = np.mean([r is None for r in reasons[: len(wiki)]])
-    removed_web = np.mean([r == "low_quality" for r in reasons[len(wiki):]])
-    assert kept_wiki >= 0.97 and removed_web >= 0.8, (kept_wiki, removed_web)
+    assert reasons == ["low_quality" if s < 0.5 else None for s in scores]
+    assert result.column(METRIC).to_pylist() == [s if s < 0.5 else None for s in scores]
+    assert "low_quality" in reasons and None in reasons
 
 
 def test_pareto_draws_match_the_keep_probability() -> None:
@@ -385,36 +530,32 @@ def test_pareto_draws_match_the_keep_probability() -> None:
 @needs_data
 def test_quality_stage_pareto_is_deterministic_per_document(quality_model, held_out_quality_docs) -> None:
     from refinery.stages.base import METRIC, REASON
-    from refinery.stages.classifiers import QualityFilter
+    from refinery.stages.classifiers import QualityFilter, pareto_draws
 
     out, report = quality_model
     wiki, web = held_out_quality_docs
-    texts = wiki[:300] + [t for _, t in web]
-    ids = [f"wiki/{i}" for i in range(300)] + [k for k, _ in web]
+    texts = wiki + [t for _, t in web]
+    ids = [f"wiki/{i}" for i in range(len(wiki))] + [k for k, _ in web]
     stage = QualityFilter(model_path=str(out / report["model_file"]), mode="pareto", alpha=1.0, seed=7)
     full = stage(_batch(texts, ids))
     reasons = full.column(REASON).to_pylist()
-    assert set(reasons) <= {None, "pareto_sampled_out"}
+    scores = np.array(full.column("quality_score").to_pylist())
+    # keep exactly when the document's own Pareto draw exceeds 1 - score
+    assert reasons == [None if d > 1 - s else "pareto_sampled_out" for d, s in zip(pareto_draws(ids, 7, 1.0), scores)]
+    assert "pareto_sampled_out" in reasons and None in reasons
     # same decision whatever the batch boundaries and order
     order = list(range(len(texts)))[::-1]
     rev = stage(_batch([texts[i] for i in order], [ids[i] for i in order]))
     assert [rev.column(REASON).to_pylist()[order.index(i)] for i in range(len(texts))] == reasons
     parts = [stage(_batch(texts[i:i + 7], ids[i:i + 7])).column(REASON).to_pylist() for i in range(0, len(texts), 7)]
     assert list(itertools.chain.from_iterable(parts)) == reasons
-    # alpha = 1 keeps with probability 1 / (2 - score): high-scoring Wikipedia leads mostly stay,
-    # web text (scores near 0) about half the time
-    wiki_kept = np.mean([r is None for r in reasons[:300]])
-    web_kept = np.mean([r is None for r in reasons[300:]])
-    assert wiki_kept > 0.85 and 0.2 < web_kept < 0.8, (wiki_kept, web_kept)
     metrics = full.column(METRIC).to_pylist()
-    scores = full.column("quality_score").to_pylist()
     assert all(m == s for m, s, r in zip(metrics, scores, reasons) if r)
     other_seed = QualityFilter(model_path=str(out / report["model_file"]), mode="pareto", alpha=1.0, seed=8)
     assert other_seed(_batch(texts, ids)).column(REASON).to_pylist() != reasons
 
 
 @needs_data
-@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_stages_handle_empty_long_and_non_utf8_text(toxicity_model, quality_model) -> None:
     from refinery.stages.base import REASON
     from refinery.stages.classifiers import QualityFilter, ToxicityFilter
@@ -427,7 +568,8 @@ def test_stages_handle_empty_long_and_non_utf8_text(toxicity_model, quality_mode
     text = pa.Array.from_buffers(pa.string(), len(binary), binary.buffers())  # invalid UTF-8, unvalidated
     batch = pa.RecordBatch.from_arrays([pa.array([f"d{i}" for i in range(len(raw))]), text], names=["id", "text"])
     stages = [
-        ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"]), max_chars=len(lead) + 1, cascade=True),
+        ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"]), max_chars=len(lead) + 1, cascade=True,
+                       gate=0.0),  # every scored row through the transformer too
         QualityFilter(model_path=str(quality_model[0] / quality_model[1]["model_file"]), max_chars=len(lead) + 1),
     ]
     for stage, column in zip(stages, ("toxicity_score", "quality_score")):
@@ -440,23 +582,23 @@ def test_stages_handle_empty_long_and_non_utf8_text(toxicity_model, quality_mode
         assert scores[5] is not None and 0.0 <= scores[5] <= 1.0
     tox = stages[0](batch)
     assert tox.column("profanity_word_frac").to_pylist()[1:4] == [None] * 3
+    transformer = tox.column("toxicity_transformer_score").to_pylist()
+    assert [t is None for t in transformer] == [False, True, True, True, False, False]
 
 
 @needs_data
-@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_stages_pickle_without_the_model_and_reload(toxicity_model) -> None:
     from refinery.stages.classifiers import ToxicityFilter
 
-    stage = ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"]), cascade=True)
+    stage = ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"]), cascade=True, gate=0.0)
     batch = _batch(["You are a complete idiot and a liar", "The museum opens at nine."])
     before = stage(batch).column("toxicity_score").to_pylist()
     blob = pickle.dumps(stage)
-    assert len(blob) < 10_000  # the 20 MB model is not shipped to workers
+    assert len(blob) < 10_000  # the 40 MB model and the transformer are not shipped to workers
     assert pickle.loads(blob)(batch).column("toxicity_score").to_pylist() == before
 
 
 @needs_data
-@pytest.mark.slow  # the session's toxicity model fine-tunes a transformer (~13 min, once)
 def test_pipeline_shard_with_classifier_stages(toxicity_model, quality_model, tmp_path: Path) -> None:
     """Both stages in the real shard runner over a real Common Crawl JSONL shard: scores land in
     the kept Parquet, removed rows carry the stage and reason, and every document is accounted for."""
@@ -471,18 +613,20 @@ def test_pipeline_shard_with_classifier_stages(toxicity_model, quality_model, tm
         n_docs = sum(1 for _ in f)
     stages = [
         ToxicityFilter(model_path=str(toxicity_model[0] / toxicity_model[1]["model_file"]), cascade=True),
-        QualityFilter(model_path=str(quality_model[0] / quality_model[1]["model_file"]), threshold=0.01),
+        QualityFilter(model_path=str(quality_model[0] / quality_model[1]["model_file"]), threshold=0.5),  # web text: most go
     ]
     result = ShardRunner(stages).run(ShardTask(str(shard), str(tmp_path / "out"), "s0"))
     kept = pq.read_table(tmp_path / "out" / "kept" / "s0.parquet")
     removed_path = tmp_path / "out" / "removed" / "s0.parquet"
-    removed = pq.read_table(removed_path) if removed_path.exists() else None
-    n_removed = removed.num_rows if removed is not None else 0
-    assert kept.num_rows + n_removed == n_docs
-    assert {"toxicity_score", "profanity_word_frac", "quality_score"} <= set(kept.column_names)
-    assert all(s >= 0.01 for s in kept.column("quality_score").to_pylist())
-    if removed is not None:
-        assert set(removed.column("removed_stage").to_pylist()) <= {"toxicity", "quality"}
+    removed = pq.read_table(removed_path)
+    assert kept.num_rows + removed.num_rows == n_docs and removed.num_rows > 0
+    assert {"toxicity_score", "toxicity_fast_score", "toxicity_transformer_score", "profanity_word_frac",
+            "quality_score"} <= set(kept.column_names)
+    assert all(s >= 0.5 for s in kept.column("quality_score").to_pylist())
+    assert set(removed.column("removed_stage").to_pylist()) <= {"toxicity", "quality"}
+    by_quality = [m for s, m in zip(removed.column("removed_stage").to_pylist(), removed.column("removed_metric").to_pylist())
+                  if s == "quality"]
+    assert by_quality and all(m < 0.5 for m in by_quality)  # the metric is the quality score that fell short
     assert result.stats
 
 

@@ -104,6 +104,15 @@ def test_whole_recipe_runs_as_one_job_and_reruns_skip_every_pass(dup_input, tmp_
     assert verify.returncode == 0, verify.stderr
     manifest = json.loads((out / "tokens" / "manifest.json").read_text())
     assert manifest["totals"]["n_docs"] == sum(1 for r in _kept_rows(out) if r["text"])
+    # every kept/ and removed/ of the run reads as one dataset, passes that removed nothing included
+    import duckdb
+    import pyarrow.dataset as ds
+
+    for directory in ["kept", *(f"{p}/{sub}" for p in PASSES[:-1] for sub in ("removed",)), "filter/kept"]:
+        files = sorted((out / directory).glob("*.parquet"))
+        assert len(files) == 2 and len({pq.read_schema(f) for f in files}) == 1, directory
+        n = duckdb.sql(f"SELECT count(*) FROM '{out / directory}/*.parquet'").fetchall()[0][0]
+        assert n == ds.dataset(str(out / directory)).count_rows() == sum(pq.read_metadata(f).num_rows for f in files)
     status = run_status(str(out))
     assert status.complete and [p["name"] for p in status.passes] == PASSES
     assert all(p["state"] == "finished" for p in status.passes)
@@ -258,3 +267,17 @@ def test_the_readme_demo_runs_the_whole_recipe_on_the_bundled_sample(tmp_path):
     assert report.returncode == 0 and "substring_dedup" in (out / "report.html").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0 and "filter skipped" in again.stdout and "tokens skipped" in again.stdout
+
+
+def test_a_plan_that_loses_its_last_pass_is_refused(dup_input, tmp_path):
+    """The last document pass keeps into OUT/kept: dropping a pass makes another one the last,
+    whose old output lives elsewhere, so the rerun is refused instead of skipping it."""
+    out = tmp_path / "run"
+    spec = _recipe(dedup=[{"method": "url"}, {"method": "exact"}], tokenize=None)
+    run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    shorter = _recipe(dedup=[{"method": "url"}], tokenize=None)
+    with pytest.raises(RerunError, match="'url_dedup' pass: the plan's passes changed"):
+        run_pipeline(parse_config(shorter), str(dup_input), str(out), workers=1, progress=False)
+    longer = _recipe(dedup=[{"method": "url"}, {"method": "exact"}], tokenize={"tokenizer": "gpt2"})
+    grown = run_pipeline(parse_config(longer), str(dup_input), str(out), workers=1, progress=False)
+    assert grown.passes == {"filter": "skipped", "url_dedup": "skipped", "exact_dedup": "skipped", "tokens": "done"}

@@ -1,5 +1,6 @@
 """The toxicity model's parts on their own: the exported lexicon, the stackers, the cascade's
-transformer (a real fine-tune of the packaged MiniLM on a few real tweets)."""
+transformer (a real fine-tune of the packaged MiniLM on 96 real tweets and leads: the session's
+tiny toxicity model, tests/_classifiers_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import numpy as np
 import pytest
 
 from refinery.classifiers.stacking import Stacker, choose_gate, cross_fitted, fit_logistic, fit_stacker, logit
-from tests._classifiers_fixtures import SHARED_DATA, needs_data
+# Rewrite asserts in the fixtures module too (it is also loaded as a plugin below).
+pytest.register_assert_rewrite("tests._classifiers_fixtures")
+from tests._classifiers_fixtures import TINY_TRANSFORMER, needs_data  # noqa: E402
+
+#: the session fixtures (the tiny toxicity model is shared with test_classifiers.py: a plugin, so
+#: it is trained once per session)
+pytest_plugins = ["tests._classifiers_fixtures"]
 
 
 # -- lexicon ------------------------------------------------------------------------------------
@@ -71,25 +78,26 @@ def test_choose_gate_keeps_the_asked_recall() -> None:
 
 # -- transformer --------------------------------------------------------------------------------
 @needs_data
-@pytest.mark.slow
-def test_transformer_fine_tune_is_reproducible_and_learns(tmp_path: Path) -> None:
-    from refinery.classifiers.toxicity import olid_transformer_examples
-    from refinery.classifiers.transformer import TransformerParams, TransformerScorer, fine_tune
-
-    rows = olid_transformer_examples(SHARED_DATA)
-    sample = [r for r in rows if r[1]][:48] + [r for r in rows if not r[1]][:48]
-    params = TransformerParams(epochs=3, batch_size=16, lr=2e-4, max_length=48)
-    info = fine_tune(sample, tmp_path / "a", params)
-    fine_tune(sample, tmp_path / "b", params)
-    assert info["steps"] == 18 and info["train_examples"] == 96
-    texts = [t for t, _ in sample]
-    a = TransformerScorer(tmp_path / "a", max_length=48).score(texts)
-    b = TransformerScorer(tmp_path / "b", max_length=48).score(texts)
-    assert np.array_equal(a, b)  # same seed, same data, same threads: the same model
-    labels = np.array([y for _, y in sample])
+@pytest.mark.slow  # a second 6-step fine-tune (~6 s), plus the session's tiny toxicity model when this file runs alone (~15 s)
+def test_transformer_fine_tune_is_reproducible_and_learns(toxicity_model, tiny_toxicity_data: Path, tmp_path: Path) -> None:
+    """The session's tiny cascade fine-tuned MiniLM on the tiny training rows (6 steps); the same
+    data, seed and thread count give the same weights, byte for byte."""
     from refinery.classifiers.common import roc_auc
+    from refinery.classifiers.toxicity import transformer_examples
+    from refinery.classifiers.transformer import HEAD_FILE, TransformerScorer, fine_tune
 
-    assert roc_auc(labels, a) > 0.9, roc_auc(labels, a)  # it fitted its training tweets
+    out, report = toxicity_model
+    first = out / report["combine"]["transformer_dir"]
+    rows = transformer_examples(tiny_toxicity_data)
+    info = fine_tune(rows, tmp_path / "again", TINY_TRANSFORMER)
+    assert info["train_examples"] == len(rows) and info["steps"] == len(rows) // TINY_TRANSFORMER.batch_size == 6
+    for name in (HEAD_FILE, "model.safetensors"):
+        assert (tmp_path / "again" / name).read_bytes() == (first / name).read_bytes(), name
+    texts = [t for t, _ in rows]
+    scorer = TransformerScorer(first, max_length=TINY_TRANSFORMER.max_length)
+    scores = scorer.score(texts)
+    labels = np.array([y for _, y in rows])
+    assert roc_auc(labels, scores) > 0.85, roc_auc(labels, scores)  # it fitted its training rows (a random head: ~0.5)
     # batching does not change a document's score beyond float noise
-    one_by_one = np.array([TransformerScorer(tmp_path / "a", max_length=48, batch_size=1).score([t])[0] for t in texts[:5]])
-    assert np.allclose(one_by_one, a[:5], atol=1e-5)
+    one_by_one = TransformerScorer(first, max_length=TINY_TRANSFORMER.max_length, batch_size=1)
+    assert np.allclose([one_by_one.score([t])[0] for t in texts[:5]], scores[:5], atol=1e-5)

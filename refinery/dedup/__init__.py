@@ -9,8 +9,8 @@ run directory; the removal stages live in :mod:`refinery.stages.dedup`. Building
 - :mod:`~refinery.dedup.shuffle` -- partitioned Parquet files exchanged between passes;
 - :mod:`~refinery.dedup.components` -- connected components (large-star / small-star);
 - :mod:`~refinery.dedup.substring` -- EXACTSUBSTR-CUT with a depth-limited suffix array;
-- :mod:`~refinery.dedup.passes` / :mod:`~refinery.dedup.driver` -- the task functions and their chaining;
-- :mod:`~refinery.dedup.parallel` -- in-process, process-pool or Ray execution of a pass's tasks.
+- :mod:`~refinery.dedup.passes` / :mod:`~refinery.dedup.driver` -- the task functions and their chaining,
+  run on the one executor layer (:mod:`refinery.executors`).
 
 See ``docs/dedup.md`` for the design, parameters and memory model.
 """
