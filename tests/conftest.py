@@ -47,3 +47,16 @@ def s3_bucket(s3_server, request):
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture()
+def keep_root_logging():
+    """Restore the root logger's handlers and level after a test whose code configures logging
+    (a CLI command, the container entrypoint) onto handlers that are gone afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])

@@ -41,14 +41,8 @@ VOLATILE = {"seconds", "wall_seconds", "task_seconds", "finished_at", "updated_a
 
 
 @pytest.fixture(autouse=True)
-def _keep_root_logging():
-    """The container configures logging (force=True) onto its own handlers: undo it."""
-    import logging
-
-    root = logging.getLogger()
-    saved = list(root.handlers), root.level
-    yield
-    root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+def _keep_root_logging(keep_root_logging):
+    """The container and CLI commands configure logging onto their own handlers: undo it."""
 
 
 def snapshot(run_dir: str, input_dir: str) -> dict[str, Any]:

@@ -61,14 +61,8 @@ def _spec(**kw) -> JobSpec:
 
 
 @pytest.fixture(autouse=True)
-def _keep_root_logging():
-    """The CLI commands configure logging onto CliRunner's (then closed) stderr: undo it."""
-    import logging
-
-    root = logging.getLogger()
-    saved = list(root.handlers), root.level
-    yield
-    root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+def _keep_root_logging(keep_root_logging):
+    """The container and CLI commands configure logging onto their own handlers: undo it."""
 
 
 @pytest.fixture()

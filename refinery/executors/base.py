@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 import resource
 import sys
 import time
@@ -122,7 +123,7 @@ def call_task(fn: TaskFn, shared: dict[str, Any], task: dict[str, Any], attempt:
     return ("skipped" if result.get("skipped") else "done"), result, None, _where()
 
 
-class Executor:
+class Executor(ABC):
     """Runs task functions; subclasses say where (:meth:`_submit`) and how many at once."""
 
     kind: str = ""
@@ -133,8 +134,9 @@ class Executor:
         self.progress = progress
 
     # -- what a subclass provides ------------------------------------------------------------
+    @abstractmethod
     def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str) -> Future:
-        raise NotImplementedError  # pragma: no cover - interface
+        """Start ``call_task(fn, shared, task, attempt, name)`` somewhere; its future."""
 
     def _prepare_shared(self, shared: dict[str, Any]) -> Any:
         return shared
