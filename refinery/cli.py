@@ -10,10 +10,15 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn raw web crawls into a clean pretraining corpus.")
-console = Console(stderr=False)
-err = Console(stderr=True, soft_wrap=True)  # error lines stay whole: people grep and copy them
+from refinery import cli_common
+from refinery.cli_common import err, fail, print_error, setup_logging
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Turn raw web crawls into a clean pretraining corpus.")
+#: markup off everywhere: paths, stage names and errors are user data, never rich markup
+console = Console(stderr=False, markup=False, highlight=False)
 
 #: Modules that add their own commands with ``register(app)``; keeps this file small.
 COMMAND_MODULES: list[str] = [
@@ -26,11 +31,22 @@ COMMAND_MODULES: list[str] = [
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from refinery import __version__
+
+        console.print(f"refinery {__version__}", soft_wrap=True)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
+) -> None:
+    """Turn raw web crawls into a clean pretraining corpus."""
 
 
 @app.command()
@@ -55,17 +71,24 @@ def run(
         cfg = load_config(config)
         summary = run_pipeline(cfg, input, output, executor=executor, workers=workers, force=force, limit=limit)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2)
+        fail(exc)
     if summary.stats:
-        out = console if console.is_terminal else Console(width=160)
+        out = console if console.is_terminal else Console(width=160, markup=False, highlight=False)
         out.print(render_funnel(summary.stats, title=f"{cfg.name}: {summary.output}"))
     if summary.failed:
         blocked = [n for n, s in summary.passes.items() if s == "blocked"]
-        err.print(f"[red]{len(summary.failed)} shard(s) failed[/red] in pass {summary.failed_pass} "
-                  f"(details in its failed/ directory){'; not run: ' + ', '.join(blocked) if blocked else ''}:")
+        denied = [o for o in summary.failed if _permission_denied(o.error)]
+        if denied:  # one cause for every shard: say it once, with what to do
+            print_error(f"permission denied writing to {summary.output}: {len(denied)} shard(s) failed "
+                        f"({denied[0].shard}: {denied[0].first_error_line}); "
+                        f"{sum(o.status != 'failed' for o in summary.outcomes)} finished shard(s) are kept; "
+                        "grant write access and run the same command again to finish the rest")
+            raise typer.Exit(1)
+        err.print(Text.assemble((f"{len(summary.failed)} shard(s) failed", "red"),
+                                f" in pass {summary.failed_pass} (details in its failed/ directory)"
+                                f"{'; not run: ' + ', '.join(blocked) if blocked else ''}:"))
         for o in summary.failed:
-            err.print(f"  {o.shard}: {o.first_error_line}", highlight=False)
+            err.print(f"  {o.shard}: {o.first_error_line}")
         raise typer.Exit(1)
     console.print("passes: " + ", ".join(f"{n} {s}" for n, s in summary.passes.items()), highlight=False, soft_wrap=True)
 
@@ -86,15 +109,13 @@ def stats(
     from refinery.stats.funnel import load_run_stats, render_funnel
 
     if (run_dir is None) == (compare is None):
-        err.print("[red]error:[/red] give either RUN_DIR or --compare RUN_A RUN_B")
-        raise typer.Exit(2)
+        fail("give either RUN_DIR or --compare RUN_A RUN_B")
     try:
         runs = [load_run_stats(d) for d in (compare or (run_dir,))]
-    except (FileNotFoundError, StorageError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2)
+    except (FileNotFoundError, StorageError, ValueError) as exc:
+        fail(exc)
     # piped or captured output: wide enough that no number is cut to "12…"
-    out = console if console.is_terminal else Console(width=220)
+    out = console if console.is_terminal else Console(width=220, markup=False, highlight=False)
     if compare:
         if json_out:
             out.print_json(json.dumps(compare_rows(*runs)))
@@ -119,9 +140,8 @@ def status(
 
     try:
         st = run_status(run_dir)
-    except FileNotFoundError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(exc)
     if json_out:
         console.print_json(json.dumps(st.to_dict()))
     else:
@@ -141,8 +161,62 @@ for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
 
 
-def main() -> None:
-    app()
+def _permission_denied(error: str | None) -> bool:
+    text = error or ""
+    return any(m in text for m in ("AccessDenied", "Access Denied", "ACCESS_DENIED", "(403)", "PermissionError",
+                                   "Permission denied", "HTTP 403", "Forbidden"))
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that come from what the user gave (a file, a key, a URI, credentials, a region):
+    one line and exit code 2. Anything else is a bug: one line and exit code 1 (traceback with -v)."""
+    from refinery.config import ConfigError
+    from refinery.io.fs import StorageError
+
+    types: list[type[BaseException]] = [ConfigError, StorageError, OSError, ValueError, LookupError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        types += [BotoCoreError, ClientError]
+    except ImportError:  # pragma: no cover - botocore is a dependency
+        pass
+    return tuple(types)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``refinery`` entry point: every error ends as one ``error:`` line on stderr (exit code 2
+    for a usage or user error, 1 for an unexpected one) and a traceback only with ``-v``."""
+    import traceback
+
+    try:  # typer >= 0.20 vendors click
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+        from typer.exceptions import Abort
+    except ImportError:
+        from click.exceptions import Abort, ClickException, NoArgsIsHelpError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in ("-v", "--verbose") for a in args)
+    cli_common.VERBOSE = verbose
+    try:
+        code = app(args=args, prog_name="refinery", standalone_mode=False)
+    except NoArgsIsHelpError:
+        code = 2  # the help was printed
+    except ClickException as exc:  # usage errors: missing or bad arguments and options
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "refinery"
+        print_error(f"{exc.format_message()} (see: {where} --help)")
+        code = exc.exit_code if exc.exit_code else 2
+    except (Abort, KeyboardInterrupt):
+        print_error("interrupted; run the same command again to resume")
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into one line
+        if verbose:
+            traceback.print_exc()
+        user = isinstance(exc, _user_error_types())
+        message = str(exc) if user else f"unexpected {type(exc).__name__}: {exc}"
+        hint = "" if verbose else " (rerun with -v for the traceback)" if not user else ""
+        print_error(f"{message}{hint}" if str(exc) else f"{type(exc).__name__}{hint}")
+        code = 2 if user else 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

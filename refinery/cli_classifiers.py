@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -50,13 +48,13 @@ def train_classifier(
     from refinery.classifiers import quality, toxicity
     from refinery.classifiers.common import models_dir
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from refinery.cli_common import fail, setup_logging
+
+    setup_logging(verbose)
     recipe = {"toxicity": toxicity, "quality": quality}[kind.value]
     data = data_dir or default_data_dir()
     if not data.is_dir():
-        typer.echo(f"error: data directory {data} not found (pass --data-dir)", err=True)
-        raise typer.Exit(2)
+        fail(f"data directory {data} not found (pass --data-dir, or set REFINERY_DATA_DIR)")
     overrides = {k: v for k, v in (("epoch", epoch), ("lr", lr), ("dim", dim)) if v is not None}
     params = replace(recipe.DEFAULT_PARAMS, seed=seed, **overrides)
     out_dir = out or models_dir()
@@ -66,9 +64,10 @@ def train_classifier(
             report = toxicity.train(data, out_dir, params, quantize=quantize, transformer=tr)
         else:
             report = recipe.train(data, out_dir, params, quantize=quantize)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    except RuntimeError as exc:
+        fail(exc, 1)
     summary = {
         "model": str(out_dir / report["model_file"]),
         "report": str(out_dir / f"{kind.value}.json"),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from refinery.cli_common import err, fail, print_error, setup_logging
+from refinery.cli_common import out as console
 
 
 def register(app: typer.Typer) -> None:
@@ -46,9 +46,8 @@ def dedup(
     from refinery.dedup.passes import DedupInputError
     from refinery.io.fs import StorageError
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    out, err = Console(), Console(stderr=True)
+    setup_logging(verbose)
+    out = console
     try:
         cfg = load_dedup_config(config, {
             "method": method, "minhash.preset": preset, "minhash.bands": bands, "minhash.rows": rows,
@@ -60,11 +59,10 @@ def dedup(
                            object_store_memory=cfg.executor.object_store_memory,
                            max_retries=cfg.executor.max_retries) as ex:
             stats = run_dedup(run_dir, output, cfg, ex, work_dir=work_dir, force=force)
-    except (DedupConfigError, DedupInputError, StorageError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2)
+    except (DedupConfigError, DedupInputError, StorageError, ValueError) as exc:
+        fail(exc)
     except (DedupError, TaskError) as exc:
-        err.print(f"[red]dedup failed:[/red] {exc}", highlight=False)
+        print_error(exc, "dedup failed:")
         raise typer.Exit(1)
     if json_out:
         out.print_json(json.dumps(stats))

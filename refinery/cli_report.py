@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from rich.console import Console
-
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+from refinery.cli_common import fail
+from refinery.cli_common import out as console
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +26,6 @@ def register(app: typer.Typer) -> None:
 
         try:
             uri = write_report(run_dir, out, samples_per_reason=samples)
-        except (FileNotFoundError, StorageError, ShardReadError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2)
-        console.print(f"report written to {uri}", highlight=False)
+        except (FileNotFoundError, StorageError, ShardReadError, ValueError) as exc:
+            fail(exc)
+        console.print(f"report written to {uri}")

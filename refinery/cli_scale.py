@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
-out = Console()
-err = Console(stderr=True)
+from refinery.cli_common import err, fail, note, setup_logging
+from refinery.cli_common import out
 
 
 def register(app: typer.Typer) -> None:
@@ -26,8 +26,7 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     for v in values or []:
         key, sep, value = v.partition("=")
         if not sep or not key:
-            err.print(f"[red]error:[/red] {what} must be KEY=VALUE, got {v!r}")
-            raise typer.Exit(2)
+            fail(f"{what} must be KEY=VALUE, got {v!r}")
         result[key] = value
     return result
 
@@ -72,8 +71,7 @@ def launch(
     from refinery.launch.launcher import launch as do_launch
     from refinery.launch.sagemaker import RequestError
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
     try:
         if (input is None or output is None) and stage != "dedup":
             cfg = load_config(config)
@@ -93,21 +91,20 @@ def launch(
             extra_env=_pairs(env, "--env"), name=name, build=build, dry_run=dry_run,
         )
     except (LaunchError, ConfigError, RequestError, StorageError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2)
+        fail(exc)
     if not result.built:
         err.print("# image build (run where Docker works):" if not dry_run else "# image build (not run in a dry run):")
         for line in result.build_commands:
-            err.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)  # copy-pastable lines
-    for note in result.notes:
-        err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+            err.print(f"  {line}")  # copy-pastable lines
+    for line in result.notes:
+        note(line)
     if dry_run:
         err.print(f"# pipeline {result.name}: " + " -> ".join(f"{g.step} ({g.job})" for g in result.groups)
-                  + " (dry run: nothing sent, uploaded or listed)", highlight=False)
+                  + " (dry run: nothing sent, uploaded or listed)")
         print(result.printable())  # stdout: JSON only
         return
-    out.print(f"launched pipeline [bold]{result.name}[/bold]: {result.execution_arn}", highlight=False)
-    out.print(f"follow it with: refinery watch {result.name}", highlight=False)
+    out.print(Text.assemble("launched pipeline ", (result.name, "bold"), f": {result.execution_arn}"))
+    out.print(f"follow it with: refinery watch {result.name}")
 
 
 def watch(
@@ -129,19 +126,25 @@ def watch(
     from refinery.io import fs
     from refinery.launch.watch import PipelineWatcher, Watcher, latest_execution
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sm = boto3.client("sagemaker", region_name=region)
-    cw = boto3.client("cloudwatch", region_name=region) if cloudwatch else None
+    from botocore.exceptions import NoCredentialsError, NoRegionError
+
+    setup_logging(False)
+    try:
+        sm = boto3.client("sagemaker", region_name=region)
+        cw = boto3.client("cloudwatch", region_name=region) if cloudwatch else None
+    except NoRegionError:
+        fail("no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION")
     kw = dict(stall_minutes=stall_minutes, stop_stalled=stop_stalled, output_uri=output, cloudwatch=cw)
     try:
         if latest_execution(sm, job) is not None:
             watcher = PipelineWatcher(sm, fs.s3_client(), job, **kw)
         else:
             watcher = Watcher(sm, fs.s3_client(), job, **kw)
-        code = watcher.run(interval_s=interval, once=once, echo=lambda line: out.print(line, highlight=False))
+        code = watcher.run(interval_s=interval, once=once, echo=lambda line: out.print(line))
+    except NoCredentialsError:
+        fail("no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or run where a role is attached)")
     except (ClientError, BotoCoreError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2)
+        fail(exc)
     raise typer.Exit(code)
 
 
@@ -169,11 +172,10 @@ def plan(
     try:
         cfg = load_config(config)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2)
+        fail(exc)
     source = "given"
     if docs_per_core_s is None or bytes_per_doc is None:
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        setup_logging(False, level=logging.WARNING)
         err.print(f"measuring {cfg.name} on {sample or model.default_sample(cfg)} (one core)...")
         m = model.measure(cfg, sample, repeat)
         docs_per_core_s = docs_per_core_s or m.docs_per_core_s
@@ -194,5 +196,5 @@ def plan(
     if bytes_per_doc and abs(bytes_per_doc - model.CC_WARC_BYTES_PER_DOC) / model.CC_WARC_BYTES_PER_DOC > 0.5 \
             and any(s.type == "extract" for s in cfg.stages):
         err.print(f"note: {bytes_per_doc:,.0f} bytes/doc differs from Common Crawl's ~{model.CC_WARC_BYTES_PER_DOC:,} "
-                  "(the bundled sample is small): consider --bytes-per-doc", highlight=False)
+                  "(the bundled sample is small): consider --bytes-per-doc")
 

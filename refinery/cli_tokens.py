@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+from refinery.cli_common import err, fail, setup_logging
+from refinery.cli_common import out as console
+from refinery.cli_common import print_error
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
 
 
 def _fail(exc: Exception, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-    raise typer.Exit(code)
+    fail(exc, code)
 
 
 def register(app: typer.Typer) -> None:
@@ -71,7 +66,7 @@ def register(app: typer.Typer) -> None:
             f"{m['totals']['n_tokens']:,} tokens, {m['totals']['n_docs']:,} documents "
             f"({m['source']['docs_empty']:,} empty skipped) in {m['totals']['n_shards']} shards "
             f"[{m['dtype']}, {m['tokenizer']['id']} vocab {m['tokenizer']['vocab_size']:,}] -> {output}/manifest.json "
-            f"({len(result.done)} shard(s) written, {len(result.skipped)} already done)", highlight=False, markup=False)
+            f"({len(result.done)} shard(s) written, {len(result.skipped)} already done)")
 
     @app.command("train-tokenizer")
     def train_tokenizer_cmd(
@@ -96,7 +91,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TokenizeError, StorageError, ShardReadError) as exc:
             _fail(exc)
         console.print(f"trained byte-level BPE on {result.docs:,} documents: vocab {result.vocab_size:,} "
-                      f"(sha256 {result.tokenizer.sha256[:16]}...) -> {out}", highlight=False, markup=False)
+                      f"(sha256 {result.tokenizer.sha256[:16]}...) -> {out}")
 
     @app.command("verify-tokens")
     def verify_tokens(
@@ -108,6 +103,10 @@ def register(app: typer.Typer) -> None:
         from refinery.tokens import TokenShardError
         from refinery.tokens.format import file_sha256
 
+        from refinery.io import fs
+
+        if not fs.exists(fs.join(token_dir, "manifest.json")):
+            _fail(f"no token manifest at {fs.join(token_dir, 'manifest.json')}: is {token_dir} a `refinery tokenize` output?")
         try:
             ds = TokenDataset(token_dir)
         except TokenShardError as exc:
@@ -120,7 +119,7 @@ def register(app: typer.Typer) -> None:
                         bad.append(f"{shard.uris[kind]}: SHA-256 differs from the manifest")
         ds.close()
         for line in bad:
-            err.print(f"[red]bad:[/red] {escape(line)}", highlight=False)
+            print_error(line, "bad:")
         if bad:
             raise typer.Exit(1)
         console.print(f"ok: {len(ds.shards)} shards, {ds.n_tokens:,} tokens, tokenizer {ds.manifest['tokenizer']['id']}",

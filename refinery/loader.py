@@ -15,7 +15,13 @@ Semantics (details and rationale in docs/tokens.md):
   groups of ``shuffle_window`` blocks (and inside its leftover slice).
 - Ranks differ by at most one window; every rank yields the same number of batches (DDP lockstep):
   missing rows are padding (``lengths == 0``, ``labels == -100``). Every token of the epoch is
-  yielded exactly once across ranks; nothing is dropped and nothing repeated.
+  yielded exactly once across ranks; nothing is dropped and nothing repeated (but a final window of
+  one token, the stream's last EOS, which has no next token to predict, is not emitted).
+- No batch is without a target on any rank (an all-padding batch gives a NaN mean loss, which DDP
+  spreads to every rank): a rank that would end on an all-padding batch moves one padding row into
+  its previous batch instead. Where that is impossible (``batch_size == 1`` with unequal ranks, or
+  fewer windows than ranks) the constructor refuses unless ``drop_last=True``, which yields only
+  full batches (the same number on every rank) and drops the rest of each rank's windows.
 - Deterministic in ``(seed, rank, world_size)`` (and the loader settings); ``state_dict()`` after
   any batch and ``load_state_dict()`` in a new loader continue with exactly the same batches.
 
@@ -177,6 +183,7 @@ class TokenLoader:
         threads: int = 8,
         pad_id: int | None = None,
         expected_tokenizer: LoadedTokenizer | str | None = None,
+        drop_last: bool = False,
     ) -> None:
         if seq_len < 1 or batch_size < 1:
             raise ValueError("seq_len and batch_size must be >= 1")
@@ -191,18 +198,53 @@ class TokenLoader:
         self.shuffle_window = max(1, shuffle_window)
         self.prefetch, self.threads = max(0, prefetch), max(1, threads)
         self.pad_id = self.data.eos_id if pad_id is None else pad_id
-        self.n_windows = math.ceil(self.data.n_tokens / self.window)
+        self.drop_last = bool(drop_last)
+        # a window needs two tokens to hold one (input, target) pair: a last window of a single
+        # token (the stream's final EOS) would be a row with no target at all, so it is not counted
+        self.n_windows = math.ceil((self.data.n_tokens - 1) / self.window) if self.data.n_tokens > 1 else 0
         full = self.n_windows // self.block_size
         self._blocks_per_rank = full // world_size
-        loose = self.n_windows - self._blocks_per_rank * world_size * self.block_size
-        #: real windows of the busiest rank; every rank yields this many rows (rounded up to batches)
-        self.windows_per_rank = self._blocks_per_rank * self.block_size + math.ceil(loose / world_size)
-        self.batches_per_epoch = math.ceil(self.windows_per_rank / batch_size)
+        self._loose = self.n_windows - self._blocks_per_rank * world_size * self.block_size
+        #: real windows of the busiest rank (without drop_last every rank yields this many rows,
+        #: rounded up to batches); the others have at most one fewer
+        self.windows_per_rank = self._blocks_per_rank * self.block_size + math.ceil(self._loose / world_size)
+        if self.drop_last:
+            # only full batches, as many as the least busy rank fills
+            least = self._blocks_per_rank * self.block_size + self._loose // world_size
+            self.batches_per_epoch = least // batch_size
+        else:
+            self.batches_per_epoch = math.ceil(self.windows_per_rank / batch_size)
+            self._check_no_empty_batch()
         self.epoch = 0
         self.position = 0  # rows of the current epoch already yielded
         self._active: Iterator | None = None
 
     # -- the plan: pure arithmetic on (seed, epoch, rank, world_size), no I/O ---------------------
+    def _rank_windows(self, rank: int) -> int:
+        """Real windows of ``rank`` per epoch (what :meth:`_groups` deals it)."""
+        w = self.world_size
+        return self._blocks_per_rank * self.block_size + (rank + 1) * self._loose // w - rank * self._loose // w
+
+    def _gap_slot(self, n_real: int) -> int | None:
+        """Row slot of the padding row moved forward on a rank that would otherwise end on an
+        all-padding batch (its last batch then holds its last window), else None."""
+        if self.drop_last or self.batch_size < 2 or n_real < 1:
+            return None
+        return n_real - 1 if self.batches_per_epoch * self.batch_size - n_real == self.batch_size else None
+
+    def _check_no_empty_batch(self) -> None:
+        """Refuse a plan in which some rank would get a batch without any target (NaN loss)."""
+        b, w = self.batch_size, self.world_size
+        total = self.batches_per_epoch * b
+        bad = [r for r in range(w) if total - self._rank_windows(r) >= b
+               and (b < 2 or self._rank_windows(r) < 1)]
+        if bad:
+            raise ValueError(
+                f"{self.n_windows} windows of {self.window} tokens over {w} ranks with batch_size {b}: rank(s) "
+                f"{', '.join(map(str, bad[:8]))} would get an all-padding batch (every label {IGNORE_INDEX}: a NaN "
+                f"loss that DDP spreads to every rank); pass drop_last=True (only full batches; drops at most "
+                f"{w * b + w - 1} windows per epoch) or change batch_size / world_size")
+
     def _rng(self, *key: Any) -> np.random.Generator:
         digest = hashlib.sha256(json.dumps([self.seed, *key]).encode()).digest()
         return np.random.default_rng(np.frombuffer(digest[:16], np.uint32))
@@ -250,7 +292,21 @@ class TokenLoader:
     def _iter_rows(self, epoch: int, start: int) -> Iterator[np.ndarray | None]:
         """This rank's windows of ``epoch`` from row ``start`` on; ``None`` rows are padding."""
         groups = self._groups(epoch)
+        n_real = sum(len(g.windows) for g in groups)
+        total = self.batches_per_epoch * self.batch_size  # rows this epoch, on every rank
+        gap = self._gap_slot(n_real)
+        real = self._real_rows(groups, start - 1 if gap is not None and start > gap else start)
+        try:
+            for slot in range(start, total):
+                yield None if slot == gap else next(real, None)
+        finally:
+            real.close()
+
+    def _real_rows(self, groups: list[_Group], start: int) -> Iterator[np.ndarray]:
+        """The real windows of ``groups`` from the ``start``-th on, read ahead in a thread pool."""
         sizes = np.cumsum([0] + [len(g.windows) for g in groups])
+        if start >= sizes[-1]:
+            return
         first = int(np.searchsorted(sizes, start, side="right")) - 1
         pending: deque[tuple[_Group, tuple]] = deque()
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="refinery-loader")
@@ -262,8 +318,6 @@ class TokenLoader:
                     nxt += 1
                 group, futures = pending.popleft()
                 yield from self._rows(group, futures, max(0, start - int(sizes[k])))
-            for _ in range(max(int(sizes[-1]), start), self.batches_per_epoch * self.batch_size):
-                yield None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -309,6 +363,7 @@ class TokenLoader:
             "block_size": self.block_size,
             "shuffle": self.shuffle,
             "shuffle_window": self.shuffle_window,
+            "drop_last": self.drop_last,
         }
 
     def state_dict(self) -> dict:
@@ -318,7 +373,8 @@ class TokenLoader:
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
             raise LoaderStateError(f"loader state version {state.get('version')} != {STATE_VERSION}")
-        diff = {k: (state.get(k), v) for k, v in self._identity().items() if state.get(k) != v}
+        saved = {"drop_last": False, **state}  # states saved before drop_last existed
+        diff = {k: (saved.get(k), v) for k, v in self._identity().items() if saved.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise LoaderStateError(f"loader state does not match this loader ({detail})")

@@ -97,13 +97,22 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
     outcomes.update({o.name: o for o in ran})
     ordered = [outcomes[t.shard] for t in share]
     for o in ordered:
-        if o.status == "failed":
-            fs.write_bytes(out.failed(o.name), json.dumps({"shard": o.name, "error": o.error}, indent=1).encode())
-        else:
-            fs.delete(out.failed(o.name))  # a retried shard succeeded
+        try:
+            if o.status == "failed":
+                fs.write_bytes(out.failed(o.name), json.dumps({"shard": o.name, "error": o.error}, indent=1).encode())
+            else:
+                fs.delete(out.failed(o.name))  # a retried shard succeeded
+        except (fs.StorageError, OSError) as exc:  # e.g. a bucket that went read-only: report, don't crash
+            log.warning("[%s] could not record the outcome of %s: %s", p.name, o.name, str(exc).splitlines()[0])
     if share is not tasks and any(finished_marker(t, p.fingerprint) is None for t in tasks if t.shard not in only_shards):
         return ordered, {}  # other instances' shares are still running: the last one to finish closes the pass
-    return ordered, finish_documents(out, p.name)
+    try:
+        return ordered, finish_documents(out, p.name)
+    except (fs.StorageError, OSError) as exc:
+        if not any(o.status == "failed" for o in ordered):
+            raise
+        log.warning("[%s] could not write the pass's stats: %s", p.name, str(exc).splitlines()[0])
+        return ordered, {}
 
 
 def finish_documents(out: PassDir, pass_name: str) -> dict[str, Any]:
@@ -207,7 +216,13 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         previous = p
     for p in plan.passes:
         summary.passes.setdefault(p.name, "blocked")
-    summary.stats = write_run_stats(plan, [o.name for o in summary.failed])
+    try:
+        summary.stats = write_run_stats(plan, [o.name for o in summary.failed])
+    except (fs.StorageError, OSError) as exc:
+        if not summary.failed:
+            raise
+        # shards failed because the output refuses writes: the funnel cannot be stored either
+        log.warning("could not write %s: %s", plan.run.stats_json, str(exc).splitlines()[0])
     return summary
 
 

@@ -117,7 +117,7 @@ def check_separate(input_uri: str, output_uri: str) -> None:
 
 def list_inputs(input_uri: str) -> list[str]:
     try:
-        files = fs.list_files(input_uri, INPUT_SUFFIXES)
+        files = fs.list_files(input_uri, INPUT_SUFFIXES, log_skipped=True)
     except fs.StorageError as exc:
         raise ConfigError(str(exc)) from None
     if not files:

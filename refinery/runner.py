@@ -13,23 +13,19 @@ This is the only place where stages meet storage. Per shard, the output director
 
 from __future__ import annotations
 
-import gzip
-import io
+import hashlib
 import json
 import logging
 import posixpath
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pajson
 
 from refinery.io import fs, parquet
 from refinery.rundir import PassDir
-from refinery.schema import DOCUMENT_FIELDS
 from refinery.stages.base import METRIC, REASON, Stage
 from refinery.stats.collector import ShardStatsCollector, StatsOptions
 from refinery.stats.counters import ConservationError, StageCounter, check_conservation, text_sizes
@@ -91,15 +87,38 @@ def finished_marker(task: ShardTask, fingerprint: str | None = None) -> dict[str
     return stats
 
 
+#: Longest shard name in UTF-8 bytes. Names become file names with a prefix and a suffix
+#: (``.tmp-<32 hex>-<name>.parquet``: 46 bytes more) and dedup/tokens add their own; 255 is the limit.
+MAX_SHARD_NAME_BYTES = 120
+
+
+def input_kind(uri: str) -> str | None:
+    """``warc``, ``parquet``, ``jsonl`` by the file name's suffix (any case), else None."""
+    name = uri.lower()
+    for kind, suffixes in (("warc", WARC_SUFFIXES), ("parquet", PARQUET_SUFFIXES), ("jsonl", JSONL_SUFFIXES)):
+        if name.endswith(suffixes):
+            return kind
+    return None
+
+
 def shard_name(input_uri: str, input_root: str) -> str:
-    """A unique, filesystem-safe shard name from the input's path relative to the input root."""
+    """A unique, filesystem-safe shard name from the input's path relative to the input root.
+
+    Names longer than :data:`MAX_SHARD_NAME_BYTES` (long file names, deep nesting) are shortened
+    deterministically: their first bytes, ``-``, and 16 hex digits of the SHA-256 of the full name."""
     root = input_root.rstrip("/")
     rel = input_uri[len(root) :].lstrip("/") if input_uri.startswith(root) and input_uri != root else posixpath.basename(input_uri)
     for suffix in sorted(INPUT_SUFFIXES, key=len, reverse=True):
-        if rel.endswith(suffix):
+        if rel.lower().endswith(suffix):
             rel = rel[: -len(suffix)]
             break
-    return rel.replace("/", "__")
+    name = rel.replace("/", "__")
+    encoded = name.encode("utf-8", errors="surrogateescape")
+    if len(encoded) <= MAX_SHARD_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:16]
+    head = encoded[: MAX_SHARD_NAME_BYTES - 17].decode("utf-8", errors="ignore")  # whole characters only
+    return f"{head}-{digest}"
 
 
 @dataclass
@@ -128,17 +147,30 @@ class ShardRunner:
     # -- sources ---------------------------------------------------------------------------
     def _read(self, task: ShardTask) -> tuple[str, Iterator[pa.RecordBatch], dict[str, int]]:
         """Return (reader stage name, batches (with decision columns where the reader decides),
-        extra reader counters such as skipped non-document WARC records)."""
+        extra reader counters such as skipped non-document WARC records).
+
+        Every reader's ids pass through :class:`~refinery.io.ids.UniqueIds` (null ids derived,
+        repeated ids suffixed), so later passes can rely on unique ids within a shard. What the
+        readers repaired is counted in ``self.reader_notes`` (the shard's ``reader_notes``)."""
+        from refinery.io.ids import UniqueIds
+
         uri = task.input_uri
-        if uri.endswith(WARC_SUFFIXES):
+        kind = input_kind(uri)
+        ids = UniqueIds(task.shard)
+        notes: dict[str, int] = {}
+        self.reader_notes = _Notes(notes, ids)
+        if kind == "warc":
             from refinery.io.warc import WarcReader
 
             reader = WarcReader(batch_size=self.reader.batch_size, max_body_bytes=self.reader.max_body_bytes)
-            return "warc_reader", _read_warc(reader, uri), reader.skipped_records
-        if uri.endswith(PARQUET_SUFFIXES):
-            return "parquet_reader", parquet.iter_batches(uri, self.reader.batch_size, required=("id", "text")), {}
-        if uri.endswith(JSONL_SUFFIXES):
-            return "jsonl_reader", _read_jsonl(uri, self.reader.batch_size), {}
+            return "warc_reader", ids(_read_warc(reader, uri)), reader.skipped_records
+        if kind == "parquet":
+            return "parquet_reader", ids(parquet.iter_input_batches(uri, self.reader.batch_size, notes)), {}
+        if kind == "jsonl":
+            from refinery.io.jsonl import JsonlReader
+
+            jsonl = JsonlReader(batch_size=self.reader.batch_size, max_line_bytes=self.reader.max_body_bytes)
+            return "jsonl_reader", ids(_read_jsonl(jsonl, uri, task.shard)), jsonl.skipped
         raise ValueError(f"don't know how to read {uri}: expected one of {INPUT_SUFFIXES}")
 
     # -- one shard ---------------------------------------------------------------------------
@@ -214,6 +246,7 @@ class ShardRunner:
             "docs_kept": kept.num_rows,
             "docs_removed": removed.num_rows,
             "reader_skipped_records": dict(reader_extra),
+            "reader_notes": self.reader_notes.to_dict(),
             "seconds": round(elapsed, 3),
             "stages": stage_dicts,
             **collector.to_dict(),
@@ -294,46 +327,45 @@ class ShardRunner:
 def _limited(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
     """The first ``limit`` documents of a shard (sample mode: try a config in seconds)."""
     left = limit
-    for batch in batches:
-        if left <= 0:
-            break
-        if batch.num_rows > left:
-            batch = batch.slice(0, left)
-        left -= batch.num_rows
-        yield batch
+    try:
+        for batch in batches:
+            if left <= 0:
+                break
+            if batch.num_rows > left:
+                batch = batch.slice(0, left)
+            left -= batch.num_rows
+            yield batch
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # the reader's generator: closes its input file now, not at garbage collection
 
 
 def _read_warc(reader, uri: str) -> Iterator[pa.RecordBatch]:
-    with fs.open_input(uri) as stream:  # closed when the shard is done, even on error
+    with fs.open_input(uri, seekable=True) as stream:  # closed when the shard is done, even on error
         yield from reader.read(stream, source=uri)
 
 
-def _read_jsonl(uri: str, batch_size: int) -> Iterator[pa.RecordBatch]:
-    """Dolma-style JSON lines (``id``, ``text``, optional ``url``/``metadata.url``) as documents
-    with the full document schema (``html`` null: the text is already extracted)."""
-    try:
-        raw = fs.read_bytes(uri)
-        if raw[:2] == b"\x1f\x8b":  # gzip by content, not by name
-            raw = gzip.decompress(raw)
-        table = pajson.read_json(io.BytesIO(raw))
-        text = table.column("text").cast(pa.string())
-    except (EOFError, OSError, zlib.error, pa.ArrowInvalid, KeyError) as exc:
-        raise parquet.ShardReadError(f"unreadable JSONL shard {uri}: {type(exc).__name__}: {exc}") from exc
-    n = table.num_rows
-    url = table.column("url") if "url" in table.column_names else None
-    if url is None and "metadata" in table.column_names:
-        meta = table.column("metadata")
-        if pa.types.is_struct(meta.type) and meta.type.get_field_index("url") >= 0:
-            url = pc.struct_field(meta, "url")
-    ids = table.column("id").cast(pa.string()) if "id" in table.column_names else pa.array([f"{uri}#{i}" for i in range(n)])
-    columns = {f.name: pa.nulls(n, f.type) for f in DOCUMENT_FIELDS}
-    columns.update(
-        id=ids,
-        url=url.cast(pa.string()) if url is not None else pa.nulls(n, pa.string()),
-        source=pa.array([uri] * n, pa.string()),
-        text=text,
-    )
-    yield from pa.table(columns).to_batches(max_chunksize=batch_size)
+def _read_jsonl(reader, uri: str, shard: str) -> Iterator[pa.RecordBatch]:
+    """JSON lines streamed line by line (``refinery.io.jsonl``); a file whose compression is
+    broken fails its shard with an error naming it."""
+    from refinery.io.jsonl import JsonlReadError
+
+    with fs.open_input(uri) as stream:
+        try:
+            yield from reader.read(stream, source=uri, id_prefix=shard)
+        except JsonlReadError as exc:
+            raise parquet.ShardReadError(str(exc)) from None
+
+
+class _Notes:
+    """What a shard's readers repaired, for its stats (``reader_notes``)."""
+
+    def __init__(self, notes: dict[str, int], ids) -> None:
+        self._notes, self._ids = notes, ids
+
+    def to_dict(self) -> dict[str, int]:
+        return {**self._notes, **self._ids.notes()}
 
 
 # -- the shard task: what a worker runs for one shard of a document pass -----------------------

@@ -7,7 +7,7 @@ import pyarrow as pa
 #: Columns every document carries from the WARC reader on. Stages add metric columns
 #: (e.g. ``language``, ``language_score``, ``gopher_*``) as they run.
 DOCUMENT_FIELDS: list[pa.Field] = [
-    pa.field("id", pa.string(), nullable=False),  # "<shard>/<record index>" stable across runs
+    pa.field("id", pa.string(), nullable=False),  # unique within its shard (decided at read time)
     pa.field("url", pa.string()),
     pa.field("warc_record_id", pa.string()),
     pa.field("warc_date", pa.string()),  # ISO-8601 as written in the WARC header
@@ -25,3 +25,33 @@ REMOVED_FIELDS: list[pa.Field] = [
     pa.field("removed_reason", pa.string(), nullable=False),
     pa.field("removed_metric", pa.float64()),
 ]
+
+#: The stage decision columns (``refinery.stages.base.REASON`` / ``METRIC``; spelled out here
+#: because this module imports nothing above it).
+DECISION_FIELDS: list[pa.Field] = [pa.field("_reason", pa.string()), pa.field("_metric", pa.float64())]
+
+#: What the readers yield: the document columns plus the decision columns, so reader rejects
+#: (damaged records, bad JSON lines) are counted like any stage's removals.
+READER_SCHEMA = pa.schema(DOCUMENT_FIELDS + DECISION_FIELDS)
+
+#: Column names that decide or describe removals. Input data never carries them under these
+#: names: readers rename them to ``input_<name>`` (see :func:`rename_reserved`).
+RESERVED_COLUMNS: tuple[str, ...] = tuple(f.name for f in DECISION_FIELDS + REMOVED_FIELDS)
+
+
+class InputSchemaError(ValueError):
+    """An input shard's columns cannot be used (one line, naming the file and the column)."""
+
+
+def rename_reserved(names: list[str], source: str) -> dict[str, str]:
+    """``{old: new}`` for the reserved columns among ``names`` (``_reason`` -> ``input__reason``):
+    input data is kept, but can never decide a removal. Raises :class:`InputSchemaError` when the
+    new name is taken too."""
+    renames = {}
+    for name in names:
+        if name in RESERVED_COLUMNS:
+            new = f"input_{name}"
+            if new in names:
+                raise InputSchemaError(f"{source}: column {name!r} is reserved and {new!r} exists too; rename one of them")
+            renames[name] = new
+    return renames

@@ -146,6 +146,9 @@ def test_damaged_warcs_are_read_up_to_the_damage_and_counted(bad_run):
     assert garbage["stages"][0]["removed"].get("corrupt_stream") == 1
     # The record before the garbage is a document like any other; the damage is one counted row.
     assert ids["before_garbage"] in removed or ids["before_garbage"] in _kept_ids(out)
+    # ...and the reader resynchronises after the garbage: the record behind it is read too
+    assert garbage["docs_read"] == 3
+    assert ids["after_garbage"] in removed or ids["after_garbage"] in _kept_ids(out)
     not_warc = _stats(out, "not_a_warc")
     assert not_warc["docs_read"] == 1 and not_warc["stages"][0]["removed"] == {"corrupt_stream": 1}
 

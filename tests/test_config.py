@@ -109,3 +109,59 @@ def test_unwritable_output_is_a_config_error(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr
     assert "not writable" in proc.stderr and "a-file" in proc.stderr
+
+
+# -- issue 18 item 13: semantics, not only types ----------------------------------------------
+@pytest.mark.parametrize("stage, params, message", [
+    ("gopher_quality", {"min_words": 500, "max_words": 100}, r"min_words \(500\) must not exceed max_words \(100\)"),
+    ("gopher_quality", {"max_words": -5}, r"max_words must be >= 1, got -5"),
+    ("gopher_quality", {"min_alpha_words_frac": 1.5}, r"min_alpha_words_frac must be within \[0, 1\]"),
+    ("gopher_quality", {"min_mean_word_length": 12, "max_mean_word_length": 10}, r"min_mean_word_length \(12.0\) must not exceed"),
+    ("gopher_repetition", {"dup_line_frac": -0.1}, r"dup_line_frac must be within \[0, 1\]"),
+    ("gopher_repetition", {"dup_n_grams": {5: 2.0}}, r"dup_n_grams\[5\] must be within \[0, 1\]"),
+    ("line_corrections", {"max_removed_word_frac": -1}, r"max_removed_word_frac must be within \[0, 1\]"),
+    ("extract", {"timeout_s": -1}, r"timeout_s must be >= 0"),
+    ("gopher_quality", {"min_words": True}, r"min_words: expected a number, got the boolean True"),
+    ("language_id", {"max_chars": False}, r"max_chars: expected a number, got the boolean False"),
+])
+def test_out_of_range_contradictory_and_boolean_params_are_refused(stage, params, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"stages": [{"type": stage, "params": params}]}, source="t.yaml")
+
+
+def test_boolean_for_a_number_in_top_level_sections():
+    with pytest.raises(ConfigError, match=r"reader.batch_size: .*boolean"):
+        parse_config({"stages": [{"type": "gopher_quality"}], "reader": {"batch_size": True}})
+    assert parse_config({"stages": [{"type": "gopher_quality"}], "stats": {"histograms": False}}).stats.histograms is False
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("stages:\n  - type: gopher_quality\n    params:\n      min_words: 50\n      min_words: 500\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: duplicate key 'min_words' at line 5, column 7 \(first at line 4\)"):
+        load_config(path)
+    path.write_text("name: a\nstages:\n  - type: gopher_quality\nname: b\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'name' at line 4"):
+        load_config(path)
+    path.write_text("base: &b {min_words: 5}\nstages:\n  - type: gopher_quality\n    params:\n      <<: *b\n      min_words: 7\n")
+    with pytest.raises(ConfigError, match="unknown key"):  # merge keys still work (and 'base' is not a key)
+        load_config(path)
+
+
+def test_every_missing_model_is_listed_at_once(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"stages": [
+            {"type": "language_id", "params": {"model_path": str(tmp_path / "lid.bin")}},
+            {"type": "toxicity", "params": {"model_path": str(tmp_path / "tox.ftz")}},
+            {"type": "quality", "params": {"model_path": str(tmp_path / "qual.ftz")}},
+        ]})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("3 stages are misconfigured")
+    for name in ("lid.bin", "tox.ftz", "qual.ftz", "train-classifier toxicity", "train-classifier quality"):
+        assert name in message
+
+
+def test_config_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"stages": [{"type": "gopher_quality"}], "colour": 1, "reader": {"batch_size": 0}}, source="t.yaml")
+    assert "\n" not in str(info.value) and "colour: unknown key" in str(info.value) and "reader.batch_size" in str(info.value)

@@ -285,9 +285,17 @@ def test_stage_finds_rows_without_shard_or_source(minhash_out):
 
 def test_duplicate_ids_in_a_shard_are_rejected(tmp_path):
     doc = {"id": "same", "text": "one two three four five six", "url": None}
+    # a run's reader makes ids unique at read time (issue 18): its kept shard dedups fine
     run = make_run_dir(tmp_path, {"a": [doc, dict(doc, text="seven eight nine ten eleven twelve")]})
+    ids = pq.read_table(run / "kept" / "a.parquet", columns=["id"]).column("id").to_pylist()
+    assert ids == ["same", "same#dup1"]
+    run_dedup(str(run), str(tmp_path / "out"), DedupConfig(), LocalExecutor(1))
+    # a foreign directory of Parquet shards with repeated ids is refused, naming the rule
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    pq.write_table(pa.Table.from_pylist([doc, dict(doc, text="seven eight nine ten eleven twelve")]), foreign / "a.parquet")
     with pytest.raises(Exception, match="unique within a shard"):
-        run_dedup(str(run), str(tmp_path / "out"), DedupConfig(), LocalExecutor(1))
+        run_dedup(str(foreign), str(tmp_path / "out-foreign"), DedupConfig(), LocalExecutor(1))
     with pytest.raises(DedupInputError, match="no Parquet shards"):
         run_dedup(str(tmp_path / "inputs"), str(tmp_path / "out2"), DedupConfig(), LocalExecutor(1))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import pickle
 import random
 import re
@@ -31,6 +32,7 @@ SAMPLE_WARCS = ROOT / "data" / "sample" / "warc"
 EVAL_TARBALL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
 REASONS = {
     "html_too_large", "extraction_timeout", "extraction_failed", "no_text_extracted", "empty_html", "undecodable",
+    "html_too_many_attributes", "html_too_many_tags",
 }
 URL_RE = re.compile(r"https?://\S|\bwww\.\w")
 
@@ -105,6 +107,11 @@ def test_sample_warcs() -> None:
     assert any("Creative Commons" in t for t in kept)
     assert any("Стратегия пожарной безопасности" in t for t in kept)  # windows-1251 page
     assert batch.num_rows / elapsed > 10  # docs/s; measured ~65 on 2 cores
+    # the helper process and the pre-screen change nothing on real pages: same texts, same reasons
+    # as extraction in this process without either (what the stage did before the helper existed)
+    inproc = TrafilaturaExtractor(timeout_s=0, prescreen=False)(batch)
+    assert out.column("text").to_pylist() == inproc.column("text").to_pylist()
+    assert reasons == inproc.column(REASON).to_pylist()
 
 
 def load_eval_subset(tmp_path: Path, n: int = 60) -> list[tuple[str, bytes, dict]]:
@@ -150,24 +157,48 @@ def test_trafilatura_eval_subset(tmp_path: Path) -> None:
     # (on all 990 pages: 90% / 7%)
     assert found > 0.78
     assert leaked < 0.12
+    # identical to extraction in this process without helper or pre-screen (all 990 pages and the
+    # sample WARCs, both backends, were checked against the code before the helper: docs/reliability.md)
+    inproc = TrafilaturaExtractor(timeout_s=0, prescreen=False)(batch)
+    assert out.column("text").to_pylist() == inproc.column("text").to_pylist()
+
+
+def warm(stage: TrafilaturaExtractor) -> None:
+    """One small page through ``stage``: its helper process is started (or restarted after a kill)
+    and ready, so what a test times next is the page, not the helper's start-up."""
+    assert check(stage(make_batch([page(f"<p>{PROSE}</p>").encode()])), make_batch([b"x"])) == [None]
+
+
+def attribute_bomb(n: int, every: int = 0) -> bytes:
+    """The issue's page: one <p> with ``n`` valueless attributes; with ``every``, a quoted "<" every
+    ``every`` attributes (hides the tag from the pre-screen's cheap candidate search)."""
+    parts = []
+    for i in range(n):
+        parts.append(f"a{i}")
+        if every and i % every == every - 1:
+            parts.append('t="<"')
+    return page(f"<p>{PROSE}</p><p {' '.join(parts)}>{PROSE}</p>").encode()
 
 
 def test_timeout_on_pathological_page() -> None:
-    # 20k nested-ish blocks: ~1.2 MB, well below max_html_bytes, takes trafilatura > 1 s
+    # 5,000 blocks (~1 MB, below max_html_bytes, not caught by the pre-screen): trafilatura needs
+    # seconds for it; the helper process running it is killed at the deadline
     body = "".join(f"<div class='c{i}'><p>{PROSE}</p><span>{i}</span></div>" for i in range(5000))
     html = page(body).encode()
     assert len(html) < 2_000_000
     batch = make_batch([html, page(f"<p>{PROSE}</p>").encode()])
-    stage = TrafilaturaExtractor(timeout_s=0.05)
+    stage = TrafilaturaExtractor(timeout_s=0.3)
+    warm(stage)
     t0 = time.perf_counter()
     out = stage(batch)
-    assert time.perf_counter() - t0 < 2.0
+    # the page's 0.3 s, plus the replacement helper's start-up for the small page after it
+    assert time.perf_counter() - t0 < 0.3 + 4.0
     reasons = check(out, batch)
     assert reasons[0] == "extraction_timeout"
-    assert 0.04 < out.column(METRIC)[0].as_py() < 1.0
-    # the small page after it still gets its full time budget
+    assert 0.3 <= out.column(METRIC)[0].as_py() < 0.3 + 0.5
+    # the small page after it still gets its full time budget, from a fresh helper
     assert reasons[1] is None
-    # no timer left armed, handler restored
+    # no signal handler or timer is involved any more
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.default_int_handler, None)
 
@@ -186,14 +217,170 @@ def test_outer_timer_and_handler_are_restored() -> None:
         signal.signal(signal.SIGALRM, previous)
 
 
-def test_no_alarm_outside_main_thread() -> None:
-    # signals only reach the main thread: elsewhere the document is extracted without a limit
-    batch = make_batch([page(f"<p>{PROSE * 3}</p>").encode()])
+# Issue 18 item 6: the time limit must hold inside lxml's C parser, where no signal reaches.
+TIMEOUT = 0.5
+MARGIN = 1.0  # kill, reap and bookkeeping; measured ~0.01 s
+
+
+def test_attribute_bomb_is_removed_by_the_prescreen_in_milliseconds() -> None:
+    # the issue's pages: 200k valueless attributes in one <p> (1.3 MB, under the 2 MB cap: ran for
+    # 90 s to 15 min against timeout_s 5) and 40k in a 235 KB page (72 s)
+    big, small = attribute_bomb(200_000), attribute_bomb(40_000)
+    assert 1_300_000 < len(big) < 1_500_000 and len(small) < 300_000
+    batch = make_batch([big, small, page(f"<p {'a ' * 900}>{PROSE}</p>").encode()])
+    stage = TrafilaturaExtractor(timeout_s=5)
+    warm(stage)
+    t0 = time.perf_counter()
+    out = stage(batch)
+    assert time.perf_counter() - t0 < 2.0  # measured ~0.2 s, the prescreen's regexes
+    assert check(out, batch) == ["html_too_many_attributes", "html_too_many_attributes", None]
+    assert out.column(METRIC).to_pylist()[:2] == [200_000, 40_000]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_attribute_bomb_without_prescreen_is_killed_at_the_deadline(backend: str) -> None:
+    # the pre-screen off: the helper process alone bounds the page
+    pytest.importorskip(backend)
+    stage = TrafilaturaExtractor(timeout_s=TIMEOUT, prescreen=False, backend=backend)
+    warm(stage)
+    batch = make_batch([attribute_bomb(200_000)])
+    t0 = time.perf_counter()
+    out = stage(batch)
+    assert time.perf_counter() - t0 < TIMEOUT + MARGIN
+    assert check(out, batch) == ["extraction_timeout"]
+    assert TIMEOUT <= out.column(METRIC)[0].as_py() < TIMEOUT + MARGIN
+
+
+ADVERSARIAL = {
+    # the attribute bomb with a quoted "<" every 300 attributes: the pre-screen does not see it
+    # (trafilatura: ~7 s, one C call; Resiliparse ~4 s)
+    "hidden_attribute_bomb": lambda: attribute_bomb(40_000, every=300),
+    # 30k nested <div> (below MAX_TAGS): Resiliparse > 20 s; trafilatura ~0.4 s (libxml2 stops at depth 256)
+    "deep_nesting": lambda: page("<div>" * 30_000 + PROSE + "</div>" * 30_000).encode(),
+    # 90k tiny tags (below MAX_TAGS): trafilatura ~2 s
+    "many_tiny_tags": lambda: page("<b>x</b>" * 90_000).encode(),
+    # 1,000 tags with 300 attributes each (below MAX_ATTRIBUTES_PER_TAG), 1.4 MB: trafilatura ~1.5 s
+    "many_attributes_everywhere": lambda: page(
+        "".join("<p " + " ".join(f"a{i}" for i in range(300)) + ">x</p>" for _ in range(1000))).encode(),
+    # a 1.5 MB attribute value and 20k paragraphs of prose: a real-looking but huge page
+    "huge_value_and_prose": lambda: page(f'<p title="{"x" * 500_000}">a</p>' + f"<p>{PROSE}</p>" * 4000).encode(),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adversarial_pages_never_exceed_the_deadline(backend: str) -> None:
+    pytest.importorskip(backend)
+    stage = TrafilaturaExtractor(timeout_s=TIMEOUT, backend=backend)
+    slow = 0
+    for name, make in ADVERSARIAL.items():
+        html = make()
+        assert len(html) < 2_000_000, name
+        warm(stage)
+        batch = make_batch([html])
+        t0 = time.perf_counter()
+        out = stage(batch)
+        elapsed = time.perf_counter() - t0
+        assert elapsed < TIMEOUT + MARGIN, (name, elapsed)
+        reason = check(out, batch)[0]
+        # each is either done in time (kept, or removed for another reason) or removed at the deadline
+        assert reason in (None, "no_text_extracted", "extraction_timeout"), (name, reason)
+        if reason == "extraction_timeout":
+            slow += 1
+            assert TIMEOUT <= out.column(METRIC)[0].as_py() < TIMEOUT + MARGIN
+    assert slow >= 2  # they are slow: most run past half a second
+
+
+def test_deadline_holds_outside_the_main_thread() -> None:
+    # SIGALRM only reaches the main thread; the helper process is killed from any thread
+    stage = TrafilaturaExtractor(timeout_s=TIMEOUT)
+    batch = make_batch([attribute_bomb(40_000, every=300), page(f"<p>{PROSE * 3}</p>").encode()])
     result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("out", TrafilaturaExtractor(timeout_s=1e-6)(batch)))
+
+    def run() -> None:
+        warm(stage)
+        t0 = time.perf_counter()
+        result["out"] = stage(batch.slice(0, 1))
+        result["elapsed"] = time.perf_counter() - t0
+        result["next"] = stage(batch.slice(1, 1))
+
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join(60)
-    assert check(result["out"], batch) == [None]
+    assert result["elapsed"] < TIMEOUT + MARGIN
+    assert check(result["out"], batch.slice(0, 1)) == ["extraction_timeout"]
+    assert check(result["next"], batch.slice(1, 1)) == [None]
+
+
+def _helpers(parent: int | None = None) -> list:
+    """The live extraction helper processes started by ``parent`` (default: this process)."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process(parent).children():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and "_extract_helper.py" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _helper_pids() -> set[int]:
+    return {p.pid for p in _helpers()}
+
+
+def test_helper_crash_removes_only_that_page() -> None:
+    # a parser crash (segfault, OOM kill) in the helper: the page is extraction_failed, the next
+    # page is extracted by a new helper
+    pytest.importorskip("psutil")
+    stage = TrafilaturaExtractor(timeout_s=30)
+    warm(stage)
+    batch = make_batch([attribute_bomb(40_000, every=300), page(f"<p>{PROSE}</p>").encode()])
+    before = _helper_pids()
+    killer = threading.Timer(0.5, lambda: [os.kill(pid, signal.SIGKILL) for pid in _helper_pids()])
+    killer.start()
+    t0 = time.perf_counter()
+    out = stage(batch)
+    killer.join()
+    assert time.perf_counter() - t0 < 10
+    assert check(out, batch) == ["extraction_failed", None]
+    assert before and not before & _helper_pids()
+
+
+def test_helper_dies_with_its_parent(tmp_path: Path) -> None:
+    # a worker killed mid-page (kill -9) leaves no helper burning CPU on the page
+    pytest.importorskip("psutil")
+    import psutil
+
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
+        "from test_extract import make_batch, attribute_bomb\n"
+        "from refinery.stages.extract import TrafilaturaExtractor\n"
+        "print('go', flush=True)\n"
+        "TrafilaturaExtractor(timeout_s=600)(make_batch([attribute_bomb(200_000, every=300)]))\n"
+    )
+    import subprocess
+    import sys as _sys
+
+    proc = subprocess.Popen([_sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "go"
+        deadline = time.monotonic() + 30
+        helpers: list = []
+        while not helpers and time.monotonic() < deadline:
+            helpers = _helpers(proc.pid)
+            time.sleep(0.1)
+        assert helpers
+        time.sleep(1.0)  # the helper is inside the page now
+        proc.kill()
+        proc.wait()
+        gone, alive = psutil.wait_procs(helpers, timeout=5)
+        assert not alive
+    finally:
+        proc.kill()
+        proc.stdout.close()
 
 
 def test_html_too_large_empty_and_undecodable() -> None:
@@ -363,20 +550,20 @@ def test_resiliparse_main_content_and_comments() -> None:
     assert "disagree with the council" in with_comments
 
 
-def test_resiliparse_timeout_after_native_call() -> None:
-    # the extraction is one Rust call: the alarm cannot cut it short, but a document that overran
-    # is still removed as extraction_timeout, and the next one gets its full budget
+def test_resiliparse_timeout_cuts_the_native_call_short() -> None:
+    # Resiliparse's extraction is one native call: a signal could not stop it, the helper's kill does
     pytest.importorskip("resiliparse")
-    body = "".join(f"<div class='c{i}'><p>{PROSE}</p><span>{i}</span></div>" for i in range(5000))
+    body = "<div>" * 30_000 + PROSE + "</div>" * 30_000  # > 20 s in Resiliparse
     batch = make_batch([page(body).encode(), page(f"<p>{PROSE}</p>").encode()])
-    stage = TrafilaturaExtractor(backend="resiliparse", timeout_s=0.001)
-    stage(make_batch([page("<p>warm-up</p>").encode()]))
-    out = stage(batch)
-    reasons = check(out, batch)
-    assert reasons == ["extraction_timeout", None]
-    assert 0.001 <= out.column(METRIC)[0].as_py() < 2.0
+    stage = TrafilaturaExtractor(backend="resiliparse", timeout_s=TIMEOUT)
+    warm(stage)
+    t0 = time.perf_counter()
+    out = stage(batch.slice(0, 1))
+    assert time.perf_counter() - t0 < TIMEOUT + MARGIN
+    rest = stage(batch.slice(1, 1))
+    assert check(out, batch.slice(0, 1)) + check(rest, batch.slice(1, 1)) == ["extraction_timeout", None]
+    assert TIMEOUT <= out.column(METRIC)[0].as_py() < TIMEOUT + MARGIN
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
-    assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.default_int_handler, None)
 
 
 def test_backend_from_config_and_pickling() -> None:

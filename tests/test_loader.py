@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -231,3 +232,113 @@ def test_torch_iterable_dataset(gpt2_tokens):
     logits = torch.zeros(4, SEQ, 50257)
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(got[-1]["labels"]).flatten())
     assert torch.isfinite(loss)
+
+
+# -- issue 18 item 15: no batch without a target (an all-padding batch is a NaN loss) ----------------
+
+def _targets_per_batch(batches: list[dict]) -> list[int]:
+    return [int((b["labels"] != IGNORE_INDEX).sum()) for b in batches]
+
+
+def _nan_free_losses(batches: list[dict]) -> None:
+    """The loss a model computes on each batch is finite (skipped without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    for b in batches:
+        logits = torch.zeros(*b["labels"].shape, 8)
+        labels = torch.from_numpy(np.where(b["labels"] == IGNORE_INDEX, IGNORE_INDEX, b["labels"] % 8))
+        assert torch.isfinite(torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten()))
+
+
+# (world_size, batch_size): real shards, 9,451 windows of 128 tokens; with padding only at the end
+# some ranks' last batch would hold no window at all (rank windows a multiple of batch_size, one
+# fewer than the busiest rank's)
+@pytest.mark.parametrize(("world_size", "batch_size"), [(2, 3), (3, 2), (4, 2), (7, 5)])
+def test_no_batch_without_targets_on_any_rank(gpt2_tokens, world_size, batch_size):
+    data = TokenDataset(gpt2_tokens)
+    stream = _stream(gpt2_tokens)
+    expected = sorted(tuple(stream[i : i + SEQ + 1].tolist()) for i in range(0, len(stream), SEQ + 1))
+    got, counts = [], []
+    first = TokenLoader(data, SEQ, batch_size, seed=11, world_size=world_size)
+    k = first.batches_per_epoch
+    # the case of the issue: some rank holds exactly k - 1 full batches of windows
+    assert any(first._rank_windows(r) == (k - 1) * batch_size for r in range(world_size))
+    for rank in range(world_size):
+        loader = TokenLoader(data, SEQ, batch_size, seed=11, rank=rank, world_size=world_size)
+        batches = _epoch(loader)
+        counts.append(len(batches))
+        assert min(_targets_per_batch(batches)) > 0, f"rank {rank} has a batch without targets"
+        _nan_free_losses(batches[-2:])
+        got.extend(r for b in batches for r in _rows(b))
+    assert set(counts) == {k}  # DDP lockstep
+    assert sorted(got) == expected  # still nothing dropped, nothing repeated
+
+
+def test_no_batch_without_targets_resumes_across_the_moved_padding_row(gpt2_tokens):
+    kwargs = {"seed": 3, "rank": 0, "world_size": 2}
+    full = _epoch(TokenLoader(gpt2_tokens, SEQ, 3, **kwargs))
+    assert (full[-2]["lengths"] > 0).sum() == 2 and (full[-1]["lengths"] > 0).sum() == 1  # the moved row
+    for stop in (len(full) - 2, len(full) - 1):
+        loader = TokenLoader(gpt2_tokens, SEQ, 3, **kwargs)
+        it = iter(loader)
+        head = [{k: v.copy() for k, v in next(it).items()} for _ in range(stop)]
+        resumed = TokenLoader(gpt2_tokens, SEQ, 3, **kwargs)
+        resumed.load_state_dict(json.loads(json.dumps(loader.state_dict())))
+        assert _same(head + _epoch(resumed), full)
+
+
+def test_no_batch_without_targets_lone_last_token(gpt2_tokens, tmp_path):
+    # shard-02 alone: 483,243 tokens = 3,961 windows of 122 + 1 token, the final EOS. As a window
+    # of its own it has no target; alone in the last batch (3,961 = 233 x 17) it was a NaN loss.
+    sub = _copy(gpt2_tokens, tmp_path / "sub")
+    manifest = json.loads(fs.read_bytes(os.path.join(sub, "manifest.json")))
+    manifest["shards"] = [s for s in manifest["shards"] if s["name"] == "shard-02"]
+    fs.write_bytes(os.path.join(sub, "manifest.json"), json.dumps(manifest).encode())
+    stream = _stream(sub)
+    assert len(stream) % 122 == 1 and (len(stream) - 1) // 122 == 233 * 17
+    loader = TokenLoader(sub, 121, 17, shuffle=False)
+    batches = _epoch(loader)
+    assert len(batches) == 233 and min(_targets_per_batch(batches)) > 0
+    _nan_free_losses(batches[-1:])
+    rows = [r for b in batches for r in _rows(b, 121)]
+    assert np.array_equal(np.concatenate([np.array(r) for r in rows]), stream[:-1])  # all but the final EOS
+
+
+def test_batch_size_one_with_unequal_ranks_is_refused_unless_drop_last(gpt2_tokens):
+    # 9,451 windows over 2 ranks, batch 1: rank 0 would end on an all-padding batch; no layout avoids it
+    with pytest.raises(ValueError, match=r"rank\(s\) 0 would get an all-padding batch .*drop_last=True"):
+        TokenLoader(gpt2_tokens, SEQ, 1, world_size=2)
+    with pytest.raises(ValueError, match="all-padding"):
+        TokenLoader(gpt2_tokens, SEQ, 1, world_size=2, rank=1)  # every rank refuses, not only the short one
+    counts = [len(TokenLoader(gpt2_tokens, SEQ, 1, world_size=2, rank=r, drop_last=True, block_size=500))
+              for r in range(2)]
+    assert counts == [4725, 4725]
+    TokenLoader(gpt2_tokens, SEQ, 1, world_size=1)  # one rank: nothing to balance
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 7])
+def test_drop_last_yields_only_full_batches_in_lockstep(gpt2_tokens, world_size):
+    data = TokenDataset(gpt2_tokens)
+    stream = _stream(gpt2_tokens)
+    windows = Counter(tuple(stream[i : i + SEQ + 1].tolist()) for i in range(0, len(stream), SEQ + 1))
+    n_windows = sum(windows.values())  # 9,451 (a few real windows have the same content)
+    got, counts = [], []
+    for rank in range(world_size):
+        batches = _epoch(TokenLoader(data, SEQ, 5, seed=2, rank=rank, world_size=world_size, drop_last=True))
+        counts.append(len(batches))
+        assert all((b["lengths"] > 0).all() for b in batches)  # no padding row at all
+        got.extend(r for b in batches for r in _rows(b))
+    assert len(set(counts)) == 1 and counts[0] == (n_windows // world_size) // 5
+    assert not Counter(got) - windows  # nothing repeated
+    assert n_windows - len(got) < world_size * (5 + 1)  # few dropped
+
+
+def test_drop_last_is_part_of_the_state(gpt2_tokens):
+    state = TokenLoader(gpt2_tokens, SEQ, 8, drop_last=True).state_dict()
+    with pytest.raises(LoaderStateError, match="drop_last: saved True vs now False"):
+        TokenLoader(gpt2_tokens, SEQ, 8).load_state_dict(state)
+    old = TokenLoader(gpt2_tokens, SEQ, 8).state_dict()
+    del old["drop_last"]  # saved before the option existed: the default
+    TokenLoader(gpt2_tokens, SEQ, 8).load_state_dict(old)

@@ -34,12 +34,13 @@ def read_rows(data: bytes | io.IOBase, source: str = "test", **kw) -> tuple[list
         assert b.num_rows <= reader.batch_size
     rows = [r for b in batches for r in b.to_pylist()]
     corrupt = [r for r in rows if r["_reason"] == "corrupt_stream"]
-    assert len(rows) == reader.responses + (reader.corrupt_offset is not None)
-    assert len(corrupt) == (reader.corrupt_offset is not None)
-    if corrupt:
-        assert rows[-1] is corrupt[0]
-        assert corrupt[0]["id"] == f"{source}#corrupt@{reader.corrupt_offset}"
-        assert corrupt[0]["_metric"] == reader.corrupt_offset
+    # one row per response record, plus one per damaged span (the reader resynchronises after it)
+    assert len(rows) == reader.responses + len(reader.corrupt_offsets)
+    assert len(corrupt) == len(reader.corrupt_offsets) == len(reader.resync_offsets)
+    assert reader.corrupt_offset == (reader.corrupt_offsets[0] if corrupt else None)
+    assert [r["_metric"] for r in corrupt] == reader.corrupt_offsets
+    assert [r["id"] for r in corrupt] == [f"{source}#corrupt@{o}" for o in reader.corrupt_offsets]
+    assert len({r["id"] for r in rows}) == len(rows) or any(r["warc_record_id"] for r in rows)
     return rows, reader
 
 
@@ -362,10 +363,17 @@ def test_gzip_garbage_in_the_middle(where):
         bad = data[: at + 300] + bytes(200) + data[at + 500 :]
     rows, reader = read_rows(bad)
     docs = [r for r in rows if r["_reason"] != "corrupt_stream"]
-    assert docs == full[: len(docs)]
-    assert len(docs) == 8  # the 8 responses in the members before the damage
-    assert rows[-1]["_reason"] == "corrupt_stream"
+    assert docs[:8] == full[:8]  # the 8 responses in the members before the damage
+    assert rows[8]["_reason"] == "corrupt_stream" and reasons(rows)["corrupt_stream"] == 1
     assert at <= reader.corrupt_offset <= at + 500
+    # then the reader resynchronises at the next intact member: only the damaged members are lost
+    lo, hi = {"between-members": (at, at), "inside-member": (at + 50, at + 51), "zeroed-bytes": (at + 300, at + 500)}[where]
+    bounds = offsets + [len(data)]
+    hit = [i for i in range(len(offsets)) if bounds[i] < hi and bounds[i + 1] > lo]
+    lost = {r["id"] for i in hit for r in read_rows(data[bounds[i] : bounds[i + 1]])[0]}
+    assert docs == [r for r in full if r["id"] not in lost]
+    shift = 0 if where == "zeroed-bytes" else len(junk)
+    assert reader.resync_offsets == [shift + (bounds[hit[-1] + 1] if hit else at)]
 
 
 def test_uncompressed_garbage_in_the_middle():
@@ -423,7 +431,7 @@ def test_gzip_layer_delivers_every_byte_whatever_the_read_size():
     data = b"".join(members)
     expected = b"".join(gzip.decompress(m) for m in members)
     for size in (1, 7, 4096, 65536, 1 << 20, -1):
-        inp = _GzipInput(io.BytesIO(data[2:]), data[:2])
+        inp = _GzipInput(io.BytesIO(data))
         parts = []
         while True:
             chunk = inp.read(size)

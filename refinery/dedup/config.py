@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from refinery.dedup.minhash import PRESETS, LshParams
+from refinery.yaml_safe import load_yaml
 
 Method = Literal["minhash", "exact", "url", "substring"]
 
@@ -108,7 +109,7 @@ def load_dedup_config(path: str | Path | None = None, overrides: dict[str, Any] 
         if not path.is_file():
             raise DedupConfigError(f"dedup config not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise DedupConfigError(f"dedup config {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):

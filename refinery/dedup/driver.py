@@ -75,9 +75,15 @@ class Shard:
 
 
 def list_shards(input_dir: str) -> list[Shard]:
-    """The Parquet shards a run directory kept (its last document pass), or of ``input_dir`` itself."""
-    kept = RunDir(input_dir).document_pass_dirs()[-1].kept_dir
-    root = kept if fs.exists(kept) else input_dir
+    """The Parquet shards a run directory kept (its last document pass), or of ``input_dir`` itself.
+
+    A run directory's shard is finished only once its ``stats/<shard>.json`` marker exists (the
+    runner writes it last): a kept shard without it (a shard that failed after publishing kept/,
+    e.g. when its removed/ upload was refused) is not read, and the run is refused, naming them."""
+    last = RunDir(input_dir).document_pass_dirs()[-1]
+    kept = last.kept_dir
+    is_run = fs.exists(kept)
+    root = kept if is_run else input_dir
     try:
         files = fs.list_files(root, (".parquet",))
     except fs.StorageError as exc:
@@ -85,8 +91,26 @@ def list_shards(input_dir: str) -> list[Shard]:
     if not files:
         raise DedupInputError(f"no Parquet shards under {root}")
     names = [shard_name(f, root) for f in files]
+    if is_run and _is_run_dir(input_dir, last):
+        try:
+            finished = {fs.basename(u)[: -len(".json")] for u in fs.list_files(last.stats_dir, (".json",))}
+        except fs.StorageError:  # no stats/ at all: no shard finished
+            finished = set()
+        unfinished = sorted(set(names) - finished)
+        if unfinished:
+            raise DedupInputError(
+                f"{input_dir} has unfinished shards (kept/ without stats/<shard>.json), {len(unfinished)} of "
+                f"{len(names)}: "
+                f"{', '.join(unfinished[:5])}{' ...' if len(unfinished) > 5 else ''}; their removed documents "
+                f"may be missing: finish the run first (run the same `refinery run` command again)")
     order = sorted(range(len(files)), key=lambda i: names[i])
     return [Shard(names[i], files[i], k) for k, i in enumerate(order)]
+
+
+def _is_run_dir(root: str, last: PassDir) -> bool:
+    """A run directory (``run.json``, or a pass that records stats or failures), as opposed to a
+    plain directory of Parquet shards under ``kept/``."""
+    return any(fs.exists(u) for u in (RunDir(root).run_json, last.stats_dir, last.failed_dir))
 
 
 class WorkDir:

@@ -93,11 +93,46 @@ def transient(exc: BaseException) -> bool:
     report."""
     from refinery.io.fs import StorageError
 
+    if permission_denied(exc):
+        return False  # a read-only bucket or directory stays read-only: retrying only delays the report
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, (OSError, StorageError, TimeoutError, ConnectionError, MemoryError)):
             return True
         seen = seen.__cause__ or seen.__context__
+    return False
+
+
+#: S3 / AWS error codes that mean "you may not", which no retry changes
+DENIED_CODES = frozenset({
+    "AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId",
+    "SignatureDoesNotMatch", "InvalidObjectState", "UnauthorizedOperation", "ExpiredToken", "InvalidToken",
+    "AccessDeniedException",
+})
+_DENIED_TEXT = ("AccessDenied", "Access Denied", "ACCESS_DENIED", "HTTP response code: 403", "(403)",
+                "status code: 403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken")
+
+
+def permission_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` (or anything in its cause chain) is a permission error: a 403 AccessDenied
+    from S3 (botocore ``ClientError``, or pyarrow's ``OSError`` text), a local ``PermissionError``."""
+    seen: BaseException | None = exc
+    hops = 0
+    while seen is not None and hops < 20:
+        if isinstance(seen, PermissionError):
+            return True
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error") or {}
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if str(error.get("Code", "")) in DENIED_CODES or status == 403:
+                return True
+        if isinstance(seen, OSError) or type(seen).__name__ in ("StorageError", "S3UploadFailedError"):
+            text = str(seen)
+            if any(marker in text for marker in _DENIED_TEXT):
+                return True
+        seen = seen.__cause__ or seen.__context__
+        hops += 1
     return False
 
 

@@ -9,6 +9,7 @@ server the tests start on 127.0.0.1.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import posixpath
 import re
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import pyarrow.fs as pafs
+
+log = logging.getLogger("refinery.io")
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
@@ -113,28 +116,101 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
-    """Files under a directory URI (recursive), or the URI itself if it is a file; sorted."""
+def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = False) -> list[str]:
+    """Files under a directory URI (recursive), or the URI itself if it is a file; sorted.
+
+    Suffixes match in any case (``X.JSONL``). Names starting with ``.`` or ``_`` (temporary and
+    metadata files) are not listed. Local directories are walked following symlinks, but no
+    directory is entered twice and no file is listed twice (by device and inode): a symlink loop
+    is skipped, never followed. ``log_skipped`` logs one line per file left out, and why (the
+    input listing uses it, so no input is skipped without a word).
+    """
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
+    skipped: list[tuple[str, str]] = []
     if info.type == pafs.FileType.File:
         found = [path]
     elif info.type == pafs.FileType.NotFound:
         raise StorageError(f"input not found: {uri}")
-    else:
+    elif is_s3(uri):
         selector = pafs.FileSelector(path, recursive=True)
         found = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
-    found = [p for p in found if not suffixes or p.endswith(suffixes)]
-    found = [p for p in found if not posixpath.basename(p).startswith((".", "_"))]
+    else:
+        found = _walk_local(path, skipped)
+    lowered = tuple(s.lower() for s in suffixes)
+    listed = []
+    for p in found:
+        name = posixpath.basename(p)
+        if name.startswith((".", "_")):
+            skipped.append((p, "name starts with '.' or '_' (temporary or metadata file)"))
+        elif lowered and not name.lower().endswith(lowered):
+            skipped.append((p, f"not one of {', '.join(suffixes)}"))
+        else:
+            listed.append(p)
     prefix = "s3://" if is_s3(uri) else ""
-    return sorted(prefix + p for p in found)
+    if log_skipped:
+        for p, why in sorted(skipped)[:_MAX_SKIP_LOG]:
+            log.warning("skipping %s%s: %s", prefix, p, why)
+        if len(skipped) > _MAX_SKIP_LOG:
+            log.warning("skipping %d more files under %s", len(skipped) - _MAX_SKIP_LOG, uri)
+    return sorted(prefix + p for p in listed)
 
 
-def open_input(uri: str) -> BinaryIO:
+_MAX_SKIP_LOG = 50
+
+
+def _walk_local(root: str, skipped: list[tuple[str, str]]) -> list[str]:
+    """Regular files under ``root``, depth first in name order, following directory symlinks
+    but entering each directory (device, inode) once and listing each file once."""
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: dict[tuple[int, int], str] = {}
+    found: list[str] = []
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            st = os.stat(directory)
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs:
+                skipped.append((directory, "directory already listed (a symlink loop or a second link to it)"))
+                continue
+            seen_dirs.add(key)
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            raise StorageError(f"cannot list {directory}: {exc}") from exc
+        subdirs = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    subdirs.append(entry.path)
+                    continue
+                if not entry.is_file(follow_symlinks=True):
+                    skipped.append((entry.path, "not a regular file (a broken symlink, a device, a FIFO)"))
+                    continue
+                est = entry.stat(follow_symlinks=True)
+            except OSError as exc:  # ELOOP: a symlink to itself; or it vanished meanwhile
+                skipped.append((entry.path, f"cannot be read: {exc.strerror or exc}"))
+                continue
+            fkey = (est.st_dev, est.st_ino)
+            if fkey in seen_files:
+                skipped.append((entry.path, f"same file as {seen_files[fkey]}"))
+                continue
+            seen_files[fkey] = entry.path
+            found.append(entry.path)
+        stack.extend(reversed(subdirs))  # visit subdirectories in name order
+    return found
+
+
+def open_input(uri: str, seekable: bool = False) -> BinaryIO:
+    """Open ``uri`` for reading its raw bytes. ``seekable=True`` gives a random-access file (the
+    WARC reader seeks back to resynchronise after damage; Parquet needs it); S3 objects are
+    always seekable (spooled locally)."""
     fs, path = resolve(uri)
     if is_s3(uri):
         return _open_s3_input(uri, path)
     try:
+        if seekable:
+            return fs.open_input_file(path)
         # Raw bytes: pyarrow would otherwise gunzip ".gz" files by their name, which hides the
         # compressed offsets the WARC reader reports for corrupt members.
         return fs.open_input_stream(path, compression=None)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.io import fs
+from refinery.schema import DOCUMENT_FIELDS, InputSchemaError, rename_reserved
 
 COMPRESSION = "zstd"
 
@@ -62,3 +63,92 @@ def read_table(uri: str, columns: list[str] | None = None, required: Iterable[st
 def iter_batches(uri: str, batch_size: int = 1000, required: Iterable[str] = ()) -> Iterator[pa.RecordBatch]:
     table = read_table(uri, required=required)
     yield from table.to_batches(max_chunksize=batch_size)
+
+
+# -- input shards: documents from outside, checked and normalised column by column -------------
+#: Document columns an input may carry, and the type every later pass expects.
+_INPUT_TYPES = {f.name: f.type for f in DOCUMENT_FIELDS}
+
+
+def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] | None = None) -> Iterator[pa.RecordBatch]:
+    """Batches of an *input* Parquet shard (``id`` and ``text`` required), streamed row group by
+    row group, with columns made safe for every later pass:
+
+    - reserved columns (``_reason``, ``_metric``, ``removed_*``) are renamed ``input_<name>``,
+      so input data never decides a removal;
+    - document columns of another type are cast when that is safe: dictionary -> its values,
+      integer ids -> strings, binary text -> UTF-8 (invalid bytes replaced; rows counted in
+      ``notes["text_utf8_replaced"]``), string html -> bytes; anything else raises
+      :class:`ShardReadError` in one line naming the file and the column.
+    """
+    try:
+        handle = fs.open_input(uri, seekable=True)
+        pf = pq.ParquetFile(handle)
+        schema = pf.schema_arrow
+    except fs.StorageError as exc:
+        raise ShardReadError(str(exc)) from exc
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise ShardReadError(f"unreadable Parquet shard {uri}: {exc}") from exc
+    missing = [c for c in ("id", "text") if c not in schema.names]
+    if missing:
+        raise ShardReadError(f"Parquet shard {uri} lacks required column(s) {missing}; it has {schema.names}")
+    try:
+        renames = rename_reserved(schema.names, f"Parquet shard {uri}")
+    except InputSchemaError as exc:
+        raise ShardReadError(str(exc)) from None
+    for name in schema.names:
+        if name in _INPUT_TYPES:
+            _check_castable(uri, name, schema.field(name).type)
+    notes = notes if notes is not None else {}
+    with handle:
+        for batch in pf.iter_batches(batch_size=batch_size):
+            yield _normalise(batch, renames, notes)
+
+
+def _value_type(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _check_castable(uri: str, name: str, t: pa.DataType) -> None:
+    target, v = _INPUT_TYPES[name], _value_type(t)
+    stringish = pa.types.is_string(v) or pa.types.is_large_string(v) or pa.types.is_string_view(v)
+    binaryish = pa.types.is_binary(v) or pa.types.is_large_binary(v) or pa.types.is_binary_view(v)
+    ok = pa.types.is_null(v) or (
+        (target == pa.string() and (stringish or binaryish or (name == "id" and pa.types.is_integer(v))))
+        or (target == pa.binary() and (stringish or binaryish))
+    )
+    if not ok:
+        kind = "strings" if target == pa.string() else "bytes"
+        raise ShardReadError(f"Parquet shard {uri}: column {name!r} has type {t}; expected {kind}")
+
+
+def _normalise(batch: pa.RecordBatch, renames: dict[str, str], notes: dict[str, int]) -> pa.RecordBatch:
+    names = [renames.get(n, n) for n in batch.schema.names]
+    columns = []
+    for name, column in zip(names, batch.columns):
+        target = _INPUT_TYPES.get(name)
+        if target is not None and column.type != target:
+            column = _cast(name, column, target, notes)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def _cast(name: str, column: pa.Array, target: pa.DataType, notes: dict[str, int]) -> pa.Array:
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    t = column.type
+    if target == pa.string() and (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)):
+        values = column.cast(pa.binary()) if not pa.types.is_binary(t) else column
+        decoded, replaced = [], 0
+        for v in values.to_pylist():  # only binary text pays for this per-value loop
+            if v is None:
+                decoded.append(None)
+                continue
+            s = v.decode("utf-8", errors="replace")
+            replaced += "\ufffd" in s and b"\xef\xbf\xbd" not in v
+            decoded.append(s)
+        if replaced:
+            key = f"{name}_utf8_replaced"
+            notes[key] = notes.get(key, 0) + replaced
+        return pa.array(decoded, pa.string())
+    return column.cast(target)

@@ -19,10 +19,14 @@ stage and ``kept + removed = read`` holds from the first step on. Reasons:
 ``body_too_large``      body (declared, or after content decoding) > ``max_body_bytes``
                         (metric = size in bytes; the body is not kept)
 ``empty_body``          body is empty or whitespace only (after decoding)
-``corrupt_stream``      not a document: one extra row, emitted last, when the *file* is damaged
-                        (bad/truncated gzip member, garbage between or inside records, a
+``corrupt_stream``      not a document: one extra row per damaged span of the *file* (bad or
+                        truncated gzip member, garbage between or inside records, a wrong
+                        ``Content-Length``, a header FastWARC refuses such as a 64 KB URL, a
                         non-WARC file). ``id`` = ``<source>#corrupt@<offset>``, metric = offset.
-                        Reading stops there, cleanly; nothing raises for bad bytes.
+                        Reading then *resynchronises*: at the next gzip member that decompresses
+                        to a ``WARC/`` header (gzip input), or the next line starting
+                        ``WARC/x.y`` (plain input), after the last record already read, and goes
+                        on. Nothing raises for bad bytes.
 ======================  ======================================================================
 
 Removed rows carry ``html = null`` (no point storing images or 50 MB bodies in the removed
@@ -35,7 +39,12 @@ RefinedWeb / datatrove do; only records cut by a damaged file count as ``truncat
 
 Row count invariant, tested on real and crafted-broken files::
 
-    rows == reader.responses + (1 if reader.corrupt_offset is not None else 0)
+    rows == reader.responses + len(reader.corrupt_offsets)
+
+A record is never read twice (resynchronisation starts after the last record returned), so
+record ids stay unique. Only the records inside a damaged span are lost: for Common Crawl's one
+member per record, the damaged member's record. A file that is one gzip member as a whole cannot
+be resynchronised inside (deflate has no sync points): damage ends it, as before.
 
 Non-document records (``warcinfo``, ``request``, ``metadata``, ``resource``, ``revisit``, ...)
 are counted in ``reader.skipped_records`` (``{warc_type: count}``), never emitted.
@@ -52,20 +61,23 @@ Usage::
     for batch in reader.read(stream, source="s3://bucket/x.warc.gz"):   # READER_SCHEMA batches
         ...
     reader.responses, reader.skipped_records, reader.corrupt_offset      # after iteration
+    reader.corrupt_offsets, reader.resync_offsets                        # every damaged span
 
 ``read_warc(stream, source, ...)`` is the same as a one-off function.
 
 ``corrupt_stream`` offsets are byte offsets in the input as stored: for gzip input, the compressed
-offset of the first member that is bad, cut off, or holds bytes that are not a WARC record (exact
+offset of the member that is bad, cut off, or holds bytes that are not a WARC record (exact
 for Common Crawl's one-member-per-record files); for uncompressed input, the start of the last
-record read before the damage (or of the unparsed bytes at the end); 0 if nothing could be read.
+record read before the damage (or of the unparsed bytes at the end); the segment start (0 for
+the file start) if nothing could be read. Resynchronising needs to go back in the input: seekable
+streams are seeked (``fs.open_input(uri, seekable=True)``), others are spooled as read.
 
 Implementation: records are parsed by FastWARC. WARC headers are parsed strictly
 (``quirks_mode=False``: in quirks mode FastWARC silently skips garbage, even a whole non-WARC
 file); HTTP headers leniently, per record (``parse_http(quirks_mode=True)``, needed for ClueWeb's
 LF-only HTTP headers). Gzip is decompressed here, member by member, rather than by FastWARC, so
-that a bad or cut-off member is pinned to its compressed offset and every member before it is
-still read (FastWARC ends silently on a truncated gzip). The input is wrapped so FastWARC always
+that a bad or cut-off member is pinned to its compressed offset, every member before it is
+still read, and reading can resume at the next member (FastWARC ends silently on a truncated gzip). The input is wrapped so FastWARC always
 gets ``tell()``: FastWARC 2.x *panics* (``pyo3_runtime.PanicException``, a ``BaseException``)
 on streams without it. A WARC header cut off at EOF is spotted because FastWARC turns it into a
 record without ``Content-Length``; bytes FastWARC ignores after the last record are spotted from
@@ -81,19 +93,16 @@ buffer; open WARCs with ``compression=None`` for exact offsets.
 from __future__ import annotations
 
 import collections
+import re
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
 import pyarrow as pa
 
-from refinery.schema import DOCUMENT_FIELDS
-from refinery.stages.base import METRIC, REASON
+from refinery.schema import READER_SCHEMA  # the document columns plus the decision columns
 
 __all__ = ["READER_SCHEMA", "WarcReader", "read_warc", "sniff_html"]
-
-#: Schema of the batches the reader yields: the document columns plus the decision columns.
-READER_SCHEMA = pa.schema(DOCUMENT_FIELDS + [pa.field(REASON, pa.string()), pa.field(METRIC, pa.float64())])
 
 HTML_MIME_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
@@ -122,14 +131,14 @@ class _Input:
     already-decompressing pyarrow stream).
     """
 
-    def __init__(self, raw: BinaryIO, prefix: bytes) -> None:
+    def __init__(self, raw: BinaryIO, base: int = 0, decompressing: bool = False) -> None:
         self._raw = raw
-        self._prefix = prefix
+        self._base = base  # input offset this segment starts at (positions below are relative)
         self._pos = 0  # bytes handed to FastWARC
         self._eof = False
         self.io_error: BaseException | None = None
-        self.damage_offset: int | None = None
-        self._decompressing = _is_decompressing_stream(raw)
+        self.damage_offset: int | None = None  # an input offset (absolute)
+        self._decompressing = decompressing
         self._tail: collections.deque[bytes] = collections.deque()  # last >= _TAIL_BYTES delivered
         self._tail_len = 0
 
@@ -139,15 +148,11 @@ class _Input:
             size = 1 << 62
         parts: list[bytes] = []
         got = 0
-        if self._prefix:
-            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
-            parts.append(chunk)
-            got += len(chunk)
         while got < size and not self._eof:
             data = self._raw_read(min(size - got, _RAW_CHUNK))
             if not data:
                 if self.damage_offset is not None:
-                    self.damage_offset = self._pos + got
+                    self.damage_offset = self._base + self._pos + got
                 self._eof = True
                 break
             parts.append(data)
@@ -214,7 +219,7 @@ class _Input:
 
     def input_offset(self, stream_pos: int) -> int:
         """Map a position in the stream FastWARC sees to a position in the input file."""
-        return stream_pos
+        return self._base + stream_pos
 
     def next_boundary_after(self, stream_pos: int | None) -> int | None:
         """Input offset of the first member boundary after ``stream_pos`` (gzip only)."""
@@ -222,19 +227,19 @@ class _Input:
 
 
 class _GzipInput(_Input):
-    """Decompresses a (multi-member) gzip stream; stops cleanly at the first bad member.
+    """Decompresses a (multi-member) gzip stream; ends the segment cleanly at the first bad member.
 
     Common Crawl WARCs are one gzip member per record, so ``damage_offset`` (the compressed
     offset of the first member that failed to decompress or was cut off) pins damage to a
     record boundary, and all members before it are delivered in full.
     """
 
-    def __init__(self, raw: BinaryIO, prefix: bytes) -> None:
-        super().__init__(raw, b"")
-        self._pending = prefix  # compressed bytes not yet fed to the decompressor
-        self._in_pos = len(prefix)  # compressed bytes pulled from the raw stream
+    def __init__(self, raw: BinaryIO, base: int = 0, decompressing: bool = False) -> None:
+        super().__init__(raw, base, decompressing)
+        self._pending = b""  # compressed bytes not yet fed to the decompressor
+        self._in_pos = base  # input offset of the next byte pulled from the raw stream
         self._d = None  # decompressor of the current member, None between members
-        self._member_start = 0
+        self._member_start = base
         self._member_output = False
         #: (decompressed start, compressed start) of recent members, to map record positions
         self._members: collections.deque[tuple[int, int]] = collections.deque(maxlen=8192)
@@ -309,7 +314,7 @@ class _GzipInput(_Input):
             self._in_pos += len(data)
 
     def input_offset(self, stream_pos: int) -> int:
-        best = 0
+        best = self._base
         for out_start, in_start in self._members:
             if out_start > stream_pos:
                 break
@@ -321,6 +326,118 @@ class _GzipInput(_Input):
             if stream_pos is None or out_start > stream_pos:
                 return in_start
         return None
+
+
+class _Source:
+    """Random access over the caller's stream, so the reader can go back to a resync point.
+
+    Seekable streams (local files, S3 objects spooled by ``fs.open_input``, BytesIO) are seeked;
+    others are spooled as they are read (in memory up to 64 MiB, then on disk). Offsets are
+    relative to where the stream was when reading began.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._origin = _tell_if_seekable(raw)
+        self._spool = None
+        if self._origin is None:
+            import tempfile
+
+            self._spool = tempfile.SpooledTemporaryFile(max_size=64 * 2**20)
+        self._spooled = 0  # bytes pulled from a non-seekable stream into the spool
+        self._pos = 0
+
+    def read(self, n: int) -> bytes:
+        if self._spool is None:
+            data = self._raw.read(n)
+        elif self._pos < self._spooled:
+            self._spool.seek(self._pos)
+            data = self._spool.read(min(n, self._spooled - self._pos))
+        else:
+            data = self._raw.read(n)
+            if data:
+                self._spool.seek(self._spooled)
+                self._spool.write(data)
+                self._spooled += len(data)
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int) -> None:
+        if self._spool is None:
+            self._raw.seek(self._origin + offset)
+            self._pos = offset
+            return
+        while self._spooled < offset:  # forward past what was read: pull it through the spool
+            self._pos = self._spooled
+            if not self.read(min(_RAW_CHUNK, offset - self._spooled)):
+                break
+        self._pos = min(offset, self._spooled)
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+
+def _tell_if_seekable(raw: object) -> int | None:
+    try:
+        if not raw.seekable():  # type: ignore[attr-defined]
+            return None
+        return int(raw.tell())  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - no seek()/tell(), or they fail: spool instead
+        return None
+
+
+_WARC_HEADER = re.compile(rb"WARC/[0-9]\.[0-9]+\r?\n")
+_SCAN_CHUNK = 1 << 20
+
+
+def _find_gzip_member(src: _Source, start: int) -> int | None:
+    """Offset >= ``start`` of the next gzip member that decompresses to a WARC header, or None."""
+    pos = start
+    while True:
+        src.seek(pos)
+        chunk = src.read(_SCAN_CHUNK)
+        if len(chunk) < 3:
+            return None
+        hit = chunk.find(b"\x1f\x8b\x08")
+        while hit >= 0:
+            if _member_starts_warc(src, pos + hit):
+                return pos + hit
+            hit = chunk.find(b"\x1f\x8b\x08", hit + 1)
+        pos += len(chunk) - 2  # a magic split across chunks is found by the next one
+
+
+def _member_starts_warc(src: _Source, offset: int) -> bool:
+    src.seek(offset)
+    data = src.read(1 << 16)
+    try:
+        head = zlib.decompressobj(31).decompress(data, 16)
+    except zlib.error:
+        return False
+    return head.startswith(b"WARC/")
+
+
+def _find_warc_header(src: _Source, start: int) -> int | None:
+    """Offset >= ``start`` of the next ``WARC/x.y`` line that starts a line, or None."""
+    pos = start
+    prev = b"\n" if start == 0 else None
+    if prev is None:
+        src.seek(start - 1)
+        prev = src.read(1)
+    while True:
+        src.seek(pos)
+        chunk = src.read(_SCAN_CHUNK)
+        if not chunk:
+            return None
+        window = prev + chunk
+        for m in _WARC_HEADER.finditer(window, 1):
+            if window[m.start() - 1 : m.start()] == b"\n":
+                return pos + m.start() - 1
+        if len(chunk) < 16:
+            return None
+        keep = 15  # a header line split across chunks is found by the next one
+        pos += len(chunk) - keep
+        prev = chunk[-keep - 1 : -keep]
 
 
 def _is_decompressing_stream(raw: object) -> bool:
@@ -473,6 +590,8 @@ class WarcReader:
         self.records = 0
         self.responses = 0
         self.corrupt_offset: int | None = None
+        self.corrupt_offsets: list[int] = []
+        self.resync_offsets: list[int | None] = []
 
     def read(self, stream: BinaryIO, source: str) -> Iterator[pa.RecordBatch]:
         """Return an iterator of :data:`READER_SCHEMA` batches for one WARC file.
@@ -484,35 +603,91 @@ class WarcReader:
         self.records = 0
         self.responses = 0
         self.corrupt_offset = None
+        self.corrupt_offsets = []
+        self.resync_offsets = []
         return self._batches(stream, source)
 
     __call__ = read
 
     # ------------------------------------------------------------------------------------------
     def _batches(self, stream: BinaryIO, source: str) -> Iterator[pa.RecordBatch]:
-        from fastwarc.warc import ArchiveIterator
+        decompressing = _is_decompressing_stream(stream)
+        src = _Source(stream)
+        try:
+            probe = _Input(src, 0, decompressing)
+            head = probe.read(2)
+            if probe.io_error is not None:
+                raise probe.io_error
+            if probe.damage_offset is not None:  # an already-decompressing stream failed at once
+                self._note_damage(0, None)
+                yield self._finish_batch([_corrupt_row(source, 0)])
+                return
+            if not head:  # empty file: no records, and nothing damaged
+                return
+            gzipped = head.startswith(_GZIP_MAGIC)
+            rows: list[tuple] = []
+            html_bytes = 0
+            start = 0  # input offset of the current segment
+            used_ids: set[str] = set()
+            last_damage: int | None = None
+            while True:
+                src.seek(start)
+                inp: _Input = (_GzipInput if gzipped else _Input)(src, start, decompressing)
+                segment = _SegmentEnd()
+                for row in self._segment(inp, source, segment):
+                    rows.append(row)
+                    html_bytes += len(row[6] or b"")
+                    if len(rows) >= self.batch_size or html_bytes >= _MAX_BATCH_BYTES:
+                        yield self._finish_batch(rows)
+                        rows, html_bytes = [], 0
+                if segment.damage is None:
+                    break
+                # Damage: one counted row for the damaged span, then resynchronise at the next
+                # gzip member / WARC header after everything already read, and go on.
+                if segment.damage != last_damage:  # else: a resync point that was bad too, same span
+                    rows.append(_corrupt_row(source, segment.damage, used_ids))
+                last_damage = segment.damage
+                # Resume after the segment start, the member the gzip layer found bad, and the
+                # last record returned (never re-read a record: ids stay unique).
+                after = max(start, segment.bad_member if segment.bad_member is not None else -1,
+                            segment.last_record if segment.last_record is not None else -1) + 1
+                try:
+                    resume = _find_gzip_member(src, after) if gzipped else _find_warc_header(src, after)
+                except Exception as exc:  # noqa: BLE001 - the stream broke while scanning
+                    if decompressing and _looks_like_decompression_error(exc):
+                        resume = None
+                    else:
+                        raise
+                self._note_damage(segment.damage, resume)
+                if resume is None:
+                    break
+                start = resume
+            if rows:
+                yield self._finish_batch(rows)
+        finally:
+            src.close()
 
-        probe = _Input(stream, b"")
-        head = probe.read(2)
-        if probe.io_error is not None:
-            raise probe.io_error
-        if probe.damage_offset is not None:  # an already-decompressing stream failed at once
-            self.corrupt_offset = 0
-            yield self._finish_batch([_corrupt_row(source, 0)])
-            return
-        if not head:  # empty file: no records, and nothing damaged
-            return
-        inp: _Input = _GzipInput(stream, head) if head.startswith(_GZIP_MAGIC) else _Input(stream, head)
+    def _note_damage(self, offset: int, resume: int | None) -> None:
+        if self.corrupt_offset is None:
+            self.corrupt_offset = offset
+        if not self.corrupt_offsets or self.corrupt_offsets[-1] != offset:
+            self.corrupt_offsets.append(offset)
+            self.resync_offsets.append(resume)
+        else:
+            self.resync_offsets[-1] = resume
+
+    def _segment(self, inp: _Input, source: str, end: _SegmentEnd) -> Iterator[tuple]:
+        """Rows of the records FastWARC reads from one segment (from the file start or a resync
+        point to the end or the first damage); ``end`` says where and whether it was damaged."""
+        from fastwarc.warc import ArchiveIterator
 
         # Strict WARC parsing (quirks_mode=False): in quirks mode FastWARC silently skips
         # garbage and even whole non-WARC files; HTTP headers are parsed leniently per record.
         it = ArchiveIterator(inp, parse_http=False, quirks_mode=False, stream_detect=False)
-        rows: list[tuple] = []
-        html_bytes = 0
         last_pos: int | None = None  # stream position of the last record read completely
         last_len = 0  # its declared block length
+        last_seen: int | None = None  # stream position of the last record FastWARC returned
         damaged = False  # FastWARC stopped on bad bytes, or the stream ended inside a record
-        index = -1
         while True:
             try:
                 record = next(it)
@@ -523,8 +698,9 @@ class WarcReader:
                     raise
                 damaged = True
                 break
-            index += 1
+            index = self.records
             self.records += 1
+            last_seen = record.stream_pos
             block_len = record.content_length  # declared; parse_http() later changes content_length
             is_response = _is_response(record)
             if is_response:
@@ -539,28 +715,27 @@ class WarcReader:
                     raise
                 damaged = True
                 if is_response:
-                    rows.append(_row(record, source, index, None, "truncated_record", None))
+                    yield _row(record, source, index, None, "truncated_record", None)
                 break
             if row is not None:
-                rows.append(row)
-                html_bytes += len(row[6] or b"")
+                yield row
             if not complete:
                 damaged = True
-            elif last_pos is None or record.stream_pos > last_pos:
+                break  # its declared length is wrong or the file ends: resynchronise after it
+            if last_pos is None or record.stream_pos > last_pos:
                 last_pos, last_len = record.stream_pos, block_len
             if inp.io_error is not None:
                 break
-            if len(rows) >= self.batch_size or html_bytes >= _MAX_BATCH_BYTES:
-                yield self._finish_batch(rows)
-                rows, html_bytes = [], 0
 
         if inp.io_error is not None:  # the caller's stream failed: not bad bytes, let it raise
             raise inp.io_error
+        if last_seen is not None:
+            end.last_record = inp.input_offset(last_seen)
 
-        # Did the file end cleanly? Gzip damage is pinned exactly by the gzip layer; otherwise
+        # Did the segment end cleanly? Gzip damage is pinned exactly by the gzip layer; otherwise
         # FastWARC stopped on bad bytes, the stream ended inside a record, or FastWARC silently
         # ignored bytes after the last record (a header cut off at EOF).
-        offset = inp.damage_offset
+        offset = end.bad_member = inp.damage_offset
         if offset is None and not damaged:
             offset = inp.unparsed_after(last_pos, last_len)
             if offset is not None:
@@ -570,12 +745,8 @@ class WarcReader:
             if boundary is not None:
                 offset = boundary
             else:
-                offset = inp.input_offset(last_pos) if last_pos is not None else 0
-        if offset is not None:
-            self.corrupt_offset = offset
-            rows.append(_corrupt_row(source, offset))
-        if rows:
-            yield self._finish_batch(rows)
+                offset = inp.input_offset(last_pos) if last_pos is not None else inp.input_offset(0)
+        end.damage = offset
 
     def _record_row(self, record, source: str, index: int, is_response: bool) -> tuple[tuple | None, bool]:
         """(row, or None for non-documents; whether the record's block was complete)."""
@@ -670,8 +841,28 @@ def _row(record, source: str, index: int, content_type: str | None, reason: str 
     return (doc_id, url, record_id, headers.get("WARC-Date"), content_type, source, html, None, reason, metric)
 
 
-def _corrupt_row(source: str, offset: int) -> tuple:
-    return (f"{source}#corrupt@{offset}", None, None, None, None, source, None, None, "corrupt_stream", float(offset))
+def _corrupt_row(source: str, offset: int, used: set[str] | None = None) -> tuple:
+    doc_id = f"{source}#corrupt@{offset}"
+    if used is not None:  # two damaged spans reported at one offset: keep ids unique
+        n = 1
+        while doc_id in used:
+            n += 1
+            doc_id = f"{source}#corrupt@{offset}.{n}"
+        used.add(doc_id)
+    return (doc_id, None, None, None, None, source, None, None, "corrupt_stream", float(offset))
+
+
+class _SegmentEnd:
+    """How a segment ended: ``damage`` (input offset of the damaged span, None if clean) and
+    ``last_record`` (input offset of the last record FastWARC returned, None if none), and
+    ``bad_member``."""
+
+    __slots__ = ("damage", "last_record", "bad_member")
+
+    def __init__(self) -> None:
+        self.damage: int | None = None
+        self.last_record: int | None = None
+        self.bad_member: int | None = None  # exact: the gzip layer's first bad member
 
 
 def read_warc(

@@ -67,7 +67,7 @@ def measure(config: Any, sample: Path | None = None, repeat: int = 1) -> Measure
     from refinery.runner import INPUT_SUFFIXES
 
     sample = Path(sample or default_sample(config))
-    files = sorted(p for p in (sample.rglob("*") if sample.is_dir() else [sample]) if p.name.endswith(INPUT_SUFFIXES))
+    files = sorted(p for p in (sample.rglob("*") if sample.is_dir() else [sample]) if p.name.lower().endswith(INPUT_SUFFIXES))
     if not files:
         raise ValueError(f"no input files under {sample}")
     with tempfile.TemporaryDirectory(prefix="refinery-plan-") as tmp:

@@ -155,7 +155,7 @@ def training_request(spec: JobSpec) -> dict[str, Any]:
         # spot capacity may take a while and may be reclaimed: wait up to twice the runtime
         stopping["MaxWaitTimeInSeconds"] = spec.max_wait_s or 2 * spec.max_runtime_s
         if stopping["MaxWaitTimeInSeconds"] < spec.max_runtime_s:
-            raise RequestError("--max-wait must be at least --max-runtime for managed spot training")
+            raise RequestError("--max-wait-hours must be at least --max-runtime-hours for managed spot training")
     request: dict[str, Any] = {
         "TrainingJobName": spec.name,
         "RoleArn": spec.role_arn,

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
+from refinery.yaml_safe import load_yaml
+
 log = logging.getLogger("refinery.launch")
 
 JobKind = Literal["processing", "ray"]
@@ -83,7 +85,7 @@ def resolve_shipment(stage: str | None, config_path: str | Path) -> Shipment:
     if stage not in names:
         raise ConfigError(f"unknown --stage {stage!r}: use one of {sorted(STAGES)} or a stage of {config_path}: {names}")
     # one stage alone: a recipe of that stage (no dedup, no tokens) under its own name
-    data = yaml.safe_load(text)
+    data = load_yaml(text)
     data["stages"] = [s for s in data["stages"] if (s.get("name") or s["type"]) == stage]
     data.pop("dedup", None)
     data.pop("tokenize", None)

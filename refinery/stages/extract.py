@@ -11,8 +11,10 @@ replacement characters), extract, post-process. The ``html`` column is replaced 
 itself stays so the schema is stable.
 
 Reasons: ``empty_html``, ``html_too_large`` (metric: bytes), ``undecodable`` (metric: share of
-replacement/control characters), ``extraction_timeout`` (metric: seconds), ``extraction_failed``
-(the extractor raised), ``no_text_extracted`` (metric: characters left).
+replacement/control characters), ``html_too_many_attributes`` (metric: attributes of the worst
+tag), ``html_too_many_tags`` (metric: start tags), ``extraction_timeout`` (metric: seconds),
+``extraction_failed`` (the extractor raised, or its helper process died), ``no_text_extracted``
+(metric: characters left).
 
 Backends (``backend=``): ``"trafilatura"`` (default, what RefinedWeb used) or ``"resiliparse"``
 (``resiliparse.extract.html2text.extract_plain_text(main_content=True)``, a Rust DOM heuristic,
@@ -23,28 +25,36 @@ trafilatura's options; Resiliparse honours ``include_comments`` only. It keeps t
 table-aware mode, and skipping every ``<table>`` empties layout-table pages (measured on
 trafilatura's evaluation set: -2.3 points of wanted snippets for -0.8 points of leaked boilerplate).
 
-Time limit: one pathological page must not stall a shard. In the main thread a ``SIGALRM``
-interval timer interrupts trafilatura after ``timeout_s``. Signals can only be handled by the
-main thread, so when ``process`` runs elsewhere (e.g. a threaded executor or a Ray actor with
-concurrency) there is no interruption: the worst case is then bounded by ``max_html_bytes`` only,
-and documents that overrun are kept (their text is already there). Note that a signal is
-handled between Python bytecodes: a single long C call inside lxml finishes before the timer
-fires, which ``max_html_bytes`` also bounds. Resiliparse's extraction is one such native call:
-a page that overruns is still removed as ``extraction_timeout`` (the handler runs as soon as the
-call returns) but the time is not cut short.
+Time limit: one pathological page must not stall a shard. With ``timeout_s > 0`` (default 5)
+every page is extracted in a helper process (``_extract_helper.py``: the backend imported once,
+kept warm, shared by the stages of one process with the same settings); the stage waits at most
+``timeout_s`` for its answer, then kills it (SIGKILL) and removes the page as
+``extraction_timeout``. That bounds time spent inside lxml's or Resiliparse's native code, which no
+signal can interrupt, from any thread. A fresh helper is started at once for the next page (its
+start-up, ~0.2-1 s, is not counted against that page). A helper that crashes (segfault, OOM kill)
+costs only its page (``extraction_failed``). ``timeout_s: 0`` extracts in this process, without
+any limit. Before that, a cheap pre-screen (:func:`pathological_html`, ``prescreen=False`` turns it
+off) removes pages shaped to blow up the parser (thousands of attributes in one tag, 100k+ tags)
+in milliseconds instead of letting each burn ``timeout_s``.
 """
 
 from __future__ import annotations
 
+import atexit
 import codecs
+import json
 import logging
+import os
 import re
-import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable
-from types import FrameType
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -80,9 +90,129 @@ _URL = re.compile(r"[ \t]?(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>\"'\])]*[^\s<>\"'
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 
 
-class _ExtractionTimeout(BaseException):
-    """Raised by the SIGALRM handler. A BaseException so trafilatura's ``except Exception``
-    blocks cannot swallow it."""
+_HELPER_SCRIPT = str(Path(__file__).with_name("_extract_helper.py"))
+#: seconds a fresh helper process may take to import its backend and say it is ready
+HELPER_START_TIMEOUT_S = 120.0
+
+
+class ExtractionHelperError(RuntimeError):
+    """The extraction helper process could not be started (not a problem of any one page)."""
+
+
+class _Helper:
+    """One extraction helper process (``_extract_helper.py``) and the socket to it."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            config = {**config, "pdeathsig": threading.current_thread() is threading.main_thread()}
+            self.proc = subprocess.Popen(
+                [sys.executable, _HELPER_SCRIPT, str(theirs.fileno()), str(os.getpid()), json.dumps(config)],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+        self.ready = False
+        self.busy = False  # a request sent, its answer not read: the protocol is out of step
+
+    def wait_ready(self) -> None:
+        if self.ready:
+            return
+        try:
+            if not self.conn.poll(HELPER_START_TIMEOUT_S):
+                raise ExtractionHelperError(f"extraction helper not ready after {HELPER_START_TIMEOUT_S:.0f} s")
+            status, value = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            self.close(kill=True)
+            code = self.proc.returncode
+            raise ExtractionHelperError(f"extraction helper exited at start-up (exit code {code})") from exc
+        except ExtractionHelperError:
+            self.close(kill=True)
+            raise
+        if status != "ready":
+            self.close(kill=True)
+            if value.startswith(("ImportError", "ModuleNotFoundError")):
+                raise ImportError(value)
+            raise ExtractionHelperError(f"extraction helper failed to start: {value}")
+        self.ready = True
+
+    def extract(self, html: str, url: str | None, timeout_s: float) -> tuple[str, Any]:
+        """``("ok", text)``, ``("failed", message)``, ``("timeout", None)`` (the helper was
+        killed) or ``("died", exit code)`` (it crashed: segfault, OOM kill...)."""
+        try:
+            self.busy = True
+            self.conn.send((html, url))
+            if not self.conn.poll(timeout_s):
+                self.close(kill=True)
+                return "timeout", None
+            reply = self.conn.recv()
+            self.busy = False
+            return reply
+        except (EOFError, OSError):
+            self.close(kill=True)
+            return "died", self.proc.returncode
+
+    @property
+    def alive(self) -> bool:
+        return not self.busy and not self.conn.closed and self.proc.poll() is None
+
+    def close(self, kill: bool = False) -> None:
+        if not self.conn.closed:
+            self.conn.close()  # an idle helper exits on EOF
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=None if kill else 5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class _HelperPool:
+    """Idle helpers of this process, by extractor configuration: stage objects with the same
+    settings (e.g. one per shard) share one warm helper; each batch takes one for itself."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.idle: dict[str, list[_Helper]] = {}
+
+    def acquire(self, key: str) -> _Helper:
+        with self.lock:
+            if self.pid != os.getpid():  # a forked child: the parent's helpers are not ours
+                self.pid, self.idle = os.getpid(), {}
+            helpers = self.idle.get(key)
+            while helpers:
+                helper = helpers.pop()
+                if helper.alive:
+                    return helper
+                helper.close()
+        return _Helper(json.loads(key))
+
+    def release(self, key: str, helper: _Helper) -> None:
+        if not helper.alive:
+            helper.close(kill=True)
+            return
+        with self.lock:
+            if self.pid == os.getpid() and len(self.idle.setdefault(key, [])) < 4:
+                self.idle[key].append(helper)
+                return
+        helper.close()
+
+    def close_all(self) -> None:
+        with self.lock:
+            helpers = [h for hs in self.idle.values() for h in hs] if self.pid == os.getpid() else []
+            self.idle = {}
+        for helper in helpers:
+            helper.close()
+
+
+_HELPERS = _HelperPool()
+atexit.register(_HELPERS.close_all)
 
 
 def _normalize_charset(label: str) -> str | None:
@@ -170,12 +300,53 @@ def _guess_decode(body: bytes) -> str | None:
         return None
 
 
+# Pre-screen: page shapes that make the HTML parser super-linear, caught on the decoded HTML in
+# ~0.3 ms per 150 KB page. lxml (libxml2) and Resiliparse's parser slow down roughly cubically
+# with the attributes of one tag: 10k valueless attributes take ~0.8 s, 20k ~3.4 s, 200k would take
+# hours; trafilatura needs ~60 us per element, so 200k tiny tags take ~12 s. The real pages of
+# trafilatura's evaluation set (990) and the sample WARCs (126 records) have at most 72 attributes
+# in one tag and 10,126 tags: the thresholds are 14x and 10x that (docs/reliability.md).
+# Deep nesting needs no check: libxml2 stops at depth 256 (100k nested divs take ~1 s). This is a
+# fast path, not the bound: a page it misses (or an attacker evades, e.g. with "<" inside quoted
+# values) is still killed at timeout_s in the helper process.
+MAX_ATTRIBUTES_PER_TAG = 1_000
+MAX_TAGS = 100_000
+# a tag with MAX_ATTRIBUTES_PER_TAG attributes spans at least 2 characters per attribute ("a "):
+# only tag starts followed by that many characters without "<" are parsed
+_LONG_TAG = re.compile(r"<[A-Za-z][^<]{%d}" % (2 * MAX_ATTRIBUTES_PER_TAG - 1))
+_TAG_ATTRS = re.compile(
+    r"""<[A-Za-z][^\s/>]*((?:\s*(?:[^\s"'<>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'<>]*))?|/))*)""")
+_ATTR = re.compile(r"""[^\s"'<>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'<>]*))?""")
+_TAG_START = re.compile(r"<[A-Za-z]")
+
+
+def pathological_html(html: str) -> tuple[str, float] | None:
+    """``(reason, metric)`` for a page shaped to blow up the parser, else None:
+    ``html_too_many_attributes`` (metric: attributes of the worst tag) or ``html_too_many_tags``
+    (metric: start tags)."""
+    worst = 0
+    for m in _LONG_TAG.finditer(html):
+        tag = _TAG_ATTRS.match(html, m.start())
+        if tag is not None and len(tag.group(1)) >= 2 * MAX_ATTRIBUTES_PER_TAG - 1:
+            worst = max(worst, len(_ATTR.findall(tag.group(1))))
+    if worst > MAX_ATTRIBUTES_PER_TAG:
+        return "html_too_many_attributes", float(worst)
+    if html.count("<") > MAX_TAGS:
+        tags = len(_TAG_START.findall(html))
+        if tags > MAX_TAGS:
+            return "html_too_many_tags", float(tags)
+    return None
+
+
 def clean_text(text: str) -> str:
     """RefinedWeb post-processing: drop URLs, cap runs of new lines at two."""
     text = _URL.sub("", text)
     text = _BLANK_RUNS.sub("\n\n", text)
     return text.strip()
 
+
+_RESILIPARSE_MISSING = "extract backend 'resiliparse' needs the resiliparse package: pip install 'resiliparse>=2.0'"
+logger = logging.getLogger(__name__)
 
 Backend = Literal["trafilatura", "resiliparse"]
 BACKENDS: tuple[str, ...] = ("trafilatura", "resiliparse")
@@ -198,10 +369,16 @@ class TrafilaturaExtractor(Stage):
         fast: bool = False,
         backend: Backend = "trafilatura",
         name: str | None = None,
+        prescreen: bool = True,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
             raise ValueError(f"extract backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        from refinery.stages import checks
+
+        checks.at_least("timeout_s", timeout_s, 0)  # 0 disables the limit
+        checks.at_least("max_html_bytes", max_html_bytes, 1)
+        checks.at_least("min_text_chars", min_text_chars, 0)
         self.backend = backend
         # why: one pathological page must not stall a shard; 0 disables the limit
         self.timeout_s = float(timeout_s)
@@ -214,15 +391,41 @@ class TrafilaturaExtractor(Stage):
         self.include_tables = include_tables
         # fast=True skips trafilatura's readability/justext fallbacks: ~2x faster, a bit less recall
         self.fast = fast
+        # why: pages shaped to blow up the parser (see pathological_html) are removed in
+        # microseconds instead of each burning timeout_s of CPU
+        self.prescreen = bool(prescreen)
 
     def _extract_fn(self) -> Callable[[str, str | None], str | None]:
-        """``fn(html, url) -> text or None`` for the configured backend (imported on first use)."""
+        """``fn(html, url) -> text or None`` in this process (``timeout_s: 0`` only)."""
         fn = getattr(self, "_lazy_extract", None)
         if fn is None:
             fn = self._lazy_extract = (
                 self._resiliparse_fn() if self.backend == "resiliparse" else self._trafilatura_fn()
             )
         return fn
+
+    def _trafilatura_kwargs(self) -> dict[str, Any]:
+        return {
+            "favor_precision": self.favor_precision,
+            "include_comments": self.include_comments,
+            "include_tables": self.include_tables,
+            "fast": self.fast,
+            "output_format": "txt",
+            "with_metadata": False,
+        }
+
+    def _resiliparse_kwargs(self) -> dict[str, Any]:
+        # closest to trafilatura's txt output: block structure kept, no alt texts, link targets,
+        # form fields or <noscript> (trafilatura drops them too)
+        return {
+            "preserve_formatting": True,
+            "main_content": True,
+            "comments": self.include_comments,
+            "alt_texts": False,
+            "links": False,
+            "form_fields": False,
+            "noscript": False,
+        }
 
     def _trafilatura_fn(self) -> Callable[[str, str | None], str | None]:
         import trafilatura
@@ -233,14 +436,7 @@ class TrafilaturaExtractor(Stage):
         tlog = logging.getLogger("trafilatura")
         if tlog.level == logging.NOTSET:
             tlog.setLevel(logging.ERROR)
-        kwargs: dict[str, Any] = {
-            "favor_precision": self.favor_precision,
-            "include_comments": self.include_comments,
-            "include_tables": self.include_tables,
-            "fast": self.fast,
-            "output_format": "txt",
-            "with_metadata": False,
-        }
+        kwargs = self._trafilatura_kwargs()
         extract = trafilatura.extract
         return lambda html, url: extract(html, url=url, **kwargs)
 
@@ -248,24 +444,24 @@ class TrafilaturaExtractor(Stage):
         try:
             from resiliparse.extract.html2text import extract_plain_text
         except ImportError as exc:  # optional dependency
-            raise ImportError(
-                "extract backend 'resiliparse' needs the resiliparse package: pip install 'resiliparse>=2.0'"
-            ) from exc
-        # closest to trafilatura's txt output: block structure kept, no alt texts, link targets,
-        # form fields or <noscript> (trafilatura drops them too)
-        kwargs: dict[str, Any] = {
-            "preserve_formatting": True,
-            "main_content": True,
-            "comments": self.include_comments,
-            "alt_texts": False,
-            "links": False,
-            "form_fields": False,
-            "noscript": False,
-        }
+            raise ImportError(_RESILIPARSE_MISSING) from exc
+        kwargs = self._resiliparse_kwargs()
         return lambda html, url: extract_plain_text(html, **kwargs)
 
+    def _helper_key(self) -> str:
+        """The helper process's configuration (JSON; also the key of the pool of idle helpers)."""
+        if self.backend == "resiliparse":
+            import importlib.util
+
+            if importlib.util.find_spec("resiliparse") is None:  # say so here, not from the helper
+                raise ImportError(_RESILIPARSE_MISSING)
+            kwargs = self._resiliparse_kwargs()
+        else:
+            kwargs = self._trafilatura_kwargs()
+        level = logging.getLogger("trafilatura").level  # a level the user set wins, as in-process
+        return json.dumps({"backend": self.backend, "kwargs": kwargs, "log_level": level or None}, sort_keys=True)
+
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        extract = self._extract_fn()
         n = batch.num_rows
         if "html" not in batch.schema.names:
             raise ValueError(
@@ -280,22 +476,11 @@ class TrafilaturaExtractor(Stage):
         metrics: list[float | None] = [None] * n
         texts: list[str | None] = [None] * n
 
-        use_alarm = (
-            self.timeout_s > 0
-            and hasattr(signal, "setitimer")
-            and threading.current_thread() is threading.main_thread()
-        )
-        fired = False
-
-        def on_alarm(signum: int, frame: FrameType | None) -> None:
-            nonlocal fired
-            fired = True
-            raise _ExtractionTimeout()
-
-        if use_alarm:
-            previous_handler = signal.signal(signal.SIGALRM, on_alarm)
-            previous_timer = signal.setitimer(signal.ITIMER_REAL, 0)
-            batch_start = time.monotonic()
+        # timeout_s > 0: every page is extracted in a helper process that is killed at the deadline
+        isolate = self.timeout_s > 0
+        key = self._helper_key() if isolate else ""
+        extract = None if isolate else self._extract_fn()
+        helper: _Helper | None = None
         try:
             for i in range(n):
                 scalar = htmls[i]
@@ -314,40 +499,45 @@ class TrafilaturaExtractor(Stage):
                     reasons[i], metrics[i] = "html_too_large", float(len(body))
                     continue
                 html, bad = decode_html(body, ctypes[i])
+                del body
                 if bad > _MAX_BAD_FRAC:
                     reasons[i], metrics[i] = "undecodable", bad
                     continue
-                fired = False
-                start = time.monotonic()
-                try:
+                if self.prescreen:
+                    shape = pathological_html(html)
+                    if shape is not None:
+                        reasons[i], metrics[i] = shape
+                        continue
+                if extract is not None:  # in process, no time limit
                     try:
-                        if use_alarm:
-                            signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
                         out = extract(html, urls[i])
-                    finally:
-                        if use_alarm:
-                            signal.setitimer(signal.ITIMER_REAL, 0)
-                except _ExtractionTimeout:
-                    out = None
-                except Exception:  # noqa: BLE001 - any extractor/parser failure removes just this doc
-                    if not fired:
+                    except Exception:  # noqa: BLE001 - any extractor/parser failure removes just this doc
                         reasons[i] = "extraction_failed"
                         continue
-                    out = None
-                if fired:  # also when a bare ``except:`` somewhere swallowed our exception
-                    reasons[i], metrics[i] = "extraction_timeout", time.monotonic() - start
-                    continue
+                else:
+                    if helper is None:
+                        helper = _HELPERS.acquire(key)
+                    helper.wait_ready()  # start-up (imports) is not counted against the page
+                    start = time.monotonic()
+                    status, out = helper.extract(html, urls[i], self.timeout_s)
+                    if status == "timeout":
+                        reasons[i], metrics[i] = "extraction_timeout", time.monotonic() - start
+                        helper = _Helper(json.loads(key))  # its replacement starts while we go on
+                        continue
+                    if status != "ok":  # the extractor raised, or its process died (e.g. segfault)
+                        reasons[i] = "extraction_failed"
+                        if status == "died":
+                            logger.warning("extraction helper died (exit code %s) on %s", out, urls[i])
+                            helper = _Helper(json.loads(key))
+                        continue
                 text = clean_text(out) if out else ""
                 if len(text) < max(self.min_text_chars, 1):
                     reasons[i], metrics[i] = "no_text_extracted", float(len(text))
                     continue
                 texts[i] = text
         finally:
-            if use_alarm:
-                signal.signal(signal.SIGALRM, previous_handler)
-                if previous_timer[0] > 0:  # re-arm an outer timer with what is left of it
-                    left = previous_timer[0] - (time.monotonic() - batch_start)
-                    signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), previous_timer[1])
+            if helper is not None:
+                _HELPERS.release(key, helper)
 
         html_type = batch.schema.field("html").type
         names = batch.schema.names

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from refinery.stages import checks
 from refinery.stages.base import Stage, with_decision
 
 __all__ = [
@@ -189,12 +190,19 @@ class GopherRepetition(Stage):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
+        for pname, value in (("dup_line_frac", dup_line_frac), ("dup_para_frac", dup_para_frac),
+                             ("dup_line_char_frac", dup_line_char_frac), ("dup_para_char_frac", dup_para_char_frac)):
+            checks.fraction(pname, value)
         self.dup_line_frac = dup_line_frac
         self.dup_para_frac = dup_para_frac
         self.dup_line_char_frac = dup_line_char_frac
         self.dup_para_char_frac = dup_para_char_frac
         self.top_n_grams = _threshold_pairs(top_n_grams, {2: 0.20, 3: 0.18, 4: 0.16})
         self.dup_n_grams = _threshold_pairs(dup_n_grams, {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+        for pname, pairs in (("top_n_grams", self.top_n_grams), ("dup_n_grams", self.dup_n_grams)):
+            for n, frac in dict(pairs).items():
+                checks.at_least(f"{pname} n", n, 1)
+                checks.fraction(f"{pname}[{n}]", frac)
 
     def metric_columns(self) -> list[str]:
         return list(self.METRICS)
@@ -297,6 +305,18 @@ class GopherQuality(Stage):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
+        checks.at_least("min_words", min_words, 0)
+        checks.at_least("max_words", max_words, 1)
+        checks.not_above("min_words", min_words, "max_words", max_words)
+        checks.at_least("min_mean_word_length", min_mean_word_length, 0)
+        checks.at_least("max_mean_word_length", max_mean_word_length, 0)
+        checks.not_above("min_mean_word_length", min_mean_word_length, "max_mean_word_length", max_mean_word_length)
+        checks.at_least("max_symbol_word_ratio", max_symbol_word_ratio, 0)
+        for pname, value in (("max_bullet_lines_frac", max_bullet_lines_frac),
+                             ("max_ellipsis_lines_frac", max_ellipsis_lines_frac),
+                             ("min_alpha_words_frac", min_alpha_words_frac)):
+            checks.fraction(pname, value)
+        checks.at_least("min_stop_words", min_stop_words, 0)
         self.min_words = min_words
         self.max_words = max_words
         self.min_mean_word_length = min_mean_word_length

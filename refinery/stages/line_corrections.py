@@ -29,6 +29,7 @@ import re
 
 import pyarrow as pa
 
+from refinery.stages import checks
 from refinery.stages.base import Stage, with_decision
 
 METRIC_COLUMN = "line_corrections_removed_frac"
@@ -161,6 +162,9 @@ class LineCorrections(Stage):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
+        checks.fraction("max_removed_word_frac", max_removed_word_frac)
+        checks.at_least("max_words_for_patterns", max_words_for_patterns, 0)
+        checks.fraction("uppercase_frac", uppercase_frac)
         # RefinedWeb: a document where > 5% of the words were debris is discarded, not repaired
         self.max_removed_word_frac = float(max_removed_word_frac)
         # RefinedWeb: patterns are only edited out of short (<= 10 words) lines, so prose is safe

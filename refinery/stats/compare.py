@@ -61,8 +61,9 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
 
 def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_b: str = "B") -> "rich.table.Table":  # noqa: F821
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"A = {name_a}\nB = {name_b}", title_justify="left")
+    table = Table(title=Text(f"A = {name_a}\nB = {name_b}"), title_justify="left")
     columns = ("stage", "reason", "removed A", "removed B", "Δ docs", "rate A", "rate B", "Δ rate (pp)",
                "kept % A", "kept % B", "Δ kept (pp)")
     for i, col in enumerate(columns):
@@ -74,16 +75,17 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
     def pct(v: float | None) -> str:
         return "" if v is None else f"{v:.1f}%"
 
-    def signed(v: float | int | None, fmt: str, more_is_good: bool = False) -> str:
+    def signed(v: float | int | None, fmt: str, more_is_good: bool = False) -> "str | Text":
         # red = more documents removed / fewer kept than in A; green = the opposite
         if v is None:
             return "–"
         text = format(v, fmt)
         if text.strip("-0.,") == "":
             return text.lstrip("-")
+        # styled Text, not markup: the table is printed with markup off (stage names are user data)
         if v > 0:
-            return f"[{'green' if more_is_good else 'red'}]+{text}[/]"
-        return f"[{'red' if more_is_good else 'green'}]{text}[/]"
+            return Text(f"+{text}", style="green" if more_is_good else "red")
+        return Text(text, style="red" if more_is_good else "green")
 
     for r in compare_rows(a, b):
         style = "dim" if r["reason"] else None

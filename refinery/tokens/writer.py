@@ -90,13 +90,20 @@ def kept_shards(run_dir: str, allow_unfinished: bool = False) -> dict[str, str]:
         rel = uri[len(prefix):] if uri.startswith(prefix) else fs.basename(uri)
         shards[rel[: -len(".parquet")].replace("/", "__")] = uri
     stats_dir = last.stats_dir
-    if not allow_unfinished and fs.exists(stats_dir):
-        # The runner writes stats/<shard>.json last: without it the shard's outputs are not final.
-        finished = {fs.basename(u)[: -len(".json")] for u in fs.list_files(stats_dir, (".json",))}
+    # A run directory (run.json, or a pass recording stats or failures) as opposed to bare kept/ shards:
+    is_run = any(fs.exists(u) for u in (RunDir(run_dir).run_json, stats_dir, last.failed_dir))
+    if not allow_unfinished and is_run:
+        # The runner writes stats/<shard>.json last: without it the shard's outputs are not final
+        # (e.g. its kept/ was published but its removed/ upload was refused).
+        try:
+            finished = {fs.basename(u)[: -len(".json")] for u in fs.list_files(stats_dir, (".json",))}
+        except fs.StorageError:  # no stats/ at all: no shard finished
+            finished = set()
         unfinished = sorted(set(shards) - finished)
         if unfinished:
-            raise TokenizeError(f"run {run_dir} has unfinished shards (kept/ without stats/): {unfinished[:5]}"
-                                f"{' ...' if len(unfinished) > 5 else ''}; finish the run or pass allow_unfinished")
+            raise TokenizeError(f"run {run_dir} has unfinished shards (kept/ without stats/<shard>.json), "
+                                f"{len(unfinished)} of {len(shards)}: {', '.join(unfinished[:5])}{' ...' if len(unfinished) > 5 else ''}; "
+                                "finish the run (run the same `refinery run` command again) or pass --allow-unfinished")
     return shards
 
 

@@ -1,0 +1,122 @@
+"""What every ``refinery`` command shares: consoles that never read user data as markup, one-line
+errors, and logging that never prints credentials.
+
+- ``out`` / ``err``: rich consoles with markup off, so a path, a stage name or an error message
+  carrying ``[/bold]`` prints as it is (styled words are passed as :class:`rich.text.Text`).
+- :func:`fail`: ``error: <one line>`` on stderr and exit code 2 (a user error: a file, key,
+  column or option is named in the message).
+- :func:`setup_logging`: ``-v`` turns on DEBUG for refinery only; botocore, boto3, s3transfer,
+  urllib3 and the AWS SDK stay at WARNING (their DEBUG logs print request headers: session
+  tokens, access key ids, signatures), and every handler redacts credentials that still get
+  through (:class:`RedactCredentials`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+out = Console(markup=False, highlight=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+#: third-party loggers whose DEBUG/INFO output carries request headers or is noise
+NOISY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiobotocore", "s3fs", "fsspec", "filelock",
+                 "asyncio", "werkzeug", "ray", "sagemaker")
+
+
+def one_line(message: object) -> str:
+    """``message`` on one line: its lines joined with "; " (a pasted multi-line error stays greppable)."""
+    lines = [ln.strip() for ln in str(message).strip().splitlines() if ln.strip()]
+    text = ""
+    for ln in lines:
+        text = ln if not text else (f"{text} {ln}" if text.endswith(":") else f"{text}; {ln}")
+    return text or type(message).__name__
+
+
+def error_text(message: object, label: str = "error:") -> Text:
+    return Text.assemble((label, "bold red"), " ", one_line(message))
+
+
+def print_error(message: object, label: str = "error:") -> None:
+    err.print(error_text(message, label))
+
+
+#: set by ``refinery.cli.main`` when the command line has ``-v``: errors then come with their traceback
+VERBOSE = False
+
+
+def fail(message: object, code: int = 2) -> NoReturn:
+    """Print ``error: <message>`` on one line and exit with ``code`` (2: a user error); with
+    ``-v``, the traceback of the exception being handled first."""
+    if VERBOSE and sys.exc_info()[0] is not None:
+        import traceback
+
+        traceback.print_exc()
+    print_error(message)
+    raise typer.Exit(code)
+
+
+def note(message: object) -> None:
+    err.print(Text.assemble(("note:", "yellow"), " ", str(message)))
+
+
+# -- credentials never reach a log ----------------------------------------------------------------
+_SECRETS = [
+    # header / query forms: X-Amz-Security-Token: ..., X-Amz-Credential=AKIA.../..., Signature=...
+    (re.compile(r"(?i)(x-amz-security-token['\"]?\s*[:=]\s*['\"]?(?:b['\"])?)[^\s'\",&}]+"), r"\1***"),
+    (re.compile(r"(?i)(x-amz-credential['\"]?\s*[:=]\s*['\"]?)[^\s'\",&}]+"), r"\1***"),
+    (re.compile(r"(?i)(x-amz-signature['\"]?\s*[:=]\s*['\"]?)[^\s'\",&}]+"), r"\1***"),
+    (re.compile(r"(?i)(signature\s*=\s*)[0-9a-f]{16,}"), r"\1***"),
+    (re.compile(r"(?i)(credential\s*=\s*)[^\s,/]+"), r"\1***"),
+    (re.compile(r"(?i)((?:aws_)?(?:secret_access_key|session_token|security_token|access_key_id)['\"]?\s*[:=]\s*['\"]?)"
+                r"[^\s'\",}]+"), r"\1***"),
+    (re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{12,}\b"), "AKIA***"),
+]
+
+
+def redact(text: str) -> str:
+    """``text`` with AWS access key ids, secrets, session tokens and signatures masked."""
+    import os
+
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID"):
+        value = os.environ.get(var)
+        if value and len(value) >= 8 and value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+class RedactCredentials(logging.Filter):
+    """A handler filter: the formatted message is redacted before any handler writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is the logger's problem, not ours
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def setup_logging(verbose: bool, level: int | None = None) -> None:
+    """Log to stderr: DEBUG with ``-v`` (refinery's own loggers), else INFO (or ``level``)."""
+    root = logging.getLogger()
+    chosen = level if level is not None else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=chosen, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root.setLevel(chosen)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactCredentials) for f in handler.filters):
+            handler.addFilter(RedactCredentials())

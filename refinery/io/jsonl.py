@@ -1,0 +1,189 @@
+"""Dolma-style JSON lines (``id``, ``text``, optional ``url`` / ``metadata.url``) as documents.
+
+Streamed line by line (gzip detected by content, not by name), batch by batch: memory is bounded
+by one batch plus one line of at most ``max_line_bytes``. A line that cannot be a document is not
+fatal: it becomes a removed row (``id`` = ``<id_prefix>/line<N>``, metric = its 1-based line
+number) with one of these reasons, so kept + removed = read holds for every file:
+
+==================  =============================================================================
+``line_too_long``   longer than ``max_line_bytes`` (not held in memory: skipped to its end)
+``invalid_utf8``    the line is not UTF-8
+``bad_json``        not JSON, or not a JSON object
+``invalid_unicode`` a string holds a lone surrogate (``"\\ud800"``): not encodable as UTF-8
+``bad_id``          ``id`` is not a string or an integer (integers become strings)
+``bad_text``        ``text`` is not a string (null or missing text is a document with null text)
+==================  =============================================================================
+
+Blank lines are not documents; they are counted as ``{"blank_line": n}`` in :attr:`JsonlReader.skipped`.
+Null or missing ids stay null here: the runner derives them (see ``refinery.io.ids``). A file
+whose *compression* is broken (truncated ``.jsonl.gz``) raises :class:`JsonlReadError` naming it:
+what follows the break cannot be read.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+
+from refinery.schema import READER_SCHEMA
+
+__all__ = ["JsonlReadError", "JsonlReader"]
+
+_CHUNK = 1 << 20
+_MAX_BATCH_TEXT = 128 * 2**20  # flush a batch early past this much text
+
+
+class JsonlReadError(RuntimeError):
+    """The file itself cannot be read (broken compression); the message names it."""
+
+
+class JsonlReader:
+    """Read one JSON-lines stream into :data:`~refinery.schema.READER_SCHEMA` batches."""
+
+    def __init__(self, batch_size: int = 500, max_line_bytes: int = 64 * 2**20) -> None:
+        self.batch_size = batch_size
+        self.max_line_bytes = max_line_bytes
+        self.skipped: dict[str, int] = {}  # same dict for the reader's life (the runner keeps it)
+
+    def read(self, stream: BinaryIO, source: str, id_prefix: str | None = None) -> Iterator[pa.RecordBatch]:
+        self.skipped.clear()
+        return self._batches(stream, source, id_prefix or source)
+
+    def _batches(self, stream: BinaryIO, source: str, id_prefix: str) -> Iterator[pa.RecordBatch]:
+        rows: list[tuple] = []
+        text_bytes = 0
+        emitted = False
+        for lineno, line in _lines(_decompressed_chunks(stream, source), self.max_line_bytes):
+            if line is not None and not line.strip():
+                self.skipped["blank_line"] = self.skipped.get("blank_line", 0) + 1
+                continue
+            row = _parse(line, lineno, source, id_prefix)
+            rows.append(row)
+            text_bytes += len(row[7] or "")
+            if len(rows) >= self.batch_size or text_bytes >= _MAX_BATCH_TEXT:
+                yield _batch(rows)
+                rows, text_bytes, emitted = [], 0, True
+        if rows or not emitted:  # an empty file is an empty shard with every column
+            yield _batch(rows)
+
+
+def _decompressed_chunks(stream: BinaryIO, source: str) -> Iterator[bytes]:
+    """The file's bytes, gunzipped (all members) when it starts with the gzip magic."""
+    first = stream.read(_CHUNK)
+    if not first.startswith(b"\x1f\x8b"):
+        while first:
+            yield first
+            first = stream.read(_CHUNK)
+        return
+    d = zlib.decompressobj(31)
+    data = first
+    try:
+        while True:
+            while data:
+                out = d.decompress(data, _CHUNK)
+                if out:
+                    yield out
+                if d.eof:  # next member (or padding)
+                    data = d.unused_data
+                    if data.strip(b"\x00"):
+                        d = zlib.decompressobj(31)
+                        continue
+                    data = b""
+                else:
+                    data = d.unconsumed_tail
+            data = stream.read(_CHUNK)
+            if not data:
+                while not d.eof:  # output still inside zlib after max_length-limited calls
+                    out = d.decompress(b"", _CHUNK)
+                    if not out:
+                        break
+                    yield out
+                if not d.eof:
+                    raise JsonlReadError(f"unreadable JSONL shard {source}: truncated gzip stream")
+                return
+    except zlib.error as exc:
+        raise JsonlReadError(f"unreadable JSONL shard {source}: corrupt gzip stream: {exc}") from exc
+
+
+def _lines(chunks: Iterator[bytes], max_line: int) -> Iterator[tuple[int, bytes | None]]:
+    """``(line number, line)``; ``None`` for a line over ``max_line`` bytes (never held whole)."""
+    buf = bytearray()
+    lineno = 0
+    too_long = False
+    for chunk in chunks:
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            if nl < 0:
+                if not too_long:
+                    buf += chunk[start:]
+                    if len(buf) > max_line:
+                        too_long, buf = True, bytearray()
+                break
+            lineno += 1
+            if too_long:
+                yield lineno, None
+                too_long = False
+            else:
+                buf += chunk[start:nl]
+                yield lineno, (bytes(buf) if len(buf) <= max_line else None)
+                buf = bytearray()
+            start = nl + 1
+    if too_long or buf:
+        yield lineno + 1, (None if too_long else bytes(buf))
+
+
+def _parse(line: bytes | None, lineno: int, source: str, id_prefix: str) -> tuple:
+    if line is None:
+        return _bad(lineno, source, id_prefix, "line_too_long")
+    try:
+        text_line = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return _bad(lineno, source, id_prefix, "invalid_utf8")
+    try:
+        obj = json.loads(text_line)
+    except (ValueError, RecursionError):
+        return _bad(lineno, source, id_prefix, "bad_json")
+    if not isinstance(obj, dict):
+        return _bad(lineno, source, id_prefix, "bad_json")
+    doc_id = obj.get("id")
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int, type(None))):
+        return _bad(lineno, source, id_prefix, "bad_id")
+    if isinstance(doc_id, int):
+        doc_id = str(doc_id)  # ids may change type between lines; they are strings here
+    text = obj.get("text")
+    if text is not None and not isinstance(text, str):
+        return _bad(lineno, source, id_prefix, "bad_text")
+    url = obj.get("url")
+    if not isinstance(url, str):
+        meta = obj.get("metadata")
+        url = meta.get("url") if isinstance(meta, dict) else None
+        url = url if isinstance(url, str) else None
+    if not all(_encodable(s) for s in (doc_id, text, url)):
+        return _bad(lineno, source, id_prefix, "invalid_unicode")
+    return (doc_id, url, None, None, None, source, None, text, None, None)
+
+
+def _encodable(s: Any) -> bool:
+    if s is None:
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bad(lineno: int, source: str, id_prefix: str, reason: str) -> tuple:
+    return (f"{id_prefix}/line{lineno}", None, None, None, None, source, None, None, reason, float(lineno))
+
+
+def _batch(rows: list[tuple]) -> pa.RecordBatch:
+    if not rows:
+        return pa.RecordBatch.from_pylist([], schema=READER_SCHEMA)
+    arrays = [pa.array(list(col), type=f.type) for col, f in zip(zip(*rows), READER_SCHEMA)]
+    return pa.RecordBatch.from_arrays(arrays, schema=READER_SCHEMA)

@@ -1,0 +1,396 @@
+"""The command line as a user meets it: every mistake is one ``error:`` line (the file, key, option
+or URI named, and what to do), exit code 2, no traceback unless ``-v``; user data is never read as
+rich markup; ``-v`` never logs credentials; permission errors fail fast; and standalone commands
+never read a run's unfinished shards (issue 15 item 3, issue 18 items 2, 8, 11, 12, 13, 14)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from _fault_fixtures import CC_DOCS, FaultPolicy, split_jsonl, through_proxy  # noqa: F401 - fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+REFINEDWEB = ROOT / "configs" / "refinedweb.yaml"
+JSONL = CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz"
+
+
+@pytest.fixture()
+def cli(capsys, keep_root_logging):
+    """Run ``refinery ARGS`` in this process through the real entry point: (exit code, stdout, stderr)."""
+    from refinery.cli import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        code = exit_info.value.code
+        return (0 if code is None else code), captured.out, captured.err
+
+    return run
+
+
+def assert_one_error_line(code: int, out: str, err: str, *expected: str, exit_code: int = 2) -> str:
+    assert code == exit_code, (code, out, err)
+    assert "Traceback" not in out + err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, err
+    assert len(err.strip().splitlines()) == 1, err  # nothing but that line
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
+def _config(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+GOPHER = "name: t\nstages:\n  - type: gopher_quality\n"
+
+
+@pytest.fixture()
+def small_input(tmp_path) -> Path:
+    split_jsonl(JSONL, tmp_path / "in", 2)
+    return tmp_path / "in"
+
+
+@pytest.fixture()
+def no_aws_region(monkeypatch, tmp_path):
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    empty = tmp_path / "aws-config"
+    empty.write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+
+
+def test_version(cli):
+    from refinery import __version__
+
+    code, out, err = cli("--version")
+    assert code == 0 and out.strip() == f"refinery {__version__}" and not err
+
+
+# -- every command's common mistakes ---------------------------------------------------------
+MISTAKES = {
+    # command line usage
+    "unknown command": (["bogus"], ["No such command 'bogus'"]),
+    "unknown option": (["run", "{cfg}", "--colour", "red"], ["--colour", "refinery run --help"]),
+    "run: no config": (["run"], ["Missing argument", "refinery run --help"]),
+    "run: --limit 0": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--limit", "0"], ["--limit"]),
+    # files, configs, URIs
+    "run: config not found": (["run", "{tmp}/nope.yaml", "-i", "{in}", "-o", "{tmp}/o"], ["config file not found", "nope.yaml"]),
+    "run: config is a directory": (["run", "{tmp}", "-i", "{in}", "-o", "{tmp}/o"], ["config file not found"]),
+    "run: no --input": (["run", "{cfg}", "-o", "{tmp}/o"], ["--input"]),
+    "run: no --output": (["run", "{cfg}", "-i", "{in}"], ["--output"]),
+    "run: input not found": (["run", "{cfg}", "-i", "{tmp}/nowhere", "-o", "{tmp}/o"], ["input not found", "nowhere"]),
+    "run: http input": (["run", "{cfg}", "-i", "http://169.254.169.254/x", "-o", "{tmp}/o"], ["unsupported URI scheme"]),
+    "run: bad bucket": (["run", "{cfg}", "-i", "{in}", "-o", "s3://Bad_Bucket/x"], ["invalid S3 bucket name"]),
+    "run: unknown executor": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--executor", "spark"], ["unknown executor 'spark'"]),
+    "run: bad YAML": (["run", "{bad_yaml}", "-i", "{in}", "-o", "{tmp}/o"], ["not valid YAML", "bad.yaml"]),
+    "run: duplicate key": (["run", "{dup_yaml}", "-i", "{in}", "-o", "{tmp}/o"], ["duplicate key 'min_words'", "dup.yaml"]),
+    "run: unknown stage": (["run", "{unknown_stage}", "-i", "{in}", "-o", "{tmp}/o"], ["unknown stage type 'gopher'"]),
+    "run: min > max": (["run", "{min_max}", "-i", "{in}", "-o", "{tmp}/o"], ["min_words (500) must not exceed max_words (100)"]),
+    "run: two bad keys": (["run", "{two_bad}", "-i", "{in}", "-o", "{tmp}/o"], ["colour: unknown key", "reader.batch_size"]),
+    # the other commands
+    "stats: nothing": (["stats"], ["give either RUN_DIR or --compare"]),
+    "stats: not a run": (["stats", "{tmp}/nope"], ["nope"]),
+    "stats: --compare one run": (["stats", "--compare", "{tmp}/a"], ["--compare", "requires 2 arguments"]),
+    "status: not a run": (["status", "{tmp}/nope"], ["nope"]),
+    "status: no run dir": (["status"], ["Missing argument"]),
+    "report: not a run": (["report", "{tmp}/nope"], ["nope"]),
+    "dedup: no -o": (["dedup", "{tmp}"], ["Missing option '--output'"]),
+    "dedup: not a run": (["dedup", "{tmp}/nope", "-o", "{tmp}/d"], ["nope"]),
+    "dedup: unknown method": (["dedup", "{tmp}", "-o", "{tmp}/d", "--method", "fuzzy"], ["method"]),
+    "dedup: unknown executor": (["dedup", "{tmp}", "-o", "{tmp}/d", "--executor", "spark"], ["executor.type"]),
+    "dedup: bad URI": (["dedup", "ftp://x/y", "-o", "{tmp}/d"], ["unsupported URI scheme"]),
+    "tokenize: no -o": (["tokenize", "{tmp}"], ["Missing option '--output'"]),
+    "tokenize: not a run": (["tokenize", "{tmp}/nope", "-o", "{tmp}/t"], ["nope"]),
+    "tokenize: tokenizer not found": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--tokenizer", "{tmp}/tok.json"], ["tok.json"]),
+    "tokenize: unknown executor": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--executor", "spark"], ["spark"]),
+    "train-tokenizer: no vocab": (["train-tokenizer", "{tmp}", "--out", "{tmp}/t.json"], ["--vocab-size"]),
+    "train-tokenizer: not a run": (["train-tokenizer", "{tmp}/nope", "--vocab-size", "300", "--out", "{tmp}/t.json"], ["nope"]),
+    "verify-tokens: not found": (["verify-tokens", "{tmp}/nope"], ["nope"]),
+    "train-classifier: unknown kind": (["train-classifier", "spam"], ["spam"]),
+    "train-classifier: no data": (["train-classifier", "quality", "--data-dir", "{tmp}/nodata"], ["nodata", "--data-dir"]),
+    "launch: no image": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y"], ["--image"]),
+    "launch: bad config": (["launch", "{bad_yaml}"], ["not valid YAML"]),
+    "launch: bad --tag": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image", "1.dkr.ecr.us-east-1.amazonaws.com/r",
+                           "--role", "arn:aws:iam::1:role/r", "--tag", "novalue", "--dry-run", "--no-build"], ["--tag must be KEY=VALUE"]),
+    "watch: no job": (["watch"], ["Missing argument"]),
+    "plan: no --input-tb": (["plan", "{cfg}"], ["--input-tb"]),
+    "plan: config not found": (["plan", "{tmp}/nope.yaml", "--input-tb", "1"], ["config file not found"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MISTAKES))
+def test_common_mistakes_are_one_error_line(case, cli, tmp_path, no_aws_region):
+    args, expected = MISTAKES[case]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "1", "text": "hello world"}) + "\n")
+    paths = {
+        "tmp": tmp_path, "in": tmp_path / "in",
+        "cfg": _config(tmp_path, GOPHER),
+        "bad_yaml": _config(tmp_path, "stages: [\n  - type: extract\n  params: {", "bad.yaml"),
+        "dup_yaml": _config(tmp_path, GOPHER + "    params:\n      min_words: 5\n      min_words: 500\n", "dup.yaml"),
+        "unknown_stage": _config(tmp_path, "stages:\n  - type: gopher\n", "unknown.yaml"),
+        "min_max": _config(tmp_path, GOPHER + "    params: {min_words: 500, max_words: 100}\n", "minmax.yaml"),
+        "two_bad": _config(tmp_path, GOPHER + "colour: blue\nreader: {batch_size: 0}\n", "two.yaml"),
+    }
+    code, out, err = cli(*[a.format(**paths) for a in args])
+    assert_one_error_line(code, out, err, *expected)
+    assert not (tmp_path / "o").exists()  # nothing was written
+
+
+def test_watch_without_region_is_one_line(cli, no_aws_region):
+    code, out, err = cli("watch", "some-pipeline", "--once")
+    assert_one_error_line(code, out, err, "no AWS region", "--region", "AWS_REGION")
+
+
+def test_traceback_only_with_verbose(cli, tmp_path):
+    cfg = _config(tmp_path, GOPHER + "    params: {min_words: -1}\n")
+    code, _, err = cli("run", cfg, "-i", tmp_path, "-o", tmp_path / "o")
+    assert_one_error_line(code, "", err, "min_words must be >= 0")
+    code, _, err = cli("run", cfg, "-i", tmp_path, "-o", tmp_path / "o", "-v")
+    assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error:")
+
+
+# -- hints name real parameters ---------------------------------------------------------------
+def _cli_options() -> set[str]:
+    import typer.main
+
+    from refinery.cli import app
+
+    group = typer.main.get_command(app)
+    options = {o for p in group.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+    for command in group.commands.values():
+        for p in command.params:
+            options.update(getattr(p, "opts", []) + getattr(p, "secondary_opts", []))
+    return options
+
+
+def _parameter_names() -> set[str]:
+    """Every key a user can set: stage constructor parameters and config fields, nested too."""
+    import inspect
+
+    from pydantic import BaseModel
+
+    from refinery.config import PipelineConfig
+    from refinery.dedup.config import DedupConfig
+    from refinery.stages.registry import STAGES, stage_class
+
+    names: set[str] = set()
+    for kind in STAGES:
+        names.update(inspect.signature(stage_class(kind).__init__).parameters)
+    todo: list[type[BaseModel]] = [PipelineConfig, DedupConfig]
+    while todo:
+        model = todo.pop()
+        for fname, field in model.model_fields.items():
+            names.add(fname)
+            for arg in [field.annotation, *__import__("typing").get_args(field.annotation)]:
+                inner = [arg, *__import__("typing").get_args(arg)]
+                todo += [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel) and a not in (model,)]
+    return names
+
+
+def _error_strings() -> list[tuple[str, str]]:
+    """The text of every string literal inside a ``raise`` or an error-printing call in refinery/."""
+    found = []
+    for path in sorted((ROOT / "refinery").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            is_error = isinstance(node, ast.Raise) or (
+                isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in
+                ("fail", "_fail", "print_error", "LaunchError", "ConfigError", "MissingModelError"))
+            if not is_error:
+                continue
+            parts = []
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                    parts.append(sub.value)
+            if parts:
+                found.append((f"{path.relative_to(ROOT)}:{node.lineno}", " ".join(parts)))
+    return found
+
+
+def test_every_hint_names_a_real_parameter():
+    options, params = _cli_options(), _parameter_names()
+    assert "--input" in options and "cascade" in params and "min_words" in params
+    bad = []
+    for where, text in _error_strings():
+        text = re.sub(r"`[^`]*`", "", text)  # quoted commands (pip install --no-deps ...) are not our options
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", text):
+            if flag not in options | {"--help"}:
+                bad.append(f"{where}: option {flag}")
+        for key in re.findall(r"\bset ([a-z_][a-z0-9_]*)(?::| to| =)", text):
+            if key not in params:
+                bad.append(f"{where}: parameter {key}")
+        for key in re.findall(r"\b([a-z_][a-z0-9_]*): (?:true|false|null)\b", text):
+            if key not in params:
+                bad.append(f"{where}: parameter {key}")
+    assert not bad, bad
+
+
+# -- issue 18 item 2: standalone commands never read unfinished shards ------------------------
+def _run_dir(tmp_path: Path, small_input: Path) -> Path:
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    out = tmp_path / "run"
+    summary = run_pipeline(parse_config({"name": "t", "stages": [{"type": "gopher_quality"}]}), str(small_input), str(out),
+                           workers=1, progress=False)
+    assert not summary.failed
+    return out
+
+
+@pytest.mark.no_invariants  # the run is broken on purpose: a kept shard without its marker
+def test_kept_shard_without_marker_is_refused_by_dedup_tokenize_and_train_tokenizer(cli, tmp_path, small_input):
+    run = _run_dir(tmp_path, small_input)
+    marker = run / "stats" / "part-001.json"
+    saved = marker.read_bytes()
+    marker.unlink()  # as if the shard failed after publishing kept/
+    assert (run / "kept" / "part-001.parquet").exists()
+    for args in (["dedup", run, "-o", tmp_path / "d", "--method", "exact", "--workers", "1"],
+                 ["tokenize", run, "-o", tmp_path / "t"],
+                 ["train-tokenizer", run, "--vocab-size", "300", "--out", tmp_path / "tok.json"]):
+        code, out, err = cli(*args)
+        assert_one_error_line(code, out, err, "unfinished shards", "part-001")
+    assert not (tmp_path / "d" / "kept").exists() and not (tmp_path / "t" / "manifest.json").exists()
+    marker.write_bytes(saved)  # finished again: the same command goes through
+    code, out, err = cli("dedup", run, "-o", tmp_path / "d", "--method", "exact", "--workers", "1", "--json")
+    assert code == 0 and json.loads(out[out.index("{"):])["docs_read"] > 0, err
+
+
+@pytest.mark.no_invariants
+def test_half_published_shards_on_s3_are_not_deduplicated(cli, s3_bucket, s3_server, through_proxy, tmp_path):
+    """S3 refuses every write under removed/: every shard fails after its kept/ was published; the
+    standalone dedup refuses the run instead of losing the removed documents."""
+    client = boto3.client("s3", endpoint_url=s3_server)
+    for p in split_jsonl(JSONL, tmp_path / "in", 2):
+        client.put_object(Bucket=s3_bucket[5:], Key=f"in/{p.name}", Body=p.read_bytes())
+    policy = FaultPolicy(always=True, kinds=("403",), when=lambda m, p: m == "PUT" and "/removed/" in p)
+    through_proxy(policy)
+    cfg = _config(tmp_path, GOPHER)
+    code, out, err = cli("run", cfg, "-i", f"{s3_bucket}/in", "-o", f"{s3_bucket}/out", "--workers", "1")
+    assert code == 1 and "Traceback" not in err and policy.faults
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket[5:], Prefix="out/")["Contents"]}
+    assert "out/kept/part-000.parquet" in keys and "out/stats/part-000.json" not in keys  # half-published
+    code, out, err = cli("dedup", f"{s3_bucket}/out", "-o", f"{s3_bucket}/deduped", "--method", "exact", "--workers", "1")
+    assert_one_error_line(code, out, err, "unfinished shards", "part-000", "part-001")
+
+
+# -- issue 18 item 8: a read-only bucket mid-run ----------------------------------------------
+def test_permission_errors_are_not_transient():
+    from botocore.exceptions import ClientError
+
+    from refinery.executors.base import transient
+    from refinery.io.fs import StorageError
+
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                          "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject")
+    try:
+        try:
+            raise denied
+        except ClientError as exc:
+            raise StorageError("upload to s3://b/k failed: An error occurred (AccessDenied)") from exc
+    except StorageError as wrapped:
+        assert not transient(wrapped)
+    assert not transient(denied) and not transient(PermissionError(13, "Permission denied"))
+    assert not transient(OSError("AWS Error ACCESS_DENIED during PutObject operation: Access Denied"))
+    slow = ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
+    assert transient(StorageError("upload failed")) and transient(OSError("connection reset")) and transient(
+        _chained(StorageError("upload failed"), slow))
+
+
+def _chained(outer: BaseException, cause: BaseException) -> BaseException:
+    outer.__cause__ = cause
+    return outer
+
+
+@pytest.mark.no_invariants  # the unfinished shards have no stats on purpose
+def test_read_only_bucket_mid_run_fails_fast_with_one_line(cli, s3_bucket, s3_server, through_proxy, tmp_path):
+    client = boto3.client("s3", endpoint_url=s3_server)
+    for p in split_jsonl(JSONL, tmp_path / "in", 3):
+        client.put_object(Bucket=s3_bucket[5:], Key=f"in/{p.name}", Body=p.read_bytes())
+    # part-000 finishes; then the bucket refuses every write of the other shards, their failure
+    # records included (the run's stats.json is still allowed, as is run.json)
+    policy = FaultPolicy(always=True, kinds=("403",),
+                         when=lambda m, p: m == "PUT" and ("part-001" in p or "part-002" in p))
+    through_proxy(policy)
+    cfg = _config(tmp_path, GOPHER)
+    started = time.monotonic()
+    code, out, err = cli("run", cfg, "-i", f"{s3_bucket}/in", "-o", f"{s3_bucket}/out", "--workers", "1")
+    elapsed = time.monotonic() - started
+    line = assert_one_error_line(code, out, err, "permission denied", "2 shard(s) failed", "1 finished", exit_code=1)
+    assert "AccessDenied" in line
+    assert elapsed < 15, elapsed  # no retries of a 403: seconds, not ~25 s per shard
+    stats = json.loads(client.get_object(Bucket=s3_bucket[5:], Key="out/stats.json")["Body"].read())
+    assert stats["failed_shards"] == ["part-001", "part-002"] and stats["docs_read"] > 0
+    # one attempt per shard: the failed shards' uploads were refused once each, not three times
+    kept_puts = [p for kind, m, p in policy.faults if "/kept/" in p]
+    assert len(kept_puts) == 2, kept_puts
+
+
+# -- issue 18 item 11: -v never logs credentials ----------------------------------------------
+def test_verbose_run_logs_no_credentials(s3_bucket, s3_server, tmp_path):
+    client = boto3.client("s3", endpoint_url=s3_server)
+    for p in split_jsonl(JSONL, tmp_path / "in", 2):
+        client.put_object(Bucket=s3_bucket[5:], Key=f"in/{p.name}", Body=p.read_bytes())
+    token = "FwoGZXIvYXdzEXAMPLESESSIONTOKENrefinery0123456789abcdefSECRETTOKEN"
+    env = dict(os.environ, AWS_SESSION_TOKEN=token, PYTHONPATH=str(ROOT))
+    cfg = _config(tmp_path, GOPHER)
+    proc = subprocess.run([sys.executable, "-m", "refinery.cli", "run", str(cfg), "-i", f"{s3_bucket}/in", "-o",
+                           f"{s3_bucket}/out", "--workers", "1", "-v"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout + proc.stderr
+    for secret in (token, token[:24], os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"],
+                   "X-Amz-Security-Token", "Signature="):
+        assert secret not in text, secret
+
+
+def test_redaction_filter_masks_what_gets_through():
+    from refinery.cli_common import redact
+
+    line = ("headers={'X-Amz-Security-Token': b'FwoGZXIvYXdzEXAMPLE', 'Authorization': b'AWS4-HMAC-SHA256 "
+            "Credential=AKIAREFINERYTESTKEY01/20240101/us-east-1/s3/aws4_request, Signature=0123456789abcdef0123'}")
+    clean = redact(line)
+    assert "FwoGZXIvYXdzEXAMPLE" not in clean and "AKIAREFINERYTESTKEY01" not in clean and "0123456789abcdef0123" not in clean
+
+
+# -- issue 18 item 12: user data is never markup ----------------------------------------------
+def test_markup_in_paths_and_names_is_printed_as_is(cli, tmp_path, small_input):
+    out = tmp_path / "[/bold]" / "[red]run"
+    cfg = _config(tmp_path, "name: '[/italic]'\nstages:\n  - type: gopher_quality\n    name: '[/x]'\n")
+    code, stdout, err = cli("run", cfg, "-i", small_input, "-o", out, "--workers", "1")
+    assert code == 0, err
+    assert "[/bold]" in stdout and "[/italic]" in stdout and "[/x]" in stdout
+    for args in (["status", out], ["stats", out], ["stats", "--compare", out, out]):
+        code, stdout, err = cli(*args)
+        assert code == 0 and "MarkupError" not in err and "[/bold]" in stdout, (args, err)
+    code, stdout, err = cli("status", tmp_path / "[/bold]" / "missing")
+    assert_one_error_line(code, stdout, err, "[/bold]")
+
+
+# -- issue 18 item 13: a missing model stops the run before it writes anything ----------------
+def test_missing_models_are_listed_at_once_before_any_work(cli, tmp_path, small_input):
+    cfg = _config(tmp_path, yaml.safe_dump({"stages": [
+        {"type": "language_id", "params": {"model_path": str(tmp_path / "lid.bin")}},
+        {"type": "toxicity", "params": {"model_path": str(tmp_path / "tox.ftz")}},
+        {"type": "quality", "params": {"model_path": str(tmp_path / "qual.ftz")}},
+    ]}))
+    code, out, err = cli("run", cfg, "-i", small_input, "-o", tmp_path / "o")
+    assert_one_error_line(code, out, err, "lid.bin", "tox.ftz", "qual.ftz", "3 stages")
+    assert not (tmp_path / "o").exists()  # no run.json

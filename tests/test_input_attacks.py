@@ -1,0 +1,350 @@
+"""Issue 18, input side: each attack with its own input, through the readers and the runner.
+
+WARCs are built from real records (data/sample/warc) with warcio, then damaged; JSONL and Parquet
+shards carry real documents (data/sample/cc_docs). Every run directory a test leaves is checked by
+tests/_invariants.py (kept + removed = read, per stage and per shard).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import re
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+from warcio.warcwriter import WARCWriter
+
+from refinery.config import parse_config
+from refinery.io import fs
+from refinery.io.warc import WarcReader
+from refinery.pipeline import run_pipeline
+from refinery.rundir import PassDir
+from refinery.runner import MAX_SHARD_NAME_BYTES, ReaderOptions, ShardRunner, ShardTask, shard_name
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_WARC = ROOT / "data" / "sample" / "warc" / "warc_sample-0000.warc.gz"
+CC_DOCS = ROOT / "data" / "sample" / "cc_docs" / "multiple_files_cc_en_head-0091.jsonl.gz"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def ten_record_warc(compress: bool = True, n: int = 10) -> tuple[bytes, list[str]]:
+    """``n`` real response records, one gzip member each (as Common Crawl writes them)."""
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=compress)
+    ids = []
+    with open(REAL_WARC, "rb") as f:
+        for record in ArchiveIterator(f):
+            if record.rec_type == "response" and len(ids) < n:
+                ids.append(record.rec_headers.get_header("WARC-Record-ID")[len("<urn:uuid:") : -1])
+                writer.write_record(record)
+    return buf.getvalue(), ids
+
+
+def members(data: bytes) -> list[int]:
+    offsets, off = [], 0
+    while off < len(data):
+        d = zlib.decompressobj(31)
+        d.decompress(data[off:])
+        offsets.append(off)
+        off = len(data) - len(d.unused_data)
+    return offsets
+
+
+def rewrite_member(data: bytes, i: int, edit) -> bytes:
+    offs = members(data) + [len(data)]
+    return data[: offs[i]] + gzip.compress(edit(gzip.decompress(data[offs[i] : offs[i + 1]]))) + data[offs[i + 1] :]
+
+
+def read(data: bytes, **kw) -> tuple[list[dict], WarcReader]:
+    reader = WarcReader(**kw)
+    rows = [r for b in reader.read(io.BytesIO(data), "w") for r in b.to_pylist()]
+    assert len(rows) == reader.responses + len(reader.corrupt_offsets)
+    return rows, reader
+
+
+def run_shard(tmp_path: Path, src: Path, shard: str | None = None, **reader) -> tuple[dict, Path]:
+    out = tmp_path / "run"
+    task = ShardTask(str(src), PassDir(str(out)), shard or shard_name(str(src), str(src.parent)))
+    stats = ShardRunner([], ReaderOptions(**reader)).run(task).stats
+    assert stats["docs_read"] == stats["docs_kept"] + stats["docs_removed"]
+    return stats, out
+
+
+def table(out: Path, kind: str) -> pa.Table:
+    return pa.concat_tables([pq.read_table(p) for p in sorted((out / kind).glob("*.parquet"))], promote_options="permissive")
+
+
+def real_docs(n: int) -> list[dict]:
+    with gzip.open(CC_DOCS, "rt") as f:
+        return [json.loads(line) for _, line in zip(range(n), f)]
+
+
+# --------------------------------------------------------------------------------------------
+# 1. one damaged record no longer drops the rest of its WARC
+# --------------------------------------------------------------------------------------------
+def _cl(fn):
+    return lambda m: re.sub(rb"Content-Length: (\d+)", lambda x: b"Content-Length: " + fn(int(x.group(1))), m, count=1)
+
+
+DAMAGE = {
+    "cl_too_long": _cl(lambda n: b"%d" % (n + 5000)),
+    "cl_too_short": _cl(lambda n: b"%d" % (n - 100)),
+    "cl_negative": _cl(lambda n: b"-5"),
+    "cl_not_a_number": _cl(lambda n: b"abc"),
+    "url_over_64k": lambda m: re.sub(rb"WARC-Target-URI: [^\r]+", b"WARC-Target-URI: http://a.example/" + b"x" * 70_000, m, count=1),
+}
+
+
+def test_warc_flipped_bit_in_second_member_loses_only_that_record():
+    data, ids = ten_record_warc()
+    offs = members(data)
+    bad = bytearray(data)
+    bad[offs[1] + 200] ^= 0x10
+    rows, reader = read(bytes(bad))
+    got = [r["id"] for r in rows if r["_reason"] != "corrupt_stream"]
+    assert got == ids[:1] + ids[2:]  # the 8 intact records after the damage are read
+    assert [r["_reason"] for r in rows].count("corrupt_stream") == 1
+    assert reader.corrupt_offsets == [offs[1]] and reader.resync_offsets == [offs[2]]
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_warc_bad_header_in_second_record_resynchronises(damage):
+    data, ids = ten_record_warc()
+    rows, reader = read(rewrite_member(data, 1, DAMAGE[damage]))
+    reasons = [r["_reason"] for r in rows]
+    assert reasons.count("corrupt_stream") == 1, reasons
+    kept = [r["id"] for r in rows if r["_reason"] is None]
+    assert kept[:1] == ids[:1] and kept[-8:] == ids[2:], damage  # records 3..10 all read
+    assert {r["id"] for r in rows if r["_reason"] not in ("corrupt_stream",)} <= set(ids)
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+@pytest.mark.parametrize("damage", ["cl_too_long", "cl_too_short", "cl_not_a_number"])
+def test_uncompressed_warc_resynchronises_at_the_next_warc_header(damage):
+    data, ids = ten_record_warc(compress=False)
+    starts = [m.start() for m in re.finditer(rb"WARC/1\.[01]\r\n", data)]
+    second = data[starts[1] : starts[2]]
+    rows, reader = read(data[: starts[1]] + DAMAGE[damage](second) + data[starts[2] :])
+    kept = [r["id"] for r in rows if r["_reason"] is None]
+    assert kept[-8:] == ids[2:]
+    assert [r["_reason"] for r in rows].count("corrupt_stream") == 1
+
+
+def test_damaged_warc_through_the_runner_counts_the_span(tmp_path):
+    data, ids = ten_record_warc()
+    src = tmp_path / "in" / "cc.warc.gz"
+    src.parent.mkdir()
+    bad = bytearray(data)
+    bad[members(data)[1] + 200] ^= 0x10
+    src.write_bytes(bytes(bad))
+    stats, out = run_shard(tmp_path, src)
+    assert stats["docs_read"] == 10 and stats["docs_kept"] == 9
+    assert stats["stages"][0]["removed"] == {"corrupt_stream": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# 3. JSONL: streamed line by line, bad lines set aside with their line number
+# --------------------------------------------------------------------------------------------
+def test_jsonl_long_document_and_bad_lines_do_not_fail_the_shard(tmp_path, monkeypatch):
+    docs = real_docs(40)
+    lines = [json.dumps({"id": f"d{i}", "text": docs[i % len(docs)]["text"]}) for i in range(1000)]
+    lines[10] = json.dumps({"id": "long", "text": "word " * 430_000})  # 2.1 MB
+    lines[20] = '{"id": "surrogate", "text": "a \\ud800 b"}'
+    lines[30] = json.dumps({"id": 31, "text": "an int id"})  # the id's type changes
+    lines[40] = json.dumps({"id": {"x": 1}, "text": "a dict id"})
+    lines[50] = '{"id": "cut", "text": "no end'
+    lines[60] = "[1, 2, 3]"
+    lines[70] = "NOT-UTF8"
+    lines[80] = json.dumps({"id": "num", "text": 5})
+    lines[90] = ""  # a blank line is not a document
+    src = tmp_path / "in" / "mixed.jsonl"
+    src.parent.mkdir()
+    src.write_bytes("\n".join(lines).encode().replace(b"NOT-UTF8", b'{"id": "\xff\xfe"}') + b"\n")
+    read_bytes = fs.read_bytes
+    monkeypatch.setattr(fs, "read_bytes", lambda uri: pytest.fail("whole input read") if uri == str(src) else read_bytes(uri))
+    stats, out = run_shard(tmp_path, src)
+    assert stats["docs_read"] == 999 and stats["reader_skipped_records"] == {"blank_line": 1}
+    removed = {r["id"]: (r["removed_reason"], r["removed_metric"]) for r in table(out, "removed").to_pylist()}
+    assert removed == {
+        "mixed/line21": ("invalid_unicode", 21.0), "mixed/line41": ("bad_id", 41.0),
+        "mixed/line51": ("bad_json", 51.0), "mixed/line61": ("bad_json", 61.0),
+        "mixed/line71": ("invalid_utf8", 71.0), "mixed/line81": ("bad_text", 81.0),
+    }
+    kept = table(out, "kept")
+    assert "long" in kept.column("id").to_pylist() and "31" in kept.column("id").to_pylist()
+
+
+def test_jsonl_line_over_the_limit_is_removed_without_being_held(tmp_path):
+    src = tmp_path / "in" / "big.jsonl.gz"
+    src.parent.mkdir()
+    body = [json.dumps({"id": "a", "text": "short"}), json.dumps({"id": "b", "text": "x" * 3_000_000}),
+            json.dumps({"id": "c", "text": "after"})]
+    src.write_bytes(gzip.compress("\n".join(body).encode()))
+    stats, out = run_shard(tmp_path, src, max_body_bytes=1_000_000)
+    assert stats["docs_read"] == 3 and stats["stages"][0]["removed"] == {"line_too_long": 1}
+    assert table(out, "kept").column("id").to_pylist() == ["a", "c"]
+
+
+def test_empty_jsonl_is_an_empty_shard(tmp_path):
+    src = tmp_path / "in" / "empty.jsonl"
+    src.parent.mkdir()
+    src.write_bytes(b"")
+    stats, out = run_shard(tmp_path, src)
+    assert stats["docs_read"] == 0
+    assert "text" in pq.read_schema(out / "kept" / "empty.parquet").names
+
+
+# --------------------------------------------------------------------------------------------
+# 4. null and duplicate ids: derived once at read time
+# --------------------------------------------------------------------------------------------
+def _ids_after_run(tmp_path: Path, src: Path) -> tuple[list[str], dict]:
+    stats, out = run_shard(tmp_path, src)
+    removed = table(out, "removed")
+    return table(out, "kept").column("id").to_pylist() + (removed.column("id").to_pylist() if removed.num_rows else []), stats
+
+
+def test_null_and_duplicate_ids_become_unique_and_stable(tmp_path):
+    docs = real_docs(6)
+    src = tmp_path / "in" / "ids.parquet"
+    src.parent.mkdir()
+    pq.write_table(pa.table({"id": [None, "a", "a", None, "a", "ids/0"], "text": [d["text"] for d in docs]}), src)
+    ids, stats = _ids_after_run(tmp_path, src)
+    assert ids == ["ids/0", "a", "a#dup1", "ids/3", "a#dup2", "ids/0#dup1"]
+    assert stats["reader_notes"] == {"ids_derived": 2, "ids_deduplicated": 3}
+    ids_again, _ = _ids_after_run(tmp_path / "again", src)
+    assert ids_again == ids  # deterministic
+
+
+def test_jsonl_and_warc_duplicate_ids(tmp_path):
+    src = tmp_path / "in" / "dup.jsonl"
+    src.parent.mkdir()
+    src.write_text("\n".join(json.dumps({"id": i, "text": "t"}) for i in ["x", "x", None, 7, "7"]) + "\n")
+    ids, _ = _ids_after_run(tmp_path, src)
+    assert ids == ["x", "x#dup1", "dup/2", "7", "7#dup1"]
+    data, rids = ten_record_warc(n=3)
+    twice = tmp_path / "w" / "twice.warc.gz"
+    twice.parent.mkdir()
+    twice.write_bytes(data + data)  # every WARC-Record-ID repeated
+    ids, _ = _ids_after_run(tmp_path / "w", twice)
+    assert ids == rids + [f"{r}#dup1" for r in rids]
+
+
+# --------------------------------------------------------------------------------------------
+# 5. reserved column names in input never decide removals
+# --------------------------------------------------------------------------------------------
+def test_reserved_input_columns_are_renamed_not_obeyed(tmp_path):
+    docs = real_docs(3)
+    src = tmp_path / "in" / "reserved.parquet"
+    src.parent.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": [d["text"] for d in docs],
+                             "_reason": ["evil", "evil", None], "_metric": [1.0, 2.0, 3.0],
+                             "removed_reason": ["x", "y", "z"], "removed_stage": ["s", "s", "s"]}), src)
+    stats, out = run_shard(tmp_path, src)
+    assert stats["docs_kept"] == 3 and stats["docs_removed"] == 0
+    kept = table(out, "kept")
+    assert kept.column("input__reason").to_pylist() == ["evil", "evil", None]
+    assert {"input_removed_reason", "input_removed_stage", "input__metric"} <= set(kept.column_names)
+    assert not {"_reason", "_metric", "removed_reason", "removed_stage"} & set(kept.column_names)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. symlink loops: listed once, no hang
+# --------------------------------------------------------------------------------------------
+def test_symlink_loops_are_not_followed(tmp_path):
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.jsonl").write_text('{"id": "1", "text": "t"}\n')
+    (root / "sub" / "loop").symlink_to(root)  # two loops: the listing hung
+    (root / "self").symlink_to(".")
+    (root / "also_a.jsonl").symlink_to(root / "sub" / "a.jsonl")
+    code = ("import json, sys; from refinery.io import fs; "
+            f"print(json.dumps(fs.list_files({str(root)!r}, ('.jsonl',))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [str(root / "also_a.jsonl")]  # one file, once
+
+
+# --------------------------------------------------------------------------------------------
+# 9. long shard names are shortened deterministically
+# --------------------------------------------------------------------------------------------
+def test_long_and_deeply_nested_inputs_get_short_stable_shard_names(tmp_path):
+    root = tmp_path / "in"
+    deep = root.joinpath(*["nested-directory-%02d" % i for i in range(12)])
+    deep.mkdir(parents=True)
+    long_file = root / ("x" * 230 + ".jsonl")
+    for path in (long_file, deep / "doc.jsonl"):
+        path.write_text(json.dumps({"id": "1", "text": "t"}) + "\n")
+    names = [shard_name(str(p), str(root)) for p in (long_file, deep / "doc.jsonl")]
+    assert all(len(n.encode()) <= MAX_SHARD_NAME_BYTES for n in names) and len(set(names)) == 2
+    assert names == [shard_name(str(p), str(root)) for p in (long_file, deep / "doc.jsonl")]
+    assert names[1].startswith("nested-directory-00__nested-directory-01")
+    config = parse_config({"name": "t", "stages": [{"type": "gopher_quality"}]})
+    summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
+    assert not summary.failed and summary.stats["docs_read"] == 2
+    assert sorted(p.stem for p in (tmp_path / "out" / "kept").glob("*.parquet")) == sorted(names)
+
+
+# --------------------------------------------------------------------------------------------
+# 10. skipped files are named; upper-case suffixes are read
+# --------------------------------------------------------------------------------------------
+def test_skipped_files_are_logged_and_upper_case_suffixes_read(tmp_path, caplog):
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("_x.jsonl", ".x.jsonl", "UPPER.JSONL", "notes.txt"):
+        (root / name).write_text(json.dumps({"id": name, "text": "t"}) + "\n")
+    config = parse_config({"name": "t", "stages": [{"type": "gopher_quality"}]})
+    with caplog.at_level(logging.WARNING, logger="refinery.io"):
+        summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
+    assert summary.stats["docs_read"] == 1 and (tmp_path / "out" / "kept" / "UPPER.parquet").exists()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for name in ("_x.jsonl", ".x.jsonl", "notes.txt"):
+        assert f"skipping {root / name}" in logged, logged
+
+
+# --------------------------------------------------------------------------------------------
+# 14. Parquet input columns of other types: cast when safe, else one line naming file and column
+# --------------------------------------------------------------------------------------------
+def test_parquet_castable_types_are_cast(tmp_path):
+    docs = real_docs(3)
+    src = tmp_path / "in" / "types.parquet"
+    src.parent.mkdir()
+    text = [docs[0]["text"].encode(), b"bad \xff bytes", None]
+    pq.write_table(pa.table({"id": pa.array([1, 2, 3], pa.int64()), "text": pa.array(text, pa.binary()),
+                             "url": pa.array(["u", "u", "v"]).dictionary_encode()}), src)
+    stats, out = run_shard(tmp_path, src)
+    kept = table(out, "kept")
+    assert kept.column("id").to_pylist() == ["1", "2", "3"]
+    assert kept.column("text").to_pylist() == [docs[0]["text"], "bad \ufffd bytes", None]
+    assert kept.column("url").to_pylist() == ["u", "u", "v"]
+    assert stats["reader_notes"] == {"text_utf8_replaced": 1}
+    dict_text = tmp_path / "in2" / "dict.parquet"
+    dict_text.parent.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": pa.array(["x", "x"]).dictionary_encode()}), dict_text)
+    stats, out = run_shard(tmp_path / "d", dict_text)
+    assert table(out, "kept").column("text").to_pylist() == ["x", "x"]
+
+
+@pytest.mark.parametrize("column,values", [("text", pa.array([1, 2], pa.int64())), ("id", pa.array([1.5, 2.5])),
+                                           ("url", pa.array([[1], [2]]))])
+def test_parquet_uncastable_column_is_one_line_naming_file_and_column(tmp_path, column, values):
+    src = tmp_path / "in" / "bad.parquet"
+    src.parent.mkdir()
+    cols = {"id": pa.array(["a", "b"]), "text": pa.array(["x", "y"])}
+    cols[column] = values
+    pq.write_table(pa.table(cols), src)
+    config = parse_config({"name": "t", "stages": [{"type": "gopher_quality"}]})
+    summary = run_pipeline(config, str(src.parent), str(tmp_path / "out"), workers=1, progress=False)
+    (failure,) = summary.failed
+    first = failure.error.splitlines()[0]  # the executor appends the traceback below it
+    assert str(src) in first and f"column {column!r}" in first and "ShardReadError" in first, failure.error
