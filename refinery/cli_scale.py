@@ -189,10 +189,13 @@ def plan(
     result = model.estimate(input_tb, docs_per_core_s, bytes_per_doc, instances=instances, target_hours=target_hours,
                             spot_discount=spot_discount, download_mb_s=download_mb_s,
                             startup_minutes=startup_minutes, **kwargs)
+    verdict = model.target_verdict(result)
     if json_out:
-        print(json.dumps({**result.as_dict(), "throughput_source": source}, indent=1))
+        print(json.dumps({**result.as_dict(), "throughput_source": source, "target_verdict": verdict}, indent=1))
         return
     out.print(model.render(result, source))
+    if verdict:
+        err.print(Text.assemble(("target not met:", "bold red"), verdict[len("target not met:"):]))
     if bytes_per_doc and abs(bytes_per_doc - model.CC_WARC_BYTES_PER_DOC) / model.CC_WARC_BYTES_PER_DOC > 0.5 \
             and any(s.type == "extract" for s in cfg.stages):
         err.print(f"note: {bytes_per_doc:,.0f} bytes/doc differs from Common Crawl's ~{model.CC_WARC_BYTES_PER_DOC:,} "

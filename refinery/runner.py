@@ -159,18 +159,19 @@ class ShardRunner:
         ids = UniqueIds(task.shard)
         notes: dict[str, int] = {}
         self.reader_notes = _Notes(notes, ids)
+        self._opened: list[Any] = []  # the input stream, once open: its position is the shard's progress
         if kind == "warc":
             from refinery.io.warc import WarcReader
 
             reader = WarcReader(batch_size=self.reader.batch_size, max_body_bytes=self.reader.max_body_bytes)
-            return "warc_reader", ids(_read_warc(reader, uri)), reader.skipped_records
+            return "warc_reader", ids(_read_warc(reader, uri, self._opened)), reader.skipped_records
         if kind == "parquet":
             return "parquet_reader", ids(parquet.iter_input_batches(uri, self.reader.batch_size, notes)), {}
         if kind == "jsonl":
             from refinery.io.jsonl import JsonlReader
 
             jsonl = JsonlReader(batch_size=self.reader.batch_size, max_line_bytes=self.reader.max_body_bytes)
-            return "jsonl_reader", ids(_read_jsonl(jsonl, uri, task.shard)), jsonl.skipped
+            return "jsonl_reader", ids(_read_jsonl(jsonl, uri, task.shard, self._opened)), jsonl.skipped
         raise ValueError(f"don't know how to read {uri}: expected one of {INPUT_SUFFIXES}")
 
     # -- one shard ---------------------------------------------------------------------------
@@ -196,6 +197,7 @@ class ShardRunner:
         removed_parts: list[pa.Table] = []
         docs_read = 0
         last_log = started
+        progress = _ShardProgress(task, self._opened)
 
         batches = iter(batches)
         while True:
@@ -224,7 +226,7 @@ class ShardRunner:
             kept_parts.append(batch)
             now = time.time()
             if now - last_log >= self.log_every_s:
-                log.info("[shard %s] %d docs read, %.1f docs/s", task.shard, docs_read, docs_read / (now - started))
+                log.info("%s", progress.line(docs_read, now - started, limit))
                 last_log = now
 
         kept = parquet.concat(kept_parts)
@@ -341,21 +343,108 @@ def _limited(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.Recor
             close()  # the reader's generator: closes its input file now, not at garbage collection
 
 
-def _read_warc(reader, uri: str) -> Iterator[pa.RecordBatch]:
+def _read_warc(reader, uri: str, opened: list | None = None) -> Iterator[pa.RecordBatch]:
     with fs.open_input(uri, seekable=True) as stream:  # closed when the shard is done, even on error
+        if opened is not None:
+            opened.append(stream)
         yield from reader.read(stream, source=uri)
 
 
-def _read_jsonl(reader, uri: str, shard: str) -> Iterator[pa.RecordBatch]:
+def _read_jsonl(reader, uri: str, shard: str, opened: list | None = None) -> Iterator[pa.RecordBatch]:
     """JSON lines streamed line by line (``refinery.io.jsonl``); a file whose compression is
     broken fails its shard with an error naming it."""
     from refinery.io.jsonl import JsonlReadError
 
-    with fs.open_input(uri) as stream:
+    with fs.open_input(uri) as raw:
+        stream = _CountingStream(raw)  # a raw input stream has no tell(): count what the reader takes
+        if opened is not None:
+            opened.append(stream)
         try:
             yield from reader.read(stream, source=uri, id_prefix=shard)
         except JsonlReadError as exc:
             raise parquet.ShardReadError(str(exc)) from None
+
+
+class _CountingStream:
+    """``stream`` with a ``tell()`` that counts the bytes read through it (the progress of a
+    non-seekable input); everything else is the stream's own."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream, self._read = stream, 0
+
+    def read(self, *args: Any) -> bytes:
+        data = self._stream.read(*args)
+        self._read += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _ShardProgress:
+    """The within-shard progress line: pass, shard, documents read, docs/s and an ETA from the
+    share of the input consumed: compressed bytes read of the file's size (WARC, JSON lines), rows
+    of the file's row count (a local Parquet file), documents of ``limit``. Sizes are looked up
+    the first time a line is due, so short shards pay nothing."""
+
+    def __init__(self, task: ShardTask, opened: list[Any]) -> None:
+        self.task, self.opened = task, opened
+        self.pass_name = fs.basename(task.dir.root.rstrip("/")) or task.dir.root
+        self._total: float | None = None
+        self._looked_up = False
+
+    def _lookup(self) -> None:
+        self._looked_up = True
+        uri = self.task.input_uri
+        try:
+            if input_kind(uri) == "parquet":
+                if not fs.is_s3(uri):
+                    import pyarrow.parquet as pq
+
+                    self._total = float(pq.read_metadata(uri).num_rows)
+            else:
+                filesystem, path = fs.resolve(uri)
+                self._total = float(filesystem.get_file_info(path).size or 0) or None
+        except Exception:  # noqa: BLE001 - progress is best effort; the reader reports real errors
+            self._total = None
+
+    def fraction(self, docs_read: int, limit: int | None) -> float | None:
+        """Share of the shard done, or None when it cannot be known."""
+        if not self._looked_up:
+            self._lookup()
+        done = None
+        if self._total:
+            if input_kind(self.task.input_uri) == "parquet":
+                done = docs_read / self._total
+            elif self.opened:
+                try:
+                    done = self.opened[0].tell() / self._total
+                except Exception:  # noqa: BLE001 - a closed or unseekable stream: no ETA
+                    done = None
+        if limit:
+            done = max(done or 0.0, docs_read / limit)
+        return None if done is None else min(max(done, 0.0), 1.0)
+
+    def line(self, docs_read: int, elapsed: float, limit: int | None = None) -> str:
+        rate = docs_read / max(elapsed, 1e-9)
+        text = f"[{self.pass_name}] shard {self.task.shard}: {docs_read:,} docs read, {rate:,.1f} docs/s"
+        done = self.fraction(docs_read, limit)
+        if done:
+            eta = elapsed * (1 - done) / done
+            text += f", {100 * done:.0f}% of the input, ETA {_duration(eta)}"
+        return text
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class _Notes:

@@ -252,17 +252,17 @@ def test_pipeline_on_s3_through_flaky_network_matches_clean_run(corpus, clean_ru
     assert removed.select(["id", "removed_reason"]).equals(clean_removed.select(["id", "removed_reason"]))
 
 
-@pytest.mark.slow  # boto3 backs off for ~50 s before giving up
 def test_s3_outage_fails_the_shard_clearly_and_publishes_nothing(corpus, s3_bucket, s3_server,
-                                                                 through_proxy, tmp_path):
+                                                                 through_proxy, tmp_path, monkeypatch):
     """Every PUT of kept/part-002 fails (after all retries): that shard fails with an error naming
     the URI, nothing of it is published, the other shards finish; a re-run completes it."""
     policy = FaultPolicy(always=True, kinds=("503", "500"),
                          when=lambda method, path: method == "PUT" and "kept/part-002" in path)
+    monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "3")  # the default 8 back off for ~50 s
     through_proxy(policy)
     out = f"{s3_bucket}/out"
     config = parse_config(_config(tmp_path / "m", match="no-such-shard"))
-    config.executor.max_retries = 0  # boto3 has retried for ~50 s already; a task retry would again
+    config.executor.max_retries = 0  # boto3 has retried already; a task retry would again
     summary = run_pipeline(config, str(corpus), out, workers=1, progress=False)
     assert [o.shard for o in summary.failed] == ["part-002"]
     error = summary.failed[0].error

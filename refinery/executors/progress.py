@@ -1,5 +1,9 @@
 """One progress display for every pass: a tqdm bar (on a terminal) plus periodic log lines that
-name the pass, the task that just finished, counts, throughput and an ETA."""
+name the pass, the task that just finished, counts, throughput and an ETA.
+
+While the bar is shown, log records that would go to the terminal go through ``tqdm.write``
+(:class:`TqdmLogHandler`), which clears the bar, prints the line and redraws the bar below it:
+log lines and the bar never overwrite each other. Off a terminal there is no bar."""
 
 from __future__ import annotations
 
@@ -16,6 +20,61 @@ if TYPE_CHECKING:
 log = logging.getLogger("refinery.progress")
 
 
+class TqdmLogHandler(logging.Handler):
+    """Writes records with ``tqdm.write`` to ``stream``, so a progress bar on that stream is
+    cleared first and redrawn after the line. Takes over the level, formatter and filters (the
+    credential redaction) of the handler it stands in for."""
+
+    def __init__(self, stream: object = None, like: logging.Handler | None = None) -> None:
+        super().__init__(level=like.level if like is not None else logging.NOTSET)
+        self.stream = stream if stream is not None else sys.stderr
+        if like is not None:
+            self.setFormatter(like.formatter)
+            for f in like.filters:
+                self.addFilter(f)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def _is_terminal_handler(handler: logging.Handler, stream: object) -> bool:
+    return type(handler) is logging.StreamHandler and getattr(handler, "stream", None) is stream
+
+
+class bar_logging:  # noqa: N801 - used like a function: ``with bar_logging(): ...`` or start()/stop()
+    """Swap the root logger's handlers that write to ``stream`` (stderr) for :class:`TqdmLogHandler`
+    while a bar is shown there; :meth:`stop` puts them back."""
+
+    def __init__(self, stream: object = None, logger: logging.Logger | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.logger = logger or logging.getLogger()
+        self.swapped: list[tuple[logging.Handler, logging.Handler]] = []
+
+    def start(self) -> "bar_logging":
+        for handler in list(self.logger.handlers):
+            if _is_terminal_handler(handler, self.stream):
+                replacement = TqdmLogHandler(self.stream, like=handler)
+                self.logger.removeHandler(handler)
+                self.logger.addHandler(replacement)
+                self.swapped.append((handler, replacement))
+        return self
+
+    def stop(self) -> None:
+        for handler, replacement in self.swapped:
+            self.logger.removeHandler(replacement)
+            self.logger.addHandler(handler)
+        self.swapped = []
+
+    def __enter__(self) -> "bar_logging":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class TaskProgress:
     def __init__(self, total: int, label: str, units: str = "docs", enabled: bool = True, log_every_s: float = 30.0) -> None:
         self.total = total
@@ -28,6 +87,10 @@ class TaskProgress:
         self._last_log = self.started
         self.bar = tqdm(total=total, unit="task", desc=label, disable=not enabled or not sys.stderr.isatty(),
                         dynamic_ncols=True, leave=False)
+        # log lines above the bar, never through it
+        self._logging = bar_logging(sys.stderr)
+        if not self.bar.disable:
+            self._logging.start()
 
     def update(self, outcome: "TaskOutcome") -> None:
         self.counts[outcome.status] += 1
@@ -49,3 +112,4 @@ class TaskProgress:
 
     def close(self) -> None:
         self.bar.close()
+        self._logging.stop()

@@ -48,6 +48,15 @@ def validate_uri(uri: str) -> str:
     return uri
 
 
+def s3_max_attempts() -> int:
+    """Attempts per S3 request, backing off between them (8 by default: ~50 s before an outage is
+    reported). ``REFINERY_S3_MAX_ATTEMPTS`` changes it, e.g. to fail faster in tests."""
+    try:
+        return max(1, int(os.environ.get("REFINERY_S3_MAX_ATTEMPTS", "8")))
+    except ValueError:
+        return 8
+
+
 def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
@@ -56,7 +65,7 @@ def _s3_filesystem() -> pafs.S3FileSystem:
     kwargs: dict = {
         "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         # Retries with backoff on throttling / 5xx / dropped connections.
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=8),
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3_max_attempts()),
         "connect_timeout": 10,
         "request_timeout": 60,
     }
@@ -74,7 +83,7 @@ _CLIENT_CACHE: dict[tuple, object] = {}
 
 def s3_client():
     """A boto3 S3 client (per process and endpoint) with standard retries and backoff."""
-    key = (s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid())
+    key = (s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts())
     client = _CLIENT_CACHE.get(key)
     if client is None:
         import boto3
@@ -83,7 +92,8 @@ def s3_client():
         client = boto3.client(
             "s3",
             endpoint_url=s3_endpoint(),
-            config=Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60),
+            config=Config(retries={"max_attempts": s3_max_attempts(), "mode": "standard"}, connect_timeout=10,
+                          read_timeout=60),
         )
         _CLIENT_CACHE[key] = client
     return client
@@ -93,7 +103,7 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """Return ``(filesystem, path)`` for a local path or an ``s3://bucket/key`` URI."""
     validate_uri(uri)
     if is_s3(uri):
-        key = ("s3", s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid())
+        key = ("s3", s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts())
         fs = _FS_CACHE.get(key)
         if fs is None:
             fs = _FS_CACHE[key] = _s3_filesystem()

@@ -106,6 +106,14 @@ class Plan:
     spot_discount: float
     cost_usd: float
     volume_gb: int
+    #: the wall-time target and whether this plan meets it; when it does not, what would:
+    target_hours: float = 24.0
+    max_instances: int = 100
+    meets_target: bool = True
+    #: instances that would meet the target (None: no count can, start-up alone exceeds it)
+    instances_needed: int | None = None
+    #: docs/s per core that would meet the target on this plan's instances (None: no speed can)
+    docs_per_core_s_needed: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -150,12 +158,48 @@ def estimate(
                 break
     download_h, compute_h, wall_h = per_instance(instances)
     billed = instances * wall_h
+    meets = wall_h <= target_hours
+    needed = speed_needed = None
+    if not meets:
+        # wall(n) = startup + per_n / n: the fewest n with wall <= target, if start-up leaves room
+        per_n = per_instance(1)[0] + per_instance(1)[1]
+        room = target_hours - startup_h
+        needed = max(1, math.ceil(per_n / room - 1e-9)) if room > 0 else None
+        # the speed at which this plan's instances would finish in time (compute scales as 1/speed)
+        compute_room = target_hours - startup_h - download_h
+        if compute_room > 0:
+            speed_needed = docs_per_core_s * compute_h / compute_room
     cost = billed * price_per_hour * (1 - spot_discount)
     # the instance's volume holds its share of the input (File mode) plus working space
     volume_gb = int(math.ceil(input_bytes / instances / 1e9 * 1.2 + 30))
     return Plan(input_tb, docs, docs_per_core_s, bytes_per_doc, instances, instance_type, vcpus, vcpu_efficiency,
                 core_hours, compute_instance_hours, startup_h, download_h, compute_h, wall_h, billed,
-                price_per_hour, spot_discount, cost, volume_gb)
+                price_per_hour, spot_discount, cost, volume_gb, target_hours, max_instances, meets, needed,
+                speed_needed)
+
+
+def target_verdict(plan: Plan) -> str | None:
+    """One line when ``plan`` misses its wall-time target: by how much, and what would meet it
+    (more instances than the cap, the wall time reachable at the cap, a faster config); None when
+    the target is met."""
+    if plan.meets_target:
+        return None
+    head = (f"target not met: {plan.wall_h:,.1f} h wall time on {plan.instances} instance(s) misses the "
+            f"{plan.target_hours:g} h target")
+    options = []
+    if plan.instances_needed is None:
+        options.append(f"no instance count can: start-up alone takes {plan.startup_h:.2f} h")
+    elif plan.instances_needed > plan.max_instances:
+        jobs = math.ceil(plan.instances_needed / plan.max_instances)
+        options.append(f"{plan.instances_needed} instances would (above the {plan.max_instances}-instance job "
+                       f"limit: split the input into {jobs} jobs)")
+    else:
+        options.append(f"{plan.instances_needed} instances would (--instances {plan.instances_needed})")
+    if plan.docs_per_core_s_needed is not None:
+        options.append(f"or a config/backend doing {plan.docs_per_core_s_needed:,.0f} docs/s per core "
+                       f"(now {plan.docs_per_core_s:,.0f}) on {plan.instances} instances")
+    options.append(f"or accept {plan.wall_h:,.1f} h (--target-hours {math.ceil(plan.wall_h * 10) / 10:g})")
+    return f"{head}: " + ", ".join(options)
 
 
 def render(plan: Plan, source: str) -> "rich.table.Table":  # noqa: F821

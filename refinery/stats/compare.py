@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from refinery.stats.funnel import funnel_rows
+from refinery.stats.funnel import FitWidth, funnel_rows, name_layouts
 
 
 def _pp(a: float | None, b: float | None) -> float | None:
@@ -59,15 +59,23 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_b: str = "B") -> "rich.table.Table":  # noqa: F821
-    from rich.table import Table
+#: compare columns: (key, header); numbers, after the stage / reason name(s)
+COMPARE_COLUMNS = (("removed_a", "removed A"), ("removed_b", "removed B"), ("delta", "Δ docs"),
+                   ("rate_a", "rate A"), ("rate_b", "rate B"), ("rate_pp", "Δ rate pp"),
+                   ("kept_a", "kept % A"), ("kept_b", "kept % B"), ("kept_pp", "Δ kept pp"))
+#: dropped in this order when the table is too wide: the differences stay longest
+COMPARE_DROP_ORDER = ("rate_a", "rate_b", "kept_a", "kept_b", "kept_pp", "removed_a")
+
+
+def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_b: str = "B") -> FitWidth:
+    """The comparison table, fitted to the console's width (:class:`~refinery.stats.funnel.FitWidth`):
+    narrower, the reasons sit indented under their stage and the rates and kept shares of A and B
+    are left out before their differences (the caption says which); numbers are never truncated and
+    names never broken."""
     from rich.text import Text
 
-    table = Table(title=Text(f"A = {name_a}\nB = {name_b}"), title_justify="left")
-    columns = ("stage", "reason", "removed A", "removed B", "Δ docs", "rate A", "rate B", "Δ rate (pp)",
-               "kept % A", "kept % B", "Δ kept (pp)")
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i < 2 else "right", overflow="fold")
+    rows = compare_rows(a, b)
+    headers = dict(COMPARE_COLUMNS)
 
     def n(v: int | None) -> str:
         return "–" if v is None else f"{v:,}"
@@ -87,12 +95,38 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
             return Text(f"+{text}", style="green" if more_is_good else "red")
         return Text(text, style="red" if more_is_good else "green")
 
-    for r in compare_rows(a, b):
-        style = "dim" if r["reason"] else None
-        kept_pp = "" if r["reason"] else signed(r["kept_pp"], ".1f", more_is_good=True)
-        table.add_row(
-            r["stage"] if not r["reason"] else "", r["reason"], n(r["removed_a"]), n(r["removed_b"]),
-            signed(r["delta"], ","), pct(r["rate_a"]), pct(r["rate_b"]), signed(r["rate_pp"], ".1f"),
-            pct(r["kept_a"]), pct(r["kept_b"]), kept_pp, style=style,
-        )
-    return table
+    def cell(r: dict[str, Any], key: str) -> "str | Text":
+        if key in ("removed_a", "removed_b"):
+            return n(r[key])
+        if key == "delta":
+            return signed(r["delta"], ",")
+        if key in ("rate_a", "rate_b", "kept_a", "kept_b"):
+            return pct(r[key])
+        if key == "rate_pp":
+            return signed(r["rate_pp"], ".1f")
+        return "" if r["reason"] else signed(r["kept_pp"], ".1f", more_is_good=True)
+
+    def build(separate: bool, keys: list[str]) -> Any:
+        from rich.table import Table
+
+        from rich import box
+
+        hidden = [headers[k] for k, _ in COMPARE_COLUMNS if k not in keys]
+        caption = f"hidden at this width: {', '.join(hidden)} (see --json)" if hidden else None
+        table = Table(title=Text(f"A = {name_a}\nB = {name_b}"), title_justify="left", caption=caption,
+                      box=box.HEAVY_HEAD if separate else box.SIMPLE_HEAD)
+        if separate:
+            table.add_column("stage", no_wrap=True)
+            table.add_column("reason", no_wrap=True)
+        else:
+            table.add_column("stage / reason", no_wrap=True)
+        for key in keys:
+            table.add_column(headers[key], justify="right", no_wrap=True)
+        for r in rows:
+            names = [r["stage"] if not r["reason"] else "", r["reason"]] if separate else \
+                [r["stage"] if not r["reason"] else f"  {r['reason']}"]
+            table.add_row(*names, *(cell(r, k) for k in keys), style="dim" if r["reason"] else None)
+        return table
+
+    layouts = name_layouts([k for k, _ in COMPARE_COLUMNS], COMPARE_DROP_ORDER)
+    return FitWidth([lambda sep=sep, keys=keys: build(sep, keys) for sep, keys in layouts])

@@ -129,20 +129,92 @@ def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def render_funnel(summary: dict[str, Any], title: str = "refinery funnel") -> "rich.table.Table":  # noqa: F821
-    from rich.table import Table
+class FitWidth:
+    """A table that fits the console: the first of ``layouts`` (most complete first) whose natural
+    width fits, so numbers are never cut to ``12…`` and names never broken; the last layout is used
+    (names folded) when none fits. ``layouts`` are functions of nothing returning a rich Table."""
 
-    from rich import box
+    def __init__(self, layouts: list[Any]) -> None:
+        self.layouts = layouts
 
-    table = Table(title=title, box=box.SIMPLE_HEAD)
-    for col, justify in (("stage", "left"), ("reason", "left"), ("docs in", "right"), ("docs out", "right"),
-                         ("removed", "right"), ("words removed", "right"), ("kept % of input", "right")):
-        # Names never wrap (they are what people grep for); numbers may.
-        table.add_column(col, justify=justify, no_wrap=col in ("stage", "reason"))
-    for r in funnel_rows(summary):
-        fmt = lambda v: "" if v is None else f"{v:,}"  # noqa: E731
-        pct = "" if r["kept_pct_of_input"] is None else f"{r['kept_pct_of_input']:.1f}%"
-        style = None if r["reason"] == "" else "dim"
-        table.add_row(r["stage"] if not r["reason"] else "", r["reason"], fmt(r["docs_in"]), fmt(r["docs_out"]),
-                      fmt(r["removed"]), fmt(r["words_removed"]), pct, style=style)
-    return table
+    def table_for(self, console: Any, width: int) -> Any:
+        from rich.measure import Measurement
+
+        huge = console.options.update_width(10**6)
+        table = None
+        for build in self.layouts:
+            table = build()
+            if Measurement.get(console, huge, table).maximum <= width:
+                return table
+        table.columns[0].overflow = "fold"  # nothing fits: the name column folds, numbers stay whole
+        table.columns[0].no_wrap = False
+        return table
+
+    def __rich_console__(self, console: Any, options: Any):
+        yield self.table_for(console, options.max_width)
+
+    def __rich_measure__(self, console: Any, options: Any):
+        from rich.measure import Measurement
+
+        return Measurement.get(console, options, self.table_for(console, options.max_width))
+
+
+#: funnel columns: (key, header); the ones dropped first at narrow widths come last
+FUNNEL_COLUMNS = (("docs_in", "docs in"), ("docs_out", "docs out"), ("removed", "removed"),
+                  ("kept_pct_of_input", "kept %"), ("words_removed", "words removed"))
+#: dropped in this order when the table is too wide (docs in = the previous stage's docs out)
+FUNNEL_DROP_ORDER = ("words_removed", "docs_in", "docs_out")
+
+
+def name_layouts(columns: list[str], drop_order: tuple[str, ...]) -> list[tuple[bool, list[str]]]:
+    """(separate stage and reason columns?, value columns) from most to least complete: first the
+    reason gets the stage's column (reasons indented under their stage), then columns are dropped."""
+    layouts = [(True, list(columns)), (False, list(columns))]
+    kept = list(columns)
+    for key in drop_order:
+        kept = [c for c in kept if c != key]
+        layouts.append((False, list(kept)))
+    return layouts
+
+
+def render_funnel(summary: dict[str, Any], title: str = "refinery funnel") -> FitWidth:
+    """The funnel table, fitted to the console's width (see :class:`FitWidth`): at 80 columns the
+    reasons sit indented under their stage and "words removed", then "docs in" are left out
+    (the caption says so); numbers are never truncated and names never broken."""
+    rows = funnel_rows(summary)
+    headers = dict(FUNNEL_COLUMNS)
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        v = r[key]
+        if v is None:
+            return ""
+        return f"{v:.1f}%" if key == "kept_pct_of_input" else f"{v:,}"
+
+    def build(separate: bool, keys: list[str]) -> Any:
+        from rich.table import Table
+
+        from rich import box
+
+        hidden = [headers[k] for k, _ in FUNNEL_COLUMNS if k not in keys]
+        caption = f"hidden at this width: {', '.join(hidden)} (see --json)" if hidden else None
+        table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption)
+        # Names never wrap (they are what people grep for); numbers never either.
+        if separate:
+            table.add_column("stage", no_wrap=True)
+            table.add_column("reason", no_wrap=True)
+        else:
+            table.add_column("stage / reason", no_wrap=True)
+        for key in keys:
+            table.add_column(headers[key], justify="right", no_wrap=True)
+        for r in rows:
+            names = [r["stage"] if not r["reason"] else "", r["reason"]] if separate else \
+                [r["stage"] if not r["reason"] else f"  {r['reason']}"]
+            style = None if r["reason"] == "" else "dim"
+            table.add_row(*names, *(cell(r, k) for k in keys), style=style)
+        return table
+
+    order = [k for k, _ in FUNNEL_COLUMNS if k != "words_removed"] + ["words_removed"]
+    # wide: the historical column order (words removed before kept %)
+    wide = ["docs_in", "docs_out", "removed", "words_removed", "kept_pct_of_input"]
+    layouts = [(sep, wide if keys == order else keys) for sep, keys in name_layouts(order, FUNNEL_DROP_ORDER)]
+    return FitWidth([lambda sep=sep, keys=keys: build(sep, keys) for sep, keys in layouts])
