@@ -516,6 +516,9 @@ def check_run(corpus: Corpus, out: Path, config, check_: Checks, prefix: str = "
         for r, n in s["removed"].items():
             reasons[(s["stage"], r)] += n
     report["reasons"] = reasons
+    obeyed = {r for (_, r) in reasons} & {"evil", "input_says_remove"}
+    check("input never decides removals: no reason comes from an input _reason / removed_reason column", not obeyed,
+          f"{sorted(obeyed)}")
     per_attack: dict[str, Counter] = defaultdict(Counter)
     for shard, s in shard_stats.items():
         e = expected.get(shard)

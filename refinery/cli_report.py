@@ -17,15 +17,24 @@ def register(app: typer.Typer) -> None:
             None, "--out", "-o", help="where to write the HTML (default RUN_DIR/report.html; local or s3://)"
         ),
         samples: int = typer.Option(8, "--samples", min=0, help="removed documents shown per stage and reason"),
+        compare: Optional[str] = typer.Option(
+            None, "--compare", metavar="RUN_B",
+            help="compare with another run: funnels, histograms and config side by side "
+                 "(default output RUN_DIR/compare-<RUN_B name>.html)",
+        ),
     ) -> None:
         """Write a self-contained HTML report: funnel, score histograms with thresholds, languages,
-        top removed domains and sampled removed documents."""
+        top removed domains and sampled removed documents; with --compare RUN_B, the two runs
+        side by side."""
         from refinery.io.fs import StorageError
         from refinery.io.parquet import ShardReadError
-        from refinery.stats.report import write_report
+        from refinery.stats.report import write_compare_report, write_report
 
         try:
-            uri = write_report(run_dir, out, samples_per_reason=samples)
+            if compare:
+                uri = write_compare_report(run_dir, compare, out)
+            else:
+                uri = write_report(run_dir, out, samples_per_reason=samples)
         except (FileNotFoundError, StorageError, ShardReadError, ValueError) as exc:
             fail(exc)
         console.print(f"report written to {uri}")

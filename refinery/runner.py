@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from refinery.io import fs, parquet
 from refinery.rundir import PassDir
+from refinery.schema import DOCUMENT_FIELDS
 from refinery.stages.base import METRIC, REASON, Stage
 from refinery.stats.collector import ShardStatsCollector, StatsOptions
 from refinery.stats.counters import ConservationError, StageCounter, check_conservation, text_sizes
@@ -166,7 +167,8 @@ class ShardRunner:
             reader = WarcReader(batch_size=self.reader.batch_size, max_body_bytes=self.reader.max_body_bytes)
             return "warc_reader", ids(_read_warc(reader, uri, self._opened)), reader.skipped_records
         if kind == "parquet":
-            return "parquet_reader", ids(parquet.iter_input_batches(uri, self.reader.batch_size, notes)), {}
+            batches = _with_document_fields(parquet.iter_input_batches(uri, self.reader.batch_size, notes), uri)
+            return "parquet_reader", ids(batches), {}
         if kind == "jsonl":
             from refinery.io.jsonl import JsonlReader
 
@@ -324,6 +326,22 @@ class ShardRunner:
         counter.chars_out += chars_out
         counter.words_out += words_out
         return kept
+
+
+def _with_document_fields(batches: Iterator[pa.RecordBatch], uri: str) -> Iterator[pa.RecordBatch]:
+    """Parquet documents may carry only ``id`` and ``text``: add the other document columns as
+    nulls (``source``: the shard), as the JSONL reader does, so every stage finds its columns."""
+    for batch in batches:
+        names = batch.schema.names
+        missing = [f for f in DOCUMENT_FIELDS if f.name not in names]
+        if not missing:
+            yield batch
+            continue
+        n = batch.num_rows
+        columns = dict(zip(names, batch.columns))
+        for f in missing:
+            columns[f.name] = pa.array([uri] * n, pa.string()) if f.name == "source" else pa.nulls(n, f.type)
+        yield pa.RecordBatch.from_pydict(columns)
 
 
 def _limited(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:

@@ -165,6 +165,11 @@ def test_real_english_docs_pass_repetition():
     assert reasons(out) == [None] * len(EN_DOCS)
     for name in GopherRepetition.METRICS:
         assert out.schema.field(name).type == pa.float32()
+        if name in {f"gopher_dup_{n}_gram" for n in range(6, 11)}:
+            # computed only as far as the decision needs (past the exact shortcut: null); a value
+            # that is there is the exact fraction
+            assert out.column(name).null_count < len(EN_DOCS)
+            continue
         assert out.column(name).null_count == 0
 
 
@@ -342,3 +347,59 @@ def test_stages_pickle_and_are_registered():
     for stage in (GopherRepetition(dup_line_frac=0.25), GopherQuality(min_words=10)):
         clone = pickle.loads(pickle.dumps(stage))
         assert reasons(run(clone, [ARTICLE])) == reasons(run(stage, [ARTICLE]))
+
+
+# --------------------------------------------------------------------------------------------
+# metric columns for every threshold (issue 15 item 7): decisions unchanged, every rule named
+# --------------------------------------------------------------------------------------------
+#: reasons on EN_DOCS + CC_MAIN before the metric columns were added (decisions must not move)
+DECISIONS_BEFORE = {
+    "gopher_repetition": {None: 594, "dup_10_gram": 1, "dup_5_gram": 29, "dup_6_gram": 1, "dup_7_gram": 3,
+                          "dup_8_gram": 1, "dup_9_gram": 4, "dup_line_char_frac": 8, "dup_line_frac": 31,
+                          "dup_para_frac": 1, "empty_text": 27, "top_2_gram": 7, "top_3_gram": 7, "top_4_gram": 3},
+    "gopher_quality": {None: 258, "alpha_words": 51, "ellipsis_lines": 5, "empty_text": 27, "mean_word_length": 11,
+                       "stop_words": 222, "too_few_words": 143},
+}
+
+
+@pytest.mark.parametrize("stage", [GopherRepetition(), GopherQuality()], ids=lambda s: s.kind)
+def test_every_rule_has_its_metric_column_and_decisions_are_unchanged(stage):
+    from collections import Counter
+
+    from refinery.stats.thresholds import stage_thresholds
+
+    texts = [d["text"] for d in EN_DOCS + CC_MAIN]
+    out = run(stage, texts)
+    got = Counter(reasons(out))
+    assert dict(got) == DECISIONS_BEFORE[stage.kind]
+    columns = stage.metric_columns()
+    assert columns == list(type(stage).METRICS)
+    # the removal metric is the value in the column its reason names (float32 there)
+    for i, (reason, metric) in enumerate(zip(reasons(out), metrics(out))):
+        if reason not in (None, "empty_text"):
+            column = type(stage).reason_metrics[reason]
+            assert column in columns
+            assert out.column(column)[i].as_py() == pytest.approx(metric, rel=1e-6, abs=1e-6), (i, reason)
+    # every threshold parameter is drawn on some metric column
+    thresholds = stage_thresholds(stage.kind, {}, columns)
+    drawn = {t["param"] for marks in thresholds.values() for t in marks}
+    params = {p for p in vars(stage) if p.startswith(("min_", "max_", "dup_"))} - {"dup_n_grams"}
+    params |= {f"top_n_grams[{n}]" for n in stage.top_n_grams} | {f"dup_n_grams[{n}]" for n in stage.dup_n_grams} \
+        if stage.kind == "gopher_repetition" else set()
+    assert params and params <= drawn, params - drawn
+
+
+def test_longer_ngram_columns_are_exact_where_present():
+    texts = [d["text"] for d in EN_DOCS + CC_MAIN][:300]
+    out = run(GopherRepetition(), texts)
+    for n in (3, 4):
+        for text, v in zip(texts, out.column(f"gopher_top_{n}_gram").to_pylist()):
+            if v is not None:
+                assert v == pytest.approx(top_ngram_char_frac(text.split(), n), abs=1e-6)
+    for n in range(6, 11):
+        for text, v in zip(texts, out.column(f"gopher_dup_{n}_gram").to_pylist()):
+            if v is not None:
+                assert v == pytest.approx(dup_ngram_char_frac(text.split(), n), abs=1e-6)
+    custom = GopherRepetition(top_n_grams={2: 0.2}, dup_n_grams={5: 0.15, 12: 0.05})
+    assert custom.metric_columns()[-3:] == ["gopher_top_2_gram", "gopher_dup_5_gram", "gopher_dup_12_gram"]
+    assert "gopher_dup_12_gram" in run(custom, [ARTICLE]).schema.names

@@ -281,3 +281,29 @@ def test_a_plan_that_loses_its_last_pass_is_refused(dup_input, tmp_path):
     longer = _recipe(dedup=[{"method": "url"}, {"method": "exact"}], tokenize={"tokenizer": "gpt2"})
     grown = run_pipeline(parse_config(longer), str(dup_input), str(out), workers=1, progress=False)
     assert grown.passes == {"filter": "skipped", "url_dedup": "skipped", "exact_dedup": "skipped", "tokens": "done"}
+
+
+def test_inputs_of_mixed_formats_make_one_funnel(tmp_path):
+    """WARC, JSONL and Parquet shards in one run: their readers merge into one funnel row and an
+    id+text Parquet shard gets the other document columns (as nulls) for every stage."""
+    import gzip
+    import shutil
+
+    import pyarrow as pa
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(ROOT / "data/sample/warc/warc_sample-0000.warc.gz", src)
+    shutil.copy(ROOT / "data/sample/cc_docs/multiple_files_cc_en_head-0091.jsonl.gz", src)
+    docs = [json.loads(line) for line in gzip.open(ROOT / "data/sample/cc_docs/multiple_files_cc_en_head-0174.jsonl.gz", "rt")]
+    pq.write_table(pa.table({"id": [d["id"] for d in docs], "text": [d["text"] for d in docs]}), src / "p.parquet")
+    spec = {"name": "mixed", "stages": [{"type": "extract"}, {"type": "gopher_quality", "params": {"min_words": 20}}],
+            "dedup": [{"method": "exact"}]}
+    out = tmp_path / "run"
+    summary = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    assert not summary.failed and summary.passes == {"filter": "done", "exact_dedup": "done"}
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["stages"][0]["stage"] == "jsonl_reader+parquet_reader+warc_reader"
+    assert stats["docs_read"] == 22 + 10 + 10 == stats["docs_kept"] + stats["docs_removed"]
+    kept = pq.read_table(out / "filter" / "kept" / "p.parquet")
+    assert kept.num_rows > 0 and kept.column("source").to_pylist()[0].endswith("p.parquet")

@@ -9,6 +9,9 @@ import shutil
 import struct
 from pathlib import Path
 
+from types import SimpleNamespace
+
+import pyarrow as pa
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -19,6 +22,7 @@ from _report_fixtures import (
     HOSTILE_ID,
     HOSTILE_TEXT,
     HOSTILE_URL,
+    RUN_STAGES,
     Browser,
     browser,  # noqa: F401 - fixture
     chromium_binary,
@@ -27,7 +31,11 @@ from _report_fixtures import (
 )
 from refinery import cli_report
 from refinery.io import fs
-from refinery.stats.report import write_report
+from refinery.stages.classifiers import ToxicityFilter
+from refinery.stages.gopher import GopherQuality, GopherRepetition
+from refinery.stats.histograms import Histogram
+from refinery.stats.report import _histograms, _trigger, write_report
+from refinery.stats.svg import histogram_svg
 
 FUNNEL_JS = """
 Array.from(document.querySelectorAll('#funnel-table tbody tr')).map(tr => {
@@ -116,6 +124,12 @@ def test_report_in_chromium(tmp_path_factory, browser):  # noqa: F811
     assert marks[("gopher_quality", "gopher_word_count")] == [50, 100000]
     assert marks[("gopher_repetition", "gopher_top_2_gram")] == [0.2]
     assert marks[("line_corrections", "line_corrections_removed_frac")] == [0.05]
+    # every Gopher threshold has its metric's histogram, with the threshold drawn
+    assert marks[("gopher_repetition", "gopher_dup_9_gram")] == [0.11]
+    assert marks[("gopher_repetition", "gopher_top_3_gram")] == [0.18]
+    assert marks[("gopher_repetition", "gopher_dup_line_char_frac")] == [0.2]
+    assert marks[("gopher_quality", "gopher_ellipsis_lines_frac")] == [0.3]
+    assert marks[("gopher_quality", "gopher_bullet_lines_frac")] == [0.9]
 
     # languages: the page's numbers are the stats' numbers
     en = browser.evaluate("Array.from(document.querySelectorAll('#language-table tr[data-language=\"en\"] td'))"
@@ -141,6 +155,14 @@ def test_report_in_chromium(tmp_path_factory, browser):  # noqa: F811
     assert {(s, r) for s, r, _ in sample_groups} == set(available)
     for s, r, n in sample_groups:
         assert n == min(available[(s, r)], 50)
+    # the red metric of a removed sample is the one its reason names (dup_9_gram -> gopher_dup_9_gram)
+    triggers = browser.evaluate("Array.from(document.querySelectorAll('#samples details')).map(d => [d.dataset.stage, "
+                                "d.dataset.reason, Array.from(d.querySelectorAll('.metric')).map(m => m.dataset.trigger)])")
+    gopher = {(s, r): t for s, r, t in triggers if s.startswith("gopher_") and r != "empty_text"}
+    assert ("gopher_repetition", "dup_9_gram") in gopher
+    for (stage, reason), names in gopher.items():
+        cls = GopherRepetition if stage == "gopher_repetition" else GopherQuality
+        assert names and set(names) == {cls.reason_metrics[reason]}, (stage, reason, names)
 
     shot = browser.screenshot(ARTIFACTS / "report.png")
     width, height = _png_size(shot)
@@ -193,3 +215,99 @@ def test_missing_chromium_fails_with_install_hint(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
         chromium_binary()
+
+
+# -- issue 15 item 7 ----------------------------------------------------------------------------
+def test_sample_trigger_is_named_by_the_reason_not_by_an_equal_value():
+    # a dup_9_gram removal whose fraction equals the 5-gram one: the report used to name dup_5
+    metrics = {"gopher_dup_line_frac": 0.0, "gopher_dup_5_gram": 0.1185, "gopher_dup_8_gram": 0.1185,
+               "gopher_dup_9_gram": 0.1185, "gopher_top_2_gram": 0.04}
+    assert _trigger("gopher_repetition", "dup_9_gram", 0.1185, metrics) == "gopher_dup_9_gram"
+    assert _trigger("gopher_quality", "too_few_words", 12.0, {"gopher_word_count": 12, "gopher_stop_words": 12}) \
+        == "gopher_word_count"
+    assert _trigger("toxicity", "profanity", 0.2, {"toxicity_score": 0.2, "profanity_word_frac": 0.2}) \
+        == "profanity_word_frac"
+    # an unknown stage: only an unambiguous equal value names the metric
+    assert _trigger(None, "odd", 0.5, {"x_score": 0.5, "y_frac": 0.1}) == "x_score"
+    assert _trigger(None, "odd", 0.5, {"x_score": 0.5, "y_frac": 0.5}) is None
+
+
+def test_small_scores_get_their_own_bins():
+    h = Histogram.for_column("quality_score")
+    values = [0.0004, 0.004, 0.009, 0.011, 0.014, 0.019, 0.5]
+    h.add(pa.array(values), "kept")
+    bins = [i for i, n in enumerate(h.counts["kept"]) for _ in range(n)]
+    assert len(set(bins)) == len(values)  # no two of them share a bin
+    assert 0.01 in h.edges and h.edges[-1] == 1.0
+    svg = histogram_svg(h.to_dict(), [{"param": "threshold", "value": 0.01}], "quality · quality_score")
+    assert 'data-value="0.01"' in svg and ">0.01<" in svg  # the threshold is drawn and the axis labelled
+
+
+def _null_histogram(column: str, n: int) -> dict:
+    h = Histogram.for_column(column)
+    h.add(pa.array([None] * n, type=pa.float32()), "kept")
+    return h.to_dict()
+
+
+def test_no_chart_is_drawn_without_data():
+    assert histogram_svg(_null_histogram("toxicity_transformer_score", 5)) == ""
+    full = Histogram.for_column("toxicity_score")
+    full.add(pa.array([0.1, 0.9]), "kept")
+    stats = {"stages": [{"stage": "toxicity"}], "histograms": {"toxicity": {
+        "toxicity_score": full.to_dict(), "toxicity_transformer_score": _null_histogram("toxicity_transformer_score", 2)}}}
+    html = _histograms(stats, {})
+    assert html.count("<figure") == 1 and 'data-column="toxicity_score"' in html
+    assert 'data-column="toxicity_transformer_score"' not in html and "toxicity_transformer_score" in html  # noted
+    # without the cascade the transformer column is not a metric at all
+    assert "toxicity_transformer_score" not in ToxicityFilter.metric_columns(SimpleNamespace(cascade=False))
+    assert "toxicity_transformer_score" in ToxicityFilter.metric_columns(SimpleNamespace(cascade=True))
+
+
+COMPARE_STAGES_B = [dict(s, params={**s.get("params", {}), "min_words": 100}) if s["type"] == "gopher_quality" else s
+                    for s in RUN_STAGES]
+
+
+def test_compare_report_in_chromium(tmp_path, browser):  # noqa: F811
+    input_dir = tmp_path / "in"
+    input_dir.mkdir()
+    shutil.copy(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", input_dir)
+    shutil.copy(write_input(tmp_path / "full") / "hostile.jsonl", input_dir / "hostile.jsonl")
+    run_a, _ = make_run(tmp_path, name="run-a", input_dir=input_dir)
+    run_b, _ = make_run(tmp_path, name="run-b", stages=COMPARE_STAGES_B, input_dir=input_dir)
+    out = tmp_path / "compare.html"
+    result = CliRunner().invoke(_report_app(), ["report", run_a, "--compare", run_b, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    default = CliRunner().invoke(_report_app(), ["report", run_a, "--compare", run_b])
+    assert default.exit_code == 0 and Path(run_a, "compare-run-b.html").exists(), default.output
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(out, ARTIFACTS / "compare.html")
+
+    url = out.as_uri()
+    browser.open(url)
+    assert browser.problems() == []
+    assert browser.requested_urls() == [url]
+    assert browser.evaluate("document.scripts.length") == 0
+    for side, run_dir in (("a", run_a), ("b", run_b)):  # both funnels, each equal to its run's stats
+        stats = json.loads(Path(run_dir, "stats.json").read_text())
+        got = browser.evaluate(FUNNEL_JS.replace("#funnel-table", f"#funnel-table-{side}"))
+        for row in got:
+            row["cells"] = {k: v for k, v in row["cells"].items() if k != "est_tokens_removed"}
+        assert got == _expected_funnel(stats), side
+        bars = browser.evaluate(f"document.querySelectorAll('.side[data-run=\"{side}\"] g.funnel-bar').length")
+        assert bars == len(stats["stages"])
+    # side by side: the two funnels share a row
+    tops = browser.evaluate("Array.from(document.querySelectorAll('#funnel .side')).map(d => d.getBoundingClientRect().top)")
+    assert len(tops) == 2 and abs(tops[0] - tops[1]) < 1
+    # the config diff names the changed parameter with both values, and only what changed
+    diff = browser.evaluate("Array.from(document.querySelectorAll('#config-diff tbody tr')).map(tr => [tr.dataset.stage, "
+                            "tr.dataset.param, tr.querySelector('[data-side=a]').innerText, "
+                            "tr.querySelector('[data-side=b]').innerText])")
+    assert ["gopher_quality", "min_words", "50", "100"] in diff
+    assert all(p in ("min_words", "name") or s != "gopher_quality" for s, p, _, _ in diff), diff
+    # histograms side by side, each run's threshold drawn on its own chart
+    marks = browser.evaluate("Array.from(document.querySelectorAll('.pair[data-column=\"gopher_word_count\"] figure'))"
+                             ".map(f => Array.from(f.querySelectorAll('line.threshold')).map(l => Number(l.dataset.value)))")
+    assert marks == [[50, 100000], [100, 100000]]
+    assert browser.evaluate("document.querySelectorAll('.pair').length") >= 10
+    assert browser.evaluate("document.querySelectorAll('#compare-table tr[data-reason=\"too_few_words\"]').length") == 1
+    browser.screenshot(ARTIFACTS / "compare.png")

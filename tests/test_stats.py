@@ -178,9 +178,11 @@ def test_histograms_cover_every_document_each_stage_saw(run):
     run_dir, _ = run
     stats = _stats(run_dir)
     expected = {"language_id": {"language_score"}, "line_corrections": {"line_corrections_removed_frac"},
-                "gopher_repetition": {"gopher_dup_line_frac", "gopher_dup_para_frac", "gopher_top_2_gram",
-                                      "gopher_dup_5_gram"},
+                "gopher_repetition": {"gopher_dup_line_frac", "gopher_dup_para_frac", "gopher_dup_line_char_frac",
+                                      "gopher_dup_para_char_frac", "gopher_top_2_gram", "gopher_top_3_gram",
+                                      "gopher_top_4_gram", *(f"gopher_dup_{n}_gram" for n in range(5, 11))},
                 "gopher_quality": {"gopher_word_count", "gopher_mean_word_length", "gopher_symbol_word_ratio",
+                                   "gopher_bullet_lines_frac", "gopher_ellipsis_lines_frac",
                                    "gopher_alpha_words_frac", "gopher_stop_words"}}
     assert {s: set(c) for s, c in stats["histograms"].items()} == expected
     for stage, cols in stats["histograms"].items():

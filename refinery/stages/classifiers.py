@@ -178,7 +178,9 @@ class ToxicityFilter(_FastTextStage):
         })
 
     def metric_columns(self) -> list[str]:
-        return ["toxicity_score", "toxicity_fast_score", "toxicity_transformer_score", "profanity_word_frac"]
+        # without the cascade the transformer never runs: its column is all null, no histogram
+        transformer = ["toxicity_transformer_score"] if self.cascade else []
+        return ["toxicity_score", "toxicity_fast_score", *transformer, "profanity_word_frac"]
 
 
 def keep_probability(score: np.ndarray | float, alpha: float) -> np.ndarray:

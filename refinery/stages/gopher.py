@@ -42,8 +42,13 @@ GopherQuality:
   (lowercased, punctuation stripped) must occur.
 
 Checks run in the order of the reasons below and stop at the first failure; ``_metric`` is the
-offending value. The ``gopher_*`` metric columns are computed for every non-empty document (null
-for empty text) so their histograms cover everything the stage saw.
+offending value, and the class attribute ``reason_metrics`` names the metric column that holds it.
+Every threshold has a ``gopher_*`` metric column (``threshold_params`` maps it to its parameter).
+The line/paragraph fractions, ``top_2_gram``, ``dup_5_gram`` and the GopherQuality columns are
+computed for every non-empty document (null for empty text), so their histograms cover
+everything the stage saw. The longer n-gram fractions cost a pass each, so they hold what was
+computed to decide: null after the deciding rule or past the exact shortcut above (exactly 0
+when a shorter n-gram fraction was 0).
 """
 
 from __future__ import annotations
@@ -177,7 +182,23 @@ class GopherRepetition(Stage):
 
     kind = "gopher_repetition"
 
-    METRICS = ("gopher_dup_line_frac", "gopher_dup_para_frac", "gopher_top_2_gram", "gopher_dup_5_gram")
+    #: metric columns with the default thresholds (``metric_columns()`` follows the configured n)
+    METRICS = ("gopher_dup_line_frac", "gopher_dup_para_frac", "gopher_dup_line_char_frac", "gopher_dup_para_char_frac",
+               "gopher_top_2_gram", "gopher_top_3_gram", "gopher_top_4_gram", "gopher_dup_5_gram", "gopher_dup_6_gram",
+               "gopher_dup_7_gram", "gopher_dup_8_gram", "gopher_dup_9_gram", "gopher_dup_10_gram")
+    #: metric column -> the parameter that thresholds it (read by the report)
+    threshold_params = {
+        "gopher_dup_line_frac": ["dup_line_frac"], "gopher_dup_para_frac": ["dup_para_frac"],
+        "gopher_dup_line_char_frac": ["dup_line_char_frac"], "gopher_dup_para_char_frac": ["dup_para_char_frac"],
+        **{f"gopher_top_{n}_gram": [f"top_n_grams[{n}]"] for n in range(1, 21)},
+        **{f"gopher_dup_{n}_gram": [f"dup_n_grams[{n}]"] for n in range(1, 21)},
+    }
+    #: removal reason -> the metric column holding the value that triggered it
+    reason_metrics = {
+        **{r: f"gopher_{r}" for r in ("dup_line_frac", "dup_para_frac", "dup_line_char_frac", "dup_para_char_frac")},
+        **{f"top_{n}_gram": f"gopher_top_{n}_gram" for n in range(1, 21)},
+        **{f"dup_{n}_gram": f"gopher_dup_{n}_gram" for n in range(1, 21)},
+    }
 
     def __init__(
         self,
@@ -205,10 +226,16 @@ class GopherRepetition(Stage):
                 checks.fraction(f"{pname}[{n}]", frac)
 
     def metric_columns(self) -> list[str]:
-        return list(self.METRICS)
+        return ["gopher_dup_line_frac", "gopher_dup_para_frac", "gopher_dup_line_char_frac", "gopher_dup_para_char_frac",
+                *(f"gopher_top_{n}_gram" for n in sorted({2, *self.top_n_grams})),
+                *(f"gopher_dup_{n}_gram" for n in sorted({5, *self.dup_n_grams}))]
 
-    def check(self, text: str | None) -> tuple[str | None, float | None, tuple[float, float, float, float] | None]:
-        """(reason or None, metric, histogram metrics) for one document."""
+    def check(self, text: str | None) -> tuple[str | None, float | None, dict[str, float] | None]:
+        """(reason or None, metric, metric columns) for one document.
+
+        The metric columns hold what was computed to decide: the n-gram fractions after the
+        deciding rule (or past the exact shortcut) are not computed and stay out (null), except
+        where they are exactly 0 (no repeated n-gram means no repeated longer one)."""
         if not text or text.isspace():
             return "empty_text", None, None
         lines = _lines(text)
@@ -219,7 +246,14 @@ class GopherRepetition(Stage):
         prefix = [0, *accumulate(map(len, words))]
         top2 = top_ngram_char_frac(words, 2, prefix)
         dup5 = dup_ngram_char_frac(words, 5, prefix)
-        hist = (line_frac, para_frac, top2, dup5)
+        hist = {"gopher_dup_line_frac": line_frac, "gopher_dup_para_frac": para_frac,
+                "gopher_dup_line_char_frac": line_char_frac, "gopher_dup_para_char_frac": para_char_frac,
+                "gopher_top_2_gram": top2, "gopher_dup_5_gram": dup5}
+        # a fraction of 0 means no n-gram repeats, so no longer one does: those are 0 too
+        if top2 == 0.0:
+            hist.update((f"gopher_top_{n}_gram", 0.0) for n in self.top_n_grams if n > 2)
+        if dup5 == 0.0:
+            hist.update((f"gopher_dup_{n}_gram", 0.0) for n in self.dup_n_grams if n > 5)
 
         if line_frac > self.dup_line_frac:
             return "dup_line_frac", line_frac, hist
@@ -230,12 +264,20 @@ class GopherRepetition(Stage):
         if para_char_frac > self.dup_para_char_frac:
             return "dup_para_char_frac", para_char_frac, hist
         for n, limit in sorted(self.top_n_grams.items()):
-            frac = top2 if n == 2 else top_ngram_char_frac(words, n, prefix)
+            frac = hist.get(f"gopher_top_{n}_gram")
+            if frac is None:
+                frac = hist[f"gopher_top_{n}_gram"] = top_ngram_char_frac(words, n, prefix)
+                if frac == 0.0:
+                    hist.update((f"gopher_top_{m}_gram", 0.0) for m in self.top_n_grams if m > n)
             if frac > limit:
                 return f"top_{n}_gram", frac, hist
         dup_items = sorted(self.dup_n_grams.items())
         for k, (n, limit) in enumerate(dup_items):
-            frac = dup5 if n == 5 else dup_ngram_char_frac(words, n, prefix)
+            frac = hist.get(f"gopher_dup_{n}_gram")
+            if frac is None:
+                frac = hist[f"gopher_dup_{n}_gram"] = dup_ngram_char_frac(words, n, prefix)
+                if frac == 0.0:
+                    hist.update((f"gopher_dup_{m}_gram", 0.0) for m in self.dup_n_grams if m > n)
             if frac > limit:
                 return f"dup_{n}_gram", frac, hist
             # larger n cover a subset of these words: if no later threshold is below this
@@ -249,15 +291,21 @@ class GopherRepetition(Stage):
         texts = batch.column("text").to_pylist()
         reasons: list[str | None] = []
         metrics: list[float | None] = []
-        hists = np.full((len(texts), len(self.METRICS)), np.nan, dtype=np.float32)
+        columns = self.metric_columns()
+        index = {name: j for j, name in enumerate(columns)}
+        hists = np.full((len(texts), len(columns)), np.nan, dtype=np.float32)
         for i, text in enumerate(texts):
             reason, metric, hist = self.check(text)
             reasons.append(reason)
             metrics.append(metric)
             if hist is not None:
-                hists[i] = hist
+                row = hists[i]
+                for name, value in hist.items():
+                    j = index.get(name)
+                    if j is not None:
+                        row[j] = value
         mask = np.isnan(hists)
-        extra = {name: pa.array(hists[:, j], type=pa.float32(), mask=mask[:, j]) for j, name in enumerate(self.METRICS)}
+        extra = {name: pa.array(hists[:, j], type=pa.float32(), mask=mask[:, j]) for j, name in enumerate(columns)}
         return with_decision(batch, reasons, metrics, extra=extra)
 
 
@@ -287,8 +335,23 @@ class GopherQuality(Stage):
 
     kind = "gopher_quality"
 
-    METRICS = ("gopher_word_count", "gopher_mean_word_length", "gopher_symbol_word_ratio", "gopher_alpha_words_frac",
-               "gopher_stop_words")
+    METRICS = ("gopher_word_count", "gopher_mean_word_length", "gopher_symbol_word_ratio", "gopher_bullet_lines_frac",
+               "gopher_ellipsis_lines_frac", "gopher_alpha_words_frac", "gopher_stop_words")
+    threshold_params = {
+        "gopher_word_count": ["min_words", "max_words"],
+        "gopher_mean_word_length": ["min_mean_word_length", "max_mean_word_length"],
+        "gopher_symbol_word_ratio": ["max_symbol_word_ratio"],
+        "gopher_bullet_lines_frac": ["max_bullet_lines_frac"],
+        "gopher_ellipsis_lines_frac": ["max_ellipsis_lines_frac"],
+        "gopher_alpha_words_frac": ["min_alpha_words_frac"],
+        "gopher_stop_words": ["min_stop_words"],
+    }
+    reason_metrics = {
+        "too_few_words": "gopher_word_count", "too_many_words": "gopher_word_count",
+        "mean_word_length": "gopher_mean_word_length", "symbol_word_ratio": "gopher_symbol_word_ratio",
+        "bullet_lines": "gopher_bullet_lines_frac", "ellipsis_lines": "gopher_ellipsis_lines_frac",
+        "alpha_words": "gopher_alpha_words_frac", "stop_words": "gopher_stop_words",
+    }
 
     def __init__(
         self,
@@ -372,12 +435,16 @@ class GopherQuality(Stage):
                 cols["gopher_word_count"].append(s["words"])
                 cols["gopher_mean_word_length"].append(s["mean_word_length"])
                 cols["gopher_symbol_word_ratio"].append(s["symbol_word_ratio"])
+                cols["gopher_bullet_lines_frac"].append(s["bullet_lines"])
+                cols["gopher_ellipsis_lines_frac"].append(s["ellipsis_lines"])
                 cols["gopher_alpha_words_frac"].append(s["alpha_words"])
                 cols["gopher_stop_words"].append(s["stop_words"])
         extra = {
             "gopher_word_count": pa.array(cols["gopher_word_count"], type=pa.int32()),
             "gopher_mean_word_length": pa.array(cols["gopher_mean_word_length"], type=pa.float32()),
             "gopher_symbol_word_ratio": pa.array(cols["gopher_symbol_word_ratio"], type=pa.float32()),
+            "gopher_bullet_lines_frac": pa.array(cols["gopher_bullet_lines_frac"], type=pa.float32()),
+            "gopher_ellipsis_lines_frac": pa.array(cols["gopher_ellipsis_lines_frac"], type=pa.float32()),
             "gopher_alpha_words_frac": pa.array(cols["gopher_alpha_words_frac"], type=pa.float32()),
             "gopher_stop_words": pa.array(cols["gopher_stop_words"], type=pa.int8()),
         }

@@ -121,16 +121,30 @@ def check_conservation(stages: list[dict[str, Any]]) -> None:
         previous_out = s["docs_out"]
 
 
+#: the first stage of every shard: which one depends on the input file's format
+READER_STAGES = ("warc_reader", "parquet_reader", "jsonl_reader")
+
+
 def merge_stage_lists(lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Merge per-shard stage counter lists (same stage order) into one list."""
+    """Merge per-shard stage counter lists (same stage order) into one list. Shards of different
+    input formats have different readers: they merge into one reader row (``warc_reader+jsonl_reader``)
+    so the funnel still chains."""
     merged: dict[str, StageCounter] = {}
     order: list[str] = []
+    readers: list[str] = []
     for stages in lists:
         for d in stages:
             counter = StageCounter.from_dict(d)
-            if counter.stage not in merged:
-                merged[counter.stage] = counter
-                order.append(counter.stage)
+            key = counter.stage
+            if key in READER_STAGES:
+                if key not in readers:
+                    readers.append(key)
+                key = "__reader__"
+            if key not in merged:
+                merged[key] = counter
+                order.append(key)
             else:
-                merged[counter.stage].merge(counter)
+                merged[key].merge(counter)
+    if "__reader__" in merged:
+        merged["__reader__"].stage = "+".join(readers)
     return [merged[name].to_dict() for name in order]

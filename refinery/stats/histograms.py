@@ -3,8 +3,10 @@
 Edges are chosen from the metric column's *name*, never from the data: every shard of every job
 computes the same edges for the same column, so merging is adding count arrays.
 
-- ``*score*``, ``*frac*``, ``*ratio*``, ``*prob*``, ``*share*``, ``*_<n>_gram``: 50 linear
-  bins over [0, 1] (scale ``linear``)
+- ``*score*``, ``*frac*``, ``*ratio*``, ``*prob*``, ``*share*``, ``*_<n>_gram``: [0, 1] (scale
+  ``linear``) in 0.02-wide bins, the first one split finer (0, 0.0005, 0.001, 0.002, 0.003, 0.005,
+  0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02) so small scores (``quality_score`` around its 0.01
+  threshold) are readable
 - ``*stop_words``, ``*_small_count``: one bin per integer 0..20 (scale ``int``)
 - everything else (word counts, lengths, ...): bin [0, 1) then 20 log-spaced bins per decade
   from 1 to 10^7 (scale ``log``)
@@ -38,8 +40,12 @@ LOG_BINS_PER_DECADE = 20
 LOG_DECADES = 7
 
 
+#: the first 0.02-wide bin of the [0, 1] scale, split so scores near 0 stay apart
+UNIT_FINE_EDGES = (0.0, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175)
+
+
 def unit_edges() -> list[float]:
-    return [round(i / UNIT_BINS, 6) for i in range(UNIT_BINS + 1)]
+    return list(UNIT_FINE_EDGES) + [round(i / UNIT_BINS, 6) for i in range(1, UNIT_BINS + 1)]
 
 
 def log_edges() -> list[float]:

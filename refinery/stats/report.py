@@ -24,7 +24,8 @@ from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.funnel import funnel_rows, load_run_stats
 from refinery.stats.samples import load_samples
 from refinery.stats.svg import fmt_int, funnel_svg, histogram_svg, languages_svg
-from refinery.stats.thresholds import effective_params, load_run_manifest, run_thresholds
+from refinery.stats.compare import compare_rows
+from refinery.stats.thresholds import effective_params, load_run_manifest, reason_metric, run_thresholds, stage_kinds
 
 TOP_DOMAINS_SHOWN = 10
 LANGUAGES_CHARTED = 15
@@ -89,6 +90,12 @@ details .inner { padding:4px 12px 10px; overflow-x:auto; }
 .metric { font-weight:600; color:#b2361a; }
 .tag { display:inline-block; background:#eef2f7; color:#374151; border-radius:10px; padding:0 8px; font-size:11.5px; }
 .warn { background:#fff5f5; border-color:#f5c2c0; }
+.sides { display:grid; grid-template-columns:1fr 1fr; gap:18px; align-items:start; }
+.sides > div { min-width:0; }
+.side-label { font-weight:650; color:var(--accent); margin:0 0 6px; word-break:break-all; }
+.missing { color:var(--muted); font-style:italic; padding:20px 12px; border:1px dashed var(--line); border-radius:8px; }
+tr.diff td { background:#fff7e6; }
+td.pos { color:#b2361a; } td.neg { color:#2f6f3e; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:10px; }
 """
 
@@ -149,8 +156,15 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
 
 
 def _funnel(stats: dict[str, Any]) -> str:
-    rows = funnel_rows(stats)
     first_in = stats["stages"][0]["docs_in"] if stats["stages"] else 0
+    note = (f"Documents left after each stage as a share of the {first_in:,} documents read (RefinedWeb, Fig. 2 style). "
+            "Words are whitespace-separated words, counted exactly on the text each stage saw; "
+            f"tokens are an estimate (characters / {CHARS_PER_TOKEN:g}, GPT-2 BPE on English web text).")
+    return _section("funnel", "Funnel", _funnel_body(stats), note)
+
+
+def _funnel_body(stats: dict[str, Any], table_id: str = "funnel-table") -> str:
+    rows = funnel_rows(stats)
     max_removed = max((r["removed"] for r in rows), default=0) or 1
     body = []
     for r in rows:
@@ -172,7 +186,7 @@ def _funnel(stats: dict[str, Any]) -> str:
             f'<td class="num">{speed}</td></tr>'
         )
     table = (
-        '<div class="scroll"><table id="funnel-table"><thead><tr><th>stage</th><th>reason</th><th class="num">docs in</th>'
+        f'<div class="scroll"><table id="{table_id}"><thead><tr><th>stage</th><th>reason</th><th class="num">docs in</th>'
         '<th class="num">docs out</th><th class="num">removed</th><th class="num">% of stage input</th>'
         '<th class="num">% of input kept</th><th class="num">words removed</th>'
         '<th class="num">≈ tokens removed</th><th class="num">docs/s</th></tr></thead>'
@@ -180,43 +194,61 @@ def _funnel(stats: dict[str, Any]) -> str:
     )
     legend = ('<div class="legend"><span><i style="background:#2f6fb3"></i>kept after the stage</span>'
               '<span><i style="background:#f6b9a6;border:1px dashed #e4572e"></i>removed by the stage</span></div>')
-    note = (f"Documents left after each stage as a share of the {first_in:,} documents read (RefinedWeb, Fig. 2 style). "
-            "Words are whitespace-separated words, counted exactly on the text each stage saw; "
-            f"tokens are an estimate (characters / {CHARS_PER_TOKEN:g}, GPT-2 BPE on English web text).")
-    return _section("funnel", "Funnel", f'<div class="funnel-chart">{funnel_svg(stats["stages"])}</div>{legend}{table}', note)
+    return f'<div class="funnel-chart">{funnel_svg(stats["stages"])}</div>{legend}{table}'
+
+
+def _has_values(h: dict[str, Any]) -> bool:
+    """Whether a histogram counted any value (not only nulls): a chart of nothing is not drawn."""
+    return any(sum(h["counts"][side]) + h["under"][side] + h["over"][side] for side in ("kept", "removed"))
+
+
+def _figure(stage: str, column: str, h: dict[str, Any], marks: list[dict[str, Any]], title: str | None = None) -> str:
+    n_kept = sum(h["counts"]["kept"]) + h["under"]["kept"] + h["over"]["kept"]
+    n_removed = sum(h["counts"]["removed"]) + h["under"]["removed"] + h["over"]["removed"]
+    means = []
+    for side, n in (("kept", n_kept), ("removed", n_removed)):
+        if n:
+            means.append(f"mean {side} {h['sum'][side] / n:.3g}")
+    extra = []
+    nulls = h["null"]["kept"] + h["null"]["removed"]
+    if nulls:
+        extra.append(f"{nulls:,} without a value")
+    outside = h["under"]["kept"] + h["under"]["removed"] + h["over"]["kept"] + h["over"]["removed"]
+    if outside:
+        extra.append(f"{outside:,} outside the axis")
+    caption = (f"{n_kept:,} kept, {n_removed:,} removed by {escape(stage)}; " + "; ".join(means + extra)
+               + (f"; range {h['min']:.4g} – {h['max']:.4g}" if h.get("min") is not None else ""))
+    return (f'<figure data-stage="{_e(stage)}" data-column="{_e(column)}">'
+            f"{histogram_svg(h, marks, title or f'{stage} · {column}')}<figcaption>{caption}</figcaption></figure>")
+
+
+def _ordered_histograms(stats: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    hists = stats.get("histograms") or {}
+    order = [s["stage"] for s in stats["stages"]]
+    return [(stage, column, h)
+            for stage, columns in sorted(hists.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+            for column, h in columns.items()]
+
+
+def _no_values_note(empty: list[tuple[str, str, dict[str, Any]]]) -> str:
+    if not empty:
+        return ""
+    items = ", ".join(f"<code>{_e(s)} · {_e(c)}</code>" for s, c, _ in empty)
+    return f"<p class='note' id='no-values'>Not charted, no document has a value: {items}.</p>"
 
 
 def _histograms(stats: dict[str, Any], thresholds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
-    hists = stats.get("histograms") or {}
-    if not hists:
+    all_hists = _ordered_histograms(stats)
+    if not all_hists:
         return _section("scores", "Filter scores", "<p class='note'>No stage in this run reported metric columns.</p>")
-    figures = []
-    order = [s["stage"] for s in stats["stages"]]
-    for stage, columns in sorted(hists.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
-        for column, h in columns.items():
-            marks = thresholds.get(stage, {}).get(column, [])
-            n_kept = sum(h["counts"]["kept"]) + h["under"]["kept"] + h["over"]["kept"]
-            n_removed = sum(h["counts"]["removed"]) + h["under"]["removed"] + h["over"]["removed"]
-            means = []
-            for side, n in (("kept", n_kept), ("removed", n_removed)):
-                if n:
-                    means.append(f"mean {side} {h['sum'][side] / n:.3g}")
-            extra = []
-            nulls = h["null"]["kept"] + h["null"]["removed"]
-            if nulls:
-                extra.append(f"{nulls:,} without a value")
-            outside = h["under"]["kept"] + h["under"]["removed"] + h["over"]["kept"] + h["over"]["removed"]
-            if outside:
-                extra.append(f"{outside:,} outside the axis")
-            caption = (f"{n_kept:,} kept, {n_removed:,} removed by {escape(stage)}; " + "; ".join(means + extra)
-                       + (f"; range {h['min']:.4g} – {h['max']:.4g}" if h.get("min") is not None else ""))
-            figures.append(
-                f'<figure data-stage="{_e(stage)}" data-column="{_e(column)}">'
-                f"{histogram_svg(h, marks, f'{stage} · {column}')}<figcaption>{caption}</figcaption></figure>"
-            )
+    figures = [_figure(stage, column, h, thresholds.get(stage, {}).get(column, []))
+               for stage, column, h in all_hists if _has_values(h)]
+    empty = [x for x in all_hists if not _has_values(x[2])]
     note = ("Every document each stage saw, binned on fixed edges (so shards add up), stacked: kept by the stage "
-            "(blue), then removed by it, per reason. Dashed lines: thresholds from the run's config (run.json).")
-    return _section("scores", "Filter scores", f'<div class="grid">{"".join(figures)}</div>', note)
+            "(blue), then removed by it, per reason. Dashed lines: thresholds from the run's config (run.json). "
+            "Scores on [0, 1] use 0.02-wide bins, finer below 0.02 (the axis is not to scale there). "
+            "Longer n-gram fractions are only computed as far as the decision needed (see docs/stats.md).")
+    return _section("scores", "Filter scores", f'<div class="grid">{"".join(figures)}</div>{_no_values_note(empty)}', note)
 
 
 def _languages(stats: dict[str, Any]) -> str:
@@ -314,7 +346,20 @@ def _metric_name(metric: float | None, metrics: dict[str, Any]) -> str | None:
     return None
 
 
-def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int) -> str:
+def _trigger(kind: str | None, reason: str, metric: float | None, metrics: dict[str, Any]) -> str | None:
+    """The metric column that triggered the removal: the stage's reason -> column mapping, else
+    the one column whose value equals the removal metric (None if that is ambiguous)."""
+    if metric is None:
+        return None
+    named = reason_metric(kind, reason, list(metrics))
+    if named is not None:
+        return named
+    matches = [k for k in metrics if _metric_name(metric, {k: metrics[k]}) is not None]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: dict[str, str] | None = None) -> str:
+    kinds = kinds or {}
     if samples.num_rows == 0:
         return _section("samples", "Removed samples", "<p class='note'>No removed documents were sampled.</p>")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -332,11 +377,13 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int) -> str:
             url_html = (f'<a href="{_e(url)}" rel="noopener noreferrer nofollow" target="_blank">{_e(shown)}</a>'
                         if url.startswith(("http://", "https://")) else f'<span title="{_e(url)}">{_e(shown)}</span>')
             metrics = json.loads(r["metrics"] or "{}")
-            trigger = _metric_name(r["metric"], metrics)
-            metric_bits = "".join(f"<div class='mono'>{_e(k)} = {_e(v)}</div>" for k, v in metrics.items() if k != trigger)
+            trigger = _trigger(kinds.get(stage), reason, r["metric"], metrics)
+            metric_bits = "".join(f"<div class='mono'>{_e(k)} = {_e(v)}</div>" for k, v in metrics.items()
+                                  if k != trigger and v is not None)
             metric = ""
             if r["metric"] is not None:
-                metric = f"<div class='metric mono'>{_e(trigger or 'metric')} = {r['metric']:.4g}</div>"
+                metric = (f"<div class='metric mono' data-trigger=\"{_e(trigger or '')}\">"
+                          f"{_e(trigger or 'metric')} = {r['metric']:.4g}</div>")
             lang = f"<span class='tag'>{_e(r['language'])}</span>" if r["language"] else ""
             src = "" if r["snippet_source"] in ("text", "") else f"<div class='note'>from {_e(r['snippet_source'])}</div>"
             snippet = (r["snippet"] or "").strip()  # stored as an exact prefix; shown without edge blank lines
@@ -353,8 +400,8 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int) -> str:
             f'<tbody>{"".join(rows)}</tbody></table></div></details>'
         )
     note = (f"A uniform random sample of at most {per_reason} removed documents per stage and reason across the run "
-            "(reservoir per shard, merged weighted by each shard's removals). The metric is the value that triggered "
-            "the removal. Every removed document is in <code>removed/&lt;shard&gt;.parquet</code>; the samples are in "
+            "(reservoir per shard, merged weighted by each shard's removals). In red: the metric column that triggered "
+            "the removal (named from the stage's reason), with its value. Every removed document is in <code>removed/&lt;shard&gt;.parquet</code>; the samples are in "
             "<code>samples/&lt;shard&gt;.parquet</code>.")
     return _section("samples", "Removed samples", "".join(parts), note)
 
@@ -379,7 +426,7 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         f"<title>refinery report · {escape(name)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>refinery report · {escape(name)}</h1><div class=\"sub\">{escape(sub)}</div></header><nav>{nav}</nav><main>"
         f"{_summary(stats, manifest)}{_funnel(stats)}{_histograms(stats, thresholds)}{_languages(stats)}"
-        f"{_domains(stats)}{_samples(stats, samples, samples_per_reason)}"
+        f"{_domains(stats)}{_samples(stats, samples, samples_per_reason, stage_kinds(manifest))}"
         f"</main><footer>generated {generated} by refinery {escape(__version__)} · self-contained: no JavaScript, "
         f"no external resources</footer></body></html>"
     )
@@ -389,4 +436,153 @@ def write_report(run_dir: str, out: str | None = None, samples_per_reason: int =
     """Write the report (default ``<run_dir>/report.html``) atomically; returns its URI."""
     out = out or RunDir(run_dir).report_html
     fs.write_bytes(out, build_report(run_dir, samples_per_reason).encode("utf-8"))
+    return out
+
+
+# -- two runs side by side ----------------------------------------------------------------------
+def _fmt_param(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+
+
+def config_diff(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows ``{stage, param, a, b, differs}`` over both runs' stages (matched by name) with their
+    effective parameters; ``a`` / ``b`` is None for a stage or parameter a run does not have."""
+    def stages(manifest: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {(s.get("name") or s["type"]): (s["type"], effective_params(s["type"], s.get("params") or {}))
+                for s in (manifest.get("config") or {}).get("stages", [])}
+
+    sa, sb = stages(manifest_a), stages(manifest_b)
+    order = list(sa) + [n for n in sb if n not in sa]
+    rows: list[dict[str, Any]] = []
+    for name in order:
+        ta, pa_ = sa.get(name, (None, None))
+        tb, pb = sb.get(name, (None, None))
+        rows.append({"stage": name, "param": "type", "a": ta, "b": tb, "differs": ta != tb})
+        keys = list(pa_ or {}) + [k for k in (pb or {}) if k not in (pa_ or {})]
+        for k in keys:
+            va = None if pa_ is None or k not in pa_ else _fmt_param(pa_[k])
+            vb = None if pb is None or k not in pb else _fmt_param(pb[k])
+            rows.append({"stage": name, "param": k, "a": va, "b": vb, "differs": va != vb})
+    return rows
+
+
+def _config_diff_section(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> str:
+    rows = config_diff(manifest_a, manifest_b)
+    differing = [r for r in rows if r["differs"]]
+
+    def cell(v: Any) -> str:
+        return "<span class='note'>(not in this run)</span>" if v is None else f"<code>{_e(v)}</code>"
+
+    def table(rs: list[dict[str, Any]], table_id: str) -> str:
+        body = "".join(
+            f'<tr class="{"diff" if r["differs"] else ""}" data-stage="{_e(r["stage"])}" data-param="{_e(r["param"])}">'
+            f'<td><b>{_e(r["stage"])}</b></td><td class="mono">{_e(r["param"])}</td>'
+            f'<td data-side="a">{cell(r["a"])}</td><td data-side="b">{cell(r["b"])}</td></tr>' for r in rs)
+        return (f'<div class="scroll"><table id="{table_id}"><thead><tr><th>stage</th><th>parameter</th>'
+                f'<th>run A</th><th>run B</th></tr></thead><tbody>{body}</tbody></table></div>')
+
+    head = (table(differing, "config-diff") if differing
+            else "<p class='note' id='config-diff'>The two runs have the same stages and parameters.</p>")
+    full = (f'<details><summary>all parameters<span class="count">{len(rows)} rows</span></summary>'
+            f'<div class="inner">{table(rows, "config-all")}</div></details>')
+    note = ("Effective parameters (the config's values completed with the stages' defaults), stages matched by name; "
+            "rows that differ are highlighted.")
+    return _section("config", "Config diff", head + full, note)
+
+
+def _compare_table(stats_a: dict[str, Any], stats_b: dict[str, Any]) -> str:
+    def num(v: Any, pct: bool = False, signed: bool = False) -> str:
+        if v is None:
+            return ""
+        if pct:
+            return f"{v:+.1f} pt" if signed else f"{v:.1f}%"
+        return f"{v:+,}" if signed else f"{v:,}"
+
+    def sign(v: Any) -> str:
+        return "" if not v else " pos" if v > 0 else " neg"
+
+    body = []
+    for r in compare_rows(stats_a, stats_b):
+        is_stage = not r["reason"]
+        body.append(
+            f'<tr class="{"stage" if is_stage else "reason"}" data-stage="{_e(r["stage"])}" data-reason="{_e(r["reason"])}">'
+            f'<td>{_e(r["stage"])}</td><td class="reason">{_e(r["reason"])}</td>'
+            f'<td class="num">{num(r["removed_a"])}</td><td class="num">{num(r["removed_b"])}</td>'
+            f'<td class="num{sign(r["delta"])}">{num(r["delta"], signed=True)}</td>'
+            f'<td class="num">{num(r["rate_a"], True)}</td><td class="num">{num(r["rate_b"], True)}</td>'
+            f'<td class="num{sign(r["rate_pp"])}">{num(r["rate_pp"], True, True)}</td>'
+            f'<td class="num">{num(r["kept_a"], True)}</td><td class="num">{num(r["kept_b"], True)}</td></tr>')
+    return ('<div class="scroll"><table id="compare-table"><thead><tr><th>stage</th><th>reason</th>'
+            '<th class="num">removed A</th><th class="num">removed B</th><th class="num">Δ</th>'
+            '<th class="num">% of stage A</th><th class="num">% of stage B</th><th class="num">Δ</th>'
+            '<th class="num">% kept A</th><th class="num">% kept B</th></tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def build_compare_report(run_a: str, run_b: str) -> str:
+    """HTML comparing two runs: funnels side by side, the per-reason differences, each metric's
+    histograms side by side (with each run's thresholds) and the config diff."""
+    stats = {"a": load_run_stats(run_a), "b": load_run_stats(run_b)}
+    manifests = {"a": load_run_manifest(run_a), "b": load_run_manifest(run_b)}
+    dirs = {"a": run_a, "b": run_b}
+    names = {k: (manifests[k].get("config") or {}).get("name") or fs.basename(dirs[k]) for k in dirs}
+    thresholds = {k: run_thresholds(manifests[k], stats[k].get("histograms") or {}) for k in dirs}
+
+    def label(k: str) -> str:
+        s = stats[k]
+        return (f'<div class="side-label">run {k.upper()} · {_e(names[k])}</div>'
+                f'<div class="note">{_e(dirs[k])} · {s["docs_read"]:,} read, {s["docs_kept"]:,} kept '
+                f'({100.0 * s["docs_kept"] / s["docs_read"] if s["docs_read"] else 0.0:.1f}%)</div>')
+
+    funnels = "".join(f'<div class="side" data-run="{k}">{label(k)}{_funnel_body(stats[k], f"funnel-table-{k}")}</div>'
+                      for k in dirs)
+    funnel_section = _section(
+        "funnel", "Funnels", f'<div class="sides">{funnels}</div><h3>Removed per stage and reason, A vs B</h3>'
+        f'{_compare_table(stats["a"], stats["b"])}',
+        "Each run's funnel (% of its own input kept after each stage) side by side; below, the documents removed "
+        "per stage and reason in both runs and the change (red: more removed in B).")
+
+    hists = {k: {(s, c): h for s, c, h in _ordered_histograms(stats[k])} for k in dirs}
+    keys = list(hists["a"]) + [key for key in hists["b"] if key not in hists["a"]]
+    pairs, empty = [], []
+    for stage, column in keys:
+        sides = []
+        for k in dirs:
+            h = hists[k].get((stage, column))
+            if h is not None and _has_values(h):
+                fig = _figure(stage, column, h, thresholds[k].get(stage, {}).get(column, []),
+                              f"{k.upper()} · {stage} · {column}")
+                sides.append(f'<div data-run="{k}">{fig}</div>')
+            else:
+                why = "not in this run" if h is None else "no document has a value"
+                sides.append(f'<div data-run="{k}"><div class="missing">run {k.upper()}: {_e(stage)} · {_e(column)}: '
+                             f'{why}</div></div>')
+        if all((hists[k].get((stage, column)) is None or not _has_values(hists[k][(stage, column)])) for k in dirs):
+            empty.append((stage, column, {}))
+            continue
+        pairs.append(f'<div class="sides pair" data-stage="{_e(stage)}" data-column="{_e(column)}" '
+                     f'style="margin-bottom:14px">{"".join(sides)}</div>')
+    scores = _section("scores", "Filter scores", "".join(pairs) + _no_values_note(empty),
+                      "Each metric's histogram in run A (left) and run B (right), with each run's thresholds; "
+                      "counts are each run's own (y axes differ).")
+    generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    title = f"{names['a']} vs {names['b']}"
+    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("funnel", "Funnels"), ("scores", "Filter scores"),
+                                                        ("config", "Config diff")))
+    return (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>refinery compare · {escape(title)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>refinery compare · {escape(title)}</h1><div class=\"sub\">A: {escape(run_a)} · B: "
+        f"{escape(run_b)}</div></header><nav>{nav}</nav><main>"
+        f"{funnel_section}{scores}{_config_diff_section(manifests['a'], manifests['b'])}"
+        f"</main><footer>generated {generated} by refinery {escape(__version__)} · self-contained: no JavaScript, "
+        f"no external resources</footer></body></html>"
+    )
+
+
+def write_compare_report(run_a: str, run_b: str, out: str | None = None) -> str:
+    """Write the comparison (default ``<run_a>/compare-<basename of run_b>.html``); returns its URI."""
+    out = out or fs.join(run_a, f"compare-{fs.basename(run_b.rstrip('/')) or 'b'}.html")
+    fs.write_bytes(out, build_compare_report(run_a, run_b).encode("utf-8"))
     return out

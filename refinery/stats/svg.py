@@ -151,6 +151,20 @@ def _ticks(edges: list[float], scale: str, lo: int, hi: int) -> list[tuple[float
         return out
     span = hi - lo
     step = max(1, round(span / 5))
+    if scale == "linear" and edges[0] == 0.0 and len(edges) > 2 and edges[1] < (edges[-1] - edges[0]) / 60:
+        # [0, 1] with finer bins near 0: label round values, placed by value, not by bin
+        top_value = edges[hi]
+        _, vstep = _nice_max(top_value)
+        values = [0.0, 0.01, 0.02] + [k * vstep for k in range(1, int(round(top_value / vstep)) + 1)]
+        out: list[tuple[float, str]] = []
+        for v in sorted(set(round(v, 9) for v in values)):
+            pos = _position(edges, scale, v)
+            if pos is None or pos < lo or pos > hi:
+                continue
+            if out and pos - out[-1][0] < max(2.5, span / 16):
+                continue
+            out.append((pos, f"{v:g}"))
+        return out
     if scale == "int":  # label bin centres with their integer
         return [(i + 0.5, f"{edges[i]:g}") for i in range(lo, hi, max(1, round(span / 10)))]
     return [(float(i), f"{edges[i]:.4g}") for i in range(lo, hi + 1, step)]
@@ -178,8 +192,11 @@ def reason_series(h: dict[str, Any]) -> tuple[dict[str, list[int]], dict[str, st
 
 
 def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = None, title: str = "") -> str:
-    """Stacked histogram (kept, then removed by this stage per reason) with threshold lines."""
+    """Stacked histogram (kept, then removed by this stage per reason) with threshold lines;
+    "" when no value was counted (only nulls): an empty chart says nothing."""
     edges: list[float] = h["edges"]
+    if not any(sum(h["counts"][side]) + h["under"][side] + h["over"][side] for side in ("kept", "removed")):
+        return ""
     kept, removed = h["counts"]["kept"], h["counts"]["removed"]
     by_reason, colors = reason_series(h)
     totals = [a + b for a, b in zip(kept, removed)]
@@ -241,6 +258,8 @@ def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = N
         body.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="{AXIS}"/>')
         body.append(_t(px, top + ph + 16, label, 11, fill=AXIS))
     scale_note = "log scale" if h["scale"] == "log" else ""
+    if h["scale"] == "linear" and len(edges) > 2 and edges[1] < (edges[-1] - edges[0]) / 60:
+        scale_note = "finer bins below 0.02"
     body.append(_t(left + pw, top + ph + 32, f"{h['column']} {('(' + scale_note + ')') if scale_note else ''}",
                    10.5, "end", AXIS))
     for k, t in enumerate(thresholds):

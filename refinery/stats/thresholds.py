@@ -45,6 +45,13 @@ KNOWN: dict[str, dict[str, list[str]]] = {
     "toxicity": {"toxicity_score": ["threshold"], "profanity_word_frac": ["max_profanity_frac"]},
     "quality": {"quality_score": ["threshold"]},
 }
+#: stage type -> {removal reason -> the metric column holding the value that triggered it}; a
+#: stage class's ``reason_metrics`` attribute adds to / overrides this
+REASON_METRICS: dict[str, dict[str, str]] = {
+    "toxicity": {"toxic": "toxicity_score", "profanity": "profanity_word_frac"},
+    "quality": {"low_quality": "quality_score"},
+    "language_id": {"language_not_kept": "language_score", "low_language_score": "language_score"},
+}
 #: stage type -> {param: value} that must hold for its thresholds to mean anything
 CONDITIONS: dict[str, dict[str, Any]] = {"quality": {"mode": "threshold"}}
 
@@ -139,6 +146,26 @@ def stage_thresholds(kind: str, params: dict[str, Any], columns: list[str]) -> d
         if found:
             out[column] = found
     return out
+
+
+def reason_metric(kind: str | None, reason: str, columns: list[str]) -> str | None:
+    """The metric column (one of ``columns``) whose value triggered a removal for ``reason`` by a
+    stage of type ``kind``: the stage class's ``reason_metrics``, then :data:`REASON_METRICS`,
+    then the column named ``reason`` or ``*_<reason>``. None when no column is known to hold it."""
+    declared: dict[str, str] = {}
+    if kind:
+        declared.update(REASON_METRICS.get(kind, {}))
+        declared.update(getattr(_stage_class(kind), "reason_metrics", None) or {})
+    column = declared.get(reason)
+    if column in columns:
+        return column
+    matches = [c for c in columns if c == reason or c.endswith("_" + reason)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def stage_kinds(manifest: dict[str, Any]) -> dict[str, str]:
+    """``{stage name: stage type}`` from a run's ``run.json``."""
+    return {(s.get("name") or s["type"]): s["type"] for s in (manifest.get("config") or {}).get("stages", [])}
 
 
 def run_thresholds(manifest: dict[str, Any], histograms: dict[str, dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
