@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 from refinery.executors.base import Executor, TaskFn, call_task
@@ -14,10 +16,25 @@ from refinery.executors.base import Executor, TaskFn, call_task
 log = logging.getLogger("refinery.executors.local")
 
 
-def init_worker_logging(level: int = logging.INFO) -> None:
+def init_worker_logging(level: int = logging.INFO, queue: Any = None) -> None:
+    """A pool worker's logging: straight to stderr, or (``queue``) back to the parent process,
+    whose handlers then print it, so worker lines never break into the parent's progress bar and
+    pass the parent's filters (credential redaction)."""
     # rensa's Rust thread pool: one thread per worker process, the pool gives the parallelism
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s")
+    if queue is None:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s")
+        return
+    root = logging.getLogger()
+    root.handlers[:] = [QueueHandler(queue)]
+    root.setLevel(level)
+
+
+class _ToParentLogging(logging.Handler):
+    """Hands a worker's record to the parent's logger of the same name (and so its handlers)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger(record.name).handle(record)
 
 
 class LocalExecutor(Executor):
@@ -35,15 +52,27 @@ class LocalExecutor(Executor):
         super().__init__(workers, max_retries, progress)
         self.fresh_process = fresh_process
         self._pool: ProcessPoolExecutor | None = None
+        self._listener: QueueListener | None = None
 
     @property
     def inline(self) -> bool:
         return self.capacity == 1 and not self.fresh_process
 
+    def shows_bar(self) -> bool:
+        """Whether a progress bar will be drawn on stderr (then worker logs go through the parent)."""
+        return self.progress and sys.stderr.isatty()
+
     def pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # "spawn": fork() after pyarrow/fastText threads exist can deadlock a child
-            kwargs: dict[str, Any] = {"mp_context": multiprocessing.get_context("spawn"), "initializer": init_worker_logging}
+            context = multiprocessing.get_context("spawn")
+            kwargs: dict[str, Any] = {"mp_context": context, "initializer": init_worker_logging}
+            if self.shows_bar():
+                if self._listener is None:
+                    queue = context.Queue()
+                    self._listener = QueueListener(queue, _ToParentLogging())
+                    self._listener.start()
+                kwargs["initargs"] = (logging.INFO, self._listener.queue)
             if self.fresh_process:
                 kwargs["max_tasks_per_child"] = 1
             self._pool = ProcessPoolExecutor(self.capacity, **kwargs)
@@ -70,6 +99,9 @@ class LocalExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._listener is not None:
+            self._listener.stop()  # after the workers are gone: their last records are printed
+            self._listener = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pool": None}
+        return {**self.__dict__, "_pool": None, "_listener": None}

@@ -1,0 +1,48 @@
+"""With a progress bar on the terminal, pool workers log through the parent process, so their
+lines go through the parent's handlers (bar-safe, redacted) instead of straight to stderr."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from refinery.executors.local import LocalExecutor
+
+
+def log_a_line(text: str) -> dict:
+    logging.getLogger("refinery.test_worker").info("worker says %s", text)
+    return {"pid": os.getpid()}
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_worker_records_reach_the_parent_handlers_when_a_bar_is_shown(monkeypatch):
+    monkeypatch.setattr(LocalExecutor, "shows_bar", lambda self: True)
+    capture = _Capture()
+    logger = logging.getLogger("refinery.test_worker")
+    logger.addHandler(capture)
+    logger.setLevel(logging.INFO)
+    try:
+        with LocalExecutor(2, progress=True) as ex:
+            outcomes = ex.map(log_a_line, [{"text": "a"}, {"text": "b"}], label="log")
+    finally:
+        logger.removeHandler(capture)
+    assert [o.status for o in outcomes] == ["done", "done"]
+    messages = sorted(r.getMessage() for r in capture.records)
+    assert messages == ["worker says a", "worker says b"]
+    assert {r.process for r in capture.records} <= {o.result["pid"] for o in outcomes}
+    assert os.getpid() not in {r.process for r in capture.records}  # they came from the workers
+
+
+def test_without_a_bar_workers_log_to_stderr_themselves(monkeypatch):
+    monkeypatch.setattr(LocalExecutor, "shows_bar", lambda self: False)
+    with LocalExecutor(2, progress=True) as ex:
+        ex.map(log_a_line, [{"text": "c"}], label="log")
+        assert ex._listener is None
