@@ -30,8 +30,10 @@ def test_small_adversarial_corpus_through_the_whole_recipe(tmp_path):
     assert report["docs_generated"] >= 300 and set(report["runs"]) == set(adversarial.GROUPS)
     reasons = {reason for g in report["runs"].values() for (_, reason) in g["reasons"]}
     # the attacks are removed with their own reasons, not lost
+    # (the hidden attribute bomb ends as extraction_timeout on a slow machine and is parsed in
+    # time on a fast one: its deadline is tested deterministically in tests/test_extract.py)
     assert {"corrupt_stream", "truncated_record", "body_too_large", "html_too_large", "empty_body",
-            "html_too_many_attributes", "html_too_many_tags", "extraction_timeout", "bad_json",
+            "html_too_many_attributes", "html_too_many_tags", "bad_json",
             "invalid_unicode", "invalid_utf8", "bad_id", "bad_text"} <= reasons, reasons
 
 
