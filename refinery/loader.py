@@ -319,7 +319,9 @@ class TokenLoader:
                 group, futures = pending.popleft()
                 yield from self._rows(group, futures, max(0, start - int(sizes[k])))
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # never wait here: this generator may be finalized by the garbage collector in any
+            # thread (even one that is still starting), and joining the pool there deadlocks
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
         b, w = self.batch_size, self.window
