@@ -342,7 +342,7 @@ def test_recipe_passes_match_the_plan_and_group_into_two_jobs(tmp_path):
     assert [g.job for g in group_passes(plan_.passes, all_on_ray=True)] == ["ray"]
     only_stages = parse_config(cc_spec())
     assert [g.passes for g in group_passes(recipe_passes(only_stages))] == [("filter",)]
-    # stubs: one per shard, and an instance refuses stubs of another listing
+    # shard stub objects: one per shard, and an instance refuses those of another listing
     stubs = {s["shard"]: s for s in recipe.stubs(plan_).values()}
     assert len(stubs) == 3 and recipe.check_stubs(plan_, list(stubs.values())) == set(stubs)
     stale = [{**next(iter(stubs.values())), "fingerprint": "0" * 16}]

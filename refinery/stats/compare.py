@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from refinery.stats.funnel import FitWidth, funnel_rows, name_layouts
+from refinery.stats.funnel import FitWidth, fill_stage_table, funnel_rows, name_layouts
 
 
 def _pp(a: float | None, b: float | None) -> float | None:
@@ -115,18 +115,7 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
         caption = f"hidden at this width: {', '.join(hidden)} (see --json)" if hidden else None
         table = Table(title=Text(f"A = {name_a}\nB = {name_b}"), title_justify="left", caption=caption,
                       box=box.HEAVY_HEAD if separate else box.SIMPLE_HEAD)
-        if separate:
-            table.add_column("stage", no_wrap=True)
-            table.add_column("reason", no_wrap=True)
-        else:
-            table.add_column("stage / reason", no_wrap=True)
-        for key in keys:
-            table.add_column(headers[key], justify="right", no_wrap=True)
-        for r in rows:
-            names = [r["stage"] if not r["reason"] else "", r["reason"]] if separate else \
-                [r["stage"] if not r["reason"] else f"  {r['reason']}"]
-            table.add_row(*names, *(cell(r, k) for k in keys), style="dim" if r["reason"] else None)
-        return table
+        return fill_stage_table(table, rows, keys, headers, cell, separate)
 
     layouts = name_layouts([k for k, _ in COMPARE_COLUMNS], COMPARE_DROP_ORDER)
     return FitWidth([lambda sep=sep, keys=keys: build(sep, keys) for sep, keys in layouts])

@@ -199,22 +199,28 @@ def render_funnel(summary: dict[str, Any], title: str = "refinery funnel") -> Fi
         caption = f"hidden at this width: {', '.join(hidden)} (see --json)" if hidden else None
         table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption)
         # Names never wrap (they are what people grep for); numbers never either.
-        if separate:
-            table.add_column("stage", no_wrap=True)
-            table.add_column("reason", no_wrap=True)
-        else:
-            table.add_column("stage / reason", no_wrap=True)
-        for key in keys:
-            table.add_column(headers[key], justify="right", no_wrap=True)
-        for r in rows:
-            names = [r["stage"] if not r["reason"] else "", r["reason"]] if separate else \
-                [r["stage"] if not r["reason"] else f"  {r['reason']}"]
-            style = None if r["reason"] == "" else "dim"
-            table.add_row(*names, *(cell(r, k) for k in keys), style=style)
-        return table
+        return fill_stage_table(table, rows, keys, headers, cell, separate)
 
     order = [k for k, _ in FUNNEL_COLUMNS if k != "words_removed"] + ["words_removed"]
     # wide: the historical column order (words removed before kept %)
     wide = ["docs_in", "docs_out", "removed", "words_removed", "kept_pct_of_input"]
     layouts = [(sep, wide if keys == order else keys) for sep, keys in name_layouts(order, FUNNEL_DROP_ORDER)]
     return FitWidth([lambda sep=sep, keys=keys: build(sep, keys) for sep, keys in layouts])
+
+
+def fill_stage_table(table: Any, rows: list[dict[str, Any]], keys: list[str], headers: dict[str, str],
+                     cell: Any, separate: bool) -> Any:
+    """Add the name columns (stage and reason apart, or one indented column) and the ``keys``
+    number columns to a rich ``table``, then one row per stage / reason (reasons dimmed)."""
+    if separate:
+        table.add_column("stage", no_wrap=True)
+        table.add_column("reason", no_wrap=True)
+    else:
+        table.add_column("stage / reason", no_wrap=True)
+    for key in keys:
+        table.add_column(headers[key], justify="right", no_wrap=True)
+    for r in rows:
+        names = [r["stage"] if not r["reason"] else "", r["reason"]] if separate else \
+            [r["stage"] if not r["reason"] else f"  {r['reason']}"]
+        table.add_row(*names, *(cell(r, k) for k in keys), style="dim" if r["reason"] else None)
+    return table
