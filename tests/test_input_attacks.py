@@ -14,7 +14,6 @@ import logging
 import re
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pyarrow as pa
