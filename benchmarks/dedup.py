@@ -33,7 +33,7 @@ from refinery.dedup.minhash import LshParams, MinHasher
 from refinery.executors.local import LocalExecutor
 from refinery.io import parquet
 
-PASSES = ("buckets", "candidates", "components", "removal_lists")
+PASSES = ("buckets", "candidates", "verify_attach", "verify", "components", "root_check", "removal_lists")
 
 
 def write_signatures(root: Path, docs: int, shards: int, seed: int = 0) -> tuple[list[Shard], list[dict], int]:
@@ -58,6 +58,8 @@ def write_signatures(root: Path, docs: int, shards: int, seed: int = 0) -> tuple
             "id": pa.array([f"{name}/{i}" for i in range(per_shard)]),
             "has_key": pa.array(np.ones(per_shard, dtype=bool)),
             "keys": pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1)), params.bands),
+            # the stored slots that candidate verification compares (MinhashConfig.verify_slots)
+            "sig": pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1)), params.num_perm),
         })
         parquet.write_table(table, str(root / "signatures" / f"{name}.parquet"), row_group_size=100_000)
         out.append(Shard(name, "", s))
@@ -66,7 +68,7 @@ def write_signatures(root: Path, docs: int, shards: int, seed: int = 0) -> tuple
 
 
 def run(root: Path, shards: list[Shard], meta: list[dict], n: int, config: DedupConfig, workers: int) -> dict:
-    for sub in ("buckets", "candidates", "components", "removals", "passes"):
+    for sub in ("buckets", "candidates", "verify", "components", "root_check", "removals", "passes"):
         shutil.rmtree(root / sub, ignore_errors=True)
     passes: dict = {}
     started = time.time()

@@ -1,9 +1,11 @@
-"""Extraction backends side by side: docs/s per core, peak RSS and snippet quality.
+"""Extraction settings side by side: docs/s per core, peak RSS, snippet quality, pages emptied.
 
     python benchmarks/extraction.py [--passes 3] [--eval-pages 0] [--warc-repeat 4]
+        [--variants old-defaults trafilatura resiliparse] [--rounds 1]
 
-Runs the ``extract`` stage (``TrafilaturaExtractor``) with each backend, each in a fresh child
-process (so peak RSS is the backend's own), on
+Runs the ``extract`` stage (``TrafilaturaExtractor``) with each variant (``VARIANTS``: the current
+defaults, the defaults before issue 13, Resiliparse), each in a fresh child process (so peak RSS is
+its own), ``--rounds`` times interleaved (A B A B: the machine's load hits both alike), on
 
 * trafilatura's evaluation set (/work/shared/data/extraction/trafilatura_eval_*.tar.gz: 990 real
   pages with hand-picked snippets that must / must not be in the extract): docs/s and the share of
@@ -38,10 +40,18 @@ import pyarrow as pa
 
 from refinery.schema import DOCUMENT_SCHEMA
 from refinery.stages.base import METRIC, REASON
-from refinery.stages.extract import BACKENDS, TrafilaturaExtractor
+from refinery.stages.extract import TrafilaturaExtractor
 
 DEFAULT_EVAL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
 URL_RE = re.compile(r"https?://\S|\bwww\.\w")
+
+#: variant name -> extract stage params
+VARIANTS: dict[str, dict] = {
+    "trafilatura": {},  # the defaults: precision + tables + fast, fallback pass, baseline (issue 13)
+    # the defaults before issue 13: RefinedWeb's precision mode without tables, full cascade, no fallback
+    "old-defaults": {"include_tables": False, "fast": False, "fallback": False},
+    "resiliparse": {"backend": "resiliparse"},
+}
 
 
 def load_eval(tarball: Path, limit: int) -> tuple[pa.RecordBatch, list[dict]]:
@@ -129,12 +139,12 @@ def timed(stage: TrafilaturaExtractor, batch: pa.RecordBatch, passes: int) -> tu
     return out, best_cpu, best_wall
 
 
-def run_backend(backend: str, args: argparse.Namespace, queue: mp.Queue) -> None:
+def run_backend(backend: str, args: argparse.Namespace, queue: mp.Queue) -> None:  # backend = variant name
     """In a fresh process: the WARCs first (small input, so peak RSS is mostly the backend's), then
     the evaluation pages (145 MB of HTML held in memory)."""
     peak_mb = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     warc_batch = load_warcs(Path(args.warcs), args.warc_repeat)
-    stage = TrafilaturaExtractor(backend=backend, timeout_s=args.timeout_s)  # type: ignore[arg-type]
+    stage = TrafilaturaExtractor(timeout_s=args.timeout_s, **VARIANTS[backend])
     stage(warc_batch.slice(0, 5))  # imports, lazy set-up
     out, warc_cpu, warc_wall = timed(stage, warc_batch, args.passes)
     warc_kept = out.column(REASON).null_count  # null reason = kept
@@ -143,12 +153,16 @@ def run_backend(backend: str, args: argparse.Namespace, queue: mp.Queue) -> None
     eval_batch, items = load_eval(Path(args.eval_tarball), args.eval_pages)
     out, eval_cpu, eval_wall = timed(stage, eval_batch, args.passes)
     found, leaked = snippet_rates(items, out.column("text").to_pylist())
+    from collections import Counter
+
+    kept_paths = zip(out.column("extract_path").to_pylist(), out.column(REASON).to_pylist())
+    paths = Counter(p for p, r in kept_paths if r is None)
     print(f"[{backend}] evaluation pages: {eval_cpu:.0f} docs/s/core", file=sys.stderr, flush=True)
     queue.put({
         "backend": backend, "eval_docs": eval_batch.num_rows, "eval_kept": out.column(REASON).null_count,
         "eval_cpu": eval_cpu, "eval_wall": eval_wall, "found": found, "leaked": leaked,
         "warc_docs": warc_batch.num_rows, "warc_kept": warc_kept, "warc_cpu": warc_cpu, "warc_wall": warc_wall,
-        "rss_warc": rss_warc, "rss": peak_mb(),
+        "rss_warc": rss_warc, "rss": peak_mb(), "paths": dict(paths),
     })
 
 
@@ -159,14 +173,19 @@ def main() -> None:
     parser.add_argument("--warcs", default=str(ROOT / "data" / "sample" / "warc"))
     parser.add_argument("--warc-repeat", type=int, default=4)
     parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--variants", "--backends", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=1, help="run the variants this many times, interleaved")
     parser.add_argument("--timeout-s", type=float, default=5.0,
                         help="the stage's timeout_s (default 5, as in the stage; 0 = in this process, no helper)")
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")  # fresh interpreter per backend: its own imports and peak RSS
+    import os
+    import platform
+
+    load_before = os.getloadavg()
     results = []
-    for backend in args.backends:
+    for backend in [v for _ in range(args.rounds) for v in args.variants]:
         queue = ctx.Queue()
         proc = ctx.Process(target=run_backend, args=(backend, args, queue))
         proc.start()
@@ -175,15 +194,20 @@ def main() -> None:
         results.append(result)
 
     r0 = results[0]
+    load_after = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (other jobs share the machine: CPU-second "
+          f"rates are the comparable figure)")
     print(f"evaluation pages: {r0['eval_docs']}; sample WARC records: {r0['warc_docs']} "
           f"(x{args.warc_repeat}); best of {args.passes} passes; rates per CPU-second (wall in brackets)")
-    print("| backend | eval docs/s/core | \"with\" found | \"without\" leaked | eval kept | WARC docs/s/core "
-          "| WARC kept | peak RSS MB: WARC phase / with eval pages loaded |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | eval docs/s/core | \"with\" found | \"without\" leaked | eval kept | WARC docs/s/core "
+          "| WARC kept | peak RSS MB: WARC phase / with eval pages loaded | eval paths |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
+        paths = ", ".join(f"{k} {v}" for k, v in sorted(r["paths"].items()))
         print(f"| {r['backend']} | {r['eval_cpu']:,.0f} ({r['eval_wall']:,.0f}) | {r['found']:.1%} | {r['leaked']:.1%} "
               f"| {r['eval_kept']}/{r['eval_docs']} | {r['warc_cpu']:,.0f} ({r['warc_wall']:,.0f}) "
-              f"| {r['warc_kept']}/{r['warc_docs']} | {r['rss_warc']:.0f} / {r['rss']:.0f} |")
+              f"| {r['warc_kept']}/{r['warc_docs']} | {r['rss_warc']:.0f} / {r['rss']:.0f} | {paths} |")
 
 
 if __name__ == "__main__":

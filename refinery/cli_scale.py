@@ -110,6 +110,8 @@ def launch(
 def watch(
     job: str = typer.Argument(..., help="pipeline name (what `refinery launch` prints) or SageMaker job name"),
     stall_minutes: float = typer.Option(60.0, help="stop the job after this long without progress"),
+    start_grace_minutes: float = typer.Option(180.0, help="leave a job whose containers have not started "
+                                              "(provisioning, image pull, input copy) alone this long"),
     interval: float = typer.Option(60.0, help="seconds between polls"),
     once: bool = typer.Option(False, help="poll once and exit"),
     stop_stalled: bool = typer.Option(True, "--stop/--no-stop", help="stop a stalled job (else only report)"),
@@ -134,7 +136,8 @@ def watch(
         cw = boto3.client("cloudwatch", region_name=region) if cloudwatch else None
     except NoRegionError:
         fail("no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION")
-    kw = dict(stall_minutes=stall_minutes, stop_stalled=stop_stalled, output_uri=output, cloudwatch=cw)
+    kw = dict(stall_minutes=stall_minutes, stop_stalled=stop_stalled, output_uri=output, cloudwatch=cw,
+              start_grace_minutes=start_grace_minutes)
     try:
         if latest_execution(sm, job) is not None:
             watcher = PipelineWatcher(sm, fs.s3_client(), job, **kw)
@@ -153,19 +156,22 @@ def plan(
     input_tb: float = typer.Option(..., "--input-tb", help="input size in TB (10^12 bytes, as stored: gzipped WARC)"),
     docs_per_core_s: Optional[float] = typer.Option(None, help="skip the measurement: docs/s per core"),
     bytes_per_doc: Optional[float] = typer.Option(None, help="skip the measurement: input bytes per document"),
-    sample: Optional[Path] = typer.Option(None, help="sample to measure on (default: data/sample/warc or cc_docs)"),
+    sample: Optional[str] = typer.Option(None, help="your input to measure on: a directory, file or paths manifest, "
+                                         "local or s3:// (default: the bundled data/sample/warc or cc_docs)"),
+    sample_files: int = typer.Option(4, min=1, help="measure on this many files of --sample"),
     repeat: int = typer.Option(1, min=1, help="measure over the sample this many times"),
     instances: Optional[int] = typer.Option(None, min=1, help="instances (default: fewest meeting --target-hours)"),
     target_hours: float = typer.Option(24.0, help="wall-time target when choosing the instance count"),
     price_per_hour: Optional[float] = typer.Option(None, help="USD per instance-hour (default: ml.c5.18xlarge us-east-1)"),
     spot_discount: float = typer.Option(0.0, min=0.0, max=0.95, help="e.g. 0.6 for spot at 40% of on-demand"),
     vcpu_efficiency: Optional[float] = typer.Option(None, help="per-vCPU throughput vs one process per core"),
-    download_mb_s: float = typer.Option(200.0, help="Processing File-mode input copy speed per instance (MB/s)"),
+    cross_region: bool = typer.Option(False, help="the input is in another region than the jobs (transfer costs)"),
     startup_minutes: float = typer.Option(8.0, help="provisioning + image pull per job (minutes)"),
     json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
-    """Estimate instance-hours, wall time and cost on ml.c5.18xlarge from docs/s per core measured
-    on a sample (model: docs/scale.md)."""
+    """Estimate instance-hours, wall time and cost on ml.c5.18xlarge from docs/s per core and bytes
+    per document measured on a sample of your input (model: docs/scale.md); proposes parallel jobs
+    when one 100-instance job cannot meet the target."""
     from refinery.config import ConfigError, load_config
     from refinery.launch import plan as model
 
@@ -174,21 +180,27 @@ def plan(
     except ConfigError as exc:
         fail(exc)
     source = "given"
+    rate_range = None
     if docs_per_core_s is None or bytes_per_doc is None:
         setup_logging(False, level=logging.WARNING)
         err.print(f"measuring {cfg.name} on {sample or model.default_sample(cfg)} (one core)...")
-        m = model.measure(cfg, sample, repeat)
+        try:
+            m = model.measure(cfg, sample, repeat, max_files=sample_files)
+        except ConfigError as exc:
+            fail(exc)
+        if docs_per_core_s is None:
+            rate_range = m.rate_range
         docs_per_core_s = docs_per_core_s or m.docs_per_core_s
         bytes_per_doc = bytes_per_doc or m.bytes_per_doc
-        source = f"measured: {m.docs} docs in {m.core_seconds:.1f} s on {Path(m.sample).name}"
+        source = f"measured: {m.docs} docs in {m.core_seconds:.1f} s on {m.sample}"
     kwargs = {}
     if price_per_hour is not None:
         kwargs["price_per_hour"] = price_per_hour
     if vcpu_efficiency is not None:
         kwargs["vcpu_efficiency"] = vcpu_efficiency
     result = model.estimate(input_tb, docs_per_core_s, bytes_per_doc, instances=instances, target_hours=target_hours,
-                            spot_discount=spot_discount, download_mb_s=download_mb_s,
-                            startup_minutes=startup_minutes, **kwargs)
+                            spot_discount=spot_discount, startup_minutes=startup_minutes,
+                            docs_per_core_s_range=rate_range, cross_region=cross_region, **kwargs)
     verdict = model.target_verdict(result)
     if json_out:
         print(json.dumps({**result.as_dict(), "throughput_source": source, "target_verdict": verdict}, indent=1))
@@ -196,6 +208,8 @@ def plan(
     out.print(model.render(result, source))
     if verdict:
         err.print(Text.assemble(("target not met:", "bold red"), verdict[len("target not met:"):]))
+    for warning in result.warnings:
+        err.print(f"note: {warning}")
     if bytes_per_doc and abs(bytes_per_doc - model.CC_WARC_BYTES_PER_DOC) / model.CC_WARC_BYTES_PER_DOC > 0.5 \
             and any(s.type == "extract" for s in cfg.stages):
         err.print(f"note: {bytes_per_doc:,.0f} bytes/doc differs from Common Crawl's ~{model.CC_WARC_BYTES_PER_DOC:,} "

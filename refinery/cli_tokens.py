@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         executor: str = typer.Option("local", "--executor", help="local (process pool; 1 worker runs inline) or ray"),
         verbose: bool = typer.Option(False, "--verbose", "-v"),
     ) -> None:
-        """Tokenize a run's kept documents into uint16/uint32 token shards with EOS, an index and a manifest."""
+        """Tokenize a run's kept documents into Megatron indexed-dataset shards (.bin/.idx) with EOS, sidecars and a manifest."""
         from refinery.executors import TaskError, make_executor
         from refinery.io.fs import StorageError
         from refinery.io.parquet import ShardReadError
@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         token_dir: str = typer.Argument(..., help="a `refinery tokenize` output (local or s3://)"),
         hashes: bool = typer.Option(True, help="also check every file's SHA-256 against the manifest (reads everything)"),
     ) -> None:
-        """Check token shards against their manifest: tokenizer, sizes (truncation), and file hashes."""
+        """Check token shards against their manifest: tokenizer, sizes (truncation), each Megatron index, file hashes."""
         from refinery.loader import TokenDataset
         from refinery.tokens import TokenShardError
         from refinery.tokens.format import file_sha256
@@ -112,6 +112,11 @@ def register(app: typer.Typer) -> None:
         except TokenShardError as exc:
             _fail(exc, 1)
         bad = []
+        for shard in ds.shards:  # every index entry, not only its ends (what opening checked)
+            try:
+                shard.validate_index()
+            except TokenShardError as exc:
+                bad.append(str(exc))
         if hashes:
             for entry, shard in zip(ds.manifest["shards"], ds.shards):
                 for kind in ("bin", "idx"):

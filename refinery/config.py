@@ -145,6 +145,13 @@ def _params_model(cls: type[Stage]) -> type[BaseModel]:
 class ReaderConfig(_Strict):
     batch_size: int = Field(500, gt=0, le=100_000)
     max_body_bytes: int = Field(50 * 2**20, gt=0)
+    #: Common Crawl subsets read from a crawl directory or a paths manifest (robots.txt,
+    #: crawl diagnostics, WAT and WET files are not pages to curate)
+    cc_subsets: list[Literal["warc", "wat", "wet", "robotstxt", "crawldiagnostics"]] = Field(
+        default_factory=lambda: ["warc"], min_length=1)
+    #: where a paths manifest's relative entries live (default: the bucket of an S3 manifest,
+    #: the directory of a local one); e.g. ``s3://commoncrawl`` for a downloaded ``warc.paths.gz``
+    manifest_base: str | None = None
 
 
 class StatsConfig(_Strict):
@@ -179,7 +186,9 @@ class DedupPassConfig(DedupConfig):
 
     @property
     def pass_name(self) -> str:
-        return self.name or f"{self.method}_dedup"
+        if self.name:
+            return self.name
+        return "decontaminate" if self.method == "decontaminate" else f"{self.method}_dedup"
 
 
 class TokenizeConfig(_Strict):

@@ -111,9 +111,9 @@ class TokenDataset:
                 f"token shard {shard.uris['bin']} was tokenized with tokenizer sha256 {h.tokenizer_sha256} "
                 f"(vocab {h.vocab_size}) but {manifest_uri} says {self.manifest['tokenizer']['id']} "
                 f"(sha256 {self.tokenizer_sha256}, vocab {self.vocab_size}); refusing to mix vocabularies")
-        if h.itemsize != self.dtype.itemsize:
+        if h.dtype != self.dtype:
             shard.close()
-            raise TokenizerMismatchError(f"token shard {name} stores {h.itemsize}-byte tokens; manifest says {self.dtype.name}")
+            raise TokenizerMismatchError(f"token shard {name} stores {h.dtype.name} tokens; manifest says {self.dtype.name}")
         if h.n_tokens != entry["n_tokens"] or h.n_docs != entry["n_docs"]:
             shard.close()
             raise TokenShardError(

@@ -27,6 +27,7 @@ from refinery.plan import (
     load_previous,
     pass_finished,
     plan_run,
+    shards_with_markers,
     write_plan,
 )
 from refinery.rundir import PassDir, RunDir
@@ -52,11 +53,11 @@ class RunSummary:
 def plan_tasks(input_uri: str, output_uri: str) -> list[ShardTask]:
     """One shard task per input file (WARC, Parquet or JSONL) under ``input_uri``, writing into
     the run directory ``output_uri`` as a one-pass run."""
-    from refinery.plan import list_inputs
+    from refinery.plan import input_root, list_inputs
     from refinery.runner import shard_name
 
     files = list_inputs(input_uri)
-    root = input_uri.rstrip("/").rsplit("/", 1)[0] if files == [input_uri] else input_uri
+    root = input_root(input_uri, files)
     tasks = [ShardTask(f, PassDir(output_uri), shard_name(f, root)) for f in files]
     if len({t.shard for t in tasks}) != len(tasks):
         raise ConfigError(f"input files map to duplicate shard names under {input_uri}")
@@ -104,7 +105,7 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
                 fs.delete(out.failed(o.name))  # a retried shard succeeded
         except (fs.StorageError, OSError) as exc:  # e.g. a bucket that went read-only: report, don't crash
             log.warning("[%s] could not record the outcome of %s: %s", p.name, o.name, str(exc).splitlines()[0])
-    if share is not tasks and any(finished_marker(t, p.fingerprint) is None for t in tasks if t.shard not in only_shards):
+    if share is not tasks and not _others_finished(out, p, [t for t in tasks if t.shard not in only_shards]):
         return ordered, {}  # other instances' shares are still running: the last one to finish closes the pass
     try:
         return ordered, finish_documents(out, p.name)
@@ -113,6 +114,15 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
             raise
         log.warning("[%s] could not write the pass's stats: %s", p.name, str(exc).splitlines()[0])
         return ordered, {}
+
+
+def _others_finished(out: PassDir, p: Pass, others: list[ShardTask]) -> bool:
+    """Whether the other instances' shards have finished: one listing of the markers decides for
+    every instance but the last; only that one reads the markers (to check their fingerprint)."""
+    listed = shards_with_markers(out.stats_dir)
+    if any(t.shard not in listed for t in others):
+        return False
+    return all(finished_marker(t, p.fingerprint) is not None for t in others)
 
 
 def finish_documents(out: PassDir, pass_name: str) -> dict[str, Any]:

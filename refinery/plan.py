@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,8 +28,11 @@ from typing import Any, Literal
 from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
 from refinery.io import fs
+from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.rundir import PassDir, RunDir
 from refinery.runner import INPUT_SUFFIXES, shard_name
+
+log = logging.getLogger("refinery.plan")
 
 PassKind = Literal["documents", "dedup", "tokenize"]
 RUN_FORMAT = 2  # run.json with a plan of passes
@@ -78,7 +82,7 @@ class Plan:
         return self.run.pass_dir(name, only=len(docs) == 1, last=name == docs[-1])
 
     def shard_names(self) -> list[str]:
-        root = self.input.rstrip("/").rsplit("/", 1)[0] if self.input_files == [self.input] else self.input
+        root = input_root(self.input, self.input_files)
         return [shard_name(f, root) for f in self.input_files]
 
     def to_json(self) -> dict[str, Any]:
@@ -115,14 +119,36 @@ def check_separate(input_uri: str, output_uri: str) -> None:
                           f"input; choose another output")
 
 
-def list_inputs(input_uri: str) -> list[str]:
+def list_inputs(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, manifest_base: str | None = None) -> list[str]:
+    """The input files of a run: the files under a directory (or the file itself), or the entries
+    of a paths manifest (``warc.paths.gz``); Common Crawl's non-page subsets (``robotstxt/``,
+    ``crawldiagnostics/``, ``wat/``, ``wet/``) are left out unless ``subsets`` names them."""
     try:
-        files = fs.list_files(input_uri, INPUT_SUFFIXES, log_skipped=True)
-    except fs.StorageError as exc:
+        if is_manifest(input_uri):
+            files = read_manifest(input_uri, manifest_base, subsets)
+            unknown = [f for f in files if not f.lower().endswith(INPUT_SUFFIXES)]
+            if unknown:
+                raise ConfigError(f"input manifest {input_uri} lists {unknown[0]}, which is not one of "
+                                  f"{', '.join(INPUT_SUFFIXES)}")
+            return files
+        listed = fs.list_files(input_uri, INPUT_SUFFIXES, log_skipped=True)
+    except (fs.StorageError, ManifestError) as exc:
         raise ConfigError(str(exc)) from None
+    files = [f for f in listed if in_subsets(f, subsets)]
+    if len(files) < len(listed):
+        log.info("left out %d Common Crawl file(s) outside the subset(s) %s under %s", len(listed) - len(files),
+                 ", ".join(subsets), input_uri)
     if not files:
         raise ConfigError(f"no input shards under {input_uri} (looked for {', '.join(INPUT_SUFFIXES)})")
     return files
+
+
+def input_root(input_uri: str, files: list[str]) -> str:
+    """What shard names are relative to: the input directory, the directory of a single input
+    file, or the deepest directory holding every entry of a manifest."""
+    if is_manifest(input_uri):
+        return common_root(files)
+    return input_uri.rstrip("/").rsplit("/", 1)[0] if files == [input_uri] else input_uri
 
 
 def pass_layout(config: PipelineConfig) -> list[tuple[str, PassKind, bool]]:
@@ -135,12 +161,27 @@ def pass_layout(config: PipelineConfig) -> list[tuple[str, PassKind, bool]]:
     return layout
 
 
+def _dedup_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """A dedup pass's fingerprinted params. Decontamination adds its benchmark files' identity
+    (path, size, mtime: a changed benchmark re-runs the pass; a missing one is a ConfigError);
+    other methods leave out its section, so their fingerprints do not change with it."""
+    params = {k: v for k, v in raw.items() if k not in ("executor", "name")}
+    if raw.get("method") != "decontaminate":
+        params.pop("decontaminate", None)
+        return params
+    from refinery.dedup.config import BenchmarkSpec
+    from refinery.dedup.decontaminate import benchmark_identity
+
+    specs = [BenchmarkSpec.model_validate(b) for b in raw["decontaminate"]["benchmarks"]]
+    return params | {"benchmark_files": benchmark_identity(specs)}
+
+
 def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int | None = None) -> Plan:
     """The passes of ``config`` over ``input_uri`` into the run directory ``output_uri``."""
     input_uri, output_uri = fs.validate_uri(input_uri), fs.validate_uri(output_uri)
     check_separate(input_uri, output_uri)
-    files = list_inputs(input_uri)
-    root = input_uri.rstrip("/").rsplit("/", 1)[0] if files == [input_uri] else input_uri
+    files = list_inputs(input_uri, tuple(config.reader.cc_subsets), config.reader.manifest_base)
+    root = input_root(input_uri, files)
     names = [shard_name(f, root) for f in files]
     if len(set(names)) != len(names):
         raise ConfigError(f"input files map to duplicate shard names under {input_uri}")
@@ -148,7 +189,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     filter_params = {"stages": dump["stages"], "reader": dump["reader"], "stats": dump["stats"], "limit": limit}
     previous = _hash({"input": input_uri, "files": [f[len(root):] for f in files]})
     sections = {"documents": [filter_params],
-                "dedup": [{k: v for k, v in raw.items() if k not in ("executor", "name")} for raw in dump["dedup"]],
+                "dedup": [_dedup_params(raw) for raw in dump["dedup"]],
                 "tokenize": [dump["tokenize"]]}
     passes: list[Pass] = []
     fp = previous

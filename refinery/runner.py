@@ -21,15 +21,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from refinery.io import fs, parquet
 from refinery.rundir import PassDir
-from refinery.schema import DOCUMENT_FIELDS
+from refinery.schema import DOCUMENT_FIELDS, EDIT_FIELDS, InputSchemaError
 from refinery.stages.base import METRIC, REASON, Stage
 from refinery.stats.collector import ShardStatsCollector, StatsOptions
-from refinery.stats.counters import ConservationError, StageCounter, check_conservation, text_sizes
+from refinery.stats.counters import ConservationError, StageCounter, check_conservation
+from refinery.stats.wordcount import text_columns_sizes
 
 log = logging.getLogger("refinery.runner")
 
@@ -209,8 +211,13 @@ class ShardRunner:
             if batch is None:
                 break
             docs_read += batch.num_rows
+            batch = with_edit_columns(batch, task.input_uri)
             collector.observe(reader_name, None, batch)
-            batch = self._split(reader_counter, batch, removed_parts, reader_name, decided=REASON in batch.schema.names)
+            # per-row (chars, words) of the text each stage sees: measured once here, carried along
+            # and re-measured only after a stage changed the text
+            sizes = text_columns_sizes(batch)
+            batch, sizes = self._split(reader_counter, batch, sizes, removed_parts, reader_name,
+                                       decided=REASON in batch.schema.names)
             for stage, counter in zip(self.stages, counters):
                 # Empty batches still flow through every stage so that an all-removed shard gets
                 # the same kept schema (with every stage's columns) as any other shard.
@@ -221,9 +228,11 @@ class ShardRunner:
                     raise StageContractError(
                         f"stage {stage.name} returned {out.num_rows} rows for {batch.num_rows} (shard {task.shard})"
                     )
+                take = getattr(stage, "take_counters", None)
+                for name, n in (take() if take is not None else {}).items():
+                    counter.counters[name] = counter.counters.get(name, 0) + int(n)
                 collector.observe(stage.name, batch, out)
-                batch = self._split(counter, out, removed_parts, stage.name, decided=True, before=batch,
-                                    rewrites_text=getattr(stage, "rewrites_text", False))
+                batch, sizes = self._split(counter, out, sizes, removed_parts, stage.name, decided=True, before=batch)
             collector.observe_kept(batch)
             kept_parts.append(batch)
             now = time.time()
@@ -270,43 +279,38 @@ class ShardRunner:
     def _split(
         counter: StageCounter,
         out: pa.RecordBatch,
+        sizes: tuple[np.ndarray, np.ndarray],
         removed_parts: list[pa.Table],
         stage_name: str,
         decided: bool,
         before: pa.RecordBatch | None = None,
-        rewrites_text: bool = False,
-    ) -> pa.RecordBatch:
-        """Split a stage's output into kept rows (returned) and removed rows (appended), counting.
+    ) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
+        """Split a stage's output into kept rows (returned with their sizes) and removed rows
+        (appended), counting.
 
-        Sizes are measured on the text the stage *saw* (``before``); only stages that rewrite
-        the text pay for re-measuring their output.
-        """
-        seen = before if before is not None else out
-        chars_in, words_in = text_sizes(seen)
+        ``sizes`` are the per-row (characters, words) of the text the stage *saw* (``before``);
+        only when the stage changed the ``text`` column is the kept text measured again, and the
+        difference on documents that had text before is counted as an edit (and added to the
+        documents' ``chars_cut`` / ``words_cut``)."""
+        chars_rows, words_rows = sizes
         counter.docs_in += out.num_rows
-        counter.chars_in += chars_in
-        counter.words_in += words_in
+        counter.chars_in += int(chars_rows.sum())
+        counter.words_in += int(words_rows.sum())
         if not decided:
             counter.docs_out += out.num_rows
-            counter.chars_out += chars_in
-            counter.words_out += words_in
-            return out
+            counter.chars_out += int(chars_rows.sum())
+            counter.words_out += int(words_rows.sum())
+            return out, sizes
         reason = out.column(REASON)
         keep = pc.is_null(reason)
-        drop = pc.invert(keep)
+        keep_rows = keep.to_numpy(zero_copy_only=False)
         kept = out.filter(keep).drop_columns([c for c in (REASON, METRIC) if c in out.schema.names])
-        removed_chars = removed_words = 0
         if kept.num_rows < out.num_rows:
+            drop = pc.invert(keep)
             removed = out.filter(drop)
-            seen_removed = seen.filter(drop)
             reasons = removed.column(REASON).to_pylist()
-            if "text" in seen.schema.names and not pa.types.is_null(seen.column("text").type):
-                text = pc.fill_null(seen_removed.column("text"), "")
-                words = pc.count_substring_regex(text, r"\S+").to_pylist()
-                chars = pc.utf8_length(text).to_pylist()
-            else:
-                words = chars = [0] * len(reasons)
-            removed_words, removed_chars = sum(words), sum(chars)
+            words = words_rows[~keep_rows].tolist()
+            chars = chars_rows[~keep_rows].tolist()
             for r, w, c in zip(reasons, words, chars):
                 counter.removed[r] = counter.removed.get(r, 0) + 1
                 counter.removed_words[r] = counter.removed_words.get(r, 0) + w
@@ -318,14 +322,74 @@ class ShardRunner:
             table = table.append_column("removed_reason", pa.array(reasons, pa.string()))
             table = table.append_column("removed_metric", pc.cast(metric, pa.float64()))
             removed_parts.append(table)
+        kept_sizes = (chars_rows[keep_rows], words_rows[keep_rows])
+        if before is not None and not _same_column(before, out, "text"):
+            kept, kept_sizes = _count_edits(counter, before.filter(keep), kept, kept_sizes)
         counter.docs_out += kept.num_rows
-        if rewrites_text:
-            chars_out, words_out = text_sizes(kept)
-        else:
-            chars_out, words_out = chars_in - removed_chars, words_in - removed_words
-        counter.chars_out += chars_out
-        counter.words_out += words_out
-        return kept
+        counter.chars_out += int(kept_sizes[0].sum())
+        counter.words_out += int(kept_sizes[1].sum())
+        return kept, kept_sizes
+
+
+def _same_column(a: pa.RecordBatch, b: pa.RecordBatch, name: str) -> bool:
+    """Whether ``b``'s column ``name`` is ``a``'s, buffer for buffer (a stage passed it through):
+    cheap, so the runner needs no declaration to know which stages changed the text."""
+    if name not in a.schema.names or name not in b.schema.names:
+        return (name in a.schema.names) == (name in b.schema.names)
+    x, y = a.column(name), b.column(name)
+    if x.type != y.type or len(x) != len(y) or x.offset != y.offset:
+        return False
+    return all((p is None and q is None) or (p is not None and q is not None and p.address == q.address
+                                             and p.size == q.size) for p, q in zip(x.buffers(), y.buffers()))
+
+
+def _count_edits(counter: StageCounter, seen: pa.RecordBatch, kept: pa.RecordBatch,
+                 sizes_before: tuple[np.ndarray, np.ndarray]) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
+    """Measure the kept text again and count what the stage cut from documents that had text
+    (``seen``: the same kept rows as the stage saw them). Returns ``kept`` with its cumulative
+    ``chars_cut`` / ``words_cut`` updated, and its new sizes."""
+    sizes_after = text_columns_sizes(kept)
+    if "text" not in seen.schema.names or pa.types.is_null(seen.schema.field("text").type) or kept.num_rows == 0:
+        return kept, sizes_after  # text created from nothing (extraction): not an edit
+    had_text = pc.is_valid(seen.column("text")).to_numpy(zero_copy_only=False)
+    if not had_text.any():
+        return kept, sizes_after
+    d_chars = np.where(had_text, sizes_before[0] - sizes_after[0], 0)
+    d_words = np.where(had_text, sizes_before[1] - sizes_after[1], 0)
+    after = kept.column("text") if "text" in kept.schema.names else pa.nulls(kept.num_rows, pa.string())
+    old = seen.column("text")
+    if after.type != old.type:
+        after = pc.cast(after, old.type)
+    differs = pc.fill_null(pc.not_equal(old, after), True).to_numpy(zero_copy_only=False) & had_text
+    counter.docs_edited += int(differs.sum())
+    counter.chars_cut += int(d_chars.sum())
+    counter.words_cut += int(d_words.sum())
+    if d_chars.any() or d_words.any():
+        columns = dict(zip(kept.schema.names, kept.columns))
+        for name, delta in (("chars_cut", d_chars), ("words_cut", d_words)):
+            previous = columns[name].to_numpy(zero_copy_only=False) if name in columns else 0
+            columns[name] = pa.array(previous + delta, pa.int64())
+        kept = pa.RecordBatch.from_pydict(columns)
+    return kept, sizes_after
+
+
+def with_edit_columns(batch: pa.RecordBatch, source: str) -> pa.RecordBatch:
+    """``batch`` with the cumulative edit columns (:data:`~refinery.schema.EDIT_FIELDS`): zeros for
+    fresh documents, carried over (as int64, nulls as 0) from a previous pass's kept shards."""
+    columns = dict(zip(batch.schema.names, batch.columns))
+    for f in EDIT_FIELDS:
+        values = columns.get(f.name)
+        if values is None:
+            columns[f.name] = pa.array(np.zeros(batch.num_rows, dtype=np.int64), f.type)
+            continue
+        if values.type == f.type and not values.null_count:
+            continue
+        try:
+            columns[f.name] = pc.fill_null(pc.cast(values, f.type), 0)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            raise InputSchemaError(f"{source}: column {f.name!r} is {values.type}, but refinery keeps the characters "
+                                   f"and words cut from each document there (integers); rename the column") from None
+    return pa.RecordBatch.from_pydict(columns)
 
 
 def _with_document_fields(batches: Iterator[pa.RecordBatch], uri: str) -> Iterator[pa.RecordBatch]:
@@ -490,7 +554,7 @@ def runner_for(spec: dict[str, Any]) -> ShardRunner:
         config = parse_config(spec)
         runner = ShardRunner(
             config.build_stages(),
-            ReaderOptions(**config.reader.model_dump()),
+            ReaderOptions(**config.reader.model_dump(exclude={"cc_subsets", "manifest_base"})),  # listing-only keys
             stats_options=StatsOptions(**config.stats.model_dump()),
         )
         _RUNNERS[key] = runner

@@ -19,6 +19,16 @@ DOCUMENT_FIELDS: list[pa.Field] = [
 
 DOCUMENT_SCHEMA = pa.schema(DOCUMENT_FIELDS)
 
+#: What edits cut from a document's text so far in the run (cumulative over stages and passes:
+#: line corrections, exact-substring cuts), net of anything added; 0 for unedited documents.
+#: The runner adds them to every row it reads (so every shard of a pass, empty ones too, has
+#: them) and updates them after each stage that changed a kept document's text. Extraction,
+#: which creates the text, is not an edit.
+EDIT_FIELDS: list[pa.Field] = [
+    pa.field("chars_cut", pa.int64()),  # Unicode code points cut
+    pa.field("words_cut", pa.int64()),  # whitespace-separated words (\S+) cut
+]
+
 #: Columns the runner adds to removed documents, so a removed shard says who removed what and why.
 REMOVED_FIELDS: list[pa.Field] = [
     pa.field("removed_stage", pa.string(), nullable=False),

@@ -125,6 +125,10 @@ def test_recipe_launched_as_a_pipeline_equals_a_local_run(tmp_path, s3_bucket, s
                                                            "REFINERY_LOG_DIR": str(tmp_path / host / "logs"),
                                                            "REFINERY_RESOURCECONFIG": str(rc), "REFINERY_WORKERS": "1"})
         assert code == 0
+        # an instance's disk holds its share of stubs only: documents stream from S3
+        on_disk = [f for f in (tmp_path / host).rglob("*") if f.is_file() and f.parent.name == "shards"]
+        assert sorted(f.name for f in on_disk) == sorted(fs.basename(u) for u in mine)
+        assert sum(f.stat().st_size for f in on_disk) < 4096
         reports[host] = json.loads(fs.read_bytes(f"{out}/_jobs/{result.name}/{host}.json"))
         if host == "algo-1":  # the other share is not done yet: the pass stays open
             assert reports[host]["passes"] == {"filter": "partial"} and not fs.exists(f"{out}/passes/filter.json")
@@ -138,6 +142,13 @@ def test_recipe_launched_as_a_pipeline_equals_a_local_run(tmp_path, s3_bucket, s
     head = json.loads(fs.read_bytes(f"{out}/_jobs/{result.name}/report.json"))
     assert head["ok"] and head["passes"] == {p: "done" for p in ("url_dedup", "minhash_dedup", "substring_dedup", "tokens")}
     assert len(head["nodes"]) == 1
+
+    # one run.json and stats.json for the whole job, and `status` says it is complete
+    from refinery.status import run_status
+
+    status = run_status(out)
+    assert status.complete and (status.shards_planned, status.shards_finished) == (3, 3)
+    assert json.loads(fs.read_bytes(f"{out}/run.json"))["input"] == f"{s3_bucket}/crawl"
 
     # the same recipe, one local run_pipeline: the same run directory
     local = run_pipeline(parse_config(RECIPE), str(data), str(tmp_path / "local"), workers=2, progress=False)

@@ -142,3 +142,53 @@ def test_real_crawl_text() -> None:
     for i, r in enumerate(reasons):
         if r == "too_many_lines_corrected":
             assert fracs[i] > 0.05 and new_texts[i] == texts[i]
+
+
+# -- the shortcuts (issue 17 item 3): the same output as the plain per-line patterns -------------
+def _reference_upper_lower(line: str) -> tuple[int, int]:
+    from refinery.stages import line_corrections as lc
+
+    return len(lc._UPPER_RE.findall(line)), len(lc._LOWER_RE.findall(line))
+
+
+def test_shortcuts_give_identical_corrections_on_real_text(monkeypatch) -> None:
+    from refinery.stages import line_corrections as lc
+
+    texts = []
+    for path in sorted(CC_DOCS.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt") as f:
+            texts.extend(json.loads(line)["text"] for line in f)
+    texts = texts[::3]  # every third of the 717 real documents (53 languages), to stay fast
+    # short lines with every kind of pattern, in ASCII and with the characters re.IGNORECASE
+    # folds to ASCII letters (ſ, K, İ, ı), curly quotes and the © / … alternatives
+    lines = ["Share on Facebook", "ſign in to comment", "Log in | The \u212aitchen", "SİGN UP now today",
+             "\u201cRead more\u201d", "© 2019 Some Company Ltd", "The story so far […]", "Jump to: navigation, search",
+             "Home » News » Local", "We use cookies to improve it.", "3 items in your cart", "Mıddle of it all",
+             "Continue reading \u2192", "Ünïcödé line with no pattern", "Tags: a, b", "Permalink"]
+    texts += ["\n".join([PARAGRAPH] * 30 + [line]) for line in lines]
+    batch = pa.record_batch({"text": pa.array(texts, pa.string())})
+    fast = LineCorrections()(batch)
+    monkeypatch.setattr(lc, "_may_match_patterns", lambda line: True)
+    monkeypatch.setattr(lc, "_upper_lower", _reference_upper_lower)
+    plain = LineCorrections()(batch)
+    assert fast.equals(plain)
+    edited = sum(a != b for a, b in zip(fast.column("text").to_pylist()[-len(lines):], texts[-len(lines):]))
+    assert edited >= 10  # the pattern lines really were edited (11 of 16 today), not skipped
+    assert not fast.column("text")[len(texts) - len(lines) + 1].as_py().endswith("comment")  # ſ matched as s
+
+
+def test_upper_lower_counts_and_case_special_characters() -> None:
+    import re
+    import string
+
+    from refinery.stages import line_corrections as lc
+
+    for line in ["ABC def", "Ärger über «Zölle» – ja", "Привет МИР", "ΣΊΣΥΦΟΣ ς", "ǅ ǈ ﬀ", "mixed ÀB ẞ", "日本 ABC", ""]:
+        assert lc._upper_lower(line) == _reference_upper_lower(line), line
+    # the characters outside ASCII whose case relates them to an ASCII letter (a superset of what
+    # re.IGNORECASE can match to one); of those, exactly _CASE_SPECIAL's are matched
+    letters = set(string.ascii_letters)
+    related = [c for c in map(chr, range(0x80, 0x30000)) if not 0xD800 <= ord(c) <= 0xDFFF
+               and letters & set(c.lower() + c.upper() + c.casefold())]
+    matched = {c for c in related if any(re.fullmatch(a, c, re.IGNORECASE) for a in string.ascii_lowercase)}
+    assert matched == set("\u0130\u0131\u017f\u212a") == {c for c in related if lc._CASE_SPECIAL.search(c)}

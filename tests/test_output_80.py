@@ -204,8 +204,11 @@ def test_plan_says_when_the_target_cannot_be_met_and_what_would_meet_it(tmp_path
 
     ok = plan.estimate(100, 500, 32_000)
     assert ok.meets_target and plan.target_verdict(ok) is None
-    capped = plan.estimate(100, 5, 32_000)  # 100 TB at 5 docs/s per core: 40 h on the 100-instance cap
+    capped = plan.estimate(100, 5, 32_000, instances=100)  # 100 TB at 5 docs/s per core: 40 h on 100 instances
     assert capped.instances == 100 and capped.wall_h > 24 and not capped.meets_target
+    # left to choose, the planner proposes parallel jobs of at most 100 instances that meet the target
+    auto = plan.estimate(100, 5, 32_000)
+    assert auto.meets_target and auto.jobs == 2 and auto.instances_per_job <= 100 and auto.instances == capped.instances_needed
     line = plan.target_verdict(capped)
     assert line.startswith(f"target not met: {capped.wall_h:,.1f} h wall time on 100 instance(s) misses the 24 h target")
     assert f"{capped.instances_needed} instances would" in line and "split the input into 2 jobs" in line
@@ -213,16 +216,17 @@ def test_plan_says_when_the_target_cannot_be_met_and_what_would_meet_it(tmp_path
     assert plan.estimate(100, 5, 32_000, instances=capped.instances_needed - 1).wall_h > 24
     assert plan.estimate(100, capped.docs_per_core_s_needed, 32_000, instances=100).wall_h == pytest.approx(24)
     assert "\n" not in line and f"accept {capped.wall_h:,.1f} h" in line
-    few = plan.target_verdict(plan.estimate(100, 500, 32_000, instances=5))
-    assert "8 instances would (--instances 8)" in few
+    few = plan.target_verdict(plan.estimate(100, 500, 32_000, instances=1))
+    assert "2 instances would (--instances 2)" in few
     assert "no instance count can" in plan.target_verdict(plan.estimate(1, 500, 32_000, target_hours=0.1))
 
     config = tmp_path / "plan.yaml"
     config.write_text(yaml.safe_dump({"name": "plan-test", "stages": [{"type": "gopher_quality"}]}))
-    args = ["plan", str(config), "--input-tb", "100", "--docs-per-core-s", "5", "--bytes-per-doc", "32000"]
+    args = ["plan", str(config), "--input-tb", "100", "--docs-per-core-s", "5", "--bytes-per-doc", "32000",
+            "--instances", "100"]
     res = CliRunner().invoke(app, args, terminal_width=80)
     assert res.exit_code == 0 and line in " ".join(res.output.split())
     res = CliRunner().invoke(app, args + ["--json"])
     assert json.loads(res.stdout)["target_verdict"] == line
-    res = CliRunner().invoke(app, args[:-4] + ["--docs-per-core-s", "500", "--bytes-per-doc", "32000"])
+    res = CliRunner().invoke(app, args[:-6] + ["--docs-per-core-s", "500", "--bytes-per-doc", "32000"])
     assert res.exit_code == 0 and "target not met" not in res.output

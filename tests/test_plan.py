@@ -61,8 +61,8 @@ def _mtimes(out: Path) -> dict[str, int]:
 def test_the_bundled_recipe_plans_every_pass():
     plan = plan_run(load_config(ROOT / "configs" / "refinedweb.yaml"), str(ROOT / "data/sample/warc"), "/tmp/x-out")
     names = [p.name for p in plan.passes]
-    assert names == ["filter", "url_dedup", "minhash_dedup", "substring_dedup", "tokens"]
-    assert [p.shuffles for p in plan.passes] == [False, True, True, True, False]
+    assert names == ["filter", "lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup", "tokens"]
+    assert [p.shuffles for p in plan.passes] == [False, True, True, True, True, False]
     stages = [s["type"] for s in plan.passes[0].params["stages"]]
     assert {"url_filter", "extract", "language_id", "toxicity", "quality"} <= set(stages)
     # one pass directory each; the last document pass keeps into OUT/kept, the corpus
@@ -255,10 +255,11 @@ def test_the_readme_demo_runs_the_whole_recipe_on_the_bundled_sample(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     stats = json.loads((out / "stats.json").read_text())
     stages = [s["stage"] for s in stats["stages"]]
-    assert stages == ["warc_reader", "url_filter", "extract", "language_id", "gopher_repetition", "gopher_quality",
-                      "line_corrections", "toxicity", "quality", "url_dedup", "minhash_dedup", "substring_dedup"]
+    assert stages == ["warc_reader", "url_filter", "prescreen", "extract", "language_id", "gopher_repetition", "gopher_quality",
+                      "line_corrections", "pii", "toxicity", "quality", "lines_dedup", "url_dedup", "minhash_dedup",
+                      "substring_dedup"]
     assert stats["docs_read"] == 85 and 0 < stats["docs_kept"] < 85
-    for name in ("filter", "url_dedup", "minhash_dedup", "substring_dedup"):
+    for name in ("filter", "lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup"):
         assert (out / name / "removed").is_dir() and (out / name / "stats.json").exists()
     verify = subprocess.run([sys.executable, "-m", "refinery.cli", "verify-tokens", str(out / "tokens")],
                             capture_output=True, text=True)

@@ -74,12 +74,15 @@ def _expected_funnel(stats: dict) -> list[dict]:
             "removed": f"{s['docs_removed']:,}",
             "removed_pct_of_stage": f"{100 * s['docs_removed'] / s['docs_in']:.1f}%",
             "kept_pct_of_input": f"{100 * s['docs_out'] / first:.1f}%",
-            "words_removed": f"{sum(s['removed_words'].values()):,}"}})
+            "words_removed": f"{sum(s['removed_words'].values()):,}",
+            "docs_edited": f"{s['docs_edited']:,}", "words_cut": f"{s['words_cut']:,}",
+            "est_tokens_cut": f"{round(s['chars_cut'] / 4):,}"}})
         for reason, n in sorted(s["removed"].items(), key=lambda kv: (-kv[1], kv[0])):
             rows.append({"stage": s["stage"], "reason": reason, "cells": {
                 "docs_in": "", "docs_out": "", "removed": f"{n:,}",
                 "removed_pct_of_stage": f"{100 * n / s['docs_in']:.1f}%", "kept_pct_of_input": "",
-                "words_removed": f"{s['removed_words'][reason]:,}"}})
+                "words_removed": f"{s['removed_words'][reason]:,}",
+                "docs_edited": "", "words_cut": "", "est_tokens_cut": ""}})
     return rows
 
 

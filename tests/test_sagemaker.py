@@ -165,6 +165,16 @@ def test_job_names_fit_sagemaker_rules():
     validate_request("CreateProcessingJob", processing_request(_spec(name=name)))
 
 
+def test_requests_over_sagemaker_limits_are_refused(offline_aws):
+    with pytest.raises(RequestError, match=r"MaxRuntimeInSeconds = 518,400 exceeds SageMaker's limit of 432,000 \(5 days\)"):
+        build_request(_spec(max_runtime_s=6 * 86400))
+    with pytest.raises(RequestError, match=r"VolumeSizeInGB = 20,000 exceeds .* \(16 TB\)"):
+        build_request(_spec(kind="ray", step="dedup", volume_gb=20_000))
+    with pytest.raises(RequestError, match="InstanceCount = 120 exceeds"):
+        build_request(_spec(instances=120))
+    build_request(_spec(kind="ray", step="dedup", max_runtime_s=27 * 86400, volume_gb=16_384))  # within limits
+
+
 # -- create / describe / stop under mock_aws ---------------------------------------------------------------
 def _backend_job(name: str, kind: str = "processing"):
     from moto.sagemaker.models import sagemaker_backends
@@ -190,6 +200,8 @@ def test_create_describe_stop_and_watch_a_stalled_job_under_mock_aws(offline_aws
         assert status.output_uri == "s3://out-bucket/runs/r1"  # from the job's tags
 
         _backend_job(status.name).processing_job_status = "InProgress"  # the job runs
+        # its container announced itself (the stall clock starts here, not while inputs are copied)
+        s3.put_object(Bucket="out-bucket", Key=f"runs/r1/_jobs/{status.name}/started/algo-1.json", Body=b"{}")
         for shard, docs in (("a", 120), ("b", 80)):
             s3.put_object(Bucket="out-bucket", Key=f"runs/r1/stats/{shard}.json", Body=json.dumps({"docs_read": docs}))
         s3.put_object(Bucket="out-bucket", Key="runs/r1/_jobs/x/algo-1.log", Body=b"log lines are not progress")
@@ -232,6 +244,8 @@ def test_watch_stops_a_stalled_training_job(offline_aws):
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="out-bucket")
+        s3.put_object(Bucket="out-bucket", Key=f"runs/dedup/_jobs/{name}/started/algo-1.json", Body=b"{}")
+        started = datetime.now(timezone.utc)
         sm = boto3.client("sagemaker", region_name="us-east-1")
         with Stubber(sm) as stub:
             stub.add_client_error("describe_processing_job", "ValidationException", "not found",
@@ -338,7 +352,7 @@ def test_recipe_passes_match_the_plan_and_group_into_two_jobs(tmp_path):
     groups = group_passes(plan_.passes)
     assert [(g.step, g.job, g.passes) for g in groups] == [
         ("filter", "processing", ("filter",)),
-        ("ray-passes", "ray", ("url_dedup", "minhash_dedup", "substring_dedup", "tokens"))]
+        ("ray-passes", "ray", ("lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup", "tokens"))]
     assert [g.job for g in group_passes(plan_.passes, all_on_ray=True)] == ["ray"]
     only_stages = parse_config(cc_spec())
     assert [g.passes for g in group_passes(recipe_passes(only_stages))] == [("filter",)]
@@ -376,7 +390,7 @@ def test_launch_dry_run_prints_every_request_without_network(no_network):
     assert (p_req["Environment"]["REFINERY_STEP"], p_req["Environment"]["REFINERY_PASSES"]) == ("filter", "filter")
     assert t_req["ResourceConfig"]["InstanceCount"] == 2 and t_req["ResourceConfig"]["InstanceType"] == "ml.r5.24xlarge"
     assert t_req["EnableManagedSpotTraining"] is True
-    assert t_req["Environment"]["REFINERY_PASSES"] == "url_dedup,minhash_dedup,substring_dedup,tokens"
+    assert t_req["Environment"]["REFINERY_PASSES"] == "lines_dedup,url_dedup,minhash_dedup,substring_dedup,tokens"
     assert t_req["Environment"]["RAY_AUTH_TOKEN"] == "<redacted>"  # printed requests hide the token
     version = package.code_version()
     for req in (p_req, t_req, printed["requests"][0]["request"]):
@@ -499,29 +513,55 @@ def test_watch_through_a_moto_server(tmp_path, s3_bucket, s3_server):
 
     _backend_job(name).processing_job_status = "InProgress"
     time.sleep(0.5)
-    stalled = CliRunner().invoke(_cli(), ["watch", name, "--stall-minutes", "0.005", "--no-cloudwatch"])
+    # its containers announced themselves, then nothing: stalled after --stall-minutes
+    fs.write_bytes(f"{s3_bucket}/runs/r1/_jobs/{name}/started/algo-1.json", b"{}")
+    time.sleep(0.5)
+    stalled = CliRunner().invoke(_cli(), ["watch", name, "--stall-minutes", "0.005", "--no-cloudwatch",
+                                          "--interval", "0.2"])
     assert stalled.exit_code == EXIT_STALLED and "STOPPED" in stalled.stdout, stalled.output
     assert describe(sm, name).status == "Stopped"
 
 
 # -- the cost model ----------------------------------------------------------------------------------------------
 def test_estimate_follows_the_documented_model():
-    p = plan.estimate(10, docs_per_core_s=400, bytes_per_doc=32_000, instances=2, download_mb_s=250,
-                      startup_minutes=6, straggler_frac=0.05)
+    p = plan.estimate(10, docs_per_core_s=400, bytes_per_doc=32_000, instances=2, startup_minutes=6,
+                      straggler_frac=0.05)
     docs = 10e12 / 32_000
     core_h = docs / 400 / 3600
     compute_ih = core_h / (72 * 0.65)
-    wall = 0.1 + 10e12 / 2 / 250e6 / 3600 + compute_ih / 2 * 1.05
+    wall = 0.1 + compute_ih / 2 * 1.05  # inputs stream from S3: no copy before the containers start
     assert p.docs == pytest.approx(docs) and p.core_hours == pytest.approx(core_h)
     assert p.compute_instance_hours == pytest.approx(compute_ih)
     assert p.wall_h == pytest.approx(wall) and p.billed_instance_hours == pytest.approx(2 * wall)
-    assert p.cost_usd == pytest.approx(2 * wall * 3.672)
-    assert p.volume_gb >= 5000 * 1.2  # each instance holds its 5 TB share of the input
+    assert p.compute_cost_usd == pytest.approx(2 * wall * 3.672)
+    gets, puts = 10e12 / plan.GET_BYTES + 10e12 / 1.1e9, 10e12 / 1.1e9 * plan.PUTS_PER_SHARD
+    assert p.s3_request_cost_usd == pytest.approx(gets * 0.0004 / 1000 + puts * 0.005 / 1000)
+    assert p.cost_usd == pytest.approx(p.compute_cost_usd + p.s3_request_cost_usd) and p.transfer_cost_usd == 0
+    assert p.volume_gb == 100  # scratch only
+    far = plan.estimate(10, 400, 32_000, instances=2, cross_region=True)
+    assert far.transfer_cost_usd == pytest.approx(10_000 * 0.02) and any("another region" in w for w in far.warnings)
     # without --instances: the fewest instances that finish within the target
     auto = plan.estimate(10, docs_per_core_s=400, bytes_per_doc=32_000, target_hours=4)
     assert auto.wall_h <= 4 < plan.estimate(10, 400, 32_000, instances=auto.instances - 1).wall_h
     spot = plan.estimate(10, 400, 32_000, instances=2, spot_discount=0.6)
-    assert spot.cost_usd == pytest.approx(plan.estimate(10, 400, 32_000, instances=2).cost_usd * 0.4)
+    assert spot.compute_cost_usd == pytest.approx(plan.estimate(10, 400, 32_000, instances=2).compute_cost_usd * 0.4)
+    # a measured range of docs/s gives a range of wall time and cost
+    ranged = plan.estimate(10, 400, 32_000, instances=2, docs_per_core_s_range=(300, 500))
+    assert ranged.wall_h_range[0] < ranged.wall_h < ranged.wall_h_range[1]
+    assert ranged.cost_usd_range[0] < ranged.cost_usd < ranged.cost_usd_range[1]
+
+
+def test_plan_for_5000_tb_is_one_sagemaker_would_accept():
+    """A whole-crawl-scale input: parallel jobs, each within SageMaker's limits, meeting the target."""
+    p = plan.estimate(5000, docs_per_core_s=20, bytes_per_doc=32_000)
+    assert p.meets_target and p.jobs > 1 and p.instances_per_job <= 100 and p.wall_h <= 24
+    _, request = build_request(_spec(instances=p.instances_per_job, volume_gb=p.volume_gb,
+                                     max_runtime_s=int(p.wall_h * 3600 * 1.5)))
+    assert request["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == p.instances_per_job
+    assert any("parallel jobs" in w and "quota" in w for w in p.warnings)
+    # a target beyond a Processing job's 5 days is held to the limit
+    slow = plan.estimate(5000, docs_per_core_s=20, bytes_per_doc=32_000, target_hours=1000)
+    assert slow.wall_h <= plan.MAX_PROCESSING_HOURS
 
 
 def test_plan_measures_docs_per_core_on_the_sample(tmp_path):

@@ -223,3 +223,19 @@ def test_missing_tarball_error_message(tmp_path: Path) -> None:
     assert "pip install --no-deps datatrove==0.10.1" in proc.stderr
     ok = "from refinery.stages.url_filter import UrlFilter\nUrlFilter(use_blocklist=False)"
     assert subprocess.run([sys.executable, "-c", ok], env=env, timeout=60).returncode == 0
+
+
+def test_suffix_list_and_blocklist_built_once_per_process(stage: UrlFilter, cache_dir: Path) -> None:
+    """Each shard gets a freshly unpickled stage: it must reuse the process's suffix-list trie
+    and blocklist arrays (before, every shard re-parsed the Public Suffix List, ~0.3 s)."""
+    tld, domains, urls, _ = stage._resources()
+    shard_stage = pickle.loads(pickle.dumps(stage))
+    assert not hasattr(shard_stage, "_lazy_tld")
+    tld2, domains2, urls2, _ = shard_stage._resources()
+    assert tld2 is tld and domains2 is domains and urls2 is urls
+    # a stage without the blocklist shares the extractor too
+    assert UrlFilter(use_blocklist=False)._resources()[0] is tld
+    # the shared extractor still answers per host (real multi-label public suffixes)
+    assert run(shard_stage, ["http://news.bbc.co.uk/sport", "http://example.com.au/x"])[0] == [None, None]
+    assert shard_stage._registered_domain(tld2, "news.bbc.co.uk") == "bbc.co.uk"
+    assert shard_stage._registered_domain(tld2, "a.b.example.com.au") == "example.com.au"

@@ -50,9 +50,13 @@ def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(starts)
 
 
-def bucket_star_edges(keys: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+def bucket_star_edges(keys: np.ndarray, docs: np.ndarray, path: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Edges ``(smallest doc of the bucket, other doc)`` for every bucket (equal key) holding
-    several documents: a star per bucket connects it with one edge per extra member."""
+    several documents: a star per bucket connects it with one edge per extra member.
+
+    ``path``: also link consecutive members (by doc key). When edges are verified, a star alone
+    would lose a bucket whose smallest member is the odd one out (its edges all fail although the
+    others are near-copies of each other); the path keeps them linked at k - 2 extra edges."""
     stats = {"bucket_rows": len(keys), "shared_buckets": 0, "pairs": 0}
     if len(keys) == 0:
         return np.empty(0, _U64), np.empty(0, _U64), stats
@@ -66,8 +70,18 @@ def bucket_star_edges(keys: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, n
     if not shared.any():
         return np.empty(0, _U64), np.empty(0, _U64), stats
     root = np.repeat(np.minimum.reduceat(d, starts), counts)
-    member = np.repeat(shared, counts) & (d != root)
-    u, v = dedupe_pairs(root[member], d[member])
+    in_shared = np.repeat(shared, counts)
+    member = in_shared & (d != root)
+    u, v = root[member], d[member]
+    if path:
+        # sort members by doc within each bucket; link each to its predecessor in the bucket
+        order = np.lexsort((d, k))
+        ks, ds = k[order], d[order]
+        same = np.zeros(len(ks), dtype=bool)
+        same[1:] = ks[1:] == ks[:-1]
+        prev = np.flatnonzero(same)
+        u, v = np.concatenate([u, ds[prev - 1]]), np.concatenate([v, ds[prev]])
+    u, v = dedupe_pairs(u, v)
     stats["pairs"] = len(u)
     return u, v, stats
 

@@ -19,7 +19,7 @@ from pydantic import (
 from refinery.dedup.minhash import PRESETS, LshParams
 from refinery.yaml_safe import load_yaml
 
-Method = Literal["minhash", "exact", "url", "substring"]
+Method = Literal["minhash", "exact", "url", "substring", "decontaminate", "lines"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
@@ -50,6 +50,15 @@ class MinhashConfig(_Strict):
     ngram: int = Field(5, gt=0, le=64)
     seed: int = Field(0, ge=0, lt=2**31)
     backend: Literal["rensa", "numpy"] = "rensa"
+    #: candidate verification (docs/dedup.md "Candidate verification"): a bucket pair is united only
+    #: if its estimated Jaccard (equal slots of the stored signatures) reaches ``threshold``, and a
+    #: document is removed only if its estimate against its cluster's kept copy reaches it too.
+    #: 0.7 sits at the 14 x 8 curve's midpoint (0.72): >= 4 standard errors (128 slots) from both
+    #: J = 0.85 (recall) and J = 0.5 (never remove), so both guarantees hold with margin.
+    verify: bool = True
+    threshold: float = Field(0.7, gt=0.0, le=1.0)
+    #: signature slots stored for verification (the first ones; 512 bytes per document at 128)
+    verify_slots: int = Field(128, ge=16, le=4096)
 
     @model_validator(mode="after")
     def _apply_preset(self) -> MinhashConfig:
@@ -64,11 +73,64 @@ class MinhashConfig(_Strict):
     def lsh(self) -> LshParams:
         return LshParams(self.num_perm, self.bands, self.rows, self.ngram, self.seed, self.backend)
 
+    def stored_slots(self) -> int:
+        """Signature slots kept for verification (0: verification off)."""
+        return min(self.verify_slots, self.num_perm) if self.verify else 0
+
+
+class LinesConfig(_Strict):
+    """Corpus-level repeated-line removal (``method: lines``, docs/dedup.md): a normalized line is
+    boilerplate when it occurs in at least ``min_docs`` documents of at least ``min_domains``
+    registered domains; only short lines are candidates, so prose quoted across sites is kept."""
+
+    min_docs: int = Field(3, ge=2, description="documents a line must occur in")
+    # >= 2: a line repeated by one site only (its own template) is never cut by this pass
+    min_domains: int = Field(2, ge=2, description="distinct registered domains (from `url`) a line must occur in")
+    min_chars: int = Field(10, ge=1, description="shortest candidate line (normalized characters)")
+    min_words: int = Field(2, ge=1, description="fewest words of a candidate line (one-word lines: line_corrections)")
+    max_words: int = Field(30, ge=1, description="longest candidate line in words: longer lines are prose")
+    fold_digits: bool = Field(True, description="digits compare equal ('Page 2 of 9' = 'Page 3 of 7')")
+    max_removed_word_frac: float = Field(0.05, ge=0.0, le=1.0,
+                                         description="RefinedWeb's rule: a document losing more words is removed")
+
+    @model_validator(mode="after")
+    def _words(self) -> LinesConfig:
+        if self.max_words < self.min_words:
+            raise ValueError(f"max_words ({self.max_words}) is below min_words ({self.min_words})")
+        return self
+
 
 class SubstringConfig(_Strict):
     min_tokens: int = Field(50, ge=2, le=10_000, description="cut duplicated spans of at least this many tokens")
     min_words: int = Field(50, ge=0, description="drop documents left with fewer words after cutting")
     keep_first: bool = Field(True, description="keep the first occurrence of a span (False: cut every copy)")
+
+
+class BenchmarkSpec(_Strict):
+    """One benchmark file of the decontamination pass (JSONL, JSONL.gz or Parquet; local or s3://)."""
+
+    name: str = Field(min_length=1, description="recorded in contamination_benchmark")
+    path: str = Field(min_length=1)
+    fields: list[str] = Field(min_length=1, description="text fields whose n-grams are matched, e.g. [prompt, canonical_solution]")
+    id_field: str | None = Field(None, description="recorded in contamination_item (default: the row number)")
+
+
+class DecontaminateConfig(_Strict):
+    """Benchmark decontamination (docs/decontamination.md): documents sharing ``ngram``-word
+    n-grams (normalized words, like every dedup method) with a benchmark item."""
+
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=list)
+    ngram: int = Field(13, ge=3, le=64, description="13 words, as GPT-3 did")
+    mode: Literal["remove", "flag"] = "remove"
+    min_matches: int = Field(1, ge=1, description="distinct shared n-grams with one item that make a document contaminated")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DecontaminateConfig:
+        names = [b.name for b in self.benchmarks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"benchmark names must be unique; repeated: {dupes}")
+        return self
 
 
 class ExecutorSettings(_Strict):
@@ -83,6 +145,8 @@ class DedupConfig(_Strict):
     method: Method = "minhash"
     minhash: MinhashConfig = Field(default_factory=MinhashConfig)
     substring: SubstringConfig = Field(default_factory=SubstringConfig)
+    lines: LinesConfig = Field(default_factory=LinesConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
     #: per-task memory for the bucket / cluster / suffix-array passes; sets the number of partitions
     memory_budget: int = Field(1 * 2**30, gt=0)
     #: force the number of bucket partitions (default: derived from the memory budget)
@@ -94,6 +158,13 @@ class DedupConfig(_Strict):
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
+
+    @model_validator(mode="after")
+    def _decontaminate_needs_benchmarks(self) -> DedupConfig:
+        # a decontamination pass without benchmarks would rewrite every shard for nothing
+        if self.method == "decontaminate" and not self.decontaminate.benchmarks:
+            raise ValueError("method 'decontaminate' needs decontaminate.benchmarks (a list of {name, path, fields})")
+        return self
 
 
 class DedupConfigError(ValueError):

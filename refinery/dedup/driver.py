@@ -37,6 +37,8 @@ from refinery.dedup.passes import (
     removal_run_task,
     signature_task,
     small_star_task,
+    verify_attach_task,
+    verify_task,
 )
 from refinery.dedup.substring import (
     SUBSTRING_BYTES_PER_CHAR,
@@ -61,6 +63,8 @@ MAX_CC_ROUNDS = 64
 
 #: stage registry type and removal reason per method
 STAGE_OF_METHOD = {"minhash": "minhash_dedup", "exact": "exact_dedup", "url": "url_dedup", "substring": "substring_dedup"}
+STAGE_OF_METHOD["lines"] = "lines_dedup"  # corpus-level repeated-line removal (refinery/dedup/lines.py)
+STAGE_OF_METHOD["decontaminate"] = "decontaminate"
 
 
 class DedupError(RuntimeError):
@@ -178,10 +182,16 @@ def _fingerprint(method: str, params: dict[str, Any], shards: list[Shard], upstr
 
 
 def _method_params(config: DedupConfig) -> dict[str, Any]:
+    if config.method == "decontaminate":  # includes the benchmark files' identity (size, mtime)
+        from refinery.dedup.decontaminate import method_params
+
+        return method_params(config)
     if config.method == "minhash":
         return config.minhash.model_dump()
     if config.method == "substring":
         return config.substring.model_dump() | {"memory_budget": config.memory_budget}
+    if config.method == "lines":  # partitions do not change the result: memory_budget is not part of it
+        return config.lines.model_dump()
     return {"seed": config.minhash.seed}
 
 
@@ -227,6 +237,14 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     passes: dict[str, Any] = {}
     if method == "substring":
         extra = _substring_passes(work, shards, config, executor, passes)
+    elif method == "lines":
+        from refinery.dedup.lines import lines_passes
+
+        extra = lines_passes(work, shards, config, executor, passes)
+    elif method == "decontaminate":
+        from refinery.dedup.decontaminate import decontaminate_passes
+
+        extra = decontaminate_passes(work, shards, config, executor, passes)
     else:
         extra = _cluster_passes(work, shards, config, executor, passes)
 
@@ -239,6 +257,10 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
                            shared={"out": out, "stage_kind": stage_kind, "stage_params": {"dedup_dir": work_root},
                                    "force": force, "fingerprint": work.fingerprint})
     passes["remove"] = _summarize(results, time.time() - t0)
+    if method == "lines":  # what the cuts took, read back from the removal run's columns
+        from refinery.dedup.lines import lines_summary
+
+        extra = {**extra, **lines_summary(out.kept_dir, out.removed_dir)}
     run_stats = _finish_run(out, input_dir, config, work_root, len(shards), write_manifest=upstream is None,
                             fingerprint=work.fingerprint)
     expected = extra.get("docs_to_remove")
@@ -323,7 +345,8 @@ def _cluster_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, exe
     sig_uri = {s.name: work.path("signatures", f"{s.name}.parquet") for s in shards}
     lsh = config.minhash.lsh().__dict__ if method == "minhash" else {"seed": config.minhash.seed, "backend": "numpy"}
     tasks = [{"input_uri": s.uri, "shard": s.name, "shard_index": s.index, "output_uri": sig_uri[s.name], "method": method,
-              "lsh": dict(lsh), "batch_size": config.batch_size} for s in shards]
+              "lsh": dict(lsh), "batch_size": config.batch_size,
+              "sig_slots": config.minhash.stored_slots() if method == "minhash" else 0} for s in shards]
     sig = _run_pass(work, "signatures", signature_task, tasks, executor, names,
                     extra=lambda rs: {"per_shard": [{"docs": r["docs"], "sources": r.get("sources"), "width": r["width"]} for r in rs]})
     passes["signatures"] = {k: v for k, v in sig.items() if k != "per_shard"}
@@ -352,18 +375,32 @@ def build_index(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
     passes["buckets"] = _run_pass(work, "buckets", bucket_task, tasks, executor, names, units="rows")
     passes["buckets"]["partitions"] = P
 
+    # MinHash verification (docs/dedup.md "Candidate verification"): pairs are checked against
+    # the stored signatures before clustering, and removals against the cluster's kept copy after
+    verify = method == "minhash" and config.minhash.verify
+    S = max((s.index for s in shards), default=-1) + 1  # shard indexes are 0..S-1: a doc key's high bits
     cand_uris = [work.path("candidates", f"part-{p:05d}.parquet") for p in range(P)]
-    tasks = [{"bucket_uris": [bucket_uri[s.name] for s in shards], "part": p, "output_uri": cand_uris[p], "cc_parts": Q}
-             for p in range(P)]
+    tasks = [{"bucket_uris": [bucket_uri[s.name] for s in shards], "part": p, "output_uri": cand_uris[p], "cc_parts": Q,
+              "verify_shards": S if verify else 0} for p in range(P)]
     passes["candidates"] = _run_pass(work, "candidates", candidate_task, tasks, executor,
                                      [f"part-{p}" for p in range(P)], units="bucket_rows")
+    if verify:
+        cand_uris = _verify_passes(work, shards, config, executor, passes, cand_uris, Q)
 
-    final_uris, cc = _components(work, cand_uris, Q, executor, method)
+    final_uris, cc = _components(work, cand_uris, Q, executor, method, num_shards=S if verify else 0)
     passes["components"] = cc
+    root_attach: list[str] | None = None
+    if verify:
+        root_attach = [work.path("root_check", f"{s.name}.parquet") for s in shards]
+        tasks = [{"pair_uris": cc["roots_uris"], "shard_index": s.index, "signature_uri": sig_uri[s.name],
+                  "output_uri": root_attach[k], "num_shards": S, "slots": config.minhash.stored_slots(),
+                  "a": "root", "b": "node"} for k, s in enumerate(shards)]
+        passes["root_check"] = _run_pass(work, "root_check", verify_attach_task, tasks, executor, names, units="pairs")
 
     removal_uri = {s.name: work.path("removals", f"{s.name}.parquet") for s in shards}
     tasks = [{"shard": s.name, "shard_index": s.index, "signature_uri": sig_uri[s.name], "final_uris": final_uris,
-              "output_uri": removal_uri[s.name]} for s in shards]
+              "output_uri": removal_uri[s.name], "root_attach_uris": root_attach,
+              "threshold": config.minhash.threshold} for s in shards]
     passes["removal_lists"] = _run_pass(work, "removal_lists", removal_list_task, tasks, executor, names, units="clustered")
     return {
         "docs_with_keys": with_key,
@@ -373,10 +410,29 @@ def build_index(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
         "largest_cluster": cc.get("largest_max", 0),
         "cluster_size_histogram": cc.get("histogram", {}),
         "docs_to_remove": passes["removal_lists"].get("removed", 0),
+        **({"pairs_verified": passes["verify"].get("verified", 0), "pairs_rejected": passes["verify"].get("rejected", 0),
+            "root_rejected": passes["removal_lists"].get("root_rejected", 0)} if verify else {}),
     }
 
 
-def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor, method: str) -> tuple[list[str], dict[str, Any]]:
+def _verify_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor, passes: dict[str, Any],
+                   cand_uris: list[str], Q: int) -> list[str]:
+    """Candidate pairs -> verified edges (estimated Jaccard >= threshold), two hops per shard."""
+    S, names = max(s.index for s in shards) + 1, [s.name for s in shards]
+    sig_uri = {s.name: work.path("signatures", f"{s.name}.parquet") for s in shards}
+    attach = [work.path("verify", "attach", f"{s.name}.parquet") for s in shards]
+    tasks = [{"pair_uris": cand_uris, "shard_index": s.index, "signature_uri": sig_uri[s.name], "output_uri": attach[k],
+              "num_shards": S, "slots": config.minhash.stored_slots()} for k, s in enumerate(shards)]
+    passes["verify_attach"] = _run_pass(work, "verify_attach", verify_attach_task, tasks, executor, names, units="pairs")
+    verified = [work.path("verify", "edges", f"{s.name}.parquet") for s in shards]
+    tasks = [{"attach_uris": attach, "shard_index": s.index, "signature_uri": sig_uri[s.name], "output_uri": verified[k],
+              "cc_parts": Q, "threshold": config.minhash.threshold} for k, s in enumerate(shards)]
+    passes["verify"] = _run_pass(work, "verify", verify_task, tasks, executor, names, units="pairs")
+    return verified
+
+
+def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor, method: str,
+                num_shards: int = 0) -> tuple[list[str], dict[str, Any]]:
     """Large-star / small-star rounds until the graph is a forest of stars around each
     component's smallest node; returns the final ``(node, root)`` files and a summary."""
     marker = work.done("components")
@@ -388,7 +444,10 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
     for r in range(MAX_CC_ROUNDS):
         large = [work.path("components", f"round-{r:03d}", "large", f"part-{q:05d}.parquet") for q in range(Q)]
         final = [work.path("components", f"round-{r:03d}", "final", f"part-{q:05d}.parquet") for q in range(Q)]
-        tasks = [{"input_uris": inputs, "part": q, "output_uri": large[q], "final_uri": final[q], "cc_parts": Q} for q in range(Q)]
+        # with verification, the final step also groups (root, node) by the root's shard
+        roots = [work.path("components", "roots", f"part-{q:05d}.parquet") for q in range(Q)] if num_shards else [None] * Q
+        tasks = [{"input_uris": inputs, "part": q, "output_uri": large[q], "final_uri": final[q], "cc_parts": Q,
+                  "roots_uri": roots[q], "num_shards": num_shards} for q in range(Q)]
         results = executor.run(large_star_task, tasks, label=f"dedup/{method}/large-star-{r}",
                                names=[f"part-{q}" for q in range(Q)], units="edges")
         summary = _summarize(results, 0.0)
@@ -406,6 +465,7 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
                 "wall_seconds": round(time.time() - started, 3),
                 "partitions": Q,
                 "final_uris": final,
+                "roots_uris": roots,
             }
             return final, work.finish("components", out)
         small = [work.path("components", f"round-{r:03d}", "small", f"part-{q:05d}.parquet") for q in range(Q)]

@@ -200,3 +200,15 @@ def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
 def expected_abs_error(jaccard: float, num_perm: int) -> float:
     """E|estimate - J| for k independent slots (binomial), for reference in tests and docs."""
     return math.sqrt(2.0 / math.pi) * math.sqrt(max(jaccard * (1 - jaccard), 0.0) / num_perm)
+
+
+def estimate_jaccard_rows(sig_a: np.ndarray, sig_b: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
+    """Row-wise :func:`estimate_jaccard` of two ``[n, k]`` signature arrays (float32 ``[n]``),
+    in chunks so the boolean temporary stays small."""
+    n = sig_a.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    k = sig_a.shape[1] if sig_a.ndim == 2 else 1
+    for lo in range(0, n, chunk):
+        eq = sig_a[lo : lo + chunk] == sig_b[lo : lo + chunk]
+        out[lo : lo + chunk] = np.count_nonzero(eq, axis=1) / k
+    return out

@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.dedup import components
-from refinery.dedup.minhash import LshParams, MinHasher
-from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
+from refinery.dedup.minhash import LshParams, MinHasher, estimate_jaccard_rows
+from refinery.dedup.shuffle import column_numpy, partition_of, read_partition, write_partitioned
 from refinery.dedup.text import document_hashes, mix64, tokenize
 from refinery.io import fs, parquet
 from refinery.rundir import PassDir
@@ -91,11 +91,12 @@ def _columns(uri: str) -> list[str]:
 # -- pass 1: signatures / keys per shard ------------------------------------------------------
 def signature_task(
     input_uri: str, shard: str, shard_index: int, output_uri: str, method: str, lsh: dict[str, Any],
-    batch_size: int = 1000,
+    batch_size: int = 1000, sig_slots: int = 0,
 ) -> dict[str, Any]:
     """Per shard (share-nothing): the dedup keys of every document. MinHash: one key per LSH band;
     exact: a hash of the normalized text; url: a hash of the normalized URL. Writes
-    ``row, id, has_key, keys`` (documents without words / URL have no key)."""
+    ``row, id, has_key, keys`` (documents without words / URL have no key), and with
+    ``sig_slots`` the first ``sig_slots`` MinHash values as ``sig`` (candidate verification)."""
     started = time.time()
     present = _columns(input_uri)
     needed = ["id", "url" if method == "url" else "text"]
@@ -113,6 +114,8 @@ def signature_task(
     width = params.bands if method == "minhash" else 1
     keys = np.zeros((n, width), dtype=_U64)
     has = np.zeros(n, dtype=bool)
+    sig_slots = min(sig_slots, params.num_perm) if method == "minhash" else 0
+    stored = np.empty((n, sig_slots), dtype=np.uint32)
     last_log = started
     if method == "minhash":
         hasher = MinHasher(params)
@@ -120,6 +123,7 @@ def signature_task(
             texts = table.column("text").slice(lo, batch_size).to_pylist()
             sig, ok = hasher.signatures(texts)
             keys[lo : lo + len(texts)] = hasher.band_keys(sig)
+            stored[lo : lo + len(texts)] = sig[:, :sig_slots]
             has[lo : lo + len(texts)] = ok
             if time.time() - last_log >= 10:
                 last_log = time.time()
@@ -140,13 +144,15 @@ def signature_task(
     if "source" in table.column_names:
         distinct = pc.unique(table.column("source").drop_null())
         sources = sorted(distinct.to_pylist()) if len(distinct) <= MAX_SOURCES else None
-    out = pa.table({
+    columns = {
         "row": pa.array(np.arange(n, dtype=np.uint32)),
         "id": ids,
         "has_key": pa.array(has),
         "keys": pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1)), width),
-    })
-    parquet.write_table(out, output_uri, row_group_size=100_000)
+    }
+    if sig_slots:
+        columns["sig"] = pa.FixedSizeListArray.from_arrays(pa.array(stored.reshape(-1)), sig_slots)
+    parquet.write_table(pa.table(columns), output_uri, row_group_size=100_000)
     elapsed = time.time() - started
     log.info("[dedup %s/signatures] shard %s: %d docs (%d with keys) in %.1fs, %.0f docs/s",
              method, shard, n, int(has.sum()), elapsed, n / max(elapsed, 1e-9))
@@ -170,19 +176,81 @@ def bucket_task(signature_uri: str, shard_index: int, output_uri: str, num_parts
 
 
 # -- pass 3: candidate pairs per partition -----------------------------------------------------
-def candidate_task(bucket_uris: list[str], part: int, output_uri: str, cc_parts: int) -> dict[str, Any]:
+def candidate_task(bucket_uris: list[str], part: int, output_uri: str, cc_parts: int,
+                   verify_shards: int = 0) -> dict[str, Any]:
     """Per key partition: documents sharing a key (a band bucket, or an exact hash) become star
-    edges to the bucket's smallest document; written in both directions for large-star."""
+    edges to the bucket's smallest document; written in both directions for large-star.
+
+    ``verify_shards`` (MinHash verification): the edges (plus a path through each bucket) are
+    written once, ``(u, v)`` with ``u < v``, grouped by the shard of ``u``, for
+    :func:`verify_attach_task`."""
     data = read_partition(bucket_uris, part, ["key", "doc"], {"key": _U64, "doc": _U64})
-    u, v, stats = components.bucket_star_edges(data["key"], data["doc"])
+    u, v, stats = components.bucket_star_edges(data["key"], data["doc"], path=bool(verify_shards))
     del data
+    if verify_shards:
+        write_partitioned(output_uri, {"u": u, "v": v}, shard_of(u), verify_shards)
+        return stats
     src, dst = np.concatenate([u, v]), np.concatenate([v, u])
     write_partitioned(output_uri, {"src": src, "dst": dst}, node_partition(src, cc_parts), cc_parts)
     return stats
 
 
+# -- pass 3b: candidate verification (MinHash) -------------------------------------------------
+# Both documents of a pair need their signatures, and signatures live in their shards' files: a
+# join in two hops, each a task per shard that holds one shard's signatures (512 bytes per
+# document at 128 slots): attach u's signature and regroup by v's shard, then compare with v's.
+def shard_of(keys: np.ndarray) -> np.ndarray:
+    return (keys >> _U64(32)).astype(np.int64)
+
+
+def _shard_signatures(signature_uri: str) -> np.ndarray:
+    table = parquet.read_table(signature_uri, columns=["sig"])
+    return column_numpy(table.column("sig"))
+
+
+def verify_attach_task(pair_uris: list[str], shard_index: int, signature_uri: str, output_uri: str,
+                       num_shards: int, slots: int, a: str = "u", b: str = "v") -> dict[str, Any]:
+    """Per shard: the pairs whose ``a`` document is in this shard get ``a``'s signature attached
+    and are regrouped by the shard of ``b``. Used for bucket pairs (u, v) and, after clustering,
+    for (root, node) pairs."""
+    data = read_partition(pair_uris, shard_index, [a, b], {a: _U64, b: _U64})
+    x, y = components.dedupe_pairs(data[a], data[b]) if a == "u" else (data[a], data[b])
+    del data
+    if len(x):
+        attached = _shard_signatures(signature_uri)[(x & _U64(0xFFFFFFFF)).astype(np.int64)]
+    else:  # every file of the shuffle has the same width, empty ones too
+        attached = np.empty((0, slots), np.uint32)
+    write_partitioned(output_uri, {a: x, b: y, "sig": attached}, shard_of(y), num_shards)
+    return {"pairs": len(x)}
+
+
+def _compare(attach_uris: list[str], shard_index: int, signature_uri: str, a: str, b: str
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, estimated Jaccard)`` for the pairs whose ``b`` document is in this shard."""
+    data = read_partition(attach_uris, shard_index, [a, b, "sig"], {a: _U64, b: _U64, "sig": np.uint32})
+    x, y, sig_x = data[a], data[b], data["sig"]
+    if len(x) == 0:
+        return x, y, np.empty(0, np.float32)
+    sig = _shard_signatures(signature_uri)
+    return x, y, estimate_jaccard_rows(sig_x, sig[(y & _U64(0xFFFFFFFF)).astype(np.int64)])
+
+
+def verify_task(attach_uris: list[str], shard_index: int, signature_uri: str, output_uri: str, cc_parts: int,
+                threshold: float) -> dict[str, Any]:
+    """Per shard: keep the pairs whose estimated Jaccard reaches ``threshold``; written in both
+    directions grouped by node partition, as :func:`candidate_task` does without verification."""
+    u, v, est = _compare(attach_uris, shard_index, signature_uri, "u", "v")
+    ok = est >= threshold
+    u, v = u[ok], v[ok]
+    src, dst = np.concatenate([u, v]), np.concatenate([v, u])
+    write_partitioned(output_uri, {"src": src, "dst": dst}, node_partition(src, cc_parts), cc_parts)
+    return {"checked": len(ok), "verified": int(ok.sum()), "rejected": int((~ok).sum()),
+            "rejected_above_0_5": int(((est >= 0.5) & ~ok).sum())}
+
+
 # -- pass 4: connected components, alternating large-star / small-star --------------------------
-def large_star_task(input_uris: list[str], part: int, output_uri: str, final_uri: str, cc_parts: int) -> dict[str, Any]:
+def large_star_task(input_uris: list[str], part: int, output_uri: str, final_uri: str, cc_parts: int,
+                    roots_uri: str | None = None, num_shards: int = 0) -> dict[str, Any]:
     data = read_partition(input_uris, part, ["src", "dst"], {"src": _U64, "dst": _U64})
     r = components.large_star(data["src"], data["dst"])
     del data
@@ -193,6 +261,11 @@ def large_star_task(input_uris: list[str], part: int, output_uri: str, final_uri
         node, root, size = r["node"], r["root"], r["size"]
         final = pa.table({"node": pa.array(node), "root": pa.array(root)})
         parquet.write_table(final, final_uri, row_group_size=FINAL_ROW_GROUP)
+        if roots_uri:
+            # (root, node) of every document to remove, grouped by the root's shard: the first hop
+            # of the check against the cluster's kept copy (verify_attach_task / removal_list_task)
+            member = node != root
+            write_partitioned(roots_uri, {"root": root[member], "node": node[member]}, shard_of(root[member]), num_shards)
         result.update(
             nodes=len(node),
             clusters=int((size > 0).sum()),
@@ -213,9 +286,15 @@ def small_star_task(input_uris: list[str], part: int, output_uri: str, cc_parts:
 
 
 # -- pass 5: per-shard removal lists -----------------------------------------------------------
-def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_uris: list[str], output_uri: str) -> dict[str, Any]:
+def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_uris: list[str], output_uri: str,
+                      root_attach_uris: list[str] | None = None, threshold: float = 0.0) -> dict[str, Any]:
     """Per shard: every clustered document's id, cluster id (the kept document's key) and whether
-    it is removed (it is not its cluster's smallest key)."""
+    it is removed (it is not its cluster's smallest key).
+
+    ``root_attach_uris`` (MinHash verification): a document is removed only if its estimated
+    Jaccard with its cluster's kept copy reaches ``threshold``. Verified edges bound each link of
+    a chain, not the chain, so a far end of a chain (A ~ B ~ C with A, C apart) is checked here
+    against the root and, failing, kept and left out of the list."""
     lo = pa.scalar(shard_index << 32, pa.uint64())
     hi = pa.scalar((shard_index + 1) << 32, pa.uint64())
     expr = (pc.field("node") >= lo) & (pc.field("node") < hi)
@@ -228,6 +307,14 @@ def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_ur
     root = final.column("root").to_numpy()
     order = np.argsort(node)
     node, root = node[order], root[order]
+    root_rejected = 0
+    if root_attach_uris is not None:
+        r, x, est = _compare(root_attach_uris, shard_index, signature_uri, "root", "node")
+        far = x[est < threshold]
+        root_rejected = len(far)
+        if root_rejected:
+            keep = ~np.isin(node, far)
+            node, root = node[keep], root[keep]
     rows = (node & _U64(0xFFFFFFFF)).astype(np.int64)
     ids = parquet.read_table(signature_uri, columns=["id"]).column("id")
     removed = node != root
@@ -238,7 +325,8 @@ def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_ur
         "removed": pa.array(removed),
     })
     parquet.write_table(out, output_uri)
-    return {"clustered": len(node), "removed": int(removed.sum()), "kept_representatives": int((~removed).sum())}
+    return {"clustered": len(node), "removed": int(removed.sum()), "kept_representatives": int((~removed).sum()),
+            "root_rejected": root_rejected}
 
 
 # -- pass 6: the removal run, through the normal shard runner ----------------------------------

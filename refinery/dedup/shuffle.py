@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.io import fs
@@ -27,13 +28,28 @@ def partition_of(keys: np.ndarray, num_parts: int) -> np.ndarray:
     return (((keys >> np.uint64(32)) * np.uint64(num_parts)) >> np.uint64(32)).astype(np.int64)
 
 
+def _arrow(values: np.ndarray) -> pa.Array:
+    """1-D arrays as they are; 2-D ``[n, k]`` arrays (signatures) as fixed-size lists of ``k``."""
+    if values.ndim == 2:
+        return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values).reshape(-1)), values.shape[1])
+    return pa.array(values)
+
+
+def column_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A column as numpy: fixed-size list columns become ``[n, k]`` arrays."""
+    if pa.types.is_fixed_size_list(column.type):
+        k = column.type.list_size
+        return pc.list_flatten(column).to_numpy().reshape(-1, k)
+    return column.to_numpy()
+
+
 def write_partitioned(uri: str, columns: dict[str, np.ndarray], part: np.ndarray, num_parts: int) -> list[int]:
     """Write ``columns`` grouped by ``part`` (stable: row order within a partition is kept).
     Returns the number of rows per partition."""
     order = np.argsort(part, kind="stable")
     counts = np.bincount(part, minlength=num_parts) if len(part) else np.zeros(num_parts, dtype=np.int64)
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    table = pa.table({name: pa.array(values[order]) for name, values in columns.items()})
+    table = pa.table({name: _arrow(values[order]) for name, values in columns.items()})
     groups: dict[int, int] = {}
     schema = table.schema
     with fs.atomic_output(uri) as out:
@@ -69,19 +85,26 @@ def read_partition(uris: list[str], part: int, columns: list[str], dtypes: dict[
     arrays. Streams one row group at a time into arrays sized from the footers."""
     files = []
     total = 0
+    schema: pa.Schema | None = None
     for uri in uris:
         pf = _open(uri)
+        if schema is None:
+            schema = pf.schema_arrow
         group = _groups(pf, uri).get(part)
         if group is not None:
             n = pf.metadata.row_group(group).num_rows
             files.append((pf, group, n))
             total += n
-    out = {c: np.empty(total, dtype=dtypes[c]) for c in columns}
+    # fixed-size list columns (signatures) come back as [rows, k] arrays
+    widths: dict[str, int] = {}
+    if schema is not None:
+        widths = {c: schema.field(c).type.list_size for c in columns if pa.types.is_fixed_size_list(schema.field(c).type)}
+    out = {c: np.empty((total, widths[c]) if c in widths else total, dtype=dtypes[c]) for c in columns}
     at = 0
     for pf, group, n in files:
         table = pf.read_row_group(group, columns=columns)
         for c in columns:
-            out[c][at : at + n] = table.column(c).to_numpy()
+            out[c][at : at + n] = column_numpy(table.column(c))
         at += n
         del table
     return out

@@ -193,8 +193,8 @@ def unify_pass_schemas(kept_dir: str, removed_dir: str) -> tuple[pa.Schema, pa.S
     """One schema for a pass's kept shards (documents, empty shards included) and one for its
     removed shards: the kept schema without the raw ``html`` plus the decision columns, so a pass
     that removed nothing still writes a ``removed/`` a reader can open."""
-    from refinery.schema import DOCUMENT_SCHEMA, REMOVED_FIELDS
+    from refinery.schema import DOCUMENT_FIELDS, EDIT_FIELDS, REMOVED_FIELDS
 
-    kept = unify_schemas(kept_dir, schema=DOCUMENT_SCHEMA)
+    kept = unify_schemas(kept_dir, schema=pa.schema(DOCUMENT_FIELDS + EDIT_FIELDS))
     declared = pa.schema([f for f in kept if f.name != "html"] + [f.with_nullable(True) for f in REMOVED_FIELDS])
     return kept, unify_schemas(removed_dir, schema=declared)

@@ -82,6 +82,48 @@ def write_report(output: str, job: str, name: str, report: dict[str, Any]) -> st
     return uri
 
 
+def announce(output: str, job: str, host: str, phase: str) -> str:
+    """``_jobs/<job>/started/<host>.json``: this container runs our code now. The watchdog's stall
+    clock starts here, never while SageMaker provisions instances or copies inputs."""
+    return write_report(output, job, f"started/{host}", {"host": host, "phase": phase, "pid": os.getpid(),
+                                                         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+class Heartbeat:
+    """Rewrites ``_jobs/<job>/heartbeat/<host>.json`` every ``interval_s`` from a daemon thread (a
+    sign of life for ``refinery status``/the watchdog; progress itself is the shard markers)."""
+
+    def __init__(self, output: str, job: str, host: str, interval_s: float) -> None:
+        import threading
+
+        self.output, self.job, self.host, self.interval_s = output, job, host, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="refinery-heartbeat", daemon=True)
+
+    def _loop(self) -> None:
+        beats = 0
+        while not self._stop.is_set():
+            beats += 1
+            try:
+                write_report(self.output, self.job, f"heartbeat/{self.host}",
+                             {"host": self.host, "beats": beats, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            except Exception as exc:  # a missed beat is no reason to fail the job
+                log.warning("heartbeat not written: %s", str(exc).splitlines()[0])
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _heartbeat_s() -> float:
+    return float(os.environ.get("REFINERY_HEARTBEAT_S", "300"))
+
+
 def _my_shards(config_path: str, input_uri: str, output: str) -> set[str]:
     """This Processing instance's shard names, from its stubs, checked against the plan."""
     from refinery.config import load_config
@@ -114,6 +156,15 @@ def _run(mode: str) -> int:
         # launched from a checkout other than the one the image was built from
         log.warning("image built from %s, launched from %s: the job runs the image's code", image_sha, base["git_sha"])
         base["image_git_sha"] = image_sha
+    announce(output, job, host, mode)
+    with Heartbeat(output, job, host, _heartbeat_s()):
+        return _run_steps(mode, host, step, output, job, input_uri, workers, passes, base)
+
+
+def _run_steps(mode: str, host: str, step: str, output: str, job: str, input_uri: str, workers: int | None,
+               passes: list[str] | None, base: dict[str, Any]) -> int:
+    from refinery.launch.steps import run_step
+
     config_path = fetch_config(_env("REFINERY_CONFIG_URI"))
     shards = None
     if mode == "processing":
@@ -137,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         return _run(mode)
     if mode == "train":
         from refinery.launch import bootstrap
+
+        output, job = os.environ.get("REFINERY_OUTPUT"), os.environ.get("REFINERY_JOB_NAME")
+        if output and job:  # every instance of the cluster announces itself before the bootstrap
+            try:
+                announce(output, job, _current_host(), "train")
+            except Exception as exc:
+                log.warning("could not announce this container: %s", str(exc).splitlines()[0])
 
         return bootstrap.main(argv[1:], default_command=[sys.executable, "-m", "refinery.launch.container", "step"])
     print(f"usage: entrypoint.py processing|train|step (got {mode!r})", file=sys.stderr)

@@ -163,7 +163,10 @@ def launch(
     run_build = bool(build) if build is not None else docker
     if run_build and not docker and not dry_run:
         raise LaunchError("--build needs a Docker engine, and none answers here (`docker info` failed)")
-    commands = package.build_and_push(full_image, version, run=run_build and not dry_run)
+    try:
+        commands = package.build_and_push(full_image, version, run=run_build and not dry_run)
+    except package.ImageError as exc:
+        raise LaunchError(str(exc)) from None
     if build is None and not docker and not dry_run:
         raise LaunchError("no Docker engine to build the image:\n  " + "\n  ".join(commands)
                           + "\nrun these where Docker works, then launch again with --no-build")

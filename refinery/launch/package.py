@@ -64,13 +64,80 @@ def docker_available() -> bool:
         return False
 
 
+BASE_IMAGE_FILE = "jobs/base-image.txt"
+LOCK_FILE = "jobs/requirements.lock"
+
+
+class ImageError(ValueError):
+    """The image cannot be built or pushed as asked (the message says why and what to do)."""
+
+
+def base_image(root: Path = ROOT) -> str:
+    """The base image, pinned by digest (``jobs/base-image.txt``): a floating tag such as
+    ``python:3.11-slim`` would give two builds of the same SHA different systems."""
+    path = root / BASE_IMAGE_FILE
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(lines) != 1 or not re.search(r"@sha256:[0-9a-f]{64}$", lines[0]):
+        raise ImageError(f"{path}: expected one base image pinned by digest (NAME@sha256:<64 hex>), got {lines}")
+    return lines[0]
+
+
 def build_commands(image: str, version: CodeVersion, root: Path = ROOT) -> list[list[str]]:
-    """``docker build`` of jobs/Dockerfile (code at this SHA baked in) and ``docker push``."""
+    """``docker build`` of jobs/Dockerfile (base image by digest, dependencies from the lock file,
+    code at this SHA baked in as a wheel) and ``docker push``."""
     return [
-        ["docker", "build", "-f", str(root / DOCKERFILE), "--build-arg", f"GIT_SHA={version.describe()}",
-         "-t", image, str(root)],
+        ["docker", "build", "-f", str(root / DOCKERFILE), "--build-arg", f"BASE_IMAGE={base_image(root)}",
+         "--build-arg", f"GIT_SHA={version.describe()}", "-t", image, str(root)],
         ["docker", "push", image],
     ]
+
+
+def existing_image(image: str, ecr: object | None = None) -> tuple[bool, bool] | None:
+    """For an ECR image: ``(tag exists, repository is immutable)``; None for other registries or
+    when ECR cannot be asked."""
+    m = _ECR.match(image)
+    last = image.rsplit("/", 1)[-1]
+    if not m or ":" not in last or "@" in last:
+        return None
+    repository = image[m.end():].rsplit(":", 1)[0]
+    tag = image.rsplit(":", 1)[1]
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if ecr is None:
+        import boto3
+
+        ecr = boto3.client("ecr", region_name=m["region"])
+    try:
+        repo = ecr.describe_repositories(repositoryNames=[repository])["repositories"][0]
+        immutable = repo.get("imageTagMutability", "MUTABLE").startswith("IMMUTABLE")
+        try:
+            ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])
+            return True, immutable
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ImageNotFoundException":
+                return False, immutable
+            raise
+    except (ClientError, BotoCoreError) as exc:
+        log.debug("cannot ask ECR about %s: %s", image, exc)
+        return None
+
+
+def check_tag(image: str, version: CodeVersion, ecr: object | None = None) -> bool:
+    """Whether to build and push ``image``: False when an immutable ECR repository already holds
+    this tag for clean code (same SHA, same image: reuse it); an error when the tag cannot be
+    overwritten but the code differs from its SHA (uncommitted changes)."""
+    state = existing_image(image, ecr)
+    if state is None or not state[0]:
+        return True
+    _exists, immutable = state
+    if not immutable:
+        return True
+    if version.dirty or version.sha == "unknown":
+        raise ImageError(f"{image} already exists in an immutable ECR repository and cannot be overwritten, but "
+                         "this checkout has uncommitted changes: commit them (a new SHA gives a new tag) or "
+                         "pass another --image tag")
+    log.info("%s already exists in an immutable ECR repository: reusing it (same code SHA)", image)
+    return False
 
 
 def ecr_login_command(image: str) -> str | None:
@@ -100,9 +167,15 @@ def build_and_push(image: str, version: CodeVersion, run: bool) -> list[str]:
     lines either way, for the user to see or to run elsewhere."""
     commands = build_commands(image, version)
     lines = [c for c in [ecr_login_command(image)] if c] + [shlex.join(c) for c in commands]
-    if run:
+    if run and check_tag(image, version):
         _ecr_login(image)
         for cmd in commands:
             log.info("$ %s", shlex.join(cmd))
-            subprocess.run(cmd, check=True)
+            done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+            if done.returncode:
+                if "already exists" in (done.stderr or "") and "immutable" in (done.stderr or "").lower():
+                    raise ImageError(f"{image}: the tag already exists in an immutable repository; commit your "
+                                     "changes for a new SHA tag or pass another --image tag")
+                raise ImageError(f"{shlex.join(cmd[:2])} failed ({done.returncode}): "
+                                 f"{(done.stderr or '').strip().splitlines()[-1:] or ''}")
     return lines

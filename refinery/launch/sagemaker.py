@@ -24,9 +24,10 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from refinery.launch.steps import JobKind
+if TYPE_CHECKING:  # this module runs in the watchdog's Lambda too: stdlib and boto3 only at import
+    from refinery.launch.steps import JobKind
 
 #: where the container sees things (see refinery/launch/container.py and jobs/Dockerfile)
 ENTRYPOINT = ["python3", "/opt/refinery/jobs/entrypoint.py"]
@@ -187,6 +188,33 @@ def build_request(spec: JobSpec) -> tuple[str, dict[str, Any]]:
 
 
 # -- validation ---------------------------------------------------------------------------------------
+#: SageMaker's documented limits that the API model does not encode (or encodes more loosely):
+#: (operation, path) -> (maximum, what it is). Processing jobs run at most 5 days; training jobs
+#: 28 days (MaxRuntimeInSeconds and, for spot, MaxWaitTimeInSeconds); EBS volumes 16 TB.
+SERVICE_LIMITS: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {
+    ("CreateProcessingJob", ("StoppingCondition", "MaxRuntimeInSeconds")): (5 * 86400, "5 days"),
+    ("CreateProcessingJob", ("ProcessingResources", "ClusterConfig", "VolumeSizeInGB")): (16384, "16 TB"),
+    ("CreateProcessingJob", ("ProcessingResources", "ClusterConfig", "InstanceCount")): (100, "100 instances"),
+    ("CreateTrainingJob", ("StoppingCondition", "MaxRuntimeInSeconds")): (28 * 86400, "28 days"),
+    ("CreateTrainingJob", ("StoppingCondition", "MaxWaitTimeInSeconds")): (28 * 86400, "28 days"),
+    ("CreateTrainingJob", ("ResourceConfig", "VolumeSizeInGB")): (16384, "16 TB"),
+}
+
+
+def check_limits(operation: str, request: dict[str, Any]) -> list[str]:
+    """What in ``request`` exceeds :data:`SERVICE_LIMITS` (one line each)."""
+    problems = []
+    for (op, path), (maximum, what) in SERVICE_LIMITS.items():
+        if op != operation:
+            continue
+        value: Any = request
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int) and value > maximum:
+            problems.append(f"{'.'.join(path)} = {value:,} exceeds SageMaker's limit of {maximum:,} ({what})")
+    return problems
+
+
 def _service_model():
     import botocore.session
 
@@ -203,7 +231,7 @@ def validate_request(operation: str, request: dict[str, Any]) -> None:
         validate_parameters(request, shape)
     except ParamValidationError as exc:
         raise RequestError(f"{operation}: {exc}") from None
-    problems: list[str] = []
+    problems: list[str] = check_limits(operation, request)
     _check(request, shape, operation, problems)
     if problems:
         raise RequestError(f"{operation}: " + "; ".join(problems))
@@ -288,6 +316,8 @@ class JobStatus:
     environment: dict[str, str]
     tags: dict[str, str]
     failure_reason: str | None
+    #: training jobs: Starting, Downloading, Training, ... (None for processing jobs)
+    secondary_status: str | None = None
 
     @property
     def running(self) -> bool:
@@ -315,7 +345,8 @@ def describe(sm, name: str) -> JobStatus:
         res = d.get("ResourceConfig", {})
         status = JobStatus(name, "ray", d["TrainingJobArn"], d["TrainingJobStatus"], d.get("CreationTime"),
                            d.get("TrainingStartTime"), d.get("TrainingEndTime"), res.get("InstanceCount", 0),
-                           res.get("InstanceType", ""), d.get("Environment", {}), {}, d.get("FailureReason"))
+                           res.get("InstanceType", ""), d.get("Environment", {}), {}, d.get("FailureReason"),
+                           d.get("SecondaryStatus"))
     try:
         status.tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=status.arn).get("Tags", [])}
     except ClientError:

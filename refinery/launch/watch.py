@@ -6,9 +6,12 @@ document pass publishes ``<pass>/stats/<shard>.json`` last (``stats/<shard>.json
 pass), the shard-finished marker, and dedup passes write their intermediate files there too. A
 job counts the markers of its own passes (``REFINERY_PASSES``). The job counts as *stalled* when it is ``InProgress`` and nothing
 under the output prefix (``_jobs/`` aside: logs and reports are no progress) was written for
-``stall_minutes`` -- counting from when the containers started (or the job was created), so
-provisioning and input download get the same allowance. Pick ``stall_minutes`` above the slowest
-shard's time.
+``stall_minutes`` -- counting from when the job's containers announced themselves
+(``_jobs/<job>/started/<host>.json``, written by the entrypoint before any work; heartbeats follow
+in ``_jobs/<job>/heartbeat/<host>.json``). Before that the job is provisioning, pulling its image or
+copying inputs: it is left alone for ``start_grace_minutes`` after its creation (a training job
+whose SecondaryStatus says it is still starting or downloading is never stopped for that).
+Pick ``stall_minutes`` above the slowest shard's time.
 
 Utilisation: CloudWatch's per-host ``CPUUtilization``/``MemoryUtilization`` when the caller may
 read them (optional); shard and document throughput from the markers always.
@@ -40,6 +43,9 @@ TERMINAL = ("Completed", "Failed", "Stopped")
 PIPELINE_TERMINAL = ("Succeeded", "Failed", "Stopped")
 #: the plan's tokenize pass writes token shards, not shard markers
 NO_MARKERS = ("tokens",)
+#: training-job secondary statuses before the containers run our code (never "stalled")
+STARTING = ("Starting", "Pending", "LaunchingMLInstances", "PreparingTrainingStack", "Downloading",
+            "DownloadingTrainingImage", "Restarting")
 EXIT_COMPLETED, EXIT_FAILED, EXIT_STALLED = 0, 1, 3
 
 
@@ -69,6 +75,9 @@ class Progress:
     docs_read: int = 0  # documents in the new markers
     last_write: datetime | None = None  # newest write under the output since the job started
     by_pass: dict[str, int] = field(default_factory=dict)  # markers per pass ("" = a one-pass run)
+    #: the job's containers: earliest ``started`` announcement and latest heartbeat (None: none yet)
+    containers_started: datetime | None = None
+    last_heartbeat: datetime | None = None
 
 
 def marker_pass(rel: str) -> str | None:
@@ -90,6 +99,7 @@ class Poll:
     stalled: bool
     action: str | None = None  # "stopped" when we stopped the job
     utilisation: dict[str, float] = field(default_factory=dict)
+    phase: str = ""  # "starting (...)" before the containers announced themselves, else "running"
 
     def line(self) -> str:
         p, j = self.progress, self.job
@@ -105,7 +115,9 @@ class Poll:
             parts.append(f"{rate * 3600:.1f} shards/h, {p.docs_read / elapsed:,.0f} docs/s")
             if self.total_shards and self.total_shards > p.markers:
                 parts.append(f"ETA {_fmt_age((self.total_shards - p.markers) / rate)}")
-        if self.idle_s is not None:
+        if self.phase.startswith("starting"):
+            parts.append(f"{self.phase} for {_fmt_age(self.idle_s or 0)}")
+        elif self.idle_s is not None:
             parts.append(f"last progress {_fmt_age(self.idle_s)} ago")
         for k, v in self.utilisation.items():
             parts.append(f"{k} {v:.0f}%")
@@ -117,9 +129,10 @@ class Poll:
 class Watcher:
     def __init__(self, sm: Any, s3: Any, name: str, stall_minutes: float = 60.0, stop_stalled: bool = True,
                  output_uri: str | None = None, cloudwatch: Any = None,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow, start_grace_minutes: float = 180.0) -> None:
         self.sm, self.s3, self.name = sm, s3, name
         self.stall_s = stall_minutes * 60
+        self.start_grace_s = start_grace_minutes * 60
         self.stop_stalled = stop_stalled
         self.output_uri = output_uri
         self.cloudwatch = cloudwatch
@@ -128,7 +141,8 @@ class Watcher:
 
     # -- progress markers ---------------------------------------------------------------------------
     def progress(self, output_uri: str, since: datetime | None, passes: list[str] | None = None) -> Progress:
-        """Writes and shard markers under ``output_uri`` (markers of ``passes`` only, when given)."""
+        """Writes and shard markers under ``output_uri`` (markers of ``passes`` only, when given),
+        and this job's container announcements and heartbeats."""
         bucket, _, prefix = output_uri[5:].partition("/")
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         p = Progress()
@@ -138,9 +152,10 @@ class Watcher:
         for page in pages:
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(prefix):]
-                if rel.startswith("_jobs/"):
-                    continue
                 modified = _aware(obj["LastModified"])
+                if rel.startswith("_jobs/"):  # logs and reports are no progress; announcements say who runs
+                    self._container_signal(p, rel, modified)
+                    continue
                 new = since is None or modified >= since
                 if new and (p.last_write is None or modified > p.last_write):
                     p.last_write = modified
@@ -152,6 +167,15 @@ class Watcher:
                         p.new_markers += 1
                         p.docs_read += self._marker_docs(bucket, obj)
         return p
+
+    def _container_signal(self, p: Progress, rel: str, modified: datetime) -> None:
+        parts = rel.split("/")  # _jobs/<job>/<started|heartbeat>/<host>.json
+        if len(parts) != 4 or parts[1] != self.name:
+            return
+        if parts[2] == "started" and (p.containers_started is None or modified < p.containers_started):
+            p.containers_started = modified
+        elif parts[2] == "heartbeat" and (p.last_heartbeat is None or modified > p.last_heartbeat):
+            p.last_heartbeat = modified
 
     def _marker_docs(self, bucket: str, obj: dict) -> int:
         key = f"{obj['Key']}@{obj.get('ETag', '')}"
@@ -208,12 +232,11 @@ class Watcher:
         if total and passes:  # every pass with markers goes over every shard
             total = int(total) * max(1, len([p for p in passes if p not in NO_MARKERS]))
         idle = stalled = None
+        phase = ""
         if job.running:
-            last = max([t for t in (progress.last_write, reference) if t is not None], default=now)
-            idle = (now - last).total_seconds()
-            stalled = idle >= self.stall_s
+            idle, stalled, phase = self.judge(job, progress, now)
         poll = Poll(now, job, progress, int(total) if total else None, idle, bool(stalled),
-                    utilisation=self.utilisation(job, now))
+                    utilisation=self.utilisation(job, now), phase=phase)
         if poll.stalled and self.stop_stalled:
             log.warning("%s: no progress for %s (limit %s): stopping it", job.name, _fmt_age(idle or 0),
                         _fmt_age(self.stall_s))
@@ -221,11 +244,27 @@ class Watcher:
             poll.action = "stopped"
         return poll
 
+    def judge(self, job: JobStatus, progress: Progress, now: datetime) -> tuple[float, bool, str]:
+        """``(idle seconds, stalled, phase)`` of a running job. The stall clock starts when the job's
+        containers announced themselves, never while instances are provisioned or inputs copied."""
+        created = _aware(job.created) or now
+        if progress.containers_started is None:
+            waiting = (now - created).total_seconds()
+            if job.secondary_status in STARTING:
+                return waiting, False, f"starting ({job.secondary_status})"
+            # an image without announcements, or a job stuck before its containers: the grace decides
+            return waiting, waiting >= self.start_grace_s, "starting"
+        last = max(t for t in (progress.last_write, progress.containers_started) if t is not None)
+        idle = (now - last).total_seconds()
+        return idle, idle >= self.stall_s, "running"
+
     def run(self, interval_s: float = 60.0, once: bool = False, echo: Callable[[str], None] = print,
             sleep: Callable[[float], None] = time.sleep) -> int:
         """Poll until the job ends (or once); exit code 0 completed, 1 failed/stopped, 3 stalled."""
+        from refinery.launch.watchdog import with_backoff
+
         while True:
-            poll = self.poll()
+            poll = with_backoff(self.poll, sleep=sleep)  # a throttled call is no reason to stop watching
             echo(poll.line())
             if poll.action == "stopped":
                 return EXIT_STALLED
@@ -281,8 +320,10 @@ class PipelineWatcher:
     def run(self, interval_s: float = 60.0, once: bool = False, echo: Callable[[str], None] = print,
             sleep: Callable[[float], None] = time.sleep) -> int:
         """Poll until the execution ends (or once); exit code 0 succeeded, 1 failed/stopped, 3 stalled."""
+        from refinery.launch.watchdog import with_backoff
+
         while True:
-            execution = latest_execution(self.sm, self.pipeline)
+            execution = with_backoff(lambda: latest_execution(self.sm, self.pipeline), sleep=sleep)
             if execution is None:
                 raise ValueError(f"pipeline {self.pipeline} has no execution")
             status = execution["PipelineExecutionStatus"]
@@ -292,7 +333,7 @@ class PipelineWatcher:
             else:
                 watcher = self._watchers.setdefault(job, Watcher(self.sm, self.s3, job, clock=self.clock,
                                                                  **self.watcher_kw))
-                poll = watcher.poll()
+                poll = with_backoff(watcher.poll, sleep=sleep)
                 echo(f"[{self.pipeline} {status}] {poll.line()}")
                 if poll.action == "stopped":
                     return EXIT_STALLED

@@ -10,6 +10,22 @@ The runner (``refinery/runner.py``) splits the batch into kept and removed rows,
 special columns from kept rows, tags removed rows with the stage name, and counts everything.
 Stages therefore never drop rows themselves, which is what makes kept + removed = read hold.
 
+Edits. A stage that rewrites ``text`` of documents it keeps (line corrections, substring cuts)
+needs to do nothing more: the runner compares each kept document's text before and after the
+stage and counts ``docs_edited``, ``chars_cut`` and ``words_cut`` for it (text a stage creates
+from nothing, i.e. extraction, is no edit), and adds the cut to the document's cumulative
+``chars_cut`` / ``words_cut`` columns (:data:`refinery.schema.EDIT_FIELDS`). Setting
+``rewrites_text`` is a hint only: the runner detects a changed ``text`` column either way.
+
+Counters. Besides documents, a stage may count named things it did (a PII stage: emails and
+phone numbers replaced; line corrections: lines dropped). Call :meth:`Stage.count` while
+processing a batch; the runner calls :meth:`Stage.take_counters` after every batch the stage
+processed (empty batches included), which returns the counts since the last call and resets
+them, and sums them per stage into the shard, pass and run stats (``counters`` of the stage),
+the funnel, the report and ``refinery stats --compare``. Names are short snake_case strings,
+values non-negative ints; they must describe *this* batch only, so a retried shard counts
+again from zero.
+
 Stages know nothing of files, S3, Ray or SageMaker. Heavy resources (models, blocklists) are
 loaded lazily on first call so that a stage object is cheap to build and to pickle.
 """
@@ -29,8 +45,8 @@ class Stage:
 
     #: registry name, e.g. ``"gopher_quality"``; also the default stage name in stats
     kind: ClassVar[str] = ""
-    #: True for stages that rewrite ``text`` (extraction, line corrections), so the runner
-    #: re-measures the text they output; other stages' output sizes are derived cheaply.
+    #: True for stages that rewrite ``text`` (documentation only: the runner re-measures the text
+    #: of any stage whose output ``text`` column is not the one it was given, buffer for buffer)
     rewrites_text: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None) -> None:
@@ -45,6 +61,21 @@ class Stage:
     def metric_columns(self) -> list[str]:
         """Columns this stage adds whose values are worth a histogram in the stats."""
         return []
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the named counter reported with the next :meth:`take_counters`."""
+        if n:
+            pending = self.__dict__.setdefault("_counts", {})
+            pending[name] = pending.get(name, 0) + int(n)
+
+    def take_counters(self) -> dict[str, int]:
+        """The named counts since the last call, resetting them (see the module docstring).
+        The default reports what :meth:`count` recorded: ``{}`` for stages that count nothing."""
+        pending = self.__dict__.get("_counts")
+        if not pending:
+            return {}
+        self._counts = {}
+        return pending
 
     def __getstate__(self) -> dict[str, Any]:
         # Drop lazily loaded resources (names starting with "_lazy") so stages pickle cheaply

@@ -217,5 +217,6 @@ class ExactSubstringCut(_IndexedStage):
                 new_texts.append(cut)
                 reasons.append(None)
                 metrics.append(None)
+                self.count("spans_cut", len(s))  # duplicated spans cut from documents kept
         return with_decision(batch, reasons, metrics,
                              extra={"text": pa.array(new_texts, pa.string()), "substring_cut_chars": pa.array(cut_chars, pa.int64())})

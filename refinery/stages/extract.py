@@ -4,6 +4,16 @@ RefinedWeb extracts text from raw HTML (not Common Crawl's WET files, which keep
 boilerplate) with trafilatura tuned for precision, without comments or tables; then it caps runs
 of new lines at two and removes URLs from the text.
 
+Our defaults differ (issue 13, docs/extraction.md): precision mode *without* tables empties
+table-layout pages (forums, catalogues: half of older gold pages) and cuts in-article tables, so
+the first pass keeps tables and skips trafilatura's readability/justext comparison (``fast``);
+when it returns little (< ``fallback_below_chars``), a second pass in trafilatura's balanced mode
+with its full cascade is kept if it is more than ``fallback_min_gain`` times longer; when both are
+empty, trafilatura's ``baseline``. The path that produced each text is recorded in the
+``extract_path`` column (``precision``/``balanced``, ``fallback``, ``baseline``, ``main_content``
+for Resiliparse, ``input`` for text that arrived extracted) and as a number in ``extract_pass``
+(1, 2, 3; 0 = input) so the stats histogram counts them.
+
 Per row: decode the HTTP body (BOM, then the HTTP ``charset``, then ``<meta charset>``, then
 UTF-8, then damaged UTF-8 if mostly valid, then a charset-normalizer guess, finally UTF-8 with
 replacement characters), extract, post-process. The ``html`` column is replaced by nulls for
@@ -59,6 +69,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from refinery.stages import _extract_helper
 from refinery.stages.base import Stage, with_decision
 
 # BOMs win over any declaration (WHATWG encoding sniffing)
@@ -354,8 +365,9 @@ BACKENDS: tuple[str, ...] = ("trafilatura", "resiliparse")
 
 
 class TrafilaturaExtractor(Stage):
-    """Fill ``text`` from ``html`` with trafilatura (precision mode, no comments, no tables), or
-    with Resiliparse's main-content extraction when ``backend="resiliparse"``."""
+    """Fill ``text`` from ``html`` with trafilatura (precision mode with tables, then a fallback
+    for pages it finds (nearly) empty: see the module docstring), or with Resiliparse's
+    main-content extraction when ``backend="resiliparse"``."""
 
     kind = "extract"
 
@@ -366,11 +378,14 @@ class TrafilaturaExtractor(Stage):
         min_text_chars: int = 1,
         favor_precision: bool = True,
         include_comments: bool = False,
-        include_tables: bool = False,
-        fast: bool = False,
+        include_tables: bool = True,
+        fast: bool = True,
         backend: Backend = "trafilatura",
         name: str | None = None,
         prescreen: bool = True,
+        fallback: bool = True,
+        fallback_below_chars: int = 1000,
+        fallback_min_gain: float = 3.0,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -380,30 +395,44 @@ class TrafilaturaExtractor(Stage):
         checks.at_least("timeout_s", timeout_s, 0)  # 0 disables the limit
         checks.at_least("max_html_bytes", max_html_bytes, 1)
         checks.at_least("min_text_chars", min_text_chars, 0)
+        checks.at_least("fallback_below_chars", fallback_below_chars, 0)
+        checks.at_least("fallback_min_gain", fallback_min_gain, 0)
         self.backend = backend
         # why: one pathological page must not stall a shard; 0 disables the limit
         self.timeout_s = float(timeout_s)
         # why: huge pages are rarely prose and dominate extraction time
         self.max_html_bytes = int(max_html_bytes)
         self.min_text_chars = int(min_text_chars)
-        # RefinedWeb favours precision and drops comments/tables; exposed for experiments
+        # first pass: precision mode as RefinedWeb, but with tables (without them layout-table pages
+        # come out empty and in-article tables are cut: issue 13); no comments
         self.favor_precision = favor_precision
         self.include_comments = include_comments
         self.include_tables = include_tables
-        # fast=True skips trafilatura's readability/justext fallbacks: ~2x faster, a bit less recall
+        # fast=True skips trafilatura's readability/justext comparison in the first pass: ~1/3 less
+        # CPU; the pages it under-extracts are what the fallback pass is for
         self.fast = fast
+        # why: one setting cannot both keep boilerplate out and find table-layout pages' text;
+        # the second pass costs CPU only on the ~15% of pages with a short first extract
+        self.fallback = bool(fallback)
+        self.fallback_below_chars = int(fallback_below_chars)
+        self.fallback_min_gain = float(fallback_min_gain)
         # why: pages shaped to blow up the parser (see pathological_html) are removed in
         # microseconds instead of each burning timeout_s of CPU
         self.prescreen = bool(prescreen)
 
-    def _extract_fn(self) -> Callable[[str, str | None], str | None]:
-        """``fn(html, url) -> text or None`` in this process (``timeout_s: 0`` only)."""
+    def _extract_fn(self) -> Callable[[str, str | None], tuple[str | None, str]]:
+        """``fn(html, url) -> (text or None, path)`` in this process (``timeout_s: 0`` only)."""
         fn = getattr(self, "_lazy_extract", None)
         if fn is None:
             fn = self._lazy_extract = (
                 self._resiliparse_fn() if self.backend == "resiliparse" else self._trafilatura_fn()
             )
         return fn
+
+    def _fallback_config(self) -> dict[str, Any] | None:
+        if self.backend != "trafilatura" or not self.fallback:
+            return None
+        return {"below_chars": self.fallback_below_chars, "min_gain": self.fallback_min_gain}
 
     def _trafilatura_kwargs(self) -> dict[str, Any]:
         return {
@@ -428,26 +457,24 @@ class TrafilaturaExtractor(Stage):
             "noscript": False,
         }
 
-    def _trafilatura_fn(self) -> Callable[[str, str | None], str | None]:
-        import trafilatura
-
+    def _trafilatura_fn(self) -> Callable[[str, str | None], tuple[str | None, str]]:
         # trafilatura logs a WARNING for every page without content ("discarding data"),
         # i.e. millions of lines per crawl; our reason column already records it. A level set
         # explicitly by the user wins.
         tlog = logging.getLogger("trafilatura")
         if tlog.level == logging.NOTSET:
             tlog.setLevel(logging.ERROR)
-        kwargs = self._trafilatura_kwargs()
-        extract = trafilatura.extract
-        return lambda html, url: extract(html, url=url, **kwargs)
+        # the same cascade as in the helper process (one implementation)
+        return _extract_helper.make_extract(
+            {"backend": "trafilatura", "kwargs": self._trafilatura_kwargs(), "fallback": self._fallback_config(),
+             "log_level": tlog.level})
 
-    def _resiliparse_fn(self) -> Callable[[str, str | None], str | None]:
+    def _resiliparse_fn(self) -> Callable[[str, str | None], tuple[str | None, str]]:
         try:
-            from resiliparse.extract.html2text import extract_plain_text
+            import resiliparse.extract.html2text  # noqa: F401
         except ImportError as exc:  # optional dependency
             raise ImportError(_RESILIPARSE_MISSING) from exc
-        kwargs = self._resiliparse_kwargs()
-        return lambda html, url: extract_plain_text(html, **kwargs)
+        return _extract_helper.make_extract({"backend": "resiliparse", "kwargs": self._resiliparse_kwargs()})
 
     def _helper_key(self) -> str:
         """The helper process's configuration (JSON; also the key of the pool of idle helpers)."""
@@ -460,7 +487,8 @@ class TrafilaturaExtractor(Stage):
         else:
             kwargs = self._trafilatura_kwargs()
         level = logging.getLogger("trafilatura").level  # a level the user set wins, as in-process
-        return json.dumps({"backend": self.backend, "kwargs": kwargs, "log_level": level or None}, sort_keys=True)
+        return json.dumps({"backend": self.backend, "kwargs": kwargs, "fallback": self._fallback_config(),
+                           "log_level": level or None}, sort_keys=True)
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         n = batch.num_rows
@@ -476,6 +504,7 @@ class TrafilaturaExtractor(Stage):
         reasons: list[str | None] = [None] * n
         metrics: list[float | None] = [None] * n
         texts: list[str | None] = [None] * n
+        paths: list[str | None] = [None] * n
 
         # timeout_s > 0: every page is extracted in a helper process that is killed at the deadline
         isolate = self.timeout_s > 0
@@ -488,6 +517,7 @@ class TrafilaturaExtractor(Stage):
                 body = scalar.as_py() if scalar.is_valid else None
                 if body is None and prior_texts[i]:
                     texts[i] = prior_texts[i]  # already-extracted text (JSONL/Parquet input): keep as is
+                    paths[i] = "input"
                     continue
                 if not body or not body.strip():
                     reasons[i] = "empty_html"
@@ -531,6 +561,7 @@ class TrafilaturaExtractor(Stage):
                             logger.warning("extraction helper died (exit code %s) on %s", out, urls[i])
                             helper = _Helper(json.loads(key))
                         continue
+                out, paths[i] = out  # the path is kept for no_text_extracted too: the last one tried
                 text = clean_text(out) if out else ""
                 if len(text) < max(self.min_text_chars, 1):
                     reasons[i], metrics[i] = "no_text_extracted", float(len(text))
@@ -540,6 +571,13 @@ class TrafilaturaExtractor(Stage):
             if helper is not None:
                 _HELPERS.release(key, helper)
 
+        # named counters (Stage.count: summed into stats.json, the funnel, the report and
+        # stats --compare): kept documents per extraction path, e.g. path_fallback
+        count = getattr(self, "count", None)
+        if count is not None:
+            for path, reason in zip(paths, reasons):
+                if path is not None and reason is None:
+                    count(f"path_{path}")
         html_type = batch.schema.field("html").type
         names = batch.schema.names
         text_type = batch.schema.field("text").type if "text" in names else pa.string()
@@ -547,8 +585,18 @@ class TrafilaturaExtractor(Stage):
             batch,
             reasons,
             metrics,
-            extra={"text": pa.array(texts, type=text_type), "html": pa.nulls(n, type=html_type)},
+            extra={
+                "text": pa.array(texts, type=text_type), "html": pa.nulls(n, type=html_type),
+                "extract_path": pa.array(paths, type=pa.string()),
+                "extract_pass": pa.array([None if p is None else _extract_helper.PATHS[p] for p in paths],
+                                         type=pa.int8()),
+            },
         )
 
     def metric_columns(self) -> list[str]:
-        return []  # only rewrites text/html; the removal metric lives in the _metric column
+        # extract_pass gets a histogram (kept/removed per path); extract_path (a string) shows in
+        # the metrics of sampled removed documents
+        return ["extract_pass", "extract_path"]
+
+    def metric_bins(self) -> dict[str, list[float]]:
+        return {"extract_pass": [0.0, 1.0, 2.0, 3.0, 4.0]}  # one bin per pass: input, first, fallback, baseline

@@ -109,16 +109,31 @@ class LanguageId(Stage):
     def metric_columns(self) -> list[str]:
         return ["language_score"]
 
+    def _inputs(self, texts: list[str]) -> list[str]:
+        # fastText's binding rejects only "\n" (its end-of-sentence byte); the other line breaks
+        # are plain whitespace to it. str.replace is ~90x cheaper than str.translate here.
+        return [t[: self.max_chars].replace("\n", " ") for t in texts]
+
+    def wanted_scores(self, texts: list[str], floor: float = 0.001) -> np.ndarray:
+        """Per (non-empty) text, the highest probability fastText gives any of ``languages``
+        (float32; 0 below ``floor``), from its whole distribution rather than the top label:
+        what the pre-screen (refinery/stages/prescreen.py) compares with its low threshold."""
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        labels, probs = self._model().predict(self._inputs(texts), k=-1, threshold=floor, on_unicode_error="replace")
+        wanted = {_LABEL_PREFIX + lang for lang in self.languages}
+        out = np.zeros(len(texts), dtype=np.float32)
+        for i, (names, values) in enumerate(zip(labels, probs)):
+            out[i] = max((p for name, p in zip(names, values) if name in wanted), default=0.0)
+        return out
+
     def predict(self, texts: list[str | None]) -> tuple[list[str | None], np.ndarray]:
         """(top language or None for empty text, its score as float32 (NaN for empty text))."""
         todo = [i for i, t in enumerate(texts) if t and not t.isspace()]
         langs: list[str | None] = [None] * len(texts)
         scores = np.full(len(texts), np.nan, dtype=np.float32)
         if todo:
-            # fastText's binding rejects only "\n" (its end-of-sentence byte); the other line breaks
-            # are plain whitespace to it. str.replace is ~90x cheaper than str.translate here.
-            inputs = [texts[i][: self.max_chars].replace("\n", " ") for i in todo]
-            labels, probs = self._model().predict(inputs, k=1, on_unicode_error="replace")
+            labels, probs = self._model().predict(self._inputs([texts[i] for i in todo]), k=1, on_unicode_error="replace")
             cut = len(_LABEL_PREFIX)
             for i, label, prob in zip(todo, labels, probs):
                 langs[i] = label[0][cut:] if label else None

@@ -102,6 +102,41 @@ _ALNUM_RE = re.compile(r"[^\W_]")
 _CJK_RE = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 
+#: Literals (lowercase) one of which every START / END / ANYWHERE pattern needs to match a line.
+#: Most short lines hold none, and one search for these is far cheaper than the three pattern
+#: substitutions with look-arounds, which then cannot change the line. Adding a pattern? Add its
+#: literal here: tests/test_line_corrections.py checks the corrections are identical with and
+#: without this shortcut on real documents.
+PATTERN_HINTS: tuple[str, ...] = (
+    # ANYWHERE_PATTERNS
+    "item", "your", "add to", "view cart", "proceed", "all rights reserved", "(c)", "copyright", "cookie",
+    "privacy", "terms", "share", "us on", "click here", "javascript", "leave a", "no comments", "log", "sign",
+    "forgot", "remember me", "newsletter", "facebook", "twitter",
+    # START_PATTERNS
+    "skip to", "jump to", "you are here", "home", "posted", "published", "written by", "filed under", "tag",
+    "categor", "follow us", "advertisement", "sponsored", "related", "previous", "next", "back to top",
+    "print this", "mail this",
+    # END_PATTERNS
+    "read", "more", "full story", "[...]", "permalink", "report abuse", "reply",
+    # the patterns' non-ASCII alternatives that need no ASCII literal
+    "©", "[…]",
+)
+_HINT_RE = re.compile("|".join(re.escape(h) for h in PATTERN_HINTS))
+
+
+#: the only characters outside ASCII that ``re.IGNORECASE`` matches to an ASCII letter (İ ı ſ K:
+#: checked in tests/test_line_corrections.py); ``str.lower()`` of any other character neither
+#: makes nor moves an ASCII letter, so searching the lowercased line for the hints is exact
+_CASE_SPECIAL = re.compile("[\u0130\u0131\u017f\u212a]")
+
+
+def _may_match_patterns(line: str) -> bool:
+    """False only when no boilerplate pattern can match ``line``: none of :data:`PATTERN_HINTS`
+    is in it (lines with a character of :data:`_CASE_SPECIAL` always go to the patterns)."""
+    if not line.isascii() and _CASE_SPECIAL.search(line):
+        return True
+    return _HINT_RE.search(line.lower()) is not None
+
 
 def _char_class(pred) -> re.Pattern[str]:
     """Regex class of every BMP character satisfying ``pred``, as ranges: counting with a C
@@ -140,13 +175,21 @@ _ASCII_UPPER = bytes(range(ord("A"), ord("Z") + 1))
 _ASCII_LOWER = bytes(range(ord("a"), ord("z") + 1))
 
 
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
+
+
 def _upper_lower(line: str) -> tuple[int, int]:
-    """Counts of uppercase and lowercase letters; ``bytes.translate`` for ASCII lines (most of
-    them), a precompiled character class otherwise."""
-    if line.isascii():
-        b = line.encode("ascii")
-        return len(b) - len(b.translate(None, _ASCII_UPPER)), len(b) - len(b.translate(None, _ASCII_LOWER))
-    return len(_UPPER_RE.findall(line)), len(_LOWER_RE.findall(line))
+    """Counts of uppercase and lowercase letters: ``bytes.translate`` over the ASCII letters
+    (UTF-8 bytes of other characters are >= 0x80, never A-Z), the precompiled character classes
+    only over the non-ASCII characters (often a few quotes and dashes in a Latin-script line)."""
+    b = line.encode("utf-8", "surrogatepass")
+    upper = len(b) - len(b.translate(None, _ASCII_UPPER))
+    lower = len(b) - len(b.translate(None, _ASCII_LOWER))
+    if len(b) != len(line):  # some characters are not ASCII
+        rest = "".join(_NON_ASCII_RE.findall(line))
+        upper += len(_UPPER_RE.findall(rest))
+        lower += len(_LOWER_RE.findall(rest))
+    return upper, lower
 
 
 class LineCorrections(Stage):
@@ -174,10 +217,15 @@ class LineCorrections(Stage):
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
+        corrected, removed, total, _, _ = self._correct(text)
+        return corrected, removed, total
+
+    def _correct(self, text: str) -> tuple[str, int, int, int, int]:
+        """:meth:`correct` plus the lines dropped and the lines edited (for the stage's counters)."""
         # documents without CJK (nearly all) skip the per-line CJK count
         words = count_words if _CJK_RE.search(text) else _count_ws_words
         total = words(text)
-        removed = 0
+        removed = dropped = edited_lines = 0
         out: list[str] = []
         max_words = self.max_words_for_patterns
         upper_frac = self.uppercase_frac
@@ -193,15 +241,18 @@ class LineCorrections(Stage):
                 or (n <= max_words and _COUNTER_RE.match(stripped))
             ):
                 removed += n
+                dropped += 1
                 continue
             if stripped.isupper():  # every cased character uppercase: cheap exact test first
                 removed += n
+                dropped += 1
                 continue
             upper, lower = _upper_lower(stripped)
             if upper and upper > upper_frac * (upper + lower):
                 removed += n
+                dropped += 1
                 continue
-            if n <= max_words:
+            if n <= max_words and _may_match_patterns(stripped):
                 edited = _ANY_RE.sub("", stripped)
                 edited = _START_RE.sub("", edited, count=1)
                 edited = _END_RE.sub("", edited, count=1).strip()
@@ -209,14 +260,16 @@ class LineCorrections(Stage):
                     left = words(edited) if _ALNUM_RE.search(edited) else 0
                     if left <= 1:  # nothing but punctuation or one stray word left: drop the line
                         removed += n
+                        dropped += 1
                         continue
                     removed += max(n - left, 0)
+                    edited_lines += 1
                     line = edited
             out.append(line)
-        if removed == 0:
-            return text, 0, total
+        if removed == 0:  # edits that cut no word leave the document as it was
+            return text, 0, total, 0, 0
         corrected = _BLANK_RUNS.sub("\n\n", "\n".join(out)).strip()
-        return corrected, removed, total
+        return corrected, removed, total, dropped, edited_lines
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         texts = batch.column("text").to_pylist()
@@ -226,11 +279,12 @@ class LineCorrections(Stage):
         fracs: list[float | None] = [None] * n
         new_texts: list[str | None] = list(texts)
         limit = self.max_removed_word_frac
+        lines_dropped = lines_edited = 0  # in documents this stage keeps (its counters)
         for i, text in enumerate(texts):
             if not text or not text.strip():
                 reasons[i] = "empty_text"
                 continue
-            corrected, removed, total = self.correct(text)
+            corrected, removed, total, dropped, edited = self._correct(text)
             frac = removed / total if total else 1.0
             fracs[i] = frac
             if frac > limit:
@@ -239,6 +293,10 @@ class LineCorrections(Stage):
                 reasons[i], metrics[i] = "empty_text", frac
             else:
                 new_texts[i] = corrected
+                lines_dropped += dropped
+                lines_edited += edited
+        self.count("lines_dropped", lines_dropped)
+        self.count("lines_edited", lines_edited)
         text_type = batch.schema.field("text").type
         return with_decision(
             batch,

@@ -30,6 +30,7 @@ import importlib.util
 import os
 import re
 import tarfile
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -198,6 +199,38 @@ def _contains(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     return np.asarray(sorted_hashes[idx]) == hashes
 
 
+# Per-process caches. The executors send each shard a freshly unpickled stage (lazy resources
+# dropped), so without these every shard re-parsed the Public Suffix List (~0.1-0.3 s: tldextract
+# builds a trie of ~9k rules) and re-opened the blocklist arrays.
+_PROCESS_CACHE: dict[Any, Any] = {}
+_PROCESS_CACHE_LOCK = threading.Lock()
+
+
+def tld_extractor() -> Any:
+    """The process's ``tldextract.TLDExtract`` on the bundled Public Suffix List snapshot (never
+    fetched, no cache written), built once and shared by every UrlFilter of the process."""
+    with _PROCESS_CACHE_LOCK:
+        tld = _PROCESS_CACHE.get("tld")
+        if tld is None:
+            from tldextract import TLDExtract
+
+            tld = TLDExtract(suffix_list_urls=(), cache_dir=None)
+            tld.extract_str("example.com")  # builds the suffix trie now, once
+            _PROCESS_CACHE["tld"] = tld
+        return tld
+
+
+def _process_blocklist(tarball: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_blocklist`, memoised per process on (tarball, its size and mtime, cache dir)."""
+    st = tarball.stat()
+    key = ("blocklist", str(tarball), st.st_size, st.st_mtime_ns, str(cache_dir))
+    with _PROCESS_CACHE_LOCK:
+        arrays = _PROCESS_CACHE.get(key)
+        if arrays is None:
+            arrays = _PROCESS_CACHE[key] = load_blocklist(tarball, cache_dir)
+        return arrays
+
+
 class UrlFilter(Stage):
     """Remove documents whose URL is blocklisted or contains banned words (RefinedWeb G.1)."""
 
@@ -230,16 +263,13 @@ class UrlFilter(Stage):
     # -- lazily loaded resources ------------------------------------------------------------
     def _resources(self) -> tuple[Any, np.ndarray | None, np.ndarray | None, re.Pattern[str] | None]:
         if getattr(self, "_lazy_tld", None) is None:
-            from tldextract import TLDExtract
-
-            # bundled Public Suffix List snapshot only: never fetch, never write a cache
-            self._lazy_tld = TLDExtract(suffix_list_urls=(), cache_dir=None)
+            self._lazy_tld = tld_extractor()
             self._lazy_subwords = _substring_regex(sorted(self.banned_subwords))
             self._lazy_domains = self._lazy_urls = None
             if self.use_blocklist:
                 # resolved here, not pickled: a worker machine may install datatrove elsewhere
                 cache = Path(self.cache_dir) if self.cache_dir else default_cache_dir() / "url_filter"
-                self._lazy_domains, self._lazy_urls = load_blocklist(datatrove_blocklist_path(), cache)
+                self._lazy_domains, self._lazy_urls = _process_blocklist(datatrove_blocklist_path(), cache)
         return self._lazy_tld, self._lazy_domains, self._lazy_urls, self._lazy_subwords
 
     def load(self) -> float:

@@ -3,14 +3,15 @@
 Stages are matched by name (a stage present in one run only shows blanks on the other side).
 For every stage and reason: documents removed in A and B and the difference, the removal rate
 (% of the documents that reached the stage) in A and B and its change in percentage points;
-for every stage also the share of the run's input still kept after it.
+for every stage also the share of the run's input still kept after it, the words cut from the
+documents it kept (edits) and its named counters in A and B.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from refinery.stats.funnel import FitWidth, fill_stage_table, funnel_rows, name_layouts
+from refinery.stats.funnel import FitWidth, fill_stage_table, funnel_rows, has_edits, name_layouts
 
 
 def _pp(a: float | None, b: float | None) -> float | None:
@@ -18,7 +19,9 @@ def _pp(a: float | None, b: float | None) -> float | None:
 
 
 def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows ``{stage, reason, removed_a, removed_b, delta, rate_a, rate_b, rate_pp, kept_a, kept_b, kept_pp}``."""
+    """Rows ``{stage, reason, removed_a, removed_b, delta, rate_a, rate_b, rate_pp, kept_a, kept_b, kept_pp,
+    words_cut_a, words_cut_b, words_cut_delta, docs_edited_a, docs_edited_b, counters_a, counters_b}``
+    (the edit and counter fields are None / {} on reason rows)."""
     rows_a = {(r["stage"], r["reason"]): r for r in funnel_rows(a)}
     rows_b = {(r["stage"], r["reason"]): r for r in funnel_rows(b)}
     stage_order = [s["stage"] for s in a["stages"]]
@@ -55,16 +58,49 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
                 "delta": None if removed_a is None or removed_b is None else removed_b - removed_a,
                 "rate_a": rate_a, "rate_b": rate_b, "rate_pp": _pp(rate_a, rate_b),
                 "kept_a": kept_a, "kept_b": kept_b, "kept_pp": _pp(kept_a, kept_b),
+                **_edits(ra, rb),
             })
     return out
+
+
+def _edits(ra: dict[str, Any] | None, rb: dict[str, Any] | None) -> dict[str, Any]:
+    cut_a = None if ra is None else ra.get("words_cut")
+    cut_b = None if rb is None else rb.get("words_cut")
+    return {
+        "words_cut_a": cut_a, "words_cut_b": cut_b,
+        "words_cut_delta": None if cut_a is None or cut_b is None else cut_b - cut_a,
+        "docs_edited_a": None if ra is None else ra.get("docs_edited"),
+        "docs_edited_b": None if rb is None else rb.get("docs_edited"),
+        "counters_a": {} if ra is None else dict(ra.get("counters") or {}),
+        "counters_b": {} if rb is None else dict(rb.get("counters") or {}),
+    }
+
+
+def compare_counter_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{stage, counter, count_a, count_b, delta}`` for every named stage counter in A or B
+    (None where the stage did not run in that run; 0 where it ran but never counted it)."""
+    rows = []
+    for r in compare_rows(a, b):
+        if r["reason"]:
+            continue
+        ran_a, ran_b = r["removed_a"] is not None, r["removed_b"] is not None
+        for name in sorted(set(r["counters_a"]) | set(r["counters_b"])):
+            ca = r["counters_a"].get(name, 0) if ran_a else None
+            cb = r["counters_b"].get(name, 0) if ran_b else None
+            rows.append({"stage": r["stage"], "counter": name, "count_a": ca, "count_b": cb,
+                         "delta": None if ca is None or cb is None else cb - ca})
+    return rows
 
 
 #: compare columns: (key, header); numbers, after the stage / reason name(s)
 COMPARE_COLUMNS = (("removed_a", "removed A"), ("removed_b", "removed B"), ("delta", "Δ docs"),
                    ("rate_a", "rate A"), ("rate_b", "rate B"), ("rate_pp", "Δ rate pp"),
-                   ("kept_a", "kept % A"), ("kept_b", "kept % B"), ("kept_pp", "Δ kept pp"))
+                   ("kept_a", "kept % A"), ("kept_b", "kept % B"), ("kept_pp", "Δ kept pp"),
+                   ("words_cut_a", "words cut A"), ("words_cut_b", "words cut B"))
+#: shown only when A or B cut text from kept documents
+COMPARE_EDIT_COLUMNS = ("words_cut_a", "words_cut_b")
 #: dropped in this order when the table is too wide: the differences stay longest
-COMPARE_DROP_ORDER = ("rate_a", "rate_b", "kept_a", "kept_b", "kept_pp", "removed_a")
+COMPARE_DROP_ORDER = ("rate_a", "rate_b", "kept_a", "kept_b", "words_cut_a", "kept_pp", "removed_a")
 
 
 def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_b: str = "B") -> FitWidth:
@@ -75,7 +111,9 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
     from rich.text import Text
 
     rows = compare_rows(a, b)
-    headers = dict(COMPARE_COLUMNS)
+    edits = has_edits(a) or has_edits(b)
+    columns = [(k, h) for k, h in COMPARE_COLUMNS if edits or k not in COMPARE_EDIT_COLUMNS]
+    headers = dict(columns)
 
     def n(v: int | None) -> str:
         return "–" if v is None else f"{v:,}"
@@ -96,8 +134,8 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
         return Text(text, style="red" if more_is_good else "green")
 
     def cell(r: dict[str, Any], key: str) -> "str | Text":
-        if key in ("removed_a", "removed_b"):
-            return n(r[key])
+        if key in ("removed_a", "removed_b", "words_cut_a", "words_cut_b"):
+            return n(r[key]) if not (r["reason"] and key.startswith("words_cut")) else ""
         if key == "delta":
             return signed(r["delta"], ",")
         if key in ("rate_a", "rate_b", "kept_a", "kept_b"):
@@ -111,11 +149,33 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
 
         from rich import box
 
-        hidden = [headers[k] for k, _ in COMPARE_COLUMNS if k not in keys]
+        hidden = [headers[k] for k, _ in columns if k not in keys]
         caption = f"hidden at this width: {', '.join(hidden)} (see --json)" if hidden else None
         table = Table(title=Text(f"A = {name_a}\nB = {name_b}"), title_justify="left", caption=caption,
                       box=box.HEAVY_HEAD if separate else box.SIMPLE_HEAD)
         return fill_stage_table(table, rows, keys, headers, cell, separate)
 
-    layouts = name_layouts([k for k, _ in COMPARE_COLUMNS], COMPARE_DROP_ORDER)
-    return FitWidth([lambda sep=sep, keys=keys: build(sep, keys) for sep, keys in layouts])
+    layouts = name_layouts([k for k, _ in columns], tuple(k for k in COMPARE_DROP_ORDER if k in headers))
+    return FitWidth([lambda sep=sep, keys=keys: build(sep, keys) for sep, keys in layouts],
+                    after=[t for t in [_counters_table(a, b)] if t is not None])
+
+
+def _counters_table(a: dict[str, Any], b: dict[str, Any]) -> Any:
+    """The named stage counters of A and B and their difference (a rich Table), or None."""
+    rows = compare_counter_rows(a, b)
+    if not rows:
+        return None
+    from rich.table import Table
+
+    from rich import box
+
+    table = Table(title="stage counters", title_justify="left", box=box.SIMPLE_HEAD)
+    for header in ("stage", "counter"):
+        table.add_column(header, no_wrap=True)
+    for header in ("A", "B", "Δ"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in rows:
+        delta = "–" if r["delta"] is None else f"{r['delta']:+,}" if r["delta"] else "0"
+        table.add_row(r["stage"], r["counter"], *("–" if v is None else f"{v:,}" for v in (r["count_a"], r["count_b"])),
+                      delta)
+    return table

@@ -1,6 +1,6 @@
 """Per-stage counters: documents, characters and words in/out, removals per reason.
 
-"Words" are whitespace-separated words (``\\S+``), counted exactly. Tokens depend on the
+"Words" are whitespace-separated words (``\\S+``), counted exactly (:mod:`refinery.stats.wordcount`). Tokens depend on the
 tokenizer, so they are never claimed as counted: :func:`est_tokens` gives a labelled estimate
 from characters (``CHARS_PER_TOKEN``: GPT-2 BPE averages 3.93 characters per token on the
 English documents of data/sample/cc_docs, 2.64 over all 53 languages there; see docs/stats.md).
@@ -17,6 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from refinery.stats.wordcount import word_counts
 
 #: characters per token for the *estimated* token counts (GPT-2 BPE, English web text)
 CHARS_PER_TOKEN = 4.0
@@ -35,8 +37,7 @@ def text_sizes(batch: pa.RecordBatch | pa.Table) -> tuple[int, int]:
     if pa.types.is_null(text.type):
         return 0, 0
     chars = pc.sum(pc.utf8_length(text)).as_py() or 0
-    words = pc.sum(pc.count_substring_regex(text, r"\S+")).as_py() or 0
-    return int(chars), int(words)
+    return int(chars), int(word_counts(text).sum())
 
 
 @dataclass
@@ -52,6 +53,13 @@ class StageCounter:
     removed: dict[str, int] = field(default_factory=dict)  # reason -> docs
     removed_words: dict[str, int] = field(default_factory=dict)  # reason -> words
     removed_chars: dict[str, int] = field(default_factory=dict)  # reason -> characters
+    # edits: text cut from documents the stage *kept* (line corrections, substring cuts), net of
+    # anything added; documents whose text the stage created from nothing (extraction) are no edit
+    docs_edited: int = 0
+    chars_cut: int = 0
+    words_cut: int = 0
+    #: named counts the stage reported through ``Stage.take_counters()`` (e.g. PII replacements)
+    counters: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -72,6 +80,10 @@ class StageCounter:
             "removed": dict(sorted(self.removed.items())),
             "removed_words": dict(sorted(self.removed_words.items())),
             "removed_chars": dict(sorted(self.removed_chars.items())),
+            "docs_edited": self.docs_edited,
+            "chars_cut": self.chars_cut,
+            "words_cut": self.words_cut,
+            "counters": dict(sorted(self.counters.items())),
             "seconds": round(self.seconds, 4),
         }
 
@@ -89,14 +101,19 @@ class StageCounter:
             removed=dict(d.get("removed", {})),
             removed_words=dict(d.get("removed_words", {})),
             removed_chars=dict(d.get("removed_chars", {})),
+            docs_edited=d.get("docs_edited", 0),
+            chars_cut=d.get("chars_cut", 0),
+            words_cut=d.get("words_cut", 0),
+            counters=dict(d.get("counters", {})),
             seconds=d.get("seconds", 0.0),
         )
 
     def merge(self, other: "StageCounter") -> None:
-        for name in ("docs_in", "docs_out", "chars_in", "chars_out", "words_in", "words_out", "seconds"):
+        for name in ("docs_in", "docs_out", "chars_in", "chars_out", "words_in", "words_out", "docs_edited",
+                     "chars_cut", "words_cut", "seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for target, source in ((self.removed, other.removed), (self.removed_words, other.removed_words),
-                               (self.removed_chars, other.removed_chars)):
+                               (self.removed_chars, other.removed_chars), (self.counters, other.counters)):
             for reason, n in source.items():
                 target[reason] = target.get(reason, 0) + n
 

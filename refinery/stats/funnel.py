@@ -116,6 +116,10 @@ def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "removed_pct_of_input": 100.0 * s["docs_removed"] / first_in if first_in else 0.0,
             "kept_pct_of_input": 100.0 * s["docs_out"] / first_in if first_in else 0.0,
             "seconds": s.get("seconds", 0.0),
+            # edits: text cut from documents the stage kept (see docs/stats.md)
+            "docs_edited": s.get("docs_edited", 0), "words_cut": s.get("words_cut", 0),
+            "chars_cut": s.get("chars_cut", 0), "est_tokens_cut": est_tokens(s.get("chars_cut", 0)),
+            "counters": dict(s.get("counters") or {}),
         })
         for reason, n in sorted(s["removed"].items(), key=lambda kv: (-kv[1], kv[0])):
             rows.append({
@@ -125,17 +129,31 @@ def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "removed_pct_of_stage": 100.0 * n / s["docs_in"] if s["docs_in"] else 0.0,
                 "removed_pct_of_input": 100.0 * n / first_in if first_in else 0.0,
                 "kept_pct_of_input": None, "seconds": None,
+                "docs_edited": None, "words_cut": None, "chars_cut": None, "est_tokens_cut": None, "counters": {},
             })
     return rows
+
+
+def has_edits(summary: dict[str, Any]) -> bool:
+    """Whether some stage of the run cut text from documents it kept."""
+    return any(s.get("docs_edited") or s.get("words_cut") or s.get("chars_cut") for s in summary.get("stages", []))
+
+
+def counter_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{stage, counter, count}`` for every named counter a stage reported (``Stage.take_counters``)."""
+    return [{"stage": s["stage"], "counter": name, "count": n}
+            for s in summary.get("stages", []) for name, n in sorted((s.get("counters") or {}).items())]
 
 
 class FitWidth:
     """A table that fits the console: the first of ``layouts`` (most complete first) whose natural
     width fits, so numbers are never cut to ``12…`` and names never broken; the last layout is used
-    (names folded) when none fits. ``layouts`` are functions of nothing returning a rich Table."""
+    (names folded) when none fits. ``layouts`` are functions of nothing returning a rich Table.
+    ``after``: renderables printed below the table (e.g. the stage counters)."""
 
-    def __init__(self, layouts: list[Any]) -> None:
+    def __init__(self, layouts: list[Any], after: list[Any] | None = None) -> None:
         self.layouts = layouts
+        self.after = list(after or [])
 
     def table_for(self, console: Any, width: int) -> Any:
         from rich.measure import Measurement
@@ -152,6 +170,7 @@ class FitWidth:
 
     def __rich_console__(self, console: Any, options: Any):
         yield self.table_for(console, options.max_width)
+        yield from self.after
 
     def __rich_measure__(self, console: Any, options: Any):
         from rich.measure import Measurement
@@ -159,11 +178,14 @@ class FitWidth:
         return Measurement.get(console, options, self.table_for(console, options.max_width))
 
 
-#: funnel columns: (key, header); the ones dropped first at narrow widths come last
+#: funnel columns: (key, header); the ones dropped first at narrow widths come last. The edit
+#: columns (documents edited, words cut from kept documents) show only when some stage edited.
 FUNNEL_COLUMNS = (("docs_in", "docs in"), ("docs_out", "docs out"), ("removed", "removed"),
-                  ("kept_pct_of_input", "kept %"), ("words_removed", "words removed"))
+                  ("kept_pct_of_input", "kept %"), ("words_removed", "words removed"),
+                  ("docs_edited", "edited"), ("words_cut", "words cut"))
+EDIT_COLUMNS = ("docs_edited", "words_cut")
 #: dropped in this order when the table is too wide (docs in = the previous stage's docs out)
-FUNNEL_DROP_ORDER = ("words_removed", "docs_in", "docs_out")
+FUNNEL_DROP_ORDER = ("words_removed", "docs_edited", "docs_in", "docs_out")
 
 
 def name_layouts(columns: list[str], drop_order: tuple[str, ...]) -> list[tuple[bool, list[str]]]:
@@ -180,9 +202,13 @@ def name_layouts(columns: list[str], drop_order: tuple[str, ...]) -> list[tuple[
 def render_funnel(summary: dict[str, Any], title: str = "refinery funnel") -> FitWidth:
     """The funnel table, fitted to the console's width (see :class:`FitWidth`): at 80 columns the
     reasons sit indented under their stage and "words removed", then "docs in" are left out
-    (the caption says so); numbers are never truncated and names never broken."""
+    (the caption says so); numbers are never truncated and names never broken. When some stage
+    cut text from kept documents, "edited" and "words cut" columns show it; named stage counters
+    follow in a table of their own."""
     rows = funnel_rows(summary)
-    headers = dict(FUNNEL_COLUMNS)
+    edits = has_edits(summary)
+    columns = [(k, h) for k, h in FUNNEL_COLUMNS if edits or k not in EDIT_COLUMNS]
+    headers = dict(columns)
 
     def cell(r: dict[str, Any], key: str) -> str:
         v = r[key]
@@ -195,17 +221,38 @@ def render_funnel(summary: dict[str, Any], title: str = "refinery funnel") -> Fi
 
         from rich import box
 
-        hidden = [headers[k] for k, _ in FUNNEL_COLUMNS if k not in keys]
+        hidden = [headers[k] for k, _ in columns if k not in keys]
         caption = f"hidden at this width: {', '.join(hidden)} (see --json)" if hidden else None
         table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption)
         # Names never wrap (they are what people grep for); numbers never either.
         return fill_stage_table(table, rows, keys, headers, cell, separate)
 
-    order = [k for k, _ in FUNNEL_COLUMNS if k != "words_removed"] + ["words_removed"]
-    # wide: the historical column order (words removed before kept %)
-    wide = ["docs_in", "docs_out", "removed", "words_removed", "kept_pct_of_input"]
-    layouts = [(sep, wide if keys == order else keys) for sep, keys in name_layouts(order, FUNNEL_DROP_ORDER)]
-    return FitWidth([lambda sep=sep, keys=keys: build(sep, keys) for sep, keys in layouts])
+    order = [k for k, _ in columns if k != "words_removed"] + ["words_removed"]
+    # wide: the historical column order (words removed before kept %), then the edits
+    wide = ["docs_in", "docs_out", "removed", "words_removed", "kept_pct_of_input"] + \
+        [k for k in EDIT_COLUMNS if k in headers]
+    drop = tuple(k for k in FUNNEL_DROP_ORDER if k in headers)
+    layouts = [(sep, wide if keys == order else keys) for sep, keys in name_layouts(order, drop)]
+    return FitWidth([lambda sep=sep, keys=keys: build(sep, keys) for sep, keys in layouts],
+                    after=[t for t in [counters_table(summary)] if t is not None])
+
+
+def counters_table(summary: dict[str, Any], title: str = "stage counters") -> Any:
+    """The named counters stages reported (a rich Table), or None when there are none."""
+    rows = counter_rows(summary)
+    if not rows:
+        return None
+    from rich.table import Table
+
+    from rich import box
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("stage", no_wrap=True)
+    table.add_column("counter", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["stage"], r["counter"], f"{r['count']:,}")
+    return table
 
 
 def fill_stage_table(table: Any, rows: list[dict[str, Any]], keys: list[str], headers: dict[str, str],

@@ -21,10 +21,10 @@ from refinery import __version__
 from refinery.io import fs
 from refinery.rundir import RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
-from refinery.stats.funnel import funnel_rows, load_run_stats
+from refinery.stats.funnel import counter_rows, funnel_rows, load_run_stats
 from refinery.stats.samples import load_samples
 from refinery.stats.svg import fmt_int, funnel_svg, histogram_svg, languages_svg
-from refinery.stats.compare import compare_rows
+from refinery.stats.compare import compare_counter_rows, compare_rows
 from refinery.stats.thresholds import effective_params, load_run_manifest, reason_metric, run_thresholds, stage_kinds
 
 TOP_DOMAINS_SHOWN = 10
@@ -124,12 +124,14 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
     read, kept, removed = stats["docs_read"], stats["docs_kept"], stats["docs_removed"]
     kept_pct = 100.0 * kept / read if read else 0.0
     seconds = sum(s.get("seconds", 0.0) for s in stages)
+    words_cut = sum(s.get("words_cut", 0) for s in stages)
     failed = stats.get("failed_shards") or []
     cards = [
         ("documents read", fmt_int(read), f"{stats['shards']:,} shard(s)"),
         ("documents kept", fmt_int(kept), f"{kept_pct:.1f}% of input"),
         ("documents removed", fmt_int(removed), "every one with a stage and reason"),
-        ("words kept", fmt_int(last.get("words_out", 0)), f"≈ {fmt_int(est_tokens(last.get('chars_out', 0)))} tokens (est.)"),
+        ("words kept", fmt_int(last.get("words_out", 0)), f"≈ {fmt_int(est_tokens(last.get('chars_out', 0)))} tokens (est.)"
+         + (f"; {fmt_int(words_cut)} words cut from kept documents" if words_cut else "")),
         ("stage time", f"{seconds:,.1f} s", f"{read / seconds:,.0f} docs/s (one core)" if seconds else ""),
     ]
     if failed:
@@ -159,6 +161,8 @@ def _funnel(stats: dict[str, Any]) -> str:
     first_in = stats["stages"][0]["docs_in"] if stats["stages"] else 0
     note = (f"Documents left after each stage as a share of the {first_in:,} documents read (RefinedWeb, Fig. 2 style). "
             "Words are whitespace-separated words, counted exactly on the text each stage saw; "
+            "edited: documents the stage kept but cut text from (line corrections, substring cuts), "
+            "with the words cut from them; "
             f"tokens are an estimate (characters / {CHARS_PER_TOKEN:g}, GPT-2 BPE on English web text).")
     return _section("funnel", "Funnel", _funnel_body(stats), note)
 
@@ -183,18 +187,34 @@ def _funnel_body(stats: dict[str, Any], table_id: str = "funnel-table") -> str:
             f'<td class="num" data-field="kept_pct_of_input">{_pct(r["kept_pct_of_input"])}</td>'
             f'<td class="num" data-field="words_removed">{_num(r["words_removed"])}</td>'
             f'<td class="num" data-field="est_tokens_removed">{_num(r["est_tokens_removed"])}</td>'
+            f'<td class="num" data-field="docs_edited">{_num(r["docs_edited"])}</td>'
+            f'<td class="num" data-field="words_cut">{_num(r["words_cut"])}</td>'
+            f'<td class="num" data-field="est_tokens_cut">{_num(r["est_tokens_cut"])}</td>'
             f'<td class="num">{speed}</td></tr>'
         )
     table = (
         f'<div class="scroll"><table id="{table_id}"><thead><tr><th>stage</th><th>reason</th><th class="num">docs in</th>'
         '<th class="num">docs out</th><th class="num">removed</th><th class="num">% of stage input</th>'
         '<th class="num">% of input kept</th><th class="num">words removed</th>'
-        '<th class="num">≈ tokens removed</th><th class="num">docs/s</th></tr></thead>'
+        '<th class="num">≈ tokens removed</th><th class="num">docs edited</th><th class="num">words cut</th>'
+        '<th class="num">≈ tokens cut</th><th class="num">docs/s</th></tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table></div>'
     )
     legend = ('<div class="legend"><span><i style="background:#2f6fb3"></i>kept after the stage</span>'
               '<span><i style="background:#f6b9a6;border:1px dashed #e4572e"></i>removed by the stage</span></div>')
-    return f'<div class="funnel-chart">{funnel_svg(stats["stages"])}</div>{legend}{table}'
+    return f'<div class="funnel-chart">{funnel_svg(stats["stages"])}</div>{legend}{table}{_counters(stats, table_id)}'
+
+
+def _counters(stats: dict[str, Any], table_id: str) -> str:
+    """The named counters stages reported (``Stage.take_counters``), if any."""
+    rows = counter_rows(stats)
+    if not rows:
+        return ""
+    body = "".join(f'<tr data-stage="{_e(r["stage"])}" data-counter="{_e(r["counter"])}"><td>{_e(r["stage"])}</td>'
+                   f'<td>{_e(r["counter"])}</td><td class="num" data-field="count">{_num(r["count"])}</td></tr>'
+                   for r in rows)
+    return (f'<h3>Stage counters</h3><div class="scroll"><table id="{table_id}-counters"><thead><tr><th>stage</th>'
+            f'<th>counter</th><th class="num">count</th></tr></thead><tbody>{body}</tbody></table></div>')
 
 
 def _has_values(h: dict[str, Any]) -> bool:
@@ -511,12 +531,24 @@ def _compare_table(stats_a: dict[str, Any], stats_b: dict[str, Any]) -> str:
             f'<td class="num{sign(r["delta"])}">{num(r["delta"], signed=True)}</td>'
             f'<td class="num">{num(r["rate_a"], True)}</td><td class="num">{num(r["rate_b"], True)}</td>'
             f'<td class="num{sign(r["rate_pp"])}">{num(r["rate_pp"], True, True)}</td>'
-            f'<td class="num">{num(r["kept_a"], True)}</td><td class="num">{num(r["kept_b"], True)}</td></tr>')
+            f'<td class="num">{num(r["kept_a"], True)}</td><td class="num">{num(r["kept_b"], True)}</td>'
+            f'<td class="num" data-field="words_cut_a">{num(r["words_cut_a"])}</td>'
+            f'<td class="num" data-field="words_cut_b">{num(r["words_cut_b"])}</td>'
+            f'<td class="num{sign(r["words_cut_delta"])}" data-field="words_cut_delta">{num(r["words_cut_delta"], signed=True)}</td></tr>')
+    counters = "".join(
+        f'<tr data-stage="{_e(r["stage"])}" data-counter="{_e(r["counter"])}"><td>{_e(r["stage"])}</td><td>{_e(r["counter"])}</td>'
+        f'<td class="num">{num(r["count_a"])}</td><td class="num">{num(r["count_b"])}</td>'
+        f'<td class="num{sign(r["delta"])}">{num(r["delta"], signed=True)}</td></tr>'
+        for r in compare_counter_rows(stats_a, stats_b))
+    counters_table = ('<h3>Stage counters, A vs B</h3><div class="scroll"><table id="compare-counters"><thead><tr>'
+                      '<th>stage</th><th>counter</th><th class="num">A</th><th class="num">B</th><th class="num">Δ</th>'
+                      f'</tr></thead><tbody>{counters}</tbody></table></div>') if counters else ""
     return ('<div class="scroll"><table id="compare-table"><thead><tr><th>stage</th><th>reason</th>'
             '<th class="num">removed A</th><th class="num">removed B</th><th class="num">Δ</th>'
             '<th class="num">% of stage A</th><th class="num">% of stage B</th><th class="num">Δ</th>'
-            '<th class="num">% kept A</th><th class="num">% kept B</th></tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+            '<th class="num">% kept A</th><th class="num">% kept B</th>'
+            '<th class="num">words cut A</th><th class="num">words cut B</th><th class="num">Δ</th></tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>{counters_table}')
 
 
 def build_compare_report(run_a: str, run_b: str) -> str:

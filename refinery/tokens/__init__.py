@@ -1,4 +1,5 @@
-"""Tokenized training shards: tokenizers loaded offline, shard format, writer, BPE training.
+"""Tokenized training shards: tokenizers loaded offline, shard format (Megatron-Core indexed datasets
+plus sidecars), writer, BPE training.
 
 See docs/tokens.md for the shard format and manifest; ``refinery.loader`` streams the shards.
 """

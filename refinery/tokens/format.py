@@ -1,17 +1,21 @@
-"""The token shard format (see docs/tokens.md).
+"""The token shard format: Megatron-Core's indexed dataset plus refinery sidecars (docs/tokens.md).
 
 A shard ``NAME`` is four objects next to each other (local directory or S3 prefix):
 
 - ``NAME.bin``  every token of every document, EOS-terminated, concatenated: a flat little-endian
-  uint16 (vocab <= 65536) or uint32 array with no header, so ``np.memmap`` reads it directly;
-- ``NAME.idx``  a 72-byte header (magic, version, itemsize, vocab size, doc count, token count,
-  tokenizer SHA-256) followed by ``n_docs + 1`` uint64 document start offsets (in tokens);
-- ``NAME.ids.parquet``  the document ids, in shard order (provenance: which document is where);
-- ``NAME.json``  the shard's manifest entry (counts, file SHA-256s); written last, it marks the
-  shard finished.
+  uint16 (vocab <= 65536) or int32 array with no header, so ``np.memmap`` reads it directly;
+- ``NAME.idx``  Megatron-Core's ``MMIDIDX`` index, byte for byte what
+  ``megatron.core.datasets.indexed_dataset.IndexedDataset`` reads (one sequence per document):
+  magic ``MMIDIDX\\x00\\x00``, version ``<Q`` 1, dtype code ``<B`` (8 uint16, 4 int32), sequence
+  count ``<Q`` n, document count ``<Q`` n + 1, then ``int32`` sequence lengths (tokens),
+  ``int64`` sequence pointers (bytes into ``.bin``) and ``int64`` document indices ``0 .. n``;
+- ``NAME.ids.parquet``  (sidecar) the document ids, in shard order: which document is where;
+- ``NAME.json``  (sidecar) the shard's manifest entry: tokenizer SHA-256, vocabulary, counts, file
+  SHA-256s. Written last, it marks the shard finished.
 
-The header makes every shard self-describing, so a shard from another tokenizer or a truncated
-file is caught without trusting file names.
+Megatron-LM, NeMo and GPT-NeoX-style trainers read ``NAME`` as a data path prefix without
+conversion. Megatron's index has no room for the tokenizer, so the sidecar carries it: a shard is
+only opened together with its ``NAME.json``, and a shard from another tokenizer is refused by that.
 """
 
 from __future__ import annotations
@@ -28,11 +32,18 @@ import pyarrow.fs as pafs
 
 from refinery.io import fs, parquet
 
-MAGIC = b"RFTOKIDX"
-VERSION = 1
-HEADER = struct.Struct("<8sIIQQQ32s")  # magic, version, itemsize, vocab_size, n_docs, n_tokens, sha256
-HEADER_SIZE = HEADER.size  # 72 bytes
+MAGIC = b"MMIDIDX\x00\x00"  # megatron.core.datasets.indexed_dataset._INDEX_HEADER
+MEGATRON_VERSION = 1
+PRELUDE = struct.Struct("<9sQBQQ")  # magic, version, dtype code, sequence count, document count
+PRELUDE_SIZE = PRELUDE.size  # 34 bytes
+# Megatron's DType enum codes for the two token widths we write (it has no uint32: wide vocabularies are int32)
+DTYPE_CODES = {np.dtype("<u2"): 8, np.dtype("<i4"): 4}
+CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 FORMAT = "refinery-tokens"
+VERSION = 2  # manifest version; 1 was refinery's own RFTOKIDX index (no longer read)
+SHARD_FORMAT = "megatron-indexed-dataset"
+_OLD_MAGIC = b"RFTOKIDX"
+RETOKENIZE = "re-tokenize it (`refinery tokenize RUN_DIR --output DIR --force`) to write Megatron indexed-dataset shards"
 
 
 class TokenShardError(RuntimeError):
@@ -44,37 +55,59 @@ class TokenizerMismatchError(TokenShardError):
 
 
 @dataclass(frozen=True)
-class IndexHeader:
+class ShardHeader:
+    """What a shard is: counts and token width from its ``.idx``, tokenizer from its ``.json`` sidecar."""
+
     itemsize: int
     vocab_size: int
     n_docs: int
     n_tokens: int
     tokenizer_sha256: str
-
-    def pack(self) -> bytes:
-        return HEADER.pack(MAGIC, VERSION, self.itemsize, self.vocab_size, self.n_docs, self.n_tokens,
-                           bytes.fromhex(self.tokenizer_sha256))
-
-    @classmethod
-    def unpack(cls, data: bytes, uri: str) -> IndexHeader:
-        if len(data) < HEADER_SIZE:
-            raise TokenShardError(f"truncated token index {uri}: {len(data)} bytes, header needs {HEADER_SIZE}")
-        magic, version, itemsize, vocab, n_docs, n_tokens, sha = HEADER.unpack(data[:HEADER_SIZE])
-        if magic != MAGIC:
-            raise TokenShardError(f"{uri} is not a refinery token index (magic {magic!r})")
-        if version != VERSION:
-            raise TokenShardError(f"{uri} has token index version {version}; this refinery reads version {VERSION}")
-        if itemsize not in (2, 4):
-            raise TokenShardError(f"{uri}: corrupt header, token itemsize {itemsize}")
-        return cls(itemsize, vocab, n_docs, n_tokens, sha.hex())
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(f"<u{self.itemsize}")
+    dtype: np.dtype
 
     @property
     def idx_size(self) -> int:
-        return HEADER_SIZE + 8 * (self.n_docs + 1)
+        return index_size(self.n_docs)
+
+
+def index_size(n_docs: int) -> int:
+    """Bytes of a Megatron ``.idx`` with one sequence per document."""
+    return PRELUDE_SIZE + 4 * n_docs + 8 * n_docs + 8 * (n_docs + 1)
+
+
+def pack_index(lengths: np.ndarray, dtype: np.dtype) -> bytes:
+    """The Megatron ``.idx`` for documents of ``lengths`` tokens (one sequence per document)."""
+    n = len(lengths)
+    lengths = np.asarray(lengths, np.int64)
+    if n and (lengths.min() < 1 or lengths.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"document lengths must be 1 .. 2**31-1 tokens (Megatron stores int32), got {lengths.min()} .. {lengths.max()}")
+    pointers = np.zeros(n, "<i8")
+    np.cumsum(lengths[:-1] * dtype.itemsize, out=pointers[1:])
+    return b"".join((
+        PRELUDE.pack(MAGIC, MEGATRON_VERSION, DTYPE_CODES[dtype], n, n + 1),
+        lengths.astype("<i4").tobytes(),
+        pointers.tobytes(),
+        np.arange(n + 1, dtype="<i8").tobytes(),  # document boundaries, in sequences: one sequence each
+    ))
+
+
+def parse_prelude(data: bytes, uri: str) -> tuple[np.dtype, int]:
+    """``(token dtype, n_docs)`` from the first 34 bytes of a ``.idx``; refuses anything else by name."""
+    if data[: len(_OLD_MAGIC)] == _OLD_MAGIC:
+        raise TokenShardError(f"{uri} is in refinery's old RFTOKIDX token format, no longer read: {RETOKENIZE}")
+    if len(data) < PRELUDE_SIZE:
+        raise TokenShardError(f"truncated token index {uri}: {len(data)} bytes, its header needs {PRELUDE_SIZE}")
+    magic, version, code, n_seq, n_doc_idx = PRELUDE.unpack(data[:PRELUDE_SIZE])
+    if magic != MAGIC:
+        raise TokenShardError(f"{uri} is not a Megatron indexed-dataset index (magic {magic!r})")
+    if version != MEGATRON_VERSION:
+        raise TokenShardError(f"{uri} has Megatron index version {version}; this refinery reads version {MEGATRON_VERSION}")
+    if code not in CODE_DTYPES:
+        raise TokenShardError(f"{uri}: token dtype code {code} is not uint16 (8) or int32 (4)")
+    if n_doc_idx != n_seq + 1:
+        raise TokenShardError(f"{uri}: {n_seq} sequences but {n_doc_idx} document indices; refinery writes one "
+                              "sequence per document (n + 1 indices): not a refinery shard or corrupt")
+    return CODE_DTYPES[code], n_seq
 
 
 def shard_uris(directory: str, name: str) -> dict[str, str]:
@@ -91,18 +124,21 @@ def write_shard(directory: str, name: str, tokens: np.ndarray, offsets: np.ndarr
                 ids_row_groups: list[int] | None = None) -> dict:
     """Write one shard atomically, marker last; return its manifest entry.
 
-    ``ids_row_groups`` (sizes) lays the ids file out in those row groups, so a reader can fetch one
-    group (e.g. one shuffle bucket) without reading the rest.
+    ``offsets`` are the ``n_docs + 1`` document start offsets in tokens. ``ids_row_groups`` (sizes)
+    lays the ids file out in those row groups, so a reader can fetch one group (e.g. one shuffle
+    bucket) without reading the rest.
     """
-    tokens = np.ascontiguousarray(tokens)
-    offsets = np.ascontiguousarray(offsets, dtype="<u8")
+    dtype = np.dtype(tokens.dtype).newbyteorder("<")
+    if dtype not in DTYPE_CODES:
+        raise ValueError(f"token shard {name}: dtype {tokens.dtype} is not uint16 or int32 (what Megatron reads)")
+    tokens = np.ascontiguousarray(tokens, dtype=dtype)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     n_docs = len(offsets) - 1
     if n_docs != len(ids) or int(offsets[-1]) != len(tokens) or int(offsets[0]) != 0:
         raise ValueError(f"inconsistent shard {name}: {n_docs} docs, {len(ids)} ids, {len(tokens)} tokens, offsets end {offsets[-1]}")
-    header = IndexHeader(tokens.dtype.itemsize, vocab_size, n_docs, len(tokens), tokenizer_sha256)
     uris = shard_uris(directory, name)
-    bin_bytes = memoryview(tokens.astype(tokens.dtype.newbyteorder("<"), copy=False)).cast("B")
-    idx_bytes = header.pack() + offsets.tobytes()
+    bin_bytes = memoryview(tokens).cast("B")
+    idx_bytes = pack_index(np.diff(offsets), dtype)
     fs.write_bytes(uris["bin"], bin_bytes)
     fs.write_bytes(uris["idx"], idx_bytes)
     id_array = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(ids, pa.string())
@@ -119,12 +155,13 @@ def write_shard(directory: str, name: str, tokens: np.ndarray, offsets: np.ndarr
                 start += size
     entry = {
         "name": name,
+        "shard_format": SHARD_FORMAT,
         "bin": name + ".bin",
         "idx": name + ".idx",
         "ids": name + ".ids.parquet",
         "n_docs": n_docs,
         "n_tokens": len(tokens),
-        "dtype": tokens.dtype.name,
+        "dtype": dtype.name,
         "vocab_size": vocab_size,
         "tokenizer_sha256": tokenizer_sha256,
         "bin_sha256": _sha(bin_bytes),
@@ -136,26 +173,35 @@ def write_shard(directory: str, name: str, tokens: np.ndarray, offsets: np.ndarr
 
 
 def read_marker(directory: str, name: str) -> dict | None:
+    """The shard's ``.json`` sidecar (its manifest entry), or None if the shard is not finished."""
     uri = shard_uris(directory, name)["marker"]
     try:
-        return json.loads(fs.read_bytes(uri))
+        data = fs.read_bytes(uri)
     except fs.StorageError:
         return None
+    try:
+        marker = json.loads(data)
+    except ValueError as exc:
+        raise TokenShardError(f"corrupt token shard sidecar {uri}: {exc}") from None
+    if not isinstance(marker, dict):
+        raise TokenShardError(f"corrupt token shard sidecar {uri}: not a JSON object")
+    return marker
 
 
 class ShardFile:
     """Random access to one shard by byte ranges (``read_at``): a pread locally, a ranged GET on S3.
 
-    Opening checks the index header and both file sizes, so a truncated ``.bin`` or ``.idx`` is
-    reported here, by name, before any training step reads garbage. ``sizes`` (path -> bytes, from
-    one directory listing) saves a metadata request per file.
+    Opening reads the ``.json`` sidecar, the ``.idx`` header and last entries and both file sizes,
+    so a truncated ``.bin`` or ``.idx``, a foreign index or a shard without its sidecar is reported
+    here, by name, before any training step reads garbage. ``sizes`` (path -> bytes, from one
+    directory listing) saves a metadata request per file.
 
     Local files are opened per read (no file descriptor held per shard: corpora have thousands);
     an S3 object handle holds no descriptor, so it is opened once (one HEAD) and kept.
     """
 
     def __init__(self, directory: str, name: str, sizes: dict[str, int] | None = None) -> None:
-        self.name = name
+        self.name, self.directory = name, directory
         self.uris = shard_uris(directory, name)
         self._fs, self._idx_path = fs.resolve(self.uris["idx"])
         self._bin_path = fs.resolve(self.uris["bin"])[1]
@@ -164,20 +210,43 @@ class ShardFile:
         self._lock = threading.Lock()
         idx_size, bin_size = (self._size(self._idx_path, sizes, "idx"), self._size(self._bin_path, sizes, "bin"))
         with self._fs.open_input_file(self._idx_path) as f:
-            self.header = IndexHeader.unpack(f.read_at(HEADER_SIZE, 0), self.uris["idx"])
-            h = self.header
-            if idx_size != h.idx_size:
+            dtype, n = parse_prelude(f.read_at(PRELUDE_SIZE, 0), self.uris["idx"])
+            if idx_size != index_size(n):
                 raise TokenShardError(
-                    f"truncated token index {self.uris['idx']}: header says {h.n_docs} documents "
-                    f"({h.idx_size} bytes) but the file has {idx_size} bytes")
-            last = int(np.frombuffer(f.read_at(8, idx_size - 8), "<u8")[0])
-        if bin_size != h.n_tokens * h.itemsize:
-            what = "truncated" if bin_size < h.n_tokens * h.itemsize else "corrupt (oversized)"
+                    f"truncated token index {self.uris['idx']}: header says {n} documents "
+                    f"({index_size(n)} bytes) but the file has {idx_size} bytes")
+            n_tokens, last_doc_index = 0, 0
+            if n:
+                last_len = int(np.frombuffer(f.read_at(4, PRELUDE_SIZE + 4 * (n - 1)), "<i4")[0])
+                last_ptr = int(np.frombuffer(f.read_at(8, PRELUDE_SIZE + 12 * n - 8), "<i8")[0])
+                last_doc_index = int(np.frombuffer(f.read_at(8, idx_size - 8), "<i8")[0])
+                n_tokens = last_ptr // dtype.itemsize + last_len
+        if last_doc_index != n:
+            raise TokenShardError(f"corrupt token index {self.uris['idx']}: last document index {last_doc_index} != {n} documents")
+        if bin_size != n_tokens * dtype.itemsize:
+            what = "truncated" if bin_size < n_tokens * dtype.itemsize else "corrupt (oversized)"
             raise TokenShardError(
-                f"{what} token shard {self.uris['bin']}: its index says {h.n_tokens} tokens "
-                f"({h.n_tokens * h.itemsize} bytes) but the file has {bin_size} bytes")
-        if last != h.n_tokens:
-            raise TokenShardError(f"corrupt token index {self.uris['idx']}: last offset {last} != {h.n_tokens} tokens")
+                f"{what} token shard {self.uris['bin']}: its index says {n_tokens} tokens "
+                f"({n_tokens * dtype.itemsize} bytes) but the file has {bin_size} bytes")
+        self.meta = self._sidecar(dtype, n, n_tokens)
+        self.header = ShardHeader(dtype.itemsize, int(self.meta["vocab_size"]), n, n_tokens,
+                                  str(self.meta["tokenizer_sha256"]), dtype)
+
+    def _sidecar(self, dtype: np.dtype, n_docs: int, n_tokens: int) -> dict:
+        """The ``.json`` sidecar, checked against the index it describes."""
+        uri = self.uris["marker"]
+        meta = read_marker(self.directory, self.name)
+        if meta is None:
+            raise TokenShardError(f"token shard {self.name} has no sidecar {uri}: unfinished, or not written by "
+                                  "`refinery tokenize` (the sidecar records the tokenizer)")
+        missing = [k for k in ("vocab_size", "tokenizer_sha256", "n_docs", "n_tokens", "dtype") if k not in meta]
+        if missing:
+            raise TokenShardError(f"token shard sidecar {uri} lacks {', '.join(missing)}")
+        if (meta["n_docs"], meta["n_tokens"], meta["dtype"]) != (n_docs, n_tokens, dtype.name):
+            raise TokenShardError(
+                f"token shard {self.uris['idx']} holds {n_docs} docs / {n_tokens} {dtype.name} tokens but its sidecar "
+                f"{uri} says {meta['n_docs']} / {meta['n_tokens']} {meta['dtype']}: files replaced or mixed up")
+        return meta
 
     def _size(self, path: str, sizes: dict[str, int] | None, kind: str) -> int:
         if sizes is not None and path in sizes:
@@ -209,18 +278,50 @@ class ShardFile:
         return np.frombuffer(data, self.header.dtype)
 
     def read_offsets(self, first_doc: int = 0, last_doc: int | None = None) -> np.ndarray:
-        """Start offsets of documents ``first_doc .. last_doc`` inclusive (default: all, plus the end)."""
-        last_doc = self.header.n_docs if last_doc is None else last_doc
-        n = last_doc - first_doc + 1
+        """Start offsets (in tokens) of documents ``first_doc .. last_doc`` inclusive; document
+        ``n_docs`` is the end of the shard (default: all of them, plus the end)."""
+        n = self.header.n_docs
+        last_doc = n if last_doc is None else last_doc
+        stop = min(last_doc, n - 1) + 1  # pointers exist for documents 0 .. n-1
+        count = max(stop - first_doc, 0)
         with self._fs.open_input_file(self._idx_path) as f:
-            data = f.read_at(8 * n, HEADER_SIZE + 8 * first_doc)
-        if len(data) != 8 * n:
+            data = f.read_at(8 * count, PRELUDE_SIZE + 4 * n + 8 * first_doc) if count else b""
+        if len(data) != 8 * count:
             raise TokenShardError(f"short read from token index {self.uris['idx']}")
-        return np.frombuffer(data, "<u8").astype(np.int64)
+        starts = np.frombuffer(data, "<i8") // self.header.itemsize  # Megatron's pointers are bytes
+        if last_doc == n:
+            starts = np.append(starts, self.header.n_tokens)
+        return starts.astype(np.int64)
 
     def document(self, i: int) -> np.ndarray:
         start, stop = self.read_offsets(i, i + 1)
         return self.read_tokens(int(start), int(stop))
+
+    def validate_index(self) -> None:
+        """Read the whole ``.idx`` and check it is the index of this ``.bin`` with one sequence per
+        document: lengths >= 1, pointers their running byte sum, document indices ``0 .. n``."""
+        h = self.header
+        with self._fs.open_input_file(self._idx_path) as f:
+            data = f.read_at(h.idx_size, 0)
+        if len(data) != h.idx_size:
+            raise TokenShardError(f"short read from token index {self.uris['idx']}")
+        n = h.n_docs
+        lengths = np.frombuffer(data, "<i4", n, PRELUDE_SIZE).astype(np.int64)
+        pointers = np.frombuffer(data, "<i8", n, PRELUDE_SIZE + 4 * n)
+        doc_index = np.frombuffer(data, "<i8", n + 1, PRELUDE_SIZE + 12 * n)
+        expected = np.zeros(n, np.int64)
+        np.cumsum(lengths[:-1] * h.itemsize, out=expected[1:])
+        problems = []
+        if n and lengths.min() < 1:
+            problems.append(f"document {int(np.argmin(lengths))} has length {int(lengths.min())}")
+        if not np.array_equal(pointers, expected):
+            problems.append(f"sequence pointer {int(np.flatnonzero(pointers != expected)[0])} is not the sum of the lengths before it")
+        if not np.array_equal(doc_index, np.arange(n + 1)):
+            problems.append("document indices are not 0 .. n (one sequence per document)")
+        if int(lengths.sum()) != h.n_tokens:
+            problems.append(f"lengths add up to {int(lengths.sum())} tokens, not {h.n_tokens}")
+        if problems:
+            raise TokenShardError(f"corrupt token index {self.uris['idx']}: {'; '.join(problems)}")
 
     def close(self) -> None:
         with self._lock:
@@ -247,10 +348,3 @@ def file_sha256(uri: str, chunk: int = 8 << 20) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def file_size(uri: str) -> int:
-    filesystem, path = fs.resolve(uri)
-    info = filesystem.get_file_info(path)
-    if info.type != pafs.FileType.File:
-        raise TokenShardError(f"missing token shard file {uri}")
-    return info.size

@@ -73,10 +73,13 @@ class LoadedTokenizer:
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """uint16 when every id fits (ids run 0..vocab_size-1), else uint32: halves disk and I/O for most vocabularies."""
+    """uint16 when every id fits (ids run 0..vocab_size-1): halves disk and I/O for most vocabularies; else
+    int32, the wider type Megatron's indexed dataset reads (its dtype codes have no uint32)."""
     if vocab_size <= 0:
         raise TokenizerError(f"vocabulary size must be positive, got {vocab_size}")
-    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+    if vocab_size > 1 << 31:
+        raise TokenizerError(f"vocabulary size {vocab_size} does not fit int32 token ids")
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<i4")
 
 
 def gpt2_files() -> tuple[str, str]:

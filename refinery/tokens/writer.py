@@ -39,6 +39,8 @@ from refinery.io import fs, parquet
 from refinery.rundir import RunDir
 from refinery.tokens.format import (
     FORMAT,
+    RETOKENIZE,
+    SHARD_FORMAT,
     VERSION,
     ShardFile,
     TokenizerMismatchError,
@@ -179,6 +181,9 @@ def _tokenize_shard(uri: str, name: str, out_dir: str, tok: LoadedTokenizer, bat
 
 
 def _check_marker(marker: dict, tok: LoadedTokenizer, where: str, plan: dict | None = None) -> None:
+    if marker.get("shard_format") != SHARD_FORMAT:  # a shard of the old RFTOKIDX format: not resumable
+        raise TokenizeError(f"{where} holds shard {marker.get('name')} in refinery's old token format; use a fresh "
+                            "--output or --force to write Megatron indexed-dataset shards")
     if marker.get("tokenizer_sha256") != tok.sha256 or marker.get("vocab_size") != tok.vocab_size:
         raise TokenizerMismatchError(
             f"{where} already holds shard {marker.get('name')} tokenized with tokenizer sha256 "
@@ -399,6 +404,7 @@ def _manifest(run_dir: str, tok: LoadedTokenizer, plan: dict | None, names: list
     return {
         "format": FORMAT,
         "version": VERSION,
+        "shard_format": SHARD_FORMAT,
         "tokenizer": tok.describe(),
         "dtype": tok.dtype.name,
         "shuffle": plan,
@@ -447,6 +453,8 @@ def parse_manifest(data: bytes, uri: str) -> dict:
         raise TokenShardError(f"corrupt token manifest {uri}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise TokenShardError(f"{uri} is not a refinery token manifest")
+    if manifest.get("version") == 1:
+        raise TokenShardError(f"{uri} is a token output in refinery's old RFTOKIDX format, no longer read: {RETOKENIZE}")
     if manifest.get("version") != VERSION:
         raise TokenShardError(f"{uri} has token format version {manifest.get('version')}; this refinery reads {VERSION}")
     return manifest

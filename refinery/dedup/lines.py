@@ -1,0 +1,300 @@
+"""Corpus-level repeated-line removal (``method: lines``): the CCNet / Dolma paragraph-dedup idea,
+restricted to lines that recur across *sites*. Navigation ("Jump to navigation Jump to search"),
+Q&A chrome ("By clicking "Post Your Answer", you agree ..."), share widgets and library-catalogue
+labels repeat verbatim over thousands of pages of many domains; hand-written patterns
+(``line_corrections``) cannot list them all, counting finds them.
+
+A *candidate* line is short (``min_words`` .. ``max_words`` words, at least ``min_chars``
+normalized characters, at least one letter): long lines are prose, and prose quoted on several
+sites must survive. Lines are compared normalized (NFKC, casefolded, whitespace collapsed, digits
+folded to ``0``). A candidate is *boilerplate* when it occurs in at least ``min_docs`` documents
+of at least ``min_domains`` (>= 2) registered domains of the ``url`` column; documents without a
+URL count as documents but add no domain, so a line is never cut on the word of one site.
+
+Passes (same flow and resumability as the other dedup methods, see :mod:`refinery.dedup.driver`)::
+
+    line_counts (per shard): distinct candidate lines per document -> (line, domain, docs) rows,
+        pre-aggregated in the shard, written partitioned by line hash (refinery.dedup.shuffle)
+    boilerplate (per hash partition): (docs, distinct domains) per line -> the boilerplate hashes
+    remove (per shard): the normal shard runner with ``lines_dedup`` (refinery/stages/line_dedup.py)
+
+Memory: a ``line_counts`` task holds one shard's rows (~36 bytes per (document, candidate line));
+a ``boilerplate`` task holds one partition (``LINE_BYTES_PER_ROW``). The number of partitions is
+fixed before hashing, from the shards' text sizes in their Parquet footers and
+``TEXT_BYTES_PER_ROW`` (a conservative ratio measured on real Common Crawl text).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns
+from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
+from refinery.io import fs, parquet
+from refinery.stats.domains import NO_URL, DomainCounter
+
+if TYPE_CHECKING:  # the driver imports this module lazily; at run time these are only annotations
+    from refinery.dedup.config import DedupConfig
+    from refinery.dedup.driver import Shard, WorkDir
+    from refinery.executors import Executor
+
+log = logging.getLogger("refinery.dedup")
+
+_U64 = np.uint64
+#: peak bytes per (line, domain, docs) row in a boilerplate task: 20 read + 8 lexsort index +
+#: 20 sorted copies + masks and group arrays (measured with benchmarks/dedup_lines.py: ~60)
+LINE_BYTES_PER_ROW = 72
+#: text bytes per count row, to size partitions before any line is hashed. cc_docs (717 real CC
+#: documents) has ~180 bytes of text per (document, candidate line); a third of it, so partitions
+#: are over- rather than under-estimated.
+TEXT_BYTES_PER_ROW = 64
+_TASK_BASELINE_BYTES = 160 * 2**20
+
+_WS = re.compile(r"\s+")
+_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[^\W\d_]")
+_BOILERPLATE_SCHEMA = pa.schema([("line_hash", pa.uint64()), ("docs", pa.uint32()), ("domains", pa.uint32())])
+
+
+@dataclass(frozen=True)
+class LineRule:
+    """Which lines are candidates and how they are compared; shared by the index and the stage
+    (both must hash a line identically)."""
+
+    min_chars: int = 10
+    min_words: int = 2
+    max_words: int = 30
+    fold_digits: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> LineRule:
+        return cls(int(params["min_chars"]), int(params["min_words"]), int(params["max_words"]), bool(params["fold_digits"]))
+
+    def normalize(self, line: str) -> str:
+        norm = unicodedata.normalize("NFKC", line).casefold()
+        if self.fold_digits:
+            norm = _DIGIT.sub("0", norm)
+        return _WS.sub(" ", norm).strip()
+
+    def key(self, line: str) -> int | None:
+        """The line's 64-bit hash if it is a candidate, else None."""
+        import xxhash
+
+        n_words = len(line.split())
+        if n_words < self.min_words or n_words > self.max_words:
+            return None
+        norm = self.normalize(line)
+        if len(norm) < self.min_chars or not _LETTER.search(norm):
+            return None
+        return xxhash.xxh3_64_intdigest(norm.encode("utf-8", "surrogatepass"))
+
+    def doc_keys(self, text: str | None) -> set[int]:
+        """Distinct candidate hashes of a document (a line repeated inside it counts once)."""
+        if not text:
+            return set()
+        keys = (self.key(line) for line in text.split("\n"))
+        return {k for k in keys if k is not None}
+
+
+def domain_hash(domain: str) -> int:
+    """Hash of a registered domain; 0 means "no URL" (no domain is counted)."""
+    import xxhash
+
+    if domain == NO_URL:
+        return 0
+    return xxhash.xxh3_64_intdigest(domain.encode("utf-8", "surrogatepass")) or 1
+
+
+def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(line, domain, docs)`` rows (pairs may repeat) -> per distinct line: ``(line, docs,
+    distinct non-zero domains)``, lines ascending."""
+    if not len(line):
+        return np.empty(0, _U64), np.empty(0, np.int64), np.empty(0, np.int64)
+    order = np.lexsort((domain, line))
+    line, domain, docs = line[order], domain[order], docs[order].astype(np.int64)
+    del order
+    new_line = np.empty(len(line), dtype=bool)
+    new_line[0] = True
+    np.not_equal(line[1:], line[:-1], out=new_line[1:])
+    new_pair = new_line.copy()
+    new_pair[1:] |= domain[1:] != domain[:-1]
+    starts = np.flatnonzero(new_line)
+    line_docs = np.add.reduceat(docs, starts)
+    # a (line, domain) pair seen in several shards counts one domain; domain 0 (no URL) none
+    counted = new_pair & (domain != 0)
+    line_domains = np.add.reduceat(counted.astype(np.int64), starts)
+    return line[starts], line_docs, line_domains
+
+
+# -- pass 1: per shard -------------------------------------------------------------------------
+def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int, rule: dict[str, Any],
+                    batch_size: int = 1000) -> dict[str, Any]:
+    """Per shard: every (candidate line, registered domain) pair with its number of documents,
+    partitioned by line hash."""
+    present = _columns(input_uri)
+    missing = [c for c in ("id", "text", "url") if c not in present]
+    if missing:
+        raise DedupInputError(f"shard {input_uri} lacks column(s) {missing} needed by lines dedup "
+                              f"(lines are counted per registered domain of `url`)")
+    line_rule = LineRule.from_params(rule)
+    domains = DomainCounter()
+    table = parquet.read_table(input_uri, columns=["text", "url"] + (["source"] if "source" in present else []))
+    n = table.num_rows
+    line_parts: list[np.ndarray] = []
+    domain_parts: list[np.ndarray] = []
+    no_domain = 0
+    for lo in range(0, n, batch_size):
+        texts = table.column("text").slice(lo, batch_size).to_pylist()
+        urls = table.column("url").slice(lo, batch_size).to_pylist()
+        for text, url in zip(texts, urls):
+            keys = line_rule.doc_keys(text)
+            d = domain_hash(domains.domain(url))
+            no_domain += d == 0
+            if keys:
+                line_parts.append(np.fromiter(keys, dtype=_U64, count=len(keys)))
+                domain_parts.append(np.full(len(keys), d, dtype=_U64))
+    line = np.concatenate(line_parts) if line_parts else np.empty(0, _U64)
+    domain = np.concatenate(domain_parts) if domain_parts else np.empty(0, _U64)
+    del line_parts, domain_parts
+    pairs = len(line)
+    # pre-aggregate the shard: one row per distinct (line, domain) pair, with its document count
+    if pairs:
+        order = np.lexsort((domain, line))
+        line, domain = line[order], domain[order]
+        first = np.ones(pairs, dtype=bool)
+        first[1:] = (line[1:] != line[:-1]) | (domain[1:] != domain[:-1])
+        starts = np.flatnonzero(first)
+        docs = np.diff(np.append(starts, pairs)).astype(np.uint32)
+        line, domain = line[starts], domain[starts]
+    else:
+        docs = np.empty(0, np.uint32)
+    counts = write_partitioned(output_uri, {"line": line, "domain": domain, "docs": docs},
+                               partition_of(line, num_parts), num_parts)
+    sources: list[str] | None = None
+    if "source" in table.column_names:
+        distinct = pc.unique(table.column("source").drop_null())
+        sources = sorted(distinct.to_pylist()) if len(distinct) <= MAX_SOURCES else None
+    log.info("[dedup lines/line_counts] shard %s: %d docs, %d (doc, line) pairs -> %d rows", shard, n, pairs, len(line))
+    return {"docs": n, "docs_without_domain": int(no_domain), "doc_lines": pairs, "rows": len(line),
+            "max_partition_rows": max(counts) if counts else 0, "sources": sources}
+
+
+# -- pass 2: per hash partition ----------------------------------------------------------------
+def boilerplate_task(count_uris: list[str], part: int, output_uri: str, min_docs: int, min_domains: int) -> dict[str, Any]:
+    """Per line-hash partition: documents and distinct domains of each line; writes the hashes of
+    the lines over both thresholds (``line_hash, docs, domains``)."""
+    data = read_partition(count_uris, part, ["line", "domain", "docs"], {"line": _U64, "domain": _U64, "docs": np.uint32})
+    rows = len(data["line"])
+    line, docs, doms = aggregate_pairs(data["line"], data["domain"], data["docs"])
+    del data
+    hit = (docs >= min_docs) & (doms >= min_domains)
+    out = pa.table({"line_hash": pa.array(line[hit]), "docs": pa.array(docs[hit].astype(np.uint32)),
+                    "domains": pa.array(doms[hit].astype(np.uint32))}, schema=_BOILERPLATE_SCHEMA)
+    parquet.write_table(out, output_uri, row_group_size=1 << 20)
+    return {"rows": rows, "max_partition_rows": rows, "distinct_lines": len(line), "boilerplate_lines": int(hit.sum()),
+            "boilerplate_doc_lines": int(docs[hit].sum())}
+
+
+def load_boilerplate(uris: list[str]) -> np.ndarray:
+    """The sorted boilerplate line hashes of a finished index (what the removal stage looks up)."""
+    parts = [parquet.read_table(u, columns=["line_hash"]).column("line_hash").to_numpy() for u in uris]
+    keys = np.concatenate(parts) if parts else np.empty(0, _U64)
+    return np.sort(keys.astype(_U64, copy=False))
+
+
+# -- the driver's part -------------------------------------------------------------------------
+def estimate_partitions(shards: list[Shard], budget: int) -> int:
+    """Partitions for the boilerplate pass, from the text bytes in the shards' Parquet footers;
+    a shard without the columns the pass reads is refused here, before any task runs."""
+    text_bytes = 0
+    for s in shards:
+        filesystem, path = fs.resolve(s.uri)
+        with filesystem.open_input_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+        missing = [c for c in ("id", "text", "url") if c not in meta.schema.names]
+        if missing:
+            raise DedupInputError(f"shard {s.uri} lacks column(s) {missing} needed by lines dedup "
+                                  f"(lines are counted per registered domain of `url`)")
+        if "text" in meta.schema.names:
+            col = meta.schema.names.index("text")
+            text_bytes += sum(meta.row_group(g).column(col).total_uncompressed_size for g in range(meta.num_row_groups))
+    rows = text_bytes / TEXT_BYTES_PER_ROW
+    usable = max(budget - _TASK_BASELINE_BYTES, 16 * 2**20)
+    return max(1, math.ceil(rows * LINE_BYTES_PER_ROW / usable))
+
+
+def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor,
+                 passes: dict[str, Any]) -> dict[str, Any]:
+    """Build the boilerplate-line index in ``work``; returns the figures for ``dedup_stats.json``."""
+    from refinery.dedup.driver import _method_params, _run_pass, _write_manifest
+
+    lines = config.lines
+    rule = {k: getattr(lines, k) for k in ("min_chars", "min_words", "max_words", "fold_digits")}
+    estimate = estimate_partitions(shards, config.memory_budget)  # also checks the shards' columns
+    P = config.partitions or estimate
+    names = [s.name for s in shards]
+    count_uri = {s.name: work.path("line_counts", f"{s.name}.parquet") for s in shards}
+    tasks = [{"input_uri": s.uri, "shard": s.name, "output_uri": count_uri[s.name], "num_parts": P, "rule": rule,
+              "batch_size": config.batch_size} for s in shards]
+    counted = _run_pass(work, "line_counts", line_count_task, tasks, executor, names,
+                        extra=lambda rs: {"per_shard": [{"sources": r.get("sources")} for r in rs], "partitions": P})
+    P = counted.get("partitions", P)  # a resumed index keeps the partitioning it was written with
+    passes["line_counts"] = {k: v for k, v in counted.items() if k != "per_shard"}
+    boiler_uris = [work.path("boilerplate", f"part-{p:05d}.parquet") for p in range(P)]
+    tasks = [{"count_uris": [count_uri[s.name] for s in shards], "part": p, "output_uri": boiler_uris[p],
+              "min_docs": lines.min_docs, "min_domains": lines.min_domains} for p in range(P)]
+    passes["boilerplate"] = _run_pass(work, "boilerplate", boilerplate_task, tasks, executor,
+                                      [f"part-{p}" for p in range(P)], units="rows")
+    # the removal stage reads boilerplate/part-*.parquet (paths relative to the dedup directory)
+    _write_manifest(work, "lines", _method_params(config), shards, counted["per_shard"], partitions=P,
+                    boilerplate=[f"boilerplate/part-{p:05d}.parquet" for p in range(P)])
+    b = passes["boilerplate"]
+    c = passes["line_counts"]
+    log.info("[dedup lines] %d distinct candidate lines, %d boilerplate (%d partitions)", b.get("distinct_lines", 0),
+             b.get("boilerplate_lines", 0), P)
+    return {"distinct_lines": b.get("distinct_lines", 0), "boilerplate_lines": b.get("boilerplate_lines", 0),
+            "boilerplate_doc_lines": b.get("boilerplate_doc_lines", 0),
+            "docs_without_domain": c.get("docs_without_domain", 0), "partitions": P}
+
+
+def lines_summary(kept_dir: str, removed_dir: str) -> dict[str, int]:
+    """Cuts recorded by the removal run (columns of its output shards): lines and characters cut
+    from kept documents, documents edited, documents removed by the 5% rule."""
+    from refinery.stages.line_dedup import CUT_CHARS, CUT_LINES, REASON
+
+    out = {"docs_edited": 0, "lines_cut": 0, "chars_cut": 0, "docs_removed_for_lines": 0, "lines_in_removed_docs": 0}
+    for root, removed in ((kept_dir, False), (removed_dir, True)):
+        try:
+            files = fs.list_files(root, (".parquet",))
+        except fs.StorageError:
+            continue
+        for uri in files:
+            filesystem, path = fs.resolve(uri)
+            with filesystem.open_input_file(path) as f:
+                pf = pq.ParquetFile(f)
+                names = pf.schema_arrow.names
+                if CUT_LINES not in names:
+                    continue
+                cols = [CUT_LINES, CUT_CHARS] + (["removed_reason"] if removed and "removed_reason" in names else [])
+                t = pf.read(columns=cols)
+            cut = pc.fill_null(t.column(CUT_LINES), 0).to_numpy(zero_copy_only=False)
+            if removed:
+                mine = np.asarray(pc.equal(t.column("removed_reason"), REASON).fill_null(False)) if "removed_reason" in t.column_names else np.zeros(len(cut), bool)
+                out["docs_removed_for_lines"] += int(mine.sum())
+                out["lines_in_removed_docs"] += int(cut[mine].sum())
+            else:
+                chars = pc.fill_null(t.column(CUT_CHARS), 0).to_numpy(zero_copy_only=False)
+                out["docs_edited"] += int((cut > 0).sum())
+                out["lines_cut"] += int(cut.sum())
+                out["chars_cut"] += int(chars.sum())
+    return out

@@ -1,0 +1,349 @@
+"""Score an extraction configuration against a gold set (``refinery eval-extract``).
+
+Gold sets, in two formats (docs/extraction.md):
+
+* **pairs**: a directory of ``<name>.html`` + ``<name>.txt`` (the page and its cleaned main text,
+  as in CleanEval or the article-extraction benchmarks). CleanEval's markup in the gold text (a
+  first line ``URL: ...``, ``<p>``/``<h>``/``<l>`` paragraph marks) is removed before scoring. A
+  directory may also hold ``<name>.url`` (one line) to pass the page URL to the extractor.
+* **snippets**: trafilatura's ``evaldata.json`` (``{url: {"file": ..., "with": [...], "without":
+  [...]}}``), the HTML files next to it or in its ``cache/`` or ``eval/`` sub-directory.
+
+Metrics:
+
+* token precision / recall / F1, bag of tokens (CleanEval-style: lower-cased ``\\w+`` words,
+  multiset intersection), per page and summed over pages ("micro"); the mean of per-page F1
+  ("macro") is the headline. A page whose extract is empty (removed, or no text) scores 0 for
+  all three; a page with empty gold and an empty extract scores 1.
+* pages emptied: the extractor removed the page or returned no text.
+* snippets: the share of "with" snippets found in the extract (snippets holding a URL are skipped:
+  the stage removes URLs on purpose) and the share of "without" snippets leaked into it, after
+  collapsing whitespace, as in tests/test_extract.py.
+
+Everything runs the real ``extract`` stage (``TrafilaturaExtractor``) built from a config's
+``extract`` params, in batches, with its timeout and helper process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
+
+_WORD = re.compile(r"\w+")
+_SPACES = re.compile(r"\s+")
+_URL = re.compile(r"https?://\S|\bwww\.\w")
+_CLEANEVAL_MARK = re.compile(r"^[ \t]*<(?:p|h|l|P|H|L)>[ \t]*", re.MULTILINE)
+_CLEANEVAL_URL = re.compile(r"\AURL:[^\n]*\n")
+
+
+class GoldError(ValueError):
+    """A gold set cannot be read (one line, naming the path)."""
+
+
+@dataclass
+class GoldPage:
+    name: str
+    html: bytes
+    url: str | None = None
+    text: str | None = None  # full gold text (pairs); None for snippet-only pages
+    with_snippets: list[str] = field(default_factory=list)
+    without_snippets: list[str] = field(default_factory=list)
+
+
+def tokens(text: str | None) -> list[str]:
+    """Bag-of-words tokens: lower-cased Unicode ``\\w+`` runs."""
+    return _WORD.findall(text.lower()) if text else []
+
+
+def strip_cleaneval(text: str) -> str:
+    """Remove CleanEval gold markup: the leading ``URL: ...`` line and ``<p>``/``<h>``/``<l>`` marks."""
+    return _CLEANEVAL_MARK.sub("", _CLEANEVAL_URL.sub("", text.lstrip("\ufeff")))
+
+
+@dataclass
+class TokenScore:
+    overlap: int  # |pred ∩ gold| as multisets
+    predicted: int
+    gold: int
+
+    @property
+    def precision(self) -> float:
+        if self.predicted == 0:
+            return 1.0 if self.gold == 0 else 0.0
+        return self.overlap / self.predicted
+
+    @property
+    def recall(self) -> float:
+        if self.gold == 0:
+            return 1.0 if self.predicted == 0 else 0.0
+        return self.overlap / self.gold
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def token_score(predicted: str | None, gold: str) -> TokenScore:
+    pred, ref = Counter(tokens(predicted)), Counter(tokens(gold))
+    return TokenScore(sum((pred & ref).values()), sum(pred.values()), sum(ref.values()))
+
+
+def _norm(s: str) -> str:
+    return _SPACES.sub(" ", s).strip()
+
+
+def snippet_counts(text: str | None, with_snippets: Sequence[str],
+                   without_snippets: Sequence[str]) -> tuple[int, int, int, int]:
+    """(found, expected, leaked, unwanted) for one page."""
+    norm = _norm(text or "")
+    wanted = [s for s in with_snippets if not _URL.search(s)]
+    found = sum(_norm(s) in norm for s in wanted)
+    leaked = sum(_norm(s) in norm for s in without_snippets)
+    return found, len(wanted), leaked, len(without_snippets)
+
+
+# -- loading gold sets ----------------------------------------------------------------------------
+
+
+def load_gold(path: str | Path, cleaneval_markup: bool = True) -> list[GoldPage]:
+    """Pages of a gold set: a directory of pairs (and/or an ``evaldata.json``), or an evaldata JSON file."""
+    path = Path(path)
+    if not path.exists():
+        raise GoldError(f"gold set not found: {path}")
+    if path.is_file():
+        if path.suffix != ".json":
+            raise GoldError(f"gold set {path}: expected a directory of <name>.html + <name>.txt "
+                            "or an evaldata .json file")
+        return _load_snippets(path)
+    pages = _load_pairs(path, cleaneval_markup)
+    evaldata = path / "evaldata.json"
+    if evaldata.is_file():
+        pages += _load_snippets(evaldata)
+    if not pages:
+        raise GoldError(f"gold set {path}: no <name>.html + <name>.txt pairs and no evaldata.json")
+    return pages
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise GoldError(f"gold text {path} is not UTF-8 (byte {exc.start})") from None
+
+
+def _load_pairs(folder: Path, cleaneval_markup: bool) -> list[GoldPage]:
+    pages = []
+    for html_path in sorted(folder.glob("*.htm*")):
+        if html_path.suffix not in (".html", ".htm"):
+            continue
+        txt = html_path.with_suffix(".txt")
+        if not txt.is_file():
+            continue  # an HTML file without gold text (e.g. a snippet-format page) is not a pair
+        gold = _read_text(txt)
+        url_file = html_path.with_suffix(".url")
+        url = _read_text(url_file).strip() or None if url_file.is_file() else None
+        if url is None and gold.startswith("URL:"):
+            url = gold.split("\n", 1)[0][4:].strip() or None
+        pages.append(GoldPage(html_path.stem, html_path.read_bytes(), url,
+                              strip_cleaneval(gold) if cleaneval_markup else gold))
+    return pages
+
+
+def _load_snippets(path: Path) -> list[GoldPage]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GoldError(f"gold file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise GoldError(f"gold file {path}: expected an object {{url: {{file, with, without}}}}")
+    folders = [path.parent, path.parent / "cache", path.parent / "eval"]
+    pages, missing = [], []
+    for url, item in sorted(data.items()):
+        if not isinstance(item, dict) or not isinstance(item.get("file"), str):
+            raise GoldError(f"gold file {path}: entry {url!r} has no 'file'")
+        html_path = next((f / item["file"] for f in folders if (f / item["file"]).is_file()), None)
+        if html_path is None:
+            missing.append(item["file"])
+            continue
+        pages.append(GoldPage(Path(item["file"]).stem, html_path.read_bytes(), url, None,
+                              list(item.get("with") or []), list(item.get("without") or [])))
+    if not pages:
+        raise GoldError(f"gold file {path}: none of its {len(data)} HTML files found next to it or in cache/ or eval/")
+    return pages
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+
+
+@dataclass
+class PageResult:
+    name: str
+    emptied: bool
+    reason: str | None
+    path: str | None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    found: int = 0
+    expected: int = 0
+    leaked: int = 0
+    unwanted: int = 0
+
+
+@dataclass
+class EvalResult:
+    pages: int
+    emptied: int
+    token_pages: int  # pages with full gold text
+    precision: float | None  # micro: summed over pages
+    recall: float | None
+    f1: float | None
+    macro_precision: float | None
+    macro_recall: float | None
+    macro_f1: float | None  # the headline: mean of per-page F1
+    snippet_pages: int
+    with_recall: float | None
+    without_leakage: float | None
+    paths: dict[str, int]
+    seconds: float
+    params: dict[str, Any]
+    per_page: list[PageResult] = field(default_factory=list)
+
+    @property
+    def emptied_share(self) -> float:
+        return self.emptied / self.pages if self.pages else 0.0
+
+    def to_dict(self, per_page: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        d["emptied_share"] = self.emptied_share
+        if not per_page:
+            d.pop("per_page")
+        return d
+
+    def table(self) -> list[tuple[str, str]]:
+        """(metric, value) rows for printing."""
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"
+        rows = [("pages", str(self.pages)),
+                ("pages emptied", f"{self.emptied} ({self.emptied_share:.1%})")]
+        if self.token_pages:
+            rows += [("token pages", str(self.token_pages)),
+                     ("token F1 (mean per page)", fmt(self.macro_f1)),
+                     ("token precision (mean per page)", fmt(self.macro_precision)),
+                     ("token recall (mean per page)", fmt(self.macro_recall)),
+                     ("token F1 (micro)", fmt(self.f1)),
+                     ("token precision (micro)", fmt(self.precision)),
+                     ("token recall (micro)", fmt(self.recall))]
+        if self.snippet_pages:
+            rows += [("snippet pages", str(self.snippet_pages)),
+                     ('"with" snippets found', fmt(self.with_recall)),
+                     ('"without" snippets leaked', fmt(self.without_leakage))]
+        rows.append(("extraction paths", ", ".join(f"{k} {v}" for k, v in sorted(self.paths.items())) or "-"))
+        rows.append(("seconds", f"{self.seconds:.1f}"))
+        return rows
+
+
+def _batch(pages: Sequence[GoldPage]) -> pa.RecordBatch:
+    from refinery.schema import DOCUMENT_SCHEMA
+
+    n = len(pages)
+    return pa.RecordBatch.from_pydict(
+        {"id": [f"gold/{i}" for i in range(n)], "url": [p.url for p in pages], "warc_record_id": [None] * n,
+         "warc_date": [None] * n, "content_type": [None] * n, "source": ["gold"] * n,
+         "html": [p.html for p in pages], "text": [None] * n},
+        schema=DOCUMENT_SCHEMA,
+    )
+
+
+def evaluate(stage: Any, pages: Sequence[GoldPage], batch_size: int = 64) -> EvalResult:
+    """Run ``stage`` (an ``extract`` stage) over ``pages`` and score what it returns."""
+    from refinery.stages.base import REASON
+
+    texts: list[str | None] = []
+    reasons: list[str | None] = []
+    paths: list[str | None] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(pages), batch_size):
+        out = stage(_batch(pages[start:start + batch_size]))
+        texts += out.column("text").to_pylist()
+        reasons += out.column(REASON).to_pylist()
+        paths += (out.column("extract_path").to_pylist() if "extract_path" in out.schema.names
+                  else [None] * out.num_rows)
+    seconds = time.perf_counter() - t0
+    return score(pages, texts, reasons, paths, seconds, params=_stage_params(stage))
+
+
+def _stage_params(stage: Any) -> dict[str, Any]:
+    keys = ("backend", "favor_precision", "include_tables", "include_comments", "fast", "fallback",
+            "fallback_below_chars", "fallback_min_gain", "timeout_s", "max_html_bytes", "min_text_chars")
+    return {k: getattr(stage, k) for k in keys if hasattr(stage, k)}
+
+
+def score(pages: Sequence[GoldPage], texts: Sequence[str | None], reasons: Sequence[str | None] | None = None,
+          paths: Sequence[str | None] | None = None, seconds: float = 0.0,
+          params: dict[str, Any] | None = None) -> EvalResult:
+    """Score extracted ``texts`` (None/empty = emptied) against ``pages``."""
+    reasons = reasons or [None] * len(pages)
+    paths = paths or [None] * len(pages)
+    per_page: list[PageResult] = []
+    overlap = predicted = gold = 0
+    found = expected = leaked = unwanted = 0
+    macro: list[TokenScore] = []
+    path_counts: Counter[str] = Counter()
+    for page, text, reason, path in zip(pages, texts, reasons, paths):
+        emptied = not (text and text.strip())
+        result = PageResult(page.name, emptied, reason, path)
+        if path and not emptied:
+            path_counts[path] += 1
+        if page.text is not None:
+            s = token_score(None if emptied else text, page.text)
+            overlap, predicted, gold = overlap + s.overlap, predicted + s.predicted, gold + s.gold
+            macro.append(s)
+            result.precision, result.recall, result.f1 = s.precision, s.recall, s.f1
+        if page.with_snippets or page.without_snippets:
+            c = snippet_counts(text, page.with_snippets, page.without_snippets)
+            result.found, result.expected, result.leaked, result.unwanted = c
+            found, expected, leaked, unwanted = found + c[0], expected + c[1], leaked + c[2], unwanted + c[3]
+        per_page.append(result)
+    micro = TokenScore(overlap, predicted, gold)
+    mean = lambda xs: sum(xs) / len(xs) if xs else None
+    snippet_pages = sum(1 for p in pages if p.with_snippets or p.without_snippets)
+    return EvalResult(
+        pages=len(pages), emptied=sum(r.emptied for r in per_page), token_pages=len(macro),
+        precision=micro.precision if macro else None, recall=micro.recall if macro else None,
+        f1=micro.f1 if macro else None,
+        macro_precision=mean([s.precision for s in macro]), macro_recall=mean([s.recall for s in macro]),
+        macro_f1=mean([s.f1 for s in macro]),
+        snippet_pages=snippet_pages,
+        with_recall=found / expected if expected else None,
+        without_leakage=leaked / unwanted if unwanted else None,
+        paths=dict(path_counts), seconds=seconds, params=params or {}, per_page=per_page,
+    )
+
+
+def extract_stage_from_config(config_path: str | Path, overrides: dict[str, Any] | None = None) -> Any:
+    """The ``extract`` stage of a pipeline config (its params validated as ``refinery run`` does),
+    with ``overrides`` applied; the stage defaults when the config has no ``extract`` stage is an error."""
+    from refinery.config import ConfigError, StageConfig, load_config
+
+    config = load_config(config_path)
+    found = [s for s in config.stages if s.type == "extract"]
+    if not found:
+        raise ConfigError(f"config {config_path} has no 'extract' stage to evaluate")
+    spec = found[0]
+    params = {**spec.params, **(overrides or {})}
+    return StageConfig(type="extract", name=spec.stage_name, params=params).build()
+
+
+def split_pages(pages: Iterable[GoldPage], half: int) -> list[GoldPage]:
+    """One half of a gold set by a stable hash of the page name (for held-out checks)."""
+    import hashlib
+
+    return [p for p in pages if int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 2 == half]

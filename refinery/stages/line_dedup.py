@@ -1,0 +1,119 @@
+"""``lines_dedup``: cut the boilerplate lines found by the repeated-line index
+(:mod:`refinery.dedup.lines`, ``refinery dedup --method lines`` or a ``method: lines`` pass).
+
+Every line whose normalized hash is in the index is cut (each copy, wherever it sits in the
+document). RefinedWeb's line-correction rule then decides: if the cut lines hold more than
+``max_removed_word_frac`` (5%) of the document's words the document is removed
+(``too_many_repeated_lines``, metric: that fraction; its original text is kept for inspection),
+otherwise the document is kept with the lines cut.
+
+Columns on every document: ``lines_dedup_cut_lines`` (int32), ``lines_dedup_cut_chars`` (int64,
+characters of text removed, separators included), ``lines_dedup_removed_frac`` (float32, words
+in cut lines / words). Word counts are ``line_corrections``'s (whitespace tokens plus CJK
+characters), so both 5% rules measure alike.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from refinery.io import fs
+from refinery.stages.base import Stage, with_decision
+from refinery.stages.line_corrections import count_words
+
+CUT_LINES = "lines_dedup_cut_lines"
+CUT_CHARS = "lines_dedup_cut_chars"
+FRAC = "lines_dedup_removed_frac"
+REASON = "too_many_repeated_lines"
+_BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
+
+
+class LineDedupIndexError(RuntimeError):
+    """The dedup directory holds no repeated-line index (the message says what is there)."""
+
+
+class RepeatedLineCut(Stage):
+    kind = "lines_dedup"
+    rewrites_text = True
+
+    def __init__(self, dedup_dir: str, shard: str | None = None, max_removed_word_frac: float | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        self.dedup_dir = fs.validate_uri(dedup_dir)
+        self.shard = shard  # the index is corpus-wide: every shard reads the same line set
+        if max_removed_word_frac is not None and not 0.0 <= max_removed_word_frac <= 1.0:
+            raise ValueError(f"max_removed_word_frac must be in [0, 1], got {max_removed_word_frac}")
+        self.max_removed_word_frac = max_removed_word_frac
+
+    def metric_columns(self) -> list[str]:
+        return [FRAC]
+
+    # loaded lazily, once per worker (dropped when pickled)
+    def _index(self) -> tuple[Any, np.ndarray, float]:
+        cached = self.__dict__.get("_lazy_index")
+        if cached is None:
+            from refinery.dedup.lines import LineRule, load_boilerplate
+
+            uri = fs.join(self.dedup_dir, "manifest.json")
+            if not fs.exists(uri):
+                raise LineDedupIndexError(f"{self.name}: no repeated-line index at {self.dedup_dir} (manifest.json missing)")
+            manifest = json.loads(fs.read_bytes(uri))
+            if manifest.get("method") != "lines":
+                raise LineDedupIndexError(f"{self.name}: {self.dedup_dir} holds a {manifest.get('method')!r} index, "
+                                          f"this stage applies 'lines'")
+            params = manifest["params"]
+            keys = load_boilerplate([fs.join(self.dedup_dir, p) for p in manifest["boilerplate"]])
+            frac = self.max_removed_word_frac if self.max_removed_word_frac is not None else float(params["max_removed_word_frac"])
+            cached = self._lazy_index = (LineRule.from_params(params), keys, frac)
+        return cached
+
+    def cut(self, text: str, rule: Any, keys: np.ndarray) -> tuple[str, int, int]:
+        """``(text without boilerplate lines, lines cut, words in them)``."""
+        lines = text.split("\n")
+        hashes = [rule.key(line) for line in lines]
+        cand = [i for i, h in enumerate(hashes) if h is not None]
+        if not cand or not len(keys):
+            return text, 0, 0
+        h = np.array([hashes[i] for i in cand], dtype=np.uint64)
+        pos = np.searchsorted(keys, h).clip(max=len(keys) - 1)
+        hit = {cand[j] for j in np.flatnonzero(keys[pos] == h).tolist()}
+        if not hit:
+            return text, 0, 0
+        words = sum(count_words(lines[i]) for i in hit)
+        kept = "\n".join(line for i, line in enumerate(lines) if i not in hit)
+        return _BLANK_RUNS.sub("\n\n", kept).strip(), len(hit), words
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        rule, keys, limit = self._index()
+        texts = batch.column("text").to_pylist()
+        n = len(texts)
+        reasons: list[str | None] = [None] * n
+        metrics: list[float | None] = [None] * n
+        fracs = np.zeros(n, dtype=np.float32)
+        cut_lines = np.zeros(n, dtype=np.int32)
+        cut_chars = np.zeros(n, dtype=np.int64)
+        new_texts: list[str | None] = list(texts)
+        changed = False
+        for i, text in enumerate(texts):
+            if not text:
+                continue
+            corrected, lines, words = self.cut(text, rule, keys)
+            if not lines:
+                continue
+            total = count_words(text)
+            frac = words / total if total else 1.0
+            fracs[i], cut_lines[i], cut_chars[i] = frac, lines, len(text) - len(corrected)
+            if frac > limit or not corrected:
+                reasons[i], metrics[i] = REASON, frac  # removed: the original text stays for inspection
+            else:
+                new_texts[i] = corrected
+                changed = True
+        extra: dict[str, Any] = {CUT_LINES: pa.array(cut_lines), CUT_CHARS: pa.array(cut_chars), FRAC: pa.array(fracs)}
+        if changed:  # an untouched text column is passed through, so the runner need not re-measure it
+            extra["text"] = pa.array(new_texts, type=batch.schema.field("text").type)
+        return with_decision(batch, reasons, metrics, extra=extra)

@@ -1,0 +1,144 @@
+"""Language pre-screen: drop pages that cannot survive language ID *before* paying for extraction.
+
+Trafilatura is most of the filter chain's time, and on a crawl most pages are not in the wanted
+languages: extracting them only for ``language_id`` to throw them away is wasted work. This stage
+runs before ``extract`` on the raw HTML: it gets a cheap plain text with Resiliparse (the
+``extract`` stage's optional backend, a Rust DOM walk, ~5-10x cheaper than trafilatura), scores
+it with the same fastText LID-176 model as :mod:`refinery.stages.language_id` (same model
+loading and batching; one ``predict`` call per batch), and removes a page only when
+
+- the cheap text is substantial (``min_chars`` characters or more: a short or empty cheap text
+  says nothing reliable about the page, so it passes), and
+- the best probability of any of ``languages`` is below ``min_score`` (deliberately low, 0.3 by
+  default, against ``language_id``'s 0.65 on the final text: only clear non-matches go).
+
+The score is each wanted language's own probability (fastText's full distribution), not only the
+top label's: a German/English page whose navigation tips the top label to German but whose
+English share is real is kept for the final decision.
+
+Reason: ``prescreen_language`` (metric: that best score, also in column
+``prescreen_language_score``; null for pages not screened). Everything else passes untouched --
+empty, oversized, undecodable or parser-hostile pages (``extract`` removes those with its own
+reasons and time limit), and the ``html`` column is left for ``extract``. The final
+``language_id`` still decides on the extracted text; this stage only saves work. Measured
+agreement with the plain chain: docs/benchmarks.md, "Language pre-screen".
+
+Resiliparse runs in this process without ``extract``'s helper-process time limit, so the pages
+that make HTML parsers super-linear (:func:`refinery.stages.extract.pathological_html`) and
+pages over ``max_html_bytes`` are not parsed here; they pass to ``extract``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from refinery.stages import checks
+from refinery.stages.base import Stage, with_decision
+from refinery.stages.extract import decode_html, pathological_html
+from refinery.stages.language_id import LanguageId, lid_model_path
+
+__all__ = ["LanguagePrescreen"]
+
+_RESILIPARSE_MISSING = "stage 'prescreen' needs the resiliparse package: pip install 'resiliparse>=2.0'"
+# share of replacement/control characters above which extract calls a page undecodable
+_MAX_BAD_FRAC = 0.05
+
+
+class LanguagePrescreen(Stage):
+    """Remove pages whose cheap (Resiliparse) text is clearly not in ``languages``."""
+
+    kind = "prescreen"
+    threshold_params = {"prescreen_language_score": ["min_score"]}
+    reason_metrics = {"prescreen_language": "prescreen_language_score"}
+
+    def __init__(
+        self,
+        languages: list[str] | None = None,
+        min_score: float = 0.3,
+        min_chars: int = 200,
+        max_chars: int = 10_000,
+        max_html_bytes: int = 2_000_000,
+        main_content: bool = False,
+        model_path: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        checks.fraction("min_score", min_score)
+        checks.at_least("min_chars", min_chars, 1)
+        checks.at_least("max_chars", max_chars, 1)
+        checks.at_least("max_html_bytes", max_html_bytes, 1)
+        self.languages = ["en"] if languages is None else [str(lang) for lang in languages]
+        self.min_score = float(min_score)
+        # why: a few words of cheap text (a title, a cookie banner) do not identify a page
+        self.min_chars = int(min_chars)
+        self.max_chars = int(max_chars)
+        self.max_html_bytes = int(max_html_bytes)
+        # why: the whole-page text (main_content=False) is ~1.6x cheaper than Resiliparse's
+        # main-content heuristic and, at this low threshold, agrees as well (docs/benchmarks.md)
+        self.main_content = bool(main_content)
+        self.model_path = model_path
+        # the shared LID code (model cache, input cleaning, batching); its thresholds are unused
+        self._lid = LanguageId(languages=self.languages, min_score=0.0, max_chars=max_chars, model_path=model_path)
+        if model_path is None and self.languages:
+            lid_model_path()  # a missing model fails at config time, not mid-run
+
+    def metric_columns(self) -> list[str]:
+        return ["prescreen_language_score"]
+
+    def _html2text(self) -> Callable[[str], str]:
+        fn = self.__dict__.get("_lazy_html2text")
+        if fn is None:
+            try:
+                from resiliparse.extract.html2text import extract_plain_text
+            except ImportError as exc:  # optional dependency (the `extract` extra)
+                raise ImportError(_RESILIPARSE_MISSING) from exc
+            # as the extract stage's resiliparse backend: no alt texts, link targets, form fields
+            kwargs: dict[str, Any] = {"main_content": self.main_content, "alt_texts": False, "links": False,
+                                      "form_fields": False, "noscript": False}
+            fn = self._lazy_html2text = lambda html: extract_plain_text(html, **kwargs)
+        return fn
+
+    def cheap_text(self, body: bytes | None, content_type: str | None) -> str | None:
+        """Resiliparse plain text of an HTTP body, or None where this stage does not look
+        (empty, oversized, undecodable, compressed, parser-hostile: ``extract`` decides those)."""
+        if not body or len(body) > self.max_html_bytes:
+            return None
+        html, bad = decode_html(body, content_type)
+        if bad > _MAX_BAD_FRAC or pathological_html(html) is not None:
+            return None
+        try:
+            return self._html2text()(html)
+        except ImportError:
+            raise
+        except Exception:  # noqa: BLE001 - a page Resiliparse cannot read is extract's to judge
+            return None
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        n = batch.num_rows
+        reasons: list[str | None] = [None] * n
+        metrics: list[float | None] = [None] * n
+        scores = np.full(n, np.nan, dtype=np.float32)
+        names = batch.schema.names
+        if self.languages and "html" in names:  # no html (text input) or every language wanted: pass all
+            htmls = batch.column("html")
+            ctypes = batch.column("content_type").to_pylist() if "content_type" in names else [None] * n
+            rows: list[int] = []
+            texts: list[str] = []
+            for i in range(n):
+                scalar = htmls[i]
+                text = self.cheap_text(scalar.as_py() if scalar.is_valid else None, ctypes[i])
+                if text is not None and len(text.strip()) >= self.min_chars:
+                    rows.append(i)
+                    texts.append(text)
+            if rows:
+                best = self._lid.wanted_scores(texts)
+                scores[rows] = best
+                for i, score in zip(rows, best.tolist()):
+                    if score < self.min_score:
+                        reasons[i], metrics[i] = "prescreen_language", score
+        score_array = pa.array(scores, type=pa.float32(), mask=np.isnan(scores))
+        return with_decision(batch, reasons, metrics, extra={"prescreen_language_score": score_array})

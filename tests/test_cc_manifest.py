@@ -1,0 +1,105 @@
+"""Common Crawl inputs: a paths manifest (``warc.paths.gz``) on S3 reads exactly the WARCs it
+lists, and a crawl directory is cut to its ``warc/`` subset (robots.txt, crawl diagnostics, WAT and
+WET files are not pages). Real WARCs on a moto S3 server laid out as a crawl is."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from refinery.config import ConfigError, parse_config
+from refinery.io import fs
+from refinery.io.manifest import cc_subset, common_root, read_manifest
+from refinery.pipeline import run_pipeline
+from refinery.plan import plan_run
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
+CRAWL = "crawl-data/CC-MAIN-2024-22"
+SPEC = {"name": "cc", "stages": [{"type": "extract"}]}
+
+
+def _crawl(bucket: str) -> dict[str, str]:
+    """A crawl on S3: two segments of page WARCs plus the other subsets, each a real WARC."""
+    layout = {
+        f"{CRAWL}/segments/111.1/warc/a.warc.gz": "resiliparse_warcfile.warc.gz",
+        f"{CRAWL}/segments/111.1/robotstxt/a.warc.gz": "warc_sample-0000.warc.gz",
+        f"{CRAWL}/segments/111.1/crawldiagnostics/a.warc.gz": "warc_sample-0001.warc.gz",
+        f"{CRAWL}/segments/222.2/warc/b.warc.gz": "cc_whirlwind_whirlwind.warc.gz",
+        f"{CRAWL}/segments/222.2/warc/c.warc.gz": "warc_sample-0000.warc.gz",
+        f"{CRAWL}/segments/222.2/wet/b.warc.wet.gz": "warc_sample-0001.warc.gz",
+    }
+    for key, name in layout.items():
+        fs.write_bytes(f"{bucket}/{key}", (SAMPLE / name).read_bytes())
+    return layout
+
+
+def test_manifest_on_s3_reads_only_the_listed_warcs(s3_bucket, tmp_path):
+    _crawl(s3_bucket)
+    listed = [f"{CRAWL}/segments/111.1/warc/a.warc.gz", f"{CRAWL}/segments/222.2/warc/b.warc.gz",
+              f"{CRAWL}/segments/111.1/robotstxt/a.warc.gz"]  # not a page subset: left out
+    manifest = f"{s3_bucket}/{CRAWL}/warc.paths.gz"
+    fs.write_bytes(manifest, gzip.compress(("\n".join(listed) + "\n").encode()))
+
+    plan = plan_run(parse_config(SPEC), manifest, str(tmp_path / "out"))
+    assert plan.input_files == [f"{s3_bucket}/{listed[0]}", f"{s3_bucket}/{listed[1]}"]  # c.warc.gz not listed
+    assert plan.shard_names() == ["111.1__warc__a", "222.2__warc__b"]
+
+    summary = run_pipeline(parse_config(SPEC), manifest, str(tmp_path / "out"), workers=1, progress=False)
+    assert set(summary.passes.values()) == {"done"}
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["shards"] == 2
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["input"] == manifest
+    # the subsets a config asks for are read too
+    wanted = parse_config(SPEC | {"reader": {"cc_subsets": ["warc", "robotstxt"]}})
+    assert len(plan_run(wanted, manifest, str(tmp_path / "out2")).input_files) == 3
+
+
+def test_crawl_directory_is_cut_to_page_warcs(s3_bucket, tmp_path):
+    _crawl(s3_bucket)
+    plan = plan_run(parse_config(SPEC), f"{s3_bucket}/{CRAWL}", str(tmp_path / "out"))
+    assert [fs.basename(f) for f in plan.input_files] == ["a.warc.gz", "b.warc.gz", "c.warc.gz"]
+    assert all(cc_subset(f) == "warc" for f in plan.input_files)
+
+
+def test_local_manifest_with_a_base_and_bad_manifests(tmp_path, s3_bucket):
+    _crawl(s3_bucket)
+    manifest = tmp_path / "warc.paths"
+    manifest.write_text(f"# two pages\n\n{CRAWL}/segments/222.2/warc/c.warc.gz\n{CRAWL}/segments/222.2/warc/c.warc.gz\n")
+    assert read_manifest(str(manifest), base=s3_bucket) == [f"{s3_bucket}/{CRAWL}/segments/222.2/warc/c.warc.gz"]
+    cfg = parse_config(SPEC | {"reader": {"manifest_base": s3_bucket}})
+    assert len(plan_run(cfg, str(manifest), str(tmp_path / "out")).input_files) == 1
+
+    only_wet = tmp_path / "wet.paths.gz"
+    only_wet.write_bytes(gzip.compress(f"{CRAWL}/segments/222.2/wet/b.warc.wet.gz\n".encode()))
+    with pytest.raises(ConfigError, match=r"wet.paths.gz lists no input in subset\(s\) warc"):
+        plan_run(parse_config(SPEC), str(only_wet), str(tmp_path / "out3"))
+    broken = tmp_path / "broken.paths.gz"
+    broken.write_bytes(b"\x1f\x8b not gzip")
+    with pytest.raises(ConfigError, match="broken.paths.gz is not valid gzip"):
+        plan_run(parse_config(SPEC), str(broken), str(tmp_path / "out4"))
+    with pytest.raises(ConfigError, match="cannot read input manifest .*missing.paths"):
+        plan_run(parse_config(SPEC), str(tmp_path / "missing.paths"), str(tmp_path / "out5"))
+
+
+def test_common_root():
+    assert common_root(["s3://b/x/1/a.gz", "s3://b/x/2/b.gz"]) == "s3://b/x"
+    assert common_root(["/d/a.gz"]) == "/d"
+
+
+def test_plan_calibrates_on_a_sample_of_the_users_input_on_s3(s3_bucket):
+    """`refinery plan --sample s3://...`: bytes/doc and docs/s per core measured on the user's own
+    files (here real CC documents on S3), with the spread across shards as the range."""
+    from refinery.launch import plan as model
+
+    docs_dir = Path(__file__).resolve().parents[1] / "data" / "sample" / "cc_docs"
+    for f in sorted(docs_dir.glob("*.jsonl.gz")):
+        fs.write_bytes(f"{s3_bucket}/sample/{f.name}", f.read_bytes())
+    cfg = parse_config({"name": "m", "stages": [{"type": "gopher_quality"}]})
+    m = model.measure(cfg, f"{s3_bucket}/sample", max_files=3)
+    sizes = sum(f.stat().st_size for f in docs_dir.glob("*.jsonl.gz"))
+    assert m.docs == 717 and m.bytes_per_doc == pytest.approx(sizes / 717)
+    assert m.rate_range is not None and m.rate_range[0] <= m.docs_per_core_s * 1.5
+    assert len(m.shard_bytes_per_doc) == 3

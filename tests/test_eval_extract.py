@@ -1,0 +1,220 @@
+"""``refinery eval-extract`` and its metrics (refinery/eval_extract.py): hand-computed token scores on
+tiny pages, snippet scores, both gold formats, and real pages of trafilatura's evaluation set."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from refinery.eval_extract import (
+    GoldError,
+    GoldPage,
+    evaluate,
+    load_gold,
+    score,
+    strip_cleaneval,
+    token_score,
+    tokens,
+)
+from refinery.stages.extract import TrafilaturaExtractor
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_TARBALL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
+#: real pages of trafilatura's evaluation set: three table-layout pages (layout in <table>, which
+#: precision mode without tables returns empty) and two article pages
+REAL_PAGES = (
+    "hundeverein-kreisunna.de.html", "guenter-pilger.de.mailaktion.html", "bayrische-bembel.de.504.html",
+    "kulinariaathome.com.mandelplätzchen.html", "bmjv.de.konsum.html",
+)
+ARTICLE = "".join(f"<p>{s}</p>" for s in (
+    "The committee met on Tuesday to discuss the proposed changes to the city's recycling program.",
+    "Several residents spoke in favour of expanding curbside collection to apartment buildings.",
+    "Others worried about the cost of new trucks and the time needed to train the drivers.",
+    "The mayor promised a decision before the end of the month, after a second public hearing.",
+))
+
+
+@pytest.fixture()
+def cli(capsys, keep_root_logging):
+    from refinery.cli import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return exit_info.value.code or 0, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def real_gold(tmp_path_factory) -> Path:
+    """REAL_PAGES and their evaldata entries, copied out of the shared tarball (one pass over it)."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    out = tmp_path_factory.mktemp("gold")
+    with tarfile.open(EVAL_TARBALL, "r|gz") as tar:
+        for member in tar:
+            name = Path(member.name).name
+            if member.isfile() and (name in REAL_PAGES or member.name == "tests/evaldata.json"):
+                (out / name).write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+    evaldata = json.loads((out / "evaldata.json").read_text())
+    subset = {url: it for url, it in evaldata.items() if it["file"] in REAL_PAGES}
+    assert len(subset) == len(REAL_PAGES)
+    (out / "evaldata.json").write_text(json.dumps(subset))
+    return out
+
+
+def _config(tmp_path: Path, params: str = "") -> Path:
+    path = tmp_path / "extract.yaml"
+    path.write_text("stages:\n  - type: extract\n    params:\n      timeout_s: 5.0\n" + params)
+    return path
+
+
+# --- metrics on hand-computed examples ------------------------------------------------------------
+
+
+def test_token_score_by_hand() -> None:
+    assert tokens("The cat, the MAT! Größe 42") == ["the", "cat", "the", "mat", "größe", "42"]
+    # predicted: the x2, cat, sat, on, mat (6); gold: the, cat, sat, on, a, mat, today (7);
+    # multiset overlap: the (once), cat, sat, on, mat = 5
+    s = token_score("the cat sat on the mat", "The cat sat on a mat today.")
+    assert (s.overlap, s.predicted, s.gold) == (5, 6, 7)
+    assert s.precision == pytest.approx(5 / 6) and s.recall == pytest.approx(5 / 7)
+    assert s.f1 == pytest.approx(2 * (5 / 6) * (5 / 7) / (5 / 6 + 5 / 7))  # = 10/13
+    assert s.f1 == pytest.approx(10 / 13)
+    empty = token_score(None, "some gold words")
+    assert (empty.precision, empty.recall, empty.f1) == (0.0, 0.0, 0.0)
+    both_empty = token_score("", "")
+    assert (both_empty.precision, both_empty.recall, both_empty.f1) == (1.0, 1.0, 1.0)
+
+
+def test_score_micro_macro_emptied_and_snippets_by_hand() -> None:
+    pages = [
+        GoldPage("a", b"", text="one two three four"),  # predicted "one two five": 2/3, 2/4
+        GoldPage("b", b"", text="alpha beta"),  # emptied: 0, 0, 0
+        GoldPage("c", b"", with_snippets=["keep  this", "see https://x.org", "gone"],
+                 without_snippets=["Menu", "Impressum"]),
+    ]
+    r = score(pages, ["one two five", None, "we keep\nthis. Menu"], [None, "no_text_extracted", None],
+              ["precision", "fallback", "fallback"])
+    assert (r.pages, r.emptied, r.token_pages, r.snippet_pages) == (3, 1, 2, 1)
+    # micro: overlap 2, predicted 3, gold 6
+    assert r.precision == pytest.approx(2 / 3) and r.recall == pytest.approx(2 / 6)
+    assert r.f1 == pytest.approx(2 * (2 / 3) * (1 / 3) / (2 / 3 + 1 / 3))
+    # macro: page a P=2/3 R=1/2 F1=4/7; page b 0
+    assert r.macro_precision == pytest.approx(1 / 3) and r.macro_recall == pytest.approx(1 / 4)
+    assert r.macro_f1 == pytest.approx((4 / 7) / 2)
+    # snippets: the URL snippet is skipped (URLs are removed on purpose); whitespace is collapsed
+    assert r.with_recall == pytest.approx(1 / 2) and r.without_leakage == pytest.approx(1 / 2)
+    assert r.paths == {"precision": 1, "fallback": 1}  # emptied pages are not counted under a path
+    assert [p.emptied for p in r.per_page] == [False, True, False]
+
+
+def test_strip_cleaneval_markup() -> None:
+    gold = "URL: http://example.com/page\n<h>Title here\n\n<p>First paragraph text.\n<l>a list item\n"
+    assert strip_cleaneval(gold) == "Title here\n\nFirst paragraph text.\na list item\n"
+    assert strip_cleaneval("no markup <p> inside a line") == "no markup <p> inside a line"
+
+
+# --- gold formats and the real extract stage ------------------------------------------------------
+
+
+def test_pairs_directory_scored_with_the_real_stage(tmp_path: Path) -> None:
+    nav = "<nav><ul><li><a href='/'>Home</a></li><li><a href='/a'>About us</a></li></ul></nav>"
+    html = f"<html><body>{nav}<article><h1>Recycling</h1>{ARTICLE}</article></body></html>"
+    (tmp_path / "article.html").write_text(html)
+    gold = ARTICLE.replace("<p>", "").replace("</p>", " ")
+    (tmp_path / "article.txt").write_text("URL: https://example.com/a\n<h>Recycling\n<p>" + gold)
+    (tmp_path / "blank.html").write_text("<html><body></body></html>")
+    (tmp_path / "blank.txt").write_text("the gold has words the extractor cannot find")
+    (tmp_path / "orphan.html").write_text("<html><body><p>no gold text: not a pair</p></body></html>")
+    pages = load_gold(tmp_path)
+    assert [p.name for p in pages] == ["article", "blank"]
+    assert pages[0].url == "https://example.com/a" and pages[0].text.startswith("Recycling\n")
+    r = evaluate(TrafilaturaExtractor(timeout_s=0), pages)
+    assert r.emptied == 1 and r.per_page[1].reason == "no_text_extracted"
+    a = r.per_page[0]
+    assert a.recall == 1.0 and a.precision == 1.0 and a.f1 == 1.0  # the nav is out, the article all in
+    assert r.macro_f1 == pytest.approx(0.5)
+
+
+def test_gold_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(GoldError, match="gold set not found"):
+        load_gold(tmp_path / "missing")
+    with pytest.raises(GoldError, match="no <name>.html"):
+        load_gold(tmp_path)
+    bad = tmp_path / "evaldata.json"
+    bad.write_text("{not json")
+    with pytest.raises(GoldError, match="not valid JSON"):
+        load_gold(bad)
+    bad.write_text(json.dumps({"https://x": {"file": "x.html", "with": [], "without": []}}))
+    with pytest.raises(GoldError, match="none of its 1 HTML files"):
+        load_gold(bad)
+
+
+def test_real_pages_snippets_and_partial_gold(real_gold: Path, tmp_path: Path) -> None:
+    # honest gold for token recall: a page's "with" snippets (hand-picked by trafilatura's authors)
+    # are part of its main text; precision against partial gold means nothing, recall does
+    evaldata = json.loads((real_gold / "evaldata.json").read_text())
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for url, item in evaldata.items():
+        stem = Path(item["file"]).stem
+        (pairs / item["file"]).write_bytes((real_gold / item["file"]).read_bytes())
+        (pairs / f"{stem}.txt").write_text("\n".join(item["with"]))
+        (pairs / f"{stem}.url").write_text(url)
+    snippets, partial = load_gold(real_gold / "evaldata.json"), load_gold(pairs)
+    assert len(snippets) == len(partial) == len(REAL_PAGES)
+    today = TrafilaturaExtractor(include_tables=False, fast=False, fallback=False)  # the old defaults
+    new = TrafilaturaExtractor()
+    old_s, new_s = evaluate(today, snippets), evaluate(new, snippets)
+    old_p, new_p = evaluate(today, partial), evaluate(new, partial)
+    # measured: the old defaults empty the three table-layout pages; the new ones keep all five
+    assert old_s.emptied == 3 and new_s.emptied == 0
+    assert old_s.with_recall < 0.5 and new_s.with_recall == 1.0
+    # 14 "without" snippets; measured 2 leaked (page chrome on two of the table-layout pages)
+    assert sum(p.unwanted for p in new_s.per_page) == 14 and sum(p.leaked for p in new_s.per_page) <= 2
+    assert old_p.macro_recall < 0.5 and new_p.macro_recall == 1.0
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def test_cli_eval_extract(real_gold: Path, tmp_path: Path, cli) -> None:
+    config = _config(tmp_path)
+    out_json = tmp_path / "scores.json"
+    code, out, err = cli("eval-extract", config, "--gold", real_gold, "--json", out_json)
+    assert code == 0, err
+    assert '"with" snippets found      1.0000' in out and "pages emptied              0 (0.0%)" in out
+    scores = json.loads(out_json.read_text())
+    assert scores["pages"] == 5 and scores["emptied"] == 0 and scores["with_recall"] == 1.0
+    assert scores["params"]["include_tables"] is True and len(scores["per_page"]) == 5
+    # --param overrides the config's extract params: the old defaults empty the table pages
+    code, out, err = cli("eval-extract", config, "--gold", real_gold / "evaldata.json",
+                         "-p", "include_tables=false", "-p", "fallback=false", "-p", "fast=false")
+    assert code == 0, err
+    assert "pages emptied              3 (60.0%)" in out
+
+
+def test_cli_errors_in_one_line(tmp_path: Path, cli) -> None:
+    config = _config(tmp_path)
+    for args, expected in [
+        (("--gold", tmp_path / "nope"), "gold set not found"),
+        (("--gold", tmp_path), "no <name>.html + <name>.txt pairs"),
+        (("--gold", tmp_path, "-p", "include_tables"), "expected KEY=VALUE"),
+    ]:
+        code, out, err = cli("eval-extract", config, *args)
+        assert code == 2 and "Traceback" not in err, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], err
+    (tmp_path / "p.html").write_text("<p>x</p>")
+    (tmp_path / "p.txt").write_text("x")
+    code, out, err = cli("eval-extract", tmp_path / "missing.yaml", "--gold", tmp_path)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "config file not found" in err
+    code, out, err = cli("eval-extract", config, "--gold", tmp_path, "-p", "fallback_below_chars=-1")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "fallback_below_chars" in err

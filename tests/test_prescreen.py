@@ -1,0 +1,163 @@
+"""The language pre-screen on real pages (bundled sample WARCs, real CC text), with the real
+LID-176 model, Resiliparse and trafilatura: it removes clearly non-English pages, passes English
+pages and pages it cannot judge, and the final language_id still decides on the extracted text.
+Kept-set agreement with the plain chain on ~1k real pages: benchmarks/prescreen.py."""
+
+from __future__ import annotations
+
+import gzip
+import html as htmllib
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from refinery.config import parse_config
+from refinery.io.warc import read_warc
+from refinery.stages.base import METRIC, REASON
+from refinery.stages.extract import TrafilaturaExtractor
+from refinery.stages.gopher import GopherQuality
+from refinery.stages.language_id import LanguageId
+from refinery.stages.prescreen import LanguagePrescreen
+
+ROOT = Path(__file__).resolve().parents[1]
+WARCS = ROOT / "data" / "sample" / "warc"
+CC_MAIN = ROOT / "data" / "sample" / "cc_docs" / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+
+
+def _strip(batch: pa.RecordBatch) -> pa.RecordBatch:
+    return batch.drop_columns([c for c in (REASON, METRIC) if c in batch.schema.names])
+
+
+@pytest.fixture(scope="module")
+def sample() -> pa.RecordBatch:
+    """The 85 HTTP responses of the bundled real WARCs, as the reader yields them."""
+    batches = []
+    for path in sorted(WARCS.glob("*.warc.gz")):
+        with open(path, "rb") as f:
+            batches += [_strip(b) for b in read_warc(f, source=path.name)]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+@pytest.fixture(scope="module")
+def screened(sample: pa.RecordBatch) -> pa.RecordBatch:
+    return LanguagePrescreen()(sample)
+
+
+def _page(paragraphs: list[str]) -> bytes:
+    body = "".join(f"<p>{htmllib.escape(p)}</p>\n" for p in paragraphs if p.strip())
+    return f"<html><head><title>t</title></head><body><article>{body}</article></body></html>".encode()
+
+
+def _batch(bodies: list[bytes | None]) -> pa.RecordBatch:
+    n = len(bodies)
+    return pa.RecordBatch.from_pydict({
+        "id": [f"p{i}" for i in range(n)], "url": [f"https://example.org/{i}" for i in range(n)],
+        "content_type": ["text/html; charset=utf-8"] * n, "html": pa.array(bodies, pa.binary()),
+        "text": pa.nulls(n, pa.string()),
+    })
+
+
+def test_removes_real_non_english_pages_and_keeps_english(sample: pa.RecordBatch, screened: pa.RecordBatch) -> None:
+    assert screened.num_rows == sample.num_rows
+    assert screened.column("html").equals(sample.column("html"))  # left for extract
+    reasons = screened.column(REASON).to_pylist()
+    scores = screened.column("prescreen_language_score").to_pylist()
+    metrics = screened.column(METRIC).to_pylist()
+    sources = sample.column("source").to_pylist()
+    urls = sample.column("url").to_pylist()
+    assert set(reasons) <= {None, "prescreen_language"}
+    for r, s, m in zip(reasons, scores, metrics):
+        if r is not None:
+            assert s < 0.3 and m == pytest.approx(s)
+    # ClueWeb's Japanese shop pages: every one with text is removed
+    japanese = [i for i, u in enumerate(urls) if u and "uraharajuku.st" in u]
+    assert len(japanese) >= 25 and all(reasons[i] == "prescreen_language" for i in japanese)
+    # the Common Crawl excerpt: Chinese, Russian, Dutch... pages go
+    cc = [i for i, s in enumerate(sources) if s == "resiliparse_warcfile.warc.gz"]
+    assert sum(reasons[i] is not None for i in cc) >= 10
+    for i, u in enumerate(urls):
+        if u and any(host in u for host in ("003338.cn", "0513mt.com", "01spb.ru", "0900-hovenier.nl")):
+            assert reasons[i] == "prescreen_language", u
+    # the English wget crawls (allenai, Common Crawl's site, personal pages): none removed, all scored
+    english = [i for i, s in enumerate(sources) if s.startswith("warc_sample-")]
+    assert len(english) >= 35
+    assert all(reasons[i] is None and scores[i] >= 0.6 for i in english)
+
+
+def test_removed_pages_cannot_survive_the_plain_chain(sample: pa.RecordBatch, screened: pa.RecordBatch) -> None:
+    """What the pre-screen removes, trafilatura + language_id (+ Gopher's 50-word minimum) would
+    have removed too: extract a sample of the removed real pages and ask the final stages."""
+    removed = [i for i, r in enumerate(screened.column(REASON).to_pylist()) if r is not None]
+    picked = sorted(set(removed[::4]) | {i for i in removed if "uraharajuku" not in sample.column("url")[i].as_py()})
+    pages = sample.take(pa.array(picked[:16]))
+    extracted = TrafilaturaExtractor(timeout_s=0)(pages)
+    lid = LanguageId()(_strip(extracted))
+    quality = GopherQuality()(_strip(lid))
+    for ex, lr, qr in zip(*(b.column(REASON).to_pylist() for b in (extracted, lid, quality))):
+        assert ex is not None or lr is not None or qr in {"too_few_words", "empty_text"}
+
+
+def test_pages_it_cannot_judge_pass(sample: pa.RecordBatch) -> None:
+    docs = [json.loads(line) for line in gzip.open(CC_MAIN, "rt")]
+    german = next(d["text"] for d in docs if d["id"] == "zu4asflgbrwjmzkqhtwdm7fvgzx2mrip")  # Werder (Havel), real
+    bodies = [
+        None,                                               # no body
+        b"",                                                # empty body
+        b"<html><body><script>var x = 1;</script></body></html>",  # no text at all
+        _page([german[:150]]),                              # German, but too little cheap text
+        _page([german]) * 3000,                             # German, but over max_html_bytes: extract's call
+        b"<div " + b"a " * 5000 + b">" + _page([german]),  # parser-hostile: extract's pre-screen removes it
+        _page([german]),                                    # the control: judged and removed
+    ]
+    out = LanguagePrescreen()(_batch(bodies))
+    assert out.column(REASON).to_pylist() == [None] * 6 + ["prescreen_language"]
+    assert out.column("prescreen_language_score").to_pylist()[:6] == [None] * 6
+    # text input (no html column) and "every language" configs pass everything, with the column
+    text_only = pa.RecordBatch.from_pydict({"id": ["a"], "text": [german]})
+    assert LanguagePrescreen()(text_only).column(REASON).to_pylist() == [None]
+    assert LanguagePrescreen(languages=[])(_batch([_page([german])])).column(REASON).to_pylist() == [None]
+    assert LanguagePrescreen(languages=["de"])(_batch([_page([german])])).column(REASON).to_pylist() == [None]
+
+
+def test_final_language_id_still_decides() -> None:
+    """A real German article with a real English passage: English is 0.3-0.65 of the cheap text's
+    distribution, so the pre-screen keeps the page (a top-label check would have dropped it), and
+    language_id removes it on the extracted text."""
+    docs = {d["id"]: d["text"] for d in map(json.loads, gzip.open(CC_MAIN, "rt"))}
+    german = docs["zu4asflgbrwjmzkqhtwdm7fvgzx2mrip"]
+    english = docs["x4ta76qugdlmekjkk5omvxtinnvitz3i"]
+    page = _page((german + "\n" + english[: int(len(english) * 0.7)]).split("\n"))
+    batch = _batch([page])
+    screened = LanguagePrescreen()(batch)
+    score = screened.column("prescreen_language_score")[0].as_py()
+    assert screened.column(REASON)[0].as_py() is None and 0.3 <= score < 0.65
+    extracted = TrafilaturaExtractor(timeout_s=0)(_strip(screened))
+    assert extracted.column(REASON)[0].as_py() is None
+    final = LanguageId()(_strip(extracted))
+    assert final.column(REASON)[0].as_py() in {"language_not_kept", "low_language_score"}
+
+
+def test_scores_match_language_id_and_pickle_without_model(screened: pa.RecordBatch) -> None:
+    stage = LanguagePrescreen()
+    texts = ["The quick brown fox jumps over the lazy dog near the river bank.",
+             "Der schnelle braune Fuchs springt über den faulen Hund am Flussufer."]
+    langs, top = stage._lid.predict(texts)
+    wanted = stage._lid.wanted_scores(texts)
+    assert langs[0] == "en" and wanted[0] == pytest.approx(top[0], abs=1e-6)
+    assert langs[1] != "en" and wanted[1] < top[1]
+    clone = pickle.loads(pickle.dumps(stage))
+    assert "_lazy_model" not in clone._lid.__dict__ and "_lazy_html2text" not in clone.__dict__
+    assert np.allclose(clone._lid.wanted_scores(texts), wanted)
+
+
+def test_config_places_it_and_checks_params() -> None:
+    config = parse_config({"name": "t", "stages": [{"type": "prescreen", "params": {"min_score": 0.2}},
+                                                    {"type": "extract"}]})
+    stage = config.build_stages()[0]
+    assert isinstance(stage, LanguagePrescreen) and stage.min_score == 0.2
+    with pytest.raises(ValueError, match="min_score"):
+        parse_config({"name": "t", "stages": [{"type": "prescreen", "params": {"min_score": 1.5}}]}).build_stages()
