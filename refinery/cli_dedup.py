@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 def dedup(
     run_dir: str = typer.Argument(..., help="a run directory (uses its kept/*.parquet) or a directory of Parquet shards"),
     output: str = typer.Option(..., "--output", "-o", help="the new run directory (local path or s3://)"),
-    method: str | None = typer.Option(None, help="minhash (default), exact, url or substring"),
+    method: str | None = typer.Option(None, help="minhash (default), exact, url, substring, lines or decontaminate (a YAML names its benchmarks)"),
     config: str | None = typer.Option(None, "--config", "-c", help="dedup YAML, e.g. configs/dedup.yaml"),
     preset: str | None = typer.Option(None, help="MinHash preset: default (14x8 of 128) or refinedweb (450x20 of 9000)"),
     bands: int | None = typer.Option(None, help="LSH bands"),

@@ -14,6 +14,12 @@ from refinery.config import ConfigError, load_config, parse_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
+
+
+def _stage(config: dict, kind: str) -> dict:
+    """The recipe's stage of type ``kind`` (by type, not position: recipes gain stages)."""
+    return next(st for st in config["stages"] if st["type"] == kind)
+
 def _base() -> dict:
     return yaml.safe_load((ROOT / "configs" / "refinedweb.yaml").read_text())
 
@@ -40,7 +46,7 @@ def test_refinedweb_config_holds_paper_parameters():
         (lambda c: c.update(colour="blue"), r"colour: unknown key"),
         (lambda c: c["reader"].update(batch_size=0), r"reader.batch_size: Input should be greater than 0"),
         (lambda c: c["stages"][0].update(type="no_such_stage"), r"unknown stage type 'no_such_stage'"),
-        (lambda c: c["stages"][2]["params"].update(min_scor=0.5), r"language_id.*unknown parameter\(s\) \['min_scor'\]"),
+        (lambda c: _stage(c, "language_id")["params"].update(min_scor=0.5), r"language_id.*unknown parameter\(s\) \['min_scor'\]"),
         (lambda c: c["stages"].append(dict(c["stages"][0])), r"stage names must be unique"),
         (lambda c: c["executor"].update(type="spark"), r"executor.type"),
         (lambda c: c.update(stages=[]), r"stages"),
@@ -64,7 +70,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 def test_cli_reports_config_errors_before_any_work(tmp_path):
     data = _base()
-    data["stages"][1]["params"]["timeout_s"] = "soon"
+    _stage(data, "extract")["params"]["timeout_s"] = "soon"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
