@@ -88,6 +88,7 @@ class CorpusSpec:
     near_jaccard: float = 0.90
     period: int = 12  # a word swapped every `period` words of every placed sentence
     reservoir: int = 5_000  # earlier base documents that copies are drawn from
+    min_source_words: int = 100  # copies are of documents this long (a 20-word page has no "near" copy)
     wiki_sentences: tuple[int, int] = (6, 30)  # per wiki document (uniform)
 
 
@@ -97,7 +98,7 @@ class Pools:
 
     wiki: list[list[str]]  # sentences, pre-split into words
     web: list[list[list[str]]]  # per CC document: its non-empty lines, split
-    foreign: dict[str, list[list[str]]]  # language -> sentences, split
+    foreign: dict[str, list[str]]  # language -> sentences
     domains: list[str]
     chrome: list[str]
     slugs: list[str] = field(default_factory=list)
@@ -129,10 +130,10 @@ def load_pools() -> Pools:
     foreign = {}
     for f in sorted(LINGUA.glob("*.txt")):
         if f.stem != "en":
-            sents = [s.split() for s in f.read_text(encoding="utf-8").splitlines() if s.strip()]
+            sents = [s for s in f.read_text(encoding="utf-8").splitlines() if s.strip()]  # split on use
             if sents:
                 foreign[f.stem] = sents
-    slugs = sorted({w.lower() for s in wiki[:20_000] for w in s if w.isalpha() and 4 <= len(w) <= 10})
+    slugs = sorted({w.lower() for s in wiki[:5_000] for w in s if w.isalpha() and 4 <= len(w) <= 10})
     return Pools(wiki, web, foreign, sorted(domains), chrome, slugs)
 
 
@@ -192,7 +193,7 @@ class Generator:
     def _foreign(self) -> str:
         r = self.rng
         sents = self.pools.foreign[self.languages[r.randrange(len(self.languages))]]
-        chosen = [perturb(sents[r.randrange(len(sents))], r, self.spec.period) for _ in range(r.randint(5, 25))]
+        chosen = [perturb(sents[r.randrange(len(sents))].split(), r, self.spec.period) for _ in range(r.randint(5, 25))]
         return "\n".join(" ".join(chosen[i:i + 3]) for i in range(0, len(chosen), 3))
 
     def _base(self) -> tuple[str, str]:
@@ -271,7 +272,7 @@ class Generator:
                 for _ in range(chrome):
                     lines.insert(r.choice((0, len(lines))), self.pools.chrome[r.randrange(len(self.pools.chrome))])
                 text = "\n".join(lines)
-            if kind == "base":
+            if kind == "base" and text.count(" ") >= s.min_source_words:
                 self._remember(doc_id, url, text)
         row = {"id": doc_id, "url": url, "warc_record_id": None,
                "warc_date": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00Z", "content_type": "text/html",

@@ -119,8 +119,11 @@ def write_warcs(items: list[Page], dest: Path, per_file: int = 250, prefix: str 
                 # a stable record id per (url, body): both systems and every rerun see the same ids
                 uid = hashlib.sha1(p.url.encode() + p.body).hexdigest()
                 rid = f"<urn:uuid:{uid[:8]}-{uid[8:12]}-{uid[12:16]}-{uid[16:20]}-{uid[20:32]}>"
+                # as Common Crawl writes it (datatrove's reader trusts it; without it, it sniffs with libmagic)
+                mime = p.content_type.split(";")[0].strip().lower()
                 record = writer.create_warc_record(p.url, "response", payload=io.BytesIO(p.body), http_headers=http,
-                                                   warc_headers_dict={"WARC-Record-ID": rid})
+                                                   warc_headers_dict={"WARC-Record-ID": rid,
+                                                                      "WARC-Identified-Payload-Type": mime})
                 writer.write_record(record)
         files.append(path)
     return files

@@ -64,10 +64,16 @@ def _cpu_seconds() -> float:
 
 
 def _peak_rss() -> int:
-    """Peak RSS in bytes of this process and of any child it waited for (Linux: KiB units)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak RSS in bytes of this process (VmHWM) and of any child it waited for. Not ru_maxrss of
+    the process itself: an exec'd child inherits its forking parent's RSS there (the parent holds
+    the corpus), so it would report the parent's size."""
+    own = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                own = int(line.split()[1])
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) * 1024
+    return max(own, kids) * 1024  # KiB
 
 
 # ================================================================================================

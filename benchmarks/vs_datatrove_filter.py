@@ -50,8 +50,14 @@ ALIGNED_SPEC = ["trafilatura==2.3.1", "lxml_html_clean==0.4.6"]
 
 
 def _peak_rss() -> int:
-    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024
+    """Peak RSS in bytes of this process (VmHWM: ru_maxrss would carry over the forking parent's
+    size across exec) and of the children it waited for (helpers, sandboxes)."""
+    own = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                own = int(line.split()[1])
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024
 
 
 # -- environments ---------------------------------------------------------------------------------
@@ -220,6 +226,7 @@ def filter_chain(args: argparse.Namespace) -> None:
     write_warcs(items, data, prefix="pages")
     write_warcs(items[::-1][:WARM_PAGES], warm, prefix="warm")  # own run directory: not a resumed shard
     n = len(items)
+    del items  # ~160 MB of page bodies: not to be inherited by the measured processes
     ext_params = next(s.params for s in refinery_chain(True).stages if s.type == "extract")
     ext = TrafilaturaExtractor(**ext_params)
     kw = ext._trafilatura_kwargs()

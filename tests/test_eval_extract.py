@@ -15,11 +15,13 @@ from refinery.eval_extract import (
     evaluate,
     load_gold,
     score,
+    split_pages,
     strip_cleaneval,
     token_score,
     tokens,
 )
 from refinery.stages.extract import TrafilaturaExtractor
+from refinery.stages.line_corrections import LineCorrections
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_TARBALL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
@@ -182,6 +184,35 @@ def test_real_pages_snippets_and_partial_gold(real_gold: Path, tmp_path: Path) -
     assert old_p.macro_recall < 0.5 and new_p.macro_recall == 1.0
 
 
+def test_through_line_corrections_scores_the_corpus_text() -> None:
+    # page a: trafilatura keeps the "12 comments" paragraph, line_corrections drops it (a counter);
+    # page b: an all-caps line is > 5% of the words, so line_corrections removes the whole page
+    shout = "<p>READ THE FULL STORY ON OUR WEBSITE NOW AND SHARE IT WITH ALL OF YOUR FRIENDS TODAY</p>"
+    pages = [
+        GoldPage("a", f"<html><body><article>{ARTICLE}<p>12 comments</p></article></body></html>".encode(),
+                 None, None, ["The mayor promised a decision"], ["12 comments"]),
+        GoldPage("b", f"<html><body><article>{ARTICLE}{shout}</article></body></html>".encode(),
+                 None, None, ["The mayor promised a decision"], ["READ THE FULL STORY"]),
+    ]
+    r = evaluate(TrafilaturaExtractor(timeout_s=0), pages, through=[LineCorrections()])
+    assert (r.with_recall, r.without_leakage) == (1.0, 1.0)  # extraction alone leaks both
+    assert r.through == ["line_corrections"] and r.after is not None and r.after_removed == 1
+    # after: page a's counter is gone; page b (removed) is scored on its extracted text
+    assert (r.after.with_recall, r.after.without_leakage) == (1.0, 0.5) and r.after.emptied == 0
+    gone = r.after_removed_as_emptied
+    assert gone is not None and (gone.with_recall, gone.without_leakage, gone.emptied) == (0.5, 0.0, 1)
+    assert evaluate(TrafilaturaExtractor(timeout_s=0), pages).after is None
+
+
+def test_split_pages_hashes_the_url() -> None:
+    # the held-out split of docs/extraction.md: SHA-1 of the URL mod 2 (name when there is none)
+    pages = [GoldPage(f"p{i}", b"", f"https://example.org/{i}") for i in range(40)]
+    half0, half1 = split_pages(pages, 0), split_pages(pages, 1)
+    assert len(half0) + len(half1) == 40 and 0 < len(half0) < 40
+    import hashlib
+    assert all(int(hashlib.sha1(p.url.encode()).hexdigest(), 16) % 2 == 0 for p in half0)  # type: ignore[union-attr]
+
+
 # --- the command ----------------------------------------------------------------------------------
 
 
@@ -198,7 +229,14 @@ def test_cli_eval_extract(real_gold: Path, tmp_path: Path, cli) -> None:
     code, out, err = cli("eval-extract", config, "--gold", real_gold / "evaldata.json",
                          "-p", "include_tables=false", "-p", "fallback=false", "-p", "fast=false")
     assert code == 0, err
-    assert "pages emptied              3 (60.0%)" in out
+    assert "pages emptied              3 (60.0%)" in out and "after " not in out
+    # a config with line_corrections after extract: scored through it by default, 'none' turns it off
+    lc_config = _config(tmp_path, "  - type: line_corrections\n    params: {max_removed_word_frac: 0.05}\n")
+    code, out, err = cli("eval-extract", lc_config, "--gold", real_gold)
+    assert code == 0, err
+    assert "extraction alone:" in out and "after line_corrections:" in out and "pages removed by them" in out
+    code, out, err = cli("eval-extract", lc_config, "--gold", real_gold, "--through", "none")
+    assert code == 0 and "after " not in out, err
 
 
 def test_cli_errors_in_one_line(tmp_path: Path, cli) -> None:
@@ -218,3 +256,5 @@ def test_cli_errors_in_one_line(tmp_path: Path, cli) -> None:
     assert code == 2 and len(err.strip().splitlines()) == 1 and "config file not found" in err
     code, out, err = cli("eval-extract", config, "--gold", tmp_path, "-p", "fallback_below_chars=-1")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "fallback_below_chars" in err
+    code, out, err = cli("eval-extract", config, "--gold", tmp_path, "--through", "language_id")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--through 'language_id'" in err

@@ -82,6 +82,12 @@ def url_keys(urls: list[str | None], seed: int = 0) -> tuple[np.ndarray, np.ndar
     return keys, has
 
 
+def _read_columns(uri: str, columns: list[str]) -> pa.Table:
+    """Just these columns of a signature file (ranged reads: the stored signatures are ~80% of it)."""
+    filesystem, path = fs.resolve(uri)
+    return pq.read_table(path, filesystem=filesystem, columns=columns)
+
+
 def _columns(uri: str) -> list[str]:
     filesystem, path = fs.resolve(uri)
     with filesystem.open_input_file(path) as f:
@@ -152,7 +158,12 @@ def signature_task(
     }
     if sig_slots:
         columns["sig"] = pa.FixedSizeListArray.from_arrays(pa.array(stored.reshape(-1)), sig_slots)
-    parquet.write_table(pa.table(columns), output_uri, row_group_size=100_000)
+        # MinHash values are random: no dictionary, no compression (6x faster to write, 2x to read)
+        with fs.atomic_output(output_uri) as f:
+            pq.write_table(pa.table(columns), f, row_group_size=100_000, use_dictionary=["id"],
+                           compression={"row": "zstd", "id": "zstd", "has_key": "zstd", "keys": "zstd", "sig": "none"})
+    else:
+        parquet.write_table(pa.table(columns), output_uri, row_group_size=100_000)
     elapsed = time.time() - started
     log.info("[dedup %s/signatures] shard %s: %d docs (%d with keys) in %.1fs, %.0f docs/s",
              method, shard, n, int(has.sum()), elapsed, n / max(elapsed, 1e-9))
@@ -163,7 +174,7 @@ def signature_task(
 def bucket_task(signature_uri: str, shard_index: int, output_uri: str, num_parts: int) -> dict[str, Any]:
     """Per shard: one ``(key, doc)`` row per (document, band), grouped into ``num_parts``
     partitions by key range, so each partition can be clustered within the memory budget."""
-    table = parquet.read_table(signature_uri, columns=["row", "has_key", "keys"])
+    table = _read_columns(signature_uri, ["row", "has_key", "keys"])
     has = table.column("has_key").to_numpy(zero_copy_only=False)
     width = table.schema.field("keys").type.list_size
     rows = table.column("row").to_numpy()[has]
@@ -204,8 +215,7 @@ def shard_of(keys: np.ndarray) -> np.ndarray:
 
 
 def _shard_signatures(signature_uri: str) -> np.ndarray:
-    table = parquet.read_table(signature_uri, columns=["sig"])
-    return column_numpy(table.column("sig"))
+    return column_numpy(_read_columns(signature_uri, ["sig"]).column("sig"))
 
 
 def verify_attach_task(pair_uris: list[str], shard_index: int, signature_uri: str, output_uri: str,
@@ -316,7 +326,7 @@ def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_ur
             keep = ~np.isin(node, far)
             node, root = node[keep], root[keep]
     rows = (node & _U64(0xFFFFFFFF)).astype(np.int64)
-    ids = parquet.read_table(signature_uri, columns=["id"]).column("id")
+    ids = _read_columns(signature_uri, ["id"]).column("id")
     removed = node != root
     out = pa.table({
         "id": ids.take(pa.array(rows)),

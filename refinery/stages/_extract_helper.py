@@ -60,8 +60,9 @@ def make_extract(config: dict):
 
     1. the configured first pass (default: precision mode, tables on, fast = no readability/justext
        comparison); path ``"precision"`` (``"balanced"`` when ``favor_precision`` is off);
-    2. if its text is shorter than ``below_chars``: trafilatura's balanced mode with tables and its
-       full cascade (readability, justext, baseline rescue, recall escalation); kept only if it is
+    2. if its text is shorter than ``below_chars``: trafilatura's recall mode (``mode="recall"``) or
+       balanced mode (``"balanced"``: its recall escalation re-extracts short pages, ~2x the CPU of
+       recall mode on them), with tables and the readability/justext comparison; kept only if it is
        more than ``min_gain`` times longer (a longer text that is not much longer is mostly the
        boilerplate precision mode cut); path ``"fallback"``;
     3. if both are empty: trafilatura's ``baseline`` (JSON-LD article body, ``<article>``,
@@ -87,14 +88,15 @@ def make_extract(config: dict):
         return lambda html, url: (extract(html, url=url, **kwargs), first_path)
     below_chars = int(fallback["below_chars"])
     min_gain = float(fallback["min_gain"])
-    second_kwargs = {**kwargs, "favor_precision": False, "include_tables": True, "fast": False}
+    second_kwargs = {**kwargs, "favor_precision": False, "favor_recall": fallback.get("mode", "recall") == "recall",
+                     "include_tables": True, "fast": False}
     use_baseline = bool(fallback.get("baseline", True))
 
     def cascade(html: str, url: str | None) -> tuple[str | None, str]:
         text = extract(html, url=url, **kwargs) or ""
         if len(text) >= below_chars:
             return text, first_path
-        if second_kwargs != kwargs:
+        if second_kwargs != {"favor_recall": False, **kwargs}:  # the same settings would give the same text
             second = extract(html, url=url, **second_kwargs) or ""
             if len(second) > min_gain * len(text):
                 return second, "fallback"

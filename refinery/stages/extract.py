@@ -7,8 +7,8 @@ of new lines at two and removes URLs from the text.
 Our defaults differ (issue 13, docs/extraction.md): precision mode *without* tables empties
 table-layout pages (forums, catalogues: half of older gold pages) and cuts in-article tables, so
 the first pass keeps tables and skips trafilatura's readability/justext comparison (``fast``);
-when it returns little (< ``fallback_below_chars``), a second pass in trafilatura's balanced mode
-with its full cascade is kept if it is more than ``fallback_min_gain`` times longer; when both are
+when it returns little (< ``fallback_below_chars``), a second pass in trafilatura's recall mode
+(``fallback_mode``) is kept if it is more than ``fallback_min_gain`` times longer; when both are
 empty, trafilatura's ``baseline``. The path that produced each text is recorded in the
 ``extract_path`` column (``precision``/``balanced``, ``fallback``, ``baseline``, ``main_content``
 for Resiliparse, ``input`` for text that arrived extracted) and as a number in ``extract_pass``
@@ -386,6 +386,7 @@ class TrafilaturaExtractor(Stage):
         fallback: bool = True,
         fallback_below_chars: int = 1000,
         fallback_min_gain: float = 3.0,
+        fallback_mode: Literal["recall", "balanced"] = "recall",
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -397,6 +398,8 @@ class TrafilaturaExtractor(Stage):
         checks.at_least("min_text_chars", min_text_chars, 0)
         checks.at_least("fallback_below_chars", fallback_below_chars, 0)
         checks.at_least("fallback_min_gain", fallback_min_gain, 0)
+        if fallback_mode not in ("recall", "balanced"):
+            raise ValueError(f"fallback_mode must be 'recall' or 'balanced', not {fallback_mode!r}")
         self.backend = backend
         # why: one pathological page must not stall a shard; 0 disables the limit
         self.timeout_s = float(timeout_s)
@@ -412,10 +415,14 @@ class TrafilaturaExtractor(Stage):
         # CPU; the pages it under-extracts are what the fallback pass is for
         self.fast = fast
         # why: one setting cannot both keep boilerplate out and find table-layout pages' text;
-        # the second pass costs CPU only on the ~15% of pages with a short first extract
+        # the second pass costs CPU only on pages with a short first extract (15% of the
+        # evaluation pages, ~half of the sample crawl pages)
         self.fallback = bool(fallback)
         self.fallback_below_chars = int(fallback_below_chars)
         self.fallback_min_gain = float(fallback_min_gain)
+        # recall mode, not balanced: balanced re-extracts short pages (its recall escalation), which
+        # made the stage ~2x slower on real crawl pages, half of which have a short first extract
+        self.fallback_mode = fallback_mode
         # why: pages shaped to blow up the parser (see pathological_html) are removed in
         # microseconds instead of each burning timeout_s of CPU
         self.prescreen = bool(prescreen)
@@ -432,7 +439,8 @@ class TrafilaturaExtractor(Stage):
     def _fallback_config(self) -> dict[str, Any] | None:
         if self.backend != "trafilatura" or not self.fallback:
             return None
-        return {"below_chars": self.fallback_below_chars, "min_gain": self.fallback_min_gain}
+        return {"below_chars": self.fallback_below_chars, "min_gain": self.fallback_min_gain,
+                "mode": self.fallback_mode}
 
     def _trafilatura_kwargs(self) -> dict[str, Any]:
         return {
