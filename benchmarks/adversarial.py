@@ -47,6 +47,7 @@ from warcio.warcwriter import WARCWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # the test modules import their siblings by name, as pytest runs them
 
 from refinery.config import load_config  # noqa: E402
 from refinery.pipeline import run_pipeline  # noqa: E402

@@ -3,6 +3,7 @@ tiny pages, snippet scores, both gold formats, and real pages of trafilatura's e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 from pathlib import Path
@@ -209,7 +210,6 @@ def test_split_pages_hashes_the_url() -> None:
     pages = [GoldPage(f"p{i}", b"", f"https://example.org/{i}") for i in range(40)]
     half0, half1 = split_pages(pages, 0), split_pages(pages, 1)
     assert len(half0) + len(half1) == 40 and 0 < len(half0) < 40
-    import hashlib
     assert all(int(hashlib.sha1(p.url.encode()).hexdigest(), 16) % 2 == 0 for p in half0)  # type: ignore[union-attr]
 
 
