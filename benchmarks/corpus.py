@@ -105,6 +105,9 @@ class Pools:
 
 
 def load_pools() -> Pools:
+    for path in (WIKI, LINGUA, CC_DOCS):
+        if not path.exists():  # one line, not a traceback
+            raise SystemExit(f"corpus: real text not found: {path} (see ../shared/data/README.md)")
     wiki = []
     for entry in json.loads(WIKI.read_text(encoding="utf-8")).values():
         for s in _SENTENCE_END.split(entry.get("extract") or ""):

@@ -12,13 +12,16 @@ vs_datatrove.py) -- language_id, gopher_*, line_corrections, pii, toxicity, qual
 lines / url / minhash / substring dedup passes and tokenization.
 
 Executors: ``local`` (process pool, ``--workers``), ``ray`` (a local Ray cluster of ``--workers``
-CPUs), ``ray2`` (two Ray nodes of one CPU each on 127.0.0.1, started with Ray's ``cluster_utils``).
+CPUs), ``ray2`` (two Ray nodes of one CPU each on this machine, ``ray start`` under temp dirs of
+their own, as the SageMaker bootstrap starts them; wall time excludes starting Ray).
 
-Per pass it records: documents in, wall seconds, docs/s per core (docs / wall / workers), peak RSS
+Per pass it records: documents in, wall seconds, docs/s per core (docs / wall / workers), docs per
+CPU-second of our process tree (the figure that survives a shared machine's load), peak RSS
 per task (the workers' high-water mark the task reported: long-lived workers carry the models of
 earlier passes in it) against the pass's ``memory_budget``, and the removals; plus the machine load
 (``uptime``) before and after, since the 2 cores are shared. Each run appends one JSON line to
-``--work``/results.jsonl; ``report`` renders them.
+``--work``/results.jsonl (with the dedup passes' recall against the generator's truth); ``report``
+renders them. Figures and findings: docs/benchmarks.md, "Scale curve".
 """
 
 from __future__ import annotations
@@ -110,9 +113,9 @@ class TreeMeter:
             self._stop.wait(self._interval)
 
     def cpu_between(self, t0: float, t1: float) -> float:
-        def at(t: float) -> float:
+        def at(t: float) -> float:  # before the first sample: the first (the run's baseline)
             before = [c for s, c in self.samples if s <= t]
-            return before[-1] if before else 0.0
+            return before[-1] if before else (self.samples[0][1] if self.samples else 0.0)
         return at(t1) - at(t0)
 
     def __enter__(self) -> "TreeMeter":
@@ -238,7 +241,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_cluster(kind: str, workers: int) -> TwoNodes | None:
+def start_cluster(kind: str) -> TwoNodes | None:
     """``ray``: nothing (run_pipeline starts a local cluster); ``ray2``: two 1-CPU nodes on loopback."""
     if kind != "ray2":
         return None
@@ -269,7 +272,7 @@ def run_one(work: Path, size: int, kind: str, workers: int, seed: int) -> dict[s
     out = work / f"run-{kind}-{size}"
     shutil.rmtree(out, ignore_errors=True)
     spec = recipe_spec(f"scale-{kind}-{size}", kind)
-    cluster = start_cluster(kind, workers)
+    cluster = start_cluster(kind)
     if kind == "ray":
         local_ray(workers)
     load_before = load_avg()

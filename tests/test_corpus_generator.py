@@ -19,8 +19,8 @@ from corpus import CorpusSpec, Generator, generate, jaccard, load_pools, perturb
 
 from refinery.schema import DOCUMENT_SCHEMA  # noqa: E402
 
-# higher rates than the default so that 2,000 documents measure them tightly
-SPEC = CorpusSpec(docs=2_000, seed=7, docs_per_shard=800, near_rate=0.20, exact_rate=0.05, url_dup_rate=0.03,
+# higher rates than the default so that 1,500 documents measure them tightly
+SPEC = CorpusSpec(docs=1_500, seed=7, docs_per_shard=600, near_rate=0.20, exact_rate=0.05, url_dup_rate=0.03,
                   short_rate=0.05, repetitive_rate=0.02, reservoir=300)
 
 
@@ -45,7 +45,7 @@ def _within_binomial(count: int, n: int, p: float) -> bool:
 def test_shards_have_the_document_schema_and_unique_ids(corpus):
     out, summary, docs, truth = corpus
     shards = sorted((out / "docs").glob("*.parquet"))
-    assert len(shards) == 3  # 800 + 800 + 400
+    assert len(shards) == 3  # 600 + 600 + 300
     for f in shards:
         assert pq.read_schema(f).remove_metadata() == DOCUMENT_SCHEMA
     assert len(docs) == summary["docs"] == SPEC.docs

@@ -66,6 +66,9 @@ def ensure_ray(
     store = object_store_memory or DEFAULT_OBJECT_STORE_BYTES
     log.info("starting a local Ray cluster (%s CPUs, %d MB object store)", num_cpus or "all", store // 2**20)
     ray.init(
+        # "local": always a new cluster of our own; without it Ray joins whatever cluster
+        # /tmp/ray/ray_current_cluster names (another user's `ray start`, or a dead one)
+        address="local",
         num_cpus=num_cpus,
         object_store_memory=store,
         include_dashboard=False,

@@ -137,8 +137,6 @@ def _my_shards(config_path: str, input_uri: str, output: str) -> set[str]:
 
 
 def _run(mode: str) -> int:
-    from refinery.launch.steps import run_step
-
     host = _current_host()
     _setup_logging(host)
     step = _env("REFINERY_STEP")
