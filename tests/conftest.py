@@ -60,3 +60,30 @@ def keep_root_logging():
     yield
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
+
+
+@pytest.fixture()
+def offline_aws(monkeypatch):
+    """Fake credentials, no endpoint override: clients aim at AWS, which mock_aws/Stubber intercept."""
+    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREFINERYTESTKEY03")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "refinery-test-secret-offline")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture()
+def cli(capsys, keep_root_logging):
+    """Run ``refinery ARGS`` in this process through the real entry point: (exit code, stdout, stderr)."""
+    from refinery.cli import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        code = exit_info.value.code
+        return (0 if code is None else code), captured.out, captured.err
+
+    return run

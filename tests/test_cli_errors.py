@@ -25,22 +25,6 @@ REFINEDWEB = ROOT / "configs" / "refinedweb.yaml"
 JSONL = CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz"
 
 
-@pytest.fixture()
-def cli(capsys, keep_root_logging):
-    """Run ``refinery ARGS`` in this process through the real entry point: (exit code, stdout, stderr)."""
-    from refinery.cli import main
-
-    def run(*args: object) -> tuple[int, str, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        captured = capsys.readouterr()
-        code = exit_info.value.code
-        return (0 if code is None else code), captured.out, captured.err
-
-    return run
-
-
 def assert_one_error_line(code: int, out: str, err: str, *expected: str, exit_code: int = 2) -> str:
     assert code == exit_code, (code, out, err)
     assert "Traceback" not in out + err, err

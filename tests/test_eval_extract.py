@@ -40,20 +40,6 @@ ARTICLE = "".join(f"<p>{s}</p>" for s in (
 ))
 
 
-@pytest.fixture()
-def cli(capsys, keep_root_logging):
-    from refinery.cli import main
-
-    def run(*args: object) -> tuple[int, str, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return exit_info.value.code or 0, captured.out, captured.err
-
-    return run
-
-
 @pytest.fixture(scope="module")
 def real_gold(tmp_path_factory) -> Path:
     """REAL_PAGES and their evaldata entries, copied out of the shared tarball (one pass over it)."""

@@ -65,17 +65,6 @@ def _keep_root_logging(keep_root_logging):
     """The container and CLI commands configure logging onto their own handlers: undo it."""
 
 
-@pytest.fixture()
-def offline_aws(monkeypatch):
-    """Fake credentials, no endpoint override: clients aim at AWS, which mock_aws/Stubber intercept."""
-    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREFINERYTESTKEY03")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "refinery-test-secret-offline")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-
-
 # -- requests against the service model ----------------------------------------------------------------
 def test_processing_request_passes_the_api_model_and_shards_the_stubs(offline_aws):
     operation, request = build_request(_spec())

@@ -27,16 +27,6 @@ IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/refinery:abc"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/refinery-sagemaker"
 
 
-@pytest.fixture()
-def offline_aws(monkeypatch):
-    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREFINERYTESTKEY04")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "refinery-test-secret-watchdog")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-
-
 def _job(sm, name: str, output: str) -> None:
     spec = JobSpec(name=name, kind="processing", image=IMAGE, role_arn=ROLE, input_uri="s3://crawl/cc",
                    output_uri=output, config_uri=f"{output}/_jobs/x/config.yaml", step="filter", instances=2,

@@ -32,6 +32,7 @@ loaded lazily on first call so that a stage object is cheap to build and to pick
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -40,7 +41,7 @@ REASON = "_reason"
 METRIC = "_metric"
 
 
-class Stage:
+class Stage(ABC):
     """Base class for document stages. Subclasses implement :meth:`process`."""
 
     #: registry name, e.g. ``"gopher_quality"``; also the default stage name in stats
@@ -52,8 +53,9 @@ class Stage:
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind
 
-    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:  # pragma: no cover - interface
-        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+    @abstractmethod
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch with the same rows in the same order, plus the decision columns."""
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         return self.process(batch)

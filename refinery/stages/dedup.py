@@ -64,11 +64,11 @@ class _IndexedStage(Stage):
                 raise DedupIndexError(f"{self.name}: {self.dedup_dir} holds a {manifest.get('method')!r} index, "
                                       f"this stage applies {self.method!r}")
             sources: dict[str, str | None] = {}
-            for s in manifest["shards"]:
+            for s in manifest.get("shards", []):  # corpus-wide indexes (lines) name no shards
                 for src in s.get("sources") or []:
                     sources[src] = s["name"] if src not in sources else None  # None: ambiguous
             manifest["_sources"] = sources
-            manifest["_names"] = {s["name"] for s in manifest["shards"]}
+            manifest["_names"] = {s["name"] for s in manifest.get("shards", [])}
             self._lazy_manifest = manifest
         return manifest
 

@@ -15,7 +15,6 @@ characters), so both 5% rules measure alike.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -23,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from refinery.io import fs
-from refinery.stages.base import Stage, with_decision
+from refinery.stages.base import with_decision
+from refinery.stages.dedup import _IndexedStage
 from refinery.stages.line_corrections import count_words
 
 CUT_LINES = "lines_dedup_cut_lines"
@@ -33,19 +33,15 @@ REASON = "too_many_repeated_lines"
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 
 
-class LineDedupIndexError(RuntimeError):
-    """The dedup directory holds no repeated-line index (the message says what is there)."""
-
-
-class RepeatedLineCut(Stage):
+class RepeatedLineCut(_IndexedStage):
     kind = "lines_dedup"
+    method = "lines"
     rewrites_text = True
 
     def __init__(self, dedup_dir: str, shard: str | None = None, max_removed_word_frac: float | None = None,
                  name: str | None = None) -> None:
-        super().__init__(name)
-        self.dedup_dir = fs.validate_uri(dedup_dir)
-        self.shard = shard  # the index is corpus-wide: every shard reads the same line set
+        # the index is corpus-wide: every shard reads the same line set
+        super().__init__(dedup_dir, shard, name)
         if max_removed_word_frac is not None and not 0.0 <= max_removed_word_frac <= 1.0:
             raise ValueError(f"max_removed_word_frac must be in [0, 1], got {max_removed_word_frac}")
         self.max_removed_word_frac = max_removed_word_frac
@@ -59,13 +55,7 @@ class RepeatedLineCut(Stage):
         if cached is None:
             from refinery.dedup.lines import LineRule, load_boilerplate
 
-            uri = fs.join(self.dedup_dir, "manifest.json")
-            if not fs.exists(uri):
-                raise LineDedupIndexError(f"{self.name}: no repeated-line index at {self.dedup_dir} (manifest.json missing)")
-            manifest = json.loads(fs.read_bytes(uri))
-            if manifest.get("method") != "lines":
-                raise LineDedupIndexError(f"{self.name}: {self.dedup_dir} holds a {manifest.get('method')!r} index, "
-                                          f"this stage applies 'lines'")
+            manifest = self._manifest()
             params = manifest["params"]
             keys = load_boilerplate([fs.join(self.dedup_dir, p) for p in manifest["boilerplate"]])
             frac = self.max_removed_word_frac if self.max_removed_word_frac is not None else float(params["max_removed_word_frac"])
