@@ -396,12 +396,12 @@ def batch_bytes(shards: list[Any], batch_size: int) -> int:
     return int(per_row * batch_size * DOC_BYTES_PER_CHAR)
 
 
-def benchmark_partitions(ngrams: int, budget: int, batch: int = 0) -> int:
+def benchmark_partitions(ngrams: int, budget: int, batch: int = 0, baseline: int = 0) -> int:
     """Hash partitions so that one partition of ``ngrams`` benchmark n-grams plus one batch of
     documents (``batch`` bytes) fit a task's ``budget`` above the worker baseline."""
     from refinery.dedup.driver import TASK_BASELINE_BYTES
 
-    usable = max(budget - TASK_BASELINE_BYTES - batch, 16 * 2**20)
+    usable = max(budget - max(baseline, TASK_BASELINE_BYTES) - batch, 16 * 2**20)
     return max(1, -(-ngrams * BENCH_BYTES_PER_NGRAM // usable))
 
 
@@ -424,7 +424,10 @@ def decontaminate_passes(work: Any, shards: list[Any], config: DedupConfig, exec
     passes["benchmark_ngrams"] = bench
     total = int(bench.get("ngrams", 0))
     batch = batch_bytes(shards, config.batch_size)
-    P = config.partitions or benchmark_partitions(total, config.memory_budget, batch)
+    from refinery.dedup.driver import worker_baseline_bytes
+
+    P = config.partitions or (work.done("matches") or {}).get("partitions") \
+        or benchmark_partitions(total, config.memory_budget, batch, worker_baseline_bytes(executor))
     log.info("[dedup decontaminate] %d benchmark n-grams (%d-grams) in %d hash partition(s) (budget %.0f MiB, "
              "%.0f MiB per batch of documents)", total, dc.ngram, P, config.memory_budget / 2**20, batch / 2**20)
 
@@ -432,8 +435,8 @@ def decontaminate_passes(work: Any, shards: list[Any], config: DedupConfig, exec
     tasks = [{"shard_uri": s.uri, "part": p, "num_parts": P, "ngram_uris": ngram_uris, "ngram": dc.ngram,
               "output_uri": match_uri[s.name, p], "batch_size": config.batch_size} for s in shards for p in range(P)]
     passes["matches"] = _run_pass(work, "matches", match_task, tasks, executor,
-                                  [f"{s.name}/part-{p}" for s in shards for p in range(P)])
-    passes["matches"]["partitions"] = P
+                                  [f"{s.name}/part-{p}" for s in shards for p in range(P)],
+                                  extra=lambda rs: {"partitions": P})
 
     out_uri = {s.name: work.path("contaminated", f"{s.name}.parquet") for s in shards}
     tasks = [{"shard_uri": s.uri, "match_uris": [match_uri[s.name, p] for p in range(P)], "items_uris": items_uris,

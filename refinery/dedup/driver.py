@@ -52,7 +52,8 @@ from refinery.runner import shard_name
 log = logging.getLogger("refinery.dedup")
 
 MANIFEST_VERSION = 1
-#: resident memory of a worker before it loads any data (interpreter, numpy, pyarrow)
+#: resident memory of a fresh worker before it loads any data (interpreter, numpy, pyarrow); the
+#: floor of :func:`worker_baseline_bytes`, which measures the workers a pass will really run on
 TASK_BASELINE_BYTES = 160 * 2**20
 #: peak bytes per bucket row in a candidate task: 16 read + ~47 for sorting and star edges + the
 #: shuffle write (measured: 1M docs x 14 bands in one partition peaked at 1.1 GiB, ~75 B/row)
@@ -195,8 +196,27 @@ def _method_params(config: DedupConfig) -> dict[str, Any]:
     return {"seed": config.minhash.seed}
 
 
-def partitions_for(rows: int, bytes_per_row: int, budget: int) -> int:
-    usable = max(budget - TASK_BASELINE_BYTES, 16 * 2**20)
+def _resident_probe_task(pause: float) -> dict[str, Any]:
+    from refinery.executors.base import resident_bytes
+
+    time.sleep(pause)  # held briefly so that the probes spread over all of the pool's workers
+    return {"resident": resident_bytes()}
+
+
+def worker_baseline_bytes(executor: Executor) -> int:
+    """What a worker already holds before a dedup task loads anything: in a recipe run the pool and
+    Ray workers are long-lived and keep the filter stages' models (~300 MB), so a fixed fresh-worker
+    figure would let a partition outgrow its budget. One short probe per worker slot; the largest
+    resident set counts, never less than :data:`TASK_BASELINE_BYTES`."""
+    probes = [{"pause": 0.05}] * executor.capacity
+    results = executor.run(_resident_probe_task, probes, label="dedup/worker-memory",
+                           names=[f"probe-{i}" for i in range(len(probes))], units="probes")
+    measured = max((int(r.get("resident", 0)) for r in results), default=0)
+    return max(TASK_BASELINE_BYTES, measured)
+
+
+def partitions_for(rows: int, bytes_per_row: int, budget: int, baseline: int = TASK_BASELINE_BYTES) -> int:
+    usable = max(budget - max(baseline, TASK_BASELINE_BYTES), 16 * 2**20)
     return max(1, math.ceil(rows * bytes_per_row / usable))
 
 
@@ -363,17 +383,22 @@ def build_index(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
     width = per_shard[0]["width"] if per_shard else 1
     rows = with_key * width
     budget = config.memory_budget
-    P = config.partitions or partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget)
-    Q = config.partitions or partitions_for(2 * rows, EDGE_BYTES_PER_ROW, budget)
+    bucketed = work.done("buckets")
+    if bucketed is not None and "partitions" in bucketed:  # a resumed index keeps the partitioning it was written with
+        P, Q, baseline = bucketed["partitions"], bucketed["cc_partitions"], bucketed.get("worker_baseline_bytes", 0)
+    else:
+        baseline = worker_baseline_bytes(executor) if not config.partitions else TASK_BASELINE_BYTES
+        P = config.partitions or partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget, baseline)
+        Q = config.partitions or partitions_for(2 * rows, EDGE_BYTES_PER_ROW, budget, baseline)
     _write_manifest(work, method, _method_params(config), shards, per_shard, partitions=P, cc_partitions=Q)
-    log.info("[dedup %s] %d docs with keys, %d bucket rows -> %d key partitions, %d node partitions (budget %.0f MiB)",
-             method, with_key, rows, P, Q, budget / 2**20)
+    log.info("[dedup %s] %d docs with keys, %d bucket rows -> %d key partitions, %d node partitions (budget %.0f MiB, "
+             "workers hold %.0f MiB)", method, with_key, rows, P, Q, budget / 2**20, baseline / 2**20)
 
     bucket_uri = {s.name: work.path("buckets", f"{s.name}.parquet") for s in shards}
     tasks = [{"signature_uri": sig_uri[s.name], "shard_index": s.index, "output_uri": bucket_uri[s.name], "num_parts": P}
              for s in shards]
-    passes["buckets"] = _run_pass(work, "buckets", bucket_task, tasks, executor, names, units="rows")
-    passes["buckets"]["partitions"] = P
+    passes["buckets"] = _run_pass(work, "buckets", bucket_task, tasks, executor, names, units="rows",
+                                  extra=lambda rs: {"partitions": P, "cc_partitions": Q, "worker_baseline_bytes": baseline})
 
     # MinHash verification (docs/dedup.md "Candidate verification"): pairs are checked against
     # the stored signatures before clustering, and removals against the cluster's kept copy after
@@ -479,11 +504,12 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
     raise DedupError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
 
 
-def plan_substring_partitions(shards: list[Shard], budget: int) -> list[list[Shard]]:
-    """Consecutive shards grouped so each group's text fits the budget (sizes from Parquet footers)."""
+def plan_substring_partitions(shards: list[Shard], budget: int, baseline: int = TASK_BASELINE_BYTES) -> list[list[Shard]]:
+    """Consecutive shards grouped so each group's text fits the budget above what a worker already
+    holds (sizes from Parquet footers)."""
     import pyarrow.parquet as pq
 
-    usable = max(budget - TASK_BASELINE_BYTES, 16 * 2**20)
+    usable = max(budget - max(baseline, TASK_BASELINE_BYTES), 16 * 2**20)
     per_char = SUBSTRING_BYTES_PER_CHAR + SUBSTRING_BYTES_PER_TOKEN / 5.0  # ~5 characters per token
     groups: list[list[Shard]] = []
     current: list[Shard] = []
@@ -508,6 +534,8 @@ def plan_substring_partitions(shards: list[Shard], budget: int) -> list[list[Sha
 def _substring_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor,
                       passes: dict[str, Any]) -> dict[str, Any]:
     sub = config.substring
+    # a fixed baseline, not the measured one: which shards share a suffix array decides what is cut,
+    # so the grouping must follow from the config alone (memory_budget is in the fingerprint)
     groups = plan_substring_partitions(shards, config.memory_budget)
     tasks = [{"shards": [{"name": s.name, "input_uri": s.uri, "output_uri": work.path("cuts", f"{s.name}.parquet")} for s in g],
               "min_tokens": sub.min_tokens, "keep_first": sub.keep_first, "batch_size": config.batch_size} for g in groups]

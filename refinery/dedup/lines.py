@@ -213,7 +213,7 @@ def load_boilerplate(uris: list[str]) -> np.ndarray:
 
 
 # -- the driver's part -------------------------------------------------------------------------
-def estimate_partitions(shards: list[Shard], budget: int) -> int:
+def estimate_partitions(shards: list[Shard], budget: int, baseline: int = _TASK_BASELINE_BYTES) -> int:
     """Partitions for the boilerplate pass, from the text bytes in the shards' Parquet footers;
     a shard without the columns the pass reads is refused here, before any task runs."""
     text_bytes = 0
@@ -229,19 +229,20 @@ def estimate_partitions(shards: list[Shard], budget: int) -> int:
             col = meta.schema.names.index("text")
             text_bytes += sum(meta.row_group(g).column(col).total_uncompressed_size for g in range(meta.num_row_groups))
     rows = text_bytes / TEXT_BYTES_PER_ROW
-    usable = max(budget - _TASK_BASELINE_BYTES, 16 * 2**20)
+    usable = max(budget - max(baseline, _TASK_BASELINE_BYTES), 16 * 2**20)
     return max(1, math.ceil(rows * LINE_BYTES_PER_ROW / usable))
 
 
 def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor,
                  passes: dict[str, Any]) -> dict[str, Any]:
     """Build the boilerplate-line index in ``work``; returns the figures for ``dedup_stats.json``."""
-    from refinery.dedup.driver import _method_params, _run_pass, _write_manifest
+    from refinery.dedup.driver import _method_params, _run_pass, _write_manifest, worker_baseline_bytes
 
     lines = config.lines
     rule = {k: getattr(lines, k) for k in ("min_chars", "min_words", "max_words", "fold_digits")}
-    estimate = estimate_partitions(shards, config.memory_budget)  # also checks the shards' columns
-    P = config.partitions or estimate
+    estimate_partitions(shards, config.memory_budget)  # checks the shards' columns before any task runs
+    P = config.partitions or (work.done("line_counts") or {}).get("partitions") \
+        or estimate_partitions(shards, config.memory_budget, worker_baseline_bytes(executor))
     names = [s.name for s in shards]
     count_uri = {s.name: work.path("line_counts", f"{s.name}.parquet") for s in shards}
     tasks = [{"input_uri": s.uri, "shard": s.name, "output_uri": count_uri[s.name], "num_parts": P, "rule": rule,

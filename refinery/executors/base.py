@@ -77,6 +77,18 @@ def peak_rss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
+def resident_bytes() -> int:
+    """Current resident set of this process (Linux ``VmRSS``; 0 where unknown)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _where() -> str:
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
