@@ -2,6 +2,7 @@
 
     python benchmarks/extraction.py [--passes 3] [--eval-pages 0] [--warc-repeat 4]
         [--variants old-defaults trafilatura resiliparse] [--rounds 1]
+    python benchmarks/extraction.py --lean-ab [--rounds 1]   (plain vs lean trafilatura calls: lean_ab)
 
 Runs the ``extract`` stage (``TrafilaturaExtractor``) with each variant (``VARIANTS``: the current
 defaults, the defaults before issue 13, Resiliparse), each in a fresh child process (so peak RSS is
@@ -166,6 +167,78 @@ def run_backend(backend: str, args: argparse.Namespace, queue: mp.Queue) -> None
     })
 
 
+def lean_ab(args: argparse.Namespace) -> None:
+    """``--lean-ab``: CPU per page of the trafilatura cascade as plain ``trafilatura.extract`` calls
+    (lxml.html's stock parser, settings built per call, the whole page parsed) against the lean
+    path the stage uses (refinery/stages/_extract_helper.py: C class lookup, settings built once,
+    scripts/styles/comments cut before parsing), page by page in one process (A then B on each
+    page, so the machine's load hits both alike), on the filter benchmark's 1,087 real pages and the
+    990 evaluation pages; plus the stage's own bad-character count (regex vs bytes.translate).
+    Prints ms of CPU per page, docs/s/core, the reduction and how many texts are byte-identical."""
+    import logging
+    import os
+
+    from lxml import html as lxml_html
+    from trafilatura import utils as tutils
+
+    from refinery.stages import _extract_helper
+    from refinery.stages.extract import _BAD_CHARS, _bad_chars, decode_html, pathological_html
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_pages import pages
+
+    stage = TrafilaturaExtractor()
+    config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
+              "log_level": logging.ERROR}
+    plain = _extract_helper.make_extract({**config, "lean": False})
+    lean = _extract_helper.make_extract(config)  # installs the C class lookup on trafilatura's parser
+    lean_parser = tutils.HTML_PARSER
+    stock = lxml_html.HTMLParser(collect_ids=False, default_doctype=False, encoding="utf-8", remove_comments=True,
+                                 remove_pis=True)
+    eval_batch, _ = load_eval(Path(args.eval_tarball), args.eval_pages)
+    sets = {
+        "filter benchmark pages": [(p.url, p.body, p.content_type) for p in pages()],
+        "evaluation pages": list(zip(eval_batch.column("url").to_pylist(), eval_batch.column("html").to_pylist(),
+                                     [None] * eval_batch.num_rows)),
+    }
+    load_before = os.getloadavg()[0]
+    print("| pages | n | plain ms/page (docs/s/core) | lean ms/page (docs/s/core) | CPU cut | identical "
+          "| bad-char count ms/page: regex / translate |")
+    print("|---|---|---|---|---|---|---|")
+    for name, rows in sets.items():
+        docs = []
+        for url, body, ctype in rows:
+            html, bad = decode_html(body, ctype)
+            if bad <= 0.05 and len(body) <= stage.max_html_bytes and pathological_html(html) is None:
+                docs.append((url, html))
+        t_plain = t_lean = t_re = t_tr = 0.0
+        same = 0
+        for r in range(args.rounds):
+            for url, html in docs:
+                tutils.HTML_PARSER = stock
+                c0 = time.process_time()
+                a = plain(html, url)
+                c1 = time.process_time()
+                tutils.HTML_PARSER = lean_parser
+                b = lean(html, url)
+                c2 = time.process_time()
+                sample = html[:100_000]
+                n_re = len(_BAD_CHARS.findall(sample))
+                c3 = time.process_time()
+                n_tr = _bad_chars(sample)
+                c4 = time.process_time()
+                t_plain, t_lean, t_re, t_tr = t_plain + c1 - c0, t_lean + c2 - c1, t_re + c3 - c2, t_tr + c4 - c3
+                assert n_re == n_tr
+                same += r == 0 and a == b
+        k = len(docs) * args.rounds
+        print(f"| {name} | {len(docs)} | {1000 * t_plain / k:.2f} ({k / t_plain:.0f}) | {1000 * t_lean / k:.2f} "
+              f"({k / t_lean:.0f}) | {1 - t_lean / t_plain:.1%} | {same}/{len(docs)} ({same / len(docs):.2%}) "
+              f"| {1000 * t_re / k:.3f} / {1000 * t_tr / k:.3f} |", flush=True)
+    print(f"machine: {os.cpu_count()} cores shared with other work (load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after); {args.rounds} round(s); CPU seconds of this process "
+          f"(in process, no helper); peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval-tarball", default=str(DEFAULT_EVAL))
@@ -177,7 +250,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="run the variants this many times, interleaved")
     parser.add_argument("--timeout-s", type=float, default=5.0,
                         help="the stage's timeout_s (default 5, as in the stage; 0 = in this process, no helper)")
+    parser.add_argument("--lean-ab", action="store_true",
+                        help="CPU per page, plain trafilatura calls vs the stage's lean path, and identical texts")
     args = parser.parse_args()
+    if args.lean_ab:
+        lean_ab(args)
+        return
 
     ctx = mp.get_context("spawn")  # fresh interpreter per backend: its own imports and peak RSS
     import os

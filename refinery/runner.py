@@ -304,10 +304,13 @@ class ShardRunner:
         reason = out.column(REASON)
         keep = pc.is_null(reason)
         keep_rows = keep.to_numpy(zero_copy_only=False)
-        kept = out.filter(keep).drop_columns([c for c in (REASON, METRIC) if c in out.schema.names])
+        # nothing removed: no filter, which would copy every column (the HTML bodies before extract)
+        kept = (out if reason.null_count == out.num_rows else out.filter(keep)).drop_columns(
+            [c for c in (REASON, METRIC) if c in out.schema.names])
         if kept.num_rows < out.num_rows:
             drop = pc.invert(keep)
-            removed = out.filter(drop)
+            # removed rows are written without their HTML: not copied first
+            removed = (out.drop_columns(["html"]) if "html" in out.schema.names else out).filter(drop)
             reasons = removed.column(REASON).to_pylist()
             words = words_rows[~keep_rows].tolist()
             chars = chars_rows[~keep_rows].tolist()

@@ -1,0 +1,128 @@
+"""The fast learned extractor (``refinery/extract_fast.py``) against trafilatura at the extract
+stage's settings, on held-out pages (issue 17 item 1; docs/extraction.md, "Fast learned extractor").
+
+    python benchmarks/fast_extract.py [--model refinery/resources/models/extractor.ftz] [--article-gold /tmp/article-gold]
+
+On half 1 of trafilatura's evaluation set (never trained or tuned on; ``split_pages(pages, 1)``)
+and, labelled, on all pages: "with" snippets found / "without" leaked / pages emptied (scored by
+``refinery.eval_extract.snippet_counts``, both texts through the stage's ``clean_text``), CPU
+seconds per page (``time.process_time``, both extractors on the same pages in the same process,
+interleaved page by page; Resiliparse's ``main_content``, the stage's other backend, for
+reference), docs/s per core, peak RSS; then the cascade (trafilatura only where the
+model is unsure, by the rule chosen in training and stored in the model's .json); then token F1 against publisher article bodies (``benchmarks/article_gold.py
+--no-score`` builds them; pages of half 1 are the held-out ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _conditions() -> str:
+    load = os.getloadavg()
+    return (f"{os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start "
+            "(other work may be running: figures are CPU seconds of this process, not wall time)")
+
+
+def run(model: Path, article_gold: Path | None) -> None:
+    from classifiers.extractor import DATA_DIR, eval_pages, teacher
+    from refinery.eval_extract import load_gold, snippet_counts, split_pages, token_score
+    from refinery.extract_fast import FastExtractor
+    from refinery.stages.extract import clean_text, decode_html
+
+    print(f"machine: {_conditions()}")
+    from refinery.stages.extract import TrafilaturaExtractor
+
+    fx = FastExtractor(model)
+    traf = teacher()
+    resil = TrafilaturaExtractor(backend="resiliparse", timeout_s=0)._extract_fn()  # the stage's other backend
+    print(f"model: {model} ({model.stat().st_size:,} bytes), threshold {fx.threshold}, smooth {fx.smooth}")
+    pages = eval_pages(DATA_DIR, None)
+    held = {p.name for p in split_pages(pages, 1)}  # TrainPage has .url/.name as GoldPage does
+
+    rows = []  # per page: name, t_traf, t_fast, traf text, fast text, cascade text, went to trafilatura
+    for p in pages:
+        t0 = time.process_time()
+        tt = traf(p.html, p.url)
+        t1 = time.process_time()
+        r = fx.predict(p.html)  # blocks, scores, decisions, and whether a cascade sends it on
+        t2 = time.process_time()
+        rt = resil(p.html, p.url)[0]
+        t3 = time.process_time()
+        rows.append((p, t1 - t0, t2 - t1, clean_text(tt or ""), clean_text(r.text or ""), r.unsure,
+                     clean_text(rt or ""), t3 - t2))
+
+    def report(label: str, sel: list) -> None:
+        n = len(sel)
+        print(f"\n== {label}: {n} pages ==")
+        print(f"{'extractor':<34} {'with':>7} {'without':>8} {'emptied':>8} {'ms CPU/page':>12} {'docs/s/core':>12}")
+        variants = {
+            "trafilatura (stage defaults)": [(r[3], r[1]) for r in sel],
+            "fast learned": [(r[4], r[2]) for r in sel],
+            "cascade (fast, else trafilatura)": [((r[3] if r[5] else r[4]), r[2] + (r[1] if r[5] else 0.0)) for r in sel],
+            "resiliparse main_content (stage)": [(r[6], r[7]) for r in sel],
+        }
+        for name, out in variants.items():
+            f = e = lk = u = 0
+            for r, (text, _) in zip(sel, out):
+                c = snippet_counts(text, r[0].with_snippets, r[0].without_snippets)
+                f, e, lk, u = f + c[0], e + c[1], lk + c[2], u + c[3]
+            cpu = sum(t for _, t in out)
+            emptied = sum(1 for text, _ in out if not text.strip())
+            print(f"{name:<34} {f / e:>7.1%} {lk / u:>8.1%} {emptied:>8d} {1000 * cpu / n:>12.2f} {n / cpu:>12.1f}")
+        went = sum(r[5] for r in sel)
+        c = fx.cascade
+        print(f"cascade: {went} of {n} pages ({went / n:.1%}) went to trafilatura (kept text < {c['short_chars']:.0f} "
+              f"chars, or > {c['share']:.0%} of the text in blocks scored within {c['band']} of the threshold)")
+
+    report("eval half 1 (held out)", [r for r in rows if r[0].name in held])
+    report("all eval pages (half 0 was trained on: not a held-out figure)", rows)
+
+    if article_gold is not None:
+        if not article_gold.is_dir():
+            print(f"\narticle gold: {article_gold} not found (python benchmarks/article_gold.py --no-score)")
+        else:
+            gold = [g for g in load_gold(article_gold) if g.text is not None]
+            gheld = {g.name for g in split_pages(gold, 1)}
+            print(f"\n== article gold ({article_gold}): token F1 (mean per page), precision, recall ==")
+            for label, sel in (("half 1 (held out)", [g for g in gold if g.name in gheld]), ("all", gold)):
+                res = {"trafilatura": [], "fast learned": [], "cascade": []}
+                for g in sel:
+                    html = decode_html(g.html, None)[0]
+                    tt = clean_text(traf(html, g.url) or "")
+                    r = fx.predict(html)
+                    ft, go = clean_text(r.text or ""), r.unsure
+                    for k, text in (("trafilatura", tt), ("fast learned", ft), ("cascade", tt if go else ft)):
+                        res[k].append(token_score(text or None, g.text))
+                for k, ss in res.items():
+                    if ss:
+                        m = lambda xs: sum(xs) / len(xs)  # noqa: E731
+                        print(f"  {label:<18} {k:<14} F1 {m([s.f1 for s in ss]):.4f}  P {m([s.precision for s in ss]):.4f}  "
+                              f"R {m([s.recall for s in ss]):.4f}  ({len(ss)} pages)")
+    print(f"\npeak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from refinery.extract_fast import DEFAULT_MODEL
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--article-gold", type=Path, default=Path("/tmp/article-gold"))
+    args = ap.parse_args(argv)
+    if not args.model.is_file():
+        print(f"error: model not found: {args.model} (python -m classifiers.extractor --out {args.model})", file=sys.stderr)
+        return 2
+    run(args.model, args.article_gold)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
