@@ -31,7 +31,7 @@ def test_the_baseline_is_what_the_workers_hold_and_shrinks_the_partitions():
         loaded = worker_baseline_bytes(executor)
     assert loaded >= 400 * 2**20 > fresh
     budget = 1 * 2**30
-    rows = 9_000_000  # ~1M documents x 9 bands that land in buckets
+    rows = 7_000_000  # ~500k documents x 14 bands
     assert partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget) == 1  # the old fixed-baseline plan
     assert partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget, loaded) >= 2
     # never below the fresh-worker floor
