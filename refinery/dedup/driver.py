@@ -210,7 +210,8 @@ def worker_baseline_bytes(executor: Executor) -> int:
     Ray workers are long-lived and keep the filter stages' models (~300 MB), so a fixed fresh-worker
     figure would let a partition outgrow its budget. One short probe per worker slot; the largest
     resident set counts, never less than :data:`TASK_BASELINE_BYTES`."""
-    probes = [{"pause": 0.05}] * executor.capacity
+    slots = executor.capacity
+    probes = [{"pause": 0.05 if slots > 1 else 0.0}] * slots  # one slot: nothing to spread over
     results = executor.run(_resident_probe_task, probes, label="dedup/worker-memory",
                            names=[f"probe-{i}" for i in range(len(probes))], units="probes")
     measured = max((int(r.get("resident", 0)) for r in results), default=0)
