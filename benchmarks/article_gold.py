@@ -101,7 +101,7 @@ def gold_pair(html: str, min_words: int, min_coverage: float) -> tuple[str, str]
 
 
 def build(out: Path, sources: list[str], min_words: int, min_coverage: float) -> dict[str, int]:
-    from real_pages import _eval_pages, _sample_pages  # type: ignore[import-not-found]
+    from real_pages import _eval_pages, _sample_pages, warc_pages  # type: ignore[import-not-found]
 
     from refinery.stages.extract import decode_html
 
@@ -109,7 +109,7 @@ def build(out: Path, sources: list[str], min_words: int, min_coverage: float) ->
     if "eval" in sources:
         pages += [("eval", p) for p in _eval_pages()]
     if "warc" in sources:
-        pages += [("warc", p) for p in _sample_pages()] + [("warc", p) for p in _shared_warc_pages()]
+        pages += [("warc", p) for p in _sample_pages()] + [("warc", p) for p in warc_pages(ROOT.parent / "shared" / "data" / "warc")]
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
     seen: set[str] = set()
@@ -126,23 +126,6 @@ def build(out: Path, sources: list[str], min_words: int, min_coverage: float) ->
         (out / f"{name}.url").write_text(page.url + "\n", encoding="utf-8")
         counts[f"{source}_gold"] += 1
     return dict(counts)
-
-
-def _shared_warc_pages() -> list:
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from real_pages import Page  # type: ignore[import-not-found]
-
-    pages = []
-    for path in sorted((ROOT.parent / "shared" / "data" / "warc").glob("*.warc*")):
-        try:
-            with open(path, "rb") as f:
-                for record in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True):
-                    ctype = record.http_headers.get("Content-Type") or ""
-                    if "html" in ctype.lower():
-                        pages.append(Page((record.headers.get("WARC-Target-URI") or "").strip("<>"), record.reader.read(), ctype))
-        except Exception:  # noqa: BLE001 - the clipped WARC ends early: keep what was read
-            pass
-    return pages
 
 
 def main() -> None:

@@ -56,10 +56,15 @@ def _eval_pages() -> list[Page]:
 
 
 def _sample_pages() -> list[Page]:
+    return warc_pages(SAMPLE_WARCS)
+
+
+def warc_pages(folder: Path) -> list[Page]:
+    """The HTML responses of the WARC files in ``folder``, with their URL and ``Content-Type``."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
     pages = []
-    for path in sorted(SAMPLE_WARCS.glob("*.warc*")):
+    for path in sorted(folder.glob("*.warc*")):
         try:
             with open(path, "rb") as f:
                 for record in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True):
@@ -68,7 +73,7 @@ def _sample_pages() -> list[Page]:
                         continue
                     url = (record.headers.get("WARC-Target-URI") or "").strip("<>")
                     pages.append(Page(url, record.reader.read(), ctype))
-        except Exception:  # noqa: BLE001 - the clipped sample WARC ends early: keep what was read
+        except Exception:  # noqa: BLE001 - a clipped WARC ends early: keep what was read
             pass
     return pages
 

@@ -216,6 +216,12 @@ def load_boilerplate(uris: list[str]) -> np.ndarray:
 def estimate_partitions(shards: list[Shard], budget: int, baseline: int = _TASK_BASELINE_BYTES) -> int:
     """Partitions for the boilerplate pass, from the text bytes in the shards' Parquet footers;
     a shard without the columns the pass reads is refused here, before any task runs."""
+    return partitions_for_text(text_bytes_of(shards), budget, baseline)
+
+
+def text_bytes_of(shards: list[Shard]) -> int:
+    """Uncompressed bytes of the shards' ``text`` columns (Parquet footers only); a shard without
+    the columns the pass reads is refused here, before any task runs."""
     text_bytes = 0
     for s in shards:
         filesystem, path = fs.resolve(s.uri)
@@ -228,6 +234,10 @@ def estimate_partitions(shards: list[Shard], budget: int, baseline: int = _TASK_
         if "text" in meta.schema.names:
             col = meta.schema.names.index("text")
             text_bytes += sum(meta.row_group(g).column(col).total_uncompressed_size for g in range(meta.num_row_groups))
+    return text_bytes
+
+
+def partitions_for_text(text_bytes: int, budget: int, baseline: int = _TASK_BASELINE_BYTES) -> int:
     rows = text_bytes / TEXT_BYTES_PER_ROW
     usable = max(budget - max(baseline, _TASK_BASELINE_BYTES), 16 * 2**20)
     return max(1, math.ceil(rows * LINE_BYTES_PER_ROW / usable))
@@ -240,9 +250,9 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
 
     lines = config.lines
     rule = {k: getattr(lines, k) for k in ("min_chars", "min_words", "max_words", "fold_digits")}
-    estimate_partitions(shards, config.memory_budget)  # checks the shards' columns before any task runs
+    text_bytes = text_bytes_of(shards)  # checks the shards' columns before any task runs
     P = config.partitions or (work.done("line_counts") or {}).get("partitions") \
-        or estimate_partitions(shards, config.memory_budget, worker_baseline_bytes(executor))
+        or partitions_for_text(text_bytes, config.memory_budget, worker_baseline_bytes(executor))
     names = [s.name for s in shards]
     count_uri = {s.name: work.path("line_counts", f"{s.name}.parquet") for s in shards}
     tasks = [{"input_uri": s.uri, "shard": s.name, "output_uri": count_uri[s.name], "num_parts": P, "rule": rule,

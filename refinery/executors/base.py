@@ -63,30 +63,31 @@ class TaskError(RuntimeError):
     """A task of a pass failed after its retries; the message names the pass and the task."""
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set of this process. Linux: ``VmHWM`` of the current address space --
-    ``ru_maxrss`` would carry a parent's peak over into a spawned worker."""
+def _status_bytes(field: str) -> int | None:
+    """A ``/proc/self/status`` memory field (``VmHWM``, ``VmRSS``) in bytes; None off Linux."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set of this process. Linux: ``VmHWM`` of the current address space --
+    ``ru_maxrss`` would carry a parent's peak over into a spawned worker."""
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def resident_bytes() -> int:
     """Current resident set of this process (Linux ``VmRSS``; 0 where unknown)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _status_bytes("VmRSS") or 0
 
 
 def _where() -> str:
