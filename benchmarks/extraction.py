@@ -171,7 +171,7 @@ def lean_ab(args: argparse.Namespace) -> None:
     """``--lean-ab``: CPU per page of the trafilatura cascade as plain ``trafilatura.extract`` calls
     (lxml.html's stock parser, settings built per call, the whole page parsed) against the lean
     path the stage uses (refinery/stages/_extract_helper.py: C class lookup, settings built once,
-    scripts/styles/comments cut before parsing), page by page in one process (A then B on each
+    scripts/styles/comments cut before parsing, outermost pruned elements found in one walk), page by page in one process (A then B on each
     page, so the machine's load hits both alike), on the filter benchmark's 1,087 real pages and the
     990 evaluation pages; plus the stage's own bad-character count (regex vs bytes.translate).
     Prints ms of CPU per page, docs/s/core, the reduction and how many texts are byte-identical."""
@@ -179,6 +179,7 @@ def lean_ab(args: argparse.Namespace) -> None:
     import os
 
     from lxml import html as lxml_html
+    from trafilatura import htmlprocessing, main_extractor
     from trafilatura import utils as tutils
 
     from refinery.stages import _extract_helper
@@ -193,6 +194,7 @@ def lean_ab(args: argparse.Namespace) -> None:
     plain = _extract_helper.make_extract({**config, "lean": False})
     lean = _extract_helper.make_extract(config)  # installs the C class lookup on trafilatura's parser
     lean_parser = tutils.HTML_PARSER
+    lean_prune, plain_prune = main_extractor.prune_unwanted_nodes, htmlprocessing.prune_unwanted_nodes
     stock = lxml_html.HTMLParser(collect_ids=False, default_doctype=False, encoding="utf-8", remove_comments=True,
                                  remove_pis=True)
     eval_batch, _ = load_eval(Path(args.eval_tarball), args.eval_pages)
@@ -216,10 +218,12 @@ def lean_ab(args: argparse.Namespace) -> None:
         for r in range(args.rounds):
             for url, html in docs:
                 tutils.HTML_PARSER = stock
+                main_extractor.prune_unwanted_nodes = plain_prune
                 c0 = time.process_time()
                 a = plain(html, url)
                 c1 = time.process_time()
                 tutils.HTML_PARSER = lean_parser
+                main_extractor.prune_unwanted_nodes = lean_prune
                 b = lean(html, url)
                 c2 = time.process_time()
                 sample = html[:100_000]

@@ -1,6 +1,6 @@
 """Language pre-screen: kept-set agreement with the plain chain, and the time it saves.
 
-    python benchmarks/prescreen.py [--mixes all,0.5] [--min-score 0.3] [--main-content]
+    python benchmarks/prescreen.py [--mixes all,0.5] [--min-score 0.3] [--backend selectolax|resiliparse] [--main-content]
 
 For each input mix of real pages packed as WARCs (benchmarks/real_pages.py: ``all`` = every page,
 ~80% non-English; ``0.5`` = half English), runs the recipe's filter chain (url_filter -> extract
@@ -73,10 +73,13 @@ def main() -> None:
     parser.add_argument("--mixes", default="all,0.5", help="comma list: 'all' or an English share such as 0.5")
     parser.add_argument("--min-score", type=float, default=0.3)
     parser.add_argument("--min-chars", type=int, default=200)
+    parser.add_argument("--backend", default="selectolax", choices=["selectolax", "resiliparse"],
+                        help="the pre-screen's text (whole page)")
     parser.add_argument("--main-content", action="store_true", help="prescreen on Resiliparse main content")
     args = parser.parse_args()
     params = {"languages": ["en"], "min_score": args.min_score, "min_chars": args.min_chars,
-              "main_content": args.main_content}
+              "main_content": args.main_content,
+              "backend": "resiliparse" if args.main_content else args.backend}
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up: models, blocklist cache, trafilatura helper start-up are not counted
         warm = Path(tmp, "warm")

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from refinery.io import fs, parquet
+from refinery.io.arrow_rows import take_rows
 from refinery.rundir import PassDir
 from refinery.schema import DOCUMENT_FIELDS, EDIT_FIELDS, InputSchemaError
 from refinery.stages.base import METRIC, REASON, Stage
@@ -305,7 +306,7 @@ class ShardRunner:
         keep = pc.is_null(reason)
         keep_rows = keep.to_numpy(zero_copy_only=False)
         # nothing removed: no filter, which would copy every column (the HTML bodies before extract)
-        kept = (out if reason.null_count == out.num_rows else out.filter(keep)).drop_columns(
+        kept = (out if reason.null_count == out.num_rows else take_rows(out, keep_rows)).drop_columns(
             [c for c in (REASON, METRIC) if c in out.schema.names])
         if kept.num_rows < out.num_rows:
             drop = pc.invert(keep)

@@ -706,6 +706,7 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
     import logging
 
     from lxml import html as lxml_html
+    from trafilatura import htmlprocessing, main_extractor
     from trafilatura import utils as tutils
 
     from refinery.stages import _extract_helper
@@ -729,19 +730,41 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
     stock = lxml_html.HTMLParser(collect_ids=False, default_doctype=False, encoding="utf-8", remove_comments=True,
                                  remove_pis=True)
     lean_parser = tutils.HTML_PARSER
+    lean_prune = main_extractor.prune_unwanted_nodes
+    assert getattr(lean_prune, "_refinery", False)  # installed: this trafilatura is the one it mirrors
     paths = set()
     try:
         for html, url in zip(htmls, urls):
             tutils.HTML_PARSER = stock  # plain: lxml.html's own (Python) class lookup
+            main_extractor.prune_unwanted_nodes = htmlprocessing.prune_unwanted_nodes  # and its own pruning
             want = plain(html, url)
             tutils.HTML_PARSER = lean_parser
+            main_extractor.prune_unwanted_nodes = lean_prune
             assert lean(html, url) == want, url
             paths.add(want[1])
     finally:
         tutils.HTML_PARSER = lean_parser
+        main_extractor.prune_unwanted_nodes = lean_prune
     assert {"precision", "fallback"} <= paths
     # the pages really were cut before parsing (most bytes of real pages are scripts and styles)
     assert sum(len(strip_dropped_elements(h)) for h in htmls) < 0.9 * sum(map(len, htmls))
+
+
+def test_outer_matches_are_the_matches_without_a_matched_ancestor() -> None:
+    """The memoised outermost-match walk against trafilatura's any(ancestor in matches) rule, on
+    a real page's elements picked at random (nested picks included)."""
+    from lxml import html as lxml_html
+
+    from refinery.stages._extract_helper import _outer_matches
+
+    body = load_warc_records().column("html")[3].as_py()
+    tree = lxml_html.fromstring(decode_html(body, None)[0])
+    elements = list(tree.iter())
+    rng = random.Random(1)
+    for k in (1, 5, 40, len(elements) // 3):
+        matches = dict.fromkeys(rng.sample(elements, min(k, len(elements))))
+        want = [e for e in matches if not any(a in matches for a in e.iterancestors())]
+        assert _outer_matches(matches) == want
 
 
 def test_bad_char_count_matches_the_regex() -> None:

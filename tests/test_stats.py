@@ -104,6 +104,19 @@ def test_reservoir_is_deterministic_and_independent_of_batch_size():
     assert seed_for("shard-a", "gopher", "r") != seed_for("shard-b", "gopher", "r")
 
 
+def test_reservoir_builds_only_the_items_it_keeps_from_a_batch():
+    built: list[int] = []
+    r = Reservoir(20, 7)
+
+    def make(i: int) -> dict:
+        built.append(i)
+        return {"i": i}
+
+    r.offer(1000, make)
+    assert sorted(item["i"] for item in r.items) == _run_reservoir(1000, 20, 7, 1)  # same picks as one by one
+    assert sorted(built) == sorted(item["i"] for item in r.items)  # the replaced ones were never built
+
+
 def test_reservoir_is_uniform():
     n, k, trials = 50, 5, 4000
     hits = np.zeros(n)

@@ -100,6 +100,7 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
+from refinery.io.arrow_rows import binary_array
 from refinery.schema import READER_SCHEMA  # the document columns plus the decision columns
 
 __all__ = ["READER_SCHEMA", "WarcReader", "read_warc", "sniff_html"]
@@ -826,7 +827,8 @@ class WarcReader:
     @staticmethod
     def _finish_batch(rows: list[tuple]) -> pa.RecordBatch:
         # lists, not the tuples zip() gives: pyarrow converts a tuple of bytes ~40x slower
-        arrays = [pa.array(list(col), type=f.type) for col, f in zip(zip(*rows), READER_SCHEMA)]
+        arrays = [binary_array(col) if f.type == pa.binary() else pa.array(list(col), type=f.type)
+                  for col, f in zip(zip(*rows), READER_SCHEMA)]
         return pa.RecordBatch.from_arrays(arrays, schema=READER_SCHEMA)
 
 

@@ -31,3 +31,8 @@ def not_above(low_name: str, low: Any, high_name: str, high: Any) -> None:
     if _number(low_name, low) > _number(high_name, high):
         raise ValueError(f"{low_name} ({low}) must not exceed {high_name} ({high}): "
                          "no document could pass; lower one or raise the other")
+
+
+def one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")

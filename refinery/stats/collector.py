@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -124,10 +125,12 @@ class ShardStatsCollector:
                 removed[stage] = removed.get(stage, 0) + item["counts"]
 
     def _removed(self, stage: str, before: pa.RecordBatch | None, out: pa.RecordBatch, mask: pa.Array) -> None:
-        removed = out.filter(mask)
-        seen = before.filter(mask) if before is not None else removed
-        reasons = removed.column(REASON).to_pylist()
-        urls = removed.column("url").to_pylist() if "url" in removed.schema.names else [None] * len(reasons)
+        # positions, not filtered copies: a filter would copy every removed page's HTML (most of a
+        # batch before extraction) only to read a few sampled rows
+        positions = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+        take = pa.array(positions, pa.int64())
+        reasons = out.column(REASON).take(take).to_pylist()
+        urls = out.column("url").take(take).to_pylist() if "url" in out.schema.names else [None] * len(reasons)
         by_reason: dict[str, list[int]] = {}
         for i, r in enumerate(reasons):
             by_reason.setdefault(r, []).append(i)
@@ -139,7 +142,7 @@ class ShardStatsCollector:
         k = self.options.samples_per_reason
         if k <= 0:
             return
-        columns = _RowSource(self, stage, seen, removed, urls)
+        columns = _RowSource(self, stage, before if before is not None else out, out, urls, positions)
         for reason, rows in by_reason.items():
             reservoir = self.reservoirs.get((stage, reason))
             if reservoir is None:
@@ -192,21 +195,24 @@ class ShardStatsCollector:
 
 
 class _RowSource:
-    """Builds one sample row on demand from a stage's removed rows (only for picked rows)."""
+    """Builds one sample row on demand from a stage's removed rows (only for picked rows): row
+    ``i`` is the ``i``-th removed row, at ``positions[i]`` of the stage's input (``seen``) and
+    output (``removed``) batches."""
 
     def __init__(self, collector: ShardStatsCollector, stage: str, seen: pa.RecordBatch,
-                 removed: pa.RecordBatch, urls: list[str | None]) -> None:
+                 removed: pa.RecordBatch, urls: list[str | None], positions: np.ndarray) -> None:
         self.c = collector
         self.stage = stage
         self.seen = seen
         self.removed = removed
         self.urls = urls
+        self.positions = positions
         self.names = set(removed.schema.names)
         self.seen_names = set(seen.schema.names)
         self.metric_names = [m for m in collector.all_metric_columns if m in self.names]
 
     def _value(self, batch: pa.RecordBatch, column: str, i: int) -> Any:
-        return batch.column(column)[i].as_py()
+        return batch.column(column)[int(self.positions[i])].as_py()
 
     def row(self, i: int, reason: str) -> dict[str, Any]:
         opts = self.c.options

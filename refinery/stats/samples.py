@@ -66,14 +66,18 @@ class Reservoir:
             self.seen += max(n, 0)
             return
         fill = min(max(self.k - self.seen, 0), n)
-        for i in range(fill):
-            self.items.append(make_item(i))
+        # slot -> item of this batch that ends there: an item replaced later in the same batch is
+        # never built (building one decodes an HTML page for its snippet)
+        picked = {len(self.items) + i: i for i in range(fill)}
+        self.items.extend([None] * fill)  # type: ignore[list-item]  # filled below
         rest = n - fill
         if rest:
             t = self.seen + fill + np.arange(rest)  # 0-based stream index of each remaining item
             j = np.floor(self.rng.random(rest) * (t + 1)).astype(np.int64)
             for off in np.flatnonzero(j < self.k):
-                self.items[int(j[off])] = make_item(fill + int(off))
+                picked[int(j[off])] = fill + int(off)
+        for slot, i in picked.items():
+            self.items[slot] = make_item(i)
         self.seen += n
 
 
