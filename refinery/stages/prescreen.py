@@ -3,8 +3,8 @@
 Trafilatura is most of the filter chain's time, and on a crawl most pages are not in the wanted
 languages: extracting them only for ``language_id`` to throw them away is wasted work. This stage
 runs before ``extract`` on the raw HTML: it gets a cheap plain text of the whole page (default
-``backend: selectolax``: lexbor's C parser and its text of ``<body>`` without scripts/styles, each
-text node stripped, ~1.2 ms per real page, ~2x cheaper than Resiliparse's text and ~15x cheaper than
+``backend: selectolax``: lexbor's C parser and its text of ``<body>`` without scripts/styles, white
+space collapsed, ~1 ms per real page, ~1.5x cheaper than Resiliparse's text and ~15x cheaper than
 trafilatura; ``backend: resiliparse`` for Resiliparse's text, optionally its main content), scores
 it with the same fastText LID-176 model as :mod:`refinery.stages.language_id` (same model
 loading and batching; one ``predict`` call per batch), and removes a page only when
@@ -120,8 +120,8 @@ class LanguagePrescreen(Stage):
         self.max_tags = int(max_tags)
         # why: the whole-page text (main_content=False) is ~1.6x cheaper than Resiliparse's
         # main-content heuristic and, at this low threshold, agrees as well (docs/benchmarks.md);
-        # selectolax's whole-page text is ~2x cheaper again, same decisions (docs/benchmarks.md,
-        # "pre-screen text: selectolax")
+        # selectolax's whole-page text is ~1.5x cheaper again, same kept sets (docs/benchmarks.md,
+        # "Filter chain CPU, session 10")
         self.main_content = bool(main_content)
         self.backend = backend
         self.model_path = model_path
