@@ -168,3 +168,8 @@ def write_dedup_input(dest: Path, copies: int = 25) -> int:
     pq.write_table(pa.Table.from_pylist(first), dest / "part-a.parquet")
     pq.write_table(pa.Table.from_pylist(second), dest / "part-b.parquet")
     return copies
+
+
+def worker_pid(**_: object) -> dict:
+    """A task function that reports the process it ran in."""
+    return {"pid": os.getpid()}

@@ -13,6 +13,7 @@ from _scale_fixtures import (  # noqa: F401
     fail_first_attempts,
     ray_local,
     run_outputs,
+    worker_pid,
 )
 
 from refinery.config import parse_config
@@ -140,3 +141,12 @@ def test_the_whole_recipe_gives_identical_output_on_ray_and_local(tmp_path, ray_
         assert counts(a, name) == counts(b, name)
     shards = [json.loads((run / "tokens" / "manifest.json").read_text())["shards"] for run in (a, b)]
     assert [s["bin_sha256"] for s in shards[0]] == [s["bin_sha256"] for s in shards[1]]
+
+
+def test_fresh_workers_run_each_task_in_a_new_process(ray_local):  # noqa: F811
+    """What the substring pass relies on for its memory plan: one task per worker process."""
+    tasks = [{} for _ in range(4)]
+    with RayExecutor(progress=False) as ex:
+        reused = {r["pid"] for r in ex.run(worker_pid, tasks, label="pids")}
+        fresh = [r["pid"] for r in ex.run(worker_pid, tasks, label="pids", fresh_workers=True)]
+    assert len(set(fresh)) == 4 and not set(fresh) & reused

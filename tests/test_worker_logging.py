@@ -46,3 +46,20 @@ def test_without_a_bar_workers_log_to_stderr_themselves(monkeypatch):
     with LocalExecutor(2, progress=True) as ex:
         ex.map(log_a_line, [{"text": "c"}], label="log")
         assert ex._listener is None
+
+
+def test_fresh_workers_run_each_task_in_a_new_process() -> None:
+    """The local pool's one-task-per-process mode (the substring pass's memory plan needs it);
+    the reused pool is untouched, and one worker runs tasks in this process."""
+    from _scale_fixtures import worker_pid
+
+    from refinery.executors.local import LocalExecutor
+
+    tasks = [{} for _ in range(3)]
+    with LocalExecutor(workers=2, progress=False) as ex:
+        reused = {r["pid"] for r in ex.run(worker_pid, tasks, label="pids")}
+        fresh = [r["pid"] for r in ex.run(worker_pid, tasks, label="pids", fresh_workers=True)]
+        again = {r["pid"] for r in ex.run(worker_pid, tasks, label="pids")}
+    assert len(set(fresh)) == 3 and not set(fresh) & reused and again <= reused
+    with LocalExecutor(workers=1, progress=False) as ex:
+        assert {r["pid"] for r in ex.run(worker_pid, tasks, label="pids", fresh_workers=True)} == {os.getpid()}

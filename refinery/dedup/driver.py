@@ -165,13 +165,14 @@ def _summarize(results: list[dict[str, Any]], wall: float, skip: tuple[str, ...]
 
 def _run_pass(work: WorkDir, name: str, fn: Callable[..., dict[str, Any]], tasks: list[dict[str, Any]],
               executor: Executor, names: list[str], units: str = "docs",
-              extra: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
+              extra: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+              fresh_workers: bool = False) -> dict[str, Any]:
     marker = work.done(name)
     if marker is not None:
         log.info("[dedup] pass %s already finished, skipping", name)
         return marker
     started = time.time()
-    results = executor.run(fn, tasks, label=f"dedup/{name}", names=names, units=units)
+    results = executor.run(fn, tasks, label=f"dedup/{name}", names=names, units=units, fresh_workers=fresh_workers)
     summary = _summarize(results, time.time() - started)
     if extra:
         summary.update(extra(results))
@@ -538,13 +539,16 @@ def _substring_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, e
                       passes: dict[str, Any]) -> dict[str, Any]:
     sub = config.substring
     # a fixed baseline, not the measured one: which shards share a suffix array decides what is cut,
-    # so the grouping must follow from the config alone (memory_budget is in the fingerprint)
+    # so the grouping must follow from the config alone (memory_budget is in the fingerprint); and
+    # each group runs in a fresh worker, so that baseline holds (Ray workers that ran the filter
+    # pass hold ~330 MB: 1,041 MB against a 1,024 MB budget at 1M documents, docs/benchmarks.md)
     groups = plan_substring_partitions(shards, config.memory_budget)
     tasks = [{"shards": [{"name": s.name, "input_uri": s.uri, "output_uri": work.path("cuts", f"{s.name}.parquet")} for s in g],
               "min_tokens": sub.min_tokens, "keep_first": sub.keep_first, "batch_size": config.batch_size} for g in groups]
     passes["suffix_arrays"] = _run_pass(
         work, "suffix_arrays", substring_task, tasks, executor, [f"{g[0].name}..{g[-1].name}" for g in groups],
-        extra=lambda rs: {"shard_sources": {k: v for r in rs for k, v in r.get("shard_sources", {}).items()}})
+        extra=lambda rs: {"shard_sources": {k: v for r in rs for k, v in r.get("shard_sources", {}).items()}},
+        fresh_workers=True)
     sources = passes["suffix_arrays"].pop("shard_sources", {})
     _write_manifest(work, "substring", _method_params(config), shards, [{"sources": sources.get(s.name)} for s in shards],
                     partitions=len(groups), min_words=sub.min_words)

@@ -183,8 +183,10 @@ class Executor(ABC):
 
     # -- what a subclass provides ------------------------------------------------------------
     @abstractmethod
-    def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str) -> Future:
-        """Start ``call_task(fn, shared, task, attempt, name)`` somewhere; its future."""
+    def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str,
+                fresh_worker: bool = False) -> Future:
+        """Start ``call_task(fn, shared, task, attempt, name)`` somewhere; its future. With
+        ``fresh_worker``, in a worker process that has run nothing before (and runs nothing after)."""
 
     def _prepare_shared(self, shared: dict[str, Any]) -> Any:
         return shared
@@ -218,10 +220,14 @@ class Executor(ABC):
         units: str = "docs",
         shared: dict[str, Any] | None = None,
         on_outcome: Callable[[TaskOutcome], None] | None = None,
+        fresh_workers: bool = False,
     ) -> list[TaskOutcome]:
         """Run ``fn(**shared, **task)`` for every task; one outcome per task, in task order.
 
         ``units`` names the result counter the progress display sums (e.g. ``docs_read``).
+        ``fresh_workers``: each task in a new worker process, for passes whose memory plan assumes
+        a worker that holds nothing yet (models, caches of earlier passes); costs a worker start
+        per task. An executor that runs tasks in its own process (one local worker) runs them there.
         """
         names = list(names) if names is not None else [str(i) for i in range(len(tasks))]
         outcomes: list[TaskOutcome | None] = [None] * len(tasks)
@@ -236,7 +242,7 @@ class Executor(ABC):
             while queue or pending:
                 while queue and len(pending) < limit:
                     i, attempt = queue.popleft()
-                    pending[self._submit(fn, shared_arg, tasks[i], attempt, names[i])] = (i, attempt)
+                    pending[self._submit(fn, shared_arg, tasks[i], attempt, names[i], fresh_workers)] = (i, attempt)
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for future in done:
                     i, attempt = pending.pop(future)
@@ -271,11 +277,11 @@ class Executor(ABC):
         pass
 
     def run(self, fn: TaskFn, tasks: Sequence[dict[str, Any]], *, label: str, names: Sequence[str] | None = None,
-            units: str = "docs", shared: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+            units: str = "docs", shared: dict[str, Any] | None = None, fresh_workers: bool = False) -> list[dict[str, Any]]:
         """:meth:`map`, for passes whose tasks must all succeed: their results in task order, or
         :class:`TaskError` naming the first failed task (after the others finished, so their
         outputs are kept for a resume)."""
-        outcomes = self.map(fn, tasks, label=label, names=names, units=units, shared=shared)
+        outcomes = self.map(fn, tasks, label=label, names=names, units=units, shared=shared, fresh_workers=fresh_workers)
         failed = [o for o in outcomes if o.status == "failed"]
         if failed:
             raise TaskError(f"[{label}] task {failed[0].name} failed: {failed[0].first_error_line}")

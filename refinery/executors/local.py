@@ -52,6 +52,7 @@ class LocalExecutor(Executor):
         super().__init__(workers, max_retries, progress)
         self.fresh_process = fresh_process
         self._pool: ProcessPoolExecutor | None = None
+        self._fresh_pool: ProcessPoolExecutor | None = None  # one task per process (fresh_workers)
         self._listener: QueueListener | None = None
 
     @property
@@ -62,46 +63,55 @@ class LocalExecutor(Executor):
         """Whether a progress bar will be drawn on stderr (then worker logs go through the parent)."""
         return self.progress and sys.stderr.isatty()
 
-    def pool(self) -> ProcessPoolExecutor:
+    def pool(self, fresh: bool = False) -> ProcessPoolExecutor:
+        if fresh and not self.fresh_process:
+            if self._fresh_pool is None:
+                self._fresh_pool = self._new_pool(one_task_per_process=True)
+            return self._fresh_pool
         if self._pool is None:
-            # "spawn": fork() after pyarrow/fastText threads exist can deadlock a child
-            context = multiprocessing.get_context("spawn")
-            kwargs: dict[str, Any] = {"mp_context": context, "initializer": init_worker_logging}
-            if self.shows_bar():
-                if self._listener is None:
-                    queue = context.Queue()
-                    self._listener = QueueListener(queue, _ToParentLogging())
-                    self._listener.start()
-                kwargs["initargs"] = (logging.INFO, self._listener.queue)
-            if self.fresh_process:
-                kwargs["max_tasks_per_child"] = 1
-            self._pool = ProcessPoolExecutor(self.capacity, **kwargs)
+            self._pool = self._new_pool(one_task_per_process=self.fresh_process)
         return self._pool
 
-    def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str) -> Future:
+    def _new_pool(self, one_task_per_process: bool) -> ProcessPoolExecutor:
+        # "spawn": fork() after pyarrow/fastText threads exist can deadlock a child
+        context = multiprocessing.get_context("spawn")
+        kwargs: dict[str, Any] = {"mp_context": context, "initializer": init_worker_logging}
+        if self.shows_bar():
+            if self._listener is None:
+                queue = context.Queue()
+                self._listener = QueueListener(queue, _ToParentLogging())
+                self._listener.start()
+            kwargs["initargs"] = (logging.INFO, self._listener.queue)
+        if one_task_per_process:
+            kwargs["max_tasks_per_child"] = 1
+        return ProcessPoolExecutor(self.capacity, **kwargs)
+
+    def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str,
+                fresh_worker: bool = False) -> Future:
         if self.inline:
             future: Future = Future()
             future.set_result(call_task(fn, shared, task, attempt, name))
             return future
         try:
-            return self.pool().submit(call_task, fn, shared, task, attempt, name)
+            return self.pool(fresh_worker).submit(call_task, fn, shared, task, attempt, name)
         except BrokenProcessPool:
-            self._pool = None  # a worker died earlier: start a fresh pool for the retries
-            return self.pool().submit(call_task, fn, shared, task, attempt, name)
+            self._pool = self._fresh_pool = None  # a worker died earlier: fresh pools for the retries
+            return self.pool(fresh_worker).submit(call_task, fn, shared, task, attempt, name)
 
     def _worker_died(self, exc: BaseException) -> str:
         if isinstance(exc, BrokenProcessPool):
-            self._pool = None  # unusable now; the next submission starts a new one
+            self._pool = self._fresh_pool = None  # unusable now; the next submission starts new ones
             return f"worker process died (OOM-killed or crashed): {exc}"
         return super()._worker_died(exc)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._fresh_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._fresh_pool = None
         if self._listener is not None:
             self._listener.stop()  # after the workers are gone: their last records are printed
             self._listener = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pool": None, "_listener": None}
+        return {**self.__dict__, "_pool": None, "_fresh_pool": None, "_listener": None}

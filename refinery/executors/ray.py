@@ -29,6 +29,7 @@ class RayExecutor(Executor):
         self.object_store_memory = object_store_memory
         self._owns_ray = False
         self._remote: Any = None
+        self._remote_fresh: Any = None
         self._refs: list[Any] = []
 
     def _connect(self) -> None:
@@ -36,13 +37,19 @@ class RayExecutor(Executor):
             self._owns_ray = ensure_ray(self.address, num_cpus=self.workers, object_store_memory=self.object_store_memory)
             import ray
 
-            self._remote = ray.remote(call_task).options(
+            options = dict(
                 num_cpus=1,
                 max_retries=self.max_retries,  # Ray resubmits when the worker process dies
                 retry_exceptions=False,  # call_task never raises: failures are outcomes
                 scheduling_strategy="SPREAD",  # share-nothing tasks: spread the load over the nodes
                 name="refinery-task",
             )
+            self._remote = ray.remote(call_task).options(**options)
+            # fresh_workers: max_calls=1 makes the worker exit after the task (it is not an
+            # .options() key), and a runtime env of their own keeps Ray from leasing these tasks
+            # to workers that ran others (env_vars merge with the job's runtime env)
+            self._remote_fresh = ray.remote(max_calls=1)(call_task).options(
+                **options, runtime_env={"env_vars": {"REFINERY_FRESH_WORKER": "1"}})
 
     @property
     def capacity(self) -> int:
@@ -55,9 +62,10 @@ class RayExecutor(Executor):
         self._connect()
         return ray.put(shared)  # shipped once per pass, not once per task
 
-    def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str) -> Future:
+    def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str,
+                fresh_worker: bool = False) -> Future:
         self._connect()
-        ref = self._remote.remote(fn, shared, task, attempt, name)
+        ref = (self._remote_fresh if fresh_worker else self._remote).remote(fn, shared, task, attempt, name)
         self._refs.append(ref)
         return ref.future()
 
@@ -80,4 +88,4 @@ class RayExecutor(Executor):
 
             ray.shutdown()
             self._owns_ray = False
-        self._remote = None
+        self._remote = self._remote_fresh = None
