@@ -36,3 +36,40 @@ def test_the_baseline_is_what_the_workers_hold_and_shrinks_the_partitions():
     assert partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget, loaded) >= 2
     # never below the fresh-worker floor
     assert partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget, 0) == partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget)
+
+
+def test_substring_groups_run_in_fresh_workers_only_when_the_held_memory_needs_it(tmp_path, monkeypatch):
+    """The substring plan assumes a fresh worker (its grouping decides what is cut, so it cannot
+    follow measured memory); when the pool's workers hold more than that leaves room for, the
+    groups run in new processes instead: same cuts, and no worker start when not needed."""
+    import pyarrow.parquet as pq
+
+    from refinery.dedup.config import DedupConfig
+    from refinery.dedup.driver import run_dedup
+    from tests._dedup_fixtures import load_cc_docs, make_run_dir
+
+    docs = [d for d in load_cc_docs() if 300 <= len(d["text"].split()) <= 3000][:6]
+    span = " ".join(f"boiler{i}plate" for i in range(60))
+    shards = {"a": [], "b": []}
+    for k, d in enumerate(docs):
+        shards["ab"[k % 2]].append({"id": d["id"], "text": d["text"] + f"\n{span}", "url": d["url"]})
+    run = make_run_dir(tmp_path, shards)
+    fresh_flags: list[bool] = []
+    original = LocalExecutor.run
+
+    def spy(self, fn, tasks, **kwargs):
+        if kwargs.get("label") == "dedup/suffix_arrays":
+            fresh_flags.append(kwargs.get("fresh_workers", False))
+        return original(self, fn, tasks, **kwargs)
+
+    monkeypatch.setattr(LocalExecutor, "run", spy)
+    texts = []
+    for name, hold_mib in (("plain", 0), ("held", 400)):
+        with LocalExecutor(2, progress=False) as executor:
+            if hold_mib:  # every worker keeps a 400 MiB "model" from an earlier pass
+                executor.run(_hold_memory_task, [{"mib": hold_mib}] * 2, label="t", names=["t0", "t1"])
+            run_dedup(str(run), str(tmp_path / name), DedupConfig(method="substring", memory_budget="400MiB"), executor)
+        kept = pq.read_table(tmp_path / name / "kept")
+        texts.append(dict(zip(kept.column("id").to_pylist(), kept.column("text").to_pylist())))
+    assert fresh_flags == [False, True]
+    assert texts[0] == texts[1] and sum(span in t for t in texts[0].values()) == 1

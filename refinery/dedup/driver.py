@@ -511,13 +511,19 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
 def plan_substring_partitions(shards: list[Shard], budget: int, baseline: int = TASK_BASELINE_BYTES) -> list[list[Shard]]:
     """Consecutive shards grouped so each group's text fits the budget above what a worker already
     holds (sizes from Parquet footers)."""
+    return plan_substring_groups(shards, budget, baseline)[0]
+
+
+def plan_substring_groups(shards: list[Shard], budget: int,
+                          baseline: int = TASK_BASELINE_BYTES) -> tuple[list[list[Shard]], float]:
+    """:func:`plan_substring_partitions` and the largest group's estimated bytes."""
     import pyarrow.parquet as pq
 
     usable = max(budget - max(baseline, TASK_BASELINE_BYTES), 16 * 2**20)
     per_char = SUBSTRING_BYTES_PER_CHAR + SUBSTRING_BYTES_PER_TOKEN / 5.0  # ~5 characters per token
     groups: list[list[Shard]] = []
     current: list[Shard] = []
-    current_bytes = 0.0
+    current_bytes = largest = 0.0
     for s in shards:
         filesystem, path = fs.resolve(s.uri)
         with filesystem.open_input_file(path) as f:
@@ -527,28 +533,36 @@ def plan_substring_partitions(shards: list[Shard], budget: int, baseline: int = 
         need = chars * per_char
         if current and current_bytes + need > usable:
             groups.append(current)
+            largest = max(largest, current_bytes)
             current, current_bytes = [], 0.0
         current.append(s)
         current_bytes += need
     if current:
         groups.append(current)
-    return groups
+        largest = max(largest, current_bytes)
+    return groups, largest
 
 
 def _substring_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor,
                       passes: dict[str, Any]) -> dict[str, Any]:
     sub = config.substring
     # a fixed baseline, not the measured one: which shards share a suffix array decides what is cut,
-    # so the grouping must follow from the config alone (memory_budget is in the fingerprint); and
-    # each group runs in a fresh worker, so that baseline holds (Ray workers that ran the filter
-    # pass hold ~330 MB: 1,041 MB against a 1,024 MB budget at 1M documents, docs/benchmarks.md)
-    groups = plan_substring_partitions(shards, config.memory_budget)
+    # so the grouping must follow from the config alone (memory_budget is in the fingerprint). When
+    # the workers already hold more than that baseline leaves room for (Ray workers that ran the
+    # filter pass hold ~330 MB: 1,041 MB against a 1,024 MB budget at 1M documents,
+    # docs/benchmarks.md), each group runs in a fresh worker instead: same groups, same cuts.
+    groups, largest = plan_substring_groups(shards, config.memory_budget)
+    fresh = (work.done("suffix_arrays") is None and not getattr(executor, "inline", False)
+             and worker_baseline_bytes(executor) + largest > config.memory_budget)
+    if fresh:
+        log.info("[dedup] substring: workers hold more than the plan's %.0f MiB baseline leaves room for; "
+                 "each of the %d groups runs in a fresh worker", TASK_BASELINE_BYTES / 2**20, len(groups))
     tasks = [{"shards": [{"name": s.name, "input_uri": s.uri, "output_uri": work.path("cuts", f"{s.name}.parquet")} for s in g],
               "min_tokens": sub.min_tokens, "keep_first": sub.keep_first, "batch_size": config.batch_size} for g in groups]
     passes["suffix_arrays"] = _run_pass(
         work, "suffix_arrays", substring_task, tasks, executor, [f"{g[0].name}..{g[-1].name}" for g in groups],
         extra=lambda rs: {"shard_sources": {k: v for r in rs for k, v in r.get("shard_sources", {}).items()}},
-        fresh_workers=True)
+        fresh_workers=fresh)
     sources = passes["suffix_arrays"].pop("shard_sources", {})
     _write_manifest(work, "substring", _method_params(config), shards, [{"sources": sources.get(s.name)} for s in shards],
                     partitions=len(groups), min_words=sub.min_words)
