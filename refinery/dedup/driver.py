@@ -508,15 +508,10 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
     raise DedupError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
 
 
-def plan_substring_partitions(shards: list[Shard], budget: int, baseline: int = TASK_BASELINE_BYTES) -> list[list[Shard]]:
-    """Consecutive shards grouped so each group's text fits the budget above what a worker already
-    holds (sizes from Parquet footers)."""
-    return plan_substring_groups(shards, budget, baseline)[0]
-
-
 def plan_substring_groups(shards: list[Shard], budget: int,
                           baseline: int = TASK_BASELINE_BYTES) -> tuple[list[list[Shard]], float]:
-    """:func:`plan_substring_partitions` and the largest group's estimated bytes."""
+    """Consecutive shards grouped so each group's text fits the budget above what a worker already
+    holds (sizes from Parquet footers), and the largest group's estimated bytes."""
     import pyarrow.parquet as pq
 
     usable = max(budget - max(baseline, TASK_BASELINE_BYTES), 16 * 2**20)

@@ -58,8 +58,8 @@ def take_rows(batch: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
     indices = pa.array(rows, pa.int64())
     columns = []
     for column in batch.columns:
-        if (column.type in (pa.binary(), pa.string()) and column.null_count < len(column)
-                and column.buffers()[2] is not None and column.buffers()[2].size > GATHER_MIN_BYTES):
+        data = column.buffers()[2] if column.type in (pa.binary(), pa.string()) else None
+        if data is not None and data.size > GATHER_MIN_BYTES and column.null_count < len(column):
             columns.append(_gather(column, rows))
         else:
             columns.append(column.take(indices))
