@@ -193,6 +193,10 @@ class ShardRunner:
         for uri in (task.kept_uri, task.removed_uri, task.samples_uri, task.stats_uri):
             fs.sweep_temporaries(uri)  # left by a worker killed mid-write on an earlier run
         reader_name, batches, reader_extra = self._read(task)
+        for stage in self.stages:
+            warm_up = getattr(stage, "warm_up", None)  # Stage's hook; a plain callable has none
+            if warm_up is not None:
+                warm_up()
         if limit is not None:
             batches = _limited(batches, limit)
         reader_counter = StageCounter(reader_name, reader_name)

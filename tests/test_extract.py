@@ -775,3 +775,41 @@ def test_bad_char_count_matches_the_regex() -> None:
     for _ in range(3000):
         s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         assert _bad_chars(s) == len(_BAD_CHARS.findall(s)), repr(s)
+
+
+def test_warm_up_starts_one_helper_that_the_first_page_uses() -> None:
+    # the helper's imports overlap the work before extract: warm_up starts it without waiting,
+    # once per pool key, and the stage's first page is extracted by that same process
+    from refinery.stages.extract import _HELPERS
+
+    stage = TrafilaturaExtractor(timeout_s=17.25)  # a timeout of its own: a pool key no other test has
+    key = stage._helper_key()
+    assert not [h for h in _HELPERS.idle.get(key, []) if h.alive]
+    stage.warm_up()
+    stage.warm_up()
+    idle = [h for h in _HELPERS.idle.get(key, []) if h.alive]
+    assert len(idle) == 1 and not idle[0].ready  # started, not waited for
+    pid = idle[0].proc.pid
+    warm(stage)
+    assert [h.proc.pid for h in _HELPERS.idle[key] if h.alive] == [pid]
+    assert TrafilaturaExtractor(timeout_s=0).warm_up() is None  # in-process extraction: nothing to start
+
+
+def test_runner_warms_stages_up_before_the_first_batch_and_not_for_finished_shards(tmp_path: Path, monkeypatch) -> None:
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    events: list[str] = []
+    monkeypatch.setattr(TrafilaturaExtractor, "warm_up", lambda self: events.append("warm_up"))
+    process = TrafilaturaExtractor.process
+    monkeypatch.setattr(TrafilaturaExtractor, "process", lambda self, b: events.append("process") or process(self, b))
+    src = tmp_path / "in"
+    src.mkdir()
+    warc = sorted(SAMPLE_WARCS.glob("*.warc.gz"))[0]
+    (src / warc.name).write_bytes(warc.read_bytes())
+    config = parse_config({"name": "t", "stages": [{"type": "extract"}]})
+    run_pipeline(config, str(src), str(tmp_path / "out"), workers=1, progress=False)
+    assert events[0] == "warm_up" and events.count("warm_up") == 1 and "process" in events
+    events.clear()
+    run_pipeline(config, str(src), str(tmp_path / "out"), workers=1, progress=False)  # finished: skipped
+    assert events == []

@@ -210,6 +210,16 @@ class _HelperPool:
                 helper.close()
         return _Helper(json.loads(key))
 
+    def start_idle(self, key: str) -> None:
+        """Start a helper for ``key`` unless one is idle: it imports its backend in the
+        background and waits in the pool (:meth:`TrafilaturaExtractor.warm_up`)."""
+        with self.lock:
+            if self.pid != os.getpid():
+                self.pid, self.idle = os.getpid(), {}
+            if any(h.alive for h in self.idle.get(key, [])):
+                return
+        self.release(key, _Helper(json.loads(key)))
+
     def release(self, key: str, helper: _Helper) -> None:
         if not helper.alive:
             helper.close(kill=True)
@@ -514,6 +524,12 @@ class TrafilaturaExtractor(Stage):
         level = logging.getLogger("trafilatura").level  # a level the user set wins, as in-process
         return json.dumps({"backend": self.backend, "kwargs": kwargs, "fallback": self._fallback_config(),
                            "log_level": level or None}, sort_keys=True)
+
+    def warm_up(self) -> None:
+        # why: a fresh helper spends ~0.5 s importing trafilatura; started here, that overlaps the
+        # shard's first read and the stages before this one instead of delaying the first page
+        if self.timeout_s > 0:
+            _HELPERS.start_idle(self._helper_key())
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         n = batch.num_rows
