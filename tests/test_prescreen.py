@@ -184,3 +184,66 @@ def test_selectolax_and_resiliparse_texts_give_the_same_decisions(sample: pa.Rec
     page = (b"<html><head><style>p{color:red}</style></head><body><script>var secret = 1;</script>"
             b"<p>Hello\n\n   world</p><template>hidden</template><p>again</p></body></html>")
     assert LanguagePrescreen().cheap_text(page, "text/html") == "Hello world again"
+
+
+def _decoded_cheap_text(stage: LanguagePrescreen, body: bytes, content_type: str | None) -> str | None:
+    """The text through Python's decoding (the path every non-UTF-8 page takes)."""
+    from refinery.stages.extract import decode_html, pathological_html
+    from refinery.stages.prescreen import _MAX_BAD_FRAC, _selectolax_text
+
+    html, bad = decode_html(body, content_type)
+    if bad > _MAX_BAD_FRAC or html.count("<") > stage.max_tags or pathological_html(html) is not None:
+        return None
+    return _selectolax_text(html)
+
+
+def test_utf8_pages_are_parsed_from_their_bytes_with_the_same_text(sample: pa.RecordBatch) -> None:
+    # lexbor takes UTF-8 bytes as they are: no decode in Python, no re-encode in selectolax; the
+    # text is the one the decoded page gives, on every real page and on the awkward cases
+    stage = LanguagePrescreen()
+    bodies, ctypes = sample.column("html").to_pylist(), sample.column("content_type").to_pylist()
+    same = [stage.cheap_text(b, c) == _decoded_cheap_text(stage, b, c) for b, c in zip(bodies, ctypes) if b]
+    assert len(same) > 80 and all(same)
+    calls = []
+    real = stage._utf8_text
+    stage._utf8_text = lambda raw: calls.append(1) or real(raw)
+    english = "The committee met on Tuesday to discuss the changes to the recycling programme. " * 5
+    cases = [
+        (_page([english]), "text/html; charset=utf-8", True),
+        (b"\xef\xbb\xbf" + _page([english + " caf\u00e9"]), None, True),   # UTF-8 BOM
+        (_page([english + " na\u00efve \u4e2d\u6587 \ufffd"]), None, True),  # a real U+FFFD stays
+        (_page([english + " caf\xe9"]).decode().encode("cp1252"), None, True),  # undeclared cp1252: invalid UTF-8
+        (_page([english]).replace(b"<p>", b"<p>\x01\x02\x03" * 40), None, True),  # C0 controls: undecodable
+        (_page([english]), "text/html; charset=iso-8859-1", False),  # declared otherwise: decoded first
+    ]
+    for body, ctype, utf8_first in cases:
+        calls.clear()
+        assert stage.cheap_text(body, ctype) == _decoded_cheap_text(stage, body, ctype), body[:80]
+        assert bool(calls) == utf8_first
+    assert "caf\u00e9" in stage.cheap_text(cases[3][0], None)  # read as cp1252 after the UTF-8 attempt
+    assert stage.cheap_text(cases[4][0], None) is None
+
+
+def test_parser_bomb_checks_on_bytes_agree_with_the_decoded_checks() -> None:
+    from refinery.stages.extract import MAX_TAGS, pathological_html, pathological_utf8, tag_starts
+
+    prose = "<p>" + "The committee met on Tuesday to discuss the recycling programme. " * 20 + "</p>"
+    wide = "\u00e9\u4e2d"
+    def bomb(n: int, every: int = 0, sep: str = " ") -> str:
+        parts = [f"a{i}" + ('t="<"' if every and i % every == every - 1 else "") for i in range(n)]
+        return f"<html><body>{prose}<p {sep.join(parts)}>x</p>{prose}</body></html>"
+    pages = [
+        bomb(999), bomb(1001), bomb(5000), bomb(5000, every=300),   # at, over, far over, hidden by "<"
+        "<html><body>" + "<b>x</b>" * (MAX_TAGS // 2 + 10) + "</body></html>",   # over MAX_TAGS tags
+        "<html><body>" + "< x" * (MAX_TAGS + 10) + prose + "</body></html>",     # many "<", few tags
+        f"<html><head><script>{'var a = 1; ' * 2000}</script></head><body>{prose}</body></html>",  # long gap, no bomb
+        "<html><body><p " + " ".join(f'd{i}="{wide}"' for i in range(1200)) + ">x</p></body></html>",  # non-ASCII values
+    ]
+    for html in pages:
+        raw = html.encode()
+        assert pathological_utf8(raw, tag_starts(raw)) == pathological_html(html), html[:60]
+    assert pathological_utf8(bomb(5000).encode(), tag_starts(bomb(5000).encode()))[0] == "html_too_many_attributes"
+    # attributes split by no-break spaces are one name to an HTML tokenizer (ASCII white space only)
+    nbsp = bomb(5000, sep="\u00a0").encode()
+    assert pathological_utf8(nbsp, tag_starts(nbsp)) is None
+    assert LanguagePrescreen().cheap_text(bomb(5000).encode(), "text/html; charset=utf-8") is None

@@ -71,6 +71,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 
 from refinery.stages import _extract_helper
@@ -266,8 +267,9 @@ def _maybe_gunzip(body: bytes, limit: int) -> bytes:
         return body
 
 
-def decode_html(body: bytes, content_type: str | None) -> tuple[str, float]:
-    """Decode an HTTP body to text; returns (text, share of bad characters in its first 100k)."""
+def codec_candidates(body: bytes, content_type: str | None) -> list[str]:
+    """The codecs :func:`decode_html` tries, in order: the BOM's, the HTTP header's, the
+    ``<meta>`` tag's, then UTF-8 (normalized Python codec names)."""
     candidates: list[str] = []
     for bom, codec in _BOMS:
         if body.startswith(bom):
@@ -281,6 +283,12 @@ def decode_html(body: bytes, content_type: str | None) -> tuple[str, float]:
     if m and (codec := _normalize_charset(m.group(1).decode("ascii", "ignore"))):
         candidates.append(codec)
     candidates.append("utf-8")
+    return candidates
+
+
+def decode_html(body: bytes, content_type: str | None) -> tuple[str, float]:
+    """Decode an HTTP body to text; returns (text, share of bad characters in its first 100k)."""
+    candidates = codec_candidates(body, content_type)
     text = None
     seen: set[str] = set()
     for codec in candidates:
@@ -313,8 +321,12 @@ def decode_html(body: bytes, content_type: str | None) -> tuple[str, float]:
 def _bad_chars(sample: str) -> int:
     """``len(_BAD_CHARS.findall(sample))``, ~5x cheaper: a C0 control is one byte < 0x20 in UTF-8
     and no other character's encoding holds such a byte, so bytes.translate counts them in C."""
-    raw = sample.encode("utf-8", "surrogatepass")
-    return len(raw) - len(raw.translate(None, _BAD_C0_BYTES)) + sample.count("\ufffd")
+    return bad_chars_utf8(sample.encode("utf-8", "surrogatepass"))
+
+
+def bad_chars_utf8(raw: bytes) -> int:
+    """:func:`_bad_chars` of UTF-8 bytes: C0 control bytes plus encoded replacement characters."""
+    return len(raw) - len(raw.translate(None, _BAD_C0_BYTES)) + raw.count(b"\xef\xbf\xbd")
 
 
 def _guess_decode(body: bytes) -> str | None:
@@ -368,6 +380,44 @@ def pathological_html(html: str) -> tuple[str, float] | None:
         return "html_too_many_attributes", float(worst)
     if html.count("<") > MAX_TAGS:
         tags = len(_TAG_START.findall(html))
+        if tags > MAX_TAGS:
+            return "html_too_many_tags", float(tags)
+    return None
+
+
+#: bytes after "<" + letter that ``_LONG_TAG`` needs before the next "<"
+_LONG_TAG_BYTES = 2 * MAX_ATTRIBUTES_PER_TAG
+_TAG_ATTRS_BYTES = re.compile(_TAG_ATTRS.pattern.encode())
+_ATTR_BYTES = re.compile(_ATTR.pattern.encode())
+_ASCII_LETTERS = np.zeros(256, dtype=bool)
+_ASCII_LETTERS[list(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")] = True
+
+
+def tag_starts(raw: bytes) -> np.ndarray:
+    """Offsets of every "<" in an ASCII-compatible body (UTF-8 never has 0x3C inside a character)."""
+    return np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 0x3C)
+
+
+def pathological_utf8(raw: bytes, lt: np.ndarray) -> tuple[str, float] | None:
+    """:func:`pathological_html` on UTF-8 bytes without decoding them, given ``lt`` =
+    :func:`tag_starts`: the tags long enough to hold ``MAX_ATTRIBUTES_PER_TAG`` attributes are
+    found from the gaps between "<"s (a gap in bytes is at least as long as in characters) and
+    only those are matched. Attributes are split on ASCII white space, as HTML tokenizers do."""
+    worst = 0
+    if len(lt):
+        gaps = np.diff(np.append(lt, len(raw))) - 1  # bytes from each "<" to the next
+        view = np.frombuffer(raw, dtype=np.uint8)
+        long_starts = lt[gaps >= _LONG_TAG_BYTES]
+        for pos in long_starts[_ASCII_LETTERS[view[long_starts + 1]]].tolist():
+            tag = _TAG_ATTRS_BYTES.match(raw, pos)
+            if tag is not None and len(tag.group(1)) >= _LONG_TAG_BYTES - 1:
+                worst = max(worst, len(_ATTR_BYTES.findall(tag.group(1))))
+    if worst > MAX_ATTRIBUTES_PER_TAG:
+        return "html_too_many_attributes", float(worst)
+    if len(lt) > MAX_TAGS:
+        view = np.frombuffer(raw, dtype=np.uint8)
+        inside = lt[lt + 1 < len(raw)]
+        tags = int(_ASCII_LETTERS[view[inside + 1]].sum())
         if tags > MAX_TAGS:
             return "html_too_many_tags", float(tags)
     return None
