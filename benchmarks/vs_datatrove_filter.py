@@ -350,6 +350,12 @@ def filter_chain(args: argparse.Namespace) -> None:
             print(f"ratio refinery / {other}: {med[other] / med['refinery']:.2f}x start-up excluded, "
                   f"{med_incl[other] / med_incl['refinery']:.2f}x included (medians of wall time); "
                   f"{cpu[other] / cpu['refinery']:.2f}x on CPU seconds")
+            # each repeat ran the systems back to back: its own ratio shows the spread the medians hide
+            paired = [(o["run_cpu"] / r["run_cpu"], (o["run_s"] + o["startup"]) / (r["run_s"] + r["startup"]))
+                      for r, o in zip(results["refinery"], results[other])]
+            print(f"  per repeat (CPU / wall incl. start-up): "
+                  + ", ".join(f"{c:.2f}x / {w:.2f}x" for c, w in paired)
+                  + f"; lowest {min(c for c, _ in paired):.2f}x / {min(w for _, w in paired):.2f}x")
     # why the kept sets differ (last repeat)
     if "refinery" in sets:
         ours_kept, ours_removed = sets["refinery"]
