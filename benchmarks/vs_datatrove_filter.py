@@ -353,7 +353,7 @@ def filter_chain(args: argparse.Namespace) -> None:
             # each repeat ran the systems back to back: its own ratio shows the spread the medians hide
             paired = [(o["run_cpu"] / r["run_cpu"], (o["run_s"] + o["startup"]) / (r["run_s"] + r["startup"]))
                       for r, o in zip(results["refinery"], results[other])]
-            print(f"  per repeat (CPU / wall incl. start-up): "
+            print("  per repeat (CPU / wall incl. start-up): "
                   + ", ".join(f"{c:.2f}x / {w:.2f}x" for c, w in paired)
                   + f"; lowest {min(c for c, _ in paired):.2f}x / {min(w for _, w in paired):.2f}x")
     # why the kept sets differ (last repeat)

@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from refinery.cli_common import err, fail, print_error, setup_logging
+from refinery.cli_common import fail, print_error, setup_logging
 from refinery.cli_common import out as console
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
-from refinery.cli_common import err, fail, setup_logging
+from refinery.cli_common import fail, setup_logging
 from refinery.cli_common import out as console
 from refinery.cli_common import print_error
 
