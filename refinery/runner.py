@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from refinery.io import fs, parquet
 from refinery.io.arrow_rows import take_rows
 from refinery.rundir import PassDir
-from refinery.schema import DOCUMENT_FIELDS, EDIT_FIELDS, InputSchemaError
+from refinery.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, EDIT_FIELDS, InputSchemaError
 from refinery.stages.base import METRIC, REASON, Stage
 from refinery.stats.collector import ShardStatsCollector, StatsOptions
 from refinery.stats.counters import ConservationError, StageCounter, check_conservation
@@ -180,6 +180,12 @@ class ShardRunner:
         raise ValueError(f"don't know how to read {uri}: expected one of {INPUT_SUFFIXES}")
 
     # -- one shard ---------------------------------------------------------------------------
+    def _warm_up(self, schema: pa.Schema) -> None:
+        for stage in self.stages:
+            warm_up = getattr(stage, "warm_up", None)  # Stage's hook; a plain callable has none
+            if warm_up is not None:
+                warm_up(schema)
+
     def run(self, task: ShardTask, force: bool = False, fingerprint: str | None = None, limit: int | None = None) -> ShardResult:
         """Run the stages over one shard. A shard already finished for ``fingerprint`` (the
         pass's) is skipped unless ``force``; ``limit`` reads at most that many documents."""
@@ -193,10 +199,11 @@ class ShardRunner:
         for uri in (task.kept_uri, task.removed_uri, task.samples_uri, task.stats_uri):
             fs.sweep_temporaries(uri)  # left by a worker killed mid-write on an earlier run
         reader_name, batches, reader_extra = self._read(task)
-        for stage in self.stages:
-            warm_up = getattr(stage, "warm_up", None)  # Stage's hook; a plain callable has none
-            if warm_up is not None:
-                warm_up()
+        # WARC records always carry html: start slow resources before the first (slow) read; other
+        # readers' columns are known with their first batch
+        warmed = reader_name == "warc_reader"
+        if warmed:
+            self._warm_up(DOCUMENT_SCHEMA)
         if limit is not None:
             batches = _limited(batches, limit)
         reader_counter = StageCounter(reader_name, reader_name)
@@ -215,6 +222,11 @@ class ShardRunner:
             reader_counter.seconds += time.perf_counter() - t_read
             if batch is None:
                 break
+            if not warmed and batch.num_rows:
+                # the columns this input carries: readers fill the document schema's others with nulls
+                warmed = True
+                self._warm_up(pa.schema([f for f, col in zip(batch.schema, batch.columns)
+                                         if col.null_count < len(col)]))
             docs_read += batch.num_rows
             batch = with_edit_columns(batch, task.input_uri)
             collector.observe(reader_name, None, batch)

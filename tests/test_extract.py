@@ -788,22 +788,25 @@ def test_warm_up_starts_one_helper_that_the_first_page_uses() -> None:
         left = _HELPERS.idle.pop(key, [])
     for helper in left:
         helper.close()
-    stage.warm_up()
-    stage.warm_up()
+    text_only = pa.schema([("id", pa.string()), ("text", pa.string())])
+    stage.warm_up(text_only)  # text input is passed through: no helper
+    assert not [h for h in _HELPERS.idle.get(key, []) if h.alive]
+    stage.warm_up(DOCUMENT_SCHEMA)
+    stage.warm_up(DOCUMENT_SCHEMA)
     idle = [h for h in _HELPERS.idle.get(key, []) if h.alive]
     assert len(idle) == 1 and not idle[0].ready  # started, not waited for
     pid = idle[0].proc.pid
     warm(stage)
     assert [h.proc.pid for h in _HELPERS.idle[key] if h.alive] == [pid]
-    assert TrafilaturaExtractor(timeout_s=0).warm_up() is None  # in-process extraction: nothing to start
+    assert TrafilaturaExtractor(timeout_s=0).warm_up(DOCUMENT_SCHEMA) is None  # in-process: nothing to start
 
 
-def test_runner_warms_stages_up_before_the_first_batch_and_not_for_finished_shards(tmp_path: Path, monkeypatch) -> None:
+def test_runner_warms_stages_up_before_stages_see_the_first_batch_and_not_for_finished_shards(tmp_path: Path, monkeypatch) -> None:
     from refinery.config import parse_config
     from refinery.pipeline import run_pipeline
 
     events: list[str] = []
-    monkeypatch.setattr(TrafilaturaExtractor, "warm_up", lambda self: events.append("warm_up"))
+    monkeypatch.setattr(TrafilaturaExtractor, "warm_up", lambda self, schema: events.append("warm_up"))
     process = TrafilaturaExtractor.process
     monkeypatch.setattr(TrafilaturaExtractor, "process", lambda self, b: events.append("process") or process(self, b))
     src = tmp_path / "in"
@@ -816,3 +819,27 @@ def test_runner_warms_stages_up_before_the_first_batch_and_not_for_finished_shar
     events.clear()
     run_pipeline(config, str(src), str(tmp_path / "out"), workers=1, progress=False)  # finished: skipped
     assert events == []
+
+
+def test_text_only_input_starts_no_helper(tmp_path: Path, monkeypatch) -> None:
+    # Parquet/JSONL documents that already have text are passed through by extract: warm_up sees
+    # the first batch's columns (no html) and starts nothing; WARC shards warm up before reading
+    import pyarrow.parquet as pq
+
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stages import extract as extract_mod
+
+    starts: list[str] = []
+    monkeypatch.setattr(extract_mod._HELPERS, "start_idle", lambda key: starts.append(key))
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": [PROSE, PROSE]}), src / "docs.parquet")
+    config = parse_config({"name": "t", "stages": [{"type": "extract"}]})
+    run_pipeline(config, str(src), str(tmp_path / "out"), workers=1, progress=False)
+    assert starts == []
+    warc = sorted(SAMPLE_WARCS.glob("*.warc.gz"))[0]
+    (tmp_path / "warc").mkdir()
+    (tmp_path / "warc" / warc.name).write_bytes(warc.read_bytes())
+    run_pipeline(config, str(tmp_path / "warc"), str(tmp_path / "out2"), workers=1, progress=False)
+    assert len(starts) == 1

@@ -64,10 +64,12 @@ class Stage(ABC):
         """Columns this stage adds whose values are worth a histogram in the stats."""
         return []
 
-    def warm_up(self) -> None:
-        """Start slow resources in the background before a shard's first batch (the runner calls
-        it once per shard it runs): e.g. a helper process that imports its library while the
-        stages before this one work. Must not block; the default does nothing."""
+    def warm_up(self, schema: pa.Schema) -> None:
+        """Start slow resources in the background before the stages see a shard's first batch
+        (the runner calls it once per shard it runs), e.g. a helper process that imports its
+        library while the stages before this one work. ``schema``: the columns the shard's input
+        carries (for WARC input, the document schema, before the first read; else the first
+        batch's columns that hold a value). Must not block; the default does nothing."""
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the named counter reported with the next :meth:`take_counters`."""

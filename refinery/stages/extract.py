@@ -575,10 +575,11 @@ class TrafilaturaExtractor(Stage):
         return json.dumps({"backend": self.backend, "kwargs": kwargs, "fallback": self._fallback_config(),
                            "log_level": level or None}, sort_keys=True)
 
-    def warm_up(self) -> None:
+    def warm_up(self, schema: pa.Schema) -> None:
         # why: a fresh helper spends ~0.5 s importing trafilatura; started here, that overlaps the
-        # shard's first read and the stages before this one instead of delaying the first page
-        if self.timeout_s > 0:
+        # stages before this one and the next reads instead of delaying the first page. Text-only
+        # input (no html column) is passed through and needs no helper.
+        if self.timeout_s > 0 and "html" in schema.names:
             _HELPERS.start_idle(self._helper_key())
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
