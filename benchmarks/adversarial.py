@@ -59,7 +59,7 @@ CONFIG = ROOT / "configs" / "refinedweb.yaml"
 SAMPLE_WARCS = ROOT / "data" / "sample" / "warc"
 CC_DOCS = ROOT / "data" / "sample" / "cc_docs"
 EVAL_TARBALL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
-DOC_PASSES = ["filter", "url_dedup", "minhash_dedup", "substring_dedup"]
+DOC_PASSES = ["filter", "lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup"]  # at least these, in the run's order
 #: what one extraction call may take beyond ``timeout_s``: the kill and reap (~0.01 s), plus, for the
 #: first page of a worker, the helper's start-up if the stage charges it (measured ~0.2-1 s)
 MARGIN_S = 3.0
@@ -441,11 +441,15 @@ def check_run(corpus: Corpus, out: Path, config, check_: Checks, prefix: str = "
     blanks = sum(s.get("reader_skipped_records", {}).get("blank_line", 0) for s in shard_stats.values())
     report["rows_read"], report["blank_lines"] = rows_read, blanks
 
-    # 2. per pass, read = kept + removed, id by id; the passes chain
+    # 2. per pass, read = kept + removed, id by id; the passes chain (the run's own pass list: the
+    # recipe's dedup passes change, e.g. lines_dedup came first in issue 13)
     prev: Counter | None = None
     report["passes"] = {}
-    for i, name in enumerate(DOC_PASSES):
-        kept_dir = out / "kept" if i == len(DOC_PASSES) - 1 else out / name / "kept"
+    doc_passes = [p["name"] for p in json.loads((out / "run.json").read_text())["passes"] if p["name"] != "tokens"]
+    check("the run's document passes are the filter and the recipe's dedup passes",
+          doc_passes[0] == "filter" and set(DOC_PASSES) <= set(doc_passes), f"{doc_passes}")
+    for i, name in enumerate(doc_passes):
+        kept_dir = out / "kept" if i == len(doc_passes) - 1 else out / name / "kept"
         kept, removed = _ids(kept_dir), _ids(out / name / "removed")
         dups = [k for k, v in (kept + removed).items() if v > 1]
         both = set(kept) & set(removed)
