@@ -186,23 +186,12 @@ def test_selectolax_and_resiliparse_texts_give_the_same_decisions(sample: pa.Rec
     assert LanguagePrescreen().cheap_text(page, "text/html") == "Hello world again"
 
 
-def _decoded_cheap_text(stage: LanguagePrescreen, body: bytes, content_type: str | None) -> str | None:
-    """The text through Python's decoding (the path every non-UTF-8 page takes)."""
-    from refinery.stages.extract import decode_html, pathological_html
-    from refinery.stages.prescreen import _MAX_BAD_FRAC, _selectolax_text
-
-    html, bad = decode_html(body, content_type)
-    if bad > _MAX_BAD_FRAC or html.count("<") > stage.max_tags or pathological_html(html) is not None:
-        return None
-    return _selectolax_text(html)
-
-
 def test_utf8_pages_are_parsed_from_their_bytes_with_the_same_text(sample: pa.RecordBatch) -> None:
     # lexbor takes UTF-8 bytes as they are: no decode in Python, no re-encode in selectolax; the
     # text is the one the decoded page gives, on every real page and on the awkward cases
     stage = LanguagePrescreen()
     bodies, ctypes = sample.column("html").to_pylist(), sample.column("content_type").to_pylist()
-    same = [stage.cheap_text(b, c) == _decoded_cheap_text(stage, b, c) for b, c in zip(bodies, ctypes) if b]
+    same = [stage.cheap_text(b, c) == stage._decoded_text(b, c) for b, c in zip(bodies, ctypes) if b]
     assert len(same) > 80 and all(same)
     calls = []
     real = stage._utf8_text
@@ -218,7 +207,7 @@ def test_utf8_pages_are_parsed_from_their_bytes_with_the_same_text(sample: pa.Re
     ]
     for body, ctype, utf8_first in cases:
         calls.clear()
-        assert stage.cheap_text(body, ctype) == _decoded_cheap_text(stage, body, ctype), body[:80]
+        assert stage.cheap_text(body, ctype) == stage._decoded_text(body, ctype), body[:80]
         assert bool(calls) == utf8_first
     assert "caf\u00e9" in stage.cheap_text(cases[3][0], None)  # read as cp1252 after the UTF-8 attempt
     assert stage.cheap_text(cases[4][0], None) is None

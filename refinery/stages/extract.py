@@ -98,7 +98,9 @@ _CHARSET_ALIASES = {
 _BAD_CHARS = re.compile("[\ufffd\x00-\x08\x0e-\x1f]")
 # the same C0 controls as bytes: in UTF-8 they are exactly the bytes < 0x20 (_bad_chars)
 _BAD_C0_BYTES = bytes(range(0x00, 0x09)) + bytes(range(0x0E, 0x20))
-_BAD_SAMPLE_CHARS = 100_000
+BAD_SAMPLE_CHARS = 100_000
+#: U+FFFD in UTF-8: what a decoder puts for bytes it cannot read
+REPLACEMENT_UTF8 = "\ufffd".encode()
 _MAX_BAD_FRAC = 0.05
 
 # RefinedWeb post-processing: URLs removed (with one leading space so "see URL here" reads
@@ -313,7 +315,7 @@ def decode_html(body: bytes, content_type: str | None) -> tuple[str, float]:
         text = _guess_decode(body)
     if text is None:  # destructive fallback: the declared (or UTF-8) codec with replacements
         text = body.decode(candidates[0], errors="replace")
-    sample = text[:_BAD_SAMPLE_CHARS]
+    sample = text[:BAD_SAMPLE_CHARS]
     bad = _bad_chars(sample) / len(sample) if sample else 0.0
     return text, bad
 
@@ -326,7 +328,7 @@ def _bad_chars(sample: str) -> int:
 
 def bad_chars_utf8(raw: bytes) -> int:
     """:func:`_bad_chars` of UTF-8 bytes: C0 control bytes plus encoded replacement characters."""
-    return len(raw) - len(raw.translate(None, _BAD_C0_BYTES)) + raw.count(b"\xef\xbf\xbd")
+    return len(raw) - len(raw.translate(None, _BAD_C0_BYTES)) + raw.count(REPLACEMENT_UTF8)
 
 
 def _guess_decode(body: bytes) -> str | None:
@@ -404,9 +406,9 @@ def pathological_utf8(raw: bytes, lt: np.ndarray) -> tuple[str, float] | None:
     found from the gaps between "<"s (a gap in bytes is at least as long as in characters) and
     only those are matched. Attributes are split on ASCII white space, as HTML tokenizers do."""
     worst = 0
+    view = np.frombuffer(raw, dtype=np.uint8)
     if len(lt):
         gaps = np.diff(np.append(lt, len(raw))) - 1  # bytes from each "<" to the next
-        view = np.frombuffer(raw, dtype=np.uint8)
         long_starts = lt[gaps >= _LONG_TAG_BYTES]
         for pos in long_starts[_ASCII_LETTERS[view[long_starts + 1]]].tolist():
             tag = _TAG_ATTRS_BYTES.match(raw, pos)
@@ -415,7 +417,6 @@ def pathological_utf8(raw: bytes, lt: np.ndarray) -> tuple[str, float] | None:
     if worst > MAX_ATTRIBUTES_PER_TAG:
         return "html_too_many_attributes", float(worst)
     if len(lt) > MAX_TAGS:
-        view = np.frombuffer(raw, dtype=np.uint8)
         inside = lt[lt + 1 < len(raw)]
         tags = int(_ASCII_LETTERS[view[inside + 1]].sum())
         if tags > MAX_TAGS:

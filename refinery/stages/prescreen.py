@@ -38,6 +38,7 @@ pages over ``max_html_bytes`` are not parsed here; they pass to ``extract``.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +48,8 @@ import pyarrow as pa
 from refinery.stages import checks
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.extract import (
-    _BAD_SAMPLE_CHARS,
+    BAD_SAMPLE_CHARS,
+    REPLACEMENT_UTF8,
     bad_chars_utf8,
     codec_candidates,
     decode_html,
@@ -77,8 +79,6 @@ def sample_windows(text: str, max_chars: int, windows: int = 3) -> str:
     return " ".join(text[int(k * step): int(k * step) + width] for k in range(windows))
 
 
-_UTF8_BOM = b"\xef\xbb\xbf"
-_REPLACEMENT_UTF8 = "\ufffd".encode()
 #: UTF-8 continuation bytes (10xxxxxx): a character count is the byte count minus these
 _CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
 
@@ -173,9 +173,14 @@ class LanguagePrescreen(Stage):
         if not body or len(body) > self.max_html_bytes:
             return None
         if self.backend == "selectolax" and codec_candidates(body, content_type)[0] in ("utf-8", "utf-8-sig"):
-            text = self._utf8_text(body[3:] if body.startswith(_UTF8_BOM) else body)
+            text = self._utf8_text(body[3:] if body.startswith(codecs.BOM_UTF8) else body)
             if text is not False:
                 return text
+        return self._decoded_text(body, content_type)
+
+    def _decoded_text(self, body: bytes, content_type: str | None) -> str | None:
+        """:meth:`cheap_text` through :func:`decode_html` (every page whose bytes are not read as
+        UTF-8, and the Resiliparse backend)."""
         html, bad = decode_html(body, content_type)
         if bad > _MAX_BAD_FRAC or html.count("<") > self.max_tags or pathological_html(html) is not None:
             return None
@@ -195,7 +200,7 @@ class LanguagePrescreen(Stage):
         lt = tag_starts(raw)
         if len(lt) > self.max_tags or pathological_utf8(raw, lt) is not None:
             return None
-        sample = raw[:_BAD_SAMPLE_CHARS]  # the first 100k bytes: at most 100k characters
+        sample = raw[:BAD_SAMPLE_CHARS]  # the first 100k bytes: at most 100k characters
         bad = bad_chars_utf8(sample)
         if bad and bad > _MAX_BAD_FRAC * len(sample.translate(None, _CONTINUATION_BYTES)):  # characters
             return None
@@ -203,7 +208,7 @@ class LanguagePrescreen(Stage):
             text = _selectolax_text(raw)
         except Exception:  # noqa: BLE001 - a page the parser cannot read is extract's to judge
             return None
-        if "\ufffd" in text and _REPLACEMENT_UTF8 not in raw:
+        if "\ufffd" in text and REPLACEMENT_UTF8 not in raw:
             return False
         return text
 
