@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("verify-tokens")
     def verify_tokens(
-        token_dir: str = typer.Argument(..., help="a `refinery tokenize` output (local or s3://)"),
+        token_dir: str = typer.Argument(..., help="a `refinery tokenize` output, or a run directory holding one in tokens/ (local or s3://)"),
         hashes: bool = typer.Option(True, help="also check every file's SHA-256 against the manifest (reads everything)"),
     ) -> None:
         """Check token shards against their manifest: tokenizer, sizes (truncation), each Megatron index, file hashes."""
@@ -105,6 +105,8 @@ def register(app: typer.Typer) -> None:
 
         from refinery.io import fs
 
+        if not fs.exists(fs.join(token_dir, "manifest.json")) and fs.exists(fs.join(token_dir, "tokens", "manifest.json")):
+            token_dir = fs.join(token_dir, "tokens")  # a run of the whole recipe: its token pass writes tokens/
         if not fs.exists(fs.join(token_dir, "manifest.json")):
             _fail(f"no token manifest at {fs.join(token_dir, 'manifest.json')}: is {token_dir} a `refinery tokenize` output?")
         try:

