@@ -122,7 +122,7 @@ def test_run_finishes_and_refuses_unreadable_shards_clearly(bad_run):
     src, out, summary, _, elapsed = bad_run
     failed = {o.shard: o.error for o in summary.failed}
     assert set(failed) == {"wrong_schema"}, failed
-    assert "lacks required column(s) ['id', 'text']" in failed["wrong_schema"]
+    assert "has neither a 'text' nor an 'html' column; it has ['url', 'body']" in failed["wrong_schema"]
     assert str(src / "wrong_schema.parquet") in failed["wrong_schema"]
     for shard in failed:
         assert json.loads((out / "failed" / f"{shard}.json").read_text())["error"] == failed[shard]

@@ -218,6 +218,42 @@ def test_null_and_duplicate_ids_become_unique_and_stable(tmp_path):
     assert ids_again == ids  # deterministic
 
 
+def test_parquet_without_an_id_column_gets_derived_ids(tmp_path):
+    # C4 and most Hugging Face exports carry no id: read as null ids, derived as <shard>/<row>
+    docs = real_docs(3)
+    src = tmp_path / "in" / "c4.parquet"
+    src.parent.mkdir()
+    pq.write_table(pa.table({"text": [d["text"] for d in docs], "url": ["https://a.example/1", None, "https://b.example/2"]}), src)
+    ids, stats = _ids_after_run(tmp_path, src)
+    assert ids == ["c4/0", "c4/1", "c4/2"] and stats["reader_notes"] == {"ids_derived": 3}
+    kept = table(tmp_path / "run", "kept")
+    assert kept.column("text").to_pylist() == [d["text"] for d in docs]
+    assert kept.schema.field("id").type == pa.string()
+
+
+def test_parquet_of_raw_html_without_text_is_extracted(tmp_path):
+    from refinery.stages.extract import TrafilaturaExtractor
+
+    article = "<p>" + " ".join(real_docs(1)[0]["text"].split()[:200]) + "</p>"
+    html = f"<html><body><nav><a href='/'>Home</a></nav><article>{article}</article></body></html>".encode()
+    src = tmp_path / "in" / "pages.parquet"
+    src.parent.mkdir()
+    pq.write_table(pa.table({"id": ["p1", "p2"], "url": ["https://a.example/1", "https://a.example/2"], "html": [html, None]}), src)
+    out = tmp_path / "run"
+    task = ShardTask(str(src), PassDir(str(out)), "pages")
+    stats = ShardRunner([TrafilaturaExtractor(timeout_s=0)], ReaderOptions()).run(task).stats
+    assert (stats["docs_read"], stats["docs_kept"], stats["docs_removed"]) == (2, 1, 1)
+    kept = table(out, "kept")
+    assert kept.column("id").to_pylist() == ["p1"] and "Home" not in kept.column("text")[0].as_py()
+    assert kept.column("text")[0].as_py().split()[:20] == real_docs(1)[0]["text"].split()[:20]
+    assert table(out, "removed").column("removed_reason").to_pylist() == ["empty_html"]
+    # neither text nor html: refused in one line naming the file and the columns it has
+    bad = tmp_path / "in" / "bad.parquet"
+    pq.write_table(pa.table({"id": ["x"], "body": ["<p>x</p>"]}), bad)
+    with pytest.raises(Exception, match=r"bad\.parquet has neither a 'text' nor an 'html' column; it has \['id', 'body'\]"):
+        ShardRunner([], ReaderOptions()).run(ShardTask(str(bad), PassDir(str(tmp_path / "run2")), "bad"))
+
+
 def test_jsonl_and_warc_duplicate_ids(tmp_path):
     src = tmp_path / "in" / "dup.jsonl"
     src.parent.mkdir()

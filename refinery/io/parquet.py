@@ -71,8 +71,9 @@ _INPUT_TYPES = {f.name: f.type for f in DOCUMENT_FIELDS}
 
 
 def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] | None = None) -> Iterator[pa.RecordBatch]:
-    """Batches of an *input* Parquet shard (``id`` and ``text`` required), streamed row group by
-    row group, with columns made safe for every later pass:
+    """Batches of an *input* Parquet shard (``text`` or ``html`` required; a missing ``id`` or
+    ``text`` column is read as nulls: ids are then derived by the runner, text by extraction),
+    streamed row group by row group, with columns made safe for every later pass:
 
     - reserved columns (``_reason``, ``_metric``, ``removed_*``) are renamed ``input_<name>``,
       so input data never decides a removal;
@@ -89,9 +90,11 @@ def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] |
         raise ShardReadError(str(exc)) from exc
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         raise ShardReadError(f"unreadable Parquet shard {uri}: {exc}") from exc
-    missing = [c for c in ("id", "text") if c not in schema.names]
-    if missing:
-        raise ShardReadError(f"Parquet shard {uri} lacks required column(s) {missing}; it has {schema.names}")
+    if "text" not in schema.names and "html" not in schema.names:
+        raise ShardReadError(f"Parquet shard {uri} has neither a 'text' nor an 'html' column; it has {schema.names}")
+    # why: many published corpora carry no id (C4, most Hugging Face exports); a missing column is
+    # read as null ids, which the runner derives as <shard>/<row> (refinery.io.ids), as for JSONL
+    absent = [c for c in ("id", "text") if c not in schema.names]
     try:
         renames = rename_reserved(schema.names, f"Parquet shard {uri}")
     except InputSchemaError as exc:
@@ -102,7 +105,14 @@ def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] |
     notes = notes if notes is not None else {}
     with handle:
         for batch in pf.iter_batches(batch_size=batch_size):
-            yield _normalise(batch, renames, notes)
+            yield _with_columns(_normalise(batch, renames, notes), absent)
+
+
+def _with_columns(batch: pa.RecordBatch, absent: list[str]) -> pa.RecordBatch:
+    """``batch`` with an all-null column of the document type for each name in ``absent``."""
+    for name in absent:
+        batch = batch.append_column(pa.field(name, _INPUT_TYPES[name]), pa.nulls(batch.num_rows, _INPUT_TYPES[name]))
+    return batch
 
 
 def _value_type(t: pa.DataType) -> pa.DataType:
