@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     cli_common.VERBOSE = verbose
     try:
         code = app(args=args, prog_name="refinery", standalone_mode=False)
+        if code == 130:  # typer >= 0.20 turns Ctrl-C into Exit(130), returned as is here
+            raise KeyboardInterrupt
     except NoArgsIsHelpError:
         code = 2  # the help was printed
     except ClickException as exc:  # usage errors: missing or bad arguments and options

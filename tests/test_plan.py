@@ -4,6 +4,7 @@ reruns that would mix configs or inputs, and giving every pass's shards one sche
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -249,6 +250,51 @@ def test_killed_at_any_moment_a_rerun_gives_the_same_output(dup_input, tmp_path)
             assert (a["docs_read"], a["docs_kept"], a["docs_removed"]) == (b["docs_read"], b["docs_kept"], b["docs_removed"])
         tokens = [json.loads((d / "tokens" / "manifest.json").read_text())["shards"] for d in (out, reference)]
         assert [s["bin_sha256"] for s in tokens[0]] == [s["bin_sha256"] for s in tokens[1]]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_with_one_line_and_a_rerun_resumes(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's whole process group: driver, pool workers, extraction
+    helpers) mid-pass: one 'interrupted' line and no worker tracebacks, exit code 130, no process
+    left behind; the same command then skips the finished shards and completes."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(4):  # 24 shards: the pass is still running when the first one is finished
+        for f in sorted((ROOT / "data" / "sample" / "warc").glob("*.warc.gz")):
+            shutil.copy(f, src / f"r{k}-{f.name}")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "refinery.cli", "run", str(ROOT / "configs" / "refinedweb.yaml"), "-i", str(src),
+           "-o", str(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while not list((out / "filter" / "kept").glob("r*.parquet")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == ["error: interrupted; run the same command again to resume"]
+    for _ in range(50):  # workers terminated, helpers die with them (PR_SET_PDEATHSIG)
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("processes of the interrupted run are still alive")
+    finished = len(list((out / "filter" / "kept").glob("r*.parquet")))
+    assert 1 <= finished < 24
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    skipped = re.search(r"\[filter\] (\d+) shard\(s\) to run, (\d+) already finished", again.stderr)
+    assert skipped and int(skipped.group(2)) >= finished and int(skipped.group(1)) + int(skipped.group(2)) == 24
+    assert run_status(str(out)).complete
 
 
 @pytest.mark.slow

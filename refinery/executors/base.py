@@ -203,10 +203,16 @@ class Executor(ABC):
     def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        """Stop the tasks still running now (the user pressed Ctrl-C); :meth:`close` follows.
+        What they wrote is safe: every write is atomic, and a rerun redoes unfinished shards."""
+
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.abort()
         self.close()
 
     # -- the one loop ------------------------------------------------------------------------

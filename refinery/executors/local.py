@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,6 +23,9 @@ def init_worker_logging(level: int = logging.INFO, queue: Any = None) -> None:
     pass the parent's filters (credential redaction)."""
     # rensa's Rust thread pool: one thread per worker process, the pool gives the parallelism
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    # Ctrl-C reaches every process of the terminal's group: the parent alone handles it (it stops
+    # the workers and prints one line), instead of each worker printing a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if queue is None:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s")
         return
@@ -103,6 +107,17 @@ class LocalExecutor(Executor):
             self._pool = self._fresh_pool = None  # unusable now; the next submission starts new ones
             return f"worker process died (OOM-killed or crashed): {exc}"
         return super()._worker_died(exc)
+
+    def abort(self) -> None:
+        for pool in (self._pool, self._fresh_pool):
+            if pool is not None:
+                # the workers ignore SIGINT (init_worker_logging); without this the parent would
+                # wait for every running shard to finish. ProcessPoolExecutor has no public way
+                # to stop its processes before Python 3.14 (terminate_workers)
+                for process in list((getattr(pool, "_processes", None) or {}).values()):
+                    process.terminate()
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._fresh_pool = None
 
     def close(self) -> None:
         for pool in (self._pool, self._fresh_pool):

@@ -352,6 +352,11 @@ def make_extract(config: dict):
 def main(argv: list[str]) -> None:
     fd, parent_pid, config = int(argv[1]), int(argv[2]), json.loads(argv[3])
     _die_with_parent(parent_pid, config.get("pdeathsig", False))
+    # Ctrl-C reaches the whole process group; the process that started this helper handles it
+    # (and this helper dies with it), so no second KeyboardInterrupt traceback is printed here
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
     try:
         extract = make_extract(config)
