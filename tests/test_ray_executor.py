@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from _scale_fixtures import (  # noqa: F401
     cc_spec,
     copy_cc_docs,
@@ -150,3 +153,41 @@ def test_fresh_workers_run_each_task_in_a_new_process(ray_local):  # noqa: F811
         reused = {r["pid"] for r in ex.run(worker_pid, tasks, label="pids")}
         fresh = [r["pid"] for r in ex.run(worker_pid, tasks, label="pids", fresh_workers=True)]
     assert len(set(fresh)) == 4 and not set(fresh) & reused
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_in_seconds(tmp_path):
+    """Ray retries an unreachable GCS for minutes, printing its own warnings; we fail fast with
+    where and what to do (no Ray import, no cluster needed)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from refinery.executors.ray_cluster import check_reachable
+
+    with socket.socket() as listening:  # something answers: no error
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_reachable(f"127.0.0.1:{listening.getsockname()[1]}", timeout_s=1)
+        check_reachable(f"ray://127.0.0.1:{listening.getsockname()[1]}", timeout_s=1)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match=rf"no Ray cluster answers at 127\.0\.0\.1:{closed} .*ray start --head --port {closed}"):
+        check_reachable(f"127.0.0.1:{closed}", timeout_s=1)
+    assert time.monotonic() - started < 5
+    check_reachable("auto", timeout_s=0)  # Ray's own words are left to Ray
+
+    config = tmp_path / "ray.yaml"
+    config.write_text(f"name: x\nexecutor: {{type: ray, ray_address: '127.0.0.1:{closed}'}}\n"
+                      "stages:\n  - type: gopher_quality\n")
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["some words " * 60]}), src / "a.parquet")
+    proc = subprocess.run([sys.executable, "-m", "refinery.cli", "run", str(config), "-i", str(src), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, env={**os.environ, "REFINERY_RAY_CONNECT_TIMEOUT_S": "1"}, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [ln for ln in proc.stderr.splitlines() if "INFO" not in ln] and len(errors) == 1
+    assert errors[0].startswith(f"error: no Ray cluster answers at 127.0.0.1:{closed}")

@@ -20,8 +20,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
+import time
 
 log = logging.getLogger("refinery.executors.ray_cluster")
+
+#: how long a driver waits for the cluster at ``address`` to accept a connection before giving up
+#: with one line (Ray itself retries for minutes, printing its own warnings)
+CONNECT_TIMEOUT_S = float(os.environ.get("REFINERY_RAY_CONNECT_TIMEOUT_S", "20"))
 
 #: object store size for local clusters when the config does not say (small objects only)
 DEFAULT_OBJECT_STORE_BYTES = 512 * 2**20
@@ -54,13 +61,16 @@ def ensure_ray(
     ``num_cpus``/``object_store_memory`` apply only to a local cluster started here.
     """
     configure_environment(local=not (address or os.environ.get("RAY_ADDRESS")))
-    import ray
-
-    if ray.is_initialized():
+    loaded = sys.modules.get("ray")
+    if loaded is not None and loaded.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to the Ray cluster at %s", address)
+        check_reachable(address)  # before importing Ray (~1 s): a wrong address fails at once
+    import ray
+
+    if address:
         ray.init(address=address, log_to_driver=log_to_driver, namespace="refinery")
         return True
     store = object_store_memory or DEFAULT_OBJECT_STORE_BYTES
@@ -90,3 +100,33 @@ def alive_nodes() -> list[dict]:
     import ray
 
     return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def check_reachable(address: str, timeout_s: float | None = None) -> None:
+    """ConnectionError (one line: where, and what to do) when nothing accepts a TCP connection at
+    the ``host:port`` of ``address`` within ``timeout_s`` (default :data:`CONNECT_TIMEOUT_S`).
+    ``auto`` and ``local`` are Ray's own words and are left to it."""
+    if address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, _, port_text = hostport.rpartition(":")
+    if not host or not port_text.isdigit():
+        host, port_text = hostport, "10001" if client else "6379"  # Ray's default ports
+    port = int(port_text)
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    last: OSError | None = None
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(2.0, max(0.1, timeout_s))):
+                return
+        except OSError as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    raise ConnectionError(
+        f"no Ray cluster answers at {address} ({host}:{port}: {last.strerror or last} after {timeout_s:.0f}s): "
+        f"start one there (`ray start --head --port {port}`), or leave executor.ray_address and RAY_ADDRESS "
+        "unset to start a local cluster")
