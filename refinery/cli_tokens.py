@@ -105,8 +105,9 @@ def register(app: typer.Typer) -> None:
 
         from refinery.io import fs
 
-        if not fs.exists(fs.join(token_dir, "manifest.json")) and fs.exists(fs.join(token_dir, "tokens", "manifest.json")):
-            token_dir = fs.join(token_dir, "tokens")  # a run of the whole recipe: its token pass writes tokens/
+        from refinery.tokens.writer import resolve_token_dir
+
+        token_dir = resolve_token_dir(token_dir)  # a run of the whole recipe: its token pass writes tokens/
         if not fs.exists(fs.join(token_dir, "manifest.json")):
             _fail(f"no token manifest at {fs.join(token_dir, 'manifest.json')}: is {token_dir} a `refinery tokenize` output?")
         try:

@@ -50,7 +50,7 @@ from refinery.tokens.format import (
     list_sizes,
 )
 from refinery.tokens.tokenizer import LoadedTokenizer, token_dtype
-from refinery.tokens.writer import parse_manifest, read_manifest_bytes
+from refinery.tokens.writer import parse_manifest, read_manifest_bytes, resolve_token_dir
 
 IGNORE_INDEX = -100  # PyTorch cross-entropy's default ignore_index
 STATE_VERSION = 1
@@ -69,6 +69,7 @@ class TokenDataset:
     """
 
     def __init__(self, uri: str, expected_tokenizer: LoadedTokenizer | str | None = None, threads: int = 8) -> None:
+        uri = resolve_token_dir(uri)  # a run directory works too
         data, manifest_uri = read_manifest_bytes(uri)
         self.uri = uri
         self.manifest = parse_manifest(data, manifest_uri)

@@ -110,6 +110,12 @@ def test_whole_recipe_runs_as_one_job_and_reruns_skip_every_pass(dup_input, tmp_
 
     by_run = CliRunner().invoke(app, ["verify-tokens", str(out)])
     assert by_run.exit_code == 0 and by_run.output.startswith("ok: ") and by_run.output == verify.stdout, by_run.output
+    from refinery.loader import TokenDataset
+
+    by_dir, by_tokens = TokenDataset(str(out)), TokenDataset(str(out / "tokens"))  # the training loader too
+    assert by_dir.uri == by_tokens.uri and by_dir.n_tokens == by_tokens.n_tokens > 0
+    assert (by_dir.read(0, by_dir.n_tokens) == by_tokens.read(0, by_tokens.n_tokens)).all()
+    by_dir.close(), by_tokens.close()
     manifest = json.loads((out / "tokens" / "manifest.json").read_text())
     assert manifest["totals"]["n_docs"] == sum(1 for r in _kept_rows(out) if r["text"])
     # every kept/ and removed/ of the run reads as one dataset, passes that removed nothing included

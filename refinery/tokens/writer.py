@@ -460,6 +460,14 @@ def parse_manifest(data: bytes, uri: str) -> dict:
     return manifest
 
 
+def resolve_token_dir(uri: str) -> str:
+    """``uri`` itself, or its ``tokens/`` when ``uri`` is a run directory of the whole recipe (whose
+    token pass writes there) and holds no manifest of its own."""
+    if not fs.exists(fs.join(uri, MANIFEST)) and fs.exists(fs.join(uri, "tokens", MANIFEST)):
+        return fs.join(uri, "tokens")
+    return uri
+
+
 def read_manifest_bytes(output: str) -> tuple[bytes, str]:
     uri = fs.join(output, MANIFEST)
     try:
