@@ -111,7 +111,9 @@ def _local_real(uri: str) -> str:
 def check_separate(input_uri: str, output_uri: str) -> None:
     """Outputs are never read back as inputs: refuse an output inside the input and vice versa."""
     a, b = _local_real(input_uri), _local_real(output_uri)
-    if a == b or b.startswith(a + "/"):
+    if a == b:
+        raise ConfigError(f"output {output_uri} is the input: writing there would replace what is read; choose another output")
+    if b.startswith(a + "/"):
         raise ConfigError(f"output {output_uri} is inside input {input_uri}: its shards would be read back as input; "
                           f"choose an output outside the input")
     if a.startswith(b + "/"):

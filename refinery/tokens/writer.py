@@ -379,6 +379,8 @@ def tokenize_run(
     unless ``keep_work``. A failed shard raises :class:`~refinery.executors.TaskError` naming it.
     """
     fs.validate_uri(output)
+    if shards is None:
+        _check_output_place(run_dir, output)
     tok = tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
     remember_tokenizer(tok)  # tasks run inline reuse it rather than loading it again
     shards = _input_shards(run_dir, shards, allow_unfinished)
@@ -392,6 +394,20 @@ def tokenize_run(
     finally:
         if owned:
             executor.close()
+
+
+def _check_output_place(run_dir: str, output: str) -> None:
+    """Token shards go beside the documents they come from, never over them: not into the run
+    directory itself (its root would then hold a second manifest beside the run's own files) nor
+    into its ``kept/``. ``RUN/tokens`` (where the recipe's own token pass writes) is fine."""
+    def real(uri: str) -> str:
+        return uri.rstrip("/") if fs.is_s3(uri) else os.path.realpath(os.path.expanduser(uri))
+
+    run, out = real(run_dir), real(output)
+    if out == run or out == real(fs.join(run_dir, "kept")) or out.startswith(real(fs.join(run_dir, "kept")) + "/"):
+        where = f"the run directory {run_dir} itself" if out == run else f"the kept/ documents of {run_dir}"
+        raise ValueError(f"token output {output} would be written into {where}: "
+                         f"choose e.g. {fs.join(run_dir, 'tokens')} or a directory outside it")
 
 
 def _manifest(run_dir: str, tok: LoadedTokenizer, plan: dict | None, names: list[str], entries: list[dict],
