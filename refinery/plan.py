@@ -30,7 +30,7 @@ from refinery.config import ConfigError, PipelineConfig
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.rundir import PassDir, RunDir
-from refinery.runner import INPUT_SUFFIXES, shard_name
+from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
 
 log = logging.getLogger("refinery.plan")
 
@@ -178,11 +178,29 @@ def _dedup_params(raw: dict[str, Any]) -> dict[str, Any]:
     return params | {"benchmark_files": benchmark_identity(specs)}
 
 
+def check_text_before_use(config: PipelineConfig, input_uri: str) -> None:
+    """On WARC input a document has no text until a stage makes it (``extract``): a stage that
+    reads text before that would remove every document as empty, so the order is refused."""
+    from refinery.stages.registry import stage_class
+
+    for spec in config.stages:
+        cls = stage_class(spec.type)
+        if cls.makes_text:
+            return
+        if cls.reads_text:
+            raise ConfigError(
+                f"stage {spec.stage_name!r} ({spec.type}) reads text, but on WARC input ({input_uri}) documents have "
+                f"none until an 'extract' stage makes it, and none comes before it: it would remove every document; "
+                f"move it after 'extract'")
+
+
 def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int | None = None) -> Plan:
     """The passes of ``config`` over ``input_uri`` into the run directory ``output_uri``."""
     input_uri, output_uri = fs.validate_uri(input_uri), fs.validate_uri(output_uri)
     check_separate(input_uri, output_uri)
     files = list_inputs(input_uri, tuple(config.reader.cc_subsets), config.reader.manifest_base)
+    if any(f.lower().endswith(WARC_SUFFIXES) for f in files):
+        check_text_before_use(config, input_uri)
     root = input_root(input_uri, files)
     names = [shard_name(f, root) for f in files]
     if len(set(names)) != len(names):

@@ -49,6 +49,11 @@ class Stage(ABC):
     #: True for stages that rewrite ``text`` (documentation only: the runner re-measures the text
     #: of any stage whose output ``text`` column is not the one it was given, buffer for buffer)
     rewrites_text: ClassVar[bool] = False
+    #: False for stages that decide from the URL or the raw HTML, not the text; on WARC input a
+    #: stage that reads text must come after one that ``makes_text`` (checked when a run is planned)
+    reads_text: ClassVar[bool] = True
+    #: True for stages that turn ``html`` into ``text`` (extraction)
+    makes_text: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind

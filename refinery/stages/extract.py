@@ -444,6 +444,8 @@ class TrafilaturaExtractor(Stage):
     main-content extraction when ``backend="resiliparse"``."""
 
     kind = "extract"
+    reads_text = False
+    makes_text = True
 
     def __init__(
         self,

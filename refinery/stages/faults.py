@@ -24,6 +24,7 @@ from refinery.stages.base import Stage, with_decision
 
 class FaultInjection(Stage):
     kind = "fault_injection"
+    reads_text = False
 
     def __init__(
         self,

@@ -235,6 +235,7 @@ class UrlFilter(Stage):
     """Remove documents whose URL is blocklisted or contains banned words (RefinedWeb G.1)."""
 
     kind = "url_filter"
+    reads_text = False
 
     def __init__(
         self,
