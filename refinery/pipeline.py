@@ -53,15 +53,11 @@ class RunSummary:
 def plan_tasks(input_uri: str, output_uri: str) -> list[ShardTask]:
     """One shard task per input file (WARC, Parquet or JSONL) under ``input_uri``, writing into
     the run directory ``output_uri`` as a one-pass run."""
-    from refinery.plan import input_root, list_inputs
-    from refinery.runner import shard_name
+    from refinery.plan import input_root, list_inputs, unique_shard_names
 
     files = list_inputs(input_uri)
-    root = input_root(input_uri, files)
-    tasks = [ShardTask(f, PassDir(output_uri), shard_name(f, root)) for f in files]
-    if len({t.shard for t in tasks}) != len(tasks):
-        raise ConfigError(f"input files map to duplicate shard names under {input_uri}")
-    return tasks
+    names = unique_shard_names(files, input_root(input_uri, files), input_uri)
+    return [ShardTask(f, PassDir(output_uri), name) for f, name in zip(files, names)]
 
 
 # -- the document pass ----------------------------------------------------------------------------

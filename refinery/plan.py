@@ -178,6 +178,19 @@ def _dedup_params(raw: dict[str, Any]) -> dict[str, Any]:
     return params | {"benchmark_files": benchmark_identity(specs)}
 
 
+def unique_shard_names(files: list[str], root: str, input_uri: str) -> list[str]:
+    """The shard name of each input file; ConfigError naming two files that would share one
+    (names drop the suffix: ``a.warc.gz`` and ``a.parquet`` are both ``a``)."""
+    names = [shard_name(f, root) for f in files]
+    first: dict[str, str] = {}
+    for f, name in zip(files, names):
+        if name in first:
+            raise ConfigError(f"input files {first[name]} and {f} under {input_uri} map to the same shard name {name!r} "
+                              f"(a shard is named by its path without the suffix): rename one")
+        first[name] = f
+    return names
+
+
 def check_text_before_use(config: PipelineConfig, input_uri: str) -> None:
     """On WARC input a document has no text until a stage makes it (``extract``): a stage that
     reads text before that would remove every document as empty, so the order is refused."""
@@ -202,9 +215,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     if any(f.lower().endswith(WARC_SUFFIXES) for f in files):
         check_text_before_use(config, input_uri)
     root = input_root(input_uri, files)
-    names = [shard_name(f, root) for f in files]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"input files map to duplicate shard names under {input_uri}")
+    unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
     dump = config.model_dump(mode="json")
     filter_params = {"stages": dump["stages"], "reader": dump["reader"], "stats": dump["stats"], "limit": limit}
     previous = _hash({"input": input_uri, "files": [f[len(root):] for f in files]})

@@ -207,6 +207,17 @@ def test_a_text_stage_before_extraction_on_warc_input_is_refused(tmp_path):
     assert plan_run(parse_config({"name": "x", "stages": [{"type": "language_id"}]}), str(docs), str(tmp_path / "o2")).passes
 
 
+def test_two_input_files_that_would_share_a_shard_name_are_both_named(tmp_path):
+    warcs = ROOT / "data" / "sample" / "warc"
+    right = parse_config({"name": "x", "stages": [{"type": "extract"}]})
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a.warc.gz").write_bytes((warcs / "warc_sample-0000.warc.gz").read_bytes())
+    pq.write_table(pa.table({"id": ["a"], "text": ["some text"]}), mixed / "a.parquet")
+    with pytest.raises(ConfigError, match=r"input files .*a\.parquet and .*a\.warc\.gz under .* map to the same shard name 'a'"):
+        plan_run(right, str(mixed), str(tmp_path / "o3"))
+
+
 def test_limit_samples_each_shard_and_is_part_of_the_fingerprint(dup_input, tmp_path):
     out = tmp_path / "run"
     spec = _recipe(dedup=[{"method": "url"}], tokenize=None)
