@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+#: One cache (URL blocklist arrays, the dedup fold table) per test session, built by whichever test
+#: needs it first, worker processes and CLI subprocesses included (they inherit the variable):
+#: built once instead of once per place, and never in the developer's ~/.cache.
+#: (Only named here: the code creates it on first use, so a process that merely imports this file,
+#: a worker unpickling a fixture's function, leaves nothing behind.)
+_SESSION_CACHE = os.path.join(tempfile.gettempdir(), f"refinery-test-cache-{os.getpid()}-{os.urandom(4).hex()}")
+os.environ.setdefault("REFINERY_CACHE", _SESSION_CACHE)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -20,6 +31,10 @@ pytest_plugins = ["tests._invariants"]
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "no_invariants: the test writes deliberately broken stats")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

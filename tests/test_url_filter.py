@@ -39,10 +39,13 @@ REASONS = {
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # a fresh cache per run: the build (~7-8 s on 2 cores) is exercised every time and the
-    # developer's ~/.cache is left alone
-    return tmp_path_factory.mktemp("url_filter_cache")
+def cache_dir() -> Path:
+    # the test session's own cache (tests/conftest.py sets REFINERY_CACHE): built fresh once per
+    # session (~7-8 s on 2 cores) by whichever test needs it first, the recipe runs' workers
+    # included, and the developer's ~/.cache is left alone
+    from refinery.stages.url_filter import default_cache_dir
+
+    return default_cache_dir() / "url_filter"
 
 
 @pytest.fixture(scope="module")
