@@ -104,7 +104,6 @@ def register(app: typer.Typer) -> None:
         from refinery.tokens.format import file_sha256
 
         from refinery.io import fs
-
         from refinery.tokens.writer import resolve_token_dir
 
         token_dir = resolve_token_dir(token_dir)  # a run of the whole recipe: its token pass writes tokens/

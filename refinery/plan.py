@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -104,13 +103,9 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _local_real(uri: str) -> str:
-    return uri.rstrip("/") if fs.is_s3(uri) else os.path.realpath(os.path.expanduser(uri))
-
-
 def check_separate(input_uri: str, output_uri: str) -> None:
     """Outputs are never read back as inputs: refuse an output inside the input and vice versa."""
-    a, b = _local_real(input_uri), _local_real(output_uri)
+    a, b = fs.canonical(input_uri), fs.canonical(output_uri)
     if a == b:
         raise ConfigError(f"output {output_uri} is the input: writing there would replace what is read; choose another output")
     if b.startswith(a + "/"):

@@ -249,8 +249,10 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
 def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor, work_dir: str | None,
                force: bool, shards: list[Shard] | None, out: PassDir | None, upstream: str | None) -> dict[str, Any]:
     input_dir, output_dir = fs.validate_uri(input_dir), fs.validate_uri(output_dir)
-    if shards is None:  # standalone (`refinery dedup`): writing into the run it reads would replace its
-        from refinery.plan import check_separate  # run.json, stats and kept shards with this pass's
+    if shards is None:
+        # standalone (`refinery dedup`): writing into the run it reads would replace its run.json,
+        # stats and kept shards with this pass's
+        from refinery.plan import check_separate
 
         check_separate(input_dir, output_dir)
     out = out or PassDir(output_dir)

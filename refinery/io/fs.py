@@ -33,6 +33,12 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def canonical(uri: str) -> str:
+    """``uri`` in one spelling per place, to compare places: an S3 URI without its trailing
+    slash, a local path absolute with links and ``~`` resolved."""
+    return uri.rstrip("/") if is_s3(uri) else os.path.realpath(os.path.expanduser(uri))
+
+
 def validate_uri(uri: str) -> str:
     """Reject URIs we cannot handle, with a message that says why."""
     if not uri or not isinstance(uri, str):

@@ -400,11 +400,8 @@ def _check_output_place(run_dir: str, output: str) -> None:
     """Token shards go beside the documents they come from, never over them: not into the run
     directory itself (its root would then hold a second manifest beside the run's own files) nor
     into its ``kept/``. ``RUN/tokens`` (where the recipe's own token pass writes) is fine."""
-    def real(uri: str) -> str:
-        return uri.rstrip("/") if fs.is_s3(uri) else os.path.realpath(os.path.expanduser(uri))
-
-    run, out = real(run_dir), real(output)
-    if out == run or out == real(fs.join(run_dir, "kept")) or out.startswith(real(fs.join(run_dir, "kept")) + "/"):
+    run, out, kept = fs.canonical(run_dir), fs.canonical(output), fs.canonical(fs.join(run_dir, "kept"))
+    if out in (run, kept) or out.startswith(kept + "/"):
         where = f"the run directory {run_dir} itself" if out == run else f"the kept/ documents of {run_dir}"
         raise ValueError(f"token output {output} would be written into {where}: "
                          f"choose e.g. {fs.join(run_dir, 'tokens')} or a directory outside it")
