@@ -46,8 +46,10 @@ class Browser:
     """A headless Chromium with one page, recording console messages, exceptions, log entries
     and network requests."""
 
-    def __init__(self, timeout_s: float = 60.0) -> None:
-        self.timeout_s = timeout_s
+    def __init__(self, timeout_s: float = 60.0, startup_timeout_s: float = 180.0) -> None:
+        # why a longer first wait: a cold Chromium builds its font cache before it answers, which
+        # took over 60 s once on a loaded 2-core machine; later commands answer in milliseconds
+        self.timeout_s = startup_timeout_s
         self.profile = tempfile.mkdtemp(prefix="refinery-chromium-")
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
@@ -73,6 +75,7 @@ class Browser:
         self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Runtime", "Log", "Page", "Network"):
             self.send(f"{domain}.enable")
+        self.timeout_s = timeout_s
 
     # -- protocol -----------------------------------------------------------------------------
     def _read_message(self, deadline: float) -> dict[str, Any]:

@@ -24,6 +24,10 @@ SAMPLE_CC_DOCS = SAMPLE / "cc_docs"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+#: The helper modules hold asserts too: rewritten for pytest's messages wherever they are imported
+#: first (registered here, before any test module or plugin imports one).
+pytest.register_assert_rewrite(*(f"tests.{p.stem}" for p in Path(__file__).parent.glob("_*.py")))
+
 #: After every test, every run directory it left under tmp_path is checked: kept + removed = read
 #: for every stage and shard, Parquet row counts match the stats, run totals reconcile.
 pytest_plugins = ["tests._invariants"]
@@ -31,6 +35,13 @@ pytest_plugins = ["tests._invariants"]
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "no_invariants: the test writes deliberately broken stats")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per usable core, at most 4: each worker may start a Ray cluster, a
+    moto server and process pools of its own, and most files take seconds."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def pytest_unconfigure(config):

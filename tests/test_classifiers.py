@@ -28,8 +28,6 @@ from refinery.classifiers.common import (
     sha256_file,
 )
 from refinery.classifiers.profanity import ProfanityLexicon, default_lexicon
-# Rewrite asserts in the fixtures module too (it is also loaded as a plugin below).
-pytest.register_assert_rewrite("tests._classifiers_fixtures")
 from tests._classifiers_fixtures import (  # noqa: E402
     SHARED_DATA,
     TINY_DAVIDSON_TRAIN,

@@ -165,3 +165,32 @@ def test_learned_veto_benchmark_rules_on_a_hand_made_page() -> None:
     assert page.text((-1.0, 0), (0.9, 20)).endswith(blocks[3].text)
     assert page.text((-1.0, 0), (0.96, 20)) == text  # scored under the add threshold
     assert page.text((-1.0, 0), (0.9, 22)) == text  # shorter than 22 words
+
+
+def test_text_only_line_model_of_the_veto_benchmark(sample_pages, tmp_path: Path) -> None:
+    """benchmarks/learned_veto.py --text-only: a line's features are its word-count bucket, last
+    character and first words; the model, trained on teacher-labelled blocks of real pages, scores
+    the blocks the teacher kept above those it dropped."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from learned_veto import TextLineModel, line_features
+
+    from classifiers.extractor import teacher
+
+    assert line_features("Read more: the whole Story!") == "wc_5 e_stop read more the whole story"
+    assert line_features("Lesen Sie auch:") == "wc_3 e_colon lesen sie auch"
+    assert line_features(" ".join(["w"] * 30) + " end") == "wc_20 e_alnum " + " ".join(["w"] * 10)
+    assert line_features("") == "wc_0 e_none "
+
+    pages = [p for p in sample_pages if len(p.html) > 5000][:12]
+    traf = teacher()
+    texts = [traf(p.html, p.url) or "" for p in pages]
+    model = TextLineModel(pages, texts, tmp_path / "m")
+    kept, dropped = [], []
+    for page, text in zip(pages, texts):
+        blocks = blocks_of(page.html)
+        for block, label in zip(blocks, teacher_labels(blocks, text)):
+            (kept if label else dropped).append(model.score(block.text))
+    assert kept and dropped and all(0.0 <= s <= 1.0 for s in kept + dropped)
+    assert sum(kept) / len(kept) > sum(dropped) / len(dropped) + 0.2

@@ -21,8 +21,6 @@ from refinery.loader import (
 from refinery.tokens import TokenizerMismatchError, TokenShardError, load_tokenizer
 from refinery.tokens.writer import tokenize_run
 
-# Rewrite asserts in the helper modules too (they are also loaded as plugins below).
-pytest.register_assert_rewrite("tests._tokens_fixtures", "tests._s3_fixtures")
 from tests._tokens_fixtures import GPT_NEO_JSON
 
 # Fixtures: s3_root (a prefix on the session's moto server), kept_run / gpt2_tokens (real CC text).

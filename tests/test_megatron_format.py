@@ -23,7 +23,6 @@ from refinery.tokens import TokenShardError, load_tokenizer
 from refinery.tokens.format import PRELUDE_SIZE
 from refinery.tokens.writer import TokenizeError, load_manifest, tokenize_run
 
-pytest.register_assert_rewrite("tests._tokens_fixtures", "tests._s3_fixtures")
 from tests._tokens_fixtures import write_kept_run
 
 EOS = "<|endoftext|>"

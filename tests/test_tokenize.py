@@ -26,8 +26,6 @@ from refinery.tokens import (
 from refinery.tokens.tokenizer import worker_tokenizer
 from refinery.tokens.writer import MANIFEST, TokenizeError, load_manifest, tokenize_run
 
-# Rewrite asserts in the helper modules too (they are also loaded as plugins below).
-pytest.register_assert_rewrite("tests._tokens_fixtures", "tests._s3_fixtures")
 from tests._tokens_fixtures import GPT_NEO_JSON, SHARD_SIZES, write_kept_run
 
 # Fixtures: s3_root (a prefix on the session's moto server), kept_run / gpt2_tokens (real CC text).

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 
 from refinery.classifiers.stacking import Stacker, choose_gate, cross_fitted, fit_logistic, fit_stacker, logit
-# Rewrite asserts in the fixtures module too (it is also loaded as a plugin below).
-pytest.register_assert_rewrite("tests._classifiers_fixtures")
 from tests._classifiers_fixtures import TINY_TRANSFORMER, needs_data  # noqa: E402
 
 #: the session fixtures (the tiny toxicity model is shared with test_classifiers.py: a plugin, so
