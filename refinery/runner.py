@@ -108,7 +108,8 @@ def input_kind(uri: str) -> str | None:
 def shard_name(input_uri: str, input_root: str) -> str:
     """A unique, filesystem-safe shard name from the input's path relative to the input root.
 
-    Names longer than :data:`MAX_SHARD_NAME_BYTES` (long file names, deep nesting) are shortened
+    A name never starts with ``.`` or ``_`` (a manifest may list ``_x.warc.gz``: its shard is
+    ``shard_x``), as listings skip those. Names longer than :data:`MAX_SHARD_NAME_BYTES` (long file names, deep nesting) are shortened
     deterministically: their first bytes, ``-``, and 16 hex digits of the SHA-256 of the full name."""
     root = input_root.rstrip("/")
     rel = input_uri[len(root) :].lstrip("/") if input_uri.startswith(root) and input_uri != root else posixpath.basename(input_uri)
@@ -117,6 +118,8 @@ def shard_name(input_uri: str, input_root: str) -> str:
             rel = rel[: -len(suffix)]
             break
     name = rel.replace("/", "__")
+    if name.startswith((".", "_")):  # listings skip such names: the shard's outputs would be invisible
+        name = "shard" + name
     encoded = name.encode("utf-8", errors="surrogateescape")
     if len(encoded) <= MAX_SHARD_NAME_BYTES:
         return name

@@ -340,6 +340,49 @@ def test_skipped_files_are_logged_and_upper_case_suffixes_read(tmp_path, caplog)
         assert f"skipping {root / name}" in logged, logged
 
 
+def test_spark_output_directory_is_read_once_without_its_temporary_parts(tmp_path, caplog):
+    """A Spark/Hive-style Parquet directory: part files, ``_SUCCESS``, ``.crc`` sidecars, and a
+    ``_temporary/`` tree holding a partial copy of a part (a write in progress or a failed task),
+    plus a notebook's ``.ipynb_checkpoints/`` copy. Only the part files are read: no document twice."""
+    root = tmp_path / "in"
+    parts = {"part-00000-c0.snappy.parquet": ["a", "b"], "year=2024/part-00001-c0.snappy.parquet": ["c"]}
+    for rel, ids in parts.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": ids, "text": [f"text of {i}" for i in ids]}), root / rel)
+        (root / rel).with_name(f".{Path(rel).name}.crc").write_bytes(b"crc")
+    (root / "_SUCCESS").write_bytes(b"")
+    attempt = root / "_temporary" / "0" / "_temporary" / "attempt_202412011200_0001_m_000000_0"
+    attempt.mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"], "text": ["text of a"]}), attempt / "part-00000-c0.snappy.parquet")
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / ".ipynb_checkpoints" / "notes-checkpoint.jsonl").write_text(json.dumps({"id": "n", "text": "t"}) + "\n")
+
+    assert fs.list_files(str(root), (".parquet", ".jsonl")) == [str(root / rel) for rel in sorted(parts)]
+    config = parse_config({"name": "t", "stages": [{"type": "gopher_quality", "params": {"min_words": 1}}]})
+    with caplog.at_level(logging.WARNING, logger="refinery.io"):
+        summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
+    assert not summary.failed and summary.stats["docs_read"] == 3
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"skipping {root / '_temporary'}/: a temporary or metadata directory" in logged, logged
+    assert f"skipping {root / '.ipynb_checkpoints'}/" in logged
+
+
+def test_hidden_directories_below_an_s3_prefix_are_not_listed(s3_bucket):
+    base = f"{s3_bucket}/crawl"
+    for rel in ("a.jsonl", "sub/b.jsonl", "_temporary/0/a.jsonl", "sub/.staging/c.jsonl"):
+        fs.write_bytes(f"{base}/{rel}", b'{"id": "x", "text": "t"}\n')
+    assert fs.list_files(base, (".jsonl",)) == [f"{base}/a.jsonl", f"{base}/sub/b.jsonl"]
+    # a root below such a directory is listed as asked (only directories under the root count)
+    assert fs.list_files(f"{base}/_temporary", (".jsonl",)) == [f"{base}/_temporary/0/a.jsonl"]
+
+
+def test_a_manifest_entry_named_like_a_hidden_file_gets_a_visible_shard_name():
+    # listings skip names starting with "." or "_": a shard named so would vanish from later passes
+    assert shard_name("s3://b/crawl/_x.warc.gz", "s3://b/crawl") == "shard_x"
+    assert shard_name("s3://b/crawl/.y/z.warc.gz", "s3://b/crawl") == "shard.y__z"
+    assert shard_name("s3://b/crawl/x_/a.warc.gz", "s3://b/crawl") == "x___a"
+
+
 # --------------------------------------------------------------------------------------------
 # 14. Parquet input columns of other types: cast when safe, else one line naming file and column
 # --------------------------------------------------------------------------------------------

@@ -136,7 +136,9 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = Fal
     """Files under a directory URI (recursive), or the URI itself if it is a file; sorted.
 
     Suffixes match in any case (``X.JSONL``). Names starting with ``.`` or ``_`` (temporary and
-    metadata files) are not listed. Local directories are walked following symlinks, but no
+    metadata files) are not listed, nor is anything inside a directory below ``uri`` whose name
+    does (as pyarrow's dataset discovery ignores them: Spark's ``_temporary/`` holds the partial
+    part files of a write in progress or a failed one, ``.ipynb_checkpoints/`` copies). Local directories are walked following symlinks, but no
     directory is entered twice and no file is listed twice (by device and inode): a symlink loop
     is skipped, never followed. ``log_skipped`` logs one line per file left out, and why (the
     input listing uses it, so no input is skipped without a word).
@@ -150,7 +152,16 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = Fal
         raise StorageError(f"input not found: {uri}")
     elif is_s3(uri):
         selector = pafs.FileSelector(path, recursive=True)
-        found = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
+        found = []
+        base = path.rstrip("/") + "/"
+        for i in fs.get_file_info(selector):
+            if i.type != pafs.FileType.File:
+                continue
+            hidden = _hidden_directory(i.path[len(base):] if i.path.startswith(base) else i.path)
+            if hidden:
+                skipped.append((i.path, f"inside {hidden}/ (a temporary or metadata directory)"))
+            else:
+                found.append(i.path)
     else:
         found = _walk_local(path, skipped)
     lowered = tuple(s.lower() for s in suffixes)
@@ -173,6 +184,15 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = Fal
 
 
 _MAX_SKIP_LOG = 50
+
+
+def _hidden_directory(relative: str) -> str | None:
+    """The first directory of ``relative`` (a file's path below the listed root) whose name starts
+    with ``.`` or ``_``, else None."""
+    for part in relative.split("/")[:-1]:
+        if part.startswith((".", "_")):
+            return part
+    return None
 
 
 def _walk_local(root: str, skipped: list[tuple[str, str]]) -> list[str]:
@@ -198,7 +218,11 @@ def _walk_local(root: str, skipped: list[tuple[str, str]]) -> list[str]:
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=True):
-                    subdirs.append(entry.path)
+                    if entry.name.startswith((".", "_")):
+                        skipped.append((entry.path + "/", "a temporary or metadata directory (name starts with '.' or '_'): "
+                                                          "nothing inside it is read"))
+                    else:
+                        subdirs.append(entry.path)
                     continue
                 if not entry.is_file(follow_symlinks=True):
                     skipped.append((entry.path, "not a regular file (a broken symlink, a device, a FIFO)"))
