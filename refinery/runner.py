@@ -38,7 +38,7 @@ log = logging.getLogger("refinery.runner")
 
 WARC_SUFFIXES = (".warc", ".warc.gz")
 PARQUET_SUFFIXES = (".parquet",)
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
 INPUT_SUFFIXES = WARC_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES
 
 STATS_VERSION = 2

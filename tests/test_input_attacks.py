@@ -340,6 +340,33 @@ def test_skipped_files_are_logged_and_upper_case_suffixes_read(tmp_path, caplog)
         assert f"skipping {root / name}" in logged, logged
 
 
+def _zstd_frames(docs: list[dict], frames: int) -> bytes:
+    """Real documents as JSON lines in ``frames`` concatenated zstd frames (as pzstd and
+    RedPajama's shards have them)."""
+    codec = pa.Codec("zstd")
+    lines = [json.dumps(d).encode() + b"\n" for d in docs]
+    step = -(-len(lines) // frames)
+    return b"".join(codec.compress(b"".join(lines[i:i + step]), asbytes=True) for i in range(0, len(lines), step))
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_zstd_jsonl_is_read_whole_and_a_cut_one_fails_by_name(tmp_path, store, request):
+    docs = real_docs(10)
+    data = _zstd_frames(docs, frames=3)
+    root = str(tmp_path / "in") if store == "local" else request.getfixturevalue("s3_bucket") + "/in"
+    fs.write_bytes(f"{root}/docs.jsonl.zst", data)
+    fs.write_bytes(f"{root}/more.json.zst", _zstd_frames(docs[:2], frames=1))
+    fs.write_bytes(f"{root}/cut.jsonl.zst", data[: len(data) - 7])
+    config = parse_config({"name": "t", "stages": [{"type": "gopher_quality", "params": {"min_words": 1}}]})
+    out = str(tmp_path / "out")
+    summary = run_pipeline(config, root, out, workers=1, progress=False)
+    failed = {o.shard: o.error for o in summary.failed}
+    assert set(failed) == {"cut"} and f"{root}/cut.jsonl.zst" in failed["cut"] and "zstd" in failed["cut"], failed
+    assert summary.stats["docs_read"] == 12  # every document of every frame, nothing of the cut file
+    read_back = pq.read_table(f"{out}/kept/docs.parquet").to_pylist() + pq.read_table(f"{out}/removed/docs.parquet").to_pylist()
+    assert sorted(r["text"] for r in read_back) == sorted(d["text"] for d in docs)
+
+
 def test_spark_output_directory_is_read_once_without_its_temporary_parts(tmp_path, caplog):
     """A Spark/Hive-style Parquet directory: part files, ``_SUCCESS``, ``.crc`` sidecars, and a
     ``_temporary/`` tree holding a partial copy of a part (a write in progress or a failed task),

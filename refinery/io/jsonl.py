@@ -1,6 +1,6 @@
 """Dolma-style JSON lines (``id``, ``text``, optional ``url`` / ``metadata.url``) as documents.
 
-Streamed line by line (gzip detected by content, not by name), batch by batch: memory is bounded
+Streamed line by line (gzip or zstd detected by content, not by name), batch by batch: memory is bounded
 by one batch plus one line of at most ``max_line_bytes``. A line that cannot be a document is not
 fatal: it becomes a removed row (``id`` = ``<id_prefix>/line<N>``, metric = its 1-based line
 number) with one of these reasons, so kept + removed = read holds for every file:
@@ -16,12 +16,15 @@ number) with one of these reasons, so kept + removed = read holds for every file
 
 Blank lines are not documents; they are counted as ``{"blank_line": n}`` in :attr:`JsonlReader.skipped`.
 Null or missing ids stay null here: the runner derives them (see ``refinery.io.ids``). A file
-whose *compression* is broken (truncated ``.jsonl.gz``) raises :class:`JsonlReadError` naming it:
-what follows the break cannot be read.
+whose *compression* is broken (truncated ``.jsonl.gz`` or ``.jsonl.zst``) raises
+:class:`JsonlReadError` naming it: what follows the break cannot be read. Zstandard (The Pile,
+RedPajama, SlimPajama ship ``.jsonl.zst``) is decoded by pyarrow's codec, concatenated frames
+included.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import zlib
 from collections.abc import Iterator
@@ -71,9 +74,57 @@ class JsonlReader:
             yield _batch(rows)
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class _Replayed(io.RawIOBase):
+    """``head`` then the rest of ``stream``; remembers an error of ``stream`` itself, so a failed
+    read (a network error) is not taken for broken compression."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self.head, self.stream = memoryview(head), stream
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if len(self.head):
+            n = min(len(buffer), len(self.head))
+            buffer[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        try:
+            data = self.stream.read(len(buffer))
+        except BaseException as exc:
+            self.error = exc
+            raise
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _zstd_chunks(first: bytes, stream: BinaryIO, source: str) -> Iterator[bytes]:
+    raw = _Replayed(first, stream)
+    decoded = pa.CompressedInputStream(pa.PythonFile(io.BufferedReader(raw, _CHUNK), mode="r"), "zstd")
+    while True:
+        try:
+            chunk = decoded.read(_CHUNK)
+        except OSError as exc:
+            if raw.error is not None:
+                raise raw.error from None
+            raise JsonlReadError(f"unreadable JSONL shard {source}: corrupt or truncated zstd stream: {exc}") from None
+        if not chunk:
+            return
+        yield chunk
+
+
 def _decompressed_chunks(stream: BinaryIO, source: str) -> Iterator[bytes]:
-    """The file's bytes, gunzipped (all members) when it starts with the gzip magic."""
+    """The file's bytes, gunzipped (all members) when it starts with the gzip magic, decoded
+    (all frames) when it starts with the zstd magic."""
     first = stream.read(_CHUNK)
+    if first.startswith(_ZSTD_MAGIC):
+        yield from _zstd_chunks(first, stream, source)
+        return
     if not first.startswith(b"\x1f\x8b"):
         while first:
             yield first
