@@ -56,7 +56,7 @@ def run(
     input: Optional[str] = typer.Option(None, "--input", "-i", help="input directory/file (local path or s3://)"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output run directory (local path or s3://)"),
     executor: Optional[str] = typer.Option(None, help="local (default) or ray"),
-    workers: Optional[int] = typer.Option(None, help="parallel workers (default: all cores)"),
+    workers: Optional[int] = typer.Option(None, min=1, help="parallel workers (default: all cores)"),
     force: bool = typer.Option(False, help="redo the passes whose config changed (or all) and every pass after them"),
     limit: Optional[int] = typer.Option(None, min=1, help="sample mode: read at most N documents per input shard"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),

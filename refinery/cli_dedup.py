@@ -31,7 +31,7 @@ def dedup(
     memory_budget: str | None = typer.Option(None, help="per-task memory for bucket/cluster/suffix-array passes, e.g. 2GiB"),
     partitions: int | None = typer.Option(None, help="force the number of partitions"),
     executor: str | None = typer.Option(None, help="local (process pool, default) or ray"),
-    workers: int | None = typer.Option(None, help="parallel workers (default: all cores)"),
+    workers: int | None = typer.Option(None, min=1, help="parallel workers (default: all cores)"),
     ray_address: str | None = typer.Option(None, help="an existing Ray cluster (default: start a local one)"),
     work_dir: str | None = typer.Option(None, help="dedup index / intermediate files (default: OUTPUT/dedup)"),
     force: bool = typer.Option(False, help="recompute every pass and shard"),

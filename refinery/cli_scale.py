@@ -47,7 +47,7 @@ def launch(
     region: Optional[str] = typer.Option(None, envvar="AWS_REGION", help="AWS region"),
     volume_gb: int = typer.Option(100, min=1, help="EBS volume per instance (scratch: inputs are streamed from S3)"),
     max_runtime_hours: float = typer.Option(24.0, help="stop each job after this long"),
-    workers: Optional[int] = typer.Option(None, help="worker processes per instance (default: all vCPUs)"),
+    workers: Optional[int] = typer.Option(None, min=1, help="worker processes per instance (default: all vCPUs)"),
     spot: bool = typer.Option(False, help="managed spot capacity for the Ray Training job"),
     max_wait_hours: Optional[float] = typer.Option(None, help="spot: total time to wait + run (default 2x runtime)"),
     checkpoint: Optional[str] = typer.Option(None, help="s3:// checkpoint URI (Ray job; /opt/ml/checkpoints)"),

@@ -75,6 +75,9 @@ MISTAKES = {
     "unknown option": (["run", "{cfg}", "--colour", "red"], ["--colour", "refinery run --help"]),
     "run: no config": (["run"], ["Missing argument", "refinery run --help"]),
     "run: --limit 0": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--limit", "0"], ["--limit"]),
+    # a negative count ran one worker; 0 ran all cores: neither is what was typed
+    "run: --workers -3": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--workers", "-3"], ["--workers", "greater than or equal to 1"]),
+    "dedup: --workers 0": (["dedup", "{tmp}/r", "-o", "{tmp}/o", "--workers", "0"], ["--workers", "greater than or equal to 1"]),
     # files, configs, URIs
     "run: config not found": (["run", "{tmp}/nope.yaml", "-i", "{in}", "-o", "{tmp}/o"], ["config file not found", "nope.yaml"]),
     "run: config is a directory": (["run", "{tmp}", "-i", "{in}", "-o", "{tmp}/o"], ["config file not found"]),
