@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_WARCS = ROOT / "data" / "sample" / "warc"
 EVAL_TARBALL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
 REASONS = {
-    "html_too_large", "extraction_timeout", "extraction_failed", "no_text_extracted", "empty_html", "undecodable",
+    "html_too_large", "extraction_timeout", "extraction_failed", "no_text_extracted", "empty_html", "empty_text", "undecodable",
     "html_too_many_attributes", "html_too_many_tags",
 }
 URL_RE = re.compile(r"https?://\S|\bwww\.\w")
@@ -633,6 +633,15 @@ def test_fallback_rescues_a_table_layout_page(tmp_path: Path) -> None:
     inproc = TrafilaturaExtractor(timeout_s=0)(batch)
     for column in ("text", "extract_path", "extract_pass"):
         assert inproc.column(column).to_pylist() == new.column(column).to_pylist()
+
+
+def test_empty_input_text_is_named_empty_text_not_empty_html() -> None:
+    """A text-input row (no HTML) with empty text is removed as ``empty_text``; a row with
+    neither stays ``empty_html`` (a page whose HTML is missing)."""
+    batch = make_batch([None, None, None, b""])
+    batch = batch.set_column(batch.schema.get_field_index("text"), "text", pa.array(["", None, "kept as is", None]))
+    out = TrafilaturaExtractor(timeout_s=0)(batch)
+    assert check(out, batch) == ["empty_text", "empty_html", None, "empty_html"]
 
 
 def test_extract_path_is_declared_and_counted_in_stats() -> None:

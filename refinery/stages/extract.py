@@ -20,7 +20,7 @@ replacement characters), extract, post-process. The ``html`` column is replaced 
 *every* row (kept or removed) so that no shard carries raw HTML past this stage; the column
 itself stays so the schema is stable.
 
-Reasons: ``empty_html``, ``html_too_large`` (metric: bytes), ``undecodable`` (metric: share of
+Reasons: ``empty_html``, ``empty_text`` (already-extracted input whose text is empty), ``html_too_large`` (metric: bytes), ``undecodable`` (metric: share of
 replacement/control characters), ``html_too_many_attributes`` (metric: attributes of the worst
 tag), ``html_too_many_tags`` (metric: start tags), ``extraction_timeout`` (metric: seconds),
 ``extraction_failed`` (the extractor raised, or its helper process died), ``no_text_extracted``
@@ -615,7 +615,8 @@ class TrafilaturaExtractor(Stage):
                     paths[i] = "input"
                     continue
                 if not body or not body.strip():
-                    reasons[i] = "empty_html"
+                    # a text-input row whose text is "" has no HTML to blame
+                    reasons[i] = "empty_text" if body is None and prior_texts[i] is not None else "empty_html"
                     continue
                 if len(body) > self.max_html_bytes:
                     reasons[i], metrics[i] = "html_too_large", float(len(body))
