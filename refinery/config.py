@@ -149,6 +149,18 @@ class ReaderConfig(_Strict):
     #: crawl diagnostics, WAT and WET files are not pages to curate)
     cc_subsets: list[Literal["warc", "wat", "wet", "robotstxt", "crawldiagnostics"]] = Field(
         default_factory=lambda: ["warc"], min_length=1)
+
+    @field_validator("cc_subsets")
+    @classmethod
+    def _readable_subsets(cls, value: list[str]) -> list[str]:
+        # WAT (.warc.wat.gz: JSON metadata) and WET (.warc.wet.gz: Common Crawl's own text, in
+        # conversion records) are not WARC responses: naming them used to plan a run with no input
+        unreadable = [s for s in value if s in ("wat", "wet")]
+        if unreadable:
+            raise ValueError(f"{', '.join(unreadable)} files are not read by refinery (it extracts the text of the "
+                             "warc subset's responses itself); readable subsets: warc, robotstxt, crawldiagnostics")
+        return value
+
     #: where a paths manifest's relative entries live (default: the bucket of an S3 manifest,
     #: the directory of a local one); e.g. ``s3://commoncrawl`` for a downloaded ``warc.paths.gz``
     manifest_base: str | None = None
@@ -253,6 +265,8 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "value_error":  # our own validators' messages, without pydantic's prefix
+            msg = msg.removeprefix("Value error, ")
         given = err.get("input")
         shown = f" (got {given!r})" if given is not None and not isinstance(given, (dict, list)) else ""
         lines.append(f"{where}: {msg}{shown}")

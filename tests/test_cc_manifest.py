@@ -57,6 +57,16 @@ def test_manifest_on_s3_reads_only_the_listed_warcs(s3_bucket, tmp_path):
     assert len(plan_run(wanted, manifest, str(tmp_path / "out2")).input_files) == 3
 
 
+def test_wat_and_wet_subsets_are_refused_naming_the_key():
+    # their files (.warc.wat.gz, .warc.wet.gz) are not WARC responses: asking for them planned a
+    # run that listed them, skipped them and stopped with "no input shards"
+    with pytest.raises(ConfigError, match=r"^invalid config <dict>: reader\.cc_subsets: wet files are not read by "
+                                          r"refinery .*readable subsets: warc, robotstxt, crawldiagnostics$"):
+        parse_config(SPEC | {"reader": {"cc_subsets": ["warc", "wet"]}})
+    with pytest.raises(ConfigError, match=r"reader\.cc_subsets: wat, wet files are not read"):
+        parse_config(SPEC | {"reader": {"cc_subsets": ["wat", "wet"]}})
+
+
 def test_crawl_directory_is_cut_to_page_warcs(s3_bucket, tmp_path):
     _crawl(s3_bucket)
     plan = plan_run(parse_config(SPEC), f"{s3_bucket}/{CRAWL}", str(tmp_path / "out"))
