@@ -109,8 +109,9 @@ def shard_name(input_uri: str, input_root: str) -> str:
     """A unique, filesystem-safe shard name from the input's path relative to the input root.
 
     A name never starts with ``.`` or ``_`` (a manifest may list ``_x.warc.gz``: its shard is
-    ``shard_x``), as listings skip those. Names longer than :data:`MAX_SHARD_NAME_BYTES` (long file names, deep nesting) are shortened
-    deterministically: their first bytes, ``-``, and 16 hex digits of the SHA-256 of the full name."""
+    ``shard_x``), as listings skip those. Names longer than :data:`MAX_SHARD_NAME_BYTES` (long
+    file names, deep nesting) are shortened deterministically: their first bytes, ``-``, and 16
+    hex digits of the SHA-256 of the full name."""
     root = input_root.rstrip("/")
     rel = input_uri[len(root) :].lstrip("/") if input_uri.startswith(root) and input_uri != root else posixpath.basename(input_uri)
     for suffix in sorted(INPUT_SUFFIXES, key=len, reverse=True):

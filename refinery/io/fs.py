@@ -138,10 +138,11 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = Fal
     Suffixes match in any case (``X.JSONL``). Names starting with ``.`` or ``_`` (temporary and
     metadata files) are not listed, nor is anything inside a directory below ``uri`` whose name
     does (as pyarrow's dataset discovery ignores them: Spark's ``_temporary/`` holds the partial
-    part files of a write in progress or a failed one, ``.ipynb_checkpoints/`` copies). Local directories are walked following symlinks, but no
-    directory is entered twice and no file is listed twice (by device and inode): a symlink loop
-    is skipped, never followed. ``log_skipped`` logs one line per file left out, and why (the
-    input listing uses it, so no input is skipped without a word).
+    part files of a write in progress or a failed one, ``.ipynb_checkpoints/`` copies). Local
+    directories are walked following symlinks, but no directory is entered twice and no file is
+    listed twice (by device and inode): a symlink loop is skipped, never followed.
+    ``log_skipped`` logs one line per file left out, and why (the input listing uses it, so no
+    input is skipped without a word).
     """
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
@@ -219,8 +220,8 @@ def _walk_local(root: str, skipped: list[tuple[str, str]]) -> list[str]:
             try:
                 if entry.is_dir(follow_symlinks=True):
                     if entry.name.startswith((".", "_")):
-                        skipped.append((entry.path + "/", "a temporary or metadata directory (name starts with '.' or '_'): "
-                                                          "nothing inside it is read"))
+                        why = "a temporary or metadata directory (name starts with '.' or '_'): nothing inside it is read"
+                        skipped.append((entry.path + "/", why))
                     else:
                         subdirs.append(entry.path)
                     continue

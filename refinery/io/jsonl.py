@@ -1,7 +1,7 @@
 """Dolma-style JSON lines (``id``, ``text``, optional ``url`` / ``metadata.url``) as documents.
 
-Streamed line by line (gzip or zstd detected by content, not by name), batch by batch: memory is bounded
-by one batch plus one line of at most ``max_line_bytes``. A line that cannot be a document is not
+Streamed line by line (gzip or zstd detected by content, not by name), batch by batch: memory is
+bounded by one batch plus one line of at most ``max_line_bytes``. A line that cannot be a document is not
 fatal: it becomes a removed row (``id`` = ``<id_prefix>/line<N>``, metric = its 1-based line
 number) with one of these reasons, so kept + removed = read holds for every file:
 
