@@ -153,12 +153,11 @@ class ReaderConfig(_Strict):
     @field_validator("cc_subsets")
     @classmethod
     def _readable_subsets(cls, value: list[str]) -> list[str]:
-        # WAT (.warc.wat.gz: JSON metadata) and WET (.warc.wet.gz: Common Crawl's own text, in
-        # conversion records) are not WARC responses: naming them used to plan a run with no input
-        unreadable = [s for s in value if s in ("wat", "wet")]
-        if unreadable:
-            raise ValueError(f"{', '.join(unreadable)} files are not read by refinery (it extracts the text of the "
-                             "warc subset's responses itself); readable subsets: warc, robotstxt, crawldiagnostics")
+        # WAT files (.warc.wat.gz) hold JSON metadata about the pages, not documents: naming them
+        # used to plan a run with no input
+        if "wat" in value:
+            raise ValueError("wat files hold metadata, not documents, and are not read; readable subsets: warc, wet "
+                             "(Common Crawl's own text extraction), robotstxt, crawldiagnostics")
         return value
 
     #: where a paths manifest's relative entries live (default: the bucket of an S3 manifest,

@@ -37,9 +37,11 @@ from refinery.stats.wordcount import text_columns_sizes
 log = logging.getLogger("refinery.runner")
 
 WARC_SUFFIXES = (".warc", ".warc.gz")
+#: Common Crawl's WET files: WARC files of text ``conversion`` records (read by the WARC reader)
+WET_SUFFIXES = (".warc.wet", ".warc.wet.gz")
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
-INPUT_SUFFIXES = WARC_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES
+INPUT_SUFFIXES = WARC_SUFFIXES + WET_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES
 
 STATS_VERSION = 2
 
@@ -99,7 +101,7 @@ MAX_SHARD_NAME_BYTES = 120
 def input_kind(uri: str) -> str | None:
     """``warc``, ``parquet``, ``jsonl`` by the file name's suffix (any case), else None."""
     name = uri.lower()
-    for kind, suffixes in (("warc", WARC_SUFFIXES), ("parquet", PARQUET_SUFFIXES), ("jsonl", JSONL_SUFFIXES)):
+    for kind, suffixes in (("warc", WARC_SUFFIXES + WET_SUFFIXES), ("parquet", PARQUET_SUFFIXES), ("jsonl", JSONL_SUFFIXES)):
         if name.endswith(suffixes):
             return kind
     return None

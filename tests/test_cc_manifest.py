@@ -16,6 +16,8 @@ from refinery.io.manifest import cc_subset, common_root, read_manifest
 from refinery.pipeline import run_pipeline
 from refinery.plan import plan_run
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
 CRAWL = "crawl-data/CC-MAIN-2024-22"
 SPEC = {"name": "cc", "stages": [{"type": "extract"}]}
@@ -57,14 +59,55 @@ def test_manifest_on_s3_reads_only_the_listed_warcs(s3_bucket, tmp_path):
     assert len(plan_run(wanted, manifest, str(tmp_path / "out2")).input_files) == 3
 
 
-def test_wat_and_wet_subsets_are_refused_naming_the_key():
-    # their files (.warc.wat.gz, .warc.wet.gz) are not WARC responses: asking for them planned a
-    # run that listed them, skipped them and stopped with "no input shards"
-    with pytest.raises(ConfigError, match=r"^invalid config <dict>: reader\.cc_subsets: wet files are not read by "
-                                          r"refinery .*readable subsets: warc, robotstxt, crawldiagnostics$"):
-        parse_config(SPEC | {"reader": {"cc_subsets": ["warc", "wet"]}})
-    with pytest.raises(ConfigError, match=r"reader\.cc_subsets: wat, wet files are not read"):
-        parse_config(SPEC | {"reader": {"cc_subsets": ["wat", "wet"]}})
+def test_wat_subset_is_refused_naming_the_key():
+    # WAT files (.warc.wat.gz) hold metadata, not documents: asking for them planned a run that
+    # listed them, skipped them and stopped with "no input shards"
+    with pytest.raises(ConfigError, match=r"^invalid config <dict>: reader\.cc_subsets: wat files hold metadata, "
+                                          r"not documents, .*readable subsets: warc, wet .*crawldiagnostics$"):
+        parse_config(SPEC | {"reader": {"cc_subsets": ["warc", "wat"]}})
+
+
+def _wet_file(docs: list[dict]) -> bytes:
+    """A WET file as Common Crawl writes it: a warcinfo record, then one ``conversion`` record
+    (text/plain, UTF-8) per page, one gzip member each."""
+    import io
+
+    from warcio.warcwriter import WARCWriter
+
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=True)
+    writer.write_record(writer.create_warcinfo_record("x.warc.wet.gz", {"software": "refinery-test"}))
+    for d in docs:
+        writer.write_record(writer.create_warc_record(
+            d["url"], "conversion", payload=io.BytesIO(d["text"].encode()),
+            warc_headers_dict={"Content-Type": "text/plain", "WARC-Identified-Content-Language": "eng"}))
+    return buf.getvalue()
+
+
+def test_wet_subset_is_read_as_text_documents(tmp_path):
+    """``cc_subsets: [wet]`` reads a crawl's WET files: every conversion record is a document whose
+    text is the record's, kept by extract as it is; language ID may come before extract there."""
+    import pyarrow.parquet as pq
+
+    docs = [{"url": f"https://site{i}.example/page", "text": json.loads(line)["text"]}
+            for i, line in enumerate(gzip.open(ROOT / "data" / "sample" / "cc_docs" / "multiple_files_cc_en_head-0091.jsonl.gz", "rt"))]
+    segment = tmp_path / "crawl-data" / "CC-MAIN-2024-22" / "segments" / "1715.1"
+    (segment / "wet").mkdir(parents=True)
+    (segment / "wet" / "CC-MAIN-1-00000.warc.wet.gz").write_bytes(_wet_file(docs))
+    (segment / "warc").mkdir()
+    (segment / "warc" / "CC-MAIN-1-00000.warc.gz").write_bytes((ROOT / "data" / "sample" / "warc" / "warc_sample-0000.warc.gz").read_bytes())
+    config = parse_config({"name": "wet", "reader": {"cc_subsets": ["wet"]}, "stages": [
+        {"type": "language_id", "params": {"languages": ["en"], "min_score": 0.0}}, {"type": "extract"}]})
+    out = tmp_path / "out"
+    summary = run_pipeline(config, str(tmp_path / "crawl-data"), str(out), workers=1, progress=False)
+    assert not summary.failed and summary.stats["docs_read"] == len(docs)  # the page WARC is not read
+    kept = pq.read_table(next((out / "kept").glob("*.parquet")))
+    assert sorted(kept.column("text").to_pylist()) == sorted(d["text"] for d in docs)
+    assert set(kept.column("extract_path").to_pylist()) == {"input"}
+    assert sorted(kept.column("url").to_pylist()) == sorted(d["url"] for d in docs)
+    # on page WARCs the same order is refused: they have no text before extract
+    with pytest.raises(ConfigError, match="reads text, but on WARC input"):
+        plan_run(parse_config({"name": "w", "stages": config.model_dump()["stages"]}), str(tmp_path / "crawl-data"), str(tmp_path / "o2"))
 
 
 def test_crawl_directory_is_cut_to_page_warcs(s3_bucket, tmp_path):

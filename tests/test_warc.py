@@ -478,3 +478,42 @@ def test_take_rows_equals_arrows_filter_on_real_pages(monkeypatch) -> None:
             taken = arrow_rows.take_rows(part, keep)
             taken.validate(full=True)
             assert taken.equals(part.filter(pa.array(keep)))
+
+
+def test_wet_conversion_records_are_text_documents_and_cuts_are_counted():
+    """Common Crawl's WET files: each ``conversion`` record is a document whose block is its text
+    (html null); empty and oversized ones get the usual reasons; a file cut anywhere keeps every
+    document before the cut exactly, and the row invariant holds."""
+    import gzip as gz
+    import json
+
+    from warcio.warcwriter import WARCWriter
+
+    texts = [json.loads(line)["text"] for line in
+             gz.open(Path(__file__).resolve().parents[1] / "data" / "sample" / "cc_docs" / "multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
+    texts[2] = "   \n"  # empty
+    blocks = [t.encode() for t in texts] + [b"Caf\xe9 au lait, written as Latin-1 by mistake."]
+    texts.append("Caf\ufffd au lait, written as Latin-1 by mistake.")  # invalid UTF-8: replaced
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=True)
+    writer.write_record(writer.create_warcinfo_record("x.warc.wet.gz", {"software": "t"}))
+    for i, block in enumerate(blocks):
+        writer.write_record(writer.create_warc_record(f"https://s{i}.example/", "conversion",
+                                                      payload=io.BytesIO(block), warc_headers_dict={"Content-Type": "text/plain"}))
+    data = buf.getvalue()
+    rows, reader = read_rows(data)
+    assert reader.responses == len(texts) and reader.skipped_records == {"warcinfo": 1}
+    assert [r["_reason"] for r in rows] == [None, None, "empty_body"] + [None] * (len(texts) - 3)
+    assert [r["text"] for r in rows if r["_reason"] is None] == [t for i, t in enumerate(texts) if i != 2]
+    assert all(r["html"] is None and r["content_type"] == "text/plain" for r in rows)
+    assert [r["url"] for r in rows] == [f"https://s{i}.example/" for i in range(len(texts))]
+    small, _ = read_rows(data, max_body_bytes=60)
+    assert [r["_reason"] for r in small] == [("empty_body" if i == 2 else None if len(b) <= 60 else "body_too_large")
+                                             for i, b in enumerate(blocks)]
+    assert small[-1]["_reason"] is None and small[0]["_reason"] == "body_too_large"
+
+    members = member_offsets(data)
+    for cut in (members[3] + 40, members[-1] + 10, len(data) - 3):
+        cut_rows, cut_reader = read_rows(data[:cut])
+        docs = [r for r in cut_rows if r["_reason"] not in ("corrupt_stream", "truncated_record")]
+        assert docs == rows[: len(docs)] and cut_reader.corrupt_offset is not None, cut

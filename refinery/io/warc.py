@@ -49,6 +49,11 @@ be resynchronised inside (deflate has no sync points): damage ends it, as before
 Non-document records (``warcinfo``, ``request``, ``metadata``, ``resource``, ``revisit``, ...)
 are counted in ``reader.skipped_records`` (``{warc_type: count}``), never emitted.
 
+WET files (Common Crawl's ``.warc.wet.gz``): each ``conversion`` record is a document too (counted
+in ``reader.responses``), its block the page's text: the row carries ``text`` (UTF-8, invalid bytes
+replaced) and a null ``html``, so the extract stage keeps it as it is (path ``input``). Reasons:
+``truncated_record``, ``body_too_large``, ``empty_body``, as above.
+
 Ids: ``id`` is the WARC-Record-ID's UUID (``urn:uuid:<uuid>`` -> ``<uuid>``; other URNs are kept
 whole without the angle brackets), falling back to ``<source>#<record index>`` for records without
 one; ``warc_record_id`` keeps the header as written. ``warc_date`` is the ``WARC-Date`` header as
@@ -117,8 +122,12 @@ _BLANK = b"\r\n\t \x00"
 _NEVER_SWALLOW = (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError)
 
 
-def _is_response(record) -> bool:
-    return str(record.record_type).rsplit(".", 1)[-1] == "response"
+#: record types that are documents: HTTP responses (WARC) and Common Crawl's text conversions (WET)
+_DOCUMENT_TYPES = ("response", "conversion")
+
+
+def _record_type(record) -> str:
+    return str(record.record_type).rsplit(".", 1)[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,14 +712,14 @@ class WarcReader:
             self.records += 1
             last_seen = record.stream_pos
             block_len = record.content_length  # declared; parse_http() later changes content_length
-            is_response = _is_response(record)
+            rtype = _record_type(record)
+            is_response = rtype in _DOCUMENT_TYPES
             if is_response:
                 self.responses += 1
             else:
-                rtype = str(record.record_type).rsplit(".", 1)[-1]
                 self.skipped_records[rtype] = self.skipped_records.get(rtype, 0) + 1
             try:
-                row, complete = self._record_row(record, source, index, is_response)
+                row, complete = self._record_row(record, source, index, is_response, rtype == "conversion")
             except BaseException as exc:  # a record FastWARC cannot read to its end
                 if isinstance(exc, _NEVER_SWALLOW):
                     raise
@@ -749,7 +758,8 @@ class WarcReader:
                 offset = inp.input_offset(last_pos) if last_pos is not None else inp.input_offset(0)
         end.damage = offset
 
-    def _record_row(self, record, source: str, index: int, is_response: bool) -> tuple[tuple | None, bool]:
+    def _record_row(self, record, source: str, index: int, is_response: bool,
+                    conversion: bool = False) -> tuple[tuple | None, bool]:
         """(row, or None for non-documents; whether the record's block was complete)."""
         declared = record.content_length
         # Content-Length is mandatory; FastWARC turns a header cut off at EOF into a record
@@ -764,6 +774,8 @@ class WarcReader:
         digest_ok = True
         if self.verify_digests and declared <= self.max_body_bytes and record.headers.get("WARC-Block-Digest"):
             digest_ok = record.verify_block_digest(consume=False)
+        if conversion:
+            return self._conversion_row(record, source, index, declared, digest_ok)
 
         content_type: str | None
         status: int | None = None
@@ -824,6 +836,25 @@ class WarcReader:
             return _row(record, source, index, content_type, "non_html", None), True
         return _row(record, source, index, content_type, None, None, body), True
 
+    def _conversion_row(self, record, source: str, index: int, declared: int, digest_ok: bool) -> tuple[tuple, bool]:
+        """A WET ``conversion`` record: its block is the page's text (UTF-8), so the row carries
+        ``text`` and no ``html`` (the extract stage keeps such text as it is)."""
+        content_type = record.headers.get("Content-Type")
+        if declared > self.max_body_bytes:
+            got = record.reader.consume()
+            if got < declared:
+                return _row(record, source, index, content_type, "truncated_record", float(declared - got)), False
+            return _row(record, source, index, content_type, "body_too_large", float(declared)), True
+        block = record.reader.read()
+        if len(block) < declared:
+            return _row(record, source, index, content_type, "truncated_record", float(declared - len(block))), False
+        if not digest_ok:
+            return _row(record, source, index, content_type, "truncated_record", None), True
+        text = block.decode("utf-8", errors="replace")  # Common Crawl writes WET text as UTF-8
+        if not text.strip():
+            return _row(record, source, index, content_type, "empty_body", None), True
+        return _row(record, source, index, content_type, None, None, text=text), True
+
     @staticmethod
     def _finish_batch(rows: list[tuple]) -> pa.RecordBatch:
         # lists, not the tuples zip() gives: pyarrow converts a tuple of bytes ~40x slower
@@ -833,14 +864,14 @@ class WarcReader:
 
 
 def _row(record, source: str, index: int, content_type: str | None, reason: str | None,
-         metric: float | None, html: bytes | None = None) -> tuple:
+         metric: float | None, html: bytes | None = None, text: str | None = None) -> tuple:
     headers = record.headers
     record_id = headers.get("WARC-Record-ID")
     url = headers.get("WARC-Target-URI")
     if url is not None:
         url = url.strip().strip("<>").strip() or None
     doc_id = _short_id(record_id) or f"{source}#{index}"
-    return (doc_id, url, record_id, headers.get("WARC-Date"), content_type, source, html, None, reason, metric)
+    return (doc_id, url, record_id, headers.get("WARC-Date"), content_type, source, html, text, reason, metric)
 
 
 def _corrupt_row(source: str, offset: int, used: set[str] | None = None) -> tuple:
