@@ -41,7 +41,9 @@ def pytest_configure(config):
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker per usable core, at most 4: each worker may start a Ray cluster, a
     moto server and process pools of its own, and most files take seconds."""
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    from refinery.executors.base import default_workers  # usable cores (affinity where the OS has it)
+
+    return min(4, default_workers())
 
 
 def pytest_unconfigure(config):
