@@ -35,6 +35,8 @@ log = logging.getLogger("refinery.plan")
 
 PassKind = Literal["documents", "dedup", "tokenize"]
 RUN_FORMAT = 2  # run.json with a plan of passes
+#: the byte size of every input file by shard name, as the run last planned it (beside run.json)
+INPUT_SIZES_FILE = "input_files.json"
 
 
 class RerunError(ConfigError):
@@ -67,6 +69,8 @@ class Plan:
     input_files: list[str]
     passes: list[Pass]
     limit: int | None = None
+    #: shard name -> input file size in bytes (None for a manifest's files: listed by name only)
+    input_sizes: dict[str, int] | None = None
     run: RunDir = field(init=False)
 
     def __post_init__(self) -> None:
@@ -226,7 +230,11 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
         role = "" if kind == "tokenize" else "only" if len(documents) == 1 else "last" if name == documents[-1] else ""
         fp = _hash({"kind": kind, "params": params, "input": fp, "role": role})  # chained: changes flow downstream
         passes.append(Pass(name, kind, params, fp, shuffles, role))
-    return Plan(config, input_uri, output_uri, files, passes, limit)
+    sizes = None
+    if not is_manifest(input_uri):  # a manifest's files are not listed: sizing them is a request each
+        by_file = fs.file_sizes(input_uri, files)
+        sizes = {shard_name(f, root): by_file[f] for f in files}
+    return Plan(config, input_uri, output_uri, files, passes, limit, sizes)
 
 
 # -- reruns -------------------------------------------------------------------------------------
@@ -284,7 +292,33 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
             what = describe_change(old.get("params", {}), p.params) or "its input changed"
         raise RerunError(f"{plan.output} was made with a different {p.name!r} pass: {what}; rerun with --force to "
                          f"redo {p.name!r} and the passes after it, or choose a new --output")
+    if not force:
+        check_finished_inputs_unchanged(plan)
     return 0 if force else None
+
+
+def check_finished_inputs_unchanged(plan: Plan) -> None:
+    """An input file rewritten in place under the same name (a re-exported dataset) would leave
+    its finished shard's old results in the run: refuse when the size of a file whose shard
+    finished differs from the size the run recorded. Unfinished shards may change (a broken
+    file replaced by a good copy is simply read)."""
+    recorded_uri = fs.join(plan.output, INPUT_SIZES_FILE)
+    if plan.input_sizes is None or not fs.exists(recorded_uri):
+        return
+    try:
+        recorded = json.loads(fs.read_bytes(recorded_uri))["files"]
+    except (ValueError, KeyError, TypeError):
+        return  # unreadable record: nothing to compare with (it is rewritten below)
+    first = plan.passes[0]
+    finished = shards_with_markers(plan.pass_dir(first.name).stats_dir)
+    names = dict(zip(plan.shard_names(), plan.input_files))
+    changed = sorted(s for s in finished & set(recorded) & set(plan.input_sizes) if recorded[s] != plan.input_sizes[s])
+    if changed:
+        s = changed[0]
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise RerunError(f"{plan.output}: input file {names[s]} changed since its shard was processed "
+                         f"({recorded[s]:,} -> {plan.input_sizes[s]:,} bytes){more}; rerun with --force to redo "
+                         f"{first.name!r} and the passes after it, or choose a new --output")
 
 
 def write_plan(plan: Plan, previous: dict[str, Any] | None = None) -> None:
@@ -292,6 +326,8 @@ def write_plan(plan: Plan, previous: dict[str, Any] | None = None) -> None:
     started = (previous or {}).get("started_at") or now  # when the run was first made
     record = plan.to_json() | {"started_at": started, "updated_at": now}
     try:
+        if plan.input_sizes is not None:
+            fs.write_bytes(fs.join(plan.output, INPUT_SIZES_FILE), json.dumps({"files": plan.input_sizes}).encode())
         fs.write_bytes(plan.run.run_json, json.dumps(record, indent=1).encode())
     except Exception as exc:  # noqa: BLE001 - any storage failure here means "unwritable output"
         raise ConfigError(f"output {plan.output} is not writable: {exc}") from None

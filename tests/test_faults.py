@@ -139,7 +139,7 @@ def test_worker_killed_mid_shard_then_rerun_matches_clean_run(corpus, clean_run,
     visible, hidden = _visible_and_hidden(out)
     expected = {f"{d}/part-{i:03d}.{ext}" for i in range(SHARDS)
                 for d, ext in (("kept", "parquet"), ("removed", "parquet"), ("samples", "parquet"), ("stats", "json"))}
-    assert set(visible) == expected | {"run.json", "stats.json", "passes/filter.json"}
+    assert set(visible) == expected | {"run.json", "stats.json", "passes/filter.json", "input_files.json"}
     # A worker killed mid-write leaves a hidden temp file; the re-run of its shard sweeps it.
     assert not [h for h in hidden if "part-001" in h], hidden
     assert all(Path(h).name.startswith(".tmp-") for h in hidden), hidden

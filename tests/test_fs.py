@@ -82,3 +82,12 @@ def test_sweep_temporaries_removes_only_leftovers_of_that_file(tmp_path):
     (target.parent / ".tmp-def-s2.parquet").write_bytes(b"other shard's")
     assert fs.sweep_temporaries(str(target)) == 1
     assert sorted(p.name for p in target.parent.iterdir()) == [".tmp-def-s2.parquet"]
+
+
+def test_file_sizes_of_a_listing_and_of_one_file(root):
+    fs.write_bytes(fs.join(root, "a", "x.json"), b"{}")
+    fs.write_bytes(fs.join(root, "b.json"), b"[1, 2]")
+    files = fs.list_files(root, (".json",))
+    assert fs.file_sizes(root, files) == {fs.join(root, "a", "x.json"): 2, fs.join(root, "b.json"): 6}
+    one = fs.join(root, "b.json")
+    assert fs.file_sizes(one, [one]) == {one: 6} and fs.file_sizes(root, []) == {}

@@ -57,7 +57,7 @@ def _kept_rows(out: Path) -> list[dict]:
 
 def _mtimes(out: Path) -> dict[str, int]:
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()
-            and p.name not in ("run.json", "stats.json") and "failed" not in p.parts}
+            and p.name not in ("run.json", "stats.json", "input_files.json") and "failed" not in p.parts}
 
 
 def test_the_bundled_recipe_plans_every_pass():
@@ -216,6 +216,39 @@ def test_two_input_files_that_would_share_a_shard_name_are_both_named(tmp_path):
     pq.write_table(pa.table({"id": ["a"], "text": ["some text"]}), mixed / "a.parquet")
     with pytest.raises(ConfigError, match=r"input files .*a\.parquet and .*a\.warc\.gz under .* map to the same shard name 'a'"):
         plan_run(right, str(mixed), str(tmp_path / "o3"))
+
+
+def test_an_input_rewritten_under_the_same_name_is_refused_unless_its_shard_never_finished(tmp_path):
+    """The fingerprint covers the input's file names; a file rewritten in place (a re-exported
+    dataset) would keep its finished shard's old results: refused, naming the file. A file whose
+    shard failed may be replaced (the fix for a broken file), and --force redoes the pass."""
+    import gzip
+
+    src = tmp_path / "in"
+    src.mkdir()
+    docs = [json.loads(line) for line in gzip.open(ROOT / "data" / "sample" / "cc_docs" / "multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
+    whole = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
+    (src / "a.jsonl").write_bytes(whole[: len(whole) // 2].rsplit(b"\n", 1)[0] + b"\n")
+    (src / "b.jsonl.gz").write_bytes(gzip.compress(whole)[:300])  # cut: its shard fails
+    config = parse_config({"name": "sizes", "stages": [{"type": "gopher_quality"}]})
+    out = tmp_path / "run"
+    first = run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    assert [o.shard for o in first.failed] == ["b"]
+    assert json.loads((out / "input_files.json").read_text())["files"] == {
+        "a": (src / "a.jsonl").stat().st_size, "b": 300}
+
+    (src / "b.jsonl.gz").write_bytes(gzip.compress(whole))  # the broken file fixed: simply read
+    fixed = run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    assert not fixed.failed and fixed.stats["docs_read"] == len(docs) + len(whole[: len(whole) // 2].split(b"\n")) - 1
+
+    (src / "a.jsonl").write_bytes(whole)  # a finished shard's file rewritten
+    size = (src / "a.jsonl").stat().st_size
+    with pytest.raises(RerunError, match=rf"input file {re.escape(str(src / 'a.jsonl'))} changed since its shard was "
+                                         rf"processed \([\d,]+ -> {size:,} bytes\); rerun with --force"):
+        run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    forced = run_pipeline(config, str(src), str(out), workers=1, progress=False, force=True)
+    assert forced.stats["docs_read"] == 2 * len(docs)
+    assert run_pipeline(config, str(src), str(out), workers=1, progress=False).passes == {"filter": "skipped"}
 
 
 def test_limit_samples_each_shard_and_is_part_of_the_fingerprint(dup_input, tmp_path):

@@ -187,6 +187,23 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = Fal
 _MAX_SKIP_LOG = 50
 
 
+def file_sizes(root: str, uris: list[str]) -> dict[str, int]:
+    """Byte size of each of ``uris`` (files listed under ``root``, a directory or the file
+    itself): one stat per file locally, one listing of ``root`` on S3."""
+    if not uris:
+        return {}
+    if not is_s3(root):
+        return {u: os.stat(u).st_size for u in uris}
+    filesystem, path = resolve(root)
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        found = {path: info.size}
+    else:
+        found = {i.path: i.size for i in filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+                 if i.type == pafs.FileType.File}
+    return {u: found[resolve(u)[1]] for u in uris}
+
+
 def _hidden_directory(relative: str) -> str | None:
     """The first directory of ``relative`` (a file's path below the listed root) whose name starts
     with ``.`` or ``_``, else None."""
