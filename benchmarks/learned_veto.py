@@ -24,7 +24,7 @@ publisher article bodies (``benchmarks/article_gold.py --no-score``) if that dir
 ``-p KEY=VALUE`` changes the extract stage's parameters for the text the rules start from (e.g.
 ``fallback_mode=balanced``). ``--text-only`` asks whether the DOM is needed: the veto's scores
 then come from a fastText model of a line's own words (its word count, last character and first 10
-words; no walk, ~0.25 ms per page), trained on the same teacher-labelled blocks, cross-fitted the
+words; no walk, ~0.6 ms per page), trained on the same teacher-labelled blocks, cross-fitted the
 same way; only veto rules are scored.
 """
 
@@ -133,11 +133,13 @@ class TextLineModel:
         return float(dict(zip(labels, probs)).get("__label__1", 0.0))
 
 
-def run_text_only(traf, overrides: dict) -> None:
+def run_text_only(overrides: dict) -> None:
     """The veto with a text-only line model (see the module docstring)."""
-    from classifiers.extractor import DATA_DIR, eval_pages, warc_pages
+    from classifiers.extractor import DATA_DIR, eval_pages, teacher, warc_pages
     from refinery.eval_extract import snippet_counts, split_pages
     from refinery.stages.extract import clean_text
+
+    traf = teacher(**overrides)
 
     pages = eval_pages(DATA_DIR, None)
     held = {p.name for p in split_pages(pages, 1)}
@@ -177,21 +179,13 @@ def _scores(fx, blocks: list) -> list[float]:
     return mix_scores(blocks, s, fx.mix) if fx.mix < 1.0 else s
 
 
-def base_extractor(overrides: dict):
-    """The extract stage's in-process cascade with ``overrides`` (the rules' starting text)."""
-    from refinery.stages.extract import TrafilaturaExtractor
-
-    fn = TrafilaturaExtractor(timeout_s=0, **overrides)._extract_fn()
-    return lambda html, url: fn(html, url)[0]
-
-
 def run(model_b: Path | None, article_gold: Path | None, overrides: dict | None = None) -> None:
-    from classifiers.extractor import DATA_DIR, eval_pages
+    from classifiers.extractor import DATA_DIR, eval_pages, teacher
     from refinery.eval_extract import load_gold, snippet_counts, split_pages, token_score
     from refinery.extract_fast import FastExtractor, blocks_of
     from refinery.stages.extract import clean_text, decode_html
 
-    traf = base_extractor(overrides or {})
+    traf = teacher(**(overrides or {}))
     with tempfile.TemporaryDirectory() as tmp:
         fx = {1: FastExtractor(), 0: FastExtractor(_model_b(model_b, Path(tmp)))}  # half -> model not trained on it
     pages = eval_pages(DATA_DIR, None)
@@ -268,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"-p {item}: expected KEY=VALUE")
         overrides[key] = yaml.safe_load(value)
     if args.text_only:
-        run_text_only(base_extractor(overrides), overrides)
+        run_text_only(overrides)
     else:
         run(args.model_b, args.article_gold, overrides)
     return 0

@@ -104,11 +104,11 @@ def warc_pages(dirs: Sequence[Path]) -> list[TrainPage]:
     return pages
 
 
-def teacher() -> Callable[[str, str | None], str | None]:
-    """The extract stage's own in-process cascade (its defaults)."""
+def teacher(**overrides: Any) -> Callable[[str, str | None], str | None]:
+    """The extract stage's own in-process cascade (its defaults, or ``overrides`` of its params)."""
     from refinery.stages.extract import TrafilaturaExtractor
 
-    fn = TrafilaturaExtractor(timeout_s=0)._extract_fn()
+    fn = TrafilaturaExtractor(timeout_s=0, **overrides)._extract_fn()
     return lambda html, url: fn(html, url)[0]
 
 
