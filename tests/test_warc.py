@@ -517,3 +517,19 @@ def test_wet_conversion_records_are_text_documents_and_cuts_are_counted():
         cut_rows, cut_reader = read_rows(data[:cut])
         docs = [r for r in cut_rows if r["_reason"] not in ("corrupt_stream", "truncated_record")]
         assert docs == rows[: len(docs)] and cut_reader.corrupt_offset is not None, cut
+
+
+def test_wet_text_counts_towards_the_batch_byte_bound(monkeypatch):
+    """A batch is flushed early past ``_MAX_BATCH_BYTES`` of payload, WET text included (Arrow's
+    string offsets are 32-bit, and memory is bounded by the batch)."""
+    import refinery.io.warc as warc_module
+    from warcio.warcwriter import WARCWriter
+
+    monkeypatch.setattr(warc_module, "_MAX_BATCH_BYTES", 2500)
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=True)
+    for i in range(6):
+        writer.write_record(writer.create_warc_record(f"https://s{i}.example/", "conversion",
+                                                      payload=io.BytesIO(b"word " * 200), warc_headers_dict={"Content-Type": "text/plain"}))
+    batches = list(WarcReader(batch_size=500).read(io.BytesIO(buf.getvalue()), "t"))
+    assert [b.num_rows for b in batches] == [3, 3]

@@ -114,7 +114,7 @@ HTML_MIME_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _RAW_CHUNK = 1 << 18  # compressed bytes pulled from the input per read
-_MAX_BATCH_BYTES = 256 * 2**20  # flush a batch early past this much HTML (Arrow binary offsets are int32)
+_MAX_BATCH_BYTES = 256 * 2**20  # flush a batch early past this much HTML or WET text (Arrow offsets are int32)
 _TAIL_BYTES = 1 << 20  # how much of the stream's end is remembered to spot a header cut off at EOF
 _BLANK = b"\r\n\t \x00"
 
@@ -646,7 +646,7 @@ class WarcReader:
                 segment = _SegmentEnd()
                 for row in self._segment(inp, source, segment):
                     rows.append(row)
-                    html_bytes += len(row[6] or b"")
+                    html_bytes += len(row[6] or b"") + len(row[7] or "")  # a WET row carries text instead
                     if len(rows) >= self.batch_size or html_bytes >= _MAX_BATCH_BYTES:
                         yield self._finish_batch(rows)
                         rows, html_bytes = [], 0
