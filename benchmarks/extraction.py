@@ -169,18 +169,15 @@ def run_backend(backend: str, args: argparse.Namespace, queue: mp.Queue) -> None
 
 def lean_ab(args: argparse.Namespace) -> None:
     """``--lean-ab``: CPU per page of the trafilatura cascade as plain ``trafilatura.extract`` calls
-    (lxml.html's stock parser, settings built per call, the whole page parsed) against the lean
-    path the stage uses (refinery/stages/_extract_helper.py: C class lookup, settings built once,
-    scripts/styles/comments cut before parsing, outermost pruned elements found in one walk), page by page in one process (A then B on each
+    (lxml.html's stock parser, settings built per call, the whole page parsed, trafilatura's own
+    pruning and XPaths) against the lean path the stage uses (refinery/stages/_extract_helper.py:
+    C class lookup, settings built once, scripts/styles/comments cut before parsing, outermost
+    pruned elements found in one walk, guarded regex tests), page by page in one process (A then B on each
     page, so the machine's load hits both alike), on the filter benchmark's 1,087 real pages and the
     990 evaluation pages; plus the stage's own bad-character count (regex vs bytes.translate).
     Prints ms of CPU per page, docs/s/core, the reduction and how many texts are byte-identical."""
     import logging
     import os
-
-    from lxml import html as lxml_html
-    from trafilatura import htmlprocessing, main_extractor
-    from trafilatura import utils as tutils
 
     from refinery.stages import _extract_helper
     from refinery.stages.extract import _BAD_CHARS, _bad_chars, decode_html, pathological_html
@@ -192,11 +189,7 @@ def lean_ab(args: argparse.Namespace) -> None:
     config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
               "log_level": logging.ERROR}
     plain = _extract_helper.make_extract({**config, "lean": False})
-    lean = _extract_helper.make_extract(config)  # installs the C class lookup on trafilatura's parser
-    lean_parser = tutils.HTML_PARSER
-    lean_prune, plain_prune = main_extractor.prune_unwanted_nodes, htmlprocessing.prune_unwanted_nodes
-    stock = lxml_html.HTMLParser(collect_ids=False, default_doctype=False, encoding="utf-8", remove_comments=True,
-                                 remove_pis=True)
+    lean = _extract_helper.make_extract(config)  # installs the lean replacements in trafilatura
     eval_batch, _ = load_eval(Path(args.eval_tarball), args.eval_pages)
     sets = {
         "filter benchmark pages": [(p.url, p.body, p.content_type) for p in pages()],
@@ -217,13 +210,11 @@ def lean_ab(args: argparse.Namespace) -> None:
         same = 0
         for r in range(args.rounds):
             for url, html in docs:
-                tutils.HTML_PARSER = stock
-                main_extractor.prune_unwanted_nodes = plain_prune
-                c0 = time.process_time()
-                a = plain(html, url)
-                c1 = time.process_time()
-                tutils.HTML_PARSER = lean_parser
-                main_extractor.prune_unwanted_nodes = lean_prune
+                with _extract_helper.plain_trafilatura():
+                    c0 = time.process_time()
+                    a = plain(html, url)
+                    c1 = time.process_time()
+                c1_lean = time.process_time()
                 b = lean(html, url)
                 c2 = time.process_time()
                 sample = html[:100_000]
@@ -231,7 +222,7 @@ def lean_ab(args: argparse.Namespace) -> None:
                 c3 = time.process_time()
                 n_tr = _bad_chars(sample)
                 c4 = time.process_time()
-                t_plain, t_lean, t_re, t_tr = t_plain + c1 - c0, t_lean + c2 - c1, t_re + c3 - c2, t_tr + c4 - c3
+                t_plain, t_lean, t_re, t_tr = t_plain + c1 - c0, t_lean + c2 - c1_lean, t_re + c3 - c2, t_tr + c4 - c3
                 assert n_re == n_tr
                 same += r == 0 and a == b
         k = len(docs) * args.rounds

@@ -286,7 +286,12 @@ def filter_chain(args: argparse.Namespace) -> None:
     from refinery.stages.language_id import lid_model_path
 
     systems = args.systems.split(",")
-    dt_python = ensure_envs(Path(args.dt_venv), Path(args.dtf_venv), Path(args.aligned_dir))
+    dt_python = None  # datatrove's environments: built only when a datatrove system is measured
+    if any(s.startswith("datatrove") for s in systems):
+        from vs_datatrove import ensure_dt_venv
+
+        ensure_dt_venv(Path(args.dt_venv))  # datatrove itself (shared with the dedup benchmark)
+        dt_python = ensure_envs(Path(args.dt_venv), Path(args.dtf_venv), Path(args.aligned_dir))
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     items = pages()[: args.limit or None]

@@ -709,17 +709,16 @@ def test_c_class_lookup_gives_lxml_html_classes() -> None:
 
 @pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
 def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) -> None:
-    """The lean cascade (C class lookup, settings built once, scripts/styles cut before parsing)
-    against plain ``trafilatura.extract`` calls with lxml.html's stock parser, on real pages: a
+    """The lean cascade (C class lookup, settings built once, scripts/styles cut before parsing,
+    memoised pruning, guarded regex tests in the XPaths) against plain ``trafilatura.extract``
+    calls with lxml.html's stock parser and trafilatura's own XPaths, on real pages: a
     table-layout page, a page that takes the fallback, sample crawl pages, evaluation pages."""
     import logging
 
-    from lxml import html as lxml_html
-    from trafilatura import htmlprocessing, main_extractor
-    from trafilatura import utils as tutils
+    from trafilatura import main_extractor, xpaths
 
     from refinery.stages import _extract_helper
-    from refinery.stages._extract_helper import strip_dropped_elements
+    from refinery.stages._extract_helper import plain_trafilatura, strip_dropped_elements
 
     stage = TrafilaturaExtractor()
     config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
@@ -736,27 +735,62 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
             htmls.append(decode_html(body, sample.column("content_type")[i].as_py())[0])
             urls.append(sample.column("url")[i].as_py())
     assert len(htmls) >= 6
-    stock = lxml_html.HTMLParser(collect_ids=False, default_doctype=False, encoding="utf-8", remove_comments=True,
-                                 remove_pis=True)
-    lean_parser = tutils.HTML_PARSER
-    lean_prune = main_extractor.prune_unwanted_nodes
-    assert getattr(lean_prune, "_refinery", False)  # installed: this trafilatura is the one it mirrors
+    assert getattr(main_extractor.prune_unwanted_nodes, "_refinery", False)  # installed: the trafilatura it mirrors
+    guarded = xpaths.OVERALL_DISCARD_XPATH[1]
+    assert ") and re:test(" in guarded.path  # the guarded XPaths are installed
     paths = set()
-    try:
-        for html, url in zip(htmls, urls):
-            tutils.HTML_PARSER = stock  # plain: lxml.html's own (Python) class lookup
-            main_extractor.prune_unwanted_nodes = htmlprocessing.prune_unwanted_nodes  # and its own pruning
+    for html, url in zip(htmls, urls):
+        with plain_trafilatura():  # lxml.html's own (Python) class lookup, trafilatura's pruning and XPaths
+            assert xpaths.OVERALL_DISCARD_XPATH[1] is not guarded
             want = plain(html, url)
-            tutils.HTML_PARSER = lean_parser
-            main_extractor.prune_unwanted_nodes = lean_prune
-            assert lean(html, url) == want, url
-            paths.add(want[1])
-    finally:
-        tutils.HTML_PARSER = lean_parser
-        main_extractor.prune_unwanted_nodes = lean_prune
+        assert lean(html, url) == want, url
+        paths.add(want[1])
+    assert xpaths.OVERALL_DISCARD_XPATH[1] is guarded
     assert {"precision", "fallback"} <= paths
     # the pages really were cut before parsing (most bytes of real pages are scripts and styles)
     assert sum(len(strip_dropped_elements(h)) for h in htmls) < 0.9 * sum(map(len, htmls))
+
+
+def test_guarded_regex_tests_are_the_same_tests() -> None:
+    """The guard is added only where the regex cannot match "" (an absent attribute is tested as
+    ""), keeps the test itself, and a union of attributes is guarded as a whole."""
+    from refinery.stages._extract_helper import _selects_elements, guard_regex_tests as guard
+
+    assert guard("//*[re:test(@id, 'a|b')]") == "//*[((@id) and re:test(@id, 'a|b'))]"
+    assert guard("//*[re:test(@id|@class, '^x', 'i') or @y]") == "//*[((@id|@class) and re:test(@id|@class, '^x', 'i')) or @y]"
+    for matches_empty in ("a*", "^", "x?|y", "(?:a|)"):
+        assert guard(f"//*[re:test(@id, '{matches_empty}')]") == f"//*[re:test(@id, '{matches_empty}')]"
+    assert guard("//*[re:test(@id, '(unclosed')]") == "//*[re:test(@id, '(unclosed')]"  # left to lxml's error
+    assert _selects_elements(".//*[re:test(@id, 'a')][1]") and _selects_elements("(.//*[@x])[1]|(.//main)[1]")
+    for strings in ("//a/@href", "//p/text()", "string(//title)", "//*[@x]/attribute::y"):
+        assert not _selects_elements(strings)
+
+
+def test_guarded_xpaths_select_the_same_elements_on_real_pages() -> None:
+    """Every XPath of trafilatura's that the lean path replaces selects the same elements as the
+    original on real crawl pages (the page trees as trafilatura parses them)."""
+    from lxml import etree, html as lxml_html
+
+    from refinery.stages import _extract_helper
+
+    assert _extract_helper._install_guarded_xpaths()
+    replaced = _extract_helper._GUARDED_XPATHS
+    assert len(replaced) >= 15 and all(") and re:test(" in new.path for _, _, _, new in replaced)
+    assert not any(isinstance(e, str) for _, _, _, new in replaced for e in new(etree.fromstring("<a/>")))
+    sample = load_warc_records()
+    trees = []
+    for i in range(sample.num_rows):
+        body = sample.column("html")[i].as_py()
+        if body and b"<html" in body[:2000].lower():
+            trees.append(lxml_html.fromstring(decode_html(body, sample.column("content_type")[i].as_py())[0]))
+    assert len(trees) >= 20
+    selected = 0
+    for tree in trees:
+        for _, _, original, new in replaced:
+            want = original(tree)
+            assert new(tree) == want, original.path
+            selected += len(want)
+    assert selected > 100  # the tests really selected elements
 
 
 def test_outer_matches_are_the_matches_without_a_matched_ancestor() -> None:

@@ -18,12 +18,14 @@ that notices being re-parented.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 
 
@@ -65,7 +67,11 @@ PATHS = {"input": 0, "precision": 1, "balanced": 1, "main_content": 1, "learned"
 #    and walked by trafilatura only to be deleted by its tree cleaning: cut from the string before
 #    it parses it (JSON-LD scripts stay: trafilatura reads them);
 # 4. its guarded pruning finds the outermost of the elements to delete by walking every match's
-#    ancestors (quadratic in nesting): memoised, the same elements, ~5% less CPU.
+#    ancestors (quadratic in nesting): memoised, the same elements, ~5% less CPU;
+# 5. every ``re:test(@class, ...)`` in its XPaths is a call from libxml2 into Python for every
+#    element tested, also for elements without the attribute (the test then searches ""), and it
+#    wraps each attribute value with a new proxy of its element ("smart strings"): the same
+#    XPaths test the attribute's presence first and build plain strings, the same elements.
 
 
 def _install_c_class_lookup() -> bool:
@@ -166,6 +172,139 @@ def _install_fast_prune() -> bool:
     prune_unwanted_nodes._refinery = True
     main_extractor.prune_unwanted_nodes = prune_unwanted_nodes
     return True
+
+
+#: ``re:test(ATTRS, 'REGEX'[, 'FLAGS'])`` in an XPath: EXSLT's regex test as trafilatura writes it
+_RE_TEST = re.compile(r"re:test\(\s*(@[\w-]+(?:\s*\|\s*@[\w-]+)*)\s*,\s*'([^']*)'\s*(?:,\s*'([^']*)'\s*)?\)")
+_XPATH_STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
+_REGEXP_NS = "http://exslt.org/regular-expressions"
+
+
+def guard_regex_tests(path: str) -> str:
+    """``re:test(@a|@b, 'R', 'F')`` -> ``((@a|@b) and re:test(@a|@b, 'R', 'F'))`` wherever ``R``
+    cannot match the empty string. Exact: lxml's test gets an absent attribute as "" and searches
+    it with Python's ``re`` (ignoring case when ``'i'`` is in the flags), so where ``R`` cannot
+    match "" the test of an element without the attribute is false, and XPath's ``and`` skips it."""
+
+    def guarded(match: re.Match) -> str:
+        attributes, regex, flags = match.group(1), match.group(2), match.group(3) or ""
+        try:
+            matches_empty = re.compile(regex, re.IGNORECASE if "i" in flags else 0).search("") is not None
+        except re.error:
+            return match.group(0)
+        return match.group(0) if matches_empty else f"(({attributes}) and {match.group(0)})"
+
+    return _RE_TEST.sub(guarded, path)
+
+
+def _selects_elements(path: str) -> bool:
+    """Whether an XPath's result can only be elements (no attribute, text or function result
+    outside its predicates): then plain strings inside it change nothing in what it returns."""
+    skeleton, depth = [], 0
+    for char in _XPATH_STRING.sub("''", path):
+        depth += char == "["
+        if depth == 0:
+            skeleton.append(char)
+        depth -= char == "]"
+    text = "".join(skeleton)
+    return "@" not in text and re.search(r"[\w-]\s*\(", text) is None and "::" not in text
+
+
+def _xpath_prefixes(path: str) -> set[str]:
+    return set(re.findall(r"(?<![\w:.-])([A-Za-z_][\w.-]*):(?!:)", _XPATH_STRING.sub("''", path)))
+
+
+def _install_guarded_xpaths() -> bool:
+    """Replace trafilatura's XPaths that run ``re:test`` (its lists in ``trafilatura.xpaths``,
+    changed in place so every module that imported a list sees it, and ``BASIC_CLEAN_XPATH``) with
+    the same expression where each test is guarded by :func:`guard_regex_tests`, built with
+    ``smart_strings=False`` when it selects only elements. Checked on a probe page: every
+    replacement must select the same elements as its original, else nothing is replaced."""
+    if _GUARDED_XPATHS:
+        return True
+    try:
+        from lxml import etree
+        from lxml import html as lxml_html
+        from trafilatura import baseline, settings, xpaths
+    except ImportError:  # pragma: no cover - trafilatura is the backend here
+        return False
+    replaced: list[tuple[object, object, object, object]] = []  # (container, key, original, new)
+
+    def guarded(original):
+        path = getattr(original, "path", None)
+        if type(original) is not etree.XPath or not isinstance(path, str) or "re:test" not in path:
+            return None
+        if _xpath_prefixes(path) != {"re"}:
+            return None
+        new_path = guard_regex_tests(path)
+        if new_path == path:
+            return None
+        return etree.XPath(new_path, namespaces={"re": _REGEXP_NS}, smart_strings=not _selects_elements(path))
+
+    for value in vars(xpaths).values():
+        if isinstance(value, list):
+            for i, original in enumerate(value):
+                new = guarded(original)
+                if new is not None:
+                    replaced.append((value, i, original, new))
+    basic = getattr(settings, "BASIC_CLEAN_XPATH", None)
+    new = guarded(basic)
+    if new is not None:
+        replaced.append((settings, "BASIC_CLEAN_XPATH", basic, new))
+        if getattr(baseline, "BASIC_CLEAN_XPATH", None) is basic:
+            replaced.append((baseline, "BASIC_CLEAN_XPATH", basic, new))
+    probe = lxml_html.fromstring(_XPATH_PROBE)
+    for _, _, original, new in replaced:
+        if original(probe) != new(probe):  # lxml gives a node's live proxy again: identity compares
+            return False
+    for container, key, _, new in replaced:
+        _set(container, key, new)
+    _GUARDED_XPATHS.extend(replaced)
+    return bool(replaced)
+
+
+@contextlib.contextmanager
+def plain_trafilatura() -> Iterator[None]:
+    """Within this block trafilatura runs as shipped: lxml.html's stock parser (its Python class
+    lookup), its own pruning and its own XPaths; the lean replacements come back on exit. For
+    A/B checks that the lean path gives the same text (tests, ``benchmarks/extraction.py``)."""
+    from lxml import html as lxml_html
+    from trafilatura import htmlprocessing, main_extractor
+    from trafilatura import utils as tutils
+
+    lean_parser, lean_prune = tutils.HTML_PARSER, main_extractor.prune_unwanted_nodes
+    tutils.HTML_PARSER = lxml_html.HTMLParser(collect_ids=False, default_doctype=False, encoding="utf-8",
+                                              remove_comments=True, remove_pis=True)
+    main_extractor.prune_unwanted_nodes = htmlprocessing.prune_unwanted_nodes
+    for container, key, original, _ in _GUARDED_XPATHS:
+        _set(container, key, original)
+    try:
+        yield
+    finally:
+        tutils.HTML_PARSER, main_extractor.prune_unwanted_nodes = lean_parser, lean_prune
+        for container, key, _, new in _GUARDED_XPATHS:
+            _set(container, key, new)
+
+
+def _set(container, key, value) -> None:
+    if isinstance(container, list):
+        container[key] = value
+    else:
+        setattr(container, key, value)
+
+
+#: the XPaths replaced by :func:`_install_guarded_xpaths`: (container, key, original, new)
+_GUARDED_XPATHS: list[tuple[object, object, object, object]] = []
+
+#: a page whose elements carry the classes, ids and styles trafilatura's XPaths test
+_XPATH_PROBE = (
+    "<html><body><div id='main-content' class='post-content article-body'>"
+    "<div class='comments-title'>c</div><p class='hidden x'>h</p><span style='display:none'>n</span>"
+    "<div id='reply-1' class='-reply- message'>r</div><section class='comment-list'>l</section>"
+    "<div role='navigation' class='nav'>n</div><div class='author-name' rel='author'>a</div>"
+    "<div class='cookie-banner'>k</div><div id='onetrust-banner'>o</div>"
+    "<p class=''>e</p><p id=''>f</p><div class='bottom link'>b</div></div><article><p>t</p></article>"
+    "</body></html>")
 
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.prune_unwanted_nodes`` source, mirrored above
@@ -313,6 +452,7 @@ def make_extract(config: dict):
     if lean:
         _install_c_class_lookup()
         _install_fast_prune()
+        _install_guarded_xpaths()
         first_call = _trafilatura_call(kwargs)
         prepare = strip_dropped_elements
     else:
