@@ -710,11 +710,12 @@ def test_c_class_lookup_gives_lxml_html_classes() -> None:
 @pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
 def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) -> None:
     """The lean cascade (C class lookup, settings built once, scripts/styles cut before parsing,
-    memoised pruning, guarded regex tests in the XPaths) against plain ``trafilatura.extract``
+    memoised pruning, its XPaths as Python selections) against plain ``trafilatura.extract``
     calls with lxml.html's stock parser and trafilatura's own XPaths, on real pages: a
     table-layout page, a page that takes the fallback, sample crawl pages, evaluation pages."""
     import logging
 
+    from lxml import etree
     from trafilatura import main_extractor, xpaths
 
     from refinery.stages import _extract_helper
@@ -736,16 +737,16 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
             urls.append(sample.column("url")[i].as_py())
     assert len(htmls) >= 6
     assert getattr(main_extractor.prune_unwanted_nodes, "_refinery", False)  # installed: the trafilatura it mirrors
-    guarded = xpaths.OVERALL_DISCARD_XPATH[1]
-    assert ") and re:test(" in guarded.path  # the guarded XPaths are installed
+    faster = xpaths.OVERALL_DISCARD_XPATH[1]
+    assert not isinstance(faster, etree.XPath)  # the Python selections are installed
     paths = set()
     for html, url in zip(htmls, urls):
         with plain_trafilatura():  # lxml.html's own (Python) class lookup, trafilatura's pruning and XPaths
-            assert xpaths.OVERALL_DISCARD_XPATH[1] is not guarded
+            assert isinstance(xpaths.OVERALL_DISCARD_XPATH[1], etree.XPath)
             want = plain(html, url)
         assert lean(html, url) == want, url
         paths.add(want[1])
-    assert xpaths.OVERALL_DISCARD_XPATH[1] is guarded
+    assert xpaths.OVERALL_DISCARD_XPATH[1] is faster
     assert {"precision", "fallback"} <= paths
     # the pages really were cut before parsing (most bytes of real pages are scripts and styles)
     assert sum(len(strip_dropped_elements(h)) for h in htmls) < 0.9 * sum(map(len, htmls))
@@ -766,17 +767,20 @@ def test_guarded_regex_tests_are_the_same_tests() -> None:
         assert not _selects_elements(strings)
 
 
-def test_guarded_xpaths_select_the_same_elements_on_real_pages() -> None:
-    """Every XPath of trafilatura's that the lean path replaces selects the same elements as the
-    original on real crawl pages (the page trees as trafilatura parses them)."""
+def test_faster_xpaths_select_the_same_elements_on_real_pages() -> None:
+    """Every XPath of trafilatura's that the lean path replaces (by a Python function, or guarded)
+    selects the same elements, in the same order, as the original on real crawl pages, both on
+    the raw page trees and on subtrees (trafilatura also runs them on the article it found)."""
     from lxml import etree, html as lxml_html
 
     from refinery.stages import _extract_helper
 
-    assert _extract_helper._install_guarded_xpaths()
-    replaced = _extract_helper._GUARDED_XPATHS
-    assert len(replaced) >= 15 and all(") and re:test(" in new.path for _, _, _, new in replaced)
-    assert not any(isinstance(e, str) for _, _, _, new in replaced for e in new(etree.fromstring("<a/>")))
+    assert _extract_helper._install_faster_xpaths()
+    replaced = _extract_helper._REPLACED_XPATHS
+    functions = [new for _, _, _, new in replaced if not isinstance(new, etree.XPath)]
+    guarded = [new for _, _, _, new in replaced if isinstance(new, etree.XPath)]
+    assert len(functions) >= 20  # every XPath trafilatura's extraction runs
+    assert all(") and re:test(" in new.path for new in guarded)  # the metadata XPaths (absolute paths)
     sample = load_warc_records()
     trees = []
     for i in range(sample.num_rows):
@@ -786,11 +790,46 @@ def test_guarded_xpaths_select_the_same_elements_on_real_pages() -> None:
     assert len(trees) >= 20
     selected = 0
     for tree in trees:
-        for _, _, original, new in replaced:
-            want = original(tree)
-            assert new(tree) == want, original.path
-            selected += len(want)
-    assert selected > 100  # the tests really selected elements
+        subtrees = [e for e in tree.iterdescendants("div", "article", "main") if len(e) >= 3][:3]
+        for root in (tree, *subtrees):
+            for _, _, original, new in replaced:
+                if root is tree or new in functions:
+                    want = original(root)
+                    assert new(root) == want, original.path
+                    selected += len(want)
+    assert selected > 1000  # the tests really selected elements
+
+
+def test_xpath_to_python_mirrors_lxml_on_the_subset() -> None:
+    """The translation's semantics, each against lxml on a hand-made page: a union's string is
+    its first attribute in the element's order, ``=`` on a union is any, a step's ``[1]`` is the
+    first match per parent, ``(...)[1]`` the first overall, translate, not(.//h1), case-insensitive
+    regexes, a missing attribute as ""; anything else is refused."""
+    from lxml import etree, html as lxml_html
+
+    from refinery.stages._xpath_to_python import Unsupported, compile_xpath
+
+    page = lxml_html.fromstring(
+        "<html><body><div class='reply-x' id='zzz'><p id='a'>1</p><p>2</p><p id='b'>3</p></div>"
+        "<div id='reply-y' class='q' role='Navigation'><h1>t</h1><ul><li class='Teaser'>4</li></ul></div>"
+        "<section class='MainContent post'><p class=''>5</p></section><!-- c --><main>6</main></body></html>")
+    ns = {"re": "http://exslt.org/regular-expressions"}
+    paths = [
+        ".//*[starts-with(@id|@class, 'reply-')]", ".//*[re:test(@class|@id, '^reply-')]",
+        ".//*[@id|@class = 'q']", ".//p[@id][1]", ".//*[self::p or self::li][1]", "(.//p[@id])[1]",
+        "(.//*[self::div or self::section][not(.//h1)])[1]", ".//*[contains(translate(@class, 'MCT', 'mc'), 'maincon')]",
+        ".//*[contains(translate(@role, 'N', 'n'), 'nav')]", ".//*[re:test(@class, 'teaser', 'i')]",
+        ".//*[re:test(@class, '^$')]", ".//p[@class or @id = 'b']", ".//cite|.//li|.//main",
+        ".//*[self::div][not(self::ol or self::ul) and (@role or @id='zzz')]", ".//*[contains(@class, '')]",
+    ]
+    for path in paths:
+        want = etree.XPath(path, namespaces=ns)(page)
+        assert compile_xpath(path)(page) == want, path
+        assert want or path.endswith("'^$')]"), path  # each selects something (but the empty-regex case)
+    for unsupported in ("//p", ".//p[2]", ".//p/text()", ".//p[@id > 3]", "(.//p)[1]|(.//li)[1]",
+                        ".//*[local-name()='p']", ".//p[re:test(@id, '(')]"):
+        with pytest.raises(Unsupported):
+            compile_xpath(unsupported)
 
 
 def test_outer_matches_are_the_matches_without_a_matched_ancestor() -> None:

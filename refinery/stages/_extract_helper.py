@@ -1,15 +1,14 @@
 """The extraction helper process: HTML -> text with trafilatura or Resiliparse, killable.
 
-Started by :class:`refinery.stages.extract.TrafilaturaExtractor` as
-``python _extract_helper.py FD PARENT_PID CONFIG_JSON`` (by file path: it imports only the standard
-library and the backend, not refinery or pyarrow). It talks over the inherited socket ``FD``
+Started by :class:`refinery.stages.extract.TrafilaturaExtractor` as ``python _extract_helper.py FD
+PARENT_PID CONFIG_JSON`` (by file path: it imports only the standard library, the backend and its
+sibling ``_xpath_to_python.py``, not refinery or pyarrow). It talks over the inherited socket ``FD``
 (``multiprocessing.connection`` framing): it sends ``("ready", pid)`` once the backend is imported
-and warmed up (or ``("error", message)`` if it cannot be), then answers each ``(html, url)``
-request with ``("ok", (text_or_None, path))`` or ``("failed", "ExceptionType: message")``. It exits
-when the socket closes. ``path`` names the extraction path that produced the text (see
-:func:`make_extract`); the stage records it in its ``extract_path`` column. The parent enforces
-the deadline by killing this process (SIGKILL): a parser stuck in C code cannot be interrupted any
-other way.
+and warmed up (or ``("error", message)`` if it cannot be), then answers each ``(html, url)`` request
+with ``("ok", (text_or_None, path))`` or ``("failed", "ExceptionType: message")``. It exits when the
+socket closes. ``path`` names the extraction path that produced the text (see :func:`make_extract`);
+the stage records it in its ``extract_path`` column. The parent enforces the deadline by killing
+this process (SIGKILL): a parser stuck in C code cannot be interrupted any other way.
 
 If the parent dies, the helper dies too: ``PR_SET_PDEATHSIG`` (Linux; only when started from the
 parent's main thread, since the signal follows the thread that started it) and a watchdog thread
@@ -27,6 +26,11 @@ import threading
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
+
+try:  # imported as part of refinery (in-process extraction, tests, benchmarks)
+    from ._xpath_to_python import Unsupported, compile_xpath
+except ImportError:  # run by file path as the helper process: its directory is on sys.path
+    from _xpath_to_python import Unsupported, compile_xpath
 
 
 def _die_with_parent(parent_pid: int, pdeathsig: bool) -> None:
@@ -68,10 +72,12 @@ PATHS = {"input": 0, "precision": 1, "balanced": 1, "main_content": 1, "learned"
 #    it parses it (JSON-LD scripts stay: trafilatura reads them);
 # 4. its guarded pruning finds the outermost of the elements to delete by walking every match's
 #    ancestors (quadratic in nesting): memoised, the same elements, ~5% less CPU;
-# 5. every ``re:test(@class, ...)`` in its XPaths is a call from libxml2 into Python for every
-#    element tested, also for elements without the attribute (the test then searches ""), and it
-#    wraps each attribute value with a new proxy of its element ("smart strings"): the same
-#    XPaths test the attribute's presence first and build plain strings, the same elements.
+# 5. its ~20 boilerplate XPaths (``.//*[self::div or ...][re:test(@class, ...) or ...]``) are ~40%
+#    of its CPU: libxml2 tests every element with node-set objects it allocates per test, and each
+#    ``re:test`` is a call from C into Python, also for elements without the attribute. They are
+#    replaced by Python functions selecting the same elements (``_xpath_to_python``, ~2.5x faster);
+#    an XPath outside the subset it translates gets its regex tests guarded by the attribute's
+#    presence instead.
 
 
 def _install_c_class_lookup() -> bool:
@@ -214,13 +220,18 @@ def _xpath_prefixes(path: str) -> set[str]:
     return set(re.findall(r"(?<![\w:.-])([A-Za-z_][\w.-]*):(?!:)", _XPATH_STRING.sub("''", path)))
 
 
-def _install_guarded_xpaths() -> bool:
-    """Replace trafilatura's XPaths that run ``re:test`` (its lists in ``trafilatura.xpaths``,
-    changed in place so every module that imported a list sees it, and ``BASIC_CLEAN_XPATH``) with
-    the same expression where each test is guarded by :func:`guard_regex_tests`, built with
-    ``smart_strings=False`` when it selects only elements. Checked on a probe page: every
-    replacement must select the same elements as its original, else nothing is replaced."""
-    if _GUARDED_XPATHS:
+def _install_faster_xpaths() -> bool:
+    """Replace trafilatura's XPaths (its lists in ``trafilatura.xpaths``, changed in place so every
+    module that imported a list sees it, and ``BASIC_CLEAN_XPATH``) with faster equals:
+
+    - a Python function selecting the same elements (:mod:`_xpath_to_python`), where the XPath is
+      in the subset it translates (everything trafilatura's extraction runs);
+    - else, if it runs ``re:test``, the same XPath with each test guarded by
+      :func:`guard_regex_tests`, built with ``smart_strings=False`` when it selects only elements.
+
+    Each replacement must select the same elements as its original on a probe page, else nothing
+    is replaced. Returns whether any was."""
+    if _REPLACED_XPATHS:
         return True
     try:
         from lxml import etree
@@ -230,11 +241,15 @@ def _install_guarded_xpaths() -> bool:
         return False
     replaced: list[tuple[object, object, object, object]] = []  # (container, key, original, new)
 
-    def guarded(original):
+    def faster(original):
         path = getattr(original, "path", None)
-        if type(original) is not etree.XPath or not isinstance(path, str) or "re:test" not in path:
+        if type(original) is not etree.XPath or not isinstance(path, str):
             return None
-        if _xpath_prefixes(path) != {"re"}:
+        try:
+            return compile_xpath(path)
+        except Unsupported:
+            pass
+        if "re:test" not in path or _xpath_prefixes(path) != {"re"}:
             return None
         new_path = guard_regex_tests(path)
         if new_path == path:
@@ -244,11 +259,11 @@ def _install_guarded_xpaths() -> bool:
     for value in vars(xpaths).values():
         if isinstance(value, list):
             for i, original in enumerate(value):
-                new = guarded(original)
+                new = faster(original)
                 if new is not None:
                     replaced.append((value, i, original, new))
     basic = getattr(settings, "BASIC_CLEAN_XPATH", None)
-    new = guarded(basic)
+    new = faster(basic)
     if new is not None:
         replaced.append((settings, "BASIC_CLEAN_XPATH", basic, new))
         if getattr(baseline, "BASIC_CLEAN_XPATH", None) is basic:
@@ -259,7 +274,7 @@ def _install_guarded_xpaths() -> bool:
             return False
     for container, key, _, new in replaced:
         _set(container, key, new)
-    _GUARDED_XPATHS.extend(replaced)
+    _REPLACED_XPATHS.extend(replaced)
     return bool(replaced)
 
 
@@ -276,13 +291,13 @@ def plain_trafilatura() -> Iterator[None]:
     tutils.HTML_PARSER = lxml_html.HTMLParser(collect_ids=False, default_doctype=False, encoding="utf-8",
                                               remove_comments=True, remove_pis=True)
     main_extractor.prune_unwanted_nodes = htmlprocessing.prune_unwanted_nodes
-    for container, key, original, _ in _GUARDED_XPATHS:
+    for container, key, original, _ in _REPLACED_XPATHS:
         _set(container, key, original)
     try:
         yield
     finally:
         tutils.HTML_PARSER, main_extractor.prune_unwanted_nodes = lean_parser, lean_prune
-        for container, key, _, new in _GUARDED_XPATHS:
+        for container, key, _, new in _REPLACED_XPATHS:
             _set(container, key, new)
 
 
@@ -293,8 +308,8 @@ def _set(container, key, value) -> None:
         setattr(container, key, value)
 
 
-#: the XPaths replaced by :func:`_install_guarded_xpaths`: (container, key, original, new)
-_GUARDED_XPATHS: list[tuple[object, object, object, object]] = []
+#: the XPaths replaced by :func:`_install_faster_xpaths`: (container, key, original, new)
+_REPLACED_XPATHS: list[tuple[object, object, object, object]] = []
 
 #: a page whose elements carry the classes, ids and styles trafilatura's XPaths test
 _XPATH_PROBE = (
@@ -452,7 +467,7 @@ def make_extract(config: dict):
     if lean:
         _install_c_class_lookup()
         _install_fast_prune()
-        _install_guarded_xpaths()
+        _install_faster_xpaths()
         first_call = _trafilatura_call(kwargs)
         prepare = strip_dropped_elements
     else:
