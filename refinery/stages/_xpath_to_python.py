@@ -86,18 +86,18 @@ class _Parser:
         return f"_c[{len(self.consts) - 1}]"
 
     def expr(self) -> str:
-        parts = [self.and_expr()]
-        while self.peek() == ("name", "or"):
-            self.take()
-            parts.append(self.and_expr())
-        return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+        return self.chain("or", self.and_expr)
 
     def and_expr(self) -> str:
-        parts = [self.unary()]
-        while self.peek() == ("name", "and"):
+        return self.chain("and", self.unary)
+
+    def chain(self, word: str, operand: Callable[[], str]) -> str:
+        """``operand (word operand)*`` as one Python expression (``or`` binds looser than ``and``)."""
+        parts = [operand()]
+        while self.peek() == ("name", word):
             self.take()
-            parts.append(self.unary())
-        return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else "(" + f" {word} ".join(parts) + ")"
 
     def unary(self) -> str:
         kind, text = self.peek()
