@@ -3,6 +3,7 @@
     python benchmarks/extraction.py [--passes 3] [--eval-pages 0] [--warc-repeat 4]
         [--variants old-defaults trafilatura resiliparse] [--rounds 1]
     python benchmarks/extraction.py --lean-ab [--rounds 1]   (plain vs lean trafilatura calls: lean_ab)
+    python benchmarks/extraction.py --xpath-check            (the lean path's XPath replacements vs lxml's)
 
 Runs the ``extract`` stage (``TrafilaturaExtractor``) with each variant (``VARIANTS``: the current
 defaults, the defaults before issue 13, Resiliparse), each in a fresh child process (so peak RSS is
@@ -24,6 +25,7 @@ printed next to them.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing as mp
 import random
@@ -41,7 +43,7 @@ import pyarrow as pa
 
 from refinery.schema import DOCUMENT_SCHEMA
 from refinery.stages.base import METRIC, REASON
-from refinery.stages.extract import TrafilaturaExtractor
+from refinery.stages.extract import TrafilaturaExtractor, decode_html
 
 DEFAULT_EVAL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
 URL_RE = re.compile(r"https?://\S|\bwww\.\w")
@@ -167,6 +169,42 @@ def run_backend(backend: str, args: argparse.Namespace, queue: mp.Queue) -> None
     })
 
 
+def xpath_check() -> None:
+    """``--xpath-check``: every trafilatura XPath the lean path replaces (by a Python selection or a
+    guarded XPath, refinery/stages/_xpath_to_python.py) against lxml's original, on the filter
+    benchmark's real pages, on their raw trees and after trafilatura's tree cleaning (the XPaths
+    run on both). Prints how many evaluations, elements selected and differences (0 expected)."""
+    from trafilatura.htmlprocessing import tree_cleaning
+    from trafilatura.settings import Extractor
+    from trafilatura.utils import load_html
+
+    from refinery.stages import _extract_helper
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_pages import pages
+
+    _extract_helper._install_c_class_lookup()
+    if not _extract_helper._install_faster_xpaths():
+        sys.exit("the faster XPaths are not installed for this trafilatura (its XPaths changed)")
+    replaced = [(original, new) for _, _, original, new in _extract_helper._REPLACED_XPATHS]
+    options = Extractor(precision=True, tables=True)
+    evaluations = selected = differences = n = 0
+    for page in pages():
+        tree = load_html(_extract_helper.strip_dropped_elements(decode_html(page.body, page.content_type)[0]))
+        if tree is None:
+            continue
+        n += 1
+        for root in (tree, tree_cleaning(copy.deepcopy(tree), options)):
+            for original, new in replaced:
+                want = original(root)
+                evaluations, selected = evaluations + 1, selected + len(want)
+                if new(root) != want:
+                    differences += 1
+                    print(f"differs: {page.url}: {original.path.strip()[:80]}")
+    print(f"{n} pages, {len(replaced)} XPaths, {evaluations:,} evaluations, {selected:,} elements selected, "
+          f"{differences} differences")
+
+
 def lean_ab(args: argparse.Namespace) -> None:
     """``--lean-ab``: CPU per page of the trafilatura cascade as plain ``trafilatura.extract`` calls
     (lxml.html's stock parser, settings built per call, the whole page parsed, trafilatura's own
@@ -180,7 +218,7 @@ def lean_ab(args: argparse.Namespace) -> None:
     import os
 
     from refinery.stages import _extract_helper
-    from refinery.stages.extract import _BAD_CHARS, _bad_chars, decode_html, pathological_html
+    from refinery.stages.extract import _BAD_CHARS, _bad_chars, pathological_html
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from real_pages import pages
@@ -245,11 +283,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="run the variants this many times, interleaved")
     parser.add_argument("--timeout-s", type=float, default=5.0,
                         help="the stage's timeout_s (default 5, as in the stage; 0 = in this process, no helper)")
+    parser.add_argument("--xpath-check", action="store_true",
+                        help="compare the lean path's XPath replacements with lxml's originals on real pages")
     parser.add_argument("--lean-ab", action="store_true",
                         help="CPU per page, plain trafilatura calls vs the stage's lean path, and identical texts")
     args = parser.parse_args()
     if args.lean_ab:
         lean_ab(args)
+        return
+    if args.xpath_check:
+        xpath_check()
         return
 
     ctx = mp.get_context("spawn")  # fresh interpreter per backend: its own imports and peak RSS
