@@ -779,7 +779,7 @@ def test_faster_xpaths_select_the_same_elements_on_real_pages() -> None:
     replaced = _extract_helper._REPLACED_XPATHS
     functions = [new for _, _, _, new in replaced if not isinstance(new, etree.XPath)]
     guarded = [new for _, _, _, new in replaced if isinstance(new, etree.XPath)]
-    assert len(functions) >= 20  # every XPath trafilatura's extraction runs
+    assert len(functions) >= 20  # all its extraction's XPaths but BODY_XPATH's last (a positional union)
     assert all(") and re:test(" in new.path for new in guarded)  # the metadata XPaths (absolute paths)
     sample = load_warc_records()
     trees = []

@@ -225,7 +225,8 @@ def _install_faster_xpaths() -> bool:
     module that imported a list sees it, and ``BASIC_CLEAN_XPATH``) with faster equals:
 
     - a Python function selecting the same elements (:mod:`_xpath_to_python`), where the XPath is
-      in the subset it translates (everything trafilatura's extraction runs);
+      in the subset it translates (all of its extraction's XPaths but one cheap union of
+      positional paths, which stays as it is);
     - else, if it runs ``re:test``, the same XPath with each test guarded by
       :func:`guard_regex_tests`, built with ``smart_strings=False`` when it selects only elements.
 
