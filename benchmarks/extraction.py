@@ -210,8 +210,8 @@ def lean_ab(args: argparse.Namespace) -> None:
     (lxml.html's stock parser, settings built per call, the whole page parsed, trafilatura's own
     pruning and XPaths) against the lean path the stage uses (refinery/stages/_extract_helper.py:
     C class lookup, settings built once, scripts/styles/comments cut before parsing, outermost
-    pruned elements found in one walk, guarded regex tests), page by page in one process (A then B on each
-    page, so the machine's load hits both alike), on the filter benchmark's 1,087 real pages and the
+    pruned elements found in one walk, its XPaths as Python selections), page by page in one process
+    (A then B on each page, so the machine's load hits both alike), on the filter benchmark's 1,087 real pages and the
     990 evaluation pages; plus the stage's own bad-character count (regex vs bytes.translate).
     Prints ms of CPU per page, docs/s/core, the reduction and how many texts are byte-identical."""
     import logging

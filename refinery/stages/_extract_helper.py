@@ -444,7 +444,8 @@ def make_extract(config: dict):
 
     ``config["lean"]`` (default true) makes the trafilatura calls cheaper with the same text
     (identical on all 2,077 real pages checked; see above: C class lookup, settings built once,
-    scripts/styles cut before parsing, one walk for the outermost pruned elements); false calls ``trafilatura.extract`` plainly, page by page.
+    scripts/styles cut before parsing, one walk for the outermost pruned elements, its XPaths as
+    Python selections); false calls ``trafilatura.extract`` plainly, page by page.
     """
     backend = config["backend"]
     kwargs = config["kwargs"]

@@ -238,15 +238,21 @@ def compile_xpath(path: str) -> Callable[[Any], list]:
         raise Unsupported("a union of paths with positions")
 
     def iterate(tags: set[str] | tuple[str, ...] | None) -> str:
-        return f"tree.iterdescendants({', '.join(map(repr, sorted(tags)))})" if tags else "tree.iterdescendants(_Element)"
+        if not tags:
+            return "tree.iterdescendants(_Element)"
+        return f"tree.iterdescendants({', '.join(map(repr, sorted(tags)))})"
 
     if len(branches) == 1:
         tags, tests, first_child, first = branches[0]
-        test = " and ".join(tests) or "True"
-        keep = "return [e]" if first else "out.append(e)"
-        if first_child and not first:  # the first matching child of each parent
-            keep = "parent = e.getparent()\n            if parent not in seen:\n                seen.add(parent)\n                out.append(e)"
-        body = f"    out, seen = [], set()\n    for e in {iterate(tags)}:\n        if {test}:\n            {keep}\n    return out\n"
+        lines = ["out = []", f"for e in {iterate(tags)}:", f"    if {' and '.join(tests) or 'True'}:"]
+        if first:  # the first match overall (also the first matching child of its parent)
+            lines.append("        return [e]")
+        elif first_child:  # the first matching child of each parent
+            lines[0] = "out, seen = [], set()"
+            lines += ["        parent = e.getparent()", "        if parent not in seen:",
+                      "            seen.add(parent)", "            out.append(e)"]
+        else:
+            lines.append("        out.append(e)")
     else:  # one walk in document order: an element is selected once even if several branches match
         every: set[str] | None = set()
         tests_per_branch = []
@@ -254,8 +260,9 @@ def compile_xpath(path: str) -> Callable[[Any], list]:
             every = None if tags is None or every is None else every | set(tags)
             tag_test = f"e.tag in {frozenset(tags)!r}" if tags else "True"
             tests_per_branch.append("(" + " and ".join([tag_test, *tests]) + ")")
-        body = (f"    out = []\n    for e in {iterate(every)}:\n        if {' or '.join(tests_per_branch)}:\n"
-                "            out.append(e)\n    return out\n")
+        lines = ["out = []", f"for e in {iterate(every)}:", f"    if {' or '.join(tests_per_branch)}:",
+                 "        out.append(e)"]
+    body = "".join(f"    {line}\n" for line in [*lines, "return out"])
     namespace: dict[str, Any] = {"_c": parser.consts, "_Element": etree.Element}
     exec(compile("def select(tree):\n" + body, f"<xpath {path.strip()[:60]}>", "exec"), namespace)
     select = namespace["select"]

@@ -46,9 +46,9 @@ signal can interrupt, from any thread. A fresh helper is started at once for the
 start-up, ~0.2-1 s, is not counted against that page). A helper that crashes (segfault, OOM kill)
 costs only its page (``extraction_failed``). ``timeout_s: 0`` extracts in this process, without
 any limit. The helper calls trafilatura through a leaner path with the same text (C element-class
-lookup, settings built once, scripts/styles cut before parsing, memoised pruning, regex tests in
-its XPaths guarded by the attribute's presence: docs/extraction.md, "CPU per page"). Before that, a cheap pre-screen (:func:`pathological_html`, ``prescreen=False`` turns it
-off) removes pages shaped to blow up the parser (thousands of attributes in one tag, 100k+ tags)
+lookup, settings built once, scripts/styles cut before parsing, memoised pruning, its XPaths run as
+Python selections of the same elements: docs/extraction.md, "CPU per page"). Before that, a cheap
+pre-screen (:func:`pathological_html`, ``prescreen=False`` turns it off) removes pages shaped to blow up the parser (thousands of attributes in one tag, 100k+ tags)
 in milliseconds instead of letting each burn ``timeout_s``.
 """
 
