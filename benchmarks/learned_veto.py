@@ -2,7 +2,7 @@
 not a stage option): is its score a better boilerplate signal than the hand rules tried before?
 
     python benchmarks/learned_veto.py [--model-b PATH] [--article-gold /tmp/article-gold]
-                                      [-p fallback_mode=balanced ...] [--text-only]
+                                      [-p fallback_mode=balanced ...] [--text-only] [--merge-balanced W]
 
 For every page of trafilatura's evaluation set, the extract stage's text at its defaults (in-process
 cascade, through ``clean_text``) is changed by two rules over the blocks of
@@ -22,7 +22,9 @@ leakage) and reported on the other. Then the CPU the model adds per page, and to
 publisher article bodies (``benchmarks/article_gold.py --no-score``) if that directory exists.
 
 ``-p KEY=VALUE`` changes the extract stage's parameters for the text the rules start from (e.g.
-``fallback_mode=balanced``). ``--text-only`` asks whether the DOM is needed: the veto's scores
+``fallback_mode=balanced``). ``--merge-balanced W`` starts from that text plus the lines of
+trafilatura's balanced mode (``fast``, no fallback) it lacks that have >= W words and end a sentence
+(:func:`merge_lines`). ``--text-only`` asks whether the DOM is needed: the veto's scores
 then come from a fastText model of a line's own words (its word count, last character and first 10
 words; no walk, ~0.6 ms per page), trained on the same teacher-labelled blocks, cross-fitted the
 same way; only veto rules are scored.
@@ -179,13 +181,38 @@ def _scores(fx, blocks: list) -> list[float]:
     return mix_scores(blocks, s, fx.mix) if fx.mix < 1.0 else s
 
 
-def run(model_b: Path | None, article_gold: Path | None, overrides: dict | None = None) -> None:
+_SENTENCE_END = tuple('.!?"\u201d\u00bb)\u2026')
+
+
+def merge_lines(first: str, other: str, min_words: int) -> str:
+    """``first`` with the lines of ``other`` it lacks that look like prose (>= ``min_words`` words,
+    ending a sentence), each inserted where it stands in ``other`` (a line diff of the two)."""
+    import difflib
+
+    if not first:
+        return other
+    a, b = first.split("\n"), other.split("\n")
+    out: list[str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag != "insert":
+            out += a[i1:i2]
+        if tag in ("insert", "replace"):
+            out += [ln for ln in b[j1:j2] if len(ln.split()) >= min_words and ln.rstrip().endswith(_SENTENCE_END)]
+    return "\n".join(out)
+
+
+def run(model_b: Path | None, article_gold: Path | None, overrides: dict | None = None,
+        merge_balanced: int = 0) -> None:
     from classifiers.extractor import DATA_DIR, eval_pages, teacher
     from refinery.eval_extract import load_gold, snippet_counts, split_pages, token_score
     from refinery.extract_fast import FastExtractor, blocks_of
     from refinery.stages.extract import clean_text, decode_html
 
     traf = teacher(**(overrides or {}))
+    if merge_balanced:  # the first text plus the prose lines of trafilatura's balanced mode (fast, no fallback)
+        precision, balanced = traf, teacher(favor_precision=False, fast=True, fallback=False)
+        traf = lambda html, url: merge_lines(precision(html, url) or "", balanced(html, url) or "",  # noqa: E731
+                                             merge_balanced)
     with tempfile.TemporaryDirectory() as tmp:
         fx = {1: FastExtractor(), 0: FastExtractor(_model_b(model_b, Path(tmp)))}  # half -> model not trained on it
     pages = eval_pages(DATA_DIR, None)
@@ -251,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--article-gold", type=Path, default=Path("/tmp/article-gold"))
     ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                     help="an extract stage parameter for the base text (YAML value), e.g. fallback_mode=balanced")
+    ap.add_argument("--merge-balanced", type=int, default=0, metavar="W",
+                    help="start from the defaults plus balanced mode's lines of >= W words that end a sentence")
     ap.add_argument("--text-only", action="store_true", help="the veto from a text-only line model (no DOM walk)")
     args = ap.parse_args(argv)
     import yaml
@@ -264,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.text_only:
         run_text_only(overrides)
     else:
-        run(args.model_b, args.article_gold, overrides)
+        run(args.model_b, args.article_gold, overrides, args.merge_balanced)
     return 0
 
 
