@@ -35,7 +35,7 @@ log = logging.getLogger("refinery.plan")
 
 PassKind = Literal["documents", "dedup", "tokenize"]
 RUN_FORMAT = 2  # run.json with a plan of passes
-#: the byte size of every input file by shard name, as the run last planned it (beside run.json)
+#: the byte size and version of every input file by shard name, as the run last planned it (beside run.json)
 INPUT_SIZES_FILE = "input_files.json"
 
 
@@ -71,6 +71,8 @@ class Plan:
     limit: int | None = None
     #: shard name -> input file size in bytes (None for a manifest's files: listed by name only)
     input_sizes: dict[str, int] | None = None
+    #: shard name -> the input file's version (modification time in ns locally, ETag on S3)
+    input_versions: dict[str, str] | None = None
     run: RunDir = field(init=False)
 
     def __post_init__(self) -> None:
@@ -230,11 +232,12 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
         role = "" if kind == "tokenize" else "only" if len(documents) == 1 else "last" if name == documents[-1] else ""
         fp = _hash({"kind": kind, "params": params, "input": fp, "role": role})  # chained: changes flow downstream
         passes.append(Pass(name, kind, params, fp, shuffles, role))
-    sizes = None
+    sizes = versions = None
     if not is_manifest(input_uri):  # a manifest's files are not listed: sizing them is a request each
-        by_file = fs.file_sizes(input_uri, files)
-        sizes = {shard_name(f, root): by_file[f] for f in files}
-    return Plan(config, input_uri, output_uri, files, passes, limit, sizes)
+        by_file = fs.file_versions(input_uri, files)
+        sizes = {shard_name(f, root): by_file[f][0] for f in files}
+        versions = {shard_name(f, root): by_file[f][1] for f in files}
+    return Plan(config, input_uri, output_uri, files, passes, limit, sizes, versions)
 
 
 # -- reruns -------------------------------------------------------------------------------------
@@ -299,25 +302,36 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
 
 def check_finished_inputs_unchanged(plan: Plan) -> None:
     """An input file rewritten in place under the same name (a re-exported dataset) would leave
-    its finished shard's old results in the run: refuse when the size of a file whose shard
-    finished differs from the size the run recorded. Unfinished shards may change (a broken
-    file replaced by a good copy is simply read)."""
+    its finished shard's old results in the run: refuse when the size or version (modification
+    time locally, ETag on S3) of a file whose shard finished differs from what the run recorded.
+    Unfinished shards may change (a broken file replaced by a good copy is simply read). A run
+    recorded before versions were (sizes only) is compared by size."""
     recorded_uri = fs.join(plan.output, INPUT_SIZES_FILE)
     if plan.input_sizes is None or not fs.exists(recorded_uri):
         return
     try:
-        recorded = json.loads(fs.read_bytes(recorded_uri))["files"]
-    except (ValueError, KeyError, TypeError):
+        record = json.loads(fs.read_bytes(recorded_uri))
+        recorded, recorded_versions = record["files"], record.get("versions") or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return  # unreadable record: nothing to compare with (it is rewritten below)
     first = plan.passes[0]
     finished = shards_with_markers(plan.pass_dir(first.name).stats_dir)
     names = dict(zip(plan.shard_names(), plan.input_files))
-    changed = sorted(s for s in finished & set(recorded) & set(plan.input_sizes) if recorded[s] != plan.input_sizes[s])
+    versions = plan.input_versions or {}
+
+    def how(s: str) -> str | None:
+        if recorded[s] != plan.input_sizes[s]:
+            return f"{recorded[s]:,} -> {plan.input_sizes[s]:,} bytes"
+        if s in recorded_versions and s in versions and recorded_versions[s] != versions[s]:
+            return f"rewritten with the same size, {recorded[s]:,} bytes"
+        return None
+
+    changed = sorted(s for s in finished & set(recorded) & set(plan.input_sizes) if how(s))
     if changed:
         s = changed[0]
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
         raise RerunError(f"{plan.output}: input file {names[s]} changed since its shard was processed "
-                         f"({recorded[s]:,} -> {plan.input_sizes[s]:,} bytes){more}; rerun with --force to redo "
+                         f"({how(s)}){more}; rerun with --force to redo "
                          f"{first.name!r} and the passes after it, or choose a new --output")
 
 
@@ -327,7 +341,8 @@ def write_plan(plan: Plan, previous: dict[str, Any] | None = None) -> None:
     record = plan.to_json() | {"started_at": started, "updated_at": now}
     try:
         if plan.input_sizes is not None:
-            fs.write_bytes(fs.join(plan.output, INPUT_SIZES_FILE), json.dumps({"files": plan.input_sizes}).encode())
+            inputs = {"files": plan.input_sizes, "versions": plan.input_versions}
+            fs.write_bytes(fs.join(plan.output, INPUT_SIZES_FILE), json.dumps(inputs).encode())
         fs.write_bytes(plan.run.run_json, json.dumps(record, indent=1).encode())
     except Exception as exc:  # noqa: BLE001 - any storage failure here means "unwritable output"
         raise ConfigError(f"output {plan.output} is not writable: {exc}") from None

@@ -244,3 +244,78 @@ def test_cli_errors_in_one_line(tmp_path: Path, cli) -> None:
     assert code == 2 and len(err.strip().splitlines()) == 1 and "fallback_below_chars" in err
     code, out, err = cli("eval-extract", config, "--gold", tmp_path, "--through", "language_id")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--through 'language_id'" in err
+
+
+# --- intervals and paired comparisons (refinery/eval_intervals.py) --------------------------------
+
+
+def _page(name: str, found: int, expected: int, leaked: int = 0, unwanted: int = 0, f1=None, emptied=False):
+    from refinery.eval_extract import PageResult
+
+    return PageResult(name, emptied, None, None, f1=f1, found=found, expected=expected, leaked=leaked,
+                      unwanted=unwanted)
+
+
+def test_page_bootstrap_intervals_hold_the_figure_and_widen_with_uneven_pages() -> None:
+    from refinery.eval_intervals import intervals
+
+    even = [_page(f"p{i}", 3, 4, 1, 10, f1=0.9) for i in range(50)]  # every page alike: no spread
+    ci = intervals(even)
+    assert ci["with_recall"] == pytest.approx((0.75, 0.75)) and ci["without_leakage"] == pytest.approx((0.1, 0.1))
+    assert ci["macro_f1"] == pytest.approx((0.9, 0.9)) and ci["emptied_share"] == (0.0, 0.0)
+    # half the pages find everything, half nothing: 50% found, and a resample of 50 pages varies
+    uneven = [_page(f"p{i}", 4 * (i % 2), 4) for i in range(50)]
+    lo, hi = intervals(uneven)["with_recall"]
+    assert lo < 0.5 < hi and 0.1 < hi - lo < 0.4
+    assert set(intervals(uneven)) == {"with_recall", "emptied_share"}  # no "without" snippets, no full gold
+    assert intervals(uneven) == intervals(uneven)  # seeded: a rerun prints the same interval
+    # pages with full gold only: the token F1 interval is over those pages (snippet pages have none)
+    mixed = [_page("a", 0, 0, f1=1.0), _page("b", 0, 0, f1=0.0), _page("c", 2, 2)]
+    lo, hi = intervals(mixed)["macro_f1"]
+    assert lo == 0.0 and hi == 1.0
+
+
+def test_paired_differences_match_pages_by_name_and_tell_chance_from_a_change() -> None:
+    from refinery.eval_intervals import CompareError, paired_differences
+
+    base = [_page(f"p{i}", 2, 4, 1, 4) for i in range(60)]
+    same = [_page(f"p{i}", 2, 4, 1, 4) for i in reversed(range(60))]  # order does not matter: names do
+    [w, u, e] = paired_differences(same, base)
+    assert (w.name, u.name, e.name) == ("with_recall", "without_leakage", "emptied_share")
+    assert (w.delta, w.low, w.high, w.clear) == (0.0, 0.0, 0.0, False) and "within chance" in w.line()
+    # one more snippet found on every page: +25 points, clear
+    better = [_page(f"p{i}", 3, 4, 1, 4) for i in range(60)]
+    w = paired_differences(better, base)[0]
+    assert w.delta == pytest.approx(0.25) and w.low == pytest.approx(0.25) and w.clear
+    assert "+25.00 points" in w.line() and "beyond chance" in w.line()
+    # one page of 60 loses its snippets: a change, but within what resampling pages gives
+    worse = [_page(f"p{i}", 0 if i == 0 else 2, 4, 1, 4) for i in range(60)]
+    w = paired_differences(worse, base)[0]
+    assert w.delta < 0 and w.low < w.delta and w.high == 0.0 and not w.clear
+    # only shared pages are compared; none shared is an error
+    assert paired_differences(better[:10], base)[0].baseline == pytest.approx(0.5)
+    with pytest.raises(CompareError, match="matched by name"):
+        paired_differences([_page("other", 1, 1)], base)
+
+
+def test_cli_eval_extract_compare(real_gold: Path, tmp_path: Path, cli) -> None:
+    config = _config(tmp_path)
+    base = tmp_path / "base.json"
+    code, out, err = cli("eval-extract", config, "--gold", real_gold, "--json", base)
+    assert code == 0, err
+    assert '"with" snippets found      1.0000  (95% interval 1.0000 to 1.0000)' in out
+    assert json.loads(base.read_text())["intervals"]["with_recall"] == [1.0, 1.0]
+    # the old defaults empty the three table pages: "with" drops, and the pages emptied rise
+    code, out, err = cli("eval-extract", config, "--gold", real_gold, "--compare", base, "--json", tmp_path / "old.json",
+                         "-p", "include_tables=false", "-p", "fallback=false", "-p", "fast=false")
+    assert code == 0, err
+    assert "compared with" in out and "on the 5 pages both scored" in out
+    assert "pages emptied: 60.00% vs 0.00%, +60.00 points" in out
+    compared = json.loads((tmp_path / "old.json").read_text())["compared_with"]
+    emptied = next(d for d in compared["alone"] if d["figure"] == "emptied_share")
+    assert compared["pages"] == 5 and emptied["difference"] == pytest.approx(0.6) and emptied["low"] > 0
+    # a file without per-page results is refused in one line
+    (tmp_path / "bad.json").write_text(json.dumps({"pages": 5}))
+    for path, expected in [(tmp_path / "bad.json", "no per-page results"), (tmp_path / "nope.json", "file not found")]:
+        code, out, err = cli("eval-extract", config, "--gold", real_gold, "--compare", path)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err

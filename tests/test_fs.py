@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import boto3
 import pyarrow as pa
 import pytest
@@ -84,10 +86,17 @@ def test_sweep_temporaries_removes_only_leftovers_of_that_file(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == [".tmp-def-s2.parquet"]
 
 
-def test_file_sizes_of_a_listing_and_of_one_file(root):
+def test_file_versions_of_a_listing_and_of_one_file_change_with_a_same_size_rewrite(root):
     fs.write_bytes(fs.join(root, "a", "x.json"), b"{}")
     fs.write_bytes(fs.join(root, "b.json"), b"[1, 2]")
     files = fs.list_files(root, (".json",))
-    assert fs.file_sizes(root, files) == {fs.join(root, "a", "x.json"): 2, fs.join(root, "b.json"): 6}
+    versions = fs.file_versions(root, files)
+    assert {u: size for u, (size, _) in versions.items()} == {fs.join(root, "a", "x.json"): 2, fs.join(root, "b.json"): 6}
     one = fs.join(root, "b.json")
-    assert fs.file_sizes(one, [one]) == {one: 6} and fs.file_sizes(root, []) == {}
+    assert fs.file_versions(one, [one]) == {one: versions[one]} and fs.file_versions(root, []) == {}
+    assert fs.file_versions(root, files) == versions  # nothing rewritten: the same versions
+    time.sleep(0.05)  # past the kernel's coarse file-time tick (~4 ms); S3's ETag needs no wait
+    fs.write_bytes(one, b"[3, 4]")  # rewritten in place, same size (within the same second on S3)
+    again = fs.file_versions(root, files)
+    assert again[one][0] == 6 and again[one][1] != versions[one][1]
+    assert again[fs.join(root, "a", "x.json")] == versions[fs.join(root, "a", "x.json")]

@@ -37,7 +37,8 @@ RECIPE = cc_spec(name="recipe") | {
 #: what differs between two runs of the same recipe on different storage and executors: timings,
 #: worker processes and their memory, and fingerprints (they hash the input's location)
 VOLATILE = {"seconds", "wall_seconds", "task_seconds", "finished_at", "updated_at", "started_at", "fingerprint",
-            "upstream", "tokens_per_s", "docs_per_s", "peak_rss_max", "worker_pids", "worker_baseline_bytes"}
+            "upstream", "tokens_per_s", "docs_per_s", "peak_rss_max", "worker_pids", "worker_baseline_bytes",
+            "versions"}  # input_files.json: modification times locally, ETags on S3
 
 
 @pytest.fixture(autouse=True)

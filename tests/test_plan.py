@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -248,6 +249,25 @@ def test_an_input_rewritten_under_the_same_name_is_refused_unless_its_shard_neve
         run_pipeline(config, str(src), str(out), workers=1, progress=False)
     forced = run_pipeline(config, str(src), str(out), workers=1, progress=False, force=True)
     assert forced.stats["docs_read"] == 2 * len(docs)
+    assert run_pipeline(config, str(src), str(out), workers=1, progress=False).passes == {"filter": "skipped"}
+    recorded = json.loads((out / "input_files.json").read_text())
+    assert recorded["versions"]["a"] == str((src / "a.jsonl").stat().st_mtime_ns)
+
+    # the same size, other documents (the kernel's file-time tick is ~4 ms: a real rewrite is later)
+    time.sleep(0.05)
+    at = whole.index(b'"text": "') + len(b'"text": "')
+    while not whole[at:at + 1].isalpha():  # an ASCII letter: the file stays valid UTF-8
+        at += 1
+    (src / "a.jsonl").write_bytes(whole[:at] + (b"Q" if whole[at:at + 1] != b"Q" else b"Z") + whole[at + 1:])
+    assert (src / "a.jsonl").stat().st_size == size
+    with pytest.raises(RerunError, match=rf"input file {re.escape(str(src / 'a.jsonl'))} changed since its shard was "
+                                         rf"processed \(rewritten with the same size, {size:,} bytes\)"):
+        run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    with pytest.raises(RerunError, match="rewritten with the same size"):  # refused again: the record was kept
+        run_pipeline(config, str(src), str(out), workers=1, progress=False)
+
+    # a run recorded before versions were (sizes only) is compared by size: no refusal
+    (out / "input_files.json").write_text(json.dumps({"files": recorded["files"]}))
     assert run_pipeline(config, str(src), str(out), workers=1, progress=False).passes == {"filter": "skipped"}
 
 

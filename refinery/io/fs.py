@@ -187,21 +187,28 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = Fal
 _MAX_SKIP_LOG = 50
 
 
-def file_sizes(root: str, uris: list[str]) -> dict[str, int]:
-    """Byte size of each of ``uris`` (files listed under ``root``, a directory or the file
-    itself): one stat per file locally, one listing of ``root`` on S3."""
+def file_versions(root: str, uris: list[str]) -> dict[str, tuple[int, str]]:
+    """``(byte size, version)`` of each of ``uris`` (files listed under ``root``, a directory or the
+    file itself). The version changes when the file is rewritten: its modification time in
+    nanoseconds locally (one stat per file); on S3 the object's ETag (a digest of its content; one
+    listing of ``root``), not LastModified, whose one-second resolution misses a quick rewrite."""
     if not uris:
         return {}
     if not is_s3(root):
-        return {u: os.stat(u).st_size for u in uris}
-    filesystem, path = resolve(root)
-    info = filesystem.get_file_info(path)
-    if info.type == pafs.FileType.File:
-        found = {path: info.size}
+        stats = {u: os.stat(u) for u in uris}
+        return {u: (st.st_size, str(st.st_mtime_ns)) for u, st in stats.items()}
+    bucket, _, key = root[5:].rstrip("/").partition("/")
+    client = s3_client()
+    found: dict[str, tuple[int, str]] = {}
+    if [u[5:].rstrip("/") for u in uris] == [f"{bucket}/{key}"]:  # root is the one file
+        head = client.head_object(Bucket=bucket, Key=key)
+        found[f"{bucket}/{key}"] = (head["ContentLength"], head["ETag"].strip('"'))
     else:
-        found = {i.path: i.size for i in filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
-                 if i.type == pafs.FileType.File}
-    return {u: found[resolve(u)[1]] for u in uris}
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/" if key else "")
+        for page in pages:
+            for obj in page.get("Contents", []):
+                found[f"{bucket}/{obj['Key']}"] = (obj["Size"], obj["ETag"].strip('"'))
+    return {u: found[u[5:]] for u in uris}
 
 
 def _hidden_directory(relative: str) -> str | None:
