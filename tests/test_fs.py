@@ -100,3 +100,13 @@ def test_file_versions_of_a_listing_and_of_one_file_change_with_a_same_size_rewr
     again = fs.file_versions(root, files)
     assert again[one][0] == 6 and again[one][1] != versions[one][1]
     assert again[fs.join(root, "a", "x.json")] == versions[fs.join(root, "a", "x.json")]
+
+
+def test_file_versions_name_the_input_when_s3_refuses(s3_bucket):
+    missing = "s3://no-such-bucket-here/prefix"
+    with pytest.raises(fs.StorageError, match="under s3://no-such-bucket-here/prefix: .*NoSuchBucket"):
+        fs.file_versions(missing, [missing + "/a.jsonl", missing + "/b.jsonl"])
+    gone = s3_bucket + "/prefix"
+    fs.write_bytes(gone + "/a.jsonl", b"{}\n")
+    with pytest.raises(fs.StorageError, match=r"input file .*/prefix/b\.jsonl disappeared"):
+        fs.file_versions(gone, [gone + "/a.jsonl", gone + "/b.jsonl"])

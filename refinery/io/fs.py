@@ -200,14 +200,20 @@ def file_versions(root: str, uris: list[str]) -> dict[str, tuple[int, str]]:
     bucket, _, key = root[5:].rstrip("/").partition("/")
     client = s3_client()
     found: dict[str, tuple[int, str]] = {}
-    if [u[5:].rstrip("/") for u in uris] == [f"{bucket}/{key}"]:  # root is the one file
-        head = client.head_object(Bucket=bucket, Key=key)
-        found[f"{bucket}/{key}"] = (head["ContentLength"], head["ETag"].strip('"'))
-    else:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/" if key else "")
-        for page in pages:
-            for obj in page.get("Contents", []):
-                found[f"{bucket}/{obj['Key']}"] = (obj["Size"], obj["ETag"].strip('"'))
+    try:
+        if [u[5:].rstrip("/") for u in uris] == [f"{bucket}/{key}"]:  # root is the one file
+            head = client.head_object(Bucket=bucket, Key=key)
+            found[f"{bucket}/{key}"] = (head["ContentLength"], head["ETag"].strip('"'))
+        else:
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/" if key else "")
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    found[f"{bucket}/{obj['Key']}"] = (obj["Size"], obj["ETag"].strip('"'))
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+        raise StorageError(f"cannot list the input files' sizes and ETags under {root}: {exc}") from exc
+    missing = [u for u in uris if u[5:] not in found]
+    if missing:  # deleted between the two listings
+        raise StorageError(f"input file {missing[0]} disappeared while the run was planned")
     return {u: found[u[5:]] for u in uris}
 
 
