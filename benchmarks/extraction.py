@@ -3,6 +3,7 @@
     python benchmarks/extraction.py [--passes 3] [--eval-pages 0] [--warc-repeat 4]
         [--variants old-defaults trafilatura resiliparse] [--rounds 1]
     python benchmarks/extraction.py --lean-ab [--rounds 1]   (plain vs lean trafilatura calls: lean_ab)
+    python benchmarks/extraction.py --lean-ab --plain-old-defaults   (plain = trafilatura as RefinedWeb ran it)
     python benchmarks/extraction.py --xpath-check            (the lean path's XPath replacements vs lxml's)
 
 Runs the ``extract`` stage (``TrafilaturaExtractor``) with each variant (``VARIANTS``: the current
@@ -213,7 +214,12 @@ def lean_ab(args: argparse.Namespace) -> None:
     pruned elements found in one walk, its XPaths as Python selections), page by page in one process
     (A then B on each page, so the machine's load hits both alike), on the filter benchmark's 1,087 real pages and the
     990 evaluation pages; plus the stage's own bad-character count (regex vs bytes.translate).
-    Prints ms of CPU per page, docs/s/core, the reduction and how many texts are byte-identical."""
+    Prints ms of CPU per page, docs/s/core, the reduction and how many texts are byte-identical.
+
+    ``--plain-old-defaults``: the plain side runs trafilatura as RefinedWeb did (and this stage
+    before issue 13): precision mode, no tables, its full readability/justext comparison, no
+    fallback pass. That is the "trafilatura's speed" of issue 17 item 1; the lean side stays the
+    stage as shipped. The texts then differ by design (their quality: the variants table)."""
     import logging
     import os
 
@@ -226,7 +232,10 @@ def lean_ab(args: argparse.Namespace) -> None:
     stage = TrafilaturaExtractor()
     config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
               "log_level": logging.ERROR}
-    plain = _extract_helper.make_extract({**config, "lean": False})
+    plain_config = {**config, "lean": False}
+    if args.plain_old_defaults:
+        plain_config |= {"kwargs": {**config["kwargs"], "include_tables": False, "fast": False}, "fallback": None}
+    plain = _extract_helper.make_extract(plain_config)
     lean = _extract_helper.make_extract(config)  # installs the lean replacements in trafilatura
     eval_batch, _ = load_eval(Path(args.eval_tarball), args.eval_pages)
     sets = {
@@ -287,6 +296,9 @@ def main() -> None:
                         help="compare the lean path's XPath replacements with lxml's originals on real pages")
     parser.add_argument("--lean-ab", action="store_true",
                         help="CPU per page, plain trafilatura calls vs the stage's lean path, and identical texts")
+    parser.add_argument("--plain-old-defaults", action="store_true",
+                        help="with --lean-ab: the plain side at RefinedWeb's settings (precision, no tables, "
+                             "not fast, no fallback)")
     args = parser.parse_args()
     if args.lean_ab:
         lean_ab(args)
