@@ -133,7 +133,8 @@ def _load_baseline(path: str) -> dict:
         raise ConfigError(f"--compare {path}: file not found") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--compare {path}: not a JSON file of eval-extract scores ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("per_page"), list) or not data["per_page"]:
+    rows = data.get("per_page") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "name" in r for r in rows):
         raise ConfigError(f"--compare {path}: no per-page results in it (write it with eval-extract --json)")
     return data
 

@@ -316,6 +316,9 @@ def test_cli_eval_extract_compare(real_gold: Path, tmp_path: Path, cli) -> None:
     assert compared["pages"] == 5 and emptied["difference"] == pytest.approx(0.6) and emptied["low"] > 0
     # a file without per-page results is refused in one line
     (tmp_path / "bad.json").write_text(json.dumps({"pages": 5}))
-    for path, expected in [(tmp_path / "bad.json", "no per-page results"), (tmp_path / "nope.json", "file not found")]:
+    (tmp_path / "rows.json").write_text(json.dumps({"per_page": ["a", "b"]}))
+    (tmp_path / "text.json").write_text("not json")
+    for path, expected in [(tmp_path / "bad.json", "no per-page results"), (tmp_path / "rows.json", "no per-page results"),
+                           (tmp_path / "text.json", "not a JSON file"), (tmp_path / "nope.json", "file not found")]:
         code, out, err = cli("eval-extract", config, "--gold", real_gold, "--compare", path)
         assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
