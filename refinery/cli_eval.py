@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
             pages = split_pages(pages, half)
             if not pages:
                 fail(f"gold set {gold}: no pages in half {half}")
-        result = evaluate(stage, pages, through=after_stages)
+        result = evaluate(stage, pages, through=after_stages, progress=True)
         ci = intervals(result.per_page)
         after_ci = intervals(result.after.per_page) if result.after is not None else {}
         width = max(len(k) for k, _ in result.table())

@@ -296,12 +296,17 @@ def _batch(pages: Sequence[GoldPage]) -> pa.RecordBatch:
 
 
 def evaluate(stage: Any, pages: Sequence[GoldPage], batch_size: int = 64,
-             through: Sequence[Any] = ()) -> EvalResult:
+             through: Sequence[Any] = (), progress: bool = False) -> EvalResult:
     """Run ``stage`` (an ``extract`` stage) over ``pages`` and score what it returns; with
     ``through`` (text-rewriting stages, e.g. ``line_corrections``), also score the text after them
     (``result.after``): the corpus text is what they leave. A page one of them removes keeps the
     text it had before that stage in ``after`` (a filter's decision is not an extraction result)
-    and is counted in ``after_removed``; ``after_removed_as_emptied`` scores those as emptied."""
+    and is counted in ``after_removed``; ``after_removed_as_emptied`` scores those as emptied.
+    ``progress`` shows a bar of pages (pages/s, ETA) on a terminal."""
+    import sys
+
+    from tqdm import tqdm
+
     from refinery.stages.base import REASON
 
     texts: list[str | None] = []
@@ -310,8 +315,11 @@ def evaluate(stage: Any, pages: Sequence[GoldPage], batch_size: int = 64,
     after_texts: list[str | None] = []
     removed: list[bool] = []
     t0 = time.perf_counter()
+    bar = tqdm(total=len(pages), unit="page", desc="eval-extract", leave=False, dynamic_ncols=True,
+               disable=not progress or not sys.stderr.isatty())
     for start in range(0, len(pages), batch_size):
         out = stage(_batch(pages[start:start + batch_size]))
+        bar.update(out.num_rows)
         texts += out.column("text").to_pylist()
         reasons += out.column(REASON).to_pylist()
         paths += (out.column("extract_path").to_pylist() if "extract_path" in out.schema.names
@@ -320,6 +328,7 @@ def evaluate(stage: Any, pages: Sequence[GoldPage], batch_size: int = 64,
             rewritten, gone = _rewrite(out, through)
             after_texts += rewritten
             removed += gone
+    bar.close()
     seconds = time.perf_counter() - t0
     result = score(pages, texts, reasons, paths, seconds, params=_stage_params(stage))
     if through:
