@@ -205,9 +205,9 @@ class ShardRunner:
         for uri in (task.kept_uri, task.removed_uri, task.samples_uri, task.stats_uri):
             fs.sweep_temporaries(uri)  # left by a worker killed mid-write on an earlier run
         reader_name, batches, reader_extra = self._read(task)
-        # WARC records always carry html: start slow resources before the first (slow) read; other
-        # readers' columns are known with their first batch
-        warmed = reader_name == "warc_reader"
+        # WARC responses always carry html: start slow resources before the first (slow) read; other
+        # readers' columns (and a WET file's: text, no html) are known with their first batch
+        warmed = reader_name == "warc_reader" and ".wet" not in fs.basename(task.input_uri).lower()
         if warmed:
             self._warm_up(DOCUMENT_SCHEMA)
         if limit is not None:

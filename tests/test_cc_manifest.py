@@ -84,7 +84,7 @@ def _wet_file(docs: list[dict]) -> bytes:
     return buf.getvalue()
 
 
-def test_wet_subset_is_read_as_text_documents(tmp_path):
+def test_wet_subset_is_read_as_text_documents(tmp_path, monkeypatch):
     """``cc_subsets: [wet]`` reads a crawl's WET files: every conversion record is a document whose
     text is the record's, kept by extract as it is; language ID may come before extract there."""
     import pyarrow.parquet as pq
@@ -99,8 +99,13 @@ def test_wet_subset_is_read_as_text_documents(tmp_path):
     config = parse_config({"name": "wet", "reader": {"cc_subsets": ["wet"]}, "stages": [
         {"type": "language_id", "params": {"languages": ["en"], "min_score": 0.0}}, {"type": "extract"}]})
     out = tmp_path / "out"
+    from refinery.stages import extract
+
+    started = []
+    monkeypatch.setattr(extract._HelperPool, "start_idle", lambda pool, key: started.append(key))
     summary = run_pipeline(config, str(tmp_path / "crawl-data"), str(out), workers=1, progress=False)
     assert not summary.failed and summary.stats["docs_read"] == len(docs)  # the page WARC is not read
+    assert started == []  # WET text needs no extraction helper: none is started ahead of the first batch
     kept = pq.read_table(next((out / "kept").glob("*.parquet")))
     assert sorted(kept.column("text").to_pylist()) == sorted(d["text"] for d in docs)
     assert set(kept.column("extract_path").to_pylist()) == {"input"}
