@@ -109,13 +109,10 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-#: table row label -> interval figure (refinery.eval_intervals.FIGURES)
-_ROW_FIGURE = {'"with" snippets found': "with_recall", '"without" snippets leaked': "without_leakage",
-               "token F1 (mean per page)": "macro_f1", "pages emptied": "emptied_share"}
-
-
 def _interval(row: str, ci: dict) -> str:
-    bounds = ci.get(_ROW_FIGURE.get(row, ""))
+    from refinery.eval_intervals import FIGURES
+
+    bounds = next((ci.get(name) for name, label in FIGURES.items() if label == row), None)
     if bounds is None:
         return ""
     if row == "pages emptied":

@@ -20,26 +20,27 @@ import numpy as np
 RESAMPLES = 2000
 SEED = 0
 
-#: the figures with intervals: name -> (label, unit printed for a difference)
+#: the figures with intervals: name -> label (the row label of ``EvalResult.table``)
 FIGURES = {
-    "with_recall": ('"with" snippets found', "points"),
-    "without_leakage": ('"without" snippets leaked', "points"),
-    "macro_f1": ("token F1 (mean per page)", "points"),
-    "emptied_share": ("pages emptied", "points"),
+    "with_recall": '"with" snippets found',
+    "without_leakage": '"without" snippets leaked',
+    "macro_f1": "token F1 (mean per page)",
+    "emptied_share": "pages emptied",
 }
 
 
-def _arrays(per_page: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """Per-page columns of a result's ``per_page`` (PageResult objects or their JSON dicts)."""
-    get = (lambda r, k: r[k]) if per_page and isinstance(per_page[0], Mapping) else getattr  # noqa: E731
-    f1 = [get(r, "f1") for r in per_page]
+def _field(row: Any, key: str) -> Any:
+    """A per-page result's field: a PageResult, or its JSON dict (an earlier ``--json``)."""
+    return row[key] if isinstance(row, Mapping) else getattr(row, key)
+
+
+def _arrays(per_page: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Per-page columns of a result's ``per_page``."""
+    column = lambda key: [_field(r, key) for r in per_page]  # noqa: E731
     return {
-        "found": np.array([get(r, "found") for r in per_page], dtype=np.float64),
-        "expected": np.array([get(r, "expected") for r in per_page], dtype=np.float64),
-        "leaked": np.array([get(r, "leaked") for r in per_page], dtype=np.float64),
-        "unwanted": np.array([get(r, "unwanted") for r in per_page], dtype=np.float64),
-        "f1": np.array([np.nan if v is None else v for v in f1], dtype=np.float64),
-        "emptied": np.array([bool(get(r, "emptied")) for r in per_page], dtype=np.float64),
+        **{key: np.array(column(key), dtype=np.float64) for key in ("found", "expected", "leaked", "unwanted")},
+        "f1": np.array([np.nan if v is None else v for v in column("f1")], dtype=np.float64),
+        "emptied": np.array([bool(v) for v in column("emptied")], dtype=np.float64),
     }
 
 
@@ -120,9 +121,8 @@ def paired_differences(this: Sequence[Any], baseline: Sequence[Any], resamples: 
                        seed: int = SEED) -> list[Difference]:
     """This run minus the baseline on the pages both scored (matched by name), each figure with a
     95% interval from one page bootstrap drawn for both."""
-    get = lambda r, k: r[k] if isinstance(r, Mapping) else getattr(r, k)  # noqa: E731
-    base = {get(r, "name"): r for r in baseline}
-    pairs = [(r, base[get(r, "name")]) for r in this if get(r, "name") in base]
+    base = {_field(r, "name"): r for r in baseline}
+    pairs = [(r, base[_field(r, "name")]) for r in this if _field(r, "name") in base]
     if not pairs:
         raise CompareError("no page of this evaluation is in the baseline (pages are matched by name)")
     a, b = _arrays([p[0] for p in pairs]), _arrays([p[1] for p in pairs])
@@ -131,7 +131,7 @@ def paired_differences(this: Sequence[Any], baseline: Sequence[Any], resamples: 
     everything = np.arange(len(pairs))[None, :]
     wa, wb = _figures(a, everything), _figures(b, everything)
     out = []
-    for name, (label, _) in FIGURES.items():
+    for name, label in FIGURES.items():
         if name not in _present(a) & _present(b):
             continue
         lo, hi = _bounds(fa[name] - fb[name])
