@@ -710,13 +710,13 @@ def test_c_class_lookup_gives_lxml_html_classes() -> None:
 @pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
 def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) -> None:
     """The lean cascade (C class lookup, settings built once, scripts/styles cut before parsing,
-    memoised pruning, its XPaths as Python selections) against plain ``trafilatura.extract``
+    memoised pruning, its XPaths as Python selections, no tree copies nobody reads) against plain ``trafilatura.extract``
     calls with lxml.html's stock parser and trafilatura's own XPaths, on real pages: a
     table-layout page, a page that takes the fallback, sample crawl pages, evaluation pages."""
     import logging
 
     from lxml import etree
-    from trafilatura import main_extractor, xpaths
+    from trafilatura import core, main_extractor, xpaths
 
     from refinery.stages import _extract_helper
     from refinery.stages._extract_helper import plain_trafilatura, strip_dropped_elements
@@ -737,12 +737,14 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
             urls.append(sample.column("url")[i].as_py())
     assert len(htmls) >= 6
     assert getattr(main_extractor.prune_unwanted_nodes, "_refinery", False)  # installed: the trafilatura it mirrors
+    assert getattr(core._prepare_tree, "_refinery", False)
     faster = xpaths.OVERALL_DISCARD_XPATH[1]
     assert not isinstance(faster, etree.XPath)  # the Python selections are installed
     paths = set()
     for html, url in zip(htmls, urls):
         with plain_trafilatura():  # lxml.html's own (Python) class lookup, trafilatura's pruning and XPaths
             assert isinstance(xpaths.OVERALL_DISCARD_XPATH[1], etree.XPath)
+            assert not hasattr(core._prepare_tree, "_refinery")  # trafilatura's own copies
             want = plain(html, url)
         assert lean(html, url) == want, url
         paths.add(want[1])
@@ -750,6 +752,36 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
     assert {"precision", "fallback"} <= paths
     # the pages really were cut before parsing (most bytes of real pages are scripts and styles)
     assert sum(len(strip_dropped_elements(h)) for h in htmls) < 0.9 * sum(map(len, htmls))
+
+
+def test_lean_prepare_copies_the_trees_only_where_trafilatura_reads_them_again() -> None:
+    """The first pass (fast, precision, no comments) cleans the raw tree in place and keeps no
+    backup; a pass that compares with readability/justext, rescues with the baseline or may
+    escalate gets trafilatura's two copies (its raw tree and its backup stay untouched)."""
+    from lxml import html as lxml_html
+    from trafilatura import core
+    from trafilatura.settings import Extractor
+
+    from refinery.stages._extract_helper import _install_lean_prepare
+
+    assert _install_lean_prepare()
+    page = "<html><body><nav><a href='/'>Home</a></nav><div><p>" + "Some words here. " * 30 + "</p></div></body></html>"
+    # settings -> (raw tree copied, backup kept)
+    cases = {(("fast", True), ("precision", True), ("comments", False)): (False, False),  # the stage's first pass
+             (("fast", True), ("precision", True), ("comments", True)): (False, True),  # forum path reads the backup
+             (("fast", False), ("precision", True), ("comments", False)): (True, True),  # comparison reads both
+             (("fast", True), ("recall", True), ("comments", False)): (True, False),  # baseline reads the raw tree
+             (("fast", True), ("comments", False)): (True, False)}  # balanced: escalation reads it
+    for settings, (raw_copied, backup_kept) in cases.items():
+        options = Extractor(**dict(settings))
+        tree = lxml_html.fromstring(page)
+        cleaned, backup = core._prepare_tree(tree, options, None)
+        want_cleaned, want_backup = core._prepare_tree._original(lxml_html.fromstring(page), options, None)
+        assert lxml_html.tostring(cleaned) == lxml_html.tostring(want_cleaned), settings
+        assert (tree.find(".//nav") is not None) is raw_copied, settings  # cleaning removes <nav>
+        assert (backup is not None) is backup_kept, settings
+        if backup_kept:
+            assert lxml_html.tostring(backup) == lxml_html.tostring(want_backup), settings
 
 
 def test_guarded_regex_tests_are_the_same_tests() -> None:
@@ -830,6 +862,26 @@ def test_xpath_to_python_mirrors_lxml_on_the_subset() -> None:
                         ".//*[local-name()='p']", ".//p[re:test(@id, '(')]"):
         with pytest.raises(Unsupported):
             compile_xpath(unsupported)
+
+
+def test_regex_memo_answers_as_the_regex_and_stays_bounded() -> None:
+    """The remembered regex tests give ``search(...) is not None`` for every value, first time
+    and again; long values are not kept, and the memo empties itself at its entry limit."""
+    import re
+
+    from refinery.stages._xpath_to_python import _RegexMemo
+
+    regex = re.compile("^hide-|comments-title| hidden|akismet")
+    memo = _RegexMemo(regex)
+    values = ["hide-x", "x hide-", "post comments-title", "a hidden", "hidden", "", "AKISMET", "akismet-1",
+              "x" * 300 + " hidden", "y" * 300]
+    for _ in range(2):
+        assert [memo[v] for v in values] == [regex.search(v) is not None for v in values]
+    assert len(memo) == len(values) - 2  # the two long values were searched, not kept
+    limit = _RegexMemo.MAX_ENTRIES
+    for k in range(limit + 10):
+        memo[f"v{k}"]
+    assert len(memo) <= limit
 
 
 def test_outer_matches_are_the_matches_without_a_matched_ancestor() -> None:
