@@ -49,11 +49,14 @@ class _RegexMemo(dict):
     """``memo[value]`` is ``regex.search(value) is not None``, remembered: the same class and id
     values recur across a page's elements and across pages (~4% of the extraction's CPU on
     real pages). Bounded: at most ``MAX_ENTRIES`` values of at most ``MAX_CHARS`` characters
-    (a longer value, such as an inline style with a data URL, is searched and not kept)."""
+    (a longer value, such as an inline style with a data URL, is searched and not kept): the 36
+    memos of trafilatura's selections held 4.8 MB after 2,077 real pages and hold at most
+    ~50 MB. 4,096 entries are as fast as 50,000 (same CPU on 1,087 pages): most repeats are
+    within a page."""
 
     __slots__ = ("regex",)
-    MAX_ENTRIES = 50_000
-    MAX_CHARS = 256
+    MAX_ENTRIES = 4096
+    MAX_CHARS = 128
 
     def __init__(self, regex: re.Pattern) -> None:
         super().__init__()
