@@ -385,3 +385,23 @@ def test_missing_models_are_listed_at_once_before_any_work(cli, tmp_path, small_
     code, out, err = cli("run", cfg, "-i", small_input, "-o", tmp_path / "o")
     assert_one_error_line(code, out, err, "lid.bin", "tox.ftz", "qual.ftz", "3 stages")
     assert not (tmp_path / "o").exists()  # no run.json
+
+
+def test_ctrl_c_while_the_command_line_is_imported_is_one_line(monkeypatch, capsys):
+    """The console script imports the command line (half a second) inside its Ctrl-C handling."""
+    import tomllib
+    import types
+
+    import refinery.__main__ as entry
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["refinery"] == "refinery.__main__:main"
+
+    class StillImporting(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            raise KeyboardInterrupt  # the Ctrl-C lands in the middle of the import
+
+    monkeypatch.setitem(sys.modules, "refinery.cli", StillImporting("refinery.cli"))
+    with pytest.raises(SystemExit) as exit_:
+        entry.main()
+    assert exit_.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"

@@ -26,6 +26,9 @@ def init_worker_logging(level: int = logging.INFO, queue: Any = None) -> None:
     # Ctrl-C reaches every process of the terminal's group: the parent alone handles it (it stops
     # the workers and prints one line), instead of each worker printing a KeyboardInterrupt traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # blocked since the spawn (_QuietSpawnPool): a Ctrl-C that came while this process started
+    # up was held, and the ignore above just discarded it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     if queue is None:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s")
         return
@@ -39,6 +42,22 @@ class _ToParentLogging(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         logging.getLogger(record.name).handle(record)
+
+
+class _QuietSpawnPool(ProcessPoolExecutor):
+    """A process pool whose workers start with SIGINT blocked (a blocked signal mask survives
+    fork and exec), until :func:`init_worker_logging` ignores it. A Ctrl-C in the second or so a
+    new worker spends importing Python would otherwise kill it with a traceback before it could
+    ignore anything; pools with one task per process start workers all the time. The spawning
+    thread's SIGINT is held, not lost: it arrives when the mask is restored. (The same trick as
+    multiprocessing's resource tracker.)"""
+
+    def _spawn_process(self) -> None:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+        try:
+            super()._spawn_process()  # type: ignore[misc]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class LocalExecutor(Executor):
@@ -88,7 +107,7 @@ class LocalExecutor(Executor):
             kwargs["initargs"] = (logging.INFO, self._listener.queue)
         if one_task_per_process:
             kwargs["max_tasks_per_child"] = 1
-        return ProcessPoolExecutor(self.capacity, **kwargs)
+        return _QuietSpawnPool(self.capacity, **kwargs)
 
     def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str,
                 fresh_worker: bool = False) -> Future:

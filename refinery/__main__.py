@@ -1,0 +1,21 @@
+"""``refinery`` (the console script) and ``python -m refinery``.
+
+The command line is imported here, inside the Ctrl-C handling: importing it takes about half a
+second, and a Ctrl-C then would otherwise end in a traceback instead of one line."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    try:
+        from refinery.cli import main as cli_main
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(130)
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Ctrl-C reaches every process of the terminal's group, pool workers included. A worker ignores
+it (the parent stops the run and prints one line), even when it comes while the worker is still
+starting up: that is the moment a one-task-per-process pool spends much of its life in."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from refinery.executors.local import LocalExecutor
+
+
+def sigint_state(_: int) -> dict:
+    """This process's SIGINT as the kernel sees it (bits of /proc/self/status)."""
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    bit = 1 << (signal.SIGINT - 1)
+    return {"pid": os.getpid(), "ignored": bool(int(fields["SigIgn"], 16) & bit),
+            "blocked": bool(int(fields["SigBlk"], 16) & bit)}
+
+
+@pytest.mark.parametrize("fresh_process", [False, True])
+def test_a_ctrl_c_while_a_worker_starts_is_held_then_ignored(fresh_process):
+    with LocalExecutor(2, progress=False, fresh_process=fresh_process) as executor:
+        pool = executor.pool()
+        for round_ in range(3):
+            futures = [pool.submit(sigint_state, i) for i in range(2)]
+            # the workers were spawned by submit() just now: they are importing Python, long
+            # before they can ignore anything
+            for pid in list(pool._processes):
+                os.kill(pid, signal.SIGINT)
+            states = [f.result(timeout=60) for f in futures]  # a worker killed by it: BrokenProcessPool
+            assert all(s["ignored"] and not s["blocked"] for s in states), states
+            if not fresh_process:
+                break  # a reused worker is past its start-up
+    # the parent's own mask is as it was: a Ctrl-C still reaches it
+    assert not sigint_state(0)["blocked"]
