@@ -174,3 +174,17 @@ def test_standalone_dedup_step_runs_on_the_ray_cluster(tmp_path, s3_server, ray_
     report = run_step("dedup", str(config), str(tmp_path / "in"), str(tmp_path / "out"))
     assert report["ok"] and report["docs_read"] == 300 + 417 + copies and report["docs_removed"] >= copies
     assert len(report["nodes"]) == 1
+
+
+def test_a_config_on_s3_is_read_from_a_download_removed_afterwards(s3_bucket):
+    """Every container (and every Ray host's step) downloads the job's config: none is left behind."""
+    uri = fs.join(s3_bucket, "job", "config.yaml")
+    fs.write_bytes(uri, b"name: x\n")
+    with container.fetched_config(uri) as path:
+        assert path != uri and Path(path).read_bytes() == b"name: x\n"
+    assert not Path(path).exists()
+    with pytest.raises(RuntimeError), container.fetched_config(uri) as path:
+        raise RuntimeError("the step failed")
+    assert not Path(path).exists()
+    with container.fetched_config("/local/config.yaml") as path:  # a local config is used where it is
+        assert path == "/local/config.yaml"

@@ -22,6 +22,7 @@ Ray head).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from refinery.launch.sagemaker import PROCESSING_INPUT  # where SageMaker puts this instance's shard stubs
@@ -62,16 +64,22 @@ def _setup_logging(host: str) -> None:
                         format=f"%(asctime)s %(levelname)s {host} %(name)s: %(message)s")
 
 
-def fetch_config(uri: str) -> str:
-    """A local path to the job's config (downloaded when it is on S3)."""
+@contextlib.contextmanager
+def fetched_config(uri: str) -> Iterator[str]:
+    """A local path to the job's config: a download when it is on S3, removed afterwards (the
+    Ray bootstrap runs the step command once per host, and tests run it many times)."""
     from refinery.io import fs
 
     if not fs.is_s3(uri):
-        return uri
+        yield uri
+        return
     fd, path = tempfile.mkstemp(prefix="refinery-config-", suffix=".yaml")
-    with os.fdopen(fd, "wb") as f:
-        f.write(fs.read_bytes(uri))
-    return path
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(fs.read_bytes(uri))
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def write_report(output: str, job: str, name: str, report: dict[str, Any]) -> str:
@@ -155,15 +163,14 @@ def _run(mode: str) -> int:
         log.warning("image built from %s, launched from %s: the job runs the image's code", image_sha, base["git_sha"])
         base["image_git_sha"] = image_sha
     announce(output, job, host, mode)
-    with Heartbeat(output, job, host, _heartbeat_s()):
-        return _run_steps(mode, host, step, output, job, input_uri, workers, passes, base)
+    with Heartbeat(output, job, host, _heartbeat_s()), fetched_config(_env("REFINERY_CONFIG_URI")) as config_path:
+        return _run_steps(mode, host, step, output, job, input_uri, workers, passes, base, config_path)
 
 
 def _run_steps(mode: str, host: str, step: str, output: str, job: str, input_uri: str, workers: int | None,
-               passes: list[str] | None, base: dict[str, Any]) -> int:
+               passes: list[str] | None, base: dict[str, Any], config_path: str) -> int:
     from refinery.launch.steps import run_step
 
-    config_path = fetch_config(_env("REFINERY_CONFIG_URI"))
     shards = None
     if mode == "processing":
         shards = _my_shards(config_path, input_uri, output)
