@@ -63,6 +63,8 @@ DOC_PASSES = ["filter", "lines_dedup", "url_dedup", "minhash_dedup", "substring_
 #: what one extraction call may take beyond ``timeout_s``: the kill and reap (~0.01 s), plus, for the
 #: first page of a worker, the helper's start-up if the stage charges it (measured ~0.2-1 s)
 MARGIN_S = 3.0
+#: seconds any other stage may spend on one shard (model loading included; see the check)
+UNBOUNDED_STAGE_S = 3.0
 HTML_PER_WARC = 250
 #: one run of the whole recipe per reader kind: a run mixing WARC and JSONL/Parquet shards fails at
 #: the end of its filter pass (ConservationError in stats.funnel.merge_shard_stats: the readers'
@@ -511,6 +513,14 @@ def check_run(corpus: Corpus, out: Path, config, check_: Checks, prefix: str = "
     check(f"extraction: every single-page shard's extract <= timeout_s {timeout:g} + {MARGIN_S:g} s; "
           f"every shard's <= docs x timeout_s + {MARGIN_S:g} s; every extraction_timeout <= timeout_s + 1 s", not over,
           "; ".join(over[:5]))
+    # the stages without a deadline (the language pre-screen parses HTML in-process): a page built
+    # against a parser must not hold them either (the hidden attribute bomb held the pre-screen
+    # 6.5 s before session 17); the bound is generous, a slow machine's seconds, not a target
+    slow_stages = sorted(((x["seconds"], f"{shard}/{x['stage']}") for shard, s in shard_stats.items()
+                          for x in s["stages"] if x["stage"] != "extract"), reverse=True)
+    check(f"no stage but extract (which has its deadline) spends over {UNBOUNDED_STAGE_S:g} s on a shard",
+          not slow_stages or slow_stages[0][0] <= UNBOUNDED_STAGE_S,
+          "; ".join(f"{name}: {sec:.1f}s" for sec, name in slow_stages[:3] if sec > UNBOUNDED_STAGE_S))
     report["extract"] = {"timeout_s": timeout, "slowest_single_page": worst_single,
                          "slowest_shard_per_doc": worst_rate, "extraction_timeouts": timeouts,
                          "max_shard_seconds": max((s["seconds"], k) for k, s in shard_stats.items())}

@@ -236,3 +236,59 @@ def test_parser_bomb_checks_on_bytes_agree_with_the_decoded_checks() -> None:
     nbsp = bomb(5000, sep="\u00a0").encode()
     assert pathological_utf8(nbsp, tag_starts(nbsp)) is None
     assert LanguagePrescreen().cheap_text(bomb(5000).encode(), "text/html; charset=utf-8") is None
+
+
+def _hidden_bombs() -> dict[str, bytes]:
+    """Tags of 3,000-40,000 attributes that the gaps between "<"s do not show: each trick an HTML
+    tokenizer allows (quoted "<" or ">", "<" inside names, no white space after quoted values, an
+    unterminated last value, attributes on an end tag)."""
+    prose = "<p>" + "The committee met on Tuesday to discuss the recycling programme. " * 20 + "</p>"
+    def page(tag: str) -> bytes:
+        return f"<html><body>{prose}{tag}{prose}</body></html>".encode()
+    names = [f"a{i}" for i in range(3000)]
+    return {
+        "quoted <": page("<p " + " ".join(n + (' t="<"' if i % 300 == 299 else "") for i, n in enumerate(names)) + ">x</p>"),
+        "quoted >": page("<p " + " ".join(f'{n} t=">"' for n in names) + ">x</p>"),
+        "single-quoted >": page("<p " + " ".join(f"{n}='>'" for n in names) + ">x</p>"),
+        "spaced quoted >": page("<p " + " ".join(f'{n} =  ">"' for n in names) + ">x</p>"),
+        "< in names": page("<p " + " ".join(f"a<{i}" for i in range(3000)) + ">x</p>"),
+        "no white space": page("<p " + "".join(f'{n}=""' for n in names) + ">x</p>"),
+        "unterminated value": page("<p " + " ".join(names) + ' t="x</p>'),
+        "end tag": page("<p>x</p " + " ".join(names) + ">"),
+        "40k, quoted < every 300": page("<p " + " ".join(
+            f"a{i}" + (' t="<"' if i % 300 == 299 else "") for i in range(40_000)) + ">x</p>"),
+    }
+
+
+def test_tags_hidden_from_the_quick_check_are_not_parsed_here(sample: pa.RecordBatch) -> None:
+    """The pre-screen parses in this process, without extract's deadline: lexbor takes ~6 s on
+    the 40k-attribute tag (80k: 32 s). A tokenizer-faithful check finds every such tag
+    in milliseconds, and finds none on real pages."""
+    import time
+
+    from refinery.stages.extract import (
+        pathological_utf8,
+        tag_starts,
+        tokenizer_attribute_bomb,
+        tokenizer_attribute_bomb_utf8,
+    )
+
+    stage = LanguagePrescreen()
+    bombs = _hidden_bombs()
+    missed = {name for name, raw in bombs.items() if pathological_utf8(raw, tag_starts(raw)) is None}
+    assert {"quoted <", "< in names", "end tag", "40k, quoted < every 300"} <= missed  # extract's quick check
+    for name, raw in bombs.items():
+        assert tokenizer_attribute_bomb_utf8(raw, tag_starts(raw)), name
+        assert tokenizer_attribute_bomb(raw.decode()), name
+        t0 = time.perf_counter()
+        assert stage.cheap_text(raw, "text/html; charset=utf-8") is None, name
+        assert stage.cheap_text(raw, "text/html; charset=iso-8859-1") is None, name  # the decoded path
+        assert time.perf_counter() - t0 < 0.5, name
+    # the limit itself: 1,000 attributes are parsed, 1,001 are not
+    at = "<p " + " ".join(f'a{i} t=">"' for i in range(500)) + ">x</p>"
+    assert not tokenizer_attribute_bomb(at) and tokenizer_attribute_bomb(at.replace("<p ", "<p extra "))
+    htmls = sample.column("html").to_pylist()
+    assert sum(1 for h in htmls if h) >= 80
+    for raw in filter(None, htmls):
+        assert not tokenizer_attribute_bomb_utf8(raw, tag_starts(raw))
+        assert not tokenizer_attribute_bomb(raw.decode("utf-8", "replace"))

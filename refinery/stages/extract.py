@@ -357,7 +357,8 @@ def _guess_decode(body: bytes) -> str | None:
 # (docs/reliability.md).
 # Deep nesting needs no check: libxml2 stops at depth 256 (100k nested divs take ~1 s). This is a
 # fast path, not the bound: a page it misses (or an attacker evades, e.g. with "<" inside quoted
-# values) is still killed at timeout_s in the helper process.
+# values) is still killed at timeout_s in the helper process. Stages without that deadline use
+# tokenizer_attribute_bomb_utf8 below.
 MAX_ATTRIBUTES_PER_TAG = 1_000
 MAX_TAGS = 100_000
 # a tag with MAX_ATTRIBUTES_PER_TAG attributes spans at least 2 characters per attribute ("a "):
@@ -422,6 +423,111 @@ def pathological_utf8(raw: bytes, lt: np.ndarray) -> tuple[str, float] | None:
         if tags > MAX_TAGS:
             return "html_too_many_tags", float(tags)
     return None
+
+
+# Where an HTML tokenizer (WHATWG 13.2.5) puts a start tag's attributes, for stages that parse
+# pages without the helper process's time limit (the language pre-screen). The checks above
+# find tags from the gaps between "<"s and read attribute names without quotes or "<": cheap and
+# exact on real pages, but an attacker hides a 40k-attribute tag from them with a quoted "<"
+# every 300 attributes (lexbor then takes 6.5 s, 80k in 551 KB 32 s). To a tokenizer a name runs to
+# white space, "/", ">" or "=" (quotes and "<" in it are parse errors, not ends), a value is
+# quoted (anything but its quote inside) or runs to white space or ">", and a tag ends at the
+# first ">" outside a quoted value.
+_HTML_WS = "\t\n\f\r "
+_ATTR_NAME = f"[^{_HTML_WS}/>][^{_HTML_WS}/>=]*+"
+_ATTR_VALUE = f"""(?:"[^"]*+"?|'[^']*+'?|[^{_HTML_WS}>]++)"""
+_ATTR_TOKEN = f"(?>{_ATTR_NAME}(?:[{_HTML_WS}]*+=[{_HTML_WS}]*+{_ATTR_VALUE}?)?+)"
+_TAG_HEAD = f"</?[A-Za-z][^{_HTML_WS}/>]*+"
+# possessive throughout: a tag fails where it ends, without backtracking
+_WHOLE_TAG_BYTES = re.compile(f"{_TAG_HEAD}(?>[{_HTML_WS}/]*+{_ATTR_TOKEN})*+".encode())
+_MANY_ATTRIBUTES_BYTES = re.compile(
+    f"{_TAG_HEAD}(?>[{_HTML_WS}/]*+{_ATTR_TOKEN}){{{MAX_ATTRIBUTES_PER_TAG + 1},}}+".encode())
+_HTML_WS_BYTES = np.zeros(256, dtype=bool)
+_HTML_WS_BYTES[list(_HTML_WS.encode())] = True
+
+
+def _opens_a_value(view: np.ndarray, quotes: np.ndarray) -> np.ndarray:
+    """Whether each quote at ``quotes`` (positions > 0) follows "=", perhaps across white space
+    (stepped over a few bytes at a time; a run of over 64 counts as "=")."""
+    pos = quotes - 1
+    before = view[pos]
+    opening = before == 0x3D
+    spaced = _HTML_WS_BYTES[before]
+    if not spaced.any():
+        return opening
+    spaced_at = np.flatnonzero(spaced)  # few: step back over those only
+    opening[spaced_at] = _opens_a_value_spaced(view, pos[spaced_at])
+    return opening
+
+
+def _opens_a_value_spaced(view: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """:func:`_opens_a_value` for quotes after white space (``pos``: the white space before each)."""
+    opening = np.zeros(len(pos), dtype=bool)
+    spaced = np.ones(len(pos), dtype=bool)
+    for _ in range(64):
+        if not spaced.any():
+            return opening
+        pos = np.where(spaced, pos - 1, pos)
+        spaced &= pos >= 0
+        before = view[np.maximum(pos, 0)]
+        opening |= spaced & (before == 0x3D)
+        spaced &= _HTML_WS_BYTES[before]
+    return opening | spaced
+
+
+def tokenizer_attribute_bomb_utf8(raw: bytes, lt: np.ndarray) -> bool:
+    """Whether a tag of these UTF-8 bytes may hold more than ``MAX_ATTRIBUTES_PER_TAG``
+    attributes as an HTML tokenizer reads them (``lt`` = :func:`tag_starts`), quotes and all.
+
+    Call the bytes between two ">"s a gap. A real tag starts at its gap's first tag start:
+    anything before it there (a comment, a script, an earlier tag) would have ended in a ">".
+    It ends at the gap's ">" unless that ">" is inside a quoted value (then the last quote of
+    its kind before it follows "="), and it spans 2 bytes per attribute. So only the first tag
+    start of a long gap, or of a gap that ends at such a ">", is tokenized. A page that makes
+    that cost more than a few passes over it is answered "yes" (a "yes" only costs a shortcut)."""
+    view = np.frombuffer(raw, dtype=np.uint8)
+    lt = lt[lt + 2 < len(view)]  # a tag start needs a letter (or "/" and a letter) after it
+    if not len(lt):
+        return False
+    starts = lt[_ASCII_LETTERS[view[lt + 1]] | ((view[lt + 1] == 0x2F) & _ASCII_LETTERS[view[lt + 2]])]
+    if not len(starts):
+        return False
+    # one scan for ">" and both quotes (numpy's nonzero costs more than its comparisons)
+    mask = view == 0x3E
+    mask |= view == 0x22
+    mask |= view == 0x27
+    marks = np.flatnonzero(mask)
+    kinds = view[marks]
+    is_gt = kinds == 0x3E
+    gt = marks[is_gt]
+    stretch = np.searchsorted(gt, starts)  # index of the ">" that ends each start's gap
+    first = np.ones(len(starts), dtype=bool)
+    first[1:] = stretch[1:] != stretch[:-1]
+    ends = np.append(gt, len(raw))[stretch]
+    wanted = ends - starts >= _LONG_TAG_BYTES
+    closed = np.flatnonzero(first & (stretch < len(gt)))  # first starts of gaps that end at a ">"
+    if len(closed):
+        # the last quote of each kind before each of those ">"s (-1: none), both kinds at once
+        ends_at = stretch[closed]
+        last = np.concatenate([np.maximum.accumulate(np.where(kinds == quote, marks, -1))[is_gt][ends_at]
+                               for quote in (0x22, 0x27)])
+        has = np.flatnonzero(last > 0)
+        quoted = has[_opens_a_value(view, last[has])] % len(closed)
+        wanted[closed[quoted]] = True
+    budget = 4 * len(raw) + 100_000  # bytes tokenized before the page counts as built to do this
+    for pos in starts[first & wanted].tolist():
+        end = _WHOLE_TAG_BYTES.match(raw, pos).end()  # type: ignore[union-attr] - always matches
+        budget -= end - pos
+        if budget < 0 or (end - pos >= _LONG_TAG_BYTES and _MANY_ATTRIBUTES_BYTES.match(raw, pos) is not None):
+            return True
+    return False
+
+
+def tokenizer_attribute_bomb(html: str) -> bool:
+    """:func:`tokenizer_attribute_bomb_utf8` of decoded HTML (its UTF-8 bytes: the tokenizer's
+    characters are ASCII, and ASCII bytes never occur inside a UTF-8 character)."""
+    raw = html.encode("utf-8", "replace")
+    return tokenizer_attribute_bomb_utf8(raw, tag_starts(raw))
 
 
 def clean_text(text: str) -> str:

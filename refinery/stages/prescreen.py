@@ -28,12 +28,15 @@ agreement with the plain chain: docs/benchmarks.md, "Language pre-screen".
 
 Pages read as UTF-8 (declared so, or undeclared: ~97% of real pages) are parsed from their
 bytes: lexbor parses UTF-8 bytes as they are, and the tag count and parser-bomb check run on
-the bytes (:func:`refinery.stages.extract.pathological_utf8`), ~30% of the stage's CPU saved with
-identical text; other pages, and bytes that turn out not to be UTF-8, are decoded first.
+the bytes, ~30% of the stage's CPU saved with identical text; other pages, and bytes that turn
+out not to be UTF-8, are decoded first.
 
 The parser runs in this process without ``extract``'s helper-process time limit, so the pages
-that make HTML parsers super-linear (:func:`refinery.stages.extract.pathological_html`) and
-pages over ``max_html_bytes`` are not parsed here; they pass to ``extract``.
+that make HTML parsers super-linear are not parsed here; they pass to ``extract``: more than
+``max_tags`` "<" (nesting depth), tags with more than 1,000 attributes as an HTML tokenizer reads
+them (:func:`refinery.stages.extract.tokenizer_attribute_bomb_utf8`: extract's quicker check can
+be fooled by quoted "<"s, and lexbor needs ~6 s for such a 40k-attribute tag), and pages over
+``max_html_bytes``.
 """
 
 from __future__ import annotations
@@ -53,9 +56,9 @@ from refinery.stages.extract import (
     bad_chars_utf8,
     codec_candidates,
     decode_html,
-    pathological_html,
-    pathological_utf8,
     tag_starts,
+    tokenizer_attribute_bomb,
+    tokenizer_attribute_bomb_utf8,
 )
 from refinery.stages.language_id import LanguageId, lid_model_path
 
@@ -183,7 +186,7 @@ class LanguagePrescreen(Stage):
         """:meth:`cheap_text` through :func:`decode_html` (every page whose bytes are not read as
         UTF-8, and the Resiliparse backend)."""
         html, bad = decode_html(body, content_type)
-        if bad > _MAX_BAD_FRAC or html.count("<") > self.max_tags or pathological_html(html) is not None:
+        if bad > _MAX_BAD_FRAC or html.count("<") > self.max_tags or tokenizer_attribute_bomb(html):
             return None
         try:
             return self._html2text()(html)
@@ -199,7 +202,7 @@ class LanguagePrescreen(Stage):
         UTF-8 where it shows (replacement characters the page does not hold): then
         :func:`decode_html` decides the codec as before."""
         lt = tag_starts(raw)
-        if len(lt) > self.max_tags or pathological_utf8(raw, lt) is not None:
+        if len(lt) > self.max_tags or tokenizer_attribute_bomb_utf8(raw, lt):
             return None
         sample = raw[:BAD_SAMPLE_CHARS]  # the first 100k bytes: at most 100k characters
         bad = bad_chars_utf8(sample)
