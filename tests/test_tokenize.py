@@ -233,7 +233,7 @@ def test_train_byte_level_bpe(kept_run, tmp_path, cc_docs):
     tok = load_tokenizer(out)
     assert tok.eos_token == EOS and tok.sha256 == result.tokenizer.sha256
     assert train_tokenizer(kept_run, 2000, str(tmp_path / "again.json"), progress=False).tokenizer.sha256 == tok.sha256
-    texts = [d["text"] for d in cc_docs if d["text"]]
+    texts = [d["text"] for d in cc_docs if d["text"]][:200]  # (all 700: 2 s more, the same answer)
     n_tokens = sum(len(e.ids) for e in tok.tokenizer.encode_batch(texts, add_special_tokens=False))
     n_bytes = sum(len(t.encode()) for t in texts)
     assert n_tokens < n_bytes / 2  # merges learned from the corpus actually compress it
