@@ -48,19 +48,21 @@ def pytest_xdist_auto_num_workers(config):
 
 #: The files whose tests take longest (seconds on 2 cores, session 17), run first: xdist hands out
 #: whole files (``--dist loadfile``) in collection order (``--no-loadscope-reorder``; its default
-#: order, most tests first, left these few-test heavy files for last, and the suite waited on one
-#: of them with the other worker idle). The rest follow in file-name order.
+#: order, most tests first, leaves these few-test heavy files for last, and the suite waited on
+#: one of them with the other worker idle). The ones that start Ray clusters (R) alternate with
+#: the others: two clusters at once on 2 cores made each of their tests ~1.4x slower. The rest
+#: follow in file-name order.
 HEAVY_FILES = ["test_plan.py",  # ~95 s
+               "test_ray_executor.py",  # ~60, R
                "test_tokenize.py",  # ~80
-               "test_faults.py",  # ~75
-               "test_ray_executor.py",  # ~60
-               "test_adversarial_corpus.py",  # ~45
+               "test_launch_recipe.py",  # ~50, R
                "test_classifiers.py",  # ~55
-               "test_launch_recipe.py",  # ~50
-               "test_ray_bootstrap.py",  # ~40
+               "test_ray_bootstrap.py",  # ~40, R (two "hosts")
+               "test_adversarial_corpus.py",  # ~45
+               "test_faults.py",  # ~75, R in one test
                "test_extract.py",  # ~40
+               "test_dedup_distributed.py",  # ~30, R
                "test_loader.py",  # ~35
-               "test_dedup_distributed.py",  # ~30
                "test_stats.py"]  # ~25
 
 
