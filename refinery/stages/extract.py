@@ -511,7 +511,8 @@ def tokenizer_attribute_bomb_utf8(raw: bytes, lt: np.ndarray) -> bool:
         ends_at = stretch[closed]
         last = np.concatenate([np.maximum.accumulate(np.where(kinds == quote, marks, -1))[is_gt][ends_at]
                                for quote in (0x22, 0x27)])
-        has = np.flatnonzero(last > 0)
+        # a quote before the tag's start cannot open one of its values (most end tags, <p>...)
+        has = np.flatnonzero(last > np.tile(starts[closed], 2))
         quoted = has[_opens_a_value(view, last[has])] % len(closed)
         wanted[closed[quoted]] = True
     budget = 4 * len(raw) + 100_000  # bytes tokenized before the page counts as built to do this
