@@ -5,6 +5,8 @@
     python benchmarks/extraction.py --lean-ab [--rounds 1]   (plain vs lean trafilatura calls: lean_ab)
     python benchmarks/extraction.py --lean-ab --plain-old-defaults   (plain = trafilatura as RefinedWeb ran it)
     python benchmarks/extraction.py --xpath-check            (the lean path's XPath replacements vs lxml's)
+    python benchmarks/extraction.py --xpath-ab REV [--rounds 2]   (the Python selections of git revision REV vs now)
+    python benchmarks/extraction.py --repair-ab [--rounds 2]      (trafilatura's invalid-character repair vs the lean one)
 
 Runs the ``extract`` stage (``TrafilaturaExtractor``) with each variant (``VARIANTS``: the current
 defaults, the defaults before issue 13, Resiliparse), each in a fresh child process (so peak RSS is
@@ -281,6 +283,91 @@ def lean_ab(args: argparse.Namespace) -> None:
           f"(in process, no helper); peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
+def part_ab(args: argparse.Namespace) -> None:
+    """One piece of the lean path against what it replaced, page by page in one process (the two
+    sides swapped in before each page, in alternating order), on the filter benchmark's 1,087 real
+    pages and the 990 evaluation pages; the rest of the stage's cascade as shipped. Prints ms of
+    CPU per page for each side, the cut, and how many texts are identical (all should be).
+
+    - ``--xpath-ab REV``: the Python selections compiled by ``refinery/stages/_xpath_to_python.py``
+      as it was at git revision ``REV`` ("before") against the working tree's ("now");
+    - ``--repair-ab``: trafilatura's own ``repair_faulty_html`` (its invalid-character regex over
+      every page) against the lean one (the regex only where a check in C finds one may be)."""
+    import importlib.util
+    import logging
+    import os
+    import subprocess
+    import tempfile
+
+    from trafilatura import utils as tutils
+
+    from refinery.stages import _extract_helper
+    from refinery.stages.extract import pathological_html
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_pages import pages
+
+    stage = TrafilaturaExtractor()
+    cascade = _extract_helper.make_extract({"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(),
+                                            "fallback": stage._fallback_config(), "log_level": logging.ERROR})
+    sides: dict[str, list] = {"before": [], "now": []}
+    if args.xpath_ab:
+        label = args.xpath_ab
+        source = subprocess.run(["git", "show", f"{args.xpath_ab}:refinery/stages/_xpath_to_python.py"], cwd=ROOT,
+                                check=True, capture_output=True, text=True).stdout
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+            f.write(source)
+        spec = importlib.util.spec_from_file_location("xpath_to_python_before", f.name)
+        before = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(before)
+        os.unlink(f.name)
+        for container, key, original, new in _extract_helper._REPLACED_XPATHS:
+            try:
+                old = before.compile_xpath(original.path) if not isinstance(new, type(original)) else new
+            except before.Unsupported:
+                old = new
+            sides["before"].append((container, key, old))
+            sides["now"].append((container, key, new))
+    else:
+        label = "trafilatura's repair"
+        lean_repair = tutils.repair_faulty_html
+        sides["before"].append((tutils, "repair_faulty_html", lean_repair._original))
+        sides["now"].append((tutils, "repair_faulty_html", lean_repair))
+    eval_batch, _ = load_eval(Path(args.eval_tarball), args.eval_pages)
+    sets = {
+        "filter benchmark pages": [(p.url, p.body, p.content_type) for p in pages()],
+        "evaluation pages": list(zip(eval_batch.column("url").to_pylist(), eval_batch.column("html").to_pylist(),
+                                     [None] * eval_batch.num_rows)),
+    }
+    load_before = os.getloadavg()[0]
+    print(f"| pages | n | {label} ms/page (docs/s/core) | now ms/page (docs/s/core) | CPU cut | identical |")
+    print("|---|---|---|---|---|---|")
+    for name, rows in sets.items():
+        docs = []
+        for url, body, ctype in rows:
+            html, bad = decode_html(body, ctype)
+            if bad <= 0.05 and len(body) <= stage.max_html_bytes and pathological_html(html) is None:
+                docs.append((url, html))
+        cpu = {"before": 0.0, "now": 0.0}
+        same = 0
+        for r in range(args.rounds):
+            for i, (url, html) in enumerate(docs):
+                texts = {}
+                for side in (("before", "now") if (i + r) % 2 == 0 else ("now", "before")):
+                    for container, key, fn in sides[side]:
+                        _extract_helper._set(container, key, fn)
+                    c0 = time.process_time()
+                    texts[side] = cascade(html, url)
+                    cpu[side] += time.process_time() - c0
+                same += texts["before"] == texts["now"]
+        k = len(docs) * args.rounds
+        print(f"| {name} | {len(docs)} | {1000 * cpu['before'] / k:.2f} ({k / cpu['before']:.0f}) "
+              f"| {1000 * cpu['now'] / k:.2f} ({k / cpu['now']:.0f}) | {1 - cpu['now'] / cpu['before']:.1%} "
+              f"| {same}/{k} |", flush=True)
+    print(f"machine: {os.cpu_count()} cores (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
+          f"after); {args.rounds} round(s); CPU seconds of this process (in process, no helper)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval-tarball", default=str(DEFAULT_EVAL))
@@ -299,7 +386,14 @@ def main() -> None:
     parser.add_argument("--plain-old-defaults", action="store_true",
                         help="with --lean-ab: the plain side at RefinedWeb's settings (precision, no tables, "
                              "not fast, no fallback)")
+    parser.add_argument("--xpath-ab", metavar="REV",
+                        help="CPU per page with the Python selections of git revision REV vs the working tree's")
+    parser.add_argument("--repair-ab", action="store_true",
+                        help="CPU per page with trafilatura's invalid-character repair vs the lean one")
     args = parser.parse_args()
+    if args.xpath_ab or args.repair_ab:
+        part_ab(args)
+        return
     if args.lean_ab:
         lean_ab(args)
         return

@@ -717,6 +717,7 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
 
     from lxml import etree
     from trafilatura import core, main_extractor, xpaths
+    from trafilatura import utils as tutils
 
     from refinery.stages import _extract_helper
     from refinery.stages._extract_helper import plain_trafilatura, strip_dropped_elements
@@ -738,6 +739,7 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
     assert len(htmls) >= 6
     assert getattr(main_extractor.prune_unwanted_nodes, "_refinery", False)  # installed: the trafilatura it mirrors
     assert getattr(core._prepare_tree, "_refinery", False)
+    assert getattr(tutils.repair_faulty_html, "_refinery", False)
     faster = xpaths.OVERALL_DISCARD_XPATH[1]
     assert not isinstance(faster, etree.XPath)  # the Python selections are installed
     paths = set()
@@ -745,6 +747,7 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
         with plain_trafilatura():  # lxml.html's own (Python) class lookup, trafilatura's pruning and XPaths
             assert isinstance(xpaths.OVERALL_DISCARD_XPATH[1], etree.XPath)
             assert not hasattr(core._prepare_tree, "_refinery")  # trafilatura's own copies
+            assert not hasattr(tutils.repair_faulty_html, "_refinery")
             want = plain(html, url)
         assert lean(html, url) == want, url
         paths.add(want[1])
@@ -752,6 +755,56 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
     assert {"precision", "fallback"} <= paths
     # the pages really were cut before parsing (most bytes of real pages are scripts and styles)
     assert sum(len(strip_dropped_elements(h)) for h in htmls) < 0.9 * sum(map(len, htmls))
+
+
+def test_invalid_xml_character_check_never_misses_one() -> None:
+    """The check that lets the lean path skip trafilatura's ``INVALID_XML_CHARS`` deletion is false
+    only for text without such a character: each of them alone and inside ASCII, Latin-1, Cyrillic,
+    CJK and astral text (the Unicode string kinds), the allowed controls, a lone surrogate, and
+    real pages (a few of which hold one)."""
+    from trafilatura.utils import INVALID_XML_CHARS
+
+    from refinery.stages._extract_helper import may_hold_invalid_xml_chars
+
+    invalid = [chr(c) for c in [*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xFFFE, 0xFFFF]]
+    assert all(INVALID_XML_CHARS.fullmatch(c) for c in invalid)  # the set trafilatura deletes
+    texts = ["", "plain <p>text</p>\t\r\n", "café crème", "Привет, мир", "漢字とかな", "emoji 🙂 text",
+             "lone \udc80 surrogate", "\ufffd replacement", "\ufeff bom", "\u0100\u0101\u010b\u010c", "\x7f\x85\x9f"]
+    for base in texts:
+        assert not may_hold_invalid_xml_chars(base), repr(base)
+        for c in invalid:
+            for text in (c + base, base + c, base[:2] + c + base[2:]):
+                assert may_hold_invalid_xml_chars(text), repr(text)
+    sample = load_warc_records()
+    pages = [decode_html(b, None)[0] for b in sample.column("html").to_pylist() if b]
+    assert len(pages) > 50
+    for page in pages:
+        assert may_hold_invalid_xml_chars(page) == (INVALID_XML_CHARS.search(page) is not None)
+
+
+def test_lean_repair_is_trafilaturas_repair() -> None:
+    """The lean ``repair_faulty_html`` gives trafilatura's result: pages with and without invalid
+    characters, a doctype trafilatura rewrites, a self-closing ``<html/>``."""
+    from trafilatura import utils as tutils
+
+    from refinery.stages._extract_helper import _install_lean_repair, plain_trafilatura
+
+    assert _install_lean_repair()
+    lean = tutils.repair_faulty_html
+    assert lean._refinery
+    with plain_trafilatura():
+        original = tutils.repair_faulty_html
+    assert original is not lean and tutils.repair_faulty_html is lean
+    pages = [
+        "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0//EN\" \"http://www.w3.org/TR/xhtml1/DTD/x.dtd\">\n<html><p>a\x0cb</p>",
+        "<html/>\n<body><p>x\x00y\ufffe</p></body>", "<html><body><p>клавиша\x1b</p></body></html>",
+        "<html><body><p>clean ünïcode text</p></body></html>", "<!doctype html>\n<html>\n<p>ok</p>",
+    ]
+    sample = load_warc_records()
+    pages += [decode_html(b, None)[0] for b in sample.column("html").to_pylist()[:40] if b]
+    for page in pages:
+        beginning = page[:50].lower()
+        assert lean(page, beginning) == original(page, beginning)
 
 
 def test_lean_prepare_copies_the_trees_only_where_trafilatura_reads_them_again() -> None:
@@ -853,6 +906,10 @@ def test_xpath_to_python_mirrors_lxml_on_the_subset() -> None:
         ".//*[contains(translate(@role, 'N', 'n'), 'nav')]", ".//*[re:test(@class, 'teaser', 'i')]",
         ".//*[re:test(@class, '^$')]", ".//p[@class or @id = 'b']", ".//cite|.//li|.//main",
         ".//*[self::div][not(self::ol or self::ul) and (@role or @id='zzz')]", ".//*[contains(@class, '')]",
+        # elements without the tested attributes are skipped only where the test must be false
+        ".//*[not(@id) and re:test(@class, 'q|post')]", ".//p[@class = '']", ".//*[@id or not(@class)]",
+        ".//*[@id|@class = 'q' or self::main]", ".//p[@id]|.//main", ".//*[not(re:test(@class, 'x'))]",
+        ".//*[starts-with(@id, '')]", ".//*[re:test(@id|@role, 'y|N')][re:test(@class, 'q|^r')]",
     ]
     for path in paths:
         want = etree.XPath(path, namespaces=ns)(page)
