@@ -440,6 +440,17 @@ def codecs_bom(text: str) -> bytes:
 def test_urls_removed_and_newlines_capped() -> None:
     assert clean_text("a\n\n\n\nb\n \n \n\nc") == "a\n\nb\n\nc"
     assert clean_text("See https://example.com/x?y=1 for more, or www.example.org.") == "See for more, or."
+    # the cheap look for "://" or "www." before the URL regex misses nothing that regex drops
+    import re
+    import sys
+
+    from refinery.stages.extract import _URL, _WWW
+    assert [chr(c) for c in range(sys.maxunicode + 1) if re.fullmatch("w", chr(c), re.IGNORECASE)] == ["W", "w"]
+    for text in ("Visit WwW.Example.COM now", "FTP://files.example/x", "HTTPS://A.B/c", "x www.a.b", "wwww.x.y z",
+                 "no link here: www dot example", "time 10:30 // a/b", "Ww w.x"):
+        if _URL.search(text) is not None:
+            assert "://" in text or _WWW.search(text) is not None, text
+        assert clean_text(text) == _URL.sub("", text).strip(), text
     body = (
         f"<p>{PROSE} Details at https://example.com/report.pdf today.</p>"
         "<p>http://only-a-link.example.com/</p>"

@@ -108,6 +108,7 @@ _MAX_BAD_FRAC = 0.05
 # (a URL's trailing "." or "," is sentence punctuation and stays)
 _URL = re.compile(r"[ \t]?(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>\"'\])]*[^\s<>\"'\]).,;:!?]", re.IGNORECASE)
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
+_WWW = re.compile(r"[wW][wW][wW]\.")  # what _URL's case-insensitive "www\." can match
 
 
 _HELPER_SCRIPT = str(Path(__file__).with_name("_extract_helper.py"))
@@ -533,7 +534,10 @@ def tokenizer_attribute_bomb(html: str) -> bool:
 
 def clean_text(text: str) -> str:
     """RefinedWeb post-processing: drop URLs, cap runs of new lines at two."""
-    text = _URL.sub("", text)
+    # every URL this drops holds "://" or "www." in some case: ~8x cheaper to look for those first
+    # (the URL regex, case-insensitive and without a literal start, steps through every character)
+    if "://" in text or _WWW.search(text) is not None:
+        text = _URL.sub("", text)
     text = _BLANK_RUNS.sub("\n\n", text)
     return text.strip()
 
