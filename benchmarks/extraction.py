@@ -208,6 +208,31 @@ def xpath_check() -> None:
           f"{differences} differences")
 
 
+def ab_page_sets(args: argparse.Namespace, stage: TrafilaturaExtractor) -> dict[str, list[tuple[str, str]]]:
+    """The A/B modes' pages: the filter benchmark's 1,087 and the evaluation set's, decoded, as
+    ``(url, html)``, keeping those the stage would send to trafilatura (not too many bad
+    characters, not too big, no parser bomb)."""
+    from refinery.stages.extract import pathological_html
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_pages import pages
+
+    eval_batch, _ = load_eval(Path(args.eval_tarball), args.eval_pages)
+    sets = {
+        "filter benchmark pages": [(p.url, p.body, p.content_type) for p in pages()],
+        "evaluation pages": list(zip(eval_batch.column("url").to_pylist(), eval_batch.column("html").to_pylist(),
+                                     [None] * eval_batch.num_rows)),
+    }
+    kept: dict[str, list[tuple[str, str]]] = {}
+    for name, rows in sets.items():
+        kept[name] = []
+        for url, body, ctype in rows:
+            html, bad = decode_html(body, ctype)
+            if bad <= 0.05 and len(body) <= stage.max_html_bytes and pathological_html(html) is None:
+                kept[name].append((url, html))
+    return kept
+
+
 def lean_ab(args: argparse.Namespace) -> None:
     """``--lean-ab``: CPU per page of the trafilatura cascade as plain ``trafilatura.extract`` calls
     (lxml.html's stock parser, settings built per call, the whole page parsed, trafilatura's own
@@ -226,10 +251,7 @@ def lean_ab(args: argparse.Namespace) -> None:
     import os
 
     from refinery.stages import _extract_helper
-    from refinery.stages.extract import _BAD_CHARS, _bad_chars, pathological_html
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from real_pages import pages
+    from refinery.stages.extract import _BAD_CHARS, _bad_chars
 
     stage = TrafilaturaExtractor()
     config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
@@ -239,22 +261,12 @@ def lean_ab(args: argparse.Namespace) -> None:
         plain_config |= {"kwargs": {**config["kwargs"], "include_tables": False, "fast": False}, "fallback": None}
     plain = _extract_helper.make_extract(plain_config)
     lean = _extract_helper.make_extract(config)  # installs the lean replacements in trafilatura
-    eval_batch, _ = load_eval(Path(args.eval_tarball), args.eval_pages)
-    sets = {
-        "filter benchmark pages": [(p.url, p.body, p.content_type) for p in pages()],
-        "evaluation pages": list(zip(eval_batch.column("url").to_pylist(), eval_batch.column("html").to_pylist(),
-                                     [None] * eval_batch.num_rows)),
-    }
+    sets = ab_page_sets(args, stage)
     load_before = os.getloadavg()[0]
     print("| pages | n | plain ms/page (docs/s/core) | lean ms/page (docs/s/core) | CPU cut | identical "
           "| bad-char count ms/page: regex / translate |")
     print("|---|---|---|---|---|---|---|")
-    for name, rows in sets.items():
-        docs = []
-        for url, body, ctype in rows:
-            html, bad = decode_html(body, ctype)
-            if bad <= 0.05 and len(body) <= stage.max_html_bytes and pathological_html(html) is None:
-                docs.append((url, html))
+    for name, docs in sets.items():
         t_plain = t_lean = t_re = t_tr = 0.0
         same = 0
         for r in range(args.rounds):
@@ -302,10 +314,6 @@ def part_ab(args: argparse.Namespace) -> None:
     from trafilatura import utils as tutils
 
     from refinery.stages import _extract_helper
-    from refinery.stages.extract import pathological_html
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from real_pages import pages
 
     stage = TrafilaturaExtractor()
     cascade = _extract_helper.make_extract({"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(),
@@ -333,21 +341,11 @@ def part_ab(args: argparse.Namespace) -> None:
         lean_repair = tutils.repair_faulty_html
         sides["before"].append((tutils, "repair_faulty_html", lean_repair._original))
         sides["now"].append((tutils, "repair_faulty_html", lean_repair))
-    eval_batch, _ = load_eval(Path(args.eval_tarball), args.eval_pages)
-    sets = {
-        "filter benchmark pages": [(p.url, p.body, p.content_type) for p in pages()],
-        "evaluation pages": list(zip(eval_batch.column("url").to_pylist(), eval_batch.column("html").to_pylist(),
-                                     [None] * eval_batch.num_rows)),
-    }
+    sets = ab_page_sets(args, stage)
     load_before = os.getloadavg()[0]
     print(f"| pages | n | {label} ms/page (docs/s/core) | now ms/page (docs/s/core) | CPU cut | identical |")
     print("|---|---|---|---|---|---|")
-    for name, rows in sets.items():
-        docs = []
-        for url, body, ctype in rows:
-            html, bad = decode_html(body, ctype)
-            if bad <= 0.05 and len(body) <= stage.max_html_bytes and pathological_html(html) is None:
-                docs.append((url, html))
+    for name, docs in sets.items():
         cpu = {"before": 0.0, "now": 0.0}
         same = 0
         for r in range(args.rounds):

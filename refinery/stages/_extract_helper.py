@@ -120,6 +120,15 @@ def _install_c_class_lookup() -> bool:
     return True
 
 
+def _sources_are(functions: tuple, sha256s: tuple[str, ...]) -> bool:
+    """Whether the functions' sources are the ones a replacement mirrors (sha256 of each): a
+    replacement is installed only over the trafilatura code it was written against."""
+    import hashlib
+    import inspect
+
+    return tuple(hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for f in functions) == tuple(sha256s)
+
+
 def _outer_matches(matches: dict) -> list:
     """The elements of ``matches`` (a dict used as an ordered set) with no ancestor in it, in
     order: ``[e for e in matches if not any(a in matches for a in e.iterancestors())]``, with each
@@ -152,16 +161,13 @@ def _install_fast_prune() -> bool:
     same function whose guarded branch finds the outermost matches with :func:`_outer_matches`.
     Guarded: only for the trafilatura version whose code this mirrors (the source is compared)."""
     try:
-        import hashlib
-        import inspect
-
         from trafilatura import htmlprocessing, main_extractor
     except ImportError:  # pragma: no cover - trafilatura is the backend here
         return False
     original = htmlprocessing.prune_unwanted_nodes
     if getattr(main_extractor.prune_unwanted_nodes, "_refinery", False):
         return True
-    if hashlib.sha256(inspect.getsource(original).encode()).hexdigest() != _PRUNE_SOURCE_SHA256:
+    if not _sources_are((original,), (_PRUNE_SOURCE_SHA256,)):
         return False
     delete_element = htmlprocessing.delete_element
 
@@ -197,17 +203,13 @@ def _install_lean_prepare() -> bool:
     CPU, copying and freeing two whole trees per page. Guarded: only for the trafilatura version
     whose ``_prepare_tree`` and ``trafilatura_sequence`` this reasons about (sources compared)."""
     try:
-        import hashlib
-        import inspect
-
         from trafilatura import core
     except ImportError:  # pragma: no cover - trafilatura is the backend here
         return False
     original = core._prepare_tree
     if getattr(original, "_refinery", False):
         return True
-    sources = (inspect.getsource(original), inspect.getsource(core.trafilatura_sequence))
-    if tuple(hashlib.sha256(s.encode()).hexdigest() for s in sources) != _PREPARE_SOURCES_SHA256:
+    if not _sources_are((original, core.trafilatura_sequence), _PREPARE_SOURCES_SHA256):
         return False
     copy, tree_cleaning, convert_tags = core.copy, core.tree_cleaning, core.convert_tags
 
@@ -248,16 +250,13 @@ def _install_lean_repair() -> bool:
     regex scans every character of every page otherwise. Guarded: only for the trafilatura
     version whose code this mirrors (the source is compared)."""
     try:
-        import hashlib
-        import inspect
-
         from trafilatura import utils as tutils
     except ImportError:  # pragma: no cover - trafilatura is the backend here
         return False
     original = tutils.repair_faulty_html
     if getattr(original, "_refinery", False):
         return True
-    if hashlib.sha256(inspect.getsource(original).encode()).hexdigest() != _REPAIR_SOURCE_SHA256:
+    if not _sources_are((original,), (_REPAIR_SOURCE_SHA256,)):
         return False
     invalid_xml_chars, doctype_tag, faulty_html = tutils.INVALID_XML_CHARS, tutils.DOCTYPE_TAG, tutils.FAULTY_HTML
 

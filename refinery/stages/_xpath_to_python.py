@@ -203,8 +203,9 @@ class _Parser:
                 self.take(")")
                 test = f"({literal!r} in {source})" if text == "contains(" else f"{source}.startswith({literal!r})"
                 gated = literal != ""
-            if gated and single is not None:  # an absent attribute cannot pass: no "" to test
-                test = f"({single} is not None and {test.replace(f'({single} or {chr(39) * 2})', single)})"
+            if gated and single is not None:  # an absent attribute cannot pass: test the value itself
+                present_value = test.replace(f"({single} or '')", single)
+                test = f"({single} is not None and {present_value})"
             return test, gated
         raise Unsupported(f"unsupported XPath term {text!r}")
 
