@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from refinery import cli_common
+from refinery import cli_common, interrupts
 from refinery.cli_common import err, fail, print_error, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in ("-v", "--verbose") for a in args)
     cli_common.VERBOSE = verbose
+    handles_ctrl_c = interrupts.install()
     try:
         code = app(args=args, prog_name="refinery", standalone_mode=False)
         if code == 130:  # typer >= 0.20 turns Ctrl-C into Exit(130), returned as is here
@@ -219,6 +221,10 @@ def main(argv: list[str] | None = None) -> None:
         hint = "" if verbose else " (rerun with -v for the traceback)" if not user else ""
         print_error(f"{message}{hint}" if str(exc) else f"{type(exc).__name__}{hint}")
         code = 2 if user else 1
+    finally:
+        if handles_ctrl_c:  # called in-process (tests): leave SIGINT as it was
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            interrupts.reset()
     sys.exit(code if isinstance(code, int) else 0)
 
 

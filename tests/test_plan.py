@@ -369,7 +369,16 @@ def test_ctrl_c_stops_every_process_with_one_line_and_a_rerun_resumes(tmp_path):
     config = tmp_path / "recipe.yaml"
     config.write_text(yaml.safe_dump(recipe))
     cmd = [sys.executable, "-m", "refinery", "run", str(config), "-i", str(src), "-o", str(out), "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    def as_a_foreground_job() -> None:
+        # what a terminal's foreground job starts with, whatever this test process inherited or
+        # was left with by earlier tests (a process started with SIGINT ignored keeps ignoring it:
+        # a rerun of this test from a background shell once exited 0 here)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+    inherited = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_a_foreground_job)
     deadline = time.time() + 60
     while not list(out.rglob("kept/r*.parquet")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -379,7 +388,8 @@ def test_ctrl_c_stops_every_process_with_one_line_and_a_rerun_resumes(tmp_path):
     _, err = proc.communicate(timeout=30)
     # (a run once exited 0 here, under the full suite only: say when the Ctrl-C came)
     assert proc.returncode == 130, (f"{finished_at_kill}/{shards} shards finished at the Ctrl-C, exit "
-                                    f"{time.time() - killed_at:.1f} s later\n{err[:1500]}\n[...]\n{err[-1500:]}")
+                                    f"{time.time() - killed_at:.1f} s later; this process's SIGINT handler and "
+                                    f"mask: {inherited}\n{err[:1500]}\n[...]\n{err[-1500:]}")
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     assert [ln for ln in err.splitlines() if ln.startswith("error:")] == ["error: interrupted; run the same command again to resume"]
     for _ in range(50):  # workers terminated, helpers die with them (PR_SET_PDEATHSIG)

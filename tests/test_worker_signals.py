@@ -36,3 +36,53 @@ def test_a_ctrl_c_while_a_worker_starts_is_held_then_ignored(fresh_process):
                 break  # a reused worker is past its start-up
     # the parent's own mask is as it was: a Ctrl-C still reaches it
     assert not sigint_state(0)["blocked"]
+
+
+def _count(k: int) -> dict:
+    return {"docs_read": k}
+
+
+class _SignalsInItsDestructor:
+    """Presses Ctrl-C while Python runs its ``__del__``: the KeyboardInterrupt raised there is
+    printed as "Exception ignored" and dropped (what a driver freeing objects between waits meets)."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # the handler runs at one of these bytecodes, inside __del__
+            pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_dropped_by_a_destructor_still_stops_the_run():
+    from refinery import interrupts
+
+    assert interrupts.install()
+    try:
+        outcomes: list[str] = []
+
+        def on_outcome(outcome) -> None:
+            outcomes.append(outcome.name)
+            if len(outcomes) == 2:
+                _SignalsInItsDestructor()  # freed at once: the Ctrl-C lands in its __del__ and is lost
+
+        with pytest.raises(KeyboardInterrupt):
+            LocalExecutor(1, progress=False).map(_count, [{"k": k} for k in range(10)], label="t",
+                                                 on_outcome=on_outcome)
+        assert interrupts.requested()
+        assert outcomes == ["0", "1"]  # the loop stopped at its next turn, not after all ten tasks
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.reset()
+
+
+def test_the_command_line_leaves_an_ignored_sigint_ignored():
+    """A background job of a non-interactive shell starts with SIGINT ignored, so that a Ctrl-C
+    meant for the foreground job does not stop it: the command line keeps it so."""
+    from refinery import interrupts
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert not interrupts.install()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

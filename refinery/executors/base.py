@@ -28,6 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
+from refinery import interrupts
 from refinery.executors.progress import TaskProgress
 
 log = logging.getLogger("refinery.executors")
@@ -246,10 +247,12 @@ class Executor(ABC):
         bar = TaskProgress(len(tasks), label=label, units=units, enabled=self.progress)
         try:
             while queue or pending:
+                interrupts.raise_if_requested()  # a Ctrl-C whose KeyboardInterrupt a destructor swallowed
                 while queue and len(pending) < limit:
                     i, attempt = queue.popleft()
                     pending[self._submit(fn, shared_arg, tasks[i], attempt, names[i], fresh_workers)] = (i, attempt)
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                interrupts.raise_if_requested()
                 for future in done:
                     i, attempt = pending.pop(future)
                     try:
