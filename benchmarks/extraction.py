@@ -4,6 +4,7 @@
         [--variants old-defaults trafilatura resiliparse] [--rounds 1]
     python benchmarks/extraction.py --lean-ab [--rounds 1]   (plain vs lean trafilatura calls: lean_ab)
     python benchmarks/extraction.py --lean-ab --plain-old-defaults   (plain = trafilatura as RefinedWeb ran it)
+    python benchmarks/extraction.py --lean-ab --plain-old-defaults -p fallback_below_chars=250   (the lean side's stage params)
     python benchmarks/extraction.py --xpath-check            (the lean path's XPath replacements vs lxml's)
     python benchmarks/extraction.py --xpath-ab REV [--rounds 2]   (the Python selections of git revision REV vs now)
     python benchmarks/extraction.py --repair-ab [--rounds 2]      (trafilatura's invalid-character repair vs the lean one)
@@ -246,14 +247,22 @@ def lean_ab(args: argparse.Namespace) -> None:
     ``--plain-old-defaults``: the plain side runs trafilatura as RefinedWeb did (and this stage
     before issue 13): precision mode, no tables, its full readability/justext comparison, no
     fallback pass. That is the "trafilatura's speed" of issue 17 item 1; the lean side stays the
-    stage as shipped. The texts then differ by design (their quality: the variants table)."""
+    stage as shipped (``-p KEY=VALUE``: with those params). The texts then differ by design (their quality: the variants table)."""
     import logging
     import os
 
     from refinery.stages import _extract_helper
     from refinery.stages.extract import _BAD_CHARS, _bad_chars
 
-    stage = TrafilaturaExtractor()
+    import yaml
+
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--param {item!r}: expected KEY=VALUE")
+        params[key] = yaml.safe_load(value)
+    stage = TrafilaturaExtractor(**params)
     config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
               "log_level": logging.ERROR}
     plain_config = {**config, "lean": False}
@@ -384,6 +393,9 @@ def main() -> None:
     parser.add_argument("--plain-old-defaults", action="store_true",
                         help="with --lean-ab: the plain side at RefinedWeb's settings (precision, no tables, "
                              "not fast, no fallback)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --lean-ab: an extract stage param of the lean side (YAML value), e.g. "
+                             "-p fallback_below_chars=250")
     parser.add_argument("--xpath-ab", metavar="REV",
                         help="CPU per page with the Python selections of git revision REV vs the working tree's")
     parser.add_argument("--repair-ab", action="store_true",
