@@ -26,7 +26,9 @@ Everything runs the real ``extract`` stage (``TrafilaturaExtractor``) built from
 
 from __future__ import annotations
 
+import codecs
 import json
+import logging
 import re
 import time
 from collections import Counter
@@ -35,6 +37,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
+
+log = logging.getLogger("refinery.eval_extract")
 
 _WORD = re.compile(r"\w+")
 _SPACES = re.compile(r"\s+")
@@ -133,10 +137,27 @@ def load_gold(path: str | Path, cleaneval_markup: bool = True) -> list[GoldPage]
 
 
 def _read_text(path: Path) -> str:
+    """A gold text file: UTF-8 (with or without a BOM), UTF-16 with its BOM, else Windows-1252
+    (what gold sets of CleanEval's era were often written in; Latin-1 for the five bytes it leaves
+    undefined), with a warning naming the file. Scoring lower-cased words, a wrong guess among
+    single-byte codecs only changes the few non-ASCII words."""
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise GoldError(f"gold text {path} starts with a UTF-16 byte order mark but is not UTF-16 "
+                            f"(byte {exc.start})") from None
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise GoldError(f"gold text {path} is not UTF-8 (byte {exc.start})") from None
+        first_bad = exc.start
+    try:
+        text, codec = raw.decode("cp1252"), "Windows-1252"
+    except UnicodeDecodeError:
+        text, codec = raw.decode("latin-1"), "Latin-1"
+    log.warning("gold text %s is not UTF-8 (byte %d): read as %s", path, first_bad, codec)
+    return text
 
 
 def _load_pairs(folder: Path, cleaneval_markup: bool) -> list[GoldPage]:

@@ -132,6 +132,31 @@ def test_pairs_directory_scored_with_the_real_stage(tmp_path: Path) -> None:
     assert r.macro_f1 == pytest.approx(0.5)
 
 
+def test_gold_text_of_the_cleaneval_era_is_read_in_its_encoding(tmp_path: Path, caplog) -> None:
+    """Gold text files of CleanEval's era are often Windows-1252, some tools write UTF-16: both
+    are read (with a warning naming the file), not refused, and score as their words."""
+    words = "Le café du coin – une institution naïve"
+    html = f"<html><body><article><h1>Café</h1><p>{words}, ouverte depuis 1952.</p>{ARTICLE}</article></body></html>"
+    gold = f"URL: https://example.com/cafe\n<p>{words}, ouverte depuis 1952.\n" + ARTICLE.replace("</p>", "\n")
+    for name, data in (("cp1252", gold.encode("cp1252")), ("utf16", gold.encode("utf-16")),
+                       ("utf8bom", b"\xef\xbb\xbf" + gold.encode("utf-8"))):
+        (tmp_path / f"{name}.html").write_text(html, encoding="utf-8")
+        (tmp_path / f"{name}.txt").write_bytes(data)
+    with caplog.at_level("WARNING", logger="refinery.eval_extract"):
+        pages = load_gold(tmp_path)
+    assert [p.name for p in pages] == ["cp1252", "utf16", "utf8bom"]
+    assert all(p.url == "https://example.com/cafe" and words in p.text for p in pages)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"gold text {tmp_path / 'cp1252.txt'} is not UTF-8 (byte 39): read as Windows-1252"]
+    r = evaluate(TrafilaturaExtractor(timeout_s=0), pages)
+    assert [p.recall for p in r.per_page] == [1.0, 1.0, 1.0]
+    # a UTF-16 byte order mark on bytes that are not UTF-16: one line, naming the file
+    (tmp_path / "broken.html").write_text(html)
+    (tmp_path / "broken.txt").write_bytes(b"\xff\xfeA")
+    with pytest.raises(GoldError, match="broken.txt starts with a UTF-16 byte order mark"):
+        load_gold(tmp_path)
+
+
 def test_gold_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(GoldError, match="gold set not found"):
         load_gold(tmp_path / "missing")
