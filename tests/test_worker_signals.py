@@ -69,7 +69,8 @@ def test_a_ctrl_c_dropped_by_a_destructor_still_stops_the_run():
             LocalExecutor(1, progress=False).map(_count, [{"k": k} for k in range(10)], label="t",
                                                  on_outcome=on_outcome)
         assert interrupts.requested()
-        assert outcomes == ["0", "1"]  # the loop stopped at its next turn, not after all ten tasks
+        # the loop stopped at its next turn (the first two tasks complete together), not after all ten
+        assert sorted(outcomes) == ["0", "1"]
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         interrupts.reset()
