@@ -18,6 +18,7 @@ from typing import Any
 from refinery.config import ConfigError, PipelineConfig
 from refinery.executors import Executor, TaskOutcome, make_executor
 from refinery.io import fs
+from refinery.io.runlock import run_dir_lock
 from refinery.plan import (
     Pass,
     Plan,
@@ -277,7 +278,9 @@ def run_pipeline(
     ex = config.executor
     with make_executor(kind, workers or ex.workers, ray_address=ex.ray_address, object_store_memory=ex.object_store_memory,
                        max_retries=ex.max_retries, progress=progress) as runner:
-        return run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards)
+        # one run at a time per (local) run directory; the shares of a multi-instance job together
+        with run_dir_lock(output_uri, shared=only_shards is not None):
+            return run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards)
 
 
 __all__ = ["RunDir", "RunSummary", "plan_tasks", "run_pipeline", "run_plan"]

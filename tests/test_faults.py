@@ -23,6 +23,7 @@ import pytest
 from _fault_fixtures import CC_DOCS, FaultPolicy, split_jsonl, through_proxy  # noqa: F401 - fixture
 from refinery.config import parse_config
 from refinery.io import fs, parquet
+from refinery.io.runlock import LOCK_FILE
 from refinery.pipeline import run_pipeline
 from refinery.stats.counters import check_conservation
 
@@ -142,7 +143,7 @@ def test_worker_killed_mid_shard_then_rerun_matches_clean_run(corpus, clean_run,
     assert set(visible) == expected | {"run.json", "stats.json", "passes/filter.json", "input_files.json"}
     # A worker killed mid-write leaves a hidden temp file; the re-run of its shard sweeps it.
     assert not [h for h in hidden if "part-001" in h], hidden
-    assert all(Path(h).name.startswith(".tmp-") for h in hidden), hidden
+    assert all(Path(h).name.startswith(".tmp-") or h == LOCK_FILE for h in hidden), hidden  # + the run's lock
     assert ds.dataset(str(out / "kept"), format="parquet").count_rows() == kept.num_rows
 
 
@@ -163,7 +164,7 @@ def test_ray_worker_killed_mid_shard_is_retried_and_matches_clean_run(corpus, cl
         clean_removed.select(["id", "removed_stage", "removed_reason"]))
     assert _shard_stats(out) == _shard_stats(clean_run)
     visible, hidden = _visible_and_hidden(out)
-    assert all(Path(h).name.startswith(".tmp-") for h in hidden), hidden
+    assert all(Path(h).name.startswith(".tmp-") or h == LOCK_FILE for h in hidden), hidden  # + the run's lock
 
 
 def _iter_source_ids(corpus: Path):
