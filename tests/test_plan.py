@@ -17,6 +17,7 @@ import yaml
 from _scale_fixtures import write_dedup_input
 
 from refinery.config import ConfigError, load_config, parse_config
+from refinery.io.runlock import LOCK_FILE
 from refinery.pipeline import run_pipeline
 from refinery.plan import RerunError, plan_run
 from refinery.rundir import RunDir
@@ -58,7 +59,7 @@ def _kept_rows(out: Path) -> list[dict]:
 
 def _mtimes(out: Path) -> dict[str, int]:
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()
-            and p.name not in ("run.json", "stats.json", "input_files.json") and "failed" not in p.parts}
+            and p.name not in ("run.json", "stats.json", "input_files.json", LOCK_FILE) and "failed" not in p.parts}
 
 
 def test_the_bundled_recipe_plans_every_pass():

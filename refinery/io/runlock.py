@@ -64,9 +64,12 @@ def run_dir_lock(root: str, shared: bool = False) -> Iterator[None]:
     if fs.is_s3(root) or fcntl is None:
         yield
         return
-    fs.makedirs(root)
     path = os.path.join(root, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fs.makedirs(root)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except Exception as exc:  # noqa: BLE001 - OSError or pyarrow's: the output cannot be written
+        raise fs.StorageError(f"output {root} is not writable: {exc}") from None
     try:
         locked = True
         try:
