@@ -56,11 +56,16 @@ def _shards(out: PassDir) -> tuple[list[dict[str, Any]], dict[str, str]]:
 
 
 def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int) -> list[dict[str, Any]]:
+    # each pass's directory under the run directory as given here, not as run.json spells it: a run
+    # made with a relative --output records relative paths, which mean nothing from another directory
+    documents = [p["name"] for p in record["passes"] if p.get("kind") != "tokenize"]
+    dirs = dict(zip(documents, run.document_pass_dirs()))
     states = []
     for p in record["passes"]:
         marker_uri = run.pass_marker(p["name"])
         marker = json.loads(fs.read_bytes(marker_uri)) if fs.exists(marker_uri) else None
-        finished, failed = _shards(PassDir(p["dir"])) if p["kind"] != "tokenize" and p.get("dir") else ([], {})
+        pass_dir = dirs.get(p["name"])
+        finished, failed = _shards(pass_dir) if p["kind"] != "tokenize" and pass_dir is not None else ([], {})
         whole = p["kind"] == "tokenize" or len(finished) >= shards_planned
         if marker and marker.get("fingerprint") == p.get("fingerprint") and whole:
             summary = marker.get("summary") or {}
@@ -68,7 +73,7 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int) -> li
             states.append({"name": p["name"], "kind": p["kind"], "state": "finished", "detail": detail})
             continue
         detail = ""
-        if p["kind"] != "tokenize" and p.get("dir"):
+        if p["kind"] != "tokenize" and pass_dir is not None:
             detail = f"{len(finished)}/{shards_planned} shards finished" + (f", {len(failed)} failed" if failed else "")
             state = "failed" if failed else "running" if finished else "pending"
         else:

@@ -56,3 +56,19 @@ def test_status_tracks_finished_failed_and_pending_shards(tmp_path):
 def test_status_of_a_non_run_directory_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["status", str(tmp_path)])
     assert result.exit_code == 2 and "no run.json" in result.output
+
+
+def test_status_of_a_run_made_with_a_relative_output_from_another_directory(tmp_path, monkeypatch):
+    """run.json spells a relative --output as given; status read from elsewhere still finds every pass."""
+    src = _input(tmp_path)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url"}]})
+    run_pipeline(config, str(src), "out", workers=1, progress=False)
+    assert json.loads(Path("out/run.json").read_text())["passes"][0]["dir"] == "out/filter"  # relative
+    monkeypatch.chdir(tmp_path)
+    st = run_status(str(tmp_path / "here" / "out"))
+    assert st.complete and [p["state"] for p in st.passes] == ["finished", "finished"]
+    result = CliRunner().invoke(app, ["status", "here/out"])
+    lines = [ln.split() for ln in result.output.splitlines() if ln.strip().startswith("pass ")]
+    assert result.exit_code == 0 and [ln[2] for ln in lines] == ["finished", "finished"], result.output
