@@ -24,7 +24,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from multiprocessing.connection import Connection
 
 try:  # imported as part of refinery (in-process extraction, tests, benchmarks)
@@ -129,6 +130,21 @@ def _sources_are(functions: tuple, sha256s: tuple[str, ...]) -> bool:
     return tuple(hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for f in functions) == tuple(sha256s)
 
 
+def _install_replacement(target: Any, name: str, original: Callable, replacement: Callable,
+                         sha256s: tuple[str, ...], also: tuple = ()) -> bool:
+    """Put ``replacement`` in place of ``target.<name>`` (marked ``_refinery``, with its
+    ``_original``), once per process, and only if ``original`` and the functions ``also`` it
+    reasons about have the sources it mirrors (:func:`_sources_are`); whether it is in place."""
+    if getattr(getattr(target, name), "_refinery", False):
+        return True
+    if not _sources_are((original, *also), sha256s):
+        return False
+    replacement._refinery = True
+    replacement._original = original
+    setattr(target, name, replacement)
+    return True
+
+
 def _outer_matches(matches: dict) -> list:
     """The elements of ``matches`` (a dict used as an ordered set) with no ancestor in it, in
     order: ``[e for e in matches if not any(a in matches for a in e.iterancestors())]``, with each
@@ -165,10 +181,6 @@ def _install_fast_prune() -> bool:
     except ImportError:  # pragma: no cover - trafilatura is the backend here
         return False
     original = htmlprocessing.prune_unwanted_nodes
-    if getattr(main_extractor.prune_unwanted_nodes, "_refinery", False):
-        return True
-    if not _sources_are((original,), (_PRUNE_SOURCE_SHA256,)):
-        return False
     delete_element = htmlprocessing.delete_element
 
     def prune_unwanted_nodes(tree, nodelist, with_backup=False):
@@ -183,9 +195,8 @@ def _install_fast_prune() -> bool:
                 delete_element(elem)
         return tree
 
-    prune_unwanted_nodes._refinery = True
-    main_extractor.prune_unwanted_nodes = prune_unwanted_nodes
-    return True
+    return _install_replacement(main_extractor, "prune_unwanted_nodes", original, prune_unwanted_nodes,
+                                (_PRUNE_SOURCE_SHA256,))
 
 
 def _install_lean_prepare() -> bool:
@@ -206,11 +217,6 @@ def _install_lean_prepare() -> bool:
         from trafilatura import core
     except ImportError:  # pragma: no cover - trafilatura is the backend here
         return False
-    original = core._prepare_tree
-    if getattr(original, "_refinery", False):
-        return True
-    if not _sources_are((original, core.trafilatura_sequence), _PREPARE_SOURCES_SHA256):
-        return False
     copy, tree_cleaning, convert_tags = core.copy, core.tree_cleaning, core.convert_tags
 
     def _prepare_tree(tree, options, url):
@@ -220,10 +226,8 @@ def _install_lean_prepare() -> bool:
         backup = copy(cleaned) if backup_read_again else None
         return convert_tags(cleaned, options, url), backup
 
-    _prepare_tree._refinery = True
-    _prepare_tree._original = original
-    core._prepare_tree = _prepare_tree
-    return True
+    return _install_replacement(core, "_prepare_tree", core._prepare_tree, _prepare_tree, _PREPARE_SOURCES_SHA256,
+                                also=(core.trafilatura_sequence,))
 
 
 #: sha256 of trafilatura 2.3's ``utils.repair_faulty_html`` source, mirrored below
@@ -253,11 +257,6 @@ def _install_lean_repair() -> bool:
         from trafilatura import utils as tutils
     except ImportError:  # pragma: no cover - trafilatura is the backend here
         return False
-    original = tutils.repair_faulty_html
-    if getattr(original, "_refinery", False):
-        return True
-    if not _sources_are((original,), (_REPAIR_SOURCE_SHA256,)):
-        return False
     invalid_xml_chars, doctype_tag, faulty_html = tutils.INVALID_XML_CHARS, tutils.DOCTYPE_TAG, tutils.FAULTY_HTML
 
     def repair_faulty_html(htmlstring: str, beginning: str) -> str:
@@ -273,10 +272,8 @@ def _install_lean_repair() -> bool:
                 break
         return htmlstring
 
-    repair_faulty_html._refinery = True
-    repair_faulty_html._original = original
-    tutils.repair_faulty_html = repair_faulty_html
-    return True
+    return _install_replacement(tutils, "repair_faulty_html", tutils.repair_faulty_html, repair_faulty_html,
+                                (_REPAIR_SOURCE_SHA256,))
 
 
 #: ``re:test(ATTRS, 'REGEX'[, 'FLAGS'])`` in an XPath: EXSLT's regex test as trafilatura writes it
