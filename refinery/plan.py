@@ -73,10 +73,22 @@ class Plan:
     input_sizes: dict[str, int] | None = None
     #: shard name -> the input file's version (modification time in ns locally, ETag on S3)
     input_versions: dict[str, str] | None = None
+    #: the input as the fingerprints hash it and run.json records it: ``input`` as given, or the
+    #: spelling an earlier run of the same directory used for the same place (see ``respell_input``)
+    input_key: str = ""
     run: RunDir = field(init=False)
 
     def __post_init__(self) -> None:
         self.run = RunDir(self.output)
+        self.input_key = self.input_key or self.input
+
+    def respell_input(self, key: str) -> None:
+        """Fingerprint the input as ``key``: an earlier spelling of the same place (``in`` from
+        one directory, ``/data/in`` from another), so a rerun that names it differently resumes
+        instead of looking like a run of other input. The files are still read as ``input``."""
+        root = input_root(self.input, self.input_files)
+        self.input_key = key
+        self.passes = plan_passes(self.config, key, [f[len(root):] for f in self.input_files], self.limit)
 
     @property
     def document_passes(self) -> list[Pass]:
@@ -96,7 +108,9 @@ class Plan:
             "refinery_version": __version__,
             "name": self.config.name,
             "config": self.config.model_dump(mode="json"),
-            "input": self.input,
+            "input": self.input_key,
+            # where that is, so a later spelling of the same place is recognised (respell_input)
+            "input_canonical": fs.canonical(self.input),
             "output": self.output,
             "limit": self.limit,
             "shards": len(self.input_files),
@@ -151,6 +165,10 @@ def input_root(input_uri: str, files: list[str]) -> str:
     file, or the deepest directory holding every entry of a manifest."""
     if is_manifest(input_uri):
         return common_root(files)
+    if not fs.is_s3(input_uri) and not input_uri.startswith("/"):
+        # listings give absolute paths: a relative root would name shards by their basenames only
+        # (``a/part-0`` and ``b/part-0`` clash) and fingerprint them by the current directory
+        input_uri = fs.absolute(input_uri) + ("/" if input_uri.endswith("/") else "")
     return input_uri.rstrip("/").rsplit("/", 1)[0] if files == [input_uri] else input_uri
 
 
@@ -208,6 +226,26 @@ def check_text_before_use(config: PipelineConfig, input_uri: str) -> None:
                 f"move it after 'extract'")
 
 
+def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str], limit: int | None) -> list[Pass]:
+    """The passes of ``config`` with their fingerprints, over the input spelled ``input_key``
+    holding ``relative_files`` (paths under the input's root)."""
+    dump = config.model_dump(mode="json")
+    filter_params = {"stages": dump["stages"], "reader": dump["reader"], "stats": dump["stats"], "limit": limit}
+    sections = {"documents": [filter_params],
+                "dedup": [_dedup_params(raw) for raw in dump["dedup"]],
+                "tokenize": [dump["tokenize"]]}
+    passes: list[Pass] = []
+    fp = _hash({"input": input_key, "files": relative_files})
+    layout = pass_layout(config)
+    documents = [name for name, kind, _ in layout if kind != "tokenize"]
+    for name, kind, shuffles in layout:
+        params = sections[kind].pop(0)
+        role = "" if kind == "tokenize" else "only" if len(documents) == 1 else "last" if name == documents[-1] else ""
+        fp = _hash({"kind": kind, "params": params, "input": fp, "role": role})  # chained: changes flow downstream
+        passes.append(Pass(name, kind, params, fp, shuffles, role))
+    return passes
+
+
 def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int | None = None) -> Plan:
     """The passes of ``config`` over ``input_uri`` into the run directory ``output_uri``."""
     input_uri, output_uri = fs.validate_uri(input_uri), fs.validate_uri(output_uri)
@@ -217,21 +255,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
         check_text_before_use(config, input_uri)
     root = input_root(input_uri, files)
     unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
-    dump = config.model_dump(mode="json")
-    filter_params = {"stages": dump["stages"], "reader": dump["reader"], "stats": dump["stats"], "limit": limit}
-    previous = _hash({"input": input_uri, "files": [f[len(root):] for f in files]})
-    sections = {"documents": [filter_params],
-                "dedup": [_dedup_params(raw) for raw in dump["dedup"]],
-                "tokenize": [dump["tokenize"]]}
-    passes: list[Pass] = []
-    fp = previous
-    layout = pass_layout(config)
-    documents = [name for name, kind, _ in layout if kind != "tokenize"]
-    for name, kind, shuffles in layout:
-        params = sections[kind].pop(0)
-        role = "" if kind == "tokenize" else "only" if len(documents) == 1 else "last" if name == documents[-1] else ""
-        fp = _hash({"kind": kind, "params": params, "input": fp, "role": role})  # chained: changes flow downstream
-        passes.append(Pass(name, kind, params, fp, shuffles, role))
+    passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit)
     sizes = versions = None
     if not is_manifest(input_uri):  # a manifest's files are not listed: sizing them is a request each
         by_file = fs.file_versions(input_uri, files)
@@ -279,16 +303,31 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     if not set(before) & {p.name for p in plan.passes}:
         raise RerunError(f"{plan.output} holds another run (passes {sorted(before)}), not this plan's "
                          f"({[p.name for p in plan.passes]}); choose a new --output")
+    recorded, place = previous.get("input"), previous.get("input_canonical")
+    if isinstance(recorded, str) and recorded != plan.input_key and _same_place(previous, plan.input):
+        log.info("input %s is %s, as %s records it: resuming", plan.input, recorded, fs.join(plan.output, "run.json"))
+        plan.respell_input(recorded)
+    elif isinstance(place, str) and place != fs.canonical(plan.input):
+        # the same spelling from another directory (or a link pointed elsewhere) is other input
+        if force:
+            return 0
+        raise RerunError(f"{plan.output} was made with a different {plan.passes[0].name!r} pass: input changed: "
+                         f"{recorded} ({place}) -> {plan.input} ({fs.canonical(plan.input)}); rerun with --force to "
+                         f"redo every pass, or choose a new --output")
     for i, p in enumerate(plan.passes):
         old = before.get(p.name)
         if old is None or old.get("fingerprint") == p.fingerprint:
             continue
         if force:
             return i
-        if i == 0 and previous.get("input") != plan.input:
+        if i == 0 and previous.get("input") != plan.input_key:
             what = f"input changed: {previous.get('input')} -> {plan.input}"
         elif old.get("role", p.role) != p.role:
             what = f"the plan's passes changed (it wrote {old.get('role') or 'its own directory'}, now {p.role or 'its own directory'})"
+        elif i == 0 and old.get("params") == p.params and "input_canonical" not in previous \
+                and not fs.is_s3(plan.input) and not plan.input.startswith("/"):
+            what = (f"it was made by an earlier refinery from the relative input {plan.input}, which names and "
+                    f"fingerprints shards by their full paths now")
         elif i == 0 and old.get("params") == p.params:
             what = "input files changed since the run was made"
         else:
@@ -298,6 +337,20 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     if not force:
         check_finished_inputs_unchanged(plan)
     return 0 if force else None
+
+
+def _same_place(previous: dict[str, Any], input_uri: str) -> bool:
+    """Whether the input an earlier run recorded is the place ``input_uri`` names now: by the
+    canonical path it recorded, or (runs made before that was recorded) by its own spelling when
+    that is absolute or S3. A relative spelling alone is not resolved: it was relative to a
+    directory nobody recorded."""
+    canonical = previous.get("input_canonical")
+    if not isinstance(canonical, str):
+        recorded = previous.get("input")
+        if not isinstance(recorded, str) or not (fs.is_s3(recorded) or recorded.startswith(("/", "~"))):
+            return False
+        canonical = fs.canonical(recorded)
+    return canonical == fs.canonical(input_uri)
 
 
 def check_finished_inputs_unchanged(plan: Plan) -> None:

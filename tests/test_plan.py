@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -191,6 +192,36 @@ def test_other_input_or_overlapping_directories_are_refused(dup_input, tmp_path)
         run_pipeline(parse_config(spec), str(out / "kept"), str(out), workers=1, progress=False)
 
 
+def test_the_same_input_spelled_otherwise_resumes_and_the_same_spelling_elsewhere_is_refused(
+        dup_input, tmp_path, monkeypatch):
+    """run.json records where the input is: a rerun naming that place another way (relative from
+    one directory, absolute from another) resumes; the same relative spelling from a directory where
+    it names other files is refused as other input, even though the file names match."""
+    spec = _recipe(dedup=[], tokenize=None)
+    out = tmp_path / "run"
+    monkeypatch.chdir(dup_input.parent)
+    run_pipeline(parse_config(spec), dup_input.name, str(out), workers=1, progress=False)
+    recorded = json.loads((out / "run.json").read_text())
+    assert recorded["input"] == dup_input.name and recorded["input_canonical"] == str(dup_input.resolve())
+    before = _mtimes(out)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    assert again.passes == {"filter": "skipped"}
+    assert _mtimes(out) == before  # nothing redone
+    assert json.loads((out / "run.json").read_text())["input"] == dup_input.name  # the fingerprinted spelling
+    # the same spelling, relative to another directory holding other files under the same names
+    shutil.copytree(dup_input, elsewhere / dup_input.name)
+    for f in (elsewhere / dup_input.name).iterdir():
+        f.write_bytes(f.read_bytes())
+    with pytest.raises(RerunError, match=f"input changed: {dup_input.name} \\({dup_input.resolve()}\\) -> "
+                                         f"{dup_input.name} \\({(elsewhere / dup_input.name).resolve()}\\)"):
+        run_pipeline(parse_config(spec), dup_input.name, str(out), workers=1, progress=False)
+    forced = run_pipeline(parse_config(spec), dup_input.name, str(out), workers=1, progress=False, force=True)
+    assert forced.passes == {"filter": "done"}
+
+
 def test_a_text_stage_before_extraction_on_warc_input_is_refused(tmp_path):
     """On WARC input language_id before extract would remove every document as empty_text."""
     warcs = ROOT / "data" / "sample" / "warc"
@@ -218,6 +249,21 @@ def test_two_input_files_that_would_share_a_shard_name_are_both_named(tmp_path):
     pq.write_table(pa.table({"id": ["a"], "text": ["some text"]}), mixed / "a.parquet")
     with pytest.raises(ConfigError, match=r"input files .*a\.parquet and .*a\.warc\.gz under .* map to the same shard name 'a'"):
         plan_run(right, str(mixed), str(tmp_path / "o3"))
+
+
+def test_a_relative_input_names_nested_shards_by_their_paths(tmp_path, monkeypatch):
+    """Partitioned datasets repeat file names (``a/part-0``, ``b/part-0``): a relative --input names
+    their shards by their paths under it, as an absolute one does, instead of refusing them."""
+    for d in ("a", "b"):
+        (tmp_path / "in" / d).mkdir(parents=True)
+        pq.write_table(pa.table({"id": [d], "text": ["the cat sat on the mat " * 20]}), tmp_path / "in" / d / "part-0.parquet")
+    spec = parse_config({"name": "x", "stages": [{"type": "gopher_quality"}]})
+    monkeypatch.chdir(tmp_path)
+    assert plan_run(spec, "in", "out").shard_names() == ["a__part-0", "b__part-0"]
+    assert plan_run(spec, "in/", "out").shard_names() == ["a__part-0", "b__part-0"]
+    assert plan_run(spec, "in/a/part-0.parquet", "out").shard_names() == ["part-0"]
+    run_pipeline(spec, "in", "out", workers=1, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out" / "kept").iterdir()) == ["a__part-0.parquet", "b__part-0.parquet"]
 
 
 def test_an_input_rewritten_under_the_same_name_is_refused_unless_its_shard_never_finished(tmp_path):

@@ -72,3 +72,31 @@ def test_a_second_run_is_refused_in_one_line_and_a_killed_run_leaves_no_lock(tmp
     code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", out)
     assert code == 0, err
     assert (out / "run.json").exists() and (out / "stats.json").exists()
+
+
+def test_standalone_dedup_and_tokenize_take_their_outputs_lock(tmp_path: Path, cli) -> None:
+    """`refinery dedup` and `refinery tokenize` write shards the way runs do, so two of them on one
+    output would collide the same way: each holds its output's lock too."""
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: t\nstages:\n  - type: gopher_quality\n")
+    run = tmp_path / "run"
+    code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", run)
+    assert code == 0, err
+    commands = {"dedup": ("dedup", run, "-o", tmp_path / "dedup", "--method", "exact", "--workers", "1"),
+                "tokens": ("tokenize", run, "-o", tmp_path / "tokens")}
+    for name, args in commands.items():
+        out = tmp_path / name
+        holder = _holder(out)
+        try:
+            code, _, err = cli(*args)
+            lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+            assert code == 2 and len(lines) == 1, err
+            assert lines[0].startswith(f"error: run directory {out} is in use by another refinery run (pid {holder.pid}")
+            assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # refused before writing anything
+        finally:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait()
+        code, _, err = cli(*args)
+        assert code == 0, err
+    assert (tmp_path / "dedup" / "stats.json").exists() and (tmp_path / "tokens" / "manifest.json").exists()

@@ -46,6 +46,7 @@ from refinery.dedup.substring import (
     substring_task,
 )
 from refinery.io import fs
+from refinery.io.runlock import run_dir_lock
 from refinery.rundir import PassDir, RunDir
 from refinery.runner import shard_name
 
@@ -240,7 +241,12 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
                                          object_store_memory=config.executor.object_store_memory,
                                          max_retries=config.executor.max_retries)
     try:
-        return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream)
+        if shards is not None:  # a pass of a plan: the plan holds the run directory's lock
+            return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream)
+        # standalone (`refinery dedup`): two of them on one output would redo and rename each
+        # other's shards, like two runs
+        with run_dir_lock(fs.validate_uri(output_dir)):
+            return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream)
     finally:
         if owned:
             executor.close()

@@ -114,7 +114,13 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
         if fs is None:
             fs = _FS_CACHE[key] = _s3_filesystem()
         return fs, uri[5:].rstrip("/")
-    return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
+    return pafs.LocalFileSystem(), absolute(uri)
+
+
+def absolute(uri: str) -> str:
+    """A local path as listings spell the files under it: absolute, ``~`` expanded, links kept
+    (unlike :func:`canonical`); an S3 URI as it is."""
+    return uri if is_s3(uri) else str(Path(uri).expanduser().absolute())
 
 
 def join(base: str, *parts: str) -> str:

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -36,6 +37,7 @@ import pyarrow.parquet as pq
 from refinery.executors.base import Executor, TaskFn
 from refinery.executors.local import LocalExecutor
 from refinery.io import fs, parquet
+from refinery.io.runlock import run_dir_lock
 from refinery.rundir import RunDir
 from refinery.tokens.format import (
     FORMAT,
@@ -379,7 +381,8 @@ def tokenize_run(
     unless ``keep_work``. A failed shard raises :class:`~refinery.executors.TaskError` naming it.
     """
     fs.validate_uri(output)
-    if shards is None:
+    explicit = shards is not None
+    if not explicit:
         _check_output_place(run_dir, output)
     tok = tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
     remember_tokenizer(tok)  # tasks run inline reuse it rather than loading it again
@@ -389,8 +392,12 @@ def tokenize_run(
     if executor is None:
         executor = LocalExecutor(1, progress=progress)  # inline: this process, as before
     try:
-        return _tokenize(run_dir, output, tok, shards, executor, shuffle=shuffle, seed=seed, num_shards=num_shards,
-                         batch_size=batch_size, work_dir=work_dir, keep_work=keep_work, force=force)
+        # standalone (`refinery tokenize`): one at a time per output, like runs; a pass of a plan
+        # (explicit shards) writes under the run directory whose lock the plan holds
+        with nullcontext() if explicit else run_dir_lock(output):
+            return _tokenize(run_dir, output, tok, shards, executor, shuffle=shuffle, seed=seed,
+                             num_shards=num_shards, batch_size=batch_size, work_dir=work_dir, keep_work=keep_work,
+                             force=force)
     finally:
         if owned:
             executor.close()
