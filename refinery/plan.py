@@ -140,6 +140,13 @@ def list_inputs(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, mani
     """The input files of a run: the files under a directory (or the file itself), or the entries
     of a paths manifest (``warc.paths.gz``); Common Crawl's non-page subsets (``robotstxt/``,
     ``crawldiagnostics/``, ``wat/``, ``wet/``) are left out unless ``subsets`` names them."""
+    return list_input_versions(input_uri, subsets, manifest_base)[0]
+
+
+def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, manifest_base: str | None = None
+                        ) -> tuple[list[str], dict[str, tuple[int, str]] | None]:
+    """:func:`list_inputs`, with each listed file's ``(byte size, version)`` from the same listing
+    (None for a manifest's entries: they are named, not listed)."""
     try:
         if is_manifest(input_uri):
             files = read_manifest(input_uri, manifest_base, subsets)
@@ -147,17 +154,18 @@ def list_inputs(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, mani
             if unknown:
                 raise ConfigError(f"input manifest {input_uri} lists {unknown[0]}, which is not one of "
                                   f"{', '.join(INPUT_SUFFIXES)}")
-            return files
-        listed = fs.list_files(input_uri, INPUT_SUFFIXES, log_skipped=True)
+            return files, None
+        by_file = fs.list_file_versions(input_uri, INPUT_SUFFIXES, log_skipped=True)
     except (fs.StorageError, ManifestError) as exc:
         raise ConfigError(str(exc)) from None
+    listed = list(by_file)
     files = [f for f in listed if in_subsets(f, subsets)]
     if len(files) < len(listed):
         log.info("left out %d Common Crawl file(s) outside the subset(s) %s under %s", len(listed) - len(files),
                  ", ".join(subsets), input_uri)
     if not files:
         raise ConfigError(f"no input shards under {input_uri} (looked for {', '.join(INPUT_SUFFIXES)})")
-    return files
+    return files, {f: by_file[f] for f in files}
 
 
 def input_root(input_uri: str, files: list[str]) -> str:
@@ -250,15 +258,14 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     """The passes of ``config`` over ``input_uri`` into the run directory ``output_uri``."""
     input_uri, output_uri = fs.validate_uri(input_uri), fs.validate_uri(output_uri)
     check_separate(input_uri, output_uri)
-    files = list_inputs(input_uri, tuple(config.reader.cc_subsets), config.reader.manifest_base)
+    files, by_file = list_input_versions(input_uri, tuple(config.reader.cc_subsets), config.reader.manifest_base)
     if any(f.lower().endswith(WARC_SUFFIXES) for f in files):
         check_text_before_use(config, input_uri)
     root = input_root(input_uri, files)
     unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
     passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit)
     sizes = versions = None
-    if not is_manifest(input_uri):  # a manifest's files are not listed: sizing them is a request each
-        by_file = fs.file_versions(input_uri, files)
+    if by_file is not None:  # a manifest's files are not listed: sizing them is a request each
         sizes = {shard_name(f, root): by_file[f][0] for f in files}
         versions = {shard_name(f, root): by_file[f][1] for f in files}
     return Plan(config, input_uri, output_uri, files, passes, limit, sizes, versions)

@@ -110,3 +110,23 @@ def test_file_versions_name_the_input_when_s3_refuses(s3_bucket):
     fs.write_bytes(gone + "/a.jsonl", b"{}\n")
     with pytest.raises(fs.StorageError, match=r"input file .*/prefix/b\.jsonl disappeared"):
         fs.file_versions(gone, [gone + "/a.jsonl", gone + "/b.jsonl"])
+
+
+def test_one_listing_gives_the_files_and_their_versions(root):
+    """``list_file_versions``: the files ``list_files`` lists, each with the version
+    ``file_versions`` gives it; on S3 from the listing itself (sizes and ETags), so planning an S3
+    input lists its prefix once. Directory markers and hidden directories are no files."""
+    fs.write_bytes(fs.join(root, "a", "x.json"), b"{}")
+    fs.write_bytes(fs.join(root, "b.json"), b"[1, 2]")
+    fs.write_bytes(fs.join(root, "_tmp", "c.json"), b"{}")  # inside a hidden directory
+    calls: list[str] = []
+    if root.startswith("s3://"):
+        bucket, key = root[5:].split("/", 1)
+        boto3.client("s3", endpoint_url=fs.s3_endpoint()).put_object(Bucket=bucket, Key=f"{key}/empty/", Body=b"")
+        fs.s3_client().meta.events.register("before-call.s3.ListObjectsV2", lambda **kw: calls.append("list"))
+    versions = fs.list_file_versions(root, (".json",))
+    assert calls == (["list"] if root.startswith("s3://") else [])  # names and versions from one listing
+    assert list(versions) == fs.list_files(root, (".json",)) == sorted([fs.join(root, "a", "x.json"), fs.join(root, "b.json")])
+    assert versions == fs.file_versions(root, list(versions))
+    one = fs.join(root, "b.json")
+    assert fs.list_file_versions(one) == {one: versions[one]}

@@ -150,25 +150,27 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = Fal
     ``log_skipped`` logs one line per file left out, and why (the input listing uses it, so no
     input is skipped without a word).
     """
+    return list(_listing(uri, suffixes, log_skipped, versions=False))
+
+
+def list_file_versions(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = False) -> dict[str, tuple[int, str]]:
+    """What :func:`list_files` lists, each with its ``(byte size, version)`` as
+    :func:`file_versions` gives them, from the same listing: an S3 prefix is listed once (its
+    listing carries each object's size and ETag), not once for the names and again for versions."""
+    return _listing(uri, suffixes, log_skipped, versions=True)  # type: ignore[return-value]
+
+
+def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: bool) -> dict[str, tuple[int, str] | None]:
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
     skipped: list[tuple[str, str]] = []
+    s3_versions: dict[str, tuple[int, str]] = {}
     if info.type == pafs.FileType.File:
         found = [path]
     elif info.type == pafs.FileType.NotFound:
         raise StorageError(f"input not found: {uri}")
     elif is_s3(uri):
-        selector = pafs.FileSelector(path, recursive=True)
-        found = []
-        base = path.rstrip("/") + "/"
-        for i in fs.get_file_info(selector):
-            if i.type != pafs.FileType.File:
-                continue
-            hidden = _hidden_directory(i.path[len(base):] if i.path.startswith(base) else i.path)
-            if hidden:
-                skipped.append((i.path, f"inside {hidden}/ (a temporary or metadata directory)"))
-            else:
-                found.append(i.path)
+        found, s3_versions = _list_s3_prefix(uri, path, skipped)
     else:
         found = _walk_local(path, skipped)
     lowered = tuple(s.lower() for s in suffixes)
@@ -187,7 +189,38 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = Fal
             log.warning("skipping %s%s: %s", prefix, p, why)
         if len(skipped) > _MAX_SKIP_LOG:
             log.warning("skipping %d more files under %s", len(skipped) - _MAX_SKIP_LOG, uri)
-    return sorted(prefix + p for p in listed)
+    uris = sorted(prefix + p for p in listed)
+    if not versions:
+        return dict.fromkeys(uris)
+    if s3_versions:
+        return {u: s3_versions[u[5:]] for u in uris}
+    return file_versions(uri, uris)  # local files (a stat each), or the one S3 object (a HEAD)
+
+
+def _list_s3_prefix(uri: str, path: str, skipped: list[tuple[str, str]]) -> tuple[list[str], dict[str, tuple[int, str]]]:
+    """The objects under the S3 "directory" ``path`` (``bucket/key``) in one paginated listing:
+    their paths, and their ``(size, ETag)`` by path. Directory markers (keys ending in ``/``) are
+    no files; objects inside a hidden directory are left out into ``skipped``."""
+    bucket, _, key = path.partition("/")
+    base = f"{key}/" if key else ""
+    found: list[str] = []
+    found_versions: dict[str, tuple[int, str]] = {}
+    try:
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
+            for obj in page.get("Contents", []):
+                name = obj["Key"]
+                if name.endswith("/"):
+                    continue
+                full = f"{bucket}/{name}"
+                hidden = _hidden_directory(name[len(base):])
+                if hidden:
+                    skipped.append((full, f"inside {hidden}/ (a temporary or metadata directory)"))
+                    continue
+                found.append(full)
+                found_versions[full] = (obj["Size"], obj["ETag"].strip('"'))
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+        raise StorageError(f"cannot list {uri}: {exc}") from exc
+    return found, found_versions
 
 
 _MAX_SKIP_LOG = 50
