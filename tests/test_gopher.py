@@ -293,6 +293,25 @@ def test_thresholds_are_parameters():
 # --------------------------------------------------------------------------------------------
 # GopherQuality
 # --------------------------------------------------------------------------------------------
+def test_table_markup_is_not_counted_as_words_without_letters():
+    """Extraction keeps tables as ``| a | b |`` rows under a ``|---|---|`` rule. Those tokens are
+    markup, not words: counted, a real article with a 10-row table fell under alpha_words' 0.8."""
+    rows = [f"| {i} | {' '.join(ARTICLE_WORDS[i * 6:i * 6 + 3])} | {1900 + i} | {' '.join(ARTICLE_WORDS[i * 6 + 3:i * 6 + 6])} |"
+            for i in range(10)]
+    table = "\n".join(["| # | Name | Year | Field |", "|---|:---|---:|:---:|", *rows])
+    text = " ".join(ARTICLE_WORDS[:60]) + "\n" + table
+    tokens = text.split()
+    markup = [t for t in tokens if set(t) <= set("|-:")]
+    assert len(markup) == 5 + 1 + 10 * 5  # every row's 5 separators, and the rule
+    lettered = [t for t in tokens if re.search(r"[^\W\d_]", t)]
+    assert quality_stats(text)["alpha_words"] == pytest.approx(len(lettered) / (len(tokens) - len(markup)))
+    assert len(lettered) / len(tokens) < 0.8 <= quality_stats(text)["alpha_words"]
+    assert reasons(run(GopherQuality(), [text])) == [None]
+    # outside a table row, "|" (a menu's separator), "-" and ":" still count as tokens without a letter
+    assert quality_stats("Home | News | Sports\nThe cat - sat : on the mat |")["alpha_words"] == pytest.approx(9 / 14)
+    assert quality_stats("| Home | News |\nThe cat - sat : on the mat |")["alpha_words"] == pytest.approx(8 / 11)
+
+
 def test_real_english_docs_quality():
     out = run(GopherQuality(), [d["text"] for d in EN_DOCS])
     expected = [None] * len(EN_DOCS)

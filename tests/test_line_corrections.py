@@ -192,3 +192,14 @@ def test_upper_lower_counts_and_case_special_characters() -> None:
                and letters & set(c.lower() + c.upper() + c.casefold())]
     matched = {c for c in related if any(re.fullmatch(a, c, re.IGNORECASE) for a in string.ascii_lowercase)}
     assert matched == set("\u0130\u0131\u017f\u212a") == {c for c in related if lc._CASE_SPECIAL.search(c)}
+
+
+def test_a_tables_header_rule_is_kept_while_lone_dashes_go() -> None:
+    """The rule under a table's header row (``|---|---|``, alignment colons too) is the table's
+    structure, not a one-word line of debris; a line of dashes outside a table still goes."""
+    table = ("Here is a table with my 10 most-recent academic ancestors:\n"
+             "|  | Name | University | Year |\n|---|:---|:---:|---:|\n"
+             "| 0 | Luca Soldaini | Georgetown University | 2018 |\n| 1 | Nazli Goharian | Florida Institute of Technology | 2001 |")
+    corrected, removed, _ = LineCorrections().correct(table + "\n---\nSHARE")
+    assert corrected == table and removed == 2
+    assert LineCorrections().correct("A line of prose to keep here.\n|---|\n|--x|")[0] == "A line of prose to keep here.\n|---|"

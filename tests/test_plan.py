@@ -471,6 +471,12 @@ def test_the_readme_demo_runs_the_whole_recipe_on_the_bundled_sample(tmp_path):
                       "line_corrections", "pii", "toxicity", "quality", "lines_dedup", "url_dedup", "minhash_dedup",
                       "substring_dedup"]
     assert stats["docs_read"] == 85 and 0 < stats["docs_kept"] < 85
+    # issue 13's own example of a table cut out mid-article: now kept, table and header rule included
+    # (Gopher's alpha_words once removed it for the table's "|" tokens)
+    kept = pq.read_table(out / "kept", columns=["url", "text"]).to_pylist()
+    lineage = next(r["text"] for r in kept if r["url"] == "https://soldaini.net/lineage/")
+    assert "ancestors:\n|  | Name | Fields of Study |" in lineage and "\n|---|---|---|---|---|---|---|\n" in lineage
+    assert "| 10 | Siméon Denis Poisson | Mathematics |" in lineage
     for name in ("filter", "lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup"):
         assert (out / name / "removed").is_dir() and (out / name / "stats.json").exists()
     verify = subprocess.run([sys.executable, "-m", "refinery.cli", "verify-tokens", str(out / "tokens")],

@@ -37,7 +37,12 @@ GopherQuality:
 - ``symbol_word_ratio``: ``max(count("#"), count("...") + count("…")) / words`` <= 0.1.
 - ``bullet_lines``: fraction of (non-blank) lines starting with a bullet (•, ●, ◦, ▪, -, –, *, …)
   <= 0.9; ``ellipsis_lines``: fraction ending with ``...`` or ``…`` <= 0.3.
-- ``alpha_words``: fraction of *all* tokens containing an alphabetic character >= 0.8.
+- ``alpha_words``: fraction of tokens containing an alphabetic character >= 0.8, over all
+  tokens but table markup: on a line that starts and ends with ``|`` (a table row or the rule
+  under its header, as extraction writes tables), a token of only ``|``, ``-`` and ``:``.
+  RefinedWeb extracted no tables, so its filter never saw them; counted, they are a third of the
+  tokens of a table row (``| 1850 | Yale University |``) and removed articles for holding a
+  table. A ``|`` inside a line (``Home | News | Sports``) still counts.
 - ``stop_words``: at least 2 *distinct* words of {the, be, to, of, and, that, have, with}
   (lowercased, punctuation stripped) must occur.
 
@@ -82,6 +87,7 @@ PUNCTUATION = string.punctuation + "“”‘’«»‹›„‚—–…•·¡
 
 _PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter
+_TABLE_MARKUP = "|-:"  # what a token of a table's cell separators or header rule is made of
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,6 +360,15 @@ class GopherRepetition(Stage):
         return with_decision(batch, reasons, metrics, extra=extra)
 
 
+def _table_markup_tokens(lines: list[str]) -> int:
+    """Tokens of table markup in ``lines`` (stripped): on the rows extraction writes for a table
+    (``| a | b |``: the line starts and ends with ``|``), the tokens of only ``|``, ``-`` and
+    ``:``. A ``|`` elsewhere (``Home | News``, ``[edit | source]``) is a menu's separator, and
+    counts as before."""
+    return sum(1 for line in lines if len(line) > 1 and line[0] == "|" and line[-1] == "|"
+               for t in line.split() if not t.strip(_TABLE_MARKUP))
+
+
 def quality_stats(text: str, stop_words: frozenset[str] = frozenset(STOP_WORDS)) -> dict[str, float]:
     """The quantities GopherQuality thresholds, for one non-empty document."""
     tokens = text.split()
@@ -364,13 +379,16 @@ def quality_stats(text: str, stop_words: frozenset[str] = frozenset(STOP_WORDS))
     n_lines = len(lines) or 1
     hashes = text.count("#")
     ellipses = text.count("...") + text.count("…")
+    n_counted = len(tokens)
+    if "|" in text:  # table markup holds no letter, so only the denominator changes
+        n_counted -= _table_markup_tokens(lines)
     return {
         "words": n_words,
         "mean_word_length": (sum(word_lengths) / n_words) if n_words else 0.0,
         "symbol_word_ratio": (max(hashes, ellipses) / n_words) if n_words else float(max(hashes, ellipses) > 0),
         "bullet_lines": sum(1 for s in lines if s.startswith(BULLETS)) / n_lines,
         "ellipsis_lines": sum(1 for s in lines if s.endswith(ELLIPSES)) / n_lines,
-        "alpha_words": (sum(1 for t in tokens if _ALPHA.search(t)) / len(tokens)) if tokens else 0.0,
+        "alpha_words": (sum(1 for t in tokens if _ALPHA.search(t)) / n_counted) if n_counted else 0.0,
         "stop_words": len(stop_words.intersection(s.lower() for s in stripped)),
     }
 

@@ -3,7 +3,9 @@
 Extraction leaves navigation and social-media debris on their own lines ("12 comments",
 "Share on Facebook", "Read more..."). RefinedWeb walks the lines of each document and
 
-* drops a line that is mainly uppercase, only numerical, a counter, or a single word;
+* drops a line that is mainly uppercase, only numerical, a counter, or a single word (but not
+  the rule under a table's header row, ``|---|---|``: it is the table's structure, and RefinedWeb,
+  which extracted no tables, never saw one);
 * on short lines (<= 10 words) removes boilerplate patterns found at the beginning
   (e.g. "Sign in"), at the end (e.g. "Read more...") or anywhere (e.g. "items in cart");
 
@@ -97,6 +99,8 @@ _END_RE = re.compile(
 _ANY_RE = re.compile(r"(?<!\w)(?:" + "|".join(ANYWHERE_PATTERNS) + r")(?!\w)", re.IGNORECASE)
 # no letters of any script, at least one digit: "12", "35.207487 -97.447906", "+1 (555) 123-4567"
 _NUMERIC_RE = re.compile(r"^[\W\d_]*\d[\W\d_]*$")
+#: the rule under a table's header row, as extraction writes it (``|---|---|``, ``|:---:|``)
+_TABLE_RULE_RE = re.compile(r"\|(?:[ \t]*:?-+:?[ \t]*\|)+")
 _ALNUM_RE = re.compile(r"[^\W_]")
 # CJK ideographs, kana: languages written without spaces (see module docstring)
 _CJK_RE = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
@@ -233,6 +237,9 @@ class LineCorrections(Stage):
             stripped = line.strip()
             if not stripped:
                 out.append("")
+                continue
+            if stripped[:2] in ("|-", "|:") and _TABLE_RULE_RE.fullmatch(stripped):
+                out.append(line)  # a table's header rule (``|---|---|``): structure, not debris
                 continue
             n = words(stripped)
             if (
