@@ -437,6 +437,36 @@ def codecs_bom(text: str) -> bytes:
     return b"\xef\xbb\xbf" + text.encode("utf-8")
 
 
+def test_list_markers_on_their_own_line_are_joined_to_their_items() -> None:
+    """trafilatura writes "- " and then the item's text from a new line when the item's text
+    starts with the page source's line break and indentation (a real publication list of the
+    bundled sample, dwadden.github.io, as extracted). Every bare "-" line was then a duplicate line,
+    and Gopher's dup_line_frac removed the page for them."""
+    items = ["Entity-Centric Query Refinement", "SciFact-Open: Towards open-domain scientific claim verification",
+             "MultiVerS: Improving scientific claim verification with weak supervision",
+             "Generating Scientific Claims for Zero-Shot Scientific Fact Checking",
+             "The Effect of Moderation on Online Mental Health Conversations"]
+    venues = ["AKBC, 2022", "EMNLP Findings, 2022", "NAACL Findings, 2022", "ACL, 2022", "ICWSM, 2021"]
+    authors = ["David Wadden, Nikita Gupta, Kenton Lee, Kristina Toutanova",
+               "David Wadden, Kyle Lo, Bailey Kuehl, Arman Cohan, Iz Beltagy, Lucy Lu Wang, Hannaneh Hajishirzi",
+               "David Wadden, Kyle Lo, Lucy Lu Wang, Arman Cohan, Iz Beltagy, Hannaneh Hajishirzi",
+               "Dustin Wright, David Wadden, Kyle Lo, Bailey Kuehl, Arman Cohan, Isabelle Augenstein, Lucy Lu Wang",
+               "David Wadden, Tal August, Qisheng Li, Tim Althoff"]
+    raw = "Publications\nThis list may be out of date; please see my Google Scholar for an up-to-date list.\n" + "".join(
+        f"- \n          {title}\n          \n{people}\n{venue}\nArticle\n          \u00a0\n\n           Code\n"
+        for title, people, venue in zip(items, authors, venues))
+    cleaned = clean_text(raw)
+    assert "\n- Entity-Centric Query Refinement\n\nDavid Wadden" in cleaned
+    assert [line for line in cleaned.split("\n") if line.startswith("-")] == [f"- {t}" for t in items]
+    assert not [line for line in cleaned.split("\n") if line and not line.strip()]  # no whitespace-only lines
+    from refinery.stages.gopher import GopherRepetition
+
+    assert GopherRepetition().check(raw)[0] == "dup_line_frac" and GopherRepetition().check(cleaned)[0] is None
+    # nesting indentation stays; an empty item's marker goes; a "-" inside a line is text
+    assert clean_text("Steps\n- \n\n   One\n  - \n    nested\n- \n- Two\n-") == "Steps\n- One\n  - nested\n- Two"
+    assert clean_text("well-known - a dash\n-- not a marker") == "well-known - a dash\n-- not a marker"
+
+
 def test_urls_removed_and_newlines_capped() -> None:
     assert clean_text("a\n\n\n\nb\n \n \n\nc") == "a\n\nb\n\nc"
     assert clean_text("See https://example.com/x?y=1 for more, or www.example.org.") == "See for more, or."

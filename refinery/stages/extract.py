@@ -108,6 +108,11 @@ _MAX_BAD_FRAC = 0.05
 # (a URL's trailing "." or "," is sentence punctuation and stays)
 _URL = re.compile(r"[ \t]?(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>\"'\])]*[^\s<>\"'\]).,;:!?]", re.IGNORECASE)
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
+#: a list item's marker on a line of its own (trafilatura writes "- " and then the item's text
+#: from a new line when the item's text starts with the page source's line break)
+#: (searched in "\n" + text: a pattern starting with a literal is ~7x faster than a ^ in MULTILINE)
+_BARE_MARKER = re.compile(r"\n[ \t\u00a0]*-[ \t\u00a0]*(?:\n|\Z)")
+_WHITESPACE_LINES = re.compile(r"\n[ \t\u00a0]+(?=\n)")
 _WWW = re.compile(r"[wW][wW][wW]\.")  # what _URL's case-insensitive "www\." can match
 
 
@@ -533,13 +538,45 @@ def tokenizer_attribute_bomb(html: str) -> bool:
 
 
 def clean_text(text: str) -> str:
-    """RefinedWeb post-processing: drop URLs, cap runs of new lines at two."""
+    """RefinedWeb post-processing: drop URLs, cap runs of new lines at two. Also: a list marker
+    left on a line of its own is joined to its item's text (an empty item's marker is dropped),
+    and lines of only spaces and tabs are emptied. Those are the page source's indentation: every
+    bare "-" line was a duplicate line for Gopher's ``dup_line_frac``, which removed a real
+    publication list for them."""
     # every URL this drops holds "://" or "www." in some case: ~8x cheaper to look for those first
     # (the URL regex, case-insensitive and without a literal start, steps through every character)
     if "://" in text or _WWW.search(text) is not None:
         text = _URL.sub("", text)
+    if _BARE_MARKER.search("\n" + text) is not None:
+        text = join_bare_list_markers(text)
+    text = _WHITESPACE_LINES.sub("\n", text)  # the first line's are stripped below
     text = _BLANK_RUNS.sub("\n\n", text)
     return text.strip()
+
+
+def join_bare_list_markers(text: str) -> str:
+    """``"- \\n    item text"`` -> ``"- item text"`` (blank lines between them too); a marker
+    followed by another marker or by nothing (an empty item) is dropped. Nesting indentation
+    before the marker stays."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.strip() != "-":
+            out.append(line)
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and not lines[j].strip():
+            j += 1
+        following = lines[j].strip() if j < len(lines) else ""
+        if following and following != "-" and not following.startswith("- "):
+            out.append(line[: len(line) - len(line.lstrip())] + "- " + following)
+            i = j + 1
+        else:
+            i += 1
+    return "\n".join(out)
 
 
 _RESILIPARSE_MISSING = "extract backend 'resiliparse' needs the resiliparse package: pip install 'resiliparse>=2.0'"
