@@ -454,9 +454,12 @@ def strip_dropped_elements(html: str) -> str:
     """``html`` without the ``<script>`` (except JSON-LD) and ``<style>`` elements and the comments
     that trafilatura would delete after parsing. Not ``<noscript>`` (trafilatura's fallback reads
     Blogger posts from it) nor ``<svg>`` (nested ones: the first end tag does not end the outer).
-    One left-to-right scan (linear: an element never closed ends the scan, the rest is kept)."""
+    A "self-closing" ``<script .../>`` is cut up to its ``</script>`` as browsers parse it (libxml2
+    would make its JavaScript page text). One left-to-right scan (linear: an element never closed
+    ends the scan, the rest is kept; a tag with no end tag left is not searched for again)."""
     parts: list[str] = []
     pos = keep_from = 0
+    unclosed: set[str] = set()  # raw-text tags with no end tag left in the page (searched once)
     while True:
         m = _RAW_OPEN.search(html, pos)
         if m is None:
@@ -474,15 +477,22 @@ def strip_dropped_elements(html: str) -> str:
         if tag_end < 0:
             break
         attrs = html[m.end():tag_end]
-        if attrs.endswith("/"):  # libxml2 closes "<script/>" there: what follows is content
+        self_closed = attrs.endswith("/")
+        close = None if tag in unclosed else _RAW_CLOSE[tag].search(html, tag_end + 1)
+        if close is None:
+            unclosed.add(tag)
+            if not self_closed:
+                break
+            # "<script/>" and no "</script>" after it: libxml2 closes the element at "/>" and
+            # what follows is content; only the tag goes
             end = tag_end + 1
             if tag in _KEEP_TAGS:
                 pos = end
                 continue
         else:
-            close = _RAW_CLOSE[tag].search(html, tag_end + 1)
-            if close is None:
-                break
+            # browsers ignore the "/" of "<script .../>" (HTML5: a script's text runs to
+            # "</script>"), libxml2 does not and hands its JavaScript to trafilatura as page text:
+            # cut up to the end tag, as for "<script ...>"
             end = html.find(">", close.start())
             if end < 0:
                 break
