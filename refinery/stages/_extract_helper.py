@@ -446,6 +446,7 @@ def _nocase(tag: str) -> str:
 # ("<script" a million times without one costs one scan, not one per occurrence)
 _RAW_OPEN = re.compile(r"<(?:!--|(%s)(?=[\s/>]))" % "|".join(_nocase(t) for t in _RAW_TAGS))
 _RAW_CLOSE = {tag: re.compile(r"</%s[\s/>]" % _nocase(tag)) for tag in _RAW_TAGS}
+_RAW_START = {tag: re.compile(r"<%s[\s/>]" % _nocase(tag)) for tag in _RAW_TAGS}
 _KEEP_TAGS = ("title", "textarea")
 _JSON_LD = re.compile(r"ld\+json", re.IGNORECASE)
 
@@ -454,12 +455,16 @@ def strip_dropped_elements(html: str) -> str:
     """``html`` without the ``<script>`` (except JSON-LD) and ``<style>`` elements and the comments
     that trafilatura would delete after parsing. Not ``<noscript>`` (trafilatura's fallback reads
     Blogger posts from it) nor ``<svg>`` (nested ones: the first end tag does not end the outer).
-    A "self-closing" ``<script .../>`` is cut up to its ``</script>`` as browsers parse it (libxml2
-    would make its JavaScript page text). One left-to-right scan (linear: an element never closed
-    ends the scan, the rest is kept; a tag with no end tag left is not searched for again)."""
+    A "self-closing" ``<script .../>`` followed by text and then ``</script>`` is cut up to that
+    end tag, as browsers parse it (libxml2 would make its JavaScript page text). One left-to-right
+    scan (linear: an element never closed ends the scan, the rest is kept; an end tag found is
+    reused by the start tags before it)."""
     parts: list[str] = []
     pos = keep_from = 0
-    unclosed: set[str] = set()  # raw-text tags with no end tag left in the page (searched once)
+    # the first end tag of each raw-text tag at or after some point, as last searched: a later
+    # start tag before it reuses it (a page of "<script/>" and one "</script>" at the end is one
+    # search, not one per tag); None: no end tag left in the page
+    closes: dict[str, re.Match | None] = {}
     while True:
         m = _RAW_OPEN.search(html, pos)
         if m is None:
@@ -477,22 +482,24 @@ def strip_dropped_elements(html: str) -> str:
         if tag_end < 0:
             break
         attrs = html[m.end():tag_end]
-        self_closed = attrs.endswith("/")
-        close = None if tag in unclosed else _RAW_CLOSE[tag].search(html, tag_end + 1)
-        if close is None:
-            unclosed.add(tag)
-            if not self_closed:
-                break
-            # "<script/>" and no "</script>" after it: libxml2 closes the element at "/>" and
-            # what follows is content; only the tag goes
+        close = closes.get(tag, False)
+        if close is False or (close is not None and close.start() <= tag_end):
+            close = closes[tag] = _RAW_CLOSE[tag].search(html, tag_end + 1)
+        if attrs.endswith("/") and (close is None or tag in _KEEP_TAGS
+                                    or _RAW_START[tag].search(html, tag_end + 1, close.start()) is not None):
+            # libxml2 closes "<script/>" at "/>" and what follows is content: only the tag goes.
+            # So it stays when another "<script>" opens before the next "</script>" (that end tag is
+            # the other one's, as in XHTML) or none follows
             end = tag_end + 1
             if tag in _KEEP_TAGS:
                 pos = end
                 continue
+        elif close is None:
+            break
         else:
-            # browsers ignore the "/" of "<script .../>" (HTML5: a script's text runs to
-            # "</script>"), libxml2 does not and hands its JavaScript to trafilatura as page text:
-            # cut up to the end tag, as for "<script ...>"
+            # up to the end tag; also after "<script .../>" when only text comes before it: browsers
+            # ignore that "/" (HTML5: a script's text runs to "</script>"), libxml2 does not and
+            # would hand the JavaScript to trafilatura as page text
             end = html.find(">", close.start())
             if end < 0:
                 break
