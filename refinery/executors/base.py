@@ -10,11 +10,15 @@ order. The same loop serves every executor, so there is one retry policy and one
   always survive pickling); if the error may be transient (I/O, network, storage: see
   :func:`transient`) it is resubmitted up to ``max_retries`` times, keeping the last error;
 - a worker that dies (OOM kill, segfault) fails its task the same way, and is retried the same way;
-- a task result with ``skipped: True`` is a task that found its output already finished.
+- a task result with ``skipped: True`` is a task that found its output already finished;
+- a task that finds its disk full (``ENOSPC``, ``EDQUOT``) stops the pass: every task after it
+  would do its whole work and then fail on the same write, three times over. The finished tasks'
+  outputs stay; :class:`StorageFull` names the task and what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 from refinery import interrupts
+from refinery.io.fs import StorageError
 from refinery.executors.progress import TaskProgress
 
 log = logging.getLogger("refinery.executors")
@@ -62,6 +67,27 @@ class TaskOutcome:
 
 class TaskError(RuntimeError):
     """A task of a pass failed after its retries; the message names the pass and the task."""
+
+
+class StorageFull(StorageError):
+    """A task found no space left on the device (or its quota) it writes to: the pass stops."""
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or anything in its cause chain) is a full disk or quota: an ``OSError``
+    with that errno, or one whose text says so (pyarrow's filesystem errors carry it in text)."""
+    seen: BaseException | None = exc
+    hops = 0
+    while seen is not None and hops < 20:
+        if isinstance(seen, OSError) and (seen.errno in _FULL_ERRNOS or any(t in str(seen) for t in _FULL_TEXT)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+        hops += 1
+    return False
 
 
 def _status_bytes(field: str) -> int | None:
@@ -105,8 +131,6 @@ def transient(exc: BaseException) -> bool:
     """Whether an error may go away on a retry: I/O, network and storage errors (anywhere in its
     cause chain). Bad input and bugs fail the same way every time: retrying them only delays the
     report."""
-    from refinery.io.fs import StorageError
-
     if permission_denied(exc):
         return False  # a read-only bucket or directory stays read-only: retrying only delays the report
     seen: BaseException | None = exc
@@ -155,7 +179,8 @@ def call_task(fn: TaskFn, shared: dict[str, Any], task: dict[str, Any], attempt:
     """Run one task where it was sent; never raises (the error text travels back as a string).
 
     Returns ``(status, result, error, node)``; ``result`` gets ``seconds``, ``peak_rss``, ``pid``.
-    A failure that cannot go away on a retry has status ``failed_permanently``.
+    A failure that cannot go away on a retry has status ``failed_permanently``; a full disk,
+    ``storage_full``.
     """
     started = time.perf_counter()
     try:
@@ -164,7 +189,7 @@ def call_task(fn: TaskFn, shared: dict[str, Any], task: dict[str, Any], attempt:
         result = dict(fn(**shared, **task) or {})
     except Exception as exc:  # noqa: BLE001 - reported per task, with its traceback
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        status = "failed" if transient(exc) else "failed_permanently"
+        status = "storage_full" if storage_full(exc) else "failed" if transient(exc) else "failed_permanently"
         return status, {}, f"{detail}\n{traceback.format_exc(limit=6)}", _where()
     result.setdefault("seconds", round(time.perf_counter() - started, 4))
     result["peak_rss"] = peak_rss_bytes()
@@ -259,7 +284,8 @@ class Executor(ABC):
                         status, result, error, node = future.result()
                     except Exception as exc:  # noqa: BLE001 - the worker, not the task, failed
                         status, result, error, node = "failed", {}, self._worker_died(exc), None
-                    if status == "failed_permanently":
+                    full = status == "storage_full"
+                    if status in ("failed_permanently", "storage_full"):
                         status = "failed"
                     elif status == "failed" and attempt <= self.max_retries:
                         first = (error or "").strip().splitlines()[0] if error else ""
@@ -273,6 +299,10 @@ class Executor(ABC):
                     bar.update(outcome)
                     if on_outcome:
                         on_outcome(outcome)
+                    if full:
+                        raise StorageFull(f"[{label}] {names[i]}: {outcome.first_error_line}: the disk (or quota) "
+                                          f"it writes to is full; the pass stopped there. Free space, then run the "
+                                          f"same command again: finished shards are kept")
         except BaseException:
             for future in pending:  # don't leave tasks running behind an interrupted driver
                 future.cancel()

@@ -1,0 +1,69 @@
+"""A full disk stops the pass at the first shard that meets it, in one line; the finished shards
+stay, and the same command finishes the run once there is space (refinery/executors/base.py).
+
+Before, every shard after it read and filtered its whole input and then failed on the same write,
+three times over (a full disk looked like a transient I/O error)."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from _fault_fixtures import CC_DOCS, split_jsonl
+from refinery.executors.base import storage_full, transient
+
+
+def test_a_full_disk_or_quota_is_told_from_other_io_errors() -> None:
+    assert storage_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert storage_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert storage_full(OSError("[Errno 28] No space left on device"))  # pyarrow's: errno only in its text
+    try:  # anywhere in the cause chain, as when a writer wraps it
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("writing kept/part-003.parquet") from inner
+    except RuntimeError as outer:
+        assert storage_full(outer)
+    assert not storage_full(OSError(errno.EIO, "Input/output error")) and transient(OSError(errno.EIO, "x"))
+    assert not storage_full(ValueError("No space left on device"))  # only an OS error is a full disk
+
+
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    """A real small filesystem: a tmpfs of ``size`` (needs root, as CI and the dev machines run)."""
+    where.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_full_disk_stops_the_pass_in_one_line_and_the_rerun_finishes(tmp_path: Path, cli, caplog) -> None:
+    split_jsonl(CC_DOCS / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz", tmp_path / "in", 8)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: t\nstages:\n  - type: gopher_quality\n")
+    small = tmp_path / "small"
+    if not _mount_tmpfs(small, "700k"):  # each shard writes ~230 KB: three fit
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        out = small / "out"
+        code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", out, "--workers", "1")
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1, err
+        assert "No space left on device: the disk (or quota) it writes to is full; the pass stopped there" in errors[0]
+        # not retried (the same write would fail again); the log holds the shard's one attempt
+        assert "part-0" in caplog.text and "failed after 1 attempt(s)" in caplog.text and "retrying" not in caplog.text
+        finished = sorted(p.name for p in (out / "stats").iterdir())
+        assert 1 <= len(finished) < 8  # the shards before it are kept ...
+        stopped = errors[0].split("[filter] ")[1].split(":")[0]
+        # ... and none after it was started: it is the first shard without output
+        assert stopped == f"part-{len(finished):03d}" and not (out / "kept" / f"{stopped}.parquet").exists()
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+        code, stdout, err = cli("run", config, "-i", tmp_path / "in", "-o", out, "--workers", "1")
+        assert code == 0 and "passes: filter done" in stdout, err
+        assert len(list((out / "kept").iterdir())) == 8
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
