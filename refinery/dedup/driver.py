@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,11 +242,9 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
                                          object_store_memory=config.executor.object_store_memory,
                                          max_retries=config.executor.max_retries)
     try:
-        if shards is not None:  # a pass of a plan: the plan holds the run directory's lock
-            return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream)
         # standalone (`refinery dedup`): two of them on one output would redo and rename each
-        # other's shards, like two runs
-        with run_dir_lock(fs.validate_uri(output_dir)):
+        # other's shards, like two runs; a pass of a plan (explicit shards) runs under the plan's lock
+        with nullcontext() if shards is not None else run_dir_lock(fs.validate_uri(output_dir)):
             return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream)
     finally:
         if owned:

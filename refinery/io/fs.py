@@ -164,7 +164,7 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
     skipped: list[tuple[str, str]] = []
-    s3_versions: dict[str, tuple[int, str]] = {}
+    s3_versions: dict[str, tuple[int, str]] | None = None  # an S3 prefix's listing carries them
     if info.type == pafs.FileType.File:
         found = [path]
     elif info.type == pafs.FileType.NotFound:
@@ -192,7 +192,7 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     uris = sorted(prefix + p for p in listed)
     if not versions:
         return dict.fromkeys(uris)
-    if s3_versions:
+    if s3_versions is not None:
         return {u: s3_versions[u[5:]] for u in uris}
     return file_versions(uri, uris)  # local files (a stat each), or the one S3 object (a HEAD)
 
@@ -219,7 +219,7 @@ def _list_s3_prefix(uri: str, path: str, skipped: list[tuple[str, str]]) -> tupl
                 found.append(full)
                 found_versions[full] = (obj["Size"], obj["ETag"].strip('"'))
     except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
-        raise StorageError(f"cannot list {uri}: {exc}") from exc
+        raise StorageError(f"cannot list the files under {uri}: {exc}") from exc
     return found, found_versions
 
 
@@ -236,20 +236,16 @@ def file_versions(root: str, uris: list[str]) -> dict[str, tuple[int, str]]:
     if not is_s3(root):
         stats = {u: os.stat(u) for u in uris}
         return {u: (st.st_size, str(st.st_mtime_ns)) for u, st in stats.items()}
-    bucket, _, key = root[5:].rstrip("/").partition("/")
-    client = s3_client()
-    found: dict[str, tuple[int, str]] = {}
-    try:
-        if [u[5:].rstrip("/") for u in uris] == [f"{bucket}/{key}"]:  # root is the one file
-            head = client.head_object(Bucket=bucket, Key=key)
-            found[f"{bucket}/{key}"] = (head["ContentLength"], head["ETag"].strip('"'))
-        else:
-            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/" if key else "")
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    found[f"{bucket}/{obj['Key']}"] = (obj["Size"], obj["ETag"].strip('"'))
-    except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
-        raise StorageError(f"cannot list the input files' sizes and ETags under {root}: {exc}") from exc
+    path = root[5:].rstrip("/")
+    if [u[5:].rstrip("/") for u in uris] == [path]:  # root is the one file
+        bucket, _, key = path.partition("/")
+        try:
+            head = s3_client().head_object(Bucket=bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+            raise StorageError(f"cannot read the size and ETag of {root}: {exc}") from exc
+        found = {path: (head["ContentLength"], head["ETag"].strip('"'))}
+    else:
+        found = _list_s3_prefix(root, path, [])[1]
     missing = [u for u in uris if u[5:] not in found]
     if missing:  # deleted between the two listings
         raise StorageError(f"input file {missing[0]} disappeared while the run was planned")
