@@ -676,6 +676,21 @@ def test_fallback_rescues_a_table_layout_page(tmp_path: Path) -> None:
         assert inproc.column(column).to_pylist() == new.column(column).to_pylist()
 
 
+@pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
+def test_layout_tables_come_out_as_text_and_data_tables_as_tables(tmp_path: Path) -> None:
+    """hundeverein-kreisunna.de lays its page out with ``<table>``: its text came out as spacer
+    rows (``|  |  |``) and the article as one 2,000-character cell. stardewvalleywiki.com's data
+    rows ("| Birthday: | Fall 2 |") and fifplay.com's settings table (options with a sentence of
+    description) stay tables, header rules included."""
+    rows = load_eval_pages(tmp_path, (TABLE_PAGE, "stardewvalleywiki.com.penny.html", SHORT_PAGE))
+    batch = make_batch([r[1] for r in rows], [None] * 3, [r[0] for r in rows])
+    layout, wiki, settings = TrafilaturaExtractor(timeout_s=0)(batch).column("text").to_pylist()
+    assert layout.startswith("Beate und Norbert Olschewski entschlossen sich im Jahr 1990")
+    assert "|" not in layout and all(s in layout for s in rows[0][2]["with"])
+    assert "| Birthday: | Fall 2 |" in wiki and "| Time | Location | \n|---|---|" in wiki
+    assert "| Option | Value | \n|---|---|\n| Half Lenght Choose how many minutes" in settings
+
+
 def test_empty_input_text_is_named_empty_text_not_empty_html() -> None:
     """A text-input row (no HTML) with empty text is removed as ``empty_text``; a row with
     neither stays ``empty_html`` (a page whose HTML is missing)."""

@@ -76,6 +76,7 @@ import pyarrow as pa
 
 from refinery.stages import _extract_helper
 from refinery.stages.base import Stage, with_decision
+from refinery.stages.table_text import dissolve_layout_rows
 
 # BOMs win over any declaration (WHATWG encoding sniffing)
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
@@ -542,13 +543,15 @@ def clean_text(text: str) -> str:
     left on a line of its own is joined to its item's text (an empty item's marker is dropped),
     and lines of only spaces and tabs are emptied. Those are the page source's indentation: every
     bare "-" line was a duplicate line for Gopher's ``dup_line_frac``, which removed a real
-    publication list for them."""
+    publication list for them. Table rows that are page layout (spacer rows, a cell of prose, a
+    lone cell) are written as the text they hold (:mod:`refinery.stages.table_text`)."""
     # every URL this drops holds "://" or "www." in some case: ~8x cheaper to look for those first
     # (the URL regex, case-insensitive and without a literal start, steps through every character)
     if "://" in text or _WWW.search(text) is not None:
         text = _URL.sub("", text)
     if _BARE_MARKER.search("\n" + text) is not None:
         text = join_bare_list_markers(text)
+    text = dissolve_layout_rows(text)
     text = _WHITESPACE_LINES.sub("\n", text)  # the first line's are stripped below
     text = _BLANK_RUNS.sub("\n\n", text)
     return text.strip()

@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from refinery.stages import checks
 from refinery.stages.base import Stage, with_decision
+from refinery.stages.table_text import TABLE_RULE_RE
 
 METRIC_COLUMN = "line_corrections_removed_frac"
 
@@ -99,8 +100,6 @@ _END_RE = re.compile(
 _ANY_RE = re.compile(r"(?<!\w)(?:" + "|".join(ANYWHERE_PATTERNS) + r")(?!\w)", re.IGNORECASE)
 # no letters of any script, at least one digit: "12", "35.207487 -97.447906", "+1 (555) 123-4567"
 _NUMERIC_RE = re.compile(r"^[\W\d_]*\d[\W\d_]*$")
-#: the rule under a table's header row, as extraction writes it (``|---|---|``, ``|:---:|``)
-_TABLE_RULE_RE = re.compile(r"\|(?:[ \t]*:?-+:?[ \t]*\|)+")
 _ALNUM_RE = re.compile(r"[^\W_]")
 # CJK ideographs, kana: languages written without spaces (see module docstring)
 _CJK_RE = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
@@ -238,7 +237,7 @@ class LineCorrections(Stage):
             if not stripped:
                 out.append("")
                 continue
-            if stripped[:2] in ("|-", "|:") and _TABLE_RULE_RE.fullmatch(stripped):
+            if stripped[:2] in ("|-", "|:") and TABLE_RULE_RE.fullmatch(stripped):
                 out.append(line)  # a table's header rule (``|---|---|``): structure, not debris
                 continue
             n = words(stripped)
