@@ -205,3 +205,14 @@ def copy_warcs(dest: Path, names: list[str] | None = None) -> list[Path]:
         if names is None or src.name in names:
             out.append(Path(shutil.copy(src, dest / src.name)))
     return out
+
+
+def write_after_remount(where: str, index: int, remount_read_only_at: int) -> dict:
+    """A task that writes one file under ``where``; task ``remount_read_only_at`` first remounts
+    that file system read-only, as Linux does after a disk error (needs root)."""
+    import subprocess
+
+    if index == remount_read_only_at:
+        subprocess.run(["mount", "-o", "remount,ro", where], check=True, capture_output=True)
+    (Path(where) / f"out-{index}").write_text("x")
+    return {"index": index}

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from _fault_fixtures import CC_DOCS, split_jsonl
-from refinery.executors.base import storage_full, transient
+from _fault_fixtures import CC_DOCS, split_jsonl, write_after_remount
+from refinery.executors.base import StorageReadOnly, storage_full, storage_stop, transient
+from refinery.executors.local import LocalExecutor
 
 
 def test_a_full_disk_or_quota_is_told_from_other_io_errors() -> None:
@@ -30,6 +31,9 @@ def test_a_full_disk_or_quota_is_told_from_other_io_errors() -> None:
         assert storage_full(outer)
     assert not storage_full(OSError(errno.EIO, "Input/output error")) and transient(OSError(errno.EIO, "x"))
     assert not storage_full(ValueError("No space left on device"))  # only an OS error is a full disk
+    assert storage_stop(OSError(errno.EROFS, "Read-only file system")) == "read_only"
+    assert storage_stop(OSError("Cannot create directory. Detail: [errno 30] Read-only file system")) == "read_only"
+    assert storage_stop(OSError(errno.ENOSPC, "x")) == "full" and storage_stop(OSError(errno.EIO, "x")) is None
 
 
 def _mount_tmpfs(where: Path, size: str) -> bool:
@@ -67,3 +71,24 @@ def test_a_full_disk_stops_the_pass_in_one_line_and_the_rerun_finishes(tmp_path:
         assert len(list((out / "kept").iterdir())) == 8
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_a_file_system_gone_read_only_stops_the_pass_without_retries(tmp_path: Path, caplog) -> None:
+    """Linux remounts a file system read-only after a disk error. Before, that looked like a
+    transient I/O error: each later task did its work, then failed its write three times over."""
+    where = tmp_path / "disk"
+    if not _mount_tmpfs(where, "1m"):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        with LocalExecutor(workers=1, progress=False) as executor:
+            with pytest.raises(StorageReadOnly) as stopped:
+                executor.map(write_after_remount, [{"index": i} for i in range(6)], label="filter",
+                             names=[f"part-{i:03d}" for i in range(6)],
+                             shared={"where": str(where), "remount_read_only_at": 2})
+        message = str(stopped.value)
+        assert message.startswith("[filter] part-002: ") and "Read-only file system" in message, message
+        assert "the file system it writes to is read-only" in message and "\n" not in message
+        assert "retrying" not in caplog.text and "failed after 1 attempt(s)" in caplog.text
+        assert sorted(p.name for p in where.iterdir()) == ["out-0", "out-1"]  # no task after it ran
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

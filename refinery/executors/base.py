@@ -11,9 +11,11 @@ order. The same loop serves every executor, so there is one retry policy and one
   :func:`transient`) it is resubmitted up to ``max_retries`` times, keeping the last error;
 - a worker that dies (OOM kill, segfault) fails its task the same way, and is retried the same way;
 - a task result with ``skipped: True`` is a task that found its output already finished;
-- a task that finds its disk full (``ENOSPC``, ``EDQUOT``) stops the pass: every task after it
-  would do its whole work and then fail on the same write, three times over. The finished tasks'
-  outputs stay; :class:`StorageFull` names the task and what to do.
+- a task that finds its disk full (``ENOSPC``, ``EDQUOT``) or its file system read-only
+  (``EROFS``: Linux remounts a file system read-only after a disk error) stops the pass: every
+  task after it would do its whole work and then fail on the same write, three times over. The
+  finished tasks' outputs stay; :class:`StorageFull` / :class:`StorageReadOnly` name the task and
+  what to do.
 """
 
 from __future__ import annotations
@@ -73,21 +75,43 @@ class StorageFull(StorageError):
     """A task found no space left on the device (or its quota) it writes to: the pass stops."""
 
 
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+class StorageReadOnly(StorageError):
+    """A task found the file system it writes to read-only: the pass stops."""
 
 
-def storage_full(exc: BaseException) -> bool:
-    """Whether ``exc`` (or anything in its cause chain) is a full disk or quota: an ``OSError``
-    with that errno, or one whose text says so (pyarrow's filesystem errors carry it in text)."""
+#: storage states no retry can change, by errno and by the text pyarrow's errors carry instead
+_STOP_ERRNOS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read_only"}
+_STOP_TEXT = {"No space left on device": "full", "Disk quota exceeded": "full", "Read-only file system": "read_only"}
+_STOP_ERRORS: dict[str, tuple[type[StorageError], str]] = {
+    "full": (StorageFull, "the disk (or quota) it writes to is full; the pass stopped there. Free space, "
+                          "then run the same command again: finished shards are kept"),
+    "read_only": (StorageReadOnly, "the file system it writes to is read-only (Linux remounts a file system so "
+                                   "after a disk error); the pass stopped there. Make it writable, then run the "
+                                   "same command again: finished shards are kept"),
+}
+
+
+def storage_stop(exc: BaseException) -> str | None:
+    """``"full"`` (disk or quota) or ``"read_only"`` when ``exc`` or anything in its cause chain is
+    an ``OSError`` with that errno or text (pyarrow's filesystem errors carry it in text); else None."""
     seen: BaseException | None = exc
     hops = 0
     while seen is not None and hops < 20:
-        if isinstance(seen, OSError) and (seen.errno in _FULL_ERRNOS or any(t in str(seen) for t in _FULL_TEXT)):
-            return True
+        if isinstance(seen, OSError):
+            if seen.errno in _STOP_ERRNOS:
+                return _STOP_ERRNOS[seen.errno]
+            text = str(seen)
+            for phrase, kind in _STOP_TEXT.items():
+                if phrase in text:
+                    return kind
         seen = seen.__cause__ or seen.__context__
         hops += 1
-    return False
+    return None
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or anything in its cause chain) is a full disk or quota."""
+    return storage_stop(exc) == "full"
 
 
 def _status_bytes(field: str) -> int | None:
@@ -180,7 +204,7 @@ def call_task(fn: TaskFn, shared: dict[str, Any], task: dict[str, Any], attempt:
 
     Returns ``(status, result, error, node)``; ``result`` gets ``seconds``, ``peak_rss``, ``pid``.
     A failure that cannot go away on a retry has status ``failed_permanently``; a full disk,
-    ``storage_full``.
+    ``storage_full``; a read-only file system, ``storage_read_only``.
     """
     started = time.perf_counter()
     try:
@@ -189,7 +213,8 @@ def call_task(fn: TaskFn, shared: dict[str, Any], task: dict[str, Any], attempt:
         result = dict(fn(**shared, **task) or {})
     except Exception as exc:  # noqa: BLE001 - reported per task, with its traceback
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        status = "storage_full" if storage_full(exc) else "failed" if transient(exc) else "failed_permanently"
+        stop = storage_stop(exc)
+        status = f"storage_{stop}" if stop else "failed" if transient(exc) else "failed_permanently"
         return status, {}, f"{detail}\n{traceback.format_exc(limit=6)}", _where()
     result.setdefault("seconds", round(time.perf_counter() - started, 4))
     result["peak_rss"] = peak_rss_bytes()
@@ -221,6 +246,11 @@ class Executor(ABC):
     def capacity(self) -> int:
         """How many tasks run at once."""
         return max(1, self.workers or default_workers())
+
+    @property
+    def inline(self) -> bool:
+        """Whether tasks run in this process as they are submitted (nothing to keep busy)."""
+        return False
 
     def _worker_died(self, exc: BaseException) -> str:
         """The error text for a future that failed outside the task function (a dead worker)."""
@@ -268,7 +298,9 @@ class Executor(ABC):
         shared_arg = self._prepare_shared(dict(shared or {}))
         queue: deque[tuple[int, int]] = deque((i, 1) for i in range(len(tasks)))
         pending: dict[Future, tuple[int, int]] = {}
-        limit = 2 * self.capacity  # enough queued to keep every worker busy, not the whole pass
+        # enough queued to keep every worker busy, not the whole pass; a task run inline is done on
+        # submission, so one at a time (a stop or a Ctrl-C then comes before the next task starts)
+        limit = 1 if self.inline else 2 * self.capacity
         bar = TaskProgress(len(tasks), label=label, units=units, enabled=self.progress)
         try:
             while queue or pending:
@@ -278,14 +310,14 @@ class Executor(ABC):
                     pending[self._submit(fn, shared_arg, tasks[i], attempt, names[i], fresh_workers)] = (i, attempt)
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 interrupts.raise_if_requested()
-                for future in done:
+                for future in sorted(done, key=lambda f: pending[f]):  # in task order: the first stop is named
                     i, attempt = pending.pop(future)
                     try:
                         status, result, error, node = future.result()
                     except Exception as exc:  # noqa: BLE001 - the worker, not the task, failed
                         status, result, error, node = "failed", {}, self._worker_died(exc), None
-                    full = status == "storage_full"
-                    if status in ("failed_permanently", "storage_full"):
+                    stop = status[len("storage_"):] if status.startswith("storage_") else None
+                    if status == "failed_permanently" or stop:
                         status = "failed"
                     elif status == "failed" and attempt <= self.max_retries:
                         first = (error or "").strip().splitlines()[0] if error else ""
@@ -299,10 +331,9 @@ class Executor(ABC):
                     bar.update(outcome)
                     if on_outcome:
                         on_outcome(outcome)
-                    if full:
-                        raise StorageFull(f"[{label}] {names[i]}: {outcome.first_error_line}: the disk (or quota) "
-                                          f"it writes to is full; the pass stopped there. Free space, then run the "
-                                          f"same command again: finished shards are kept")
+                    if stop:
+                        error_type, advice = _STOP_ERRORS[stop]
+                        raise error_type(f"[{label}] {names[i]}: {outcome.first_error_line}: {advice}")
         except BaseException:
             for future in pending:  # don't leave tasks running behind an interrupted driver
                 future.cancel()
