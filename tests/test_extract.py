@@ -465,6 +465,9 @@ def test_list_markers_on_their_own_line_are_joined_to_their_items() -> None:
     # nesting indentation stays; an empty item's marker goes; a "-" inside a line is text
     assert clean_text("Steps\n- \n\n   One\n  - \n    nested\n- \n- Two\n-") == "Steps\n- One\n  - nested\n- Two"
     assert clean_text("well-known - a dash\n-- not a marker") == "well-known - a dash\n-- not a marker"
+    # a line's trailing spaces, tabs and no-break spaces go (trafilatura ends every table row with
+    # one; captions keep the source's); its leading indentation stays (code, nested items)
+    assert clean_text("| a | b | \nA caption \t\u00a0\n    code()  \n\t\u00a0\nend") == "| a | b |\nA caption\n    code()\n\nend"
 
 
 def test_urls_removed_and_newlines_capped() -> None:
@@ -687,8 +690,8 @@ def test_layout_tables_come_out_as_text_and_data_tables_as_tables(tmp_path: Path
     layout, wiki, settings = TrafilaturaExtractor(timeout_s=0)(batch).column("text").to_pylist()
     assert layout.startswith("Beate und Norbert Olschewski entschlossen sich im Jahr 1990")
     assert "|" not in layout and all(s in layout for s in rows[0][2]["with"])
-    assert "| Birthday: | Fall 2 |" in wiki and "| Time | Location | \n|---|---|" in wiki
-    assert "| Option | Value | \n|---|---|\n| Half Lenght Choose how many minutes" in settings
+    assert "| Birthday: | Fall 2 |" in wiki and "| Time | Location |\n|---|---|" in wiki
+    assert "| Option | Value |\n|---|---|\n| Half Lenght Choose how many minutes" in settings
 
 
 def test_empty_input_text_is_named_empty_text_not_empty_html() -> None:

@@ -113,7 +113,8 @@ _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 #: from a new line when the item's text starts with the page source's line break)
 #: (searched in "\n" + text: a pattern starting with a literal is ~7x faster than a ^ in MULTILINE)
 _BARE_MARKER = re.compile(r"\n[ \t\u00a0]*-[ \t\u00a0]*(?:\n|\Z)")
-_WHITESPACE_LINES = re.compile(r"\n[ \t\u00a0]+(?=\n)")
+#: what a line's end loses: trailing spaces, tabs and no-break spaces (a whitespace-only line empties)
+_TRAILING_SPACE = " \t\u00a0"
 _WWW = re.compile(r"[wW][wW][wW]\.")  # what _URL's case-insensitive "www\." can match
 
 
@@ -541,10 +542,11 @@ def tokenizer_attribute_bomb(html: str) -> bool:
 def clean_text(text: str) -> str:
     """RefinedWeb post-processing: drop URLs, cap runs of new lines at two. Also: a list marker
     left on a line of its own is joined to its item's text (an empty item's marker is dropped),
-    and lines of only spaces and tabs are emptied. Those are the page source's indentation: every
-    bare "-" line was a duplicate line for Gopher's ``dup_line_frac``, which removed a real
-    publication list for them. Table rows that are page layout (spacer rows, a cell of prose, a
-    lone cell) are written as the text they hold (:mod:`refinery.stages.table_text`)."""
+    and trailing spaces, tabs and no-break spaces are cut from every line (a line of only those
+    empties). That is the page source's indentation: every bare "-" line was a duplicate line for
+    Gopher's ``dup_line_frac``, which removed a real publication list for them. Table rows that
+    are page layout (spacer rows, a cell of prose, a lone cell) are written as the text they hold
+    (:mod:`refinery.stages.table_text`)."""
     # every URL this drops holds "://" or "www." in some case: ~8x cheaper to look for those first
     # (the URL regex, case-insensitive and without a literal start, steps through every character)
     if "://" in text or _WWW.search(text) is not None:
@@ -552,7 +554,8 @@ def clean_text(text: str) -> str:
     if _BARE_MARKER.search("\n" + text) is not None:
         text = join_bare_list_markers(text)
     text = dissolve_layout_rows(text)
-    text = _WHITESPACE_LINES.sub("\n", text)  # the first line's are stripped below
+    # ~10 us per document: cheaper than a regex, which has no literal to start from
+    text = "\n".join(line.rstrip(_TRAILING_SPACE) for line in text.split("\n"))
     text = _BLANK_RUNS.sub("\n\n", text)
     return text.strip()
 
