@@ -202,4 +202,11 @@ def test_a_tables_header_rule_is_kept_while_lone_dashes_go() -> None:
              "| 0 | Luca Soldaini | Georgetown University | 2018 |\n| 1 | Nazli Goharian | Florida Institute of Technology | 2001 |")
     corrected, removed, _ = LineCorrections().correct(table + "\n---\nSHARE")
     assert corrected == table and removed == 2
-    assert LineCorrections().correct("A line of prose to keep here.\n|---|\n|--x|")[0] == "A line of prose to keep here.\n|---|"
+    assert LineCorrections().correct("A line of prose to keep here.\n|---|\n|--x|")[0] == "A line of prose to keep here."
+    # a caption row dropped as mainly uppercase takes its rule along (dailymail.co.uk's MP table)
+    captioned = ("Below is a list of the members you can write to about this.\n"
+                 "| TORY MPs: CONSTITUENCY, MEMBER AND EMAIL |  |  |\n|---|---|---|\n"
+                 "| Constituency | Member of Parliament | Email address |\n|---|---|---|\n| Aberconwy | Robin Millar | <EMAIL> |")
+    corrected, removed, _ = LineCorrections().correct(captioned)
+    assert corrected == captioned.replace("| TORY MPs: CONSTITUENCY, MEMBER AND EMAIL |  |  |\n|---|---|---|\n", "")
+    assert removed == 10  # the caption row's whitespace tokens; the rule counts none

@@ -32,6 +32,9 @@ def test_a_lone_cell_is_a_line_unless_it_pads_a_data_row() -> None:
     # next to a data row, the empty cells keep the value in its column (trafilatura #633)
     data = "| Seamus | 1996 | He used this spell in class. | \n|  |  | He used it again at the hut. | "
     assert dissolve_layout_rows(data) == data
+    # a header row with one filled cell over its rule heads the data rows below the rule
+    headed = "| Results |  |  |\n|---|---|---|\n| 1 | Oslo | 12.4 |"
+    assert dissolve_layout_rows(headed) == headed
 
 
 def test_a_header_rule_stays_only_under_a_row_that_stayed() -> None:

@@ -238,7 +238,10 @@ class LineCorrections(Stage):
                 out.append("")
                 continue
             if stripped[:2] in ("|-", "|:") and TABLE_RULE_RE.fullmatch(stripped):
-                out.append(line)  # a table's header rule (``|---|---|``): structure, not debris
+                # a table's header rule (``|---|---|``): structure, not debris, while the row it
+                # rules stays (a dropped caption row, "| TORY MPs: ... |", leaves no rule behind)
+                if out and out[-1].lstrip().startswith("|"):
+                    out.append(line)
                 continue
             n = words(stripped)
             if (

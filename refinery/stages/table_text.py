@@ -11,8 +11,9 @@ spacer row, the whole article in one cell. Written as table rows those give a co
 * a row whose cells are all empty (a spacer) is dropped;
 * a row with a cell of at least :data:`LAYOUT_CELL_CHARS` characters (prose, not a datum) is
   written as its non-empty cells, one per line;
-* a row with a single non-empty cell is written as that cell, unless a row next to it has several
-  (then its empty cells are padding that keeps the value in its column: a data row);
+* a row with a single non-empty cell is written as that cell, unless its table (the run of rows
+  and header rules it is in) has a row with several (then its empty cells are padding that keeps
+  the value in its column: a data row);
 * a header rule stays only under a row that stayed a table row.
 
 Rows with several short cells, the data tables issue 13 asked to keep, are left as they are.
@@ -60,26 +61,44 @@ def dissolve_layout_rows(text: str) -> str:
     lines = text.split("\n")
     kinds: list[int | None] = [None] * len(lines)  # None: not a table row (a rule is not a row)
     cells: dict[int, list[str]] = {}
+    rules: set[int] = set()  # header rules
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if _is_row(stripped) and not TABLE_RULE_RE.fullmatch(stripped):
-            cells[i] = row_cells(stripped)
-            kinds[i] = _kind(cells[i])
+        if _is_row(stripped):
+            if TABLE_RULE_RE.fullmatch(stripped):
+                rules.add(i)
+            else:
+                cells[i] = row_cells(stripped)
+                kinds[i] = _kind(cells[i])
+    # a lone cell in a table that has data rows keeps its row: the empty cells are padding that
+    # keeps the value in its column (trafilatura #633); a table is a run of rows and header rules
+    in_data_table = [False] * len(lines)
+    start = 0
+    while start < len(lines):
+        if kinds[start] is None and start not in rules:
+            start += 1
+            continue
+        end = start
+        while end < len(lines) and (kinds[end] is not None or end in rules):
+            end += 1
+        if any(kinds[i] == _DATA for i in range(start, end)):
+            in_data_table[start:end] = [True] * (end - start)
+        start = end
+
     out: list[str] = []
     last_row_kept = False  # the line before is a row that stayed a table row
     for i, line in enumerate(lines):
         kind = kinds[i]
         if kind is None:
-            stripped = line.strip()
-            if _is_row(stripped):  # a header rule: structure of the row above, if that stayed
+            if i in rules:  # a header rule: structure of the row above, if that stayed
                 if last_row_kept:
                     out.append(line)
                 continue
             out.append(line)
             last_row_kept = False
             continue
-        if kind == _SINGLE and _DATA in (kinds[i - 1] if i else None, kinds[i + 1] if i + 1 < len(kinds) else None):
-            kind = _DATA  # padding cells keep the value in its column of a data table
+        if kind == _SINGLE and in_data_table[i]:
+            kind = _DATA
         if kind == _DATA:
             out.append(line)
             last_row_kept = True
