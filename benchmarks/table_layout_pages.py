@@ -57,8 +57,10 @@ def main() -> None:
         with tarfile.open(args.eval_tarball) as tar:
             tar.extractall(tmp, filter="data")
         pages = [p for p in load_gold(Path(tmp) / "tests" / "evaldata.json") if p.with_snippets or p.without_snippets]
-    layout = [p for p in pages if td_share(p) >= args.min_td_share]
-    others = [p for p in pages if p not in layout]
+    layout: list[GoldPage] = []
+    others: list[GoldPage] = []
+    for page in pages:
+        (layout if td_share(page) >= args.min_td_share else others).append(page)
     stage = extract_stage_from_config(args.config)
     refinedweb = extract_stage_from_config(args.config, {"include_tables": False, "fast": False, "fallback": False})
     print(f"pages with >= {args.min_td_share:.0%} of their visible text in <td> cells: {len(layout)} of {len(pages)}")

@@ -68,6 +68,7 @@ import pyarrow as pa
 
 from refinery.stages import checks
 from refinery.stages.base import Stage, with_decision
+from refinery.stages.table_text import is_table_row
 
 __all__ = [
     "STOP_WORDS",
@@ -365,8 +366,7 @@ def _table_markup_tokens(lines: list[str]) -> int:
     (``| a | b |``: the line starts and ends with ``|``), the tokens of only ``|``, ``-`` and
     ``:``. A ``|`` elsewhere (``Home | News``, ``[edit | source]``) is a menu's separator, and
     counts as before."""
-    return sum(1 for line in lines if len(line) > 1 and line[0] == "|" and line[-1] == "|"
-               for t in line.split() if not t.strip(_TABLE_MARKUP))
+    return sum(1 for line in lines if is_table_row(line) for t in line.split() if not t.strip(_TABLE_MARKUP))
 
 
 def quality_stats(text: str, stop_words: frozenset[str] = frozenset(STOP_WORDS)) -> dict[str, float]:

@@ -22,6 +22,7 @@ Rows with several short cells, the data tables issue 13 asked to keep, are left 
 from __future__ import annotations
 
 import re
+from itertools import groupby
 
 #: a cell this long is prose laid out by a table, not a table's datum (data cells in the 990
 #: evaluation pages' tables are up to ~250 characters: a notes column; layout cells run to 7,000)
@@ -33,7 +34,7 @@ _UNESCAPED_BAR = re.compile(r"(?<!\\)\|")
 #: a line that starts a table row (searched in "\n" + text: a literal start is cheap)
 _ROW_START = re.compile(r"\n[ \t]*\|")
 
-_EMPTY, _SINGLE, _LONG, _DATA = range(4)
+_RULE, _EMPTY, _SINGLE, _LONG, _DATA = range(5)
 
 
 def row_cells(row: str) -> list[str]:
@@ -41,7 +42,8 @@ def row_cells(row: str) -> list[str]:
     return [cell.strip() for cell in _UNESCAPED_BAR.split(row.strip()[1:-1])]
 
 
-def _is_row(stripped: str) -> bool:
+def is_table_row(stripped: str) -> bool:
+    """Whether a stripped line is a row (or header rule) as extraction writes a table: ``| ... |``."""
     return len(stripped) >= 2 and stripped[0] == "|" and stripped[-1] == "|"
 
 
@@ -59,46 +61,37 @@ def dissolve_layout_rows(text: str) -> str:
     if _ROW_START.search("\n" + text) is None:
         return text
     lines = text.split("\n")
-    kinds: list[int | None] = [None] * len(lines)  # None: not a table row (a rule is not a row)
+    kinds: list[int | None] = [None] * len(lines)  # None: a line of text, not of a table
     cells: dict[int, list[str]] = {}
-    rules: set[int] = set()  # header rules
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if _is_row(stripped):
+        if is_table_row(stripped):
             if TABLE_RULE_RE.fullmatch(stripped):
-                rules.add(i)
+                kinds[i] = _RULE
             else:
                 cells[i] = row_cells(stripped)
                 kinds[i] = _kind(cells[i])
     # a lone cell in a table that has data rows keeps its row: the empty cells are padding that
     # keeps the value in its column (trafilatura #633); a table is a run of rows and header rules
-    in_data_table = [False] * len(lines)
-    start = 0
-    while start < len(lines):
-        if kinds[start] is None and start not in rules:
-            start += 1
-            continue
-        end = start
-        while end < len(lines) and (kinds[end] is not None or end in rules):
-            end += 1
-        if any(kinds[i] == _DATA for i in range(start, end)):
-            in_data_table[start:end] = [True] * (end - start)
-        start = end
+    in_data_table: list[bool] = []
+    for in_table, run in groupby(kinds, key=lambda kind: kind is not None):
+        run_kinds = list(run)
+        in_data_table += [in_table and _DATA in run_kinds] * len(run_kinds)
 
     out: list[str] = []
     last_row_kept = False  # the line before is a row that stayed a table row
     for i, line in enumerate(lines):
         kind = kinds[i]
         if kind is None:
-            if i in rules:  # a header rule: structure of the row above, if that stayed
-                if last_row_kept:
-                    out.append(line)
-                continue
             out.append(line)
             last_row_kept = False
             continue
+        if kind == _RULE:  # a header rule: structure of the row above, if that stayed
+            if last_row_kept:
+                out.append(line)
+            continue
         if kind == _SINGLE and in_data_table[i]:
-            kind = _DATA
+            kind = _DATA  # padding cells keep the value in its column of a data table
         if kind == _DATA:
             out.append(line)
             last_row_kept = True
