@@ -184,7 +184,7 @@ def xpath_check() -> None:
 
     from refinery.stages import _extract_helper
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.append(str(ROOT / "benchmarks"))  # last: benchmarks/classifiers.py must not shadow the package
     from real_pages import pages
 
     _extract_helper._install_c_class_lookup()
@@ -215,7 +215,7 @@ def ab_page_sets(args: argparse.Namespace, stage: TrafilaturaExtractor) -> dict[
     characters, not too big, no parser bomb)."""
     from refinery.stages.extract import pathological_html
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.append(str(ROOT / "benchmarks"))  # last: benchmarks/classifiers.py must not shadow the package
     from real_pages import pages
 
     eval_batch, _ = load_eval(Path(args.eval_tarball), args.eval_pages)

@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+# last: benchmarks/classifiers.py must not shadow the classifiers package
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from article_gold import article_bodies, gold_pair  # noqa: E402
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+# last: benchmarks/classifiers.py must not shadow the classifiers package
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from table_layout_pages import td_share  # noqa: E402
 
