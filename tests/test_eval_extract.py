@@ -16,6 +16,7 @@ from refinery.eval_extract import (
     evaluate,
     load_gold,
     score,
+    snippet_counts,
     split_pages,
     strip_cleaneval,
     token_score,
@@ -87,9 +88,9 @@ def test_score_micro_macro_emptied_and_snippets_by_hand() -> None:
         GoldPage("a", b"", text="one two three four"),  # predicted "one two five": 2/3, 2/4
         GoldPage("b", b"", text="alpha beta"),  # emptied: 0, 0, 0
         GoldPage("c", b"", with_snippets=["keep  this", "see https://x.org", "gone"],
-                 without_snippets=["Menu", "Impressum"]),
+                 without_snippets=["Menu", "Impressum", "Shop at www.shop.example now"]),
     ]
-    r = score(pages, ["one two five", None, "we keep\nthis. Menu"], [None, "no_text_extracted", None],
+    r = score(pages, ["one two five", None, "we keep\nthis. Menu. Shop at  now"], [None, "no_text_extracted", None],
               ["precision", "fallback", "fallback"])
     assert (r.pages, r.emptied, r.token_pages, r.snippet_pages) == (3, 1, 2, 1)
     # micro: overlap 2, predicted 3, gold 6
@@ -98,8 +99,10 @@ def test_score_micro_macro_emptied_and_snippets_by_hand() -> None:
     # macro: page a P=2/3 R=1/2 F1=4/7; page b 0
     assert r.macro_precision == pytest.approx(1 / 3) and r.macro_recall == pytest.approx(1 / 4)
     assert r.macro_f1 == pytest.approx((4 / 7) / 2)
-    # snippets: the URL snippet is skipped (URLs are removed on purpose); whitespace is collapsed
+    # snippets: URL snippets are skipped on both sides (URLs are removed on purpose, so the "without"
+    # one could never leak and would only lower the leakage); whitespace is collapsed
     assert r.with_recall == pytest.approx(1 / 2) and r.without_leakage == pytest.approx(1 / 2)
+    assert snippet_counts("we keep this. Menu", ["keep this"], ["Menu", "www.menu.example"]) == (1, 1, 1, 1)
     assert r.paths == {"precision": 1, "fallback": 1}  # emptied pages are not counted under a path
     assert [p.emptied for p in r.per_page] == [False, True, False]
 
