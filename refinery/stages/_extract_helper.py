@@ -548,6 +548,17 @@ def _trafilatura_call(kwargs: dict):
     return call
 
 
+def _with_rules(call: Callable, rules: Any) -> Callable:
+    """``call`` run with trafilatura's precision rules set to ``rules`` (see _trafilatura_rules)."""
+    from refinery.stages._trafilatura_rules import active
+
+    def with_rules(html, url):
+        with active(rules):
+            return call(html, url)
+
+    return with_rules
+
+
 def make_extract(config: dict):
     """``fn(html, url) -> (text or None, path)`` for a helper configuration (also used in-process).
 
@@ -568,6 +579,9 @@ def make_extract(config: dict):
     (identical on all 2,077 real pages checked; see above: C class lookup, settings built once,
     scripts/styles cut before parsing, one walk for the outermost pruned elements, its XPaths as
     Python selections); false calls ``trafilatura.extract`` plainly, page by page.
+
+    ``config["rules"]`` (a dict of :class:`~refinery.stages._trafilatura_rules.PrecisionRules`
+    fields, or None for trafilatura's own) changes three rules of the precision-mode first pass.
     """
     backend = config["backend"]
     kwargs = config["kwargs"]
@@ -600,6 +614,14 @@ def make_extract(config: dict):
         first_call = lambda html, url: trafilatura.extract(html, url=url, **kwargs)  # noqa: E731
         prepare = None
     first_path = "precision" if kwargs.get("favor_precision") else "balanced"
+    rules = config.get("rules")
+    if rules and kwargs.get("favor_precision"):
+        # refinery's changes to three precision-mode rules, applied around each call only
+        from refinery.stages import _trafilatura_rules
+
+        _trafilatura_rules.install()
+        rules = _trafilatura_rules.PrecisionRules(**rules)
+        first_call = _with_rules(first_call, rules)
     fallback = config.get("fallback")
     if not fallback:
         if prepare is None:

@@ -617,6 +617,8 @@ class TrafilaturaExtractor(Stage):
         fallback_below_chars: int = 1000,
         fallback_min_gain: float = 3.0,
         fallback_mode: Literal["recall", "balanced"] = "recall",
+        link_teaser_share: float = 0.8,
+        keep_block_tails: bool = True,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -628,6 +630,10 @@ class TrafilaturaExtractor(Stage):
         checks.at_least("min_text_chars", min_text_chars, 0)
         checks.at_least("fallback_below_chars", fallback_below_chars, 0)
         checks.at_least("fallback_min_gain", fallback_min_gain, 0)
+        checks.fraction("link_teaser_share", link_teaser_share)
+        if not 0 < link_teaser_share <= 0.9:
+            raise ValueError(f"link_teaser_share must be above 0 and at most 0.9 (trafilatura's own), "
+                             f"not {link_teaser_share}")
         if fallback_mode not in ("recall", "balanced"):
             raise ValueError(f"fallback_mode must be 'recall' or 'balanced', not {fallback_mode!r}")
         self.backend = backend
@@ -653,6 +659,11 @@ class TrafilaturaExtractor(Stage):
         # recall mode, not balanced: balanced re-extracts short pages (its recall escalation), which
         # made the stage ~2x slower on real crawl pages, half of which have a short first extract
         self.fallback_mode = fallback_mode
+        # two of trafilatura's precision-mode rules, changed (_trafilatura_rules.py; 0.9 and false
+        # are trafilatura's own): "Read more: <a>title</a>" teasers go, text after an empty block
+        # element stays
+        self.link_teaser_share = float(link_teaser_share)
+        self.keep_block_tails = bool(keep_block_tails)
         # why: pages shaped to blow up the parser (see pathological_html) are removed in
         # microseconds instead of each burning timeout_s of CPU
         self.prescreen = bool(prescreen)
@@ -673,6 +684,11 @@ class TrafilaturaExtractor(Stage):
             return None
         return {"below_chars": self.fallback_below_chars, "min_gain": self.fallback_min_gain,
                 "mode": self.fallback_mode}
+
+    def _rules_config(self) -> dict[str, Any] | None:
+        if self.backend != "trafilatura" or not self.favor_precision:
+            return None
+        return {"link_teaser_share": self.link_teaser_share, "keep_block_tails": self.keep_block_tails}
 
     def _trafilatura_kwargs(self) -> dict[str, Any]:
         return {
@@ -707,7 +723,7 @@ class TrafilaturaExtractor(Stage):
         # the same cascade as in the helper process (one implementation)
         return _extract_helper.make_extract(
             {"backend": "trafilatura", "kwargs": self._trafilatura_kwargs(), "fallback": self._fallback_config(),
-             "log_level": tlog.level})
+             "rules": self._rules_config(), "log_level": tlog.level})
 
     def _resiliparse_fn(self) -> Callable[[str, str | None], tuple[str | None, str]]:
         try:
@@ -730,7 +746,7 @@ class TrafilaturaExtractor(Stage):
             kwargs = self._trafilatura_kwargs()
         level = logging.getLogger("trafilatura").level  # a level the user set wins, as in-process
         return json.dumps({"backend": self.backend, "kwargs": kwargs, "fallback": self._fallback_config(),
-                           "log_level": level or None}, sort_keys=True)
+                           "rules": self._rules_config(), "log_level": level or None}, sort_keys=True)
 
     def warm_up(self, schema: pa.Schema) -> None:
         # why: a fresh helper spends ~0.5 s importing trafilatura; started here, that overlaps the

@@ -1,0 +1,115 @@
+"""Two of trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
+rules, session 22").
+
+The extract stage's first pass is trafilatura in precision mode. Measured on trafilatura's 990
+evaluation pages (both halves alike), on 51 publisher article bodies and read on the 1,087 crawl
+pages of the filter benchmark, two of that mode's rules are changed; the fallback (recall mode) and
+trafilatura called outside the stage are untouched:
+
+- **link teasers** (``link_teaser_share``, trafilatura 0.9): an element whose single link (over 10
+  characters) covers more than this share of its text is removed. At 0.8 "Read more: <a>title</a>",
+  "Lea también: <a>...</a>", "Related: <a>...</a>" go too (their label is 10-20% of the text).
+- **text after an empty block** (``keep_block_tails``, trafilatura false): precision mode deletes
+  an empty element together with the text after it (its tail). After a block element (``div``,
+  ``p``, ``li``, ``section`` ...: a ``<div class="clear"></div>`` then the paragraph's text) the
+  text now stays; after an empty inline element (``i``, ``span``, ``b``: an icon before a link
+  label) it still goes.
+
+The replacements are installed once per process over the trafilatura functions they mirror (their
+sources are compared, as for the lean path) and act only inside :func:`active`, which the stage's
+cascade enters around each first-pass call, so plain ``trafilatura.extract`` calls keep
+trafilatura's rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrecisionRules:
+    """The two rules' settings (see the module docstring)."""
+
+    link_teaser_share: float = 0.8
+    keep_block_tails: bool = True
+
+
+#: trafilatura's own values: with these, the replacements change nothing
+TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False)
+
+#: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test`` and ``prune_html`` sources, the
+#: code mirrored here
+_SOURCES_SHA256 = {
+    "link_density_test": "0b3d71f252bf19639de358ec3f4abc7c252eefb60eeac3b1da77e6dd9d8a444e",
+    "prune_html": "ce327c5260aedd21a6f2c5a7d296b4c2f1ede18bf91d424532f21281e8fa6e97",
+}
+
+#: the empty elements whose tail still goes with them: inline ones (icons, spacers in a line)
+_INLINE = frozenset({"b", "em", "i", "q", "span", "strong"})
+
+_ACTIVE: ContextVar[PrecisionRules | None] = ContextVar("refinery_precision_rules", default=None)
+_INSTALLED: list[bool] = []
+
+
+@contextmanager
+def active(rules: PrecisionRules | None) -> Iterator[None]:
+    """Within this block trafilatura's precision mode uses ``rules`` (None: its own)."""
+    token = _ACTIVE.set(rules)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def install() -> bool:
+    """Put the replacements in place (once per process); False, with a warning, when this
+    trafilatura's functions are not the ones they mirror (then its own rules apply)."""
+    if _INSTALLED:
+        return _INSTALLED[0]
+    from trafilatura import htmlprocessing
+    from trafilatura.settings import CUT_EMPTY_ELEMS
+
+    from refinery.stages._extract_helper import _sources_are
+
+    originals = (htmlprocessing.link_density_test, htmlprocessing.prune_html)
+    if not _sources_are(originals, tuple(_SOURCES_SHA256.values())):
+        import trafilatura
+
+        log.warning("trafilatura %s: the extract stage's precision rules (docs/extraction.md) are written for "
+                    "trafilatura 2.3.1 and are not applied; trafilatura's own rules are", trafilatura.__version__)
+        _INSTALLED.append(False)
+        return False
+    link_density_test, prune_html = originals
+    trim, delete_element = htmlprocessing.trim, htmlprocessing.delete_element
+
+    def link_teaser_test(element, favor_precision=False):
+        rules = _ACTIVE.get()
+        if rules is not None and favor_precision and rules.link_teaser_share < 0.9:
+            links = element.findall(".//ref")
+            if len(links) == 1 and element.find(".//graphic") is None:
+                link_text = trim(links[0].text_content())
+                if len(link_text) > 10 and len(link_text) > len(trim(element.text_content())) * rules.link_teaser_share:
+                    return True, False
+        return link_density_test(element, favor_precision)
+
+    def prune_empty_elements(tree, focus="balanced"):
+        rules = _ACTIVE.get()
+        if rules is None or focus != "precision" or not rules.keep_block_tails:
+            return prune_html(tree, focus)
+        for element in [e for e in tree.iterdescendants(CUT_EMPTY_ELEMS) if e.text is None and len(e) == 0]:
+            delete_element(element, keep_tail=element.tag not in _INLINE)
+        return tree
+
+    for replacement, original in ((link_teaser_test, link_density_test), (prune_empty_elements, prune_html)):
+        replacement._refinery = True
+        replacement._original = original
+    htmlprocessing.link_density_test = link_teaser_test  # read by delete_by_link_density
+    htmlprocessing.prune_html = prune_empty_elements  # read by tree_cleaning
+    _INSTALLED.append(True)
+    return True
