@@ -1,6 +1,6 @@
-"""The extract stage's two changed precision-mode rules (refinery/stages/_trafilatura_rules.py):
-link teasers go, text after an empty block element stays; trafilatura outside the stage keeps
-its own rules."""
+"""The extract stage's three changed precision-mode rules (refinery/stages/_trafilatura_rules.py):
+link teasers go, text after an empty block element stays, the article's title header stays;
+trafilatura outside the stage keeps its own rules."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def _para(day: str) -> str:
             f"on most of the points raised by the {day} committee in a long session.</p>")
 
 
-PAGE = ("<html><body><article><h1>Council agrees budget</h1>" + _para("Monday")
+PAGE = ("<html><body><article><header><h1>Council agrees budget</h1><p>After months of talks the town has a "
+        "plan for next year's spending on schools and roads.</p></header>" + _para("Monday")
         + "<p>Read more: <a href='/news/other'>Looted colonial art: Germany to set up new contact office</a></p>"
         + _para("Tuesday")
         + "<p>The mayor, quoted in <a href='/x'>the local paper</a>, said the vote was a relief for everyone "
@@ -27,9 +28,11 @@ PAGE = ("<html><body><article><h1>Council agrees budget</h1>" + _para("Monday")
         "<div class='clear'></div>After the clearfix comes the last paragraph of the article, which says when "
         "the budget takes effect.<p>Questions from readers are answered below.</p>"
         "<span class='icon'></span>Share this article on your favourite network today</div>"
+        + "<header><h2>Partner content</h2><p>Our partner shop has deals on garden furniture this week.</p></header>"
         + _para("Wednesday") + "</article></body></html>")
 TEASER = "Read more: Looted colonial art"
 TAIL = "After the clearfix comes the last paragraph"
+STANDFIRST = "After months of talks the town has a plan"
 
 
 def _text(**params: object) -> str:
@@ -46,14 +49,18 @@ def test_a_link_teaser_goes_and_text_after_an_empty_block_stays() -> None:
     assert "The mayor, quoted in the local paper, said" in text
     assert "Share this article" not in text
     assert all(f"met on {day}" in text for day in ("Monday", "Tuesday", "Wednesday"))
+    # the <header> holding the <h1> stays (title, standfirst); another <header> still goes
+    assert text.startswith("Council agrees budget\n" + STANDFIRST)
+    assert "Partner content" not in text and "garden furniture" not in text
 
 
 def test_trafilatura_values_give_its_own_rules_in_and_outside_the_stage() -> None:
     assert TEASER in _text(link_teaser_share=0.9)  # trafilatura's share: the label keeps it
     assert TAIL not in _text(keep_block_tails=False)  # trafilatura drops the tail with the empty div
+    assert STANDFIRST not in _text(keep_title_header=False)  # and every <header>
     _text()  # the replacements are installed in this process now ...
     plain = trafilatura.extract(PAGE, favor_precision=True, include_tables=True, fast=True) or ""
-    assert TEASER in plain and TAIL not in plain  # ... and act only inside the stage's calls
+    assert TEASER in plain and TAIL not in plain and STANDFIRST not in plain  # ... and act only in the stage
 
 
 @pytest.mark.parametrize("share", [0.95, 0, -0.1, 1.5])
@@ -66,11 +73,14 @@ def test_a_share_outside_trafilaturas_range_is_refused(share: float) -> None:
 def test_on_real_pages_teasers_go_and_a_table_value_comes_back(tmp_path: Path) -> None:
     """dw.com's "Read more: ..." lines (the evaluation set's "without" snippets) go while its article
     ("with" snippets) stays; happycoffee.org's "Aroma" value, the text after an empty element in a
-    table cell, comes back."""
+    table cell, comes back; wochenblatt.com's title and standfirst (in its <header>) come back."""
     stage = TrafilaturaExtractor(timeout_s=0)
     fn = stage._extract_fn()
-    (dw_url, dw_html, dw_item), (hc_url, hc_html, hc_item) = load_eval_pages(
-        tmp_path, ("dw.com.colonial.html", "de.happycoffee.org.sidamo.html"))
+    (dw_url, dw_html, dw_item), (hc_url, hc_html, hc_item), (wb_url, wb_html, wb_item) = load_eval_pages(
+        tmp_path, ("dw.com.colonial.html", "de.happycoffee.org.sidamo.html", "wochenblatt.com-Heinen-Essen.html"))
+    wb = fn(decode_html(wb_html, None)[0], wb_url)[0] or ""
+    assert wb.startswith("Heinen-Esser offen für Existenzgründungsprämie\nDie Jugendverbände der Landwirtschaft")
+    assert all(s in wb for s in wb_item["with"])
     dw = fn(decode_html(dw_html, None)[0], dw_url)[0] or ""
     assert all(s in dw for s in dw_item["with"])
     assert not any(s in dw for s in dw_item["without"][:2])  # the two "Read more:" teasers

@@ -38,17 +38,22 @@ class PrecisionRules:
 
     link_teaser_share: float = 0.8
     keep_block_tails: bool = True
+    keep_title_header: bool = True
 
 
 #: trafilatura's own values: with these, the replacements change nothing
-TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False)
+TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep_title_header=False)
 
-#: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test`` and ``prune_html`` sources, the
-#: code mirrored here
+#: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test`` and ``prune_html`` and
+#: ``main_extractor.prune_unwanted_sections`` sources, the code mirrored or reasoned about here
 _SOURCES_SHA256 = {
     "link_density_test": "0b3d71f252bf19639de358ec3f4abc7c252eefb60eeac3b1da77e6dd9d8a444e",
     "prune_html": "ce327c5260aedd21a6f2c5a7d296b4c2f1ede18bf91d424532f21281e8fa6e97",
+    "prune_unwanted_sections": "e6eb7afcc64d3f3792b8584d742acd9dc6eee5700aa822e23960f688f7b8e283",
 }
+
+#: a title header's tag while precision mode's pruning runs: its ``.//header`` rule passes it by
+_TITLE_HEADER = "refinery-title-header"
 
 #: the empty elements whose tail still goes with them: inline ones (icons, spacers in a line)
 _INLINE = frozenset({"b", "em", "i", "q", "span", "strong"})
@@ -72,12 +77,12 @@ def install() -> bool:
     trafilatura's functions are not the ones they mirror (then its own rules apply)."""
     if _INSTALLED:
         return _INSTALLED[0]
-    from trafilatura import htmlprocessing
+    from trafilatura import htmlprocessing, main_extractor
     from trafilatura.settings import CUT_EMPTY_ELEMS
 
     from refinery.stages._extract_helper import _sources_are
 
-    originals = (htmlprocessing.link_density_test, htmlprocessing.prune_html)
+    originals = (htmlprocessing.link_density_test, htmlprocessing.prune_html, main_extractor.prune_unwanted_sections)
     if not _sources_are(originals, tuple(_SOURCES_SHA256.values())):
         import trafilatura
 
@@ -85,7 +90,7 @@ def install() -> bool:
                     "trafilatura 2.3.1 and are not applied; trafilatura's own rules are", trafilatura.__version__)
         _INSTALLED.append(False)
         return False
-    link_density_test, prune_html = originals
+    link_density_test, prune_html, prune_unwanted_sections = originals
     trim, delete_element = htmlprocessing.trim, htmlprocessing.delete_element
 
     def link_teaser_test(element, favor_precision=False):
@@ -106,10 +111,26 @@ def install() -> bool:
             delete_element(element, keep_tail=element.tag not in _INLINE)
         return tree
 
-    for replacement, original in ((link_teaser_test, link_density_test), (prune_empty_elements, prune_html)):
+    def prune_sections_but_title_header(tree, potential_tags, options, *args, **kwargs):
+        rules = _ACTIVE.get()
+        if rules is None or options.focus != "precision" or not rules.keep_title_header:
+            return prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
+        # after convert_tags an <h1> is <head rend="h1">; the header holding it is the article's
+        titles = [h for h in tree.iter("header") if h.find(".//head[@rend='h1']") is not None]
+        for header in titles:
+            header.tag = _TITLE_HEADER
+        try:
+            return prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
+        finally:
+            for header in titles:
+                header.tag = "header"
+
+    for replacement, original in ((link_teaser_test, link_density_test), (prune_empty_elements, prune_html),
+                                  (prune_sections_but_title_header, prune_unwanted_sections)):
         replacement._refinery = True
         replacement._original = original
     htmlprocessing.link_density_test = link_teaser_test  # read by delete_by_link_density
     htmlprocessing.prune_html = prune_empty_elements  # read by tree_cleaning
+    main_extractor.prune_unwanted_sections = prune_sections_but_title_header  # read by _extract
     _INSTALLED.append(True)
     return True

@@ -619,6 +619,7 @@ class TrafilaturaExtractor(Stage):
         fallback_mode: Literal["recall", "balanced"] = "recall",
         link_teaser_share: float = 0.8,
         keep_block_tails: bool = True,
+        keep_title_header: bool = True,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -659,11 +660,12 @@ class TrafilaturaExtractor(Stage):
         # recall mode, not balanced: balanced re-extracts short pages (its recall escalation), which
         # made the stage ~2x slower on real crawl pages, half of which have a short first extract
         self.fallback_mode = fallback_mode
-        # two of trafilatura's precision-mode rules, changed (_trafilatura_rules.py; 0.9 and false
-        # are trafilatura's own): "Read more: <a>title</a>" teasers go, text after an empty block
-        # element stays
+        # three of trafilatura's precision-mode rules, changed (_trafilatura_rules.py; 0.9, false,
+        # false are trafilatura's own): "Read more: <a>title</a>" teasers go, text after an empty
+        # block element stays, the <header> holding the article's <h1> (title, standfirst) stays
         self.link_teaser_share = float(link_teaser_share)
         self.keep_block_tails = bool(keep_block_tails)
+        self.keep_title_header = bool(keep_title_header)
         # why: pages shaped to blow up the parser (see pathological_html) are removed in
         # microseconds instead of each burning timeout_s of CPU
         self.prescreen = bool(prescreen)
@@ -688,7 +690,8 @@ class TrafilaturaExtractor(Stage):
     def _rules_config(self) -> dict[str, Any] | None:
         if self.backend != "trafilatura" or not self.favor_precision:
             return None
-        return {"link_teaser_share": self.link_teaser_share, "keep_block_tails": self.keep_block_tails}
+        return {"link_teaser_share": self.link_teaser_share, "keep_block_tails": self.keep_block_tails,
+                "keep_title_header": self.keep_title_header}
 
     def _trafilatura_kwargs(self) -> dict[str, Any]:
         return {
