@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from refinery.schema import DOCUMENT_SCHEMA
 from refinery.stages.base import METRIC, REASON
-from refinery.stages.extract import TrafilaturaExtractor, decode_html
+from refinery.stages.extract import REFINEDWEB_PARAMS, TrafilaturaExtractor, decode_html
 
 DEFAULT_EVAL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
 URL_RE = re.compile(r"https?://\S|\bwww\.\w")
@@ -56,7 +56,7 @@ URL_RE = re.compile(r"https?://\S|\bwww\.\w")
 VARIANTS: dict[str, dict] = {
     "trafilatura": {},  # the defaults: precision + tables + fast, fallback pass, baseline (issue 13)
     # the defaults before issue 13: RefinedWeb's precision mode without tables, full cascade, no fallback
-    "old-defaults": {"include_tables": False, "fast": False, "fallback": False},
+    "old-defaults": REFINEDWEB_PARAMS,
     "resiliparse": {"backend": "resiliparse"},
 }
 
@@ -264,10 +264,11 @@ def lean_ab(args: argparse.Namespace) -> None:
         params[key] = yaml.safe_load(value)
     stage = TrafilaturaExtractor(**params)
     config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
-              "log_level": logging.ERROR}
+              "rules": stage._rules_config(), "log_level": logging.ERROR}
     plain_config = {**config, "lean": False}
     if args.plain_old_defaults:
-        plain_config |= {"kwargs": {**config["kwargs"], "include_tables": False, "fast": False}, "fallback": None}
+        plain_config |= {"kwargs": {**config["kwargs"], "include_tables": False, "fast": False}, "fallback": None,
+                         "rules": None}
     plain = _extract_helper.make_extract(plain_config)
     lean = _extract_helper.make_extract(config)  # installs the lean replacements in trafilatura
     sets = ab_page_sets(args, stage)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from refinery.eval_extract import GoldPage, evaluate, extract_stage_from_config, load_gold  # noqa: E402
-from refinery.stages.extract import decode_html  # noqa: E402
+from refinery.stages.extract import REFINEDWEB_PARAMS, decode_html  # noqa: E402
 
 DEFAULT_EVAL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
 
@@ -62,7 +62,7 @@ def main() -> None:
     for page in pages:
         (layout if td_share(page) >= args.min_td_share else others).append(page)
     stage = extract_stage_from_config(args.config)
-    refinedweb = extract_stage_from_config(args.config, {"include_tables": False, "fast": False, "fallback": False})
+    refinedweb = extract_stage_from_config(args.config, REFINEDWEB_PARAMS)
     print(f"pages with >= {args.min_td_share:.0%} of their visible text in <td> cells: {len(layout)} of {len(pages)}")
     print("| pages | n | extraction | \"with\" found | \"without\" leaked | emptied |")
     print("|---|---|---|---|---|---|")

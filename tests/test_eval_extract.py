@@ -22,7 +22,7 @@ from refinery.eval_extract import (
     token_score,
     tokens,
 )
-from refinery.stages.extract import TrafilaturaExtractor
+from refinery.stages.extract import REFINEDWEB_PARAMS, TrafilaturaExtractor
 from refinery.stages.line_corrections import LineCorrections
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,7 +187,7 @@ def test_real_pages_snippets_and_partial_gold(real_gold: Path, tmp_path: Path) -
         (pairs / f"{stem}.url").write_text(url)
     snippets, partial = load_gold(real_gold / "evaldata.json"), load_gold(pairs)
     assert len(snippets) == len(partial) == len(REAL_PAGES)
-    today = TrafilaturaExtractor(include_tables=False, fast=False, fallback=False)  # the old defaults
+    today = TrafilaturaExtractor(**REFINEDWEB_PARAMS)  # the old defaults
     new = TrafilaturaExtractor()
     old_s, new_s = evaluate(today, snippets), evaluate(new, snippets)
     old_p, new_p = evaluate(today, partial), evaluate(new, partial)

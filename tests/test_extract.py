@@ -21,6 +21,7 @@ from refinery.schema import DOCUMENT_SCHEMA
 from refinery.stages.base import METRIC, REASON
 from refinery.stages.extract import (
     BACKENDS,
+    REFINEDWEB_PARAMS,
     TrafilaturaExtractor,
     clean_text,
     decode_html,
@@ -655,7 +656,7 @@ def test_fallback_rescues_a_table_layout_page(tmp_path: Path) -> None:
     found = lambda text, snippets: sum(re.sub(r"\s+", " ", s) in re.sub(r"\s+", " ", text or "") for s in snippets)
 
     # in process (timeout_s=0): no helper start-up to wait for; the helper is compared below
-    old = TrafilaturaExtractor(include_tables=False, fast=False, fallback=False, timeout_s=0)(batch)  # old defaults
+    old = TrafilaturaExtractor(**REFINEDWEB_PARAMS, timeout_s=0)(batch)  # old defaults
     assert check(old, batch)[0] == "no_text_extracted"
     assert old.column("extract_path").to_pylist()[0] == "precision"  # the path tried is kept on removal
 
@@ -809,7 +810,7 @@ def test_lean_path_gives_plain_trafilatura_text_on_real_pages(tmp_path: Path) ->
 
     stage = TrafilaturaExtractor()
     config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
-              "log_level": logging.ERROR}
+              "rules": stage._rules_config(), "log_level": logging.ERROR}
     lean = _extract_helper.make_extract(config)
     plain = _extract_helper.make_extract({**config, "lean": False})
     rows = load_eval_pages(tmp_path, (TABLE_PAGE, SHORT_PAGE))

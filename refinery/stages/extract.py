@@ -592,6 +592,13 @@ Backend = Literal["trafilatura", "resiliparse", "learned"]
 BACKENDS: tuple[str, ...] = ("trafilatura", "resiliparse", "learned")
 
 
+#: the stage's params that run trafilatura as RefinedWeb did (and as the stage did before issue 13):
+#: precision mode without tables, its readability/justext comparison, no fallback, trafilatura's
+#: own precision-mode rules; the comparison point of the benchmarks and of docs/extraction.md
+REFINEDWEB_PARAMS: dict[str, Any] = {"include_tables": False, "fast": False, "fallback": False,
+                                     "link_teaser_share": 0.9, "keep_block_tails": False, "keep_title_header": False}
+
+
 class TrafilaturaExtractor(Stage):
     """Fill ``text`` from ``html`` with trafilatura (precision mode with tables, then a fallback
     for pages it finds (nearly) empty: see the module docstring), or with Resiliparse's
