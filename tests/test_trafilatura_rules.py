@@ -1,6 +1,6 @@
-"""The extract stage's three changed precision-mode rules (refinery/stages/_trafilatura_rules.py):
-link teasers go, text after an empty block element stays, the article's title header stays;
-trafilatura outside the stage keeps its own rules."""
+"""The extract stage's four changed precision-mode rules (refinery/stages/_trafilatura_rules.py):
+link teasers go, text after an empty block element stays, the article's title header stays, the
+heading over a removed list of links goes; trafilatura outside the stage keeps its own rules."""
 
 from __future__ import annotations
 
@@ -27,12 +27,16 @@ PAGE = ("<html><body><article><header><h1>Council agrees budget</h1><p>After mon
         "<div><p>Residents can comment on the plan until the end of the month at the town hall or online.</p>"
         "<div class='clear'></div>After the clearfix comes the last paragraph of the article, which says when "
         "the budget takes effect.<p>Questions from readers are answered below.</p>"
-        "<span class='icon'></span>Share this article on your favourite network today</div>"
+        "<span class='icon'></span>Share this article on your favourite network today"
+        "<h2>More from the council</h2><ul><li><a href='/a'>Budget vote delayed again</a></li>"
+        "<li><a href='/b'>Mayor re-elected for a third term</a></li><li><a href='/c'>New bus routes from May</a></li>"
+        "</ul></div>"
         + "<header><h2>Partner content</h2><p>Our partner shop has deals on garden furniture this week.</p></header>"
         + _para("Wednesday") + "</article></body></html>")
 TEASER = "Read more: Looted colonial art"
 TAIL = "After the clearfix comes the last paragraph"
 STANDFIRST = "After months of talks the town has a plan"
+LINKS_HEADING = "More from the council"
 
 
 def _text(**params: object) -> str:
@@ -52,15 +56,19 @@ def test_a_link_teaser_goes_and_text_after_an_empty_block_stays() -> None:
     # the <header> holding the <h1> stays (title, standfirst); another <header> still goes
     assert text.startswith("Council agrees budget\n" + STANDFIRST)
     assert "Partner content" not in text and "garden furniture" not in text
+    # the list of links goes for its link density (trafilatura), and the heading over it with it
+    assert "Budget vote delayed" not in text and LINKS_HEADING not in text
 
 
 def test_trafilatura_values_give_its_own_rules_in_and_outside_the_stage() -> None:
     assert TEASER in _text(link_teaser_share=0.9)  # trafilatura's share: the label keeps it
     assert TAIL not in _text(keep_block_tails=False)  # trafilatura drops the tail with the empty div
     assert STANDFIRST not in _text(keep_title_header=False)  # and every <header>
+    assert LINKS_HEADING in _text(drop_link_list_headings=False)  # and leaves the heading
     _text()  # the replacements are installed in this process now ...
     plain = trafilatura.extract(PAGE, favor_precision=True, include_tables=True, fast=True) or ""
-    assert TEASER in plain and TAIL not in plain and STANDFIRST not in plain  # ... and act only in the stage
+    assert TEASER in plain and TAIL not in plain and STANDFIRST not in plain and LINKS_HEADING in plain  # ... and
+    # act only in the stage
 
 
 @pytest.mark.parametrize("share", [0.95, 0, -0.1, 1.5])
@@ -73,11 +81,15 @@ def test_a_share_outside_trafilaturas_range_is_refused(share: float) -> None:
 def test_on_real_pages_teasers_go_and_a_table_value_comes_back(tmp_path: Path) -> None:
     """dw.com's "Read more: ..." lines (the evaluation set's "without" snippets) go while its article
     ("with" snippets) stays; happycoffee.org's "Aroma" value, the text after an empty element in a
-    table cell, comes back; wochenblatt.com's title and standfirst (in its <header>) come back."""
+    table cell, comes back; wochenblatt.com's title and standfirst (in its <header>) come back;
+    derpapierplanet.de's "Teilnehmende Blogs:" goes with the list of links under it."""
     stage = TrafilaturaExtractor(timeout_s=0)
     fn = stage._extract_fn()
-    (dw_url, dw_html, dw_item), (hc_url, hc_html, hc_item), (wb_url, wb_html, wb_item) = load_eval_pages(
-        tmp_path, ("dw.com.colonial.html", "de.happycoffee.org.sidamo.html", "wochenblatt.com-Heinen-Essen.html"))
+    (dw_url, dw_html, dw_item), (hc_url, hc_html, hc_item), (wb_url, wb_html, wb_item), (dp_url, dp_html, dp_item) = (
+        load_eval_pages(tmp_path, ("dw.com.colonial.html", "de.happycoffee.org.sidamo.html",
+                                   "wochenblatt.com-Heinen-Essen.html", "derpapierplanet.de.juni.html")))
+    dp = fn(decode_html(dp_html, None)[0], dp_url)[0] or ""
+    assert all(s in dp for s in dp_item["with"]) and "Teilnehmende Blogs:" not in dp  # the heading over its blogroll
     wb = fn(decode_html(wb_html, None)[0], wb_url)[0] or ""
     assert wb.startswith("Heinen-Esser offen für Existenzgründungsprämie\nDie Jugendverbände der Landwirtschaft")
     assert all(s in wb for s in wb_item["with"])

@@ -1,10 +1,10 @@
-"""Two of trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
+"""Four of trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
 rules, session 22").
 
 The extract stage's first pass is trafilatura in precision mode. Measured on trafilatura's 990
 evaluation pages (both halves alike), on 51 publisher article bodies and read on the 1,087 crawl
-pages of the filter benchmark, two of that mode's rules are changed; the fallback (recall mode) and
-trafilatura called outside the stage are untouched:
+pages of the filter benchmark, four of that mode's rules are changed; the fallback (recall mode)
+and trafilatura called outside the stage are untouched:
 
 - **link teasers** (``link_teaser_share``, trafilatura 0.9): an element whose single link (over 10
   characters) covers more than this share of its text is removed. At 0.8 "Read more: <a>title</a>",
@@ -14,6 +14,12 @@ trafilatura called outside the stage are untouched:
   ``p``, ``li``, ``section`` ...: a ``<div class="clear"></div>`` then the paragraph's text) the
   text now stays; after an empty inline element (``i``, ``span``, ``b``: an icon before a link
   label) it still goes.
+- **the title header** (``keep_title_header``, trafilatura false): precision mode deletes every
+  ``<header>``; the one holding the page's ``<h1>`` (the article's title and standfirst) stays.
+- **headings over link lists** (``drop_link_list_headings``, trafilatura false): when a ``div`` or
+  list goes for its link density, the heading right before it goes too if nothing but another
+  heading or its container's end follows ("Mehr Themen:", "Related posts" over the links); not
+  an ``<h1>`` nor a heading of the title header.
 
 The replacements are installed once per process over the trafilatura functions they mirror (their
 sources are compared, as for the lean path) and act only inside :func:`active`, which the stage's
@@ -34,21 +40,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PrecisionRules:
-    """The two rules' settings (see the module docstring)."""
+    """The four rules' settings (see the module docstring)."""
 
     link_teaser_share: float = 0.8
     keep_block_tails: bool = True
     keep_title_header: bool = True
+    drop_link_list_headings: bool = True
 
 
 #: trafilatura's own values: with these, the replacements change nothing
-TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep_title_header=False)
+TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep_title_header=False,
+                             drop_link_list_headings=False)
 
-#: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test`` and ``prune_html`` and
-#: ``main_extractor.prune_unwanted_sections`` sources, the code mirrored or reasoned about here
+#: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
+#: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
+#: mirrored or reasoned about here
 _SOURCES_SHA256 = {
     "link_density_test": "0b3d71f252bf19639de358ec3f4abc7c252eefb60eeac3b1da77e6dd9d8a444e",
     "prune_html": "ce327c5260aedd21a6f2c5a7d296b4c2f1ede18bf91d424532f21281e8fa6e97",
+    "delete_by_link_density": "306ab5a31636cd08bcf09d2e4d78d538f961b30c944712c5e8f8eddf3e010fa2",
     "prune_unwanted_sections": "e6eb7afcc64d3f3792b8584d742acd9dc6eee5700aa822e23960f688f7b8e283",
 }
 
@@ -82,7 +92,8 @@ def install() -> bool:
 
     from refinery.stages._extract_helper import _sources_are
 
-    originals = (htmlprocessing.link_density_test, htmlprocessing.prune_html, main_extractor.prune_unwanted_sections)
+    originals = (htmlprocessing.link_density_test, htmlprocessing.prune_html, htmlprocessing.delete_by_link_density,
+                 main_extractor.prune_unwanted_sections)
     if not _sources_are(originals, tuple(_SOURCES_SHA256.values())):
         import trafilatura
 
@@ -90,7 +101,7 @@ def install() -> bool:
                     "trafilatura 2.3.1 and are not applied; trafilatura's own rules are", trafilatura.__version__)
         _INSTALLED.append(False)
         return False
-    link_density_test, prune_html, prune_unwanted_sections = originals
+    link_density_test, prune_html, delete_by_link_density, prune_unwanted_sections = originals
     trim, delete_element = htmlprocessing.trim, htmlprocessing.delete_element
 
     def link_teaser_test(element, favor_precision=False):
@@ -111,6 +122,27 @@ def install() -> bool:
             delete_element(element, keep_tail=element.tag not in _INLINE)
         return tree
 
+    def delete_with_headings_by_link_density(subtree, tagname, backtracking=False, favor_precision=False):
+        rules = _ACTIVE.get()
+        if rules is None or not favor_precision or not rules.drop_link_list_headings or tagname not in ("div", "list"):
+            return delete_by_link_density(subtree, tagname, backtracking, favor_precision)
+        # the heading right before each candidate (no text between them, not the page's <h1> nor in
+        # its title header): it goes if the candidate goes and it is left over nothing (the next
+        # heading or its container's end follows)
+        headings = {}
+        for elem in subtree.iter(tagname):
+            prev = elem.getprevious()
+            if (prev is not None and prev.tag == "head" and prev.get("rend") != "h1"
+                    and not (prev.tail or "").strip() and next(prev.iterancestors(_TITLE_HEADER), None) is None):
+                headings[elem] = prev
+        subtree = delete_by_link_density(subtree, tagname, backtracking, favor_precision)
+        for elem, heading in headings.items():
+            if elem.getparent() is None and heading.getparent() is not None:  # elem deleted, heading not yet
+                after = heading.getnext()
+                if after is None or after.tag == "head":
+                    delete_element(heading)
+        return subtree
+
     def prune_sections_but_title_header(tree, potential_tags, options, *args, **kwargs):
         rules = _ACTIVE.get()
         if rules is None or options.focus != "precision" or not rules.keep_title_header:
@@ -126,11 +158,13 @@ def install() -> bool:
                 header.tag = "header"
 
     for replacement, original in ((link_teaser_test, link_density_test), (prune_empty_elements, prune_html),
+                                  (delete_with_headings_by_link_density, delete_by_link_density),
                                   (prune_sections_but_title_header, prune_unwanted_sections)):
         replacement._refinery = True
         replacement._original = original
     htmlprocessing.link_density_test = link_teaser_test  # read by delete_by_link_density
     htmlprocessing.prune_html = prune_empty_elements  # read by tree_cleaning
     main_extractor.prune_unwanted_sections = prune_sections_but_title_header  # read by _extract
+    main_extractor.delete_by_link_density = delete_with_headings_by_link_density  # imported by name there
     _INSTALLED.append(True)
     return True

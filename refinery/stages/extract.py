@@ -596,7 +596,8 @@ BACKENDS: tuple[str, ...] = ("trafilatura", "resiliparse", "learned")
 #: precision mode without tables, its readability/justext comparison, no fallback, trafilatura's
 #: own precision-mode rules; the comparison point of the benchmarks and of docs/extraction.md
 REFINEDWEB_PARAMS: dict[str, Any] = {"include_tables": False, "fast": False, "fallback": False,
-                                     "link_teaser_share": 0.9, "keep_block_tails": False, "keep_title_header": False}
+                                     "link_teaser_share": 0.9, "keep_block_tails": False, "keep_title_header": False,
+                                     "drop_link_list_headings": False}
 
 
 class TrafilaturaExtractor(Stage):
@@ -627,6 +628,7 @@ class TrafilaturaExtractor(Stage):
         link_teaser_share: float = 0.8,
         keep_block_tails: bool = True,
         keep_title_header: bool = True,
+        drop_link_list_headings: bool = True,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -667,12 +669,14 @@ class TrafilaturaExtractor(Stage):
         # recall mode, not balanced: balanced re-extracts short pages (its recall escalation), which
         # made the stage ~2x slower on real crawl pages, half of which have a short first extract
         self.fallback_mode = fallback_mode
-        # three of trafilatura's precision-mode rules, changed (_trafilatura_rules.py; 0.9, false,
-        # false are trafilatura's own): "Read more: <a>title</a>" teasers go, text after an empty
-        # block element stays, the <header> holding the article's <h1> (title, standfirst) stays
+        # four of trafilatura's precision-mode rules, changed (_trafilatura_rules.py; 0.9 and false
+        # are trafilatura's own): "Read more: <a>title</a>" teasers go, text after an empty block
+        # element stays, the <header> holding the article's <h1> (title, standfirst) stays, the
+        # heading over a list of links removed for link density goes with it
         self.link_teaser_share = float(link_teaser_share)
         self.keep_block_tails = bool(keep_block_tails)
         self.keep_title_header = bool(keep_title_header)
+        self.drop_link_list_headings = bool(drop_link_list_headings)
         # why: pages shaped to blow up the parser (see pathological_html) are removed in
         # microseconds instead of each burning timeout_s of CPU
         self.prescreen = bool(prescreen)
@@ -698,7 +702,7 @@ class TrafilaturaExtractor(Stage):
         if self.backend != "trafilatura" or not self.favor_precision:
             return None
         return {"link_teaser_share": self.link_teaser_share, "keep_block_tails": self.keep_block_tails,
-                "keep_title_header": self.keep_title_header}
+                "keep_title_header": self.keep_title_header, "drop_link_list_headings": self.drop_link_list_headings}
 
     def _trafilatura_kwargs(self) -> dict[str, Any]:
         return {
