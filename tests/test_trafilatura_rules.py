@@ -100,3 +100,25 @@ def test_on_real_pages_teasers_go_and_a_table_value_comes_back(tmp_path: Path) -
     assert "| Aroma | Rote Beeren, Zitrusnoten, süßlich, kräftig-würzig |" in hc
     assert "Rote Beeren" not in (TrafilaturaExtractor(timeout_s=0, keep_block_tails=False)._extract_fn()(
         decode_html(hc_html, None)[0], hc_url)[0] or "")
+
+
+def test_rules_are_not_installed_over_another_trafilatura() -> None:
+    """The replacements mirror trafilatura 2.3.1's functions: over code that differs (another
+    version) nothing is replaced, a warning says so, and the stage runs with trafilatura's rules."""
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.WARNING)\n"
+            "from refinery.stages import _trafilatura_rules as rules\n"
+            "rules._SOURCES_SHA256['prune_html'] = '0' * 64  # as if trafilatura's prune_html had changed\n"
+            "from trafilatura import htmlprocessing\n"
+            "before = htmlprocessing.prune_html\n"
+            "print(rules.install(), htmlprocessing.prune_html is before)\n"
+            "from refinery.stages.extract import TrafilaturaExtractor\n"
+            "from tests.test_trafilatura_rules import PAGE, TEASER\n"
+            "print(TEASER in TrafilaturaExtractor(timeout_s=0)._extract_fn()(PAGE, None)[0])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "True"]
+    assert "precision rules" in done.stderr and "not applied" in done.stderr
