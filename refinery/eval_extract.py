@@ -40,6 +40,8 @@ from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 
+from refinery.stages._trafilatura_rules import RULE_PARAMS
+
 log = logging.getLogger("refinery.eval_extract")
 
 _WORD = re.compile(r"\w+")
@@ -394,8 +396,8 @@ def _rewrite(extracted: pa.RecordBatch, stages: Sequence[Any]) -> tuple[list[str
 
 def _stage_params(stage: Any) -> dict[str, Any]:
     keys = ("backend", "favor_precision", "include_tables", "include_comments", "fast", "fallback",
-            "fallback_below_chars", "fallback_min_gain", "fallback_mode", "link_teaser_share",
-            "keep_block_tails", "keep_title_header", "drop_link_list_headings", "timeout_s", "max_html_bytes", "min_text_chars")
+            "fallback_below_chars", "fallback_min_gain", "fallback_mode", *RULE_PARAMS, "timeout_s",
+            "max_html_bytes", "min_text_chars")
     return {k: getattr(stage, k) for k in keys if hasattr(stage, k)}
 
 

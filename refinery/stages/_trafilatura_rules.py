@@ -29,23 +29,25 @@ trafilatura's rules.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PrecisionRules:
-    """The four rules' settings (see the module docstring)."""
+    """The four rules' settings (see the module docstring; the stage's parameters of these names
+    set them, and its defaults are the shipped values)."""
 
-    link_teaser_share: float = 0.8
-    keep_block_tails: bool = True
-    keep_title_header: bool = True
-    drop_link_list_headings: bool = True
+    link_teaser_share: float
+    keep_block_tails: bool
+    keep_title_header: bool
+    drop_link_list_headings: bool
 
 
 #: trafilatura's own values: with these, the replacements change nothing
@@ -69,7 +71,6 @@ _TITLE_HEADER = "refinery-title-header"
 _INLINE = frozenset({"b", "em", "i", "q", "span", "strong"})
 
 _ACTIVE: ContextVar[PrecisionRules | None] = ContextVar("refinery_precision_rules", default=None)
-_INSTALLED: list[bool] = []
 
 
 @contextmanager
@@ -82,11 +83,16 @@ def active(rules: PrecisionRules | None) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
+#: the stage parameter names of the rules
+RULE_PARAMS: tuple[str, ...] = tuple(f.name for f in fields(PrecisionRules))
+#: the rules at trafilatura's values, as stage parameters
+TRAFILATURA_PARAMS: dict[str, object] = asdict(TRAFILATURA)
+
+
+@functools.cache  # once per process
 def install() -> bool:
-    """Put the replacements in place (once per process); False, with a warning, when this
-    trafilatura's functions are not the ones they mirror (then its own rules apply)."""
-    if _INSTALLED:
-        return _INSTALLED[0]
+    """Put the replacements in place; False, with a warning, when this trafilatura's functions
+    are not the ones they mirror (then its own rules apply)."""
     from trafilatura import htmlprocessing, main_extractor
     from trafilatura.settings import CUT_EMPTY_ELEMS
 
@@ -99,7 +105,6 @@ def install() -> bool:
 
         log.warning("trafilatura %s: the extract stage's precision rules (docs/extraction.md) are written for "
                     "trafilatura 2.3.1 and are not applied; trafilatura's own rules are", trafilatura.__version__)
-        _INSTALLED.append(False)
         return False
     link_density_test, prune_html, delete_by_link_density, prune_unwanted_sections = originals
     trim, delete_element = htmlprocessing.trim, htmlprocessing.delete_element
@@ -166,5 +171,4 @@ def install() -> bool:
     htmlprocessing.prune_html = prune_empty_elements  # read by tree_cleaning
     main_extractor.prune_unwanted_sections = prune_sections_but_title_header  # read by _extract
     main_extractor.delete_by_link_density = delete_with_headings_by_link_density  # imported by name there
-    _INSTALLED.append(True)
     return True

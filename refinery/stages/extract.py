@@ -74,7 +74,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from refinery.stages import _extract_helper
+from refinery.stages import _extract_helper, _trafilatura_rules
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import dissolve_layout_rows
 
@@ -596,8 +596,7 @@ BACKENDS: tuple[str, ...] = ("trafilatura", "resiliparse", "learned")
 #: precision mode without tables, its readability/justext comparison, no fallback, trafilatura's
 #: own precision-mode rules; the comparison point of the benchmarks and of docs/extraction.md
 REFINEDWEB_PARAMS: dict[str, Any] = {"include_tables": False, "fast": False, "fallback": False,
-                                     "link_teaser_share": 0.9, "keep_block_tails": False, "keep_title_header": False,
-                                     "drop_link_list_headings": False}
+                                     **_trafilatura_rules.TRAFILATURA_PARAMS}
 
 
 class TrafilaturaExtractor(Stage):
@@ -701,8 +700,7 @@ class TrafilaturaExtractor(Stage):
     def _rules_config(self) -> dict[str, Any] | None:
         if self.backend != "trafilatura" or not self.favor_precision:
             return None
-        return {"link_teaser_share": self.link_teaser_share, "keep_block_tails": self.keep_block_tails,
-                "keep_title_header": self.keep_title_header, "drop_link_list_headings": self.drop_link_list_headings}
+        return {name: getattr(self, name) for name in _trafilatura_rules.RULE_PARAMS}
 
     def _trafilatura_kwargs(self) -> dict[str, Any]:
         return {
