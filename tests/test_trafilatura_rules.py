@@ -1,6 +1,7 @@
-"""The extract stage's four changed precision-mode rules (refinery/stages/_trafilatura_rules.py):
+"""The extract stage's six changed precision-mode rules (refinery/stages/_trafilatura_rules.py):
 link teasers go, text after an empty block element stays, the article's title header stays, the
-heading over a removed list of links goes; trafilatura outside the stage keeps its own rules."""
+heading over a removed list of links goes, "Label: <a>" lines go, a short line over content that
+pruning removed goes; trafilatura outside the stage keeps its own rules."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ def _para(day: str) -> str:
 
 PAGE = ("<html><body><article><header><h1>Council agrees budget</h1><p>After months of talks the town has a "
         "plan for next year's spending on schools and roads.</p></header>" + _para("Monday")
-        + "<p>Read more: <a href='/news/other'>Looted colonial art: Germany to set up new contact office</a></p>"
+        + "<p>Also read <a href='/news/other'>Looted colonial art: Germany to set up new contact office</a></p>"
         + _para("Tuesday")
+        + "<p>More on this story: <a href='/news/lanes'>Council approves cycle lanes</a></p>"
+        + "<p>A sentence that ends with <a href='/news/sentence'>a link to the minutes of the meeting</a>.</p>"
         + "<p>The mayor, quoted in <a href='/x'>the local paper</a>, said the vote was a relief for everyone "
           "involved in the long talks.</p>"
         "<div><p>Residents can comment on the plan until the end of the month at the town hall or online.</p>"
@@ -31,12 +34,17 @@ PAGE = ("<html><body><article><header><h1>Council agrees budget</h1><p>After mon
         "<h2>More from the council</h2><ul><li><a href='/a'>Budget vote delayed again</a></li>"
         "<li><a href='/b'>Mayor re-elected for a third term</a></li><li><a href='/c'>New bus routes from May</a></li>"
         "</ul></div>"
+        + "<div><p>Popular this week</p></div><div><ul>"
+        + "".join(f"<li><a href='/p{i}'>Popular story number {i} from the town</a></li>" for i in range(5))
+        + "</ul></div><p>Short lines over content that stays, stay</p>" + _para("Thursday")
         + "<header><h2>Partner content</h2><p>Our partner shop has deals on garden furniture this week.</p></header>"
         + _para("Wednesday") + "</article></body></html>")
-TEASER = "Read more: Looted colonial art"
+TEASER = "Also read Looted colonial art"  # no ":": a teaser for its link share, not a labelled link
 TAIL = "After the clearfix comes the last paragraph"
 STANDFIRST = "After months of talks the town has a plan"
 LINKS_HEADING = "More from the council"
+LABELLED_LINK = "More on this story: Council approves cycle lanes"
+ORPHAN = "Popular this week"
 
 
 def _text(**params: object) -> str:
@@ -58,6 +66,13 @@ def test_a_link_teaser_goes_and_text_after_an_empty_block_stays() -> None:
     assert "Partner content" not in text and "garden furniture" not in text
     # the list of links goes for its link density (trafilatura), and the heading over it with it
     assert "Budget vote delayed" not in text and LINKS_HEADING not in text
+    # a label and one link goes, though the link is only 60% of it; a link ending a sentence stays
+    assert LABELLED_LINK not in text and "Council approves" not in text
+    assert "A sentence that ends with a link to the minutes of the meeting." in text
+    # the line over the list of links (in a <div> of its own) goes with it; a short line over a
+    # paragraph that stays, stays
+    assert "Popular story number" not in text and ORPHAN not in text
+    assert "Short lines over content that stays, stay\nThe council met on Thursday" in text
 
 
 def test_trafilatura_values_give_its_own_rules_in_and_outside_the_stage() -> None:
@@ -65,10 +80,12 @@ def test_trafilatura_values_give_its_own_rules_in_and_outside_the_stage() -> Non
     assert TAIL not in _text(keep_block_tails=False)  # trafilatura drops the tail with the empty div
     assert STANDFIRST not in _text(keep_title_header=False)  # and every <header>
     assert LINKS_HEADING in _text(drop_link_list_headings=False)  # and leaves the heading
+    assert LABELLED_LINK in _text(drop_labelled_links=False)  # the link is under 80% of the line
+    assert ORPHAN in _text(drop_orphaned_headings=False)
     _text()  # the replacements are installed in this process now ...
     plain = trafilatura.extract(PAGE, favor_precision=True, include_tables=True, fast=True) or ""
     assert TEASER in plain and TAIL not in plain and STANDFIRST not in plain and LINKS_HEADING in plain  # ... and
-    # act only in the stage
+    assert LABELLED_LINK in plain and ORPHAN in plain  # act only in the stage
 
 
 @pytest.mark.parametrize("share", [0.95, 0, -0.1, 1.5])
@@ -100,6 +117,53 @@ def test_on_real_pages_teasers_go_and_a_table_value_comes_back(tmp_path: Path) -
     assert "| Aroma | Rote Beeren, Zitrusnoten, süßlich, kräftig-würzig |" in hc
     assert "Rote Beeren" not in (TrafilaturaExtractor(timeout_s=0, keep_block_tails=False)._extract_fn()(
         decode_html(hc_html, None)[0], hc_url)[0] or "")
+
+
+@pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
+def test_on_real_pages_labelled_links_and_orphaned_headings_go(tmp_path: Path) -> None:
+    """polityka.pl's five "Czytaj też: <a>...</a>" lines (labelled links) and proplanta.de's
+    "Weitere Artikel zum Thema" / "Kommentierte Artikel", table cells over tables of links that
+    pruning removes (orphaned headings), are the evaluation set's "without" snippets: they go, the
+    articles ("with" snippets) stay, and each comes back with its rule at trafilatura's value."""
+    import re
+
+    def norm(text: str | None) -> str:
+        return re.sub(r"\s+", " ", text or "")
+
+    (pl_url, pl_html, pl_item), (pp_url, pp_html, pp_item) = load_eval_pages(
+        tmp_path, ("„Królowa Elżbieta” wypływa w świat. Sygnał dla Chin i Rosji - Polityka.pl.html",
+                   "proplanta.de.erloesobergrenze.html"))
+    pl_page, pp_page = decode_html(pl_html, None)[0], decode_html(pp_html, None)[0]
+    fn = TrafilaturaExtractor(timeout_s=0)._extract_fn()
+    pl, pp = norm(fn(pl_page, pl_url)[0]), norm(fn(pp_page, pp_url)[0])
+    assert all(norm(s) in pl for s in pl_item["with"]) and all(norm(s) in pp for s in pp_item["with"])
+    assert "Czytaj też" not in pl
+    assert "Weitere Artikel zum Thema" not in pp and "Kommentierte Artikel" not in pp
+    pl_off = norm(TrafilaturaExtractor(timeout_s=0, drop_labelled_links=False)._extract_fn()(pl_page, pl_url)[0])
+    assert pl_off.count("Czytaj też:") == 5
+    pp_off = norm(TrafilaturaExtractor(timeout_s=0, drop_orphaned_headings=False)._extract_fn()(pp_page, pp_url)[0])
+    assert "Weitere Artikel zum Thema" in pp_off and "Kommentierte Artikel" in pp_off
+
+
+def test_orphan_candidates_stay_inside_the_subtree_they_are_given() -> None:
+    """trafilatura prunes a subtree of the page (its article, a main div); a short line at that
+    subtree's root, or content next to it outside, is not looked at (a short root once failed the
+    page with a KeyError)."""
+    from lxml import html as lxml_html
+
+    from refinery.stages._trafilatura_rules import orphan_candidates
+
+    page = lxml_html.fromstring(
+        "<html><body><div id='frame'><div id='main'><p>Short root line</p></div>"
+        "<div><p>" + "Outside content that is long enough to count as content. " * 4 + "</p></div></div>"
+        "</body></html>")
+    main = page.get_element_by_id("main")
+    assert orphan_candidates(main) == []  # the root and its only line: nothing after them inside
+    frame = page.get_element_by_id("frame")
+    found = orphan_candidates(frame)
+    # the line and its one-line container, both over the long paragraph after the container
+    assert [(h.tag, h.text_content(), [c.text_content()[:7] for c in content]) for h, content in found] == [
+        ("div", "Short root line", ["Outside"]), ("p", "Short root line", ["Outside"])]
 
 
 def test_rules_are_not_installed_over_another_trafilatura() -> None:

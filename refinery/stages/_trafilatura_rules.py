@@ -1,9 +1,9 @@
-"""Four of trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
-rules, session 22").
+"""Six of trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
+rules, session 22" and "session 23").
 
 The extract stage's first pass is trafilatura in precision mode. Measured on trafilatura's 990
 evaluation pages (both halves alike), on 51 publisher article bodies and read on the 1,087 crawl
-pages of the filter benchmark, four of that mode's rules are changed; the fallback (recall mode)
+pages of the filter benchmark, six of that mode's rules are changed; the fallback (recall mode)
 and trafilatura called outside the stage are untouched:
 
 - **link teasers** (``link_teaser_share``, trafilatura 0.9): an element whose single link (over 10
@@ -20,6 +20,16 @@ and trafilatura called outside the stage are untouched:
   list goes for its link density, the heading right before it goes too if nothing but another
   heading or its container's end follows ("Mehr Themen:", "Related posts" over the links); not
   an ``<h1>`` nor a heading of the title header.
+- **labelled links** (``drop_labelled_links``, trafilatura false): an element that is a short label
+  and one link, nothing after it ("Czytaj też: <a>title</a>", "Le puede interesar: <a>...</a>",
+  ">> <a>...</a>", "Photo: <a>name</a>"), is removed whatever share of it the link covers: a label
+  of at most four words ending in ":" or a few non-word characters, a link text of 11-150 characters.
+- **orphaned headings** (``drop_orphaned_headings``, trafilatura false): a short line (a heading,
+  paragraph, cell or ``div`` of at most 60 non-space characters, not a sentence ending in ".") whose
+  following content (its next siblings up to the next short line, or its container's, while it is
+  all of its container's text; at least 100 non-space characters and twice its own) is all removed
+  by precision mode's pruning goes too:
+  "Weitere Artikel zum Thema" over a table of links, "Related Posts", "Seguir leyendo:" over teasers.
 
 The replacements are installed once per process over the trafilatura functions they mirror (their
 sources are compared, as for the lean path) and act only inside :func:`active`, which the stage's
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -41,18 +52,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PrecisionRules:
-    """The four rules' settings (see the module docstring; the stage's parameters of these names
+    """The six rules' settings (see the module docstring; the stage's parameters of these names
     set them, and its defaults are the shipped values)."""
 
     link_teaser_share: float
     keep_block_tails: bool
     keep_title_header: bool
     drop_link_list_headings: bool
+    drop_labelled_links: bool
+    drop_orphaned_headings: bool
 
 
 #: trafilatura's own values: with these, the replacements change nothing
 TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep_title_header=False,
-                             drop_link_list_headings=False)
+                             drop_link_list_headings=False, drop_labelled_links=False, drop_orphaned_headings=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -70,6 +83,22 @@ _TITLE_HEADER = "refinery-title-header"
 #: the empty elements whose tail still goes with them: inline ones (icons, spacers in a line)
 _INLINE = frozenset({"b", "em", "i", "q", "span", "strong"})
 
+#: a link's label: a few non-word characters (">>", "→") or up to 30 characters ending in ":"
+_LINK_LABEL = re.compile(r"(?:\W{1,4}|.{1,29}:)", re.DOTALL)
+_LABEL_WORDS = 4
+_LABELLED_LINK_CHARS = (11, 150)
+
+#: an orphaned heading: at most this many characters, over at least _ORPHAN_CONTENT characters of
+#: content (and twice its own) that pruning removed; looked for up to _ORPHAN_LEVELS containers up
+#: and _ORPHAN_SIBLINGS siblings on
+_ORPHAN_CHARS = 60
+_ORPHAN_CONTENT = 100
+_ORPHAN_LEVELS = 3
+_ORPHAN_SIBLINGS = 30
+_ORPHAN_TAGS = ("head", "p", "td", "div")
+#: tags precision mode's pruning strips (their text stays in the parent): not content that went
+_STRIPPED = frozenset({"span", "ref"})
+
 _ACTIVE: ContextVar[PrecisionRules | None] = ContextVar("refinery_precision_rules", default=None)
 
 
@@ -81,6 +110,86 @@ def active(rules: PrecisionRules | None) -> Iterator[None]:
         yield
     finally:
         _ACTIVE.reset(token)
+
+
+def labelled_link(text: str, link_text: str) -> bool:
+    """Whether an element of (trimmed) ``text`` whose one link reads ``link_text`` is a short label
+    and that link with nothing after it ("Read also: <a>")."""
+    if not _LABELLED_LINK_CHARS[0] <= len(link_text) <= _LABELLED_LINK_CHARS[1]:
+        return False
+    start = text.find(link_text)
+    if start <= 0:  # no label before the link
+        return False
+    label = text[:start].strip()
+    return (len(text[start + len(link_text):].strip()) <= 3 and len(label.split()) <= _LABEL_WORDS
+            and _LINK_LABEL.fullmatch(label) is not None)
+
+
+def _size(text: str | None) -> int:
+    """Non-space characters of ``text``."""
+    if not text:
+        return 0
+    return (len(text) - text.count(" ") - text.count("\n") - text.count("\t") - text.count("\r")
+            - text.count("\xa0"))
+
+
+def text_sizes(tree) -> dict:
+    """Each element's text size (non-space characters of its ``text_content()``) in one bottom-up
+    pass: ``text_content()`` per element reads nested containers again and again."""
+    sizes: dict = {}
+    for element in reversed(list(tree.iter())):  # children before their parent
+        n = _size(element.text) if isinstance(element.tag, str) else 0  # a comment's text is not text
+        for child in element:
+            n += sizes[child] + _size(child.tail)
+        sizes[element] = n
+    return sizes
+
+
+def orphan_candidates(tree) -> list[tuple[object, list]]:
+    """The short lines of ``tree`` that head content, each with that content (the elements whose
+    removal leaves it orphaned): see the module docstring. Sizes are non-space characters."""
+    sizes = text_sizes(tree)
+    found = []
+    for heading in tree.iterdescendants(*_ORPHAN_TAGS):
+        n = sizes[heading]
+        if not 2 <= n <= _ORPHAN_CHARS or heading.get("rend") == "h1" or heading.text_content().rstrip().endswith("."):
+            continue
+        content = _content_after(heading, tree, sizes)
+        if content and sum(sizes[e] for e in content) >= max(2 * n, _ORPHAN_CONTENT):
+            found.append((heading, content))
+    return found
+
+
+def _content_after(heading, tree, sizes: dict) -> list | None:
+    """The siblings after ``heading`` up to the next short line, or after its container's while
+    ``heading`` is all of that container's text; None when text follows that is not in them."""
+    node = heading
+    for _ in range(_ORPHAN_LEVELS + 1):
+        if (node.tail or "").strip():
+            return None
+        content = []
+        sibling = node.getnext()
+        while sibling is not None and len(content) <= _ORPHAN_SIBLINGS:
+            if isinstance(sibling.tag, str) and sizes[sibling]:
+                if sizes[sibling] <= _ORPHAN_CHARS:  # the next heading
+                    return content or None
+                if sibling.tag in _STRIPPED:  # its text would stay in the container
+                    return None
+                content.append(sibling)
+            if (sibling.tail or "").strip():
+                return None
+            sibling = sibling.getnext()
+        if content:
+            return content
+        parent = node.getparent()
+        if parent is None or parent is tree or sizes.get(parent) != sizes[heading]:
+            return None
+        node = parent
+    return None
+
+
+def _within(element, tree) -> bool:
+    return element is tree or any(ancestor is tree for ancestor in element.iterancestors())
 
 
 #: the stage parameter names of the rules
@@ -111,12 +220,15 @@ def install() -> bool:
 
     def link_teaser_test(element, favor_precision=False):
         rules = _ACTIVE.get()
-        if rules is not None and favor_precision and rules.link_teaser_share < 0.9:
+        if rules is not None and favor_precision and (rules.link_teaser_share < 0.9 or rules.drop_labelled_links):
             links = element.findall(".//ref")
             if len(links) == 1 and element.find(".//graphic") is None:
                 link_text = trim(links[0].text_content())
-                if len(link_text) > 10 and len(link_text) > len(trim(element.text_content())) * rules.link_teaser_share:
-                    return True, False
+                if len(link_text) > 10:
+                    text = trim(element.text_content())
+                    if (rules.link_teaser_share < 0.9 and len(link_text) > len(text) * rules.link_teaser_share) or (
+                            rules.drop_labelled_links and labelled_link(text, link_text)):
+                        return True, False
         return link_density_test(element, favor_precision)
 
     def prune_empty_elements(tree, focus="balanced"):
@@ -148,27 +260,33 @@ def install() -> bool:
                     delete_element(heading)
         return subtree
 
-    def prune_sections_but_title_header(tree, potential_tags, options, *args, **kwargs):
+    def prune_sections(tree, potential_tags, options, *args, **kwargs):
         rules = _ACTIVE.get()
-        if rules is None or options.focus != "precision" or not rules.keep_title_header:
+        if rules is None or options.focus != "precision":
             return prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
+        orphans = orphan_candidates(tree) if rules.drop_orphaned_headings else []
         # after convert_tags an <h1> is <head rend="h1">; the header holding it is the article's
-        titles = [h for h in tree.iter("header") if h.find(".//head[@rend='h1']") is not None]
+        titles = ([h for h in tree.iter("header") if h.find(".//head[@rend='h1']") is not None]
+                  if rules.keep_title_header else [])
         for header in titles:
             header.tag = _TITLE_HEADER
         try:
-            return prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
+            tree = prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
         finally:
             for header in titles:
                 header.tag = "header"
+        for heading, content in orphans:
+            if _within(heading, tree) and not any(_within(e, tree) and trim(e.text_content()) for e in content):
+                delete_element(heading, keep_tail=True)
+        return tree
 
     for replacement, original in ((link_teaser_test, link_density_test), (prune_empty_elements, prune_html),
                                   (delete_with_headings_by_link_density, delete_by_link_density),
-                                  (prune_sections_but_title_header, prune_unwanted_sections)):
+                                  (prune_sections, prune_unwanted_sections)):
         replacement._refinery = True
         replacement._original = original
     htmlprocessing.link_density_test = link_teaser_test  # read by delete_by_link_density
     htmlprocessing.prune_html = prune_empty_elements  # read by tree_cleaning
-    main_extractor.prune_unwanted_sections = prune_sections_but_title_header  # read by _extract
+    main_extractor.prune_unwanted_sections = prune_sections  # read by _extract
     main_extractor.delete_by_link_density = delete_with_headings_by_link_density  # imported by name there
     return True

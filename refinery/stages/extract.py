@@ -628,6 +628,8 @@ class TrafilaturaExtractor(Stage):
         keep_block_tails: bool = True,
         keep_title_header: bool = True,
         drop_link_list_headings: bool = True,
+        drop_labelled_links: bool = True,
+        drop_orphaned_headings: bool = True,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -668,14 +670,17 @@ class TrafilaturaExtractor(Stage):
         # recall mode, not balanced: balanced re-extracts short pages (its recall escalation), which
         # made the stage ~2x slower on real crawl pages, half of which have a short first extract
         self.fallback_mode = fallback_mode
-        # four of trafilatura's precision-mode rules, changed (_trafilatura_rules.py; 0.9 and false
+        # six of trafilatura's precision-mode rules, changed (_trafilatura_rules.py; 0.9 and false
         # are trafilatura's own): "Read more: <a>title</a>" teasers go, text after an empty block
         # element stays, the <header> holding the article's <h1> (title, standfirst) stays, the
-        # heading over a list of links removed for link density goes with it
+        # heading over a list of links removed for link density goes with it, so do "Label: <a>"
+        # lines and short lines over content that pruning removed
         self.link_teaser_share = float(link_teaser_share)
         self.keep_block_tails = bool(keep_block_tails)
         self.keep_title_header = bool(keep_title_header)
         self.drop_link_list_headings = bool(drop_link_list_headings)
+        self.drop_labelled_links = bool(drop_labelled_links)
+        self.drop_orphaned_headings = bool(drop_orphaned_headings)
         # why: pages shaped to blow up the parser (see pathological_html) are removed in
         # microseconds instead of each burning timeout_s of CPU
         self.prescreen = bool(prescreen)
