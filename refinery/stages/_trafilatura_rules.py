@@ -125,9 +125,9 @@ def labelled_link(text: str, link_text: str) -> bool:
             and _LINK_LABEL.fullmatch(label) is not None)
 
 
-def _size(text: str | None) -> int:
-    """Non-space characters of ``text``."""
-    if not text:
+def _size(text: str) -> int:
+    """Non-space characters of ``text`` (C string methods: this runs for every text and tail)."""
+    if text.isspace():
         return 0
     return (len(text) - text.count(" ") - text.count("\n") - text.count("\t") - text.count("\r")
             - text.count("\xa0"))
@@ -137,11 +137,16 @@ def text_sizes(tree) -> dict:
     """Each element's text size (non-space characters of its ``text_content()``) in one bottom-up
     pass: ``text_content()`` per element reads nested containers again and again."""
     sizes: dict = {}
-    for element in reversed(list(tree.iter())):  # children before their parent
-        n = _size(element.text) if isinstance(element.tag, str) else 0  # a comment's text is not text
-        for child in element:
-            n += sizes[child] + _size(child.tail)
+    for element in reversed(list(tree.iter())):  # descendants before their ancestors
+        n = sizes.get(element, 0)  # its children's, with their tails
+        text = element.text
+        if text and isinstance(element.tag, str):  # a comment's text is not text
+            n += _size(text)
         sizes[element] = n
+        if element is not tree:
+            tail = element.tail
+            parent = element.getparent()
+            sizes[parent] = sizes.get(parent, 0) + n + (_size(tail) if tail else 0)
     return sizes
 
 
