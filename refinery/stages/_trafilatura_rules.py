@@ -88,8 +88,8 @@ _LINK_LABEL = re.compile(r"(?:\W{1,4}|.{1,29}:)", re.DOTALL)
 _LABEL_WORDS = 4
 _LABELLED_LINK_CHARS = (11, 150)
 
-#: an orphaned heading: at most this many characters, over at least _ORPHAN_CONTENT characters of
-#: content (and twice its own) that pruning removed; looked for up to _ORPHAN_LEVELS containers up
+#: an orphaned heading: at most this many non-space characters, over at least _ORPHAN_CONTENT
+#: non-space characters of content (and twice its own) that pruning removed; looked for up to _ORPHAN_LEVELS containers up
 #: and _ORPHAN_SIBLINGS siblings on
 _ORPHAN_CHARS = 60
 _ORPHAN_CONTENT = 100
