@@ -581,7 +581,7 @@ def make_extract(config: dict):
     Python selections); false calls ``trafilatura.extract`` plainly, page by page.
 
     ``config["rules"]`` (a dict of :class:`~refinery.stages._trafilatura_rules.PrecisionRules`
-    fields, or None for trafilatura's own) changes six rules of the precision-mode first pass.
+    fields, or None for trafilatura's own) changes rules of the precision-mode first pass.
     """
     backend = config["backend"]
     kwargs = config["kwargs"]
@@ -616,7 +616,7 @@ def make_extract(config: dict):
     first_path = "precision" if kwargs.get("favor_precision") else "balanced"
     rules = config.get("rules")
     if rules and kwargs.get("favor_precision"):
-        # refinery's changes to six precision-mode rules, applied around each call only
+        # refinery's changes to precision-mode rules, applied around each call only
         from refinery.stages import _trafilatura_rules
 
         _trafilatura_rules.install()

@@ -225,13 +225,15 @@ def install() -> bool:
 
     def link_teaser_test(element, favor_precision=False):
         rules = _ACTIVE.get()
-        if rules is not None and favor_precision and (rules.link_teaser_share < 0.9 or rules.drop_labelled_links):
+        # at trafilatura's own share, its test below decides
+        teasers = rules is not None and rules.link_teaser_share < TRAFILATURA.link_teaser_share
+        if favor_precision and (teasers or (rules is not None and rules.drop_labelled_links)):
             links = element.findall(".//ref")
             if len(links) == 1 and element.find(".//graphic") is None:
                 link_text = trim(links[0].text_content())
                 if len(link_text) > 10:
                     text = trim(element.text_content())
-                    if (rules.link_teaser_share < 0.9 and len(link_text) > len(text) * rules.link_teaser_share) or (
+                    if (teasers and len(link_text) > len(text) * rules.link_teaser_share) or (
                             rules.drop_labelled_links and labelled_link(text, link_text)):
                         return True, False
         return link_density_test(element, favor_precision)

@@ -670,7 +670,7 @@ class TrafilaturaExtractor(Stage):
         # recall mode, not balanced: balanced re-extracts short pages (its recall escalation), which
         # made the stage ~2x slower on real crawl pages, half of which have a short first extract
         self.fallback_mode = fallback_mode
-        # six of trafilatura's precision-mode rules, changed (_trafilatura_rules.py; 0.9 and false
+        # trafilatura's precision-mode rules that the stage changes (_trafilatura_rules.py; 0.9 and false
         # are trafilatura's own): "Read more: <a>title</a>" teasers go, text after an empty block
         # element stays, the <header> holding the article's <h1> (title, standfirst) stays, the
         # heading over a list of links removed for link density goes with it, so do "Label: <a>"
