@@ -5,6 +5,7 @@
     python benchmarks/extraction.py --lean-ab [--rounds 1]   (plain vs lean trafilatura calls: lean_ab)
     python benchmarks/extraction.py --lean-ab --plain-old-defaults   (plain = trafilatura as RefinedWeb ran it)
     python benchmarks/extraction.py --lean-ab --plain-old-defaults -p fallback_below_chars=250   (the lean side's stage params)
+    python benchmarks/extraction.py --lean-ab --plain-library-defaults   (plain = trafilatura.extract(html, url=url) as shipped)
     python benchmarks/extraction.py --xpath-check            (the lean path's XPath replacements vs lxml's)
     python benchmarks/extraction.py --xpath-ab REV [--rounds 2]   (the Python selections of git revision REV vs now)
     python benchmarks/extraction.py --repair-ab [--rounds 2]      (trafilatura's invalid-character repair vs the lean one)
@@ -247,7 +248,9 @@ def lean_ab(args: argparse.Namespace) -> None:
     ``--plain-old-defaults``: the plain side runs trafilatura as RefinedWeb did (and this stage
     before issue 13): precision mode, no tables, its full readability/justext comparison, no
     fallback pass. That is the "trafilatura's speed" of issue 17 item 1; the lean side stays the
-    stage as shipped (``-p KEY=VALUE``: with those params). The texts then differ by design (their quality: the variants table)."""
+    stage as shipped (``-p KEY=VALUE``: with those params). The texts then differ by design (their quality: the variants table).
+    ``--plain-library-defaults``: the plain side is ``trafilatura.extract(html, url=url)`` with the
+    library's own defaults (balanced mode, tables and comments on, the full comparison)."""
     import logging
     import os
 
@@ -269,6 +272,8 @@ def lean_ab(args: argparse.Namespace) -> None:
     if args.plain_old_defaults:
         plain_config |= {"kwargs": {**config["kwargs"], "include_tables": False, "fast": False}, "fallback": None,
                          "rules": None}
+    elif args.plain_library_defaults:
+        plain_config |= {"kwargs": {}, "fallback": None, "rules": None}
     plain = _extract_helper.make_extract(plain_config)
     lean = _extract_helper.make_extract(config)  # installs the lean replacements in trafilatura
     sets = ab_page_sets(args, stage)
@@ -394,6 +399,9 @@ def main() -> None:
     parser.add_argument("--plain-old-defaults", action="store_true",
                         help="with --lean-ab: the plain side at RefinedWeb's settings (precision, no tables, "
                              "not fast, no fallback)")
+    parser.add_argument("--plain-library-defaults", action="store_true",
+                        help="with --lean-ab: the plain side is trafilatura.extract(html, url=url) with the library's "
+                             "defaults")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="with --lean-ab: an extract stage param of the lean side (YAML value), e.g. "
                              "-p fallback_below_chars=250")

@@ -2,6 +2,7 @@
 stage's settings, on held-out pages (issue 17 item 1; docs/extraction.md, "Fast learned extractor").
 
     python benchmarks/fast_extract.py [--model refinery/resources/models/extractor.ftz] [--article-gold /tmp/article-gold]
+    python benchmarks/fast_extract.py --ceiling    (how far a learned first pass could take the stage: see ceiling())
 
 On half 1 of trafilatura's evaluation set (never trained or tuned on; ``split_pages(pages, 1)``)
 and, labelled, on all pages: "with" snippets found / "without" leaked / pages emptied (scored by
@@ -110,17 +111,101 @@ def run(model: Path, article_gold: Path | None) -> None:
     print(f"\npeak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
+#: bag-of-words F1 levels at which a first pass's text counts as "the cascade's text"
+AGREEMENT_LEVELS = (0.99, 0.97, 0.95, 0.90)
+
+
+def ceiling(model: Path) -> None:
+    """``--ceiling``: what a learned first pass in front of the stage's cascade (issue 17 item 1's
+    "trafilatura only where the fast path is unsure") could give, on the evaluation pages (half 1,
+    held out from the model's training, and all). Per page, CPU seconds of: the cascade (the stage
+    at its defaults, the teacher), lexbor's parse, ``blocks_of`` (parse + the Python walk), the
+    model's features and scores; then the share of pages on which a text agrees with the cascade's
+    at each bag-of-words F1 level (``token_score``) for (a) the oracle: the blocks
+    ``teacher_labels`` marks as in the cascade's text, the best any block classifier over these
+    blocks can do, and (b) the packaged model, overall and on the pages its cascade rule is sure
+    of; and the CPU per page a sure-path would cost with a perfect judge at the cheapest possible
+    fast pass (the parse alone) and at today's (fast pass + cascade on every page it disagrees on).
+    Also (c) the oracle over the lines of Resiliparse's main-content text (C++, no Python walk):
+    the lines ``teacher_labels`` marks, i.e. a perfect line veto on Resiliparse's output, with the
+    share of pages whose cascade text Resiliparse's output already holds (token recall)."""
+    from classifiers.extractor import DATA_DIR, eval_pages, teacher
+    from refinery.eval_extract import split_pages, token_score
+    from refinery.extract_fast import FastExtractor, blocks_of, teacher_labels
+    from types import SimpleNamespace
+
+    from resiliparse.extract.html2text import extract_plain_text
+    from selectolax.lexbor import LexborHTMLParser
+
+    print(f"machine: {_conditions()}")
+    fx = FastExtractor(model)
+    cascade = teacher()
+    pages = eval_pages(DATA_DIR, None)
+    held = {p.name for p in split_pages(pages, 1)}
+    # (held out, t cascade, t parse, t blocks, t model, oracle F1, model F1, model sure,
+    #  t resiliparse, resiliparse recall, resiliparse-lines oracle F1)
+    rows = []
+    for p in pages:
+        t0 = time.process_time()
+        ref = cascade(p.html, p.url) or ""
+        t1 = time.process_time()
+        LexborHTMLParser(p.html).body
+        t2 = time.process_time()
+        blocks = blocks_of(p.html)
+        t3 = time.process_time()
+        scores = fx.scores(blocks)
+        keep = fx.decide(blocks, scores)
+        text = "\n".join(b.text for b, k in zip(blocks, keep) if k)
+        sure = not fx.is_unsure(blocks, scores, text)
+        t4 = time.process_time()
+        resil = extract_plain_text(p.html, main_content=True) or ""
+        t5 = time.process_time()
+        oracle = "\n".join(b.text for b, k in zip(blocks, teacher_labels(blocks, ref)) if k)
+        lines = [SimpleNamespace(text=line) for line in resil.split("\n") if line.strip()]
+        vetoed = "\n".join(b.text for b, k in zip(lines, teacher_labels(lines, ref)) if k)
+        rows.append((p.name in held, t1 - t0, t2 - t1, t3 - t2, t4 - t3, token_score(oracle, ref).f1,
+                     token_score(text, ref).f1, sure, t5 - t4, token_score(resil, ref).recall,
+                     token_score(vetoed, ref).f1))
+
+    for label, sel in (("eval half 1 (held out)", [r for r in rows if r[0]]), ("all eval pages", rows)):
+        n = len(sel)
+        ms = [1000 * sum(r[i] for r in sel) / n for i in (1, 2, 3, 4, 8)]
+        print(f"\n== {label}: {n} pages ==")
+        print(f"ms CPU/page: cascade {ms[0]:.2f}; lexbor parse {ms[1]:.2f}; blocks_of (parse + walk) {ms[2]:.2f}; "
+              f"features + model {ms[3]:.2f}; Resiliparse main content {ms[4]:.2f}")
+        print("| text | " + " | ".join(f"F1 >= {a}" for a in AGREEMENT_LEVELS) + " |")
+        print("|---|" + "---|" * len(AGREEMENT_LEVELS))
+        sure = [r for r in sel if r[7]]
+        for name, group, col in (("oracle blocks", sel, 5), ("packaged model", sel, 6),
+                                 (f"packaged model, sure pages ({len(sure) / n:.0%})", sure, 6),
+                                 ("Resiliparse main content: token recall", sel, 9),
+                                 ("Resiliparse main content, oracle line veto", sel, 10)):
+            shares = [sum(r[col] >= a for r in group) / max(len(group), 1) for a in AGREEMENT_LEVELS]
+            print(f"| {name} | " + " | ".join(f"{s:.1%}" for s in shares) + " |")
+        for a in (0.99, 0.97):
+            agree = sum(r[6] >= a for r in sel) / n
+            fast = ms[2] + ms[3]
+            print(f"perfect judge at F1 >= {a}: the model agrees on {agree:.1%}; sure-path CPU with today's fast pass "
+                  f"{fast + (1 - agree) * ms[0]:.2f} ms/page, with a fast pass as cheap as the parse alone "
+                  f"{ms[1] + (1 - agree) * ms[0]:.2f} (cascade alone {ms[0]:.2f})")
+    print(f"\npeak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
 def main(argv: list[str] | None = None) -> int:
     from refinery.extract_fast import DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--article-gold", type=Path, default=Path("/tmp/article-gold"))
+    ap.add_argument("--ceiling", action="store_true", help="what a learned first pass could give (see ceiling())")
     args = ap.parse_args(argv)
     if not args.model.is_file():
         print(f"error: model not found: {args.model} (python -m classifiers.extractor --out {args.model})", file=sys.stderr)
         return 2
-    run(args.model, args.article_gold)
+    if args.ceiling:
+        ceiling(args.model)
+    else:
+        run(args.model, args.article_gold)
     return 0
 
 
