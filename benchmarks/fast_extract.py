@@ -115,6 +115,30 @@ def run(model: Path, article_gold: Path | None) -> None:
 AGREEMENT_LEVELS = (0.99, 0.97, 0.95, 0.90)
 
 
+def traverse_walk(html: str) -> int:
+    """The least a Python walk of the page can cost: selectolax's ``traverse()`` (its C iterator)
+    over the body, reading each node's tag and its text or attributes and keeping the stack of open
+    elements from parent ids (``traverse`` gives no end events: a block ends where the stack
+    pops). No block logic; returns the deepest stack seen."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    body = LexborHTMLParser(html).body
+    if body is None:
+        return 0
+    stack, deepest = [body.mem_id], 1
+    for node in body.traverse(include_text=True):
+        parent = node.parent.mem_id
+        while stack and stack[-1] != parent:
+            stack.pop()
+        if node.tag == "-text":
+            node.text_content
+        else:
+            node.attributes
+            stack.append(node.mem_id)
+            deepest = max(deepest, len(stack))
+    return deepest
+
+
 def ceiling(model: Path) -> None:
     """``--ceiling``: what a learned first pass in front of the stage's cascade (issue 17 item 1's
     "trafilatura only where the fast path is unsure") could give, on the evaluation pages (half 1,
@@ -143,7 +167,7 @@ def ceiling(model: Path) -> None:
     pages = eval_pages(DATA_DIR, None)
     held = {p.name for p in split_pages(pages, 1)}
     # (held out, t cascade, t parse, t blocks, t model, oracle F1, model F1, model sure,
-    #  t resiliparse, resiliparse recall, resiliparse-lines oracle F1)
+    #  t resiliparse, resiliparse recall, resiliparse-lines oracle F1, t traverse walk)
     rows = []
     for p in pages:
         t0 = time.process_time()
@@ -160,19 +184,22 @@ def ceiling(model: Path) -> None:
         t4 = time.process_time()
         resil = extract_plain_text(p.html, main_content=True) or ""
         t5 = time.process_time()
+        traverse_walk(p.html)
+        t6 = time.process_time()
         oracle = "\n".join(b.text for b, k in zip(blocks, teacher_labels(blocks, ref)) if k)
         lines = [SimpleNamespace(text=line) for line in resil.split("\n") if line.strip()]
         vetoed = "\n".join(b.text for b, k in zip(lines, teacher_labels(lines, ref)) if k)
         rows.append((p.name in held, t1 - t0, t2 - t1, t3 - t2, t4 - t3, token_score(oracle, ref).f1,
                      token_score(text, ref).f1, sure, t5 - t4, token_score(resil, ref).recall,
-                     token_score(vetoed, ref).f1))
+                     token_score(vetoed, ref).f1, t6 - t5))
 
     for label, sel in (("eval half 1 (held out)", [r for r in rows if r[0]]), ("all eval pages", rows)):
         n = len(sel)
-        ms = [1000 * sum(r[i] for r in sel) / n for i in (1, 2, 3, 4, 8)]
+        ms = [1000 * sum(r[i] for r in sel) / n for i in (1, 2, 3, 4, 8, 11)]
         print(f"\n== {label}: {n} pages ==")
         print(f"ms CPU/page: cascade {ms[0]:.2f}; lexbor parse {ms[1]:.2f}; blocks_of (parse + walk) {ms[2]:.2f}; "
-              f"features + model {ms[3]:.2f}; Resiliparse main content {ms[4]:.2f}")
+              f"features + model {ms[3]:.2f}; Resiliparse main content {ms[4]:.2f}; "
+              f"a traverse() walk (parse + every node's tag, text or attributes, open elements tracked) {ms[5]:.2f}")
         print("| text | " + " | ".join(f"F1 >= {a}" for a in AGREEMENT_LEVELS) + " |")
         print("|---|" + "---|" * len(AGREEMENT_LEVELS))
         sure = [r for r in sel if r[7]]
