@@ -396,12 +396,13 @@ def main() -> None:
                         help="compare the lean path's XPath replacements with lxml's originals on real pages")
     parser.add_argument("--lean-ab", action="store_true",
                         help="CPU per page, plain trafilatura calls vs the stage's lean path, and identical texts")
-    parser.add_argument("--plain-old-defaults", action="store_true",
-                        help="with --lean-ab: the plain side at RefinedWeb's settings (precision, no tables, "
-                             "not fast, no fallback)")
-    parser.add_argument("--plain-library-defaults", action="store_true",
-                        help="with --lean-ab: the plain side is trafilatura.extract(html, url=url) with the library's "
-                             "defaults")
+    plain_side = parser.add_mutually_exclusive_group()
+    plain_side.add_argument("--plain-old-defaults", action="store_true",
+                            help="with --lean-ab: the plain side at RefinedWeb's settings (precision, no tables, "
+                                 "not fast, no fallback)")
+    plain_side.add_argument("--plain-library-defaults", action="store_true",
+                            help="with --lean-ab: the plain side is trafilatura.extract(html, url=url) with the "
+                                 "library's defaults")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="with --lean-ab: an extract stage param of the lean side (YAML value), e.g. "
                              "-p fallback_below_chars=250")

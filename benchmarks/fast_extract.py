@@ -22,6 +22,8 @@ import resource
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -115,28 +117,44 @@ def run(model: Path, article_gold: Path | None) -> None:
 AGREEMENT_LEVELS = (0.99, 0.97, 0.95, 0.90)
 
 
-def traverse_walk(html: str) -> int:
+def traverse_walk(html: str) -> None:
     """The least a Python walk of the page can cost: selectolax's ``traverse()`` (its C iterator)
     over the body, reading each node's tag and its text or attributes and keeping the stack of open
     elements from parent ids (``traverse`` gives no end events: a block ends where the stack
-    pops). No block logic; returns the deepest stack seen."""
+    pops). No block logic: timed by ``ceiling``, nothing is kept."""
     from selectolax.lexbor import LexborHTMLParser
 
     body = LexborHTMLParser(html).body
     if body is None:
-        return 0
-    stack, deepest = [body.mem_id], 1
+        return
+    stack = [body.mem_id]
     for node in body.traverse(include_text=True):
         parent = node.parent.mem_id
         while stack and stack[-1] != parent:
             stack.pop()
+        # read, not used: what a block walk must read of every node is part of the cost
         if node.tag == "-text":
             node.text_content
         else:
             node.attributes
             stack.append(node.mem_id)
-            deepest = max(deepest, len(stack))
-    return deepest
+
+
+class CeilingRow(NamedTuple):
+    """One evaluation page in ``ceiling``: CPU seconds of each part, and agreement with the cascade."""
+
+    held_out: bool
+    t_cascade: float
+    t_parse: float
+    t_blocks: float  # blocks_of: parse + walk
+    t_model: float  # features, scores, decisions
+    t_resiliparse: float
+    t_traverse: float
+    oracle_f1: float  # oracle blocks vs the cascade's text
+    model_f1: float
+    model_sure: bool
+    resiliparse_recall: float
+    resiliparse_oracle_f1: float  # oracle line veto on Resiliparse's lines
 
 
 def ceiling(model: Path) -> None:
@@ -156,8 +174,6 @@ def ceiling(model: Path) -> None:
     from classifiers.extractor import DATA_DIR, eval_pages, teacher
     from refinery.eval_extract import split_pages, token_score
     from refinery.extract_fast import FastExtractor, blocks_of, teacher_labels
-    from types import SimpleNamespace
-
     from resiliparse.extract.html2text import extract_plain_text
     from selectolax.lexbor import LexborHTMLParser
 
@@ -166,9 +182,7 @@ def ceiling(model: Path) -> None:
     cascade = teacher()
     pages = eval_pages(DATA_DIR, None)
     held = {p.name for p in split_pages(pages, 1)}
-    # (held out, t cascade, t parse, t blocks, t model, oracle F1, model F1, model sure,
-    #  t resiliparse, resiliparse recall, resiliparse-lines oracle F1, t traverse walk)
-    rows = []
+    rows: list[CeilingRow] = []
     for p in pages:
         t0 = time.process_time()
         ref = cascade(p.html, p.url) or ""
@@ -189,32 +203,37 @@ def ceiling(model: Path) -> None:
         oracle = "\n".join(b.text for b, k in zip(blocks, teacher_labels(blocks, ref)) if k)
         lines = [SimpleNamespace(text=line) for line in resil.split("\n") if line.strip()]
         vetoed = "\n".join(b.text for b, k in zip(lines, teacher_labels(lines, ref)) if k)
-        rows.append((p.name in held, t1 - t0, t2 - t1, t3 - t2, t4 - t3, token_score(oracle, ref).f1,
-                     token_score(text, ref).f1, sure, t5 - t4, token_score(resil, ref).recall,
-                     token_score(vetoed, ref).f1, t6 - t5))
+        rows.append(CeilingRow(p.name in held, t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5,
+                               token_score(oracle, ref).f1, token_score(text, ref).f1, sure,
+                               token_score(resil, ref).recall, token_score(vetoed, ref).f1))
 
-    for label, sel in (("eval half 1 (held out)", [r for r in rows if r[0]]), ("all eval pages", rows)):
+    for label, sel in (("eval half 1 (held out)", [r for r in rows if r.held_out]), ("all eval pages", rows)):
         n = len(sel)
-        ms = [1000 * sum(r[i] for r in sel) / n for i in (1, 2, 3, 4, 8, 11)]
+
+        def ms(field: str) -> float:
+            return 1000 * sum(getattr(r, field) for r in sel) / n
+
+        cascade_ms, parse_ms = ms("t_cascade"), ms("t_parse")
         print(f"\n== {label}: {n} pages ==")
-        print(f"ms CPU/page: cascade {ms[0]:.2f}; lexbor parse {ms[1]:.2f}; blocks_of (parse + walk) {ms[2]:.2f}; "
-              f"features + model {ms[3]:.2f}; Resiliparse main content {ms[4]:.2f}; "
-              f"a traverse() walk (parse + every node's tag, text or attributes, open elements tracked) {ms[5]:.2f}")
+        print(f"ms CPU/page: cascade {cascade_ms:.2f}; lexbor parse {parse_ms:.2f}; blocks_of (parse + walk) "
+              f"{ms('t_blocks'):.2f}; features + model {ms('t_model'):.2f}; Resiliparse main content "
+              f"{ms('t_resiliparse'):.2f}; a traverse() walk (parse + every node's tag, text or attributes, "
+              f"open elements tracked) {ms('t_traverse'):.2f}")
         print("| text | " + " | ".join(f"F1 >= {a}" for a in AGREEMENT_LEVELS) + " |")
         print("|---|" + "---|" * len(AGREEMENT_LEVELS))
-        sure = [r for r in sel if r[7]]
-        for name, group, col in (("oracle blocks", sel, 5), ("packaged model", sel, 6),
-                                 (f"packaged model, sure pages ({len(sure) / n:.0%})", sure, 6),
-                                 ("Resiliparse main content: token recall", sel, 9),
-                                 ("Resiliparse main content, oracle line veto", sel, 10)):
-            shares = [sum(r[col] >= a for r in group) / max(len(group), 1) for a in AGREEMENT_LEVELS]
+        sure = [r for r in sel if r.model_sure]
+        for name, group, field in (("oracle blocks", sel, "oracle_f1"), ("packaged model", sel, "model_f1"),
+                                   (f"packaged model, sure pages ({len(sure) / n:.0%})", sure, "model_f1"),
+                                   ("Resiliparse main content: token recall", sel, "resiliparse_recall"),
+                                   ("Resiliparse main content, oracle line veto", sel, "resiliparse_oracle_f1")):
+            shares = [sum(getattr(r, field) >= a for r in group) / max(len(group), 1) for a in AGREEMENT_LEVELS]
             print(f"| {name} | " + " | ".join(f"{s:.1%}" for s in shares) + " |")
+        fast = ms("t_blocks") + ms("t_model")
         for a in (0.99, 0.97):
-            agree = sum(r[6] >= a for r in sel) / n
-            fast = ms[2] + ms[3]
+            agree = sum(r.model_f1 >= a for r in sel) / n
             print(f"perfect judge at F1 >= {a}: the model agrees on {agree:.1%}; sure-path CPU with today's fast pass "
-                  f"{fast + (1 - agree) * ms[0]:.2f} ms/page, with a fast pass as cheap as the parse alone "
-                  f"{ms[1] + (1 - agree) * ms[0]:.2f} (cascade alone {ms[0]:.2f})")
+                  f"{fast + (1 - agree) * cascade_ms:.2f} ms/page, with a fast pass as cheap as the parse alone "
+                  f"{parse_ms + (1 - agree) * cascade_ms:.2f} (cascade alone {cascade_ms:.2f})")
     print(f"\npeak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -28,12 +28,12 @@ tag), ``html_too_many_tags`` (metric: start tags), ``extraction_timeout`` (metri
 
 Backends (``backend=``): ``"trafilatura"`` (default, what RefinedWeb used), ``"resiliparse"``
 (``resiliparse.extract.html2text.extract_plain_text(main_content=True)``, a C++ heuristic over a
-lexbor DOM, ~5x faster than the default but with less precise boilerplate removal: see docs/benchmarks.md,
-"Extraction backends") or ``"learned"`` (:mod:`refinery.extract_fast`: a lexbor DOM cut into
-blocks and a fastText block classifier taught by trafilatura; a prototype, between the two in
-boilerplate leakage and no faster than the default since its trafilatura calls became lean:
-docs/extraction.md, "Fast learned extractor"). Everything around the HTML->text call (decoding, size limits, reasons, timeout, URL
-removal, new-line capping) is shared. ``favor_precision``, ``fast`` and ``include_tables`` are
+lexbor DOM, ~5x faster than the default but with less precise boilerplate removal: see
+docs/benchmarks.md, "Extraction backends") or ``"learned"`` (:mod:`refinery.extract_fast`: a
+lexbor DOM cut into blocks and a fastText block classifier taught by trafilatura; a prototype,
+between the two in boilerplate leakage and no faster than the default since its trafilatura calls
+became lean: docs/extraction.md, "Fast learned extractor"). Everything around the HTML->text call
+(decoding, size limits, reasons, timeout, URL removal, new-line capping) is shared. ``favor_precision``, ``fast`` and ``include_tables`` are
 trafilatura's options; Resiliparse honours ``include_comments`` only. It keeps tables: it has no
 table-aware mode, and skipping every ``<table>`` empties layout-table pages (measured on
 trafilatura's evaluation set: -2.3 points of wanted snippets for -0.8 points of leaked boilerplate).
