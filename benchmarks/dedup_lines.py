@@ -6,7 +6,7 @@
    ``--copies`` times under new ids (the same sites, so counts scale and domains do not), in 4
    shards, through the real driver: docs/s per core of each pass, peak RSS, the figures of the cut.
    With ``--ray`` the same run on a local Ray cluster must give identical kept/removed shards.
-2. The boilerplate task's peak memory per (line, domain, docs) row on ``--rows`` synthetic rows
+2. The boilerplate task's peak memory per (line, domain, docs, first, first_id) row on ``--rows`` synthetic rows
    (tracemalloc sees numpy's buffers): checks ``LINE_BYTES_PER_ROW``.
 
 Prints the machine's conditions (cores, load average): figures taken while other work runs on the
@@ -94,12 +94,14 @@ def main() -> None:
     line = rng.integers(0, 2**63, rows // 4, dtype=np.uint64)[rng.integers(0, rows // 4, rows)]  # lines repeat
     domain = rng.integers(1, 2**63, 5000, dtype=np.uint64)[rng.integers(0, 5000, rows)]
     docs = rng.integers(1, 5, rows, dtype=np.uint32)
+    first = rng.permutation(rows).astype(np.uint64)  # doc keys are unique
+    first_id = rng.integers(0, 2**63, rows, dtype=np.uint64)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    aggregate_pairs(line, domain, docs)
+    aggregate_pairs(line, domain, docs, first, first_id)
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
-    held = line.nbytes + domain.nbytes + docs.nbytes
+    held = line.nbytes + domain.nbytes + docs.nbytes + first.nbytes + first_id.nbytes
     print(f"boilerplate task on {rows:,} rows: {(peak + held) / rows:.0f} bytes/row at peak incl. the read arrays "
           f"(LINE_BYTES_PER_ROW = {LINE_BYTES_PER_ROW})")
 

@@ -188,6 +188,10 @@ def test_normalize_url():
     assert normalize_url("https://example.com/") == normalize_url("example.com") == "example.com/"
     assert normalize_url("ftp://Host/x") == "ftp://host/x"
     assert normalize_url("  ") is None and normalize_url(None) is None
+    # a query right after the host is not part of the host: its case matters, ports are not stripped from it
+    assert normalize_url("https://sho.rt?v=Ab3xY") == normalize_url("https://sho.rt/?v=Ab3xY") == "sho.rt/?v=Ab3xY"
+    assert normalize_url("https://sho.rt?v=Ab3xY") != normalize_url("https://sho.rt?v=ab3xy")
+    assert normalize_url("example.com?q=x:80") != normalize_url("example.com?q=x")
 
 
 def test_substring_cut_removes_repeated_spans_and_drops_short_documents(tmp_path):
@@ -226,6 +230,61 @@ def test_substring_cut_removes_repeated_spans_and_drops_short_documents(tmp_path
     assert not run_pipeline(config, str(run / "kept"), str(tmp_path / "yaml"), progress=False).failed
     again = read_dir(tmp_path / "yaml" / "kept")
     assert dict(zip(again.column("id").to_pylist(), again.column("text").to_pylist())) == texts
+
+
+def test_substring_span_survives_when_its_first_holder_is_dropped(tmp_path):
+    # z holds X + the start of S; a holds X then the whole of S (its first holder); b holds S too.
+    # a loses X and S[:10] to z and falls under min_words: were S kept in a alone, S[10:] would be
+    # in no kept document. It must stay in b. (Found by adversarial testing.)
+    words = [f"w{i}" for i in range(400)]
+    X, S, U1, U2 = words[:50], words[50:109], words[200:260], words[300:380]
+    j = " ".join
+    shards = {"a": [{"id": "z", "text": j(X + S[:10]) + "\n\n" + j(U1), "url": None},
+                    {"id": "a", "text": j(X) + "\n\n" + j(S), "url": None},
+                    {"id": "b", "text": j(U2) + "\n\n" + j(S), "url": None}]}
+    run = make_run_dir(tmp_path, shards)
+    run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="substring"), LocalExecutor(1))
+    kept = dict(zip(*(read_dir(tmp_path / "out" / "kept").column(c).to_pylist() for c in ("id", "text"))))
+    removed = read_dir(tmp_path / "out" / "removed")
+    assert removed.column("id").to_pylist() == ["a"]
+    assert removed.column("removed_reason").to_pylist() == ["exact_substring_too_short"]
+    assert j(S) in kept["b"] and j(X) in kept["z"]
+
+
+def test_duplicated_tokens_moves_a_window_to_the_first_holder_that_stays():
+    import numpy as np
+
+    from refinery.dedup.substring import duplicated_tokens
+
+    # 2-token windows. z = [1 2 3 9], a = [1 2 3 4 5], b = [7 8 10 3 4 5]: a is the first holder
+    # of (3 4) and (4 5) but loses 1 2 3 to z, leaving 2 tokens; b keeps 3 if cut
+    tokens = np.array([1, 2, 3, 9, 1, 2, 3, 4, 5, 7, 8, 10, 3, 4, 5], dtype=np.uint64)
+    offsets = np.array([0, 4, 9, 15])
+    plain, _ = duplicated_tokens(tokens, offsets, 2)
+    assert plain.tolist() == [False] * 4 + [True] * 3 + [False] * 2 + [False] * 3 + [True] * 3
+    # min_words 2: a keeps 2 tokens and stays, so it keeps the windows
+    assert duplicated_tokens(tokens, offsets, 2, min_words=2)[0].tolist() == plain.tolist()
+    # min_words 3: a will be dropped, so b keeps (3 4 5) and a is cut whole
+    moved, stats = duplicated_tokens(tokens, offsets, 2, min_words=3)
+    assert moved.tolist() == [False] * 4 + [True] * 5 + [False] * 6
+    assert stats["keepers_moved"] == 2
+    # min_words 4: b would be dropped too; with every holder dropped, the first keeps its windows
+    assert duplicated_tokens(tokens, offsets, 2, min_words=4)[0].tolist() == plain.tolist()
+    # without keep_first every copy is cut, min_words or not
+    assert duplicated_tokens(tokens, offsets, 2, keep_first=False, min_words=3)[0].tolist() == \
+        duplicated_tokens(tokens, offsets, 2, keep_first=False)[0].tolist()
+
+
+def test_substring_too_short_counts_cjk_characters_as_words(tmp_path):
+    # a Chinese page keeps hundreds of characters after a shared 60-token menu is cut: not "too short"
+    menu = " ".join(f"菜单{i}" for i in range(60))
+    body = "".join(chr(0x4E00 + (k * 37) % 2000) for k in range(300))
+    shards = {"a": [{"id": f"p{k}", "text": menu + "\n" + body[k:] + f" {k}", "url": None} for k in range(3)]}
+    run = make_run_dir(tmp_path, shards)
+    run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="substring"), LocalExecutor(1))
+    kept = read_dir(tmp_path / "out" / "kept")
+    assert sorted(kept.column("id").to_pylist()) == ["p0", "p1", "p2"]
+    assert sorted(kept.column("substring_cut_chars").to_pylist())[1:] == [len(menu)] * 2
 
 
 def test_stage_applies_the_index_in_a_yaml_pipeline(minhash_out, run_dir, tmp_path):

@@ -92,6 +92,8 @@ class LinesConfig(_Strict):
     fold_digits: bool = Field(True, description="digits compare equal ('Page 2 of 9' = 'Page 3 of 7')")
     max_removed_word_frac: float = Field(0.05, ge=0.0, le=1.0,
                                          description="RefinedWeb's rule: a document losing more words is removed")
+    keep_first: bool = Field(True, description="keep each boilerplate line in the first document holding it, "
+                                               "so text published on several sites survives once (False: cut every copy)")
 
     @model_validator(mode="after")
     def _words(self) -> LinesConfig:

@@ -564,7 +564,8 @@ def _substring_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, e
         log.info("[dedup] substring: workers hold more than the plan's %.0f MiB baseline leaves room for; "
                  "each of the %d groups runs in a fresh worker", TASK_BASELINE_BYTES / 2**20, len(groups))
     tasks = [{"shards": [{"name": s.name, "input_uri": s.uri, "output_uri": work.path("cuts", f"{s.name}.parquet")} for s in g],
-              "min_tokens": sub.min_tokens, "keep_first": sub.keep_first, "batch_size": config.batch_size} for g in groups]
+              "min_tokens": sub.min_tokens, "keep_first": sub.keep_first, "batch_size": config.batch_size,
+              "min_words": sub.min_words} for g in groups]
     passes["suffix_arrays"] = _run_pass(
         work, "suffix_arrays", substring_task, tasks, executor, [f"{g[0].name}..{g[-1].name}" for g in groups],
         extra=lambda rs: {"shard_sources": {k: v for r in rs for k, v in r.get("shard_sources", {}).items()}},

@@ -11,14 +11,22 @@ folded to ``0``). A candidate is *boilerplate* when it occurs in at least ``min_
 of at least ``min_domains`` (>= 2) registered domains of the ``url`` column; documents without a
 URL count as documents but add no domain, so a line is never cut on the word of one site.
 
+Each boilerplate line is kept in the *first* document holding it (lowest doc key: shard order,
+then row; ``keep_first``, the default) and cut from every other one, as EXACTSUBSTR keeps a
+span's first copy. Without that, content published on several sites -- a wire story, a poem, a
+licence paragraph -- had every short line cut from every copy, and the 5% rule then removed all
+copies: the text survived nowhere. A cross-site boilerplate line now survives in one document of
+the corpus. ``keep_first: false`` cuts every copy (CCNet's behaviour).
+
 Passes (same flow and resumability as the other dedup methods, see :mod:`refinery.dedup.driver`)::
 
-    line_counts (per shard): distinct candidate lines per document -> (line, domain, docs) rows,
-        pre-aggregated in the shard, written partitioned by line hash (refinery.dedup.shuffle)
-    boilerplate (per hash partition): (docs, distinct domains) per line -> the boilerplate hashes
+    line_counts (per shard): distinct candidate lines per document -> (line, domain, docs, first
+        document) rows, pre-aggregated in the shard, written partitioned by line hash (refinery.dedup.shuffle)
+    boilerplate (per hash partition): (docs, distinct domains, first document) per line -> the
+        boilerplate hashes with the id hash of the document that keeps each
     remove (per shard): the normal shard runner with ``lines_dedup`` (refinery/stages/line_dedup.py)
 
-Memory: a ``line_counts`` task holds one shard's rows (~36 bytes per (document, candidate line));
+Memory: a ``line_counts`` task holds one shard's rows (~52 bytes per (document, candidate line));
 a ``boilerplate`` task holds one partition (``LINE_BYTES_PER_ROW``). The number of partitions is
 fixed before hashing, from the shards' text sizes in their Parquet footers and
 ``TEXT_BYTES_PER_ROW`` (a conservative ratio measured on real Common Crawl text).
@@ -51,9 +59,9 @@ if TYPE_CHECKING:  # the driver imports this module lazily; at run time these ar
 log = logging.getLogger("refinery.dedup")
 
 _U64 = np.uint64
-#: peak bytes per (line, domain, docs) row in a boilerplate task: 20 read + 8 lexsort index +
-#: 20 sorted copies + masks and group arrays (measured with benchmarks/dedup_lines.py: ~60)
-LINE_BYTES_PER_ROW = 72
+#: peak bytes per (line, domain, docs, first, first_id) row in a boilerplate task: 36 read + 8
+#: lexsort index + 36 sorted copies + masks and group arrays
+LINE_BYTES_PER_ROW = 104
 #: text bytes per count row, to size partitions before any line is hashed. cc_docs (717 real CC
 #: documents) has ~180 bytes of text per (document, candidate line); a third of it, so partitions
 #: are over- rather than under-estimated.
@@ -63,7 +71,8 @@ _TASK_BASELINE_BYTES = 160 * 2**20
 _WS = re.compile(r"\s+")
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[^\W\d_]")
-_BOILERPLATE_SCHEMA = pa.schema([("line_hash", pa.uint64()), ("docs", pa.uint32()), ("domains", pa.uint32())])
+_BOILERPLATE_SCHEMA = pa.schema([("line_hash", pa.uint64()), ("docs", pa.uint32()), ("domains", pa.uint32()),
+                                 ("keeper", pa.uint64())])
 
 
 @dataclass(frozen=True)
@@ -115,13 +124,26 @@ def domain_hash(domain: str) -> int:
     return xxhash.xxh3_64_intdigest(domain.encode("utf-8", "surrogatepass")) or 1
 
 
-def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(line, domain, docs)`` rows (pairs may repeat) -> per distinct line: ``(line, docs,
-    distinct non-zero domains)``, lines ascending."""
+def doc_id_hash(doc_id: Any) -> int:
+    """The 64-bit hash a boilerplate line's keeper is named by (the document's ``id`` as text)."""
+    import xxhash
+
+    return xxhash.xxh3_64_intdigest(("" if doc_id is None else str(doc_id)).encode("utf-8", "surrogatepass"))
+
+
+def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray, first: np.ndarray | None = None,
+                    first_id: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """``(line, domain, docs[, first, first_id])`` rows (pairs may repeat) -> per distinct line:
+    ``(line, docs, distinct non-zero domains[, keeper])``, lines ascending; ``keeper`` is the
+    ``first_id`` of the row with the lowest ``first`` (doc key) of the line."""
+    keepers = first is not None and first_id is not None
     if not len(line):
-        return np.empty(0, _U64), np.empty(0, np.int64), np.empty(0, np.int64)
+        empty = (np.empty(0, _U64), np.empty(0, np.int64), np.empty(0, np.int64))
+        return empty + ((np.empty(0, _U64),) if keepers else ())
     order = np.lexsort((domain, line))
     line, domain, docs = line[order], domain[order], docs[order].astype(np.int64)
+    if keepers:
+        first, first_id = first[order], first_id[order]
     del order
     new_line = np.empty(len(line), dtype=bool)
     new_line[0] = True
@@ -133,14 +155,20 @@ def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray) -> t
     # a (line, domain) pair seen in several shards counts one domain; domain 0 (no URL) none
     counted = new_pair & (domain != 0)
     line_domains = np.add.reduceat(counted.astype(np.int64), starts)
-    return line[starts], line_docs, line_domains
+    if not keepers:
+        return line[starts], line_docs, line_domains
+    # doc keys are unique, so exactly one row per line holds the line's lowest
+    lowest = np.minimum.reduceat(first, starts)
+    at = np.flatnonzero(first == np.repeat(lowest, np.diff(np.append(starts, len(line)))))
+    return line[starts], line_docs, line_domains, first_id[at]
 
 
 # -- pass 1: per shard -------------------------------------------------------------------------
 def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int, rule: dict[str, Any],
-                    batch_size: int = 1000) -> dict[str, Any]:
-    """Per shard: every (candidate line, registered domain) pair with its number of documents,
-    partitioned by line hash."""
+                    batch_size: int = 1000, shard_index: int = 0) -> dict[str, Any]:
+    """Per shard: every (candidate line, registered domain) pair with its number of documents and
+    the first of them (``first``: doc key ``shard_index << 32 | row``; ``first_id``: its id's
+    hash), partitioned by line hash."""
     present = _columns(input_uri)
     missing = [c for c in ("id", "text", "url") if c not in present]
     if missing:
@@ -148,38 +176,45 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
                               f"(lines are counted per registered domain of `url`)")
     line_rule = LineRule.from_params(rule)
     domains = DomainCounter()
-    table = parquet.read_table(input_uri, columns=["text", "url"] + (["source"] if "source" in present else []))
+    table = parquet.read_table(input_uri, columns=["id", "text", "url"] + (["source"] if "source" in present else []))
     n = table.num_rows
     line_parts: list[np.ndarray] = []
     domain_parts: list[np.ndarray] = []
+    row_parts: list[np.ndarray] = []
     no_domain = 0
     for lo in range(0, n, batch_size):
         texts = table.column("text").slice(lo, batch_size).to_pylist()
         urls = table.column("url").slice(lo, batch_size).to_pylist()
-        for text, url in zip(texts, urls):
+        for row, (text, url) in enumerate(zip(texts, urls), start=lo):
             keys = line_rule.doc_keys(text)
             d = domain_hash(domains.domain(url))
             no_domain += d == 0
             if keys:
                 line_parts.append(np.fromiter(keys, dtype=_U64, count=len(keys)))
                 domain_parts.append(np.full(len(keys), d, dtype=_U64))
+                row_parts.append(np.full(len(keys), row, dtype=np.int64))
     line = np.concatenate(line_parts) if line_parts else np.empty(0, _U64)
     domain = np.concatenate(domain_parts) if domain_parts else np.empty(0, _U64)
-    del line_parts, domain_parts
+    row = np.concatenate(row_parts) if row_parts else np.empty(0, np.int64)
+    del line_parts, domain_parts, row_parts
     pairs = len(line)
     # pre-aggregate the shard: one row per distinct (line, domain) pair, with its document count
+    # and its first document (lexsort is stable: rows stay in order within a pair)
     if pairs:
         order = np.lexsort((domain, line))
-        line, domain = line[order], domain[order]
-        first = np.ones(pairs, dtype=bool)
-        first[1:] = (line[1:] != line[:-1]) | (domain[1:] != domain[:-1])
-        starts = np.flatnonzero(first)
+        line, domain, row = line[order], domain[order], row[order]
+        new_pair = np.ones(pairs, dtype=bool)
+        new_pair[1:] = (line[1:] != line[:-1]) | (domain[1:] != domain[:-1])
+        starts = np.flatnonzero(new_pair)
         docs = np.diff(np.append(starts, pairs)).astype(np.uint32)
-        line, domain = line[starts], domain[starts]
+        line, domain, row = line[starts], domain[starts], row[starts]
     else:
         docs = np.empty(0, np.uint32)
-    counts = write_partitioned(output_uri, {"line": line, "domain": domain, "docs": docs},
-                               partition_of(line, num_parts), num_parts)
+    first = (np.uint64(shard_index) << np.uint64(32)) | row.astype(_U64)
+    ids = table.column("id").take(pa.array(row, pa.int64())).to_pylist() if len(row) else []
+    first_id = np.fromiter((doc_id_hash(i) for i in ids), dtype=_U64, count=len(ids))
+    counts = write_partitioned(output_uri, {"line": line, "domain": domain, "docs": docs, "first": first,
+                                            "first_id": first_id}, partition_of(line, num_parts), num_parts)
     sources: list[str] | None = None
     if "source" in table.column_names:
         distinct = pc.unique(table.column("source").drop_null())
@@ -193,23 +228,32 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
 def boilerplate_task(count_uris: list[str], part: int, output_uri: str, min_docs: int, min_domains: int) -> dict[str, Any]:
     """Per line-hash partition: documents and distinct domains of each line; writes the hashes of
     the lines over both thresholds (``line_hash, docs, domains``)."""
-    data = read_partition(count_uris, part, ["line", "domain", "docs"], {"line": _U64, "domain": _U64, "docs": np.uint32})
+    data = read_partition(count_uris, part, ["line", "domain", "docs", "first", "first_id"],
+                          {"line": _U64, "domain": _U64, "docs": np.uint32, "first": _U64, "first_id": _U64})
     rows = len(data["line"])
-    line, docs, doms = aggregate_pairs(data["line"], data["domain"], data["docs"])
+    line, docs, doms, keeper = aggregate_pairs(data["line"], data["domain"], data["docs"], data["first"], data["first_id"])
     del data
     hit = (docs >= min_docs) & (doms >= min_domains)
     out = pa.table({"line_hash": pa.array(line[hit]), "docs": pa.array(docs[hit].astype(np.uint32)),
-                    "domains": pa.array(doms[hit].astype(np.uint32))}, schema=_BOILERPLATE_SCHEMA)
+                    "domains": pa.array(doms[hit].astype(np.uint32)), "keeper": pa.array(keeper[hit])},
+                   schema=_BOILERPLATE_SCHEMA)
     parquet.write_table(out, output_uri, row_group_size=1 << 20)
     return {"rows": rows, "max_partition_rows": rows, "distinct_lines": len(line), "boilerplate_lines": int(hit.sum()),
             "boilerplate_doc_lines": int(docs[hit].sum())}
 
 
-def load_boilerplate(uris: list[str]) -> np.ndarray:
-    """The sorted boilerplate line hashes of a finished index (what the removal stage looks up)."""
-    parts = [parquet.read_table(u, columns=["line_hash"]).column("line_hash").to_numpy() for u in uris]
-    keys = np.concatenate(parts) if parts else np.empty(0, _U64)
-    return np.sort(keys.astype(_U64, copy=False))
+def load_boilerplate(uris: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sorted boilerplate line hashes of a finished index (what the removal stage looks up)
+    and, aligned with them, the id hash of the document that keeps each (None for an index
+    written before keepers were recorded)."""
+    tables = [parquet.read_table(u) for u in uris]
+    keys = np.concatenate([t.column("line_hash").to_numpy() for t in tables]) if tables else np.empty(0, _U64)
+    keys = keys.astype(_U64, copy=False)
+    order = np.argsort(keys, kind="stable")
+    if not all("keeper" in t.column_names for t in tables):
+        return keys[order], None
+    keepers = np.concatenate([t.column("keeper").to_numpy() for t in tables]) if tables else np.empty(0, _U64)
+    return keys[order], keepers.astype(_U64, copy=False)[order]
 
 
 # -- the driver's part -------------------------------------------------------------------------
@@ -256,7 +300,7 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
     names = [s.name for s in shards]
     count_uri = {s.name: work.path("line_counts", f"{s.name}.parquet") for s in shards}
     tasks = [{"input_uri": s.uri, "shard": s.name, "output_uri": count_uri[s.name], "num_parts": P, "rule": rule,
-              "batch_size": config.batch_size} for s in shards]
+              "batch_size": config.batch_size, "shard_index": i} for i, s in enumerate(shards)]
     counted = _run_pass(work, "line_counts", line_count_task, tasks, executor, names,
                         extra=lambda rs: {"per_shard": [{"sources": r.get("sources")} for r in rs], "partitions": P})
     P = counted.get("partitions", P)  # a resumed index keeps the partitioning it was written with

@@ -60,7 +60,14 @@ def normalize_url(url: str | None) -> str | None:
     scheme = scheme.lower()
     if scheme in ("http", "https"):
         scheme = ""
-    host, _slash, path = rest.partition("/")
+    # the authority ends at the first "/" or "?" ("https://sho.rt?v=Ab3" has an empty path: its
+    # query is case-sensitive and must not be lowercased or stripped as if it were the host)
+    end = len(rest)
+    for delimiter in "/?":
+        found = rest.find(delimiter)
+        if found != -1 and found < end:
+            end = found
+    host, path = rest[:end], rest[end:].removeprefix("/")
     host = host.lower()
     host = host.removeprefix("www.")
     if host.endswith((":80", ":443")):

@@ -65,8 +65,14 @@ def window_ranks(token_hash: np.ndarray, length: int) -> np.ndarray:
     return rank
 
 
-def duplicated_tokens(token_hash: np.ndarray, doc_offsets: np.ndarray, min_tokens: int, keep_first: bool = True) -> tuple[np.ndarray, dict[str, int]]:
-    """Boolean mask of tokens inside a duplicated span of at least ``min_tokens`` tokens."""
+def duplicated_tokens(token_hash: np.ndarray, doc_offsets: np.ndarray, min_tokens: int, keep_first: bool = True,
+                      min_words: int = 0) -> tuple[np.ndarray, dict[str, int]]:
+    """Boolean mask of tokens inside a duplicated span of at least ``min_tokens`` tokens.
+
+    With ``keep_first``, each duplicated window is kept in its first holder -- unless cutting
+    leaves that holder with fewer than ``min_words`` tokens, so that the stage will drop it: then
+    the first holder that stays keeps the window, else the span would survive nowhere. One round
+    is enough: moving a keeper only removes cuts from documents that stay."""
     n_tokens = len(token_hash)
     covered = np.zeros(n_tokens, dtype=bool)
     stats = {"tokens": int(n_tokens), "duplicate_windows": 0}
@@ -92,17 +98,34 @@ def duplicated_tokens(token_hash: np.ndarray, doc_offsets: np.ndarray, min_token
     sizes = np.diff(np.append(starts, len(r)))
     shared = np.repeat(sizes > 1, sizes)
     dup = shared & ~first if keep_first else shared
-    dup_pos = pos[dup]
-    stats["duplicate_windows"] = len(dup_pos)
-    delta = np.zeros(n_tokens + 1, dtype=np.int32)
-    np.add.at(delta, dup_pos, 1)
-    np.add.at(delta, dup_pos + min_tokens, -1)
-    covered = np.cumsum(delta[:-1]) > 0
+    covered = _cover(pos[dup], n_tokens, min_tokens)
+    if keep_first and min_words > 0 and len(starts):
+        doc_of = np.searchsorted(doc_offsets, np.arange(n_tokens), side="right") - 1
+        cut = np.bincount(doc_of[covered], minlength=len(counts))
+        dropped = (cut > 0) & (counts - cut < min_words)
+        if dropped.any():
+            index = np.where(dropped[doc_of[pos]], len(pos), np.arange(len(pos)))
+            keeper_at = np.minimum.reduceat(index, starts)
+            keeper_at = np.where(keeper_at == len(pos), starts, keeper_at)  # every holder dropped: the first
+            keeper = np.zeros(len(pos), dtype=bool)
+            keeper[keeper_at] = True
+            dup = shared & ~keeper
+            covered = _cover(pos[dup], n_tokens, min_tokens)
+            stats["keepers_moved"] = int((keeper_at != starts).sum())
+    stats["duplicate_windows"] = int(dup.sum())
     return covered, stats
 
 
+def _cover(dup_pos: np.ndarray, n_tokens: int, min_tokens: int) -> np.ndarray:
+    """Tokens covered by a window starting at one of ``dup_pos``."""
+    delta = np.zeros(n_tokens + 1, dtype=np.int32)
+    np.add.at(delta, dup_pos, 1)
+    np.add.at(delta, dup_pos + min_tokens, -1)
+    return np.cumsum(delta[:-1]) > 0
+
+
 def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bool, batch_size: int = 1000,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, min_words: int = 0) -> dict[str, Any]:
     """One partition: ``shards`` is a list of ``{"name", "input_uri", "output_uri"}`` in doc-key
     order. Writes, per shard, ``id, starts, ends, cut_tokens`` for every document with cuts
     (``starts``/``ends``: codepoint offsets of the spans to cut)."""
@@ -134,7 +157,7 @@ def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bo
     del hashes
     starts = np.concatenate(tok_starts) if tok_starts else np.empty(0, np.int64)
     ends = np.concatenate(tok_ends) if tok_ends else np.empty(0, np.int64)
-    covered, stats = duplicated_tokens(token_hash, doc_offsets, min_tokens, keep_first)
+    covered, stats = duplicated_tokens(token_hash, doc_offsets, min_tokens, keep_first, min_words)
     del token_hash
     # runs of covered tokens inside one document -> character spans
     counts = np.diff(doc_offsets)

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from refinery.io import fs, parquet
 from refinery.stages.base import Stage, with_decision
+from refinery.stages.line_corrections import count_words
 
 _CACHE_SHARDS = 2
 
@@ -208,7 +209,7 @@ class ExactSubstringCut(_IndexedStage):
             pieces.append(text[at:])
             cut = "".join(pieces)
             cut_chars.append(len(text) - len(cut))
-            words = len(cut.split())
+            words = count_words(cut)  # CJK characters count as words, as in every other stage
             if words < min_words:
                 new_texts.append(text)  # removed: keep the original for inspection
                 reasons.append(self.reason)

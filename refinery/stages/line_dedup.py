@@ -2,7 +2,8 @@
 (:mod:`refinery.dedup.lines`, ``refinery dedup --method lines`` or a ``method: lines`` pass).
 
 Every line whose normalized hash is in the index is cut (each copy, wherever it sits in the
-document). RefinedWeb's line-correction rule then decides: if the cut lines hold more than
+document), except in the one document the index names as its keeper (the first holding it; with
+``keep_first``, the default). RefinedWeb's line-correction rule then decides: if the cut lines hold more than
 ``max_removed_word_frac`` (5%) of the document's words the document is removed
 (``too_many_repeated_lines``, metric: that fraction; its original text is kept for inspection),
 otherwise the document is kept with the lines cut.
@@ -50,20 +51,24 @@ class RepeatedLineCut(_IndexedStage):
         return [FRAC]
 
     # loaded lazily, once per worker (dropped when pickled)
-    def _index(self) -> tuple[Any, np.ndarray, float]:
+    def _index(self) -> tuple[Any, np.ndarray, np.ndarray | None, float]:
         cached = self.__dict__.get("_lazy_index")
         if cached is None:
             from refinery.dedup.lines import LineRule, load_boilerplate
 
             manifest = self._manifest()
             params = manifest["params"]
-            keys = load_boilerplate([fs.join(self.dedup_dir, p) for p in manifest["boilerplate"]])
+            keys, keepers = load_boilerplate([fs.join(self.dedup_dir, p) for p in manifest["boilerplate"]])
+            if not params.get("keep_first", False):  # an index from before keepers, or keep_first: false
+                keepers = None
             frac = self.max_removed_word_frac if self.max_removed_word_frac is not None else float(params["max_removed_word_frac"])
-            cached = self._lazy_index = (LineRule.from_params(params), keys, frac)
+            cached = self._lazy_index = (LineRule.from_params(params), keys, keepers, frac)
         return cached
 
-    def cut(self, text: str, rule: Any, keys: np.ndarray) -> tuple[str, int, int]:
-        """``(text without boilerplate lines, lines cut, words in them)``."""
+    def cut(self, text: str, rule: Any, keys: np.ndarray, keepers: np.ndarray | None = None,
+            doc_id: Any = None) -> tuple[str, int, int]:
+        """``(text without boilerplate lines, lines cut, words in them)``; lines whose keeper is
+        this document (``doc_id``) stay."""
         lines = text.split("\n")
         hashes = [rule.key(line) for line in lines]
         cand = [i for i, h in enumerate(hashes) if h is not None]
@@ -71,7 +76,12 @@ class RepeatedLineCut(_IndexedStage):
             return text, 0, 0
         h = np.array([hashes[i] for i in cand], dtype=np.uint64)
         pos = np.searchsorted(keys, h).clip(max=len(keys) - 1)
-        hit = {cand[j] for j in np.flatnonzero(keys[pos] == h).tolist()}
+        found = keys[pos] == h
+        if keepers is not None and found.any():
+            from refinery.dedup.lines import doc_id_hash
+
+            found &= keepers[pos] != np.uint64(doc_id_hash(doc_id))
+        hit = {cand[j] for j in np.flatnonzero(found).tolist()}
         if not hit:
             return text, 0, 0
         words = sum(count_words(lines[i]) for i in hit)
@@ -79,8 +89,9 @@ class RepeatedLineCut(_IndexedStage):
         return _BLANK_RUNS.sub("\n\n", kept).strip(), len(hit), words
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        rule, keys, limit = self._index()
+        rule, keys, keepers, limit = self._index()
         texts = batch.column("text").to_pylist()
+        ids = batch.column("id").to_pylist() if keepers is not None else [None] * batch.num_rows
         n = len(texts)
         reasons: list[str | None] = [None] * n
         metrics: list[float | None] = [None] * n
@@ -92,7 +103,7 @@ class RepeatedLineCut(_IndexedStage):
         for i, text in enumerate(texts):
             if not text:
                 continue
-            corrected, lines, words = self.cut(text, rule, keys)
+            corrected, lines, words = self.cut(text, rule, keys, keepers, ids[i])
             if not lines:
                 continue
             total = count_words(text)
