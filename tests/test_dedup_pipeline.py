@@ -89,6 +89,15 @@ def test_minhash_finds_near_duplicates_and_spares_dissimilar_pairs(corpus, minha
     removed_set = set(removed.column("id").to_pylist())
     linked = [p for p in corpus.pairs if clusters[p.original] is not None and clusters[p.original] == clusters[p.variant]]
     assert all(p.variant in removed_set for p in linked)
+    # each removal carries its estimated Jaccard with the kept copy (>= the verification threshold),
+    # close to the true Jaccard where the kept copy is the injected pair's original
+    metric = dict(zip(removed.column("id").to_pylist(), removed.column("removed_metric").to_pylist()))
+    assert all(m is not None and 0.7 <= m <= 1.0 for m in metric.values())
+    kept_ids = set(kept.column("id").to_pylist())
+    direct = [p for p in linked if p.original in kept_ids]
+    assert len(direct) >= 40
+    assert all(abs(metric[p.variant] - p.jaccard) < 0.2 for p in direct), \
+        [(p.kind, p.jaccard, metric[p.variant]) for p in direct if abs(metric[p.variant] - p.jaccard) >= 0.2]
 
 
 def test_dedup_stats_are_consistent(minhash_out):

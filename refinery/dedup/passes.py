@@ -325,13 +325,20 @@ def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_ur
     order = np.argsort(node)
     node, root = node[order], root[order]
     root_rejected = 0
+    similarity = np.full(len(node), np.nan, dtype=np.float32)  # null: not measured (no verification)
     if root_attach_uris is not None:
         r, x, est = _compare(root_attach_uris, shard_index, signature_uri, "root", "node")
         far = x[est < threshold]
         root_rejected = len(far)
         if root_rejected:
             keep = ~np.isin(node, far)
-            node, root = node[keep], root[keep]
+            node, root, similarity = node[keep], root[keep], similarity[keep]
+        # each removed document's estimated Jaccard with the copy its cluster keeps: the metric
+        # that removed it, so a removal can be audited without recomputing signatures
+        if len(x) and len(node):
+            at = np.searchsorted(node, x).clip(max=len(node) - 1)
+            hit = node[at] == x
+            similarity[at[hit]] = est[hit]
     rows = (node & _U64(0xFFFFFFFF)).astype(np.int64)
     ids = _read_columns(signature_uri, ["id"]).column("id")
     removed = node != root
@@ -340,6 +347,7 @@ def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_ur
         "row": pa.array(rows.astype(np.uint32)),
         "cluster_id": pa.array(root.astype(np.int64)),
         "removed": pa.array(removed),
+        "similarity": pa.array(similarity, mask=np.isnan(similarity) | ~removed),
     })
     parquet.write_table(out, output_uri)
     return {"clustered": len(node), "removed": int(removed.sum()), "kept_representatives": int((~removed).sum()),

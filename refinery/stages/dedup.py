@@ -122,7 +122,9 @@ class _IndexedStage(Stage):
         out: dict[str, pa.Array] = {}
         for mask, (table, index) in self._row_tables(batch):
             positions = [index.get(i) if mask is None or mask[k] else None for k, i in enumerate(ids)]
-            found = {c: table.column(c).take(pa.array(positions, pa.int64())) for c in columns}
+            # a column an older index lacks reads as nulls
+            found = {c: (table.column(c).take(pa.array(positions, pa.int64())) if c in table.column_names
+                         else pa.nulls(len(positions), self.index_schema.field(c).type)) for c in columns}
             out = found if not out else {c: pc.coalesce(out[c], found[c]) for c in columns}
         return {c: (v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v) for c, v in out.items()}
 
@@ -134,13 +136,16 @@ class DuplicateFilter(_IndexedStage):
     cluster_column: ClassVar[str] = ""
 
     index_schema = pa.schema([("id", pa.string()), ("row", pa.uint32()), ("cluster_id", pa.int64()),
-                              ("removed", pa.bool_())])
+                              ("removed", pa.bool_()), ("similarity", pa.float32())])
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        found = self._lookup(batch, ["cluster_id", "removed"])
+        found = self._lookup(batch, ["cluster_id", "removed", "similarity"])
         removed = pc.fill_null(found["removed"], False)
         reasons = pc.if_else(removed, pa.scalar(self.reason), pa.scalar(None, pa.string()))
-        return with_decision(batch, reasons.to_pylist(), extra={self.cluster_column: found["cluster_id"].cast(pa.int64())})
+        # MinHash: the estimated Jaccard with the kept copy (null for exact and URL duplicates)
+        metrics = pc.if_else(removed, found["similarity"].cast(pa.float64()), pa.scalar(None, pa.float64()))
+        return with_decision(batch, reasons.to_pylist(), metrics.to_pylist(),
+                             extra={self.cluster_column: found["cluster_id"].cast(pa.int64())})
 
 
 class MinhashDuplicateFilter(DuplicateFilter):
