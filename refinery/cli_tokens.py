@@ -113,7 +113,9 @@ def register(app: typer.Typer) -> None:
             ds = TokenDataset(token_dir)
         except TokenShardError as exc:
             _fail(exc, 1)
-        bad = []
+        from refinery.tokens.writer import manifest_problems
+
+        bad = manifest_problems(ds.manifest, token_dir)
         for shard in ds.shards:  # every index entry, not only its ends (what opening checked)
             try:
                 shard.validate_index()

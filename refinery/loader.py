@@ -407,9 +407,10 @@ def _torch_dataset_class() -> type:
 
         def __iter__(self):
             info = get_worker_info()
-            if info is not None and info.num_workers > 1:
+            if info is not None:  # even one worker: its position would advance there, not in state_dict()
                 raise RuntimeError("TorchTokenDataset already splits work by rank and prefetches: use num_workers=0 "
-                                   "(several DataLoader workers would each yield the whole rank's data)")
+                                   "(a DataLoader worker process would hold the resumable position, so checkpoints "
+                                   "would record none; several would each yield the whole rank's data)")
             for batch in self.loader:
                 yield {k: torch.from_numpy(v) for k, v in batch.items()}
 

@@ -205,6 +205,18 @@ def _dedup_params(raw: dict[str, Any]) -> dict[str, Any]:
     return params | {"benchmark_files": benchmark_identity(specs)}
 
 
+def _tokenize_params(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The tokenize pass's fingerprinted params: with a tokenizer file, its content's SHA-256 too
+    (the tokens depend on the file, not on its path: a retrained tokenizer.json redoes the pass)."""
+    if raw is None or raw.get("tokenizer", "gpt2") == "gpt2":
+        return raw
+    try:
+        data = fs.read_bytes(raw["tokenizer"])
+    except (fs.StorageError, OSError) as exc:
+        raise ConfigError(f"tokenize.tokenizer: cannot read {raw['tokenizer']}: {exc}") from None
+    return raw | {"tokenizer_sha256": hashlib.sha256(data).hexdigest()}
+
+
 def unique_shard_names(files: list[str], root: str, input_uri: str) -> list[str]:
     """The shard name of each input file; ConfigError naming two files that would share one
     (names drop the suffix: ``a.warc.gz`` and ``a.parquet`` are both ``a``)."""
@@ -241,7 +253,7 @@ def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str
     filter_params = {"stages": dump["stages"], "reader": dump["reader"], "stats": dump["stats"], "limit": limit}
     sections = {"documents": [filter_params],
                 "dedup": [_dedup_params(raw) for raw in dump["dedup"]],
-                "tokenize": [dump["tokenize"]]}
+                "tokenize": [_tokenize_params(dump["tokenize"])]}
     passes: list[Pass] = []
     fp = _hash({"input": input_key, "files": relative_files})
     layout = pass_layout(config)
@@ -424,9 +436,24 @@ def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
     marker = json.loads(fs.read_bytes(uri))
     if marker.get("fingerprint") != p.fingerprint:
         return None
-    if p.kind != "tokenize" and not set(plan.shard_names()) <= shards_with_markers(plan.pass_dir(p.name).stats_dir):
+    if p.kind == "tokenize":
+        return marker if _token_outputs_present(plan.run.tokens_dir) else None
+    if not set(plan.shard_names()) <= shards_with_markers(plan.pass_dir(p.name).stats_dir):
         return None
     return marker
+
+
+def _token_outputs_present(tokens_dir: str) -> bool:
+    """The token manifest and every file of every shard it lists exist (one listing)."""
+    manifest_uri = fs.join(tokens_dir, "manifest.json")
+    try:
+        manifest = json.loads(fs.read_bytes(manifest_uri))
+        present = {fs.basename(u) for u in fs.list_files(tokens_dir)}
+    except (fs.StorageError, OSError, ValueError):
+        return False
+    needed = {shard.get(k) for shard in manifest.get("shards", []) for k in ("bin", "idx", "ids")}
+    needed |= {shard.get("name", "") + ".json" for shard in manifest.get("shards", [])}
+    return None not in needed and needed <= present
 
 
 def finish_pass(plan: Plan, p: Pass, summary: dict[str, Any]) -> None:

@@ -502,6 +502,34 @@ def test_a_plan_that_loses_its_last_pass_is_refused(dup_input, tmp_path):
     assert grown.passes == {"filter": "skipped", "url_dedup": "skipped", "exact_dedup": "skipped", "tokens": "done"}
 
 
+def test_token_outputs_that_went_missing_are_redone_and_a_changed_tokenizer_file_is_refused(dup_input, tmp_path):
+    """Found by adversarial testing: the tokens pass was skipped with its shards deleted, and a
+    retrained tokenizer.json under the same path left the old tokens in place."""
+    import shutil
+
+    from tests._tokens_fixtures import GPT_NEO_JSON
+
+    tokenizer = tmp_path / "tok.json"
+    shutil.copy(GPT_NEO_JSON, tokenizer)
+    spec = _recipe(dedup=[{"method": "url"}], tokenize={"tokenizer": str(tokenizer)})
+    out = tmp_path / "run"
+    run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    reference = (out / "tokens" / "manifest.json").read_bytes()
+    victim = sorted((out / "tokens").glob("*.bin"))[0]
+    victim.unlink()
+    (out / "tokens" / "manifest.json").unlink()
+    again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    assert again.passes == {"filter": "skipped", "url_dedup": "skipped", "tokens": "done"}
+    assert victim.exists() and (out / "tokens" / "manifest.json").read_bytes() == reference
+    # the same path, another tokenizer: refused, naming what changed
+    data = json.loads(tokenizer.read_text())
+    data["added_tokens"].append({"id": len(data["model"]["vocab"]) + 100, "content": "<|extra|>", "single_word": False,
+                                 "lstrip": False, "rstrip": False, "normalized": False, "special": True})
+    tokenizer.write_text(json.dumps(data))
+    with pytest.raises(RerunError, match="'tokens' pass: tokenizer_sha256"):
+        run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+
+
 def test_inputs_of_mixed_formats_make_one_funnel(tmp_path):
     """WARC, JSONL and Parquet shards in one run: their readers merge into one funnel row and an
     id+text Parquet shard gets the other document columns (as nulls) for every stage."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import unicodedata
 
 import numpy as np
@@ -20,6 +21,7 @@ from refinery.io import fs
 from refinery.io.runlock import LOCK_FILE
 from refinery.tokens import (
     ShardFile,
+    TokenizerError,
     TokenizerMismatchError,
     load_tokenizer,
     token_dtype,
@@ -205,6 +207,46 @@ def test_refuses_to_mix_tokenizers_in_one_output(kept_run, tmp_path):
         tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
 
 
+def test_refuses_another_eos_token_in_one_output(kept_run, tmp_path):
+    out = str(tmp_path / "eos")
+    tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
+    other = load_tokenizer(str(GPT_NEO_JSON), eos_token="<|padding|>")
+    with pytest.raises(TokenizerMismatchError, match="refusing to mix in '<\\|padding\\|>'"):
+        tokenize_run(kept_run, out, other, progress=False)
+    os.unlink(os.path.join(out, MANIFEST))  # the shard sidecars record the EOS id too
+    with pytest.raises(TokenizerMismatchError, match="shard-00 with end-of-document id 50279, not 1"):
+        tokenize_run(kept_run, out, other, progress=False)
+
+
+def test_eos_must_be_a_special_token():
+    # an ordinary token would also come out of the text, and split documents there
+    with pytest.raises(TokenizerError, match="ordinary token"):
+        load_tokenizer("gpt2", eos_token="x")
+    assert load_tokenizer(str(GPT_NEO_JSON), eos_token="<|padding|>").eos_id == 1
+
+
+def test_finished_shards_of_other_content_are_refused_or_redone(kept_run, cc_docs, tmp_path):
+    out = str(tmp_path / "tok")
+    tokenize_run(kept_run, out, "gpt2", progress=False)
+    # another run with the same shard names: standalone, its shards are not taken for the old ones
+    other = str(tmp_path / "other")
+    write_kept_run(other, cc_docs[::-1], SHARD_SIZES)
+    with pytest.raises(TokenizeError, match="shard-00 tokenized from .*whose content differs"):
+        tokenize_run(other, out, "gpt2", progress=False)
+    # a copy of the same run elsewhere is the same content: everything is skipped
+    copy = str(tmp_path / "copy")
+    shutil.copytree(kept_run, copy)
+    assert len(tokenize_run(copy, out, "gpt2", progress=False).skipped) == len(SHARD_SIZES)
+    # a pass of a plan (explicit shards) redoes the stale shards instead
+    shards = {f"shard-{i:02d}": os.path.join(other, "kept", f"shard-{i:02d}.parquet") for i in range(len(SHARD_SIZES))}
+    redone = tokenize_run(other, out, "gpt2", progress=False, shards=shards)
+    assert sorted(redone.done) == sorted(shards) and not redone.skipped
+    fresh = tokenize_run(other, str(tmp_path / "fresh"), "gpt2", progress=False)
+    for name in shards:  # byte-identical to a fresh tokenization of the other run
+        for ext in (".bin", ".idx"):
+            assert (tmp_path / "tok" / f"{name}{ext}").read_bytes() == (tmp_path / "fresh" / f"{name}{ext}").read_bytes()
+
+
 def test_kept_shard_with_no_rows_and_no_columns(tmp_path, cc_docs):
     """The runner writes a column-less Parquet file when a shard keeps nothing: zero documents, not an error."""
     run = tmp_path / "run"
@@ -277,6 +319,18 @@ def test_cli_tokenize_train_and_verify(kept_run, tmp_path):
     assert manifest["tokenizer"]["vocab_size"] == 1000 and manifest["shuffle"]["seed"] == 1
     res = runner.invoke(app, ["verify-tokens", out])
     assert res.exit_code == 0 and "ok: 4 shards" in res.output, res.output
+    # a manifest that disagrees with itself (found by adversarial testing: each passed before)
+    good = fs.read_bytes(os.path.join(out, MANIFEST))
+    for edit, message in [(lambda m: m["shards"].append(m["shards"][1]), "more than once"),
+                          (lambda m: m["shards"].pop(), "totals.n_docs is"),
+                          (lambda m: m["tokenizer"].update(eos_id=70000), "eos_id 70000 is not an id"),
+                          (lambda m: m["shards"][0].update(bin="part-00001.bin"), "is not part-00000.bin")]:
+        m = json.loads(good)
+        edit(m)
+        fs.write_bytes(os.path.join(out, MANIFEST), json.dumps(m).encode())
+        res = runner.invoke(app, ["verify-tokens", out, "--no-hashes"])
+        assert res.exit_code == 1 and message in res.output, (message, res.output)
+    fs.write_bytes(os.path.join(out, MANIFEST), good)
     with open(os.path.join(out, "part-00002.bin"), "r+b") as f:  # flip bytes, same size
         f.seek(10)
         f.write(b"\xff\xff\xff\xff")

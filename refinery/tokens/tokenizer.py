@@ -142,6 +142,12 @@ def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None) -> LoadedTo
     eos_id = tok.token_to_id(eos_token)
     if eos_id is None:
         raise TokenizerError(f"tokenizer {spec} has no token {eos_token!r}")
+    # only a special token is never produced from text (encode_special_tokens above): an ordinary
+    # token as EOS would also appear inside documents, and shards would split documents there
+    special = sorted(t.content for t in tok.get_added_tokens_decoder().values() if t.special)
+    if eos_token not in special:
+        raise TokenizerError(f"eos_token {eos_token!r} is an ordinary token of tokenizer {spec}, so text would "
+                             f"produce it too: use one of its special tokens {special[:10]}")
     return LoadedTokenizer(tok, spec, digest, eos_token, eos_id)
 
 

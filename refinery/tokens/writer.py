@@ -159,7 +159,8 @@ def _tokenize_shard(uri: str, name: str, out_dir: str, tok: LoadedTokenizer, bat
     texts = [texts[i] for i in keep]
     ids = ids.take(pa.array(keep, pa.int64()))
     pieces = _encode(tok, texts, batch_size)
-    extra = {"source": uri, "docs_read": docs_read, "docs_empty": docs_read - len(keep)}
+    extra = {"source": uri, "source_digest": source_digest(uri), "eos_id": tok.eos_id, "docs_read": docs_read,
+             "docs_empty": docs_read - len(keep)}
     row_groups = None
     if plan is not None:
         k = plan["num_shards"]
@@ -182,7 +183,29 @@ def _tokenize_shard(uri: str, name: str, out_dir: str, tok: LoadedTokenizer, bat
     return entry
 
 
-def _check_marker(marker: dict, tok: LoadedTokenizer, where: str, plan: dict | None = None) -> None:
+def source_digest(uri: str) -> str:
+    """What identifies a kept shard's content, wherever it lies: its size and a SHA-256 of its last
+    64 KiB (the Parquet footer: row counts, column offsets and statistics). A copy of the same
+    file matches; another run's shard or a rewritten one does not. One ranged read."""
+    filesystem, path = fs.resolve(uri)
+    with filesystem.open_input_file(path) as f:
+        size = f.size()
+        f.seek(max(size - 65536, 0))
+        tail = f.read()
+    return f"{size}:{hashlib.sha256(tail).hexdigest()}"
+
+
+def _same_source(marker: dict, source: str) -> bool:
+    """Whether the shard was made from ``source``'s current content (markers from before it was
+    recorded: assumed so)."""
+    return marker.get("source_digest") in (None, source_digest(source))
+
+
+def _check_marker(marker: dict, tok: LoadedTokenizer, where: str, plan: dict | None = None,
+                  source: str | None = None) -> None:
+    """Refuse to reuse a finished shard made with another tokenizer, EOS token, shuffle plan or
+    input (``source``: the kept shard's current URI); markers from before a field was recorded
+    are not checked on it."""
     if marker.get("shard_format") != SHARD_FORMAT:  # a shard of the old RFTOKIDX format: not resumable
         raise TokenizeError(f"{where} holds shard {marker.get('name')} in refinery's old token format; use a fresh "
                             "--output or --force to write Megatron indexed-dataset shards")
@@ -191,9 +214,17 @@ def _check_marker(marker: dict, tok: LoadedTokenizer, where: str, plan: dict | N
             f"{where} already holds shard {marker.get('name')} tokenized with tokenizer sha256 "
             f"{marker.get('tokenizer_sha256')} (vocab {marker.get('vocab_size')}), not {tok.name} "
             f"(sha256 {tok.sha256}, vocab {tok.vocab_size}); use a fresh --output or --force")
+    if marker.get("eos_id", tok.eos_id) != tok.eos_id:
+        raise TokenizerMismatchError(
+            f"{where} already holds shard {marker.get('name')} with end-of-document id {marker.get('eos_id')}, "
+            f"not {tok.eos_id} ({tok.eos_token!r}); use a fresh --output or --force")
     if plan is not None and marker.get("plan") != plan:
         raise TokenizeError(f"{where} holds shard {marker.get('name')} from a different shuffle plan "
                             f"{marker.get('plan')} (now {plan}); use a fresh --output or --force")
+    if source is not None and not _same_source(marker, source):
+        raise TokenizeError(f"{where} holds shard {marker.get('name')} tokenized from {marker.get('source')}, whose "
+                            f"content differs from {source} now (another run, or the run changed since); use a "
+                            f"fresh --output or --force")
 
 
 def _bucket_ranges(sources: list[dict], j: int) -> list[tuple[str, int, int]]:
@@ -289,18 +320,35 @@ def _check_manifest(output: str, tok: LoadedTokenizer, force: bool) -> None:
         raise TokenizerMismatchError(
             f"{output} already holds tokens from tokenizer {old.get('id')} (sha256 {old.get('sha256')}); "
             f"refusing to mix in {tok.name} (sha256 {tok.sha256}): use a fresh --output or --force")
+    if old.get("eos_id", tok.eos_id) != tok.eos_id:
+        raise TokenizerMismatchError(
+            f"{output} already holds tokens ending documents with {old.get('eos_token')!r} (id {old.get('eos_id')}); "
+            f"refusing to mix in {tok.eos_token!r} (id {tok.eos_id}): use a fresh --output or --force")
 
 
-def _finished(out_dir: str, names: list[str], tok: LoadedTokenizer, plan: dict | None, force: bool) -> dict[str, dict]:
-    """Markers of the shards already finished under ``out_dir`` (checked against ``tok``/``plan``)."""
+def _finished(out_dir: str, names: list[str], tok: LoadedTokenizer, plan: dict | None, force: bool,
+              sources: dict[str, str] | None = None, redo_stale: bool = False) -> dict[str, dict]:
+    """Markers of the shards already finished under ``out_dir`` (checked against ``tok``/``plan``
+    and, given ``sources`` (name -> kept shard URI), against the content they were made from).
+    A shard made from other content is refused, or with ``redo_stale`` (a pass of a plan, which
+    already decided the pass must run) left out, so it is tokenized again."""
     if force:
         return {}
     found = {}
     for name in names:
         marker = read_marker(out_dir, name)
-        if marker is not None:
-            _check_marker(marker, tok, out_dir, plan)
-            found[name] = marker
+        if marker is None:
+            continue
+        missing = [u for k, u in shard_uris(out_dir, name).items() if k != "marker" and not fs.exists(u)]
+        if missing:  # files deleted after the shard finished: redo it rather than skip it
+            log.info("tokenize [%s]: %s missing, redone", name, fs.basename(missing[0]))
+            continue
+        source = (sources or {}).get(name)
+        if redo_stale and source is not None and not _same_source(marker, source):
+            log.info("tokenize [%s]: made from another version of %s, redone", name, source)
+            continue
+        _check_marker(marker, tok, out_dir, plan, source)
+        found[name] = marker
     return found
 
 
@@ -316,10 +364,11 @@ def _run_tasks(executor: Executor, fn: TaskFn, tasks: list[dict], label: str, sh
 
 
 def _tokenize_pass(executor: Executor, tok: LoadedTokenizer, shards: dict[str, str], out_dir: str,
-                   plan: dict | None, batch_size: int, force: bool, label: str, result: TokenizeResult) -> list[dict]:
+                   plan: dict | None, batch_size: int, force: bool, label: str, result: TokenizeResult,
+                   redo_stale: bool = False) -> list[dict]:
     """Every kept shard tokenized into ``out_dir``, skipping finished ones before submitting anything."""
     names = sorted(shards)
-    finished = _finished(out_dir, names, tok, plan, force)
+    finished = _finished(out_dir, names, tok, plan, force, shards, redo_stale)
     tasks = [{"name": n, "uri": shards[n]} for n in names if n not in finished]
     shared = {"tokenizer": tok.spec(), "out_dir": _absolute(out_dir), "batch_size": batch_size, "plan": plan}
     return _run_tasks(executor, tokenize_shard_task, tasks, label, shared, finished, names, result)
@@ -333,7 +382,8 @@ def _shuffled(executor: Executor, tok: LoadedTokenizer, shards: dict[str, str], 
     if len(finals) == len(final_names):  # pass 2 finished earlier: pass 1 is not needed
         result.skipped.extend(final_names)
         return [finals[n] for n in final_names]
-    sources = _tokenize_pass(executor, tok, shards, work, plan, batch_size, force, "tokenize:pass1", result)
+    sources = _tokenize_pass(executor, tok, shards, work, plan, batch_size, force, "tokenize:pass1", result,
+                             redo_stale=True)  # the plan's sources_sha256 covers their content
     totals = {"docs_read": sum(s["docs_read"] for s in sources), "docs_empty": sum(s["docs_empty"] for s in sources)}
     tasks = [{"name": n, "j": j, "ranges": _bucket_ranges(sources, j)}
              for j, n in enumerate(final_names) if n not in finals]
@@ -397,7 +447,7 @@ def tokenize_run(
         with nullcontext() if explicit else run_dir_lock(output):
             return _tokenize(run_dir, output, tok, shards, executor, shuffle=shuffle, seed=seed,
                              num_shards=num_shards, batch_size=batch_size, work_dir=work_dir, keep_work=keep_work,
-                             force=force)
+                             force=force, redo_stale=explicit)
     finally:
         if owned:
             executor.close()
@@ -428,7 +478,9 @@ def _manifest(run_dir: str, tok: LoadedTokenizer, plan: dict | None, names: list
         "tokenizer": tok.describe(),
         "dtype": tok.dtype.name,
         "shuffle": plan,
-        "source": {"run_dir": run_dir, "kept_shards": names, **source},
+        # the run as an absolute path: a rerun spelling it differently writes the same manifest
+        # (its SHA-256 is the loader's dataset fingerprint, which training checkpoints record)
+        "source": {"run_dir": fs.absolute(run_dir), "kept_shards": names, **source},
         "totals": {"n_shards": len(entries), "n_docs": n_docs, "n_tokens": sum(e["n_tokens"] for e in entries)},
         "shards": [{k: v for k, v in e.items() if k not in ("plan", "source_totals", "buckets")} for e in entries],
     }
@@ -436,7 +488,7 @@ def _manifest(run_dir: str, tok: LoadedTokenizer, plan: dict | None, names: list
 
 def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str, str], executor: Executor, *,
               shuffle: bool, seed: int, num_shards: int | None, batch_size: int, work_dir: str | None,
-              keep_work: bool, force: bool) -> TokenizeResult:
+              keep_work: bool, force: bool, redo_stale: bool) -> TokenizeResult:
     names = sorted(shards)
     result = TokenizeResult(output, {})
     started = time.time()
@@ -445,13 +497,15 @@ def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str,
         k = num_shards or len(names)
         if k < 1:
             raise TokenizeError(f"num_shards must be >= 1, got {k}")
-        plan = {"seed": seed, "num_shards": k,
-                "sources_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
+        # the sources' names and contents: final shards of another input are not reused
+        sources = "\n".join(f"{n}\t{source_digest(shards[n])}" for n in names)
+        plan = {"seed": seed, "num_shards": k, "sources_sha256": hashlib.sha256(sources.encode()).hexdigest()}
         work = work_dir or fs.join(output, "_work")
         entries = _shuffled(executor, tok, shards, output, work, plan, batch_size, force, result)
         source = dict(entries[0]["source_totals"]) if entries else {"docs_read": 0, "docs_empty": 0}
     else:
-        entries = _tokenize_pass(executor, tok, shards, output, None, batch_size, force, "tokenize", result)
+        entries = _tokenize_pass(executor, tok, shards, output, None, batch_size, force, "tokenize", result,
+                                 redo_stale=redo_stale)
         source = {"docs_read": sum(e["docs_read"] for e in entries), "docs_empty": sum(e["docs_empty"] for e in entries)}
 
     manifest = _manifest(run_dir, tok, plan, names, entries, source)
@@ -498,3 +552,47 @@ def read_manifest_bytes(output: str) -> tuple[bytes, str]:
 
 def load_manifest(output: str) -> dict:
     return parse_manifest(*read_manifest_bytes(output))
+
+
+def manifest_problems(manifest: dict, token_dir: str) -> list[str]:
+    """What makes a token manifest disagree with itself or with its shards' sidecars: a shard listed
+    twice, file names that are not the shard's, totals that are not the sums, an EOS id outside the
+    vocabulary, an ids file whose row count is not the shard's documents (``verify-tokens``)."""
+    import pyarrow.parquet as pq
+
+    problems: list[str] = []
+    shards = manifest.get("shards", [])
+    names = [e.get("name") for e in shards]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        problems.append(f"manifest lists shard(s) {twice} more than once")
+    for e in shards:
+        for kind, ext in (("bin", ".bin"), ("idx", ".idx"), ("ids", ".ids.parquet")):
+            if e.get(kind) != f"{e.get('name')}{ext}":
+                problems.append(f"manifest entry {e.get('name')}: {kind} {e.get(kind)!r} is not {e.get('name')}{ext}")
+    totals = manifest.get("totals", {})
+    sums = {"n_shards": len(shards), "n_docs": sum(e.get("n_docs", 0) for e in shards),
+            "n_tokens": sum(e.get("n_tokens", 0) for e in shards)}
+    for key, value in sums.items():
+        if totals.get(key) != value:
+            problems.append(f"manifest totals.{key} is {totals.get(key)}, its shards sum to {value}")
+    tokenizer = manifest.get("tokenizer", {})
+    eos, vocab = tokenizer.get("eos_id"), tokenizer.get("vocab_size")
+    if not isinstance(eos, int) or not isinstance(vocab, int) or not 0 <= eos < vocab:
+        problems.append(f"manifest tokenizer eos_id {eos!r} is not an id of its vocabulary of {vocab!r}")
+    for e in shards:
+        uris = shard_uris(token_dir, str(e.get("name")))
+        try:
+            filesystem, path = fs.resolve(uris["ids"])
+            with filesystem.open_input_file(path) as f:
+                rows = pq.ParquetFile(f).metadata.num_rows
+        except Exception as exc:  # noqa: BLE001 - missing or unreadable: name the file
+            problems.append(f"{uris['ids']}: unreadable ({exc})")
+            continue
+        if rows != e.get("n_docs"):
+            problems.append(f"{uris['ids']}: {rows} ids for {e.get('n_docs')} documents")
+        marker = read_marker(token_dir, str(e.get("name")))
+        if marker is not None and any(marker.get(k) != e.get(k) for k in ("n_docs", "n_tokens", "bin_sha256", "idx_sha256")):
+            problems.append(f"{uris['marker']}: the shard's sidecar disagrees with its manifest entry")
+    return problems
+
