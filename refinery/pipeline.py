@@ -79,6 +79,7 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
         share = [t for t in tasks if t.shard in only_shards]
     else:
         share = tasks
+    remove_orphan_shards(out, {t.shard for t in tasks}, p.name)
     outcomes: dict[str, TaskOutcome] = {}
     todo: list[ShardTask] = []
     for t in share:
@@ -87,6 +88,9 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
             outcomes[t.shard] = TaskOutcome(t.shard, "skipped", done)
         else:
             todo.append(t)
+            # a shard being redone loses its earlier outputs first: should it fail now, the outputs
+            # of another config (a --force rerun) must not stay in the corpus and the funnel
+            clear_shard_outputs(out, t.shard)
     if todo:
         log.info("[%s] %d shard(s) to run, %d already finished", p.name, len(todo), len(tasks) - len(todo))
     ran = executor.map(run_shard_task, [{"task": t} for t in todo], label=p.name, names=[t.shard for t in todo],
@@ -111,6 +115,37 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
             raise
         log.warning("[%s] could not write the pass's stats: %s", p.name, str(exc).splitlines()[0])
         return ordered, {}
+
+
+def clear_shard_outputs(out: PassDir, shard: str) -> None:
+    """Delete one shard's outputs in a pass directory, its stats marker first (without it the
+    shard counts as unfinished, whatever else a crash here leaves)."""
+    for uri in (out.stats(shard), out.kept(shard), out.removed(shard), out.samples(shard), out.failed(shard)):
+        fs.delete(uri)
+
+
+def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str) -> list[str]:
+    """Delete the outputs of shards that are no longer in the plan (their input file was removed
+    or renamed since, and the rerun was forced): they would stay in the corpus and in every
+    count. Found by adversarial testing. Returns their names."""
+    found: set[str] = set()
+    for directory in (out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir):
+        try:
+            files = fs.list_files(directory, (".parquet", ".json"))
+        except fs.StorageError:
+            continue  # no such directory yet
+        for uri in files:
+            name = fs.basename(uri)
+            if uri != fs.join(directory, name):
+                continue  # only shard files sit directly in these directories
+            found.add(name[: -len(".parquet")] if name.endswith(".parquet") else name[: -len(".json")])
+    orphans = sorted(found - shards)
+    for shard in orphans:
+        clear_shard_outputs(out, shard)
+    if orphans:
+        log.info("[%s] removed the outputs of %d shard(s) no longer in the input: %s", pass_name, len(orphans),
+                 ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else ""))
+    return orphans
 
 
 def _others_finished(out: PassDir, p: Pass, others: list[ShardTask]) -> bool:
@@ -148,6 +183,7 @@ def run_dedup_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, forc
 
     entry = next(d for d in plan.config.dedup if d.pass_name == p.name)
     out = plan.pass_dir(p.name)
+    remove_orphan_shards(out, set(plan.shard_names()), p.name)
     stats = run_dedup(plan.pass_dir(previous.name).kept_dir, out.root, entry, executor, force=force,
                       shards=_kept_shards(plan, previous), out=out, upstream=previous.fingerprint)
     merged = json.loads(fs.read_bytes(out.stats_json)) | {"pass": p.name}
@@ -240,8 +276,10 @@ def write_run_stats(plan: Plan, failed_shards: list[str]) -> dict[str, Any]:
         out = plan.pass_dir(p.name)
         if fs.exists(out.stats_json):
             passes.append(json.loads(fs.read_bytes(out.stats_json)))
-        else:
-            break  # a pass that has not finished ends the funnel
+        if not pass_finished(plan, p):
+            # a pass that has not finished (under this plan) ends the funnel: its own stats count
+            # (a failed shard's pass), those after it may be another config's
+            break
     if not passes:
         return {}
     stats = combine_pass_stats(passes) | {"failed_shards": failed_shards}
@@ -280,6 +318,10 @@ def run_pipeline(
                        max_retries=ex.max_retries, progress=progress) as runner:
         # one run at a time per (local) run directory; the shares of a multi-instance job together
         with run_dir_lock(output_uri, shared=only_shards is not None):
+            if only_shards is None:  # the only run on this directory: whatever a killed one left is stale
+                swept = fs.sweep_tree_temporaries(output_uri)
+                if swept:
+                    log.info("removed %d temporary file(s) left by an interrupted run", swept)
             return run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards)
 
 

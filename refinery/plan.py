@@ -337,8 +337,8 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
         old = before.get(p.name)
         if old is None or old.get("fingerprint") == p.fingerprint:
             continue
-        if force:
-            return i
+        if force:  # an input rewritten in place also redoes the first pass, whatever else changed
+            return 0 if i and _finished_inputs_changed(plan) else i
         if i == 0 and previous.get("input") != plan.input_key:
             what = f"input changed: {previous.get('input')} -> {plan.input}"
         elif old.get("role", p.role) != p.role:
@@ -370,6 +370,15 @@ def _same_place(previous: dict[str, Any], input_uri: str) -> bool:
             return False
         canonical = fs.canonical(recorded)
     return canonical == fs.canonical(input_uri)
+
+
+def _finished_inputs_changed(plan: Plan) -> bool:
+    try:
+        check_finished_inputs_unchanged(plan)
+    except RerunError as exc:
+        log.info("%s: redoing every pass", exc.args[0].split("; rerun with --force")[0])
+        return True
+    return False
 
 
 def check_finished_inputs_unchanged(plan: Plan) -> None:

@@ -94,7 +94,7 @@ def finished_marker(task: ShardTask, fingerprint: str | None = None) -> dict[str
 
 
 #: Longest shard name in UTF-8 bytes. Names become file names with a prefix and a suffix
-#: (``.tmp-<32 hex>-<name>.parquet``: 46 bytes more) and dedup/tokens add their own; 255 is the limit.
+#: (``.tmp-<32 hex>-<name>.parquet.partial``: 54 bytes more) and dedup/tokens add their own; 255 is the limit.
 MAX_SHARD_NAME_BYTES = 120
 
 

@@ -80,10 +80,21 @@ def test_s3_objects_visible_to_plain_boto3(s3_bucket, s3_server):
 def test_sweep_temporaries_removes_only_leftovers_of_that_file(tmp_path):
     target = tmp_path / "kept" / "s1.parquet"
     target.parent.mkdir()
-    (target.parent / ".tmp-abc-s1.parquet").write_bytes(b"half")
-    (target.parent / ".tmp-def-s2.parquet").write_bytes(b"other shard's")
-    assert fs.sweep_temporaries(str(target)) == 1
-    assert sorted(p.name for p in target.parent.iterdir()) == [".tmp-def-s2.parquet"]
+    (target.parent / ".tmp-abc-s1.parquet").write_bytes(b"half")  # the name before TMP_SUFFIX
+    (target.parent / ".tmp-abd-s1.parquet.partial").write_bytes(b"half")
+    (target.parent / ".tmp-def-s2.parquet.partial").write_bytes(b"other shard's")
+    assert fs.sweep_temporaries(str(target)) == 2
+    assert sorted(p.name for p in target.parent.iterdir()) == [".tmp-def-s2.parquet.partial"]
+    assert fs.sweep_tree_temporaries(str(tmp_path)) == 1 and not list(target.parent.iterdir())
+
+
+def test_a_temporary_file_is_not_matched_by_a_parquet_glob(tmp_path):
+    # DuckDB's 'DIR/*.parquet' includes dot files: a half-written or abandoned temporary must not match
+    target = tmp_path / "kept" / "s1.parquet"
+    with fs.atomic_output(str(target)) as f:
+        f.write(b"PAR1")
+        temporaries = [p.name for p in target.parent.iterdir()]
+    assert len(temporaries) == 1 and temporaries[0].startswith(".tmp-") and not temporaries[0].endswith(".parquet")
 
 
 def test_file_versions_of_a_listing_and_of_one_file_change_with_a_same_size_rewrite(root):

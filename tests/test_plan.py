@@ -318,6 +318,59 @@ def test_an_input_rewritten_under_the_same_name_is_refused_unless_its_shard_neve
     assert run_pipeline(config, str(src), str(out), workers=1, progress=False).passes == {"filter": "skipped"}
 
 
+def test_forced_reruns_leave_no_output_of_another_input_or_config(tmp_path):
+    """Found by adversarial testing: (1) a forced rerun after an input file was removed kept its
+    old shard in the corpus and every count; (2) a shard failing in a forced rerun left its
+    old-config outputs in the pass; (3) --force for another setting accepted an input rewritten in
+    place, without redoing its shard; (4) temporary files of a killed run stayed, and DuckDB's
+    '*.parquet' glob read them."""
+    import gzip
+
+    src = tmp_path / "in"
+    src.mkdir()
+    docs = [json.loads(line) for line in gzip.open(ROOT / "data" / "sample" / "cc_docs" / "multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
+    for k in range(3):
+        (src / f"s{k}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[k::3]))
+    spec = {"name": "forced", "stages": [{"type": "gopher_quality", "params": {"min_words": 20}}],
+            "dedup": [{"method": "url"}]}
+    out = tmp_path / "run"
+
+    def kept_ids() -> list[str]:
+        return sorted(i for f in (out / "kept").glob("*.parquet") for i in pq.read_table(f).column("id").to_pylist())
+
+    run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    # (1) an input file removed: its shard leaves every pass
+    (src / "s2.jsonl").unlink()
+    with pytest.raises(RerunError):
+        run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    forced = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False, force=True)
+    assert forced.stats["docs_read"] == len(docs[0::3]) + len(docs[1::3])
+    assert not [f for f in out.rglob("s2.*") if "index" not in f.parts] and run_status(str(out)).complete
+    assert set(kept_ids()) <= {str(d["id"]) for d in docs[0::3] + docs[1::3]}
+    # (2) a shard failing in a forced rerun with another config keeps none of the old outputs
+    (src / "s1.jsonl").unlink()
+    (src / "s1.jsonl.gz").write_bytes(gzip.compress(json.dumps(docs[1]).encode() * 50)[:300])  # cut: it fails
+    failed = run_pipeline(parse_config({**spec, "stages": [{"type": "gopher_quality", "params": {"min_words": 30}}]}),
+                          str(src), str(out), workers=1, progress=False, force=True)
+    assert [o.shard for o in failed.failed] == ["s1"]
+    assert not (out / "filter" / "kept" / "s1.parquet").exists() and not (out / "filter" / "stats" / "s1.json").exists()
+    # (3) a file rewritten in place, then --force for a later pass's setting: the first pass is redone too
+    (src / "s1.jsonl.gz").unlink()
+    (src / "s1.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[1::3]))
+    run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False, force=True)
+    (src / "s0.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[0::3][:2]))
+    other = {**spec, "dedup": [{"method": "url", "minhash": {"seed": 3}}]}
+    redone = run_pipeline(parse_config(other), str(src), str(out), workers=1, progress=False, force=True)
+    assert redone.passes["filter"] == "done" and redone.stats["docs_read"] == 2 + len(docs[1::3])
+    # (4) temporaries a killed run left are swept when the next run takes the directory
+    leftovers = [out / "filter" / "removed" / ".tmp-0f-s0.parquet.partial", out / "kept" / ".tmp-1e-s1.parquet",
+                 out / "passes" / ".tmp-2d-filter.json.partial"]
+    for f in leftovers:
+        f.write_bytes(b"half")
+    run_pipeline(parse_config(other), str(src), str(out), workers=1, progress=False)
+    assert not any(f.exists() for f in leftovers)
+
+
 def test_limit_samples_each_shard_and_is_part_of_the_fingerprint(dup_input, tmp_path):
     out = tmp_path / "run"
     spec = _recipe(dedup=[{"method": "url"}], tokenize=None)

@@ -87,3 +87,61 @@ def test_the_command_line_leaves_an_ignored_sigint_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+_DRIVER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from refinery.executors.local import LocalExecutor
+from tests.test_worker_signals import sleep_and_report
+executor = LocalExecutor(2, progress=False)
+pool = executor.pool()
+futures = [pool.submit(sleep_and_report, {pids!r}, i) for i in range(2)]
+time.sleep(120)
+"""
+
+
+def sleep_and_report(pid_dir: str, i: int) -> None:
+    with open(os.path.join(pid_dir, f"{i}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    import time
+
+    time.sleep(60)  # a long shard
+
+
+def test_workers_of_a_killed_driver_exit_instead_of_finishing_their_shard(tmp_path):
+    """Found by adversarial testing: SIGKILL of the driver alone left its pool workers running;
+    they finished their shards and wrote them over the next run's output."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER.format(root=root, pids=str(pids))], cwd=root)
+    deadline = time.time() + 60
+    while len(list(pids.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    workers = [int(p.read_text()) for p in pids.iterdir()]
+    assert len(workers) == 2
+    driver.kill()
+    driver.wait()
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # a zombie (exited, not yet reaped by its new parent) counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    for _ in range(50):
+        if not any(alive(p) for p in workers):
+            break
+        time.sleep(0.1)
+    else:
+        for p in workers:
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+        raise AssertionError("the pool workers outlived their driver by 5 s")

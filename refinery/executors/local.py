@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from logging.handlers import QueueHandler, QueueListener
@@ -29,12 +31,30 @@ def init_worker_logging(level: int = logging.INFO, queue: Any = None) -> None:
     # blocked since the spawn (_QuietSpawnPool): a Ctrl-C that came while this process started
     # up was held, and the ignore above just discarded it
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    _exit_with_parent()
     if queue is None:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s")
         return
     root = logging.getLogger()
     root.handlers[:] = [QueueHandler(queue)]
     root.setLevel(level)
+
+
+def _exit_with_parent(poll_s: float = 0.5) -> None:
+    """End this worker within ``poll_s`` of its parent's death (a SIGKILLed driver): an orphaned
+    worker would otherwise finish its shard and write it over the next run's output of the same
+    directory, long after that run took the directory's lock (found by adversarial testing). The
+    parent's pid is polled, not PR_SET_PDEATHSIG, which fires when the *thread* that spawned the
+    worker ends, and pools spawn replacement workers from their manager thread."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 class _ToParentLogging(logging.Handler):

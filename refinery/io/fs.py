@@ -361,6 +361,10 @@ def delete(uri: str) -> None:
         fs.delete_file(path)
 
 
+#: what a temporary file of :func:`atomic_output` ends with
+TMP_SUFFIX = ".partial"
+
+
 @contextmanager
 def atomic_output(uri: str) -> Iterator[BinaryIO]:
     """Open ``uri`` for writing so that readers see either nothing or the complete file.
@@ -384,7 +388,9 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
         return
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    # the temporary name ends in TMP_SUFFIX, not in the file's own suffix: a glob such as DuckDB's
+    # 'DIR/*.parquet' (which includes dot files) never reads a half-written or abandoned one
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}{TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as f:
             yield f
@@ -405,13 +411,34 @@ def sweep_temporaries(uri: str) -> int:
     directory, name = os.path.split(path)
     if not os.path.isdir(directory):
         return 0
-    stale = [f for f in os.listdir(directory) if f.startswith(".tmp-") and f.endswith("-" + name)]
+    # (and the names of writers before TMP_SUFFIX)
+    stale = [f for f in os.listdir(directory)
+             if f.startswith(".tmp-") and (f.endswith("-" + name + TMP_SUFFIX) or f.endswith("-" + name))]
     for f in stale:
         try:
             os.unlink(os.path.join(directory, f))
         except FileNotFoundError:
             pass
     return len(stale)
+
+
+def sweep_tree_temporaries(root: str) -> int:
+    """Delete every temporary file of :func:`atomic_output` under the directory ``root``: what
+    writers killed on an earlier run left (call only while holding the directory's run lock, so no
+    writer of this run is active). Local only. Returns how many were removed."""
+    if is_s3(root):
+        return 0
+    _, path = resolve(root)
+    removed = 0
+    for directory, _dirs, files in os.walk(path):
+        for f in files:
+            if f.startswith(".tmp-"):  # ours only: atomic_output's and the dedup memmaps' temporaries
+                try:
+                    os.unlink(os.path.join(directory, f))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
 
 
 def write_bytes(uri: str, data: bytes) -> None:
