@@ -31,7 +31,7 @@ from refinery.plan import (
     shards_with_markers,
     write_plan,
 )
-from refinery.rundir import PassDir, RunDir
+from refinery.rundir import PassDir, RunDir, clear_shard_outputs, remove_orphan_shards
 from refinery.runner import ShardTask, finished_marker, run_shard_task
 from refinery.stats.funnel import combine_pass_stats, load_shard_stats, merge_shard_stats
 
@@ -115,37 +115,6 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
             raise
         log.warning("[%s] could not write the pass's stats: %s", p.name, str(exc).splitlines()[0])
         return ordered, {}
-
-
-def clear_shard_outputs(out: PassDir, shard: str) -> None:
-    """Delete one shard's outputs in a pass directory, its stats marker first (without it the
-    shard counts as unfinished, whatever else a crash here leaves)."""
-    for uri in (out.stats(shard), out.kept(shard), out.removed(shard), out.samples(shard), out.failed(shard)):
-        fs.delete(uri)
-
-
-def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str) -> list[str]:
-    """Delete the outputs of shards that are no longer in the plan (their input file was removed
-    or renamed since, and the rerun was forced): they would stay in the corpus and in every
-    count. Found by adversarial testing. Returns their names."""
-    found: set[str] = set()
-    for directory in (out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir):
-        try:
-            files = fs.list_files(directory, (".parquet", ".json"))
-        except fs.StorageError:
-            continue  # no such directory yet
-        for uri in files:
-            name = fs.basename(uri)
-            if uri != fs.join(directory, name):
-                continue  # only shard files sit directly in these directories
-            found.add(name[: -len(".parquet")] if name.endswith(".parquet") else name[: -len(".json")])
-    orphans = sorted(found - shards)
-    for shard in orphans:
-        clear_shard_outputs(out, shard)
-    if orphans:
-        log.info("[%s] removed the outputs of %d shard(s) no longer in the input: %s", pass_name, len(orphans),
-                 ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else ""))
-    return orphans
 
 
 def _others_finished(out: PassDir, p: Pass, others: list[ShardTask]) -> bool:

@@ -28,6 +28,7 @@ This module sits in the bottom layer: it imports only :mod:`refinery.io`.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,3 +151,34 @@ class RunDir:
         if len(docs) <= 1:
             return [self.as_pass()]
         return [self.pass_dir(p["name"], last=i == len(docs) - 1) for i, p in enumerate(docs)]
+
+
+def clear_shard_outputs(out: PassDir, shard: str) -> None:
+    """Delete one shard's outputs in a pass directory, its stats marker first (without it the
+    shard counts as unfinished, whatever else a crash here leaves)."""
+    for uri in (out.stats(shard), out.kept(shard), out.removed(shard), out.samples(shard), out.failed(shard)):
+        fs.delete(uri)
+
+
+def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str) -> list[str]:
+    """Delete the outputs of shards that are no longer in the plan (their input file was removed
+    or renamed since, and the rerun was forced): they would stay in the corpus and in every
+    count. Found by adversarial testing. Returns their names."""
+    found: set[str] = set()
+    for directory in (out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir):
+        try:
+            files = fs.list_files(directory, (".parquet", ".json"))
+        except fs.StorageError:
+            continue  # no such directory yet
+        for uri in files:
+            name = fs.basename(uri)
+            if uri != fs.join(directory, name):
+                continue  # only shard files sit directly in these directories
+            found.add(name[: -len(".parquet")] if name.endswith(".parquet") else name[: -len(".json")])
+    orphans = sorted(found - shards)
+    for shard in orphans:
+        clear_shard_outputs(out, shard)
+    if orphans:
+        logging.getLogger("refinery.pipeline").info("[%s] removed the outputs of %d shard(s) no longer in the input: %s", pass_name, len(orphans),
+                 ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else ""))
+    return orphans

@@ -5,6 +5,7 @@ YAML pipeline, resuming, and the CLI."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -331,6 +332,27 @@ def test_rerun_resumes_and_changed_input_is_detected(run_dir, minhash_out, tmp_p
     batch = pa.RecordBatch.from_pydict({"id": ["x"], "text": ["y"]})
     with pytest.raises(DedupIndexError, match="holds a 'minhash' index"):
         stage.process(batch)
+
+
+def test_standalone_dedup_redoes_everything_when_its_input_run_changed(tmp_path):
+    """Found by adversarial testing: after the source run was redone (other settings, fewer kept
+    documents, one shard gone), `refinery dedup` into the same output reused its index and removal
+    shards of the old documents."""
+    docs = [d for d in load_cc_docs() if d["text"].strip()][:120]
+    copies = [{**d, "id": f"copy-{d['id']}"} for d in docs[:10]]
+    run = make_run_dir(tmp_path / "a", {"a": docs[:60], "b": docs[60:] + copies, "c": docs[:5]})
+    out = tmp_path / "out"
+    first = run_dedup(str(run), str(out), DedupConfig(method="url"), LocalExecutor(1))
+    assert first["docs_read"] == 135
+    # the run redone: shard b keeps fewer documents, shard c is gone
+    smaller = make_run_dir(tmp_path / "b", {"a": docs[:60], "b": docs[60:90] + copies[:4]})
+    shutil.rmtree(run)
+    shutil.copytree(smaller, run)
+    again = run_dedup(str(run), str(out), DedupConfig(method="url"), LocalExecutor(1))
+    fresh = run_dedup(str(run), str(tmp_path / "fresh"), DedupConfig(method="url"), LocalExecutor(1))
+    assert again["docs_read"] == fresh["docs_read"] == 94 and again["docs_removed"] == fresh["docs_removed"]
+    assert sorted(read_dir(out / "kept").column("id").to_pylist()) == sorted(read_dir(tmp_path / "fresh" / "kept").column("id").to_pylist())
+    assert not (out / "kept" / "c.parquet").exists()
 
 
 def test_stage_finds_rows_without_shard_or_source(minhash_out):

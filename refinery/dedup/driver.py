@@ -48,7 +48,7 @@ from refinery.dedup.substring import (
 )
 from refinery.io import fs
 from refinery.io.runlock import run_dir_lock
-from refinery.rundir import PassDir, RunDir
+from refinery.rundir import PassDir, RunDir, remove_orphan_shards
 from refinery.runner import shard_name
 
 log = logging.getLogger("refinery.dedup")
@@ -262,7 +262,14 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         check_separate(input_dir, output_dir)
     out = out or PassDir(output_dir)
     work_root = fs.validate_uri(work_dir or (out.index_dir if upstream else fs.join(output_dir, "dedup")))
+    standalone = shards is None
     shards = shards if shards is not None else list_shards(input_dir)
+    if standalone:
+        # what the input holds now, not only its file names: an index and removal shards built from
+        # an earlier version of the run (redone since with other settings) are not reused
+        versions = fs.file_versions(input_dir, [s.uri for s in shards])
+        upstream = "files:" + hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()[:16]
+        remove_orphan_shards(out, {s.name for s in shards}, f"dedup {config.method}")
     method = config.method
     params = _method_params(config)
     work = WorkDir(work_root, _fingerprint(method, params, shards, upstream), force)
@@ -296,7 +303,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         from refinery.dedup.lines import lines_summary
 
         extra = {**extra, **lines_summary(out.kept_dir, out.removed_dir)}
-    run_stats = _finish_run(out, input_dir, config, work_root, len(shards), write_manifest=upstream is None,
+    run_stats = _finish_run(out, input_dir, config, work_root, len(shards), write_manifest=standalone,
                             fingerprint=work.fingerprint)
     expected = extra.get("docs_to_remove")
     if expected is not None and run_stats["docs_removed"] != expected:
