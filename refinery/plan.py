@@ -303,13 +303,29 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: obj}
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal as fingerprints see them: ``2`` and ``2.0`` are not (Python says they are)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _order(obj: Any) -> list[str] | None:
+    """The stage names of a ``stages`` list, in order."""
+    stages = obj.get("stages") if isinstance(obj, dict) else None
+    if isinstance(stages, list) and all(isinstance(x, dict) for x in stages):
+        return [str(x.get("name") or x.get("type")) for x in stages]
+    return None
+
+
 def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """``"stages.language_id.params.min_score 0.65 -> 0.85"`` for the keys that differ."""
+    """``"stages.language_id.params.min_score 0.65 -> 0.85"`` for the keys that differ (a number
+    written otherwise, ``2`` -> ``2.0``, counts: the fingerprint differs), or the stages' new order."""
     a, b = _flatten(old), _flatten(new)
     changes = []
     for key in sorted(set(a) | set(b)):
-        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+        if not _same(a.get(key, "<unset>"), b.get(key, "<unset>")):
             changes.append(f"{key} {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
+    if not changes and _order(old) != _order(new):
+        changes.append(f"the order of its stages {_order(old)} -> {_order(new)}")
     return "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
 
 
@@ -343,14 +359,18 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
             what = f"input changed: {previous.get('input')} -> {plan.input}"
         elif old.get("role", p.role) != p.role:
             what = f"the plan's passes changed (it wrote {old.get('role') or 'its own directory'}, now {p.role or 'its own directory'})"
-        elif i == 0 and old.get("params") == p.params and "input_canonical" not in previous \
+        elif i == 0 and _same(old.get("params"), p.params) and "input_canonical" not in previous \
                 and not fs.is_s3(plan.input) and not plan.input.startswith("/"):
             what = (f"it was made by an earlier refinery from the relative input {plan.input}, which names and "
                     f"fingerprints shards by their full paths now")
-        elif i == 0 and old.get("params") == p.params:
+        elif i == 0 and _same(old.get("params"), p.params):
             what = "input files changed since the run was made"
         else:
-            what = describe_change(old.get("params", {}), p.params) or "its input changed"
+            recorded_names = [q.get("name") for q in previous.get("passes", [])]
+            now_names = [q.name for q in plan.passes]
+            what = describe_change(old.get("params", {}), p.params) or (
+                f"the passes before it changed: {recorded_names} -> {now_names}" if recorded_names != now_names
+                else "its input changed")
         raise RerunError(f"{plan.output} was made with a different {p.name!r} pass: {what}; rerun with --force to "
                          f"redo {p.name!r} and the passes after it, or choose a new --output")
     if not force:

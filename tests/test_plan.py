@@ -151,6 +151,23 @@ def test_changed_threshold_is_refused_naming_the_key_and_force_redoes_from_there
     stricter = _recipe(stages=[{"type": "gopher_quality", "params": {"min_words": 40}}])
     with pytest.raises(RerunError, match=r"'filter' pass: stages\.gopher_quality\.params\.min_words 20 -> 40"):
         run_pipeline(parse_config(stricter), str(dup_input), str(out), workers=1, progress=False)
+    # a number written otherwise, or stages reordered, is named as such (it said "input files changed")
+    as_float = _recipe(stages=[{"type": "gopher_quality", "params": {"min_words": 20.0}}])
+    with pytest.raises(RerunError, match=r"'filter' pass: stages\.gopher_quality\.params\.min_words 20 -> 20\.0"):
+        run_pipeline(parse_config(as_float), str(dup_input), str(out), workers=1, progress=False)
+    two = [{"type": "gopher_quality", "params": {"min_words": 20}}, {"type": "line_corrections"}]
+    reordered = tmp_path / "other"
+    run_pipeline(parse_config(_recipe(stages=two, dedup=[], tokenize=None)), str(dup_input), str(reordered),
+                 workers=1, progress=False)
+    with pytest.raises(RerunError, match=r"the order of its stages \['gopher_quality', 'line_corrections'\] -> "
+                                         r"\['line_corrections', 'gopher_quality'\]"):
+        run_pipeline(parse_config(_recipe(stages=two[::-1], dedup=[], tokenize=None)), str(dup_input), str(reordered),
+                     workers=1, progress=False)
+    grown = _recipe()
+    grown["dedup"].insert(1, {"method": "lines"})
+    with pytest.raises(RerunError, match=r"'minhash_dedup' pass: the passes before it changed: \['filter', 'url_dedup', "
+                                         r"'minhash_dedup'.* -> \['filter', 'url_dedup', 'lines_dedup', 'minhash_dedup'"):
+        run_pipeline(parse_config(grown), str(dup_input), str(out), workers=1, progress=False)
     # nothing was touched by the refused runs: run.json still records the first config
     assert json.loads((out / "run.json").read_text())["config"]["dedup"][3]["substring"]["min_words"] == 20
 
