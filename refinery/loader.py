@@ -216,6 +216,13 @@ class TokenLoader:
         else:
             self.batches_per_epoch = math.ceil(self.windows_per_rank / batch_size)
             self._check_no_empty_batch()
+        if self.batches_per_epoch == 0:
+            # an epoch of no batch would end at once, forever: a step-counting training loop spins
+            raise ValueError(
+                f"no batch to train on: {self.data.uri} holds {self.data.n_tokens} tokens ({self.n_windows} windows "
+                f"of {self.window} tokens) for {world_size} rank(s) x batch_size {batch_size}"
+                + (" with drop_last (only full batches)" if self.drop_last else "")
+                + ": an empty or tiny corpus (did every document get filtered out?)")
         self.epoch = 0
         self.position = 0  # rows of the current epoch already yielded
         self._active: Iterator | None = None

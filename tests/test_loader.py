@@ -335,6 +335,12 @@ def test_drop_last_yields_only_full_batches_in_lockstep(gpt2_tokens, world_size)
     assert n_windows - len(got) < world_size * (5 + 1)  # few dropped
 
 
+def test_a_corpus_with_no_batch_is_refused(gpt2_tokens):
+    # found by adversarial testing: zero batches per epoch, and a step-counting loop spun forever
+    with pytest.raises(ValueError, match=r"no batch to train on: .* with drop_last"):
+        TokenLoader(gpt2_tokens, SEQ, 100_000, drop_last=True)
+
+
 def test_drop_last_is_part_of_the_state(gpt2_tokens):
     state = TokenLoader(gpt2_tokens, SEQ, 8, drop_last=True).state_dict()
     with pytest.raises(LoaderStateError, match="drop_last: saved True vs now False"):
