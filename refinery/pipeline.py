@@ -182,6 +182,13 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
     have finished). ``only_shards`` restricts the document pass to one instance's share."""
     previous_record = load_previous(plan.run)
     redo_from = first_pass_to_redo(plan, previous_record, force)
+    if redo_from is not None and len(plan.document_passes) > 1:
+        # a run that had one pass kept its removed/, samples/, stats/ at the top of OUT; with more
+        # passes each has its own directory, and those would stay as another config's output
+        top = plan.run.as_pass()
+        for directory in (top.removed_dir, top.samples_dir, top.stats_dir, top.failed_dir):
+            for uri in fs.list_files(directory, (".parquet", ".json")) if fs.exists(directory) else []:
+                fs.delete(uri)
     write_plan(plan, previous_record)
     summary = RunSummary(plan.output)
     previous: Pass | None = None

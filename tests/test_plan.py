@@ -386,6 +386,13 @@ def test_forced_reruns_leave_no_output_of_another_input_or_config(tmp_path):
         f.write_bytes(b"half")
     run_pipeline(parse_config(other), str(src), str(out), workers=1, progress=False)
     assert not any(f.exists() for f in leftovers)
+    # (5) one pass, then (forced) several: the single pass's top-level outputs do not stay
+    single = tmp_path / "single"
+    run_pipeline(parse_config({**spec, "dedup": []}), str(src), str(single), workers=1, progress=False)
+    assert list((single / "stats").glob("*.json")) and list((single / "removed").glob("*.parquet"))
+    run_pipeline(parse_config(spec), str(src), str(single), workers=1, progress=False, force=True)
+    assert not [f for d in ("stats", "removed", "samples", "failed") for f in (single / d).glob("*.*")]
+    assert list((single / "filter" / "stats").glob("*.json")) and run_status(str(single)).complete
 
 
 def test_limit_samples_each_shard_and_is_part_of_the_fingerprint(dup_input, tmp_path):
