@@ -5,6 +5,7 @@ passes are skipped on re-run."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -191,3 +192,26 @@ def test_an_address_where_no_cluster_answers_is_one_line_in_seconds(tmp_path):
     assert proc.returncode == 2, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if "INFO" not in ln]
     assert len(errors) == 1 and errors[0].startswith(f"error: no Ray cluster answers at 127.0.0.1:{closed}"), proc.stderr
+
+
+@pytest.mark.slow
+def test_a_local_cluster_refuses_a_driver_without_its_token(ray_local):  # noqa: F811
+    """Ray listens on every interface whatever node address it is given: the local cluster we
+    start carries a random token, and a driver (here on the host's own reachable address, as one
+    on another host would) without it cannot run anything. Found by adversarial testing: the
+    cluster ran with auth disabled."""
+    import os
+    import subprocess
+
+    gcs = ray_local.get_runtime_context().gcs_address
+    assert os.environ.get("RAY_AUTH_MODE") == "token" and len(os.environ.get("RAY_AUTH_TOKEN", "")) == 64
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    intruder = ("import ray\n"
+                f"ray.init(address={gcs!r}, log_to_driver=False)\n"
+                "print('INTRUDER RAN', ray.get(ray.remote(lambda: 1).remote()))\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", intruder], env=env, capture_output=True, text=True, timeout=25)
+        text = out.stdout + out.stderr
+    except subprocess.TimeoutExpired as exc:  # Ray retries the refused handshake for a minute
+        text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    assert "INTRUDER RAN" not in text

@@ -8,9 +8,13 @@
   documents travel through storage, not the object store. Default: :data:`DEFAULT_OBJECT_STORE_BYTES`.
 - usage stats off (``RAY_USAGE_STATS_ENABLED=0``): nothing phones home.
 - no dashboard (``include_dashboard=False``): it costs a process and ports we don't use.
-- token auth (on by default since Ray 2.5x): a *local* cluster we start listens on loopback
-  only, so we set ``RAY_AUTH_MODE=disabled`` for it unless the user configured auth
-  (``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH`` in the environment). A
+- token auth: Ray's GCS and raylet listen on every interface whatever node address we give
+  (``_node_ip_address="127.0.0.1"`` is resolved to the host's reachable IP), so a *local*
+  cluster we start gets ``RAY_AUTH_MODE=token`` with a random ``RAY_AUTH_TOKEN`` that only this
+  process and the Ray processes it starts know, unless the user configured auth
+  (``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH`` in the environment). It used
+  to set ``RAY_AUTH_MODE=disabled``, believing the cluster loopback-only: anyone who could
+  reach the host could run code on it during a run (found by adversarial testing). A
   multi-node cluster (``refinery.launch.bootstrap``) uses ``RAY_AUTH_MODE=token`` with one
   shared ``RAY_AUTH_TOKEN`` on every node and driver; connecting to such a cluster needs the
   same two variables in the driver's environment.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -44,8 +49,16 @@ def configure_environment(local: bool) -> None:
     """Environment every Ray process we start inherits (workers are spawned with it)."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     if local and not auth_configured():
-        # A loopback-only cluster of our own: no token (see the module docstring).
-        os.environ["RAY_AUTH_MODE"] = "disabled"
+        # Ray listens on every interface: a token nobody else has (see the module docstring)
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        if "ray" in sys.modules:
+            # Ray read its auth settings when it was imported: make it read them again (what
+            # Ray's own tests do between clusters), or its driver would not send the token
+            from ray._raylet import AuthenticationTokenLoader, Config
+
+            Config.initialize("")
+            AuthenticationTokenLoader.instance().reset_cache()
 
 
 def ensure_ray(
@@ -82,7 +95,7 @@ def ensure_ray(
         num_cpus=num_cpus,
         object_store_memory=store,
         include_dashboard=False,
-        _node_ip_address="127.0.0.1",  # listen on loopback only: this cluster is ours alone
+        _node_ip_address="127.0.0.1",  # advertised address; the ports still listen everywhere (token auth)
         log_to_driver=log_to_driver,
         namespace="refinery",
     )
