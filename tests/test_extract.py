@@ -434,6 +434,26 @@ def test_charsets() -> None:
     assert decode_html(ru.encode("cp1251"), "text/html; charset=windows-1251")[1] == 0.0
 
 
+def test_undeclared_and_utf16_pages_decode_without_replacement_characters() -> None:
+    """Found by adversarial testing: an undeclared cp1252 page whose accents sit in the middle
+    (head and tail all ASCII) went through as UTF-8 with U+FFFD; an HTTP charset=UTF-16LE was
+    read as UTF-8 and the page removed as undecodable."""
+    filler = "<p>" + "The committee met on Tuesday to discuss the annual budget report. " * 250 + "</p>"
+    middle = "<p>It\u2019s the caf\u00e9\u2019s \u201cbest\u201d coffee \u2013 na\u00efve but good.</p>"
+    html = f"<html><head><title>Coffee</title></head><body>{filler}{middle}{filler}</body></html>"
+    assert len(html) > 30_000
+    text, bad = decode_html(html.encode("cp1252"), "text/html")
+    assert text == html and bad == 0.0
+    # German in cp1252, undeclared: not cp852's "\u0158" for "\u00fc"
+    de = page(f"<p>F\u00fcr die Gr\u00fc\u00dfe der B\u00fcrger wurde \u00fcber die \u00c4nderung gesprochen. {PROSE}</p>")
+    assert decode_html(de.encode("cp1252"), "text/html")[0] == de
+    ascii_page = page(f"<p>{PROSE}</p>")
+    for label, codec in (("UTF-16LE", "utf-16-le"), ("utf-16be", "utf-16-be")):
+        assert decode_html(ascii_page.encode(codec), f"text/html; charset={label}") == (ascii_page, 0.0)
+    # a UTF-16 header on a UTF-8 body (a misconfigured server) is not believed
+    assert decode_html(de.encode("utf-8"), "text/html; charset=utf-16le")[0] == de
+
+
 def codecs_bom(text: str) -> bytes:
     return b"\xef\xbb\xbf" + text.encode("utf-8")
 

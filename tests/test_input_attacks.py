@@ -197,6 +197,36 @@ def test_empty_jsonl_is_an_empty_shard(tmp_path):
     assert "text" in pq.read_schema(out / "kept" / "empty.parquet").names
 
 
+def test_a_jsonl_file_with_a_bom_keeps_its_first_document(tmp_path):
+    # found by adversarial testing: the first line was removed as bad_json
+    docs = real_docs(3)
+    src = tmp_path / "in" / "bom.jsonl"
+    src.parent.mkdir()
+    src.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(d) + "\n" for d in docs).encode())
+    stats, out = run_shard(tmp_path, src)
+    assert stats["docs_read"] == 3 and stats["docs_kept"] == 3
+    assert table(out, "kept").column("text").to_pylist() == [d["text"] for d in docs]
+
+
+def test_invalid_utf8_in_a_parquet_string_column_is_replaced_not_a_failed_shard(tmp_path):
+    """Parquet writers need not validate UTF-8 (parquet-mr does not), pyarrow does not on read:
+    one stray byte in `text` failed the whole shard with a bare UnicodeDecodeError (found by
+    adversarial testing). It is decoded with a replacement character and counted, as binary text is."""
+    import numpy as np
+
+    vals = [b"A normal English document. " * 30, b"A stray byte \xff here. " * 30, b"Third document. " * 30]
+    offsets = np.cumsum([0] + [len(v) for v in vals]).astype(np.int32)
+    text = pa.Array.from_buffers(pa.string(), 3, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(vals))])
+    src = tmp_path / "in" / "part-0.parquet"
+    src.parent.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": text}), src)
+    stats, out = run_shard(tmp_path, src)
+    assert stats["docs_read"] == 3 and stats["docs_kept"] == 3
+    kept = table(out, "kept").column("text").to_pylist()
+    assert kept[0] == vals[0].decode() and "A stray byte \ufffd here." in kept[1]
+    assert stats["reader_notes"]["text_utf8_replaced"] == 1
+
+
 # --------------------------------------------------------------------------------------------
 # 4. null and duplicate ids: derived once at read time
 # --------------------------------------------------------------------------------------------

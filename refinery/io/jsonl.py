@@ -192,7 +192,8 @@ def _parse(line: bytes | None, lineno: int, source: str, id_prefix: str) -> tupl
     if line is None:
         return _bad(lineno, source, id_prefix, "line_too_long")
     try:
-        text_line = line.decode("utf-8")
+        # a file written with a BOM (Windows tools) starts with one: the first document is not bad JSON
+        text_line = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
     except UnicodeDecodeError:
         return _bad(lineno, source, id_prefix, "invalid_utf8")
     try:

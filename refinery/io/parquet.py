@@ -139,8 +139,21 @@ def _normalise(batch: pa.RecordBatch, renames: dict[str, str], notes: dict[str, 
         target = _INPUT_TYPES.get(name)
         if target is not None and column.type != target:
             column = _cast(name, column, target, notes)
+        elif target == pa.string() and not _valid_utf8(column):
+            # Parquet writers need not validate UTF-8 (parquet-mr does not): one bad byte failed the
+            # whole shard at the first to_pylist(); decoded as binary text is, with replacements
+            column = _cast(name, column.cast(pa.binary()), target, notes)
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def _valid_utf8(column: pa.Array) -> bool:
+    """Whether a string column holds valid UTF-8 (Arrow's full validation, in C)."""
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _cast(name: str, column: pa.Array, target: pa.DataType, notes: dict[str, int]) -> pa.Array:

@@ -254,9 +254,13 @@ _HELPERS = _HelperPool()
 atexit.register(_HELPERS.close_all)
 
 
-def _normalize_charset(label: str) -> str | None:
+def _normalize_charset(label: str, http: bool = False) -> str | None:
     label = label.strip().strip("\"'").lower()
-    label = _CHARSET_ALIASES.get(label, label)
+    # a meta tag cannot really declare UTF-16 (its own bytes would be unreadable), an HTTP
+    # header can: WHATWG honours it there (found by adversarial testing: such pages were removed
+    # as undecodable)
+    if not (http and label.startswith("utf-16")):
+        label = _CHARSET_ALIASES.get(label, label)
     try:
         return codecs.lookup(label).name
     except LookupError:
@@ -288,7 +292,7 @@ def codec_candidates(body: bytes, content_type: str | None) -> list[str]:
             break
     if content_type:
         m = _HTTP_CHARSET.search(content_type)
-        if m and (codec := _normalize_charset(m.group(1))):
+        if m and (codec := _normalize_charset(m.group(1), http=True)):
             candidates.append(codec)
     m = _META_CHARSET.search(body, 0, _META_SCAN_BYTES)
     if m and (codec := _normalize_charset(m.group(1).decode("ascii", "ignore"))):
@@ -306,6 +310,8 @@ def decode_html(body: bytes, content_type: str | None) -> tuple[str, float]:
         if codec in seen:
             continue
         seen.add(codec)
+        if codec.startswith("utf-16") and body.count(b"\x00") * 8 < len(body):
+            continue  # declared UTF-16 but no NUL bytes between the ASCII of its markup: it is not
         try:
             text = body.decode(codec)
             break
@@ -340,21 +346,38 @@ def bad_chars_utf8(raw: bytes) -> int:
     return len(raw) - len(raw.translate(None, _BAD_C0_BYTES)) + raw.count(REPLACEMENT_UTF8)
 
 
+_NON_ASCII_BYTE = re.compile(rb"[\x80-\xff]")
+
+
 def _guess_decode(body: bytes) -> str | None:
-    """Statistical guess for undeclared non-UTF-8 pages (rare; charset-normalizer ships with
-    requests/trafilatura). Detection runs on head + tail only, to stay cheap on big pages."""
+    """Statistical guess for undeclared non-UTF-8 pages (charset-normalizer ships with
+    requests/trafilatura), on the head and tail of big pages to stay cheap -- or, when those are
+    all ASCII, on the 10 kB from the first non-ASCII byte: head and tail alone made pages whose
+    accents sit in the middle look ASCII, and they went through as UTF-8 with replacement
+    characters (found by adversarial testing). The first guess that decodes the whole body wins."""
     try:
         from charset_normalizer import from_bytes
     except ImportError:  # pragma: no cover - optional
         return None
     sample = body if len(body) <= 20_000 else body[:10_000] + body[-10_000:]
-    best = from_bytes(sample).best()
-    if best is None or not best.encoding:
-        return None
-    try:
-        return body.decode(best.encoding)
-    except (UnicodeDecodeError, LookupError):
-        return None
+    if sample.isascii():
+        first = _NON_ASCII_BYTE.search(body)
+        if first is None:
+            return None
+        sample = body[max(0, first.start() - 1_000): first.start() + 9_000]
+    matches = [m for m in from_bytes(sample) if m.encoding]
+    if matches:
+        # WHATWG's default for an undeclared page is windows-1252: prefer it over another
+        # single-byte guess that reads the sample no better (cp852 for German made "ü" "Ř")
+        western = next((m for m in matches if m.encoding == "cp1252"), None)
+        if western is not None and western.chaos <= matches[0].chaos:
+            matches.insert(0, western)
+    for match in matches:
+        try:
+            return body.decode(match.encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return None
 
 
 # Pre-screen: page shapes that make the HTML parser super-linear, caught on the decoded HTML in
