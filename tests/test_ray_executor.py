@@ -215,3 +215,24 @@ def test_a_local_cluster_refuses_a_driver_without_its_token(ray_local):  # noqa:
     except subprocess.TimeoutExpired as exc:  # Ray retries the refused handshake for a minute
         text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
     assert "INTRUDER RAN" not in text
+
+
+def _timed_task(out_dir: str, k: int, **_: object) -> dict:
+    import time as _time
+
+    start = _time.time()
+    _time.sleep(0.8)
+    with open(os.path.join(out_dir, f"{k}.txt"), "w") as f:
+        f.write(f"{start} {_time.time()}")
+    return {"docs_read": 1}
+
+
+def test_workers_limit_concurrency_on_a_cluster_with_more_cpus(tmp_path, ray_local):  # noqa: F811
+    """Found by adversarial testing: --workers 1 on a 2-CPU cluster ran 2 tasks at once (twice the
+    workers were submitted, and Ray ran every one a free CPU could take)."""
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with RayExecutor(workers=1, progress=False) as ex:
+        assert ex.capacity == 1 and ex.max_in_flight() == 1
+        ex.run(_timed_task, [{"k": k} for k in range(3)], label="timed", shared={"out_dir": str(tmp_path)})
+    spans = sorted(tuple(map(float, (tmp_path / f"{k}.txt").read_text().split())) for k in range(3))
+    assert all(later[0] >= earlier[1] - 0.05 for earlier, later in zip(spans, spans[1:])), spans

@@ -242,6 +242,11 @@ class Executor(ABC):
     def _prepare_shared(self, shared: dict[str, Any]) -> Any:
         return shared
 
+    def max_in_flight(self) -> int:
+        """Tasks submitted at once: twice the workers, so a worker never waits for the driver (a
+        pool runs only ``capacity`` of them; the rest wait in its queue)."""
+        return 2 * self.capacity
+
     @property
     def capacity(self) -> int:
         """How many tasks run at once."""
@@ -300,7 +305,7 @@ class Executor(ABC):
         pending: dict[Future, tuple[int, int]] = {}
         # enough queued to keep every worker busy, not the whole pass; a task run inline is done on
         # submission, so one at a time (a stop or a Ctrl-C then comes before the next task starts)
-        limit = 1 if self.inline else 2 * self.capacity
+        limit = 1 if self.inline else self.max_in_flight()
         bar = TaskProgress(len(tasks), label=label, units=units, enabled=self.progress)
         try:
             while queue or pending:

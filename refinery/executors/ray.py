@@ -56,6 +56,14 @@ class RayExecutor(Executor):
         self._connect()
         return max(1, min(self.workers or cluster_cpus(), cluster_cpus()))
 
+    def max_in_flight(self) -> int:
+        # Ray runs every submitted task a free CPU can take: with fewer workers asked for than the
+        # cluster has CPUs, submitting twice as many ran twice as many at once (found by
+        # adversarial testing on an existing cluster: --workers 1 ran 2 tasks)
+        if self.workers and self.workers < cluster_cpus():
+            return self.capacity
+        return 2 * self.capacity
+
     def _prepare_shared(self, shared: dict[str, Any]) -> Any:
         import ray
 
