@@ -91,9 +91,26 @@ class RayExecutor(Executor):
         self._refs.clear()
 
     def close(self) -> None:
+        self._refs.clear()  # an ObjectRef freed after ray.shutdown() ends the process (exit 1, no message)
         if self._owns_ray:
+            import signal
+            import threading
+
             import ray
 
-            ray.shutdown()
-            self._owns_ray = False
+            # a Ctrl-C inside ray.shutdown() left it half done, and the process then exited with
+            # code 1 and no message (found by adversarial testing): note it, finish the shutdown,
+            # then raise it, so the command line prints its one line
+            caught: list[int] = []
+            previous = None
+            if threading.current_thread() is threading.main_thread():
+                previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+            try:
+                ray.shutdown()
+            finally:
+                self._owns_ray = False
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
+            if caught:
+                raise KeyboardInterrupt
         self._remote = self._remote_fresh = None
