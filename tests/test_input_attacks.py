@@ -197,6 +197,30 @@ def test_empty_jsonl_is_an_empty_shard(tmp_path):
     assert "text" in pq.read_schema(out / "kept" / "empty.parquet").names
 
 
+def test_records_whose_http_headers_are_too_long_are_not_a_damaged_stream():
+    """Two intact responses whose HTTP header block exceeds FastWARC's limit are each an
+    http_parse_error, and nothing more: the second also produced a corrupt_stream row (the failed
+    parse had read part of the block). Found by adversarial testing."""
+    import uuid
+
+    def record(block: bytes, uri: str) -> bytes:
+        head = ["WARC/1.0", "WARC-Type: response", f"WARC-Record-ID: <urn:uuid:{uuid.uuid4()}>",
+                "WARC-Date: 2024-01-01T00:00:00Z", f"WARC-Target-URI: {uri}",
+                "Content-Type: application/http; msgtype=response", f"Content-Length: {len(block)}"]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + block + b"\r\n\r\n"
+
+    body = b"<html><body><p>" + b"Some text. " * 500 + b"</p></body></html>"
+    junk = "".join(f"X-Junk-{j}: {'v' * 100}\r\n" for j in range(400))
+    big = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n{junk}\r\n".encode() + body
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + body
+    for compress in (True, False):
+        records = [record(big, "https://big/0"), record(big, "https://big/1"), record(ok, "https://ok/")]
+        data = b"".join(gzip.compress(r) if compress else r for r in records)
+        rows = [r for b in WarcReader().read(io.BytesIO(data), "f.warc") for r in b.to_pylist()]
+        assert [(r["url"], r["_reason"]) for r in rows] == [
+            ("https://big/0", "http_parse_error"), ("https://big/1", "http_parse_error"), ("https://ok/", None)]
+
+
 def test_a_jsonl_file_with_a_bom_keeps_its_first_document(tmp_path):
     # found by adversarial testing: the first line was removed as bad_json
     docs = real_docs(3)

@@ -783,8 +783,11 @@ class WarcReader:
             try:
                 record.parse_http(quirks_mode=True)
             except Exception:  # noqa: BLE001 - any HTTP header FastWARC cannot parse
-                got = record.reader.consume()
-                return _row(record, source, index, None, "http_parse_error", None), got >= declared
+                record.reader.consume()
+                # the block's position, not what consume() read: the failed parse already read part
+                # of the block, and an intact record counted as a damaged stream (an extra row;
+                # found by adversarial testing)
+                return _row(record, source, index, None, "http_parse_error", None), record.reader.tell() >= declared
             http = record.http_headers
             status = http.status_code
             content_type = http.get("Content-Type")
