@@ -216,9 +216,14 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into one line
         if verbose:
             traceback.print_exc()
+        from refinery.executors.base import TaskError
+
         user = isinstance(exc, _user_error_types())
-        message = str(exc) if user else f"unexpected {type(exc).__name__}: {exc}"
-        hint = "" if verbose else " (rerun with -v for the traceback)" if not user else ""
+        if isinstance(exc, TaskError):  # a task failed after its retries (a worker killed, OOM): not a bug
+            message, hint = str(exc), "; the finished tasks are kept: run the same command again to resume"
+        else:
+            message = str(exc) if user else f"unexpected {type(exc).__name__}: {exc}"
+            hint = "" if verbose else " (rerun with -v for the traceback)" if not user else ""
         print_error(f"{message}{hint}" if str(exc) else f"{type(exc).__name__}{hint}")
         code = 2 if user else 1
     finally:

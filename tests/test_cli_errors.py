@@ -405,3 +405,24 @@ def test_ctrl_c_while_the_command_line_is_imported_is_one_line(monkeypatch, caps
     with pytest.raises(SystemExit) as exit_:
         entry.main()
     assert exit_.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_a_failed_task_is_one_line_with_the_resume_hint_not_a_bug(cli, monkeypatch, tmp_path):
+    """A task of a pass that failed after its retries (a worker killed, out of memory) is not
+    refinery's bug: `refinery run` said "unexpected TaskError ... (rerun with -v for the
+    traceback)" with no resume hint. Found by adversarial testing."""
+    from pathlib import Path
+
+    import refinery.pipeline as pipeline
+    from refinery.executors.base import TaskError
+
+    def failing(*args, **kwargs):
+        raise TaskError("[tokenize] task shard-00 failed: worker died")
+
+    monkeypatch.setattr(pipeline, "run_plan", failing)
+    root = Path(__file__).resolve().parents[1]
+    code, _, err = cli("run", root / "configs" / "refinedweb.yaml", "-i", root / "data" / "sample" / "warc",
+                       "-o", tmp_path / "out")
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 1 and len(lines) == 1 and "unexpected" not in err, err
+    assert lines[0].startswith("error: [tokenize] task shard-00 failed: worker died") and "run the same command again" in err
