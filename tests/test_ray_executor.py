@@ -236,3 +236,22 @@ def test_workers_limit_concurrency_on_a_cluster_with_more_cpus(tmp_path, ray_loc
         ex.run(_timed_task, [{"k": k} for k in range(3)], label="timed", shared={"out_dir": str(tmp_path)})
     spans = sorted(tuple(map(float, (tmp_path / f"{k}.txt").read_text().split())) for k in range(3))
     assert all(later[0] >= earlier[1] - 0.05 for earlier, later in zip(spans, spans[1:])), spans
+
+
+def test_a_ray_task_configures_the_workers_logging(monkeypatch):
+    """Ray workers start with no logging handler: the per-shard lines ("[shard x] done: ...",
+    retries) were lost on Ray. Found by adversarial testing."""
+    import logging
+
+    from _scale_fixtures import worker_pid
+
+    from refinery.executors.ray import ray_task
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    status, result, error, _node = ray_task(worker_pid, {}, {}, 1, "t")
+    assert status == "done" and result["pid"] == os.getpid() and error is None
+    assert root.handlers and root.level == logging.INFO
+    for handler in list(root.handlers):
+        root.removeHandler(handler)

@@ -19,6 +19,16 @@ from refinery.executors.ray_cluster import cluster_cpus, ensure_ray
 log = logging.getLogger("refinery.executors.ray")
 
 
+def ray_task(fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str = "") -> tuple:
+    """:func:`call_task` in a Ray worker, whose logging nobody configured: the per-shard lines
+    ("[shard x] done: ...", retries) were lost on Ray, where the pool's workers print them (found by
+    adversarial testing). Ray forwards the worker's stderr to the driver."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s")
+    return call_task(fn, shared, task, attempt, name)
+
+
 class RayExecutor(Executor):
     kind = "ray"
 
@@ -44,11 +54,11 @@ class RayExecutor(Executor):
                 scheduling_strategy="SPREAD",  # share-nothing tasks: spread the load over the nodes
                 name="refinery-task",
             )
-            self._remote = ray.remote(call_task).options(**options)
+            self._remote = ray.remote(ray_task).options(**options)
             # fresh_workers: max_calls=1 makes the worker exit after the task (it is not an
             # .options() key), and a runtime env of their own keeps Ray from leasing these tasks
             # to workers that ran others (env_vars merge with the job's runtime env)
-            self._remote_fresh = ray.remote(max_calls=1)(call_task).options(
+            self._remote_fresh = ray.remote(max_calls=1)(ray_task).options(
                 **options, runtime_env={"env_vars": {"REFINERY_FRESH_WORKER": "1"}})
 
     @property

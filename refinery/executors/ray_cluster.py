@@ -48,6 +48,8 @@ def auth_configured() -> bool:
 def configure_environment(local: bool) -> None:
     """Environment every Ray process we start inherits (workers are spawned with it)."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    if not sys.stderr.isatty():  # worker lines forwarded into a log file: no colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if local and not auth_configured():
         # Ray listens on every interface: a token nobody else has (see the module docstring)
         os.environ["RAY_AUTH_MODE"] = "token"
