@@ -474,15 +474,15 @@ def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
 
 def _token_outputs_present(tokens_dir: str) -> bool:
     """The token manifest and every file of every shard it lists exist (one listing)."""
-    manifest_uri = fs.join(tokens_dir, "manifest.json")
+    from refinery.tokens.format import shard_uris
+
     try:
-        manifest = json.loads(fs.read_bytes(manifest_uri))
+        manifest = json.loads(fs.read_bytes(fs.join(tokens_dir, "manifest.json")))
         present = {fs.basename(u) for u in fs.list_files(tokens_dir)}
     except (fs.StorageError, OSError, ValueError):
         return False
-    needed = {shard.get(k) for shard in manifest.get("shards", []) for k in ("bin", "idx", "ids")}
-    needed |= {shard.get("name", "") + ".json" for shard in manifest.get("shards", [])}
-    return None not in needed and needed <= present
+    return all({fs.basename(u) for u in shard_uris(tokens_dir, str(s.get("name"))).values()} <= present
+               for s in manifest.get("shards", []))
 
 
 def finish_pass(plan: Plan, p: Pass, summary: dict[str, Any]) -> None:

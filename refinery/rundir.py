@@ -34,6 +34,8 @@ from typing import Any
 
 from refinery.io import fs
 
+log = logging.getLogger("refinery.rundir")
+
 
 @dataclass(frozen=True)
 class PassDir:
@@ -179,6 +181,6 @@ def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str) -> list
     for shard in orphans:
         clear_shard_outputs(out, shard)
     if orphans:
-        logging.getLogger("refinery.pipeline").info("[%s] removed the outputs of %d shard(s) no longer in the input: %s", pass_name, len(orphans),
+        log.info("[%s] removed the outputs of %d shard(s) no longer in the input: %s", pass_name, len(orphans),
                  ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else ""))
     return orphans

@@ -9,6 +9,7 @@ document in input order" -- for URL dedup that is the first shard (by name) and 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -46,6 +47,9 @@ def node_partition(nodes: np.ndarray, num_parts: int) -> np.ndarray:
 
 
 # -- keys -----------------------------------------------------------------------------------
+_AUTHORITY_END = re.compile(r"[/?]")
+
+
 def normalize_url(url: str | None) -> str | None:
     """The URL as compared by URL dedup: trimmed, scheme and host lowercased, fragment dropped,
     ``http``/``https`` and a leading ``www.`` not distinguished. ``None`` for empty URLs."""
@@ -62,12 +66,8 @@ def normalize_url(url: str | None) -> str | None:
         scheme = ""
     # the authority ends at the first "/" or "?" ("https://sho.rt?v=Ab3" has an empty path: its
     # query is case-sensitive and must not be lowercased or stripped as if it were the host)
-    end = len(rest)
-    for delimiter in "/?":
-        found = rest.find(delimiter)
-        if found != -1 and found < end:
-            end = found
-    host, path = rest[:end], rest[end:].removeprefix("/")
+    end = _AUTHORITY_END.search(rest)
+    host, path = (rest[: end.start()], rest[end.start():].removeprefix("/")) if end else (rest, "")
     host = host.lower()
     host = host.removeprefix("www.")
     if host.endswith((":80", ":443")):

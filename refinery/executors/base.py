@@ -346,8 +346,8 @@ class Executor(ABC):
             raise
         finally:
             bar.close()
-            # the exception's traceback keeps this frame alive: a Ray future freed after
-            # ray.shutdown() ends the process with exit code 1 and no message
+            # an exception's traceback keeps this frame, and so these futures, alive: a Ray future
+            # freed after ray.shutdown() ends the process with exit code 1 and no message
             pending.clear()
             done = ()
         return [o for o in outcomes if o is not None]

@@ -19,6 +19,10 @@ from refinery.executors.base import Executor, TaskFn, call_task
 log = logging.getLogger("refinery.executors.local")
 
 
+#: how a worker process's own log lines look (pool workers writing to stderr, Ray workers)
+WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
+
+
 def init_worker_logging(level: int = logging.INFO, queue: Any = None) -> None:
     """A pool worker's logging: straight to stderr, or (``queue``) back to the parent process,
     whose handlers then print it, so worker lines never break into the parent's progress bar and
@@ -33,7 +37,7 @@ def init_worker_logging(level: int = logging.INFO, queue: Any = None) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     _exit_with_parent()
     if queue is None:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s")
+        logging.basicConfig(level=level, format=WORKER_LOG_FORMAT)
         return
     root = logging.getLogger()
     root.handlers[:] = [QueueHandler(queue)]

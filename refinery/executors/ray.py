@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from refinery.executors.base import Executor, TaskFn, call_task
+from refinery.executors.local import WORKER_LOG_FORMAT
 from refinery.executors.ray_cluster import cluster_cpus, ensure_ray
 
 log = logging.getLogger("refinery.executors.ray")
@@ -25,7 +26,7 @@ def ray_task(fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: 
     adversarial testing). Ray forwards the worker's stderr to the driver."""
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO, format=WORKER_LOG_FORMAT)
     return call_task(fn, shared, task, attempt, name)
 
 

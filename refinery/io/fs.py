@@ -411,9 +411,8 @@ def sweep_temporaries(uri: str) -> int:
     directory, name = os.path.split(path)
     if not os.path.isdir(directory):
         return 0
-    # (and the names of writers before TMP_SUFFIX)
-    stale = [f for f in os.listdir(directory)
-             if f.startswith(".tmp-") and (f.endswith("-" + name + TMP_SUFFIX) or f.endswith("-" + name))]
+    # (with or without TMP_SUFFIX: writers before it named their temporaries after the file alone)
+    stale = [f for f in os.listdir(directory) if f.startswith(".tmp-") and f.removesuffix(TMP_SUFFIX).endswith("-" + name)]
     for f in stale:
         try:
             os.unlink(os.path.join(directory, f))

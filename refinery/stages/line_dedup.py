@@ -66,9 +66,9 @@ class RepeatedLineCut(_IndexedStage):
         return cached
 
     def cut(self, text: str, rule: Any, keys: np.ndarray, keepers: np.ndarray | None = None,
-            doc_id: Any = None) -> tuple[str, int, int]:
+            own_id: int | None = None) -> tuple[str, int, int]:
         """``(text without boilerplate lines, lines cut, words in them)``; lines whose keeper is
-        this document (``doc_id``) stay."""
+        this document (``own_id``: :func:`~refinery.dedup.lines.doc_id_hash` of its id) stay."""
         lines = text.split("\n")
         hashes = [rule.key(line) for line in lines]
         cand = [i for i, h in enumerate(hashes) if h is not None]
@@ -77,10 +77,8 @@ class RepeatedLineCut(_IndexedStage):
         h = np.array([hashes[i] for i in cand], dtype=np.uint64)
         pos = np.searchsorted(keys, h).clip(max=len(keys) - 1)
         found = keys[pos] == h
-        if keepers is not None and found.any():
-            from refinery.dedup.lines import doc_id_hash
-
-            found &= keepers[pos] != np.uint64(doc_id_hash(doc_id))
+        if keepers is not None and own_id is not None:
+            found &= keepers[pos] != np.uint64(own_id)
         hit = {cand[j] for j in np.flatnonzero(found).tolist()}
         if not hit:
             return text, 0, 0
@@ -91,7 +89,12 @@ class RepeatedLineCut(_IndexedStage):
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         rule, keys, keepers, limit = self._index()
         texts = batch.column("text").to_pylist()
-        ids = batch.column("id").to_pylist() if keepers is not None else [None] * batch.num_rows
+        if keepers is not None:
+            from refinery.dedup.lines import doc_id_hash
+
+            own_ids: list[int | None] = [doc_id_hash(i) for i in batch.column("id").to_pylist()]
+        else:
+            own_ids = [None] * batch.num_rows
         n = len(texts)
         reasons: list[str | None] = [None] * n
         metrics: list[float | None] = [None] * n
@@ -103,7 +106,7 @@ class RepeatedLineCut(_IndexedStage):
         for i, text in enumerate(texts):
             if not text:
                 continue
-            corrected, lines, words = self.cut(text, rule, keys, keepers, ids[i])
+            corrected, lines, words = self.cut(text, rule, keys, keepers, own_ids[i])
             if not lines:
                 continue
             total = count_words(text)

@@ -201,11 +201,9 @@ def _same_source(marker: dict, source: str) -> bool:
     return marker.get("source_digest") in (None, source_digest(source))
 
 
-def _check_marker(marker: dict, tok: LoadedTokenizer, where: str, plan: dict | None = None,
-                  source: str | None = None) -> None:
-    """Refuse to reuse a finished shard made with another tokenizer, EOS token, shuffle plan or
-    input (``source``: the kept shard's current URI); markers from before a field was recorded
-    are not checked on it."""
+def _check_marker(marker: dict, tok: LoadedTokenizer, where: str, plan: dict | None = None) -> None:
+    """Refuse to reuse a finished shard made with another tokenizer, EOS token or shuffle plan
+    (markers from before a field was recorded are not checked on it; the input: :func:`_finished`)."""
     if marker.get("shard_format") != SHARD_FORMAT:  # a shard of the old RFTOKIDX format: not resumable
         raise TokenizeError(f"{where} holds shard {marker.get('name')} in refinery's old token format; use a fresh "
                             "--output or --force to write Megatron indexed-dataset shards")
@@ -221,10 +219,6 @@ def _check_marker(marker: dict, tok: LoadedTokenizer, where: str, plan: dict | N
     if plan is not None and marker.get("plan") != plan:
         raise TokenizeError(f"{where} holds shard {marker.get('name')} from a different shuffle plan "
                             f"{marker.get('plan')} (now {plan}); use a fresh --output or --force")
-    if source is not None and not _same_source(marker, source):
-        raise TokenizeError(f"{where} holds shard {marker.get('name')} tokenized from {marker.get('source')}, whose "
-                            f"content differs from {source} now (another run, or the run changed since); use a "
-                            f"fresh --output or --force")
 
 
 def _bucket_ranges(sources: list[dict], j: int) -> list[tuple[str, int, int]]:
@@ -344,10 +338,14 @@ def _finished(out_dir: str, names: list[str], tok: LoadedTokenizer, plan: dict |
             log.info("tokenize [%s]: %s missing, redone", name, fs.basename(missing[0]))
             continue
         source = (sources or {}).get(name)
-        if redo_stale and source is not None and not _same_source(marker, source):
-            log.info("tokenize [%s]: made from another version of %s, redone", name, source)
-            continue
-        _check_marker(marker, tok, out_dir, plan, source)
+        if source is not None and not _same_source(marker, source):
+            if redo_stale:
+                log.info("tokenize [%s]: made from another version of %s, redone", name, source)
+                continue
+            raise TokenizeError(f"{out_dir} holds shard {name} tokenized from {marker.get('source')}, whose content "
+                                f"differs from {source} now (another run, or the run changed since); use a fresh "
+                                f"--output or --force")
+        _check_marker(marker, tok, out_dir, plan)
         found[name] = marker
     return found
 
@@ -560,16 +558,18 @@ def manifest_problems(manifest: dict, token_dir: str) -> list[str]:
     vocabulary, an ids file whose row count is not the shard's documents (``verify-tokens``)."""
     import pyarrow.parquet as pq
 
+    from collections import Counter
+
     problems: list[str] = []
     shards = manifest.get("shards", [])
-    names = [e.get("name") for e in shards]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = sorted(n for n, k in Counter(str(e.get("name")) for e in shards).items() if k > 1)
     if twice:
         problems.append(f"manifest lists shard(s) {twice} more than once")
     for e in shards:
-        for kind, ext in (("bin", ".bin"), ("idx", ".idx"), ("ids", ".ids.parquet")):
-            if e.get(kind) != f"{e.get('name')}{ext}":
-                problems.append(f"manifest entry {e.get('name')}: {kind} {e.get(kind)!r} is not {e.get('name')}{ext}")
+        uris = shard_uris(token_dir, str(e.get("name")))
+        for kind in ("bin", "idx", "ids"):
+            if e.get(kind) != fs.basename(uris[kind]):
+                problems.append(f"manifest entry {e.get('name')}: {kind} {e.get(kind)!r} is not {fs.basename(uris[kind])}")
     totals = manifest.get("totals", {})
     sums = {"n_shards": len(shards), "n_docs": sum(e.get("n_docs", 0) for e in shards),
             "n_tokens": sum(e.get("n_tokens", 0) for e in shards)}
