@@ -1,4 +1,4 @@
-"""Where a run stands: every pass (finished / running / pending), and for the document passes the
+"""Where a run stands: every pass (finished / running / stopped / failed / pending), and for the document passes the
 shards planned, finished, failed and pending, documents so far.
 
 Read from the run directory alone (``run.json``, ``passes/*.json``, ``stats/*.json`` shard markers,
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from refinery.io import fs
+from refinery.io.runlock import run_dir_active
 from refinery.rundir import PassDir, RunDir
 
 
@@ -55,7 +56,10 @@ def _shards(out: PassDir) -> tuple[list[dict[str, Any]], dict[str, str]]:
     return finished, {k: v for k, v in failed.items() if k not in done}  # a later attempt finished it
 
 
-def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int) -> list[dict[str, Any]]:
+def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
+                 active: bool | None = None) -> list[dict[str, Any]]:
+    """Each pass's state. ``active``: whether a run holds the run directory now (None: unknown, as
+    on S3), which tells a pass being run from one whose run was interrupted."""
     # each pass's directory under the run directory as given here, not as run.json spells it: a run
     # made with a relative --output records relative paths, which mean nothing from another directory
     documents = [p["name"] for p in record["passes"] if p.get("kind") != "tokenize"]
@@ -76,6 +80,8 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int) -> li
         if p["kind"] != "tokenize" and pass_dir is not None:
             detail = f"{len(finished)}/{shards_planned} shards finished" + (f", {len(failed)} failed" if failed else "")
             state = "failed" if failed else "running" if finished else "pending"
+            if state == "running" and active is False:
+                state = "stopped"  # shards done but no run holds the directory: interrupted, resumable
         else:
             state = "pending"
         states.append({"name": p["name"], "kind": p["kind"], "state": state, "detail": detail})
@@ -103,5 +109,5 @@ def run_status(run_dir: str) -> RunStatus:
         docs_kept=kept,
         shard_seconds=round(sum(s.get("seconds", 0.0) for s in finished), 3),
         failed=failed,
-        passes=_pass_states(run, record, planned) if record else [],
+        passes=_pass_states(run, record, planned, run_dir_active(run_dir)) if record else [],
     )

@@ -717,11 +717,16 @@ def test_layout_tables_come_out_as_text_and_data_tables_as_tables(tmp_path: Path
 
 def test_empty_input_text_is_named_empty_text_not_empty_html() -> None:
     """A text-input row (no HTML) with empty text is removed as ``empty_text``; a row with
-    neither stays ``empty_html`` (a page whose HTML is missing)."""
+    neither stays ``empty_html`` (a page whose HTML is missing) when the batch holds HTML; in a
+    batch of text input (no HTML at all) a null text is ``empty_text`` too."""
     batch = make_batch([None, None, None, b""])
     batch = batch.set_column(batch.schema.get_field_index("text"), "text", pa.array(["", None, "kept as is", None]))
     out = TrafilaturaExtractor(timeout_s=0)(batch)
     assert check(out, batch) == ["empty_text", "empty_html", None, "empty_html"]
+    text_only = make_batch([None, None, None])
+    text_only = text_only.set_column(text_only.schema.get_field_index("text"), "text", pa.array(["", None, "kept"]))
+    out = TrafilaturaExtractor(timeout_s=0)(text_only)
+    assert check(out, text_only) == ["empty_text", "empty_text", None]
 
 
 def test_extract_path_is_declared_and_counted_in_stats() -> None:

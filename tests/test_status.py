@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from refinery.cli import app
 from refinery.config import parse_config
+from refinery.io.runlock import run_dir_lock
 from refinery.pipeline import run_pipeline
 from refinery.status import run_status
 
@@ -41,6 +42,12 @@ def test_status_tracks_finished_failed_and_pending_shards(tmp_path):
     (out / "stats" / "p2.json").unlink()
     result = CliRunner().invoke(app, ["status", str(out)])
     assert result.exit_code == 3 and "2/3 shards finished" in result.output and "1 pending" in result.output
+    # no run holds the directory: the pass is not "running" but stopped (a killed run said running)
+    assert [p["state"] for p in run_status(str(out)).passes] == ["stopped"]
+    with run_dir_lock(str(out)):
+        assert [p["state"] for p in run_status(str(out)).passes] == ["running"]
+    with run_dir_lock(str(out), shared=True):  # one instance's share of a multi-instance job
+        assert [p["state"] for p in run_status(str(out)).passes] == ["running"]
     (out / "failed").mkdir()
     (out / "failed" / "p2.json").write_text(json.dumps({"shard": "p2", "error": "unreadable Parquet shard x\ntrace"}))
     result = CliRunner().invoke(app, ["status", str(out), "--json"])

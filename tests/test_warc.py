@@ -276,6 +276,46 @@ def test_crafted_records_reasons():
     assert reader.corrupt_offset is None
 
 
+def _raw_response(n: int, warc_content_type: bytes | None, http: bytes) -> bytes:
+    head = (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:00000000-0000-0000-0000-%012d>\r\n"
+            b"WARC-Target-URI: http://a/%d\r\nWARC-Date: 2020-01-01T00:00:00Z\r\n" % (n, n))
+    if warc_content_type is not None:
+        head += b"Content-Type: " + warc_content_type + b"\r\n"
+    return head + b"Content-Length: %d\r\n\r\n" % len(http) + http + b"\r\n\r\n"
+
+
+def test_http_records_fastwarc_does_not_recognise_are_parsed():
+    """FastWARC parses HTTP only under an exact lower-case ``application/http`` record type; other
+    writers' spellings (or none) used to turn every page into ``non_html`` (found by adversarial
+    testing). Chunks kept without a ``Transfer-Encoding`` header are undone only when complete."""
+    page = real_page()
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + page
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(page[i : i + 700]), page[i : i + 700]) for i in range(0, len(page), 700))
+    untagged_chunks = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + chunks + b"0\r\n\r\n"
+    cut_chunks = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + chunks
+    records = [
+        (b"application/http; msgtype=response", ok),
+        (b"Application/HTTP; msgtype=response", ok),
+        (None, ok),
+        (b"APPLICATION/HTTP", b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n\r\n" + page),
+        (b"Application/Http", b"HTTP/1.0 200 OK\nContent-Type: image/png\n\n\x89PNG"),
+        (b"application/http; msgtype=response", untagged_chunks),
+        (b"Application/HTTP", untagged_chunks),
+        (b"application/http; msgtype=response", cut_chunks),
+        (None, b"20240101000000\na. 300 IN A 1.2.3.4\n"),  # not HTTP: a dns-like block without a type
+        (b"Application/HTTP", ok + b" " * 5000),
+    ]
+    data = b"".join(_raw_response(i, ct, http) for i, (ct, http) in enumerate(records))
+    rows, reader = read_rows(data, max_body_bytes=len(ok) + 1000)
+    got = [(r["_reason"], r["_metric"]) for r in rows]
+    assert got == [(None, None)] * 3 + [("http_status", 404.0), ("non_html", None)] + [(None, None)] * 3 + [
+        ("non_html", None), ("body_too_large", float(len(ok) + 5000))]
+    assert [r["html"] == page for r in rows[:3] + rows[5:7]] == [True] * 5
+    assert rows[7]["html"] == chunks  # not complete: kept as it came
+    assert rows[0]["content_type"] == rows[1]["content_type"] == "text/html"
+    assert reader.corrupt_offset is None
+
+
 def test_verify_digests_catches_flipped_bytes():
     page = real_page()
     data = bytearray(make_warc([("http://a/ok", "200 OK", [("Content-Type", "text/html")], page)], compress=False))

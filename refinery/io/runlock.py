@@ -52,6 +52,35 @@ def _holder(path: str) -> str:
         return "an instance's share of a multi-instance job, or a run that is just starting"
 
 
+def run_dir_active(root: str) -> bool | None:
+    """Whether a run holds the local run directory ``root`` now; None when that cannot be known
+    (S3, a filesystem without ``flock``, no lock file yet)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system
+        return None
+    if fs.is_s3(root):
+        return None
+    try:
+        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # a shared probe conflicts with a whole run's exclusive lock only; an instance's share of a
+        # multi-instance job holds it shared, so also probe exclusively for those
+        for mode in (fcntl.LOCK_SH, fcntl.LOCK_EX):
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def run_dir_lock(root: str, shared: bool = False) -> Iterator[None]:
     """Hold the lock of the local run directory ``root`` (created if missing) for the block;

@@ -98,6 +98,8 @@ buffer; open WARCs with ``compression=None`` for exact offsets.
 from __future__ import annotations
 
 import collections
+import email.parser
+import email.policy
 import re
 import zlib
 from collections.abc import Iterator
@@ -493,10 +495,37 @@ def _mime(content_type: str | None) -> str:
     return content_type.split(";", 1)[0].split(",", 1)[0].strip().lower()
 
 
-def _dechunk(body: bytes) -> bytes | None:
-    """Undo HTTP chunked transfer-encoding; None if the body is not validly chunked."""
+_CHUNK_HEAD = re.compile(rb"[0-9a-fA-F]{1,8}(;[^\r\n]*)?\r?\n")
+
+
+def _may_be_http(warc_content_type: str | None) -> bool:
+    """A response record FastWARC did not parse as HTTP that may still hold an HTTP message."""
+    return not warc_content_type or _mime(warc_content_type) == "application/http"
+
+
+def _parse_http_message(block: bytes) -> tuple[int | None, email.message.Message, bytes] | None:
+    """(status, headers, payload) of an HTTP response message; None if ``block`` is not one."""
+    if not block.startswith(b"HTTP/"):
+        return None
+    end = block.find(b"\r\n\r\n")
+    sep = 4
+    if end < 0 or block.find(b"\n\n", 0, end) >= 0:
+        end, sep = block.find(b"\n\n"), 2
+    if end < 0:
+        return None
+    status_line, _, header_lines = block[:end].partition(b"\n")
+    parts = status_line.split(None, 2)
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(header_lines + b"\n\n")
+    return status, headers, block[end + sep :]
+
+
+def _dechunk(body: bytes, complete: bool = False) -> bytes | None:
+    """Undo HTTP chunked transfer-encoding; None if the body is not validly chunked (with
+    ``complete``, also if it ends before the terminating zero-size chunk)."""
     parts: list[bytes] = []
     pos, n = 0, len(body)
+    ended = False
     while pos < n:
         eol = body.find(b"\n", pos, pos + 1024)
         if eol < 0:
@@ -508,6 +537,7 @@ def _dechunk(body: bytes) -> bytes | None:
             return None
         pos = eol + 1
         if size == 0:
+            ended = True
             break
         parts.append(body[pos : pos + size])  # a cut-off last chunk keeps what is there
         pos += size
@@ -515,6 +545,10 @@ def _dechunk(body: bytes) -> bytes | None:
             pos += 2
         elif body.startswith(b"\n", pos):
             pos += 1
+        elif complete:
+            return None
+    if complete and not ended:
+        return None
     return b"".join(parts)
 
 
@@ -779,7 +813,21 @@ class WarcReader:
 
         content_type: str | None
         status: int | None = None
-        if record.is_http:
+        prefetched: bytes | None = None  # the payload, when the HTTP header was parsed here
+        if not record.is_http and _may_be_http(record.headers.get("Content-Type")) and declared <= self.max_body_bytes:
+            # FastWARC only parses HTTP for an exact lower-case "application/http" record type;
+            # writers that spell it otherwise or omit it still store an HTTP message
+            block = record.reader.read()
+            if len(block) < declared:
+                return _row(record, source, index, None, "truncated_record", float(declared - len(block))), False
+            parsed = _parse_http_message(block)
+            if parsed is None:
+                http, content_type, payload_len = None, record.headers.get("Content-Type"), declared
+                prefetched = block
+            else:
+                status, http, prefetched = parsed
+                content_type, payload_len = http.get("Content-Type"), len(prefetched)
+        elif record.is_http:
             try:
                 record.parse_http(quirks_mode=True)
             except Exception:  # noqa: BLE001 - any HTTP header FastWARC cannot parse
@@ -800,7 +848,9 @@ class WarcReader:
 
         reason: str | None = None
         metric: float | None = None
-        if http is not None and (status is None or not 200 <= status < 300):
+        if prefetched is None and not record.is_http and declared > self.max_body_bytes and _may_be_http(content_type):
+            reason, metric = "body_too_large", float(declared)  # too large to read for its HTTP header
+        elif http is not None and (status is None or not 200 <= status < 300):
             reason, metric = "http_status", (float(status) if status is not None else None)
         elif mime and mime not in HTML_MIME_TYPES:
             reason = "non_html"
@@ -810,7 +860,9 @@ class WarcReader:
             reason, metric = "body_too_large", float(payload_len)
 
         body = b""
-        if reason is None:
+        if prefetched is not None:
+            body, got = (prefetched if reason is None else b""), payload_len
+        elif reason is None:
             body = record.reader.read()
             got = len(body)
         else:
@@ -825,6 +877,12 @@ class WarcReader:
         if http is not None:
             if "chunked" in (http.get("Transfer-Encoding") or "").lower():
                 dechunked = _dechunk(body)
+                if dechunked is not None:
+                    body = dechunked
+            elif _CHUNK_HEAD.match(body):
+                # some archives drop the Transfer-Encoding header but keep the chunks: undo them
+                # only when the body is chunked through to its terminating zero-size chunk
+                dechunked = _dechunk(body, complete=True)
                 if dechunked is not None:
                     body = dechunked
             encoding = http.get("Content-Encoding")

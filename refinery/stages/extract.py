@@ -804,6 +804,7 @@ class TrafilaturaExtractor(Stage):
                 "(Parquet/JSONL input) leave the extract stage out of the config"
             )
         htmls = batch.column("html")
+        text_input = htmls.null_count == n
         prior_texts = batch.column("text").to_pylist() if "text" in batch.schema.names else [None] * n
         ctypes = batch.column("content_type").to_pylist() if "content_type" in batch.schema.names else [None] * n
         urls = batch.column("url").to_pylist() if "url" in batch.schema.names else [None] * n
@@ -826,8 +827,10 @@ class TrafilaturaExtractor(Stage):
                     paths[i] = "input"
                     continue
                 if not body or not body.strip():
-                    # a text-input row whose text is "" has no HTML to blame
-                    reasons[i] = "empty_text" if body is None and prior_texts[i] is not None else "empty_html"
+                    # text input (a batch without any HTML: JSONL/Parquet text) has no HTML to
+                    # blame, whether its text is "", null or missing
+                    reasons[i] = ("empty_text" if body is None and (text_input or prior_texts[i] is not None)
+                                  else "empty_html")
                     continue
                 if len(body) > self.max_html_bytes:
                     reasons[i], metrics[i] = "html_too_large", float(len(body))
