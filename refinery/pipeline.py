@@ -31,7 +31,7 @@ from refinery.plan import (
     shards_with_markers,
     write_plan,
 )
-from refinery.rundir import PassDir, RunDir, clear_shard_outputs, remove_orphan_shards
+from refinery.rundir import PassDir, RunDir, clear_shard_outputs, remove_dropped_passes, remove_orphan_shards
 from refinery.runner import ShardTask, finished_marker, run_shard_task
 from refinery.stats.funnel import combine_pass_stats, load_shard_stats, merge_shard_stats
 
@@ -189,6 +189,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         for directory in (top.removed_dir, top.samples_dir, top.stats_dir, top.failed_dir):
             for uri in fs.list_files(directory, (".parquet", ".json")) if fs.exists(directory) else []:
                 fs.delete(uri)
+    if redo_from is not None and previous_record:
+        remove_dropped_passes(plan.run, previous_record.get("passes", []), [p.name for p in plan.passes])
     write_plan(plan, previous_record)
     summary = RunSummary(plan.output)
     previous: Pass | None = None

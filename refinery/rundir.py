@@ -184,3 +184,24 @@ def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str) -> list
         log.info("[%s] removed the outputs of %d shard(s) no longer in the input: %s", pass_name, len(orphans),
                  ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else ""))
     return orphans
+
+
+def remove_dropped_passes(run: RunDir, recorded: list[dict[str, Any]], planned: list[str]) -> list[str]:
+    """Delete the directory and marker of every pass an earlier plan of ``run`` had that the plan
+    now redone no longer has (a dedup method or the tokens taken out of the config, then
+    ``--force``): their files would stay beside the corpus as another config's output. A pass
+    that wrote at the top of OUT (a one-pass run) is cleared by its caller. Returns their names."""
+    dropped = []
+    for p in recorded:
+        name = p.get("name")
+        if not isinstance(name, str) or name in planned or p.get("role") == "only":
+            continue
+        directory = run.tokens_dir if p.get("kind") == "tokenize" else run.pass_dir(name).root
+        if directory.rstrip("/") == run.root.rstrip("/"):
+            continue
+        fs.delete_tree(directory)
+        fs.delete(run.pass_marker(name))
+        dropped.append(name)
+    if dropped:
+        log.info("removed the output of pass(es) no longer in the plan: %s", ", ".join(dropped))
+    return dropped

@@ -141,3 +141,11 @@ def test_one_listing_gives_the_files_and_their_versions(root):
     assert versions == fs.file_versions(root, list(versions))
     one = fs.join(root, "b.json")
     assert fs.list_file_versions(one) == {one: versions[one]}
+
+
+def test_delete_tree_removes_a_directory_and_only_it(root):
+    for name in ("gone/a.parquet", "gone/sub/b.json", "gone-not/c.json", "stays/d.json"):
+        fs.write_bytes(fs.join(root, name), b"x")
+    fs.delete_tree(fs.join(root, "gone"))
+    fs.delete_tree(fs.join(root, "never-was"))  # nothing to delete: no error
+    assert sorted(fs.list_files(root)) == [fs.join(root, "gone-not/c.json"), fs.join(root, "stays/d.json")]

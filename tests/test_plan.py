@@ -577,6 +577,12 @@ def test_a_plan_that_loses_its_last_pass_is_refused(dup_input, tmp_path):
     longer = _recipe(dedup=[{"method": "url"}, {"method": "exact"}], tokenize={"tokenizer": "gpt2"})
     grown = run_pipeline(parse_config(longer), str(dup_input), str(out), workers=1, progress=False)
     assert grown.passes == {"filter": "skipped", "url_dedup": "skipped", "exact_dedup": "skipped", "tokens": "done"}
+    # forced to the shorter plan, the dropped passes' directories and markers go (they stayed
+    # beside the corpus as another config's output)
+    run_pipeline(parse_config(shorter), str(dup_input), str(out), workers=1, progress=False, force=True)
+    assert not (out / "exact_dedup").exists() and not (out / "tokens").exists()
+    assert sorted(f.stem for f in (out / "passes").glob("*.json")) == ["filter", "url_dedup"]
+    assert run_status(str(out)).complete and list((out / "url_dedup" / "stats").glob("*.json"))
 
 
 def test_token_outputs_that_went_missing_are_redone_and_a_changed_tokenizer_file_is_refused(dup_input, tmp_path):

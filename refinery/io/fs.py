@@ -361,6 +361,15 @@ def delete(uri: str) -> None:
         fs.delete_file(path)
 
 
+def delete_tree(uri: str) -> None:
+    """Delete the directory ``uri`` and everything under it (nothing if it does not exist)."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif is_s3(uri):  # S3 has no directories: delete whatever sits under the prefix
+        fs.delete_dir_contents(path, missing_dir_ok=True)
+
+
 #: what a temporary file of :func:`atomic_output` ends with
 TMP_SUFFIX = ".partial"
 
