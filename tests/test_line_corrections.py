@@ -210,3 +210,50 @@ def test_a_tables_header_rule_is_kept_while_lone_dashes_go() -> None:
     corrected, removed, _ = LineCorrections().correct(captioned)
     assert corrected == captioned.replace("| TORY MPs: CONSTITUENCY, MEMBER AND EMAIL |  |  |\n|---|---|---|\n", "")
     assert removed == 10  # the caption row's whitespace tokens; the rule counts none
+
+
+def test_patterns_inside_sentences_are_prose_and_chrome_still_goes() -> None:
+    """Found by adversarial testing: short prose lines lost phrases ("The new  takes effect") or
+    their opening words. A pattern joined to lower-case words by spaces alone is prose; at a
+    line's edge next to a separator, or capitalised as a label, it is chrome."""
+    prose = ["The new privacy policy takes effect in May.", "Read the terms and conditions carefully.",
+             "He had no comments on the matter.", "Remember me when I am gone away,",
+             "We all want to learn more.", "That is not the full story.",
+             "Advertisement revenue grew five percent in 2020.", "Written by hand, the letter was long.",
+             "1. Sign in to the Azure portal.", "Sign up for the marathon before Friday.",
+             "You must log in to answer this question."]
+    for line in prose:
+        assert LineCorrections().correct(PARAGRAPH + "\n" + line)[0] == PARAGRAPH + "\n" + line, line
+    chrome = {"Great recipe for a weeknight dinner. Read more...": "Great recipe for a weeknight dinner.",
+              "Tags: travel, food, family": "travel, food, family",
+              "Sign up now and save ten percent": "now and save ten percent",  # "now": a call to action
+              "Home | Privacy Policy | Terms of Use": None,
+              "Our recipes, Learn More": "Our recipes",
+              "Sign in to comment": None, "1. Sign up for free": None}
+    for line, left in chrome.items():
+        got = LineCorrections().correct(PARAGRAPH + "\n" + line)[0]
+        assert got == PARAGRAPH + ("\n" + left if left else ""), (line, got)
+
+
+def test_an_acronym_does_not_make_a_line_in_a_caseless_script_uppercase() -> None:
+    """Scripts without case have no lower-case letters to outweigh an acronym: Chinese, Korean and
+    Arabic prose naming "GDP", "AI" or "WHO" was dropped as mainly uppercase (found by
+    adversarial testing). Uppercase is measured against every letter."""
+    lines = ["中国GDP增长在第三季度放缓至百分之四点九，低于市场预期。",
+             "정부는 AI 산업을 육성하기 위해 새로운 지원 정책을 발표했다.",
+             "أعلنت منظمة WHO عن إرشادات جديدة بشأن الصحة العامة اليوم."]
+    for line in lines:
+        text = "\n".join([line] * 3)
+        assert LineCorrections().correct(text) == (text, 0, LineCorrections().correct(text)[2]), line
+    assert LineCorrections().correct(PARAGRAPH + "\nКУПИТЬ СЕЙЧАС СО СКИДКОЙ")[0] == PARAGRAPH  # cased: still goes
+    assert LineCorrections().correct(PARAGRAPH + "\nNEWS 新闻")[0] == PARAGRAPH  # 4 of 6 letters uppercase
+    assert LineCorrections().correct(PARAGRAPH + "\nGDP 国内生产总值")[0] == PARAGRAPH + "\nGDP 国内生产总值"  # 3 of 9
+
+
+def test_numeric_table_rows_are_data_not_debris() -> None:
+    """A table's numeric rows were dropped as "only numerical", leaving its header with no rows, or
+    the whole article removed by the 5% rule (found by adversarial testing)."""
+    table = "| Year | Revenue | Profit |\n|---|---|---|\n| 2019 | 45.2 | 3.1 |\n| 2020 | 47.9 | 3.8 |\n| 2021 | 51.0 | 4.4 |"
+    text = "\n".join([PARAGRAPH] * 3 + [table, "The board approved the report today after a long debate."])
+    assert LineCorrections().correct(text) == (text, 0, len(text.split()))
+    assert LineCorrections().correct(PARAGRAPH + "\n2019 45.2 3.1")[0] == PARAGRAPH  # outside a table: debris

@@ -5,9 +5,13 @@ Extraction leaves navigation and social-media debris on their own lines ("12 com
 
 * drops a line that is mainly uppercase, only numerical, a counter, or a single word (but not
   the rule under a table's header row, ``|---|---|``: it is the table's structure, and RefinedWeb,
-  which extracted no tables, never saw one);
+  which extracted no tables, never saw one; nor a table's rows, ``| 2019 | 45.2 |``: data);
+  "mainly uppercase" counts uppercase letters against all letters, so an acronym in a script
+  without case (Chinese, Korean, Arabic) does not make a line uppercase;
 * on short lines (<= 10 words) removes boilerplate patterns found at the beginning
-  (e.g. "Sign in"), at the end (e.g. "Read more...") or anywhere (e.g. "items in cart");
+  (e.g. "Sign in"), at the end (e.g. "Read more...") or anywhere (e.g. "items in cart"), unless
+  the pattern is part of a sentence: joined by spaces alone to lower-case words ("The new privacy
+  policy takes effect", "We all want to learn more.", "Advertisement revenue grew");
 
 then, if the words in dropped/edited lines exceed 5% of the document's words, discards the whole
 document (it was mostly debris); otherwise it keeps the corrected text.
@@ -33,7 +37,7 @@ import pyarrow as pa
 
 from refinery.stages import checks
 from refinery.stages.base import Stage, with_decision
-from refinery.stages.table_text import TABLE_RULE_RE
+from refinery.stages.table_text import TABLE_RULE_RE, is_table_row
 
 METRIC_COLUMN = "line_corrections_removed_frac"
 
@@ -85,7 +89,12 @@ ANYWHERE_PATTERNS: list[str] = [
     r"(?:follow|like|find) us on (?:facebook|twitter|x|instagram|linkedin|youtube|pinterest)",
     r"click here(?: to [^.!?]*)?", r"(?:please )?enable javascript[^.!?]*", r"javascript (?:is )?disabled",
     r"leave a (?:comment|reply)", r"no comments(?: yet)?",
-    r"(?:log|sign)[\s-]?(?:in|up) (?:with|to|using|via|for)\b[^.!?]*",
+    # the rest of the line goes only after a known call to action: "Sign in to the Azure portal."
+    # is a tutorial's step
+    r"(?:log|sign)[\s-]?(?:in|up) (?:to (?:reply|comment|post|continue|view|see|read|access|download|vote|"
+    r"your account|add|save|follow|join|rate|report|like|write)|with (?:google|facebook|apple|twitter|github|"
+    r"microsoft|linkedin|e-?mail)|(?:for|to get) (?:free|an account|a free account|our newsletter|updates)|"
+    r"using|via)\b[^.!?]*",
     r"forgot (?:your )?password\??", r"remember me", r"sign up for (?:our|the) newsletter",
     r"subscribe to (?:our|the) newsletter", r"(?:posted|shared) (?:on|via) (?:facebook|twitter)",
 ]
@@ -93,14 +102,56 @@ ANYWHERE_PATTERNS: list[str] = [
 _SEP = r"[\s:;|>»/\-–—.,!·•*]*"
 _COUNTER_RE = re.compile(r"^\s*(?:" + "|".join(COUNTER_PATTERNS) + r")\s*[.!]?\s*$", re.IGNORECASE)
 # (?<!\w)/(?!\w): patterns match whole words only ("sign in", not "sign innovation")
-_START_RE = re.compile(r"^\s*(?:" + "|".join(START_PATTERNS) + r")(?!\w)" + _SEP, re.IGNORECASE)
+_START_RE = re.compile(r"^\s*(?:" + "|".join(START_PATTERNS) + r")(?!\w)(?P<sep>" + _SEP + ")", re.IGNORECASE)
 _END_RE = re.compile(
-    r"[\s:;|\-–—,·•(\[]*(?<!\w)(?:" + "|".join(END_PATTERNS) + r")[\s.!»>)\]…]*$", re.IGNORECASE
+    r"(?P<sep>[\s:;|\-–—,·•(\[]*)(?<!\w)(?P<pat>" + "|".join(END_PATTERNS) + r")[\s.!»>)\]…]*$", re.IGNORECASE
 )
 _ANY_RE = re.compile(r"(?<!\w)(?:" + "|".join(ANYWHERE_PATTERNS) + r")(?!\w)", re.IGNORECASE)
+
+
+# A pattern inside a sentence is prose, not a page's chrome: "The new privacy policy takes
+# effect", "We all want to learn more.", "Remember me when I am gone", "Advertisement revenue
+# grew" (found by adversarial testing). Chrome stands apart: at a line's edge, next to a
+# separator or punctuation, or capitalised as a label ("... dinner Read more").
+def _joins_prose_before(line: str, start: int, pattern_start: int) -> bool:
+    """The pattern at ``pattern_start`` is lower case and follows a word with only spaces between."""
+    before = line[:start]
+    return line[pattern_start].islower() and before[-1:].isspace() and before.rstrip()[-1:].isalnum()
+
+
+def _joins_prose_after(line: str, end: int) -> bool:
+    """The text after ``end`` goes on, after spaces only, with a lower-case word."""
+    after = line[end:]
+    return after[:1].isspace() and after.lstrip()[:1].islower()
+
+
+_CALL_TO_ACTION_NEXT = re.compile(r"(?:now|today|here|free)\b")
+
+
+def _cut_start(m: re.Match[str]) -> str:
+    sep = m.group("sep")  # the spaces before the next word are the separator's
+    label = m.string[m.start() : m.start("sep")]
+    if (sep and not sep.strip() and label[-1:].isalnum() and m.string[m.end() : m.end() + 1].islower()
+            and not _CALL_TO_ACTION_NEXT.match(m.string, m.end())):
+        return m.group(0)  # "Advertisement revenue grew", "Sign up for the marathon"; not "Tags: a", "Sign up now"
+    return ""
+
+
+def _cut_end(m: re.Match[str]) -> str:
+    if not m.group("sep").strip() and _joins_prose_before(m.string, m.start("pat"), m.start("pat")):
+        return m.group(0)
+    return ""
+
+
+def _cut_anywhere(m: re.Match[str]) -> str:
+    line = m.string
+    if _joins_prose_before(line, m.start(), m.start()) or _joins_prose_after(line, m.end()):
+        return m.group(0)
+    return ""
 # no letters of any script, at least one digit: "12", "35.207487 -97.447906", "+1 (555) 123-4567"
 _NUMERIC_RE = re.compile(r"^[\W\d_]*\d[\W\d_]*$")
 _ALNUM_RE = re.compile(r"[^\W_]")
+_LETTER_RE = re.compile(r"[^\W\d_]")
 # CJK ideographs, kana: languages written without spaces (see module docstring)
 _CJK_RE = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
@@ -215,7 +266,7 @@ class LineCorrections(Stage):
         self.max_removed_word_frac = float(max_removed_word_frac)
         # RefinedWeb: patterns are only edited out of short (<= 10 words) lines, so prose is safe
         self.max_words_for_patterns = int(max_words_for_patterns)
-        # "mainly uppercase": share of uppercase among cased letters strictly above this
+        # "mainly uppercase": share of uppercase among letters strictly above this
         self.uppercase_frac = float(uppercase_frac)
 
     def correct(self, text: str) -> tuple[str, int, int]:
@@ -244,29 +295,40 @@ class LineCorrections(Stage):
                     out.append(line)
                 continue
             n = words(stripped)
+            # a table's rows are its structure: "| 2019 | 45.2 |" is data, not a number left over
+            # (its header row would stay without rows, or the 5% rule remove the whole article)
+            row = stripped[0] == "|" and is_table_row(stripped) and " | " in stripped
             if (
-                n <= 1
-                or _NUMERIC_RE.match(stripped)
+                (n <= 1 and not row)
+                or (not row and _NUMERIC_RE.match(stripped))
                 or (n <= max_words and _COUNTER_RE.match(stripped))
             ):
                 removed += n
                 dropped += 1
                 continue
-            if stripped.isupper():  # every cased character uppercase: cheap exact test first
-                removed += n
-                dropped += 1
-                continue
-            upper, lower = _upper_lower(stripped)
-            if upper and upper > upper_frac * (upper + lower):
+            if stripped.isascii():
+                if stripped.isupper():  # every letter uppercase: cheap exact test first
+                    removed += n
+                    dropped += 1
+                    continue
+                upper, lower = _upper_lower(stripped)
+                letters = upper + lower
+            else:
+                # against every letter, cased or not: "中国GDP增长" or Korean prose naming "AI" is not
+                # mainly uppercase (scripts without case have no lowercase to outweigh an acronym)
+                upper, lower = _upper_lower(stripped)
+                letters = len(_LETTER_RE.findall(stripped)) if upper else 0
+            if upper and upper > upper_frac * letters:
                 removed += n
                 dropped += 1
                 continue
             if n <= max_words and _may_match_patterns(stripped):
-                edited = _ANY_RE.sub("", stripped)
-                edited = _START_RE.sub("", edited, count=1)
-                edited = _END_RE.sub("", edited, count=1).strip()
+                edited = _ANY_RE.sub(_cut_anywhere, stripped)
+                edited = _START_RE.sub(_cut_start, edited, count=1)
+                edited = _END_RE.sub(_cut_end, edited, count=1).strip()
                 if edited != stripped:
-                    left = words(edited) if _ALNUM_RE.search(edited) else 0
+                    # words with a letter or digit: "1. ." is a list number and a stray dot
+                    left = words(" ".join(t for t in edited.split() if _ALNUM_RE.search(t)))
                     if left <= 1:  # nothing but punctuation or one stray word left: drop the line
                         removed += n
                         dropped += 1
