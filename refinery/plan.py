@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from refinery import __version__
@@ -246,11 +247,40 @@ def check_text_before_use(config: PipelineConfig, input_uri: str) -> None:
                 f"move it after 'extract'")
 
 
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+
+
+def _file_sha256(path: Path) -> str:
+    from refinery.classifiers.common import sha256_file
+
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        _FILE_DIGESTS[key] = sha256_file(path)
+    return _FILE_DIGESTS[key]
+
+
+def stage_model_digests(config: PipelineConfig) -> dict[str, list[str]]:
+    """``{stage name: ["<file name> <sha256>", ...]}`` of the model files each stage would load
+    now (:meth:`Stage.model_files`). A resumed run whose classifier was retrained in place (the
+    default ``~/.cache/refinery/models`` is where ``train-classifier`` writes) scored its
+    shards with two models, silently (found by adversarial testing)."""
+    digests = {}
+    for spec in config.stages:
+        files = spec.build().model_files()
+        if files:
+            digests[spec.stage_name] = [f"{f.name} {_file_sha256(f)[:16]}" for f in files]
+    return digests
+
+
 def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str], limit: int | None) -> list[Pass]:
     """The passes of ``config`` with their fingerprints, over the input spelled ``input_key``
     holding ``relative_files`` (paths under the input's root)."""
     dump = config.model_dump(mode="json")
     filter_params = {"stages": dump["stages"], "reader": dump["reader"], "stats": dump["stats"], "limit": limit}
+    models = stage_model_digests(config)
+    if models:  # only then: runs without models keep the fingerprints they had
+        filter_params["models"] = models
     sections = {"documents": [filter_params],
                 "dedup": [_dedup_params(raw) for raw in dump["dedup"]],
                 "tokenize": [_tokenize_params(dump["tokenize"])]}

@@ -637,3 +637,33 @@ def test_inputs_of_mixed_formats_make_one_funnel(tmp_path):
     assert stats["docs_read"] == 22 + 10 + 10 == stats["docs_kept"] + stats["docs_removed"]
     kept = pq.read_table(out / "filter" / "kept" / "p.parquet")
     assert kept.num_rows > 0 and kept.column("source").to_pylist()[0].endswith("p.parquet")
+
+
+def test_a_classifier_retrained_in_place_is_refused_on_resume(tmp_path, monkeypatch):
+    """Found by adversarial testing: a run resumed after ``train-classifier`` wrote a new model
+    into the models directory scored the rest of its shards with the new model, silently. The
+    filter pass's fingerprint covers the content of every model file its stages load."""
+    from refinery.classifiers.common import PACKAGED_MODELS, FastTextParams, train_fasttext
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(PACKAGED_MODELS / "quality.ftz", models / "quality.ftz")
+    monkeypatch.setenv("REFINERY_MODELS", str(models))
+    src = tmp_path / "in"
+    write_dedup_input(src, copies=2)
+    spec = {"name": "models", "stages": [{"type": "quality", "params": {"mode": "threshold", "threshold": 0.01}}]}
+    out = tmp_path / "run"
+    first = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    assert "quality.ftz" in json.dumps(json.loads((out / "run.json").read_text())["passes"][0]["params"]["models"])
+    assert run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False).passes["filter"] == "skipped"
+    # a model retrained into the same place (a tiny real one, with the quality model's labels)
+    examples = [(label, f"{words} {i}") for i in range(20)
+                for label, words in (("wiki", "the history of the city council"), ("web", "buy now cheap deal"))]
+    trained, _, _ = train_fasttext(examples, FastTextParams(epoch=1, dim=8, bucket=1000), tmp_path)
+    shutil.copy(trained, models / "quality.ftz")
+    with pytest.raises(RerunError, match=r"'filter' pass: models\.quality"):
+        run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    redone = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False, force=True)
+    assert redone.passes["filter"] == "done" and first.stats["docs_read"] == redone.stats["docs_read"]
+    # without model stages the fingerprint has no models key (runs made before keep resuming)
+    assert "models" not in plan_run(parse_config(RECIPE), str(src), str(tmp_path / "other")).passes[0].params

@@ -33,6 +33,7 @@ loaded lazily on first call so that a stage object is cheap to build and to pick
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -67,6 +68,12 @@ class Stage(ABC):
 
     def metric_columns(self) -> list[str]:
         """Columns this stage adds whose values are worth a histogram in the stats."""
+        return []
+
+    def model_files(self) -> list[Path]:
+        """The files besides its params that this stage's decisions depend on (models, lexicons),
+        as a run would load them now: the plan fingerprints their content, so a model retrained
+        under the same path is not mixed into a resumed run. The default: none."""
         return []
 
     def warm_up(self, schema: pa.Schema) -> None:

@@ -25,6 +25,8 @@ Input rules, the same for both stages:
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -74,6 +76,9 @@ class _FastTextStage(Stage):
 
     def load(self) -> None:
         self._model()
+
+    def model_files(self) -> list[Path]:
+        return [resolve_model_path(self.kind, self.model_path)]
 
     def _prepare(self, batch: pa.RecordBatch) -> tuple[list[str | None], np.ndarray, list[tuple[str, int]]]:
         """(decoded texts, mask of scoreable rows, their prepared texts and punctuation counts)."""
@@ -140,6 +145,19 @@ class ToxicityFilter(_FastTextStage):
     def effective_gate(self) -> float:
         """``gate`` if set, else the model's gate for ``threshold`` (see ToxicityModel.gate_for)."""
         return self.gate if self.gate is not None else self._model().gate_for(self.threshold)
+
+    def model_files(self) -> list[Path]:
+        """The fastText model, its report (how the parts combine) and lexicon, and with the
+        cascade the transformer's files."""
+        model = resolve_model_path(self.kind, self.model_path)
+        report = model.with_suffix(".json")
+        files = [model, report]
+        combine = json.loads(report.read_text()).get("combine") or {} if report.is_file() else {}
+        if combine.get("lexicon_file"):
+            files.append(model.parent / combine["lexicon_file"])
+        if self.cascade and combine.get("transformer_dir"):
+            files += sorted(f for f in (model.parent / combine["transformer_dir"]).rglob("*") if f.is_file())
+        return [f for f in files if f.is_file()]
 
     def _load_model(self, path: Path) -> Any:
         from refinery.classifiers.toxicity_model import ToxicityModel

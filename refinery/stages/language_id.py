@@ -142,6 +142,9 @@ class LanguageId(Stage):
     def metric_columns(self) -> list[str]:
         return ["language_score"]
 
+    def model_files(self) -> list[Path]:
+        return [Path(self.model_path).expanduser() if self.model_path else lid_model_path()]
+
     def _inputs(self, texts: list[str]) -> list[str]:
         # fastText's binding rejects only "\n" (its end-of-sentence byte); the other line breaks
         # are plain whitespace to it. str.replace is ~90x cheaper than str.translate here.

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -155,6 +156,9 @@ class LanguagePrescreen(Stage):
 
     def metric_columns(self) -> list[str]:
         return ["prescreen_language_score"]
+
+    def model_files(self) -> list[Path]:
+        return self._lid.model_files() if self.languages else []
 
     def _html2text(self) -> Callable[[str], str]:
         fn = self.__dict__.get("_lazy_html2text")
