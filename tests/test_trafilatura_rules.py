@@ -30,7 +30,7 @@ PAGE = ("<html><body><article><header><h1>Council agrees budget</h1><p>After mon
         "<div><p>Residents can comment on the plan until the end of the month at the town hall or online.</p>"
         "<div class='clear'></div>After the clearfix comes the last paragraph of the article, which says when "
         "the budget takes effect.<p>Questions from readers are answered below.</p>"
-        "<span class='icon'></span>Share this article on your favourite network today"
+        "<span class='icon'></span>Share on Facebook"
         "<h2>More from the council</h2><ul><li><a href='/a'>Budget vote delayed again</a></li>"
         "<li><a href='/b'>Mayor re-elected for a third term</a></li><li><a href='/c'>New bus routes from May</a></li>"
         "</ul></div>"
@@ -59,7 +59,7 @@ def test_a_link_teaser_goes_and_text_after_an_empty_block_stays() -> None:
     assert TAIL in text
     # a link inside a sentence is not a teaser; the tail of an empty inline element (an icon) still goes
     assert "The mayor, quoted in the local paper, said" in text
-    assert "Share this article" not in text
+    assert "Share on Facebook" not in text
     assert all(f"met on {day}" in text for day in ("Monday", "Tuesday", "Wednesday"))
     # the <header> holding the <h1> stays (title, standfirst); another <header> still goes
     assert text.startswith("Council agrees budget\n" + STANDFIRST)
@@ -73,6 +73,26 @@ def test_a_link_teaser_goes_and_text_after_an_empty_block_stays() -> None:
     # paragraph that stays, stays
     assert "Popular story number" not in text and ORPHAN not in text
     assert "Short lines over content that stays, stay\nThe council met on Thursday" in text
+
+
+def test_text_after_an_empty_inline_element_stays_in_code_and_when_it_is_long() -> None:
+    """Found by adversarial testing: highlight.js's empty ``<span class="hljs-params"></span>``
+    took the rest of its code line with it (``function a(b();``), WordPress's ``<span
+    id="more-1"></span>`` a whole paragraph, an empty ``<em></em>`` the end of a sentence."""
+    para = ("<p>The bridge over the river has been closed since the spring floods, and the council has "
+            "now agreed how to pay for its repair over the next two years.</p>")
+    page = ("<html><body><article><h1>Bridge repairs</h1>" + para * 3
+            + "<pre><code><span class='hljs-keyword'>function</span> <span class='hljs-title'>main</span>("
+              "<span class='hljs-params'></span>) {\n  repair();\n}</code></pre>"
+            + "<p><span id='more-12'></span>Work starts in October and the road stays open to buses throughout.</p>"
+            + "<p>The mayor said<em></em> that the work would take six weeks at most, weather permitting.</p>"
+            + "<p><i class='fa fa-share'></i> Share</p>" + para + "</article></body></html>")
+    text, path = TrafilaturaExtractor(timeout_s=0)._extract_fn()(page, "https://example.org/bridge")
+    assert path == "precision"
+    assert "function main() {\n  repair();\n}" in text
+    assert "Work starts in October and the road stays open" in text
+    assert "The mayor said that the work would take six weeks" in text
+    assert "Share" not in text  # an icon's short label still goes with it
 
 
 def test_trafilatura_values_give_its_own_rules_in_and_outside_the_stage() -> None:

@@ -80,8 +80,10 @@ _SOURCES_SHA256 = {
 #: a title header's tag while precision mode's pruning runs: its ``.//header`` rule passes it by
 _TITLE_HEADER = "refinery-title-header"
 
-#: the empty elements whose tail still goes with them: inline ones (icons, spacers in a line)
+#: the empty elements whose tail still goes with them: inline ones (icons, spacers in a line),
+#: unless the tail is content (:func:`_inline_tail_is_content`)
 _INLINE = frozenset({"b", "em", "i", "q", "span", "strong"})
+_INLINE_TAIL_CHARS = 25
 
 #: a link's label: a few non-word characters (">>", "→") or up to 30 characters ending in ":"
 _LINK_LABEL = re.compile(r"(?:\W{1,4}|.{1,29}:)", re.DOTALL)
@@ -203,6 +205,20 @@ RULE_PARAMS: tuple[str, ...] = tuple(f.name for f in fields(PrecisionRules))
 TRAFILATURA_PARAMS: dict[str, object] = asdict(TRAFILATURA)
 
 
+def _inline_tail_is_content(element) -> bool:
+    """Whether the tail of an empty inline element is content to keep: inside code (highlight.js
+    writes ``<span class="hljs-params"></span>) {`` and the rest of the line), or a text of
+    :data:`_INLINE_TAIL_CHARS` or more (WordPress's ``<span id="more-1"></span>`` opens a whole
+    paragraph; an empty ``<em></em>`` sits mid-sentence). An icon's short label (``<i
+    class="fa-share"></i> Share``) still goes with it. Found by adversarial testing: code lines
+    merged and paragraphs vanished, which trafilatura's default keeps; the evaluation set's
+    scores were 93.18% / 7.09% before and are 93.28% / 7.13% with it."""
+    tail = element.tail
+    if not tail or not tail.strip():
+        return False
+    return len(tail.strip()) >= _INLINE_TAIL_CHARS or next(element.iterancestors("code", "pre"), None) is not None
+
+
 @functools.cache  # once per process
 def install() -> bool:
     """Put the replacements in place; False, with a warning, when this trafilatura's functions
@@ -243,7 +259,7 @@ def install() -> bool:
         if rules is None or focus != "precision" or not rules.keep_block_tails:
             return prune_html(tree, focus)
         for element in [e for e in tree.iterdescendants(CUT_EMPTY_ELEMS) if e.text is None and len(e) == 0]:
-            delete_element(element, keep_tail=element.tag not in _INLINE)
+            delete_element(element, keep_tail=element.tag not in _INLINE or _inline_tail_is_content(element))
         return tree
 
     def delete_with_headings_by_link_density(subtree, tagname, backtracking=False, favor_precision=False):
