@@ -95,6 +95,31 @@ def test_text_after_an_empty_inline_element_stays_in_code_and_when_it_is_long() 
     assert "Share" not in text  # an icon's short label still goes with it
 
 
+def test_a_heading_over_a_pruned_history_and_a_short_list_stays() -> None:
+    """Found by adversarial testing: Node.js's API docs put a version history (pruned by precision
+    mode) and a one-item list ("Returns: <string>") under each method's heading; the short list
+    was taken for the next heading, so the heading's content looked pruned and 44 headings of
+    10 docs pages went."""
+    para = ("<p>The bridge over the river has been closed since the spring floods, and the council has "
+            "now agreed how to pay for its repair over the next two years.</p>")
+
+    def section(name: str) -> str:
+        return (f"<h3><code>os.{name}()</code><span><a class='mark' href='#os{name}'>#</a></span></h3>"
+                "<div class='api_metadata'><details class='changelog'><summary>History</summary><table>"
+                "<tbody><tr><th>Version</th><th>Changes</th></tr><tr><td>v2.0.0</td><td><p>This function is now "
+                "cross-platform consistent and no longer returns a path with a trailing slash on any platform.</p>"
+                "</td></tr><tr><td>v0.9.9</td><td><p><span>Added in: v0.9.9</span></p></td></tr></tbody></table>"
+                "</details></div><ul><li>Returns: <a href='https://developer.mozilla.org/x'>&lt;string&gt;</a></li></ul>"
+                f"<p>Returns the operating system's default directory for {name} as a string, and never throws.</p>")
+
+    page = ("<html><body><article><h1>OS</h1>" + para * 2 + "".join(section(n) for n in ("tmpdir", "homedir"))
+            + para + "</article></body></html>")
+    text, path = TrafilaturaExtractor(timeout_s=0)._extract_fn()(page, "https://example.org/os")
+    assert path == "precision" and "History" not in text
+    assert "os.tmpdir()#\n- Returns: <string>\nReturns the operating system's default directory for tmpdir" in text
+    assert "os.homedir()#\n- Returns: <string>" in text
+
+
 def test_trafilatura_values_give_its_own_rules_in_and_outside_the_stage() -> None:
     assert TEASER in _text(link_teaser_share=0.9)  # trafilatura's share: the label keeps it
     assert TAIL not in _text(keep_block_tails=False)  # trafilatura drops the tail with the empty div

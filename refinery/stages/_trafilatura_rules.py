@@ -98,6 +98,9 @@ _ORPHAN_CONTENT = 100
 _ORPHAN_LEVELS = 3
 _ORPHAN_SIBLINGS = 30
 _ORPHAN_TAGS = ("head", "p", "td", "div")
+#: what a short sibling that ends a heading's content may be: a line like the heading, or a table
+#: row holding one (a short list, table or code block is content)
+_NEXT_HEADING_TAGS = frozenset(_ORPHAN_TAGS + ("tr",))
 #: tags precision mode's pruning strips (their text stays in the parent): not content that went
 _STRIPPED = frozenset({"span", "ref"})
 
@@ -178,7 +181,9 @@ def _content_after(heading, tree, sizes: dict) -> list | None:
         sibling = node.getnext()
         while sibling is not None and len(content) <= _ORPHAN_SIBLINGS:
             if isinstance(sibling.tag, str) and sizes[sibling]:
-                if sizes[sibling] <= _ORPHAN_CHARS:  # the next heading
+                # the next heading: a short line, not a short list or table (a docs page's
+                # "- Returns: <string>" under a pruned version history is the section's content)
+                if sizes[sibling] <= _ORPHAN_CHARS and sibling.tag in _NEXT_HEADING_TAGS:
                     return content or None
                 if sibling.tag in _STRIPPED:  # its text would stay in the container
                     return None
