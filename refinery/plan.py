@@ -77,6 +77,9 @@ class Plan:
     #: the input as the fingerprints hash it and run.json records it: ``input`` as given, or the
     #: spelling an earlier run of the same directory used for the same place (see ``respell_input``)
     input_key: str = ""
+    #: whether the filter pass's fingerprint covers its stages' model files (see
+    #: ``adopt_legacy_models``: runs made before refinery recorded them resume without)
+    record_models: bool = True
     run: RunDir = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,7 +92,22 @@ class Plan:
         instead of looking like a run of other input. The files are still read as ``input``."""
         root = input_root(self.input, self.input_files)
         self.input_key = key
-        self.passes = plan_passes(self.config, key, [f[len(root):] for f in self.input_files], self.limit)
+        self.passes = plan_passes(self.config, key, [f[len(root):] for f in self.input_files], self.limit,
+                                  self.record_models)
+
+    def adopt_legacy_models(self, previous: dict[str, Any] | None) -> None:
+        """A run made by a refinery that did not fingerprint model files (before session 27)
+        resumes as it would have then, without checking them, instead of every finished shard
+        being refused: when its filter pass's recorded params are this plan's without ``models``."""
+        old = {p.get("name"): p for p in (previous or {}).get("passes", [])}.get(self.passes[0].name)
+        new = self.passes[0].params
+        if old is None or "models" in old.get("params", {}) or "models" not in new:
+            return
+        if _same(old.get("params"), {k: v for k, v in new.items() if k != "models"}):
+            log.info("%s was made before refinery fingerprinted model files: resuming it without checking them "
+                     "(--force redoes it with them)", self.output)
+            self.record_models = False
+            self.respell_input(self.input_key)
 
     @property
     def document_passes(self) -> list[Pass]:
@@ -273,12 +291,13 @@ def stage_model_digests(config: PipelineConfig) -> dict[str, list[str]]:
     return digests
 
 
-def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str], limit: int | None) -> list[Pass]:
+def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str], limit: int | None,
+                record_models: bool = True) -> list[Pass]:
     """The passes of ``config`` with their fingerprints, over the input spelled ``input_key``
     holding ``relative_files`` (paths under the input's root)."""
     dump = config.model_dump(mode="json")
     filter_params = {"stages": dump["stages"], "reader": dump["reader"], "stats": dump["stats"], "limit": limit}
-    models = stage_model_digests(config)
+    models = stage_model_digests(config) if record_models else {}
     if models:  # only then: runs without models keep the fingerprints they had
         filter_params["models"] = models
     sections = {"documents": [filter_params],
@@ -364,6 +383,8 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     just resume. Raises :class:`RerunError` naming what changed when a rerun would mix configs."""
     if previous is None:
         return 0 if force else None
+    if not force:
+        plan.adopt_legacy_models(previous)
     before = {p["name"]: p for p in previous.get("passes", [])}
     if not set(before) & {p.name for p in plan.passes}:
         raise RerunError(f"{plan.output} holds another run (passes {sorted(before)}), not this plan's "

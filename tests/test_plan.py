@@ -667,3 +667,15 @@ def test_a_classifier_retrained_in_place_is_refused_on_resume(tmp_path, monkeypa
     assert redone.passes["filter"] == "done" and first.stats["docs_read"] == redone.stats["docs_read"]
     # without model stages the fingerprint has no models key (runs made before keep resuming)
     assert "models" not in plan_run(parse_config(RECIPE), str(src), str(tmp_path / "other")).passes[0].params
+    # a run made before model files were fingerprinted resumes (unchecked) rather than being refused
+    import refinery.plan as plan_module
+
+    legacy = tmp_path / "legacy"
+    with monkeypatch.context() as m:
+        m.setattr(plan_module, "stage_model_digests", lambda config: {})
+        run_pipeline(parse_config(spec), str(src), str(legacy), workers=1, progress=False)
+    assert "models" not in json.loads((legacy / "run.json").read_text())["passes"][0]["params"]
+    assert run_pipeline(parse_config(spec), str(src), str(legacy), workers=1, progress=False).passes["filter"] == "skipped"
+    forced = run_pipeline(parse_config(spec), str(src), str(legacy), workers=1, progress=False, force=True)
+    assert forced.passes["filter"] == "done"
+    assert "models" in json.loads((legacy / "run.json").read_text())["passes"][0]["params"]
