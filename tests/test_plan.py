@@ -556,6 +556,15 @@ def test_the_readme_demo_runs_the_whole_recipe_on_the_bundled_sample(tmp_path):
     assert "| 10 | Siméon Denis Poisson | Mathematics |" in lineage
     for name in ("filter", "lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup"):
         assert (out / name / "removed").is_dir() and (out / name / "stats.json").exists()
+    # the languages table covers every pass: kept = the corpus, by language (the filter pass's
+    # alone counted documents dedup removed as kept)
+    corpus = pq.read_table(out / "kept", columns=["language", "text"]).to_pylist()
+    by_language = stats["languages"]["by_language"]
+    for lang, d in by_language.items():
+        rows = [r["text"] for r in corpus if r["language"] == lang]
+        assert (d["docs_kept"], d["chars_kept"]) == (len(rows), sum(map(len, rows))), lang
+        assert d["docs_in"] == d["docs_kept"] + sum(d["removed"].values()), lang
+    assert sum(d["docs_kept"] for d in by_language.values()) == stats["docs_kept"]
     verify = subprocess.run([sys.executable, "-m", "refinery.cli", "verify-tokens", str(out / "tokens")],
                             capture_output=True, text=True)
     assert verify.returncode == 0 and verify.stdout.startswith("ok:"), verify.stderr

@@ -379,3 +379,27 @@ def test_compare_shows_how_a_config_change_moved_each_stage(run):
 def test_write_input_has_a_hostile_shard(tmp_path):
     d = write_input(tmp_path / "in")
     assert (d / "hostile.jsonl").exists() and len(list(d.glob("*.jsonl.gz"))) == 3
+
+
+def test_the_languages_of_a_run_of_several_passes_count_every_pass() -> None:
+    """Found by adversarial testing: the run's languages table was the filter pass's, so
+    documents a dedup pass removed were still counted as kept."""
+    from refinery.stats.funnel import combine_pass_languages
+
+    filter_pass = {"column": "language", "by_language": {
+        "en": {"docs_in": 10, "docs_kept": 6, "chars_kept": 600, "removed": {"language_id": 4}},
+        "de": {"docs_in": 3, "docs_kept": 1, "chars_kept": 90, "removed": {"gopher_quality": 2}},
+        "fr": {"docs_in": 2, "docs_kept": 0, "chars_kept": 0, "removed": {"language_id": 2}}}}
+    minhash = {"column": "language", "by_language": {
+        "en": {"docs_in": 6, "docs_kept": 4, "chars_kept": 400, "removed": {"minhash_dedup": 2}},
+        "de": {"docs_in": 1, "docs_kept": 1, "chars_kept": 90, "removed": {}}}}
+    lines = {"column": "language", "by_language": {
+        "en": {"docs_in": 4, "docs_kept": 3, "chars_kept": 280, "removed": {"lines_dedup": 1}},
+        "de": {"docs_in": 1, "docs_kept": 1, "chars_kept": 70, "removed": {}}}}
+    got = combine_pass_languages([filter_pass, minhash, lines])["by_language"]
+    assert got == {
+        "en": {"docs_in": 10, "docs_kept": 3, "chars_kept": 280,
+               "removed": {"language_id": 4, "minhash_dedup": 2, "lines_dedup": 1}},
+        "de": {"docs_in": 3, "docs_kept": 1, "chars_kept": 70, "removed": {"gopher_quality": 2}},
+        "fr": {"docs_in": 2, "docs_kept": 0, "chars_kept": 0, "removed": {"language_id": 2}}}
+    assert all(d["docs_in"] == d["docs_kept"] + sum(d["removed"].values()) for d in got.values())

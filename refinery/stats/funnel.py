@@ -32,6 +32,28 @@ def merge_languages(sections: list[dict[str, Any]]) -> dict[str, Any]:
     return {"column": column, "by_language": ordered}
 
 
+def combine_pass_languages(sections: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's ``languages`` over a plan's document passes (each a merged pass section, in
+    order): documents in from the first pass, kept (and their characters) from the last, removals
+    of every pass. The filter pass's alone counted documents a dedup pass removed as kept (found
+    by adversarial testing)."""
+    first = sections[0] or {}
+    merged: dict[str, dict[str, Any]] = {
+        lang: {"docs_in": d.get("docs_in", 0), "docs_kept": 0, "chars_kept": 0, "removed": dict(d.get("removed", {}))}
+        for lang, d in (first.get("by_language") or {}).items()}
+    zero = {"docs_in": 0, "docs_kept": 0, "chars_kept": 0, "removed": {}}
+    for section in sections[1:]:
+        for lang, d in ((section or {}).get("by_language") or {}).items():
+            m = merged.setdefault(lang, {**zero, "removed": {}})
+            for stage, n in d.get("removed", {}).items():
+                m["removed"][stage] = m["removed"].get(stage, 0) + n
+    for lang, d in ((sections[-1] or {}).get("by_language") or {}).items():
+        m = merged.setdefault(lang, {**zero, "removed": {}})
+        m["docs_kept"], m["chars_kept"] = d.get("docs_kept", 0), d.get("chars_kept", 0)
+    ordered = dict(sorted(merged.items(), key=lambda kv: (-kv[1]["docs_in"], kv[0])))
+    return {"column": first.get("column", "language"), "by_language": ordered}
+
+
 def merge_shard_stats(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
     stages = merge_stage_lists([s["stages"] for s in shard_stats])
     check_conservation(stages)
@@ -82,6 +104,7 @@ def combine_pass_stats(passes: list[dict[str, Any]]) -> dict[str, Any]:
         "docs_removed": sum(p["docs_removed"] for p in passes),
         "stages": stages,
         "histograms": merge_histogram_maps([p.get("histograms", {}) for p in passes]),
+        "languages": combine_pass_languages([p.get("languages", {}) for p in passes]),
         "top_domains": merge_top_domains([p.get("top_domains", {}) for p in passes], RUN_TOP_DOMAINS),
         "samples": {"rows": sum(p.get("samples", {}).get("rows", 0) for p in passes), "path": "*/samples/"},
         "passes": [p.get("pass") for p in passes],
