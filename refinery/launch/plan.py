@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,7 @@ SAMPLE_DOCS = ROOT / "data" / "sample" / "cc_docs"
 class Measurement:
     docs: int
     input_bytes: int
+    #: the first pass's shards' own seconds plus the later passes' wall time (one core)
     core_seconds: float
     sample: str
     #: docs/s per core and bytes/doc of each measured shard (with at least MIN_SHARD_DOCS docs)
@@ -125,24 +125,32 @@ def measure(config: Any, sample: str | Path | None = None, repeat: int = 1, max_
             for f in files:
                 shutil.copy(f, data / f"r{i}-{f.name}")
         run_pipeline(config, str(warm), str(Path(tmp, "warm-out")), executor="local", workers=1, progress=False)
-        t0 = time.perf_counter()
         summary = run_pipeline(config, str(data), str(Path(tmp, "out")), executor="local", workers=1, progress=False)
-        elapsed = time.perf_counter() - t0
-        rates, sizes = [], []
-        sizes_by_name = {p.name: p.stat().st_size for p in data.iterdir()}
+        docs_read = summary.stats["docs_read"]
         out = Path(tmp, "out")
+        # the passes after the first (dedup, tokens) by their wall time: their cost per document,
+        # added to every shard's; the first pass by its shards' own seconds. The wall time of the
+        # whole call also held a process pool's start-up per pass, a fixed cost that made the
+        # estimate 3-6x its own range on a small sample (found by adversarial testing).
+        markers = [json.loads(m.read_text()) for m in sorted((out / "passes").glob("*.json"))]
+        first_pass = next(iter(summary.passes), None)
+        later_s = sum(m.get("summary", {}).get("wall_seconds", 0.0) for m in markers if m.get("pass") != first_pass)
+        later_per_doc = later_s / docs_read if docs_read else 0.0
+        rates, sizes, first_s = [], [], 0.0
+        sizes_by_name = {p.name: p.stat().st_size for p in data.iterdir()}
         for marker in sorted(out.rglob("stats/*.json")):
             if marker.parent.parent != out and marker.parent.parent.name != "filter":
                 continue  # the first document pass reads the input
             shard = json.loads(marker.read_text())
             docs, seconds = shard.get("docs_read", 0), shard.get("seconds", 0.0)
+            first_s += seconds
             size = next((v for k, v in sizes_by_name.items() if k.startswith(marker.stem)), None)
             if docs >= MIN_SHARD_DOCS and seconds > 0:
-                rates.append(docs / seconds)
+                rates.append(1.0 / (seconds / docs + later_per_doc))
                 if size:
                     sizes.append(size / docs)
         total_bytes = sum(f.stat().st_size for f in files) * repeat
-        return Measurement(summary.stats["docs_read"], total_bytes, elapsed, str(sample or default_sample(config)),
+        return Measurement(docs_read, total_bytes, first_s + later_s, str(sample or default_sample(config)),
                            rates, sizes)
 
 
