@@ -191,6 +191,13 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
                 fs.delete(uri)
     if redo_from is not None and previous_record:
         remove_dropped_passes(plan.run, previous_record.get("passes", []), [p.name for p in plan.passes])
+    if redo_from is not None and previous_record and only_shards is None:
+        # every pass to redo loses its outputs now, not when it runs: should an earlier one fail,
+        # the corpus and tokens of the previous config must not stay in place, nor count as this
+        # run's progress in `refinery status` (found by adversarial testing)
+        for p in plan.passes[redo_from:]:
+            if only_passes is None or p.name in only_passes:
+                _clear_pass_outputs(plan, p)
     write_plan(plan, previous_record)
     summary = RunSummary(plan.output)
     previous: Pass | None = None
@@ -245,6 +252,23 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         # shards failed because the output refuses writes: the funnel cannot be stored either
         log.warning("could not write %s: %s", plan.run.stats_json, str(exc).splitlines()[0])
     return summary
+
+
+def _clear_pass_outputs(plan: Plan, p: Pass) -> None:
+    """Delete what pass ``p`` wrote (its marker first): its directory (its index too) and, for the
+    last document pass, the corpus in ``OUT/kept``; a one-pass run's outputs at the top of OUT."""
+    forget_pass(plan, p)
+    if p.kind == "tokenize":
+        fs.delete_tree(plan.run.tokens_dir)
+        return
+    out = plan.pass_dir(p.name)
+    if p.role == "only":
+        for directory in (out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir):
+            fs.delete_tree(directory)
+        return
+    fs.delete_tree(out.root)
+    if p.role == "last":
+        fs.delete_tree(out.kept_dir)
 
 
 def write_run_stats(plan: Plan, failed_shards: list[str]) -> dict[str, Any]:

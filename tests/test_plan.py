@@ -371,6 +371,9 @@ def test_forced_reruns_leave_no_output_of_another_input_or_config(tmp_path):
                           str(src), str(out), workers=1, progress=False, force=True)
     assert [o.shard for o in failed.failed] == ["s1"]
     assert not (out / "filter" / "kept" / "s1.parquet").exists() and not (out / "filter" / "stats" / "s1.json").exists()
+    # nor does the previous config's corpus stay in OUT/kept, or count as progress in status
+    assert not list((out / "kept").glob("*.parquet")) and not (out / "url_dedup").exists()
+    assert [p["state"] for p in run_status(str(out)).passes] == ["failed", "pending"]
     # (3) a file rewritten in place, then --force for a later pass's setting: the first pass is redone too
     (src / "s1.jsonl.gz").unlink()
     (src / "s1.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[1::3]))
