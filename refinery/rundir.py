@@ -102,7 +102,7 @@ class RunDir:
 
     @property
     def run_json(self) -> str:
-        return fs.join(self.root, "run.json")
+        return fs.join(self.root, fs.RUN_MARKER)
 
     @property
     def stats_json(self) -> str:

@@ -174,15 +174,26 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     else:
         found = _walk_local(path, skipped)
     lowered = tuple(s.lower() for s in suffixes)
+    # a refinery run directory inside the input (``-i data -o data/run1``, then ``-i data``): its
+    # kept and removed shards are outputs, never input (they were read back, doubling documents;
+    # found by adversarial testing)
+    runs = tuple(posixpath.dirname(p) + "/" for p in found
+                 if posixpath.basename(p) == RUN_MARKER and posixpath.dirname(p) != path.rstrip("/"))
+    in_runs: dict[str, int] = {}
     listed = []
     for p in found:
         name = posixpath.basename(p)
-        if name.startswith((".", "_")):
+        run = next((r for r in runs if p.startswith(r)), None) if runs else None
+        if run is not None:
+            in_runs[run] = in_runs.get(run, 0) + 1
+        elif name.startswith((".", "_")):
             skipped.append((p, "name starts with '.' or '_' (temporary or metadata file)"))
         elif lowered and not name.lower().endswith(lowered):
             skipped.append((p, f"not one of {', '.join(suffixes)}"))
         else:
             listed.append(p)
+    for run, n in in_runs.items():
+        skipped.append((run, f"a refinery run directory ({RUN_MARKER}): its {n} file(s) are a run's output, not input"))
     prefix = "s3://" if is_s3(uri) else ""
     if log_skipped:
         for p, why in sorted(skipped)[:_MAX_SKIP_LOG]:
@@ -224,6 +235,8 @@ def _list_s3_prefix(uri: str, path: str, skipped: list[tuple[str, str]]) -> tupl
 
 
 _MAX_SKIP_LOG = 50
+#: the file that makes a directory a refinery run directory (``refinery.rundir.RunDir.run_json``)
+RUN_MARKER = "run.json"
 
 
 def file_versions(root: str, uris: list[str]) -> dict[str, tuple[int, str]]:
