@@ -46,6 +46,10 @@ INPUT_SUFFIXES = WARC_SUFFIXES + WET_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXE
 STATS_VERSION = 2
 
 
+class StageFailed(RuntimeError):
+    """A stage raised while processing a batch: the message names the stage and the error."""
+
+
 class StageContractError(RuntimeError):
     """A stage broke the contract (changed the number of rows)."""
 
@@ -245,7 +249,12 @@ class ShardRunner:
                 # Empty batches still flow through every stage so that an all-removed shard gets
                 # the same kept schema (with every stage's columns) as any other shard.
                 t0 = time.perf_counter()
-                out = stage(batch)
+                try:
+                    out = stage(batch)
+                except Exception as exc:
+                    # name the stage (a shard's error said only "RuntimeError: ..."); chained, so a
+                    # storage or I/O error below is still retried as one
+                    raise StageFailed(f"stage {stage.name!r} ({stage.kind}): {type(exc).__name__}: {exc}") from exc
                 counter.seconds += time.perf_counter() - t0
                 if out.num_rows != batch.num_rows:
                     raise StageContractError(

@@ -101,6 +101,17 @@ def test_killed_worker_is_retried_within_the_run(corpus, clean_run, tmp_path):
     assert _shard_stats(out) == _shard_stats(clean_run)
 
 
+def test_a_stage_that_raises_is_named_in_the_shards_error(corpus, tmp_path):
+    """A shard's error said "RuntimeError: injected fault" and not which stage raised (found by
+    adversarial testing)."""
+    config = parse_config(_config(tmp_path / "markers", match="part-002", mode="raise"))
+    config.executor.max_retries = 0
+    summary = run_pipeline(config, str(corpus), str(tmp_path / "run"), workers=1, progress=False)
+    assert [o.shard for o in summary.failed] == ["part-002"]
+    assert summary.failed[0].error.startswith("refinery.runner.StageFailed: stage 'fault_injection' (fault_injection): "
+                                              "RuntimeError: "), summary.failed[0].error[:200]
+
+
 @pytest.mark.parametrize("mode", ["exit", "sigkill"])
 def test_worker_killed_mid_shard_then_rerun_matches_clean_run(corpus, clean_run, tmp_path, mode):
     out = tmp_path / "run"

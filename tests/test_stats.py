@@ -403,3 +403,15 @@ def test_the_languages_of_a_run_of_several_passes_count_every_pass() -> None:
         "de": {"docs_in": 3, "docs_kept": 1, "chars_kept": 70, "removed": {"gopher_quality": 2}},
         "fr": {"docs_in": 2, "docs_kept": 0, "chars_kept": 0, "removed": {"language_id": 2}}}
     assert all(d["docs_in"] == d["docs_kept"] + sum(d["removed"].values()) for d in got.values())
+
+
+def test_effective_params_of_every_stage_keep_the_given_values() -> None:
+    """The report's configuration table showed pii's switches set in the config as null: the
+    stage keeps them under another attribute (found by adversarial testing). Every registered
+    stage's given parameters come back as given."""
+    from refinery.stats.thresholds import effective_params
+
+    pii = effective_params("pii", {"email": False, "phone": True, "ip_address": True, "credit_card": False})
+    assert (pii["email"], pii["phone"], pii["ip_address"], pii["credit_card"]) == (False, True, True, False)
+    assert effective_params("gopher_quality", {"min_words": 20})["min_words"] == 20
+    assert effective_params("gopher_quality", {})["max_words"] == 100_000  # a default, as the stage holds it

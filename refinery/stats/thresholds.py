@@ -93,7 +93,9 @@ def effective_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         log.debug("cannot build stage %s to read its parameters: %s", kind, exc)
         return merged
     for name in names:
-        value = getattr(stage, name, None)
+        if not hasattr(stage, name):
+            continue  # kept under another name (pii's switches live in ``enabled``): as given or default
+        value = getattr(stage, name)
         if isinstance(value, (int, float, str, bool, list, dict, tuple)) or value is None:
             merged[name] = value
     return merged
