@@ -201,7 +201,14 @@ def main(argv: list[str] | None = None) -> None:
     cli_common.VERBOSE = verbose
     handles_ctrl_c = interrupts.install()
     try:
-        code = app(args=args, prog_name="refinery", standalone_mode=False)
+        try:
+            code = app(args=args, prog_name="refinery", standalone_mode=False)
+        except Abort as abort:
+            if isinstance(abort.__cause__, EOFError):
+                # click turns an EOFError (a truncated gzip file, say) into Abort, which read as a
+                # Ctrl-C: "interrupted", exit 130 (found by adversarial testing)
+                raise abort.__cause__ from None
+            raise
         if code == 130:  # typer >= 0.20 turns Ctrl-C into Exit(130), returned as is here
             raise KeyboardInterrupt
     except NoArgsIsHelpError:

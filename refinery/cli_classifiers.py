@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -18,8 +21,6 @@ class ClassifierKind(str, Enum):
 def default_data_dir() -> Path:
     """``$REFINERY_DATA_DIR``, else ``../shared/data`` from the working directory, else the one
     beside the repository checkout."""
-    import os
-
     env = os.environ.get("REFINERY_DATA_DIR")
     if env:
         return Path(env)
@@ -56,18 +57,39 @@ def train_classifier(
     if not data.is_dir():
         fail(f"data directory {data} not found (pass --data-dir, or set REFINERY_DATA_DIR)")
     overrides = {k: v for k, v in (("epoch", epoch), ("lr", lr), ("dim", dim)) if v is not None}
+    for name, value in overrides.items():
+        if not value > 0:  # fastText trains "successfully" on 0 epochs or dimensions: a useless model
+            fail(f"--{name} must be > 0, not {value}")
     params = replace(recipe.DEFAULT_PARAMS, seed=seed, **overrides)
     out_dir = out or models_dir()
+    if kind is ClassifierKind.toxicity and transformer:
+        import importlib.util
+
+        missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+        if missing:  # found out before the fastText training, not after it
+            fail(f"the toxicity cascade's transformer needs {' and '.join(missing)}: pip install 'refinery[classifiers]', "
+                 f"or train without it: --no-transformer")
     try:
-        if kind is ClassifierKind.toxicity:
-            tr = replace(toxicity.TRANSFORMER_PARAMS, seed=seed) if transformer else None
-            report = toxicity.train(data, out_dir, params, quantize=quantize, transformer=tr)
-        else:
-            report = recipe.train(data, out_dir, params, quantize=quantize)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(exc)
-    except RuntimeError as exc:
-        fail(exc, 1)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{kind.value}-", dir=out_dir))
+    except OSError as exc:
+        fail(f"output directory {out_dir} is not writable: {exc.strerror or exc}")
+    # the models already in --out stay until the new one is complete: a failed or interrupted
+    # training used to leave a model without its report, or a report without its combine section
+    try:
+        try:
+            if kind is ClassifierKind.toxicity:
+                tr = replace(toxicity.TRANSFORMER_PARAMS, seed=seed) if transformer else None
+                report = toxicity.train(data, staging, params, quantize=quantize, transformer=tr)
+            else:
+                report = recipe.train(data, staging, params, quantize=quantize)
+        except (FileNotFoundError, ValueError) as exc:
+            fail(exc)
+        except RuntimeError as exc:
+            fail(exc, 1)
+        publish_model(staging, out_dir, kind.value)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     summary = {
         "model": str(out_dir / report["model_file"]),
         "report": str(out_dir / f"{kind.value}.json"),
@@ -75,6 +97,20 @@ def train_classifier(
         "metrics": report["metrics"],
     }
     typer.echo(json.dumps(summary, indent=2))
+
+
+def publish_model(staging: Path, out_dir: Path, kind: str) -> None:
+    """Move a trained model's files from ``staging`` into ``out_dir``, the model file before its
+    report; a model of ``kind`` with the other suffix goes (a stale ``.ftz`` would shadow a new
+    ``.bin``)."""
+    for stale in (out_dir / f"{kind}.ftz", out_dir / f"{kind}.bin"):
+        if stale.exists() and not (staging / stale.name).exists():
+            stale.unlink()
+    for src in sorted(staging.iterdir(), key=lambda p: p.suffix == ".json"):
+        dst = out_dir / src.name
+        if src.is_dir() and dst.exists():
+            shutil.rmtree(dst)
+        os.replace(src, dst)
 
 
 def register(app: typer.Typer) -> None:

@@ -644,3 +644,33 @@ def test_registry_and_config_validation(quality_model) -> None:
         StageConfig(type="quality", params={"model_path": path, "threshold": 1.5}).build()
     with pytest.raises(ConfigError, match="is not a toxicity model"):  # at config time, not mid-run
         StageConfig(type="toxicity", params={"model_path": path}).build()
+
+
+@needs_data
+def test_a_failed_or_useless_training_leaves_the_models_in_out_as_they_were(tiny_quality_data: Path,
+                                                                             tmp_path: Path) -> None:
+    """Found by adversarial testing: a training that failed after its fastText step left a new
+    model without its report (or a report without its combine section) over the working one in
+    --out; --epoch 0 exited 0 with a useless model. Training happens in a staging directory,
+    published only when complete."""
+    import typer
+    from typer.testing import CliRunner
+
+    from refinery.cli_classifiers import register
+
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)
+    before = {"quality.ftz": b"the working model", "quality.json": b'{"kind": "quality"}', "toxicity.ftz": b"other"}
+    for name, data in before.items():
+        (tmp_path / name).write_bytes(data)
+    base = ["train-classifier", "quality", "--out", str(tmp_path), "--data-dir", str(tiny_quality_data), "--no-quantize"]
+    nan = CliRunner().invoke(app, base + ["--lr", "1e30"])
+    assert nan.exit_code == 1 and "fastText training failed" in nan.output, nan.output
+    zero = CliRunner().invoke(app, base + ["--epoch", "0"])
+    assert zero.exit_code == 2 and "--epoch must be > 0" in zero.output
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # untouched, no staging left
+    ok = CliRunner().invoke(app, base + ["--epoch", "1"])
+    assert ok.exit_code == 0, ok.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quality.bin", "quality.json", "toxicity.ftz"]  # .ftz went
+    assert json.loads((tmp_path / "quality.json").read_text())["model_sha256"] == sha256_file(tmp_path / "quality.bin")

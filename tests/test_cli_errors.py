@@ -426,3 +426,34 @@ def test_a_failed_task_is_one_line_with_the_resume_hint_not_a_bug(cli, monkeypat
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 1 and len(lines) == 1 and "unexpected" not in err, err
     assert lines[0].startswith("error: [tokenize] task shard-00 failed: worker died") and "run the same command again" in err
+
+
+def test_an_eof_error_is_an_error_not_a_ctrl_c(cli, monkeypatch, tmp_path):
+    """click turns an EOFError into Abort, which we reported as "interrupted", exit 130: a
+    truncated training file looked like a Ctrl-C (found by adversarial testing)."""
+    import refinery.status as status
+
+    def truncated(run_dir):
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(status, "run_status", truncated)
+    code, _, err = cli("status", tmp_path)
+    assert code == 1 and "interrupted" not in err and "EOFError: Compressed file ended" in err, err
+
+
+def test_training_data_errors_name_the_file_and_line(tmp_path):
+    """The loaders said ``error: 'id'`` (a record without it) or, for a truncated gzip, nothing."""
+    import gzip
+
+    from refinery.classifiers.common import TrainingDataError
+    from refinery.classifiers.quality import _cc_docs
+
+    (tmp_path / "cc_docs").mkdir()
+    lines = "".join(json.dumps({"id": str(i), "text": f"document {i} " * 200}) + "\n" for i in range(50))
+    data = gzip.compress(lines.encode())
+    (tmp_path / "cc_docs" / "a.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(TrainingDataError, match=r"cc_docs/a\.jsonl\.gz line \d+: the file ends early"):
+        list(_cc_docs(tmp_path))
+    (tmp_path / "cc_docs" / "a.jsonl.gz").write_bytes(gzip.compress(b'{"id": "1", "text": "x"}\n{"text": "y"}\n'))
+    with pytest.raises(TrainingDataError, match=r"cc_docs/a\.jsonl\.gz line 2: no field 'id'"):
+        list(_cc_docs(tmp_path))

@@ -16,7 +16,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,28 @@ def model_candidates(kind: str, directory: Path | None = None) -> list[Path]:
     else:
         dirs = [models_dir(), PACKAGED_MODELS]
     return [d / f"{kind}{suffix}" for d in dirs for suffix in (".ftz", ".bin")]
+
+
+class TrainingDataError(ValueError):
+    """A training data file is damaged or not in the expected shape (one line naming it)."""
+
+
+@contextmanager
+def training_file(path: Path, line: Callable[[], int | None] | None = None) -> Iterator[None]:
+    """Turn what a damaged or misshapen data file raises while the block reads ``path`` (a
+    missing field, a short row, bad JSON, a truncated gzip) into :class:`TrainingDataError`
+    naming the file (and ``line()``, the line being read, when given): the loaders said
+    ``error: 'id'`` or, for a truncated gzip, nothing but "interrupted" (found by adversarial
+    testing)."""
+    try:
+        yield
+    except TrainingDataError:
+        raise
+    except (KeyError, IndexError, ValueError, EOFError, AttributeError, TypeError, OSError, zlib.error) as exc:
+        what = f"no field {exc}" if isinstance(exc, KeyError) else (
+            "the file ends early (truncated)" if isinstance(exc, EOFError) else f"{type(exc).__name__}: {exc}")
+        at = line() if line is not None else None
+        raise TrainingDataError(f"training data {path}{f' line {at}' if at else ''}: {what}") from None
 
 
 class MissingModelError(FileNotFoundError, ValueError):

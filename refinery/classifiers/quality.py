@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from refinery.classifiers.common import FastTextParams, prepare_text
+from refinery.classifiers.common import FastTextParams, prepare_text, training_file
 from refinery.classifiers.recipe import RecipeData, Split, run_recipe
 
 log = logging.getLogger("refinery.classifiers")
@@ -73,15 +73,17 @@ def english_mask(texts: list[str]) -> list[bool]:
 
 def load_wikipedia(data_dir: Path) -> list[tuple[str, str]]:
     """(title, lead section) pairs."""
-    with open(data_dir / "quality" / "summaries_en-us.json", encoding="utf-8") as f:
+    path = data_dir / "quality" / "summaries_en-us.json"
+    with training_file(path), open(path, encoding="utf-8") as f:
         data = json.load(f)
-    return [(key, entry["extract"]) for key, entry in sorted(data.items()) if entry.get("extract", "").strip()]
+        return [(key, entry["extract"]) for key, entry in sorted(data.items()) if entry.get("extract", "").strip()]
 
 
 def _cc_docs(data_dir: Path) -> Iterator[tuple[str, str]]:
     for path in sorted((data_dir / "cc_docs").glob("*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
+        n = 0
+        with gzip.open(path, "rt", encoding="utf-8") as f, training_file(path, lambda: n):
+            for n, line in enumerate(f, 1):  # noqa: B007 - read by the error message
                 doc = json.loads(line)
                 if doc.get("text"):
                     yield f"{path.name}:{doc['id']}", doc["text"]

@@ -16,6 +16,7 @@ import numpy as np
 
 from refinery.classifiers.common import (
     FastTextParams,
+    TrainingDataError,
     binary_metrics,
     binary_scores,
     copy_atomic,
@@ -88,6 +89,11 @@ def run_recipe(
     examples = list(data.train)
     random.Random(params.seed).shuffle(examples)  # why: fastText does not shuffle; order matters
     counts = {lab: sum(1 for l, _ in examples if l == lab) for lab in (positive, negative)}
+    empty = [lab for lab, n in counts.items() if n == 0]
+    if empty:  # one class only: fastText "trains", the model can only say that class (ROC AUC undefined)
+        files = [str(p) for p in data.sources]
+        raise TrainingDataError(f"{kind}: no training examples labelled {empty[0]!r} in {', '.join(files[:2]) or 'the data'}"
+                                f"{f' (or {len(files) - 2} more files)' if len(files) > 2 else ''}: check those files")
     log.info("%s: training on %d examples %s, held-out %s", kind, len(examples), counts,
              {k: len(v) for k, v in data.evals.items()})
 
@@ -174,8 +180,8 @@ def run_recipe(
         "total_seconds": elapsed(t_start),
     }
     write_json_atomic(report, out_dir / f"{kind}.json")  # allow_nan=False there: strict JSON
-    log.info("%s: wrote %s (%s bytes); %s %s = %.4f", kind, model_out, report["model_bytes"], primary[0], primary[1],
-             report["primary_metric"]["value"])
+    log.info("%s: wrote %s (%s bytes); %s %s = %s", kind, model_out, report["model_bytes"], primary[0], primary[1],
+             report["primary_metric"]["value"])  # %s: null when a held-out split has one class only
     return report
 
 

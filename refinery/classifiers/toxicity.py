@@ -40,11 +40,13 @@ import numpy as np
 
 from refinery.classifiers.common import (
     FastTextParams,
+    TrainingDataError,
     best_f1_threshold,
     binary_metrics,
     binary_scores,
     load_fasttext,
     prepare_text,
+    training_file,
     write_json_atomic,
 )
 from refinery.classifiers.recipe import RecipeData, Split, run_recipe
@@ -76,18 +78,26 @@ def _held_out(key: str, percent: int) -> bool:
 
 def _read_tsv(path: Path) -> list[list[str]]:
     # tweets contain quote characters: no CSV quoting in these files
-    with open(path, encoding="utf-8", newline="") as f:
+    with training_file(path), open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    short = next((i for i, r in enumerate(rows) if len(r) < 2), None)
+    if short is not None:
+        raise TrainingDataError(f"training data {path} line {short + 1}: {len(rows[short])} column(s), expected tab-separated id and text")
     return rows[1:]
 
 
 def load_olid(root: Path) -> tuple[list[tuple[str, str, bool]], list[tuple[str, str, bool]]]:
     """(train, test) as (id, tweet, offensive) triples."""
     olid = root / "olid"
-    train = [(r[0], r[1], r[2] == "OFF") for r in _read_tsv(olid / "olid-training-v1.0.tsv")]
-    with open(olid / "labels-levela.csv", encoding="utf-8") as f:
+    with training_file(olid / "olid-training-v1.0.tsv"):
+        train = [(r[0], r[1], r[2] == "OFF") for r in _read_tsv(olid / "olid-training-v1.0.tsv")]
+    with training_file(olid / "labels-levela.csv"), open(olid / "labels-levela.csv", encoding="utf-8") as f:
         labels = dict(line.strip().split(",") for line in f if line.strip())
-    test = [(r[0], r[1], labels[r[0]] == "OFF") for r in _read_tsv(olid / "testset-levela.tsv")]
+    with training_file(olid / "testset-levela.tsv"):
+        missing = next((r[0] for r in _read_tsv(olid / "testset-levela.tsv") if r[0] not in labels), None)
+        if missing is not None:
+            raise TrainingDataError(f"training data {olid / 'labels-levela.csv'}: no label for test id {missing}")
+        test = [(r[0], r[1], labels[r[0]] == "OFF") for r in _read_tsv(olid / "testset-levela.tsv")]
     if not train or not test:
         raise ValueError(f"OLID files under {olid} are empty")
     return train, test
@@ -96,10 +106,13 @@ def load_olid(root: Path) -> tuple[list[tuple[str, str, bool]], list[tuple[str, 
 def load_davidson(root: Path) -> list[tuple[str, str, bool]]:
     """(row number, tweet, hate-or-offensive) triples; HTML entities decoded, RT prefixes removed."""
     out = []
-    with open(root / "davidson_labeled_data.csv", encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            tweet = _RETWEET.sub(" ", html.unescape(row["tweet"]))
-            out.append((row[""], tweet, row["class"] != "2"))
+    path = root / "davidson_labeled_data.csv"
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        with training_file(path, lambda: reader.line_num):
+            for row in reader:
+                tweet = _RETWEET.sub(" ", html.unescape(row["tweet"]))
+                out.append((row[""], tweet, row["class"] != "2"))
     return out
 
 
