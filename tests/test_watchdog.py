@@ -49,6 +49,19 @@ def test_handler_stops_the_stale_job_and_leaves_starting_and_progressing_jobs_al
         for name in (stale, copying, busy):
             _job(sm, name, f"s3://runs/{name}")
         _job(sm, "someone-elses-job", "s3://runs/other")  # not refinery's: never judged
+        # how `refinery launch` runs: a Pipeline's step job, named by SageMaker (the watchdog saw
+        # only refinery-* names: found by adversarial testing); and another team's pipeline job
+        piped = "pipelines-kb5bcmrv3dw9-filter-Qx1Ab2Cd3E"
+        _job(sm, piped, f"s3://runs/{piped}")
+        sm.create_processing_job(
+            ProcessingJobName="pipelines-zz9-train-other", RoleArn=ROLE,
+            AppSpecification={"ImageUri": IMAGE},
+            ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 5}})
+        from moto.sagemaker.models import sagemaker_backends
+
+        sagemaker_backends[ACCOUNT]["us-east-1"].processing_jobs["pipelines-zz9-train-other"].processing_job_status = "InProgress"
+        s3.put_object(Bucket="runs", Key=f"{piped}/_jobs/{piped}/started/algo-1.json", Body=b"{}")
+        s3.put_object(Bucket="runs", Key=f"{piped}/filter/stats/a.json", Body=b'{"docs_read": 10}')
         # the stale job: its container started and finished a shard, then nothing
         s3.put_object(Bucket="runs", Key=f"{stale}/_jobs/{stale}/started/algo-1.json", Body=b"{}")
         s3.put_object(Bucket="runs", Key=f"{stale}/filter/stats/a.json", Body=b'{"docs_read": 10}')
@@ -60,13 +73,14 @@ def test_handler_stops_the_stale_job_and_leaves_starting_and_progressing_jobs_al
 
         settings = watchdog.Settings(stall_minutes=3 / 60, start_grace_minutes=10)
         result = watchdog.check_jobs(sm, s3, settings)
-        assert sorted(j["job"] for j in result["jobs"]) == sorted([stale, copying, busy])
-        assert result["stopped"] == [stale] and result["stalled"] == [stale]
+        assert sorted(j["job"] for j in result["jobs"]) == sorted([stale, copying, busy, piped])
+        assert sorted(result["stopped"]) == sorted([stale, piped]) and sorted(result["stalled"]) == sorted([stale, piped])
         by_job = {j["job"]: j for j in result["jobs"]}
         assert by_job[copying]["phase"] == "starting" and by_job[busy]["phase"] == "running"
         statuses = {n: sm.describe_processing_job(ProcessingJobName=n)["ProcessingJobStatus"]
-                    for n in (stale, copying, busy)}
-        assert statuses == {stale: "Stopped", copying: "InProgress", busy: "InProgress"}
+                    for n in (stale, copying, busy, piped, "pipelines-zz9-train-other")}
+        assert statuses == {stale: "Stopped", copying: "InProgress", busy: "InProgress", piped: "Stopped",
+                            "pipelines-zz9-train-other": "InProgress"}
 
         # past the start grace, a job whose containers never started is stopped too; report-only stops nothing
         report_only = watchdog.Settings(stall_minutes=3 / 60, start_grace_minutes=1 / 60, dry_run=True)
@@ -117,9 +131,13 @@ def test_deployment_requests_validate_and_deploy_to_moto(offline_aws):
     for service, operation, request in requests:
         watchdog.validate(service, operation, request)
     policy = json.loads(requests[1][2]["PolicyDocument"])
-    stop = next(s for s in policy["Statement"] if "sagemaker:StopProcessingJob" in s["Action"])
-    assert stop["Resource"] == [f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:processing-job/refinery-*",
-                                f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/refinery-*"]
+    stops = [s for s in policy["Statement"] if "sagemaker:StopProcessingJob" in s["Action"]]
+    assert [(s["Resource"], s.get("Condition")) for s in stops] == [
+        ([f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:processing-job/refinery-*",
+          f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/refinery-*"], None),
+        ([f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:processing-job/pipelines-*",
+          f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/pipelines-*"],
+         {"Null": {"aws:ResourceTag/refinery:output": "false"}})]
     assert not any(a.endswith(("*", ":PutObject", ":DeleteObject")) for s in policy["Statement"] for a in s["Action"])
     with mock_aws():
         clients = {s: boto3.client(s, region_name="us-east-1") for s in ("iam", "lambda", "events")}

@@ -126,6 +126,10 @@ class Poll:
         return " | ".join(parts)
 
 
+class NoRunOutput(ValueError):
+    """The job names no refinery run output: not refinery's, or launched without one."""
+
+
 class Watcher:
     def __init__(self, sm: Any, s3: Any, name: str, stall_minutes: float = 60.0, stop_stalled: bool = True,
                  output_uri: str | None = None, cloudwatch: Any = None,
@@ -222,8 +226,8 @@ class Watcher:
         now = self.clock()
         output = self.output_uri or job.output_uri
         if not output:
-            raise ValueError(f"job {self.name} names no run output (REFINERY_OUTPUT / refinery:output tag): "
-                             "pass --output")
+            raise NoRunOutput(f"job {self.name} names no run output (REFINERY_OUTPUT / refinery:output tag): "
+                              "pass --output")
         reference = _aware(job.started) or _aware(job.created)
         listed = job.environment.get("REFINERY_PASSES") or job.tags.get("refinery:passes", "").replace(" ", ",")
         passes = [p for p in listed.split(",") if p]

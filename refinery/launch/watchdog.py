@@ -3,7 +3,8 @@ SageMaker jobs whose progress has stalled, so a hung 100-instance job does not b
 MaxRuntime while nobody watches a terminal.
 
 Every run of :func:`handler` lists the InProgress processing and training jobs whose names start
-with ``refinery-``, judges each with :class:`refinery.launch.watch.Watcher` (progress = shard markers
+with ``refinery-`` or are a SageMaker Pipeline's step jobs (``pipelines-*``: how ``refinery
+launch`` runs) naming a refinery run output, judges each with :class:`refinery.launch.watch.Watcher` (progress = shard markers
 and other writes under the job's run output; the stall clock starts when the job's containers
 announce themselves, so provisioning and input copies are never "stalls") and stops those idle past
 the threshold. Throttled SageMaker/S3 calls are retried with exponential backoff and jitter; a job
@@ -37,6 +38,11 @@ log = logging.getLogger("refinery.watchdog")
 THROTTLING = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
               "SlowDown", "ProvisionedThroughputExceededException", "RequestThrottled"}
 JOB_PREFIX = "refinery-"
+#: how SageMaker names a Pipeline's step jobs (``pipelines-<execution>-<step>-...``), which is how
+#: ``refinery launch`` runs: such a job is refinery's when it names a run output (environment or
+#: ``refinery:output`` tag); the watchdog saw only ``refinery-*`` names, so none of them (found by
+#: adversarial testing)
+PIPELINE_JOB_PREFIX = "pipelines-"
 FUNCTION = "refinery-watchdog"
 #: the modules the Lambda package holds (stdlib + boto3 at import time)
 PACKAGE_FILES = ("refinery/__init__.py", "refinery/launch/__init__.py", "refinery/launch/sagemaker.py",
@@ -90,36 +96,45 @@ class Settings:
                 "REFINERY_WATCHDOG_DRY_RUN": "true" if self.dry_run else "false"}
 
 
-def running_jobs(sm: Any, prefix: str = JOB_PREFIX, sleep: Callable[[float], None] = time.sleep) -> list[str]:
-    """Names of the InProgress processing and training jobs whose names start with ``prefix``."""
+def running_jobs(sm: Any, prefix: str = JOB_PREFIX, sleep: Callable[[float], None] = time.sleep,
+                 prefixes: tuple[str, ...] | None = None) -> list[str]:
+    """Names of the InProgress processing and training jobs whose names start with ``prefix``
+    (or any of ``prefixes``)."""
     names: list[str] = []
     for operation, key, name_key in (("list_processing_jobs", "ProcessingJobSummaries", "ProcessingJobName"),
                                      ("list_training_jobs", "TrainingJobSummaries", "TrainingJobName")):
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"StatusEquals": "InProgress", "NameContains": prefix.rstrip("-"),
-                                      "MaxResults": 100}
-            if token:
-                kwargs["NextToken"] = token
-            page = with_backoff(lambda: getattr(sm, operation)(**kwargs), sleep=sleep)
-            names += [s[name_key] for s in page.get(key, []) if s[name_key].startswith(prefix)]
-            token = page.get("NextToken")
-            if not token:
-                break
+        for start in prefixes or (prefix,):
+            token: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {"StatusEquals": "InProgress", "NameContains": start.rstrip("-"),
+                                          "MaxResults": 100}
+                if token:
+                    kwargs["NextToken"] = token
+                page = with_backoff(lambda: getattr(sm, operation)(**kwargs), sleep=sleep)
+                names += [s[name_key] for s in page.get(key, [])
+                          if s[name_key].startswith(start) and s[name_key] not in names]
+                token = page.get("NextToken")
+                if not token:
+                    break
     return names
 
 
 def check_jobs(sm: Any, s3: Any, settings: Settings, clock: Callable[[], Any] | None = None,
                sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """Judge every running refinery job once; stop the stalled ones (unless ``dry_run``)."""
-    from refinery.launch.watch import Watcher, _utcnow
+    from refinery.launch.watch import NoRunOutput, Watcher, _utcnow
 
     results = []
-    for name in running_jobs(sm, settings.job_prefix, sleep=sleep):
+    for name in running_jobs(sm, sleep=sleep, prefixes=(settings.job_prefix, PIPELINE_JOB_PREFIX)):
         watcher = Watcher(sm, s3, name, stall_minutes=settings.stall_minutes, stop_stalled=not settings.dry_run,
                           clock=clock or _utcnow, start_grace_minutes=settings.start_grace_minutes)
         try:
             poll = with_backoff(watcher.poll, sleep=sleep)
+        except NoRunOutput:
+            if name.startswith(PIPELINE_JOB_PREFIX):
+                log.debug("%s: another pipeline's job (it names no refinery run output): not judged", name)
+                continue
+            raise
         except Exception as exc:  # one job we cannot judge must not keep the others unwatched
             log.error("%s: cannot judge it, leaving it alone: %s", name, str(exc).splitlines()[0])
             results.append({"job": name, "error": str(exc).splitlines()[0]})
@@ -160,13 +175,20 @@ def package_zip(root: Path | None = None) -> bytes:
 def policy_document(region: str, account: str, buckets: list[str], prefix: str = JOB_PREFIX) -> dict[str, Any]:
     """Least privilege: list and describe jobs, stop only refinery's, read the run outputs, write
     the function's own logs."""
-    jobs = [f"arn:aws:sagemaker:{region}:{account}:{kind}/{prefix}*" for kind in ("processing-job", "training-job")]
+    kinds = ("processing-job", "training-job")
+    jobs = [f"arn:aws:sagemaker:{region}:{account}:{kind}/{prefix}*" for kind in kinds]
+    pipeline_jobs = [f"arn:aws:sagemaker:{region}:{account}:{kind}/{PIPELINE_JOB_PREFIX}*" for kind in kinds]
+    stop = ["sagemaker:StopProcessingJob", "sagemaker:StopTrainingJob"]
     statements: list[dict[str, Any]] = [
         {"Sid": "ListJobs", "Effect": "Allow", "Action": ["sagemaker:ListProcessingJobs", "sagemaker:ListTrainingJobs"],
          "Resource": "*"},  # list actions take no resource
-        {"Sid": "JudgeAndStopRefineryJobs", "Effect": "Allow",
-         "Action": ["sagemaker:DescribeProcessingJob", "sagemaker:DescribeTrainingJob", "sagemaker:ListTags",
-                    "sagemaker:StopProcessingJob", "sagemaker:StopTrainingJob"], "Resource": jobs},
+        {"Sid": "JudgeJobs", "Effect": "Allow",
+         "Action": ["sagemaker:DescribeProcessingJob", "sagemaker:DescribeTrainingJob", "sagemaker:ListTags"],
+         "Resource": jobs + pipeline_jobs},
+        {"Sid": "StopRefineryJobs", "Effect": "Allow", "Action": stop, "Resource": jobs},
+        # a pipeline's step job only when it carries refinery's run-output tag (another team's is not ours)
+        {"Sid": "StopRefineryPipelineJobs", "Effect": "Allow", "Action": stop, "Resource": pipeline_jobs,
+         "Condition": {"Null": {"aws:ResourceTag/refinery:output": "false"}}},
         {"Sid": "OwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
          "Resource": f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{FUNCTION}*"},
     ]
