@@ -31,7 +31,14 @@ from refinery.plan import (
     shards_with_markers,
     write_plan,
 )
-from refinery.rundir import PassDir, RunDir, clear_shard_outputs, remove_dropped_passes, remove_orphan_shards
+from refinery.rundir import (
+    PassDir,
+    RunDir,
+    clear_shard_outputs,
+    remove_dropped_passes,
+    remove_orphan_shards,
+    shards_with_outputs,
+)
 from refinery.runner import ShardTask, finished_marker, run_shard_task
 from refinery.stats.funnel import combine_pass_stats, load_shard_stats, merge_shard_stats
 
@@ -82,8 +89,9 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
     remove_orphan_shards(out, {t.shard for t in tasks}, p.name)
     outcomes: dict[str, TaskOutcome] = {}
     todo: list[ShardTask] = []
+    written = shards_with_outputs(out) if not force else set()  # one listing, not two requests a shard
     for t in share:
-        done = None if force else finished_marker(t, p.fingerprint)
+        done = None if force else finished_marker(t, p.fingerprint, outputs_present=t.shard in written)
         if done is not None:
             outcomes[t.shard] = TaskOutcome(t.shard, "skipped", done)
         else:

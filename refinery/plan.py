@@ -29,7 +29,7 @@ from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
-from refinery.rundir import PassDir, RunDir
+from refinery.rundir import PassDir, RunDir, shards_with_outputs
 from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
 
 log = logging.getLogger("refinery.plan")
@@ -518,7 +518,9 @@ def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
         return None
     if p.kind == "tokenize":
         return marker if _token_outputs_present(plan.run.tokens_dir) else None
-    if not set(plan.shard_names()) <= shards_with_markers(plan.pass_dir(p.name).stats_dir):
+    out = plan.pass_dir(p.name)
+    names = set(plan.shard_names())
+    if not names <= shards_with_markers(out.stats_dir) or not names <= shards_with_outputs(out):
         return None
     return marker
 

@@ -162,6 +162,18 @@ def clear_shard_outputs(out: PassDir, shard: str) -> None:
         fs.delete(uri)
 
 
+def shards_with_outputs(out: PassDir) -> set[str]:
+    """Names of the shards whose kept and removed files both exist in ``out`` (a listing each)."""
+    names = []
+    for directory in (out.kept_dir, out.removed_dir):
+        try:
+            files = fs.list_files(directory, (".parquet",))
+        except fs.StorageError:
+            return set()  # no such directory yet
+        names.append({fs.basename(u)[: -len(".parquet")] for u in files if u == fs.join(directory, fs.basename(u))})
+    return names[0] & names[1]
+
+
 def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str) -> list[str]:
     """Delete the outputs of shards that are no longer in the plan (their input file was removed
     or renamed since, and the rerun was forced): they would stay in the corpus and in every

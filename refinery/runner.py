@@ -85,16 +85,22 @@ class ShardTask:
         return self.dir.stats(self.shard)
 
 
-def finished_marker(task: ShardTask, fingerprint: str | None = None) -> dict[str, Any] | None:
-    """The shard's stats if it finished (its marker exists) for this ``fingerprint`` of the pass;
-    a marker left by another configuration does not count."""
+def finished_marker(task: ShardTask, fingerprint: str | None = None,
+                    outputs_present: bool | None = None) -> dict[str, Any] | None:
+    """The shard's stats if it finished (its marker exists) for this ``fingerprint`` of the pass
+    and its kept and removed shards are still there; a marker left by another configuration does
+    not count, nor one whose outputs went missing (deleted by hand, an S3 lifecycle rule: the
+    shard was skipped and its documents lost; found by adversarial testing). ``outputs_present``:
+    what a caller that listed the pass's directories knows already (else two existence checks)."""
     try:
         stats = json.loads(fs.read_bytes(task.stats_uri))
     except (fs.StorageError, FileNotFoundError, OSError, ValueError):
         return None
     if fingerprint is not None and stats.get("fingerprint") != fingerprint:
         return None
-    return stats
+    if outputs_present is None:
+        outputs_present = fs.exists(task.kept_uri) and fs.exists(task.removed_uri)
+    return stats if outputs_present else None
 
 
 #: Longest shard name in UTF-8 bytes. Names become file names with a prefix and a suffix

@@ -691,3 +691,22 @@ def test_a_classifier_retrained_in_place_is_refused_on_resume(tmp_path, monkeypa
     forced = run_pipeline(parse_config(spec), str(src), str(legacy), workers=1, progress=False, force=True)
     assert forced.passes["filter"] == "done"
     assert "models" in json.loads((legacy / "run.json").read_text())["passes"][0]["params"]
+
+
+def test_a_finished_shard_whose_outputs_went_missing_is_redone(dup_input, tmp_path):
+    """Found by adversarial testing: with its stats marker in place, a shard whose kept file was
+    deleted (by hand, an S3 lifecycle rule) was skipped, and its documents were lost while
+    status and stats still counted them."""
+    out = tmp_path / "run"
+    spec = _recipe(dedup=[{"method": "url"}], tokenize=None)
+    first = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    kept_before = sorted(_kept_rows(out), key=lambda r: r["id"])
+    victims = [sorted((out / "kept").glob("*.parquet"))[0], sorted((out / "filter" / "removed").glob("*.parquet"))[-1]]
+    for f in victims:
+        f.unlink()
+    again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    assert again.passes == {"filter": "done", "url_dedup": "done"}
+    assert [o.shard for o in again.outcomes if o.status == "done"] == [victims[1].stem]  # only the one redone
+    assert all(f.exists() for f in victims)
+    assert sorted(_kept_rows(out), key=lambda r: r["id"]) == kept_before
+    assert again.stats["docs_kept"] == first.stats["docs_kept"]
