@@ -91,6 +91,10 @@ class Plan:
         one directory, ``/data/in`` from another), so a rerun that names it differently resumes
         instead of looking like a run of other input. The files are still read as ``input``."""
         root = input_root(self.input, self.input_files)
+        if not is_manifest(self.input) and self.input_files != [root] and root.endswith("/") != key.endswith("/"):
+            # relative names as the earlier spelling made them: "/a.jsonl" under "in", "a.jsonl"
+            # under "in/" (a rerun spelled with or without the trailing "/" was refused)
+            root = root.rstrip("/") + ("/" if key.endswith("/") else "")
         self.input_key = key
         self.passes = plan_passes(self.config, key, [f[len(root):] for f in self.input_files], self.limit,
                                   self.record_models)

@@ -162,33 +162,34 @@ def clear_shard_outputs(out: PassDir, shard: str) -> None:
         fs.delete(uri)
 
 
+def shard_files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
+    """The files directly in ``directory`` (not in its subdirectories) ending in ``suffixes``;
+    none when it does not exist. Listings spell local paths absolute, whatever ``directory`` is."""
+    try:
+        files = fs.list_files(directory, suffixes)
+    except fs.StorageError:
+        return []  # no such directory yet
+    here = fs.absolute(directory).rstrip("/")
+    return [u for u in files if u.rsplit("/", 1)[0] == here]
+
+
+def _shard_name(uri: str) -> str:
+    name = fs.basename(uri)
+    return name[: -len(".parquet")] if name.endswith(".parquet") else name[: -len(".json")]
+
+
 def shards_with_outputs(out: PassDir) -> set[str]:
     """Names of the shards whose kept and removed files both exist in ``out`` (a listing each)."""
-    names = []
-    for directory in (out.kept_dir, out.removed_dir):
-        try:
-            files = fs.list_files(directory, (".parquet",))
-        except fs.StorageError:
-            return set()  # no such directory yet
-        names.append({fs.basename(u)[: -len(".parquet")] for u in files if u == fs.join(directory, fs.basename(u))})
-    return names[0] & names[1]
+    kept, removed = ({_shard_name(u) for u in shard_files(d, (".parquet",))} for d in (out.kept_dir, out.removed_dir))
+    return kept & removed
 
 
 def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str) -> list[str]:
     """Delete the outputs of shards that are no longer in the plan (their input file was removed
     or renamed since, and the rerun was forced): they would stay in the corpus and in every
     count. Found by adversarial testing. Returns their names."""
-    found: set[str] = set()
-    for directory in (out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir):
-        try:
-            files = fs.list_files(directory, (".parquet", ".json"))
-        except fs.StorageError:
-            continue  # no such directory yet
-        for uri in files:
-            name = fs.basename(uri)
-            if uri != fs.join(directory, name):
-                continue  # only shard files sit directly in these directories
-            found.add(name[: -len(".parquet")] if name.endswith(".parquet") else name[: -len(".json")])
+    found = {_shard_name(u) for d in (out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir)
+             for u in shard_files(d, (".parquet", ".json"))}
     orphans = sorted(found - shards)
     for shard in orphans:
         clear_shard_outputs(out, shard)

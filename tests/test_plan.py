@@ -710,3 +710,25 @@ def test_a_finished_shard_whose_outputs_went_missing_is_redone(dup_input, tmp_pa
     assert all(f.exists() for f in victims)
     assert sorted(_kept_rows(out), key=lambda r: r["id"]) == kept_before
     assert again.stats["docs_kept"] == first.stats["docs_kept"]
+
+
+def test_a_relative_output_resumes_and_loses_orphans_and_a_trailing_slash_resumes(tmp_path, monkeypatch):
+    """Found by adversarial testing: the input spelled with (or without) a trailing "/" was
+    refused on resume; and listings spell local paths absolute, so with a relative --output the
+    check for a shard's files and for orphaned shards found none."""
+    import gzip
+
+    docs = [json.loads(line) for line in gzip.open(ROOT / "data/sample/cc_docs/multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    for k in range(3):
+        Path(f"in/s{k}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[k::3]))
+    config = parse_config({"name": "rel", "stages": [{"type": "gopher_quality", "params": {"min_words": 20}}]})
+    first = run_pipeline(config, "in", "out", workers=1, progress=False)
+    for spelling in ("in/", str(tmp_path / "in") + "/", "in"):
+        again = run_pipeline(config, spelling, "out", workers=1, progress=False)
+        assert again.passes == {"filter": "skipped"} and again.stats == first.stats, spelling
+    Path("in/s2.jsonl").unlink()
+    run_pipeline(config, "in/", "out", workers=1, progress=False, force=True)
+    assert not list(Path("out").rglob("s2.*"))  # the orphaned shard's outputs went
+    assert run_pipeline(config, "in", "out", workers=1, progress=False).passes == {"filter": "skipped"}
