@@ -27,7 +27,7 @@ from refinery.classifiers.common import (
     roc_auc,
     sha256_file,
 )
-from refinery.classifiers.profanity import ProfanityLexicon, default_lexicon
+from refinery.classifiers.profanity import RESOURCES, ProfanityLexicon, default_lexicon
 from tests._classifiers_fixtures import (  # noqa: E402
     SHARED_DATA,
     TINY_DAVIDSON_TRAIN,
@@ -99,6 +99,14 @@ def test_profanity_lexicon_words_phrases_and_punctuation() -> None:
     shipped = default_lexicon()
     assert {"fuck", "shit", "asshole"} <= shipped.words and ("2", "girls", "1", "cup") in shipped.phrases["2"]
     assert shipped.flagged_fraction("The committee approved the annual budget for the library.")[0] == 0.0
+    # better-profanity's ordinary words are not counted (a lead about God or an organ was removed);
+    # LDNOOBW, C4's list, counts as published
+    assert not {"god", "organ", "oral", "ovary", "nazi", "fat", "screw", "gay", "pollock"} & shipped.words
+    ldnoobw = ProfanityLexicon.from_files([RESOURCES / "ldnoobw_en.txt"])
+    assert ldnoobw.words <= shipped.words and "sex" in shipped.words
+    lead = ("God is usually conceived as the supreme being. In monotheism God is the sole deity; the faith "
+            "holds that God is the creator of the universe and the organ of grace.")
+    assert shipped.flagged_fraction(lead)[0] == 0.0
 
 
 # -- missing models -----------------------------------------------------------------------------
