@@ -108,7 +108,11 @@ _MAX_BAD_FRAC = 0.05
 # RefinedWeb post-processing: URLs removed (with one leading space so "see URL here" reads
 # "see here"), then at most one blank line in a row
 # (a URL's trailing "." or "," is sentence punctuation and stays)
-_URL = re.compile(r"[ \t]?(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>\"'\])]*[^\s<>\"'\]).,;:!?]", re.IGNORECASE)
+#: a URL: after a space, a non-letter or a letter of another script ("访问http://...": no \b there),
+#: made of ASCII URL characters only, no comma: it ran on through the Chinese or Korean text after
+#: a link, or "file.zip,then unzip it" (found by adversarial testing); a non-ASCII path's tail stays
+_URL = re.compile(r"[ \t]?(?:(?<![A-Za-z0-9])(?:https?|ftp)://|(?<![A-Za-z0-9])www\.)"
+                  r"[A-Za-z0-9\-._~:/?#\[@!$&*+;=%(]*[A-Za-z0-9\-_~/#@$&*+=%]", re.IGNORECASE)
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 #: a list item's marker on a line of its own (trafilatura writes "- " and then the item's text
 #: from a new line when the item's text starts with the page source's line break)
