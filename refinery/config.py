@@ -238,7 +238,26 @@ class PipelineConfig(_Strict):
         dupes = sorted({n for n in passes if passes.count(n) > 1})
         if dupes:
             raise ValueError(f"pass names must be unique; repeated: {dupes} (give each dedup pass a distinct 'name')")
+        clash = sorted(set(names) & set(passes))
+        if clash:  # the funnel and the report key stages and passes alike
+            raise ValueError(f"stage name {clash[0]!r} is also a pass's name: give the stage another 'name'")
+        self._check_prescreen_languages()
         return self
+
+    def _check_prescreen_languages(self) -> None:
+        """Every language a language_id stage keeps must pass the prescreen before it: with
+        ``prescreen: [en]`` and ``language_id: [ja]`` every Japanese page was removed before
+        language ID saw it, and nothing said so (found by adversarial testing)."""
+        screened: set[str] | None = None
+        for s in self.stages:
+            languages = s.params.get("languages")
+            if s.type == "prescreen":
+                screened = set(["en"] if languages is None else languages)
+            elif s.type == "language_id" and screened is not None:
+                lost = [lang for lang in (["en"] if languages is None else languages) if lang not in screened]
+                if lost:
+                    raise ValueError(f"stage {s.stage_name!r} keeps {lost}, but the prescreen before it removes those "
+                                     f"pages: add them to the prescreen's languages (it has {sorted(screened)})")
 
     def build_stages(self) -> list[Stage]:
         """Every stage, built; all their problems (e.g. every missing model) in one ConfigError."""

@@ -129,6 +129,8 @@ def test_unwritable_output_is_a_config_error(tmp_path):
     ("extract", {"timeout_s": -1}, r"timeout_s must be >= 0"),
     ("gopher_quality", {"min_words": True}, r"min_words: expected a number, got the boolean True"),
     ("language_id", {"max_chars": False}, r"max_chars: expected a number, got the boolean False"),
+    ("gopher_quality", {"stop_words": ["the", "and"], "min_stop_words": 3},
+     r"min_stop_words 3 is more than the 2 distinct stop_words given"),
 ])
 def test_out_of_range_contradictory_and_boolean_params_are_refused(stage, params, message):
     with pytest.raises(ConfigError, match=message):
@@ -171,3 +173,16 @@ def test_config_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         parse_config({"stages": [{"type": "gopher_quality"}], "colour": 1, "reader": {"batch_size": 0}}, source="t.yaml")
     assert "\n" not in str(info.value) and "colour: unknown key" in str(info.value) and "reader.batch_size" in str(info.value)
+
+
+def test_a_language_id_stage_keeping_what_the_prescreen_removes_is_refused():
+    """Found by adversarial testing: prescreen [en] (as in refinedweb.yaml) before language_id
+    [ja] removed every Japanese page first, and the run kept nothing without a word."""
+    stages = [{"type": "prescreen"}, {"type": "extract"}, {"type": "language_id", "params": {"languages": ["ja", "en"]}}]
+    with pytest.raises(ConfigError, match=r"stage 'language_id' keeps \['ja'\], but the prescreen before it removes"):
+        parse_config({"stages": stages}, source="t.yaml")
+    stages[0]["params"] = {"languages": ["en", "ja"]}
+    assert parse_config({"stages": stages}, source="t.yaml")
+    # a stage named like a pass made two funnel rows with one key
+    with pytest.raises(ConfigError, match="stage name 'minhash_dedup' is also a pass's name"):
+        parse_config({"stages": [{"type": "gopher_quality", "name": "minhash_dedup"}], "dedup": [{"method": "minhash"}]})

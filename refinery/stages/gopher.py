@@ -454,6 +454,10 @@ class GopherQuality(Stage):
         self.min_stop_words = min_stop_words
         self.stop_words = list(STOP_WORDS if stop_words is None else stop_words)
         self._stop_set = frozenset(w.lower() for w in self.stop_words)
+        if min_stop_words is not None and min_stop_words > len(self._stop_set):
+            # no document can pass: every one would be removed as "stop_words"
+            raise ValueError(f"min_stop_words {min_stop_words} is more than the {len(self._stop_set)} distinct "
+                             f"stop_words given")
 
     def metric_columns(self) -> list[str]:
         return list(self.METRICS)
