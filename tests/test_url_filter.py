@@ -170,11 +170,15 @@ def test_word_lists_and_soft_threshold(stage: UrlFilter, cache_dir: Path) -> Non
         "",
     ]
     reasons, metrics = run(stage, urls)
+    # no URL: nothing to judge it by, kept and counted (text input without URLs was all removed)
     assert reasons == [
-        None, "soft_banned_words", None, "banned_word", "banned_word", "banned_subword", None,
-        "missing_url", "missing_url",
+        None, "soft_banned_words", None, "banned_word", "banned_word", "banned_subword", None, None, None,
     ]
-    assert metrics[1] == 2.0
+    assert metrics[1] == 2.0 and stage.take_counters() == {"no_url": 2}
+    strict = UrlFilter(cache_dir=str(cache_dir), missing_url="remove")
+    assert run(strict, urls)[0][-2:] == ["missing_url", "missing_url"]
+    no_column = strict(pa.record_batch({"id": ["a"], "text": ["x"]}))
+    assert no_column.column("_reason").to_pylist() == ["missing_url"]
     lenient = UrlFilter(cache_dir=str(cache_dir), soft_word_threshold=3)
     assert run(lenient, urls[:2] + [f"https://example.com/{one}-{two}-{three}"])[0] == [None, None, "soft_banned_words"]
 

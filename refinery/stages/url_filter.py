@@ -15,6 +15,9 @@ A document is removed when its URL
 Domains on ``allowed_domains`` (or their subdomains) skip every check: RefinedWeb kept a curated
 list of exceptions (e.g. Wikipedia pages whose URLs contain flagged words).
 
+A document without a URL (text input without that field or column) has nothing to judge: it is
+kept and counted (counter ``no_url``); ``missing_url: remove`` removes it (``missing_url``).
+
 The UT1 list ships inside the datatrove wheel (``datatrove/assets/url_filterblacklistsv0_3_0.tar.gz``).
 A Python set of 4.5M strings costs ~500 MB and several seconds per worker process, so instead we
 build once a sorted ``uint64`` array of xxh3-64 hashes, cache it as ``.npy`` and memory-map it:
@@ -244,11 +247,18 @@ class UrlFilter(Stage):
         extra_domains: list[str] | None = None,
         allowed_domains: list[str] | None = None,
         cache_dir: str | None = None,
+        missing_url: str = "keep",
         name: str | None = None,
     ) -> None:
         super().__init__(name)
         if soft_word_threshold < 1:
             raise ValueError("soft_word_threshold must be >= 1")
+        if missing_url not in ("keep", "remove"):
+            raise ValueError(f"missing_url must be 'keep' or 'remove', not {missing_url!r}")
+        # a document without a URL (text input: books, a dataset without that column) cannot be
+        # judged by it; removing them all as "missing_url" emptied such runs (found by adversarial
+        # testing). Kept and counted (counter no_url), unless told to remove them
+        self.missing_url = missing_url
         self.soft_word_threshold = soft_word_threshold
         self.use_blocklist = use_blocklist
         self.extra_domains = {d.strip().lower().rstrip(".") for d in extra_domains or [] if d.strip()}
@@ -289,7 +299,7 @@ class UrlFilter(Stage):
     # -- processing -----------------------------------------------------------------------
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         tld, domains, urls_bl, subword_re = self._resources()
-        urls = batch.column("url").to_pylist()
+        urls = batch.column("url").to_pylist() if "url" in batch.schema.names else [None] * batch.num_rows
         n = len(urls)
         reasons: list[str | None] = [None] * n
         metrics: list[float | None] = [None] * n
@@ -300,9 +310,12 @@ class UrlFilter(Stage):
         cand_row: list[int] = []
         cand_kind: list[int] = []  # 0 = registered domain, 1 = longer host suffix, 2 = exact url
         checked: list[int] = []
+        no_url = 0
         for i, url in enumerate(urls):
             if not url or not url.strip():
-                reasons[i] = "missing_url"
+                no_url += 1
+                if self.missing_url == "remove":
+                    reasons[i] = "missing_url"
                 continue
             if url[0] == "<" or url[0].isspace():  # WARC/1.1 writers may bracket the target URI
                 url = urls[i] = url.strip().strip("<>")
@@ -375,6 +388,7 @@ class UrlFilter(Stage):
             if subword_re is not None and subword_re.search(_NON_ALNUM.sub("", lowered)):
                 reasons[i] = "banned_subword"
 
+        self.count("no_url", no_url)
         return with_decision(batch, reasons, metrics)
 
     def metric_columns(self) -> list[str]:
