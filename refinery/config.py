@@ -213,6 +213,10 @@ class TokenizeConfig(_Strict):
     batch_size: int = Field(1000, gt=0)
 
 
+#: LID-176 languages written without spaces between words
+LANGUAGES_WITHOUT_SPACES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo", "dz", "wuu", "yue"})
+
+
 class PipelineConfig(_Strict):
     """A recipe: the document stages (one pass over every shard), then dedup passes in order,
     then tokenization. Only ``stages`` is required."""
@@ -242,7 +246,27 @@ class PipelineConfig(_Strict):
         if clash:  # the funnel and the report key stages and passes alike
             raise ValueError(f"stage name {clash[0]!r} is also a pass's name: give the stage another 'name'")
         self._check_prescreen_languages()
+        self._check_word_rules_for_languages()
         return self
+
+    def _check_word_rules_for_languages(self) -> None:
+        """gopher_quality's rules count space-separated words: a page in Chinese, Japanese or Thai
+        is a few dozen "words" of 40 characters, and every one was removed (mean_word_length,
+        stop_words) while the run looked healthy (found by adversarial testing). Refused unless
+        its word rules are set so that such pages can pass."""
+        kept: list[str] = []
+        for s in self.stages:
+            if s.type == "language_id":
+                kept = list(s.params.get("languages") or ["en"])
+            elif s.type == "gopher_quality" and kept:
+                spaceless = [lang for lang in kept if lang in LANGUAGES_WITHOUT_SPACES]
+                p = s.params
+                if spaceless and (p.get("max_mean_word_length", 10.0) < 100 or p.get("min_stop_words", 2) > 0):
+                    raise ValueError(
+                        f"stage {s.stage_name!r} counts space-separated words, and the language_id before it keeps "
+                        f"{spaceless}, written without spaces: every such page fails its word rules. Leave "
+                        f"gopher_quality out for them, or set its params max_mean_word_length: 1000 and "
+                        f"min_stop_words: 0 (and min_words to suit)")
 
     def _check_prescreen_languages(self) -> None:
         """Every language a language_id stage keeps must pass the prescreen before it: with

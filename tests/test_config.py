@@ -186,3 +186,14 @@ def test_a_language_id_stage_keeping_what_the_prescreen_removes_is_refused():
     # a stage named like a pass made two funnel rows with one key
     with pytest.raises(ConfigError, match="stage name 'minhash_dedup' is also a pass's name"):
         parse_config({"stages": [{"type": "gopher_quality", "name": "minhash_dedup"}], "dedup": [{"method": "minhash"}]})
+
+
+def test_gopher_quality_after_language_id_keeping_a_language_without_spaces_is_refused():
+    """Found by adversarial testing: with languages [zh], gopher_quality removed every page
+    (a Chinese paragraph is one 40-character "word")."""
+    stages = [{"type": "language_id", "params": {"languages": ["en", "zh"]}}, {"type": "gopher_quality"}]
+    with pytest.raises(ConfigError, match=r"keeps \['zh'\], written without spaces"):
+        parse_config({"stages": stages})
+    stages[1]["params"] = {"max_mean_word_length": 1000, "min_stop_words": 0}
+    assert parse_config({"stages": stages})
+    assert parse_config({"stages": [{"type": "language_id", "params": {"languages": ["de"]}}, {"type": "gopher_quality"}]})
