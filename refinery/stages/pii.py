@@ -114,6 +114,16 @@ _NUM_RE = re.compile(r"[+(]?\d[\d \t\u00a0()\-/.\u2010-\u2015]*\d")
 _WINDOW_PAD = 8
 _START_COST = 20  # cheap run starts per libphonenumber check in the per-document budget
 _ISBN_RE = re.compile(r"ISBN(?:-1[03])?:?\s*$", re.IGNORECASE)
+# an ISBN-10 as books cite it without the "ISBN" label ("Suhrkamp, Frankfurt 1992, 3-518-38611-5"):
+# four hyphenated groups ending in one check character, a grouping no phone number has
+_ISBN10_RE = re.compile(r"\d{1,5}-\d{1,7}-\d{1,6}-[\dX]")
+
+
+def _is_isbn10(piece: str) -> bool:
+    """A hyphenated ISBN-10: ten characters in four groups, the last a single check character
+    (citations carry mistyped check digits too, so it is not verified). Found by adversarial
+    testing: such ISBNs whose digits also form a valid US number were redacted as phones."""
+    return _ISBN10_RE.fullmatch(piece) is not None and len(piece) - piece.count("-") == 10
 # where a candidate breaks: dates (below) and decimals ("35.207487 -97.447906": coordinates)
 _DECIMAL = r"\d*\.\d{5,}"
 _DIGITS_RE = re.compile(r"\d+")
@@ -405,7 +415,7 @@ class PiiRedactor(Stage):
                     if start_limit is not None and self._starts > start_limit:
                         return None, limit + 1
                     out += [(ps + c[0], ps + c[1], "credit_card") for c in found_cards]
-                if not phones or _ISBN_RE.search(text, max(0, ps - 12), ps):
+                if not phones or _ISBN_RE.search(text, max(0, ps - 12), ps) or _is_isbn10(piece):
                     continue
                 done = ps
                 runs = self._phone_runs(piece)
