@@ -163,7 +163,7 @@ def run_dedup_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, forc
     remove_orphan_shards(out, set(plan.shard_names()), p.name)
     stats = run_dedup(plan.pass_dir(previous.name).kept_dir, out.root, entry, executor, force=force,
                       shards=_kept_shards(plan, previous), out=out, upstream=previous.fingerprint)
-    merged = json.loads(fs.read_bytes(out.stats_json)) | {"pass": p.name}
+    merged = fs.read_json(out.stats_json) | {"pass": p.name}
     fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
     return {k: stats[k] for k in ("docs_read", "docs_kept", "docs_removed", "wall_seconds") if k in stats}
 
@@ -285,7 +285,7 @@ def write_run_stats(plan: Plan, failed_shards: list[str]) -> dict[str, Any]:
     for p in plan.document_passes:
         out = plan.pass_dir(p.name)
         if fs.exists(out.stats_json):
-            passes.append(json.loads(fs.read_bytes(out.stats_json)))
+            passes.append(fs.read_json(out.stats_json))
         if not pass_finished(plan, p):
             # a pass that has not finished (under this plan) ends the funnel: its own stats count
             # (a failed shard's pass), those after it may be another config's

@@ -7,7 +7,6 @@ Read from the run directory alone (``run.json``, ``passes/*.json``, ``stats/*.js
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,11 +45,11 @@ class RunStatus:
 def _shards(out: PassDir) -> tuple[list[dict[str, Any]], dict[str, str]]:
     finished = []
     if fs.exists(out.stats_dir):
-        finished = [json.loads(fs.read_bytes(u)) for u in fs.list_files(out.stats_dir, (".json",))]
+        finished = [fs.read_json(u) for u in fs.list_files(out.stats_dir, (".json",))]
     failed: dict[str, str] = {}
     if fs.exists(out.failed_dir):
         for uri in fs.list_files(out.failed_dir, (".json",)):
-            record = json.loads(fs.read_bytes(uri))
+            record = fs.read_json(uri)
             failed[record["shard"]] = (record.get("error") or "").strip().splitlines()[0] if record.get("error") else ""
     done = {s["shard"] for s in finished}
     return finished, {k: v for k, v in failed.items() if k not in done}  # a later attempt finished it
@@ -67,7 +66,7 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
     states = []
     for p in record["passes"]:
         marker_uri = run.pass_marker(p["name"])
-        marker = json.loads(fs.read_bytes(marker_uri)) if fs.exists(marker_uri) else None
+        marker = fs.read_json(marker_uri) if fs.exists(marker_uri) else None
         pass_dir = dirs.get(p["name"])
         finished, failed = _shards(pass_dir) if p["kind"] != "tokenize" and pass_dir is not None else ([], {})
         whole = p["kind"] == "tokenize" or len(finished) >= shards_planned
@@ -92,7 +91,7 @@ def run_status(run_dir: str) -> RunStatus:
     run = RunDir(run_dir)
     if not fs.exists(run.run_json):
         raise FileNotFoundError(f"no run.json under {run_dir}: is it a refinery run directory?")
-    manifest = json.loads(fs.read_bytes(run.run_json))
+    manifest = fs.read_json(run.run_json)
     first = run.document_pass_dirs()[0]
     finished, failed = _shards(first)
     planned = int(manifest.get("shards", len(finished)))

@@ -79,3 +79,28 @@ def test_status_of_a_run_made_with_a_relative_output_from_another_directory(tmp_
     result = CliRunner().invoke(app, ["status", "here/out"])
     lines = [ln.split() for ln in result.output.splitlines() if ln.strip().startswith("pass ")]
     assert result.exit_code == 0 and [ln[2] for ln in lines] == ["finished", "finished"], result.output
+
+
+def test_a_damaged_json_file_in_a_run_directory_is_named(tmp_path, capsys):
+    """A truncated stats marker gave "error: Expecting property name enclosed in double quotes"
+    in status, stats and report, naming no file (found by adversarial testing)."""
+    import pytest
+
+    from refinery.cli import main
+
+    src = _input(tmp_path)
+    out = tmp_path / "out"
+    run_pipeline(parse_config({"name": "st", "stages": [{"type": "gopher_quality"}]}), str(src), str(out), workers=1,
+                 progress=False)
+    marker = out / "stats" / "p1.json"
+    good = marker.read_text()
+    marker.write_text(good[:25])
+    (out / "stats.json").unlink()
+    try:
+        for command in ("status", "stats"):
+            with pytest.raises(SystemExit) as exit_:
+                main([command, str(out)])
+            err = capsys.readouterr().err
+            assert exit_.value.code == 2 and f"{marker} is damaged (not valid JSON" in err, err
+    finally:
+        marker.write_text(good)  # the run directory's invariants are checked after the test

@@ -428,6 +428,19 @@ class S3RangeFile(io.RawIOBase):
         raise AssertionError("unreachable")
 
 
+def read_json(uri: str):  # noqa: ANN201 - any JSON value
+    """The JSON document at ``uri``; a damaged one is a :class:`StorageError` naming the file (it
+    was a bare "Expecting property name ...: line 1 column 2", found by adversarial testing)."""
+    import json
+
+    data = read_bytes(uri)
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise StorageError(f"{uri} is damaged (not valid JSON: {exc}); delete it and run the same command "
+                           f"again to redo what it records") from None
+
+
 def read_bytes(uri: str) -> bytes:
     with open_input(uri) as f:
         return f.read()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from refinery.io import fs
@@ -85,7 +84,7 @@ def load_shard_stats(run_dir: "str | PassDir") -> list[dict[str, Any]]:
     stats_dir = (run_dir if isinstance(run_dir, PassDir) else PassDir(run_dir)).stats_dir
     if not fs.exists(stats_dir):
         return []
-    return [json.loads(fs.read_bytes(uri)) for uri in fs.list_files(stats_dir, (".json",))]
+    return [fs.read_json(uri) for uri in fs.list_files(stats_dir, (".json",))]
 
 
 def combine_pass_stats(passes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -119,7 +118,7 @@ def load_run_stats(run_dir: str) -> dict[str, Any]:
     """The run summary: ``stats.json`` if the run finished, else merged from finished shards."""
     summary_uri = RunDir(run_dir).stats_json
     if fs.exists(summary_uri):
-        return json.loads(fs.read_bytes(summary_uri))
+        return fs.read_json(summary_uri)
     passes = [merge_shard_stats(s) for s in (load_shard_stats(d) for d in RunDir(run_dir).document_pass_dirs()) if s]
     if not passes:
         raise FileNotFoundError(f"no stats under {run_dir}: is it a refinery run directory?")

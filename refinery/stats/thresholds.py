@@ -16,7 +16,6 @@ A parameter may be indexed, ``top_n_grams[2]``, for dict (or list-of-pairs) para
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from typing import Any
 
@@ -60,7 +59,7 @@ def load_run_manifest(run_dir: str) -> dict[str, Any]:
     uri = RunDir(run_dir).run_json
     if not fs.exists(uri):
         return {}
-    return json.loads(fs.read_bytes(uri))
+    return fs.read_json(uri)
 
 
 def _stage_class(kind: str) -> type | None:
