@@ -175,6 +175,13 @@ def test_word_lists_and_soft_threshold(stage: UrlFilter, cache_dir: Path) -> Non
         None, "soft_banned_words", None, "banned_word", "banned_word", "banned_subword", None, None, None,
     ]
     assert metrics[1] == 2.0 and stage.take_counters() == {"no_url": 2}
+    # across separators a sub-word counts only from a word's start to a word's end (these held
+    # "daterape", "sexvideo", "handjob", "strapon": found by adversarial testing)
+    innocent = ["https://agri.example.com/update-rapeseed-prices", "https://www.essexlive.news/essex-video-shows-flooding",
+                "https://jobs.example.com/second-hand-jobs-in-berlin", "https://docs.example.com/bootstrap-onboarding"]
+    assert run(stage, innocent)[0] == [None] * 4
+    assert run(stage, ["https://example.com/watch/ballgag-videos", "https://example.com/ball-gag-videos",
+                       "https://example.com/baseball-gags"])[0] == ["banned_subword", "banned_subword", None]
     strict = UrlFilter(cache_dir=str(cache_dir), missing_url="remove")
     assert run(strict, urls)[0][-2:] == ["missing_url", "missing_url"]
     no_column = strict(pa.record_batch({"id": ["a"], "text": ["x"]}))

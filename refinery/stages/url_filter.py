@@ -9,8 +9,9 @@ A document is removed when its URL
 3. contains a hard banned word among its words (``banned_word``);
 4. contains at least ``soft_word_threshold`` distinct soft banned words (``soft_banned_words``;
    the metric is their count);
-5. contains a strictly banned sub-word anywhere in its normalized form (letters and digits
-   only, lowercased) (``banned_subword``).
+5. contains a strictly banned sub-word in its normalized form (letters and digits only,
+   lowercased): inside one of its words, or across separators from a word's start to a word's
+   end (``banned_subword``).
 
 Domains on ``allowed_domains`` (or their subdomains) skip every check: RefinedWeb kept a curated
 list of exceptions (e.g. Wikipedia pages whose URLs contain flagged words).
@@ -78,6 +79,29 @@ def _read_word_list(path: Path) -> set[str]:
                 if word:
                     words.add(word)
     return words
+
+
+def _banned_subword(subword_re: re.Pattern[str], lowered_url: str) -> bool:
+    """Whether a banned sub-word occurs in the URL's letters and digits: inside one of its words
+    ("freeporn"), or across separators only when it starts and ends on word boundaries
+    ("big-black" for "bigblack"). Across separators from inside a word, "update-rapeseed" held
+    "daterape", "essex-video" "sexvideo", "second-hand-jobs" "handjob" (found by adversarial
+    testing)."""
+    tokens = [t for t in _NON_ALNUM.split(lowered_url) if t]
+    joined = "".join(tokens)
+    m = subword_re.search(joined)
+    if m is None:
+        return False
+    edges, at = {0}, 0
+    for t in tokens:
+        at += len(t)
+        edges.add(at)
+    while m is not None:
+        inside = not any(m.start() < e < m.end() for e in edges)
+        if inside or (m.start() in edges and m.end() in edges):
+            return True
+        m = subword_re.search(joined, m.start() + 1)
+    return False
 
 
 def _substring_regex(words: Iterable[str]) -> re.Pattern[str] | None:
@@ -385,7 +409,7 @@ class UrlFilter(Stage):
                 reasons[i] = "soft_banned_words"
                 metrics[i] = float(n_soft)
                 continue
-            if subword_re is not None and subword_re.search(_NON_ALNUM.sub("", lowered)):
+            if subword_re is not None and _banned_subword(subword_re, lowered):
                 reasons[i] = "banned_subword"
 
         self.count("no_url", no_url)
