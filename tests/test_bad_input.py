@@ -184,3 +184,20 @@ def test_jsonl_empty_docs_counted_and_truncated_gzip_refused_by_name(tmp_path):
     assert set(failed) == {"cut"} and str(src / "cut.jsonl.gz") in failed["cut"], failed
     empty = _stats(out, "empty_docs")
     assert empty["docs_read"] == 3 and empty["docs_kept"] == 0 and empty["docs_removed"] == 3
+
+
+def test_jsonl_fields_other_than_id_text_url_travel_with_the_document(tmp_path):
+    """Dolma's source / added / created / metadata were dropped by the JSONL reader, while Parquet
+    keeps its extra columns (found by adversarial testing): they travel as one JSON object."""
+    src = tmp_path / "in"
+    src.mkdir()
+    lines = [{"id": "d1", "text": ENGLISH, "source": "c4", "added": "2024-01-01", "metadata": {"url": "http://a.org/1",
+                                                                                             "score": 0.5}},
+             {"id": "d2", "text": ENGLISH + " More.", "url": "http://b.org/2"}]
+    (src / "dolma.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
+    out = tmp_path / "run"
+    run_pipeline(filters_config(), str(src), str(out), workers=1, progress=False)
+    rows = {r["id"]: r for r in pq.read_table(out / "kept").to_pylist() + pq.read_table(out / "removed").to_pylist()}
+    assert json.loads(rows["d1"]["input_fields"]) == {k: v for k, v in lines[0].items() if k not in ("id", "text")}
+    assert rows["d1"]["url"] == "http://a.org/1" and rows["d1"]["source"].endswith("dolma.jsonl")
+    assert rows["d2"]["input_fields"] is None

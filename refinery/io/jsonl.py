@@ -14,6 +14,13 @@ number) with one of these reasons, so kept + removed = read holds for every file
 ``bad_text``        ``text`` is not a string (null or missing text is a document with null text)
 ==================  =============================================================================
 
+Fields other than ``id``, ``text`` and ``url`` (Dolma's ``source``, ``added``, ``created``,
+``metadata``; any dataset's own) travel with the document as one JSON object in the column
+``input_fields`` (null when a line has none): they were dropped, while Parquet input keeps its
+extra columns (found by adversarial testing). One JSON string, not columns, because their types
+change from line to line and shard to shard, and ``source`` is refinery's own column (the input
+shard).
+
 Blank lines are not documents; they are counted as ``{"blank_line": n}`` in :attr:`JsonlReader.skipped`.
 Null or missing ids stay null here: the runner derives them (see ``refinery.io.ids``). A file
 whose *compression* is broken (truncated ``.jsonl.gz`` or ``.jsonl.zst``) raises
@@ -34,7 +41,12 @@ import pyarrow as pa
 
 from refinery.schema import READER_SCHEMA
 
-__all__ = ["JsonlReadError", "JsonlReader"]
+__all__ = ["JSONL_SCHEMA", "JsonlReadError", "JsonlReader"]
+
+#: the reader's batches: the document and decision columns, and the line's other fields
+INPUT_FIELDS = "input_fields"
+JSONL_SCHEMA = READER_SCHEMA.append(pa.field(INPUT_FIELDS, pa.string()))
+_OWN_FIELDS = frozenset({"id", "text", "url"})
 
 _CHUNK = 1 << 20
 _MAX_BATCH_TEXT = 128 * 2**20  # flush a batch early past this much text
@@ -217,7 +229,14 @@ def _parse(line: bytes | None, lineno: int, source: str, id_prefix: str) -> tupl
         url = url if isinstance(url, str) else None
     if not all(_encodable(s) for s in (doc_id, text, url)):
         return _bad(lineno, source, id_prefix, "invalid_unicode")
-    return (doc_id, url, None, None, None, source, None, text, None, None)
+    others = None
+    if len(obj) > len(_OWN_FIELDS) or not _OWN_FIELDS.issuperset(obj):
+        rest = {k: v for k, v in obj.items() if k not in _OWN_FIELDS}
+        if rest:
+            others = json.dumps(rest, ensure_ascii=False)
+            if not _encodable(others):
+                return _bad(lineno, source, id_prefix, "invalid_unicode")
+    return (doc_id, url, None, None, None, source, None, text, None, None, others)
 
 
 def _encodable(s: Any) -> bool:
@@ -231,11 +250,11 @@ def _encodable(s: Any) -> bool:
 
 
 def _bad(lineno: int, source: str, id_prefix: str, reason: str) -> tuple:
-    return (f"{id_prefix}/line{lineno}", None, None, None, None, source, None, None, reason, float(lineno))
+    return (f"{id_prefix}/line{lineno}", None, None, None, None, source, None, None, reason, float(lineno), None)
 
 
 def _batch(rows: list[tuple]) -> pa.RecordBatch:
     if not rows:
-        return pa.RecordBatch.from_pylist([], schema=READER_SCHEMA)
-    arrays = [pa.array(list(col), type=f.type) for col, f in zip(zip(*rows), READER_SCHEMA)]
-    return pa.RecordBatch.from_arrays(arrays, schema=READER_SCHEMA)
+        return pa.RecordBatch.from_pylist([], schema=JSONL_SCHEMA)
+    arrays = [pa.array(list(col), type=f.type) for col, f in zip(zip(*rows), JSONL_SCHEMA)]
+    return pa.RecordBatch.from_arrays(arrays, schema=JSONL_SCHEMA)
