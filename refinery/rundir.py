@@ -155,11 +155,21 @@ class RunDir:
         return [self.pass_dir(p["name"], last=i == len(docs) - 1) for i, p in enumerate(docs)]
 
 
-def clear_shard_outputs(out: PassDir, shard: str) -> None:
+def clear_shard_outputs(out: PassDir, shard: str, present: set[str] | None = None) -> None:
     """Delete one shard's outputs in a pass directory, its stats marker first (without it the
-    shard counts as unfinished, whatever else a crash here leaves)."""
+    shard counts as unfinished, whatever else a crash here leaves). ``present``: the names of the
+    shards with some output (:func:`shards_with_any_output`, one listing per directory), so a
+    shard with none costs no request (five per shard on S3 before the first task started)."""
+    if present is not None and shard not in present:
+        return
     for uri in (out.stats(shard), out.kept(shard), out.removed(shard), out.samples(shard), out.failed(shard)):
         fs.delete(uri)
+
+
+def shards_with_any_output(out: PassDir) -> set[str]:
+    """Names of the shards with any file in the pass directory (a listing per directory)."""
+    return {_shard_name(u) for d in (out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir)
+            for u in shard_files(d, (".parquet", ".json"))}
 
 
 def shard_files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
@@ -188,9 +198,7 @@ def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str) -> list
     """Delete the outputs of shards that are no longer in the plan (their input file was removed
     or renamed since, and the rerun was forced): they would stay in the corpus and in every
     count. Found by adversarial testing. Returns their names."""
-    found = {_shard_name(u) for d in (out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir)
-             for u in shard_files(d, (".parquet", ".json"))}
-    orphans = sorted(found - shards)
+    orphans = sorted(shards_with_any_output(out) - shards)
     for shard in orphans:
         clear_shard_outputs(out, shard)
     if orphans:

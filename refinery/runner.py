@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from refinery.io import fs, parquet
 from refinery.io.arrow_rows import take_rows
+from refinery.io.dataset import write_pass_shard
 from refinery.rundir import PassDir
 from refinery.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, EDIT_FIELDS, InputSchemaError
 from refinery.stages.base import METRIC, REASON, Stage
@@ -280,8 +281,7 @@ class ShardRunner:
 
         kept = parquet.concat(kept_parts)
         removed = parquet.concat(removed_parts)
-        parquet.write_table(kept, task.kept_uri)
-        parquet.write_table(removed, task.removed_uri)
+        write_pass_shard(kept, removed, task.kept_uri, task.removed_uri)
         n_samples = collector.write_samples(task.samples_uri)
 
         stage_dicts = [reader_counter.to_dict()] + [c.to_dict() for c in counters]

@@ -295,3 +295,25 @@ def test_s3_footer_larger_than_first_range(s3_root, monkeypatch):  # noqa: F811 
     footer = dataset.read_footer(uri)
     assert footer.schema == table.schema and footer.num_rows == 1
     assert os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://127.0.0.1")
+
+
+def test_shards_are_written_in_the_pass_schema_and_closing_a_pass_rewrites_none(tmp_path, monkeypatch):
+    """Found by adversarial testing: a removed shard's columns depended on how far its documents
+    got, and an empty Parquet input shard went through no stage, so closing a pass rewrote almost
+    every shard, one after the other (on S3 as long as the pass). Shards are now written in the
+    pass's schema; closing reads footers only, in every pass of the whole recipe."""
+    import refinery.io.dataset as ds_module
+    from refinery.config import load_config
+    from refinery.pipeline import run_pipeline
+
+    rewritten: list[str] = []
+    original = ds_module._rewrite
+    monkeypatch.setattr(ds_module, "_rewrite", lambda footer, schema: (rewritten.append(footer.uri), original(footer, schema)))
+    out = tmp_path / "run"
+    summary = run_pipeline(load_config(ROOT / "configs" / "refinedweb.yaml"), str(SAMPLE_WARCS), str(out), workers=1,
+                           progress=False)
+    assert not summary.failed and rewritten == []
+    for directory in [out / "kept", *(p / sub for p in out.iterdir() if (p / "stats").is_dir() for sub in ("kept", "removed"))]:
+        if directory.is_dir():
+            schemas = {pq.read_schema(f) for f in directory.glob("*.parquet")}
+            assert len(schemas) <= 1, directory

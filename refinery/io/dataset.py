@@ -27,6 +27,8 @@ from refinery.io import fs, parquet
 _TAIL_BYTES = 64 * 1024
 #: Footer reads are small I/O-bound requests; a few threads make thousands of S3 shards cheap.
 _FOOTER_THREADS = 16
+#: shards rewritten at once by unify_schemas (each is read whole)
+_REWRITE_THREADS = 4
 
 
 class SchemaConflictError(ValueError):
@@ -161,9 +163,12 @@ def unify_schemas(directory_uri: str, schema: pa.Schema | None = None) -> pa.Sch
     with ThreadPoolExecutor(max_workers=min(_FOOTER_THREADS, len(uris))) as pool:
         footers = list(pool.map(read_footer, uris))
     union = union_schema(declared + footers)
-    for footer in footers:
-        if not footer.agrees_with(union):
-            _rewrite(footer, union)
+    differ = [f for f in footers if not f.agrees_with(union)]
+    if differ:
+        # a few at a time: each holds a whole shard in memory; one at a time, closing a pass over
+        # a crawl on S3 took as long as the pass (found by adversarial testing)
+        with ThreadPoolExecutor(max_workers=min(_REWRITE_THREADS, len(differ))) as pool:
+            list(pool.map(lambda f: _rewrite(f, union), differ))
     return union
 
 
@@ -189,12 +194,34 @@ def write_shard(table: pa.Table, uri: str) -> None:
         pq.ParquetWriter(out, table.schema, compression=parquet.COMPRESSION).close()
 
 
+def _declared_kept() -> pa.Schema:
+    from refinery.schema import DOCUMENT_FIELDS, EDIT_FIELDS
+
+    return pa.schema(DOCUMENT_FIELDS + EDIT_FIELDS)
+
+
+def _declared_removed(kept: pa.Schema) -> pa.Schema:
+    from refinery.schema import REMOVED_FIELDS
+
+    return pa.schema([f for f in kept if f.name != "html"] + [f.with_nullable(True) for f in REMOVED_FIELDS])
+
+
 def unify_pass_schemas(kept_dir: str, removed_dir: str) -> tuple[pa.Schema, pa.Schema]:
     """One schema for a pass's kept shards (documents, empty shards included) and one for its
     removed shards: the kept schema without the raw ``html`` plus the decision columns, so a pass
     that removed nothing still writes a ``removed/`` a reader can open."""
-    from refinery.schema import DOCUMENT_FIELDS, EDIT_FIELDS, REMOVED_FIELDS
+    kept = unify_schemas(kept_dir, schema=_declared_kept())
+    return kept, unify_schemas(removed_dir, schema=_declared_removed(kept))
 
-    kept = unify_schemas(kept_dir, schema=pa.schema(DOCUMENT_FIELDS + EDIT_FIELDS))
-    declared = pa.schema([f for f in kept if f.name != "html"] + [f.with_nullable(True) for f in REMOVED_FIELDS])
-    return kept, unify_schemas(removed_dir, schema=declared)
+
+def write_pass_shard(kept: pa.Table, removed: pa.Table, kept_uri: str, removed_uri: str) -> None:
+    """Write one shard's kept and removed tables already in the schemas :func:`unify_pass_schemas`
+    gives a pass whose shards ran the same stages: its removed rows stopped at different stages and
+    lacked the later stages' columns, so closing the pass rewrote nearly every removed shard, one
+    after the other (found by adversarial testing: on S3 that took as long as the pass)."""
+    kept_schema = union_schema([ShardFooter("declared", _declared_kept(), 0, 0), ShardFooter(kept_uri, kept.schema,
+                                                                                            kept.num_rows, 1)])
+    removed_schema = union_schema([ShardFooter("declared", _declared_removed(kept_schema), 0, 0),
+                                   ShardFooter(removed_uri, removed.schema, removed.num_rows, 1)])
+    write_shard(conform_table(kept, kept_schema), kept_uri)
+    write_shard(conform_table(removed, removed_schema), removed_uri)

@@ -104,8 +104,13 @@ def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] |
             _check_castable(uri, name, schema.field(name).type)
     notes = notes if notes is not None else {}
     with handle:
+        any_batch = False
         for batch in pf.iter_batches(batch_size=batch_size):
+            any_batch = True
             yield _with_columns(_normalise(batch, renames, notes), absent)
+        if not any_batch:  # an empty shard still has columns: one empty batch carries them through the stages
+            empty = pa.RecordBatch.from_pylist([], schema=schema)
+            yield _with_columns(_normalise(empty, renames, notes), absent)
 
 
 def _with_columns(batch: pa.RecordBatch, absent: list[str]) -> pa.RecordBatch:

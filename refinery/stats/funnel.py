@@ -84,7 +84,13 @@ def load_shard_stats(run_dir: "str | PassDir") -> list[dict[str, Any]]:
     stats_dir = (run_dir if isinstance(run_dir, PassDir) else PassDir(run_dir)).stats_dir
     if not fs.exists(stats_dir):
         return []
-    return [fs.read_json(uri) for uri in fs.list_files(stats_dir, (".json",))]
+    uris = fs.list_files(stats_dir, (".json",))
+    if len(uris) < 8:
+        return [fs.read_json(uri) for uri in uris]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=16) as pool:  # a request each on S3: not one after another
+        return list(pool.map(fs.read_json, uris))
 
 
 def combine_pass_stats(passes: list[dict[str, Any]]) -> dict[str, Any]:
