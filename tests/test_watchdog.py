@@ -72,7 +72,10 @@ def test_handler_stops_the_stale_job_and_leaves_starting_and_progressing_jobs_al
         s3.put_object(Bucket="runs", Key=f"{copying}/_jobs/{copying}/algo-1.log", Body=b"logs are no progress")
 
         settings = watchdog.Settings(stall_minutes=3 / 60, start_grace_minutes=10)
+        gets: list[str] = []
+        s3.meta.events.register("before-call.s3.GetObject", lambda **kw: gets.append(kw["params"]["Key"]))
         result = watchdog.check_jobs(sm, s3, settings)
+        assert gets == []  # the listing decides: a fresh Lambda read every marker of a crawl each run
         assert sorted(j["job"] for j in result["jobs"]) == sorted([stale, copying, busy, piped])
         assert sorted(result["stopped"]) == sorted([stale, piped]) and sorted(result["stalled"]) == sorted([stale, piped])
         by_job = {j["job"]: j for j in result["jobs"]}

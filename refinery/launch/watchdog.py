@@ -127,7 +127,7 @@ def check_jobs(sm: Any, s3: Any, settings: Settings, clock: Callable[[], Any] | 
     results = []
     for name in running_jobs(sm, sleep=sleep, prefixes=(settings.job_prefix, PIPELINE_JOB_PREFIX)):
         watcher = Watcher(sm, s3, name, stall_minutes=settings.stall_minutes, stop_stalled=not settings.dry_run,
-                          clock=clock or _utcnow, start_grace_minutes=settings.start_grace_minutes)
+                          clock=clock or _utcnow, start_grace_minutes=settings.start_grace_minutes, read_docs=False)
         try:
             poll = with_backoff(watcher.poll, sleep=sleep)
         except NoRunOutput:
