@@ -572,3 +572,5 @@ def test_plan_measures_docs_per_core_on_the_sample(tmp_path):
     got = json.loads(res.stdout)
     want = plan.estimate(100, 500, 32000, instances=50).as_dict()
     assert got["cost_usd"] == want["cost_usd"] and got["instances"] == 50 and got["throughput_source"] == "given"
+    # the runtime to launch with covers the wall time (launch's default 24 h stopped longer plans)
+    assert got["max_runtime_hours"] >= got["wall_h"] * 1.25 and got["max_runtime_hours"] == int(got["max_runtime_hours"])
