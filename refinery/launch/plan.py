@@ -290,7 +290,9 @@ def estimate(
         warnings.append(f"{chosen} instances run as {jobs} parallel jobs of <= {per_job} (a job has at most "
                         f"{max_instances}); they need an account quota of {chosen} {instance_type} for processing "
                         "job usage (the default is far lower: request an increase); split the input's paths manifest into "
-                        f"{jobs} parts and launch one job per part")
+                        f"{jobs} parts and launch one job per part; each part is then deduplicated within "
+                        "itself only (duplicates across parts stay): a longer target or a faster config keeps "
+                        "one job and one dedup")
     if cross_region:
         warnings.append(f"the input is in another region: ${transfer:,.0f} of transfer; run the jobs in the "
                         "input's region (Common Crawl: us-east-1)")
