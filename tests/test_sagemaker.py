@@ -367,6 +367,10 @@ def test_launch_dry_run_prints_every_request_without_network(no_network):
     (p_name, p_op, p_req), (t_name, t_op, t_req) = steps
     assert (p_name, p_op, t_name, t_op) == ("filter", "CreateProcessingJob", "ray-passes", "CreateTrainingJob")
     assert defn["Steps"][1]["DependsOn"] == ["filter"] and "DependsOn" not in defn["Steps"][0]
+    # each step retries SageMaker's capacity and internal faults by itself (one CAPACITY_ERROR
+    # failed an unattended pipeline; found by adversarial testing)
+    assert all(any("SageMaker.CAPACITY_ERROR" in p["ExceptionType"] for p in step["RetryPolicies"])
+               for step in defn["Steps"])
     # the step Arguments are the job requests minus their names (SageMaker names pipeline jobs)
     assert "ProcessingJobName" not in defn["Steps"][0]["Arguments"]
     assert "TrainingJobName" not in defn["Steps"][1]["Arguments"]

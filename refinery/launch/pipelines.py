@@ -33,7 +33,16 @@ STEP_TYPES = {"CreateProcessingJob": ("Processing", "ProcessingJobName"),
               "CreateTrainingJob": ("Training", "TrainingJobName")}
 _OPERATIONS = {t: (op, name) for op, (t, name) in STEP_TYPES.items()}
 _STEP_NAME = re.compile(r"^[A-Za-z0-9\-_]{1,64}$")
-_STEP_KEYS = {"Name", "Type", "Arguments", "DependsOn", "DisplayName", "Description"}
+_STEP_KEYS = {"Name", "Type", "Arguments", "DependsOn", "DisplayName", "Description", "RetryPolicies"}
+#: what a step retries by itself: no capacity for the instance type, SageMaker's own faults and
+#: throttling (an unattended pipeline failed on one CAPACITY_ERROR; found by adversarial testing).
+#: A job failing in refinery's code is not retried here: relaunching resumes it.
+RETRY_POLICIES = [
+    {"ExceptionType": ["SageMaker.CAPACITY_ERROR", "SageMaker.JOB_INTERNAL_ERROR", "SageMaker.RESOURCE_LIMIT"],
+     "IntervalSeconds": 300, "BackoffRate": 2.0, "MaxAttempts": 4},
+    {"ExceptionType": ["Step.SERVICE_FAULT", "Step.THROTTLING"], "IntervalSeconds": 30, "BackoffRate": 2.0,
+     "MaxAttempts": 5},
+]
 
 
 def operation_of(step_type: str) -> str:
@@ -57,6 +66,7 @@ class PipelineStep:
             step["DependsOn"] = list(self.depends_on)
         if self.description:
             step["Description"] = self.description[:4096]
+        step["RetryPolicies"] = [dict(p) for p in RETRY_POLICIES]
         return step
 
 
