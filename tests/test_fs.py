@@ -184,3 +184,10 @@ def test_s3_objects_are_read_by_ranged_gets_and_a_rewrite_mid_read_fails(s3_buck
         f.seek(fs.S3RangeFile.BLOCK + 1)
         with pytest.raises(fs.StorageError, match="changed while it was read"):
             f.read(10)
+
+
+def test_an_input_in_a_missing_bucket_says_so(s3_bucket):
+    with pytest.raises(fs.StorageError, match=r"input not found: s3://no-such-bucket-zz/x \(the bucket no-such-bucket-zz does not exist\)"):
+        fs.list_files("s3://no-such-bucket-zz/x")
+    with pytest.raises(fs.StorageError, match=r"input not found: .*/nothing-here$"):
+        fs.list_files(f"{s3_bucket}/nothing-here")

@@ -168,7 +168,7 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     if info.type == pafs.FileType.File:
         found = [path]
     elif info.type == pafs.FileType.NotFound:
-        raise StorageError(f"input not found: {uri}")
+        raise StorageError(f"input not found: {uri}{_missing_bucket_hint(uri)}")
     elif is_s3(uri):
         found, s3_versions = _list_s3_prefix(uri, path, skipped)
     else:
@@ -206,6 +206,20 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     if s3_versions is not None:
         return {u: s3_versions[u[5:]] for u in uris}
     return file_versions(uri, uris)  # local files (a stat each), or the one S3 object (a HEAD)
+
+
+def _missing_bucket_hint(uri: str) -> str:
+    """" (the bucket ... does not exist)" when that is why an S3 URI names nothing."""
+    if not is_s3(uri):
+        return ""
+    bucket = uri[5:].split("/", 1)[0]
+    try:
+        s3_client().head_bucket(Bucket=bucket)
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket"):
+            return f" (the bucket {bucket} does not exist)"
+    return ""
 
 
 def _list_s3_prefix(uri: str, path: str, skipped: list[tuple[str, str]]) -> tuple[list[str], dict[str, tuple[int, str]]]:
