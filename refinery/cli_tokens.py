@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
             f"{m['totals']['n_tokens']:,} tokens, {m['totals']['n_docs']:,} documents "
             f"({m['source']['docs_empty']:,} empty skipped) in {m['totals']['n_shards']} shards "
             f"[{m['dtype']}, {m['tokenizer']['id']} vocab {m['tokenizer']['vocab_size']:,}] -> {output}/manifest.json "
-            f"({len(result.done)} shard(s) written, {len(result.skipped)} already done)")
+            f"({len(result.done)} task(s) run, {len(result.skipped)} already done)")  # --shuffle: 2 per shard
 
     @app.command("train-tokenizer")
     def train_tokenizer_cmd(

@@ -511,7 +511,7 @@ def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str,
     if plan is not None and not keep_work:
         _delete_work(work, names, work_dir)
     elapsed = max(time.time() - started, 1e-9)
-    log.info("tokenize %s -> %s: %d shards (%d done, %d skipped), %d docs, %d tokens, %.0f tokens/s",
+    log.info("tokenize %s -> %s: %d shards (%d tasks run, %d skipped), %d docs, %d tokens, %.0f tokens/s",
              run_dir, output, len(entries), len(result.done), len(result.skipped), manifest["totals"]["n_docs"],
              manifest["totals"]["n_tokens"], manifest["totals"]["n_tokens"] / elapsed)
     result.manifest = manifest
