@@ -89,3 +89,22 @@ def test_raw_tokens_locate_the_original_text(docs):
         lo, hi = raw.doc_offsets[d], raw.doc_offsets[d + 1]
         pieces = [text[s:e] for s, e in zip(raw.starts[lo:hi], raw.ends[lo:hi])]
         assert pieces == text.split()
+
+
+def test_every_cjk_character_is_a_word():
+    """Chinese and Japanese have no spaces: whitespace "words" were whole clauses, and pages
+    sharing a few clauses became near-duplicates (found by adversarial testing)."""
+    texts = ["你好世界 hello 世界和平。", "ab日本語のテキストcd", "plain english text", "한국어 문장"]
+    assert T.words(T.tokenize(texts)) == [["你", "好", "世", "界", "hello", "世", "界", "和", "平"],
+                                          ["ab", "日", "本", "語", "の", "テ", "キ", "ス", "ト", "cd"],
+                                          ["plain", "english", "text"], ["한국어", "문장"]]
+    assert [T.reference_words(t) for t in texts] == T.words(T.tokenize(texts))
+    # two pages sharing 3 of their 10 clauses: whole-clause 5-grams could hardly tell them apart
+    # on a short page; character 5-grams measure the text they really share
+    shared = ["今天天气很好", "我们去公园散步", "孩子们在草地上玩耍"]
+    a = "，".join(shared + ["老人在树下下棋", "小狗追着蝴蝶跑", "湖面上有几只小船", "远处传来音乐声",
+                            "卖冰淇淋的小车停在路边", "大家都很开心", "傍晚我们才回家"])
+    b = "，".join(shared + ["图书馆里很安静", "学生们在认真读书", "老师在讲台上写字", "窗外的树叶在风中摇动",
+                            "下课铃声响了", "同学们走出教室", "食堂里飘来饭菜的香味"])
+    sa, sb = (set(T.shingle_hashes(T.tokenize([x]), 5)[0].tolist()) for x in (a, b))
+    assert len(sa & sb) / len(sa | sb) < 0.25 and len(sa) > 40
