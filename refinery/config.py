@@ -272,13 +272,18 @@ class PipelineConfig(_Strict):
         """Every language a language_id stage keeps must pass the prescreen before it: with
         ``prescreen: [en]`` and ``language_id: [ja]`` every Japanese page was removed before
         language ID saw it, and nothing said so (found by adversarial testing)."""
-        screened: set[str] | None = None
+        screened: set[str] | None = None  # None: no prescreen, or one that passes every language ([])
         for s in self.stages:
             languages = s.params.get("languages")
             if s.type == "prescreen":
-                screened = set(["en"] if languages is None else languages)
+                screened = set(["en"] if languages is None else languages) or None
             elif s.type == "language_id" and screened is not None:
-                lost = [lang for lang in (["en"] if languages is None else languages) if lang not in screened]
+                kept = ["en"] if languages is None else list(languages)
+                if not kept:  # every language
+                    raise ValueError(f"stage {s.stage_name!r} keeps every language (languages: []), but the prescreen "
+                                     f"before it removes pages not in {sorted(screened)}: give the prescreen "
+                                     f"languages: [] too, or leave it out")
+                lost = [lang for lang in kept if lang not in screened]
                 if lost:
                     raise ValueError(f"stage {s.stage_name!r} keeps {lost}, but the prescreen before it removes those "
                                      f"pages: add them to the prescreen's languages (it has {sorted(screened)})")

@@ -183,6 +183,13 @@ def test_a_language_id_stage_keeping_what_the_prescreen_removes_is_refused():
         parse_config({"stages": stages}, source="t.yaml")
     stages[0]["params"] = {"languages": ["en", "ja"]}
     assert parse_config({"stages": stages}, source="t.yaml")
+    # [] means every language: a prescreen passing all lets any language_id follow; a language_id
+    # keeping all after a prescreen of some is the silent loss again
+    stages[0]["params"] = {"languages": []}
+    assert parse_config({"stages": stages}, source="t.yaml")
+    stages[0]["params"], stages[2]["params"] = {"languages": ["en"]}, {"languages": []}
+    with pytest.raises(ConfigError, match=r"keeps every language \(languages: \[\]\), but the prescreen"):
+        parse_config({"stages": stages}, source="t.yaml")
     # a stage named like a pass made two funnel rows with one key
     with pytest.raises(ConfigError, match="stage name 'minhash_dedup' is also a pass's name"):
         parse_config({"stages": [{"type": "gopher_quality", "name": "minhash_dedup"}], "dedup": [{"method": "minhash"}]})
