@@ -178,8 +178,11 @@ def test_word_lists_and_soft_threshold(stage: UrlFilter, cache_dir: Path) -> Non
     # across separators a sub-word counts only from a word's start to a word's end (these held
     # "daterape", "sexvideo", "handjob", "strapon": found by adversarial testing)
     innocent = ["https://agri.example.com/update-rapeseed-prices", "https://www.essexlive.news/essex-video-shows-flooding",
-                "https://jobs.example.com/second-hand-jobs-in-berlin", "https://docs.example.com/bootstrap-onboarding"]
-    assert run(stage, innocent)[0] == [None] * 4
+                "https://docs.example.com/bootstrap-onboarding"]
+    assert run(stage, innocent)[0] == [None] * 3
+    # ... or to a short ending of the word: plurals are how such URLs are spelled
+    assert run(stage, ["https://x.example/blow-jobs", "https://delhi-call-girls.example.in/",
+                       "https://x.example/hand-jobs-videos"])[0] == ["banned_subword"] * 3
     assert run(stage, ["https://example.com/watch/ballgag-videos", "https://example.com/ball-gag-videos",
                        "https://example.com/baseball-gags"])[0] == ["banned_subword", "banned_subword", None]
     strict = UrlFilter(cache_dir=str(cache_dir), missing_url="remove")

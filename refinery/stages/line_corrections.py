@@ -92,9 +92,10 @@ ANYWHERE_PATTERNS: list[str] = [
     # the rest of the line goes only after a known call to action: "Sign in to the Azure portal."
     # is a tutorial's step
     r"(?:log|sign)[\s-]?(?:in|up) (?:to (?:reply|comment|post|continue|view|see|read|access|download|vote|"
-    r"your account|add|save|follow|join|rate|report|like|write)|with (?:google|facebook|apple|twitter|github|"
-    r"microsoft|linkedin|e-?mail)|(?:for|to get) (?:free|an account|a free account|our newsletter|updates)|"
-    r"using|via)\b[^.!?]*",
+    r"your account|add|save|follow|join|rate|report|like|write|answer|review|leave|ask|edit|subscribe)|"
+    r"with (?:your )?(?:google|facebook|apple|twitter|github|microsoft|linkedin|openid|e-?mail)|"
+    r"(?:for|to get) (?:free|an account|a free account|our newsletter|updates)|using|via)\b[^.!?]*",
+    r"(?:you must|please|you need to) (?:be )?(?:log(?:ged)?|sign(?:ed)?)[\s-]?in\b[^.!?]*",
     r"forgot (?:your )?password\??", r"remember me", r"sign up for (?:our|the) newsletter",
     r"subscribe to (?:our|the) newsletter", r"(?:posted|shared) (?:on|via) (?:facebook|twitter)",
 ]
@@ -123,6 +124,21 @@ def _joins_prose_after(line: str, end: int) -> bool:
     """The text after ``end`` goes on, after spaces only, with a lower-case word."""
     after = line[end:]
     return after[:1].isspace() and after.lstrip()[:1].islower()
+
+
+def _all_chrome(line: str, words) -> bool:  # noqa: ANN001 - the word counter in use
+    """Whether nothing but one stray word is left of ``line`` once every pattern is cut, prose
+    or not: a line made of chrome alone."""
+    rest, cuts = _ANY_RE.subn(" ", line)
+    for _ in range(3):  # "Sign up log in": one start pattern after another
+        rest, cut = _START_RE.subn("", rest.strip(), count=1)
+        cuts += cut
+        if not cut:
+            break
+    rest, cut = _END_RE.subn("", rest, count=1)
+    if not cuts + cut:
+        return False  # no pattern at all: not this rule's business
+    return words(" ".join(t for t in rest.split() if _ALNUM_RE.search(t))) <= 1
 
 
 _CALL_TO_ACTION_NEXT = re.compile(r"(?:now|today|here|free)\b")
@@ -165,7 +181,7 @@ PATTERN_HINTS: tuple[str, ...] = (
     # ANYWHERE_PATTERNS
     "item", "your", "add to", "view cart", "proceed", "all rights reserved", "(c)", "copyright", "cookie",
     "privacy", "terms", "share", "us on", "click here", "javascript", "leave a", "no comments", "log", "sign",
-    "forgot", "remember me", "newsletter", "facebook", "twitter",
+    "forgot", "remember me", "newsletter", "facebook", "twitter", "you must", "please", "you need to",
     # START_PATTERNS
     "skip to", "jump to", "you are here", "home", "posted", "published", "written by", "filed under", "tag",
     "categor", "follow us", "advertisement", "sponsored", "related", "previous", "next", "back to top",
@@ -306,7 +322,10 @@ class LineCorrections(Stage):
                 removed += n
                 dropped += 1
                 continue
-            if stripped.isascii():
+            if row and sum(1 for t in stripped.split() if any(c.isalpha() for c in t)) < 4:
+                # a row of codes or a header ("| USA | 21.4 |", "| NAME | AGE |"): data, not shouting
+                upper = letters = 0
+            elif stripped.isascii():
                 if stripped.isupper():  # every letter uppercase: cheap exact test first
                     removed += n
                     dropped += 1
@@ -323,6 +342,12 @@ class LineCorrections(Stage):
                 dropped += 1
                 continue
             if n <= max_words and _may_match_patterns(stripped):
+                if _all_chrome(stripped, words):
+                    # patterns and separators only ("Privacy policy terms of use", "Log in to leave
+                    # a comment"): chrome, though each pattern sits beside another's lower-case word
+                    removed += n
+                    dropped += 1
+                    continue
                 edited = _ANY_RE.sub(_cut_anywhere, stripped)
                 edited = _START_RE.sub(_cut_start, edited, count=1)
                 edited = _END_RE.sub(_cut_end, edited, count=1).strip()
