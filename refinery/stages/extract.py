@@ -108,11 +108,14 @@ _MAX_BAD_FRAC = 0.05
 # RefinedWeb post-processing: URLs removed (with one leading space so "see URL here" reads
 # "see here"), then at most one blank line in a row
 # (a URL's trailing "." or "," is sentence punctuation and stays)
-#: a URL: after a space, a non-letter or a letter of another script ("访问http://...": no \b there),
-#: made of ASCII URL characters only, no comma: it ran on through the Chinese or Korean text after
-#: a link, or "file.zip,then unzip it" (found by adversarial testing); a non-ASCII path's tail stays
-_URL = re.compile(r"[ \t]?(?:(?<![A-Za-z0-9])(?:https?|ftp)://|(?<![A-Za-z0-9])www\.)"
-                  r"[A-Za-z0-9\-._~:/?#\[@!$&*+;=%(]*[A-Za-z0-9\-_~/#@$&*+=%]", re.IGNORECASE)
+#: what ends a URL: white space, quotes, brackets, guillemets, "|", and the scripts written without
+#: spaces (CJK, kana, Hangul, full-width forms): a URL ran on through the Chinese or Korean text
+#: after a link ("访问http://x.com了解更多"; found by adversarial testing). Other letters stay in
+#: it (IRIs: "münchen.de", "/wiki/Café"), as do commas ("@35.2,-97.4,15z", "w_300,h_200").
+_URL_STOP = "\\s<>\"'\\])|«»\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+#: a URL after a space, a non-letter or a letter of a script without spaces (no \b there)
+_URL = re.compile(rf"[ \t]?(?:(?<![A-Za-z0-9])(?:https?|ftp)://|(?<![A-Za-z0-9])www\.)[^{_URL_STOP}]*[^{_URL_STOP}.,;:!?]",
+                  re.IGNORECASE)
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 #: a list item's marker on a line of its own (trafilatura writes "- " and then the item's text
 #: from a new line when the item's text starts with the page source's line break)
