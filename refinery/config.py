@@ -10,6 +10,7 @@ reported at once.
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -183,6 +184,12 @@ class ExecutorConfig(_Strict):
     max_retries: int = Field(2, ge=0)
 
 
+_PASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
+#: the run directory's own entries (refinery.rundir), which no pass may be named
+_RUN_DIR_NAMES = frozenset({"kept", "removed", "stats", "samples", "failed", "passes", "index", "tokens", "filter",
+                            "report"})
+
+
 class DedupPassConfig(DedupConfig):
     """One dedup pass of a recipe: ``configs/dedup.yaml``'s keys, plus an optional pass ``name``;
     the executor is the recipe's (set once, at the top level)."""
@@ -194,6 +201,19 @@ class DedupPassConfig(DedupConfig):
         if "executor" in self.model_fields_set and self.executor != type(self.executor)():
             raise ValueError("a recipe sets 'executor' once, at the top level, not per dedup pass")
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str | None) -> str | None:
+        """A pass's name is its directory under OUT: a plain folder name that is not one of the run
+        directory's own (".." wrote into OUT's parent, and --force then deleted it; "kept" put a
+        pass's files inside the corpus; found by adversarial testing)."""
+        if value is None:
+            return value
+        if not _PASS_NAME.fullmatch(value) or value in _RUN_DIR_NAMES:
+            raise ValueError(f"pass name {value!r} must be letters, digits, '_' or '-' (not starting with '.' "
+                             f"or '_'), and not one of {sorted(_RUN_DIR_NAMES)}")
+        return value
 
     @property
     def pass_name(self) -> str:

@@ -204,7 +204,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
             for uri in fs.list_files(directory, (".parquet", ".json")) if fs.exists(directory) else []:
                 fs.delete(uri)
     if redo_from is not None and previous_record:
-        remove_dropped_passes(plan.run, previous_record.get("passes", []), [p.name for p in plan.passes])
+        remove_dropped_passes(plan.run, previous_record.get("passes", []), {p.name: p.role for p in plan.passes})
     if redo_from is not None and previous_record and only_shards is None:
         # every pass to redo loses its outputs now, not when it runs: should an earlier one fail,
         # the corpus and tokens of the previous config must not stay in place, nor count as this

@@ -207,15 +207,19 @@ def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str) -> list
     return orphans
 
 
-def remove_dropped_passes(run: RunDir, recorded: list[dict[str, Any]], planned: list[str]) -> list[str]:
+def remove_dropped_passes(run: RunDir, recorded: list[dict[str, Any]], planned: dict[str, str]) -> list[str]:
     """Delete the directory and marker of every pass an earlier plan of ``run`` had that the plan
-    now redone no longer has (a dedup method or the tokens taken out of the config, then
-    ``--force``): their files would stay beside the corpus as another config's output. A pass
-    that wrote at the top of OUT (a one-pass run) is cleared by its caller. Returns their names."""
+    now redone (``planned``: pass name -> its role now) no longer has (a dedup method or the tokens
+    taken out of the config, then ``--force``), and the own directory of a pass that now writes at
+    the top of OUT (several passes, then one): their files would stay beside the corpus as another
+    config's output. A pass that wrote at the top of OUT (a one-pass run) is cleared by its caller.
+    Returns their names."""
     dropped = []
     for p in recorded:
         name = p.get("name")
-        if not isinstance(name, str) or name in planned or p.get("role") == "only":
+        if not isinstance(name, str) or p.get("role") == "only":
+            continue
+        if name in planned and not (planned[name] == "only" and p.get("kind") != "tokenize"):
             continue
         directory = run.tokens_dir if p.get("kind") == "tokenize" else run.pass_dir(name).root
         if directory.rstrip("/") == run.root.rstrip("/"):
@@ -224,5 +228,5 @@ def remove_dropped_passes(run: RunDir, recorded: list[dict[str, Any]], planned: 
         fs.delete(run.pass_marker(name))
         dropped.append(name)
     if dropped:
-        log.info("removed the output of pass(es) no longer in the plan: %s", ", ".join(dropped))
+        log.info("removed the directories of pass(es) the plan no longer writes there: %s", ", ".join(dropped))
     return dropped

@@ -201,3 +201,11 @@ def test_jsonl_fields_other_than_id_text_url_travel_with_the_document(tmp_path):
     assert json.loads(rows["d1"]["input_fields"]) == {k: v for k, v in lines[0].items() if k not in ("id", "text")}
     assert rows["d1"]["url"] == "http://a.org/1" and rows["d1"]["source"].endswith("dolma.jsonl")
     assert rows["d2"]["input_fields"] is None
+    # a lone surrogate or a NaN in the metadata does not cost the document its place
+    import io
+
+    from refinery.io.jsonl import JsonlReader
+
+    line = b'{"id": "x", "text": "fine text", "meta": {"title": "\\ud800x", "n": NaN}}\n'
+    (row,) = [r for b in JsonlReader().read(io.BytesIO(line), "s") for r in b.to_pylist()]
+    assert row["_reason"] is None and json.loads(row["input_fields"]) == {"meta": {"title": "\ud800x", "n": None}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,12 @@ def test_gopher_quality_after_language_id_keeping_a_language_without_spaces_is_r
     stages[1]["params"] = {"max_mean_word_length": 1000, "min_stop_words": 0}
     assert parse_config({"stages": stages})
     assert parse_config({"stages": [{"type": "language_id", "params": {"languages": ["de"]}}, {"type": "gopher_quality"}]})
+
+
+def test_a_pass_name_must_be_a_plain_folder_name_of_its_own():
+    """A dedup pass named ".." wrote into OUT's parent and --force then deleted that directory;
+    "kept" put a pass's files inside the corpus (found by adversarial testing)."""
+    for name in ("..", "kept", "a/b", ".hidden", "tokens"):
+        with pytest.raises(ConfigError, match=f"pass name '{re.escape(name)}' must be"):
+            parse_config({"stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url", "name": name}]})
+    assert parse_config({"stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url", "name": "url-2024"}]})

@@ -155,9 +155,10 @@ def test_delete_tree_removes_a_directory_and_only_it(root):
 def test_a_run_directory_inside_the_input_is_not_read_as_input(root):
     """``-i data -o data/run1`` is allowed (the input was a file); a later ``-i data`` read run1's
     kept and removed shards back as input (found by adversarial testing)."""
-    for name in ("a.jsonl", "sub/b.jsonl", "run1/run.json", "run1/kept/a.parquet", "run1/filter/removed/a.parquet",
-                 "run1x/c.jsonl"):
+    for name in ("a.jsonl", "sub/b.jsonl", "run1/kept/a.parquet", "run1/filter/removed/a.parquet", "run1x/c.jsonl"):
         fs.write_bytes(fs.join(root, name), b"{}")
+    fs.write_bytes(fs.join(root, "run1/run.json"), b'{"config": {}, "passes": [{"name": "filter"}]}')
+    fs.write_bytes(fs.join(root, "sub/run.json"), b'{"crawler": "mine"}')  # a dataset's own run.json: not ours
     assert fs.list_files(root, (".jsonl", ".parquet")) == [fs.join(root, n) for n in ("a.jsonl", "run1x/c.jsonl", "sub/b.jsonl")]
     # a run directory given as the input itself is read as the user asked
     assert fs.list_files(fs.join(root, "run1"), (".parquet",)) == [fs.join(root, "run1/filter/removed/a.parquet"),

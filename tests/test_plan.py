@@ -396,6 +396,10 @@ def test_forced_reruns_leave_no_output_of_another_input_or_config(tmp_path):
     run_pipeline(parse_config(spec), str(src), str(single), workers=1, progress=False, force=True)
     assert not [f for d in ("stats", "removed", "samples", "failed") for f in (single / d).glob("*.*")]
     assert list((single / "filter" / "stats").glob("*.json")) and run_status(str(single)).complete
+    # and back to one pass: the filter pass's own directory does not stay beside the top-level one
+    run_pipeline(parse_config({**spec, "dedup": []}), str(src), str(single), workers=1, progress=False, force=True)
+    assert not (single / "filter").exists() and not (single / "url_dedup").exists()
+    assert list((single / "stats").glob("*.json")) and run_status(str(single)).complete
 
 
 def test_limit_samples_each_shard_and_is_part_of_the_fingerprint(dup_input, tmp_path):

@@ -178,7 +178,8 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     # kept and removed shards are outputs, never input (they were read back, doubling documents;
     # found by adversarial testing)
     runs = tuple(posixpath.dirname(p) + "/" for p in found
-                 if posixpath.basename(p) == RUN_MARKER and posixpath.dirname(p) != path.rstrip("/"))
+                 if posixpath.basename(p) == RUN_MARKER and posixpath.dirname(p) != path.rstrip("/")
+                 and _is_run_record(("s3://" if is_s3(uri) else "") + p))
     in_runs: dict[str, int] = {}
     listed = []
     for p in found:
@@ -246,6 +247,17 @@ def _list_s3_prefix(uri: str, path: str, skipped: list[tuple[str, str]]) -> tupl
     except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
         raise StorageError(f"cannot list the files under {uri}: {exc}") from exc
     return found, found_versions
+
+
+def _is_run_record(run_json: str) -> bool:
+    """Whether ``run_json`` is refinery's plan record (a dataset may ship a run.json of its own)."""
+    import json
+
+    try:
+        record = json.loads(read_bytes(run_json))
+    except (StorageError, OSError, ValueError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("passes"), list) and "config" in record
 
 
 _MAX_SKIP_LOG = 50

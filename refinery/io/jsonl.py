@@ -233,10 +233,29 @@ def _parse(line: bytes | None, lineno: int, source: str, id_prefix: str) -> tupl
     if len(obj) > len(_OWN_FIELDS) or not _OWN_FIELDS.issuperset(obj):
         rest = {k: v for k, v in obj.items() if k not in _OWN_FIELDS}
         if rest:
-            others = json.dumps(rest, ensure_ascii=False)
-            if not _encodable(others):
-                return _bad(lineno, source, id_prefix, "invalid_unicode")
+            others = _fields_json(rest)
     return (doc_id, url, None, None, None, source, None, text, None, None, others)
+
+
+def _fields_json(fields: dict[str, Any]) -> str:
+    """``fields`` as strict JSON: NaN and infinities (Python's json reads them) become null, and a
+    lone surrogate stays escaped (``\\ud800``); such metadata must not cost the document its place
+    (found by adversarial testing)."""
+    try:
+        text = json.dumps(fields, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or an infinity somewhere
+        text = json.dumps(_finite(fields), ensure_ascii=False, allow_nan=False)
+    return text if _encodable(text) else json.dumps(json.loads(text))  # ASCII-escaped: always UTF-8
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _encodable(s: Any) -> bool:
