@@ -13,6 +13,7 @@ This is the only place where stages meet storage. Per shard, the output director
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -281,9 +282,31 @@ class ShardRunner:
 
         kept = parquet.concat(kept_parts)
         removed = parquet.concat(removed_parts)
-        write_pass_shard(kept, removed, task.kept_uri, task.removed_uri)
-        n_samples = collector.write_samples(task.samples_uri)
+        try:
+            # the corpus file last before the marker; should a write fail (a full disk), none of
+            # this shard's files stays for a reader that globs kept/*.parquet (the shard is redone)
+            write_pass_shard(kept, removed, task.kept_uri, task.removed_uri)
+            n_samples = collector.write_samples(task.samples_uri)
+            stats = self._finish_stats(task, fingerprint, limit, started, docs_read, kept, removed, reader_extra,
+                                       reader_counter, counters, collector, n_samples)
+            # Compact JSON: histograms would put one number per line with indentation.
+            fs.write_bytes(task.stats_uri, json.dumps(stats, separators=(",", ":")).encode())
+        except BaseException:
+            for uri in (task.kept_uri, task.removed_uri, task.samples_uri):
+                with contextlib.suppress(Exception):
+                    fs.delete(uri)
+            raise
+        elapsed = stats["seconds"]
 
+        log.info(
+            "[shard %s] done: %d read, %d kept, %d removed in %.1fs (%.1f docs/s)",
+            task.shard, docs_read, kept.num_rows, removed.num_rows, elapsed, docs_read / max(elapsed, 1e-9),
+        )
+        return ShardResult(task.shard, skipped=False, stats=stats)
+
+    def _finish_stats(self, task, fingerprint, limit, started, docs_read, kept, removed, reader_extra,  # noqa: ANN001
+                      reader_counter, counters, collector, n_samples) -> dict[str, Any]:
+        """The shard's stats marker (conservation checked)."""
         stage_dicts = [reader_counter.to_dict()] + [c.to_dict() for c in counters]
         check_conservation(stage_dicts)
         elapsed = time.time() - started
@@ -305,13 +328,7 @@ class ShardRunner:
         }
         if docs_read != kept.num_rows + removed.num_rows:
             raise ConservationError(f"shard {task.shard}: read {docs_read} != kept {kept.num_rows} + removed {removed.num_rows}")
-        # Compact JSON: histograms would put one number per line with indentation.
-        fs.write_bytes(task.stats_uri, json.dumps(stats, separators=(",", ":")).encode())
-        log.info(
-            "[shard %s] done: %d read, %d kept, %d removed in %.1fs (%.1f docs/s)",
-            task.shard, docs_read, kept.num_rows, removed.num_rows, elapsed, docs_read / max(elapsed, 1e-9),
-        )
-        return ShardResult(task.shard, skipped=False, stats=stats)
+        return stats
 
     @staticmethod
     def _split(

@@ -223,5 +223,5 @@ def write_pass_shard(kept: pa.Table, removed: pa.Table, kept_uri: str, removed_u
                                                                                             kept.num_rows, 1)])
     removed_schema = union_schema([ShardFooter("declared", _declared_removed(kept_schema), 0, 0),
                                    ShardFooter(removed_uri, removed.schema, removed.num_rows, 1)])
-    write_shard(conform_table(kept, kept_schema), kept_uri)
     write_shard(conform_table(removed, removed_schema), removed_uri)
+    write_shard(conform_table(kept, kept_schema), kept_uri)  # the corpus file last
