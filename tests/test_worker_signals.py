@@ -145,3 +145,19 @@ def test_workers_of_a_killed_driver_exit_instead_of_finishing_their_shard(tmp_pa
             if alive(p):
                 os.kill(p, signal.SIGKILL)
         raise AssertionError("the pool workers outlived their driver by 5 s")
+
+
+def test_a_worker_whose_driver_died_before_it_started_exits_at_once():
+    """A worker read its parent's pid only once it had imported everything (~0.6 s): a driver
+    killed in that second had already re-parented it, so it watched pid 1, took the queued
+    shards and wrote them over the next run's output (found by adversarial testing). It is given
+    the driver's pid and exits at once if that process is gone."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    code = ("from refinery.executors.local import _exit_with_parent\n"
+            f"_exit_with_parent({dead_pid})\nprint('still alive')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "still alive" not in proc.stdout

@@ -23,7 +23,7 @@ log = logging.getLogger("refinery.executors.local")
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
 
 
-def init_worker_logging(level: int = logging.INFO, queue: Any = None) -> None:
+def init_worker_logging(level: int = logging.INFO, queue: Any = None, parent_pid: int | None = None) -> None:
     """A pool worker's logging: straight to stderr, or (``queue``) back to the parent process,
     whose handlers then print it, so worker lines never break into the parent's progress bar and
     pass the parent's filters (credential redaction)."""
@@ -35,7 +35,7 @@ def init_worker_logging(level: int = logging.INFO, queue: Any = None) -> None:
     # blocked since the spawn (_QuietSpawnPool): a Ctrl-C that came while this process started
     # up was held, and the ignore above just discarded it
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-    _exit_with_parent()
+    _exit_with_parent(parent_pid)
     if queue is None:
         logging.basicConfig(level=level, format=WORKER_LOG_FORMAT)
         return
@@ -44,13 +44,20 @@ def init_worker_logging(level: int = logging.INFO, queue: Any = None) -> None:
     root.setLevel(level)
 
 
-def _exit_with_parent(poll_s: float = 0.5) -> None:
+def _exit_with_parent(parent: int | None = None, poll_s: float = 0.5) -> None:
     """End this worker within ``poll_s`` of its parent's death (a SIGKILLed driver): an orphaned
     worker would otherwise finish its shard and write it over the next run's output of the same
     directory, long after that run took the directory's lock (found by adversarial testing). The
     parent's pid is polled, not PR_SET_PDEATHSIG, which fires when the *thread* that spawned the
-    worker ends, and pools spawn replacement workers from their manager thread."""
-    parent = os.getppid()
+    worker ends, and pools spawn replacement workers from their manager thread.
+
+    ``parent``: the driver's pid as it made the pool. A worker reads ``getppid()`` only once it has
+    imported everything (~0.6 s after the spawn): a driver killed in that second had already
+    re-parented it, so it watched pid 1 and lived on to write the next run's output (found by
+    adversarial testing). It exits at once if its parent is gone already."""
+    parent = os.getppid() if parent is None else parent
+    if os.getppid() != parent:
+        os._exit(3)
 
     def watch() -> None:
         while True:
@@ -122,13 +129,14 @@ class LocalExecutor(Executor):
     def _new_pool(self, one_task_per_process: bool) -> ProcessPoolExecutor:
         # "spawn": fork() after pyarrow/fastText threads exist can deadlock a child
         context = multiprocessing.get_context("spawn")
-        kwargs: dict[str, Any] = {"mp_context": context, "initializer": init_worker_logging}
+        kwargs: dict[str, Any] = {"mp_context": context, "initializer": init_worker_logging,
+                                  "initargs": (logging.INFO, None, os.getpid())}
         if self.shows_bar():
             if self._listener is None:
                 queue = context.Queue()
                 self._listener = QueueListener(queue, _ToParentLogging())
                 self._listener.start()
-            kwargs["initargs"] = (logging.INFO, self._listener.queue)
+            kwargs["initargs"] = (logging.INFO, self._listener.queue, os.getpid())
         if one_task_per_process:
             kwargs["max_tasks_per_child"] = 1
         return _QuietSpawnPool(self.capacity, **kwargs)
