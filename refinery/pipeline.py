@@ -182,11 +182,16 @@ def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, f
     assert cfg is not None
     tok = load_tokenizer(cfg.tokenizer, eos_token=cfg.eos_token)
     shards = {s.name: s.uri for s in _kept_shards(plan, previous)}
+    # tokens of another tokenizer in the run's own tokens/ (a standalone `refinery tokenize` wrote
+    # there): the pass owns that directory and redoes them all
+    manifest_uri = fs.join(plan.run.tokens_dir, "manifest.json")
+    foreign = fs.exists(manifest_uri) and (fs.read_json(manifest_uri).get("tokenizer") or {}).get("sha256") != tok.sha256
     result = tokenize_run(plan.pass_dir(previous.name).root, plan.run.tokens_dir, tok, shuffle=cfg.shuffle, seed=cfg.seed,
-                          num_shards=cfg.num_shards, batch_size=cfg.batch_size, force=force, executor=executor,
-                          shards=shards)
+                          num_shards=cfg.num_shards, batch_size=cfg.batch_size, force=force or foreign,
+                          executor=executor, shards=shards)
     return {"tokens": result.manifest["totals"]["n_tokens"], "docs": result.manifest["totals"]["n_docs"],
-            "shards": result.manifest["totals"]["n_shards"]}
+            "shards": result.manifest["totals"]["n_shards"],
+            "tokenizer_sha256": result.manifest["tokenizer"]["sha256"]}
 
 
 # -- the plan --------------------------------------------------------------------------------------
@@ -252,7 +257,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         else:
             assert previous is not None
             result = run_tokenize_pass(plan, p, previous, executor, forced)
-        keep = ("shards", "docs_read", "docs_kept", "docs_removed", "tokens", "docs")
+        keep = ("shards", "docs_read", "docs_kept", "docs_removed", "tokens", "docs", "tokenizer_sha256")
         finish_pass(plan, p, {k: result[k] for k in keep if k in result} | {"wall_seconds": round(time.time() - started, 3)})
         summary.passes[p.name] = "done"
         previous = p

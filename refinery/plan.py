@@ -521,22 +521,32 @@ def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
     if marker.get("fingerprint") != p.fingerprint:
         return None
     if p.kind == "tokenize":
-        return marker if _token_outputs_present(plan.run.tokens_dir) else None
+        made_with = (marker.get("summary") or {}).get("tokenizer_sha256")
+        return marker if _token_outputs_present(plan.run.tokens_dir, made_with) else None
     out = plan.pass_dir(p.name)
     names = set(plan.shard_names())
     if not names <= shards_with_markers(out.stats_dir) or not names <= shards_with_outputs(out):
         return None
+    if not fs.exists(out.stats_json):
+        # the pass's funnel went missing: "redone" from its shard markers (every shard is skipped);
+        # skipped, the run's funnel lost the pass's stages or failed to reconcile (found by
+        # adversarial testing)
+        return None
     return marker
 
 
-def _token_outputs_present(tokens_dir: str) -> bool:
-    """The token manifest and every file of every shard it lists exist (one listing)."""
+def _token_outputs_present(tokens_dir: str, tokenizer_sha256: str | None = None) -> bool:
+    """The token manifest and every file of every shard it lists exist (one listing), and the
+    manifest's tokenizer is the one the pass used (a standalone ``refinery tokenize`` with another
+    tokenizer into ``RUN/tokens`` left the pass "finished"; found by adversarial testing)."""
     from refinery.tokens.format import shard_uris
 
     try:
         manifest = json.loads(fs.read_bytes(fs.join(tokens_dir, "manifest.json")))
         present = {fs.basename(u) for u in fs.list_files(tokens_dir)}
     except (fs.StorageError, OSError, ValueError):
+        return False
+    if tokenizer_sha256 is not None and (manifest.get("tokenizer") or {}).get("sha256") != tokenizer_sha256:
         return False
     return all({fs.basename(u) for u in shard_uris(tokens_dir, str(s.get("name"))).values()} <= present
                for s in manifest.get("shards", []))

@@ -620,6 +620,17 @@ def test_token_outputs_that_went_missing_are_redone_and_a_changed_tokenizer_file
     again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
     assert again.passes == {"filter": "skipped", "url_dedup": "skipped", "tokens": "done"}
     assert victim.exists() and (out / "tokens" / "manifest.json").read_bytes() == reference
+    # a standalone tokenize into RUN/tokens: refused while a run holds RUN; afterwards, tokens made
+    # with another tokenizer there are no longer the pass's, and the rerun redoes them
+    from refinery.io.runlock import RunDirBusy, run_dir_lock
+    from refinery.tokens.writer import tokenize_run
+
+    with run_dir_lock(str(out)), pytest.raises(RunDirBusy):
+        tokenize_run(str(out), str(out / "tokens"), "gpt2", force=True, progress=False)
+    tokenize_run(str(out), str(out / "tokens"), "gpt2", force=True, progress=False)
+    assert json.loads((out / "tokens" / "manifest.json").read_text())["tokenizer"]["id"] == "gpt2"
+    again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    assert again.passes["tokens"] == "done" and (out / "tokens" / "manifest.json").read_bytes() == reference
     # the same path, another tokenizer: refused, naming what changed
     data = json.loads(tokenizer.read_text())
     data["added_tokens"].append({"id": len(data["model"]["vocab"]) + 100, "content": "<|extra|>", "single_word": False,
@@ -714,6 +725,14 @@ def test_a_finished_shard_whose_outputs_went_missing_is_redone(dup_input, tmp_pa
     assert all(f.exists() for f in victims)
     assert sorted(_kept_rows(out), key=lambda r: r["id"]) == kept_before
     assert again.stats["docs_kept"] == first.stats["docs_kept"]
+    # a pass's funnel deleted: rebuilt from its shard markers, not left out of the run's funnel
+    for name in ("filter", "url_dedup"):
+        (out / name / "stats.json").unlink()
+    third = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    assert not [o for o in third.outcomes if o.status == "done"]  # no shard redone
+    funnel = lambda st: [(s["stage"], s["docs_in"], s["docs_removed"]) for s in st["stages"]]  # noqa: E731
+    assert funnel(third.stats) == funnel(again.stats) and third.stats["docs_read"] == first.stats["docs_read"]
+    assert (out / "filter" / "stats.json").exists() and (out / "url_dedup" / "stats.json").exists()
 
 
 def test_a_relative_output_resumes_and_loses_orphans_and_a_trailing_slash_resumes(tmp_path, monkeypatch):

@@ -442,7 +442,10 @@ def tokenize_run(
     try:
         # standalone (`refinery tokenize`): one at a time per output, like runs; a pass of a plan
         # (explicit shards) writes under the run directory whose lock the plan holds
-        with nullcontext() if explicit else run_dir_lock(output):
+        # writing into a local run directory (RUN/tokens): hold the run's lock too, or a standalone
+        # tokenize ran beside the recipe's tokens pass into the same files (found by adversarial testing)
+        inside = not explicit and fs.canonical(output).startswith(fs.canonical(run_dir).rstrip("/") + "/")
+        with (run_dir_lock(run_dir) if inside else nullcontext()), (nullcontext() if explicit else run_dir_lock(output)):
             return _tokenize(run_dir, output, tok, shards, executor, shuffle=shuffle, seed=seed,
                              num_shards=num_shards, batch_size=batch_size, work_dir=work_dir, keep_work=keep_work,
                              force=force, redo_stale=explicit)
