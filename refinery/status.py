@@ -12,7 +12,7 @@ from typing import Any
 
 from refinery.io import fs
 from refinery.io.runlock import run_dir_active
-from refinery.rundir import PassDir, RunDir
+from refinery.rundir import PassDir, RunDir, shards_with_outputs
 
 
 @dataclass
@@ -69,6 +69,10 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
         marker = fs.read_json(marker_uri) if fs.exists(marker_uri) else None
         pass_dir = dirs.get(p["name"])
         finished, failed = _shards(pass_dir) if p["kind"] != "tokenize" and pass_dir is not None else ([], {})
+        if finished and pass_dir is not None:
+            # a shard whose kept or removed file went missing is not finished (a rerun redoes it)
+            present = shards_with_outputs(pass_dir)
+            finished = [f for f in finished if f.get("shard") in present]
         whole = p["kind"] == "tokenize" or len(finished) >= shards_planned
         if marker and marker.get("fingerprint") == p.get("fingerprint") and whole:
             summary = marker.get("summary") or {}

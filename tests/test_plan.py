@@ -719,6 +719,7 @@ def test_a_finished_shard_whose_outputs_went_missing_is_redone(dup_input, tmp_pa
     victims = [sorted((out / "kept").glob("*.parquet"))[0], sorted((out / "filter" / "removed").glob("*.parquet"))[-1]]
     for f in victims:
         f.unlink()
+    assert [p["state"] for p in run_status(str(out)).passes] == ["stopped", "stopped"]  # not "finished"
     again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
     assert again.passes == {"filter": "done", "url_dedup": "done"}
     assert [o.shard for o in again.outcomes if o.status == "done"] == [victims[1].stem]  # only the one redone
