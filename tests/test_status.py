@@ -48,6 +48,13 @@ def test_status_tracks_finished_failed_and_pending_shards(tmp_path):
         assert [p["state"] for p in run_status(str(out)).passes] == ["running"]
     with run_dir_lock(str(out), shared=True):  # one instance's share of a multi-instance job
         assert [p["state"] for p in run_status(str(out)).passes] == ["running"]
+    for name in ("p0", "p1"):  # no shard of the pass finished yet
+        (out / "stats" / f"{name}.json").rename(out / f"{name}.json.aside")
+    with run_dir_lock(str(out)):  # the first unfinished pass of a run at work is running, not pending
+        assert [p["state"] for p in run_status(str(out)).passes] == ["running"]
+    assert [p["state"] for p in run_status(str(out)).passes] == ["pending"]
+    for name in ("p0", "p1"):
+        (out / f"{name}.json.aside").rename(out / "stats" / f"{name}.json")
     (out / "failed").mkdir()
     (out / "failed" / "p2.json").write_text(json.dumps({"shard": "p2", "error": "unreadable Parquet shard x\ntrace"}))
     result = CliRunner().invoke(app, ["status", str(out), "--json"])
