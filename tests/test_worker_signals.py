@@ -122,7 +122,9 @@ def test_workers_of_a_killed_driver_exit_instead_of_finishing_their_shard(tmp_pa
     pids.mkdir()
     driver = subprocess.Popen([sys.executable, "-c", _DRIVER.format(root=root, pids=str(pids))], cwd=root)
     deadline = time.time() + 60
-    while len(list(pids.iterdir())) < 2 and time.time() < deadline:
+    # both pid files there and written (a file is created before its pid is in it)
+    while time.time() < deadline and not (len(list(pids.iterdir())) >= 2
+                                          and all(p.read_text().strip() for p in pids.iterdir())):
         time.sleep(0.1)
     workers = [int(p.read_text()) for p in pids.iterdir()]
     assert len(workers) == 2
