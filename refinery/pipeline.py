@@ -34,11 +34,10 @@ from refinery.plan import (
 from refinery.rundir import (
     PassDir,
     RunDir,
+    ShardListing,
     clear_shard_outputs,
     remove_dropped_passes,
     remove_orphan_shards,
-    shards_with_any_output,
-    shards_with_outputs,
 )
 from refinery.runner import ShardTask, finished_marker, run_shard_task
 from refinery.stats.funnel import combine_pass_stats, load_shard_stats, merge_shard_stats
@@ -87,24 +86,22 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
         share = [t for t in tasks if t.shard in only_shards]
     else:
         share = tasks
-    remove_orphan_shards(out, {t.shard for t in tasks}, p.name)
+    # a listing per directory, not requests per shard (on S3, a 90k-file crawl spent hours here)
+    listing = ShardListing.of(out)
+    remove_orphan_shards(out, {t.shard for t in tasks}, p.name, listing)
     outcomes: dict[str, TaskOutcome] = {}
     todo: list[ShardTask] = []
-    # a listing per directory, not requests per shard (on S3, a 90k-file crawl spent hours here)
-    present = shards_with_any_output(out)
-    written = shards_with_outputs(out) if present and not force else set()
-    marked = shards_with_markers(out.stats_dir) if written else set()
     for t in share:
         done = None
-        if not force and t.shard in marked:
-            done = finished_marker(t, p.fingerprint, outputs_present=t.shard in written)
+        if not force and t.shard in listing.stats:
+            done = finished_marker(t, p.fingerprint, outputs_present=t.shard in listing.written)
         if done is not None:
             outcomes[t.shard] = TaskOutcome(t.shard, "skipped", done)
         else:
             todo.append(t)
             # a shard being redone loses its earlier outputs first: should it fail now, the outputs
             # of another config (a --force rerun) must not stay in the corpus and the funnel
-            clear_shard_outputs(out, t.shard, present)
+            clear_shard_outputs(out, t.shard, listing.any_output)
     if todo:
         log.info("[%s] %d shard(s) to run, %d already finished", p.name, len(todo), len(tasks) - len(todo))
     ran = executor.map(run_shard_task, [{"task": t} for t in todo], label=p.name, names=[t.shard for t in todo],
@@ -182,13 +179,9 @@ def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, f
     assert cfg is not None
     tok = load_tokenizer(cfg.tokenizer, eos_token=cfg.eos_token)
     shards = {s.name: s.uri for s in _kept_shards(plan, previous)}
-    # tokens of another tokenizer in the run's own tokens/ (a standalone `refinery tokenize` wrote
-    # there): the pass owns that directory and redoes them all
-    manifest_uri = fs.join(plan.run.tokens_dir, "manifest.json")
-    foreign = fs.exists(manifest_uri) and (fs.read_json(manifest_uri).get("tokenizer") or {}).get("sha256") != tok.sha256
     result = tokenize_run(plan.pass_dir(previous.name).root, plan.run.tokens_dir, tok, shuffle=cfg.shuffle, seed=cfg.seed,
-                          num_shards=cfg.num_shards, batch_size=cfg.batch_size, force=force or foreign,
-                          executor=executor, shards=shards)
+                          num_shards=cfg.num_shards, batch_size=cfg.batch_size, force=force, executor=executor,
+                          shards=shards)
     return {"tokens": result.manifest["totals"]["n_tokens"], "docs": result.manifest["totals"]["n_docs"],
             "shards": result.manifest["totals"]["n_shards"],
             "tokenizer_sha256": result.manifest["tokenizer"]["sha256"]}

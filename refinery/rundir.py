@@ -158,7 +158,7 @@ class RunDir:
 def clear_shard_outputs(out: PassDir, shard: str, present: set[str] | None = None) -> None:
     """Delete one shard's outputs in a pass directory, its stats marker first (without it the
     shard counts as unfinished, whatever else a crash here leaves). ``present``: the names of the
-    shards with some output (:func:`shards_with_any_output`, one listing per directory), so a
+    shards with some output (:attr:`ShardListing.any_output`, one listing per directory), so a
     shard with none costs no request (five per shard on S3 before the first task started)."""
     if present is not None and shard not in present:
         return
@@ -166,10 +166,31 @@ def clear_shard_outputs(out: PassDir, shard: str, present: set[str] | None = Non
         fs.delete(uri)
 
 
-def shards_with_any_output(out: PassDir) -> set[str]:
-    """Names of the shards with any file in the pass directory (a listing per directory)."""
-    return {_shard_name(u) for d in (out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir)
-            for u in shard_files(d, (".parquet", ".json"))}
+@dataclass
+class ShardListing:
+    """Which shards have a file in each directory of a pass: one listing per directory, the
+    driver's whole view of a pass (per-shard existence checks were requests per shard on S3)."""
+
+    stats: set[str]
+    kept: set[str]
+    removed: set[str]
+    samples: set[str]
+    failed: set[str]
+
+    @classmethod
+    def of(cls, out: PassDir) -> ShardListing:
+        return cls(*({_shard_name(u) for u in shard_files(d, (".parquet", ".json"))}
+                     for d in (out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir)))
+
+    @property
+    def any_output(self) -> set[str]:
+        return self.stats | self.kept | self.removed | self.samples | self.failed
+
+    @property
+    def written(self) -> set[str]:
+        """Shards whose kept and removed files both exist."""
+        return self.kept & self.removed
+
 
 
 def shard_files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
@@ -194,11 +215,12 @@ def shards_with_outputs(out: PassDir) -> set[str]:
     return kept & removed
 
 
-def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str) -> list[str]:
+def remove_orphan_shards(out: PassDir, shards: set[str], pass_name: str,
+                         listing: ShardListing | None = None) -> list[str]:
     """Delete the outputs of shards that are no longer in the plan (their input file was removed
     or renamed since, and the rerun was forced): they would stay in the corpus and in every
     count. Found by adversarial testing. Returns their names."""
-    orphans = sorted(shards_with_any_output(out) - shards)
+    orphans = sorted((listing or ShardListing.of(out)).any_output - shards)
     for shard in orphans:
         clear_shard_outputs(out, shard)
     if orphans:

@@ -251,11 +251,9 @@ def _list_s3_prefix(uri: str, path: str, skipped: list[tuple[str, str]]) -> tupl
 
 def _is_run_record(run_json: str) -> bool:
     """Whether ``run_json`` is refinery's plan record (a dataset may ship a run.json of its own)."""
-    import json
-
     try:
-        record = json.loads(read_bytes(run_json))
-    except (StorageError, OSError, ValueError):
+        record = read_json(run_json)
+    except (StorageError, OSError):
         return False
     return isinstance(record, dict) and isinstance(record.get("passes"), list) and "config" in record
 
@@ -488,10 +486,8 @@ def delete(uri: str) -> None:
 def delete_tree(uri: str) -> None:
     """Delete the directory ``uri`` and everything under it (nothing if it does not exist)."""
     fs, path = resolve(uri)
-    if fs.get_file_info(path).type == pafs.FileType.Directory:
+    if fs.get_file_info(path).type == pafs.FileType.Directory:  # on S3: a prefix with objects under it
         fs.delete_dir(path)
-    elif is_s3(uri):  # S3 has no directories: delete whatever sits under the prefix
-        fs.delete_dir_contents(path, missing_dir_ok=True)
 
 
 #: what a temporary file of :func:`atomic_output` ends with

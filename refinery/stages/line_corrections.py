@@ -114,10 +114,10 @@ _ANY_RE = re.compile(r"(?<!\w)(?:" + "|".join(ANYWHERE_PATTERNS) + r")(?!\w)", r
 # effect", "We all want to learn more.", "Remember me when I am gone", "Advertisement revenue
 # grew" (found by adversarial testing). Chrome stands apart: at a line's edge, next to a
 # separator or punctuation, or capitalised as a label ("... dinner Read more").
-def _joins_prose_before(line: str, start: int, pattern_start: int) -> bool:
-    """The pattern at ``pattern_start`` is lower case and follows a word with only spaces between."""
+def _joins_prose_before(line: str, start: int) -> bool:
+    """The pattern at ``start`` is lower case and follows a word with only spaces between."""
     before = line[:start]
-    return line[pattern_start].islower() and before[-1:].isspace() and before.rstrip()[-1:].isalnum()
+    return line[start].islower() and before[-1:].isspace() and before.rstrip()[-1:].isalnum()
 
 
 def _joins_prose_after(line: str, end: int) -> bool:
@@ -154,14 +154,14 @@ def _cut_start(m: re.Match[str]) -> str:
 
 
 def _cut_end(m: re.Match[str]) -> str:
-    if not m.group("sep").strip() and _joins_prose_before(m.string, m.start("pat"), m.start("pat")):
+    if not m.group("sep").strip() and _joins_prose_before(m.string, m.start("pat")):
         return m.group(0)
     return ""
 
 
 def _cut_anywhere(m: re.Match[str]) -> str:
     line = m.string
-    if _joins_prose_before(line, m.start(), m.start()) or _joins_prose_after(line, m.end()):
+    if _joins_prose_before(line, m.start()) or _joins_prose_after(line, m.end()):
         return m.group(0)
     return ""
 # no letters of any script, at least one digit: "12", "35.207487 -97.447906", "+1 (555) 123-4567"

@@ -85,14 +85,18 @@ WINDOW_MIN_SCORE = 0.65
 SAMPLE_CHARS = 2_000
 
 
+def _spaced_slices(text: str, max_chars: int, count: int) -> list[str]:
+    """``count`` evenly spaced slices of ``text`` (the first at its start, the last at its end),
+    ``max_chars`` characters in all."""
+    width = max_chars // count
+    step = (len(text) - width) / (count - 1) if count > 1 else 0
+    return [text[int(k * step) : int(k * step) + width] for k in range(count)]
+
+
 def sample_text(text: str, max_chars: int, windows: int = 3) -> str:
-    """``text`` if it fits ``max_chars``, else ``windows`` evenly spaced slices of it (the first at
-    the start, the last at the end) joined by a space, ``max_chars`` characters in all."""
-    if len(text) <= max_chars:
-        return text
-    width = max_chars // windows
-    step = (len(text) - width) / (windows - 1) if windows > 1 else 0
-    return " ".join(text[int(k * step): int(k * step) + width] for k in range(windows))
+    """``text`` if it fits ``max_chars``, else ``windows`` evenly spaced slices of it joined by a
+    space, ``max_chars`` characters in all."""
+    return text if len(text) <= max_chars else " ".join(_spaced_slices(text, max_chars, windows))
 
 
 
@@ -104,15 +108,13 @@ def sample_windows(text: str, max_chars: int, window_chars: int = WINDOW_CHARS) 
     Scored one by one, not joined: an English article on a site whose menus, sidebar and footer
     are German was one mixed sample in which German won, and 183 of 208 real English articles
     placed in a real German blog template were removed before extraction, which keeps them
-    (found by adversarial testing). The page's score is its best window's."""
+    (found by adversarial testing). The page's best window counts when it reads as the language
+    at :data:`WINDOW_MIN_SCORE`."""
     if not text:
         return []
     if len(text) <= max_chars:
         return [text[i : i + window_chars] for i in range(0, len(text), window_chars)]
-    windows = max(1, max_chars // window_chars)
-    width = max_chars // windows
-    step = (len(text) - width) / (windows - 1) if windows > 1 else 0
-    return [text[int(k * step) : int(k * step) + width] for k in range(windows)]
+    return _spaced_slices(text, max_chars, max(1, max_chars // window_chars))
 
 
 #: UTF-8 continuation bytes (10xxxxxx): a character count is the byte count minus these

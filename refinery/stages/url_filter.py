@@ -32,6 +32,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import importlib.util
+import itertools
 import os
 import re
 import tarfile
@@ -93,17 +94,13 @@ def _banned_subword(subword_re: re.Pattern[str], lowered_url: str) -> bool:
     m = subword_re.search(joined)
     if m is None:
         return False
-    edges, at = {0}, 0
-    for t in tokens:
-        at += len(t)
-        edges.add(at)
-    ends = sorted(edges)
+    edges = list(itertools.accumulate((len(t) for t in tokens), initial=0))  # word boundaries, ascending
     while m is not None:
-        inside = not any(m.start() < e < m.end() for e in edges)
+        k = bisect.bisect_left(edges, m.end())  # edges[k]: the end of the word the match ends in
+        inside = edges[k - 1] <= m.start()  # no boundary strictly inside the match
         # across separators: from a word's start to a word's end, or to a short ending of it
         # ("call-girls", "blow-jobs": plurals are how such URLs are spelled)
-        word_end = ends[bisect.bisect_left(ends, m.end())] if m.end() <= ends[-1] else m.end()
-        if inside or (m.start() in edges and word_end - m.end() <= _SHORT_ENDING):
+        if inside or (m.start() in edges and edges[k] - m.end() <= _SHORT_ENDING):
             return True
         m = subword_re.search(joined, m.start() + 1)
     return False

@@ -305,19 +305,19 @@ def _input_shards(run_dir: str, shards: dict[str, str] | None, allow_unfinished:
     return {name: _absolute(uri) for name, uri in shards.items()}
 
 
-def _check_manifest(output: str, tok: LoadedTokenizer, force: bool) -> None:
+def _manifest_conflict(output: str, tok: LoadedTokenizer) -> str | None:
+    """Why the tokens already under ``output`` cannot be mixed with ``tok``'s, or None."""
     manifest_uri = fs.join(output, MANIFEST)
-    if force or not fs.exists(manifest_uri):
-        return
+    if not fs.exists(manifest_uri):
+        return None
     old = json.loads(fs.read_bytes(manifest_uri)).get("tokenizer", {})
     if old.get("sha256") != tok.sha256:
-        raise TokenizerMismatchError(
-            f"{output} already holds tokens from tokenizer {old.get('id')} (sha256 {old.get('sha256')}); "
-            f"refusing to mix in {tok.name} (sha256 {tok.sha256}): use a fresh --output or --force")
+        return (f"{output} already holds tokens from tokenizer {old.get('id')} (sha256 {old.get('sha256')}); "
+                f"refusing to mix in {tok.name} (sha256 {tok.sha256})")
     if old.get("eos_id", tok.eos_id) != tok.eos_id:
-        raise TokenizerMismatchError(
-            f"{output} already holds tokens ending documents with {old.get('eos_token')!r} (id {old.get('eos_id')}); "
-            f"refusing to mix in {tok.eos_token!r} (id {tok.eos_id}): use a fresh --output or --force")
+        return (f"{output} already holds tokens ending documents with {old.get('eos_token')!r} (id "
+                f"{old.get('eos_id')}); refusing to mix in {tok.eos_token!r} (id {tok.eos_id})")
+    return None
 
 
 def _finished(out_dir: str, names: list[str], tok: LoadedTokenizer, plan: dict | None, force: bool,
@@ -435,7 +435,12 @@ def tokenize_run(
     tok = tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
     remember_tokenizer(tok)  # tasks run inline reuse it rather than loading it again
     shards = _input_shards(run_dir, shards, allow_unfinished)
-    _check_manifest(output, tok, force)
+    conflict = None if force else _manifest_conflict(output, tok)
+    if conflict and not explicit:
+        raise TokenizerMismatchError(f"{conflict}: use a fresh --output or --force")
+    # a pass of a plan owns its tokens/: tokens another tokenizer left there (a standalone
+    # `refinery tokenize` wrote into RUN/tokens) are all redone (found by adversarial testing)
+    force = force or conflict is not None
     owned = executor is None
     if executor is None:
         executor = LocalExecutor(1, progress=progress)  # inline: this process, as before
