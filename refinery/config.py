@@ -10,6 +10,7 @@ reported at once.
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import typing
 from pathlib import Path
@@ -96,6 +97,22 @@ class StageConfig(_Strict):
         if problem:
             raise ConfigError(f"{where}: {problem}")
         return stage
+
+    def effective_params(self, stage: Stage | None = None) -> dict[str, Any]:
+        """The params the stage runs with, in JSON form: those given (as validated: ``"5"`` is
+        5.0), completed with its constructor's defaults, and a ``None`` default replaced by what
+        ``stage`` (this spec built) holds under that name (Gopher's n-gram table, the stop
+        words). A plan fingerprints these, so a default that changes between refinery versions
+        is a changed config, and ``min_words: 50`` written out is leaving the default 50."""
+        validated = _params_model(stage_class(self.type)).model_validate(self.params)
+        values = {k: getattr(validated, k) for k in type(validated).model_fields}
+        for k, v in values.items():
+            held = getattr(stage, k, None) if v is None else None
+            if isinstance(held, (set, frozenset)):
+                held = sorted(held, key=str)
+            if isinstance(held, (dict, list, tuple, str, int, float)):
+                values[k] = held
+        return json.loads(json.dumps(values, sort_keys=True, default=str))
 
 
 def _missing_model(stage: Stage) -> str | None:

@@ -18,8 +18,10 @@ redoes that pass and every pass after it.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,9 +79,12 @@ class Plan:
     #: the input as the fingerprints hash it and run.json records it: ``input`` as given, or the
     #: spelling an earlier run of the same directory used for the same place (see ``respell_input``)
     input_key: str = ""
-    #: whether the filter pass's fingerprint covers its stages' model files (see
-    #: ``adopt_legacy_models``: runs made before refinery recorded them resume without)
-    record_models: bool = True
+    #: the parts of the fingerprints a run made by an earlier refinery did not have, left out so
+    #: it resumes as it would have then (see ``adopt_legacy``): "models", "code"
+    legacy: frozenset[str] = frozenset()
+    #: distribution -> version the stages run with, when not this interpreter's (a SageMaker
+    #: launch plans with its image's lock file: the instances re-plan with what they have)
+    pinned_libraries: dict[str, str] | None = None
     run: RunDir = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,28 +95,45 @@ class Plan:
         """Fingerprint the input as ``key``: an earlier spelling of the same place (``in`` from
         one directory, ``/data/in`` from another), so a rerun that names it differently resumes
         instead of looking like a run of other input. The files are still read as ``input``."""
+        self.input_key = key
+        self.passes = plan_passes(self.config, key, self._relative_files(), self.limit, self.legacy,
+                                  self.pinned_libraries)
+
+    def _relative_files(self) -> list[str]:
+        """The input files' names under the input's root, as the fingerprints hash them."""
         root = input_root(self.input, self.input_files)
+        key = self.input_key
         if not is_manifest(self.input) and self.input_files != [root] and root.endswith("/") != key.endswith("/"):
             # relative names as the earlier spelling made them: "/a.jsonl" under "in", "a.jsonl"
             # under "in/" (a rerun spelled with or without the trailing "/" was refused)
             root = root.rstrip("/") + ("/" if key.endswith("/") else "")
-        self.input_key = key
-        self.passes = plan_passes(self.config, key, [f[len(root):] for f in self.input_files], self.limit,
-                                  self.record_models)
+        return [f[len(root):] for f in self.input_files]
 
-    def adopt_legacy_models(self, previous: dict[str, Any] | None) -> None:
-        """A run made by a refinery that did not fingerprint model files (before session 27)
-        resumes as it would have then, without checking them, instead of every finished shard
-        being refused: when its filter pass's recorded params are this plan's without ``models``."""
+    def adopt_legacy(self, previous: dict[str, Any] | None) -> None:
+        """A run made by a refinery whose fingerprints lacked parts this one has resumes as it
+        would have then, without checking them, instead of every finished shard being refused:
+        model files (fingerprinted since session 27), and the code (stages' default params,
+        refinery's and the stages' libraries' versions; since session 28). A change the old
+        fingerprints do see is still refused, and named in their terms."""
         old = {p.get("name"): p for p in (previous or {}).get("passes", [])}.get(self.passes[0].name)
-        new = self.passes[0].params
-        if old is None or "models" in old.get("params", {}) or "models" not in new:
+        params = old.get("params") if old else None
+        if not isinstance(params, dict) or "code" in params:
             return
-        if _same(old.get("params"), {k: v for k, v in new.items() if k != "models"}):
-            log.info("%s was made before refinery fingerprinted model files: resuming it without checking them "
-                     "(--force redoes it with them)", self.output)
-            self.record_models = False
-            self.respell_input(self.input_key)
+        self.legacy = frozenset({"code"} | ({"models"} if "models" not in params else set()))
+        self.respell_input(self.input_key)
+        if self.passes[0].fingerprint == old.get("fingerprint"):
+            log.info("%s was made by an earlier refinery that did not fingerprint %s: resuming it without checking "
+                     "them (--force redoes it with them)", self.output,
+                     " or ".join(sorted({"models": "model files", "code": "default params and library versions"}[k]
+                                        for k in self.legacy)))
+        # otherwise a change the old fingerprints see: refused naming it in their terms (--force
+        # plans in today's)
+
+    @property
+    def input_fingerprint(self) -> str:
+        """The hash of the input alone (its spelling and file names), where the passes' chain of
+        fingerprints starts."""
+        return _input_fingerprint(self.input_key, self._relative_files())
 
     @property
     def document_passes(self) -> list[Pass]:
@@ -144,6 +166,10 @@ class Plan:
 
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _input_fingerprint(input_key: str, relative_files: list[str]) -> str:
+    return _hash({"input": input_key, "files": relative_files})
 
 
 def check_separate(input_uri: str, output_uri: str) -> None:
@@ -213,11 +239,20 @@ def pass_layout(config: PipelineConfig) -> list[tuple[str, PassKind, bool]]:
     return layout
 
 
-def _dedup_params(raw: dict[str, Any]) -> dict[str, Any]:
+#: the libraries whose versions decide a dedup method's removals (the hashes are xxhash's and
+#: numpy's, whose algorithms are fixed; rensa's MinHash permutations are its own)
+DEDUP_LIBRARIES = {"minhash": ("rensa",)}
+
+
+def _dedup_params(raw: dict[str, Any], code: bool = True, pinned: dict[str, str] | None = None) -> dict[str, Any]:
     """A dedup pass's fingerprinted params. Decontamination adds its benchmark files' identity
     (path, size, mtime: a changed benchmark re-runs the pass; a missing one is a ConfigError);
-    other methods leave out its section, so their fingerprints do not change with it."""
+    other methods leave out its section, so their fingerprints do not change with it. ``code``:
+    with the versions of the libraries that decide the method's removals, if any."""
     params = {k: v for k, v in raw.items() if k not in ("executor", "name")}
+    libraries = DEDUP_LIBRARIES.get(raw.get("method", ""), ()) if code else ()
+    if libraries:
+        params["code"] = {dist: library_version(dist, pinned) for dist in libraries}
     if raw.get("method") != "decontaminate":
         params.pop("decontaminate", None)
         return params
@@ -228,9 +263,13 @@ def _dedup_params(raw: dict[str, Any]) -> dict[str, Any]:
     return params | {"benchmark_files": benchmark_identity(specs)}
 
 
-def _tokenize_params(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+def _tokenize_params(raw: dict[str, Any] | None, code: bool = True, pinned: dict[str, str] | None = None
+                     ) -> dict[str, Any] | None:
     """The tokenize pass's fingerprinted params: with a tokenizer file, its content's SHA-256 too
-    (the tokens depend on the file, not on its path: a retrained tokenizer.json redoes the pass)."""
+    (the tokens depend on the file, not on its path: a retrained tokenizer.json redoes the pass),
+    and (``code``) the version of the tokenizers library that applies it."""
+    if raw is not None and code:
+        raw = raw | {"code": {"tokenizers": library_version("tokenizers", pinned)}}
     if raw is None or raw.get("tokenizer", "gpt2") == "gpt2":
         return raw
     try:
@@ -287,28 +326,66 @@ def stage_model_digests(config: PipelineConfig) -> dict[str, list[str]]:
     now (:meth:`Stage.model_files`). A resumed run whose classifier was retrained in place (the
     default ``~/.cache/refinery/models`` is where ``train-classifier`` writes) scored its
     shards with two models, silently (found by adversarial testing)."""
-    digests = {}
-    for spec in config.stages:
-        files = spec.build().model_files()
+    return _stage_identity(config)[1]
+
+
+def _stage_identity(config: PipelineConfig, pinned: dict[str, str] | None = None
+                    ) -> tuple[list[dict[str, Any]], dict[str, list[str]], dict[str, str]]:
+    """What decides each stage's output besides the code of refinery itself: the stages with
+    their effective params (defaults included), the digests of their model files, and the
+    versions of the libraries they use (:attr:`Stage.libraries`)."""
+    stages, digests, libraries = [], {}, {}
+    for spec, raw in zip(config.stages, config.model_dump(mode="json")["stages"]):
+        stage = spec.build()
+        stages.append(raw | {"params": spec.effective_params(stage)})
+        files = stage.model_files()
         if files:
             digests[spec.stage_name] = [f"{f.name} {_file_sha256(f)[:16]}" for f in files]
-    return digests
+        libraries.update({dist: library_version(dist, pinned) for dist in stage.libraries})
+    return stages, digests, dict(sorted(libraries.items()))
+
+
+def library_version(dist: str, pinned: dict[str, str] | None = None) -> str:
+    """The version of the distribution ``dist``: as ``pinned`` (normalised names, see
+    :func:`read_lock_versions`) when given, else as installed; "absent" when neither has it."""
+    if pinned is not None:
+        return pinned.get(_normalise_dist(dist), "absent")
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _normalise_dist(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock_versions(text: str) -> dict[str, str]:
+    """``{normalised name: version}`` of the ``name==version`` pins of a pip lock file."""
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)", text, flags=re.M)
+    return {_normalise_dist(name): version for name, version in pins}
 
 
 def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str], limit: int | None,
-                record_models: bool = True) -> list[Pass]:
+                legacy: frozenset[str] = frozenset(), pinned: dict[str, str] | None = None) -> list[Pass]:
     """The passes of ``config`` with their fingerprints, over the input spelled ``input_key``
-    holding ``relative_files`` (paths under the input's root)."""
+    holding ``relative_files`` (paths under the input's root). ``legacy``: the parts of the
+    fingerprints an earlier refinery did not have, left out ("models", "code"). ``pinned``: the
+    library versions the stages will run with, when not the installed ones."""
     dump = config.model_dump(mode="json")
-    filter_params = {"stages": dump["stages"], "reader": dump["reader"], "stats": dump["stats"], "limit": limit}
-    models = stage_model_digests(config) if record_models else {}
-    if models:  # only then: runs without models keep the fingerprints they had
+    stages, models, libraries = _stage_identity(config, pinned)
+    code = "code" not in legacy
+    filter_params = {"stages": stages if code else dump["stages"], "reader": dump["reader"], "stats": dump["stats"],
+                     "limit": limit}
+    if models and "models" not in legacy:  # only then: runs without models keep the fingerprints they had
         filter_params["models"] = models
+    if code:  # a resumed run never mixes shards made by two versions of the code that decides them
+        filter_params["code"] = {"refinery": __version__} | libraries
     sections = {"documents": [filter_params],
-                "dedup": [_dedup_params(raw) for raw in dump["dedup"]],
-                "tokenize": [_tokenize_params(dump["tokenize"])]}
+                "dedup": [_dedup_params(raw, code, pinned) for raw in dump["dedup"]],
+                "tokenize": [_tokenize_params(dump["tokenize"], code, pinned)]}
     passes: list[Pass] = []
-    fp = _hash({"input": input_key, "files": relative_files})
+    fp = _input_fingerprint(input_key, relative_files)
     layout = pass_layout(config)
     documents = [name for name, kind, _ in layout if kind != "tokenize"]
     for name, kind, shuffles in layout:
@@ -319,8 +396,10 @@ def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str
     return passes
 
 
-def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int | None = None) -> Plan:
-    """The passes of ``config`` over ``input_uri`` into the run directory ``output_uri``."""
+def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int | None = None,
+             pinned_libraries: dict[str, str] | None = None) -> Plan:
+    """The passes of ``config`` over ``input_uri`` into the run directory ``output_uri``.
+    ``pinned_libraries``: the library versions the run's stages will have (see ``Plan``)."""
     input_uri, output_uri = fs.validate_uri(input_uri), fs.validate_uri(output_uri)
     check_separate(input_uri, output_uri)
     files, by_file = list_input_versions(input_uri, tuple(config.reader.cc_subsets), config.reader.manifest_base)
@@ -328,12 +407,13 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
         check_text_before_use(config, input_uri)
     root = input_root(input_uri, files)
     unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
-    passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit)
+    passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit, pinned=pinned_libraries)
     sizes = versions = None
     if by_file is not None:  # a manifest's files are not listed: sizing them is a request each
         sizes = {shard_name(f, root): by_file[f][0] for f in files}
         versions = {shard_name(f, root): by_file[f][1] for f in files}
-    return Plan(config, input_uri, output_uri, files, passes, limit, sizes, versions)
+    return Plan(config, input_uri, output_uri, files, passes, limit, sizes, versions,
+                pinned_libraries=pinned_libraries)
 
 
 # -- reruns -------------------------------------------------------------------------------------
@@ -388,7 +468,7 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     if previous is None:
         return 0 if force else None
     if not force:
-        plan.adopt_legacy_models(previous)
+        plan.adopt_legacy(previous)
     before = {p["name"]: p for p in previous.get("passes", [])}
     if not set(before) & {p.name for p in plan.passes}:
         raise RerunError(f"{plan.output} holds another run (passes {sorted(before)}), not this plan's "

@@ -3,7 +3,9 @@ reruns that would mix configs or inputs, and giving every pass's shards one sche
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -151,10 +153,11 @@ def test_changed_threshold_is_refused_naming_the_key_and_force_redoes_from_there
     stricter = _recipe(stages=[{"type": "gopher_quality", "params": {"min_words": 40}}])
     with pytest.raises(RerunError, match=r"'filter' pass: stages\.gopher_quality\.params\.min_words 20 -> 40"):
         run_pipeline(parse_config(stricter), str(dup_input), str(out), workers=1, progress=False)
-    # a number written otherwise, or stages reordered, is named as such (it said "input files changed")
+    # a number written otherwise is the value the stage runs with (an int param's 20.0 is 20): the
+    # same plan; stages reordered are named as such (it said "input files changed")
     as_float = _recipe(stages=[{"type": "gopher_quality", "params": {"min_words": 20.0}}])
-    with pytest.raises(RerunError, match=r"'filter' pass: stages\.gopher_quality\.params\.min_words 20 -> 20\.0"):
-        run_pipeline(parse_config(as_float), str(dup_input), str(out), workers=1, progress=False)
+    assert [p.fingerprint for p in plan_run(parse_config(as_float), str(dup_input), str(out)).passes] \
+        == [p.fingerprint for p in plan_run(parse_config(_recipe()), str(dup_input), str(out)).passes]
     two = [{"type": "gopher_quality", "params": {"min_words": 20}}, {"type": "line_corrections"}]
     reordered = tmp_path / "other"
     run_pipeline(parse_config(_recipe(stages=two, dedup=[], tokenize=None)), str(dup_input), str(reordered),
@@ -698,14 +701,98 @@ def test_a_classifier_retrained_in_place_is_refused_on_resume(tmp_path, monkeypa
     import refinery.plan as plan_module
 
     legacy = tmp_path / "legacy"
-    with monkeypatch.context() as m:
-        m.setattr(plan_module, "stage_model_digests", lambda config: {})
-        run_pipeline(parse_config(spec), str(src), str(legacy), workers=1, progress=False)
+    _as_made_by_an_earlier_refinery(monkeypatch, frozenset({"models", "code"}),
+                                    lambda: run_pipeline(parse_config(spec), str(src), str(legacy), workers=1,
+                                                         progress=False))
     assert "models" not in json.loads((legacy / "run.json").read_text())["passes"][0]["params"]
     assert run_pipeline(parse_config(spec), str(src), str(legacy), workers=1, progress=False).passes["filter"] == "skipped"
     forced = run_pipeline(parse_config(spec), str(src), str(legacy), workers=1, progress=False, force=True)
     assert forced.passes["filter"] == "done"
     assert "models" in json.loads((legacy / "run.json").read_text())["passes"][0]["params"]
+
+
+def _as_made_by_an_earlier_refinery(monkeypatch, without: frozenset[str], make) -> None:
+    """Run ``make`` planning as a refinery whose fingerprints lacked the parts ``without``."""
+    import refinery.plan as plan_module
+
+    plan_passes = plan_module.plan_passes
+    with monkeypatch.context() as m:
+        m.setattr(plan_module, "plan_passes", lambda *a, **k: plan_passes(*a[:4], legacy=without))
+        make()
+
+
+def test_stage_defaults_and_library_versions_are_part_of_the_plan(dup_input, tmp_path, monkeypatch):
+    """Found by adversarial testing: a run resumed after an upgrade of refinery (whose stage
+    defaults had changed) or of trafilatura finished with shards made two ways, silently. The
+    filter pass's fingerprint now covers the stages' effective params (defaults included) and
+    the versions of refinery and of the libraries the stages use; a rerun names what changed."""
+    import refinery.plan as plan_module
+    import refinery.stages.gopher as gopher
+
+    out = tmp_path / "run"
+    spec = _recipe(stages=[{"type": "gopher_quality", "params": {"min_words": 20}}, {"type": "url_filter"}],
+                   dedup=[{"method": "minhash"}], tokenize=None)
+    run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    params = json.loads((out / "run.json").read_text())["passes"][0]["params"]
+    quality = params["stages"][0]["params"]
+    assert quality["min_words"] == 20 and quality["max_words"] == 100_000  # the default, written out
+    assert quality["stop_words"][:3] == ["the", "be", "to"]  # a None default: what the stage holds
+    assert params["code"]["refinery"] and params["code"]["tldextract"] == plan_module.library_version("tldextract")
+    # a default written out is the same config
+    same = _recipe(stages=[{"type": "gopher_quality", "params": {"min_words": 20, "max_words": 100_000}},
+                           {"type": "url_filter"}], dedup=[{"method": "minhash"}], tokenize=None)
+    assert set(run_pipeline(parse_config(same), str(dup_input), str(out), workers=1, progress=False).passes.values()) \
+        == {"skipped"}
+    # a default changed by an upgrade
+    init = gopher.GopherQuality.__init__
+    defaults = list(init.__defaults__)
+    with monkeypatch.context() as m:
+        signature = inspect.signature(init)
+        names = [n for n, p in signature.parameters.items() if p.default is not inspect.Parameter.empty]
+        defaults[names.index("max_words")] = 50_000
+        m.setattr(init, "__defaults__", tuple(defaults))
+        import refinery.config as config_module
+
+        m.setattr(config_module, "_PARAM_MODELS", {})
+        with pytest.raises(RerunError, match=r"'filter' pass: stages\.gopher_quality\.params\.max_words 100000 -> 50000"):
+            run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    # a library upgraded
+    real = plan_module.library_version
+    with monkeypatch.context() as m:
+        m.setattr(plan_module, "library_version",
+                  lambda dist, pinned=None: "9.9" if dist == "tldextract" else real(dist, pinned))
+        with pytest.raises(RerunError, match=r"code\.tldextract '[^']+' -> '9\.9'"):
+            run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+        m.setattr(plan_module, "library_version",
+                  lambda dist, pinned=None: "9.9" if dist == "rensa" else real(dist, pinned))
+        with pytest.raises(RerunError, match=r"'minhash_dedup' pass: code\.rensa"):
+            run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+        assert run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False,
+                            force=True).passes == {"filter": "skipped", "minhash_dedup": "done"}
+
+
+def test_a_run_made_before_code_was_fingerprinted_resumes_and_changes_are_named(dup_input, tmp_path, monkeypatch,
+                                                                                 caplog):
+    out = tmp_path / "run"
+    spec = _recipe(dedup=[{"method": "minhash"}], tokenize=None)
+    _as_made_by_an_earlier_refinery(monkeypatch, frozenset({"code"}), lambda: run_pipeline(
+        parse_config(spec), str(dup_input), str(out), workers=1, progress=False))
+    recorded = json.loads((out / "run.json").read_text())["passes"]
+    assert "code" not in recorded[0]["params"] and "code" not in recorded[1]["params"]
+    assert recorded[0]["params"]["stages"][0]["params"] == {"min_words": 20}  # as given, then
+    with caplog.at_level(logging.INFO, logger="refinery.plan"):
+        again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    assert set(again.passes.values()) == {"skipped"}
+    assert "did not fingerprint default params and library versions" in caplog.text
+    # a change the old fingerprints see is refused in their terms, not as every default and version
+    changed = _recipe(stages=[{"type": "gopher_quality", "params": {"min_words": 30}}],
+                      dedup=[{"method": "minhash"}], tokenize=None)
+    with pytest.raises(RerunError) as refused:
+        run_pipeline(parse_config(changed), str(dup_input), str(out), workers=1, progress=False)
+    assert "min_words 20 -> 30" in str(refused.value) and "code." not in str(refused.value)
+    redone = run_pipeline(parse_config(changed), str(dup_input), str(out), workers=1, progress=False, force=True)
+    assert redone.passes == {"filter": "done", "minhash_dedup": "done"}
+    assert "code" in json.loads((out / "run.json").read_text())["passes"][0]["params"]
 
 
 def test_a_finished_shard_whose_outputs_went_missing_is_redone(dup_input, tmp_path):

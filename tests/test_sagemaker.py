@@ -348,9 +348,21 @@ def test_recipe_passes_match_the_plan_and_group_into_two_jobs(tmp_path):
     # shard stub objects: one per shard, and an instance refuses those of another listing
     stubs = {s["shard"]: s for s in recipe.stubs(plan_).values()}
     assert len(stubs) == 3 and recipe.check_stubs(plan_, list(stubs.values())) == set(stubs)
-    stale = [{**next(iter(stubs.values())), "fingerprint": "0" * 16}]
+    stale = [{**next(iter(stubs.values())), "fingerprint": "0" * 16, "input_fingerprint": "1" * 16}]
     with pytest.raises(ValueError, match="changed since the launch"):
         recipe.check_stubs(plan_, stale)
+    # same input, another plan: the image's code or libraries are not the launching checkout's
+    other_code = plan_run(config, plan_.input, plan_.output, pinned_libraries={"trafilatura": "0.1"})
+    assert other_code.input_fingerprint == plan_.input_fingerprint
+    with pytest.raises(ValueError, match="this image plans the filter pass unlike the launch did"):
+        recipe.check_stubs(plan_, list(recipe.stubs(other_code).values()))
+    # a launch plans with the versions of the image's lock file, as its instances will
+    from refinery.launch.package import image_library_versions
+
+    locked = image_library_versions()
+    assert locked["trafilatura"] and "ray" in locked
+    locked_plan = plan_run(config, plan_.input, plan_.output, pinned_libraries=locked)
+    assert locked_plan.passes[0].params["code"]["lxml"] == locked["lxml"]
 
 
 def test_launch_dry_run_prints_every_request_without_network(no_network):

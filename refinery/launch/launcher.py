@@ -90,7 +90,7 @@ def _plan(shipment: Shipment, input_uri: str, output_uri: str, dry_run: bool) ->
         return None, group_passes(recipe_passes(shipment.config), shipment.all_on_ray)
     from refinery.plan import first_pass_to_redo, load_previous, plan_run
 
-    plan = plan_run(shipment.config, input_uri, output_uri)
+    plan = plan_run(shipment.config, input_uri, output_uri, pinned_libraries=package.image_library_versions())
     first_pass_to_redo(plan, load_previous(plan.run), force=False)  # raises RerunError
     return plan, group_passes(plan.passes, shipment.all_on_ray)
 

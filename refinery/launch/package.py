@@ -68,6 +68,18 @@ BASE_IMAGE_FILE = "jobs/base-image.txt"
 LOCK_FILE = "jobs/requirements.lock"
 
 
+def image_library_versions(root: Path = ROOT) -> dict[str, str] | None:
+    """The library versions the job image holds (the pins of ``jobs/requirements.lock``, from
+    which it is built), or None without a lock file. A launch plans with these, as the instances
+    will: the launching machine's own versions would fingerprint another run."""
+    path = root / LOCK_FILE
+    if not path.is_file():
+        return None
+    from refinery.plan import read_lock_versions
+
+    return read_lock_versions(path.read_text())
+
+
 class ImageError(ValueError):
     """The image cannot be built or pushed as asked (the message says why and what to do)."""
 

@@ -93,9 +93,10 @@ def stubs_prefix(output_uri: str, job: str) -> str:
 
 
 def stubs(plan: Any) -> dict[str, dict[str, str]]:
-    """shard name -> stub for every input file of ``plan`` (a :class:`refinery.plan.Plan`)."""
-    fingerprint = plan.passes[0].fingerprint
-    return {name: {"shard": name, "uri": uri, "fingerprint": fingerprint}
+    """shard name -> stub for every input file of ``plan`` (a :class:`refinery.plan.Plan`):
+    the filter pass's fingerprint, and its input's alone (which of the two changed)."""
+    fingerprint, listing = plan.passes[0].fingerprint, plan.input_fingerprint
+    return {name: {"shard": name, "uri": uri, "fingerprint": fingerprint, "input_fingerprint": listing}
             for uri, name in zip(plan.input_files, plan.shard_names())}
 
 
@@ -127,7 +128,13 @@ def check_stubs(plan: Any, mine: list[dict[str, str]]) -> set[str]:
         want = expected.get(stub["shard"])
         if want is None:
             raise ValueError(f"stub {stub['shard']!r} ({stub['uri']}) is not an input shard of {plan.input} any more")
-        if stub["fingerprint"] != want["fingerprint"]:
+        if stub["fingerprint"] == want["fingerprint"]:
+            continue
+        if stub.get("input_fingerprint", want["input_fingerprint"]) != want["input_fingerprint"]:
             raise ValueError(f"the input under {plan.input} changed since the launch (filter fingerprint "
                              f"{stub['fingerprint']} at launch, {want['fingerprint']} now): launch again")
+        raise ValueError(f"this image plans the filter pass unlike the launch did (fingerprint {stub['fingerprint']} "
+                         f"at launch, {want['fingerprint']} here) over the same input: its refinery, stage defaults "
+                         f"or library versions differ from the launching checkout's jobs/requirements.lock; "
+                         f"build the image from that checkout (refinery launch builds it) and launch again")
     return {s["shard"] for s in mine}

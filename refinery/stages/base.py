@@ -55,6 +55,9 @@ class Stage(ABC):
     reads_text: ClassVar[bool] = True
     #: True for stages that turn ``html`` into ``text`` (extraction)
     makes_text: ClassVar[bool] = False
+    #: the distributions (PyPI names) whose versions decide this stage's output: a run records
+    #: them in its plan, so a resumed run refuses to mix shards made by two versions of them
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind

@@ -49,6 +49,7 @@ EMPTY_TEXT = "empty_text"
 
 class _FastTextStage(Stage):
     kind: ClassVar[str] = ""
+    libraries: ClassVar[tuple[str, ...]] = ("fasttext-numpy2",)
     positive: ClassVar[str] = ""  # the label whose probability is the score
 
     def __init__(self, model_path: str | None, max_chars: int, name: str | None) -> None:

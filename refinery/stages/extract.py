@@ -636,6 +636,9 @@ class TrafilaturaExtractor(Stage):
     main-content extraction when ``backend="resiliparse"``."""
 
     kind = "extract"
+    # trafilatura and its fallbacks (justext; readability is its own copy), the parser, the
+    # charset guess, and the other backends
+    libraries = ("trafilatura", "justext", "lxml", "lxml_html_clean", "charset-normalizer", "resiliparse", "selectolax")
     reads_text = False
     makes_text = True
 

@@ -108,6 +108,7 @@ class LanguageId(Stage):
     """Tag each document's language with fastText LID-176 and keep the wanted ones."""
 
     kind = "language_id"
+    libraries = ("fasttext-numpy2",)
 
     def __init__(
         self,

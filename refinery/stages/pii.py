@@ -197,6 +197,7 @@ class PiiRedactor(Stage):
     """Replace e-mail addresses, IP addresses, phone and card numbers by typed placeholders."""
 
     kind = "pii"
+    libraries = ("phonenumbers",)
     rewrites_text = True
     #: the metric column read by the report for the ``max_replacements`` threshold
     threshold_params = {COUNT_COLUMN: ["max_replacements"]}

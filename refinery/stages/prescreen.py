@@ -137,6 +137,7 @@ class LanguagePrescreen(Stage):
     """Remove pages whose cheap (whole-page) text is clearly not in ``languages``."""
 
     kind = "prescreen"
+    libraries = ("fasttext-numpy2", "resiliparse", "selectolax")
     reads_text = False
     threshold_params = {"prescreen_language_score": ["min_score"]}
     reason_metrics = {"prescreen_language": "prescreen_language_score"}

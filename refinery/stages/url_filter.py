@@ -268,6 +268,7 @@ class UrlFilter(Stage):
     """Remove documents whose URL is blocklisted or contains banned words (RefinedWeb G.1)."""
 
     kind = "url_filter"
+    libraries = ("tldextract",)
     reads_text = False
 
     def __init__(
