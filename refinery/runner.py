@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import posixpath
 import time
 from dataclasses import dataclass, field
@@ -127,6 +128,10 @@ def shard_name(input_uri: str, input_root: str) -> str:
     file names, deep nesting) are shortened deterministically: their first bytes, ``-``, and 16
     hex digits of the SHA-256 of the full name."""
     root = input_root.rstrip("/")
+    if not input_uri.startswith(root) and "://" not in root and input_uri.startswith("/") and not root.startswith("/"):
+        # a relative root over an absolute listing (local listings are absolute): "in/2019/s" and
+        # "in/2020/s" were both named "s", and one overwrote the other's outputs
+        root = os.path.abspath(root or ".")
     rel = input_uri[len(root) :].lstrip("/") if input_uri.startswith(root) and input_uri != root else posixpath.basename(input_uri)
     for suffix in sorted(INPUT_SUFFIXES, key=len, reverse=True):
         if rel.lower().endswith(suffix):

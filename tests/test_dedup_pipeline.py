@@ -196,6 +196,11 @@ def test_url_dedup_keeps_the_first_by_shard_then_row(tmp_path):
 def test_normalize_url():
     assert normalize_url("HTTP://WWW.Example.COM:80/A?b=1#frag") == "example.com/A?b=1"
     assert normalize_url("https://example.com/") == normalize_url("example.com") == "example.com/"
+    # a "#!" fragment is the page on AJAX sites (found by adversarial testing: all of a site's
+    # hashbang pages were one URL); other fragments, and an empty hashbang, are dropped
+    assert normalize_url("https://twitter.com/#!/jack") != normalize_url("https://twitter.com/#!/bob")
+    assert normalize_url("https://twitter.com#!/jack") == normalize_url("https://www.twitter.com/#!/jack")
+    assert normalize_url("https://example.com/a#!") == normalize_url("https://example.com/a#top") == "example.com/a"
     assert normalize_url("ftp://Host/x") == "ftp://host/x"
     assert normalize_url("  ") is None and normalize_url(None) is None
     # a query right after the host is not part of the host: its case matters, ports are not stripped from it
@@ -426,3 +431,46 @@ def test_cli(run_dir, minhash_out, tmp_path):
     assert clusters_of(tmp_path / "cli") == clusters_of(out)
     bad = CliRunner().invoke(app, ["dedup", str(run_dir), "-o", str(tmp_path / "x"), "--bands", "99"])
     assert bad.exit_code == 2 and "exceeds num_perm" in bad.output
+
+
+@pytest.mark.parametrize("method", ["exact", "lines"])
+def test_nested_shards_of_a_relative_input_are_all_read(tmp_path, monkeypatch, method):
+    """Found by adversarial testing: ``refinery dedup nest/in`` (relative) over ``in/2019/s.parquet``
+    and ``in/2020/s.parquet`` named both shards ``s`` (the listing is absolute, the root was not):
+    half the documents were lost, and the lines method crashed."""
+    text = "The quick brown fox jumps over the lazy dog near the river bank today and every other day."
+    for year, ids, texts in (("2019", ["a", "b"], [text, "A completely different document about river boats."]),
+                             ("2020", ["c", "d"], ["Yet another unrelated text about snow and skiing.", text])):
+        (tmp_path / "in" / year).mkdir(parents=True)
+        pq.write_table(pa.table({"id": ids, "text": texts, "url": [f"http://{i}.example/" for i in ids]}),
+                       tmp_path / "in" / year / "s.parquet")
+    monkeypatch.chdir(tmp_path)
+    stats = run_dedup("in", "out", DedupConfig(method=method), LocalExecutor(1))
+    assert stats["docs_read"] == 4 == stats["docs_kept"] + stats["docs_removed"]
+    assert sorted(p.name for p in (tmp_path / "out" / "kept").glob("*.parquet")) == ["2019__s.parquet",
+                                                                                     "2020__s.parquet"]
+
+
+@pytest.mark.parametrize("method", ["substring", "lines"])
+def test_repeated_ids_are_refused_by_the_methods_that_find_documents_by_id(tmp_path, method):
+    """Found by adversarial testing: substring dedup over ids ``x, y, x`` applied row 2's cuts to
+    row 0 (unique text lost 915 characters) and left row 2's duplicate span in place."""
+    span = " ".join(f"word{i}" for i in range(120))
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ["x", "y", "x"], "text": ["unique text " * 40, span, "other text " * 20 + span],
+                             "url": ["http://a.example/1", "http://b.example/2", "http://c.example/3"]}),
+                   tmp_path / "in" / "s.parquet")
+    with pytest.raises(Exception, match=r"s\.parquet: document ids must be non-null and unique within a shard"):
+        run_dedup(str(tmp_path / "in"), str(tmp_path / "out"), DedupConfig(method=method), LocalExecutor(1))
+
+
+def test_a_refused_output_inside_the_input_leaves_no_lock_file_in_the_input(tmp_path):
+    """Found by adversarial testing: ``refinery dedup in -o in`` was refused after taking the
+    output's lock, leaving ``in/.lock``, which a later ``refinery run`` over ``in`` warned about."""
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["some text"], "url": ["http://a.example/"]}),
+                   tmp_path / "in" / "s.parquet")
+    for output in (tmp_path / "in", tmp_path / "in" / "sub"):
+        with pytest.raises(ValueError, match="input"):
+            run_dedup(str(tmp_path / "in"), str(output), DedupConfig(method="url"), LocalExecutor(1))
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["s.parquet"]

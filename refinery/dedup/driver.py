@@ -100,6 +100,12 @@ def list_shards(input_dir: str) -> list[Shard]:
     if not files:
         raise DedupInputError(f"no Parquet shards under {root}")
     names = [shard_name(f, root) for f in files]
+    first: dict[str, str] = {}
+    for f, name in zip(files, names):
+        if name in first:  # two shards' outputs would overwrite each other's
+            raise DedupInputError(f"input files {first[name]} and {f} under {root} map to the same shard name "
+                                  f"{name!r} (a shard is named by its path without the suffix): rename one")
+        first[name] = f
     if is_run and _is_run_dir(input_dir, last):
         try:
             finished = {fs.basename(u)[: -len(".json")] for u in fs.list_files(last.stats_dir, (".json",))}
@@ -236,6 +242,13 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
     pass's directory; its ``index/`` holds the work files) and ``upstream`` (the previous pass's
     fingerprint, so an index built from other inputs is never reused); the plan owns ``run.json``.
     """
+    if shards is None:
+        # standalone (`refinery dedup`): writing into the run it reads would replace its run.json,
+        # stats and kept shards with this pass's; refused before the lock is taken, which would
+        # leave its .lock file in the input
+        from refinery.plan import check_separate
+
+        check_separate(fs.validate_uri(input_dir), fs.validate_uri(output_dir))
     owned = executor is None
     executor = executor or make_executor(config.executor.type, config.executor.workers,
                                          ray_address=config.executor.ray_address,
@@ -254,12 +267,6 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
 def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor, work_dir: str | None,
                force: bool, shards: list[Shard] | None, out: PassDir | None, upstream: str | None) -> dict[str, Any]:
     input_dir, output_dir = fs.validate_uri(input_dir), fs.validate_uri(output_dir)
-    if shards is None:
-        # standalone (`refinery dedup`): writing into the run it reads would replace its run.json,
-        # stats and kept shards with this pass's
-        from refinery.plan import check_separate
-
-        check_separate(input_dir, output_dir)
     out = out or PassDir(output_dir)
     work_root = fs.validate_uri(work_dir or (out.index_dir if upstream else fs.join(output_dir, "dedup")))
     standalone = shards is None

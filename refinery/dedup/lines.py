@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns
+from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns, check_unique_ids
 from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
 from refinery.io import fs, parquet
 from refinery.stats.domains import NO_URL, DomainCounter
@@ -177,6 +177,7 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
     line_rule = LineRule.from_params(rule)
     domains = DomainCounter()
     table = parquet.read_table(input_uri, columns=["id", "text", "url"] + (["source"] if "source" in present else []))
+    check_unique_ids(table.column("id").cast(pa.string()), input_uri)
     n = table.num_rows
     line_parts: list[np.ndarray] = []
     domain_parts: list[np.ndarray] = []

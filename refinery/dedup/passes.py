@@ -47,15 +47,18 @@ def node_partition(nodes: np.ndarray, num_parts: int) -> np.ndarray:
 
 
 # -- keys -----------------------------------------------------------------------------------
-_AUTHORITY_END = re.compile(r"[/?]")
+_AUTHORITY_END = re.compile(r"[/?#]")
 
 
 def normalize_url(url: str | None) -> str | None:
-    """The URL as compared by URL dedup: trimmed, scheme and host lowercased, fragment dropped,
+    """The URL as compared by URL dedup: trimmed, scheme and host lowercased, fragment dropped
+    (except a ``#!`` "hashbang", where AJAX sites put the page: ``twitter.com/#!/jack``),
     ``http``/``https`` and a leading ``www.`` not distinguished. ``None`` for empty URLs."""
     if not url:
         return None
-    url = url.strip().split("#", 1)[0]
+    url, _, fragment = url.strip().partition("#")
+    if fragment.startswith("!") and fragment.strip("!/"):
+        url = f"{url}#{fragment}"
     if not url:
         return None
     scheme, sep, rest = url.partition("://")
@@ -102,6 +105,15 @@ def _columns(uri: str) -> list[str]:
 
 
 # -- pass 1: signatures / keys per shard ------------------------------------------------------
+def check_unique_ids(ids: pa.Array | pa.ChunkedArray, input_uri: str) -> None:
+    """DedupInputError unless every id is set and unique: the removal pass finds documents by id
+    (substring cuts, a line's keeper), so a repeated id cut or kept the wrong document."""
+    if ids.null_count or (len(ids) and pc.count_distinct(ids).as_py() != len(ids)):
+        raise DedupInputError(
+            f"shard {input_uri}: document ids must be non-null and unique within a shard "
+            f"(the removal pass finds documents by id)")
+
+
 def signature_task(
     input_uri: str, shard: str, shard_index: int, output_uri: str, method: str, lsh: dict[str, Any],
     batch_size: int = 1000, sig_slots: int = 0,
@@ -119,10 +131,7 @@ def signature_task(
     table = parquet.read_table(input_uri, columns=needed + (["source"] if "source" in present else []))
     n = table.num_rows
     ids = table.column("id").cast(pa.string())
-    if ids.null_count or (n and pc.count_distinct(ids).as_py() != n):
-        raise DedupInputError(
-            f"shard {input_uri}: document ids must be non-null and unique within a shard "
-            f"(the removal pass finds documents by id)")
+    check_unique_ids(ids, input_uri)
     params = LshParams(**lsh)
     width = params.bands if method == "minhash" else 1
     keys = np.zeros((n, width), dtype=_U64)

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.dedup.passes import MAX_SOURCES, _columns
+from refinery.dedup.passes import MAX_SOURCES, _columns, check_unique_ids
 from refinery.dedup.text import raw_tokenize
 from refinery.io import parquet
 
@@ -141,6 +141,7 @@ def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bo
         present = _columns(shard["input_uri"])
         table = parquet.read_table(shard["input_uri"], columns=["id", "text"] + (["source"] if "source" in present else []))
         ids.append(table.column("id").cast(pa.string()))
+        check_unique_ids(ids[-1], shard["input_uri"])
         if "source" in table.column_names:
             distinct = pc.unique(table.column("source").drop_null())
             sources[shard["name"]] = sorted(distinct.to_pylist()) if len(distinct) <= MAX_SOURCES else None

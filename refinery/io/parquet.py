@@ -42,11 +42,22 @@ def concat(batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema | Non
     return pa.concat_tables(nonempty, promote_options="permissive")
 
 
+def _arrow_owned(data: bytes) -> pa.Buffer:
+    """``data`` copied into memory Arrow owns. A buffer over Python ``bytes`` is released by
+    whichever Arrow thread drops it last, which must take the GIL: during interpreter exit
+    (after an error) that thread aborted the process, "terminate called without an active
+    exception" (found by adversarial testing)."""
+    out = pa.BufferOutputStream()
+    out.write(data)
+    return out.getvalue()
+
+
 def read_table(uri: str, columns: list[str] | None = None, required: Iterable[str] = ()) -> pa.Table:
     """Read a whole shard; raise :class:`ShardReadError` naming the shard and the problem."""
     try:
-        with fs.open_input(uri) as f:
-            data = f.read()
+        with fs.open_input(uri, seekable=True) as f:
+            # a seekable native file reads into Arrow's memory (a stream's read_buffer is Python's)
+            data = f.read_buffer() if isinstance(f, pa.NativeFile) and f.seekable() else _arrow_owned(f.read())
         table = pq.read_table(pa.BufferReader(data), columns=columns)
     except fs.StorageError as exc:
         raise ShardReadError(str(exc)) from exc
