@@ -44,6 +44,21 @@ def test_normalization_rules(a, b):
     assert T.words(T.tokenize([a, b])) == [T.reference_words(a), T.reference_words(b)]
 
 
+@pytest.mark.parametrize("a, b", [("ราคาข่าว", "ราคาข้าว"), ("ขาว", "ข่าว"), ("कल", "कुल"), ("が", "か"), ("パン", "ハン")])
+def test_marks_that_are_letters_are_kept(a, b):
+    """Found by adversarial testing: every combining mark was dropped as if an accent, so Thai
+    tone marks and vowels, Indic vowel signs and the kana voicing marks went, different words became
+    one, and exact dedup removed "ราคาข่าว" (news price) as a copy of "ราคาข้าว" (rice price)."""
+    assert T.normalize_text(a) != T.normalize_text(b)
+    assert T.words(T.tokenize([a, b])) == [T.reference_words(a), T.reference_words(b)]
+    assert T.words(T.tokenize([a]))[0] != T.words(T.tokenize([b]))[0]
+
+
+def test_optional_vowel_points_are_dropped_like_accents():
+    assert T.normalize_text("كَتَبَ") == T.normalize_text("كتب")  # Arabic harakat
+    assert T.normalize_text("שָׁלוֹם") == T.normalize_text("שלום")  # Hebrew niqqud
+
+
 def test_documents_stay_separate_and_empty_documents_have_no_words():
     tokens = T.tokenize(["one two", "", None, "   ...  ", "three"])
     assert T.words(tokens) == [["one", "two"], [], [], [], ["three"]]
@@ -89,6 +104,39 @@ def test_raw_tokens_locate_the_original_text(docs):
         lo, hi = raw.doc_offsets[d], raw.doc_offsets[d + 1]
         pieces = [text[s:e] for s, e in zip(raw.starts[lo:hi], raw.ends[lo:hi])]
         assert pieces == text.split()
+
+
+def test_raw_tokens_make_every_cjk_character_a_token():
+    """Found by adversarial testing: substring dedup's tokens were whitespace runs, a Chinese
+    paragraph one token, so a passage published on three Chinese or Japanese pages was never cut."""
+    text = "你好世界 hello 日本語のテキスト。 x"
+    raw = T.raw_tokenize([text, "plain words"])
+    pieces = [text[s:e] for s, e in zip(raw.starts[:raw.doc_offsets[1]], raw.ends[:raw.doc_offsets[1]])]
+    assert pieces == ["你", "好", "世", "界", "hello", "日", "本", "語", "の", "テ", "キ", "ス", "ト", "。", "x"]
+    assert raw.doc_offsets.tolist() == [0, 15, 17]
+
+
+def test_substring_dedup_cuts_a_chinese_passage_published_three_times(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refinery.dedup.config import DedupConfig
+    from refinery.dedup.driver import run_dedup
+    from refinery.executors.local import LocalExecutor
+
+    clauses = ["今天天气很好", "我们去公园散步", "孩子们在草地上玩耍", "老人在树下下棋", "小狗追着蝴蝶跑",
+               "湖面上有几只小船", "远处传来音乐声", "卖冰淇淋的小车停在路边", "大家都很开心", "傍晚我们才回家"]
+    shared = "，".join(clauses) + "。"
+    own = ["图书馆里很安静，学生们在认真读书，老师在讲台上写字，窗外的树叶在风中摇动，下课铃声响了。" * 2,
+           "同学们走出教室，食堂里飘来饭菜的香味，操场上有人在跑步，天空中飞过一群鸟，晚霞染红了西边的天空。" * 2,
+           "火车站里人来人往，广播里播放着列车信息，旅客们拖着行李箱匆匆赶路，候车室里坐满了人。" * 2]
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": [o + "\n" + shared for o in own]}), tmp_path / "in" / "s.parquet")
+    run_dedup(str(tmp_path / "in"), str(tmp_path / "out"), DedupConfig(method="substring"), LocalExecutor(1))
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "out" / "kept").to_pylist()}
+    assert sorted(rows) == ["a", "b", "c"]
+    assert shared in rows["a"]["text"] and shared not in rows["b"]["text"] and shared not in rows["c"]["text"]
+    assert rows["b"]["substring_cut_chars"] >= len(shared) - 2
 
 
 def test_every_cjk_character_is_a_word():

@@ -7,8 +7,8 @@ collapse whitespace. :func:`normalize_text` is the readable pure-Python definiti
 1. the batch's texts are joined with NUL separators and encoded once as UTF-32, so every
    codepoint is one ``uint32``;
 2. one lookup in a 0x110000-entry table (:func:`fold_table`) maps each codepoint to its folded
-   form (lowercase, accents removed) or to a class: ``DROP`` (combining marks ``Mn`` and invisible
-   format characters ``Cf`` such as soft hyphens), ``SPACE`` (punctuation ``P*``, symbols ``S*``,
+   form (lowercase, accents removed) or to a class: ``DROP`` (accents and optional vowel points,
+   :data:`DROPPED_MARKS`, and invisible format characters ``Cf`` such as soft hyphens), ``SPACE`` (punctuation ``P*``, symbols ``S*``,
    separators ``Z*``, control characters, whitespace) or ``SEP`` (the document separator);
 3. word boundaries are the edges of runs of word codepoints; each word is hashed with a 64-bit
    polynomial hash computed from prefix sums (no Python loop over words), then mixed.
@@ -47,7 +47,7 @@ import numpy as np
 log = logging.getLogger("refinery.dedup.text")
 
 #: bump when the table's semantics change, so a stale on-disk cache is rebuilt
-TABLE_VERSION = 1
+TABLE_VERSION = 2
 NUM_CODEPOINTS = 0x110000
 DROP = np.uint32(0xFFFFFFFF)
 SPACE = np.uint32(0xFFFFFFFE)
@@ -59,10 +59,24 @@ _MASK64 = (1 << 64) - 1
 
 
 # -- the reference definition ------------------------------------------------------------------
+#: the combining marks normalization drops: accents (the diacritical-mark blocks, what NFD splits
+#: off Latin, Greek and Cyrillic letters) and the optional vowel points of Hebrew and Arabic. Not
+#: the marks that are letters: Thai and Lao vowels and tone marks, Indic vowel signs, the kana
+#: voicing marks ("ข่าว" news and "ข้าว" rice, "कल" and "कुल", "が" and "か" were one word, and
+#: exact dedup removed different texts as copies; found by adversarial testing)
+DROPPED_MARKS = ((0x0300, 0x036F), (0x0591, 0x05C7), (0x0610, 0x061A), (0x064B, 0x065F), (0x0670, 0x0670),
+                 (0x06D6, 0x06ED), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0x20D0, 0x20FF), (0xFE20, 0xFE2F))
+
+
+def _dropped_mark(ch: str) -> bool:
+    cp = ord(ch)
+    return unicodedata.category(ch) == "Mn" and any(lo <= cp <= hi for lo, hi in DROPPED_MARKS)
+
+
 def char_class(ch: str) -> str:
     """``"drop"``, ``"space"`` or ``"word"`` for one character (the normalization's rule)."""
     cat = unicodedata.category(ch)
-    if cat in ("Mn", "Cf"):
+    if cat == "Cf" or _dropped_mark(ch):
         return "drop"
     if cat[0] in "PSZ" or cat == "Cc" or ch.isspace():
         return "space"
@@ -70,9 +84,10 @@ def char_class(ch: str) -> str:
 
 
 def fold_char(ch: str) -> str:
-    """Lowercase, NFD, drop combining marks; keep ``ch`` if that leaves several base characters."""
+    """Lowercase, NFD, drop accents (:data:`DROPPED_MARKS`); keep ``ch`` if that leaves several
+    characters."""
     folded = unicodedata.normalize("NFD", ch.lower())
-    folded = "".join(c for c in folded if unicodedata.category(c) != "Mn")
+    folded = "".join(c for c in folded if not _dropped_mark(c))
     return folded if len(folded) == 1 else ch
 
 
@@ -249,18 +264,7 @@ def tokenize(texts: Sequence[str | None], seed: int = 0) -> Tokens:
     cp = table[_joined_codepoints(texts)]
     if (cp == DROP).any():
         cp = cp[cp != DROP]
-    word = cp < _WORD_LIMIT
-    cjk = _cjk_mask(cp)
-    if cjk is None:
-        # run edges of "word" codepoints: +1 where a word starts, -1 just past where it ends
-        edges = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
-        starts, ends = edges[0::2], edges[1::2]
-    else:  # a CJK codepoint is a word of its own: it starts and ends one, and so do its neighbours
-        boundary = ~word | cjk
-        before = np.concatenate(([True], boundary[:-1]))
-        after = np.concatenate((boundary[1:], [True]))
-        starts = np.flatnonzero(word & (before | cjk))
-        ends = np.flatnonzero(word & (after | cjk)) + 1
+    starts, ends = _word_spans(cp)
     word_hash = _span_hashes(cp, starts, ends, seed)
     # document of each word: how many separators precede its start
     seps = np.flatnonzero(cp == SEP)
@@ -270,6 +274,21 @@ def tokenize(texts: Sequence[str | None], seed: int = 0) -> Tokens:
     doc_offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(word_doc, minlength=n), out=doc_offsets[1:])
     return Tokens(word_hash, doc_offsets, cp, starts, ends)
+
+
+def _word_spans(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, ends)`` of the words of mapped codepoints: runs of word codepoints, and each CJK
+    codepoint a word of its own (it starts and ends one, and so do its neighbours)."""
+    word = cp < _WORD_LIMIT
+    cjk = _cjk_mask(cp)
+    if cjk is None:
+        # run edges of "word" codepoints: +1 where a word starts, -1 just past where it ends
+        edges = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
+        return edges[0::2], edges[1::2]
+    boundary = ~word | cjk
+    before = np.concatenate(([True], boundary[:-1]))
+    after = np.concatenate((boundary[1:], [True]))
+    return np.flatnonzero(word & (before | cjk)), np.flatnonzero(word & (after | cjk)) + 1
 
 
 def _cjk_mask(cp: np.ndarray) -> np.ndarray | None:
@@ -377,8 +396,10 @@ def raw_table() -> np.ndarray:
 
 @dataclass
 class RawTokens:
-    """Whitespace-separated tokens of the original texts: hashes, and codepoint offsets of each
-    token within its document (Python string indices), for cutting spans out of the text."""
+    """Whitespace-separated tokens of the original texts, each CJK character a token of its own
+    (a Chinese paragraph was one token, so substring dedup never cut Chinese or Japanese text;
+    found by adversarial testing): hashes, and codepoint offsets of each token within its
+    document (Python string indices), for cutting spans out of the text."""
 
     token_hash: np.ndarray  # uint64 [T]
     doc_offsets: np.ndarray  # int64 [n + 1]
@@ -407,9 +428,7 @@ def _span_hashes(cp: np.ndarray, starts: np.ndarray, ends: np.ndarray, seed: int
 def raw_tokenize(texts: Sequence[str | None], seed: int = 0) -> RawTokens:
     n = len(texts)
     cp = raw_table()[_joined_codepoints(texts)]
-    word = cp < _WORD_LIMIT
-    edges = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
-    starts, ends = edges[0::2], edges[1::2]
+    starts, ends = _word_spans(cp)
     token_hash = _span_hashes(cp, starts, ends, seed)
     seps = np.flatnonzero(cp == SEP)
     doc_start = np.concatenate([[0], seps + 1]).astype(np.int64)
