@@ -619,17 +619,20 @@ def _token_outputs_present(tokens_dir: str, tokenizer_sha256: str | None = None)
     """The token manifest and every file of every shard it lists exist (one listing), and the
     manifest's tokenizer is the one the pass used (a standalone ``refinery tokenize`` with another
     tokenizer into ``RUN/tokens`` left the pass "finished"; found by adversarial testing)."""
-    from refinery.tokens.format import shard_uris
+    from refinery.tokens.format import file_sizes, shard_damage
 
     try:
         manifest = json.loads(fs.read_bytes(fs.join(tokens_dir, "manifest.json")))
-        present = {fs.basename(u) for u in fs.list_files(tokens_dir)}
+        present = {fs.basename(u) for u in fs.list_files(tokens_dir, (".json",))}
     except (fs.StorageError, OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         return False
     if tokenizer_sha256 is not None and (manifest.get("tokenizer") or {}).get("sha256") != tokenizer_sha256:
         return False
-    return all({fs.basename(u) for u in shard_uris(tokens_dir, str(s.get("name"))).values()} <= present
-               for s in manifest.get("shards", []))
+    sizes = file_sizes(tokens_dir)  # files cut short count as missing: the pass redoes their shards
+    return all(isinstance(s, dict) and f"{s.get('name')}.json" in present and shard_damage(s, sizes) is None
+               for s in manifest["shards"])
 
 
 def finish_pass(plan: Plan, p: Pass, summary: dict[str, Any]) -> None:

@@ -623,6 +623,11 @@ def test_token_outputs_that_went_missing_are_redone_and_a_changed_tokenizer_file
     again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
     assert again.passes == {"filter": "skipped", "url_dedup": "skipped", "tokens": "done"}
     assert victim.exists() and (out / "tokens" / "manifest.json").read_bytes() == reference
+    # a shard cut short (an interrupted copy) with the manifest in place: redone, not skipped
+    whole = victim.read_bytes()
+    victim.write_bytes(whole[: len(whole) // 2])
+    again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    assert again.passes["tokens"] == "done" and victim.read_bytes() == whole
     # a standalone tokenize into RUN/tokens: refused while a run holds RUN; afterwards, tokens made
     # with another tokenizer there are no longer the pass's, and the rerun redoes them
     from refinery.io.runlock import RunDirBusy, run_dir_lock

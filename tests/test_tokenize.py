@@ -114,6 +114,15 @@ def test_rerun_skips_finished_shards_and_redoes_missing(kept_run, tmp_path):
         assert (tmp_path / "tok" / p).read_bytes() == data  # deterministic rewrite
         if not p.startswith("shard-02") and p not in (MANIFEST, LOCK_FILE):  # the lock is run state
             assert os.path.getmtime(tmp_path / "tok" / p) == mtime  # untouched
+    # files cut short after the shard finished (an interrupted copy): redone, not skipped (found by
+    # adversarial testing: the rerun reported success and the loader refused the shard)
+    for victim in ("shard-01.bin", "shard-03.idx"):
+        path = tmp_path / "tok" / victim
+        path.write_bytes(path.read_bytes()[:-2])
+    fourth = tokenize_run(kept_run, out, "gpt2", progress=False)
+    assert sorted(fourth.done) == ["shard-01", "shard-03"]
+    for p, (mtime, data) in before.items():
+        assert (tmp_path / "tok" / p).read_bytes() == data
 
 
 def test_literal_eos_in_text_is_text_not_a_boundary(tmp_path, cc_docs):

@@ -172,6 +172,36 @@ def write_shard(directory: str, name: str, tokens: np.ndarray, offsets: np.ndarr
     return entry
 
 
+def shard_damage(entry: dict, sizes: dict[str, int]) -> str | None:
+    """What is wrong with a finished shard's files, given ``sizes`` (file name -> bytes, one
+    listing of its directory), or None: a file missing, or a ``.bin``/``.idx`` whose size is not
+    what the sidecar records (cut short by an interrupted copy; a rerun skipped it and reported
+    success while the loader refused it; found by adversarial testing)."""
+    name = str(entry.get("name"))
+    try:
+        want = {name + ".bin": int(entry["n_tokens"]) * np.dtype(entry["dtype"]).itemsize,
+                name + ".idx": index_size(int(entry["n_docs"]))}
+    except (KeyError, TypeError, ValueError):
+        return f"its sidecar {name}.json lacks n_tokens, n_docs or dtype"
+    for file in (name + ".bin", name + ".idx", name + ".ids.parquet"):
+        if file not in sizes:
+            return f"{file} is missing"
+        if file in want and sizes[file] != want[file]:
+            return f"{file} has {sizes[file]} bytes, not the {want[file]} its sidecar records"
+    return None
+
+
+def file_sizes(directory: str) -> dict[str, int]:
+    """File name -> byte size of the files directly in a token directory (one listing)."""
+    try:
+        listing = fs.list_file_versions(directory, (".bin", ".idx", ".parquet"))
+    except fs.StorageError:
+        return {}
+    prefix = fs.absolute(directory).rstrip("/") + "/"  # local listings are absolute
+    return {u[len(prefix):]: size for u, (size, _) in listing.items()
+            if u.startswith(prefix) and "/" not in u[len(prefix):]}
+
+
 def read_marker(directory: str, name: str) -> dict | None:
     """The shard's ``.json`` sidecar (its manifest entry), or None if the shard is not finished."""
     uri = shard_uris(directory, name)["marker"]

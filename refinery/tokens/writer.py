@@ -47,7 +47,9 @@ from refinery.tokens.format import (
     ShardFile,
     TokenizerMismatchError,
     TokenShardError,
+    file_sizes,
     read_marker,
+    shard_damage,
     shard_uris,
     write_shard,
 )
@@ -329,13 +331,16 @@ def _finished(out_dir: str, names: list[str], tok: LoadedTokenizer, plan: dict |
     if force:
         return {}
     found = {}
+    sizes: dict[str, int] | None = None
     for name in names:
         marker = read_marker(out_dir, name)
         if marker is None:
             continue
-        missing = [u for k, u in shard_uris(out_dir, name).items() if k != "marker" and not fs.exists(u)]
-        if missing:  # files deleted after the shard finished: redo it rather than skip it
-            log.info("tokenize [%s]: %s missing, redone", name, fs.basename(missing[0]))
+        if sizes is None:
+            sizes = file_sizes(out_dir)
+        damage = shard_damage(marker, sizes)
+        if damage:  # files deleted or cut short after the shard finished: redo it rather than skip it
+            log.info("tokenize [%s]: %s, redone", name, damage)
             continue
         source = (sources or {}).get(name)
         if source is not None and not _same_source(marker, source):
