@@ -61,6 +61,17 @@ class LoaderStateError(ValueError):
     """A saved loader state does not belong to this loader (other data, seed, ranks or shapes)."""
 
 
+def content_fingerprint(manifest: dict) -> str:
+    """SHA-256 of what decides a token stream: the tokenizer's identity, the dtype, the shuffle
+    plan, and each shard's name, document and token counts and content hashes, in order."""
+    tk = manifest["tokenizer"]
+    identity = {"tokenizer": [tk.get("sha256"), tk.get("vocab_size"), tk.get("eos_id")], "dtype": manifest.get("dtype"),
+                "shuffle": manifest.get("shuffle"),
+                "shards": [[e.get(k) for k in ("name", "n_docs", "n_tokens", "bin_sha256", "idx_sha256")]
+                           for e in manifest["shards"]]}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
 class TokenDataset:
     """A manifest's shards as one token stream, validated on open and read by ranges.
 
@@ -73,7 +84,14 @@ class TokenDataset:
         data, manifest_uri = read_manifest_bytes(uri)
         self.uri = uri
         self.manifest = parse_manifest(data, manifest_uri)
-        self.fingerprint = hashlib.sha256(data).hexdigest()
+        #: what a training checkpoint's loader state names the data by: the tokens themselves
+        #: (tokenizer, dtype, shuffle plan, each shard's name, counts and content hashes, in
+        #: order), not the manifest's bytes, which a rerun that redid nothing rewrote with the
+        #: tokenizer path as typed and the installed library's version (found by adversarial
+        #: testing: saved states were refused). ``manifest_sha256``: the former fingerprint,
+        #: still accepted from states saved before.
+        self.fingerprint = content_fingerprint(self.manifest)
+        self.manifest_sha256 = hashlib.sha256(data).hexdigest()
         tk = self.manifest["tokenizer"]
         self.tokenizer_sha256: str = tk["sha256"]
         self.vocab_size: int = int(tk["vocab_size"])
@@ -384,6 +402,8 @@ class TokenLoader:
         if state.get("version") != STATE_VERSION:
             raise LoaderStateError(f"loader state version {state.get('version')} != {STATE_VERSION}")
         saved = {"drop_last": False, **state}  # states saved before drop_last existed
+        if saved.get("dataset") == self.data.manifest_sha256:  # saved before content fingerprints
+            saved["dataset"] = self.data.fingerprint
         diff = {k: (saved.get(k), v) for k, v in self._identity().items() if saved.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())

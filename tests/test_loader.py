@@ -139,6 +139,34 @@ def test_state_from_another_setup_is_refused(gpt2_tokens):
         TokenLoader(gpt2_tokens, 63, 8, seed=1, world_size=2).load_state_dict(state)
 
 
+def test_a_rerun_that_redid_nothing_keeps_saved_states_valid(gpt2_tokens, tmp_path):
+    """Found by adversarial testing: the dataset fingerprint was the manifest's SHA-256, and a
+    rerun that redid nothing rewrote the manifest (the tokenizer's path as typed, the installed
+    tokenizers version), so every saved training state was refused. It is the tokens' now."""
+    data = _copy(gpt2_tokens, tmp_path / "tok")
+    loader = TokenLoader(data, SEQ, 8, seed=1)
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    manifest = json.loads((tmp_path / "tok" / "manifest.json").read_text())
+    manifest["tokenizer"]["id"] = "./elsewhere/gpt2.json"
+    manifest["tokenizer"]["tokenizers_version"] = "0.99.0"
+    manifest["source"]["run_dir"] = "/another/spelling"
+    (tmp_path / "tok" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    resumed = TokenLoader(data, SEQ, 8, seed=1)
+    resumed.load_state_dict(state)
+    assert resumed.position == loader.position
+    # a state saved before (the manifest's SHA-256) still loads; other tokens are refused
+    import hashlib
+
+    old = dict(state, dataset=hashlib.sha256((tmp_path / "tok" / "manifest.json").read_bytes()).hexdigest())
+    TokenLoader(data, SEQ, 8, seed=1).load_state_dict(old)
+    manifest["shards"][0]["bin_sha256"] = "0" * 64
+    (tmp_path / "tok" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(LoaderStateError, match="dataset"):
+        TokenLoader(data, SEQ, 8, seed=1).load_state_dict(state)
+
+
 def test_s3_loader_matches_local_and_resumes(gpt2_tokens, s3_root):
     for name in os.listdir(gpt2_tokens):
         fs.write_bytes(f"{s3_root}/tok/{name}", fs.read_bytes(os.path.join(gpt2_tokens, name)))

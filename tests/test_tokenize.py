@@ -23,6 +23,7 @@ from refinery.tokens import (
     ShardFile,
     TokenizerError,
     TokenizerMismatchError,
+    TokenShardError,
     load_tokenizer,
     token_dtype,
 )
@@ -443,3 +444,39 @@ def test_worker_loads_the_tokenizer_once_and_checks_its_hash(kept_run, pool2, tm
     one = {"a": os.path.join(kept_run, "kept", "shard-01.parquet")}
     with pytest.raises(TaskError, match=r"task a failed: .*TokenizerMismatchError.*driver's"):
         tokenize_run(kept_run, str(tmp_path / "t"), neo, shards=one, executor=pool2)
+
+
+def test_a_damaged_manifest_is_named_by_every_command(kept_run, tmp_path):
+    """Found by adversarial testing: a manifest without ``shards`` (or a shard without a name, or a
+    JSON list) gave ``error: 'shards'`` or an AttributeError, naming no file."""
+    from refinery.loader import TokenDataset
+
+    out = tmp_path / "tok"
+    tokenize_run(kept_run, str(out), "gpt2", progress=False)
+    good = json.loads((out / MANIFEST).read_text())
+    damaged = {"shards": {k: v for k, v in good.items() if k != "shards"},
+               "name": good | {"shards": [{k: v for k, v in good["shards"][0].items() if k != "name"}]},
+               "tokenizer": good | {"tokenizer": {"id": "gpt2"}}}
+    for what, manifest in damaged.items():
+        (out / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(TokenShardError, match=r"corrupt token manifest .*manifest\.json"):
+            TokenDataset(str(out))
+        with pytest.raises(TokenShardError, match=r"manifest\.json"):
+            tokenize_run(kept_run, str(out), "gpt2", progress=False)
+    (out / MANIFEST).write_text("[1]")
+    with pytest.raises(TokenShardError, match=r"manifest\.json is not a refinery token manifest"):
+        tokenize_run(kept_run, str(out), "gpt2", progress=False)
+
+
+def test_kept_files_sharing_a_shard_name_and_zero_shards_are_refused(tmp_path, cc_docs):
+    """Found by adversarial testing: ``kept/a/b.parquet`` and ``kept/a__b.parquet`` were one token
+    shard and one file's documents vanished; ``--num-shards 0`` silently meant the default."""
+    kept = tmp_path / "run" / "kept"
+    (kept / "a").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["n1", "n2"], "text": [d["text"] for d in cc_docs[:2]]}), kept / "a" / "b.parquet")
+    pq.write_table(pa.table({"id": ["f1"], "text": [cc_docs[2]["text"]]}), kept / "a__b.parquet")
+    with pytest.raises(TokenizeError, match=r"map to the same token shard name 'a__b'"):
+        tokenize_run(str(tmp_path / "run"), str(tmp_path / "tok"), "gpt2", progress=False)
+    (kept / "a__b.parquet").unlink()
+    with pytest.raises(TokenizeError, match="num_shards must be >= 1, got 0"):
+        tokenize_run(str(tmp_path / "run"), str(tmp_path / "tok"), "gpt2", shuffle=True, num_shards=0, progress=False)

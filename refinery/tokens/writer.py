@@ -94,7 +94,11 @@ def kept_shards(run_dir: str, allow_unfinished: bool = False) -> dict[str, str]:
     shards = {}
     for uri in files:
         rel = uri[len(prefix):] if uri.startswith(prefix) else fs.basename(uri)
-        shards[rel[: -len(".parquet")].replace("/", "__")] = uri
+        name = rel[: -len(".parquet")].replace("/", "__")
+        if name in shards:  # one file's documents would be silently left out (found by adversarial testing)
+            raise TokenizeError(f"kept files {shards[name]} and {uri} map to the same token shard name {name!r}: "
+                                f"rename one")
+        shards[name] = uri
     stats_dir = last.stats_dir
     # A run directory (run.json, or a pass recording stats or failures) as opposed to bare kept/ shards:
     is_run = any(fs.exists(u) for u in (RunDir(run_dir).run_json, stats_dir, last.failed_dir))
@@ -312,7 +316,7 @@ def _manifest_conflict(output: str, tok: LoadedTokenizer) -> str | None:
     manifest_uri = fs.join(output, MANIFEST)
     if not fs.exists(manifest_uri):
         return None
-    old = json.loads(fs.read_bytes(manifest_uri)).get("tokenizer", {})
+    old = parse_manifest(fs.read_bytes(manifest_uri), manifest_uri)["tokenizer"]
     if old.get("sha256") != tok.sha256:
         return (f"{output} already holds tokens from tokenizer {old.get('id')} (sha256 {old.get('sha256')}); "
                 f"refusing to mix in {tok.name} (sha256 {tok.sha256})")
@@ -505,7 +509,7 @@ def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str,
     started = time.time()
     plan = None
     if shuffle:
-        k = num_shards or len(names)
+        k = len(names) if num_shards is None else num_shards  # 0 is an error, not "the default"
         if k < 1:
             raise TokenizeError(f"num_shards must be >= 1, got {k}")
         # the sources' names and contents: final shards of another input are not reused
@@ -542,6 +546,16 @@ def parse_manifest(data: bytes, uri: str) -> dict:
         raise TokenShardError(f"{uri} is a token output in refinery's old RFTOKIDX format, no longer read: {RETOKENIZE}")
     if manifest.get("version") != VERSION:
         raise TokenShardError(f"{uri} has token format version {manifest.get('version')}; this refinery reads {VERSION}")
+    tokenizer, shards = manifest.get("tokenizer"), manifest.get("shards")
+    problem = ("no tokenizer object" if not isinstance(tokenizer, dict)
+               else f"its tokenizer lacks {sorted({'sha256', 'vocab_size', 'eos_id'} - set(tokenizer))}"
+               if not {"sha256", "vocab_size", "eos_id"} <= set(tokenizer)
+               else "no dtype" if not isinstance(manifest.get("dtype"), str)
+               else "no list of shards" if not isinstance(shards, list)
+               else "a shard entry without a name" if not all(isinstance(e, dict) and e.get("name") for e in shards)
+               else None)
+    if problem:  # a KeyError naming a key, and no file, was all a user saw (found by adversarial testing)
+        raise TokenShardError(f"corrupt token manifest {uri}: {problem}")
     return manifest
 
 
