@@ -127,6 +127,9 @@ def stats(
         out.print_json(json.dumps(runs[0]))
     else:
         out.print(render_funnel(runs[0], title=f"funnel: {run_dir}"))
+    for name, run in zip(compare or (run_dir,), runs):
+        if run.get("partial"):
+            console.print(f"note: {name}: {run['partial']['note']}", style="yellow", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -147,10 +150,15 @@ def status(
     if json_out:
         console.print_json(json.dumps(st.to_dict()))
     else:
+        first = f" of {st.passes[0]['name']}" if len(st.passes) > 1 else ""
+        passes_done = sum(p["state"] == "finished" for p in st.passes)
+        # with passes still to run, "0 kept" read as "done, kept nothing" (found by adversarial testing)
+        kept = (f"{st.docs_kept:,} kept" if st.complete or len(st.passes) < 2
+                else f"{st.docs_kept:,} in the corpus so far ({passes_done} of {len(st.passes)} passes finished)")
         console.print(
-            f"{st.name or 'run'} {run_dir}: {st.shards_finished}/{st.shards_planned} shards finished, "
+            f"{st.name or 'run'} {run_dir}: {st.shards_finished}/{st.shards_planned} shards{first} finished, "
             f"{st.shards_failed} failed, {st.shards_pending} pending; {st.docs_read:,} documents read, "
-            f"{st.docs_kept:,} kept; {st.shard_seconds:.1f} shard-seconds", highlight=False, soft_wrap=True,
+            f"{kept}; {st.shard_seconds:.1f} shard-seconds", highlight=False, soft_wrap=True,
         )
         for p in st.passes:
             console.print(f"  pass {p['name']:<16} {p['state']:<9} {p.get('detail', '')}", highlight=False, soft_wrap=True)

@@ -314,3 +314,25 @@ def test_compare_report_in_chromium(tmp_path, browser):  # noqa: F811
     assert browser.evaluate("document.querySelectorAll('.pair').length") >= 10
     assert browser.evaluate("document.querySelectorAll('#compare-table tr[data-reason=\"too_few_words\"]').length") == 1
     browser.screenshot(ARTIFACTS / "compare.png")
+
+
+def test_config_diff_covers_the_dedup_and_token_passes_the_reader_and_the_run():
+    """Found by adversarial testing: two runs whose MinHash bands and substring min_tokens
+    differed were reported as having "the same stages and parameters", and the summary's
+    configuration table showed no dedup settings at all."""
+    from refinery.config import load_config
+    from refinery.stats.report import config_diff, other_settings
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "refinedweb.yaml").model_dump(mode="json")
+    a = {"config": config, "input": "in", "limit": None}
+    changed = json.loads(json.dumps(config))
+    minhash = next(d for d in changed["dedup"] if d["method"] == "minhash")
+    minhash["minhash"]["bands"] = 4
+    changed["reader"]["batch_size"] = 7
+    b = {"config": changed, "input": "in", "limit": 100}
+    differing = {(r["stage"], r["param"], r["a"], r["b"]) for r in config_diff(a, b) if r["differs"]}
+    assert differing == {("minhash_dedup", "minhash.bands", str(config["dedup"][2]["minhash"]["bands"]), "4"),
+                         ("reader", "batch_size", "500", "7"), ("run", "limit", "null", "100")}
+    assert "executor.type" not in other_settings(a)["minhash_dedup"]
+    assert set(other_settings(a)) >= {"lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup", "tokens"}
+    assert not [r for r in config_diff(a, a) if r["differs"]]

@@ -111,3 +111,37 @@ def test_a_damaged_json_file_in_a_run_directory_is_named(tmp_path, capsys):
             assert exit_.value.code == 2 and f"{marker} is damaged (not valid JSON" in err, err
     finally:
         marker.write_text(good)  # the run directory's invariants are checked after the test
+
+
+def test_an_unfinished_run_says_so_in_status_stats_and_report(tmp_path):
+    """Found by adversarial testing: between passes, status read "3/3 shards finished ... 0 kept"
+    (as if done, keeping nothing), and stats and the report showed an interrupted run's funnel
+    as final."""
+    from refinery.stats.report import build_report
+
+    src = _input(tmp_path)
+    out = tmp_path / "out"
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality", "params": {"min_words": 5}}],
+                           "dedup": [{"method": "exact"}]})
+    run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    finished = CliRunner().invoke(app, ["stats", str(out)])
+    assert finished.exit_code == 0 and "has not finished" not in finished.output
+    # stopped after the filter pass: the dedup pass and the run's summary are not there
+    (out / "passes" / "exact_dedup.json").unlink()
+    (out / "stats.json").unlink()
+    for f in (out / "kept").glob("*.parquet"):
+        f.unlink()
+    for f in (out / "exact_dedup" / "stats").glob("*.json"):
+        f.unlink()
+    status = CliRunner().invoke(app, ["status", str(out)])
+    assert status.exit_code == 3
+    assert "3/3 shards of filter finished" in status.output and "in the corpus so far (1 of 2 passes finished)" in status.output
+    stats = CliRunner().invoke(app, ["stats", str(out)])
+    assert stats.exit_code == 0 and "the run has not finished (3 of 3 shards of its first pass; not finished: " \
+        "exact_dedup" in " ".join(stats.output.split())
+    assert 'id="partial"' in build_report(str(out)) and "Unfinished run" in build_report(str(out))
+    # nothing finished yet: said so, not "is it a refinery run directory?"
+    for f in (out / "filter" / "stats").glob("*.json"):
+        f.unlink()
+    empty = CliRunner().invoke(app, ["stats", str(out)])
+    assert empty.exit_code == 2 and "no shard of" in empty.output and "has finished yet" in empty.output

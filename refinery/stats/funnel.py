@@ -126,9 +126,32 @@ def load_run_stats(run_dir: str) -> dict[str, Any]:
     if fs.exists(summary_uri):
         return fs.read_json(summary_uri)
     passes = [merge_shard_stats(s) for s in (load_shard_stats(d) for d in RunDir(run_dir).document_pass_dirs()) if s]
+    has_plan = fs.exists(RunDir(run_dir).run_json)
     if not passes:
+        if has_plan:
+            raise FileNotFoundError(f"no shard of {run_dir} has finished yet: `refinery status {run_dir}` says "
+                                    f"where it stands")
         raise FileNotFoundError(f"no stats under {run_dir}: is it a refinery run directory?")
-    return combine_pass_stats(passes)
+    combined = combine_pass_stats(passes)
+    if has_plan:  # a run still going, or stopped: say so (found by adversarial testing: it read as final)
+        combined["partial"] = partial_note(run_dir)
+    return combined
+
+
+def partial_note(run_dir: str) -> dict[str, Any]:
+    """How far an unfinished run got: ``{"note": one line, "passes": [{name, state, detail}]}``."""
+    from refinery.status import run_status
+
+    try:
+        st = run_status(run_dir)
+    except (FileNotFoundError, ValueError, fs.StorageError) as exc:
+        return {"note": f"the run has not finished ({exc})", "passes": []}
+    unfinished = [p for p in st.passes if p["state"] != "finished"]
+    done = f"{st.shards_finished} of {st.shards_planned} shards of its first pass"
+    waiting = (f"; not finished: {', '.join(p['name'] + ' (' + p['state'] + ')' for p in unfinished)}"
+               if unfinished else "")
+    return {"note": f"the run has not finished ({done}{waiting}): these figures cover the shards finished so far",
+            "passes": [{k: p.get(k) for k in ("name", "state", "detail")} for p in st.passes]}
 
 
 def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:

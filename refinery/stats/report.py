@@ -50,6 +50,7 @@ h2 { font-size:18px; margin:0 0 4px; }
 h3 { font-size:15px; margin:22px 0 8px; }
 h4 { font-size:13.5px; margin:14px 0 6px; color:#374151; }
 p.note, .note { color:var(--muted); font-size:12.5px; margin:2px 0 12px; }
+p.partial { background:#fff4e5; border:1px solid #f0b429; border-radius:6px; padding:8px 12px; color:#7a4a00; }
 .cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(170px,1fr)); gap:12px; margin-top:8px; }
 .card { border:1px solid var(--line); border-radius:8px; padding:12px 14px; background:#fbfcfd; }
 .card .v { font-size:22px; font-weight:650; font-variant-numeric:tabular-nums; }
@@ -136,7 +137,10 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
     ]
     if failed:
         cards.append(("failed shards", str(len(failed)), ", ".join(failed[:3]) + ("…" if len(failed) > 3 else "")))
-    html = '<div class="cards">' + "".join(
+    partial = stats.get("partial")
+    banner = (f'<p class="partial" id="partial"><b>Unfinished run.</b> {_e(partial["note"][0].upper() + partial["note"][1:])}.'
+              f'</p>' if partial else "")
+    html = banner + '<div class="cards">' + "".join(
         f'<div class="card" data-card="{_e(k)}"><div class="k">{escape(k)}</div><div class="v">{v}</div>'
         f'<div class="d">{_e(d)}</div></div>' for k, v, d in cards) + "</div>"
     config = manifest.get("config") or {}
@@ -151,8 +155,14 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
             )
             rows.append(f"<tr><td><b>{_e(s.get('name') or s['type'])}</b></td><td><span class='tag'>{_e(s['type'])}</span></td>"
                         f"<td class='params'>{chips or '<span class=note>defaults</span>'}</td></tr>")
+        for name, values in other_settings(manifest).items():  # dedup, tokens, reader: how the corpus was made
+            chips = "".join(f'<code>{_e(k)}={_e(_fmt_param(v))}</code>' for k, v in values.items())
+            kind = "run" if name == "run" else "reader" if name == "reader" else "pass"
+            rows.append(f"<tr><td><b>{_e(name)}</b></td><td><span class='tag'>{kind}</span></td>"
+                        f"<td class='params'>{chips}</td></tr>")
         html += ("<h3>Configuration</h3><p class='note'>Parameters as run: highlighted values were set in the config, "
-                 "the others are the stage's defaults.</p><table><thead><tr><th>stage</th><th>type</th><th>parameters</th>"
+                 "the others are the stage's defaults; then the passes after the stages, the reader and the run."
+                 "</p><table><thead><tr><th>stage</th><th>type</th><th>parameters</th>"
                  f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
     return _section("summary", "Summary", html)
 
@@ -483,7 +493,39 @@ def config_diff(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> list[
             va = None if pa_ is None or k not in pa_ else _fmt_param(pa_[k])
             vb = None if pb is None or k not in pb else _fmt_param(pb[k])
             rows.append({"stage": name, "param": k, "a": va, "b": vb, "differs": va != vb})
+    # the passes after the stages, and what else decides the output (found by adversarial testing:
+    # two runs whose MinHash bands differed were reported as having "the same stages and parameters")
+    oa, ob = other_settings(manifest_a), other_settings(manifest_b)
+    for name in list(oa) + [n for n in ob if n not in oa]:
+        pa_, pb = oa.get(name), ob.get(name)
+        for k in list(pa_ or {}) + [k for k in (pb or {}) if k not in (pa_ or {})]:
+            va = None if pa_ is None or k not in pa_ else _fmt_param(pa_[k])
+            vb = None if pb is None or k not in pb else _fmt_param(pb[k])
+            rows.append({"stage": name, "param": k, "a": va, "b": vb, "differs": va != vb})
     return rows
+
+
+def other_settings(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{section: {dotted key: value}}`` of a run's settings besides its stages: each dedup pass
+    (by its pass name), the tokens pass, the reader, and the run's input and ``--limit``."""
+    config = manifest.get("config") or {}
+
+    def flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            return {prefix: obj}
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            if k not in ("executor", "name"):  # where a pass runs, not what it does
+                out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+
+    sections = {(d.get("name") or f"{d.get('method')}_dedup"): flat(d) for d in config.get("dedup") or []}
+    if config.get("tokenize"):
+        sections["tokens"] = flat(config["tokenize"])
+    if config.get("reader"):
+        sections["reader"] = flat(config["reader"])
+    sections["run"] = {"input": manifest.get("input"), "limit": manifest.get("limit")}
+    return sections
 
 
 def _config_diff_section(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> str:
@@ -502,7 +544,7 @@ def _config_diff_section(manifest_a: dict[str, Any], manifest_b: dict[str, Any])
                 f'<th>run A</th><th>run B</th></tr></thead><tbody>{body}</tbody></table></div>')
 
     head = (table(differing, "config-diff") if differing
-            else "<p class='note' id='config-diff'>The two runs have the same stages and parameters.</p>")
+            else "<p class='note' id='config-diff'>The two runs have the same stages, passes and parameters.</p>")
     full = (f'<details><summary>all parameters<span class="count">{len(rows)} rows</span></summary>'
             f'<div class="inner">{table(rows, "config-all")}</div></details>')
     note = ("Effective parameters (the config's values completed with the stages' defaults), stages matched by name; "
