@@ -317,3 +317,25 @@ def test_shards_are_written_in_the_pass_schema_and_closing_a_pass_rewrites_none(
         if directory.is_dir():
             schemas = {pq.read_schema(f) for f in directory.glob("*.parquet")}
             assert len(schemas) <= 1, directory
+
+
+def test_an_input_column_dictionary_encoded_in_one_file_and_plain_in_another(tmp_path):
+    """Found by adversarial testing: a pandas categorical column in one input file and a plain
+    string one in another ran every shard, then the pass could never close ("column 'lang'
+    cannot be unified"), and a rerun failed the same way."""
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    text = "The history of the village is long and it has been shaped by the river that runs through it. " * 3
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ["a0", "a1"], "text": [text, "short"],
+                             "lang": pa.array(["en", "en"]).dictionary_encode()}), tmp_path / "in" / "part-0.parquet")
+    pq.write_table(pa.table({"id": ["b0", "b1"], "text": [text, "short"], "lang": ["en", "de"]}),
+                   tmp_path / "in" / "part-1.parquet")
+    config = parse_config({"name": "t", "stages": [{"type": "gopher_quality", "params": {"min_words": 5}}]})
+    summary = run_pipeline(config, str(tmp_path / "in"), str(tmp_path / "out"), workers=1, progress=False)
+    assert not summary.failed and summary.stats["docs_read"] == 4
+    kept = pq.read_table(tmp_path / "out" / "kept")
+    assert pa.types.is_string(kept.schema.field("lang").type) or pa.types.is_large_string(kept.schema.field("lang").type)
+    assert sorted(kept.column("lang").to_pylist()) == ["en", "en"]
+    assert sorted(pq.read_table(tmp_path / "out" / "removed").column("lang").to_pylist()) == ["de", "en"]

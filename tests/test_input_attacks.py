@@ -421,6 +421,21 @@ def test_zstd_jsonl_is_read_whole_and_a_cut_one_fails_by_name(tmp_path, store, r
     assert sorted(r["text"] for r in read_back) == sorted(d["text"] for d in docs)
 
 
+def test_zstd_jsonl_starting_with_a_skippable_frame_is_read(tmp_path):
+    """Found by adversarial testing: pzstd (and the seekable zstd format) write a skippable frame
+    first; such a file was read as raw bytes and every document lost as ``invalid_utf8``."""
+    docs = real_docs(6)
+    skippable = b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"pzst"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "docs.jsonl.zst").write_bytes(skippable + _zstd_frames(docs, frames=2))
+    config = parse_config({"name": "t", "stages": [{"type": "gopher_quality", "params": {"min_words": 1}}]})
+    summary = run_pipeline(config, str(tmp_path / "in"), str(tmp_path / "out"), workers=1, progress=False)
+    assert not summary.failed and summary.stats["docs_read"] == 6
+    kept = pq.read_table(tmp_path / "out" / "kept" / "docs.parquet").to_pylist()
+    removed = pq.read_table(tmp_path / "out" / "removed" / "docs.parquet").to_pylist()
+    assert sorted(r["text"] for r in kept + removed) == sorted(d["text"] for d in docs)
+
+
 def test_spark_output_directory_is_read_once_without_its_temporary_parts(tmp_path, caplog):
     """A Spark/Hive-style Parquet directory: part files, ``_SUCCESS``, ``.crc`` sidecars, and a
     ``_temporary/`` tree holding a partial copy of a part (a write in progress or a failed task),

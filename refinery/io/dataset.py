@@ -114,7 +114,8 @@ def _merge_field(current: pa.Field, new: pa.Field, first: ShardFooter, shard: Sh
     except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
         raise SchemaConflictError(
             f"column {current.name!r} cannot be unified: {current.type} in {first.uri} "
-            f"but {new.type} in {shard.uri} ({exc})"
+            f"but {new.type} in {shard.uri} ({exc}); if the input files give it different types, cast it "
+            f"to one type in the input or drop it"
         ) from None
     return merged.field(0).with_nullable(current.nullable or new.nullable)
 
@@ -214,11 +215,23 @@ def unify_pass_schemas(kept_dir: str, removed_dir: str) -> tuple[pa.Schema, pa.S
     return kept, unify_schemas(removed_dir, schema=_declared_removed(kept))
 
 
+def _decoded_dictionaries(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns as their plain values: a pandas categorical column in one input
+    file and a plain string one in another could not be unified when the pass closed, after every
+    shard had run, and the run could never finish (found by adversarial testing)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.with_type(field.type.value_type),
+                                     table.column(i).cast(field.type.value_type))
+    return table
+
+
 def write_pass_shard(kept: pa.Table, removed: pa.Table, kept_uri: str, removed_uri: str) -> None:
     """Write one shard's kept and removed tables already in the schemas :func:`unify_pass_schemas`
     gives a pass whose shards ran the same stages: its removed rows stopped at different stages and
     lacked the later stages' columns, so closing the pass rewrote nearly every removed shard, one
     after the other (found by adversarial testing: on S3 that took as long as the pass)."""
+    kept, removed = _decoded_dictionaries(kept), _decoded_dictionaries(removed)
     kept_schema = union_schema([ShardFooter("declared", _declared_kept(), 0, 0), ShardFooter(kept_uri, kept.schema,
                                                                                             kept.num_rows, 1)])
     removed_schema = union_schema([ShardFooter("declared", _declared_removed(kept_schema), 0, 0),

@@ -89,6 +89,14 @@ class JsonlReader:
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
+def _is_zstd(first: bytes) -> bool:
+    """A zstd frame, or a zstd *skippable* frame (magic 0x184D2A50-5F): pzstd and the seekable
+    format start with one, and such files were read as raw bytes, every document lost as
+    ``invalid_utf8`` (found by adversarial testing)."""
+    return first.startswith(_ZSTD_MAGIC) or (len(first) >= 4 and first[0] & 0xF0 == 0x50
+                                             and first[1:4] == b"\x2a\x4d\x18")
+
+
 class _Replayed(io.RawIOBase):
     """``head`` then the rest of ``stream``; remembers an error of ``stream`` itself, so a failed
     read (a network error) is not taken for broken compression."""
@@ -134,7 +142,7 @@ def _decompressed_chunks(stream: BinaryIO, source: str) -> Iterator[bytes]:
     """The file's bytes, gunzipped (all members) when it starts with the gzip magic, decoded
     (all frames) when it starts with the zstd magic."""
     first = stream.read(_CHUNK)
-    if first.startswith(_ZSTD_MAGIC):
+    if _is_zstd(first):
         yield from _zstd_chunks(first, stream, source)
         return
     if not first.startswith(b"\x1f\x8b"):
