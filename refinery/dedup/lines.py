@@ -11,8 +11,9 @@ folded to ``0``). A candidate is *boilerplate* when it occurs in at least ``min_
 of at least ``min_domains`` (>= 2) registered domains of the ``url`` column; documents without a
 URL count as documents but add no domain, so a line is never cut on the word of one site.
 
-Each boilerplate line is kept in the *first* document holding it (lowest doc key: shard order,
-then row; ``keep_first``, the default) and cut from every other one, as EXACTSUBSTR keeps a
+Each boilerplate line is kept in the *first* document holding it that the removal keeps (doc key
+order: shard, then row; ``keep_first``, the default; see :func:`assign_keepers`) and cut from
+every other one, as EXACTSUBSTR keeps a
 span's first copy. Without that, content published on several sites -- a wire story, a poem, a
 licence paragraph -- had every short line cut from every copy, and the 5% rule then removed all
 copies: the text survived nowhere. A cross-site boilerplate line now survives in one document of
@@ -23,7 +24,9 @@ Passes (same flow and resumability as the other dedup methods, see :mod:`refiner
     line_counts (per shard): distinct candidate lines per document -> (line, domain, docs, first
         document) rows, pre-aggregated in the shard, written partitioned by line hash (refinery.dedup.shuffle)
     boilerplate (per hash partition): (docs, distinct domains, first document) per line -> the
-        boilerplate hashes with the id hash of the document that keeps each
+        boilerplate hashes with the id hash of their first holder
+    line_holders (per shard) + keepers (driver): each line's keeper, the first holder that stays
+        (keepers/lines.parquet: the index the stage reads)
     remove (per shard): the normal shard runner with ``lines_dedup`` (refinery/stages/line_dedup.py)
 
 Memory: a ``line_counts`` task holds one shard's rows (~52 bytes per (document, candidate line));
@@ -257,6 +260,124 @@ def load_boilerplate(uris: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
     return keys[order], keepers.astype(_U64, copy=False)[order]
 
 
+# -- pass 3: which holder keeps each line --------------------------------------------------------
+_HOLDERS_SCHEMA = pa.schema([("doc", pa.uint64()), ("id_hash", pa.uint64()), ("total_words", pa.int64()),
+                             ("line_pos", pa.int64()), ("words", pa.int64())])
+
+
+def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_uris: list[str], rule: dict[str, Any],
+                      batch_size: int = 1000, shard_index: int = 0) -> dict[str, Any]:
+    """Per shard: every document holding boilerplate lines, one row per line it holds (its
+    position in the sorted index, and the words of its copies there), with the document's key,
+    id hash and words in all -- the removal stage's counts, so the keeper pass can tell which
+    holders the stage will keep."""
+    from refinery.stages.line_corrections import count_words
+
+    keys, _ = load_boilerplate(boilerplate_uris)
+    line_rule = LineRule.from_params(rule)
+    table = parquet.read_table(input_uri, columns=["id", "text"])
+    cols: dict[str, list[int]] = {name: [] for name in _HOLDERS_SCHEMA.names}
+    holders = 0
+    for lo in range(0, table.num_rows, batch_size):
+        texts = table.column("text").slice(lo, batch_size).to_pylist()
+        ids = table.column("id").slice(lo, batch_size).to_pylist()
+        for row, (text, doc_id) in enumerate(zip(texts, ids), start=lo):
+            if not text or not len(keys):
+                continue
+            lines = text.split("\n")
+            hashes = [(line_rule.key(line), line) for line in lines]
+            cand = [(h, line) for h, line in hashes if h is not None]
+            if not cand:
+                continue
+            h = np.fromiter((c[0] for c in cand), dtype=_U64, count=len(cand))
+            pos = np.searchsorted(keys, h).clip(max=len(keys) - 1)
+            found = np.flatnonzero(keys[pos] == h)
+            if not len(found):
+                continue
+            words: dict[int, int] = {}
+            for j in found.tolist():
+                words[int(pos[j])] = words.get(int(pos[j]), 0) + count_words(cand[j][1])
+            holders += 1
+            doc, id_hash, total = (shard_index << 32) | row, doc_id_hash(doc_id), count_words(text)
+            for line_pos, w in words.items():
+                for name, value in zip(_HOLDERS_SCHEMA.names, (doc, id_hash, total, line_pos, w)):
+                    cols[name].append(value)
+    parquet.write_table(pa.table({n: pa.array(v, f.type) for (n, v), f in zip(cols.items(), _HOLDERS_SCHEMA)},
+                                 schema=_HOLDERS_SCHEMA), output_uri)
+    return {"docs": table.num_rows, "holders": holders, "rows": len(cols["doc"])}
+
+
+def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: float
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Each boilerplate line's keeper: the first holder (doc key order) that the removal stage
+    will keep. Documents are taken in order; one stays when the lines kept by earlier staying
+    documents hold at most ``max_removed_word_frac`` of its words (and not all of them), and it
+    then keeps every line it holds that no earlier one kept. The first holder alone (the
+    index's first pass) is not enough: a page that keeps one story's lines but loses another's
+    to an earlier site is removed by the 5% rule, and the story it was to keep survived nowhere
+    (found by adversarial testing). Returns ``(keeper id hash per line, whether it has one,
+    counts)``; a line whose every holder is removed has none (no copy of it stays anyway)."""
+    tables = [parquet.read_table(u) for u in holder_uris]
+    data = pa.concat_tables(tables) if tables else _HOLDERS_SCHEMA.empty_table()
+    doc = data.column("doc").to_numpy().astype(_U64, copy=False)
+    order = np.lexsort((data.column("line_pos").to_numpy(), doc))
+    doc = doc[order]
+    id_hash = data.column("id_hash").to_numpy()[order]
+    total = data.column("total_words").to_numpy()[order]
+    line_pos = data.column("line_pos").to_numpy()[order]
+    words = data.column("words").to_numpy()[order]
+    del data, tables, order
+    kept = np.zeros(n_lines, dtype=bool)
+    keeper = np.zeros(n_lines, dtype=_U64)
+    starts = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1]))) if len(doc) else np.empty(0, np.int64)
+    ends = np.append(starts[1:], len(doc))
+    removed = 0
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        pos = line_pos[s:e]
+        held = kept[pos]
+        cut = int(words[s:e][held].sum())
+        t = int(total[s])
+        if cut and (cut >= t or cut / t > max_removed_word_frac):
+            removed += 1
+            continue
+        new = pos[~held]
+        kept[new] = True
+        keeper[new] = id_hash[s]
+    return keeper, kept, {"holders": len(starts), "holders_removed": removed, "lines_kept": int(kept.sum()),
+                          "lines_lost": int(n_lines - kept.sum())}
+
+
+def keeper_pass(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor, rule: dict[str, Any],
+                boiler_uris: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Run :func:`line_holders_task` over the shards and :func:`assign_keepers` over its output;
+    writes the index with those keepers (``keepers/lines.parquet``, the boilerplate schema) and
+    returns its paths relative to the dedup directory, with the figures."""
+    from refinery.dedup.driver import _run_pass
+
+    relative = ["keepers/lines.parquet"]
+    done = work.done("keepers")
+    if done is not None:
+        return relative, done
+    holder_uri = {s.name: work.path("line_holders", f"{s.name}.parquet") for s in shards}
+    tasks = [{"input_uri": s.uri, "shard": s.name, "output_uri": holder_uri[s.name], "boilerplate_uris": boiler_uris,
+              "rule": rule, "batch_size": config.batch_size, "shard_index": i} for i, s in enumerate(shards)]
+    _run_pass(work, "line_holders", line_holders_task, tasks, executor, [s.name for s in shards])
+    tables = [parquet.read_table(u) for u in boiler_uris]
+    index = pa.concat_tables(tables) if tables else _BOILERPLATE_SCHEMA.empty_table()
+    index = index.take(pc.sort_indices(index, [("line_hash", "ascending")]))
+    first_keepers = index.column("keeper").to_numpy()
+    keeper, has, counts = assign_keepers([holder_uri[s.name] for s in shards], index.num_rows,
+                                         config.lines.max_removed_word_frac)
+    moved = int((has & (keeper != first_keepers)).sum())
+    index = index.set_column(index.schema.get_field_index("keeper"), "keeper", pa.array(keeper, pa.uint64()))
+    parquet.write_table(index.cast(_BOILERPLATE_SCHEMA), work.path(*relative[0].split("/")), row_group_size=1 << 20)
+    summary = work.finish("keepers", counts | {"keepers_moved": moved})
+    log.info("[dedup lines] keepers: %d holders, %d of them removed by the %.0f%% rule; %d lines' keeper moved to a "
+             "later holder that stays, %d lines kept by no holder", counts["holders"], counts["holders_removed"],
+             100 * config.lines.max_removed_word_frac, moved, counts["lines_lost"])
+    return relative, summary
+
+
 # -- the driver's part -------------------------------------------------------------------------
 def estimate_partitions(shards: list[Shard], budget: int, baseline: int = _TASK_BASELINE_BYTES) -> int:
     """Partitions for the boilerplate pass, from the text bytes in the shards' Parquet footers;
@@ -311,9 +432,12 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
               "min_docs": lines.min_docs, "min_domains": lines.min_domains} for p in range(P)]
     passes["boilerplate"] = _run_pass(work, "boilerplate", boilerplate_task, tasks, executor,
                                       [f"part-{p}" for p in range(P)], units="rows")
-    # the removal stage reads boilerplate/part-*.parquet (paths relative to the dedup directory)
+    # the removal stage reads the index by paths relative to the dedup directory
+    index_files = [f"boilerplate/part-{p:05d}.parquet" for p in range(P)]
+    if lines.keep_first:  # each line's keeper: the first holder that stays, not only the first
+        index_files, passes["keepers"] = keeper_pass(work, shards, config, executor, rule, boiler_uris)
     _write_manifest(work, "lines", _method_params(config), shards, counted["per_shard"], partitions=P,
-                    boilerplate=[f"boilerplate/part-{p:05d}.parquet" for p in range(P)])
+                    boilerplate=index_files)
     b = passes["boilerplate"]
     c = passes["line_counts"]
     log.info("[dedup lines] %d distinct candidate lines, %d boilerplate (%d partitions)", b.get("distinct_lines", 0),
