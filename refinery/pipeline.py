@@ -242,6 +242,10 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
                 summary.failed_pass = p.name
                 break
             if not result:  # a share of a multi-instance pass: other shares still running
+                if only_shards is None:  # every shard ran here, yet the pass found no finished shard
+                    raise RuntimeError(f"[{p.name}] every shard reported done, but {plan.pass_dir(p.name).stats_dir} "
+                                       f"holds no shard's stats: did the workers write elsewhere (a path relative to "
+                                       f"another directory)?")
                 summary.passes[p.name] = "partial"
                 break
         elif p.kind == "dedup":
@@ -320,11 +324,21 @@ def run_pipeline(
         output_uri = fs.validate_uri(output_uri or config.output or "")
     except fs.StorageError as exc:
         raise ConfigError(f"{exc} (give --input and --output, or input/output in the config)") from None
-    plan = plan_run(config, input_uri, output_uri, limit=limit)
-    config.build_stages()  # fail on bad stage params before anything is written
     kind = executor or config.executor.type
     if kind not in ("local", "ray"):
         raise ConfigError(f"unknown executor {kind!r}: use 'local' or 'ray'")
+    if kind == "ray":
+        from refinery.executors.ray_cluster import RayNotInstalled, check_ray_installed
+
+        try:
+            check_ray_installed()
+        except RayNotInstalled as exc:
+            raise ConfigError(str(exc)) from None
+        # Ray workers run in their raylet's directory, not ours: a relative output went to the
+        # directory `ray start` was run from (found by adversarial testing)
+        output_uri = fs.absolute(output_uri)
+    plan = plan_run(config, input_uri, output_uri, limit=limit)
+    config.build_stages()  # fail on bad stage params before anything is written
     log.info("run %s: %d shard(s) from %s to %s, passes %s, on the %s executor", config.name, len(plan.input_files),
              input_uri, output_uri, " -> ".join(p.name for p in plan.passes), kind)
     ex = config.executor

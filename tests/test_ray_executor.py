@@ -255,3 +255,73 @@ def test_a_ray_task_configures_the_workers_logging(monkeypatch):
     assert root.handlers and root.level == logging.INFO
     for handler in list(root.handlers):
         root.removeHandler(handler)
+
+
+def test_an_http_server_given_for_the_cluster_is_named_at_once(tmp_path):
+    """Found by adversarial testing: the dashboard's HTTP port given as RAY_ADDRESS passed the
+    TCP check and ray.init retried for minutes; ``http://host:8265`` was taken for a host name."""
+    import http.server
+    import threading
+
+    from refinery.executors.ray_cluster import check_reachable
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ConnectionError, match="does not answer as Ray's gRPC does"):
+            check_reachable(f"127.0.0.1:{server.server_address[1]}", timeout_s=2)
+    finally:
+        server.shutdown()
+    with pytest.raises(ConnectionError, match="is an HTTP address .*not the cluster's"):
+        check_reachable("http://127.0.0.1:8265", timeout_s=1)
+
+
+def test_workers_of_an_existing_cluster_get_the_drivers_refinery_and_s3_settings(monkeypatch):
+    """Found by adversarial testing: on a cluster reached by RAY_ADDRESS the workers did not see
+    the driver's REFINERY_MODELS and loaded the packaged models under the fingerprint of others."""
+    import ray
+
+    from refinery.executors import ray_cluster
+
+    calls = []
+    monkeypatch.setattr(ray_cluster, "check_reachable", lambda address: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("REFINERY_MODELS", "/models/mine")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-forwarded")
+    assert ray_cluster.ensure_ray(address="10.0.0.1:6379") is True
+    env = calls[0]["runtime_env"]["env_vars"]
+    assert env["REFINERY_MODELS"] == "/models/mine" and env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_ray_missing_is_one_line_before_any_work_and_a_relative_output_is_made_absolute(tmp_path, monkeypatch):
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    import refinery.pipeline as pipeline_module
+    from refinery.cli import app
+    from refinery.executors.local import LocalExecutor
+
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["some words " * 60]}), src / "a.parquet")
+    config = tmp_path / "c.yaml"
+    config.write_text("name: x\nstages:\n  - type: gopher_quality\n")
+    find_spec = importlib.util.find_spec
+    with monkeypatch.context() as m:
+        m.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+        result = CliRunner().invoke(app, ["run", str(config), "-i", str(src), "-o", str(tmp_path / "out"),
+                                          "--executor", "ray"])
+    assert result.exit_code == 2 and "needs Ray, which is not installed: pip install 'refinery[ray]'" in result.output
+    assert not (tmp_path / "out").exists()
+    # Ray workers run in their raylet's directory: the run directory they are given is absolute
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline_module, "make_executor", lambda *a, **k: LocalExecutor(1))
+    run_pipeline(parse_config({"name": "x", "stages": [{"type": "gopher_quality"}]}), "in", "rel-out", executor="ray",
+                 progress=False)
+    import json
+
+    assert json.loads((tmp_path / "rel-out" / "run.json").read_text())["output"] == str(tmp_path / "rel-out")

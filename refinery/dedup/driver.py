@@ -254,6 +254,9 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
                                          ray_address=config.executor.ray_address,
                                          object_store_memory=config.executor.object_store_memory,
                                          max_retries=config.executor.max_retries)
+    if getattr(executor, "kind", "") == "ray":  # Ray workers run in their raylet's directory, not ours
+        input_dir, output_dir = fs.absolute(input_dir), fs.absolute(output_dir)
+        work_dir = fs.absolute(work_dir) if work_dir else None
     try:
         # standalone (`refinery dedup`): two of them on one output would redo and rename each
         # other's shards, like two runs; a pass of a plan (explicit shards) runs under the plan's lock

@@ -380,6 +380,9 @@ def make_executor(kind: str = "local", workers: int | None = None, *, ray_addres
 
         return LocalExecutor(workers, max_retries=max_retries, progress=progress)
     if kind == "ray":
+        from refinery.executors.ray_cluster import check_ray_installed
+
+        check_ray_installed()
         from refinery.executors.ray import RayExecutor
 
         return RayExecutor(workers, max_retries=max_retries, progress=progress, address=ray_address,
