@@ -573,3 +573,33 @@ def test_wet_text_counts_towards_the_batch_byte_bound(monkeypatch):
                                                       payload=io.BytesIO(b"word " * 200), warc_headers_dict={"Content-Type": "text/plain"}))
     batches = list(WarcReader(batch_size=500).read(io.BytesIO(buf.getvalue()), "t"))
     assert [b.num_rows for b in batches] == [3, 3]
+
+
+@pytest.mark.parametrize("delta", [+100, -100])
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_a_record_whose_content_length_is_wrong_is_not_kept_as_whole(delta, gzipped):
+    """Found by adversarial testing: a response whose Content-Length was 100 bytes too long kept
+    the next record's WARC header as the end of its page (it reached the corpus text with the
+    resiliparse backend); 100 too short kept the page cut mid-tag. Only the damage after it was
+    counted. The record itself is now ``truncated_record``; every other record is as before."""
+    import re
+
+    data = CC.read_bytes()
+    members, pos = [], 0
+    while pos < len(data):
+        d = zlib.decompressobj(31)
+        out = d.decompress(data[pos:])
+        members.append(out)
+        pos = len(data) - len(d.unused_data)
+    target = [i for i, m in enumerate(members) if b"WARC-Type: response" in m][5]
+    m = re.search(rb"Content-Length: (\d+)", members[target])
+    members[target] = members[target][:m.start(1)] + str(int(m.group(1)) + delta).encode() + members[target][m.end(1):]
+    blob = b"".join(gzip.compress(x) for x in members) if gzipped else b"".join(members)
+    rows = [r for b in WarcReader().read(io.BytesIO(blob), "x") for r in b.to_pylist()]
+    clean = [r for b in WarcReader().read(io.BytesIO(data), "x") for r in b.to_pylist()]
+    bad_id = re.search(rb"WARC-Record-ID: <urn:uuid:([^>]+)>", members[target]).group(1).decode()
+    flagged = [r for r in rows if bad_id in (r["warc_record_id"] or "")]
+    assert [(r["_reason"], r["html"]) for r in flagged] == [("truncated_record", None)]
+    assert sum(r["_reason"] == "corrupt_stream" for r in rows) == 1
+    others = {r["id"]: (r["_reason"], r["html"]) for r in rows if r["_reason"] != "corrupt_stream" and r not in flagged}
+    assert others == {r["id"]: (r["_reason"], r["html"]) for r in clean if bad_id not in (r["warc_record_id"] or "")}

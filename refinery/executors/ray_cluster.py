@@ -85,7 +85,7 @@ def check_ray_installed() -> None:
 
     if importlib.util.find_spec("ray") is None:
         raise RayNotInstalled("--executor ray needs Ray, which is not installed: pip install 'refinery[ray]' "
-                          "(bash scripts/install.sh --test installs every extra)")
+                          "(`bash scripts/install.sh --test` installs every extra)")
 
 
 def ensure_ray(

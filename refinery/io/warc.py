@@ -229,6 +229,21 @@ class _Input:
         end = header_end + 4 + block_len
         return tail_start + end if tail[end:].strip(_BLANK) else None
 
+    def block_misframed(self, record_pos: int, block_len: int) -> bool:
+        """Whether the bytes right after the record's declared block (its header starting at
+        ``record_pos``) are not the blank line that ends a record: its Content-Length is wrong
+        (too long: it took in the next record's header; too short: the page goes on). False when
+        the remembered tail does not hold them (best effort, as :meth:`unparsed_after`)."""
+        tail = b"".join(self._tail)
+        tail_start = self._pos - len(tail)
+        if record_pos < tail_start:
+            return False
+        header_end = tail.find(b"\r\n\r\n", record_pos - tail_start)
+        if header_end < 0:
+            return False
+        after = tail[header_end + 4 + block_len: header_end + 4 + block_len + 1]
+        return bool(after) and after not in (b"\r", b"\n")
+
     def input_offset(self, stream_pos: int) -> int:
         """Map a position in the stream FastWARC sees to a position in the input file."""
         return self._base + stream_pos
@@ -732,6 +747,10 @@ class WarcReader:
         last_len = 0  # its declared block length
         last_seen: int | None = None  # stream position of the last record FastWARC returned
         damaged = False  # FastWARC stopped on bad bytes, or the stream ended inside a record
+        # the last document row, held back until the next record parses: a record whose declared
+        # length is wrong reads as whole, and only the damage right after it shows (found by
+        # adversarial testing: a page kept with the next record's WARC header as its last text)
+        pending: tuple[tuple, int, int] | None = None
         while True:
             try:
                 record = next(it)
@@ -741,7 +760,13 @@ class WarcReader:
                 if isinstance(exc, _NEVER_SWALLOW):
                     raise
                 damaged = True
+                if pending is not None and pending[0][8] is None and inp.block_misframed(pending[1], pending[2]):
+                    row = pending[0]
+                    pending = (row[:6] + (None, None, "truncated_record", None), pending[1], pending[2])
                 break
+            if pending is not None:
+                yield pending[0]
+                pending = None
             index = self.records
             self.records += 1
             last_seen = record.stream_pos
@@ -761,7 +786,9 @@ class WarcReader:
                 if is_response:
                     yield _row(record, source, index, None, "truncated_record", None)
                 break
-            if row is not None:
+            if row is not None and complete and is_response:
+                pending = (row, record.stream_pos, block_len)
+            elif row is not None:
                 yield row
             if not complete:
                 damaged = True
@@ -771,6 +798,8 @@ class WarcReader:
             if inp.io_error is not None:
                 break
 
+        if pending is not None:
+            yield pending[0]
         if inp.io_error is not None:  # the caller's stream failed: not bad bytes, let it raise
             raise inp.io_error
         if last_seen is not None:
