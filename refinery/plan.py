@@ -490,6 +490,12 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
             continue
         if force:  # an input rewritten in place also redoes the first pass, whatever else changed
             return 0 if i and _finished_inputs_changed(plan) else i
+        if i and not _pass_started(plan, p):
+            continue  # it wrote nothing under its old plan: nothing to mix (it was blocked, or killed before)
+        if i == 0 and _same(old.get("params"), p.params) and previous.get("input") == plan.input_key \
+                and old.get("role", p.role) == p.role and _only_unfinished_inputs_removed(plan):
+            _refingerprint_finished_shards(plan, p, str(old.get("fingerprint")))
+            continue
         if i == 0 and previous.get("input") != plan.input_key:
             what = f"input changed: {previous.get('input')} -> {plan.input}"
         elif old.get("role", p.role) != p.role:
@@ -511,6 +517,48 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     if not force:
         check_finished_inputs_unchanged(plan)
     return 0 if force else None
+
+
+def _pass_started(plan: Plan, p: Pass) -> bool:
+    """Whether pass ``p`` (after the first) wrote anything: its marker, its directory, or the
+    tokens directory. A pass that never started (blocked by a failed shard before it) may
+    change its plan freely."""
+    if fs.exists(plan.run.pass_marker(p.name)):
+        return True
+    if p.kind == "tokenize":
+        return fs.exists(plan.run.tokens_dir)
+    out = plan.pass_dir(p.name)
+    return fs.exists(out.root if p.role != "only" else out.stats_dir) or (p.role == "last" and fs.exists(out.kept_dir))
+
+
+def _only_unfinished_inputs_removed(plan: Plan) -> bool:
+    """Whether the input changed only by losing files whose shards never finished (a broken file
+    set aside after its shard failed): the finished shards are still what this plan would make.
+    It was refused as "input files changed", and ``--force`` redid every healthy shard (found by
+    adversarial testing)."""
+    try:
+        recorded = set(json.loads(fs.read_bytes(fs.join(plan.output, INPUT_SIZES_FILE)))["files"])
+    except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
+        return False
+    now = set(plan.shard_names())
+    removed = recorded - now
+    if not removed or not now <= recorded:
+        return False
+    return not removed & shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir)
+
+
+def _refingerprint_finished_shards(plan: Plan, p: Pass, old_fingerprint: str) -> None:
+    """Give the finished shards of the first pass this plan's fingerprint (their inputs and
+    config are unchanged; only files whose shards never finished left the input). Their outputs
+    are kept; the removed files' failure records go with the orphans when the pass runs."""
+    out = plan.pass_dir(p.name)
+    finished = sorted(shards_with_markers(out.stats_dir) & set(plan.shard_names()))
+    for shard in finished:
+        marker = fs.read_json(out.stats(shard))
+        if isinstance(marker, dict) and marker.get("fingerprint") == old_fingerprint:
+            fs.write_bytes(out.stats(shard), json.dumps(marker | {"fingerprint": p.fingerprint}, indent=1).encode())
+    log.info("[%s] input files whose shards never finished were removed: resuming with the %d finished shard(s)",
+             p.name, len(finished))
 
 
 def _same_place(previous: dict[str, Any], input_uri: str) -> bool:

@@ -292,9 +292,10 @@ def test_duplicated_tokens_moves_a_window_to_the_first_holder_that_stays():
 
 def test_substring_too_short_counts_cjk_characters_as_words(tmp_path):
     # a Chinese page keeps hundreds of characters after a shared 60-token menu is cut: not "too short"
+    # (each CJK character is a token: the three bodies share no 50-character run)
     menu = " ".join(f"菜单{i}" for i in range(60))
-    body = "".join(chr(0x4E00 + (k * 37) % 2000) for k in range(300))
-    shards = {"a": [{"id": f"p{k}", "text": menu + "\n" + body[k:] + f" {k}", "url": None} for k in range(3)]}
+    bodies = ["".join(chr(0x4E00 + (j * (37 + 6 * k) + 1000 * k) % 20000) for j in range(300)) for k in range(3)]
+    shards = {"a": [{"id": f"p{k}", "text": menu + "\n" + bodies[k] + f" {k}", "url": None} for k in range(3)]}
     run = make_run_dir(tmp_path, shards)
     run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="substring"), LocalExecutor(1))
     kept = read_dir(tmp_path / "out" / "kept")

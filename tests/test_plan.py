@@ -848,3 +848,35 @@ def test_a_relative_output_resumes_and_loses_orphans_and_a_trailing_slash_resume
     run_pipeline(config, "in/", "out", workers=1, progress=False, force=True)
     assert not list(Path("out").rglob("s2.*"))  # the orphaned shard's outputs went
     assert run_pipeline(config, "in", "out", workers=1, progress=False).passes == {"filter": "skipped"}
+
+
+def test_removing_an_input_whose_shard_failed_resumes_without_redoing_the_others(tmp_path):
+    """Found by adversarial testing: after one unreadable input failed its shard (blocking the
+    later passes), moving it away was refused as "input files changed", and --force redid every
+    healthy shard. Files whose shards never finished may leave the input; the finished shards
+    stay, and the passes that never started run."""
+    import gzip
+
+    src = tmp_path / "in"
+    write_dedup_input(src, copies=3)
+    bad = src / "zz-broken.jsonl.gz"
+    bad.write_bytes(gzip.compress(b'{"id": "x", "text": "some text here"}\n' * 50)[:-20])
+    out = tmp_path / "run"
+    spec = _recipe(dedup=[{"method": "exact"}], tokenize=None)
+    first = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    assert [o.shard for o in first.failed] == ["zz-broken"] and first.passes["exact_dedup"] == "blocked"
+    markers = {f.name: f.stat().st_mtime_ns for f in (out / "filter" / "stats").glob("*.json")}
+    bad.rename(tmp_path / "aside.jsonl.gz")
+    again = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    assert again.passes == {"filter": "done", "exact_dedup": "done"} and not again.failed
+    assert not [o for o in again.outcomes if o.status == "done"]  # no healthy shard redone
+    assert not (out / "filter" / "failed" / "zz-broken.json").exists()
+    assert set(markers) == {f.name for f in (out / "filter" / "stats").glob("*.json")}
+    assert again.stats["docs_read"] == first.stats["docs_read"] > 0  # the finished shards' documents, once
+    assert again.stats["docs_read"] == again.stats["docs_kept"] + again.stats["docs_removed"]
+    assert set(run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False).passes.values()) \
+        == {"skipped"}
+    # adding a file is still a changed input
+    (tmp_path / "aside.jsonl.gz").rename(src / "new.jsonl.gz")
+    with pytest.raises(RerunError, match="input files changed"):
+        run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
