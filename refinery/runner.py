@@ -194,6 +194,7 @@ class ShardRunner:
             return "warc_reader", ids(_read_warc(reader, uri, self._opened)), reader.skipped_records
         if kind == "parquet":
             batches = _with_document_fields(parquet.iter_input_batches(uri, self.reader.batch_size, notes), uri)
+            batches = _renamed(batches, self._stage_columns(), f"Parquet shard {uri}")
             return "parquet_reader", ids(batches), {}
         if kind == "jsonl":
             from refinery.io.jsonl import JsonlReader
@@ -201,6 +202,33 @@ class ShardRunner:
             jsonl = JsonlReader(batch_size=self.reader.batch_size, max_line_bytes=self.reader.max_body_bytes)
             return "jsonl_reader", ids(_read_jsonl(jsonl, uri, task.shard, self._opened)), jsonl.skipped
         raise ValueError(f"don't know how to read {uri}: expected one of {INPUT_SUFFIXES}")
+
+    def _stage_columns(self) -> set[str]:
+        """The columns this pipeline's stages add (found by running them on an empty batch, once
+        per worker), besides the document, edit and decision columns. An input column of the
+        same name would be overwritten for the documents that reach the stage and kept for
+        those removed before it: FineWeb's own ``language_score`` beside ours in one column, or
+        a string one that could not be unified with ours (found by adversarial testing)."""
+        cached = self.__dict__.get("_lazy_stage_columns")
+        if cached is not None:
+            return cached
+        from refinery.schema import RESERVED_COLUMNS
+
+        batch = with_edit_columns(pa.RecordBatch.from_pylist([], schema=DOCUMENT_SCHEMA), "")
+        known = set(batch.schema.names) | set(RESERVED_COLUMNS)
+        added: set[str] = set()
+        for stage in self.stages:
+            try:
+                out = stage(batch)
+            except Exception:  # noqa: BLE001 - a stage that needs real rows: its columns are not known
+                break
+            take = getattr(stage, "take_counters", None)
+            if take is not None:
+                take()
+            added |= set(out.schema.names) - known
+            batch = out
+        self._lazy_stage_columns = added
+        return added
 
     # -- one shard ---------------------------------------------------------------------------
     def _warm_up(self, schema: pa.Schema) -> None:
@@ -469,6 +497,21 @@ def _with_document_fields(batches: Iterator[pa.RecordBatch], uri: str) -> Iterat
         for f in missing:
             columns[f.name] = pa.array([uri] * n, pa.string()) if f.name == "source" else pa.nulls(n, f.type)
         yield pa.RecordBatch.from_pydict(columns)
+
+
+def _renamed(batches: Iterator[pa.RecordBatch], names: set[str], source: str) -> Iterator[pa.RecordBatch]:
+    """Input columns named like a column a stage adds, as ``input_<name>`` (the input's data is
+    kept; the stage's column is the stage's)."""
+    for batch in batches:
+        clash = [n for n in batch.schema.names if n in names]
+        if not clash:
+            yield batch
+            continue
+        taken = [f"input_{n}" for n in clash if f"input_{n}" in batch.schema.names]
+        if taken:
+            raise InputSchemaError(f"{source}: column {clash[0]!r} is one a stage adds and {taken[0]!r} exists too; "
+                                   f"rename one of them")
+        yield batch.rename_columns([f"input_{n}" if n in names else n for n in batch.schema.names])
 
 
 def _limited(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:

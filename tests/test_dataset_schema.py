@@ -339,3 +339,29 @@ def test_an_input_column_dictionary_encoded_in_one_file_and_plain_in_another(tmp
     assert pa.types.is_string(kept.schema.field("lang").type) or pa.types.is_large_string(kept.schema.field("lang").type)
     assert sorted(kept.column("lang").to_pylist()) == ["en", "en"]
     assert sorted(pq.read_table(tmp_path / "out" / "removed").column("lang").to_pylist()) == ["de", "en"]
+
+
+def test_input_columns_named_like_a_stages_columns_are_kept_as_input_columns(tmp_path):
+    """Found by adversarial testing: FineWeb-style inputs carry their own ``language`` and
+    ``language_score``; our language_id overwrote them for the documents it saw and kept them
+    for those removed before it (two provenances in one column), and a string ``language_score``
+    failed every shard in which a document was removed before language_id."""
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    english = "The history of the village is long and it has been shaped by the river that runs through it. " * 4
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": [english, "too short", english + " again"],
+                             "language": ["xx", "xx", "xx"], "language_score": ["high", "low", "high"]}),
+                   tmp_path / "in" / "fw.parquet")
+    config = parse_config({"name": "t", "stages": [{"type": "gopher_quality", "params": {"min_words": 5}},
+                                                   {"type": "language_id"}]})
+    summary = run_pipeline(config, str(tmp_path / "in"), str(tmp_path / "out"), workers=1, progress=False)
+    assert not summary.failed
+    kept = pq.read_table(tmp_path / "out" / "kept").to_pylist()
+    removed = pq.read_table(tmp_path / "out" / "removed").to_pylist()
+    assert sorted(r["id"] for r in kept) == ["a", "c"] and [r["id"] for r in removed] == ["b"]
+    assert {r["language"] for r in kept} == {"en"} and all(isinstance(r["language_score"], float) for r in kept)
+    assert [r["input_language"] for r in kept + removed] == ["xx", "xx", "xx"]
+    assert sorted(r["input_language_score"] for r in kept + removed) == ["high", "high", "low"]
+    assert removed[0]["language"] is None  # removed before language_id: no value of ours, none of theirs
