@@ -603,3 +603,27 @@ def test_a_record_whose_content_length_is_wrong_is_not_kept_as_whole(delta, gzip
     assert sum(r["_reason"] == "corrupt_stream" for r in rows) == 1
     others = {r["id"]: (r["_reason"], r["html"]) for r in rows if r["_reason"] != "corrupt_stream" and r not in flagged}
     assert others == {r["id"]: (r["_reason"], r["html"]) for r in clean if bad_id not in (r["warc_record_id"] or "")}
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_an_http_header_over_32_kib_is_parsed(gzipped):
+    """Found by adversarial testing: an intact page whose HTTP header block passed ~32 KiB (a long
+    Content-Security-Policy or Set-Cookie) was removed as ``http_parse_error``: FastWARC refuses
+    such headers. The block is parsed from the stream instead; the next record is unaffected."""
+    html = b"<html><head><title>t</title></head><body><p>" + b"Some page text. " * 80 + b"</p></body></html>"
+
+    def response(url: str, extra: bytes = b"") -> bytes:
+        block = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n" + extra
+                 + b"Content-Length: " + str(len(html)).encode() + b"\r\n\r\n" + html)
+        head = (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: " + url.encode()
+                + b"\r\nWARC-Record-ID: <urn:uuid:" + url[-1].encode() * 8 + b"-0000-0000-0000-000000000000>"
+                + b"\r\nContent-Type: application/http; msgtype=response\r\nContent-Length: "
+                + str(len(block)).encode() + b"\r\n\r\n")
+        record = head + block + b"\r\n\r\n"
+        return gzip.compress(record) if gzipped else record
+
+    policy = b"Content-Security-Policy: default-src " + b"https://a.example.com " * 2000 + b"\r\n"
+    blob = response("http://e.example/x", policy) + response("http://e.example/y")
+    rows = [r for b in WarcReader().read(io.BytesIO(blob), "s") for r in b.to_pylist()]
+    assert [(r["url"], r["_reason"], r["html"]) for r in rows] == [("http://e.example/x", None, html),
+                                                                   ("http://e.example/y", None, html)]

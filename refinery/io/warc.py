@@ -229,6 +229,18 @@ class _Input:
         end = header_end + 4 + block_len
         return tail_start + end if tail[end:].strip(_BLANK) else None
 
+    def block_bytes(self, record_pos: int, block_len: int) -> bytes | None:
+        """The record's whole block (its header starting at ``record_pos``), from the remembered
+        tail of the stream, or None when the tail does not hold all of it."""
+        tail = b"".join(self._tail)
+        tail_start = self._pos - len(tail)
+        if record_pos < tail_start:
+            return None
+        header_end = tail.find(b"\r\n\r\n", record_pos - tail_start)
+        if header_end < 0 or header_end + 4 + block_len > len(tail):
+            return None
+        return tail[header_end + 4: header_end + 4 + block_len]
+
     def block_misframed(self, record_pos: int, block_len: int) -> bool:
         """Whether the bytes right after the record's declared block (its header starting at
         ``record_pos``) are not the blank line that ends a record: its Content-Length is wrong
@@ -778,7 +790,7 @@ class WarcReader:
             else:
                 self.skipped_records[rtype] = self.skipped_records.get(rtype, 0) + 1
             try:
-                row, complete = self._record_row(record, source, index, is_response, rtype == "conversion")
+                row, complete = self._record_row(record, source, index, is_response, rtype == "conversion", inp)
             except BaseException as exc:  # a record FastWARC cannot read to its end
                 if isinstance(exc, _NEVER_SWALLOW):
                     raise
@@ -822,8 +834,9 @@ class WarcReader:
         end.damage = offset
 
     def _record_row(self, record, source: str, index: int, is_response: bool,
-                    conversion: bool = False) -> tuple[tuple | None, bool]:
-        """(row, or None for non-documents; whether the record's block was complete)."""
+                    conversion: bool = False, inp: _Input | None = None) -> tuple[tuple | None, bool]:
+        """(row, or None for non-documents; whether the record's block was complete). ``inp``:
+        the stream the record came from, to parse an HTTP header FastWARC refuses from its tail."""
         declared = record.content_length
         # Content-Length is mandatory; FastWARC turns a header cut off at EOF into a record
         # without one (and an empty block), so its absence means the file ends mid-header.
@@ -864,11 +877,20 @@ class WarcReader:
                 # the block's position, not what consume() read: the failed parse already read part
                 # of the block, and an intact record counted as a damaged stream (an extra row;
                 # found by adversarial testing)
-                return _row(record, source, index, None, "http_parse_error", None), record.reader.tell() >= declared
-            http = record.http_headers
-            status = http.status_code
-            content_type = http.get("Content-Type")
-            payload_len = record.content_length
+                complete = record.reader.tell() >= declared
+                # FastWARC refuses HTTP headers over ~32 KiB (a long Content-Security-Policy or
+                # Set-Cookie): parse the block from the stream's tail instead (found by adversarial testing)
+                block = inp.block_bytes(record.stream_pos, declared) if inp is not None and complete else None
+                parsed = _parse_http_message(block) if block is not None else None
+                if parsed is None:
+                    return _row(record, source, index, None, "http_parse_error", None), complete
+                status, http, prefetched = parsed
+                content_type, payload_len = http.get("Content-Type"), len(prefetched)
+            else:
+                http = record.http_headers
+                status = http.status_code
+                content_type = http.get("Content-Type")
+                payload_len = record.content_length
         else:
             http = None
             content_type = record.headers.get("Content-Type")
