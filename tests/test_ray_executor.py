@@ -325,3 +325,21 @@ def test_ray_missing_is_one_line_before_any_work_and_a_relative_output_is_made_a
     import json
 
     assert json.loads((tmp_path / "rel-out" / "run.json").read_text())["output"] == str(tmp_path / "rel-out")
+
+
+def test_a_refused_connection_without_a_token_says_to_export_it(monkeypatch):
+    import ray
+
+    from refinery.executors import ray_cluster
+
+    def refuse(**kw):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379.\nA previous instance may have crashed")
+
+    monkeypatch.setattr(ray_cluster, "check_reachable", lambda address: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    for k in ray_cluster.AUTH_ENV:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(ConnectionError, match=r"^Failed to connect to Ray cluster at 10\.0\.0\.1:6379\.; if the cluster "
+                                              r"uses token authentication .*RAY_AUTH_TOKEN first$"):
+        ray_cluster.ensure_ray(address="10.0.0.1:6379")

@@ -111,8 +111,16 @@ def ensure_ray(
     import ray
 
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver, namespace="refinery",
-                 runtime_env={"env_vars": forwarded_env()})
+        try:
+            ray.init(address=address, log_to_driver=log_to_driver, namespace="refinery",
+                     runtime_env={"env_vars": forwarded_env()})
+        except ConnectionError as exc:
+            if auth_configured():
+                raise
+            # a cluster with token auth refuses a driver without its token, and Ray's message
+            # blames a crashed instance (found by adversarial testing)
+            raise ConnectionError(f"{str(exc).strip().splitlines()[0]}; if the cluster uses token authentication "
+                                  f"(Ray's default), export its RAY_AUTH_MODE=token and RAY_AUTH_TOKEN first") from None
         return True
     store = object_store_memory or DEFAULT_OBJECT_STORE_BYTES
     log.info("starting a local Ray cluster (%s CPUs, %d MB object store)", num_cpus or "all", store // 2**20)
