@@ -480,3 +480,21 @@ def test_kept_files_sharing_a_shard_name_and_zero_shards_are_refused(tmp_path, c
     (kept / "a__b.parquet").unlink()
     with pytest.raises(TokenizeError, match="num_shards must be >= 1, got 0"):
         tokenize_run(str(tmp_path / "run"), str(tmp_path / "tok"), "gpt2", shuffle=True, num_shards=0, progress=False)
+
+
+def test_shards_of_another_layout_are_refused_or_replaced_not_left_beside(kept_run, tmp_path):
+    """Found by adversarial testing: shuffled into 3 shards, then --force into 2, then unshuffled:
+    the output held every layout's shards with valid sidecars, twice the corpus for `ls *.bin`."""
+    out = str(tmp_path / "tok")
+    tokenize_run(kept_run, out, "gpt2", shuffle=True, num_shards=3, progress=False)
+    tokenize_run(kept_run, out, "gpt2", shuffle=True, num_shards=2, force=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "tok").glob("*.bin")) == ["part-00000.bin", "part-00001.bin"]
+    with pytest.raises(TokenizeError, match=r"holds token shards this tokenization does not write \(part-00000, "
+                                            r"part-00001: .*--force"):
+        tokenize_run(kept_run, out, "gpt2", progress=False)
+    result = tokenize_run(kept_run, out, "gpt2", force=True, progress=False)
+    on_disk = sorted(p.stem for p in (tmp_path / "tok").glob("*.bin"))
+    assert on_disk == sorted(e["name"] for e in result.manifest["shards"]) and "part-00000" not in on_disk
+    (tmp_path / "tok" / "notes.json").write_text('{"mine": true}')  # not a token sidecar: left alone
+    tokenize_run(kept_run, out, "gpt2", progress=False)
+    assert (tmp_path / "tok" / "notes.json").exists()

@@ -508,10 +508,11 @@ def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str,
     result = TokenizeResult(output, {})
     started = time.time()
     plan = None
+    k = len(names) if num_shards is None else num_shards  # 0 is an error, not "the default"
+    if shuffle and k < 1:
+        raise TokenizeError(f"num_shards must be >= 1, got {k}")
+    _clear_foreign_shards(output, [f"part-{j:05d}" for j in range(k)] if shuffle else names, force or redo_stale)
     if shuffle:
-        k = len(names) if num_shards is None else num_shards  # 0 is an error, not "the default"
-        if k < 1:
-            raise TokenizeError(f"num_shards must be >= 1, got {k}")
         # the sources' names and contents: final shards of another input are not reused
         sources = "\n".join(f"{n}\t{source_digest(shards[n])}" for n in names)
         plan = {"seed": seed, "num_shards": k, "sources_sha256": hashlib.sha256(sources.encode()).hexdigest()}
@@ -533,6 +534,39 @@ def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str,
              manifest["totals"]["n_tokens"], manifest["totals"]["n_tokens"] / elapsed)
     result.manifest = manifest
     return result
+
+
+def _clear_foreign_shards(output: str, expected: list[str], replace: bool) -> None:
+    """Token shards in ``output`` that this tokenization will not write (another layout: shuffled
+    into 3 shards, then 2, or unshuffled; or another run's) are refused, or with ``replace``
+    (``--force``, or a pass of a plan, which owns its tokens/) deleted. They stayed beside the new
+    shards, all with valid sidecars, and a ``--data-path`` built from ``ls *.bin`` trained on
+    every document twice (found by adversarial testing)."""
+    try:
+        listed = fs.list_files(output, (".json",))
+    except fs.StorageError:
+        return
+    prefix = fs.absolute(output).rstrip("/") + "/"
+    candidates = sorted({u[len(prefix):-len(".json")] for u in listed if u.startswith(prefix)
+                         and "/" not in u[len(prefix):] and not u.endswith("/" + MANIFEST)} - set(expected))
+    foreign = []
+    for name in candidates:
+        try:
+            marker = read_marker(output, name)
+        except TokenShardError:
+            marker = None
+        if isinstance(marker, dict) and marker.get("shard_format") == SHARD_FORMAT:
+            foreign.append(name)
+    if not foreign:
+        return
+    if not replace:
+        raise TokenizeError(f"{output} holds token shards this tokenization does not write ({', '.join(foreign[:3])}"
+                            f"{' ...' if len(foreign) > 3 else ''}: another shard layout or another run's); use "
+                            f"--force to replace them, or a fresh --output")
+    for name in foreign:
+        for uri in (shard_uris(output, name)[k] for k in ("marker", "bin", "idx", "ids")):  # the sidecar first
+            fs.delete(uri)
+    log.info("tokenize: removed %d token shard(s) of another layout from %s", len(foreign), output)
 
 
 def parse_manifest(data: bytes, uri: str) -> dict:
