@@ -123,11 +123,16 @@ class Plan:
         self.respell_input(self.input_key)
         if self.passes[0].fingerprint == old.get("fingerprint"):
             log.info("%s was made by an earlier refinery that did not fingerprint %s: resuming it without checking "
-                     "them (--force redoes it with them)", self.output,
+                     "them (a rerun that redoes every pass adds them)", self.output,
                      " or ".join(sorted({"models": "model files", "code": "default params and library versions"}[k]
                                         for k in self.legacy)))
         # otherwise a change the old fingerprints see: refused naming it in their terms (--force
         # plans in today's)
+
+    def drop_legacy(self) -> None:
+        """Plan in today's terms again (every pass is being redone)."""
+        self.legacy = frozenset()
+        self.respell_input(self.input_key)
 
     @property
     def input_fingerprint(self) -> str:
@@ -467,8 +472,16 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     just resume. Raises :class:`RerunError` naming what changed when a rerun would mix configs."""
     if previous is None:
         return 0 if force else None
-    if not force:
-        plan.adopt_legacy(previous)
+    # a run made by an earlier refinery is compared in its own terms, --force too: a change to a
+    # later pass redoes from that pass (in those terms), not every pass (found by adversarial testing)
+    plan.adopt_legacy(previous)
+    redo = _first_pass_to_redo(plan, previous, force)
+    if redo == 0 and plan.legacy:  # every pass is redone: in today's terms
+        plan.drop_legacy()
+    return redo
+
+
+def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> int | None:
     before = {p["name"]: p for p in previous.get("passes", [])}
     if not set(before) & {p.name for p in plan.passes}:
         raise RerunError(f"{plan.output} holds another run (passes {sorted(before)}), not this plan's "
@@ -494,6 +507,7 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
             continue  # it wrote nothing under its old plan: nothing to mix (it was blocked, or killed before)
         if i == 0 and _same(old.get("params"), p.params) and previous.get("input") == plan.input_key \
                 and old.get("role", p.role) == p.role and _only_unfinished_inputs_removed(plan):
+            check_finished_inputs_unchanged(plan)  # before any marker is rewritten
             _refingerprint_finished_shards(plan, p, str(old.get("fingerprint")))
             continue
         if i == 0 and previous.get("input") != plan.input_key:

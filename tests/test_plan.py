@@ -789,6 +789,13 @@ def test_a_run_made_before_code_was_fingerprinted_resumes_and_changes_are_named(
         again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
     assert set(again.passes.values()) == {"skipped"}
     assert "did not fingerprint default params and library versions" in caplog.text
+    # --force after a change to a later pass redoes that pass, in the old terms, not every pass
+    later = _recipe(dedup=[{"method": "minhash", "minhash": {"threshold": 0.75}}], tokenize=None)
+    with pytest.raises(RerunError, match="'minhash_dedup' pass"):
+        run_pipeline(parse_config(later), str(dup_input), str(out), workers=1, progress=False)
+    forced = run_pipeline(parse_config(later), str(dup_input), str(out), workers=1, progress=False, force=True)
+    assert forced.passes == {"filter": "skipped", "minhash_dedup": "done"}
+    assert "code" not in json.loads((out / "run.json").read_text())["passes"][0]["params"]
     # a change the old fingerprints see is refused in their terms, not as every default and version
     changed = _recipe(stages=[{"type": "gopher_quality", "params": {"min_words": 30}}],
                       dedup=[{"method": "minhash"}], tokenize=None)
@@ -880,3 +887,27 @@ def test_removing_an_input_whose_shard_failed_resumes_without_redoing_the_others
     (tmp_path / "aside.jsonl.gz").rename(src / "new.jsonl.gz")
     with pytest.raises(RerunError, match="input files changed"):
         run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+
+
+def test_sagemaker_instances_check_stubs_in_the_terms_of_a_run_made_before(dup_input, tmp_path, monkeypatch):
+    """Found by adversarial testing: a launch resuming a run made before the code was fingerprinted
+    wrote stubs in that run's terms, and every Processing instance (planning in today's) refused
+    its shards, blaming the image."""
+    from refinery.launch import container
+    from refinery.launch.recipe import stubs
+    from refinery.plan import first_pass_to_redo, load_previous
+
+    spec = _recipe(dedup=[{"method": "exact"}], tokenize=None)
+    out = tmp_path / "run"
+    _as_made_by_an_earlier_refinery(monkeypatch, frozenset({"code"}), lambda: run_pipeline(
+        parse_config(spec), str(dup_input), str(out), workers=1, progress=False))
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(spec))
+    launched = plan_run(load_config(config), str(dup_input), str(out))
+    first_pass_to_redo(launched, load_previous(launched.run), force=False)  # what the launcher does
+    shards_dir = tmp_path / "stubs"
+    shards_dir.mkdir()
+    for name, stub in stubs(launched).items():
+        (shards_dir / f"{name}.json").write_text(json.dumps(stub))
+    monkeypatch.setenv("REFINERY_SHARDS_DIR", str(shards_dir))
+    assert container._my_shards(str(config), str(dup_input), str(out)) == set(launched.shard_names())

@@ -128,6 +128,9 @@ def test_an_unfinished_run_says_so_in_status_stats_and_report(tmp_path):
     assert finished.exit_code == 0 and "has not finished" not in finished.output
     # stopped after the filter pass: the dedup pass and the run's summary are not there
     (out / "passes" / "exact_dedup.json").unlink()
+    # the run's stats.json of an earlier state (a --force rerun under way) is not shown as final
+    stale = CliRunner().invoke(app, ["stats", str(out)])
+    assert "has not finished" in " ".join(stale.output.split())
     (out / "stats.json").unlink()
     for f in (out / "kept").glob("*.parquet"):
         f.unlink()

@@ -188,8 +188,13 @@ def _run_pass(work: WorkDir, name: str, fn: Callable[..., dict[str, Any]], tasks
 
 
 def _fingerprint(method: str, params: dict[str, Any], shards: list[Shard], upstream: str | None = None) -> str:
-    blob = json.dumps({"method": method, "params": params, "shards": [(s.name, s.uri) for s in shards],
-                       "upstream": upstream}, sort_keys=True)
+    from refinery.plan import DEDUP_LIBRARIES, library_version
+
+    identity = {"method": method, "params": params, "shards": [(s.name, s.uri) for s in shards], "upstream": upstream}
+    libraries = DEDUP_LIBRARIES.get(method, ())
+    if libraries:  # a standalone index built by another rensa is not reused (found by adversarial testing)
+        identity["code"] = {dist: library_version(dist) for dist in libraries}
+    blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -47,7 +47,7 @@ import numpy as np
 log = logging.getLogger("refinery.dedup.text")
 
 #: bump when the table's semantics change, so a stale on-disk cache is rebuilt
-TABLE_VERSION = 2
+TABLE_VERSION = 3
 NUM_CODEPOINTS = 0x110000
 DROP = np.uint32(0xFFFFFFFF)
 SPACE = np.uint32(0xFFFFFFFE)
@@ -60,12 +60,14 @@ _MASK64 = (1 << 64) - 1
 
 # -- the reference definition ------------------------------------------------------------------
 #: the combining marks normalization drops: accents (the diacritical-mark blocks, what NFD splits
-#: off Latin, Greek and Cyrillic letters) and the optional vowel points of Hebrew and Arabic. Not
-#: the marks that are letters: Thai and Lao vowels and tone marks, Indic vowel signs, the kana
-#: voicing marks ("ข่าว" news and "ข้าว" rice, "कल" and "कुल", "が" and "か" were one word, and
-#: exact dedup removed different texts as copies; found by adversarial testing)
+#: off Latin, Greek and Cyrillic letters), the optional vowel points of Hebrew and Arabic, and the
+#: kana voicing marks (as accents: "が" is "か", so text written decomposed, as macOS does, matches
+#: its precomposed copy). Not the marks that are letters: Thai and Lao vowels and tone marks, Indic
+#: vowel signs ("ข่าว" news and "ข้าว" rice, "कल" and "कुल" were one word, and exact dedup removed
+#: different texts as copies; found by adversarial testing)
 DROPPED_MARKS = ((0x0300, 0x036F), (0x0591, 0x05C7), (0x0610, 0x061A), (0x064B, 0x065F), (0x0670, 0x0670),
-                 (0x06D6, 0x06ED), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0x20D0, 0x20FF), (0xFE20, 0xFE2F))
+                 (0x06D6, 0x06ED), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0x20D0, 0x20FF), (0x3099, 0x309A),
+                 (0xFE20, 0xFE2F))
 
 
 def _dropped_mark(ch: str) -> bool:

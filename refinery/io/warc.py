@@ -22,7 +22,7 @@ stage and ``kept + removed = read`` holds from the first step on. Reasons:
 ``corrupt_stream``      not a document: one extra row per damaged span of the *file* (bad or
                         truncated gzip member, garbage between or inside records, a wrong
                         ``Content-Length``, a header FastWARC refuses such as a 64 KB URL, a
-                        non-WARC file). ``id`` = ``<source>#corrupt@<offset>``, metric = offset.
+                        non-WARC file). ``id`` = ``<file name>#corrupt@<offset>``, metric = offset.
                         Reading then *resynchronises*: at the next gzip member that decompresses
                         to a ``WARC/`` header (gzip input), or the next line starting
                         ``WARC/x.y`` (plain input), after the last record already read, and goes
@@ -982,17 +982,24 @@ def _row(record, source: str, index: int, content_type: str | None, reason: str 
     url = headers.get("WARC-Target-URI")
     if url is not None:
         url = url.strip().strip("<>").strip() or None
-    doc_id = _short_id(record_id) or f"{source}#{index}"
+    doc_id = _short_id(record_id) or f"{_id_base(source)}#{index}"
     return (doc_id, url, record_id, headers.get("WARC-Date"), content_type, source, html, text, reason, metric)
 
 
+def _id_base(source: str) -> str:
+    """The file name of ``source``: ids made from it are the same in every checkout and carry no
+    user's directories into published removal lists (found by adversarial testing); ``source``
+    itself stays in its column."""
+    return source.rstrip("/").rsplit("/", 1)[-1] or source
+
+
 def _corrupt_row(source: str, offset: int, used: set[str] | None = None) -> tuple:
-    doc_id = f"{source}#corrupt@{offset}"
+    doc_id = f"{_id_base(source)}#corrupt@{offset}"
     if used is not None:  # two damaged spans reported at one offset: keep ids unique
         n = 1
         while doc_id in used:
             n += 1
-            doc_id = f"{source}#corrupt@{offset}.{n}"
+            doc_id = f"{_id_base(source)}#corrupt@{offset}.{n}"
         used.add(doc_id)
     return (doc_id, None, None, None, None, source, None, None, "corrupt_stream", float(offset))
 

@@ -141,6 +141,8 @@ class ToxicityFilter(_FastTextStage):
         self.max_profanity_frac = max_profanity_frac
         self.cascade = bool(cascade)
         self.gate = gate
+        if self.cascade:  # the transformer's scores depend on torch's and transformers' versions too
+            self.libraries = ("fasttext-numpy2", "torch", "transformers")
         super().__init__(model_path, max_chars, name)
 
     def effective_gate(self) -> float:

@@ -292,6 +292,8 @@ class UrlFilter(Stage):
         self.missing_url = missing_url
         self.soft_word_threshold = soft_word_threshold
         self.use_blocklist = use_blocklist
+        if use_blocklist:  # the UT1 list ships in the datatrove wheel: its version is the list's
+            self.libraries = ("tldextract", "datatrove")
         self.extra_domains = {d.strip().lower().rstrip(".") for d in extra_domains or [] if d.strip()}
         self.allowed_domains = {d.strip().lower().rstrip(".") for d in allowed_domains or [] if d.strip()}
         self.cache_dir = cache_dir

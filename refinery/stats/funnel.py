@@ -123,18 +123,22 @@ def combine_pass_stats(passes: list[dict[str, Any]]) -> dict[str, Any]:
 def load_run_stats(run_dir: str) -> dict[str, Any]:
     """The run summary: ``stats.json`` if the run finished, else merged from finished shards."""
     summary_uri = RunDir(run_dir).stats_json
-    if fs.exists(summary_uri):
-        return fs.read_json(summary_uri)
-    passes = [merge_shard_stats(s) for s in (load_shard_stats(d) for d in RunDir(run_dir).document_pass_dirs()) if s]
     has_plan = fs.exists(RunDir(run_dir).run_json)
+    partial = partial_note(run_dir) if has_plan else None
+    if fs.exists(summary_uri) and not (partial and partial["unfinished"]):
+        return fs.read_json(summary_uri)
+    # unfinished (a failed shard, a --force rerun under way): the run's stats.json is an earlier
+    # state, another config's funnel after --force (found by adversarial testing); the finished
+    # shards say where it is
+    passes = [merge_shard_stats(s) for s in (load_shard_stats(d) for d in RunDir(run_dir).document_pass_dirs()) if s]
     if not passes:
         if has_plan:
             raise FileNotFoundError(f"no shard of {run_dir} has finished yet: `refinery status {run_dir}` says "
                                     f"where it stands")
         raise FileNotFoundError(f"no stats under {run_dir}: is it a refinery run directory?")
     combined = combine_pass_stats(passes)
-    if has_plan:  # a run still going, or stopped: say so (found by adversarial testing: it read as final)
-        combined["partial"] = partial_note(run_dir)
+    if partial and partial["unfinished"]:  # a run still going, or stopped: say so (it read as final)
+        combined["partial"] = partial
     return combined
 
 
@@ -145,13 +149,15 @@ def partial_note(run_dir: str) -> dict[str, Any]:
     try:
         st = run_status(run_dir)
     except (FileNotFoundError, ValueError, fs.StorageError) as exc:
-        return {"note": f"the run has not finished ({exc})", "passes": []}
+        return {"note": f"the run has not finished ({exc})", "passes": [], "unfinished": True}
     unfinished = [p for p in st.passes if p["state"] != "finished"]
+    if st.complete:
+        return {"note": "", "passes": [], "unfinished": False}
     done = f"{st.shards_finished} of {st.shards_planned} shards of its first pass"
     waiting = (f"; not finished: {', '.join(p['name'] + ' (' + p['state'] + ')' for p in unfinished)}"
                if unfinished else "")
     return {"note": f"the run has not finished ({done}{waiting}): these figures cover the shards finished so far",
-            "passes": [{k: p.get(k) for k in ("name", "state", "detail")} for p in st.passes]}
+            "passes": [{k: p.get(k) for k in ("name", "state", "detail")} for p in st.passes], "unfinished": True}
 
 
 def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
