@@ -279,3 +279,18 @@ def test_several_partitions_give_the_same_cuts(sample_run, tmp_path):
     assert {k: multi[k] for k in ("boilerplate_lines", "lines_cut", "chars_cut", "docs_removed")} == \
         {k: stats[k] for k in ("boilerplate_lines", "lines_cut", "chars_cut", "docs_removed")}
     assert _texts(tmp_path / "multi") == _texts(out)
+
+
+def test_ids_repeated_across_shards_keep_each_line_once(tmp_path):
+    """Found by adversarial testing: keepers were named by id alone, so with per-file ids
+    (``doc-0`` in every Parquet file of a dataset) every ``doc-0`` was a keeper, and the line stayed
+    in each of them. The index names keepers by source file and id."""
+    menu = ("Home | About us | Contact the editorial team\nSubscribe to our weekly newsletter today\n"
+            "All rights reserved by the publisher group")
+    shards = {f"part-{s}": [{"id": f"doc-{i}", "url": f"https://site{s}{i}.example/p",
+                             "text": menu + "\n" + " ".join(f"unique{s}x{i}w{k}" for k in range(600))}
+                            for i in range(3)] for s in range(4)}
+    stats, out = _run(tmp_path, shards, max_removed_word_frac=0.5)
+    kept = _rows(out / "kept")
+    assert len(kept) == 12
+    assert sum("Subscribe to our weekly newsletter today" in r["text"] for r in kept) == 1

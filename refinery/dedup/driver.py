@@ -208,7 +208,9 @@ def _method_params(config: DedupConfig) -> dict[str, Any]:
     if config.method == "substring":
         return config.substring.model_dump() | {"memory_budget": config.memory_budget}
     if config.method == "lines":  # partitions do not change the result: memory_budget is not part of it
-        return config.lines.model_dump()
+        from refinery.dedup.lines import KEEPER_KEY
+
+        return config.lines.model_dump() | {"keeper_key": KEEPER_KEY}
     return {"seed": config.minhash.seed}
 
 

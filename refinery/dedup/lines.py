@@ -134,6 +134,26 @@ def doc_id_hash(doc_id: Any) -> int:
     return xxhash.xxh3_64_intdigest(("" if doc_id is None else str(doc_id)).encode("utf-8", "surrogatepass"))
 
 
+#: how the index names a line's keeper (the manifest's ``keeper_key``): by the document's source
+#: file and id. By id alone, ids repeated across files (``doc-0`` in every Parquet file of a
+#: dataset) made every such document a keeper, and the line stayed in each (found by adversarial
+#: testing); an index without the key names keepers by id alone.
+KEEPER_KEY = "source_id"
+
+
+def keeper_hash(source: Any, doc_id: Any) -> int:
+    """The 64-bit hash a document is named by as a line's keeper (see :data:`KEEPER_KEY`)."""
+    return doc_id_hash(f"{'' if source is None else source}\x00{'' if doc_id is None else doc_id}")
+
+
+def _sources(table: pa.Table, input_uri: str) -> list[Any]:
+    """Each row's ``source`` as the removal run sees it: the column's values (nulls too), or the
+    shard's URI when the column is missing (the runner fills it so)."""
+    if "source" in table.column_names:
+        return table.column("source").to_pylist()
+    return [input_uri] * table.num_rows
+
+
 def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray, first: np.ndarray | None = None,
                     first_id: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """``(line, domain, docs[, first, first_id])`` rows (pairs may repeat) -> per distinct line:
@@ -216,7 +236,8 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
         docs = np.empty(0, np.uint32)
     first = (np.uint64(shard_index) << np.uint64(32)) | row.astype(_U64)
     ids = table.column("id").take(pa.array(row, pa.int64())).to_pylist() if len(row) else []
-    first_id = np.fromiter((doc_id_hash(i) for i in ids), dtype=_U64, count=len(ids))
+    sources = _sources(table, input_uri)
+    first_id = np.fromiter((keeper_hash(sources[r], i) for r, i in zip(row.tolist(), ids)), dtype=_U64, count=len(ids))
     counts = write_partitioned(output_uri, {"line": line, "domain": domain, "docs": docs, "first": first,
                                             "first_id": first_id}, partition_of(line, num_parts), num_parts)
     sources: list[str] | None = None
@@ -275,7 +296,8 @@ def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_u
 
     keys, _ = load_boilerplate(boilerplate_uris)
     line_rule = LineRule.from_params(rule)
-    table = parquet.read_table(input_uri, columns=["id", "text"])
+    table = parquet.read_table(input_uri, columns=["id", "text"] + (["source"] if "source" in _columns(input_uri) else []))
+    sources = _sources(table, input_uri)
     cols: dict[str, list[int]] = {name: [] for name in _HOLDERS_SCHEMA.names}
     holders = 0
     for lo in range(0, table.num_rows, batch_size):
@@ -298,7 +320,7 @@ def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_u
             for j in found.tolist():
                 words[int(pos[j])] = words.get(int(pos[j]), 0) + count_words(cand[j][1])
             holders += 1
-            doc, id_hash, total = (shard_index << 32) | row, doc_id_hash(doc_id), count_words(text)
+            doc, id_hash, total = (shard_index << 32) | row, keeper_hash(sources[row], doc_id), count_words(text)
             for line_pos, w in words.items():
                 for name, value in zip(_HOLDERS_SCHEMA.names, (doc, id_hash, total, line_pos, w)):
                     cols[name].append(value)

@@ -51,7 +51,7 @@ class RepeatedLineCut(_IndexedStage):
         return [FRAC]
 
     # loaded lazily, once per worker (dropped when pickled)
-    def _index(self) -> tuple[Any, np.ndarray, np.ndarray | None, float]:
+    def _index(self) -> tuple[Any, np.ndarray, np.ndarray | None, float, bool]:
         cached = self.__dict__.get("_lazy_index")
         if cached is None:
             from refinery.dedup.lines import LineRule, load_boilerplate
@@ -62,7 +62,8 @@ class RepeatedLineCut(_IndexedStage):
             if not params.get("keep_first", False):  # an index from before keepers, or keep_first: false
                 keepers = None
             frac = self.max_removed_word_frac if self.max_removed_word_frac is not None else float(params["max_removed_word_frac"])
-            cached = self._lazy_index = (LineRule.from_params(params), keys, keepers, frac)
+            cached = self._lazy_index = (LineRule.from_params(params), keys, keepers, frac,
+                                         params.get("keeper_key") == "source_id")
         return cached
 
     def cut(self, text: str, rule: Any, keys: np.ndarray, keepers: np.ndarray | None = None,
@@ -87,12 +88,17 @@ class RepeatedLineCut(_IndexedStage):
         return _BLANK_RUNS.sub("\n\n", kept).strip(), len(hit), words
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        rule, keys, keepers, limit = self._index()
+        rule, keys, keepers, limit, by_source = self._index()
         texts = batch.column("text").to_pylist()
         if keepers is not None:
-            from refinery.dedup.lines import doc_id_hash
+            from refinery.dedup.lines import doc_id_hash, keeper_hash
 
-            own_ids: list[int | None] = [doc_id_hash(i) for i in batch.column("id").to_pylist()]
+            ids = batch.column("id").to_pylist()
+            if by_source:  # the index names keepers by source file and id (ids repeat across files)
+                sources = batch.column("source").to_pylist() if "source" in batch.schema.names else [None] * len(ids)
+                own_ids: list[int | None] = [keeper_hash(s, i) for s, i in zip(sources, ids)]
+            else:
+                own_ids = [doc_id_hash(i) for i in ids]
         else:
             own_ids = [None] * batch.num_rows
         n = len(texts)
