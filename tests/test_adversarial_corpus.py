@@ -26,6 +26,11 @@ pytestmark = pytest.mark.skipif(not adversarial.EVAL_TARBALL.exists(), reason="n
 def test_small_adversarial_corpus_through_the_whole_recipe(tmp_path):
     # one worker: the tasks run in this process (the pool's own path is tested elsewhere), and the
     # suite's other test process keeps the second core (with two, this test took ~67 s in CI)
+    # the URL blocklist's arrays are built once per test session (~6 s), by whichever test needs
+    # them first: not inside this run's stage timings, which bound the stages without a deadline
+    from refinery.stages.url_filter import UrlFilter
+
+    UrlFilter()._resources()
     ok, report = adversarial.run(300, 1, tmp_path, seed=0, quiet=True)
     failed = [(name, detail) for name, good, detail in report["checks"] if not good]
     assert ok and not failed, failed
