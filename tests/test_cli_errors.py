@@ -306,6 +306,23 @@ def test_permission_errors_are_not_transient():
         _chained(StorageError("upload failed"), slow))
 
 
+def test_bad_input_is_not_retried_as_if_transient():
+    """Found by adversarial testing: a truncated .jsonl.zst (its JsonlReadError raised ``from None``
+    over the decoder's OSError) and a missing file were each tried three times."""
+    from refinery.executors.base import transient
+    from refinery.io.jsonl import JsonlReadError
+
+    try:
+        try:
+            raise OSError("zstd decompression failed")
+        except OSError:
+            raise JsonlReadError("unreadable JSONL shard x.jsonl.zst: corrupt or truncated zstd stream") from None
+    except JsonlReadError as exc:
+        assert not transient(exc)
+    assert not transient(FileNotFoundError(2, "No such file or directory"))
+    assert transient(_chained(ValueError("wrapped"), OSError("connection reset")))  # a real cause still counts
+
+
 def _chained(outer: BaseException, cause: BaseException) -> BaseException:
     outer.__cause__ = cause
     return outer
