@@ -297,7 +297,7 @@ def unique_shard_names(files: list[str], root: str, input_uri: str) -> list[str]
     return names
 
 
-def check_text_before_use(config: PipelineConfig, input_uri: str) -> None:
+def check_text_before_use(config: PipelineConfig, input_uri: str, what: str = "WARC input") -> None:
     """On WARC input a document has no text until a stage makes it (``extract``): a stage that
     reads text before that would remove every document as empty, so the order is refused."""
     from refinery.stages.registry import stage_class
@@ -308,9 +308,26 @@ def check_text_before_use(config: PipelineConfig, input_uri: str) -> None:
             return
         if cls.reads_text:
             raise ConfigError(
-                f"stage {spec.stage_name!r} ({spec.type}) reads text, but on WARC input ({input_uri}) documents have "
+                f"stage {spec.stage_name!r} ({spec.type}) reads text, but on {what} ({input_uri}) documents have "
                 f"none until an 'extract' stage makes it, and none comes before it: it would remove every document; "
                 f"move it after 'extract'")
+
+
+def _check_parquet_has_text(config: PipelineConfig, input_uri: str, files: list[str]) -> None:
+    """Parquet input of raw pages (an ``html`` column, no ``text``) read by stages that need text
+    with no ``extract`` first removed every document as ``empty_text`` (found by adversarial
+    testing): refused, as for WARC input. One footer is read (the first Parquet file's)."""
+    first = next((f for f in files if f.lower().endswith(".parquet")), None)
+    if first is None:
+        return
+    try:
+        from refinery.io.dataset import read_footer
+
+        names = read_footer(first).schema.names
+    except Exception:  # noqa: BLE001 - an unreadable file fails its own shard, with its own message
+        return
+    if "html" in names and "text" not in names:
+        check_text_before_use(config, input_uri, f"Parquet pages without a text column ({fs.basename(first)}: html only)")
 
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
@@ -410,6 +427,8 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     files, by_file = list_input_versions(input_uri, tuple(config.reader.cc_subsets), config.reader.manifest_base)
     if any(f.lower().endswith(WARC_SUFFIXES) for f in files):
         check_text_before_use(config, input_uri)
+    else:
+        _check_parquet_has_text(config, input_uri, files)
     root = input_root(input_uri, files)
     unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
     passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit, pinned=pinned_libraries)

@@ -911,3 +911,16 @@ def test_sagemaker_instances_check_stubs_in_the_terms_of_a_run_made_before(dup_i
         (shards_dir / f"{name}.json").write_text(json.dumps(stub))
     monkeypatch.setenv("REFINERY_SHARDS_DIR", str(shards_dir))
     assert container._my_shards(str(config), str(dup_input), str(out)) == set(launched.shard_names())
+
+
+def test_parquet_pages_without_text_need_extract_before_text_stages(tmp_path):
+    """Found by adversarial testing: Parquet input of raw pages (html, no text) through stages that
+    read text, with no extract first, removed every document as empty_text."""
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ["a"], "html": [b"<html><body><p>Some words here.</p></body></html>"],
+                             "url": ["http://a.example/"]}), tmp_path / "in" / "pages.parquet")
+    with pytest.raises(ConfigError, match=r"stage 'gopher_quality' \(gopher_quality\) reads text.*'extract'"):
+        plan_run(parse_config(_recipe(dedup=[], tokenize=None)), str(tmp_path / "in"), str(tmp_path / "out"))
+    ok = _recipe(stages=[{"type": "extract"}, {"type": "gopher_quality", "params": {"min_words": 2}}], dedup=[],
+                 tokenize=None)
+    assert plan_run(parse_config(ok), str(tmp_path / "in"), str(tmp_path / "out")).passes[0].name == "filter"
