@@ -72,7 +72,9 @@ def main() -> None:
             wall = time.time() - t0
         p = stats["passes"]
         print(f"{n} docs, {args.workers} worker(s): {wall:.1f}s wall")
-        for name in ("line_counts", "boilerplate", "remove"):
+        for name in ("line_counts", "boilerplate", "line_holders", "keepers", "remove"):
+            if name not in p:
+                continue
             secs = p[name].get("task_seconds", p[name].get("wall_seconds"))
             print(f"  {name:12s} {secs:6.2f} task-s  {n / max(secs, 1e-9):8.0f} docs/s per core  "
                   f"peak RSS {p[name].get('peak_rss_max', 0) / 2**20:.0f} MiB")

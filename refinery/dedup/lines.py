@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -370,20 +371,23 @@ def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: 
 
 
 def keeper_pass(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor, rule: dict[str, Any],
-                boiler_uris: list[str]) -> tuple[list[str], dict[str, Any]]:
+                boiler_uris: list[str], passes: dict[str, Any]) -> list[str]:
     """Run :func:`line_holders_task` over the shards and :func:`assign_keepers` over its output;
     writes the index with those keepers (``keepers/lines.parquet``, the boilerplate schema) and
-    returns its paths relative to the dedup directory, with the figures."""
+    returns its paths relative to the dedup directory; the figures go into ``passes``
+    (``line_holders``, ``keepers``: the driver's walk)."""
     from refinery.dedup.driver import _run_pass
 
     relative = ["keepers/lines.parquet"]
     done = work.done("keepers")
     if done is not None:
-        return relative, done
+        passes["keepers"] = done
+        return relative
     holder_uri = {s.name: work.path("line_holders", f"{s.name}.parquet") for s in shards}
     tasks = [{"input_uri": s.uri, "shard": s.name, "output_uri": holder_uri[s.name], "boilerplate_uris": boiler_uris,
               "rule": rule, "batch_size": config.batch_size, "shard_index": i} for i, s in enumerate(shards)]
-    _run_pass(work, "line_holders", line_holders_task, tasks, executor, [s.name for s in shards])
+    passes["line_holders"] = _run_pass(work, "line_holders", line_holders_task, tasks, executor, [s.name for s in shards])
+    started = time.time()
     tables = [parquet.read_table(u) for u in boiler_uris]
     index = pa.concat_tables(tables) if tables else _BOILERPLATE_SCHEMA.empty_table()
     index = index.take(pc.sort_indices(index, [("line_hash", "ascending")]))
@@ -393,11 +397,12 @@ def keeper_pass(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
     moved = int((has & (keeper != first_keepers)).sum())
     index = index.set_column(index.schema.get_field_index("keeper"), "keeper", pa.array(keeper, pa.uint64()))
     parquet.write_table(index.cast(_BOILERPLATE_SCHEMA), work.path(*relative[0].split("/")), row_group_size=1 << 20)
-    summary = work.finish("keepers", counts | {"keepers_moved": moved})
+    passes["keepers"] = work.finish("keepers", counts | {"keepers_moved": moved,
+                                                                   "wall_seconds": round(time.time() - started, 3)})
     log.info("[dedup lines] keepers: %d holders, %d of them removed by the %.0f%% rule; %d lines' keeper moved to a "
              "later holder that stays, %d lines kept by no holder", counts["holders"], counts["holders_removed"],
              100 * config.lines.max_removed_word_frac, moved, counts["lines_lost"])
-    return relative, summary
+    return relative
 
 
 # -- the driver's part -------------------------------------------------------------------------
@@ -457,7 +462,7 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
     # the removal stage reads the index by paths relative to the dedup directory
     index_files = [f"boilerplate/part-{p:05d}.parquet" for p in range(P)]
     if lines.keep_first:  # each line's keeper: the first holder that stays, not only the first
-        index_files, passes["keepers"] = keeper_pass(work, shards, config, executor, rule, boiler_uris)
+        index_files = keeper_pass(work, shards, config, executor, rule, boiler_uris, passes)
     _write_manifest(work, "lines", _method_params(config), shards, counted["per_shard"], partitions=P,
                     boilerplate=index_files)
     b = passes["boilerplate"]
