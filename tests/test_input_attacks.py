@@ -517,3 +517,18 @@ def test_parquet_uncastable_column_is_one_line_naming_file_and_column(tmp_path, 
     (failure,) = summary.failed
     first = failure.error.splitlines()[0]  # the executor appends the traceback below it
     assert str(src) in first and f"column {column!r}" in first and "ShardReadError" in first, failure.error
+
+
+def test_a_parquet_file_with_a_repeated_column_fails_by_name(tmp_path):
+    """Found by adversarial testing: a repeated ``text`` column failed the shard with a KeyError
+    naming no file; a repeated extra column kept one copy silently."""
+    (tmp_path / "in").mkdir()
+    for name, cols in (("twice-text", ["id", "text", "text"]), ("twice-extra", ["id", "text", "lang", "lang"])):
+        arrays = [pa.array(["a"]), pa.array(["some words here"])] + [pa.array(["x"])] * (len(cols) - 2)
+        pq.write_table(pa.Table.from_arrays(arrays, names=cols), tmp_path / "in" / f"{name}.parquet")
+    config = parse_config({"name": "t", "stages": [{"type": "gopher_quality", "params": {"min_words": 1}}]})
+    summary = run_pipeline(config, str(tmp_path / "in"), str(tmp_path / "out"), workers=1, progress=False)
+    failed = {o.shard: o.error for o in summary.failed}
+    assert set(failed) == {"twice-text", "twice-extra"}
+    assert "twice-text.parquet has the column 'text' more than once" in failed["twice-text"]
+    assert "twice-extra.parquet has the column 'lang' more than once" in failed["twice-extra"]
