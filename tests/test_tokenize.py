@@ -498,3 +498,17 @@ def test_shards_of_another_layout_are_refused_or_replaced_not_left_beside(kept_r
     (tmp_path / "tok" / "notes.json").write_text('{"mine": true}')  # not a token sidecar: left alone
     tokenize_run(kept_run, out, "gpt2", progress=False)
     assert (tmp_path / "tok" / "notes.json").exists()
+
+
+def test_a_rerun_that_tokenizes_nothing_keeps_the_tokens_provenance(kept_run, tmp_path, monkeypatch):
+    """Found by adversarial testing: a rerun that redid no shard rewrote the manifest's tokenizer
+    with the path as typed now and the installed tokenizers version, claiming a version no shard
+    was made with."""
+    import tokenizers
+
+    out = str(tmp_path / "tok")
+    tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
+    before = json.loads((tmp_path / "tok" / MANIFEST).read_text())["tokenizer"]
+    monkeypatch.setattr(tokenizers, "__version__", "0.99.0")
+    again = tokenize_run(kept_run, out, "./" + os.path.relpath(GPT_NEO_JSON), progress=False)
+    assert not again.done and json.loads((tmp_path / "tok" / MANIFEST).read_text())["tokenizer"] == before

@@ -525,6 +525,11 @@ def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str,
         source = {"docs_read": sum(e["docs_read"] for e in entries), "docs_empty": sum(e["docs_empty"] for e in entries)}
 
     manifest = _manifest(run_dir, tok, plan, names, entries, source)
+    if not result.done:  # nothing tokenized now: the tokens' provenance is the earlier run's (its
+        # tokenizer path as spelled then, its tokenizers version), not this process's
+        earlier = _earlier_tokenizer(output, tok)
+        if earlier is not None:
+            manifest["tokenizer"] = earlier
     fs.write_bytes(fs.join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
     if plan is not None and not keep_work:
         _delete_work(work, names, work_dir)
@@ -534,6 +539,17 @@ def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str,
              manifest["totals"]["n_tokens"], manifest["totals"]["n_tokens"] / elapsed)
     result.manifest = manifest
     return result
+
+
+def _earlier_tokenizer(output: str, tok: LoadedTokenizer) -> dict | None:
+    """The ``tokenizer`` entry of the manifest already in ``output`` when it names ``tok``'s file
+    (same SHA-256), else None."""
+    uri = fs.join(output, MANIFEST)
+    try:
+        old = parse_manifest(fs.read_bytes(uri), uri)["tokenizer"]
+    except (fs.StorageError, TokenShardError):
+        return None
+    return old if old.get("sha256") == tok.sha256 else None
 
 
 def _clear_foreign_shards(output: str, expected: list[str], replace: bool) -> None:
