@@ -309,7 +309,7 @@ def check_text_before_use(config: PipelineConfig, input_uri: str, what: str = "W
         if cls.reads_text:
             raise ConfigError(
                 f"stage {spec.stage_name!r} ({spec.type}) reads text, but on {what} ({input_uri}) documents have "
-                f"none until an 'extract' stage makes it, and none comes before it: it would remove every document; "
+                f"none until an 'extract' stage makes it, and none comes before it: it would remove every such document; "
                 f"move it after 'extract'")
 
 

@@ -320,6 +320,12 @@ def test_bad_input_is_not_retried_as_if_transient():
     except JsonlReadError as exc:
         assert not transient(exc)
     assert not transient(FileNotFoundError(2, "No such file or directory"))
+    from refinery.io import fs
+
+    try:
+        fs.open_input("/nonexistent/refinery-test/x.jsonl")
+    except fs.StorageError as wrapped:  # what a shard's read raises: a StorageError over the OS error
+        assert not transient(wrapped)
     assert transient(_chained(ValueError("wrapped"), OSError("connection reset")))  # a real cause still counts
 
 

@@ -365,3 +365,9 @@ def test_input_columns_named_like_a_stages_columns_are_kept_as_input_columns(tmp
     assert [r["input_language"] for r in kept + removed] == ["xx", "xx", "xx"]
     assert sorted(r["input_language_score"] for r in kept + removed) == ["high", "high", "low"]
     assert removed[0]["language"] is None  # removed before language_id: no value of ours, none of theirs
+    # a run over that run's corpus (and over that one's): each earlier value kept under a free name
+    again = run_pipeline(config, str(tmp_path / "out" / "kept"), str(tmp_path / "out2"), workers=1, progress=False)
+    third = run_pipeline(config, str(tmp_path / "out2" / "kept"), str(tmp_path / "out3"), workers=1, progress=False)
+    assert not again.failed and not third.failed
+    row = pq.read_table(tmp_path / "out3" / "kept").to_pylist()[0]
+    assert row["language"] == "en" and row["input_language"] == "xx" and row["input_language_2"] == "en"

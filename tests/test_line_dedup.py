@@ -43,8 +43,9 @@ def _shards(tmp: Path, shards: dict[str, list[dict]]) -> Path:
     run = tmp / "run"
     run.mkdir(parents=True)
     for name, docs in shards.items():
-        pq.write_table(pa.table({k: [d.get(k) for d in docs] for k in ("id", "url", "text")},
-                                schema=pa.schema([("id", pa.string()), ("url", pa.string()), ("text", pa.string())])),
+        columns = ("id", "url", "text") + (("source",) if any("source" in d for d in docs) else ())
+        pq.write_table(pa.table({k: [d.get(k) for d in docs] for k in columns},
+                                schema=pa.schema([(k, pa.string()) for k in columns])),
                        run / f"{name}.parquet")
     return run
 
@@ -240,8 +241,11 @@ def test_pairs_seen_in_several_shards_count_one_domain_and_no_url_counts_none():
     # the keeper of each line: the id hash of its row with the lowest doc key
     first = np.array([5 << 32, 3, (1 << 32) | 7, 9, 2, 4], dtype=np.uint64)
     first_id = np.array([50, 30, 17, 90, 20, 40], dtype=np.uint64)
-    *_, keepers = aggregate_pairs(line, domain, docs, first, first_id)
-    assert keepers.tolist() == [40, 30, 20]
+    *_, keepers, keeper_shards = aggregate_pairs(line, domain, docs, first, first_id)
+    assert keepers.tolist() == [40, 30, 20] and keeper_shards.tolist() == [0, 0, 0]  # and its shard
+    first[1] = (2 << 32) | 3  # line 7's lowest key is now (1 << 32) | 7: shard 1, id hash 17
+    assert aggregate_pairs(line, domain, docs, first, first_id)[3:][0].tolist()[1] == 17
+    assert aggregate_pairs(line, domain, docs, first, first_id)[4].tolist()[1] == 1
 
 
 def test_candidates_normalize_and_skip_prose_and_numbers():
@@ -281,16 +285,43 @@ def test_several_partitions_give_the_same_cuts(sample_run, tmp_path):
     assert _texts(tmp_path / "multi") == _texts(out)
 
 
-def test_ids_repeated_across_shards_keep_each_line_once(tmp_path):
+@pytest.mark.parametrize("source", [None, "common-crawl"])
+def test_ids_repeated_across_shards_keep_each_line_once(tmp_path, source):
     """Found by adversarial testing: keepers were named by id alone, so with per-file ids
     (``doc-0`` in every Parquet file of a dataset) every ``doc-0`` was a keeper, and the line stayed
-    in each of them. The index names keepers by source file and id."""
+    in each of them; named by the ``source`` column instead, a constant source (Dolma-style) did the
+    same. The index names keepers by id and shard."""
     menu = ("Home | About us | Contact the editorial team\nSubscribe to our weekly newsletter today\n"
             "All rights reserved by the publisher group")
     shards = {f"part-{s}": [{"id": f"doc-{i}", "url": f"https://site{s}{i}.example/p",
-                             "text": menu + "\n" + " ".join(f"unique{s}x{i}w{k}" for k in range(600))}
+                             "text": menu + "\n" + " ".join(f"unique{s}x{i}w{k}" for k in range(600)),
+                             **({"source": source} if source else {})}
                             for i in range(3)] for s in range(4)}
     stats, out = _run(tmp_path, shards, max_removed_word_frac=0.5)
     kept = _rows(out / "kept")
     assert len(kept) == 12
     assert sum("Subscribe to our weekly newsletter today" in r["text"] for r in kept) == 1
+
+
+def test_an_index_applied_to_a_copy_of_its_files_still_keeps_each_line(tmp_path):
+    """Found by adversarial testing: keepers named by the shard's path matched no document when
+    the index was applied (the YAML stage) to the same files elsewhere: the line was cut from
+    every copy. Without a shard to go by, ids alone decide, as before."""
+    import shutil
+
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    menu = "Subscribe to our weekly newsletter today\nAll rights reserved by the publisher group"
+    shards = {f"part-{s}": [{"id": f"s{s}-{i}", "url": f"https://site{s}{i}.example/p",
+                             "text": menu + "\n" + " ".join(f"w{s}x{i}y{k}" for k in range(400))} for i in range(2)]
+              for s in range(2)}
+    stats, out = _run(tmp_path, shards, max_removed_word_frac=0.5)
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "run", copy)
+    config = parse_config({"name": "apply", "stages": [{"type": "lines_dedup",
+                                                         "params": {"dedup_dir": str(out / "dedup")}}]})
+    applied = tmp_path / "applied"
+    run_pipeline(config, str(copy), str(applied), workers=1, progress=False)
+    texts = [r["text"] for r in _rows(applied / "kept")]
+    assert len(texts) == 4 and sum("Subscribe to our weekly newsletter today" in t for t in texts) == 1

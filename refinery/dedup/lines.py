@@ -76,7 +76,7 @@ _WS = re.compile(r"\s+")
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[^\W\d_]")
 _BOILERPLATE_SCHEMA = pa.schema([("line_hash", pa.uint64()), ("docs", pa.uint32()), ("domains", pa.uint32()),
-                                 ("keeper", pa.uint64())])
+                                 ("keeper", pa.uint64()), ("keeper_shard", pa.uint32())])
 
 
 @dataclass(frozen=True)
@@ -135,24 +135,13 @@ def doc_id_hash(doc_id: Any) -> int:
     return xxhash.xxh3_64_intdigest(("" if doc_id is None else str(doc_id)).encode("utf-8", "surrogatepass"))
 
 
-#: how the index names a line's keeper (the manifest's ``keeper_key``): by the document's source
-#: file and id. By id alone, ids repeated across files (``doc-0`` in every Parquet file of a
-#: dataset) made every such document a keeper, and the line stayed in each (found by adversarial
-#: testing); an index without the key names keepers by id alone.
-KEEPER_KEY = "source_id"
-
-
-def keeper_hash(source: Any, doc_id: Any) -> int:
-    """The 64-bit hash a document is named by as a line's keeper (see :data:`KEEPER_KEY`)."""
-    return doc_id_hash(f"{'' if source is None else source}\x00{'' if doc_id is None else doc_id}")
-
-
-def _sources(table: pa.Table, input_uri: str) -> list[Any]:
-    """Each row's ``source`` as the removal run sees it: the column's values (nulls too), or the
-    shard's URI when the column is missing (the runner fills it so)."""
-    if "source" in table.column_names:
-        return table.column("source").to_pylist()
-    return [input_uri] * table.num_rows
+#: how the index names a line's keeper (the manifest's ``keeper_key``): by the hash of the
+#: document's id and, in ``keeper_shard``, its shard's position in the manifest. By id alone, ids
+#: repeated across files (``doc-0`` in every Parquet file of a dataset) made every such document
+#: a keeper, and the line stayed in each; by the ``source`` column (constant in Dolma-style data)
+#: or a path, it did too, or matched no document once the files moved (found by adversarial
+#: testing). A removal stage that cannot tell its shard compares ids alone, as before.
+KEEPER_KEY = "shard_id"
 
 
 def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray, first: np.ndarray | None = None,
@@ -163,7 +152,7 @@ def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray, firs
     keepers = first is not None and first_id is not None
     if not len(line):
         empty = (np.empty(0, _U64), np.empty(0, np.int64), np.empty(0, np.int64))
-        return empty + ((np.empty(0, _U64),) if keepers else ())
+        return empty + ((np.empty(0, _U64), np.empty(0, np.uint32)) if keepers else ())
     order = np.lexsort((domain, line))
     line, domain, docs = line[order], domain[order], docs[order].astype(np.int64)
     if keepers:
@@ -184,7 +173,7 @@ def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray, firs
     # doc keys are unique, so exactly one row per line holds the line's lowest
     lowest = np.minimum.reduceat(first, starts)
     at = np.flatnonzero(first == np.repeat(lowest, np.diff(np.append(starts, len(line)))))
-    return line[starts], line_docs, line_domains, first_id[at]
+    return line[starts], line_docs, line_domains, first_id[at], (first[at] >> np.uint64(32)).astype(np.uint32)
 
 
 # -- pass 1: per shard -------------------------------------------------------------------------
@@ -237,8 +226,7 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
         docs = np.empty(0, np.uint32)
     first = (np.uint64(shard_index) << np.uint64(32)) | row.astype(_U64)
     ids = table.column("id").take(pa.array(row, pa.int64())).to_pylist() if len(row) else []
-    sources = _sources(table, input_uri)
-    first_id = np.fromiter((keeper_hash(sources[r], i) for r, i in zip(row.tolist(), ids)), dtype=_U64, count=len(ids))
+    first_id = np.fromiter((doc_id_hash(i) for i in ids), dtype=_U64, count=len(ids))
     counts = write_partitioned(output_uri, {"line": line, "domain": domain, "docs": docs, "first": first,
                                             "first_id": first_id}, partition_of(line, num_parts), num_parts)
     sources: list[str] | None = None
@@ -257,12 +245,13 @@ def boilerplate_task(count_uris: list[str], part: int, output_uri: str, min_docs
     data = read_partition(count_uris, part, ["line", "domain", "docs", "first", "first_id"],
                           {"line": _U64, "domain": _U64, "docs": np.uint32, "first": _U64, "first_id": _U64})
     rows = len(data["line"])
-    line, docs, doms, keeper = aggregate_pairs(data["line"], data["domain"], data["docs"], data["first"], data["first_id"])
+    line, docs, doms, keeper, keeper_shard = aggregate_pairs(data["line"], data["domain"], data["docs"], data["first"],
+                                                             data["first_id"])
     del data
     hit = (docs >= min_docs) & (doms >= min_domains)
     out = pa.table({"line_hash": pa.array(line[hit]), "docs": pa.array(docs[hit].astype(np.uint32)),
-                    "domains": pa.array(doms[hit].astype(np.uint32)), "keeper": pa.array(keeper[hit])},
-                   schema=_BOILERPLATE_SCHEMA)
+                    "domains": pa.array(doms[hit].astype(np.uint32)), "keeper": pa.array(keeper[hit]),
+                    "keeper_shard": pa.array(keeper_shard[hit])}, schema=_BOILERPLATE_SCHEMA)
     parquet.write_table(out, output_uri, row_group_size=1 << 20)
     return {"rows": rows, "max_partition_rows": rows, "distinct_lines": len(line), "boilerplate_lines": int(hit.sum()),
             "boilerplate_doc_lines": int(docs[hit].sum())}
@@ -272,14 +261,25 @@ def load_boilerplate(uris: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """The sorted boilerplate line hashes of a finished index (what the removal stage looks up)
     and, aligned with them, the id hash of the document that keeps each (None for an index
     written before keepers were recorded)."""
+    keys, keepers, _ = load_boilerplate_keepers(uris)
+    return keys, keepers
+
+
+def load_boilerplate_keepers(uris: list[str]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """:func:`load_boilerplate` plus each keeper's shard (its position among the manifest's
+    shards; None for an index written before they were recorded)."""
     tables = [parquet.read_table(u) for u in uris]
     keys = np.concatenate([t.column("line_hash").to_numpy() for t in tables]) if tables else np.empty(0, _U64)
     keys = keys.astype(_U64, copy=False)
     order = np.argsort(keys, kind="stable")
     if not all("keeper" in t.column_names for t in tables):
-        return keys[order], None
+        return keys[order], None, None
     keepers = np.concatenate([t.column("keeper").to_numpy() for t in tables]) if tables else np.empty(0, _U64)
-    return keys[order], keepers.astype(_U64, copy=False)[order]
+    shards = None
+    if all("keeper_shard" in t.column_names for t in tables):
+        shards = (np.concatenate([t.column("keeper_shard").to_numpy() for t in tables]) if tables
+                  else np.empty(0, np.uint32)).astype(np.uint32, copy=False)[order]
+    return keys[order], keepers.astype(_U64, copy=False)[order], shards
 
 
 # -- pass 3: which holder keeps each line --------------------------------------------------------
@@ -297,8 +297,7 @@ def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_u
 
     keys, _ = load_boilerplate(boilerplate_uris)
     line_rule = LineRule.from_params(rule)
-    table = parquet.read_table(input_uri, columns=["id", "text"] + (["source"] if "source" in _columns(input_uri) else []))
-    sources = _sources(table, input_uri)
+    table = parquet.read_table(input_uri, columns=["id", "text"])
     cols: dict[str, list[int]] = {name: [] for name in _HOLDERS_SCHEMA.names}
     holders = 0
     for lo in range(0, table.num_rows, batch_size):
@@ -321,7 +320,7 @@ def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_u
             for j in found.tolist():
                 words[int(pos[j])] = words.get(int(pos[j]), 0) + count_words(cand[j][1])
             holders += 1
-            doc, id_hash, total = (shard_index << 32) | row, keeper_hash(sources[row], doc_id), count_words(text)
+            doc, id_hash, total = (shard_index << 32) | row, doc_id_hash(doc_id), count_words(text)
             for line_pos, w in words.items():
                 for name, value in zip(_HOLDERS_SCHEMA.names, (doc, id_hash, total, line_pos, w)):
                     cols[name].append(value)
@@ -331,7 +330,7 @@ def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_u
 
 
 def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: float
-                   ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """Each boilerplate line's keeper: the first holder (doc key order) that the removal stage
     will keep. Documents are taken in order; one stays when the lines kept by earlier staying
     documents hold at most ``max_removed_word_frac`` of its words (and not all of them), and it
@@ -339,7 +338,8 @@ def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: 
     index's first pass) is not enough: a page that keeps one story's lines but loses another's
     to an earlier site is removed by the 5% rule, and the story it was to keep survived nowhere
     (found by adversarial testing). Returns ``(keeper id hash per line, whether it has one,
-    counts)``; a line whose every holder is removed has none (no copy of it stays anyway)."""
+    its shard's position, whether it has one, counts)``; a line whose every holder is removed has
+    none (no copy of it stays anyway)."""
     tables = [parquet.read_table(u) for u in holder_uris]
     data = pa.concat_tables(tables) if tables else _HOLDERS_SCHEMA.empty_table()
     doc = data.column("doc").to_numpy().astype(_U64, copy=False)
@@ -352,6 +352,7 @@ def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: 
     del data, tables, order
     kept = np.zeros(n_lines, dtype=bool)
     keeper = np.zeros(n_lines, dtype=_U64)
+    keeper_shard = np.zeros(n_lines, dtype=np.uint32)
     starts = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1]))) if len(doc) else np.empty(0, np.int64)
     ends = np.append(starts[1:], len(doc))
     removed = 0
@@ -366,7 +367,8 @@ def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: 
         new = pos[~held]
         kept[new] = True
         keeper[new] = id_hash[s]
-    return keeper, kept, {"holders": len(starts), "holders_removed": removed, "lines_kept": int(kept.sum()),
+        keeper_shard[new] = int(doc[s]) >> 32
+    return keeper, keeper_shard, kept, {"holders": len(starts), "holders_removed": removed, "lines_kept": int(kept.sum()),
                           "lines_lost": int(n_lines - kept.sum())}
 
 
@@ -392,10 +394,13 @@ def keeper_pass(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
     index = pa.concat_tables(tables) if tables else _BOILERPLATE_SCHEMA.empty_table()
     index = index.take(pc.sort_indices(index, [("line_hash", "ascending")]))
     first_keepers = index.column("keeper").to_numpy()
-    keeper, has, counts = assign_keepers([holder_uri[s.name] for s in shards], index.num_rows,
-                                         config.lines.max_removed_word_frac)
-    moved = int((has & (keeper != first_keepers)).sum())
+    first_shards = index.column("keeper_shard").to_numpy()
+    keeper, keeper_shard, has, counts = assign_keepers([holder_uri[s.name] for s in shards], index.num_rows,
+                                                       config.lines.max_removed_word_frac)
+    moved = int((has & ((keeper != first_keepers) | (keeper_shard != first_shards))).sum())
     index = index.set_column(index.schema.get_field_index("keeper"), "keeper", pa.array(keeper, pa.uint64()))
+    index = index.set_column(index.schema.get_field_index("keeper_shard"), "keeper_shard",
+                             pa.array(keeper_shard, pa.uint32()))
     parquet.write_table(index.cast(_BOILERPLATE_SCHEMA), work.path(*relative[0].split("/")), row_group_size=1 << 20)
     passes["keepers"] = work.finish("keepers", counts | {"keepers_moved": moved,
                                                                    "wall_seconds": round(time.time() - started, 3)})

@@ -157,16 +157,16 @@ def transient(exc: BaseException) -> bool:
     report."""
     if permission_denied(exc):
         return False  # a read-only bucket or directory stays read-only: retrying only delays the report
+    chain: list[BaseException] = []
     seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
-            return False  # a missing file does not appear on a retry
-        if isinstance(seen, (OSError, StorageError, TimeoutError, ConnectionError, MemoryError)):
-            return True
+    while seen is not None and len(chain) < 50:
+        chain.append(seen)
         # ``raise ... from None`` says the error below is not the cause: a truncated zstd file's
         # decoder OSError made its JsonlReadError "transient", retried 3 times (found by adversarial testing)
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
-    return False
+    if any(isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)) for e in chain):
+        return False  # a missing file does not appear on a retry, however it was wrapped (StorageError)
+    return any(isinstance(e, (OSError, StorageError, TimeoutError, ConnectionError, MemoryError)) for e in chain)
 
 
 #: S3 / AWS error codes that mean "you may not", which no retry changes

@@ -51,25 +51,49 @@ class RepeatedLineCut(_IndexedStage):
         return [FRAC]
 
     # loaded lazily, once per worker (dropped when pickled)
-    def _index(self) -> tuple[Any, np.ndarray, np.ndarray | None, float, bool]:
+    def _index(self) -> tuple[Any, np.ndarray, np.ndarray | None, float, np.ndarray | None]:
         cached = self.__dict__.get("_lazy_index")
         if cached is None:
-            from refinery.dedup.lines import LineRule, load_boilerplate
+            from refinery.dedup.lines import LineRule, load_boilerplate_keepers
 
             manifest = self._manifest()
             params = manifest["params"]
-            keys, keepers = load_boilerplate([fs.join(self.dedup_dir, p) for p in manifest["boilerplate"]])
+            keys, keepers, keeper_shards = load_boilerplate_keepers(
+                [fs.join(self.dedup_dir, p) for p in manifest["boilerplate"]])
             if not params.get("keep_first", False):  # an index from before keepers, or keep_first: false
-                keepers = None
+                keepers = keeper_shards = None
             frac = self.max_removed_word_frac if self.max_removed_word_frac is not None else float(params["max_removed_word_frac"])
-            cached = self._lazy_index = (LineRule.from_params(params), keys, keepers, frac,
-                                         params.get("keeper_key") == "source_id")
+            cached = self._lazy_index = (LineRule.from_params(params), keys, keepers, frac, keeper_shards)
         return cached
 
+    def _own_shards(self, batch: pa.RecordBatch) -> list[int | None]:
+        """Each row's shard as the index numbers them (its position among the manifest's shards):
+        the stage's ``shard``, else the one its ``source`` names unambiguously, else None (ids
+        alone are compared)."""
+        manifest = self._manifest()
+        position = manifest.setdefault("_positions", {s["name"]: i for i, s in enumerate(manifest.get("shards", []))})
+        if self.shard is not None:
+            return [position.get(self.shard)] * batch.num_rows
+        if "source" not in batch.schema.names:
+            return [None] * batch.num_rows
+        by_source = manifest["_sources"]
+
+        def shard_of(source: Any) -> int | None:
+            if source is None:
+                return None
+            name = by_source.get(source)
+            if name is None:  # the same files elsewhere (a copy, a mirror): by their file name
+                name = str(source).rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet")
+            return position.get(name)
+
+        return [shard_of(s) for s in batch.column("source").to_pylist()]
+
     def cut(self, text: str, rule: Any, keys: np.ndarray, keepers: np.ndarray | None = None,
-            own_id: int | None = None) -> tuple[str, int, int]:
+            own_id: int | None = None, keeper_shards: np.ndarray | None = None,
+            own_shard: int | None = None) -> tuple[str, int, int]:
         """``(text without boilerplate lines, lines cut, words in them)``; lines whose keeper is
-        this document (``own_id``: :func:`~refinery.dedup.lines.doc_id_hash` of its id) stay."""
+        this document (``own_id``: :func:`~refinery.dedup.lines.doc_id_hash` of its id, in the
+        shard ``own_shard`` when both it and the index's ``keeper_shards`` are known) stay."""
         lines = text.split("\n")
         hashes = [rule.key(line) for line in lines]
         cand = [i for i, h in enumerate(hashes) if h is not None]
@@ -79,7 +103,10 @@ class RepeatedLineCut(_IndexedStage):
         pos = np.searchsorted(keys, h).clip(max=len(keys) - 1)
         found = keys[pos] == h
         if keepers is not None and own_id is not None:
-            found &= keepers[pos] != np.uint64(own_id)
+            mine = keepers[pos] == np.uint64(own_id)
+            if keeper_shards is not None and own_shard is not None:
+                mine &= keeper_shards[pos] == own_shard
+            found &= ~mine
         hit = {cand[j] for j in np.flatnonzero(found).tolist()}
         if not hit:
             return text, 0, 0
@@ -88,19 +115,15 @@ class RepeatedLineCut(_IndexedStage):
         return _BLANK_RUNS.sub("\n\n", kept).strip(), len(hit), words
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        rule, keys, keepers, limit, by_source = self._index()
+        rule, keys, keepers, limit, keeper_shards = self._index()
         texts = batch.column("text").to_pylist()
         if keepers is not None:
-            from refinery.dedup.lines import doc_id_hash, keeper_hash
+            from refinery.dedup.lines import doc_id_hash
 
-            ids = batch.column("id").to_pylist()
-            if by_source:  # the index names keepers by source file and id (ids repeat across files)
-                sources = batch.column("source").to_pylist() if "source" in batch.schema.names else [None] * len(ids)
-                own_ids: list[int | None] = [keeper_hash(s, i) for s, i in zip(sources, ids)]
-            else:
-                own_ids = [doc_id_hash(i) for i in ids]
+            own_ids: list[int | None] = [doc_id_hash(i) for i in batch.column("id").to_pylist()]
         else:
             own_ids = [None] * batch.num_rows
+        own_shards = self._own_shards(batch) if keeper_shards is not None else [None] * batch.num_rows
         n = len(texts)
         reasons: list[str | None] = [None] * n
         metrics: list[float | None] = [None] * n
@@ -112,7 +135,7 @@ class RepeatedLineCut(_IndexedStage):
         for i, text in enumerate(texts):
             if not text:
                 continue
-            corrected, lines, words = self.cut(text, rule, keys, keepers, own_ids[i])
+            corrected, lines, words = self.cut(text, rule, keys, keepers, own_ids[i], keeper_shards, own_shards[i])
             if not lines:
                 continue
             total = count_words(text)
