@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns, check_unique_ids
+from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns, as_text, check_unique_ids
 from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
 from refinery.io import fs, parquet
 from refinery.stats.domains import NO_URL, DomainCounter
@@ -189,7 +189,8 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
                               f"(lines are counted per registered domain of `url`)")
     line_rule = LineRule.from_params(rule)
     domains = DomainCounter()
-    table = parquet.read_table(input_uri, columns=["id", "text", "url"] + (["source"] if "source" in present else []))
+    columns = ["id", "text", "url"] + (["source"] if "source" in present else [])
+    table = as_text(parquet.read_table(input_uri, columns=columns))
     check_unique_ids(table.column("id").cast(pa.string()), input_uri)
     n = table.num_rows
     line_parts: list[np.ndarray] = []
@@ -297,7 +298,7 @@ def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_u
 
     keys, _ = load_boilerplate(boilerplate_uris)
     line_rule = LineRule.from_params(rule)
-    table = parquet.read_table(input_uri, columns=["id", "text"])
+    table = as_text(parquet.read_table(input_uri, columns=["id", "text"]))
     cols: dict[str, list[int]] = {name: [] for name in _HOLDERS_SCHEMA.names}
     holders = 0
     for lo in range(0, table.num_rows, batch_size):

@@ -105,6 +105,21 @@ def _columns(uri: str) -> list[str]:
 
 
 # -- pass 1: signatures / keys per shard ------------------------------------------------------
+def as_text(table: pa.Table) -> pa.Table:
+    """``text``, ``url`` and ``source`` as UTF-8 strings when a shard stores them as binary (Hive
+    and Impala write strings so), invalid bytes replaced, as the runner reads them: the dedup
+    tasks failed on bytes, and a binary ``source`` could not be written to the manifest (found
+    by adversarial testing)."""
+    for name in ("text", "url", "source"):
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            values = [None if v is None else v.decode("utf-8", "replace") for v in column.to_pylist()]
+            table = table.set_column(table.column_names.index(name), name, pa.array(values, pa.large_string()))
+    return table
+
+
 def check_unique_ids(ids: pa.Array | pa.ChunkedArray, input_uri: str) -> None:
     """DedupInputError unless every id is set and unique: the removal pass finds documents by id
     (substring cuts, a line's keeper), so a repeated id cut or kept the wrong document."""
@@ -128,7 +143,7 @@ def signature_task(
     missing = [c for c in needed if c not in present]
     if missing:
         raise DedupInputError(f"shard {input_uri} lacks column(s) {missing} needed by {method} dedup")
-    table = parquet.read_table(input_uri, columns=needed + (["source"] if "source" in present else []))
+    table = as_text(parquet.read_table(input_uri, columns=needed + (["source"] if "source" in present else [])))
     n = table.num_rows
     ids = table.column("id").cast(pa.string())
     check_unique_ids(ids, input_uri)

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.dedup.passes import MAX_SOURCES, _columns, check_unique_ids
+from refinery.dedup.passes import MAX_SOURCES, _columns, as_text, check_unique_ids
 from refinery.dedup.text import raw_tokenize
 from refinery.io import parquet
 
@@ -139,7 +139,8 @@ def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bo
     doc_base = 0
     for shard in shards:
         present = _columns(shard["input_uri"])
-        table = parquet.read_table(shard["input_uri"], columns=["id", "text"] + (["source"] if "source" in present else []))
+        table = as_text(parquet.read_table(shard["input_uri"],
+                                           columns=["id", "text"] + (["source"] if "source" in present else [])))
         ids.append(table.column("id").cast(pa.string()))
         check_unique_ids(ids[-1], shard["input_uri"])
         if "source" in table.column_names:
