@@ -492,3 +492,13 @@ def test_binary_string_columns_are_read_as_text(tmp_path, method):
     assert stats["docs_read"] == 3 == stats["docs_kept"] + stats["docs_removed"]
     if method in ("exact", "minhash"):
         assert stats["docs_removed"] == 1  # the two equal texts are found equal
+
+
+@pytest.mark.parametrize("method", ["exact", "lines", "substring"])
+def test_a_shard_with_a_repeated_column_is_one_line_before_any_index_work(tmp_path, method):
+    (tmp_path / "in").mkdir()
+    table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["some text here"]), pa.array(["http://a.example/"]),
+                                  pa.array(["http://b.example/"])], names=["id", "text", "url", "url"])
+    pq.write_table(table, tmp_path / "in" / "s.parquet")
+    with pytest.raises(Exception, match=r"s\.parquet has the column 'url' more than once"):
+        run_dedup(str(tmp_path / "in"), str(tmp_path / "out"), DedupConfig(method=method), LocalExecutor(1))

@@ -99,9 +99,15 @@ def _read_columns(uri: str, columns: list[str]) -> pa.Table:
 
 
 def _columns(uri: str) -> list[str]:
+    """The shard's column names; DedupInputError naming the file and column when one repeats (the
+    index tasks failed with Arrow's "Multiple matches for FieldRef", after building the index)."""
     filesystem, path = fs.resolve(uri)
     with filesystem.open_input_file(path) as f:
-        return pq.read_schema(f).names
+        names = pq.read_schema(f).names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DedupInputError(f"shard {uri} has the column {twice[0]!r} more than once; rename or drop one")
+    return names
 
 
 # -- pass 1: signatures / keys per shard ------------------------------------------------------
