@@ -343,18 +343,12 @@ def _file_sha256(path: Path) -> str:
     return _FILE_DIGESTS[key]
 
 
-def stage_model_digests(config: PipelineConfig) -> dict[str, list[str]]:
-    """``{stage name: ["<file name> <sha256>", ...]}`` of the model files each stage would load
-    now (:meth:`Stage.model_files`). A resumed run whose classifier was retrained in place (the
-    default ``~/.cache/refinery/models`` is where ``train-classifier`` writes) scored its
-    shards with two models, silently (found by adversarial testing)."""
-    return _stage_identity(config)[1]
-
-
 def _stage_identity(config: PipelineConfig, pinned: dict[str, str] | None = None
                     ) -> tuple[list[dict[str, Any]], dict[str, list[str]], dict[str, str]]:
     """What decides each stage's output besides the code of refinery itself: the stages with
-    their effective params (defaults included), the digests of their model files, and the
+    their effective params (defaults included), ``{stage name: ["<file name> <sha256>", ...]}``
+    of the model files each would load now (:meth:`Stage.model_files`: a resumed run whose
+    classifier was retrained in place scored its shards with two models, silently), and the
     versions of the libraries they use (:attr:`Stage.libraries`)."""
     stages, digests, libraries = [], {}, {}
     for spec, raw in zip(config.stages, config.model_dump(mode="json")["stages"]):

@@ -53,6 +53,11 @@ class InputSchemaError(ValueError):
     """An input shard's columns cannot be used (one line, naming the file and the column)."""
 
 
+def repeated_column(names: list[str]) -> str | None:
+    """The first column name (in sorted order) that ``names`` holds more than once, or None."""
+    return next(iter(sorted({n for n in names if names.count(n) > 1})), None)
+
+
 def rename_reserved(names: list[str], source: str) -> dict[str, str]:
     """``{old: new}`` for the reserved columns among ``names`` (``_reason`` -> ``input__reason``):
     input data is kept, but can never decide a removal. Raises :class:`InputSchemaError` when the

@@ -23,6 +23,7 @@ from refinery.dedup.minhash import LshParams, MinHasher, estimate_jaccard_rows
 from refinery.dedup.shuffle import column_numpy, partition_of, read_partition, write_partitioned
 from refinery.dedup.text import document_hashes, mix64, tokenize
 from refinery.io import fs, parquet
+from refinery.schema import repeated_column
 from refinery.rundir import PassDir
 
 log = logging.getLogger("refinery.dedup")
@@ -104,9 +105,9 @@ def _columns(uri: str) -> list[str]:
     filesystem, path = fs.resolve(uri)
     with filesystem.open_input_file(path) as f:
         names = pq.read_schema(f).names
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = repeated_column(names)
     if twice:
-        raise DedupInputError(f"shard {uri} has the column {twice[0]!r} more than once; rename or drop one")
+        raise DedupInputError(f"shard {uri} has the column {twice!r} more than once; rename or drop one")
     return names
 
 

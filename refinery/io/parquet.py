@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.io import fs
-from refinery.schema import DOCUMENT_FIELDS, InputSchemaError, rename_reserved
+from refinery.schema import DOCUMENT_FIELDS, InputSchemaError, rename_reserved, repeated_column
 
 COMPRESSION = "zstd"
 
@@ -103,9 +103,9 @@ def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] |
         raise ShardReadError(f"unreadable Parquet shard {uri}: {exc}") from exc
     if "text" not in schema.names and "html" not in schema.names:
         raise ShardReadError(f"Parquet shard {uri} has neither a 'text' nor an 'html' column; it has {schema.names}")
-    twice = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    twice = repeated_column(schema.names)
     if twice:  # a KeyError naming no file, or one copy kept silently (found by adversarial testing)
-        raise ShardReadError(f"Parquet shard {uri} has the column {twice[0]!r} more than once; rename or drop one")
+        raise ShardReadError(f"Parquet shard {uri} has the column {twice!r} more than once; rename or drop one")
     # why: many published corpora carry no id (C4, most Hugging Face exports); a missing column is
     # read as null ids, which the runner derives as <shard>/<row> (refinery.io.ids), as for JSONL
     absent = [c for c in ("id", "text") if c not in schema.names]

@@ -100,6 +100,7 @@ from __future__ import annotations
 import collections
 import email.parser
 import email.policy
+import posixpath
 import re
 import zlib
 from collections.abc import Iterator
@@ -210,6 +211,16 @@ class _Input:
             while self._tail_len - len(self._tail[0]) >= _TAIL_BYTES:
                 self._tail_len -= len(self._tail.popleft())
 
+    def _block_in_tail(self, record_pos: int) -> tuple[bytes, int, int] | None:
+        """``(tail, its stream position, where the block of the record whose header starts at
+        ``record_pos`` starts in it)``, or None when the remembered tail does not hold the header."""
+        tail = b"".join(self._tail)
+        tail_start = self._pos - len(tail)
+        if record_pos < tail_start:
+            return None
+        header_end = tail.find(b"\r\n\r\n", record_pos - tail_start)
+        return None if header_end < 0 else (tail, tail_start, header_end + 4)
+
     def unparsed_after(self, record_pos: int | None, block_len: int) -> int | None:
         """Stream position of non-blank bytes FastWARC delivered but silently did not parse
         after the record at ``record_pos`` (e.g. a WARC header cut off at EOF), else None.
@@ -217,43 +228,35 @@ class _Input:
         Best effort: needs the record's header in the remembered tail of the stream (the last
         >= 1 MiB); bigger final records are not checked.
         """
-        tail = b"".join(self._tail)
-        tail_start = self._pos - len(tail)
         if record_pos is None:
-            return tail_start if tail.strip(_BLANK) else None
-        if record_pos < tail_start:
+            tail = b"".join(self._tail)
+            return self._pos - len(tail) if tail.strip(_BLANK) else None
+        found = self._block_in_tail(record_pos)
+        if found is None:
             return None
-        header_end = tail.find(b"\r\n\r\n", record_pos - tail_start)
-        if header_end < 0:
-            return None
-        end = header_end + 4 + block_len
+        tail, tail_start, block = found
+        end = block + block_len
         return tail_start + end if tail[end:].strip(_BLANK) else None
 
     def block_bytes(self, record_pos: int, block_len: int) -> bytes | None:
         """The record's whole block (its header starting at ``record_pos``), from the remembered
         tail of the stream, or None when the tail does not hold all of it."""
-        tail = b"".join(self._tail)
-        tail_start = self._pos - len(tail)
-        if record_pos < tail_start:
+        found = self._block_in_tail(record_pos)
+        if found is None or found[2] + block_len > len(found[0]):
             return None
-        header_end = tail.find(b"\r\n\r\n", record_pos - tail_start)
-        if header_end < 0 or header_end + 4 + block_len > len(tail):
-            return None
-        return tail[header_end + 4: header_end + 4 + block_len]
+        tail, _, block = found
+        return tail[block: block + block_len]
 
     def block_misframed(self, record_pos: int, block_len: int) -> bool:
         """Whether the bytes right after the record's declared block (its header starting at
         ``record_pos``) are not the blank line that ends a record: its Content-Length is wrong
         (too long: it took in the next record's header; too short: the page goes on). False when
         the remembered tail does not hold them (best effort, as :meth:`unparsed_after`)."""
-        tail = b"".join(self._tail)
-        tail_start = self._pos - len(tail)
-        if record_pos < tail_start:
+        found = self._block_in_tail(record_pos)
+        if found is None:
             return False
-        header_end = tail.find(b"\r\n\r\n", record_pos - tail_start)
-        if header_end < 0:
-            return False
-        after = tail[header_end + 4 + block_len: header_end + 4 + block_len + 1]
+        tail, _, block = found
+        after = tail[block + block_len: block + block_len + 1]
         return bool(after) and after not in (b"\r", b"\n")
 
     def input_offset(self, stream_pos: int) -> int:
@@ -990,7 +993,7 @@ def _id_base(source: str) -> str:
     """The file name of ``source``: ids made from it are the same in every checkout and carry no
     user's directories into published removal lists (found by adversarial testing); ``source``
     itself stays in its column."""
-    return source.rstrip("/").rsplit("/", 1)[-1] or source
+    return posixpath.basename(source.rstrip("/")) or source
 
 
 def _corrupt_row(source: str, offset: int, used: set[str] | None = None) -> tuple:

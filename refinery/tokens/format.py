@@ -191,10 +191,10 @@ def shard_damage(entry: dict, sizes: dict[str, int]) -> str | None:
     return None
 
 
-def file_sizes(directory: str) -> dict[str, int]:
+def file_sizes(directory: str, suffixes: tuple[str, ...] = (".bin", ".idx", ".parquet")) -> dict[str, int]:
     """File name -> byte size of the files directly in a token directory (one listing)."""
     try:
-        listing = fs.list_file_versions(directory, (".bin", ".idx", ".parquet"))
+        listing = fs.list_file_versions(directory, suffixes)
     except fs.StorageError:
         return {}
     prefix = fs.absolute(directory).rstrip("/") + "/"  # local listings are absolute

@@ -558,13 +558,7 @@ def _clear_foreign_shards(output: str, expected: list[str], replace: bool) -> No
     (``--force``, or a pass of a plan, which owns its tokens/) deleted. They stayed beside the new
     shards, all with valid sidecars, and a ``--data-path`` built from ``ls *.bin`` trained on
     every document twice (found by adversarial testing)."""
-    try:
-        listed = fs.list_files(output, (".json",))
-    except fs.StorageError:
-        return
-    prefix = fs.absolute(output).rstrip("/") + "/"
-    candidates = sorted({u[len(prefix):-len(".json")] for u in listed if u.startswith(prefix)
-                         and "/" not in u[len(prefix):] and not u.endswith("/" + MANIFEST)} - set(expected))
+    candidates = sorted({f[: -len(".json")] for f in file_sizes(output, (".json",)) if f != MANIFEST} - set(expected))
     foreign = []
     for name in candidates:
         try:
