@@ -60,6 +60,10 @@ def run(
     workers: Optional[int] = typer.Option(None, min=1, help="parallel workers (default: all cores)"),
     force: bool = typer.Option(False, help="redo the passes whose config changed (or all) and every pass after them"),
     limit: Optional[int] = typer.Option(None, min=1, help="sample mode: read at most N documents per input shard"),
+    max_failed_fraction: Optional[float] = typer.Option(
+        None, min=0.0, max=0.999999, help="share of the input's shards that may fail (after retries) and be set aside "
+        "while the later passes run on the rest; a rerun retries them (default: the config's executor."
+        "max_failed_fraction, 0)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a recipe over every shard of INPUT into the run directory OUTPUT: the document stages,
@@ -71,6 +75,8 @@ def run(
     _setup_logging(verbose)
     try:
         cfg = load_config(config)
+        if max_failed_fraction is not None:
+            cfg.executor.max_failed_fraction = max_failed_fraction
         summary = run_pipeline(cfg, input, output, executor=executor, workers=workers, force=force, limit=limit)
     except ConfigError as exc:
         fail(exc)
@@ -92,6 +98,12 @@ def run(
         for o in summary.failed:
             err.print(f"  {o.shard}: {o.first_error_line}")
         raise typer.Exit(1)
+    if summary.set_aside:
+        err.print(Text.assemble((f"{len(summary.set_aside)} of {len(summary.outcomes)} shard(s) failed and were set "
+                                 "aside", "yellow"), " (executor.max_failed_fraction): the later passes ran without "
+                                f"them, and a rerun retries them (details in the failed/ directory):"))
+        for o in summary.set_aside:
+            err.print(f"  {o.shard}: {o.first_error_line}")
     console.print("passes: " + ", ".join(f"{n} {s}" for n, s in summary.passes.items()), highlight=False, soft_wrap=True)
 
 
@@ -130,6 +142,10 @@ def stats(
     for name, run in zip(compare or (run_dir,), runs):
         if run.get("partial"):
             console.print(f"note: {name}: {run['partial']['note']}", style="yellow", highlight=False, soft_wrap=True)
+        for aside in run.get("set_aside_shards") or []:  # their documents are in no count above
+            console.print(f"note: {name}: input {aside.get('input') or aside['shard']} failed and was set aside, its "
+                          f"documents not read: {aside.get('error') or 'see failed/'}", style="yellow",
+                          highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -157,13 +173,16 @@ def status(
                 else f"{st.docs_kept:,} in the corpus so far ({passes_done} of {len(st.passes)} passes finished)")
         console.print(
             f"{st.name or 'run'} {run_dir}: {st.shards_finished}/{st.shards_planned} shards{first} finished, "
-            f"{st.shards_failed} failed, {st.shards_pending} pending; {st.docs_read:,} documents read, "
+            f"{st.shards_failed} failed, " + (f"{len(st.set_aside)} set aside, " if st.set_aside else "")
+            + f"{st.shards_pending} pending; {st.docs_read:,} documents read, "
             f"{kept}; {st.shard_seconds:.1f} shard-seconds", highlight=False, soft_wrap=True,
         )
         for p in st.passes:
             console.print(f"  pass {p['name']:<16} {p['state']:<9} {p.get('detail', '')}", highlight=False, soft_wrap=True)
         for shard, error in sorted(st.failed.items()):
             console.print(f"  failed {shard}: {error}", highlight=False, soft_wrap=True)
+        for shard, error in sorted(st.set_aside.items()):
+            console.print(f"  set aside {shard}: {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if st.complete else 1 if st.shards_failed else 3)
 
 

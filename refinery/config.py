@@ -199,6 +199,11 @@ class ExecutorConfig(_Strict):
     ray_address: str | None = None
     object_store_memory: int | None = Field(None, gt=0)
     max_retries: int = Field(2, ge=0)
+    #: the share of the input's shards that may fail (after their retries) without stopping the
+    #: run: they are set aside (named in the funnel, the report and ``status``) and the later passes
+    #: run on the rest; a rerun retries them. 0: any failed shard stops the run before dedup
+    #: (Hadoop's ``mapreduce.map.failures.maxpercent``, as a fraction)
+    max_failed_fraction: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 _PASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")

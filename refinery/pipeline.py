@@ -26,8 +26,10 @@ from refinery.plan import (
     first_pass_to_redo,
     forget_pass,
     load_previous,
+    marker_set_aside,
     pass_finished,
     plan_run,
+    set_aside_shards,
     shards_with_markers,
     write_plan,
 )
@@ -52,10 +54,14 @@ class RunSummary:
     stats: dict[str, Any] = field(default_factory=dict)
     passes: dict[str, str] = field(default_factory=dict)  # pass -> done | skipped | failed | blocked
     failed_pass: str | None = None
+    #: failed shards the run went on without (``executor.max_failed_fraction``)
+    set_aside: list[TaskOutcome] = field(default_factory=list)
 
     @property
     def failed(self) -> list[TaskOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+        """The failed shards that stopped the run (not those set aside)."""
+        aside = {o.name for o in self.set_aside}
+        return [o for o in self.outcomes if o.status == "failed" and o.name not in aside]
 
 
 def plan_tasks(input_uri: str, output_uri: str) -> list[ShardTask]:
@@ -152,10 +158,12 @@ def finish_documents(out: PassDir, pass_name: str) -> dict[str, Any]:
 
 # -- dedup and tokenize passes ------------------------------------------------------------------
 def _kept_shards(plan: Plan, previous: Pass) -> list:
+    """The previous pass's kept shards, without those the document pass set aside."""
     from refinery.dedup.driver import Shard
 
     out = plan.pass_dir(previous.name)
-    return [Shard(name, out.kept(name), i) for i, name in enumerate(sorted(plan.shard_names()))]
+    names = sorted(set(plan.shard_names()) - set(set_aside_shards(plan)))
+    return [Shard(name, out.kept(name), i) for i, name in enumerate(names)]
 
 
 def run_dedup_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, force: bool) -> dict[str, Any]:
@@ -226,7 +234,10 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         forced = redo_from is not None and i >= redo_from
         if forced:
             forget_pass(plan, p)
-        if pass_finished(plan, p):
+        done = pass_finished(plan, p)
+        if done and p.kind == "documents" and marker_set_aside(done) and only_shards is None:
+            done = None  # a rerun retries the shards it set aside (the finished ones are skipped)
+        if done:
             log.info("[%s] finished already, skipping the pass", p.name)
             summary.passes[p.name] = "skipped"
             if p.kind == "documents":
@@ -236,7 +247,16 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         log.info("[%s] pass %d/%d (%s) starting", p.name, i + 1, len(plan.passes), p.kind)
         started = time.time()
         if p.kind == "documents":
+            before = None if forced else pass_finished(plan, p)
             summary.outcomes, result = run_documents_pass(plan, p, executor, forced, only_shards)
+            if summary.failed and result and only_shards is None and _may_set_aside(plan, summary):
+                summary.set_aside = summary.failed
+                aside = sorted(o.name for o in summary.set_aside)
+                log.warning("[%s] %d of %d shard(s) failed and are set aside (executor.max_failed_fraction %g): the "
+                            "later passes run without them; a rerun retries them: %s", p.name, len(aside),
+                            len(summary.outcomes), plan.config.executor.max_failed_fraction, ", ".join(aside[:5])
+                            + (" ..." if len(aside) > 5 else ""))
+                result = {**result, "set_aside": aside}
             if summary.failed:
                 summary.passes[p.name] = "failed"
                 summary.failed_pass = p.name
@@ -248,13 +268,20 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
                                        f"another directory)?")
                 summary.passes[p.name] = "partial"
                 break
+            if before is not None and marker_set_aside(before) != sorted(o.name for o in summary.set_aside):
+                # the later passes ran over another set of shards: their outputs go before the
+                # pass's new marker says which shards count (a crash in between redoes them whole)
+                log.info("[%s] the shards set aside changed (%d before, %d now): redoing the passes after it",
+                         p.name, len(marker_set_aside(before)), len(summary.set_aside))
+                for later in plan.passes[i + 1:]:
+                    _clear_pass_outputs(plan, later)
         elif p.kind == "dedup":
             assert previous is not None
             result = run_dedup_pass(plan, p, previous, executor, forced)
         else:
             assert previous is not None
             result = run_tokenize_pass(plan, p, previous, executor, forced)
-        keep = ("shards", "docs_read", "docs_kept", "docs_removed", "tokens", "docs", "tokenizer_sha256")
+        keep = ("shards", "docs_read", "docs_kept", "docs_removed", "tokens", "docs", "tokenizer_sha256", "set_aside")
         finish_pass(plan, p, {k: result[k] for k in keep if k in result} | {"wall_seconds": round(time.time() - started, 3)})
         summary.passes[p.name] = "done"
         previous = p
@@ -268,6 +295,13 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         # shards failed because the output refuses writes: the funnel cannot be stored either
         log.warning("could not write %s: %s", plan.run.stats_json, str(exc).splitlines()[0])
     return summary
+
+
+def _may_set_aside(plan: Plan, summary: RunSummary) -> bool:
+    """Whether the failed shards are few enough (``executor.max_failed_fraction`` of the input's)
+    for the run to go on without them; never all of them."""
+    failed, total = len(summary.failed), len(summary.outcomes)
+    return 0 < failed < total and failed <= plan.config.executor.max_failed_fraction * total
 
 
 def _clear_pass_outputs(plan: Plan, p: Pass) -> None:
@@ -301,8 +335,23 @@ def write_run_stats(plan: Plan, failed_shards: list[str]) -> dict[str, Any]:
     if not passes:
         return {}
     stats = combine_pass_stats(passes) | {"failed_shards": failed_shards}
+    aside = set_aside_shards(plan)
+    if aside:
+        # what the funnel does not count: each input set aside, with the error that failed it
+        out, inputs = plan.pass_dir(plan.passes[0].name), dict(zip(plan.shard_names(), plan.input_files))
+        stats["set_aside_shards"] = [{"shard": name, "input": inputs.get(name), "error": _failure(out, name)}
+                                     for name in aside]
     fs.write_bytes(plan.run.stats_json, json.dumps(stats, indent=1).encode())
     return stats
+
+
+def _failure(out: PassDir, shard: str) -> str:
+    """The first line of the error a shard failed with (its ``failed/<shard>.json``)."""
+    try:
+        error = fs.read_json(out.failed(shard)).get("error") or ""
+    except (fs.StorageError, OSError, ValueError):
+        return ""
+    return error.strip().splitlines()[0] if error.strip() else ""
 
 
 def run_pipeline(

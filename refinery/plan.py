@@ -666,20 +666,39 @@ def shards_with_markers(stats_dir: str) -> set[str]:
     return {fs.basename(u)[: -len(".json")] for u in fs.list_files(stats_dir, (".json",))}
 
 
-def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
-    """The pass's marker if it finished with this fingerprint and every shard it wrote is still
-    there (a shard whose outputs went missing is redone, not silently skipped)."""
+def _read_marker(plan: Plan, p: Pass) -> dict[str, Any] | None:
+    """The pass's marker if it was written under this fingerprint."""
     uri = plan.run.pass_marker(p.name)
     if not fs.exists(uri):
         return None
     marker = json.loads(fs.read_bytes(uri))
-    if marker.get("fingerprint") != p.fingerprint:
+    return marker if isinstance(marker, dict) and marker.get("fingerprint") == p.fingerprint else None
+
+
+def marker_set_aside(marker: dict[str, Any] | None) -> list[str]:
+    """The shards a finished document pass set aside (``executor.max_failed_fraction``): their
+    inputs failed, and the later passes ran without them."""
+    return sorted((marker or {}).get("summary", {}).get("set_aside") or [])
+
+
+def set_aside_shards(plan: Plan) -> list[str]:
+    """The shards the plan's document pass set aside when it finished (see ``marker_set_aside``)."""
+    return marker_set_aside(_read_marker(plan, plan.passes[0]))
+
+
+def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
+    """The pass's marker if it finished with this fingerprint and every shard it wrote is still
+    there (a shard whose outputs went missing is redone, not silently skipped). The shards the
+    document pass set aside are not expected in any pass."""
+    marker = _read_marker(plan, p)
+    if marker is None:
         return None
     if p.kind == "tokenize":
         made_with = (marker.get("summary") or {}).get("tokenizer_sha256")
         return marker if _token_outputs_present(plan.run.tokens_dir, made_with) else None
     out = plan.pass_dir(p.name)
-    names = set(plan.shard_names())
+    names = set(plan.shard_names()) - set(marker_set_aside(marker if p is plan.passes[0] else
+                                                           _read_marker(plan, plan.passes[0])))
     if not names <= shards_with_markers(out.stats_dir) or not names <= shards_with_outputs(out):
         return None
     if not fs.exists(out.stats_json):

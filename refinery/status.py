@@ -27,10 +27,12 @@ class RunStatus:
     shard_seconds: float  # summed over finished shards (CPU-side time, not wall time)
     failed: dict[str, str] = field(default_factory=dict)  # shard -> first line of its error
     passes: list[dict[str, Any]] = field(default_factory=list)  # name, kind, state, detail
+    #: failed shards the run went on without (executor.max_failed_fraction): shard -> error
+    set_aside: dict[str, str] = field(default_factory=dict)
 
     @property
     def shards_pending(self) -> int:
-        return max(0, self.shards_planned - self.shards_finished - self.shards_failed)
+        return max(0, self.shards_planned - self.shards_finished - self.shards_failed - len(self.set_aside))
 
     @property
     def complete(self) -> bool:
@@ -63,6 +65,7 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
     # made with a relative --output records relative paths, which mean nothing from another directory
     documents = [p["name"] for p in record["passes"] if p.get("kind") != "tokenize"]
     dirs = dict(zip(documents, run.document_pass_dirs()))
+    aside = _set_aside(run, record)
     states = []
     for p in record["passes"]:
         marker_uri = run.pass_marker(p["name"])
@@ -73,9 +76,11 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
             # a shard whose kept or removed file went missing is not finished (a rerun redoes it)
             present = shards_with_outputs(pass_dir)
             finished = [f for f in finished if f.get("shard") in present]
-        whole = p["kind"] == "tokenize" or len(finished) >= shards_planned
+        whole = p["kind"] == "tokenize" or len(finished) + len(aside) >= shards_planned
         if marker and marker.get("fingerprint") == p.get("fingerprint") and whole:
-            summary = marker.get("summary") or {}
+            summary = dict(marker.get("summary") or {})
+            if summary.get("set_aside"):
+                summary["set_aside"] = len(summary["set_aside"])  # the shards are listed below
             detail = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in summary.items())
             states.append({"name": p["name"], "kind": p["kind"], "state": "finished", "detail": detail})
             continue
@@ -95,6 +100,17 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
     return states
 
 
+def _set_aside(run: RunDir, record: dict[str, Any]) -> set[str]:
+    """The shards the run's document pass set aside when it finished (its marker, if current)."""
+    first = record["passes"][0] if record.get("passes") else None
+    if first is None or not fs.exists(run.pass_marker(first["name"])):
+        return set()
+    marker = fs.read_json(run.pass_marker(first["name"]))
+    if marker.get("fingerprint") != first.get("fingerprint"):
+        return set()
+    return set((marker.get("summary") or {}).get("set_aside") or [])
+
+
 def run_status(run_dir: str) -> RunStatus:
     run = RunDir(run_dir)
     if not fs.exists(run.run_json):
@@ -106,6 +122,9 @@ def run_status(run_dir: str) -> RunStatus:
     record = run.recorded_plan()
     last = run.document_pass_dirs()[-1]
     kept = sum(s["docs_kept"] for s in (finished if last == first else _shards(last)[0]))
+    aside = _set_aside(run, record) if record else set()
+    set_aside = {k: v for k, v in failed.items() if k in aside}
+    failed = {k: v for k, v in failed.items() if k not in aside}
     return RunStatus(
         run_dir=run_dir,
         name=manifest.get("name") or manifest.get("config", {}).get("name", ""),
@@ -116,5 +135,6 @@ def run_status(run_dir: str) -> RunStatus:
         docs_kept=kept,
         shard_seconds=round(sum(s.get("seconds", 0.0) for s in finished), 3),
         failed=failed,
+        set_aside=set_aside,
         passes=_pass_states(run, record, planned, run_dir_active(run_dir)) if record else [],
     )

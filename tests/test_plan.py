@@ -889,6 +889,74 @@ def test_removing_an_input_whose_shard_failed_resumes_without_redoing_the_others
         run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
 
 
+def test_failed_shards_within_max_failed_fraction_are_set_aside_and_a_rerun_retries_them(tmp_path):
+    """One unreadable input among many used to block dedup and tokens until someone moved it away
+    (Hadoop's mapreduce.map.failures.maxpercent is the precedent). Within
+    executor.max_failed_fraction the failed shards are set aside: the later passes run without
+    them, every view names them, and a rerun retries them; once one succeeds, the passes after the
+    document pass are redone over the whole input."""
+    import gzip
+
+    from typer.testing import CliRunner
+
+    from refinery.cli import app
+
+    src = tmp_path / "in"
+    write_dedup_input(src, copies=3)
+    bad = src / "zz-broken.jsonl.gz"
+    good_bytes = gzip.compress(b"".join(json.dumps({"id": f"z{i}", "text": f"zebra number {i} " * 30}).encode()
+                                        + b"\n" for i in range(20)))
+    bad.write_bytes(good_bytes[:-20])
+    out = tmp_path / "run"
+    spec = _recipe(dedup=[{"method": "exact"}], tokenize={"tokenizer": "gpt2"},
+                   executor={"max_failed_fraction": 0.3})
+    # 1 of 3 shards is over 0.3: the run stops before dedup, as without the setting
+    stopped = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    assert [o.shard for o in stopped.failed] == ["zz-broken"] and not stopped.set_aside
+    assert stopped.passes == {"filter": "failed", "exact_dedup": "blocked", "tokens": "blocked"}
+
+    spec["executor"]["max_failed_fraction"] = 0.34
+    first = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    assert [o.shard for o in first.set_aside] == ["zz-broken"] and not first.failed
+    assert first.passes == {"filter": "done", "exact_dedup": "done", "tokens": "done"}
+    healthy = sum(pq.read_metadata(f).num_rows for f in src.glob("*.parquet"))
+    assert first.stats["docs_read"] == first.stats["docs_kept"] + first.stats["docs_removed"] == healthy
+    [aside] = first.stats["set_aside_shards"]
+    assert aside["shard"] == "zz-broken" and aside["input"].endswith("zz-broken.jsonl.gz") and aside["error"]
+    assert sorted(f.name for f in (out / "kept").glob("*.parquet")) == ["part-a.parquet", "part-b.parquet"]
+    st = run_status(str(out))
+    assert st.complete and set(st.set_aside) == {"zz-broken"} and not st.failed and st.shards_pending == 0
+    shown = CliRunner().invoke(app, ["status", str(out)])
+    assert shown.exit_code == 0 and "1 set aside" in shown.output and "set aside zz-broken:" in shown.output
+    funnel = CliRunner().invoke(app, ["stats", str(out)])
+    assert "zz-broken.jsonl.gz failed and was set aside" in funnel.output
+
+    # a rerun retries the set-aside shard only; it fails again, so the later passes stand
+    later = {f: f.stat().st_mtime_ns for f in [*(out / "kept").glob("*.parquet"), *(out / "tokens").glob("*.bin")]}
+    cli = CliRunner().invoke(app, ["run", "-i", str(src), "-o", str(out), "--workers", "1", str(_write_spec(tmp_path, spec))])
+    assert cli.exit_code == 0, cli.output
+    assert "1 of 3 shard(s) failed and were set aside" in cli.output and "zz-broken:" in cli.output
+    assert later == {f: f.stat().st_mtime_ns for f in later}
+
+    # the input mended: its shard finishes, and dedup and tokens are redone over all three
+    bad.write_bytes(good_bytes)
+    mended = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    assert mended.passes == {"filter": "done", "exact_dedup": "done", "tokens": "done"} and not mended.set_aside
+    assert [o.shard for o in mended.outcomes if o.status == "done"] == ["zz-broken"]  # the others were kept
+    assert mended.stats["docs_read"] == healthy + 20 and "set_aside_shards" not in mended.stats
+    assert (out / "kept" / "zz-broken.parquet").exists()
+    assert json.loads((out / "tokens" / "manifest.json").read_text())["totals"]["n_docs"] == mended.stats["docs_kept"]
+    assert not run_status(str(out)).set_aside
+    assert set(run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False).passes.values()) \
+        == {"skipped"}
+
+
+def _write_spec(tmp_path: Path, spec: dict) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 def test_sagemaker_instances_check_stubs_in_the_terms_of_a_run_made_before(dup_input, tmp_path, monkeypatch):
     """Found by adversarial testing: a launch resuming a run made before the code was fingerprinted
     wrote stubs in that run's terms, and every Processing instance (planning in today's) refused

@@ -152,6 +152,7 @@ def _run_passes(step: Step, config_path: str, input_uri: str, output_uri: str, w
         "ok": not summary.failed and all(summary.passes.get(p) in allowed for p in ran),
         "passes": {p: summary.passes.get(p) for p in ran}, "shards": len(summary.outcomes), **counts,
         "failed_shards": [o.name for o in summary.failed],
+        "set_aside_shards": [o.name for o in summary.set_aside],
         "docs_read": sum(int(o.stats.get("docs_read", 0)) for o in summary.outcomes if o.status == "done"),
     }
     if executor == "ray":

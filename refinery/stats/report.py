@@ -137,6 +137,10 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
     ]
     if failed:
         cards.append(("failed shards", str(len(failed)), ", ".join(failed[:3]) + ("…" if len(failed) > 3 else "")))
+    aside = [a["shard"] for a in stats.get("set_aside_shards") or []]
+    if aside:  # failed inputs the run went on without: their documents are in no count here
+        cards.append(("inputs set aside", str(len(aside)), "failed, not read: " + ", ".join(aside[:3])
+                      + ("…" if len(aside) > 3 else "")))
     partial = stats.get("partial")
     banner = (f'<p class="partial" id="partial"><b>Unfinished run.</b> {_e(partial["note"][0].upper() + partial["note"][1:])}.'
               f'</p>' if partial else "")
