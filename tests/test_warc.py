@@ -535,6 +535,9 @@ def test_wet_conversion_records_are_text_documents_and_cuts_are_counted():
     texts[2] = "   \n"  # empty
     blocks = [t.encode() for t in texts] + [b"Caf\xe9 au lait, written as Latin-1 by mistake."]
     texts.append("Caf\ufffd au lait, written as Latin-1 by mistake.")  # invalid UTF-8: replaced
+    # a page kept in its legacy codec: mostly replacement characters, removed and counted
+    blocks.append("Ça été déjà très précisé à Noël, où l'élève révisé était frère d'Hélène.".encode("latin-1"))
+    texts.append(None)
     buf = io.BytesIO()
     writer = WARCWriter(buf, gzip=True)
     writer.write_record(writer.create_warcinfo_record("x.warc.wet.gz", {"software": "t"}))
@@ -544,14 +547,15 @@ def test_wet_conversion_records_are_text_documents_and_cuts_are_counted():
     data = buf.getvalue()
     rows, reader = read_rows(data)
     assert reader.responses == len(texts) and reader.skipped_records == {"warcinfo": 1}
-    assert [r["_reason"] for r in rows] == [None, None, "empty_body"] + [None] * (len(texts) - 3)
-    assert [r["text"] for r in rows if r["_reason"] is None] == [t for i, t in enumerate(texts) if i != 2]
+    assert [r["_reason"] for r in rows] == [None, None, "empty_body"] + [None] * (len(texts) - 4) + ["undecodable"]
+    assert 0.05 < rows[-1]["_metric"] < 0.3
+    assert [r["text"] for r in rows if r["_reason"] is None] == [t for i, t in enumerate(texts) if i != 2][:-1]
     assert all(r["html"] is None and r["content_type"] == "text/plain" for r in rows)
     assert [r["url"] for r in rows] == [f"https://s{i}.example/" for i in range(len(texts))]
     small, _ = read_rows(data, max_body_bytes=60)
     assert [r["_reason"] for r in small] == [("empty_body" if i == 2 else None if len(b) <= 60 else "body_too_large")
                                              for i, b in enumerate(blocks)]
-    assert small[-1]["_reason"] is None and small[0]["_reason"] == "body_too_large"
+    assert small[-2]["_reason"] is None and small[0]["_reason"] == "body_too_large"
 
     members = member_offsets(data)
     for cut in (members[3] + 40, members[-1] + 10, len(data) - 3):

@@ -19,6 +19,8 @@ stage and ``kept + removed = read`` holds from the first step on. Reasons:
 ``body_too_large``      body (declared, or after content decoding) > ``max_body_bytes``
                         (metric = size in bytes; the body is not kept)
 ``empty_body``          body is empty or whitespace only (after decoding)
+``undecodable``         WET only: over 5% of the text is U+FFFD, bytes that are not UTF-8
+                        (metric = that share); HTML is decoded, and judged, by the extract stage
 ``corrupt_stream``      not a document: one extra row per damaged span of the *file* (bad or
                         truncated gzip member, garbage between or inside records, a wrong
                         ``Content-Length``, a header FastWARC refuses such as a 64 KB URL, a
@@ -52,7 +54,7 @@ are counted in ``reader.skipped_records`` (``{warc_type: count}``), never emitte
 WET files (Common Crawl's ``.warc.wet.gz``): each ``conversion`` record is a document too (counted
 in ``reader.responses``), its block the page's text: the row carries ``text`` (UTF-8, invalid bytes
 replaced) and a null ``html``, so the extract stage keeps it as it is (path ``input``). Reasons:
-``truncated_record``, ``body_too_large``, ``empty_body``, as above.
+``truncated_record``, ``body_too_large``, ``empty_body``, as above, and ``undecodable``.
 
 Ids: ``id`` is the WARC-Record-ID's UUID (``urn:uuid:<uuid>`` -> ``<uuid>``; other URNs are kept
 whole without the angle brackets), falling back to ``<source>#<record index>`` for records without
@@ -117,6 +119,10 @@ HTML_MIME_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _RAW_CHUNK = 1 << 18  # compressed bytes pulled from the input per read
+#: a WET text with more U+FFFD than this share of its first _BAD_SAMPLE_CHARS characters is
+#: ``undecodable`` (the extract stage's limit for HTML, refinery.stages.extract._MAX_BAD_FRAC)
+MAX_REPLACED_FRACTION = 0.05
+_BAD_SAMPLE_CHARS = 100_000
 _MAX_BATCH_BYTES = 256 * 2**20  # flush a batch early past this much HTML or WET text (Arrow offsets are int32)
 _TAIL_BYTES = 1 << 20  # how much of the stream's end is remembered to spot a header cut off at EOF
 _BLANK = b"\r\n\t \x00"
@@ -968,6 +974,14 @@ class WarcReader:
         text = block.decode("utf-8", errors="replace")  # Common Crawl writes WET text as UTF-8
         if not text.strip():
             return _row(record, source, index, content_type, "empty_body", None), True
+        if "\ufffd" in text:
+            # bytes that are not UTF-8 (a page's legacy codec the conversion kept): as the extract
+            # stage does for HTML, a text that is more than a few replacement characters is
+            # removed, not kept as "caf\ufffd" soup (it was kept whatever its share)
+            sample = text[:_BAD_SAMPLE_CHARS]
+            replaced = sample.count("\ufffd") / len(sample)
+            if replaced > MAX_REPLACED_FRACTION:
+                return _row(record, source, index, content_type, "undecodable", replaced), True
         return _row(record, source, index, content_type, None, None, text=text), True
 
     @staticmethod
