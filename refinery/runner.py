@@ -193,6 +193,9 @@ class ShardRunner:
             reader = WarcReader(batch_size=self.reader.batch_size, max_body_bytes=self.reader.max_body_bytes)
             return "warc_reader", ids(_read_warc(reader, uri, self._opened)), reader.skipped_records
         if kind == "parquet":
+            reader_first = self._reads_text_first()
+            if reader_first is not None:
+                _refuse_html_only(uri, reader_first)
             batches = _with_document_fields(parquet.iter_input_batches(uri, self.reader.batch_size, notes), uri)
             batches = _renamed(batches, self._stage_columns(), f"Parquet shard {uri}")
             return "parquet_reader", ids(batches), {}
@@ -202,6 +205,16 @@ class ShardRunner:
             jsonl = JsonlReader(batch_size=self.reader.batch_size, max_line_bytes=self.reader.max_body_bytes)
             return "jsonl_reader", ids(_read_jsonl(jsonl, uri, task.shard, self._opened)), jsonl.skipped
         raise ValueError(f"don't know how to read {uri}: expected one of {INPUT_SUFFIXES}")
+
+    def _reads_text_first(self) -> str | None:
+        """The name of the first stage that reads text when no stage before it makes text (no
+        ``extract`` first), else None."""
+        for stage in self.stages:
+            if getattr(stage, "makes_text", False):
+                return None
+            if getattr(stage, "reads_text", False):
+                return getattr(stage, "name", None) or type(stage).__name__
+        return None
 
     def _stage_columns(self) -> set[str]:
         """The columns this pipeline's stages add (found by running them on an empty batch, once
@@ -481,6 +494,24 @@ def with_edit_columns(batch: pa.RecordBatch, source: str) -> pa.RecordBatch:
             raise InputSchemaError(f"{source}: column {f.name!r} is {values.type}, but refinery keeps the characters "
                                    f"and words cut from each document there (integers); rename the column") from None
     return pa.RecordBatch.from_pydict(columns)
+
+
+def _refuse_html_only(uri: str, stage: str) -> None:
+    """Raw pages (an ``html`` column, no ``text``) under stages that read text with no ``extract``
+    first: the shard fails naming the file, instead of every page being removed as ``empty_text``.
+    The plan refuses this from the first Parquet file's footer; the others are checked here, one
+    footer each (a mixed input whose first file had text lost the rest; found by adversarial
+    testing). An unreadable footer is left to the reader, which names it."""
+    from refinery.io.dataset import read_footer
+
+    try:
+        names = read_footer(uri).schema.names
+    except Exception:  # noqa: BLE001 - the reader reports a bad file with its own message
+        return
+    if "html" in names and "text" not in names:
+        raise ValueError(f"{uri} holds pages (an 'html' column) without a 'text' column, and stage {stage!r} reads "
+                         f"text with no 'extract' stage before it: every page would be removed as empty_text; add "
+                         f"'extract' first, or give this file a text column")
 
 
 def _with_document_fields(batches: Iterator[pa.RecordBatch], uri: str) -> Iterator[pa.RecordBatch]:

@@ -992,3 +992,11 @@ def test_parquet_pages_without_text_need_extract_before_text_stages(tmp_path):
     ok = _recipe(stages=[{"type": "extract"}, {"type": "gopher_quality", "params": {"min_words": 2}}], dedup=[],
                  tokenize=None)
     assert plan_run(parse_config(ok), str(tmp_path / "in"), str(tmp_path / "out")).passes[0].name == "filter"
+    # the plan reads one file: a later html-only file fails its own shard, naming the file
+    pq.write_table(pa.table({"id": ["t"], "text": ["Text that was already extracted. " * 10]}),
+                   tmp_path / "in" / "a-text.parquet")
+    run = run_pipeline(parse_config(_recipe(dedup=[], tokenize=None)), str(tmp_path / "in"), str(tmp_path / "out"),
+                       workers=1, progress=False)
+    [failed] = run.failed
+    assert failed.shard == "pages" and "pages.parquet holds pages (an 'html' column) without a 'text'" in failed.error
+    assert "'gopher_quality' reads text" in failed.error
