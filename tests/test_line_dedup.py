@@ -325,3 +325,60 @@ def test_an_index_applied_to_a_copy_of_its_files_still_keeps_each_line(tmp_path)
     run_pipeline(config, str(copy), str(applied), workers=1, progress=False)
     texts = [r["text"] for r in _rows(applied / "kept")]
     assert len(texts) == 4 and sum("Subscribe to our weekly newsletter today" in t for t in texts) == 1
+
+
+def test_keepers_are_walked_one_shard_file_at_a_time_in_document_order(tmp_path, monkeypatch):
+    """The keeper walk held every (holder, line) pair of the corpus at once, ~100 B each, outside
+    memory_budget. It now reads one shard's holders at a time, in shard order (the documents'
+    order), and sorts a file whose rows are out of order; the keepers are those of one global
+    walk."""
+    from refinery.dedup import lines
+
+    def holders(path: Path, shard: int, rows: list[tuple[int, int, int, int, int]]) -> str:
+        # (row, id_hash, total_words, line_pos, words)
+        cols = list(zip(*rows))
+        pq.write_table(pa.table({"doc": [(shard << 32) | r for r in cols[0]], "id_hash": list(cols[1]),
+                                 "total_words": list(cols[2]), "line_pos": list(cols[3]), "words": list(cols[4])},
+                                schema=lines._HOLDERS_SCHEMA), path)
+        return str(path)
+
+    # shard 0: doc 0 holds lines 0 and 1 (10 of its 100 words: it stays, keeping both); doc 1
+    # holds line 1 (kept by doc 0: 50 of 60 words cut, removed) and line 2, which it loses
+    first = holders(tmp_path / "a.parquet", 0, [(1, 11, 60, 2, 5), (0, 10, 100, 0, 5), (1, 11, 60, 1, 50),
+                                                (0, 10, 100, 1, 5)])
+    # shard 1: doc 0 holds line 2 alone (kept by no earlier holder): it stays and keeps it
+    second = holders(tmp_path / "b.parquet", 1, [(0, 20, 80, 2, 4)])
+    read = []
+    original = lines.parquet.read_table
+    monkeypatch.setattr(lines.parquet, "read_table", lambda uri, *a, **k: read.append(uri) or original(uri, *a, **k))
+    keeper, keeper_shard, has, counts = lines.assign_keepers([first, second], 3, 0.05)
+    assert read == [first, second]  # one file at a time, in shard order
+    assert has.tolist() == [True, True, True]
+    assert keeper.tolist() == [10, 10, 20] and keeper_shard.tolist() == [0, 0, 1]
+    assert counts == {"holders": 3, "holders_removed": 1, "lines_kept": 3, "lines_lost": 0}
+
+
+def test_the_keeper_walk_holds_one_shard_of_holders_at_a_time(tmp_path):
+    """Memory of the walk: the per-line arrays plus one shard's holders, not the whole corpus's
+    (numpy's allocations, which tracemalloc sees: ~10 files of 20k pairs)."""
+    import tracemalloc
+
+    from refinery.dedup import lines
+
+    rng = np.random.default_rng(7)
+    uris = []
+    for shard in range(10):
+        rows = np.repeat(np.arange(4_000), 5)
+        pq.write_table(pa.table({"doc": (np.uint64(shard) << np.uint64(32)) | rows.astype(np.uint64),
+                                 "id_hash": rows.astype(np.uint64), "total_words": np.full(len(rows), 500),
+                                 "line_pos": (np.tile(np.arange(5), 4_000) * 100 + rng.integers(0, 100, len(rows))),
+                                 "words": np.ones(len(rows), dtype=np.int64)}, schema=lines._HOLDERS_SCHEMA),
+                       tmp_path / f"{shard}.parquet")
+        uris.append(str(tmp_path / f"{shard}.parquet"))
+    one_shard = 20_000 * 5 * 8  # its five columns as numpy arrays
+    tracemalloc.start()
+    _, _, has, counts = lines.assign_keepers(uris, 500, 0.05)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert counts["holders"] == 40_000 and has.all()
+    assert peak < 3 * one_shard, peak  # all ten shards' pairs at once were over 10x

@@ -338,38 +338,44 @@ def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: 
     then keeps every line it holds that no earlier one kept. The first holder alone (the
     index's first pass) is not enough: a page that keeps one story's lines but loses another's
     to an earlier site is removed by the 5% rule, and the story it was to keep survived nowhere
-    (found by adversarial testing). Returns ``(keeper id hash per line, whether it has one,
-    its shard's position, whether it has one, counts)``; a line whose every holder is removed has
+    (found by adversarial testing). ``holder_uris``: the shards' ``line_holders_task`` files in
+    shard order (the order of their ``shard_index``). Returns ``(keeper id hash per line, its
+    shard's position, whether it has one, counts)``; a line whose every holder is removed has
     none (no copy of it stays anyway)."""
-    tables = [parquet.read_table(u) for u in holder_uris]
-    data = pa.concat_tables(tables) if tables else _HOLDERS_SCHEMA.empty_table()
-    doc = data.column("doc").to_numpy().astype(_U64, copy=False)
-    order = np.lexsort((data.column("line_pos").to_numpy(), doc))
-    doc = doc[order]
-    id_hash = data.column("id_hash").to_numpy()[order]
-    total = data.column("total_words").to_numpy()[order]
-    line_pos = data.column("line_pos").to_numpy()[order]
-    words = data.column("words").to_numpy()[order]
-    del data, tables, order
     kept = np.zeros(n_lines, dtype=bool)
     keeper = np.zeros(n_lines, dtype=_U64)
     keeper_shard = np.zeros(n_lines, dtype=np.uint32)
-    starts = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1]))) if len(doc) else np.empty(0, np.int64)
-    ends = np.append(starts[1:], len(doc))
-    removed = 0
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        pos = line_pos[s:e]
-        held = kept[pos]
-        cut = int(words[s:e][held].sum())
-        t = int(total[s])
-        if cut and (cut >= t or cut / t > max_removed_word_frac):
-            removed += 1
-            continue
-        new = pos[~held]
-        kept[new] = True
-        keeper[new] = id_hash[s]
-        keeper_shard[new] = int(doc[s]) >> 32
-    return keeper, keeper_shard, kept, {"holders": len(starts), "holders_removed": removed, "lines_kept": int(kept.sum()),
+    holders = removed = 0
+    # one shard's file at a time, in shard order: the documents' order, so memory is the per-line
+    # arrays plus one shard's holders (all pairs at once, ~100 B each, outgrew the driver)
+    for uri in holder_uris:
+        data = parquet.read_table(uri)
+        doc = data.column("doc").to_numpy().astype(_U64, copy=False)
+        line_pos = data.column("line_pos").to_numpy()
+        if len(doc) > 1 and (doc[1:] < doc[:-1]).any():  # written in row order; sorted if not
+            order = np.argsort(doc, kind="stable")
+            doc, line_pos = doc[order], line_pos[order]
+            data = data.take(pa.array(order))
+        id_hash = data.column("id_hash").to_numpy()
+        total = data.column("total_words").to_numpy()
+        words = data.column("words").to_numpy()
+        del data
+        starts = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1]))) if len(doc) else np.empty(0, np.int64)
+        ends = np.append(starts[1:], len(doc))
+        holders += len(starts)
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            pos = line_pos[s:e]
+            held = kept[pos]
+            cut = int(words[s:e][held].sum())
+            t = int(total[s])
+            if cut and (cut >= t or cut / t > max_removed_word_frac):
+                removed += 1
+                continue
+            new = pos[~held]
+            kept[new] = True
+            keeper[new] = id_hash[s]
+            keeper_shard[new] = int(doc[s]) >> 32
+    return keeper, keeper_shard, kept, {"holders": holders, "holders_removed": removed, "lines_kept": int(kept.sum()),
                           "lines_lost": int(n_lines - kept.sum())}
 
 
