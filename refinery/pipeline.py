@@ -260,6 +260,10 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
             if summary.failed:
                 summary.passes[p.name] = "failed"
                 summary.failed_pass = p.name
+                if before is not None and only_shards is None:
+                    # it had finished with shards set aside, which now stop the run (a lower
+                    # max_failed_fraction): no longer finished, as `status` and the funnel then say
+                    forget_pass(plan, p)
                 break
             if not result:  # a share of a multi-instance pass: other shares still running
                 if only_shards is None:  # every shard ran here, yet the pass found no finished shard

@@ -938,6 +938,15 @@ def test_failed_shards_within_max_failed_fraction_are_set_aside_and_a_rerun_retr
     assert "1 of 3 shard(s) failed and were set aside" in cli.output and "zz-broken:" in cli.output
     assert later == {f: f.stat().st_mtime_ns for f in later}
 
+    # a lower max_failed_fraction: the shard fails the run again, which is then not complete
+    lower = {**spec, "executor": {"max_failed_fraction": 0.0}}
+    again = run_pipeline(parse_config(lower), str(src), str(out), workers=1, progress=False)
+    assert [o.shard for o in again.failed] == ["zz-broken"] and again.passes["exact_dedup"] == "blocked"
+    assert not run_status(str(out)).complete and run_status(str(out)).failed == {"zz-broken": ANY_TEXT}
+    assert later == {f: f.stat().st_mtime_ns for f in later}  # the corpus made without it stays
+    raised = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    assert raised.passes == {"filter": "done", "exact_dedup": "skipped", "tokens": "skipped"}
+
     # the input mended: its shard finishes, and dedup and tokens are redone over all three
     bad.write_bytes(good_bytes)
     mended = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
@@ -949,6 +958,16 @@ def test_failed_shards_within_max_failed_fraction_are_set_aside_and_a_rerun_retr
     assert not run_status(str(out)).set_aside
     assert set(run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False).passes.values()) \
         == {"skipped"}
+
+
+class _AnyText(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+    __hash__ = str.__hash__
+
+
+ANY_TEXT = _AnyText()
 
 
 def _write_spec(tmp_path: Path, spec: dict) -> Path:
