@@ -139,13 +139,14 @@ def stats(
         out.print_json(json.dumps(runs[0]))
     else:
         out.print(render_funnel(runs[0], title=f"funnel: {run_dir}"))
+    # notes go to stderr: `stats --json | jq` must read JSON alone (found by adversarial testing)
     for name, run in zip(compare or (run_dir,), runs):
         if run.get("partial"):
-            console.print(f"note: {name}: {run['partial']['note']}", style="yellow", highlight=False, soft_wrap=True)
+            err.print(f"note: {name}: {run['partial']['note']}", style="yellow", highlight=False, soft_wrap=True)
         for aside in run.get("set_aside_shards") or []:  # their documents are in no count above
-            console.print(f"note: {name}: input {aside.get('input') or aside['shard']} failed and was set aside, its "
-                          f"documents not read: {aside.get('error') or 'see failed/'}", style="yellow",
-                          highlight=False, soft_wrap=True)
+            err.print(f"note: {name}: input {aside.get('input') or aside['shard']} failed and was set aside, its "
+                      f"documents not read: {aside.get('error') or 'see failed/'}", style="yellow",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -516,7 +516,7 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> in
             continue
         if force:  # an input rewritten in place also redoes the first pass, whatever else changed
             return 0 if i and _finished_inputs_changed(plan) else i
-        if i and not _pass_started(plan, p):
+        if i and not pass_started(plan, p):
             continue  # it wrote nothing under its old plan: nothing to mix (it was blocked, or killed before)
         if i == 0 and _same(old.get("params"), p.params) and previous.get("input") == plan.input_key \
                 and old.get("role", p.role) == p.role and _only_unfinished_inputs_removed(plan):
@@ -546,7 +546,7 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> in
     return 0 if force else None
 
 
-def _pass_started(plan: Plan, p: Pass) -> bool:
+def pass_started(plan: Plan, p: Pass) -> bool:
     """Whether pass ``p`` (after the first) wrote anything: its marker, its directory, or the
     tokens directory. A pass that never started (blocked by a failed shard before it) may
     change its plan freely."""
@@ -666,7 +666,7 @@ def shards_with_markers(stats_dir: str) -> set[str]:
     return {fs.basename(u)[: -len(".json")] for u in fs.list_files(stats_dir, (".json",))}
 
 
-def _read_marker(plan: Plan, p: Pass) -> dict[str, Any] | None:
+def read_marker(plan: Plan, p: Pass) -> dict[str, Any] | None:
     """The pass's marker if it was written under this fingerprint."""
     uri = plan.run.pass_marker(p.name)
     if not fs.exists(uri):
@@ -683,22 +683,23 @@ def marker_set_aside(marker: dict[str, Any] | None) -> list[str]:
 
 def set_aside_shards(plan: Plan) -> list[str]:
     """The shards the plan's document pass set aside when it finished (see ``marker_set_aside``)."""
-    return marker_set_aside(_read_marker(plan, plan.passes[0]))
+    return marker_set_aside(read_marker(plan, plan.passes[0]))
 
 
 def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
     """The pass's marker if it finished with this fingerprint and every shard it wrote is still
     there (a shard whose outputs went missing is redone, not silently skipped). The shards the
     document pass set aside are not expected in any pass."""
-    marker = _read_marker(plan, p)
+    marker = read_marker(plan, p)
     if marker is None:
         return None
+    if p is not plan.passes[0] and marker_set_aside(marker) != set_aside_shards(plan):
+        return None  # made over another set of shards than the document pass now leaves out
     if p.kind == "tokenize":
         made_with = (marker.get("summary") or {}).get("tokenizer_sha256")
         return marker if _token_outputs_present(plan.run.tokens_dir, made_with) else None
     out = plan.pass_dir(p.name)
-    names = set(plan.shard_names()) - set(marker_set_aside(marker if p is plan.passes[0] else
-                                                           _read_marker(plan, plan.passes[0])))
+    names = set(plan.shard_names()) - set(marker_set_aside(marker))
     if not names <= shards_with_markers(out.stats_dir) or not names <= shards_with_outputs(out):
         return None
     if not fs.exists(out.stats_json):

@@ -930,6 +930,8 @@ def test_failed_shards_within_max_failed_fraction_are_set_aside_and_a_rerun_retr
     assert shown.exit_code == 0 and "1 set aside" in shown.output and "set aside zz-broken:" in shown.output
     funnel = CliRunner().invoke(app, ["stats", str(out)])
     assert "zz-broken.jsonl.gz failed and was set aside" in funnel.output
+    as_json = CliRunner().invoke(app, ["stats", "--json", str(out)])
+    assert json.loads(as_json.stdout)["set_aside_shards"][0]["shard"] == "zz-broken"  # the note is on stderr
 
     # a rerun retries the set-aside shard only; it fails again, so the later passes stand
     later = {f: f.stat().st_mtime_ns for f in [*(out / "kept").glob("*.parquet"), *(out / "tokens").glob("*.bin")]}
