@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
@@ -510,6 +510,10 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> in
         raise RerunError(f"{plan.output} was made with a different {plan.passes[0].name!r} pass: input changed: "
                          f"{recorded} ({place}) -> {plan.input} ({fs.canonical(plan.input)}); rerun with --force to "
                          f"redo every pass, or choose a new --output")
+    # markers rewritten only once the whole plan is accepted: a refused rerun changes nothing
+    # (it re-fingerprinted the finished shards, and the next run redid them all)
+    adopt: list[Callable[[], None]] = []
+    dropped: set[str] = set()  # input files whose shards never finished, gone from the input
     for i, p in enumerate(plan.passes):
         old = before.get(p.name)
         if old is None or old.get("fingerprint") == p.fingerprint:
@@ -518,10 +522,17 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> in
             return 0 if i and _finished_inputs_changed(plan) else i
         if i and not pass_started(plan, p):
             continue  # it wrote nothing under its old plan: nothing to mix (it was blocked, or killed before)
-        if i == 0 and _same(old.get("params"), p.params) and previous.get("input") == plan.input_key \
-                and old.get("role", p.role) == p.role and _only_unfinished_inputs_removed(plan):
-            check_finished_inputs_unchanged(plan)  # before any marker is rewritten
-            _refingerprint_finished_shards(plan, p, str(old.get("fingerprint")))
+        same_pass = _same(old.get("params"), p.params) and old.get("role", p.role) == p.role
+        if i == 0 and same_pass and previous.get("input") == plan.input_key:
+            dropped = _unfinished_inputs_removed(plan)
+        if i == 0 and dropped:
+            check_finished_inputs_unchanged(plan)  # raises before any marker is rewritten
+            adopt.append(lambda p=p, old=old: _refingerprint_finished_shards(plan, p, str(old.get("fingerprint"))))
+            continue
+        if i and dropped and same_pass and _made_without(plan, p.name, str(old.get("fingerprint")), dropped):
+            # a later pass made while those files' shards were set aside: made over the same
+            # shards this plan has (found by adversarial testing: it was refused as "input changed")
+            adopt.append(lambda p=p, old=old: _adopt_pass_marker(plan, p, str(old.get("fingerprint")), dropped))
             continue
         if i == 0 and previous.get("input") != plan.input_key:
             what = f"input changed: {previous.get('input')} -> {plan.input}"
@@ -543,7 +554,34 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> in
                          f"redo {p.name!r} and the passes after it, or choose a new --output")
     if not force:
         check_finished_inputs_unchanged(plan)
+    for step in adopt:
+        step()
     return 0 if force else None
+
+
+def _made_without(plan: Plan, name: str, old_fingerprint: str, dropped: set[str]) -> bool:
+    """Whether pass ``name`` finished under ``old_fingerprint`` with every shard of ``dropped`` set aside."""
+    uri = plan.run.pass_marker(name)
+    if not fs.exists(uri):
+        return False
+    marker = fs.read_json(uri)
+    return isinstance(marker, dict) and marker.get("fingerprint") == old_fingerprint \
+        and dropped <= set(marker_set_aside(marker))
+
+
+def _adopt_pass_marker(plan: Plan, p: Pass, old_fingerprint: str, dropped: set[str]) -> None:
+    """Pass ``p``'s marker under this plan's fingerprint, without the set-aside shards that left the input."""
+    uri = plan.run.pass_marker(p.name)
+    marker = fs.read_json(uri)
+    if marker.get("fingerprint") != old_fingerprint:
+        return
+    summary = dict(marker.get("summary") or {})
+    aside = [s for s in marker_set_aside(marker) if s not in dropped]
+    summary.pop("set_aside", None)
+    if aside:
+        summary["set_aside"] = aside
+    fs.write_bytes(uri, json.dumps(marker | {"fingerprint": p.fingerprint, "summary": summary}, indent=1).encode())
+    log.info("[%s] made without the %d set-aside shard(s) removed from the input: kept", p.name, len(dropped))
 
 
 def pass_started(plan: Plan, p: Pass) -> bool:
@@ -558,20 +596,20 @@ def pass_started(plan: Plan, p: Pass) -> bool:
     return fs.exists(out.root if p.role != "only" else out.stats_dir) or (p.role == "last" and fs.exists(out.kept_dir))
 
 
-def _only_unfinished_inputs_removed(plan: Plan) -> bool:
-    """Whether the input changed only by losing files whose shards never finished (a broken file
-    set aside after its shard failed): the finished shards are still what this plan would make.
-    It was refused as "input files changed", and ``--force`` redid every healthy shard (found by
-    adversarial testing)."""
+def _unfinished_inputs_removed(plan: Plan) -> set[str]:
+    """The shards of the files the input lost, when it changed only by losing files whose shards
+    never finished (a broken file moved away after its shard failed or was set aside): the
+    finished shards are still what this plan would make. It was refused as "input files changed",
+    and ``--force`` redid every healthy shard (found by adversarial testing). Else empty."""
     try:
         recorded = set(json.loads(fs.read_bytes(fs.join(plan.output, INPUT_SIZES_FILE)))["files"])
     except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
-        return False
+        return set()
     now = set(plan.shard_names())
     removed = recorded - now
     if not removed or not now <= recorded:
-        return False
-    return not removed & shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir)
+        return set()
+    return set() if removed & shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir) else removed
 
 
 def _refingerprint_finished_shards(plan: Plan, p: Pass, old_fingerprint: str) -> None:

@@ -962,6 +962,39 @@ def test_failed_shards_within_max_failed_fraction_are_set_aside_and_a_rerun_retr
         == {"skipped"}
 
 
+def test_a_set_aside_input_moved_out_resumes_and_a_refused_rerun_changes_nothing(tmp_path):
+    """Found by adversarial testing: moving a set-aside file out of the input was refused (the
+    later passes' fingerprints chain from the input's), and the refused rerun had already
+    re-fingerprinted the finished shards, so the next run redid them all."""
+    import gzip
+
+    src = tmp_path / "in"
+    write_dedup_input(src, copies=3)
+    bad = src / "zz-broken.jsonl.gz"
+    bad.write_bytes(gzip.compress(b'{"id": "x", "text": "some text here"}\n' * 50)[:-20])
+    out = tmp_path / "run"
+    spec = _recipe(dedup=[{"method": "exact"}], tokenize={"tokenizer": "gpt2"}, executor={"max_failed_fraction": 0.5})
+    first = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    assert [o.shard for o in first.set_aside] == ["zz-broken"]
+    markers = {f: f.read_bytes() for f in (out / "filter" / "stats").glob("*.json")}
+    corpus = {f: f.stat().st_mtime_ns for f in [*(out / "kept").glob("*.parquet"), *(out / "tokens").glob("*.bin")]}
+    bad.rename(tmp_path / "aside.jsonl.gz")
+    changed = _recipe(dedup=[{"method": "exact", "batch_size": 500}], tokenize={"tokenizer": "gpt2"},
+                      executor={"max_failed_fraction": 0.5})
+    with pytest.raises(RerunError, match="exact_dedup"):
+        run_pipeline(parse_config(changed), str(src), str(out), workers=1, progress=False)
+    assert markers == {f: f.read_bytes() for f in (out / "filter" / "stats").glob("*.json")}  # nothing rewritten
+    moved = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+    assert moved.passes == {"filter": "done", "exact_dedup": "skipped", "tokens": "skipped"}
+    assert not [o for o in moved.outcomes if o.status == "done"] and not moved.set_aside and not moved.failed
+    assert corpus == {f: f.stat().st_mtime_ns for f in corpus}
+    assert "set_aside_shards" not in moved.stats and moved.stats["docs_read"] == first.stats["docs_read"]
+    st = run_status(str(out))
+    assert st.complete and not st.set_aside and not st.failed
+    assert set(run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False).passes.values()) \
+        == {"skipped"}
+
+
 class _AnyText(str):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, str) and bool(other)
