@@ -148,3 +148,38 @@ def test_an_unfinished_run_says_so_in_status_stats_and_report(tmp_path):
         f.unlink()
     empty = CliRunner().invoke(app, ["stats", str(out)])
     assert empty.exit_code == 2 and "no shard of" in empty.output and "has finished yet" in empty.output
+
+
+def test_stats_and_report_of_a_run_stopped_inside_a_dedup_pass_show_the_passes_finished(tmp_path):
+    """Found by adversarial testing: a run killed (or still running) inside a dedup pass made
+    `stats` and `report` fail ("run totals do not reconcile": the first pass's documents against
+    the dedup pass's few shards so far). The funnel now ends at the last finished pass, with the
+    note naming the one under way; a damaged run.json is named, not "no shard has finished"."""
+    from typer.testing import CliRunner
+
+    from refinery.cli import app
+    from refinery.stats.funnel import load_run_stats
+    from refinery.stats.report import build_report
+
+    src = _input(tmp_path)
+    out = tmp_path / "out"
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality", "params": {"min_words": 5}}],
+                           "dedup": [{"method": "exact"}, {"method": "url"}]})
+    run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    filter_pass = json.loads((out / "filter" / "stats.json").read_text())
+    # what a kill -9 inside exact_dedup leaves: one shard of it finished, no marker, no run stats
+    for gone in ("stats.json", "passes/exact_dedup.json", "passes/url_dedup.json", "exact_dedup/stats.json",
+                 "exact_dedup/stats/p0.json", "exact_dedup/stats/p1.json"):
+        (out / gone).unlink()
+    import shutil
+
+    shutil.rmtree(out / "url_dedup")
+    stats = load_run_stats(str(out))
+    assert stats["docs_read"] == filter_pass["docs_read"] and stats["docs_kept"] == filter_pass["docs_kept"]
+    assert stats.get("passes", [stats.get("pass")]) == ["filter"] and "exact_dedup" in stats["partial"]["note"]
+    shown = CliRunner().invoke(app, ["stats", str(out)])
+    assert shown.exit_code == 0 and "has not finished" in " ".join(shown.output.split())
+    assert "Unfinished run" in build_report(str(out))
+    (out / "run.json").write_text('{"passes": [')
+    damaged = CliRunner().invoke(app, ["stats", str(out)])
+    assert damaged.exit_code == 2 and "run.json is damaged" in damaged.output

@@ -130,7 +130,7 @@ def load_run_stats(run_dir: str) -> dict[str, Any]:
     # unfinished (a failed shard, a --force rerun under way): the run's stats.json is an earlier
     # state, another config's funnel after --force (found by adversarial testing); the finished
     # shards say where it is
-    passes = [merge_shard_stats(s) for s in (load_shard_stats(d) for d in RunDir(run_dir).document_pass_dirs()) if s]
+    passes = _finished_so_far(RunDir(run_dir), partial)
     if not passes:
         if has_plan:
             raise FileNotFoundError(f"no shard of {run_dir} has finished yet: `refinery status {run_dir}` says "
@@ -142,14 +142,38 @@ def load_run_stats(run_dir: str) -> dict[str, Any]:
     return combined
 
 
+def _finished_so_far(run: RunDir, partial: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each document pass's stats from its finished shards, in order, up to the first pass that
+    has not finished: the first pass counts with the shards it has, a later one under way does not
+    (its shards so far against all of the pass before it do not reconcile: `stats` and `report`
+    failed while a dedup pass ran; found by adversarial testing)."""
+    states = {p.get("name"): p.get("state") for p in (partial or {}).get("passes", [])}
+    record = run.recorded_plan() or {}
+    names = [p.get("name") for p in record.get("passes", []) if p.get("kind") != "tokenize"]
+    passes = []
+    for i, pass_dir in enumerate(run.document_pass_dirs()):
+        name = names[i] if i < len(names) else None
+        unfinished = partial is not None and states.get(name, "finished") != "finished"
+        if i and unfinished:
+            break
+        shard_stats = load_shard_stats(pass_dir)
+        if not shard_stats:
+            break
+        passes.append(merge_shard_stats(shard_stats) | ({"pass": name} if name else {}))
+        if unfinished:
+            break
+    return passes
+
+
 def partial_note(run_dir: str) -> dict[str, Any]:
     """How far an unfinished run got: ``{"note": one line, "passes": [{name, state, detail}]}``."""
     from refinery.status import run_status
 
     try:
         st = run_status(run_dir)
-    except (FileNotFoundError, ValueError, fs.StorageError) as exc:
+    except FileNotFoundError as exc:
         return {"note": f"the run has not finished ({exc})", "passes": [], "unfinished": True}
+    # a damaged run.json (a StorageError naming it) is raised: it read "no shard has finished yet"
     unfinished = [p for p in st.passes if p["state"] != "finished"]
     if st.complete:
         return {"note": "", "passes": [], "unfinished": False}
