@@ -287,6 +287,12 @@ class PipelineConfig(_Strict):
         clash = sorted(set(names) & set(passes))
         if clash:  # the funnel and the report key stages and passes alike
             raise ValueError(f"stage name {clash[0]!r} is also a pass's name: give the stage another 'name'")
+        from refinery.stats.funnel import READER_KINDS
+
+        readers = sorted(set(names) & set(READER_KINDS))
+        if readers:  # merged with the reader's own row, the funnel could not reconcile (adversarial testing)
+            raise ValueError(f"stage name {readers[0]!r} is the name of an input reader in the funnel: give the stage "
+                             f"another 'name'")
         self._check_prescreen_languages()
         self._check_word_rules_for_languages()
         return self

@@ -194,6 +194,9 @@ def test_a_language_id_stage_keeping_what_the_prescreen_removes_is_refused():
     # a stage named like a pass made two funnel rows with one key
     with pytest.raises(ConfigError, match="stage name 'minhash_dedup' is also a pass's name"):
         parse_config({"stages": [{"type": "gopher_quality", "name": "minhash_dedup"}], "dedup": [{"method": "minhash"}]})
+    # or like an input reader: the run failed with a ConservationError, and no view could read it
+    with pytest.raises(ConfigError, match="stage name 'jsonl_reader' is the name of an input reader"):
+        parse_config({"stages": [{"type": "gopher_quality", "name": "jsonl_reader"}]})
 
 
 def test_gopher_quality_after_language_id_keeping_a_language_without_spaces_is_refused():
