@@ -682,3 +682,32 @@ def test_a_failed_or_useless_training_leaves_the_models_in_out_as_they_were(tiny
     assert ok.exit_code == 0, ok.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quality.bin", "quality.json", "toxicity.ftz"]  # .ftz went
     assert json.loads((tmp_path / "quality.json").read_text())["model_sha256"] == sha256_file(tmp_path / "quality.bin")
+
+
+def test_a_held_out_split_of_one_class_is_a_one_line_error(tiny_toxicity_data: Path, tmp_path: Path) -> None:
+    """Found by adversarial testing: OLID's validation tweets all NOT (or none) fitted the stackers
+    and the threshold on one class and published a constant-score model with exit 0. The split
+    the threshold is fitted on must hold both classes, as the training set must."""
+    import shutil
+
+    import typer
+    from typer.testing import CliRunner
+
+    from refinery.classifiers import toxicity
+    from refinery.cli_classifiers import register
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_toxicity_data, data)
+    olid = data / "toxicity" / "olid" / "olid-training-v1.0.tsv"
+    header, *lines = olid.read_text(encoding="utf-8").strip("\n").split("\n")
+    kept = [line for line in lines if not (toxicity._held_out("olid:" + line.split("\t")[0], 10)
+                                           and line.split("\t")[2] == "OFF")]
+    olid.write_text("\n".join([header, *kept]) + "\n", encoding="utf-8")
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)
+    result = CliRunner().invoke(app, ["train-classifier", "toxicity", "--out", str(tmp_path / "out"), "--data-dir",
+                                      str(data), "--no-transformer", "--no-quantize"])
+    assert result.exit_code == 2, result.output
+    assert "the held-out split 'olid_validation'" in result.output and "none labelled 'OFF'" in result.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

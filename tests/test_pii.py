@@ -109,6 +109,8 @@ FALSE_POSITIVES = [
     "Card-like but invalid: 4111 1111 1111 1112 (checksum) and 1234 5678 9012 3456 (issuer).",
     # an ISBN-10 cited without its label, whose digits form a valid US number (found by adversarial testing)
     "Suhrkamp, Frankfurt 1992, 3-518-28595-6, and Gallimard, 1998, 2-07-036024-7.",
+    # user agents' product versions (found by adversarial testing)
+    "UA: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0.0.0 Safari/537.36; Firefox/115.0.2.1.",
 ]
 
 

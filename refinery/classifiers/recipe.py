@@ -94,6 +94,19 @@ def run_recipe(
         files = [str(p) for p in data.sources]
         raise TrainingDataError(f"{kind}: no training examples labelled {empty[0]!r} in {', '.join(files[:2]) or 'the data'}"
                                 f"{f' (or {len(files) - 2} more files)' if len(files) > 2 else ''}: check those files")
+    for name in dict.fromkeys((decide_on[0], threshold_split)):
+        # the threshold and the model choice are fitted on these: a split of one class (or none)
+        # published a constant-score model with exit 0, or failed on a None ROC AUC (adversarial testing)
+        split = data.evals.get(name)
+        if split is None:
+            continue
+        lacking = [lab for lab, y in ((positive, True), (negative, False)) if not (split.labels == y).any()]
+        if lacking:
+            files = [str(p) for p in data.sources]
+            raise TrainingDataError(
+                f"{kind}: the held-out split {name!r} ({len(split)} examples) has none labelled {lacking[0]!r}, and the "
+                f"threshold and model choice are fitted on it: give more data in {', '.join(files[:2]) or 'the data'}"
+                f"{f' (or {len(files) - 2} more files)' if len(files) > 2 else ''}")
     log.info("%s: training on %d examples %s, held-out %s", kind, len(examples), counts,
              {k: len(v) for k, v in data.evals.items()})
 

@@ -87,6 +87,9 @@ _IPV6_RE = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?(?![\w:]|\.[0-9])"
 )
 # what makes a dotted quad a version or a section number, just before it
+#: a product name written against its version, as user agents do ("Firefox/115.0.2.1"); a URL's
+#: "//" or "host:port/" does not end this way
+_PRODUCT_SLASH = re.compile(r"(?<![\w./:-])[A-Za-z][A-Za-z0-9_+-]*/$")
 _VERSION_CONTEXT = re.compile(
     r"(?<![A-Za-z])(?:version|ver|v|release|build|rev|revision|firmware|update|patch|kernel|section|sec|chapter|"
     r"clause|article|art|figure|fig|table|step|rule|item|paragraph|para|no|§)\.?\s*[:#]?\s*$",
@@ -301,6 +304,8 @@ class PiiRedactor(Stage):
                     continue  # "1.2.3.4": a version far more often than a host
                 if _VERSION_CONTEXT.search(text, max(0, m.start() - 24), m.start()):
                     continue
+                if _PRODUCT_SLASH.search(text, max(0, m.start() - 40), m.start()):
+                    continue  # "Chrome/120.0.0.0": a user-agent's product version (adversarial testing)
                 try:
                     addr = ipaddress.IPv4Address(s)
                 except ValueError:
