@@ -134,7 +134,12 @@ def stats(
         if json_out:
             out.print_json(json.dumps(compare_rows(*runs)))
         else:
+            from refinery.stats.compare import order_note
+
             out.print(render_compare(*runs, name_a=compare[0], name_b=compare[1]))
+            note = order_note(*runs)
+            if note:
+                err.print(f"note: {note}", style="yellow", highlight=False, soft_wrap=True)
     elif json_out:
         out.print_json(json.dumps(runs[0]))
     else:

@@ -415,3 +415,37 @@ def test_effective_params_of_every_stage_keep_the_given_values() -> None:
     assert (pii["email"], pii["phone"], pii["ip_address"], pii["credit_card"]) == (False, True, True, False)
     assert effective_params("gopher_quality", {"min_words": 20})["min_words"] == 20
     assert effective_params("gopher_quality", {})["max_words"] == 100_000  # a default, as the stage holds it
+
+
+def _stage_row(name: str, docs_in: int, removed: int) -> dict:
+    return {"stage": name, "kind": name, "docs_in": docs_in, "docs_out": docs_in - removed,
+            "docs_removed": removed, "removed": {"r": removed} if removed else {}}
+
+
+def test_compare_names_a_reordered_recipe_and_gives_no_rate_to_a_stage_that_saw_nothing():
+    """Found by adversarial testing: two runs whose stages ran in another order were listed in A's
+    order with nothing said (B's kept shares then read out of sequence), the report's config diff
+    called them "the same stages, passes and parameters", and a stage that saw no document in B
+    had a 0.0% removal rate, coloured as an improvement."""
+    from refinery.stats.compare import order_note
+    from refinery.stats.report import config_diff
+
+    a = {"stages": [_stage_row("reader", 10, 0), _stage_row("rep", 10, 4), _stage_row("qual", 6, 6)]}
+    b = {"stages": [_stage_row("reader", 10, 0), _stage_row("qual", 10, 10), _stage_row("rep", 0, 0)]}
+    note = order_note(a, b)
+    assert note is not None and "A reader → rep → qual; B reader → qual → rep" in note
+    assert order_note(a, a) is None
+    rows = {(r["stage"], r["reason"]): r for r in compare_rows(a, b)}
+    assert rows[("rep", "")]["rate_a"] == 40.0 and rows[("rep", "")]["rate_b"] is None
+    assert rows[("rep", "")]["rate_pp"] is None
+
+    def manifest(stages: list[str], dedup: list[str]) -> dict:
+        return {"config": {"stages": [{"type": "gopher_quality", "name": n} for n in stages],
+                           "dedup": [{"method": m} for m in dedup]},
+                "passes": [{"name": "filter"}, *({"name": f"{m}_dedup"} for m in dedup)]}
+
+    diff = config_diff(manifest(["x", "y"], ["url", "exact"]), manifest(["y", "x"], ["exact", "url"]))
+    order = {r["param"]: r for r in diff if r["stage"] == "(order)"}
+    assert order["stages"]["differs"] and order["stages"]["b"] == "y → x"
+    assert order["passes"]["differs"] and order["passes"]["a"] == "filter → url_dedup → exact_dedup"
+    assert not any(r["differs"] for r in config_diff(manifest(["x"], ["url"]), manifest(["x"], ["url"])))

@@ -46,8 +46,9 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
                 rb = {"removed": 0, "removed_pct_of_stage": 0.0}
             removed_a = None if ra is None else ra["removed"]
             removed_b = None if rb is None else rb["removed"]
-            rate_a = None if ra is None else ra["removed_pct_of_stage"]
-            rate_b = None if rb is None else rb["removed_pct_of_stage"]
+            # a stage that saw no document has no removal rate (it read as 0%, an "improvement")
+            rate_a = None if ra is None or _saw_none(rows_a, stage) else ra["removed_pct_of_stage"]
+            rate_b = None if rb is None or _saw_none(rows_b, stage) else rb["removed_pct_of_stage"]
             kept_a = None if ra is None else ra.get("kept_pct_of_input")
             kept_b = None if rb is None else rb.get("kept_pct_of_input")
             out.append({
@@ -61,6 +62,23 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
                 **_edits(ra, rb),
             })
     return out
+
+
+def _saw_none(rows: dict[tuple[str, str], dict[str, Any]], stage: str) -> bool:
+    return (rows.get((stage, "")) or {}).get("docs_in") == 0
+
+
+def order_note(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """One line when the stages both runs have ran in another order in B (the comparison lists
+    them in A's order, so B's kept shares would read out of sequence); else None."""
+    names_a = [s["stage"] for s in a.get("stages", [])]
+    names_b = [s["stage"] for s in b.get("stages", [])]
+    common = set(names_a) & set(names_b)
+    seq_a = [n for n in names_a if n in common]
+    seq_b = [n for n in names_b if n in common]
+    if seq_a == seq_b:
+        return None
+    return f"the runs ran their stages in another order (rows follow A's): A {' → '.join(seq_a)}; B {' → '.join(seq_b)}"
 
 
 def _edits(ra: dict[str, Any] | None, rb: dict[str, Any] | None) -> dict[str, Any]:

@@ -497,6 +497,11 @@ def config_diff(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> list[
             va = None if pa_ is None or k not in pa_ else _fmt_param(pa_[k])
             vb = None if pb is None or k not in pb else _fmt_param(pb[k])
             rows.append({"stage": name, "param": k, "a": va, "b": vb, "differs": va != vb})
+    # the order the stages and passes ran in: reordered, the same stages remove other documents
+    # (found by adversarial testing: a reordered recipe was "the same stages, passes and parameters")
+    for what, la, lb in (("stages", list(sa), list(sb)), ("passes", _pass_order(manifest_a), _pass_order(manifest_b))):
+        va, vb = " → ".join(la), " → ".join(lb)
+        rows.append({"stage": "(order)", "param": what, "a": va, "b": vb, "differs": va != vb})
     # the passes after the stages, and what else decides the output (found by adversarial testing:
     # two runs whose MinHash bands differed were reported as having "the same stages and parameters")
     oa, ob = other_settings(manifest_a), other_settings(manifest_b)
@@ -507,6 +512,15 @@ def config_diff(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> list[
             vb = None if pb is None or k not in pb else _fmt_param(pb[k])
             rows.append({"stage": name, "param": k, "a": va, "b": vb, "differs": va != vb})
     return rows
+
+
+def _pass_order(manifest: dict[str, Any]) -> list[str]:
+    """The run's passes in order (from its plan; else from its config's dedup list)."""
+    passes = [p.get("name") for p in manifest.get("passes") or [] if isinstance(p, dict)]
+    if passes:
+        return [str(p) for p in passes]
+    config = manifest.get("config") or {}
+    return [str(d.get("name") or f"{d.get('method')}_dedup") for d in config.get("dedup") or []]
 
 
 def other_settings(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
