@@ -263,3 +263,20 @@ def test_numeric_table_rows_are_data_not_debris() -> None:
     codes = "| COUNTRY | GDP |\n|---|---|\n| USA | 21.4 |\n| UK | 2.8 |\n| PRC | 14.3 |"
     text = "\n".join([PARAGRAPH] * 3 + [codes])
     assert LineCorrections().correct(text) == (text, 0, len(text.split()))  # codes and header are data
+
+
+def test_markdown_tables_without_outer_bars_are_data_and_a_lone_menu_is_not() -> None:
+    """Found by adversarial testing on real text (an rpg.stackexchange page): a stat block written
+    as a Markdown table without outer bars lost its header as uppercase and its values as numbers,
+    which pushed the page over the 5% rule. Lines with as many bars as a neighbour are a table's
+    rows; a wide uppercase header of short cells is data; a lone bar-separated menu is still chrome."""
+    stats = "STR | DEX | CON | INT | WIS | CHA\n12 (+1)|18 (+4)|14 (+2)|10 (+0)|13 (+1)|8 (-1)"
+    text = "\n".join([PARAGRAPH] * 2 + [stats, "She has proficiency in Stealth and Survival, and favoured enemies."])
+    assert LineCorrections().correct(text) == (text, 0, len(text.split()))
+    wide = "| STR | DEX | CON | INT | WIS | CHA |\n|---|---|---|---|---|---|\n| 12 | 18 | 14 | 10 | 13 | 8 |"
+    text = "\n".join([PARAGRAPH] * 2 + [wide])
+    assert LineCorrections().correct(text) == (text, 0, len(text.split()))
+    menu = "HOME | ABOUT US | CONTACT"
+    assert LineCorrections().correct("\n".join([PARAGRAPH, menu, PARAGRAPH]))[0] == "\n".join([PARAGRAPH, PARAGRAPH])
+    shouting = "| BUY NOW AND SAVE BIG ON EVERY SINGLE ORDER TODAY |"
+    assert shouting not in LineCorrections().correct("\n".join([PARAGRAPH, shouting, PARAGRAPH]))[0]

@@ -262,6 +262,20 @@ def _upper_lower(line: str) -> tuple[int, int]:
     return upper, lower
 
 
+def _bare_table_rows(lines: list[str]) -> set[int]:
+    """Lines of a Markdown table written without its outer bars ("STR | DEX | CON", "12|18|14"):
+    two or more bars, and a neighbouring line with as many. A lone "HOME | ABOUT | CONTACT" is a
+    menu, not a table (found by adversarial testing: a stat block's header was dropped as
+    uppercase and its values as numbers, and the 5% rule removed the page)."""
+    # rows written with their outer bars are the other rule's; a bare row pairs with bare rows only
+    bars = [k if k >= 2 and not line.lstrip().startswith("|") else 0 for line, k in ((x, x.count("|")) for x in lines)]
+    rows = set()
+    for i, k in enumerate(bars):
+        if k and ((i and bars[i - 1] == k) or (i + 1 < len(bars) and bars[i + 1] == k)):
+            rows.add(i)
+    return rows
+
+
 class LineCorrections(Stage):
     """Drop debris lines and strip short-line boilerplate; drop documents that were mostly debris."""
 
@@ -299,7 +313,9 @@ class LineCorrections(Stage):
         out: list[str] = []
         max_words = self.max_words_for_patterns
         upper_frac = self.uppercase_frac
-        for line in text.split("\n"):
+        lines = text.split("\n")
+        bare_rows = _bare_table_rows(lines) if "|" in text else ()
+        for i, line in enumerate(lines):
             stripped = line.strip()
             if not stripped:
                 out.append("")
@@ -313,7 +329,7 @@ class LineCorrections(Stage):
             n = words(stripped)
             # a table's rows are its structure: "| 2019 | 45.2 |" is data, not a number left over
             # (its header row would stay without rows, or the 5% rule remove the whole article)
-            row = stripped[0] == "|" and is_table_row(stripped) and " | " in stripped
+            row = (stripped[0] == "|" and is_table_row(stripped) and " | " in stripped) or i in bare_rows
             if (
                 (n <= 1 and not row)
                 or (not row and _NUMERIC_RE.match(stripped))
@@ -322,8 +338,10 @@ class LineCorrections(Stage):
                 removed += n
                 dropped += 1
                 continue
-            if row and sum(1 for t in stripped.split() if any(c.isalpha() for c in t)) < 4:
-                # a row of codes or a header ("| USA | 21.4 |", "| NAME | AGE |"): data, not shouting
+            if row and (sum(1 for t in stripped.split() if any(c.isalpha() for c in t)) < 4
+                        or all(len(cell.split()) <= 3 for cell in stripped.split("|"))):
+                # a row of codes or a header ("| USA | 21.4 |", "| NAME | AGE |", "STR | DEX | CON
+                # | INT"): short cells are data, not shouting
                 upper = letters = 0
             elif stripped.isascii():
                 if stripped.isupper():  # every letter uppercase: cheap exact test first
