@@ -569,7 +569,8 @@ def test_stages_handle_empty_long_and_non_utf8_text(toxicity_model, quality_mode
     wiki = json.loads((SHARED_DATA / "quality" / "summaries_en-us.json").read_text())
     lead = wiki["Academy Awards"]["extract"]
     long_text = lead + "\n" + "x " * 2_000_000  # 4 MB: only the first max_chars are scored
-    raw = [lead.encode(), None, b"", b"  \n\t ", long_text.encode(), b"Caf\xe9 au lait \xff is " + lead.encode()]
+    raw = [lead.encode(), None, b"", b"  \n\t ", long_text.encode(), b"Caf\xe9 au lait \xff is " + lead.encode(),
+           ".".encode(), "\u200b".encode()]  # nothing to score: the quality model gave "." 1.0
     binary = pa.array(raw, pa.binary())
     text = pa.Array.from_buffers(pa.string(), len(binary), binary.buffers())  # invalid UTF-8, unvalidated
     batch = pa.RecordBatch.from_arrays([pa.array([f"d{i}" for i in range(len(raw))]), text], names=["id", "text"])
@@ -586,10 +587,11 @@ def test_stages_handle_empty_long_and_non_utf8_text(toxicity_model, quality_mode
         assert reasons[1:4] == ["empty_text"] * 3 and scores[1:4] == [None] * 3
         assert scores[4] == pytest.approx(scores[0], abs=1e-6)  # truncated to the same prefix
         assert scores[5] is not None and 0.0 <= scores[5] <= 1.0
+        assert reasons[6:] == ["empty_text"] * 2 and scores[6:] == [None] * 2
     tox = stages[0](batch)
     assert tox.column("profanity_word_frac").to_pylist()[1:4] == [None] * 3
     transformer = tox.column("toxicity_transformer_score").to_pylist()
-    assert [t is None for t in transformer] == [False, True, True, True, False, False]
+    assert [t is None for t in transformer] == [False, True, True, True, False, False, True, True]
 
 
 @needs_data

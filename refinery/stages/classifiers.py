@@ -13,7 +13,8 @@ message naming the command that trains it.
 
 Input rules, the same for both stages:
 
-- null, empty or whitespace-only ``text``: removed with reason ``empty_text`` (metric null),
+- null or empty ``text``, or text without a letter or digit (whitespace, punctuation, zero-width
+  spaces): removed with reason ``empty_text`` (metric null),
   score columns null. Not scoring is honest: a score of an empty string would be the model's
   prior, not a judgement;
 - scoring reads the first ``max_chars`` characters only (default 20,000, ~4,000 words: the
@@ -84,7 +85,9 @@ class _FastTextStage(Stage):
     def _prepare(self, batch: pa.RecordBatch) -> tuple[list[str | None], np.ndarray, list[tuple[str, int]]]:
         """(decoded texts, mask of scoreable rows, their prepared texts and punctuation counts)."""
         texts = decode_texts(batch.column("text")) if "text" in batch.schema.names else [None] * batch.num_rows
-        mask = np.array([bool(t) and not t.isspace() for t in texts], dtype=bool)
+        # no letter or digit ("", ".", a zero-width space): nothing to score; the quality model
+        # scored "." 1.0 and a lone U+200B 0.68 (found by adversarial testing)
+        mask = np.array([bool(t) and any(c.isalnum() for c in t) for t in texts], dtype=bool)
         return texts, mask, prepare_batch([t for t, ok in zip(texts, mask) if ok], self.max_chars)
 
     def _score(self, batch: pa.RecordBatch) -> tuple[list[str | None], np.ndarray, list[tuple[str, int]], np.ndarray]:
