@@ -35,7 +35,7 @@ from refinery.dedup.driver import TASK_BASELINE_BYTES, run_dedup
 from refinery.executors.local import LocalExecutor
 from tests._dedup_fixtures import load_cc_docs, make_run_dir
 
-PASSES = ("benchmark_ngrams", "matches", "contamination", "remove")
+PASSES = ("benchmark_ngrams", "matches", "ngram_docs", "contamination", "remove")
 
 
 def build(tmp: Path, n_docs: int, bench_ngrams: int) -> tuple[Path, Path, int]:
@@ -91,7 +91,7 @@ def main() -> None:
                 stats = run_dedup(str(run), str(tmp / f"out-{partitions}"), config, ex)
             task_seconds = 0.0
             for name in PASSES:
-                p = stats["passes"][name]
+                p = stats["passes"].get(name) or {}
                 task_seconds += p.get("task_seconds", p.get("wall_seconds", 0))
                 print(f"{label:<22}{name:<18}{p.get('tasks', 0):>6}{p.get('wall_seconds', 0):>8.1f}"
                       f"{p.get('task_seconds', 0):>8.1f}{p.get('peak_rss_max', 0) / 2**20:>12.0f} MiB")

@@ -287,3 +287,32 @@ def test_bit_table_never_misses_a_key_and_passes_few_others():
     others = rng.integers(0, 2**64, 200_000, dtype=np.uint64)
     others = others[~np.isin(others, keys)]
     assert 0.02 < table.contains(others).mean() < 0.10  # ~6% at 16 bits per key
+
+
+def test_ngrams_of_many_documents_are_ignored_as_gpt3_did(tmp_path):
+    """Found by adversarial testing: a benchmark item quoting a site's licence footer shared 6
+    13-grams with every page of that site (11 real wikidot pages of the sample), and removed them
+    all. GPT-3 ignored 13-grams found in more than 10 training documents: so does
+    ``max_ngram_docs`` (10). A page holding the item itself still matches, by the item's own
+    n-grams; with ``max_ngram_docs: null`` the footer alone removes every such page again."""
+    footer = "Unless otherwise stated, the content of this page is licensed under"
+    docs = [d for d in load_cc_docs() if d["text"]]
+    wikidot = {d["id"] for d in docs if footer in d["text"]}
+    assert len(wikidot) == 11
+    passage = ("The Treaty of Westphalia ended the Thirty Years War in 1648 and set the borders of many states. "
+               "Unless otherwise stated, the content of this page is licensed under Creative Commons "
+               "Attribution-ShareAlike 3.0 License")
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"task_id": "rc/1", "passage": passage, "question": "When did the war end?"}) + "\n")
+    copy = {"id": "copied", "text": "Reading comprehension practice.\n\n" + passage + "\nWhen did the war end?",
+            "url": "https://quiz.example.org/1"}
+    run = make_run_dir(tmp_path, {"a": docs[0::2], "b": docs[1::2] + [copy]})
+    spec = {"name": "rc", "path": str(bench), "fields": ["passage", "question"], "id_field": "task_id"}
+
+    stats = run_dedup(str(run), str(tmp_path / "out"), _config(spec), LocalExecutor(1))
+    removed = {r["id"] for r in _rows(tmp_path / "out", "removed")}
+    assert removed == {"copied"} and stats["common_ngrams_ignored"] >= 6 and stats["max_ngram_docs"] == 10
+    stats = run_dedup(str(run), str(tmp_path / "never"), _config(spec, section={"max_ngram_docs": None}),
+                      LocalExecutor(1))
+    assert {r["id"] for r in _rows(tmp_path / "never", "removed")} == wikidot | {"copied"}
+    assert stats["common_ngrams_ignored"] == 0

@@ -125,6 +125,9 @@ class DecontaminateConfig(_Strict):
     ngram: int = Field(13, ge=3, le=64, description="13 words, as GPT-3 did")
     mode: Literal["remove", "flag"] = "remove"
     min_matches: int = Field(1, ge=1, description="distinct shared n-grams with one item that make a document contaminated")
+    max_ngram_docs: int | None = Field(
+        10, ge=1, description="ignore a benchmark n-gram found in more documents of the corpus than this (GPT-3's "
+        "rule: common phrases, licence and site boilerplate); null: never ignore one")
 
     @model_validator(mode="after")
     def _unique_names(self) -> DecontaminateConfig:

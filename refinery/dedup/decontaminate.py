@@ -13,9 +13,17 @@ The passes (driven by :mod:`refinery.dedup.driver`, so local pool or Ray, resuma
     benchmark_ngrams (one task per benchmark file)
         -> ngrams/<b>.parquet: (hash, item) sorted by hash, unique; items/<b>.parquet: item ids
     matches (one task per shard x hash partition)
-        -> matches/<shard>/part-<p>.parquet: (row, bench, item, ngrams) per document and item
+        -> matches/<shard>/part-<p>.parquet: (row, hash), each benchmark n-gram a document holds
+        -> matches/<shard>/docs-<p>.parquet: (hash, docs), how many of the shard's documents hold it
+    ngram_docs (one task per hash partition; with ``max_ngram_docs``)
+        -> common/part-<p>.parquet: (hash, docs), the n-grams in more documents than that: ignored
     contamination (one task per shard)
         -> contaminated/<shard>.parquet: (id, benchmark, item, ngrams), what the stage reads
+
+GPT-3 also ignored the 13-grams found in more than 10 training documents ("common cultural
+phrases, legal boilerplate"): one benchmark item quoting a site's footer or a licence shared 5-6
+n-grams with every page of that site, and removed them all (found by adversarial testing on
+real wikidot and StackExchange pages). ``max_ngram_docs`` (default 10) is that rule.
 
 Bounded memory: the benchmark n-grams are 64-bit hashes (the dedup shingle hash), split into P
 hash ranges with P = ceil(n-grams x ``BENCH_BYTES_PER_NGRAM`` / budget). A matches task loads one
@@ -57,7 +65,8 @@ DOC_BYTES_PER_CHAR = 32
 ROW_GROUP = 1 << 16  # hash-sorted n-gram files: row groups small enough to read one partition's range
 BENCHMARK_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson", ".parquet")
 NGRAM_SCHEMA = pa.schema([("hash", pa.uint64()), ("item", pa.int32())])
-MATCH_SCHEMA = pa.schema([("row", pa.uint32()), ("bench", pa.int32()), ("item", pa.int32()), ("ngrams", pa.int32())])
+MATCH_SCHEMA = pa.schema([("row", pa.uint32()), ("hash", pa.uint64())])
+NGRAM_DOCS_SCHEMA = pa.schema([("hash", pa.uint64()), ("docs", pa.int64())])
 #: what the ``decontaminate`` stage reads per shard (one row per contaminated document)
 CONTAMINATED_SCHEMA = pa.schema([("id", pa.string()), ("benchmark", pa.string()), ("item", pa.string()),
                                  ("ngrams", pa.int32())])
@@ -279,13 +288,14 @@ def _ranges(lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def match_task(shard_uri: str, part: int, num_parts: int, ngram_uris: list[str], ngram: int, output_uri: str,
-               batch_size: int = 1000) -> dict[str, Any]:
-    """One shard against one hash partition of the benchmark n-grams: per (document row, benchmark,
-    item), how many distinct n-grams of the document the item shares."""
+               batch_size: int = 1000, docs_uri: str | None = None) -> dict[str, Any]:
+    """One shard against one hash partition of the benchmark n-grams: each (document row, n-gram)
+    the document holds (distinct), and per n-gram how many of the shard's documents hold it
+    (``docs_uri``)."""
     started = time.time()
-    bh, bb, bi = load_partition(ngram_uris, part, num_parts)
+    bh, _, _ = load_partition(ngram_uris, part, num_parts)
     bits = BitTable(bh)
-    rows, benches, items, counts = [], [], [], []
+    rows, hashes = [], []
     base = docs = doc_ngrams = 0
     filesystem, path = fs.resolve(shard_uri)
     with filesystem.open_input_file(path) as f:
@@ -305,43 +315,72 @@ def match_task(shard_uri: str, part: int, num_parts: int, ngram_uris: list[str],
                 h, d = h[sel], d[sel]
                 lo = np.searchsorted(bh, h, "left")
                 sel = bh[np.minimum(lo, len(bh) - 1)] == h
-                h, d, lo = h[sel], d[sel], lo[sel]
+                h, d = h[sel], d[sel]
                 order = np.lexsort((h, d))  # distinct n-grams per document
-                h, d, lo = h[order], d[order], lo[order]
+                h, d = h[order], d[order]
                 first = np.ones(len(h), dtype=bool)
                 first[1:] = (h[1:] != h[:-1]) | (d[1:] != d[:-1])
-                h, d, lo = h[first], d[first], lo[first]
-                cnt = np.searchsorted(bh, h, "right") - lo
-                hit = cnt > 0
-                if hit.any():
-                    idx = _ranges(lo[hit], cnt[hit])
-                    doc = np.repeat(d[hit], cnt[hit]) + base
-                    b, it = bb[idx], bi[idx]
-                    order = np.lexsort((it, b, doc))
-                    doc, b, it = doc[order], b[order], it[order]
-                    new = np.ones(len(doc), dtype=bool)
-                    new[1:] = (doc[1:] != doc[:-1]) | (b[1:] != b[:-1]) | (it[1:] != it[:-1])
-                    starts = np.flatnonzero(new)
-                    rows.append(doc[starts])
-                    benches.append(b[starts])
-                    items.append(it[starts])
-                    counts.append(np.diff(np.append(starts, len(doc))))
+                rows.append(d[first] + base)
+                hashes.append(h[first])
             base += n
             docs += n
     cat = (lambda xs, t: np.concatenate(xs).astype(t) if xs else np.empty(0, t))
-    out = pa.table({"row": cat(rows, np.uint32), "bench": cat(benches, np.int32), "item": cat(items, np.int32),
-                    "ngrams": cat(counts, np.int32)}, schema=MATCH_SCHEMA)
+    out = pa.table({"row": cat(rows, np.uint32), "hash": cat(hashes, _U64)}, schema=MATCH_SCHEMA)
     parquet.write_table(out, output_uri)
+    if docs_uri is not None:
+        held, count = np.unique(out.column("hash").to_numpy(), return_counts=True)  # rows are distinct per hash
+        parquet.write_table(pa.table({"hash": held, "docs": count.astype(np.int64)}, schema=NGRAM_DOCS_SCHEMA), docs_uri)
     return {"docs": docs, "doc_ngrams": doc_ngrams, "benchmark_ngrams": int(len(bh)), "pairs": out.num_rows,
             "peak_rss": _peak_rss(), "seconds": time.time() - started}
 
 
+def ngram_docs_task(docs_uris: list[str], max_docs: int, output_uri: str) -> dict[str, Any]:
+    """One hash partition: the benchmark n-grams held by more than ``max_docs`` documents of the
+    corpus (summed over the shards' counts, one file at a time: memory is the partition's
+    distinct n-grams held)."""
+    total = NGRAM_DOCS_SCHEMA.empty_table()
+    for uri in docs_uris:
+        total = pa.concat_tables([total, parquet.read_table(uri).cast(NGRAM_DOCS_SCHEMA)])
+        total = total.group_by("hash").aggregate([("docs", "sum")]).rename_columns(["hash", "docs"])
+    common = total.filter(pc.greater(total.column("docs"), max_docs))
+    common = common.take(pc.sort_indices(common, [("hash", "ascending")]))
+    parquet.write_table(common.cast(NGRAM_DOCS_SCHEMA), output_uri)
+    return {"ngrams_held": total.num_rows, "common_ngrams": common.num_rows}
+
+
 def contamination_task(shard_uri: str, match_uris: list[str], items_uris: list[str], names: list[str],
-                       min_matches: int, output_uri: str) -> dict[str, Any]:
-    """Sum a shard's per-partition matches; each document's best item (most shared n-grams; ties:
-    first benchmark, first item) decides it when it shares at least ``min_matches``."""
-    tables = [parquet.read_table(u) for u in match_uris]
-    m = pa.concat_tables(tables).combine_chunks() if tables else MATCH_SCHEMA.empty_table()
+                       min_matches: int, output_uri: str, ngram_uris: list[str] | None = None,
+                       common_uris: list[str | None] | None = None) -> dict[str, Any]:
+    """Per partition: the shard's (row, n-gram) pairs without the common n-grams, each n-gram's
+    items (from that partition of the benchmark n-grams); summed per (document, item), each
+    document's best item (most shared n-grams; ties: first benchmark, first item) decides it when
+    it shares at least ``min_matches``."""
+    num_parts = len(match_uris)
+    parts: list[pa.Table] = []
+    ignored = 0
+    for part, uri in enumerate(match_uris):
+        pairs = parquet.read_table(uri)
+        if not pairs.num_rows:
+            continue
+        row = pairs.column("row").to_numpy().astype(np.int64)
+        h = pairs.column("hash").to_numpy().astype(_U64, copy=False)
+        common = (common_uris or [None] * num_parts)[part]
+        if common is not None:
+            frequent = parquet.read_table(common).column("hash").to_numpy()
+            keep = ~np.isin(h, frequent)
+            ignored += int((~keep).sum())
+            row, h = row[keep], h[keep]
+        if not len(h):
+            continue
+        bh, bb, bi = load_partition(ngram_uris or [], part, num_parts)
+        lo = np.searchsorted(bh, h, "left")
+        cnt = np.searchsorted(bh, h, "right") - lo
+        idx = _ranges(lo, cnt)
+        parts.append(pa.table({"row": np.repeat(row, cnt), "bench": bb[idx].astype(np.int64),
+                               "item": bi[idx].astype(np.int64), "ngrams": np.ones(len(idx), np.int64)}))
+    m = pa.concat_tables(parts) if parts else pa.table({"row": pa.array([], pa.int64()), "bench": pa.array([], pa.int64()),
+                                                         "item": pa.array([], pa.int64()),
+                                                         "ngrams": pa.array([], pa.int64())})
     grouped = m.group_by(["row", "bench", "item"]).aggregate([("ngrams", "sum")])
     row = grouped.column("row").to_numpy().astype(np.int64)
     bench = grouped.column("bench").to_numpy().astype(np.int64)
@@ -363,7 +402,7 @@ def contamination_task(shard_uri: str, match_uris: list[str], items_uris: list[s
     }, schema=CONTAMINATED_SCHEMA)
     parquet.write_table(out, output_uri)
     per_bench = pc.value_counts(out.column("benchmark")).to_pylist() if out.num_rows else []
-    return {"docs": len(ids), "contaminated": out.num_rows,
+    return {"docs": len(ids), "contaminated": out.num_rows, "common_pairs_ignored": ignored,
             "per_benchmark": {d["values"]: d["counts"] for d in per_bench}}
 
 
@@ -418,7 +457,7 @@ def decontaminate_passes(work: Any, shards: list[Any], config: DedupConfig, exec
     items_uris = [work.path("items", f"{b:04d}.parquet") for b in range(len(names))]
     tasks = [{"spec": spec.model_dump(), "ngram": dc.ngram, "ngram_uri": ngram_uris[b], "items_uri": items_uris[b],
               "batch_size": config.batch_size} for b, spec in enumerate(dc.benchmarks)]
-    bench = _run_pass(work, "benchmark_ngrams", benchmark_task, tasks, executor, names, units="benchmarks",
+    bench = _run_pass(work, "benchmark_ngrams", benchmark_task, tasks, executor, names, units="items",
                       extra=lambda rs: {"per_benchmark": {n: {k: r[k] for k in ("items", "items_without_ngrams", "ngrams")}
                                                           for n, r in zip(names, rs)}})
     passes["benchmark_ngrams"] = bench
@@ -432,15 +471,26 @@ def decontaminate_passes(work: Any, shards: list[Any], config: DedupConfig, exec
              "%.0f MiB per batch of documents)", total, dc.ngram, P, config.memory_budget / 2**20, batch / 2**20)
 
     match_uri = {(s.name, p): work.path("matches", s.name, f"part-{p:05d}.parquet") for s in shards for p in range(P)}
+    docs_uri = {(s.name, p): work.path("matches", s.name, f"docs-{p:05d}.parquet") for s in shards for p in range(P)}
+    cap = dc.max_ngram_docs
     tasks = [{"shard_uri": s.uri, "part": p, "num_parts": P, "ngram_uris": ngram_uris, "ngram": dc.ngram,
-              "output_uri": match_uri[s.name, p], "batch_size": config.batch_size} for s in shards for p in range(P)]
+              "output_uri": match_uri[s.name, p], "batch_size": config.batch_size,
+              "docs_uri": docs_uri[s.name, p] if cap is not None else None} for s in shards for p in range(P)]
     passes["matches"] = _run_pass(work, "matches", match_task, tasks, executor,
                                   [f"{s.name}/part-{p}" for s in shards for p in range(P)],
                                   extra=lambda rs: {"partitions": P})
+    common_uri: list[str | None] = [None] * P
+    if cap is not None:
+        common_uri = [work.path("common", f"part-{p:05d}.parquet") for p in range(P)]
+        tasks = [{"docs_uris": [docs_uri[s.name, p] for s in shards], "max_docs": cap, "output_uri": common_uri[p]}
+                 for p in range(P)]
+        passes["ngram_docs"] = _run_pass(work, "ngram_docs", ngram_docs_task, tasks, executor,
+                                         [f"part-{p}" for p in range(P)], units="ngrams_held")
 
     out_uri = {s.name: work.path("contaminated", f"{s.name}.parquet") for s in shards}
     tasks = [{"shard_uri": s.uri, "match_uris": [match_uri[s.name, p] for p in range(P)], "items_uris": items_uris,
-              "names": names, "min_matches": dc.min_matches, "output_uri": out_uri[s.name]} for s in shards]
+              "names": names, "min_matches": dc.min_matches, "output_uri": out_uri[s.name], "ngram_uris": ngram_uris,
+              "common_uris": common_uri} for s in shards]
 
     def per_benchmark(rs: list[dict[str, Any]]) -> dict[str, Any]:
         merged: dict[str, int] = {}
@@ -456,7 +506,8 @@ def decontaminate_passes(work: Any, shards: list[Any], config: DedupConfig, exec
     found = int(passes["contamination"].get("contaminated", 0))
     stats: dict[str, Any] = {"benchmark_ngrams": total, "partitions": P, "batch_bytes": batch, "docs_contaminated": found,
                              "contaminated_per_benchmark": passes["contamination"].get("per_benchmark", {}),
-                             "mode": dc.mode}
+                             "mode": dc.mode, "max_ngram_docs": cap,
+                             "common_ngrams_ignored": int((passes.get("ngram_docs") or {}).get("common_ngrams", 0))}
     if dc.mode == "remove":
         stats["docs_to_remove"] = found
     return stats
