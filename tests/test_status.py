@@ -183,3 +183,21 @@ def test_stats_and_report_of_a_run_stopped_inside_a_dedup_pass_show_the_passes_f
     (out / "run.json").write_text('{"passes": [')
     damaged = CliRunner().invoke(app, ["stats", str(out)])
     assert damaged.exit_code == 2 and "run.json is damaged" in damaged.output
+
+
+def test_the_report_of_a_run_stopped_by_a_failed_shard_names_it(tmp_path):
+    """Found by adversarial testing: a run stopped by a failed shard showed no "failed shards"
+    card, only "filter (failed)" in the banner."""
+    from refinery.stats.funnel import load_run_stats
+    from refinery.stats.report import build_report
+
+    src = _input(tmp_path)
+    (src / "zz-broken.jsonl.gz").write_bytes(gzip.compress(b'{"id": "x", "text": "some words"}\n' * 40)[:-20])
+    out = tmp_path / "out"
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality", "params": {"min_words": 5}}],
+                           "dedup": [{"method": "exact"}]})
+    summary = run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    assert [o.shard for o in summary.failed] == ["zz-broken"]
+    assert load_run_stats(str(out))["failed_shards"] == ["zz-broken"]
+    html = build_report(str(out))
+    assert 'data-card="failed shards"' in html and "zz-broken" in html

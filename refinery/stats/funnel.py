@@ -139,6 +139,8 @@ def load_run_stats(run_dir: str) -> dict[str, Any]:
     combined = combine_pass_stats(passes)
     if partial and partial["unfinished"]:  # a run still going, or stopped: say so (it read as final)
         combined["partial"] = partial
+        if partial.get("failed_shards"):  # the report's "failed shards" card (a stopped run had none)
+            combined["failed_shards"] = partial["failed_shards"]
     return combined
 
 
@@ -181,7 +183,8 @@ def partial_note(run_dir: str) -> dict[str, Any]:
     waiting = (f"; not finished: {', '.join(p['name'] + ' (' + p['state'] + ')' for p in unfinished)}"
                if unfinished else "")
     return {"note": f"the run has not finished ({done}{waiting}): these figures cover the shards finished so far",
-            "passes": [{k: p.get(k) for k in ("name", "state", "detail")} for p in st.passes], "unfinished": True}
+            "passes": [{k: p.get(k) for k in ("name", "state", "detail")} for p in st.passes], "unfinished": True,
+            "failed_shards": sorted(st.failed)}
 
 
 def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
