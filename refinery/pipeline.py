@@ -240,8 +240,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         if forced:
             forget_pass(plan, p)
         done = pass_finished(plan, p)
-        if done and p.kind == "documents" and marker_set_aside(done) and only_shards is None:
-            done = None  # a rerun retries the shards it set aside (the finished ones are skipped)
+        if done and p.kind == "documents" and marker_set_aside(done):
+            done = None  # a rerun (or a launch's share) retries the shards it set aside; the finished ones are skipped
         if done:
             log.info("[%s] finished already, skipping the pass", p.name)
             summary.passes[p.name] = "skipped"
@@ -265,9 +265,10 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
             if summary.failed:
                 summary.passes[p.name] = "failed"
                 summary.failed_pass = p.name
-                if before is not None and only_shards is None:
+                if before is not None:
                     # it had finished with shards set aside, which now stop the run (a lower
-                    # max_failed_fraction): no longer finished, as `status` and the funnel then say
+                    # max_failed_fraction, or a launch's shares, which set none aside): no longer
+                    # finished, as `status` and the funnel then say
                     forget_pass(plan, p)
                 break
             if not result:  # a share of a multi-instance pass: other shares still running
@@ -277,8 +278,9 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
                                        f"another directory)?")
                 summary.passes[p.name] = "partial"
                 break
-            if only_shards is None:
-                _clear_passes_made_over_other_shards(plan, plan.passes[i + 1:], sorted(o.name for o in summary.set_aside))
+            # whoever closes the pass (a launch's last share too) clears what was made over another set
+            _clear_passes_made_over_other_shards(plan, plan.passes[i + 1:], sorted(o.name for o in summary.set_aside),
+                                                 None if before is None else marker_set_aside(before))
         elif p.kind == "dedup":
             assert previous is not None
             result = run_dedup_pass(plan, p, previous, executor, forced)
@@ -311,14 +313,19 @@ def _may_set_aside(plan: Plan, summary: RunSummary) -> bool:
     return 0 < failed < total and failed / total <= plan.config.executor.max_failed_fraction + 1e-9
 
 
-def _clear_passes_made_over_other_shards(plan: Plan, later: list[Pass], set_aside: list[str]) -> None:
+def _clear_passes_made_over_other_shards(plan: Plan, later: list[Pass], set_aside: list[str],
+                                         before: list[str] | None) -> None:
     """The document pass just closed with ``set_aside``: a later pass that finished over another set
-    of shards, or that started and has no marker (a run stopped in it, over a set nobody
-    recorded), loses its outputs before it runs, so dedup and tokens never mix two sets."""
+    of shards loses its outputs before it runs, so dedup and tokens never mix two sets. So does
+    one that started and has no marker (a run stopped in it), unless the pass's previous marker
+    (``before``: its set, None if there was none) says it was made over the same set: a kill
+    inside dedup then resumes it, as without shards set aside."""
     for p in later:
         marker = read_marker(plan, p)
         if marker is not None and marker_set_aside(marker) == set_aside:
             continue
+        if marker is None and before == set_aside:
+            continue  # started under the document pass's marker of the same set: resumable
         if marker is not None or pass_started(plan, p):
             log.info("[%s] made over another set of shards than the %d now set aside: redoing it", p.name,
                      len(set_aside))
@@ -345,13 +352,15 @@ def _clear_pass_outputs(plan: Plan, p: Pass) -> None:
 def write_run_stats(plan: Plan, failed_shards: list[str]) -> dict[str, Any]:
     """The funnel over every document pass that has stats, into ``OUT/stats.json``."""
     passes = []
-    for p in plan.document_passes:
+    for i, p in enumerate(plan.document_passes):
         out = plan.pass_dir(p.name)
+        finished = pass_finished(plan, p)
+        if i and not finished:
+            break  # a later pass not finished under this plan: another config's, or another set's
         if fs.exists(out.stats_json):
             passes.append(fs.read_json(out.stats_json))
-        if not pass_finished(plan, p):
-            # a pass that has not finished (under this plan) ends the funnel: its own stats count
-            # (a failed shard's pass), those after it may be another config's
+        if not finished:
+            # the first pass unfinished ends the funnel: its own stats count (a failed shard's pass)
             break
     if not passes:
         return {}

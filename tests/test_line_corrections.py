@@ -278,5 +278,10 @@ def test_markdown_tables_without_outer_bars_are_data_and_a_lone_menu_is_not() ->
     assert LineCorrections().correct(text) == (text, 0, len(text.split()))
     menu = "HOME | ABOUT US | CONTACT"
     assert LineCorrections().correct("\n".join([PARAGRAPH, menu, PARAGRAPH]))[0] == "\n".join([PARAGRAPH, PARAGRAPH])
+    # menus stacked, pagination, and a layout table's menu row are not tables (review of the first version)
+    for chrome in ("HOME | ABOUT US | CONTACT\nSHOP | BLOG | FAQ", "1 | 2 | 3 | 4\nFirst | Prev | Next | Last",
+                   "1 | 2 | 3\n4 | 5 | 6", "| HOME | ABOUT US | CONTACT | BLOG |"):
+        kept = LineCorrections().correct("\n".join([PARAGRAPH, chrome, PARAGRAPH]))[0]
+        assert not any(line in kept for line in chrome.split("\n") if line.isupper() or line[0].isdigit()), chrome
     shouting = "| BUY NOW AND SAVE BIG ON EVERY SINGLE ORDER TODAY |"
     assert shouting not in LineCorrections().correct("\n".join([PARAGRAPH, shouting, PARAGRAPH]))[0]

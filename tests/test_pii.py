@@ -114,6 +114,12 @@ FALSE_POSITIVES = [
 ]
 
 
+def test_an_ip_after_a_word_and_a_slash_is_still_redacted_unless_a_user_agent_s() -> None:
+    text = "Set the gateway/81.2.69.143 and squid/81.2.69.146:3128, unlike Chrome/120.0.0.0 here."
+    out = PiiRedactor()(_batch([text])).column("text").to_pylist()[0]
+    assert out == "Set the gateway/<IP_ADDRESS> and squid/<IP_ADDRESS>:3128, unlike Chrome/120.0.0.0 here."
+
+
 def test_false_positive_cases_stay(prose: list[str]) -> None:
     stage = PiiRedactor()
     texts = [f"{prose[i % len(prose)]} {fp}" for i, fp in enumerate(FALSE_POSITIVES)]

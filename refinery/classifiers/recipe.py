@@ -94,9 +94,10 @@ def run_recipe(
         files = [str(p) for p in data.sources]
         raise TrainingDataError(f"{kind}: no training examples labelled {empty[0]!r} in {', '.join(files[:2]) or 'the data'}"
                                 f"{f' (or {len(files) - 2} more files)' if len(files) > 2 else ''}: check those files")
-    for name in dict.fromkeys((decide_on[0], threshold_split)):
-        # the threshold and the model choice are fitted on these: a split of one class (or none)
-        # published a constant-score model with exit 0, or failed on a None ROC AUC (adversarial testing)
+    for name in (decide_on[0],):
+        # the model choice (and the toxicity threshold and stackers: the same split) is fitted on
+        # it: one class (or none) published a constant-score model with exit 0, or failed on a
+        # None ROC AUC (adversarial testing). Not threshold_split: quality's rule ignores its scores
         split = data.evals.get(name)
         if split is None:
             continue

@@ -168,6 +168,7 @@ def _cut_anywhere(m: re.Match[str]) -> str:
 _NUMERIC_RE = re.compile(r"^[\W\d_]*\d[\W\d_]*$")
 _ALNUM_RE = re.compile(r"[^\W_]")
 _LETTER_RE = re.compile(r"[^\W\d_]")
+_DIGIT_RE = re.compile(r"\d")
 # CJK ideographs, kana: languages written without spaces (see module docstring)
 _CJK_RE = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
@@ -263,17 +264,35 @@ def _upper_lower(line: str) -> tuple[int, int]:
 
 
 def _bare_table_rows(lines: list[str]) -> set[int]:
-    """Lines of a Markdown table written without its outer bars ("STR | DEX | CON", "12|18|14"):
-    two or more bars, and a neighbouring line with as many. A lone "HOME | ABOUT | CONTACT" is a
-    menu, not a table (found by adversarial testing: a stat block's header was dropped as
-    uppercase and its values as numbers, and the 5% rule removed the page)."""
+    """Lines of a Markdown table written without its outer bars ("STR | DEX | CON" over "12|18|14"):
+    a run of consecutive lines with the same number of bars (two or more) whose first line has a
+    letter (a header) and a later line a digit (data). Menus do not: "HOME | ABOUT | CONTACT"
+    alone or stacked on another menu, "1 | 2 | 3" pagination (found by adversarial testing: a
+    stat block's header was dropped as uppercase and its values as numbers, and the 5% rule
+    removed the page; the review of the first version found menus kept)."""
     # rows written with their outer bars are the other rule's; a bare row pairs with bare rows only
     bars = [k if k >= 2 and not line.lstrip().startswith("|") else 0 for line, k in ((x, x.count("|")) for x in lines)]
-    rows = set()
-    for i, k in enumerate(bars):
-        if k and ((i and bars[i - 1] == k) or (i + 1 < len(bars) and bars[i + 1] == k)):
-            rows.add(i)
+    rows: set[int] = set()
+    start = 0
+    while start < len(lines):
+        end = start + 1
+        while end < len(lines) and bars[start] and bars[end] == bars[start]:
+            end += 1
+        if bars[start] and end - start >= 2 and _LETTER_RE.search(lines[start]) \
+                and any(_DIGIT_RE.search(line) for line in lines[start + 1:end]):
+            rows.update(range(start, end))
+        start = end
     return rows
+
+
+def _short_cells_header(lines: list[str], i: int, bare_rows: set[int] | tuple) -> bool:
+    """Whether line ``i`` heads a table (a bare table's rows, or a row over a ``|---|`` rule): its
+    short uppercase cells ("| STR | DEX | CON | INT |") are column names, not shouting. A row of
+    the same cells with no rule under it is a layout table's menu."""
+    if i in bare_rows:
+        return True
+    following = lines[i + 1].strip() if i + 1 < len(lines) else ""
+    return following[:2] in ("|-", "|:") and TABLE_RULE_RE.fullmatch(following) is not None
 
 
 class LineCorrections(Stage):
@@ -339,7 +358,8 @@ class LineCorrections(Stage):
                 dropped += 1
                 continue
             if row and (sum(1 for t in stripped.split() if any(c.isalpha() for c in t)) < 4
-                        or all(len(cell.split()) <= 3 for cell in stripped.split("|"))):
+                        or (all(len(cell.split()) <= 3 for cell in stripped.split("|"))
+                            and _short_cells_header(lines, i, bare_rows))):
                 # a row of codes or a header ("| USA | 21.4 |", "| NAME | AGE |", "STR | DEX | CON
                 # | INT"): short cells are data, not shouting
                 upper = letters = 0

@@ -87,9 +87,15 @@ _IPV6_RE = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?(?![\w:]|\.[0-9])"
 )
 # what makes a dotted quad a version or a section number, just before it
-#: a product name written against its version, as user agents do ("Firefox/115.0.2.1"); a URL's
-#: "//" or "host:port/" does not end this way
-_PRODUCT_SLASH = re.compile(r"(?<![\w./:-])[A-Za-z][A-Za-z0-9_+-]*/$")
+#: a user agent's product token against its version ("Chrome/120.0.0.0", "Firefox/115.0.2.1"):
+#: the browsers' and HTTP clients' own names, or any token in a string that began "Mozilla/".
+#: Not any "word/": "gateway/81.2.69.143" is a host (found by the review of the first version)
+_UA_PRODUCTS = ("mozilla", "chrome", "chromium", "crios", "firefox", "fxios", "safari", "applewebkit", "version",
+                "mobile", "edg", "edge", "edga", "edgios", "opr", "opera", "samsungbrowser", "yabrowser", "ucbrowser",
+                "vivaldi", "brave", "gecko", "trident", "msie", "konqueror", "khtml", "presto", "curl", "wget",
+                "python-requests", "okhttp", "java", "dalvik", "go-http-client", "postmanruntime", "electron")
+_PRODUCT_SLASH = re.compile(r"(?<![\w./:-])(" + "|".join(re.escape(p) for p in _UA_PRODUCTS) + r")/$", re.IGNORECASE)
+_USER_AGENT = re.compile(r"Mozilla/\d")
 _VERSION_CONTEXT = re.compile(
     r"(?<![A-Za-z])(?:version|ver|v|release|build|rev|revision|firmware|update|patch|kernel|section|sec|chapter|"
     r"clause|article|art|figure|fig|table|step|rule|item|paragraph|para|no|§)\.?\s*[:#]?\s*$",
@@ -304,8 +310,10 @@ class PiiRedactor(Stage):
                     continue  # "1.2.3.4": a version far more often than a host
                 if _VERSION_CONTEXT.search(text, max(0, m.start() - 24), m.start()):
                     continue
-                if _PRODUCT_SLASH.search(text, max(0, m.start() - 40), m.start()):
-                    continue  # "Chrome/120.0.0.0": a user-agent's product version (adversarial testing)
+                if _PRODUCT_SLASH.search(text, max(0, m.start() - 40), m.start()) or (
+                        text[m.start() - 1:m.start()] == "/"
+                        and _USER_AGENT.search(text, max(0, m.start() - 300), m.start())):
+                    continue  # "Chrome/120.0.0.0": a user agent's product version (adversarial testing)
                 try:
                     addr = ipaddress.IPv4Address(s)
                 except ValueError:
