@@ -119,6 +119,16 @@ def _attempt(attempts_dir: str, shard: str) -> int:
     return tries
 
 
+def crash_always(attempts_dir: str):
+    """A shard task function whose worker dies on every attempt (a page that OOMs it each time)."""
+
+    def fn(task, **kwargs):
+        _attempt(attempts_dir, task.shard)
+        os._exit(1)
+
+    return fn
+
+
 def crash_once(attempts_dir: str):
     """A shard task function that kills its worker process on the first attempt per shard (like
     an OOM kill or a segfault), then runs the real shard task."""

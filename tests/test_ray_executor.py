@@ -77,6 +77,22 @@ def test_crashed_worker_is_retried(tmp_path, ray_local):  # noqa: F811
     assert all("retries" in o.error and "died" in o.error.lower() for o in outcomes), outcomes[0].error
 
 
+def test_a_worker_that_always_dies_is_tried_max_retries_plus_one_times(tmp_path, ray_local):  # noqa: F811
+    """Ray retried a dead worker max_retries times inside each of the shared loop's attempts: a page
+    that kills its worker every time ran 9 times with the default 2 (found by adversarial testing)."""
+    from _scale_fixtures import crash_always
+
+    data = copy_cc_docs(tmp_path / "in")
+    spec = parse_config(cc_spec()).model_dump(mode="json")
+    tasks = _shard_tasks(data, tmp_path / "out")[:1]
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    with RayExecutor(max_retries=2, progress=False) as ex:
+        [outcome] = ex.map(crash_always(str(attempts)), tasks, label="crash", shared={"spec": spec})
+    assert outcome.status == "failed" and outcome.attempts == 3 and "died" in outcome.error
+    assert (attempts / tasks[0]["task"].shard).read_text() == "3"
+
+
 def test_failed_tasks_are_retried_up_to_max_retries(tmp_path, ray_local):  # noqa: F811
     data = copy_cc_docs(tmp_path / "in")
     spec = parse_config(cc_spec()).model_dump(mode="json")
