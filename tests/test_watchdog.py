@@ -27,11 +27,14 @@ IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/refinery:abc"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/refinery-sagemaker"
 
 
-def _job(sm, name: str, output: str) -> None:
-    spec = JobSpec(name=name, kind="processing", image=IMAGE, role_arn=ROLE, input_uri="s3://crawl/cc",
+def _job(sm, name: str, output: str, pipeline: str | None = None) -> None:
+    """A processing job as refinery submits it; ``pipeline``: a pipeline step's, whose containers
+    announce themselves under the pipeline's name (REFINERY_JOB_NAME), not the job's."""
+    spec = JobSpec(name=pipeline or name, kind="processing", image=IMAGE, role_arn=ROLE, input_uri="s3://crawl/cc",
                    output_uri=output, config_uri=f"{output}/_jobs/x/config.yaml", step="filter", instances=2,
                    region="us-east-1", passes=["filter"], stubs_uri=f"{output}/_jobs/x/shards")
-    submit(sm, *build_request(spec))
+    operation, request = build_request(spec)
+    submit(sm, operation, {**request, "ProcessingJobName": name})
     from moto.sagemaker.models import sagemaker_backends
 
     sagemaker_backends[ACCOUNT]["us-east-1"].processing_jobs[name].processing_job_status = "InProgress"
@@ -51,8 +54,13 @@ def test_handler_stops_the_stale_job_and_leaves_starting_and_progressing_jobs_al
         _job(sm, "someone-elses-job", "s3://runs/other")  # not refinery's: never judged
         # how `refinery launch` runs: a Pipeline's step job, named by SageMaker (the watchdog saw
         # only refinery-* names: found by adversarial testing); and another team's pipeline job
-        piped = "pipelines-kb5bcmrv3dw9-filter-Qx1Ab2Cd3E"
-        _job(sm, piped, f"s3://runs/{piped}")
+        piped, pipeline = "pipelines-kb5bcmrv3dw9-filter-Qx1Ab2Cd3E", "refinery-cc-20260101-000000"
+        _job(sm, piped, f"s3://runs/{piped}", pipeline)
+        # a healthy pipeline step: its containers announced themselves under the pipeline's name,
+        # and it writes markers (stopped by the watchdog once the start grace was over: found by
+        # adversarial testing)
+        healthy, healthy_pipeline = "pipelines-hh7-filter-Zz9Yy8Xx7W", "refinery-web-20260101-000000"
+        _job(sm, healthy, f"s3://runs/{healthy}", healthy_pipeline)
         sm.create_processing_job(
             ProcessingJobName="pipelines-zz9-train-other", RoleArn=ROLE,
             AppSpecification={"ImageUri": IMAGE},
@@ -60,7 +68,7 @@ def test_handler_stops_the_stale_job_and_leaves_starting_and_progressing_jobs_al
         from moto.sagemaker.models import sagemaker_backends
 
         sagemaker_backends[ACCOUNT]["us-east-1"].processing_jobs["pipelines-zz9-train-other"].processing_job_status = "InProgress"
-        s3.put_object(Bucket="runs", Key=f"{piped}/_jobs/{piped}/started/algo-1.json", Body=b"{}")
+        s3.put_object(Bucket="runs", Key=f"{piped}/_jobs/{pipeline}/started/algo-1.json", Body=b"{}")
         s3.put_object(Bucket="runs", Key=f"{piped}/filter/stats/a.json", Body=b'{"docs_read": 10}')
         # the stale job: its container started and finished a shard, then nothing
         s3.put_object(Bucket="runs", Key=f"{stale}/_jobs/{stale}/started/algo-1.json", Body=b"{}")
@@ -70,25 +78,29 @@ def test_handler_stops_the_stale_job_and_leaves_starting_and_progressing_jobs_al
         s3.put_object(Bucket="runs", Key=f"{busy}/_jobs/{busy}/started/algo-1.json", Body=b"{}")
         s3.put_object(Bucket="runs", Key=f"{busy}/filter/stats/a.json", Body=b'{"docs_read": 10}')
         s3.put_object(Bucket="runs", Key=f"{copying}/_jobs/{copying}/algo-1.log", Body=b"logs are no progress")
+        s3.put_object(Bucket="runs", Key=f"{healthy}/_jobs/{healthy_pipeline}/started/algo-1.json", Body=b"{}")
+        s3.put_object(Bucket="runs", Key=f"{healthy}/filter/stats/a.json", Body=b'{"docs_read": 10}')
 
         settings = watchdog.Settings(stall_minutes=3 / 60, start_grace_minutes=10)
         gets: list[str] = []
         s3.meta.events.register("before-call.s3.GetObject", lambda **kw: gets.append(kw["params"]["Key"]))
         result = watchdog.check_jobs(sm, s3, settings)
         assert gets == []  # the listing decides: a fresh Lambda read every marker of a crawl each run
-        assert sorted(j["job"] for j in result["jobs"]) == sorted([stale, copying, busy, piped])
+        assert sorted(j["job"] for j in result["jobs"]) == sorted([stale, copying, busy, piped, healthy])
         assert sorted(result["stopped"]) == sorted([stale, piped]) and sorted(result["stalled"]) == sorted([stale, piped])
         by_job = {j["job"]: j for j in result["jobs"]}
         assert by_job[copying]["phase"] == "starting" and by_job[busy]["phase"] == "running"
+        assert by_job[healthy]["phase"] == "running"
         statuses = {n: sm.describe_processing_job(ProcessingJobName=n)["ProcessingJobStatus"]
-                    for n in (stale, copying, busy, piped, "pipelines-zz9-train-other")}
+                    for n in (stale, copying, busy, piped, healthy, "pipelines-zz9-train-other")}
         assert statuses == {stale: "Stopped", copying: "InProgress", busy: "InProgress", piped: "Stopped",
-                            "pipelines-zz9-train-other": "InProgress"}
+                            healthy: "InProgress", "pipelines-zz9-train-other": "InProgress"}
 
         # past the start grace, a job whose containers never started is stopped too; report-only stops nothing
         report_only = watchdog.Settings(stall_minutes=3 / 60, start_grace_minutes=1 / 60, dry_run=True)
         result = watchdog.check_jobs(sm, s3, report_only)
         assert copying in result["stalled"] and result["stopped"] == []
+        assert healthy not in result["stalled"] and busy not in result["stalled"]
 
 
 def test_a_training_job_still_downloading_is_never_stalled():

@@ -112,7 +112,7 @@ def _environment(spec: JobSpec) -> dict[str, str]:
 
 def _tags(spec: JobSpec) -> list[dict[str, str]]:
     tags = {"refinery:step": spec.step, "refinery:output": spec.output_uri, "refinery:input": spec.input_uri,
-            **spec.tags}
+            "refinery:job": spec.name, **spec.tags}
     return [{"Key": k[:128], "Value": tag_value(v)} for k, v in tags.items()]
 
 
@@ -326,6 +326,11 @@ class JobStatus:
     @property
     def output_uri(self) -> str | None:
         return self.environment.get("REFINERY_OUTPUT") or self.tags.get("refinery:output")
+
+    @property
+    def announced_as(self) -> str | None:
+        """The name its containers write ``_jobs/<name>/`` under (a pipeline step's: the pipeline's)."""
+        return self.environment.get("REFINERY_JOB_NAME") or self.tags.get("refinery:job")
 
 
 def describe(sm, name: str) -> JobStatus:

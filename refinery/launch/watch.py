@@ -150,9 +150,12 @@ class Watcher:
         self._docs: dict[str, int] = {}  # marker key@etag -> docs_read (each marker read once)
 
     # -- progress markers ---------------------------------------------------------------------------
-    def progress(self, output_uri: str, since: datetime | None, passes: list[str] | None = None) -> Progress:
+    def progress(self, output_uri: str, since: datetime | None, passes: list[str] | None = None,
+                 announced_as: str | None = None) -> Progress:
         """Writes and shard markers under ``output_uri`` (markers of ``passes`` only, when given),
-        and this job's container announcements and heartbeats."""
+        and this job's container announcements and heartbeats: under its own name, or under
+        ``announced_as`` (the ``REFINERY_JOB_NAME`` its containers write under: a pipeline's steps
+        all use the pipeline's name) when written since the job started."""
         bucket, _, prefix = output_uri[5:].partition("/")
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         p = Progress()
@@ -164,7 +167,7 @@ class Watcher:
                 rel = obj["Key"][len(prefix):]
                 modified = _aware(obj["LastModified"])
                 if rel.startswith("_jobs/"):  # logs and reports are no progress; announcements say who runs
-                    self._container_signal(p, rel, modified)
+                    self._container_signal(p, rel, modified, since, announced_as)
                     continue
                 new = since is None or modified >= since
                 if new and (p.last_write is None or modified > p.last_write):
@@ -179,9 +182,17 @@ class Watcher:
                             p.docs_read += self._marker_docs(bucket, obj)
         return p
 
-    def _container_signal(self, p: Progress, rel: str, modified: datetime) -> None:
+    def _container_signal(self, p: Progress, rel: str, modified: datetime, since: datetime | None = None,
+                          announced_as: str | None = None) -> None:
         parts = rel.split("/")  # _jobs/<job>/<started|heartbeat>/<host>.json
-        if len(parts) != 4 or parts[1] != self.name:
+        if len(parts) != 4:
+            return
+        # a pipeline's step writes under the pipeline's name, which every step shares: its own
+        # signals are those written since it started (the watchdog stopped every launched job once
+        # the start grace was over: it looked under the SageMaker job's name only; found by
+        # adversarial testing)
+        shared = announced_as is not None and parts[1] == announced_as and (since is None or modified >= since)
+        if parts[1] != self.name and not shared:
             return
         if parts[2] == "started" and (p.containers_started is None or modified < p.containers_started):
             p.containers_started = modified
@@ -238,7 +249,7 @@ class Watcher:
         reference = _aware(job.started) or _aware(job.created)
         listed = job.environment.get("REFINERY_PASSES") or job.tags.get("refinery:passes", "").replace(" ", ",")
         passes = [p for p in listed.split(",") if p]
-        progress = self.progress(output, reference, passes)
+        progress = self.progress(output, reference, passes, job.announced_as)
         total = job.environment.get("REFINERY_TOTAL_SHARDS") or job.tags.get("refinery:total-shards")
         if total and passes:  # every pass with markers goes over every shard
             total = int(total) * max(1, len([p for p in passes if p not in NO_MARKERS]))
