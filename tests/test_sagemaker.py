@@ -590,3 +590,25 @@ def test_plan_measures_docs_per_core_on_the_sample(tmp_path):
     assert got["cost_usd"] == want["cost_usd"] and got["instances"] == 50 and got["throughput_source"] == "given"
     # the runtime to launch with covers the wall time (launch's default 24 h stopped longer plans)
     assert got["max_runtime_hours"] >= got["wall_h"] * 1.25 and got["max_runtime_hours"] == int(got["max_runtime_hours"])
+
+
+def test_launch_refuses_a_model_file_of_this_machine(tmp_path, no_network, monkeypatch):
+    """Found by adversarial testing: models in ~/.cache/refinery/models or REFINERY_MODELS (or a
+    stage's model_path) were fingerprinted at launch but never shipped: every instance failed
+    after provisioning. The launch names the stage and the file."""
+    import shutil
+
+    from refinery.classifiers.common import PACKAGED_MODELS
+
+    local = tmp_path / "models"
+    shutil.copytree(PACKAGED_MODELS, local)
+    monkeypatch.setenv("REFINERY_MODELS", str(local))
+    args = ["launch", str(ROOT / "configs" / "refinedweb.yaml"), "--input", "s3://crawl-bucket/cc", "--output",
+            "s3://out-bucket/runs/rw", "--image", IMAGE, "--role", ROLE, "--dry-run"]
+    result = CliRunner().invoke(_cli(), args)
+    assert result.exit_code == 2, result.output
+    assert "stage 'toxicity' would load" in result.stderr and str(local) in result.stderr
+    monkeypatch.delenv("REFINERY_MODELS")
+    assert CliRunner().invoke(_cli(), args).exit_code == 0  # the packaged models: shipped in the image
+    vpc = CliRunner().invoke(_cli(), args + ["--security-group", "sg-0123456789abcdef0"])
+    assert vpc.exit_code == 2 and "--security-group needs --subnet" in vpc.stderr

@@ -110,6 +110,29 @@ def _pipeline_steps(groups: list[JobGroup], base: dict[str, Any], ray: dict[str,
     return steps
 
 
+def check_models_shipped(config: Any) -> None:
+    """Refuse a stage that would load a model file of this machine: the image has the packaged
+    models and its installed packages' files only, so every instance failed after provisioning
+    ("model not found"), or planned the filter pass unlike the launch, whose fingerprint covered
+    the local file (found by adversarial testing: ``~/.cache/refinery/models`` wins over the
+    packaged models even without ``REFINERY_MODELS``)."""
+    import sysconfig
+
+    import refinery
+
+    shipped = [Path(refinery.__file__).resolve().parent] + [
+        Path(p).resolve() for p in {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}]
+    for spec in config.stages:
+        for f in spec.build().model_files():
+            path = Path(f).resolve()
+            if not any(path.is_relative_to(root) for root in shipped):
+                raise LaunchError(
+                    f"stage {spec.stage_name!r} would load {path}, a model file on this machine that the SageMaker "
+                    f"image does not have (it has refinery's packaged models and its installed packages' files): "
+                    f"put the model under refinery/resources/models and rebuild the image, or remove it from "
+                    f"{path.parent} (REFINERY_MODELS, ~/.cache/refinery/models, or the stage's model_path)")
+
+
 def launch(
     config_path: str | Path,
     input_uri: str,
@@ -146,7 +169,11 @@ def launch(
     after provisioning).
     """
     _check_uris(input_uri, output_uri, checkpoint_uri)
+    if security_groups and not subnets:  # a VpcConfig needs both: the groups were dropped without a word
+        raise LaunchError("--security-group needs --subnet (a VPC config has both); give the subnets too")
     shipment = resolve_shipment(stage, config_path)
+    if shipment.config is not None:
+        check_models_shipped(shipment.config)
     plan, groups = _plan(shipment, input_uri, output_uri, dry_run)
     if any(g.job == "processing" for g in groups) and instances > 100:
         raise LaunchError("a Processing job has at most 100 instances (use --ray-instances for the Ray job)")
