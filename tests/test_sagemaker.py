@@ -107,6 +107,15 @@ def test_training_request_with_spot_checkpoint_and_shared_ray_token(offline_aws)
     assert env["REFINERY_INPUT"] == "s3://crawl-bucket/cc/2024-10"  # the cluster reads S3 itself
     assert env["REFINERY_PASSES"] == "url_dedup,tokens"
     assert training_request(spec)["Environment"]["RAY_AUTH_TOKEN"] != env["RAY_AUTH_TOKEN"]  # fresh per job
+    # --workers is per instance; the Ray executor caps the whole cluster with REFINERY_WORKERS
+    # (36 tasks at once on a 576-vCPU cluster: found by adversarial testing)
+    workers = {kind: build_request(_spec(kind=kind, instances=4, workers=36, **({"stubs_uri": None} if kind == "ray"
+                                                                                else {})))[1]["Environment"]
+               for kind in ("ray", "processing")}
+    assert workers["ray"]["REFINERY_WORKERS"] == "144" and workers["processing"]["REFINERY_WORKERS"] == "36"
+    # a long runtime's default spot wait stays within SageMaker's 28 days
+    long = training_request(_spec(kind="ray", spot=True, max_runtime_s=400 * 3600, stubs_uri=None))
+    assert long["StoppingCondition"]["MaxWaitTimeInSeconds"] == 28 * 86400
 
     sm = boto3.client("sagemaker", region_name="us-east-1")
     with Stubber(sm) as stub:

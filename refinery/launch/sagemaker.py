@@ -103,7 +103,9 @@ def _environment(spec: JobSpec) -> dict[str, str]:
     if spec.region:
         env["AWS_REGION"] = spec.region  # pyarrow's S3 client does not follow region redirects
     if spec.workers:
-        env["REFINERY_WORKERS"] = str(spec.workers)
+        # --workers is per instance; a Ray job's executor caps the whole cluster with it: 36 tasks
+        # at once on 8 instances of 72 vCPUs (found by adversarial testing)
+        env["REFINERY_WORKERS"] = str(spec.workers * (spec.instances if spec.kind == "ray" else 1))
     if spec.passes:
         env["REFINERY_PASSES"] = ",".join(spec.passes)
     env.update(spec.env)
@@ -154,7 +156,10 @@ def training_request(spec: JobSpec) -> dict[str, Any]:
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": spec.max_runtime_s}
     if spec.spot:
         # spot capacity may take a while and may be reclaimed: wait up to twice the runtime
-        stopping["MaxWaitTimeInSeconds"] = spec.max_wait_s or 2 * spec.max_runtime_s
+        # the default (twice the runtime) never over SageMaker's 28 days: a 400 h runtime was refused
+        # for a wait the user never set (found by adversarial testing)
+        stopping["MaxWaitTimeInSeconds"] = spec.max_wait_s or max(min(2 * spec.max_runtime_s, 28 * 86400),
+                                                                  spec.max_runtime_s)
         if stopping["MaxWaitTimeInSeconds"] < spec.max_runtime_s:
             raise RequestError("--max-wait-hours must be at least --max-runtime-hours for managed spot training")
     request: dict[str, Any] = {
