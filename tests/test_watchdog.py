@@ -166,6 +166,31 @@ def test_deployment_requests_validate_and_deploy_to_moto(offline_aws):
         assert targets[0]["Arn"] == fn["FunctionArn"]
 
 
+def test_a_redeploy_waits_for_the_code_update_before_the_configuration():
+    """Real Lambda refuses UpdateFunctionConfiguration while UpdateFunctionCode is in progress: the
+    redeploy waits on GetFunctionConfiguration's LastUpdateStatus (a Stubber: moto updates at once)."""
+    from botocore.stub import ANY
+
+    settings = watchdog.Settings(stall_minutes=30, start_grace_minutes=120)
+    requests = [r for r in watchdog.deploy_requests("us-east-1", ACCOUNT, ["runs"], settings, "rate(5 minutes)")
+                if r[1] == "CreateFunction"]
+    lam = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    waits: list[float] = []
+    with Stubber(lam) as stub:
+        stub.add_client_error("create_function", "ResourceConflictException", "exists")
+        stub.add_response("update_function_code", {}, {"FunctionName": watchdog.FUNCTION, "ZipFile": ANY})
+        for status in ("InProgress", "InProgress", "Successful"):
+            stub.add_response("get_function_configuration", {"LastUpdateStatus": status},
+                              {"FunctionName": watchdog.FUNCTION})
+        stub.add_response("update_function_configuration", {}, {"FunctionName": watchdog.FUNCTION, "Environment": ANY,
+                                                                "Role": ANY})
+        stub.add_response("get_function_configuration", {"LastUpdateStatus": "Successful"},
+                          {"FunctionName": watchdog.FUNCTION})
+        watchdog.deploy(requests, {"lambda": lam}, sleep=waits.append, role_wait_s=0)
+        stub.assert_no_pending_responses()
+    assert waits == [2.0, 2.0]
+
+
 def test_cli_dry_run_prints_the_validated_requests():
     from refinery.cli import app
 

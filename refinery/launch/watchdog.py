@@ -264,8 +264,13 @@ def deploy(requests: list[tuple[str, str, dict[str, Any]]], clients: dict[str, A
                 sent[operation] = client.get_role(RoleName=request["RoleName"])
             elif operation == "CreateFunction" and code == "ResourceConflictException":
                 client.update_function_code(FunctionName=request["FunctionName"], ZipFile=request["Code"]["ZipFile"])
+                # Lambda refuses a configuration update while the code update is in progress
+                # ("ResourceConflictException: An update is in progress"): the redeploy failed with
+                # new code and old settings (found by adversarial testing)
+                _wait_until_updated(client, request["FunctionName"], sleep)
                 sent[operation] = client.update_function_configuration(
                     FunctionName=request["FunctionName"], Environment=request["Environment"], Role=request["Role"])
+                _wait_until_updated(client, request["FunctionName"], sleep)
             elif operation == "AddPermission" and code == "ResourceConflictException":
                 sent[operation] = {"existing": True}
             else:
@@ -273,6 +278,17 @@ def deploy(requests: list[tuple[str, str, dict[str, Any]]], clients: dict[str, A
         if operation == "CreateRole" and role_wait_s:
             sleep(role_wait_s)  # a new role takes a few seconds before Lambda may assume it
     return {"function": FUNCTION, "rule": FUNCTION, "operations": list(sent)}
+
+
+def _wait_until_updated(client: Any, name: str, sleep: Callable[[float], None], polls: int = 60) -> None:
+    """Until the function's last update is no longer in progress (what boto3's ``function_updated``
+    waiter checks), polling every 2 s for at most two minutes."""
+    for _ in range(polls):
+        state = client.get_function_configuration(FunctionName=name)
+        if state.get("LastUpdateStatus", "Successful") != "InProgress" and state.get("State", "Active") != "Pending":
+            return
+        sleep(2.0)
+    raise TimeoutError(f"Lambda function {name} still updating after {2 * polls} s; deploy again later")
 
 
 def printable(requests: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
