@@ -194,8 +194,12 @@ def plan(
         source = f"measured: {m.docs} docs in {m.core_seconds:.1f} s on {m.sample}"
     kwargs = {}
     if price_per_hour is not None:
+        if price_per_hour <= 0:
+            fail(f"--price-per-hour must be positive, got {price_per_hour}")
         kwargs["price_per_hour"] = price_per_hour
     if vcpu_efficiency is not None:
+        if not 0 < vcpu_efficiency <= 2:  # 0 divided by zero, a negative gave negative hours
+            fail(f"--vcpu-efficiency must be in (0, 2], got {vcpu_efficiency}")
         kwargs["vcpu_efficiency"] = vcpu_efficiency
     result = model.estimate(input_tb, docs_per_core_s, bytes_per_doc, instances=instances, target_hours=target_hours,
                             spot_discount=spot_discount, startup_minutes=startup_minutes,

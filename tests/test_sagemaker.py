@@ -559,6 +559,8 @@ def test_estimate_follows_the_documented_model():
     assert auto.wall_h <= 4 < plan.estimate(10, 400, 32_000, instances=auto.instances - 1).wall_h
     spot = plan.estimate(10, 400, 32_000, instances=2, spot_discount=0.6)
     assert spot.compute_cost_usd == pytest.approx(plan.estimate(10, 400, 32_000, instances=2).compute_cost_usd * 0.4)
+    # only a Training job has spot capacity: the plan says so (it was applied without a word)
+    assert any("only for Training jobs" in w and "--stage pipeline-ray --spot" in w for w in spot.warnings)
     # a measured range of docs/s gives a range of wall time and cost
     ranged = plan.estimate(10, 400, 32_000, instances=2, docs_per_core_s_range=(300, 500))
     assert ranged.wall_h_range[0] < ranged.wall_h < ranged.wall_h_range[1]

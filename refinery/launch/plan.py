@@ -280,6 +280,13 @@ def estimate(
         cost_range = tuple(chosen * w * price_per_hour * (1 - spot_discount) + s3_cost + transfer for w in wall_range)
     mb_s = input_bytes / chosen / max(compute_h * 3600, 1e-9) / 1e6
     warnings = []
+    if spot_discount:
+        # the model sizes Processing jobs, which have no managed spot: `launch --spot` discounts the
+        # Ray Training step only (found by adversarial testing: the discount was applied silently)
+        warnings.append(f"the {spot_discount:.0%} spot discount holds only for Training jobs: launch with --stage "
+                        f"pipeline-ray --spot (the default pipeline runs the document pass as a Processing job, "
+                        f"which has no spot capacity: at on-demand prices this is "
+                        f"${billed * price_per_hour:,.0f} of compute)")
     if wall_h > MAX_PROCESSING_HOURS:
         warnings.append(f"{wall_h:,.1f} h exceeds a Processing job's {MAX_PROCESSING_HOURS} h limit: "
                         f"use at least {fewest} instances" if fewest else "no instance count fits the 5-day limit")
