@@ -265,3 +265,14 @@ def test_stage_contract_details():
     assert col(twice, "_reason") == [None, "language_not_kept"]
     with pytest.raises(ValueError):
         LanguageId(min_score=1.5)
+
+
+def test_unicode_spaces_separate_words_as_ascii_spaces_do():
+    """Found by adversarial testing: fastText splits words at ASCII whitespace only, so English
+    joined by no-break spaces (U+00A0, U+202F) or U+3000 read as one long word: Catalan at 0.35."""
+    stage = LanguageId(languages=["en"])
+    sentence = "The committee will publish its final report on the new railway line early next year"
+    plain = stage.predict([sentence])
+    for space in ("\u00a0", "\u202f", "\u3000"):
+        lang, score = stage.predict([sentence.replace(" ", space)])
+        assert lang == plain[0] == ["en"] and abs(float(score[0]) - float(plain[1][0])) < 1e-6, space

@@ -185,12 +185,42 @@ def test_word_lists_and_soft_threshold(stage: UrlFilter, cache_dir: Path) -> Non
                        "https://x.example/hand-jobs-videos"])[0] == ["banned_subword"] * 3
     assert run(stage, ["https://example.com/watch/ballgag-videos", "https://example.com/ball-gag-videos",
                        "https://example.com/baseball-gags"])[0] == ["banned_subword", "banned_subword", None]
+    # only those endings: any 1-3 letters let a recipe or a biography go (found by adversarial testing)
+    assert run(stage, ["https://food.example/nashville-hot-chicken-recipe", "https://x.example/hot-chickpea-salad",
+                       "https://bio.example/free-sexton-biography"])[0] == [None] * 3
+    # words are read after percent-decoding: "%20porn" was the word "20porn" (adversarial testing)
+    assert run(stage, ["https://example.org/free%20porn%20videos", f"https://example.com/{one}%20{two}",
+                       f"https://example.com/{one}%2C{two}", "https://example.org/caf%C3%A9%20menu"])[0] == [
+        "banned_word", "soft_banned_words", "soft_banned_words", None]
     strict = UrlFilter(cache_dir=str(cache_dir), missing_url="remove")
     assert run(strict, urls)[0][-2:] == ["missing_url", "missing_url"]
     no_column = strict(pa.record_batch({"id": ["a"], "text": ["x"]}))
     assert no_column.column("_reason").to_pylist() == ["missing_url"]
     lenient = UrlFilter(cache_dir=str(cache_dir), soft_word_threshold=3)
     assert run(lenient, urls[:2] + [f"https://example.com/{one}-{two}-{three}"])[0] == [None, None, "soft_banned_words"]
+
+
+def test_international_hosts_are_looked_up_in_punycode_as_ut1_lists_them(stage: UrlFilter,
+                                                                         ut1_samples: dict[str, list[str]]) -> None:
+    """UT1 writes every international domain in punycode: a host written in Unicode (IRIs in some
+    crawlers' WARCs, url columns of text datasets) was never matched (adversarial testing)."""
+    import tarfile
+
+    from refinery.stages.url_filter import datatrove_blocklist_path
+
+    with tarfile.open(datatrove_blocklist_path()) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("domains"))
+        listed = [line.strip().decode() for line in tar.extractfile(member) if line.strip().startswith(b"xn--")]
+    unicode_hosts = []
+    for domain in listed[:50]:
+        try:
+            unicode_hosts.append(domain.encode("ascii").decode("idna"))
+        except UnicodeError:
+            continue
+    assert len(unicode_hosts) >= 20
+    reasons = run(stage, [f"http://{h}/" for h in unicode_hosts])[0]
+    assert all(r in ("blocklisted_domain", "blocklisted_subdomain") for r in reasons), reasons
+    assert run(stage, ["https://bücher.example/katalog"])[0] == [None]
 
 
 def test_extra_domains_and_blocklist_off(ut1_samples: dict[str, list[str]]) -> None:
