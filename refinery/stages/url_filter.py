@@ -11,7 +11,10 @@ A document is removed when its URL
    the metric is their count);
 5. contains a strictly banned sub-word in its normalized form (letters and digits only,
    lowercased): inside one of its words, or across separators from a word's start to a word's
-   end (``banned_subword``).
+   end, or to that word with an s, es, ed or ing ending (``banned_subword``).
+
+Words (3-5) are read after percent-decoding (``%20`` is a space, not part of the next word), and
+hosts (1) are looked up in ASCII (IDNA punycode), as UT1 lists its international domains.
 
 Domains on ``allowed_domains`` (or their subdomains) skip every check: RefinedWeb kept a curated
 list of exceptions (e.g. Wikipedia pages whose URLs contain flagged words).
