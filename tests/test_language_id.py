@@ -138,11 +138,13 @@ def test_reasons_on_real_sentences():
     langs, scores, reasons, metrics = (col(out, c) for c in ("language", "language_score", "_reason", "_metric"))
     # the decision is exactly the rule applied to the model's top label, scored one text at a time
     model = load_lid_model()
+    stage = LanguageId()
     for text, lang, score, reason, metric in zip(texts, langs, scores, reasons, metrics):
         if not text or not text.strip():
             assert (lang, score, reason, metric) == (None, None, "empty_text", None)
             continue
-        (label,), (prob,) = model.predict(text.replace("\n", " "), k=1)
+        # the model's input: line breaks and Unicode spaces (French "«\u202f") as ASCII spaces
+        (label,), (prob,) = model.predict(stage._inputs([text])[0], k=1)
         assert lang == label.removeprefix("__label__")
         assert score == pytest.approx(prob, abs=1e-6)
         expected = None if lang == "en" and score >= 0.65 else ("language_not_kept" if lang != "en" else "low_language_score")
