@@ -623,3 +623,6 @@ def test_launch_refuses_a_model_file_of_this_machine(tmp_path, no_network, monke
     assert CliRunner().invoke(_cli(), args).exit_code == 0  # the packaged models: shipped in the image
     vpc = CliRunner().invoke(_cli(), args + ["--security-group", "sg-0123456789abcdef0"])
     assert vpc.exit_code == 2 and "--security-group needs --subnet" in vpc.stderr
+    for key in ("team!", "aws:owner"):  # AWS refuses them, after the uploads: refused before
+        tagged = CliRunner().invoke(_cli(), args + ["--tag", f"{key}=x"])
+        assert tagged.exit_code == 2 and f"tag key {key!r}" in tagged.stderr, tagged.output

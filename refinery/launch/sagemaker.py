@@ -112,7 +112,17 @@ def _environment(spec: JobSpec) -> dict[str, str]:
     return env
 
 
+def check_tag_key(key: str) -> None:
+    """AWS tag keys: 1-128 letters, digits, spaces and ``_.:/=+-@``, not starting ``aws:``. The
+    request model's pattern is one botocore skips, so ``team!=x`` passed the dry run and AWS
+    would refuse CreatePipeline after the config and stubs were uploaded (adversarial testing)."""
+    if not 1 <= len(key) <= 128 or key.lower().startswith("aws:") or _TAG_VALUE_BAD.search(key):
+        raise RequestError(f"tag key {key!r}: use 1-128 letters, digits, spaces and _.:/=+-@, not starting 'aws:'")
+
+
 def _tags(spec: JobSpec) -> list[dict[str, str]]:
+    for key in spec.tags:
+        check_tag_key(key)
     tags = {"refinery:step": spec.step, "refinery:output": spec.output_uri, "refinery:input": spec.input_uri,
             "refinery:job": spec.name, **spec.tags}
     return [{"Key": k[:128], "Value": tag_value(v)} for k, v in tags.items()]
