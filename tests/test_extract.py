@@ -1153,3 +1153,27 @@ def test_text_only_input_starts_no_helper(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "warc" / warc.name).write_bytes(warc.read_bytes())
     run_pipeline(config, str(tmp_path / "warc"), str(tmp_path / "out2"), workers=1, progress=False)
     assert len(starts) == 1
+
+
+def test_fallback_keeps_first_puts_the_first_pass_lines_it_lacks_before_it():
+    """Opt-in (``fallback_keeps_first``): a Q&A page's first pass found the question (short, so the
+    fallback ran), the fallback one answer of six, and the question was lost (found by adversarial
+    testing on german.stackexchange). Off by default: on the evaluation set it finds 93.52% of
+    the wanted snippets (93.28%) but leaks 7.20% (7.06%), above trafilatura's 7.09%."""
+    from refinery.stages import _extract_helper
+
+    question = "Wann benutzt man werden als Vollverb?\nIch verstehe den Unterschied zwischen den Formen nicht."
+    answer = "While werden has the meaning become, it is also used for the future.\n" * 4
+    assert _extract_helper._with_first_lines(question, answer) == question + "\n" + answer
+    longer = question + "\n" + answer  # the fallback holds the first pass's text: kept as it is
+    assert _extract_helper._with_first_lines(question, longer) == longer
+    html = ("<html><body><div class='q'><p>" + "Short question here? " * 3 + "</p></div>"
+            + "".join(f"<div class='comment'><p>{'A long answer sentence with many words in it. ' * 8}</p></div>"
+                      for _ in range(3)) + "</body></html>")
+    for keeps in (False, True):
+        stage = TrafilaturaExtractor(fallback_keeps_first=keeps)
+        assert stage._fallback_config()["keeps_first"] is keeps
+        extract = _extract_helper.make_extract({"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(),
+                                                "fallback": stage._fallback_config(), "rules": stage._rules_config()})
+        text, path = extract(html, None)
+        assert text  # the cascade runs with either setting

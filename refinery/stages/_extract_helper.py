@@ -559,6 +559,17 @@ def _with_rules(call: Callable, rules: Any) -> Callable:
     return with_rules
 
 
+def _with_first_lines(first: str, second: str) -> str:
+    """``second`` (the fallback's text), after the lines of ``first`` it lacks when they are most of
+    ``first``: the fallback chose another part of the page (german.stackexchange: the question,
+    then one answer of six, and the question was lost)."""
+    present = {line.strip() for line in second.split("\n")}
+    missing = [line for line in first.split("\n") if line.strip() and line.strip() not in present]
+    if sum(len(line.strip()) for line in missing) < 0.5 * len(first.strip()):
+        return second  # the fallback holds the first pass's text (it was a longer extract of it)
+    return "\n".join(missing) + "\n" + second
+
+
 def make_extract(config: dict):
     """``fn(html, url) -> (text or None, path)`` for a helper configuration (also used in-process).
 
@@ -634,6 +645,7 @@ def make_extract(config: dict):
     second_call = (_trafilatura_call(second_kwargs) if lean
                    else lambda html, url: trafilatura.extract(html, url=url, **second_kwargs))
     use_baseline = bool(fallback.get("baseline", True))
+    keeps_first = bool(fallback.get("keeps_first", False))
 
     def cascade(html: str, url: str | None) -> tuple[str | None, str]:
         page = prepare(html) if prepare is not None else html
@@ -643,6 +655,8 @@ def make_extract(config: dict):
         if second_kwargs != {"favor_recall": False, **kwargs}:  # the same settings would give the same text
             second = second_call(page, url) or ""
             if len(second) > min_gain * len(text):
+                if keeps_first and text.strip():
+                    return _with_first_lines(text, second), "fallback"
                 return second, "fallback"
         if text.strip() or not use_baseline:
             return text, first_path

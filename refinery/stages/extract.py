@@ -658,6 +658,7 @@ class TrafilaturaExtractor(Stage):
         fallback_below_chars: int = 1000,
         fallback_min_gain: float = 3.0,
         fallback_mode: Literal["recall", "balanced"] = "recall",
+        fallback_keeps_first: bool = False,
         link_teaser_share: float = 0.8,
         keep_block_tails: bool = True,
         keep_title_header: bool = True,
@@ -704,6 +705,9 @@ class TrafilaturaExtractor(Stage):
         # recall mode, not balanced: balanced re-extracts short pages (its recall escalation), which
         # made the stage ~2x slower on real crawl pages, half of which have a short first extract
         self.fallback_mode = fallback_mode
+        # the fallback's text picked another part of the page (a Q&A page's answer, not its
+        # question): keep the first pass's lines it lacks, before it (adversarial testing)
+        self.fallback_keeps_first = bool(fallback_keeps_first)
         # trafilatura's precision-mode rules that the stage changes (_trafilatura_rules.py; 0.9 and false
         # are trafilatura's own): "Read more: <a>title</a>" teasers go, text after an empty block
         # element stays, the <header> holding the article's <h1> (title, standfirst) stays, the
@@ -734,7 +738,7 @@ class TrafilaturaExtractor(Stage):
         if self.backend != "trafilatura" or not self.fallback:
             return None
         return {"below_chars": self.fallback_below_chars, "min_gain": self.fallback_min_gain,
-                "mode": self.fallback_mode}
+                "mode": self.fallback_mode, "keeps_first": self.fallback_keeps_first}
 
     def _rules_config(self) -> dict[str, Any] | None:
         if self.backend != "trafilatura" or not self.favor_precision:
