@@ -1177,3 +1177,27 @@ def test_fallback_keeps_first_puts_the_first_pass_lines_it_lacks_before_it():
                                                 "fallback": stage._fallback_config(), "rules": stage._rules_config()})
         text, path = extract(html, None)
         assert text  # the cascade runs with either setting
+
+
+@pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
+def test_a_recipe_card_pruned_by_precision_mode_comes_back(tmp_path: Path) -> None:
+    """Found by adversarial testing: precision mode pruned recipe cards, and the blog prose around
+    them was long enough that the fallback never ran: 5 of the 13 recipe pages of the evaluation
+    set lost every ingredient or every step. A page declaring a schema.org Recipe whose text lacks
+    most of its ingredients and steps gets the fallback's lines holding them."""
+    from refinery.stages import _extract_helper
+
+    rows = load_eval_pages(tmp_path, ("foxyfolksy.com.buttercream.html", "elavegan.com-Peanut.html"))
+    batch = make_batch([r[1] for r in rows], [None, None], [r[0] for r in rows])
+    found = []
+    for cards in (False, True):
+        out = TrafilaturaExtractor(recipe_cards=cards, timeout_s=0)(batch)
+        check(out, batch)
+        texts = out.column("text").to_pylist()
+        counts = []
+        for (url, body, _), text in zip(rows, texts):
+            items = _extract_helper.recipe_items(decode_html(body, None)[0])[:7]  # the ingredients
+            counts.append(sum(item in _extract_helper._words(text) for item in items))
+        found.append(counts)
+    assert found[0] == [0, 0] and found[1][0] == 7 and found[1][1] >= 4
+    assert _extract_helper.recipe_items('<html><p>A page about the word "Recipe".</p></html>') == []

@@ -559,6 +559,85 @@ def _with_rules(call: Callable, rules: Any) -> Callable:
     return with_rules
 
 
+_LD_JSON_SCRIPT = re.compile(r"<script[^>]*ld\+json[^>]*>(.*?)</script>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+_NON_WORD = re.compile(r"\W+")
+
+
+def _words(text: str) -> str:
+    """Lowercased words of ``text`` (markup and entities of JSON-LD strings resolved), one space apart."""
+    import html
+
+    return _NON_WORD.sub(" ", _TAG.sub(" ", html.unescape(text))).strip().lower()
+
+
+def recipe_items(page: str) -> list[str]:
+    """The ingredients and steps a page declares in its schema.org Recipe (JSON-LD), as words
+    (steps cut to 60 characters); [] for a page without one (a substring test first: ~1% of pages)."""
+    if '"Recipe"' not in page:
+        return []
+
+    def find(node: Any) -> dict | None:
+        if isinstance(node, dict):
+            kinds = node.get("@type")
+            if "Recipe" in (kinds if isinstance(kinds, list) else [kinds]):
+                return node
+            node = list(node.values())
+        if isinstance(node, list):
+            for value in node:
+                found = find(value)
+                if found is not None:
+                    return found
+        return None
+
+    def steps(node: Any, out: list[str]) -> None:
+        if isinstance(node, str):
+            out.append(node)
+        elif isinstance(node, dict):
+            if isinstance(node.get("text"), str):
+                out.append(node["text"])
+            steps(node.get("itemListElement"), out)
+        elif isinstance(node, list):
+            for value in node:
+                steps(value, out)
+
+    for m in _LD_JSON_SCRIPT.finditer(page):
+        try:
+            recipe = find(json.loads(m.group(1)))
+        except (ValueError, RecursionError):
+            continue
+        if recipe is None:
+            continue
+        ingredients = [_words(x) for x in recipe.get("recipeIngredient") or [] if isinstance(x, str)]
+        instructions: list[str] = []
+        steps(recipe.get("recipeInstructions"), instructions)
+        return ([w for w in ingredients if len(w) > 3]
+                + [w[:60] for w in (_words(x) for x in instructions) if len(w) > 10])
+    return []
+
+
+def _with_recipe_lines(text: str, items: list[str], fallback: Callable[[], str]) -> str:
+    """``text`` and, when it lacks most of the page's declared recipe ``items``, the lines of the
+    ``fallback()`` text holding the missing ones, after it. Precision mode pruned recipe cards: 5
+    of the 13 recipe pages of the evaluation set lost every ingredient or every step, and the
+    fallback never ran, the blog prose around the card being long (found by adversarial testing)."""
+    have = _words(text)
+    missing = [item for item in items if item not in have]
+    if len(missing) < 0.5 * len(items):
+        return text
+    present = {line.strip() for line in text.split("\n")}
+    lines = [line for line in fallback().split("\n") if line.strip()]
+    words = [_words(line) for line in lines]
+    take, pairs = set(), set()
+    for i, w in enumerate(words):
+        if any(item in w for item in missing):
+            take.add(i)
+        elif i + 1 < len(words) and any(item in f"{w} {words[i + 1]}" for item in missing):
+            pairs.update((i, i + 1))  # an amount on one line and its ingredient on the next: both
+    added = [lines[i] for i in sorted(take | pairs) if i in pairs or lines[i].strip() not in present]
+    return text + "\n" + "\n".join(added) if added else text
+
+
 def _with_first_lines(first: str, second: str) -> str:
     """``second`` (the fallback's text), after the lines of ``first`` it lacks when they are most of
     ``first``: the fallback chose another part of the page (german.stackexchange: the question,
@@ -646,20 +725,29 @@ def make_extract(config: dict):
                    else lambda html, url: trafilatura.extract(html, url=url, **second_kwargs))
     use_baseline = bool(fallback.get("baseline", True))
     keeps_first = bool(fallback.get("keeps_first", False))
+    recipes = bool(fallback.get("recipe_cards", False))
 
     def cascade(html: str, url: str | None) -> tuple[str | None, str]:
         page = prepare(html) if prepare is not None else html
         text = first_call(page, url) or ""
+        recipe = recipe_items(page) if recipes else []
+        seconds: list[str] = []
+
+        def second_text() -> str:  # at most one fallback call per page
+            if not seconds:
+                seconds.append(second_call(page, url) or "")
+            return seconds[0]
+
         if len(text) >= below_chars:
-            return text, first_path
+            return (_with_recipe_lines(text, recipe, second_text) if recipe else text), first_path
         if second_kwargs != {"favor_recall": False, **kwargs}:  # the same settings would give the same text
-            second = second_call(page, url) or ""
+            second = second_text()
             if len(second) > min_gain * len(text):
                 if keeps_first and text.strip():
                     return _with_first_lines(text, second), "fallback"
                 return second, "fallback"
         if text.strip() or not use_baseline:
-            return text, first_path
+            return (_with_recipe_lines(text, recipe, second_text) if recipe and text.strip() else text), first_path
         _, rescued, _ = baseline(html)  # the whole page: its JSON-LD and body text, as before
         return rescued, "baseline"
 

@@ -659,6 +659,7 @@ class TrafilaturaExtractor(Stage):
         fallback_min_gain: float = 3.0,
         fallback_mode: Literal["recall", "balanced"] = "recall",
         fallback_keeps_first: bool = False,
+        recipe_cards: bool = True,
         link_teaser_share: float = 0.8,
         keep_block_tails: bool = True,
         keep_title_header: bool = True,
@@ -708,6 +709,9 @@ class TrafilaturaExtractor(Stage):
         # the fallback's text picked another part of the page (a Q&A page's answer, not its
         # question): keep the first pass's lines it lacks, before it (adversarial testing)
         self.fallback_keeps_first = bool(fallback_keeps_first)
+        # a page declaring a schema.org Recipe whose first text lacks most of its ingredients and
+        # steps gets the fallback's lines holding them (precision mode pruned recipe cards)
+        self.recipe_cards = bool(recipe_cards)
         # trafilatura's precision-mode rules that the stage changes (_trafilatura_rules.py; 0.9 and false
         # are trafilatura's own): "Read more: <a>title</a>" teasers go, text after an empty block
         # element stays, the <header> holding the article's <h1> (title, standfirst) stays, the
@@ -738,7 +742,8 @@ class TrafilaturaExtractor(Stage):
         if self.backend != "trafilatura" or not self.fallback:
             return None
         return {"below_chars": self.fallback_below_chars, "min_gain": self.fallback_min_gain,
-                "mode": self.fallback_mode, "keeps_first": self.fallback_keeps_first}
+                "mode": self.fallback_mode, "keeps_first": self.fallback_keeps_first,
+                "recipe_cards": self.recipe_cards}
 
     def _rules_config(self) -> dict[str, Any] | None:
         if self.backend != "trafilatura" or not self.favor_precision:
