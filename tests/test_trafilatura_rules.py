@@ -231,3 +231,20 @@ def test_rules_are_not_installed_over_another_trafilatura() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True", "True"]
     assert "precision rules" in done.stderr and "not applied" in done.stderr
+
+
+def test_a_numbered_label_before_a_link_is_a_step_not_a_teaser() -> None:
+    """Found by adversarial testing: "Step 1: <a>Download ...</a>." went for its link share (0.8)
+    and "<h2>Chapter 3: <a>...</a></h2>" as a labelled link; teasers still go."""
+    page = ("<html><body><article><h1>How to install Foo</h1>" + _para("Monday")
+            + "<p>Step 1: <a href='/download'>Download the latest Foo installer package</a>.</p>"
+            + "<p>Step 2: <a href='/keys'>Configure the repository and signing keys</a></p>" + _para("Tuesday")
+            + "<h2>Chapter 3: <a href='/c3'>The return of the configuration file</a></h2>" + _para("Wednesday")
+            + "<p>More on this story: <a href='/news/lanes'>Council approves cycle lanes</a></p>"
+            + "<p>Also read <a href='/news/other'>Looted colonial art: Germany to set up new contact office</a></p>"
+            + _para("Thursday") + "</article></body></html>")
+    text, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(page, "https://example.org/install-foo")
+    assert "Step 1: Download the latest Foo installer package." in text
+    assert "Step 2: Configure the repository and signing keys" in text
+    assert "Chapter 3: The return of the configuration file" in text
+    assert "Council approves cycle lanes" not in text and "Looted colonial art" not in text

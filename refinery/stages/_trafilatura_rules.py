@@ -88,6 +88,7 @@ _INLINE_TAIL_CHARS = 25
 #: a link's label: a few non-word characters (">>", "→") or up to 30 characters ending in ":"
 _LINK_LABEL = re.compile(r"(?:\W{1,4}|.{1,29}:)", re.DOTALL)
 _LABEL_WORDS = 4
+_DIGIT = re.compile(r"\d")
 _LABELLED_LINK_CHARS = (11, 150)
 
 #: an orphaned heading: at most this many non-space characters, over at least _ORPHAN_CONTENT
@@ -117,6 +118,14 @@ def active(rules: PrecisionRules | None) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
+def _numbered_label(text: str, link_text: str) -> bool:
+    """Whether the link follows a numbered label ("Step 1: <a>Download the installer</a>."): a
+    step of instructions, not a teaser (found by adversarial testing)."""
+    start = text.find(link_text)
+    label = text[:start].strip() if start > 0 else ""
+    return bool(label) and label.endswith(":") and len(label.split()) <= _LABEL_WORDS and _DIGIT.search(label) is not None
+
+
 def labelled_link(text: str, link_text: str) -> bool:
     """Whether an element of (trimmed) ``text`` whose one link reads ``link_text`` is a short label
     and that link with nothing after it ("Read also: <a>")."""
@@ -126,8 +135,10 @@ def labelled_link(text: str, link_text: str) -> bool:
     if start <= 0:  # no label before the link
         return False
     label = text[:start].strip()
+    # a numbered label ("Step 1:", "Chapter 3:") heads content, not a teaser (found by adversarial
+    # testing: "Step 1: <a>Download the installer</a>." went)
     return (len(text[start + len(link_text):].strip()) <= 3 and len(label.split()) <= _LABEL_WORDS
-            and _LINK_LABEL.fullmatch(label) is not None)
+            and _LINK_LABEL.fullmatch(label) is not None and not _DIGIT.search(label))
 
 
 def _size(text: str) -> int:
@@ -254,7 +265,8 @@ def install() -> bool:
                 link_text = trim(links[0].text_content())
                 if len(link_text) > 10:
                     text = trim(element.text_content())
-                    if (teasers and len(link_text) > len(text) * rules.link_teaser_share) or (
+                    if (teasers and len(link_text) > len(text) * rules.link_teaser_share
+                            and not _numbered_label(text, link_text)) or (
                             rules.drop_labelled_links and labelled_link(text, link_text)):
                         return True, False
         return link_density_test(element, favor_precision)
