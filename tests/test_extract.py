@@ -1200,4 +1200,12 @@ def test_a_recipe_card_pruned_by_precision_mode_comes_back(tmp_path: Path) -> No
             counts.append(sum(item in _extract_helper._words(text) for item in items))
         found.append(counts)
     assert found[0] == [0, 0] and found[1][0] == 7 and found[1][1] >= 4
+    # steps only balanced mode finds (backen.de: 0 of 17 in recall mode): the next source
+    [(url, body, _)] = load_eval_pages(tmp_path, ("backen.de.maulwurfkuchen.html",))
+    steps = _extract_helper.recipe_items(decode_html(body, None)[0])[-17:]
+    batch = make_batch([body], [None], [url])
+    counts = [sum(step in _extract_helper._words(TrafilaturaExtractor(recipe_cards=cards, timeout_s=0)(batch)
+                                                  .column("text")[0].as_py()) for step in steps)
+              for cards in (False, True)]
+    assert counts[0] == 0 and counts[1] >= 12
     assert _extract_helper.recipe_items('<html><p>A page about the word "Recipe".</p></html>') == []
