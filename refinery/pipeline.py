@@ -239,10 +239,10 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         forced = redo_from is not None and i >= redo_from
         if forced:
             forget_pass(plan, p)
-        done = pass_finished(plan, p)
-        if done and p.kind == "documents" and marker_set_aside(done):
-            done = None  # a rerun (or a launch's share) retries the shards it set aside; the finished ones are skipped
-        if done:
+        finished = pass_finished(plan, p)  # None when forced: its marker went above
+        # a rerun (or a launch's share) retries the shards the document pass set aside; the
+        # finished ones are skipped
+        if finished and not (p.kind == "documents" and marker_set_aside(finished)):
             log.info("[%s] finished already, skipping the pass", p.name)
             summary.passes[p.name] = "skipped"
             if p.kind == "documents":
@@ -252,7 +252,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         log.info("[%s] pass %d/%d (%s) starting", p.name, i + 1, len(plan.passes), p.kind)
         started = time.time()
         if p.kind == "documents":
-            before = None if forced else pass_finished(plan, p)
+            before = finished
             summary.outcomes, result = run_documents_pass(plan, p, executor, forced, only_shards)
             if summary.failed and result and only_shards is None and _may_set_aside(plan, summary):
                 summary.set_aside = summary.failed
@@ -288,8 +288,9 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
             assert previous is not None
             result = run_tokenize_pass(plan, p, previous, executor, forced)
         keep = ("shards", "docs_read", "docs_kept", "docs_removed", "tokens", "docs", "tokenizer_sha256", "set_aside")
-        if p.kind != "documents" and set_aside_shards(plan):
-            result = {**result, "set_aside": set_aside_shards(plan)}  # the shards it was made without
+        made_without = set_aside_shards(plan) if p.kind != "documents" else []
+        if made_without:
+            result = {**result, "set_aside": made_without}  # the shards it was made without
         finish_pass(plan, p, {k: result[k] for k in keep if k in result} | {"wall_seconds": round(time.time() - started, 3)})
         summary.passes[p.name] = "done"
         previous = p

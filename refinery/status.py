@@ -12,6 +12,7 @@ from typing import Any
 
 from refinery.io import fs
 from refinery.io.runlock import run_dir_active
+from refinery.plan import marker_set_aside
 from refinery.rundir import PassDir, RunDir, shards_with_outputs
 
 
@@ -79,7 +80,7 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
         whole = p["kind"] == "tokenize" or len(finished) + len(aside) >= shards_planned
         # a later pass made without other shards than the document pass now sets aside is not
         # finished under the plan (as refinery.plan.pass_finished says; the review found them apart)
-        same_set = p is record["passes"][0] or set((marker or {}).get("summary", {}).get("set_aside") or []) == aside
+        same_set = p is record["passes"][0] or set(marker_set_aside(marker)) == aside
         if marker and marker.get("fingerprint") == p.get("fingerprint") and whole and same_set:
             summary = dict(marker.get("summary") or {})
             if summary.get("set_aside"):
@@ -111,7 +112,7 @@ def _set_aside(run: RunDir, record: dict[str, Any]) -> set[str]:
     marker = fs.read_json(run.pass_marker(first["name"]))
     if marker.get("fingerprint") != first.get("fingerprint"):
         return set()
-    return set((marker.get("summary") or {}).get("set_aside") or [])
+    return set(marker_set_aside(marker))
 
 
 def run_status(run_dir: str) -> RunStatus:

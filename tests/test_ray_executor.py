@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -55,12 +56,17 @@ def _shard_tasks(data, out):
     return [{"task": t} for t in plan_tasks(str(data), str(out))]
 
 
-def test_crashed_worker_is_retried(tmp_path, ray_local):  # noqa: F811
-    data = copy_cc_docs(tmp_path / "in")
+def _crash_setup(tmp_path, shards: int) -> tuple[dict, list[dict], Path]:
+    """(spec, the first ``shards`` shard tasks over cc_docs, the directory counting attempts)."""
     spec = parse_config(cc_spec()).model_dump(mode="json")
-    tasks = _shard_tasks(data, tmp_path / "out")[:2]
+    tasks = _shard_tasks(copy_cc_docs(tmp_path / "in"), tmp_path / "out")[:shards]
     attempts = tmp_path / "attempts"
     attempts.mkdir()
+    return spec, tasks, attempts
+
+
+def test_crashed_worker_is_retried(tmp_path, ray_local):  # noqa: F811
+    spec, tasks, attempts = _crash_setup(tmp_path, 2)
 
     with RayExecutor(max_retries=1, progress=False) as ex:
         outcomes = ex.map(crash_once(str(attempts)), tasks, label="crash", shared={"spec": spec})
@@ -82,11 +88,7 @@ def test_a_worker_that_always_dies_is_tried_max_retries_plus_one_times(tmp_path,
     that kills its worker every time ran 9 times with the default 2 (found by adversarial testing)."""
     from _scale_fixtures import crash_always
 
-    data = copy_cc_docs(tmp_path / "in")
-    spec = parse_config(cc_spec()).model_dump(mode="json")
-    tasks = _shard_tasks(data, tmp_path / "out")[:1]
-    attempts = tmp_path / "attempts"
-    attempts.mkdir()
+    spec, tasks, attempts = _crash_setup(tmp_path, 1)
     with RayExecutor(max_retries=2, progress=False) as ex:
         [outcome] = ex.map(crash_always(str(attempts)), tasks, label="crash", shared={"spec": spec})
     assert outcome.status == "failed" and outcome.attempts == 3 and "died" in outcome.error

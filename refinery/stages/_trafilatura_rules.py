@@ -118,12 +118,20 @@ def active(rules: PrecisionRules | None) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
+def _label(text: str, link_text: str) -> tuple[str, str] | None:
+    """``(label, after)``: the text before the one link of ``text`` and the text after it ("Read
+    also:" and "" of "Read also: <a>...</a>"); None when nothing comes before the link."""
+    start = text.find(link_text)
+    if start <= 0:
+        return None
+    return text[:start].strip(), text[start + len(link_text):].strip()
+
+
 def _numbered_label(text: str, link_text: str) -> bool:
     """Whether the link follows a numbered label ("Step 1: <a>Download the installer</a>."): a
     step of instructions, not a teaser (found by adversarial testing)."""
-    start = text.find(link_text)
-    label = text[:start].strip() if start > 0 else ""
-    return bool(label) and label.endswith(":") and len(label.split()) <= _LABEL_WORDS and _DIGIT.search(label) is not None
+    label = (_label(text, link_text) or ("", ""))[0]
+    return label.endswith(":") and len(label.split()) <= _LABEL_WORDS and _DIGIT.search(label) is not None
 
 
 def labelled_link(text: str, link_text: str) -> bool:
@@ -131,14 +139,14 @@ def labelled_link(text: str, link_text: str) -> bool:
     and that link with nothing after it ("Read also: <a>")."""
     if not _LABELLED_LINK_CHARS[0] <= len(link_text) <= _LABELLED_LINK_CHARS[1]:
         return False
-    start = text.find(link_text)
-    if start <= 0:  # no label before the link
+    parts = _label(text, link_text)
+    if parts is None:
         return False
-    label = text[:start].strip()
+    label, after = parts
     # a numbered label ("Step 1:", "Chapter 3:") heads content, not a teaser (found by adversarial
     # testing: "Step 1: <a>Download the installer</a>." went)
-    return (len(text[start + len(link_text):].strip()) <= 3 and len(label.split()) <= _LABEL_WORDS
-            and _LINK_LABEL.fullmatch(label) is not None and not _DIGIT.search(label))
+    return (len(after) <= 3 and len(label.split()) <= _LABEL_WORDS and _LINK_LABEL.fullmatch(label) is not None
+            and not _DIGIT.search(label))
 
 
 def _size(text: str) -> int:
