@@ -580,6 +580,20 @@ def test_plan_for_5000_tb_is_one_sagemaker_would_accept():
     assert slow.wall_h <= plan.MAX_PROCESSING_HOURS
 
 
+def test_plan_refuses_a_zero_vcpu_efficiency_and_a_non_positive_price_in_one_line():
+    """Found by adversarial testing: --vcpu-efficiency 0 was an unexpected ZeroDivisionError and a
+    negative --price-per-hour a negative cost."""
+    from refinery.cli import app
+
+    base = ["plan", str(ROOT / "configs" / "refinedweb.yaml"), "--input-tb", "1", "--docs-per-core-s", "40",
+            "--bytes-per-doc", "32000"]
+    for extra, message in ((["--vcpu-efficiency", "0"], "--vcpu-efficiency must be in (0, 2]"),
+                           (["--price-per-hour", "-1"], "--price-per-hour must be positive")):
+        result = CliRunner().invoke(app, base + extra)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert CliRunner().invoke(app, base + ["--json"]).exit_code == 0
+
+
 def test_plan_measures_docs_per_core_on_the_sample(tmp_path):
     cfg = parse_config({"name": "plan-test", "stages": [{"type": "gopher_quality"}, {"type": "line_corrections"}],
                         "dedup": [{"method": "url"}]})
