@@ -229,6 +229,92 @@ def test_create_describe_stop_and_watch_a_stalled_job_under_mock_aws(offline_aws
         assert (t_status.kind, t_status.status) == ("ray", "Completed")
 
 
+class _CountingS3:
+    """An S3 client that records the prefixes it was asked to list."""
+
+    def __init__(self, s3):
+        self._s3, self.listed = s3, []
+
+    def __getattr__(self, name):
+        return getattr(self._s3, name)
+
+    def get_paginator(self, operation):
+        pager = self._s3.get_paginator(operation)
+        listed = self.listed
+
+        class _Pager:
+            def paginate(self, **kw):
+                listed.append(kw.get("Prefix", ""))
+                return pager.paginate(**kw)
+
+        return _Pager()
+
+
+def test_watch_judges_progress_from_heartbeats_without_listing_the_run_output(offline_aws):
+    """Heartbeats carry their process's shard progress: a poll lists ``_jobs/<job>/`` only, not the
+    whole run output (~4,000 LIST pages per poll for a 90k-file crawl, against the watchdog's
+    300 s Lambda timeout: found by adversarial testing); the stall clock runs from the last
+    shard finished, not from the last heartbeat (a live driver whose workers hang is stalled)."""
+    from moto import mock_aws
+
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name="us-east-1")
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="out-bucket")
+        for i in range(30):  # the corpus: what no poll should list
+            s3.put_object(Bucket="out-bucket", Key=f"runs/r1/filter/kept/s{i}.parquet", Body=b"x")
+        operation, request = build_request(_spec(tags={"refinery:total-shards": "3"}))
+        submit(sm, operation, request)
+        name = request["ProcessingJobName"]
+        _backend_job(name).processing_job_status = "InProgress"
+        created = describe(sm, name).created
+        s3.put_object(Bucket="out-bucket", Key=f"runs/r1/_jobs/{name}/started/algo-1.json", Body=b"{}")
+        last = (created + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for host, done in (("algo-1", 2), ("algo-2", 1)):
+            beat = {"host": host, "progress": {"last_progress": last if host == "algo-1" else None,
+                                               "passes": {"filter": {"tasks": 2, "done": done, "failed": 0,
+                                                                     "docs": 100 * done}}}}
+            s3.put_object(Bucket="out-bucket", Key=f"runs/r1/_jobs/{name}/heartbeat/{host}.json",
+                          Body=json.dumps(beat))
+        counting = _CountingS3(s3)
+        lively = Watcher(sm, counting, name, stall_minutes=30, clock=lambda: created + timedelta(minutes=20)).poll()
+        assert counting.listed == [f"runs/r1/_jobs/{name}/"]
+        assert lively.progress.source == "heartbeats" and not lively.stalled
+        assert (lively.progress.new_markers, lively.progress.tasks, lively.progress.docs_read) == (3, 4, 300)
+        assert "shards +3/4 this job" in lively.line() and "(passes under way)" in lively.line()
+        # fresh heartbeats, but no shard finished for 35 minutes: stalled
+        stalled = Watcher(sm, counting, name, stall_minutes=30, stop_stalled=False,
+                          clock=lambda: created + timedelta(minutes=40)).poll()
+        assert stalled.stalled and round(stalled.idle_s / 60) == 35
+
+        # an image whose heartbeats report no progress: the run output is listed, as before
+        for host in ("algo-1", "algo-2"):
+            s3.put_object(Bucket="out-bucket", Key=f"runs/r1/_jobs/{name}/heartbeat/{host}.json", Body=b"{}")
+        counting.listed.clear()
+        old = Watcher(sm, counting, name, stall_minutes=30, clock=lambda: created + timedelta(minutes=20)).poll()
+        assert counting.listed == [f"runs/r1/_jobs/{name}/", "runs/r1/"] and old.progress.source == "markers"
+
+
+def test_the_heartbeat_reports_the_shards_its_process_finished(tmp_path):
+    from refinery.executors.base import TaskOutcome
+    from refinery.executors.progress import TaskProgress
+    from refinery.launch.container import Heartbeat
+
+    with Heartbeat(str(tmp_path), "job-1", "algo-1", interval_s=3600):
+        bar = TaskProgress(3, "filter", units="docs_read", enabled=False)
+        bar.update(TaskOutcome("a", "done", {"docs_read": 40}))
+        bar.update(TaskOutcome("b", "failed", {}, "boom"))
+        bar.close()
+        other = TaskProgress(1, "minhash_dedup:buckets", units="pairs", enabled=False)
+        other.update(TaskOutcome("c", "done", {"pairs": 7}))
+    beat = json.loads((tmp_path / "_jobs" / "job-1" / "heartbeat" / "algo-1.json").read_text())
+    assert beat["beats"] == 2  # the first at the start, the last at the end with the final count
+    progress = beat["progress"]
+    assert progress["passes"] == {"filter": {"tasks": 3, "done": 1, "failed": 1, "docs": 40},
+                                  "minhash_dedup:buckets": {"tasks": 1, "done": 1, "failed": 0, "docs": 0}}
+    assert progress["last_progress"] is not None
+
+
 def test_watch_stops_a_stalled_training_job(offline_aws):
     """moto has no StopTrainingJob: the Stubber plays SageMaker, with responses checked against
     the service model."""

@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from refinery.executors.progress import PROCESS_PROGRESS  # what the heartbeat reports
 from refinery.launch.sagemaker import PROCESSING_INPUT  # where SageMaker puts this instance's shard stubs
 
 log = logging.getLogger("refinery.container")
@@ -98,8 +99,9 @@ def announce(output: str, job: str, host: str, phase: str) -> str:
 
 
 class Heartbeat:
-    """Rewrites ``_jobs/<job>/heartbeat/<host>.json`` every ``interval_s`` from a daemon thread (a
-    sign of life for ``refinery status``/the watchdog; progress itself is the shard markers)."""
+    """Rewrites ``_jobs/<job>/heartbeat/<host>.json`` every ``interval_s`` from a daemon thread: a
+    sign of life, and this process's task progress (shards done per pass, documents, when a shard
+    last finished), which is what ``refinery watch`` and the watchdog judge stalls by."""
 
     def __init__(self, output: str, job: str, host: str, interval_s: float) -> None:
         import threading
@@ -108,24 +110,31 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="refinery-heartbeat", daemon=True)
 
+        self._beats = 0
+
+    def beat(self) -> None:
+        self._beats += 1
+        try:
+            write_report(self.output, self.job, f"heartbeat/{self.host}",
+                         {"host": self.host, "beats": self._beats, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          "progress": PROCESS_PROGRESS.snapshot()})
+        except Exception as exc:  # a missed beat is no reason to fail the job
+            log.warning("heartbeat not written: %s", str(exc).splitlines()[0])
+
     def _loop(self) -> None:
-        beats = 0
         while not self._stop.is_set():
-            beats += 1
-            try:
-                write_report(self.output, self.job, f"heartbeat/{self.host}",
-                             {"host": self.host, "beats": beats, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-            except Exception as exc:  # a missed beat is no reason to fail the job
-                log.warning("heartbeat not written: %s", str(exc).splitlines()[0])
+            self.beat()
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> Heartbeat:
+        PROCESS_PROGRESS.reset()  # this container's work only
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.beat()  # the final count, for whoever looks after the job
 
 
 def _heartbeat_s() -> float:

@@ -1,17 +1,20 @@
-"""``refinery watch JOB``: follow a SageMaker job through its status *and* its progress markers, and
-stop it when progress stalls (an idle job still bills every instance-hour).
+"""``refinery watch JOB``: follow a SageMaker job through its status *and* its progress, and stop
+it when progress stalls (an idle job still bills every instance-hour).
 
-Progress is read from the run output on S3, which jobs write directly: every finished shard of a
+Progress is what the job's containers report in their heartbeats
+(``_jobs/<job>/heartbeat/<host>.json``, rewritten every few minutes): per pass, the shards their
+process was given, finished and failed, the documents read, and when a shard last finished. A
+poll lists ``_jobs/<job>/`` only, whatever the size of the run. For images whose heartbeats carry
+no progress, it is read from the run output instead, listing all of it: every finished shard of a
 document pass publishes ``<pass>/stats/<shard>.json`` last (``stats/<shard>.json`` in a run of one
-pass), the shard-finished marker, and dedup passes write their intermediate files there too. A
-job counts the markers of its own passes (``REFINERY_PASSES``). The job counts as *stalled* when it is ``InProgress`` and nothing
-under the output prefix (``_jobs/`` aside: logs and reports are no progress) was written for
+pass), the shard-finished marker, and any write under the output counts. The job counts as
+*stalled* when it is ``InProgress`` and no shard finished (nothing was written) for
 ``stall_minutes`` -- counting from when the job's containers announced themselves
-(``_jobs/<job>/started/<host>.json``, written by the entrypoint before any work; heartbeats follow
-in ``_jobs/<job>/heartbeat/<host>.json``). Before that the job is provisioning, pulling its image or
-copying inputs: it is left alone for ``start_grace_minutes`` after its creation (a training job
-whose SecondaryStatus says it is still starting or downloading is never stopped for that).
-Pick ``stall_minutes`` above the slowest shard's time.
+(``_jobs/<job>/started/<host>.json``, written by the entrypoint before any work). Before that the
+job is provisioning, pulling its image or copying inputs: it is left alone for
+``start_grace_minutes`` after its creation (a training job whose SecondaryStatus says it is still
+starting or downloading is never stopped for that). Pick ``stall_minutes`` above the slowest
+shard's time.
 
 Utilisation: CloudWatch's per-host ``CPUUtilization``/``MemoryUtilization`` when the caller may
 read them (optional); shard and document throughput from the markers always.
@@ -78,6 +81,10 @@ class Progress:
     #: the job's containers: earliest ``started`` announcement and latest heartbeat (None: none yet)
     containers_started: datetime | None = None
     last_heartbeat: datetime | None = None
+    #: "heartbeats": reported by the job's containers (this job's shards only; ``tasks`` = the
+    #: shards its passes under way were given); "markers": listed under the run output
+    source: str = "markers"
+    tasks: int = 0
 
 
 def marker_pass(rel: str) -> str | None:
@@ -106,16 +113,23 @@ class Poll:
         started = _aware(j.started) or _aware(j.created)
         elapsed = (self.at - started).total_seconds() if started else 0.0
         parts = [f"{self.at:%H:%M:%S} {j.name} {j.status}"]
-        total = f"/{self.total_shards}" if self.total_shards else ""
         per_pass = ", ".join(f"{k} {v}" for k, v in p.by_pass.items() if k)
-        parts.append(f"shards {p.markers}{total}{f' ({per_pass})' if len(p.by_pass) > 1 else ''} "
-                     f"(+{p.new_markers} this job)")
+        if p.source == "heartbeats":
+            # the containers report this job's shards: those its passes under way were given
+            parts.append(f"shards +{p.new_markers}/{p.tasks} this job{f' ({per_pass})' if len(p.by_pass) > 1 else ''}")
+            total, remaining = p.tasks, p.tasks - p.new_markers
+        else:
+            total = self.total_shards or 0
+            remaining = total - p.markers
+            parts.append(f"shards {p.markers}{f'/{total}' if total else ''}"
+                         f"{f' ({per_pass})' if len(p.by_pass) > 1 else ''} (+{p.new_markers} this job)")
         if elapsed > 0 and p.new_markers:
             rate = p.new_markers / elapsed
             docs = f", {p.docs_read / elapsed:,.0f} docs/s" if p.docs_read else ""  # unread by the watchdog
             parts.append(f"{rate * 3600:.1f} shards/h{docs}")
-            if self.total_shards and self.total_shards > p.markers:
-                parts.append(f"ETA {_fmt_age((self.total_shards - p.markers) / rate)}")
+            if total and remaining > 0:
+                eta = _fmt_age(remaining / rate)
+                parts.append(f"ETA {eta}{' (passes under way)' if p.source == 'heartbeats' else ''}")
         if self.phase.startswith("starting"):
             parts.append(f"{self.phase} for {_fmt_age(self.idle_s or 0)}")
         elif self.idle_s is not None:
@@ -148,19 +162,73 @@ class Watcher:
         self.cloudwatch = cloudwatch
         self.clock = clock
         self._docs: dict[str, int] = {}  # marker key@etag -> docs_read (each marker read once)
+        self._heartbeats: dict[str, dict | None] = {}  # heartbeat key@etag -> its progress report
 
-    # -- progress markers ---------------------------------------------------------------------------
+    # -- progress ---------------------------------------------------------------------------------------
     def progress(self, output_uri: str, since: datetime | None, passes: list[str] | None = None,
                  announced_as: str | None = None) -> Progress:
-        """Writes and shard markers under ``output_uri`` (markers of ``passes`` only, when given),
-        and this job's container announcements and heartbeats: under its own name, or under
-        ``announced_as`` (the ``REFINERY_JOB_NAME`` its containers write under: a pipeline's steps
-        all use the pipeline's name) when written since the job started."""
+        """The job's progress: from its containers' heartbeats (``_jobs/<job>/heartbeat/<host>.json``
+        carry their process's shards done per pass and when a shard last finished), else, for
+        images whose heartbeats carry none, from the shard markers and other writes under
+        ``output_uri`` (markers of ``passes`` only, when given). Container announcements and
+        heartbeats count under the job's own name, or under ``announced_as`` (the
+        ``REFINERY_JOB_NAME`` its containers write under: a pipeline's steps all use the pipeline's
+        name) when written since the job started."""
         bucket, _, prefix = output_uri[5:].partition("/")
         prefix = prefix.rstrip("/") + "/" if prefix else ""
-        p = Progress()
         if since is not None:
             since = since.replace(microsecond=0)  # S3 LastModified has whole seconds
+        reported = self._reported_progress(bucket, prefix, since, announced_as)
+        if reported is not None:
+            return reported
+        return self._listed_progress(bucket, prefix, since, passes, announced_as)
+
+    def _reported_progress(self, bucket: str, prefix: str, since: datetime | None,
+                           announced_as: str | None) -> Progress | None:
+        """Progress from the heartbeats alone: one LIST per job name and a GET per host, whatever
+        the size of the run (None when no heartbeat of the job reports progress)."""
+        p = Progress(source="heartbeats")
+        names = [self.name] + ([announced_as] if announced_as and announced_as != self.name else [])
+        heartbeats: list[dict] = []
+        for name in names:
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}_jobs/{name}/")
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    rel = obj["Key"][len(prefix):]
+                    modified = _aware(obj["LastModified"])
+                    if self._container_signal(p, rel, modified, since, announced_as) == "heartbeat":
+                        heartbeats.append(obj)
+        reports = [r for r in (self._heartbeat_progress(bucket, obj) for obj in heartbeats) if r is not None]
+        if not reports:
+            return None
+        for report in reports:
+            last = _aware(report.get("last_progress"))
+            if last is not None and (p.last_write is None or last > p.last_write):
+                p.last_write = last
+            for label, counts in (report.get("passes") or {}).items():
+                done = int(counts.get("done", 0))
+                p.by_pass[label] = p.by_pass.get(label, 0) + done
+                p.new_markers += done
+                p.tasks += int(counts.get("tasks", 0))
+                p.docs_read += int(counts.get("docs", 0))
+        p.markers = p.new_markers
+        return p
+
+    def _heartbeat_progress(self, bucket: str, obj: dict) -> dict | None:
+        key = f"{obj['Key']}@{obj.get('ETag', '')}"
+        if key not in self._heartbeats:
+            try:
+                body = json.loads(self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                report = body.get("progress")
+                self._heartbeats[key] = report if isinstance(report, dict) else None
+            except Exception as exc:  # a heartbeat being rewritten or unreadable: judged without it
+                log.debug("cannot read heartbeat %s: %s", obj["Key"], exc)
+                self._heartbeats[key] = None
+        return self._heartbeats[key]
+
+    def _listed_progress(self, bucket: str, prefix: str, since: datetime | None, passes: list[str] | None,
+                         announced_as: str | None) -> Progress:
+        p = Progress()
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
             for obj in page.get("Contents", []):
@@ -183,21 +251,27 @@ class Watcher:
         return p
 
     def _container_signal(self, p: Progress, rel: str, modified: datetime, since: datetime | None = None,
-                          announced_as: str | None = None) -> None:
+                          announced_as: str | None = None) -> str | None:
+        """Notes this job's announcement or heartbeat ``rel`` in ``p``; returns which it was."""
         parts = rel.split("/")  # _jobs/<job>/<started|heartbeat>/<host>.json
         if len(parts) != 4:
-            return
+            return None
         # a pipeline's step writes under the pipeline's name, which every step shares: its own
         # signals are those written since it started (the watchdog stopped every launched job once
         # the start grace was over: it looked under the SageMaker job's name only; found by
         # adversarial testing)
         shared = announced_as is not None and parts[1] == announced_as and (since is None or modified >= since)
         if parts[1] != self.name and not shared:
-            return
-        if parts[2] == "started" and (p.containers_started is None or modified < p.containers_started):
-            p.containers_started = modified
-        elif parts[2] == "heartbeat" and (p.last_heartbeat is None or modified > p.last_heartbeat):
-            p.last_heartbeat = modified
+            return None
+        if parts[2] == "started":
+            if p.containers_started is None or modified < p.containers_started:
+                p.containers_started = modified
+        elif parts[2] == "heartbeat":
+            if p.last_heartbeat is None or modified > p.last_heartbeat:
+                p.last_heartbeat = modified
+        else:
+            return None
+        return parts[2]
 
     def _marker_docs(self, bucket: str, obj: dict) -> int:
         key = f"{obj['Key']}@{obj.get('ETag', '')}"

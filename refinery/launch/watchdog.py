@@ -4,10 +4,10 @@ MaxRuntime while nobody watches a terminal.
 
 Every run of :func:`handler` lists the InProgress processing and training jobs whose names start
 with ``refinery-`` or are a SageMaker Pipeline's step jobs (``pipelines-*``: how ``refinery
-launch`` runs) naming a refinery run output, judges each with :class:`refinery.launch.watch.Watcher` (progress = shard markers
-and other writes under the job's run output; the stall clock starts when the job's containers
-announce themselves, so provisioning and input copies are never "stalls") and stops those idle past
-the threshold. Throttled SageMaker/S3 calls are retried with exponential backoff and jitter; a job
+launch`` runs) naming a refinery run output, judges each with
+:class:`refinery.launch.watch.Watcher` (progress = shards finished, as the job's heartbeats report
+them; the stall clock starts when the job's containers announce themselves, so provisioning and
+input copies are never "stalls") and stops those idle past the threshold. Throttled SageMaker/S3 calls are retried with exponential backoff and jitter; a job
 that cannot be judged is reported and left alone (the watchdog never stops what it cannot see).
 
 :func:`deploy_requests` spells out the whole deployment as plain API requests (IAM role with a
