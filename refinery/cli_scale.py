@@ -50,7 +50,7 @@ def launch(
     workers: Optional[int] = typer.Option(None, min=1, help="worker processes per instance (default: all vCPUs)"),
     spot: bool = typer.Option(False, help="managed spot capacity for the Ray Training job"),
     max_wait_hours: Optional[float] = typer.Option(None, help="spot: total time to wait + run (default 2x runtime)"),
-    checkpoint: Optional[str] = typer.Option(None, help="s3:// checkpoint URI (Ray job; /opt/ml/checkpoints)"),
+    checkpoint: Optional[str] = typer.Option(None, hidden=True),  # removed: refused with the reason
     subnet: Optional[list[str]] = typer.Option(None, help="VPC subnet id (repeatable)"),
     security_group: Optional[list[str]] = typer.Option(None, help="VPC security group id (repeatable)"),
     tag: Optional[list[str]] = typer.Option(None, help="extra tag KEY=VALUE (repeatable)"),
@@ -77,6 +77,9 @@ def launch(
             input, output = input or cfg.input, output or cfg.output
         if not input or not output:
             raise LaunchError("give --input and --output (s3:// URIs)")
+        if checkpoint is not None:  # exported to the job and never read: a spot restart resumed from the output anyway
+            raise LaunchError("--checkpoint is gone: the run output on S3 is the job's checkpoint (a restarted job "
+                              "skips finished passes and shards by their markers); drop the option")
         if not image:
             raise LaunchError("give --image (an ECR repository URI) or set REFINERY_IMAGE")
         if not role:
@@ -85,7 +88,7 @@ def launch(
             config, input, output, image, role, stage=stage, instances=instances, instance_type=instance_type,
             ray_instances=ray_instances, ray_instance_type=ray_instance_type, volume_gb=volume_gb,
             max_runtime_s=int(max_runtime_hours * 3600), region=region, workers=workers, spot=spot,
-            max_wait_s=int(max_wait_hours * 3600) if max_wait_hours else None, checkpoint_uri=checkpoint,
+            max_wait_s=int(max_wait_hours * 3600) if max_wait_hours else None,
             subnets=subnet, security_groups=security_group, extra_tags=_pairs(tag, "--tag"),
             extra_env=_pairs(env, "--env"), name=name, build=build, dry_run=dry_run,
         )

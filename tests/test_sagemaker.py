@@ -93,14 +93,15 @@ def test_processing_request_passes_the_api_model_and_shards_the_stubs(offline_aw
         stub.assert_no_pending_responses()
 
 
-def test_training_request_with_spot_checkpoint_and_shared_ray_token(offline_aws):
+def test_training_request_with_spot_and_shared_ray_token(offline_aws):
     spec = _spec(kind="ray", step="passes", passes=["url_dedup", "tokens"], instances=4, spot=True,
-                 max_runtime_s=7200, checkpoint_uri="s3://out-bucket/ckpt/r1", stubs_uri=None)
+                 max_runtime_s=7200, stubs_uri=None)
     operation, request = build_request(spec)
     assert operation == "CreateTrainingJob"
     assert request["EnableManagedSpotTraining"] is True
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 14400}
-    assert request["CheckpointConfig"] == {"S3Uri": "s3://out-bucket/ckpt/r1", "LocalPath": "/opt/ml/checkpoints"}
+    # no CheckpointConfig: nothing read /opt/ml/checkpoints; the run output is the checkpoint
+    assert "CheckpointConfig" not in request and "REFINERY_CHECKPOINT_DIR" not in request["Environment"]
     assert request["AlgorithmSpecification"]["ContainerEntrypoint"][-1] == "train"
     env = request["Environment"]
     assert env["RAY_AUTH_MODE"] == "token" and len(env["RAY_AUTH_TOKEN"]) == 48
@@ -726,3 +727,10 @@ def test_launch_refuses_a_model_file_of_this_machine(tmp_path, no_network, monke
     for key in ("team!", "aws:owner"):  # AWS refuses them, after the uploads: refused before
         tagged = CliRunner().invoke(_cli(), args + ["--tag", f"{key}=x"])
         assert tagged.exit_code == 2 and f"tag key {key!r}" in tagged.stderr, tagged.output
+    gone = CliRunner().invoke(_cli(), args + ["--checkpoint", "s3://out-bucket/ckpt"])
+    assert gone.exit_code == 2 and "--checkpoint is gone: the run output on S3 is the job's checkpoint" in gone.stderr
+    # SageMaker Processing jobs pull from ECR only: a Docker Hub or GHCR image failed after provisioning
+    for image in ("docker.io/me/refinery:1", "ghcr.io/me/refinery", "123456789012.dkr.ecr.us-east-1.amazonaws.com/"):
+        other = CliRunner().invoke(_cli(), [a if a != IMAGE else image for a in args])
+        assert other.exit_code == 2 and "--image must be an Amazon ECR repository" in other.stderr, other.output
+        assert len(other.stderr.strip().splitlines()) == 1

@@ -72,13 +72,11 @@ class LaunchResult:
         return json.dumps(self.to_json(), indent=1, default=str)
 
 
-def _check_uris(input_uri: str, output_uri: str, checkpoint_uri: str | None) -> None:
+def _check_uris(input_uri: str, output_uri: str) -> None:
     for uri, what in ((input_uri, "--input"), (output_uri, "--output")):
         if not fs.is_s3(uri):
             raise LaunchError(f"{what} must be an s3:// URI for a SageMaker job, got {uri!r}")
         fs.validate_uri(uri)
-    if checkpoint_uri and not fs.is_s3(checkpoint_uri):
-        raise LaunchError(f"--checkpoint must be an s3:// URI, got {checkpoint_uri!r}")
 
 
 def _plan(shipment: Shipment, input_uri: str, output_uri: str, dry_run: bool) -> tuple[Any, list[JobGroup]]:
@@ -150,7 +148,6 @@ def launch(
     workers: int | None = None,
     spot: bool = False,
     max_wait_s: int | None = None,
-    checkpoint_uri: str | None = None,
     subnets: list[str] | None = None,
     security_groups: list[str] | None = None,
     extra_tags: dict[str, str] | None = None,
@@ -168,7 +165,10 @@ def launch(
     print the commands and require ``build=False`` to go on (a job with a missing image fails only
     after provisioning).
     """
-    _check_uris(input_uri, output_uri, checkpoint_uri)
+    _check_uris(input_uri, output_uri)
+    if not package.is_ecr(image):  # the jobs would fail after provisioning, pulling nothing
+        raise LaunchError(f"--image must be an Amazon ECR repository (<account>.dkr.ecr.<region>.amazonaws.com/"
+                          f"<name>[:tag]), which SageMaker Processing jobs pull from, got {image!r}")
     if security_groups and not subnets:  # a VpcConfig needs both: the groups were dropped without a word
         raise LaunchError("--security-group needs --subnet (a VPC config has both); give the subnets too")
     shipment = resolve_shipment(stage, config_path)
@@ -212,7 +212,7 @@ def launch(
                 max_runtime_s=max_runtime_s, region=region, env=env, tags=tags, workers=workers,
                 subnets=list(subnets or []), security_groups=list(security_groups or []))
     ray = dict(instances=ray_instances or instances, instance_type=ray_instance_type or instance_type, spot=spot,
-               max_wait_s=max_wait_s, checkpoint_uri=checkpoint_uri)
+               max_wait_s=max_wait_s)
     steps = _pipeline_steps(groups, base, ray)
     per_job = ("refinery:step", "refinery:job-kind", "refinery:passes")
     pipeline_tags = [t for t in steps[0].request["Tags"] if t["Key"] not in per_job]

@@ -45,6 +45,12 @@ def code_version(root: Path = ROOT) -> CodeVersion:
     return CodeVersion(sha, dirty)
 
 
+def is_ecr(image: str) -> bool:
+    """Whether ``image`` names a repository in Amazon ECR (with a name after the registry)."""
+    m = _ECR.match(image)
+    return bool(m) and bool(image[m.end():].strip("/"))
+
+
 def image_uri(image: str, version: CodeVersion) -> str:
     """``image`` as given when it has a tag or digest; else tagged with the code's short SHA."""
     last = image.rsplit("/", 1)[-1]

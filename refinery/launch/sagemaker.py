@@ -11,7 +11,7 @@ No ``sagemaker`` SDK: it is ~1 GB and calls IAM when constructed. The two reques
   ``<output>/_jobs/<job>/logs/``.
 - :func:`training_request` (CreateTrainingJob): passes whose workers must talk (dedup) and what
   follows them. Every instance runs ``entrypoint.py train``, which forms one Ray cluster; optional
-  managed spot capacity and a checkpoint S3 URI (``/opt/ml/checkpoints``).
+  managed spot capacity (no CheckpointConfig: the run output on S3 is the job's checkpoint).
 
 :func:`validate_request` checks a request against the service model: botocore's own validator
 (required members, types, minimums), plus what it skips -- enums, maximum lengths/values and
@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # this module runs in the watchdog's Lambda too: stdlib and b
 ENTRYPOINT = ["python3", "/opt/refinery/jobs/entrypoint.py"]
 PROCESSING_INPUT = "/opt/ml/processing/input/shards"  # this instance's shard stubs
 PROCESSING_LOGS = "/opt/ml/processing/output/logs"
-CHECKPOINT_DIR = "/opt/ml/checkpoints"
 
 OPERATIONS = {"processing": "CreateProcessingJob", "ray": "CreateTrainingJob"}
 _TAG_VALUE_BAD = re.compile(r"[^\w\s.:/=+\-@]")
@@ -65,7 +64,6 @@ class JobSpec:
     workers: int | None = None
     spot: bool = False
     max_wait_s: int | None = None
-    checkpoint_uri: str | None = None
     subnets: list[str] = field(default_factory=list)
     security_groups: list[str] = field(default_factory=list)
     ray_token: str | None = None  # shared Ray auth token (training jobs); generated when None
@@ -186,9 +184,6 @@ def training_request(spec: JobSpec) -> dict[str, Any]:
         "EnableManagedSpotTraining": spec.spot,
         "Tags": _tags(spec),
     }
-    if spec.checkpoint_uri:
-        request["CheckpointConfig"] = {"S3Uri": spec.checkpoint_uri, "LocalPath": CHECKPOINT_DIR}
-        request["Environment"]["REFINERY_CHECKPOINT_DIR"] = CHECKPOINT_DIR
     if spec.subnets:
         request["VpcConfig"] = {"Subnets": spec.subnets, "SecurityGroupIds": spec.security_groups}
     return request
