@@ -7,7 +7,9 @@ Gold sets, in two formats (docs/extraction.md):
   first line ``URL: ...``, ``<p>``/``<h>``/``<l>`` paragraph marks) is removed before scoring. A
   directory may also hold ``<name>.url`` (one line) to pass the page URL to the extractor.
 * **snippets**: trafilatura's ``evaldata.json`` (``{url: {"file": ..., "with": [...], "without":
-  [...]}}``), the HTML files next to it or in its ``cache/`` or ``eval/`` sub-directory.
+  [...]}}``), the HTML files next to it or in its ``cache/`` or ``eval/`` sub-directory; or an
+  entry names ``"warc": <path relative to the JSON>`` and the page is that WARC's response for
+  ``url`` (``data/gold/warc_sample.json``: 43 pages of the bundled sample).
 
 Metrics:
 
@@ -193,9 +195,24 @@ def _load_snippets(path: Path) -> list[GoldPage]:
         raise GoldError(f"gold file {path}: expected an object {{url: {{file, with, without}}}}")
     folders = [path.parent, path.parent / "cache", path.parent / "eval"]
     pages, missing = [], []
+    warcs: dict[Path, dict[str, bytes]] = {}
     for url, item in sorted(data.items()):
+        if isinstance(item, dict) and isinstance(item.get("warc"), str):
+            # the page is a response record of a WARC (relative to the gold file): a gold set over
+            # a crawl sample needs no copy of its pages
+            warc = (path.parent / item["warc"]).resolve()
+            if warc not in warcs:
+                if not warc.is_file():
+                    raise GoldError(f"gold file {path}: entry {url!r} names WARC {item['warc']!r}, not found")
+                warcs[warc] = _warc_pages(warc)
+            if url not in warcs[warc]:
+                raise GoldError(f"gold file {path}: WARC {item['warc']} has no HTML response for {url!r}")
+            name = Path(item["file"]).stem if isinstance(item.get("file"), str) else _url_name(url)
+            pages.append(GoldPage(name, warcs[warc][url], url, None,
+                                  list(item.get("with") or []), list(item.get("without") or [])))
+            continue
         if not isinstance(item, dict) or not isinstance(item.get("file"), str):
-            raise GoldError(f"gold file {path}: entry {url!r} has no 'file'")
+            raise GoldError(f"gold file {path}: entry {url!r} has no 'file' (or 'warc')")
         html_path = next((f / item["file"] for f in folders if (f / item["file"]).is_file()), None)
         if html_path is None:
             missing.append(item["file"])
@@ -205,6 +222,24 @@ def _load_snippets(path: Path) -> list[GoldPage]:
     if not pages:
         raise GoldError(f"gold file {path}: none of its {len(data)} HTML files found next to it or in cache/ or eval/")
     return pages
+
+
+def _warc_pages(warc: Path) -> dict[str, bytes]:
+    """URL -> HTML of a WARC's responses, as the pipeline's WARC reader decodes them (the first
+    response of a URL fetched twice)."""
+    from refinery.io.warc import read_warc
+
+    pages: dict[str, bytes] = {}
+    with warc.open("rb") as stream:
+        for batch in read_warc(stream, warc.name):
+            for url, html in zip(batch.column("url").to_pylist(), batch.column("html").to_pylist()):
+                if url and html and url not in pages:
+                    pages[url] = html
+    return pages
+
+
+def _url_name(url: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", url.split("://", 1)[-1]).strip("_")[:80]
 
 
 # -- evaluation -----------------------------------------------------------------------------------
