@@ -713,3 +713,77 @@ def test_a_held_out_split_of_one_class_is_a_one_line_error(tiny_toxicity_data: P
     assert result.exit_code == 2, result.output
     assert "the held-out split 'olid_validation'" in result.output and "none labelled 'OFF'" in result.output
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_training_labels_spelled_otherwise_are_one_line_errors(tiny_toxicity_data: Path, tiny_quality_data: Path,
+                                                              tmp_path: Path) -> None:
+    """Found by adversarial testing: a Davidson ``class`` written as words made every tweet
+    offensive, OLID labels spelled ``OFFENSIVE`` (or `` OFF`` after a comma) made every test tweet
+    NOT, and a cc_docs file whose text field had another name was skipped: all trained with exit 0.
+    Blank lines, which hold no example, are skipped instead of stopping the run."""
+    import csv
+    import gzip
+    import shutil
+
+    from refinery.classifiers import quality, toxicity
+    from refinery.classifiers.common import TrainingDataError
+
+    data = tmp_path / "tox"
+    shutil.copytree(tiny_toxicity_data, data)
+    train, test = toxicity.load_olid(data / "toxicity")
+    labels = data / "toxicity" / "olid" / "labels-levela.csv"
+    original = labels.read_text(encoding="utf-8")
+    labels.write_text(original.replace(",", ", ") + "\n\n", encoding="utf-8")  # spaces and blank lines: the same
+    assert toxicity.load_olid(data / "toxicity")[1] == test and sum(t[2] for t in test) > 0
+    labels.write_text(original.replace(",OFF", ",OFFENSIVE"), encoding="utf-8")
+    with pytest.raises(TrainingDataError, match=r"labels-levela.csv line \d+: label 'OFFENSIVE', expected OFF or NOT"):
+        toxicity.load_olid(data / "toxicity")
+    labels.write_text(original, encoding="utf-8")
+    olid = data / "toxicity" / "olid" / "olid-training-v1.0.tsv"
+    olid.write_text(olid.read_text(encoding="utf-8") + "\n", encoding="utf-8")  # a trailing blank line
+    assert toxicity.load_olid(data / "toxicity")[0] == train
+    olid.write_text(olid.read_text(encoding="utf-8").replace("\tOFF\t", "\toff\t", 1), encoding="utf-8")
+    with pytest.raises(TrainingDataError, match=r"olid-training-v1.0.tsv id \S+: label 'off', expected OFF or NOT"):
+        toxicity.load_olid(data / "toxicity")
+
+    davidson = data / "toxicity" / "davidson_labeled_data.csv"
+    with open(davidson, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    words = {"0": "hate", "1": "offensive", "2": "neither"}
+    with open(davidson, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "class": words[r["class"]]} for r in rows)
+    with pytest.raises(TrainingDataError, match=r"davidson_labeled_data.csv line 2: class '\w+', expected 0"):
+        toxicity.load_davidson(data / "toxicity")
+
+    qdata = tmp_path / "quality"
+    shutil.copytree(tiny_quality_data, qdata)
+    path = sorted((qdata / "cc_docs").glob("*.jsonl.gz"))[0]
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        lines = f.read().rstrip("\n").split("\n")
+    before = list(quality._cc_docs(qdata))
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n\n".join(lines) + "\n\n")
+    assert list(quality._cc_docs(qdata)) == before
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(line.replace('"text":', '"content":') for line in lines) + "\n")
+    with pytest.raises(TrainingDataError, match=rf"{path.name} line 1: no 'text' field"):
+        list(quality._cc_docs(qdata))
+
+
+def test_stage_params_that_could_never_work_are_refused_at_config_time(tmp_path: Path) -> None:
+    from refinery.classifiers.common import MissingModelError, resolve_model_path
+    from refinery.config import ConfigError, parse_config
+
+    def stages(*specs):
+        return {"stages": [{"type": t, "params": p} for t, p in specs]}
+
+    for alpha in (float("inf"), float("nan"), 0):  # .inf passed, then failed every shard
+        with pytest.raises(ConfigError, match="alpha must be a finite number > 0"):
+            parse_config(stages(("quality", {"mode": "pareto", "alpha": alpha})))
+    with pytest.raises(ConfigError, match="gate applies to the cascade only"):
+        parse_config(stages(("toxicity", {"gate": 0.3})))
+    (tmp_path / "models").mkdir()
+    with pytest.raises(MissingModelError, match="is a directory: give the model file"):
+        resolve_model_path("quality", str(tmp_path / "models"))

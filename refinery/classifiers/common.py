@@ -174,6 +174,10 @@ def resolve_model_path(kind: str, model_path: str | None) -> Path:
         path = Path(model_path).expanduser()
         if path.is_file():
             return path
+        if path.is_dir():
+            inside = [p for p in model_candidates(kind, path) if p.is_file()]
+            hint = f": {inside[0]}" if inside else f" ({kind}.ftz or {kind}.bin)"
+            raise MissingModelError(f"{kind} model_path {path} is a directory: give the model file{hint}")
         where, out_dir = str(path), path.parent
     else:
         candidates = model_candidates(kind)

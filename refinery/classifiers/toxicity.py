@@ -79,25 +79,47 @@ def _held_out(key: str, percent: int) -> bool:
 def _read_tsv(path: Path) -> list[list[str]]:
     # tweets contain quote characters: no CSV quoting in these files
     with training_file(path), open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    short = next((i for i, r in enumerate(rows) if len(r) < 2), None)
+        rows = [(i, r) for i, r in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1)
+                if any(cell.strip() for cell in r)]  # a blank line (a trailing one) holds no example
+    short = next(((i, r) for i, r in rows if len(r) < 2), None)
     if short is not None:
-        raise TrainingDataError(f"training data {path} line {short + 1}: {len(rows[short])} column(s), expected tab-separated id and text")
-    return rows[1:]
+        raise TrainingDataError(f"training data {path} line {short[0]}: {len(short[1])} column(s), expected tab-separated id and text")
+    return [r for _, r in rows[1:]]
+
+
+def _olid_label(value: str, path: Path, where: str) -> bool:
+    """OLID's level-A label: OFF or NOT, nothing else (an ``OFFENSIVE`` or ``1`` made every
+    example one class and trained with exit 0: found by adversarial testing)."""
+    label = value.strip()
+    if label not in (POSITIVE, NEGATIVE):
+        raise TrainingDataError(f"training data {path} {where}: label {value!r}, expected {POSITIVE} or {NEGATIVE}")
+    return label == POSITIVE
 
 
 def load_olid(root: Path) -> tuple[list[tuple[str, str, bool]], list[tuple[str, str, bool]]]:
     """(train, test) as (id, tweet, offensive) triples."""
     olid = root / "olid"
-    with training_file(olid / "olid-training-v1.0.tsv"):
-        train = [(r[0], r[1], r[2] == "OFF") for r in _read_tsv(olid / "olid-training-v1.0.tsv")]
-    with training_file(olid / "labels-levela.csv"), open(olid / "labels-levela.csv", encoding="utf-8") as f:
-        labels = dict(line.strip().split(",") for line in f if line.strip())
+    train_path, labels_path = olid / "olid-training-v1.0.tsv", olid / "labels-levela.csv"
+    with training_file(train_path):
+        rows = _read_tsv(train_path)
+        short = next((r for r in rows if len(r) < 3), None)
+        if short is not None:
+            raise TrainingDataError(f"training data {train_path}: id {short[0]} has no subtask_a label column")
+        train = [(r[0], r[1], _olid_label(r[2], train_path, f"id {r[0]}")) for r in rows]
+    labels: dict[str, bool] = {}
+    with training_file(labels_path), open(labels_path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            key, sep, value = line.strip().partition(",")
+            if not sep:
+                raise TrainingDataError(f"training data {labels_path} line {n}: expected id,label")
+            labels[key.strip()] = _olid_label(value, labels_path, f"line {n}")
     with training_file(olid / "testset-levela.tsv"):
         missing = next((r[0] for r in _read_tsv(olid / "testset-levela.tsv") if r[0] not in labels), None)
         if missing is not None:
-            raise TrainingDataError(f"training data {olid / 'labels-levela.csv'}: no label for test id {missing}")
-        test = [(r[0], r[1], labels[r[0]] == "OFF") for r in _read_tsv(olid / "testset-levela.tsv")]
+            raise TrainingDataError(f"training data {labels_path}: no label for test id {missing}")
+        test = [(r[0], r[1], labels[r[0]]) for r in _read_tsv(olid / "testset-levela.tsv")]
     if not train or not test:
         raise ValueError(f"OLID files under {olid} are empty")
     return train, test
@@ -112,7 +134,13 @@ def load_davidson(root: Path) -> list[tuple[str, str, bool]]:
         with training_file(path, lambda: reader.line_num):
             for row in reader:
                 tweet = _RETWEET.sub(" ", html.unescape(row["tweet"]))
-                out.append((row[""], tweet, row["class"] != "2"))
+                # 0 hate speech, 1 offensive, 2 neither: another spelling ("neither") made every
+                # tweet offensive (found by adversarial testing)
+                label = (row["class"] or "").strip()
+                if label not in ("0", "1", "2"):
+                    raise TrainingDataError(f"training data {path} line {reader.line_num}: class {row['class']!r}, "
+                                            "expected 0 (hate speech), 1 (offensive) or 2 (neither)")
+                out.append((row[""], tweet, label != "2"))
     return out
 
 

@@ -27,7 +27,7 @@ Input rules, the same for both stages:
 from __future__ import annotations
 
 import json
-
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -140,6 +140,8 @@ class ToxicityFilter(_FastTextStage):
         for pname, value in (("threshold", threshold), ("max_profanity_frac", max_profanity_frac), ("gate", gate)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{pname} must be in [0, 1] or null, got {value}")
+        if gate is not None and not cascade:  # it would be accepted and never used
+            raise ValueError("gate applies to the cascade only: set cascade: true, or remove gate")
         self.threshold = threshold
         self.max_profanity_frac = max_profanity_frac
         self.cascade = bool(cascade)
@@ -256,8 +258,8 @@ class QualityFilter(_FastTextStage):
             raise ValueError(f"mode must be 'threshold' or 'pareto', got {mode!r}")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
+        if not (math.isfinite(alpha) and alpha > 0):  # .inf passed here and failed every shard
+            raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
         self.mode = mode
         self.threshold = threshold
         self.alpha = alpha
