@@ -73,3 +73,29 @@ def test_substring_groups_run_in_fresh_workers_only_when_the_held_memory_needs_i
         texts.append(dict(zip(kept.column("id").to_pylist(), kept.column("text").to_pylist())))
     assert fresh_flags == [False, True]
     assert texts[0] == texts[1] and sum(span in t for t in texts[0].values()) == 1
+
+
+def test_a_shard_too_large_for_the_substring_budget_is_named(tmp_path, monkeypatch, caplog):
+    """A shard is the smallest unit a suffix array is built over: one over the budget runs alone
+    and uses more. It used to do so without a word (3.8 GB against 1 GiB: found by adversarial
+    testing); the log now names it and what to do."""
+    import logging
+
+    from refinery.dedup import driver
+    from refinery.dedup.config import DedupConfig
+    from refinery.dedup.driver import run_dedup
+    from tests._dedup_fixtures import load_cc_docs, make_run_dir
+
+    docs = load_cc_docs()[:40]
+    run = make_run_dir(tmp_path, {"small": docs[:2], "large": docs[2:]})
+    # bytes per character such that the small shard fits the plan's 16 MiB floor and the large not
+    chars = {name: sum(len(d["text"].encode()) for d in part) for name, part in (("small", docs[:2]), ("large", docs[2:]))}
+    per_char = 16 * 2**20 / ((chars["small"] + chars["large"]) / 2)
+    monkeypatch.setattr(driver, "SUBSTRING_BYTES_PER_CHAR", per_char)
+    monkeypatch.setattr(driver, "SUBSTRING_BYTES_PER_TOKEN", 0)
+    budget = driver.TASK_BASELINE_BYTES + 16 * 2**20
+    with caplog.at_level(logging.WARNING, logger="refinery.dedup"):
+        with LocalExecutor(1, progress=False) as executor:
+            run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="substring", memory_budget=budget), executor)
+    warned = [r.getMessage() for r in caplog.records if "over the" in r.getMessage()]
+    assert len(warned) == 1 and "shard large needs" in warned[0] and "split the input" in warned[0]

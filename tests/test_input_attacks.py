@@ -188,6 +188,37 @@ def test_jsonl_line_over_the_limit_is_removed_without_being_held(tmp_path):
     assert table(out, "kept").column("id").to_pylist() == ["a", "c"]
 
 
+def test_parquet_document_over_the_limit_is_removed_by_the_reader(tmp_path, monkeypatch):
+    """Found by adversarial testing: the Parquet reader had no size limit (an 80 MB text went
+    through every stage: 1 min 50 s, 2.7 GB), and its batches were counted in rows only (500 rows
+    of 5 MB were one batch, and no progress line came for minutes)."""
+    from refinery.io import parquet
+
+    src = tmp_path / "in" / "big.parquet"
+    src.parent.mkdir()
+    texts = ["short", "x" * 3_000_000, "after", "y" * 600_000, "z" * 600_000, "end"]
+    html = [None, None, b"<p>" + b"h" * 2_000_000, None, None, None]
+    pq.write_table(pa.table({"id": list("abcdef"), "text": texts, "html": pa.array(html, pa.binary())}), src)
+    read = parquet.iter_input_batches
+    sizes: list[int] = []
+
+    def recorded(*args, **kw):
+        for batch in read(*args, **kw):
+            sizes.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(parquet, "BATCH_BYTES", 1_500_000)
+    monkeypatch.setattr(parquet, "iter_input_batches", recorded)
+    stats, out = run_shard(tmp_path, src, max_body_bytes=1_000_000)
+    assert stats["docs_read"] == 6 and stats["stages"][0]["removed"] == {"body_too_large": 2}
+    removed = table(out, "removed").to_pylist()
+    assert {(r["id"], r["removed_reason"], r["removed_metric"]) for r in removed} == {
+        ("b", "body_too_large", 3_000_000.0), ("c", "body_too_large", 2_000_003.0)}
+    assert all(r["text"] is None for r in removed)  # not carried into removed/
+    assert table(out, "kept").column("id").to_pylist() == ["a", "d", "e", "f"]
+    assert max(sizes) < 6  # batches of about BATCH_BYTES, not of reader.batch_size rows
+
+
 def test_empty_jsonl_is_an_empty_shard(tmp_path):
     src = tmp_path / "in" / "empty.jsonl"
     src.parent.mkdir()

@@ -512,3 +512,37 @@ def test_a_rerun_that_tokenizes_nothing_keeps_the_tokens_provenance(kept_run, tm
     monkeypatch.setattr(tokenizers, "__version__", "0.99.0")
     again = tokenize_run(kept_run, out, "./" + os.path.relpath(GPT_NEO_JSON), progress=False)
     assert not again.done and json.loads((tmp_path / "tok" / MANIFEST).read_text())["tokenizer"] == before
+
+
+@pytest.mark.parametrize("spec", ["gpt2", str(GPT_NEO_JSON)])
+def test_a_long_document_is_encoded_in_pieces_with_the_ids_of_one_call(spec, monkeypatch):
+    """Found by adversarial testing: one encode call on a 45 MB document took 5.4 GB. Long
+    documents are cut where encoding the text around the cut in one go equals encoding its
+    sides apart, so the ids are those of one call (naive cuts every N characters changed 37 of
+    4.6M tokens on 10 MB of real text)."""
+    import gzip
+
+    from refinery.tokens import writer
+    from refinery.tokens.tokenizer import load_tokenizer
+
+    path = GPT_NEO_JSON.parents[1] / "cc_docs" / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        text = "\n\n".join(json.loads(line)["text"] for line in f)[:400_000]
+    tok = load_tokenizer(spec)
+    whole = tok.tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
+
+    calls: list[int] = []
+    real = tok.tokenizer.encode_batch_fast
+
+    class Recording:
+        def encode_batch_fast(self, texts, **kw):
+            calls.extend(len(t) for t in texts)
+            return real(texts, **kw)
+
+    monkeypatch.setattr(writer, "LONG_DOC_CHARS", 30_000)
+    monkeypatch.setattr(tok, "tokenizer", Recording())
+    got = writer._encode(tok, ["a short one", text, "another short one"], batch_size=8)
+    assert got[1] == whole
+    assert got[0] == real(["a short one"], add_special_tokens=False)[0].ids
+    # every piece encoded was at most the limit (window checks are smaller still)
+    assert max(calls) <= 30_000 and sum(c > writer.CUT_WINDOW * 2 for c in calls) >= 400_000 // 30_000

@@ -543,24 +543,29 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
     raise DedupError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
 
 
+def _substring_need(shard: Shard) -> float:
+    """Estimated bytes of a shard's suffix array and tokens (its text's size from the Parquet footer)."""
+    import pyarrow.parquet as pq
+
+    filesystem, path = fs.resolve(shard.uri)
+    with filesystem.open_input_file(path) as f:
+        meta = pq.ParquetFile(f).metadata
+    col = meta.schema.names.index("text") if "text" in meta.schema.names else None
+    chars = sum(meta.row_group(g).column(col).total_uncompressed_size
+                for g in range(meta.num_row_groups)) if col is not None else 0
+    return chars * (SUBSTRING_BYTES_PER_CHAR + SUBSTRING_BYTES_PER_TOKEN / 5.0)  # ~5 characters per token
+
+
 def plan_substring_groups(shards: list[Shard], budget: int,
                           baseline: int = TASK_BASELINE_BYTES) -> tuple[list[list[Shard]], float]:
     """Consecutive shards grouped so each group's text fits the budget above what a worker already
     holds (sizes from Parquet footers), and the largest group's estimated bytes."""
-    import pyarrow.parquet as pq
-
     usable = max(budget - max(baseline, TASK_BASELINE_BYTES), 16 * 2**20)
-    per_char = SUBSTRING_BYTES_PER_CHAR + SUBSTRING_BYTES_PER_TOKEN / 5.0  # ~5 characters per token
     groups: list[list[Shard]] = []
     current: list[Shard] = []
     current_bytes = largest = 0.0
     for s in shards:
-        filesystem, path = fs.resolve(s.uri)
-        with filesystem.open_input_file(path) as f:
-            meta = pq.ParquetFile(f).metadata
-        col = meta.schema.names.index("text") if "text" in meta.schema.names else None
-        chars = sum(meta.row_group(g).column(col).total_uncompressed_size for g in range(meta.num_row_groups)) if col is not None else 0
-        need = chars * per_char
+        need = _substring_need(s)
         if current and current_bytes + need > usable:
             groups.append(current)
             largest = max(largest, current_bytes)
@@ -582,6 +587,15 @@ def _substring_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, e
     # filter pass hold ~330 MB: 1,041 MB against a 1,024 MB budget at 1M documents,
     # docs/benchmarks.md), each group runs in a fresh worker instead: same groups, same cuts.
     groups, largest = plan_substring_groups(shards, config.memory_budget)
+    usable = max(config.memory_budget - TASK_BASELINE_BYTES, 16 * 2**20)  # as the plan's
+    for group in groups:
+        if len(group) == 1 and _substring_need(group[0]) > usable:
+            # one shard is the smallest unit a suffix array is built over: it cannot be split
+            # (a shard over the budget ran with no word: found by adversarial testing)
+            log.warning("[dedup] substring: shard %s needs ~%.0f MiB for its suffix array, over the %.0f MiB "
+                        "memory_budget leaves: it runs alone and will use more; split the input into smaller "
+                        "shards or raise memory_budget", group[0].name, _substring_need(group[0]) / 2**20,
+                        usable / 2**20)
     fresh = (work.done("suffix_arrays") is None and not getattr(executor, "inline", False)
              and worker_baseline_bytes(executor) + largest > config.memory_budget)
     if fresh:
