@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import math
 from collections import deque
 from collections.abc import Iterator
@@ -109,9 +110,19 @@ class TokenDataset:
         self.n_tokens = int(self.starts[-1])
 
     def check_tokenizer(self, expected: LoadedTokenizer | str | None) -> None:
-        """Refuse data tokenized with anything but ``expected`` (a tokenizer or its SHA-256)."""
+        """Refuse data tokenized with anything but ``expected``: a loaded tokenizer, its SHA-256,
+        or a tokenizer spec as ``refinery tokenize --tokenizer`` takes it (``"gpt2"``, a
+        ``tokenizer.json``; "gpt2" was read as a SHA-256 and refused the gpt2 run it named)."""
         if expected is None:
             return
+        if isinstance(expected, str) and not re.fullmatch(r"[0-9a-f]{64}", expected):
+            from refinery.tokens.tokenizer import load_tokenizer
+
+            try:
+                expected = load_tokenizer(expected)
+            except Exception as exc:  # noqa: BLE001 - a spec that names nothing loadable
+                raise TokenizerMismatchError(f"expected_tokenizer {expected!r} is neither a SHA-256 nor a tokenizer "
+                                             f"refinery can load ({str(exc).splitlines()[0]})") from None
         tk = self.manifest["tokenizer"]
         want = expected.sha256 if isinstance(expected, LoadedTokenizer) else expected
         if want != self.tokenizer_sha256:

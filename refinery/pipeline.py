@@ -22,6 +22,7 @@ from refinery.io.runlock import run_dir_lock
 from refinery.plan import (
     Pass,
     Plan,
+    RerunError,
     finish_pass,
     first_pass_to_redo,
     forget_pass,
@@ -86,7 +87,8 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
     out = plan.pass_dir(p.name)
     # workers need the stages only: the dedup and tokenize sections stay with the driver
     spec = plan.config.model_dump(mode="json", exclude={"dedup", "tokenize"})
-    tasks = [ShardTask(f, out, name) for f, name in zip(plan.input_files, plan.shard_names())]
+    versions = plan.input_versions or {}
+    tasks = [ShardTask(f, out, name, versions.get(name)) for f, name in zip(plan.input_files, plan.shard_names())]
     if only_shards is not None:
         unknown = sorted(only_shards - {t.shard for t in tasks})
         if unknown:
@@ -201,11 +203,34 @@ def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, f
 
 
 # -- the plan --------------------------------------------------------------------------------------
+def _check_output_is_ours(plan: Plan, force: bool) -> None:
+    """Refuse an output that a run cannot safely write into: a ``run.json`` that cannot be read (its
+    plan cannot be checked against this config: a rerun with another config redid every pass
+    without a word) unless ``force``, and a directory that holds other files but no run (a rerun
+    deletes and rewrites ``kept/`` and ``tokens/``: another team's files there were deleted; both
+    found by adversarial testing)."""
+    damaged = plan.run.damaged_plan()
+    if damaged is not None:
+        if not force:
+            raise RerunError(f"{plan.run.run_json} is damaged ({damaged}): this config cannot be checked against "
+                             "the run's; pass --force to redo every pass into it, or choose another output")
+        log.warning("%s is damaged (%s): --force redoes every pass", plan.run.run_json, damaged)
+        return
+    if not fs.exists(plan.run.run_json):
+        foreign = plan.run.foreign_files()
+        if foreign:
+            raise RerunError(f"output {plan.output} is not empty and is not a refinery run (no run.json): it holds "
+                             f"{', '.join(foreign)}{' ...' if len(foreign) == 3 else ''}; choose a new or empty "
+                             "output directory")
+
+
 def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: list[str] | None = None,
              only_shards: set[str] | None = None) -> RunSummary:
     """Run the plan's passes in order (``only_passes``: just these; the passes before them must
     have finished). ``only_shards`` restricts the document pass to one instance's share."""
     previous_record = load_previous(plan.run)
+    if previous_record is None:
+        _check_output_is_ours(plan, force)
     redo_from = first_pass_to_redo(plan, previous_record, force)
     if redo_from is not None and len(plan.document_passes) > 1:
         # a run that had one pass kept its removed/, samples/, stats/ at the top of OUT; with more
@@ -419,6 +444,8 @@ def run_pipeline(
         output_uri = fs.absolute(output_uri)
     plan = plan_run(config, input_uri, output_uri, limit=limit)
     config.build_stages()  # fail on bad stage params before anything is written
+    if load_previous(plan.run) is None:
+        _check_output_is_ours(plan, force)  # before the lock file: nothing is left in a place refused
     log.info("run %s: %d shard(s) from %s to %s, passes %s, on the %s executor", config.name, len(plan.input_files),
              input_uri, output_uri, " -> ".join(p.name for p in plan.passes), kind)
     ex = config.executor

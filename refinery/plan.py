@@ -543,7 +543,7 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> in
             what = (f"it was made by an earlier refinery from the relative input {plan.input}, which names and "
                     f"fingerprints shards by their full paths now")
         elif i == 0 and _same(old.get("params"), p.params):
-            what = "input files changed since the run was made"
+            what = "input files changed since the run was made" + _input_set_change(plan)
         else:
             recorded_names = [q.get("name") for q in previous.get("passes", [])]
             now_names = [q.name for q in plan.passes]
@@ -594,6 +594,22 @@ def pass_started(plan: Plan, p: Pass) -> bool:
         return fs.exists(plan.run.tokens_dir)
     out = plan.pass_dir(p.name)
     return fs.exists(out.root if p.role != "only" else out.stats_dir) or (p.role == "last" and fs.exists(out.kept_dir))
+
+
+def _input_set_change(plan: Plan) -> str:
+    """``": added a.warc.gz; removed b.warc.gz"``: which shards' files the input gained and lost
+    since the run recorded them ("" when unknown or none; the refusal named no file)."""
+    try:
+        recorded = set(json.loads(fs.read_bytes(fs.join(plan.output, INPUT_SIZES_FILE)))["files"])
+    except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
+        return ""
+    now = dict(zip(plan.shard_names(), plan.input_files))
+    parts = []
+    for label, names in (("added", sorted(set(now) - recorded)), ("removed", sorted(recorded - set(now)))):
+        if names:
+            shown = [fs.basename(now[n]) if n in now else n for n in names[:3]]
+            parts.append(f"{label} {', '.join(shown)}{f' and {len(names) - 3} more' if len(names) > 3 else ''}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _unfinished_inputs_removed(plan: Plan) -> set[str]:

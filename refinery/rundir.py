@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,28 @@ class RunDir:
         except ValueError:
             return None
         return record if isinstance(record, dict) and isinstance(record.get("passes"), list) else None
+
+    def damaged_plan(self) -> str | None:
+        """Why ``run.json`` cannot be read as a record (None when it is absent or readable)."""
+        if not fs.exists(self.run_json):
+            return None
+        try:
+            record = json.loads(fs.read_bytes(self.run_json))
+        except ValueError as exc:
+            return f"not JSON ({str(exc).splitlines()[0]})"
+        return None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
+
+    def foreign_files(self, limit: int = 3) -> list[str]:
+        """Files under the directory that no refinery run wrote, when it holds no ``run.json``:
+        anything listed (hidden and ``_``-names aside: temporaries, ``_jobs/`` of a launch). Empty
+        for a run directory, or a new or empty place."""
+        if not fs.exists(self.root):
+            return []
+        files = fs.list_files(self.root)
+        if any(fs.basename(f) == fs.RUN_MARKER and posixpath.dirname(f.rstrip("/")) == self.root.rstrip("/")
+               for f in files):
+            return []  # another share of the same job planned it meanwhile
+        return files[:limit]
 
     def document_pass_dirs(self) -> list[PassDir]:
         """The directories of the run's document passes, in order (just OUT for a one-pass run)."""

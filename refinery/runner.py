@@ -62,6 +62,9 @@ class ShardTask:
     input_uri: str
     output: PassDir | str  # the pass directory (a plain URI is read as one)
     shard: str  # output name, unique within the run
+    #: the input file's version when the run was planned (mtime in ns locally, ETag on S3): the
+    #: shard reads that version or fails (None: whatever is there, e.g. a manifest's files)
+    version: str | None = None
 
     @property
     def dir(self) -> PassDir:
@@ -253,6 +256,12 @@ class ShardRunner:
     def run(self, task: ShardTask, force: bool = False, fingerprint: str | None = None, limit: int | None = None) -> ShardResult:
         """Run the stages over one shard. A shard already finished for ``fingerprint`` (the
         pass's) is skipped unless ``force``; ``limit`` reads at most that many documents."""
+        # a file rewritten after the run listed it was read as its new bytes under the listed
+        # version, so a later rerun trusted a shard of other content (found by adversarial testing)
+        with fs.expecting_version(task.input_uri, task.version):
+            return self._run(task, force, fingerprint, limit)
+
+    def _run(self, task: ShardTask, force: bool, fingerprint: str | None, limit: int | None) -> ShardResult:
         if not force:
             stats = finished_marker(task, fingerprint)
             if stats is not None:

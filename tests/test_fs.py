@@ -114,6 +114,28 @@ def test_file_versions_of_a_listing_and_of_one_file_change_with_a_same_size_rewr
     assert again[fs.join(root, "a", "x.json")] == versions[fs.join(root, "a", "x.json")]
 
 
+def test_a_shard_reads_the_version_its_run_listed_or_fails(root):
+    """Found by adversarial testing: an input rewritten after the run listed it was read as its
+    new bytes under the listed version; restored later, a rerun trusted a shard of other content."""
+    import gzip
+    import json
+
+    from refinery.runner import ShardRunner, ShardTask
+
+    uri = fs.join(root, "in", "docs.jsonl.gz")
+    fs.write_bytes(uri, gzip.compress(json.dumps({"id": "a", "text": "first version"}).encode()))
+    listed = fs.file_versions(uri, [uri])[uri][1]
+    time.sleep(0.05)  # past the kernel's coarse file-time tick
+    fs.write_bytes(uri, gzip.compress(json.dumps({"id": "b", "text": "second version, other bytes"}).encode()))
+    out = fs.join(root, "out")
+    with pytest.raises(fs.StorageError, match=r"docs.jsonl.gz changed after the run listed it"):
+        ShardRunner([]).run(ShardTask(uri, out, "docs", listed))
+    assert not fs.exists(fs.join(out, "kept", "docs.parquet"))
+    now = fs.file_versions(uri, [uri])[uri][1]
+    assert ShardRunner([]).run(ShardTask(uri, out, "docs", now)).stats["docs_read"] == 1
+    assert ShardRunner([]).run(ShardTask(uri, fs.join(root, "out2"), "docs")).stats["docs_read"] == 1  # unpinned
+
+
 def test_file_versions_name_the_input_when_s3_refuses(s3_bucket):
     missing = "s3://no-such-bucket-here/prefix"
     with pytest.raises(fs.StorageError, match="under s3://no-such-bucket-here/prefix: .*NoSuchBucket"):

@@ -205,6 +205,32 @@ def test_shard_from_another_tokenizer_is_refused(kept_run, gpt2_tokens, tmp_path
     with pytest.raises(TokenizerMismatchError, match="not the expected tokenizer"):
         TokenLoader(TokenDataset(gpt2_tokens), SEQ, 8, expected_tokenizer=load_tokenizer(str(GPT_NEO_JSON)).sha256)
     TokenLoader(gpt2_tokens, SEQ, 8, expected_tokenizer=load_tokenizer("gpt2"))  # the right one is accepted
+    # a spec names a tokenizer as `refinery tokenize --tokenizer` does ("gpt2" was read as a SHA-256
+    # and refused the gpt2 run it named: found by adversarial testing)
+    TokenLoader(gpt2_tokens, SEQ, 8, expected_tokenizer="gpt2")
+    with pytest.raises(TokenizerMismatchError, match="not the expected tokenizer"):
+        TokenLoader(gpt2_tokens, SEQ, 8, expected_tokenizer=str(GPT_NEO_JSON))
+    with pytest.raises(TokenizerMismatchError, match="'no-such-tokenizer' is neither a SHA-256 nor a tokenizer"):
+        TokenLoader(gpt2_tokens, SEQ, 8, expected_tokenizer="no-such-tokenizer")
+
+
+def test_a_run_whose_tokens_pass_has_not_finished_is_named(tmp_path):
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "a.jsonl").write_text(json.dumps({"id": "a", "text": "some words " * 30}) + "\n")
+    run = tmp_path / "run"
+    run_pipeline(parse_config({"stages": [{"type": "gopher_quality", "params": {"min_words": 5}}]}), str(inp), str(run),
+                 workers=1, progress=False)  # a recipe without tokens
+    with pytest.raises(TokenShardError, match=rf"{run}/tokens/manifest.json: the run {run} has no tokens pass"):
+        TokenLoader(str(run), SEQ, 8)
+    recorded = json.loads((run / "run.json").read_text())
+    recorded["passes"].append({"name": "tokens", "kind": "tokenize"})  # as a recipe with tokenize: records it
+    (run / "run.json").write_text(json.dumps(recorded))
+    with pytest.raises(TokenShardError, match=rf"{run}/tokens/manifest.json: the tokens pass of the run {run} has not finished"):
+        TokenLoader(str(run), SEQ, 8)
 
 
 def test_truncated_shard_is_detected_by_the_index(gpt2_tokens, tmp_path):

@@ -212,6 +212,49 @@ def test_other_input_or_overlapping_directories_are_refused(dup_input, tmp_path)
         run_pipeline(parse_config(spec), str(out / "kept"), str(out), workers=1, progress=False)
 
 
+def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup_input, tmp_path):
+    """Found by adversarial testing: a run into a directory holding another team's files (no
+    run.json) deleted its kept/ and tokens/ files, and a damaged run.json let a rerun with another
+    config redo every pass without a word."""
+    spec = _recipe(dedup=[{"method": "url"}], tokenize=None)
+    shared = tmp_path / "shared"
+    (shared / "kept").mkdir(parents=True)
+    (shared / "kept" / "other_team.parquet").write_bytes(b"PAR1 not ours PAR1")
+    (shared / "notes.txt").write_text("ours")
+    with pytest.raises(RerunError, match=r"is not empty and is not a refinery run \(no run.json\): it holds .*other_team"):
+        run_pipeline(parse_config(spec), str(dup_input), str(shared), workers=1, progress=False)
+    assert (shared / "kept" / "other_team.parquet").read_bytes() == b"PAR1 not ours PAR1"
+    assert sorted(p.name for p in shared.rglob("*")) == ["kept", "notes.txt", "other_team.parquet"]
+    # what refinery itself leaves before run.json (a launch's _jobs/, temporaries) is no obstacle
+    launched = tmp_path / "launched"
+    (launched / "_jobs" / "job-1").mkdir(parents=True)
+    (launched / "_jobs" / "job-1" / "config.yaml").write_text("stages: []")
+    run_pipeline(parse_config(spec), str(dup_input), str(launched), workers=1, progress=False)
+
+    out = tmp_path / "run"
+    run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    (out / "run.json").write_text("{not json")
+    other = _recipe(dedup=[{"method": "url"}], tokenize=None, stages=[{"type": "gopher_quality", "params": {"min_words": 30}}])
+    with pytest.raises(RerunError, match=r"run.json is damaged \(not JSON .*pass --force to redo every pass"):
+        run_pipeline(parse_config(other), str(dup_input), str(out), workers=1, progress=False)
+    summary = run_pipeline(parse_config(other), str(dup_input), str(out), workers=1, progress=False, force=True)
+    assert set(summary.passes.values()) == {"done"} and json.loads((out / "run.json").read_text())["passes"]
+
+
+def test_an_input_file_added_or_removed_is_named_in_the_refusal(dup_input, tmp_path):
+    spec = _recipe(dedup=[], tokenize=None)
+    out = tmp_path / "run"
+    run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    first = sorted(dup_input.iterdir())[0]
+    shutil.copy(first, dup_input / "extra.jsonl.gz")
+    with pytest.raises(RerunError, match=r"input files changed since the run was made \(added extra.jsonl.gz\)"):
+        run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    (dup_input / "extra.jsonl.gz").unlink()
+    first.unlink()
+    with pytest.raises(RerunError, match=rf"\(removed {first.name.split('.')[0]}\)"):
+        run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+
+
 def test_the_same_input_spelled_otherwise_resumes_and_the_same_spelling_elsewhere_is_refused(
         dup_input, tmp_path, monkeypatch):
     """run.json records where the input is: a rerun naming that place another way (relative from

@@ -201,3 +201,13 @@ def test_the_report_of_a_run_stopped_by_a_failed_shard_names_it(tmp_path):
     assert load_run_stats(str(out))["failed_shards"] == ["zz-broken"]
     html = build_report(str(out))
     assert 'data-card="failed shards"' in html and "zz-broken" in html
+
+
+def test_status_stats_and_report_name_a_missing_bucket(s3_bucket):
+    """`run` said "the bucket ... does not exist"; the views said only "no run.json under ...:
+    is it a refinery run directory?" (found by adversarial testing)."""
+    missing = "s3://refinery-no-such-bucket-e7/runs/x"
+    for command in (["status", missing], ["stats", missing], ["report", missing]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code != 0 and "the bucket refinery-no-such-bucket-e7 does not exist" in result.output, (
+            command, result.output)

@@ -8,6 +8,7 @@ server the tests start on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextvars
 import io
 import logging
 import os
@@ -168,7 +169,7 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     if info.type == pafs.FileType.File:
         found = [path]
     elif info.type == pafs.FileType.NotFound:
-        raise StorageError(f"input not found: {uri}{_missing_bucket_hint(uri)}")
+        raise StorageError(f"input not found: {uri}{missing_bucket_hint(uri)}")
     elif is_s3(uri):
         found, s3_versions = _list_s3_prefix(uri, path, skipped)
     else:
@@ -209,7 +210,7 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     return file_versions(uri, uris)  # local files (a stat each), or the one S3 object (a HEAD)
 
 
-def _missing_bucket_hint(uri: str) -> str:
+def missing_bucket_hint(uri: str) -> str:
     """" (the bucket ... does not exist)" when that is why an S3 URI names nothing."""
     if not is_s3(uri):
         return ""
@@ -344,24 +345,55 @@ def _walk_local(root: str, skipped: list[tuple[str, str]]) -> list[str]:
     return found
 
 
+_EXPECTED_VERSIONS: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("expected_versions", default={})
+
+
+@contextmanager
+def expecting_version(uri: str, version: str | None) -> Iterator[None]:
+    """Inside the block, :func:`open_input` of ``uri`` reads ``version`` (as :func:`file_versions`
+    gives it: mtime in ns locally, the ETag on S3) or raises :class:`StorageError`."""
+    if version is None:
+        yield
+        return
+    token = _EXPECTED_VERSIONS.set({**_EXPECTED_VERSIONS.get(), uri: version})
+    try:
+        yield
+    finally:
+        _EXPECTED_VERSIONS.reset(token)
+
+
+def _changed(uri: str, version: str, now: str) -> StorageError:
+    return StorageError(f"{uri} changed after the run listed it (version {version}, now {now}): run the "
+                        "same command again to plan with the file as it is now")
+
+
 def open_input(uri: str, seekable: bool = False) -> BinaryIO:
     """Open ``uri`` for reading its raw bytes. ``seekable=True`` gives a random-access file (the
     WARC reader seeks back to resynchronise after damage; Parquet needs it); S3 objects are
-    always seekable (spooled locally)."""
+    always seekable (spooled locally). Inside :func:`expecting_version`, the file must still be
+    the version the run listed."""
     fs, path = resolve(uri)
+    expected = _EXPECTED_VERSIONS.get().get(uri)
     if is_s3(uri):
-        return _open_s3_input(uri, path)
+        return _open_s3_input(uri, path, expected)
     try:
         if seekable:
-            return fs.open_input_file(path)
-        # Raw bytes: pyarrow would otherwise gunzip ".gz" files by their name, which hides the
-        # compressed offsets the WARC reader reports for corrupt members.
-        return fs.open_input_stream(path, compression=None)
+            handle = fs.open_input_file(path)
+        else:
+            # Raw bytes: pyarrow would otherwise gunzip ".gz" files by their name, which hides the
+            # compressed offsets the WARC reader reports for corrupt members.
+            handle = fs.open_input_stream(path, compression=None)
     except (OSError, FileNotFoundError) as exc:
         raise StorageError(f"cannot open {uri}: {exc}") from exc
+    if expected is not None:
+        now = str(os.stat(path).st_mtime_ns)
+        if now != expected:
+            handle.close()
+            raise _changed(uri, expected, now)
+    return handle
 
 
-def _open_s3_input(uri: str, path: str) -> BinaryIO:
+def _open_s3_input(uri: str, path: str, expected_etag: str | None = None) -> BinaryIO:
     """A seekable view of the object by ranged boto3 GETs (:class:`S3RangeFile`): streamed, memory
     bounded, nothing on disk. It downloaded the whole object to a temporary file first: a crawl's
     1 GB WARCs times 72 workers filled the instance's disk (found by adversarial testing). Not
@@ -371,6 +403,8 @@ def _open_s3_input(uri: str, path: str) -> BinaryIO:
 
     bucket, _, key = path.partition("/")
     raw = S3RangeFile(uri, bucket, key)
+    if expected_etag is not None and raw.etag.strip('"') != expected_etag:
+        raise _changed(uri, expected_etag, raw.etag.strip('"'))
     return pa.PythonFile(io.BufferedReader(raw, buffer_size=2**20), mode="r")
 
 

@@ -655,7 +655,8 @@ def parse_manifest(data: bytes, uri: str) -> dict:
 def resolve_token_dir(uri: str) -> str:
     """``uri`` itself, or its ``tokens/`` when ``uri`` is a run directory of the whole recipe (whose
     token pass writes there) and holds no manifest of its own."""
-    if not fs.exists(fs.join(uri, MANIFEST)) and fs.exists(fs.join(uri, "tokens", MANIFEST)):
+    if not fs.exists(fs.join(uri, MANIFEST)) and (fs.exists(fs.join(uri, "tokens", MANIFEST))
+                                                  or fs.exists(fs.join(uri, fs.RUN_MARKER))):
         return fs.join(uri, "tokens")
     return uri
 
@@ -665,6 +666,17 @@ def read_manifest_bytes(output: str) -> tuple[bytes, str]:
     try:
         return fs.read_bytes(uri), uri
     except fs.StorageError as exc:
+        run = output.rstrip("/").rsplit("/", 1)[0] if output.rstrip("/").endswith("/tokens") else None
+        if run and fs.exists(fs.join(run, fs.RUN_MARKER)):
+            # a run directory's tokens (it was pointed at RUN/manifest.json and told to tokenize)
+            from refinery.rundir import RunDir
+
+            plan = RunDir(run).recorded_plan() or {}
+            if not any(p.get("kind") == "tokenize" for p in plan.get("passes", []) if isinstance(p, dict)):
+                raise TokenShardError(f"no token manifest at {uri}: the run {run} has no tokens pass (its config has "
+                                      f"no `tokenize:`); make them with `refinery tokenize {run} OUT`") from exc
+            raise TokenShardError(f"no token manifest at {uri}: the tokens pass of the run {run} has not finished "
+                                  f"(`refinery status {run}`); run its `refinery run` command again") from exc
         raise TokenShardError(f"no token manifest at {uri}: run `refinery tokenize` first ({exc})") from exc
 
 
