@@ -111,3 +111,34 @@ def test_parameters():
         LshParams(num_perm=64, bands=14, rows=8)
     b, r = optimal_bands_rows(0.8, 128)
     assert b * r <= 128 and 0.6 < (1 / b) ** (1 / r) < 0.9
+
+
+def test_a_long_document_is_tokenized_in_pieces_with_the_same_signature(monkeypatch):
+    """Found by adversarial testing: one 45 MB document's per-character arrays took 1.8 GB
+    against a 1 GiB budget. A long document is tokenized in pieces cut at whitespace (no word
+    spans one), so its words, shingles and signature are those of one call."""
+    import numpy as np
+
+    from refinery.dedup import minhash
+    from refinery.dedup.text import tokenize
+    from tests._dedup_fixtures import load_cc_docs
+
+    docs = [d["text"] for d in load_cc_docs()]
+    text = "\n\n".join(docs)[:300_000] + " 漢字のテキスト" * 500  # CJK words are single characters
+    hasher = minhash.MinHasher(minhash.LshParams())
+    want, _ = hasher.signatures([text])
+    monkeypatch.setattr(minhash, "CHUNK_CHARS", 10_000)
+    monkeypatch.setattr(minhash, "LONG_DOC_CHARS", 40_000)
+    pieces: list[int] = []
+    real = minhash.tokenize
+
+    def recording(texts, seed=0):
+        pieces.extend(len(t or "") for t in texts)
+        return real(texts, seed=seed)
+
+    monkeypatch.setattr(minhash, "tokenize", recording)
+    assert np.array_equal(minhash._tokenize_long(text, 0).word_hash, tokenize([text]).word_hash)
+    pieces.clear()
+    got, has = hasher.signatures(["a short one " * 20, text])
+    assert np.array_equal(got[1], want[0]) and has.all()
+    assert max(pieces) < 40_000  # the long one went in pieces
