@@ -116,29 +116,32 @@ def test_parameters():
 def test_a_long_document_is_tokenized_in_pieces_with_the_same_signature(monkeypatch):
     """Found by adversarial testing: one 45 MB document's per-character arrays took 1.8 GB
     against a 1 GiB budget. A long document is tokenized in pieces cut at whitespace (no word
-    spans one), so its words, shingles and signature are those of one call."""
+    spans one), so its words, shingles, signature and exact-dedup hash are those of one call."""
     import numpy as np
 
-    from refinery.dedup import minhash
-    from refinery.dedup.text import tokenize
-    from tests._dedup_fixtures import load_cc_docs
+    from refinery.dedup import minhash, text as dedup_text
+    from refinery.dedup.text import document_hashes, tokenize, word_hashes
 
     docs = [d["text"] for d in load_cc_docs()]
-    text = "\n\n".join(docs)[:300_000] + " 漢字のテキスト" * 500  # CJK words are single characters
+    long = "\n\n".join(docs)[:300_000] + " 漢字のテキスト" * 500  # CJK words are single characters
+    batch = ["a short one " * 20, long, None, "another"]
     hasher = minhash.MinHasher(minhash.LshParams())
-    want, _ = hasher.signatures([text])
-    monkeypatch.setattr(minhash, "CHUNK_CHARS", 10_000)
-    monkeypatch.setattr(minhash, "LONG_DOC_CHARS", 40_000)
+    want_sig, _ = hasher.signatures(batch)
+    want_words = tokenize(batch)
+    monkeypatch.setattr(dedup_text, "PIECE_CHARS", 10_000)
+    monkeypatch.setattr(dedup_text, "LONG_DOC_CHARS", 40_000)
     pieces: list[int] = []
-    real = minhash.tokenize
+    real = dedup_text.tokenize
 
     def recording(texts, seed=0):
         pieces.extend(len(t or "") for t in texts)
         return real(texts, seed=seed)
 
-    monkeypatch.setattr(minhash, "tokenize", recording)
-    assert np.array_equal(minhash._tokenize_long(text, 0).word_hash, tokenize([text]).word_hash)
-    pieces.clear()
-    got, has = hasher.signatures(["a short one " * 20, text])
-    assert np.array_equal(got[1], want[0]) and has.all()
+    monkeypatch.setattr(dedup_text, "tokenize", recording)
+    got = word_hashes(batch)
+    assert np.array_equal(got.word_hash, want_words.word_hash)
+    assert np.array_equal(got.doc_offsets, want_words.doc_offsets)
     assert max(pieces) < 40_000  # the long one went in pieces
+    assert [x.tolist() for x in document_hashes(got)] == [x.tolist() for x in document_hashes(want_words)]
+    got_sig, has = hasher.signatures(batch)
+    assert np.array_equal(got_sig, want_sig) and has.tolist() == [True, True, False, True]

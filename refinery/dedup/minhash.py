@@ -27,41 +27,18 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from refinery.dedup.text import Tokens, mix64, mix64_int, shingle_hashes, tokenize
+from refinery.dedup.text import mix64, mix64_int, shingle_hashes, word_hashes
 
 Backend = Literal["rensa", "numpy"]
 _U64 = np.uint64
 EMPTY = np.uint32(0xFFFFFFFF)  # the value of every slot of a document without shingles
 CHUNK_CHARS = 1 << 20
-#: a document longer than this is tokenized piece by piece, cut at whitespace, which no word
-#: spans, so its words (and shingles) are those of one call: the per-character arrays of one
-#: 45 MB document took 1.8 GB against a 1 GiB budget (found by adversarial testing)
-LONG_DOC_CHARS = 4 * CHUNK_CHARS
-_WHITESPACE = re.compile(r"\s")
-
-
-def _tokenize_long(text: str, seed: int) -> Tokens:
-    """One document's :class:`Tokens` (word hashes and offsets only) from pieces of about
-    ``CHUNK_CHARS`` cut at whitespace (a piece without whitespace is taken whole)."""
-    pieces: list[np.ndarray] = []
-    start = 0
-    while start < len(text):
-        end = min(start + CHUNK_CHARS, len(text))
-        if end < len(text):
-            m = _WHITESPACE.search(text, end)
-            end = m.start() if m else len(text)
-        pieces.append(tokenize([text[start:end]], seed=seed).word_hash)
-        start = end
-    word_hash = np.concatenate(pieces) if pieces else np.empty(0, np.uint64)
-    empty = np.empty(0, np.int64)
-    return Tokens(word_hash, np.array([0, len(word_hash)], np.int64), np.empty(0, np.uint32), empty, empty)
 
 
 @dataclass(frozen=True)
@@ -154,10 +131,7 @@ class MinHasher:
         return self._signatures(texts)
 
     def _signatures(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        if len(texts) == 1 and texts[0] and len(texts[0]) > LONG_DOC_CHARS:
-            tokens = _tokenize_long(texts[0], self.params.seed)
-        else:
-            tokens = tokenize(texts, seed=self.params.seed)
+        tokens = word_hashes(texts, seed=self.params.seed)
         hashes, offsets = shingle_hashes(tokens, self.params.ngram)
         has = np.diff(offsets) > 0
         if self.params.backend == "rensa":

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from refinery.dedup import components
 from refinery.dedup.minhash import LshParams, MinHasher, estimate_jaccard_rows
 from refinery.dedup.shuffle import column_numpy, partition_of, read_partition, write_partitioned
-from refinery.dedup.text import document_hashes, mix64, tokenize
+from refinery.dedup.text import document_hashes, mix64, word_hashes
 from refinery.io import fs, parquet
 from refinery.schema import repeated_column
 from refinery.rundir import PassDir
@@ -175,7 +175,7 @@ def signature_task(
                          (lo + len(texts)) / (last_log - started))
     elif method == "exact":
         for lo in range(0, n, batch_size):
-            tokens = tokenize(table.column("text").slice(lo, batch_size).to_pylist(), seed=params.seed)
+            tokens = word_hashes(table.column("text").slice(lo, batch_size).to_pylist(), seed=params.seed)
             h, ok = document_hashes(tokens)
             keys[lo : lo + len(h), 0] = h
             has[lo : lo + len(h)] = ok
