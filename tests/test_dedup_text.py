@@ -37,6 +37,9 @@ def test_fast_words_equal_reference_words_on_all_real_documents(docs):
         ("nul\x00inside", "nul inside"),  # a NUL inside a text is a space, not a document break
         ("ÉCOLE Ελληνικά ΣΟΦΙΑ", "ecole ελληνικα σοφια"),  # Greek accents and case
         ("price: $5.00 + 10%", "price 5 00 10"),  # symbols (S*) are punctuation too
+        # compatibility forms (NFKC per character): fullwidth Latin and digits as CJK pages write
+        # them, half-width kana (a fullwidth copy shared no shingle: adversarial testing)
+        ("ＴＯＫＹＯ ２０２４ ﾃｽﾄ", "tokyo 2024 テスト"),
     ],
 )
 def test_normalization_rules(a, b):

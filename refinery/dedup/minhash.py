@@ -116,7 +116,7 @@ class MinHasher:
         """What produced the signatures; signatures with different algorithms never mix."""
         p = self.params
         name = _rensa_version() if p.backend == "rensa" else "numpy-mas-1"
-        return f"{name}/text-v1/ngram{p.ngram}/perm{p.num_perm}/seed{p.seed}"
+        return f"{name}/text-v2/ngram{p.ngram}/perm{p.num_perm}/seed{p.seed}"
 
     def signatures(self, texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
         """``(signatures uint32 [n, num_perm], has_signature bool [n])``."""
