@@ -118,8 +118,8 @@ class TokenDataset:
         if isinstance(expected, str) and not re.fullmatch(r"[0-9a-f]{64}", expected):
             from refinery.tokens.tokenizer import load_tokenizer
 
-            try:
-                expected = load_tokenizer(expected)
+            try:  # with the run's end-of-document token: one outside the usual names must not refuse it
+                expected = load_tokenizer(expected, eos_token=self.manifest["tokenizer"].get("eos_token"))
             except Exception as exc:  # noqa: BLE001 - a spec that names nothing loadable
                 raise TokenizerMismatchError(f"expected_tokenizer {expected!r} is neither a SHA-256 nor a tokenizer "
                                              f"refinery can load ({str(exc).splitlines()[0]})") from None

@@ -203,7 +203,7 @@ def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, f
 
 
 # -- the plan --------------------------------------------------------------------------------------
-def _check_output_is_ours(plan: Plan, force: bool) -> None:
+def check_output_is_ours(plan: Plan, force: bool) -> None:
     """Refuse an output that a run cannot safely write into: a ``run.json`` that cannot be read (its
     plan cannot be checked against this config: a rerun with another config redid every pass
     without a word) unless ``force``, and a directory that holds other files but no run (a rerun
@@ -213,8 +213,15 @@ def _check_output_is_ours(plan: Plan, force: bool) -> None:
     if damaged is not None:
         if not force:
             raise RerunError(f"{plan.run.run_json} is damaged ({damaged}): this config cannot be checked against "
-                             "the run's; pass --force to redo every pass into it, or choose another output")
+                             "the run's; pass --force to `refinery run` to redo every pass into it, or choose another "
+                             "output")
         log.warning("%s is damaged (%s): --force redoes every pass", plan.run.run_json, damaged)
+        # nothing records what the old run wrote: clear what this plan's passes write, the tokens
+        # and every pass marker (the old tokens stayed and the loader served them: found by a review)
+        for p in plan.passes:
+            _clear_pass_outputs(plan, p)
+        fs.delete_tree(plan.run.tokens_dir)
+        fs.delete_tree(fs.join(plan.output, "passes"))
         return
     if not fs.exists(plan.run.run_json):
         foreign = plan.run.foreign_files()
@@ -230,7 +237,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
     have finished). ``only_shards`` restricts the document pass to one instance's share."""
     previous_record = load_previous(plan.run)
     if previous_record is None:
-        _check_output_is_ours(plan, force)
+        check_output_is_ours(plan, force)
     redo_from = first_pass_to_redo(plan, previous_record, force)
     if redo_from is not None and len(plan.document_passes) > 1:
         # a run that had one pass kept its removed/, samples/, stats/ at the top of OUT; with more
@@ -445,7 +452,7 @@ def run_pipeline(
     plan = plan_run(config, input_uri, output_uri, limit=limit)
     config.build_stages()  # fail on bad stage params before anything is written
     if load_previous(plan.run) is None:
-        _check_output_is_ours(plan, force)  # before the lock file: nothing is left in a place refused
+        check_output_is_ours(plan, force)  # before the lock file: nothing is left in a place refused
     log.info("run %s: %d shard(s) from %s to %s, passes %s, on the %s executor", config.name, len(plan.input_files),
              input_uri, output_uri, " -> ".join(p.name for p in plan.passes), kind)
     ex = config.executor
@@ -460,4 +467,4 @@ def run_pipeline(
             return run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards)
 
 
-__all__ = ["RunDir", "RunSummary", "plan_tasks", "run_pipeline", "run_plan"]
+__all__ = ["RunDir", "RunSummary", "check_output_is_ours", "plan_tasks", "run_pipeline", "run_plan"]

@@ -31,7 +31,7 @@ from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
-from refinery.rundir import PassDir, RunDir, shards_with_outputs
+from refinery.rundir import INPUT_RECORD, PassDir, RunDir, shards_with_outputs
 from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
 
 log = logging.getLogger("refinery.plan")
@@ -39,7 +39,7 @@ log = logging.getLogger("refinery.plan")
 PassKind = Literal["documents", "dedup", "tokenize"]
 RUN_FORMAT = 2  # run.json with a plan of passes
 #: the byte size and version of every input file by shard name, as the run last planned it (beside run.json)
-INPUT_SIZES_FILE = "input_files.json"
+INPUT_SIZES_FILE = INPUT_RECORD
 
 
 class RerunError(ConfigError):

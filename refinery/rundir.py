@@ -35,6 +35,9 @@ from typing import Any
 
 from refinery.io import fs
 
+#: the run's record of its input files' sizes and versions (written just before ``run.json``)
+INPUT_RECORD = "input_files.json"
+
 log = logging.getLogger("refinery.rundir")
 
 
@@ -162,10 +165,14 @@ class RunDir:
         if not fs.exists(self.root):
             return []
         files = fs.list_files(self.root)
-        if any(fs.basename(f) == fs.RUN_MARKER and posixpath.dirname(f.rstrip("/")) == self.root.rstrip("/")
-               for f in files):
+        top = self.root.rstrip("/")
+        at_top = {fs.basename(f) for f in files if posixpath.dirname(f.rstrip("/")) == top}
+        if fs.RUN_MARKER in at_top:
             return []  # another share of the same job planned it meanwhile
-        return files[:limit]
+        # the plan writes the input record just before run.json: a run killed between the two, or
+        # a share starting meanwhile, found "someone else's file" (found by a review)
+        return [f for f in files if not (fs.basename(f) == INPUT_RECORD
+                                         and posixpath.dirname(f.rstrip("/")) == top)][:limit]
 
     def document_pass_dirs(self) -> list[PassDir]:
         """The directories of the run's document passes, in order (just OUT for a one-pass run)."""

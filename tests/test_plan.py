@@ -231,14 +231,23 @@ def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup
     (launched / "_jobs" / "job-1" / "config.yaml").write_text("stages: []")
     run_pipeline(parse_config(spec), str(dup_input), str(launched), workers=1, progress=False)
 
+    # a run killed between the plan's two writes left only its input record: still ours (a review)
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "input_files.json").write_text('{"files": {}}')
+    run_pipeline(parse_config(spec), str(dup_input), str(killed), workers=1, progress=False)
+
     out = tmp_path / "run"
-    run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    run_pipeline(parse_config(_recipe(dedup=[{"method": "url"}])), str(dup_input), str(out), workers=1, progress=False)
+    assert (out / "tokens" / "manifest.json").exists()
     (out / "run.json").write_text("{not json")
     other = _recipe(dedup=[{"method": "url"}], tokenize=None, stages=[{"type": "gopher_quality", "params": {"min_words": 30}}])
-    with pytest.raises(RerunError, match=r"run.json is damaged \(not JSON .*pass --force to redo every pass"):
+    with pytest.raises(RerunError, match=r"run.json is damaged \(not JSON .*pass --force to `refinery run` to redo"):
         run_pipeline(parse_config(other), str(dup_input), str(out), workers=1, progress=False)
     summary = run_pipeline(parse_config(other), str(dup_input), str(out), workers=1, progress=False, force=True)
     assert set(summary.passes.values()) == {"done"} and json.loads((out / "run.json").read_text())["passes"]
+    # the old run's tokens went with it: nothing records them, and the loader served them (a review)
+    assert not (out / "tokens").exists()
 
 
 def test_an_input_file_added_or_removed_is_named_in_the_refusal(dup_input, tmp_path):

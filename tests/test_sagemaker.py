@@ -279,7 +279,7 @@ def test_watch_judges_progress_from_heartbeats_without_listing_the_run_output(of
                           Body=json.dumps(beat))
         counting = _CountingS3(s3)
         lively = Watcher(sm, counting, name, stall_minutes=30, clock=lambda: created + timedelta(minutes=20)).poll()
-        assert counting.listed == [f"runs/r1/_jobs/{name}/"]
+        assert counting.listed == [f"runs/r1/_jobs/{name}/started/", f"runs/r1/_jobs/{name}/heartbeat/"]
         assert lively.progress.source == "heartbeats" and not lively.stalled
         assert (lively.progress.new_markers, lively.progress.tasks, lively.progress.docs_read) == (3, 4, 300)
         assert "shards +3/4 this job" in lively.line() and "(passes under way)" in lively.line()
@@ -293,7 +293,7 @@ def test_watch_judges_progress_from_heartbeats_without_listing_the_run_output(of
             s3.put_object(Bucket="out-bucket", Key=f"runs/r1/_jobs/{name}/heartbeat/{host}.json", Body=b"{}")
         counting.listed.clear()
         old = Watcher(sm, counting, name, stall_minutes=30, clock=lambda: created + timedelta(minutes=20)).poll()
-        assert counting.listed == [f"runs/r1/_jobs/{name}/", "runs/r1/"] and old.progress.source == "markers"
+        assert counting.listed[-1] == "runs/r1/" and old.progress.source == "markers"
 
 
 def test_the_heartbeat_reports_the_shards_its_process_finished(tmp_path):
@@ -729,8 +729,30 @@ def test_launch_refuses_a_model_file_of_this_machine(tmp_path, no_network, monke
         assert tagged.exit_code == 2 and f"tag key {key!r}" in tagged.stderr, tagged.output
     gone = CliRunner().invoke(_cli(), args + ["--checkpoint", "s3://out-bucket/ckpt"])
     assert gone.exit_code == 2 and "--checkpoint is gone: the run output on S3 is the job's checkpoint" in gone.stderr
+    from refinery.launch.package import is_ecr
+
+    assert all(is_ecr(f"123456789012.{host}/refinery:1") for host in (
+        "dkr.ecr.us-east-1.amazonaws.com", "dkr.ecr-fips.us-east-1.amazonaws.com",
+        "dkr-ecr.us-east-1.on.aws", "dkr.ecr.cn-north-1.amazonaws.com.cn"))
     # SageMaker Processing jobs pull from ECR only: a Docker Hub or GHCR image failed after provisioning
     for image in ("docker.io/me/refinery:1", "ghcr.io/me/refinery", "123456789012.dkr.ecr.us-east-1.amazonaws.com/"):
         other = CliRunner().invoke(_cli(), [a if a != IMAGE else image for a in args])
         assert other.exit_code == 2 and "--image must be an Amazon ECR repository" in other.stderr, other.output
         assert len(other.stderr.strip().splitlines()) == 1
+
+
+def test_launch_refuses_an_output_that_is_not_a_run_before_any_job(tmp_path, s3_bucket, s3_server):
+    """A review found the launch let another team's files (or a damaged run.json) through: every
+    instance was provisioned, then refused the output."""
+    upload_dir(copy_cc_docs(tmp_path / "in"), f"{s3_bucket}/in")
+    fs.write_bytes(f"{s3_bucket}/shared/notes.txt", b"another team's")
+    sm = boto3.client("sagemaker", endpoint_url=s3_server, region_name="us-east-1")
+    kw = dict(config_path=ROOT / "configs" / "refinedweb.yaml", input_uri=f"{s3_bucket}/in", image=IMAGE,
+              role_arn=ROLE, build=False, sagemaker_client=sm)
+    with pytest.raises(RerunError, match="is not empty and is not a refinery run"):
+        launch(output_uri=f"{s3_bucket}/shared", **kw)
+    fs.write_bytes(f"{s3_bucket}/damaged/run.json", b"{not json")
+    with pytest.raises(RerunError, match="run.json is damaged"):
+        launch(output_uri=f"{s3_bucket}/damaged", **kw)
+    assert sm.list_pipelines()["PipelineSummaries"] == []
+    assert fs.list_files(f"{s3_bucket}/shared") == [f"{s3_bucket}/shared/notes.txt"]  # nothing uploaded there

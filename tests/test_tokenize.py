@@ -546,3 +546,39 @@ def test_a_long_document_is_encoded_in_pieces_with_the_ids_of_one_call(spec, mon
     assert got[0] == real(["a short one"], add_special_tokens=False)[0].ids
     # every piece encoded was at most the limit (window checks are smaller still)
     assert max(calls) <= 30_000 and sum(c > writer.CUT_WINDOW * 2 for c in calls) >= 400_000 // 30_000
+
+
+def test_long_documents_are_cut_for_tokenizers_that_prepend_a_space_marker_and_in_cjk(monkeypatch):
+    """A review found no cut checked out for a SentencePiece-style tokenizer (``Prepend("▁")``
+    marks the start of every text) nor in CJK text without spaces: the whole document was
+    encoded at once. A cut at a space that the right side's marker stands for, and cuts after
+    CJK sentence punctuation, now check out; the ids are still those of one call."""
+    from tokenizers import Tokenizer, models, normalizers
+
+    from refinery.tokens import writer
+    from refinery.tokens.tokenizer import load_tokenizer
+
+    monkeypatch.setattr(writer, "LONG_DOC_CHARS", 30_000)
+    cuts: list[tuple[int, int]] = []
+    real_cut = writer._safe_cut
+
+    def recording(*args):
+        found = real_cut(*args)
+        if found is not None:
+            cuts.append(found)
+        return found
+
+    monkeypatch.setattr(writer, "_safe_cut", recording)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+    english = " ".join(words[i % 6] + (".\n" if i % 17 == 0 else "") for i in range(40_000))
+    marker = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(set(english) | {"▁"}))}, merges=[]))
+    marker.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    cjk = "".join("漢字の文章です" + ("。" if i % 7 == 0 else "") for i in range(20_000))
+    gpt2 = load_tokenizer("gpt2").tokenizer
+    for tokenizer, text, gap in ((marker, english, 1), (gpt2, cjk, 0)):
+        cuts.clear()
+        whole = tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
+        assert writer._encode_long(tokenizer, text) == whole
+        assert len(cuts) >= len(text) // 30_000 - 1
+        # the marker's cuts leave out the space the marker stands for; CJK cuts keep every character
+        assert {right - left for left, right in cuts} == {gap}

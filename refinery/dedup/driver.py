@@ -556,8 +556,8 @@ def _substring_need(shard: Shard) -> float:
     return chars * (SUBSTRING_BYTES_PER_CHAR + SUBSTRING_BYTES_PER_TOKEN / 5.0)  # ~5 characters per token
 
 
-def plan_substring_groups(shards: list[Shard], budget: int,
-                          baseline: int = TASK_BASELINE_BYTES) -> tuple[list[list[Shard]], float]:
+def plan_substring_groups(shards: list[Shard], budget: int, baseline: int = TASK_BASELINE_BYTES,
+                          needs: dict[str, float] | None = None) -> tuple[list[list[Shard]], float]:
     """Consecutive shards grouped so each group's text fits the budget above what a worker already
     holds (sizes from Parquet footers), and the largest group's estimated bytes."""
     usable = max(budget - max(baseline, TASK_BASELINE_BYTES), 16 * 2**20)
@@ -565,7 +565,7 @@ def plan_substring_groups(shards: list[Shard], budget: int,
     current: list[Shard] = []
     current_bytes = largest = 0.0
     for s in shards:
-        need = _substring_need(s)
+        need = needs[s.name] if needs is not None else _substring_need(s)
         if current and current_bytes + need > usable:
             groups.append(current)
             largest = max(largest, current_bytes)
@@ -586,15 +586,16 @@ def _substring_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, e
     # the workers already hold more than that baseline leaves room for (Ray workers that ran the
     # filter pass hold ~330 MB: 1,041 MB against a 1,024 MB budget at 1M documents,
     # docs/benchmarks.md), each group runs in a fresh worker instead: same groups, same cuts.
-    groups, largest = plan_substring_groups(shards, config.memory_budget)
+    needs = {s.name: _substring_need(s) for s in shards}  # one footer read per shard
+    groups, largest = plan_substring_groups(shards, config.memory_budget, needs=needs)
     usable = max(config.memory_budget - TASK_BASELINE_BYTES, 16 * 2**20)  # as the plan's
     for group in groups:
-        if len(group) == 1 and _substring_need(group[0]) > usable:
+        if len(group) == 1 and needs[group[0].name] > usable:
             # one shard is the smallest unit a suffix array is built over: it cannot be split
             # (a shard over the budget ran with no word: found by adversarial testing)
             log.warning("[dedup] substring: shard %s needs ~%.0f MiB for its suffix array, over the %.0f MiB "
                         "memory_budget leaves: it runs alone and will use more; split the input into smaller "
-                        "shards or raise memory_budget", group[0].name, _substring_need(group[0]) / 2**20,
+                        "shards or raise memory_budget", group[0].name, needs[group[0].name] / 2**20,
                         usable / 2**20)
     fresh = (work.done("suffix_arrays") is None and not getattr(executor, "inline", False)
              and worker_baseline_bytes(executor) + largest > config.memory_budget)

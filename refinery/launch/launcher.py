@@ -89,7 +89,12 @@ def _plan(shipment: Shipment, input_uri: str, output_uri: str, dry_run: bool) ->
     from refinery.plan import first_pass_to_redo, load_previous, plan_run
 
     plan = plan_run(shipment.config, input_uri, output_uri, pinned_libraries=package.image_library_versions())
-    first_pass_to_redo(plan, load_previous(plan.run), force=False)  # raises RerunError
+    previous = load_previous(plan.run)
+    if previous is None:  # another team's files, or a damaged run.json: every instance would refuse it
+        from refinery.pipeline import check_output_is_ours
+
+        check_output_is_ours(plan, force=False)
+    first_pass_to_redo(plan, previous, force=False)  # raises RerunError
     return plan, group_passes(plan.passes, shipment.all_on_ray)
 
 

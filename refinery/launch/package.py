@@ -45,9 +45,14 @@ def code_version(root: Path = ROOT) -> CodeVersion:
     return CodeVersion(sha, dirty)
 
 
+#: ECR registries of every partition and endpoint kind (FIPS, dual-stack), for the image check
+_ANY_ECR = re.compile(r"^\d{12}\.dkr[.-]ecr(-fips)?\.[a-z0-9-]+\.(amazonaws\.com(\.cn)?|on\.aws|c2s\.ic\.gov|"
+                      r"sc2s\.sgov\.gov)/")
+
+
 def is_ecr(image: str) -> bool:
     """Whether ``image`` names a repository in Amazon ECR (with a name after the registry)."""
-    m = _ECR.match(image)
+    m = _ANY_ECR.match(image)
     return bool(m) and bool(image[m.end():].strip("/"))
 
 

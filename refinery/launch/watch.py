@@ -185,14 +185,15 @@ class Watcher:
 
     def _reported_progress(self, bucket: str, prefix: str, since: datetime | None,
                            announced_as: str | None) -> Progress | None:
-        """Progress from the heartbeats alone: one LIST per job name and a GET per host, whatever
-        the size of the run (None when no heartbeat of the job reports progress)."""
+        """Progress from the heartbeats alone: two LISTs per job name (announcements, heartbeats)
+        and a GET per host, whatever the size of the run (None when no heartbeat of the job
+        reports progress)."""
         p = Progress(source="heartbeats")
         names = [self.name] + ([announced_as] if announced_as and announced_as != self.name else [])
         heartbeats: list[dict] = []
-        for name in names:
-            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}_jobs/{name}/")
-            for page in pages:
+        # the signals only: _jobs/<name>/ also holds a launch's shard stubs (one per input file) and logs
+        for listed in (f"{prefix}_jobs/{name}/{kind}/" for name in names for kind in ("started", "heartbeat")):
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=listed):
                 for obj in page.get("Contents", []):
                     rel = obj["Key"][len(prefix):]
                     modified = _aware(obj["LastModified"])

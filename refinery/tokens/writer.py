@@ -142,7 +142,10 @@ LONG_DOC_CHARS = 1_000_000
 CUT_WINDOW = 2_000
 #: candidate cuts tried per piece (none checks out: the rest of the document is encoded at once)
 CUT_TRIES = 32
-_CUT_CANDIDATE = re.compile(r"(?<=\n)(?=\S)|(?<=\S)(?= \S)")
+#: where a cut may go: before a line's first character, before a space that follows a
+#: non-space (the space goes with the right side, as byte-level BPE pre-tokenizes " word"), or
+#: after sentence punctuation (CJK text has no spaces)
+_CUT_CANDIDATE = re.compile(r"(?<=\n)(?=\S)|(?<=\S)(?= \S)|(?<=[。！？；．])(?=\S)")
 
 
 def _encode(tok: LoadedTokenizer, texts: list[str], batch_size: int) -> list[list[int]]:
@@ -160,7 +163,9 @@ def _encode_long(tokenizer: Any, text: str) -> list[int]:
     """The ids of ``text`` as one call would give them, encoded piece by piece: each cut is a
     point where encoding the text around it in one go equals encoding the two sides apart
     (checked on ``CUT_WINDOW`` characters each side: pre-tokenizers and normalizers act
-    locally), so the pieces' ids join into the whole text's."""
+    locally), so the pieces' ids join into the whole text's. A tokenizer that prepends a space
+    marker to every text (SentencePiece-style ``Prepend("▁")``) is cut at a space that the right
+    side's marker stands for: the space is left out of both sides."""
     def ids(piece: str) -> list[int]:
         return tokenizer.encode_batch_fast([piece], add_special_tokens=False)[0].ids
 
@@ -170,20 +175,25 @@ def _encode_long(tokenizer: Any, text: str) -> list[int]:
         cut = _safe_cut(ids, text, start + LONG_DOC_CHARS // 2, start + LONG_DOC_CHARS)
         if cut is None:  # no checked cut in this piece: encode the rest at once
             break
-        out += ids(text[start:cut])
-        start = cut
+        left_end, right_start = cut
+        out += ids(text[start:left_end])
+        start = right_start
     return out + ids(text[start:])
 
 
-def _safe_cut(ids: Any, text: str, lo: int, hi: int) -> int | None:
+def _safe_cut(ids: Any, text: str, lo: int, hi: int) -> tuple[int, int] | None:
+    """``(end of the left piece, start of the right piece)`` of a checked cut in ``[lo, hi)``."""
     tried = 0
     for m in _CUT_CANDIDATE.finditer(text, lo, hi):
         i = m.start()
-        if i - CUT_WINDOW < 0 or i + CUT_WINDOW > len(text):
+        if i - CUT_WINDOW < 0 or i + CUT_WINDOW + 1 > len(text):
             continue
         left, right = text[i - CUT_WINDOW:i], text[i:i + CUT_WINDOW]
-        if ids(left + right) == ids(left) + ids(right):
-            return i
+        whole = ids(left + right)
+        if whole == ids(left) + ids(right):
+            return i, i
+        if right.startswith(" ") and whole == ids(left) + ids(right[1:]):
+            return i, i + 1  # the right side's prepended marker is this space
         tried += 1
         if tried >= CUT_TRIES:
             return None
