@@ -207,6 +207,20 @@ def test_normalize_url():
     assert normalize_url("https://sho.rt?v=Ab3xY") == normalize_url("https://sho.rt/?v=Ab3xY") == "sho.rt/?v=Ab3xY"
     assert normalize_url("https://sho.rt?v=Ab3xY") != normalize_url("https://sho.rt?v=ab3xy")
     assert normalize_url("example.com?q=x:80") != normalize_url("example.com?q=x")
+    # the same page (session 30, adversarial testing): a visit's tracking parameters, parameter
+    # order, an escaped unreserved character, a session id, a trailing host dot
+    page = normalize_url("https://news.example.com/story/42?id=7&lang=en")
+    for same in ("https://news.example.com/story/42?lang=en&id=7&utm_source=tw&utm_medium=social",
+                 "https://news.example.com/story/42?id=7&lang=en&fbclid=IwAR0x", "https://news.example.com./story/42?id=7&lang=en&gclid=1",
+                 "https://news.example.com/story/42;jsessionid=A1B2?id=7&lang=en"):
+        assert normalize_url(same) == page, same
+    assert normalize_url("https://example.com/%7Euser/a%2Db") == normalize_url("https://example.com/~user/a-b")
+    assert normalize_url("https://example.com/a%2Fb") != normalize_url("https://example.com/a/b")  # reserved: kept
+    assert normalize_url("https://example.com/a?utm_source=x") == "example.com/a"
+    assert normalize_url("https://example.com/a?id=1") != normalize_url("https://example.com/a?id=2")
+    # a single-page site's route is the page: "#/article/123" and "#/article/456" were one URL
+    assert normalize_url("https://app.example.com/#/article/123") != normalize_url("https://app.example.com/#/article/456")
+    assert normalize_url("https://app.example.com/#/") == normalize_url("https://app.example.com/") == "app.example.com/"
 
 
 def test_substring_cut_removes_repeated_spans_and_drops_short_documents(tmp_path):

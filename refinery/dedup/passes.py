@@ -49,17 +49,29 @@ def node_partition(nodes: np.ndarray, num_parts: int) -> np.ndarray:
 
 # -- keys -----------------------------------------------------------------------------------
 _AUTHORITY_END = re.compile(r"[/?#]")
+#: query parameters that track a visit, not name a page (Google Analytics' utm_*, ad click ids)
+_TRACKING_PARAM = re.compile(r"^(utm_[a-z_]+|fbclid|gclid|dclid|gbraid|wbraid|msclkid|yclid|igshid|mc_cid|mc_eid|_ga)$",
+                             re.IGNORECASE)
+#: percent-escapes of unreserved characters (RFC 3986 2.3): ``%7E`` is ``~``
+_UNRESERVED_ESCAPE = re.compile(r"%(2[DdEe]|5[Ff]|7[Ee]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa])")
+_SESSION_ID = re.compile(r";jsessionid=[^/?#]*", re.IGNORECASE)
 
 
 def normalize_url(url: str | None) -> str | None:
-    """The URL as compared by URL dedup: trimmed, scheme and host lowercased, fragment dropped
-    (except a ``#!`` "hashbang", where AJAX sites put the page: ``twitter.com/#!/jack``),
-    ``http``/``https`` and a leading ``www.`` not distinguished. ``None`` for empty URLs."""
+    """The URL as compared by URL dedup: trimmed, scheme and host lowercased (a trailing dot of
+    the host dropped), ``http``/``https``, a leading ``www.`` and default ports not distinguished; the fragment dropped, except a route (``#!/jack``, ``#/article/123``), where
+    single-page sites put the page; a ``;jsessionid`` dropped; tracking parameters (``utm_*``,
+    ``fbclid``, ``gclid``, ...) dropped and the others sorted; escapes of unreserved characters
+    decoded (``%7E`` = ``~``). ``None`` for empty URLs. (Session 30, adversarial testing: a visit's
+    ``utm_source`` made one page many, and ``#/article/123`` and ``#/article/456`` were one page.)"""
     if not url:
         return None
     url, _, fragment = url.strip().partition("#")
-    if fragment.startswith("!") and fragment.strip("!/"):
+    if fragment.startswith(("!", "/")) and fragment.strip("!/"):
         url = f"{url}#{fragment}"
+        fragment_kept = True
+    else:
+        fragment_kept = False
     if not url:
         return None
     scheme, sep, rest = url.partition("://")
@@ -76,8 +88,26 @@ def normalize_url(url: str | None) -> str | None:
     host = host.removeprefix("www.")
     if host.endswith((":80", ":443")):
         host = host.rsplit(":", 1)[0]
-    path = path.rstrip("/") if not path.strip("/") else path
+    host = host.rstrip(".")
+    if not fragment_kept:
+        path = _normalize_path_and_query(path)
+    else:
+        page, _, route = path.partition("#")
+        path = f"{_normalize_path_and_query(page)}#{route}"
     return f"{scheme}://{host}/{path}" if scheme else f"{host}/{path}"
+
+
+def _normalize_path_and_query(path: str) -> str:
+    path, q, query = path.partition("?")
+    path = _SESSION_ID.sub("", path)
+    path = _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), path)
+    if not path.strip("/"):
+        path = ""  # the root, with or without "/"; elsewhere "a/" and "a" stay apart (a directory
+        # and a file may differ, and MinHash catches the same content under both)
+    if q:
+        params = sorted(p for p in query.split("&") if p and not _TRACKING_PARAM.match(p.split("=", 1)[0]))
+        query = "&".join(params)
+    return f"{path}?{query}" if q and query else path
 
 
 def url_keys(urls: list[str | None], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
