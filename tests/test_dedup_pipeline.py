@@ -314,7 +314,9 @@ def test_substring_too_short_counts_cjk_characters_as_words(tmp_path):
     run_dedup(str(run), str(tmp_path / "out"), DedupConfig(method="substring"), LocalExecutor(1))
     kept = read_dir(tmp_path / "out" / "kept")
     assert sorted(kept.column("id").to_pylist()) == ["p0", "p1", "p2"]
-    assert sorted(kept.column("substring_cut_chars").to_pylist())[1:] == [len(menu)] * 2
+    # the menu and the line break after it: a text no longer starts with the seam's whitespace
+    assert sorted(kept.column("substring_cut_chars").to_pylist())[1:] == [len(menu) + 1] * 2
+    assert all(not t.startswith(("\n", " ")) for t in kept.column("text").to_pylist())
 
 
 def test_stage_applies_the_index_in_a_yaml_pipeline(minhash_out, run_dir, tmp_path):
@@ -516,3 +518,16 @@ def test_a_shard_with_a_repeated_column_is_one_line_before_any_index_work(tmp_pa
     pq.write_table(table, tmp_path / "in" / "s.parquet")
     with pytest.raises(Exception, match=r"s\.parquet has the column 'url' more than once"):
         run_dedup(str(tmp_path / "in"), str(tmp_path / "out"), DedupConfig(method=method), LocalExecutor(1))
+
+
+def test_a_cut_leaves_one_break_at_its_seam():
+    """A cut span between two spaces left two ("the words  The history": adversarial testing);
+    the seam keeps the strongest break around it, and CJK pieces (no spaces) join directly."""
+    from refinery.stages.dedup import _join_at_seams
+
+    assert _join_at_seams(["opens with the words ", " The history of Peru"]) == "opens with the words The history of Peru"
+    assert _join_at_seams(["end of a paragraph.\n\n", " next one"]) == "end of a paragraph.\n\nnext one"
+    assert _join_at_seams(["a line\n", " b", " c"]) == "a line\nb c"
+    assert _join_at_seams(["", "\nstarts here"]) == "starts here"
+    assert _join_at_seams(["漢字", "の文章"]) == "漢字の文章"
+    assert _join_at_seams(["only"]) == "only"
