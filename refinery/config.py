@@ -315,6 +315,16 @@ class PipelineConfig(_Strict):
                         f"{spaceless}, written without spaces: every such page fails its word rules. Leave "
                         f"gopher_quality out for them, or set its params max_mean_word_length: 1000 and "
                         f"min_stop_words: 0 (and min_words to suit)")
+                # the default stop words are English: 99 of 100 real German (French, Spanish, Italian,
+                # Polish...) 8-sentence texts have fewer than 2 of them, so such a corpus was removed
+                # whole as `stop_words` (found by adversarial testing, session 30)
+                others = [lang for lang in kept if lang != "en" and lang not in LANGUAGES_WITHOUT_SPACES]
+                if others and p.get("stop_words") is None and (p.get("min_stop_words", 2) or 0) > 0:
+                    raise ValueError(
+                        f"stage {s.stage_name!r} requires English stop words (the, be, to, of, and, that, have, with), "
+                        f"and the language_id before it keeps {others}: nearly every page in those languages fails "
+                        f"`stop_words`. Give gopher_quality's params stop_words for every language kept (e.g. for "
+                        f"de: [der, die, das, und, ist, nicht, mit, zu]), or min_stop_words: 0")
 
     def _check_prescreen_languages(self) -> None:
         """Every language a language_id stage keeps must pass the prescreen before it: with

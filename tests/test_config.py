@@ -207,7 +207,20 @@ def test_gopher_quality_after_language_id_keeping_a_language_without_spaces_is_r
         parse_config({"stages": stages})
     stages[1]["params"] = {"max_mean_word_length": 1000, "min_stop_words": 0}
     assert parse_config({"stages": stages})
-    assert parse_config({"stages": [{"type": "language_id", "params": {"languages": ["de"]}}, {"type": "gopher_quality"}]})
+
+
+def test_gopher_quality_with_english_stop_words_after_language_id_keeping_other_languages_is_refused():
+    """Found by adversarial testing (session 30): the default stop words are English, and 99 of
+    100 real 8-sentence German texts (French 100 of 100) have fewer than 2 of them: a German corpus
+    was removed whole as `stop_words` while the run looked healthy."""
+    stages = [{"type": "language_id", "params": {"languages": ["en", "de"]}}, {"type": "gopher_quality"}]
+    with pytest.raises(ConfigError, match=r"requires English stop words .* keeps \['de'\]: nearly every page"):
+        parse_config({"stages": stages})
+    stages[1]["params"] = {"stop_words": ["the", "and", "of", "to", "der", "die", "das", "und"]}
+    assert parse_config({"stages": stages})
+    stages[1]["params"] = {"min_stop_words": 0}
+    assert parse_config({"stages": stages})
+    assert parse_config({"stages": [{"type": "language_id", "params": {"languages": ["en"]}}, {"type": "gopher_quality"}]})
 
 
 def test_a_pass_name_must_be_a_plain_folder_name_of_its_own():
