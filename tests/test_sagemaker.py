@@ -749,10 +749,11 @@ def test_launch_refuses_an_output_that_is_not_a_run_before_any_job(tmp_path, s3_
     sm = boto3.client("sagemaker", endpoint_url=s3_server, region_name="us-east-1")
     kw = dict(config_path=ROOT / "configs" / "refinedweb.yaml", input_uri=f"{s3_bucket}/in", image=IMAGE,
               role_arn=ROLE, build=False, sagemaker_client=sm)
+    before = sm.list_pipelines()["PipelineSummaries"]  # the server is shared with other tests
     with pytest.raises(RerunError, match="is not empty and is not a refinery run"):
         launch(output_uri=f"{s3_bucket}/shared", **kw)
     fs.write_bytes(f"{s3_bucket}/damaged/run.json", b"{not json")
     with pytest.raises(RerunError, match="run.json is damaged"):
         launch(output_uri=f"{s3_bucket}/damaged", **kw)
-    assert sm.list_pipelines()["PipelineSummaries"] == []
+    assert sm.list_pipelines()["PipelineSummaries"] == before
     assert fs.list_files(f"{s3_bucket}/shared") == [f"{s3_bucket}/shared/notes.txt"]  # nothing uploaded there
