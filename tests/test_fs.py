@@ -128,8 +128,11 @@ def test_a_shard_reads_the_version_its_run_listed_or_fails(root):
     time.sleep(0.05)  # past the kernel's coarse file-time tick
     fs.write_bytes(uri, gzip.compress(json.dumps({"id": "b", "text": "second version, other bytes"}).encode()))
     out = fs.join(root, "out")
-    with pytest.raises(fs.StorageError, match=r"docs.jsonl.gz changed after the run listed it"):
+    with pytest.raises(fs.StorageError, match=r"docs.jsonl.gz changed after the run listed it") as changed:
         ShardRunner([]).run(ShardTask(uri, out, "docs", listed))
+    from refinery.executors.base import transient
+
+    assert not transient(changed.value)  # no retry reads the listed version: fail the shard at once
     assert not fs.exists(fs.join(out, "kept", "docs.parquet"))
     now = fs.file_versions(uri, [uri])[uri][1]
     assert ShardRunner([]).run(ShardTask(uri, out, "docs", now)).stats["docs_read"] == 1

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 from refinery import interrupts
-from refinery.io.fs import StorageError
+from refinery.io.fs import InputChangedError, StorageError
 from refinery.executors.progress import TaskProgress
 
 log = logging.getLogger("refinery.executors")
@@ -164,8 +164,8 @@ def transient(exc: BaseException) -> bool:
         # ``raise ... from None`` says the error below is not the cause: a truncated zstd file's
         # decoder OSError made its JsonlReadError "transient", retried 3 times (found by adversarial testing)
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
-    if any(isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)) for e in chain):
-        return False  # a missing file does not appear on a retry, however it was wrapped (StorageError)
+    if any(isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, InputChangedError)) for e in chain):
+        return False  # a missing file does not appear on a retry, nor the version a run listed
     return any(isinstance(e, (OSError, StorageError, TimeoutError, ConnectionError, MemoryError)) for e in chain)
 
 

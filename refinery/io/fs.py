@@ -362,8 +362,12 @@ def expecting_version(uri: str, version: str | None) -> Iterator[None]:
         _EXPECTED_VERSIONS.reset(token)
 
 
+class InputChangedError(StorageError):
+    """An input file is not the version its run listed: no retry of the shard reads that version."""
+
+
 def _changed(uri: str, version: str, now: str) -> StorageError:
-    return StorageError(f"{uri} changed after the run listed it (version {version}, now {now}): run the "
+    return InputChangedError(f"{uri} changed after the run listed it (version {version}, now {now}): run the "
                         "same command again to plan with the file as it is now")
 
 
