@@ -81,8 +81,12 @@ def run(
     except ConfigError as exc:
         fail(exc)
     if summary.stats:
+        from refinery.stats.alerts import suspicious_removals
+
         out = console if console.is_terminal else Console(width=160, markup=False, highlight=False)
         out.print(render_funnel(summary.stats, title=f"{cfg.name}: {summary.output}"))
+        for note in suspicious_removals(summary.stats):
+            err.print(f"note: {note}", style="yellow", highlight=False, soft_wrap=True)
     if summary.failed:
         blocked = [n for n, s in summary.passes.items() if s == "blocked"]
         denied = [o for o in summary.failed if _permission_denied(o.error)]
@@ -145,7 +149,11 @@ def stats(
     else:
         out.print(render_funnel(runs[0], title=f"funnel: {run_dir}"))
     # notes go to stderr: `stats --json | jq` must read JSON alone (found by adversarial testing)
+    from refinery.stats.alerts import suspicious_removals
+
     for name, run in zip(compare or (run_dir,), runs):
+        for note in suspicious_removals(run):
+            err.print(f"note: {name}: {note}", style="yellow", highlight=False, soft_wrap=True)
         if run.get("partial"):
             err.print(f"note: {name}: {run['partial']['note']}", style="yellow", highlight=False, soft_wrap=True)
         for aside in run.get("set_aside_shards") or []:  # their documents are in no count above

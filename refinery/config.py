@@ -303,23 +303,31 @@ class PipelineConfig(_Strict):
         stop_words) while the run looked healthy (found by adversarial testing). Refused unless
         its word rules are set so that such pages can pass."""
         kept: list[str] = []
+        custom_labels = False
         for s in self.stages:
             if s.type == "language_id":
-                kept = list(s.params.get("languages") or ["en"])
+                languages = s.params.get("languages")
+                # [] keeps every language: the spaceless ones and the others (it was read as [en],
+                # and a mixed corpus lost 99.7% to the English stop words: adversarial testing)
+                kept = (["en"] if languages is None else list(languages)) or sorted(LANGUAGES_WITHOUT_SPACES) + ["*"]
+                # another model's labels (GlotLID's eng_Latn, en-US) are not LID-176's codes
+                custom_labels = bool(s.params.get("model_path"))
             elif s.type == "gopher_quality" and kept:
                 spaceless = [lang for lang in kept if lang in LANGUAGES_WITHOUT_SPACES]
                 p = s.params
                 if spaceless and (p.get("max_mean_word_length", 10.0) < 100 or p.get("min_stop_words", 2) > 0):
+                    what = "every language" if "*" in kept else spaceless
                     raise ValueError(
                         f"stage {s.stage_name!r} counts space-separated words, and the language_id before it keeps "
-                        f"{spaceless}, written without spaces: every such page fails its word rules. Leave "
-                        f"gopher_quality out for them, or set its params max_mean_word_length: 1000 and "
-                        f"min_stop_words: 0 (and min_words to suit)")
+                        f"{what}, and {spaceless} are written without spaces: every such page fails its word rules. "
+                        f"Leave gopher_quality out for them (run them separately), or set its params "
+                        f"max_mean_word_length: 1000, min_stop_words: 0, max_symbol_word_ratio: 1, "
+                        f"min_alpha_words_frac: 0 and min_words to suit (a paragraph is one word)")
                 # the default stop words are English: 99 of 100 real German (French, Spanish, Italian,
                 # Polish...) 8-sentence texts have fewer than 2 of them, so such a corpus was removed
                 # whole as `stop_words` (found by adversarial testing, session 30)
                 others = [lang for lang in kept if lang != "en" and lang not in LANGUAGES_WITHOUT_SPACES]
-                if others and p.get("stop_words") is None and (p.get("min_stop_words", 2) or 0) > 0:
+                if others and not custom_labels and p.get("stop_words") is None and (p.get("min_stop_words", 2) or 0) > 0:
                     raise ValueError(
                         f"stage {s.stage_name!r} requires English stop words (the, be, to, of, and, that, have, with), "
                         f"and the language_id before it keeps {others}: nearly every page in those languages fails "

@@ -203,8 +203,15 @@ def test_gopher_quality_after_language_id_keeping_a_language_without_spaces_is_r
     """Found by adversarial testing: with languages [zh], gopher_quality removed every page
     (a Chinese paragraph is one 40-character "word")."""
     stages = [{"type": "language_id", "params": {"languages": ["en", "zh"]}}, {"type": "gopher_quality"}]
-    with pytest.raises(ConfigError, match=r"keeps \['zh'\], written without spaces"):
+    with pytest.raises(ConfigError, match=r"keeps \['zh'\], and \['zh'\] are written without spaces"):
         parse_config({"stages": stages})
+    # languages: [] keeps every language (it was read as [en]: a mixed corpus lost 99.7% of its
+    # pages to these rules, adversarial testing)
+    every = [{"type": "language_id", "params": {"languages": []}}, {"type": "gopher_quality"}]
+    with pytest.raises(ConfigError, match=r"keeps every language, and \[.*'ja'.*'zh'\] are written without spaces"):
+        parse_config({"stages": every})
+    every[1]["params"] = {"max_mean_word_length": 1000, "min_stop_words": 0}
+    assert parse_config({"stages": every})
     stages[1]["params"] = {"max_mean_word_length": 1000, "min_stop_words": 0}
     assert parse_config({"stages": stages})
 

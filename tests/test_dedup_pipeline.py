@@ -249,7 +249,11 @@ def test_substring_cut_removes_repeated_spans_and_drops_short_documents(tmp_path
     assert span in removed.column("text")[0].as_py()  # the removed row keeps its original text
     assert stats["cut_tokens"] == 60 * 6 and stats["docs_cut"] == 6
     cut = dict(zip(kept.column("id").to_pylist(), kept.column("substring_cut_chars").to_pylist()))
-    assert cut[first] == 0 and all(cut[d["id"]] == len(span) for d in docs[1:])
+    # the span's line goes with one of its two line breaks: the text around it joins on one break
+    assert cut[first] == 0 and all(cut[d["id"]] == len(span) + 1 for d in docs[1:])
+    for d in docs[1:]:
+        words = d["text"].split(" ")
+        assert " ".join(words[: len(words) // 2]) + "\n" + " ".join(words[len(words) // 2:]) in texts[d["id"]]
     # the same index applied by a YAML pipeline (shard found from `source`) gives the same texts
     from refinery.config import parse_config
     from refinery.pipeline import run_pipeline
@@ -531,3 +535,11 @@ def test_a_cut_leaves_one_break_at_its_seam():
     assert _join_at_seams(["", "\nstarts here"]) == "starts here"
     assert _join_at_seams(["漢字", "の文章"]) == "漢字の文章"
     assert _join_at_seams(["only"]) == "only"
+    # a review: indentation after a seam is structure (code, nested lists), and CRLF breaks count
+    code = "def f(x):\n    if x:\n        BOILER SPAN\n        return 1"
+    cut = code.index("BOILER SPAN")
+    assert _join_at_seams([code[:cut], code[cut + len("BOILER SPAN"):]]) == "def f(x):\n    if x:\n        return 1"
+    assert _join_at_seams(["- a\n  - b\n  ", "\n  - c"]) == "- a\n  - b\n  - c"
+    assert _join_at_seams(["one.\r\n\r\n", "\r\n\r\ntwo"]) == "one.\r\n\r\ntwo"
+    assert _join_at_seams(["", "\n    indented first line"]) == "    indented first line"
+    assert _join_at_seams(["last line\n", "\n"]) == "last line"

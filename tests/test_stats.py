@@ -449,3 +449,37 @@ def test_compare_names_a_reordered_recipe_and_gives_no_rate_to_a_stage_that_saw_
     assert order["stages"]["differs"] and order["stages"]["b"] == "y → x"
     assert order["passes"]["differs"] and order["passes"]["a"] == "filter → url_dedup → exact_dedup"
     assert not any(r["differs"] for r in config_diff(manifest(["x"], ["url"]), manifest(["x"], ["url"])))
+
+
+def test_a_stage_removing_nearly_every_document_of_a_language_is_pointed_at(tmp_path):
+    """Found by adversarial testing: Gopher stop words left English removed 99% of a German corpus
+    (and a German-only list every French page of a German-French run) while the run looked
+    healthy. `run`, `stats` and the report name the stage and the language."""
+    import yaml
+
+    from refinery.cli import app
+    from refinery.stats.alerts import suspicious_removals
+
+    config = tmp_path / "es.yaml"
+    config.write_text(yaml.safe_dump({"stages": [
+        {"type": "language_id", "params": {"languages": ["en", "es"]}},
+        {"type": "gopher_quality", "params": {"stop_words": ["the", "be", "to", "of", "and", "that", "have", "with"]}}]}))
+    out = tmp_path / "out"
+    ran = CliRunner().invoke(app, ["run", str(config), "-i", str(CC_DOCS), "-o", str(out), "--workers", "1"])
+    assert ran.exit_code == 0, ran.output
+    note = "gopher_quality removed 73 of the 81 'es' documents it saw: check its settings for 'es'"
+    assert note in ran.stderr and "'en' documents" not in ran.stderr  # English passes its own stop words
+    assert note in CliRunner().invoke(app, ["stats", str(out)]).stderr
+    assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
+    assert 'data-card="suspicious removals"' in (out / "report.html").read_text()
+    # selecting stages are doing their job: language_id removing most of a crawl is no alert
+    stats = json.loads((out / "stats.json").read_text())
+    assert all("language_id" not in n for n in suspicious_removals(stats))
+    # a stage that removes nearly everything for one reason, whatever the language
+    crafted = {"stages": [{"stage": "gopher_quality", "kind": "gopher_quality", "docs_in": 200,
+                           "removed": {"stop_words": 195}}]}
+    assert suspicious_removals(crafted) == [
+        "gopher_quality removed 195 of the 200 documents it saw as 'stop_words': check its settings for this corpus "
+        "(language, thresholds)"]
+    assert suspicious_removals({"stages": [{"stage": "g", "kind": "gopher_quality", "docs_in": 10,
+                                            "removed": {"stop_words": 10}}]}) == []  # too few to mean anything

@@ -190,7 +190,12 @@ def _run_pass(work: WorkDir, name: str, fn: Callable[..., dict[str, Any]], tasks
 def _fingerprint(method: str, params: dict[str, Any], shards: list[Shard], upstream: str | None = None) -> str:
     from refinery.plan import DEDUP_LIBRARIES, library_version
 
-    identity = {"method": method, "params": params, "shards": [(s.name, s.uri) for s in shards], "upstream": upstream}
+    from refinery import __version__
+
+    # refinery's version: what the methods decide changes with it (0.4.0's normalisation); a
+    # standalone index of another version was reused silently (found by a review)
+    identity = {"method": method, "params": params, "shards": [(s.name, s.uri) for s in shards], "upstream": upstream,
+                "refinery": __version__}
     libraries = DEDUP_LIBRARIES.get(method, ())
     if libraries:  # a standalone index built by another rensa is not reused (found by adversarial testing)
         identity["code"] = {dist: library_version(dist) for dist in libraries}

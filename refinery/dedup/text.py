@@ -47,7 +47,7 @@ import numpy as np
 log = logging.getLogger("refinery.dedup.text")
 
 #: bump when the table's semantics change, so a stale on-disk cache is rebuilt
-TABLE_VERSION = 4
+TABLE_VERSION = 5
 NUM_CODEPOINTS = 0x110000
 DROP = np.uint32(0xFFFFFFFF)
 SPACE = np.uint32(0xFFFFFFFE)
@@ -85,15 +85,21 @@ def char_class(ch: str) -> str:
     return "word"
 
 
+def compat_char(ch: str) -> str:
+    """``ch`` under NFKC when that is one character, else ``ch`` (the class and the fold of a
+    character are those of its compatibility form: half-width ``ﾞ`` is the combining voiced
+    mark, an accent to drop, not a word)."""
+    compat = unicodedata.normalize("NFKC", ch)
+    return compat if len(compat) == 1 else ch
+
+
 def fold_char(ch: str) -> str:
     """NFKC when that gives one character (fullwidth ``Ａ２`` -> ``A2``, half-width kana, compatibility
     ideographs; ligatures such as ``ﬁ``, two characters, stay), then lowercase, NFD and drop
     accents (:data:`DROPPED_MARKS`); keep ``ch`` if that leaves several characters. (Without
     NFKC a copy in fullwidth Latin, as CJK pages write it, shared no shingle with the original:
     found by adversarial testing.)"""
-    compat = unicodedata.normalize("NFKC", ch)
-    if len(compat) == 1:
-        ch = compat
+    ch = compat_char(ch)
     folded = unicodedata.normalize("NFD", ch.lower())
     folded = "".join(c for c in folded if not _dropped_mark(c))
     return folded if len(folded) == 1 else ch
@@ -104,7 +110,7 @@ def normalize_text(text: str) -> str:
     after lowercasing, stripping punctuation, NFD + stripping accents, joined by single spaces."""
     out = []
     for ch in text:
-        kind = char_class(ch)
+        kind = char_class(compat_char(ch))
         if kind == "word":
             out.append(fold_char(ch))
         elif kind == "space":
@@ -136,7 +142,7 @@ def _build_table() -> np.ndarray:
     table = np.arange(NUM_CODEPOINTS, dtype=np.uint32)
     for cp in range(NUM_CODEPOINTS):
         ch = chr(cp)
-        kind = char_class(ch)
+        kind = char_class(compat_char(ch))
         if kind == "drop":
             table[cp] = DROP
         elif kind == "space":

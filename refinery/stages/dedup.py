@@ -170,19 +170,32 @@ class UrlDuplicateFilter(DuplicateFilter):
 
 
 def _join_at_seams(pieces: list[str]) -> str:
-    """The pieces left around cut spans, joined: the whitespace on both sides of a seam becomes
-    the strongest break among them (a blank line, a line break, else one space), not both (a cut
-    left "the words  The history", two spaces: found by adversarial testing)."""
+    """The pieces left around cut spans, joined so that a seam holds one break, not the whitespace
+    of both sides (a cut left "the words  The history", two spaces: found by adversarial testing):
+    up to two line breaks if the whitespace around it held any (``\r\n`` kept), then the next
+    line's indentation (code and nested lists keep their structure); else one space; nothing
+    between CJK pieces. The text neither starts nor ends with a seam's whitespace."""
     out = pieces[0]
     for piece in pieces[1:]:
-        left = out.rstrip()
-        right = piece.lstrip()
-        gap = out[len(left):] + piece[: len(piece) - len(right)]
-        if not left or not right:
-            out = left + right if not left else left + (gap if not right else "")
-            continue
-        sep = "\n\n" if "\n\n" in gap else "\n" if "\n" in gap else " " if gap else ""
-        out = left + sep + right
+        left, right = out.rstrip(), piece.lstrip()
+        before, after = out[len(left):], piece[: len(piece) - len(right)]
+        gap = before + after
+        if "\n" in gap:
+            newline = "\r\n" if "\r\n" in gap else "\n"
+            # the indentation of the line the text after the seam starts: the right side's, when
+            # the span ended a line; else that of the line the span began on
+            side = after if "\n" in after else before
+            indent = side[side.rindex("\n") + 1:]
+            # the larger break of the two sides: a cut whole line leaves one break, not two
+            sep = newline * min(max(before.count("\n"), after.count("\n")), 2) + indent
+        else:
+            sep = " " if gap else ""
+        if not left:  # a cut at the start: the first line keeps its indentation
+            out = (sep[sep.rfind("\n") + 1:] if "\n" in sep else "") + right
+        elif not right:
+            out = left
+        else:
+            out = left + sep + right
     return out
 
 

@@ -141,6 +141,11 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
     if aside:  # failed inputs the run went on without: their documents are in no count here
         cards.append(("inputs set aside", str(len(aside)), "failed, not read: " + ", ".join(aside[:3])
                       + ("…" if len(aside) > 3 else "")))
+    from refinery.stats.alerts import suspicious_removals
+
+    alerts = suspicious_removals(stats)
+    if alerts:  # one stage removing nearly everything it saw: a setting, not the data (e.g. English stop words)
+        cards.append(("suspicious removals", str(len(alerts)), "; ".join(alerts[:2]) + ("…" if len(alerts) > 2 else "")))
     partial = stats.get("partial")
     banner = (f'<p class="partial" id="partial"><b>Unfinished run.</b> {_e(partial["note"][0].upper() + partial["note"][1:])}.'
               f'</p>' if partial else "")

@@ -1,0 +1,46 @@
+"""Removals that look like a misconfiguration rather than a filter doing its job: one stage
+removing nearly every document it saw, overall or of one language. A recipe whose Gopher stop
+words stayed English removed 99% of a German corpus as ``stop_words`` while the run looked
+healthy, and a stop-word list for German alone removed every French page of a German-French run
+(found by adversarial testing); the funnel showed it, but nothing pointed at it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: stages whose job is to select: removing most of a crawl is what they are for
+SELECTING_KINDS = frozenset({"language_id", "prescreen", "url_filter"})
+#: documents a stage (or a language at a stage) must see before its share means anything
+MIN_DOCS = 20
+SHARE = 0.9
+
+
+def suspicious_removals(stats: dict[str, Any], min_docs: int = MIN_DOCS, share: float = SHARE) -> list[str]:
+    """One line per stage that removed at least ``share`` of the documents it saw (at least
+    ``min_docs``), overall for one reason, or of one language (by the run's language column)."""
+    notes: list[str] = []
+    stages = [s for s in stats.get("stages") or [] if isinstance(s, dict)]
+    for st in stages:
+        kind, name = st.get("kind") or st.get("stage"), st.get("stage") or st.get("name")
+        seen = int(st.get("docs_in") or 0)
+        if kind in SELECTING_KINDS or str(kind).endswith("_reader") or seen < min_docs:
+            continue
+        for reason, n in (st.get("removed") or {}).items():
+            if n >= share * seen:
+                notes.append(f"{name} removed {n} of the {seen} documents it saw as {reason!r}: check its settings "
+                             "for this corpus (language, thresholds)")
+    order = [st.get("stage") or st.get("name") for st in stages]
+    kinds = {st.get("stage") or st.get("name"): st.get("kind") for st in stages}
+    by_language = ((stats.get("languages") or {}).get("by_language") or {})
+    for lang, row in by_language.items():
+        removed = row.get("removed") or {}
+        reached = int(row.get("docs_in") or 0)
+        for name in order:
+            n = int(removed.get(name, 0))
+            kind = kinds.get(name)
+            if (kind not in SELECTING_KINDS and not str(kind).endswith("_reader") and reached >= min_docs
+                    and n >= share * reached):
+                notes.append(f"{name} removed {n} of the {reached} {lang!r} documents it saw: check its settings "
+                             f"for {lang!r} (e.g. gopher_quality's stop_words)")
+            reached -= n
+    return notes
