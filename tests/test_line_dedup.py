@@ -255,6 +255,10 @@ def test_candidates_normalize_and_skip_prose_and_numbers():
     assert rule.key("References") is None  # one word: line_corrections' business
     assert rule.key("12 / 03 / 2019") is None  # no letter
     assert rule.key(" ".join(["word"] * 13)) is None  # prose-length line
+    # CJK characters count as words, as in every other stage: no Chinese line was ever a candidate
+    # (one whitespace "word"), so a boilerplate line shared by 6 sites was never cut (adversarial testing)
+    assert rule.key("版权所有 请勿转载") is not None
+    assert rule.key("本文由作者原创发布，转载请注明出处，否则将追究法律责任，谢谢合作配合。") is None  # prose-length
 
 
 def test_bad_config_and_input_are_one_clear_line(tmp_path):

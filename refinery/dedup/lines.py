@@ -104,6 +104,12 @@ class LineRule:
         import xxhash
 
         n_words = len(line.split())
+        if n_words and not line.isascii():
+            # CJK characters count as words, as in every other stage: a Chinese line is one
+            # whitespace "word", below min_words, so no CJK line was ever cut (adversarial testing)
+            from refinery.stages.line_corrections import count_words
+
+            n_words = count_words(line)
         if n_words < self.min_words or n_words > self.max_words:
             return None
         norm = self.normalize(line)
