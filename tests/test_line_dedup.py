@@ -257,7 +257,7 @@ def test_candidates_normalize_and_skip_prose_and_numbers():
     assert rule.key(" ".join(["word"] * 13)) is None  # prose-length line
     # CJK characters count as words, as in every other stage: no Chinese line was ever a candidate
     # (one whitespace "word"), so a boilerplate line shared by 6 sites was never cut (adversarial testing)
-    assert rule.key("版权所有 请勿转载") is not None
+    assert rule.key("版权所有 请勿随意转载") is not None
     assert rule.key("本文由作者原创发布，转载请注明出处，否则将追究法律责任，谢谢合作配合。") is None  # prose-length
 
 
