@@ -217,3 +217,15 @@ def test_real_shard_through_the_runner_counts_replacements(tmp_path: Path, prose
     texts = kept.column("text").to_pylist()
     assert sum(t.endswith("Write to <EMAIL> or call <PHONE>.") for t in texts) == 5
     assert sorted(kept.column(COUNT_COLUMN).to_pylist()) == [0] * 15 + [2] * 5
+
+
+def test_an_e_mail_with_a_non_ascii_local_part_is_redacted_whole() -> None:
+    """Found by adversarial testing: the local part was ASCII only, so "maría.lópez@ejemplo.es"
+    became "maría.ló<EMAIL>" (reported redacted) and a Cyrillic one was skipped by the pre-filter."""
+    import pyarrow as pa
+
+    from refinery.stages.pii import PiiRedactor
+
+    texts = ["Schreiben Sie an иван.петров@mail.ru oder maría.lópez@ejemplo.es, merci prénom.nom@eigsi.fr."]
+    out = PiiRedactor()(pa.record_batch([pa.array(texts)], names=["text"])).column("text").to_pylist()
+    assert out == ["Schreiben Sie an <EMAIL> oder <EMAIL>, merci <EMAIL>."]

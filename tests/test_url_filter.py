@@ -286,3 +286,21 @@ def test_suffix_list_and_blocklist_built_once_per_process(stage: UrlFilter, cach
     assert run(shard_stage, ["http://news.bbc.co.uk/sport", "http://example.com.au/x"])[0] == [None, None]
     assert shard_stage._registered_domain(tld2, "news.bbc.co.uk") == "bbc.co.uk"
     assert shard_stage._registered_domain(tld2, "a.b.example.com.au") == "example.com.au"
+
+
+def test_allowed_words_take_words_of_other_languages_off_the_lists():
+    """RefinedWeb's word lists are English: "sexo" (Spanish and Portuguese for sex: every census
+    page "por edad y sexo") and "shota" (a Japanese first name) removed whole classes of pages
+    (found by adversarial testing). allowed_words takes them off; a word on no list is refused."""
+    import pyarrow as pa
+
+    from refinery.stages.url_filter import UrlFilter
+
+    urls = ["https://www.ine.es/poblacion-por-edad-y-sexo.html", "https://mlb.com/news/shota-imanaga",
+            "https://example.com/free-porn-videos"]
+    batch = pa.record_batch([pa.array(urls), pa.array(["x"] * 3)], names=["url", "text"])
+    assert UrlFilter(use_blocklist=False)(batch).column("_reason").to_pylist() == ["banned_word"] * 3
+    allowing = UrlFilter(use_blocklist=False, allowed_words=["Sexo", "shota"])
+    assert allowing(batch).column("_reason").to_pylist() == [None, None, "banned_word"]
+    with pytest.raises(ValueError, match=r"allowed_words \['sexx'\] are on none"):
+        UrlFilter(use_blocklist=False, allowed_words=["sexx"])

@@ -61,7 +61,7 @@ _PRIORITY = {"email": 0, "ip_address": 1, "credit_card": 2, "phone": 3}
 # (vectorized C++, ~1 GB/s), so documents without an "@", a dotted quad, "::" or a run of >= 7
 # digits cost no Python; the same patterns (Python flavour) serve single-document calls.
 _PRE_RE2: dict[str, str] = {
-    "email": r"[A-Za-z0-9_%+\-]@[A-Za-z0-9\-]+\.",
+    "email": r"[^\s@]@[A-Za-z0-9\-]+\.",  # any script before the "@" (a Cyrillic local part was skipped)
     "ipv4": r"(?:^|[^0-9A-Za-z_.])[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]",
     "ipv6": r"[0-9A-Fa-f]::|::[0-9A-Fa-f]|(?:[0-9A-Fa-f]{1,4}:){5}[0-9A-Fa-f]",
     # >= 7 digits in a phone-like run: every phone number (libphonenumber's useful ones) and card
@@ -73,10 +73,12 @@ _PRE_PY: dict[str, re.Pattern[str]] = {
 }
 
 # -- e-mail -----------------------------------------------------------------------------------
-_LOCAL_CHARS = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
+# letters and digits of any script (RFC 6531): an ASCII-only local part matched the tail of
+# "maría.lópez@ejemplo.es" and left "maría.ló" in the text, reported redacted (adversarial testing)
+_LOCAL_CHARS = r"\w!#$%&'*+/=?^`{|}~\-"
 # the local part, anchored at the "@" (searched on <= 64 characters left of it)
 # (starting with a letter, digit or "_": "'bob@example.com'" is quoted, not part of the address)
-_LOCAL_RE = re.compile(rf"[A-Za-z0-9_](?:[{_LOCAL_CHARS}.]*[{_LOCAL_CHARS}])?$")
+_LOCAL_RE = re.compile(rf"\w(?:[{_LOCAL_CHARS}.]*[{_LOCAL_CHARS}])?$")
 _DOMAIN_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![A-Za-z0-9\-]|\.[A-Za-z0-9])")
 _NOT_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "css", "js", "html", "php"})
 

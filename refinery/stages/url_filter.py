@@ -294,6 +294,7 @@ class UrlFilter(Stage):
         use_blocklist: bool = True,
         extra_domains: list[str] | None = None,
         allowed_domains: list[str] | None = None,
+        allowed_words: list[str] | None = None,
         cache_dir: str | None = None,
         missing_url: str = "keep",
         name: str | None = None,
@@ -315,9 +316,17 @@ class UrlFilter(Stage):
         self.allowed_domains = {d.strip().lower().rstrip(".") for d in allowed_domains or [] if d.strip()}
         self.cache_dir = cache_dir
         # small lists (a few hundred words): built eagerly, pickled with the stage
-        self.banned_words = _read_word_list(RESOURCES / "banned_words.txt")
-        self.soft_banned_words = _read_word_list(RESOURCES / "soft_banned_words.txt")
-        self.banned_subwords = _read_word_list(RESOURCES / "banned_subwords.txt")
+        # RefinedWeb's lists are English: words of other languages that they ban ("sexo", the
+        # Spanish and Portuguese "sex" of every census page; "kike", a Spanish first name; "shota",
+        # a Japanese one) are taken off them here (found by adversarial testing)
+        self.allowed_words = {_normalize_word(w) for w in allowed_words or [] if w.strip()}
+        lists = {name: _read_word_list(RESOURCES / f"{name}.txt")
+                 for name in ("banned_words", "soft_banned_words", "banned_subwords")}
+        unknown = sorted(self.allowed_words - set().union(*lists.values()))
+        if unknown:  # a typo would leave the word banned without a word
+            raise ValueError(f"allowed_words {unknown[:5]} are on none of the URL filter's word lists")
+        self.banned_words, self.soft_banned_words, self.banned_subwords = (
+            lists[name] - self.allowed_words for name in ("banned_words", "soft_banned_words", "banned_subwords"))
         if use_blocklist:
             datatrove_blocklist_path()  # fail at construction (config time), not mid-run
 
