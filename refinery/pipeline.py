@@ -203,7 +203,7 @@ def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, f
 
 
 # -- the plan --------------------------------------------------------------------------------------
-def check_output_is_ours(plan: Plan, force: bool) -> None:
+def check_output_is_ours(plan: Plan, force: bool, clear: bool = True) -> None:
     """Refuse an output that a run cannot safely write into: a ``run.json`` that cannot be read (its
     plan cannot be checked against this config: a rerun with another config redid every pass
     without a word) unless ``force``, and a directory that holds other files but no run (a rerun
@@ -215,6 +215,8 @@ def check_output_is_ours(plan: Plan, force: bool) -> None:
             raise RerunError(f"{plan.run.run_json} is damaged ({damaged}): this config cannot be checked against "
                              "the run's; pass --force to `refinery run` to redo every pass into it, or choose another "
                              "output")
+        if not clear:
+            return  # before the run-directory lock: refuse only, clear nothing (run_plan clears under it)
         log.warning("%s is damaged (%s): --force redoes every pass", plan.run.run_json, damaged)
         # nothing records what the old run wrote: clear what this plan's passes write, the tokens
         # and every pass marker (the old tokens stayed and the loader served them: found by a review)
@@ -452,7 +454,9 @@ def run_pipeline(
     plan = plan_run(config, input_uri, output_uri, limit=limit)
     config.build_stages()  # fail on bad stage params before anything is written
     if load_previous(plan.run) is None:
-        check_output_is_ours(plan, force)  # before the lock file: nothing is left in a place refused
+        # before the lock file, so nothing is left in a place refused; it deletes nothing here (a
+        # forced damaged run cleared another run's outputs before finding the directory busy)
+        check_output_is_ours(plan, force, clear=False)
     log.info("run %s: %d shard(s) from %s to %s, passes %s, on the %s executor", config.name, len(plan.input_files),
              input_uri, output_uri, " -> ".join(p.name for p in plan.passes), kind)
     ex = config.executor

@@ -221,6 +221,14 @@ def test_normalize_url():
     # a single-page site's route is the page: "#/article/123" and "#/article/456" were one URL
     assert normalize_url("https://app.example.com/#/article/123") != normalize_url("https://app.example.com/#/article/456")
     assert normalize_url("https://app.example.com/#/") == normalize_url("https://app.example.com/") == "app.example.com/"
+    # a review: MediaWiki's media viewer is the article; repeated names keep their order; escapes'
+    # case and a host dot before a port do not make another page
+    assert normalize_url("https://en.wikipedia.org/wiki/Paris#/media/File:Paris.jpg") == "en.wikipedia.org/wiki/Paris"
+    assert normalize_url("https://a.com/x?id=1&id=2") != normalize_url("https://a.com/x?id=2&id=1")
+    assert normalize_url("https://a.com/x?b=2&id=1&id=2") == normalize_url("https://a.com/x?id=1&b=2&id=2")
+    assert normalize_url("https://a.com/a%2fb") == normalize_url("https://a.com/a%2Fb")
+    assert normalize_url("https://a.com./x?q=%7E") == normalize_url("https://a.com/x?q=~")
+    assert normalize_url("https://a.com.:8080/x") == "a.com:8080/x" and normalize_url("http://[::1]:80/x") == "[::1]/x"
 
 
 def test_substring_cut_removes_repeated_spans_and_drops_short_documents(tmp_path):

@@ -244,6 +244,11 @@ def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup
     other = _recipe(dedup=[{"method": "url"}], tokenize=None, stages=[{"type": "gopher_quality", "params": {"min_words": 30}}])
     with pytest.raises(RerunError, match=r"run.json is damaged \(not JSON .*pass --force to `refinery run` to redo"):
         run_pipeline(parse_config(other), str(dup_input), str(out), workers=1, progress=False)
+    from refinery.io.runlock import RunDirBusy, run_dir_lock
+
+    with run_dir_lock(str(out)), pytest.raises(RunDirBusy):  # another run holds it: nothing is cleared
+        run_pipeline(parse_config(other), str(dup_input), str(out), workers=1, progress=False, force=True)
+    assert (out / "tokens" / "manifest.json").exists() and (out / "kept").is_dir()
     summary = run_pipeline(parse_config(other), str(dup_input), str(out), workers=1, progress=False, force=True)
     assert set(summary.passes.values()) == {"done"} and json.loads((out / "run.json").read_text())["passes"]
     # the old run's tokens went with it: nothing records them, and the loader served them (a review)

@@ -54,6 +54,7 @@ _TRACKING_PARAM = re.compile(r"^(utm_[a-z_]+|fbclid|gclid|dclid|gbraid|wbraid|ms
                              re.IGNORECASE)
 #: percent-escapes of unreserved characters (RFC 3986 2.3): ``%7E`` is ``~``
 _UNRESERVED_ESCAPE = re.compile(r"%(2[DdEe]|5[Ff]|7[Ee]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa])")
+_ANY_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _SESSION_ID = re.compile(r";jsessionid=[^/?#]*", re.IGNORECASE)
 
 
@@ -67,7 +68,8 @@ def normalize_url(url: str | None) -> str | None:
     if not url:
         return None
     url, _, fragment = url.strip().partition("#")
-    if fragment.startswith(("!", "/")) and fragment.strip("!/"):
+    # a route is the page (MediaWiki's "#/media/File:..." is a viewer over the article: not a page)
+    if fragment.startswith(("!", "/")) and fragment.strip("!/") and not fragment.startswith("/media/"):
         url = f"{url}#{fragment}"
         fragment_kept = True
     else:
@@ -86,9 +88,11 @@ def normalize_url(url: str | None) -> str | None:
     host, path = (rest[: end.start()], rest[end.start():].removeprefix("/")) if end else (rest, "")
     host = host.lower()
     host = host.removeprefix("www.")
-    if host.endswith((":80", ":443")):
-        host = host.rsplit(":", 1)[0]
-    host = host.rstrip(".")
+    name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if colon and port.isdigit():
+        host = name.rstrip(".") + ("" if port in ("80", "443") else f":{port}")
+    else:
+        host = host.rstrip(".")
     if not fragment_kept:
         path = _normalize_path_and_query(path)
     else:
@@ -97,16 +101,22 @@ def normalize_url(url: str | None) -> str | None:
     return f"{scheme}://{host}/{path}" if scheme else f"{host}/{path}"
 
 
+def _escapes(text: str) -> str:
+    """Escapes of unreserved characters decoded, the others' hex digits upper-cased (``%2f`` is ``%2F``)."""
+    text = _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    return _ANY_ESCAPE.sub(lambda m: m.group(0).upper(), text)
+
+
 def _normalize_path_and_query(path: str) -> str:
     path, q, query = path.partition("?")
-    path = _SESSION_ID.sub("", path)
-    path = _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), path)
+    path = _escapes(_SESSION_ID.sub("", path))
     if not path.strip("/"):
         path = ""  # the root, with or without "/"; elsewhere "a/" and "a" stay apart (a directory
         # and a file may differ, and MinHash catches the same content under both)
     if q:
-        params = sorted(p for p in query.split("&") if p and not _TRACKING_PARAM.match(p.split("=", 1)[0]))
-        query = "&".join(params)
+        params = [_escapes(p) for p in query.split("&") if p and not _TRACKING_PARAM.match(p.split("=", 1)[0])]
+        # by name only, a stable sort: a repeated name keeps its values' order (?id=1&id=2 is a list)
+        query = "&".join(sorted(params, key=lambda p: p.split("=", 1)[0]))
     return f"{path}?{query}" if q and query else path
 
 

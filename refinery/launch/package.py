@@ -16,7 +16,9 @@ log = logging.getLogger("refinery.launch")
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = "jobs/Dockerfile"
-_ECR = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/")
+#: an ECR registry of any partition and endpoint kind (FIPS, dual-stack); account and region named
+_ECR = re.compile(r"^(?P<account>\d{12})\.dkr[.-]ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.(amazonaws\.com(\.cn)?|on\.aws|"
+                  r"c2s\.ic\.gov|sc2s\.sgov\.gov)/")
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,9 @@ def code_version(root: Path = ROOT) -> CodeVersion:
     return CodeVersion(sha, dirty)
 
 
-#: ECR registries of every partition and endpoint kind (FIPS, dual-stack), for the image check
-_ANY_ECR = re.compile(r"^\d{12}\.dkr[.-]ecr(-fips)?\.[a-z0-9-]+\.(amazonaws\.com(\.cn)?|on\.aws|c2s\.ic\.gov|"
-                      r"sc2s\.sgov\.gov)/")
-
-
 def is_ecr(image: str) -> bool:
     """Whether ``image`` names a repository in Amazon ECR (with a name after the registry)."""
-    m = _ANY_ECR.match(image)
+    m = _ECR.match(image)
     return bool(m) and bool(image[m.end():].strip("/"))
 
 
