@@ -77,9 +77,17 @@ def run(
         cfg = load_config(config)
         if max_failed_fraction is not None:
             cfg.executor.max_failed_fraction = max_failed_fraction
+        for note in cfg.notes():  # allowed, but probably not what was meant
+            err.print(f"note: {note}", style="yellow", highlight=False, soft_wrap=True)
         summary = run_pipeline(cfg, input, output, executor=executor, workers=workers, force=force, limit=limit)
     except ConfigError as exc:
         fail(exc)
+    from refinery.io import fs
+
+    report = f"{summary.output.rstrip('/')}/report.html"
+    if any(s == "done" for s in summary.passes.values()) and fs.exists(report):
+        err.print(f"note: {report} shows the run before this one: `refinery report {summary.output}` remakes it",
+                  style="yellow", highlight=False, soft_wrap=True)
     if summary.stats:
         from refinery.stats.alerts import suspicious_removals
 

@@ -483,3 +483,26 @@ def test_a_stage_removing_nearly_every_document_of_a_language_is_pointed_at(tmp_
         "(language, thresholds)"]
     assert suspicious_removals({"stages": [{"stage": "g", "kind": "gopher_quality", "docs_in": 10,
                                             "removed": {"stop_words": 10}}]}) == []  # too few to mean anything
+
+
+def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it(tmp_path):
+    """A newcomer's German documents lost 2 of 10 to the English toxicity model with no word
+    before the run, and report.html kept showing the previous run after a --force rerun."""
+    import yaml
+
+    from refinery.cli import app
+
+    config = tmp_path / "de.yaml"
+    config.write_text(yaml.safe_dump({"stages": [{"type": "language_id", "params": {"languages": ["en", "de"]}},
+                                                 {"type": "toxicity"}]}))
+    out = tmp_path / "out"
+    args = ["run", str(config), "-i", str(CC_DOCS), "-o", str(out), "--workers", "1"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "note: stage 'toxicity' uses an English model, and the language_id before it keeps ['de']" in first.stderr
+    assert "report.html shows the run before" not in first.stderr
+    assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
+    again = CliRunner().invoke(app, args + ["--force"])
+    assert f"note: {out}/report.html shows the run before this one: `refinery report {out}` remakes it" in again.stderr
+    skipped = CliRunner().invoke(app, args)  # nothing redone: the report is still this run's
+    assert "report.html shows the run before" not in skipped.stderr
