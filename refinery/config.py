@@ -257,6 +257,21 @@ class TokenizeConfig(_Strict):
 
 #: LID-176 languages written without spaces between words
 LANGUAGES_WITHOUT_SPACES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo", "dz", "wuu", "yue"})
+#: the same, as ISO 639-3 codes and ISO 15924 scripts in other models' labels (GlotLID's zho_Hans)
+_SPACELESS_639_3 = ("zho", "cmn", "jpn", "tha", "lao", "khm", "mya", "bod", "dzo", "wuu", "yue")
+_SPACELESS_SCRIPTS = ("_Hani", "_Hans", "_Hant", "_Jpan", "_Thai", "_Laoo", "_Khmr", "_Mymr", "_Tibt")
+
+
+def _written_without_spaces(label: str) -> bool:
+    return (label in LANGUAGES_WITHOUT_SPACES or label.endswith(_SPACELESS_SCRIPTS)
+            or label.split("_")[0].split("-")[0].lower() in _SPACELESS_639_3 + tuple(LANGUAGES_WITHOUT_SPACES))
+
+
+def _number(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 class PipelineConfig(_Strict):
@@ -306,10 +321,12 @@ class PipelineConfig(_Strict):
         for s in self.stages:
             if s.type == "language_id":
                 languages = s.params.get("languages")
-                kept = ["en"] if languages is None else list(languages)
+                kept = ["en"] if languages is None else [languages] if isinstance(languages, str) else list(languages)
                 others = [lang for lang in kept if lang != "en"] or ([] if kept else ["every language"])
-                if s.params.get("model_path"):
-                    others = []  # another model's labels: not LID-176's codes
+                from refinery.stages.language_id import LID176_LANGUAGES
+
+                if any(lang not in LID176_LANGUAGES for lang in kept):
+                    others = []  # another model's labels (eng_Latn): not LID-176's codes
             elif s.type in ("toxicity", "quality") and others:
                 notes.append(f"stage {s.stage_name!r} uses an English model, and the language_id before it keeps "
                              f"{others}: it removes some benign text of other languages (docs/languages.md)")
@@ -320,20 +337,28 @@ class PipelineConfig(_Strict):
         is a few dozen "words" of 40 characters, and every one was removed (mean_word_length,
         stop_words) while the run looked healthy (found by adversarial testing). Refused unless
         its word rules are set so that such pages can pass."""
+        from refinery.stages.language_id import LID176_LANGUAGES
+
         kept: list[str] = []
         custom_labels = False
         for s in self.stages:
             if s.type == "language_id":
                 languages = s.params.get("languages")
+                if isinstance(languages, str):
+                    languages = [languages]
                 # [] keeps every language: the spaceless ones and the others (it was read as [en],
                 # and a mixed corpus lost 99.7% to the English stop words: adversarial testing)
-                kept = (["en"] if languages is None else list(languages)) or sorted(LANGUAGES_WITHOUT_SPACES) + ["*"]
+                kept = (["en"] if languages is None else [str(x) for x in languages]) or \
+                    sorted(LANGUAGES_WITHOUT_SPACES) + ["*"]
                 # another model's labels (GlotLID's eng_Latn, en-US) are not LID-176's codes
-                custom_labels = bool(s.params.get("model_path"))
+                custom_labels = any(lang not in LID176_LANGUAGES for lang in kept if lang != "*")
             elif s.type == "gopher_quality" and kept:
-                spaceless = [lang for lang in kept if lang in LANGUAGES_WITHOUT_SPACES]
+                spaceless = [lang for lang in kept if _written_without_spaces(lang)]
                 p = s.params
-                if spaceless and (p.get("max_mean_word_length", 10.0) < 100 or p.get("min_stop_words", 2) > 0):
+                mean_len, min_stop = _number(p.get("max_mean_word_length", 10.0)), _number(p.get("min_stop_words", 2))
+                if mean_len is None or min_stop is None:
+                    continue  # not a number: the stage's own validation names the param
+                if spaceless and (mean_len < 100 or min_stop > 0):
                     what = "every language" if "*" in kept else spaceless
                     raise ValueError(
                         f"stage {s.stage_name!r} counts space-separated words, and the language_id before it keeps "
@@ -345,7 +370,7 @@ class PipelineConfig(_Strict):
                 # Polish...) 8-sentence texts have fewer than 2 of them, so such a corpus was removed
                 # whole as `stop_words` (found by adversarial testing, session 30)
                 others = [lang for lang in kept if lang != "en" and lang not in LANGUAGES_WITHOUT_SPACES]
-                if others and not custom_labels and p.get("stop_words") is None and (p.get("min_stop_words", 2) or 0) > 0:
+                if others and not custom_labels and p.get("stop_words") is None and min_stop > 0:
                     raise ValueError(
                         f"stage {s.stage_name!r} requires English stop words (the, be, to, of, and, that, have, with), "
                         f"and the language_id before it keeps {others}: nearly every page in those languages fails "

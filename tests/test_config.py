@@ -228,6 +228,19 @@ def test_gopher_quality_with_english_stop_words_after_language_id_keeping_other_
     stages[1]["params"] = {"min_stop_words": 0}
     assert parse_config({"stages": stages})
     assert parse_config({"stages": [{"type": "language_id", "params": {"languages": ["en"]}}, {"type": "gopher_quality"}]})
+    # a review: LID-176 named by its path is still LID-176; a quoted number is a number; a string
+    # is one language; another model's spaceless labels (GlotLID's zho_Hans) are recognised
+    from refinery.stages.language_id import lid_model_path
+
+    for lid in ({"languages": ["de"], "model_path": str(lid_model_path())}, {"languages": "de"}):
+        with pytest.raises(ConfigError, match=r"requires English stop words .* keeps \['de'\]"):
+            parse_config({"stages": [{"type": "language_id", "params": lid}, {"type": "gopher_quality"}]})
+    assert parse_config({"stages": [{"type": "language_id", "params": {"languages": ["de"]}},
+                                    {"type": "gopher_quality", "params": {"min_stop_words": "0"}}]})
+    from refinery.config import _written_without_spaces
+
+    assert _written_without_spaces("zho_Hans") and _written_without_spaces("jpn_Jpan") and _written_without_spaces("th")
+    assert not _written_without_spaces("eng_Latn") and not _written_without_spaces("de")
 
 
 def test_a_pass_name_must_be_a_plain_folder_name_of_its_own():

@@ -551,3 +551,4 @@ def test_a_cut_leaves_one_break_at_its_seam():
     assert _join_at_seams(["one.\r\n\r\n", "\r\n\r\ntwo"]) == "one.\r\n\r\ntwo"
     assert _join_at_seams(["", "\n    indented first line"]) == "    indented first line"
     assert _join_at_seams(["last line\n", "\n"]) == "last line"
+    assert _join_at_seams(["A.\n", "  \n\n  ", "B"]) == "A.\n\n  B"  # whitespace between two spans carries over

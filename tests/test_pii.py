@@ -229,3 +229,9 @@ def test_an_e_mail_with_a_non_ascii_local_part_is_redacted_whole() -> None:
     texts = ["Schreiben Sie an иван.петров@mail.ru oder maría.lópez@ejemplo.es, merci prénom.nom@eigsi.fr."]
     out = PiiRedactor()(pa.record_batch([pa.array(texts)], names=["text"])).column("text").to_pylist()
     assert out == ["Schreiben Sie an <EMAIL> oder <EMAIL>, merci <EMAIL>."]
+    # a review: CJK prose written against an address is the sentence, not the local part (it was
+    # deleted with the address); Devanagari vowel signs and decomposed accents are in it
+    cjk = ["連絡先はinfo@example.jpまで", "请发邮件至service@abc.cn谢谢", "山田@example.jp", "सीता@example.in",
+           "mari\u0301a@x.es"]
+    out = PiiRedactor()(pa.record_batch([pa.array(cjk)], names=["text"])).column("text").to_pylist()
+    assert out == ["連絡先は<EMAIL>まで", "请发邮件至<EMAIL>谢谢", "<EMAIL>", "<EMAIL>", "<EMAIL>"]

@@ -483,6 +483,22 @@ def test_a_stage_removing_nearly_every_document_of_a_language_is_pointed_at(tmp_
         "(language, thresholds)"]
     assert suspicious_removals({"stages": [{"stage": "g", "kind": "gopher_quality", "docs_in": 10,
                                             "removed": {"stop_words": 10}}]}) == []  # too few to mean anything
+    # a review: dedup on a duplicate-heavy corpus and Pareto sampling remove most by design; one
+    # stage's note is not repeated per language; two passes of one dedup method are not added up
+    by_design = {"stages": [
+        {"stage": "exact_dedup", "kind": "exact_dedup", "docs_in": 180, "removed": {"exact_duplicate": 171}},
+        {"stage": "quality", "kind": "quality", "docs_in": 256, "removed": {"pareto_sampled_out": 252}}],
+        "languages": {"by_language": {"en": {"docs_in": 256, "removed": {"exact_dedup": 171, "quality": 80}}}}}
+    assert suspicious_removals(by_design) == []
+    one_language = {"stages": crafted["stages"],
+                    "languages": {"by_language": {"en": {"docs_in": 200, "removed": {"gopher_quality": 195}}}}}
+    assert len(suspicious_removals(one_language)) == 1
+    twice = {"stages": [{"stage": "g", "kind": "gopher_quality", "docs_in": 100, "removed": {"x": 10}},
+                        {"stage": "minhash_dedup", "kind": "minhash_dedup", "docs_in": 90, "removed": {"d": 60}},
+                        {"stage": "minhash_dedup", "kind": "minhash_dedup", "docs_in": 30, "removed": {"d": 20}},
+                        {"stage": "h", "kind": "gopher_repetition", "docs_in": 10, "removed": {}}],
+             "languages": {"by_language": {"en": {"docs_in": 100, "removed": {"g": 10, "minhash_dedup": 80}}}}}
+    assert suspicious_removals(twice) == []
 
 
 def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it(tmp_path):

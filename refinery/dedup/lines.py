@@ -37,6 +37,8 @@ fixed before hashing, from the shards' text sizes in their Parquet footers and
 
 from __future__ import annotations
 
+import itertools
+
 import logging
 import math
 import re
@@ -104,12 +106,15 @@ class LineRule:
         import xxhash
 
         n_words = len(line.split())
+        if n_words > self.max_words:
+            return None
         if n_words and not line.isascii():
             # CJK characters count as words, as in every other stage: a Chinese line is one
-            # whitespace "word", below min_words, so no CJK line was ever cut (adversarial testing)
-            from refinery.stages.line_corrections import count_words
+            # whitespace "word", below min_words, so no CJK line was ever cut (adversarial testing);
+            # counted up to the limit only (a long CJK line is prose either way)
+            from refinery.stages.line_corrections import _CJK_RE
 
-            n_words = count_words(line)
+            n_words += sum(1 for _ in itertools.islice(_CJK_RE.finditer(line), self.max_words + 1))
         if n_words < self.min_words or n_words > self.max_words:
             return None
         norm = self.normalize(line)

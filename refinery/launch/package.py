@@ -178,7 +178,8 @@ def _ecr_login(image: str) -> None:
 
     auth = boto3.client("ecr", region_name=m["region"]).get_authorization_token()["authorizationData"][0]
     user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
-    subprocess.run(["docker", "login", "--username", user, "--password-stdin", auth["proxyEndpoint"]],
+    # the image's own registry: a dual-stack or FIPS image pushes there, not to the proxy endpoint
+    subprocess.run(["docker", "login", "--username", user, "--password-stdin", image.split("/", 1)[0]],
                    input=password.encode(), check=True, capture_output=True)
 
 

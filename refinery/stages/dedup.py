@@ -193,10 +193,10 @@ def _join_at_seams(pieces: list[str]) -> str:
         if not left:  # a cut at the start: the first line keeps its indentation
             out = (sep[sep.rfind("\n") + 1:] if "\n" in sep else "") + right
         elif not right:
-            out = left
+            out = out + piece  # whitespace only: carried to the next seam (dropped at the end)
         else:
             out = left + sep + right
-    return out
+    return out.rstrip() if len(pieces) > 1 and not pieces[-1].strip() else out
 
 
 class ExactSubstringCut(_IndexedStage):

@@ -75,10 +75,14 @@ _PRE_PY: dict[str, re.Pattern[str]] = {
 # -- e-mail -----------------------------------------------------------------------------------
 # letters and digits of any script (RFC 6531): an ASCII-only local part matched the tail of
 # "maría.lópez@ejemplo.es" and left "maría.ló" in the text, reported redacted (adversarial testing)
-_LOCAL_CHARS = r"\w!#$%&'*+/=?^`{|}~\-"
+# (combining marks too: Devanagari vowel signs, decomposed accents)
+_LOCAL_CHARS = r"\w\u0300-\u036f\u0900-\u0dff!#$%&'*+/=?^`{|}~\-"
 # the local part, anchored at the "@" (searched on <= 64 characters left of it)
 # (starting with a letter, digit or "_": "'bob@example.com'" is quoted, not part of the address)
 _LOCAL_RE = re.compile(rf"\w(?:[{_LOCAL_CHARS}.]*[{_LOCAL_CHARS}])?$")
+#: Chinese, Japanese and Korean characters: written without a space before an address
+#: ("連絡先はinfo@example.jpまで"), they are the sentence, not the local part, unless it is all CJK
+_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _DOMAIN_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![A-Za-z0-9\-]|\.[A-Za-z0-9])")
 _NOT_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "css", "js", "html", "php"})
 
@@ -576,6 +580,9 @@ def _emails(text: str) -> list[tuple[int, int, str]]:
         right = _DOMAIN_RE.match(text, at + 1, min(len(text), at + 256)) if left else None
         if left and right and right.group(1).lower() not in _NOT_TLDS:
             start = left.start()
+            cjk = [m.end() for m in _CJK_CHAR.finditer(text, start, at)]
+            if cjk and cjk[-1] < at:  # CJK prose glued to a local part that is not all CJK
+                start = cjk[-1]
             if not (start > 0 and text[start - 1] in "@."):
                 out.append((start, right.end(), "email"))
                 at = text.find("@", right.end())

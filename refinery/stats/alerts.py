@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-#: stages whose job is to select: removing most of a crawl is what they are for
-SELECTING_KINDS = frozenset({"language_id", "prescreen", "url_filter"})
+#: stages whose job is to select: removing most of a crawl is what they are for (dedup on a
+#: duplicate-heavy corpus too)
+SELECTING_KINDS = frozenset({"language_id", "prescreen", "url_filter", "decontaminate"})
+#: reasons that remove most documents by design (GPT-3's Pareto sampling keeps ~1-15%)
+BY_DESIGN = frozenset({"pareto_sampled_out"})
+
+
+def _selecting(kind: object) -> bool:
+    kind = str(kind)
+    return kind in SELECTING_KINDS or kind.endswith(("_reader", "_dedup"))
 #: documents a stage (or a language at a stage) must see before its share means anything
 MIN_DOCS = 20
 SHARE = 0.9
@@ -19,17 +27,24 @@ def suspicious_removals(stats: dict[str, Any], min_docs: int = MIN_DOCS, share: 
     """One line per stage that removed at least ``share`` of the documents it saw (at least
     ``min_docs``), overall for one reason, or of one language (by the run's language column)."""
     notes: list[str] = []
+    flagged: set[str] = set()  # stages noted overall (or sampling by design): no per-language note
     stages = [s for s in stats.get("stages") or [] if isinstance(s, dict)]
     for st in stages:
         kind, name = st.get("kind") or st.get("stage"), st.get("stage") or st.get("name")
         seen = int(st.get("docs_in") or 0)
-        if kind in SELECTING_KINDS or str(kind).endswith("_reader") or seen < min_docs:
+        if _selecting(kind) or seen < min_docs:
             continue
-        for reason, n in (st.get("removed") or {}).items():
-            if n >= share * seen:
+        removed = st.get("removed") or {}
+        if sum(n for r, n in removed.items() if r in BY_DESIGN) * 2 >= sum(removed.values()) > 0:
+            flagged.add(name)  # a sampler removing most by design: nor per language
+            continue
+        for reason, n in removed.items():
+            if reason not in BY_DESIGN and n >= share * seen:
+                flagged.add(name)
                 notes.append(f"{name} removed {n} of the {seen} documents it saw as {reason!r}: check its settings "
                              "for this corpus (language, thresholds)")
-    order = [st.get("stage") or st.get("name") for st in stages]
+    # a name once: two passes of one dedup method share it, and the language rows add them up
+    order = list(dict.fromkeys(st.get("stage") or st.get("name") for st in stages))
     kinds = {st.get("stage") or st.get("name"): st.get("kind") for st in stages}
     by_language = ((stats.get("languages") or {}).get("by_language") or {})
     for lang, row in by_language.items():
@@ -38,8 +53,7 @@ def suspicious_removals(stats: dict[str, Any], min_docs: int = MIN_DOCS, share: 
         for name in order:
             n = int(removed.get(name, 0))
             kind = kinds.get(name)
-            if (kind not in SELECTING_KINDS and not str(kind).endswith("_reader") and reached >= min_docs
-                    and n >= share * reached):
+            if not _selecting(kind) and name not in flagged and reached >= min_docs and n >= share * reached:
                 notes.append(f"{name} removed {n} of the {reached} {lang!r} documents it saw: check its settings "
                              f"for {lang!r} (e.g. gopher_quality's stop_words)")
             reached -= n
