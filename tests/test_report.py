@@ -336,3 +336,23 @@ def test_config_diff_covers_the_dedup_and_token_passes_the_reader_and_the_run():
     assert "executor.type" not in other_settings(a)["minhash_dedup"]
     assert set(other_settings(a)) >= {"lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup", "tokens"}
     assert not [r for r in config_diff(a, a) if r["differs"]]
+
+
+def test_the_summary_counts_tokens_when_the_run_made_them_and_passes_list_their_own_settings(tmp_path):
+    """A newcomer's report estimated "≈ 22,586 tokens" that its tokens pass had counted (19,799),
+    and the url_dedup pass listed MinHash's bands and substring's settings, which it never uses."""
+    from refinery.stats.report import _counted_tokens, other_settings
+
+    assert _counted_tokens(str(tmp_path)) is None
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "tokens" / "manifest.json").write_text(json.dumps({"totals": {"n_tokens": 19799},
+                                                                  "tokenizer": {"id": "gpt2"}}))
+    assert _counted_tokens(str(tmp_path)) == {"n_tokens": 19799, "tokenizer": "gpt2"}
+    (tmp_path / "tokens" / "manifest.json").write_text("{damaged")
+    assert _counted_tokens(str(tmp_path)) is None
+    manifest = {"config": {"dedup": [
+        {"method": "url", "minhash": {"seed": 1, "bands": 14}, "substring": {"min_tokens": 50}, "memory_budget": 1},
+        {"method": "minhash", "minhash": {"seed": 1, "bands": 14}, "substring": {"min_tokens": 50}}]}}
+    sections = other_settings(manifest)
+    assert sections["url_dedup"] == {"method": "url", "minhash.seed": 1, "memory_budget": 1}
+    assert sections["minhash_dedup"] == {"method": "minhash", "minhash.seed": 1, "minhash.bands": 14}

@@ -119,7 +119,7 @@ def _section(anchor: str, title: str, body: str, note: str = "", cls: str = "") 
 
 
 # -- sections -----------------------------------------------------------------------------------
-def _summary(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
+def _summary(stats: dict[str, Any], manifest: dict[str, Any], tokens: dict[str, Any] | None = None) -> str:
     stages = stats["stages"]
     last = stages[-1] if stages else {}
     read, kept, removed = stats["docs_read"], stats["docs_kept"], stats["docs_removed"]
@@ -131,7 +131,9 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
         ("documents read", fmt_int(read), f"{stats['shards']:,} shard(s)"),
         ("documents kept", fmt_int(kept), f"{kept_pct:.1f}% of input"),
         ("documents removed", fmt_int(removed), "every one with a stage and reason"),
-        ("words kept", fmt_int(last.get("words_out", 0)), f"≈ {fmt_int(est_tokens(last.get('chars_out', 0)))} tokens (est.)"
+        ("words kept", fmt_int(last.get("words_out", 0)),
+         (f"{fmt_int(tokens['n_tokens'])} tokens ({tokens['tokenizer']}, counted)" if tokens
+          else f"≈ {fmt_int(est_tokens(last.get('chars_out', 0)))} tokens (est.)")
          + (f"; {fmt_int(words_cut)} words cut from kept documents" if words_cut else "")),
         ("stage time", f"{seconds:,.1f} s", f"{read / seconds:,.0f} docs/s (one core)" if seconds else ""),
     ]
@@ -445,6 +447,19 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
     return _section("samples", "Removed samples", "".join(parts), note)
 
 
+def _counted_tokens(run_dir: str) -> dict[str, Any] | None:
+    """``{"n_tokens", "tokenizer"}`` from the run's token manifest, when its tokens pass made one."""
+    import json
+
+    uri = fs.join(run_dir, "tokens", "manifest.json")
+    try:
+        manifest = json.loads(fs.read_bytes(uri)) if fs.exists(uri) else None
+        return {"n_tokens": int(manifest["totals"]["n_tokens"]), "tokenizer": str(manifest["tokenizer"]["id"])} \
+            if manifest else None
+    except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged manifest: the estimate, as before (verify-tokens names the damage)
+
+
 def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
     """The report's HTML for the run at ``run_dir`` (local path or s3://)."""
     stats = load_run_stats(run_dir)
@@ -453,8 +468,10 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
     thresholds = run_thresholds(manifest, stats.get("histograms") or {})
     name = (manifest.get("config") or {}).get("name") or fs.basename(run_dir)
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    updated = manifest.get("updated_at")
     sub = " · ".join(x for x in (
         f"run {run_dir}", f"input {manifest.get('input', '?')}", f"started {manifest.get('started_at', '?')}",
+        f"last run {updated}" if updated and updated != manifest.get("started_at") else "",
         f"refinery {manifest.get('refinery_version', __version__)}") if x)
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("summary", "Summary"), ("funnel", "Funnel"), ("scores", "Filter scores"), ("languages", "Languages"),
@@ -464,7 +481,7 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>refinery report · {escape(name)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>refinery report · {escape(name)}</h1><div class=\"sub\">{escape(sub)}</div></header><nav>{nav}</nav><main>"
-        f"{_summary(stats, manifest)}{_funnel(stats)}{_histograms(stats, thresholds)}{_languages(stats)}"
+        f"{_summary(stats, manifest, _counted_tokens(run_dir))}{_funnel(stats)}{_histograms(stats, thresholds)}{_languages(stats)}"
         f"{_domains(stats)}{_samples(stats, samples, samples_per_reason, stage_kinds(manifest))}"
         f"</main><footer>generated {generated} by refinery {escape(__version__)} · self-contained: no JavaScript, "
         f"no external resources</footer></body></html>"
@@ -542,7 +559,18 @@ def other_settings(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
 
-    sections = {(d.get("name") or f"{d.get('method')}_dedup"): flat(d) for d in config.get("dedup") or []}
+    method_sections = ("minhash", "substring", "lines", "decontaminate")
+
+    def own(d: dict[str, Any]) -> dict[str, Any]:
+        """A pass's own settings: every pass's config holds every method's section, and a URL pass
+        listed MinHash's bands (a newcomer's puzzle); url and exact use MinHash's seed alone."""
+        method = d.get("method")
+        kept = {k: v for k, v in d.items() if k not in method_sections or k == method}
+        if method in ("url", "exact") and isinstance(d.get("minhash"), dict):
+            kept["minhash"] = {"seed": d["minhash"].get("seed")}
+        return kept
+
+    sections = {(d.get("name") or f"{d.get('method')}_dedup"): flat(own(d)) for d in config.get("dedup") or []}
     if config.get("tokenize"):
         sections["tokens"] = flat(config["tokenize"])
     if config.get("reader"):
