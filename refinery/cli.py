@@ -152,6 +152,18 @@ def stats(
             note = order_note(*runs)
             if note:
                 err.print(f"note: {note}", style="yellow", highlight=False, soft_wrap=True)
+            from refinery.stats.report import config_diff
+            from refinery.stats.thresholds import load_run_manifest
+
+            try:  # the settings that differ: the funnel alone does not say why the runs differ
+                differing = [r for r in config_diff(*(load_run_manifest(d) for d in compare)) if r["differs"]]
+            except (FileNotFoundError, StorageError, ValueError, KeyError):
+                differing = []
+            if differing:
+                shown = "; ".join(f"{r['stage']}.{r['param']}: {r['a']} -> {r['b']}" for r in differing[:4])
+                err.print(f"note: the runs' settings differ in {len(differing)} key(s): {shown}"
+                          f"{' ...' if len(differing) > 4 else ''} (`refinery report --compare` lists them)",
+                          style="yellow", highlight=False, soft_wrap=True)
     elif json_out:
         out.print_json(json.dumps(runs[0]))
     else:

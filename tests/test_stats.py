@@ -522,3 +522,12 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     assert f"note: {out}/report.html shows the run before this one: `refinery report {out}` remakes it" in again.stderr
     skipped = CliRunner().invoke(app, args)  # nothing redone: the report is still this run's
     assert "report.html shows the run before" not in skipped.stderr
+    # `stats --compare` says which settings differ (it compared funnels only: a newcomer's puzzle)
+    other = tmp_path / "es.yaml"
+    other.write_text(yaml.safe_dump({"stages": [{"type": "language_id", "params": {"languages": ["en", "es"]}},
+                                                {"type": "toxicity"}]}))
+    assert CliRunner().invoke(app, ["run", str(other), "-i", str(CC_DOCS), "-o", str(tmp_path / "es"),
+                                    "--workers", "1"]).exit_code == 0
+    compared = CliRunner().invoke(app, ["stats", "--compare", str(out), str(tmp_path / "es")])
+    assert 'note: the runs\' settings differ in 1 key(s): language_id.languages: ["en", "de"] -> ["en", "es"]' in \
+        compared.stderr, compared.stderr
