@@ -183,9 +183,16 @@ def dedup_vs_truth(out: Path, corpus: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     truth = pq.read_table(corpus / "truth", columns=["id", "kind", "source_id"]).to_pylist()
-    removed = {p: _removed_ids(out, p) for p in ("filter", "lines_dedup", "url_dedup", "minhash_dedup")}
-    before_url = removed["filter"] | removed["lines_dedup"]
-    before_minhash = before_url | removed["url_dedup"]
+    # the passes in the run's order (the recipe moved lines dedup after MinHash in session 30)
+    plan = json.loads((out / "run.json").read_text())
+    order = [p["name"] for p in plan["passes"] if p.get("kind") != "tokenize"]
+    removed = {p: _removed_ids(out, p) for p in order if p in ("filter", "lines_dedup", "url_dedup", "minhash_dedup")}
+    gone_before: dict[str, set] = {}
+    seen: set = set()
+    for name in order:
+        gone_before[name] = set(seen)
+        seen |= removed.get(name, set())
+    before_url, before_minhash = gone_before["url_dedup"], gone_before["minhash_dedup"]
     result: dict[str, Any] = {}
     for label, kinds, gone, pass_removed in (("minhash", ("near", "exact"), before_minhash, removed["minhash_dedup"]),
                                              ("url", ("url_dup",), before_url, removed["url_dedup"])):

@@ -68,7 +68,7 @@ def _mtimes(out: Path) -> dict[str, int]:
 def test_the_bundled_recipe_plans_every_pass():
     plan = plan_run(load_config(ROOT / "configs" / "refinedweb.yaml"), str(ROOT / "data/sample/warc"), "/tmp/x-out")
     names = [p.name for p in plan.passes]
-    assert names == ["filter", "lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup", "tokens"]
+    assert names == ["filter", "url_dedup", "minhash_dedup", "lines_dedup", "substring_dedup", "tokens"]
     assert [p.shuffles for p in plan.passes] == [False, True, True, True, True, False]
     stages = [s["type"] for s in plan.passes[0].params["stages"]]
     assert {"url_filter", "extract", "language_id", "toxicity", "quality"} <= set(stages)
@@ -612,7 +612,7 @@ def test_the_readme_demo_runs_the_whole_recipe_on_the_bundled_sample(tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     stages = [s["stage"] for s in stats["stages"]]
     assert stages == ["warc_reader", "url_filter", "prescreen", "extract", "language_id", "gopher_repetition", "gopher_quality",
-                      "line_corrections", "pii", "toxicity", "quality", "lines_dedup", "url_dedup", "minhash_dedup",
+                      "line_corrections", "pii", "toxicity", "quality", "url_dedup", "minhash_dedup", "lines_dedup",
                       "substring_dedup"]
     assert stats["docs_read"] == 85 and 0 < stats["docs_kept"] < 85
     # issue 13's own example of a table cut out mid-article: now kept, table and header rule included
@@ -621,7 +621,7 @@ def test_the_readme_demo_runs_the_whole_recipe_on_the_bundled_sample(tmp_path):
     lineage = next(r["text"] for r in kept if r["url"] == "https://soldaini.net/lineage/")
     assert "ancestors:\n|  | Name | Fields of Study |" in lineage and "\n|---|---|---|---|---|---|---|\n" in lineage
     assert "| 10 | Siméon Denis Poisson | Mathematics |" in lineage
-    for name in ("filter", "lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup"):
+    for name in ("filter", "url_dedup", "minhash_dedup", "lines_dedup", "substring_dedup"):
         assert (out / name / "removed").is_dir() and (out / name / "stats.json").exists()
     # the languages table covers every pass: kept = the corpus, by language (the filter pass's
     # alone counted documents dedup removed as kept)

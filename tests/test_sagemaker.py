@@ -437,7 +437,7 @@ def test_recipe_passes_match_the_plan_and_group_into_two_jobs(tmp_path):
     groups = group_passes(plan_.passes)
     assert [(g.step, g.job, g.passes) for g in groups] == [
         ("filter", "processing", ("filter",)),
-        ("ray-passes", "ray", ("lines_dedup", "url_dedup", "minhash_dedup", "substring_dedup", "tokens"))]
+        ("ray-passes", "ray", ("url_dedup", "minhash_dedup", "lines_dedup", "substring_dedup", "tokens"))]
     assert [g.job for g in group_passes(plan_.passes, all_on_ray=True)] == ["ray"]
     only_stages = parse_config(cc_spec())
     assert [g.passes for g in group_passes(recipe_passes(only_stages))] == [("filter",)]
@@ -491,7 +491,7 @@ def test_launch_dry_run_prints_every_request_without_network(no_network):
     assert (p_req["Environment"]["REFINERY_STEP"], p_req["Environment"]["REFINERY_PASSES"]) == ("filter", "filter")
     assert t_req["ResourceConfig"]["InstanceCount"] == 2 and t_req["ResourceConfig"]["InstanceType"] == "ml.r5.24xlarge"
     assert t_req["EnableManagedSpotTraining"] is True
-    assert t_req["Environment"]["REFINERY_PASSES"] == "lines_dedup,url_dedup,minhash_dedup,substring_dedup,tokens"
+    assert t_req["Environment"]["REFINERY_PASSES"] == "url_dedup,minhash_dedup,lines_dedup,substring_dedup,tokens"
     assert t_req["Environment"]["RAY_AUTH_TOKEN"] == "<redacted>"  # printed requests hide the token
     version = package.code_version()
     for req in (p_req, t_req, printed["requests"][0]["request"]):
