@@ -267,6 +267,21 @@ def _written_without_spaces(label: str) -> bool:
             or label.split("_")[0].split("-")[0].lower() in _SPACELESS_639_3 + tuple(LANGUAGES_WITHOUT_SPACES))
 
 
+def _language_id_keeps(params: dict[str, Any]) -> list[str]:
+    """The labels a ``language_id`` stage's params keep (``[]``: every language)."""
+    languages = params.get("languages")
+    if languages is None:
+        return ["en"]
+    return [languages] if isinstance(languages, str) else [str(x) for x in languages]
+
+
+def _lid176_labels(kept: list[str]) -> bool:
+    """Whether ``kept`` are LID-176 codes (another model's labels, GlotLID's ``eng_Latn``, are not)."""
+    from refinery.stages.language_id import LID176_LANGUAGES
+
+    return all(lang in LID176_LANGUAGES for lang in kept)
+
+
 def _number(value: object) -> float | None:
     try:
         return float(value)  # type: ignore[arg-type]
@@ -320,13 +335,10 @@ class PipelineConfig(_Strict):
         others: list[str] = []
         for s in self.stages:
             if s.type == "language_id":
-                languages = s.params.get("languages")
-                kept = ["en"] if languages is None else [languages] if isinstance(languages, str) else list(languages)
+                kept = _language_id_keeps(s.params)
                 others = [lang for lang in kept if lang != "en"] or ([] if kept else ["every language"])
-                from refinery.stages.language_id import LID176_LANGUAGES
-
-                if any(lang not in LID176_LANGUAGES for lang in kept):
-                    others = []  # another model's labels (eng_Latn): not LID-176's codes
+                if not _lid176_labels(kept):
+                    others = []  # another model's labels: we cannot tell English from them
             elif s.type in ("toxicity", "quality") and others:
                 notes.append(f"stage {s.stage_name!r} uses an English model, and the language_id before it keeps "
                              f"{others}: it removes some benign text of other languages (docs/languages.md)")
@@ -337,21 +349,15 @@ class PipelineConfig(_Strict):
         is a few dozen "words" of 40 characters, and every one was removed (mean_word_length,
         stop_words) while the run looked healthy (found by adversarial testing). Refused unless
         its word rules are set so that such pages can pass."""
-        from refinery.stages.language_id import LID176_LANGUAGES
-
         kept: list[str] = []
         custom_labels = False
         for s in self.stages:
             if s.type == "language_id":
-                languages = s.params.get("languages")
-                if isinstance(languages, str):
-                    languages = [languages]
                 # [] keeps every language: the spaceless ones and the others (it was read as [en],
                 # and a mixed corpus lost 99.7% to the English stop words: adversarial testing)
-                kept = (["en"] if languages is None else [str(x) for x in languages]) or \
-                    sorted(LANGUAGES_WITHOUT_SPACES) + ["*"]
+                kept = _language_id_keeps(s.params) or sorted(LANGUAGES_WITHOUT_SPACES) + ["*"]
                 # another model's labels (GlotLID's eng_Latn, en-US) are not LID-176's codes
-                custom_labels = any(lang not in LID176_LANGUAGES for lang in kept if lang != "*")
+                custom_labels = not _lid176_labels([lang for lang in kept if lang != "*"])
             elif s.type == "gopher_quality" and kept:
                 spaceless = [lang for lang in kept if _written_without_spaces(lang)]
                 p = s.params

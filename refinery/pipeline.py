@@ -203,34 +203,37 @@ def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, f
 
 
 # -- the plan --------------------------------------------------------------------------------------
-def check_output_is_ours(plan: Plan, force: bool, clear: bool = True) -> None:
+def check_output_is_ours(plan: Plan, force: bool) -> bool:
     """Refuse an output that a run cannot safely write into: a ``run.json`` that cannot be read (its
     plan cannot be checked against this config: a rerun with another config redid every pass
     without a word) unless ``force``, and a directory that holds other files but no run (a rerun
     deletes and rewrites ``kept/`` and ``tokens/``: another team's files there were deleted; both
-    found by adversarial testing)."""
+    found by adversarial testing). True when a damaged run.json is to be redone (``force``): the
+    caller clears its outputs (:func:`_clear_unrecorded_run`, under the run-directory lock)."""
     damaged = plan.run.damaged_plan()
     if damaged is not None:
         if not force:
             raise RerunError(f"{plan.run.run_json} is damaged ({damaged}): this config cannot be checked against "
                              "the run's; pass --force to `refinery run` to redo every pass into it, or choose another "
                              "output")
-        if not clear:
-            return  # before the run-directory lock: refuse only, clear nothing (run_plan clears under it)
-        log.warning("%s is damaged (%s): --force redoes every pass", plan.run.run_json, damaged)
-        # nothing records what the old run wrote: clear what this plan's passes write, the tokens
-        # and every pass marker (the old tokens stayed and the loader served them: found by a review)
-        for p in plan.passes:
-            _clear_pass_outputs(plan, p)
-        fs.delete_tree(plan.run.tokens_dir)
-        fs.delete_tree(fs.join(plan.output, "passes"))
-        return
-    if not fs.exists(plan.run.run_json):
-        foreign = plan.run.foreign_files()
-        if foreign:
-            raise RerunError(f"output {plan.output} is not empty and is not a refinery run (no run.json): it holds "
-                             f"{', '.join(foreign)}{' ...' if len(foreign) == 3 else ''}; choose a new or empty "
-                             "output directory")
+        return True
+    foreign = plan.run.foreign_files()
+    if foreign:
+        raise RerunError(f"output {plan.output} is not empty and is not a refinery run (no run.json): it holds "
+                         f"{', '.join(foreign)}{' ...' if len(foreign) == 3 else ''}; choose a new or empty "
+                         "output directory")
+    return False
+
+
+def _clear_unrecorded_run(plan: Plan) -> None:
+    """Nothing records what a run with a damaged run.json wrote: clear what this plan's passes
+    write, the tokens and every pass marker (the old tokens stayed and the loader served them:
+    found by a review)."""
+    log.warning("%s is damaged: --force redoes every pass", plan.run.run_json)
+    for p in plan.passes:
+        _clear_pass_outputs(plan, p)
+    fs.delete_tree(plan.run.tokens_dir)
+    fs.delete_tree(fs.join(plan.output, "passes"))
 
 
 def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: list[str] | None = None,
@@ -238,8 +241,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
     """Run the plan's passes in order (``only_passes``: just these; the passes before them must
     have finished). ``only_shards`` restricts the document pass to one instance's share."""
     previous_record = load_previous(plan.run)
-    if previous_record is None:
-        check_output_is_ours(plan, force)
+    if previous_record is None and check_output_is_ours(plan, force):
+        _clear_unrecorded_run(plan)
     redo_from = first_pass_to_redo(plan, previous_record, force)
     if redo_from is not None and len(plan.document_passes) > 1:
         # a run that had one pass kept its removed/, samples/, stats/ at the top of OUT; with more
@@ -454,9 +457,9 @@ def run_pipeline(
     plan = plan_run(config, input_uri, output_uri, limit=limit)
     config.build_stages()  # fail on bad stage params before anything is written
     if load_previous(plan.run) is None:
-        # before the lock file, so nothing is left in a place refused; it deletes nothing here (a
-        # forced damaged run cleared another run's outputs before finding the directory busy)
-        check_output_is_ours(plan, force, clear=False)
+        # before the lock file, so nothing is left in a place refused; it deletes nothing (run_plan
+        # clears under the lock: a forced damaged run cleared outputs before finding the directory busy)
+        check_output_is_ours(plan, force)
     log.info("run %s: %d shard(s) from %s to %s, passes %s, on the %s executor", config.name, len(plan.input_files),
              input_uri, output_uri, " -> ".join(p.name for p in plan.passes), kind)
     ex = config.executor

@@ -138,25 +138,24 @@ class RunDir:
         """This directory read as a single pass (a run of one document pass)."""
         return PassDir(self.root)
 
-    def recorded_plan(self) -> dict[str, Any] | None:
-        """``run.json`` if it records a plan of passes (``"passes"``), else None (a legacy run)."""
+    def _record(self) -> tuple[Any, str | None]:
+        """(``run.json`` parsed, or None when absent or unreadable; why it cannot be read)."""
         if not fs.exists(self.run_json):
-            return None
+            return None, None
         try:
             record = json.loads(fs.read_bytes(self.run_json))
-        except ValueError:
-            return None
+        except ValueError as exc:
+            return None, f"not JSON ({str(exc).splitlines()[0]})"
+        return record, None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
+
+    def recorded_plan(self) -> dict[str, Any] | None:
+        """``run.json`` if it records a plan of passes (``"passes"``), else None (a legacy run)."""
+        record, _ = self._record()
         return record if isinstance(record, dict) and isinstance(record.get("passes"), list) else None
 
     def damaged_plan(self) -> str | None:
         """Why ``run.json`` cannot be read as a record (None when it is absent or readable)."""
-        if not fs.exists(self.run_json):
-            return None
-        try:
-            record = json.loads(fs.read_bytes(self.run_json))
-        except ValueError as exc:
-            return f"not JSON ({str(exc).splitlines()[0]})"
-        return None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
+        return self._record()[1]
 
     def foreign_files(self, limit: int = 3) -> list[str]:
         """Files under the directory that no refinery run wrote, when it holds no ``run.json``:
@@ -164,15 +163,15 @@ class RunDir:
         for a run directory, or a new or empty place."""
         if not fs.exists(self.root):
             return []
-        files = fs.list_files(self.root)
         top = self.root.rstrip("/")
-        at_top = {fs.basename(f) for f in files if posixpath.dirname(f.rstrip("/")) == top}
-        if fs.RUN_MARKER in at_top:
+        files = fs.list_files(self.root)
+        at_top = [f for f in files if posixpath.dirname(f.rstrip("/")) == top]
+        if any(fs.basename(f) == fs.RUN_MARKER for f in at_top):
             return []  # another share of the same job planned it meanwhile
         # the plan writes the input record just before run.json: a run killed between the two, or
         # a share starting meanwhile, found "someone else's file" (found by a review)
-        return [f for f in files if not (fs.basename(f) == INPUT_RECORD
-                                         and posixpath.dirname(f.rstrip("/")) == top)][:limit]
+        ours = {f for f in at_top if fs.basename(f) == INPUT_RECORD}
+        return [f for f in files if f not in ours][:limit]
 
     def document_pass_dirs(self) -> list[PassDir]:
         """The directories of the run's document passes, in order (just OUT for a one-pass run)."""

@@ -37,8 +37,6 @@ fixed before hashing, from the shards' text sizes in their Parquet footers and
 
 from __future__ import annotations
 
-import itertools
-
 import logging
 import math
 import re
@@ -112,9 +110,9 @@ class LineRule:
             # CJK characters count as words, as in every other stage: a Chinese line is one
             # whitespace "word", below min_words, so no CJK line was ever cut (adversarial testing);
             # counted up to the limit only (a long CJK line is prose either way)
-            from refinery.stages.line_corrections import _CJK_RE
+            from refinery.stages.line_corrections import count_cjk
 
-            n_words += sum(1 for _ in itertools.islice(_CJK_RE.finditer(line), self.max_words + 1))
+            n_words += count_cjk(line, self.max_words)
         if n_words < self.min_words or n_words > self.max_words:
             return None
         norm = self.normalize(line)

@@ -60,8 +60,9 @@ _SESSION_ID = re.compile(r";jsessionid=[^/?#]*", re.IGNORECASE)
 
 def normalize_url(url: str | None) -> str | None:
     """The URL as compared by URL dedup: trimmed, scheme and host lowercased (a trailing dot of
-    the host dropped), ``http``/``https``, a leading ``www.`` and default ports not distinguished; the fragment dropped, except a route (``#!/jack``, ``#/article/123``), where
-    single-page sites put the page; a ``;jsessionid`` dropped; tracking parameters (``utm_*``,
+    the host dropped), ``http``/``https``, a leading ``www.`` and default ports not distinguished;
+    the fragment dropped, except a route (``#!/jack``, ``#/article/123``), where single-page sites
+    put the page; a ``;jsessionid`` dropped; tracking parameters (``utm_*``,
     ``fbclid``, ``gclid``, ...) dropped and the others sorted; escapes of unreserved characters
     decoded (``%7E`` = ``~``). ``None`` for empty URLs. (Session 30, adversarial testing: a visit's
     ``utm_source`` made one page many, and ``#/article/123`` and ``#/article/456`` were one page.)"""

@@ -93,15 +93,17 @@ class ProcessProgress:
         with self._lock:
             self._labels, self._last = {}, None
 
+    def _entry(self, label: str) -> dict[str, int]:
+        return self._labels.setdefault(label, {"tasks": 0, "done": 0, "failed": 0, "docs": 0})
+
     def started(self, label: str, tasks: int) -> None:
         with self._lock:
-            entry = self._labels.setdefault(label, {"tasks": 0, "done": 0, "failed": 0, "docs": 0})
-            entry["tasks"] += tasks
+            self._entry(label)["tasks"] += tasks
             self._last = time.time()  # a pass under way is progress: its first shard may take long
 
     def finished(self, label: str, status: str, docs: int) -> None:
         with self._lock:
-            entry = self._labels.setdefault(label, {"tasks": 0, "done": 0, "failed": 0, "docs": 0})
+            entry = self._entry(label)
             if status in ("done", "failed"):
                 entry[status] += 1
             entry["docs"] += docs

@@ -366,9 +366,9 @@ class InputChangedError(StorageError):
     """An input file is not the version its run listed: no retry of the shard reads that version."""
 
 
-def _changed(uri: str, version: str, now: str) -> StorageError:
+def _changed(uri: str, version: str, now: str) -> InputChangedError:
     return InputChangedError(f"{uri} changed after the run listed it (version {version}, now {now}): run the "
-                        "same command again to plan with the file as it is now")
+                             "same command again to plan with the file as it is now")
 
 
 def open_input(uri: str, seekable: bool = False) -> BinaryIO:

@@ -4,7 +4,7 @@ it when progress stalls (an idle job still bills every instance-hour).
 Progress is what the job's containers report in their heartbeats
 (``_jobs/<job>/heartbeat/<host>.json``, rewritten every few minutes): per pass, the shards their
 process was given, finished and failed, the documents read, and when a shard last finished. A
-poll lists ``_jobs/<job>/`` only, whatever the size of the run. For images whose heartbeats carry
+poll lists ``_jobs/<job>/started/`` and ``heartbeat/`` only, whatever the size of the run. For images whose heartbeats carry
 no progress, it is read from the run output instead, listing all of it: every finished shard of a
 document pass publishes ``<pass>/stats/<shard>.json`` last (``stats/<shard>.json`` in a run of one
 pass), the shard-finished marker, and any write under the output counts. The job counts as

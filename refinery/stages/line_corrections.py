@@ -31,6 +31,7 @@ fraction). Metric column: ``line_corrections_removed_frac`` (float32, every non-
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pyarrow as pa
@@ -235,7 +236,13 @@ _LOWER_RE = _char_class(str.islower)
 def count_words(text: str) -> int:
     """Whitespace tokens plus CJK characters (see module docstring)."""
     n = len(text.split())
-    return n + len(_CJK_RE.findall(text)) if n else 0
+    return n + count_cjk(text) if n else 0
+
+
+def count_cjk(text: str, limit: int | None = None) -> int:
+    """CJK characters in ``text`` (counted up to ``limit`` + 1 when given: enough to compare)."""
+    found = _CJK_RE.finditer(text)
+    return sum(1 for _ in (found if limit is None else itertools.islice(found, limit + 1)))
 
 
 def _count_ws_words(text: str) -> int:

@@ -13,14 +13,14 @@ from typing import Any
 SELECTING_KINDS = frozenset({"language_id", "prescreen", "url_filter", "decontaminate"})
 #: reasons that remove most documents by design (GPT-3's Pareto sampling keeps ~1-15%)
 BY_DESIGN = frozenset({"pareto_sampled_out"})
+#: documents a stage (or a language at a stage) must see before its share means anything
+MIN_DOCS = 20
+SHARE = 0.9
 
 
 def _selecting(kind: object) -> bool:
     kind = str(kind)
     return kind in SELECTING_KINDS or kind.endswith(("_reader", "_dedup"))
-#: documents a stage (or a language at a stage) must see before its share means anything
-MIN_DOCS = 20
-SHARE = 0.9
 
 
 def suspicious_removals(stats: dict[str, Any], min_docs: int = MIN_DOCS, share: float = SHARE) -> list[str]:
