@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from refinery.io import fs, parquet
 from refinery.io.arrow_rows import take_rows
 from refinery.io.dataset import write_pass_shard
+from refinery.io.spool import ShardSpool
 from refinery.rundir import PassDir
 from refinery.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, EDIT_FIELDS, InputSchemaError
 from refinery.stages.base import METRIC, REASON, Stage
@@ -258,10 +259,12 @@ class ShardRunner:
         pass's) is skipped unless ``force``; ``limit`` reads at most that many documents."""
         # a file rewritten after the run listed it was read as its new bytes under the listed
         # version, so a later rerun trusted a shard of other content (found by adversarial testing)
-        with fs.expecting_version(task.input_uri, task.version):
-            return self._run(task, force, fingerprint, limit)
+        # the shard's output waits on local disk until the shard ends, not in memory
+        with fs.expecting_version(task.input_uri, task.version), ShardSpool() as kept, ShardSpool() as removed:
+            return self._run(task, force, fingerprint, limit, kept, removed)
 
-    def _run(self, task: ShardTask, force: bool, fingerprint: str | None, limit: int | None) -> ShardResult:
+    def _run(self, task: ShardTask, force: bool, fingerprint: str | None, limit: int | None, kept: ShardSpool,
+             removed: ShardSpool) -> ShardResult:
         if not force:
             stats = finished_marker(task, fingerprint)
             if stats is not None:
@@ -282,8 +285,6 @@ class ShardRunner:
         reader_counter = StageCounter(reader_name, reader_name)
         counters = [StageCounter(s.name, s.kind) for s in self.stages]
         collector = ShardStatsCollector(task.shard, self.stages, self.stats_options)
-        kept_parts: list[pa.RecordBatch] = []
-        removed_parts: list[pa.Table] = []
         docs_read = 0
         last_log = started
         progress = _ShardProgress(task, self._opened)
@@ -306,7 +307,7 @@ class ShardRunner:
             # per-row (chars, words) of the text each stage sees: measured once here, carried along
             # and re-measured only after a stage changed the text
             sizes = text_columns_sizes(batch)
-            batch, sizes = self._split(reader_counter, batch, sizes, removed_parts, reader_name,
+            batch, sizes = self._split(reader_counter, batch, sizes, removed, reader_name,
                                        decided=REASON in batch.schema.names)
             for stage, counter in zip(self.stages, counters):
                 # Empty batches still flow through every stage so that an all-removed shard gets
@@ -327,16 +328,14 @@ class ShardRunner:
                 for name, n in (take() if take is not None else {}).items():
                     counter.counters[name] = counter.counters.get(name, 0) + int(n)
                 collector.observe(stage.name, batch, out)
-                batch, sizes = self._split(counter, out, sizes, removed_parts, stage.name, decided=True, before=batch)
+                batch, sizes = self._split(counter, out, sizes, removed, stage.name, decided=True, before=batch)
             collector.observe_kept(batch)
-            kept_parts.append(batch)
+            kept.append(batch)
             now = time.time()
             if now - last_log >= self.log_every_s:
                 log.info("%s", progress.line(docs_read, now - started, limit))
                 last_log = now
 
-        kept = parquet.concat(kept_parts)
-        removed = parquet.concat(removed_parts)
         try:
             # the corpus file last before the marker; should a write fail (a full disk), none of
             # this shard's files stays for a reader that globs kept/*.parquet (the shard is redone)
@@ -390,7 +389,7 @@ class ShardRunner:
         counter: StageCounter,
         out: pa.RecordBatch,
         sizes: tuple[np.ndarray, np.ndarray],
-        removed_parts: list[pa.Table],
+        removed_parts: ShardSpool,
         stage_name: str,
         decided: bool,
         before: pa.RecordBatch | None = None,

@@ -54,6 +54,29 @@ def test_failed_write_publishes_nothing(root):
         assert os.listdir(root) == [] if os.path.isdir(root) else True  # no temp file left behind
 
 
+def test_an_s3_object_larger_than_the_spool_is_written_from_a_local_file(s3_bucket, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(fs, "UPLOAD_SPOOL_BYTES", 1000)
+    rolled = []
+    real = tempfile.SpooledTemporaryFile
+
+    class Watched(real):
+        def rollover(self):
+            rolled.append(self._max_size)
+            super().rollover()
+
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", Watched)
+    data = os.urandom(5000)
+    uri = fs.join(s3_bucket, "big.bin")
+    with fs.atomic_output(uri) as out:
+        out.write(data[:2500])
+        assert not fs.exists(uri)  # nothing published before the end
+        out.write(data[2500:])
+    assert rolled == [1000]  # went to disk past the spool size, not held in memory
+    assert fs.read_bytes(uri) == data
+
+
 def test_malformed_parquet_gives_clear_error(root):
     uri = fs.join(root, "bad.parquet")
     fs.write_bytes(uri, b"this is not parquet")

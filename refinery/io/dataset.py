@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.io import fs, parquet
+from refinery.io.spool import ShardSpool
 
 #: First guess at a footer's size for S3 ranged reads: one request covers almost every footer.
 _TAIL_BYTES = 64 * 1024
@@ -215,26 +216,14 @@ def unify_pass_schemas(kept_dir: str, removed_dir: str) -> tuple[pa.Schema, pa.S
     return kept, unify_schemas(removed_dir, schema=_declared_removed(kept))
 
 
-def _decoded_dictionaries(table: pa.Table) -> pa.Table:
-    """Dictionary-encoded columns as their plain values: a pandas categorical column in one input
-    file and a plain string one in another could not be unified when the pass closed, after every
-    shard had run, and the run could never finish (found by adversarial testing)."""
-    for i, field in enumerate(table.schema):
-        if pa.types.is_dictionary(field.type):
-            table = table.set_column(i, field.with_type(field.type.value_type),
-                                     table.column(i).cast(field.type.value_type))
-    return table
-
-
-def write_pass_shard(kept: pa.Table, removed: pa.Table, kept_uri: str, removed_uri: str) -> None:
-    """Write one shard's kept and removed tables already in the schemas :func:`unify_pass_schemas`
+def write_pass_shard(kept: ShardSpool, removed: ShardSpool, kept_uri: str, removed_uri: str) -> None:
+    """Write one shard's kept and removed rows already in the schemas :func:`unify_pass_schemas`
     gives a pass whose shards ran the same stages: its removed rows stopped at different stages and
     lacked the later stages' columns, so closing the pass rewrote nearly every removed shard, one
     after the other (found by adversarial testing: on S3 that took as long as the pass)."""
-    kept, removed = _decoded_dictionaries(kept), _decoded_dictionaries(removed)
-    kept_schema = union_schema([ShardFooter("declared", _declared_kept(), 0, 0), ShardFooter(kept_uri, kept.schema,
-                                                                                            kept.num_rows, 1)])
-    removed_schema = union_schema([ShardFooter("declared", _declared_removed(kept_schema), 0, 0),
-                                   ShardFooter(removed_uri, removed.schema, removed.num_rows, 1)])
-    write_shard(conform_table(removed, removed_schema), removed_uri)
-    write_shard(conform_table(kept, kept_schema), kept_uri)  # the corpus file last
+    kept_schema = union_schema([ShardFooter("declared", _declared_kept(), 0, 0)]
+                               + [ShardFooter(kept_uri, schema, rows, 1) for schema, rows in kept.schemas()])
+    removed_schema = union_schema([ShardFooter("declared", _declared_removed(kept_schema), 0, 0)]
+                                  + [ShardFooter(removed_uri, schema, rows, 1) for schema, rows in removed.schemas()])
+    removed.write_parquet(removed_uri, removed_schema)
+    kept.write_parquet(kept_uri, kept_schema)  # the corpus file last

@@ -14,6 +14,7 @@ import logging
 import os
 import posixpath
 import re
+import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -530,6 +531,8 @@ def delete_tree(uri: str) -> None:
 
 #: what a temporary file of :func:`atomic_output` ends with
 TMP_SUFFIX = ".partial"
+#: an S3 object being written is held in memory up to this size, then in a local temporary file
+UPLOAD_SPOOL_BYTES = 64 << 20
 
 
 @contextmanager
@@ -543,15 +546,16 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
     if is_s3(uri):
         # Buffer the whole object and upload it only once it is complete, with boto3 (pyarrow's S3
         # stream completes its upload on close, even from its destructor, so a failure mid-write
-        # would publish a partial object). A failed upload publishes nothing.
-        buffer = io.BytesIO()
-        yield buffer
-        bucket, _, key = path.partition("/")
-        buffer.seek(0)
-        try:
-            s3_client().upload_fileobj(buffer, bucket, key)
-        except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
-            raise StorageError(f"upload to {uri} failed: {exc}") from exc
+        # would publish a partial object). A failed upload publishes nothing. Past
+        # UPLOAD_SPOOL_BYTES the buffer is a local temporary file: a shard's size is not memory.
+        with tempfile.SpooledTemporaryFile(max_size=UPLOAD_SPOOL_BYTES) as buffer:
+            yield buffer
+            bucket, _, key = path.partition("/")
+            buffer.seek(0)
+            try:
+                s3_client().upload_fileobj(buffer, bucket, key)
+            except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+                raise StorageError(f"upload to {uri} failed: {exc}") from exc
         return
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
