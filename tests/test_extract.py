@@ -1209,3 +1209,51 @@ def test_a_recipe_card_pruned_by_precision_mode_comes_back(tmp_path: Path) -> No
               for cards in (False, True)]
     assert counts[0] == 0 and counts[1] >= 12
     assert _extract_helper.recipe_items('<html><p>A page about the word "Recipe".</p></html>') == []
+
+
+def _extract_texts(fragments: list[str], **params) -> list[str]:
+    filler = "<p>" + "A sentence of filler prose that is long enough to count as content here. " * 20 + "</p>"
+    pages = [f"<html><body><article><h1>Title</h1>{f}{filler}</article></body></html>".encode() for f in fragments]
+    out = TrafilaturaExtractor(timeout_s=0, **params)(make_batch(pages, [None] * len(pages), ["http://a.example/"] * len(pages)))
+    return [t.split("\nA sentence of filler")[0].removeprefix("Title\n") for t in out.column("text").to_pylist()]
+
+
+def test_source_line_breaks_inside_paragraphs_are_spaces() -> None:
+    """A paragraph the page's source wraps after a link or inline code came out as lines ending
+    mid-sentence, whose lone last words line-wise corrections cut ("...the string type in" /
+    "Mercurial."): the source's line breaks are spaces, as a browser shows them; a <br> and code
+    blocks keep theirs, and no line starts or ends with the space of a joined break."""
+    fragments = [
+        "<p>We never used the <code>str</code> type in\nMercurial.</p>",
+        "<p>Read the <a href='/guide'>guide</a> and\n   then the\n   FAQ.</p>",
+        "<p>first line<br>second\nline</p>",
+        "<pre><code>def f():\n    return 1</code></pre>",
+        "<pre>roses are red\nviolets are blue</pre>",
+        "<ul><li>an <b>item</b>\ncontinued</li></ul>",
+        "<p>\n  Lead <a href='/y'>link</a>\n  tail\n</p>",
+    ]
+    joined = _extract_texts(fragments)
+    assert joined[0] == "We never used the str type in Mercurial."
+    assert joined[1] == "Read the guide and then the FAQ."
+    assert joined[2] == "first line\nsecond line"
+    assert joined[3] == "def f():\n    return 1"  # code keeps its lines and indentation
+    assert joined[4] == "roses are red\nviolets are blue"  # a <pre> that is not code too
+    assert joined[5] == "- an item continued"
+    assert joined[6] == "Lead link tail"
+    # trafilatura as it was: the breaks stay (join_source_lines: false, as in REFINEDWEB_PARAMS)
+    plain = _extract_texts([fragments[0], fragments[2]], join_source_lines=False)
+    assert plain == ["We never used the str type in\nMercurial.", "first line\nsecond\nline"]
+    assert REFINEDWEB_PARAMS["join_source_lines"] is False
+
+
+@pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
+def test_a_wrapped_real_paragraph_keeps_its_last_word_through_line_corrections(tmp_path: Path) -> None:
+    from refinery.stages.line_corrections import LineCorrections
+
+    (url, html, _), = load_eval_pages(tmp_path, ("gregoryszorc.com.python3.html",))
+    batch = make_batch([html], [None], [url])
+    for join, lone in ((False, True), (True, False)):
+        text = TrafilaturaExtractor(timeout_s=0, join_source_lines=join)(batch).column("text")[0].as_py()
+        corrected, _, _ = LineCorrections().correct(text)
+        assert ("Unicode-based string type in Mercurial." in corrected) is not lone
+        assert ("\nMercurial.\n" in text) is lone

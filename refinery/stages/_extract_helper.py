@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 from multiprocessing.connection import Connection
 
@@ -548,6 +549,87 @@ def _trafilatura_call(kwargs: dict):
     return call
 
 
+#: a line break of the page's source with the collapsible whitespace around it (HTML's: space, tab,
+#: line feed, form feed, carriage return; not the no-break space)
+_SOURCE_BREAK = re.compile(r"[ \t\r\f]*\n[ \t\n\r\f]*")
+_LEADING_BREAK = re.compile(r"^[ \t\r\f]*\n[ \t\n\r\f]*")
+_TRAILING_BREAK = re.compile(r"[ \t\r\f]*\n[ \t\n\r\f]*$")
+#: trafilatura's inline elements (its result tree's): text runs on across them
+_INLINE = frozenset(("hi", "ref", "del", "code"))
+_BROKEN_TEXT_XPATH = None
+_JOIN_LINES: ContextVar[bool] = ContextVar("refinery_join_source_lines", default=False)
+
+
+def join_source_line_breaks(tree: Any) -> None:
+    """In trafilatura's result tree, line breaks of the page's source inside text (not in code)
+    become the space a browser shows, or nothing where a line starts or ends (at a block's edge or
+    a ``<br>``). Trafilatura trims a paragraph's own text but keeps the text after an inline child
+    (a link, ``<code>``) or a ``<br>`` as the source wrote it, so a paragraph wrapped at 80 columns
+    came out in lines that end mid-sentence ("...the string type in" / "Mercurial."), whose lone
+    words line-wise corrections then removed as one-word lines (found by reading a run's kept
+    documents). Done on the result, after every extraction decision, so that only the text's
+    whitespace changes; text nodes of whitespace alone are left as they are, and so is text in
+    ``code`` and ``quote`` (trafilatura's name for a ``<pre>`` that does not look like code: a
+    poem, a table drawn in characters)."""
+    global _BROKEN_TEXT_XPATH
+    if _BROKEN_TEXT_XPATH is None:
+        from lxml import etree
+
+        _BROKEN_TEXT_XPATH = etree.XPath("//text()[contains(., '\n') and normalize-space(.)]"
+                                         "[not(ancestor::code or ancestor::quote or ancestor::pre)]")
+    for node in _BROKEN_TEXT_XPATH(tree):
+        owner = node.getparent()  # the element whose text or tail this is
+        if owner is None:
+            continue
+        if node.is_tail:
+            text, container, after = owner.tail, owner.getparent(), owner.getnext()
+            starts_line = owner.tag not in _INLINE  # after a block or a <br>
+        else:
+            text, container, after = owner.text, owner, (owner[0] if len(owner) else None)
+            starts_line = owner.tag not in _INLINE
+        ends_line = (after.tag not in _INLINE) if after is not None else (container is None or container.tag not in _INLINE)
+        if starts_line:
+            text = _LEADING_BREAK.sub("", text)
+        if ends_line:
+            text = _TRAILING_BREAK.sub("", text)
+        text = _SOURCE_BREAK.sub(" ", text)
+        if node.is_tail:
+            owner.tail = text
+        else:
+            owner.text = text
+
+
+def _install_joined_lines() -> bool:
+    """Wrap trafilatura's ``core.xmltotxt`` (its result tree to text) so that, inside
+    :func:`_with_joined_lines` calls only, it joins source line breaks first."""
+    from trafilatura import core
+
+    original = core.xmltotxt
+    if getattr(original, "_refinery", False):
+        return True
+
+    def xmltotxt(xmloutput, include_formatting):
+        if xmloutput is not None and _JOIN_LINES.get():
+            join_source_line_breaks(xmloutput)
+        return original(xmloutput, include_formatting)
+
+    xmltotxt._refinery = True
+    xmltotxt._original = original
+    core.xmltotxt = xmltotxt
+    return True
+
+
+def _with_joined_lines(call: Callable) -> Callable:
+    def joined(html, url):
+        token = _JOIN_LINES.set(True)
+        try:
+            return call(html, url)
+        finally:
+            _JOIN_LINES.reset(token)
+
+    return joined
+
+
 def _with_rules(call: Callable, rules: Any) -> Callable:
     """``call`` run with trafilatura's precision rules set to ``rules`` (see _trafilatura_rules)."""
     from refinery.stages._trafilatura_rules import active
@@ -679,6 +761,8 @@ def make_extract(config: dict):
 
     ``config["rules"]`` (a dict of :class:`~refinery.stages._trafilatura_rules.PrecisionRules`
     fields, or None for trafilatura's own) changes rules of the precision-mode first pass.
+    ``config["join_lines"]`` (default false) turns the page source's line breaks inside text into
+    spaces in every pass's text (:func:`join_source_line_breaks`).
     """
     backend = config["backend"]
     kwargs = config["kwargs"]
@@ -719,6 +803,10 @@ def make_extract(config: dict):
         _trafilatura_rules.install()
         rules = _trafilatura_rules.PrecisionRules(**rules)
         first_call = _with_rules(first_call, rules)
+    # source line breaks inside paragraphs as spaces (join_source_line_breaks), in every pass
+    join = bool(config.get("join_lines")) and _install_joined_lines()
+    if join:
+        first_call = _with_joined_lines(first_call)
     fallback = config.get("fallback")
     if not fallback:
         if prepare is None:
@@ -737,6 +825,8 @@ def make_extract(config: dict):
     third_kwargs = {**kwargs, "favor_precision": False, "favor_recall": False, "include_tables": True, "fast": False}
     third_call = (_trafilatura_call(third_kwargs) if lean
                   else lambda html, url: trafilatura.extract(html, url=url, **third_kwargs))
+    if join:
+        second_call, third_call = _with_joined_lines(second_call), _with_joined_lines(third_call)
 
     def cascade(html: str, url: str | None) -> tuple[str | None, str]:
         page = prepare(html) if prepare is not None else html

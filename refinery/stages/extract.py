@@ -627,7 +627,7 @@ BACKENDS: tuple[str, ...] = ("trafilatura", "resiliparse", "learned")
 #: precision mode without tables, its readability/justext comparison, no fallback, trafilatura's
 #: own precision-mode rules; the comparison point of the benchmarks and of docs/extraction.md
 REFINEDWEB_PARAMS: dict[str, Any] = {"include_tables": False, "fast": False, "fallback": False,
-                                     **_trafilatura_rules.TRAFILATURA_PARAMS}
+                                     "join_source_lines": False, **_trafilatura_rules.TRAFILATURA_PARAMS}
 
 
 class TrafilaturaExtractor(Stage):
@@ -666,6 +666,7 @@ class TrafilaturaExtractor(Stage):
         drop_link_list_headings: bool = True,
         drop_labelled_links: bool = True,
         drop_orphaned_headings: bool = True,
+        join_source_lines: bool = True,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -723,6 +724,9 @@ class TrafilaturaExtractor(Stage):
         self.drop_link_list_headings = bool(drop_link_list_headings)
         self.drop_labelled_links = bool(drop_labelled_links)
         self.drop_orphaned_headings = bool(drop_orphaned_headings)
+        # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
+        # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
+        self.join_source_lines = bool(join_source_lines)
         # why: pages shaped to blow up the parser (see pathological_html) are removed in
         # microseconds instead of each burning timeout_s of CPU
         self.prescreen = bool(prescreen)
@@ -783,7 +787,7 @@ class TrafilaturaExtractor(Stage):
         # the same cascade as in the helper process (one implementation)
         return _extract_helper.make_extract(
             {"backend": "trafilatura", "kwargs": self._trafilatura_kwargs(), "fallback": self._fallback_config(),
-             "rules": self._rules_config(), "log_level": tlog.level})
+             "rules": self._rules_config(), "join_lines": self.join_source_lines, "log_level": tlog.level})
 
     def _resiliparse_fn(self) -> Callable[[str, str | None], tuple[str | None, str]]:
         try:
@@ -806,7 +810,8 @@ class TrafilaturaExtractor(Stage):
             kwargs = self._trafilatura_kwargs()
         level = logging.getLogger("trafilatura").level  # a level the user set wins, as in-process
         return json.dumps({"backend": self.backend, "kwargs": kwargs, "fallback": self._fallback_config(),
-                           "rules": self._rules_config(), "log_level": level or None}, sort_keys=True)
+                           "rules": self._rules_config(), "join_lines": self.join_source_lines,
+                           "log_level": level or None}, sort_keys=True)
 
     def warm_up(self, schema: pa.Schema) -> None:
         # why: a fresh helper spends ~0.5 s importing trafilatura; started here, that overlaps the
