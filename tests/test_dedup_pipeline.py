@@ -552,3 +552,28 @@ def test_a_cut_leaves_one_break_at_its_seam():
     assert _join_at_seams(["", "\n    indented first line"]) == "    indented first line"
     assert _join_at_seams(["last line\n", "\n"]) == "last line"
     assert _join_at_seams(["A.\n", "  \n\n  ", "B"]) == "A.\n\n  B"  # whitespace between two spans carries over
+
+
+def test_two_passes_of_one_method_label_their_removals_with_their_names(tmp_path):
+    """Found by testing the stats: two passes of one method (named apart, as the config asks) both
+    wrote removed_stage "<method>_dedup", so the report merged their samples ("8 of 2 removed")
+    and histograms, and `stats --compare` lost a pass."""
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stats.funnel import load_run_stats
+    from tests._dedup_fixtures import write_inputs
+
+    docs = [d for d in load_cc_docs() if d["text"].strip()][:40]
+    docs = [{**d, "url": f"http://site{i}.example/page"} for i, d in enumerate(docs)]
+    exact_copies = [{**d, "id": f"copy-{d['id']}", "url": d["url"] + "?copy"} for d in docs[:3]]
+    same_url = [{**d, "id": f"url-{d['id']}", "text": d["text"] + " changed"} for d in docs[3:5]]
+    src = write_inputs(tmp_path / "in", {"a": docs + exact_copies + same_url})
+    config = parse_config({"name": "two", "stages": [{"type": "pii"}],
+                           "dedup": [{"method": "exact", "name": "exact_first"}, {"method": "url", "name": "url_second"},
+                                     {"method": "exact"}]})
+    run_pipeline(config, str(src), str(tmp_path / "run"), workers=1, progress=False)
+    for name, removed in (("exact_first", 3), ("url_second", 2), ("exact_dedup", 0)):
+        table = pq.read_table(tmp_path / "run" / name / "removed")
+        assert table.num_rows == removed and set(table.column("removed_stage").to_pylist()) <= {name}
+    funnel = [s["stage"] for s in load_run_stats(str(tmp_path / "run"))["stages"]]
+    assert funnel[-3:] == ["exact_first", "url_second", "exact_dedup"]

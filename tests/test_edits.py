@@ -177,7 +177,7 @@ def test_funnel_report_and_compare_show_the_cuts_and_counters(runs, tmp_path):
     kept_words = int(_regex_words(ds.dataset(str(runs["dir"] / "kept")).to_table().column("text")).sum())
     card = re.search(r'data-card="words kept">.*?class="v">([\d,]+)<.*?class="d">([^<]*)<', html)
     assert card.group(1) == f"{kept_words:,}"
-    assert f"{lines['words_cut'] + cut['words_cut']:,} words cut from kept documents" in card.group(2)
+    assert f"{lines['words_cut'] + cut['words_cut']:,} words cut by edits (some from documents removed later)" in card.group(2)
 
     # compare: run B = line corrections only (no substring dedup)
     rows = {(r["stage"], r["reason"]): r for r in compare_rows(runs["lines"], stats)}

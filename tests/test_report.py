@@ -356,3 +356,14 @@ def test_the_summary_counts_tokens_when_the_run_made_them_and_passes_list_their_
     sections = other_settings(manifest)
     assert sections["url_dedup"] == {"method": "url", "minhash.seed": 1, "memory_budget": 1}
     assert sections["minhash_dedup"] == {"method": "minhash", "minhash.seed": 1, "minhash.bands": 14}
+
+
+def test_the_funnel_chart_never_labels_a_removal_zero():
+    """A stage that removed 1 of 4,182 documents was labelled "−0.0 pt" (found by testing the stats)."""
+    from refinery.stats.svg import funnel_svg
+
+    stages = [{"stage": "reader", "docs_in": 4182, "docs_out": 4182, "docs_removed": 0},
+              {"stage": "url_dedup", "docs_in": 4182, "docs_out": 4181, "docs_removed": 1},
+              {"stage": "gopher", "docs_in": 4181, "docs_out": 3000, "docs_removed": 1181}]
+    svg = funnel_svg(stages)
+    assert "−0.0 pt" not in svg and "&lt; −0.1 pt" in svg and "−28.2 pt" in svg

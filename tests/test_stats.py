@@ -479,8 +479,14 @@ def test_a_stage_removing_nearly_every_document_of_a_language_is_pointed_at(tmp_
     crafted = {"stages": [{"stage": "gopher_quality", "kind": "gopher_quality", "docs_in": 200,
                            "removed": {"stop_words": 195}}]}
     assert suspicious_removals(crafted) == [
-        "gopher_quality removed 195 of the 200 documents it saw as 'stop_words': check its settings for this corpus "
-        "(language, thresholds)"]
+        "gopher_quality removed 195 of the 200 documents it saw (195 as 'stop_words'): check its settings for this "
+        "corpus (language, thresholds)"]
+    # nearly everything, though no reason alone reaches the share (found by testing the stats)
+    split = {"stages": [{"stage": "gopher_quality", "kind": "gopher_quality", "docs_in": 717,
+                         "removed": {"too_few_words": 379, "too_many_words": 304, "empty_text": 27}}]}
+    assert suspicious_removals(split) == [
+        "gopher_quality removed 710 of the 717 documents it saw (379 as 'too_few_words', 304 as 'too_many_words', "
+        "27 as 'empty_text'): check its settings for this corpus (language, thresholds)"]
     assert suspicious_removals({"stages": [{"stage": "g", "kind": "gopher_quality", "docs_in": 10,
                                             "removed": {"stop_words": 10}}]}) == []  # too few to mean anything
     # a review: dedup on a duplicate-heavy corpus and Pareto sampling remove most by design; one

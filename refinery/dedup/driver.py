@@ -315,10 +315,15 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     # the removal run: the normal shard runner with the method's stage. Finished shards are
     # skipped only when they were produced from this very index (same fingerprint).
     stage_kind = STAGE_OF_METHOD[method]
+    # a pass named in the run's config labels its removals (removed_stage, the funnel) with that name:
+    # two lines passes both wrote "lines_dedup", and the report and compare merged them
+    stage_params: dict[str, Any] = {"dedup_dir": work_root}
+    if getattr(config, "name", None):
+        stage_params["name"] = config.name
     t0 = time.time()
     tasks = [{"kept_uri": s.uri, "shard": s.name} for s in shards]
     results = executor.run(removal_run_task, tasks, label=f"dedup/{method}/remove", names=[s.name for s in shards],
-                           shared={"out": out, "stage_kind": stage_kind, "stage_params": {"dedup_dir": work_root},
+                           shared={"out": out, "stage_kind": stage_kind, "stage_params": stage_params,
                                    "force": force, "fingerprint": work.fingerprint})
     passes["remove"] = _summarize(results, time.time() - t0)
     if method == "lines":  # what the cuts took, read back from the removal run's columns

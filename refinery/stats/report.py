@@ -134,7 +134,8 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any], tokens: dict[str, 
         ("words kept", fmt_int(last.get("words_out", 0)),
          (f"{fmt_int(tokens['n_tokens'])} tokens ({tokens['tokenizer']}, counted)" if tokens
           else f"≈ {fmt_int(est_tokens(last.get('chars_out', 0)))} tokens (est.)")
-         + (f"; {fmt_int(words_cut)} words cut from kept documents" if words_cut else "")),
+         # every stage's cuts, from documents it kept: a later stage may have removed some of them
+         + (f"; {fmt_int(words_cut)} words cut by edits (some from documents removed later)" if words_cut else "")),
         ("stage time", f"{seconds:,.1f} s", f"{read / seconds:,.0f} docs/s (one core)" if seconds else ""),
     ]
     if failed:

@@ -96,8 +96,9 @@ def funnel_svg(stages: list[dict[str, Any]]) -> str:
         body.append(_t(cx, y_before - 18 if removed_h > 0.01 else y_kept - 18, f"{kept_pct:.1f}%", 13, weight="600"))
         if s["docs_removed"]:
             removed_pct = 100.0 * s["docs_removed"] / first
-            body.append(_t(cx, (y_before if removed_h > 0.01 else y_kept) - 5, f"−{removed_pct:.1f} pt", 10,
-                           fill=REMOVED))
+            # a removal too small for one decimal is "< 0.1", not "0.0" (1 of 4,182 read: testing)
+            label = f"−{removed_pct:.1f} pt" if removed_pct >= 0.05 else "< −0.1 pt"
+            body.append(_t(cx, (y_before if removed_h > 0.01 else y_kept) - 5, label, 10, fill=REMOVED))
         body.append("</g>")
         lines = labels[i]
         for j, text in enumerate(lines):
