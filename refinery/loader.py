@@ -35,6 +35,7 @@ import hashlib
 import json
 import re
 import math
+import operator
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -131,6 +132,13 @@ class TokenDataset:
                 f"not the expected tokenizer (sha256 {want})")
         if isinstance(expected, LoadedTokenizer) and expected.vocab_size != self.vocab_size:
             raise TokenizerMismatchError(f"{self.uri}: vocab size {self.vocab_size} != expected {expected.vocab_size}")
+        if isinstance(expected, LoadedTokenizer) and expected.eos_id != self.eos_id:
+            # one vocabulary, another document separator (tokenized with --eos-token "<s>" for a
+            # model that ends documents with "</s>"): training would learn the wrong separator
+            raise TokenizerMismatchError(
+                f"{self.uri} ends documents with id {self.eos_id} ({tk.get('eos_token')!r}), the expected tokenizer "
+                f"with id {expected.eos_id} ({expected.eos_token!r}): retokenize with --eos-token "
+                f"{expected.eos_token!r}")
 
     def _open(self, entry: dict, manifest_uri: str) -> ShardFile:
         shard = ShardFile(self.uri, entry["name"], self._sizes)  # checks sizes against its own index: truncation
@@ -215,6 +223,15 @@ class TokenLoader:
         expected_tokenizer: LoadedTokenizer | str | None = None,
         drop_last: bool = False,
     ) -> None:
+        # plain ints: a numpy integer failed at the first batch (not JSON), and seed=3.0 equalled a
+        # saved 3 but shuffled otherwise (its JSON text differs; found by testing the loader)
+        seq_len, batch_size, seed, rank, world_size, shuffle_window, prefetch, threads = (
+            _integer(name, value) for name, value in (
+                ("seq_len", seq_len), ("batch_size", batch_size), ("seed", seed), ("rank", rank),
+                ("world_size", world_size), ("shuffle_window", shuffle_window), ("prefetch", prefetch),
+                ("threads", threads)))
+        block_size = None if block_size is None else _integer("block_size", block_size)
+        pad_id = None if pad_id is None else _integer("pad_id", pad_id)
         if seq_len < 1 or batch_size < 1:
             raise ValueError("seq_len and batch_size must be >= 1")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -228,6 +245,8 @@ class TokenLoader:
         self.shuffle_window = max(1, shuffle_window)
         self.prefetch, self.threads = max(0, prefetch), max(1, threads)
         self.pad_id = self.data.eos_id if pad_id is None else pad_id
+        if not 0 <= self.pad_id < self.data.vocab_size:
+            raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary (0 to {self.data.vocab_size - 1})")
         self.drop_last = bool(drop_last)
         # a window needs two tokens to hold one (input, target) pair: a last window of a single
         # token (the stream's final EOS) would be a row with no target at all, so it is not counted
@@ -419,13 +438,26 @@ class TokenLoader:
         if diff:
             detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise LoaderStateError(f"loader state does not match this loader ({detail})")
-        position = int(state["position"])
+        epoch, position = state.get("epoch"), state.get("position")
+        if type(epoch) is not int or type(position) is not int or epoch < 0:  # noqa: E721 - bool and str are not
+            raise LoaderStateError(f"loader state epoch {epoch!r} and position {position!r} must be integers, "
+                                   f"the epoch at least 0")
         if position % self.batch_size or not 0 <= position <= self.batches_per_epoch * self.batch_size:
             raise LoaderStateError(f"loader state position {position} is not a batch boundary of this epoch")
         if self._active is not None:
             self._active.close()
             self._active = None
-        self.epoch, self.position = int(state["epoch"]), position
+        self.epoch, self.position = epoch, position
+
+
+def _integer(name: str, value: Any) -> int:
+    """``value`` as a Python int (numpy integers too); floats and strings are refused, naming ``name``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, not {value!r} ({type(value).__name__})") from None
 
 
 @cache

@@ -197,6 +197,7 @@ def test_shard_from_another_tokenizer_is_refused(kept_run, gpt2_tokens, tmp_path
     edited = _copy(gpt2_tokens, tmp_path / "edited")  # a manifest claiming another vocabulary
     manifest = json.loads(fs.read_bytes(os.path.join(edited, "manifest.json")))
     manifest["tokenizer"]["vocab_size"] = 32003
+    manifest["tokenizer"]["eos_id"] = 2  # within that vocabulary: the shards' own header is what is refused
     fs.write_bytes(os.path.join(edited, "manifest.json"), json.dumps(manifest).encode())
     with pytest.raises(TokenizerMismatchError, match=r"shard-00\.bin was tokenized .*\(vocab 50257\) but .*vocab 32003"):
         TokenLoader(edited, SEQ, 8)
@@ -349,6 +350,8 @@ def test_no_batch_without_targets_lone_last_token(gpt2_tokens, tmp_path):
     sub = _copy(gpt2_tokens, tmp_path / "sub")
     manifest = json.loads(fs.read_bytes(os.path.join(sub, "manifest.json")))
     manifest["shards"] = [s for s in manifest["shards"] if s["name"] == "shard-02"]
+    manifest["totals"] = {"n_shards": 1, "n_docs": manifest["shards"][0]["n_docs"],
+                          "n_tokens": manifest["shards"][0]["n_tokens"]}
     fs.write_bytes(os.path.join(sub, "manifest.json"), json.dumps(manifest).encode())
     stream = _stream(sub)
     assert len(stream) % 122 == 1 and (len(stream) - 1) // 122 == 233 * 17
@@ -402,3 +405,43 @@ def test_drop_last_is_part_of_the_state(gpt2_tokens):
     old = TokenLoader(gpt2_tokens, SEQ, 8).state_dict()
     del old["drop_last"]  # saved before the option existed: the default
     TokenLoader(gpt2_tokens, SEQ, 8).load_state_dict(old)
+
+
+def test_loader_refuses_what_it_cannot_train_on_faithfully(gpt2_tokens, tmp_path):
+    """Found by testing the loader as a training job: a manifest listing a shard twice was read
+    twice per epoch, wrong totals and an eos_id outside the vocabulary were taken, the model's own
+    tokenizer with another end-of-document token was accepted, numpy integers failed at the first
+    batch and seed=3.0 resumed a seed-3 state with another order."""
+    good = json.loads(fs.read_bytes(os.path.join(gpt2_tokens, "manifest.json")))
+    for name, edit, message in [
+        ("twice", lambda m: m["shards"].append(m["shards"][0]), r"lists shard\(s\) \['shard-00'\] more than once"),
+        ("totals", lambda m: m["totals"].update(n_tokens=m["totals"]["n_tokens"] + 1), r"totals\.n_tokens is \d+, its shards sum to"),
+        ("eos", lambda m: m["tokenizer"].update(eos_id=60000), r"eos_id 60000 is not an id of its vocabulary of 50257"),
+    ]:
+        edited = _copy(gpt2_tokens, tmp_path / name)
+        manifest = json.loads(json.dumps(good))
+        edit(manifest)
+        fs.write_bytes(os.path.join(edited, "manifest.json"), json.dumps(manifest).encode())
+        with pytest.raises(TokenShardError, match=message):
+            TokenDataset(edited)
+
+    import dataclasses
+
+    # the same vocabulary and definition, another separator (as --eos-token "<s>" against "</s>")
+    other_eos = dataclasses.replace(load_tokenizer("gpt2"), eos_token="!", eos_id=0)
+    with pytest.raises(TokenizerMismatchError, match=r"ends documents with id 50256 \('<\|endoftext\|>'\), the "
+                                                     r"expected tokenizer with id 0 \('!'\)"):
+        TokenDataset(gpt2_tokens, expected_tokenizer=other_eos)
+    TokenDataset(gpt2_tokens, expected_tokenizer=load_tokenizer("gpt2"))  # its own: accepted
+
+    loader = TokenLoader(gpt2_tokens, SEQ, 4, seed=np.int64(3), rank=np.int64(0), world_size=np.int32(1))
+    assert type(loader.seed) is int and json.dumps(loader.state_dict())  # a checkpoint can hold it
+    next(iter(loader))
+    with pytest.raises(TypeError, match=r"seed must be an integer, not 3\.0"):
+        TokenLoader(gpt2_tokens, SEQ, 4, seed=3.0)
+    with pytest.raises(ValueError, match=r"pad_id 70000 is outside the vocabulary"):
+        TokenLoader(gpt2_tokens, SEQ, 4, pad_id=70000)
+    state = loader.state_dict()
+    for bad in ({"epoch": -1}, {"epoch": "1"}, {"position": 4.0}):
+        with pytest.raises(LoaderStateError, match="must be integers"):
+            TokenLoader(gpt2_tokens, SEQ, 4, seed=3).load_state_dict({**state, **bad})

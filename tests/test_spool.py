@@ -96,3 +96,28 @@ def test_a_shard_holds_a_batch_in_memory_not_its_output(tmp_path):
     kept = pads.dataset(str(tmp_path / "out" / "kept")).to_table()
     assert kept.column("id").to_pylist() == [str(i) for i in range(4000)]
     assert [p for p in Path(tmp_path).rglob("*") if "spool" in p.name] == []
+
+
+def test_a_killed_workers_spool_is_swept_by_the_next_spool(tmp_path):
+    """A worker killed mid-shard never runs its ``finally``: its spill files stayed in the
+    temporary directory forever (found by killing runs). The next spool in that directory deletes
+    those of dead processes, not those of live ones."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", (
+        "import os, pyarrow as pa\n"
+        "from refinery.io.spool import ShardSpool\n"
+        f"s = ShardSpool({str(tmp_path)!r})\n"
+        "s.append(pa.RecordBatch.from_pydict({'x': [1, 2]}))\n"
+        "os._exit(9)  # killed: no close, no finally\n")], cwd=str(Path(__file__).parents[1]))
+    assert child.returncode == 9
+    dead = [p.name for p in tmp_path.iterdir()]
+    assert len(dead) == 1 and dead[0].startswith("refinery-spool-")
+    live = tmp_path / f"refinery-spool-{os.getpid()}-other"  # a spool of a running process
+    live.mkdir()
+    spool._SWEPT.discard(str(tmp_path))
+    with ShardSpool(str(tmp_path)) as out:
+        out.append(pa.RecordBatch.from_pydict({"x": [1]}))
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert dead[0] not in names and live.name in names and len(names) == 2

@@ -58,7 +58,8 @@ class ShardSpool:
         if self._writer is None or not self._segments[-1][0].equals(table.schema):
             self._close_writer()
             if self._dir is None:
-                self._dir = tempfile.mkdtemp(prefix="refinery-spool-", dir=self._parent)
+                sweep_orphaned_spools(self._parent)
+                self._dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=self._parent)
             path = os.path.join(self._dir, f"{len(self._segments)}.arrow")
             self._sink = pa.OSFile(path, "wb")
             self._writer = pa.ipc.new_file(self._sink, table.schema, options=_IPC_OPTIONS)
@@ -124,6 +125,37 @@ class ShardSpool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_PREFIX = "refinery-spool-"
+_SWEPT: set[str] = set()  # temporary directories this process has swept
+
+
+def sweep_orphaned_spools(parent: str | None = None) -> int:
+    """Delete the spill directories of processes that no longer run (a killed worker's: its
+    ``finally`` never ran; found by killing runs), once per process and directory. A spool's name
+    holds its process id. Returns how many were deleted."""
+    parent = parent or tempfile.gettempdir()
+    if parent in _SWEPT:
+        return 0
+    _SWEPT.add(parent)
+    deleted = 0
+    for name in os.listdir(parent):
+        pid = name[len(_PREFIX):].split("-", 1)[0] if name.startswith(_PREFIX) else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            deleted += 1
+    return deleted
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _decoded_dictionaries(table: pa.Table) -> pa.Table:

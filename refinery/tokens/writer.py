@@ -659,6 +659,9 @@ def parse_manifest(data: bytes, uri: str) -> dict:
                else None)
     if problem:  # a KeyError naming a key, and no file, was all a user saw (found by adversarial testing)
         raise TokenShardError(f"corrupt token manifest {uri}: {problem}")
+    problems = manifest_inconsistencies(manifest)
+    if problems:  # a loader trusted these and read a shard twice per epoch (found by testing the loader)
+        raise TokenShardError(f"inconsistent token manifest {uri}: {'; '.join(problems)} (retokenize to rewrite it)")
     return manifest
 
 
@@ -694,12 +697,9 @@ def load_manifest(output: str) -> dict:
     return parse_manifest(*read_manifest_bytes(output))
 
 
-def manifest_problems(manifest: dict, token_dir: str) -> list[str]:
-    """What makes a token manifest disagree with itself or with its shards' sidecars: a shard listed
-    twice, file names that are not the shard's, totals that are not the sums, an EOS id outside the
-    vocabulary, an ids file whose row count is not the shard's documents (``verify-tokens``)."""
-    import pyarrow.parquet as pq
-
+def manifest_inconsistencies(manifest: dict) -> list[str]:
+    """What makes a token manifest disagree with itself, without reading a shard: a shard listed
+    twice, totals that are not the sums, an EOS id outside the vocabulary."""
     from collections import Counter
 
     problems: list[str] = []
@@ -707,11 +707,6 @@ def manifest_problems(manifest: dict, token_dir: str) -> list[str]:
     twice = sorted(n for n, k in Counter(str(e.get("name")) for e in shards).items() if k > 1)
     if twice:
         problems.append(f"manifest lists shard(s) {twice} more than once")
-    for e in shards:
-        uris = shard_uris(token_dir, str(e.get("name")))
-        for kind in ("bin", "idx", "ids"):
-            if e.get(kind) != fs.basename(uris[kind]):
-                problems.append(f"manifest entry {e.get('name')}: {kind} {e.get(kind)!r} is not {fs.basename(uris[kind])}")
     totals = manifest.get("totals", {})
     sums = {"n_shards": len(shards), "n_docs": sum(e.get("n_docs", 0) for e in shards),
             "n_tokens": sum(e.get("n_tokens", 0) for e in shards)}
@@ -722,6 +717,24 @@ def manifest_problems(manifest: dict, token_dir: str) -> list[str]:
     eos, vocab = tokenizer.get("eos_id"), tokenizer.get("vocab_size")
     if not isinstance(eos, int) or not isinstance(vocab, int) or not 0 <= eos < vocab:
         problems.append(f"manifest tokenizer eos_id {eos!r} is not an id of its vocabulary of {vocab!r}")
+    return problems
+
+
+def manifest_problems(manifest: dict, token_dir: str) -> list[str]:
+    """What makes a token manifest disagree with itself or with its shards' sidecars: a shard listed
+    twice, file names that are not the shard's, totals that are not the sums, an EOS id outside the
+    vocabulary, an ids file whose row count is not the shard's documents (``verify-tokens``)."""
+    import pyarrow.parquet as pq
+
+    from collections import Counter
+
+    problems = manifest_inconsistencies(manifest)
+    shards = manifest.get("shards", [])
+    for e in shards:
+        uris = shard_uris(token_dir, str(e.get("name")))
+        for kind in ("bin", "idx", "ids"):
+            if e.get(kind) != fs.basename(uris[kind]):
+                problems.append(f"manifest entry {e.get('name')}: {kind} {e.get(kind)!r} is not {fs.basename(uris[kind])}")
     for e in shards:
         uris = shard_uris(token_dir, str(e.get("name")))
         try:
