@@ -386,3 +386,16 @@ def test_the_keeper_walk_holds_one_shard_of_holders_at_a_time(tmp_path):
     tracemalloc.stop()
     assert counts["holders"] == 40_000 and has.all()
     assert peak < 3 * one_shard, peak  # all ten shards' pairs at once were over 10x
+
+
+def test_a_resumed_run_records_every_step(sample_run):
+    """A run killed after the keepers step and resumed lost the line_holders step from its
+    dedup_stats.json (found by killing runs): the resumed run's record equals the first one's."""
+    docs, stats, out = sample_run
+    ex = make_executor("local", 1)
+    try:
+        again = run_dedup(str(out.parent / "run"), str(out), DedupConfig(method="lines"), ex)
+    finally:
+        ex.close()
+    assert list(again["passes"]) == list(stats["passes"]) and "line_holders" in again["passes"]
+    assert again["passes"]["line_holders"] == stats["passes"]["line_holders"]

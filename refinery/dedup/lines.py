@@ -399,6 +399,9 @@ def keeper_pass(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
     relative = ["keepers/lines.parquet"]
     done = work.done("keepers")
     if done is not None:
+        holders = work.done("line_holders")
+        if holders is not None:  # the step before's record too, as a run that did both has it (chaos probe)
+            passes["line_holders"] = holders
         passes["keepers"] = done
         return relative
     holder_uri = {s.name: work.path("line_holders", f"{s.name}.parquet") for s in shards}
