@@ -367,3 +367,22 @@ def test_the_funnel_chart_never_labels_a_removal_zero():
               {"stage": "gopher", "docs_in": 4181, "docs_out": 3000, "docs_removed": 1181}]
     svg = funnel_svg(stages)
     assert "−0.0 pt" not in svg and "&lt; −0.1 pt" in svg and "−28.2 pt" in svg
+
+
+def test_a_lines_dedup_pass_chart_has_its_threshold():
+    """The lines pass's histogram had no line at its max_removed_word_frac, not even in a compare
+    report where that setting differed (found by testing the stats)."""
+    from refinery.stats.thresholds import run_thresholds
+
+    histograms = {"lines_dedup": {"lines_dedup_removed_frac": {}}, "boiler": {"lines_dedup_removed_frac": {}},
+                  "minhash_dedup": {"x": {}}}
+    manifest = {"config": {"stages": [], "dedup": [
+        {"method": "lines", "lines": {"max_removed_word_frac": 0.2}},
+        {"method": "lines", "name": "boiler"},  # the default
+        {"method": "minhash"}]}}
+    from refinery.dedup.config import DedupConfig
+
+    default = DedupConfig(method="lines").lines.max_removed_word_frac
+    assert run_thresholds(manifest, histograms) == {
+        "lines_dedup": {"lines_dedup_removed_frac": [{"param": "lines.max_removed_word_frac", "value": 0.2}]},
+        "boiler": {"lines_dedup_removed_frac": [{"param": "lines.max_removed_word_frac", "value": default}]}}

@@ -537,3 +537,19 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     compared = CliRunner().invoke(app, ["stats", "--compare", str(out), str(tmp_path / "es")])
     assert 'note: the runs\' settings differ in 1 key(s): language_id.languages: ["en", "de"] -> ["en", "es"]' in \
         compared.stderr, compared.stderr
+
+
+def test_a_shard_that_removed_nothing_writes_samples_hf_datasets_can_read(tmp_path):
+    """An empty samples shard held a 0-row row group, which Hugging Face `datasets` refuses
+    ("BatchSize must be greater than 0"; found by killing and rereading runs)."""
+    import pyarrow.parquet as pq
+
+    from refinery.runner import ShardRunner, ShardTask
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "text": f"document {i}"}) + "\n" for i in range(3)))
+    task = ShardTask(str(path), str(tmp_path / "out"), "docs")
+    ShardRunner([]).run(task)
+    samples = pq.ParquetFile(task.samples_uri)
+    assert samples.metadata.num_rows == 0 and samples.metadata.num_row_groups == 0
+    assert "stage" in samples.schema_arrow.names

@@ -330,8 +330,12 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         from refinery.dedup.lines import lines_summary
 
         extra = {**extra, **lines_summary(out.kept_dir, out.removed_dir)}
+    # the index steps' time belongs to the pass's stage: its docs/s counted the removal step alone
+    # (585,882 docs/s shown for a URL pass of 4,100; found by testing the stats)
+    index_seconds = sum(float(v.get("task_seconds", v.get("wall_seconds", 0.0)) or 0.0)
+                        for k, v in passes.items() if k != "remove" and isinstance(v, dict))
     run_stats = _finish_run(out, input_dir, config, work_root, len(shards), write_manifest=standalone,
-                            fingerprint=work.fingerprint)
+                            fingerprint=work.fingerprint, index_seconds=index_seconds)
     expected = extra.get("docs_to_remove")
     if expected is not None and run_stats["docs_removed"] != expected:
         raise DedupError(f"the removal run removed {run_stats['docs_removed']} documents but the dedup index lists "
@@ -357,11 +361,14 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
 
 
 def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: str, n_shards: int,
-                write_manifest: bool = True, fingerprint: str | None = None) -> dict[str, Any]:
+                write_manifest: bool = True, fingerprint: str | None = None, index_seconds: float = 0.0) -> dict[str, Any]:
     from refinery.io.dataset import unify_pass_schemas
     from refinery.stats.funnel import load_shard_stats, merge_shard_stats
 
     merged = merge_shard_stats(load_shard_stats(out))  # checks kept + removed = read
+    for stage in merged.get("stages", [])[1:]:  # after the reader: the method's stage
+        stage["index_seconds"] = round(index_seconds, 3)
+        stage["seconds"] = round(float(stage.get("seconds", 0.0)) + index_seconds, 4)
     unify_pass_schemas(out.kept_dir, out.removed_dir)  # one schema in every shard, empty ones too
     fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
     if not write_manifest:

@@ -169,14 +169,48 @@ def stage_kinds(manifest: dict[str, Any]) -> dict[str, str]:
     return {(s.get("name") or s["type"]): s["type"] for s in (manifest.get("config") or {}).get("stages", [])}
 
 
+#: dedup method -> {metric column -> (config section, parameter)}: a dedup pass's own threshold
+DEDUP_THRESHOLDS: dict[str, dict[str, tuple[str, str]]] = {
+    "lines": {"lines_dedup_removed_frac": ("lines", "max_removed_word_frac")},
+}
+
+
+def dedup_thresholds(entry: dict[str, Any], columns: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """A dedup pass's thresholds, from its recorded config completed with the defaults."""
+    known = DEDUP_THRESHOLDS.get(str(entry.get("method")), {})
+    if not known or not any(c in known for c in columns):
+        return {}
+    try:
+        from refinery.dedup.config import DedupConfig
+
+        config = DedupConfig.model_validate({k: v for k, v in entry.items() if k != "name"}).model_dump()
+    except Exception as exc:  # noqa: BLE001 - a config of another version must not break the report
+        log.debug("cannot read dedup pass %s's settings: %s", entry.get("name"), exc)
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for column, (section, param) in known.items():
+        value = (config.get(section) or {}).get(param)
+        if column in columns and _is_number(value):
+            out[column] = [{"param": f"{section}.{param}", "value": float(value)}]
+    return out
+
+
 def run_thresholds(manifest: dict[str, Any], histograms: dict[str, dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """``{stage name: {column: thresholds}}`` for every histogram of the run."""
+    """``{stage name: {column: thresholds}}`` for every histogram of the run, dedup passes' too
+    (the lines pass's chart had no line at its max_removed_word_frac: found by testing the stats)."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for stage in (manifest.get("config") or {}).get("stages", []):
+    config = manifest.get("config") or {}
+    for stage in config.get("stages", []):
         name = stage.get("name") or stage["type"]
         columns = list(histograms.get(name, {}))
         if columns:
             found = stage_thresholds(stage["type"], stage.get("params") or {}, columns)
             if found:
                 out[name] = found
+    for entry in config.get("dedup") or []:
+        name = entry.get("name") or ("decontaminate" if entry.get("method") == "decontaminate"
+                                     else f"{entry.get('method')}_dedup")
+        found = dedup_thresholds(entry, list(histograms.get(name, {})))
+        if found:
+            out[name] = found
     return out
