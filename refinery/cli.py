@@ -149,6 +149,10 @@ def stats(
             from refinery.stats.compare import order_note
 
             out.print(render_compare(*runs, name_a=compare[0], name_b=compare[1]))
+            for label, name, run in zip("AB", compare, runs):  # each table row's base: its own run
+                read, kept = int(run.get("docs_read") or 0), int(run.get("docs_kept") or 0)
+                out.print(f"{label}: {name}: {read:,} documents read, {kept:,} kept"
+                          + (f" ({100 * kept / read:.1f}%)" if read else ""), highlight=False, markup=False)
             note = order_note(*runs)
             if note:
                 err.print(f"note: {note}", style="yellow", highlight=False, soft_wrap=True)
@@ -160,9 +164,10 @@ def stats(
             except (FileNotFoundError, StorageError, ValueError, KeyError):
                 differing = []
             if differing:
-                shown = "; ".join(f"{r['stage']}.{r['param']}: {r['a']} -> {r['b']}" for r in differing[:4])
+                parts = _setting_changes(differing)
+                shown = "; ".join(parts[:12])
                 err.print(f"note: the runs' settings differ in {len(differing)} key(s): {shown}"
-                          f"{' ...' if len(differing) > 4 else ''} (`refinery report --compare` lists them)",
+                          f"{' ...' if len(parts) > 12 else ''} (`refinery report --compare` lists them)",
                           style="yellow", highlight=False, soft_wrap=True)
     elif json_out:
         out.print_json(json.dumps(runs[0]))
@@ -180,6 +185,23 @@ def stats(
             err.print(f"note: {name}: input {aside.get('input') or aside['shard']} failed and was set aside, its "
                       f"documents not read: {aside.get('error') or 'see failed/'}", style="yellow",
                       highlight=False, soft_wrap=True)
+
+
+def _setting_changes(differing: list[dict]) -> list[str]:
+    """The differing settings, one entry per key, a stage present in one run only as one entry
+    (a dropped stage's 7 parameters hid the input and pass-order changes behind "...": testing)."""
+    by_stage: dict[str, list[dict]] = {}
+    for r in differing:
+        by_stage.setdefault(str(r["stage"]), []).append(r)
+    parts: list[str] = []
+    for stage, rows in by_stage.items():
+        if len(rows) > 1 and all(r["b"] is None for r in rows):
+            parts.append(f"{stage}: only in A")
+        elif len(rows) > 1 and all(r["a"] is None for r in rows):
+            parts.append(f"{stage}: only in B")
+        else:
+            parts += [f"{stage}.{r['param']}: {r['a']} -> {r['b']}" for r in rows]
+    return parts
 
 
 @app.command()

@@ -260,6 +260,9 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         for p in plan.passes[redo_from:]:
             if only_passes is None or p.name in only_passes:
                 _clear_pass_outputs(plan, p)
+        # the funnel of the outputs just cleared: a rerun stopped before its end left the old
+        # config's counts in OUT/stats.json (found by testing the stats); rewritten at the end
+        fs.delete(plan.run.stats_json)
     write_plan(plan, previous_record)
     summary = RunSummary(plan.output)
     previous: Pass | None = None

@@ -130,3 +130,25 @@ def test_unreadable_shard_fails_alone_with_a_clear_error(tmp_path):
     assert summary.stats["docs_read"] == len(docs)
     assert summary.stats["failed_shards"] == ["broken"]
     assert not (tmp_path / "out" / "kept" / "broken.parquet").exists()
+
+
+def test_a_forced_rerun_stopped_early_leaves_no_stale_funnel(tmp_path, monkeypatch):
+    """OUT/stats.json still held the old config's counts after a --force rerun stopped in its
+    first pass, though the corpus it counted was already deleted (found by testing the stats)."""
+    from refinery import pipeline
+    from refinery.config import parse_config
+    from tests._dedup_fixtures import CC_DOCS
+
+    out = tmp_path / "out"
+    config = parse_config({"name": "a", "stages": [{"type": "gopher_quality"}]})
+    pipeline.run_pipeline(config, str(CC_DOCS), str(out), workers=1, progress=False)
+    assert (out / "stats.json").exists()
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_documents_pass", stopped)
+    other = parse_config({"name": "a", "stages": [{"type": "gopher_quality", "params": {"min_words": 10}}]})
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_pipeline(other, str(CC_DOCS), str(out), workers=1, progress=False, force=True)
+    assert not (out / "stats.json").exists() and not list((out / "kept").glob("*.parquet"))

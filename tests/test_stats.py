@@ -537,6 +537,16 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     compared = CliRunner().invoke(app, ["stats", "--compare", str(out), str(tmp_path / "es")])
     assert 'note: the runs\' settings differ in 1 key(s): language_id.languages: ["en", "de"] -> ["en", "es"]' in \
         compared.stderr, compared.stderr
+    # each run's size under the table (kept % is of each run's own input; found by testing the stats)
+    a, b = (json.loads((d / "stats.json").read_text()) for d in (out, tmp_path / "es"))
+    assert f"A: {out}: {a['docs_read']:,} documents read, {a['docs_kept']:,} kept" in compared.stdout
+    assert f"B: {tmp_path / 'es'}: {b['docs_read']:,} documents read, {b['docs_kept']:,} kept" in compared.stdout
+    # a stage in one run only is one entry, not its every parameter (they hid the other changes)
+    from refinery.cli import _setting_changes
+
+    rows = ([{"stage": "toxicity", "param": p, "a": 1, "b": None} for p in ("threshold", "cascade", "gate")]
+            + [{"stage": "run", "param": "input", "a": "x", "b": "y"}])
+    assert _setting_changes(rows) == ["toxicity: only in A", "run.input: x -> y"]
 
 
 def test_a_shard_that_removed_nothing_writes_samples_hf_datasets_can_read(tmp_path):
