@@ -116,14 +116,24 @@ class TokenDataset:
         ``tokenizer.json``; "gpt2" was read as a SHA-256 and refused the gpt2 run it named)."""
         if expected is None:
             return
-        if isinstance(expected, str) and not re.fullmatch(r"[0-9a-f]{64}", expected):
+        if isinstance(expected, str) and re.fullmatch(r"[0-9a-fA-F]{64}", expected):
+            expected = expected.lower()  # a SHA-256 copied in capitals
+        elif isinstance(expected, str):
             from refinery.tokens.tokenizer import load_tokenizer
 
             try:  # with the run's end-of-document token: one outside the usual names must not refuse it
                 expected = load_tokenizer(expected, eos_token=self.manifest["tokenizer"].get("eos_token"))
             except Exception as exc:  # noqa: BLE001 - a spec that names nothing loadable
-                raise TokenizerMismatchError(f"expected_tokenizer {expected!r} is neither a SHA-256 nor a tokenizer "
-                                             f"refinery can load ({str(exc).splitlines()[0]})") from None
+                try:  # another tokenizer, without the run's token: a mismatch, said as one below
+                    expected = load_tokenizer(expected)
+                except Exception:  # noqa: BLE001
+                    raise TokenizerMismatchError(f"expected_tokenizer {expected!r} is neither a SHA-256 nor a "
+                                                 f"tokenizer refinery can load ({str(exc).splitlines()[0]})") from None
+        elif not isinstance(expected, LoadedTokenizer):
+            # a Hugging Face Tokenizer object was printed whole as the "expected sha256" (testing)
+            raise TokenizerMismatchError(
+                f"expected_tokenizer is a {type(expected).__name__}: give refinery.tokens.load_tokenizer(PATH), a "
+                f"tokenizer spec ('gpt2', a tokenizer.json path) or the tokenizer's SHA-256")
         tk = self.manifest["tokenizer"]
         want = expected.sha256 if isinstance(expected, LoadedTokenizer) else expected
         if want != self.tokenizer_sha256:
@@ -426,7 +436,13 @@ class TokenLoader:
 
     def state_dict(self) -> dict:
         """JSON-serialisable position: the next batch after :meth:`load_state_dict` is the next one here."""
-        return {"version": STATE_VERSION, "epoch": self.epoch, "position": self.position, **self._identity()}
+        epoch, position = self.epoch, self.position
+        if position >= self.batches_per_epoch * self.batch_size:
+            # after an epoch's last batch the next one is the next epoch's first: saved as
+            # (epoch, end), a resumed loop that numbers epochs from the state ran an epoch of no
+            # batch (found by testing the loader)
+            epoch, position = epoch + 1, 0
+        return {"version": STATE_VERSION, "epoch": epoch, "position": position, **self._identity()}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:

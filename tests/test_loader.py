@@ -445,3 +445,32 @@ def test_loader_refuses_what_it_cannot_train_on_faithfully(gpt2_tokens, tmp_path
     for bad in ({"epoch": -1}, {"epoch": "1"}, {"position": 4.0}):
         with pytest.raises(LoaderStateError, match="must be integers"):
             TokenLoader(gpt2_tokens, SEQ, 4, seed=3).load_state_dict({**state, **bad})
+
+
+def test_a_state_saved_after_an_epochs_last_batch_resumes_at_the_next_epoch(gpt2_tokens):
+    loader = TokenLoader(gpt2_tokens, SEQ, 8, seed=1)
+    inside = None
+    for i, _ in enumerate(loader):
+        if i == len(loader) - 1:
+            inside = loader.state_dict()  # a checkpoint after the epoch's last step
+    assert inside == loader.state_dict() and inside["epoch"] == 1 and inside["position"] == 0
+    resumed = TokenLoader(gpt2_tokens, SEQ, 8, seed=1)
+    resumed.load_state_dict(inside)
+    assert resumed.epoch == 1
+    assert _same(_epoch(resumed), _epoch(loader))  # epoch 1, whole, as the loader that went on
+
+
+def test_expected_tokenizer_messages_name_the_mismatch(gpt2_tokens):
+    """Found by testing the loader: a path to another tokenizer (llama on GPT-2 data) was called
+    "neither a SHA-256 nor a tokenizer refinery can load"; a SHA-256 in capitals was refused; a
+    Hugging Face Tokenizer object was printed whole where the SHA-256 should be."""
+    from tests.conftest import SHARED_DATA
+
+    llama = SHARED_DATA / "tokenizers" / "tokenizer_llama-test-tokenizer.json"  # no '<|endoftext|>' of its own
+    if llama.is_file():  # (../shared: not copied into the project)
+        with pytest.raises(TokenizerMismatchError, match=r"was tokenized with gpt2 .*not the expected tokenizer"):
+            TokenDataset(gpt2_tokens, expected_tokenizer=str(llama))
+    sha = load_tokenizer("gpt2").sha256
+    TokenDataset(gpt2_tokens, expected_tokenizer=sha.upper())  # the same SHA-256: accepted
+    with pytest.raises(TokenizerMismatchError, match=r"^expected_tokenizer is a Tokenizer: give "):
+        TokenDataset(gpt2_tokens, expected_tokenizer=load_tokenizer("gpt2").tokenizer)
