@@ -476,6 +476,11 @@ def _integer(name: str, value: Any) -> int:
         raise TypeError(f"{name} must be an integer, not {value!r} ({type(value).__name__})") from None
 
 
+_WORKERS_REFUSED = ("TorchTokenDataset already splits work by rank and prefetches: use num_workers=0 (a DataLoader "
+                    "worker process would hold the resumable position, so checkpoints would record none; several "
+                    "would each yield the whole rank's data)")
+
+
 @cache
 def _torch_dataset_class() -> type:
     import torch
@@ -491,12 +496,15 @@ def _torch_dataset_class() -> type:
         def __init__(self, loader: TokenLoader) -> None:
             self.loader = loader
 
+        def __reduce__(self):
+            # DataLoader workers started by spawn or forkserver pickle the dataset: the same
+            # refusal as under fork, not "Can't pickle local object" (found by testing the loader)
+            raise RuntimeError(_WORKERS_REFUSED)
+
         def __iter__(self):
             info = get_worker_info()
             if info is not None:  # even one worker: its position would advance there, not in state_dict()
-                raise RuntimeError("TorchTokenDataset already splits work by rank and prefetches: use num_workers=0 "
-                                   "(a DataLoader worker process would hold the resumable position, so checkpoints "
-                                   "would record none; several would each yield the whole rank's data)")
+                raise RuntimeError(_WORKERS_REFUSED)
             for batch in self.loader:
                 yield {k: torch.from_numpy(v) for k, v in batch.items()}
 

@@ -284,6 +284,10 @@ def test_torch_iterable_dataset(gpt2_tokens):
     # one DataLoader worker process would hold the position, and checkpoints would record none
     with pytest.raises(RuntimeError, match="use num_workers=0"):
         next(iter(DataLoader(torch_dataset(TokenLoader(gpt2_tokens, SEQ, 4)), batch_size=None, num_workers=1)))
+    # workers started by spawn pickle the dataset: the same refusal ("Can't pickle local object" before)
+    with pytest.raises(RuntimeError, match="use num_workers=0"):
+        next(iter(DataLoader(torch_dataset(TokenLoader(gpt2_tokens, SEQ, 4)), batch_size=None, num_workers=1,
+                             multiprocessing_context="spawn")))
     # the loss a model would compute: cross-entropy ignores the padding targets
     logits = torch.zeros(4, SEQ, 50257)
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(got[-1]["labels"]).flatten())
