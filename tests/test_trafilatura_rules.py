@@ -248,3 +248,29 @@ def test_a_numbered_label_before_a_link_is_a_step_not_a_teaser() -> None:
     assert "Step 2: Configure the repository and signing keys" in text
     assert "Chapter 3: The return of the configuration file" in text
     assert "Council approves cycle lanes" not in text and "Looted colonial art" not in text
+
+
+def test_a_heading_with_a_permalink_anchor_stays(tmp_path) -> None:
+    """Found by reading a run's kept documents: every question heading of an interview page
+    (`<h2><b>Question?</b><a href="#q" class="heading-link"></a></h2>`) went in precision mode,
+    its one link having no text (trafilatura's link-density test found no text-bearing link in a
+    short element and took it for a link list)."""
+    from tests.test_extract import EVAL_TARBALL, load_eval_pages
+
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    (url, html, item), = load_eval_pages(tmp_path, ("github.blog.spiceland.html",))
+    questions = ["What was your first job in tech like?", "What does leadership mean to you in your current role?"]
+    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html.decode(), url)
+    off, _ = TrafilaturaExtractor(timeout_s=0, keep_text_with_empty_links=False)._extract_fn()(html.decode(), url)
+    assert all(q in on for q in questions) and not any(q in off for q in questions)
+    assert all(s not in on for s in item["without"])
+    assert sum(s in on for s in item["with"]) == len(item["with"]) > sum(s in off for s in item["with"])
+    # a line of text and icon links elsewhere is not a heading: it still goes as a link list
+    from refinery.stages._trafilatura_rules import _text_with_empty_links
+    from lxml import html as lxml_html
+
+    line = lxml_html.fragment_fromstring("<p>Follow us on these networks <ref target='a'></ref><ref target='b'></ref></p>")
+    heading = lxml_html.fragment_fromstring("<div rend='h2'>What was your first job in tech like?<ref target='#q'></ref></div>")
+    heading.tag = "head"  # trafilatura's name for a heading
+    assert not _text_with_empty_links(line) and _text_with_empty_links(heading)

@@ -1,4 +1,4 @@
-"""Six of trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
+"""Seven of trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
 rules, session 22" and "session 23").
 
 The extract stage's first pass is trafilatura in precision mode. Measured on trafilatura's 990
@@ -30,6 +30,10 @@ and trafilatura called outside the stage are untouched:
   all of its container's text; at least 100 non-space characters and twice its own) is all removed
   by precision mode's pruning goes too:
   "Weitere Artikel zum Thema" over a table of links, "Related Posts", "Seguir leyendo:" over teasers.
+- **text with empty links** (``keep_text_with_empty_links``, trafilatura false; session 31): an
+  element of at least 20 characters of text whose links all have no text (a heading's permalink
+  anchor, an icon) is not a link list; trafilatura counted its text-bearing links, found none and
+  removed it when short (every question heading of an interview page).
 
 The replacements are installed once per process over the trafilatura functions they mirror (their
 sources are compared, as for the lean path) and act only inside :func:`active`, which the stage's
@@ -61,11 +65,13 @@ class PrecisionRules:
     drop_link_list_headings: bool
     drop_labelled_links: bool
     drop_orphaned_headings: bool
+    keep_text_with_empty_links: bool = False
 
 
 #: trafilatura's own values: with these, the replacements change nothing
 TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep_title_header=False,
-                             drop_link_list_headings=False, drop_labelled_links=False, drop_orphaned_headings=False)
+                             drop_link_list_headings=False, drop_labelled_links=False, drop_orphaned_headings=False,
+                             keep_text_with_empty_links=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -106,6 +112,24 @@ _NEXT_HEADING_TAGS = frozenset(_ORPHAN_TAGS + ("tr",))
 _STRIPPED = frozenset({"span", "ref"})
 
 _ACTIVE: ContextVar[PrecisionRules | None] = ContextVar("refinery_precision_rules", default=None)
+
+#: text of its own an element needs for its empty links (anchors, icons) not to make it a link list
+_EMPTY_LINKS_TEXT_CHARS = 20
+
+
+def _text_with_empty_links(element) -> bool:  # noqa: ANN001 - an lxml element
+    """Whether ``element`` holds text of its own and only links without text: a heading with a
+    permalink anchor (``<h2>Question?<a href="#q" class="heading-link"></a></h2>``). Trafilatura's
+    link-density test counts the links with text, and a short element whose count is 0 goes as a
+    link list: every question of an interview went (found by reading a run's kept documents)."""
+    if element.tag != "head":  # other elements: share bars and icon lists ("Follow us" + icons) leaked
+        return False
+    links = element.findall(".//ref")
+    if not links or element.find(".//graphic") is not None:
+        return False
+    if any(link.text_content().strip() for link in links):
+        return False
+    return len(" ".join(element.text_content().split())) >= _EMPTY_LINKS_TEXT_CHARS
 
 
 @contextmanager
@@ -265,6 +289,8 @@ def install() -> bool:
 
     def link_teaser_test(element, favor_precision=False):
         rules = _ACTIVE.get()
+        if rules is not None and rules.keep_text_with_empty_links and _text_with_empty_links(element):
+            return False, False
         # at trafilatura's own share, its test below decides
         teasers = rules is not None and rules.link_teaser_share < TRAFILATURA.link_teaser_share
         if favor_precision and (teasers or (rules is not None and rules.drop_labelled_links)):

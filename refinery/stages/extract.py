@@ -666,6 +666,7 @@ class TrafilaturaExtractor(Stage):
         drop_link_list_headings: bool = True,
         drop_labelled_links: bool = True,
         drop_orphaned_headings: bool = True,
+        keep_text_with_empty_links: bool = True,
         join_source_lines: bool = True,
     ) -> None:
         super().__init__(name)
@@ -724,6 +725,7 @@ class TrafilaturaExtractor(Stage):
         self.drop_link_list_headings = bool(drop_link_list_headings)
         self.drop_labelled_links = bool(drop_labelled_links)
         self.drop_orphaned_headings = bool(drop_orphaned_headings)
+        self.keep_text_with_empty_links = bool(keep_text_with_empty_links)
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
