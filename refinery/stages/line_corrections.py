@@ -36,7 +36,7 @@ import re
 
 import pyarrow as pa
 
-from refinery.stages import checks
+from refinery.stages import checks, content_lines
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import TABLE_RULE_RE, is_table_row
 
@@ -312,6 +312,7 @@ class LineCorrections(Stage):
         max_removed_word_frac: float = 0.05,
         max_words_for_patterns: int = 10,
         uppercase_frac: float = 0.5,
+        keep_content_lines: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -324,6 +325,9 @@ class LineCorrections(Stage):
         self.max_words_for_patterns = int(max_words_for_patterns)
         # "mainly uppercase": share of uppercase among letters strictly above this
         self.uppercase_frac = float(uppercase_frac)
+        # code, one-word sentences, quantities, list numbers and headings over paragraphs stay
+        # (refinery/stages/content_lines.py); false: RefinedWeb's rules as written
+        self.keep_content_lines = bool(keep_content_lines)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -339,6 +343,7 @@ class LineCorrections(Stage):
         out: list[str] = []
         max_words = self.max_words_for_patterns
         upper_frac = self.uppercase_frac
+        keep_content = self.keep_content_lines
         lines = text.split("\n")
         bare_rows = _bare_table_rows(lines) if "|" in text else ()
         for i, line in enumerate(lines):
@@ -356,13 +361,18 @@ class LineCorrections(Stage):
             # a table's rows are its structure: "| 2019 | 45.2 |" is data, not a number left over
             # (its header row would stay without rows, or the 5% rule remove the whole article)
             row = (stripped[0] == "|" and is_table_row(stripped) and " | " in stripped) or i in bare_rows
-            if (
-                (n <= 1 and not row)
-                or (not row and _NUMERIC_RE.match(stripped))
-                or (n <= max_words and _COUNTER_RE.match(stripped))
-            ):
+            if n <= max_words and _COUNTER_RE.match(stripped):
                 removed += n
                 dropped += 1
+                continue
+            numeric = not row and _NUMERIC_RE.match(stripped) is not None
+            if (n <= 1 and not row) or numeric:
+                rule = content_lines.NUMERIC if numeric else content_lines.SINGLE_WORD
+                if not (keep_content and content_lines.is_content(lines, i, rule)):
+                    removed += n
+                    dropped += 1
+                    continue
+                out.append(line)  # code, a one-word sentence, a quantity, a list number, a heading
                 continue
             if row and (sum(1 for t in stripped.split() if any(c.isalpha() for c in t)) < 4
                         or (all(len(cell.split()) <= 3 for cell in stripped.split("|"))
@@ -371,8 +381,8 @@ class LineCorrections(Stage):
                 # | INT"): short cells are data, not shouting
                 upper = letters = 0
             elif stripped.isascii():
-                if stripped.isupper():  # every letter uppercase: cheap exact test first
-                    removed += n
+                if stripped.isupper() and not (keep_content and content_lines.is_content(lines, i, content_lines.UPPERCASE)):
+                    removed += n  # every letter uppercase: cheap exact test first
                     dropped += 1
                     continue
                 upper, lower = _upper_lower(stripped)
@@ -382,7 +392,8 @@ class LineCorrections(Stage):
                 # mainly uppercase (scripts without case have no lowercase to outweigh an acronym)
                 upper, lower = _upper_lower(stripped)
                 letters = len(_LETTER_RE.findall(stripped)) if upper else 0
-            if upper and upper > upper_frac * letters:
+            if upper and upper > upper_frac * letters and not (
+                    keep_content and content_lines.is_content(lines, i, content_lines.UPPERCASE)):
                 removed += n
                 dropped += 1
                 continue

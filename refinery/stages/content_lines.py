@@ -1,0 +1,109 @@
+"""Lines that RefinedWeb's line-wise rules would drop but that are content: the exceptions of
+``line_corrections`` (``keep_content_lines``).
+
+RefinedWeb drops a line of one word, of numbers only, or mainly uppercase. On real pages that
+removed code (``@classmethod``, ``$ pyenv install $PYTHON_VERSION``, ``}``), a joke's punchline
+("Spelling!"), recipe quantities split over lines ("1/4" / "cup butter"), list numbers over their
+item, and one-word headings over paragraphs ("Installation"), and at 5% of a document's words
+whole documents with them (a GitHub README, a recipe). Measured on ``data/gold/lines_gold.jsonl``:
+421 lines the rules drop on real pages, each labelled content or debris by a reader with its
+neighbouring lines (data/gold/README.md).
+
+Each exception is narrow, and none applies to counters or boilerplate patterns:
+
+* **code** (any of the three rules): a decorator, a shell or REPL prompt, a ``$VARIABLE``, a call
+  ``f(x)``, an assignment or pin ``a = 1`` / ``flask==1.0.3``, ``::``, lone braces, a line ending
+  in ``;`` or ``{``, an ini ``[section]``, a list literal, a ``|--`` tree line, a
+  ``CONSTANT_NAME``, a path or URL, a file name with a code extension, an indented YAML key;
+* **a sentence of one word** ("Spelling!", "“Fine.”"): one word ending in ``.``, ``!`` or ``?``,
+  not an ellipsis;
+* **a quantity**: a number or fraction over a line starting with a unit ("1/4" / "cup butter"),
+  and that unit line under it;
+* **a list number** ("3." or "3. 3.") over an item of at least three words;
+* **a heading over a paragraph**: one word (a trailing ":" allowed) that is not a word of page
+  chrome (:data:`CHROME_WORDS`: "Home", "Share", "Tags", "Advertisement"...), over a line of at
+  least :data:`HEADING_OVER_WORDS` words (navigation sits over long lines too, so the chrome
+  words are needed).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: the drop rules the exceptions apply to (counters and patterns never)
+SINGLE_WORD, NUMERIC, UPPERCASE = "single_word", "numeric", "uppercase"
+#: a one-word heading is kept over a line of at least this many words
+HEADING_OVER_WORDS = 8
+
+_CODE = re.compile(r"""
+   ^\s*@[A-Za-z_][\w.]*(?:\(.*\))?\s*$            # @decorator
+ | ^\s*(?:\$|%|>>>|>)\s+\S                        # shell / REPL prompt: "$ pip ...", ">>> x", "> 29"
+ | (?<![\w\\])\$[A-Za-z_{(][\w})]*                # $VARIABLE, ${x}, $(cmd)  (not LaTeX "$\begin")
+ | [A-Za-z_]\w*(?:\.\w+)*\([^()]*\)               # call / signature: f(), obj.m(a, b)
+ | [\w\])"']\s*={1,2}\s*[\w"'\[{(.$/-]            # assignment / pin: a = 1, flask==1.0.3
+ | ::                                             # C++/Ruby scope, reStructuredText
+ | ^\s*[{}\[\]()]+[;,]?\s*$                       # lone braces: "}", "},", "];"
+ | [;{]\s*$                                       # a statement's or block's end
+ | ^\s*\[[^\s\[\]]+\]\s*$                         # [section] of an ini file
+ | ^\s*\[.*,.*\]\s*$                              # list literal / output: [1, 2, 3]
+ | ^\s*[|`]--+\s+[\w.]                            # tree listing: "|-- README.rst" (not a "|---|" rule)
+ | \b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b                  # CONSTANT_NAME / ENV_VAR
+ | ^\s*(?:[a-z][a-z+.-]*://\S+|[.~]?/\S+|\S+/|\S*/\S*/\S*)\s*$   # URL, /abs, ./rel, dir/, a/b/c (not "4/5")
+ | ^\s*[\w.-]+\.(?:py|js|ts|rs|go|c|h|cpp|java|rb|sh|txt|toml|yaml|yml|json|cfg|ini|md|rst|html|css)\s*$
+ | ^\s{2,}[\w.-]+:\s*$                            # indented YAML key
+""", re.X)
+_SENTENCE_WORD = re.compile(r"""^["'“‘(\[¡¿]*[^\W\d_][\w'’\-]*(?:[!?]+|(?<!\.)\.)["'”’)\]]*$""")
+_UNITS = (r"(?:cups?|c\.|tbsps?|tablespoons?|tsps?|teaspoons?|g|gm|grams?|kg|mg|ml|l|litres?|liters?|oz|ounces?|"
+          r"lbs?|pounds?|pinch(?:es)?|dash(?:es)?|cloves?|cans?|packages?|pkgs?|sticks?|slices?|pieces?|heads?|"
+          r"bunch(?:es)?|sprigs?|stalks?|large|medium|small|whole|minutes?|mins?|hours?|hrs?|seconds?|servings?|"
+          r"serves|people|inch(?:es)?|in\.|cm|mm|quarts?|pints?|gallons?|drops?|handful)")
+_QUANTITY = re.compile(r"^\s*(?:\d+(?:[.,]\d+)?(?:\s*[-–]\s*\d+)?|\d+\s+\d+/\d+|\d+/\d+|\d*\s*[½¼¾⅓⅔⅛⅜⅝⅞])\s*$")
+_UNIT_START = re.compile(r"^\s*" + _UNITS + r"\b", re.I)
+_LIST_NUMBER = re.compile(r"^\s*(\d{1,3})[.)](?:\s+\1[.)])?\s*$")
+_NUMBERED = re.compile(r"\d+[.)]")
+_HEADING_WORD = re.compile(r"[^\W\d_][\w'’&\-]*:?")
+#: one-word page chrome that sits over long lines too (menus, share bars, Q&A sites' counters)
+CHROME_WORDS = frozenset("""home menu share tweet pin email print like likes follow subscribe search login logout
+register advertisement advertisements ads sponsored loading comments comment reply replies tags tag categories
+category archives archive contact about next previous prev back top more close skip navigation nav sitemap rss feed
+views votes answers answer reputation badges gold silver bronze rarest news popular trending related recent latest
+actions edit delete report flag permalink filed copyright cookies privacy terms facebook twitter instagram pinterest
+linkedin youtube whatsapp reddit google telegram webcams videos photos podcasts blogs forums shop cart checkout
+wishlist account profile settings help faq x""".split())
+
+
+def is_content(lines: list[str], i: int, rule: str) -> bool:
+    """Whether ``lines[i]``, which ``rule`` (:data:`SINGLE_WORD`, :data:`NUMERIC` or
+    :data:`UPPERCASE`) would drop, is content by one of the exceptions above."""
+    line = lines[i]
+    if _CODE.search(line):
+        return True
+    if rule == UPPERCASE:
+        return False
+    stripped = line.strip()
+    if rule == SINGLE_WORD and _SENTENCE_WORD.match(stripped):
+        return True
+    after = _next_line(lines, i)
+    if _QUANTITY.match(stripped) and after and _UNIT_START.match(after):
+        return True
+    if _UNIT_START.match(stripped) and _QUANTITY.match(_previous_line(lines, i)):
+        return True
+    if _LIST_NUMBER.match(stripped) and after and len(after.split()) >= 3 and not _NUMBERED.match(after):
+        return True
+    return (rule == SINGLE_WORD and _HEADING_WORD.fullmatch(stripped) is not None
+            and stripped.rstrip(":").lower() not in CHROME_WORDS
+            and len(after.split()) >= HEADING_OVER_WORDS)
+
+
+def _next_line(lines: list[str], i: int) -> str:
+    for line in lines[i + 1:]:
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _previous_line(lines: list[str], i: int) -> str:
+    for line in reversed(lines[:i]):
+        if line.strip():
+            return line.strip()
+    return ""
