@@ -16,6 +16,12 @@ Extraction leaves navigation and social-media debris on their own lines ("12 com
 then, if the words in dropped/edited lines exceed 5% of the document's words, discards the whole
 document (it was mostly debris); otherwise it keeps the corrected text.
 
+Beyond RefinedWeb (session 31, found by reading a run's kept documents): lines that are content
+by narrow exceptions stay (``keep_content_lines``: code, one-word sentences, quantities, list
+numbers, one-word headings over paragraphs; :mod:`refinery.stages.content_lines`), and whole lines
+of up to 30 words that call to subscribe, follow or write in, and share bars, go
+(``drop_calls_to_action``; :mod:`refinery.stages.calls_to_action`), without counting in the 5%.
+
 RefinedWeb does not publish its pattern lists; ``START_PATTERNS``, ``END_PATTERNS``,
 ``ANYWHERE_PATTERNS`` and ``COUNTER_PATTERNS`` below are ours, written from the paper's examples
 and common web boilerplate, and kept deliberately specific (e.g. "we use cookies", not "cookie")
@@ -36,7 +42,7 @@ import re
 
 import pyarrow as pa
 
-from refinery.stages import checks, content_lines
+from refinery.stages import calls_to_action, checks, content_lines
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import TABLE_RULE_RE, is_table_row
 
@@ -67,6 +73,10 @@ START_PATTERNS: list[str] = [
     r"written by", r"filed under:?", r"tags?:", r"categor(?:y|ies):", r"share this(?: article| post| page)?:?",
     r"share on:", r"follow us(?: on)?:?", r"advertisement", r"sponsored(?: content)?:?",
     r"related (?:posts|articles|stories):?", r"previous (?:post|article|page):?", r"next (?:post|article|page):?",
+    # session 31 (found reading kept documents): headings over recommendation lists
+    r"editors?[’']?s?[’']? (?:recommendations|picks|choice)s?:?",
+    r"related (?:recipes|videos|content|reading|links|news|coverage|products|topics|items):?",
+    r"more from (?:the )?author", r"you (?:may|might) also like:?", r"recommended for you", r"popular posts",
     r"back to top", r"print this (?:page|article|post)", r"e-?mail this (?:page|article|post)",
 ]
 
@@ -84,6 +94,7 @@ ANYWHERE_PATTERNS: list[str] = [
     r"add to (?:cart|basket|bag|wish\s?list|favou?rites)", r"add to compare", r"view cart",
     r"proceed to checkout",
     r"(?:(?:©|\(c\)|copyright)\s*)?[^.!?]*all rights reserved\.?", r"(?:©|\(c\)|copyright ©?)\s*\d{4}\b[^.!?]*",
+    r"©\s*(?-i:[A-Z])[\w&.,'’ -]{0,40}\b(?:19|20)\d\d\b\.?",  # "© Thomson Reuters 2020"
     r"(?:we|this (?:web)?site|our site) uses? cookies[^.!?]*\.?", r"cookie (?:policy|settings|preferences|consent)",
     r"accept (?:all )?cookies", r"privacy policy", r"terms (?:of|and) (?:use|service|conditions)",
     r"share (?:on|via|to) (?:facebook|twitter|x|linkedin|pinterest|whatsapp|reddit|email|tumblr)",
@@ -187,7 +198,7 @@ PATTERN_HINTS: tuple[str, ...] = (
     # START_PATTERNS
     "skip to", "jump to", "you are here", "home", "posted", "published", "written by", "filed under", "tag",
     "categor", "follow us", "advertisement", "sponsored", "related", "previous", "next", "back to top",
-    "print this", "mail this",
+    "print this", "mail this", "editor", "recommend", "more from", "also like", "popular posts",
     # END_PATTERNS
     "read", "more", "full story", "[...]", "permalink", "report abuse", "reply",
     # the patterns' non-ASCII alternatives that need no ASCII literal
@@ -313,6 +324,7 @@ class LineCorrections(Stage):
         max_words_for_patterns: int = 10,
         uppercase_frac: float = 0.5,
         keep_content_lines: bool = True,
+        drop_calls_to_action: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -328,6 +340,9 @@ class LineCorrections(Stage):
         # code, one-word sentences, quantities, list numbers and headings over paragraphs stay
         # (refinery/stages/content_lines.py); false: RefinedWeb's rules as written
         self.keep_content_lines = bool(keep_content_lines)
+        # whole lines of up to 30 words that call to subscribe, follow, write in, and share bars
+        # (refinery/stages/calls_to_action.py); false: only RefinedWeb's short-line patterns
+        self.drop_calls_to_action = bool(drop_calls_to_action)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -340,10 +355,12 @@ class LineCorrections(Stage):
         words = count_words if _CJK_RE.search(text) else _count_ws_words
         total = words(text)
         removed = dropped = edited_lines = 0
+        calls = 0  # words of calls to action: dropped, not counted against the document
         out: list[str] = []
         max_words = self.max_words_for_patterns
         upper_frac = self.uppercase_frac
         keep_content = self.keep_content_lines
+        drop_calls = self.drop_calls_to_action
         lines = text.split("\n")
         bare_rows = _bare_table_rows(lines) if "|" in text else ()
         for i, line in enumerate(lines):
@@ -397,6 +414,13 @@ class LineCorrections(Stage):
                 removed += n
                 dropped += 1
                 continue
+            if drop_calls and calls_to_action.is_call_to_action(stripped, n):
+                # "...never miss our top stories. Free Sign Up", a share bar: longer than RefinedWeb's
+                # 10-word lines, so not counted in its 5%: a 27-word "Follow us" footer removed a
+                # whole news story (the line says nothing of the page's other lines)
+                calls += n
+                dropped += 1
+                continue
             if n <= max_words and _may_match_patterns(stripped):
                 if _all_chrome(stripped, words):
                     # patterns and separators only ("Privacy policy terms of use", "Log in to leave
@@ -418,7 +442,7 @@ class LineCorrections(Stage):
                     edited_lines += 1
                     line = edited
             out.append(line)
-        if removed == 0:  # edits that cut no word leave the document as it was
+        if removed == 0 and calls == 0:  # edits that cut no word leave the document as it was
             return text, 0, total, 0, 0
         corrected = _BLANK_RUNS.sub("\n\n", "\n".join(out)).strip()
         return corrected, removed, total, dropped, edited_lines
