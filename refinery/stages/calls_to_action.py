@@ -74,7 +74,7 @@ CALL_TO_ACTION_PATTERNS: list[str] = [
 _CALL_TO_ACTION = re.compile(r"(?<!\w)(?:" + "|".join(CALL_TO_ACTION_PATTERNS) + r")(?!\w)", re.IGNORECASE)
 #: literals (lowercase) one of which every pattern above needs: most lines hold none
 _HINTS = re.compile(r"miss|sign|subscri|follow|editor|hear what|send us|cookies|download|click here|log|material may|"
-                    r"reach the|" + _SOCIAL)
+                    r"reach the|contact|find|join|like")
 
 _SHARE_NAME = re.compile(r"(?<!\w)(?:facebook|twitter|x|whatsapp|telegram|linkedin|pinterest|reddit|messenger|tumblr|"
                          r"flipboard|instagram|youtube|tiktok|threads|mastodon|bluesky|google news|newsbreak|vk|viber)"
