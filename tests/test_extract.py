@@ -1231,6 +1231,7 @@ def test_source_line_breaks_inside_paragraphs_are_spaces() -> None:
         "<pre>roses are red\nviolets are blue</pre>",
         "<ul><li>an <b>item</b>\ncontinued</li></ul>",
         "<p>\n  Lead <a href='/y'>link</a>\n  tail\n</p>",
+        "<p>第一行<br>这是中文\n文字，浏览器不会显示空格。</p>",  # CJK: a break between two characters is removed
     ]
     joined = _extract_texts(fragments)
     assert joined[0] == "We never used the str type in Mercurial."
@@ -1240,6 +1241,7 @@ def test_source_line_breaks_inside_paragraphs_are_spaces() -> None:
     assert joined[4] == "roses are red\nviolets are blue"  # a <pre> that is not code too
     assert joined[5] == "- an item continued"
     assert joined[6] == "Lead link tail"
+    assert joined[7] == "第一行\n这是中文文字，浏览器不会显示空格。"
     # trafilatura as it was: the breaks stay (join_source_lines: false, as in REFINEDWEB_PARAMS)
     plain = _extract_texts([fragments[0], fragments[2]], join_source_lines=False)
     assert plain == ["We never used the str type in\nMercurial.", "first line\nsecond\nline"]

@@ -556,8 +556,19 @@ _LEADING_BREAK = re.compile(r"^[ \t\r\f]*\n[ \t\n\r\f]*")
 _TRAILING_BREAK = re.compile(r"[ \t\r\f]*\n[ \t\n\r\f]*$")
 #: trafilatura's inline elements (its result tree's): text runs on across them
 _INLINE = frozenset(("hi", "ref", "del", "code"))
+#: scripts written without spaces: a line break between two of their characters is removed, not a
+#: space (CSS Text 3's segment break rule; a browser shows "中文字", not "中文 字")
+_WIDE = re.compile("[\u1100-\u11ff\u2e80-\u303f\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+                   "\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff]")
 _BROKEN_TEXT_XPATH = None
 _JOIN_LINES: ContextVar[bool] = ContextVar("refinery_join_source_lines", default=False)
+
+
+def _joined(match: re.Match) -> str:
+    text, start, end = match.string, match.start(), match.end()
+    if 0 < start and end < len(text) and _WIDE.match(text[start - 1]) and _WIDE.match(text[end]):
+        return ""
+    return " "
 
 
 def join_source_line_breaks(tree: Any) -> None:
@@ -592,7 +603,7 @@ def join_source_line_breaks(tree: Any) -> None:
             text = _LEADING_BREAK.sub("", text)
         if ends_line:
             text = _TRAILING_BREAK.sub("", text)
-        text = _SOURCE_BREAK.sub(" ", text)
+        text = _SOURCE_BREAK.sub(_joined, text)
         if node.is_tail:
             owner.tail = text
         else:
