@@ -67,7 +67,7 @@ def run_outputs(run_dir: str) -> dict[str, Any]:
     def untimed(obj: Any) -> Any:
         if isinstance(obj, dict):
             return {k: (fs.basename(v) if k in ("source", "input") and isinstance(v, str) else untimed(v))
-                    for k, v in obj.items() if k != "seconds"}
+                    for k, v in obj.items() if k not in ("seconds", "index_seconds")}
         if isinstance(obj, list):
             return [untimed(v) for v in obj]
         return obj

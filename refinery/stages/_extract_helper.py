@@ -558,8 +558,8 @@ _TRAILING_BREAK = re.compile(r"[ \t\r\f]*\n[ \t\n\r\f]*$")
 _INLINE = frozenset(("hi", "ref", "del", "code"))
 #: scripts written without spaces: a line break between two of their characters is removed, not a
 #: space (CSS Text 3's segment break rule; a browser shows "中文字", not "中文 字")
-_WIDE = re.compile("[\u1100-\u11ff\u2e80-\u303f\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
-                   "\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff]")
+_WIDE = re.compile("[\u2e80-\u303f\u3040-\u30ff\u3100-\u312f\u3190-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+                   "\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff]")  # not Hangul: Korean has spaces
 _BROKEN_TEXT_XPATH = None
 _JOIN_LINES: ContextVar[bool] = ContextVar("refinery_join_source_lines", default=False)
 
@@ -773,7 +773,7 @@ def make_extract(config: dict):
     ``config["rules"]`` (a dict of :class:`~refinery.stages._trafilatura_rules.PrecisionRules`
     fields, or None for trafilatura's own) changes rules of the precision-mode first pass.
     ``config["join_lines"]`` (default false) turns the page source's line breaks inside text into
-    spaces in every pass's text (:func:`join_source_line_breaks`).
+    spaces in the first pass's text (:func:`join_source_line_breaks`).
     """
     backend = config["backend"]
     kwargs = config["kwargs"]
@@ -814,7 +814,9 @@ def make_extract(config: dict):
         _trafilatura_rules.install()
         rules = _trafilatura_rules.PrecisionRules(**rules)
         first_call = _with_rules(first_call, rules)
-    # source line breaks inside paragraphs as spaces (join_source_line_breaks), in every pass
+    # source line breaks inside paragraphs as spaces (join_source_line_breaks), in the first pass
+    # only: the fallback's text is at times a page's whole text in one node, its blocks on lines of
+    # their own (a menu became one line of glued CJK words: a review)
     join = bool(config.get("join_lines")) and _install_joined_lines()
     if join:
         first_call = _with_joined_lines(first_call)
@@ -836,8 +838,6 @@ def make_extract(config: dict):
     third_kwargs = {**kwargs, "favor_precision": False, "favor_recall": False, "include_tables": True, "fast": False}
     third_call = (_trafilatura_call(third_kwargs) if lean
                   else lambda html, url: trafilatura.extract(html, url=url, **third_kwargs))
-    if join:
-        second_call, third_call = _with_joined_lines(second_call), _with_joined_lines(third_call)
 
     def cascade(html: str, url: str | None) -> tuple[str | None, str]:
         page = prepare(html) if prepare is not None else html

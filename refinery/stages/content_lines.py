@@ -11,18 +11,19 @@ neighbouring lines (data/gold/README.md).
 
 Each exception is narrow, and none applies to counters or boilerplate patterns:
 
-* **code** (any of the three rules): a decorator, a shell or REPL prompt, a ``$VARIABLE``, a call
+* **code** (any of the three rules): a decorator over a definition, a shell or REPL prompt, a ``$VARIABLE``, a call
   ``f(x)``, an assignment or pin ``a = 1`` / ``flask==1.0.3``, ``::``, lone braces, a line ending
   in ``;`` or ``{``, an ini ``[section]``, a list literal, a ``|--`` tree line, a
-  ``CONSTANT_NAME``, a path or URL, a file name with a code extension, an indented YAML key;
+  ``CONSTANT_NAME`` among other tokens, a path or URL (not a date), a file name with a code
+  extension, an indented YAML key; lines over :data:`MAX_CHARS` characters are not looked at;
 * **a sentence of one word** ("Spelling!", "“Fine.”"): one word ending in ``.``, ``!`` or ``?``,
   not an ellipsis;
 * **a quantity**: a number or fraction over a line starting with a unit ("1/4" / "cup butter"),
   and that unit line under it;
 * **a list number** ("3." or "3. 3.") over an item of at least three words;
-* **a heading over a paragraph**: one word (a trailing ":" allowed) that is not a word of page
-  chrome (:data:`CHROME_WORDS`: "Home", "Share", "Tags", "Advertisement"...), over a line of at
-  least :data:`HEADING_OVER_WORDS` words (navigation sits over long lines too, so the chrome
+* **a heading over a paragraph**: one capitalised word (a trailing ":" allowed) that is not a
+  word of page chrome (:data:`CHROME_WORDS`: "Home", "Share", "Tags", "Advertisement", "Werbung",
+  "Publicidad"...), over a line of at least :data:`HEADING_OVER_WORDS` words (navigation sits over long lines too, so the chrome
   words are needed).
 """
 
@@ -36,10 +37,9 @@ SINGLE_WORD, NUMERIC, UPPERCASE = "single_word", "numeric", "uppercase"
 HEADING_OVER_WORDS = 8
 
 _CODE = re.compile(r"""
-   ^\s*@[A-Za-z_][\w.]*(?:\(.*\))?\s*$            # @decorator
- | ^\s*(?:\$|%|>>>|>)\s+\S                        # shell / REPL prompt: "$ pip ...", ">>> x", "> 29"
+   ^\s*(?:\$|%|>>>|>)\s+\S                        # shell / REPL prompt: "$ pip ...", ">>> x", "> 29"
  | (?<![\w\\])\$[A-Za-z_{(][\w})]*                # $VARIABLE, ${x}, $(cmd)  (not LaTeX "$\begin")
- | [A-Za-z_]\w*(?:\.\w+)*\([^()]*\)               # call / signature: f(), obj.m(a, b)
+ | [A-Za-z_][\w.]*\([^()]*\)                      # call / signature: f(), obj.m(a, b)
  | [\w\])"']\s*={1,2}\s*[\w"'\[{(.$/-]            # assignment / pin: a = 1, flask==1.0.3
  | ::                                             # C++/Ruby scope, reStructuredText
  | ^\s*[{}\[\]()]+[;,]?\s*$                       # lone braces: "}", "},", "];"
@@ -47,11 +47,18 @@ _CODE = re.compile(r"""
  | ^\s*\[[^\s\[\]]+\]\s*$                         # [section] of an ini file
  | ^\s*\[.*,.*\]\s*$                              # list literal / output: [1, 2, 3]
  | ^\s*[|`]--+\s+[\w.]                            # tree listing: "|-- README.rst" (not a "|---|" rule)
- | \b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b                  # CONSTANT_NAME / ENV_VAR
- | ^\s*(?:[a-z][a-z+.-]*://\S+|[.~]?/\S+|\S+/|\S*/\S*/\S*)\s*$   # URL, /abs, ./rel, dir/, a/b/c (not "4/5")
+ | ^\s*(?:[a-z][a-z+.-]*://\S+|[.~]?/[^\s/]\S*|[^\s/]*[A-Za-z][^\s/]*/)\s*$   # URL, /abs, ./rel, dir/ (not a date)
  | ^\s*[\w.-]+\.(?:py|js|ts|rs|go|c|h|cpp|java|rb|sh|txt|toml|yaml|yml|json|cfg|ini|md|rst|html|css)\s*$
  | ^\s{2,}[\w.-]+:\s*$                            # indented YAML key
 """, re.X)
+#: a decorator ("@classmethod") is code over a definition, a handle ("@usacityjournal") is not
+_DECORATOR = re.compile(r"^\s*@[A-Za-z_][\w.]*(?:\(.*\))?\s*$")
+_DEFINITION = re.compile(r"(?:async\s+)?(?:def|class|function|fun|fn|public|private|protected|static|override)\b|@")
+#: a CONSTANT_NAME among other tokens (alone on a line it is as often a product code, "WJ-BJB_1")
+_CONSTANT = re.compile(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b")
+#: longer lines are not looked at: one word of 40,000 characters (base64, minified code) made the
+#: patterns above take seconds (found by a review); RefinedWeb's rules apply to it as before
+MAX_CHARS = 200
 _SENTENCE_WORD = re.compile(r"""^["'“‘(\[¡¿]*[^\W\d_][\w'’\-]*(?:[!?]+|(?<!\.)\.)["'”’)\]]*$""")
 _UNITS = (r"(?:cups?|c\.|tbsps?|tablespoons?|tsps?|teaspoons?|g|gm|grams?|kg|mg|ml|l|litres?|liters?|oz|ounces?|"
           r"lbs?|pounds?|pinch(?:es)?|dash(?:es)?|cloves?|cans?|packages?|pkgs?|sticks?|slices?|pieces?|heads?|"
@@ -61,7 +68,8 @@ _QUANTITY = re.compile(r"^\s*(?:\d+(?:[.,]\d+)?(?:\s*[-–]\s*\d+)?|\d+\s+\d+/\d
 _UNIT_START = re.compile(r"^\s*" + _UNITS + r"\b", re.I)
 _LIST_NUMBER = re.compile(r"^\s*(\d{1,3})[.)](?:\s+\1[.)])?\s*$")
 _NUMBERED = re.compile(r"\d+[.)]")
-_HEADING_WORD = re.compile(r"[^\W\d_][\w'’&\-]*:?")
+#: a heading: one capitalised word of letters ("und", "t", user names and product codes are not)
+_HEADING_WORD = re.compile(r"[^\W\d_a-z][^\W\d_]*(?:[-'’&][^\W\d_]+)*:?")
 #: one-word page chrome that sits over long lines too (menus, share bars, Q&A sites' counters)
 CHROME_WORDS = frozenset("""home menu share tweet pin email print like likes follow subscribe search login logout
 register advertisement advertisements ads sponsored loading comments comment reply replies tags tag categories
@@ -69,14 +77,22 @@ category archives archive contact about next previous prev back top more close s
 views votes answers answer reputation badges gold silver bronze rarest news popular trending related recent latest
 actions edit delete report flag permalink filed copyright cookies privacy terms facebook twitter instagram pinterest
 linkedin youtube whatsapp reddit google telegram webcams videos photos podcasts blogs forums shop cart checkout
-wishlist account profile settings help faq x""".split())
+wishlist account profile settings help faq x download downloads accept ok
+werbung anzeige hauptinhalt inhalt inhaltsverzeichnis menü startseite teilen kommentare suche impressum datenschutz
+kontakt anmelden weiterlesen akzeptieren publicité accueil partager commentaires recherche connexion accepter
+publicidad inicio compartir comentarios buscar contacto acepto aceptar pubblicità condividi commenti cerca accetta
+reklama udostępnij komentarze szukaj kontakt akceptuję reclame delen zoeken реклама поделиться комментарии поиск""".split())
 
 
 def is_content(lines: list[str], i: int, rule: str) -> bool:
     """Whether ``lines[i]``, which ``rule`` (:data:`SINGLE_WORD`, :data:`NUMERIC` or
     :data:`UPPERCASE`) would drop, is content by one of the exceptions above."""
     line = lines[i]
-    if _CODE.search(line):
+    if len(line) > MAX_CHARS:
+        return False
+    if _CODE.search(line) or (_CONSTANT.search(line) and len(line.split()) > 1):
+        return True
+    if _DECORATOR.match(line) and _DEFINITION.match(_next_line(lines, i)):
         return True
     if rule == UPPERCASE:
         return False
