@@ -450,20 +450,32 @@ class TokenLoader:
         saved = {"drop_last": False, **state}  # states saved before drop_last existed
         if saved.get("dataset") == self.data.manifest_sha256:  # saved before content fingerprints
             saved["dataset"] = self.data.fingerprint
-        diff = {k: (saved.get(k), v) for k, v in self._identity().items() if saved.get(k) != v}
+        # compared as JSON: a state saved with seed 3.0 equalled seed 3 but shuffled otherwise (a review)
+        diff = {k: (saved.get(k), v) for k, v in self._identity().items()
+                if json.dumps(_plain(saved.get(k))) != json.dumps(v)}
         if diff:
             detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise LoaderStateError(f"loader state does not match this loader ({detail})")
-        epoch, position = state.get("epoch"), state.get("position")
-        if type(epoch) is not int or type(position) is not int or epoch < 0:  # noqa: E721 - bool and str are not
-            raise LoaderStateError(f"loader state epoch {epoch!r} and position {position!r} must be integers, "
-                                   f"the epoch at least 0")
+        try:  # numpy integers too (a state kept by a framework); not floats, strings or bools
+            epoch, position = (_integer(k, state.get(k)) for k in ("epoch", "position"))
+        except TypeError:
+            epoch = position = -1
+        if epoch < 0:
+            raise LoaderStateError(f"loader state epoch {state.get('epoch')!r} and position {state.get('position')!r} "
+                                   f"must be integers, the epoch at least 0")
         if position % self.batch_size or not 0 <= position <= self.batches_per_epoch * self.batch_size:
             raise LoaderStateError(f"loader state position {position} is not a batch boundary of this epoch")
         if self._active is not None:
             self._active.close()
             self._active = None
         self.epoch, self.position = epoch, position
+
+
+def _plain(value: Any) -> Any:
+    """A saved identity value as JSON would hold it (numpy integers as ints)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        return value
+    return operator.index(value)
 
 
 def _integer(name: str, value: Any) -> int:
@@ -500,6 +512,9 @@ def _torch_dataset_class() -> type:
             # DataLoader workers started by spawn or forkserver pickle the dataset: the same
             # refusal as under fork, not "Can't pickle local object" (found by testing the loader)
             raise RuntimeError(_WORKERS_REFUSED)
+
+        def __copy__(self):  # copy.copy worked before __reduce__ refused pickling (a review)
+            return type(self)(self.loader)
 
         def __iter__(self):
             info = get_worker_info()

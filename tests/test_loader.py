@@ -478,3 +478,34 @@ def test_expected_tokenizer_messages_name_the_mismatch(gpt2_tokens):
     TokenDataset(gpt2_tokens, expected_tokenizer=sha.upper())  # the same SHA-256: accepted
     with pytest.raises(TokenizerMismatchError, match=r"^expected_tokenizer is a Tokenizer: give "):
         TokenDataset(gpt2_tokens, expected_tokenizer=load_tokenizer("gpt2").tokenizer)
+
+
+def test_review_of_the_loader_checks(gpt2_tokens, kept_run, tmp_path):
+    """A review: states holding numpy integers (a framework's) resume; a state saved with
+    seed=3.0 is refused (it shuffled otherwise than seed 3); copy.copy of the torch dataset works;
+    rerunning `tokenize` rewrites a manifest the checks refuse, as their message says."""
+    import copy
+
+    loader = TokenLoader(gpt2_tokens, SEQ, 4, seed=3)
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    numpy_state = {**state, "epoch": np.int64(state["epoch"]), "position": np.int64(state["position"]),
+                   "seed": np.int64(3)}
+    resumed = TokenLoader(gpt2_tokens, SEQ, 4, seed=3)
+    resumed.load_state_dict(numpy_state)
+    assert _same([next(iter(resumed))], [next(it)])
+    with pytest.raises(LoaderStateError, match=r"seed: saved 3\.0 vs now 3"):
+        TokenLoader(gpt2_tokens, SEQ, 4, seed=3).load_state_dict({**state, "seed": 3.0})
+    pytest.importorskip("torch")
+    ds = torch_dataset(loader)
+    assert copy.copy(ds).loader is loader
+
+    out = _copy(gpt2_tokens, tmp_path / "tok")
+    manifest = json.loads(fs.read_bytes(os.path.join(out, "manifest.json")))
+    manifest["totals"]["n_docs"] += 1
+    fs.write_bytes(os.path.join(out, "manifest.json"), json.dumps(manifest).encode())
+    with pytest.raises(TokenShardError, match="inconsistent token manifest"):
+        TokenDataset(out)
+    tokenize_run(kept_run, out, "gpt2", progress=False)  # the same command again: rewritten
+    assert TokenDataset(out).n_tokens == TokenDataset(gpt2_tokens).n_tokens

@@ -386,3 +386,9 @@ def test_a_lines_dedup_pass_chart_has_its_threshold():
     assert run_thresholds(manifest, histograms) == {
         "lines_dedup": {"lines_dedup_removed_frac": [{"param": "lines.max_removed_word_frac", "value": 0.2}]},
         "boiler": {"lines_dedup_removed_frac": [{"param": "lines.max_removed_word_frac", "value": default}]}}
+    # `refinery dedup --method lines` records its settings under "dedup" (a review)
+    standalone = {"kind": "dedup", "name": "lines_dedup",
+                  "dedup": {"method": "lines", "config": DedupConfig(method="lines", lines={"max_removed_word_frac": 0.3})
+                            .model_dump(mode="json")}}
+    assert run_thresholds(standalone, {"lines_dedup": {"lines_dedup_removed_frac": {}}}) == {
+        "lines_dedup": {"lines_dedup_removed_frac": [{"param": "lines.max_removed_word_frac", "value": 0.3}]}}

@@ -18,7 +18,8 @@ from refinery.runner import ReaderOptions, ShardRunner, ShardTask
 from refinery.stages.base import Stage
 
 
-def test_spooled_batches_come_back_in_order_in_one_schema(tmp_path):
+def test_spooled_batches_come_back_in_order_in_one_schema(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool, "SPILL_BYTES", 0)  # every batch spilled at once
     parent = tmp_path / "spill"
     parent.mkdir()
     with ShardSpool(str(parent)) as out:
@@ -28,7 +29,8 @@ def test_spooled_batches_come_back_in_order_in_one_schema(tmp_path):
         out.append(pa.table({"id": ["c"], "text": ["z"], "lang": pa.array(["en"]).dictionary_encode()}))
         out.append(pa.RecordBatch.from_pydict({"id": ["d"], "text": ["w"], "lang": ["fr"]}))
         assert out.num_rows == 4
-        assert len(os.listdir(next(parent.iterdir()))) == 2  # a second file when the schema changed
+        # a second file when the schema changed (and the lock file)
+        assert sorted(os.listdir(next(parent.iterdir()))) == [".lock", "0.arrow", "1.arrow"]
         schema = union_schema([ShardFooter("s", s, n, 1) for s, n in out.schemas()])
         # the empty batch's columns stay; null promoted to string; the dictionary decoded
         assert schema.names == ["id", "text", "lang", "score"]
@@ -80,7 +82,7 @@ class _ArrowHighWater(Stage):
         return batch.append_column("_reason", pa.nulls(batch.num_rows, pa.string()))
 
 
-def test_a_shard_holds_a_batch_in_memory_not_its_output(tmp_path):
+def test_a_shard_holds_a_batch_in_memory_not_its_output(tmp_path, monkeypatch):
     # 4,000 documents of 5,000 characters (20 MB of text) in batches of 100: the shard's output used
     # to stay in memory until the shard ended (a 400 MB JSONL shard peaked at 569 MB, 329 now)
     path = tmp_path / "docs.jsonl"
@@ -88,6 +90,7 @@ def test_a_shard_holds_a_batch_in_memory_not_its_output(tmp_path):
     with path.open("w") as f:
         for i in range(4000):
             f.write(json.dumps({"id": str(i), "text": f"{i} " + word * 185}) + "\n")
+    monkeypatch.setattr(spool, "SPILL_BYTES", 1 << 20)  # small batches gather up to 1 MiB before a spill
     probe = _ArrowHighWater()
     before = pa.total_allocated_bytes()
     stats = ShardRunner([probe], ReaderOptions(batch_size=100)).run(ShardTask(str(path), str(tmp_path / "out"), "docs")).stats
@@ -98,26 +101,56 @@ def test_a_shard_holds_a_batch_in_memory_not_its_output(tmp_path):
     assert [p for p in Path(tmp_path).rglob("*") if "spool" in p.name] == []
 
 
-def test_a_killed_workers_spool_is_swept_by_the_next_spool(tmp_path):
+def test_a_killed_workers_spool_is_swept_by_the_next_spool(tmp_path, monkeypatch):
     """A worker killed mid-shard never runs its ``finally``: its spill files stayed in the
-    temporary directory forever (found by killing runs). The next spool in that directory deletes
-    those of dead processes, not those of live ones."""
+    temporary directory forever (found by killing runs). The next spool deletes those no process
+    holds (its lock file's flock went with it), not those of live processes, whatever their
+    process ids say (a first version went by pid and deleted a live spool of another container
+    sharing /tmp: a review)."""
     import subprocess
     import sys
 
     child = subprocess.run([sys.executable, "-c", (
         "import os, pyarrow as pa\n"
-        "from refinery.io.spool import ShardSpool\n"
-        f"s = ShardSpool({str(tmp_path)!r})\n"
+        "from refinery.io import spool\n"
+        "spool.SPILL_BYTES = 0  # spill every batch\n"
+        f"s = spool.ShardSpool({str(tmp_path)!r})\n"
         "s.append(pa.RecordBatch.from_pydict({'x': [1, 2]}))\n"
         "os._exit(9)  # killed: no close, no finally\n")], cwd=str(Path(__file__).parents[1]))
     assert child.returncode == 9
     dead = [p.name for p in tmp_path.iterdir()]
     assert len(dead) == 1 and dead[0].startswith("refinery-spool-")
-    live = tmp_path / f"refinery-spool-{os.getpid()}-other"  # a spool of a running process
-    live.mkdir()
+    monkeypatch.setattr(spool, "SPILL_BYTES", 0)
+    live = ShardSpool(str(tmp_path))  # a spool of a running process
     spool._SWEPT.discard(str(tmp_path))
-    with ShardSpool(str(tmp_path)) as out:
+    live.append(pa.RecordBatch.from_pydict({"x": [1]}))  # sweeps the dead one
+    live_dir = [p for p in tmp_path.iterdir()]
+    assert len(live_dir) == 1 and live_dir[0].name != dead[0]
+    spool._SWEPT.discard(str(tmp_path))
+    assert spool.sweep_orphaned_spools(str(tmp_path)) == 0 and live_dir[0].exists()  # held: kept
+    live.close()
+    assert list(tmp_path.iterdir()) == []
+    # housekeeping only: a temporary directory that cannot be listed is left alone
+    spool._SWEPT.discard(str(tmp_path / "missing"))
+    assert spool.sweep_orphaned_spools(str(tmp_path / "missing")) == 0
+
+
+def test_a_full_spool_directory_is_named(tmp_path, monkeypatch):
+    """A full temporary directory read as the run's output disk (a review): the error names it."""
+    import errno
+
+    monkeypatch.setattr(spool, "SPILL_BYTES", 0)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = ShardSpool(str(tmp_path))
+    monkeypatch.setattr(pa, "OSFile", full)
+    try:
         out.append(pa.RecordBatch.from_pydict({"x": [1]}))
-        names = sorted(p.name for p in tmp_path.iterdir())
-        assert dead[0] not in names and live.name in names and len(names) == 2
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC and "local spool directory" in str(exc) and "TMPDIR" in str(exc)
+    else:
+        raise AssertionError("no error")
+    finally:
+        out.close()

@@ -207,7 +207,11 @@ def run_thresholds(manifest: dict[str, Any], histograms: dict[str, dict[str, Any
             found = stage_thresholds(stage["type"], stage.get("params") or {}, columns)
             if found:
                 out[name] = found
-    for entry in config.get("dedup") or []:
+    entries = list(config.get("dedup") or [])
+    standalone = manifest.get("dedup")  # `refinery dedup`'s run.json: its settings under "dedup"
+    if manifest.get("kind") == "dedup" and isinstance(standalone, dict) and isinstance(standalone.get("config"), dict):
+        entries.append({**standalone["config"], "name": manifest.get("name")})
+    for entry in entries:
         name = entry.get("name") or ("decontaminate" if entry.get("method") == "decontaminate"
                                      else f"{entry.get('method')}_dedup")
         found = dedup_thresholds(entry, list(histograms.get(name, {})))
