@@ -250,7 +250,7 @@ class TokenLoader:
         self.data.check_tokenizer(expected_tokenizer)
         self.seq_len, self.batch_size = seq_len, batch_size
         self.window = seq_len + 1
-        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, bool(shuffle)
         self.block_size = block_size or max(1, _TARGET_BLOCK_BYTES // (self.window * self.data.dtype.itemsize))
         self.shuffle_window = max(1, shuffle_window)
         self.prefetch, self.threads = max(0, prefetch), max(1, threads)
@@ -451,8 +451,7 @@ class TokenLoader:
         if saved.get("dataset") == self.data.manifest_sha256:  # saved before content fingerprints
             saved["dataset"] = self.data.fingerprint
         # compared as JSON: a state saved with seed 3.0 equalled seed 3 but shuffled otherwise (a review)
-        diff = {k: (saved.get(k), v) for k, v in self._identity().items()
-                if json.dumps(_plain(saved.get(k))) != json.dumps(v)}
+        diff = {k: (saved.get(k), v) for k, v in self._identity().items() if not _same_setting(saved.get(k), v)}
         if diff:
             detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise LoaderStateError(f"loader state does not match this loader ({detail})")
@@ -471,11 +470,14 @@ class TokenLoader:
         self.epoch, self.position = epoch, position
 
 
-def _plain(value: Any) -> Any:
-    """A saved identity value as JSON would hold it (numpy integers as ints)."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        return value
-    return operator.index(value)
+def _same_setting(saved: Any, now: Any) -> bool:
+    """Whether a saved identity value is this loader's: as JSON holds them (numpy integers as
+    ints; seed 3.0 is not 3, whose shuffle differs), a flag as its truth (shuffle 1 is True)."""
+    if isinstance(now, bool):
+        return isinstance(saved, (bool, np.bool_, int, np.integer)) and bool(saved) == now
+    if isinstance(saved, np.integer):
+        saved = int(saved)
+    return json.dumps(saved) == json.dumps(now)
 
 
 def _integer(name: str, value: Any) -> int:

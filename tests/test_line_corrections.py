@@ -330,8 +330,14 @@ def test_content_line_exceptions_on_their_own() -> None:
     # a review: debris the first exceptions kept (a handle, a date, a product code, chrome in other
     # languages, lower-case words)
     for line in ("@usacityjournal", "23/05/2008", "WJ-BJB_1", "Werbung", "Reklama", "Hauptinhalt", "Acepto",
-                 "Download:", "und", "t"):
+                 "Download:", "und", "t", "главная", "übersicht", "$ 19.99", "HOME :: NEWS :: SPORTS"):
         assert line not in lc.correct(f"{prose}\n{line}\n{prose}")[0].split("\n"), line
+    assert "@usacityjournal" not in lc.correct(f"{prose}\n@usacityjournal\npublic opinion is split on it, says the poll.")[0]
+    # a page of 80,000 one-word lines: linear (a slice per line took 6 s)
+    words_page = "\n".join(f"Word{i}" if i % 2 else str(i) for i in range(80_000))
+    started = time.process_time()
+    lc.correct(words_page)
+    assert time.process_time() - started < 2.0
     # one word of 40,000 characters (base64, minified code): looked at in linear time (it took 10-41 s)
     blob = "QUJD" * 10_000
     started = time.process_time()

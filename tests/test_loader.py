@@ -495,6 +495,10 @@ def test_review_of_the_loader_checks(gpt2_tokens, kept_run, tmp_path):
     resumed = TokenLoader(gpt2_tokens, SEQ, 4, seed=3)
     resumed.load_state_dict(numpy_state)
     assert _same([next(iter(resumed))], [next(it)])
+    # flags by their truth: shuffle=1 (kept as given before) and numpy's True are True (a review)
+    flagged = TokenLoader(gpt2_tokens, SEQ, 4, seed=3, shuffle=np.True_)
+    flagged.load_state_dict({**state, "shuffle": 1})
+    flagged.load_state_dict(flagged.state_dict())
     with pytest.raises(LoaderStateError, match=r"seed: saved 3\.0 vs now 3"):
         TokenLoader(gpt2_tokens, SEQ, 4, seed=3).load_state_dict({**state, "seed": 3.0})
     pytest.importorskip("torch")

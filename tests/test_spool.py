@@ -154,3 +154,23 @@ def test_a_full_spool_directory_is_named(tmp_path, monkeypatch):
         raise AssertionError("no error")
     finally:
         out.close()
+
+
+def test_a_file_system_without_flock_still_spools(tmp_path, monkeypatch):
+    """Locking is housekeeping: where flock fails (some network file systems), every shard failed
+    (a review); the spool goes on unlocked, and a sweep leaves it alone."""
+    import errno
+
+    def no_locks(*args, **kwargs):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(spool.fcntl, "flock", no_locks)
+    monkeypatch.setattr(spool, "SPILL_BYTES", 0)
+    spool._SWEPT.discard(str(tmp_path))
+    with ShardSpool(str(tmp_path)) as out:
+        out.append(pa.RecordBatch.from_pydict({"x": [1, 2]}))
+        spool._SWEPT.discard(str(tmp_path))
+        assert spool.sweep_orphaned_spools(str(tmp_path)) == 0 and len(list(tmp_path.iterdir())) == 1
+        out.write_parquet(str(tmp_path / "x.parquet"), pa.schema([("x", pa.int64())]))
+    assert pq.read_table(tmp_path / "x.parquet").column("x").to_pylist() == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]

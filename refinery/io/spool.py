@@ -66,7 +66,8 @@ class ShardSpool:
         if self._pending and not self._pending[0].schema.equals(table.schema):
             self._spill()
         self._pending.append(table)
-        self._pending_bytes += table.nbytes
+        # the buffers it holds, not its rows' bytes: a slice keeps its parent's buffers (a review)
+        self._pending_bytes += table.get_total_buffer_size()
         self.num_rows += table.num_rows
         # ~2 ms per spilled batch (its write, read and conform): batches of 10 rows took 6 s per
         # 27,000 rows one by one (a review); gathered to SPILL_BYTES, they cost what one does
@@ -82,7 +83,7 @@ class ShardSpool:
             if self._writer is None or not self._segments[-1][0].equals(table.schema):
                 self._close_writer()
                 if self._dir is None:
-                    self._dir = self._make_dir()
+                    self._make_dir()
                 path = os.path.join(self._dir, f"{len(self._segments)}.arrow")
                 self._sink = pa.OSFile(path, "wb")
                 self._writer = pa.ipc.new_file(self._sink, table.schema, options=_IPC_OPTIONS)
@@ -96,12 +97,23 @@ class ShardSpool:
         schema, path, rows = self._segments[-1]
         self._segments[-1] = (schema, path, rows + table.num_rows)
 
-    def _make_dir(self) -> str:
+    def _make_dir(self) -> None:
         sweep_orphaned_spools(self._parent)
         directory = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=self._parent)
-        self._lock = os.open(os.path.join(directory, _LOCK), os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        return directory
+        self._dir = directory
+        # locked under another name, then renamed: a sweep never finds the lock file unlocked (a
+        # review saw one delete a spool between its creation and its lock). Housekeeping only: on a
+        # file system without flock the spool goes on unlocked (a sweep there leaves it alone)
+        pending = os.path.join(directory, f"{_LOCK}.new")
+        fd = os.open(pending, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(pending, os.path.join(directory, _LOCK))
+        except OSError as exc:
+            os.close(fd)
+            log.debug("spool %s is not locked: %s", directory, exc)
+            return
+        self._lock = fd
 
     def schemas(self) -> list[tuple[pa.Schema, int]]:
         """The schemas of the batches appended, each with its rows (empty batches' too)."""
@@ -143,15 +155,20 @@ class ShardSpool:
                 writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
 
     def _close_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._sink.close()
-            self._writer = self._sink = None
+        writer, sink, self._writer, self._sink = self._writer, self._sink, None, None
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            if sink is not None:
+                sink.close()
 
     def close(self) -> None:
         self._pending, self._pending_bytes = [], 0
         try:
             self._close_writer()
+        except OSError as exc:  # a full disk's first error is the one raised (a review)
+            log.debug("closing spool %s: %s", self._dir, exc)
         finally:
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
@@ -197,7 +214,7 @@ def sweep_orphaned_spools(parent: str | None = None) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            continue  # held: its process is alive
+            continue  # held (its process is alive), or no flock here: left alone
         finally:
             os.close(fd)
         shutil.rmtree(directory, ignore_errors=True)

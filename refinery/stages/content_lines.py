@@ -37,11 +37,11 @@ SINGLE_WORD, NUMERIC, UPPERCASE = "single_word", "numeric", "uppercase"
 HEADING_OVER_WORDS = 8
 
 _CODE = re.compile(r"""
-   ^\s*(?:\$|%|>>>|>)\s+\S                        # shell / REPL prompt: "$ pip ...", ">>> x", "> 29"
+   ^\s*(?:(?:\$|%)\s+(?![\d.,]+\s*$)|(?:>>>|>)\s+)\S  # shell / REPL prompt: "$ pip ...", ">>> x", "> 29" (not "$ 19.99")
  | (?<![\w\\])\$[A-Za-z_{(][\w})]*                # $VARIABLE, ${x}, $(cmd)  (not LaTeX "$\begin")
  | [A-Za-z_][\w.]*\([^()]*\)                      # call / signature: f(), obj.m(a, b)
  | [\w\])"']\s*={1,2}\s*[\w"'\[{(.$/-]            # assignment / pin: a = 1, flask==1.0.3
- | ::                                             # C++/Ruby scope, reStructuredText
+ | \w::(?:\w|\s*$)                                 # C++/Ruby scope, reStructuredText (not "HOME :: NEWS")
  | ^\s*[{}\[\]()]+[;,]?\s*$                       # lone braces: "}", "},", "];"
  | [;{]\s*$                                       # a statement's or block's end
  | ^\s*\[[^\s\[\]]+\]\s*$                         # [section] of an ini file
@@ -53,7 +53,8 @@ _CODE = re.compile(r"""
 """, re.X)
 #: a decorator ("@classmethod") is code over a definition, a handle ("@usacityjournal") is not
 _DECORATOR = re.compile(r"^\s*@[A-Za-z_][\w.]*(?:\(.*\))?\s*$")
-_DEFINITION = re.compile(r"(?:async\s+)?(?:def|class|function|fun|fn|public|private|protected|static|override)\b|@")
+_DEFINITION = re.compile(r"(?:async\s+)?def\s+\w+\s*\(|class\s+\w+|(?:function|fun|fn)\s*\w*\s*\(|"
+                         r"(?:public|private|protected|static|override)\s+[\w<>\[\],.]+\s+\w+\s*[(=;]|@\w")
 #: a CONSTANT_NAME among other tokens (alone on a line it is as often a product code, "WJ-BJB_1")
 _CONSTANT = re.compile(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b")
 #: longer lines are not looked at: one word of 40,000 characters (base64, minified code) made the
@@ -106,20 +107,21 @@ def is_content(lines: list[str], i: int, rule: str) -> bool:
         return True
     if _LIST_NUMBER.match(stripped) and after and len(after.split()) >= 3 and not _NUMBERED.match(after):
         return True
-    return (rule == SINGLE_WORD and _HEADING_WORD.fullmatch(stripped) is not None
+    return (rule == SINGLE_WORD and stripped[:1].isupper() and _HEADING_WORD.fullmatch(stripped) is not None
             and stripped.rstrip(":").lower() not in CHROME_WORDS
             and len(after.split()) >= HEADING_OVER_WORDS)
 
 
 def _next_line(lines: list[str], i: int) -> str:
-    for line in lines[i + 1:]:
-        if line.strip():
-            return line.strip()
+    # by index: a slice per call made a page of 80,000 one-word lines take 6 s (a review)
+    for j in range(i + 1, len(lines)):
+        if lines[j].strip():
+            return lines[j].strip()
     return ""
 
 
 def _previous_line(lines: list[str], i: int) -> str:
-    for line in reversed(lines[:i]):
-        if line.strip():
-            return line.strip()
+    for j in range(i - 1, -1, -1):
+        if lines[j].strip():
+            return lines[j].strip()
     return ""
