@@ -563,3 +563,19 @@ def test_a_shard_that_removed_nothing_writes_samples_hf_datasets_can_read(tmp_pa
     samples = pq.ParquetFile(task.samples_uri)
     assert samples.metadata.num_rows == 0 and samples.metadata.num_row_groups == 0
     assert "stage" in samples.schema_arrow.names
+
+
+def test_compare_with_a_run_that_read_nothing_has_no_kept_share():
+    """Compared with a run that read 0 documents, kept % showed 0.0 vs 100 (Δ +100 pp): a run that
+    read nothing has no share (found by testing the stats)."""
+    from refinery.stats.compare import compare_rows
+
+    def run(read: int) -> dict:
+        return {"docs_read": read, "docs_kept": read, "docs_removed": 0, "shards": 1,
+                "stages": [{"stage": "jsonl_reader", "kind": "jsonl_reader", "docs_in": read, "docs_out": read,
+                            "docs_removed": 0, "removed": {}},
+                           {"stage": "pii", "kind": "pii", "docs_in": read, "docs_out": read, "docs_removed": 0,
+                            "removed": {}}]}
+
+    rows = {r["stage"]: r for r in compare_rows(run(0), run(40)) if not r["reason"]}
+    assert rows["pii"]["kept_a"] is None and rows["pii"]["kept_b"] == 100.0 and rows["pii"]["kept_pp"] is None

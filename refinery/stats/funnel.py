@@ -197,8 +197,10 @@ def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "removed": s["docs_removed"], "words_removed": sum(s.get("removed_words", {}).values()),
             "est_tokens_removed": est_tokens(sum(s.get("removed_chars", {}).values())),
             "removed_pct_of_stage": 100.0 * s["docs_removed"] / s["docs_in"] if s["docs_in"] else 0.0,
-            "removed_pct_of_input": 100.0 * s["docs_removed"] / first_in if first_in else 0.0,
-            "kept_pct_of_input": 100.0 * s["docs_out"] / first_in if first_in else 0.0,
+            # a run that read nothing has no share (its "0.0%" against another run's 100% read as
+            # a loss of 100 points in compare: found by testing the stats)
+            "removed_pct_of_input": 100.0 * s["docs_removed"] / first_in if first_in else None,
+            "kept_pct_of_input": 100.0 * s["docs_out"] / first_in if first_in else None,
             "seconds": s.get("seconds", 0.0),
             # edits: text cut from documents the stage kept (see docs/stats.md)
             "docs_edited": s.get("docs_edited", 0), "words_cut": s.get("words_cut", 0),
@@ -211,7 +213,7 @@ def funnel_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "words_removed": s.get("removed_words", {}).get(reason, 0),
                 "est_tokens_removed": est_tokens(s.get("removed_chars", {}).get(reason, 0)),
                 "removed_pct_of_stage": 100.0 * n / s["docs_in"] if s["docs_in"] else 0.0,
-                "removed_pct_of_input": 100.0 * n / first_in if first_in else 0.0,
+                "removed_pct_of_input": 100.0 * n / first_in if first_in else None,
                 "kept_pct_of_input": None, "seconds": None,
                 "docs_edited": None, "words_cut": None, "chars_cut": None, "est_tokens_cut": None, "counters": {},
             })
