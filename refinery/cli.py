@@ -147,7 +147,7 @@ def stats(
         if json_out:
             out.print_json(json.dumps(compare_rows(*runs)))
         else:
-            from refinery.stats.compare import order_note
+            from refinery.stats.compare import order_note, setting_changes
 
             out.print(render_compare(*runs, name_a=compare[0], name_b=compare[1]))
             for label, name, run in zip("AB", compare, runs):  # each table row's base: its own run
@@ -165,7 +165,7 @@ def stats(
             except (FileNotFoundError, StorageError, ValueError, KeyError):
                 differing = []
             if differing:
-                parts = _setting_changes(differing)
+                parts = setting_changes(differing)
                 shown = "; ".join(parts[:12])
                 err.print(f"note: the runs' settings differ in {len(differing)} key(s): {shown}"
                           f"{' ...' if len(parts) > 12 else ''} (`refinery report --compare` lists them)",
@@ -186,23 +186,6 @@ def stats(
             err.print(f"note: {name}: input {aside.get('input') or aside['shard']} failed and was set aside, its "
                       f"documents not read: {aside.get('error') or 'see failed/'}", style="yellow",
                       highlight=False, soft_wrap=True)
-
-
-def _setting_changes(differing: list[dict]) -> list[str]:
-    """The differing settings, one entry per key, a stage present in one run only as one entry
-    (a dropped stage's 7 parameters hid the input and pass-order changes behind "...": testing)."""
-    by_stage: dict[str, list[dict]] = {}
-    for r in differing:
-        by_stage.setdefault(str(r["stage"]), []).append(r)
-    parts: list[str] = []
-    for stage, rows in by_stage.items():
-        if len(rows) > 1 and all(r["b"] is None for r in rows):
-            parts.append(f"{stage}: only in A")
-        elif len(rows) > 1 and all(r["a"] is None for r in rows):
-            parts.append(f"{stage}: only in B")
-        else:
-            parts += [f"{stage}.{r['param']}: {r['a']} -> {r['b']}" for r in rows]
-    return parts
 
 
 @app.command()

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from refinery.dedup.config import DedupConfig
+from refinery.dedup.config import DedupConfig, pass_name
 from refinery.yaml_safe import DuplicateKeyError, UniqueKeyLoader, load_yaml  # noqa: F401 - re-exported
 from refinery.stages.base import Stage
 from refinery.stages.registry import STAGES, stage_class
@@ -239,9 +239,7 @@ class DedupPassConfig(DedupConfig):
 
     @property
     def pass_name(self) -> str:
-        if self.name:
-            return self.name
-        return "decontaminate" if self.method == "decontaminate" else f"{self.method}_dedup"
+        return pass_name(self.method, self.name)
 
 
 class TokenizeConfig(_Strict):

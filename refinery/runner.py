@@ -389,7 +389,7 @@ class ShardRunner:
         counter: StageCounter,
         out: pa.RecordBatch,
         sizes: tuple[np.ndarray, np.ndarray],
-        removed_parts: ShardSpool,
+        removed_out: ShardSpool,
         stage_name: str,
         decided: bool,
         before: pa.RecordBatch | None = None,
@@ -433,7 +433,7 @@ class ShardRunner:
             table = table.append_column("removed_stage", pa.array([stage_name] * removed.num_rows, pa.string()))
             table = table.append_column("removed_reason", pa.array(reasons, pa.string()))
             table = table.append_column("removed_metric", pc.cast(metric, pa.float64()))
-            removed_parts.append(table)
+            removed_out.append(table)
         kept_sizes = (chars_rows[keep_rows], words_rows[keep_rows])
         if before is not None and not _same_column(before, out, "text"):
             kept, kept_sizes = _count_edits(counter, before.filter(keep), kept, kept_sizes)

@@ -542,7 +542,7 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     assert f"A: {out}: {a['docs_read']:,} documents read, {a['docs_kept']:,} kept" in compared.stdout
     assert f"B: {tmp_path / 'es'}: {b['docs_read']:,} documents read, {b['docs_kept']:,} kept" in compared.stdout
     # a stage in one run only is one entry, not its every parameter (they hid the other changes)
-    from refinery.cli import _setting_changes
+    from refinery.stats.compare import setting_changes as _setting_changes
 
     rows = ([{"stage": "toxicity", "param": p, "a": 1, "b": None} for p in ("threshold", "cascade", "gate")]
             + [{"stage": "run", "param": "input", "a": "x", "b": "y"}])

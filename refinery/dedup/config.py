@@ -146,6 +146,14 @@ class ExecutorSettings(_Strict):
     max_retries: int = Field(2, ge=0)
 
 
+def pass_name(method: object, name: object = None) -> str:
+    """A dedup pass's name in a run: its own, else ``<method>_dedup`` (``decontaminate`` as is).
+    Also the label of its removals (``removed_stage``) and of its funnel row."""
+    if name:
+        return str(name)
+    return "decontaminate" if method == "decontaminate" else f"{method}_dedup"
+
+
 class DedupConfig(_Strict):
     method: Method = "minhash"
     minhash: MinhashConfig = Field(default_factory=MinhashConfig)

@@ -75,13 +75,15 @@ _CALL_TO_ACTION = re.compile(r"(?<!\w)(?:" + "|".join(CALL_TO_ACTION_PATTERNS) +
 _HINTS = re.compile(r"miss|sign|subscri|follow|editor|hear what|send us|cookies|download|click here|log|material may|"
                     r"reach the|contact|find|join")
 
-_SHARE_NAME = re.compile(r"(?<!\w)(?:facebook|twitter|x|whatsapp|telegram|linkedin|pinterest|reddit|messenger|tumblr|"
-                         r"flipboard|instagram|youtube|tiktok|threads|mastodon|bluesky|google news|newsbreak|vk|viber)"
-                         r"(?!\w)", re.IGNORECASE)
+#: the networks a share bar names (two of them, besides X, make one)
+_SHARE_NETWORKS = ("facebook", "twitter", "x", "whatsapp", "telegram", "linkedin", "pinterest", "reddit", "messenger",
+                   "tumblr", "flipboard", "instagram", "youtube", "tiktok", "threads", "mastodon", "bluesky",
+                   "google news", "newsbreak", "vk", "viber")
+_SHARE_NAME = re.compile(r"(?<!\w)(?:" + "|".join(_SHARE_NETWORKS) + r")(?!\w)", re.IGNORECASE)
+#: a line of nothing but share words, network names and separators
 _SHARE_BAR = re.compile(r"(?:(?:share|share this|share on|tweet|pin|follow us|follow|email|e-mail|print|copy link|"
-                        r"facebook|twitter|x|whatsapp|telegram|linkedin|pinterest|reddit|messenger|tumblr|flipboard|"
-                        r"pocket|instagram|youtube|tiktok|threads|mastodon|bluesky|google news|newsbreak|vk|viber|sms|"
-                        r"gmail)(?!\w)|[\s|·•,:;/>»\-–—])+", re.IGNORECASE)
+                        r"pocket|sms|gmail|" + "|".join(_SHARE_NETWORKS) + r")(?!\w)|[\s|·•,:;/>»\-–—])+",
+                        re.IGNORECASE)
 
 
 def is_call_to_action(line: str, n_words: int) -> bool:

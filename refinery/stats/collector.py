@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from refinery.io.dataset import write_shard
 from refinery.stages.base import METRIC, REASON, Stage
 from refinery.stats.domains import DomainCounter, top_k
 from refinery.stats.histograms import Histogram, is_numeric
@@ -176,8 +177,6 @@ class ShardStatsCollector:
         return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
     def write_samples(self, uri: str) -> int:
-        from refinery.io.dataset import write_shard
-
         table = self.samples_table()
         # no empty row group when nothing was removed: Hugging Face `datasets` refused the
         # directory ("BatchSize must be greater than 0"; found by reading a run's outputs)

@@ -197,3 +197,20 @@ def _counters_table(a: dict[str, Any], b: dict[str, Any]) -> Any:
         table.add_row(r["stage"], r["counter"], *("–" if v is None else f"{v:,}" for v in (r["count_a"], r["count_b"])),
                       delta)
     return table
+
+
+def setting_changes(differing: list[dict]) -> list[str]:
+    """The differing settings, one entry per key, a stage present in one run only as one entry
+    (a dropped stage's 7 parameters hid the input and pass-order changes behind "...": testing)."""
+    by_stage: dict[str, list[dict]] = {}
+    for r in differing:
+        by_stage.setdefault(str(r["stage"]), []).append(r)
+    parts: list[str] = []
+    for stage, rows in by_stage.items():
+        if len(rows) > 1 and all(r["b"] is None for r in rows):
+            parts.append(f"{stage}: only in A")
+        elif len(rows) > 1 and all(r["a"] is None for r in rows):
+            parts.append(f"{stage}: only in B")
+        else:
+            parts += [f"{stage}.{r['param']}: {r['a']} -> {r['b']}" for r in rows]
+    return parts

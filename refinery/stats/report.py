@@ -18,6 +18,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from refinery import __version__
+from refinery.dedup.config import pass_name
 from refinery.io import fs
 from refinery.rundir import RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
@@ -543,7 +544,7 @@ def _pass_order(manifest: dict[str, Any]) -> list[str]:
     if passes:
         return [str(p) for p in passes]
     config = manifest.get("config") or {}
-    return [str(d.get("name") or f"{d.get('method')}_dedup") for d in config.get("dedup") or []]
+    return [pass_name(d.get("method"), d.get("name")) for d in config.get("dedup") or []]
 
 
 def other_settings(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -571,7 +572,7 @@ def other_settings(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
             kept["minhash"] = {"seed": d["minhash"].get("seed")}
         return kept
 
-    sections = {(d.get("name") or f"{d.get('method')}_dedup"): flat(own(d)) for d in config.get("dedup") or []}
+    sections = {pass_name(d.get("method"), d.get("name")): flat(own(d)) for d in config.get("dedup") or []}
     if config.get("tokenize"):
         sections["tokens"] = flat(config["tokenize"])
     if config.get("reader"):

@@ -19,6 +19,7 @@ import inspect
 import logging
 from typing import Any
 
+from refinery.dedup.config import pass_name
 from refinery.io import fs
 from refinery.rundir import RunDir
 
@@ -212,8 +213,7 @@ def run_thresholds(manifest: dict[str, Any], histograms: dict[str, dict[str, Any
     if manifest.get("kind") == "dedup" and isinstance(standalone, dict) and isinstance(standalone.get("config"), dict):
         entries.append({**standalone["config"], "name": manifest.get("name")})
     for entry in entries:
-        name = entry.get("name") or ("decontaminate" if entry.get("method") == "decontaminate"
-                                     else f"{entry.get('method')}_dedup")
+        name = pass_name(entry.get("method"), entry.get("name"))
         found = dedup_thresholds(entry, list(histograms.get(name, {})))
         if found:
             out[name] = found
