@@ -23,7 +23,8 @@ Semantics (details and rationale in docs/tokens.md):
   fewer windows than ranks) the constructor refuses unless ``drop_last=True``, which yields only
   full batches (the same number on every rank) and drops the rest of each rank's windows.
 - Deterministic in ``(seed, rank, world_size)`` (and the loader settings); ``state_dict()`` after
-  any batch and ``load_state_dict()`` in a new loader continue with exactly the same batches.
+  any batch and ``load_state_dict()`` in a new loader continue with exactly the same batches;
+  between epochs the rank, world size and batch size may change (elastic restarts).
 
 Reads are ``read_at`` byte ranges (pread locally, ranged GETs on S3) issued ahead of use by a
 thread pool (``prefetch`` groups ahead).
@@ -451,10 +452,6 @@ class TokenLoader:
         if saved.get("dataset") == self.data.manifest_sha256:  # saved before content fingerprints
             saved["dataset"] = self.data.fingerprint
         # compared as JSON: a state saved with seed 3.0 equalled seed 3 but shuffled otherwise (a review)
-        diff = {k: (saved.get(k), v) for k, v in self._identity().items() if not _same_setting(saved.get(k), v)}
-        if diff:
-            detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-            raise LoaderStateError(f"loader state does not match this loader ({detail})")
         try:  # numpy integers too (a state kept by a framework); not floats, strings or bools
             epoch, position = (_integer(k, state.get(k)) for k in ("epoch", "position"))
         except TypeError:
@@ -462,12 +459,30 @@ class TokenLoader:
         if epoch < 0:
             raise LoaderStateError(f"loader state epoch {state.get('epoch')!r} and position {state.get('position')!r} "
                                    f"must be integers, the epoch at least 0")
+        diff = {k: (saved.get(k), v) for k, v in self._identity().items() if not _same_setting(saved.get(k), v)}
+        if position == 0:
+            # an epoch's plan is dealt from (seed, epoch, rank, world_size) at its start: a job that
+            # resumes between epochs on more or fewer GPUs (elastic restarts) starts the saved epoch
+            # dealt to its own ranks, every token still once
+            diff = {k: v for k, v in diff.items() if k not in _RESHAPEABLE_AT_EPOCH_START}
+        if diff:
+            detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            hint = ""
+            if set(diff) & _RESHAPEABLE_AT_EPOCH_START:
+                hint = (f"; {', '.join(sorted(set(diff) & _RESHAPEABLE_AT_EPOCH_START))} can change only at an "
+                        f"epoch's start (this state is {position} rows into epoch {epoch})")
+            raise LoaderStateError(f"loader state does not match this loader ({detail}){hint}")
         if position % self.batch_size or not 0 <= position <= self.batches_per_epoch * self.batch_size:
             raise LoaderStateError(f"loader state position {position} is not a batch boundary of this epoch")
         if self._active is not None:
             self._active.close()
             self._active = None
         self.epoch, self.position = epoch, position
+
+
+# What a state saved at an epoch's start may differ in: each rank's share of an epoch is dealt
+# when the epoch starts, so only mid-epoch positions depend on them.
+_RESHAPEABLE_AT_EPOCH_START = frozenset({"rank", "world_size", "batch_size", "drop_last"})
 
 
 def _same_setting(saved: Any, now: Any) -> bool:

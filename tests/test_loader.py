@@ -132,11 +132,42 @@ def test_resume_at_epoch_end_starts_next_epoch(gpt2_tokens):
 
 
 def test_state_from_another_setup_is_refused(gpt2_tokens):
-    state = TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=2).state_dict()
-    with pytest.raises(LoaderStateError, match="world_size: saved 2 vs now 4"):
+    loader = TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=2)
+    next(iter(loader))  # mid-epoch: this rank's share of the epoch is already dealt
+    state = loader.state_dict()
+    with pytest.raises(LoaderStateError, match=r"world_size: saved 2 vs now 4\); world_size can change only "
+                                               r"at an epoch's start \(this state is 8 rows into epoch 0\)"):
         TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=4).load_state_dict(state)
     with pytest.raises(LoaderStateError, match="seq_len"):
         TokenLoader(gpt2_tokens, 63, 8, seed=1, world_size=2).load_state_dict(state)
+    at_start = TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=2).state_dict()
+    for other in ({"seed": 2}, {"block_size": 5}, {"shuffle": False}):  # these change the epoch's plan itself
+        with pytest.raises(LoaderStateError, match=next(iter(other))):
+            TokenLoader(gpt2_tokens, SEQ, 8, **{"seed": 1, "world_size": 2, **other}).load_state_dict(at_start)
+
+
+@pytest.mark.parametrize(("old_world", "new_world", "new_batch"), [(2, 3, 8), (3, 1, 8), (2, 4, 5)])
+def test_world_size_changes_at_an_epoch_boundary(gpt2_tokens, old_world, new_world, new_batch):
+    """An elastic restart: a job saved at the end of epoch 0 on ``old_world`` ranks resumes on
+    ``new_world`` ranks (each loading rank 0's state): epoch 1 is dealt to the new ranks exactly as
+    a fresh loader of that shape deals it, every window once."""
+    data = TokenDataset(gpt2_tokens)
+    saved = TokenLoader(data, SEQ, 8, seed=6, rank=0, world_size=old_world, block_size=9)
+    _epoch(saved)
+    state = json.loads(json.dumps(saved.state_dict()))
+    assert (state["epoch"], state["position"]) == (1, 0)
+    got = []
+    for rank in range(new_world):
+        resumed = TokenLoader(data, SEQ, new_batch, seed=6, rank=rank, world_size=new_world, block_size=9)
+        resumed.load_state_dict(state)
+        assert resumed.epoch == 1
+        batches = _epoch(resumed)
+        fresh = TokenLoader(data, SEQ, new_batch, seed=6, rank=rank, world_size=new_world, block_size=9)
+        _epoch(fresh)  # epoch 0
+        assert _same(batches, _epoch(fresh))
+        got.extend(r for b in batches for r in _rows(b))
+    stream = _stream(gpt2_tokens)
+    assert sorted(got) == sorted(tuple(stream[i : i + SEQ + 1].tolist()) for i in range(0, len(stream), SEQ + 1))
 
 
 def test_a_rerun_that_redid_nothing_keeps_saved_states_valid(gpt2_tokens, tmp_path):
@@ -403,9 +434,11 @@ def test_a_corpus_with_no_batch_is_refused(gpt2_tokens):
 
 
 def test_drop_last_is_part_of_the_state(gpt2_tokens):
-    state = TokenLoader(gpt2_tokens, SEQ, 8, drop_last=True).state_dict()
+    loader = TokenLoader(gpt2_tokens, SEQ, 8, drop_last=True)
+    next(iter(loader))
     with pytest.raises(LoaderStateError, match="drop_last: saved True vs now False"):
-        TokenLoader(gpt2_tokens, SEQ, 8).load_state_dict(state)
+        TokenLoader(gpt2_tokens, SEQ, 8).load_state_dict(loader.state_dict())
+    TokenLoader(gpt2_tokens, SEQ, 8).load_state_dict(TokenLoader(gpt2_tokens, SEQ, 8, drop_last=True).state_dict())
     old = TokenLoader(gpt2_tokens, SEQ, 8).state_dict()
     del old["drop_last"]  # saved before the option existed: the default
     TokenLoader(gpt2_tokens, SEQ, 8).load_state_dict(old)
