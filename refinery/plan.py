@@ -254,7 +254,9 @@ def _dedup_params(raw: dict[str, Any], code: bool = True, pinned: dict[str, str]
     (path, size, mtime: a changed benchmark re-runs the pass; a missing one is a ConfigError);
     other methods leave out its section, so their fingerprints do not change with it. ``code``:
     with the versions of the libraries that decide the method's removals, if any."""
-    params = {k: v for k, v in raw.items() if k not in ("executor", "name")}
+    from refinery.dedup.config import without_added_defaults
+
+    params = {k: v for k, v in without_added_defaults(raw).items() if k not in ("executor", "name")}
     libraries = DEDUP_LIBRARIES.get(raw.get("method", ""), ()) if code else ()
     if libraries:
         params["code"] = {dist: library_version(dist, pinned) for dist in libraries}

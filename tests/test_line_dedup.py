@@ -159,6 +159,54 @@ def test_a_line_repeated_by_one_site_is_never_cut_however_often(tmp_path):
     assert stats["lines_cut"] == 29 and stats["docs_edited"] == 29
 
 
+def test_a_sites_own_template_line_is_cut_with_min_site_docs(tmp_path):
+    """``min_site_docs``: a line in that many documents of one registered domain is boilerplate
+    too (kept in its first holder); documents without a URL are no site, and below the count, or
+    by default, a site's line stays."""
+    docs = [{"text": " ".join(d["text"].split())} for d in load_cc_docs() if 300 <= len(d["text"].split()) <= 3000][:45]
+    site_line = "Subscribe to the Riverside Gazette newsletter for weekly updates"
+    no_url_line = "Printed from the archive of an unnamed reading room today"
+    rows = [{"id": f"site-{i}", "url": f"https://{['www.gazette.co.uk', 'gazette.co.uk'][i % 2]}/p/{i}",
+             "text": d["text"] + "\n" + site_line} for i, d in enumerate(docs[:30])]
+    rows += [{"id": f"bare-{i}", "url": None, "text": d["text"] + "\n" + no_url_line} for i, d in enumerate(docs[30:])]
+    shards = {"a": rows[0::2], "b": rows[1::2]}
+    for min_site_docs, cut in ((30, 29), (31, 0), (None, 0)):
+        stats, out = _run(tmp_path / f"s{min_site_docs}", shards, min_site_docs=min_site_docs)
+        by_id = {r["id"]: r for r in _rows(out / "kept")}
+        assert len(by_id) == 45 and not _rows(out / "removed")
+        holding = [i for i in range(30) if by_id[f"site-{i}"]["text"].endswith(site_line)]
+        assert len(holding) == 30 - cut and (not cut or holding == [0])  # the first holder keeps it
+        assert all(by_id[f"bare-{i}"]["text"].endswith(no_url_line) for i in range(15))
+        assert stats["site_boilerplate_lines"] == (1 if cut else 0) and stats["lines_cut"] == cut
+
+
+def test_min_site_docs_cuts_real_site_chrome(tmp_path):
+    """On the real CC documents: wikidot's licence footer and StackExchange's "Not the answer"
+    line each live on one registered domain, so only ``min_site_docs`` finds them; every line the
+    index holds by it is in that many documents of one domain (recounted from the input)."""
+    docs = load_cc_docs()
+    stats, out = _run(tmp_path, {"a": docs[0::2], "b": docs[1::2]}, min_site_docs=5)
+    rule = LineRule(min_chars=10, min_words=2, max_words=30, fold_digits=True)
+    index = {r["line_hash"]: r for r in _rows(out / "dedup" / "boilerplate")}
+    footer = rule.key("Unless otherwise stated, the content of this page is licensed under Creative Commons "
+                      "Attribution-ShareAlike 3.0 License")
+    not_the_answer = rule.key("Not the answer you're looking for? Browse other questions tagged or ask your own question.")
+    assert index[footer]["domains"] == 1 and index[footer]["site_docs"] >= 5
+    assert index[not_the_answer]["domains"] == 1 and index[not_the_answer]["site_docs"] >= 5
+    dc = DomainCounter()
+    per_site: collections.Counter = collections.Counter()
+    for d in docs:
+        for key in rule.doc_keys(d["text"]):
+            per_site[key, dc.domain(d["url"])] += 1
+    best: dict = {}
+    for (key, _), n in per_site.items():
+        best[key] = max(best.get(key, 0), n)
+    by_site = {k for k, r in index.items() if r["domains"] < 2 or r["docs"] < 3}
+    assert by_site and all(best[k] >= 5 and index[k]["site_docs"] == best[k] for k in by_site)
+    assert stats["site_boilerplate_lines"] == len(by_site)
+    assert not [k for k, n in best.items() if n >= 5 and k not in index]
+
+
 def test_five_percent_rule_on_exact_word_counts(tmp_path):
     """A 9-word debris line in a 190-word page (9/199 = 4.5%) is cut; in a 160-word page
     (9/169 = 5.3%) the page is removed."""
@@ -246,6 +294,10 @@ def test_pairs_seen_in_several_shards_count_one_domain_and_no_url_counts_none():
     first[1] = (2 << 32) | 3  # line 7's lowest key is now (1 << 32) | 7: shard 1, id hash 17
     assert aggregate_pairs(line, domain, docs, first, first_id)[3:][0].tolist()[1] == 17
     assert aggregate_pairs(line, domain, docs, first, first_id)[4].tolist()[1] == 1
+    # the most documents of one site: (7, 1) over its two shards' rows; a line without URLs has no site
+    *_, site = aggregate_pairs(line, domain, docs, site_docs=True)
+    assert site.tolist() == [1, 6, 0]
+    assert aggregate_pairs(line, domain, docs, first, first_id, site_docs=True)[5].tolist() == [1, 6, 0]
 
 
 def test_candidates_normalize_and_skip_prose_and_numbers():

@@ -1111,3 +1111,24 @@ def test_parquet_pages_without_text_need_extract_before_text_stages(tmp_path):
     [failed] = run.failed
     assert failed.shard == "pages" and "pages.parquet holds pages (an 'html' column) without a 'text'" in failed.error
     assert "'gopher_quality' reads text" in failed.error
+
+
+def test_a_setting_added_later_keeps_older_runs_resumable_and_equal_in_compare():
+    """``lines.min_site_docs`` (session 32) is unset in run.json files written before it: at its
+    old behaviour (null) the pass's fingerprint and ``stats --compare`` are as before, so such a
+    run resumes and compares equal; set, it is a change like any other."""
+    from refinery.dedup.config import DedupConfig
+    from refinery.plan import _dedup_params
+    from refinery.stats.report import config_diff
+
+    now = DedupConfig(method="lines").model_dump(mode="json")
+    before = json.loads(json.dumps(now))
+    del before["lines"]["min_site_docs"]
+    assert _dedup_params(now) == _dedup_params(before)
+    set_ = json.loads(json.dumps(now))
+    set_["lines"]["min_site_docs"] = 5
+    assert _dedup_params(set_) != _dedup_params(before)
+    diffs = [r for r in config_diff({"config": {"dedup": [before]}}, {"config": {"dedup": [now]}}) if r["differs"]]
+    assert diffs == []
+    diffs = [r for r in config_diff({"config": {"dedup": [before]}}, {"config": {"dedup": [set_]}}) if r["differs"]]
+    assert [(r["param"], r["a"], r["b"]) for r in diffs] == [("lines.min_site_docs", None, "5")]

@@ -86,6 +86,10 @@ class LinesConfig(_Strict):
     min_docs: int = Field(3, ge=2, description="documents a line must occur in")
     # >= 2: a line repeated by one site only (its own template) is never cut by this pass
     min_domains: int = Field(2, ge=2, description="distinct registered domains (from `url`) a line must occur in")
+    # a site's own template (its licence footer, "Not the answer you're looking for?") repeats on
+    # its pages only: the cross-site rule above never sees it
+    min_site_docs: int | None = Field(None, ge=2, description="also boilerplate: a line in at least this many "
+                                      "documents of one registered domain; null: a line of one site is never cut")
     min_chars: int = Field(10, ge=1, description="shortest candidate line (normalized characters)")
     min_words: int = Field(2, ge=1, description="fewest words of a candidate line (one-word lines: line_corrections)")
     max_words: int = Field(30, ge=1, description="longest candidate line in words: longer lines are prose")
@@ -100,6 +104,21 @@ class LinesConfig(_Strict):
         if self.max_words < self.min_words:
             raise ValueError(f"max_words ({self.max_words}) is below min_words ({self.min_words})")
         return self
+
+
+#: settings added after runs were made, each with the value that does what runs did before it:
+#: left out of a pass's fingerprint and of run comparisons while at that value, so a run made
+#: before a setting existed resumes, and compares equal, instead of differing by "<unset> -> None"
+ADDED_SETTINGS = {"lines": {"min_site_docs": None}}
+
+
+def without_added_defaults(section: dict[str, Any]) -> dict[str, Any]:
+    """A dumped dedup pass config without the :data:`ADDED_SETTINGS` still at their old behaviour."""
+    out = dict(section)
+    for group, added in ADDED_SETTINGS.items():
+        if isinstance(out.get(group), dict):
+            out[group] = {k: v for k, v in out[group].items() if not (k in added and v == added[k])}
+    return out
 
 
 class SubstringConfig(_Strict):

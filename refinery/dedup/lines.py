@@ -9,7 +9,9 @@ normalized characters, at least one letter): long lines are prose, and prose quo
 sites must survive. Lines are compared normalized (NFKC, casefolded, whitespace collapsed, digits
 folded to ``0``). A candidate is *boilerplate* when it occurs in at least ``min_docs`` documents
 of at least ``min_domains`` (>= 2) registered domains of the ``url`` column; documents without a
-URL count as documents but add no domain, so a line is never cut on the word of one site.
+URL count as documents but add no domain, so a line is never cut on the word of one site by
+this rule. ``min_site_docs`` (off by default) adds a second one for a site's own template: a
+candidate in at least that many documents of one registered domain is boilerplate too.
 
 Each boilerplate line is kept in the *first* document holding it that the removal keeps (doc key
 order: shard, then row; ``keep_first``, the default; see :func:`assign_keepers`) and cut from
@@ -76,7 +78,7 @@ _WS = re.compile(r"\s+")
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[^\W\d_]")
 _BOILERPLATE_SCHEMA = pa.schema([("line_hash", pa.uint64()), ("docs", pa.uint32()), ("domains", pa.uint32()),
-                                 ("keeper", pa.uint64()), ("keeper_shard", pa.uint32())])
+                                 ("keeper", pa.uint64()), ("keeper_shard", pa.uint32()), ("site_docs", pa.uint32())])
 
 
 @dataclass(frozen=True)
@@ -154,14 +156,16 @@ KEEPER_KEY = "shard_id"
 
 
 def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray, first: np.ndarray | None = None,
-                    first_id: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+                    first_id: np.ndarray | None = None, site_docs: bool = False) -> tuple[np.ndarray, ...]:
     """``(line, domain, docs[, first, first_id])`` rows (pairs may repeat) -> per distinct line:
-    ``(line, docs, distinct non-zero domains[, keeper])``, lines ascending; ``keeper`` is the
-    ``first_id`` of the row with the lowest ``first`` (doc key) of the line."""
+    ``(line, docs, distinct non-zero domains[, keeper, keeper shard][, site docs])``, lines
+    ascending; ``keeper`` is the ``first_id`` of the row with the lowest ``first`` (doc key) of the
+    line; ``site docs`` (with ``site_docs=True``) the most documents of one non-zero domain."""
     keepers = first is not None and first_id is not None
     if not len(line):
         empty = (np.empty(0, _U64), np.empty(0, np.int64), np.empty(0, np.int64))
-        return empty + ((np.empty(0, _U64), np.empty(0, np.uint32)) if keepers else ())
+        return (empty + ((np.empty(0, _U64), np.empty(0, np.uint32)) if keepers else ())
+                + ((np.empty(0, np.int64),) if site_docs else ()))
     order = np.lexsort((domain, line))
     line, domain, docs = line[order], domain[order], docs[order].astype(np.int64)
     if keepers:
@@ -177,12 +181,18 @@ def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray, firs
     # a (line, domain) pair seen in several shards counts one domain; domain 0 (no URL) none
     counted = new_pair & (domain != 0)
     line_domains = np.add.reduceat(counted.astype(np.int64), starts)
+    site = ()
+    if site_docs:  # a (line, domain) pair's documents over all its shards' rows, the largest per line
+        pair_starts = np.flatnonzero(new_pair)
+        pair_docs = np.add.reduceat(docs, pair_starts)
+        pair_docs[domain[pair_starts] == 0] = 0  # documents without a URL are no site
+        site = (np.maximum.reduceat(pair_docs, np.flatnonzero(new_line[pair_starts])),)
     if not keepers:
-        return line[starts], line_docs, line_domains
+        return (line[starts], line_docs, line_domains) + site
     # doc keys are unique, so exactly one row per line holds the line's lowest
     lowest = np.minimum.reduceat(first, starts)
     at = np.flatnonzero(first == np.repeat(lowest, np.diff(np.append(starts, len(line)))))
-    return line[starts], line_docs, line_domains, first_id[at], (first[at] >> np.uint64(32)).astype(np.uint32)
+    return (line[starts], line_docs, line_domains, first_id[at], (first[at] >> np.uint64(32)).astype(np.uint32)) + site
 
 
 # -- pass 1: per shard -------------------------------------------------------------------------
@@ -249,22 +259,27 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
 
 
 # -- pass 2: per hash partition ----------------------------------------------------------------
-def boilerplate_task(count_uris: list[str], part: int, output_uri: str, min_docs: int, min_domains: int) -> dict[str, Any]:
+def boilerplate_task(count_uris: list[str], part: int, output_uri: str, min_docs: int, min_domains: int,
+                     min_site_docs: int | None = None) -> dict[str, Any]:
     """Per line-hash partition: documents and distinct domains of each line; writes the hashes of
-    the lines over both thresholds (``line_hash, docs, domains``)."""
+    the lines over both thresholds, or in ``min_site_docs`` documents of one domain
+    (``line_hash, docs, domains, keeper, keeper_shard, site_docs``)."""
     data = read_partition(count_uris, part, ["line", "domain", "docs", "first", "first_id"],
                           {"line": _U64, "domain": _U64, "docs": np.uint32, "first": _U64, "first_id": _U64})
     rows = len(data["line"])
-    line, docs, doms, keeper, keeper_shard = aggregate_pairs(data["line"], data["domain"], data["docs"], data["first"],
-                                                             data["first_id"])
+    line, docs, doms, keeper, keeper_shard, site = aggregate_pairs(data["line"], data["domain"], data["docs"],
+                                                                   data["first"], data["first_id"], site_docs=True)
     del data
-    hit = (docs >= min_docs) & (doms >= min_domains)
+    across = (docs >= min_docs) & (doms >= min_domains)
+    one_site = (site >= min_site_docs) & ~across if min_site_docs else np.zeros(len(line), dtype=bool)
+    hit = across | one_site
     out = pa.table({"line_hash": pa.array(line[hit]), "docs": pa.array(docs[hit].astype(np.uint32)),
                     "domains": pa.array(doms[hit].astype(np.uint32)), "keeper": pa.array(keeper[hit]),
-                    "keeper_shard": pa.array(keeper_shard[hit])}, schema=_BOILERPLATE_SCHEMA)
+                    "keeper_shard": pa.array(keeper_shard[hit]), "site_docs": pa.array(site[hit].astype(np.uint32))},
+                   schema=_BOILERPLATE_SCHEMA)
     parquet.write_table(out, output_uri, row_group_size=1 << 20)
     return {"rows": rows, "max_partition_rows": rows, "distinct_lines": len(line), "boilerplate_lines": int(hit.sum()),
-            "boilerplate_doc_lines": int(docs[hit].sum())}
+            "site_boilerplate_lines": int(one_site.sum()), "boilerplate_doc_lines": int(docs[hit].sum())}
 
 
 def load_boilerplate(uris: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -480,7 +495,8 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
     passes["line_counts"] = {k: v for k, v in counted.items() if k != "per_shard"}
     boiler_uris = [work.path("boilerplate", f"part-{p:05d}.parquet") for p in range(P)]
     tasks = [{"count_uris": [count_uri[s.name] for s in shards], "part": p, "output_uri": boiler_uris[p],
-              "min_docs": lines.min_docs, "min_domains": lines.min_domains} for p in range(P)]
+              "min_docs": lines.min_docs, "min_domains": lines.min_domains, "min_site_docs": lines.min_site_docs}
+             for p in range(P)]
     passes["boilerplate"] = _run_pass(work, "boilerplate", boilerplate_task, tasks, executor,
                                       [f"part-{p}" for p in range(P)], units="rows")
     # the removal stage reads the index by paths relative to the dedup directory
@@ -494,6 +510,7 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
     log.info("[dedup lines] %d distinct candidate lines, %d boilerplate (%d partitions)", b.get("distinct_lines", 0),
              b.get("boilerplate_lines", 0), P)
     return {"distinct_lines": b.get("distinct_lines", 0), "boilerplate_lines": b.get("boilerplate_lines", 0),
+            "site_boilerplate_lines": b.get("site_boilerplate_lines", 0),
             "boilerplate_doc_lines": b.get("boilerplate_doc_lines", 0),
             "docs_without_domain": c.get("docs_without_domain", 0), "partitions": P}
 

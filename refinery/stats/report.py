@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from refinery import __version__
-from refinery.dedup.config import pass_name
+from refinery.dedup.config import pass_name, without_added_defaults
 from refinery.io import fs
 from refinery.rundir import RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
@@ -572,7 +572,8 @@ def other_settings(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
             kept["minhash"] = {"seed": d["minhash"].get("seed")}
         return kept
 
-    sections = {pass_name(d.get("method"), d.get("name")): flat(own(d)) for d in config.get("dedup") or []}
+    sections = {pass_name(d.get("method"), d.get("name")): flat(own(without_added_defaults(d)))
+                for d in config.get("dedup") or []}
     if config.get("tokenize"):
         sections["tokens"] = flat(config["tokenize"])
     if config.get("reader"):
