@@ -299,7 +299,8 @@ def test_markdown_tables_without_outer_bars_are_data_and_a_lone_menu_is_not() ->
 def test_content_lines_against_the_lines_gold() -> None:
     """data/gold/lines_gold.jsonl: lines RefinedWeb's rules drop on real English text, labelled
     content or debris with their neighbours. The exceptions (content_lines.py) keep 84 of the 219
-    content lines the drop rules take (81 since a review's fixes) and none of their 134 debris lines; RefinedWeb's rules as
+    content lines the drop rules take (81 since a review's fixes; 84 with headings over list items,
+    session 32) and none of their 134 debris lines; RefinedWeb's rules as
     written (keep_content_lines: false) keep none of either."""
     from pathlib import Path
 
@@ -316,7 +317,53 @@ def test_content_lines_against_the_lines_gold() -> None:
 
     assert kept(LineCorrections(keep_content_lines=False)) == {"content": 0, "debris": 0}
     now = kept(LineCorrections())
-    assert now["content"] >= 80 and now["debris"] <= 2, now
+    assert now["content"] >= 84 and now["debris"] <= 2, now
+
+
+def test_content_lines_against_the_held_out_lines() -> None:
+    """data/gold/lines_heldout.jsonl (session 32): 243 lines the rules drop on English pages and
+    documents that gave no line to lines_gold.jsonl, labelled the same way; of them 141 content and
+    62 debris lines of the three rules the exceptions apply to. Before session 32's exceptions:
+    81 content and 6 debris kept (one-word headings over a long line: "Differences", "Posts",
+    "Links:", "Chaos", "Nutrition", "Policy"); after: 83 and 6."""
+    rows = [json.loads(line) for line in (ROOT / "data/gold/lines_heldout.jsonl").open()]
+    assert len(rows) == 243
+    rows = [r for r in rows if r["label"] != "unsure" and r["rule"] in ("single_word", "numeric", "uppercase")]
+    assert len(rows) == 203
+
+    def kept(stage: LineCorrections) -> dict[str, int]:
+        counts = {"content": 0, "debris": 0}
+        for r in rows:
+            out = stage.correct("\n".join(r["before"] + [r["line"]] + r["after"]))[0].split("\n")
+            counts[r["label"]] += r["line"].strip() in {o.strip() for o in out}
+        return counts
+
+    assert kept(LineCorrections(keep_content_lines=False)) == {"content": 0, "debris": 0}
+    now = kept(LineCorrections())
+    assert now["content"] >= 83 and now["debris"] <= 6, now
+
+
+def test_one_word_headings_over_list_items_are_content() -> None:
+    """Session 32, from lines_gold.jsonl's lost content lines (a recipe's, a Javadoc page's),
+    checked on lines_heldout.jsonl and on every line the rules drop on the 990 evaluation pages and
+    697 CC documents."""
+    lc = LineCorrections()
+    prose = "This paragraph has more than eight words in it, so it is prose for sure."
+
+    def keeps(*lines: str, line: str) -> bool:
+        return line in lc.correct("\n".join([prose, *lines, prose]))[0].split("\n")
+
+    # a one-word heading over a list item of three words or more (real lines: hassanchef.com, a
+    # Javadoc page)
+    assert keeps("Ingredients", "- 200 gm bhindi ( okra)", line="Ingredients")
+    assert keeps("Returns", "  • a copy of this set", line="Returns")
+    assert keeps("Cons:", "- whole new API to learn", line="Cons:")
+    # not over a menu's one- or two-word items, not a chrome word, not a lower-case word
+    assert not keeps("Products", "- Shop", "- Blog", line="Products")
+    assert not keeps("Share", "- Share on Facebook today", line="Share")
+    assert not keeps("Tags", "- python web scraping tutorial", line="Tags")
+    assert not keeps("returns", "- a copy of this set", line="returns")
+
 
 
 def test_content_line_exceptions_on_their_own() -> None:
