@@ -274,3 +274,49 @@ def test_a_heading_with_a_permalink_anchor_stays(tmp_path) -> None:
     heading = lxml_html.fragment_fromstring("<div rend='h2'>What was your first job in tech like?<ref target='#q'></ref></div>")
     heading.tag = "head"  # trafilatura's name for a heading
     assert not _text_with_empty_links(line) and _text_with_empty_links(heading)
+
+
+def test_a_forum_threads_posts_all_stay(tmp_path) -> None:
+    """A reading probe found forum threads cut to their first post: trafilatura takes the first
+    match of ``(.//article)[1]``, and XenForo writes each post as a sibling ``article.message``.
+    The run of sibling articles is extracted as one (katzen-forum.net: 18 posts; before, 1)."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    (url, html, item), = load_eval_pages(tmp_path, ("katzen-forum.net-Pepe.html",))
+    replies = ['(Vor allem die "Bettelmänner", wenn', "schon seit 5 Uhr draußen"]
+    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html.decode(), url)
+    off, _ = TrafilaturaExtractor(timeout_s=0, keep_repeated_posts=False)._extract_fn()(html.decode(), url)
+    assert all(r in item["with"] for r in replies)
+    assert all(r in on for r in replies) and not any(r in off for r in replies)
+    assert all(s not in on for s in item["without"])
+    assert len(on.split()) > 5 * len(off.split())
+
+
+def test_a_list_of_sibling_articles_stays_on_a_crawled_page() -> None:
+    """The same rule on a page it was not written from (the bundled WARC sample's joe.cat, a
+    list of papers, one ``<article>`` each): the held-out gold's snippet of a later paper."""
+    from refinery.eval_extract import _warc_pages
+
+    warc = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc" / "warc_sample-0000.warc.gz"
+    html, _ = decode_html(_warc_pages(warc)["https://joe.cat/"], None)
+    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html, "https://joe.cat/")
+    off, _ = TrafilaturaExtractor(timeout_s=0, keep_repeated_posts=False)._extract_fn()(html, "https://joe.cat/")
+    later = "Analogies in distant domains often lead to scientific discoveries."
+    assert later in on and later not in off
+    assert "Powered by Git, GitHub and Octopress." not in on
+
+
+def test_runs_of_sibling_divs_are_not_posts() -> None:
+    """Only ``<article>`` runs count: sibling ``div``s of one class were a recipe's tab panels
+    (nestle-family.com: the tab container's pruning lost the ingredient lists)."""
+    from lxml import html as lxml_html
+
+    from refinery.stages._trafilatura_rules import repeated_posts_container
+
+    post = "<{0} class='post'><p>" + "A reply that says something about the question asked. " * 3 + "</p></{0}>"
+    for tag, expanded in (("article", True), ("div", False)):
+        page = lxml_html.fromstring(f"<html><body><div id='thread'>{post.format(tag) * 3}</div></body></html>")
+        first = page.find(f".//{tag}[@class='post']")
+        assert (repeated_posts_container(first).get("id") == "thread") is expanded
+    lone = lxml_html.fromstring(f"<html><body><div id='x'>{post.format('article')}<p>x</p></div></body></html>")
+    assert repeated_posts_container(lone.find(".//article")).tag == "article"

@@ -1,4 +1,4 @@
-"""Seven of trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
+"""Eight of trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
 rules, session 22" and "session 23").
 
 The extract stage's first pass is trafilatura in precision mode. Measured on trafilatura's 990
@@ -34,6 +34,11 @@ and trafilatura called outside the stage are untouched:
   element of at least 20 characters of text whose links all have no text (a heading's permalink
   anchor, an icon) is not a link list; trafilatura counted its text-bearing links, found none and
   removed it when short (every question heading of an interview page).
+- **repeated posts** (``keep_repeated_posts``, trafilatura false): when the content
+  area trafilatura picks is an ``<article>`` with a sibling ``<article>`` of the same classes,
+  both holding text, their parent is extracted instead: trafilatura takes the first match of
+  ``(.//article)[1]``, so a forum thread whose posts are sibling articles came out as its first
+  post, and a list of papers as its first paper.
 
 The replacements are installed once per process over the trafilatura functions they mirror (their
 sources are compared, as for the lean path) and act only inside :func:`active`, which the stage's
@@ -66,12 +71,13 @@ class PrecisionRules:
     drop_labelled_links: bool
     drop_orphaned_headings: bool
     keep_text_with_empty_links: bool = False
+    keep_repeated_posts: bool = False
 
 
 #: trafilatura's own values: with these, the replacements change nothing
 TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep_title_header=False,
                              drop_link_list_headings=False, drop_labelled_links=False, drop_orphaned_headings=False,
-                             keep_text_with_empty_links=False)
+                             keep_text_with_empty_links=False, keep_repeated_posts=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -115,6 +121,38 @@ _ACTIVE: ContextVar[PrecisionRules | None] = ContextVar("refinery_precision_rule
 
 #: text of its own an element needs for its empty links (anchors, icons) not to make it a link list
 _EMPTY_LINKS_TEXT_CHARS = 20
+
+
+#: a run of repeated posts: at least this many siblings of the chosen element's tag and classes
+#: (itself included), each with at least _POST_CHARS non-space characters of text
+_REPEATED_POSTS = 2
+_POST_CHARS = 100
+#: containers too wide to stand for a run of posts (the rest of the page is in them)
+_NOT_POST_CONTAINERS = frozenset({"body", "html"})
+
+
+def _post_key(element) -> tuple:  # noqa: ANN001 - an lxml element
+    return element.tag, frozenset((element.get("class") or "").split())
+
+
+def repeated_posts_container(element):  # noqa: ANN001, ANN201 - lxml elements
+    """The parent of ``element`` when ``element`` is one of a run of siblings of its tag and
+    classes that each hold text (a forum thread's posts: ``article.message`` x 18); else
+    ``element``. Trafilatura's content selection takes the first match of each expression
+    (``(.//article)[1]``), so a thread came out as its first post."""
+    parent = element.getparent()
+    # an <article> is what HTML names a forum post or a user comment; runs of sibling divs were
+    # tab panels and colour blocks (a recipe's tabs lost their ingredient lists)
+    if element.tag != "article" or parent is None or parent.tag in _NOT_POST_CONTAINERS:
+        return element
+    key = _post_key(element)
+    posts = 0
+    for sibling in parent:
+        if sibling.tag == element.tag and _post_key(sibling) == key and _size("".join(sibling.itertext())) >= _POST_CHARS:
+            posts += 1
+            if posts >= _REPEATED_POSTS:
+                return parent
+    return element
 
 
 def _text_with_empty_links(element) -> bool:  # noqa: ANN001 - an lxml element
@@ -338,6 +376,8 @@ def install() -> bool:
         rules = _ACTIVE.get()
         if rules is None or options.focus != "precision":
             return prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
+        if rules.keep_repeated_posts and not args and not kwargs:  # the main pass's chosen subtree
+            tree = repeated_posts_container(tree)
         orphans = orphan_candidates(tree) if rules.drop_orphaned_headings else []
         # after convert_tags an <h1> is <head rend="h1">; the header holding it is the article's
         titles = ([h for h in tree.iter("header") if h.find(".//head[@rend='h1']") is not None]

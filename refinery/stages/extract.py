@@ -667,6 +667,7 @@ class TrafilaturaExtractor(Stage):
         drop_labelled_links: bool = True,
         drop_orphaned_headings: bool = True,
         keep_text_with_empty_links: bool = True,
+        keep_repeated_posts: bool = True,
         join_source_lines: bool = True,
     ) -> None:
         super().__init__(name)
@@ -726,6 +727,9 @@ class TrafilaturaExtractor(Stage):
         self.drop_labelled_links = bool(drop_labelled_links)
         self.drop_orphaned_headings = bool(drop_orphaned_headings)
         self.keep_text_with_empty_links = bool(keep_text_with_empty_links)
+        # a forum thread's posts are a run of sibling containers of one class; trafilatura took
+        # the first (docs/extraction.md, "Forum threads")
+        self.keep_repeated_posts = bool(keep_repeated_posts)
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
