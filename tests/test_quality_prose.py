@@ -1,0 +1,110 @@
+"""The quality stage's ``exclude_code``: code lines left out of what the packaged model scores.
+
+Real documents and the packaged model only: a programming page of trafilatura's evaluation set,
+a tutorial of the bundled sample WARCs, the bundled Common Crawl documents, the Wikipedia leads.
+Figures on more data: ``benchmarks/quality_code_bias.py`` (docs/classifiers.md).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from refinery.classifiers.prose import is_code_line, prose_text
+from refinery.stages.base import REASON
+from refinery.stages.classifiers import QualityFilter
+from tests.conftest import ROOT, SAMPLE_CC_DOCS, SAMPLE_WARCS, SHARED_DATA
+
+RECIPE_THRESHOLD = 0.0005  # configs/refinedweb.yaml
+EVAL_TARBALL = SHARED_DATA / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
+
+
+def _scores(texts: list[str], **params: object) -> np.ndarray:
+    stage = QualityFilter(threshold=RECIPE_THRESHOLD, **params)
+    batch = pa.RecordBatch.from_pydict({"id": [str(i) for i in range(len(texts))], "text": texts})
+    return np.array(stage.process(batch).column("quality_score").to_pylist(), dtype=np.float64)
+
+
+def _recipe_text(html: bytes, url: str) -> str:
+    """The page's text as the recipe's quality stage reads it: extract, then line corrections and PII."""
+    from refinery.eval_extract import GoldPage, _batch, extract_stage_from_config, through_stages_from_config
+
+    config = ROOT / "configs" / "refinedweb.yaml"
+    batch = extract_stage_from_config(config)(_batch([GoldPage(name=url, html=html, url=url)]))
+    for stage in through_stages_from_config(config):
+        batch = stage(batch)
+    assert batch.column(REASON)[0].as_py() is None, "the page must reach the quality stage"
+    return batch.column("text")[0].as_py()
+
+
+def _sample_pip_tutorial() -> str:
+    """A short guide to packaging a Python project, with its shell commands (bundled sample WARC)."""
+    from refinery.io.warc import WarcReader
+
+    with open(SAMPLE_WARCS / "warc_sample-0000.warc.gz", "rb") as f:
+        for batch in WarcReader(batch_size=100).read(f, source="sample"):
+            for url, html in zip(batch.column("url").to_pylist(), batch.column("html").to_pylist()):
+                if url.endswith("/2020/03/25/pip.html"):
+                    return _recipe_text(html, url)
+    raise AssertionError("the pip tutorial is not in the sample WARC")
+
+
+@pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason=f"{EVAL_TARBALL} is absent")
+def test_a_tutorial_removed_for_its_code_is_kept_when_code_is_excluded() -> None:
+    # the reading probe's finding: a short tmux how-to (4 lines of prose, a .tmux.conf snippet)
+    with tarfile.open(EVAL_TARBALL) as tar:
+        html = tar.extractfile("tests/eval/flowfx.de.tmux.html").read()
+    text = _recipe_text(html, "https://flowfx.de/blog/copy-paste-from-tmux-to-system-clipboard/")
+    assert any(is_code_line(line) for line in text.split("\n"))
+    before, after = _scores([text])[0], _scores([text], exclude_code=True)[0]
+    assert before < RECIPE_THRESHOLD <= after
+    assert after == _scores([prose_text(text, 50)])[0]  # the stage scores exactly the prose
+
+
+def test_shell_commands_are_code_and_the_sentences_around_them_are_not() -> None:
+    lines = [line for line in _sample_pip_tutorial().split("\n") if line.strip()]
+    code = [line for line in lines if is_code_line(line)]
+    assert len(code) >= 3 and all(line.startswith("python3 -m ") for line in code)
+    sentences = [line for line in lines if line.rstrip().endswith((".", ":"))]
+    assert len(sentences) >= 10 and not any(is_code_line(line) for line in sentences)
+
+
+def test_too_little_prose_scores_the_whole_text() -> None:
+    text = _sample_pip_tutorial()
+    assert prose_text(text, 10**6) == text
+    whole = _scores([text])[0]
+    assert _scores([text], exclude_code=True, min_prose_words=10**6)[0] == whole
+    assert _scores([text], exclude_code=True)[0] != whole
+
+
+def test_documents_without_code_score_as_before_and_the_junk_tail_stays_removed() -> None:
+    texts = []
+    for path in sorted(SAMPLE_CC_DOCS.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            texts += [doc["text"] for doc in map(json.loads, f) if doc.get("text", "").strip()]
+    before, after = _scores(texts), _scores(texts, exclude_code=True)
+    has_code = np.array([any(is_code_line(line) for line in t[:20_000].split("\n")) for t in texts])
+    assert 0 < has_code.sum() < len(texts)
+    assert np.array_equal(before[~has_code], after[~has_code])
+    # the CC sample's removed tail is search pages, tag archives, link lists: none is code
+    removed_before = before < RECIPE_THRESHOLD
+    assert removed_before.sum() > 0 and np.all(after[removed_before & ~has_code] < RECIPE_THRESHOLD)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "quality").is_dir(), reason=f"{SHARED_DATA} is absent")
+def test_no_line_of_a_wikipedia_lead_is_code() -> None:
+    leads = json.loads((SHARED_DATA / "quality" / "summaries_en-us.json").read_text(encoding="utf-8"))
+    lines = [line for entry in leads.values() for line in entry.get("extract", "").split("\n") if line.strip()]
+    assert len(lines) > 10_000
+    assert [line for line in lines if is_code_line(line)] == []
+
+
+def test_min_prose_words_is_validated() -> None:
+    with pytest.raises(ValueError, match="min_prose_words"):
+        QualityFilter(min_prose_words=-1)
