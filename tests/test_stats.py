@@ -547,6 +547,15 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     rows = ([{"stage": "toxicity", "param": p, "a": 1, "b": None} for p in ("threshold", "cascade", "gate")]
             + [{"stage": "run", "param": "input", "a": "x", "b": "y"}])
     assert _setting_changes(rows) == ["toxicity: only in A", "run.input: x -> y"]
+    # the code that decided is a setting too: one config run by two refinery versions differed
+    # with "the same settings" (testing)
+    from refinery.stats.report import config_diff
+
+    def manifest(version: str) -> dict:
+        return {"config": {"stages": []}, "passes": [{"params": {"code": {"refinery": version, "lxml": "6.2.0"}}},
+                                                     {"params": {"code": {"rensa": "0.5.0"}}}]}
+    assert _setting_changes([r for r in config_diff(manifest("0.5.0"), manifest("0.6.0")) if r["differs"]]) == \
+        ["code.refinery: 0.5.0 -> 0.6.0"]
 
 
 def test_a_shard_that_removed_nothing_writes_samples_hf_datasets_can_read(tmp_path):

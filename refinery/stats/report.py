@@ -579,6 +579,13 @@ def other_settings(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if config.get("reader"):
         sections["reader"] = flat(config["reader"])
     sections["run"] = {"input": manifest.get("input"), "limit": manifest.get("limit")}
+    # the code that decided: two runs of one config by two refinery or trafilatura versions
+    # differ, and compare named no setting change (testing)
+    code: dict[str, Any] = {}
+    for p in manifest.get("passes") or []:
+        code.update((p.get("params") or {}).get("code") or {})
+    if code:
+        sections["code"] = dict(sorted(code.items()))
     return sections
 
 
