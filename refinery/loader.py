@@ -268,12 +268,9 @@ class TokenLoader:
         #: real windows of the busiest rank (without drop_last every rank yields this many rows,
         #: rounded up to batches); the others have at most one fewer
         self.windows_per_rank = self._blocks_per_rank * self.block_size + math.ceil(self._loose / world_size)
-        if self.drop_last:
-            # only full batches, as many as the least busy rank fills
-            least = self._blocks_per_rank * self.block_size + self._loose // world_size
-            self.batches_per_epoch = least // batch_size
-        else:
-            self.batches_per_epoch = math.ceil(self.windows_per_rank / batch_size)
+        self.batches_per_epoch = _batches_per_epoch(self.n_windows, self.block_size, world_size, batch_size,
+                                                    self.drop_last)
+        if not self.drop_last:
             self._check_no_empty_batch()
         if self.batches_per_epoch == 0:
             # an epoch of no batch would end at once, forever: a step-counting training loop spins
@@ -445,6 +442,17 @@ class TokenLoader:
             epoch, position = epoch + 1, 0
         return {"version": STATE_VERSION, "epoch": epoch, "position": position, **self._identity()}
 
+    def _saved_epoch_end(self, saved: dict) -> int | None:
+        """Rows of an epoch in the shape a state was saved with (its world size, batch size,
+        drop_last), or None when the state does not say them as integers."""
+        try:
+            world, batch = _integer("world_size", saved.get("world_size")), _integer("batch_size", saved.get("batch_size"))
+        except TypeError:
+            return None
+        if world < 1 or batch < 1:
+            return None
+        return _batches_per_epoch(self.n_windows, self.block_size, world, batch, bool(saved.get("drop_last"))) * batch
+
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
             raise LoaderStateError(f"loader state version {state.get('version')} != {STATE_VERSION}")
@@ -460,6 +468,9 @@ class TokenLoader:
             raise LoaderStateError(f"loader state epoch {state.get('epoch')!r} and position {state.get('position')!r} "
                                    f"must be integers, the epoch at least 0")
         diff = {k: (saved.get(k), v) for k, v in self._identity().items() if not _same_setting(saved.get(k), v)}
+        if position and set(diff) <= _RESHAPEABLE_AT_EPOCH_START and position == self._saved_epoch_end(saved):
+            # saved after an epoch's last batch by a refinery that wrote (epoch, end), not (epoch + 1, 0)
+            epoch, position = epoch + 1, 0
         if position == 0:
             # an epoch's plan is dealt from (seed, epoch, rank, world_size) at its start: a job that
             # resumes between epochs on more or fewer GPUs (elastic restarts) starts the saved epoch
@@ -483,6 +494,16 @@ class TokenLoader:
 # What a state saved at an epoch's start may differ in: each rank's share of an epoch is dealt
 # when the epoch starts, so only mid-epoch positions depend on them.
 _RESHAPEABLE_AT_EPOCH_START = frozenset({"rank", "world_size", "batch_size", "drop_last"})
+
+
+def _batches_per_epoch(n_windows: int, block_size: int, world_size: int, batch_size: int, drop_last: bool) -> int:
+    """Batches every rank yields per epoch: the busiest rank's windows in batches, or with
+    ``drop_last`` only the full batches the least busy rank fills."""
+    blocks_per_rank = (n_windows // block_size) // world_size
+    loose = n_windows - blocks_per_rank * world_size * block_size
+    if drop_last:
+        return (blocks_per_rank * block_size + loose // world_size) // batch_size
+    return math.ceil((blocks_per_rank * block_size + math.ceil(loose / world_size)) / batch_size)
 
 
 def _same_setting(saved: Any, now: Any) -> bool:

@@ -451,3 +451,28 @@ def test_a_resumed_run_records_every_step(sample_run):
         ex.close()
     assert list(again["passes"]) == list(stats["passes"]) and "line_holders" in again["passes"]
     assert again["passes"]["line_holders"] == stats["passes"]["line_holders"]
+
+
+@pytest.mark.parametrize("min_site_docs", [None, 5])
+def test_a_boilerplate_task_stays_within_its_bytes_per_row(min_site_docs):
+    """Partitions are sized with LINE_BYTES_PER_ROW: the partition as read plus the aggregation's
+    peak must fit it (a review measured 117 B/row against 104, and the site rule's arrays added
+    ~20 more even with the rule off)."""
+    import tracemalloc
+
+    from refinery.dedup.lines import LINE_BYTES_PER_ROW
+
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    cols = dict(line=rng.integers(0, n * 3 // 4, n).astype(np.uint64), domain=rng.integers(1, 50_000, n).astype(np.uint64),
+                docs=rng.integers(1, 3, n).astype(np.uint32), first=rng.permutation(n).astype(np.uint64),
+                first_id=rng.integers(0, 2**63, n).astype(np.uint64))
+    read = sum(a.nbytes for a in cols.values())  # alive in the task meanwhile
+    tracemalloc.start()
+    try:
+        aggregate_pairs(cols["line"], cols["domain"], cols["docs"], cols["first"], cols["first_id"],
+                        site_docs=bool(min_site_docs))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (read + peak) / n <= LINE_BYTES_PER_ROW, f"{(read + peak) / n:.0f} B/row"

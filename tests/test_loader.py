@@ -546,3 +546,26 @@ def test_review_of_the_loader_checks(gpt2_tokens, kept_run, tmp_path):
         TokenDataset(out)
     tokenize_run(kept_run, out, "gpt2", progress=False)  # the same command again: rewritten
     assert TokenDataset(out).n_tokens == TokenDataset(gpt2_tokens).n_tokens
+
+
+def test_an_epoch_end_state_of_an_older_refinery_starts_the_next_epoch_in_any_shape(gpt2_tokens):
+    """Older refinery saved an epoch's end as (epoch, end), not (epoch + 1, 0): such a state
+    resumed into an epoch of no batch, and on another world size it was refused as mid-epoch
+    (a review). It now starts the next epoch, reshaped like any state saved between epochs."""
+    data = TokenDataset(gpt2_tokens)
+    old = TokenLoader(data, SEQ, 8, seed=6, world_size=2, block_size=9)
+    _epoch(old)
+    state = old.state_dict()
+    state = json.loads(json.dumps(state | {"epoch": state["epoch"] - 1, "position": old.batches_per_epoch * 8}))
+    same = TokenLoader(data, SEQ, 8, seed=6, world_size=2, block_size=9)
+    same.load_state_dict(state)
+    reference = TokenLoader(data, SEQ, 8, seed=6, world_size=2, block_size=9)
+    _epoch(reference)
+    assert (same.epoch, same.position) == (1, 0) and _same(_epoch(same), _epoch(reference))
+    for rank in range(3):
+        other = TokenLoader(data, SEQ, 5, seed=6, rank=rank, world_size=3, block_size=9)
+        other.load_state_dict(state)
+        assert (other.epoch, other.position) == (1, 0)
+    mid = state | {"position": 8}  # one batch in: still refused on another shape
+    with pytest.raises(LoaderStateError, match="can change only at an epoch's start"):
+        TokenLoader(data, SEQ, 5, seed=6, rank=0, world_size=3, block_size=9).load_state_dict(mid)

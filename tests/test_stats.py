@@ -556,6 +556,17 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
                                                      {"params": {"code": {"rensa": "0.5.0"}}}]}
     assert _setting_changes([r for r in config_diff(manifest("0.5.0"), manifest("0.6.0")) if r["differs"]]) == \
         ["code.refinery: 0.5.0 -> 0.6.0"]
+    # two `refinery dedup` outputs (their run.json keeps the pass under "dedup"): "the same
+    # stages, passes and parameters" was said of runs that removed 24 and 37 documents (a review)
+    from refinery.dedup.config import DedupConfig
+
+    def standalone(version: str, **lines) -> dict:
+        config = DedupConfig(method="lines", lines=lines)
+        return {"refinery_version": version, "kind": "dedup", "name": "lines_dedup",
+                "passes": [{"name": "lines_dedup", "kind": "dedup", "params": config.lines.model_dump()}],
+                "dedup": {"method": "lines", "config": config.model_dump(mode="json")}}
+    differing = [r for r in config_diff(standalone("0.5.0"), standalone("0.6.0", min_site_docs=5)) if r["differs"]]
+    assert _setting_changes(differing) == ["lines_dedup.lines.min_site_docs: None -> 5", "code.refinery: 0.5.0 -> 0.6.0"]
 
 
 def test_a_shard_that_removed_nothing_writes_samples_hf_datasets_can_read(tmp_path):

@@ -572,8 +572,11 @@ def other_settings(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
             kept["minhash"] = {"seed": d["minhash"].get("seed")}
         return kept
 
-    sections = {pass_name(d.get("method"), d.get("name")): flat(own(without_added_defaults(d)))
-                for d in config.get("dedup") or []}
+    passes = list(config.get("dedup") or [])
+    standalone = manifest.get("dedup")  # `refinery dedup`'s run.json keeps its one pass's config here
+    if not passes and isinstance(standalone, dict) and isinstance(standalone.get("config"), dict):
+        passes = [standalone["config"]]
+    sections = {pass_name(d.get("method"), d.get("name")): flat(own(without_added_defaults(d))) for d in passes}
     if config.get("tokenize"):
         sections["tokens"] = flat(config["tokenize"])
     if config.get("reader"):
@@ -584,6 +587,8 @@ def other_settings(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     code: dict[str, Any] = {}
     for p in manifest.get("passes") or []:
         code.update((p.get("params") or {}).get("code") or {})
+    if "refinery" not in code and manifest.get("refinery_version"):  # standalone dedup, older runs
+        code["refinery"] = manifest["refinery_version"]
     if code:
         sections["code"] = dict(sorted(code.items()))
     return sections
