@@ -453,3 +453,19 @@ def test_no_wikipedia_lead_is_taken_for_a_call_to_action() -> None:
     assert len(lines) >= 10_000
     # at any length, not only the 30 words a call to action may have
     assert [line for line in lines if _CALL_TO_ACTION.search(line) or is_call_to_action(line, len(line.split()))] == []
+
+
+@pytest.mark.parametrize("lines", [
+    ["Keywords", "- Chronic Obstructive Pulmonary Disease", "- Smoking Cessation"],  # Springer (cc_docs)
+    ["Indicadores", "• Citado por SciELO"],  # SciELO's sidebar (cc_docs)
+    ["Sharing", "- Share on Facebook", "- Share on Twitter"],
+    ["Legal", "- Terms of Service", "- Privacy Policy", "- Cookie Policy"],
+    ["Topics", "- Climate and energy policy", "- World news today"],
+    ["Schlagwörter", "- Politik und Gesellschaft", "- Wahlen in Berlin"],
+    ["Cookie-Einstellungen", "- Notwendige Cookies für den Betrieb", "- Statistik und Marketing"],
+])
+def test_menu_and_tag_list_headings_over_list_items_stay_debris(lines) -> None:
+    """A review of the heading-over-list-item exception: extracted lists are "- item" lines, so a
+    menu's, a tag list's or a consent banner's one-word heading was kept over them."""
+    assert not content_lines.is_content(lines, 0, content_lines.SINGLE_WORD), lines[0]
+    assert content_lines.is_content(["Ingredients", "- 200 gm okra, washed and dried"], 0, content_lines.SINGLE_WORD)

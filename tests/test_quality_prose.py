@@ -108,3 +108,36 @@ def test_no_line_of_a_wikipedia_lead_is_code() -> None:
 def test_min_prose_words_is_validated() -> None:
     with pytest.raises(ValueError, match="min_prose_words"):
         QualityFilter(min_prose_words=-1)
+
+
+def test_the_code_line_test_is_linear_on_one_long_line() -> None:
+    """A review: ``(?:let|var)\\s+\\w+.*[=;({]`` backtracked quadratically, ~1 s per 20,000-character
+    line (a hex dump, or Chinese text, which ``\\w`` matches, after "var ")."""
+    import time
+
+    start = time.process_time()
+    prose_text("let " + "deadbeef0123" * 1660, 50)
+    prose_text("var " + "中华人民共和国是位于东亚的社会主义国家首都为北京" * 830, 50)
+    assert time.process_time() - start < 0.2
+
+
+def test_a_page_of_code_is_never_scored_as_empty_text() -> None:
+    """``min_prose_words: 0`` left an all-code page as "", which the model scores ~1.0 (kept)."""
+    from refinery.stages.classifiers import QualityFilter
+
+    code = "\n".join(["import os;", "for (i = 0; i < n; i++) {", "  x = foo(i);", "}"] * 10)
+    batch = pa.RecordBatch.from_pydict({"id": ["a"], "text": [code]})
+    whole = QualityFilter(threshold=0.0005).process(batch).column("quality_score")[0].as_py()
+    zero = QualityFilter(threshold=0.0005, exclude_code=True, min_prose_words=0).process(batch).column("quality_score")[0].as_py()
+    assert zero == whole < 0.5
+
+
+@pytest.mark.parametrize("line", [
+    "Of loneliness;", "... and miles to go before I sleep.", "$ 100 million was raised in the round.",
+    "pursuant to 42 U.S.C. § 1983;", "(ii) 17 U.S.C. § 107;", "这是一个句子;", "Er sagte: „Hallo“;",
+    "« Bonjour », dit-il ;", "Ημερομηνία: 12/03/2020;",
+])
+def test_phrases_closed_by_a_semicolon_are_prose(line) -> None:
+    """A review: poems, statutes and non-English lines ending in ";" were code lines."""
+    assert not is_code_line(line)
+    assert is_code_line("x = foo(i);") and is_code_line("break;")  # real code still is

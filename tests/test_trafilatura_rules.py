@@ -292,18 +292,51 @@ def test_a_forum_threads_posts_all_stay(tmp_path) -> None:
     assert len(on.split()) > 5 * len(off.split())
 
 
-def test_a_list_of_sibling_articles_stays_on_a_crawled_page() -> None:
-    """The same rule on a page it was not written from (the bundled WARC sample's joe.cat, a
-    list of papers, one ``<article>`` each): the held-out gold's snippet of a later paper."""
+P = ("The committee met on Tuesday to discuss the proposed changes to the city's recycling program. "
+     "Several residents spoke in favour of expanding curbside collection to apartment buildings. ")
+MAIN = "<h1>City recycling plan</h1>" + "".join(f"<p>{P} Paragraph {i}.</p>" for i in range(6))
+
+
+def _on_off(html: str, url: str = "https://example.com/news/recycling") -> tuple[str, str]:
+    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html, url)
+    off, _ = TrafilaturaExtractor(timeout_s=0, keep_repeated_posts=False)._extract_fn()(html, url)
+    return on or "", off or ""
+
+
+def test_a_stream_of_other_articles_is_not_a_thread(tmp_path) -> None:
+    """A review: articles that each carry a headline are other pages' stories, each with its own
+    URL, not a thread's posts. correctiv.org streams 12 other stories after its own (the text
+    went 1,323 -> 13,082 words); the bundled WARC sample's joe.cat lists papers, one headed
+    ``<article>`` each, whose own pages carry them. Neither is expanded; a page's own article
+    (it holds the page's ``<h1>``) never is."""
     from refinery.eval_extract import _warc_pages
 
     warc = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc" / "warc_sample-0000.warc.gz"
     html, _ = decode_html(_warc_pages(warc)["https://joe.cat/"], None)
-    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html, "https://joe.cat/")
-    off, _ = TrafilaturaExtractor(timeout_s=0, keep_repeated_posts=False)._extract_fn()(html, "https://joe.cat/")
-    later = "Analogies in distant domains often lead to scientific discoveries."
-    assert later in on and later not in off
-    assert "Powered by Git, GitHub and Octopress." not in on
+    on, off = _on_off(html, "https://joe.cat/")
+    assert on == off
+    teaser = ("<article{0}><h3><a href='/story-{1}'>Other story number {1} about the mayor's budget fight</a></h3>"
+              "<p>The council rejected the budget proposal for the third time this year, leaving the city without "
+              "a plan {1}.</p></article>")
+    for cls in ("", " class='card'"):
+        on, _ = _on_off(f"<html><body><div class='wrap'><article{cls}>{MAIN}</article>"
+                        + "".join(teaser.format(cls, i) for i in range(6)) + "</div></body></html>")
+        assert "without a plan 0" not in on
+    comments = "".join(f"<article><header>reader{i} · May {i}, 2023</header><p>Comment {i}: I strongly disagree with "
+                       f"this article, the program was a waste of money from the start, reader {i} says.</p></article>"
+                       for i in range(5))  # HTML's own markup of comments, and comments are off
+    on, _ = _on_off(f"<html><body><main><article>{MAIN}</article>{comments}</main></body></html>")
+    assert "Comment 1:" not in on
+    box = ("<article class='col'><h3>About the author</h3><p>Jane Doe has covered city hall for the Gazette for "
+           "twenty years and lives in Springfield with her two cats and a dog.</p></article>")
+    on, _ = _on_off(f"<html><body><div class='row'><article class='col'>{MAIN}</article>{box}</div></body></html>")
+    assert "Jane Doe" not in on
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    (url, page, _), = load_eval_pages(tmp_path, ("correctiv.org.zusage.html",))
+    on, off = _on_off(page.decode("utf-8", "replace"), url)
+    assert "Wie so viele Geschichten über den Spendenskandal der AfD beginnt auch diese mit einem Dementi." not in on
+    assert len(on.split()) < 2 * len(off.split())
 
 
 def test_runs_of_sibling_divs_are_not_posts() -> None:

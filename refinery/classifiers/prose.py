@@ -19,11 +19,11 @@ import re
 # by something that is not a plain sentence word (``return`` alone starts English sentences too)
 _START = re.compile(
     r"""^(?:
-        \$\s|>>>\s?|\.\.\.\s|\#!|\#include\b|\#define\b|%\s|C:\\>
+        \$\s(?![\d.,]+\b)|>>>\s?|\.\.\.\s(?![A-Za-z][a-z]*\s+[a-z])|\#!|\#include\b|\#define\b|%\s(?![a-z]+\s)|C:\\>
       | (?:import|from)\s+[\w.]+(?:\s+import\b|\s*;?$)
       | (?:def|fn|func)\s+\w+\s*\(
       | class\s+\w+\s*[({:<]
-      | (?:public|private|protected|static|const|let|var)\s+\w+.*[=;({]
+      | (?:public|private|protected|static|const|let|var)\s+\w++.*[=;({]
       | (?:if|for|while|switch|catch)\s*\(.*\)
       | (?:return|print|echo|sudo|pip3?|npm|yarn|git|docker|kubectl|apt(?:-get)?|brew|cd|mkdir|export|curl|wget)\s+\S*[-/.=$"'(]
       | @\w+(?:\(|$)
@@ -33,6 +33,8 @@ _START = re.compile(
 )
 # ends like a statement or block, not like a sentence
 _END = re.compile(r"(?:[;{}]|=>|->|\\|\(\))\s*$")
+# a phrase or citation closed by ";" (a poem's line, a statute's list item): no code symbol in it
+_PHRASE_END = re.compile(r"^(?=(?:.*?\b[^\W\d_]{2,}\b){2}|.*[^\x00-\x7f])[^{}\[\]<>=$_\\`~^|]*;$")
 _CITATION = re.compile(r"\[\w*(?: \d+)?\]")  # [1], [edit], [note 1]: reference marks, not indexing
 # programming punctuation; parentheses, ``*``, ``#`` and ``@`` are common in prose and page
 # furniture, so only a call (``f(``) counts, and `` | `` (a menu separator) does not
@@ -58,7 +60,7 @@ def is_code_line(line: str) -> bool:
         return True  # a command with options: ``set-option -g mouse on``
     if len(tokens) >= 3 and words >= 0.7 * len(tokens):
         return False  # a sentence, even one ending in ";" or "):"
-    if _END.search(s):
+    if _END.search(s) and not _PHRASE_END.match(s):
         return True
     symbols = len(_SYMBOLS.findall(_CITATION.sub("", s)))
     dense = symbols / max(1, len(s) - s.count(" "))
@@ -75,4 +77,4 @@ def prose_text(text: str, min_words: int) -> str:
     if len(prose) == len(lines):
         return text
     kept = "\n".join(prose)
-    return kept if len(kept.split()) >= min_words else text
+    return kept if len(kept.split()) >= max(1, min_words) else text

@@ -145,7 +145,13 @@ def repeated_posts_container(element):  # noqa: ANN001, ANN201 - lxml elements
     # tab panels and colour blocks (a recipe's tabs lost their ingredient lists)
     if element.tag != "article" or parent is None or parent.tag in _NOT_POST_CONTAINERS:
         return element
+    # a page's own article (it holds the page title) and a stream of articles that each carry a
+    # headline (other stories, each with its own URL) are not a thread of posts
+    if element.find(".//head[@rend='h1']") is not None:
+        return element
     key = _post_key(element)
+    if any(s.tag == element.tag and _post_key(s) == key and any(s.find(f".//head[@rend='{h}']") is not None for h in ('h1', 'h2', 'h3')) for s in parent):
+        return element
     posts = 0
     for sibling in parent:
         if sibling.tag == element.tag and _post_key(sibling) == key and _size("".join(sibling.itertext())) >= _POST_CHARS:

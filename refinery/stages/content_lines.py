@@ -116,7 +116,19 @@ def is_content(lines: list[str], i: int, rule: str) -> bool:
         return True
     return (rule == SINGLE_WORD and stripped[:1].isupper() and _HEADING_WORD.fullmatch(stripped) is not None
             and stripped.rstrip(":").lower() not in CHROME_WORDS
-            and (len(after.split()) >= HEADING_OVER_WORDS or _is_list_item(after, HEADING_OVER_ITEM_WORDS)))
+            and (len(after.split()) >= HEADING_OVER_WORDS
+                 or (_is_list_item(after, HEADING_OVER_ITEM_WORDS) and not _list_chrome(stripped))))
+
+
+#: one-word headings of menus, footers, tag lists and consent banners, over list items
+LIST_CHROME_WORDS = frozenset("""keywords keyword topics topic labels label tagged sharing legal links quicklinks
+resources company support services products sections explore connect social newsletter indicadores consent
+schlagwörter schlagworte stichwörter stichworte themen rechtliches palabras etiquetas temas""".split())
+
+
+def _list_chrome(word: str) -> bool:
+    w = word.rstrip(":").lower()
+    return w in LIST_CHROME_WORDS or w.startswith(("cookie", "datenschutz"))
 
 
 def _is_list_item(line: str, min_words: int) -> bool:
