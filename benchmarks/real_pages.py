@@ -132,3 +132,27 @@ def write_warcs(items: list[Page], dest: Path, per_file: int = 250, prefix: str 
                 writer.write_record(record)
         files.append(path)
     return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/real_pages.py OUT_DIR [--english-share 0.5] [--per-file 250]``: the
+    pages as WARC files in OUT_DIR, an input for ``refinery run`` (a probe ran it and got nothing:
+    the module had no command line)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out_dir", type=Path, help="where to write the WARC files")
+    ap.add_argument("--english-share", type=float, default=None,
+                    help="share of English pages, e.g. 0.5 (default: every page, ~20%% English)")
+    ap.add_argument("--per-file", type=int, default=250, help="pages per WARC file")
+    args = ap.parse_args(argv)
+    if args.english_share is not None and not 0 < args.english_share < 1:
+        ap.error("--english-share must be between 0 and 1")
+    chosen = pages(args.english_share)
+    files = write_warcs(chosen, args.out_dir, per_file=args.per_file)
+    print(f"{len(chosen)} pages in {len(files)} WARC file(s) under {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
