@@ -135,30 +135,30 @@ def _post_key(element) -> tuple:  # noqa: ANN001 - an lxml element
     return element.tag, frozenset((element.get("class") or "").split())
 
 
+#: a headline in trafilatura's converted tree (``<h1>``-``<h3>`` become ``<head rend="h1">``...)
+_HEADLINE = ".//head[@rend='h1'] | .//head[@rend='h2'] | .//head[@rend='h3']"
+
+
 def repeated_posts_container(element):  # noqa: ANN001, ANN201 - lxml elements
     """The parent of ``element`` when ``element`` is one of a run of siblings of its tag and
     classes that each hold text (a forum thread's posts: ``article.message`` x 18); else
     ``element``. Trafilatura's content selection takes the first match of each expression
-    (``(.//article)[1]``), so a thread came out as its first post."""
+    (``(.//article)[1]``), so a thread came out as its first post. Not the page's own article
+    (it holds the page's ``<h1>``), nor a run whose articles carry headlines: those are other
+    pages' stories (correctiv.org streams 12 after its own; teaser cards), not posts (a review)."""
     parent = element.getparent()
     # an <article> is what HTML names a forum post or a user comment; runs of sibling divs were
     # tab panels and colour blocks (a recipe's tabs lost their ingredient lists)
     if element.tag != "article" or parent is None or parent.tag in _NOT_POST_CONTAINERS:
         return element
-    # a page's own article (it holds the page title) and a stream of articles that each carry a
-    # headline (other stories, each with its own URL) are not a thread of posts
     if element.find(".//head[@rend='h1']") is not None:
         return element
     key = _post_key(element)
-    if any(s.tag == element.tag and _post_key(s) == key and any(s.find(f".//head[@rend='{h}']") is not None for h in ('h1', 'h2', 'h3')) for s in parent):
+    run = [s for s in parent if s.tag == element.tag and _post_key(s) == key]
+    if any(s.xpath(_HEADLINE) for s in run):
         return element
-    posts = 0
-    for sibling in parent:
-        if sibling.tag == element.tag and _post_key(sibling) == key and _size("".join(sibling.itertext())) >= _POST_CHARS:
-            posts += 1
-            if posts >= _REPEATED_POSTS:
-                return parent
-    return element
+    posts = sum(_size("".join(s.itertext())) >= _POST_CHARS for s in run)
+    return parent if posts >= _REPEATED_POSTS else element
 
 
 def _text_with_empty_links(element) -> bool:  # noqa: ANN001 - an lxml element
