@@ -353,3 +353,35 @@ def test_runs_of_sibling_divs_are_not_posts() -> None:
         assert (repeated_posts_container(first).get("id") == "thread") is expanded
     lone = lxml_html.fromstring(f"<html><body><div id='x'>{post.format('article')}<p>x</p></div></body></html>")
     assert repeated_posts_container(lone.find(".//article")).tag == "article"
+
+
+def test_an_article_body_split_around_an_ad_stays_whole(tmp_path) -> None:
+    """wired.com writes an article as ``div.article__body`` blocks, each in a ``div.grid`` chunk,
+    around a ``div.full-bleed-ad`` ("Advertisement"); trafilatura took the first block and the
+    article stopped at the ad (647 words; whole, 1,267). Blocks that carry a headline, are not
+    mostly paragraphs of sentences (a recipe's tab panels of lists) or have more than a slot
+    between them (a sidebar) are not joined."""
+    from lxml import html as lxml_html
+
+    from refinery.stages._trafilatura_rules import split_body_container
+
+    block = "<div class='body'>" + f"<p>{P}</p>" * 3 + "</div>"
+    ad = "<div class='ad'>Advertisement</div>"
+    for middle, extra, joined in ((ad, "", True), ("<div class='aside'>" + "Related: other stories " * 3 + "</div>", "", False),
+                                  (ad, "<h2>Another story</h2>", False), (ad, "<ul><li>1 cup of flour</li></ul>" * 60, False)):
+        page = lxml_html.fromstring(f"<html><body><div id='chunks'><div class='chunk'>{block}</div>{middle}"
+                                    f"<div class='chunk'>{block.replace('<p>', extra + '<p>', 1)}</div></div></body></html>")
+        for h in page.iter("h2"):
+            h.tag, h.attrib["rend"] = "head", "h2"  # trafilatura's name for a heading
+        first = page.find(".//div[@class='body']")
+        assert (split_body_container(first).get("id") == "chunks") is joined
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    (url, html, item), = load_eval_pages(tmp_path, ("wired.com.burn.html",))
+    rest = ["The Department of Energy estimates that data centers account for about 2 percent",
+            "Etzioni adds that the industry as a whole is gradually waking up to energy efficiency."]
+    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html.decode(), url)
+    off, _ = TrafilaturaExtractor(timeout_s=0, keep_split_bodies=False)._extract_fn()(html.decode(), url)
+    assert all(r in on for r in rest) and not any(r in off for r in rest)
+    assert all(s in on for s in item["with"]) and not any(s in on for s in item["without"])
+    assert "Advertisement" not in on

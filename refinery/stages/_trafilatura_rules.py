@@ -39,6 +39,10 @@ and trafilatura called outside the stage are untouched:
   both holding text, their parent is extracted instead: trafilatura takes the first match of
   ``(.//article)[1]``, so a forum thread whose posts are sibling articles came out as its first
   post, and a list of papers as its first paper.
+- **split article bodies** (``keep_split_bodies``, trafilatura false): when the content area is a
+  classed div/section whose twins (same tag and classes, under wrappers of one class) fill one
+  container with only ad slots between them, each mostly paragraphs of sentences and without a
+  headline, that container is extracted instead (wired.com's article stopped at its first ad).
 
 The replacements are installed once per process over the trafilatura functions they mirror (their
 sources are compared, as for the lean path) and act only inside :func:`active`, which the stage's
@@ -72,12 +76,14 @@ class PrecisionRules:
     drop_orphaned_headings: bool
     keep_text_with_empty_links: bool = False
     keep_repeated_posts: bool = False
+    keep_split_bodies: bool = False
 
 
 #: trafilatura's own values: with these, the replacements change nothing
 TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep_title_header=False,
                              drop_link_list_headings=False, drop_labelled_links=False, drop_orphaned_headings=False,
-                             keep_text_with_empty_links=False, keep_repeated_posts=False)
+                             keep_text_with_empty_links=False, keep_repeated_posts=False,
+                             keep_split_bodies=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -159,6 +165,81 @@ def repeated_posts_container(element):  # noqa: ANN001, ANN201 - lxml elements
         return element
     posts = sum(_size("".join(s.itertext())) >= _POST_CHARS for s in run)
     return parent if posts >= _REPEATED_POSTS else element
+
+
+#: a split article body: the chosen div/section and its twins (same tag and classes, as many levels
+#: under wrappers of one class as it is, up to _SPLIT_LEVELS), each with at least _SPLIT_PARAGRAPHS
+#: paragraphs of sentences (_SPLIT_SENTENCE_CHARS non-space characters, a '.', '!' or '?') making
+#: _SPLIT_PROSE_SHARE of its text; between them only slots of at most _SPLIT_SLOT_CHARS ("Advertisement")
+_SPLIT_TAGS = frozenset({"div", "section"})
+_SPLIT_LEVELS = 2
+_SPLIT_PARAGRAPHS = 2
+_SPLIT_SENTENCE_CHARS = 60
+_SPLIT_PROSE_SHARE = 0.6
+_SPLIT_SLOT_CHARS = 30
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’»)]*(?:\s|$)")
+
+
+def _prose(element) -> bool:  # noqa: ANN001 - an lxml element
+    """Whether ``element`` is mostly paragraphs of sentences and carries no headline."""
+    if any(element.find(f".//head[@rend='{h}']") is not None for h in ("h1", "h2", "h3")):
+        return False
+    total = _size("".join(element.itertext()))
+    prose = paragraphs = 0
+    for p in element.iter("p"):
+        text = "".join(p.itertext())
+        size = _size(text)
+        if size >= _SPLIT_SENTENCE_CHARS and _SENTENCE_END.search(text):
+            paragraphs += 1
+            prose += size
+    return paragraphs >= _SPLIT_PARAGRAPHS and total > 0 and prose >= _SPLIT_PROSE_SHARE * total
+
+
+def _twin(container, key: tuple, depth: int):  # noqa: ANN001, ANN202 - lxml elements
+    """The one element of ``key`` ``depth`` levels under ``container`` (itself at 0), else None."""
+    level = [container]
+    for _ in range(depth):
+        level = [c for e in level for c in e]
+    found = [e for e in level if _post_key(e) == key]
+    return found[0] if len(found) == 1 else None
+
+
+def split_body_container(element):  # noqa: ANN001, ANN201 - lxml elements
+    """The container of ``element``'s twins when the article body ``element`` is split into
+    sibling blocks of one class around ad slots (wired.com: ``div.article__body`` in each of
+    two ``div.grid`` chunks around a ``div.full-bleed-ad``); else ``element``. Trafilatura's
+    content selection takes the first match of each expression, so the article stopped at its
+    first ad. Every block of the container must be such a twin, all mostly paragraphs of
+    sentences without a headline (tab panels of lists, teaser cards, other stories are not), or a
+    slot of a few characters."""
+    key = _post_key(element)
+    if element.tag not in _SPLIT_TAGS or not key[1]:
+        return element
+    node = element
+    for depth in range(_SPLIT_LEVELS + 1):
+        parent = node.getparent()
+        if parent is None or parent.tag in _NOT_POST_CONTAINERS:
+            return element
+        wrapper = _post_key(node)
+        if not wrapper[1]:  # only wrappers of one class are followed up
+            return element
+        twins = []
+        for child in parent:
+            if _post_key(child) == wrapper:
+                twin = _twin(child, key, depth)
+                # the wrapper holds the block and slots (an empty ad rail), not a sidebar of links
+                if (twin is None or not _prose(twin) or _size("".join(child.itertext()))
+                        - _size("".join(twin.itertext())) > _SPLIT_SLOT_CHARS):
+                    twins = []
+                    break
+                twins.append(twin)
+            elif _size("".join(child.itertext())) > _SPLIT_SLOT_CHARS:
+                twins = []
+                break
+        if len(twins) >= 2:
+            return parent
+        node = parent
+    return element
 
 
 def _text_with_empty_links(element) -> bool:  # noqa: ANN001 - an lxml element
@@ -382,8 +463,11 @@ def install() -> bool:
         rules = _ACTIVE.get()
         if rules is None or options.focus != "precision":
             return prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
+        chosen = tree
         if rules.keep_repeated_posts and not args and not kwargs:  # the main pass's chosen subtree
             tree = repeated_posts_container(tree)
+        if rules.keep_split_bodies and not args and not kwargs and tree is chosen:
+            tree = split_body_container(tree)
         orphans = orphan_candidates(tree) if rules.drop_orphaned_headings else []
         # after convert_tags an <h1> is <head rend="h1">; the header holding it is the article's
         titles = ([h for h in tree.iter("header") if h.find(".//head[@rend='h1']") is not None]

@@ -668,6 +668,7 @@ class TrafilaturaExtractor(Stage):
         drop_orphaned_headings: bool = True,
         keep_text_with_empty_links: bool = True,
         keep_repeated_posts: bool = True,
+        keep_split_bodies: bool = True,
         join_source_lines: bool = True,
     ) -> None:
         super().__init__(name)
@@ -730,6 +731,9 @@ class TrafilaturaExtractor(Stage):
         # a forum thread's posts are a run of sibling containers of one class; trafilatura took
         # the first (docs/extraction.md, "Forum threads")
         self.keep_repeated_posts = bool(keep_repeated_posts)
+        # an article body split into sibling blocks of one class around ad slots; trafilatura took
+        # the first (docs/extraction.md, "Split article bodies")
+        self.keep_split_bodies = bool(keep_split_bodies)
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
