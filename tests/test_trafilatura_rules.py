@@ -375,6 +375,12 @@ def test_an_article_body_split_around_an_ad_stays_whole(tmp_path) -> None:
             h.tag, h.attrib["rend"] = "head", "h2"  # trafilatura's name for a heading
         first = page.find(".//div[@class='body']")
         assert (split_body_container(first).get("id") == "chunks") is joined
+    excerpts = lxml_html.fromstring("<html><body><div id='chunks'>" + f"<div class='chunk'><h2>Hello</h2>{block}</div>" * 3
+                                    + "</div></body></html>")  # a blog's front page: excerpts under short titles
+    for h in excerpts.iter("h2"):
+        h.tag, h.attrib["rend"] = "head", "h2"
+    first = excerpts.find(".//div[@class='body']")
+    assert split_body_container(first) is first
     if not EVAL_TARBALL.is_file():
         pytest.skip("shared/ evaluation data not present")
     (url, html, item), = load_eval_pages(tmp_path, ("wired.com.burn.html",))

@@ -180,10 +180,12 @@ _SPLIT_SLOT_CHARS = 30
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’»)]*(?:\s|$)")
 
 
+def _headed(element) -> bool:  # noqa: ANN001 - an lxml element
+    return any(element.find(f".//head[@rend='{h}']") is not None for h in ("h1", "h2", "h3"))
+
+
 def _prose(element) -> bool:  # noqa: ANN001 - an lxml element
-    """Whether ``element`` is mostly paragraphs of sentences and carries no headline."""
-    if any(element.find(f".//head[@rend='{h}']") is not None for h in ("h1", "h2", "h3")):
-        return False
+    """Whether ``element`` is mostly paragraphs of sentences."""
     total = _size("".join(element.itertext()))
     prose = paragraphs = 0
     for p in element.iter("p"):
@@ -227,8 +229,9 @@ def split_body_container(element):  # noqa: ANN001, ANN201 - lxml elements
         for child in parent:
             if _post_key(child) == wrapper:
                 twin = _twin(child, key, depth)
-                # the wrapper holds the block and slots (an empty ad rail), not a sidebar of links
-                if (twin is None or not _prose(twin) or _size("".join(child.itertext()))
+                # the wrapper holds the block and slots (an empty ad rail), not a sidebar of links,
+                # and no headline: a blog's front page of excerpts under short titles is not one article
+                if (twin is None or _headed(child) or not _prose(twin) or _size("".join(child.itertext()))
                         - _size("".join(twin.itertext())) > _SPLIT_SLOT_CHARS):
                     twins = []
                     break
