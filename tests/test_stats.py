@@ -566,7 +566,7 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
                 "passes": [{"name": "lines_dedup", "kind": "dedup", "params": config.lines.model_dump()}],
                 "dedup": {"method": "lines", "config": config.model_dump(mode="json")}}
     differing = [r for r in config_diff(standalone("0.5.0"), standalone("0.6.0", min_site_docs=5)) if r["differs"]]
-    assert _setting_changes(differing) == ["lines_dedup.lines.min_site_docs: None -> 5", "code.refinery: 0.5.0 -> 0.6.0"]
+    assert _setting_changes(differing) == ["lines_dedup.lines.min_site_docs: (not set) -> 5", "code.refinery: 0.5.0 -> 0.6.0"]
 
 
 def test_a_shard_that_removed_nothing_writes_samples_hf_datasets_can_read(tmp_path):

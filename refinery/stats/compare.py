@@ -212,5 +212,10 @@ def setting_changes(differing: list[dict]) -> list[str]:
         elif len(rows) > 1 and all(r["a"] is None for r in rows):
             parts.append(f"{stage}: only in B")
         else:
-            parts += [f"{stage}.{r['param']}: {r['a']} -> {r['b']}" for r in rows]
+            parts += [f"{stage}.{r['param']}: {_setting(r['a'])} -> {_setting(r['b'])}" for r in rows]
     return parts
+
+
+def _setting(value: object) -> str:
+    """A setting as compare prints it: a run without the key says so ("None" read as a value)."""
+    return "(not set)" if value is None else str(value)
