@@ -21,6 +21,8 @@ by narrow exceptions stay (``keep_content_lines``: code, one-word sentences, qua
 numbers, one-word headings over paragraphs; :mod:`refinery.stages.content_lines`), and whole lines
 of up to 30 words that call to subscribe, follow or write in, and share bars, go
 (``drop_calls_to_action``; :mod:`refinery.stages.calls_to_action`), without counting in the 5%.
+So do whole lines of up to 80 words that disclose affiliate or advertising payments or ask consent
+to cookies (``drop_disclosures``; :mod:`refinery.stages.disclosures`; session 33, a reading probe).
 
 RefinedWeb does not publish its pattern lists; ``START_PATTERNS``, ``END_PATTERNS``,
 ``ANYWHERE_PATTERNS`` and ``COUNTER_PATTERNS`` below are ours, written from the paper's examples
@@ -42,7 +44,7 @@ import re
 
 import pyarrow as pa
 
-from refinery.stages import calls_to_action, checks, content_lines
+from refinery.stages import calls_to_action, checks, content_lines, disclosures
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import TABLE_RULE_RE, is_table_row
 
@@ -325,6 +327,7 @@ class LineCorrections(Stage):
         uppercase_frac: float = 0.5,
         keep_content_lines: bool = True,
         drop_calls_to_action: bool = True,
+        drop_disclosures: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -343,6 +346,9 @@ class LineCorrections(Stage):
         # whole lines of up to 30 words that call to subscribe, follow, write in, and share bars
         # (refinery/stages/calls_to_action.py); false: only RefinedWeb's short-line patterns
         self.drop_calls_to_action = bool(drop_calls_to_action)
+        # whole lines of up to 80 words disclosing affiliate/advertising payments or asking consent
+        # to cookies (refinery/stages/disclosures.py); false: not looked for
+        self.drop_disclosures = bool(drop_disclosures)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -361,6 +367,7 @@ class LineCorrections(Stage):
         upper_frac = self.uppercase_frac
         keep_content = self.keep_content_lines
         drop_calls = self.drop_calls_to_action
+        drop_disclosures = self.drop_disclosures and disclosures.may_hold(text)
         lines = text.split("\n")
         bare_rows = _bare_table_rows(lines) if "|" in text else ()
         for i, line in enumerate(lines):
@@ -414,8 +421,10 @@ class LineCorrections(Stage):
                 removed += n
                 dropped += 1
                 continue
-            if drop_calls and calls_to_action.is_call_to_action(stripped, n):
-                # "...never miss our top stories. Free Sign Up", a share bar. A line longer than
+            if (drop_calls and calls_to_action.is_call_to_action(stripped, n)) or (
+                    drop_disclosures and disclosures.is_disclosure(stripped, n)):
+                # "...never miss our top stories. Free Sign Up", a share bar, "We may receive
+                # compensation when you click on links to those products". A line longer than
                 # RefinedWeb's 10 words is not counted in the 5%, nor in the document's words: a
                 # 27-word "Follow us" footer removed a whole news story; a shorter one counts, as
                 # RefinedWeb's patterns would count it (a review: uncounted, a page of 79% chrome stayed)

@@ -1,0 +1,78 @@
+"""Whole lines of disclosure and consent boilerplate longer than ``line_corrections``' short-line
+patterns reach: affiliate and advertising disclosures, cookie-consent notices.
+
+``line_corrections`` cuts "we use cookies" and "privacy policy" from lines of at most 10 words
+(RefinedWeb's rule) and :mod:`refinery.stages.calls_to_action` drops calls to subscribe or follow
+of up to 30 words; a reading probe of the recipe's output found statements of 17-57 words kept:
+"We recommend the best products through an independent review process, and advertisers do not
+influence our picks. We may receive compensation if you visit partners we recommend." (thebalance),
+"This post contains references to products from one or more of our advertisers. We may receive
+compensation when you click on links to those products." (thepointsguy), "This website uses cookies
+and other technology to enhance quality of service. Continuous usage of the website will be
+considered as giving consent..." (KBS). A line of at most :data:`MAX_WORDS` words goes whole when
+it holds one of :data:`DISCLOSURE_PATTERNS`, each a statement in the publisher's voice ("we may
+receive compensation", "this post contains affiliate links", "advertisers do not influence", "this
+website uses cookies" where the line starts, "by continuing to use ..., you agree"), so that an
+article about cookies or affiliate marketing, or a privacy policy's paragraphs about third parties'
+cookies, stay. Their words do not count in ``line_corrections``' 5% when the line is longer than
+10 words (as calls to action).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: a disclosure drops its line when the line has at most this many words
+MAX_WORDS = 80
+
+# the publisher speaking: "we", "I", or, with "may", a capitalised name ("Engadget", "Vox Media")
+_NAME = r"(?-i:[A-Z][\w.'’&-]*(?: [A-Z][\w.'’&-]*){0,2})"
+_DOC = r"(?:post|article|page|site|website|blog|story|review|video|content|guide|list)"
+# what earns the payment, in the same sentence: the reader's click or purchase, the links
+_EARNED_BY = (r"(?=[^.!?]{0,120}\b(?:links?|click\w*|purchases?|advertis\w*|affiliate|"
+              r"you (?:buy|purchase|visit|click|shop|sign up|subscribe))\b)")
+# a web word beside "we use cookies" (not a baker's "We use cookies in this recipe")
+_WEB = (r"(?=.{0,400}\b(?:web ?sites?|site|browser|browsing|experience|analytics|consent\w*|agree\w*|accept\w*|"
+        r"visit\w*|privacy|polic(?:y|ies)|settings|preferences|opt[- ]out|personali[sz]\w+|advertis\w*|traffic|"
+        r"technolog(?:y|ies))\b)")
+
+DISCLOSURE_PATTERNS: list[str] = [
+    # affiliate / advertising disclosures: the payment in the publisher's voice, beside the links,
+    # clicks or purchases that earn it ("We may receive compensation when you click on links")
+    r"(?:(?:we|i)(?: may| might| could| will| also| do)? (?:receive|earn|get|make)|" + _NAME
+    + r" (?:may|might) (?:receive|earn)) (?:an? )?(?:small |tiny )?(?:affiliate )?"
+    r"(?:commissions?|compensation|share of (?:the )?(?:sales|revenue))\b" + _EARNED_BY,
+    r"(?:may|might|could|will) earn us (?:an? )?(?:small )?(?:affiliate )?commissions?\b",
+    r"\badvertisers? (?:do|does) not influence\b",
+    r"(?:this|the|our) " + _DOC + r"s? (?:may )?contains? (?:affiliate links|references to products from)",
+    r"\bas an amazon associate,? (?:i|we) earn from qualifying purchases",
+    # cookie-consent notices: the site's cookie statement opening the line ("This website stores
+    # cookies to ..."), or consent by continuing ("By continuing to use Pastebin, you agree to our
+    # use of cookies"; "By clicking “Post Your Answer”, you agree to our terms of service, privacy
+    # policy and cookie policy")
+    r"^(?:cookies?(?: notice| policy)?\s*[:!-]\s*)?(?:this (?:web)?site|our (?:web)?site) (?:uses?|stores?|sets?|"
+    r"places?|may use) cookies\b",
+    r"^(?:cookies?(?: notice| policy)?\s*[:!-]\s*)?we (?:use|store|set|place|may use) cookies\b" + _WEB,
+    r"\bby (?:continuing|using|browsing|clicking|visiting|staying)\b[^.!?]{0,80}?,? you(?: are)? "
+    r"(?:agree(?:ing)? to|consent(?:ing)? to|accept(?:ing)?) (?:our|the|its|their)\b(?=[^.!?]{0,80}\bcookie)",
+]
+_DISCLOSURE = re.compile(r"(?<!\w)(?:" + "|".join(DISCLOSURE_PATTERNS) + r")", re.IGNORECASE)
+#: literals (lowercase) one of which every pattern above needs: most documents hold none
+HINTS: tuple[str, ...] = ("cookie", "commission", "compensation", "share of", "advertiser", "affiliate",
+                          "references to products", "amazon associate")
+_HINTS = re.compile("|".join(re.escape(h) for h in HINTS))
+
+
+def is_disclosure(line: str, n_words: int) -> bool:
+    """Whether ``line`` (of ``n_words`` words) is an affiliate/advertising disclosure or a
+    cookie-consent notice, and goes whole."""
+    if n_words > MAX_WORDS:
+        return False
+    return _HINTS.search(line.lower()) is not None and _DISCLOSURE.search(line) is not None
+
+
+def may_hold(text: str) -> bool:
+    """False only when no line of ``text`` can be a disclosure (none of the hints is in it): one
+    search of the document saves one per line in nearly every document."""
+    low = text.lower()
+    return any(hint in low for hint in HINTS)
