@@ -556,3 +556,30 @@ def test_menu_and_tag_list_headings_over_list_items_stay_debris(lines) -> None:
     menu's, a tag list's or a consent banner's one-word heading was kept over them."""
     assert not content_lines.is_content(lines, 0, content_lines.SINGLE_WORD), lines[0]
     assert content_lines.is_content(["Ingredients", "- 200 gm okra, washed and dried"], 0, content_lines.SINGLE_WORD)
+
+
+def test_disclosure_lines_under_hostile_and_reported_text() -> None:
+    """A review of drop_disclosures: a 30,000-character line of "Ab." tokens took 3 s (quadratic
+    name pattern; 100k: 31 s); reported or quoted disclosures, compensation in other senses and
+    a baker's cookies were dropped as the publisher's own statements; a document of nothing but
+    long disclosures was removed as too_many_lines_corrected, not empty_text."""
+    from refinery.stages.disclosures import is_disclosure
+
+    start = time.process_time()
+    LineCorrections().correct("Some prose here. " * 20 + "\n" + "Ab." * 10_000 + " cookie")
+    assert time.process_time() - start < 0.3
+    for line in [
+        'Critics say phrases like "we may earn a commission when you buy through our links" are buried where readers never see them.',
+        'The study found that 90% of pages that said "this post contains affiliate links" placed the disclosure below the fold.',
+        'The court ruled that a banner saying "by continuing to use this site, you agree to our use of cookies" is not valid consent.',
+        "Google said advertisers do not influence search rankings, a claim the Justice Department disputed in court on Monday.",
+        "Employees may receive compensation for overtime, and links to the claim form are on the HR portal.",
+        "Victims may receive compensation from the fund; the website lists the purchases eligible for a refund.",
+        "We use cookies as the base of this icebox cake; visit your local bakery or bake a batch the day before.",
+    ]:
+        assert not is_disclosure(line, len(line.split())), line
+    only = "This post contains affiliate links, and we may receive compensation when you click on links to products."
+    corrected, removed, total = LineCorrections().correct(only)
+    assert (corrected, removed) == ("", 0) and total > 0
+    out = LineCorrections().process(pa.RecordBatch.from_pydict({"id": ["a"], "text": [only]}))
+    assert out.column(REASON)[0].as_py() == "empty_text"

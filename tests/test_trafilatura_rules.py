@@ -391,3 +391,23 @@ def test_an_article_body_split_around_an_ad_stays_whole(tmp_path) -> None:
     assert all(r in on for r in rest) and not any(r in off for r in rest)
     assert all(s in on for s in item["with"]) and not any(s in on for s in item["without"])
     assert "Advertisement" not in on
+
+
+def test_twins_under_short_headlines_are_separate_stories() -> None:
+    """A review of keep_split_bodies: a headline of <= 30 characters between two twin blocks
+    passed as an ad slot, so an infinite-scroll page's next story was joined to the article."""
+    from lxml import html as lxml_html
+
+    from refinery.stages._trafilatura_rules import split_body_container
+
+    body = "<div class='article-body'>" + f"<p>{P} {P}</p>" * 3 + "</div>"
+    page = lxml_html.fromstring(f"<html><body><div id='stream'><h1>Recycling plan passes</h1>{body}"
+                                f"<div class='ad'>Advertisement</div><h1>Mayor resigns today</h1>{body}</div></body></html>")
+    for h in page.iter("h1"):  # as trafilatura's tree holds headings
+        h.tag, h.attrib["rend"] = "head", "h1"
+    first = page.find(".//div[@class='article-body']")
+    assert split_body_container(first) is first
+    page = lxml_html.fromstring(f"<html><body><div id='stream'>{body}<div class='ad'>Advertisement</div>{body}"
+                                "</div></body></html>")
+    first = page.find(".//div[@class='article-body']")
+    assert split_body_container(first).get("id") == "stream"  # around an ad slot only: one article

@@ -236,7 +236,8 @@ def split_body_container(element):  # noqa: ANN001, ANN201 - lxml elements
                     twins = []
                     break
                 twins.append(twin)
-            elif _size("".join(child.itertext())) > _SPLIT_SLOT_CHARS:
+            elif _size("".join(child.itertext())) > _SPLIT_SLOT_CHARS or child.tag == "head" or _headed(child):
+                # a headline between the blocks, however short, starts another story
                 twins = []
                 break
         if len(twins) >= 2:

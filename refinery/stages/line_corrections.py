@@ -458,7 +458,8 @@ class LineCorrections(Stage):
         if removed == 0 and calls == 0:  # edits that cut no word leave the document as it was
             return text, 0, total, 0, 0
         corrected = _BLANK_RUNS.sub("\n\n", "\n".join(out)).strip()
-        return corrected, removed, total - calls, dropped, edited_lines
+        # a document of nothing but long disclosures keeps its total: process() says empty_text
+        return corrected, removed, (total - calls) if corrected else total, dropped, edited_lines
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         texts = batch.column("text").to_pylist()
