@@ -22,7 +22,7 @@ numbers, one-word headings over paragraphs; :mod:`refinery.stages.content_lines`
 of up to 30 words that call to subscribe, follow or write in, and share bars, go
 (``drop_calls_to_action``; :mod:`refinery.stages.calls_to_action`), without counting in the 5%.
 So do whole lines of up to 80 words that disclose affiliate or advertising payments or ask consent
-to cookies (``drop_disclosures``; :mod:`refinery.stages.disclosures`; session 33, a reading probe).
+to cookies (``drop_disclosures``; :mod:`refinery.stages.disclosures`; session 32, a reading probe).
 
 RefinedWeb does not publish its pattern lists; ``START_PATTERNS``, ``END_PATTERNS``,
 ``ANYWHERE_PATTERNS`` and ``COUNTER_PATTERNS`` below are ours, written from the paper's examples
