@@ -35,7 +35,7 @@ from refinery.rundir import PassDir
 from refinery.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, EDIT_FIELDS, InputSchemaError
 from refinery.stages.base import METRIC, REASON, Stage
 from refinery.stats.collector import ShardStatsCollector, StatsOptions
-from refinery.stats.counters import ConservationError, StageCounter, check_conservation
+from refinery.stats.counters import ConservationError, StageCounter, check_conservation, record_cut_lines
 from refinery.stats.wordcount import text_columns_sizes
 
 log = logging.getLogger("refinery.runner")
@@ -328,7 +328,8 @@ class ShardRunner:
                 for name, n in (take() if take is not None else {}).items():
                     counter.counters[name] = counter.counters.get(name, 0) + int(n)
                 collector.observe(stage.name, batch, out)
-                batch, sizes = self._split(counter, out, sizes, removed, stage.name, decided=True, before=batch)
+                batch, sizes = self._split(counter, out, sizes, removed, stage.name, decided=True, before=batch,
+                                           cut_lines=stage.reports_cut_lines)
             collector.observe_kept(batch)
             kept.append(batch)
             now = time.time()
@@ -393,6 +394,7 @@ class ShardRunner:
         stage_name: str,
         decided: bool,
         before: pa.RecordBatch | None = None,
+        cut_lines: bool = False,
     ) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
         """Split a stage's output into kept rows (returned with their sizes) and removed rows
         (appended), counting.
@@ -436,7 +438,7 @@ class ShardRunner:
             removed_out.append(table)
         kept_sizes = (chars_rows[keep_rows], words_rows[keep_rows])
         if before is not None and not _same_column(before, out, "text"):
-            kept, kept_sizes = _count_edits(counter, before.filter(keep), kept, kept_sizes)
+            kept, kept_sizes = _count_edits(counter, before.filter(keep), kept, kept_sizes, cut_lines)
         counter.docs_out += kept.num_rows
         counter.chars_out += int(kept_sizes[0].sum())
         counter.words_out += int(kept_sizes[1].sum())
@@ -456,10 +458,12 @@ def _same_column(a: pa.RecordBatch, b: pa.RecordBatch, name: str) -> bool:
 
 
 def _count_edits(counter: StageCounter, seen: pa.RecordBatch, kept: pa.RecordBatch,
-                 sizes_before: tuple[np.ndarray, np.ndarray]) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
+                 sizes_before: tuple[np.ndarray, np.ndarray], cut_lines: bool = False
+                 ) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
     """Measure the kept text again and count what the stage cut from documents that had text
     (``seen``: the same kept rows as the stage saw them). Returns ``kept`` with its cumulative
-    ``chars_cut`` / ``words_cut`` updated, and its new sizes."""
+    ``chars_cut`` / ``words_cut`` updated, and its new sizes. ``cut_lines``: also tally the lines
+    cut (``counter.cut_lines``), for a stage that cuts whole lines."""
     sizes_after = text_columns_sizes(kept)
     if "text" not in seen.schema.names or pa.types.is_null(seen.schema.field("text").type) or kept.num_rows == 0:
         return kept, sizes_after  # text created from nothing (extraction): not an edit
@@ -474,6 +478,10 @@ def _count_edits(counter: StageCounter, seen: pa.RecordBatch, kept: pa.RecordBat
         after = pc.cast(after, old.type)
     differs = pc.fill_null(pc.not_equal(old, after), True).to_numpy(zero_copy_only=False) & had_text
     counter.docs_edited += int(differs.sum())
+    if cut_lines and differs.any():
+        rows = np.flatnonzero(differs).tolist()
+        for a, b in zip(old.take(rows).to_pylist(), after.take(rows).to_pylist()):
+            record_cut_lines(counter.cut_lines, _as_str(a), _as_str(b))
     counter.chars_cut += int(d_chars.sum())
     counter.words_cut += int(d_words.sum())
     if d_chars.any() or d_words.any():
@@ -483,6 +491,12 @@ def _count_edits(counter: StageCounter, seen: pa.RecordBatch, kept: pa.RecordBat
             columns[name] = pa.array(previous + delta, pa.int64())
         kept = pa.RecordBatch.from_pydict(columns)
     return kept, sizes_after
+
+
+def _as_str(text: str | bytes | None) -> str:
+    if text is None:
+        return ""
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
 
 
 def with_edit_columns(batch: pa.RecordBatch, source: str) -> pa.RecordBatch:

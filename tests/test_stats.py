@@ -599,3 +599,50 @@ def test_compare_with_a_run_that_read_nothing_has_no_kept_share():
 
     rows = {r["stage"]: r for r in compare_rows(run(0), run(40)) if not r["reason"]}
     assert rows["pii"]["kept_a"] is None and rows["pii"]["kept_b"] == 100.0 and rows["pii"]["kept_pp"] is None
+
+
+def test_record_cut_lines_counts_what_went_and_redacts_what_is_shown() -> None:
+    from refinery.stats.counters import CUT_LINES_TALLY, most_cut_lines, record_cut_lines
+
+    tally: dict[str, int] = {}
+    record_cut_lines(tally, "Share this\nA real  sentence.\nShare this\nShare this\n\nTags: a, b",
+                     "A real sentence.\nShare this")  # one "Share this" stayed; spacing is not a cut
+    assert tally == {"Share this": 2, "Tags: a, b": 1}
+    record_cut_lines(tally, "Contact jane.doe@example.org for details\nok", "ok")
+    shown = most_cut_lines(tally)
+    assert list(shown)[0] == "Share this" and "<EMAIL>" in " ".join(shown) and "jane.doe" not in " ".join(shown)
+    big = {f"line {i}": 1 for i in range(CUT_LINES_TALLY)} | {"often": 50}
+    record_cut_lines(big, "once more", "")
+    assert len(big) <= CUT_LINES_TALLY and big["often"] == 50  # pruned to the most frequent
+
+
+def test_line_cutting_stages_record_the_lines_they_cut(tmp_path) -> None:
+    """The funnel said how many words line corrections cut, never which lines: a researcher
+    could not audit a line filter. stats.json and the report now list the lines each
+    line-cutting stage cut most often (recounted here from the stage itself); other stages that
+    rewrite text (pii) list none."""
+    from refinery.stages.line_corrections import LineCorrections
+    from refinery.stats.counters import record_cut_lines
+
+    out, _ = make_run(tmp_path, "cut-lines", stages=[{"type": "line_corrections"}, {"type": "pii"}])
+    stats = json.loads((Path(out) / "stats.json").read_text())
+    by_stage = {s["stage"]: s for s in stats["stages"]}
+    cut = by_stage["line_corrections"]["cut_lines"]
+    assert "cut_lines" not in by_stage["pii"]
+    expected: dict[str, int] = {}
+    lc = LineCorrections()
+    import gzip
+
+    for f in sorted(CC_DOCS.glob("CC-MAIN-*.jsonl.gz")):  # the StackExchange pages' shard
+        for line in gzip.open(f, "rt", encoding="utf-8"):
+            text = json.loads(line)["text"]
+            corrected, removed, total = lc.correct(text)
+            if corrected != text and total and removed / total <= lc.max_removed_word_frac:
+                record_cut_lines(expected, text, corrected)
+    assert cut["$\\begingroup$"] == expected["$\\begingroup$"] >= 5  # MathJax markers of Q&A pages
+    top = sorted(expected.items(), key=lambda kv: -kv[1])[:5]
+    assert all(cut.get(line) == n for line, n in top)
+    from refinery.stats.report import build_report
+
+    html = build_report(out)
+    assert 'id="cut-lines"' in html and "$\\begingroup$" in html

@@ -50,6 +50,9 @@ class Stage(ABC):
     #: True for stages that rewrite ``text`` (documentation only: the runner re-measures the text
     #: of any stage whose output ``text`` column is not the one it was given, buffer for buffer)
     rewrites_text: ClassVar[bool] = False
+    #: True for stages that drop or cut whole lines (line corrections, repeated lines): the runner
+    #: records the lines they cut most often, for the report (not for rewrites inside lines, PII)
+    reports_cut_lines: ClassVar[bool] = False
     #: False for stages that decide from the URL or the raw HTML, not the text; on WARC input a
     #: stage that reads text must come after one that ``makes_text`` (checked when a run is planned)
     reads_text: ClassVar[bool] = True

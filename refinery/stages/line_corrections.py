@@ -319,6 +319,8 @@ class LineCorrections(Stage):
     """Drop debris lines and strip short-line boilerplate; drop documents that were mostly debris."""
 
     kind = "line_corrections"
+    rewrites_text = True
+    reports_cut_lines = True
 
     def __init__(
         self,

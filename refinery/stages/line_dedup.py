@@ -38,6 +38,7 @@ class RepeatedLineCut(_IndexedStage):
     kind = "lines_dedup"
     method = "lines"
     rewrites_text = True
+    reports_cut_lines = True
 
     def __init__(self, dedup_dir: str, shard: str | None = None, max_removed_word_frac: float | None = None,
                  name: str | None = None) -> None:

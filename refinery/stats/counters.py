@@ -61,6 +61,9 @@ class StageCounter:
     #: named counts the stage reported through ``Stage.take_counters()`` (e.g. PII replacements)
     counters: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    #: the lines a line-cutting stage cut from documents it kept, by how often (a shard's or run's
+    #: :data:`CUT_LINES_KEPT` most frequent; see :func:`record_cut_lines`)
+    cut_lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def docs_removed(self) -> int:
@@ -85,6 +88,7 @@ class StageCounter:
             "words_cut": self.words_cut,
             "counters": dict(sorted(self.counters.items())),
             "seconds": round(self.seconds, 4),
+            **({"cut_lines": most_cut_lines(self.cut_lines)} if self.cut_lines else {}),
         }
 
     @classmethod
@@ -106,6 +110,7 @@ class StageCounter:
             words_cut=d.get("words_cut", 0),
             counters=dict(d.get("counters", {})),
             seconds=d.get("seconds", 0.0),
+            cut_lines=dict(d.get("cut_lines", {})),
         )
 
     def merge(self, other: "StageCounter") -> None:
@@ -113,9 +118,62 @@ class StageCounter:
                      "chars_cut", "words_cut", "seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for target, source in ((self.removed, other.removed), (self.removed_words, other.removed_words),
-                               (self.removed_chars, other.removed_chars), (self.counters, other.counters)):
+                               (self.removed_chars, other.removed_chars), (self.counters, other.counters),
+                               (self.cut_lines, other.cut_lines)):
             for reason, n in source.items():
                 target[reason] = target.get(reason, 0) + n
+
+
+#: cut lines kept per stage in a shard's and a run's stats (the most frequent); a line is kept to
+#: CUT_LINE_CHARS characters, and a shard's tally is pruned to its most frequent when it grows past
+#: CUT_LINES_TALLY (lines cut once go first: the report shows what recurs)
+CUT_LINES_KEPT = 100
+CUT_LINE_CHARS = 200
+CUT_LINES_TALLY = 20_000
+
+
+def record_cut_lines(tally: dict[str, int], before: str, after: str) -> None:
+    """Add to ``tally`` the lines of ``before`` that ``after`` no longer holds (as many times as
+    they went), whitespace collapsed; a line that was only shortened counts as cut."""
+    kept: dict[str, int] = {}
+    for line in after.split("\n"):
+        key = " ".join(line.split())
+        kept[key] = kept.get(key, 0) + 1
+    for line in before.split("\n"):
+        key = " ".join(line.split())
+        if not key:
+            continue
+        if kept.get(key, 0):
+            kept[key] -= 1
+            continue
+        key = key[:CUT_LINE_CHARS]
+        tally[key] = tally.get(key, 0) + 1
+    if len(tally) > CUT_LINES_TALLY:
+        top = sorted(tally.items(), key=lambda kv: -kv[1])[: CUT_LINES_TALLY // 2]
+        tally.clear()
+        tally.update(top)
+
+
+def most_cut_lines(tally: dict[str, int], n: int = CUT_LINES_KEPT) -> dict[str, int]:
+    """The ``n`` most frequent cut lines, most frequent first (ties by the line), with what could
+    be personal data in them redacted as the ``pii`` stage would (the lines are cut before it runs)."""
+    from refinery.stages.pii import PiiRedactor
+
+    redactor = _redactor(PiiRedactor)
+    out: dict[str, int] = {}
+    for line, count in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))[:n]:
+        shown = redactor.redact(line)[0]
+        out[shown] = out.get(shown, 0) + count
+    return out
+
+
+_REDACTORS: dict[type, Any] = {}
+
+
+def _redactor(cls: type) -> Any:
+    if cls not in _REDACTORS:
+        _REDACTORS[cls] = cls()
+    return _REDACTORS[cls]
 
 
 class ConservationError(AssertionError):

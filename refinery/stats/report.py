@@ -449,6 +449,32 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
     return _section("samples", "Removed samples", "".join(parts), note)
 
 
+#: cut lines shown per stage in the report
+CUT_LINES_SHOWN = 25
+
+
+def _cut_lines(stats: dict[str, Any]) -> str:
+    """The lines each line-cutting stage (line corrections, repeated lines) cut most often from
+    documents it kept: what its edits were, not only how many words."""
+    stages = [st for st in stats["stages"] if st.get("cut_lines")]
+    note = ("The lines each line-cutting stage cut most often from documents it kept (whitespace "
+            "collapsed; each shard's 100 most frequent, summed over shards; e-mail addresses, phone numbers, "
+            "IP addresses and card numbers redacted as the pii stage would). Lines of documents a stage "
+            "removed are in Removed samples.")
+    if not stages:
+        return _section("cut-lines", "Lines cut", "<p class='note'>No stage cut lines from the documents it kept.</p>",
+                        note)
+    parts = []
+    for st in stages:
+        rows = sorted(st["cut_lines"].items(), key=lambda kv: (-kv[1], kv[0]))[:CUT_LINES_SHOWN]
+        body = "".join(f'<tr><td class="num">{_num(n)}</td><td class="mono">{_e(line)}</td></tr>' for line, n in rows)
+        parts.append(f'<h3>{_e(st["stage"])}: {_num(st.get("docs_edited"))} documents edited, '
+                     f'{_num(st.get("words_cut"))} words cut</h3><div class="scroll"><table '
+                     f'data-stage="{_e(st["stage"])}"><thead><tr><th class="num">times</th><th>line</th></tr></thead>'
+                     f'<tbody>{body}</tbody></table></div>')
+    return _section("cut-lines", "Lines cut", "".join(parts), note)
+
+
 def _counted_tokens(run_dir: str) -> dict[str, Any] | None:
     """``{"n_tokens", "tokenizer"}`` from the run's token manifest, when its tokens pass made one."""
     import json
@@ -477,14 +503,14 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         f"refinery {manifest.get('refinery_version', __version__)}") if x)
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("summary", "Summary"), ("funnel", "Funnel"), ("scores", "Filter scores"), ("languages", "Languages"),
-        ("domains", "Removed domains"), ("samples", "Removed samples")))
+        ("domains", "Removed domains"), ("samples", "Removed samples"), ("cut-lines", "Lines cut")))
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>refinery report · {escape(name)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>refinery report · {escape(name)}</h1><div class=\"sub\">{escape(sub)}</div></header><nav>{nav}</nav><main>"
         f"{_summary(stats, manifest, _counted_tokens(run_dir))}{_funnel(stats)}{_histograms(stats, thresholds)}{_languages(stats)}"
-        f"{_domains(stats)}{_samples(stats, samples, samples_per_reason, stage_kinds(manifest))}"
+        f"{_domains(stats)}{_samples(stats, samples, samples_per_reason, stage_kinds(manifest))}{_cut_lines(stats)}"
         f"</main><footer>generated {generated} by refinery {escape(__version__)} · self-contained: no JavaScript, "
         f"no external resources</footer></body></html>"
     )
