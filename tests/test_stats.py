@@ -646,3 +646,24 @@ def test_line_cutting_stages_record_the_lines_they_cut(tmp_path) -> None:
 
     html = build_report(out)
     assert 'id="cut-lines"' in html and "$\\begingroup$" in html
+
+
+def test_cut_lines_are_redacted_before_they_are_shortened_and_recent_lines_survive_a_prune() -> None:
+    """A review: a line was cut to 200 characters before redaction, so "jane.doe@examp" was no
+    e-mail and reached stats.json; the tally's prune kept a shard's first lines cut once for ever
+    (a stable sort), so a line cut 58 times late in the shard was reported 0 times; a merge
+    never shortens a shown line twice."""
+    from refinery.stats.counters import CUT_LINE_CHARS, most_cut_lines, record_cut_lines
+
+    tally: dict[str, int] = {}
+    record_cut_lines(tally, "kept\n" + "x" * 180 + " mail jane.doe@example.com", "kept")
+    shown = next(iter(most_cut_lines(tally)))
+    assert "jane.doe" not in shown and len(shown) <= CUT_LINE_CHARS
+    assert most_cut_lines(dict.fromkeys([shown], 3)) == {shown: 3}  # shown again after a merge: unchanged
+    tally, hits = {}, 0
+    for d in range(4500):
+        late = d >= 1000 and d % 60 == 0
+        hits += late
+        lines = ["body"] + [f"unique {d} {i}" for i in range(200)] + (["Subscribe to our newsletter"] if late else [])
+        record_cut_lines(tally, "\n".join(lines), "body")
+    assert most_cut_lines(tally).get("Subscribe to our newsletter") == hits

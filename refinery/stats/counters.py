@@ -134,35 +134,66 @@ CUT_LINES_TALLY = 20_000
 
 def record_cut_lines(tally: dict[str, int], before: str, after: str) -> None:
     """Add to ``tally`` the lines of ``before`` that ``after`` no longer holds (as many times as
-    they went), whitespace collapsed; a line that was only shortened counts as cut."""
+    they went), whitespace collapsed; a line that was only shortened counts as cut (its whole
+    text). At most :data:`CUT_LINES_PER_DOC` lines of one document are counted."""
+    from collections import Counter
+
+    # exact lines first (C speed); only the leftovers are whitespace-collapsed and compared
+    gone = Counter(before.split("\n"))
+    gone.subtract(after.split("\n"))
     kept: dict[str, int] = {}
-    for line in after.split("\n"):
-        key = " ".join(line.split())
-        kept[key] = kept.get(key, 0) + 1
-    for line in before.split("\n"):
+    cut: list[str] = []
+    for line, n in gone.items():
+        if n < 0:
+            key = " ".join(line.split())
+            kept[key] = kept.get(key, 0) - n
+        elif n > 0:
+            cut.extend([line] * n)
+    tallied = 0
+    for line in cut:
         key = " ".join(line.split())
         if not key:
             continue
         if kept.get(key, 0):
             kept[key] -= 1
             continue
-        key = key[:CUT_LINE_CHARS]
+        tallied += 1
+        if tallied > CUT_LINES_PER_DOC:  # one document of a million cut lines is one document
+            break
+        if len(key) > CUT_LINE_KEY_CHARS:  # no partial token (half an e-mail address) at the cut
+            key = key[:CUT_LINE_KEY_CHARS].rsplit(" ", 1)[0] + " …"
         tally[key] = tally.get(key, 0) + 1
-    if len(tally) > CUT_LINES_TALLY:
-        top = sorted(tally.items(), key=lambda kv: -kv[1])[: CUT_LINES_TALLY // 2]
-        tally.clear()
-        tally.update(top)
+        if len(tally) > CUT_LINES_TALLY:  # inside the loop: one document of 1M lines stays bounded
+            _prune(tally)
+
+
+#: tally keys keep this many characters (redaction needs the whole address; shown: CUT_LINE_CHARS)
+CUT_LINE_KEY_CHARS = 1000
+#: cut lines tallied per document (the rest of a huge document's go uncounted: time and memory)
+CUT_LINES_PER_DOC = 2000
+
+
+def _prune(tally: dict[str, int]) -> None:
+    """Keep the CUT_LINES_TALLY // 2 most frequent; among equal counts the most recent (a stable
+    sort over the insertion order would keep the shard's first singletons for ever)."""
+    top = sorted(reversed(tally.items()), key=lambda kv: -kv[1])[: CUT_LINES_TALLY // 2]
+    tally.clear()
+    tally.update(reversed(top))
 
 
 def most_cut_lines(tally: dict[str, int], n: int = CUT_LINES_KEPT) -> dict[str, int]:
     """The ``n`` most frequent cut lines, most frequent first (ties by the line), with what could
-    be personal data in them redacted as the ``pii`` stage would (the lines are cut before it runs)."""
+    be personal data in them redacted as a ``pii`` stage of default settings would (the lines are
+    cut before it runs), then cut to CUT_LINE_CHARS (redacting first: a cut address is no longer
+    recognised)."""
     from refinery.stages.pii import PiiRedactor
 
     redactor = _redactor(PiiRedactor)
     out: dict[str, int] = {}
     for line, count in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))[:n]:
         shown = redactor.redact(line)[0]
+        if len(shown) > CUT_LINE_CHARS:  # at most CUT_LINE_CHARS with the mark: a merge cuts nothing twice
+            shown = shown[: CUT_LINE_CHARS - 2].rsplit(" ", 1)[0] + " …"
         out[shown] = out.get(shown, 0) + count
     return out
 

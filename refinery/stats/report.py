@@ -458,16 +458,17 @@ def _cut_lines(stats: dict[str, Any]) -> str:
     documents it kept: what its edits were, not only how many words."""
     stages = [st for st in stats["stages"] if st.get("cut_lines")]
     note = ("The lines each line-cutting stage cut most often from documents it kept (whitespace "
-            "collapsed; each shard's 100 most frequent, summed over shards; e-mail addresses, phone numbers, "
-            "IP addresses and card numbers redacted as the pii stage would). Lines of documents a stage "
-            "removed are in Removed samples.")
+            "collapsed; a line the stage only shortened counts with its whole text; each shard's 100 most "
+            "frequent, summed over shards; e-mail addresses, phone numbers, IP addresses and card numbers "
+            "redacted as a pii stage of default settings would). Lines of documents a stage removed are in "
+            "Removed samples.")
     if not stages:
         return _section("cut-lines", "Lines cut", "<p class='note'>No stage cut lines from the documents it kept.</p>",
                         note)
     parts = []
     for st in stages:
         rows = sorted(st["cut_lines"].items(), key=lambda kv: (-kv[1], kv[0]))[:CUT_LINES_SHOWN]
-        body = "".join(f'<tr><td class="num">{_num(n)}</td><td class="mono">{_e(line)}</td></tr>' for line, n in rows)
+        body = "".join(f'<tr><td class="num">{_num(n)}</td><td class="mono"><bdi>{_e(line)}</bdi></td></tr>' for line, n in rows)
         parts.append(f'<h3>{_e(st["stage"])}: {_num(st.get("docs_edited"))} documents edited, '
                      f'{_num(st.get("words_cut"))} words cut</h3><div class="scroll"><table '
                      f'data-stage="{_e(st["stage"])}"><thead><tr><th class="num">times</th><th>line</th></tr></thead>'
