@@ -646,6 +646,12 @@ def test_line_cutting_stages_record_the_lines_they_cut(tmp_path) -> None:
 
     html = build_report(out)
     assert 'id="cut-lines"' in html and "$\\begingroup$" in html
+    # lines cut once filled a short list in alphabetical order (an audit: 7 of 25 rows): counted, not listed
+    from refinery.stats.report import _cut_lines
+
+    section = _cut_lines({"stages": [{"stage": "line_corrections", "docs_edited": 4, "words_cut": 9,
+                                      "cut_lines": {"Share this": 3, "/ A": 1, "0.0.0-abc": 1}}]})
+    assert "<bdi>Share this</bdi>" in section and "/ A" not in section and "and 2 more lines cut once" in section
 
 
 def test_cut_lines_are_redacted_before_they_are_shortened_and_recent_lines_survive_a_prune() -> None:

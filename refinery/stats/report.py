@@ -459,7 +459,7 @@ def _cut_lines(stats: dict[str, Any]) -> str:
     stages = [st for st in stats["stages"] if st.get("cut_lines")]
     note = ("The lines each line-cutting stage cut most often from documents it kept (whitespace "
             "collapsed; a line the stage only shortened counts with its whole text; each shard's 100 most "
-            "frequent, summed over shards; e-mail addresses, phone numbers, IP addresses and card numbers "
+            "frequent, summed over shards, of which the run keeps 100; e-mail addresses, phone numbers, IP addresses and card numbers "
             "redacted as a pii stage of default settings would). Lines of documents a stage removed are in "
             "Removed samples.")
     if not stages:
@@ -467,12 +467,18 @@ def _cut_lines(stats: dict[str, Any]) -> str:
                         note)
     parts = []
     for st in stages:
-        rows = sorted(st["cut_lines"].items(), key=lambda kv: (-kv[1], kv[0]))[:CUT_LINES_SHOWN]
+        ranked = sorted(st["cut_lines"].items(), key=lambda kv: (-kv[1], kv[0]))
+        # lines cut once fill a short list in alphabetical order ("/ A", "0.0.0-..."), hiding
+        # nothing that recurs: only recurring lines are listed (an audit found 7 of 25 rows such)
+        rows = [(line, n) for line, n in ranked if n > 1][:CUT_LINES_SHOWN]
+        once = sum(1 for _, n in ranked if n == 1)
         body = "".join(f'<tr><td class="num">{_num(n)}</td><td class="mono"><bdi>{_e(line)}</bdi></td></tr>' for line, n in rows)
+        tail = (f"<p class='note'>and {once:,} more line{'s' if once != 1 else ''} cut once "
+                f"(<code>cut_lines</code> in stats.json)</p>" if once else "")
         parts.append(f'<h3>{_e(st["stage"])}: {_num(st.get("docs_edited"))} documents edited, '
                      f'{_num(st.get("words_cut"))} words cut</h3><div class="scroll"><table '
                      f'data-stage="{_e(st["stage"])}"><thead><tr><th class="num">times</th><th>line</th></tr></thead>'
-                     f'<tbody>{body}</tbody></table></div>')
+                     f'<tbody>{body}</tbody></table></div>{tail}')
     return _section("cut-lines", "Lines cut", "".join(parts), note)
 
 
