@@ -304,21 +304,11 @@ def test_content_lines_against_the_lines_gold() -> None:
     content lines the drop rules take (81 since a review's fixes; 84 with headings over list items,
     session 32) and none of their 134 debris lines; RefinedWeb's rules as
     written (keep_content_lines: false) keep none of either."""
-    from pathlib import Path
-
-    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data/gold/lines_gold.jsonl").open()]
-    rows = [r for r in rows if r["label"] != "unsure" and r["rule"] in ("single_word", "numeric", "uppercase")]
+    rows = [json.loads(line) for line in (ROOT / "data/gold/lines_gold.jsonl").open()]
+    rows = _labelled_drops(rows)
     assert len(rows) == 353
-
-    def kept(stage: LineCorrections) -> dict[str, int]:
-        counts = {"content": 0, "debris": 0}
-        for r in rows:
-            out = stage.correct("\n".join(r["before"] + [r["line"]] + r["after"]))[0].split("\n")
-            counts[r["label"]] += r["line"].strip() in {o.strip() for o in out}
-        return counts
-
-    assert kept(LineCorrections(keep_content_lines=False)) == {"content": 0, "debris": 0}
-    now = kept(LineCorrections())
+    assert _kept_by(LineCorrections(keep_content_lines=False), rows) == {"content": 0, "debris": 0}
+    now = _kept_by(LineCorrections(), rows)
     assert now["content"] >= 84 and now["debris"] <= 2, now
 
 
@@ -330,19 +320,25 @@ def test_content_lines_against_the_held_out_lines() -> None:
     "Links:", "Chaos", "Nutrition", "Policy"); after: 83 and 6."""
     rows = [json.loads(line) for line in (ROOT / "data/gold/lines_heldout.jsonl").open()]
     assert len(rows) == 243
-    rows = [r for r in rows if r["label"] != "unsure" and r["rule"] in ("single_word", "numeric", "uppercase")]
+    rows = _labelled_drops(rows)
     assert len(rows) == 203
-
-    def kept(stage: LineCorrections) -> dict[str, int]:
-        counts = {"content": 0, "debris": 0}
-        for r in rows:
-            out = stage.correct("\n".join(r["before"] + [r["line"]] + r["after"]))[0].split("\n")
-            counts[r["label"]] += r["line"].strip() in {o.strip() for o in out}
-        return counts
-
-    assert kept(LineCorrections(keep_content_lines=False)) == {"content": 0, "debris": 0}
-    now = kept(LineCorrections())
+    assert _kept_by(LineCorrections(keep_content_lines=False), rows) == {"content": 0, "debris": 0}
+    now = _kept_by(LineCorrections(), rows)
     assert now["content"] >= 83 and now["debris"] <= 6, now
+
+
+def _labelled_drops(rows: list[dict]) -> list[dict]:
+    """A gold set's lines of the three rules the exceptions apply to, labelled content or debris."""
+    return [r for r in rows if r["label"] != "unsure" and r["rule"] in ("single_word", "numeric", "uppercase")]
+
+
+def _kept_by(stage: LineCorrections, rows: list[dict]) -> dict[str, int]:
+    """How many content and debris lines ``stage`` keeps, each corrected among its neighbours."""
+    counts = {"content": 0, "debris": 0}
+    for r in rows:
+        out = stage.correct("\n".join(r["before"] + [r["line"]] + r["after"]))[0].split("\n")
+        counts[r["label"]] += r["line"].strip() in {o.strip() for o in out}
+    return counts
 
 
 def test_one_word_headings_over_list_items_are_content() -> None:

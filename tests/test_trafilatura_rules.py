@@ -284,8 +284,7 @@ def test_a_forum_threads_posts_all_stay(tmp_path) -> None:
         pytest.skip("shared/ evaluation data not present")
     (url, html, item), = load_eval_pages(tmp_path, ("katzen-forum.net-Pepe.html",))
     replies = ['(Vor allem die "Bettelmänner", wenn', "schon seit 5 Uhr draußen"]
-    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html.decode(), url)
-    off, _ = TrafilaturaExtractor(timeout_s=0, keep_repeated_posts=False)._extract_fn()(html.decode(), url)
+    on, off = _on_off(html.decode(), url)
     assert all(r in item["with"] for r in replies)
     assert all(r in on for r in replies) and not any(r in off for r in replies)
     assert all(s not in on for s in item["without"])
