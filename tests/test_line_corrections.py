@@ -442,13 +442,8 @@ def test_calls_to_action_and_share_bars_go_whole() -> None:
 
 def test_no_wikipedia_lead_is_taken_for_a_call_to_action() -> None:
     from refinery.stages.calls_to_action import _CALL_TO_ACTION, is_call_to_action
-    from tests.conftest import SHARED_DATA
 
-    leads = SHARED_DATA / "quality" / "summaries_en-us.json"
-    if not leads.is_file():
-        pytest.skip("shared/ data not present")
-    lines = [line for entry in json.loads(leads.read_text()).values() for line in entry["extract"].split("\n")]
-    assert len(lines) >= 10_000
+    lines = _wikipedia_lead_lines()
     # at any length, not only the 30 words a call to action may have
     assert [line for line in lines if _CALL_TO_ACTION.search(line) or is_call_to_action(line, len(line.split()))] == []
 
@@ -528,13 +523,7 @@ def test_disclosures_and_cookie_notices_go_whole() -> None:
 
 
 def test_no_wikipedia_lead_is_taken_for_a_disclosure() -> None:
-    from tests.conftest import SHARED_DATA
-
-    leads = SHARED_DATA / "quality" / "summaries_en-us.json"
-    if not leads.is_file():
-        pytest.skip("shared/ data not present")
-    lines = [line for entry in json.loads(leads.read_text()).values() for line in entry["extract"].split("\n")]
-    assert len(lines) >= 10_000
+    lines = _wikipedia_lead_lines()
     assert [line for line in lines if disclosures._DISCLOSURE.search(line)] == []  # at any length
 
 
@@ -579,3 +568,15 @@ def test_disclosure_lines_under_hostile_and_reported_text() -> None:
     assert (corrected, removed) == ("", 0) and total > 0
     out = LineCorrections().process(pa.RecordBatch.from_pydict({"id": ["a"], "text": [only]}))
     assert out.column(REASON)[0].as_py() == "empty_text"
+
+
+def _wikipedia_lead_lines() -> list[str]:
+    """The lines of the 10,033 Wikipedia leads in shared/ (prose: no line of it is chrome)."""
+    from tests.conftest import SHARED_DATA
+
+    leads = SHARED_DATA / "quality" / "summaries_en-us.json"
+    if not leads.is_file():
+        pytest.skip("shared/ data not present")
+    lines = [line for entry in json.loads(leads.read_text()).values() for line in entry["extract"].split("\n")]
+    assert len(lines) >= 10_000
+    return lines
