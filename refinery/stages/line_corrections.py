@@ -44,7 +44,7 @@ import re
 
 import pyarrow as pa
 
-from refinery.stages import calls_to_action, checks, content_lines, disclosures
+from refinery.stages import calls_to_action, checks, content_lines, credits, disclosures, lookalikes
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import TABLE_RULE_RE, is_table_row
 
@@ -330,6 +330,8 @@ class LineCorrections(Stage):
         keep_content_lines: bool = True,
         drop_calls_to_action: bool = True,
         drop_disclosures: bool = True,
+        drop_credits: bool = False,
+        drop_lookalikes: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -351,6 +353,10 @@ class LineCorrections(Stage):
         # whole lines of up to 80 words disclosing affiliate/advertising payments or asking consent
         # to cookies (refinery/stages/disclosures.py); false: not looked for
         self.drop_disclosures = bool(drop_disclosures)
+        # short lines crediting pictures, ad slots, enlarge prompts (refinery/stages/credits.py),
+        # and lines of Latin words with Cyrillic look-alike letters (refinery/stages/lookalikes.py)
+        self.drop_credits = bool(drop_credits)
+        self.drop_lookalikes = bool(drop_lookalikes)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -372,6 +378,8 @@ class LineCorrections(Stage):
         drop_disclosures = self.drop_disclosures and disclosures.may_hold(text)
         lines = text.split("\n")
         bare_rows = _bare_table_rows(lines) if "|" in text else ()
+        credit_lines = credits.credit_lines(lines) if self.drop_credits and credits.may_hold(text) else ()
+        drop_lookalikes = self.drop_lookalikes and lookalikes.may_hold(text)
         for i, line in enumerate(lines):
             stripped = line.strip()
             if not stripped:
@@ -421,6 +429,12 @@ class LineCorrections(Stage):
             if upper and upper > upper_frac * letters and not (
                     keep_content and content_lines.is_content(lines, i, content_lines.UPPERCASE)):
                 removed += n
+                dropped += 1
+                continue
+            if i in credit_lines or (drop_lookalikes and lookalikes.is_lookalike_line(stripped)):
+                # picture credits and disguised spam are not a sign of a page of debris: not counted
+                # in the 5% (counted, they tipped one more evaluation page over it, removed whole)
+                calls += n
                 dropped += 1
                 continue
             if (drop_calls and calls_to_action.is_call_to_action(stripped, n)) or (

@@ -1,0 +1,87 @@
+"""Whole short lines that credit a picture, hold an ad slot or ask to enlarge a picture: a page's
+furniture between an article's paragraphs ("Photo: Getty Images" six times in one story,
+"(Image credit: Future)", "Story continues below advertisement", "Click to enlarge").
+
+``line_corrections`` drops a lone "Advertisement" as a single word, but not these. A line of at
+most :data:`MAX_WORDS` words goes when it is
+
+* a credit that says so (:data:`CREDIT_PATTERNS`: "Photo credit: ...", "(Credit: X / Grist)",
+  "Photo by X on Unsplash", "... via photopin cc", "X/Getty Images"), an ad slot or an enlarge
+  prompt (:data:`FURNITURE_PATTERNS`), wherever it stands;
+* a bare label and a name ("Photo: Getty Images", "Image: NASA"; :data:`LABEL_PATTERN`) only when
+  the document has at least :data:`MIN_LABELS` such lines: once, the label may open a tweet or a
+  caption ("Photo: Me and my friends at the beach"), repeated it is the page's credit slot.
+
+Video labels are left alone ("VIDEO: Breast Cancer Symptoms" is a link to a video, not a credit).
+Measured in docs/extraction.md (line corrections).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: a credit or furniture line has at most this many words
+MAX_WORDS = 10
+# a line of 10 words is shorter than this (words of 30 characters): longer lines skip the regexes
+_MAX_CHARS = 400
+#: bare "Photo: X" lines a document needs before they go
+MIN_LABELS = 2
+
+_PICTURE = r"(?:photo(?:graph)?s?|images?|pictures?|pics?|illustrations?|graphics?|artwork|infographic)"
+_STOCK = (r"(?:unsplash|pexels|pixabay|flickr|shutterstock|getty\s*images|istock(?:photo)?|adobe\s*stock|"
+          r"photopin|wikimedia(?:\s*commons)?|depositphotos|dreamstime|canva)")
+
+CREDIT_PATTERNS: list[str] = [
+    # "Photo credit: Josep Emili", "Image credits: NASA", "Photo courtesy of the family", "Photo Source: X"
+    _PICTURE + r"\s+(?:credits?|courtesy(?:\s+of)?|source)\s*[:：]?\s*\S.*",
+    # "Credit: Clayton Aldern / Grist", "Credits: Japanese wiki"
+    r"credits?\s*[:：]\s*\S.*",
+    # "Photo by Joshua Humphrey on Unsplash", "Image by X from Pixabay"
+    _PICTURE + r"\s+(?:by|from|via)\s+.*\b" + _STOCK + r"\b.*",
+    # "photo credit: X via photopin cc", "© Oli Scarff/Getty Images", "Getty Images"
+    r".*\bvia\s+photopin\b.*", r"(?:.*[/|,]\s*)?(?:getty\s+images|afp\s*/\s*getty\s+images)(?:\s+for\s+\S.*)?",
+]
+
+FURNITURE_PATTERNS: list[str] = [
+    r"(?:story|article|content|text) continues (?:below|after)(?: (?:this|the))?(?: advertisement| ad)?",
+    r"advertisement\s*[-–—:]?\s*(?:scroll|continue reading)(?: to continue| below)?(?: with content)?",
+    r"(?:click|tap)\s+(?:here\s+)?(?:to|for)\s+(?:enlarge|zoom|expand|(?:an?\s+)?(?:larger|bigger|full[\s-]?size)"
+    r"(?:\s+(?:image|view|version|picture|photo))?)(?:\s+(?:image|picture|photo))?",
+    r"(?:view\s+|see\s+)?(?:enlarge(?:\s+this)?|larger|full[\s-]?size)\s+(?:image|photo|picture)",
+]
+
+#: a picture label and a short name: "Photo: Getty Images", "Image : YONHAP News"
+LABEL_PATTERN = _PICTURE + r"\s*[:：|/]\s*\S.*"
+
+_EDGE = r"^[\s(\[—–-]*(?:"
+_END = r")[\s.)\]]*$"
+_CREDIT_RE = re.compile(_EDGE + "|".join(CREDIT_PATTERNS + FURNITURE_PATTERNS) + _END, re.IGNORECASE)
+_LABEL_RE = re.compile(_EDGE + LABEL_PATTERN + _END, re.IGNORECASE)
+# every pattern needs one of these (lower-case) literals: most lines hold none, and one search of
+# the lower-cased text skips them (with re.IGNORECASE the search cost as much as the whole stage)
+_HINT_RE = re.compile(r"photo|image|picture|pic|illustr|graphic|artwork|credit|getty|continues|advertis|enlarge"
+                      r"|larger|bigger|full[\s-]?size|zoom")
+
+
+def may_hold(text: str) -> bool:
+    """False when no line of ``text`` can be a credit or furniture line."""
+    return _HINT_RE.search(text.lower()) is not None
+
+
+def credit_lines(lines: list[str]) -> set[int]:
+    """Indexes of the lines of one document that are credits, ad slots or enlarge prompts."""
+    found: set[int] = set()
+    labels: list[int] = []
+    for i, line in enumerate(lines):
+        if len(line) > _MAX_CHARS or not _HINT_RE.search(line.lower()):
+            continue  # cheap tests first: most lines are long or hold no hint
+        stripped = line.strip()
+        if stripped.startswith("|") or "[[" in stripped or len(stripped.split()) > MAX_WORDS:
+            continue  # a table's row ("| Image | Name | Source |") is data; "[[Image:a.jpg|thumb]]" markup
+        if _CREDIT_RE.match(stripped):
+            found.add(i)
+        elif _LABEL_RE.match(stripped):
+            labels.append(i)
+    if len(labels) >= MIN_LABELS:
+        found.update(labels)
+    return found

@@ -1,0 +1,106 @@
+"""line_corrections' drop_credits (refinery/stages/credits.py) and drop_lookalikes
+(refinery/stages/lookalikes.py) on real lines: session 33, a reading probe of kept documents."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from refinery.stages import credits, lookalikes
+from refinery.stages.line_corrections import LineCorrections
+from tests.test_line_corrections import _wikipedia_lead_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+CC_DOCS = ROOT / "data" / "sample" / "cc_docs" / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+PROSE = "The council met on Tuesday and agreed on a plan to repair the old bridge over the river."
+ON = LineCorrections(drop_credits=True, drop_lookalikes=True)
+
+#: credit lines found in real extracted text (the evaluation pages, cc_docs)
+CREDIT_LINES = [
+    "(Credit: Clayton Aldern / Grist)",  # salon.com
+    "Photo Source: Markus Spiske from Pexels.",  # diem25.org
+    "photo credit: Walking With The Wounded via photopin cc",  # cc_docs
+    "Photo by Joshua Humphrey on Unsplash.",  # cc_docs
+    "Photo credit: Josep Emili",  # cc_docs
+    "© Oli Scarff/Getty Images",  # amnesty.de
+    "Click for a larger image.",  # cc_docs
+]
+
+
+@pytest.mark.parametrize("line", CREDIT_LINES)
+def test_credit_lines_go(line: str) -> None:
+    text = f"{PROSE}\n{line}\n{PROSE}"
+    assert ON.correct(text)[0] == f"{PROSE}\n{PROSE}"
+    assert LineCorrections(drop_credits=False).correct(text)[0] == text  # the option is the rule's
+
+
+def test_a_picture_label_goes_only_when_repeated() -> None:
+    """'Photo : Luis Castilla' six times in one cc_docs article is its credit slot; one 'Photo: ...'
+    line may open a tweet or a caption."""
+    once = f"{PROSE}\nPhoto: Me and my sister at the beach\n{PROSE}"
+    assert ON.correct(once)[0] == once
+    twice = f"{PROSE}\nPhoto : Luis Castilla\n{PROSE}\nPhoto : Luis Castilla\n{PROSE}"
+    assert ON.correct(twice)[0] == f"{PROSE}\n{PROSE}\n{PROSE}"
+
+
+def test_the_credit_slot_of_a_real_article_goes() -> None:
+    with gzip.open(CC_DOCS, "rt", encoding="utf-8") as fh:
+        text = next(r["text"] for r in map(json.loads, fh) if r["id"] == "frpdesgelxqrjcihv5xl3d4dzglbokb2")
+    lines = text.split("\n")
+    cut = {lines[i].strip() for i in credits.credit_lines(lines)}
+    assert cut == {"Photo\xa0: Luis Castilla", "Photos\xa0: Luis Castilla"}
+    corrected = ON.correct(text)[0]
+    assert "Luis Castilla" not in corrected and "Manuela Papino" in corrected
+
+
+@pytest.mark.parametrize("line", [
+    "| Image | Name | Description | Source |",  # stardewvalleywiki.com's table header
+    "[[Image:Heroes.jpg|thumb|Troy, Hamilton and Dillon]]",  # wiki markup (cc_docs)
+    "VIDEO: Breast Cancer Symptoms That Aren't Lumps",  # a link to a video, not a credit
+    "Photographs of the old bridge were taken by the council in 1921.",  # a sentence
+])
+def test_tables_markup_and_sentences_stay(line: str) -> None:
+    text = f"{PROSE}\n{line}\n{PROSE}\n{line}\n{PROSE}"
+    assert credits.credit_lines(text.split("\n")) == set()
+
+
+#: lines of Latin words with Cyrillic look-alike letters, from real text
+LOOKALIKE_LINES = [
+    # breakingbelizenews.com (an evaluation page): Cyrillic А е і ѕ В у с
+    "Аdvеrtіѕе wіth thе most visited news site in Веlіzе ~ Wе оffеr fullу сuѕtоmіzаblе аnd flехіblе dіgіtаl "
+    "mаrkеtіng расkаgеѕ.",
+    "@USER Hеy! I am 21 years old. I'm waiting for you hеre 👉 URL 👈 👰 😗 🌷",  # an OLID spam tweet
+]
+
+
+@pytest.mark.parametrize("line", LOOKALIKE_LINES)
+def test_lookalike_lines_go(line: str) -> None:
+    text = f"{PROSE}\n{line}\n{PROSE}"
+    assert ON.correct(text)[0] == f"{PROSE}\n{PROSE}"
+    assert LineCorrections(drop_lookalikes=False).correct(text)[0] == text
+
+
+@pytest.mark.parametrize("line", [
+    # an OLID tweet with one Cyrillic е: a typo, not a disguise
+    "#HappyRMday I bought pizza and chocolates, but I did not have enough money for a cake I plan to make a "
+    "tradition, buy pizza on the birthday of my loved ones .. even if we are not acquainted and will never meet, "
+    "you are still a close person to mе thank you i luv u 생일 축하합니다 URL",
+    # Cyrillic text with Latin letters or names (Leipzig sentences, cc_docs)
+    "Разны абраз «Нараджэнне Iiсуса Хрыста» з удзячнасцю прыняў у дар Патрыярх Маскоўскi i ўсяе Русi Аляксiй II.",
+    "Адамдар тәрізді маймылдар Адамдар тәрізді маймылдар(Homіnoіdea, Anhropomorphіdae) — маймылдар отрядының",
+    "Увага! Ви не авторизувалися на сайті. Ваша IP-адреса буде публічно видима.",
+    "Мультиплекс в ТЦ «ПортCity». Кількість екранів: 4.",
+    # Greek in science (Wikipedia leads)
+    "Penicillins are a group of β-lactam antibiotics originally obtained from Penicillium moulds, principally P. ch",
+])
+def test_cyrillic_text_greek_and_a_single_typo_stay(line: str) -> None:
+    assert not lookalikes.is_lookalike_line(line)
+
+
+def test_no_wikipedia_lead_line_is_a_credit_or_a_lookalike() -> None:
+    lines = _wikipedia_lead_lines()
+    assert [line for line in lines if lookalikes.is_lookalike_line(line)] == []
+    assert [lines[i] for i in credits.credit_lines(lines)] == []
