@@ -104,3 +104,26 @@ def test_no_wikipedia_lead_line_is_a_credit_or_a_lookalike() -> None:
     lines = _wikipedia_lead_lines()
     assert [line for line in lines if lookalikes.is_lookalike_line(line)] == []
     assert [lines[i] for i in credits.credit_lines(lines)] == []
+
+
+@pytest.mark.parametrize("line", [
+    # a course catalogue, a price, a film's credits, a thank-you: "Credit:" without a name
+    "Credits: 3 (ECTS)", "Credit: 4 units", "Credit: $500 per month", "Credits: music by John Williams",
+    "Credit: the author thanks her mother for the recipe.",
+    # a sentence naming a stock site, not a credit ending with it
+    "Photos from Flickr show the flood.", "Photo by Unsplash founder Mikael Cho, 2013.",
+    "Photos via Getty Images show the damage.", "Photos from our trip to Canva headquarters",
+    # documentation: an image's source is not a picture credit
+    "Image sources and formats", "Image source code is on GitHub.",
+])
+def test_content_lines_naming_credits_or_stock_sites_stay(line: str) -> None:
+    text = f"{PROSE}\n{line}\n{PROSE}"
+    assert ON.correct(text)[0] == text
+
+
+def test_repeated_captions_after_a_picture_label_stay() -> None:
+    """Two captions ("Photo: A man walks ...") are not a credit slot; two names are."""
+    text = f"{PROSE}\nPhoto: A man walks past a mural in Kyiv.\n{PROSE}\nPhoto: Firefighters at the scene on Monday\n{PROSE}"
+    assert ON.correct(text)[0] == text
+    names = f"{PROSE}\nPhoto: YONHAP News\n{PROSE}\nPhoto: Clayton Aldern for The New York Times\n{PROSE}"
+    assert ON.correct(names)[0] == f"{PROSE}\n{PROSE}\n{PROSE}"

@@ -6,11 +6,15 @@ furniture between an article's paragraphs ("Photo: Getty Images" six times in on
 most :data:`MAX_WORDS` words goes when it is
 
 * a credit that says so (:data:`CREDIT_PATTERNS`: "Photo credit: ...", "(Credit: X / Grist)",
-  "Photo by X on Unsplash", "... via photopin cc", "X/Getty Images"), an ad slot or an enlarge
-  prompt (:data:`FURNITURE_PATTERNS`), wherever it stands;
+  "Photo by X on Unsplash": the stock site ends the line, "... via photopin cc", "X/Getty Images"),
+  an ad slot or an enlarge prompt (:data:`FURNITURE_PATTERNS`), wherever it stands;
+* "Credit: " and a name (:data:`BARE_CREDIT_PATTERN`), wherever it stands: not a course's
+  "Credits: 3", a price, or a film's "Credits: music by X" (a name starts with a letter, and its
+  lower-case words are particles: :func:`_is_name`);
 * a bare label and a name ("Photo: Getty Images", "Image: NASA"; :data:`LABEL_PATTERN`) only when
   the document has at least :data:`MIN_LABELS` such lines: once, the label may open a tweet or a
-  caption ("Photo: Me and my friends at the beach"), repeated it is the page's credit slot.
+  caption ("Photo: Me and my friends at the beach"), repeated it is the page's credit slot; a
+  caption after the label ("Photo: A man walks past a mural") is not a name and stays.
 
 Video labels are left alone ("VIDEO: Breast Cancer Symptoms" is a link to a video, not a credit).
 Measured in docs/extraction.md (line corrections).
@@ -32,12 +36,12 @@ _STOCK = (r"(?:unsplash|pexels|pixabay|flickr|shutterstock|getty\s*images|istock
           r"photopin|wikimedia(?:\s*commons)?|depositphotos|dreamstime|canva)")
 
 CREDIT_PATTERNS: list[str] = [
-    # "Photo credit: Josep Emili", "Image credits: NASA", "Photo courtesy of the family", "Photo Source: X"
-    _PICTURE + r"\s+(?:credits?|courtesy(?:\s+of)?|source)\s*[:：]?\s*\S.*",
-    # "Credit: Clayton Aldern / Grist", "Credits: Japanese wiki"
-    r"credits?\s*[:：]\s*\S.*",
-    # "Photo by Joshua Humphrey on Unsplash", "Image by X from Pixabay"
-    _PICTURE + r"\s+(?:by|from|via)\s+.*\b" + _STOCK + r"\b.*",
+    # "Photo credit: Josep Emili", "Image credits: NASA", "Photo courtesy of the family", "Photo Source: X",
+    # "Photo source from (http://...)"; not "Image sources and formats", "Image source code is on GitHub"
+    _PICTURE + r"\s+(?:credits?\b|courtesy(?:\s+of)?\b|source\s*(?:[:：]|from\b))\s*[:：]?\s*\S.*",
+    # "Photo by Joshua Humphrey on Unsplash", "Image by X from Pixabay (CC BY 2.0)": the stock site ends
+    # the line; not "Photos from Flickr show the flood", "Photo by Unsplash founder Mikael Cho, 2013"
+    _PICTURE + r"\s+(?:by|from|via)\s+.*\b" + _STOCK + r"\b(?:\s*[(,/|–—-]?\s*(?:cc[\s-]*by[\w\s.-]*|cc0|cc)\)?)?",
     # "photo credit: X via photopin cc", "© Oli Scarff/Getty Images", "Getty Images"
     r".*\bvia\s+photopin\b.*", r"(?:.*[/|,]\s*)?(?:getty\s+images|afp\s*/\s*getty\s+images)(?:\s+for\s+\S.*)?",
 ]
@@ -50,13 +54,22 @@ FURNITURE_PATTERNS: list[str] = [
     r"(?:view\s+|see\s+)?(?:enlarge(?:\s+this)?|larger|full[\s-]?size)\s+(?:image|photo|picture)",
 ]
 
-#: a picture label and a short name: "Photo: Getty Images", "Image : YONHAP News"
-LABEL_PATTERN = _PICTURE + r"\s*[:：|/]\s*\S.*"
+#: a picture label and a short name: "Photo: Getty Images", "Image : YONHAP News" (the name is
+#: checked by :func:`_is_name`)
+LABEL_PATTERN = _PICTURE + r"\s*[:：|/]\s*(?P<name>\S.*?)"
+#: "Credit: Clayton Aldern / Grist", "Credits: Titelbild AO PRODUCTION S.R.O." (the name is checked by
+#: :func:`_is_name`: not "Credits: 3 (ECTS)", "Credit: $500 per month", "Credits: music by John Williams")
+BARE_CREDIT_PATTERN = r"credits?\s*[:：]\s*(?P<name>\S.*?)"
+#: lower-case words a credited name may hold ("Clayton Aldern for The New York Times", "NASA via Getty")
+NAME_WORDS = frozenset({"and", "of", "for", "by", "via", "the", "from", "on", "at", "courtesy", "cc", "de", "del",
+                        "da", "di", "do", "dos", "du", "van", "von", "der", "den", "le", "la", "y"})
 
 _EDGE = r"^[\s(\[—–-]*(?:"
 _END = r")[\s.)\]]*$"
 _CREDIT_RE = re.compile(_EDGE + "|".join(CREDIT_PATTERNS + FURNITURE_PATTERNS) + _END, re.IGNORECASE)
 _LABEL_RE = re.compile(_EDGE + LABEL_PATTERN + _END, re.IGNORECASE)
+_BARE_CREDIT_RE = re.compile(_EDGE + BARE_CREDIT_PATTERN + _END, re.IGNORECASE)
+_NAME_START = re.compile(r"[^\W\d_]|[@©]")
 # every pattern needs one of these (lower-case) literals: most lines hold none, and one search of
 # the lower-cased text skips them (with re.IGNORECASE the search cost as much as the whole stage)
 _HINT_RE = re.compile(r"photo|image|picture|pic|illustr|graphic|artwork|credit|getty|continues|advertis|enlarge"
@@ -66,6 +79,15 @@ _HINT_RE = re.compile(r"photo|image|picture|pic|illustr|graphic|artwork|credit|g
 def may_hold(text: str) -> bool:
     """False when no line of ``text`` can be a credit or furniture line."""
     return _HINT_RE.search(text.lower()) is not None
+
+
+def _is_name(value: str) -> bool:
+    """``value`` credits someone: it starts with a letter, "@" or "©" (not "3 (ECTS)", "$500"),
+    and each of its words that starts with a lower-case letter is one of :data:`NAME_WORDS` (a
+    caption, "A man walks past a mural", or "music by John Williams", is not a name)."""
+    if not _NAME_START.match(value):
+        return False
+    return all(not w[0].islower() or w.strip(",.;()").lower() in NAME_WORDS for w in value.split())
 
 
 def credit_lines(lines: list[str]) -> set[int]:
@@ -80,7 +102,9 @@ def credit_lines(lines: list[str]) -> set[int]:
             continue  # a table's row ("| Image | Name | Source |") is data; "[[Image:a.jpg|thumb]]" markup
         if _CREDIT_RE.match(stripped):
             found.add(i)
-        elif _LABEL_RE.match(stripped):
+        elif (m := _BARE_CREDIT_RE.match(stripped)) and _is_name(m.group("name")):
+            found.add(i)
+        elif (m := _LABEL_RE.match(stripped)) and _is_name(m.group("name")):
             labels.append(i)
     if len(labels) >= MIN_LABELS:
         found.update(labels)
