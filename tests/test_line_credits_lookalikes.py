@@ -7,9 +7,11 @@ import gzip
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from refinery.stages import credits, lookalikes
+from refinery.stages.base import REASON
 from refinery.stages.line_corrections import LineCorrections
 from tests.test_line_corrections import _wikipedia_lead_lines
 
@@ -127,3 +129,24 @@ def test_repeated_captions_after_a_picture_label_stay() -> None:
     assert ON.correct(text)[0] == text
     names = f"{PROSE}\nPhoto: YONHAP News\n{PROSE}\nPhoto: Clayton Aldern for The New York Times\n{PROSE}"
     assert ON.correct(names)[0] == f"{PROSE}\n{PROSE}\n{PROSE}"
+
+
+def test_credits_leave_the_budget_but_lines_refinedwebs_patterns_cut_still_count() -> None:
+    """A credit is neither removed words nor the document's words; a line RefinedWeb's patterns cut
+    already ("Click here to enlarge", "Advertisement - Scroll to continue") counts as it did."""
+    credit = f"{PROSE}\nPhoto by Joshua Humphrey on Unsplash.\n{PROSE}"
+    assert ON.correct(credit) == (f"{PROSE}\n{PROSE}", 0, 36)
+    off = LineCorrections()
+    for line in ("Click here to enlarge", "Advertisement - Scroll to continue"):
+        text = f"{PROSE}\n{line}\n{PROSE}"
+        assert off.correct(text)[1] > 0  # RefinedWeb's patterns count it
+        corrected, removed, total = ON.correct(text)
+        assert corrected == f"{PROSE}\n{PROSE}" and removed == len(line.split()) and total == off.correct(text)[2]
+
+
+def test_a_document_of_credits_alone_is_removed_as_empty() -> None:
+    batch = pa.record_batch({"id": ["0", "1"], "text": ["Photo credit: Josep Emili\nClick for a larger image.",
+                                                       f"{PROSE}\nPhoto credit: Josep Emili"]})
+    out = LineCorrections(drop_credits=True)(batch)
+    assert out.column(REASON).to_pylist() == ["empty_text", None]
+    assert out.column("text").to_pylist()[1] == PROSE

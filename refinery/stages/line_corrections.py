@@ -155,6 +155,18 @@ def _all_chrome(line: str, words) -> bool:  # noqa: ANN001 - the word counter in
     return words(" ".join(t for t in rest.split() if _ALNUM_RE.search(t))) <= 1
 
 
+def _patterns_cut(line: str, words) -> bool:  # noqa: ANN001 - the word counter in use
+    """Whether RefinedWeb's short-line patterns cut words of ``line`` (dropped or edited) as
+    :meth:`LineCorrections._correct` applies them."""
+    if not _may_match_patterns(line):
+        return False
+    if _all_chrome(line, words):
+        return True
+    edited = _ANY_RE.sub(_cut_anywhere, line)
+    edited = _START_RE.sub(_cut_start, edited, count=1)
+    return _END_RE.sub(_cut_end, edited, count=1).strip() != line
+
+
 _CALL_TO_ACTION_NEXT = re.compile(r"(?:now|today|here|free)\b")
 
 
@@ -433,8 +445,13 @@ class LineCorrections(Stage):
                 continue
             if i in credit_lines or (drop_lookalikes and lookalikes.is_lookalike_line(stripped)):
                 # picture credits and disguised spam are not a sign of a page of debris: not counted
-                # in the 5% (counted, they tipped one more evaluation page over it, removed whole)
-                calls += n
+                # in the 5% (counted, they tipped one more evaluation page over it, removed whole),
+                # unless RefinedWeb's patterns cut the line already ("Click here to enlarge",
+                # "Advertisement - Scroll to continue"): it counts as it did without these rules
+                if n <= max_words and _patterns_cut(stripped, words):
+                    removed += n
+                else:
+                    calls += n
                 dropped += 1
                 continue
             if (drop_calls and calls_to_action.is_call_to_action(stripped, n)) or (
