@@ -355,7 +355,7 @@ def _stage_identity(config: PipelineConfig, pinned: dict[str, str] | None = None
     stages, digests, libraries = [], {}, {}
     for spec, raw in zip(config.stages, config.model_dump(mode="json")["stages"]):
         stage = spec.build()
-        stages.append(raw | {"params": spec.effective_params(stage)})
+        stages.append(raw | {"params": spec.fingerprint_params(stage)})
         files = stage.model_files()
         if files:
             digests[spec.stage_name] = [f"{f.name} {_file_sha256(f)[:16]}" for f in files]

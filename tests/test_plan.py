@@ -1132,3 +1132,19 @@ def test_a_setting_added_later_keeps_older_runs_resumable_and_equal_in_compare()
     assert diffs == []
     diffs = [r for r in config_diff({"config": {"dedup": [before]}}, {"config": {"dedup": [set_]}}) if r["differs"]]
     assert [(r["param"], r["a"], r["b"]) for r in diffs] == [("lines.min_site_docs", None, "5")]
+
+
+def test_stage_params_added_later_leave_the_fingerprint_while_at_their_old_behaviour(dup_input, tmp_path):
+    """line_corrections' drop_credits / drop_lookalikes (off: what a run made before them did) are
+    not in the filter pass's params, so such a run resumes; written out as false, the same plan;
+    on, a changed pass."""
+    def filter_pass(params: dict):
+        spec = _recipe(stages=[{"type": "line_corrections", "params": params}])
+        return plan_run(parse_config(spec), str(dup_input), str(tmp_path / "o")).passes[0]
+
+    base = filter_pass({})
+    assert not {"drop_credits", "drop_lookalikes"} & set(base.params["stages"][0]["params"])
+    assert "drop_disclosures" in base.params["stages"][0]["params"]  # other defaults still there
+    assert filter_pass({"drop_credits": False, "drop_lookalikes": False}).fingerprint == base.fingerprint
+    on = filter_pass({"drop_credits": True})
+    assert on.fingerprint != base.fingerprint and on.params["stages"][0]["params"]["drop_credits"] is True
