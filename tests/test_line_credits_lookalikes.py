@@ -73,7 +73,8 @@ def test_tables_markup_and_sentences_stay(line: str) -> None:
 LOOKALIKE_LINES = [
     # breakingbelizenews.com (an evaluation page): Cyrillic А е і ѕ В у с
     "Аdvеrtіѕе wіth thе most visited news site in Веlіzе ~ Wе оffеr fullу сuѕtоmіzаblе аnd flехіblе dіgіtаl "
-    "mаrkеtіng расkаgеѕ.",
+    "mаrkеtіng расkаgеѕ. Yоur соntеnt іѕ dеlіvеrеd іnѕtаntlу tо thоuѕаndѕ оf uѕеrѕ іn Веlіzе аnd аbrоаd! Соntасt uѕ "
+    "аt marketing@breakingbelizenews.com оr саll uѕ аt 501-601-0315.",
     "@USER Hеy! I am 21 years old. I'm waiting for you hеre 👉 URL 👈 👰 😗 🌷",  # an OLID spam tweet
 ]
 
@@ -92,11 +93,21 @@ def test_lookalike_lines_go(line: str) -> None:
     "you are still a close person to mе thank you i luv u 생일 축하합니다 URL",
     # Cyrillic text with Latin letters or names (Leipzig sentences, cc_docs)
     "Разны абраз «Нараджэнне Iiсуса Хрыста» з удзячнасцю прыняў у дар Патрыярх Маскоўскi i ўсяе Русi Аляксiй II.",
-    "Адамдар тәрізді маймылдар Адамдар тәрізді маймылдар(Homіnoіdea, Anhropomorphіdae) — маймылдар отрядының",
-    "Увага! Ви не авторизувалися на сайті. Ваша IP-адреса буде публічно видима.",
-    "Мультиплекс в ТЦ «ПортCity». Кількість екранів: 4.",
+    "Адамдар тәрізді маймылдар Адамдар тәрізді маймылдар(Homіnoіdea, Anhropomorphіdae) — маймылдар отрядының "
+    "тартанаулылар тобының бір тұқымдасы.",
+    "Увага! Ви не авторизувалися на сайті. Ваша IP-адреса буде публічно видима, якщо Ви будете вносити будь-які "
+    "редагування. Якщо Ви увійдете або створите обліковий запис, редагування будуть натомість пов'язані з Вашим "
+    "іменем користувача, а ще у Вас з'являться інші переваги.",
+    "• Мультиплекс в ТЦ «ПортCity». Кількість екранів: 4. Відкрито у 2013 році.",
     # Greek in science (Wikipedia leads)
-    "Penicillins are a group of β-lactam antibiotics originally obtained from Penicillium moulds, principally P. ch",
+    "Penicillins are a group of β-lactam antibiotics originally obtained from Penicillium moulds, principally"
+    " P. chrysogenum and P. rubens. Eight species of Penicillium, in the section Chrysogena, produce "
+    "penicillins. Most penicillins in clinical use are synthesised by P. chrysogenum using deep tank "
+    "fermentation and then purified. A number of natural penicillins have been discovered, but only two "
+    "purified compounds are in clinical use: penicillin G and penicillin V. Penicillins were among the first "
+    "medications to be effective against many bacterial infections caused by staphylococci and streptococci. "
+    "They are still widely used today for various bacterial infections, though many types of bacteria have "
+    "developed resistance following extensive use.",
 ])
 def test_cyrillic_text_greek_and_a_single_typo_stay(line: str) -> None:
     assert not lookalikes.is_lookalike_line(line)
@@ -109,7 +120,8 @@ def test_no_wikipedia_lead_line_is_a_credit_or_a_lookalike() -> None:
 
 
 @pytest.mark.parametrize("line", [
-    # a course catalogue, a price, a film's credits, a thank-you: "Credit:" without a name
+    # written (the shared data holds none): a course catalogue, a price, a film's credits, a thank-you
+    # ("Credit:" without a name)
     "Credits: 3 (ECTS)", "Credit: 4 units", "Credit: $500 per month", "Credits: music by John Williams",
     "Credit: the author thanks her mother for the recipe.",
     # a sentence naming a stock site, not a credit ending with it
