@@ -309,7 +309,7 @@ def test_content_lines_against_the_lines_gold() -> None:
     assert len(rows) == 353
     assert _kept_by(LineCorrections(keep_content_lines=False), rows) == {"content": 0, "debris": 0}
     now = _kept_by(LineCorrections(), rows)
-    assert now["content"] >= 84 and now["debris"] <= 2, now
+    assert now["content"] >= 87 and now["debris"] <= 2, now  # 87 with session 33's rules in context
 
 
 def test_content_lines_against_the_held_out_lines() -> None:
@@ -324,7 +324,7 @@ def test_content_lines_against_the_held_out_lines() -> None:
     assert len(rows) == 203
     assert _kept_by(LineCorrections(keep_content_lines=False), rows) == {"content": 0, "debris": 0}
     now = _kept_by(LineCorrections(), rows)
-    assert now["content"] >= 83 and now["debris"] <= 6, now
+    assert now["content"] >= 88 and now["debris"] <= 6, now  # 88 with session 33's rules in context
 
 
 def _labelled_drops(rows: list[dict]) -> list[dict]:
@@ -362,6 +362,39 @@ def test_one_word_headings_over_list_items_are_content() -> None:
     assert not keeps("Tags", "- python web scraping tutorial", line="Tags")
     assert not keeps("returns", "- a copy of this set", line="returns")
 
+
+
+def test_code_runs_year_headings_and_list_items_in_context() -> None:
+    """Session 33, from the lines cut on the trafilatura evaluation pages (real lines: toptal.com,
+    schneems.com, semanticscholar.org, womencantalksports.com, parallels.com); checked on the CC
+    documents, the held-out lines, Wikipedia leads, Leipzig sentences and tweets."""
+    lc = LineCorrections()
+    prose = "This paragraph has more than eight words in it, so it is prose for sure."
+
+    def keeps(*lines: str, line: str) -> bool:
+        return line in [x.strip() for x in lc.correct("\n".join([prose, *lines, prose]))[0].split("\n")]
+
+    # program output under a prompt, a REPL's "..." and one-word code lines between code lines
+    assert keeps(">>> print A.x, B.x, C.x", "1 1 1", "Makes sense.", line="1 1 1")
+    assert keeps("...     pass", "...", ">>> class B(A):", line="...")
+    assert keeps('array = ["a", "b", "c"]', "array.compact!", "array.flatten!", "array.map! { |x| x.downcase }",
+                 line="array.flatten!")
+    # a year over list items; a numbered item after its predecessor; a bulleted item among its own
+    assert keeps("2023", "- Raymond Fok (University of Washington)", line="2023")
+    assert keeps("9. The Sports Brat", "Jessica Ceresino founded The Sports Brat.", "10. YOU!!!!!!!",
+                 "Keep Talking Sports!", line="10. YOU!!!!!!!")
+    assert keeps("- Windows Server 2003 R2 (SP0-SP2)", "- Windows XP (SP0-SP3)", "- Windows 2000 Professional SP4",
+                 line="- Windows XP (SP0-SP3)")
+    # still debris: a vote count between maths in prose (a gold debris line), a one-word line
+    # under a tweet's HTML entities, identifiers and a menu in a bulleted list, a year over prose,
+    # a numbered shout with no item before it
+    maths = "  • I'm not sure what the interpretation of $\\int_{0}^1 c(u,b) db$ even means?"
+    assert not keeps(maths, "$\\endgroup$", "1", "$\\begingroup$", "No, that's incorrect: $F(x, y)$ is not.", line="1")
+    assert not keeps("&#127838;&#127838; Bunz &#127838;", "*beaner", "RT @x: a tweet &#128564;", line="*beaner")
+    assert not keeps("  • Qf4ko3TE-P4", "  • -zUDP5vMPUs", "  • yuukXYJtRdM", line="• -zUDP5vMPUs")
+    assert not keeps("- Home page", "- ABOUT US", "- Contact form", line="- ABOUT US")
+    assert not keeps("2016", "create", line="2016")
+    assert not keeps("10. BUY NOW!!!", "Keep Talking Sports!", line="10. BUY NOW!!!")
 
 
 def test_content_line_exceptions_on_their_own() -> None:
