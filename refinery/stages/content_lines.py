@@ -33,7 +33,6 @@ Exceptions by context (session 33, from the lines cut on the trafilatura evaluat
   longer lines above and below are both code ("...     pass" / "..." / ">>> class B(A):",
   "array = [...]" / "array.flatten!" / "array.map! { |x| x.downcase }"), or that sits right under
   an interpreter prompt (">>> print A.x, B.x, C.x" / "1 1 1": program output);
-* **a year over a list item** ("2017" / "- Joined the board of ..."), like a heading;
 * **an item of a list** the uppercase rule would drop: a numbered item whose predecessor is among
   the lines above ("9. The Sports Brat" ... "10. YOU!!!!!!!"), or a bulleted item with a
   lower-case letter and two words or more between two items of the same bullet ("- Windows XP
@@ -120,8 +119,6 @@ def is_content(lines: list[str], i: int, rule: str) -> bool:
     if rule == UPPERCASE:
         return _is_list_member(lines, i)
     stripped = line.strip()
-    if rule == NUMERIC and _YEAR.match(stripped) and _is_list_item(_next_line(lines, i), HEADING_OVER_ITEM_WORDS):
-        return True
     if rule == SINGLE_WORD and _SENTENCE_WORD.match(stripped):
         return True
     after = _next_line(lines, i)
@@ -164,7 +161,6 @@ _PROMPT = re.compile(r"^\s*(?:>>>|In \[\d+\]:|(?:\$|%)(?!\s*[\d.,]+\s*$))\s+\S")
 _NUMBERS = re.compile(r"[\d\s.,:;%+\-–/()]+$")
 #: how many short lines a run of output may hold
 MAX_RUN = 12
-_YEAR = re.compile(r"^(?:19|20)\d\d:?$")
 _ITEM = re.compile(r"\s*(?:([-•*·–])|(\d{1,3})[.)])\s+\S")
 _LOWER = re.compile(r"[^\W\d_A-Z]")
 
