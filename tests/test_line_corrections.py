@@ -395,6 +395,16 @@ def test_code_runs_and_list_items_in_context() -> None:
     assert not keeps("10. BUY NOW!!!", "Keep Talking Sports!", line="10. BUY NOW!!!")
 
 
+def test_a_long_line_around_a_run_is_not_searched_for_code() -> None:
+    """A line over content_lines.MAX_CHARS next to a one-word line is no code line (a review of
+    session 33: one 40,000-character word above "word" took the code patterns 4 s)."""
+    prose = "This paragraph has more than eight words in it, so it is prose for sure."
+    text = "\n".join([prose, "QUJD" * 10000, "word", "x = 1;", prose] * 3)
+    start = time.process_time()
+    LineCorrections().correct(text)
+    assert time.process_time() - start < 0.5
+
+
 def test_content_line_exceptions_on_their_own() -> None:
     lc = LineCorrections()
     prose = "This paragraph has more than eight words in it, so it is prose for sure."

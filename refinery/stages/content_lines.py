@@ -188,8 +188,14 @@ CODE_MAX_WORDS = 12
 _ENTITY = re.compile(r"&#?\w+;")
 
 
-@functools.lru_cache(maxsize=4096)  # a run's lines share the line above: one search per line
 def _is_code(line: str) -> bool:
+    # a line over MAX_CHARS is not looked at, as in is_content: one word of 40,000 characters above a
+    # one-word line took _CODE 4 s, and the cache would hold such lines (a review)
+    return len(line) <= MAX_CHARS and _is_short_code(line)
+
+
+@functools.lru_cache(maxsize=4096)  # a run's lines share the line above: one search per line
+def _is_short_code(line: str) -> bool:
     if len(line.split()) > CODE_MAX_WORDS:
         return False
     line = _ENTITY.sub(" ", line) if "&" in line else line
