@@ -405,6 +405,21 @@ def test_a_long_line_around_a_run_is_not_searched_for_code() -> None:
     assert time.process_time() - start < 0.5
 
 
+def test_a_price_is_no_prompt_over_program_output() -> None:
+    """"$ 29.99 USD" is a price, not a shell command: the rating and review count under it, and a
+    shout under "$ 5 off ...", are not program output (a review of session 33); a command's output
+    ("$ cbmctrl detect" / "8: 1541C", jan-grosser.de) still is."""
+    prose = "This paragraph has more than eight words in it, so it is prose for sure."
+    lc = LineCorrections()
+
+    def kept(*lines: str) -> set[str]:
+        return {x.strip() for x in lc.correct("\n".join([prose, *lines, prose]))[0].split("\n")}
+
+    assert not {"4.5", "(128)"} & kept("$ 29.99 USD", "4.5", "(128)")
+    assert "SHOP NOW AND SAVE ON ALL ITEMS" not in kept("$ 5 off your first order", "SHOP NOW AND SAVE ON ALL ITEMS")
+    assert "8: 1541C" in kept("$ cbmctrl detect", "8: 1541C", "# Inhalt der Diskette anzeigen:")
+
+
 def test_content_line_exceptions_on_their_own() -> None:
     lc = LineCorrections()
     prose = "This paragraph has more than eight words in it, so it is prose for sure."

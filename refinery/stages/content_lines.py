@@ -155,8 +155,9 @@ def _is_list_item(line: str, min_words: int) -> bool:
 #: a line of code that is none of :data:`_CODE`'s: a REPL continuation ("...     pass"), a call
 #: with a block ("array.map! { |x| x.downcase }")
 _CODE_MORE = re.compile(r"^\s*\.\.\.\s+\S|\w[!?]?\s*\{.*\}\s*$")
-#: an interpreter's prompt with a command: the lines under it are its output ("$ 19.99" is a price)
-_PROMPT = re.compile(r"^\s*(?:>>>|In \[\d+\]:|(?:\$|%)(?!\s*[\d.,]+\s*$))\s+\S")
+#: an interpreter's prompt with a command: the lines under it are its output ("$ 19.99", "$ 29.99 USD",
+#: "$ 5 off your order" are prices: no command starts with a digit; a review)
+_PROMPT = re.compile(r"^\s*(?:>>>|In \[\d+\]:|[$%](?!\s*[\d.,]))\s+\S")
 #: a line of numbers: with a line of one word, what a run of output is made of (walked over to the code around)
 _NUMBERS = re.compile(r"[\d\s.,:;%+\-–/()]+$")
 #: how many short lines a run of output may hold
