@@ -420,6 +420,20 @@ def test_a_price_is_no_prompt_over_program_output() -> None:
     assert "8: 1541C" in kept("$ cbmctrl detect", "8: 1541C", "# Inhalt der Diskette anzeigen:")
 
 
+def test_an_upper_case_menu_item_with_accents_is_no_list_member() -> None:
+    """A bulleted item is kept among its list only with a lower-case letter: "Ü", "É" and
+    Cyrillic capitals are upper case too (a review of session 33: "- ÜBER UNS" was kept)."""
+    prose = "This paragraph has more than eight words in it, so it is prose for sure."
+    lc = LineCorrections()
+    for menu in (["- Startseite und mehr", "- ÜBER UNS", "- Kontakt und Anfahrt"],
+                 ["- Actualités du jour", "- ÉVÉNEMENTS À VENIR", "- Contactez-nous ici"],
+                 ["- Главная страница", "- О НАС", "- Контакты и адреса"]):
+        kept = {x.strip() for x in lc.correct("\n".join([prose, *menu, prose]))[0].split("\n")}
+        assert menu[1] not in kept, menu
+    windows = ["- Windows Server 2003 R2 (SP0-SP2)", "- Windows XP (SP0-SP3)", "- Windows 2000 Professional SP4"]
+    assert windows[1] in lc.correct("\n".join([prose, *windows, prose]))[0]
+
+
 def test_content_line_exceptions_on_their_own() -> None:
     lc = LineCorrections()
     prose = "This paragraph has more than eight words in it, so it is prose for sure."

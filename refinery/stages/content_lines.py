@@ -163,7 +163,7 @@ _NUMBERS = re.compile(r"[\d\s.,:;%+\-–/()]+$")
 #: how many short lines a run of output may hold
 MAX_RUN = 12
 _ITEM = re.compile(r"\s*(?:([-•*·–])|(\d{1,3})[.)])\s+\S")
-_LOWER = re.compile(r"[^\W\d_A-Z]")
+
 
 
 def _in_code_run(lines: list[str], i: int) -> bool:
@@ -229,7 +229,7 @@ def _is_list_member(lines: list[str], i: int) -> bool:
         n = int(m.group(2))
         prefixes = (f"{n - 1}.", f"{n - 1})")
         return n > 1 and any(lines[j].lstrip().startswith(prefixes) for j in range(max(0, i - 10), i))
-    if _LOWER.search(lines[i]) is None or len(lines[i][m.end() - 1:].split()) < 2:
+    if not any(c.islower() for c in lines[i]) or len(lines[i][m.end() - 1:].split()) < 2:
         return False  # a menu's "- HOME", an identifier "• -zUDP5vMPUs"
     bullet = m.group(1) + " "
     return _previous_line(lines, i).startswith(bullet) and _next_line(lines, i).startswith(bullet)
