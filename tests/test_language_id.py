@@ -278,3 +278,117 @@ def test_unicode_spaces_separate_words_as_ascii_spaces_do():
     for space in ("\u00a0", "\u202f", "\u3000"):
         lang, score = stage.predict([sentence.replace(" ", space)])
         assert lang == plain[0] == ["en"] and abs(float(score[0]) - float(plain[1][0])) < 1e-6, space
+
+
+# -- by parts (by_parts_min_share) -------------------------------------------------------------
+EVAL_TARBALL = ROOT.parent / "shared" / "data" / "extraction" / "trafilatura_eval_e90b0ef.tar.gz"
+LEADS = ROOT.parent / "shared" / "data" / "quality" / "summaries_en-us.json"
+needs_shared = pytest.mark.skipif(not (EVAL_TARBALL.is_file() and LEADS.is_file() and LINGUA.is_dir()),
+                                  reason="../shared/data (real pages, Wikipedia leads, Leipzig sentences) not present")
+#: an English article quoting Japanese tweets (and their translations); a German article whose
+#: page repeats an English PHP warning ~50 times
+TWEETS_PAGE, WARNINGS_PAGE = "blog.gaijinpot.com.chikan.html", "colours-of-the-soul.alhelm.net.html"
+
+
+def eval_page_texts(*files: str) -> list[str]:
+    """The named pages of trafilatura's evaluation set, extracted as the recipe extracts them."""
+    import tarfile
+
+    from refinery.schema import DOCUMENT_SCHEMA
+    from refinery.stages.extract import TrafilaturaExtractor
+
+    found: dict[str, bytes] = {}
+    with tarfile.open(EVAL_TARBALL, "r|gz") as tar:
+        for member in tar:
+            name = Path(member.name).name
+            if member.isfile() and name in files:
+                found[name] = tar.extractfile(member).read()  # type: ignore[union-attr]
+                if len(found) == len(files):
+                    break
+    htmls = [found[f] for f in files]
+    n = len(files)
+    batch = pa.RecordBatch.from_pydict(
+        {"id": list(files), "url": [f"https://{f}/" for f in files], "warc_record_id": [None] * n,
+         "warc_date": [None] * n, "content_type": ["text/html"] * n, "source": ["test"] * n, "html": htmls,
+         "text": [None] * n}, schema=DOCUMENT_SCHEMA)
+    return TrafilaturaExtractor(backend="trafilatura", timeout_s=0)(batch).column("text").to_pylist()
+
+
+def wiki_leads(n: int, skip: int = 0) -> list[str]:
+    leads = [v["extract"] for v in json.loads(LEADS.read_text(encoding="utf-8")).values() if len(v.get("extract", "")) > 300]
+    return leads[skip : skip + n]
+
+
+@needs_shared
+def test_by_parts_keeps_a_real_english_article_quoting_japanese_tweets():
+    tweets, warnings = eval_page_texts(TWEETS_PAGE, WARNINGS_PAGE)
+    old = run(LanguageId(), [tweets, warnings])
+    # the whole document reads as Japanese: RefinedWeb's rule removed the English article
+    assert col(old, "_reason")[0] == "language_not_kept"
+    stage = LanguageId(by_parts_min_share=0.5)
+    out = run(stage, [tweets, warnings])
+    assert col(out, "_reason") == [None, "language_not_kept"]
+    share = col(out, "language_parts_share")
+    assert share[0] >= 0.5 and col(out, "language")[0] == "ja"  # the whole document's label stays
+    # the German page: its repeated English warning counts once (every line counted: over half)
+    assert share[1] < 0.5
+    assert stage.take_counters() == {"kept_by_parts": 1}
+
+
+@needs_shared
+def test_by_parts_keeps_english_with_foreign_paragraphs_and_not_foreign_with_english_lines():
+    """Mixtures of real texts: 4 Wikipedia leads with 1-5 inserted paragraphs of real sentences
+    of another language, and 8 paragraphs of real foreign sentences with English menus, a
+    Wikipedia sentence or lines of code."""
+    import random
+
+    rng = random.Random(3)
+    foreign = {lang: sentences(lang, 400) for lang in ("de", "ja", "ru", "fr", "zh")}
+    code = [line for line in (ROOT / "refinery" / "stages" / "language_id.py").read_text().splitlines() if len(line) > 30]
+    english, en_share, mixed = wiki_leads(400), [], []
+    for i in range(60):
+        paras = english[4 * i : 4 * i + 4]
+        own = sum(map(len, paras))
+        lang = rng.choice(sorted(foreign))
+        for _ in range(rng.randint(1, 5)):
+            paras.insert(rng.randint(1, len(paras)), " ".join(rng.sample(foreign[lang], rng.choice([1, 2, 3, 5]))))
+        mixed.append("\n".join(paras))
+        en_share.append(own / sum(map(len, paras)))
+    menus = ["Home", "About us", "Contact", "Privacy Policy", "Sign in", "Search", "Read more", "Newsletter"]
+    pages = []
+    for i in range(60):
+        lang = rng.choice(sorted(foreign))
+        paras = [" ".join(rng.sample(foreign[lang], 3)) for _ in range(8)]
+        extra = [menus, [english[i].split(". ")[0]], code[i : i + 8]][i % 3]
+        pages.append("\n".join(extra + paras if i % 3 == 0 else paras[:4] + extra + paras[4:]))
+    removed_before = [r is not None for r in col(run(LanguageId(), mixed), "_reason")]
+    out = run(LanguageId(by_parts_min_share=0.5), mixed)
+    kept = [r is None for r in col(out, "_reason")]
+    assert sum(removed_before) >= 10  # the whole-document rule removes many of them ...
+    rescued = [i for i in range(len(mixed)) if removed_before[i] and kept[i]]
+    assert len(rescued) >= sum(removed_before) // 2  # ... and by parts keeps most of those
+    assert all(en_share[i] >= 0.5 for i in rescued)  # only mostly-English documents
+    assert all(kept[i] for i in range(len(mixed)) if en_share[i] >= 0.6)
+    out = run(LanguageId(by_parts_min_share=0.5), pages)
+    assert col(out, "_reason") == ["language_not_kept"] * len(pages)
+    assert max(col(out, "language_parts_share")) < 0.5
+
+
+def test_by_parts_settings_and_columns():
+    en = "This is a plain English sentence about the weather and the sea, written for a test."
+    # off (the default): no column, the documents' fate as before
+    out = run(LanguageId(), [en, None])
+    assert "language_parts_share" not in out.schema.names
+    stage = LanguageId(by_parts_min_share=0.5)
+    assert stage.metric_columns() == ["language_score", "language_parts_share"]
+    out = run(stage, [en, None, "   "])
+    # only documents the whole-document rule removed for their language are scored by parts
+    assert col(out, "language_parts_share") == [None, None, None]
+    assert out.schema.field("language_parts_share").type == pa.float32()
+    empty = stage(pa.RecordBatch.from_pydict({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}))
+    assert "language_parts_share" in empty.schema.names  # every shard has the column, empty ones too
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="by_parts_min_share"):
+            LanguageId(by_parts_min_share=bad)
+    with pytest.raises(ValueError, match="by_parts_min_share"):
+        LanguageId(languages=[], by_parts_min_share=0.5)

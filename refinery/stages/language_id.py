@@ -15,6 +15,18 @@ null for empty text) and ``language_score`` (float32, the top label's probabilit
 ``languages=[]`` keeps every language (``min_score`` still applies; set it to 0 to disable).
 RefinedWeb keeps English documents with a top score >= 0.65.
 
+By parts (``by_parts_min_share``, off by default): a document the whole-document rule removes
+(``low_language_score`` or ``language_not_kept``) is scored again line by line, and kept when the
+lines whose probability of ``languages`` (pooled) reaches ``min_score`` hold at least that share
+of its characters. Each distinct line counts once, so repeated boilerplate (PHP warnings, a
+repeated menu) does not decide. Why: the whole-document score of an English article quoting
+foreign text falls under 0.65 (a real article with embedded Japanese tweets scored ``ja`` 0.52),
+while a foreign page with English menus, quotes or code stays far under half (docs/languages.md).
+Such documents get ``language_parts_share`` (float32; null for the others; the column exists
+only when the option is set) and are counted as ``kept_by_parts``; ``language`` and
+``language_score`` stay the whole document's. Only documents under the threshold pay: all their
+lines go to fastText in one more ``predict`` call per batch.
+
 Only the first ``max_chars`` characters are scored, with line breaks replaced by spaces (fastText
 predicts one line at a time). The whole batch goes to fastText in one ``predict`` call.
 
@@ -114,6 +126,7 @@ class LanguageId(Stage):
 
     kind = "language_id"
     libraries = ("fasttext-numpy2",)
+    threshold_params = {"language_score": ["min_score"], "language_parts_share": ["by_parts_min_share"]}
 
     def __init__(
         self,
@@ -121,10 +134,16 @@ class LanguageId(Stage):
         min_score: float = 0.65,
         max_chars: int = 10_000,
         model_path: str | None = None,
+        by_parts_min_share: float | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
         self.languages = ["en"] if languages is None else [str(lang) for lang in languages]
+        if by_parts_min_share is not None and not 0.0 < by_parts_min_share <= 1.0:
+            raise ValueError(f"by_parts_min_share must be within (0, 1], got {by_parts_min_share}")
+        if by_parts_min_share is not None and not self.languages:
+            raise ValueError("by_parts_min_share: needs languages (with languages: [] every document is wanted)")
+        self.by_parts_min_share = None if by_parts_min_share is None else float(by_parts_min_share)
         if model_path is None:  # a model of your own is checked against its labels when it loads
             check_languages(self.languages, LID176_LANGUAGES)
         if not 0.0 <= min_score <= 1.0:
@@ -149,7 +168,7 @@ class LanguageId(Stage):
         return model
 
     def metric_columns(self) -> list[str]:
-        return ["language_score"]
+        return ["language_score"] + (["language_parts_share"] if self.by_parts_min_share is not None else [])
 
     def model_files(self) -> list[Path]:
         return [Path(self.model_path).expanduser() if self.model_path else lid_model_path()]
@@ -196,6 +215,38 @@ class LanguageId(Stage):
                 scores[i] = prob[0] if len(prob) else 0.0
         return langs, scores
 
+    def parts_shares(self, texts: list[str]) -> np.ndarray:
+        """Per text, the share of its characters (first ``max_chars``, each distinct non-empty
+        line once) in lines whose pooled probability of ``languages`` reaches ``min_score``
+        (float32; 0 for a text without lines). All lines go to fastText in one call."""
+        parts = [list(dict.fromkeys(line.strip() for line in t[: self.max_chars].split("\n") if line.strip()))
+                 for t in texts]
+        scores = self.wanted_scores([p for ps in parts for p in ps])
+        threshold = np.float32(self.min_score)
+        out = np.zeros(len(texts), dtype=np.float32)
+        start = 0
+        for i, ps in enumerate(parts):
+            sizes = np.fromiter((len(p) for p in ps), dtype=np.int64, count=len(ps))
+            wanted = scores[start : start + len(ps)] >= threshold
+            start += len(ps)
+            if sizes.sum():
+                out[i] = sizes[wanted].sum() / sizes.sum()
+        return out
+
+    def _by_parts(self, texts: list[str | None], reasons: list[str | None], metrics: list[float | None]) -> pa.Array:
+        """Score by parts the documents the whole-document rule removed for their language; keep
+        those whose share reaches ``by_parts_min_share`` (their reason and metric cleared).
+        Returns the ``language_parts_share`` column (null for documents not scored by parts)."""
+        rows = [i for i, r in enumerate(reasons) if r in ("low_language_score", "language_not_kept")]
+        share = np.full(len(texts), np.nan, dtype=np.float32)
+        if rows:
+            share[rows] = self.parts_shares([texts[i] or "" for i in rows])
+            kept = [i for i in rows if share[i] >= np.float32(self.by_parts_min_share)]
+            for i in kept:
+                reasons[i] = metrics[i] = None
+            self.count("kept_by_parts", len(kept))
+        return pa.array(share, type=pa.float32(), mask=np.isnan(share))
+
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         texts = batch.column("text").to_pylist()
         langs, scores = self.predict(texts)
@@ -229,7 +280,7 @@ class LanguageId(Stage):
                 reasons.append(None)
                 metrics.append(None)
         score_array = pa.array(scores, type=pa.float32(), mask=np.isnan(scores))
-        return with_decision(
-            batch, reasons, metrics,
-            extra={"language": pa.array(langs, type=pa.string()), "language_score": score_array},
-        )
+        extra = {"language": pa.array(langs, type=pa.string()), "language_score": score_array}
+        if self.by_parts_min_share is not None:
+            extra["language_parts_share"] = self._by_parts(texts, reasons, metrics)
+        return with_decision(batch, reasons, metrics, extra=extra)
