@@ -95,10 +95,46 @@ def test_removed_pages_cannot_survive_the_plain_chain(sample: pa.RecordBatch, sc
     picked = sorted(set(removed[::4]) | {i for i in removed if "uraharajuku" not in sample.column("url")[i].as_py()})
     pages = sample.take(pa.array(picked[:16]))
     extracted = TrafilaturaExtractor(timeout_s=0)(pages)
-    lid = LanguageId()(_strip(extracted))
-    quality = GopherQuality()(_strip(lid))
-    for ex, lr, qr in zip(*(b.column(REASON).to_pylist() for b in (extracted, lid, quality))):
-        assert ex is not None or lr is not None or qr in {"too_few_words", "empty_text"}
+    # language_id by parts keeps more (mostly-English documents quoting other languages): not these
+    for final in (LanguageId(), LanguageId(by_parts_min_share=0.5)):
+        lid = final(_strip(extracted))
+        quality = GopherQuality()(_strip(lid))
+        for ex, lr, qr in zip(*(b.column(REASON).to_pylist() for b in (extracted, lid, quality))):
+            assert ex is not None or lr is not None or qr in {"too_few_words", "empty_text"}
+
+
+LEADS = ROOT.parent / "shared" / "data" / "quality" / "summaries_en-us.json"
+LINGUA = ROOT.parent / "shared" / "data" / "langid" / "lingua-testdata" / "sentences"
+
+
+@pytest.mark.skipif(not (LEADS.is_file() and LINGUA.is_dir()), reason="../shared/data not present")
+def test_english_pages_quoting_other_languages_reach_language_id() -> None:
+    """Pages that language_id keeps by parts must not be thrown away before extraction: real
+    Wikipedia leads with 1-5 paragraphs of real Japanese, Russian or German sentences inserted,
+    as HTML pages (one <p> per paragraph)."""
+    import random
+
+    rng = random.Random(11)
+    leads = [v["extract"] for v in json.loads(LEADS.read_text(encoding="utf-8")).values() if len(v.get("extract", "")) > 300]
+    foreign = {lang: [s for s in (LINGUA / f"{lang}.txt").read_text(encoding="utf-8").splitlines() if s.strip()][:300]
+               for lang in ("ja", "ru", "de")}
+    texts = []
+    for i in range(45):
+        paras = leads[4 * i : 4 * i + 4]
+        lang = sorted(foreign)[i % 3]
+        for _ in range(rng.randint(1, 5)):
+            paras.insert(rng.randint(1, len(paras)), " ".join(rng.sample(foreign[lang], rng.choice([1, 3, 5]))))
+        texts.append("\n".join(paras))
+    kept = LanguageId(by_parts_min_share=0.5)(pa.RecordBatch.from_pydict({"id": [str(i) for i in range(45)], "text": texts}))
+    by_parts = [i for i, share in enumerate(kept.column("language_parts_share").to_pylist())
+                if share is not None and kept.column(REASON)[i].as_py() is None]
+    assert len(by_parts) >= 5
+    pages = [("<html><body>" + "".join(f"<p>{htmllib.escape(p)}</p>" for p in texts[i].split("\n")) + "</body></html>").encode()
+             for i in by_parts]
+    n = len(pages)
+    screened = LanguagePrescreen()(pa.RecordBatch.from_pydict(
+        {"id": [str(i) for i in range(n)], "html": pages, "content_type": ["text/html; charset=utf-8"] * n}))
+    assert screened.column(REASON).to_pylist() == [None] * n
 
 
 def test_pages_it_cannot_judge_pass(sample: pa.RecordBatch) -> None:
