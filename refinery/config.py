@@ -115,9 +115,13 @@ class StageConfig(_Strict):
         return json.loads(json.dumps(values, sort_keys=True, default=str))
 
     def fingerprint_params(self, stage: Stage | None = None) -> dict[str, Any]:
-        """:meth:`effective_params` without the :data:`ADDED_STAGE_PARAMS` still at their old behaviour."""
-        added = ADDED_STAGE_PARAMS.get(self.type, {})
-        return {k: v for k, v in self.effective_params(stage).items() if not (k in added and v == added[k])}
+        """:meth:`effective_params` without the params the stage added later (``Stage.added_params``)
+        still at their old behaviour, so a run made before they existed resumes. Compared as JSON:
+        ``2`` and ``2.0`` are not the same fingerprint."""
+        stage = stage if stage is not None else self.build()
+        added = type(stage).added_params
+        return {k: v for k, v in self.effective_params(stage).items()
+                if not (k in added and json.dumps(v, sort_keys=True) == json.dumps(added[k], sort_keys=True))}
 
 
 def _missing_model(stage: Stage) -> str | None:
@@ -210,14 +214,6 @@ class ExecutorConfig(_Strict):
     #: (Hadoop's ``mapreduce.map.failures.maxpercent``, as a fraction)
     max_failed_fraction: float = Field(0.0, ge=0.0, lt=1.0)
 
-
-#: stage params added after runs were made, each with the value that does what runs did before it:
-#: left out of the documents pass's fingerprint while at that value (:meth:`StageSpec.fingerprint_params`),
-#: so a run made before a param existed resumes instead of differing by "<unset> -> False" (as
-#: ``refinery.dedup.config.ADDED_SETTINGS`` for dedup passes)
-ADDED_STAGE_PARAMS: dict[str, dict[str, Any]] = {
-    "line_corrections": {"drop_credits": False, "drop_lookalikes": False},
-}
 
 _PASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 #: the run directory's own entries (refinery.rundir), which no pass may be named

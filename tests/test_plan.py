@@ -1148,3 +1148,26 @@ def test_stage_params_added_later_leave_the_fingerprint_while_at_their_old_behav
     assert filter_pass({"drop_credits": False, "drop_lookalikes": False}).fingerprint == base.fingerprint
     on = filter_pass({"drop_credits": True})
     assert on.fingerprint != base.fingerprint and on.params["stages"][0]["params"]["drop_credits"] is True
+
+
+def test_a_run_made_before_an_added_stage_param_resumes_and_setting_it_is_refused(tmp_path, monkeypatch):
+    """language_id gained ``by_parts_min_share`` (off: None). A run made before it was refused on
+    resume for "stages.language_id.params.by_parts_min_share '<unset>' -> None" (a review): a
+    param at its old behaviour (``Stage.added_params``) is left out of the fingerprint."""
+    import refinery.config as config_module
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jsonl").write_text("".join(json.dumps({"id": str(i), "text": f"This is English sentence number {i} "
+                                                     "about the weather and the sea."}) + "\n" for i in range(5)))
+    spec = {"stages": [{"type": "language_id", "params": {"languages": ["en"]}}]}
+    out = tmp_path / "run"
+    effective = config_module.StageConfig.effective_params
+    with monkeypatch.context() as m:  # the refinery before the param: its effective params lack it
+        m.setattr(config_module.StageConfig, "effective_params",
+                  lambda self, stage=None: {k: v for k, v in effective(self, stage).items() if k != "by_parts_min_share"})
+        assert run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False).passes["filter"] == "done"
+    assert run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False).passes["filter"] == "skipped"
+    on = {"stages": [{"type": "language_id", "params": {"languages": ["en"], "by_parts_min_share": 0.5}}]}
+    with pytest.raises(RerunError, match=r"by_parts_min_share '<unset>' -> 0\.5"):
+        run_pipeline(parse_config(on), str(src), str(out), workers=1, progress=False)

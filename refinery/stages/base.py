@@ -61,6 +61,11 @@ class Stage(ABC):
     #: the distributions (PyPI names) whose versions decide this stage's output: a run records
     #: them in its plan, so a resumed run refuses to mix shards made by two versions of them
     libraries: ClassVar[tuple[str, ...]] = ()
+    #: params added after runs were made, each with the value that does what runs did before it:
+    #: left out of the plan's fingerprint while at that value, so a run made before the param
+    #: existed resumes instead of being refused for "<unset> -> None" (as the dedup passes'
+    #: ``refinery.dedup.config.ADDED_SETTINGS``)
+    added_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind

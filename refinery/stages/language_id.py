@@ -127,6 +127,7 @@ class LanguageId(Stage):
     kind = "language_id"
     libraries = ("fasttext-numpy2",)
     threshold_params = {"language_score": ["min_score"], "language_parts_share": ["by_parts_min_share"]}
+    added_params = {"by_parts_min_share": None}  # runs made before it resume
 
     def __init__(
         self,

@@ -333,6 +333,7 @@ class LineCorrections(Stage):
     kind = "line_corrections"
     rewrites_text = True
     reports_cut_lines = True
+    added_params = {"drop_credits": False, "drop_lookalikes": False}  # session 33: runs made before them resume
 
     def __init__(
         self,
