@@ -329,7 +329,8 @@ def test_by_parts_keeps_a_real_english_article_quoting_japanese_tweets():
     out = run(stage, [tweets, warnings])
     assert col(out, "_reason") == [None, "language_not_kept"]
     share = col(out, "language_parts_share")
-    assert share[0] >= 0.5 and col(out, "language")[0] == "ja"  # the whole document's label stays
+    assert share[0] >= 0.5 and col(out, "language_document")[0] == "ja"  # the whole document's label
+    assert col(out, "language")[0] == "en" and col(out, "language_score")[0] < 0.65  # what it was kept as
     # the German page: its repeated English warning counts once (every line counted: over half)
     assert share[1] < 0.5
     assert stage.take_counters() == {"kept_by_parts": 1}
@@ -392,3 +393,40 @@ def test_by_parts_settings_and_columns():
             LanguageId(by_parts_min_share=bad)
     with pytest.raises(ValueError, match="by_parts_min_share"):
         LanguageId(languages=[], by_parts_min_share=0.5)
+
+
+def test_documents_kept_by_parts_count_as_the_wanted_language_in_the_stats():
+    """An English run with by_parts_min_share kept English Wikipedia leads quoting Japanese
+    sentences labelled ``ja``: its per-language stats said 23 of 45 kept documents and 70% of the
+    kept characters were Japanese (a review). They are labelled as what they were kept as; the
+    whole document's label moves to ``language_document``."""
+    if not (LEADS.is_file() and LINGUA.is_dir()):
+        pytest.skip("../shared/data (Wikipedia leads, Leipzig sentences) not present")
+    import random
+
+    from refinery.stats.collector import ShardStatsCollector, StatsOptions
+
+    rng = random.Random(5)
+    ja = sentences("ja", 300)
+    texts = []
+    for i in range(12):
+        paras = wiki_leads(4, skip=4 * i)
+        for _ in range(rng.randint(2, 5)):
+            paras.insert(rng.randint(1, len(paras)), " ".join(rng.sample(ja, 5)))
+        texts.append("\n".join(paras))
+    stage = LanguageId(by_parts_min_share=0.5)
+    batch = pa.RecordBatch.from_pydict({"id": [str(i) for i in range(len(texts))], "text": texts})
+    out = stage(batch)
+    whole = [r for r in col(run(LanguageId(), texts), "language")]
+    kept = [i for i, r in enumerate(col(out, "_reason")) if r is None and col(out, "language_parts_share")[i] is not None]
+    assert len(kept) >= 4 and any(whole[i] == "ja" for i in kept)
+    assert [col(out, "language")[i] for i in kept] == ["en"] * len(kept)
+    assert [col(out, "language_document")[i] for i in kept] == [whole[i] for i in kept]
+    # the run's per-language stats: no Japanese document kept in an English run
+    collector = ShardStatsCollector("s", [stage], StatsOptions())
+    collector.observe(stage.name, batch, out)
+    collector.observe_kept(out.filter(pa.array([r is None for r in col(out, "_reason")])))
+    assert collector.languages["en"]["docs_kept"] == col(out, "_reason").count(None)
+    assert collector.languages.get("ja", {}).get("docs_kept", 0) == 0
+    # documents not scored by parts have neither column's value
+    assert all(col(out, "language_document")[i] is None for i, s in enumerate(col(out, "language_parts_share")) if s is None)

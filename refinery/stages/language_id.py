@@ -22,9 +22,12 @@ of its characters. Each distinct line counts once, so repeated boilerplate (PHP 
 repeated menu) does not decide. Why: the whole-document score of an English article quoting
 foreign text falls under 0.65 (a real article with embedded Japanese tweets scored ``ja`` 0.52),
 while a foreign page with English menus, quotes or code stays far under half (docs/languages.md).
-Such documents get ``language_parts_share`` (float32; null for the others; the column exists
-only when the option is set) and are counted as ``kept_by_parts``; ``language`` and
-``language_score`` stay the whole document's. Only documents under the threshold pay: all their
+Such documents get ``language_parts_share`` (float32) and ``language_document`` (their whole
+document's top label); both are null for the others and exist only when the option is set.
+Those kept are counted as ``kept_by_parts`` and labelled as what they were kept as: ``language``
+is the most probable of ``languages`` and ``language_score`` their pooled probability over the
+whole document (so an English run's per-language stats and tokens count an English article
+quoting Japanese as ``en``, not ``ja``). Only documents under the threshold pay: all their
 lines go to fastText in one more ``predict`` call per batch.
 
 Only the first ``max_chars`` characters are scored, with line breaks replaced by spaces (fastText
@@ -194,14 +197,23 @@ class LanguageId(Stage):
         stage keeping several labels of one language (hr, bs, sr, sh; ms, id) keeps on. The top label
         alone kept 3 of 200 Croatian paragraphs whose hr+bs+sr probability was >= 0.65 for all
         200 (found by adversarial testing)."""
+        return self._wanted(texts, floor)[1]
+
+    def _wanted(self, texts: list[str], floor: float = 0.001) -> tuple[list[str | None], np.ndarray]:
+        """(per text the most probable of ``languages`` (None if none reaches ``floor``), the
+        pooled probability :meth:`wanted_scores` returns)."""
         if not texts:
-            return np.zeros(0, dtype=np.float32)
+            return [], np.zeros(0, dtype=np.float32)
         labels, probs = self._model().predict(self._inputs(texts), k=-1, threshold=floor, on_unicode_error="replace")
         wanted = {_LABEL_PREFIX + lang for lang in self.languages}
+        best: list[str | None] = [None] * len(texts)
         out = np.zeros(len(texts), dtype=np.float32)
         for i, (names, values) in enumerate(zip(labels, probs)):
-            out[i] = min(1.0, sum(p for name, p in zip(names, values) if name in wanted))
-        return out
+            found = [(p, name) for name, p in zip(names, values) if name in wanted]
+            out[i] = min(1.0, sum(p for p, _ in found))
+            if found:
+                best[i] = max(found)[1][len(_LABEL_PREFIX):]
+        return best, out
 
     def predict(self, texts: list[str | None]) -> tuple[list[str | None], np.ndarray]:
         """(top language or None for empty text, its score as float32 (NaN for empty text))."""
@@ -234,19 +246,30 @@ class LanguageId(Stage):
                 out[i] = sizes[wanted].sum() / sizes.sum()
         return out
 
-    def _by_parts(self, texts: list[str | None], reasons: list[str | None], metrics: list[float | None]) -> pa.Array:
+    def _by_parts(self, texts: list[str | None], reasons: list[str | None], metrics: list[float | None],
+                  langs: list[str | None], scores: np.ndarray) -> dict[str, pa.Array]:
         """Score by parts the documents the whole-document rule removed for their language; keep
-        those whose share reaches ``by_parts_min_share`` (their reason and metric cleared).
-        Returns the ``language_parts_share`` column (null for documents not scored by parts)."""
+        those whose share reaches ``by_parts_min_share`` (their reason and metric cleared). A
+        document kept is labelled as what it was kept as: ``langs`` / ``scores`` get the most
+        probable of ``languages`` and their pooled probability over the whole document (an English
+        run counted its English articles quoting Japanese as ``ja`` in the per-language stats and
+        tokens). Returns the ``language_parts_share`` and ``language_document`` columns (null for
+        documents not scored by parts; the latter is the whole document's top label)."""
         rows = [i for i, r in enumerate(reasons) if r in ("low_language_score", "language_not_kept")]
         share = np.full(len(texts), np.nan, dtype=np.float32)
+        whole: list[str | None] = [None] * len(texts)
         if rows:
             share[rows] = self.parts_shares([texts[i] or "" for i in rows])
             kept = [i for i in rows if share[i] >= np.float32(self.by_parts_min_share)]
-            for i in kept:
+            best, pooled = self._wanted([texts[i] or "" for i in kept])
+            for i in rows:
+                whole[i] = langs[i]
+            for j, i in enumerate(kept):
                 reasons[i] = metrics[i] = None
+                langs[i], scores[i] = best[j] or self.languages[0], pooled[j]
             self.count("kept_by_parts", len(kept))
-        return pa.array(share, type=pa.float32(), mask=np.isnan(share))
+        return {"language_parts_share": pa.array(share, type=pa.float32(), mask=np.isnan(share)),
+                "language_document": pa.array(whole, type=pa.string())}
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         texts = batch.column("text").to_pylist()
@@ -280,8 +303,7 @@ class LanguageId(Stage):
             else:
                 reasons.append(None)
                 metrics.append(None)
+        parts = self._by_parts(texts, reasons, metrics, langs, scores) if self.by_parts_min_share is not None else {}
         score_array = pa.array(scores, type=pa.float32(), mask=np.isnan(scores))
-        extra = {"language": pa.array(langs, type=pa.string()), "language_score": score_array}
-        if self.by_parts_min_share is not None:
-            extra["language_parts_share"] = self._by_parts(texts, reasons, metrics)
+        extra = {"language": pa.array(langs, type=pa.string()), "language_score": score_array, **parts}
         return with_decision(batch, reasons, metrics, extra=extra)
