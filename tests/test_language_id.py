@@ -430,3 +430,26 @@ def test_documents_kept_by_parts_count_as_the_wanted_language_in_the_stats():
     assert collector.languages.get("ja", {}).get("docs_kept", 0) == 0
     # documents not scored by parts have neither column's value
     assert all(col(out, "language_document")[i] is None for i, s in enumerate(col(out, "language_parts_share")) if s is None)
+
+
+def test_by_parts_with_min_score_zero_keeps_no_foreign_document():
+    """``min_score: 0`` (no score threshold, docs: "set it to 0 to disable") with
+    by_parts_min_share kept every real German, Japanese, Russian, French and Chinese paragraph
+    (20 of 20, a review): every line's English probability, 0 included, "reached" 0. A line
+    reads as wanted as a document does: its top label wanted, or the wanted labels hold half."""
+    if not LINGUA.is_dir():
+        pytest.skip("../shared/data/langid not present")
+    docs = []
+    for lang in ("de", "ja", "ru", "fr", "zh"):
+        s = sentences(lang, 24)
+        docs += ["\n".join(s[i * 6:(i + 1) * 6]) for i in range(4)]
+    for min_score in (0.0, 0.3):
+        out = run(LanguageId(min_score=min_score, by_parts_min_share=0.5), docs)
+        assert col(out, "_reason") == ["language_not_kept"] * len(docs), min_score
+    # an English document with a foreign paragraph is still kept by parts at min_score 0
+    en = wiki_leads(3) if LEADS.is_file() else []
+    if en:
+        mixed = "\n".join(en[:2] + ["\u3002".join(sentences("ja", 40))] + en[2:])
+        out = run(LanguageId(min_score=0.0, by_parts_min_share=0.5), [mixed])
+        whole = run(LanguageId(min_score=0.0), [mixed])
+        assert col(out, "_reason") == [None] or col(whole, "_reason") == [None]

@@ -199,21 +199,22 @@ class LanguageId(Stage):
         200 (found by adversarial testing)."""
         return self._wanted(texts, floor)[1]
 
-    def _wanted(self, texts: list[str], floor: float = 0.001) -> tuple[list[str | None], np.ndarray]:
+    def _wanted(self, texts: list[str], floor: float = 0.001) -> tuple[list[str | None], np.ndarray, np.ndarray]:
         """(per text the most probable of ``languages`` (None if none reaches ``floor``), the
-        pooled probability :meth:`wanted_scores` returns)."""
+        pooled probability :meth:`wanted_scores` returns, whether the top label is wanted)."""
         if not texts:
-            return [], np.zeros(0, dtype=np.float32)
+            return [], np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool)
         labels, probs = self._model().predict(self._inputs(texts), k=-1, threshold=floor, on_unicode_error="replace")
         wanted = {_LABEL_PREFIX + lang for lang in self.languages}
         best: list[str | None] = [None] * len(texts)
         out = np.zeros(len(texts), dtype=np.float32)
+        top = np.array([bool(names) and names[0] in wanted for names in labels], dtype=bool)
         for i, (names, values) in enumerate(zip(labels, probs)):
             found = [(p, name) for name, p in zip(names, values) if name in wanted]
             out[i] = min(1.0, sum(p for p, _ in found))
             if found:
                 best[i] = max(found)[1][len(_LABEL_PREFIX):]
-        return best, out
+        return best, out, top
 
     def predict(self, texts: list[str | None]) -> tuple[list[str | None], np.ndarray]:
         """(top language or None for empty text, its score as float32 (NaN for empty text))."""
@@ -230,11 +231,16 @@ class LanguageId(Stage):
 
     def parts_shares(self, texts: list[str]) -> np.ndarray:
         """Per text, the share of its characters (first ``max_chars``, each distinct non-empty
-        line once) in lines whose pooled probability of ``languages`` reaches ``min_score``
-        (float32; 0 for a text without lines). All lines go to fastText in one call."""
+        line once) in lines whose pooled probability of ``languages`` reaches ``min_score``, their
+        top label being wanted or that probability 0.5 or more, as the whole-document rule reads
+        a document (float32; 0 for a text without lines). All lines go to fastText in one call."""
         parts = [list(dict.fromkeys(line.strip() for line in t[: self.max_chars].split("\n") if line.strip()))
                  for t in texts]
-        scores = self.wanted_scores([p for ps in parts for p in ps])
+        _, scores, top = self._wanted([p for ps in parts for p in ps])
+        # a line reads as wanted by the whole-document rule: its pooled probability reaches
+        # min_score and its top label is wanted or the wanted labels hold half (with min_score 0,
+        # every line of every foreign document counted, and every one was kept)
+        scores = np.where(top | (scores >= np.float32(0.5)), scores, np.float32(-1.0))
         threshold = np.float32(self.min_score)
         out = np.zeros(len(texts), dtype=np.float32)
         start = 0
@@ -261,7 +267,7 @@ class LanguageId(Stage):
         if rows:
             share[rows] = self.parts_shares([texts[i] or "" for i in rows])
             kept = [i for i in rows if share[i] >= np.float32(self.by_parts_min_share)]
-            best, pooled = self._wanted([texts[i] or "" for i in kept])
+            best, pooled, _ = self._wanted([texts[i] or "" for i in kept])
             for i in rows:
                 whole[i] = langs[i]
             for j, i in enumerate(kept):
