@@ -453,3 +453,28 @@ def test_by_parts_with_min_score_zero_keeps_no_foreign_document():
         out = run(LanguageId(min_score=0.0, by_parts_min_share=0.5), [mixed])
         whole = run(LanguageId(min_score=0.0), [mixed])
         assert col(out, "_reason") == [None] or col(whole, "_reason") == [None]
+
+
+def test_by_parts_scores_lines_in_bounded_chunks_with_the_same_shares(monkeypatch):
+    """A batch of documents of short distinct lines went to fastText as one k=-1 call: ~450,000
+    lines for 500 such documents peaked 510 MB over the stage (a review). Lines go in chunks;
+    the shares do not change."""
+    import refinery.stages.language_id as module
+
+    rng = __import__("random").Random(2)
+    docs = ["\n".join(f"日本 {rng.randrange(10**8)}" if j % 3 else f"the sea and the sky {rng.randrange(10**8)}"
+                      for j in range(300)) for _ in range(7)]
+    whole = LanguageId(by_parts_min_share=0.5).parts_shares(docs)
+    stage = LanguageId(by_parts_min_share=0.5)
+    model = stage._model()
+    sizes = []
+
+    class Spy:
+        def predict(self, texts, **kw):
+            sizes.append(len(texts))
+            return model.predict(texts, **kw)
+
+    stage._lazy_model = Spy()
+    monkeypatch.setattr(module, "PARTS_CHUNK_LINES", 500)
+    assert stage.parts_shares(docs).tolist() == whole.tolist()
+    assert max(sizes) <= 500 and sum(sizes) == 7 * 300

@@ -28,7 +28,7 @@ Those kept are counted as ``kept_by_parts`` and labelled as what they were kept 
 is the most probable of ``languages`` and ``language_score`` their pooled probability over the
 whole document (so an English run's per-language stats and tokens count an English article
 quoting Japanese as ``en``, not ``ja``). Only documents under the threshold pay: all their
-lines go to fastText in one more ``predict`` call per batch.
+lines go to fastText in one more ``predict`` call per batch (per 20,000 lines).
 
 Only the first ``max_chars`` characters are scored, with line breaks replaced by spaces (fastText
 predicts one line at a time). The whole batch goes to fastText in one ``predict`` call.
@@ -72,6 +72,8 @@ vec vep vi vls vo wa war wuu xal xmf yi yo yue zh
 """.split())
 
 _MODELS: dict[str, Any] = {}  # path -> loaded fastText model, one per process
+#: lines scored per fastText call by ``by_parts_min_share`` (bounds its memory per batch)
+PARTS_CHUNK_LINES = 20_000
 
 
 def check_languages(languages: list[str], known: frozenset[str] | set[str], model: str = "LID-176") -> None:
@@ -233,10 +235,15 @@ class LanguageId(Stage):
         """Per text, the share of its characters (first ``max_chars``, each distinct non-empty
         line once) in lines whose pooled probability of ``languages`` reaches ``min_score``, their
         top label being wanted or that probability 0.5 or more, as the whole-document rule reads
-        a document (float32; 0 for a text without lines). All lines go to fastText in one call."""
+        a document (float32; 0 for a text without lines). Lines go to fastText :data:`PARTS_CHUNK_LINES` at a time."""
         parts = [list(dict.fromkeys(line.strip() for line in t[: self.max_chars].split("\n") if line.strip()))
                  for t in texts]
-        _, scores, top = self._wanted([p for ps in parts for p in ps])
+        lines = [p for ps in parts for p in ps]
+        # in chunks: fastText's k=-1 answer is ~1 KB of Python lists per line, and a batch of
+        # 500 documents of short distinct lines (~450,000 lines) peaked 510 MB over the stage
+        chunks = [self._wanted(lines[i : i + PARTS_CHUNK_LINES]) for i in range(0, len(lines), PARTS_CHUNK_LINES)]
+        scores = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(0, dtype=np.float32)
+        top = np.concatenate([c[2] for c in chunks]) if chunks else np.zeros(0, dtype=bool)
         # a line reads as wanted by the whole-document rule: its pooled probability reaches
         # min_score and its top label is wanted or the wanted labels hold half (with min_score 0,
         # every line of every foreign document counted, and every one was kept)
