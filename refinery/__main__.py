@@ -14,7 +14,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         sys.exit(130)
-    cli_main()
+    cli_main(exiting=True)
 
 
 if __name__ == "__main__":

@@ -252,9 +252,12 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     """The ``refinery`` entry point: every error ends as one ``error:`` line on stderr (exit code 2
-    for a usage or user error, 1 for an unexpected one) and a traceback only with ``-v``."""
+    for a usage or user error, 1 for an unexpected one) and a traceback only with ``-v``.
+
+    ``exiting``: the process ends after this call (the console script), so SIGINT is ignored once
+    the command is over instead of handed back to Python."""
     import traceback
 
     try:  # typer >= 0.20 vendors click
@@ -301,7 +304,11 @@ def main(argv: list[str] | None = None) -> None:
         print_error(f"{message}{hint}" if str(exc) else f"{type(exc).__name__}{hint}")
         code = 2 if user else 1
     finally:
-        if handles_ctrl_c:  # called in-process (tests): leave SIGINT as it was
+        if handles_ctrl_c and exiting:
+            # nothing is left to stop: a Ctrl-C in the interpreter's exit (atexit joins the pools'
+            # threads) printed a traceback, or killed the process by SIGINT after its one line
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        elif handles_ctrl_c:  # called in-process (tests): leave SIGINT as it was
             signal.signal(signal.SIGINT, signal.default_int_handler)
             interrupts.reset()
     if code == 130 and handles_ctrl_c and "ray" in sys.modules:
@@ -315,4 +322,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(exiting=True)

@@ -600,6 +600,86 @@ def test_ctrl_c_stops_every_process_with_one_line_and_a_rerun_resumes(tmp_path):
     assert run_status(str(out)).complete
 
 
+def _token_bytes(out: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted((out / "tokens").glob("*")) if f.suffix in (".bin", ".idx")}
+
+
+def _sigint_twice_after(cmd: list[str], marker: str, offset: float, gap: float) -> subprocess.CompletedProcess:
+    """Run ``cmd`` as a terminal's foreground job would, and once ``marker`` is logged on stderr,
+    wait ``offset`` seconds and press Ctrl-C twice, ``gap`` seconds apart (to the process group)."""
+    import os
+    import signal
+    import threading
+
+    def as_a_foreground_job() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_a_foreground_job)
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if marker in line:
+                seen.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert seen.wait(60), "".join(lines)[-2000:]
+    time.sleep(offset)
+    for _ in range(2):
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            break
+        time.sleep(gap)
+    out = proc.communicate(timeout=60)[0]
+    reader.join()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "".join(lines))
+
+
+def _demo_cmd(out: Path) -> list[str]:
+    return [sys.executable, "-m", "refinery", "run", str(ROOT / "configs/refinedweb.yaml"),
+            "--input", str(ROOT / "data/sample/warc"), "--output", str(out)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    clean = subprocess.run(_demo_cmd(out), capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("marker,offset,gap", [
+    ("[tokens] pass 6/6", 0.0, 0.25),  # the second Ctrl-C in the pool's shutdown or the exit
+    ("[tokens] pass 6/6", 0.05, 0.1),
+    ("[filter] pass 1/6", 0.02, 0.06),  # the first one while the pool starts
+    ("[url_dedup] pass 2/6", 0.05, 0.06),
+])
+def test_a_double_ctrl_c_prints_one_line_and_a_rerun_gives_the_uninterrupted_output(tmp_path, uninterrupted_demo,
+                                                                                    marker, offset, gap):
+    """Ctrl-C pressed twice (50-300 ms apart) on the README's demo, as a pass starts: one
+    'interrupted' line, exit code 130, no traceback. Before, the second one landed in the process
+    pool's shutdown or the interpreter's exit (killed by SIGINT after the line, or a traceback),
+    and the first one inside a pool's start-up made the shutdown fail ("unexpected RuntimeError:
+    cannot join thread before it is started"). The rerun then resumes and ends with the output of
+    a run no one interrupted."""
+    hit = _sigint_twice_after(_demo_cmd(tmp_path / "run"), marker, offset, gap)
+    assert hit.returncode == 130, hit.stderr[-3000:]
+    assert "Traceback" not in hit.stderr and "Exception ignored" not in hit.stderr, hit.stderr[-3000:]
+    assert [ln for ln in hit.stderr.splitlines() if ln.startswith("error:")] == [
+        "error: interrupted; run the same command again to resume"]
+    again = subprocess.run(_demo_cmd(tmp_path / "run"), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _kept_rows(tmp_path / "run") == _kept_rows(uninterrupted_demo)
+    assert _token_bytes(tmp_path / "run") == _token_bytes(uninterrupted_demo) != {}
+
+
 @pytest.mark.slow
 def test_the_readme_demo_runs_the_whole_recipe_on_the_bundled_sample(tmp_path):
     """The README's first command (after install): every stage of the design card, classifiers

@@ -14,6 +14,7 @@ from concurrent.futures.process import BrokenProcessPool
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
+from refinery import interrupts
 from refinery.executors.base import Executor, TaskFn, call_task
 
 log = logging.getLogger("refinery.executors.local")
@@ -147,11 +148,14 @@ class LocalExecutor(Executor):
             future: Future = Future()
             future.set_result(call_task(fn, shared, task, attempt, name))
             return future
-        try:
-            return self.pool(fresh_worker).submit(call_task, fn, shared, task, attempt, name)
-        except BrokenProcessPool:
-            self._pool = self._fresh_pool = None  # a worker died earlier: fresh pools for the retries
-            return self.pool(fresh_worker).submit(call_task, fn, shared, task, attempt, name)
+        # submit() may start the pool (its workers, its manager thread): cut there by Ctrl-C, the
+        # pool could not be shut down any more
+        with interrupts.deferred():
+            try:
+                return self.pool(fresh_worker).submit(call_task, fn, shared, task, attempt, name)
+            except BrokenProcessPool:
+                self._pool = self._fresh_pool = None  # a worker died earlier: fresh pools for the retries
+                return self.pool(fresh_worker).submit(call_task, fn, shared, task, attempt, name)
 
     def _worker_died(self, exc: BaseException) -> str:
         if isinstance(exc, BrokenProcessPool):
@@ -160,24 +164,35 @@ class LocalExecutor(Executor):
         return super()._worker_died(exc)
 
     def abort(self) -> None:
-        for pool in (self._pool, self._fresh_pool):
-            if pool is not None:
-                # the workers ignore SIGINT (init_worker_logging); without this the parent would
-                # wait for every running shard to finish. ProcessPoolExecutor has no public way
-                # to stop its processes before Python 3.14 (terminate_workers)
-                for process in list((getattr(pool, "_processes", None) or {}).values()):
-                    process.terminate()
-                pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = self._fresh_pool = None
+        with interrupts.deferred():
+            for pool in (self._pool, self._fresh_pool):
+                if pool is not None:
+                    # the workers ignore SIGINT (init_worker_logging); without this the parent would
+                    # wait for every running shard to finish. ProcessPoolExecutor has no public way
+                    # to stop its processes before Python 3.14 (terminate_workers)
+                    for process in list((getattr(pool, "_processes", None) or {}).values()):
+                        process.terminate()
+                    self._shut_down(pool)
+            self._pool = self._fresh_pool = None
+
+    @staticmethod
+    def _shut_down(pool: ProcessPoolExecutor) -> None:
+        """Stop a pool whose run is being interrupted: an error here must not replace the
+        KeyboardInterrupt (the command line would print it instead of "interrupted")."""
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        except Exception as exc:  # noqa: BLE001 - the workers are terminated already
+            log.debug("process pool shutdown after Ctrl-C: %s: %s", type(exc).__name__, exc)
 
     def close(self) -> None:
-        for pool in (self._pool, self._fresh_pool):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = self._fresh_pool = None
-        if self._listener is not None:
-            self._listener.stop()  # after the workers are gone: their last records are printed
-            self._listener = None
+        with interrupts.deferred():  # a pool stopped halfway leaves its manager thread behind
+            for pool in (self._pool, self._fresh_pool):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = self._fresh_pool = None
+            if self._listener is not None:
+                self._listener.stop()  # after the workers are gone: their last records are printed
+                self._listener = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pool": None, "_fresh_pool": None, "_listener": None}
