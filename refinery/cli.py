@@ -83,12 +83,8 @@ def run(
         summary = run_pipeline(cfg, input, output, executor=executor, workers=workers, force=force, limit=limit)
     except ConfigError as exc:
         fail(exc)
-    from refinery.io import fs
-
-    report = f"{summary.output.rstrip('/')}/report.html"
-    if any(s == "done" for s in summary.passes.values()) and fs.exists(report):
-        err.print(f"note: {report} shows the run before this one: `refinery report {summary.output}` remakes it",
-                  style="yellow", highlight=False, soft_wrap=True)
+    if any(s == "done" for s in summary.passes.values()):
+        _remake_report(summary.output)
     if summary.stats:
         from refinery.stats.alerts import suspicious_removals
 
@@ -118,6 +114,23 @@ def run(
         for o in summary.set_aside:
             err.print(f"  {o.shard}: {o.first_error_line}")
     console.print("passes: " + ", ".join(f"{n} {s}" for n, s in summary.passes.items()), highlight=False, soft_wrap=True)
+
+
+def _remake_report(run_dir: str) -> None:
+    """A report.html of this directory shows it as it was before this run (made while the run
+    was going, or after an earlier run): remade now, as a user expects of a finished run."""
+    from refinery.io.fs import StorageError
+    from refinery.io.parquet import ShardReadError
+    from refinery.stats.report import remake_report
+
+    try:
+        uri = remake_report(run_dir)
+    except (FileNotFoundError, StorageError, ShardReadError, ValueError, OSError) as exc:
+        err.print(f"note: {run_dir.rstrip('/')}/report.html shows the run before this one and could not be remade "
+                  f"({exc}): `refinery report {run_dir}` remakes it", style="yellow", highlight=False, soft_wrap=True)
+        return
+    if uri:
+        err.print(f"note: {uri} showed the run before this one: remade", highlight=False, soft_wrap=True)
 
 
 @app.command()

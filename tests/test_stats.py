@@ -509,7 +509,8 @@ def test_a_stage_removing_nearly_every_document_of_a_language_is_pointed_at(tmp_
 
 def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it(tmp_path):
     """A newcomer's German documents lost 2 of 10 to the English toxicity model with no word
-    before the run, and report.html kept showing the previous run after a --force rerun."""
+    before the run, and report.html kept showing the previous run after a --force rerun (it is
+    remade now)."""
     import yaml
 
     from refinery.cli import app
@@ -522,12 +523,14 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "note: stage 'toxicity' uses an English model, and the language_id before it keeps ['de']" in first.stderr
-    assert "report.html shows the run before" not in first.stderr
+    assert "report.html showed the run before" not in first.stderr
     assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
+    made = (out / "report.html").stat().st_mtime_ns
     again = CliRunner().invoke(app, args + ["--force"])
-    assert f"note: {out}/report.html shows the run before this one: `refinery report {out}` remakes it" in again.stderr
+    assert f"note: {out}/report.html showed the run before this one: remade" in again.stderr
+    assert (out / "report.html").stat().st_mtime_ns > made
     skipped = CliRunner().invoke(app, args)  # nothing redone: the report is still this run's
-    assert "report.html shows the run before" not in skipped.stderr
+    assert "report.html showed the run before" not in skipped.stderr
     # `stats --compare` says which settings differ (it compared funnels only: a newcomer's puzzle)
     other = tmp_path / "es.yaml"
     other.write_text(yaml.safe_dump({"stages": [{"type": "language_id", "params": {"languages": ["en", "es"]}},
@@ -673,3 +676,47 @@ def test_cut_lines_are_redacted_before_they_are_shortened_and_recent_lines_survi
         lines = ["body"] + [f"unique {d} {i}" for i in range(200)] + (["Subscribe to our newsletter"] if late else [])
         record_cut_lines(tally, "\n".join(lines), "body")
     assert most_cut_lines(tally).get("Subscribe to our newsletter") == hits
+
+
+@pytest.mark.slow
+def test_a_report_made_while_the_run_goes_is_remade_when_it_finishes(tmp_path):
+    """`refinery report` on a run in progress writes the figures so far under an "Unfinished run"
+    banner; the run, once finished, left that report.html as it was and only said it was stale. It
+    now remakes it (with the --samples it was made with), so report.html shows the finished run."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from refinery.stats.report import build_report
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "refinery", "run", str(root / "configs/refinedweb.yaml"),
+           "--input", str(root / "data/sample/warc"), "--output", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "[url_dedup] pass 2/6" in line:
+            break
+    # frozen mid-run (it holds the directory's lock) while the report is made: no race with its end
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        made = subprocess.run([sys.executable, "-m", "refinery", "report", str(out), "--samples", "3"],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+    err = "".join(seen) + proc.communicate(timeout=120)[1]
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert proc.returncode == 0, err[-2000:]
+    report = out / "report.html"
+    assert f"note: {report} showed the run before this one: remade" in err
+    final = report.read_text()
+    assert 'id="partial"' not in final and 'content="3"' in final
+
+    def undated(html: str) -> str:
+        return re.sub(r"generated [^<]*? by refinery", "", html)
+
+    assert undated(final) == undated(build_report(str(out), 3))
