@@ -720,3 +720,42 @@ def test_a_report_made_while_the_run_goes_is_remade_when_it_finishes(tmp_path):
         return re.sub(r"generated [^<]*? by refinery", "", html)
 
     assert undated(final) == undated(build_report(str(out), 3))
+
+
+def test_compare_of_runs_with_other_readers_and_stages_follows_the_stage_order(tmp_path):
+    """Two real runs: A read the bundled WARC files without the toxicity stage, B the bundled
+    JSONL documents with it. The comparison put B's reader above A's, each on its own row blank on
+    the other side; and the HTML comparison put B's own stage after every stage of A in its
+    histograms and its config diff. Readers now share the first row, and every listing follows
+    the stages' order."""
+    import re
+
+    import yaml
+
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stats.report import build_compare_report, config_diff
+    from refinery.stats.thresholds import load_run_manifest
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = yaml.safe_load((root / "configs/refinedweb.yaml").read_text())
+    recipe["dedup"], recipe["tokenize"] = [], None
+    full = [s["type"] for s in recipe["stages"]]
+    runs = {}
+    for name, src, drop in (("a", root / "data/sample/warc", "toxicity"), ("b", CC_DOCS, None)):
+        spec = {**recipe, "stages": [s for s in recipe["stages"] if s["type"] != drop]}
+        runs[name] = str(tmp_path / name)
+        assert not run_pipeline(parse_config(spec), str(src), runs[name], workers=1, progress=False).failed
+    a, b = (load_run_stats(runs[k]) for k in "ab")
+
+    rows = [r for r in compare_rows(a, b) if not r["reason"]]
+    assert [r["stage"] for r in rows] == ["warc_reader / jsonl_reader", *full]
+    assert (rows[0]["docs_in_a"], rows[0]["docs_in_b"]) == (a["docs_read"], b["docs_read"]) == (85, 717)
+    assert rows[full.index("toxicity") + 1]["removed_a"] is None  # a stage A did not run
+
+    html = build_compare_report(runs["a"], runs["b"])
+    pairs = list(dict.fromkeys(re.findall(r'<div class="sides pair" data-stage="([^"]+)"', html)))
+    assert "toxicity" in pairs and pairs == [s for s in full if s in pairs]
+    diff_stages = list(dict.fromkeys(r["stage"] for r in config_diff(*(load_run_manifest(runs[k]) for k in "ab"))
+                                     if r["stage"] in full))
+    assert diff_stages == full

@@ -1,6 +1,8 @@
 """Compare two runs' funnels: how a config change moved each stage and each removal reason.
 
-Stages are matched by name (a stage present in one run only shows blanks on the other side).
+Stages are matched by name (a stage present in one run only shows blanks on the other side), and
+the runs' readers with each other whatever their format (as a run of mixed inputs merges its
+readers into one row), so the documents each run read sit on its first row.
 For every stage and reason: documents removed in A and B and the difference, the removal rate
 (% of the documents that reached the stage) in A and B and its change in percentage points;
 for every stage also the share of the run's input still kept after it, the words cut from the
@@ -9,9 +11,10 @@ documents it kept (edits) and its named counters in A and B.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from refinery.stats.funnel import FitWidth, fill_stage_table, funnel_rows, has_edits, name_layouts
+from refinery.stats.funnel import READER_KINDS, FitWidth, fill_stage_table, funnel_rows, has_edits, name_layouts
 
 
 def _pp(a: float | None, b: float | None) -> float | None:
@@ -22,15 +25,10 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows ``{stage, reason, removed_a, removed_b, delta, rate_a, rate_b, rate_pp, kept_a, kept_b, kept_pp,
     words_cut_a, words_cut_b, words_cut_delta, docs_edited_a, docs_edited_b, counters_a, counters_b}``
     (the edit and counter fields are None / {} on reason rows)."""
-    rows_a = {(r["stage"], r["reason"]): r for r in funnel_rows(a)}
-    rows_b = {(r["stage"], r["reason"]): r for r in funnel_rows(b)}
-    stage_order = [s["stage"] for s in a["stages"]]
-    previous = None
-    for s in b["stages"]:  # a stage only B has goes right after its predecessor in B
-        name = s["stage"]
-        if name not in stage_order:
-            stage_order.insert(stage_order.index(previous) + 1 if previous in stage_order else 0, name)
-        previous = name
+    key_a, key_b = _row_names(a, b)
+    rows_a = {(key_a(r["stage"]), r["reason"]): r for r in funnel_rows(a)}
+    rows_b = {(key_b(r["stage"]), r["reason"]): r for r in funnel_rows(b)}
+    stage_order = merged_order([key_a(s["stage"]) for s in a["stages"]], [key_b(s["stage"]) for s in b["stages"]])
     out: list[dict[str, Any]] = []
     for stage in stage_order:
         reasons = sorted(
@@ -62,6 +60,40 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
                 **_edits(ra, rb),
             })
     return out
+
+
+def merged_order(names_a: list[str], names_b: list[str]) -> list[str]:
+    """A's names in A's order, each name only B has right after its predecessor in B (first if it
+    has none): the order of two runs' stages (or passes, or config sections) side by side."""
+    order = list(names_a)
+    previous = None
+    for name in names_b:
+        if name not in order:
+            order.insert(order.index(previous) + 1 if previous in order else 0, name)
+        previous = name
+    return order
+
+
+def reader_name(summary: dict[str, Any]) -> str | None:
+    """The name of the run's reader row (its first stage; ``warc_reader+jsonl_reader`` for mixed
+    inputs), or None."""
+    stages = summary.get("stages") or []
+    if not stages:
+        return None
+    first = stages[0]
+    parts = str(first.get("stage", "")).split("+")
+    return first["stage"] if first.get("kind") in READER_KINDS or all(p in READER_KINDS for p in parts) else None
+
+
+def _row_names(a: dict[str, Any], b: dict[str, Any]) -> tuple[Callable[[str], str], Callable[[str], str]]:
+    """How each run's stage names are shown: as they are, but for readers of different names,
+    which share one row named ``<A's reader> / <B's reader>`` (a run that read WARC and one that
+    read JSONL had two reader rows, each blank on the other side and B's above A's)."""
+    ra, rb = reader_name(a), reader_name(b)
+    if ra is None or rb is None or ra == rb:
+        return (lambda name: name), (lambda name: name)
+    joint = f"{ra} / {rb}"
+    return (lambda name: joint if name == ra else name), (lambda name: joint if name == rb else name)
 
 
 def _saw_none(rows: dict[tuple[str, str], dict[str, Any]], stage: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from html import escape
 from typing import Any
 from urllib.parse import unquote
@@ -26,7 +27,7 @@ from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.funnel import counter_rows, funnel_rows, load_run_stats
 from refinery.stats.samples import load_samples
 from refinery.stats.svg import fmt_int, funnel_svg, histogram_svg, languages_svg
-from refinery.stats.compare import compare_counter_rows, compare_rows
+from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order
 from refinery.stats.thresholds import effective_params, load_run_manifest, reason_metric, run_thresholds, stage_kinds
 
 TOP_DOMAINS_SHOWN = 10
@@ -561,7 +562,7 @@ def config_diff(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> list[
                 for s in (manifest.get("config") or {}).get("stages", [])}
 
     sa, sb = stages(manifest_a), stages(manifest_b)
-    order = list(sa) + [n for n in sb if n not in sa]
+    order = merged_order(list(sa), list(sb))  # as the funnel's rows (B's own stages had come last)
     rows: list[dict[str, Any]] = []
     for name in order:
         ta, pa_ = sa.get(name, (None, None))
@@ -710,6 +711,15 @@ def _compare_table(stats_a: dict[str, Any], stats_b: dict[str, Any]) -> str:
             f'<tbody>{"".join(body)}</tbody></table></div>{counters_table}')
 
 
+def _histogram_order(keys_a: Iterable[tuple[str, str]], keys_b: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Both runs' (stage, column) histograms in the funnel's stage order (a stage only B has came
+    last, after every stage of A)."""
+    keys_a, keys_b = list(keys_a), list(keys_b)
+    stages = merged_order(list(dict.fromkeys(s for s, _ in keys_a)), list(dict.fromkeys(s for s, _ in keys_b)))
+    keys = keys_a + [k for k in keys_b if k not in keys_a]
+    return sorted(keys, key=lambda k: stages.index(k[0]))  # stable: each stage's columns as they came
+
+
 def build_compare_report(run_a: str, run_b: str) -> str:
     """HTML comparing two runs: funnels side by side, the per-reason differences, each metric's
     histograms side by side (with each run's thresholds) and the config diff."""
@@ -734,7 +744,7 @@ def build_compare_report(run_a: str, run_b: str) -> str:
         "per stage and reason in both runs and the change (red: more removed in B).")
 
     hists = {k: {(s, c): h for s, c, h in _ordered_histograms(stats[k])} for k in dirs}
-    keys = list(hists["a"]) + [key for key in hists["b"] if key not in hists["a"]]
+    keys = _histogram_order(hists["a"], hists["b"])
     pairs, empty = [], []
     for stage, column in keys:
         sides = []
