@@ -742,15 +742,17 @@ def test_compare_of_runs_with_other_readers_and_stages_follows_the_stage_order(t
     recipe["dedup"], recipe["tokenize"] = [], None
     full = [s["type"] for s in recipe["stages"]]
     runs = {}
-    for name, src, drop in (("a", root / "data/sample/warc", "toxicity"), ("b", CC_DOCS, None)):
+    # B reads 40 documents a shard (the CC shard has 697): the order is the point, not the figures
+    for name, src, drop, limit in (("a", root / "data/sample/warc", "toxicity", None), ("b", CC_DOCS, None, 40)):
         spec = {**recipe, "stages": [s for s in recipe["stages"] if s["type"] != drop]}
         runs[name] = str(tmp_path / name)
-        assert not run_pipeline(parse_config(spec), str(src), runs[name], workers=1, progress=False).failed
+        assert not run_pipeline(parse_config(spec), str(src), runs[name], workers=1, progress=False, limit=limit).failed
     a, b = (load_run_stats(runs[k]) for k in "ab")
 
     rows = [r for r in compare_rows(a, b) if not r["reason"]]
     assert [r["stage"] for r in rows] == ["warc_reader / jsonl_reader", *full]
-    assert (rows[0]["docs_in_a"], rows[0]["docs_in_b"]) == (a["docs_read"], b["docs_read"]) == (85, 717)
+    assert (rows[0]["docs_in_a"], rows[0]["docs_in_b"]) == (a["docs_read"], b["docs_read"])
+    assert rows[0]["removed_a"] == a["stages"][0]["docs_removed"] and rows[0]["removed_b"] == b["stages"][0]["docs_removed"]
     assert rows[full.index("toxicity") + 1]["removed_a"] is None  # a stage A did not run
 
     html = build_compare_report(runs["a"], runs["b"])
