@@ -431,8 +431,8 @@ def _rewrite(extracted: pa.RecordBatch, stages: Sequence[Any]) -> tuple[list[str
 
 def _stage_params(stage: Any) -> dict[str, Any]:
     keys = ("backend", "favor_precision", "include_tables", "include_comments", "fast", "fallback",
-            "fallback_below_chars", "fallback_min_gain", "fallback_mode", *RULE_PARAMS, "timeout_s",
-            "max_html_bytes", "min_text_chars")
+            "fallback_below_chars", "fallback_min_gain", "fallback_mode", "fallback_judge_ratio", *RULE_PARAMS,
+            "timeout_s", "max_html_bytes", "min_text_chars")
     return {k: getattr(stage, k) for k in keys if hasattr(stage, k)}
 
 

@@ -709,6 +709,55 @@ def test_fallback_rescues_a_table_layout_page(tmp_path: Path) -> None:
         assert inproc.column(column).to_pylist() == new.column(column).to_pylist()
 
 
+#: a Spiegel print article: the first pass finds 882 characters, the fallback the 15,337 of the article
+SPIEGEL_PAGE = "spiegel.de.albtraum.html"
+#: a short news item (870 characters first) whose body holds 5.5x that: the fallback finds the same text
+JUDGED_PAGE = "japantimes.co.jp.surgical.html"
+
+
+def test_body_text_chars_counts_the_body_text_with_whitespace_collapsed() -> None:
+    from refinery.stages._extract_helper import body_text_chars
+
+    assert body_text_chars("<html><head><title>not body</title></head><body><p>a \n b</p>\n<p>c</p></body>") == 5
+    assert body_text_chars("<p>no body tag</p> <div>at all</div>") == len("no body tag at all")
+
+
+@pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
+def test_fallback_judge_skips_the_fallback_only_where_it_cannot_win(tmp_path: Path, monkeypatch) -> None:
+    """The fallback pass is skipped on a page whose body text is at most ``fallback_judge_ratio``
+    times the first text; the page where only the fallback finds the article still gets it."""
+    import trafilatura
+
+    from refinery.stages._extract_helper import fallback_may_win, strip_dropped_elements
+
+    rows = load_eval_pages(tmp_path, (SPIEGEL_PAGE, JUDGED_PAGE))
+    batch = make_batch([r[1] for r in rows], [None, None], [r[0] for r in rows])
+    calls: list[str] = []
+    extract = trafilatura.extract
+
+    def counted(html, *args, **kwargs):  # the library's calls per page (the stage binds it lazily)
+        calls.append(kwargs["options"].url if "options" in kwargs else kwargs.get("url"))
+        return extract(html, *args, **kwargs)
+
+    monkeypatch.setattr(trafilatura, "extract", counted)
+    always = TrafilaturaExtractor(timeout_s=0, fallback_judge_ratio=0)(batch)
+    assert calls == [rows[0][0], rows[0][0], rows[1][0], rows[1][0]]  # both pages: first pass, fallback
+    calls.clear()
+    judged = TrafilaturaExtractor(timeout_s=0)(batch)
+    assert calls == [rows[0][0], rows[0][0], rows[1][0]]  # the judged page: first pass only
+    for column in ("text", "extract_path", "extract_pass"):
+        assert judged.column(column).to_pylist() == always.column(column).to_pylist()
+    assert judged.column("extract_path").to_pylist() == ["fallback", "precision"]
+    assert len(judged.column("text")[0].as_py()) > 10_000  # the whole article
+
+    # the judge's reasons, from the first pass's own text
+    firsts = TrafilaturaExtractor(timeout_s=0, fallback=False)(batch).column("text").to_pylist()
+    pages = [strip_dropped_elements(decode_html(r[1], None)[0]) for r in rows]
+    assert 500 < len(firsts[0]) < 1000 and fallback_may_win(pages[0], firsts[0], 8.0)
+    assert 500 < len(firsts[1]) < 1000 and not fallback_may_win(pages[1], firsts[1], 8.0)
+    assert fallback_may_win(pages[1], firsts[1], 0.0)  # 0: the judge is off
+
+
 @pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
 def test_layout_tables_come_out_as_text_and_data_tables_as_tables(tmp_path: Path) -> None:
     """hundeverein-kreisunna.de lays its page out with ``<table>``: its text came out as spacer

@@ -659,6 +659,7 @@ class TrafilaturaExtractor(Stage):
         fallback_min_gain: float = 3.0,
         fallback_mode: Literal["recall", "balanced"] = "recall",
         fallback_keeps_first: bool = False,
+        fallback_judge_ratio: float = 8.0,
         recipe_cards: bool = True,
         link_teaser_share: float = 0.8,
         keep_block_tails: bool = True,
@@ -681,6 +682,7 @@ class TrafilaturaExtractor(Stage):
         checks.at_least("min_text_chars", min_text_chars, 0)
         checks.at_least("fallback_below_chars", fallback_below_chars, 0)
         checks.at_least("fallback_min_gain", fallback_min_gain, 0)
+        checks.at_least("fallback_judge_ratio", fallback_judge_ratio, 0)
         checks.fraction("link_teaser_share", link_teaser_share)
         if not 0 < link_teaser_share <= 0.9:
             raise ValueError(f"link_teaser_share must be above 0 and at most 0.9 (trafilatura's own), "
@@ -713,6 +715,9 @@ class TrafilaturaExtractor(Stage):
         # the fallback's text picked another part of the page (a Q&A page's answer, not its
         # question): keep the first pass's lines it lacks, before it (adversarial testing)
         self.fallback_keeps_first = bool(fallback_keeps_first)
+        # the fallback is skipped on a page whose body text is at most this many times the first
+        # text: it never gains enough there (fallback_may_win); ~1/3 of its calls, 0 disables
+        self.fallback_judge_ratio = float(fallback_judge_ratio)
         # a page declaring a schema.org Recipe whose first text lacks most of its ingredients and
         # steps gets the fallback's lines holding them (precision mode pruned recipe cards)
         self.recipe_cards = bool(recipe_cards)
@@ -757,6 +762,7 @@ class TrafilaturaExtractor(Stage):
             return None
         return {"below_chars": self.fallback_below_chars, "min_gain": self.fallback_min_gain,
                 "mode": self.fallback_mode, "keeps_first": self.fallback_keeps_first,
+                "judge_ratio": self.fallback_judge_ratio,
                 "recipe_cards": self.recipe_cards}
 
     def _rules_config(self) -> dict[str, Any] | None:
