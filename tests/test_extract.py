@@ -722,6 +722,30 @@ def test_body_text_chars_counts_the_body_text_with_whitespace_collapsed() -> Non
     assert body_text_chars("<p>no body tag</p> <div>at all</div>") == len("no body tag at all")
 
 
+def test_the_helpers_rarer_collections_still_free_reference_cycles() -> None:
+    import gc
+    import weakref
+
+    from refinery.stages._extract_helper import GC_THRESHOLD, collect_less_often
+
+    before = gc.get_threshold()
+    try:
+        collect_less_often()
+        assert gc.get_threshold() == (GC_THRESHOLD, *before[1:]) and GC_THRESHOLD > before[0]
+
+        class Node:
+            pass
+
+        node = Node()
+        node.itself = node
+        gone = weakref.ref(node)
+        del node
+        allocated = [[] for _ in range(2 * GC_THRESHOLD)]  # enough new containers for a young collection
+        assert gone() is None and len(allocated) == 2 * GC_THRESHOLD
+    finally:
+        gc.set_threshold(*before)
+
+
 @pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
 def test_fallback_judge_skips_the_fallback_only_where_it_cannot_win(tmp_path: Path, monkeypatch) -> None:
     """The fallback pass is skipped on a page whose body text is at most ``fallback_judge_ratio``

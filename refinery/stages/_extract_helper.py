@@ -897,6 +897,19 @@ def make_extract(config: dict):
     return cascade
 
 
+#: allocations between the helper's young-generation collections (Python's default: 700)
+GC_THRESHOLD = 10_000
+
+
+def collect_less_often() -> None:
+    """Run the cyclic garbage collector's young generation every :data:`GC_THRESHOLD` allocations
+    (for the helper process only). lxml and trafilatura make few reference cycles, but their many
+    short-lived objects set it off every 700: 1.2% of the extraction CPU, the same text."""
+    import gc
+
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def main(argv: list[str]) -> None:
     fd, parent_pid, config = int(argv[1]), int(argv[2]), json.loads(argv[3])
     _die_with_parent(parent_pid, config.get("pdeathsig", False))
@@ -914,6 +927,7 @@ def main(argv: list[str]) -> None:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", os.getpid()))
+    collect_less_often()
     while True:
         try:
             html, url = conn.recv()
