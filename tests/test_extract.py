@@ -746,6 +746,49 @@ def test_the_helpers_rarer_collections_still_free_reference_cycles() -> None:
         gc.set_threshold(*before)
 
 
+def _judged_and_always(page: str):
+    import logging
+
+    from refinery.stages._extract_helper import make_extract
+
+    stage = TrafilaturaExtractor()
+    config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
+              "rules": stage._rules_config(), "join_lines": stage.join_source_lines, "log_level": logging.ERROR}
+    always = make_extract({**config, "fallback": {**config["fallback"], "judge_ratio": 0.0}})
+    return make_extract(config)(page, None), always(page, None)
+
+
+def test_fallback_judge_runs_the_fallback_on_a_paywalled_article_in_head_json_ld() -> None:
+    """A news page whose article is only in the JSON-LD of its <head> and whose body shows a teaser:
+    the fallback's baseline reads the articleBody (45x the teaser); the body text alone is 1x it."""
+    import json
+
+    article = " ".join(f"Sentence {i} of the article body that lives only in the JSON-LD block." for i in range(40))
+    ld = json.dumps({"@context": "https://schema.org", "@type": "NewsArticle", "articleBody": article})
+    page = (f"<html><head><title>T</title><script type='application/ld+json'>{ld}</script></head><body>"
+            "<div class='teaser'><p>A short teaser paragraph that the page shows above the paywall.</p></div>"
+            "</body></html>")
+    judged, always = _judged_and_always(page)
+    assert always[1] == "fallback" and len(always[0]) > 2000
+    assert judged == always
+
+
+def test_fallback_judge_runs_the_fallback_on_a_discourse_page() -> None:
+    """A Discourse topic's posts are JSON in a ``data-preloaded`` attribute, not body text."""
+    import html
+    import json
+
+    posts = [{"cooked": "<p>" + " ".join(f"Reply sentence {i} of post {k} explaining the problem." for i in range(12))
+              + "</p>"} for k in range(5)]
+    preloaded = json.dumps({"topic_1": json.dumps({"post_stream": {"posts": posts}})})
+    page = (f"<html><head><title>T</title></head><body><div id='data-preloaded' "
+            f"data-preloaded=\"{html.escape(preloaded)}\"></div>"
+            "<p>A short line of visible body text that the first pass keeps from this forum page.</p></body></html>")
+    judged, always = _judged_and_always(page)
+    assert always[1] == "fallback" and len(always[0]) > 2000
+    assert judged == always
+
+
 @pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
 def test_fallback_judge_skips_the_fallback_only_where_it_cannot_win(tmp_path: Path, monkeypatch) -> None:
     """The fallback pass is skipped on a page whose body text is at most ``fallback_judge_ratio``

@@ -755,11 +755,28 @@ _BODY_START = re.compile(r"<[bB][oO][dD][yY][\s>]")
 _SPACES = re.compile(r"\s+")
 
 
+#: what the recall fallback's baseline reads outside the body's text: JSON-LD full-text properties
+#: (trafilatura's ``_JSON_HOOKS_RE``) and Discourse posts preloaded into an attribute
+_BASELINE_HOOKS = re.compile(r'articleBody|reviewBody|recipeInstructions|acceptedAnswer|"Product"|"VideoObject"|"HowTo"')
+_PRELOADED = re.compile(r"data-preloaded", re.IGNORECASE)
+_JSON_LD_START = re.compile(r"<%s[^>]*ld\+json[^>]*>" % _nocase("script"), re.IGNORECASE)
+_SCRIPT_END = re.compile(r"</%s" % _nocase("script"))
+
+
 def body_text_chars(page: str) -> int:
     """Characters of the text between the tags of ``page`` from its ``<body>`` on (all of it without
-    one), whitespace collapsed, entities as written: roughly the most text any extract can hold."""
+    one), whitespace collapsed, entities as written: roughly the most text any extract can hold.
+    JSON-LD before the body holding a full text the fallback's baseline reads (``articleBody``...)
+    counts too: a paywalled article's body is often there only (a review, h15)."""
     start = _BODY_START.search(page)
-    return len(_SPACES.sub(" ", " ".join(_TEXT_RUN.findall(page, start.start() if start else 0))).strip())
+    body_from = start.start() if start else 0
+    count = len(_SPACES.sub(" ", " ".join(_TEXT_RUN.findall(page, body_from))).strip())
+    for m in _JSON_LD_START.finditer(page, 0, body_from):
+        end = _SCRIPT_END.search(page, m.end())
+        script = page[m.end():end.start() if end else len(page)]
+        if _BASELINE_HOOKS.search(script):
+            count += len(script)
+    return count
 
 
 def fallback_may_win(page: str, text: str, judge_ratio: float) -> bool:
@@ -770,7 +787,9 @@ def fallback_may_win(page: str, text: str, judge_ratio: float) -> bool:
     the benchmarks, its 71 wins after a non-empty first text all had at least 10x; each half of the
     distinct pages gives 8 (its lowest winning ratio less 20%), which skips none of the other half's
     wins (docs/extraction.md, "The fallback judge"). 0: always run."""
-    return judge_ratio <= 0 or body_text_chars(page) > judge_ratio * len(text)
+    # a Discourse page's posts are JSON in an attribute, not body text (the baseline reads them)
+    return (judge_ratio <= 0 or _PRELOADED.search(page) is not None
+            or body_text_chars(page) > judge_ratio * len(text))
 
 
 def make_extract(config: dict):
