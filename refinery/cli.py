@@ -319,8 +319,9 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     finally:
         if handles_ctrl_c and exiting:
             # nothing is left to stop: a Ctrl-C in the interpreter's exit (atexit joins the pools'
-            # threads) printed a traceback, or killed the process by SIGINT after its one line
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # threads) printed a traceback, or killed the process by SIGINT after its one line.
+            # Not ignored altogether: a third one still quits an exit that hangs
+            interrupts.stopping()
         elif handles_ctrl_c:  # called in-process (tests): leave SIGINT as it was
             signal.signal(signal.SIGINT, signal.default_int_handler)
             interrupts.reset()

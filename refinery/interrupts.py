@@ -12,28 +12,95 @@ pool's shutdown, it left the pool half stopped and printed a traceback, or ended
 SIGINT after "interrupted" (found by sending two SIGINTs 50-300 ms apart). So only the first
 Ctrl-C raises; later ones are noted and ignored. And code that must not be cut in the middle
 (starting or stopping a pool) runs under :func:`deferred`: a Ctrl-C there is raised when it ends.
+
+But the stopping itself can hang (a worker that ignores SIGTERM, a dead mount, a slow S3 call), and
+ignoring every later Ctrl-C left a hang only ``kill -9`` ended (the code before ended in a traceback
+at the third). So a third Ctrl-C, or a later one :data:`FORCE_AFTER_S` seconds after the first,
+while the run is stopping, quits at once: the pool's worker processes are killed, one line is
+printed, exit code 130 (:func:`force_quit`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
 _requested = False
 _raised = False  # a KeyboardInterrupt was raised for the Ctrl-C: the run is stopping
 _deferring = 0  # depth of deferred() sections
+_presses = 0  # Ctrl-Cs since install() / reset()
+_first_at: float | None = None  # time.monotonic() of the first one
+
+#: the Ctrl-C, counting the first, that quits a run whose stopping it would otherwise wait for
+FORCE_PRESSES = 3
+#: ... or a later Ctrl-C this many seconds after the first (two quick presses are one impatient press)
+FORCE_AFTER_S = 5.0
+FORCED_LINE = ("error: forced to quit by a repeated Ctrl-C, without waiting for the run to stop; "
+               "run the same command again to resume (its partial shards are discarded)\n")
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    global _requested, _raised
+    global _requested, _raised, _presses, _first_at
     _requested = True
+    _presses += 1
+    now = time.monotonic()
+    if _first_at is None:
+        _first_at = now
     if _raised or _deferring:
+        if _presses >= FORCE_PRESSES or now - _first_at >= FORCE_AFTER_S:
+            force_quit()
         return  # already stopping, or in a section that raises it when it ends
     _raised = True
     raise KeyboardInterrupt
+
+
+def force_quit(code: int = 130) -> None:
+    """End the process now: kill its worker processes (SIGKILL: they may ignore SIGTERM), print
+    :data:`FORCED_LINE` and exit with ``code``, without the cleanup that hangs. Every write of a
+    run is atomic, and the run directory's lock is the kernel's: a rerun resumes."""
+    try:
+        for child in multiprocessing.active_children():
+            child.kill()
+    except Exception:  # noqa: BLE001 - quitting whatever happens
+        pass
+    _let_the_resource_tracker_finish()
+    try:
+        os.write(2, FORCED_LINE.encode())
+    finally:
+        os._exit(code)
+
+
+def _let_the_resource_tracker_finish(timeout_s: float = 2.0) -> None:
+    """multiprocessing's resource tracker unlinks the semaphores of the pools a forced quit leaves
+    behind when this process's end closes its pipe, and warns of them on stderr: closed and
+    awaited here, so that its warning comes before the forced line, not after it."""
+    try:
+        from multiprocessing import resource_tracker
+
+        tracker = resource_tracker._resource_tracker
+        fd, pid = getattr(tracker, "_fd", None), getattr(tracker, "_pid", None)
+        if fd is None or pid is None:
+            return
+        os.close(fd)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
+            time.sleep(0.02)
+    except Exception:  # noqa: BLE001 - quitting whatever happens
+        pass
+
+
+def stopping() -> None:
+    """The command is over (or being stopped): Ctrl-C no longer raises, but a third one, or one
+    :data:`FORCE_AFTER_S` seconds after the first, still quits (:func:`force_quit`) if the exit
+    hangs (the interpreter joins the pools' threads and processes at exit)."""
+    global _raised
+    _raised = True
 
 
 def install() -> bool:
@@ -79,6 +146,7 @@ def deferred() -> Iterator[None]:
 
 
 def reset() -> None:
-    global _requested, _raised, _deferring
+    global _requested, _raised, _deferring, _presses, _first_at
     _requested = _raised = False
-    _deferring = 0
+    _deferring = _presses = 0
+    _first_at = None

@@ -163,3 +163,103 @@ def test_a_worker_whose_driver_died_before_it_started_exits_at_once():
             f"_exit_with_parent({dead_pid})\nprint('still alive')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3 and "still alive" not in proc.stdout
+
+
+def test_a_third_ctrl_c_or_a_late_one_forces_a_stopping_run_to_quit(monkeypatch):
+    """While a run stops (its KeyboardInterrupt raised), later Ctrl-Cs are ignored, but not for good:
+    a stop that hangs ignored every one and only kill -9 ended it."""
+    from refinery import interrupts
+
+    forced: list[int] = []
+    monkeypatch.setattr(interrupts, "force_quit", lambda code=130: forced.append(code))
+    interrupts.reset()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interrupts._on_sigint(signal.SIGINT, None)
+        interrupts._on_sigint(signal.SIGINT, None)  # the second of a double press: ignored
+        assert forced == []
+        interrupts._on_sigint(signal.SIGINT, None)  # the third: quits
+        assert forced == [130]
+        interrupts.reset()
+        with pytest.raises(KeyboardInterrupt):
+            interrupts._on_sigint(signal.SIGINT, None)
+        monkeypatch.setattr(interrupts, "_first_at", interrupts._first_at - interrupts.FORCE_AFTER_S)
+        interrupts._on_sigint(signal.SIGINT, None)  # a second one, long after the first
+        assert forced == [130, 130]
+        interrupts.reset()
+        interrupts.stopping()  # the command is over: the exit is what may hang
+        for _ in range(2):
+            interrupts._on_sigint(signal.SIGINT, None)
+        assert forced == [130, 130]
+        interrupts._on_sigint(signal.SIGINT, None)
+        assert forced == [130, 130, 130]
+    finally:
+        interrupts.reset()
+
+
+def _run_with_a_stuck_worker(tmp_path, presses: int, gap_s: float):
+    """``refinery run`` with 2 workers, one of them stuck for good in a shard (SIGTERM ignored),
+    as a terminal's foreground job; ``presses`` Ctrl-Cs to its process group ``gap_s`` apart once
+    the worker is stuck. (returncode, stderr, seconds from the first Ctrl-C to the exit)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    markers = tmp_path / "markers"
+    config = tmp_path / "stuck.yaml"
+    config.write_text(yaml.safe_dump({"name": "stuck", "reader": {"batch_size": 20}, "stages": [
+        {"type": "fault_injection", "params": {"marker_dir": str(markers), "match": "00140", "mode": "hang"}},
+        {"type": "gopher_repetition"}]}))
+
+    def as_a_foreground_job() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+    cmd = [sys.executable, "-m", "refinery", "run", str(config), "-i", str(root / "data/sample/cc_docs"),
+           "-o", str(tmp_path / "run"), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=as_a_foreground_job, cwd=root)
+    try:
+        deadline = time.time() + 60
+        while not markers.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert markers.exists() and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.5)
+        started = time.time()
+        for _ in range(presses):
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(gap_s)
+        try:
+            stderr = proc.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 30 s after {presses} Ctrl-C(s)")
+        return proc.returncode, stderr, time.time() - started
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group (nothing, if all went well)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def test_a_ctrl_c_stops_a_run_whose_worker_ignores_sigterm(tmp_path):
+    """One Ctrl-C: the worker that ignores SIGTERM is killed after the grace period and the run
+    ends with its one line (before: the pool's shutdown waited for it for good)."""
+    code, stderr, took = _run_with_a_stuck_worker(tmp_path, presses=1, gap_s=0)
+    assert code == 130, stderr[-2000:]
+    assert stderr.rstrip().splitlines()[-1] == "error: interrupted; run the same command again to resume"
+    assert "Traceback" not in stderr and "still running 5 s after SIGTERM: killed" in stderr
+    assert took < 15
+
+
+def test_three_quick_ctrl_cs_quit_a_stopping_run_at_once(tmp_path):
+    from refinery.interrupts import FORCED_LINE
+
+    code, stderr, took = _run_with_a_stuck_worker(tmp_path, presses=3, gap_s=0.2)
+    assert code == 130, stderr[-2000:]
+    assert stderr.splitlines()[-1] == FORCED_LINE.strip() and "Traceback" not in stderr
+    assert took < 4  # not the 5 s grace the stuck worker gets

@@ -92,6 +92,23 @@ class _QuietSpawnPool(ProcessPoolExecutor):
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _kill_stragglers(processes: list[Any], grace_s: float) -> None:
+    """Kill (SIGKILL) the worker processes still alive ``grace_s`` seconds after their SIGTERM: a
+    worker stuck in a C call that holds SIGTERM, or that ignores it, kept the pool's shutdown, and
+    so a Ctrl-C'd run, waiting for good (later Ctrl-Cs are ignored while the run stops). Waits on
+    the processes' sentinels, not join(): the pool's manager thread reaps them."""
+    from multiprocessing.connection import wait as wait_for
+
+    deadline = time.monotonic() + grace_s
+    alive = [p for p in processes if p.exitcode is None]
+    while alive and time.monotonic() < deadline:
+        ready = wait_for([p.sentinel for p in alive], timeout=max(0.0, deadline - time.monotonic()))
+        alive = [p for p in alive if p.sentinel not in ready]
+    for process in alive:
+        log.warning("worker pid %s still running %.0f s after SIGTERM: killed", process.pid, grace_s)
+        process.kill()
+
+
 class LocalExecutor(Executor):
     """A pool of ``workers`` processes, started once and reused by every pass of a plan (spawning
     a worker costs ~1 s of imports, and workers keep their loaded models between passes).
@@ -170,10 +187,15 @@ class LocalExecutor(Executor):
                     # the workers ignore SIGINT (init_worker_logging); without this the parent would
                     # wait for every running shard to finish. ProcessPoolExecutor has no public way
                     # to stop its processes before Python 3.14 (terminate_workers)
-                    for process in list((getattr(pool, "_processes", None) or {}).values()):
+                    processes = list((getattr(pool, "_processes", None) or {}).values())
+                    for process in processes:
                         process.terminate()
+                    _kill_stragglers(processes, self.TERMINATE_GRACE_S)
                     self._shut_down(pool)
             self._pool = self._fresh_pool = None
+
+    #: how long a worker has to end after SIGTERM before it is killed (SIGKILL) on Ctrl-C
+    TERMINATE_GRACE_S = 5.0
 
     @staticmethod
     def _shut_down(pool: ProcessPoolExecutor) -> None:

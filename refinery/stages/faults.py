@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
 from typing import Literal
 
 import pyarrow as pa
@@ -31,7 +32,7 @@ class FaultInjection(Stage):
         name: str | None = None,
         marker_dir: str = "",
         match: str = "",
-        mode: Literal["exit", "sigkill", "raise"] = "exit",
+        mode: Literal["exit", "sigkill", "raise", "hang"] = "exit",
         after_batches: int = 1,
         exit_code: int = 137,
     ) -> None:
@@ -60,6 +61,10 @@ class FaultInjection(Stage):
                     f.write(f"{source}\npid={os.getpid()}\n")
                     f.flush()
                     os.fsync(f.fileno())
+                if self.mode == "hang":  # a worker stuck for good (a C call, a dead mount) that SIGTERM cannot stop
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                    while True:
+                        time.sleep(3600)
                 if self.mode == "raise":
                     raise RuntimeError(f"injected fault in {source}")
                 if self.mode == "sigkill":
