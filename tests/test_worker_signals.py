@@ -263,3 +263,39 @@ def test_three_quick_ctrl_cs_quit_a_stopping_run_at_once(tmp_path):
     assert code == 130, stderr[-2000:]
     assert stderr.splitlines()[-1] == FORCED_LINE.strip() and "Traceback" not in stderr
     assert took < 4  # not the 5 s grace the stuck worker gets
+
+
+def test_a_third_ctrl_c_quits_a_ray_shutdown_that_hangs(monkeypatch):
+    """RayExecutor.close() held every Ctrl-C in ray.shutdown() with a handler of its own: a shutdown
+    that hangs could not be quit. Under the command line's handler, the third one quits."""
+    import sys
+    import types
+
+    from refinery import interrupts
+    from refinery.executors.ray import RayExecutor
+
+    class Forced(Exception):
+        pass
+
+    def force_quit(code: int = 130) -> None:
+        raise Forced
+
+    def shutdown() -> None:  # a hanging shutdown, which the user presses Ctrl-C at three times
+        for _ in range(3):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(shutdown=shutdown))
+    monkeypatch.setattr(interrupts, "force_quit", force_quit)
+    interrupts.reset()
+    assert interrupts.install()
+    try:
+        executor = RayExecutor(1, progress=False)
+        executor._owns_ray = True
+        with pytest.raises(Forced):
+            executor.close()
+        assert not executor._owns_ray
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.reset()

@@ -14,6 +14,7 @@ import logging
 from concurrent.futures import Future
 from typing import Any
 
+from refinery import interrupts
 from refinery.executors.base import Executor, TaskFn, call_task
 from refinery.executors.local import WORKER_LOG_FORMAT
 from refinery.executors.ray_cluster import cluster_cpus, ensure_ray
@@ -115,14 +116,23 @@ class RayExecutor(Executor):
             # then raise it, so the command line prints its one line
             caught: list[int] = []
             previous = None
-            if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) is interrupts._on_sigint:
+                # the command line's handler: it holds the Ctrl-C as well, and a third one still
+                # quits a shutdown that hangs (this handler swallowed every one)
+                with interrupts.deferred():
+                    try:
+                        ray.shutdown()
+                    finally:
+                        self._owns_ray = False
+            elif threading.current_thread() is threading.main_thread():
                 previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-            try:
-                ray.shutdown()
-            finally:
-                self._owns_ray = False
-                if previous is not None:
-                    signal.signal(signal.SIGINT, previous)
+            if self._owns_ray:
+                try:
+                    ray.shutdown()
+                finally:
+                    self._owns_ray = False
+                    if previous is not None:
+                        signal.signal(signal.SIGINT, previous)
             if caught:
                 raise KeyboardInterrupt
         self._remote = self._remote_fresh = None
