@@ -121,10 +121,13 @@ def _remake_report(run_dir: str) -> None:
     was going, or after an earlier run): remade now, as a user expects of a finished run."""
     from refinery.io.fs import StorageError
     from refinery.io.parquet import ShardReadError
-    from refinery.stats.report import remake_report
+    from refinery.stats.report import NotARunReport, remake_report
 
     try:
         uri = remake_report(run_dir)
+    except NotARunReport as exc:
+        err.print(f"note: {exc}", style="yellow", highlight=False, soft_wrap=True)
+        return
     except (FileNotFoundError, StorageError, ShardReadError, ValueError, OSError) as exc:
         err.print(f"note: {run_dir.rstrip('/')}/report.html shows the run before this one and could not be remade "
                   f"({exc}): `refinery report {run_dir}` remakes it", style="yellow", highlight=False, soft_wrap=True)
@@ -320,8 +323,12 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         if handles_ctrl_c and exiting:
             # nothing is left to stop: a Ctrl-C in the interpreter's exit (atexit joins the pools'
             # threads) printed a traceback, or killed the process by SIGINT after its one line.
-            # Not ignored altogether: a third one still quits an exit that hangs
-            interrupts.stopping()
+            # Ignored once multiprocessing's exit handler is done (interrupts.ignore_at_exit); until
+            # then a third one still quits an exit that hangs
+            if interrupts.ignores_at_exit():
+                interrupts.stopping()
+            else:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         elif handles_ctrl_c:  # called in-process (tests): leave SIGINT as it was
             signal.signal(signal.SIGINT, signal.default_int_handler)
             interrupts.reset()

@@ -761,3 +761,34 @@ def test_compare_of_runs_with_other_readers_and_stages_follows_the_stage_order(t
     diff_stages = list(dict.fromkeys(r["stage"] for r in config_diff(*(load_run_manifest(runs[k]) for k in "ab"))
                                      if r["stage"] in full))
     assert diff_stages == full
+
+
+def test_a_finished_run_leaves_a_report_html_it_did_not_make_alone(tmp_path):
+    """A report.html in the run directory that `refinery report` did not write (by hand, another
+    tool's, a --compare written there with --out) was overwritten by the finished run's report."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from refinery.stats.report import write_compare_report
+
+    root = Path(__file__).resolve().parents[1]
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"name": "r", "stages": [{"type": "gopher_repetition"}]}))
+    out = tmp_path / "run"
+    mine = out / "report.html"
+    cmd = [sys.executable, "-m", "refinery", "run", str(config), "-i", str(root / "data/sample/cc_docs"),
+           "-o", str(out), "--workers", "1", "--limit", "5"]
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=120).returncode == 0
+    mine.write_text("<html><body>my notes on this run</body></html>")
+    cmd.append("--force")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert mine.read_text() == "<html><body>my notes on this run</body></html>"
+    assert f"note: {mine} is no `refinery report`" in done.stderr and "left as it is" in done.stderr
+    write_compare_report(str(out), str(out), str(mine))  # a comparison, written there by hand
+    compared = mine.read_text()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert mine.read_text() == compared

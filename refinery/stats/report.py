@@ -546,7 +546,15 @@ def remake_report(run_dir: str) -> str | None:
     if not fs.exists(uri):
         return None
     found = _SAMPLES_RE.search(fs.read_bytes(uri)[:4096].decode("utf-8", "replace"))
-    return write_report(run_dir, uri, samples_per_reason=int(found.group(1)) if found else 8)
+    if not found:  # not a run report of ours: written by hand, by another tool, a --compare --out
+        raise NotARunReport(f"{uri} is no `refinery report` of this version (no {_SAMPLES_META} tag): left as it is")
+    return write_report(run_dir, uri, samples_per_reason=int(found.group(1)))
+
+
+class NotARunReport(ValueError):
+    """The run directory's report.html was not written by :func:`write_report` (it carries no
+    samples tag): a finished run overwrote it with its report (a file written by hand, another
+    tool's, a comparison written there with ``--out``)."""
 
 
 # -- two runs side by side ----------------------------------------------------------------------
