@@ -9,6 +9,9 @@ import sys
 
 
 def main() -> None:
+    from refinery import interrupts
+
+    interrupts.ignore_at_exit()  # first: its exit handler runs last
     try:
         from refinery.cli import main as cli_main
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ printed, exit code 130 (:func:`force_quit`).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import os
@@ -93,6 +94,31 @@ def _let_the_resource_tracker_finish(timeout_s: float = 2.0) -> None:
             time.sleep(0.02)
     except Exception:  # noqa: BLE001 - quitting whatever happens
         pass
+
+
+_ignores_at_exit = False
+
+
+def ignore_at_exit() -> None:
+    """Ignore SIGINT at the very end of the interpreter's exit. Call it early (the console script
+    does, before it imports anything that registers exit handlers): atexit runs its callbacks last
+    in, first out, so this one runs after multiprocessing's (which joins the worker processes),
+    and until then a Ctrl-C still reaches :func:`_on_sigint`, where a third one quits an exit that
+    hangs. Past this point Python's finalization puts back the default handler, and a Ctrl-C then
+    killed the process by SIGINT after its one line."""
+    global _ignores_at_exit
+    if not _ignores_at_exit:
+        atexit.register(_ignore_sigint)
+        _ignores_at_exit = True
+
+
+def ignores_at_exit() -> bool:
+    return _ignores_at_exit
+
+
+def _ignore_sigint() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stopping() -> None:

@@ -95,18 +95,17 @@ class _QuietSpawnPool(ProcessPoolExecutor):
 def _kill_stragglers(processes: list[Any], grace_s: float) -> None:
     """Kill (SIGKILL) the worker processes still alive ``grace_s`` seconds after their SIGTERM: a
     worker stuck in a C call that holds SIGTERM, or that ignores it, kept the pool's shutdown, and
-    so a Ctrl-C'd run, waiting for good (later Ctrl-Cs are ignored while the run stops). Waits on
-    the processes' sentinels, not join(): the pool's manager thread reaps them."""
+    so a Ctrl-C'd run, waiting for good (later Ctrl-Cs are ignored while the run stops)."""
     from multiprocessing.connection import wait as wait_for
 
-    deadline = time.monotonic() + grace_s
-    alive = [p for p in processes if p.exitcode is None]
-    while alive and time.monotonic() < deadline:
-        ready = wait_for([p.sentinel for p in alive], timeout=max(0.0, deadline - time.monotonic()))
-        alive = [p for p in alive if p.sentinel not in ready]
-    for process in alive:
-        log.warning("worker pid %s still running %.0f s after SIGTERM: killed", process.pid, grace_s)
-        process.kill()
+    try:
+        ended = set(wait_for([p.sentinel for p in processes], timeout=0))  # not exitcode: no reaping
+    except (OSError, ValueError):  # a sentinel closed already: that pool is done
+        return
+    for process in processes:
+        if process.sentinel not in ended:
+            log.warning("worker pid %s still running %.0f s after SIGTERM: killed", process.pid, grace_s)
+            process.kill()
 
 
 class LocalExecutor(Executor):
@@ -190,8 +189,16 @@ class LocalExecutor(Executor):
                     processes = list((getattr(pool, "_processes", None) or {}).values())
                     for process in processes:
                         process.terminate()
-                    _kill_stragglers(processes, self.TERMINATE_GRACE_S)
-                    self._shut_down(pool)
+                    # the shutdown right after the SIGTERMs, as before (it wakes the pool's manager
+                    # thread before it sees its workers die: else it fails the futures the run
+                    # cancelled, InvalidStateError), the SIGKILLs from a timer
+                    killer = threading.Timer(self.TERMINATE_GRACE_S, _kill_stragglers, (processes, self.TERMINATE_GRACE_S))
+                    killer.daemon = True
+                    killer.start()
+                    try:
+                        self._shut_down(pool)
+                    finally:
+                        killer.cancel()
             self._pool = self._fresh_pool = None
 
     #: how long a worker has to end after SIGTERM before it is killed (SIGKILL) on Ctrl-C
