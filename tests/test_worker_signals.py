@@ -299,3 +299,39 @@ def test_a_third_ctrl_c_quits_a_ray_shutdown_that_hangs(monkeypatch):
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         interrupts.reset()
+
+
+
+_MANAGER_THREAD_RACE = """
+import threading
+from concurrent.futures import InvalidStateError, ProcessPoolExecutor
+import refinery.executors.local  # installs the hook
+
+def noop():
+    return 0
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1)
+    pool.submit(noop).result()
+    manager = pool._executor_manager_thread  # the real thread class the hook must recognise
+    for exc in (InvalidStateError("CANCELLED: <Future state=cancelled>"), RuntimeError("a real manager-thread failure")):
+        threading.excepthook(threading.ExceptHookArgs((type(exc), exc, None, manager)))
+    pool.shutdown()
+"""
+
+
+def test_the_pools_cancelled_future_race_after_ctrl_c_prints_no_traceback(tmp_path):
+    """CI caught a double Ctrl-C test printing "Exception in thread ... InvalidStateError: CANCELLED"
+    after "interrupted": the pool's manager thread saw its terminated workers die after the run
+    had cancelled their futures. That exception of that thread is quieted; any other still prints.
+    (In a fresh interpreter: pytest replaces ``threading.excepthook`` during a test.)"""
+    import subprocess
+    import sys
+
+    script = tmp_path / "race.py"
+    script.write_text(_MANAGER_THREAD_RACE)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert "InvalidStateError" not in done.stderr
+    assert "a real manager-thread failure" in done.stderr
