@@ -410,3 +410,34 @@ def test_twins_under_short_headlines_are_separate_stories() -> None:
                                 "</div></body></html>")
     first = page.find(".//div[@class='article-body']")
     assert split_body_container(first).get("id") == "stream"  # around an ad slot only: one article
+
+
+def test_boxes_inside_a_wrapper_with_a_boilerplate_class_go(tmp_path) -> None:
+    """pcgamer.com's article sits in ``div.widget-content`` ("widget" is one of trafilatura's ad
+    tokens): the match holds nearly all the text, so trafilatura's guard pruned none of the
+    matches and the in-article newsletter box and "related" card stayed. The wrapper stays now
+    and the boxes inside it go; the story's text stays whole."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    (url, html, item), = load_eval_pages(tmp_path, ("pcgamer.com.skyrim.html",))
+    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html.decode(), url)
+    off, _ = TrafilaturaExtractor(timeout_s=0, prune_inside_wrappers=False)._extract_fn()(html.decode(), url)
+    assert all(s in off for s in item["without"]) and not any(s in on for s in item["without"])
+    assert [s for s in item["with"] if s in on] == [s for s in item["with"] if s in off]
+    assert "He suggests I find some weapons and armour of my own." in on
+
+
+def test_a_match_holding_the_article_is_a_wrapper_and_trafilaturas_guard_stands() -> None:
+    """On a made-up page: a box inside the article's ``widget`` wrapper goes, the wrapper (and the
+    article) stays; when the wrapper is the only match, nothing changes."""
+    story = "".join(_para(d) for d in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"))
+    box = "<div class='newsletter-box'><h2>Our newsletter</h2><p>Sign up for the best stories of the week.</p></div>"
+    page = f"<html><body><article><div class='widget-content'>{story[:800]}{box}{story[800:]}</div></article></body></html>"
+    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(page, "https://example.org/budget")
+    off, _ = TrafilaturaExtractor(timeout_s=0, prune_inside_wrappers=False)._extract_fn()(page, "https://example.org/budget")
+    assert "Sign up for the best stories" in off and "Sign up for the best stories" not in on
+    assert on.count("The council met on") == 6
+    # the only match is the wrapper: nothing goes, with the rule or without
+    bare = page.replace(box, "")
+    assert (TrafilaturaExtractor(timeout_s=0)._extract_fn()(bare, "https://example.org/budget")[0]
+            == TrafilaturaExtractor(timeout_s=0, prune_inside_wrappers=False)._extract_fn()(bare, "https://example.org/budget")[0])

@@ -1,5 +1,5 @@
-"""Eight of trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
-rules, session 22" and "session 23").
+"""Trafilatura's precision-mode rules, changed (issue 13; docs/extraction.md, "Precision
+rules, session 22" and "session 23", "Boxes inside wrappers").
 
 The extract stage's first pass is trafilatura in precision mode. Measured on trafilatura's 990
 evaluation pages (both halves alike), on 51 publisher article bodies and read on the 1,087 crawl
@@ -43,6 +43,12 @@ and trafilatura called outside the stage are untouched:
   classed div/section whose twins (same tag and classes, under wrappers of one class) fill one
   container with only ad slots between them, each mostly paragraphs of sentences and without a
   headline, that container is extracted instead (wired.com's article stopped at its first ad).
+- **boxes inside wrappers** (``prune_inside_wrappers``, trafilatura false; session 33): trafilatura
+  prunes the boilerplate matches (``OVERALL_DISCARD_XPATH``) of the content area only if what
+  would go leaves more than 1/7 of its text, else none; when a wrapper of the article carries a
+  boilerplate class (pcgamer's ``div.widget-content``), every match stayed, the newsletter box and
+  "related" card inside it too. The wrappers (matches whose removal alone trips that guard) stay
+  and the outermost matches inside them go, under the same guard.
 
 The replacements are installed once per process over the trafilatura functions they mirror (their
 sources are compared, as for the lean path) and act only inside :func:`active`, which the stage's
@@ -77,13 +83,14 @@ class PrecisionRules:
     keep_text_with_empty_links: bool = False
     keep_repeated_posts: bool = False
     keep_split_bodies: bool = False
+    prune_inside_wrappers: bool = False
 
 
 #: trafilatura's own values: with these, the replacements change nothing
 TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep_title_header=False,
                              drop_link_list_headings=False, drop_labelled_links=False, drop_orphaned_headings=False,
                              keep_text_with_empty_links=False, keep_repeated_posts=False,
-                             keep_split_bodies=False)
+                             keep_split_bodies=False, prune_inside_wrappers=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -124,6 +131,9 @@ _NEXT_HEADING_TAGS = frozenset(_ORPHAN_TAGS + ("tr",))
 _STRIPPED = frozenset({"span", "ref"})
 
 _ACTIVE: ContextVar[PrecisionRules | None] = ContextVar("refinery_precision_rules", default=None)
+#: (content area, what trafilatura's guarded pruning deletes there), found once by
+#: :func:`guarded_matches` before the orphaned headings are sought, and used by that pruning
+_GUARDED: ContextVar[tuple | None] = ContextVar("refinery_guarded_matches", default=None)
 
 #: text of its own an element needs for its empty links (anchors, icons) not to make it a link list
 _EMPTY_LINKS_TEXT_CHARS = 20
@@ -259,6 +269,37 @@ def _text_with_empty_links(element) -> bool:  # noqa: ANN001 - an lxml element
     if any(link.text_content().strip() for link in links):
         return False
     return len(" ".join(element.text_content().split())) >= _EMPTY_LINKS_TEXT_CHARS
+
+
+#: trafilatura's guard on its boilerplate pruning: nothing goes when what would go leaves no more
+#: than this share of the content area's text
+_GUARD_SHARE = 1 / 7
+
+
+def guarded_matches(tree, expressions) -> tuple[list, list]:  # noqa: ANN001 - lxml elements and XPaths
+    """``(trafilatura's, inside)``: the matches of ``expressions`` that trafilatura's guarded
+    pruning deletes from ``tree`` (its ``prune_unwanted_nodes(..., with_backup=True)``: the
+    outermost matches, unless they hold nearly all the text), and, when that guard deletes none,
+    the outermost matches inside the wrappers. The guard kept every match when a wrapper of the
+    article carries a boilerplate class (pcgamer's body sits in ``div.widget-content``, "widget"
+    being an ad token), so the newsletter box and "related" card inside it stayed too. A wrapper
+    is a match whose removal alone would trip the guard; it stays, and the outermost matches
+    inside it go, under the same guard."""
+    from refinery.stages._extract_helper import _outer_matches
+
+    matches = dict.fromkeys(e for expression in expressions for e in expression(tree))
+    if not matches:
+        return [], []
+    total = len(tree.text_content())
+    sizes = {e: len(e.text_content()) for e in _outer_matches(matches)}
+    if total - sum(sizes.values()) > total * _GUARD_SHARE:
+        return list(sizes), []
+    # a wrapper's ancestors hold as much text, so they are wrappers too: the rest lies inside them
+    rest = {e: None for e in matches if total - sizes.get(e, len(e.text_content())) > total * _GUARD_SHARE}
+    inner = _outer_matches(rest)
+    if not inner or total - sum(len(e.text_content()) for e in inner) <= total * _GUARD_SHARE:
+        return [], []
+    return [], inner
 
 
 @contextmanager
@@ -403,11 +444,12 @@ def install() -> bool:
     from trafilatura import htmlprocessing, main_extractor
     from trafilatura.settings import CUT_EMPTY_ELEMS
 
-    from refinery.stages._extract_helper import _sources_are
+    from refinery.stages._extract_helper import _PRUNE_SOURCE_SHA256, _sources_are
 
     originals = (htmlprocessing.link_density_test, htmlprocessing.prune_html, htmlprocessing.delete_by_link_density,
                  main_extractor.prune_unwanted_sections)
-    if not _sources_are(originals, tuple(_SOURCES_SHA256.values())):
+    if not _sources_are(originals + (htmlprocessing.prune_unwanted_nodes,),
+                        tuple(_SOURCES_SHA256.values()) + (_PRUNE_SOURCE_SHA256,)):
         import trafilatura
 
         log.warning("trafilatura %s: the extract stage's precision rules (docs/extraction.md) are written for "
@@ -472,6 +514,14 @@ def install() -> bool:
             tree = repeated_posts_container(tree)
         if rules.keep_split_bodies and not args and not kwargs and tree is chosen:
             tree = split_body_container(tree)
+        guarded = None
+        if rules.prune_inside_wrappers:
+            # boxes inside a wrapper go before the orphaned headings are sought: they were
+            # never the content under a heading (aclu.org's title over its author box went)
+            later, inside = guarded_matches(tree, main_extractor.OVERALL_DISCARD_XPATH)
+            for element in inside:
+                delete_element(element)
+            guarded = _GUARDED.set((tree, later))
         orphans = orphan_candidates(tree) if rules.drop_orphaned_headings else []
         # after convert_tags an <h1> is <head rend="h1">; the header holding it is the article's
         titles = ([h for h in tree.iter("header") if h.find(".//head[@rend='h1']") is not None]
@@ -483,11 +533,29 @@ def install() -> bool:
         finally:
             for header in titles:
                 header.tag = "header"
+            if guarded is not None:
+                _GUARDED.reset(guarded)
         for heading, content in orphans:
             if _within(heading, tree) and not any(_within(e, tree) and trim(e.text_content()) for e in content):
                 delete_element(heading, keep_tail=True)
         return tree
 
+    previous_prune_nodes = main_extractor.prune_unwanted_nodes  # the lean path's, when installed
+
+    def prune_nodes(tree, nodelist, with_backup=False):
+        rules = _ACTIVE.get()
+        if not with_backup or rules is None or not rules.prune_inside_wrappers:
+            return previous_prune_nodes(tree, nodelist, with_backup)
+        found = _GUARDED.get()
+        # found by prune_sections on this tree: the XPaths need not run again (the renamed title
+        # header and the orphan search between them change no match)
+        for element in (found[1] if found is not None and found[0] is tree else guarded_matches(tree, nodelist)[0]):
+            delete_element(element)
+        return tree
+
+    prune_nodes._refinery = True
+    prune_nodes._original = previous_prune_nodes
+    main_extractor.prune_unwanted_nodes = prune_nodes  # the guarded call is prune_unwanted_sections'
     for replacement, original in ((link_teaser_test, link_density_test), (prune_empty_elements, prune_html),
                                   (delete_with_headings_by_link_density, delete_by_link_density),
                                   (prune_sections, prune_unwanted_sections)):

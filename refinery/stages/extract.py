@@ -670,6 +670,7 @@ class TrafilaturaExtractor(Stage):
         keep_text_with_empty_links: bool = True,
         keep_repeated_posts: bool = True,
         keep_split_bodies: bool = True,
+        prune_inside_wrappers: bool = True,
         join_source_lines: bool = True,
     ) -> None:
         super().__init__(name)
@@ -739,6 +740,9 @@ class TrafilaturaExtractor(Stage):
         # an article body split into sibling blocks of one class around ad slots; trafilatura took
         # the first (docs/extraction.md, "Split article bodies")
         self.keep_split_bodies = bool(keep_split_bodies)
+        # boilerplate boxes inside an article wrapper that carries a boilerplate class stayed
+        # (trafilatura's guard kept every match; docs/extraction.md, "Boxes inside wrappers")
+        self.prune_inside_wrappers = bool(prune_inside_wrappers)
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
