@@ -792,3 +792,33 @@ def test_a_finished_run_leaves_a_report_html_it_did_not_make_alone(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert mine.read_text() == compared
+
+
+def test_compare_lists_a_renamed_stage_after_the_one_it_replaces(tmp_path):
+    """A ran (r, a, c), B (r, b, c): B's stage ``b`` was listed above A's ``a`` (r, b, a, c) by
+    ``stats --compare`` and in the HTML comparison's config diff; A's order leads, so B's own
+    stage follows A's stages after their common predecessor: r, a, b, c."""
+    import yaml
+
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stats.report import config_diff
+    from refinery.stats.thresholds import load_run_manifest
+
+    stages = {"a": [{"type": "gopher_repetition"}, {"type": "gopher_quality"}, {"type": "pii"}],
+              "b": [{"type": "gopher_repetition"}, {"type": "gopher_quality", "name": "quality_v2"}, {"type": "pii"}]}
+    runs = {}
+    for k, spec in stages.items():
+        runs[k] = str(tmp_path / k)
+        config = parse_config(yaml.safe_load(yaml.safe_dump({"name": k, "stages": spec})))
+        assert not run_pipeline(config, str(CC_DOCS), runs[k], workers=1, progress=False, limit=20).failed
+    a, b = (load_run_stats(runs[k]) for k in "ab")
+    order = ["gopher_repetition", "gopher_quality", "quality_v2", "pii"]
+    rows = [r["stage"] for r in compare_rows(a, b) if not r["reason"]]
+    assert rows[1:] == order  # after the reader's row
+    diff = [r["stage"] for r in config_diff(*(load_run_manifest(runs[k]) for k in "ab"))]
+    assert [s for s in dict.fromkeys(diff) if s in order] == order
+    printed = CliRunner().invoke(__import__("refinery.cli", fromlist=["app"]).app, ["stats", "--compare", runs["a"], runs["b"]])
+    assert printed.exit_code == 0, printed.output
+    at = [printed.output.index(f" {s} ") for s in order]
+    assert at == sorted(at)

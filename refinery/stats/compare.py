@@ -63,13 +63,19 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def merged_order(names_a: list[str], names_b: list[str]) -> list[str]:
-    """A's names in A's order, each name only B has right after its predecessor in B (first if it
-    has none): the order of two runs' stages (or passes, or config sections) side by side."""
+    """A's names in A's order, each name only B has after its predecessor in B and after the
+    names only A has that follow that predecessor (a stage renamed from ``a`` to ``b``: r, a, b, c,
+    not r, b, a, c); at the start if it has none: the order of two runs' stages (or passes, or
+    config sections) side by side."""
     order = list(names_a)
+    in_b = set(names_b)
     previous = None
     for name in names_b:
         if name not in order:
-            order.insert(order.index(previous) + 1 if previous in order else 0, name)
+            at = order.index(previous) + 1 if previous in order else 0
+            while at < len(order) and order[at] not in in_b:  # A's own names stay first: A's order leads
+                at += 1
+            order.insert(at, name)
         previous = name
     return order
 
