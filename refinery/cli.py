@@ -84,7 +84,7 @@ def run(
     except ConfigError as exc:
         fail(exc)
     if any(s == "done" for s in summary.passes.values()):
-        _remake_report(summary.output)
+        cli_common.remake_report(summary.output)
     if summary.stats:
         from refinery.stats.alerts import suspicious_removals
 
@@ -114,26 +114,6 @@ def run(
         for o in summary.set_aside:
             err.print(f"  {o.shard}: {o.first_error_line}")
     console.print("passes: " + ", ".join(f"{n} {s}" for n, s in summary.passes.items()), highlight=False, soft_wrap=True)
-
-
-def _remake_report(run_dir: str) -> None:
-    """A report.html of this directory shows it as it was before this run (made while the run
-    was going, or after an earlier run): remade now, as a user expects of a finished run."""
-    from refinery.io.fs import StorageError
-    from refinery.io.parquet import ShardReadError
-    from refinery.stats.report import NotARunReport, remake_report
-
-    try:
-        uri = remake_report(run_dir)
-    except NotARunReport as exc:
-        err.print(f"note: {exc}", style="yellow", highlight=False, soft_wrap=True)
-        return
-    except (FileNotFoundError, StorageError, ShardReadError, ValueError, OSError) as exc:
-        err.print(f"note: {run_dir.rstrip('/')}/report.html shows the run before this one and could not be remade "
-                  f"({exc}): `refinery report {run_dir}` remakes it", style="yellow", highlight=False, soft_wrap=True)
-        return
-    if uri:
-        err.print(f"note: {uri} showed the run before this one: remade", highlight=False, soft_wrap=True)
 
 
 @app.command()

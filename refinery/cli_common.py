@@ -120,3 +120,25 @@ def setup_logging(verbose: bool, level: int | None = None) -> None:
     for handler in root.handlers:
         if not any(isinstance(f, RedactCredentials) for f in handler.filters):
             handler.addFilter(RedactCredentials())
+
+
+def remake_report(run_dir: str) -> None:
+    """A report.html of this directory shows it as it was before this command (made while the run
+    was going, or after an earlier run): remade now, as a user expects of a finished run, if
+    ``refinery report`` wrote it; left alone, with a note, if not. Shared by run, dedup, tokenize."""
+    from refinery.io.fs import StorageError
+    from refinery.io.parquet import ShardReadError
+    from refinery.stats.report import NotARunReport
+    from refinery.stats.report import remake_report as remake
+
+    try:
+        uri = remake(run_dir)
+    except NotARunReport as exc:
+        err.print(f"note: {exc}", style="yellow", highlight=False, soft_wrap=True)
+        return
+    except (FileNotFoundError, StorageError, ShardReadError, ValueError, OSError) as exc:
+        err.print(f"note: {run_dir.rstrip('/')}/report.html shows the run before this one and could not be remade "
+                  f"({exc}): `refinery report {run_dir}` remakes it", style="yellow", highlight=False, soft_wrap=True)
+        return
+    if uri:
+        err.print(f"note: {uri} showed the run before this one: remade", highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from refinery.cli_common import fail, print_error, setup_logging
+from refinery.cli_common import fail, print_error, remake_report, setup_logging
 from refinery.cli_common import out as console
 
 
@@ -64,6 +64,7 @@ def dedup(
     except (DedupError, TaskError) as exc:
         print_error(exc, "dedup failed:")
         raise typer.Exit(1)
+    remake_report(output)  # OUTPUT is a run directory: a report of it made before now shows an earlier state
     if json_out:
         out.print_json(json.dumps(stats))
         return

@@ -7,7 +7,7 @@ import sys
 import typer
 from refinery.cli_common import fail, setup_logging
 from refinery.cli_common import out as console
-from refinery.cli_common import print_error
+from refinery.cli_common import print_error, remake_report
 
 
 def _logging(verbose: bool) -> None:
@@ -16,6 +16,17 @@ def _logging(verbose: bool) -> None:
 
 def _fail(exc: Exception, code: int = 2) -> None:
     fail(exc, code)
+
+
+def _is_runs_token_dir(run_dir: str, output: str) -> bool:
+    """``output`` is ``RUN_DIR/tokens``, whose manifest the run's report reads."""
+    import os
+
+    from refinery.io import fs
+
+    if fs.is_s3(run_dir) or fs.is_s3(output):
+        return fs.join(run_dir, "tokens").rstrip("/") == output.rstrip("/")
+    return os.path.abspath(os.path.join(run_dir, "tokens")) == os.path.abspath(output)
 
 
 def register(app: typer.Typer) -> None:
@@ -61,6 +72,8 @@ def register(app: typer.Typer) -> None:
             _fail(exc)
         finally:
             pool.close()
+        if _is_runs_token_dir(run_dir, output):  # the run's report counts these tokens
+            remake_report(run_dir)
         m = result.manifest
         console.print(
             f"{m['totals']['n_tokens']:,} tokens, {m['totals']['n_docs']:,} documents "

@@ -822,3 +822,47 @@ def test_compare_lists_a_renamed_stage_after_the_one_it_replaces(tmp_path):
     assert printed.exit_code == 0, printed.output
     at = [printed.output.index(f" {s} ") for s in order]
     assert at == sorted(at)
+
+
+def test_dedup_and_tokenize_remake_a_report_refinery_wrote_and_leave_others_alone(tmp_path):
+    """``refinery run`` remakes RUN_DIR/report.html when ``refinery report`` wrote it; ``refinery
+    dedup`` (its OUTPUT run directory) and ``refinery tokenize`` (into RUN_DIR/tokens, which the
+    report counts) left it showing the state before them. Now they remake it the same way, with
+    its samples, and leave a report.html refinery did not write alone, with a note."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"name": "r", "stages": [{"type": "gopher_repetition"}]}))
+    run, deduped = tmp_path / "run", tmp_path / "deduped"
+
+    def refinery(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "refinery", *args], capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+
+    def stale_report(run_dir: Path) -> Path:  # a report refinery wrote, then left behind by a later command
+        refinery("report", str(run_dir), "--samples", "3")
+        report = run_dir / "report.html"
+        report.write_text(report.read_text().replace("</body>", "<p>STALE</p></body>"))
+        return report
+
+    refinery("run", str(config), "-i", str(root / "data/sample/cc_docs"), "-o", str(run), "--workers", "1", "--limit", "5")
+    dedup = ("dedup", str(run), "-o", str(deduped), "--method", "exact", "--workers", "1")
+    refinery(*dedup)
+    report = stale_report(deduped)
+    done = refinery(*dedup, "--force")
+    assert "STALE" not in report.read_text() and 'content="3"' in report.read_text()
+    assert f"note: {report} showed the run before this one: remade" in done.stderr
+
+    report = stale_report(run)
+    refinery("tokenize", str(run), "-o", str(run / "tokens"))
+    remade = report.read_text()
+    assert "STALE" not in remade and ", counted)" in remade  # the tokens counted from their manifest
+
+    report.write_text("<html><body>my notes</body></html>")  # not refinery's: left alone
+    done = refinery("tokenize", str(run), "-o", str(run / "tokens"), "--force")
+    assert report.read_text() == "<html><body>my notes</body></html>" and "left as it is" in done.stderr
