@@ -476,3 +476,72 @@ def test_a_boilerplate_task_stays_within_its_bytes_per_row(min_site_docs):
     finally:
         tracemalloc.stop()
     assert (read + peak) / n <= LINE_BYTES_PER_ROW, f"{(read + peak) / n:.0f} B/row"
+
+
+def _dated(docs: list[dict], lines: list[str]) -> list[dict]:
+    """Real documents with one line put on top of each: where a news page's dateline sits."""
+    return [dict(d, text=f"{line}\n{d['text']}") for d, line in zip(docs, lines)]
+
+
+def test_datelines_stay_with_exact_dates_and_chrome_with_digits_is_still_cut(tmp_path):
+    """``fold_digits`` made every dateline of a month one line ("april 00, 0000"): on the real
+    pages of ``benchmarks/real_pages.py`` through the recipe, the only two lines the pass cut were
+    "April 11, 2023" and "April 21, 2022" (articles of different sites). With ``exact_dates`` a
+    dateline keeps its digits: different dates stay, the same date on many pages (a template's
+    fixed date) is still cut, and chrome with digits ("3 comments") is still one folded line."""
+    docs = [d for d in load_cc_docs() if d["url"]]
+    by_site = collections.defaultdict(list)
+    for d in docs:
+        by_site[DomainCounter().domain(d["url"])].append(d)
+    picked = [d for site in sorted(by_site)[:8] for d in by_site[site][:1]]  # 8 documents of 8 sites
+    # the two real ones, and six more of their form: folded, all are "april 00, 0000"
+    dates = ["April 11, 2023", "April 21, 2022"] + [f"April {day}, {year}" for day, year in
+                                                    ((12, 2021), (14, 2019), (15, 2020), (16, 2018), (17, 2017), (18, 2016))]
+    fixed = ["January 1, 2010"] * 4 + ["Last updated: 2020-01-01"] * 4
+    comments = [f"{n} comments on this post" for n in range(2, 10)]
+    shards = {"a": _dated(_dated(_dated(picked, dates), fixed), comments)}
+
+    def cut_lines(run: Path) -> collections.Counter:  # each added line, counted where it is gone
+        kept = {r["id"]: r["text"].split("\n") for r in _rows(run / "kept")}
+        assert len(kept) == len(picked)
+        return collections.Counter(line for i, d in enumerate(picked) for line in (dates[i], fixed[i], comments[i])
+                                   if line not in kept[d["id"]])
+
+    _, old = _run(tmp_path / "old", shards, max_removed_word_frac=1.0)
+    _, new = _run(tmp_path / "new", shards, max_removed_word_frac=1.0, exact_dates=True)
+    before, after = cut_lines(old), cut_lines(new)
+    assert sum(before[d] for d in dates) == len(dates) - 1  # every dateline but the first, folded as one
+    assert not any(after[d] for d in dates)  # each date is its own line now
+    for line in set(fixed) | set(comments[1:]):  # a fixed date and the comment counters: cut but in one
+        assert after[line] == before[line]
+    assert sum(after[line] for line in set(fixed)) == 6 and sum(after[line] for line in comments) == 7
+
+
+@pytest.mark.parametrize("line, dateline", [
+    ("April 11, 2023", True), ("Posted on 11 April 2023", True), ("Updated: 2022-04-21 10:30", True),
+    ("FRIDAY APRIL 17", True), ("3 de octubre de 2011", True), ("Published 12/03/2019", True),
+    ("11. Mai 2021", True), ("Monday, April 17th, 2023 at 10:30 am EDT", True),
+    ("3 comments", False), ("© 2023 Acme. All rights reserved.", False), ("Page 2 of 9", False),
+    ("Line 11: Line 10:", False), ("Friday 10:30", False), ("ACL, 2022", False),
+    ("May 3 people came to the show", False), ("Final score: Arsenal 3, Chelsea 1", False),
+])
+def test_which_lines_are_datelines(line, dateline):
+    """A date with at most three other words; chrome with digits has no month name or numeric date."""
+    import unicodedata
+
+    from refinery.dedup.datelines import is_dateline
+
+    assert is_dateline(unicodedata.normalize("NFKC", line).casefold()) is dateline
+
+
+def test_exact_dates_at_its_old_value_leaves_old_runs_fingerprints_alone():
+    """``lines.exact_dates`` is unset in run.json files written before it: at false (what they
+    did) every dedup pass's fingerprint is as before, so such a run resumes; true changes it."""
+    from refinery.plan import _dedup_params
+
+    now = DedupConfig(method="lines").model_dump(mode="json")
+    before = json.loads(json.dumps(now))
+    del before["lines"]["exact_dates"]
+    assert _dedup_params(now) == _dedup_params(before)
+    now["lines"]["exact_dates"] = True
+    assert _dedup_params(now) != _dedup_params(before)

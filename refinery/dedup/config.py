@@ -94,6 +94,10 @@ class LinesConfig(_Strict):
     min_words: int = Field(2, ge=1, description="fewest words of a candidate line (one-word lines: line_corrections)")
     max_words: int = Field(30, ge=1, description="longest candidate line in words: longer lines are prose")
     fold_digits: bool = Field(True, description="digits compare equal ('Page 2 of 9' = 'Page 3 of 7')")
+    # off by default: every dedup pass's fingerprint holds the lines section, so a default of true
+    # made every run from before it (url and minhash passes too) refuse to resume
+    exact_dates: bool = Field(False, description="with fold_digits: a dateline ('Posted on April 11, 2023') keeps its "
+                              "digits, so only the same date on many pages is cut (false: every date is one line)")
     max_removed_word_frac: float = Field(0.05, ge=0.0, le=1.0,
                                          description="RefinedWeb's rule: a document losing more words is removed")
     keep_first: bool = Field(True, description="keep each boilerplate line in the first document holding it, "
@@ -109,7 +113,7 @@ class LinesConfig(_Strict):
 #: settings added after runs were made, each with the value that does what runs did before it:
 #: left out of a pass's fingerprint and of run comparisons while at that value, so a run made
 #: before a setting existed resumes, and compares equal, instead of differing by "<unset> -> None"
-ADDED_SETTINGS = {"lines": {"min_site_docs": None}}
+ADDED_SETTINGS = {"lines": {"min_site_docs": None, "exact_dates": False}}
 
 
 def without_added_defaults(section: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from refinery.dedup.datelines import is_dateline
 from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns, as_text, check_unique_ids
 from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
 from refinery.io import fs, parquet
@@ -91,14 +92,19 @@ class LineRule:
     min_words: int = 2
     max_words: int = 30
     fold_digits: bool = True
+    #: datelines keep their digits (refinery.dedup.datelines): folded, every date of a month was
+    #: one line on many sites, cut from every article but one
+    exact_dates: bool = False
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> LineRule:
-        return cls(int(params["min_chars"]), int(params["min_words"]), int(params["max_words"]), bool(params["fold_digits"]))
+        # an index written before ``exact_dates`` folded every line's digits
+        return cls(int(params["min_chars"]), int(params["min_words"]), int(params["max_words"]),
+                   bool(params["fold_digits"]), bool(params.get("exact_dates", False)))
 
     def normalize(self, line: str) -> str:
         norm = unicodedata.normalize("NFKC", line).casefold()
-        if self.fold_digits:
+        if self.fold_digits and not (self.exact_dates and is_dateline(norm)):
             norm = _DIGIT.sub("0", norm)
         return _WS.sub(" ", norm).strip()
 
@@ -489,7 +495,7 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
     from refinery.dedup.driver import _method_params, _run_pass, _write_manifest, worker_baseline_bytes
 
     lines = config.lines
-    rule = {k: getattr(lines, k) for k in ("min_chars", "min_words", "max_words", "fold_digits")}
+    rule = {k: getattr(lines, k) for k in ("min_chars", "min_words", "max_words", "fold_digits", "exact_dates")}
     text_bytes = text_bytes_of(shards)  # checks the shards' columns before any task runs
     P = config.partitions or (work.done("line_counts") or {}).get("partitions") \
         or partitions_for_text(text_bytes, config.memory_budget, worker_baseline_bytes(executor))
