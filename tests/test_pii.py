@@ -111,7 +111,15 @@ FALSE_POSITIVES = [
     "Suhrkamp, Frankfurt 1992, 3-518-28595-6, and Gallimard, 1998, 2-07-036024-7.",
     # user agents' product versions (found by adversarial testing)
     "UA: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0.0.0 Safari/537.36; Firefox/115.0.2.1.",
+    # a DOI suffix that reads as a US number (a reading probe of acpjournals.org's references, session 33)
+    "BMJ Open. 2016;6:e011092. doi:10.1136/bmjopen-2016-011092 and https://doi.org/10.1136/bmjopen-2016-011092.",
 ]
+
+
+def test_a_phone_beside_a_doi_is_still_redacted() -> None:
+    """Only a DOI's own suffix is spared: a number after it, past a space, is a phone as before."""
+    out = PiiRedactor().redact("doi:10.1136/bmj.325 or call 415-555-0132 today")[0]
+    assert out == "doi:10.1136/bmj.325 or call <PHONE> today"
 
 
 def test_an_ip_after_a_word_and_a_slash_is_still_redacted_unless_a_user_agent_s() -> None:

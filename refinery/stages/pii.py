@@ -16,7 +16,7 @@ than ``max_replacements`` replacements: contact directories, leaked lists). Dete
   ``phone_region``, ``+CC`` international numbers in any region. The matcher is slow Python
   (~0.5 ms a parse), so it only runs on short windows around digit runs that fit the region's
   metadata (lengths, national number pattern) or start with "+"; dates, decimals, thousands-
-  grouped integers, page lists, ISBNs, path parts and bare digit runs are not phones. Documents
+  grouped integers, page lists, ISBNs, DOIs, path parts and bare digit runs are not phones. Documents
   without a run of >= 7 digits cost one vectorized RE2 test per batch (see docs/pii.md).
 * **credit_card**: 13-19 digits, optionally grouped with one consistent space or hyphen, with a
   known issuer prefix (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay) and a valid Luhn
@@ -184,6 +184,19 @@ def _in_path(text: str, start: int, end: int) -> bool:
     if before == "." and start > 1 and text[start - 2].isalnum():
         return True
     return after == "." and end + 1 < len(text) and text[end + 1].isalnum()
+
+
+#: a DOI's registrant prefix ("10.1136/"): what follows it up to the next space is the DOI's
+#: suffix, an identifier ("bmjopen-2016-011092" was redacted as a US phone number)
+_DOI_PREFIX_RE = re.compile(r"\b10\.\d{4,9}/")
+
+
+def _in_doi(text: str, start: int, reach: int = 300) -> bool:
+    """Whether ``text[start]`` sits in a DOI's suffix: a DOI prefix between it and the nearest
+    whitespace before it (looked for within ``reach`` characters)."""
+    low = max(0, start - reach)
+    space = max(text.rfind(" ", low, start), text.rfind("\n", low, start), text.rfind("\t", low, start))
+    return _DOI_PREFIX_RE.search(text, space + 1 if space >= 0 else low, start) is not None
 
 
 def luhn_ok(digits: str) -> bool:
@@ -435,7 +448,7 @@ class PiiRedactor(Stage):
                     if start_limit is not None and self._starts > start_limit:
                         return None, limit + 1
                     out += [(ps + c[0], ps + c[1], "credit_card") for c in found_cards]
-                if not phones or _ISBN_RE.search(text, max(0, ps - 12), ps) or _is_isbn10(piece):
+                if not phones or _ISBN_RE.search(text, max(0, ps - 12), ps) or _is_isbn10(piece) or _in_doi(text, ps):
                     continue
                 done = ps
                 runs = self._phone_runs(piece)
