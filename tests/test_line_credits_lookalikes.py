@@ -29,6 +29,8 @@ CREDIT_LINES = [
     "Photo credit: Josep Emili",  # cc_docs
     "© Oli Scarff/Getty Images",  # amnesty.de
     "Click for a larger image.",  # cc_docs
+    "Featured image by Alberto Riva/The Points Guy.",  # thepointsguy.com (session 33's reading probe)
+    "Photo by Got Credit",  # cc_docs (a Flickr account's name)
 ]
 
 

@@ -8,7 +8,8 @@ most :data:`MAX_WORDS` words goes when it is
 * a credit that says so (:data:`CREDIT_PATTERNS`: "Photo credit: ...", "(Credit: X / Grist)",
   "Photo by X on Unsplash": the stock site ends the line, "... via photopin cc", "X/Getty Images"),
   an ad slot or an enlarge prompt (:data:`FURNITURE_PATTERNS`), wherever it stands;
-* "Credit: " and a name (:data:`BARE_CREDIT_PATTERN`), wherever it stands: not a course's
+* "Credit: " and a name (:data:`BARE_CREDIT_PATTERN`), or a picture's byline ("Featured image by
+  Alberto Riva/The Points Guy", :data:`BYLINE_PATTERN`), wherever it stands: not a course's
   "Credits: 3", a price, or a film's "Credits: music by X" (a name starts with a letter, and its
   lower-case words are particles: :func:`_is_name`);
 * a bare label and a name ("Photo: Getty Images", "Image: NASA"; :data:`LABEL_PATTERN`) only when
@@ -60,6 +61,10 @@ LABEL_PATTERN = _PICTURE + r"\s*[:：|/]\s*(?P<name>\S.*?)"
 #: "Credit: Clayton Aldern / Grist", "Credits: Titelbild AO PRODUCTION S.R.O." (the name is checked by
 #: :func:`_is_name`: not "Credits: 3 (ECTS)", "Credit: $500 per month", "Credits: music by John Williams")
 BARE_CREDIT_PATTERN = r"credits?\s*[:：]\s*(?P<name>\S.*?)"
+#: a picture's byline and a name: "Featured image by Alberto Riva/The Points Guy", "Photo by
+#: Joshua Humphrey" (the name is checked by :func:`_is_name`: not "Photo by the author of his
+#: grandmother's house, 1952", "Pictures by Picasso hang in the Louvre")
+BYLINE_PATTERN = r"(?:(?:featured|header|cover|top|lead|hero|main)\s+)?" + _PICTURE + r"\s+(?:by|courtesy\s+of)\s+(?P<name>\S.*?)"
 #: lower-case words a credited name may hold ("Clayton Aldern for The New York Times", "NASA via Getty")
 NAME_WORDS = frozenset({"and", "of", "for", "by", "via", "the", "from", "on", "at", "courtesy", "cc", "de", "del",
                         "da", "di", "do", "dos", "du", "van", "von", "der", "den", "le", "la", "y"})
@@ -68,7 +73,8 @@ _EDGE = r"^[\s(\[—–-]*(?:"
 _END = r")[\s.)\]]*$"
 _CREDIT_RE = re.compile(_EDGE + "|".join(CREDIT_PATTERNS + FURNITURE_PATTERNS) + _END, re.IGNORECASE)
 _LABEL_RE = re.compile(_EDGE + LABEL_PATTERN + _END, re.IGNORECASE)
-_BARE_CREDIT_RE = re.compile(_EDGE + BARE_CREDIT_PATTERN + _END, re.IGNORECASE)
+_BARE_CREDIT_RE = re.compile(_EDGE + "(?:" + BARE_CREDIT_PATTERN + "|" + BYLINE_PATTERN.replace("(?P<name>", "(?P<byline>") + ")" + _END,
+                             re.IGNORECASE)
 _NAME_START = re.compile(r"[^\W\d_]|[@©]")
 # every pattern needs one of these (lower-case) literals: most lines hold none, and one search of
 # the lower-cased text skips them (with re.IGNORECASE the search cost as much as the whole stage)
@@ -102,7 +108,7 @@ def credit_lines(lines: list[str]) -> set[int]:
             continue  # a table's row ("| Image | Name | Source |") is data; "[[Image:a.jpg|thumb]]" markup
         if _CREDIT_RE.match(stripped):
             found.add(i)
-        elif (m := _BARE_CREDIT_RE.match(stripped)) and _is_name(m.group("name")):
+        elif (m := _BARE_CREDIT_RE.match(stripped)) and _is_name(m.group("name") or m.group("byline")):
             found.add(i)
         elif (m := _LABEL_RE.match(stripped)) and _is_name(m.group("name")):
             labels.append(i)
