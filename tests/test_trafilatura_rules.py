@@ -441,3 +441,26 @@ def test_a_match_holding_the_article_is_a_wrapper_and_trafilaturas_guard_stands(
     bare = page.replace(box, "")
     assert (TrafilaturaExtractor(timeout_s=0)._extract_fn()(bare, "https://example.org/budget")[0]
             == TrafilaturaExtractor(timeout_s=0, prune_inside_wrappers=False)._extract_fn()(bare, "https://example.org/budget")[0])
+
+
+def _post(i: int, sentences: int) -> str:
+    text = " ".join(f"Reply {i}.{k} says the gasket on this engine has to be replaced before the head goes back on."
+                    for k in range(sentences))
+    return (f"<li class='message' id='post-{i}'><div class='messageUserInfo'><a class='username'>user{i}</a></div>"
+            f"<div class='messageInfo'><div class='messageContent'><blockquote class='messageText'>{text}</blockquote>"
+            f"</div><div class='messageMeta'>Posted on March {i}, 2020</div></div></li>")
+
+
+def test_posts_beside_a_long_post_of_their_class_stay() -> None:
+    """A forum thread (XenForo 1's markup: every post an ``li.message``, "message" being a
+    boilerplate token) whose first post holds 6/7 of the text: that post is a wrapper, but the
+    replies beside it are its twins, not boxes inside it; trafilatura's guard kept them and they
+    stay (the rule took the four replies)."""
+    thread = ("<html><body><div id='content'><div class='mainContent'><h1>Engine repair question</h1>"
+              "<ol class='messageList' id='messageList'>" + _post(1, 80) + "".join(_post(i, 2) for i in range(2, 6))
+              + "</ol></div></div></body></html>")
+    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(thread, "https://forum.example.org/threads/1")
+    off, _ = TrafilaturaExtractor(timeout_s=0, prune_inside_wrappers=False)._extract_fn()(thread, "https://forum.example.org/threads/1")
+    for i in range(2, 6):
+        assert f"Reply {i}.1 says" in off and f"Reply {i}.1 says" in on
+

@@ -276,6 +276,20 @@ def _text_with_empty_links(element) -> bool:  # noqa: ANN001 - an lxml element
 _GUARD_SHARE = 1 / 7
 
 
+def _classes(element) -> tuple:  # noqa: ANN001 - an lxml element
+    """An element's tag and class words (a frozenset, empty without a class)."""
+    return element.tag, frozenset((element.get("class") or "").split())
+
+
+def _wrapper_twin(element, kinds: set) -> bool:  # noqa: ANN001 - an lxml element
+    """Whether ``element`` has a tag of ``kinds`` (pairs of :func:`_classes`) and class words
+    that hold or are held by its pair's: a forum's posts, ``li.message`` and ``li.message
+    staff``; not pcgamer's ``div.clear-both widget widget-hero`` beside its body's
+    ``div.clear-both widget widget-content``."""
+    tag, classes = _classes(element)
+    return bool(classes) and any(tag == t and c and (c <= classes or classes <= c) for t, c in kinds)
+
+
 def guarded_matches(tree, expressions) -> tuple[list, list]:  # noqa: ANN001 - lxml elements and XPaths
     """``(trafilatura's, inside)``: the matches of ``expressions`` that trafilatura's guarded
     pruning deletes from ``tree`` (its ``prune_unwanted_nodes(..., with_backup=True)``: the
@@ -283,8 +297,10 @@ def guarded_matches(tree, expressions) -> tuple[list, list]:  # noqa: ANN001 - l
     the outermost matches inside the wrappers. The guard kept every match when a wrapper of the
     article carries a boilerplate class (pcgamer's body sits in ``div.widget-content``, "widget"
     being an ad token), so the newsletter box and "related" card inside it stayed too. A wrapper
-    is a match whose removal alone would trip the guard; it stays, and the outermost matches
-    inside it go, under the same guard."""
+    is a match whose removal alone would trip the guard; it stays, and the outermost other matches
+    go, under the same guard. A wrapper's twins (same tag, class words that hold or are held by its
+    own, as a forum's posts are all ``li.message``) stay too: beside a long first post they are the
+    replies, not boxes in it."""
     from refinery.stages._extract_helper import _outer_matches
 
     matches = dict.fromkeys(e for expression in expressions for e in expression(tree))
@@ -294,9 +310,10 @@ def guarded_matches(tree, expressions) -> tuple[list, list]:  # noqa: ANN001 - l
     sizes = {e: len(e.text_content()) for e in _outer_matches(matches)}
     if total - sum(sizes.values()) > total * _GUARD_SHARE:
         return list(sizes), []
-    # a wrapper's ancestors hold as much text, so they are wrappers too: the rest lies inside them
+    # a wrapper's ancestors hold as much text, so they are wrappers too
     rest = {e: None for e in matches if total - sizes.get(e, len(e.text_content())) > total * _GUARD_SHARE}
-    inner = _outer_matches(rest)
+    kinds = {_classes(e) for e in matches if e not in rest}
+    inner = _outer_matches({e: None for e in rest if not _wrapper_twin(e, kinds)})
     if not inner or total - sum(len(e.text_content()) for e in inner) <= total * _GUARD_SHARE:
         return [], []
     return [], inner
