@@ -464,3 +464,19 @@ def test_posts_beside_a_long_post_of_their_class_stay() -> None:
     for i in range(2, 6):
         assert f"Reply {i}.1 says" in off and f"Reply {i}.1 says" in on
 
+
+
+def test_a_match_inside_a_wrapper_holding_more_than_what_stays_is_not_a_box() -> None:
+    """A slideshow article (``div.slideshow`` of ``div.slide``, "slide" being a boilerplate
+    token) inside pcgamer's kind of ``widget`` wrapper: the slideshow holds most of the story, so
+    it is the article, not a box; it stays, and the newsletter box beside it goes."""
+    intro = "".join(_para(d) for d in ("Monday", "Tuesday", "Wednesday", "Thursday"))
+    slides = "".join(f"<div class='slide'><h2>Step {i}</h2>{_para(f'step {i}')}{_para(f'stage {i}')}</div>"
+                     for i in range(8))
+    page = ("<html><body><article><h1>How the budget was made</h1><div class='widget-content'>" + intro
+            + f"<div class='slideshow'>{slides}</div><div class='newsletter-box'><p>Sign up for the best stories "
+            "of the week.</p></div></div></article></body></html>")
+    on, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(page, "https://example.org/budget")
+    off, _ = TrafilaturaExtractor(timeout_s=0, prune_inside_wrappers=False)._extract_fn()(page, "https://example.org/budget")
+    assert "Sign up for the best stories" in off and "Sign up for the best stories" not in on
+    assert on.count("The council met on") == off.count("The council met on") == 20

@@ -300,7 +300,8 @@ def guarded_matches(tree, expressions) -> tuple[list, list]:  # noqa: ANN001 - l
     is a match whose removal alone would trip the guard; it stays, and the outermost other matches
     go, under the same guard. A wrapper's twins (same tag, class words that hold or are held by its
     own, as a forum's posts are all ``li.message``) stay too: beside a long first post they are the
-    replies, not boxes in it."""
+    replies, not boxes in it. Nor does a match holding more text than would stay go: that is the
+    article (a slideshow in ``div.slideshow``), not a box."""
     from refinery.stages._extract_helper import _outer_matches
 
     matches = dict.fromkeys(e for expression in expressions for e in expression(tree))
@@ -313,10 +314,17 @@ def guarded_matches(tree, expressions) -> tuple[list, list]:  # noqa: ANN001 - l
     # a wrapper's ancestors hold as much text, so they are wrappers too
     rest = {e: None for e in matches if total - sizes.get(e, len(e.text_content())) > total * _GUARD_SHARE}
     kinds = {_classes(e) for e in matches if e not in rest}
-    inner = _outer_matches({e: None for e in rest if not _wrapper_twin(e, kinds)})
-    if not inner or total - sum(len(e.text_content()) for e in inner) <= total * _GUARD_SHARE:
+    inner = {e: len(e.text_content()) for e in _outer_matches({e: None for e in rest if not _wrapper_twin(e, kinds)})}
+    stays = total - sum(inner.values())
+    if not inner or stays <= total * _GUARD_SHARE:
         return [], []
-    return [], inner
+    # a match holding more text than would stay is the article (a slideshow's div.slideshow), not
+    # a box in it: the largest first, as what stays grows with each one kept (fewer go, never more)
+    for element in sorted(inner, key=inner.get, reverse=True):
+        if inner[element] <= stays:
+            break
+        stays += inner.pop(element)
+    return [], list(inner)
 
 
 @contextmanager
