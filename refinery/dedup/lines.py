@@ -52,7 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from refinery.dedup.datelines import is_dateline
+from refinery.dedup.datelines import dateline_key
 from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns, as_text, check_unique_ids
 from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
 from refinery.io import fs, parquet
@@ -104,8 +104,10 @@ class LineRule:
 
     def normalize(self, line: str) -> str:
         norm = unicodedata.normalize("NFKC", line).casefold()
-        if self.fold_digits and not (self.exact_dates and is_dateline(norm)):
-            norm = _DIGIT.sub("0", norm)
+        if self.fold_digits:
+            # a dateline keeps its date's digits only: its counters ("3 comments") stay folded
+            dated = dateline_key(norm) if self.exact_dates else None
+            norm = dated if dated is not None else _DIGIT.sub("0", norm)
         return _WS.sub(" ", norm).strip()
 
     def key(self, line: str) -> int | None:
