@@ -630,3 +630,19 @@ def test_chrome_with_digits_is_cut_with_exact_dates_as_without(tmp_path):
     _, new = _run(tmp_path / "new", shards, max_removed_word_frac=1.0, exact_dates=True)
     assert cut(old) == 3 * 7
     assert cut(new) == 3 * 7
+
+
+def test_a_standalone_lines_dedup_fingerprint_leaves_out_added_settings_at_their_old_value():
+    """``refinery dedup --method lines`` fingerprints its index and removal shards with the pass's
+    params: ``exact_dates: false`` (and ``min_site_docs: null``) were in them, so a lines dedup
+    made before these settings, rerun, redid its index and every removal shard instead of finding
+    them finished. At their old value they are left out, as in a plan's fingerprint."""
+    from refinery.dedup.driver import _fingerprint, _method_params
+
+    now = _method_params(DedupConfig(method="lines"))
+    assert "exact_dates" not in now and "min_site_docs" not in now
+    before = {k: v for k, v in DedupConfig(method="lines").lines.model_dump().items()
+              if k not in ("exact_dates", "min_site_docs")} | {"keeper_key": now["keeper_key"]}
+    assert _fingerprint("lines", now, []) == _fingerprint("lines", before, [])
+    on = _method_params(DedupConfig(method="lines", lines={"exact_dates": True, "min_site_docs": 5}))
+    assert on["exact_dates"] is True and on["min_site_docs"] == 5

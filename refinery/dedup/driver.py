@@ -213,9 +213,13 @@ def _method_params(config: DedupConfig) -> dict[str, Any]:
     if config.method == "substring":
         return config.substring.model_dump() | {"memory_budget": config.memory_budget}
     if config.method == "lines":  # partitions do not change the result: memory_budget is not part of it
+        from refinery.dedup.config import without_added_defaults
         from refinery.dedup.lines import KEEPER_KEY
 
-        return config.lines.model_dump() | {"keeper_key": KEEPER_KEY}
+        # settings added later are left out at their old value, as in a plan's fingerprint: the
+        # index and removal shards of a `refinery dedup` made before them are reused, not redone
+        lines = without_added_defaults({"lines": config.lines.model_dump()})["lines"]
+        return lines | {"keeper_key": KEEPER_KEY}
     return {"seed": config.minhash.seed}
 
 
