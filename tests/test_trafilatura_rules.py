@@ -5,6 +5,7 @@ pruning removed goes; trafilatura outside the stage keeps its own rules."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -480,3 +481,81 @@ def test_a_match_inside_a_wrapper_holding_more_than_what_stays_is_not_a_box() ->
     off, _ = TrafilaturaExtractor(timeout_s=0, prune_inside_wrappers=False)._extract_fn()(page, "https://example.org/budget")
     assert "Sign up for the best stories" in off and "Sign up for the best stories" not in on
     assert on.count("The council met on") == off.count("The council met on") == 20
+
+
+#: lists of other stories at the end of real articles (docs/extraction.md, "Lists of other stories"),
+#: a line of each, and a line of the article that stays
+RELATED_LISTS = {
+    "wired.com.burn.html": ("The display of the future might be in your contact lens",
+                            "AI is clearly moving toward lighter models and greener AI"),
+    "knowtechie.com.rally.html": ("Crates are leaving Rocket League and the trading community is scrambling",
+                                  "Rocket Pass 4 will begin at 10:00 a.m. PDT"),
+    "californiaglobe.com.amazon.html": ("San Francisco To Begin Universal Basic Income Program For Artists",
+                                        "Amazon is expected to bring the case to a higher court"),
+}
+
+
+def test_lists_of_other_stories_go(tmp_path) -> None:
+    """wired.com ("More Great WIRED Stories": headlines half linked), knowtechie.com ("Editors'
+    Recommendations") and californiaglobe.com (an author box's "Latest posts") end their articles
+    with a list of the site's other stories, each item a headline linked to its page: trafilatura
+    tests a list's link density only under 100 characters, so they stayed. They go with
+    ``drop_related_lists``; the article stays."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    for (teaser, article), (url, html, _) in zip(RELATED_LISTS.values(), load_eval_pages(tmp_path, tuple(RELATED_LISTS))):
+        on, _ = TrafilaturaExtractor(timeout_s=0, drop_related_lists=True)._extract_fn()(html.decode(), url)
+        off, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html.decode(), url)
+        assert teaser in off and teaser not in on, url
+        assert article in on, url
+
+
+def test_a_wikis_lists_of_titles_and_references_stay(tmp_path) -> None:
+    """harrypotter.fandom.com: "Appearances" (16 linked titles of the wiki's pages) and the notes
+    (each a backlink into the page and a linked title) are content, not other stories: the same
+    text with the rule and without."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    (url, html, _), = load_eval_pages(tmp_path, ("harrypotter.fandom.com.spell.html",))
+    on, _ = TrafilaturaExtractor(timeout_s=0, drop_related_lists=True)._extract_fn()(html.decode(), url)
+    off, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html.decode(), url)
+    assert "Harry Potter and the Goblet of Fire (First mentioned)" in on
+    assert on == off
+
+
+def _listed(items: list[str]) -> str:
+    story = "".join(_para(d) for d in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday"))
+    return (f"<html><body><article><h1>Council agrees budget</h1>{story}<h2>More</h2>"
+            f"<ul>{''.join(f'<li>{i}</li>' for i in items)}</ul><div class='x'>end</div></article></body></html>")
+
+
+@pytest.mark.parametrize("items, goes", [
+    # other stories of the site: headlines, all or half linked
+    ([f"<a href='/news/{i}'>Council approves the {i} plan for the town centre after long talks</a>"
+      for i in ("cycle", "parking", "market")], True),
+    ([f"Council approves the {i} plan <a href='https://example.org/news/{i}'>for the town centre after talks</a>"
+      for i in ("cycle", "parking", "market")], True),
+    # a table of contents: links into the page
+    ([f"<a href='#{i}'>How the council decided on the {i} plan for the town</a>" for i in ("cycle", "parking")], False),
+    # sources: other sites
+    ([f"<a href='https://other.org/{i}'>Report on the {i} plan for the town centre, 2020</a>"
+      for i in ("cycle", "parking", "market")], False),
+    # a listicle: names linked, descriptions not
+    ([f"<a href='/shop/{i}'>The {i} bench</a>: a sturdy seat for the town centre, made of oak and built to last "
+      "for decades of use" for i in ("cycle", "parking", "market")], False),
+    # a "See also" of titles, a docs menu: short items
+    ([f"<a href='/wiki/{i}'>Town budget of {i} (2019)</a>" for i in ("Paris", "Berlin", "Rome", "Madrid")], False),
+    # an index of many titles
+    ([f"Council approves plan number {i} <a href='/news/{i}'>for the town centre</a>" for i in range(12)], False),
+])
+def test_what_a_list_of_other_stories_is(items: list[str], goes: bool) -> None:
+    """Made-up lists at the end of an article: only headlines linked to the site's other pages go."""
+    page = _listed(items)
+    first = "for the town centre"
+    on, _ = TrafilaturaExtractor(timeout_s=0, drop_related_lists=True)._extract_fn()(page, "https://www.example.org/budget")
+    off, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(page, "https://www.example.org/budget")
+    assert "The council met on Friday" in on
+    if goes:
+        assert first in off and first not in on
+    else:
+        assert on == off and re.sub("<[^>]+>", "", items[-1]) in on

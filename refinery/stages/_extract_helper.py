@@ -646,7 +646,7 @@ def _with_rules(call: Callable, rules: Any) -> Callable:
     from refinery.stages._trafilatura_rules import active
 
     def with_rules(html, url):
-        with active(rules):
+        with active(rules, url):
             return call(html, url)
 
     return with_rules

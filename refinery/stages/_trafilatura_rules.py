@@ -65,6 +65,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,15 @@ class PrecisionRules:
     keep_repeated_posts: bool = False
     keep_split_bodies: bool = False
     prune_inside_wrappers: bool = False
+    drop_related_lists: bool = False
 
 
 #: trafilatura's own values: with these, the replacements change nothing
 TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep_title_header=False,
                              drop_link_list_headings=False, drop_labelled_links=False, drop_orphaned_headings=False,
                              keep_text_with_empty_links=False, keep_repeated_posts=False,
-                             keep_split_bodies=False, prune_inside_wrappers=False)
+                             keep_split_bodies=False, prune_inside_wrappers=False,
+                             drop_related_lists=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -131,6 +134,8 @@ _NEXT_HEADING_TAGS = frozenset(_ORPHAN_TAGS + ("tr",))
 _STRIPPED = frozenset({"span", "ref"})
 
 _ACTIVE: ContextVar[PrecisionRules | None] = ContextVar("refinery_precision_rules", default=None)
+#: the host of the page being extracted (no "www."), for :func:`related_list`'s same-site links
+_PAGE_HOST: ContextVar[str | None] = ContextVar("refinery_page_host", default=None)
 #: (content area, what trafilatura's guarded pruning deletes there), found once by
 #: :func:`guarded_matches` before the orphaned headings are sought, and used by that pruning
 _GUARDED: ContextVar[tuple | None] = ContextVar("refinery_guarded_matches", default=None)
@@ -328,13 +333,79 @@ def guarded_matches(tree, expressions) -> tuple[list, list]:  # noqa: ANN001 - l
 
 
 @contextmanager
-def active(rules: PrecisionRules | None) -> Iterator[None]:
-    """Within this block trafilatura's precision mode uses ``rules`` (None: its own)."""
-    token = _ACTIVE.set(rules)
+def active(rules: PrecisionRules | None, url: str | None = None) -> Iterator[None]:
+    """Within this block trafilatura's precision mode uses ``rules`` (None: its own) on the page
+    at ``url`` (None: unknown; then no link counts as the same site's)."""
+    token, host = _ACTIVE.set(rules), _PAGE_HOST.set(_host(url) if url else None)
     try:
         yield
     finally:
         _ACTIVE.reset(token)
+        _PAGE_HOST.reset(host)
+
+
+def _host(url: str) -> str | None:
+    try:
+        host = urlsplit(url.strip()).hostname
+    except ValueError:
+        return None
+    return host.removeprefix("www.") if host else None
+
+
+#: a list of other stories (see :func:`related_list`): _RELATED_ITEMS items, at least
+#: _RELATED_HEADLINE_SHARE of them headlines (_RELATED_WORDS words, links to the same site covering
+#: _RELATED_LINK_SHARE of the text), of _RELATED_MEAN_WORDS words on average
+_RELATED_ITEMS = (2, 10)
+_RELATED_WORDS = (4, 40)
+_RELATED_LINK_SHARE = 0.4
+_RELATED_HEADLINE_SHARE = 0.75
+_RELATED_MEAN_WORDS = 6
+
+
+def _same_site_page(href: str | None, host: str) -> bool:
+    """Whether ``href`` points to another page of the site on ``host`` (relative, or that host
+    with or without "www."), not to a place in a page (a table of contents' "#section")."""
+    if not href or "#" in href or href.startswith(("mailto:", "javascript:", "tel:")):
+        return False
+    try:
+        parts = urlsplit(href.strip())
+    except ValueError:
+        return False
+    if not parts.netloc:
+        return not parts.scheme and bool(parts.path.strip("/"))
+    return (parts.hostname or "").removeprefix("www.") == host and bool(parts.path.strip("/"))
+
+
+def _headline_item(item, host: str, trim) -> int:  # noqa: ANN001 - an lxml element, trafilatura's trim
+    """The words of ``item`` when it reads as another story's headline: 4-40 words, links to the
+    same site's pages covering 40% of its text ("Chris Evans <a>goes to Washington</a>"); else 0."""
+    text = trim(item.text_content())
+    words = len(text.split())
+    refs = list(item.iter("ref"))
+    # a link into the page is a note's backlink ("↑ 1.0 1.1 <a>Title</a>" in a wiki's references)
+    if not _RELATED_WORDS[0] <= words <= _RELATED_WORDS[1] or any("#" in (r.get("href") or "") for r in refs):
+        return 0
+    links = [trim(r.text_content()) for r in refs if _same_site_page(r.get("href"), host)]
+    return words if sum(map(len, links)) >= _RELATED_LINK_SHARE * len(text) else 0
+
+
+def related_list(element, trim) -> bool:  # noqa: ANN001 - an lxml element, trafilatura's trim
+    """Whether the list ``element`` is other stories of the site: most items headlines linked to
+    its other pages (knowtechie's "Editors' Recommendations", wired's "More Great WIRED Stories",
+    an author box's "Latest posts"). Trafilatura tests a list's link density only below 100
+    characters (300 when last), so lists of long headlines stayed. Not a table of contents
+    (anchors), sources (other sites), a listicle (names linked, descriptions not), a docs menu or a
+    "See also" of titles (short items)."""
+    host = _PAGE_HOST.get()
+    items = element.findall("item")
+    # a long list of titles is an index (a wiki's "Appearances": 16 books and games), not a box
+    if (host is None or not _RELATED_ITEMS[0] <= len(items) <= _RELATED_ITEMS[1]
+            or element.find(".//graphic") is not None):
+        return False
+    words = [_headline_item(item, host, trim) for item in items]
+    headlines = [w for w in words if w]
+    return (len(headlines) >= _RELATED_HEADLINE_SHARE * len(items)
+            and sum(headlines) >= _RELATED_MEAN_WORDS * len(headlines))
 
 
 def _label(text: str, link_text: str) -> tuple[str, str] | None:
@@ -487,6 +558,9 @@ def install() -> bool:
         rules = _ACTIVE.get()
         if rules is not None and rules.keep_text_with_empty_links and _text_with_empty_links(element):
             return False, False
+        if (favor_precision and rules is not None and rules.drop_related_lists and element.tag == "list"
+                and related_list(element, trim)):
+            return True, False
         # at trafilatura's own share, its test below decides
         teasers = rules is not None and rules.link_teaser_share < TRAFILATURA.link_teaser_share
         if favor_precision and (teasers or (rules is not None and rules.drop_labelled_links)):

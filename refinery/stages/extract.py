@@ -671,6 +671,7 @@ class TrafilaturaExtractor(Stage):
         keep_repeated_posts: bool = True,
         keep_split_bodies: bool = True,
         prune_inside_wrappers: bool = True,
+        drop_related_lists: bool = False,
         join_source_lines: bool = True,
     ) -> None:
         super().__init__(name)
@@ -743,6 +744,9 @@ class TrafilaturaExtractor(Stage):
         # boilerplate boxes inside an article wrapper that carries a boilerplate class stayed
         # (trafilatura's guard kept every match; docs/extraction.md, "Boxes inside wrappers")
         self.prune_inside_wrappers = bool(prune_inside_wrappers)
+        # a list of the site's other stories (headlines linked to its pages) stayed: trafilatura
+        # tests a list's link density only when short (docs/extraction.md, "Lists of other stories")
+        self.drop_related_lists = bool(drop_related_lists)
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
