@@ -547,6 +547,14 @@ def _listed(items: list[str]) -> str:
     ([f"<a href='/wiki/{i}'>Town budget of {i} (2019)</a>" for i in ("Paris", "Berlin", "Rome", "Madrid")], False),
     # an index of many titles
     ([f"Council approves plan number {i} <a href='/news/{i}'>for the town centre</a>" for i in range(12)], False),
+    # key points: sentences with the site's earlier stories linked in them (content, not headlines)
+    (["The council <a href='/news/vote'>approved the budget for the town centre on Tuesday</a> after a long debate.",
+      "Residents <a href='/news/petition'>handed in a petition with 4,000 signatures</a> last month.",
+      "The builders <a href='/news/costs'>warned that the works will cost more</a> than planned.",
+      "Work <a href='/news/timeline'>is now expected to start in the spring of 2026</a>."], False),
+    # sources on the site itself, cited as sentences
+    ([f"<a href='https://www.example.org/reports/{i}'>Annual report on the {i} plan for the town centre</a>, "
+      "Example Council, 2023." for i in ("cycle", "parking", "market")], False),
 ])
 def test_what_a_list_of_other_stories_is(items: list[str], goes: bool) -> None:
     """Made-up lists at the end of an article: only headlines linked to the site's other pages go."""

@@ -360,6 +360,11 @@ _RELATED_WORDS = (4, 40)
 _RELATED_LINK_SHARE = 0.4
 _RELATED_HEADLINE_SHARE = 0.75
 _RELATED_MEAN_WORDS = 6
+#: an item that ends with a full stop (not an ellipsis) is a sentence: key points ("The council
+#: <a>approved the budget</a> on Tuesday."), a source ("<a>Annual report</a>, Agency, 2023."), a note;
+#: headlines end without one. A list where half the items are sentences is prose, not other stories.
+_ITEM_FULL_STOP = re.compile(r"(?<![.…])\.[\"'”’»)\]]*$")
+_RELATED_SENTENCE_SHARE = 0.5
 
 
 def _same_site_page(href: str | None, host: str) -> bool:
@@ -395,7 +400,8 @@ def related_list(element, trim) -> bool:  # noqa: ANN001 - an lxml element, traf
     an author box's "Latest posts"). Trafilatura tests a list's link density only below 100
     characters (300 when last), so lists of long headlines stayed. Not a table of contents
     (anchors), sources (other sites), a listicle (names linked, descriptions not), a docs menu or a
-    "See also" of titles (short items)."""
+    "See also" of titles (short items), key points or sources written as sentences (half the items
+    end with a full stop)."""
     host = _PAGE_HOST.get()
     items = element.findall("item")
     # a long list of titles is an index (a wiki's "Appearances": 16 books and games), not a box
@@ -404,8 +410,11 @@ def related_list(element, trim) -> bool:  # noqa: ANN001 - an lxml element, traf
         return False
     words = [_headline_item(item, host, trim) for item in items]
     headlines = [w for w in words if w]
-    return (len(headlines) >= _RELATED_HEADLINE_SHARE * len(items)
-            and sum(headlines) >= _RELATED_MEAN_WORDS * len(headlines))
+    if not (len(headlines) >= _RELATED_HEADLINE_SHARE * len(items)
+            and sum(headlines) >= _RELATED_MEAN_WORDS * len(headlines)):
+        return False
+    sentences = sum(bool(_ITEM_FULL_STOP.search(trim(item.text_content()))) for item in items)
+    return sentences < _RELATED_SENTENCE_SHARE * len(items)
 
 
 def _label(text: str, link_text: str) -> tuple[str, str] | None:
