@@ -567,3 +567,26 @@ def test_what_a_list_of_other_stories_is(items: list[str], goes: bool) -> None:
         assert first in off and first not in on
     else:
         assert on == off and re.sub("<[^>]+>", "", items[-1]) in on
+
+
+ARCHIVED = "https://web.archive.org/web/20131110121040/http://www.example.org/budget"
+
+
+@pytest.mark.parametrize("href, goes", [
+    # the archive's copies of other sites' pages: sources, not the site's other stories
+    ("https://web.archive.org/web/20131110121040/http://www.other.org/news/{}", False),
+    ("/web/20131110121040/https://other.org/news/{}", False),
+    # the archive's copies of the site's own pages
+    ("https://web.archive.org/web/20131110121040/http://www.example.org/news/{}", True),
+    ("/web/20131110121040id_/http://example.org/news/{}", True),
+])
+def test_on_an_archived_page_the_site_is_the_archived_one(href: str, goes: bool) -> None:
+    """On a Wayback Machine copy every link is archive.org's (peptalks.de's "Links zu verwandten
+    externen Artikeln": welt.de, dradio.de): the page's site and a link's are the archived URLs'."""
+    items = [f"<a href='{href.format(i)}'>Council approves the {i} plan for the town centre after long talks</a>"
+             for i in ("cycle", "parking", "market")]
+    page = _listed(items)
+    on, _ = TrafilaturaExtractor(timeout_s=0, drop_related_lists=True)._extract_fn()(page, ARCHIVED)
+    off, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(page, ARCHIVED)
+    assert "The council met on Friday" in on and "for the town centre" in off
+    assert ("for the town centre" not in on) if goes else on == off

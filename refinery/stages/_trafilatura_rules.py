@@ -344,9 +344,23 @@ def active(rules: PrecisionRules | None, url: str | None = None) -> Iterator[Non
         _PAGE_HOST.reset(host)
 
 
+#: a Wayback Machine copy, absolute or relative to archive.org ("/web/20131110121040id_/http://...")
+_WAYBACK = re.compile(r"^(?:(?:https?:)?//(?:web\.|www\.)?archive\.org)?/web/\d+[a-z_]*/+(.+)$", re.IGNORECASE)
+
+
+def _unarchived(url: str) -> str:
+    """The archived URL of a Wayback Machine copy (``url`` when it is not one): on an archived
+    page every link is archive.org's, its own site's and other sites' alike."""
+    m = _WAYBACK.match(url.strip())
+    if not m:
+        return url
+    inner = re.sub(r"^(https?:)/+", r"\1//", m.group(1), flags=re.IGNORECASE)
+    return inner if "//" in inner[:8] else "http://" + inner
+
+
 def _host(url: str) -> str | None:
     try:
-        host = urlsplit(url.strip()).hostname
+        host = urlsplit(_unarchived(url).strip()).hostname
     except ValueError:
         return None
     return host.removeprefix("www.") if host else None
@@ -373,7 +387,7 @@ def _same_site_page(href: str | None, host: str) -> bool:
     if not href or "#" in href or href.startswith(("mailto:", "javascript:", "tel:")):
         return False
     try:
-        parts = urlsplit(href.strip())
+        parts = urlsplit(_unarchived(href).strip())
     except ValueError:
         return False
     if not parts.netloc:
