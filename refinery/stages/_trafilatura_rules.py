@@ -395,10 +395,10 @@ def _same_site_page(href: str | None, host: str) -> bool:
     return (parts.hostname or "").removeprefix("www.") == host and bool(parts.path.strip("/"))
 
 
-def _headline_item(item, host: str, trim) -> int:  # noqa: ANN001 - an lxml element, trafilatura's trim
-    """The words of ``item`` when it reads as another story's headline: 4-40 words, links to the
-    same site's pages covering 40% of its text ("Chris Evans <a>goes to Washington</a>"); else 0."""
-    text = trim(item.text_content())
+def _headline_item(item, text: str, host: str, trim) -> int:  # noqa: ANN001 - an lxml element, trafilatura's trim
+    """The words of ``item`` (its trimmed text ``text``) when it reads as another story's headline:
+    4-40 words, links to the same site's pages covering 40% of its text ("Chris Evans <a>goes to
+    Washington</a>"); else 0."""
     words = len(text.split())
     refs = list(item.iter("ref"))
     # a link into the page is a note's backlink ("↑ 1.0 1.1 <a>Title</a>" in a wiki's references)
@@ -422,12 +422,13 @@ def related_list(element, trim) -> bool:  # noqa: ANN001 - an lxml element, traf
     if (host is None or not _RELATED_ITEMS[0] <= len(items) <= _RELATED_ITEMS[1]
             or element.find(".//graphic") is not None):
         return False
-    words = [_headline_item(item, host, trim) for item in items]
+    texts = [trim(item.text_content()) for item in items]
+    words = [_headline_item(item, text, host, trim) for item, text in zip(items, texts)]
     headlines = [w for w in words if w]
     if not (len(headlines) >= _RELATED_HEADLINE_SHARE * len(items)
             and sum(headlines) >= _RELATED_MEAN_WORDS * len(headlines)):
         return False
-    sentences = sum(bool(_ITEM_FULL_STOP.search(trim(item.text_content()))) for item in items)
+    sentences = sum(bool(_ITEM_FULL_STOP.search(text)) for text in texts)
     return sentences < _RELATED_SENTENCE_SHARE * len(items)
 
 
