@@ -595,6 +595,38 @@ def test_disclosures_and_cookie_notices_go_whole() -> None:
 def test_no_wikipedia_lead_is_taken_for_a_disclosure() -> None:
     lines = _wikipedia_lead_lines()
     assert [line for line in lines if disclosures._DISCLOSURE.search(line)] == []  # at any length
+    assert [line for line in lines if disclosures._SYNDICATION.match(line)] == []
+
+
+#: syndication notes in real extracted text: the reading probe's pages (vice.com, medium), cc_docs
+SYNDICATION_LINES = [
+    "This article originally appeared on VICE US.",
+    "This post is republished from the ACM CSCW Medium.",
+    "Originally published: Rebel News by Mike Davis (September 4, 2018)",
+    "originally published at 09:15PM on Saturday, May 24, 2008",
+]
+
+
+def test_syndication_notes_go_and_sentences_about_first_publication_stay() -> None:
+    """Session 33's reading probe: "This article originally appeared on VICE US." stayed in a kept
+    page. A note goes whole and, like a picture credit, does not count in the 5%."""
+    prose = "The council met on Tuesday and agreed on a plan to repair the old bridge over the river."
+    for line in SYNDICATION_LINES:
+        text = f"{prose}\n{line}\n{prose}"
+        corrected, removed, _ = LineCorrections().correct(text)
+        assert corrected == f"{prose}\n{prose}" and removed == 0, line
+        assert LineCorrections(drop_disclosures=False).correct(text)[0] == text, line
+    for line in [
+        "Figure skating first appeared at the Summer Olympics in 1908.",  # a Wikipedia-like sentence (cc_docs)
+        "Originally published in 1865, the novel was translated into 40 languages.",
+        "The article was republished by dozens of outlets, sparking outrage.",
+        "The story first appeared in a 1953 issue of Galaxy and was later expanded into a novel.",
+        # a note that runs on into the article is a line of the article (cc_docs, Flexibytes)
+        "Originally published on Flexibytes – September 11, 2015. Videos are increasingly being used in MOOCs as "
+        "well as in the classroom, however there is still a limited amount of research on the use of video.",
+    ]:
+        text = f"{prose}\n{line}\n{prose}"
+        assert LineCorrections().correct(text)[0] == text, line
 
 
 @pytest.mark.parametrize("lines", [

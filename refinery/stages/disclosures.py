@@ -1,5 +1,10 @@
 """Whole lines of disclosure and consent boilerplate longer than ``line_corrections``' short-line
-patterns reach: affiliate and advertising disclosures, cookie-consent notices.
+patterns reach: affiliate and advertising disclosures, cookie-consent notices; and syndication
+notes (:func:`is_syndication`: "This article originally appeared on VICE US.", "This post is
+republished from the ACM CSCW Medium.", "Originally published: Rebel News by Mike Davis (...)"; a
+reading probe, session 33), lines of at most :data:`MAX_SYNDICATION_WORDS` words where the page
+speaks of itself ("this article/post/story ..."), so "Figure skating first appeared at the Summer
+Olympics in 1908" and "Originally published in 1865, the novel ..." stay.
 
 ``line_corrections`` cuts "we use cookies" and "privacy policy" from lines of at most 10 words
 (RefinedWeb's rule) and :mod:`refinery.stages.calls_to_action` drops calls to subscribe or follow
@@ -63,9 +68,29 @@ DISCLOSURE_PATTERNS: list[str] = [
     r"(?:agree(?:ing)? to|consent(?:ing)? to|accept(?:ing)?) (?:our|the|its|their)\b(?=[^.!?]{0,80}\bcookie)",
 ]
 _DISCLOSURE = re.compile(_CLAUSE + r"(?<!\w)(?:" + "|".join(DISCLOSURE_PATTERNS) + r")", re.IGNORECASE)
+
+#: a syndication note drops its line when the line has at most this many words (a longer line
+#: goes on into the article: "Originally published on Flexibytes – September 11, 2015. Videos are ...")
+MAX_SYNDICATION_WORDS = 25
+_PIECE = r"(?:article|story|post|piece|essay|interview|column|report|op-ed|review|blog post|content)"
+SYNDICATION_PATTERNS: list[str] = [
+    # the page about itself, opening the line: "This article originally appeared on VICE US.", "This
+    # post is republished from the ACM CSCW Medium.", "A version of this story was first published
+    # in ..." (not "Figure skating first appeared at the Summer Olympics in 1908", nor "The article was
+    # republished by dozens of outlets": only "this" is the page speaking of itself)
+    r"^(?:an? (?:earlier |shorter |longer |different )?version of )?this " + _PIECE
+    + r" (?:was |is |has been |had )?(?:(?:originally|first) (?:appeared|published|posted|ran|written)|"
+    r"appeared (?:originally|first)|(?:re-?published|reprinted|cross-?posted|syndicated))\b",
+    # a bare note with its source or time: "Originally published: Rebel News by Mike Davis (...)",
+    # "originally published at 09:15PM on Saturday, May 24, 2008", "Originally posted on X – date";
+    # not "Originally published in 1865, the novel ..." ("in" is left out)
+    r"^(?:originally|first) (?:published|appeared|posted)\s*(?::|on\s+(?-i:[A-Z])|at\s+\d|by\s+(?-i:[A-Z]))",
+]
+_SYNDICATION = re.compile(r"^[\W_]{0,3}(?:" + "|".join(SYNDICATION_PATTERNS).replace("^", "") + r")", re.IGNORECASE)
 #: literals (lowercase) one of which every pattern above needs: most documents hold none
 HINTS: tuple[str, ...] = ("cookie", "commission", "compensation", "share of", "advertiser", "affiliate",
-                          "references to products", "amazon associate")
+                          "references to products", "amazon associate", "originally", "first ", "republished",
+                          "re-published", "reprinted", "cross-posted", "crossposted", "syndicated")
 _HINTS = re.compile("|".join(re.escape(h) for h in HINTS))
 
 
@@ -75,6 +100,13 @@ def is_disclosure(line: str, n_words: int) -> bool:
     if n_words > MAX_WORDS:
         return False
     return _HINTS.search(line.lower()) is not None and _DISCLOSURE.search(line) is not None
+
+
+def is_syndication(line: str, n_words: int) -> bool:
+    """Whether ``line`` (of ``n_words`` words) is a note that the page was first published
+    elsewhere ("This article originally appeared on VICE US."), and goes whole."""
+    return n_words <= MAX_SYNDICATION_WORDS and _HINTS.search(line.lower()) is not None \
+        and _SYNDICATION.match(line) is not None
 
 
 def may_hold(text: str) -> bool:

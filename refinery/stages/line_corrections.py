@@ -364,7 +364,7 @@ class LineCorrections(Stage):
         # (refinery/stages/calls_to_action.py); false: only RefinedWeb's short-line patterns
         self.drop_calls_to_action = bool(drop_calls_to_action)
         # whole lines of up to 80 words disclosing affiliate/advertising payments or asking consent
-        # to cookies (refinery/stages/disclosures.py); false: not looked for
+        # to cookies, and syndication notes (refinery/stages/disclosures.py); false: not looked for
         self.drop_disclosures = bool(drop_disclosures)
         # short lines crediting pictures, ad slots, enlarge prompts (refinery/stages/credits.py),
         # and lines of Latin words with Cyrillic look-alike letters (refinery/stages/lookalikes.py)
@@ -444,8 +444,9 @@ class LineCorrections(Stage):
                 removed += n
                 dropped += 1
                 continue
-            if i in credit_lines or (drop_lookalikes and lookalikes.is_lookalike_line(stripped)):
-                # picture credits and disguised spam are not a sign of a page of debris: not counted
+            if i in credit_lines or (drop_lookalikes and lookalikes.is_lookalike_line(stripped)) or (
+                    drop_disclosures and disclosures.is_syndication(stripped, n)):
+                # picture credits, syndication notes and disguised spam are not a sign of a page of debris: not counted
                 # in the 5% (counted, they tipped one more evaluation page over it, removed whole),
                 # unless RefinedWeb's patterns cut the line already ("Click here to enlarge",
                 # "Advertisement - Scroll to continue"): it counts as it did without these rules
