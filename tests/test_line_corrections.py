@@ -682,3 +682,32 @@ def _wikipedia_lead_lines() -> list[str]:
     lines = [line for entry in json.loads(leads.read_text()).values() for line in entry["extract"].split("\n")]
     assert len(lines) >= 10_000
     return lines
+
+
+def test_stated_program_output_dockerfile_and_yaml_lines_are_content() -> None:
+    """Session 33's reading probe (h20): output under a prose line that announces it (toptal.com),
+    under a REPL expression ("> 25+4", fouryears.eu) or continuation, Dockerfile instructions and a
+    compose file's top key (pluralsight.com); checked on the CC documents (a wikidot form's "fields:"), pythonspeed.com's "COPY . .", the held-out lines,
+    Wikipedia leads and tweets (none kept there)."""
+    lc = LineCorrections()
+    prose = "This paragraph has more than eight words in it, so it is prose for sure."
+
+    def kept(*lines: str) -> list[str]:
+        return [x.strip() for x in lc.correct("\n".join([prose, *lines, prose]))[0].split("\n")]
+
+    out = kept("You might expect the following output:", "0", "2", "4", "6", "8", "But you actually get:",
+               "8", "8", "8", "8", "8", "Surprise!")
+    assert out[1:-2] == ["You might expect the following output:", "0", "2", "4", "6", "8",
+                         "But you actually get:", "8", "8", "8", "8", "8"]
+    assert "100" in kept("deref(id(29), ctypes.c_int)[4] = 100", "> 25+4", "100")
+    assert {"0", "2"} <= set(kept(">>> for multiplier in create_multipliers():", "...     print multiplier(2)",
+                                  "...", "0", "2"))
+    assert "WORKDIR /opt/app" in kept("FROM python:3.7", "WORKDIR /opt/app",
+                                      "COPY ./requirements.txt ./requirements.txt")
+    assert "services:" in kept("version: '3.7'", "services:", "  python-app:", "    build:")
+    # still debris: numbers under prose that announces nothing, a lone shout, a word over prose
+    assert "2019" not in kept("The company was founded in a small town:", "2019")
+    assert "42" not in kept("> a quoted line of an email", "42")
+    assert "4" not in kept("Output:", "", "4")  # a one-word lead goes itself
+    assert "FROM THE EDITOR" not in kept("FROM THE EDITOR")
+    assert "services:" not in kept("services:", "We offer many things to our customers every day.")

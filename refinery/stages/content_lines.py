@@ -114,10 +114,12 @@ def is_content(lines: list[str], i: int, rule: str) -> bool:
         return True
     if _DECORATOR.match(line) and _DEFINITION.match(_next_line(lines, i)):
         return True
-    if _in_code_run(lines, i):
+    if _in_code_run(lines, i) or (rule == NUMERIC and _is_stated_output(lines, i)):
         return True
     if rule == UPPERCASE:
-        return _is_list_member(lines, i)
+        return _is_list_member(lines, i) or _is_dockerfile_line(lines, i)
+    if rule == SINGLE_WORD and _is_yaml_parent(lines, i):
+        return True
     stripped = line.strip()
     if rule == SINGLE_WORD and _SENTENCE_WORD.match(stripped):
         return True
@@ -201,6 +203,57 @@ def _is_short_code(line: str) -> bool:
         return False
     line = _ENTITY.sub(" ", line) if "&" in line else line
     return bool(_CODE.search(line) or _CODE_MORE.search(line))
+
+
+#: a prose line announcing a program's output: "You might expect the following output:", "But you actually get:"
+_OUTPUT_LEAD = re.compile(r"\b(?:output|outputs|prints?|printed|returns?|returned|gives?|gave|get|got|results?|"
+                          r"displays?|shows?)\b[^.!?]*:\s*$", re.I)
+#: a REPL line whose result follows: an arithmetic expression ("> 25+4", ">>> 2 ** 10")
+_EXPRESSION_PROMPT = re.compile(r"^\s*>{1,3}\s+[\w.()]+(?:\s*(?:[-+*/%]|\*\*)\s*[\w.()]+)+\s*$")
+#: a REPL continuation with code ("...     print multiplier(2)"): the lines under it are output
+_CONTINUATION = re.compile(r"^\s*\.\.\.\s+\S")
+
+
+def _is_stated_output(lines: list[str], i: int) -> bool:
+    """Whether ``lines[i]`` (numbers) is in a run of number lines right under a line that
+    announces output, evaluates an expression at a prompt, or continues a REPL statement."""
+    j = i - 1
+    while j >= 0 and (not lines[j].strip() or _NUMBERS.match(lines[j])):
+        j -= 1
+        if i - j > MAX_RUN:
+            return False
+    if j < 0 or len(lines[j]) > MAX_CHARS:
+        return False
+    above = lines[j]
+    # a lead of one word ("Output:") is itself dropped: the numbers would be left under other text
+    return bool((_OUTPUT_LEAD.search(above) and len(above.split()) > 1) or _EXPRESSION_PROMPT.match(above)
+                or (_CONTINUATION.match(above) and _is_code(above)))
+
+
+#: a Dockerfile instruction with arguments ("WORKDIR /opt/app", "FROM python:3.7")
+_DOCKERFILE = re.compile(r"^\s*(?:FROM|RUN|CMD|LABEL|EXPOSE|ENV|ADD|COPY|ENTRYPOINT|VOLUME|USER|WORKDIR|ARG|"
+                         r"ONBUILD|STOPSIGNAL|HEALTHCHECK|SHELL)\s+\S")
+
+
+def _is_dockerfile_line(lines: list[str], i: int) -> bool:
+    """A Dockerfile instruction next to another one ("FROM python:3.7" / "WORKDIR /opt/app"):
+    alone, "FROM THE EDITOR" or "RUN DMC" is a shout."""
+    return bool(_DOCKERFILE.match(lines[i]) and (_DOCKERFILE.match(_previous_line(lines, i))
+                                                  or _DOCKERFILE.match(_next_line(lines, i))))
+
+
+_YAML_PARENT = re.compile(r"^[a-z_][\w-]*:$")
+_YAML_CHILD = re.compile(r"^\s{2,}-?\s*[\w.-]+:(?:\s|$)")
+
+
+def _is_yaml_parent(lines: list[str], i: int) -> bool:
+    """A YAML key with a block under it ("services:" / "  python-app:")."""
+    if not _YAML_PARENT.match(lines[i]):
+        return False
+    j = i + 1
+    while j < len(lines) and not lines[j].strip():
+        j += 1
+    return j < len(lines) and _YAML_CHILD.match(lines[j]) is not None
 
 
 def _beyond_run(lines: list[str], i: int, step: int) -> str | None:
