@@ -609,13 +609,15 @@ SYNDICATION_LINES = [
 
 def test_syndication_notes_go_and_sentences_about_first_publication_stay() -> None:
     """Session 33's reading probe: "This article originally appeared on VICE US." stayed in a kept
-    page. A note goes whole and, like a picture credit, does not count in the 5%."""
+    page. A note goes whole and, like a picture credit, does not count in the 5%. Off by default:
+    the held-out WARC gold counts the medium note as content."""
     prose = "The council met on Tuesday and agreed on a plan to repair the old bridge over the river."
+    on = LineCorrections(drop_syndication=True)
     for line in SYNDICATION_LINES:
         text = f"{prose}\n{line}\n{prose}"
-        corrected, removed, _ = LineCorrections().correct(text)
+        corrected, removed, _ = on.correct(text)
         assert corrected == f"{prose}\n{prose}" and removed == 0, line
-        assert LineCorrections(drop_disclosures=False).correct(text)[0] == text, line
+        assert LineCorrections().correct(text)[0] == text, line
     for line in [
         "Figure skating first appeared at the Summer Olympics in 1908.",  # a Wikipedia-like sentence (cc_docs)
         "Originally published in 1865, the novel was translated into 40 languages.",
@@ -626,7 +628,7 @@ def test_syndication_notes_go_and_sentences_about_first_publication_stay() -> No
         "well as in the classroom, however there is still a limited amount of research on the use of video.",
     ]:
         text = f"{prose}\n{line}\n{prose}"
-        assert LineCorrections().correct(text)[0] == text, line
+        assert on.correct(text)[0] == text, line
 
 
 @pytest.mark.parametrize("lines", [

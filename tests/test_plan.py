@@ -1223,7 +1223,7 @@ def test_stage_params_added_later_leave_the_fingerprint_while_at_their_old_behav
         return plan_run(parse_config(spec), str(dup_input), str(tmp_path / "o")).passes[0]
 
     base = filter_pass({})
-    assert not {"drop_credits", "drop_lookalikes"} & set(base.params["stages"][0]["params"])
+    assert not {"drop_credits", "drop_lookalikes", "drop_syndication"} & set(base.params["stages"][0]["params"])
     assert "drop_disclosures" in base.params["stages"][0]["params"]  # other defaults still there
     assert filter_pass({"drop_credits": False, "drop_lookalikes": False}).fingerprint == base.fingerprint
     on = filter_pass({"drop_credits": True})

