@@ -713,3 +713,53 @@ def test_stated_program_output_dockerfile_and_yaml_lines_are_content() -> None:
     assert "4" not in kept("Output:", "", "4")  # a one-word lead goes itself
     assert "FROM THE EDITOR" not in kept("FROM THE EDITOR")
     assert "services:" not in kept("services:", "We offer many things to our customers every day.")
+
+
+def test_stated_output_dockerfile_and_yaml_exceptions_keep_no_chrome() -> None:
+    """Review of session 33's h20 exceptions: tallies and prices under a "result"/"get" lead, a
+    quoted date at a prompt, two shouts that begin like Dockerfile instructions, and indented prose
+    under a word stay debris; program output, Dockerfiles and compose files stay content."""
+    lc = LineCorrections()
+    prose = "This paragraph has more than eight words in it, so it is prose for sure."
+
+    def kept(*lines: str) -> list[str]:
+        return [x.strip() for x in lc.correct("\n".join([prose, *lines, prose]))[0].split("\n")][1:-1]
+
+    assert kept("Poll results:", "45%", "55%") == ["Poll results:"]
+    assert kept("Search results:", "1", "2", "3", "4", "5") == ["Search results:"]
+    assert kept("Here's what you get:", "$19.99") == ["Here's what you get:"]
+    assert kept("The final score shows:", "3-2") == ["The final score shows:"]
+    assert kept("Share this post to get:", "1,234") == ["Share this post to get:"]
+    assert kept("> 10/12", "555-1234") == ["> 10/12"]
+    assert kept("> 2019-2020", "12") == ["> 2019-2020"]
+    assert kept("FROM THE EDITOR", "RUN DMC") == []
+    assert kept("USER REVIEWS", "ADD A REVIEW") == []
+    assert kept("FROM $19.99", "FROM $24.99") == []
+    assert "menu:" not in kept("menu:", "   Note: the menu changes daily.")
+    # still content
+    assert kept("The loop prints:", "0 2 4 6 8") == ["The loop prints:", "0 2 4 6 8"]
+    assert kept("> 25+4", "29") == ["> 25+4", "29"]
+    assert kept("FROM python:3.7", "ENV PYTHONUNBUFFERED=1", "EXPOSE 8000", "COPY . .") == [
+        "FROM python:3.7", "ENV PYTHONUNBUFFERED=1", "EXPOSE 8000", "COPY . ."]
+    assert "services:" in kept("services:", "  redis:", "    image: redis:alpine")
+
+
+def test_sentences_about_a_pieces_publication_are_not_syndication_notes() -> None:
+    """Review: a review's sentence about the story it discusses, a book's facts, a forum's quote
+    header and a sentence going on after a bare "Originally published by X" stay."""
+    prose = "The council met on Tuesday and agreed on a plan to repair the old bridge over the river."
+    for line in [
+        "This story was first published in 1953 and became a classic.",
+        "This essay was originally written in 1843 for a magazine that folded soon after.",
+        "First published by Faber and Faber in 1954, Lord of the Flies was Golding's first novel.",
+        "Originally published by Marvel Comics in 1963, the series ran for decades.",
+        "Originally Posted by JohnDoe",
+        "First published: 1954",
+        "First appeared: Action Comics #1 (1938)",
+    ]:
+        text = f"{prose}\n{line}\n{prose}"
+        assert LineCorrections().correct(text)[0] == text, line
+    for line in ["This review was first published in the Guardian.",
+                 "This article was originally published on The Conversation. Read the original article.",
+                 "Originally published by The Conversation"]:
+        assert LineCorrections().correct(f"{prose}\n{line}\n{prose}")[0] == f"{prose}\n{prose}", line

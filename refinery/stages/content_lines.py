@@ -206,8 +206,16 @@ def _is_short_code(line: str) -> bool:
 
 
 #: a prose line announcing a program's output: "You might expect the following output:", "But you actually get:"
-_OUTPUT_LEAD = re.compile(r"\b(?:output|outputs|prints?|printed|returns?|returned|gives?|gave|get|got|results?|"
+_OUTPUT_LEAD = re.compile(r"\b(?:output|outputs|prints?|printed|returns?|returned|gives?|gave|get|got|result|"
                           r"displays?|shows?)\b[^.!?]*:\s*$", re.I)
+#: leads of page chrome and tallies, not of a program: "Search results:", "Poll results:", "The
+#: final score shows:", "Share this post to get:", "Here's what you get:" over prices (a review)
+_NOT_OUTPUT_LEAD = re.compile(r"\b(?:results|search|poll|polls|votes?|voting|scores?|share|shares|price|prices|"
+                              r"pricing|deal|deals|offer|offers|save|discount)\b", re.I)
+#: a line of program output: bare numbers ("8", "0 2 4 6 8", "3.14"), not "$19.99", "45%", "1,234", "3-2"
+_BARE_NUMBERS = re.compile(r"\s*-?\d+(?:\.\d+)?(?:\s+-?\d+(?:\.\d+)?)*\s*$")
+#: a quoted date or range ("> 10/12", "> 2019-2020") is not an expression
+_DATE_PROMPT = re.compile(r"^\s*>{1,3}\s+\d{1,4}(?:\s*[-/.]\s*\d{1,4}){1,2}\s*$")
 #: a REPL line whose result follows: an arithmetic expression ("> 25+4", ">>> 2 ** 10")
 _EXPRESSION_PROMPT = re.compile(r"^\s*>{1,3}\s+[\w.()]+(?:\s*(?:[-+*/%]|\*\*)\s*[\w.()]+)+\s*$")
 #: a REPL continuation with code ("...     print multiplier(2)"): the lines under it are output
@@ -218,7 +226,9 @@ def _is_stated_output(lines: list[str], i: int) -> bool:
     """Whether ``lines[i]`` (numbers) is in a run of number lines right under a line that
     announces output, evaluates an expression at a prompt, or continues a REPL statement."""
     j = i - 1
-    while j >= 0 and (not lines[j].strip() or _NUMBERS.match(lines[j])):
+    if not _BARE_NUMBERS.match(lines[i]):
+        return False
+    while j >= 0 and (not lines[j].strip() or _BARE_NUMBERS.match(lines[j]) or lines[j].strip() == "..."):
         j -= 1
         if i - j > MAX_RUN:
             return False
@@ -226,13 +236,18 @@ def _is_stated_output(lines: list[str], i: int) -> bool:
         return False
     above = lines[j]
     # a lead of one word ("Output:") is itself dropped: the numbers would be left under other text
-    return bool((_OUTPUT_LEAD.search(above) and len(above.split()) > 1) or _EXPRESSION_PROMPT.match(above)
+    return bool((_OUTPUT_LEAD.search(above) and len(above.split()) > 1 and not _NOT_OUTPUT_LEAD.search(above))
+                or (_EXPRESSION_PROMPT.match(above) and not _DATE_PROMPT.match(above))
                 or (_CONTINUATION.match(above) and _is_code(above)))
 
 
 #: a Dockerfile instruction with arguments ("WORKDIR /opt/app", "FROM python:3.7")
 _DOCKERFILE = re.compile(r"^\s*(?:FROM|RUN|CMD|LABEL|EXPOSE|ENV|ADD|COPY|ENTRYPOINT|VOLUME|USER|WORKDIR|ARG|"
-                         r"ONBUILD|STOPSIGNAL|HEALTHCHECK|SHELL)\s+\S")
+                         r"ONBUILD|STOPSIGNAL|HEALTHCHECK|SHELL)\s+"
+                         # arguments that are code: a lower-case letter, a path, "KEY=value", "[...]",
+                         # a port ("EXPOSE 8000"); not a shout ("FROM THE EDITOR", "RUN DMC", "USER
+                         # REVIEWS" / "ADD A REVIEW", "FROM 9AM TO 5PM") nor a price ("FROM $19.99")
+                         r"(?![$£€]\s*\d)(?=\S)(?:.*[a-z/.=\[\]\"$~]|\d+(?:/(?:tcp|udp))?(?:\s+\d+(?:/(?:tcp|udp))?)*\s*$)")
 
 
 def _is_dockerfile_line(lines: list[str], i: int) -> bool:
@@ -243,7 +258,9 @@ def _is_dockerfile_line(lines: list[str], i: int) -> bool:
 
 
 _YAML_PARENT = re.compile(r"^[a-z_][\w-]*:$")
-_YAML_CHILD = re.compile(r"^\s{2,}-?\s*[\w.-]+:(?:\s|$)")
+#: an indented key with a block or a short value ("  python-app:", "    image: redis:alpine"), not
+#: indented prose under a word ("menu:" / "   Note: the menu changes daily.")
+_YAML_CHILD = re.compile(r"^\s{2,}(?:-\s+)?[a-z_][\w.-]*:(?:\s+\S+(?:\s+\S+){0,2})?\s*$")
 
 
 def _is_yaml_parent(lines: list[str], i: int) -> bool:

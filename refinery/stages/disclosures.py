@@ -79,12 +79,21 @@ SYNDICATION_PATTERNS: list[str] = [
     # in ..." (not "Figure skating first appeared at the Summer Olympics in 1908", nor "The article was
     # republished by dozens of outlets": only "this" is the page speaking of itself)
     r"^(?:an? (?:earlier |shorter |longer |different )?version of )?this " + _PIECE
-    + r" (?:was |is |has been |had )?(?:(?:originally|first) (?:appeared|published|posted|ran|written)|"
-    r"appeared (?:originally|first)|(?:re-?published|reprinted|cross-?posted|syndicated))\b",
+    + r" (?:was |is |has been |had )?(?:(?:originally|first) (?:appeared|published|posted|ran|written for)|"
+    r"appeared (?:originally|first)|(?:re-?published|reprinted|cross-?posted|syndicated))\b"
+    # not a piece's history: "This story was first published in 1953 and became a classic." (a
+    # review: a year alone names no outlet; the page speaks of a story it discusses)
+    r"(?!,?\s+in\s+(?:the\s+)?(?:early\s+|late\s+|mid-?)?\d{4}s?\b)",
     # a bare note with its source or time: "Originally published: Rebel News by Mike Davis (...)",
-    # "originally published at 09:15PM on Saturday, May 24, 2008", "Originally posted on X – date";
-    # not "Originally published in 1865, the novel ..." ("in" is left out)
-    r"^(?:originally|first) (?:published|appeared|posted)\s*(?::|on\s+(?-i:[A-Z])|at\s+\d|by\s+(?-i:[A-Z]))",
+    # "originally published at 09:15PM on Saturday, May 24, 2008", "Originally posted on X - date";
+    # not "Originally published in 1865, the novel ..." ("in" is left out), a forum's quote header
+    # "Originally Posted by JohnDoe", a book's or character's facts ("First published: 1954",
+    # "First appeared: Action Comics #1 (1938)", "First published by Faber and Faber in 1954, ..."),
+    # nor a sentence going on ("Originally published by Marvel Comics in 1963, the series ran ...")
+    r"^(?:originally (?:published|appeared|posted)\s*(?::|on\s+(?-i:[A-Z])|at\s+\d)"
+    r"|originally published\s+by\s+(?-i:[A-Z])"
+    r"|first (?:published|posted)\s*(?::(?!\s*\d{4}\s*$)|on\s+(?-i:[A-Z])|at\s+\d))"
+    r"(?!.*(?:,\s+(?:the|a|an|it|its|he|she|they|this|his|her|their)\s|\b(?:was|is|were|are|became|ran|has|had)\b))",
 ]
 _SYNDICATION = re.compile(r"^[\W_]{0,3}(?:" + "|".join(SYNDICATION_PATTERNS).replace("^", "") + r")", re.IGNORECASE)
 #: literals (lowercase) one of which every pattern above needs: most documents hold none
