@@ -312,12 +312,19 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         elif handles_ctrl_c:  # called in-process (tests): leave SIGINT as it was
             signal.signal(signal.SIGINT, signal.default_int_handler)
             interrupts.reset()
-    if code == 130 and handles_ctrl_c and "ray" in sys.modules:
-        # after Ctrl-C reached Ray's own threads, the interpreter's teardown crashed in _raylet.so
-        # (SIGSEGV, exit 139 instead of 130, in 4 of 7 tries; found by killing runs): Ray is shut
-        # down already, so leave without the teardown
+    if code == 130 and handles_ctrl_c and (exiting or "ray" in sys.modules):
+        # interrupted: leave without the interpreter's teardown. It puts back SIGINT's default
+        # action, and a Ctrl-C landing then killed the process by SIGINT after its one line (exit
+        # -2, once in a fresh-clone CI run of the double Ctrl-C test); and after Ctrl-C reached
+        # Ray's own threads it crashed in _raylet.so (SIGSEGV, exit 139, in 4 of 7 tries). The exit
+        # handlers still run (multiprocessing's joins the workers; the last one ignores SIGINT),
+        # except with Ray, which is shut down already
         sys.stdout.flush()
         sys.stderr.flush()
+        if exiting and "ray" not in sys.modules:
+            import atexit
+
+            atexit._run_exitfuncs()
         os._exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 
