@@ -393,8 +393,10 @@ class LineCorrections(Stage):
         upper_frac = self.uppercase_frac
         keep_content = self.keep_content_lines
         drop_calls = self.drop_calls_to_action
-        drop_disclosures = self.drop_disclosures and disclosures.may_hold(text)
-        drop_syndication = self.drop_syndication and disclosures.may_hold(text)
+        # one search of the document for both: most documents hold none of their hints
+        may_disclose = (self.drop_disclosures or self.drop_syndication) and disclosures.may_hold(text)
+        drop_disclosures = self.drop_disclosures and may_disclose
+        drop_syndication = self.drop_syndication and may_disclose
         lines = text.split("\n")
         bare_rows = _bare_table_rows(lines) if "|" in text else ()
         credit_lines = credits.credit_lines(lines) if self.drop_credits and credits.may_hold(text) else ()
