@@ -120,8 +120,12 @@ class StageConfig(_Strict):
         ``2`` and ``2.0`` are not the same fingerprint."""
         stage = stage if stage is not None else self.build()
         added = type(stage).added_params
-        return {k: v for k, v in self.effective_params(stage).items()
-                if not (k in added and json.dumps(v, sort_keys=True) == json.dumps(added[k], sort_keys=True))}
+        return {k: v for k, v in self.effective_params(stage).items() if not (k in added and same_json(v, added[k]))}
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as fingerprints see them: ``2`` and ``2.0`` are not (Python says they are)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def _missing_model(stage: Stage) -> str | None:

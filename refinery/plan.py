@@ -29,6 +29,7 @@ from typing import Any, Callable, Literal
 
 from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
+from refinery.config import same_json as _same
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.rundir import INPUT_RECORD, PassDir, RunDir, shards_with_outputs
@@ -454,11 +455,6 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten({k: v for k, v in x.items() if k != "name"}, f"{prefix}.{x.get('name') or x.get('type')}"))
         return out
     return {prefix: obj}
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as fingerprints see them: ``2`` and ``2.0`` are not (Python says they are)."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def _order(obj: Any) -> list[str] | None:
