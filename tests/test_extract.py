@@ -722,6 +722,68 @@ def test_body_text_chars_counts_the_body_text_with_whitespace_collapsed() -> Non
     assert body_text_chars("<p>no body tag</p> <div>at all</div>") == len("no body tag at all")
 
 
+def _body_text_chars_by_regex(page: str) -> int:
+    """body_text_chars as it was before session 34 (whitespace collapsed with re.sub, then strip)."""
+    from refinery.stages import _extract_helper as h
+
+    start = h._BODY_START.search(page)
+    body_from = start.start() if start else 0
+    count = len(re.sub(r"\s+", " ", " ".join(h._TEXT_RUN.findall(page, body_from))).strip())
+    for m in h._JSON_LD_START.finditer(page, 0, body_from):
+        end = h._SCRIPT_END.search(page, m.end())
+        script = page[m.end():end.start() if end else len(page)]
+        if h._BASELINE_HOOKS.search(script):
+            count += len(script)
+    return count
+
+
+def _eval_pages_slice(n: int) -> list[str]:
+    """The first ``n`` HTML pages of the evaluation tarball, decoded."""
+    pages = []
+    with tarfile.open(EVAL_TARBALL, "r|gz") as tar:
+        for member in tar:
+            if member.isfile() and member.name.endswith(".html"):
+                pages.append(decode_html(tar.extractfile(member).read(), None)[0])  # type: ignore[union-attr]
+                if len(pages) == n:
+                    break
+    return pages
+
+
+def test_body_text_chars_counts_as_the_regex_did_on_edge_cases() -> None:
+    """str.split() (the count's words) and the regex \\s (its old collapse) cut at the same characters:
+    every code point checked; and the count on whitespace of every kind, astral and combining text."""
+    from refinery.stages._extract_helper import body_text_chars
+
+    spaces = re.compile(r"\s")
+    for code in range(0x110000):
+        if not 0xD800 <= code <= 0xDFFF:
+            c = chr(code)
+            assert (spaces.fullmatch(c) is not None) == c.isspace() == (len(f"a{c}b".split()) == 2), hex(code)
+    pages = [
+        "<body><p>\u3000a\x1cb\x1f c\x85d\xa0e\u2028f\u2029\u202fg\u205f\u1680h\u2000i\u200aj\x0bk\x0cl\u3000</p></body>",
+        "<body><p>\u200bzero\u200bwidth\u200b</p><p> \U0001F600 \U00020000\u0301e\u0301 </p></body>",
+        "<body>  </body>", "<body></body>", "no tags at all", "", ">", "<body><p>\t\n\r</p><b> x </b>",
+        "<BODY class='a'>>> a > b <br> c <!-- d --> e</BODY>",
+        "<head><script type='application/ld+json'>{\"articleBody\": \"\u3000x\"}</script></head><body> y </body>",
+    ]
+    for page in pages:
+        assert body_text_chars(page) == _body_text_chars_by_regex(page), page
+
+
+@pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
+def test_body_text_chars_counts_as_the_regex_did_on_real_pages() -> None:
+    from refinery.stages._extract_helper import body_text_chars, strip_dropped_elements
+
+    batch = load_warc_records()
+    warc = [decode_html(b, c)[0] for b, c in zip(batch.column("html").to_pylist(),
+                                                  batch.column("content_type").to_pylist())]
+    pages = warc + _eval_pages_slice(150)
+    assert len(pages) >= 230
+    for page in pages:
+        for text in (page, strip_dropped_elements(page)):
+            assert body_text_chars(text) == _body_text_chars_by_regex(text)
+
+
 def test_the_helpers_rarer_collections_still_free_reference_cycles() -> None:
     import gc
     import weakref
