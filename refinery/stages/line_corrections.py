@@ -467,11 +467,13 @@ class LineCorrections(Stage):
             if (drop_calls and calls_to_action.is_call_to_action(stripped, n)) or (
                     drop_disclosures and disclosures.is_disclosure(stripped, n)):
                 # "...never miss our top stories. Free Sign Up", a share bar, "We may receive
-                # compensation when you click on links to those products". A line longer than
-                # RefinedWeb's 10 words is not counted in the 5%, nor in the document's words: a
-                # 27-word "Follow us" footer removed a whole news story; a shorter one counts, as
-                # RefinedWeb's patterns would count it (a review: uncounted, a page of 79% chrome stayed)
-                if n <= max_words:
+                # compensation when you click on links to those products". Counted in the 5% only
+                # where RefinedWeb's patterns cut it too ("Sign up now", "We use cookies"): a page
+                # of such chrome still goes (a review: uncounted, a page of 79% chrome stayed), but a
+                # line only our phrases find ("Subscribe now to our eNATION edition for the full
+                # story.") no longer removes the news story under it (session 34's audit). Longer
+                # lines never count: a 27-word "Follow us" footer removed a whole news story
+                if n <= max_words and _patterns_cut(stripped, words):
                     removed += n
                 else:
                     calls += n
