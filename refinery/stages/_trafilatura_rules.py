@@ -134,6 +134,8 @@ _NEXT_HEADING_TAGS = frozenset(_ORPHAN_TAGS + ("tr",))
 _STRIPPED = frozenset({"span", "ref"})
 
 _ACTIVE: ContextVar[PrecisionRules | None] = ContextVar("refinery_precision_rules", default=None)
+#: the :class:`_LinkPass` serving the link-density rounds of the ``prune_unwanted_sections`` call running
+_ROUNDS: ContextVar = ContextVar("refinery_link_rounds", default=None)
 #: the host of the page being extracted (no "www."), for :func:`related_list`'s same-site links
 _PAGE_HOST: ContextVar[str | None] = ContextVar("refinery_page_host", default=None)
 #: (content area, what trafilatura's guarded pruning deletes there), found once by
@@ -557,6 +559,167 @@ def _inline_tail_is_content(element) -> bool:
     return len(tail.strip()) >= _INLINE_TAIL_CHARS or next(element.iterancestors("code", "pre"), None) is not None
 
 
+#: sha256 of trafilatura 2.3's ``htmlprocessing.collect_link_info``, mirrored by :class:`_LinkPass`
+#: (with ``link_density_test`` and ``delete_by_link_density``, whose sources ``install`` compares)
+_COLLECT_LINK_INFO_SHA256 = "f19694013146ff10d5f57993169a6262be655b10ee49d477679e6e3243683def"
+
+#: the link-density passes run as :class:`_LinkPass` (False: trafilatura's ``delete_by_link_density``
+#: with :func:`install`'s ``link_teaser_test``; the same decisions, for A/B checks)
+LEAN_LINK_DENSITY = True
+
+
+def _link_holders(subtree, tagname: str) -> set:  # noqa: ANN001 - an lxml element
+    """The ``tagname`` elements holding a ``ref`` and no ``graphic`` (and their ancestors of that
+    tag above ``subtree``): one walk up from each ref and graphic, instead of a ``findall`` over each
+    element's whole subtree. The link-density test keeps every other element without reading it."""
+    holders: set = set()
+    for ref in subtree.iter("ref"):
+        for ancestor in ref.iterancestors(tagname):
+            if ancestor in holders:  # its ancestors of the tag are marked already
+                break
+            holders.add(ancestor)
+    if holders:
+        graphics: set = set()
+        for graphic in subtree.iter("graphic"):
+            for ancestor in graphic.iterancestors(tagname):
+                if ancestor in graphics:
+                    break
+                graphics.add(ancestor)
+        holders -= graphics
+    return holders
+
+
+#: the link-density calls of trafilatura 2.3's ``prune_unwanted_sections`` that one :class:`_LinkPass`
+#: serves, in order ((tag, backtracking)): its two rounds, with nothing else changing the tree between them
+_ROUND_CALLS = (("div", True), ("list", False), ("p", False)) * 2
+
+
+class _LinkPass:
+    """``delete_by_link_density`` calls of trafilatura 2.3 with :func:`install`'s rules, deciding
+    as trafilatura's loop over ``link_teaser_test`` does, at less CPU: nothing changes the tree
+    before the loop's deletions, so each element's trimmed text and each link's are computed once
+    (a link's text was trimmed again for each of its tested ancestors), elements without links are
+    skipped without a ``findall`` each, and each element's links are found once (the rules' test
+    and trafilatura's each looked them up).
+
+    Across the two rounds of ``prune_unwanted_sections`` (:meth:`takes`) the texts and each
+    element's test result are kept until a deletion could change them: a deleted element's
+    ancestors (their text) and its previous sibling (its ``getnext()``) are forgotten, so the second
+    round tests only what the first one's deletions touched."""
+
+    def __init__(self, trim, htmlprocessing, calls: tuple = ()) -> None:  # noqa: ANN001 - trafilatura's
+        self.trim, self.htmlprocessing = trim, htmlprocessing
+        self.texts: dict = {}
+        self.results: dict = {}
+        self.calls = list(calls)  # the calls still to serve, in order
+        self.favor_precision: bool | None = None
+
+    def takes(self, tagname: str, backtracking: bool, favor_precision: bool) -> bool:
+        """Whether this call is the next of :data:`_ROUND_CALLS` (else no later call is served)."""
+        if self.calls and self.calls[0] == (tagname, backtracking) and self.favor_precision in (None, favor_precision):
+            self.calls.pop(0)
+            self.favor_precision = favor_precision
+            return True
+        self.calls.clear()
+        return False
+
+    def forget(self, element) -> None:  # noqa: ANN001 - an lxml element about to be deleted
+        """Drop what deleting ``element`` may change: its ancestors' texts and results, and its
+        previous sibling's result (that sibling may become the last)."""
+        for ancestor in element.iterancestors():
+            self.texts.pop(ancestor, None)
+            self.results.pop(ancestor, None)
+        self.results.pop(element.getprevious(), None)
+
+    def text(self, element) -> str:  # noqa: ANN001 - an lxml element
+        """``trim(element.text_content())``, once per element and call."""
+        text = self.texts.get(element)
+        if text is None:
+            text = self.texts[element] = self.trim(element.text_content())
+        return text
+
+    def run(self, subtree, tagname: str, backtracking: bool, favor_precision: bool):  # noqa: ANN001, ANN201
+        """trafilatura's ``delete_by_link_density`` loop (its source mirrored)."""
+        deletions = []
+        len_threshold = 200 if favor_precision else 100
+        depth_threshold = 1 if favor_precision else 3
+        holders = _link_holders(subtree, tagname)
+        for elem in subtree.iter(tagname) if holders else ():
+            if elem not in holders:  # no link, or an image container: (False, False)
+                continue
+            decided = self.results.get(elem)
+            if decided is None:
+                decided = self.results[elem] = self.test(elem, favor_precision, elem.findall(".//ref"))
+            result, short_with_links = decided
+            if result or (
+                backtracking
+                and short_with_links
+                and len(elem) >= depth_threshold
+                and len(self.text(elem)) < len_threshold
+            ):
+                parent = elem.getparent()
+                if tagname == "p" and parent is not None and parent.tag in ("item", "td", "th"):
+                    continue
+                deletions.append(elem)
+        for elem in dict.fromkeys(deletions):
+            self.forget(elem)
+            self.htmlprocessing.delete_element(elem)
+        return subtree
+
+    def test(self, element, favor_precision: bool, links: list) -> tuple[bool, bool]:  # noqa: ANN001
+        """:func:`install`'s ``link_teaser_test`` for an element with ``links`` and no graphic."""
+        rules = _ACTIVE.get()
+        if (rules is not None and rules.keep_text_with_empty_links and element.tag == "head"
+                and not any(self.text(link) for link in links)  # strip() and trim() agree on emptiness
+                and len(self.text(element)) >= _EMPTY_LINKS_TEXT_CHARS):
+            return False, False
+        if (favor_precision and rules is not None and rules.drop_related_lists and element.tag == "list"
+                and related_list(element, self.trim)):
+            return True, False
+        teasers = rules is not None and rules.link_teaser_share < TRAFILATURA.link_teaser_share
+        if favor_precision and (teasers or (rules is not None and rules.drop_labelled_links)) and len(links) == 1:
+            link_text = self.text(links[0])
+            if len(link_text) > 10:
+                text = self.text(element)
+                if (teasers and len(link_text) > len(text) * rules.link_teaser_share
+                        and not _numbered_label(text, link_text)) or (
+                        rules.drop_labelled_links and labelled_link(text, link_text)):
+                    return True, False
+        return self.density_test(element, favor_precision, links)
+
+    def density_test(self, element, favor_precision: bool, links: list) -> tuple[bool, bool]:  # noqa: ANN001
+        """trafilatura's ``link_density_test`` past its two first returns (its source mirrored)."""
+        text = self.text(element)
+        if len(links) == 1:
+            len_threshold = 10 if favor_precision else 100
+            link_text = self.text(links[0])
+            if len(link_text) > len_threshold and len(link_text) > len(text) * 0.9:
+                return True, False
+        if element.tag == "p":
+            limitlen = 60 if element.getnext() is None else 30
+        elif element.getnext() is None:
+            limitlen = 300
+        else:
+            limitlen = 100
+        elemlen = len(text)
+        if elemlen < limitlen:
+            linklen, elemnum, shortelems = self.link_info(links)
+            if elemnum == 0:
+                return True, False
+            return linklen > elemlen * 0.8 or (elemnum > 1 and shortelems / elemnum > 0.8), True
+        if len(links) > 4:
+            linklen, elemnum, _ = self.link_info(links)
+            if (linklen > len(text) * self.htmlprocessing.LINK_FARM_RATIO and linklen < 100 * elemnum
+                    and not self.htmlprocessing.is_paragraph_listing(links)):
+                return True, False
+        return False, False
+
+    def link_info(self, links: list) -> tuple[int, int, int]:
+        """trafilatura's ``collect_link_info`` (its source mirrored), without the texts."""
+        lengths = [n for n in (len(self.text(link)) for link in links) if n]
+        return sum(lengths), len(lengths), sum(1 for n in lengths if n < 10)
+
+
 @functools.cache  # once per process
 def install() -> bool:
     """Put the replacements in place; False, with a warning, when this trafilatura's functions
@@ -577,6 +740,7 @@ def install() -> bool:
         return False
     link_density_test, prune_html, delete_by_link_density, prune_unwanted_sections = originals
     trim, delete_element = htmlprocessing.trim, htmlprocessing.delete_element
+    lean_pass = _sources_are((htmlprocessing.collect_link_info,), (_COLLECT_LINK_INFO_SHA256,))
 
     def link_teaser_test(element, favor_precision=False):
         rules = _ACTIVE.get()
@@ -607,10 +771,27 @@ def install() -> bool:
             delete_element(element, keep_tail=element.tag not in _INLINE or _inline_tail_is_content(element))
         return tree
 
+    def density_pass(subtree, tagname, backtracking, favor_precision):
+        # the lean pass mirrors trafilatura's loop over our teaser test: only while that test is in place
+        if LEAN_LINK_DENSITY and lean_pass and htmlprocessing.link_density_test is link_teaser_test:
+            rounds = _ROUNDS.get()
+            link_pass = (rounds if rounds is not None and rounds.takes(tagname, backtracking, favor_precision)
+                         else _LinkPass(trim, htmlprocessing))
+            return link_pass.run(subtree, tagname, backtracking, favor_precision)
+        return delete_by_link_density(subtree, tagname, backtracking, favor_precision)
+
+    def sections(tree, potential_tags, options, *args, **kwargs):
+        # one lean link pass serves the two rounds of this call (its source is the one compared above)
+        rounds = _ROUNDS.set(_LinkPass(trim, htmlprocessing, _ROUND_CALLS))
+        try:
+            return prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
+        finally:
+            _ROUNDS.reset(rounds)
+
     def delete_with_headings_by_link_density(subtree, tagname, backtracking=False, favor_precision=False):
         rules = _ACTIVE.get()
         if rules is None or not favor_precision or not rules.drop_link_list_headings or tagname not in ("div", "list"):
-            return delete_by_link_density(subtree, tagname, backtracking, favor_precision)
+            return density_pass(subtree, tagname, backtracking, favor_precision)
         # the heading right before each candidate (no text between them, not the page's <h1> nor in
         # its title header): it goes if the candidate goes and it is left over nothing (the next
         # heading or its container's end follows)
@@ -620,18 +801,21 @@ def install() -> bool:
             if (prev is not None and prev.tag == "head" and prev.get("rend") != "h1"
                     and not (prev.tail or "").strip() and next(prev.iterancestors(_TITLE_HEADER), None) is None):
                 headings[elem] = prev
-        subtree = delete_by_link_density(subtree, tagname, backtracking, favor_precision)
+        subtree = density_pass(subtree, tagname, backtracking, favor_precision)
         for elem, heading in headings.items():
             if elem.getparent() is None and heading.getparent() is not None:  # elem deleted, heading not yet
                 after = heading.getnext()
                 if after is None or after.tag == "head":
+                    rounds = _ROUNDS.get()
+                    if rounds is not None:  # the heading's ancestors and previous sibling change
+                        rounds.forget(heading)
                     delete_element(heading)
         return subtree
 
     def prune_sections(tree, potential_tags, options, *args, **kwargs):
         rules = _ACTIVE.get()
         if rules is None or options.focus != "precision":
-            return prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
+            return sections(tree, potential_tags, options, *args, **kwargs)
         chosen = tree
         if rules.keep_repeated_posts and not args and not kwargs:  # the main pass's chosen subtree
             tree = repeated_posts_container(tree)
@@ -652,7 +836,7 @@ def install() -> bool:
         for header in titles:
             header.tag = _TITLE_HEADER
         try:
-            tree = prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
+            tree = sections(tree, potential_tags, options, *args, **kwargs)
         finally:
             for header in titles:
                 header.tag = "header"
