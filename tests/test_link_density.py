@@ -1,0 +1,174 @@
+"""The lean link-density passes (refinery/stages/_trafilatura_rules.py, ``_LinkPass``): the same
+deletions as trafilatura 2.3's ``delete_by_link_density`` loop over the rules' ``link_teaser_test``,
+on real pages and on hand-made edge cases, with each text read once per pass."""
+
+from __future__ import annotations
+
+import tarfile
+from copy import deepcopy
+
+import pytest
+from lxml import etree
+from lxml.html import HtmlMixin
+
+from refinery.stages import _trafilatura_rules as rules_module
+from refinery.stages.extract import TrafilaturaExtractor, decode_html
+from tests.test_extract import EVAL_TARBALL, load_warc_records
+
+URL = "https://example.org/news/story"
+
+
+def _converted(html: str):  # noqa: ANN202 - an lxml tree
+    """``html`` as trafilatura's precision pass hands it to ``prune_unwanted_sections``."""
+    from trafilatura.htmlprocessing import convert_tags, tree_cleaning
+    from trafilatura.settings import Extractor
+    from trafilatura.utils import load_html
+
+    options = Extractor(precision=True, fast=True, comments=False, tables=True, url=URL)
+    return convert_tags(tree_cleaning(load_html(html), options), options, URL), options
+
+
+def _pruned(tree, options, lean: bool, rules) -> bytes:  # noqa: ANN001
+    """A copy of ``tree`` after trafilatura's ``prune_unwanted_sections`` (the rules' wrapper, as
+    installed), with the lean passes or trafilatura's own."""
+    from trafilatura import main_extractor
+    from trafilatura.settings import TAG_CATALOG
+
+    tree = deepcopy(tree)
+    before = getattr(rules_module, "LEAN_LINK_DENSITY", True)  # (main had no switch)
+    rules_module.LEAN_LINK_DENSITY = lean
+    try:
+        with rules_module.active(rules, URL):
+            pruned = main_extractor.prune_unwanted_sections(tree, set(TAG_CATALOG), options)
+    finally:
+        rules_module.LEAN_LINK_DENSITY = before
+    return etree.tostring(pruned, encoding="unicode")
+
+
+STAGE_RULES = rules_module.PrecisionRules(**TrafilaturaExtractor()._rules_config())
+#: the stage's rules, trafilatura's own (the plain test), and every rule the passes read switched on
+ALL_RULES = (STAGE_RULES, None, rules_module.PrecisionRules(**{**TrafilaturaExtractor()._rules_config(),
+                                                               "drop_related_lists": True}))
+
+
+def _same_decisions(html: str) -> None:
+    """The lean passes prune ``html`` as trafilatura's do, under each set of rules."""
+    assert rules_module.install()
+    tree, options = _converted(html)
+    for rules in ALL_RULES:
+        assert _pruned(tree, options, True, rules) == _pruned(tree, options, False, rules), rules
+
+
+def _long(words: int, start: str = "The harbour") -> str:
+    return start + " " + " ".join(f"word{i}" for i in range(words)) + "."
+
+
+EDGE_CASES = {
+    # nested divs each holding the same links: every level is tested, the deepest goes first in no order
+    "nested divs with links": "<div><div><div>" + "".join(
+        f"<a href='/n{i}'>Story {i}</a> " for i in range(6)) + "</div><p>" + _long(30) + "</p></div></div>",
+    "a graphic in a link": "<div><a href='/g'><img src='/i.png'>A picture link text</a></div><p>" + _long(20) + "</p>",
+    "empty links": "<div><h2>A question heading here?<a href='#q'></a></h2><p>" + _long(25)
+    + "</p><div><a href='/e1'></a><a href='/e2'> </a>tiny</div></div>",
+    "p inside item": "<ul><li><p><a href='/li1'>Only a link in this list item</a></p></li>"
+                     "<li><p><a href='/li2'>Another link in a list item</a></p></li></ul><p>" + _long(30) + "</p>",
+    "whitespace-only link text": "<div><a href='/w'>\n\t \u00a0 </a><a href='/w2'>\u2003</a>Text beside them</div>"
+                                 "<p>" + _long(30) + "</p>",
+    "a last element": "<div><p>" + _long(12) + "</p><p>Short <a href='/l'>linked text here</a></p></div>",
+    # round 1 deletes the last p: the div before it becomes the last, and round 2 deletes it (limit 300)
+    "a sibling gone in the first round": "<div>" + _long(18, "This part of the page")
+    + " <a href='/s'>the harbour guide</a></div><p><a href='/t'>Long link text of a teaser here</a></p>",
+    # the heading over a link list goes with it: the div before them becomes the last
+    "a heading gone with its links": "<div>" + _long(18, "This part of the page")
+    + " <a href='/h'>the harbour guide</a></div><h2>More stories</h2><ul>" + "".join(
+        f"<li><a href='/m{i}'>More story number {i}</a></li>" for i in range(4)) + "</ul>",
+    "a labelled link and a numbered step": "<p>Read also: <a href='/r'>The town's new budget explained</a></p>"
+    "<p>Step 1: <a href='/d'>Download the installer</a></p><p>" + _long(30) + "</p>",
+    "a related list": "<ul>" + "".join(f"<li><a href='/news/rel{i}'>The council votes on plan {i} after a long "
+                                       f"debate</a></li>" for i in range(4)) + "</ul><p>" + _long(30) + "</p>",
+    "a link farm": "<div>" + " ".join(f"<a href='/f{i}'>Latest news headline number {i}</a>" for i in range(8))
+    + " and a few words</div><p>" + _long(30) + "</p>",
+    "quotes and headings": "<blockquote><a href='/q'>A quoted link</a></blockquote><h3><a href='/hh'>Heading "
+                           "link</a></h3><p>" + _long(30) + "</p>",
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_CASES))
+def test_lean_passes_decide_as_trafilatura_on_edge_cases(case: str) -> None:
+    _same_decisions(f"<html><body><article>{EDGE_CASES[case]}</article></body></html>")
+
+
+@pytest.mark.parametrize("case", ["a sibling gone in the first round", "a heading gone with its links"])
+def test_the_second_round_tests_what_the_first_ones_deletions_touched(case: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The div is kept in the first round (it has a next sibling: limit 100) and deleted in the second
+    (it is the last: limit 300); a second round reusing the first one's result would keep it."""
+    html = f"<html><body><article>{EDGE_CASES[case]}</article></body></html>"
+    tree, options = _converted(html)
+    assert rules_module.install()
+    pruned = _pruned(tree, options, False, STAGE_RULES)
+    assert "This part of the page" not in pruned
+    assert _pruned(tree, options, True, STAGE_RULES) == pruned
+    # what the second round reads again: the first round's result, were the div not forgotten
+    monkeypatch.setattr(rules_module._LinkPass, "forget", lambda self, element: None)
+    assert "This part of the page" in _pruned(tree, options, True, STAGE_RULES)
+
+
+def _real_pages(n_eval: int = 60, every_warc: int = 6) -> list[tuple[str, str]]:
+    pages = []
+    sample = load_warc_records()
+    for i in range(0, sample.num_rows, every_warc):
+        body = sample.column("html")[i].as_py()
+        if body and b"<html" in body[:2000].lower():
+            pages.append((sample.column("url")[i].as_py(), decode_html(body, sample.column("content_type")[i].as_py())[0]))
+    if EVAL_TARBALL.is_file():
+        with tarfile.open(EVAL_TARBALL, "r|gz") as tar:  # the first pages of the evaluation set
+            for member in tar:
+                if member.isfile() and member.name.endswith(".html"):
+                    pages.append(("https://example.org/" + member.name, decode_html(tar.extractfile(member).read(),
+                                                                                      None)[0]))
+                    if len(pages) >= n_eval + 20:
+                        break
+    return pages
+
+
+def test_lean_passes_decide_as_trafilatura_on_real_pages() -> None:
+    """Whole pages (not only the chosen content area) pruned both ways: the same tree each time."""
+    pages = _real_pages()
+    assert len(pages) >= 40
+    for _, html in pages:
+        _same_decisions(html)
+
+
+def test_lean_passes_give_the_stages_text_on_real_pages() -> None:
+    extract = TrafilaturaExtractor()._extract_fn()
+    for url, html in _real_pages(n_eval=20, every_warc=12):
+        rules_module.LEAN_LINK_DENSITY = False
+        try:
+            want = extract(html, url)
+        finally:
+            rules_module.LEAN_LINK_DENSITY = True
+        assert extract(html, url) == want, url
+
+
+def test_each_text_is_read_once_per_pruning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nested divs sharing their links, nothing deleted: each link's and each div's text is read
+    once for all six passes of both rounds (trafilatura read a link's text again for each tested
+    ancestor, in each round), and elements without links are not read."""
+    paragraphs = "".join(f"<p>{_long(30)} See <a href='/r{i}'>the report number {i}</a> for more.</p>"
+                         for i in range(4))
+    html = f"<html><body><article><div><div><div>{paragraphs}</div></div><p>{_long(30)}</p></div></article></body></html>"
+    tree, options = _converted(html)
+    assert rules_module.install()
+    reads: dict = {}
+    text_content = HtmlMixin.text_content
+
+    def counted(element):  # noqa: ANN001, ANN202
+        reads[element.tag] = reads.get(element.tag, 0) + 1
+        return text_content(element)
+
+    monkeypatch.setattr(HtmlMixin, "text_content", counted)
+    before = _pruned(tree, options, True, STAGE_RULES)
+    assert before.count("the report number") == 4  # nothing went
+    assert reads["ref"] == 4  # once per link
+    assert reads["div"] <= 3 + 2  # once per div (and the guarded pruning's whole-tree reads)
