@@ -172,3 +172,40 @@ def test_each_text_is_read_once_per_pruning(monkeypatch: pytest.MonkeyPatch) -> 
     assert before.count("the report number") == 4  # nothing went
     assert reads["ref"] == 4  # once per link
     assert reads["div"] <= 3 + 2  # once per div (and the guarded pruning's whole-tree reads)
+
+
+def _link_reads(tree, options, monkeypatch: pytest.MonkeyPatch, rules=None) -> int:  # noqa: ANN001
+    """How many times pruning a copy of ``tree`` reads a link's text (trafilatura's loop: once per
+    tested ancestor and round; the lean passes: once), with the switch as it stands."""
+    from trafilatura import main_extractor
+    from trafilatura.settings import TAG_CATALOG
+
+    reads = []
+    text_content = HtmlMixin.text_content
+    monkeypatch.setattr(HtmlMixin, "text_content",
+                        lambda element: reads.append(element.tag) or text_content(element))
+    with rules_module.active(rules, URL):
+        main_extractor.prune_unwanted_sections(deepcopy(tree), set(TAG_CATALOG), options)
+    monkeypatch.setattr(HtmlMixin, "text_content", text_content)
+    return reads.count("ref")
+
+
+def test_plain_trafilatura_runs_trafilaturas_own_link_density_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmarks/extraction.py --lean-ab`` times plain trafilatura inside ``plain_trafilatura()``:
+    its link-density loop there is trafilatura's (the lean passes ran on the plain side too), and
+    the lean passes come back on exit."""
+    from refinery.stages._extract_helper import plain_trafilatura
+
+    paragraphs = "".join(f"<p>{_long(30)} See <a href='/r{i}'>the report number {i}</a> for more.</p>"
+                         for i in range(4))
+    tree, options = _converted(f"<html><body><article><div><div>{paragraphs}</div></div></article></body></html>")
+    assert rules_module.install()
+    for rules in (None, STAGE_RULES):  # --plain-old-defaults' plain side, and the stage's rules
+        lean = _link_reads(tree, options, monkeypatch, rules)
+        monkeypatch.setattr(rules_module, "LEAN_LINK_DENSITY", False)
+        trafilaturas = _link_reads(tree, options, monkeypatch, rules)
+        monkeypatch.undo()
+        assert lean < trafilaturas
+        with plain_trafilatura():
+            assert _link_reads(tree, options, monkeypatch, rules) == trafilaturas
+        assert _link_reads(tree, options, monkeypatch, rules) == lean

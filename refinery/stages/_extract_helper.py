@@ -379,14 +379,19 @@ def _install_faster_xpaths() -> bool:
 @contextlib.contextmanager
 def plain_trafilatura() -> Iterator[None]:
     """Within this block trafilatura runs as shipped: lxml.html's stock parser (its Python class
-    lookup), its own pruning, tree copies and XPaths; the lean replacements come back on exit. For
-    A/B checks that the lean path gives the same text (tests, ``benchmarks/extraction.py``)."""
+    lookup), its own pruning, link-density loop, tree copies and XPaths; the lean replacements come
+    back on exit. For A/B checks that the lean path gives the same text (tests,
+    ``benchmarks/extraction.py``)."""
     from lxml import html as lxml_html
     from trafilatura import core, htmlprocessing, main_extractor
     from trafilatura import utils as tutils
 
+    from refinery.stages import _trafilatura_rules
+
     lean_parser, lean_prune, lean_prepare, lean_repair = (
         tutils.HTML_PARSER, main_extractor.prune_unwanted_nodes, core._prepare_tree, tutils.repair_faulty_html)
+    lean_links = _trafilatura_rules.LEAN_LINK_DENSITY
+    _trafilatura_rules.LEAN_LINK_DENSITY = False  # trafilatura's own delete_by_link_density loop
     tutils.repair_faulty_html = getattr(lean_repair, "_original", lean_repair)
     tutils.HTML_PARSER = lxml_html.HTMLParser(collect_ids=False, default_doctype=False, encoding="utf-8",
                                               remove_comments=True, remove_pis=True)
@@ -399,6 +404,7 @@ def plain_trafilatura() -> Iterator[None]:
     finally:
         tutils.HTML_PARSER, main_extractor.prune_unwanted_nodes = lean_parser, lean_prune
         core._prepare_tree, tutils.repair_faulty_html = lean_prepare, lean_repair
+        _trafilatura_rules.LEAN_LINK_DENSITY = lean_links
         for container, key, _, new in _REPLACED_XPATHS:
             _set(container, key, new)
 
