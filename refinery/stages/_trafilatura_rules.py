@@ -781,6 +781,8 @@ def install() -> bool:
         return delete_by_link_density(subtree, tagname, backtracking, favor_precision)
 
     def sections(tree, potential_tags, options, *args, **kwargs):
+        if not (LEAN_LINK_DENSITY and lean_pass):  # trafilatura's loop: nothing to serve (A/B's A side)
+            return prune_unwanted_sections(tree, potential_tags, options, *args, **kwargs)
         # one lean link pass serves the two rounds of this call (its source is the one compared above)
         rounds = _ROUNDS.set(_LinkPass(trim, htmlprocessing, _ROUND_CALLS))
         try:
