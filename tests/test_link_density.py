@@ -209,3 +209,21 @@ def test_plain_trafilatura_runs_trafilaturas_own_link_density_loop(monkeypatch: 
         with plain_trafilatura():
             assert _link_reads(tree, options, monkeypatch, rules) == trafilaturas
         assert _link_reads(tree, options, monkeypatch, rules) == lean
+
+
+def test_the_passes_live_no_longer_than_their_pruning() -> None:
+    """The texts and results kept between rounds are one ``prune_unwanted_sections`` call's: no
+    pass is left after extracting pages (nor after a call that raised), none serves the next page."""
+    import gc
+
+    from trafilatura import main_extractor
+
+    extract = TrafilaturaExtractor()._extract_fn()
+    for url, html in _real_pages(n_eval=3, every_warc=40):
+        extract(html, url)
+    tree, _ = _converted("<html><body><div><a href='/x'>x</a></div></body></html>")
+    with pytest.raises(AttributeError):  # options=None: trafilatura fails inside the call
+        main_extractor.prune_unwanted_sections(tree, set(), None)
+    assert rules_module._ROUNDS.get() is None
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, rules_module._LinkPass)]
