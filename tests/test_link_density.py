@@ -227,3 +227,79 @@ def test_the_passes_live_no_longer_than_their_pruning() -> None:
     assert rules_module._ROUNDS.get() is None
     gc.collect()
     assert not [o for o in gc.get_objects() if isinstance(o, rules_module._LinkPass)]
+
+
+_WORDS = "the harbour council votes plan after long debate news story read also step 1: download guide more".split()
+_TAGS = ("div", "list", "p", "head", "quote", "div", "p", "ref", "ref", "graphic", "hi", "lb", "item", "td")
+
+
+def _random_text(rng) -> str | None:  # noqa: ANN001 - a random.Random
+    r = rng.random()
+    if r < 0.2:
+        return None if r < 0.13 else rng.choice([" ", "\n\t ", "\u00a0", "\u2003"])
+    return " ".join(rng.choice(_WORDS) for _ in range(rng.choice([1, 2, 3, 5, 8, 15, 30, 60])))
+
+
+def _random_children(rng, parent, depth: int) -> None:  # noqa: ANN001
+    """Random converted elements under ``parent``: nested links and graphics, comments and PIs
+    between siblings, headings over link lists, whitespace-only and empty texts, tails."""
+    for _ in range(rng.randint(0, 4 if depth < 4 else 1)):
+        r = rng.random()
+        if r < 0.09:
+            node = etree.Comment("c") if r < 0.07 else etree.ProcessingInstruction("pi", "x")
+            parent.append(node)
+        elif r < 0.2 and depth < 5:  # a heading over a list of links (headings, related lists, farms)
+            if rng.random() < 0.6:
+                etree.SubElement(parent, "head").text = _random_text(rng)
+            node = etree.SubElement(parent, rng.choice(["list", "div"]))
+            for i in range(rng.randint(1, 8)):
+                item = etree.SubElement(node, rng.choice(["item", "item", "p", "div"]))
+                item.text = rng.choice(["Read also:", "Step 1:", None, None])
+                link = etree.SubElement(item, "ref", href=rng.choice([f"/news/x{i}", "https://o.com/y", "#a"]))
+                link.text = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(0, 9)))
+                if rng.random() < 0.1:
+                    etree.SubElement(link, "graphic")
+        else:
+            node = etree.SubElement(parent, rng.choice(_TAGS if parent.tag != "list" else ("item", "item", "div")))
+            if node.tag == "ref":
+                node.set("href", rng.choice(["/news/a", "https://other.com/x", "#q"]))
+            node.text = _random_text(rng)
+            if depth < 6 and (node.tag not in ("graphic", "lb") or rng.random() < 0.3):
+                _random_children(rng, node, depth + 1)
+        if rng.random() < 0.5:
+            node.tail = _random_text(rng)
+
+
+@pytest.mark.parametrize("focus", ["precision", "balanced", "recall"])
+def test_lean_passes_decide_as_trafilatura_on_random_trees(focus: str) -> None:
+    """Random trees (seeded), pruned in place inside a page (the area's siblings and its own deletion
+    seen), in each mode with each set of rules: the same document both ways."""
+    import random
+
+    from lxml import html as lxml_html
+    from trafilatura import main_extractor
+    from trafilatura.settings import TAG_CATALOG, Extractor
+
+    assert rules_module.install()
+    options = Extractor(precision=focus == "precision", recall=focus == "recall", fast=True, tables=True, url=URL)
+    pruning = 0
+    for seed in range(60):
+        rng = random.Random(seed)
+        page = lxml_html.fromstring("<html><body></body></html>")
+        body = page.find("body")
+        etree.SubElement(body, rng.choice(["div", "p", "head"])).text = _random_text(rng)
+        _random_children(rng, etree.SubElement(body, "div"), 0)
+        pruned = []
+        for rules in ALL_RULES:
+            for lean in (True, False):
+                document = deepcopy(page)
+                rules_module.LEAN_LINK_DENSITY = lean
+                try:
+                    with rules_module.active(rules, URL):
+                        main_extractor.prune_unwanted_sections(document.find("body")[-1], set(TAG_CATALOG), options)
+                finally:
+                    rules_module.LEAN_LINK_DENSITY = True
+                pruned.append(etree.tostring(document, encoding="unicode"))
+            assert pruned[-2] == pruned[-1], (seed, rules)
+        pruning += any(p != etree.tostring(page, encoding="unicode") for p in pruned)
+    assert pruning >= 30  # most trees lose something: the decisions compared are real ones
