@@ -37,7 +37,7 @@ position of the third, deleting it when there is none (the first occurrence wins
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 _TOKEN = re.compile(r"""\s*(?:
@@ -118,9 +118,13 @@ class _Parser:
     element that has none of the attributes it tests, so the loop can skip such elements after
     reading them (most elements have no class, id or style)."""
 
-    def __init__(self, tokens: list[tuple[str, str]]) -> None:
-        self.tokens, self.pos, self.consts = tokens, 0, []
-        self.attrs: dict[str, str] = {}  # attribute name -> its local's name, in first-use order
+    def __init__(self, tokens: list[tuple[str, str]], consts: list | None = None,
+                 attrs: dict[str, str] | None = None) -> None:
+        # shared consts and attribute locals let several paths compile into one loop
+        self.tokens, self.pos, self.consts = tokens, 0, [] if consts is None else consts
+        self.attrs: dict[str, str] = {} if attrs is None else attrs  # attribute name -> its local's name
+        self.used: dict[str, None] = {}  # the attributes this path reads, in first-use order
+        self.structural = False  # a predicate looks at descendants (``.//name``)
 
     def peek(self, ahead: int = 0) -> tuple[str | None, str | None]:
         k = self.pos + ahead
@@ -138,6 +142,7 @@ class _Parser:
         return f"_c[{len(self.consts) - 1}]"
 
     def local(self, name: str) -> str:
+        self.used[name] = None
         return self.attrs.setdefault(name, f"_a{len(self.attrs)}")
 
     def fetch(self, names: list[str]) -> list[str]:
@@ -174,6 +179,7 @@ class _Parser:
             return f"(e.tag == {text[6:]!r})", False
         if kind == "dslash":
             self.take()
+            self.structural = True
             return f"(next(e.iterdescendants({self.take(kind='name')!r}), None) is not None)", False
         if kind == "attr":
             names = [self.local(n) for n in self.attributes()]
@@ -290,12 +296,8 @@ def _self_names(tokens: list[tuple[str, str]]) -> list[str] | None:
     return names
 
 
-def compile_xpath(path: str) -> Callable[[Any], list]:
-    """``fn(element) -> list`` selecting what ``lxml.etree.XPath(path)(element)`` selects, in the
-    same order, for trafilatura's XPath subset (module docstring); raises :class:`Unsupported`."""
-    from lxml import etree
-
-    parser = _Parser(_tokens(path))
+def _branches(parser: _Parser) -> list[tuple[tuple[str, ...] | None, list[str], bool, bool, bool]]:
+    """A path's union branches: (tags or None, tests, gated, first child per parent, first overall)."""
     branches = []
     while True:
         grouped = parser.peek() == ("punct", "(")
@@ -319,6 +321,16 @@ def compile_xpath(path: str) -> Callable[[Any], list]:
         raise Unsupported(f"unsupported XPath syntax at {parser.peek()[1]!r}")
     if len(branches) > 1 and any(b[3] or b[4] for b in branches):
         raise Unsupported("a union of paths with positions")
+    return branches
+
+
+def compile_xpath(path: str) -> Callable[[Any], list]:
+    """``fn(element) -> list`` selecting what ``lxml.etree.XPath(path)(element)`` selects, in the
+    same order, for trafilatura's XPath subset (module docstring); raises :class:`Unsupported`."""
+    from lxml import etree
+
+    parser = _Parser(_tokens(path))
+    branches = _branches(parser)
 
     def iterate(tags: set[str] | tuple[str, ...] | None) -> str:
         if not tags:
@@ -357,4 +369,85 @@ def compile_xpath(path: str) -> Callable[[Any], list]:
     exec(compile("def select(tree):\n" + body, f"<xpath {path.strip()[:60]}>", "exec"), namespace)
     select = namespace["select"]
     select.path = path  # as lxml's XPath objects have it
+    return select
+
+
+def _set_display(names: frozenset[str] | tuple[str, ...]) -> str:
+    """``{'a', 'b'}``: Python compiles ``x in`` such a display of constants to a frozenset constant."""
+    return "{" + ", ".join(map(repr, sorted(names))) + "}"
+
+
+def compile_selections(paths: Sequence[str]) -> Callable[[Any], list[list]]:
+    """``fn(element) -> [selected by paths[0], selected by paths[1], ...]``, each list what
+    :func:`compile_xpath` of that path selects (same elements, same order), in one walk of the
+    tree: trafilatura runs the XPaths of a list one after the other on the same tree (its
+    pruning), and each walk makes a proxy of every element it visits and reads its attributes
+    again. The walk visits the union of the paths' tags; an attribute is read once per element
+    for the paths that visit every element, and under a path's tag test for the others. Paths
+    with positions (``[1]``) are refused (:class:`Unsupported`). ``fn.structural`` tells which
+    paths look at descendants (``.//name``): their answers change when elements are deleted."""
+    from lxml import etree
+
+    consts: list = []
+    attrs: dict[str, str] = {}
+    blocks = []  # (index, tags or None, the path's test, its attributes, gated)
+    for index, path in enumerate(paths):
+        parser = _Parser(_tokens(path), consts, attrs)
+        branches = _branches(parser)
+        if any(first_child or first for _, _, _, first_child, first in branches):
+            raise Unsupported("a position in a fused selection")
+        tags = None if any(b[0] is None for b in branches) else frozenset(t for b in branches for t in b[0])
+        tests = []
+        for branch_tags, branch_tests, _, _, _ in branches:
+            tag_test = [] if branch_tags is None or frozenset(branch_tags) == tags else [f"tag in {_set_display(branch_tags)}"]
+            tests.append("(" + (" and ".join(tag_test + branch_tests) or "True") + ")")
+        blocks.append((index, tags, " or ".join(tests), list(parser.used), all(b[2] for b in branches),
+                       parser.structural))
+    walk = None if any(b[1] is None for b in blocks) else frozenset().union(*(b[1] for b in blocks))
+    # the paths that visit every walked element first: their attributes are then read for all
+    blocks.sort(key=lambda b: b[1] is not None and b[1] != walk)
+    lines = [f"out{b[0]} = []" for b in sorted(blocks)]
+    walk_call = ("tree.iterdescendants(_Element)" if walk is None
+                 else f"tree.iterdescendants({', '.join(map(repr, sorted(walk)))})")
+    lines.append(f"for e in {walk_call}:")
+    if any("tag in" in b[2] or (b[1] is not None and b[1] != walk) for b in blocks):
+        lines.append("    tag = e.tag")
+    # read for every walked element: an attribute that the paths reading it ask of every tag walked
+    read: dict[str, None] = {}
+    for _, _, _, names, _, _ in blocks:
+        for name in names:
+            readers = [b[1] for b in blocks if name in b[3]]
+            if name not in read and (None in readers or frozenset().union(*readers) == walk):
+                read[name] = None
+                lines.append(f"    {attrs[name]} = e.get({name!r})")
+    # an element none of whose read attributes is present is selected by no gated path
+    skipped = bool(read) and all(b[4] and set(b[3]) <= set(read) for b in blocks)
+    if skipped:
+        lines += [f"    if {' and '.join(f'{attrs[n]} is None' for n in read)}:", "        continue"]
+    # paths of the same tags under one tag test, each group in the order of its first path
+    first_of = {}
+    for k, block in enumerate(blocks):
+        first_of.setdefault(block[1], k)
+    blocks.sort(key=lambda b: first_of[b[1]])
+    for k, (index, tags, test, names, gated, _) in enumerate(blocks):
+        indent = "    "
+        if tags is not None and tags != walk:
+            indent = "        "
+            if k == 0 or blocks[k - 1][1] != tags:
+                lines.append(f"    if tag in {_set_display(tags)}:")
+                done = set(read)
+            lines += [f"{indent}{attrs[n]} = e.get({n!r})" for n in names if n not in done]
+            done.update(names)
+        # a gated path skips an element without its attributes (unless the skip above did)
+        needed = gated and names and not (skipped and set(names) == set(read))
+        gate = " or ".join(f"{attrs[n]} is not None" for n in names) if needed else ""
+        lines += [f"{indent}if {f'({gate}) and ' if gate else ''}{test}:", f"{indent}    out{index}.append(e)"]
+    lines.append(f"return [{', '.join(f'out{k}' for k in range(len(paths)))}]")
+    body = "".join(f"    {line}\n" for line in lines)
+    namespace: dict[str, Any] = {"_c": consts, "_Element": etree.Element, "_union_value": _union_value}
+    name = " + ".join(path.strip()[:30] for path in paths)
+    exec(compile("def select(tree):\n" + body, f"<xpaths {name}>", "exec"), namespace)
+    select = namespace["select"]
+    select.paths = tuple(paths)
+    select.structural = tuple(b[5] for b in sorted(blocks))
     return select
