@@ -26,13 +26,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from types import FunctionType as _FunctionType
 from typing import Any
 from multiprocessing.connection import Connection
 
 try:  # imported as part of refinery (in-process extraction, tests, benchmarks)
-    from ._xpath_to_python import Unsupported, compile_xpath
+    from ._xpath_to_python import Unsupported, compile_selections, compile_xpath
 except ImportError:  # run by file path as the helper process: its directory is on sys.path
-    from _xpath_to_python import Unsupported, compile_xpath
+    from _xpath_to_python import Unsupported, compile_selections, compile_xpath
 
 
 def _die_with_parent(parent_pid: int, pdeathsig: bool) -> None:
@@ -173,12 +174,46 @@ def _outer_matches(matches: dict) -> list:
     return outer
 
 
+#: whether trafilatura's lists of selections run in one tree walk each (:func:`selections`); a
+#: switch for A/B measurements in one process
+FUSED_SELECTIONS = True
+#: the fused selection of each list of Python selections seen (None: not fusable)
+_FUSED: dict[tuple, Callable | None] = {}
+
+
+def _fused(expressions: list) -> Callable | None:
+    """The one-walk selection of a list of two or more Python selections
+    (:func:`_xpath_to_python.compile_selections`), else None (lxml XPaths, positions)."""
+    key = tuple(expressions)
+    if key not in _FUSED:
+        paths = [getattr(e, "path", None) for e in key]
+        fused = None
+        # a path testing no attribute (``.//header``) walks in C and makes proxies only for its
+        # matches: fused, every element of the walk would be tested in Python (measured slower)
+        if len(key) > 1 and all(type(e) is _FunctionType and isinstance(p, str) and "@" in p
+                                for e, p in zip(key, paths)):
+            try:
+                fused = compile_selections(paths)
+            except Unsupported:
+                pass
+        _FUSED[key] = fused
+    return _FUSED[key] if FUSED_SELECTIONS else None
+
+
+def selections(tree: Any, expressions: list) -> list[list]:
+    """``[expression(tree) for expression in expressions]``, in one walk of ``tree`` where they
+    are Python selections (trafilatura's pruning evaluates a whole list on the same tree)."""
+    fused = _fused(expressions)
+    return fused(tree) if fused is not None else [expression(tree) for expression in expressions]
+
+
 def _install_fast_prune() -> bool:
-    """Replace trafilatura's ``prune_unwanted_nodes`` (as imported by its main extractor) with the
-    same function whose guarded branch finds the outermost matches with :func:`_outer_matches`.
+    """Replace trafilatura's ``prune_unwanted_nodes`` (as imported by its main extractor and its
+    core) with the same function that selects a list's elements in one walk (:func:`selections`)
+    and whose guarded branch finds the outermost matches with :func:`_outer_matches`.
     Guarded: only for the trafilatura version whose code this mirrors (the source is compared)."""
     try:
-        from trafilatura import htmlprocessing, main_extractor
+        from trafilatura import core, htmlprocessing, main_extractor
     except ImportError:  # pragma: no cover - trafilatura is the backend here
         return False
     original = htmlprocessing.prune_unwanted_nodes
@@ -186,9 +221,19 @@ def _install_fast_prune() -> bool:
 
     def prune_unwanted_nodes(tree, nodelist, with_backup=False):
         if not with_backup:
-            return original(tree, nodelist, with_backup)
+            fused = _fused(nodelist)
+            # trafilatura deletes each expression's matches before the next one runs: selected
+            # up front, a later expression's matches are the same plus those inside deleted
+            # elements, whose deletion changes only the detached subtree; not so for a later
+            # predicate that looks at descendants
+            if fused is None or any(fused.structural[1:]):
+                return original(tree, nodelist, with_backup)
+            for found in fused(tree):
+                for subtree in found:
+                    delete_element(subtree)
+            return tree
         # guard: prune nothing if it would remove too much text, the tree keeps its elements
-        matches = dict.fromkeys(elem for expression in nodelist for elem in expression(tree))
+        matches = dict.fromkeys(elem for found in selections(tree, nodelist) for elem in found)
         outer = _outer_matches(matches)
         old_len = len(tree.text_content())
         if old_len - sum(len(elem.text_content()) for elem in outer) > old_len / 7:
@@ -196,8 +241,38 @@ def _install_fast_prune() -> bool:
                 delete_element(elem)
         return tree
 
-    return _install_replacement(main_extractor, "prune_unwanted_nodes", original, prune_unwanted_nodes,
-                                (_PRUNE_SOURCE_SHA256,))
+    installed = _install_replacement(main_extractor, "prune_unwanted_nodes", original, prune_unwanted_nodes,
+                                     (_PRUNE_SOURCE_SHA256,))
+    raw_lists = (core.RAW_TREE_PRUNE_XPATH, core.REMOVE_COMMENTS_AND_LISTS_XPATH)
+    pending: list = []  # (tree, the comment lists' matches), selected with the raw-tree pruning's
+
+    def core_prune_unwanted_nodes(tree, nodelist, with_backup=False):
+        # trafilatura_sequence prunes the raw tree with RAW_TREE_PRUNE_XPATH and, right after (no
+        # other code between, sha256 pinned), with REMOVE_COMMENTS_AND_LISTS_XPATH: both run in
+        # one walk, and the second call deletes what that walk found. Its predicates read only
+        # tags and attributes, which the first call's deletions do not change (see above). Any
+        # other call drops what was kept.
+        kept = pending.pop() if pending else None
+        if with_backup or not FUSED_SELECTIONS:
+            return prune_unwanted_nodes(tree, nodelist, with_backup)
+        if kept is not None and kept[0] is tree and nodelist is raw_lists[1]:
+            for subtree in kept[1]:
+                delete_element(subtree)
+            return tree
+        fused = _fused(raw_lists[0] + raw_lists[1]) if nodelist is raw_lists[0] else None
+        if fused is None or any(fused.structural[1:]):
+            return prune_unwanted_nodes(tree, nodelist, with_backup)
+        *found, comments = fused(tree)
+        for subtrees in found:
+            for subtree in subtrees:
+                delete_element(subtree)
+        pending.append((tree, comments))
+        return tree
+
+    # core's pruning of the raw tree uses its own import of the name
+    return installed and _install_replacement(core, "prune_unwanted_nodes", original, core_prune_unwanted_nodes,
+                                              (_PRUNE_SOURCE_SHA256, _PREPARE_SOURCES_SHA256[1]),
+                                              also=(core.trafilatura_sequence,))
 
 
 def _install_lean_prepare() -> bool:
@@ -388,14 +463,15 @@ def plain_trafilatura() -> Iterator[None]:
 
     from refinery.stages import _trafilatura_rules
 
-    lean_parser, lean_prune, lean_prepare, lean_repair = (
-        tutils.HTML_PARSER, main_extractor.prune_unwanted_nodes, core._prepare_tree, tutils.repair_faulty_html)
+    lean_parser, lean_prune, lean_prepare, lean_repair, lean_core_prune = (
+        tutils.HTML_PARSER, main_extractor.prune_unwanted_nodes, core._prepare_tree, tutils.repair_faulty_html,
+        core.prune_unwanted_nodes)
     lean_links = _trafilatura_rules.LEAN_LINK_DENSITY
     _trafilatura_rules.LEAN_LINK_DENSITY = False  # trafilatura's own delete_by_link_density loop
     tutils.repair_faulty_html = getattr(lean_repair, "_original", lean_repair)
     tutils.HTML_PARSER = lxml_html.HTMLParser(collect_ids=False, default_doctype=False, encoding="utf-8",
                                               remove_comments=True, remove_pis=True)
-    main_extractor.prune_unwanted_nodes = htmlprocessing.prune_unwanted_nodes
+    main_extractor.prune_unwanted_nodes = core.prune_unwanted_nodes = htmlprocessing.prune_unwanted_nodes
     core._prepare_tree = getattr(lean_prepare, "_original", lean_prepare)
     for container, key, original, _ in _REPLACED_XPATHS:
         _set(container, key, original)
@@ -403,6 +479,7 @@ def plain_trafilatura() -> Iterator[None]:
         yield
     finally:
         tutils.HTML_PARSER, main_extractor.prune_unwanted_nodes = lean_parser, lean_prune
+        core.prune_unwanted_nodes = lean_core_prune
         core._prepare_tree, tutils.repair_faulty_html = lean_prepare, lean_repair
         _trafilatura_rules.LEAN_LINK_DENSITY = lean_links
         for container, key, _, new in _REPLACED_XPATHS:
