@@ -192,6 +192,19 @@ def xpath_check() -> None:
     if not _extract_helper._install_faster_xpaths():
         sys.exit("the faster XPaths are not installed for this trafilatura (its XPaths changed)")
     replaced = [(original, new) for _, _, original, new in _extract_helper._REPLACED_XPATHS]
+    # the lists the lean pruning selects in one walk each (_extract_helper.selections)
+    from trafilatura import xpaths
+
+    from refinery.stages._xpath_to_python import compile_selections
+
+    originals = {id(new): original for original, new in replaced}
+    for lists in ((xpaths.RAW_TREE_PRUNE_XPATH, xpaths.REMOVE_COMMENTS_AND_LISTS_XPATH), (xpaths.OVERALL_DISCARD_XPATH,)):
+        expressions = [e for nodelist in lists for e in nodelist]
+        fused = compile_selections([e.path for e in expressions])
+        wanted = [originals[id(e)] for e in expressions]
+        replaced.append((type("Fused", (), {"path": " + ".join(e.path.strip()[:30] for e in expressions),
+                                            "__call__": lambda self, root, w=wanted: [x(root) for x in w]})(),
+                         lambda root, f=fused: f(root)))
     options = Extractor(precision=True, tables=True)
     evaluations = selected = differences = n = 0
     for page in pages():
@@ -202,7 +215,8 @@ def xpath_check() -> None:
         for root in (tree, tree_cleaning(copy.deepcopy(tree), options)):
             for original, new in replaced:
                 want = original(root)
-                evaluations, selected = evaluations + 1, selected + len(want)
+                count = sum(map(len, want)) if want and isinstance(want[0], list) else len(want)
+                evaluations, selected = evaluations + 1, selected + count
                 if new(root) != want:
                     differences += 1
                     print(f"differs: {page.url}: {original.path.strip()[:80]}")

@@ -1219,6 +1219,107 @@ def test_xpath_to_python_mirrors_lxml_on_the_subset() -> None:
             compile_xpath(unsupported)
 
 
+def test_fused_selections_mirror_lxml_on_real_pages_and_edge_cases() -> None:
+    """``compile_selections`` gives each path's elements, in order, as lxml's XPath of that path,
+    from one walk: trafilatura's pruning lists on real crawl pages and their subtrees, and hand-made
+    lists for its code paths (a path over every element with tag-filtered ones, paths sharing only
+    some attributes, gated and ungated paths, unions of tags, descendants tests); positions are refused."""
+    from lxml import etree, html as lxml_html
+    from trafilatura import xpaths
+
+    from refinery.stages._xpath_to_python import Unsupported, compile_selections
+
+    ns = {"re": "http://exslt.org/regular-expressions"}
+    page = lxml_html.fromstring(
+        "<html><body><div class='reply-x' id='zzz'><p id='a'>1</p><p>2</p><p id='b' style='x'>3</p></div>"
+        "<div id='reply-y' class='q' role='Navigation'><h1>t</h1><ul class='comment-1'><li class='Teaser'>4</li></ul></div>"
+        "<section class='MainContent post'><p class=''>5</p></section><!-- c --><main>6</main><ol id='c'></ol></body></html>")
+    edge_cases = [
+        [".//*[@id]", ".//p[@class or @id = 'b']", ".//div[re:test(@class, '^reply')]"],
+        [".//p[@style]", ".//*[self::div or self::ul][not(@id) and re:test(@class, 'q|comment')]"],
+        [".//*[self::div or self::section][not(.//h1)]", ".//cite|.//li|.//main", ".//*[@id or not(@class)]"],
+        [".//ul[re:test(@class, 'comment')]", ".//ol[@id]|.//div[@id|@class = 'q']", ".//*[not(re:test(@class, 'x'))]"],
+    ]
+    lists = [[x.path for x in xpaths.RAW_TREE_PRUNE_XPATH + xpaths.REMOVE_COMMENTS_AND_LISTS_XPATH],
+             [x.path for x in xpaths.OVERALL_DISCARD_XPATH], [x.path for x in xpaths.PRECISION_DISCARD_XPATH]]
+    for paths in edge_cases:
+        want = [etree.XPath(p, namespaces=ns)(page) for p in paths]
+        assert compile_selections(paths)(page) == want, paths
+        assert all(want), paths
+    assert compile_selections(edge_cases[2]).structural == (True, False, False)
+    sample = load_warc_records()
+    selected = 0
+    for i in range(sample.num_rows):
+        body = sample.column("html")[i].as_py()
+        if not body or b"<html" not in body[:2000].lower():
+            continue
+        tree = lxml_html.fromstring(decode_html(body, sample.column("content_type")[i].as_py())[0])
+        for root in (tree, *[e for e in tree.iterdescendants("div", "article", "main") if len(e) >= 3][:3]):
+            for paths in lists:
+                want = [etree.XPath(p, namespaces=ns)(root) for p in paths]
+                assert compile_selections(paths)(root) == want, paths
+                selected += sum(map(len, want))
+    assert selected > 1000
+    for positional in ([".//p[@id][1]", ".//p[@class]"], ["(.//p[@id])[1]", ".//li[@class]"]):
+        with pytest.raises(Unsupported):
+            compile_selections(positional)
+
+
+def test_lean_raw_tree_pruning_matches_trafilatura_and_keeps_nothing_stale() -> None:
+    """The lean path prunes the raw tree as trafilatura does (RAW_TREE_PRUNE_XPATH, then
+    REMOVE_COMMENTS_AND_LISTS_XPATH, whose matches it found in the first call's walk), on real
+    pages; the kept matches serve only the next call with that list and that tree: another tree,
+    or a call with another list in between, is pruned by its own selection."""
+    import copy
+
+    from lxml import etree, html as lxml_html
+    from trafilatura import core, htmlprocessing
+
+    from refinery.stages import _extract_helper
+
+    assert _extract_helper._install_fast_prune() and _extract_helper._install_faster_xpaths()
+    lean, plain = core.prune_unwanted_nodes, htmlprocessing.prune_unwanted_nodes
+    assert getattr(lean, "_refinery", False)
+    raw, comments = core.RAW_TREE_PRUNE_XPATH, core.REMOVE_COMMENTS_AND_LISTS_XPATH
+    sample = load_warc_records()
+    trees = []
+    for i in range(sample.num_rows):
+        body = sample.column("html")[i].as_py()
+        if body and b"<html" in body[:2000].lower():
+            trees.append(lxml_html.fromstring(decode_html(body, sample.column("content_type")[i].as_py())[0]))
+    probe = lxml_html.fromstring(
+        "<html><body><div id='infinite-scroll'><ul class='comment-list'><li>c</li></ul>x</div>tail"
+        "<div class='comments'>d</div><ol id='comment-3'><li>e</li></ol><aside class='elementor-share-buttons'>"
+        "<div class='comment-x'>f</div></aside><p>g</p></body></html>")
+    changed = 0
+    for tree in (probe, *trees):
+        want, got, other = copy.deepcopy(tree), copy.deepcopy(tree), copy.deepcopy(tree)
+        plain(plain(want, raw), comments)
+        lean(lean(got, raw), comments)
+        assert etree.tostring(got) == etree.tostring(want)
+        changed += etree.tostring(got) != etree.tostring(tree)
+        # kept for `got`, asked for `other`: `other` gets its own matches
+        lean(copy.deepcopy(tree), raw)
+        lean(other, comments)
+        assert etree.tostring(other) == etree.tostring(plain(copy.deepcopy(tree), comments))
+        # a call with another list in between drops what was kept
+        stale, fresh = copy.deepcopy(tree), copy.deepcopy(tree)
+        lean(stale, raw)
+        lean(stale, core.REMOVE_COMMENTS_XPATH)
+        for element in stale.iter("div", "ol", "ul"):
+            element.attrib.pop("class", None)
+            element.attrib.pop("id", None)
+        lean(stale, comments)
+        plain(fresh, raw)
+        plain(fresh, core.REMOVE_COMMENTS_XPATH)
+        for element in fresh.iter("div", "ol", "ul"):
+            element.attrib.pop("class", None)
+            element.attrib.pop("id", None)
+        plain(fresh, comments)
+        assert etree.tostring(stale) == etree.tostring(fresh)
+    assert changed >= 3  # the prunes really deleted elements
+
+
 def test_regex_memo_answers_as_the_regex_and_stays_bounded() -> None:
     """The remembered regex tests give ``search(...) is not None`` for every value, first time
     and again; long values are not kept, and the memo empties itself at its entry limit."""
