@@ -1320,6 +1320,44 @@ def test_lean_raw_tree_pruning_matches_trafilatura_and_keeps_nothing_stale() -> 
     assert changed >= 3  # the prunes really deleted elements
 
 
+def test_lean_raw_tree_pruning_keeps_matches_for_trafilatura_sequence_only() -> None:
+    """The comment lists' matches selected with the raw-tree pruning serve only the next call of
+    that same ``trafilatura_sequence`` run (nothing changes the tree between its two calls). A
+    caller that changes the tree between two calls of its own (an attribute dropped) gets what
+    trafilatura's function deletes, not matches selected before the change; and the sequence
+    itself still prunes both lists as trafilatura does."""
+    from lxml import etree, html as lxml_html
+    from trafilatura import core, htmlprocessing
+    from trafilatura.settings import Extractor
+
+    from refinery.stages import _extract_helper
+
+    assert _extract_helper._install_fast_prune() and _extract_helper._install_faster_xpaths()
+    lean, plain = core.prune_unwanted_nodes, htmlprocessing.prune_unwanted_nodes
+    raw, comments = core.RAW_TREE_PRUNE_XPATH, core.REMOVE_COMMENTS_AND_LISTS_XPATH
+    page = ("<html><body><div id='infinite-scroll'><p>more</p></div><article><h1>Title</h1><p>"
+            + "Body text of the article, long enough to be kept. " * 8
+            + "</p></article><div class='comments'>a reader's comment</div><ul id='comment-list'>"
+            "<li>another one</li></ul></body></html>")
+    for tree_of in (lambda: lxml_html.fromstring(page), lambda: lxml_html.fromstring(page).find("body")):
+        got, want = tree_of(), tree_of()
+        for prune in (lean, plain):
+            tree = got if prune is lean else want
+            prune(tree, raw)
+            tree.find(".//div[@class='comments']").attrib.pop("class")  # no longer a comment box
+            prune(tree, comments)
+        assert etree.tostring(got) == etree.tostring(want)
+        assert "a reader's comment" in etree.tostring(got, encoding=str)
+    for comments in (False, True):  # off: the second call deletes the kept matches; on: none
+        options = Extractor(precision=True, tables=True, comments=comments)
+        options.fast = True
+        sequence_lean = core.trafilatura_sequence(lxml_html.fromstring(page), options, None)
+        with _extract_helper.plain_trafilatura():
+            sequence_plain = core.trafilatura_sequence(lxml_html.fromstring(page), options, None)
+        assert (sequence_lean[1], sequence_lean[3]) == (sequence_plain[1], sequence_plain[3])
+        assert "Body text" in sequence_lean[1] and "comment" not in sequence_lean[1] and "more" not in sequence_lean[1]
+
+
 def test_regex_memo_answers_as_the_regex_and_stays_bounded() -> None:
     """The remembered regex tests give ``search(...) is not None`` for every value, first time
     and again; long values are not kept, and the memo empties itself at its entry limit."""

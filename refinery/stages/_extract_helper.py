@@ -244,29 +244,35 @@ def _install_fast_prune() -> bool:
     installed = _install_replacement(main_extractor, "prune_unwanted_nodes", original, prune_unwanted_nodes,
                                      (_PRUNE_SOURCE_SHA256,))
     raw_lists = (core.RAW_TREE_PRUNE_XPATH, core.REMOVE_COMMENTS_AND_LISTS_XPATH)
-    pending: list = []  # (tree, the comment lists' matches), selected with the raw-tree pruning's
+    sequence_code = core.trafilatura_sequence.__code__
+    # "kept": (trafilatura_sequence's frame, its tree, the comment lists' matches), selected with
+    # the raw-tree pruning's; a dict: its pop(key, None) is one atomic step (threads)
+    pending: dict = {}
 
     def core_prune_unwanted_nodes(tree, nodelist, with_backup=False):
         # trafilatura_sequence prunes the raw tree with RAW_TREE_PRUNE_XPATH and, right after (no
         # other code between, sha256 pinned), with REMOVE_COMMENTS_AND_LISTS_XPATH: both run in
         # one walk, and the second call deletes what that walk found. Its predicates read only
-        # tags and attributes, which the first call's deletions do not change (see above). Any
-        # other call drops what was kept.
-        kept = pending.pop() if pending else None
+        # tags and attributes, which the first call's deletions do not change (see above). Kept
+        # only for that second call of the same invocation (its frame) on the same tree: another
+        # caller could change the tree between two calls, and the matches would be stale.
+        caller = sys._getframe(1)
+        kept = pending.pop("kept", None)
         if with_backup or not FUSED_SELECTIONS:
             return prune_unwanted_nodes(tree, nodelist, with_backup)
-        if kept is not None and kept[0] is tree and nodelist is raw_lists[1]:
-            for subtree in kept[1]:
+        if kept is not None and kept[0] is caller and kept[1] is tree and nodelist is raw_lists[1]:
+            for subtree in kept[2]:
                 delete_element(subtree)
             return tree
-        fused = _fused(raw_lists[0] + raw_lists[1]) if nodelist is raw_lists[0] else None
+        fused = (_fused(raw_lists[0] + raw_lists[1])
+                 if nodelist is raw_lists[0] and caller.f_code is sequence_code else None)
         if fused is None or any(fused.structural[1:]):
             return prune_unwanted_nodes(tree, nodelist, with_backup)
         *found, comments = fused(tree)
         for subtrees in found:
             for subtree in subtrees:
                 delete_element(subtree)
-        pending.append((tree, comments))
+        pending["kept"] = (caller, tree, comments)
         return tree
 
     # core's pruning of the raw tree uses its own import of the name
