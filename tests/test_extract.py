@@ -1358,6 +1358,27 @@ def test_lean_raw_tree_pruning_keeps_matches_for_trafilatura_sequence_only() -> 
         assert "Body text" in sequence_lean[1] and "comment" not in sequence_lean[1] and "more" not in sequence_lean[1]
 
 
+def test_lean_pruning_remembers_no_callers_xpaths() -> None:
+    """XPath lists a caller builds per call (trafilatura's ``prune_xpath``) are pruned as
+    trafilatura does and not remembered: only the lean path's own selections are, or memory grows
+    with every page."""
+    from lxml import etree, html as lxml_html
+    from trafilatura import core, htmlprocessing
+
+    from refinery.stages import _extract_helper
+
+    assert _extract_helper._install_fast_prune()
+    page = "<html><body><div class='x'><p id='a'>1</p></div><p>2</p><p class='y'>3</p></body></html>"
+    core.prune_unwanted_nodes(lxml_html.fromstring(page), [etree.XPath(".//p[@id]"), etree.XPath(".//p[@class]")])
+    remembered = len(_extract_helper._FUSED)
+    for _ in range(20):
+        paths = [etree.XPath(".//p[@id]"), etree.XPath(".//div[@class]")]
+        got = core.prune_unwanted_nodes(lxml_html.fromstring(page), paths)
+        want = htmlprocessing.prune_unwanted_nodes(lxml_html.fromstring(page), paths)
+        assert etree.tostring(got) == etree.tostring(want)
+    assert len(_extract_helper._FUSED) == remembered
+
+
 def test_regex_memo_answers_as_the_regex_and_stays_bounded() -> None:
     """The remembered regex tests give ``search(...) is not None`` for every value, first time
     and again; long values are not kept, and the memo empties itself at its entry limit."""

@@ -186,12 +186,15 @@ def _fused(expressions: list) -> Callable | None:
     (:func:`_xpath_to_python.compile_selections`), else None (lxml XPaths, positions)."""
     key = tuple(expressions)
     if key not in _FUSED:
+        # only lists of our selections are remembered: they live as long as the process, while a
+        # caller's lxml XPaths may be new on every call (trafilatura's ``prune_xpath``)
+        if len(key) < 2 or any(type(e) is not _FunctionType for e in key):
+            return None
         paths = [getattr(e, "path", None) for e in key]
         fused = None
         # a path testing no attribute (``.//header``) walks in C and makes proxies only for its
         # matches: fused, every element of the walk would be tested in Python (measured slower)
-        if len(key) > 1 and all(type(e) is _FunctionType and isinstance(p, str) and "@" in p
-                                for e, p in zip(key, paths)):
+        if all(isinstance(p, str) and "@" in p for p in paths):
             try:
                 fused = compile_selections(paths)
             except Unsupported:
