@@ -192,13 +192,13 @@ def xpath_check() -> None:
     if not _extract_helper._install_faster_xpaths():
         sys.exit("the faster XPaths are not installed for this trafilatura (its XPaths changed)")
     replaced = [(original, new) for _, _, original, new in _extract_helper._REPLACED_XPATHS]
-    # the lists the lean pruning selects in one walk each (_extract_helper.selections)
+    # the lists the lean raw-tree pruning selects in one walk (_extract_helper._install_fast_prune)
     from trafilatura import xpaths
 
     from refinery.stages._xpath_to_python import compile_selections
 
     originals = {id(new): original for original, new in replaced}
-    for lists in ((xpaths.RAW_TREE_PRUNE_XPATH, xpaths.REMOVE_COMMENTS_AND_LISTS_XPATH), (xpaths.OVERALL_DISCARD_XPATH,)):
+    for lists in ((xpaths.RAW_TREE_PRUNE_XPATH, xpaths.REMOVE_COMMENTS_AND_LISTS_XPATH),):
         expressions = [e for nodelist in lists for e in nodelist]
         fused = compile_selections([e.path for e in expressions])
         wanted = [originals[id(e)] for e in expressions]

@@ -1265,22 +1265,26 @@ def test_fused_selections_mirror_lxml_on_real_pages_and_edge_cases() -> None:
             compile_selections(positional)
 
 
-def test_lean_raw_tree_pruning_matches_trafilatura_and_keeps_nothing_stale() -> None:
+def test_lean_raw_tree_pruning_matches_trafilatura() -> None:
     """The lean path prunes the raw tree as trafilatura does (RAW_TREE_PRUNE_XPATH, then
-    REMOVE_COMMENTS_AND_LISTS_XPATH, whose matches it found in the first call's walk), on real
-    pages; the kept matches serve only the next call with that list and that tree: another tree,
-    or a call with another list in between, is pruned by its own selection."""
+    REMOVE_COMMENTS_AND_LISTS_XPATH) on real pages: the elements both lists select in one walk,
+    deleted list by list, leave the tree trafilatura's two calls leave (the second list's matches
+    inside subtrees the first deleted change only those detached subtrees); and
+    ``trafilatura_sequence``, which makes those two calls, gives trafilatura's text."""
     import copy
 
     from lxml import etree, html as lxml_html
     from trafilatura import core, htmlprocessing
+    from trafilatura.settings import Extractor
 
     from refinery.stages import _extract_helper
 
     assert _extract_helper._install_fast_prune() and _extract_helper._install_faster_xpaths()
-    lean, plain = core.prune_unwanted_nodes, htmlprocessing.prune_unwanted_nodes
-    assert getattr(lean, "_refinery", False)
+    assert getattr(core.prune_unwanted_nodes, "_refinery", False)
+    plain, delete_element = htmlprocessing.prune_unwanted_nodes, htmlprocessing.delete_element
     raw, comments = core.RAW_TREE_PRUNE_XPATH, core.REMOVE_COMMENTS_AND_LISTS_XPATH
+    fused = _extract_helper._fused(raw + comments)
+    assert fused is not None and not any(fused.structural[1:])
     sample = load_warc_records()
     trees = []
     for i in range(sample.num_rows):
@@ -1292,31 +1296,19 @@ def test_lean_raw_tree_pruning_matches_trafilatura_and_keeps_nothing_stale() -> 
         "<div class='comments'>d</div><ol id='comment-3'><li>e</li></ol><aside class='elementor-share-buttons'>"
         "<div class='comment-x'>f</div></aside><p>g</p></body></html>")
     changed = 0
+    options = Extractor(precision=True, tables=True, comments=False)
+    options.fast = True
     for tree in (probe, *trees):
-        want, got, other = copy.deepcopy(tree), copy.deepcopy(tree), copy.deepcopy(tree)
+        want, got = copy.deepcopy(tree), copy.deepcopy(tree)
         plain(plain(want, raw), comments)
-        lean(lean(got, raw), comments)
+        for subtrees in fused(got):
+            for subtree in subtrees:
+                delete_element(subtree)
         assert etree.tostring(got) == etree.tostring(want)
         changed += etree.tostring(got) != etree.tostring(tree)
-        # kept for `got`, asked for `other`: `other` gets its own matches
-        lean(copy.deepcopy(tree), raw)
-        lean(other, comments)
-        assert etree.tostring(other) == etree.tostring(plain(copy.deepcopy(tree), comments))
-        # a call with another list in between drops what was kept
-        stale, fresh = copy.deepcopy(tree), copy.deepcopy(tree)
-        lean(stale, raw)
-        lean(stale, core.REMOVE_COMMENTS_XPATH)
-        for element in stale.iter("div", "ol", "ul"):
-            element.attrib.pop("class", None)
-            element.attrib.pop("id", None)
-        lean(stale, comments)
-        plain(fresh, raw)
-        plain(fresh, core.REMOVE_COMMENTS_XPATH)
-        for element in fresh.iter("div", "ol", "ul"):
-            element.attrib.pop("class", None)
-            element.attrib.pop("id", None)
-        plain(fresh, comments)
-        assert etree.tostring(stale) == etree.tostring(fresh)
+        lean_text = core.trafilatura_sequence(copy.deepcopy(tree), options, None)[1]
+        with _extract_helper.plain_trafilatura():
+            assert core.trafilatura_sequence(copy.deepcopy(tree), options, None)[1] == lean_text
     assert changed >= 3  # the prunes really deleted elements
 
 

@@ -174,8 +174,8 @@ def _outer_matches(matches: dict) -> list:
     return outer
 
 
-#: whether trafilatura's lists of selections run in one tree walk each (:func:`selections`); a
-#: switch for A/B measurements in one process
+#: whether trafilatura's raw-tree pruning selects its lists' elements in one tree walk
+#: (:func:`_install_fast_prune`); a switch for A/B measurements in one process
 FUSED_SELECTIONS = True
 #: the fused selection of each list of Python selections seen (None: not fusable)
 _FUSED: dict[tuple, Callable | None] = {}
@@ -203,17 +203,11 @@ def _fused(expressions: list) -> Callable | None:
     return _FUSED[key] if FUSED_SELECTIONS else None
 
 
-def selections(tree: Any, expressions: list) -> list[list]:
-    """``[expression(tree) for expression in expressions]``, in one walk of ``tree`` where they
-    are Python selections (trafilatura's pruning evaluates a whole list on the same tree)."""
-    fused = _fused(expressions)
-    return fused(tree) if fused is not None else [expression(tree) for expression in expressions]
-
-
 def _install_fast_prune() -> bool:
-    """Replace trafilatura's ``prune_unwanted_nodes`` (as imported by its main extractor and its
-    core) with the same function that selects a list's elements in one walk (:func:`selections`)
-    and whose guarded branch finds the outermost matches with :func:`_outer_matches`.
+    """Replace trafilatura's ``prune_unwanted_nodes`` as imported by its main extractor with the
+    same function whose guarded branch finds the outermost matches with :func:`_outer_matches`,
+    and as imported by its core with one that selects the raw-tree pruning's two lists in one walk
+    (:func:`_fused`), deleting the second list's matches at its next call.
     Guarded: only for the trafilatura version whose code this mirrors (the source is compared)."""
     try:
         from trafilatura import core, htmlprocessing, main_extractor
@@ -224,19 +218,9 @@ def _install_fast_prune() -> bool:
 
     def prune_unwanted_nodes(tree, nodelist, with_backup=False):
         if not with_backup:
-            fused = _fused(nodelist)
-            # trafilatura deletes each expression's matches before the next one runs: selected
-            # up front, a later expression's matches are the same plus those inside deleted
-            # elements, whose deletion changes only the detached subtree; not so for a later
-            # predicate that looks at descendants
-            if fused is None or any(fused.structural[1:]):
-                return original(tree, nodelist, with_backup)
-            for found in fused(tree):
-                for subtree in found:
-                    delete_element(subtree)
-            return tree
+            return original(tree, nodelist, with_backup)
         # guard: prune nothing if it would remove too much text, the tree keeps its elements
-        matches = dict.fromkeys(elem for found in selections(tree, nodelist) for elem in found)
+        matches = dict.fromkeys(elem for expression in nodelist for elem in expression(tree))
         outer = _outer_matches(matches)
         old_len = len(tree.text_content())
         if old_len - sum(len(elem.text_content()) for elem in outer) > old_len / 7:
@@ -255,8 +239,10 @@ def _install_fast_prune() -> bool:
     def core_prune_unwanted_nodes(tree, nodelist, with_backup=False):
         # trafilatura_sequence prunes the raw tree with RAW_TREE_PRUNE_XPATH and, right after (no
         # other code between, sha256 pinned), with REMOVE_COMMENTS_AND_LISTS_XPATH: both run in
-        # one walk, and the second call deletes what that walk found. Its predicates read only
-        # tags and attributes, which the first call's deletions do not change (see above). Kept
+        # one walk, and the second call deletes what that walk found. Exact: the later XPaths test
+        # only tags and attributes (no ``.//name``: structural), which deletions do not change, so
+        # they select what they would after the earlier deletions, plus elements inside deleted
+        # subtrees, whose deletion changes only those detached subtrees. Kept
         # only for that second call of the same invocation (its frame) on the same tree: another
         # caller could change the tree between two calls, and the matches would be stale.
         caller = sys._getframe(1)

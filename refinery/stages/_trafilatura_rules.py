@@ -309,9 +309,9 @@ def guarded_matches(tree, expressions) -> tuple[list, list]:  # noqa: ANN001 - l
     own, as a forum's posts are all ``li.message``) stay too: beside a long first post they are the
     replies, not boxes in it. Nor does a match holding more text than would stay go: that is the
     article (a slideshow in ``div.slideshow``), not a box."""
-    from refinery.stages._extract_helper import _outer_matches, selections
+    from refinery.stages._extract_helper import _outer_matches
 
-    matches = dict.fromkeys(e for found in selections(tree, expressions) for e in found)
+    matches = dict.fromkeys(e for expression in expressions for e in expression(tree))
     if not matches:
         return [], []
     total = len(tree.text_content())
