@@ -1,6 +1,6 @@
 """Does the quality stage remove programming pages for their code? Before/after ``exclude_code``.
 
-    python benchmarks/quality_code_bias.py --work DIR [--threshold 0.0005] [--list]
+    python benchmarks/quality_code_bias.py --work DIR [--threshold 0.0005] [--list] [--model PATH]
 
 Runs the recipe's document stages (configs/refinedweb.yaml up to ``quality``, which is set to
 remove nothing) over three real English sets, then scores what reaches ``quality`` twice with
@@ -17,7 +17,8 @@ A document is *code-heavy* when at least 3 of its non-empty lines, and at least 
 code lines (``refinery.classifiers.prose.is_code_line``); *prose* when none is. Each code-heavy
 document is compared with the 3 prose documents of the same set nearest to it in length (without
 replacement). Prints JSON: per set and group, counts, median scores and removals at the
-threshold, before and after; with ``--list``, every document removed before or after.
+threshold, before and after; with ``--list``, every document removed before or after. ``--model``
+scores with another quality model than the packaged one (e.g. one trained with ``--docs-positives``).
 """
 
 from __future__ import annotations
@@ -86,10 +87,11 @@ def _run(config: Path, inp: Path, out: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(f, columns=["id", "url", "text"]) for f in files])
 
 
-def _scores(table: pa.Table, exclude_code: bool) -> np.ndarray:
+def _scores(table: pa.Table, exclude_code: bool, model: Path | None = None) -> np.ndarray:
     from refinery.stages.classifiers import QualityFilter
 
-    stage = QualityFilter(mode="threshold", threshold=0.0, exclude_code=exclude_code)
+    stage = QualityFilter(model_path=str(model) if model else None, mode="threshold", threshold=0.0,
+                          exclude_code=exclude_code)
     batch = pa.RecordBatch.from_pydict({"id": table.column("id").to_pylist(), "text": table.column("text").to_pylist()})
     out = stage.process(batch)
     return np.array(out.column("quality_score").to_pylist(), dtype=np.float64)
@@ -121,14 +123,14 @@ def _group(idx: list[int], before: np.ndarray, after: np.ndarray, lengths: np.nd
             "removed_before": int((b < threshold).sum()), "removed_after": int((a < threshold).sum())}
 
 
-def measure(work: Path, threshold: float, listing: bool) -> dict[str, Any]:
+def measure(work: Path, threshold: float, listing: bool, model: Path | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     configs = _configs(work)
-    report: dict[str, Any] = {"threshold": threshold}
+    report: dict[str, Any] = {"threshold": threshold, "model": str(model) if model else "packaged"}
     for name, (inp, kind) in _inputs(work).items():
         table = _run(configs[kind], inp, work / f"run_{name}")
         texts = table.column("text").to_pylist()
-        before, after = _scores(table, False), _scores(table, True)
+        before, after = _scores(table, False, model), _scores(table, True, model)
         lengths = np.array([max(1, len(t)) for t in texts], dtype=np.float64)
         counts = [_code_lines(t) for t in texts]
         code = [i for i, (c, n) in enumerate(counts) if c >= MIN_CODE_LINES and c >= MIN_CODE_SHARE * n]
@@ -158,8 +160,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True, help="scratch directory (inputs and runs are reused)")
     ap.add_argument("--threshold", type=float, default=0.0005)
     ap.add_argument("--list", action="store_true", help="list code-heavy and removed documents")
+    ap.add_argument("--model", type=Path, help="a quality model file [default: the packaged one]")
     args = ap.parse_args()
-    print(json.dumps(measure(args.work, args.threshold, args.list), indent=1))
+    print(json.dumps(measure(args.work, args.threshold, args.list, args.model), indent=1))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ def train_classifier(
     dim: Optional[int] = typer.Option(None, help="override the recipe's vector size (toxicity: 50, its GloVe vectors')"),
     quantize: bool = typer.Option(True, help="write a quantized .ftz (2-4 MB) when held-out metrics stay within 0.01"),
     transformer: bool = typer.Option(True, help="toxicity: also fine-tune the cascade's transformer (~11-15 min on 2 cores)"),
+    docs_positives: Optional[Path] = typer.Option(
+        None, "--docs-positives",
+        help="quality: extra positives in the documentation register (the bundled data/quality/docs_positives.jsonl.gz)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train a fastText classifier from real data; write the model and a JSON report
@@ -62,6 +65,8 @@ def train_classifier(
             fail(f"--{name} must be > 0, not {value}")
     params = replace(recipe.DEFAULT_PARAMS, seed=seed, **overrides)
     out_dir = out or models_dir()
+    if docs_positives is not None and (kind is not ClassifierKind.quality or not docs_positives.is_file()):
+        fail(f"--docs-positives is a quality option and needs a file: {docs_positives}")
     if kind is ClassifierKind.toxicity and transformer:
         import importlib.util
 
@@ -82,7 +87,7 @@ def train_classifier(
                 tr = replace(toxicity.TRANSFORMER_PARAMS, seed=seed) if transformer else None
                 report = toxicity.train(data, staging, params, quantize=quantize, transformer=tr)
             else:
-                report = recipe.train(data, staging, params, quantize=quantize)
+                report = quality.train(data, staging, params, quantize=quantize, docs_positives=docs_positives)
         except (FileNotFoundError, ValueError) as exc:
             fail(exc)
         except RuntimeError as exc:

@@ -17,6 +17,13 @@ the stage scores them. Web documents (~3,400 characters on average against ~490 
 Wikipedia leads) are trained on as paragraph groups of >= 600 characters: that matches the
 positives' length and gives ~1,600 negative examples from ~300 documents.
 
+Optional documentation positives (``docs_positives``, the bundled
+``data/quality/docs_positives.jsonl.gz``: package READMEs and Python's reference, see
+:mod:`refinery.classifiers.docs_text`): more ``wiki`` examples in the register of how-tos, which
+no Wikipedia lead is written in; split by package like the rest, trained on as paragraph groups
+(at most ``MAX_DOC_CHUNKS`` per document, so a few long READMEs do not dominate), and their test
+split reported as ``docs_test`` (against the test split's web documents).
+
 Model: fastText supervised, labels ``wiki`` / ``web``; score = P(wiki).
 """
 
@@ -42,6 +49,7 @@ DEFAULT_PARAMS = FastTextParams(epoch=5, lr=0.2, dim=20, wordNgrams=2)
 CHUNK_CHARS = 600
 MIN_ENGLISH_PROB = 0.65
 TEST_PERCENT, VALIDATION_PERCENT = 20, 10
+MAX_DOC_CHUNKS = 12
 
 
 def _bucket(key: str) -> int:
@@ -154,7 +162,25 @@ def paragraph_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
     return chunks
 
 
-def build_data(data_dir: Path, max_chars: int = MAX_CHARS) -> RecipeData:
+def _docs_examples(path: Path, max_chars: int) -> tuple[list[tuple[str, str]], list[tuple[str, bool]], dict[str, Any]]:
+    """(training examples, held-out test documents, notes) of the documentation positives."""
+    from refinery.classifiers import docs_text
+
+    with training_file(path):
+        docs = docs_text.load(path)
+    train, test = [], []
+    for doc in docs:
+        split = _split(f"docs:{doc.key}")
+        if split == "train":
+            train.extend((POSITIVE, prepare_text(c, max_chars)) for c in paragraph_chunks(doc.text)[:MAX_DOC_CHUNKS])
+        elif split == "test":
+            test.append((prepare_text(doc.text, max_chars), True))
+    notes = {"docs_documents": len(docs), "docs_packages": len({d.package for d in docs}),
+             "docs_licences": sorted({d.licence for d in docs}), "docs_train_chunks": len(train)}
+    return train, test, notes
+
+
+def build_data(data_dir: Path, max_chars: int = MAX_CHARS, docs_positives: Path | None = None) -> RecipeData:
     wiki = load_wikipedia(data_dir)
     web, counts = load_web(data_dir)
     if not web:
@@ -178,12 +204,21 @@ def build_data(data_dir: Path, max_chars: int = MAX_CHARS) -> RecipeData:
     from refinery.stages.language_id import lid_model_path
 
     sources.append(lid_model_path())
+    evals = {"test": Split.of(held["test"]), "validation": Split.of(held["validation"])}
+    docs_notes: dict[str, Any] = {}
+    if docs_positives is not None:
+        docs_train, docs_test, docs_notes = _docs_examples(docs_positives, max_chars)
+        train.extend(docs_train)
+        # the wiki-vs-web splits stay as they were (comparable with a model without docs)
+        evals["docs_test"] = Split.of(docs_test + [(t, y) for t, y in held["test"] if not y])
+        sources.append(docs_positives)
     return RecipeData(
         train=train,
-        evals={"test": Split.of(held["test"]), "validation": Split.of(held["validation"])},
+        evals=evals,
         sources=sources,
         notes={
             **counts,
+            **docs_notes,
             "wikipedia_documents": len(wiki),
             # the web negatives are refinery's own WARC reader and extract stage's output: a newer
             # extractor gives other negatives, hence another model (0.3.0 finds 83 WARC documents
@@ -197,11 +232,13 @@ def build_data(data_dir: Path, max_chars: int = MAX_CHARS) -> RecipeData:
     )
 
 
-def train(data_dir: Path, out_dir: Path, params: FastTextParams = DEFAULT_PARAMS, quantize: bool = True) -> dict[str, Any]:
-    """Train the quality model into ``out_dir``; returns the report written next to it."""
+def train(data_dir: Path, out_dir: Path, params: FastTextParams = DEFAULT_PARAMS, quantize: bool = True,
+          docs_positives: Path | None = None) -> dict[str, Any]:
+    """Train the quality model into ``out_dir``; returns the report written next to it.
+    ``docs_positives``: a documentation-positives file (:mod:`refinery.classifiers.docs_text`)."""
     return run_recipe(
         KIND,
-        build_data(data_dir),
+        build_data(data_dir, docs_positives=docs_positives),
         out_dir,
         params,
         positive=POSITIVE,
