@@ -44,7 +44,7 @@ def _report(kind: str) -> dict:
 
 def test_packaged_models_are_small_documented_and_match_their_reports() -> None:
     sizes = {}
-    for kind in ("toxicity", "quality"):
+    for kind in ("toxicity", "quality", "quality_docs"):  # quality_docs: the quality stage's code_pages
         report = _report(kind)
         model = PACKAGED_MODELS / report["model_file"]
         assert model.suffix == ".ftz" and report["quantized"]
@@ -56,7 +56,7 @@ def test_packaged_models_are_small_documented_and_match_their_reports() -> None:
     assert max(sizes.values()) < 5_000_000 and sum(sizes.values()) < 10_000_000, sizes
     readme = (PACKAGED_MODELS / "README.md").read_text()
     for needed in ("refinery train-classifier toxicity --no-transformer", "refinery train-classifier quality",
-                   "OLID", "Davidson", "CC-BY-SA", "GloVe", "alt-profanity-check"):
+                   "OLID", "Davidson", "CC-BY-SA", "GloVe", "alt-profanity-check", "docs_positives"):
         assert needed in readme, needed
 
 
