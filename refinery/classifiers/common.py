@@ -32,6 +32,9 @@ log = logging.getLogger("refinery.classifiers")
 TRAIN_COMMANDS = {
     "toxicity": "refinery train-classifier toxicity --out {dir}",
     "quality": "refinery train-classifier quality --out {dir}",
+    # the quality stage's code_pages model: the same recipe with documentation positives, renamed
+    "quality_docs": "refinery train-classifier quality --docs-positives data/quality/docs_positives.jsonl.gz "
+                    "--out DIR, then move DIR/quality.ftz to {dir}/quality_docs.ftz",
 }
 
 _URL = re.compile(r"(?:https?://|www\.)\S+")

@@ -78,3 +78,28 @@ def prose_text(text: str, min_words: int) -> str:
         return text
     kept = "\n".join(prose)
     return kept if len(kept.split()) >= max(1, min_words) else text
+
+
+# a document "explains code" (a how-to, a Q&A answer, documentation) when it has code lines
+# (as many and as large a share as benchmarks/quality_code_bias.py's "code-heavy") and prose
+# sentences around them; a paste dump, a diff or a config listing has the code without the prose
+MIN_CODE_LINES = 3
+MIN_CODE_SHARE = 0.10
+_SENTENCE_WORDS = 8  # a line of >= 8 words ending like a sentence; menus and titles are shorter
+
+
+def _is_sentence(line: str) -> bool:
+    s = line.strip()
+    return s.endswith((".", "!", "?", ":")) and len(s.split()) >= _SENTENCE_WORDS
+
+
+def explains_code(text: str, min_prose_words: int) -> bool:
+    """True when ``text`` has >= ``MIN_CODE_LINES`` code lines making >= ``MIN_CODE_SHARE`` of its
+    non-empty lines, and >= ``min_prose_words`` words in sentence lines that are not code."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    code = [is_code_line(line) for line in lines]
+    n_code = sum(code)
+    if n_code < MIN_CODE_LINES or n_code < MIN_CODE_SHARE * len(lines):
+        return False
+    words = sum(len(line.split()) for line, c in zip(lines, code) if not c and _is_sentence(line))
+    return words >= max(1, min_prose_words)

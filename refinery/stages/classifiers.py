@@ -46,6 +46,7 @@ from refinery.stages.base import Stage, with_decision
 
 
 EMPTY_TEXT = "empty_text"
+DOCS_KIND = "quality_docs"  # the quality recipe trained with --docs-positives (code_pages)
 
 
 class _FastTextStage(Stage):
@@ -244,6 +245,15 @@ class QualityFilter(_FastTextStage):
     (then the whole prefix is scored). The model never saw code on either side of its training,
     and its tokens pushed programming tutorials into the removed tail (docs/classifiers.md).
 
+    ``code_pages: true`` scores a document that explains code (:func:`refinery.classifiers.prose.
+    explains_code`: >= 3 code lines making >= 10% of its lines, and >= ``min_prose_words`` words
+    of prose sentences) with the larger of this model's score and a documentation-aware model's
+    (``docs_model_path``, default the packaged ``quality_docs.ftz``: the same recipe trained with
+    ``--docs-positives``), which reads the whole prefix, code included. Every other document is
+    scored exactly as without it, and a score can only rise: the wiki model's bias against the
+    how-to register is undone where it costs programming pages, without the docs model's wider
+    drift (it newly removes good prose and newly keeps junk when it scores everything).
+
     Metric: ``quality_score``. Empty text: ``empty_text``. The model is a confident
     Wikipedia-vs-web separator: on the English Common Crawl sample the default threshold 0.01
     removes ~40% of documents, 0.05 ~72%; Pareto sampling with alpha 9 keeps ~1%, alpha 1 ~52%
@@ -252,6 +262,7 @@ class QualityFilter(_FastTextStage):
 
     kind = "quality"
     positive = "wiki"
+    added_params = {"code_pages": False, "docs_model_path": None}  # runs made before them resume
 
     def __init__(
         self,
@@ -263,13 +274,21 @@ class QualityFilter(_FastTextStage):
         max_chars: int = 20_000,
         exclude_code: bool = False,
         min_prose_words: int = 50,
+        code_pages: bool = False,
+        docs_model_path: str | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(model_path, max_chars, name)
         if min_prose_words < 0:
             raise ValueError(f"min_prose_words must be >= 0, got {min_prose_words}")
+        if docs_model_path is not None and not code_pages:  # it would be accepted and never used
+            raise ValueError("docs_model_path applies to code_pages only: set code_pages: true, or remove it")
         self.exclude_code = bool(exclude_code)
         self.min_prose_words = int(min_prose_words)
+        self.code_pages = bool(code_pages)
+        self.docs_model_path = docs_model_path
+        if self.code_pages:
+            self._docs_model()  # fail at config time, like the main model
         if mode not in ("threshold", "pareto"):
             raise ValueError(f"mode must be 'threshold' or 'pareto', got {mode!r}")
         if not 0.0 <= threshold <= 1.0:
@@ -281,6 +300,32 @@ class QualityFilter(_FastTextStage):
         self.alpha = alpha
         self.seed = seed
 
+    def _docs_model(self) -> Any:
+        model = getattr(self, "_lazy_docs_model", None)
+        if model is None:
+            model = self._load_model(resolve_model_path(DOCS_KIND, self.docs_model_path))
+            self._lazy_docs_model = model
+        return model
+
+    def model_files(self) -> list[Path]:
+        docs = [resolve_model_path(DOCS_KIND, self.docs_model_path)] if self.code_pages else []
+        return super().model_files() + docs
+
+    def _code_page_scores(self, texts: list[str | None], mask: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``scores`` with each document that explains code raised to the docs model's score."""
+        from refinery.classifiers.common import prepare_text
+        from refinery.classifiers.prose import explains_code
+
+        scored = [t for t, ok in zip(texts, mask) if ok]
+        rows = [j for j, t in enumerate(scored) if explains_code(t[: self.max_chars], self.min_prose_words)]
+        if not rows:
+            return scores
+        # the docs model learned documentation with its code: it reads the prefix whole
+        docs = binary_scores(self._docs_model(), [prepare_text(scored[j], self.max_chars) for j in rows], self.positive)
+        out = scores.copy()
+        out[rows] = np.maximum(scores[rows], docs)
+        return out
+
     def _text_to_score(self, text: str) -> str:
         if not self.exclude_code:
             return text
@@ -291,6 +336,8 @@ class QualityFilter(_FastTextStage):
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         texts, mask, _, scores = self._score(batch)
+        if self.code_pages:
+            scores = self._code_page_scores(texts, mask, scores)
         full = np.zeros(batch.num_rows, dtype=np.float64)
         full[mask] = scores
         if self.mode == "threshold":
