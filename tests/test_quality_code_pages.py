@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +19,7 @@ import pytest
 
 from refinery.classifiers.common import PACKAGED_MODELS, binary_scores, load_fasttext, prepare_text
 from refinery.classifiers.prose import explains_code, is_code_line
-from refinery.config import StageConfig
+from refinery.config import StageConfig, parse_config
 from refinery.stages.classifiers import QualityFilter
 from tests.conftest import SAMPLE_CC_DOCS, SHARED_DATA
 from tests.test_quality_prose import EVAL_TARBALL, RECIPE_THRESHOLD, _recipe_text, _sample_pip_tutorial, _scores
@@ -100,3 +101,50 @@ def test_docs_model_path_needs_code_pages() -> None:
     batch = pa.RecordBatch.from_pydict({"id": ["a"], "text": ["x = 1;\ny = 2;\nz = 3;"]})
     stage = QualityFilter(code_pages=True, docs_model_path=str(PACKAGED_MODELS / "quality_docs.ftz"))
     assert stage.process(batch).column("quality_score")[0].as_py() is not None
+
+
+def _old_run(tmp_path, monkeypatch, missing: set[str]) -> tuple[Path, Path]:
+    """A quality run made by a refinery whose quality stage lacked the params ``missing``
+    (its effective params did not list them), with the params it had at their defaults."""
+    import refinery.config as config_module
+    from refinery.pipeline import run_pipeline
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jsonl").write_text("".join(json.dumps({"id": str(i), "text": f"Sentence number {i} is about the weather "
+                                                     "and the sea, and it is written in English."}) + "\n" for i in range(5)))
+    out = tmp_path / "run"
+    effective = config_module.StageConfig.effective_params
+    with monkeypatch.context() as m:
+        m.setattr(config_module.StageConfig, "effective_params",
+                  lambda self, stage=None: {k: v for k, v in effective(self, stage).items() if k not in missing})
+        done = run_pipeline(parse_config(_quality_spec({})), str(src), str(out), workers=1, progress=False)
+    assert done.passes["filter"] == "done"
+    return src, out
+
+
+def _quality_spec(extra: dict) -> dict:
+    return {"stages": [{"type": "quality", "params": {"mode": "threshold", "threshold": 0.0005, **extra}}]}
+
+
+@pytest.mark.parametrize("missing", [
+    {"code_pages", "docs_model_path"},  # made before session 35
+    {"exclude_code", "min_prose_words", "code_pages", "docs_model_path"},  # made before session 32
+])
+def test_a_run_made_before_the_quality_params_resumes(tmp_path, monkeypatch, missing) -> None:
+    from refinery.pipeline import run_pipeline
+
+    src, out = _old_run(tmp_path, monkeypatch, missing)
+    again = run_pipeline(parse_config(_quality_spec({})), str(src), str(out), workers=1, progress=False)
+    assert again.passes["filter"] == "skipped"
+
+
+@pytest.mark.parametrize("extra, named", [({"code_pages": True}, "code_pages"), ({"exclude_code": True}, "exclude_code")])
+def test_the_new_settings_refuse_an_old_runs_quality_output(tmp_path, monkeypatch, extra, named) -> None:
+    # the recipe's code_pages: true must not reuse shards scored without it
+    from refinery.pipeline import run_pipeline
+    from refinery.plan import RerunError
+
+    src, out = _old_run(tmp_path, monkeypatch, {"exclude_code", "min_prose_words", "code_pages", "docs_model_path"})
+    with pytest.raises(RerunError, match=named):
+        run_pipeline(parse_config(_quality_spec(extra)), str(src), str(out), workers=1, progress=False)
