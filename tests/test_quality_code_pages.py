@@ -20,7 +20,7 @@ import pytest
 from refinery.classifiers.common import PACKAGED_MODELS, binary_scores, load_fasttext, prepare_text
 from refinery.classifiers.prose import explains_code, is_code_line
 from refinery.config import StageConfig, parse_config
-from refinery.stages.classifiers import QualityFilter
+from refinery.stages.classifiers import CODE_PAGES_MAX_RISE, QualityFilter
 from tests.conftest import SAMPLE_CC_DOCS, SHARED_DATA
 from tests.test_quality_prose import EVAL_TARBALL, RECIPE_THRESHOLD, _recipe_text, _sample_pip_tutorial, _scores
 
@@ -46,7 +46,8 @@ def test_code_howtos_the_packaged_model_removes_are_kept() -> None:
     before, after = _scores(texts), _scores(texts, code_pages=True)
     assert np.all(before < RECIPE_THRESHOLD) and np.all(after >= RECIPE_THRESHOLD)
     docs_model = load_fasttext(PACKAGED_MODELS / "quality_docs.ftz")
-    assert np.array_equal(after, binary_scores(docs_model, [prepare_text(t, 20_000) for t in texts], "wiki"))
+    docs = binary_scores(docs_model, [prepare_text(t, 20_000) for t in texts], "wiki")
+    assert np.array_equal(after, np.maximum(before, np.minimum(docs, CODE_PAGES_MAX_RISE * before)))
 
 
 def test_paste_dumps_stay_removed_though_the_docs_model_would_keep_one() -> None:
@@ -67,6 +68,9 @@ def test_only_documents_that_explain_code_change_and_only_upwards() -> None:
     assert 0 < gated.sum() < 0.05 * len(texts)
     assert np.array_equal(before[~gated], after[~gated])
     assert np.all(after[gated] >= before[gated]) and np.any(after[gated] > before[gated])
+    # the docs model scores most gated pages far above the packaged model (a StackExchange answer
+    # 0.005 -> 0.13): the rise is capped, so the deep junk tail is not lifted over the threshold
+    assert np.all(after[gated] <= CODE_PAGES_MAX_RISE * before[gated] * (1 + 1e-6))
 
 
 def test_the_default_scores_with_the_packaged_model_alone() -> None:

@@ -47,6 +47,7 @@ from refinery.stages.base import Stage, with_decision
 
 EMPTY_TEXT = "empty_text"
 DOCS_KIND = "quality_docs"  # the quality recipe trained with --docs-positives (code_pages)
+CODE_PAGES_MAX_RISE = 10.0  # code_pages: the docs model lifts a score at most one order of magnitude
 
 
 class _FastTextStage(Stage):
@@ -249,7 +250,8 @@ class QualityFilter(_FastTextStage):
     explains_code`: >= 3 code lines making >= 10% of its lines, and >= ``min_prose_words`` words
     of prose sentences) with the larger of this model's score and a documentation-aware model's
     (``docs_model_path``, default the packaged ``quality_docs.ftz``: the same recipe trained with
-    ``--docs-positives``), which reads the whole prefix, code included. Every other document is
+    ``--docs-positives``), which reads the whole prefix, code included, capped at ten times this
+    model's score (``CODE_PAGES_MAX_RISE``: near misses are lifted, the deep junk tail is not). Every other document is
     scored exactly as without it, and a score can only rise: the wiki model's bias against the
     how-to register is undone where it costs programming pages, without the docs model's wider
     drift (it newly removes good prose and newly keeps junk when it scores everything).
@@ -325,7 +327,10 @@ class QualityFilter(_FastTextStage):
         # the docs model learned documentation with its code: it reads the prefix whole
         docs = binary_scores(self._docs_model(), [prepare_text(scored[j], self.max_chars) for j in rows], self.positive)
         out = scores.copy()
-        out[rows] = np.maximum(scores[rows], docs)
+        # the docs model scores nearly anything with code and sentences well (an affiliate page with
+        # an HTML snippet: 0.006): it may lift a page at most CODE_PAGES_MAX_RISE-fold, which rescues
+        # how-tos near the threshold, not pages the packaged model puts far down the junk tail
+        out[rows] = np.maximum(scores[rows], np.minimum(docs, CODE_PAGES_MAX_RISE * scores[rows]))
         return out
 
     def _text_to_score(self, text: str) -> str:
