@@ -132,7 +132,7 @@ def _quality_spec(extra: dict) -> dict:
 
 
 @pytest.mark.parametrize("missing", [
-    {"code_pages", "docs_model_path"},  # made before session 35
+    {"code_pages", "docs_model_path"},  # made before session 34
     {"exclude_code", "min_prose_words", "code_pages", "docs_model_path"},  # made before session 32
 ])
 def test_a_run_made_before_the_quality_params_resumes(tmp_path, monkeypatch, missing) -> None:

@@ -265,7 +265,7 @@ class QualityFilter(_FastTextStage):
     kind = "quality"
     positive = "wiki"
     #: runs made before these params resume: exclude_code and min_prose_words (session 32; a run
-    #: made in sessions 28-31 was refused for them), code_pages and docs_model_path (session 35)
+    #: made in sessions 28-31 was refused for them), code_pages and docs_model_path (session 34)
     added_params = {"exclude_code": False, "min_prose_words": 50, "code_pages": False, "docs_model_path": None}
 
     def __init__(
