@@ -12,6 +12,7 @@ import pytest
 import trafilatura
 
 from refinery.stages.extract import TrafilaturaExtractor, decode_html
+from tests.conftest import ROOT
 from tests.test_extract import EVAL_TARBALL, load_eval_pages
 
 
@@ -508,6 +509,20 @@ def test_lists_of_other_stories_go(tmp_path) -> None:
         off, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html.decode(), url)
         assert teaser in off and teaser not in on, url
         assert article in on, url
+
+
+def test_the_recipe_drops_lists_of_other_stories(tmp_path) -> None:
+    """configs/refinedweb.yaml turns ``drop_related_lists`` on (session 34: on the evaluation pages
+    every text it changes loses a list of the site's other stories; the one gold "with" snippet lost
+    is such a headline): the recipe's extract stage drops the three lists, the articles stay."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    from refinery.eval_extract import extract_stage_from_config
+
+    extract = extract_stage_from_config(ROOT / "configs" / "refinedweb.yaml")._extract_fn()
+    for (teaser, article), (url, html, _) in zip(RELATED_LISTS.values(), load_eval_pages(tmp_path, tuple(RELATED_LISTS))):
+        text, _ = extract(html.decode(), url)
+        assert teaser not in text and article in text, url
 
 
 def test_a_wikis_lists_of_titles_and_references_stay(tmp_path) -> None:
