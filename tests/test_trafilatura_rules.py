@@ -605,3 +605,71 @@ def test_on_an_archived_page_the_site_is_the_archived_one(href: str, goes: bool)
     off, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(page, ARCHIVED)
     assert "The council met on Friday" in on and "for the town centre" in off
     assert ("for the town centre" not in on) if goes else on == off
+
+
+NESTED_HEADINGS = ["1. Skinfold Calipers", "4. Hydrostatic Weighing", "9. 3-D Body Scanners",
+                   "10. Multi-Compartment Models (the Gold Standard)", "Which Method Is Best for You?"]
+
+
+def _nested_heading_page(heading: str) -> str:
+    return ("<html><body><div class='main'><article><h1>How to measure it</h1>"
+            f"<h2><div><a name='x'></a>{heading}</div></h2>" + _para("Monday")
+            + "<h2>Another section of the article</h2>" + _para("Tuesday") + "</article></div></body></html>")
+
+
+def test_a_headings_text_in_a_nested_block_with_an_anchor_stays() -> None:
+    """A reading probe (0.8.0, seed 34): healthline.com's section headings,
+    ``<h2><div><a name="x"></a>Heading text</div></h2>``, came out empty. Trafilatura's ``div``
+    link-density pass counts the div's text-bearing links, finds none and removes it as a link
+    list (in every mode, plain trafilatura too); the heading was left empty."""
+    heading = "Which method is best for you?"
+    page = _nested_heading_page(heading)
+    on, _ = TrafilaturaExtractor(timeout_s=0, keep_nested_heading_text=True)._extract_fn()(page, "https://example.org/a")
+    off, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(page, "https://example.org/a")
+    assert heading in on.split("\n") and heading not in off
+    # outside the stage trafilatura keeps its own rules
+    assert heading not in trafilatura.extract(page, favor_precision=True)
+    # judged as the heading is: a short one (< 20 characters) still goes, as <h2><a></a>Intro</h2> does
+    short = _nested_heading_page("Short heading")
+    assert "Short heading" not in TrafilaturaExtractor(timeout_s=0, keep_nested_heading_text=True)._extract_fn()(
+        short, "https://example.org/a")[0]
+
+
+def test_healthlines_section_headings_stay(tmp_path) -> None:
+    """The page the probe read: its 11 numbered section headings and the last one come back, the
+    rest of its text is the same."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    (url, html, item), = load_eval_pages(tmp_path, ("healthline.com.fat.html",))
+    on, _ = TrafilaturaExtractor(timeout_s=0, keep_nested_heading_text=True)._extract_fn()(html.decode(), url)
+    off, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html.decode(), url)
+    on_lines, off_lines = on.split("\n"), off.split("\n")
+    assert all(h in on_lines for h in NESTED_HEADINGS) and not any(h in off for h in NESTED_HEADINGS)
+    assert [line for line in on_lines if line not in off_lines] == [
+        line for line in on_lines if line.startswith(tuple(f"{i}. " for i in range(1, 11))) or line == NESTED_HEADINGS[-1]]
+    assert sum(s in on for s in item["with"]) >= sum(s in off for s in item["with"])
+    assert sum(s in on for s in item["without"]) == sum(s in off for s in item["without"])
+
+
+def test_text_without_a_nested_heading_is_unchanged(tmp_path) -> None:
+    """Where no heading's line sits in a block with only empty links the rule changes nothing:
+    github.blog's interview (its headings' permalink anchors sit in the heading itself), the test
+    page above, and osthessen-news.de, whose ``<h2>`` wraps a gallery: blocks of a linked picture
+    and a caption paragraph, not a heading's line (its captions came in as first written)."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    pages = load_eval_pages(tmp_path, ("github.blog.spiceland.html", "Osthessen-news.de-Buergermeisterwahl.html"))
+    for page, page_url in [(html.decode(), url) for url, html, _ in pages] + [(PAGE, "https://example.org/news/budget")]:
+        on, _ = TrafilaturaExtractor(timeout_s=0, keep_nested_heading_text=True)._extract_fn()(page, page_url)
+        off, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(page, page_url)
+        assert on == off
+
+
+def test_a_run_made_before_keep_nested_heading_text_resumes() -> None:
+    """The param came later (off: what runs did before): off, it is left out of the fingerprint."""
+    from refinery.config import StageConfig
+
+    base = StageConfig(type="extract", params={}).fingerprint_params()
+    assert "keep_nested_heading_text" not in base
+    assert StageConfig(type="extract", params={"keep_nested_heading_text": False}).fingerprint_params() == base
+    assert StageConfig(type="extract", params={"keep_nested_heading_text": True}).fingerprint_params() != base

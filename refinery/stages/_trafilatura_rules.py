@@ -34,6 +34,12 @@ and trafilatura called outside the stage are untouched:
   element of at least 20 characters of text whose links all have no text (a heading's permalink
   anchor, an icon) is not a link list; trafilatura counted its text-bearing links, found none and
   removed it when short (every question heading of an interview page).
+- **heading text in a nested block** (``keep_nested_heading_text``, trafilatura false; 0.8.0
+  reading probe): the same for a block inside a heading (``<h2><div><a name="x"></a>Heading
+  text</div></h2>``, healthline.com's section headings): trafilatura's ``div`` pass tested the
+  ``div`` as a link list and removed it, so the heading came out empty (in every mode). Its text
+  is the heading's, and is judged as the heading's is (needs ``keep_text_with_empty_links`` for
+  the heading itself to stay in precision mode).
 - **repeated posts** (``keep_repeated_posts``, trafilatura false): when the content
   area trafilatura picks is an ``<article>`` with a sibling ``<article>`` of the same classes,
   both holding text, their parent is extracted instead: trafilatura takes the first match of
@@ -86,6 +92,7 @@ class PrecisionRules:
     keep_split_bodies: bool = False
     prune_inside_wrappers: bool = False
     drop_related_lists: bool = False
+    keep_nested_heading_text: bool = False
 
 
 #: trafilatura's own values: with these, the replacements change nothing
@@ -93,7 +100,7 @@ TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep
                              drop_link_list_headings=False, drop_labelled_links=False, drop_orphaned_headings=False,
                              keep_text_with_empty_links=False, keep_repeated_posts=False,
                              keep_split_bodies=False, prune_inside_wrappers=False,
-                             drop_related_lists=False)
+                             drop_related_lists=False, keep_nested_heading_text=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -263,12 +270,14 @@ def split_body_container(element):  # noqa: ANN001, ANN201 - lxml elements
     return element
 
 
-def _text_with_empty_links(element) -> bool:  # noqa: ANN001 - an lxml element
+def _text_with_empty_links(element, nested: bool = False) -> bool:  # noqa: ANN001 - an lxml element
     """Whether ``element`` holds text of its own and only links without text: a heading with a
     permalink anchor (``<h2>Question?<a href="#q" class="heading-link"></a></h2>``). Trafilatura's
     link-density test counts the links with text, and a short element whose count is 0 goes as a
-    link list: every question of an interview went (found by reading a run's kept documents)."""
-    if element.tag != "head":  # other elements: share bars and icon lists ("Follow us" + icons) leaked
+    link list: every question of an interview went (found by reading a run's kept documents).
+    ``nested``: a block inside a heading counts as the heading (:func:`in_heading`)."""
+    # other elements: share bars and icon lists ("Follow us" + icons) leaked
+    if element.tag != "head" and not (nested and in_heading(element)):
         return False
     links = element.findall(".//ref")
     if not links or element.find(".//graphic") is not None:
@@ -276,6 +285,18 @@ def _text_with_empty_links(element) -> bool:  # noqa: ANN001 - an lxml element
     if any(link.text_content().strip() for link in links):
         return False
     return len(" ".join(element.text_content().split())) >= _EMPTY_LINKS_TEXT_CHARS
+
+
+#: what a block inside a heading may hold to be the heading's line: inline elements only (a gallery
+#: of captions wrapped in an ``<h2>`` holds paragraphs: osthessen-news.de, found on the evaluation pages)
+_HEADING_LINE = frozenset({"ref", "hi", "del", "code", "span"})
+
+
+def in_heading(element) -> bool:  # noqa: ANN001 - an lxml element
+    """Whether ``element`` is a heading's line in a block inside it (``<h2><div><a name="x"></a>
+    Heading text</div></h2>``): its text is the heading's, not a link list's."""
+    return (next(element.iterancestors("head"), None) is not None
+            and all(e.tag in _HEADING_LINE for e in element.iterdescendants()))
 
 
 #: trafilatura's guard on its boilerplate pruning: nothing goes when what would go leaves no more
@@ -669,9 +690,11 @@ class _LinkPass:
     def test(self, element, favor_precision: bool, links: list) -> tuple[bool, bool]:  # noqa: ANN001
         """:func:`install`'s ``link_teaser_test`` for an element with ``links`` and no graphic."""
         rules = _ACTIVE.get()
-        if (rules is not None and rules.keep_text_with_empty_links and element.tag == "head"
+        heading = element.tag == "head"
+        if (rules is not None and (rules.keep_text_with_empty_links if heading else rules.keep_nested_heading_text)
                 and not any(self.text(link) for link in links)  # strip() and trim() agree on emptiness
-                and len(self.text(element)) >= _EMPTY_LINKS_TEXT_CHARS):
+                and len(self.text(element)) >= _EMPTY_LINKS_TEXT_CHARS
+                and (heading or in_heading(element))):  # last: the ancestors' walk
             return False, False
         if (favor_precision and rules is not None and rules.drop_related_lists and element.tag == "list"
                 and related_list(element, self.trim)):
@@ -744,7 +767,9 @@ def install() -> bool:
 
     def link_teaser_test(element, favor_precision=False):
         rules = _ACTIVE.get()
-        if rules is not None and rules.keep_text_with_empty_links and _text_with_empty_links(element):
+        if rules is not None and (rules.keep_text_with_empty_links or rules.keep_nested_heading_text) and (
+                _text_with_empty_links(element, rules.keep_nested_heading_text)
+                and (rules.keep_text_with_empty_links or element.tag != "head")):
             return False, False
         if (favor_precision and rules is not None and rules.drop_related_lists and element.tag == "list"
                 and related_list(element, trim)):

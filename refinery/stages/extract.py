@@ -641,6 +641,7 @@ class TrafilaturaExtractor(Stage):
     libraries = ("trafilatura", "justext", "lxml", "lxml_html_clean", "charset-normalizer", "resiliparse", "selectolax")
     reads_text = False
     makes_text = True
+    added_params = {"keep_nested_heading_text": False}  # runs made before it resume
 
     def __init__(
         self,
@@ -673,6 +674,7 @@ class TrafilaturaExtractor(Stage):
         prune_inside_wrappers: bool = True,
         drop_related_lists: bool = False,
         join_source_lines: bool = True,
+        keep_nested_heading_text: bool = False,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -747,6 +749,10 @@ class TrafilaturaExtractor(Stage):
         # a list of the site's other stories (headlines linked to its pages) stayed: trafilatura
         # tests a list's link density only when short (docs/extraction.md, "Lists of other stories")
         self.drop_related_lists = bool(drop_related_lists)
+        # a heading whose text sits in a block with an empty anchor (<h2><div><a name="x"></a>
+        # text</div></h2>) came out empty: the block went as a link list (docs/extraction.md,
+        # "Heading text in a nested block")
+        self.keep_nested_heading_text = bool(keep_nested_heading_text)
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
