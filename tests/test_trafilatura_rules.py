@@ -673,3 +673,15 @@ def test_a_run_made_before_keep_nested_heading_text_resumes() -> None:
     assert "keep_nested_heading_text" not in base
     assert StageConfig(type="extract", params={"keep_nested_heading_text": False}).fingerprint_params() == base
     assert StageConfig(type="extract", params={"keep_nested_heading_text": True}).fingerprint_params() != base
+
+
+def test_the_recipe_keeps_nested_heading_text(tmp_path) -> None:
+    """configs/refinedweb.yaml turns ``keep_nested_heading_text`` on: healthline's headings are in
+    the recipe's text."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    from refinery.eval_extract import extract_stage_from_config
+
+    (url, html, _), = load_eval_pages(tmp_path, ("healthline.com.fat.html",))
+    text, _ = extract_stage_from_config(ROOT / "configs" / "refinedweb.yaml")._extract_fn()(html.decode(), url)
+    assert all(h in text.split("\n") for h in NESTED_HEADINGS)
