@@ -790,3 +790,59 @@ def test_a_short_call_only_our_phrases_find_does_not_count_in_the_five_percent()
     prose = "The council met on Tuesday and agreed on a plan to repair the old bridge over the river."
     _, removed, total = LineCorrections().correct(f"{prose}\nSign up for our newsletter\n{prose}")
     assert removed == 5 and total == 2 * 18 + 5
+
+
+#: the reading probe's sign-up, paywall and video-consent boxes (0.8.0, seed 34; evaluation pages):
+#: a box line their calls to action left, and a line of the article that stays
+CALL_BOXES = {
+    "haitiantimes.com-family.html": ("First-time subscribers also receive a special welcome gift",
+                                     "Mekhi’s older brother Khaleel, 22, started the Go Fund Me page"),
+    "corkbeo.ie.level.html": ("You can unsubscribe from this service at any time.",
+                              "From tonight many of them will be forced to close again"),
+    "statisticsglobe.com.ggplot2.html": ("If you accept this notice, your choice will be saved",
+                                         "Furthermore, you might want to read some of the other tutorials"),
+}
+
+
+def test_the_rest_of_a_sign_up_paywall_or_consent_box_goes(tmp_path) -> None:
+    """haitiantimes' membership pitch between "To view the full story, please subscribe" and
+    "already a subscriber, you can log in", corkbeo's newsletter box under "Sign up for the CorkBeo
+    newsletter" ("Simply pop your email into the box...", "You can unsubscribe ..."), and
+    statisticsglobe's "If you accept this notice, ..." under "Please accept YouTube cookies to play
+    this video.": the calls went, the rest of their boxes stayed. The recipe's text, before/after."""
+    from tests.test_extract import EVAL_TARBALL, load_eval_pages
+
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    from refinery.eval_extract import extract_stage_from_config
+
+    extract = extract_stage_from_config(ROOT / "configs" / "refinedweb.yaml")._extract_fn()
+    for (box, article), (url, html, _) in zip(CALL_BOXES.values(), load_eval_pages(tmp_path, tuple(CALL_BOXES))):
+        text, _ = extract(html.decode(), url)
+        assert box in LineCorrections(drop_call_boxes=False).correct(text)[0], url
+        kept = LineCorrections().correct(text)[0]
+        assert box not in kept and article in kept, url
+
+
+def test_what_a_call_to_action_box_is() -> None:
+    """Only calls to subscribe or to accept a video's cookies open a box, and a line under one goes
+    only while it pitches (a newsletter, e-mail, subscription word); a short story between two
+    "Follow us" lines or share bars stays. Lines from the evaluation pages (nationnews.com,
+    metrotimes.com, independent.co.uk, blog.amp.dev) and written ones."""
+    story = ["Residents were told on Tuesday that the bridge will close for repairs.",
+             "The council said the work would take three weeks and cost $2 million."]
+    kept = lambda lines: LineCorrections(max_removed_word_frac=1.0).correct("\n".join(lines))[0].split("\n")
+    # a call, then the article's next line: it stays (nationnews.com, metrotimes.com)
+    for call in ["Subscribe now to our eNATION edition for the full story.", "Subscribe to Metro Times newsletters."]:
+        assert kept([call] + story) == story
+    # between two calls to follow or share: a story, not a box
+    for call in ["Follow us on Twitter and Facebook for more.", "Share Facebook Twitter WhatsApp Email"]:
+        assert kept([call] + story + [call]) == story
+    # an e-mail word in the article right under a call stays when a line without one came first
+    email = "Readers can send their questions by email to the council."
+    assert kept(["Sign up for our newsletter"] + story + [email]) == story + [email]
+    # a pitch under a call goes; the line after it, no pitch word, stays
+    assert kept(["Sign up for our newsletter", "Get the best stories in your inbox every morning."] + story) == story
+    # between two calls to subscribe: a long run is not a box
+    long_run = story * 6
+    assert kept(["Sign up for our newsletter"] + long_run + ["Subscribe to our newsletter"]) == long_run

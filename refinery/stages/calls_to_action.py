@@ -17,6 +17,7 @@ story and a login prompt a recipe.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 #: a call to action drops its line when the line has at most this many words
 MAX_WORDS = 30
@@ -28,8 +29,8 @@ _SOCIAL = (r"(?:twitter|facebook|instagram|linkedin|youtube|tiktok|pinterest|thr
 #: where a sentence starts: the line's start or after a sentence's end
 _SENTENCE_START = r"(?:^|(?<=[.!?]\s)|(?<=[.!?]))"
 
-CALL_TO_ACTION_PATTERNS: list[str] = [
-    # newsletters and subscriptions
+#: calls to subscribe, sign up or pay: a sign-up or paywall box opens or closes with one
+SUBSCRIPTION_PATTERNS: list[str] = [
     r"never miss (?:our|the) (?:top |latest |breaking |best |new |single )?(?:stories|story|news|"
     r"updates?|posts?|issues?|episodes?|recipes?|articles?|deals?|headlines?)",
     r"sign(?:ing)?[\s-]?up (?:to|for) (?:our|my) (?:[\w'’&-]+ ){0,3}(?:e-?mail )?(?:newsletters?|mailing list|"
@@ -49,6 +50,12 @@ CALL_TO_ACTION_PATTERNS: list[str] = [
     r"(?<=[.!?]\s)sign[\s-]?up(?: here| now| today)[.!]?$", r"\bfree sign[\s-]?up$",
     r"^subscribe (?:to our )?(?:weekly |daily |monthly )?(?:update|newsletter)s?:?$",
     r"sign[\s-]?up (?:now |today )?to (?:get|receive) (?:the|our) (?:best|latest|top)",
+]
+#: a video's consent box: "Please accept YouTube cookies to play this video."
+_VIDEO_CONSENT = r"accept (?:[\w-]+ )?cookies to (?:play|view|watch|see|load|display)"
+
+CALL_TO_ACTION_PATTERNS: list[str] = [
+    *SUBSCRIPTION_PATTERNS,
     r"to reach the (?:reporter|editor) behind this story",
     # follow us: "us" anywhere; a name or pronoun only as an imperative
     r"follow us (?:on|at|via) " + _SOCIAL,
@@ -62,7 +69,7 @@ CALL_TO_ACTION_PATTERNS: list[str] = [
     r"we want to hear what you think about this (?:article|story)",
     r"(?:feel free to )?send us your (?:comments|feedback|letters|news tips)",
     # video consent, apps, logins
-    r"accept (?:[\w-]+ )?cookies to (?:play|view|watch|see|load|display)",
+    _VIDEO_CONSENT,
     r"for the latest [^.!?]{0,60}download (?:the|our) [\w&'’ -]{0,30}apps?", r"download our (?:free )?(?:news |mobile )?apps?",
     r"click here to (?:watch|listen|sign up|subscribe|download the app|read (?:more|the full))",
     r"(?:log ?in|login|sign ?in) or (?:register|sign ?up|create an account) to (?:save|comment|continue|view|read|"
@@ -98,3 +105,69 @@ def is_call_to_action(line: str, n_words: int) -> bool:
     # a name (a review)
     return (n_words <= SHARE_BAR_MAX_WORDS and _SHARE_BAR.fullmatch(line) is not None
             and len({name.lower() for name in _SHARE_NAME.findall(line)} - {"x"}) >= 2)
+
+
+#: a box's lines between two of its calls to action: at most this many lines and words (a sign-up
+#: or paywall box's pitch; an article between two calls is longer)
+BOX_MAX_LINES = 10
+BOX_MAX_WORDS = 200
+#: a line under a box's opening call goes on with the box while it holds one of these words (at
+#: most this many words): "Simply pop your email into the box ...", "You can unsubscribe ..."
+BOX_LINE_MAX_WORDS = 60
+_BOX_OPENER = re.compile(r"(?<!\w)(?:" + "|".join([*SUBSCRIPTION_PATTERNS, _VIDEO_CONSENT]) + r")(?!\w)",
+                         re.IGNORECASE)
+_PITCH = re.compile(r"(?<!\w)(?:newsletters?|inbox|e-?mails?|unsubscribe|subscri(?:be|bers?|ptions?)|"
+                    r"sign(?:ing)?[\s-]?up|membership|cookies|consent|accept)(?!\w)", re.IGNORECASE)
+
+#: literals (lowercase) one of which a box opener holds: plain substring searches of the lower-cased
+#: document, then of its lines (a regex of hints, or looser ones such as "sign" or "log", made
+#: line_corrections 17-40% slower); "sign up" with another space between is no opener
+_BOX_HINTS = ("never miss", "subscri", "sign up", "sign-up", "signup", "signing up", "full story", "full article",
+              "already a", "cookies to")
+
+
+def box_openers(text: str, low: str | None = None) -> list[int]:
+    """Indexes of the lines of ``text`` (``low``: it lower-cased, if the caller has it) that open a
+    box: calls to subscribe, sign up, or accept a video's cookies. Only lines holding a hint are
+    matched (most documents hold none)."""
+    low = text.lower() if low is None else low
+    at = {j for hint in _BOX_HINTS for j in _finds(low, hint)}
+    if not at:
+        return []
+    lines = text.split("\n")
+    # lower-casing keeps the line breaks: a hint's line is the breaks before it
+    candidates = sorted({low.count("\n", 0, j) for j in at})
+    return [i for i in candidates if len(lines[i].split()) <= MAX_WORDS and _BOX_OPENER.search(lines[i]) is not None]
+
+
+def _finds(text: str, literal: str) -> Iterator[int]:
+    j = text.find(literal)
+    while j != -1:
+        yield j
+        j = text.find(literal, j + 1)
+
+
+def box_lines(lines: list[str], openers: list[int]) -> set[int]:
+    """Indexes of the lines of sign-up, paywall and video-consent boxes that their calls to action
+    (``openers``, :func:`box_openers`) leave: the lines between two such calls (at most
+    :data:`BOX_MAX_LINES` lines, :data:`BOX_MAX_WORDS` words, one holding a pitch word: haitiantimes'
+    membership pitch between "To view the full story, please subscribe" and "already a subscriber,
+    you can log in"), and the lines right under one that each hold a pitch word (corkbeo's "Simply pop
+    your email into the box ...", "You can unsubscribe from this service at any time."). Only calls to
+    subscribe or to accept a video's cookies open a box: "Follow us" and share bars open none (a short
+    story sits between two)."""
+    found: set[int] = set()
+    for a, b in zip(openers, openers[1:]):
+        between = [i for i in range(a + 1, b) if lines[i].strip()]
+        if (len(between) <= BOX_MAX_LINES and sum(len(lines[i].split()) for i in between) <= BOX_MAX_WORDS
+                and any(_PITCH.search(lines[i]) for i in between)):
+            found.update(between)
+    for a in openers:
+        for i in range(a + 1, len(lines)):
+            line = lines[i]
+            if not line.strip():
+                continue
+            if len(line.split()) > BOX_LINE_MAX_WORDS or _PITCH.search(line) is None:
+                break
+            found.add(i)
+    return found - set(openers)

@@ -118,8 +118,9 @@ def is_syndication(line: str, n_words: int) -> bool:
         and _SYNDICATION.match(line) is not None
 
 
-def may_hold(text: str) -> bool:
-    """False only when no line of ``text`` can be a disclosure (none of the hints is in it): one
-    search of the document saves one per line in nearly every document."""
-    low = text.lower()
+def may_hold(text: str, low: str | None = None) -> bool:
+    """False only when no line of ``text`` (``low``: it lower-cased, if the caller has it) can be a
+    disclosure (none of the hints is in it): one search of the document saves one per line in nearly
+    every document."""
+    low = text.lower() if low is None else low
     return any(hint in low for hint in HINTS)

@@ -334,7 +334,8 @@ class LineCorrections(Stage):
     rewrites_text = True
     reports_cut_lines = True
     # session 33: runs made before these resume
-    added_params = {"drop_credits": False, "drop_lookalikes": False, "drop_syndication": False}
+    added_params = {"drop_credits": False, "drop_lookalikes": False, "drop_syndication": False,
+                    "drop_call_boxes": False}
 
     def __init__(
         self,
@@ -347,6 +348,7 @@ class LineCorrections(Stage):
         drop_credits: bool = False,
         drop_lookalikes: bool = False,
         drop_syndication: bool = False,
+        drop_call_boxes: bool = True,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -375,6 +377,10 @@ class LineCorrections(Stage):
         # "This article originally appeared on VICE US." (disclosures.is_syndication); off: the
         # held-out WARC gold counts "This post is republished from the ACM CSCW Medium." as content
         self.drop_syndication = bool(drop_syndication)
+        # the rest of a sign-up, paywall or video-consent box whose call to subscribe or accept
+        # goes (calls_to_action.box_lines: its pitch, "You can unsubscribe at any time"); needs
+        # drop_calls_to_action
+        self.drop_call_boxes = bool(drop_call_boxes)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -394,13 +400,17 @@ class LineCorrections(Stage):
         keep_content = self.keep_content_lines
         drop_calls = self.drop_calls_to_action
         # one search of the document for both: most documents hold none of their hints
-        may_disclose = (self.drop_disclosures or self.drop_syndication) and disclosures.may_hold(text)
+        # lower-cased once for the hint searches of disclosures and call boxes
+        low = text.lower() if self.drop_disclosures or self.drop_syndication or self.drop_call_boxes else None
+        may_disclose = (self.drop_disclosures or self.drop_syndication) and disclosures.may_hold(text, low)
         drop_disclosures = self.drop_disclosures and may_disclose
         drop_syndication = self.drop_syndication and may_disclose
         lines = text.split("\n")
         bare_rows = _bare_table_rows(lines) if "|" in text else ()
         credit_lines = credits.credit_lines(lines) if self.drop_credits and credits.may_hold(text) else ()
         drop_lookalikes = self.drop_lookalikes and lookalikes.may_hold(text)
+        openers = calls_to_action.box_openers(text, low) if drop_calls and self.drop_call_boxes else ()
+        box = calls_to_action.box_lines(lines, openers) if openers else ()
         for i, line in enumerate(lines):
             stripped = line.strip()
             if not stripped:
@@ -464,7 +474,7 @@ class LineCorrections(Stage):
                     calls += n
                 dropped += 1
                 continue
-            if (drop_calls and calls_to_action.is_call_to_action(stripped, n)) or (
+            if (drop_calls and (i in box or calls_to_action.is_call_to_action(stripped, n))) or (
                     drop_disclosures and disclosures.is_disclosure(stripped, n)):
                 # "...never miss our top stories. Free Sign Up", a share bar, "We may receive
                 # compensation when you click on links to those products". Counted in the 5% only
