@@ -846,3 +846,51 @@ def test_what_a_call_to_action_box_is() -> None:
     # between two calls to subscribe: a long run is not a box
     long_run = story * 6
     assert kept(["Sign up for our newsletter"] + long_run + ["Subscribe to our newsletter"]) == long_run
+
+
+def test_a_box_keeps_articles_about_what_boxes_sell() -> None:
+    """Review of drop_call_boxes (r30): under a call to sign up, an article about newsletters,
+    cookie consent or a club's membership, a podcast's episode list, "accept" as a verb, and a short
+    story between two newsletter calls all went. A box's line talks to the reader ("your email",
+    "You can unsubscribe"); "accept" pitches only a notice, cookies or terms; only a paywall's two
+    calls hold a box between them; a long run of pitching lines is an article, not a box."""
+    kept = lambda lines: LineCorrections(max_removed_word_frac=1.0).correct("\n".join(lines))[0].split("\n")
+    call = "Sign up for our newsletter"
+    articles = [
+        ["Email newsletters have become one of the most important channels for independent journalists.",
+         "Substack lets writers charge readers for subscriptions to their newsletters."],
+        ["Under the GDPR, websites must obtain consent before setting non-essential cookies.",
+         "Regulators fined Google 150 million euros for making it harder to refuse cookies than to accept them."],
+        ["Membership of the club costs $40 a year for adults and $15 for juniors.",
+         "Members can book courts by email or phone."],
+        ["Episode 12: Why newsletters are back", "Episode 11: The economics of subscriptions"],
+        ["Many people accept that butter makes the best pie crust.", "Most ovens accept a 9-inch pie dish."],
+    ]
+    for article in articles:
+        assert kept([call, *article]) == article
+    # a short story between two newsletter calls: not a paywall's box
+    story = ["The mayor said the city would accept the offer.", "You can read the council's newsletter online."]
+    assert kept([call, *story, "Subscribe to our newsletter"]) == story
+    # a how-to that talks to its reader about e-mail: more lines than a box holds
+    how_to = [f"Step {n}: Open your inbox and unsubscribe from one newsletter you no longer read." for n in range(1, 6)]
+    assert kept(["Subscribe to our newsletter", *how_to]) == how_to
+
+
+def test_a_box_keeps_wikipedia_sentences_under_a_call() -> None:
+    """Each sentence of the Wikipedia leads holding a pitch word (newsletter, subscribers, consent,
+    membership, accept...; none a box's) stays right under a call to sign up, and between a
+    paywall's two calls: the first version of the rule dropped 53 of 53."""
+    import re
+
+    from refinery.stages.calls_to_action import _PITCH
+
+    loose = re.compile(r"(?<!\w)(?:newsletters?|inbox|e-?mails?|subscri(?:be|bers?|ptions?)|membership|cookies|consent|"
+                       r"accept)(?!\w)", re.IGNORECASE)
+    sentences = [s for line in _wikipedia_lead_lines() for s in re.split(r"(?<=[.!?])\s+", line) if loose.search(s)]
+    assert len(sentences) >= 40 and any(_PITCH.search(s) for s in sentences)
+    lc = LineCorrections(max_removed_word_frac=1.0)
+    after = "The council said the work would take three weeks and cost $2 million."
+    for s in sentences:
+        assert s in lc.correct("\n".join(["Sign up for our newsletter", s, after]))[0]
+        assert s in lc.correct("\n".join(["Subscribe to read the full story.", s,
+                                          "You're already a subscriber? Log in here.", after]))[0]

@@ -29,8 +29,16 @@ _SOCIAL = (r"(?:twitter|facebook|instagram|linkedin|youtube|tiktok|pinterest|thr
 #: where a sentence starts: the line's start or after a sentence's end
 _SENTENCE_START = r"(?:^|(?<=[.!?]\s)|(?<=[.!?]))"
 
+#: a paywall's calls: to pay for the rest of the story, or to log in when one has
+PAYWALL_PATTERNS: list[str] = [
+    _SENTENCE_START + r"subscribe\b[^.!?]{0,60}\b(?:for|to (?:view|read|see|access|continue reading)) (?:the|this) "
+    r"(?:full|entire|rest of (?:the|this)) (?:story|article)",
+    r"to (?:view|read|see|access) the full (?:story|article),? (?:please )?(?:subscribe|sign in|log ?in)",
+    r"you(?:'re|’re| are) already a (?:subscriber|member)\b[^.!?]{0,60}\b(?:log|sign)[\s-]?in",
+]
 #: calls to subscribe, sign up or pay: a sign-up or paywall box opens or closes with one
 SUBSCRIPTION_PATTERNS: list[str] = [
+    *PAYWALL_PATTERNS,
     r"never miss (?:our|the) (?:top |latest |breaking |best |new |single )?(?:stories|story|news|"
     r"updates?|posts?|issues?|episodes?|recipes?|articles?|deals?|headlines?)",
     r"sign(?:ing)?[\s-]?up (?:to|for) (?:our|my) (?:[\w'’&-]+ ){0,3}(?:e-?mail )?(?:newsletters?|mailing list|"
@@ -41,10 +49,6 @@ SUBSCRIPTION_PATTERNS: list[str] = [
     r"youtube channel|podcast)",
     _SENTENCE_START + r"subscribe (?:now |today )?to (?:the )?(?:[\w'’&-]+ ){0,3}(?:e-?)?(?:newsletters?|mailing list|"
     r"e-?edition)",
-    _SENTENCE_START + r"subscribe\b[^.!?]{0,60}\b(?:for|to (?:view|read|see|access|continue reading)) (?:the|this) "
-    r"(?:full|entire|rest of (?:the|this)) (?:story|article)",
-    r"to (?:view|read|see|access) the full (?:story|article),? (?:please )?(?:subscribe|sign in|log ?in)",
-    r"you(?:'re|’re| are) already a (?:subscriber|member)\b[^.!?]{0,60}\b(?:log|sign)[\s-]?in",
     r"start your [\w'’ ]{0,30}subscription (?:today|now)", r"subscribe to [\w'’ ]{0,30}premium to",
     _SENTENCE_START + r"(?:free )?sign[\s-]?up(?: here| now| today)?[.!]?$",
     r"(?<=[.!?]\s)sign[\s-]?up(?: here| now| today)[.!]?$", r"\bfree sign[\s-]?up$",
@@ -107,17 +111,33 @@ def is_call_to_action(line: str, n_words: int) -> bool:
             and len({name.lower() for name in _SHARE_NAME.findall(line)} - {"x"}) >= 2)
 
 
-#: a box's lines between two of its calls to action: at most this many lines and words (a sign-up
-#: or paywall box's pitch; an article between two calls is longer)
+#: a box's lines between two of its calls to action, one a paywall's: at most this many lines and
+#: words (a paywall's pitch; an article between two calls is longer)
 BOX_MAX_LINES = 10
 BOX_MAX_WORDS = 200
-#: a line under a box's opening call goes on with the box while it holds one of these words (at
-#: most this many words): "Simply pop your email into the box ...", "You can unsubscribe ..."
+#: a line under a box's opening call goes on with the box while it pitches to the reader (at most
+#: this many words): "Simply pop your email into the box ...", "You can unsubscribe ..."
 BOX_LINE_MAX_WORDS = 60
+#: a run of more pitching lines than this under a call is no box but an article that talks to its
+#: reader about e-mail or subscriptions (a how-to on unsubscribing): none of it goes
+BOX_RUN_MAX_LINES = 4
 _BOX_OPENER = re.compile(r"(?<!\w)(?:" + "|".join([*SUBSCRIPTION_PATTERNS, _VIDEO_CONSENT]) + r")(?!\w)",
                          re.IGNORECASE)
+_PAYWALL = re.compile(r"(?<!\w)(?:" + "|".join(PAYWALL_PATTERNS) + r")(?!\w)", re.IGNORECASE)
+#: "accept" pitches only a notice, cookies or terms: as a plain verb it is prose ("ovens accept a
+#: 9-inch dish", "the city would accept the offer")
 _PITCH = re.compile(r"(?<!\w)(?:newsletters?|inbox|e-?mails?|unsubscribe|subscri(?:be|bers?|ptions?)|"
-                    r"sign(?:ing)?[\s-]?up|membership|cookies|consent|accept)(?!\w)", re.IGNORECASE)
+                    r"sign(?:ing)?[\s-]?up|membership|cookies|consent|"
+                    r"accept(?:ing)? (?:(?:this|the|these|our|all) )?(?:notice|cookies|consent|terms))(?!\w)",
+                    re.IGNORECASE)
+#: a box talks to its reader; an article about newsletters, cookie law or a club's membership
+#: talks about others (Wikipedia: "In 2023, the Post had 130,000 print subscribers ...")
+_READER = re.compile(r"(?<!\w)(?:you|your|yours|you['’](?:ll|re|ve|d))(?!\w)", re.IGNORECASE)
+
+
+def _pitches(line: str) -> bool:
+    return _PITCH.search(line) is not None and _READER.search(line) is not None
+
 
 #: literals (lowercase) one of which a box opener holds: plain substring searches of the lower-cased
 #: document, then of its lines (a regex of hints, or looser ones such as "sign" or "log", made
@@ -149,25 +169,39 @@ def _finds(text: str, literal: str) -> Iterator[int]:
 
 def box_lines(lines: list[str], openers: list[int]) -> set[int]:
     """Indexes of the lines of sign-up, paywall and video-consent boxes that their calls to action
-    (``openers``, :func:`box_openers`) leave: the lines between two such calls (at most
-    :data:`BOX_MAX_LINES` lines, :data:`BOX_MAX_WORDS` words, one holding a pitch word: haitiantimes'
-    membership pitch between "To view the full story, please subscribe" and "already a subscriber,
-    you can log in"), and the lines right under one that each hold a pitch word (corkbeo's "Simply pop
-    your email into the box ...", "You can unsubscribe from this service at any time."). Only calls to
-    subscribe or to accept a video's cookies open a box: "Follow us" and share bars open none (a short
-    story sits between two)."""
+    (``openers``, :func:`box_openers`) leave: the lines between a paywall's two calls (at most
+    :data:`BOX_MAX_LINES` lines, :data:`BOX_MAX_WORDS` words, with a pitch word and the reader among them:
+    haitiantimes' membership pitch between "To view the full story, please subscribe" and "already
+    a subscriber, you can log in"), and the lines right under a call that each pitch to the reader
+    (corkbeo's "Simply pop your email into the box ...", "You can unsubscribe from this service at
+    any time."; at most :data:`BOX_RUN_MAX_LINES`). Only calls to subscribe or to accept a video's
+    cookies open a box: "Follow us" and share bars open none (a short story sits between two)."""
     found: set[int] = set()
     for a, b in zip(openers, openers[1:]):
-        between = [i for i in range(a + 1, b) if lines[i].strip()]
-        if (len(between) <= BOX_MAX_LINES and sum(len(lines[i].split()) for i in between) <= BOX_MAX_WORDS
-                and any(_PITCH.search(lines[i]) for i in between)):
-            found.update(between)
+        found.update(_between(lines, a, b))
     for a in openers:
-        for i in range(a + 1, len(lines)):
-            line = lines[i]
-            if not line.strip():
-                continue
-            if len(line.split()) > BOX_LINE_MAX_WORDS or _PITCH.search(line) is None:
-                break
-            found.add(i)
+        found.update(_under(lines, a))
     return found - set(openers)
+
+
+def _between(lines: list[str], a: int, b: int) -> list[int]:
+    # only a paywall's pair: a short story can sit between two newsletter sign-ups
+    if _PAYWALL.search(lines[a]) is None and _PAYWALL.search(lines[b]) is None:
+        return []
+    between = [i for i in range(a + 1, b) if lines[i].strip()]
+    if (len(between) <= BOX_MAX_LINES and sum(len(lines[i].split()) for i in between) <= BOX_MAX_WORDS
+            and any(_PITCH.search(lines[i]) for i in between) and any(_READER.search(lines[i]) for i in between)):
+        return between
+    return []
+
+
+def _under(lines: list[str], a: int) -> list[int]:
+    run: list[int] = []
+    for i in range(a + 1, len(lines)):
+        line = lines[i]
+        if not line.strip():
+            continue
+        if len(line.split()) > BOX_LINE_MAX_WORDS or not _pitches(line):
+            break
+        run.append(i)
+    return run if len(run) <= BOX_RUN_MAX_LINES else []
