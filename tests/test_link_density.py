@@ -48,7 +48,8 @@ def _pruned(tree, options, lean: bool, rules) -> bytes:  # noqa: ANN001
 STAGE_RULES = rules_module.PrecisionRules(**TrafilaturaExtractor()._rules_config())
 #: the stage's rules, trafilatura's own (the plain test), and every rule the passes read switched on
 ALL_RULES = (STAGE_RULES, None, rules_module.PrecisionRules(**{**TrafilaturaExtractor()._rules_config(),
-                                                               "drop_related_lists": True}))
+                                                               "drop_related_lists": True,
+                                                               "keep_nested_heading_text": True}))
 
 
 def _same_decisions(html: str) -> None:
@@ -88,6 +89,13 @@ EDGE_CASES = {
                                        f"debate</a></li>" for i in range(4)) + "</ul><p>" + _long(30) + "</p>",
     "a link farm": "<div>" + " ".join(f"<a href='/f{i}'>Latest news headline number {i}</a>" for i in range(8))
     + " and a few words</div><p>" + _long(30) + "</p>",
+    # keep_nested_heading_text: a heading's line in a block with an anchor (kept), and share bars and
+    # breadcrumbs of text-less links to other pages inside a heading (judged as trafilatura does)
+    "a nested heading's line": "<h2><div><a name='x'></a>Which method is best for you?</div></h2><p>" + _long(30)
+    + "</p><h2><div><a href='#s'></a>Short one</div></h2><p>" + _long(20) + "</p>",
+    "a share bar in a heading": "<h3><div>Share this article with your friends <a href='https://facebook.com/s'></a>"
+    "<a href='https://twitter.com/s'></a></div></h3><p>" + _long(30) + "</p><h2><div><a href='/home'></a>Home / "
+    "World News / Europe Section<a href='/world'></a></div></h2><p>" + _long(20) + "</p>",
     "quotes and headings": "<blockquote><a href='/q'>A quoted link</a></blockquote><h3><a href='/hh'>Heading "
                            "link</a></h3><p>" + _long(30) + "</p>",
 }

@@ -685,3 +685,21 @@ def test_the_recipe_keeps_nested_heading_text(tmp_path) -> None:
     (url, html, _), = load_eval_pages(tmp_path, ("healthline.com.fat.html",))
     text, _ = extract_stage_from_config(ROOT / "configs" / "refinedweb.yaml")._extract_fn()(html.decode(), url)
     assert all(h in text.split("\n") for h in NESTED_HEADINGS)
+
+
+def test_a_share_bar_or_breadcrumb_in_a_heading_is_not_its_line() -> None:
+    """Review (r30): a label beside text-less links to other pages inside a heading is a share bar
+    or a breadcrumb, not a heading's line; keep_nested_heading_text kept both. Only in-page anchors
+    (no href, or "#...") make a nested block the heading's line."""
+    extract = TrafilaturaExtractor(timeout_s=0, keep_nested_heading_text=True)._extract_fn()
+    for chrome, block in [
+        ("Share this article with your friends", "<h3><div>Share this article with your friends "
+         "<a href='https://facebook.com/sharer'></a> <a href='https://twitter.com/intent'></a></div></h3>"),
+        ("Home / World News / Europe Section", "<h2><div><a href='/home'></a>Home / World News / Europe Section"
+         "<a href='/world'></a><a href='/europe'></a></div></h2>"),
+        ("Which method is best for you?", "<h2><div><a href='#best'></a>Which method is best for you?</div></h2>"),
+    ]:
+        page = _nested_heading_page("Which method is best for you?").replace(
+            "<h2><div><a name='x'></a>Which method is best for you?</div></h2>", block)
+        kept = chrome in extract(page, "https://example.org/a")[0].split("\n")
+        assert kept == chrome.endswith("?"), chrome

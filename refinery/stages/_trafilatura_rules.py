@@ -294,9 +294,13 @@ _HEADING_LINE = frozenset({"ref", "hi", "del", "code", "span"})
 
 def in_heading(element) -> bool:  # noqa: ANN001 - an lxml element
     """Whether ``element`` is a heading's line in a block inside it (``<h2><div><a name="x"></a>
-    Heading text</div></h2>``): its text is the heading's, not a link list's."""
+    Heading text</div></h2>``): its text is the heading's, not a link list's. Its links must be
+    anchors in the page (no ``href``, or ``#...``): text-less links to other pages are icons, and a
+    heading wrapping them with a label is a share bar ("Share this article <a fb></a><a tw></a>")
+    or a breadcrumb ("Home / World / Europe" between icon links), found by review (r30)."""
     return (next(element.iterancestors("head"), None) is not None
-            and all(e.tag in _HEADING_LINE for e in element.iterdescendants()))
+            and all(e.tag in _HEADING_LINE and (e.tag != "ref" or e.get("href", "#").startswith("#"))
+                    for e in element.iterdescendants()))
 
 
 #: trafilatura's guard on its boilerplate pruning: nothing goes when what would go leaves no more
