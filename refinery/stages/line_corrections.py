@@ -462,27 +462,20 @@ class LineCorrections(Stage):
                 removed += n
                 dropped += 1
                 continue
-            if i in credit_lines or (drop_lookalikes and lookalikes.is_lookalike_line(stripped)) or (
-                    drop_syndication and disclosures.is_syndication(stripped, n)):
-                # picture credits, syndication notes and disguised spam are not a sign of a page of debris: not counted
-                # in the 5% (counted, they tipped one more evaluation page over it, removed whole),
-                # unless RefinedWeb's patterns cut the line already ("Click here to enlarge",
-                # "Advertisement - Scroll to continue"): it counts as it did without these rules
-                if n <= max_words and _patterns_cut(stripped, words):
-                    removed += n
-                else:
-                    calls += n
-                dropped += 1
-                continue
-            if (drop_calls and (i in box or calls_to_action.is_call_to_action(stripped, n))) or (
-                    drop_disclosures and disclosures.is_disclosure(stripped, n)):
-                # "...never miss our top stories. Free Sign Up", a share bar, "We may receive
-                # compensation when you click on links to those products". Counted in the 5% only
-                # where RefinedWeb's patterns cut it too ("Sign up now", "We use cookies"): a page
-                # of such chrome still goes (a review: uncounted, a page of 79% chrome stayed), but a
-                # line only our phrases find ("Subscribe now to our eNATION edition for the full
-                # story.") no longer removes the news story under it (session 34's audit). Longer
-                # lines never count: a 27-word "Follow us" footer removed a whole news story
+            if (i in credit_lines or (drop_lookalikes and lookalikes.is_lookalike_line(stripped))
+                    or (drop_syndication and disclosures.is_syndication(stripped, n))
+                    or (drop_calls and (i in box or calls_to_action.is_call_to_action(stripped, n)))
+                    or (drop_disclosures and disclosures.is_disclosure(stripped, n))):
+                # picture credits, syndication notes, disguised spam, calls to action ("...never miss
+                # our top stories. Free Sign Up", a share bar) and disclosures ("We may receive
+                # compensation when you click on links to those products") are not a sign of a page
+                # of debris: dropped, but counted in the 5% only where RefinedWeb's patterns cut the
+                # line too ("Click here to enlarge", "Sign up now", "We use cookies"), as it counted
+                # without these rules. Counted, credits tipped one more evaluation page over the 5%,
+                # and "Subscribe now to our eNATION edition for the full story." removed the news
+                # story under it (session 34's audit); uncounted even then, a page of 79% chrome
+                # stayed (a review). Longer lines never count: a 27-word "Follow us" footer removed
+                # a whole news story
                 if n <= max_words and _patterns_cut(stripped, words):
                     removed += n
                 else:
