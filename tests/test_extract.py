@@ -1150,6 +1150,19 @@ def test_guarded_regex_tests_are_the_same_tests() -> None:
         assert not _selects_elements(strings)
 
 
+
+def _sample_html_trees() -> list:
+    """The bundled sample WARCs' HTML pages, parsed with lxml.html (real trees for the lean path's checks)."""
+    from lxml import html as lxml_html
+
+    sample = load_warc_records()
+    trees = []
+    for i in range(sample.num_rows):
+        body = sample.column("html")[i].as_py()
+        if body and b"<html" in body[:2000].lower():
+            trees.append(lxml_html.fromstring(decode_html(body, sample.column("content_type")[i].as_py())[0]))
+    return trees
+
 def test_faster_xpaths_select_the_same_elements_on_real_pages() -> None:
     """Every XPath of trafilatura's that the lean path replaces (by a Python function, or guarded)
     selects the same elements, in the same order, as the original on real crawl pages, both on
@@ -1164,12 +1177,7 @@ def test_faster_xpaths_select_the_same_elements_on_real_pages() -> None:
     guarded = [new for _, _, _, new in replaced if isinstance(new, etree.XPath)]
     assert len(functions) >= 20  # all its extraction's XPaths but BODY_XPATH's last (a positional union)
     assert all(") and re:test(" in new.path for new in guarded)  # the metadata XPaths (absolute paths)
-    sample = load_warc_records()
-    trees = []
-    for i in range(sample.num_rows):
-        body = sample.column("html")[i].as_py()
-        if body and b"<html" in body[:2000].lower():
-            trees.append(lxml_html.fromstring(decode_html(body, sample.column("content_type")[i].as_py())[0]))
+    trees = _sample_html_trees()
     assert len(trees) >= 20
     selected = 0
     for tree in trees:
@@ -1285,12 +1293,7 @@ def test_lean_raw_tree_pruning_matches_trafilatura() -> None:
     raw, comments = core.RAW_TREE_PRUNE_XPATH, core.REMOVE_COMMENTS_AND_LISTS_XPATH
     fused = _extract_helper._fused(raw + comments)
     assert fused is not None and not any(fused.structural[1:])
-    sample = load_warc_records()
-    trees = []
-    for i in range(sample.num_rows):
-        body = sample.column("html")[i].as_py()
-        if body and b"<html" in body[:2000].lower():
-            trees.append(lxml_html.fromstring(decode_html(body, sample.column("content_type")[i].as_py())[0]))
+    trees = _sample_html_trees()
     probe = lxml_html.fromstring(
         "<html><body><div id='infinite-scroll'><ul class='comment-list'><li>c</li></ul>x</div>tail"
         "<div class='comments'>d</div><ol id='comment-3'><li>e</li></ol><aside class='elementor-share-buttons'>"
