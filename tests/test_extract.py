@@ -1167,7 +1167,7 @@ def test_faster_xpaths_select_the_same_elements_on_real_pages() -> None:
     """Every XPath of trafilatura's that the lean path replaces (by a Python function, or guarded)
     selects the same elements, in the same order, as the original on real crawl pages, both on
     the raw page trees and on subtrees (trafilatura also runs them on the article it found)."""
-    from lxml import etree, html as lxml_html
+    from lxml import etree
 
     from refinery.stages import _extract_helper
 
