@@ -264,6 +264,38 @@ def test_an_acronym_does_not_make_a_line_in_a_caseless_script_uppercase() -> Non
     assert LineCorrections().correct(PARAGRAPH + "\nGDP 国内生产总值")[0] == PARAGRAPH + "\nGDP 国内生产总值"  # 3 of 9
 
 
+def test_an_acronym_beside_lower_case_words_does_not_make_a_line_uppercase() -> None:
+    """Session 34's removal audit: allenai.org's heading "Why AI2?" counted as mainly uppercase (3
+    of its 5 letters), and with four "Learn more" lines tipped the short page over the 5% rule.
+    Words in capitals of 2-3 letters are set aside when the line has lower-case letters; longer
+    shouts, single capitals (an A-Z bar) and lines without a lower-case letter still go."""
+    # the page's text as the recipe extracts it (https://allenai.org/, benchmarks/real_pages.py)
+    text = "\n".join([
+        "Why AI2?",
+        "We're a team of engineers and researchers with diverse backgrounds collaborating to solve some of the "
+        "toughest problems in AI research.",
+        "Natural Language Processing", "Machine reasoning, common sense for AI, and language modeling",
+        "AI for the Environment", "Applied AI for climate modeling and wildlife protection",
+        "EarthRanger", "EarthRanger is a real-time software solution that aids protected area managers, ecologists, "
+        "and wildlife biologists in making more informed operational decisions for wildlife conservation.",
+        "Learn more", "Skylight", "Skylight helps reduce illegal, unreported, and unregulated (IUU) fishing through "
+        "technology that provides transparency and actionable intelligence for maritime enforcement.",
+        "Learn more", "Climate Modeling", "Our goal is to improve the world’s understanding of climate change, its "
+        "effects, and what can be done now. Better data and technologies will inform how we mitigate and adapt to "
+        "global impacts, such as sea level rise, community destruction, and biodiversity loss.",
+        "Learn more", "Wildlands", "We apply machine learning to support wildland fire management and research "
+        "workflows, focusing our work on ground-level fuels that are not measurable with current satellite "
+        "technology.", "Learn more"])
+    out, reasons = run([text])
+    assert reasons == [None]  # was too_many_lines_corrected: 10 of 173 words; now the 8 of "Learn more"
+    assert out.column("text")[0].as_py() == text.replace("\nLearn more", "")
+    for line in ("Land USA", "Via C&L.", "My CV: PDF."):
+        assert LineCorrections().correct(PARAGRAPH + "\n" + line)[0] == PARAGRAPH + "\n" + line, line
+    for chrome in ("By AUTHOR", "Photo : YONHAP News", "ABOUT US", "Jump to: 0-9 A B C D E F G H I J K L M",
+                   "View: S M L", "SALE: 50% OFF Today", "NEWS | TV | UK"):
+        assert LineCorrections().correct(PARAGRAPH + "\n" + chrome)[0] == PARAGRAPH, chrome
+
+
 def test_numeric_table_rows_are_data_not_debris() -> None:
     """A table's numeric rows were dropped as "only numerical", leaving its header with no rows, or
     the whole article removed by the 5% rule (found by adversarial testing)."""
@@ -309,7 +341,9 @@ def test_content_lines_against_the_lines_gold() -> None:
     assert len(rows) == 353
     assert _kept_by(LineCorrections(keep_content_lines=False), rows) == {"content": 0, "debris": 0}
     now = _kept_by(LineCorrections(), rows)
-    assert now["content"] >= 87 and now["debris"] <= 2, now  # 87 with session 33's rules in context
+    # 87 with session 33's rules in context; 92 with acronyms set aside (session 34: "Via C&L.",
+    # "My CV: PDF.", a song title, a RIS "ID  - Hu2016/04"), debris still 0
+    assert now["content"] >= 92 and now["debris"] <= 2, now
 
 
 def test_content_lines_against_the_held_out_lines() -> None:

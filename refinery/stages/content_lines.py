@@ -117,7 +117,7 @@ def is_content(lines: list[str], i: int, rule: str) -> bool:
     if _in_code_run(lines, i) or (rule == NUMERIC and _is_stated_output(lines, i)):
         return True
     if rule == UPPERCASE:
-        return _is_list_member(lines, i) or _is_dockerfile_line(lines, i)
+        return _is_list_member(lines, i) or _is_dockerfile_line(lines, i) or _acronyms_in_words(line)
     if rule == SINGLE_WORD and _is_yaml_parent(lines, i):
         return True
     stripped = line.strip()
@@ -134,6 +134,30 @@ def is_content(lines: list[str], i: int, rule: str) -> bool:
             and stripped.rstrip(":").lower() not in CHROME_WORDS
             and (len(after.split()) >= HEADING_OVER_WORDS
                  or (_is_list_item(after, HEADING_OVER_ITEM_WORDS) and not _list_chrome(stripped))))
+
+
+def _acronyms_in_words(line: str) -> bool:
+    """A line with a lower-case letter that is not mainly capitals once its acronyms (words in
+    capitals of 2 to :data:`ACRONYM_LETTERS` letters: "AI2", "US", "NBA") are set aside: "Why
+    AI2?" (3 of its 5 letters capitals: the sentence's first and the acronym's). A shout keeps its
+    longer words ("By AUTHOR", "Photo : YONHAP News", "ABOUT US"), and a single capital is no
+    acronym: "Jump to: 0-9 A B C ... Z", "View: S M L" stay capitals."""
+    if not any(c.islower() for c in line):
+        return False
+    upper = lower = 0
+    for token in line.split():
+        letters = _LETTER.findall(token)
+        if not letters or (2 <= len(letters) <= ACRONYM_LETTERS and all(c.isupper() for c in letters)):
+            continue
+        up = sum(1 for c in letters if c.isupper())
+        upper += up
+        lower += len(letters) - up
+    return upper <= lower
+
+
+#: the longest word in capitals taken for an acronym
+ACRONYM_LETTERS = 3
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 #: one-word headings of menus, footers, tag lists and consent banners, over list items
