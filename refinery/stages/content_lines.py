@@ -38,6 +38,9 @@ Exceptions by context (session 33, from the lines cut on the trafilatura evaluat
   lower-case letter and two words or more between two items of the same bullet ("- Windows XP
   (SP0-SP3)").
 
+Session 34: **an acronym beside lower-case words** ("Why AI2?") does not make a line mainly
+uppercase: words in capitals of 2-3 letters are set aside before counting (``_acronyms_in_words``).
+
 ``data/gold/lines_heldout.jsonl`` (243 lines of pages that gave none to the first set, labelled the
 same way) measures them on lines they were not written from.
 """
