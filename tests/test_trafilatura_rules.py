@@ -703,3 +703,68 @@ def test_a_share_bar_or_breadcrumb_in_a_heading_is_not_its_line() -> None:
             "<h2><div><a name='x'></a>Which method is best for you?</div></h2>", block)
         kept = chrome in extract(page, "https://example.org/a")[0].split("\n")
         assert kept == chrome.endswith("?"), chrome
+
+
+def _blog_post() -> tuple[str, str]:
+    """A bundled sample WARC's blog post where trafilatura finds no content area (its text is the
+    wild-text path's paragraphs): maria-antoniak.github.io's "Topic Modeling for the People"."""
+    import sys
+
+    sys.path.append(str(ROOT / "benchmarks"))  # last: benchmarks/classifiers.py must not shadow the package
+    from real_pages import SAMPLE_WARCS, warc_pages
+
+    page, = [p for p in warc_pages(SAMPLE_WARCS) if p.url.endswith("/topic-modeling-for-the-people.html")]
+    return decode_html(page.body, page.content_type)[0], page.url
+
+
+def test_wild_text_keeps_the_headings_over_its_paragraphs() -> None:
+    """keep_wild_headings: the section headings of a page without a content area come back (off:
+    none did), and nothing else of its text changes."""
+    html, url = _blog_post()
+    on, path_on = TrafilaturaExtractor(timeout_s=0, keep_wild_headings=True)._extract_fn()(html, url)
+    off, path_off = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html, url)
+    headings = ["It’s fine to use LDA", "Evaluate the topics by hand", "Keep most stopwords", "Conclusion"]
+    assert all(h in on.split("\n") for h in headings) and not any(h in off.split("\n") for h in headings)
+    assert path_on == path_off == "precision"
+    added = [line for line in on.split("\n") if line not in off.split("\n")]
+    assert [line for line in on.split("\n") if line not in added] == off.split("\n")
+
+
+def test_wild_headings_do_not_count_toward_the_fallback() -> None:
+    """The first text's length that decides the fallback pass is the text without the recovered
+    headings: the text trafilatura gave (a longer wild text stopped zdf.de's fallback, h28)."""
+    from refinery.stages._extract_helper import _first_text, _trafilatura_call, _with_rules, _with_wild_headings
+    from refinery.stages._trafilatura_rules import PrecisionRules, install
+
+    html, url = _blog_post()
+    install()
+    stage = TrafilaturaExtractor(timeout_s=0)
+    kwargs = stage._trafilatura_kwargs()
+    rules = stage._rules_config()
+    off = _with_rules(_trafilatura_call(kwargs), PrecisionRules(**rules))
+    on = _with_wild_headings(_with_rules(_trafilatura_call(kwargs), PrecisionRules(**{**rules, "keep_wild_headings": True})))
+    text, counted = _first_text(on(html, url))
+    assert len(text) > len(counted) and counted == off(html, url)
+
+
+def test_wild_headings_only_over_a_recovered_paragraph() -> None:
+    """A heading over a list of links, or over nothing, stays out; one right before a paragraph, or
+    before a block starting with one, comes in."""
+    body = " ".join(["The river flooded the lower town twice this spring, and the council now plans a new wall."] * 2)
+    page = ("<html><body><div class='x'><h2>First section</h2><p>" + body + "</p>"
+            "<h2>Second section</h2><div><p>" + body.replace("river", "lake") + "</p></div>"
+            "<h2>Related posts</h2><ul><li><a href='/a'>Flood wall plans approved</a></li>"
+            "<li><a href='/b'>Council meets on Monday</a></li></ul><h3>Follow us</h3></div></body></html>")
+    on, _ = TrafilaturaExtractor(timeout_s=0, keep_wild_headings=True, fallback=False)._extract_fn()(page, "https://example.org/x")
+    off, _ = TrafilaturaExtractor(timeout_s=0, fallback=False)._extract_fn()(page, "https://example.org/x")
+    assert "First section" not in off and "Second section" not in off
+    assert on.split("\n") == ["First section", body, "Second section", body.replace("river", "lake")]
+
+
+def test_a_run_made_before_keep_wild_headings_resumes() -> None:
+    """The param came later (off: what runs did before): off, it is left out of the fingerprint."""
+    from refinery.config import StageConfig
+
+    base = StageConfig(type="extract", params={}).fingerprint_params()
+    assert "keep_wild_headings" not in base
+    assert StageConfig(type="extract", params={"keep_wild_headings": False}).fingerprint_params() == base

@@ -719,6 +719,27 @@ def _with_joined_lines(call: Callable) -> Callable:
     return joined
 
 
+def _with_wild_headings(call: Callable) -> Callable:
+    """``call`` returning (text, the text without the headings recovered on trafilatura's
+    wild-text path): the fallback is decided on the second, as without them (_trafilatura_rules)."""
+    from refinery.stages._trafilatura_rules import uncounted, wild_headings
+
+    def with_headings(html, url):
+        with wild_headings() as headings:
+            text = call(html, url) or ""
+        return text, uncounted(text, headings)
+
+    return with_headings
+
+
+def _first_text(result: str | tuple[str, str] | None) -> tuple[str, str]:
+    """The first pass's text and the text whose length decides the fallback (the same but with
+    :func:`_with_wild_headings`)."""
+    if isinstance(result, tuple):
+        return result
+    return result or "", result or ""
+
+
 def _with_rules(call: Callable, rules: Any) -> Callable:
     """``call`` run with trafilatura's precision rules set to ``rules`` (see _trafilatura_rules)."""
     from refinery.stages._trafilatura_rules import active
@@ -940,6 +961,8 @@ def make_extract(config: dict):
         _trafilatura_rules.install()
         rules = _trafilatura_rules.PrecisionRules(**rules)
         first_call = _with_rules(first_call, rules)
+        if rules.keep_wild_headings:
+            first_call = _with_wild_headings(first_call)
     # source line breaks inside paragraphs as spaces (join_source_line_breaks), in the first pass
     # only: the fallback's text is at times a page's whole text in one node, its blocks on lines of
     # their own (a menu became one line of glued CJK words: a review)
@@ -949,8 +972,8 @@ def make_extract(config: dict):
     fallback = config.get("fallback")
     if not fallback:
         if prepare is None:
-            return lambda html, url: (first_call(html, url), first_path)
-        return lambda html, url: (first_call(prepare(html), url), first_path)
+            return lambda html, url: (_first_text(first_call(html, url))[0], first_path)
+        return lambda html, url: (_first_text(first_call(prepare(html), url))[0], first_path)
     below_chars = int(fallback["below_chars"])
     min_gain = float(fallback["min_gain"])
     second_kwargs = {**kwargs, "favor_precision": False, "favor_recall": fallback.get("mode", "recall") == "recall",
@@ -968,7 +991,7 @@ def make_extract(config: dict):
 
     def cascade(html: str, url: str | None) -> tuple[str | None, str]:
         page = prepare(html) if prepare is not None else html
-        text = first_call(page, url) or ""
+        text, counted = _first_text(first_call(page, url))
         recipe = recipe_items(page) if recipes else []
         seconds: list[str] = []
 
@@ -980,13 +1003,13 @@ def make_extract(config: dict):
                 seconds.append(second_call(page, url) or "")
             return seconds[0]
 
-        if len(text) >= below_chars:
+        if len(counted) >= below_chars:
             return (_with_recipe_lines(text, recipe, second_text, balanced_text) if recipe else text), first_path
         # the same settings would give the same text; a page with little more text cannot gain enough
         if second_kwargs != {"favor_recall": False, **kwargs} and (not text.strip()
-                                                                    or fallback_may_win(page, text, judge_ratio)):
+                                                                    or fallback_may_win(page, counted, judge_ratio)):
             second = second_text()
-            if len(second) > min_gain * len(text):
+            if len(second) > min_gain * len(counted):
                 if keeps_first and text.strip():
                     return _with_first_lines(text, second), "fallback"
                 return second, "fallback"

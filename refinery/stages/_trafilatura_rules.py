@@ -40,6 +40,11 @@ and trafilatura called outside the stage are untouched:
   ``div`` as a link list and removed it, so the heading came out empty (in every mode). Its text
   is the heading's, and is judged as the heading's is (needs ``keep_text_with_empty_links`` for
   the heading itself to stay in precision mode).
+- **headings on the wild-text path** (``keep_wild_headings``, trafilatura false; session 34, off
+  in the recipe): when trafilatura finds no content area, ``recover_wild_text`` takes paragraphs
+  but no heading; each heading right before a paragraph it takes (next sibling, or that sibling's
+  first child) now comes too. The first text's length that decides the fallback pass leaves them
+  out (:func:`uncounted`), so that decision is trafilatura's.
 - **repeated posts** (``keep_repeated_posts``, trafilatura false): when the content
   area trafilatura picks is an ``<article>`` with a sibling ``<article>`` of the same classes,
   both holding text, their parent is extracted instead: trafilatura takes the first match of
@@ -93,6 +98,7 @@ class PrecisionRules:
     prune_inside_wrappers: bool = False
     drop_related_lists: bool = False
     keep_nested_heading_text: bool = False
+    keep_wild_headings: bool = False
 
 
 #: trafilatura's own values: with these, the replacements change nothing
@@ -100,7 +106,8 @@ TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep
                              drop_link_list_headings=False, drop_labelled_links=False, drop_orphaned_headings=False,
                              keep_text_with_empty_links=False, keep_repeated_posts=False,
                              keep_split_bodies=False, prune_inside_wrappers=False,
-                             drop_related_lists=False, keep_nested_heading_text=False)
+                             drop_related_lists=False, keep_nested_heading_text=False,
+                             keep_wild_headings=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -903,4 +910,130 @@ def install() -> bool:
     htmlprocessing.prune_html = prune_empty_elements  # read by tree_cleaning
     main_extractor.prune_unwanted_sections = prune_sections  # read by _extract
     main_extractor.delete_by_link_density = delete_with_headings_by_link_density  # imported by name there
+    if _sources_are((main_extractor.recover_wild_text,), (_RECOVER_WILD_TEXT_SHA256,)):
+        _recover_wild_text._refinery = True
+        _recover_wild_text._original = main_extractor.recover_wild_text
+        main_extractor.recover_wild_text = _recover_wild_text  # read by extract_content
+    else:
+        log.warning("trafilatura's recover_wild_text is not the one keep_wild_headings mirrors: that rule is not applied")
     return True
+
+
+# --- headings on the wild-text path (keep_wild_headings) -------------------------------------
+
+#: sha256 of trafilatura 2.3.1's ``main_extractor.recover_wild_text``, mirrored by :func:`_recover_wild_text`
+_RECOVER_WILD_TEXT_SHA256 = "335f6d13321fd4e3304299d7265493a5d83d63ae4da4a7b2beb6fd3e05cdebfd"
+#: the texts of the headings :func:`_recover_wild_text` added in the first pass running (see
+#: :func:`wild_headings`), None when nobody asks
+_WILD_HEADINGS: ContextVar[list[str] | None] = ContextVar("refinery_wild_headings", default=None)
+
+
+@contextmanager
+def wild_headings() -> Iterator[list[str]]:
+    """Within this block the texts of the headings recovered on the wild-text path are appended to
+    the list yielded: the cascade measures the first text without them (:func:`uncounted`)."""
+    found: list[str] = []
+    token = _WILD_HEADINGS.set(found)
+    try:
+        yield found
+    finally:
+        _WILD_HEADINGS.reset(token)
+
+
+def uncounted(text: str, headings: list[str]) -> str:
+    """``text`` without one line per recovered heading: the text trafilatura gave without the rule,
+    whose length decides the fallback pass (a longer wild text must not stop it: zdf.de, h28)."""
+    if not headings:
+        return text
+    left = list(headings)
+    kept = []
+    for line in text.split("\n"):
+        if line in left:
+            left.remove(line)
+        else:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def heading_before(element):  # noqa: ANN001, ANN201 - lxml elements
+    """The paragraph right after heading ``element``, no text between: its next sibling, or that
+    sibling's first child (``<h2>..</h2><div><p>..</p>``); None when none is."""
+    if (element.tail or "").strip():
+        return None
+    after = element.getnext()
+    if after is not None and after.tag != "p" and not (after.text or "").strip() and len(after):
+        after = after[0]
+    return after if after is not None and after.tag == "p" else None
+
+
+def _recover_wild_text(tree, result_body, options, potential_tags=None, consumed=None):  # noqa: ANN001, ANN202
+    """trafilatura's ``recover_wild_text`` (its source mirrored), adding in precision mode with
+    ``keep_wild_headings`` each heading right before a paragraph it recovers (:func:`heading_before`);
+    the heading's text joins no dedup of the paragraphs, so they are the ones trafilatura takes."""
+    from copy import deepcopy
+
+    from trafilatura import main_extractor as me
+
+    rules = _ACTIVE.get()
+    if rules is None or not rules.keep_wild_headings or options.focus != "precision":
+        return _recover_wild_text._original(tree, result_body, options, potential_tags, consumed)
+    me.LOGGER.debug("Recovering wild text elements")
+    potential_tags = set(me.TAG_CATALOG if potential_tags is None else potential_tags)
+    search_expr = ".//code|.//p|.//quote|.//table|.//div[contains(@class, 'w3-code')]"
+    search_tree = me.prune_unwanted_sections(tree, potential_tags, options, keep_teasers=options.fast)
+    subelems = search_tree.xpath(search_expr)
+    # the rule: the heading over each paragraph, found before any element moves to the result
+    headings = {}
+    for heading in search_tree.iter("head"):
+        paragraph = heading_before(heading)
+        if paragraph is not None and not (consumed and heading in consumed):
+            headings[paragraph] = heading
+    found = _WILD_HEADINGS.get()
+    elem_texts = [me._elem_text(el) for el in result_body]
+    existing = "\n".join(filter(None, elem_texts))
+    existing_elems = set(elem_texts)
+    handled: set = set()
+    for subelem in subelems:
+        if (consumed and subelem in consumed) or any(a in handled for a in subelem.iterancestors()):
+            continue
+        heading = headings.get(subelem)  # before handle_textelem moves or marks anything
+        heading = me.handle_titles(deepcopy(heading), options) if heading is not None else None
+        processed = me.handle_textelem(subelem, potential_tags, options)
+        if processed is None:
+            continue
+        if processed is subelem:
+            handled.add(subelem)
+        text = me._elem_text(processed)
+        images = {img.get("src") for img in processed.iter("graphic")}
+        if not text and images and images <= {g.get("src") for g in result_body.iter("graphic")}:
+            continue
+        under_cap = len(existing) <= me.DEDUPE_SCAN_CAP
+        fragment = me.trim(text + (processed.tail or "")) if me.text_chars_test(processed.tail) else ""
+        if text and (
+            text in existing_elems
+            or (under_cap and ((len(text) > me.MIN_DUPLICATE_LENGTH and text in existing) or (fragment and fragment in existing)))
+        ):
+            continue
+        if heading is not None and text:
+            _add_heading(result_body, heading, text, existing_elems, found)
+        result_body.append(processed)
+        if under_cap:
+            existing += "\n" + (fragment or text)
+        existing_elems.add(text)
+    return result_body
+
+
+def _add_heading(result_body, heading, text: str, existing_elems: set, found: list | None) -> None:  # noqa: ANN001
+    """Append ``heading`` before the paragraph of text ``text`` unless it is already there, or would
+    change which repeated paragraphs trafilatura drops after (it drops one equal to the one before)."""
+    from trafilatura.main_extractor import _elem_text
+
+    title = _elem_text(heading)
+    if not title or title in existing_elems or title == text:
+        return
+    if len(result_body) and _elem_text(result_body[-1]) == text:
+        return
+    heading.tail = None
+    result_body.append(heading)
+    if found is not None:
+        found.append(title)

@@ -641,7 +641,7 @@ class TrafilaturaExtractor(Stage):
     libraries = ("trafilatura", "justext", "lxml", "lxml_html_clean", "charset-normalizer", "resiliparse", "selectolax")
     reads_text = False
     makes_text = True
-    added_params = {"keep_nested_heading_text": False}  # runs made before it resume
+    added_params = {"keep_nested_heading_text": False, "keep_wild_headings": False}  # runs made before it resume
 
     def __init__(
         self,
@@ -675,6 +675,7 @@ class TrafilaturaExtractor(Stage):
         drop_related_lists: bool = False,
         join_source_lines: bool = True,
         keep_nested_heading_text: bool = False,
+        keep_wild_headings: bool = False,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -753,6 +754,9 @@ class TrafilaturaExtractor(Stage):
         # text</div></h2>) came out empty: the block went as a link list (docs/extraction.md,
         # "Heading text in a nested block")
         self.keep_nested_heading_text = bool(keep_nested_heading_text)
+        # a page trafilatura finds no content area in lost every heading: its wild-text pass takes
+        # paragraphs only (docs/extraction.md, "Headings on the wild-text path")
+        self.keep_wild_headings = bool(keep_wild_headings)
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
