@@ -1593,3 +1593,19 @@ def test_a_wrapped_real_paragraph_keeps_its_last_word_through_line_corrections(t
         corrected, _, _ = LineCorrections().correct(text)
         assert ("Unicode-based string type in Mercurial." in corrected) is not lone
         assert ("\nMercurial.\n" in text) is lone
+
+
+def test_idle_helper_exits_at_once_on_close() -> None:
+    # the socket closed (the pool's close, the parent's exit): the helper ends without its
+    # interpreter's teardown, which the parent's close() waited ~0.1 s for; exit code 0, as before
+    from refinery.stages.extract import _HELPERS
+
+    stage = TrafilaturaExtractor()
+    key = stage._helper_key()
+    helper = _HELPERS.acquire(key)
+    helper.wait_ready()
+    assert helper.extract("<html><body><p>" + "A sentence of a page. " * 20 + "</p></body></html>", None, 30.0)[0] == "ok"
+    t0 = time.perf_counter()
+    helper.close()
+    assert helper.proc.returncode == 0
+    assert time.perf_counter() - t0 < 1.0
