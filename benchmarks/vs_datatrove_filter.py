@@ -19,7 +19,9 @@ runs interleaved and repeated. Chains:
   bundled suffix list (datatrove's ``TLDExtract()`` would try to fetch it).
 
 Before the timed runs, each system runs once, untimed, on the warm-up pages, so that neither
-reads its packages from a cold disk cache (``--cold-cache`` skips this). Timing: each run is a
+reads its packages from a cold disk cache (``--cold-cache`` skips this); that run also writes both
+systems' bytecode (in the work directory): refinery's source tree is then read as compiled, as
+datatrove's pip-installed modules are. Timing: each run is a
 fresh process that first processes a 20-page warm-up input (imports, models,
 the blocklist, extractor helpers), then the measured input. "start-up excluded" = measured input
 only, timed from its first page with everything loaded, for both systems: datatrove's warm-up
@@ -310,18 +312,27 @@ def filter_chain(args: argparse.Namespace) -> None:
     results: dict[str, list[dict]] = {s: [] for s in systems}
     sets: dict[str, tuple[set[str], dict[str, str]]] = {}
 
+    # why: both systems' modules are read as bytecode, as from an installed package. refinery runs
+    # from its source tree (an editable install); under PYTHONDONTWRITEBYTECODE (set on our
+    # machines) each run compiled its ~60 modules again, ~0.2 s of its "start-up" that datatrove's
+    # pip-installed (precompiled) modules never paid. The warm-up run below writes the bytecode
+    # of both, in the work directory, not in the source tree.
+    bytecode_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    bytecode_env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+
     def command(system: str, inputs: Path, out: Path) -> tuple[list[str], dict]:
         if system.startswith("refinery"):
             return ([sys.executable, str(ROOT / "benchmarks" / "vs_datatrove.py"), "_filter_run", system,
-                     str(warm), str(inputs), str(out)], dict(os.environ))
+                     str(warm), str(inputs), str(out)], dict(bytecode_env))
         return ([str(dt_python), __file__, "_filter_run", system, str(warm), str(inputs), str(out),
                  json.dumps(aligned), str(lid_model_path())],
-                {**os.environ, "PYTHONPATH": args.aligned_dir if system == "datatrove-aligned" else ""})
+                {**bytecode_env, "PYTHONPATH": args.aligned_dir if system == "datatrove-aligned" else ""})
 
     if not args.cold_cache:
         # why: after an install or a big copy the OS page cache may not hold either system's
         # packages, and the first process of each then spends seconds reading them from disk (seen:
-        # 15 s of "start-up"); one untimed run on the warm-up pages loads them for both alike
+        # 15 s of "start-up"); one untimed run on the warm-up pages loads them for both alike (and
+        # writes their bytecode: see bytecode_env)
         for system in systems:
             cmd, env = command(system, warm, work / f"cache-warm-{system}")
             subprocess.run(cmd, capture_output=True, text=True, env=env)
