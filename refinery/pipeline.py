@@ -9,6 +9,8 @@ that finished with the same fingerprint is skipped; an unfinished one resumes wh
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import logging
 import time
@@ -425,6 +427,23 @@ def _failure(out: PassDir, shard: str) -> str:
     return error.strip().splitlines()[0] if error.strip() else ""
 
 
+_EXIT_GC_SKIPPED = False
+
+
+def skip_exit_gc() -> None:
+    """Freeze the cyclic garbage collector's objects when this process exits (registered once).
+
+    Why: at exit the interpreter ran full collections over every object of the libraries a run
+    loads (pyarrow, pandas, fastText, tldextract's trie...): ~0.25 s of a short run's wall time,
+    for nothing a run needs, since its outputs are written and closed before :func:`run_pipeline`
+    returns. The cost: objects of the host process left in reference cycles at exit are not
+    finalized then (Python does not promise that they are)."""
+    global _EXIT_GC_SKIPPED
+    if not _EXIT_GC_SKIPPED:
+        _EXIT_GC_SKIPPED = True
+        atexit.register(gc.freeze)
+
+
 def run_pipeline(
     config: PipelineConfig,
     input_uri: str | None = None,
@@ -457,6 +476,7 @@ def run_pipeline(
         # Ray workers run in their raylet's directory, not ours: a relative output went to the
         # directory `ray start` was run from (found by adversarial testing)
         output_uri = fs.absolute(output_uri)
+    skip_exit_gc()
     plan = plan_run(config, input_uri, output_uri, limit=limit)
     config.build_stages()  # fail on bad stage params before anything is written
     if load_previous(plan.run) is None:
