@@ -266,6 +266,10 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     verbose = any(a in ("-v", "--verbose") for a in args)
     cli_common.VERBOSE = verbose
     handles_ctrl_c = interrupts.install()
+    if exiting:  # refinery's own process: its exit skips the collections over the loaded libraries
+        from refinery.pipeline import skip_exit_gc
+
+        skip_exit_gc()
     try:
         try:
             code = app(args=args, prog_name="refinery", standalone_mode=False)

@@ -436,8 +436,10 @@ def skip_exit_gc() -> None:
     Why: at exit the interpreter ran full collections over every object of the libraries a run
     loads (pyarrow, pandas, fastText, tldextract's trie...): ~0.25 s of a short run's wall time,
     for nothing a run needs, since its outputs are written and closed before :func:`run_pipeline`
-    returns. The cost: objects of the host process left in reference cycles at exit are not
-    finalized then (Python does not promise that they are)."""
+    returns. The cost: objects left in reference cycles at exit are not finalized then (Python
+    does not promise that they are), so only refinery's own process asks for it (the console
+    script, ``refinery.cli.main(exiting=True)``): :func:`run_pipeline` called from another program
+    leaves that program's exit as it was."""
     global _EXIT_GC_SKIPPED
     if not _EXIT_GC_SKIPPED:
         _EXIT_GC_SKIPPED = True
@@ -476,7 +478,6 @@ def run_pipeline(
         # Ray workers run in their raylet's directory, not ours: a relative output went to the
         # directory `ray start` was run from (found by adversarial testing)
         output_uri = fs.absolute(output_uri)
-    skip_exit_gc()
     plan = plan_run(config, input_uri, output_uri, limit=limit)
     config.build_stages()  # fail on bad stage params before anything is written
     if load_previous(plan.run) is None:
