@@ -66,11 +66,15 @@ class _FastTextStage(Stage):
         self._model()
 
     def _model(self) -> Any:
-        model = getattr(self, "_lazy_model", None)
+        return self._lazy_loaded("_lazy_model", self.kind, self.model_path)
+
+    def _lazy_loaded(self, attr: str, kind: str, model_path: str | None) -> Any:
+        """The model of ``kind`` (at ``model_path``, else the packaged one), loaded once into ``attr``
+        (a ``_lazy`` name: not pickled, each worker loads its own)."""
+        model = getattr(self, attr, None)
         if model is None:
-            path = resolve_model_path(self.kind, self.model_path)
-            model = self._load_model(path)
-            self._lazy_model = model
+            model = self._load_model(resolve_model_path(kind, model_path))
+            setattr(self, attr, model)
         return model
 
     def _load_model(self, path: Path) -> Any:
@@ -305,11 +309,12 @@ class QualityFilter(_FastTextStage):
         self.seed = seed
 
     def _docs_model(self) -> Any:
-        model = getattr(self, "_lazy_docs_model", None)
-        if model is None:
-            model = self._load_model(resolve_model_path(DOCS_KIND, self.docs_model_path))
-            self._lazy_docs_model = model
-        return model
+        return self._lazy_loaded("_lazy_docs_model", DOCS_KIND, self.docs_model_path)
+
+    def load(self) -> None:
+        super().load()
+        if self.code_pages:  # a worker's warm-up loads both models, not the docs one at its first batch
+            self._docs_model()
 
     def model_files(self) -> list[Path]:
         docs = [resolve_model_path(DOCS_KIND, self.docs_model_path)] if self.code_pages else []
