@@ -768,3 +768,49 @@ def test_a_run_made_before_keep_wild_headings_resumes() -> None:
     base = StageConfig(type="extract", params={}).fingerprint_params()
     assert "keep_wild_headings" not in base
     assert StageConfig(type="extract", params={"keep_wild_headings": False}).fingerprint_params() == base
+
+
+def test_a_standfirst_before_the_body_container_comes_in(tmp_path) -> None:
+    """keep_outside_lead: netzpolitik.org writes its standfirst in ``header > div.entry-excerpt``,
+    tagesspiegel.de in ``header > p.ts-intro``, beside the body container trafilatura picks; both
+    gold "with" snippets were missed. With the rule the standfirst is the text's first line and the
+    rest is as before; off, the text is unchanged."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    pages = load_eval_pages(tmp_path, ("netzpolitik.org.abmahnungen.html", "tagesspiegel.de.abstandsregeln.html"))
+    for (url, html, item), snippet in zip(pages, ("Seit Dezember 2015", "Die Ideen reichen vom Spuckschutz")):
+        on, _ = TrafilaturaExtractor(timeout_s=0, keep_outside_lead=True)._extract_fn()(html.decode(), url)
+        off, _ = TrafilaturaExtractor(timeout_s=0)._extract_fn()(html.decode(), url)
+        assert snippet not in off and on.split("\n")[0].find(snippet) >= 0
+        assert on.split("\n")[1:] == off.split("\n")
+
+
+def test_what_a_standfirst_outside_the_body_is() -> None:
+    """Only a lead-classed prose block after the title, before a longer body: not a teaser card
+    with a heading, not one before the title, not a block of links."""
+    body = "".join(f"<p>The council met on day {i} and agreed the budget for the new flood wall in full.</p>"
+                   for i in range(6))
+    lead = "The town will build a flood wall. Work starts in October and the road stays open."
+
+    def page(before: str) -> str:
+        return (f"<html><body><article>{before}<div class='article-body'>{body}</div></article></body></html>")
+
+    def text(html: str) -> str:
+        return TrafilaturaExtractor(timeout_s=0, keep_outside_lead=True, fallback=False)._extract_fn()(
+            html, "https://example.org/a")[0]
+
+    assert text(page(f"<h1>Flood wall</h1><p class='lead'>{lead}</p>")).startswith(lead)
+    assert lead not in text(page(f"<p class='lead'>{lead}</p><h1>Flood wall</h1>"))
+    assert lead not in text(page(f"<h1>Flood wall</h1><div class='teaser'><h3>Other story</h3><p>{lead}</p></div>"))
+    linked = f"<h1>Flood wall</h1><p class='intro'><a href='/x'>{lead}</a></p>"
+    assert lead not in text(page(linked))
+
+
+def test_a_run_made_before_keep_outside_lead_resumes() -> None:
+    """The param came later (off: what runs did before): off, it is left out of the fingerprint."""
+    from refinery.config import StageConfig
+
+    base = StageConfig(type="extract", params={}).fingerprint_params()
+    assert "keep_outside_lead" not in base
+    assert StageConfig(type="extract", params={"keep_outside_lead": False}).fingerprint_params() == base
+    assert StageConfig(type="extract", params={"keep_outside_lead": True}).fingerprint_params() != base

@@ -99,6 +99,7 @@ class PrecisionRules:
     drop_related_lists: bool = False
     keep_nested_heading_text: bool = False
     keep_wild_headings: bool = False
+    keep_outside_lead: bool = False
 
 
 #: trafilatura's own values: with these, the replacements change nothing
@@ -107,7 +108,7 @@ TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep
                              keep_text_with_empty_links=False, keep_repeated_posts=False,
                              keep_split_bodies=False, prune_inside_wrappers=False,
                              drop_related_lists=False, keep_nested_heading_text=False,
-                             keep_wild_headings=False)
+                             keep_wild_headings=False, keep_outside_lead=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -572,6 +573,66 @@ def _within(element, tree) -> bool:
 
 
 #: the stage parameter names of the rules
+#: a standfirst's class or id word (``div.lead``, ``p.ts-intro``, ``div.entry-excerpt``, ``p.af-chapo``,
+#: TYPO3 news' ``div.teaser-text``): the article's lead, written before the body container
+_LEAD_WORD = re.compile(r"(?:^|[^a-z])(?:lead|intro|introduction|teaser|excerpt|standfirst|dek|chapo|summary|"
+                        r"subtitle|abstract|description)(?:[^a-z]|$)")
+#: how many containers up from the chosen body the lead is looked for (the article holding both)
+_LEAD_LEVELS = 2
+#: a lead is prose: at least this many non-space characters with a sentence's end, mostly not links
+_LEAD_CHARS = (60, 1500)
+_SENTENCE_END = re.compile(r"[.!?…]")
+#: what a lead never holds (converted tags): headings, lists, tables (a teaser card, a menu)
+_NOT_IN_LEAD = ("head", "list", "table", "graphic")
+#: the attribute of the paragraph :func:`outside_lead`'s text is written in
+_LEAD_MARK = "data-refinery-lead"
+
+
+def _lead_like(element) -> bool:  # noqa: ANN001 - an lxml element
+    words = f"{element.get('class') or ''} {element.get('id') or ''}".lower()
+    return bool(_LEAD_WORD.search(words))
+
+
+def _lead_text(element, trim) -> str | None:  # noqa: ANN001 - an lxml element, trafilatura's trim
+    """The element's text when it reads as a standfirst (prose, not links, no headings or lists)."""
+    if any(element.find(f".//{tag}") is not None for tag in _NOT_IN_LEAD):
+        return None
+    text = trim(element.text_content())
+    size = _size(text)
+    if not _LEAD_CHARS[0] <= size <= _LEAD_CHARS[1] or not _SENTENCE_END.search(text):
+        return None
+    links = sum(_size(a.text_content()) for a in element.iter("ref", "a"))
+    return text if links * 2 < size else None
+
+
+def outside_lead(chosen, trim) -> str | None:  # noqa: ANN001 - an lxml element, trafilatura's trim
+    """The article's standfirst when it sits before the body container trafilatura chose, outside
+    it (``<div class="lead">`` or ``<header>``'s ``<p class="intro">`` beside
+    ``<div class="article-body">``): the last lead-classed prose element before ``chosen``, within
+    its container up to _LEAD_LEVELS up, after the page's ``<h1>`` there (the title, then the lead)."""
+    container = chosen
+    for _ in range(_LEAD_LEVELS):
+        container = container.getparent()
+        if container is None or container.tag in ("body", "html"):
+            return None
+        lead, title_seen = None, False
+        for element in container.iter():
+            if element is chosen:
+                break
+            if element.tag == "head" and element.get("rend") == "h1":
+                title_seen, lead = True, None  # a lead comes after its title
+            elif title_seen and isinstance(element.tag, str) and _lead_like(element) and (
+                    lead is None or element not in lead.iterdescendants()):
+                lead = element
+        text = _lead_text(lead, trim) if lead is not None else None
+        body = trim(chosen.text_content())
+        # a lead stands over a longer body: over a short one trafilatura moves on to a wider
+        # content area and keeps what it took from this one (the lead twice: holzwerken.net)
+        if text and text not in body and _size(body) >= 2 * _size(text):
+            return text
+    return None
+
+
 RULE_PARAMS: tuple[str, ...] = tuple(f.name for f in fields(PrecisionRules))
 #: the rules at trafilatura's values, as stage parameters
 TRAFILATURA_PARAMS: dict[str, object] = asdict(TRAFILATURA)
@@ -859,6 +920,15 @@ def install() -> bool:
             tree = repeated_posts_container(tree)
         if rules.keep_split_bodies and not args and not kwargs and tree is chosen:
             tree = split_body_container(tree)
+        if rules.keep_outside_lead and not args and not kwargs:
+            # an earlier content area that trafilatura gave up on may have got one (holzwerken.net)
+            for earlier in tree.xpath(f".//p[@{_LEAD_MARK}]"):
+                delete_element(earlier, keep_tail=False)
+            lead = outside_lead(tree, trim)
+            if lead:  # a plain paragraph: the lead's own class would be pruned as a teaser again
+                paragraph = tree.makeelement("p", {_LEAD_MARK: ""})
+                paragraph.text = lead
+                tree.insert(0, paragraph)
         guarded = None
         if rules.prune_inside_wrappers:
             # boxes inside a wrapper go before the orphaned headings are sought: they were

@@ -641,7 +641,8 @@ class TrafilaturaExtractor(Stage):
     libraries = ("trafilatura", "justext", "lxml", "lxml_html_clean", "charset-normalizer", "resiliparse", "selectolax")
     reads_text = False
     makes_text = True
-    added_params = {"keep_nested_heading_text": False, "keep_wild_headings": False}  # runs made before it resume
+    added_params = {"keep_nested_heading_text": False, "keep_wild_headings": False,
+                    "keep_outside_lead": False}  # runs made before it resume
 
     def __init__(
         self,
@@ -676,6 +677,7 @@ class TrafilaturaExtractor(Stage):
         join_source_lines: bool = True,
         keep_nested_heading_text: bool = False,
         keep_wild_headings: bool = False,
+        keep_outside_lead: bool = False,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -757,6 +759,9 @@ class TrafilaturaExtractor(Stage):
         # a page trafilatura finds no content area in lost every heading: its wild-text pass takes
         # paragraphs only (docs/extraction.md, "Headings on the wild-text path")
         self.keep_wild_headings = bool(keep_wild_headings)
+        # an article's standfirst written before the body container trafilatura picks (div.lead,
+        # header's p.intro) was left out (docs/extraction.md, "What the extract stage misses")
+        self.keep_outside_lead = bool(keep_outside_lead)
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
