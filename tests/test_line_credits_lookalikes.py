@@ -164,3 +164,88 @@ def test_a_document_of_credits_alone_is_removed_as_empty() -> None:
     out = LineCorrections(drop_credits=True)(batch)
     assert out.column(REASON).to_pylist() == ["empty_text", None]
     assert out.column("text").to_pylist()[1] == PROSE
+
+
+# credits_in_more_languages (session 35): the census of leaked "without" snippets found picture
+# credits in German and French that drop_credits, written for English, leaves
+MORE = LineCorrections(drop_credits=True, credits_in_more_languages=True)
+
+#: credit lines in other languages found in real extracted text (half 0 of the evaluation pages, cc_docs)
+OTHER_CREDIT_LINES = [
+    "Titelbild: Geyres Christophe/ABACA/picture-alliance",  # fluter.de
+    "Beitragsbild: Titelseite der FAZ vom 2.4.2019, Ausriss.",  # spektrum.de
+    "Crédits photos : Bestimage",  # gala.fr
+    "Crédit photo : KB / Bondy Blog",  # bondyblog.fr
+    "Bildquelle: Peter Ferstl",  # apolut.net
+    "Bildcredit: (c) yakushkina - depositphotos.com",  # haustiermagazin.com
+    "Titelbild: Fachy Marín on Unsplash",  # spontis.de
+    "Crédito de la imagen: www.flickr.com/photos/31984053@N00/117725027",  # cc_docs
+]
+
+
+@pytest.mark.parametrize("line", OTHER_CREDIT_LINES)
+def test_credit_lines_in_other_languages_go(line: str) -> None:
+    text = f"{PROSE}\n{line}\n{PROSE}"
+    assert MORE.correct(text)[0] == f"{PROSE}\n{PROSE}"
+    assert ON.correct(text)[0] == text  # drop_credits alone: English only, as before
+
+
+def test_a_picture_label_in_another_language_goes_only_when_repeated() -> None:
+    """gitarrebass.de credits each of its 13 pictures "(Bild: Dieter Stork)"; one "Foto: X" stays, as
+    one "Photo: X" does, and so do captions after the label."""
+    once = f"{PROSE}\nFoto: Michael von Lingen (Copyright)\n{PROSE}"  # dbjr.de
+    assert MORE.correct(once)[0] == once
+    twice = f"{PROSE}\n(Bild: Dieter Stork)\n{PROSE}\nFotos: Tobias König und Michael Romstöck\n{PROSE}"
+    assert MORE.correct(twice)[0] == f"{PROSE}\n{PROSE}\n{PROSE}"
+    captions = f"{PROSE}\nFoto: Ein Mann geht an einem Wandbild vorbei\n{PROSE}\nBild: Feuerwehrleute löschen den Brand\n{PROSE}"
+    assert MORE.correct(captions)[0] == captions
+
+
+@pytest.mark.parametrize("line", [
+    # a text's source (a news agency, a study) is not a picture credit (half 0 of the evaluation pages)
+    "Quelle: dpa-AFX", "Quelle: Science, Rice University, Princeton University",
+    # sentences and long captions naming pictures (half 0 of the evaluation pages)
+    "Bilder von der Pressekonferenz sind über das Fotoservice des Bundeskanzleramts kostenfrei abrufbar.",
+    "Bild: Die neuen im „Sturm der Liebe“-Bunde: Soluna-Delta Kokol, Robin Schick (r.) und Martin Walde. / Quelle: ARD/Christof Arnold",
+    "Fotografie ist für mich ein Akt der Aufmerksamkeit.",
+])
+def test_other_language_lines_naming_pictures_stay(line: str) -> None:
+    text = f"{PROSE}\n{line}\n{PROSE}"
+    assert MORE.correct(text)[0] == text
+
+
+def test_no_leipzig_sentence_is_a_credit_in_more_languages() -> None:
+    from tests.conftest import SHARED_DATA
+
+    root = SHARED_DATA / "langid" / "lingua-testdata" / "sentences"
+    if not root.is_dir():
+        pytest.skip("shared/ data not present")
+    for lang in ("de", "fr", "es", "it", "nl", "pt"):
+        lines = (root / f"{lang}.txt").read_text(encoding="utf-8").split("\n")
+        assert len(lines) > 900
+        assert [lines[i] for i in credits.credit_lines(lines, more_languages=True)] == [], lang
+
+
+def test_leaked_credits_of_evaluation_pages_go(tmp_path: Path) -> None:
+    """The three "without" snippets of half 0 the option removes, on the recipe's extracted text;
+    every "with" snippet the text held stays."""
+    from refinery.eval_extract import _batch, _norm, extract_stage_from_config, load_gold
+    from tests.test_extract import EVAL_TARBALL, load_eval_pages
+
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    pages = load_eval_pages(tmp_path, ("fluter.de.vorbild.html", "gala.fr.surnom.html", "spektrum.de.engelbart.html"))
+    gold = tmp_path / "gold.json"
+    for _, html, item in pages:
+        (tmp_path / item["file"]).write_bytes(html)
+    gold.write_text(json.dumps({url: item for url, _, item in pages}))
+    stage = extract_stage_from_config(ROOT / "configs" / "refinedweb.yaml", {"timeout_s": 0})
+    gold_pages = load_gold(gold)
+    texts = dict(zip((p.url for p in gold_pages), stage(_batch(gold_pages)).column("text").to_pylist()))
+    leaked = {"Titelbild:", "Crédits photos : Bestimage", "Beitragsbild"}
+    for url, _, item in pages:
+        text = texts[url]
+        before, after = _norm(ON.correct(text)[0]), _norm(MORE.correct(text)[0])
+        gone = [s for s in item["without"] if s in leaked]
+        assert gone and all(_norm(s) in before and _norm(s) not in after for s in gone), item["file"]
+        assert [s for s in item["with"] if _norm(s) in before] == [s for s in item["with"] if _norm(s) in after]

@@ -17,6 +17,13 @@ most :data:`MAX_WORDS` words goes when it is
   caption ("Photo: Me and my friends at the beach"), repeated it is the page's credit slot; a
   caption after the label ("Photo: A man walks past a mural") is not a name and stays.
 
+With ``more_languages`` (``line_corrections``' ``credits_in_more_languages``), the same in German,
+French, Spanish, Italian, Dutch and Portuguese: a credit that says so ("Titelbild: X", "Bildquelle:
+X", "Crédits photos : X", "Crédito de la imagen: X", :data:`OTHER_CREDIT_PATTERNS`) wherever it
+stands, and a bare label and a name ("Foto: X", "(Bild: X)", :data:`OTHER_LABEL_PATTERN`) when the
+document has at least :data:`MIN_LABELS` of them. "Quelle: dpa" (a news agency, a study) is the
+text's source, not a picture's, and stays.
+
 Video labels are left alone ("VIDEO: Breast Cancer Symptoms" is a link to a video, not a credit).
 Measured in docs/extraction.md (line corrections).
 """
@@ -69,49 +76,100 @@ BYLINE_PATTERN = r"(?:(?:featured|header|cover|top|lead|hero|main)\s+)?" + _PICT
 NAME_WORDS = frozenset({"and", "of", "for", "by", "via", "the", "from", "on", "at", "courtesy", "cc", "de", "del",
                         "da", "di", "do", "dos", "du", "van", "von", "der", "den", "le", "la", "y"})
 
+# German, French, Spanish, Italian, Dutch, Portuguese (credits_in_more_languages): the words for a
+# picture, and German compounds naming the article's picture ("Titelbild", "Beitragsbild")
+_OTHER_PICTURE = (r"(?:fotos?|bild(?:er)?|fotografie|imagen(?:es)?|fotograf[ií]as?|immagin[ei]|foto's|afbeelding(?:en)?|"
+                  r"beeld|imagens?)")
+_LEAD_PICTURE = r"(?:titel|beitrags|aufmacher|header|teaser|vorschau|artikel|symbol)bild(?:er)?"
+OTHER_CREDIT_PATTERNS: list[str] = [
+    # "Titelbild: Geyres Christophe/ABACA/picture-alliance", "Beitragsbild: Titelseite der FAZ, Ausriss."
+    _LEAD_PICTURE + r"\s*[:：]\s*\S.*",
+    # "Bildquelle: SWR", "Bildnachweis: X", "Fotocredit: X", "Fotonachweis: X", "Bildrechte: X"
+    r"(?:bild|foto)(?:quellen?|nachweis(?:e)?|rechte|credits?)\s*[:：]\s*\S.*",
+    # "Crédits photos : Bestimage", "Crédit photo : KB / Bondy Blog", "Crédit image : X"
+    r"cr[ée]dits?\s+(?:photos?|images?|illustrations?)\s*[:：]\s*\S.*",
+    # "Crédito de la foto: X", "Créditos da imagem: X", "Crediti fotografici: X", "Credito foto: X"
+    r"cr[ée]dit[oi]s?\s+(?:(?:de|da|do|della)\s+(?:la\s+)?)?(?:foto(?:grafi[ac]o?s?)?|imagen|imagem|immagine)\s*[:：]\s*\S.*",
+    r"(?:fuente|fonte)\s+(?:de\s+la\s+|da\s+|dell')?(?:foto|imagen|imagem|immagine)\s*[:：]\s*\S.*",
+]
+#: "Foto: Michael von Lingen", "(Bild: Dieter Stork)", "Fotos: Tobias König und Michael Romstöck" (the
+#: name checked by :func:`_is_name` with :data:`OTHER_NAME_WORDS`)
+OTHER_LABEL_PATTERN = _OTHER_PICTURE + r"\s*[:：|/]\s*(?P<name>\S.*?)"
+#: lower-case words a credited name may hold in those languages ("X und Y", "X et Y", "Foto de X")
+OTHER_NAME_WORDS = NAME_WORDS | {"und", "et", "e", "por", "par", "per", "vom", "zu", "des", "het", "em", "com"}
+
 _EDGE = r"^[\s(\[—–-]*(?:"
 _END = r")[\s.)\]]*$"
 _CREDIT_RE = re.compile(_EDGE + "|".join(CREDIT_PATTERNS + FURNITURE_PATTERNS) + _END, re.IGNORECASE)
 _LABEL_RE = re.compile(_EDGE + LABEL_PATTERN + _END, re.IGNORECASE)
 _BARE_CREDIT_RE = re.compile(_EDGE + "(?:" + BARE_CREDIT_PATTERN + "|" + BYLINE_PATTERN.replace("(?P<name>", "(?P<byline>") + ")" + _END,
                              re.IGNORECASE)
+_OTHER_CREDIT_RE = re.compile(_EDGE + "|".join(OTHER_CREDIT_PATTERNS) + _END, re.IGNORECASE)
+_OTHER_LABEL_RE = re.compile(_EDGE + OTHER_LABEL_PATTERN + _END, re.IGNORECASE)
 _NAME_START = re.compile(r"[^\W\d_]|[@©]")
 # every pattern needs one of these (lower-case) literals: most lines hold none, and one search of
 # the lower-cased text skips them (with re.IGNORECASE the search cost as much as the whole stage)
 _HINT_RE = re.compile(r"photo|image|picture|pic|illustr|graphic|artwork|credit|getty|continues|advertis|enlarge"
                       r"|larger|bigger|full[\s-]?size|zoom")
+_OTHER_HINT_RE = re.compile(r"bild|foto|cr[ée]dit|imag|immagin|beeld|afbeelding")
 
 
-def may_hold(text: str) -> bool:
+def may_hold(text: str, more_languages: bool = False) -> bool:
     """False when no line of ``text`` can be a credit or furniture line."""
-    return _HINT_RE.search(text.lower()) is not None
+    low = text.lower()
+    return _HINT_RE.search(low) is not None or (more_languages and _OTHER_HINT_RE.search(low) is not None)
 
 
-def _is_name(value: str) -> bool:
+def _is_name(value: str, particles: frozenset[str] = NAME_WORDS) -> bool:
     """``value`` credits someone: it starts with a letter, "@" or "©" (not "3 (ECTS)", "$500"),
     and each of its words that starts with a lower-case letter is one of :data:`NAME_WORDS` (a
     caption, "A man walks past a mural", or "music by John Williams", is not a name)."""
     if not _NAME_START.match(value):
         return False
-    return all(not w[0].islower() or w.strip(",.;()").lower() in NAME_WORDS for w in value.split())
+    return all(not w[0].islower() or w.strip(",.;()").lower() in particles for w in value.split())
 
 
-def credit_lines(lines: list[str]) -> set[int]:
-    """Indexes of the lines of one document that are credits, ad slots or enlarge prompts."""
+def credit_lines(lines: list[str], more_languages: bool = False) -> set[int]:
+    """Indexes of the lines of one document that are credits, ad slots or enlarge prompts; with
+    ``more_languages``, credits in German, French, Spanish, Italian, Dutch and Portuguese too."""
     found: set[int] = set()
     labels: list[int] = []
     for i, line in enumerate(lines):
-        if len(line) > _MAX_CHARS or not _HINT_RE.search(line.lower()):
+        if len(line) > _MAX_CHARS:
+            continue
+        low = line.lower()
+        english = _HINT_RE.search(low) is not None
+        other = more_languages and _OTHER_HINT_RE.search(low) is not None
+        if not english and not other:
             continue  # cheap tests first: most lines are long or hold no hint
         stripped = line.strip()
         if stripped.startswith("|") or "[[" in stripped or len(stripped.split()) > MAX_WORDS:
             continue  # a table's row ("| Image | Name | Source |") is data; "[[Image:a.jpg|thumb]]" markup
-        if _CREDIT_RE.match(stripped):
+        kind = (_english_credit(stripped) if english else None) or (_other_credit(stripped) if other else None)
+        if kind == "credit":
             found.add(i)
-        elif (m := _BARE_CREDIT_RE.match(stripped)) and _is_name(m.group("name") or m.group("byline")):
-            found.add(i)
-        elif (m := _LABEL_RE.match(stripped)) and _is_name(m.group("name")):
+        elif kind == "label":
             labels.append(i)
     if len(labels) >= MIN_LABELS:
         found.update(labels)
     return found
+
+
+def _english_credit(line: str) -> str | None:
+    """"credit" (goes wherever it stands), "label" (goes when repeated) or None."""
+    if _CREDIT_RE.match(line):
+        return "credit"
+    if (m := _BARE_CREDIT_RE.match(line)) and _is_name(m.group("name") or m.group("byline")):
+        return "credit"
+    if (m := _LABEL_RE.match(line)) and _is_name(m.group("name")):
+        return "label"
+    return None
+
+
+def _other_credit(line: str) -> str | None:
+    """As :func:`_english_credit`, for the other languages' patterns."""
+    if _OTHER_CREDIT_RE.match(line):
+        return "credit"
+    if (m := _OTHER_LABEL_RE.match(line)) and _is_name(m.group("name"), OTHER_NAME_WORDS):
+        return "label"
+    return None

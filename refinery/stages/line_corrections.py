@@ -335,7 +335,9 @@ class LineCorrections(Stage):
     reports_cut_lines = True
     # session 33: runs made before these resume
     added_params = {"drop_credits": False, "drop_lookalikes": False, "drop_syndication": False,
-                    "drop_call_boxes": False}
+                    "drop_call_boxes": False,
+                    # session 35
+                    "credits_in_more_languages": False}
 
     def __init__(
         self,
@@ -349,6 +351,7 @@ class LineCorrections(Stage):
         drop_lookalikes: bool = False,
         drop_syndication: bool = False,
         drop_call_boxes: bool = True,
+        credits_in_more_languages: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -381,6 +384,9 @@ class LineCorrections(Stage):
         # goes (calls_to_action.box_lines: its pitch, "You can unsubscribe at any time"); needs
         # drop_calls_to_action
         self.drop_call_boxes = bool(drop_call_boxes)
+        # drop_credits in German, French, Spanish, Italian, Dutch, Portuguese too ("Titelbild: X",
+        # "Crédits photos : X", repeated "(Bild: X)"); needs drop_credits
+        self.credits_in_more_languages = bool(credits_in_more_languages)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -407,7 +413,9 @@ class LineCorrections(Stage):
         drop_syndication = self.drop_syndication and may_disclose
         lines = text.split("\n")
         bare_rows = _bare_table_rows(lines) if "|" in text else ()
-        credit_lines = credits.credit_lines(lines) if self.drop_credits and credits.may_hold(text) else ()
+        more = self.credits_in_more_languages
+        credit_lines = (credits.credit_lines(lines, more) if self.drop_credits and credits.may_hold(text, more)
+                        else ())
         drop_lookalikes = self.drop_lookalikes and lookalikes.may_hold(text)
         openers = calls_to_action.box_openers(text, low) if drop_calls and self.drop_call_boxes else ()
         box = calls_to_action.box_lines(lines, openers) if openers else ()
