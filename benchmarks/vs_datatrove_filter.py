@@ -150,10 +150,12 @@ def _warm_extract_helper(config: Any, warm: Path) -> None:
 
 def run_refinery(warm: Path, data: Path, out: Path, prescreen: bool) -> dict:
     sys.path.insert(0, str(ROOT))
+    from refinery.io.arrow_rows import skip_pandas_probe
     from refinery.pipeline import run_pipeline, skip_exit_gc
     from refinery.stages import extract as extract_mod
 
     skip_exit_gc()  # as the `refinery run` process does (refinery.cli.main): its exit skips the collections
+    skip_pandas_probe()  # ... and pyarrow does not import pandas
     config = refinery_chain(prescreen)
     t0 = time.perf_counter()
     run_pipeline(config, str(warm), str(out / "warm"), workers=1, progress=False)

@@ -266,10 +266,14 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     verbose = any(a in ("-v", "--verbose") for a in args)
     cli_common.VERBOSE = verbose
     handles_ctrl_c = interrupts.install()
-    if exiting:  # refinery's own process: its exit skips the collections over the loaded libraries
+    if exiting:
+        # refinery's own process: its exit skips the collections over the loaded libraries, and
+        # pyarrow does not import pandas (unused) to probe the values it converts
+        from refinery.io.arrow_rows import skip_pandas_probe
         from refinery.pipeline import skip_exit_gc
 
         skip_exit_gc()
+        skip_pandas_probe()
     try:
         try:
             code = app(args=args, prog_name="refinery", standalone_mode=False)

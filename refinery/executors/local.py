@@ -16,6 +16,7 @@ from typing import Any
 
 from refinery import interrupts
 from refinery.executors.base import Executor, TaskFn, call_task
+from refinery.io.arrow_rows import skip_pandas_probe
 
 log = logging.getLogger("refinery.executors.local")
 
@@ -55,6 +56,7 @@ def init_worker_logging(level: int = logging.INFO, queue: Any = None, parent_pid
     # up was held, and the ignore above just discarded it
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     _exit_with_parent(parent_pid)
+    skip_pandas_probe()  # a worker runs refinery's stages only: none gives pyarrow pandas objects
     if queue is None:
         logging.basicConfig(level=level, format=WORKER_LOG_FORMAT)
         return

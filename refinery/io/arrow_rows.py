@@ -9,6 +9,8 @@ run of 1k pages; docs/benchmarks.md). Both helpers give arrays equal to Arrow's 
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -64,3 +66,36 @@ def take_rows(batch: pa.RecordBatch, keep: np.ndarray) -> pa.RecordBatch:
         else:
             columns.append(column.take(indices))
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
+class _PandasAbsent:
+    """A meta-path finder that says pandas is not installed (see :func:`skip_pandas_probe`)."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas":
+            raise ImportError("pandas hidden while pyarrow probes for it (refinery.io.arrow_rows)")
+
+
+_PROBE_LOCK = threading.Lock()
+
+
+def skip_pandas_probe() -> None:
+    """Let pyarrow's first ``pa.array(list)`` skip importing pandas (~0.16 s of CPU per process).
+
+    Why: pyarrow asks whether any value given to ``pa.array`` is a pandas object, and to know it,
+    imports pandas on the first call of the process (its lazy shim, ``_PandasAPIShim``) when pandas
+    is installed, as it is beside refinery. refinery never hands pyarrow pandas objects, so a run's
+    process and its workers paid that import for nothing. The shim tries the import once: hidden
+    then, it records "no pandas" for its array-like probe, while pyarrow's explicit pandas APIs
+    (``to_pandas``, ``from_pandas``) import it again when called. The cost: a pandas Series given
+    to ``pa.array`` afterwards is read as a plain sequence (NaN not taken as null), so only
+    refinery's own processes ask for it (the console script, the local pool's workers)."""
+    if "pandas" in sys.modules:  # imported already: the probe is as cheap as it gets
+        return
+    with _PROBE_LOCK:
+        sys.meta_path.insert(0, _PandasAbsent)  # type: ignore[arg-type]
+        try:
+            pa.array([])  # the shim's one import attempt
+        finally:
+            sys.meta_path.remove(_PandasAbsent)  # type: ignore[arg-type]
