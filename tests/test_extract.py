@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import os
@@ -1103,6 +1104,38 @@ def test_lean_repair_is_trafilaturas_repair() -> None:
     for page in pages:
         beginning = page[:50].lower()
         assert lean(page, beginning) == original(page, beginning)
+
+
+def test_lean_justext_stoplist_is_trafilaturas_and_gives_its_paragraphs() -> None:
+    """The justext fallback's stoplist built once as a frozenset is the set justext makes of
+    trafilatura's union of every stoplist (its ``define_stoplist``), handed back as is; justext's
+    paragraphs of real pages are the same with either."""
+    from justext import core as justext_core
+    from lxml import etree, html as lxml_html
+    from trafilatura import external
+
+    from refinery.stages._extract_helper import _install_lean_stoplists, plain_trafilatura
+
+    assert _install_lean_stoplists()
+    lean = external.jt_stoplist_init()
+    assert isinstance(lean, frozenset) and external.JT_STOPLIST is lean
+    assert justext_core.define_stoplist(lean) is lean  # no copy, no hash of 154k words per call
+    with plain_trafilatura():
+        assert not hasattr(justext_core.define_stoplist, "_refinery")
+        shipped = external.jt_stoplist_init()
+        assert isinstance(shipped, tuple) and justext_core.define_stoplist(shipped) == lean
+    assert external.JT_STOPLIST is lean
+    sample = load_warc_records()
+    pages = [decode_html(b, None)[0] for b in sample.column("html").to_pylist()[:60] if b]
+    texts = []
+    for page in pages:
+        tree = lxml_html.fromstring(page.encode())
+        with plain_trafilatura():
+            want = etree.tostring(external.try_justext(copy.deepcopy(tree), None, None))
+        got = etree.tostring(external.try_justext(tree, None, None))
+        assert got == want
+        texts.append(got)
+    assert sum(b"<p>" in t for t in texts) > 20  # justext kept paragraphs of most pages
 
 
 def test_lean_prepare_copies_the_trees_only_where_trafilatura_reads_them_again() -> None:

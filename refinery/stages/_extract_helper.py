@@ -347,6 +347,51 @@ def _install_lean_repair() -> bool:
                                 (_REPAIR_SOURCE_SHA256,))
 
 
+#: sha256 of trafilatura 2.3's ``external.jt_stoplist_init`` and ``external.try_justext`` and of
+#: justext 3.0's ``core.define_stoplist`` sources, which :func:`_install_lean_stoplists` reasons about
+_STOPLIST_SOURCES_SHA256 = ("ea87de5a416844d81d5f3209a912cf8d41ce86154883d674e853d59a13207ff9",
+                            "6f0fa6cffc365def23443fc7f20dbba7ca157c3c4ed5823a5c905f8abc2a05d2",
+                            "9149bbf4aa8ac519339cea3629a8e32f725655629350bf1e6966962050d9e63f")
+
+
+def _install_lean_stoplists() -> bool:
+    """Build the stoplist of trafilatura's justext fallback once, as the frozenset justext reads.
+
+    Why: without a target language, ``try_justext`` classifies paragraphs against the union of all
+    of justext's stoplists (154,484 words). trafilatura builds that union as a tuple once per
+    process (a set comprehension, ~30 ms beyond reading the lists); justext's ``define_stoplist``
+    makes it a frozenset of lower-cased words on its first call (~50 ms) and, through its
+    ``lru_cache``, hashes the whole tuple again on every call (~3 ms). Here the union is one
+    frozenset of justext's own ``get_stoplist`` sets, whose words are lower-cased already
+    (``lower()`` changes none of them again: tested), and ``define_stoplist`` hands that object
+    back as is. The same words, so the same paragraph decisions. Guarded by the sources."""
+    try:
+        from justext import core as justext_core
+        from justext.utils import get_stoplist, get_stoplists
+        from trafilatura import external
+    except ImportError:  # pragma: no cover - trafilatura (and justext) is the backend here
+        return False
+    define_original = justext_core.define_stoplist
+    union: list[frozenset[str]] = []  # built once per process
+
+    def jt_stoplist_init() -> frozenset[str]:
+        if not union:
+            union.append(frozenset().union(*(get_stoplist(language) for language in get_stoplists())))
+        external.JT_STOPLIST = union[0]
+        return union[0]
+
+    def define_stoplist(stoplist):
+        if union and stoplist is union[0]:  # lower-cased and frozen already
+            return stoplist
+        return define_original(stoplist)
+
+    sha_init, sha_try, sha_define = _STOPLIST_SOURCES_SHA256
+    return (_install_replacement(justext_core, "define_stoplist", define_original, define_stoplist,
+                                 (sha_define, sha_init, sha_try), also=(external.jt_stoplist_init, external.try_justext))
+            and _install_replacement(external, "jt_stoplist_init", external.jt_stoplist_init, jt_stoplist_init,
+                                     (sha_init, sha_try), also=(external.try_justext,)))
+
+
 #: ``re:test(ATTRS, 'REGEX'[, 'FLAGS'])`` in an XPath: EXSLT's regex test as trafilatura writes it
 _RE_TEST = re.compile(r"re:test\(\s*(@[\w-]+(?:\s*\|\s*@[\w-]+)*)\s*,\s*'([^']*)'\s*(?:,\s*'([^']*)'\s*)?\)")
 _XPATH_STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -449,18 +494,25 @@ def _install_faster_xpaths() -> bool:
 @contextlib.contextmanager
 def plain_trafilatura() -> Iterator[None]:
     """Within this block trafilatura runs as shipped: lxml.html's stock parser (its Python class
-    lookup), its own pruning, link-density loop, tree copies and XPaths; the lean replacements come
+    lookup), its own pruning, link-density loop, tree copies, XPaths and justext stoplist; the lean replacements come
     back on exit. For A/B checks that the lean path gives the same text (tests,
     ``benchmarks/extraction.py``)."""
     from lxml import html as lxml_html
     from trafilatura import core, htmlprocessing, main_extractor
     from trafilatura import utils as tutils
 
+    from justext import core as justext_core
+    from trafilatura import external
+
     from refinery.stages import _trafilatura_rules
 
     lean_parser, lean_prune, lean_prepare, lean_repair, lean_core_prune = (
         tutils.HTML_PARSER, main_extractor.prune_unwanted_nodes, core._prepare_tree, tutils.repair_faulty_html,
         core.prune_unwanted_nodes)
+    lean_define, lean_init, lean_jt_stoplist = justext_core.define_stoplist, external.jt_stoplist_init, external.JT_STOPLIST
+    justext_core.define_stoplist = getattr(lean_define, "_original", lean_define)
+    external.jt_stoplist_init = getattr(lean_init, "_original", lean_init)
+    external.JT_STOPLIST = None  # trafilatura builds its own union (a tuple) again
     lean_links = _trafilatura_rules.LEAN_LINK_DENSITY
     _trafilatura_rules.LEAN_LINK_DENSITY = False  # trafilatura's own delete_by_link_density loop
     tutils.repair_faulty_html = getattr(lean_repair, "_original", lean_repair)
@@ -477,6 +529,8 @@ def plain_trafilatura() -> Iterator[None]:
         core.prune_unwanted_nodes = lean_core_prune
         core._prepare_tree, tutils.repair_faulty_html = lean_prepare, lean_repair
         _trafilatura_rules.LEAN_LINK_DENSITY = lean_links
+        justext_core.define_stoplist, external.jt_stoplist_init = lean_define, lean_init
+        external.JT_STOPLIST = lean_jt_stoplist
         for container, key, _, new in _REPLACED_XPATHS:
             _set(container, key, new)
 
@@ -946,6 +1000,7 @@ def make_extract(config: dict):
         _install_fast_prune()
         _install_lean_prepare()
         _install_lean_repair()
+        _install_lean_stoplists()
         _install_faster_xpaths()
         first_call = _trafilatura_call(kwargs)
         prepare = strip_dropped_elements
