@@ -1642,3 +1642,14 @@ def test_idle_helper_exits_at_once_on_close() -> None:
     helper.close()
     assert helper.proc.returncode == 0
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_a_helper_closed_before_it_is_ready_exits_without_a_traceback(capfd) -> None:
+    # a run whose shards hold no page closes the warm-up helper while it is still importing:
+    # its "ready" then met a closed socket and printed a BrokenPipeError traceback (empty input dir)
+    from refinery.stages.extract import _Helper
+
+    helper = _Helper(json.loads(TrafilaturaExtractor()._helper_key()))
+    helper.close()
+    assert helper.proc.poll() is not None
+    assert "Traceback" not in capfd.readouterr().err

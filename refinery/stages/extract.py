@@ -199,7 +199,9 @@ class _Helper:
     def close(self, kill: bool = False) -> None:
         if not self.conn.closed:
             self.conn.close()  # an idle helper exits on EOF
-        if kill and self.proc.poll() is None:
+        # a helper not yet ready is still importing: it would only meet the closed socket (a
+        # BrokenPipeError traceback on the run's stderr), and it has nothing to finish
+        if (kill or not self.ready) and self.proc.poll() is None:
             self.proc.kill()
         try:
             self.proc.wait(timeout=None if kill else 5)
