@@ -632,3 +632,25 @@ def test_an_http_header_over_32_kib_is_parsed(gzipped):
     rows = [r for b in WarcReader().read(io.BytesIO(blob), "s") for r in b.to_pylist()]
     assert [(r["url"], r["_reason"], r["html"]) for r in rows] == [("http://e.example/x", None, html),
                                                                    ("http://e.example/y", None, html)]
+
+
+@pytest.mark.parametrize("name", ["resiliparse_warcfile.warc.gz", "warc_sample-0001.warc.gz"])
+def test_garbage_inside_a_whole_file_gzip_member_loses_only_the_damaged_span(name):
+    # a WARC gzipped as one member (`gzip file.warc`) whose deflate stream is intact: a garbage
+    # record inside it ended the file (every later record lost in one corrupt_stream row);
+    # reading goes on at the next WARC header of the inflated bytes, as for an uncompressed file
+    plain = gzip.decompress((WARCS / name).read_bytes())
+    full, _ = read_rows(plain)
+    with io.BytesIO(plain) as f:
+        starts = sorted(r.stream_pos for r in ArchiveIterator(f, parse_http=False))
+    at = starts[len(starts) // 2]
+    junk = b"WARC/1.0\r\nWARC-Type: response\r\nContent-Length: zz\r\n\r\n" + b"\x00garbage\xff" * 100 + b"\r\n"
+    damaged = plain[:at] + junk + plain[at:]
+    expected, _ = read_rows(damaged)  # the same bytes uncompressed
+    rows, reader = read_rows(gzip.compress(damaged))
+    assert [(r["id"], r["_reason"]) for r in rows if r["_reason"] != "corrupt_stream"] == \
+        [(r["id"], r["_reason"]) for r in expected if r["_reason"] != "corrupt_stream"]
+    assert reasons(rows)["corrupt_stream"] == reasons(expected)["corrupt_stream"] == 1
+    assert reader.corrupt_offsets == [0]  # the compressed offset of the member holding the garbage
+    docs = [r for r in rows if r["_reason"] is None]
+    assert len(docs) >= sum(r["_reason"] is None for r in full) - 1  # at most the record before the junk

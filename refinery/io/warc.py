@@ -46,7 +46,10 @@ Row count invariant, tested on real and crafted-broken files::
 A record is never read twice (resynchronisation starts after the last record returned), so
 record ids stay unique. Only the records inside a damaged span are lost: for Common Crawl's one
 member per record, the damaged member's record. A file that is one gzip member as a whole cannot
-be resynchronised inside (deflate has no sync points): damage ends it, as before.
+be resynchronised inside its *compressed* bytes (deflate has no sync points): damage there ends
+it. When its deflate stream is intact and only its WARC bytes are bad (garbage between or inside
+records of ``gzip file.warc``), the member is inflated into a temporary spool and read on as an
+uncompressed file from the next ``WARC/`` line; later offsets are positions in those inflated bytes.
 
 Non-document records (``warcinfo``, ``request``, ``metadata``, ``resource``, ``revisit``, ...)
 are counted in ``reader.skipped_records`` (``{warc_type: count}``), never emitted.
@@ -104,6 +107,7 @@ import email.parser
 import email.policy
 import posixpath
 import re
+import tempfile
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -369,6 +373,15 @@ class _GzipInput(_Input):
             best = in_start
         return best
 
+    def member_of(self, stream_pos: int) -> tuple[int, int]:
+        """``(input offset, stream position)`` of the start of the member holding ``stream_pos``."""
+        best = (self._base, 0)
+        for out_start, in_start in self._members:
+            if out_start > stream_pos:
+                break
+            best = (in_start, out_start)
+        return best
+
     def next_boundary_after(self, stream_pos: int | None) -> int | None:
         for out_start, in_start in self._members:
             if stream_pos is None or out_start > stream_pos:
@@ -384,13 +397,12 @@ class _Source:
     relative to where the stream was when reading began.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, owned: bool = False) -> None:
         self._raw = raw
+        self._owned = owned  # close ``raw`` too (a spool of inflated bytes made here)
         self._origin = _tell_if_seekable(raw)
         self._spool = None
         if self._origin is None:
-            import tempfile
-
             self._spool = tempfile.SpooledTemporaryFile(max_size=64 * 2**20)
         self._spooled = 0  # bytes pulled from a non-seekable stream into the spool
         self._pos = 0
@@ -424,6 +436,8 @@ class _Source:
     def close(self) -> None:
         if self._spool is not None:
             self._spool.close()
+        if self._owned:
+            self._raw.close()
 
 
 def _tell_if_seekable(raw: object) -> int | None:
@@ -486,6 +500,30 @@ def _find_warc_header(src: _Source, start: int) -> int | None:
         keep = 15  # a header line split across chunks is found by the next one
         pos += len(chunk) - keep
         prev = chunk[-keep - 1 : -keep]
+
+
+def _inflate_from(src: _Source, offset: int) -> tempfile.SpooledTemporaryFile:
+    """The decompressed bytes of the gzip members from input ``offset`` on (up to the first bad
+    or cut-off member), spooled: a member damaged only *inside* its WARC bytes is then read as
+    an uncompressed file, whose resynchronisation finds the next ``WARC/`` line."""
+    spool = tempfile.SpooledTemporaryFile(max_size=64 * 2**20)
+    src.seek(offset)
+    d = zlib.decompressobj(31)
+    while True:
+        data = src.read(_RAW_CHUNK)
+        if not data:
+            break
+        try:
+            while data:
+                spool.write(d.decompress(data))
+                if not d.eof:
+                    break
+                data = d.unused_data  # the next member, if any
+                d = zlib.decompressobj(31)
+        except zlib.error:
+            break
+    spool.seek(0)
+    return spool
 
 
 def _is_decompressing_stream(raw: object) -> bool:
@@ -724,7 +762,8 @@ class WarcReader:
                     break
                 # Damage: one counted row for the damaged span, then resynchronise at the next
                 # gzip member / WARC header after everything already read, and go on.
-                if segment.damage != last_damage:  # else: a resync point that was bad too, same span
+                new_span = segment.damage != last_damage  # else: a resync point that was bad too, same span
+                if new_span:
                     rows.append(_corrupt_row(source, segment.damage, used_ids))
                 last_damage = segment.damage
                 # Resume after the segment start, the member the gzip layer found bad, and the
@@ -738,7 +777,19 @@ class WarcReader:
                         resume = None
                     else:
                         raise
-                self._note_damage(segment.damage, resume)
+                if resume is None and gzipped and segment.bad_member is None and segment.member is not None:
+                    # the member's deflate stream is intact, its WARC bytes are not (a whole file
+                    # gzipped as one member): go on at the next WARC header inside it
+                    inflated = _Source(_inflate_from(src, segment.member), owned=True)
+                    resume = _find_warc_header(inflated, segment.in_member + 1)
+                    if resume is not None:
+                        src.close()
+                        # offsets from here on are positions in the member's inflated bytes
+                        src, gzipped, decompressing = inflated, False, False
+                        last_damage = max(segment.in_member, 0)  # where plain reading saw this damage
+                    else:
+                        inflated.close()
+                self._note_damage(segment.damage, resume, new_span)
                 if resume is None:
                     break
                 start = resume
@@ -747,10 +798,10 @@ class WarcReader:
         finally:
             src.close()
 
-    def _note_damage(self, offset: int, resume: int | None) -> None:
+    def _note_damage(self, offset: int, resume: int | None, new_span: bool = True) -> None:
         if self.corrupt_offset is None:
             self.corrupt_offset = offset
-        if not self.corrupt_offsets or self.corrupt_offsets[-1] != offset:
+        if new_span or not self.corrupt_offsets:
             self.corrupt_offsets.append(offset)
             self.resync_offsets.append(resume)
         else:
@@ -825,6 +876,9 @@ class WarcReader:
             raise inp.io_error
         if last_seen is not None:
             end.last_record = inp.input_offset(last_seen)
+        if isinstance(inp, _GzipInput):
+            end.member, out_start = inp.member_of(last_seen if last_seen is not None else 0)
+            end.in_member = -1 if last_seen is None else last_seen - out_start
 
         # Did the segment end cleanly? Gzip damage is pinned exactly by the gzip layer; otherwise
         # FastWARC stopped on bad bytes, the stream ended inside a record, or FastWARC silently
@@ -1026,12 +1080,16 @@ class _SegmentEnd:
     ``last_record`` (input offset of the last record FastWARC returned, None if none), and
     ``bad_member``."""
 
-    __slots__ = ("damage", "last_record", "bad_member")
+    __slots__ = ("damage", "last_record", "bad_member", "member", "in_member")
 
     def __init__(self) -> None:
         self.damage: int | None = None
         self.last_record: int | None = None
         self.bad_member: int | None = None  # exact: the gzip layer's first bad member
+        # gzip: input offset of the member holding the last record (or the segment start), and
+        # the last record's position in that member's decompressed bytes (-1: none read)
+        self.member: int | None = None
+        self.in_member = -1
 
 
 def read_warc(
