@@ -460,6 +460,9 @@ def run_pipeline(
 ) -> RunSummary:
     """Plan ``config`` over ``input_uri`` into the run directory ``output_uri`` and run every pass
     (or ``only_passes``; ``only_shards`` of the document pass, see :func:`run_plan`)."""
+    for flag, key, uri in (("--input", "input", input_uri or config.input), ("--output", "output", output_uri or config.output)):
+        if not uri:  # name the one missing, not both
+            raise ConfigError(f"no {flag} given (nor {key}: in the config)")
     try:
         input_uri = fs.validate_uri(input_uri or config.input or "")
         output_uri = fs.validate_uri(output_uri or config.output or "")

@@ -503,3 +503,13 @@ def test_ctrl_c_after_ray_was_used_leaves_with_130_without_the_teardown(tmp_path
     assert done.returncode == 130, done.stderr
     assert done.stdout == "working\n" and "teardown ran" not in done.stdout
     assert done.stderr.strip().endswith("error: interrupted; run the same command again to resume")
+
+
+@pytest.mark.parametrize("given, missing", [("-i", "--output"), ("-o", "--input")])
+def test_a_missing_input_or_output_is_named_alone(cli, tmp_path, given, missing):
+    # both used to get "empty storage URI: '' (give --input and --output, ...)": which one?
+    cfg = _config(tmp_path, GOPHER)
+    (tmp_path / "in").mkdir()
+    code, out, err = cli("run", cfg, given, tmp_path / ("in" if given == "-i" else "o"))
+    line = assert_one_error_line(code, out, err, f"no {missing}")
+    assert ("--input" in line) == (missing == "--input") and "empty storage URI" not in line
