@@ -1653,3 +1653,22 @@ def test_a_helper_closed_before_it_is_ready_exits_without_a_traceback(capfd) -> 
     helper.close()
     assert helper.proc.poll() is not None
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_lean_justext_stoplist_keeps_trafilaturas_reset_caches() -> None:
+    """trafilatura.meta imports justext's define_stoplist and its reset_caches() calls
+    ``define_stoplist.cache_clear()``: imported after the lean stoplist is in place (a program that
+    extracts, then frees trafilatura's caches), it gets the lean function, which must answer it."""
+    import importlib
+
+    from justext import core as justext_core
+
+    from refinery.stages._extract_helper import _install_lean_stoplists
+
+    assert _install_lean_stoplists()
+    import trafilatura.meta
+
+    meta = importlib.reload(trafilatura.meta)  # as a first import after the install binds it
+    assert meta.define_stoplist is justext_core.define_stoplist
+    meta.reset_caches()
+    assert justext_core.define_stoplist.cache_info().currsize == 0

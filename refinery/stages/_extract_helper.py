@@ -385,6 +385,10 @@ def _install_lean_stoplists() -> bool:
             return stoplist
         return define_original(stoplist)
 
+    # trafilatura.meta.reset_caches() calls define_stoplist.cache_clear() on the function it
+    # imported: the lean one when trafilatura.meta is first imported after this
+    define_stoplist.cache_clear = define_original.cache_clear  # type: ignore[attr-defined]
+    define_stoplist.cache_info = define_original.cache_info  # type: ignore[attr-defined]
     sha_init, sha_try, sha_define = _STOPLIST_SOURCES_SHA256
     return (_install_replacement(justext_core, "define_stoplist", define_original, define_stoplist,
                                  (sha_define, sha_init, sha_try), also=(external.jt_stoplist_init, external.try_justext))
