@@ -626,7 +626,9 @@ def outside_lead(chosen, trim) -> str | None:  # noqa: ANN001 - an lxml element,
             if element.tag == "head" and element.get("rend") == "h1":
                 title_seen, lead = True, None  # a lead comes after its title
             elif title_seen and isinstance(element.tag, str) and _lead_like(element) and (
-                    lead is None or element not in lead.iterdescendants()):
+                    lead is None or lead not in element.iterancestors()):
+                # its ancestors, not the lead's descendants: those made a page of many nested
+                # lead-classed elements quadratic (30k spans: past the extraction timeout)
                 lead = element
         text = _lead_text(lead, trim) if lead is not None else None
         body = trim(chosen.text_content())
