@@ -837,3 +837,21 @@ def test_many_nested_lead_classed_elements_stay_linear() -> None:
     t2 = time.perf_counter()
     assert ruled == plain  # the box is no prose lead: nothing added
     assert t2 - t1 < 3 * (t1 - t0) + 0.3
+
+
+def test_a_standfirst_of_two_paragraphs_keeps_the_space_between_them() -> None:
+    """keep_outside_lead: a lead box of two paragraphs (``div.intro`` > ``p.lead`` + ``p``) came in
+    as one line with their seam glued ("stays open.And more"); the space is kept, and a body that
+    repeats the lead's paragraphs still keeps it out (no lead twice)."""
+    body = "".join(f"<p>The council met on day {i} and agreed the budget for the new flood wall in full.</p>"
+                   for i in range(6))
+    first = "The town will build a flood wall. Work starts in October and the road stays open."
+    second = "And more words follow here, in the same standfirst."
+    lead = f"<h1>Flood wall</h1><div class='intro'><p class='lead'>{first}</p><p>{second}</p></div>"
+
+    def text(inner: str) -> str:
+        html = f"<html><body><article>{lead}<div class='article-body'>{inner}</div></article></body></html>"
+        return TrafilaturaExtractor(timeout_s=0, keep_outside_lead=True)._extract_fn()(html, "https://example.org/a")[0]
+
+    assert text(body).split("\n")[0] == f"{first} {second}"
+    assert text(f"<p>{first}</p><p>{second}</p>{body}").count(first) == 1

@@ -80,6 +80,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from copy import deepcopy
 from dataclasses import asdict, dataclass, fields
 from urllib.parse import urlsplit
 
@@ -597,11 +598,25 @@ def _lead_like(element) -> bool:  # noqa: ANN001 - an lxml element
     return bool(_LEAD_WORD.search(words))
 
 
+#: converted tags a line ends at: a lead of two paragraphs is not one glued word at their seam
+_LEAD_BLOCKS = ("p", "div", "head", "lb", "list", "item", "quote", "section", "header")
+
+
+def _spaced_text(element) -> str:  # noqa: ANN001 - an lxml element
+    """``element.text_content()`` with a space where each block inside it starts and ends
+    (``<p>open.</p><p>And</p>``: "open. And", not "open.And"); the page's tree is left as it is."""
+    spaced = deepcopy(element)
+    for block in spaced.iter(*_LEAD_BLOCKS):
+        block.text = " " + (block.text or "")
+        block.tail = " " + (block.tail or "")
+    return spaced.text_content()
+
+
 def _lead_text(element, trim) -> str | None:  # noqa: ANN001 - an lxml element, trafilatura's trim
     """The element's text when it reads as a standfirst (prose, not links, no headings or lists)."""
     if any(element.find(f".//{tag}") is not None for tag in _NOT_IN_LEAD):
         return None
-    text = trim(element.text_content())
+    text = trim(_spaced_text(element))
     size = _size(text)
     if not _LEAD_CHARS[0] <= size <= _LEAD_CHARS[1] or not _SENTENCE_END.search(text):
         return None
@@ -634,7 +649,8 @@ def outside_lead(chosen, trim) -> str | None:  # noqa: ANN001 - an lxml element,
         body = trim(chosen.text_content())
         # a lead stands over a longer body: over a short one trafilatura moves on to a wider
         # content area and keeps what it took from this one (the lead twice: holzwerken.net)
-        if text and text not in body and _size(body) >= 2 * _size(text):
+        # compared without spaces: the body's text_content() glues its paragraphs
+        if text and "".join(text.split()) not in "".join(body.split()) and _size(body) >= 2 * _size(text):
             return text
     return None
 
