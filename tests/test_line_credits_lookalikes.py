@@ -201,6 +201,16 @@ def test_a_picture_label_in_another_language_goes_only_when_repeated() -> None:
     assert MORE.correct(captions)[0] == captions
 
 
+def test_repeated_captions_after_a_picture_label_stay() -> None:
+    """German capitalises a caption's nouns as it does names: repeated captions that start with an
+    article, or are not in Latin letters, are not credits (a review's crafted lines)."""
+    for a, b in (("Bild: Der Neubau der Schule", "Bild: Die Kirche St. Martin"),
+                 ("Imagen: La Casa Blanca", "Imagen: El Presidente"),
+                 ("Foto: صورة من الحفل", "Foto: صورة أخرى")):
+        text = f"{PROSE}\n{a}\n{PROSE}\n{b}\n{PROSE}"
+        assert MORE.correct(text)[0] == text
+
+
 @pytest.mark.parametrize("line", [
     # a text's source (a news agency, a study) is not a picture credit (half 0 of the evaluation pages)
     "Quelle: dpa-AFX", "Quelle: Science, Rice University, Princeton University",

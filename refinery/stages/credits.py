@@ -97,6 +97,11 @@ OTHER_CREDIT_PATTERNS: list[str] = [
 OTHER_LABEL_PATTERN = _OTHER_PICTURE + r"\s*[:：|/]\s*(?P<name>\S.*?)"
 #: lower-case words a credited name may hold in those languages ("X und Y", "X et Y", "Foto de X")
 OTHER_NAME_WORDS = NAME_WORDS | {"und", "et", "e", "por", "par", "per", "vom", "zu", "des", "het", "em", "com"}
+#: a credited name never starts with an article, but a caption does, and in German a caption's
+#: nouns are capitalised as names are ("Bild: Der Neubau der Schule", "Imagen: La Casa Blanca")
+OTHER_ARTICLES = frozenset({"der", "die", "das", "den", "dem", "ein", "eine", "einer", "le", "la", "les", "l'", "un", "une",
+                            "el", "los", "las", "una", "il", "lo", "gli", "uno", "de", "het", "een", "o", "a", "os", "as",
+                            "um", "uma"})
 
 _EDGE = r"^[\s(\[—–-]*(?:"
 _END = r")[\s.)\]]*$"
@@ -170,6 +175,15 @@ def _other_credit(line: str) -> str | None:
     """As :func:`_english_credit`, for the other languages' patterns."""
     if _OTHER_CREDIT_RE.match(line):
         return "credit"
-    if (m := _OTHER_LABEL_RE.match(line)) and _is_name(m.group("name"), OTHER_NAME_WORDS):
+    if (m := _OTHER_LABEL_RE.match(line)) and _is_name(m.group("name"), OTHER_NAME_WORDS) and not _captioned(m.group("name")):
         return "label"
     return None
+
+
+def _captioned(value: str) -> bool:
+    """``value`` reads as a caption, not a name: it starts with an article (:data:`OTHER_ARTICLES`)
+    or is not written in letters of a Latin script (a caption in Arabic after "Foto:")."""
+    first = value.split(maxsplit=1)[0].lower() if value.split() else ""
+    if first in OTHER_ARTICLES or (first[:2] == "l'" and len(first) > 2):
+        return True
+    return not any("a" <= c <= "z" or "\u00c0" <= c <= "\u024f" for c in value.lower())
