@@ -23,16 +23,21 @@ shard).
 
 Blank lines are not documents; they are counted as ``{"blank_line": n}`` in :attr:`JsonlReader.skipped`.
 Null or missing ids stay null here: the runner derives them (see ``refinery.io.ids``). A file
-whose *compression* is broken (truncated ``.jsonl.gz`` or ``.jsonl.zst``) raises
-:class:`JsonlReadError` naming it: what follows the break cannot be read. Zstandard (The Pile,
-RedPajama, SlimPajama ship ``.jsonl.zst``) is decoded by pyarrow's codec, concatenated frames
-included.
+whose *compression* is broken (truncated or corrupt ``.jsonl.gz`` / ``.jsonl.zst``) keeps every
+complete line decoded before the break, and the break is one more removed row with reason
+``corrupt_stream`` (as the WARC reader's damaged spans; id ``<id_prefix>/line<N>``, metric N, the
+line cut off or the first one not read); its message is logged and kept in
+:attr:`JsonlReader.corrupt`. What follows the break cannot be read (deflate and zstd have no sync
+points inside a member or frame). Zstandard (The Pile, RedPajama, SlimPajama ship ``.jsonl.zst``)
+is decoded by pyarrow's codec, concatenated frames included; it may hold back the last decoded
+bytes before a break, so a cut ``.zst`` can lose a few more lines than a cut ``.gz``.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -48,12 +53,15 @@ INPUT_FIELDS = "input_fields"
 JSONL_SCHEMA = READER_SCHEMA.append(pa.field(INPUT_FIELDS, pa.string()))
 _OWN_FIELDS = frozenset({"id", "text", "url"})
 
+log = logging.getLogger(__name__)
+
 _CHUNK = 1 << 20
 _MAX_BATCH_TEXT = 128 * 2**20  # flush a batch early past this much text
 
 
 class JsonlReadError(RuntimeError):
-    """The file itself cannot be read (broken compression); the message names it."""
+    """The file's compression is broken; the message names it. The reader turns it into a
+    ``corrupt_stream`` row (see the module docstring)."""
 
 
 class JsonlReader:
@@ -63,16 +71,22 @@ class JsonlReader:
         self.batch_size = batch_size
         self.max_line_bytes = max_line_bytes
         self.skipped: dict[str, int] = {}  # same dict for the reader's life (the runner keeps it)
+        self.corrupt: str | None = None  # why the file's compression broke, after iteration
 
     def read(self, stream: BinaryIO, source: str, id_prefix: str | None = None) -> Iterator[pa.RecordBatch]:
         self.skipped.clear()
+        self.corrupt = None
         return self._batches(stream, source, id_prefix or source)
 
     def _batches(self, stream: BinaryIO, source: str, id_prefix: str) -> Iterator[pa.RecordBatch]:
         rows: list[tuple] = []
         text_bytes = 0
         emitted = False
-        for lineno, line in _lines(_decompressed_chunks(stream, source), self.max_line_bytes):
+        last = 0
+        for lineno, line in _lines(self._until_break(_decompressed_chunks(stream, source)), self.max_line_bytes):
+            if self.corrupt is not None:
+                break  # the bytes after the last newline before the break: a line cut off, not a document
+            last = lineno
             if line is not None and not line.strip():
                 self.skipped["blank_line"] = self.skipped.get("blank_line", 0) + 1
                 continue
@@ -82,11 +96,23 @@ class JsonlReader:
             if len(rows) >= self.batch_size or text_bytes >= _MAX_BATCH_TEXT:
                 yield _batch(rows)
                 rows, text_bytes, emitted = [], 0, True
+        if self.corrupt is not None:
+            log.warning("%s: kept the %d line(s) before the break; line %d on is one corrupt_stream row",
+                        self.corrupt, last, last + 1)
+            rows.append(_bad(last + 1, source, id_prefix, "corrupt_stream"))
         if rows or not emitted:  # an empty file is an empty shard with every column
             yield _batch(rows)
 
+    def _until_break(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """``chunks`` until the compression breaks; the break is remembered in :attr:`corrupt`."""
+        try:
+            yield from chunks
+        except JsonlReadError as exc:
+            self.corrupt = str(exc)
+
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_READ = 1 << 13  # decoded bytes per read: a read that meets a break returns nothing, so that much is lost
 
 
 def _is_zstd(first: bytes) -> bool:
@@ -128,7 +154,7 @@ def _zstd_chunks(first: bytes, stream: BinaryIO, source: str) -> Iterator[bytes]
     decoded = pa.CompressedInputStream(pa.PythonFile(io.BufferedReader(raw, _CHUNK), mode="r"), "zstd")
     while True:
         try:
-            chunk = decoded.read(_CHUNK)
+            chunk = decoded.read(_ZSTD_READ)
         except OSError as exc:
             if raw.error is not None:
                 raise raw.error from None
