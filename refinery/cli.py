@@ -266,6 +266,9 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     verbose = any(a in ("-v", "--verbose") for a in args)
     cli_common.VERBOSE = verbose
     handles_ctrl_c = interrupts.install()
+    stdout = sys.stdout
+    if hasattr(stdout, "fileno"):  # not under a test runner's capture without a descriptor
+        sys.stdout = cli_common.PipeSafeStdout(stdout)
     if exiting:
         # refinery's own process: its exit skips the collections over the loaded libraries, and
         # pyarrow does not import pandas (unused) to probe the values it converts
@@ -320,6 +323,9 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         elif handles_ctrl_c:  # called in-process (tests): leave SIGINT as it was
             signal.signal(signal.SIGINT, signal.default_int_handler)
             interrupts.reset()
+        if not exiting:  # in-process: stdout as it was (the process's own keeps the wrapper to its exit)
+            sys.stdout.flush()
+            sys.stdout = stdout
     if code == 130 and handles_ctrl_c and (exiting or "ray" in sys.modules):
         # interrupted: leave without the interpreter's teardown. It puts back SIGINT's default
         # action, and a Ctrl-C landing then killed the process by SIGINT after its one line (exit

@@ -14,15 +14,16 @@ errors, and logging that never prints credentials.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
-out = Console(markup=False, highlight=False, soft_wrap=True)
+out = Console(markup=False, highlight=False, soft_wrap=True)  # writes to sys.stdout as it is at each print
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 #: third-party loggers whose DEBUG/INFO output carries request headers or is noise
@@ -41,6 +42,40 @@ def one_line(message: object) -> str:
 
 def error_text(message: object, label: str = "error:") -> Text:
     return Text.assemble((label, "bold red"), " ", one_line(message))
+
+
+class PipeSafeStdout:
+    """``sys.stdout`` that drops what is written once its reader has gone (``refinery status RUN |
+    head -2``): the command finishes and exits with its own code, as with all its output read,
+    instead of failing with a BrokenPipeError halfway (and a run being stopped by its last print)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        # the descriptor now goes to /dev/null: what is still buffered, and the interpreter's
+        # flush at exit, no longer fail
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self.stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def print_error(message: object, label: str = "error:") -> None:

@@ -513,3 +513,29 @@ def test_a_missing_input_or_output_is_named_alone(cli, tmp_path, given, missing)
     code, out, err = cli("run", cfg, given, tmp_path / ("in" if given == "-i" else "o"))
     line = assert_one_error_line(code, out, err, f"no {missing}")
     assert ("--input" in line) == (missing == "--input") and "empty storage URI" not in line
+
+
+def _to_a_closed_pipe(args: list[str]) -> subprocess.CompletedProcess:
+    """``refinery ARGS | head -0``: stdout a pipe whose reader has gone before the first write."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "refinery", *args], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120, cwd=str(ROOT))
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("args", [["status", "{run}"], ["status", "{run}", "--json"], ["--help"], ["run", "--help"],
+                                  ["status", "{run}/nothing-here"]])
+def test_output_to_a_closed_pipe_exits_quietly_with_the_commands_own_code(tmp_path, small_input, args):
+    """Found by a new-user trial: ``refinery status RUN | head -2`` exited 1 (a BrokenPipeError
+    made an "unexpected error"); the output nobody reads is dropped and the command's own exit
+    code stands."""
+    run = _run_dir(tmp_path, small_input)
+    args = [a.format(run=run) for a in args]
+    own = subprocess.run([sys.executable, "-m", "refinery", *args], capture_output=True, text=True, timeout=120,
+                         cwd=str(ROOT))
+    assert own.stdout or own.stderr
+    closed = _to_a_closed_pipe(args)
+    assert closed.returncode == own.returncode and closed.stderr == own.stderr, (closed, own)
