@@ -589,3 +589,23 @@ def test_a_dedup_stage_time_includes_its_index_steps(tmp_path):
     stage = json.loads((tmp_path / "out" / "stats.json").read_text())["stages"][-1]
     assert stage["stage"] == "minhash_dedup" and index > 0
     assert stage["index_seconds"] == pytest.approx(index, abs=1e-3) and stage["seconds"] >= index
+
+
+def test_other_settings_into_an_existing_output_are_refused_and_force_replaces_without_a_stale_marker(run_dir, tmp_path):
+    """Found by a new-user trial: ``refinery dedup -o OUT`` with another method or params into an
+    existing OUT silently recomputed and replaced it, and left the old method's
+    ``passes/<method>_dedup.json`` behind. Refused naming the change, as ``refinery run`` is; the
+    same settings resume; ``--force`` replaces, without the old marker."""
+    out = tmp_path / "out"
+    first = run_dedup(str(run_dir), str(out), DedupConfig(method="url"), LocalExecutor(1))
+    assert run_dedup(str(run_dir), str(out), DedupConfig(method="url"), LocalExecutor(1))["docs_removed"] == \
+        first["docs_removed"]
+    with pytest.raises(DedupInputError, match=r"method url -> exact.*--force"):
+        run_dedup(str(run_dir), str(out), DedupConfig(method="exact"), LocalExecutor(1))
+    assert json.loads((out / "run.json").read_text())["name"] == "url_dedup"  # nothing changed
+    run_dedup(str(run_dir), str(out), DedupConfig(method="exact"), LocalExecutor(1), force=True)
+    assert sorted(p.name for p in (out / "passes").glob("*.json")) == ["exact_dedup.json"]
+    minhash = tmp_path / "minhash"
+    run_dedup(str(run_dir), str(minhash), DedupConfig(method="minhash", minhash={"threshold": 0.8}), LocalExecutor(1))
+    with pytest.raises(DedupInputError, match=r"threshold 0\.8 -> 0\.7"):
+        run_dedup(str(run_dir), str(minhash), DedupConfig(method="minhash", minhash={"threshold": 0.7}), LocalExecutor(1))

@@ -295,6 +295,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         # an earlier version of the run (redone since with other settings) are not reused
         versions = fs.file_versions(input_dir, [s.uri for s in shards])
         upstream = "files:" + hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()[:16]
+        _check_rerun(RunDir(output_dir), config, force)
         remove_orphan_shards(out, {s.name for s in shards}, f"dedup {config.method}")
     method = config.method
     params = _method_params(config)
@@ -362,6 +363,30 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     fs.write_bytes(fs.join(work_root, "dedup_stats.json"), blob)
     fs.write_bytes(fs.join(out.root, "dedup_stats.json"), blob)
     return stats
+
+
+def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> None:
+    """The project's rerun rule for ``refinery dedup``: an OUTPUT made with another method or
+    other params is refused, naming the change, as ``refinery run`` refuses a changed config (it
+    was silently recomputed and replaced); with ``--force`` it is replaced, and the finished-pass
+    marker of another method goes with it (it was left behind)."""
+    from refinery.plan import describe_change
+
+    previous = run.recorded_plan()
+    if previous is None or previous.get("kind") != "dedup" or not previous["passes"]:
+        return
+    old = previous["passes"][0]
+    name = f"{config.method}_dedup"
+    old_params, params = old.get("params"), _method_params(config)
+    if old.get("name") == name and (not isinstance(old_params, dict) or old_params == params):
+        return
+    if not force:
+        what = (f"method {old.get('name', '?').removesuffix('_dedup')} -> {config.method}" if old.get("name") != name
+                else describe_change(old_params, params))
+        raise DedupInputError(f"{run.root} was made by refinery dedup with other settings ({what}); rerun with "
+                              f"--force to replace it, or choose a new --output")
+    if old.get("name") != name and isinstance(old.get("name"), str):
+        fs.delete(run.pass_marker(old["name"]))
 
 
 def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: str, n_shards: int,
