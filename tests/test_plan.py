@@ -354,7 +354,7 @@ def test_an_input_rewritten_under_the_same_name_is_refused_unless_its_shard_neve
     docs = [json.loads(line) for line in gzip.open(ROOT / "data" / "sample" / "cc_docs" / "multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
     whole = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
     (src / "a.jsonl").write_bytes(whole[: len(whole) // 2].rsplit(b"\n", 1)[0] + b"\n")
-    (src / "b.jsonl.gz").write_bytes(gzip.compress(whole)[:300])  # cut: its shard fails
+    (src / "b.parquet").write_bytes(b"PAR1" + whole[:292])  # not Parquet: its shard fails (a cut .jsonl.gz no longer does)
     config = parse_config({"name": "sizes", "stages": [{"type": "gopher_quality"}]})
     out = tmp_path / "run"
     first = run_pipeline(config, str(src), str(out), workers=1, progress=False)
@@ -362,7 +362,7 @@ def test_an_input_rewritten_under_the_same_name_is_refused_unless_its_shard_neve
     assert json.loads((out / "input_files.json").read_text())["files"] == {
         "a": (src / "a.jsonl").stat().st_size, "b": 300}
 
-    (src / "b.jsonl.gz").write_bytes(gzip.compress(whole))  # the broken file fixed: simply read
+    pq.write_table(pa.Table.from_pylist([{"id": str(d["id"]), "text": d["text"]} for d in docs]), src / "b.parquet")  # fixed: simply read
     fixed = run_pipeline(config, str(src), str(out), workers=1, progress=False)
     assert not fixed.failed and fixed.stats["docs_read"] == len(docs) + len(whole[: len(whole) // 2].split(b"\n")) - 1
 
@@ -426,7 +426,7 @@ def test_forced_reruns_leave_no_output_of_another_input_or_config(tmp_path):
     assert set(kept_ids()) <= {str(d["id"]) for d in docs[0::3] + docs[1::3]}
     # (2) a shard failing in a forced rerun with another config keeps none of the old outputs
     (src / "s1.jsonl").unlink()
-    (src / "s1.jsonl.gz").write_bytes(gzip.compress(json.dumps(docs[1]).encode() * 50)[:300])  # cut: it fails
+    (src / "s1.parquet").write_bytes(b"PAR1 not a Parquet file")  # it fails (a cut .jsonl.gz no longer does)
     failed = run_pipeline(parse_config({**spec, "stages": [{"type": "gopher_quality", "params": {"min_words": 30}}]}),
                           str(src), str(out), workers=1, progress=False, force=True)
     assert [o.shard for o in failed.failed] == ["s1"]
@@ -435,7 +435,7 @@ def test_forced_reruns_leave_no_output_of_another_input_or_config(tmp_path):
     assert not list((out / "kept").glob("*.parquet")) and not (out / "url_dedup").exists()
     assert [p["state"] for p in run_status(str(out)).passes] == ["failed", "pending"]
     # (3) a file rewritten in place, then --force for a later pass's setting: the first pass is redone too
-    (src / "s1.jsonl.gz").unlink()
+    (src / "s1.parquet").unlink()
     (src / "s1.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[1::3]))
     run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False, force=True)
     (src / "s0.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[0::3][:2]))
