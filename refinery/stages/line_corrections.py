@@ -44,7 +44,7 @@ import re
 
 import pyarrow as pa
 
-from refinery.stages import calls_to_action, checks, content_lines, credits, disclosures, lookalikes
+from refinery.stages import calls_to_action, checks, content_lines, credits, disclosures, lookalikes, meta_lines
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import TABLE_RULE_RE, is_table_row
 
@@ -337,7 +337,7 @@ class LineCorrections(Stage):
     added_params = {"drop_credits": False, "drop_lookalikes": False, "drop_syndication": False,
                     "drop_call_boxes": False,
                     # session 35
-                    "credits_in_more_languages": False}
+                    "credits_in_more_languages": False, "drop_meta_lines": False}
 
     def __init__(
         self,
@@ -352,6 +352,7 @@ class LineCorrections(Stage):
         drop_syndication: bool = False,
         drop_call_boxes: bool = True,
         credits_in_more_languages: bool = False,
+        drop_meta_lines: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -387,6 +388,9 @@ class LineCorrections(Stage):
         # drop_credits in German, French, Spanish, Italian, Dutch, Portuguese too ("Titelbild: X",
         # "Crédits photos : X", repeated "(Bild: X)"); needs drop_credits
         self.credits_in_more_languages = bool(credits_in_more_languages)
+        # a line that is only a date stamp, a byline or a reading time ("Updated: July 24, 2023",
+        # "By Jane Doe", "5 min read"; refinery/stages/meta_lines.py); off: see docs/extraction.md
+        self.drop_meta_lines = bool(drop_meta_lines)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -417,6 +421,7 @@ class LineCorrections(Stage):
         credit_lines = (credits.credit_lines(lines, more) if self.drop_credits and credits.may_hold(text, more)
                         else ())
         drop_lookalikes = self.drop_lookalikes and lookalikes.may_hold(text)
+        drop_meta = self.drop_meta_lines
         openers = calls_to_action.box_openers(text, low) if drop_calls and self.drop_call_boxes else ()
         box = calls_to_action.box_lines(lines, openers) if openers else ()
         for i, line in enumerate(lines):
@@ -472,6 +477,7 @@ class LineCorrections(Stage):
                 continue
             if (i in credit_lines or (drop_lookalikes and lookalikes.is_lookalike_line(stripped))
                     or (drop_syndication and disclosures.is_syndication(stripped, n))
+                    or (drop_meta and meta_lines.is_meta_line(stripped, n))
                     or (drop_calls and (i in box or calls_to_action.is_call_to_action(stripped, n)))
                     or (drop_disclosures and disclosures.is_disclosure(stripped, n))):
                 # picture credits, syndication notes, disguised spam, calls to action ("...never miss
