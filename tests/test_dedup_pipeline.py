@@ -354,11 +354,16 @@ def test_rerun_resumes_and_changed_input_is_detected(run_dir, minhash_out, tmp_p
     assert "pass signatures already finished" in caplog.text
     assert "[shard a] already finished, skipping" in caplog.text  # the runner resumed too
     assert again["docs_removed"] == stats["docs_removed"]
-    # other parameters in the same directories: every pass and shard is redone, nothing stale survives
-    other = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3, minhash={"seed": 1}),
-                      LocalExecutor(1))
+    # other parameters into the same output are refused, naming the change; forced, every pass
+    # and shard is redone and nothing stale survives
+    from refinery.dedup.passes import DedupInputError
+
+    seeded = DedupConfig(method="minhash", partitions=3, minhash={"seed": 1})
+    with pytest.raises(DedupInputError, match=r"seed 0 -> 1"):
+        run_dedup(str(run_dir), str(out), seeded, LocalExecutor(1))
+    other = run_dedup(str(run_dir), str(out), seeded, LocalExecutor(1), force=True)
     assert other["params"]["seed"] == 1 and other["docs_removed"] == other["docs_in_clusters"] - other["clusters"]
-    run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), LocalExecutor(1))
+    run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), LocalExecutor(1), force=True)
     # a stage pointed at the wrong kind of index refuses to run
     from refinery.stages.dedup import DedupIndexError, ExactDuplicateFilter
 

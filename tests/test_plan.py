@@ -354,7 +354,7 @@ def test_an_input_rewritten_under_the_same_name_is_refused_unless_its_shard_neve
     docs = [json.loads(line) for line in gzip.open(ROOT / "data" / "sample" / "cc_docs" / "multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
     whole = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
     (src / "a.jsonl").write_bytes(whole[: len(whole) // 2].rsplit(b"\n", 1)[0] + b"\n")
-    (src / "b.parquet").write_bytes(b"PAR1" + whole[:292])  # not Parquet: its shard fails (a cut .jsonl.gz no longer does)
+    (src / "b.parquet").write_bytes(b"PAR1" + whole[:296])  # not Parquet: its shard fails (a cut .jsonl.gz no longer does)
     config = parse_config({"name": "sizes", "stages": [{"type": "gopher_quality"}]})
     out = tmp_path / "run"
     first = run_pipeline(config, str(src), str(out), workers=1, progress=False)
@@ -1003,14 +1003,14 @@ def test_removing_an_input_whose_shard_failed_resumes_without_redoing_the_others
 
     src = tmp_path / "in"
     write_dedup_input(src, copies=3)
-    bad = src / "zz-broken.jsonl.gz"
-    bad.write_bytes(gzip.compress(b'{"id": "x", "text": "some text here"}\n' * 50)[:-20])
+    bad = src / "zz-broken.parquet"
+    bad.write_bytes(b"PAR1 not a Parquet file")  # its shard fails (a cut .jsonl.gz is read up to the cut)
     out = tmp_path / "run"
     spec = _recipe(dedup=[{"method": "exact"}], tokenize=None)
     first = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
     assert [o.shard for o in first.failed] == ["zz-broken"] and first.passes["exact_dedup"] == "blocked"
     markers = {f.name: f.stat().st_mtime_ns for f in (out / "filter" / "stats").glob("*.json")}
-    bad.rename(tmp_path / "aside.jsonl.gz")
+    bad.rename(tmp_path / "aside.parquet")
     again = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
     assert again.passes == {"filter": "done", "exact_dedup": "done"} and not again.failed
     assert not [o for o in again.outcomes if o.status == "done"]  # no healthy shard redone
@@ -1021,7 +1021,7 @@ def test_removing_an_input_whose_shard_failed_resumes_without_redoing_the_others
     assert set(run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False).passes.values()) \
         == {"skipped"}
     # adding a file is still a changed input
-    (tmp_path / "aside.jsonl.gz").rename(src / "new.jsonl.gz")
+    (tmp_path / "aside.parquet").rename(src / "new.parquet")
     with pytest.raises(RerunError, match="input files changed"):
         run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
 
@@ -1040,10 +1040,8 @@ def test_failed_shards_within_max_failed_fraction_are_set_aside_and_a_rerun_retr
 
     src = tmp_path / "in"
     write_dedup_input(src, copies=3)
-    bad = src / "zz-broken.jsonl.gz"
-    good_bytes = gzip.compress(b"".join(json.dumps({"id": f"z{i}", "text": f"zebra number {i} " * 30}).encode()
-                                        + b"\n" for i in range(20)))
-    bad.write_bytes(good_bytes[:-20])
+    bad = src / "zz-broken.parquet"
+    bad.write_bytes(b"PAR1 not a Parquet file")  # its shard fails (a cut .jsonl.gz is read up to the cut)
     out = tmp_path / "run"
     spec = _recipe(dedup=[{"method": "exact"}], tokenize={"tokenizer": "gpt2"},
                    executor={"max_failed_fraction": 0.3})
@@ -1056,17 +1054,17 @@ def test_failed_shards_within_max_failed_fraction_are_set_aside_and_a_rerun_retr
     first = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
     assert [o.shard for o in first.set_aside] == ["zz-broken"] and not first.failed
     assert first.passes == {"filter": "done", "exact_dedup": "done", "tokens": "done"}
-    healthy = sum(pq.read_metadata(f).num_rows for f in src.glob("*.parquet"))
+    healthy = sum(pq.read_metadata(f).num_rows for f in src.glob("*.parquet") if f != bad)
     assert first.stats["docs_read"] == first.stats["docs_kept"] + first.stats["docs_removed"] == healthy
     [aside] = first.stats["set_aside_shards"]
-    assert aside["shard"] == "zz-broken" and aside["input"].endswith("zz-broken.jsonl.gz") and aside["error"]
+    assert aside["shard"] == "zz-broken" and aside["input"].endswith("zz-broken.parquet") and aside["error"]
     assert sorted(f.name for f in (out / "kept").glob("*.parquet")) == ["part-a.parquet", "part-b.parquet"]
     st = run_status(str(out))
     assert st.complete and set(st.set_aside) == {"zz-broken"} and not st.failed and st.shards_pending == 0
     shown = CliRunner().invoke(app, ["status", str(out)])
     assert shown.exit_code == 0 and "1 set aside" in shown.output and "set aside zz-broken:" in shown.output
     funnel = CliRunner().invoke(app, ["stats", str(out)])
-    assert "zz-broken.jsonl.gz failed and was set aside" in funnel.output
+    assert "zz-broken.parquet failed and was set aside" in funnel.output
     as_json = CliRunner().invoke(app, ["stats", "--json", str(out)])
     assert json.loads(as_json.stdout)["set_aside_shards"][0]["shard"] == "zz-broken"  # the note is on stderr
 
@@ -1087,7 +1085,8 @@ def test_failed_shards_within_max_failed_fraction_are_set_aside_and_a_rerun_retr
     assert raised.passes == {"filter": "done", "exact_dedup": "skipped", "tokens": "skipped"}
 
     # the input mended: its shard finishes, and dedup and tokens are redone over all three
-    bad.write_bytes(good_bytes)
+    pq.write_table(pa.Table.from_pylist([{"id": f"z{i}", "url": f"https://zebra.example/{i}", "text": f"zebra number {i} " * 30}
+                                         for i in range(20)]), bad)
     mended = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
     assert mended.passes == {"filter": "done", "exact_dedup": "done", "tokens": "done"} and not mended.set_aside
     assert [o.shard for o in mended.outcomes if o.status == "done"] == ["zz-broken"]  # the others were kept
@@ -1107,15 +1106,15 @@ def test_a_set_aside_input_moved_out_resumes_and_a_refused_rerun_changes_nothing
 
     src = tmp_path / "in"
     write_dedup_input(src, copies=3)
-    bad = src / "zz-broken.jsonl.gz"
-    bad.write_bytes(gzip.compress(b'{"id": "x", "text": "some text here"}\n' * 50)[:-20])
+    bad = src / "zz-broken.parquet"
+    bad.write_bytes(b"PAR1 not a Parquet file")  # its shard fails (a cut .jsonl.gz is read up to the cut)
     out = tmp_path / "run"
     spec = _recipe(dedup=[{"method": "exact"}], tokenize={"tokenizer": "gpt2"}, executor={"max_failed_fraction": 0.5})
     first = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
     assert [o.shard for o in first.set_aside] == ["zz-broken"]
     markers = {f: f.read_bytes() for f in (out / "filter" / "stats").glob("*.json")}
     corpus = {f: f.stat().st_mtime_ns for f in [*(out / "kept").glob("*.parquet"), *(out / "tokens").glob("*.bin")]}
-    bad.rename(tmp_path / "aside.jsonl.gz")
+    bad.rename(tmp_path / "aside.parquet")
     changed = _recipe(dedup=[{"method": "exact", "batch_size": 500}], tokenize={"tokenizer": "gpt2"},
                       executor={"max_failed_fraction": 0.5})
     with pytest.raises(RerunError, match="exact_dedup"):
