@@ -5,6 +5,8 @@ errors, and logging that never prints credentials.
   carrying ``[/bold]`` prints as it is (styled words are passed as :class:`rich.text.Text`).
 - :func:`fail`: ``error: <one line>`` on stderr and exit code 2 (a user error: a file, key,
   column or option is named in the message).
+- :class:`PlainHelpGroup` / :func:`plain_help`: ``--help`` pages with plain metavars (``PATH``,
+  ``INT``, no ``<bool>`` on flags) and arguments as ``CONFIG`` in usage lines, not ``{config}``.
 - :func:`setup_logging`: ``-v`` turns on DEBUG for refinery only; botocore, boto3, s3transfer,
   urllib3 and the AWS SDK stay at WARNING (their DEBUG logs print request headers: session
   tokens, access key ids, signatures), and every handler redacts credentials that still get
@@ -17,9 +19,11 @@ import logging
 import os
 import re
 import sys
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any, NoReturn, get_args, get_origin
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.console import Console
 from rich.text import Text
 
@@ -99,6 +103,76 @@ def fail(message: object, code: int = 2) -> NoReturn:
 
 def note(message: object) -> None:
     err.print(Text.assemble(("note:", "yellow"), " ", str(message)))
+
+
+# -- help pages: plain metavars --------------------------------------------------------------------
+#: what an option's value is called in help when it names none itself (typer shows ``<str>``)
+_TYPE_METAVARS: dict[Any, str] = {str: "TEXT", int: "INT", float: "FLOAT", Path: "PATH"}
+
+
+class PlainArgument(TyperArgument):
+    """An argument shown by its upper-case name alone: ``CONFIG`` / ``[RUN_DIR]`` in the usage line
+    (typer writes ``{config}``) and no ``<path>`` type column beside the name."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.metavar or self.name.upper()
+        name = name if self.required else f"[{name}]"
+        return [name + ("..." if self.nargs != 1 else "")]
+
+
+def _type_metavar(param: Any) -> str:
+    annotation = param.type_descriptor.annotation
+    if get_origin(annotation) is tuple:
+        return " ".join(_value_metavar(a) for a in get_args(annotation))
+    if get_origin(annotation) is list:  # a repeatable option: each use takes one value
+        return _value_metavar(get_args(annotation)[0])
+    return _value_metavar(annotation)
+
+
+def _value_metavar(annotation: Any) -> str:
+    if isinstance(annotation, type) and issubclass(annotation, Path):
+        return "PATH"
+    return _TYPE_METAVARS.get(annotation, "TEXT")
+
+
+def plain_metavar(param: Any) -> None:
+    """Give ``param`` a plain metavar unless it names one: a flag none, an option its value's type
+    (TEXT, INT, FLOAT, PATH), an argument its name upper-cased. Help text only: parsing is unchanged."""
+    if isinstance(param, TyperArgument):
+        param.metavar = param.metavar or param.name.upper()
+        # typer has no per-parameter class option; PlainArgument only overrides how it is shown
+        param.__class__ = PlainArgument
+    elif param.metavar is None:
+        param.metavar = "" if getattr(param, "is_flag", False) else _type_metavar(param)
+
+
+class _PlainHelp:
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:  # --help itself is made here, not in self.params
+            plain_metavar(param)
+        return params
+
+
+class PlainHelpCommand(_PlainHelp, TyperCommand):
+    """A command whose ``--help`` shows plain metavars (see :func:`plain_metavar`)."""
+
+
+class PlainHelpGroup(_PlainHelp, TyperGroup):
+    """A command group whose ``--help`` shows plain metavars (see :func:`plain_metavar`)."""
+
+
+def plain_help(app: typer.Typer) -> None:
+    """Every command registered on ``app`` (and on its sub-apps) shows plain metavars in its help."""
+    for info in app.registered_commands:
+        if not isinstance(info.cls, type) or issubclass(PlainHelpCommand, info.cls):  # typer's own class
+            info.cls = PlainHelpCommand
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            plain_help(group.typer_instance)
 
 
 # -- credentials never reach a log ----------------------------------------------------------------
