@@ -1,0 +1,75 @@
+"""``refinery --help`` and every command's ``--help`` read well (found by a new-user trial): one
+short sentence per command in the command lists, plain metavars (TEXT, INT, PATH, URI; none on
+flags) instead of typer's ``<bool>`` / ``<str>``, and arguments as ``CONFIG`` in usage lines, not
+``{config}``."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from refinery.cli import app
+
+WIDTH = 100  # a fixed terminal: a summary that needs a second row at this width is too long
+#: typer's own type labels (``<name>.html`` in a help text is not one)
+TYPER_TYPE = re.compile(r"<(?:bool|str|int|float|path|datetime|list\[\w+\]|[a-z]+,[a-z,]+)(?: range)?>")
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and sub-command of the app, as the words that name it."""
+    paths: list[list[str]] = []
+
+    def walk(command: object, path: list[str]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            paths.append([*path, name])
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def _help(path: list[str]) -> str:
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": str(WIDTH)})
+    assert result.exit_code == 0, (path, result.output)
+    return result.output
+
+
+def _summaries(output: str) -> dict[str, list[str]]:
+    """The Commands panel of a group's help: each command's summary, one entry per rendered row."""
+    rows: dict[str, list[str]] = {}
+    panel = output.split("─ Commands ─", 1)[1].split("╰", 1)[0]
+    name = ""
+    for line in panel.splitlines()[1:]:
+        inner = line.strip().strip("│").rstrip()
+        if not inner.strip():
+            continue
+        if inner[1:2] != " ":  # a new command: its name starts the row
+            name, _, text = inner.strip().partition(" ")
+            rows[name] = [text.strip()]
+        else:  # the summary wrapped (or broke) onto another row
+            rows[name].append(inner.strip())
+    return rows
+
+
+@pytest.mark.parametrize("path", [[]] + _command_paths(), ids=lambda p: " ".join(p) or "refinery")
+def test_help_renders_with_plain_metavars(path):
+    output = _help(path)
+    assert not TYPER_TYPE.findall(output), TYPER_TYPE.findall(output)
+    assert "{" not in output
+    usage = next(line for line in output.splitlines() if "Usage:" in line).split("[OPTIONS]", 1)[1].split()
+    for piece in usage:  # arguments: upper case, optional ones in [ ]
+        assert re.fullmatch(r"\[?[A-Z][A-Z_]*\]?(?:\.\.\.)?|\[ARGS\]\.\.\.", piece), (path, usage)
+
+
+@pytest.mark.parametrize("group", [[], ["watchdog"]], ids=["refinery", "watchdog"])
+def test_each_command_summary_is_one_short_sentence(group):
+    rows = _summaries(_help(group))
+    assert sorted(rows) == sorted(p[-1] for p in _command_paths() if p[:-1] == group)
+    for name, lines in rows.items():
+        assert len(lines) == 1, (name, lines)  # no line break inside it, and it fits one row
+        text = lines[0]
+        assert text[0].isupper() and text.endswith("."), (name, text)
+        assert ". " not in text, (name, text)  # one sentence, not two
