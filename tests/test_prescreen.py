@@ -191,6 +191,28 @@ def test_scores_match_language_id_and_pickle_without_model(screened: pa.RecordBa
     assert np.allclose(clone._lid.wanted_scores(texts), wanted)
 
 
+def test_collapsed_texts_skip_the_input_cleaning_with_the_same_scores(sample: pa.RecordBatch) -> None:
+    # selectolax's cheap text is collapsed (" ".join(text.split())), so its windows and samples
+    # hold nothing LanguageId._inputs would replace: the pre-screen skips that scan (collapsed=True)
+    # and every real page's fastText inputs and scores stay the same; the resiliparse text is
+    # not collapsed, and is cleaned as before
+    from refinery.stages.prescreen import SAMPLE_CHARS, sample_text, sample_windows
+
+    stage = LanguagePrescreen()
+    bodies, ctypes = sample.column("html").to_pylist(), sample.column("content_type").to_pylist()
+    texts = [t for t in (stage.cheap_text(b, c) for b, c in zip(bodies, ctypes) if b) if t]
+    spaced = "English\u00a0joined\u3000by\u2003odd\u202fspaces,\nline\rbreaks\tand\x1ccontrols. " * 30
+    texts.append(stage.cheap_text(_page([spaced, "Zweiter\u00a0Absatz, auf Deutsch. " * 20]), "text/html"))
+    assert len(texts) > 60 and "English joined by odd spaces, line breaks and controls." in texts[-1]
+    inputs = [sample_text(t, SAMPLE_CHARS) for t in texts] + [w for t in texts for w in sample_windows(t, stage.max_chars)]
+    assert stage._lid._inputs(inputs) == stage._lid._inputs(inputs, collapsed=True) == inputs
+    scores = stage._lid.wanted_scores(inputs, collapsed=True)
+    assert scores.tobytes() == stage._lid.wanted_scores(inputs).tobytes()
+    # what the skip must not see: text that is not collapsed (resiliparse's, language_id's)
+    raw = "English\u00a0joined by no-break spaces\nover two lines"
+    assert stage._lid._inputs([raw]) == ["English joined by no-break spaces over two lines"]
+
+
 def test_config_places_it_and_checks_params() -> None:
     config = parse_config({"name": "t", "stages": [{"type": "prescreen", "params": {"min_score": 0.2}},
                                                     {"type": "extract"}]})

@@ -275,11 +275,13 @@ class LanguagePrescreen(Stage):
                     rows.append(i)
                     texts.append(text)
             if rows:
+                # selectolax's text is collapsed (_selectolax_text), so are its windows and samples
+                collapsed = self.backend == "selectolax"
                 # the page as one sample (start, middle and end: what most pages are judged on) ...
-                whole = self._lid.wanted_scores([sample_text(t, SAMPLE_CHARS) for t in texts])
+                whole = self._lid.wanted_scores([sample_text(t, SAMPLE_CHARS) for t in texts], collapsed=collapsed)
                 # ... or one of its windows, read as surely as language_id wants the final text
                 windows = [sample_windows(t, self.max_chars) for t in texts]
-                flat = self._lid.wanted_scores([w for ws in windows for w in ws])
+                flat = self._lid.wanted_scores([w for ws in windows for w in ws], collapsed=collapsed)
                 starts = np.cumsum([0] + [len(ws) for ws in windows[:-1]])
                 best_window = np.maximum.reduceat(flat, starts) if len(flat) else flat
                 best = np.where(best_window >= WINDOW_MIN_SCORE, np.maximum(whole, best_window), whole)
