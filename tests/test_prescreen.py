@@ -244,6 +244,29 @@ def test_selectolax_and_resiliparse_texts_give_the_same_decisions(sample: pa.Rec
     assert LanguagePrescreen().cheap_text(page, "text/html") == "Hello world again"
 
 
+def test_cheap_text_is_lexbors_stripped_node_texts_collapsed(sample: pa.RecordBatch) -> None:
+    # _selectolax_text joins the raw node texts (no per-node str.strip(), white-space-only nodes
+    # skipped) before collapsing: the same text as stripping every node first, on every real
+    # page, as bytes and as str, and on nodes of only (no-break) spaces, words split by tags and
+    # bytes that are not UTF-8
+    from selectolax.lexbor import LexborHTMLParser
+
+    from refinery.stages.prescreen import _NOT_TEXT, _selectolax_text
+
+    def stripped(html: str | bytes) -> str:
+        tree = LexborHTMLParser(html)
+        tree.strip_tags(_NOT_TEXT)
+        return " ".join(tree.body.text(separator=" ", strip=True).split()) if tree.body is not None else ""
+
+    pages = [b for b in sample.column("html").to_pylist() if b]
+    pages += [p.decode("utf-8", "replace") for p in pages]
+    pages += [b"<body><p>one</p>\n   \n<p> two\xc2\xa0 </p><p>\xc2\xa0</p>th<b>re</b>e<i> </i>four\t</body>",
+              "<p>\u3000\u2003</p><div>\n<span>caf\u00e9</span>\u00a0<span>bar</span></div>\x1c<p>x</p>".encode(),
+              b"<p>bad \xe2\x82</p><p>\x80\x80 end\xff</p><p>\xe2</p>x", b"", b"<html></html>", b"<body> \n </body>"]
+    assert len(pages) > 170
+    assert [_selectolax_text(p) for p in pages] == [stripped(p) for p in pages]
+
+
 def test_utf8_pages_are_parsed_from_their_bytes_with_the_same_text(sample: pa.RecordBatch) -> None:
     # lexbor takes UTF-8 bytes as they are: no decode in Python, no re-encode in selectolax; the
     # text is the one the decoded page gives, on every real page and on the awkward cases

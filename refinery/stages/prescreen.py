@@ -130,7 +130,9 @@ def _selectolax_text(html: str | bytes) -> str:
     tree = LexborHTMLParser(html)
     tree.strip_tags(_NOT_TEXT)
     body = tree.body
-    return " ".join(body.text(separator=" ", strip=True).split()) if body is not None else ""
+    # not strip=True (a Python str per text node): the split() below drops the same white space,
+    # and white-space-only nodes (skip_empty) hold no word; the same text, ~18% cheaper
+    return " ".join(body.text(separator=" ", skip_empty=True).split()) if body is not None else ""
 
 
 class LanguagePrescreen(Stage):
