@@ -1678,6 +1678,24 @@ def test_a_helper_closed_before_it_is_ready_exits_without_a_traceback(capfd) -> 
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_plain_trafilatura_keeps_its_own_stoplist_across_blocks() -> None:
+    """The plain side of an A/B is trafilatura as one process runs it: its stoplist union is built
+    once, not on every block (which made each plain page reaching justext pay ~75 ms and inflated
+    the lean path's measured speed-up)."""
+    from trafilatura import external
+
+    from refinery.stages._extract_helper import _install_lean_stoplists, plain_trafilatura
+
+    assert _install_lean_stoplists()
+    lean = external.jt_stoplist_init()
+    with plain_trafilatura():
+        first = external.JT_STOPLIST or external.jt_stoplist_init()
+    assert external.JT_STOPLIST is lean
+    with plain_trafilatura():
+        assert external.JT_STOPLIST is first and isinstance(first, tuple)
+    assert external.JT_STOPLIST is lean
+
+
 def test_lean_justext_stoplist_keeps_trafilaturas_reset_caches() -> None:
     """trafilatura.meta imports justext's define_stoplist and its reset_caches() calls
     ``define_stoplist.cache_clear()``: imported after the lean stoplist is in place (a program that
