@@ -614,3 +614,19 @@ def test_other_settings_into_an_existing_output_are_refused_and_force_replaces_w
     run_dedup(str(run_dir), str(minhash), DedupConfig(method="minhash", minhash={"threshold": 0.8}), LocalExecutor(1))
     with pytest.raises(DedupInputError, match=r"threshold 0\.8 -> 0\.7"):
         run_dedup(str(run_dir), str(minhash), DedupConfig(method="minhash", minhash={"threshold": 0.7}), LocalExecutor(1))
+
+
+def test_a_preset_naming_the_default_values_resumes_the_same_minhash_output(run_dir, tmp_path):
+    """Found by adversarial testing: ``refinery dedup -o OUT --preset default`` into an OUT made
+    without a preset was refused as other settings ('preset None -> default'), though the preset
+    only fills num_perm / bands / rows with the values already used: it resumes the same pass."""
+    out = tmp_path / "out"
+    first = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash"), LocalExecutor(1))
+    fingerprint = json.loads((out / "run.json").read_text())["passes"][0]["fingerprint"]
+    again = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", minhash={"preset": "default"}),
+                      LocalExecutor(1))
+    assert again["docs_removed"] == first["docs_removed"]
+    assert json.loads((out / "run.json").read_text())["passes"][0]["fingerprint"] == fingerprint
+    with pytest.raises(DedupInputError, match=r"bands 14 -> 450"):  # a preset that changes the values still is refused
+        run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", minhash={"preset": "refinedweb"}),
+                  LocalExecutor(1))

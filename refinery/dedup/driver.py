@@ -209,7 +209,9 @@ def _method_params(config: DedupConfig) -> dict[str, Any]:
 
         return method_params(config)
     if config.method == "minhash":
-        return config.minhash.model_dump()
+        # a preset only fills num_perm/bands/rows, dumped here as resolved: `--preset default` is
+        # the same pass as no preset (it was refused as another setting; found by adversarial testing)
+        return config.minhash.model_dump() | {"preset": None}
     if config.method == "substring":
         return config.substring.model_dump() | {"memory_budget": config.memory_budget}
     if config.method == "lines":  # partitions do not change the result: memory_budget is not part of it
@@ -378,6 +380,8 @@ def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> None:
     old = previous["passes"][0]
     name = f"{config.method}_dedup"
     old_params, params = old.get("params"), _method_params(config)
+    if isinstance(old_params, dict) and "preset" in old_params and config.method == "minhash":
+        old_params = old_params | {"preset": None}  # recorded before presets were left out
     if old.get("name") == name and (not isinstance(old_params, dict) or old_params == params):
         return
     if not force:
