@@ -654,3 +654,69 @@ def test_garbage_inside_a_whole_file_gzip_member_loses_only_the_damaged_span(nam
     assert reader.corrupt_offsets == [0]  # the compressed offset of the member holding the garbage
     docs = [r for r in rows if r["_reason"] is None]
     assert len(docs) >= sum(r["_reason"] is None for r in full) - 1  # at most the record before the junk
+
+
+def _records(name: str) -> list[bytes]:
+    plain = gzip.decompress((WARCS / name).read_bytes())
+    with io.BytesIO(plain) as f:
+        starts = sorted(r.stream_pos for r in ArchiveIterator(f, parse_http=False)) + [len(plain)]
+    return [plain[a:b] for a, b in zip(starts, starts[1:])]
+
+
+JUNK_RECORD = b"WARC/1.0\r\nWARC-Type: response\r\nContent-Length: zz\r\n\r\n" + b"\x00garbage\xff" * 100 + b"\r\n"
+
+
+def test_garbage_inside_one_of_several_whole_gzip_members_loses_only_the_damaged_span():
+    # found by adversarial testing: a member holding many records (`gzip part.warc`, then
+    # concatenated) with garbage inside was left at the next member, losing its later records, and
+    # the damage was pinned to the next member's offset; two such members made one corrupt row
+    recs = _records("resiliparse_warcfile.warc.gz")
+    first = b"".join(recs[5:12]) + JUNK_RECORD + b"".join(recs[12:20])
+    second = b"".join(recs[20:25]) + JUNK_RECORD + b"".join(recs[25:])
+    members = [gzip.compress(r) for r in recs[:5]] + [gzip.compress(first), gzip.compress(second)]
+    expected, _ = read_rows(b"".join(recs[:5]) + first + second)  # the same bytes uncompressed
+    rows, reader = read_rows(b"".join(members))
+    assert [(r["id"], r["_reason"]) for r in rows if r["_reason"] != "corrupt_stream"] == \
+        [(r["id"], r["_reason"]) for r in expected if r["_reason"] != "corrupt_stream"]
+    assert reasons(rows)["corrupt_stream"] == reasons(expected)["corrupt_stream"] == 2
+    offsets = member_offsets(b"".join(members))
+    assert reader.corrupt_offsets == [offsets[5], offsets[6]]  # the compressed offsets of the damaged members
+    assert len(rows) == reader.responses + len(reader.corrupt_offsets)
+
+
+def test_a_whole_gzip_member_with_garbage_and_a_cut_deflate_goes_on_at_the_next_member():
+    # the member with garbage inside is read on from its next WARC header up to where its deflate
+    # stream is cut (one more corrupt row there), then reading goes on at the next member. Stored
+    # deflate (level 0) keeps the cut far past the garbage: the gzip layer meets the garbage first
+    recs = _records("warc_sample-0001.warc.gz")
+    whole = gzip.compress(b"".join(recs[:4]) + JUNK_RECORD + b"".join(recs[4:20]), compresslevel=0)
+    cut = whole[: len(whole) * 3 // 4]
+    tail = b"".join(gzip.compress(r) for r in recs[20:])
+    rows, reader = read_rows(cut + tail)
+    docs = {r["id"] for r in rows if r["_reason"] is None}
+    tail_rows, _ = read_rows(tail)
+    assert {r["id"] for r in tail_rows if r["_reason"] is None} <= docs  # the next members are read
+    after_junk, _ = read_rows(gzip.decompress(whole)[len(b"".join(recs[:4])) + len(JUNK_RECORD):][: 10**5])
+    assert next(r["id"] for r in after_junk if r["_reason"] is None) in docs  # and the member after its garbage
+    assert reader.corrupt_offsets[0] == 0 and reasons(rows)["corrupt_stream"] == len(reader.corrupt_offsets) == 2
+    assert reader.resync_offsets[-1] == len(cut)  # the damaged member's end: the next member
+    assert len(rows) == reader.responses + len(reader.corrupt_offsets)
+
+
+def test_a_whole_gzip_member_with_garbage_cut_at_a_record_boundary_counts_the_cut():
+    # the deflate stream of the member with garbage ends cleanly at a record boundary (flushed
+    # there, then cut): no record is cut, but the break still is one corrupt row of its own
+    recs = _records("warc_sample-0001.warc.gz")
+    c = zlib.compressobj(0, zlib.DEFLATED, 31)  # stored: the cut far past the garbage (see above)
+    head = c.compress(b"".join(recs[:4]) + JUNK_RECORD + b"".join(recs[4:12])) + c.flush(zlib.Z_FULL_FLUSH)
+    cut = head  # the member stops at the flush: no final block, no trailer
+    tail = b"".join(gzip.compress(r) for r in recs[20:])
+    reader = WarcReader()  # not read_rows: both spans are at member 0, the second id is corrupt@0.2
+    rows = [r for b in reader.read(io.BytesIO(cut + tail), "test") for r in b.to_pylist()]
+    expected, _ = read_rows(b"".join(recs[:4]) + JUNK_RECORD + b"".join(recs[4:12]) + b"".join(recs[20:]))
+    assert [(r["id"], r["_reason"]) for r in rows if r["_reason"] != "corrupt_stream"] == \
+        [(r["id"], r["_reason"]) for r in expected if r["_reason"] != "corrupt_stream"]
+    assert reasons(rows)["corrupt_stream"] == len(reader.corrupt_offsets) == 2  # the garbage, the cut
+    assert reader.corrupt_offsets == [0, 0] and reader.resync_offsets[-1] == len(cut)
+    assert [r["id"] for r in rows if r["_reason"] == "corrupt_stream"] == ["test#corrupt@0", "test#corrupt@0.2"]
+    assert len(rows) == reader.responses + len(reader.corrupt_offsets)

@@ -47,9 +47,12 @@ A record is never read twice (resynchronisation starts after the last record ret
 record ids stay unique. Only the records inside a damaged span are lost: for Common Crawl's one
 member per record, the damaged member's record. A file that is one gzip member as a whole cannot
 be resynchronised inside its *compressed* bytes (deflate has no sync points): damage there ends
-it. When its deflate stream is intact and only its WARC bytes are bad (garbage between or inside
-records of ``gzip file.warc``), the member is inflated into a temporary spool and read on as an
-uncompressed file from the next ``WARC/`` line; later offsets are positions in those inflated bytes.
+it. When only its WARC bytes are bad (garbage between or inside records of ``gzip file.warc``, or
+of one of several such members concatenated), the member is inflated into a temporary spool and
+read on as an uncompressed file from the next ``WARC/`` line to the member's end, then at the next
+member; the damage is at the member's compressed offset, offsets found inside it are positions in
+its inflated bytes. A deflate stream cut off after such garbage is read up to the cut, which is
+one more damaged span (at the same member offset, id ``...#corrupt@<offset>.2``).
 
 Non-document records (``warcinfo``, ``request``, ``metadata``, ``resource``, ``revisit``, ...)
 are counted in ``reader.skipped_records`` (``{warc_type: count}``), never emitted.
@@ -502,28 +505,61 @@ def _find_warc_header(src: _Source, start: int) -> int | None:
         prev = chunk[-keep - 1 : -keep]
 
 
-def _inflate_from(src: _Source, offset: int) -> tempfile.SpooledTemporaryFile:
-    """The decompressed bytes of the gzip members from input ``offset`` on (up to the first bad
-    or cut-off member), spooled: a member damaged only *inside* its WARC bytes is then read as
-    an uncompressed file, whose resynchronisation finds the next ``WARC/`` line."""
+def _inflate_member(src: _Source, offset: int) -> tuple[tempfile.SpooledTemporaryFile, int | None]:
+    """The decompressed bytes of the gzip member at input ``offset``, spooled (in memory up to
+    64 MiB, then on disk), and the input offset where the member ends (None: its deflate stream
+    breaks or is cut off; everything that inflated before the break is kept). A member damaged
+    only *inside* its WARC bytes is then read as an uncompressed file, whose resynchronisation
+    finds the next ``WARC/`` line."""
     spool = tempfile.SpooledTemporaryFile(max_size=64 * 2**20)
     src.seek(offset)
     d = zlib.decompressobj(31)
-    while True:
+    pos = offset
+    while not d.eof:
         data = src.read(_RAW_CHUNK)
         if not data:
             break
+        pos += len(data)
+        before, at = d.copy(), spool.tell()
         try:
-            while data:
-                spool.write(d.decompress(data))
-                if not d.eof:
-                    break
-                data = d.unused_data  # the next member, if any
-                d = zlib.decompressobj(31)
-        except zlib.error:
+            _inflate_into(d, data, spool)
+        except zlib.error:  # zlib drops the failing call's output: redo the chunk a byte at a time
+            spool.seek(at)
+            spool.truncate()
+            _inflate_until_break(before, data, spool)
             break
     spool.seek(0)
-    return spool
+    return spool, (pos - len(d.unused_data) if d.eof else None)
+
+
+def _inflate_into(d: zlib._Decompress, data: bytes, spool: tempfile.SpooledTemporaryFile) -> None:
+    while not d.eof:  # bounded output per call: a highly compressed member goes to the spool
+        out = d.decompress(data, 4 * _RAW_CHUNK)
+        spool.write(out)
+        data = d.unconsumed_tail
+        if not data and len(out) < 4 * _RAW_CHUNK:  # all input used, no output held back
+            return
+
+
+def _inflate_until_break(d: zlib._Decompress, data: bytes, spool: tempfile.SpooledTemporaryFile) -> None:
+    for i in range(len(data)):
+        try:
+            spool.write(d.decompress(data[i : i + 1]))
+        except zlib.error:
+            return
+
+
+def _rest_of_member(src: _Source, member: int, after: int) -> tuple[_Source, int, int | None] | None:
+    """``(the member's inflated bytes, the next WARC header in them after position ``after``,
+    where the member ends)`` for the gzip member at input offset ``member``, or None if no
+    ``WARC/`` line follows inside it (the damage is not inside this member's WARC bytes)."""
+    spool, end = _inflate_member(src, member)
+    inflated = _Source(spool, owned=True)
+    resume = _find_warc_header(inflated, after + 1)
+    if resume is None:
+        inflated.close()
+        return None
+    return inflated, resume, end
 
 
 def _is_decompressing_stream(raw: object) -> bool:
@@ -731,6 +767,9 @@ class WarcReader:
     def _batches(self, stream: BinaryIO, source: str) -> Iterator[pa.RecordBatch]:
         decompressing = _is_decompressing_stream(stream)
         src = _Source(stream)
+        # reading one gzip member's inflated bytes (damage inside them): the file's source, the
+        # member's input offset and where the member ends (None: its deflate breaks)
+        outer: tuple[_Source, int, int | None] | None = None
         try:
             probe = _Input(src, 0, decompressing)
             head = probe.read(2)
@@ -750,7 +789,7 @@ class WarcReader:
             last_damage: int | None = None
             while True:
                 src.seek(start)
-                inp: _Input = (_GzipInput if gzipped else _Input)(src, start, decompressing)
+                inp: _Input = (_GzipInput if gzipped else _Input)(src, start, decompressing and outer is None)
                 segment = _SegmentEnd()
                 for row in self._segment(inp, source, segment):
                     rows.append(row)
@@ -758,38 +797,55 @@ class WarcReader:
                     if len(rows) >= self.batch_size or html_bytes >= _MAX_BATCH_BYTES:
                         yield self._finish_batch(rows)
                         rows, html_bytes = [], 0
-                if segment.damage is None:
-                    break
-                # Damage: one counted row for the damaged span, then resynchronise at the next
-                # gzip member / WARC header after everything already read, and go on.
-                new_span = segment.damage != last_damage  # else: a resync point that was bad too, same span
-                if new_span:
-                    rows.append(_corrupt_row(source, segment.damage, used_ids))
-                last_damage = segment.damage
-                # Resume after the segment start, the member the gzip layer found bad, and the
-                # last record returned (never re-read a record: ids stay unique).
-                after = max(start, segment.bad_member if segment.bad_member is not None else -1,
-                            segment.last_record if segment.last_record is not None else -1) + 1
-                try:
-                    resume = _find_gzip_member(src, after) if gzipped else _find_warc_header(src, after)
-                except Exception as exc:  # noqa: BLE001 - the stream broke while scanning
-                    if decompressing and _looks_like_decompression_error(exc):
-                        resume = None
-                    else:
-                        raise
-                if resume is None and gzipped and segment.bad_member is None and segment.member is not None:
-                    # the member's deflate stream is intact, its WARC bytes are not (a whole file
-                    # gzipped as one member): go on at the next WARC header inside it
-                    inflated = _Source(_inflate_from(src, segment.member), owned=True)
-                    resume = _find_warc_header(inflated, segment.in_member + 1)
-                    if resume is not None:
-                        src.close()
-                        # offsets from here on are positions in the member's inflated bytes
-                        src, gzipped, decompressing = inflated, False, False
-                        last_damage = max(segment.in_member, 0)  # where plain reading saw this damage
-                    else:
-                        inflated.close()
-                self._note_damage(segment.damage, resume, new_span)
+                inside = None
+                if segment.damage is not None and gzipped and segment.bad_member is None and segment.member is not None:
+                    # the member's deflate stream is intact, its WARC bytes are not (a file gzipped
+                    # as one member, or one of several): go on at the next WARC header inside it
+                    inside = _rest_of_member(src, segment.member, segment.in_member)
+                    if inside is not None:
+                        segment.damage = segment.member  # not the next member: the damage is in this one
+                if segment.damage is not None:
+                    # Damage: one counted row for the damaged span, then resynchronise at the next
+                    # gzip member / WARC header after everything already read, and go on.
+                    new_span = segment.damage != last_damage  # else: a resync point that was bad too, same span
+                    if new_span:
+                        rows.append(_corrupt_row(source, segment.damage, used_ids))
+                    last_damage = segment.damage
+                if inside is not None:
+                    inflated, resume, member_end = inside
+                    outer = (src, segment.member, member_end)
+                    # offsets from here to the member's end are positions in its inflated bytes
+                    src, gzipped = inflated, False
+                    last_damage = max(segment.in_member, 0)  # where plain reading sees this damage
+                elif segment.damage is not None:
+                    # Resume after the segment start, the member the gzip layer found bad, and the
+                    # last record returned (never re-read a record: ids stay unique).
+                    after = max(start, segment.bad_member if segment.bad_member is not None else -1,
+                                segment.last_record if segment.last_record is not None else -1) + 1
+                    try:
+                        resume = _find_gzip_member(src, after) if gzipped else _find_warc_header(src, after)
+                    except Exception as exc:  # noqa: BLE001 - the stream broke while scanning
+                        if decompressing and outer is None and _looks_like_decompression_error(exc):
+                            resume = None
+                        else:
+                            raise
+                else:
+                    resume = None
+                if segment.damage is not None:
+                    self._note_damage(segment.damage, resume, new_span)
+                if resume is None and outer is not None:
+                    # the member's inflated bytes are read: back to the file's next member
+                    src.close()
+                    src, member, member_end = outer
+                    outer, gzipped, last_damage = None, True, None
+                    resume = member_end
+                    if member_end is None:  # its deflate stream breaks after the bytes read
+                        if segment.damage is None:  # ... and no record was cut there: count the break
+                            rows.append(_corrupt_row(source, member, used_ids))
+                            self._note_damage(member, None)
+                        resume = _find_gzip_member(src, member + 1)
+                    if segment.damage is not None or member_end is None:
+                        self.resync_offsets[-1] = resume  # reading goes on there, not nowhere
                 if resume is None:
                     break
                 start = resume
@@ -797,6 +853,8 @@ class WarcReader:
                 yield self._finish_batch(rows)
         finally:
             src.close()
+            if outer is not None:
+                outer[0].close()
 
     def _note_damage(self, offset: int, resume: int | None, new_span: bool = True) -> None:
         if self.corrupt_offset is None:
