@@ -234,7 +234,7 @@ def test_the_passes_live_no_longer_than_their_pruning() -> None:
         main_extractor.prune_unwanted_sections(tree, set(), None)
     assert rules_module._ROUNDS.get() is None
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, rules_module._LinkPass)]
+    assert not [o for o in gc.get_objects() if type(o) is rules_module._LinkPass]
 
 
 _WORDS = "the harbour council votes plan after long debate news story read also step 1: download guide more".split()
