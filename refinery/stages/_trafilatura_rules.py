@@ -630,29 +630,39 @@ def outside_lead(chosen, trim) -> str | None:  # noqa: ANN001 - an lxml element,
     ``<div class="article-body">``): the last lead-classed prose element before ``chosen``, within
     its container up to _LEAD_LEVELS up, after the page's ``<h1>`` there (the title, then the lead)."""
     container = chosen
+    body: str | None = None  # the chosen body's text: the same at every level, read once
     for _ in range(_LEAD_LEVELS):
         container = container.getparent()
         if container is None or container.tag in ("body", "html"):
             return None
-        lead, title_seen = None, False
-        for element in container.iter():
-            if element is chosen:
-                break
-            if element.tag == "head" and element.get("rend") == "h1":
-                title_seen, lead = True, None  # a lead comes after its title
-            elif title_seen and isinstance(element.tag, str) and _lead_like(element) and (
-                    lead is None or lead not in element.iterancestors()):
-                # its ancestors, not the lead's descendants: those made a page of many nested
-                # lead-classed elements quadratic (30k spans: past the extraction timeout)
-                lead = element
+        lead = _last_lead(container, chosen)
         text = _lead_text(lead, trim) if lead is not None else None
-        body = trim(chosen.text_content())
+        if not text:
+            continue
+        if body is None:
+            body = trim(chosen.text_content())
         # a lead stands over a longer body: over a short one trafilatura moves on to a wider
         # content area and keeps what it took from this one (the lead twice: holzwerken.net)
         # compared without spaces: the body's text_content() glues its paragraphs
-        if text and "".join(text.split()) not in "".join(body.split()) and _size(body) >= 2 * _size(text):
+        if "".join(text.split()) not in "".join(body.split()) and _size(body) >= 2 * _size(text):
             return text
     return None
+
+
+def _last_lead(container, chosen):  # noqa: ANN001, ANN202 - lxml elements
+    """The last lead-classed element of ``container`` before ``chosen`` and after an ``<h1>``."""
+    lead, title_seen = None, False
+    for element in container.iter():
+        if element is chosen:
+            break
+        if element.tag == "head" and element.get("rend") == "h1":
+            title_seen, lead = True, None  # a lead comes after its title
+        elif title_seen and isinstance(element.tag, str) and _lead_like(element) and (
+                lead is None or lead not in element.iterancestors()):
+            # its ancestors, not the lead's descendants: those made a page of many nested
+            # lead-classed elements quadratic (30k spans: past the extraction timeout)
+            lead = element
+    return lead
 
 
 #: the stage parameter names of the rules
