@@ -126,6 +126,7 @@ HTML_MIME_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _RAW_CHUNK = 1 << 18  # compressed bytes pulled from the input per read
+_SPOOL_MEMORY = 64 * 2**20  # a spool (a non-seekable input, an inflated member) stays in memory up to this, then goes to disk
 #: a WET text with more U+FFFD than this share of its first _BAD_SAMPLE_CHARS characters is
 #: ``undecodable`` (the extract stage's limit for HTML, refinery.stages.extract._MAX_BAD_FRAC)
 MAX_REPLACED_FRACTION = 0.05
@@ -369,12 +370,7 @@ class _GzipInput(_Input):
             self._in_pos += len(data)
 
     def input_offset(self, stream_pos: int) -> int:
-        best = self._base
-        for out_start, in_start in self._members:
-            if out_start > stream_pos:
-                break
-            best = in_start
-        return best
+        return self.member_of(stream_pos)[0]
 
     def member_of(self, stream_pos: int) -> tuple[int, int]:
         """``(input offset, stream position)`` of the start of the member holding ``stream_pos``."""
@@ -406,7 +402,7 @@ class _Source:
         self._origin = _tell_if_seekable(raw)
         self._spool = None
         if self._origin is None:
-            self._spool = tempfile.SpooledTemporaryFile(max_size=64 * 2**20)
+            self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY)
         self._spooled = 0  # bytes pulled from a non-seekable stream into the spool
         self._pos = 0
 
@@ -511,7 +507,7 @@ def _inflate_member(src: _Source, offset: int) -> tuple[tempfile.SpooledTemporar
     breaks or is cut off; everything that inflated before the break is kept). A member damaged
     only *inside* its WARC bytes is then read as an uncompressed file, whose resynchronisation
     finds the next ``WARC/`` line."""
-    spool = tempfile.SpooledTemporaryFile(max_size=64 * 2**20)
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY)
     src.seek(offset)
     d = zlib.decompressobj(31)
     pos = offset
