@@ -10,6 +10,7 @@ English only, like the recipe.
 
 from __future__ import annotations
 
+import functools
 import re
 
 #: a meta line has at most this many words (a byline with a stamp: "By Jane Doe and John Roe |
@@ -51,9 +52,15 @@ META_PATTERNS: list[str] = [
     # "5 min read", "March 3, 2020 · 5 min read", "Reading time: 4 minutes"
     r"(?:" + _STAMP + _SEP + r")?" + _READ,
 ]
-_META = re.compile(r"^[\W_]{0,3}(?:" + "|".join(META_PATTERNS) + r")[\s.|·•]*$", re.IGNORECASE)
+
+
+@functools.cache
+def _meta_re() -> re.Pattern[str]:
+    # compiled on first use (~4 ms): line_corrections imports this module in every run, and
+    # drop_meta_lines is off in the recipe
+    return re.compile(r"^[\W_]{0,3}(?:" + "|".join(META_PATTERNS) + r")[\s.|·•]*$", re.IGNORECASE)
 
 
 def is_meta_line(line: str, n_words: int) -> bool:
     """Whether ``line`` (of ``n_words`` words) is only a date stamp, a byline or a reading time."""
-    return n_words <= MAX_WORDS and _META.match(line) is not None
+    return n_words <= MAX_WORDS and _meta_re().match(line) is not None
