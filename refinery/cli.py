@@ -17,7 +17,7 @@ from refinery import cli_common, interrupts
 from refinery.cli_common import err, fail, print_error, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  cls=cli_common.PlainHelpGroup, help="Turn raw web crawls into a clean pretraining corpus.")
+                  help="Turn raw web crawls into a clean pretraining corpus.")
 #: markup off everywhere: paths, stage names and errors are user data, never rich markup
 console = Console(stderr=False, markup=False, highlight=False)
 

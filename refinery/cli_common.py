@@ -5,8 +5,9 @@ errors, and logging that never prints credentials.
   carrying ``[/bold]`` prints as it is (styled words are passed as :class:`rich.text.Text`).
 - :func:`fail`: ``error: <one line>`` on stderr and exit code 2 (a user error: a file, key,
   column or option is named in the message).
-- :class:`PlainHelpGroup` / :func:`plain_help`: ``--help`` pages with plain metavars (``PATH``,
-  ``INT``, no ``<bool>`` on flags) and arguments as ``CONFIG`` in usage lines, not ``{config}``.
+- :func:`plain_help` (:class:`PlainHelpGroup`, :class:`PlainHelpCommand`): ``--help`` pages with
+  plain metavars (``PATH``, ``INT``, no ``<bool>`` on flags) and arguments as ``CONFIG`` in usage
+  lines, not ``{config}``.
 - :func:`setup_logging`: ``-v`` turns on DEBUG for refinery only; botocore, boto3, s3transfer,
   urllib3 and the AWS SDK stay at WARNING (their DEBUG logs print request headers: session
   tokens, access key ids, signatures), and every handler redacts credentials that still get
@@ -166,13 +167,18 @@ class PlainHelpGroup(_PlainHelp, TyperGroup):
 
 
 def plain_help(app: typer.Typer) -> None:
-    """Every command registered on ``app`` (and on its sub-apps) shows plain metavars in its help."""
+    """``app``, every command registered on it and its sub-apps show plain metavars in their help."""
+    app.info.cls = _plain_class(app.info.cls, PlainHelpGroup)
     for info in app.registered_commands:
-        if not isinstance(info.cls, type) or issubclass(PlainHelpCommand, info.cls):  # typer's own class
-            info.cls = PlainHelpCommand
+        info.cls = _plain_class(info.cls, PlainHelpCommand)
     for group in app.registered_groups:
         if group.typer_instance is not None:
             plain_help(group.typer_instance)
+
+
+def _plain_class(cls: Any, plain: type) -> Any:
+    """``plain`` in place of typer's own class (unset, or a base of ``plain``); another class stays."""
+    return plain if not isinstance(cls, type) or issubclass(plain, cls) else cls
 
 
 # -- credentials never reach a log ----------------------------------------------------------------

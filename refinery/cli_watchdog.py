@@ -9,9 +9,9 @@ from typing import Optional
 
 import typer
 
-from refinery.cli_common import PlainHelpGroup, fail, out, setup_logging
+from refinery.cli_common import fail, out, setup_logging
 
-watchdog_app = typer.Typer(add_completion=False, no_args_is_help=True, cls=PlainHelpGroup,
+watchdog_app = typer.Typer(add_completion=False, no_args_is_help=True,
                            help="Deploy or run the watchdog, a Lambda that stops stalled refinery jobs.")
 
 
