@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from refinery.io import fs, parquet
 from refinery.io.arrow_rows import take_rows
 from refinery.io.dataset import write_pass_shard
-from refinery.io.spool import ShardSpool
+from refinery.io.spool import ShardSpool, StageSpools
 from refinery.rundir import PassDir
 from refinery.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, EDIT_FIELDS, InputSchemaError
 from refinery.stages.base import METRIC, REASON, Stage
@@ -259,12 +259,14 @@ class ShardRunner:
         pass's) is skipped unless ``force``; ``limit`` reads at most that many documents."""
         # a file rewritten after the run listed it was read as its new bytes under the listed
         # version, so a later rerun trusted a shard of other content (found by adversarial testing)
-        # the shard's output waits on local disk until the shard ends, not in memory
-        with fs.expecting_version(task.input_uri, task.version), ShardSpool() as kept, ShardSpool() as removed:
+        # the shard's output waits on local disk until the shard ends, not in memory; removed rows
+        # wait per stage, so they are written in an order the batch size does not change
+        with fs.expecting_version(task.input_uri, task.version), ShardSpool() as kept, \
+                StageSpools(len(self.stages) + 1) as removed:
             return self._run(task, force, fingerprint, limit, kept, removed)
 
     def _run(self, task: ShardTask, force: bool, fingerprint: str | None, limit: int | None, kept: ShardSpool,
-             removed: ShardSpool) -> ShardResult:
+             removed: StageSpools) -> ShardResult:
         if not force:
             stats = finished_marker(task, fingerprint)
             if stats is not None:
@@ -307,9 +309,9 @@ class ShardRunner:
             # per-row (chars, words) of the text each stage sees: measured once here, carried along
             # and re-measured only after a stage changed the text
             sizes = text_columns_sizes(batch)
-            batch, sizes = self._split(reader_counter, batch, sizes, removed, reader_name,
+            batch, sizes = self._split(reader_counter, batch, sizes, removed.stage(0), reader_name,
                                        decided=REASON in batch.schema.names)
-            for stage, counter in zip(self.stages, counters):
+            for index, (stage, counter) in enumerate(zip(self.stages, counters), start=1):
                 # Empty batches still flow through every stage so that an all-removed shard gets
                 # the same kept schema (with every stage's columns) as any other shard.
                 t0 = time.perf_counter()
@@ -328,7 +330,7 @@ class ShardRunner:
                 for name, n in (take() if take is not None else {}).items():
                     counter.counters[name] = counter.counters.get(name, 0) + int(n)
                 collector.observe(stage.name, batch, out)
-                batch, sizes = self._split(counter, out, sizes, removed, stage.name, decided=True, before=batch,
+                batch, sizes = self._split(counter, out, sizes, removed.stage(index), stage.name, decided=True, before=batch,
                                            cut_lines=stage.reports_cut_lines)
             collector.observe_kept(batch)
             kept.append(batch)

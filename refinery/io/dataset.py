@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.io import fs, parquet
-from refinery.io.spool import ShardSpool
+from refinery.io.spool import ShardSpool, StageSpools
 
 #: First guess at a footer's size for S3 ranged reads: one request covers almost every footer.
 _TAIL_BYTES = 64 * 1024
@@ -216,7 +216,7 @@ def unify_pass_schemas(kept_dir: str, removed_dir: str) -> tuple[pa.Schema, pa.S
     return kept, unify_schemas(removed_dir, schema=_declared_removed(kept))
 
 
-def write_pass_shard(kept: ShardSpool, removed: ShardSpool, kept_uri: str, removed_uri: str) -> None:
+def write_pass_shard(kept: ShardSpool, removed: ShardSpool | StageSpools, kept_uri: str, removed_uri: str) -> None:
     """Write one shard's kept and removed rows already in the schemas :func:`unify_pass_schemas`
     gives a pass whose shards ran the same stages: its removed rows stopped at different stages and
     lacked the later stages' columns, so closing the pass rewrote nearly every removed shard, one

@@ -19,7 +19,9 @@ import shutil
 import tempfile
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.io import fs, parquet
@@ -43,8 +45,9 @@ class ShardSpool:
     schemas, so an all-removed shard still carries every stage's columns. Use as a context
     manager, or call :meth:`close`: the spill files are deleted then."""
 
-    def __init__(self, directory: str | None = None) -> None:
+    def __init__(self, directory: str | None = None, spill_bytes: int = SPILL_BYTES) -> None:
         self._parent = directory
+        self._spill_bytes = spill_bytes
         self._dir: str | None = None  # made with the first rows (a skipped shard makes none)
         self._lock: int | None = None  # held while the spool lives: the sweep's sign it is in use
         self._segments: list[tuple[pa.Schema, str, int]] = []  # (schema, path, rows)
@@ -71,7 +74,7 @@ class ShardSpool:
         self.num_rows += table.num_rows
         # ~2 ms per spilled batch (its write, read and conform): batches of 10 rows took 6 s per
         # 27,000 rows one by one (a review); gathered to SPILL_BYTES, they cost what one does
-        if self._pending_bytes >= SPILL_BYTES:
+        if self._pending_bytes >= self._spill_bytes:
             self._spill()
 
     def _spill(self) -> None:
@@ -121,38 +124,25 @@ class ShardSpool:
 
     def batches(self, schema: pa.Schema) -> Iterator[pa.Table]:
         """The rows appended, in order, conformed to ``schema`` (a union of :meth:`schemas`), in
-        tables of at most a row group."""
+        row groups (see :func:`row_groups`)."""
+        return row_groups(self.tables(schema))
+
+    def tables(self, schema: pa.Schema) -> Iterator[pa.Table]:
+        """The rows appended, in order, conformed to ``schema``, as they were spilled."""
         from refinery.io.dataset import conform_table
 
         self._spill()
         self._close_writer()
-        pending: list[pa.Table] = []
-        rows = size = 0
         for _, path, _ in self._segments:
             with pa.OSFile(path) as source:  # not mapped: mapped pages would count as the worker's memory
                 reader = pa.ipc.open_file(source)
                 for i in range(reader.num_record_batches):
-                    table = conform_table(pa.Table.from_batches([reader.get_batch(i)]), schema)
-                    pending.append(table)
-                    rows += table.num_rows
-                    size += table.nbytes
-                    if rows < ROW_GROUP_ROWS and size < ROW_GROUP_BYTES:
-                        continue
-                    whole = pa.concat_tables(pending)
-                    # full row groups out, the rest waits for the next batches
-                    cut = whole.num_rows if size >= ROW_GROUP_BYTES else rows - rows % ROW_GROUP_ROWS
-                    yield whole.slice(0, cut)
-                    rest = whole.slice(cut)
-                    pending, rows, size = ([rest], rest.num_rows, rest.nbytes) if rest.num_rows else ([], 0, 0)
-        if pending:
-            yield pa.concat_tables(pending)
+                    yield conform_table(pa.Table.from_batches([reader.get_batch(i)]), schema)
 
     def write_parquet(self, uri: str, schema: pa.Schema) -> None:
         """Write the rows to ``uri`` atomically (zstd) in ``schema``; no rows gives a file with the
         schema and no row group (what every reader accepts, as ``dataset.write_shard``)."""
-        with fs.atomic_output(uri) as out, pq.ParquetWriter(out, schema, compression=parquet.COMPRESSION) as writer:
-            for table in self.batches(schema):
-                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        _write_parquet(uri, schema, self.batches(schema))
 
     def _close_writer(self) -> None:
         writer, sink, self._writer, self._sink = self._writer, self._sink, None, None
@@ -181,6 +171,90 @@ class ShardSpool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def row_groups(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """``tables``' rows regrouped as Parquet row groups, each one contiguous chunk: a group ends
+    after :data:`ROW_GROUP_ROWS` rows or at the row that takes its size (:func:`row_bytes`) to
+    :data:`ROW_GROUP_BYTES`. The cuts depend on the rows alone, and one chunk per group makes the
+    Parquet writer's pages too, so the file's bytes do not depend on how the rows were batched
+    (``reader.batch_size``): the chunking changed the bytes of the same rows."""
+    pending: list[pa.Table] = []
+    rows = size = 0
+    for table in tables:
+        if not table.num_rows:
+            continue
+        pending.append(table)
+        rows += table.num_rows
+        size += int(row_bytes(table).sum())
+        while rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
+            whole = pa.concat_tables(pending)
+            cumulative = np.cumsum(row_bytes(whole))
+            cut = min(ROW_GROUP_ROWS, int(np.searchsorted(cumulative, ROW_GROUP_BYTES)) + 1, whole.num_rows)
+            yield whole.slice(0, cut).combine_chunks()
+            rest = whole.slice(cut)
+            pending, rows = ([rest] if rest.num_rows else []), rest.num_rows
+            size = int(cumulative[-1] - cumulative[cut - 1])
+    if pending:
+        yield pa.concat_tables(pending).combine_chunks()
+
+
+def row_bytes(table: pa.Table) -> np.ndarray:
+    """Each row's approximate size: its strings' and binaries' bytes, 8 per other value."""
+    sizes = np.zeros(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_string(kind) \
+                or pa.types.is_large_binary(kind):
+            sizes += pc.fill_null(pc.binary_length(column), 0).to_numpy().astype(np.int64)
+        else:
+            sizes += 8
+    return sizes
+
+
+class StageSpools:
+    """One :class:`ShardSpool` per stage (the reader's first), written as one Parquet file in stage
+    order, each stage's rows in input order: a shard's removed rows come out in the same order
+    whatever the batch size (appended batch by batch, stage by stage within a batch, they did
+    not). The spools share :data:`SPILL_BYTES` of memory between them."""
+
+    def __init__(self, stages: int, directory: str | None = None) -> None:
+        share = max(SPILL_BYTES // max(stages, 1), 1 << 20)
+        self._spools = [ShardSpool(directory, spill_bytes=share) for _ in range(stages)]
+
+    def stage(self, index: int) -> ShardSpool:
+        """The spool of stage ``index`` (0: the reader)."""
+        return self._spools[index]
+
+    @property
+    def num_rows(self) -> int:
+        return sum(s.num_rows for s in self._spools)
+
+    def schemas(self) -> list[tuple[pa.Schema, int]]:
+        return [entry for spool in self._spools for entry in spool.schemas()]
+
+    def batches(self, schema: pa.Schema) -> Iterator[pa.Table]:
+        return row_groups(table for spool in self._spools for table in spool.tables(schema))
+
+    def write_parquet(self, uri: str, schema: pa.Schema) -> None:
+        """As :meth:`ShardSpool.write_parquet`, every stage's rows in stage order."""
+        _write_parquet(uri, schema, self.batches(schema))
+
+    def close(self) -> None:
+        for spool in self._spools:
+            spool.close()
+
+    def __enter__(self) -> StageSpools:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _write_parquet(uri: str, schema: pa.Schema, tables: Iterator[pa.Table]) -> None:
+    with fs.atomic_output(uri) as out, pq.ParquetWriter(out, schema, compression=parquet.COMPRESSION) as writer:
+        for table in tables:
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
 
 
 _PREFIX = "refinery-spool-"
