@@ -63,6 +63,9 @@ class ShardStatsCollector:
         self.domains: dict[str, dict[str, Counter]] = {}
         self.reservoirs: dict[tuple[str, str], Reservoir] = {}
         self._domain_counter = DomainCounter()
+        #: each stage's place (a reader's: 0): what a stage first removed depends on batch
+        #: boundaries, so stage-keyed outputs are written in this order, not as they came
+        self._stage_order = {s.name: i for i, s in enumerate(stages, start=1)}
 
     # -- per stage ---------------------------------------------------------------------------
     def observe(self, stage: str, before: pa.RecordBatch | None, out: pa.RecordBatch) -> None:
@@ -171,7 +174,8 @@ class ShardStatsCollector:
     # -- output ------------------------------------------------------------------------------
     def samples_table(self) -> pa.Table:
         rows: list[dict[str, Any]] = []
-        for (stage, reason), reservoir in self.reservoirs.items():
+        for stage, reason in sorted(self.reservoirs, key=lambda key: (self._by_stage(key[0]), key[1])):
+            reservoir = self.reservoirs[(stage, reason)]
             for item in reservoir.items:
                 rows.append({**item, "population": reservoir.seen})
         return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
@@ -183,15 +187,25 @@ class ShardStatsCollector:
         write_shard(table, uri)
         return table.num_rows
 
+    def _by_stage(self, stage: str) -> int:
+        return self._stage_order.get(stage, 0)
+
+    def _in_stage_order(self, by_stage: dict[str, Any]) -> dict[str, Any]:
+        return dict(sorted(by_stage.items(), key=lambda item: self._by_stage(item[0])))
+
     def to_dict(self) -> dict[str, Any]:
         k = self.options.top_domains
+        for entry in self.languages.values():
+            entry["removed"] = self._in_stage_order(entry["removed"])
         return {
-            "histograms": {s: {c: h.to_dict() for c, h in cols.items()} for s, cols in self.histograms.items()},
+            "histograms": {s: {c: h.to_dict() for c, h in cols.items()}
+                           for s, cols in self._in_stage_order(self.histograms).items()},
             "languages": {
                 "column": self.options.language_column,
                 "by_language": dict(sorted(self.languages.items(), key=lambda kv: (-kv[1]["docs_in"], kv[0]))),
             },
-            "top_domains": {s: {r: top_k(c, k) for r, c in sorted(reasons.items())} for s, reasons in self.domains.items()},
+            "top_domains": {s: {r: top_k(c, k) for r, c in sorted(reasons.items())}
+                            for s, reasons in self._in_stage_order(self.domains).items()},
             "stats_options": self.options.to_dict(),
         }
 
