@@ -83,6 +83,9 @@ class Plan:
     #: the parts of the fingerprints a run made by an earlier refinery did not have, left out so
     #: it resumes as it would have then (see ``adopt_legacy``): "models", "code"
     legacy: frozenset[str] = frozenset()
+    #: reader settings an earlier run fingerprinted that no longer change the output
+    #: (:data:`OUTPUT_FREE_READER`), as it recorded them: hashed so that run resumes
+    recorded_reader: dict[str, Any] = field(default_factory=dict)
     #: distribution -> version the stages run with, when not this interpreter's (a SageMaker
     #: launch plans with its image's lock file: the instances re-plan with what they have)
     pinned_libraries: dict[str, str] | None = None
@@ -98,7 +101,7 @@ class Plan:
         instead of looking like a run of other input. The files are still read as ``input``."""
         self.input_key = key
         self.passes = plan_passes(self.config, key, self._relative_files(), self.limit, self.legacy,
-                                  self.pinned_libraries)
+                                  self.pinned_libraries, self.recorded_reader)
 
     def _relative_files(self) -> list[str]:
         """The input files' names under the input's root, as the fingerprints hash them."""
@@ -118,7 +121,14 @@ class Plan:
         fingerprints do see is still refused, and named in their terms."""
         old = {p.get("name"): p for p in (previous or {}).get("passes", [])}.get(self.passes[0].name)
         params = old.get("params") if old else None
-        if not isinstance(params, dict) or "code" in params:
+        if not isinstance(params, dict):
+            return
+        reader = params.get("reader")
+        recorded = {k: reader[k] for k in OUTPUT_FREE_READER if k in reader} if isinstance(reader, dict) else {}
+        if recorded:  # hashed as recorded: a batch size changed since then still resumes
+            self.recorded_reader = recorded
+            self.respell_input(self.input_key)
+        if "code" in params:
             return
         self.legacy = frozenset({"code"} | ({"models"} if "models" not in params else set()))
         self.respell_input(self.input_key)
@@ -133,6 +143,7 @@ class Plan:
     def drop_legacy(self) -> None:
         """Plan in today's terms again (every pass is being redone)."""
         self.legacy = frozenset()
+        self.recorded_reader = {}
         self.respell_input(self.input_key)
 
     @property
@@ -385,16 +396,24 @@ def read_lock_versions(text: str) -> dict[str, str]:
     return {_normalise_dist(name): version for name, version in pins}
 
 
+#: reader settings that change how a shard is read, not what its outputs hold (a test runs the
+#: same input at two batch sizes and compares every output file's bytes): left out of the fingerprint
+OUTPUT_FREE_READER = ("batch_size",)
+
+
 def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str], limit: int | None,
-                legacy: frozenset[str] = frozenset(), pinned: dict[str, str] | None = None) -> list[Pass]:
+                legacy: frozenset[str] = frozenset(), pinned: dict[str, str] | None = None,
+                recorded_reader: dict[str, Any] | None = None) -> list[Pass]:
     """The passes of ``config`` with their fingerprints, over the input spelled ``input_key``
     holding ``relative_files`` (paths under the input's root). ``legacy``: the parts of the
     fingerprints an earlier refinery did not have, left out ("models", "code"). ``pinned``: the
-    library versions the stages will run with, when not the installed ones."""
+    library versions the stages will run with, when not the installed ones. ``recorded_reader``:
+    output-free reader settings an earlier run fingerprinted, hashed as it recorded them."""
     dump = config.model_dump(mode="json")
+    reader = {k: v for k, v in dump["reader"].items() if k not in OUTPUT_FREE_READER} | (recorded_reader or {})
     stages, models, libraries = _stage_identity(config, pinned)
     code = "code" not in legacy
-    filter_params = {"stages": stages if code else dump["stages"], "reader": dump["reader"], "stats": dump["stats"],
+    filter_params = {"stages": stages if code else dump["stages"], "reader": reader, "stats": dump["stats"],
                      "limit": limit}
     if models and "models" not in legacy:  # only then: runs without models keep the fingerprints they had
         filter_params["models"] = models
@@ -487,7 +506,7 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     # later pass redoes from that pass (in those terms), not every pass (found by adversarial testing)
     plan.adopt_legacy(previous)
     redo = _first_pass_to_redo(plan, previous, force)
-    if redo == 0 and plan.legacy:  # every pass is redone: in today's terms
+    if redo == 0 and (plan.legacy or plan.recorded_reader):  # every pass is redone: in today's terms
         plan.drop_legacy()
     return redo
 
