@@ -174,3 +174,21 @@ def test_a_file_system_without_flock_still_spools(tmp_path, monkeypatch):
         out.write_parquet(str(tmp_path / "x.parquet"), pa.schema([("x", pa.int64())]))
     assert pq.read_table(tmp_path / "x.parquet").column("x").to_pylist() == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]
+
+
+def test_row_groups_cut_where_the_rows_say_whatever_the_batching(tmp_path, monkeypatch) -> None:
+    """Row groups end at the same rows, and the file has the same bytes, for the same rows appended
+    in batches of 7 or 500 (a group cut by size used to end wherever the batch that crossed it did)."""
+    monkeypatch.setattr(spool, "ROW_GROUP_BYTES", 50_000)  # a small bound, so size cuts happen
+    texts = [("word " * (i % 97 + 1)) for i in range(3000)]
+    table = pa.table({"id": [str(i) for i in range(3000)], "text": texts})
+    files = []
+    for size in (7, 500):
+        uri = str(tmp_path / f"{size}.parquet")
+        with ShardSpool() as out:
+            for start in range(0, table.num_rows, size):
+                out.append(table.slice(start, size))
+            out.write_parquet(uri, table.schema)
+        files.append(Path(uri).read_bytes())
+        assert pq.ParquetFile(uri).num_row_groups > 2
+    assert files[0] == files[1]

@@ -45,9 +45,9 @@ class ShardSpool:
     schemas, so an all-removed shard still carries every stage's columns. Use as a context
     manager, or call :meth:`close`: the spill files are deleted then."""
 
-    def __init__(self, directory: str | None = None, spill_bytes: int = SPILL_BYTES) -> None:
+    def __init__(self, directory: str | None = None, spill_bytes: int | None = None) -> None:
         self._parent = directory
-        self._spill_bytes = spill_bytes
+        self._spill_bytes = SPILL_BYTES if spill_bytes is None else spill_bytes
         self._dir: str | None = None  # made with the first rows (a skipped shard makes none)
         self._lock: int | None = None  # held while the spool lives: the sweep's sign it is in use
         self._segments: list[tuple[pa.Schema, str, int]] = []  # (schema, path, rows)
