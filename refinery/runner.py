@@ -624,18 +624,13 @@ def _read_warc(reader, uri: str, opened: list | None = None) -> Iterator[pa.Reco
 
 
 def _read_jsonl(reader, uri: str, shard: str, opened: list | None = None) -> Iterator[pa.RecordBatch]:
-    """JSON lines streamed line by line (``refinery.io.jsonl``); a file whose compression is
-    broken fails its shard with an error naming it."""
-    from refinery.io.jsonl import JsonlReadError
-
+    """JSON lines streamed line by line (``refinery.io.jsonl``; a file whose compression breaks
+    keeps the lines before the break and counts the break as one ``corrupt_stream`` row)."""
     with fs.open_input(uri) as raw:
         stream = _CountingStream(raw)  # a raw input stream has no tell(): count what the reader takes
         if opened is not None:
             opened.append(stream)
-        try:
-            yield from reader.read(stream, source=uri, id_prefix=shard)
-        except JsonlReadError as exc:
-            raise parquet.ShardReadError(str(exc)) from None
+        yield from reader.read(stream, source=uri, id_prefix=shard)
 
 
 class _CountingStream:
