@@ -125,13 +125,13 @@ class Plan:
             return
         reader = params.get("reader")
         recorded = {k: reader[k] for k in OUTPUT_FREE_READER if k in reader} if isinstance(reader, dict) else {}
-        if recorded:  # hashed as recorded: a batch size changed since then still resumes
-            self.recorded_reader = recorded
+        self.recorded_reader = recorded  # hashed as recorded: a batch size changed since then still resumes
+        if "code" not in params:
+            self.legacy = frozenset({"code"} | ({"models"} if "models" not in params else set()))
+        if recorded or self.legacy:  # the passes' fingerprints in those terms, planned once
             self.respell_input(self.input_key)
         if "code" in params:
             return
-        self.legacy = frozenset({"code"} | ({"models"} if "models" not in params else set()))
-        self.respell_input(self.input_key)
         if self.passes[0].fingerprint == old.get("fingerprint"):
             log.info("%s was made by an earlier refinery that did not fingerprint %s: resuming it without checking "
                      "them (a rerun that redoes every pass adds them)", self.output,

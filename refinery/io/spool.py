@@ -180,21 +180,23 @@ def row_groups(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
     Parquet writer's pages too, so the file's bytes do not depend on how the rows were batched
     (``reader.batch_size``): the chunking changed the bytes of the same rows."""
     pending: list[pa.Table] = []
+    pending_sizes: list[np.ndarray] = []  # each pending row's size, measured once
     rows = size = 0
     for table in tables:
         if not table.num_rows:
             continue
         pending.append(table)
+        pending_sizes.append(row_bytes(table))
         rows += table.num_rows
-        size += int(row_bytes(table).sum())
+        size += int(pending_sizes[-1].sum())
         while rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
-            whole = pa.concat_tables(pending)
-            cumulative = np.cumsum(row_bytes(whole))
+            whole, sizes = pa.concat_tables(pending), np.concatenate(pending_sizes)
+            cumulative = np.cumsum(sizes)
             cut = min(ROW_GROUP_ROWS, int(np.searchsorted(cumulative, ROW_GROUP_BYTES)) + 1, whole.num_rows)
             yield whole.slice(0, cut).combine_chunks()
             rest = whole.slice(cut)
-            pending, rows = ([rest] if rest.num_rows else []), rest.num_rows
-            size = int(cumulative[-1] - cumulative[cut - 1])
+            pending, pending_sizes = ([rest], [sizes[cut:]]) if rest.num_rows else ([], [])
+            rows, size = rest.num_rows, int(cumulative[-1] - cumulative[cut - 1])
     if pending:
         yield pa.concat_tables(pending).combine_chunks()
 

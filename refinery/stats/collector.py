@@ -195,14 +195,14 @@ class ShardStatsCollector:
 
     def to_dict(self) -> dict[str, Any]:
         k = self.options.top_domains
-        for entry in self.languages.values():
-            entry["removed"] = self._in_stage_order(entry["removed"])
+        languages = {lang: {**entry, "removed": self._in_stage_order(entry["removed"])}
+                     for lang, entry in self.languages.items()}
         return {
             "histograms": {s: {c: h.to_dict() for c, h in cols.items()}
                            for s, cols in self._in_stage_order(self.histograms).items()},
             "languages": {
                 "column": self.options.language_column,
-                "by_language": dict(sorted(self.languages.items(), key=lambda kv: (-kv[1]["docs_in"], kv[0]))),
+                "by_language": dict(sorted(languages.items(), key=lambda kv: (-kv[1]["docs_in"], kv[0]))),
             },
             "top_domains": {s: {r: top_k(c, k) for r, c in sorted(reasons.items())}
                             for s, reasons in self._in_stage_order(self.domains).items()},
