@@ -10,6 +10,7 @@ import gzip
 import io
 import os
 import random
+import re
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -720,3 +721,63 @@ def test_a_whole_gzip_member_with_garbage_cut_at_a_record_boundary_counts_the_cu
     assert reader.corrupt_offsets == [0, 0] and reader.resync_offsets[-1] == len(cut)
     assert [r["id"] for r in rows if r["_reason"] == "corrupt_stream"] == ["test#corrupt@0", "test#corrupt@0.2"]
     assert len(rows) == reader.responses + len(reader.corrupt_offsets)
+
+
+_READ_UNDER_FILE_SIZE_LIMIT = """
+import json, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from refinery.io.warc import WarcReader
+reader = WarcReader()
+with open(sys.argv[1], "rb") as f:
+    rows = [(r["id"], r["_reason"]) for b in reader.read(f, "test") for r in b.to_pylist()]
+print(json.dumps({"rows": rows, "corrupt": reader.corrupt_offsets}))
+"""
+
+
+def test_garbage_early_in_a_large_whole_file_gzip_spools_no_temporary_file(tmp_path):
+    # found by session 35's trial: the member holding the garbage was inflated whole into a
+    # temporary spool before reading on (64 MiB in memory, the rest on disk: a damaged 200 MB
+    # `gzip file.warc` spooled 200 MB). It is now inflated as read, with a bounded window in
+    # memory: under a file-size limit of 8 MiB for every file the process writes, the read passes
+    import json
+    import subprocess
+    import sys
+
+    recs = [r for name in ("resiliparse_warcfile.warc.gz", "warc_sample-0000.warc.gz") for r in _records(name)]
+    plain = b"".join(recs[:6]) + JUNK_RECORD
+    while len(plain) < 72 * 2**20:  # past the old spool's 64 MiB in memory
+        plain += b"".join(recs[6:])
+    path = tmp_path / "whole.warc.gz"
+    path.write_bytes(gzip.compress(plain, compresslevel=1))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", _READ_UNDER_FILE_SIZE_LIMIT, str(path), str(8 * 2**20)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    expected, _ = read_rows(plain)  # the same bytes uncompressed
+    assert [tuple(r) for r in got["rows"] if r[1] != "corrupt_stream"] == \
+        [(r["id"], r["_reason"]) for r in expected if r["_reason"] != "corrupt_stream"]
+    assert got["corrupt"] == [0] and sum(r[1] == "corrupt_stream" for r in got["rows"]) == 1
+
+
+def test_a_resync_behind_the_inflated_window_of_a_whole_gzip_member_reads_the_same():
+    # inside a whole-file gzip member, garbage after a record larger than the
+    # reader's look-back window (16 MiB of inflated bytes): the resync point lies before the
+    # window, so the member is inflated again from its start; the rows are those of the same bytes
+    # uncompressed
+    recs = _records("warc_sample-0000.warc.gz")
+    page = next(r for r in recs if b"WARC-Type: response" in r[:400])
+    head, _, block = page.partition(b"\r\n\r\n")
+    block = block[:-4] * (-(-20 * 2**20 // len(block)))  # a 20 MiB block of the page's real bytes
+    head = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(block), head)
+    big = head.replace(b"WARC-Type: response", b"WARC-Type: resource") + b"\r\n\r\n" + block + b"\r\n\r\n"
+    garbage = b"\x00garbage\xff" * 100 + b"\r\n\r\n"  # no record: reading resumes after the big record's start
+    plain = b"".join(recs[:3]) + JUNK_RECORD + b"".join(recs[3:8]) + big + garbage + b"".join(recs[8:])
+    expected, _ = read_rows(plain)
+    rows, reader = read_rows(gzip.compress(plain, compresslevel=1))
+    assert [(r["id"], r["_reason"]) for r in rows if r["_reason"] != "corrupt_stream"] == \
+        [(r["id"], r["_reason"]) for r in expected if r["_reason"] != "corrupt_stream"]
+    assert reasons(rows)["corrupt_stream"] == reasons(expected)["corrupt_stream"] == 2
+    assert reader.skipped_records["resource"] == sum(b"WARC-Type: resource" in r[:400] for r in recs) + 1

@@ -48,10 +48,11 @@ record ids stay unique. Only the records inside a damaged span are lost: for Com
 member per record, the damaged member's record. A file that is one gzip member as a whole cannot
 be resynchronised inside its *compressed* bytes (deflate has no sync points): damage there ends
 it. When only its WARC bytes are bad (garbage between or inside records of ``gzip file.warc``, or
-of one of several such members concatenated), the member is inflated into a temporary spool and
-read on as an uncompressed file from the next ``WARC/`` line to the member's end, then at the next
-member; the damage is at the member's compressed offset, offsets found inside it are positions in
-its inflated bytes. A deflate stream cut off after such garbage is read up to the cut, which is
+of one of several such members concatenated), the member is inflated again as it is read (the last
+16 MiB of its output kept in memory to go back to, nothing on disk; a resync point further back
+inflates it again from its start) and read on as an uncompressed file from the next ``WARC/``
+line to the member's end, then at the next member; the damage is at the member's compressed
+offset, offsets found inside it are positions in its inflated bytes. A deflate stream cut off after such garbage is read up to the cut, which is
 one more damaged span (at the same member offset, id ``...#corrupt@<offset>.2``).
 
 Non-document records (``warcinfo``, ``request``, ``metadata``, ``resource``, ``revisit``, ...)
@@ -126,7 +127,7 @@ HTML_MIME_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _RAW_CHUNK = 1 << 18  # compressed bytes pulled from the input per read
-_SPOOL_MEMORY = 64 * 2**20  # a spool (a non-seekable input, an inflated member) stays in memory up to this, then goes to disk
+_SPOOL_MEMORY = 64 * 2**20  # a non-seekable input's spool stays in memory up to this, then goes to disk
 #: a WET text with more U+FFFD than this share of its first _BAD_SAMPLE_CHARS characters is
 #: ``undecodable`` (the extract stage's limit for HTML, refinery.stages.extract._MAX_BAD_FRAC)
 MAX_REPLACED_FRACTION = 0.05
@@ -501,61 +502,122 @@ def _find_warc_header(src: _Source, start: int) -> int | None:
         prev = chunk[-keep - 1 : -keep]
 
 
-def _inflate_member(src: _Source, offset: int) -> tuple[tempfile.SpooledTemporaryFile, int | None]:
-    """The decompressed bytes of the gzip member at input ``offset``, spooled (in memory up to
-    64 MiB, then on disk), and the input offset where the member ends (None: its deflate stream
-    breaks or is cut off; everything that inflated before the break is kept). A member damaged
-    only *inside* its WARC bytes is then read as an uncompressed file, whose resynchronisation
-    finds the next ``WARC/`` line."""
-    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY)
-    src.seek(offset)
-    d = zlib.decompressobj(31)
-    pos = offset
-    while not d.eof:
-        data = src.read(_RAW_CHUNK)
-        if not data:
-            break
-        pos += len(data)
-        before, at = d.copy(), spool.tell()
+_MEMBER_WINDOW = 16 * 2**20  # inflated bytes of a member kept for going back
+_INFLATE_STEP = 4 * _RAW_CHUNK  # output per zlib call: a highly compressed member stays bounded
+
+
+class _MemberStream:
+    """The inflated bytes of the gzip member at input ``offset``, for reading it as an uncompressed
+    file: inflated as read, keeping only the last ``_MEMBER_WINDOW`` of output (in memory) to seek
+    back into. A seek further back (resynchronising after a record larger than that) inflates the
+    member again from its start. It was inflated whole into a spool first: a damaged ``gzip
+    file.warc`` of 200 MB spooled 200 MB (found by session 35's trial).
+
+    Same interface as :class:`_Source` (``read``, ``seek``, ``close``); :meth:`end` is where the
+    member ends in the input (None: its deflate stream breaks or is cut off; everything that
+    inflated before the break is read)."""
+
+    def __init__(self, src: _Source, offset: int) -> None:
+        self._src = src
+        self._offset = offset
+        self._start()
+
+    def _start(self) -> None:
+        self._d = zlib.decompressobj(31)
+        self._in = self._offset  # input offset of the next compressed byte to pull
+        self._tail = b""  # compressed bytes pulled but not yet inflated (output-bounded calls)
+        self._held = False  # the last call filled its output bound: zlib may hold more output
+        self._window: collections.deque[bytes] = collections.deque()  # inflated bytes [_win_start, _out)
+        self._win_start = 0
+        self._out = 0  # inflated bytes produced
+        self._pos = 0  # the reader's position in the inflated bytes
+        self._done = False
+        self._end: int | None = None
+
+    def read(self, n: int) -> bytes:
+        while self._out - self._pos < n and not self._done:
+            self._inflate_some()
+        parts, at, want = [], self._win_start, n
+        for chunk in self._window:
+            if want <= 0:
+                break
+            if at + len(chunk) > self._pos:
+                piece = chunk[max(self._pos - at, 0): max(self._pos - at, 0) + want]
+                parts.append(piece)
+                want -= len(piece)
+            at += len(chunk)
+        data = b"".join(parts)
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int) -> None:
+        if offset < self._win_start:
+            self._start()
+        self._pos = offset
+
+    def end(self) -> int | None:
+        """The input offset where the member ends (inflating the rest of it if needed)."""
+        while not self._done:
+            self._pos = self._out
+            self._inflate_some()
+        return self._end
+
+    def close(self) -> None:  # the caller owns ``src``
+        self._window.clear()
+
+    def _inflate_some(self) -> None:
+        data = self._tail
+        if not data and not self._held:
+            self._src.seek(self._in)
+            data = self._src.read(_RAW_CHUNK)
+            self._in += len(data)
+            if not data:  # the input ends inside the member: its deflate stream is cut
+                self._done = True
+                return
+        before = self._d.copy()
         try:
-            _inflate_into(d, data, spool)
+            out = self._d.decompress(data, _INFLATE_STEP)
         except zlib.error:  # zlib drops the failing call's output: redo the chunk a byte at a time
-            spool.seek(at)
-            spool.truncate()
-            _inflate_until_break(before, data, spool)
-            break
-    spool.seek(0)
-    return spool, (pos - len(d.unused_data) if d.eof else None)
+            out = _inflate_until_break(before, data)
+            self._done = True
+        else:
+            self._held = len(out) == _INFLATE_STEP  # zlib may hold more output of this input
+            self._tail = self._d.unconsumed_tail
+            if self._d.eof:
+                self._done = True
+                self._end = self._in - len(self._d.unused_data)
+        self._append(out)
+
+    def _append(self, out: bytes) -> None:
+        if out:
+            self._window.append(out)
+            self._out += len(out)
+        # drop the oldest output past the window, unless the reader is still in it
+        while self._out - self._win_start - len(self._window[0]) >= _MEMBER_WINDOW \
+                and self._win_start + len(self._window[0]) <= self._pos:
+            self._win_start += len(self._window.popleft())
 
 
-def _inflate_into(d: zlib._Decompress, data: bytes, spool: tempfile.SpooledTemporaryFile) -> None:
-    while not d.eof:  # bounded output per call: a highly compressed member goes to the spool
-        out = d.decompress(data, 4 * _RAW_CHUNK)
-        spool.write(out)
-        data = d.unconsumed_tail
-        if not data and len(out) < 4 * _RAW_CHUNK:  # all input used, no output held back
-            return
-
-
-def _inflate_until_break(d: zlib._Decompress, data: bytes, spool: tempfile.SpooledTemporaryFile) -> None:
+def _inflate_until_break(d: zlib._Decompress, data: bytes) -> bytes:
+    parts = []
     for i in range(len(data)):
         try:
-            spool.write(d.decompress(data[i : i + 1]))
+            parts.append(d.decompress(data[i: i + 1]))
         except zlib.error:
-            return
+            break
+    return b"".join(parts)
 
 
-def _rest_of_member(src: _Source, member: int, after: int) -> tuple[_Source, int, int | None] | None:
-    """``(the member's inflated bytes, the next WARC header in them after position ``after``,
-    where the member ends)`` for the gzip member at input offset ``member``, or None if no
-    ``WARC/`` line follows inside it (the damage is not inside this member's WARC bytes)."""
-    spool, end = _inflate_member(src, member)
-    inflated = _Source(spool, owned=True)
+def _rest_of_member(src: _Source, member: int, after: int) -> tuple[_MemberStream, int] | None:
+    """``(the member's inflated bytes, the next WARC header in them after position ``after``)``
+    for the gzip member at input offset ``member``, or None if no ``WARC/`` line follows inside it
+    (the damage is not inside this member's WARC bytes)."""
+    inflated = _MemberStream(src, member)
     resume = _find_warc_header(inflated, after + 1)
     if resume is None:
         inflated.close()
         return None
-    return inflated, resume, end
+    return inflated, resume
 
 
 def _is_decompressing_stream(raw: object) -> bool:
@@ -762,10 +824,10 @@ class WarcReader:
     # ------------------------------------------------------------------------------------------
     def _batches(self, stream: BinaryIO, source: str) -> Iterator[pa.RecordBatch]:
         decompressing = _is_decompressing_stream(stream)
-        src = _Source(stream)
-        # reading one gzip member's inflated bytes (damage inside them): the file's source, the
-        # member's input offset and where the member ends (None: its deflate breaks)
-        outer: tuple[_Source, int, int | None] | None = None
+        src: _Source | _MemberStream = _Source(stream)
+        # reading one gzip member's inflated bytes (damage inside them): the file's source and the
+        # member's input offset
+        outer: tuple[_Source, int] | None = None
         try:
             probe = _Input(src, 0, decompressing)
             head = probe.read(2)
@@ -808,8 +870,8 @@ class WarcReader:
                         rows.append(_corrupt_row(source, segment.damage, used_ids))
                     last_damage = segment.damage
                 if inside is not None:
-                    inflated, resume, member_end = inside
-                    outer = (src, segment.member, member_end)
+                    inflated, resume = inside
+                    outer = (src, segment.member)
                     # offsets from here to the member's end are positions in its inflated bytes
                     src, gzipped = inflated, False
                     last_damage = max(segment.in_member, 0)  # where plain reading sees this damage
@@ -831,8 +893,9 @@ class WarcReader:
                     self._note_damage(segment.damage, resume, new_span)
                 if resume is None and outer is not None:
                     # the member's inflated bytes are read: back to the file's next member
+                    member_end = src.end()  # type: ignore[union-attr]  # (None: its deflate breaks)
                     src.close()
-                    src, member, member_end = outer
+                    src, member = outer
                     outer, gzipped, last_damage = None, True, None
                     resume = member_end
                     if member_end is None:  # its deflate stream breaks after the bytes read
