@@ -29,8 +29,10 @@ complete line decoded before the break, and the break is one more removed row wi
 line cut off or the first one not read); its message is logged and kept in
 :attr:`JsonlReader.corrupt`. What follows the break cannot be read (deflate and zstd have no sync
 points inside a member or frame). Zstandard (The Pile, RedPajama, SlimPajama ship ``.jsonl.zst``)
-is decoded by pyarrow's codec, concatenated frames included; it may hold back the last decoded
-bytes before a break, so a cut ``.zst`` can lose a few more lines than a cut ``.gz``.
+is decoded by pyarrow's codec, concatenated frames included. A cut ``.zst`` keeps less than a cut
+``.gz``: zstd decodes whole blocks only (up to 128 KiB decoded each, their sequences read
+backwards), so the lines of the block the cut falls in are lost, and a file under 128 KiB decoded
+(one block) keeps none; no decoder can do better (``zstd -d`` writes nothing for such a file).
 """
 
 from __future__ import annotations
