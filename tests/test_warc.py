@@ -781,3 +781,42 @@ def test_a_resync_behind_the_inflated_window_of_a_whole_gzip_member_reads_the_sa
         [(r["id"], r["_reason"]) for r in expected if r["_reason"] != "corrupt_stream"]
     assert reasons(rows)["corrupt_stream"] == reasons(expected)["corrupt_stream"] == 2
     assert reader.skipped_records["resource"] == sum(b"WARC-Type: resource" in r[:400] for r in recs) + 1
+
+
+def test_garbage_read_through_a_stream_of_short_reads_resyncs_as_from_bytes():
+    # the resync scan took a read under 16 bytes for the input's end: a non-seekable body giving
+    # short reads (a socket, a pipe) ended the scan at the garbage and lost every record after it
+    plain = gzip.decompress(CC.read_bytes())
+    with io.BytesIO(plain) as f:
+        starts = sorted(r.stream_pos for r in ArchiveIterator(f, parse_http=False))
+    at = starts[len(starts) // 2]
+    damaged = plain[:at] + b"\x00garbage\xff" * 10_000 + plain[at:]  # past what the reader had pulled
+
+    class Dribble:  # only read(), at most 9 bytes a call
+        def __init__(self, payload: bytes) -> None:
+            self._b = io.BytesIO(payload)
+
+        def read(self, n: int = -1) -> bytes:
+            return self._b.read(min(n, 9) if n and n > 0 else 9)
+
+    from_bytes, _ = read_rows(damaged)
+    dribbled, reader = read_rows(Dribble(damaged))
+    assert dribbled == from_bytes
+    assert reasons(dribbled)["corrupt_stream"] == 1 and len(reader.corrupt_offsets) == 1
+    cut = next(i for i, r in enumerate(dribbled) if r["_reason"] == "corrupt_stream")
+    assert any(r["_reason"] is None for r in dribbled[cut + 1:])  # records after the garbage are read
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_record_without_warc_type_is_a_removed_row_not_a_lost_page(gzipped):
+    # found by session 36's trial: a response whose WARC-Type line was lost was only counted among
+    # skipped records ("unknown"): a page gone without a row
+    plain = gzip.decompress(CC.read_bytes())
+    full, _ = read_rows(plain)
+    at = plain.index(b"WARC-Type: response\r\n")
+    damaged = plain[:at] + plain[at + len(b"WARC-Type: response\r\n"):]
+    rows, reader = read_rows(gzip.compress(damaged) if gzipped else damaged)
+    assert reasons(rows)["untyped_record"] == 1
+    assert [r["id"] for r in rows] == [r["id"] for r in full]  # every other row as before, in place
+    assert next(r for r in rows if r["_reason"] == "untyped_record")["id"] == full[0]["id"]
+    assert "unknown" not in reader.skipped_records

@@ -21,6 +21,8 @@ stage and ``kept + removed = read`` holds from the first step on. Reasons:
 ``empty_body``          body is empty or whitespace only (after decoding)
 ``undecodable``         WET only: over 5% of the text is U+FFFD, bytes that are not UTF-8
                         (metric = that share); HTML is decoded, and judged, by the extract stage
+``untyped_record``      the record has no ``WARC-Type`` header (mandatory): it may have been a
+                        page, so it is counted here rather than skipped (metric null)
 ``corrupt_stream``      not a document: one extra row per damaged span of the *file* (bad or
                         truncated gzip member, garbage between or inside records, a wrong
                         ``Content-Length``, a header FastWARC refuses such as a 64 KB URL, a
@@ -397,9 +399,8 @@ class _Source:
     relative to where the stream was when reading began.
     """
 
-    def __init__(self, raw: BinaryIO, owned: bool = False) -> None:
+    def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
-        self._owned = owned  # close ``raw`` too (a spool of inflated bytes made here)
         self._origin = _tell_if_seekable(raw)
         self._spool = None
         if self._origin is None:
@@ -408,6 +409,19 @@ class _Source:
         self._pos = 0
 
     def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes, fewer only at the stream's end: the resync scan takes a short read
+        for the end (a network body's short reads, or a read stopping where the spool does, had
+        ended a resync early and lost the records after the damage)."""
+        data = self._read_some(n)
+        if len(data) >= n or not data:
+            return data
+        parts, got = [data], len(data)
+        while got < n and (more := self._read_some(n - got)):
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def _read_some(self, n: int) -> bytes:
         if self._spool is None:
             data = self._raw.read(n)
         elif self._pos < self._spooled:
@@ -436,8 +450,6 @@ class _Source:
     def close(self) -> None:
         if self._spool is not None:
             self._spool.close()
-        if self._owned:
-            self._raw.close()
 
 
 def _tell_if_seekable(raw: object) -> int | None:
@@ -800,7 +812,7 @@ class WarcReader:
         self.verify_digests = verify_digests
         self.skipped_records: dict[str, int] = {}
         self.records = 0
-        self.responses = 0
+        self.responses = 0  # document rows: responses, conversions, records without a WARC-Type
         self.corrupt_offset: int | None = None
         self.corrupt_offsets: list[int] = []
         self.resync_offsets: list[int | None] = []
@@ -962,7 +974,10 @@ class WarcReader:
             block_len = record.content_length  # declared; parse_http() later changes content_length
             rtype = _record_type(record)
             is_response = rtype in _DOCUMENT_TYPES
-            if is_response:
+            # no WARC-Type at all (a damaged header): it may have been a page, so it is a removed
+            # row, not a skipped record (found by session 36's trial: a response lost without a row)
+            untyped = rtype == "unknown" and record.headers.get("WARC-Type") is None
+            if is_response or untyped:
                 self.responses += 1
             else:
                 self.skipped_records[rtype] = self.skipped_records.get(rtype, 0) + 1
@@ -975,6 +990,8 @@ class WarcReader:
                 if is_response:
                     yield _row(record, source, index, None, "truncated_record", None)
                 break
+            if untyped:  # (a header cut off before its type and length: the file ends in it)
+                row = _row(record, source, index, None, "untyped_record" if complete else "truncated_record", None)
             if row is not None and complete and is_response:
                 pending = (row, record.stream_pos, block_len)
             elif row is not None:
