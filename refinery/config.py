@@ -278,12 +278,19 @@ def _written_without_spaces(label: str) -> bool:
             or label.split("_")[0].split("-")[0].lower() in _SPACELESS_639_3 + tuple(LANGUAGES_WITHOUT_SPACES))
 
 
-def _language_id_keeps(params: dict[str, Any]) -> list[str]:
-    """The labels a ``language_id`` stage's params keep (``[]``: every language)."""
+def _languages_param(params: dict[str, Any]) -> list[str] | None:
+    """A prescreen's or language_id's ``languages`` as given (default ``["en"]``; a string is one
+    language), or None when it is no list of codes (``5``, ``[[en]]``, ``[null]``): the cross-stage
+    checks then leave it to the stage's own validation, which names the param (they ran first and
+    stopped on "unexpected TypeError", or read ``"en"`` as ``['e', 'n']``: found by testing)."""
     languages = params.get("languages")
     if languages is None:
         return ["en"]
-    return [languages] if isinstance(languages, str) else [str(x) for x in languages]
+    if isinstance(languages, str):
+        return [languages]
+    if isinstance(languages, list) and all(isinstance(x, str) for x in languages):
+        return list(languages)
+    return None
 
 
 def _lid176_labels(kept: list[str]) -> bool:
@@ -346,7 +353,10 @@ class PipelineConfig(_Strict):
         others: list[str] = []
         for s in self.stages:
             if s.type == "language_id":
-                kept = _language_id_keeps(s.params)
+                kept = _languages_param(s.params)
+                if kept is None:  # not a list of codes: refused when the stage is built
+                    others = []
+                    continue
                 others = [lang for lang in kept if lang != "en"] or ([] if kept else ["every language"])
                 if not _lid176_labels(kept):
                     others = []  # another model's labels: we cannot tell English from them
@@ -366,7 +376,11 @@ class PipelineConfig(_Strict):
             if s.type == "language_id":
                 # [] keeps every language: the spaceless ones and the others (it was read as [en],
                 # and a mixed corpus lost 99.7% to the English stop words: adversarial testing)
-                kept = _language_id_keeps(s.params) or sorted(LANGUAGES_WITHOUT_SPACES) + ["*"]
+                given = _languages_param(s.params)
+                if given is None:
+                    kept = []  # not a list of codes: the stage's own validation names it
+                    continue
+                kept = given or sorted(LANGUAGES_WITHOUT_SPACES) + ["*"]
                 # another model's labels (GlotLID's eng_Latn, en-US) are not LID-176's codes
                 custom_labels = not _lid176_labels([lang for lang in kept if lang != "*"])
             elif s.type == "gopher_quality" and kept:
@@ -400,11 +414,16 @@ class PipelineConfig(_Strict):
         language ID saw it, and nothing said so (found by adversarial testing)."""
         screened: set[str] | None = None  # None: no prescreen, or one that passes every language ([])
         for s in self.stages:
-            languages = s.params.get("languages")
+            if s.type not in ("prescreen", "language_id"):
+                continue
+            languages = _languages_param(s.params)
+            if languages is None:  # not a list of codes: the stage's own validation names the param
+                screened = None if s.type == "prescreen" else screened
+                continue
             if s.type == "prescreen":
-                screened = set(["en"] if languages is None else languages) or None
-            elif s.type == "language_id" and screened is not None:
-                kept = ["en"] if languages is None else list(languages)
+                screened = set(languages) or None
+            elif screened is not None:
+                kept = languages
                 if not kept:  # every language
                     raise ValueError(f"stage {s.stage_name!r} keeps every language (languages: []), but the prescreen "
                                      f"before it removes pages not in {sorted(screened)}: give the prescreen "

@@ -250,3 +250,17 @@ def test_a_pass_name_must_be_a_plain_folder_name_of_its_own():
         with pytest.raises(ConfigError, match=f"pass name '{re.escape(name)}' must be"):
             parse_config({"stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url", "name": name}]})
     assert parse_config({"stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url", "name": "url-2024"}]})
+
+
+@pytest.mark.parametrize("stage", ["prescreen", "language_id"])
+@pytest.mark.parametrize("given", ["en", 5, True, [["en"]], [None], {"en": 1}])
+def test_languages_that_are_no_list_of_codes_are_named_by_the_stage(stage, given):
+    """Found by testing the CLI as a new user: the prescreen / language_id cross-check ran on the
+    raw params before the stage's own validation, so ``languages: 5`` stopped on "unexpected
+    TypeError: 'int' object is not iterable" and ``languages: en`` was told that language_id keeps
+    ['e', 'n']. The error is now the stage's own, naming the param."""
+    stages = [{"type": "prescreen"}, {"type": "extract"}, {"type": "language_id"}, {"type": "gopher_quality"}]
+    stages[0 if stage == "prescreen" else 2]["params"] = {"languages": given}
+    with pytest.raises(ConfigError, match=rf"stage '{stage}' \({stage}\): languages(\.0)?: ") as info:
+        parse_config({"stages": stages})
+    assert "['e', 'n']" not in str(info.value)
