@@ -392,3 +392,21 @@ def test_a_lines_dedup_pass_chart_has_its_threshold():
                             .model_dump(mode="json")}}
     assert run_thresholds(standalone, {"lines_dedup": {"lines_dedup_removed_frac": {}}}) == {
         "lines_dedup": {"lines_dedup_removed_frac": [{"param": "lines.max_removed_word_frac", "value": 0.3}]}}
+
+
+def test_a_language_stage_no_document_reached_is_not_called_missing(tmp_path):
+    """Found by a new user's trial: a run whose prescreen (English) removed every page of a real
+    Japanese WARC had a language_id stage, yet its report said "no language identification stage"."""
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stats.report import build_report
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "data/sample/warc/resiliparse_clueweb-quirk.warc.gz", src)
+    config = parse_config({"stages": [{"type": "prescreen"}, {"type": "extract"}, {"type": "language_id"}]})
+    out = str(tmp_path / "run")
+    assert not run_pipeline(config, str(src), out, workers=1, progress=False).failed
+    html = build_report(out)
+    assert "no language identification stage" not in html
+    assert "No document reached language_id: the stages before it removed every one" in html

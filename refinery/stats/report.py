@@ -296,13 +296,22 @@ def _histograms(stats: dict[str, Any], thresholds: dict[str, dict[str, list[dict
     return _section("scores", "Filter scores", f'<div class="grid">{"".join(figures)}</div>{_no_values_note(empty)}', note)
 
 
+def _no_languages_note(stats: dict[str, Any], section: dict[str, Any]) -> str:
+    """Why a run has no language rows: no language stage, or one that no document reached (it was
+    said to have no language identification stage when earlier stages removed every document)."""
+    lid = [s for s in stats.get("stages") or [] if isinstance(s, dict) and s.get("kind") == "language_id"]
+    if lid and not any(s.get("docs_in") for s in lid):
+        return (f"No document reached {_e(lid[0].get('stage', 'language_id'))}: the stages before it removed "
+                "every one (see the funnel).")
+    return (f"No <code>{_e(section.get('column', 'language'))}</code> column in this run "
+            "(no language identification stage).")
+
+
 def _languages(stats: dict[str, Any]) -> str:
     section = stats.get("languages") or {}
     by_lang = section.get("by_language") or {}
     if not by_lang:
-        return _section("languages", "Languages",
-                        f"<p class='note'>No <code>{_e(section.get('column', 'language'))}</code> column in this run "
-                        "(no language identification stage).</p>")
+        return _section("languages", "Languages", f"<p class='note'>{_no_languages_note(stats, section)}</p>")
     rows = [{"language": k, **v} for k, v in by_lang.items()]
     rows.sort(key=lambda r: (-r["docs_in"], r["language"]))
     stages_seen: list[str] = []
