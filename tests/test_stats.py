@@ -866,3 +866,27 @@ def test_dedup_and_tokenize_remake_a_report_refinery_wrote_and_leave_others_alon
     report.write_text("<html><body>my notes</body></html>")  # not refinery's: left alone
     done = refinery("tokenize", str(run), "-o", str(run / "tokens"), "--force")
     assert report.read_text() == "<html><body>my notes</body></html>" and "left as it is" in done.stderr
+
+
+def test_a_finished_run_that_kept_nothing_says_so(tmp_path):
+    """Found by a new user's trial: the recipe's English prescreen removed every page of a real
+    Japanese WARC; selecting stages are exempt from the removal notes, so the run ended "done" and
+    nothing pointed at it. Now one note names the empty corpus and the stage that removed most."""
+    import shutil
+
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stats.alerts import suspicious_removals
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "data/sample/warc/resiliparse_clueweb-quirk.warc.gz", src)
+    config = parse_config({"stages": [{"type": "prescreen"}, {"type": "extract"}, {"type": "language_id"}]})
+    summary = run_pipeline(config, str(src), str(tmp_path / "run"), workers=1, progress=False)
+    assert summary.stats["docs_read"] == 29 and summary.stats["docs_kept"] == 0
+    assert suspicious_removals(summary.stats) == [
+        "the corpus is empty: every one of the 29 documents read was removed; the most by prescreen "
+        "(29 as 'prescreen_language'): check its settings for this corpus"]
+    # a run that kept something, or read nothing, has no such note
+    assert not any("corpus is empty" in n for n in suspicious_removals({**summary.stats, "docs_kept": 1}))
+    assert not any("corpus is empty" in n for n in suspicious_removals({**summary.stats, "docs_read": 0}))

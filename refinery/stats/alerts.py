@@ -62,4 +62,21 @@ def suspicious_removals(stats: dict[str, Any], min_docs: int = MIN_DOCS, share: 
                 notes.append(f"{name} removed {n} of the {reached} {lang!r} documents it saw: check its settings "
                              f"for {lang!r} (e.g. gopher_quality's stop_words)")
             reached -= n
-    return notes
+    empty = _empty_corpus(stages, stats)
+    return notes + ([empty] if empty else [])
+
+
+def _empty_corpus(stages: list[dict[str, Any]], stats: dict[str, Any]) -> str | None:
+    """A finished run that kept nothing, named with the stage that removed the most: selecting
+    stages are exempt from the notes above, so a run whose prescreen removed every page of a real
+    Japanese WARC ended "done" without a word (found by a new user's trial); the first sign was
+    the training loader refusing an empty corpus."""
+    read = int(stats.get("docs_read") or 0)
+    if stats.get("partial") or read == 0 or stats.get("docs_kept") != 0:
+        return None
+    top = max(stages, key=lambda st: int(st.get("docs_removed") or 0), default=None)
+    if not top or not int(top.get("docs_removed") or 0):
+        return None
+    reasons = ", ".join(f"{n} as {r!r}" for r, n in sorted((top.get("removed") or {}).items(), key=lambda kv: -kv[1]) if n)
+    return (f"the corpus is empty: every one of the {read} documents read was removed; the most by "
+            f"{top.get('stage') or top.get('name')} ({reasons}): check its settings for this corpus")
