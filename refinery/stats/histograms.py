@@ -21,7 +21,9 @@ A stage can override the edges for its columns by defining ``metric_bins() -> {c
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +84,7 @@ class Histogram:
     under: dict[str, int] = field(default_factory=dict)
     over: dict[str, int] = field(default_factory=dict)
     null: dict[str, int] = field(default_factory=dict)
-    total: dict[str, float] = field(default_factory=dict)  # sums, for means
+    total: dict[str, float] = field(default_factory=dict)  # sums, for means (exact: see _partials)
     by_reason: dict[str, list[int]] = field(default_factory=dict)  # removed rows' bins per reason
     lo: float | None = None
     hi: float | None = None
@@ -98,6 +100,10 @@ class Histogram:
             self.null.setdefault(side, 0)
             self.total.setdefault(side, 0.0)
         self._np_edges = np.asarray(self.edges, dtype=np.float64)
+        # each side's sum as Shewchuk's non-overlapping partials (what math.fsum keeps): exact, so
+        # the sum does not depend on how rows were split into batches (a shard's stats are
+        # byte-identical at any reader.batch_size; a float sum added batch by batch was not)
+        self._partials: dict[str, list[float]] = {side: [v] if v else [] for side, v in self.total.items()}
 
     @classmethod
     def for_column(cls, column: str, edges: list[float] | None = None) -> "Histogram":
@@ -138,7 +144,8 @@ class Histogram:
             counts[i] += int(binned[i])
             if per_reason is not None:
                 per_reason[i] += int(binned[i])
-        self.total[side] += float(arr.sum())
+        _add_exact(self._partials.setdefault(side, []), arr.tolist())
+        self.total[side] = math.fsum(self._partials[side])
         lo, hi = float(arr.min()), float(arr.max())
         self.lo = lo if self.lo is None else min(self.lo, lo)
         self.hi = hi if self.hi is None else max(self.hi, hi)
@@ -158,7 +165,8 @@ class Histogram:
             self.under[side] += other.under[side]
             self.over[side] += other.over[side]
             self.null[side] += other.null[side]
-            self.total[side] += other.total[side]
+            _add_exact(self._partials.setdefault(side, []), other._partials.get(side, []))
+            self.total[side] = math.fsum(self._partials[side])
         for reason, counts in other.by_reason.items():
             mine = self.by_reason.setdefault(reason, [0] * len(counts))
             self.by_reason[reason] = [a + b for a, b in zip(mine, counts)]
@@ -189,6 +197,26 @@ class Histogram:
             null=dict(d["null"]), total=dict(d.get("sum", {})), lo=d.get("min"), hi=d.get("max"),
             by_reason={k: list(v) for k, v in d.get("by_reason", {}).items()},
         )
+
+
+def _add_exact(partials: list[float], values: Iterable[float]) -> None:
+    """Add ``values`` to ``partials`` in place, exactly (Shewchuk's algorithm, as math.fsum does):
+    ``math.fsum(partials)`` is then the correctly rounded sum of every value added, in any order."""
+    for x in values:
+        if not math.isfinite(x) or (partials and not math.isfinite(partials[-1])):
+            partials[:] = [sum(partials) + x]  # an infinite sum stays so: nothing left to keep exact
+            continue
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                partials[i] = lo
+                i += 1
+            x = hi
+        partials[i:] = [x]
 
 
 def merge_histogram_maps(maps: list[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, dict[str, dict[str, Any]]]:
