@@ -86,6 +86,8 @@ class Plan:
     #: reader settings an earlier run fingerprinted that no longer change the output
     #: (:data:`OUTPUT_FREE_READER`), as it recorded them: hashed so that run resumes
     recorded_reader: dict[str, Any] = field(default_factory=dict)
+    #: the same for the tokens pass (:data:`OUTPUT_FREE_TOKENIZE`), as an earlier run recorded them
+    recorded_tokenize: dict[str, Any] = field(default_factory=dict)
     #: distribution -> version the stages run with, when not this interpreter's (a SageMaker
     #: launch plans with its image's lock file: the instances re-plan with what they have)
     pinned_libraries: dict[str, str] | None = None
@@ -101,7 +103,7 @@ class Plan:
         instead of looking like a run of other input. The files are still read as ``input``."""
         self.input_key = key
         self.passes = plan_passes(self.config, key, self._relative_files(), self.limit, self.legacy,
-                                  self.pinned_libraries, self.recorded_reader)
+                                  self.pinned_libraries, self.recorded_reader, self.recorded_tokenize)
 
     def _relative_files(self) -> list[str]:
         """The input files' names under the input's root, as the fingerprints hash them."""
@@ -119,16 +121,25 @@ class Plan:
         model files (fingerprinted since session 27), and the code (stages' default params,
         refinery's and the stages' libraries' versions; since session 28). A change the old
         fingerprints do see is still refused, and named in their terms."""
-        old = {p.get("name"): p for p in (previous or {}).get("passes", [])}.get(self.passes[0].name)
+        by_name = {p.get("name"): p for p in (previous or {}).get("passes", []) if isinstance(p, dict)}
+        tokens = next((p for p in self.passes if p.kind == "tokenize"), None)
+        old_tokens = by_name.get(tokens.name) if tokens else None
+        token_params = old_tokens.get("params") if old_tokens else None
+        # hashed as recorded: a tokens pass made at another batch size still resumes
+        self.recorded_tokenize = ({k: token_params[k] for k in OUTPUT_FREE_TOKENIZE if k in token_params}
+                                  if isinstance(token_params, dict) else {})
+        old = by_name.get(self.passes[0].name)
         params = old.get("params") if old else None
         if not isinstance(params, dict):
+            if self.recorded_tokenize:
+                self.respell_input(self.input_key)
             return
         reader = params.get("reader")
         recorded = {k: reader[k] for k in OUTPUT_FREE_READER if k in reader} if isinstance(reader, dict) else {}
         self.recorded_reader = recorded  # hashed as recorded: a batch size changed since then still resumes
         if "code" not in params:
             self.legacy = frozenset({"code"} | ({"models"} if "models" not in params else set()))
-        if recorded or self.legacy:  # the passes' fingerprints in those terms, planned once
+        if recorded or self.recorded_tokenize or self.legacy:  # the passes' fingerprints in those terms, planned once
             self.respell_input(self.input_key)
         if "code" in params:
             return
@@ -144,6 +155,7 @@ class Plan:
         """Plan in today's terms again (every pass is being redone)."""
         self.legacy = frozenset()
         self.recorded_reader = {}
+        self.recorded_tokenize = {}
         self.respell_input(self.input_key)
 
     @property
@@ -282,11 +294,14 @@ def _dedup_params(raw: dict[str, Any], code: bool = True, pinned: dict[str, str]
     return params | {"benchmark_files": benchmark_identity(specs)}
 
 
-def _tokenize_params(raw: dict[str, Any] | None, code: bool = True, pinned: dict[str, str] | None = None
-                     ) -> dict[str, Any] | None:
+def _tokenize_params(raw: dict[str, Any] | None, code: bool = True, pinned: dict[str, str] | None = None,
+                     recorded: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The tokenize pass's fingerprinted params: with a tokenizer file, its content's SHA-256 too
     (the tokens depend on the file, not on its path: a retrained tokenizer.json redoes the pass),
-    and (``code``) the version of the tokenizers library that applies it."""
+    and (``code``) the version of the tokenizers library that applies it. The settings of
+    :data:`OUTPUT_FREE_TOKENIZE` are left out, or hashed as an earlier run ``recorded`` them."""
+    if raw is not None:
+        raw = {k: v for k, v in raw.items() if k not in OUTPUT_FREE_TOKENIZE} | (recorded or {})
     if raw is not None and code:
         raw = raw | {"code": {"tokenizers": library_version("tokenizers", pinned)}}
     if raw is None or raw.get("tokenizer", "gpt2") == "gpt2":
@@ -295,7 +310,13 @@ def _tokenize_params(raw: dict[str, Any] | None, code: bool = True, pinned: dict
         data = fs.read_bytes(raw["tokenizer"])
     except (fs.StorageError, OSError) as exc:
         raise ConfigError(f"tokenize.tokenizer: cannot read {raw['tokenizer']}: {exc}") from None
-    return raw | {"tokenizer_sha256": hashlib.sha256(data).hexdigest()}
+    raw = raw | {"tokenizer_sha256": hashlib.sha256(data).hexdigest()}
+    try:  # a file that asks for padding or truncation: load_tokenizer switches them off (session 36),
+        # so its tokens differ from those of a run that applied them; such a run is not resumed
+        asked = [k for k in ("padding", "truncation") if json.loads(data).get(k)]
+    except (ValueError, AttributeError):
+        asked = []  # not a tokenizer JSON: loading it says so
+    return raw | ({"switched_off": asked} if asked else {})
 
 
 def unique_shard_names(files: list[str], root: str, input_uri: str) -> list[str]:
@@ -399,16 +420,22 @@ def read_lock_versions(text: str) -> dict[str, str]:
 #: reader settings that change how a shard is read, not what its outputs hold (a test runs the
 #: same input at two batch sizes and compares every output file's bytes): left out of the fingerprint
 OUTPUT_FREE_READER = ("batch_size",)
+#: the same for the tokens pass: each document is encoded alone (the tokenizer's padding and
+#: truncation are switched off), so token shards, sidecars and manifest are byte-identical at any
+#: ``tokenize.batch_size`` (tests/test_batch_size.py)
+OUTPUT_FREE_TOKENIZE = ("batch_size",)
 
 
 def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str], limit: int | None,
                 legacy: frozenset[str] = frozenset(), pinned: dict[str, str] | None = None,
-                recorded_reader: dict[str, Any] | None = None) -> list[Pass]:
+                recorded_reader: dict[str, Any] | None = None,
+                recorded_tokenize: dict[str, Any] | None = None) -> list[Pass]:
     """The passes of ``config`` with their fingerprints, over the input spelled ``input_key``
     holding ``relative_files`` (paths under the input's root). ``legacy``: the parts of the
     fingerprints an earlier refinery did not have, left out ("models", "code"). ``pinned``: the
     library versions the stages will run with, when not the installed ones. ``recorded_reader``:
-    output-free reader settings an earlier run fingerprinted, hashed as it recorded them."""
+    output-free reader settings an earlier run fingerprinted, hashed as it recorded them;
+    ``recorded_tokenize`` the same for the tokens pass."""
     dump = config.model_dump(mode="json")
     reader = {k: v for k, v in dump["reader"].items() if k not in OUTPUT_FREE_READER} | (recorded_reader or {})
     stages, models, libraries = _stage_identity(config, pinned)
@@ -421,7 +448,7 @@ def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str
         filter_params["code"] = {"refinery": __version__} | libraries
     sections = {"documents": [filter_params],
                 "dedup": [_dedup_params(raw, code, pinned) for raw in dump["dedup"]],
-                "tokenize": [_tokenize_params(dump["tokenize"], code, pinned)]}
+                "tokenize": [_tokenize_params(dump["tokenize"], code, pinned, recorded_tokenize)]}
     passes: list[Pass] = []
     fp = _input_fingerprint(input_key, relative_files)
     layout = pass_layout(config)
@@ -506,7 +533,7 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     # later pass redoes from that pass (in those terms), not every pass (found by adversarial testing)
     plan.adopt_legacy(previous)
     redo = _first_pass_to_redo(plan, previous, force)
-    if redo == 0 and (plan.legacy or plan.recorded_reader):  # every pass is redone: in today's terms
+    if redo == 0 and (plan.legacy or plan.recorded_reader or plan.recorded_tokenize):  # every pass redone: today's terms
         plan.drop_legacy()
     return redo
 

@@ -83,3 +83,64 @@ def test_a_run_that_fingerprinted_the_batch_size_resumes(runs: Path, tmp_path: P
     changed = changed.model_copy(update={"stats": changed.stats.model_copy(update={"samples_per_reason": 3})})
     with pytest.raises(Exception, match="samples_per_reason"):
         run_pipeline(changed, str(runs / "in"), str(out), workers=1, progress=False)
+
+
+# -- tokenize.batch_size ------------------------------------------------------------------------
+NEO_JSON = ROOT / "data/sample/tokenizers/tokenizer_gpt-neo-test-tokenizer.json"
+
+
+def _token_files(out: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted(out.iterdir()) if f.is_file() and not f.name.startswith(".")}
+
+
+def test_token_outputs_do_not_depend_on_the_batch_size_even_with_a_padding_tokenizer(runs: Path, tmp_path: Path) -> None:
+    """A tokenizer.json asking for padding put pad ids inside documents, as many as the longest
+    text of each encode batch needed; one asking for truncation cut every document at max_length
+    (137,754 tokens of 986,833 on the 697 real documents). Both are switched off."""
+    from refinery.tokens import load_tokenizer
+    from refinery.tokens.writer import tokenize_run
+
+    spec = json.loads(NEO_JSON.read_text())
+    padded = spec | {"padding": {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None,
+                                 "pad_id": 1, "pad_type_id": 0, "pad_token": "<|padding|>"},
+                     "truncation": {"direction": "Right", "max_length": 256, "strategy": "LongestFirst", "stride": 0}}
+    (tmp_path / "padded.json").write_text(json.dumps(padded))
+    made = {}
+    for tokenizer in ("gpt2", str(NEO_JSON), str(tmp_path / "padded.json")):
+        for shuffle in (False, True):
+            outputs = []
+            for batch_size in (1000, 7):
+                out = tmp_path / f"tok-{len(made)}-{batch_size}"
+                tokenize_run(str(runs / "o500"), str(out), load_tokenizer(tokenizer), shuffle=shuffle, seed=1,
+                             num_shards=2 if shuffle else None, batch_size=batch_size, progress=False)
+                outputs.append(_token_files(out))
+            assert outputs[0] == outputs[1], (tokenizer, shuffle)
+            made[(tokenizer, shuffle)] = outputs[0]
+    # padding and truncation switched off: the padded file's tokens are the plain file's
+    neo, pad = made[(str(NEO_JSON), False)], made[(str(tmp_path / "padded.json"), False)]
+    assert {k: v for k, v in neo.items() if k.endswith((".bin", ".idx"))} == \
+        {k: v for k, v in pad.items() if k.endswith((".bin", ".idx"))}
+
+
+def _tokens_config(batch_size: int) -> PipelineConfig:
+    from refinery.config import TokenizeConfig
+
+    return _config(500).model_copy(update={"tokenize": TokenizeConfig(batch_size=batch_size)})
+
+
+def test_a_rerun_at_another_tokenize_batch_size_resumes(runs: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    run_pipeline(_tokens_config(1000), str(runs / "in"), str(out), workers=1, progress=False, limit=80)
+    assert "batch_size" not in json.loads((out / "run.json").read_bytes())["passes"][-1]["params"]
+    again = run_pipeline(_tokens_config(7), str(runs / "in"), str(out), workers=1, progress=False, limit=80)
+    assert again.passes == {"filter": "skipped", "tokens": "skipped"}
+    # a run made when the batch size was fingerprinted resumes in its own terms
+    import refinery.plan
+
+    old = tmp_path / "old"
+    with monkeypatch.context() as m:
+        m.setattr(refinery.plan, "OUTPUT_FREE_TOKENIZE", ())
+        run_pipeline(_tokens_config(1000), str(runs / "in"), str(old), workers=1, progress=False, limit=80)
+    assert json.loads((old / "run.json").read_bytes())["passes"][-1]["params"]["batch_size"] == 1000
+    again = run_pipeline(_tokens_config(7), str(runs / "in"), str(old), workers=1, progress=False, limit=80)
+    assert again.passes == {"filter": "skipped", "tokens": "skipped"}

@@ -132,6 +132,11 @@ def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None) -> LoadedTo
         except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
             raise TokenizerError(f"{spec} is not a Hugging Face tokenizer JSON: {exc}") from exc
         digest = _sha256(data)
+    # each document is encoded alone and whole: a tokenizer.json's padding (to the longest text of
+    # an encode batch) put pad ids inside documents and made the tokens depend on the batch size,
+    # and its truncation (max_length) dropped the rest of every longer document without a count
+    tok.no_padding()
+    tok.no_truncation()
     # Web text may contain the literal string "<|endoftext|>": encode it as text, so the only EOS
     # tokens in a shard are the ones we append at document ends.
     tok.encode_special_tokens = True
