@@ -630,3 +630,22 @@ def test_a_preset_naming_the_default_values_resumes_the_same_minhash_output(run_
     with pytest.raises(DedupInputError, match=r"bands 14 -> 450"):  # a preset that changes the values still is refused
         run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", minhash={"preset": "refinedweb"}),
                   LocalExecutor(1))
+
+
+def test_without_verification_a_changed_threshold_resumes_the_same_minhash_output(run_dir, tmp_path):
+    """With ``verify: false`` the threshold and verify_slots are read by nothing (no slot stored,
+    no pair or removal checked): changing them was refused as other settings. With verification
+    on, a changed threshold is still refused (test above); a run that recorded a threshold with
+    verification off resumes its index as made."""
+    out = tmp_path / "out"
+    first = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", minhash={"verify": False, "threshold": 0.8}),
+                      LocalExecutor(1))
+    recorded = json.loads((out / "run.json").read_text())["passes"][0]
+    again = run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", minhash={"verify": False, "threshold": 0.5,
+                                                                                      "verify_slots": 64}),
+                      LocalExecutor(1))
+    assert again["docs_removed"] == first["docs_removed"]
+    assert json.loads((out / "run.json").read_text())["passes"][0]["fingerprint"] == recorded["fingerprint"]
+    assert again["passes"]["candidates"] == first["passes"]["candidates"]  # the index reused, not rebuilt
+    with pytest.raises(DedupInputError, match=r"verify False -> True"):  # verification itself still counts
+        run_dedup(str(run_dir), str(out), DedupConfig(method="minhash"), LocalExecutor(1))

@@ -211,7 +211,7 @@ def _method_params(config: DedupConfig) -> dict[str, Any]:
     if config.method == "minhash":
         # a preset only fills num_perm/bands/rows, dumped here as resolved: `--preset default` is
         # the same pass as no preset (it was refused as another setting; found by adversarial testing)
-        return config.minhash.model_dump() | {"preset": None}
+        return _without_unread(config.minhash.model_dump() | {"preset": None})
     if config.method == "substring":
         return config.substring.model_dump() | {"memory_budget": config.memory_budget}
     if config.method == "lines":  # partitions do not change the result: memory_budget is not part of it
@@ -223,6 +223,16 @@ def _method_params(config: DedupConfig) -> dict[str, Any]:
         lines = without_added_defaults({"lines": config.lines.model_dump()})["lines"]
         return lines | {"keeper_key": KEEPER_KEY}
     return {"seed": config.minhash.seed}
+
+
+#: MinHash settings read only by candidate verification: without it (``verify: false``) the
+#: signatures store no slots, no pair is checked and no removal is, so they change nothing
+VERIFY_ONLY = ("threshold", "verify_slots")
+
+
+def _without_unread(params: dict[str, Any]) -> dict[str, Any]:
+    """MinHash params without :data:`VERIFY_ONLY` when verification is off."""
+    return params if params.get("verify", True) else {k: v for k, v in params.items() if k not in VERIFY_ONLY}
 
 
 def _resident_probe_task(pause: float) -> dict[str, Any]:
@@ -297,10 +307,12 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         # an earlier version of the run (redone since with other settings) are not reused
         versions = fs.file_versions(input_dir, [s.uri for s in shards])
         upstream = "files:" + hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()[:16]
-        _check_rerun(RunDir(output_dir), config, force)
+        recorded = _check_rerun(RunDir(output_dir), config, force)
         remove_orphan_shards(out, {s.name for s in shards}, f"dedup {config.method}")
     method = config.method
     params = _method_params(config)
+    if standalone and recorded is not None:
+        params = recorded  # the same pass, hashed as recorded: its index and removals are reused
     work = WorkDir(work_root, _fingerprint(method, params, shards, upstream), force)
     started = time.time()
     log.info("[dedup %s] %d shard(s) from %s -> %s (work dir %s, executor %s)", method, len(shards), input_dir,
@@ -367,23 +379,27 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     return stats
 
 
-def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> None:
+def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any] | None:
     """The project's rerun rule for ``refinery dedup``: an OUTPUT made with another method or
     other params is refused, naming the change, as ``refinery run`` refuses a changed config (it
     was silently recomputed and replaced); with ``--force`` it is replaced, and the finished-pass
-    marker of another method goes with it (it was left behind)."""
+    marker of another method goes with it (it was left behind). Returns the params the output
+    recorded when they are this config's in other terms (a preset, or the threshold of a pass
+    without verification, recorded), so its index and removal shards are fingerprinted as made."""
     from refinery.plan import describe_change
 
     previous = run.recorded_plan()
     if previous is None or previous.get("kind") != "dedup" or not previous["passes"]:
-        return
+        return None
     old = previous["passes"][0]
     name = f"{config.method}_dedup"
-    old_params, params = old.get("params"), _method_params(config)
-    if isinstance(old_params, dict) and "preset" in old_params and config.method == "minhash":
-        old_params = old_params | {"preset": None}  # recorded before presets were left out
+    recorded = old_params = old.get("params")
+    params = _method_params(config)
+    if isinstance(old_params, dict) and config.method == "minhash":
+        # recorded before presets, and the verification settings of a pass without it, were left out
+        old_params = _without_unread(old_params | ({"preset": None} if "preset" in old_params else {}))
     if old.get("name") == name and (not isinstance(old_params, dict) or old_params == params):
-        return
+        return recorded if isinstance(recorded, dict) else None
     if not force:
         what = (f"method {old.get('name', '?').removesuffix('_dedup')} -> {config.method}" if old.get("name") != name
                 else describe_change(old_params, params))
