@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 from refinery.cli_common import fail, setup_logging
@@ -109,15 +110,41 @@ def register(app: typer.Typer) -> None:
         console.print(f"trained byte-level BPE on {result.docs:,} documents: vocab {result.vocab_size:,} "
                       f"(sha256 {result.tokenizer.sha256[:16]}...) -> {out}")
 
+    def _tokenizer_problems(ds: Any, spec: str | None) -> list[str]:
+        """The tokenizer ``spec`` (default: the file the manifest names) against the hash the shards
+        were made with: a tokenizer.json changed since, at the same path, passed (only the
+        manifest's own hash was compared with the shards'). A named file that cannot be read here
+        is noted, not failed: the shards may have been made elsewhere."""
+        from refinery.tokens import TokenShardError
+        from refinery.tokens.tokenizer import load_tokenizer
+
+        named = ds.manifest["tokenizer"].get("id")
+        try:
+            loaded = load_tokenizer(spec or named, eos_token=ds.manifest["tokenizer"].get("eos_token"))
+        except Exception as exc:  # noqa: BLE001 - any spec that names nothing loadable
+            if spec is not None:
+                return [f"--tokenizer {spec}: cannot be loaded ({str(exc).splitlines()[0]})"]
+            print_error(f"the tokenizer the manifest names ({named}) cannot be read here: its content was not "
+                        "checked (give --tokenizer)", "note:")
+            return []
+        try:
+            ds.check_tokenizer(loaded)
+        except TokenShardError as exc:
+            return [str(exc) if spec else f"{named} has changed since the shards were made: {exc}"]
+        return []
+
     @app.command("verify-tokens")
     def verify_tokens(
         token_dir: str = typer.Argument(..., help="a `refinery tokenize` output, or a run directory holding one in tokens/ (local or s3://)"),
         hashes: bool = typer.Option(True, help="also check every file's SHA-256 against the manifest (reads everything)"),
+        tokenizer: str | None = typer.Option(
+            None, help="the tokenizer the shards must have been made with (gpt2, a tokenizer.json); "
+                       "default: the one the manifest names, when it can be read here"),
     ) -> None:
         """Check token shards against their manifest.
 
-        Checks the tokenizer, sizes (truncation), each Megatron index and file hashes (unless
-        --no-hashes)."""
+        Checks the tokenizer's content, sizes (truncation), each Megatron index and file hashes
+        (unless --no-hashes)."""
         from refinery.loader import TokenDataset
         from refinery.tokens import TokenShardError
         from refinery.tokens.format import file_sha256
@@ -135,6 +162,7 @@ def register(app: typer.Typer) -> None:
         from refinery.tokens.writer import manifest_problems
 
         bad = manifest_problems(ds.manifest, token_dir)
+        bad += _tokenizer_problems(ds, tokenizer)
         for shard in ds.shards:  # every index entry, not only its ends (what opening checked)
             try:
                 shard.validate_index()

@@ -329,6 +329,21 @@ def test_cli_tokenize_train_and_verify(kept_run, tmp_path):
     assert manifest["tokenizer"]["vocab_size"] == 1000 and manifest["shuffle"]["seed"] == 1
     res = runner.invoke(app, ["verify-tokens", out])
     assert res.exit_code == 0 and "ok: 4 shards" in res.output, res.output
+    # the tokenizer's content is checked: the file the manifest names, changed since at the same
+    # path, passed (found by session 35's trial); --tokenizer names the one expected
+    res = runner.invoke(app, ["verify-tokens", out, "--no-hashes", "--tokenizer", "gpt2"])
+    assert res.exit_code == 1 and "not the expected tokenizer" in res.output, res.output
+    res = runner.invoke(app, ["verify-tokens", out, "--no-hashes", "--tokenizer", bpe])
+    assert res.exit_code == 0, res.output
+    kept_bpe = fs.read_bytes(bpe)
+    res = runner.invoke(app, ["train-tokenizer", kept_run, "--vocab-size", "900", "--out", bpe])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["verify-tokens", out, "--no-hashes"])
+    assert res.exit_code == 1 and f"{bpe} has changed since the shards were made" in res.output, res.output
+    os.unlink(bpe)
+    res = runner.invoke(app, ["verify-tokens", out, "--no-hashes"])
+    assert res.exit_code == 0 and "its content was not checked" in res.output, res.output
+    fs.write_bytes(bpe, kept_bpe)
     # a manifest that disagrees with itself (found by adversarial testing: each passed before)
     good = fs.read_bytes(os.path.join(out, MANIFEST))
     for edit, message in [(lambda m: m["shards"].append(m["shards"][1]), "more than once"),
