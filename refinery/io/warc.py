@@ -632,6 +632,74 @@ def _rest_of_member(src: _Source, member: int, after: int) -> tuple[_MemberStrea
     return inflated, resume
 
 
+def _resume_search_start(segment: _SegmentEnd, start: int) -> int:
+    """Where to look for the resume point after a damaged segment that began at ``start``: after
+    the segment start, the member the gzip layer found bad, and the last record returned (never
+    re-read a record: ids stay unique)."""
+    return max(start, segment.bad_member if segment.bad_member is not None else -1,
+               segment.last_record if segment.last_record is not None else -1) + 1
+
+
+class _Cursor:
+    """What the reader's segments are read from: the file (``src``, gzip or plain), or, after damage
+    inside the WARC bytes of a gzip member whose deflate stream is intact, that member's inflated
+    bytes read as a plain WARC (``outer`` then keeps the file and the member's offset to go back to;
+    offsets found meanwhile are positions in the inflated bytes)."""
+
+    def __init__(self, src: _Source, decompressing: bool) -> None:
+        self.src: _Source | _MemberStream = src
+        self.decompressing = decompressing  # the caller's stream already decompresses (pyarrow)
+        self.gzipped = False
+        self.outer: tuple[_Source, int] | None = None  # (the file's source, the member's input offset)
+        #: offset of the damaged span last counted, in what is being read: a resync point that is
+        #: bad too is the same span, not a new row
+        self.last_damage: int | None = None
+
+    def open_segment(self, start: int) -> _Input:
+        self.src.seek(start)
+        # the decompressing stream's errors are bad bytes only when reading it, not a member's inflated bytes
+        return (_GzipInput if self.gzipped else _Input)(self.src, start, self.decompressing and self.outer is None)
+
+    def find_resume(self, after: int) -> int | None:
+        """The next gzip member / WARC header at or after ``after``, None if there is none (or the
+        decompressing stream breaks while scanning: the rest is unreadable)."""
+        try:
+            return _find_gzip_member(self.src, after) if self.gzipped else _find_warc_header(self.src, after)
+        except Exception as exc:  # noqa: BLE001 - the stream broke while scanning
+            if self.decompressing and self.outer is None and _looks_like_decompression_error(exc):
+                return None
+            raise
+
+    def rest_of_damaged_member(self, segment: _SegmentEnd) -> tuple[_MemberStream, int] | None:
+        """``(the member's inflated bytes, the next WARC header in them)`` when ``segment``'s damage
+        is in the WARC bytes of a gzip member whose deflate stream is intact (a file gzipped as one
+        member, or one of several): deflate has no sync points, so reading goes on inside it."""
+        if not self.gzipped or segment.bad_member is not None or segment.member is None:
+            return None
+        return _rest_of_member(self.src, segment.member, segment.in_member)  # type: ignore[arg-type]
+
+    def enter_member(self, inflated: _MemberStream, member: int, damage_at: int) -> None:
+        """Read on inside the member at input offset ``member``, as a plain WARC; ``damage_at``: the
+        damage's position in its inflated bytes (where plain reading sees it again)."""
+        self.outer = (self.src, member)  # type: ignore[assignment]  # (only the file is gzipped)
+        self.src, self.gzipped = inflated, False
+        self.last_damage = damage_at
+
+    def leave_member(self) -> tuple[int, int | None]:
+        """Back to the file: ``(the member's input offset, where it ends in the input)``; the end
+        is None when its deflate stream breaks or is cut off after the bytes read."""
+        member_end = self.src.end()  # type: ignore[union-attr]
+        self.src.close()
+        self.src, member = self.outer  # type: ignore[misc]
+        self.outer, self.gzipped, self.last_damage = None, True, None
+        return member, member_end
+
+    def close(self) -> None:
+        self.src.close()
+        if self.outer is not None:
+            self.outer[0].close()
+
+
 def _is_decompressing_stream(raw: object) -> bool:
     return type(raw).__name__ == "CompressedInputStream"  # pyarrow's open_input_stream(compression="detect")
 
@@ -835,13 +903,9 @@ class WarcReader:
 
     # ------------------------------------------------------------------------------------------
     def _batches(self, stream: BinaryIO, source: str) -> Iterator[pa.RecordBatch]:
-        decompressing = _is_decompressing_stream(stream)
-        src: _Source | _MemberStream = _Source(stream)
-        # reading one gzip member's inflated bytes (damage inside them): the file's source and the
-        # member's input offset
-        outer: tuple[_Source, int] | None = None
+        cursor = _Cursor(_Source(stream), _is_decompressing_stream(stream))
         try:
-            probe = _Input(src, 0, decompressing)
+            probe = _Input(cursor.src, 0, cursor.decompressing)
             head = probe.read(2)
             if probe.io_error is not None:
                 raise probe.io_error
@@ -851,81 +915,70 @@ class WarcReader:
                 return
             if not head:  # empty file: no records, and nothing damaged
                 return
-            gzipped = head.startswith(_GZIP_MAGIC)
+            cursor.gzipped = head.startswith(_GZIP_MAGIC)
             rows: list[tuple] = []
             html_bytes = 0
-            start = 0  # input offset of the current segment
-            used_ids: set[str] = set()
-            last_damage: int | None = None
-            while True:
-                src.seek(start)
-                inp: _Input = (_GzipInput if gzipped else _Input)(src, start, decompressing and outer is None)
+            used_ids: set[str] = set()  # corrupt_stream ids already given (two spans at one offset)
+            start: int | None = 0  # offset of the current segment (in the file, or in a member's inflated bytes)
+            while start is not None:
                 segment = _SegmentEnd()
-                for row in self._segment(inp, source, segment):
+                for row in self._segment(cursor.open_segment(start), source, segment):
                     rows.append(row)
                     html_bytes += len(row[6] or b"") + len(row[7] or "")  # a WET row carries text instead
                     if len(rows) >= self.batch_size or html_bytes >= _MAX_BATCH_BYTES:
                         yield self._finish_batch(rows)
                         rows, html_bytes = [], 0
-                inside = None
-                if segment.damage is not None and gzipped and segment.bad_member is None and segment.member is not None:
-                    # the member's deflate stream is intact, its WARC bytes are not (a file gzipped
-                    # as one member, or one of several): go on at the next WARC header inside it
-                    inside = _rest_of_member(src, segment.member, segment.in_member)
-                    if inside is not None:
-                        segment.damage = segment.member  # not the next member: the damage is in this one
-                if segment.damage is not None:
-                    # Damage: one counted row for the damaged span, then resynchronise at the next
-                    # gzip member / WARC header after everything already read, and go on.
-                    new_span = segment.damage != last_damage  # else: a resync point that was bad too, same span
-                    if new_span:
-                        rows.append(_corrupt_row(source, segment.damage, used_ids))
-                    last_damage = segment.damage
-                if inside is not None:
-                    inflated, resume = inside
-                    outer = (src, segment.member)
-                    # offsets from here to the member's end are positions in its inflated bytes
-                    src, gzipped = inflated, False
-                    last_damage = max(segment.in_member, 0)  # where plain reading sees this damage
-                elif segment.damage is not None:
-                    # Resume after the segment start, the member the gzip layer found bad, and the
-                    # last record returned (never re-read a record: ids stay unique).
-                    after = max(start, segment.bad_member if segment.bad_member is not None else -1,
-                                segment.last_record if segment.last_record is not None else -1) + 1
-                    try:
-                        resume = _find_gzip_member(src, after) if gzipped else _find_warc_header(src, after)
-                    except Exception as exc:  # noqa: BLE001 - the stream broke while scanning
-                        if decompressing and outer is None and _looks_like_decompression_error(exc):
-                            resume = None
-                        else:
-                            raise
-                else:
-                    resume = None
-                if segment.damage is not None:
-                    self._note_damage(segment.damage, resume, new_span)
-                if resume is None and outer is not None:
-                    # the member's inflated bytes are read: back to the file's next member
-                    member_end = src.end()  # type: ignore[union-attr]  # (None: its deflate breaks)
-                    src.close()
-                    src, member = outer
-                    outer, gzipped, last_damage = None, True, None
-                    resume = member_end
-                    if member_end is None:  # its deflate stream breaks after the bytes read
-                        if segment.damage is None:  # ... and no record was cut there: count the break
-                            rows.append(_corrupt_row(source, member, used_ids))
-                            self._note_damage(member, None)
-                        resume = _find_gzip_member(src, member + 1)
-                    if segment.damage is not None or member_end is None:
-                        self.resync_offsets[-1] = resume  # reading goes on there, not nowhere
-                if resume is None:
-                    break
-                start = resume
+                start = self._next_segment(cursor, segment, start, source, used_ids, rows)
             if rows:
                 yield self._finish_batch(rows)
         finally:
-            src.close()
-            if outer is not None:
-                outer[0].close()
+            cursor.close()
+
+    def _next_segment(self, cursor: _Cursor, segment: _SegmentEnd, start: int, source: str,
+                      used_ids: set[str], rows: list[tuple]) -> int | None:
+        """Where the segment after ``segment`` (which began at ``start``) begins, None when the file
+        is read; adds the ``corrupt_stream`` rows of the damage it ended on to ``rows``."""
+        resume = None
+        if segment.damage is not None:
+            resume = self._resync(cursor, segment, start, source, used_ids, rows)
+        if resume is None and cursor.outer is not None:
+            resume = self._leave_member(cursor, segment, source, used_ids, rows)
+        return resume
+
+    def _resync(self, cursor: _Cursor, segment: _SegmentEnd, start: int, source: str,
+                used_ids: set[str], rows: list[tuple]) -> int | None:
+        """Damage: one ``corrupt_stream`` row for the damaged span (none when a resync point was bad
+        too: same span), then where reading resumes: the next WARC header inside the member when
+        only its WARC bytes are bad, else the next gzip member / WARC header after everything
+        already read (None: nothing left to read there)."""
+        inside = cursor.rest_of_damaged_member(segment)
+        # damage inside a member's WARC bytes is at that member, not at the next one
+        damage = segment.member if inside is not None else segment.damage
+        new_span = damage != cursor.last_damage  # else: a resync point that was bad too, same span
+        if new_span:
+            rows.append(_corrupt_row(source, damage, used_ids))
+        if inside is not None:
+            inflated, resume = inside
+            cursor.enter_member(inflated, damage, damage_at=max(segment.in_member, 0))
+        else:
+            cursor.last_damage = damage
+            resume = cursor.find_resume(_resume_search_start(segment, start))
+        self._note_damage(damage, resume, new_span)
+        return resume
+
+    def _leave_member(self, cursor: _Cursor, segment: _SegmentEnd, source: str,
+                      used_ids: set[str], rows: list[tuple]) -> int | None:
+        """The member's inflated bytes are read: back to the file, at its next member."""
+        member, member_end = cursor.leave_member()
+        resume = member_end
+        if member_end is None:  # its deflate stream breaks after the bytes read
+            if segment.damage is None:  # ... and no record was cut there: count the break
+                rows.append(_corrupt_row(source, member, used_ids))
+                self._note_damage(member, None)
+            resume = _find_gzip_member(cursor.src, member + 1)
+        if segment.damage is not None or member_end is None:
+            self.resync_offsets[-1] = resume  # reading goes on there, not nowhere
+        return resume
 
     def _note_damage(self, offset: int, resume: int | None, new_span: bool = True) -> None:
         if self.corrupt_offset is None:
