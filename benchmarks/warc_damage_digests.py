@@ -33,6 +33,12 @@ for p in sorted(W.glob("*.warc.gz")):
     with io.BytesIO(plain) as f:
         starts = sorted(r.stream_pos for r in ArchiveIterator(f, parse_http=False)) + [len(plain)]
     recs += [plain[a:b] for a, b in zip(starts, starts[1:])]
+def gz(data: bytes, compresslevel: int = 9) -> bytes:
+    # mtime=0: the header's time changes the bytes a cut member is inflated into (its next member's
+    # header), so a case read twice a second apart was not the same input
+    return gzip.compress(data, compresslevel=compresslevel, mtime=0)
+
+
 JUNK = b"WARC/1.0\r\nWARC-Type: response\r\nContent-Length: zz\r\n\r\n" + b"\x00garbage\xff" * 100 + b"\r\n"
 
 
@@ -121,9 +127,9 @@ def h41_cases(rng, n):
         plain = b"".join(body)
         if kind == "members":
             k = rng.randrange(1, len(body))
-            data = gzip.compress(b"".join(body[:k])) + gzip.compress(b"".join(body[k:]))
+            data = gz(b"".join(body[:k])) + gz(b"".join(body[k:]))
         else:
-            data = gzip.compress(plain, compresslevel=rng.choice([0, 1, 6]))
+            data = gz(plain, compresslevel=rng.choice([0, 1, 6]))
         if kind == "cut":
             data = data[: rng.randrange(len(data) // 2, len(data))]
         yield f"wholegz-{kind}", data
@@ -184,7 +190,7 @@ def per_record_cases(rng, n):
     for _ in range(n):
         body = pick(rng)
         kinds = damage_records(rng, body, rng.choice([0, 1, 2])) if rng.random() < 0.6 else []
-        members = [gzip.compress(r, compresslevel=rng.choice([1, 6])) for r in body]
+        members = [gz(r, compresslevel=rng.choice([1, 6])) for r in body]
         for _ in range(rng.choice([0, 1, 1, 2, 3]) if kinds else rng.choice([1, 2, 3])):
             d = rng.choice(["zflip", "zgarbage", "ztrunc_member", "zjunk_member", "zoverwrite"])
             kinds.append(d)
@@ -196,7 +202,7 @@ def per_record_cases(rng, n):
             elif d == "ztrunc_member":
                 members[j] = members[j][: rng.randrange(1, len(members[j]))]
             elif d == "zjunk_member":
-                members.insert(j, gzip.compress(JUNK))
+                members.insert(j, gz(JUNK))
             elif d == "zoverwrite":
                 m = bytearray(members[j]); p = rng.randrange(len(m)); m[p:p + 40] = rng.randbytes(40); members[j] = bytes(m)
         data = b"".join(members)
@@ -214,7 +220,7 @@ def whole_cases(rng, n):
         nmem = rng.choice([1, 1, 2, 3])
         cuts = sorted(rng.sample(range(1, len(body)), min(nmem - 1, len(body) - 1)))
         parts = [b"".join(body[a:b]) for a, b in zip([0, *cuts], [*cuts, len(body)])]
-        data = b"".join(gzip.compress(p, compresslevel=rng.choice([0, 1, 6])) for p in parts)
+        data = b"".join(gz(p, compresslevel=rng.choice([0, 1, 6])) for p in parts)
         if rng.random() < 0.3:
             data = data[: rng.randrange(len(data) // 2, len(data))]
             kinds.append("cut")
@@ -235,7 +241,7 @@ def big_cases(rng):
         body = pick(rng)[:5]
         rec = wrong_length(rng, big) if wrong else big
         body[2:2] = [rec, JUNK]
-        yield f"big-{'length' if wrong else 'junk'}", gzip.compress(b"".join(body), compresslevel=1)
+        yield f"big-{'length' if wrong else 'junk'}", gz(b"".join(body), compresslevel=1)
 
 
 def syncflush_cases(rng, n):
@@ -271,7 +277,7 @@ def main() -> None:
     cases += list(whole_cases(rng, 60))
     cases += list(syncflush_cases(rng, 20))
     cases += [("empty", b""), ("not-warc", b"hello world\n" * 50), ("gz-garbage", b"\x1f\x8b" + b"\x00" * 100),
-              ("blank-padding", gzip.compress(recs[0]) + b"\x00" * 600)]
+              ("blank-padding", gz(recs[0]) + b"\x00" * 600)]
     cases.append(("clipped-file", (W / "resiliparse_clipped.warc.gz").read_bytes()))
     cases += [(f"bundled-{p.name}", p.read_bytes()) for p in sorted(W.glob("*.warc.gz"))]
     big = list(big_cases(rng))
