@@ -820,3 +820,41 @@ def test_a_record_without_warc_type_is_a_removed_row_not_a_lost_page(gzipped):
     assert [r["id"] for r in rows] == [r["id"] for r in full]  # every other row as before, in place
     assert next(r for r in rows if r["_reason"] == "untyped_record")["id"] == full[0]["id"]
     assert "unknown" not in reader.skipped_records
+
+
+@pytest.mark.parametrize("spelling", [b"warc-type: response", b"WARC-TYPE: response", b"WARC-Type: "])
+def test_a_response_whose_warc_type_header_fastwarc_does_not_read_has_a_row(spelling):
+    # found by adversarial testing: FastWARC reads the type only from a header spelled
+    # "WARC-Type" with a value; a lower-case field name (names are case-insensitive, WARC 1.1
+    # section 4) or an empty value made the page a skipped "unknown" record, lost without a row
+    recs = _records("warc_sample-0000.warc.gz")
+    page = next(i for i, r in enumerate(recs) if b"WARC-Type: response" in r[:400])
+    plain = b"".join(recs)
+    odd = b"".join(recs[:page]) + recs[page].replace(b"WARC-Type: response", spelling, 1) + b"".join(recs[page + 1:])
+    expected, _ = read_rows(plain)
+    for data in (odd, gzip.compress(odd)):
+        rows, reader = read_rows(data)
+        assert len(rows) == len(expected) and "unknown" not in reader.skipped_records
+        got = {r["id"]: r["_reason"] for r in rows}
+        want = {r["id"]: r["_reason"] for r in expected}
+        if spelling.strip().endswith(b":"):  # no type at all: a removed row
+            page_id = next(r["id"] for r in expected if r["warc_record_id"].encode() in recs[page][:600])
+            want[page_id] = "untyped_record"
+        assert got == want
+
+
+def test_a_gzip_header_longer_than_a_read_with_garbage_in_its_member_is_read():
+    # found by adversarial testing: a whole-file gzip member whose header holds a file name over
+    # 256 KiB (one compressed read): the first inflate call of the member stream gave no output
+    # and its window bookkeeping raised IndexError, failing the shard (the old spool read it)
+    recs = _records("warc_sample-0000.warc.gz")
+    plain = b"".join(recs[:3]) + JUNK_RECORD + b"".join(recs[3:])
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    named = (b"\x1f\x8b\x08\x08\0\0\0\0\0\xff" + b"n" * 300_000 + b"\0" + c.compress(plain) + c.flush()
+             + (zlib.crc32(plain)).to_bytes(4, "little") + len(plain).to_bytes(4, "little"))
+    assert gzip.decompress(named) == plain
+    expected, _ = read_rows(plain)
+    rows, reader = read_rows(named)
+    assert [(r["id"], r["_reason"]) for r in rows if r["_reason"] != "corrupt_stream"] == \
+        [(r["id"], r["_reason"]) for r in expected if r["_reason"] != "corrupt_stream"]
+    assert reader.corrupt_offsets == [0]

@@ -146,8 +146,19 @@ _NEVER_SWALLOW = (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError)
 _DOCUMENT_TYPES = ("response", "conversion")
 
 
+_WARC_TYPES = frozenset({"warcinfo", "response", "resource", "request", "metadata", "revisit",
+                         "conversion", "continuation"})
+
+
 def _record_type(record) -> str:
-    return str(record.record_type).rsplit(".", 1)[-1]
+    """The record's WARC-Type ("" when it has none). FastWARC reads it only from a header
+    spelled ``WARC-Type`` (``warc-type: response`` is "unknown"), but field names are
+    case-insensitive (WARC 1.1, section 4): a page written so was skipped without a row."""
+    rtype = str(record.record_type).rsplit(".", 1)[-1]
+    if rtype != "unknown":
+        return rtype
+    declared = (record.headers.get("WARC-Type") or "").strip().lower()
+    return declared if declared in _WARC_TYPES or not declared else "unknown"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -604,8 +615,9 @@ class _MemberStream:
         if out:
             self._window.append(out)
             self._out += len(out)
-        # drop the oldest output past the window, unless the reader is still in it
-        while self._out - self._win_start - len(self._window[0]) >= _MEMBER_WINDOW \
+        # drop the oldest output past the window, unless the reader is still in it (a call may
+        # inflate nothing, e.g. inside a gzip header with a 300 KB file name: the window is empty)
+        while self._window and self._out - self._win_start - len(self._window[0]) >= _MEMBER_WINDOW \
                 and self._win_start + len(self._window[0]) <= self._pos:
             self._win_start += len(self._window.popleft())
 
@@ -1029,7 +1041,8 @@ class WarcReader:
             is_response = rtype in _DOCUMENT_TYPES
             # no WARC-Type at all (a damaged header): it may have been a page, so it is a removed
             # row, not a skipped record (found by session 36's trial: a response lost without a row)
-            untyped = rtype == "unknown" and record.headers.get("WARC-Type") is None
+            # (an empty ``WARC-Type:`` too: it was a skipped "unknown" record)
+            untyped = rtype == ""
             if is_response or untyped:
                 self.responses += 1
             else:
