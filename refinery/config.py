@@ -422,7 +422,9 @@ class PipelineConfig(_Strict):
                 continue
             if s.type == "prescreen":
                 screened = set(languages) or None
-            elif screened is not None:
+            elif screened is not None and _lid176_labels(languages) == _lid176_labels(sorted(screened)):
+                # (only labels of one kind compare: GlotLID's eng_Latn after an LID-176 prescreen
+                # keeping en was refused as removed, though the prescreen keeps those pages)
                 kept = languages
                 if not kept:  # every language
                     raise ValueError(f"stage {s.stage_name!r} keeps every language (languages: []), but the prescreen "

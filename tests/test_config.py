@@ -264,3 +264,15 @@ def test_languages_that_are_no_list_of_codes_are_named_by_the_stage(stage, given
     with pytest.raises(ConfigError, match=rf"stage '{stage}' \({stage}\): languages(\.0)?: ") as info:
         parse_config({"stages": stages})
     assert "['e', 'n']" not in str(info.value)
+
+
+def test_a_language_id_with_another_models_labels_is_not_compared_with_an_lid176_prescreen(tmp_path):
+    """Found by adversarial testing: ``prescreen: [en]`` (LID-176) then a language_id with its own
+    model keeping ``eng_Latn`` (GlotLID's English) was refused as if the prescreen removed those
+    pages: the two models' labels do not compare. Labels of one kind still do."""
+    glot = {"languages": ["eng_Latn"], "model_path": str(tmp_path / "glotlid.bin")}
+    (tmp_path / "glotlid.bin").write_bytes(b"")  # loaded only when the run starts
+    assert parse_config({"stages": [{"type": "prescreen"}, {"type": "language_id", "params": glot}]})
+    with pytest.raises(ConfigError, match=r"keeps \['deu_Latn'\], but the prescreen"):
+        parse_config({"stages": [{"type": "prescreen", "params": glot},
+                                 {"type": "language_id", "params": {**glot, "languages": ["deu_Latn"]}}]})
