@@ -4,6 +4,7 @@ checked against the run's own Parquet output (kept + removed documents) on real 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -940,3 +941,29 @@ def test_exact_sums_hold_every_value_added_in_any_batch_split():
         partials = []
         _add_exact(partials, values)
         assert str(partials[0]) == expected
+
+
+def test_a_histogram_sum_that_became_nan_takes_more_values_and_merges():
+    # found by adversarial testing: a metric column holding +inf and -inf (in two batches) made the
+    # sum NaN, and the exact sum's loop (math.fsum gives NaN, never 0) then spun forever on the next
+    # batch, as did merging a shard whose stats JSON says "sum": NaN. Run in a child process so
+    # the old code's endless loop fails this test rather than hanging the suite.
+    import subprocess
+    import sys
+
+    code = """
+import json, math, pyarrow as pa
+from refinery.stats.histograms import Histogram, merge_histogram_maps
+h = Histogram.for_column("x", [0.0, 1.0, 2.0])
+for batch in ([float("inf")], [float("-inf")], [1.0]):
+    h.add(pa.array(batch), "kept")
+g = Histogram.for_column("x", [0.0, 1.0, 2.0]); g.add(pa.array([0.5, 2.5]), "kept")
+merged = merge_histogram_maps([{"s": {"x": json.loads(json.dumps(d.to_dict()))}} for d in (h, g)])["s"]["x"]
+print(json.dumps([h.total["kept"], merged["sum"]["kept"], merged["counts"]["kept"]]))
+"""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    total, merged_sum, counts = json.loads(done.stdout)
+    assert math.isnan(total) and math.isnan(merged_sum) and counts == [1, 1]

@@ -208,6 +208,8 @@ def _add_exact(partials: list[float], values: list[float]) -> None:
     try:
         rest: list[float] = []
         while (part := math.fsum(terms + [-x for x in rest])) != 0.0:
+            if not math.isfinite(part):  # fsum gives NaN for a NaN term: the loop never ended
+                raise ValueError(part)
             rest.append(part)
     except (OverflowError, ValueError):  # infinities or NaN, or a sum past the float range
         partials[:] = [sum(terms)]
