@@ -347,7 +347,7 @@ def test_the_summary_counts_tokens_when_the_run_made_them_and_passes_list_their_
     (tmp_path / "tokens").mkdir()
     (tmp_path / "tokens" / "manifest.json").write_text(json.dumps({"totals": {"n_tokens": 19799},
                                                                   "tokenizer": {"id": "gpt2"}}))
-    assert _counted_tokens(str(tmp_path)) == {"n_tokens": 19799, "tokenizer": "gpt2"}
+    assert _counted_tokens(str(tmp_path)) == {"n_tokens": 19799, "tokenizer": "gpt2", "by_language": None}
     (tmp_path / "tokens" / "manifest.json").write_text("{damaged")
     assert _counted_tokens(str(tmp_path)) is None
     manifest = {"config": {"dedup": [

@@ -967,3 +967,51 @@ print(json.dumps([h.total["kept"], merged["sum"]["kept"], merged["counts"]["kept
     assert done.returncode == 0, done.stderr[-2000:]
     total, merged_sum, counts = json.loads(done.stdout)
     assert math.isnan(total) and math.isnan(merged_sum) and counts == [1, 1]
+
+
+def test_the_languages_table_shows_the_tokens_the_tokens_pass_counted(tmp_path):
+    """Found by a new user's trial: the report's languages table estimated "≈ 26,347 tokens
+    kept" (characters / 4) beside the 23,430 its tokens pass had counted. Where the pass ran,
+    each language's tokens are now its documents' counted tokens (EOS included), summing to the
+    manifest's total; without it the column says it is an estimate and from what."""
+    import re
+
+    import pyarrow.parquet as pq
+
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stats.report import build_report
+    from refinery.tokens.tokenizer import load_tokenizer
+
+    src = Path(__file__).resolve().parents[1] / "data/sample/cc_docs"
+    run = tmp_path / "run"
+    config = parse_config({"stages": [{"type": "language_id"}]})
+    run_pipeline(config, str(src), str(run), workers=1, progress=False, limit=30)
+
+    def token_cells(page: str) -> tuple[str, dict[str, int]]:
+        table = page[page.index('id="language-table"'):]
+        table = table[:table.index("</table>")]
+        head = re.findall(r'<th class="num">([^<]*)</th>', table)[-1]
+        rows = re.findall(r'data-language="([^"]*)">.*?<td class="num">([\d,]*)</td></tr>', table)
+        return head, {lang: int(n.replace(",", "") or 0) for lang, n in rows}
+
+    head, estimated = token_cells(build_report(str(run)))
+    assert head == "≈ tokens kept (est.)" and "an estimate, characters kept / 4" in build_report(str(run))
+
+    refinery_tokens = __import__("refinery.tokens.writer", fromlist=["tokenize_run"])
+    result = refinery_tokens.tokenize_run(str(run), str(run / "tokens"), "gpt2", progress=False)
+    page = build_report(str(run))
+    head, counted = token_cells(page)
+    assert head == "tokens kept (gpt2)"
+    # independently: each kept document's GPT-2 tokens + its end-of-document token, by language
+    tok = load_tokenizer("gpt2")
+    expected: dict[str, int] = {}
+    for shard in sorted((run / "kept").glob("*.parquet")):
+        for row in pq.read_table(shard, columns=["text", "language"]).to_pylist():
+            if row["text"]:
+                n = len(tok.tokenizer.encode(row["text"]).ids) + 1
+                expected[row["language"]] = expected.get(row["language"], 0) + n
+    shown = {lang: n for lang, n in counted.items() if lang in expected}
+    assert shown == {lang: n for lang, n in expected.items() if lang in counted}
+    assert sum(expected.values()) == result.manifest["totals"]["n_tokens"]
+    assert len(counted) > 3 and counted != estimated
