@@ -1015,3 +1015,45 @@ def test_the_languages_table_shows_the_tokens_the_tokens_pass_counted(tmp_path):
     assert shown == {lang: n for lang, n in expected.items() if lang in counted}
     assert sum(expected.values()) == result.manifest["totals"]["n_tokens"]
     assert len(counted) > 3 and counted != estimated
+
+
+def test_a_stage_that_replaces_text_shows_its_edits_as_net_figures(tmp_path):
+    """Found by a new user's trial: the report's pii row read "words cut 0, ≈ tokens cut 5": pii
+    cuts nothing, it replaces an address with a placeholder, and the figures are the net change
+    in length (out minus in; a placeholder longer than what it replaced counts negative). The
+    headers and the note now say net, in the report and in `refinery stats`; the figures are the
+    net change measured here on the bundled sample, independently of the runner."""
+    import gzip
+    import json
+    import re
+
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from refinery.cli import app
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stats.report import build_report
+
+    src = Path(__file__).resolve().parents[1] / "data/sample/cc_docs"
+    run = tmp_path / "run"
+    run_pipeline(parse_config({"stages": [{"type": "pii"}]}), str(src), str(run), workers=1, progress=False)
+    before = {d["id"]: d["text"] for f in sorted(src.glob("*.jsonl.gz"))
+              for d in map(json.loads, gzip.open(f, "rt", encoding="utf-8"))}
+    chars = words = 0
+    for shard in sorted((run / "kept").glob("*.parquet")):
+        for row in pq.read_table(shard, columns=["id", "text"]).to_pylist():
+            old = before[row["id"]]
+            chars += len(old) - len(row["text"])
+            words += len(old.split()) - len(row["text"].split())
+    assert chars > 0 and words > 0  # the sample's redactions shorten it, on balance
+
+    page = build_report(str(run))
+    row = re.search(r'<tr class="stage" data-stage="pii".*?</tr>', page).group(0)
+    cells = dict(re.findall(r'data-field="(\w+)">([^<]*)</td>', row))
+    assert (cells["words_cut"], cells["est_tokens_cut"]) == (f"{words:,}", f"{round(chars / 4):,}")
+    assert '<th class="num">words cut (net)</th>' in page and '<th class="num">≈ tokens cut (net)</th>' in page
+    assert "net: what the stage took out minus what it put in" in page
+    printed = CliRunner().invoke(app, ["stats", str(run)], env={"COLUMNS": "200"}, terminal_width=200)
+    assert printed.exit_code == 0, printed.output
+    assert "words cut (net)" in printed.output

@@ -187,8 +187,10 @@ def _funnel(stats: dict[str, Any]) -> str:
     first_in = stats["stages"][0]["docs_in"] if stats["stages"] else 0
     note = (f"Documents left after each stage as a share of the {first_in:,} documents read (RefinedWeb, Fig. 2 style). "
             "Words are whitespace-separated words, counted exactly on the text each stage saw; "
-            "edited: documents the stage kept but cut text from (line corrections, substring cuts), "
-            "with the words cut from them; "
+            "edited: documents the stage kept but changed (line corrections, substring cuts cut text; pii "
+            "replaces it with placeholders), with the words and ≈ tokens cut from them, net: what the stage "
+            "took out minus what it put in (a replacement shortens a text without cutting it, or lengthens "
+            "it: a negative figure); "
             f"tokens are an estimate (characters / {CHARS_PER_TOKEN:g}, GPT-2 BPE on English web text).")
     return _section("funnel", "Funnel", _funnel_body(stats), note)
 
@@ -222,8 +224,8 @@ def _funnel_body(stats: dict[str, Any], table_id: str = "funnel-table") -> str:
         f'<div class="scroll"><table id="{table_id}"><thead><tr><th>stage</th><th>reason</th><th class="num">docs in</th>'
         '<th class="num">docs out</th><th class="num">removed</th><th class="num">% of stage input</th>'
         '<th class="num">% of input kept</th><th class="num">words removed</th>'
-        '<th class="num">≈ tokens removed</th><th class="num">docs edited</th><th class="num">words cut</th>'
-        '<th class="num">≈ tokens cut</th><th class="num">docs/s</th></tr></thead>'
+        '<th class="num">≈ tokens removed</th><th class="num">docs edited</th><th class="num">words cut (net)</th>'
+        '<th class="num">≈ tokens cut (net)</th><th class="num">docs/s</th></tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table></div>'
     )
     legend = ('<div class="legend"><span><i style="background:#2f6fb3"></i>kept after the stage</span>'
