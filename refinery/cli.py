@@ -94,7 +94,7 @@ def run(
 
         out = console if console.is_terminal else Console(width=160, markup=False, highlight=False)
         out.print(render_funnel(summary.stats, title=f"{cfg.name}: {summary.output}"))
-        for note in suspicious_removals(summary.stats):
+        for note in suspicious_removals(summary.stats, input_name=input or cfg.input):
             err.print(f"note: {note}", style="yellow", highlight=False, soft_wrap=True)
     if summary.failed:
         blocked = [n for n, s in summary.passes.items() if s == "blocked"]
@@ -180,7 +180,7 @@ def stats(
     from refinery.stats.alerts import suspicious_removals
 
     for name, run in zip(compare or (run_dir,), runs):
-        for note in suspicious_removals(run):
+        for note in suspicious_removals(run, input_name=_run_input(name)):
             err.print(f"note: {name}: {note}", style="yellow", highlight=False, soft_wrap=True)
         if run.get("partial"):
             err.print(f"note: {name}: {run['partial']['note']}", style="yellow", highlight=False, soft_wrap=True)
@@ -188,6 +188,17 @@ def stats(
             err.print(f"note: {name}: input {aside.get('input') or aside['shard']} failed and was set aside, its "
                       f"documents not read: {aside.get('error') or 'see failed/'}", style="yellow",
                       highlight=False, soft_wrap=True)
+
+
+def _run_input(run_dir: str) -> str | None:
+    """The input a run read, from its run.json (None when it cannot be told)."""
+    from refinery.io.fs import StorageError
+    from refinery.stats.thresholds import load_run_manifest
+
+    try:
+        return load_run_manifest(run_dir).get("input")
+    except (FileNotFoundError, StorageError, ValueError, KeyError):
+        return None
 
 
 @app.command()

@@ -1057,3 +1057,41 @@ def test_a_stage_that_replaces_text_shows_its_edits_as_net_figures(tmp_path):
     printed = CliRunner().invoke(app, ["stats", str(run)], env={"COLUMNS": "200"}, terminal_width=200)
     assert printed.exit_code == 0, printed.output
     assert "words cut (net)" in printed.output
+
+
+@pytest.mark.parametrize("kind", ["warc", "parquet"])
+def test_an_input_that_yields_no_document_says_so_once(tmp_path, kind):
+    """Found by a new user's trial: an empty WARC and a zero-row Parquet ended "done" with a
+    funnel of zeros and no word. Now `run`, `stats` and the report say once that nothing was
+    read, naming the input."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refinery.stats.report import build_report
+
+    src = tmp_path / f"empty_{kind}"
+    src.mkdir()
+    if kind == "warc":
+        (src / "empty.warc").write_bytes(b"")
+        stages = "  - type: extract\n"
+    else:
+        pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}),
+                       src / "zero.parquet")
+        stages = "  - type: gopher_quality\n"
+    config = tmp_path / "c.yaml"
+    config.write_text("name: e\nstages:\n" + stages)
+    run = tmp_path / "run"
+    note = f"nothing was read: the input {src} (1 shard(s)) yielded no documents"
+
+    done = subprocess.run([sys.executable, "-m", "refinery", "run", str(config), "-i", str(src), "-o", str(run)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count(note) == 1, done.stderr[-2000:]
+    stats = subprocess.run([sys.executable, "-m", "refinery", "stats", str(run)], capture_output=True, text=True,
+                           timeout=180)
+    assert stats.returncode == 0 and stats.stderr.count(note) == 1, stats.stderr
+    page = build_report(str(run))
+    assert page.count(note) == 1 and 'data-card="nothing read"' in page and "suspicious removals" not in page

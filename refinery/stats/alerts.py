@@ -23,10 +23,15 @@ def _selecting(kind: object) -> bool:
     return kind in SELECTING_KINDS or kind.endswith(("_reader", "_dedup"))
 
 
-def suspicious_removals(stats: dict[str, Any], min_docs: int = MIN_DOCS, share: float = SHARE) -> list[str]:
+def suspicious_removals(stats: dict[str, Any], min_docs: int = MIN_DOCS, share: float = SHARE,
+                        input_name: str | None = None) -> list[str]:
     """One line per stage that removed at least ``share`` of the documents it saw (at least
     ``min_docs``), overall (for any of its reasons together), or of one language (by the run's
-    language column)."""
+    language column); one for a finished run that kept nothing, or read nothing (naming
+    ``input_name``, the run's input, when given)."""
+    nothing = nothing_read(stats, input_name)
+    if nothing:
+        return [nothing]
     notes: list[str] = []
     flagged: set[str] = set()  # stages noted overall (or sampling by design): no per-language note
     stages = [s for s in stats.get("stages") or [] if isinstance(s, dict)]
@@ -80,3 +85,20 @@ def _empty_corpus(stages: list[dict[str, Any]], stats: dict[str, Any]) -> str | 
     reasons = ", ".join(f"{n} as {r!r}" for r, n in sorted((top.get("removed") or {}).items(), key=lambda kv: -kv[1]) if n)
     return (f"the corpus is empty: every one of the {read} documents read was removed; the most by "
             f"{top.get('stage') or top.get('name')} ({reasons}): check its settings for this corpus")
+
+
+def nothing_read(stats: dict[str, Any], input_name: str | None = None) -> str | None:
+    """A finished run whose input yielded no document (an empty WARC, a zero-row Parquet): it
+    ended "done" with a funnel of zeros and no word (found by a new user's trial). Failed or set
+    aside inputs have their own notes."""
+    if (stats.get("partial") or int(stats.get("docs_read") or 0) or not stats.get("shards")
+            or stats.get("failed_shards") or stats.get("set_aside_shards")):
+        return None
+    stages = [s for s in stats.get("stages") or [] if isinstance(s, dict)]
+    reader = (stages[0].get("kind") or stages[0].get("stage")) if stages else "reader"
+    skipped = stats.get("reader_skipped_records") or {}
+    why = (f"; the {reader} skipped " + ", ".join(f"{n} as {r!r}" for r, n in sorted(skipped.items()) if n)
+           if any(skipped.values()) else "")
+    where = f"the input {input_name}" if input_name else "the input"
+    return (f"nothing was read: {where} ({stats['shards']} shard(s)) yielded no documents{why}: is it empty, "
+            "or not what the reader expects (WARC records, Parquet or JSONL rows)?")

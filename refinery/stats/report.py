@@ -148,10 +148,12 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any], tokens: dict[str, 
     if aside:  # failed inputs the run went on without: their documents are in no count here
         cards.append(("inputs set aside", str(len(aside)), "failed, not read: " + ", ".join(aside[:3])
                       + ("…" if len(aside) > 3 else "")))
-    from refinery.stats.alerts import suspicious_removals
+    from refinery.stats.alerts import nothing_read, suspicious_removals
 
-    alerts = suspicious_removals(stats)
-    if alerts:  # one stage removing nearly everything it saw: a setting, not the data (e.g. English stop words)
+    alerts = suspicious_removals(stats, input_name=manifest.get("input"))
+    if nothing_read(stats):  # an empty input: no removal to suspect
+        cards.append(("nothing read", "0 documents", alerts[0]))
+    elif alerts:  # one stage removing nearly everything it saw: a setting, not the data (e.g. English stop words)
         cards.append(("suspicious removals", str(len(alerts)), "; ".join(alerts[:2]) + ("…" if len(alerts) > 2 else "")))
     partial = stats.get("partial")
     banner = (f'<p class="partial" id="partial"><b>Unfinished run.</b> {_e(partial["note"][0].upper() + partial["note"][1:])}.'
