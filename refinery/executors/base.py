@@ -230,6 +230,9 @@ class Executor(ABC):
     """Runs task functions; subclasses say where (:meth:`_submit`) and how many at once."""
 
     kind: str = ""
+    #: the driver logs a line per finished task (not every 30 s): where the workers' own lines
+    #: may not reach the log (Ray forwards them late, and drops those still in flight at shutdown)
+    log_each_task: bool = False
 
     def __init__(self, workers: int | None = None, max_retries: int = 2, progress: bool = True) -> None:
         self.workers = workers
@@ -310,7 +313,8 @@ class Executor(ABC):
         # enough queued to keep every worker busy, not the whole pass; a task run inline is done on
         # submission, so one at a time (a stop or a Ctrl-C then comes before the next task starts)
         limit = 1 if self.inline else self.max_in_flight()
-        bar = TaskProgress(len(tasks), label=label, units=units, enabled=self.progress)
+        bar = TaskProgress(len(tasks), label=label, units=units, enabled=self.progress,
+                           log_every_s=0.0 if self.log_each_task else 30.0)
         try:
             while queue or pending:
                 interrupts.raise_if_requested()  # a Ctrl-C whose KeyboardInterrupt a destructor swallowed

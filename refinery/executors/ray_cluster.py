@@ -48,8 +48,18 @@ def auth_configured() -> bool:
 def configure_environment(local: bool) -> None:
     """Environment every Ray process we start inherits (workers are spawned with it)."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    if not sys.stderr.isatty():  # worker lines forwarded into a log file: no colour codes
+    # worker lines forwarded into a log file: no colour codes. Ray prints a worker's stdout to the
+    # driver's stdout, its stderr to stderr: both must be terminals for colours
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    # the driver's log deduplication folded the per-shard "[shard x] done: ..." lines (they differ
+    # only in numbers) into "[repeated 4x across cluster]" in green, whatever RAY_COLOR_PREFIX
+    # says (found by a new user's trial); each line is the record of a shard
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    logging_module = sys.modules.get("ray._private.ray_logging")
+    if logging_module is not None and hasattr(logging_module, "RAY_DEDUP_LOGS"):
+        # Ray read the variable when it was imported (a test, a notebook): tell it again
+        logging_module.RAY_DEDUP_LOGS = os.environ["RAY_DEDUP_LOGS"].lower() in ("true", "1")  # as Ray reads it
     if local and not auth_configured():
         # Ray listens on every interface: a token nobody else has (see the module docstring)
         os.environ["RAY_AUTH_MODE"] = "token"
