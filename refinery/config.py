@@ -279,15 +279,14 @@ def _written_without_spaces(label: str) -> bool:
 
 
 def _languages_param(params: dict[str, Any]) -> list[str] | None:
-    """A prescreen's or language_id's ``languages`` as given (default ``["en"]``; a string is one
-    language), or None when it is no list of codes (``5``, ``[[en]]``, ``[null]``): the cross-stage
-    checks then leave it to the stage's own validation, which names the param (they ran first and
-    stopped on "unexpected TypeError", or read ``"en"`` as ``['e', 'n']``: found by testing)."""
+    """A prescreen's or language_id's ``languages`` as given (default ``["en"]``), or None when it
+    is no list of codes (``"de"``, ``5``, ``[[en]]``, ``[null]``): the cross-stage checks then leave
+    it to the stage's own validation, which names the param (they ran first and stopped on
+    "unexpected TypeError", or read ``"en"`` as ``['e', 'n']``: found by testing; a string, which the
+    stage refuses, was read as one language and refused first for another reason)."""
     languages = params.get("languages")
     if languages is None:
         return ["en"]
-    if isinstance(languages, str):
-        return [languages]
     if isinstance(languages, list) and all(isinstance(x, str) for x in languages):
         return list(languages)
     return None

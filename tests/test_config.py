@@ -229,12 +229,15 @@ def test_gopher_quality_with_english_stop_words_after_language_id_keeping_other_
     assert parse_config({"stages": stages})
     assert parse_config({"stages": [{"type": "language_id", "params": {"languages": ["en"]}}, {"type": "gopher_quality"}]})
     # a review: LID-176 named by its path is still LID-176; a quoted number is a number; a string
-    # is one language; another model's spaceless labels (GlotLID's zho_Hans) are recognised
+    # is refused by the stage itself, first (it was read as one language and refused for the stop
+    # words); another model's spaceless labels (GlotLID's zho_Hans) are recognised
     from refinery.stages.language_id import lid_model_path
 
-    for lid in ({"languages": ["de"], "model_path": str(lid_model_path())}, {"languages": "de"}):
-        with pytest.raises(ConfigError, match=r"requires English stop words .* keeps \['de'\]"):
-            parse_config({"stages": [{"type": "language_id", "params": lid}, {"type": "gopher_quality"}]})
+    with pytest.raises(ConfigError, match=r"requires English stop words .* keeps \['de'\]"):
+        parse_config({"stages": [{"type": "language_id", "params": {"languages": ["de"], "model_path": str(lid_model_path())}},
+                                 {"type": "gopher_quality"}]})
+    with pytest.raises(ConfigError, match=r"stage 'language_id' \(language_id\): languages: Input should be a valid list"):
+        parse_config({"stages": [{"type": "language_id", "params": {"languages": "de"}}, {"type": "gopher_quality"}]})
     assert parse_config({"stages": [{"type": "language_id", "params": {"languages": ["de"]}},
                                     {"type": "gopher_quality", "params": {"min_stop_words": "0"}}]})
     from refinery.config import _written_without_spaces

@@ -1077,7 +1077,7 @@ class WarcReader:
                 if isinstance(exc, _NEVER_SWALLOW):
                     raise
                 damaged = True
-                if is_response:
+                if is_response or untyped:  # counted among the document rows: it has one
                     yield _row(record, source, index, None, "truncated_record", None)
                 break
             if untyped:  # (a header cut off before its type and length: the file ends in it)
