@@ -649,3 +649,52 @@ def test_without_verification_a_changed_threshold_resumes_the_same_minhash_outpu
     assert again["passes"]["candidates"] == first["passes"]["candidates"]  # the index reused, not rebuilt
     with pytest.raises(DedupInputError, match=r"verify False -> True"):  # verification itself still counts
         run_dedup(str(run_dir), str(out), DedupConfig(method="minhash"), LocalExecutor(1))
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_standalone_dedup_refuses_to_write_into_a_pipeline_run(tmp_path):
+    """Found by adversarial testing: `refinery dedup RUN -o OTHER_RUN` (OTHER_RUN made by
+    `refinery run`) replaced OTHER_RUN's run.json, kept/ corpus and stats with this pass's, --force
+    or not; `refinery run` then refused the directory as another run's."""
+    from refinery.config import PipelineConfig
+    from refinery.pipeline import run_pipeline
+
+    docs = [d for d in load_cc_docs() if d["text"].strip()][:40]
+    source = make_run_dir(tmp_path / "src", {"a": docs})
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "b.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[:20]))
+    other = tmp_path / "other"
+    run_pipeline(PipelineConfig(stages=[{"type": "url_filter"}]), str(tmp_path / "in"), str(other), workers=1,
+                 progress=False)
+    before = _tree(other)
+    for force in (False, True):
+        with pytest.raises(DedupInputError, match=r"holds another run \(passes \['filter'\]\).*choose a new --output"):
+            run_dedup(str(source), str(other), DedupConfig(method="exact"), LocalExecutor(1), force=force)
+    assert _tree(other) == before
+
+
+def test_standalone_dedup_refuses_a_directory_of_other_files_and_a_damaged_run_json(tmp_path):
+    """Found by adversarial testing: an OUTPUT holding the user's own files (no run.json) had its
+    kept/*.parquet deleted as orphan shards; a damaged run.json was overwritten unchecked."""
+    docs = [d for d in load_cc_docs() if d["text"].strip()][:40]
+    source = make_run_dir(tmp_path / "src", {"a": docs})
+    mine = tmp_path / "mine"
+    (mine / "kept").mkdir(parents=True)
+    (mine / "kept" / "ours.parquet").write_bytes(b"PAR1 not a refinery shard")
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(DedupInputError, match=r"not a refinery run \(no run.json\): it holds kept/ours.parquet, notes.txt"):
+        run_dedup(str(source), str(mine), DedupConfig(method="exact"), LocalExecutor(1))
+    assert (mine / "kept" / "ours.parquet").exists()
+
+    out = tmp_path / "out"
+    run_dedup(str(source), str(out), DedupConfig(method="exact"), LocalExecutor(1))
+    (out / "run.json").write_text("{cut")
+    with pytest.raises(DedupInputError, match=r"run.json is damaged .*pass --force"):
+        run_dedup(str(source), str(out), DedupConfig(method="exact"), LocalExecutor(1))
+    assert run_dedup(str(source), str(out), DedupConfig(method="exact"), LocalExecutor(1), force=True)["docs_read"] == 40
+    # a dedup output (and a first dedup killed before its run.json) is still resumed
+    (out / "run.json").unlink()
+    assert run_dedup(str(source), str(out), DedupConfig(method="exact"), LocalExecutor(1))["docs_read"] == 40

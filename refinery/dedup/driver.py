@@ -307,6 +307,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         # an earlier version of the run (redone since with other settings) are not reused
         versions = fs.file_versions(input_dir, [s.uri for s in shards])
         upstream = "files:" + hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()[:16]
+        _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force)
         recorded = _check_rerun(RunDir(output_dir), config, force)
         remove_orphan_shards(out, {s.name for s in shards}, f"dedup {config.method}")
     method = config.method
@@ -377,6 +378,62 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     fs.write_bytes(fs.join(work_root, "dedup_stats.json"), blob)
     fs.write_bytes(fs.join(out.root, "dedup_stats.json"), blob)
     return stats
+
+
+# what `refinery dedup` writes into OUTPUT: top-level files, and directories of per-shard files
+_DEDUP_FILES = {fs.RUN_MARKER, "stats.json", "dedup_stats.json", "report.html"}
+_DEDUP_SHARD_DIRS = {"kept", "removed", "samples", "stats", "failed"}
+_DEDUP_OWN_DIRS = {"dedup", "passes"}
+
+
+def _check_output_is_dedup(run: RunDir, shards: set[str], force: bool) -> None:
+    """Refuse an OUTPUT that ``refinery dedup`` would destroy: a run of ``refinery run`` (its
+    run.json, kept/ corpus and stats were replaced by this pass's without a word), a run.json that
+    cannot be read (unless ``force``), and a directory without run.json holding files that a dedup
+    of this input does not write (kept/ shards of other names were deleted as orphans). Found by
+    adversarial testing, as ``refinery run`` refuses such outputs (:func:`check_output_is_ours`)."""
+    damaged = run.damaged_plan()
+    if damaged is not None:
+        if not force:
+            raise DedupInputError(f"{run.run_json} is damaged ({damaged}): it cannot be checked to be a refinery "
+                                  "dedup output; pass --force to redo the dedup into it, or choose a new --output")
+        return
+    previous = run.recorded_plan()
+    if previous is not None:
+        if previous.get("kind") != "dedup":
+            names = [p.get("name") for p in previous["passes"] if isinstance(p, dict)]
+            raise DedupInputError(f"output {run.root} holds another run (passes {names}), not a refinery dedup "
+                                  "output: writing there would replace its corpus; choose a new --output")
+        return
+    if fs.exists(run.run_json):
+        return  # a run.json of an earlier refinery without passes: _check_rerun's business
+    foreign = [f for f in _listed(run.root) if not _written_by_dedup(f, shards)]
+    if foreign:
+        raise DedupInputError(f"output {run.root} is not empty and is not a refinery run (no run.json): it holds "
+                              f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; choose a new or "
+                              "empty --output")
+
+
+def _listed(root: str) -> list[str]:
+    """Paths of the files under ``root``, relative to it (none when it does not exist)."""
+    if not fs.exists(root):
+        return []
+    files = fs.list_files(root)
+    # a local listing names files by absolute path, whatever the spelling of ``root``
+    tops = [t.rstrip("/") + "/" for t in (root, fs.absolute(root))]
+    top = next((t for t in tops if any(f.startswith(t) for f in files)), "")
+    return [f[len(top):] for f in files]
+
+
+def _written_by_dedup(rel: str, shards: set[str]) -> bool:
+    parts = rel.split("/")
+    if any(p.startswith((".", "_")) for p in parts):  # the lock, temporaries
+        return True
+    if len(parts) == 1:
+        return parts[0] in _DEDUP_FILES
+    if parts[0] in _DEDUP_OWN_DIRS:
+        return True
+    return parts[0] in _DEDUP_SHARD_DIRS and len(parts) == 2 and parts[1].rsplit(".", 1)[0] in shards
 
 
 def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any] | None:
