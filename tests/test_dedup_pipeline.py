@@ -698,3 +698,17 @@ def test_standalone_dedup_refuses_a_directory_of_other_files_and_a_damaged_run_j
     # a dedup output (and a first dedup killed before its run.json) is still resumed
     (out / "run.json").unlink()
     assert run_dedup(str(source), str(out), DedupConfig(method="exact"), LocalExecutor(1))["docs_read"] == 40
+
+
+@pytest.mark.parametrize("method", ["exact", "url", "minhash", "substring"])
+def test_an_input_without_the_columns_is_one_line_before_any_task(tmp_path, method):
+    """Found by adversarial testing: `refinery dedup RUN/tokens` (Parquet shards of token ids)
+    failed every signature task, an ERROR log line each, then "dedup failed", exit 1."""
+    shards = tmp_path / "tokens"
+    shards.mkdir()
+    for name in ("a.ids", "b.ids"):
+        pq.write_table(pa.table({"id": ["x", "y"]}), shards / f"{name}.parquet")
+    wanted = "url" if method == "url" else "text"
+    with pytest.raises(DedupInputError, match=rf"a.ids.parquet lacks column\(s\) \['{wanted}'\] needed by {method} dedup"):
+        run_dedup(str(shards), str(tmp_path / "out"), DedupConfig(method=method), LocalExecutor(1))
+    assert not (tmp_path / "out" / "dedup").exists()  # refused before any pass

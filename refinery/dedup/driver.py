@@ -308,6 +308,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         versions = fs.file_versions(input_dir, [s.uri for s in shards])
         upstream = "files:" + hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()[:16]
         _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force)
+        _check_columns(shards[0], config.method)
         recorded = _check_rerun(RunDir(output_dir), config, force)
         remove_orphan_shards(out, {s.name for s in shards}, f"dedup {config.method}")
     method = config.method
@@ -378,6 +379,22 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     fs.write_bytes(fs.join(work_root, "dedup_stats.json"), blob)
     fs.write_bytes(fs.join(out.root, "dedup_stats.json"), blob)
     return stats
+
+
+_NEEDED_COLUMNS = {"url": ("id", "url"), "lines": ("id", "text", "url")}
+
+
+def _check_columns(shard: Shard, method: str) -> None:
+    """Refuse an input without the columns the method reads, from its first shard's footer (a
+    run's shards share one schema): a directory of other Parquet files (a run's tokens/) failed
+    every signature task, an ERROR line each, then "dedup failed" (found by adversarial testing)."""
+    from refinery.dedup.passes import _columns
+
+    present = _columns(shard.uri)
+    missing = [c for c in _NEEDED_COLUMNS.get(method, ("id", "text")) if c not in present]
+    if missing:
+        raise DedupInputError(f"shard {shard.uri} lacks column(s) {missing} needed by {method} dedup "
+                              f"(columns: {', '.join(present[:10])}); is the input a run or a directory of documents?")
 
 
 # what `refinery dedup` writes into OUTPUT: top-level files, and directories of per-shard files
