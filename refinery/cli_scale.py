@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -156,6 +157,19 @@ def watch(
     raise typer.Exit(code)
 
 
+def _check_plan_numbers(positive: dict[str, float | None], non_negative: dict[str, float]) -> None:
+    """Refuse a number the estimate cannot use, naming its option, before the sample is measured:
+    a negative --target-hours or --startup-minutes gave an estimate (negative startup, a shorter
+    wall time), nan and inf an error naming neither the option nor the value (found by adversarial
+    testing)."""
+    for option, value in positive.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            fail(f"{option} must be positive, got {value}")
+    for option, value in non_negative.items():
+        if not (math.isfinite(value) and value >= 0):
+            fail(f"{option} must be a number >= 0, got {value}")
+
+
 def plan(
     config: Path = typer.Argument(..., help="pipeline YAML"),
     input_tb: float = typer.Option(..., "--input-tb", help="input size in TB (10^12 bytes, as stored: gzipped WARC)"),
@@ -182,6 +196,9 @@ def plan(
     from refinery.config import ConfigError, load_config
     from refinery.launch import plan as model
 
+    _check_plan_numbers({"--input-tb": input_tb, "--docs-per-core-s": docs_per_core_s, "--bytes-per-doc": bytes_per_doc,
+                         "--target-hours": target_hours, "--price-per-hour": price_per_hour},
+                        {"--startup-minutes": startup_minutes})
     try:
         cfg = load_config(config)
     except ConfigError as exc:

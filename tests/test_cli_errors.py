@@ -124,6 +124,14 @@ MISTAKES = {
     "watch: no job": (["watch"], ["Missing argument"]),
     "plan: no --input-tb": (["plan", "{cfg}"], ["--input-tb"]),
     "plan: config not found": (["plan", "{tmp}/nope.yaml", "--input-tb", "1"], ["config file not found"]),
+    # found by adversarial testing: estimated with negative startup / target, nan and inf named no option
+    "plan: negative --target-hours": (["plan", "{cfg}", "--input-tb", "1", "--docs-per-core-s", "100", "--bytes-per-doc",
+                                       "30000", "--target-hours", "-3"], ["--target-hours must be positive, got -3.0"]),
+    "plan: negative --startup-minutes": (["plan", "{cfg}", "--input-tb", "1", "--docs-per-core-s", "100", "--bytes-per-doc",
+                                          "30000", "--startup-minutes", "-100"], ["--startup-minutes must be a number >= 0"]),
+    "plan: --input-tb inf": (["plan", "{cfg}", "--input-tb", "inf"], ["--input-tb must be positive, got inf"]),
+    "plan: --input-tb nan": (["plan", "{cfg}", "--input-tb", "nan", "--docs-per-core-s", "100", "--bytes-per-doc", "30000"],
+                             ["--input-tb must be positive, got nan"]),
 }
 
 
