@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from refinery.cli_scale import register
 from refinery.config import load_config, parse_config
 from refinery.io import fs
 from refinery.launch import package, pipelines, plan, recipe
-from refinery.launch.launcher import launch
+from refinery.launch.launcher import LaunchError, launch
 from refinery.launch.pipelines import step_requests, validate_definition
 from refinery.launch.recipe import group_passes, recipe_passes
 from refinery.launch.sagemaker import (
@@ -757,3 +758,34 @@ def test_launch_refuses_an_output_that_is_not_a_run_before_any_job(tmp_path, s3_
         launch(output_uri=f"{s3_bucket}/damaged", **kw)
     assert sm.list_pipelines()["PipelineSummaries"] == before
     assert fs.list_files(f"{s3_bucket}/shared") == [f"{s3_bucket}/shared/notes.txt"]  # nothing uploaded there
+
+
+def test_launch_refuses_a_benchmark_or_tokenizer_file_of_this_machine(tmp_path, no_network):
+    """Found by adversarial testing: a decontamination benchmark or a tokenizer.json on this
+    machine was launched without a word; the Ray job failed when its pass started, after the whole
+    filter pass. Refused before any request (a stubbed client expecting none, no network), naming
+    the key; the same files on S3 launch."""
+    bench, tok = tmp_path / "bench.jsonl", tmp_path / "tokenizer.json"
+    bench.write_text('{"prompt": "x"}\n')
+    tok.write_text("{}")
+    recipe = {"name": "files", "stages": [{"type": "url_filter"}],
+              "dedup": [{"method": "url"}, {"method": "decontaminate", "decontaminate": {
+                  "benchmarks": [{"name": "b", "path": str(bench), "fields": ["prompt"]}]}}]}
+    dedup_only = {"method": "decontaminate", "decontaminate": {"benchmarks": [{"name": "b", "path": "bench.jsonl",
+                                                                               "fields": ["prompt"]}]}}
+    cases = [(recipe, None, f"dedup[1].decontaminate.benchmarks[0].path: {bench} is a file of this machine"),
+             ({**recipe, "dedup": [], "tokenize": {"tokenizer": str(tok)}}, None, f"tokenize.tokenizer: {tok} is a file"),
+             (dedup_only, "dedup", "decontaminate.benchmarks[0].path: bench.jsonl is a file of this machine")]
+    sm = boto3.client("sagemaker", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    for i, (config, stage, message) in enumerate(cases):
+        path = tmp_path / f"c{i}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        with Stubber(sm) as stub, pytest.raises(LaunchError, match=re.escape(message)):
+            launch(path, "s3://crawl-bucket/cc", "s3://out-bucket/runs/x", IMAGE, ROLE, stage=stage, build=False,
+                   sagemaker_client=sm)
+        stub.assert_no_pending_responses()
+    on_s3 = tmp_path / "s3.yaml"
+    on_s3.write_text(yaml.safe_dump({**recipe, "dedup": [{"method": "decontaminate", "decontaminate": {
+        "benchmarks": [{"name": "b", "path": "s3://evals/bench.jsonl", "fields": ["prompt"]}]}}],
+        "tokenize": {"tokenizer": "s3://evals/tokenizer.json"}}))
+    assert launch(on_s3, "s3://crawl-bucket/cc", "s3://out-bucket/runs/x", IMAGE, ROLE, build=False, dry_run=True).dry_run

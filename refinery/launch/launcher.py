@@ -136,6 +136,28 @@ def check_models_shipped(config: Any) -> None:
                     f"{path.parent} (REFINERY_MODELS, ~/.cache/refinery/models, or the stage's model_path)")
 
 
+def check_files_reachable(shipment: Any, config_path: str | Path) -> None:
+    """Refuse a config naming a file of this machine that the jobs read: a decontamination
+    benchmark or a tokenizer.json path. The image holds neither, so the Ray job failed when its
+    pass started, after the whole filter pass (found by adversarial testing); on S3 they work."""
+    from refinery.dedup.config import load_dedup_config
+
+    if shipment.config is not None:
+        passes = [(f"dedup[{i}]", d) for i, d in enumerate(shipment.config.dedup)]
+        tokenize = shipment.config.tokenize
+        files = [("tokenize.tokenizer", tokenize.tokenizer)] if tokenize is not None and tokenize.tokenizer != "gpt2" else []
+    else:  # a dedup YAML (--stage dedup)
+        passes, files = [("", load_dedup_config(config_path))], []
+    for where, d in passes:
+        if d.method == "decontaminate" and d.decontaminate is not None:
+            files += [(f"{where + '.' if where else ''}decontaminate.benchmarks[{j}].path", b.path)
+                      for j, b in enumerate(d.decontaminate.benchmarks)]
+    for key, path in files:
+        if not path.startswith("s3://"):
+            raise LaunchError(f"{key}: {path} is a file of this machine, which the SageMaker jobs cannot read: "
+                              f"copy it to S3 and give its s3:// URI")
+
+
 def launch(
     config_path: str | Path,
     input_uri: str,
@@ -179,6 +201,7 @@ def launch(
     shipment = resolve_shipment(stage, config_path)
     if shipment.config is not None:
         check_models_shipped(shipment.config)
+    check_files_reachable(shipment, config_path)
     plan, groups = _plan(shipment, input_uri, output_uri, dry_run)
     if any(g.job == "processing" for g in groups) and instances > 100:
         raise LaunchError("a Processing job has at most 100 instances (use --ray-instances for the Ray job)")
