@@ -789,3 +789,17 @@ def test_launch_refuses_a_benchmark_or_tokenizer_file_of_this_machine(tmp_path, 
         "benchmarks": [{"name": "b", "path": "s3://evals/bench.jsonl", "fields": ["prompt"]}]}}],
         "tokenize": {"tokenizer": "s3://evals/tokenizer.json"}}))
     assert launch(on_s3, "s3://crawl-bucket/cc", "s3://out-bucket/runs/x", IMAGE, ROLE, build=False, dry_run=True).dry_run
+
+
+def test_launch_dry_run_refuses_an_output_inside_the_input(no_network):
+    """Found by adversarial testing: a dry run accepted what the real launch refuses when it plans
+    (an output inside the input, the input itself with a trailing slash, an input inside the output)."""
+    base = ["launch", str(ROOT / "configs" / "refinedweb.yaml"), "--image", IMAGE, "--role", ROLE, "--dry-run"]
+    for i, o, message in (("s3://crawl-bucket/cc", "s3://crawl-bucket/cc/out", "is inside input s3://crawl-bucket/cc"),
+                          ("s3://crawl-bucket/cc/", "s3://crawl-bucket/cc", "is the input"),
+                          ("s3://out-bucket/runs/r1/in", "s3://out-bucket/runs/r1", "is inside output")):
+        result = CliRunner().invoke(_cli(), base + ["--input", i, "--output", o])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    ok = CliRunner().invoke(_cli(), base + ["--input", "s3://crawl-bucket/cc", "--output", "s3://crawl-bucket/cc2"])
+    assert ok.exit_code == 0, ok.output

@@ -77,6 +77,13 @@ def _check_uris(input_uri: str, output_uri: str) -> None:
         if not fs.is_s3(uri):
             raise LaunchError(f"{what} must be an s3:// URI for a SageMaker job, got {uri!r}")
         fs.validate_uri(uri)
+    from refinery.config import ConfigError
+    from refinery.plan import check_separate
+
+    try:  # a real launch refused it when planning, a dry run let it through (found by adversarial testing)
+        check_separate(input_uri, output_uri)
+    except ConfigError as exc:
+        raise LaunchError(str(exc)) from None
 
 
 def _plan(shipment: Shipment, input_uri: str, output_uri: str, dry_run: bool) -> tuple[Any, list[JobGroup]]:
