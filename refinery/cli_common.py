@@ -41,7 +41,8 @@ def one_line(message: object) -> str:
     lines = [ln.strip() for ln in str(message).strip().splitlines() if ln.strip()]
     text = ""
     for ln in lines:
-        text = ln if not text else (f"{text} {ln}" if text.endswith(":") else f"{text}; {ln}")
+        # a list continues on the next line ("Choose from:\n\ttoxicity,\n\tquality."): no "; " inside it
+        text = ln if not text else (f"{text} {ln}" if text.endswith((":", ",")) else f"{text}; {ln}")
     return text or type(message).__name__
 
 

@@ -116,6 +116,7 @@ MISTAKES = {
     "train-tokenizer: not a run": (["train-tokenizer", "{tmp}/nope", "--vocab-size", "300", "--out", "{tmp}/t.json"], ["nope"]),
     "verify-tokens: not found": (["verify-tokens", "{tmp}/nope"], ["nope"]),
     "train-classifier: unknown kind": (["train-classifier", "spam"], ["spam"]),
+    "train-classifier: no kind": (["train-classifier"], ["Missing argument 'KIND'. Choose from: toxicity, quality"]),
     "train-classifier: no data": (["train-classifier", "quality", "--data-dir", "{tmp}/nodata"], ["nodata", "--data-dir"]),
     "launch: no image": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y"], ["--image"]),
     "launch: bad config": (["launch", "{bad_yaml}"], ["not valid YAML"]),
