@@ -87,6 +87,10 @@ def launch(
             raise LaunchError("give --image (an ECR repository URI) or set REFINERY_IMAGE")
         if not role:
             raise LaunchError("give --role (a SageMaker execution role ARN) or set REFINERY_SAGEMAKER_ROLE")
+        for option, hours in (("--max-runtime-hours", max_runtime_hours), ("--max-wait-hours", max_wait_hours)):
+            # nan was "cannot convert float NaN to integer", 0 or -1 SageMaker's field name, not the option's
+            if hours is not None and not (math.isfinite(hours) and hours * 3600 >= 1):
+                raise LaunchError(f"{option} must be a positive number of hours, got {hours}")
         result = do_launch(
             config, input, output, image, role, stage=stage, instances=instances, instance_type=instance_type,
             ray_instances=ray_instances, ray_instance_type=ray_instance_type, volume_gb=volume_gb,
