@@ -66,3 +66,22 @@ def test_ray_gives_the_same_clusters_as_in_process(local_result, tmp_path):
     for sub in ("kept", "removed"):
         for f in sorted((Path(local_out) / sub).glob("*.parquet")):
             assert parquet.read_table(str(tmp_path / "ray" / sub / f.name)).equals(parquet.read_table(str(f)))
+
+
+def test_an_s3_output_of_other_files_is_refused_and_a_killed_dedup_resumes(local_result, s3_bucket):
+    """The output checks of `refinery dedup` on S3 listings: a dedup killed before its run.json
+    resumes; a prefix holding other files is refused, naming them, and they stay."""
+    from refinery.dedup.passes import DedupInputError
+
+    s3_root = f"{s3_bucket}/dedup-checks"
+    run, local_out = local_result
+    for f in sorted((Path(run) / "kept").glob("*.parquet")):
+        fs.write_bytes(f"{s3_root}/run/kept/{f.name}", f.read_bytes())
+    out = f"{s3_root}/deduped"
+    run_dedup(f"{s3_root}/run", out, DedupConfig(method="exact"), LocalExecutor(1))
+    fs.delete(f"{out}/run.json")  # killed before the pass finished
+    assert run_dedup(f"{s3_root}/run", out, DedupConfig(method="exact"), LocalExecutor(1))["docs_read"] > 0
+    fs.write_bytes(f"{s3_root}/theirs/kept/part-0.parquet", b"not ours")
+    with pytest.raises(DedupInputError, match=r"not a refinery run \(no run.json\): it holds kept/part-0.parquet"):
+        run_dedup(f"{s3_root}/run", f"{s3_root}/theirs", DedupConfig(method="exact"), LocalExecutor(1))
+    assert fs.exists(f"{s3_root}/theirs/kept/part-0.parquet")
