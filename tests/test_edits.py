@@ -177,7 +177,7 @@ def test_funnel_report_and_compare_show_the_cuts_and_counters(runs, tmp_path):
     kept_words = int(_regex_words(ds.dataset(str(runs["dir"] / "kept")).to_table().column("text")).sum())
     card = re.search(r'data-card="words kept">.*?class="v">([\d,]+)<.*?class="d">([^<]*)<', html)
     assert card.group(1) == f"{kept_words:,}"
-    assert f"{lines['words_cut'] + cut['words_cut']:,} words cut by edits (some from documents removed later)" in card.group(2)
+    assert f"{lines['words_cut'] + cut['words_cut']:,} words cut by edits (net; some from documents removed later)" in card.group(2)
 
     # compare: run B = line corrections only (no substring dedup)
     rows = {(r["stage"], r["reason"]): r for r in compare_rows(runs["lines"], stats)}
@@ -190,7 +190,7 @@ def test_funnel_report_and_compare_show_the_cuts_and_counters(runs, tmp_path):
     console = Console(width=220, file=io.StringIO(), markup=False, highlight=False, color_system=None)
     console.print(render_compare(runs["lines"], stats))
     text = console.file.getvalue()
-    assert "words cut B" in text and "420" in text and "spans_cut" in text
+    assert "words cut (net) B" in text and "420" in text and "spans_cut" in text
     html = build_compare_report(str(runs["lines_dir"]), str(runs["dir"]))
     assert 'data-field="words_cut_b">420<' in html and 'id="compare-counters"' in html
 

@@ -1057,6 +1057,16 @@ def test_a_stage_that_replaces_text_shows_its_edits_as_net_figures(tmp_path):
     printed = CliRunner().invoke(app, ["stats", str(run)], env={"COLUMNS": "200"}, terminal_width=200)
     assert printed.exit_code == 0, printed.output
     assert "words cut (net)" in printed.output
+    # the summary card and both compare tables (terminal, HTML) read net figures too: they said
+    # "words cut" (found by review)
+    from refinery.stats.report import build_compare_report
+
+    assert f"{words:,} words cut by edits (net;" in page
+    compared = CliRunner().invoke(app, ["stats", "--compare", str(run), str(run)], env={"COLUMNS": "220"},
+                                  terminal_width=220)
+    assert compared.exit_code == 0, compared.output
+    assert "words cut (net) A" in compared.output and "words cut (net) B" in compared.output
+    assert '<th class="num">words cut (net) A</th>' in build_compare_report(str(run), str(run))
 
 
 @pytest.mark.parametrize("kind", ["warc", "parquet"])

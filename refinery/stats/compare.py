@@ -152,7 +152,7 @@ def compare_counter_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str,
 COMPARE_COLUMNS = (("removed_a", "removed A"), ("removed_b", "removed B"), ("delta", "Δ docs"),
                    ("rate_a", "rate A"), ("rate_b", "rate B"), ("rate_pp", "Δ rate pp"),
                    ("kept_a", "kept % A"), ("kept_b", "kept % B"), ("kept_pp", "Δ kept pp"),
-                   ("words_cut_a", "words cut A"), ("words_cut_b", "words cut B"))
+                   ("words_cut_a", "words cut (net) A"), ("words_cut_b", "words cut (net) B"))
 #: shown only when A or B cut text from kept documents
 COMPARE_EDIT_COLUMNS = ("words_cut_a", "words_cut_b")
 #: dropped in this order when the table is too wide: the differences stay longest

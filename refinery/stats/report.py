@@ -140,7 +140,7 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any], tokens: dict[str, 
          (f"{fmt_int(tokens['n_tokens'])} tokens ({tokens['tokenizer']}, counted)" if tokens
           else f"≈ {fmt_int(est_tokens(last.get('chars_out', 0)))} tokens (est.)")
          # every stage's cuts, from documents it kept: a later stage may have removed some of them
-         + (f"; {fmt_int(words_cut)} words cut by edits (some from documents removed later)" if words_cut else "")),
+         + (f"; {fmt_int(words_cut)} words cut by edits (net; some from documents removed later)" if words_cut else "")),
         ("stage time", f"{seconds:,.1f} s", f"{read / seconds:,.0f} docs/s (one core)" if seconds else ""),
     ]
     if failed:
@@ -816,7 +816,7 @@ def _compare_table(stats_a: dict[str, Any], stats_b: dict[str, Any]) -> str:
             '<th class="num">removed A</th><th class="num">removed B</th><th class="num">Δ</th>'
             '<th class="num">% of stage A</th><th class="num">% of stage B</th><th class="num">Δ</th>'
             '<th class="num">% kept A</th><th class="num">% kept B</th>'
-            '<th class="num">words cut A</th><th class="num">words cut B</th><th class="num">Δ</th></tr></thead>'
+            '<th class="num">words cut (net) A</th><th class="num">words cut (net) B</th><th class="num">Δ</th></tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>{counters_table}')
 
 
