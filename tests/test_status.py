@@ -109,6 +109,17 @@ def test_a_damaged_json_file_in_a_run_directory_is_named(tmp_path, capsys):
                 main([command, str(out)])
             err = capsys.readouterr().err
             assert exit_.value.code == 2 and f"{marker} is damaged (not valid JSON" in err, err
+        # valid JSON that is no object: "unexpected AttributeError", naming no file (found by review)
+        run_json = out / "run.json"
+        good_run = run_json.read_text()
+        for junk, kind in (("[]", "an array"), ("null", "null"), ('"x"', "a string")):
+            run_json.write_text(junk)
+            for command in ("status", "stats", "report"):
+                with pytest.raises(SystemExit) as exit_:
+                    main([command, str(out)])
+                err = capsys.readouterr().err
+                assert exit_.value.code == 2 and f"{run_json} is damaged ({kind}, not a JSON object)" in err, err
+        run_json.write_text(good_run)
     finally:
         marker.write_text(good)  # the run directory's invariants are checked after the test
 

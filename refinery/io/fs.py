@@ -18,7 +18,7 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import pyarrow.fs as pafs
 
@@ -491,17 +491,24 @@ class S3RangeFile(io.RawIOBase):
         raise AssertionError("unreachable")
 
 
-def read_json(uri: str):  # noqa: ANN201 - any JSON value
-    """The JSON document at ``uri``; a damaged one is a :class:`StorageError` naming the file (it
-    was a bare "Expecting property name ...: line 1 column 2", found by adversarial testing)."""
+def read_json(uri: str) -> dict[str, Any]:
+    """The JSON object at ``uri`` (refinery's records: run.json, pass markers, shard stats); a
+    damaged one is a :class:`StorageError` naming the file (it was a bare "Expecting property name
+    ...: line 1 column 2", and valid JSON that is no object, ``[]``, "unexpected AttributeError":
+    found by adversarial testing)."""
     import json
 
     data = read_bytes(uri)
     try:
-        return json.loads(data)
+        record = json.loads(data)
     except ValueError as exc:
         raise StorageError(f"{uri} is damaged (not valid JSON: {exc}); delete it and run the same command "
                            f"again to redo what it records") from None
+    if not isinstance(record, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(record), "a number")
+        raise StorageError(f"{uri} is damaged ({kind}, not a JSON object); delete it and run the same command "
+                           f"again to redo what it records")
+    return record
 
 
 def read_bytes(uri: str) -> bytes:

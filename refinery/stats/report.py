@@ -370,7 +370,7 @@ def _language_tokens(rows: list[dict[str, Any]], counted: dict[str, Any] | None)
                 f"Tokens: counted by the tokens pass ({_e(counted['tokenizer'])}, "
                 f"{fmt_int(counted['n_tokens'])} in all, end-of-document tokens included), as in the summary.")
     why = ("the tokens pass's counts could not be matched to the kept documents' languages; it counted "
-           f"{fmt_int(counted['n_tokens'])} in all (summary)" if counted else "no tokens pass ran")
+           f"{fmt_int(counted['n_tokens'])} in all (summary)" if counted else "no token shards in the run's tokens/ directory")  # (a `refinery tokenize -o ELSEWHERE` is not seen)
     return (lambda rs: est_tokens(sum(r["chars_kept"] for r in rs)), "≈ tokens kept (est.)",
             f"Tokens: an estimate, characters kept / {CHARS_PER_TOKEN:g} (GPT-2 BPE on English web text): {why}.")
 
