@@ -113,6 +113,8 @@ FALSE_POSITIVES = [
     "UA: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0.0.0 Safari/537.36; Firefox/115.0.2.1.",
     # a DOI suffix that reads as a US number (a reading probe of acpjournals.org's references, session 33)
     "BMJ Open. 2016;6:e011092. doi:10.1136/bmjopen-2016-011092 and https://doi.org/10.1136/bmjopen-2016-011092.",
+    # git's SSH address of a hosting service (found by a new user's trial, session 36)
+    "Clone it: git clone git@github.com:org/repo.git, or git@gitlab.com:group/sub/project.git.",
 ]
 
 
@@ -243,3 +245,11 @@ def test_an_e_mail_with_a_non_ascii_local_part_is_redacted_whole() -> None:
            "mari\u0301a@x.es"]
     out = PiiRedactor()(pa.record_batch([pa.array(cjk)], names=["text"])).column("text").to_pylist()
     assert out == ["連絡先は<EMAIL>まで", "请发邮件至<EMAIL>谢谢", "<EMAIL>", "<EMAIL>", "<EMAIL>"]
+
+
+def test_git_ssh_addresses_stay_and_mail_to_a_git_user_is_still_redacted() -> None:
+    """Only git's SCP-style address (``git@host:path``) is spared; git@ mail is still mail."""
+    redact = PiiRedactor().redact
+    assert redact("write to git@example.com today")[0] == "write to <EMAIL> today"
+    assert redact("git@example.com: mail us")[0] == "<EMAIL>: mail us"
+    assert redact("jane@example.com:org/repo")[0] == "<EMAIL>:org/repo"

@@ -6,7 +6,8 @@ than ``max_replacements`` replacements: contact directories, leaked lists). Dete
 
 * **email**: around each ``@`` (found with ``str.find``, never a regex scan from every position,
   so a megabyte-long token costs linear time): a local part of <= 64 characters on the left, a
-  domain with a letters-only TLD on the right; image names such as ``logo@2x.png`` are not mail.
+  domain with a letters-only TLD on the right; image names such as ``logo@2x.png`` and git's SSH
+  addresses (``git@github.com:org/repo.git``) are not mail.
 * **ip_address**: IPv4 dotted quads and IPv6, each validated with :mod:`ipaddress`. By default
   only public addresses (``is_global``; IPv6 in ``2000::/3``) are personal data: ``127.0.0.1``,
   ``192.168.1.1`` or a netmask are technical content and stay. Version-like quads (preceded by
@@ -596,7 +597,10 @@ def _emails(text: str) -> list[tuple[int, int, str]]:
             cjk = [m.end() for m in _CJK_CHAR.finditer(text, start, at)]
             if cjk and cjk[-1] < at:  # CJK prose glued to a local part that is not all CJK
                 start = cjk[-1]
-            if not (start > 0 and text[start - 1] in "@."):
+            scp = text[start:at].lower() == "git" and text[right.end():right.end() + 1] == ":" and \
+                text[right.end() + 1:right.end() + 2] not in ("", " ", "\n", "\t")
+            if not (start > 0 and text[start - 1] in "@.") and not scp:
+                # (``git@github.com:org/repo.git``: git's SSH address of a hosting service, no mail)
                 out.append((start, right.end(), "email"))
                 at = text.find("@", right.end())
                 continue
