@@ -712,3 +712,38 @@ def test_an_input_without_the_columns_is_one_line_before_any_task(tmp_path, meth
     with pytest.raises(DedupInputError, match=rf"a.ids.parquet lacks column\(s\) \['{wanted}'\] needed by {method} dedup"):
         run_dedup(str(shards), str(tmp_path / "out"), DedupConfig(method=method), LocalExecutor(1))
     assert not (tmp_path / "out" / "dedup").exists()  # refused before any pass
+
+
+def test_a_killed_dedup_resumes_after_its_input_lost_a_shard_and_cleans_its_orphans(tmp_path):
+    """Found by review: a first dedup killed before its run.json, then rerun on an input that lost
+    a shard, was refused as "not a refinery run" naming its own kept/c.parquet (--force too); its
+    orphans are cleaned instead, and a user's directory of shard-like files is still refused."""
+    docs = [d for d in load_cc_docs() if d["text"].strip()][:60]
+    three = make_run_dir(tmp_path / "three", {"a": docs[:20], "b": docs[20:40], "c": docs[40:]})
+    two = make_run_dir(tmp_path / "two", {"a": docs[:20], "b": docs[20:40]})
+    out = tmp_path / "out"
+    run_dedup(str(three), str(out), DedupConfig(method="exact"), LocalExecutor(1))
+    (out / "run.json").unlink()  # killed before the pass finished
+    assert run_dedup(str(two), str(out), DedupConfig(method="exact"), LocalExecutor(1))["docs_read"] == 40
+    assert sorted(p.name for p in (out / "kept").iterdir()) == ["a.parquet", "b.parquet"]
+    assert not (out / "stats" / "c.json").exists() and not (out / "samples" / "c.parquet").exists()
+
+    mine = tmp_path / "mine"  # shard-shaped files no dedup wrote
+    for sub, name in (("kept", "x.parquet"), ("stats", "x.json")):
+        (mine / sub).mkdir(parents=True)
+        (mine / sub / name).write_text("{}")
+    with pytest.raises(DedupInputError, match=r"not a refinery run \(no run.json\): it holds kept/x.parquet"):
+        run_dedup(str(two), str(mine), DedupConfig(method="exact"), LocalExecutor(1))
+    assert (mine / "kept" / "x.parquet").exists()
+
+
+def test_a_killed_dedup_with_its_work_dir_inside_the_output_resumes(tmp_path):
+    """Found by review: `refinery dedup RUN -o OUT --work-dir OUT/work`, killed before its
+    run.json, was refused on the rerun as "not a refinery run" naming its own work/ files."""
+    docs = [d for d in load_cc_docs() if d["text"].strip()][:40]
+    source = make_run_dir(tmp_path / "src", {"a": docs[:20], "b": docs[20:]})
+    out = tmp_path / "out"
+    first = run_dedup(str(source), str(out), DedupConfig(method="exact"), LocalExecutor(1), work_dir=str(out / "work"))
+    (out / "run.json").unlink()
+    again = run_dedup(str(source), f"{out}/", DedupConfig(method="exact"), LocalExecutor(1), work_dir=str(out / "work"))
+    assert again["docs_read"] == 40 and again["passes"]["signatures"] == first["passes"]["signatures"]  # resumed

@@ -307,7 +307,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         # an earlier version of the run (redone since with other settings) are not reused
         versions = fs.file_versions(input_dir, [s.uri for s in shards])
         upstream = "files:" + hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()[:16]
-        _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force)
+        _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force, work_root)
         _check_columns(shards[0], config.method)
         recorded = _check_rerun(RunDir(output_dir), config, force)
         remove_orphan_shards(out, {s.name for s in shards}, f"dedup {config.method}")
@@ -403,12 +403,15 @@ _DEDUP_SHARD_DIRS = {"kept", "removed", "samples", "stats", "failed"}
 _DEDUP_OWN_DIRS = {"dedup", "passes"}
 
 
-def _check_output_is_dedup(run: RunDir, shards: set[str], force: bool) -> None:
+def _check_output_is_dedup(run: RunDir, shards: set[str], force: bool, work_root: str | None = None) -> None:
     """Refuse an OUTPUT that ``refinery dedup`` would destroy: a run of ``refinery run`` (its
     run.json, kept/ corpus and stats were replaced by this pass's without a word), a run.json that
     cannot be read (unless ``force``), and a directory without run.json holding files that a dedup
     of this input does not write (kept/ shards of other names were deleted as orphans). Found by
-    adversarial testing, as ``refinery run`` refuses such outputs (:func:`check_output_is_ours`)."""
+    adversarial testing, as ``refinery run`` refuses such outputs (:func:`check_output_is_ours`).
+    A dedup killed before its run.json is resumed: its work dir (``work_root``, wherever it is
+    inside OUTPUT) is its own, and so are the shard files of inputs removed since, once one of
+    its stats markers shows a dedup wrote the directory (they are orphans to clean)."""
     damaged = run.damaged_plan()
     if damaged is not None:
         if not force:
@@ -424,11 +427,24 @@ def _check_output_is_dedup(run: RunDir, shards: set[str], force: bool) -> None:
         return
     if fs.exists(run.run_json):
         return  # a run.json of an earlier refinery without passes: _check_rerun's business
-    foreign = [f for f in _listed(run.root) if not _written_by_dedup(f, shards)]
+    work = _relative_to(work_root, run.root) if work_root else None
+    foreign = [f for f in _listed(run.root) if not _written_by_dedup(f, shards)
+               and not (work is not None and (work == "" or f.startswith(work + "/")))]
+    others = [f for f in foreign if not _is_shard_file(f)]
+    if foreign and not others and _written_by_a_dedup(run, foreign):
+        return  # orphans of a killed dedup (shards since removed from the input): cleaned, not refused
     if foreign:
         raise DedupInputError(f"output {run.root} is not empty and is not a refinery run (no run.json): it holds "
                               f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; choose a new or "
                               "empty --output")
+
+
+def _relative_to(path: str, root: str) -> str | None:
+    """``path`` relative to ``root`` when it is inside it or is it ("" then), however spelled."""
+    inner, outer = fs.canonical(path), fs.canonical(root)
+    if inner == outer:
+        return ""
+    return inner[len(outer) + 1:] if inner.startswith(outer.rstrip("/") + "/") else None
 
 
 def _listed(root: str) -> list[str]:
@@ -451,6 +467,30 @@ def _written_by_dedup(rel: str, shards: set[str]) -> bool:
     if parts[0] in _DEDUP_OWN_DIRS:
         return True
     return parts[0] in _DEDUP_SHARD_DIRS and len(parts) == 2 and parts[1].rsplit(".", 1)[0] in shards
+
+
+def _is_shard_file(rel: str) -> bool:
+    """A file where a removal run puts a shard's output (``kept/<shard>.parquet``, ``stats/<shard>.json``)."""
+    parts = rel.split("/")
+    return len(parts) == 2 and parts[0] in _DEDUP_SHARD_DIRS and parts[1].endswith((".parquet", ".json"))
+
+
+def _written_by_a_dedup(run: RunDir, files: list[str]) -> bool:
+    """Whether the stats marker of one of these shards (or, when none has one, of any shard)
+    records a dedup's removal stage: the runner writes it last, so it is there for every shard
+    a killed dedup finished."""
+    markers = [f for f in files if f.startswith("stats/") and f.endswith(".json")]
+    markers = markers or [f for f in _listed(fs.join(run.root, "stats")) if f.endswith(".json") and "/" not in f]
+    for rel in markers[:3]:
+        try:
+            record = fs.read_json(fs.join(run.root, "stats", rel.removeprefix("stats/")))
+        except (fs.StorageError, OSError, ValueError):
+            continue
+        stages = record.get("stages") if isinstance(record, dict) else None
+        if isinstance(stages, list) and any(isinstance(s, dict) and s.get("kind") in STAGE_OF_METHOD.values()
+                                            for s in stages):
+            return True
+    return False
 
 
 def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any] | None:
