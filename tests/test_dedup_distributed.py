@@ -85,3 +85,23 @@ def test_an_s3_output_of_other_files_is_refused_and_a_killed_dedup_resumes(local
     with pytest.raises(DedupInputError, match=r"not a refinery run \(no run.json\): it holds kept/part-0.parquet"):
         run_dedup(f"{s3_root}/run", f"{s3_root}/theirs", DedupConfig(method="exact"), LocalExecutor(1))
     assert fs.exists(f"{s3_root}/theirs/kept/part-0.parquet")
+
+
+def test_an_s3_dedup_killed_before_run_json_resumes_after_its_input_lost_a_shard(local_result, s3_bucket):
+    """Found by review: on S3 too, a dedup killed before its run.json, rerun on an input that lost
+    a shard (with its work dir inside OUTPUT), was refused naming its own files; its orphans are
+    cleaned instead."""
+    s3_root = f"{s3_bucket}/orphans"
+    run, _ = local_result
+    kept = sorted((Path(run) / "kept").glob("*.parquet"))
+    assert len(kept) >= 2
+    for f in kept:
+        fs.write_bytes(f"{s3_root}/run/kept/{f.name}", f.read_bytes())
+    out, work = f"{s3_root}/deduped/", f"{s3_root}/deduped/work"
+    run_dedup(f"{s3_root}/run", out, DedupConfig(method="exact"), LocalExecutor(1), work_dir=work)
+    fs.delete(f"{s3_root}/deduped/run.json")  # killed before the pass finished
+    gone = kept[-1].name
+    fs.delete(f"{s3_root}/run/kept/{gone}")
+    stats = run_dedup(f"{s3_root}/run", out, DedupConfig(method="exact"), LocalExecutor(1), work_dir=work)
+    assert stats["shards"] == len(kept) - 1
+    assert not fs.exists(f"{s3_root}/deduped/kept/{gone}") and not fs.exists(f"{s3_root}/deduped/stats/{gone[:-8]}.json")
