@@ -329,3 +329,33 @@ def test_ngrams_of_many_documents_are_ignored_as_gpt3_did(tmp_path):
                       LocalExecutor(1))
     assert {r["id"] for r in _rows(tmp_path / "never", "removed")} == wikidot | {"copied"}
     assert stats["common_ngrams_ignored"] == 0
+
+
+def test_the_check_before_the_tasks_keeps_no_record_in_memory(tmp_path):
+    """Found by review: the driver's up-front check of every record built the whole benchmark's
+    texts, then dropped them for the task to read again (a 300 MB JSONL: +386 MB in the driver, a
+    126 MB Parquet: +959 MB though its schema holds every row's fields). It keeps none now, and a
+    bad last line is still found."""
+    import tracemalloc
+
+    from refinery.dedup.config import BenchmarkSpec
+    from refinery.dedup.decontaminate import read_benchmark
+
+    records = [json.loads(ln) for ln in gzip.decompress(Path(HUMAN_EVAL).read_bytes()).decode().splitlines()]
+    rows = records * 40  # 6,560 items, ~8 MB of text
+    jsonl, parquet = tmp_path / "b.jsonl", tmp_path / "b.parquet"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.table({f: [r[f] for r in rows] for f in ("task_id", *FIELDS)}), parquet)
+    for path in (jsonl, parquet):
+        spec = BenchmarkSpec.model_validate(_bench(str(path)))
+        assert len(read_benchmark(spec)[1]) == len(rows)
+        tracemalloc.start()
+        try:
+            assert read_benchmark(spec, keep=False) == ([], [])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < path.stat().st_size / 8, (path.name, peak)
+    jsonl.write_text(jsonl.read_text() + '{"task_id": "cut\n')
+    with pytest.raises(BenchmarkError, match=rf"line {len(rows) + 1} is not JSON"):
+        read_benchmark(BenchmarkSpec.model_validate(_bench(str(jsonl))), keep=False)
