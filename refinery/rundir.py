@@ -163,9 +163,10 @@ class RunDir:
         for a run directory, or a new or empty place."""
         if not fs.exists(self.root):
             return []
-        top = self.root.rstrip("/")
+        # a local listing spells files absolute: a relative OUTPUT's input record was someone else's
+        tops = {self.root.rstrip("/"), fs.absolute(self.root).rstrip("/")}
         files = fs.list_files(self.root)
-        at_top = [f for f in files if posixpath.dirname(f.rstrip("/")) == top]
+        at_top = [f for f in files if posixpath.dirname(f.rstrip("/")) in tops]
         if any(fs.basename(f) == fs.RUN_MARKER for f in at_top):
             return []  # another share of the same job planned it meanwhile
         # the plan writes the input record just before run.json: a run killed between the two, or

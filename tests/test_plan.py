@@ -212,7 +212,7 @@ def test_other_input_or_overlapping_directories_are_refused(dup_input, tmp_path)
         run_pipeline(parse_config(spec), str(out / "kept"), str(out), workers=1, progress=False)
 
 
-def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup_input, tmp_path):
+def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup_input, tmp_path, monkeypatch):
     """Found by adversarial testing: a run into a directory holding another team's files (no
     run.json) deleted its kept/ and tokens/ files, and a damaged run.json let a rerun with another
     config redo every pass without a word."""
@@ -236,6 +236,13 @@ def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup
     killed.mkdir()
     (killed / "input_files.json").write_text('{"files": {}}')
     run_pipeline(parse_config(spec), str(dup_input), str(killed), workers=1, progress=False)
+    # spelled relative too: a local listing is absolute (found by review: it was "someone else's file")
+    relative = tmp_path / "killed-relative"
+    relative.mkdir()
+    (relative / "input_files.json").write_text('{"files": {}}')
+    monkeypatch.chdir(tmp_path)
+    run_pipeline(parse_config(spec), str(dup_input), "killed-relative", workers=1, progress=False)
+    assert (relative / "run.json").exists()
 
     out = tmp_path / "run"
     run_pipeline(parse_config(_recipe(dedup=[{"method": "url"}])), str(dup_input), str(out), workers=1, progress=False)
