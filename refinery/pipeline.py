@@ -47,6 +47,7 @@ from refinery.rundir import (
     remove_orphan_shards,
 )
 from refinery.runner import ShardTask, finished_marker, run_shard_task
+from refinery.stages import registry
 from refinery.stats.funnel import combine_pass_stats, load_shard_stats, merge_shard_stats
 
 log = logging.getLogger("refinery.pipeline")
@@ -118,7 +119,7 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
         log.info("[%s] %d shard(s) to run, %d already finished", p.name, len(todo), len(tasks) - len(todo))
     ran = executor.map(run_shard_task, [{"task": t} for t in todo], label=p.name, names=[t.shard for t in todo],
                        units="docs_read", shared={"spec": spec, "force": force, "fingerprint": p.fingerprint,
-                                                  "limit": plan.limit})
+                                                  "limit": plan.limit, **_registered_stages()})
     outcomes.update({o.name: o for o in ran})
     ordered = [outcomes[t.shard] for t in share]
     for o in ordered:
@@ -141,6 +142,21 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
             raise
         log.warning("[%s] could not write the pass's stats: %s", p.name, str(exc).splitlines()[0])
         return ordered, {}
+
+
+def _registered_stages() -> dict[str, Any]:
+    """The task argument that ships the driver's own stage types to the workers (none: no argument)."""
+    return {"registered": dict(registry.REGISTERED)} if registry.REGISTERED else {}
+
+
+def check_registered_stages_reach_workers(executor: Executor) -> None:
+    """A class of an interactive ``__main__`` (a notebook) cannot reach a worker process: refused
+    before the run, not with every shard failing on "unknown stage type"."""
+    stranded = registry.unimportable_in_workers()
+    if stranded and not getattr(executor, "inline", False):
+        raise ConfigError(f"stage type(s) {stranded} are classes of this interactive session (__main__), which "
+                          f"worker processes cannot import: define them in a module (a .py file on sys.path) "
+                          f"and register that, or run with workers=1")
 
 
 def _others_finished(out: PassDir, p: Pass, others: list[ShardTask]) -> bool:
@@ -492,6 +508,7 @@ def run_pipeline(
     ex = config.executor
     with make_executor(kind, workers or ex.workers, ray_address=ex.ray_address, object_store_memory=ex.object_store_memory,
                        max_retries=ex.max_retries, progress=progress) as runner:
+        check_registered_stages_reach_workers(runner)
         # one run at a time per (local) run directory; the shares of a multi-instance job together
         with run_dir_lock(output_uri, shared=only_shards is not None):
             if only_shards is None:  # the only run on this directory: whatever a killed one left is stale

@@ -55,7 +55,37 @@ class StageFailed(RuntimeError):
 
 
 class StageContractError(RuntimeError):
-    """A stage broke the contract (changed the number of rows)."""
+    """A stage broke the contract of :mod:`refinery.stages.base` (rows, decision columns, dropped columns)."""
+
+
+def _problem_with_output(batch: pa.RecordBatch, out: Any) -> str | None:
+    """What is wrong with a stage's output for ``batch``, or None. Custom stages are the ones that
+    get this wrong: a dropped ``text`` column was written as null text for every kept document,
+    and a missing or mistyped ``_reason`` failed later with an error naming no stage."""
+    if not isinstance(out, pa.RecordBatch):
+        return f"returned a {type(out).__module__}.{type(out).__qualname__}, not a pyarrow.RecordBatch"
+    if out.num_rows != batch.num_rows:
+        return f"returned {out.num_rows} rows for {batch.num_rows}"
+    dropped = [name for name in batch.schema.names if name not in out.schema.names and name not in (REASON, METRIC)]
+    if dropped:
+        return f"dropped the column(s) {dropped}: a stage returns every column it was given (rewritten or not)"
+    if REASON not in out.schema.names:
+        return f"returned no {REASON!r} column (build the output with refinery.stages.base.with_decision)"
+    reason_type = out.schema.field(REASON).type
+    if not (pa.types.is_string(reason_type) or pa.types.is_large_string(reason_type) or pa.types.is_null(reason_type)):
+        return f"returned a {REASON!r} column of type {reason_type}, not string (null = kept)"
+    if METRIC in out.schema.names:
+        metric_type = out.schema.field(METRIC).type
+        if not (pa.types.is_floating(metric_type) or pa.types.is_integer(metric_type) or pa.types.is_null(metric_type)):
+            return f"returned a {METRIC!r} column of type {metric_type}, not a number"
+    return None
+
+
+def check_stage_output(stage: Stage, batch: pa.RecordBatch, out: Any, shard: str) -> None:
+    """Raise :class:`StageContractError` naming the stage and the shard if ``out`` breaks the contract."""
+    problem = _problem_with_output(batch, out)
+    if problem:
+        raise StageContractError(f"stage {stage.name!r} ({stage.kind or type(stage).__name__}) {problem} (shard {shard})")
 
 
 @dataclass(frozen=True)
@@ -322,10 +352,7 @@ class ShardRunner:
                     # storage or I/O error below is still retried as one
                     raise StageFailed(f"stage {stage.name!r} ({stage.kind}): {type(exc).__name__}: {exc}") from exc
                 counter.seconds += time.perf_counter() - t0
-                if out.num_rows != batch.num_rows:
-                    raise StageContractError(
-                        f"stage {stage.name} returned {out.num_rows} rows for {batch.num_rows} (shard {task.shard})"
-                    )
+                check_stage_output(stage, batch, out, task.shard)
                 take = getattr(stage, "take_counters", None)
                 for name, n in (take() if take is not None else {}).items():
                     counter.counters[name] = counter.counters.get(name, 0) + int(n)
@@ -732,7 +759,9 @@ _RUNNERS: dict[str, ShardRunner] = {}
 def runner_for(spec: dict[str, Any]) -> ShardRunner:
     """The :class:`ShardRunner` for a pipeline spec (a config dict), built once per process so
     models and blocklists load once per worker, not once per shard."""
-    key = json.dumps(spec, sort_keys=True, default=str)
+    from refinery.stages import registry
+
+    key = json.dumps([spec, registry.generation], sort_keys=True, default=str)
     runner = _RUNNERS.get(key)
     if runner is None:
         from refinery.config import parse_config
@@ -748,8 +777,13 @@ def runner_for(spec: dict[str, Any]) -> ShardRunner:
 
 
 def run_shard_task(spec: dict[str, Any], task: ShardTask, force: bool = False, fingerprint: str | None = None,
-                   limit: int | None = None) -> dict[str, Any]:
+                   limit: int | None = None, registered: dict[str, str] | None = None) -> dict[str, Any]:
     """Task function (see :mod:`refinery.executors.base`): run one shard; its stats, or
-    ``skipped`` when it had finished already."""
+    ``skipped`` when it had finished already. ``registered``: the driver's own stage types
+    (:func:`refinery.stages.registry.register_stage`), which a spawned worker does not inherit."""
+    if registered:
+        from refinery.stages.registry import register_stages
+
+        register_stages(registered)
     result = runner_for(spec).run(task, force=force, fingerprint=fingerprint, limit=limit)
     return {**result.stats, "skipped": result.skipped}

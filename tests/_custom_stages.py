@@ -1,0 +1,62 @@
+"""Stages written as a user of the library would write their own (tests/test_custom_stages.py):
+in a module, so that spawned worker processes can import them by name."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pyarrow as pa
+
+from refinery.stages.base import Stage, with_decision
+
+
+class Shouting(Stage):
+    """Removes documents whose letters are more than ``max_upper`` upper case."""
+
+    kind = "shouting"
+
+    def __init__(self, name: str | None = None, max_upper: float = 0.2) -> None:
+        super().__init__(name)
+        self.max_upper = max_upper
+
+    def metric_columns(self) -> list[str]:
+        return ["upper_frac"]
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        fracs = []
+        for text in batch.column("text").to_pylist():
+            letters = [c for c in text or "" if c.isalpha()]
+            fracs.append(sum(c.isupper() for c in letters) / len(letters) if letters else 0.0)
+        reasons = ["too_shouty" if f > self.max_upper else None for f in fracs]
+        metrics = [f if r else None for f, r in zip(fracs, reasons)]
+        return with_decision(batch, reasons, metrics, extra={"upper_frac": pa.array(fracs, pa.float64())})
+
+
+class RemoveAll(Stage):
+    kind = "remove_all"
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        return with_decision(batch, ["all_gone"] * batch.num_rows)
+
+
+class BreaksContract(Stage):
+    """Returns what a stage must not: the ways a first custom stage goes wrong."""
+
+    kind = "breaks_contract"
+
+    def __init__(self, name: str | None = None,
+                 mode: Literal["no_reason", "int_reason", "drops_text", "table", "text_metric"] = "no_reason") -> None:
+        super().__init__(name)
+        self.mode = mode
+
+    def process(self, batch: pa.RecordBatch):  # noqa: ANN201 - deliberately not always a batch
+        kept = [None] * batch.num_rows
+        if self.mode == "no_reason":
+            return batch
+        if self.mode == "int_reason":
+            return batch.append_column("_reason", pa.array([0] * batch.num_rows))
+        if self.mode == "drops_text":
+            return with_decision(batch, kept).drop_columns(["text"])
+        if self.mode == "table":
+            return pa.Table.from_batches([with_decision(batch, kept)])
+        return with_decision(batch, kept).append_column("_metric", pa.array(["high"] * batch.num_rows))
