@@ -28,7 +28,8 @@ def test_worker_records_reach_the_parent_handlers_when_a_bar_is_shown(monkeypatc
     capture = _Capture()
     logger = logging.getLogger("refinery.test_worker")
     logger.addHandler(capture)
-    logger.setLevel(logging.INFO)
+    # workers log at the level this process logs refinery's loggers at (worker_log_level)
+    monkeypatch.setattr(logging.getLogger("refinery"), "level", logging.INFO)
     try:
         with LocalExecutor(2, progress=True) as ex:
             outcomes = ex.map(log_a_line, [{"text": "a"}, {"text": "b"}], label="log")
@@ -69,3 +70,25 @@ def test_fresh_workers_run_each_task_in_a_new_process() -> None:
     assert first <= reused and again <= reused
     with LocalExecutor(workers=1, progress=False) as ex:
         assert {r["pid"] for r in ex.run(worker_pid, tasks, label="pids", fresh_workers=True)} == {os.getpid()}
+
+
+def log_at_each_level() -> dict:
+    log = logging.getLogger("refinery.test_worker")
+    log.debug("worker debug line")
+    log.info("worker info line")
+    log.warning("worker warning line")
+    return {}
+
+
+def test_workers_log_at_the_callers_level(monkeypatch, capfd):
+    """Workers logged INFO whatever the caller chose: a program or notebook calling run_pipeline
+    with logging at WARNING got every worker's per-shard and per-step lines (found as a library
+    user). They now log what this process would for refinery's loggers."""
+    monkeypatch.setattr(LocalExecutor, "shows_bar", lambda self: False)
+    for level, expected in ((logging.WARNING, ["warning"]), (logging.INFO, ["info", "warning"]),
+                            (logging.DEBUG, ["debug", "info", "warning"])):
+        monkeypatch.setattr(logging.getLogger("refinery"), "level", level)
+        with LocalExecutor(2, progress=False) as ex:
+            assert [o.status for o in ex.map(log_at_each_level, [{}], label="log")] == ["done"]
+        err = capfd.readouterr().err
+        assert [w for w in ("debug", "info", "warning") if f"worker {w} line" in err] == expected, (level, err)

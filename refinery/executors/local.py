@@ -43,6 +43,14 @@ threading.excepthook = _quiet_cancelled_future_race
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
 
 
+def worker_log_level() -> int:
+    """The level the workers log at: what this process would let through for refinery's loggers
+    (INFO from the command line, DEBUG with -v). Workers logged INFO whatever the caller chose, so
+    a program or notebook that calls ``run_pipeline`` with logging at WARNING (or unconfigured) got
+    a line per shard and per dedup step from every worker (found as a library user)."""
+    return logging.getLogger("refinery").getEffectiveLevel()
+
+
 def init_worker_logging(level: int = logging.INFO, queue: Any = None, parent_pid: int | None = None) -> None:
     """A pool worker's logging: straight to stderr, or (``queue``) back to the parent process,
     whose handlers then print it, so worker lines never break into the parent's progress bar and
@@ -166,14 +174,15 @@ class LocalExecutor(Executor):
     def _new_pool(self, one_task_per_process: bool) -> ProcessPoolExecutor:
         # "spawn": fork() after pyarrow/fastText threads exist can deadlock a child
         context = multiprocessing.get_context("spawn")
+        level = worker_log_level()
         kwargs: dict[str, Any] = {"mp_context": context, "initializer": init_worker_logging,
-                                  "initargs": (logging.INFO, None, os.getpid())}
+                                  "initargs": (level, None, os.getpid())}
         if self.shows_bar():
             if self._listener is None:
                 queue = context.Queue()
                 self._listener = QueueListener(queue, _ToParentLogging())
                 self._listener.start()
-            kwargs["initargs"] = (logging.INFO, self._listener.queue, os.getpid())
+            kwargs["initargs"] = (level, self._listener.queue, os.getpid())
         if one_task_per_process:
             kwargs["max_tasks_per_child"] = 1
         return _QuietSpawnPool(self.capacity, **kwargs)
