@@ -467,6 +467,8 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
+    """Validate a config given as a mapping (the YAML's content) and build every stage once.
+    Raises :class:`ConfigError`, one line naming ``source`` and each wrong key."""
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config {source}: the top level must be a mapping, got {type(data).__name__}")
     try:
@@ -478,6 +480,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig
 
 
 def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a YAML config file (see :func:`parse_config`); :class:`ConfigError` names the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))

@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from refinery.tokens.format import (
 )
 from refinery.tokens.tokenizer import LoadedTokenizer, token_dtype
 from refinery.tokens.writer import parse_manifest, read_manifest_bytes, resolve_token_dir
+
+if TYPE_CHECKING:  # torch is an optional extra
+    from torch.utils.data import IterableDataset
 
 IGNORE_INDEX = -100  # PyTorch cross-entropy's default ignore_index
 STATE_VERSION = 1
@@ -454,6 +457,9 @@ class TokenLoader:
         return _batches_per_epoch(self.n_windows, self.block_size, world, batch, bool(saved.get("drop_last"))) * batch
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict`: the next batch is the one after the saved position.
+        :class:`LoaderStateError` lists what differs when the state is another loader's (dataset,
+        seed, shape; rank, world size and batch size may change only between epochs)."""
         if state.get("version") != STATE_VERSION:
             raise LoaderStateError(f"loader state version {state.get('version')} != {STATE_VERSION}")
         saved = {"drop_last": False, **state}  # states saved before drop_last existed
@@ -573,8 +579,10 @@ def _torch_dataset_class() -> type:
     return TorchTokenDataset
 
 
-def torch_dataset(loader: TokenLoader):
-    """Wrap ``loader`` as a ``torch.utils.data.IterableDataset`` (raises ImportError without torch)."""
+def torch_dataset(loader: TokenLoader) -> IterableDataset:
+    """Wrap ``loader`` as a ``torch.utils.data.IterableDataset`` of dicts of tensors, with
+    ``state_dict()`` / ``load_state_dict()`` and ``len()``; use it with ``DataLoader(ds, batch_size=None,
+    num_workers=0)`` (worker processes are refused). Raises ImportError without torch."""
     try:
         cls = _torch_dataset_class()
     except ImportError as exc:
