@@ -119,7 +119,7 @@ def h41_cases(rng, n):
         for _ in range(1 if kind in ("junk", "cut", "members") else rng.randrange(2, 5)):
             i = rng.randrange(len(body) + 1)
             if kind == "overwrite":
-                j = rng.randrange(len(body)); r = bytearray(body[j]); p = rng.randrange(len(r)); r[p:p + 50] = b"\x00\xffjunk" * 7; body[j] = bytes(r)
+                j = rng.randrange(len(body)); body[j] = overwrite(rng, body[j])
             elif kind == "flip":
                 j = rng.randrange(len(body)); r = bytearray(body[j]); p = rng.randrange(len(r)); r[p] ^= 0x20; body[j] = bytes(r)
             else:
@@ -146,6 +146,24 @@ def wrong_length(rng, rec):
     return rec[: m.start(1)] + new + rec[m.end(1):]
 
 
+def overwrite(rng, data):
+    r = bytearray(data); p = rng.randrange(len(r)); r[p:p + 50] = b"\x00\xffjunk" * 7
+    return bytes(r)
+
+
+def flip_bit(rng, data):
+    r = bytearray(data); p = rng.randrange(len(r)); r[p] ^= 1 << rng.randrange(8)
+    return bytes(r)
+
+
+def maybe_cut(rng, data, kinds, share, shortest):
+    """``data`` cut off (at ``len(data) // shortest`` or later) in ``share`` of the cases."""
+    if rng.random() < share:
+        data = data[: rng.randrange(len(data) // shortest, len(data))]
+        kinds.append("cut")
+    return data
+
+
 def damage_records(rng, body, ndamage):
     kinds = []
     for _ in range(ndamage):
@@ -156,9 +174,9 @@ def damage_records(rng, body, ndamage):
         elif d == "garbage":
             body.insert(rng.randrange(len(body) + 1), rng.randbytes(rng.randrange(1, 3000)))
         elif d == "overwrite":
-            j = rng.randrange(len(body)); r = bytearray(body[j]); p = rng.randrange(len(r)); r[p:p + 50] = b"\x00\xffjunk" * 7; body[j] = bytes(r)
+            j = rng.randrange(len(body)); body[j] = overwrite(rng, body[j])
         elif d == "flip":
-            j = rng.randrange(len(body)); r = bytearray(body[j]); p = rng.randrange(len(r)); r[p] ^= 1 << rng.randrange(8); body[j] = bytes(r)
+            j = rng.randrange(len(body)); body[j] = flip_bit(rng, body[j])
         elif d == "length":
             j = rng.randrange(len(body)); body[j] = wrong_length(rng, body[j])
         elif d == "drop_tail":  # a record cut short in the middle of the file
@@ -178,10 +196,7 @@ def plain_cases(rng, n):
     for _ in range(n):
         body = pick(rng)
         kinds = damage_records(rng, body, rng.choice([1, 1, 2, 3, 5]))
-        data = b"".join(body)
-        if rng.random() < 0.3:
-            data = data[: rng.randrange(len(data) // 3, len(data))]
-            kinds.append("cut")
+        data = maybe_cut(rng, b"".join(body), kinds, 0.3, 3)
         yield "plain-" + "+".join(kinds), data
 
 
@@ -196,7 +211,7 @@ def per_record_cases(rng, n):
             kinds.append(d)
             j = rng.randrange(len(members))
             if d == "zflip":
-                m = bytearray(members[j]); p = rng.randrange(len(m)); m[p] ^= 1 << rng.randrange(8); members[j] = bytes(m)
+                members[j] = flip_bit(rng, members[j])
             elif d == "zgarbage":
                 members.insert(j, rng.randbytes(rng.randrange(1, 2000)))
             elif d == "ztrunc_member":
@@ -205,10 +220,7 @@ def per_record_cases(rng, n):
                 members.insert(j, gz(JUNK))
             elif d == "zoverwrite":
                 m = bytearray(members[j]); p = rng.randrange(len(m)); m[p:p + 40] = rng.randbytes(40); members[j] = bytes(m)
-        data = b"".join(members)
-        if rng.random() < 0.25:
-            data = data[: rng.randrange(len(data) // 3, len(data))]
-            kinds.append("cut")
+        data = maybe_cut(rng, b"".join(members), kinds, 0.25, 3)
         yield "pergz-" + "+".join(kinds), data
 
 
@@ -220,10 +232,7 @@ def whole_cases(rng, n):
         nmem = rng.choice([1, 1, 2, 3])
         cuts = sorted(rng.sample(range(1, len(body)), min(nmem - 1, len(body) - 1)))
         parts = [b"".join(body[a:b]) for a, b in zip([0, *cuts], [*cuts, len(body)])]
-        data = b"".join(gz(p, compresslevel=rng.choice([0, 1, 6])) for p in parts)
-        if rng.random() < 0.3:
-            data = data[: rng.randrange(len(data) // 2, len(data))]
-            kinds.append("cut")
+        data = maybe_cut(rng, b"".join(gz(p, compresslevel=rng.choice([0, 1, 6])) for p in parts), kinds, 0.3, 2)
         if rng.random() < 0.15:  # a flipped bit in the compressed bytes: the deflate stream breaks
             m = bytearray(data); p = rng.randrange(len(m) // 2, len(m)); m[p] ^= 0x10; data = bytes(m)
             kinds.append("zflip")
