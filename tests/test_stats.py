@@ -969,13 +969,22 @@ print(json.dumps([h.total["kept"], merged["sum"]["kept"], merged["counts"]["kept
     assert math.isnan(total) and math.isnan(merged_sum) and counts == [1, 1]
 
 
+def _language_token_cells(page: str) -> tuple[str, dict[str, int]]:
+    """The report's languages table: its tokens column's heading, and each language's figure."""
+    import re
+
+    table = page[page.index('id="language-table"'):]
+    table = table[:table.index("</table>")]
+    head = re.findall(r'<th class="num">([^<]*)</th>', table)[-1]
+    rows = re.findall(r'data-language="([^"]*)">.*?<td class="num">([\d,]*)</td></tr>', table)
+    return head, {lang: int(n.replace(",", "") or 0) for lang, n in rows}
+
+
 def test_the_languages_table_shows_the_tokens_the_tokens_pass_counted(tmp_path):
     """Found by a new user's trial: the report's languages table estimated "≈ 26,347 tokens
     kept" (characters / 4) beside the 23,430 its tokens pass had counted. Where the pass ran,
     each language's tokens are now its documents' counted tokens (EOS included), summing to the
     manifest's total; without it the column says it is an estimate and from what."""
-    import re
-
     import pyarrow.parquet as pq
 
     from refinery.config import parse_config
@@ -988,20 +997,13 @@ def test_the_languages_table_shows_the_tokens_the_tokens_pass_counted(tmp_path):
     config = parse_config({"stages": [{"type": "language_id"}]})
     run_pipeline(config, str(src), str(run), workers=1, progress=False, limit=30)
 
-    def token_cells(page: str) -> tuple[str, dict[str, int]]:
-        table = page[page.index('id="language-table"'):]
-        table = table[:table.index("</table>")]
-        head = re.findall(r'<th class="num">([^<]*)</th>', table)[-1]
-        rows = re.findall(r'data-language="([^"]*)">.*?<td class="num">([\d,]*)</td></tr>', table)
-        return head, {lang: int(n.replace(",", "") or 0) for lang, n in rows}
-
-    head, estimated = token_cells(build_report(str(run)))
+    head, estimated = _language_token_cells(build_report(str(run)))
     assert head == "≈ tokens kept (est.)" and "an estimate, characters kept / 4" in build_report(str(run))
 
     refinery_tokens = __import__("refinery.tokens.writer", fromlist=["tokenize_run"])
     result = refinery_tokens.tokenize_run(str(run), str(run / "tokens"), "gpt2", progress=False)
     page = build_report(str(run))
-    head, counted = token_cells(page)
+    head, counted = _language_token_cells(page)
     assert head == "tokens kept (gpt2)"
     # independently: each kept document's GPT-2 tokens + its end-of-document token, by language
     tok = load_tokenizer("gpt2")
@@ -1114,7 +1116,6 @@ def test_languages_table_tokens_with_ids_repeated_across_input_files(tmp_path):
     documents' counted tokens. Shuffled ones mix the shards: an id kept in two languages cannot
     be told, so the column is the labelled estimate, never another language's count."""
     import gzip
-    import re
 
     import numpy as np
     import pyarrow.parquet as pq
@@ -1135,13 +1136,6 @@ def test_languages_table_tokens_with_ids_repeated_across_input_files(tmp_path):
     config = parse_config({"stages": [{"type": "language_id", "params": {"languages": [], "min_score": 0}}]})
     run_pipeline(config, str(tmp_path / "in"), str(run), workers=1, progress=False)
 
-    def token_cells(page: str) -> tuple[str, dict[str, int]]:
-        table = page[page.index('id="language-table"'):]
-        table = table[:table.index("</table>")]
-        head = re.findall(r'<th class="num">([^<]*)</th>', table)[-1]
-        rows = re.findall(r'data-language="([^"]*)">.*?<td class="num">([\d,]*)</td></tr>', table)
-        return head, {lang: int(n.replace(",", "") or 0) for lang, n in rows}
-
     tokenize_run(str(run), str(run / "tokens"), "gpt2", progress=False)
     expected: dict[str, int] = {}  # token shard <name> holds kept/<name>'s non-empty documents in order
     for kept in sorted((run / "kept").glob("*.parquet")):
@@ -1150,10 +1144,10 @@ def test_languages_table_tokens_with_ids_repeated_across_input_files(tmp_path):
         assert len(rows) == len(lengths)
         for row, n in zip(rows, lengths):
             expected[row["language"]] = expected.get(row["language"], 0) + int(n)
-    head, counted = token_cells(build_report(str(run)))
+    head, counted = _language_token_cells(build_report(str(run)))
     assert head == "tokens kept (gpt2)" and len(expected) > 3
     assert {lang: n for lang, n in counted.items() if n} == expected
 
     tokenize_run(str(run), str(run / "tokens"), "gpt2", progress=False, shuffle=True, num_shards=2, force=True)
-    head, _ = token_cells(build_report(str(run)))
+    head, _ = _language_token_cells(build_report(str(run)))
     assert head == "≈ tokens kept (est.)"
