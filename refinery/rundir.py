@@ -164,9 +164,9 @@ class RunDir:
         if not fs.exists(self.root):
             return []
         # a local listing spells files absolute: a relative OUTPUT's input record was someone else's
-        tops = {self.root.rstrip("/"), fs.absolute(self.root).rstrip("/")}
+        top = fs.absolute(self.root).rstrip("/")
         files = fs.list_files(self.root)
-        at_top = [f for f in files if posixpath.dirname(f.rstrip("/")) in tops]
+        at_top = [f for f in files if posixpath.dirname(f.rstrip("/")) == top]
         if any(fs.basename(f) == fs.RUN_MARKER for f in at_top):
             return []  # another share of the same job planned it meanwhile
         # the plan writes the input record just before run.json: a run killed between the two, or

@@ -451,11 +451,8 @@ def _listed(root: str) -> list[str]:
     """Paths of the files under ``root``, relative to it (none when it does not exist)."""
     if not fs.exists(root):
         return []
-    files = fs.list_files(root)
-    # a local listing names files by absolute path, whatever the spelling of ``root``
-    tops = [t.rstrip("/") + "/" for t in (root, fs.absolute(root))]
-    top = next((t for t in tops if any(f.startswith(t) for f in files)), "")
-    return [f[len(top):] for f in files]
+    top = fs.absolute(root).rstrip("/") + "/"  # how listings spell the files, whatever ``root``'s spelling
+    return [f.removeprefix(top) for f in fs.list_files(root)]  # (``root`` a file: its own path)
 
 
 def _written_by_dedup(rel: str, shards: set[str]) -> bool:
