@@ -143,18 +143,16 @@ def check_models_shipped(config: Any) -> None:
                     f"{path.parent} (REFINERY_MODELS, ~/.cache/refinery/models, or the stage's model_path)")
 
 
-def check_files_reachable(shipment: Any, config_path: str | Path) -> None:
+def check_files_reachable(shipment: Any) -> None:
     """Refuse a config naming a file of this machine that the jobs read: a decontamination
     benchmark or a tokenizer.json path. The image holds neither, so the Ray job failed when its
     pass started, after the whole filter pass (found by adversarial testing); on S3 they work."""
-    from refinery.dedup.config import load_dedup_config
-
     if shipment.config is not None:
         passes = [(f"dedup[{i}]", d) for i, d in enumerate(shipment.config.dedup)]
         tokenize = shipment.config.tokenize
         files = [("tokenize.tokenizer", tokenize.tokenizer)] if tokenize is not None and tokenize.tokenizer != "gpt2" else []
     else:  # a dedup YAML (--stage dedup)
-        passes, files = [("", load_dedup_config(config_path))], []
+        passes, files = [("", shipment.dedup_config)], []
     for where, d in passes:
         if d.method == "decontaminate" and d.decontaminate is not None:
             files += [(f"{where + '.' if where else ''}decontaminate.benchmarks[{j}].path", b.path)
@@ -208,7 +206,7 @@ def launch(
     shipment = resolve_shipment(stage, config_path)
     if shipment.config is not None:
         check_models_shipped(shipment.config)
-    check_files_reachable(shipment, config_path)
+    check_files_reachable(shipment)
     plan, groups = _plan(shipment, input_uri, output_uri, dry_run)
     if any(g.job == "processing" for g in groups) and instances > 100:
         raise LaunchError("a Processing job has at most 100 instances (use --ray-instances for the Ray job)")

@@ -63,6 +63,7 @@ class Shipment:
     config_name: str
     label: str  # "", "pipeline-ray" or "dedup": goes into the pipeline's name, before the config's
     config: Any = None  # the validated PipelineConfig (recipes)
+    dedup_config: Any = None  # the validated DedupConfig (``--stage dedup``)
     all_on_ray: bool = False
 
 
@@ -75,8 +76,7 @@ def resolve_shipment(stage: str | None, config_path: str | Path) -> Shipment:
     if stage == "dedup":
         from refinery.dedup.config import load_dedup_config
 
-        load_dedup_config(config_path)
-        return Shipment("dedup", text, Path(config_path).stem, "dedup")
+        return Shipment("dedup", text, Path(config_path).stem, "dedup", dedup_config=load_dedup_config(config_path))
     config = load_config(config_path)
     if stage in ("recipe", "pipeline", "pipeline-ray"):
         label = "pipeline-ray" if stage == "pipeline-ray" else ""
