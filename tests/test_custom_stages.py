@@ -151,3 +151,24 @@ def test_a_run_summary_prints_short(corpus, tmp_path):
     kept, removed = summary.stats["docs_kept"], summary.stats["docs_removed"]
     assert repr(summary) == (f"RunSummary(output={str(tmp_path / 'run')!r}, passes={{'filter': 'done'}}, "
                              f"shards={{'done': 2}}, {{'docs_read': 20, 'docs_kept': {kept}, 'docs_removed': {removed}}})")
+
+
+def test_a_script_without_a_main_guard_is_told_why_its_workers_die(corpus, tmp_path):
+    """A script calling run_pipeline at its top level: each spawned worker imports it again, runs it
+    while starting up and dies of the bootstrapping error, which only stderr shows; every shard was
+    "OOM-killed or crashed" (found as a library user). The error now names the script and the guard."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        from refinery.config import parse_config
+        from refinery.pipeline import run_pipeline
+        config = parse_config({{"stages": [{{"type": "gopher_quality"}}]}})
+        summary = run_pipeline(config, {str(corpus)!r}, {str(tmp_path / "out")!r}, workers=2, progress=False)
+        print("\\n".join(sorted({{t.error for t in summary.failed}})))
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith(f'{script} has no `if __name__ == "__main__":` guard: worker processes '
+                                        "import it again and run its code while starting up, so put the call to "
+                                        "run_pipeline under one"), done.stdout

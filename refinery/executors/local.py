@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
@@ -205,8 +206,24 @@ class LocalExecutor(Executor):
     def _worker_died(self, exc: BaseException) -> str:
         if isinstance(exc, BrokenProcessPool):
             self._pool = self._fresh_pool = None  # unusable now; the next submission starts new ones
-            return f"worker process died (OOM-killed or crashed): {exc}"
+            return f"worker process died (OOM-killed or crashed): {exc}{_unguarded_script_hint()}"
         return super()._worker_died(exc)
+
+
+def _unguarded_script_hint() -> str:
+    """A hint when the calling program is a script whose code has no ``if __name__ == "__main__":``:
+    a spawned worker imports that script again, runs its call to ``run_pipeline`` while starting
+    up, and dies of multiprocessing's bootstrapping error, which only its stderr shows (every shard
+    was "OOM-killed or crashed": found as a library user)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        source = open(path, encoding="utf-8", errors="replace").read() if path else ""
+    except OSError:
+        return ""
+    if not source or re.search(r"""__name__\s*==\s*['"]__main__['"]""", source):
+        return ""
+    return (f"; {path} has no `if __name__ == \"__main__\":` guard: worker processes import it again and "
+            "run its code while starting up, so put the call to run_pipeline under one")
 
     def abort(self) -> None:
         with interrupts.deferred():
