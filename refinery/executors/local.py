@@ -209,22 +209,6 @@ class LocalExecutor(Executor):
             return f"worker process died (OOM-killed or crashed): {exc}{_unguarded_script_hint()}"
         return super()._worker_died(exc)
 
-
-def _unguarded_script_hint() -> str:
-    """A hint when the calling program is a script whose code has no ``if __name__ == "__main__":``:
-    a spawned worker imports that script again, runs its call to ``run_pipeline`` while starting
-    up, and dies of multiprocessing's bootstrapping error, which only its stderr shows (every shard
-    was "OOM-killed or crashed": found as a library user)."""
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    try:
-        source = open(path, encoding="utf-8", errors="replace").read() if path else ""
-    except OSError:
-        return ""
-    if not source or re.search(r"""__name__\s*==\s*['"]__main__['"]""", source):
-        return ""
-    return (f"; {path} has no `if __name__ == \"__main__\":` guard: worker processes import it again and "
-            "run its code while starting up, so put the call to run_pipeline under one")
-
     def abort(self) -> None:
         with interrupts.deferred():
             for pool in (self._pool, self._fresh_pool):
@@ -271,3 +255,19 @@ def _unguarded_script_hint() -> str:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pool": None, "_fresh_pool": None, "_listener": None}
+
+
+def _unguarded_script_hint() -> str:
+    """A hint when the calling program is a script whose code has no ``if __name__ == "__main__":``:
+    a spawned worker imports that script again, runs its call to ``run_pipeline`` while starting
+    up, and dies of multiprocessing's bootstrapping error, which only its stderr shows (every shard
+    was "OOM-killed or crashed": found as a library user)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        source = open(path, encoding="utf-8", errors="replace").read() if path else ""
+    except OSError:
+        return ""
+    if not source or re.search(r"""__name__\s*==\s*['"]__main__['"]""", source):
+        return ""
+    return (f"; {path} has no `if __name__ == \"__main__\":` guard: worker processes import it again and "
+            "run its code while starting up, so put the call to run_pipeline under one")
