@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -13,6 +14,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from logging.handlers import QueueHandler, QueueListener
+from pathlib import Path
 from typing import Any
 
 from refinery import interrupts
@@ -257,14 +259,15 @@ class LocalExecutor(Executor):
         return {**self.__dict__, "_pool": None, "_fresh_pool": None, "_listener": None}
 
 
+@functools.cache
 def _unguarded_script_hint() -> str:
     """A hint when the calling program is a script whose code has no ``if __name__ == "__main__":``:
     a spawned worker imports that script again, runs its call to ``run_pipeline`` while starting
     up, and dies of multiprocessing's bootstrapping error, which only its stderr shows (every shard
-    was "OOM-killed or crashed": found as a library user)."""
+    was "OOM-killed or crashed": found as a library user). Read once: every dead worker asks."""
     path = getattr(sys.modules.get("__main__"), "__file__", None)
     try:
-        source = open(path, encoding="utf-8", errors="replace").read() if path else ""
+        source = Path(path).read_text(encoding="utf-8", errors="replace") if path else ""
     except OSError:
         return ""
     if not source or re.search(r"""__name__\s*==\s*['"]__main__['"]""", source):
