@@ -259,3 +259,38 @@ def test_leaked_credits_of_evaluation_pages_go(tmp_path: Path) -> None:
         gone = [s for s in item["without"] if s in leaked]
         assert gone and all(_norm(s) in before and _norm(s) not in after for s in gone), item["file"]
         assert [s for s in item["with"] if _norm(s) in before] == [s for s in item["with"] if _norm(s) in after]
+
+
+CAPTIONS = LineCorrections(drop_credits=True, drop_credited_captions=True)
+
+
+@pytest.mark.parametrize("line", [
+    # thelocal.se (session 37's reading probe), nationnews.com, scmp.com (evaluation pages)
+    "The real state epidemiologist Anders Tegnell at one of the Public Health Agency's daily briefings. "
+    "Photo: Jonathan Nackstrand/AFP",
+    "Chief Education Officer Dr Ramona Archer-Bradshaw. (Picture by Jameel Springer)",
+    "Taiwanese President Tsai Ing-wen speaks during a televised policy debate in Taipei. Photo: AP",
+    "Costa Rican President-elect Rodrigo Chaves (Photo by Ezequiel BECERRA / AFP)",
+])
+def test_a_caption_ending_with_its_credit_goes(line: str) -> None:
+    text = f"{PROSE}\n{line}\n{PROSE}"
+    assert CAPTIONS.correct(text)[0] == f"{PROSE}\n{PROSE}"
+    assert ON.correct(text)[0] == text  # drop_credits alone: only credit lines, as before
+
+
+@pytest.mark.parametrize("line", [
+    "In a departure from its flagships, the phone gets a fingerprint sensor. Image credit:",  # no name
+    "We went to the beach in the morning and took a photo by the pier.",
+    "He showed me the photo: a man walks past a mural in the old town.",
+    "The exhibition opens today. Pictures by Picasso hang in the Louvre",
+    "Photo: Getty Images",  # a credit line alone is credit_lines' job (once: it stays)
+    "| Tegnell at a briefing. Photo: Jonathan Nackstrand/AFP |",  # a table's row
+])
+def test_lines_that_are_not_a_credited_caption_stay(line: str) -> None:
+    text = f"{PROSE}\n{line}\n{PROSE}"
+    assert CAPTIONS.correct(text)[0] == text
+
+
+def test_no_wikipedia_lead_line_is_a_credited_caption() -> None:
+    lines = _wikipedia_lead_lines()
+    assert credits.credited_caption_lines(lines) == set()

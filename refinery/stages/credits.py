@@ -187,3 +187,37 @@ def _captioned(value: str) -> bool:
     if first in OTHER_ARTICLES or (first[:2] == "l'" and len(first) > 2):
         return True
     return not any("a" <= c <= "z" or "\u00c0" <= c <= "\u024f" for c in value.lower())
+
+
+#: a caption with its credit has at most this many words (a paragraph ending so is prose)
+CAPTION_MAX_WORDS = 40
+#: and a credited name at most this many
+_TAIL_NAME_WORDS = 8
+#: a caption's credit at the line's end, after a sentence's end, a bracket or a dash: "... at one
+#: of the agency's briefings. Photo: Jonathan Nackstrand/AFP", "... (Photo by Ezequiel BECERRA /
+#: AFP)", "... - Photograph: Paul Ellis/AFP/Getty"
+_CAPTION_TAIL_RE = re.compile(
+    r"(?:[.!?”\"')\]]\s+|\s[|–—-]\s*|\s)\(?\s*(?:" + _PICTURE + r")(?:\s+credits?)?\s*(?:[:：]|\bby\b)\s*"
+    r"(?P<name>[^()\s][^()]*?)\s*\)?\s*\.?\s*$", re.IGNORECASE)
+
+
+def credited_caption_lines(lines: list[str]) -> set[int]:
+    """Indexes of the lines that are a picture's caption ending with its credit ("Anders Tegnell at
+    one of the agency's briefings. Photo: Jonathan Nackstrand/AFP"): 4 to :data:`CAPTION_MAX_WORDS`
+    words whose end is a picture label or byline and a name (:func:`_is_name`, at most 8 words).
+    A credit line alone is :func:`credit_lines`' job; a caption without a credit stays."""
+    found: set[int] = set()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped[0] == "|" or len(stripped) > _MAX_CHARS:
+            continue
+        n = len(stripped.split())
+        if not 4 <= n <= CAPTION_MAX_WORDS or _HINT_RE.search(stripped.lower()) is None:
+            continue
+        m = _CAPTION_TAIL_RE.search(stripped)
+        if m is None or m.start() == 0:
+            continue
+        name = m.group("name")
+        if len(name.split()) <= _TAIL_NAME_WORDS and _is_name(name) and len(stripped[: m.start()].split()) >= 3:
+            found.add(i)
+    return found

@@ -337,7 +337,9 @@ class LineCorrections(Stage):
     added_params = {"drop_credits": False, "drop_lookalikes": False, "drop_syndication": False,
                     "drop_call_boxes": False,
                     # session 35
-                    "credits_in_more_languages": False, "drop_meta_lines": False}
+                    "credits_in_more_languages": False, "drop_meta_lines": False,
+                    # session 37
+                    "drop_credited_captions": False}
 
     def __init__(
         self,
@@ -353,6 +355,7 @@ class LineCorrections(Stage):
         drop_call_boxes: bool = True,
         credits_in_more_languages: bool = False,
         drop_meta_lines: bool = False,
+        drop_credited_captions: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -391,6 +394,10 @@ class LineCorrections(Stage):
         # a line that is only a date stamp, a byline or a reading time ("Updated: July 24, 2023",
         # "By Jane Doe", "5 min read"; refinery/stages/meta_lines.py); off: see docs/extraction.md
         self.drop_meta_lines = bool(drop_meta_lines)
+        # a picture's caption ending with its credit ("... at a briefing. Photo: Jonathan
+        # Nackstrand/AFP"; credits.credited_caption_lines), dropped whole like a credit line; needs
+        # drop_credits. Off: see docs/extraction.md (session 37)
+        self.drop_credited_captions = bool(drop_credited_captions)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -420,6 +427,8 @@ class LineCorrections(Stage):
         more = self.credits_in_more_languages
         credit_lines = (credits.credit_lines(lines, more) if self.drop_credits and credits.may_hold(text, more)
                         else ())
+        if self.drop_credits and self.drop_credited_captions and credits.may_hold(text):
+            credit_lines = set(credit_lines) | credits.credited_caption_lines(lines)
         drop_lookalikes = self.drop_lookalikes and lookalikes.may_hold(text)
         drop_meta = self.drop_meta_lines
         openers = calls_to_action.box_openers(text, low) if drop_calls and self.drop_call_boxes else ()
