@@ -161,6 +161,27 @@ def test_an_unfinished_run_says_so_in_status_stats_and_report(tmp_path):
     assert empty.exit_code == 2 and "no shard of" in empty.output and "has finished yet" in empty.output
 
 
+def test_the_comparison_of_an_unfinished_run_says_so(tmp_path):
+    """Found by adversarial testing: `refinery report A --compare B` showed a stopped run's funnel
+    as final (no word of it), while `stats --compare` and the run's own report said it was
+    unfinished. Each side now carries the notes `stats --compare` prints."""
+    from refinery.stats.report import build_compare_report
+
+    src = _input(tmp_path)
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality", "params": {"min_words": 5}}],
+                           "dedup": [{"method": "exact"}]})
+    done, stopped = tmp_path / "done", tmp_path / "stopped"
+    for out in (done, stopped):
+        run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    # stopped after the filter pass, as in the test above
+    for gone in ("stats.json", "passes/exact_dedup.json", *(str(f.relative_to(stopped)) for f in (stopped / "kept").glob("*"))):
+        (stopped / gone).unlink()
+    html = build_compare_report(str(stopped), str(done))
+    sides = html.split('data-run="b"')[0]  # run A's side of the funnels
+    assert "Unfinished run" in sides and "exact_dedup" in sides.split("Unfinished run")[1].split("</p>")[0]
+    assert "Unfinished run" not in build_compare_report(str(done), str(done))
+
+
 def test_stats_and_report_of_a_run_stopped_inside_a_dedup_pass_show_the_passes_finished(tmp_path):
     """Found by adversarial testing: a run killed (or still running) inside a dedup pass made
     `stats` and `report` fail ("run totals do not reconcile": the first pass's documents against

@@ -842,7 +842,8 @@ def build_compare_report(run_a: str, run_b: str) -> str:
         s = stats[k]
         return (f'<div class="side-label">run {k.upper()} · {_e(names[k])}</div>'
                 f'<div class="note">{_e(dirs[k])} · {s["docs_read"]:,} read, {s["docs_kept"]:,} kept '
-                f'({100.0 * s["docs_kept"] / s["docs_read"] if s["docs_read"] else 0.0:.1f}%)</div>')
+                f'({100.0 * s["docs_kept"] / s["docs_read"] if s["docs_read"] else 0.0:.1f}%)</div>'
+                + _run_notes(s, manifests[k]))
 
     funnels = "".join(f'<div class="side" data-run="{k}">{label(k)}{_funnel_body(stats[k], f"funnel-table-{k}")}</div>'
                       for k in dirs)
@@ -889,6 +890,27 @@ def build_compare_report(run_a: str, run_b: str) -> str:
         f"</main><footer>generated {generated} by refinery {escape(__version__)} · self-contained: no JavaScript, "
         f"no external resources</footer></body></html>"
     )
+
+
+def _run_notes(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
+    """What ``refinery stats --compare`` says of a run under its table, as HTML: unfinished, inputs
+    set aside, failed shards, a stage removing nearly everything. The comparison showed an
+    unfinished run's funnel as final (found by adversarial testing)."""
+    from refinery.stats.alerts import suspicious_removals
+
+    notes = []
+    partial = stats.get("partial")
+    if partial:
+        notes.append(f'<p class="partial"><b>Unfinished run.</b> {_e(partial["note"][0].upper() + partial["note"][1:])}.</p>')
+    failed = stats.get("failed_shards") or []
+    if failed and not partial:
+        notes.append(f'<p class="partial"><b>Failed shards:</b> {_e(", ".join(failed[:3]) + ("…" if len(failed) > 3 else ""))}'
+                     f'</p>')
+    for aside in stats.get("set_aside_shards") or []:  # their documents are in no count of this run
+        notes.append(f'<p class="partial">Input {_e(aside.get("input") or aside["shard"])} failed and was set aside, '
+                     f'its documents not read.</p>')
+    notes += [f'<p class="note">{_e(n)}</p>' for n in suspicious_removals(stats, input_name=manifest.get("input"))]
+    return "".join(notes)
 
 
 def write_compare_report(run_a: str, run_b: str, out: str | None = None) -> str:
