@@ -294,6 +294,23 @@ def test_truncated_shard_on_s3_is_detected(gpt2_tokens, s3_root):
         TokenLoader(f"{s3_root}/tok", SEQ, 8)
 
 
+def test_a_shard_deleted_under_a_running_loader_is_named(gpt2_tokens, tmp_path, s3_root):
+    """Found by adversarial testing: a shard deleted while a loader read it gave pyarrow's
+    FileNotFoundError (on S3 its path without s3://), not the TokenShardError a training loop
+    catches for every other damaged shard."""
+    local = _copy(gpt2_tokens, tmp_path / "gone")
+    for name in os.listdir(gpt2_tokens):
+        fs.write_bytes(f"{s3_root}/tok/{name}", fs.read_bytes(os.path.join(gpt2_tokens, name)))
+    for root in (local, f"{s3_root}/tok"):
+        loader = TokenLoader(root, SEQ, 4, shuffle=False, prefetch=0, block_size=2)  # small reads: shard-03 is read later
+        batches = iter(loader)
+        next(batches)
+        fs.delete(f"{root}/shard-03.bin")
+        with pytest.raises(TokenShardError, match=rf"token shard {root}/shard-03\.bin went missing while being read"):
+            for _ in batches:
+                pass
+
+
 def test_torch_iterable_dataset(gpt2_tokens):
     torch = pytest.importorskip("torch")
     from torch.utils.data import DataLoader

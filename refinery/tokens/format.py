@@ -301,7 +301,11 @@ class ShardFile:
         if n <= 0:
             return np.empty(0, self.header.dtype)
         size = self.header.itemsize
-        data = self._read_bin(n * size, start * size)
+        try:
+            data = self._read_bin(n * size, start * size)
+        except FileNotFoundError:  # pyarrow's message named the path without its s3:// (adversarial testing)
+            raise TokenShardError(f"token shard {self.uris['bin']} went missing while being read (deleted, or "
+                                  f"being rewritten by a tokenize --force?)") from None
         if len(data) != n * size:
             raise TokenShardError(f"short read from token shard {self.uris['bin']}: wanted tokens "
                                   f"[{start}, {stop}), got {len(data) // size}; was the file truncated?")
