@@ -227,7 +227,8 @@ def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, f
     assert cfg is not None
     tok = load_tokenizer(cfg.tokenizer, eos_token=cfg.eos_token)
     shards = {s.name: s.uri for s in _kept_shards(plan, previous)}
-    result = tokenize_run(plan.pass_dir(previous.name).root, plan.run.tokens_dir, tok, shuffle=cfg.shuffle, seed=cfg.seed,
+    # the manifest records the run, not the last pass's directory (its kept/ is the run's kept/)
+    result = tokenize_run(plan.run.root, plan.run.tokens_dir, tok, shuffle=cfg.shuffle, seed=cfg.seed,
                           num_shards=cfg.num_shards, batch_size=cfg.batch_size, force=force, executor=executor,
                           shards=shards)
     return {"tokens": result.manifest["totals"]["n_tokens"], "docs": result.manifest["totals"]["n_docs"],

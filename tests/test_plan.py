@@ -124,6 +124,11 @@ def test_whole_recipe_runs_as_one_job_and_reruns_skip_every_pass(dup_input, tmp_
     by_dir.close(), by_tokens.close()
     manifest = json.loads((out / "tokens" / "manifest.json").read_text())
     assert manifest["totals"]["n_docs"] == sum(1 for r in _kept_rows(out) if r["text"])
+    # the manifest names the run, whose kept/ holds the shards read (it had named the last pass's
+    # directory, RUN/substring_dedup, which holds no kept/: found by a trial)
+    source = manifest["source"]
+    assert source["run_dir"] == str(out.resolve())
+    assert all((out / "kept" / f"{name}.parquet").exists() for name in source["kept_shards"])
     # every kept/ and removed/ of the run reads as one dataset, passes that removed nothing included
     import duckdb
     import pyarrow.dataset as ds
