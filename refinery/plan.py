@@ -88,6 +88,9 @@ class Plan:
     recorded_reader: dict[str, Any] = field(default_factory=dict)
     #: the same for the tokens pass (:data:`OUTPUT_FREE_TOKENIZE`), as an earlier run recorded them
     recorded_tokenize: dict[str, Any] = field(default_factory=dict)
+    #: dedup pass name -> the params an earlier run fingerprinted it with when they were its whole
+    #: section (before session 37): fingerprinted in those terms, so that run resumes
+    recorded_dedup: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: distribution -> version the stages run with, when not this interpreter's (a SageMaker
     #: launch plans with its image's lock file: the instances re-plan with what they have)
     pinned_libraries: dict[str, str] | None = None
@@ -103,7 +106,8 @@ class Plan:
         instead of looking like a run of other input. The files are still read as ``input``."""
         self.input_key = key
         self.passes = plan_passes(self.config, key, self._relative_files(), self.limit, self.legacy,
-                                  self.pinned_libraries, self.recorded_reader, self.recorded_tokenize)
+                                  self.pinned_libraries, self.recorded_reader, self.recorded_tokenize,
+                                  self.recorded_dedup)
 
     def _relative_files(self) -> list[str]:
         """The input files' names under the input's root, as the fingerprints hash them."""
@@ -128,10 +132,15 @@ class Plan:
         # hashed as recorded: a tokens pass made at another batch size still resumes
         self.recorded_tokenize = ({k: token_params[k] for k in OUTPUT_FREE_TOKENIZE if k in token_params}
                                   if isinstance(token_params, dict) else {})
+        # dedup passes fingerprinted with their whole section: hashed in those terms, so a setting
+        # their method does not read may change and the run still resumes
+        dedup = {p.name for p in self.passes if p.kind == "dedup"}
+        self.recorded_dedup = {name: old["params"] for name, old in by_name.items()
+                               if name in dedup and recorded_whole_section(old.get("params"))}
         old = by_name.get(self.passes[0].name)
         params = old.get("params") if old else None
         if not isinstance(params, dict):
-            if self.recorded_tokenize:
+            if self.recorded_tokenize or self.recorded_dedup:
                 self.respell_input(self.input_key)
             return
         reader = params.get("reader")
@@ -139,7 +148,7 @@ class Plan:
         self.recorded_reader = recorded  # hashed as recorded: a batch size changed since then still resumes
         if "code" not in params:
             self.legacy = frozenset({"code"} | ({"models"} if "models" not in params else set()))
-        if recorded or self.recorded_tokenize or self.legacy:  # the passes' fingerprints in those terms, planned once
+        if recorded or self.recorded_tokenize or self.recorded_dedup or self.legacy:  # the passes' fingerprints in those terms, planned once
             self.respell_input(self.input_key)
         if "code" in params:
             return
@@ -156,6 +165,7 @@ class Plan:
         self.legacy = frozenset()
         self.recorded_reader = {}
         self.recorded_tokenize = {}
+        self.recorded_dedup = {}
         self.respell_input(self.input_key)
 
     @property
@@ -273,11 +283,10 @@ def pass_layout(config: PipelineConfig) -> list[tuple[str, PassKind, bool]]:
 DEDUP_LIBRARIES = {"minhash": ("rensa",)}
 
 
-def _dedup_params(raw: dict[str, Any], code: bool = True, pinned: dict[str, str] | None = None) -> dict[str, Any]:
-    """A dedup pass's fingerprinted params. Decontamination adds its benchmark files' identity
-    (path, size, mtime: a changed benchmark re-runs the pass; a missing one is a ConfigError);
-    other methods leave out its section, so their fingerprints do not change with it. ``code``:
-    with the versions of the libraries that decide the method's removals, if any."""
+def _dedup_section(raw: dict[str, Any], code: bool = True, pinned: dict[str, str] | None = None) -> dict[str, Any]:
+    """A dedup pass's whole section as plans fingerprinted it until session 37 (every method's
+    settings, the partitioning and batch size; decontamination's benchmark files' identity, and
+    ``code``: the versions of the libraries that decide the method's removals, if any)."""
     from refinery.dedup.config import without_added_defaults
 
     params = {k: v for k, v in without_added_defaults(raw).items() if k not in ("executor", "name")}
@@ -292,6 +301,81 @@ def _dedup_params(raw: dict[str, Any], code: bool = True, pinned: dict[str, str]
 
     specs = [BenchmarkSpec.model_validate(b) for b in raw["decontaminate"]["benchmarks"]]
     return params | {"benchmark_files": benchmark_identity(specs)}
+
+
+#: what each dedup method reads of its section (``True``: the whole key), as standalone ``refinery
+#: dedup`` fingerprints it (``dedup.driver._method_params``): partitions, batch size and the other
+#: methods' settings do not change its removals
+_DEDUP_READS: dict[str, dict[str, Any]] = {
+    "minhash": {"method": True, "minhash": True, "code": True},
+    "url": {"method": True, "minhash": {"seed": True}},
+    "exact": {"method": True, "minhash": {"seed": True}},
+    "substring": {"method": True, "substring": True, "memory_budget": True},
+    "lines": {"method": True, "lines": True},
+    "decontaminate": {"method": True, "decontaminate": True, "memory_budget": True, "partitions": True,
+                      "benchmark_files": True},
+}
+
+
+def _dedup_reads(section: dict[str, Any]) -> dict[str, Any]:
+    """:data:`_DEDUP_READS` of the section's method; MinHash's ``preset`` (it only fills num_perm,
+    bands and rows, which are read as resolved) and, without verification, the settings only
+    verification reads (``dedup.driver.VERIFY_ONLY``) are left out."""
+    from refinery.dedup.driver import VERIFY_ONLY
+
+    reads = dict(_DEDUP_READS.get(section.get("method", ""), {"method": True}))
+    minhash = section.get("minhash")
+    if reads.get("minhash") is True and isinstance(minhash, dict):
+        unread = {"preset"} | (set(VERIFY_ONLY) if not minhash.get("verify", True) else set())
+        reads["minhash"] = {k: True for k in minhash if k not in unread}
+    return reads
+
+
+def _pick(section: dict[str, Any], reads: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``section`` that ``reads`` names."""
+    out = {}
+    for key, sub in reads.items():
+        if key in section:
+            out[key] = section[key] if sub is True or not isinstance(section[key], dict) else _pick(section[key], sub)
+    return out
+
+
+def _in_recorded_terms(section: dict[str, Any], reads: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    """``section`` with every key its method does not read as ``recorded`` has it (absent if it
+    has none): hashed like the whole section an earlier run fingerprinted, it gives that run's
+    fingerprint unless a key that is read changed."""
+    out = {k: v for k, v in recorded.items() if k not in reads}
+    for key, sub in reads.items():
+        if sub is True or not isinstance(section.get(key), dict):
+            if key in section:
+                out[key] = section[key]
+        else:
+            before = recorded.get(key)
+            out[key] = _in_recorded_terms(section[key], sub, before if isinstance(before, dict) else {})
+    return out
+
+
+def recorded_whole_section(params: Any) -> bool:
+    """Whether a dedup pass's recorded params are the whole section (runs made before session 37,
+    whose fingerprints covered it): it always held ``batch_size``, which no method reads."""
+    return isinstance(params, dict) and "batch_size" in params
+
+
+def _dedup_params(raw: dict[str, Any], code: bool = True, pinned: dict[str, str] | None = None,
+                  recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A dedup pass's fingerprinted params: what its method reads (:data:`_DEDUP_READS`), with
+    decontamination's benchmark files' identity (path, size, mtime: a changed benchmark re-runs
+    the pass; a missing one is a ConfigError) and (``code``) the versions of the libraries that
+    decide the method's removals, if any. A MinHash threshold without verification, or a MinHash
+    setting for a URL pass, changes nothing, so it neither re-runs nor refuses the pass.
+    ``recorded``: the params an earlier run fingerprinted the whole section with
+    (:func:`recorded_whole_section`): the section in its terms, so that run resumes."""
+    section = _dedup_section(raw, code, pinned)
+    reads = _dedup_reads(section)
+    if recorded_whole_section(recorded):
+        assert recorded is not None
+        return _in_recorded_terms(section, reads, recorded)
+    return _pick(section, reads)
 
 
 def _tokenize_params(raw: dict[str, Any] | None, code: bool = True, pinned: dict[str, str] | None = None,
@@ -429,13 +513,15 @@ OUTPUT_FREE_TOKENIZE = ("batch_size",)
 def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str], limit: int | None,
                 legacy: frozenset[str] = frozenset(), pinned: dict[str, str] | None = None,
                 recorded_reader: dict[str, Any] | None = None,
-                recorded_tokenize: dict[str, Any] | None = None) -> list[Pass]:
+                recorded_tokenize: dict[str, Any] | None = None,
+                recorded_dedup: dict[str, dict[str, Any]] | None = None) -> list[Pass]:
     """The passes of ``config`` with their fingerprints, over the input spelled ``input_key``
     holding ``relative_files`` (paths under the input's root). ``legacy``: the parts of the
     fingerprints an earlier refinery did not have, left out ("models", "code"). ``pinned``: the
     library versions the stages will run with, when not the installed ones. ``recorded_reader``:
     output-free reader settings an earlier run fingerprinted, hashed as it recorded them;
-    ``recorded_tokenize`` the same for the tokens pass."""
+    ``recorded_tokenize`` the same for the tokens pass; ``recorded_dedup``: by pass name, the whole
+    dedup section an earlier run fingerprinted a pass with (see :func:`_dedup_params`)."""
     dump = config.model_dump(mode="json")
     reader = {k: v for k, v in dump["reader"].items() if k not in OUTPUT_FREE_READER} | (recorded_reader or {})
     stages, models, libraries = _stage_identity(config, pinned)
@@ -447,7 +533,8 @@ def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str
     if code:  # a resumed run never mixes shards made by two versions of the code that decides them
         filter_params["code"] = {"refinery": __version__} | libraries
     sections = {"documents": [filter_params],
-                "dedup": [_dedup_params(raw, code, pinned) for raw in dump["dedup"]],
+                "dedup": [_dedup_params(raw, code, pinned, (recorded_dedup or {}).get(d.pass_name))
+                          for raw, d in zip(dump["dedup"], config.dedup)],
                 "tokenize": [_tokenize_params(dump["tokenize"], code, pinned, recorded_tokenize)]}
     passes: list[Pass] = []
     fp = _input_fingerprint(input_key, relative_files)
@@ -533,7 +620,7 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool)
     # later pass redoes from that pass (in those terms), not every pass (found by adversarial testing)
     plan.adopt_legacy(previous)
     redo = _first_pass_to_redo(plan, previous, force)
-    if redo == 0 and (plan.legacy or plan.recorded_reader or plan.recorded_tokenize):  # every pass redone: today's terms
+    if redo == 0 and (plan.legacy or plan.recorded_reader or plan.recorded_tokenize or plan.recorded_dedup):  # every pass redone: today's terms
         plan.drop_legacy()
     return redo
 

@@ -1127,7 +1127,7 @@ def test_a_set_aside_input_moved_out_resumes_and_a_refused_rerun_changes_nothing
     markers = {f: f.read_bytes() for f in (out / "filter" / "stats").glob("*.json")}
     corpus = {f: f.stat().st_mtime_ns for f in [*(out / "kept").glob("*.parquet"), *(out / "tokens").glob("*.bin")]}
     bad.rename(tmp_path / "aside.parquet")
-    changed = _recipe(dedup=[{"method": "exact", "batch_size": 500}], tokenize={"tokenizer": "gpt2"},
+    changed = _recipe(dedup=[{"method": "exact", "minhash": {"seed": 3}}], tokenize={"tokenizer": "gpt2"},
                       executor={"max_failed_fraction": 0.5})
     with pytest.raises(RerunError, match="exact_dedup"):
         run_pipeline(parse_config(changed), str(src), str(out), workers=1, progress=False)
