@@ -747,3 +747,38 @@ def test_a_killed_dedup_with_its_work_dir_inside_the_output_resumes(tmp_path):
     (out / "run.json").unlink()
     again = run_dedup(str(source), f"{out}/", DedupConfig(method="exact"), LocalExecutor(1), work_dir=str(out / "work"))
     assert again["docs_read"] == 40 and again["passes"]["signatures"] == first["passes"]["signatures"]  # resumed
+
+
+@pytest.mark.parametrize("outside", [False, True])
+def test_a_dedup_killed_before_any_shard_finished_resumes_after_its_input_lost_that_shard(tmp_path, outside):
+    """A dedup SIGKILLed in its removal run as its first shard's stats marker opens (kept/a,
+    removed/a and samples/a out; no marker, no run.json), rerun on an input without shard a, was
+    refused as "not a refinery run" naming its own kept/a.parquet: nothing but its work dir's
+    manifest, which lists a, says a dedup wrote them. Now resumed, a's files cleaned."""
+    import subprocess
+    import sys
+
+    docs = [d for d in load_cc_docs() if d["text"].strip()][:60]
+    three = make_run_dir(tmp_path / "three", {"a": docs[:20], "b": docs[20:40], "c": docs[40:]})
+    two = make_run_dir(tmp_path / "two", {"b": docs[20:40], "c": docs[40:]})
+    out, work = tmp_path / "out", (tmp_path / "work" if outside else None)
+    killed = f"""
+import os, signal, sys
+def _kill(event, args):  # the process dies, uncatchably, as it opens a shard's stats marker
+    if event == "open" and isinstance(args[0], str) and args[0].startswith({str(out / 'stats')!r} + "/"):
+        os.kill(os.getpid(), signal.SIGKILL)
+sys.addaudithook(_kill)
+from refinery.dedup.config import DedupConfig
+from refinery.dedup.driver import run_dedup
+from refinery.executors.local import LocalExecutor
+run_dedup({str(three)!r}, {str(out)!r}, DedupConfig(method="exact"), LocalExecutor(1), work_dir={work and str(work)!r})
+"""
+    done = subprocess.run([sys.executable, "-c", killed], capture_output=True, text=True)
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert (out / "kept" / "a.parquet").exists() and not (out / "run.json").exists()
+    assert not list((out / "stats").glob("*.json"))  # no shard finished
+    again = run_dedup(str(two), str(out), DedupConfig(method="exact"), LocalExecutor(1),
+                      work_dir=str(work) if work else None)
+    assert again["docs_read"] == 40
+    assert sorted(p.name for p in (out / "kept").iterdir()) == ["b.parquet", "c.parquet"]
+    assert not any((out / sub / "a.parquet").exists() for sub in ("removed", "samples"))

@@ -431,7 +431,7 @@ def _check_output_is_dedup(run: RunDir, shards: set[str], force: bool, work_root
     foreign = [f for f in _listed(run.root) if not _written_by_dedup(f, shards)
                and not (work is not None and (work == "" or f.startswith(work + "/")))]
     others = [f for f in foreign if not _is_shard_file(f)]
-    if foreign and not others and _written_by_a_dedup(run, foreign):
+    if foreign and not others and (_written_by_a_dedup(run, foreign) or _indexed_by(work_root, foreign)):
         return  # orphans of a killed dedup (shards since removed from the input): cleaned, not refused
     if foreign:
         raise DedupInputError(f"output {run.root} is not empty and is not a refinery run (no run.json): it holds "
@@ -488,6 +488,20 @@ def _written_by_a_dedup(run: RunDir, files: list[str]) -> bool:
                                             for s in stages):
             return True
     return False
+
+
+def _indexed_by(work_root: str | None, files: list[str]) -> bool:
+    """Whether the dedup work dir's manifest (written before the removal run starts) lists every
+    shard of these shard files: a dedup killed in its removal run before any shard finished left
+    them, and no stats marker yet says so (it was refused as "not a refinery run")."""
+    if not work_root:
+        return False
+    try:
+        manifest = fs.read_json(fs.join(work_root, "manifest.json"))
+        indexed = {s["name"] for s in manifest["shards"]}
+    except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(files) and {f.split("/")[1].rsplit(".", 1)[0] for f in files} <= indexed
 
 
 def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any] | None:
