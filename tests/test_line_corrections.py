@@ -339,11 +339,14 @@ def test_content_lines_against_the_lines_gold() -> None:
     rows = [json.loads(line) for line in (ROOT / "data/gold/lines_gold.jsonl").open()]
     rows = _labelled_drops(rows)
     assert len(rows) == 353
-    assert _kept_by(LineCorrections(keep_content_lines=False), rows) == {"content": 0, "debris": 0}
+    # one: a stat block's header over rows that end in a bar, a table's row (session 37), which
+    # the table rule keeps with or without the exceptions
+    assert _kept_by(LineCorrections(keep_content_lines=False), rows) == {"content": 1, "debris": 0}
     now = _kept_by(LineCorrections(), rows)
     # 87 with session 33's rules in context; 92 with acronyms set aside (session 34: "Via C&L.",
-    # "My CV: PDF.", a song title, a RIS "ID  - Hu2016/04"), debris still 0
-    assert now["content"] >= 92 and now["debris"] <= 2, now
+    # "My CV: PDF.", a song title, a RIS "ID  - Hu2016/04"), debris still 0; 99 with session 37's
+    # label / value items (a recipe's nutrition facts: "- Calories" / "- 390") and the stat block
+    assert now["content"] >= 99 and now["debris"] <= 2, now
 
 
 def test_content_lines_against_the_held_out_lines() -> None:
@@ -928,3 +931,46 @@ def test_a_box_keeps_wikipedia_sentences_under_a_call() -> None:
         assert s in lc.correct("\n".join(["Sign up for our newsletter", s, after]))[0]
         assert s in lc.correct("\n".join(["Subscribe to read the full story.", s,
                                           "You're already a subscriber? Log in here.", after]))[0]
+
+
+def test_wrong_removals_of_session_37() -> None:
+    """Session 37: documents the 5% rule removed for content lines (real lines: bettycrocker.com's
+    recipe, sports.fr's live commentary, an rpg.stackexchange.com stat block); checked on the other
+    half of the evaluation pages, the CC documents and the WARC gold (docs/extraction.md)."""
+    lc = LineCorrections()
+    prose = "This paragraph has more than eight words in it, so it is prose for sure."
+
+    def keeps(*lines: str, line: str) -> bool:
+        return line in [x.strip() for x in lc.correct("\n".join([prose, *lines, prose]))[0].split("\n")]
+
+    # a quantity over the container it counts, and the heading over a quantity
+    recipe = ("Ingredients", "1/4", "cup butter", "1", "jar (6 oz) maraschino cherries without stems, drained",
+              "1", "box Betty Crocker™ Super Moist™ yellow cake mix")
+    assert keeps(*recipe, line="Ingredients")
+    assert lc.correct("\n".join([prose, *recipe, prose]))[0].split("\n") == [prose, *recipe, prose]
+    # the values of a list of label / value items; not a tally's, not pagination
+    facts = ("- Calories", "- 390", "- Calories from Fat", "- 140", "- Total Fat", "- 16g", "- 24%")
+    for value in ("- 390", "- 140", "- 24%"):
+        assert keeps(*facts, line=value)
+    assert not keeps("- Followers", "- 12", "- Following", "- 3", line="- 12")
+    assert not keeps("- Next", "- 1", "- 2", "- 3", line="- 2")
+    assert not keeps("- 1", "- 2", "- 3", line="- 2")
+    # a match minute over its commentary entry; not over another minute, nor alone
+    assert keeps("88'", "Sortie de Pierre-Yves Hamel", line="88'")
+    assert keeps("45+2’", "Il y aura au moins trois minutes de temps additionnel.", line="45+2’")
+    assert not keeps("96'", "95'", line="96'")
+    assert not keeps("88", "Sortie de Pierre-Yves Hamel", line="88")  # a bare number stays dropped
+    # a bare table whose rows end in a bar: the header's five bars, the rows' five and a closing one
+    block = ("STR | DEX | CON | INT | WIS | CHA", "12 (+1)|18 (+4)|14 (+2)|14 (+2)|10 (+0)|1 (-5)|")
+    assert keeps(*block, line=block[0]) and keeps(*block, line=block[1])
+    assert not keeps("HOME | ABOUT | CONTACT |", "SHOP | BLOG | FAQ |", line="HOME | ABOUT | CONTACT |")
+
+
+def test_session_37_pages_are_kept_whole() -> None:
+    """The 5% rule no longer removes the recipe: its quantities and nutrition facts are content."""
+    text = "\n".join(["Ingredients", "1/4", "cup butter", "1", "jar (6 oz) maraschino cherries, drained",
+                      "Heat oven to 350°F. In 13x9-inch pan, melt butter in oven and sprinkle brown sugar over it.",
+                      "Nutrition Facts", "- Calories", "- 390", "- Total Fat", "- 16g", "- 24%", "- Sodium", "- 310mg",
+                      "- 13%", "- Vitamin A", "- 4%", "- 4%"])
+    corrected, removed, total = LineCorrections().correct(text)
+    assert removed == 0 and corrected == text

@@ -83,10 +83,22 @@ _SENTENCE_WORD = re.compile(r"""^["'“‘(\[¡¿]*[^\W\d_][\w'’\-]*(?:[!?]+|(
 _UNITS = (r"(?:cups?|c\.|tbsps?|tablespoons?|tsps?|teaspoons?|g|gm|grams?|kg|mg|ml|l|litres?|liters?|oz|ounces?|"
           r"lbs?|pounds?|pinch(?:es)?|dash(?:es)?|cloves?|cans?|packages?|pkgs?|sticks?|slices?|pieces?|heads?|"
           r"bunch(?:es)?|sprigs?|stalks?|large|medium|small|whole|minutes?|mins?|hours?|hrs?|seconds?|servings?|"
-          r"serves|people|inch(?:es)?|in\.|cm|mm|quarts?|pints?|gallons?|drops?|handful)")
+          r"serves|people|inch(?:es)?|in\.|cm|mm|quarts?|pints?|gallons?|drops?|handful|"
+          # containers a packaged ingredient is counted in ("1" / "jar (6 oz) maraschino cherries",
+          # "1" / "box yellow cake mix"; session 37: a recipe removed whole)
+          r"jars?|box(?:es)?|bags?|bottles?|containers?|envelopes?|packets?|pouch(?:es)?|cartons?|tubs?|tubes?|"
+          r"sachets?|loa(?:f|ves))")
 _QUANTITY = re.compile(r"^\s*(?:\d+(?:[.,]\d+)?(?:\s*[-–]\s*\d+)?|\d+\s+\d+/\d+|\d+/\d+|\d*\s*[½¼¾⅓⅔⅛⅜⅝⅞])\s*$")
 _UNIT_START = re.compile(r"^\s*" + _UNITS + r"\b", re.I)
 _LIST_NUMBER = re.compile(r"^\s*(\d{1,3})[.)](?:\s+\1[.)])?\s*$")
+#: a match minute over a live commentary's entry ("88'" / "Sortie de Pierre-Yves Hamel", "45+2’")
+_MINUTE = re.compile(r"^\s*\d{1,3}(?:\s*\+\s*\d{1,2})?\s*['’′]\s*$")
+#: a value item of a list of label / value items ("- Calories" / "- 390", "- Total Fat" / "- 16g" / "- 24%")
+_VALUE_ITEM = re.compile(r"^\s*([-•*·–])\s+[<>~≈]?\s*\d[\d.,]*\s*%?\s*$")
+#: labels of engagement tallies, not of data ("- Followers" / "- 12"): left to the numeric rule
+_TALLY_LABEL = re.compile(r"(?:likes?|views?|comments?|shares?|repl(?:y|ies)|followers?|following|reviews?|votes?|"
+                          r"points?|answers?|posts?|reactions?|reads?|subscribers?|downloads?|stars?|hits?|"
+                          r"members?|ratings?|responses?|tweets?|pins?|friends?|photos?|videos?)\W*$", re.I)
 _NUMBERED = re.compile(r"\d+[.)]")
 #: a heading: one capitalised word of letters ("und", "t", user names and product codes are not)
 _HEADING_WORD = re.compile(r"[^\W\d_a-z][^\W\d_]*(?:[-'’&][^\W\d_]+)*:?")
@@ -131,12 +143,43 @@ def is_content(lines: list[str], i: int, rule: str) -> bool:
         return True
     if _UNIT_START.match(stripped) and _QUANTITY.match(_previous_line(lines, i)):
         return True
-    if _LIST_NUMBER.match(stripped) and after and len(after.split()) >= 3 and not _NUMBERED.match(after):
+    if ((_LIST_NUMBER.match(stripped) or (rule == NUMERIC and _MINUTE.match(stripped)))
+            and after and len(after.split()) >= 3 and not _NUMBERED.match(after)):
+        return True
+    if rule == NUMERIC and _is_labelled_value(lines, i):
         return True
     return (rule == SINGLE_WORD and stripped[:1].isupper() and _HEADING_WORD.fullmatch(stripped) is not None
             and stripped.rstrip(":").lower() not in CHROME_WORDS
             and (len(after.split()) >= HEADING_OVER_WORDS
-                 or (_is_list_item(after, HEADING_OVER_ITEM_WORDS) and not _list_chrome(stripped))))
+                 or (_is_list_item(after, HEADING_OVER_ITEM_WORDS) and not _list_chrome(stripped))
+                 # "Ingredients" / "1/4" / "cup butter": over a quantity that is content
+                 or (_QUANTITY.match(after) is not None and _UNIT_START.match(_next_line(lines, _next_index(lines, i)))
+                     is not None)))
+
+
+#: how far under its label a value item may sit ("- Total Fat" / "- 16g" / "- 24%")
+VALUE_ITEM_REACH = 2
+
+
+def _is_labelled_value(lines: list[str], i: int) -> bool:
+    """A number item ("- 390") of a list of label / value items: within :data:`VALUE_ITEM_REACH`
+    items under an item of the same bullet with letters, of at most three words, that is no
+    tally ("- Calories" / "- 390"; not "- Followers" / "- 12", nor pagination "- 1" / "- 2")."""
+    m = _VALUE_ITEM.match(lines[i])
+    if m is None:
+        return False
+    j = i
+    for _ in range(VALUE_ITEM_REACH):
+        j = _previous_index(lines, j)
+        if j < 0 or not lines[j].lstrip().startswith(m.group(1) + " "):
+            return False
+        label = lines[j].strip()[1:].strip()
+        if _LETTER.search(label):
+            return (len(label.split()) <= 3 and not _TALLY_LABEL.search(label)
+                    and label.rstrip(":").lower() not in CHROME_WORDS)
+        if not _VALUE_ITEM.match(lines[j]):
+            return False
+    return False
 
 
 def _acronyms_in_words(line: str) -> bool:
@@ -330,6 +373,22 @@ def _is_list_member(lines: list[str], i: int) -> bool:
         return False  # a menu's "- HOME", an identifier "• -zUDP5vMPUs"
     bullet = m.group(1) + " "
     return _previous_line(lines, i).startswith(bullet) and _next_line(lines, i).startswith(bullet)
+
+
+def _next_index(lines: list[str], i: int) -> int:
+    """Index of the first non-blank line after ``i`` (``len(lines)`` if none)."""
+    for j in range(i + 1, len(lines)):
+        if lines[j].strip():
+            return j
+    return len(lines)
+
+
+def _previous_index(lines: list[str], i: int) -> int:
+    """Index of the last non-blank line before ``i`` (-1 if none)."""
+    for j in range(i - 1, -1, -1):
+        if lines[j].strip():
+            return j
+    return -1
 
 
 def _next_line(lines: list[str], i: int) -> str:

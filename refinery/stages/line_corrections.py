@@ -303,7 +303,9 @@ def _bare_table_rows(lines: list[str]) -> set[int]:
     stat block's header was dropped as uppercase and its values as numbers, and the 5% rule
     removed the page; the review of the first version found menus kept)."""
     # rows written with their outer bars are the other rule's; a bare row pairs with bare rows only
-    bars = [k if k >= 2 and not line.lstrip().startswith("|") else 0 for line, k in ((x, x.count("|")) for x in lines)]
+    # a trailing bar closes the row, it makes no cell: "12 (+1)|18 (+4)|" rows "STR | DEX" (session 37)
+    bars = [k if k >= 2 and not line.lstrip().startswith("|") else 0
+            for line, k in ((x, x.rstrip().rstrip("|").count("|")) for x in lines)]
     rows: set[int] = set()
     start = 0
     while start < len(lines):
