@@ -41,6 +41,11 @@ Exceptions by context (session 33, from the lines cut on the trafilatura evaluat
 Session 34: **an acronym beside lower-case words** ("Why AI2?") does not make a line mainly
 uppercase: words in capitals of 2-3 letters are set aside before counting (``_acronyms_in_words``).
 
+Session 37 (an audit of the documents the 5% rule removes): a quantity over the **container** it
+counts ("1" / "jar (6 oz) ..."), a heading over a quantity, the **value items** of a label / value
+list ("- Calories" / "- 390"; ``_is_labelled_value``), and a **match minute** over its commentary
+("88'" / "Sortie de ...").
+
 ``data/gold/lines_heldout.jsonl`` (243 lines of pages that gave none to the first set, labelled the
 same way) measures them on lines they were not written from.
 """
