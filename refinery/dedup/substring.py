@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from refinery.dedup.passes import MAX_SOURCES, _columns, as_text, check_unique_ids
 from refinery.dedup.text import raw_tokenize
+from refinery.executors.base import TASK_SUMMARY
 from refinery.io import parquet
 
 log = logging.getLogger("refinery.dedup")
@@ -192,6 +193,6 @@ def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bo
         docs_cut += len(docs)
     elapsed = time.time() - started
     log.info("[dedup substring] partition of %d shard(s): %d tokens, %d cut in %d docs, %.1fs",
-             len(shards), stats["tokens"], int(covered.sum()), docs_cut, elapsed)
+             len(shards), stats["tokens"], int(covered.sum()), docs_cut, elapsed, extra=TASK_SUMMARY)
     return {"docs": int(doc_base), "tokens": stats["tokens"], "duplicate_windows": stats["duplicate_windows"],
             "cut_tokens": int(covered.sum()), "docs_cut": docs_cut, "shard_sources": sources}

@@ -41,6 +41,13 @@ from refinery.executors.progress import TaskProgress
 log = logging.getLogger("refinery.executors")
 
 TaskStatus = Literal["done", "skipped", "failed"]
+
+#: ``extra=`` of a task's one closing line ("[shard x] done: ..."): an executor whose workers' own
+#: lines may never reach the log (Ray drops those in flight when the driver shuts down) carries
+#: these records back with the task's result, and the driver logs them (:data:`RELAYED_LOG_KEY`)
+TASK_SUMMARY: dict[str, bool] = {"task_summary": True}
+#: the result key under which a task's closing log records travel back to the driver
+RELAYED_LOG_KEY = "_log_records"
 TaskFn = Callable[..., dict[str, Any]]
 
 
@@ -230,9 +237,6 @@ class Executor(ABC):
     """Runs task functions; subclasses say where (:meth:`_submit`) and how many at once."""
 
     kind: str = ""
-    #: the driver logs a line per finished task (not every 30 s): where the workers' own lines
-    #: may not reach the log (Ray forwards them late, and drops those still in flight at shutdown)
-    log_each_task: bool = False
 
     def __init__(self, workers: int | None = None, max_retries: int = 2, progress: bool = True) -> None:
         self.workers = workers
@@ -313,8 +317,7 @@ class Executor(ABC):
         # enough queued to keep every worker busy, not the whole pass; a task run inline is done on
         # submission, so one at a time (a stop or a Ctrl-C then comes before the next task starts)
         limit = 1 if self.inline else self.max_in_flight()
-        bar = TaskProgress(len(tasks), label=label, units=units, enabled=self.progress,
-                           log_every_s=0.0 if self.log_each_task else 30.0)
+        bar = TaskProgress(len(tasks), label=label, units=units, enabled=self.progress)
         try:
             while queue or pending:
                 interrupts.raise_if_requested()  # a Ctrl-C whose KeyboardInterrupt a destructor swallowed
@@ -329,6 +332,7 @@ class Executor(ABC):
                         status, result, error, node = future.result()
                     except Exception as exc:  # noqa: BLE001 - the worker, not the task, failed
                         status, result, error, node = "failed", {}, self._worker_died(exc), None
+                    relay_log_records(result)
                     stop = status[len("storage_"):] if status.startswith("storage_") else None
                     if status == "failed_permanently" or stop:
                         status = "failed"
@@ -373,6 +377,13 @@ class Executor(ABC):
         if failed:
             raise TaskError(f"[{label}] task {failed[0].name} failed: {failed[0].first_error_line}")
         return [o.result for o in outcomes]
+
+
+def relay_log_records(result: dict[str, Any]) -> None:
+    """Log here the records a worker sent back with its ``result`` (:data:`TASK_SUMMARY`), through
+    this process's logger of the same name and so its handlers and filters, as a pool's queue does."""
+    for record in result.pop(RELAYED_LOG_KEY, None) or ():
+        logging.getLogger(record.name).handle(record)
 
 
 def default_workers() -> int:

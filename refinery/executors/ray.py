@@ -15,29 +15,65 @@ from concurrent.futures import Future
 from typing import Any
 
 from refinery import interrupts
-from refinery.executors.base import Executor, TaskFn, call_task
-from refinery.executors.local import WORKER_LOG_FORMAT
+from refinery.executors.base import RELAYED_LOG_KEY, Executor, TaskFn, call_task
+from refinery.executors.local import WORKER_LOG_FORMAT, worker_log_level
 from refinery.executors.ray_cluster import cluster_cpus, ensure_ray
 
 log = logging.getLogger("refinery.executors.ray")
 
 
-def ray_task(fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str = "") -> tuple:
-    """:func:`call_task` in a Ray worker, whose logging nobody configured: the per-shard lines
-    ("[shard x] done: ...", retries) were lost on Ray, where the pool's workers print them (found by
-    adversarial testing). Ray forwards the worker's stderr to the driver."""
+class _HeldSummaries(logging.Handler):
+    """Holds a task's closing lines (:data:`TASK_SUMMARY`) for the driver instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = record.getMessage(), None  # plain text: the args may not pickle
+        record.exc_info = None
+        self.records.append(record)
+
+
+def _not_a_summary(record: logging.LogRecord) -> bool:
+    return not getattr(record, "task_summary", False)
+
+
+def _worker_logging(level: int) -> _HeldSummaries:
+    """A Ray worker's logging, which nobody configured: stderr (Ray forwards it to the driver) at the
+    caller's ``level``, as the local pool's workers (they logged INFO whatever the caller chose),
+    and the task's closing lines held for the driver: Ray drops a worker's lines still in flight
+    when the driver shuts down (4 of a 6-shard run's "[shard x] done" lines came), and the driver's
+    own line per task as well made two lines per shard."""
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format=WORKER_LOG_FORMAT)
-    return call_task(fn, shared, task, attempt, name)
+        logging.basicConfig(level=level, format=WORKER_LOG_FORMAT)
+    root.setLevel(level)  # a worker of a long-lived cluster serves drivers of other levels
+    held = next((h for h in root.handlers if isinstance(h, _HeldSummaries)), None)
+    if held is None:
+        for handler in root.handlers:
+            handler.addFilter(_not_a_summary)
+        held = _HeldSummaries()
+        held.addFilter(lambda record: not _not_a_summary(record))
+        root.addHandler(held)
+    held.records.clear()
+    return held
+
+
+def ray_task(fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str = "",
+             level: int = logging.INFO) -> tuple:
+    """:func:`call_task` in a Ray worker logging at ``level``; the task's closing lines travel back
+    with its result (:data:`RELAYED_LOG_KEY`), and the driver logs them when the task is done."""
+    held = _worker_logging(level)
+    status, result, error, node = call_task(fn, shared, task, attempt, name)
+    if held.records:
+        result[RELAYED_LOG_KEY] = list(held.records)
+        held.records.clear()
+    return status, result, error, node
 
 
 class RayExecutor(Executor):
     kind = "ray"
-    # a 6-shard run on a local cluster logged 4 of its 6 "[shard x] done" lines: Ray forwards a
-    # worker's lines asynchronously and drops those still in flight when the driver shuts down
-    # (found by a new user's trial); the driver's own line per shard always reaches the log
-    log_each_task = True
 
     def __init__(self, workers: int | None = None, max_retries: int = 2, progress: bool = True,
                  address: str | None = None, object_store_memory: int | None = None) -> None:
@@ -90,7 +126,8 @@ class RayExecutor(Executor):
     def _submit(self, fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: str,
                 fresh_worker: bool = False) -> Future:
         self._connect()
-        ref = (self._remote_fresh if fresh_worker else self._remote).remote(fn, shared, task, attempt, name)
+        ref = (self._remote_fresh if fresh_worker else self._remote).remote(fn, shared, task, attempt, name,
+                                                                               worker_log_level())
         self._refs.append(ref)
         return ref.future()
 
