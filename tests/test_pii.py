@@ -115,6 +115,9 @@ FALSE_POSITIVES = [
     "BMJ Open. 2016;6:e011092. doi:10.1136/bmjopen-2016-011092 and https://doi.org/10.1136/bmjopen-2016-011092.",
     # git's SSH address of a hosting service (found by a new user's trial, session 36)
     "Clone it: git clone git@github.com:org/repo.git, or git@gitlab.com:group/sub/project.git.",
+    # 4-part versions that are valid public IPv4 addresses, after the software's name (session 37's brief;
+    # "Firefox 2.0.0.16 - SeaMonkey" is a real page of the trafilatura evaluation set)
+    "Python 3.11.4.0 and Linux 2.6.32.12 (linux-2.6.32.12.tar.gz) on .NET Framework 4.7.2.0; Firefox 2.0.0.16 - SeaMonkey.",
 ]
 
 
@@ -136,6 +139,16 @@ def test_false_positive_cases_stay(prose: list[str]) -> None:
     out = stage(_batch(texts))
     assert out.column("text").to_pylist() == texts
     assert out.column(COUNT_COLUMN).to_pylist() == [0] * len(texts)
+
+
+def test_an_ip_after_words_that_precede_addresses_is_still_redacted() -> None:
+    """Only a software name spares a dotted quad: what precedes real addresses in logs, configs,
+    commands and prose (several from real pages of data/ and the trafilatura evaluation set) does not."""
+    text = ("IP 81.2.69.143, server 81.2.69.144, address: 81.2.69.145, from 81.2.69.146, ping 81.2.69.147, "
+            "ssh 81.2.69.148, ServerName 81.2.69.149, Listen 81.2.69.150:443, [client 81.2.69.151], "
+            "IP-Adresse 81.2.69.152, mypython 81.2.69.153, pythonic 81.2.69.154, node 81.2.69.155")
+    out, counts, _ = PiiRedactor().redact(text)
+    assert "81.2.69." not in out and counts["ip_address"] == 13, out
 
 
 def test_private_ips_are_redacted_when_asked() -> None:

@@ -11,7 +11,8 @@ than ``max_replacements`` replacements: contact directories, leaked lists). Dete
 * **ip_address**: IPv4 dotted quads and IPv6, each validated with :mod:`ipaddress`. By default
   only public addresses (``is_global``; IPv6 in ``2000::/3``) are personal data: ``127.0.0.1``,
   ``192.168.1.1`` or a netmask are technical content and stay. Version-like quads (preceded by
-  "version", "v", "build", "section" ... or all four parts single digits, as in ``1.2.3.4``) stay.
+  "version", "v", "build", "section" ..., by a software name, as in ``Linux 2.6.32.12``, or all
+  four parts single digits, as in ``1.2.3.4``) stay.
 * **phone**: Google's libphonenumber port (``phonenumbers.PhoneNumberMatcher``, leniency VALID:
   the number must be a real, assignable number of its region), national formats read in
   ``phone_region``, ``+CC`` international numbers in any region. The matcher is slow Python
@@ -108,6 +109,21 @@ _VERSION_CONTEXT = re.compile(
     r"clause|article|art|figure|fig|table|step|rule|item|paragraph|para|no|§)\.?\s*[:#]?\s*$",
     re.IGNORECASE,
 )
+#: software whose name, just before a dotted quad, makes it a version ("Python 3.11.4.0", "Linux
+#: 2.6.32.12", "Firefox 2.0.0.16": 4-part versions that are valid public IPv4 addresses, redacted
+#: before). Names only: commands that take a host stay out ("ssh", "ping", "curl", "telnet",
+#: "nslookup"), and so do "server", "host", "node", "client", "listen", "ServerName" and the like, which
+#: precede real addresses in logs and configs.
+_SOFTWARE = (
+    "python", "linux", "java", "jre", "jdk", "php", "perl", "ruby", "nodejs", r"node\.js", "golang", "gcc",
+    "clang", "llvm", "windows", "macos", "osx", "ios", "android", "ubuntu", "debian", "fedora", "centos", "rhel",
+    "freebsd", "openbsd", "netbsd", "firefox", "thunderbird", "seamonkey", "chrome", "chromium", "safari", "opera",
+    "msie", "flash", r"flash\s+player", "acrobat", r"adobe\s+reader", r"acrobat\s+reader", "office", "outlook",
+    "skype", "itunes", "vlc", "nginx", "apache", "httpd", "tomcat", "mysql", "mariadb", "postgresql", "sqlite",
+    "redis", "mongodb", "openssl", "openssh", "framework", r"\.net", "bios", "wordpress", "drupal", "joomla",
+    "magento",
+)
+_SOFTWARE_BEFORE = re.compile(r"(?<![\w.\-/])(?:" + "|".join(_SOFTWARE) + r")(?:\s+|-)$", re.IGNORECASE)
 _GLOBAL_V6 = ipaddress.IPv6Network("2000::/3")
 
 # -- payment cards ----------------------------------------------------------------------------
@@ -330,6 +346,8 @@ class PiiRedactor(Stage):
                     continue  # "1.2.3.4": a version far more often than a host
                 if _VERSION_CONTEXT.search(text, max(0, m.start() - 24), m.start()):
                     continue
+                if _SOFTWARE_BEFORE.search(text, max(0, m.start() - 24), m.start()):
+                    continue  # "Linux 2.6.32.12": a product's version
                 if _PRODUCT_SLASH.search(text, max(0, m.start() - 40), m.start()) or (
                         text[m.start() - 1:m.start()] == "/"
                         and _USER_AGENT.search(text, max(0, m.start() - 300), m.start())):
