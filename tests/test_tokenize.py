@@ -597,3 +597,46 @@ def test_long_documents_are_cut_for_tokenizers_that_prepend_a_space_marker_and_i
         assert len(cuts) >= len(text) // 30_000 - 1
         # the marker's cuts leave out the space the marker stands for; CJK cuts keep every character
         assert {right - left for left, right in cuts} == {gap}
+
+
+def test_a_standalone_tokenize_into_an_output_of_a_truncating_refinery_is_refused(kept_run, tmp_path):
+    """Refinery 0.8.1 switched off the padding and truncation a tokenizer.json asks for. `refinery
+    run` sees it in the tokens pass's fingerprint; a standalone `refinery tokenize` resumed into an
+    output made by 0.8.0 with a truncating tokenizer kept its truncated shards and added
+    untruncated ones. The 0.8.0 output is made as 0.8.0 made it: the tokenizer's truncation on."""
+    from refinery.cli_tokens import register
+
+    truncating = tmp_path / "truncating.json"
+    truncating.write_text(json.dumps(json.loads(GPT_NEO_JSON.read_text()) | {
+        "truncation": {"direction": "Right", "max_length": 64, "strategy": "LongestFirst", "stride": 0}}))
+    old = load_tokenizer(str(truncating))
+    old.tokenizer.enable_truncation(64)  # what 0.8.0's load_tokenizer left on
+    old.switched_off = ()  # and it recorded nothing
+    out = tmp_path / "tok"
+    tokenize_run(kept_run, str(out), old, progress=False)
+    assert max(len(t) for docs in _read_shards(str(out)).values() for _, t in docs) == 64 + 1  # cut, + EOS
+    os.unlink(out / "shard-02.json")  # interrupted: a resume would tokenize shard-02 anew
+    res = CliRunner().invoke(_tokens_app(register), ["tokenize", kept_run, "--output", str(out), "--tokenizer", str(truncating)])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "tokenized with the truncation" in res.output and "--force" in res.output and "shard-00" in res.output, res.output
+    assert not (out / "shard-02.json").exists()  # nothing written
+    # --force redoes every shard without the truncation, and says so; a rerun then resumes
+    tok = load_tokenizer(str(truncating))
+    assert tok.switched_off == ("truncation",)
+    done = tokenize_run(kept_run, str(out), tok, force=True, progress=False)
+    assert sorted(done.done) == sorted(f"shard-{i:02d}" for i in range(len(SHARD_SIZES)))
+    assert max(len(t) for docs in _read_shards(str(out)).values() for _, t in docs) > 64 + 1
+    assert done.manifest["tokenizer"]["switched_off"] == ["truncation"]
+    assert json.loads((out / "shard-00.json").read_text())["switched_off"] == ["truncation"]
+    again = tokenize_run(kept_run, str(out), load_tokenizer(str(truncating)), progress=False)
+    assert not again.done and len(again.skipped) == len(SHARD_SIZES)
+    # a tokenizer that asks for neither: its sidecars and manifest are as before (no such key)
+    plain = tokenize_run(kept_run, str(tmp_path / "plain"), load_tokenizer(str(GPT_NEO_JSON)), progress=False)
+    assert "switched_off" not in plain.manifest["tokenizer"]
+    assert "switched_off" not in json.loads((tmp_path / "plain" / "shard-00.json").read_text())
+
+
+def _tokens_app(register) -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app

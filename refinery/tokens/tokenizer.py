@@ -43,6 +43,9 @@ class LoadedTokenizer:
     sha256: str  # of its definition files: what shards and manifests are checked against
     eos_token: str
     eos_id: int
+    #: what the tokenizer file asks for that refinery switches off ("padding", "truncation"): a
+    #: refinery before 0.8.1 applied them, and its tokens differ (see :func:`load_tokenizer`)
+    switched_off: tuple[str, ...] = ()
 
     @property
     def vocab_size(self) -> int:
@@ -69,6 +72,8 @@ class LoadedTokenizer:
             "eos_token": self.eos_token,
             "eos_id": self.eos_id,
             "tokenizers_version": tokenizers.__version__,
+            # only when there is something to say: other tokenizers' manifests stay as they were
+            **({"switched_off": list(self.switched_off)} if self.switched_off else {}),
         }
 
 
@@ -135,6 +140,7 @@ def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None) -> LoadedTo
     # each document is encoded alone and whole: a tokenizer.json's padding (to the longest text of
     # an encode batch) put pad ids inside documents and made the tokens depend on the batch size,
     # and its truncation (max_length) dropped the rest of every longer document without a count
+    switched_off = tuple(k for k, asked in (("padding", tok.padding), ("truncation", tok.truncation)) if asked)
     tok.no_padding()
     tok.no_truncation()
     # Web text may contain the literal string "<|endoftext|>": encode it as text, so the only EOS
@@ -153,7 +159,7 @@ def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None) -> LoadedTo
     if eos_token not in special:
         raise TokenizerError(f"eos_token {eos_token!r} is an ordinary token of tokenizer {spec}, so text would "
                              f"produce it too: use one of its special tokens {special[:10]}")
-    return LoadedTokenizer(tok, spec, digest, eos_token, eos_id)
+    return LoadedTokenizer(tok, spec, digest, eos_token, eos_id, switched_off)
 
 
 #: tokenizers loaded in this process, by spec: a worker loads each once, not once per task

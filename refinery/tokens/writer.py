@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refinery.executors.base import Executor, TaskFn
+from refinery.executors.base import TASK_SUMMARY, Executor, TaskFn
 from refinery.executors.local import LocalExecutor
 from refinery.io import fs, parquet
 from refinery.io.runlock import run_dir_lock
@@ -225,7 +225,7 @@ def _tokenize_shard(uri: str, name: str, out_dir: str, tok: LoadedTokenizer, bat
     ids = ids.take(pa.array(keep, pa.int64()))
     pieces = _encode(tok, texts, batch_size)
     extra = {"source": uri, "source_digest": source_digest(uri), "eos_id": tok.eos_id, "docs_read": docs_read,
-             "docs_empty": docs_read - len(keep)}
+             "docs_empty": docs_read - len(keep), **_switched_off(tok.switched_off)}
     row_groups = None
     if plan is not None:
         k = plan["num_shards"]
@@ -244,7 +244,7 @@ def _tokenize_shard(uri: str, name: str, out_dir: str, tok: LoadedTokenizer, bat
     elapsed = max(time.time() - started, 1e-9)
     log.info("tokenize [%s]: %d docs (%d empty), %d tokens in %.1fs (%.0f docs/s, %.0f tokens/s)", name,
              entry["n_docs"], extra["docs_empty"], entry["n_tokens"], elapsed, docs_read / elapsed,
-             entry["n_tokens"] / elapsed)
+             entry["n_tokens"] / elapsed, extra=TASK_SUMMARY)
     return entry
 
 
@@ -339,16 +339,17 @@ def tokenize_shard_task(*, tokenizer: TokenizerSpec, out_dir: str, batch_size: i
 
 
 def gather_bucket_task(*, work_dir: str, output: str, plan: dict, totals: dict, dtype: str, vocab_size: int,
-                       tokenizer_sha256: str, name: str, j: int, ranges: list[tuple[str, int, int]]) -> dict:
+                       tokenizer_sha256: str, name: str, j: int, ranges: list[tuple[str, int, int]],
+                       switched_off: tuple[str, ...] = ()) -> dict:
     """Shuffle pass 2: write output shard ``name`` from bucket ``j`` of the work shards (``ranges``).
 
     Needs no tokenizer: the work shards hold token ids already."""
     t0 = time.time()
     tokens, offsets, ids = _gather_bucket(work_dir, ranges, j, plan["seed"], tokenizer_sha256)
     entry = write_shard(output, name, tokens.astype(np.dtype(dtype)), offsets, ids, vocab_size, tokenizer_sha256,
-                        extra={"plan": plan, "source_totals": totals})
+                        extra={"plan": plan, "source_totals": totals, **_switched_off(switched_off)})
     log.info("shuffle [%s]: %d docs, %d tokens gathered from %d shards in %.1fs", name,
-             entry["n_docs"], entry["n_tokens"], len(ranges), time.time() - t0)
+             entry["n_docs"], entry["n_tokens"], len(ranges), time.time() - t0, extra=TASK_SUMMARY)
     return {"entry": entry, "tokens": entry["n_tokens"]}
 
 
@@ -455,7 +456,8 @@ def _shuffled(executor: Executor, tok: LoadedTokenizer, shards: dict[str, str], 
     tasks = [{"name": n, "j": j, "ranges": _bucket_ranges(sources, j)}
              for j, n in enumerate(final_names) if n not in finals]
     shared = {"work_dir": _absolute(work), "output": _absolute(output), "plan": plan, "totals": totals,
-              "dtype": tok.dtype.str, "vocab_size": tok.vocab_size, "tokenizer_sha256": tok.sha256}
+              "dtype": tok.dtype.str, "vocab_size": tok.vocab_size, "tokenizer_sha256": tok.sha256,
+              "switched_off": tok.switched_off}
     return _run_tasks(executor, gather_bucket_task, tasks, "tokenize:shuffle", shared, finals, final_names, result)
 
 
@@ -507,6 +509,8 @@ def tokenize_run(
     conflict = None if force else _manifest_conflict(output, tok)
     if conflict and not explicit:
         raise TokenizerMismatchError(f"{conflict}: use a fresh --output or --force")
+    if not (force or explicit):  # a pass of a plan: its fingerprint says what the tokenizer asked for
+        _check_switched_off(output, tok, fs.join(output, "_work") if work_dir is None else work_dir)
     # a pass of a plan owns its tokens/: tokens another tokenizer left there (a standalone
     # `refinery tokenize` wrote into RUN/tokens) are all redone (found by adversarial testing)
     force = force or conflict is not None
@@ -526,6 +530,45 @@ def tokenize_run(
     finally:
         if owned:
             executor.close()
+
+
+def _switched_off(what: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
+    """A shard sidecar's record of the tokenizer settings switched off, when there are any (other
+    tokenizers' sidecars stay as they were)."""
+    return {"switched_off": list(what)} if what else {}
+
+
+#: what a refinery before 0.8.1 did with each setting a tokenizer.json asks for
+_EFFECTS = {"padding": "pad ids inside documents", "truncation": "documents cut at its max_length"}
+
+
+def _check_switched_off(output: str, tok: LoadedTokenizer, work: str) -> None:
+    """Refuse to resume token shards made without ``tok.switched_off`` recorded: a refinery
+    before 0.8.1 applied the padding and truncation a tokenizer.json asks for (documents cut at
+    its max_length, pad ids inside documents), so a standalone ``refinery tokenize`` resumed
+    into its output kept those shards and added untruncated ones (``refinery run`` refuses such
+    a tokens pass by its fingerprint, which has ``switched_off``). Shards of 0.8.1 made before
+    the record existed are refused too: nothing tells them apart, and --force only costs time."""
+    if not tok.switched_off:
+        return
+    for directory in (output, work):
+        for file in sorted(file_sizes(directory, (".json",))):
+            if file == MANIFEST:
+                continue
+            try:
+                marker = read_marker(directory, file[: -len(".json")])
+            except TokenShardError:
+                continue  # not a sidecar: the other checks name it
+            if not isinstance(marker, dict) or marker.get("shard_format") != SHARD_FORMAT \
+                    or marker.get("tokenizer_sha256") != tok.sha256:
+                continue  # another tokenizer's or format's shards: refused by the other checks
+            if marker.get("switched_off") != list(tok.switched_off):
+                what = " and ".join(tok.switched_off)
+                effect = ", ".join(_EFFECTS[k] for k in tok.switched_off)
+                raise TokenizerMismatchError(
+                    f"{directory} holds shard {marker.get('name')} tokenized with the {what} {tok.name} asks for "
+                    f"(refinery before 0.8.1 applied it: {effect}), which refinery now switches off, so the tokens "
+                    f"differ: use --force to redo every shard, or a fresh --output")
 
 
 def _check_output_place(run_dir: str, output: str) -> None:
@@ -557,7 +600,8 @@ def _manifest(run_dir: str, tok: LoadedTokenizer, plan: dict | None, names: list
         # (its SHA-256 is the loader's dataset fingerprint, which training checkpoints record)
         "source": {"run_dir": fs.absolute(run_dir), "kept_shards": names, **source},
         "totals": {"n_shards": len(entries), "n_docs": n_docs, "n_tokens": sum(e["n_tokens"] for e in entries)},
-        "shards": [{k: v for k, v in e.items() if k not in ("plan", "source_totals", "buckets")} for e in entries],
+        "shards": [{k: v for k, v in e.items() if k not in ("plan", "source_totals", "buckets", "switched_off")}
+                   for e in entries],
     }
 
 
