@@ -297,10 +297,15 @@ def _dedup_section(raw: dict[str, Any], code: bool = True, pinned: dict[str, str
         params.pop("decontaminate", None)
         return params
     from refinery.dedup.config import BenchmarkSpec
-    from refinery.dedup.decontaminate import benchmark_identity
+    from refinery.dedup.decontaminate import benchmark_identity, read_benchmark
 
     specs = [BenchmarkSpec.model_validate(b) for b in raw["decontaminate"]["benchmarks"]]
-    return params | {"benchmark_files": benchmark_identity(specs)}
+    identity = benchmark_identity(specs)
+    for spec in specs:
+        # the first record (a Parquet's schema): an empty benchmark or a missing field stopped the
+        # run only when its pass began, after the document pass (found by adversarial testing)
+        read_benchmark(spec, check_only=True, keep=False)
+    return params | {"benchmark_files": identity}
 
 
 #: what each dedup method reads of its section (``True``: the whole key), as standalone ``refinery

@@ -359,3 +359,26 @@ def test_the_check_before_the_tasks_keeps_no_record_in_memory(tmp_path):
     jsonl.write_text(jsonl.read_text() + '{"task_id": "cut\n')
     with pytest.raises(BenchmarkError, match=rf"line {len(rows) + 1} is not JSON"):
         read_benchmark(BenchmarkSpec.model_validate(_bench(str(jsonl))), keep=False)
+
+
+def test_an_empty_or_fieldless_benchmark_stops_the_run_before_the_document_pass(corpus, tmp_path):
+    """Found by adversarial testing: an empty Parquet benchmark was read as 0 items (the pass
+    matched nothing, exit 0) where an empty JSONL is refused; and an empty benchmark, or one
+    whose first record lacks a field, was refused only when its pass began, after the document
+    pass had run over the whole input (docs/decontamination.md says before any task)."""
+    src = write_inputs(tmp_path / "in", {"a": corpus["shards"]["a"][:20]})
+    empty_parquet = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"prompt": pa.array([], pa.string()), "canonical_solution": pa.array([], pa.string()),
+                             "task_id": pa.array([], pa.string())}), empty_parquet)
+    empty_jsonl = tmp_path / "empty.jsonl"
+    empty_jsonl.write_text("\n  \n")
+    fieldless = tmp_path / "fieldless.jsonl"
+    fieldless.write_text(json.dumps({"task_id": "t/0", "prompt": "p"}) + "\n")
+    cases = {empty_parquet: "holds no records", empty_jsonl: "holds no records",
+             fieldless: "line 1 has no field 'canonical_solution'"}
+    for n, (bench, error) in enumerate(cases.items()):
+        config = parse_config(_recipe(str(bench)))
+        out = tmp_path / f"run{n}"
+        with pytest.raises(BenchmarkError, match=rf"^benchmark humaneval: {bench} {error}"):
+            run_pipeline(config, str(src), str(out), workers=1, progress=False)
+        assert not (out / "filter").exists()  # no document was read

@@ -135,6 +135,8 @@ def read_benchmark(spec: BenchmarkSpec, check_only: bool = False, keep: bool = T
             except (pa.ArrowInvalid, OSError) as exc:
                 raise BenchmarkError(f"benchmark {spec.name}: {spec.path} is not a readable Parquet file: {exc}") from None
             names = pf.schema_arrow.names
+            if pf.metadata.num_rows == 0:  # an empty JSONL was refused, an empty Parquet matched nothing, exit 0
+                raise BenchmarkError(f"benchmark {spec.name}: {spec.path} holds no records")
             for field in wanted:
                 if field not in names:
                     raise BenchmarkError(f"benchmark {spec.name}: {spec.path} has no column {field!r} "
