@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pyarrow as pa
 
@@ -186,9 +186,33 @@ def _load_pairs(folder: Path, cleaneval_markup: bool) -> list[GoldPage]:
     return pages
 
 
+def _unique_keys(path: Path) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A ``json`` object hook refusing a key given twice in one object (json keeps the last
+    silently: a gold set of two entries for one URL was scored as one page)."""
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        data = dict(pairs)
+        if len(data) < len(pairs):
+            twice = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
+            raise GoldError(f"gold file {path}: key {twice!r} is given twice")
+        return data
+    return hook
+
+
+def _snippets(path: Path, url: str, item: dict[str, Any], key: str) -> list[str]:
+    """An entry's ``with`` or ``without`` list; a string was read as one snippet per character
+    (every "without" letter leaked) and a number failed with a TypeError."""
+    value = item.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise GoldError(f"gold file {path}: entry {url!r}: {key!r} must be a list of strings, "
+                        f"not {json.dumps(value, default=str)[:60]}")
+    return value
+
+
 def _load_snippets(path: Path) -> list[GoldPage]:
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(path.read_bytes(), object_pairs_hook=_unique_keys(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GoldError(f"gold file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -209,7 +233,7 @@ def _load_snippets(path: Path) -> list[GoldPage]:
                 raise GoldError(f"gold file {path}: WARC {item['warc']} has no HTML response for {url!r}")
             name = Path(item["file"]).stem if isinstance(item.get("file"), str) else _url_name(url)
             pages.append(GoldPage(name, warcs[warc][url], url, None,
-                                  list(item.get("with") or []), list(item.get("without") or [])))
+                                  _snippets(path, url, item, "with"), _snippets(path, url, item, "without")))
             continue
         if not isinstance(item, dict) or not isinstance(item.get("file"), str):
             raise GoldError(f"gold file {path}: entry {url!r} has no 'file' (or 'warc')")
@@ -218,9 +242,10 @@ def _load_snippets(path: Path) -> list[GoldPage]:
             missing.append(item["file"])
             continue
         pages.append(GoldPage(Path(item["file"]).stem, html_path.read_bytes(), url, None,
-                              list(item.get("with") or []), list(item.get("without") or [])))
-    if not pages:
-        raise GoldError(f"gold file {path}: none of its {len(data)} HTML files found next to it or in cache/ or eval/")
+                              _snippets(path, url, item, "with"), _snippets(path, url, item, "without")))
+    if missing:  # a page left out without a word changed every figure (nothing is lost silently)
+        raise GoldError(f"gold file {path}: {len(missing)} of its {len(data)} HTML files not found next to it or in "
+                        f"cache/ or eval/: {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}")
     return pages
 
 

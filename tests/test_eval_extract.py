@@ -170,9 +170,36 @@ def test_gold_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(GoldError, match="not valid JSON"):
         load_gold(bad)
     bad.write_text(json.dumps({"https://x": {"file": "x.html", "with": [], "without": []}}))
-    with pytest.raises(GoldError, match="none of its 1 HTML files"):
+    with pytest.raises(GoldError, match="1 of its 1 HTML files not found"):
         load_gold(bad)
 
+
+
+def test_snippet_gold_that_would_change_the_figures_silently_is_one_line(tmp_path: Path, cli) -> None:
+    """Found by adversarial testing: a "with"/"without" string was scored one character per
+    snippet ("without" leakage 0.99 on four real pages), a number failed with a TypeError, a URL
+    given twice was scored once and an entry whose HTML file is missing was left out, all with
+    exit 0 (a gold set of 5 entries scored as "pages 4")."""
+    (tmp_path / "a.html").write_text(f"<html><body><article>{ARTICLE}</article></body></html>")
+    entry = {"file": "a.html", "with": ["The committee met on Tuesday"], "without": ["Subscribe now"]}
+    gold = tmp_path / "evaldata.json"
+    config = _config(tmp_path)
+    cases = [
+        ('{"u": %s}' % json.dumps({**entry, "without": "Subscribe now"}),
+         "entry 'u': 'without' must be a list of strings"),
+        ('{"u": %s}' % json.dumps({**entry, "with": [1]}), "entry 'u': 'with' must be a list of strings"),
+        ('{"u": %s, "u": %s}' % (json.dumps(entry), json.dumps(entry)), "key 'u' is given twice"),
+        (json.dumps({"u": entry, "v": {**entry, "file": "gone.html"}}),
+         "1 of its 2 HTML files not found next to it or in cache/ or eval/: gone.html"),
+    ]
+    for text, expected in cases:
+        gold.write_text(text)
+        code, out, err = cli("eval-extract", config, "--gold", gold)
+        assert code == 2 and "Traceback" not in err, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: gold file {gold}: ") and expected in lines[0], err
+    gold.write_text(json.dumps({"u": entry, "v": {"file": "a.html", "with": None}}))  # null: no snippets
+    assert [p.with_snippets for p in load_gold(gold)] == [entry["with"], []]
 
 def test_real_pages_snippets_and_partial_gold(real_gold: Path, tmp_path: Path) -> None:
     # honest gold for token recall: a page's "with" snippets (hand-picked by trafilatura's authors)
