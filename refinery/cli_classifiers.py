@@ -67,6 +67,7 @@ def train_classifier(
             fail(f"--{name} must be > 0, not {value}")
     params = replace(recipe.DEFAULT_PARAMS, seed=seed, **overrides)
     out_dir = out or models_dir()
+    _check_out_dir(out_dir, kind.value)
     if docs_positives is not None and (kind is not ClassifierKind.quality or not docs_positives.is_file()):
         fail(f"--docs-positives is a quality option and needs a file: {docs_positives}")
     if kind is ClassifierKind.toxicity and transformer:
@@ -104,6 +105,21 @@ def train_classifier(
         "metrics": report["metrics"],
     }
     typer.echo(json.dumps(summary, indent=2))
+
+
+def _check_out_dir(out_dir: Path, kind: str) -> None:
+    """Refuse, before the training, an ``--out`` the model cannot be published into: a file
+    (was "not writable: File exists"), or one holding a directory where a model file goes (the
+    training ran, then publishing failed half-way: a new model beside no report)."""
+    from refinery.classifiers.toxicity_model import LEXICON_FILE
+    from refinery.cli_common import fail
+
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out {out_dir} is a file: give the directory the model goes into")
+    names = [f"{kind}.ftz", f"{kind}.bin", f"{kind}.json"] + ([LEXICON_FILE] if kind == "toxicity" else [])
+    taken = next((out_dir / n for n in names if (out_dir / n).is_dir()), None)
+    if taken is not None:
+        fail(f"--out {out_dir}: {taken} is a directory, where the model's file goes: move it or choose another --out")
 
 
 def publish_model(staging: Path, out_dir: Path, kind: str) -> None:

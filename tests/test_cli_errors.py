@@ -556,3 +556,19 @@ def test_output_to_a_closed_pipe_exits_quietly_with_the_commands_own_code(tmp_pa
     assert own.stdout or own.stderr
     closed = _to_a_closed_pipe(args)
     assert closed.returncode == own.returncode and closed.stderr == own.stderr, (closed, own)
+
+
+@pytest.mark.parametrize("kind,taken", [("quality", "quality.json"), ("toxicity", "toxicity_lexicon.npz")])
+def test_an_out_the_model_cannot_go_into_is_refused_before_the_training(cli, tmp_path, kind, taken):
+    """Found by adversarial testing: a directory named like one of the model's files in --out
+    failed the publishing after the training, half-way (quality.ftz replaced, quality.json not:
+    a new model beside no report); an --out that is a file said "not writable: File exists".
+    The data directory here is empty: reaching the training would fail on the data instead."""
+    out = tmp_path / "out"
+    (out / taken).mkdir(parents=True)
+    code, _, err = cli("train-classifier", kind, "--data-dir", tmp_path, "--out", out, "--no-transformer")
+    assert_one_error_line(code, "", err, f"{out / taken} is a directory")
+    assert sorted(p.name for p in out.iterdir()) == [taken]  # nothing published, no staging left
+    (out / "file").write_text("")
+    code, _, err = cli("train-classifier", kind, "--data-dir", tmp_path, "--out", out / "file", "--no-transformer")
+    assert_one_error_line(code, "", err, f"--out {out / 'file'} is a file")
