@@ -230,9 +230,13 @@ def plan(
         if not 0 < vcpu_efficiency <= 2:  # 0 divided by zero, a negative gave negative hours
             fail(f"--vcpu-efficiency must be in (0, 2], got {vcpu_efficiency}")
         kwargs["vcpu_efficiency"] = vcpu_efficiency
-    result = model.estimate(input_tb, docs_per_core_s, bytes_per_doc, instances=instances, target_hours=target_hours,
-                            spot_discount=spot_discount, startup_minutes=startup_minutes,
-                            docs_per_core_s_range=rate_range, cross_region=cross_region, **kwargs)
+    try:
+        result = model.estimate(input_tb, docs_per_core_s, bytes_per_doc, instances=instances, target_hours=target_hours,
+                                spot_discount=spot_discount, startup_minutes=startup_minutes,
+                                docs_per_core_s_range=rate_range, cross_region=cross_region, **kwargs)
+    except OverflowError:  # --input-tb 1e308: "unexpected OverflowError: cannot convert float infinity to integer"
+        fail(f"--input-tb {input_tb:g} with {bytes_per_doc:g} bytes/doc at {docs_per_core_s:g} docs/s per core "
+             "is too large to estimate (an instance count beyond any float)")
     verdict = model.target_verdict(result)
     if json_out:
         print(json.dumps({**result.as_dict(), "throughput_source": source, "target_verdict": verdict}, indent=1))

@@ -139,6 +139,8 @@ MISTAKES = {
     "plan: negative --startup-minutes": (["plan", "{cfg}", "--input-tb", "1", "--docs-per-core-s", "100", "--bytes-per-doc",
                                           "30000", "--startup-minutes", "-100"], ["--startup-minutes must be a number >= 0"]),
     "plan: --input-tb inf": (["plan", "{cfg}", "--input-tb", "inf"], ["--input-tb must be positive, got inf"]),
+    "plan: --input-tb 1e308": (["plan", "{cfg}", "--input-tb", "1e308", "--docs-per-core-s", "100", "--bytes-per-doc",
+                                "30000"], ["--input-tb 1e+308", "too large to estimate"]),
     "plan: --input-tb nan": (["plan", "{cfg}", "--input-tb", "nan", "--docs-per-core-s", "100", "--bytes-per-doc", "30000"],
                              ["--input-tb must be positive, got nan"]),
 }
