@@ -382,3 +382,34 @@ def test_an_empty_or_fieldless_benchmark_stops_the_run_before_the_document_pass(
         with pytest.raises(BenchmarkError, match=rf"^benchmark humaneval: {bench} {error}"):
             run_pipeline(config, str(src), str(out), workers=1, progress=False)
         assert not (out / "filter").exists()  # no document was read
+
+
+def test_benchmark_items_are_hashed_in_batches_of_bounded_characters(tmp_path):
+    """Found by adversarial testing: benchmark items were hashed 1,000 at a time whatever their
+    length (~34 bytes per character: one 27 MB item, or 1,000 items of 27 KB, took 1 GB whatever
+    the memory budget). Batches now also stop at ``max_chars`` (the pass sets it from
+    memory_budget); the n-grams are the same."""
+    import random
+    import tracemalloc
+
+    from refinery.dedup.decontaminate import benchmark_task, item_batches
+
+    assert list(item_batches(["a" * 5, "b" * 5, "c" * 20, "d"], 1000, 10)) == [(0, 2), (2, 3), (3, 4)]
+    assert list(item_batches(["a" * 5] * 5, 2, None)) == [(0, 2), (2, 4), (4, 5)]
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(5000)]
+    bench = tmp_path / "long.jsonl"
+    bench.write_text("".join(json.dumps({"q": " ".join(rng.choice(words) for _ in range(4000)), "id": str(i)}) + "\n"
+                             for i in range(60)))
+    spec = _bench(str(bench), name="long", fields=["q"], id_field="id")
+    peaks, tables = [], []
+    for n, max_chars in enumerate((None, 200_000)):
+        tracemalloc.start()  # numpy reports its buffers to tracemalloc
+        result = benchmark_task(spec, 13, str(tmp_path / f"ng{n}.parquet"), str(tmp_path / f"it{n}.parquet"),
+                                batch_size=1000, max_chars=max_chars)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        tables.append(pq.read_table(tmp_path / f"ng{n}.parquet"))
+        assert result["items"] == 60
+    assert tables[0].equals(tables[1]) and tables[0].num_rows > 0
+    assert peaks[1] < peaks[0] / 2, peaks

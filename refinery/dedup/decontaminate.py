@@ -40,6 +40,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -210,14 +211,31 @@ def ngram_hashes(texts: list[str | None], ngram: int, seed: int = 0,
 
 
 # -- task functions ---------------------------------------------------------------------------------
-def benchmark_task(spec: dict[str, Any], ngram: int, ngram_uri: str, items_uri: str, batch_size: int = 1000) -> dict[str, Any]:
-    """One benchmark file -> its unique ``(hash, item)`` pairs sorted by hash, and its item ids."""
+def item_batches(texts: list[str], batch_size: int, max_chars: int | None = None) -> Iterator[tuple[int, int]]:
+    """``(lo, hi)`` slices of ``texts``: at most ``batch_size`` items and, when more than one,
+    at most ``max_chars`` characters (n-gram hashing holds ~DOC_BYTES_PER_CHAR bytes per
+    character: 1,000 items of 27 KB took 1 GB whatever the memory budget; one longer item is a
+    batch of its own)."""
+    lo = 0
+    while lo < len(texts):
+        hi, chars = lo + 1, len(texts[lo])
+        while hi < len(texts) and hi - lo < batch_size and (max_chars is None or chars + len(texts[hi]) <= max_chars):
+            chars += len(texts[hi])
+            hi += 1
+        yield lo, hi
+        lo = hi
+
+
+def benchmark_task(spec: dict[str, Any], ngram: int, ngram_uri: str, items_uri: str, batch_size: int = 1000,
+                   max_chars: int | None = None) -> dict[str, Any]:
+    """One benchmark file -> its unique ``(hash, item)`` pairs sorted by hash, and its item ids;
+    hashed in :func:`item_batches` of ``batch_size`` items and ``max_chars`` characters."""
     started = time.time()
     bench = BenchmarkSpec.model_validate(spec)
     ids, texts = read_benchmark(bench)
     hashes, items = [], []
-    for lo in range(0, len(texts), batch_size):
-        h, d = ngram_hashes(texts[lo : lo + batch_size], ngram, skip_numeric=True)
+    for lo, hi in item_batches(texts, batch_size, max_chars):
+        h, d = ngram_hashes(texts[lo:hi], ngram, skip_numeric=True)
         hashes.append(h)
         items.append((d + lo).astype(np.int32))
     h = np.concatenate(hashes) if hashes else np.empty(0, _U64)
@@ -466,8 +484,11 @@ def decontaminate_passes(work: Any, shards: list[Any], config: DedupConfig, exec
     names = [b.name for b in dc.benchmarks]
     ngram_uris = [work.path("ngrams", f"{b:04d}.parquet") for b in range(len(names))]
     items_uris = [work.path("items", f"{b:04d}.parquet") for b in range(len(names))]
+    from refinery.dedup.driver import TASK_BASELINE_BYTES
+
+    max_chars = max(config.memory_budget - TASK_BASELINE_BYTES, 16 * 2**20) // DOC_BYTES_PER_CHAR
     tasks = [{"spec": spec.model_dump(), "ngram": dc.ngram, "ngram_uri": ngram_uris[b], "items_uri": items_uris[b],
-              "batch_size": config.batch_size} for b, spec in enumerate(dc.benchmarks)]
+              "batch_size": config.batch_size, "max_chars": max_chars} for b, spec in enumerate(dc.benchmarks)]
     bench = _run_pass(work, "benchmark_ngrams", benchmark_task, tasks, executor, names, units="items",
                       extra=lambda rs: {"per_benchmark": {n: {k: r[k] for k in ("items", "items_without_ngrams", "ngrams")}
                                                           for n, r in zip(names, rs)}})
