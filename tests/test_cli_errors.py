@@ -574,3 +574,15 @@ def test_an_out_the_model_cannot_go_into_is_refused_before_the_training(cli, tmp
     (out / "file").write_text("")
     code, _, err = cli("train-classifier", kind, "--data-dir", tmp_path, "--out", out / "file", "--no-transformer")
     assert_one_error_line(code, "", err, f"--out {out / 'file'} is a file")
+
+
+def test_plan_on_a_sample_without_documents_names_the_sample(cli, tmp_path):
+    """Found by adversarial testing: ``plan --sample`` of an empty JSONL said "input size, docs/s
+    per core and bytes per document must be positive", naming neither the sample nor a way out."""
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("")
+    code, out, err = cli("plan", _config(tmp_path, GOPHER), "--input-tb", "1", "--sample", empty)
+    assert code == 2 and "Traceback" not in err, err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: sample {empty}: no documents in its 1 file(s) to measure on: give --sample with "
+                      "documents, or --docs-per-core-s and --bytes-per-doc"], err

@@ -127,6 +127,11 @@ def measure(config: Any, sample: str | Path | None = None, repeat: int = 1, max_
         run_pipeline(config, str(warm), str(Path(tmp, "warm-out")), executor="local", workers=1, progress=False)
         summary = run_pipeline(config, str(data), str(Path(tmp, "out")), executor="local", workers=1, progress=False)
         docs_read = summary.stats["docs_read"]
+        if not docs_read:  # was "input size, docs/s per core and bytes per document must be positive"
+            from refinery.config import ConfigError
+
+            raise ConfigError(f"sample {sample or default_sample(config)}: no documents in its {len(files)} file(s) to "
+                              "measure on: give --sample with documents, or --docs-per-core-s and --bytes-per-doc")
         out = Path(tmp, "out")
         # the passes after the first (dedup, tokens) by their wall time: their cost per document,
         # added to every shard's; the first pass by its shards' own seconds. The wall time of the
