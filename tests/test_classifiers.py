@@ -787,3 +787,29 @@ def test_stage_params_that_could_never_work_are_refused_at_config_time(tmp_path:
     (tmp_path / "models").mkdir()
     with pytest.raises(MissingModelError, match="is a directory: give the model file"):
         resolve_model_path("quality", str(tmp_path / "models"))
+
+
+@needs_data
+def test_a_training_text_quoting_a_fasttext_label_trains_a_two_label_model(tiny_quality_data: Path,
+                                                                          tmp_path: Path) -> None:
+    """Found by adversarial testing: fastText reads any word starting with ``__label__`` as a
+    label, so three web pages quoting a fastText tutorial ("__label__positive I loved this
+    movie") gave the quality model a third label; train-classifier published it with exit 0 and
+    the stage refused it ("is not a quality model: labels [...]")."""
+    from refinery.classifiers import quality
+    from refinery.stages.classifiers import QualityFilter
+
+    assert not any(w.startswith("__label__") for w in prepare_text("See __label__positive, ____label__x!", 100).split())
+    data = tmp_path / "data"
+    shutil.copytree(tiny_quality_data, data)
+    quote = "To train it, write one example per line: __label__positive I loved this movie.\n"
+    for path in sorted((data / "cc_docs").glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            docs = [json.loads(line) for line in f if line.strip()]
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps({**d, "text": quote + d["text"]}) + "\n" for d in docs)
+    out = tmp_path / "out"
+    report = quality.train(data, out, TINY_QUALITY_PARAMS, quantize=False)
+    stage = QualityFilter(model_path=str(out / report["model_file"]))
+    scored = stage(pa.RecordBatch.from_pydict({"id": ["a"], "text": [quote + "An encyclopedia article."]}))
+    assert 0.0 <= scored.column("quality_score")[0].as_py() <= 1.0

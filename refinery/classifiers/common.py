@@ -53,6 +53,10 @@ def prepare_text_counted(text: str, max_chars: int) -> tuple[str, int]:
         t = _URL.sub(" _url_ ", t)
     if "@" in t:
         t = _MENTION.sub(" _user_ ", t)
+    while "__label__" in t:
+        # fastText's label prefix: a web page quoting "__label__positive" (a fastText tutorial)
+        # gave the trained model a third label, which the stage then refused (adversarial testing)
+        t = t.replace("__label__", "_label_")
     parts = _PUNCT_SPLIT.split(t)  # [text, punct, text, punct, ..., text]
     t, n_punct = " ".join(parts), len(parts) // 2
     if "\n" in t:
@@ -62,7 +66,7 @@ def prepare_text_counted(text: str, max_chars: int) -> tuple[str, int]:
 
 def prepare_text(text: str, max_chars: int) -> str:
     """Lowercase, first ``max_chars`` characters, URLs -> ``_url_``, @handles -> ``_user_``,
-    punctuation split off, line breaks -> spaces (fastText reads one line per example; other
+    ``__label__`` (fastText's label prefix) -> ``_label_``, punctuation split off, line breaks -> spaces (fastText reads one line per example; other
     whitespace runs are left alone: fastText splits on them anyway)."""
     return prepare_text_counted(text, max_chars)[0]
 
