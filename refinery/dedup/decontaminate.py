@@ -155,7 +155,9 @@ def read_benchmark(spec: BenchmarkSpec, check_only: bool = False, keep: bool = T
         texts: list[str] = []
         records = 0
         try:
-            for lineno, raw in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), 1):
+            # utf-8-sig: a byte order mark (Windows tools write one) failed line 1 as "not JSON";
+            # the corpus JSONL reader accepts it
+            for lineno, raw in enumerate(io.TextIOWrapper(stream, encoding="utf-8-sig"), 1):
                 if not raw.strip():
                     continue
                 try:
