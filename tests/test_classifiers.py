@@ -813,3 +813,30 @@ def test_a_training_text_quoting_a_fasttext_label_trains_a_two_label_model(tiny_
     stage = QualityFilter(model_path=str(out / report["model_file"]))
     scored = stage(pa.RecordBatch.from_pydict({"id": ["a"], "text": [quote + "An encyclopedia article."]}))
     assert 0.0 <= scored.column("quality_score")[0].as_py() <= 1.0
+
+
+@needs_data
+def test_training_files_with_a_byte_order_mark_read_as_without(tiny_quality_data: Path, tiny_toxicity_data: Path,
+                                                              tmp_path: Path) -> None:
+    """Found by adversarial testing: a data file saved with a UTF-8 byte order mark (Windows
+    tools write one) failed training: "Unexpected UTF-8 BOM" for the Wikipedia JSON and a
+    Common Crawl JSONL, "no field ''" for Davidson's CSV (its first header became '\\ufeff')."""
+    from refinery.classifiers import quality, toxicity
+
+    def loaded(root: Path) -> tuple:
+        return (quality.load_wikipedia(root), list(quality._cc_docs(root)), toxicity.load_olid(root / "toxicity"),
+                toxicity.load_davidson(root / "toxicity"))
+
+    bom = tmp_path / "bom"
+    shutil.copytree(tiny_quality_data, bom)
+    shutil.copytree(tiny_toxicity_data / "toxicity", bom / "toxicity")
+    files = [bom / "quality" / "summaries_en-us.json", bom / "toxicity" / "davidson_labeled_data.csv",
+             *sorted((bom / "toxicity" / "olid").glob("*.*"))]
+    for path in files:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    for path in sorted((bom / "cc_docs").glob("*.jsonl.gz")):
+        path.write_bytes(gzip.compress(b"\xef\xbb\xbf" + gzip.decompress(path.read_bytes())))
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_quality_data, plain)
+    shutil.copytree(tiny_toxicity_data / "toxicity", plain / "toxicity")
+    assert loaded(bom) == loaded(plain)

@@ -153,7 +153,10 @@ class TrainingDataError(ValueError):
 
 @contextmanager
 def training_file(path: Path, line: Callable[[], int | None] | None = None) -> Iterator[None]:
-    """Turn what a damaged or misshapen data file raises while the block reads ``path`` (a
+    """(The loaders read their files as ``utf-8-sig``: a byte order mark at the start of a file
+    saved by a Windows tool was "Unexpected UTF-8 BOM", or a header ``\ufeff`` no field matched.)
+
+    Turn what a damaged or misshapen data file raises while the block reads ``path`` (a
     missing field, a short row, bad JSON, a truncated gzip) into :class:`TrainingDataError`
     naming the file (and ``line()``, the line being read, when given): the loaders said
     ``error: 'id'`` or, for a truncated gzip, nothing but "interrupted" (found by adversarial

@@ -91,7 +91,7 @@ def english_mask(texts: list[str]) -> list[bool]:
 def load_wikipedia(data_dir: Path) -> list[tuple[str, str]]:
     """(title, lead section) pairs."""
     path = data_dir / "quality" / "summaries_en-us.json"
-    with training_file(path), open(path, encoding="utf-8") as f:
+    with training_file(path), open(path, encoding="utf-8-sig") as f:
         data = json.load(f)
         return [(key, entry["extract"]) for key, entry in sorted(data.items()) if entry.get("extract", "").strip()]
 
@@ -99,7 +99,7 @@ def load_wikipedia(data_dir: Path) -> list[tuple[str, str]]:
 def _cc_docs(data_dir: Path) -> Iterator[tuple[str, str]]:
     for path in sorted((data_dir / "cc_docs").glob("*.jsonl.gz")):
         n = 0
-        with gzip.open(path, "rt", encoding="utf-8") as f, training_file(path, lambda: n):
+        with gzip.open(path, "rt", encoding="utf-8-sig") as f, training_file(path, lambda: n):
             for n, line in enumerate(f, 1):  # noqa: B007 - read by the error message
                 if not line.strip():
                     continue  # a blank line holds no document

@@ -78,7 +78,7 @@ def _held_out(key: str, percent: int) -> bool:
 
 def _read_tsv(path: Path) -> list[list[str]]:
     # tweets contain quote characters: no CSV quoting in these files
-    with training_file(path), open(path, encoding="utf-8", newline="") as f:
+    with training_file(path), open(path, encoding="utf-8-sig", newline="") as f:
         rows = [(i, r) for i, r in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1)
                 if any(cell.strip() for cell in r)]  # a blank line (a trailing one) holds no example
     short = next(((i, r) for i, r in rows if len(r) < 2), None)
@@ -107,7 +107,7 @@ def load_olid(root: Path) -> tuple[list[tuple[str, str, bool]], list[tuple[str, 
             raise TrainingDataError(f"training data {train_path}: id {short[0]} has no subtask_a label column")
         train = [(r[0], r[1], _olid_label(r[2], train_path, f"id {r[0]}")) for r in rows]
     labels: dict[str, bool] = {}
-    with training_file(labels_path), open(labels_path, encoding="utf-8") as f:
+    with training_file(labels_path), open(labels_path, encoding="utf-8-sig") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -129,7 +129,7 @@ def load_davidson(root: Path) -> list[tuple[str, str, bool]]:
     """(row number, tweet, hate-or-offensive) triples; HTML entities decoded, RT prefixes removed."""
     out = []
     path = root / "davidson_labeled_data.csv"
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         with training_file(path, lambda: reader.line_num):
             for row in reader:
