@@ -170,9 +170,14 @@ def _read_text(path: Path) -> str:
 
 def _load_pairs(folder: Path, cleaneval_markup: bool) -> list[GoldPage]:
     pages = []
-    for html_path in sorted(folder.glob("*.htm*")):
-        if html_path.suffix not in (".html", ".htm"):
-            continue
+    # any case: a.HTML + a.txt was skipped without a word (adversarial testing)
+    htmls = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".html", ".htm") and p.is_file())
+    paired = {h.with_suffix(".txt") for h in htmls}
+    orphans = sorted(t.name for t in folder.glob("*.txt") if t not in paired)
+    if orphans:
+        log.warning("gold set %s: %d .txt file(s) without a <name>.html beside them, not scored: %s", folder,
+                    len(orphans), ", ".join(orphans[:5]) + (", ..." if len(orphans) > 5 else ""))
+    for html_path in htmls:
         txt = html_path.with_suffix(".txt")
         if not txt.is_file():
             continue  # an HTML file without gold text (e.g. a snippet-format page) is not a pair

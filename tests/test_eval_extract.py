@@ -201,6 +201,22 @@ def test_snippet_gold_that_would_change_the_figures_silently_is_one_line(tmp_pat
     gold.write_text(json.dumps({"u": entry, "v": {"file": "a.html", "with": None}}))  # null: no snippets
     assert [p.with_snippets for p in load_gold(gold)] == [entry["with"], []]
 
+
+def test_pairs_of_any_suffix_case_are_scored_and_unpaired_gold_text_is_named(tmp_path: Path, caplog) -> None:
+    """Found by adversarial testing: a.HTML + a.txt was skipped, and a .txt without its .html
+    ignored, without a word (three gold texts scored as "pages 1")."""
+    import logging
+
+    for name in ("a.HTML", "b.htm"):
+        (tmp_path / name).write_text(f"<html><body><article>{ARTICLE}</article></body></html>")
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tmp_path / name).write_text("The committee met on Tuesday.")
+    with caplog.at_level(logging.WARNING, logger="refinery"):
+        pages = load_gold(tmp_path)
+    assert sorted(p.name for p in pages) == ["a", "b"]
+    assert [r.getMessage() for r in caplog.records if "without a <name>.html" in r.getMessage()] == [
+        f"gold set {tmp_path}: 1 .txt file(s) without a <name>.html beside them, not scored: c.txt"]
+
 def test_real_pages_snippets_and_partial_gold(real_gold: Path, tmp_path: Path) -> None:
     # honest gold for token recall: a page's "with" snippets (hand-picked by trafilatura's authors)
     # are part of its main text; precision against partial gold means nothing, recall does
