@@ -782,3 +782,20 @@ run_dedup({str(three)!r}, {str(out)!r}, DedupConfig(method="exact"), LocalExecut
     assert again["docs_read"] == 40
     assert sorted(p.name for p in (out / "kept").iterdir()) == ["b.parquet", "c.parquet"]
     assert not any((out / sub / "a.parquet").exists() for sub in ("removed", "samples"))
+
+
+def test_a_shared_work_dir_does_not_make_a_users_directory_a_killed_dedups_leftovers(tmp_path):
+    """A --work-dir shared by two dedups: its manifest lists the shards of the first one's input
+    (a plain directory of kept/*.parquet). Given that directory as OUTPUT of a dedup of other
+    input, its shards were taken for leftovers of a killed dedup and deleted; refused as before."""
+    docs = [d for d in load_cc_docs() if d["text"].strip()][:60]
+    users = tmp_path / "users"
+    (users / "kept").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(docs[:20]), users / "kept" / "mine-0.parquet")
+    pq.write_table(pa.Table.from_pylist(docs[20:40]), users / "kept" / "mine-1.parquet")
+    work = tmp_path / "shared-work"
+    run_dedup(str(users), str(tmp_path / "deduped"), DedupConfig(method="exact"), LocalExecutor(1), work_dir=str(work))
+    other = make_run_dir(tmp_path / "other", {"x": docs[40:]})
+    with pytest.raises(DedupInputError, match=r"is not a refinery run .*kept/mine-0\.parquet"):
+        run_dedup(str(other), str(users), DedupConfig(method="exact"), LocalExecutor(1), work_dir=str(work))
+    assert sorted(p.name for p in (users / "kept").iterdir()) == ["mine-0.parquet", "mine-1.parquet"]

@@ -131,10 +131,13 @@ def _is_run_dir(root: str, last: PassDir) -> bool:
 class WorkDir:
     """The dedup directory: paths, the manifest and per-pass markers."""
 
-    def __init__(self, root: str, fingerprint: str, force: bool) -> None:
+    def __init__(self, root: str, fingerprint: str, force: bool, output: str | None = None) -> None:
         self.root = root
         self.fingerprint = fingerprint
         self.force = force
+        #: where the removal run writes, recorded in the manifest: a shared --work-dir's manifest
+        #: names another output's shards, which are not this output's leftovers (_indexed_by)
+        self.output = output
 
     def path(self, *parts: str) -> str:
         return fs.join(self.root, *parts)
@@ -315,7 +318,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     params = _method_params(config)
     if standalone and recorded is not None:
         params = recorded  # the same pass, hashed as recorded: its index and removals are reused
-    work = WorkDir(work_root, _fingerprint(method, params, shards, upstream), force)
+    work = WorkDir(work_root, _fingerprint(method, params, shards, upstream), force, output=out.root)
     started = time.time()
     log.info("[dedup %s] %d shard(s) from %s -> %s (work dir %s, executor %s)", method, len(shards), input_dir,
              output_dir, work_root, executor.kind)
@@ -431,7 +434,7 @@ def _check_output_is_dedup(run: RunDir, shards: set[str], force: bool, work_root
     foreign = [f for f in _listed(run.root) if not _written_by_dedup(f, shards)
                and not (work is not None and (work == "" or f.startswith(work + "/")))]
     others = [f for f in foreign if not _is_shard_file(f)]
-    if foreign and not others and (_written_by_a_dedup(run, foreign) or _indexed_by(work_root, foreign)):
+    if foreign and not others and (_written_by_a_dedup(run, foreign) or _indexed_by(work_root, foreign, run.root)):
         return  # orphans of a killed dedup (shards since removed from the input): cleaned, not refused
     if foreign:
         raise DedupInputError(f"output {run.root} is not empty and is not a refinery run (no run.json): it holds "
@@ -490,16 +493,22 @@ def _written_by_a_dedup(run: RunDir, files: list[str]) -> bool:
     return False
 
 
-def _indexed_by(work_root: str | None, files: list[str]) -> bool:
-    """Whether the dedup work dir's manifest (written before the removal run starts) lists every
-    shard of these shard files: a dedup killed in its removal run before any shard finished left
-    them, and no stats marker yet says so (it was refused as "not a refinery run")."""
+def _indexed_by(work_root: str | None, files: list[str], output: str) -> bool:
+    """Whether the dedup work dir's manifest (written before the removal run starts) was written
+    for ``output`` and lists every shard of these shard files: a dedup killed in its removal run
+    before any shard finished left them, and no stats marker yet says so (it was refused as "not
+    a refinery run"). A shared --work-dir's manifest of a dedup into another output does not
+    count: a user's directory given as OUTPUT lost its shards of the same names (found by
+    adversarial testing)."""
     if not work_root:
         return False
     try:
         manifest = fs.read_json(fs.join(work_root, "manifest.json"))
         indexed = {s["name"] for s in manifest["shards"]}
-    except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
+        written_for = manifest.get("output")
+    except (fs.StorageError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    if not isinstance(written_for, str) or fs.canonical(written_for) != fs.canonical(output):
         return False
     return bool(files) and {f.split("/")[1].rsplit(".", 1)[0] for f in files} <= indexed
 
@@ -579,6 +588,7 @@ def _write_manifest(work: WorkDir, method: str, params: dict[str, Any], shards: 
         "method": method,
         "params": params,
         "fingerprint": work.fingerprint,
+        "output": work.output,
         "shards": [
             {"name": s.name, "index": s.index, "uri": s.uri, "docs": r.get("docs"), "sources": r.get("sources")}
             for s, r in zip(shards, input_results)
