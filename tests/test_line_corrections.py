@@ -345,8 +345,11 @@ def test_content_lines_against_the_lines_gold() -> None:
     now = _kept_by(LineCorrections(), rows)
     # 87 with session 33's rules in context; 92 with acronyms set aside (session 34: "Via C&L.",
     # "My CV: PDF.", a song title, a RIS "ID  - Hu2016/04"), debris still 0; 99 with session 37's
-    # label / value items (a recipe's nutrition facts: "- Calories" / "- 390") and the stat block
-    assert now["content"] >= 99 and now["debris"] <= 2, now
+    # label / value items (a recipe's nutrition facts: "- Calories" / "- 390") and the stat block;
+    # 97 once a value item needs another label / value pair beside its own (a menu's "• Seite" /
+    # "• 1" is not a list of them): "- Calcium" / "- 10%" and "- Iron" / "- 6%" have here only two
+    # lines of context, the pair before out of reach (on their page, bettycrocker's, both are kept)
+    assert now["content"] >= 97 and now["debris"] <= 2, now
 
 
 def test_content_lines_against_the_held_out_lines() -> None:
@@ -955,6 +958,15 @@ def test_wrong_removals_of_session_37() -> None:
     assert not keeps("- Followers", "- 12", "- Following", "- 3", line="- 12")
     assert not keeps("- Next", "- 1", "- 2", "- 3", line="- 2")
     assert not keeps("- 1", "- 2", "- 3", line="- 2")
+    # a menu's one number under a word is no label / value list (whole-page text of the evaluation
+    # pages: zeit.de's pages, laweekly's archive years, a comment count under an author, a date;
+    # held out: the sample WARCs' Chinese pagination)
+    assert not keeps("• Seite", "• 1", "• 2", "• Artikel auf einer Seite lesen", line="• 1")
+    assert not keeps("• Contact", "• E-Edition", "• 2023", "• 2022", "• Search", "• News", line="• 2023")
+    assert not keeps("• JF", "•      9", "• Kommentare — 17. Oktober 2019", line="•      9")
+    assert not keeps("• 2023", "• November", "• 8", line="• 8")
+    assert not keeps("• 1", "• 2(current)", "• 3", "• 4", "• 5", line="• 3")
+    assert not keeps("• 首页", "• 上一页", "• 1", "• 2", "• 下一页", "• 末页", line="• 1")
     # a match minute over its commentary entry; not over another minute, nor alone
     assert keeps("88'", "Sortie de Pierre-Yves Hamel", line="88'")
     assert keeps("45+2’", "Il y aura au moins trois minutes de temps additionnel.", line="45+2’")
