@@ -616,6 +616,25 @@ def test_other_settings_into_an_existing_output_are_refused_and_force_replaces_w
         run_dedup(str(run_dir), str(minhash), DedupConfig(method="minhash", minhash={"threshold": 0.7}), LocalExecutor(1))
 
 
+def test_a_refused_setting_is_named_by_its_config_key(run_dir, tmp_path):
+    """docs/dedup.md names a refused change by its YAML key (``minhash.threshold 0.8 -> 0.7``), as
+    ``refinery run`` does; ``refinery dedup`` named it without its section (``threshold 0.8 ->
+    0.7``, ``min_words 50 -> 40``: the substring or the lines section's?), and for URL dedup
+    ``seed``, which is ``minhash.seed`` in the YAML (``--seed`` on the command line)."""
+    cases = [(DedupConfig(method="substring"), DedupConfig(method="substring", substring={"min_words": 40}),
+              "substring.min_words 50 -> 40"),
+             (DedupConfig(method="lines"), DedupConfig(method="lines", lines={"min_words": 3}),
+              "lines.min_words 2 -> 3"),
+             (DedupConfig(method="url"), DedupConfig(method="url", minhash={"seed": 3}), "minhash.seed 0 -> 3"),
+             (DedupConfig(method="substring"), DedupConfig(method="substring", memory_budget="2GiB"),
+              f"(?<![.])memory_budget {2**30} -> {2 * 2**30}")]
+    for i, (first, second, named) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        run_dedup(str(run_dir), str(out), first, LocalExecutor(1))
+        with pytest.raises(DedupInputError, match=rf"other settings \({named}\); rerun with --force"):
+            run_dedup(str(run_dir), str(out), second, LocalExecutor(1))
+
+
 def test_a_preset_naming_the_default_values_resumes_the_same_minhash_output(run_dir, tmp_path):
     """Found by adversarial testing: ``refinery dedup -o OUT --preset default`` into an OUT made
     without a preset was refused as other settings ('preset None -> default'), though the preset

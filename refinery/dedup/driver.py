@@ -228,6 +228,20 @@ def _method_params(config: DedupConfig) -> dict[str, Any]:
     return {"seed": config.minhash.seed}
 
 
+#: params of a pass (:func:`_method_params`) that sit at the top of a dedup YAML, not in a section
+_TOP_LEVEL_PARAMS = frozenset({"memory_budget", "partitions", "benchmark_files", "keeper_key"})
+
+
+def _as_config_keys(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A pass's params nested as a dedup YAML spells them, so that a refusal names the key to
+    change (``minhash.threshold``, ``substring.min_words``; URL and exact dedup read
+    ``minhash.seed``): flat, ``min_words`` and ``keep_first`` could be the substring or the
+    lines section's, and the docs and ``refinery run`` name them with their section."""
+    section = "minhash" if method in ("minhash", "url", "exact") else method
+    inner = {k: v for k, v in params.items() if k not in _TOP_LEVEL_PARAMS}
+    return {section: inner} | {k: v for k, v in params.items() if k in _TOP_LEVEL_PARAMS}
+
+
 #: MinHash settings read only by candidate verification: without it (``verify: false``) the
 #: signatures store no slots, no pair is checked and no removal is, so they change nothing
 VERIFY_ONLY = ("threshold", "verify_slots")
@@ -536,7 +550,7 @@ def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any
         return recorded if isinstance(recorded, dict) else None
     if not force:
         what = (f"method {old.get('name', '?').removesuffix('_dedup')} -> {config.method}" if old.get("name") != name
-                else describe_change(old_params, params))
+                else describe_change(_as_config_keys(config.method, old_params), _as_config_keys(config.method, params)))
         raise DedupInputError(f"{run.root} was made by refinery dedup with other settings ({what}); rerun with "
                               f"--force to replace it, or choose a new --output")
     if old.get("name") != name and isinstance(old.get("name"), str):
