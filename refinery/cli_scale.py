@@ -56,7 +56,7 @@ def launch(
     security_group: Optional[list[str]] = typer.Option(None, help="VPC security group id (repeatable)"),
     tag: Optional[list[str]] = typer.Option(None, metavar="KEY=VALUE", help="extra tag KEY=VALUE (repeatable)"),
     env: Optional[list[str]] = typer.Option(None, metavar="KEY=VALUE", help="extra container environment KEY=VALUE (repeatable)"),
-    name: Optional[str] = typer.Option(None, help="pipeline name (default: refinery-<recipe|stage>-<config>-<UTC time>)"),
+    name: Optional[str] = typer.Option(None, help="pipeline name (default: refinery-<config>-<UTC time>; with --stage: refinery-pipeline-ray-<config>-..., refinery-dedup-<config>-..., refinery-<config>-<stage>-...)"),
     build: Optional[bool] = typer.Option(None, "--build/--no-build",
                                          help="build+push the image (default: when a Docker engine answers)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print every request as JSON; send, upload and list nothing"),
