@@ -40,8 +40,9 @@ def dedup(
 ) -> None:
     """Remove duplicates across all shards of RUN_DIR into a new run directory.
 
-    Methods: MinHash (fuzzy), exact text, URL, or exact substrings. OUTPUT gets kept/, removed/ and
-    stats like a pipeline run, plus OUTPUT/dedup_stats.json."""
+    Methods: MinHash (fuzzy), exact text, URL, exact substrings, repeated lines, or benchmark
+    decontamination. OUTPUT gets kept/, removed/ and stats like a pipeline run, plus
+    OUTPUT/dedup_stats.json."""
     from refinery.dedup.config import DedupConfigError, load_dedup_config
     from refinery.dedup.driver import DedupError, run_dedup
     from refinery.executors import TaskError, make_executor
