@@ -94,8 +94,8 @@ class LinesConfig(_Strict):
     min_words: int = Field(2, ge=1, description="fewest words of a candidate line (one-word lines: line_corrections)")
     max_words: int = Field(30, ge=1, description="longest candidate line in words: longer lines are prose")
     fold_digits: bool = Field(True, description="digits compare equal ('Page 2 of 9' = 'Page 3 of 7')")
-    # off by default: every dedup pass's fingerprint holds the lines section, so a default of true
-    # made every run from before it (url and minhash passes too) refuse to resume
+    # off by default: the lines pass's fingerprint holds the lines section (every dedup pass's did
+    # before session 37), so a default of true made runs from before it refuse to resume
     exact_dates: bool = Field(False, description="with fold_digits: a dateline ('Posted on April 11, 2023') keeps its "
                               "digits, so only the same date on many pages is cut (false: every date is one line)")
     max_removed_word_frac: float = Field(0.05, ge=0.0, le=1.0,
