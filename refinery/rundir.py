@@ -174,6 +174,24 @@ class RunDir:
         ours = {f for f in at_top if fs.basename(f) == INPUT_RECORD}
         return [f for f in files if f not in ours][:limit]
 
+    def unfinished_last_pass(self) -> str | None:
+        """The name of the last document pass of the plan ``run.json`` records, when that pass has
+        not finished under it (no ``passes/<pass>.json`` with its fingerprint): a run still at work,
+        stopped, or failed. Its ``kept/`` is not the corpus yet: a multi-pass run in its first pass
+        has no ``OUT/kept`` at all, and one pass's finished shards are part of it. None when it
+        finished, or no plan is recorded (a legacy run, a directory of Parquet shards)."""
+        record = self.recorded_plan()
+        docs = [p for p in (record or {}).get("passes", []) if isinstance(p, dict) and p.get("kind") != "tokenize"]
+        if not docs:
+            return None
+        last, uri = docs[-1], self.pass_marker(str(docs[-1].get("name")))
+        try:
+            marker = fs.read_json(uri) if fs.exists(uri) else None
+        except fs.StorageError:
+            marker = None  # damaged: not a finished pass
+        recorded = last.get("fingerprint")  # a record without one (older dedup outputs): its marker's presence
+        return None if marker and (recorded is None or marker.get("fingerprint") == recorded) else str(last.get("name"))
+
     def document_pass_dirs(self) -> list[PassDir]:
         """The directories of the run's document passes, in order (just OUT for a one-pass run)."""
         record = self.recorded_plan()

@@ -284,6 +284,35 @@ def test_kept_shard_without_marker_is_refused_by_dedup_tokenize_and_train_tokeni
     assert code == 0 and json.loads(out[out.index("{"):])["docs_read"] > 0, err
 
 
+@pytest.mark.no_invariants  # the run stops on purpose, its filter pass failed
+def test_a_run_whose_last_document_pass_has_not_finished_is_refused_by_dedup_and_tokenize(cli, tmp_path, small_input):
+    """Found by adversarial testing: a recipe run stopped in its filter pass (or still at work in it)
+    has no OUT/kept yet, and `refinery dedup OUT` read every Parquet file under OUT as its input:
+    the filter pass's removed/ documents were published as kept, as ``filter__removed__part-000``.
+    A one-pass run stopped with a shard failed was deduplicated over its finished shards alone."""
+    (small_input / "broken.parquet").write_bytes(b"not a parquet file")  # its shard fails
+    recipe = _config(tmp_path, GOPHER + "dedup:\n  - method: exact\n", "recipe.yaml")
+    for cfg, out in ((recipe, tmp_path / "recipe"), (_config(tmp_path, GOPHER), tmp_path / "one")):
+        code, _, err = cli("run", cfg, "-i", small_input, "-o", out, "--workers", "1")
+        assert code == 1 and "broken" in err, err
+        assert (out / "removed").exists() or (out / "filter" / "removed").exists()
+        for args in (["dedup", out, "-o", tmp_path / f"d-{out.name}", "--method", "url", "--workers", "1"],
+                     ["tokenize", out, "-o", tmp_path / f"t-{out.name}"]):
+            code, _, err = cli(*args)
+            assert_one_error_line(code, "", err, "has not finished its", "refinery status")
+        assert not (tmp_path / f"d-{out.name}" / "kept").exists()
+        assert not (tmp_path / f"t-{out.name}" / "manifest.json").exists()
+    # the broken file moved out, the same command finishes the run: both commands go through
+    (small_input / "broken.parquet").unlink()
+    code, _, err = cli("run", recipe, "-i", small_input, "-o", tmp_path / "recipe", "--workers", "1")
+    assert code == 0, err
+    code, out, err = cli("dedup", tmp_path / "recipe", "-o", tmp_path / "d-recipe", "--method", "url", "--workers", "1",
+                         "--json")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "d-recipe" / "kept").glob("*.parquet")) == \
+        sorted(p.name for p in (tmp_path / "recipe" / "kept").glob("*.parquet"))
+
+
 @pytest.mark.no_invariants
 def test_half_published_shards_on_s3_are_not_deduplicated(cli, s3_bucket, s3_server, through_proxy, tmp_path):
     """S3 refuses every write under removed/: every shard fails, and none of its files is published

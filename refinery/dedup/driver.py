@@ -89,7 +89,15 @@ def list_shards(input_dir: str) -> list[Shard]:
     A run directory's shard is finished only once its ``stats/<shard>.json`` marker exists (the
     runner writes it last): a kept shard without it (a shard that failed after publishing kept/,
     e.g. when its removed/ upload was refused) is not read, and the run is refused, naming them."""
-    last = RunDir(input_dir).document_pass_dirs()[-1]
+    run = RunDir(input_dir)
+    unfinished = run.unfinished_last_pass()
+    if unfinished:
+        # its kept/ is not the corpus yet (a run in its first pass has none, and every Parquet file
+        # under it, removed/ and samples/ included, was read as input; found by adversarial testing)
+        raise DedupInputError(f"{input_dir} has not finished its {unfinished!r} pass (the run is still at work, or "
+                              f"was stopped or failed: `refinery status {input_dir}`): finish the run first (run "
+                              f"the same `refinery run` command again)")
+    last = run.document_pass_dirs()[-1]
     kept = last.kept_dir
     is_run = fs.exists(kept)
     root = kept if is_run else input_dir

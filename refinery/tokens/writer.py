@@ -83,7 +83,13 @@ class TokenizeResult:
 def kept_shards(run_dir: str, allow_unfinished: bool = False) -> dict[str, str]:
     """``{shard name: kept parquet URI}`` of a run (its last document pass), refusing shards the
     run has not finished."""
-    last = RunDir(run_dir).document_pass_dirs()[-1]
+    run = RunDir(run_dir)
+    unfinished = None if allow_unfinished else run.unfinished_last_pass()
+    if unfinished:  # its kept/ is not the corpus yet: some shards, or none (found by adversarial testing)
+        raise TokenizeError(f"run {run_dir} has not finished its {unfinished!r} pass (the run is still at work, or was "
+                            f"stopped or failed: `refinery status {run_dir}`): finish the run (run the same "
+                            "`refinery run` command again) or pass --allow-unfinished")
+    last = run.document_pass_dirs()[-1]
     kept_dir = last.kept_dir
     try:
         files = fs.list_files(kept_dir, (".parquet",))
