@@ -608,6 +608,19 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     written otherwise, ``2`` -> ``2.0``, counts: the fingerprint differs), or the stages' new order."""
     a, b = _flatten(old), _flatten(new)
     changes = []
+    # a stage added or taken out is named once, not as each of its params set or unset (a stage
+    # added read "stages.gq2.params.max_words '<unset>' -> 100000 (+6 more)": adversarial testing)
+    before, after = _order(old) or [], _order(new) or []
+    for label, names, side in (("added", [n for n in after if n not in before], new),
+                               ("removed", [n for n in before if n not in after], old)):
+        for name in names:
+            kind = next((x.get("type") for x in side["stages"] if str(x.get("name") or x.get("type")) == name), None)
+            changes.append(f"stage {name!r}{f' ({kind})' if kind and kind != name else ''} {label}")
+            def mine(key: str, name: str = name) -> bool:  # its params and its model files
+                return key.startswith(f"stages.{name}.") or key == f"models.{name}"
+
+            a = {k: v for k, v in a.items() if not mine(k)}
+            b = {k: v for k, v in b.items() if not mine(k)}
     for key in sorted(set(a) | set(b)):
         if not _same(a.get(key, "<unset>"), b.get(key, "<unset>")):
             changes.append(f"{key} {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")

@@ -171,6 +171,14 @@ def test_changed_threshold_is_refused_naming_the_key_and_force_redoes_from_there
                                          r"\['line_corrections', 'gopher_quality'\]"):
         run_pipeline(parse_config(_recipe(stages=two[::-1], dedup=[], tokenize=None)), str(dup_input), str(reordered),
                      workers=1, progress=False)
+    # a stage added or taken out is named as such (it read as each of its params "'<unset>' -> ...")
+    with pytest.raises(RerunError, match=r"'filter' pass: stage 'line_corrections' removed; rerun"):
+        run_pipeline(parse_config(_recipe(stages=two[:1], dedup=[], tokenize=None)), str(dup_input), str(reordered),
+                     workers=1, progress=False)
+    added = two + [{"type": "gopher_quality", "name": "stricter", "params": {"min_words": 40}}]
+    with pytest.raises(RerunError, match=r"'filter' pass: stage 'stricter' \(gopher_quality\) added; rerun"):
+        run_pipeline(parse_config(_recipe(stages=added, dedup=[], tokenize=None)), str(dup_input), str(reordered),
+                     workers=1, progress=False)
     grown = _recipe()
     grown["dedup"].insert(1, {"method": "lines"})
     with pytest.raises(RerunError, match=r"'minhash_dedup' pass: the passes before it changed: \['filter', 'url_dedup', "
