@@ -252,6 +252,16 @@ def check_output_is_ours(plan: Plan, force: bool) -> bool:
                              "output")
         return True
     foreign = plan.run.foreign_files()
+    markers = plan.run.orphan_pass_markers() if foreign else []
+    if markers:
+        # a run whose run.json was deleted: its plan cannot be checked, as for a damaged one; it
+        # was refused as "not a refinery run", --force too, and only deleting it all went on
+        # (found by adversarial testing)
+        if force:
+            return True
+        raise RerunError(f"output {plan.output} is a refinery run without its run.json (it holds {markers[0]}): this "
+                         "config cannot be checked against the run's; pass --force to `refinery run` to redo every "
+                         "pass into it, or choose another output")
     if foreign:
         raise RerunError(f"output {plan.output} is not empty and is not a refinery run (no run.json): it holds "
                          f"{', '.join(foreign)}{' ...' if len(foreign) == 3 else ''}; choose a new or empty "
@@ -263,7 +273,8 @@ def _clear_unrecorded_run(plan: Plan) -> None:
     """Nothing records what a run with a damaged run.json wrote: clear what this plan's passes
     write, the tokens and every pass marker (the old tokens stayed and the loader served them:
     found by a review)."""
-    log.warning("%s is damaged: --force redoes every pass", plan.run.run_json)
+    log.warning("%s is %s: --force redoes every pass", plan.run.run_json,
+                "damaged" if fs.exists(plan.run.run_json) else "missing")
     for p in plan.passes:
         _clear_pass_outputs(plan, p)
     fs.delete_tree(plan.run.tokens_dir)

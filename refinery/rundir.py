@@ -192,6 +192,22 @@ class RunDir:
         recorded = last.get("fingerprint")  # a record without one (older dedup outputs): its marker's presence
         return None if marker and (recorded is None or marker.get("fingerprint") == recorded) else str(last.get("name"))
 
+    def orphan_pass_markers(self) -> list[str]:
+        """The pass markers (``passes/<pass>.json``: a pass name and fingerprint) of a directory
+        without ``run.json``: a refinery run whose plan was deleted. Empty otherwise."""
+        folder = fs.join(self.root, "passes")
+        if fs.exists(self.run_json) or not fs.exists(folder):
+            return []
+        found = []
+        for uri in shard_files(folder, (".json",)):
+            try:
+                marker = fs.read_json(uri)
+            except (fs.StorageError, OSError):
+                continue
+            if isinstance(marker.get("pass"), str) and "fingerprint" in marker:
+                found.append(uri)
+        return found
+
     def document_pass_dirs(self) -> list[PassDir]:
         """The directories of the run's document passes, in order (just OUT for a one-pass run)."""
         record = self.recorded_plan()

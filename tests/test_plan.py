@@ -274,6 +274,16 @@ def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup
     # the old run's tokens went with it: nothing records them, and the loader served them (a review)
     assert not (out / "tokens").exists()
 
+    # run.json deleted (found by adversarial testing): refused as "not a refinery run", --force
+    # too, so only deleting the whole directory went on; now named, and --force redoes it
+    (out / "run.json").unlink()
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(RerunError, match=r"is a refinery run without its run.json \(it holds .*passes/.*pass --force"):
+        run_pipeline(parse_config(other), str(dup_input), str(out), workers=1, progress=False)
+    summary = run_pipeline(parse_config(other), str(dup_input), str(out), workers=1, progress=False, force=True)
+    assert set(summary.passes.values()) == {"done"} and json.loads((out / "run.json").read_text())["passes"]
+    assert (out / "notes.txt").read_text() == "the user's"
+
 
 def test_an_input_file_added_or_removed_is_named_in_the_refusal(dup_input, tmp_path):
     spec = _recipe(dedup=[], tokenize=None)
