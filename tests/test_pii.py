@@ -151,6 +151,16 @@ def test_an_ip_after_words_that_precede_addresses_is_still_redacted() -> None:
     assert "81.2.69." not in out and counts["ip_address"] == 13, out
 
 
+def test_an_ip_with_a_port_after_a_software_name_is_still_redacted() -> None:
+    """A version is never followed by a port: "redis 81.2.69.160:6379" in a config snippet or a
+    forum post is an address, which the software-name rule left in the text (adversarial review)."""
+    text = ("redis 81.2.69.160:6379, mysql 81.2.69.161:3306, # apache 81.2.69.162:80, tomcat 81.2.69.163:8080; "
+            "but Python 3.11.4.0: released, Linux 2.6.32.12 is old")
+    out, counts, _ = PiiRedactor().redact(text)
+    assert "81.2.69." not in out and counts["ip_address"] == 4, out
+    assert "Python 3.11.4.0: released, Linux 2.6.32.12 is old" in out
+
+
 def test_private_ips_are_redacted_when_asked() -> None:
     text = "router 192.168.1.1 and 10.0.0.7, loopback ::1"
     assert PiiRedactor().redact(text)[0] == text

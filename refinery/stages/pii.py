@@ -124,6 +124,9 @@ _SOFTWARE = (
     "magento",
 )
 _SOFTWARE_BEFORE = re.compile(r"(?<![\w.\-/])(?:" + "|".join(_SOFTWARE) + r")(?:\s+|-)$", re.IGNORECASE)
+#: a port after the quad: an address, never a version ("redis 81.2.69.160:6379", "apache 81.2.69.161:80";
+#: none of 172 "quad:digits" in /usr/share/doc, the venv's docs, cc_docs and the trafilatura pages is a version)
+_PORT_AFTER = re.compile(r":\d")
 _GLOBAL_V6 = ipaddress.IPv6Network("2000::/3")
 
 # -- payment cards ----------------------------------------------------------------------------
@@ -346,7 +349,8 @@ class PiiRedactor(Stage):
                     continue  # "1.2.3.4": a version far more often than a host
                 if _VERSION_CONTEXT.search(text, max(0, m.start() - 24), m.start()):
                     continue
-                if _SOFTWARE_BEFORE.search(text, max(0, m.start() - 24), m.start()):
+                if _SOFTWARE_BEFORE.search(text, max(0, m.start() - 24), m.start()) \
+                        and not _PORT_AFTER.match(text, m.end()):
                     continue  # "Linux 2.6.32.12": a product's version
                 if _PRODUCT_SLASH.search(text, max(0, m.start() - 40), m.start()) or (
                         text[m.start() - 1:m.start()] == "/"
