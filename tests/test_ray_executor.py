@@ -276,6 +276,33 @@ def test_a_ray_task_configures_the_workers_logging_at_the_callers_level(monkeypa
         root.removeHandler(handler)
 
 
+def test_a_benchmark_tasks_closing_line_travels_back_with_its_result(tmp_path, monkeypatch):
+    """decontaminate's benchmark task closes with one line per benchmark, like a shard's "done"
+    line, but it was not marked TASK_SUMMARY: on Ray it came through Ray's log forwarding
+    ("(refinery-task pid=977) ... benchmark b1: 5 items"), after the pass's next lines, and may
+    be dropped at shutdown (adversarial review). Run as a Ray worker runs it, in this process."""
+    import json
+    import logging
+
+    from refinery.dedup.decontaminate import benchmark_task
+    from refinery.executors.base import RELAYED_LOG_KEY
+    from refinery.executors.ray import ray_task
+
+    bench = tmp_path / "b.jsonl"
+    bench.write_text(json.dumps({"q": " ".join(f"w{i}" for i in range(40))}) + "\n")
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    task = {"spec": {"name": "b1", "path": str(bench), "fields": ["q"]}, "ngram": 13,
+            "ngram_uri": str(tmp_path / "n.parquet"), "items_uri": str(tmp_path / "i.parquet")}
+    status, result, error, _node = ray_task(benchmark_task, {}, task, 1, "b1", logging.INFO)
+    assert status == "done" and error is None, error
+    lines = [r.getMessage() for r in result.get(RELAYED_LOG_KEY, [])]
+    assert len(lines) == 1 and lines[0].startswith("[decontaminate] benchmark b1: 1 items"), lines
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+
+
 def test_an_http_server_given_for_the_cluster_is_named_at_once(tmp_path):
     """Found by adversarial testing: the dashboard's HTTP port given as RAY_ADDRESS passed the
     TCP check and ray.init retried for minutes; ``http://host:8265`` was taken for a host name."""

@@ -52,6 +52,7 @@ from refinery.config import ConfigError
 from refinery.dedup.config import BenchmarkSpec, DedupConfig
 from refinery.dedup.shuffle import partition_of
 from refinery.dedup.text import _SHINGLE_MUL, mix64, tokenize
+from refinery.executors.base import TASK_SUMMARY
 from refinery.io import fs, parquet
 
 log = logging.getLogger("refinery.dedup")
@@ -254,7 +255,7 @@ def benchmark_task(spec: dict[str, Any], ngram: int, ngram_uri: str, items_uri: 
     short = int((np.bincount(it, minlength=len(texts)) == 0).sum()) if len(texts) else 0
     distinct = int((h[1:] != h[:-1]).sum()) + 1 if len(h) else 0
     log.info("[decontaminate] benchmark %s: %d items (%d without a %d-gram), %d n-grams, %.1fs", bench.name, len(ids),
-             short, ngram, len(h), time.time() - started)
+             short, ngram, len(h), time.time() - started, extra=TASK_SUMMARY)
     return {"items": len(ids), "items_without_ngrams": short, "ngrams": int(len(h)),
             "distinct_hashes": distinct, "seconds": time.time() - started}
 
