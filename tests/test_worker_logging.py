@@ -92,3 +92,32 @@ def test_workers_log_at_the_callers_level(monkeypatch, capfd):
             assert [o.status for o in ex.map(log_at_each_level, [{}], label="log")] == ["done"]
         err = capfd.readouterr().err
         assert [w for w in ("debug", "info", "warning") if f"worker {w} line" in err] == expected, (level, err)
+
+
+def test_workers_keep_a_library_callers_silencing(monkeypatch, capfd):
+    """A library caller silencing refinery got the workers' lines all the same (adversarial
+    review): ``logging.disable(INFO)`` is not in a logger's effective level, so workers logged INFO
+    to stderr; and a relayed record (a worker's through the parent, as on Ray) went to the handlers
+    of a logger set to WARNING, since ``Logger.handle`` does not look at the level."""
+    monkeypatch.setattr(logging.getLogger("refinery"), "level", logging.INFO)
+    monkeypatch.setattr(LocalExecutor, "shows_bar", lambda self: False)
+    logging.disable(logging.INFO)
+    try:
+        with LocalExecutor(2, progress=False) as ex:
+            assert [o.status for o in ex.map(log_at_each_level, [{}], label="log")] == ["done"]
+    finally:
+        logging.disable(logging.NOTSET)
+    err = capfd.readouterr().err
+    assert "worker info line" not in err and "worker warning line" in err, err
+
+    monkeypatch.setattr(LocalExecutor, "shows_bar", lambda self: True)
+    capture = _Capture()
+    logger = logging.getLogger("refinery.test_worker")
+    logger.addHandler(capture)
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    try:
+        with LocalExecutor(2, progress=True) as ex:
+            assert [o.status for o in ex.map(log_at_each_level, [{}], label="log")] == ["done"]
+    finally:
+        logger.removeHandler(capture)
+    assert [r.getMessage() for r in capture.records] == ["worker warning line"]

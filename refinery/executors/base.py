@@ -383,7 +383,16 @@ def relay_log_records(result: dict[str, Any]) -> None:
     """Log here the records a worker sent back with its ``result`` (:data:`TASK_SUMMARY`), through
     this process's logger of the same name and so its handlers and filters, as a pool's queue does."""
     for record in result.pop(RELAYED_LOG_KEY, None) or ():
-        logging.getLogger(record.name).handle(record)
+        relay_record(record)
+
+
+def relay_record(record: logging.LogRecord) -> None:
+    """Log a worker's ``record`` here as this process's logger of its name would log it: only if
+    that logger lets its level through (``Logger.handle`` does not ask: a library caller's
+    ``getLogger("refinery.runner").setLevel(WARNING)`` let every relayed "[shard x] done" through)."""
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
 
 
 def default_workers() -> int:

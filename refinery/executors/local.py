@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from refinery import interrupts
-from refinery.executors.base import Executor, TaskFn, call_task
+from refinery.executors.base import Executor, TaskFn, call_task, relay_record
 from refinery.io.arrow_rows import skip_pandas_probe
 
 log = logging.getLogger("refinery.executors.local")
@@ -51,7 +51,11 @@ def worker_log_level() -> int:
     (INFO from the command line, DEBUG with -v). Workers logged INFO whatever the caller chose, so
     a program or notebook that calls ``run_pipeline`` with logging at WARNING (or unconfigured) got
     a line per shard and per dedup step from every worker (found as a library user)."""
-    return logging.getLogger("refinery").getEffectiveLevel()
+    level = logging.getLogger("refinery").getEffectiveLevel()
+    # logging.disable(INFO), a library caller's way to silence everything up to a level, is not
+    # in the effective level: workers printed their per-shard lines through it (adversarial review)
+    disabled = logging.root.manager.disable
+    return max(level, disabled + 1) if disabled else level
 
 
 def init_worker_logging(level: int = logging.INFO, queue: Any = None, parent_pid: int | None = None) -> None:
@@ -104,7 +108,7 @@ class _ToParentLogging(logging.Handler):
     """Hands a worker's record to the parent's logger of the same name (and so its handlers)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger(record.name).handle(record)
+        relay_record(record)
 
 
 class _QuietSpawnPool(ProcessPoolExecutor):
