@@ -172,14 +172,18 @@ def _load_pairs(folder: Path, cleaneval_markup: bool) -> list[GoldPage]:
     pages = []
     # any case: a.HTML + a.txt was skipped without a word (adversarial testing)
     htmls = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".html", ".htm") and p.is_file())
-    paired = {h.with_suffix(".txt") for h in htmls}
-    orphans = sorted(t.name for t in folder.glob("*.txt") if t not in paired)
+    # the gold text's suffix in any case too: a.html + a.TXT was skipped, and not even warned of
+    texts = sorted((p for p in folder.iterdir() if p.suffix.lower() == ".txt" and p.is_file()),
+                   key=lambda p: p.suffix == ".txt")  # a.txt beside a.TXT is the one read
+    gold_text = {t.stem: t for t in texts}
+    paired = {gold_text[h.stem] for h in htmls if h.stem in gold_text}
+    orphans = sorted(t.name for t in texts if t not in paired)
     if orphans:
         log.warning("gold set %s: %d .txt file(s) without a <name>.html beside them, not scored: %s", folder,
                     len(orphans), ", ".join(orphans[:5]) + (", ..." if len(orphans) > 5 else ""))
     for html_path in htmls:
-        txt = html_path.with_suffix(".txt")
-        if not txt.is_file():
+        txt = gold_text.get(html_path.stem)
+        if txt is None:
             continue  # an HTML file without gold text (e.g. a snippet-format page) is not a pair
         gold = _read_text(txt)
         url_file = html_path.with_suffix(".url")

@@ -217,6 +217,22 @@ def test_pairs_of_any_suffix_case_are_scored_and_unpaired_gold_text_is_named(tmp
     assert [r.getMessage() for r in caplog.records if "without a <name>.html" in r.getMessage()] == [
         f"gold set {tmp_path}: 1 .txt file(s) without a <name>.html beside them, not scored: c.txt"]
 
+def test_gold_text_of_any_suffix_case_is_paired(tmp_path: Path, caplog) -> None:
+    """a.html + a.TXT was skipped without a word (neither paired nor named as unpaired), the
+    same as a.HTML + a.txt before (adversarial review)."""
+    import logging
+
+    for name in ("a.html", "b.html"):
+        (tmp_path / name).write_text(f"<html><body><article>{ARTICLE}</article></body></html>")
+    for name in ("a.TXT", "b.txt", "c.Txt"):
+        (tmp_path / name).write_text("The committee met on Tuesday.")
+    with caplog.at_level(logging.WARNING, logger="refinery"):
+        pages = load_gold(tmp_path)
+    assert sorted(p.name for p in pages) == ["a", "b"]
+    assert [r.getMessage() for r in caplog.records if "without a <name>.html" in r.getMessage()] == [
+        f"gold set {tmp_path}: 1 .txt file(s) without a <name>.html beside them, not scored: c.Txt"]
+
+
 def test_real_pages_snippets_and_partial_gold(real_gold: Path, tmp_path: Path) -> None:
     # honest gold for token recall: a page's "with" snippets (hand-picked by trafilatura's authors)
     # are part of its main text; precision against partial gold means nothing, recall does
