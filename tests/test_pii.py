@@ -276,3 +276,16 @@ def test_git_ssh_addresses_stay_and_mail_to_a_git_user_is_still_redacted() -> No
     assert redact("write to git@example.com today")[0] == "write to <EMAIL> today"
     assert redact("git@example.com: mail us")[0] == "<EMAIL>: mail us"
     assert redact("jane@example.com:org/repo")[0] == "<EMAIL>:org/repo"
+
+
+def test_an_ip_after_a_server_softwares_name_is_still_redacted() -> None:
+    """Server software names precede addresses in inventories and posts ("tomcat 81.2.69.160 (prod)",
+    "PHP 81.2.69.161"), and a name on the line above is no version's: the software-name rule spares
+    only quads with a one-digit major (the 4-part versions that are valid addresses: "Python
+    3.11.4.0", "Linux 2.6.32.12", "Firefox 2.0.0.16"), after a name on the same line (a review's
+    snippets)."""
+    text = ("tomcat 81.2.69.160 (prod), PHP 81.2.69.161, office 81.2.69.162, Hosts: ubuntu 81.2.69.163 and "
+            "User-Agent: Chrome\n5.2.69.164 - - [10/Oct/2000:13:55:36] but Python 3.11.4.0 stays")
+    out, counts, _ = PiiRedactor().redact(text)
+    assert "69.16" not in out and counts["ip_address"] == 5, out
+    assert out.endswith("but Python 3.11.4.0 stays")

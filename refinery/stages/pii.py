@@ -123,7 +123,7 @@ _SOFTWARE = (
     "redis", "mongodb", "openssl", "openssh", "framework", r"\.net", "bios", "wordpress", "drupal", "joomla",
     "magento",
 )
-_SOFTWARE_BEFORE = re.compile(r"(?<![\w.\-/])(?:" + "|".join(_SOFTWARE) + r")(?:\s+|-)$", re.IGNORECASE)
+_SOFTWARE_BEFORE = re.compile(r"(?<![\w.\-/])(?:" + "|".join(_SOFTWARE) + r")(?:[ \t]+|-)$", re.IGNORECASE)
 #: a port after the quad: an address, never a version ("redis 81.2.69.160:6379", "apache 81.2.69.161:80";
 #: none of 172 "quad:digits" in /usr/share/doc, the venv's docs, cc_docs and the trafilatura pages is a version)
 _PORT_AFTER = re.compile(r":\d")
@@ -349,9 +349,12 @@ class PiiRedactor(Stage):
                     continue  # "1.2.3.4": a version far more often than a host
                 if _VERSION_CONTEXT.search(text, max(0, m.start() - 24), m.start()):
                     continue
-                if _SOFTWARE_BEFORE.search(text, max(0, m.start() - 24), m.start()) \
+                # "Linux 2.6.32.12": a product's version. Only with a one-digit major: server software
+                # names also precede addresses ("tomcat 81.2.69.160 (prod)", "PHP 81.2.69.160"; a review's
+                # snippets), and the 4-part versions that are valid addresses have small majors
+                if len(parts[0]) == 1 and _SOFTWARE_BEFORE.search(text, max(0, m.start() - 24), m.start()) \
                         and not _PORT_AFTER.match(text, m.end()):
-                    continue  # "Linux 2.6.32.12": a product's version
+                    continue
                 if _PRODUCT_SLASH.search(text, max(0, m.start() - 40), m.start()) or (
                         text[m.start() - 1:m.start()] == "/"
                         and _USER_AGENT.search(text, max(0, m.start() - 300), m.start())):
