@@ -159,3 +159,48 @@ def test_what_the_fingerprints_leave_out_changes_no_removal(dup_input, tmp_path)
     assert kept(tmp_path / "a") == kept(tmp_path / "b")
     removed = json.loads((tmp_path / "a" / "stats.json").read_text())
     assert removed["docs_removed"] > 0
+
+
+@pytest.fixture(scope="module")
+def old_release(tmp_path_factory) -> Path:
+    """The ``refinery`` package of :data:`WHOLE_SECTION_COMMIT` under its own version (0.8.1)."""
+    try:
+        blob = subprocess.run(["git", "-C", str(ROOT), "archive", WHOLE_SECTION_COMMIT, "refinery"],
+                              capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"the repository's history (commit {WHOLE_SECTION_COMMIT[:7]}) is not available")
+    dest = tmp_path_factory.mktemp("old-release")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=blob, check=True)
+    return dest
+
+
+def test_a_standalone_dedup_made_by_another_refinery_is_refused_not_redone_silently(old_release, dup_input, tmp_path):
+    """`refinery run` refuses a run made by another refinery (`code.refinery`); a standalone
+    `refinery dedup` fingerprints its index with the version too, so after an upgrade the same
+    command redid the whole index and removal run without a word (hours on a real corpus)."""
+    from typer.testing import CliRunner
+
+    from refinery.cli import app
+
+    out = tmp_path / "dedup"
+    env = os.environ | {"PYTHONPATH": str(old_release)}
+    made = subprocess.run([sys.executable, "-m", "refinery.cli", "dedup", str(dup_input), "-o", str(out),
+                           "--workers", "1"], cwd=old_release, env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-3000:]
+    made_by = json.loads((out / "run.json").read_text())["refinery_version"]
+    assert made_by != refinery.__version__
+    before = _mtimes(out)
+    res = CliRunner().invoke(app, ["dedup", str(dup_input), "-o", str(out), "--workers", "1"])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+    assert f"code.refinery '{made_by}' -> '{refinery.__version__}'" in res.output and "--force" in res.output, res.output
+    assert _mtimes(out) == before  # nothing redone, nothing written
+    # another setting as well: both named
+    res = CliRunner().invoke(app, ["dedup", str(dup_input), "-o", str(out), "--workers", "1", "--ngram", "7"])
+    assert "minhash.ngram 5 -> 7; code.refinery" in res.output, res.output
+    # --force redoes it; the same command then skips every pass
+    assert CliRunner().invoke(app, ["dedup", str(dup_input), "-o", str(out), "--workers", "1", "--force"]).exit_code == 0
+    assert json.loads((out / "run.json").read_text())["refinery_version"] == refinery.__version__
+    redone = _mtimes(out)
+    assert CliRunner().invoke(app, ["dedup", str(dup_input), "-o", str(out), "--workers", "1"]).exit_code == 0
+    assert {k: v for k, v in _mtimes(out).items() if "/passes/" in k or k.startswith("kept/")} == \
+        {k: v for k, v in redone.items() if "/passes/" in k or k.startswith("kept/")}

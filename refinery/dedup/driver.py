@@ -541,7 +541,8 @@ def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any
     was silently recomputed and replaced); with ``--force`` it is replaced, and the finished-pass
     marker of another method goes with it (it was left behind). Returns the params the output
     recorded when they are this config's in other terms (a preset, or the threshold of a pass
-    without verification, recorded), so its index and removal shards are fingerprinted as made."""
+    without verification, recorded), so its index and removal shards are fingerprinted as made. An
+    output made by another refinery is refused too, as `refinery run` refuses one (:func:`_version_change`)."""
     from refinery.plan import describe_change
 
     previous = run.recorded_plan()
@@ -554,15 +555,31 @@ def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any
     if isinstance(old_params, dict) and config.method == "minhash":
         # recorded before presets, and the verification settings of a pass without it, were left out
         old_params = _without_unread(old_params | ({"preset": None} if "preset" in old_params else {}))
-    if old.get("name") == name and (not isinstance(old_params, dict) or old_params == params):
+    same_pass = old.get("name") == name and (not isinstance(old_params, dict) or old_params == params)
+    upgraded = _version_change(previous)
+    if same_pass and (force or not upgraded):
         return recorded if isinstance(recorded, dict) else None
     if not force:
         what = (f"method {old.get('name', '?').removesuffix('_dedup')} -> {config.method}" if old.get("name") != name
                 else describe_change(_as_config_keys(config.method, old_params), _as_config_keys(config.method, params)))
+        what = "; ".join(w for w in (what, upgraded) if w)
         raise DedupInputError(f"{run.root} was made by refinery dedup with other settings ({what}); rerun with "
                               f"--force to replace it, or choose a new --output")
     if old.get("name") != name and isinstance(old.get("name"), str):
         fs.delete(run.pass_marker(old["name"]))
+
+
+def _version_change(previous: dict[str, Any]) -> str:
+    """``"code.refinery '0.8.1' -> '0.8.2'"`` when OUTPUT was made by another refinery, as
+    ``refinery run`` names it: the pass's fingerprint holds the version, so such an output's index
+    and removals were all redone without a word, however long they took (found testing the
+    0.8.1 -> 0.8.2 upgrade). An output recorded without a version says nothing."""
+    from refinery import __version__  # as _fingerprint reads it
+
+    made_by = previous.get("refinery_version")
+    if not isinstance(made_by, str) or made_by == __version__:
+        return ""
+    return f"code.refinery {made_by!r} -> {__version__!r}"
 
 
 def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: str, n_shards: int,
