@@ -488,6 +488,11 @@ class TokenLoader:
             if set(diff) & _RESHAPEABLE_AT_EPOCH_START:
                 hint = (f"; {', '.join(sorted(set(diff) & _RESHAPEABLE_AT_EPOCH_START))} can change only at an "
                         f"epoch's start (this state is {position} rows into epoch {epoch})")
+            if "dataset" in diff:
+                # tokens redone (an upgrade of refinery, another config) or another directory: the
+                # state's windows are not these tokens' windows, and no resume can map them
+                hint += (f"; {self.data.uri} holds other tokens than the state was saved on (redone or another "
+                         f"corpus): resume on the token shards it was saved on, or start these without the state")
             raise LoaderStateError(f"loader state does not match this loader ({detail}){hint}")
         if position % self.batch_size or not 0 <= position <= self.batches_per_epoch * self.batch_size:
             raise LoaderStateError(f"loader state position {position} is not a batch boundary of this epoch")
