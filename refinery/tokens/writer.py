@@ -571,10 +571,13 @@ def _check_switched_off(output: str, tok: LoadedTokenizer, work: str) -> None:
             if marker.get("switched_off") != list(tok.switched_off):
                 what = " and ".join(tok.switched_off)
                 effect = ", ".join(_EFFECTS[k] for k in tok.switched_off)
+                # not "tokenized with": 0.8.1 switched it off too and recorded nothing (its tokens are
+                # this refinery's), so the line must not tell its users their tokens differ
                 raise TokenizerMismatchError(
-                    f"{directory} holds shard {marker.get('name')} tokenized with the {what} {tok.name} asks for "
-                    f"(refinery before 0.8.1 applied it: {effect}), which refinery now switches off, so the tokens "
-                    f"differ: use --force to redo every shard, or a fresh --output")
+                    f"{directory} holds shard {marker.get('name')} with no record that the {what} {tok.name} asks "
+                    f"for was switched off: refinery 0.8.0 and earlier applied it ({effect}), 0.8.1 switched it off "
+                    f"and recorded nothing, so its tokens may differ from this refinery's: use --force to redo "
+                    f"every shard, or a fresh --output")
 
 
 def _check_output_place(run_dir: str, output: str) -> None:
