@@ -25,6 +25,7 @@ from refinery.plan import (
     Pass,
     Plan,
     RerunError,
+    claim_run_json,
     finish_pass,
     first_pass_to_redo,
     forget_pass,
@@ -285,10 +286,16 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
              only_shards: set[str] | None = None) -> RunSummary:
     """Run the plan's passes in order (``only_passes``: just these; the passes before them must
     have finished). ``only_shards`` restricts the document pass to one instance's share."""
+    # S3 has no lock: the run.json this plan is made from is known by its ETag (read first: should
+    # it change in between, the plan's write is refused, never wrongly let through)
+    conditional = fs.is_s3(plan.output)
+    tag = fs.etag(plan.run.run_json) if conditional else None
     previous_record = load_previous(plan.run)
     if previous_record is None and check_output_is_ours(plan, force):
         _clear_unrecorded_run(plan)
     redo_from = first_pass_to_redo(plan, previous_record, force)
+    if conditional and redo_from is not None and previous_record and only_shards is None:
+        tag = claim_run_json(plan, previous_record, tag)  # before this replan deletes anything
     if redo_from is not None and len(plan.document_passes) > 1:
         # a run that had one pass kept its removed/, samples/, stats/ at the top of OUT; with more
         # passes each has its own directory, and those would stay as another config's output
@@ -308,7 +315,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         # the funnel of the outputs just cleared: a rerun stopped before its end left the old
         # config's counts in OUT/stats.json (found by testing the stats); rewritten at the end
         fs.delete(plan.run.stats_json)
-    write_plan(plan, previous_record)
+    write_plan(plan, previous_record, tag, conditional=conditional, share=only_shards is not None)
     summary = RunSummary(plan.output)
     previous: Pass | None = None
     names = [p.name for p in plan.passes]

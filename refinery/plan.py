@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -32,6 +33,7 @@ from refinery.config import ConfigError, PipelineConfig
 from refinery.config import same_json as _same
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
+from refinery.io.runlock import RunDirBusy
 from refinery.rundir import INPUT_RECORD, PassDir, RunDir, shards_with_outputs
 from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
 
@@ -849,7 +851,50 @@ def check_finished_inputs_unchanged(plan: Plan) -> None:
                          f"{first.name!r} and the passes after it, or choose a new --output")
 
 
-def write_plan(plan: Plan, previous: dict[str, Any] | None = None) -> None:
+#: fields of run.json that say when, not what: two shares of one launch differ in them only (a
+#: "claim" is not one of them: a replan is under way)
+_WHEN = ("started_at", "updated_at")
+
+
+def _busy(plan: Plan) -> RunDirBusy:
+    return RunDirBusy(f"run directory {plan.output} is in use by another refinery run (it wrote {fs.basename(plan.run.run_json)} "
+                      f"while this one was planning): wait for it to finish, or stop it; then run the same command again")
+
+
+def _same_plan(plan: Plan) -> bool:
+    """Whether ``run.json`` now records this very plan (another share of one launch wrote it)."""
+    try:
+        record = plan.run.recorded_plan()
+    except (fs.StorageError, OSError):
+        return False
+    mine = json.loads(json.dumps(plan.to_json()))
+    return record is not None and {k: v for k, v in record.items() if k not in _WHEN} == mine
+
+
+def claim_run_json(plan: Plan, previous: dict[str, Any], tag: str | None) -> str | None:
+    """Before a replan deletes anything in an S3 run directory: rewrite ``run.json`` as recorded
+    (a crash after this leaves the old plan in place, as before), marked with a fresh claim, only
+    if it is still the version ``tag`` read when planning. Of two replans of one run, one claims
+    it and the other is refused here, before it deletes the winner's outputs. Returns the new
+    ETag (None for a local directory, whose lock does this)."""
+    if not fs.is_s3(plan.output):
+        return tag
+    record = previous | {"claim": uuid.uuid4().hex}
+    try:
+        return fs.write_bytes_if(plan.run.run_json, json.dumps(record, indent=1).encode(), tag)
+    except fs.WriteConflict:
+        raise _busy(plan) from None
+    except fs.StorageError as exc:
+        raise ConfigError(f"output {plan.output} is not writable: {exc}") from None
+
+
+def write_plan(plan: Plan, previous: dict[str, Any] | None = None, tag: str | None = None,
+               conditional: bool = False, share: bool = False) -> None:
+    """Record the plan in ``run.json``. ``conditional`` (an S3 run directory, whose runs no lock
+    orders): only if ``run.json`` is still as read when planning, absent (``tag`` None) or that
+    ETag; else :class:`RunDirBusy` naming the output (another run planned it meanwhile), unless
+    ``share`` (one instance's share of a multi-instance job) and it now records this very plan:
+    the shares of one launch all plan the same run."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     started = (previous or {}).get("started_at") or now  # when the run was first made
     record = plan.to_json() | {"started_at": started, "updated_at": now}
@@ -857,7 +902,16 @@ def write_plan(plan: Plan, previous: dict[str, Any] | None = None) -> None:
         if plan.input_sizes is not None:
             inputs = {"files": plan.input_sizes, "versions": plan.input_versions}
             fs.write_bytes(fs.join(plan.output, INPUT_SIZES_FILE), json.dumps(inputs).encode())
-        fs.write_bytes(plan.run.run_json, json.dumps(record, indent=1).encode())
+        data = json.dumps(record, indent=1).encode()
+        if conditional:
+            fs.write_bytes_if(plan.run.run_json, data, tag)
+        else:
+            fs.write_bytes(plan.run.run_json, data)
+    except fs.WriteConflict:
+        if share and _same_plan(plan):
+            log.info("%s records this plan already (another instance of the job wrote it)", plan.run.run_json)
+            return
+        raise _busy(plan) from None
     except Exception as exc:  # noqa: BLE001 - any storage failure here means "unwritable output"
         raise ConfigError(f"output {plan.output} is not writable: {exc}") from None
 

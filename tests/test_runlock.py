@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from _fault_fixtures import CC_DOCS, split_jsonl
+from _s3_fixtures import s3_root  # noqa: F401 - a fixture
 from refinery.io.runlock import LOCK_FILE, RunDirBusy, run_dir_lock
 
 HOLD = ("import sys, time\n"
@@ -100,3 +101,123 @@ def test_standalone_dedup_and_tokenize_take_their_outputs_lock(tmp_path: Path, c
         code, _, err = cli(*args)
         assert code == 0, err
     assert (tmp_path / "dedup" / "stats.json").exists() and (tmp_path / "tokens" / "manifest.json").exists()
+
+
+# -- S3 run directories: no lock, a conditional write of run.json -------------------------------
+def _released_together(monkeypatch, *calls):
+    """Run ``calls`` in threads held at their first write of a ``run.json`` until all of them got
+    there, so each has read the run directory before any writes it: the race, every time. The
+    real writes run; the gate only orders them. Returns each call's result or exception."""
+    import threading
+
+    from refinery.io import fs
+
+    gate, seen = threading.Barrier(len(calls), timeout=60), threading.local()
+
+    def gated(write):
+        def wrapper(uri, *args, **kwargs):
+            if uri.endswith("/run.json") and not getattr(seen, "done", False):
+                seen.done = True
+                gate.wait()
+            return write(uri, *args, **kwargs)
+        return wrapper
+
+    for name in ("write_bytes", "write_bytes_if"):  # the old code wrote run.json with the first
+        if hasattr(fs, name):
+            monkeypatch.setattr(fs, name, gated(getattr(fs, name)))
+    results: list = [None] * len(calls)
+
+    def run(i):
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # noqa: BLE001 - the loser's refusal is the result
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    monkeypatch.undo()
+    return results
+
+
+def _s3_run(tmp_path: Path, spec: str):
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    import yaml
+
+    def run(out: str, force: bool = False, only_shards: set[str] | None = None):
+        return run_pipeline(parse_config(yaml.safe_load(spec)), str(tmp_path / "in"), out, workers=1, progress=False,
+                            force=force, only_shards=only_shards)
+    return run
+
+
+def _winner_and_loser(results, out: str):
+    from refinery.pipeline import RunSummary
+
+    won = [r for r in results if isinstance(r, RunSummary)]
+    lost = [r for r in results if not isinstance(r, RunSummary)]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert isinstance(lost[0], RunDirBusy), repr(lost[0])
+    assert str(lost[0]) == (f"run directory {out} is in use by another refinery run (it wrote run.json while this "
+                            "one was planning): wait for it to finish, or stop it; then run the same command again")
+    return results.index(won[0])
+
+
+def _shard_fingerprints(out: str) -> tuple[str, list[str]]:
+    import json
+
+    from refinery.io import fs
+
+    run = json.loads(fs.read_bytes(f"{out}/run.json"))
+    markers = [json.loads(fs.read_bytes(u)).get("fingerprint") for u in fs.list_files(f"{out}/stats", (".json",))]
+    return run["passes"][0]["fingerprint"], markers
+
+
+A_SPEC = "name: a\nstages:\n  - type: gopher_quality\n"
+B_SPEC = "name: b\nstages:\n  - type: gopher_repetition\n"
+
+
+def test_two_runs_planning_one_new_s3_output_one_wins_the_other_is_refused(tmp_path, s3_root, monkeypatch) -> None:
+    """Two runs with other configs started at once into one new S3 output both exited 0 and left a
+    corpus of neither (S3 has no lock): now exactly one creates run.json (If-None-Match) and the
+    other is refused in one line naming the output, before it writes a shard. A resume, --force
+    and a second --force racing the first still work."""
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    a, b, out = _s3_run(tmp_path, A_SPEC), _s3_run(tmp_path, B_SPEC), f"{s3_root}/mix"
+    first = _winner_and_loser(_released_together(monkeypatch, lambda: a(out), lambda: b(out)), out)
+    winner, other = (a, b) if first == 0 else (b, a)
+    planned, markers = _shard_fingerprints(out)
+    assert markers == [planned, planned]  # every shard of the winner's config, none of the other's
+    assert all(s == "skipped" for s in (o.status for o in winner(out).outcomes))  # a resume
+    # two --force replans of one run: If-Match on the run.json each read; the loser deletes nothing
+    results = _released_together(monkeypatch, lambda: winner(out, force=True), lambda: other(out, force=True))
+    again = _winner_and_loser(results, out)
+    assert all(o.status == "done" for o in results[again].outcomes)
+    planned, markers = _shard_fingerprints(out)
+    assert markers == [planned, planned]
+    from refinery.status import run_status
+    assert run_status(out).complete
+
+
+def test_the_shares_of_one_launch_accept_the_run_json_they_all_plan_on_s3(tmp_path, s3_root, monkeypatch) -> None:
+    """The instances of a multi-instance job share one S3 run directory by design: released
+    together, each share's conditional write but one loses, finds its own plan recorded and goes
+    on; together they make one complete run. A whole run planning another config beside them is
+    still refused."""
+    from refinery.status import run_status
+
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    a, b, out = _s3_run(tmp_path, A_SPEC), _s3_run(tmp_path, B_SPEC), f"{s3_root}/multi"
+    shares = [lambda: a(out, only_shards={"part-000"}), lambda: a(out, only_shards={"part-001"})]
+    results = _released_together(monkeypatch, *shares)
+    assert [type(r).__name__ for r in results] == ["RunSummary", "RunSummary"], results
+    status = run_status(out)
+    assert status.complete and (status.shards_planned, status.shards_finished) == (2, 2)
+    planned, markers = _shard_fingerprints(out)
+    assert markers == [planned, planned]
+    # a replan with another config (--force) beside a share of the recorded one: one of them only
+    results = _released_together(monkeypatch, lambda: a(out, only_shards={"part-000"}), lambda: b(out, force=True))
+    _winner_and_loser(results, out)

@@ -621,3 +621,47 @@ def sweep_tree_temporaries(root: str) -> int:
 def write_bytes(uri: str, data: bytes) -> None:
     with atomic_output(uri) as f:
         f.write(data)
+
+
+class WriteConflict(StorageError):
+    """A conditional write lost: the object was created or replaced since it was read."""
+
+
+def etag(uri: str) -> str | None:
+    """The ETag of the S3 object ``uri`` (None when it does not exist, and for local files, which
+    the run-directory lock guards instead): what :func:`write_bytes_if` expects to find."""
+    if not is_s3(uri):
+        return None
+    bucket, _, key = resolve(uri)[1].partition("/")
+    try:
+        return str(s3_client().head_object(Bucket=bucket, Key=key)["ETag"])
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+        if _status(exc) == 404:
+            return None
+        raise StorageError(f"cannot read {uri}: {exc}") from None
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None) or {}
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
+    """Write ``uri`` only if it is as read: ``expected`` None, only if it does not exist (S3's
+    ``If-None-Match: *``); else only if its ETag is still ``expected`` (``If-Match``). Returns the
+    new ETag. S3 only: a local file is written as :func:`write_bytes` does (the run-directory lock
+    orders its writers). Raises :class:`WriteConflict` when another writer came first: of two
+    writers that read the same state, exactly one wins."""
+    if not is_s3(uri):
+        write_bytes(uri, data)
+        return None
+    bucket, _, key = resolve(uri)[1].partition("/")
+    condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
+    try:
+        return str(s3_client().put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"])
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+        # 412: created or replaced since read; 409: a concurrent conditional write is in flight;
+        # 404 (If-Match): deleted since read
+        if _status(exc) in (404, 409, 412):
+            raise WriteConflict(f"{uri} was written by another writer since it was read") from None
+        raise StorageError(f"upload to {uri} failed: {exc}") from exc
