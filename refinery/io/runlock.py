@@ -13,8 +13,13 @@ naming the directory and the process holding it.
   run never leaves a stale lock behind. The file stays (removing it would race with a process
   that has just opened it); its name starts with ".", so dataset readers skip it.
 - S3 run directories are not locked: S3 has no such lock, and the instances of the multi-instance
-  launcher share one S3 run directory by design. Neither are filesystems without ``flock``
-  (some network mounts): the run goes on without the lock, and a debug line says so.
+  launcher share one S3 run directory by design. There the plan's ``run.json`` is written
+  conditionally instead (``refinery.plan.write_plan``: S3's ``If-None-Match``/``If-Match`` on the
+  ETag read when planning), so of two runs planning one output only one goes on and the other
+  gets :class:`RunDirBusy`; a share whose write loses goes on when ``run.json`` records its own
+  plan. Unlike the lock this orders planning only: a run that reads a finished plan and resumes
+  it is not refused. Filesystems without ``flock`` (some network mounts) are not locked either:
+  the run goes on without the lock, and a debug line says so.
 """
 
 from __future__ import annotations
