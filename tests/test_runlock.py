@@ -221,3 +221,17 @@ def test_the_shares_of_one_launch_accept_the_run_json_they_all_plan_on_s3(tmp_pa
     # a replan with another config (--force) beside a share of the recorded one: one of them only
     results = _released_together(monkeypatch, lambda: a(out, only_shards={"part-000"}), lambda: b(out, force=True))
     _winner_and_loser(results, out)
+
+
+def test_a_conditional_write_retried_after_its_own_success_is_no_conflict(s3_root: str) -> None:  # noqa: F811
+    """A PUT whose response is lost is retried by botocore; the retry of a conditional create then
+    finds the object its first attempt wrote (412), and the run that won was refused. The same bytes
+    are our own write; other bytes are another writer's."""
+    from refinery.io import fs
+
+    uri = f"{s3_root}/run.json"
+    first = fs.write_bytes_if(uri, b'{"plan": "ours"}', None)
+    assert first and fs.write_bytes_if(uri, b'{"plan": "ours"}', None) == first  # the retry, as it arrives
+    with pytest.raises(fs.WriteConflict, match="another writer"):
+        fs.write_bytes_if(uri, b'{"plan": "theirs"}', None)
+    assert fs.read_bytes(uri) == b'{"plan": "ours"}'

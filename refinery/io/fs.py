@@ -646,6 +646,15 @@ def _status(exc: BaseException) -> int | None:
     return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
+def _object_if_any(bucket: str, key: str) -> tuple[bytes, str] | None:
+    """(bytes, ETag) of an S3 object, or None when it is absent or cannot be read."""
+    try:
+        got = s3_client().get_object(Bucket=bucket, Key=key)
+        return got["Body"].read(), str(got["ETag"])
+    except Exception:  # noqa: BLE001 - absent or unreadable: the caller reports the conflict
+        return None
+
+
 def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
     """Write ``uri`` only if it is as read: ``expected`` None, only if it does not exist (S3's
     ``If-None-Match: *``); else only if its ETag is still ``expected`` (``If-Match``). Returns the
@@ -663,5 +672,9 @@ def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
         # 412: created or replaced since read; 409: a concurrent conditional write is in flight;
         # 404 (If-Match): deleted since read
         if _status(exc) in (404, 409, 412):
+            # a retried PUT whose first attempt succeeded (its response lost) finds its own bytes
+            current = _object_if_any(bucket, key)
+            if current is not None and current[0] == data:
+                return current[1]
             raise WriteConflict(f"{uri} was written by another writer since it was read") from None
         raise StorageError(f"upload to {uri} failed: {exc}") from exc
