@@ -233,6 +233,10 @@ def status(
         )
         for p in st.passes:
             console.print(f"  pass {p['name']:<16} {p['state']:<9} {p.get('detail', '')}", highlight=False, soft_wrap=True)
+        for name, shards in st.outputs_missing.items():  # counted above as pending, not finished
+            shown = ", ".join(shards[:5]) + (" ..." if len(shards) > 5 else "")
+            console.print(f"  missing: {len(shards)} finished shard(s) of pass {name} lost their kept or removed file "
+                          f"({shown}); run the same command again to redo them", highlight=False, soft_wrap=True)
         for shard, error in sorted(st.failed.items()):
             console.print(f"  failed {shard}: {error}", highlight=False, soft_wrap=True)
         for shard, error in sorted(st.set_aside.items()):

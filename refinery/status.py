@@ -30,6 +30,9 @@ class RunStatus:
     passes: list[dict[str, Any]] = field(default_factory=list)  # name, kind, state, detail
     #: failed shards the run went on without (executor.max_failed_fraction): shard -> error
     set_aside: dict[str, str] = field(default_factory=dict)
+    #: pass -> its shards with a finished marker whose kept or removed file is gone (a rerun redoes them);
+    #: they count as neither finished nor in the documents above
+    outputs_missing: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def shards_pending(self) -> int:
@@ -58,10 +61,22 @@ def _shards(out: PassDir) -> tuple[list[dict[str, Any]], dict[str, str]]:
     return finished, {k: v for k, v in failed.items() if k not in done}  # a later attempt finished it
 
 
+def _with_outputs(out: PassDir, finished: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The finished shards whose kept and removed files are both there, and the names of the others:
+    a shard whose file went missing is not finished (a rerun redoes it), and its marker's counts
+    describe documents no longer in the run directory."""
+    if not finished:
+        return finished, []
+    present = shards_with_outputs(out)
+    return ([f for f in finished if f.get("shard") in present],
+            sorted(str(f.get("shard")) for f in finished if f.get("shard") not in present))
+
+
 def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
-                 active: bool | None = None) -> list[dict[str, Any]]:
+                 active: bool | None = None, missing: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
     """Each pass's state. ``active``: whether a run holds the run directory now (None: unknown, as
-    on S3), which tells a pass being run from one whose run was interrupted."""
+    on S3), which tells a pass being run from one whose run was interrupted. ``missing``, if given,
+    receives each pass's finished shards whose outputs went missing."""
     # each pass's directory under the run directory as given here, not as run.json spells it: a run
     # made with a relative --output records relative paths, which mean nothing from another directory
     documents = [p["name"] for p in record["passes"] if p.get("kind") != "tokenize"]
@@ -73,10 +88,10 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
         marker = fs.read_json(marker_uri) if fs.exists(marker_uri) else None
         pass_dir = dirs.get(p["name"])
         finished, failed = _shards(pass_dir) if p["kind"] != "tokenize" and pass_dir is not None else ([], {})
-        if finished and pass_dir is not None:
-            # a shard whose kept or removed file went missing is not finished (a rerun redoes it)
-            present = shards_with_outputs(pass_dir)
-            finished = [f for f in finished if f.get("shard") in present]
+        if pass_dir is not None:
+            finished, lost = _with_outputs(pass_dir, finished)
+            if lost and missing is not None:
+                missing[p["name"]] = lost
         whole = p["kind"] == "tokenize" or len(finished) + len(aside) >= shards_planned
         # a later pass made without other shards than the document pass now sets aside is not
         # finished under the plan (as refinery.plan.pass_finished says; the review found them apart)
@@ -124,8 +139,15 @@ def run_status(run_dir: str) -> RunStatus:
     finished, failed = _shards(first)
     planned = int(manifest.get("shards", len(finished)))
     record = run.recorded_plan()
+    missing: dict[str, list[str]] = {}
+    passes = _pass_states(run, record, planned, run_dir_active(run_dir), missing) if record else []
+    # counts from the shards whose files are there: the markers of shards whose kept file was
+    # deleted said "178 in the corpus so far" with half of OUT/kept gone (found by trials)
+    finished, lost = _with_outputs(first, finished)
+    if lost and not record:  # a run without a recorded plan: one pass at the top of OUT
+        missing["filter"] = lost
     last = run.document_pass_dirs()[-1]
-    kept = sum(s["docs_kept"] for s in (finished if last == first else _shards(last)[0]))
+    kept = sum(s["docs_kept"] for s in (finished if last == first else _with_outputs(last, _shards(last)[0])[0]))
     aside = _set_aside(run, record) if record else set()
     set_aside = {k: v for k, v in failed.items() if k in aside}
     failed = {k: v for k, v in failed.items() if k not in aside}
@@ -140,5 +162,6 @@ def run_status(run_dir: str) -> RunStatus:
         shard_seconds=round(sum(s.get("seconds", 0.0) for s in finished), 3),
         failed=failed,
         set_aside=set_aside,
-        passes=_pass_states(run, record, planned, run_dir_active(run_dir)) if record else [],
+        passes=passes,
+        outputs_missing=missing,
     )

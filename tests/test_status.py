@@ -243,3 +243,37 @@ def test_status_stats_and_report_name_a_missing_bucket(s3_bucket):
         result = CliRunner().invoke(app, command)
         assert result.exit_code != 0 and "the bucket refinery-no-such-bucket-e7 does not exist" in result.output, (
             command, result.output)
+
+
+def test_status_counts_only_the_shards_whose_files_are_there(tmp_path):
+    """Found by trials: with half of OUT/kept deleted, status still counted every shard marker
+    ("178 in the corpus so far", and "3/3 shards finished" for a one-pass run) and did not say a
+    file was gone. It names them, counts them as pending, and the same command redoes them."""
+    src = _input(tmp_path)
+    for i, (spec, kept_dir) in enumerate((({"name": "st", "stages": [{"type": "gopher_quality"}]}, "kept"),
+                           ({"name": "st", "stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url"}]},
+                            "kept"),
+                           ({"name": "st", "stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url"}]},
+                            "filter/kept"))):
+        out = tmp_path / f"out{i}"
+        config = parse_config(spec)
+        run_pipeline(config, str(src), str(out), workers=1, progress=False)
+        whole = run_status(str(out))
+        lost = pq.read_metadata(out / kept_dir / "p1.parquet").num_rows
+        (out / kept_dir / "p1.parquet").unlink()
+        st = run_status(str(out))
+        pass_name = "url_dedup" if kept_dir == "kept" and "dedup" in spec else "filter"
+        assert st.outputs_missing == {pass_name: ["p1"]} and not st.complete
+        if pass_name == "filter":
+            assert (st.shards_finished, st.shards_pending) == (2, 1)
+            assert st.docs_read < whole.docs_read
+        if kept_dir == "kept":  # the corpus's own file: its documents are not in the corpus any more
+            assert st.docs_kept == whole.docs_kept - lost
+        result = CliRunner().invoke(app, ["status", str(out)])
+        assert result.exit_code == 3, result.output
+        assert (f"missing: 1 finished shard(s) of pass {pass_name} lost their kept or removed file (p1); "
+                "run the same command again to redo them") in result.output, result.output
+        run_pipeline(config, str(src), str(out), workers=1, progress=False)
+        again = run_status(str(out))
+        assert again.complete and again.outputs_missing == {} and again.docs_kept == whole.docs_kept
+        assert (out / kept_dir / "p1.parquet").exists()
