@@ -615,3 +615,36 @@ def test_plan_on_a_sample_without_documents_names_the_sample(cli, tmp_path):
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert errors == [f"error: sample {empty}: no documents in its 1 file(s) to measure on: give --sample with "
                       "documents, or --docs-per-core-s and --bytes-per-doc"], err
+
+
+@pytest.fixture()
+def read_only():
+    """Make a directory read-only: a read-only bind mount as root (root writes through modes),
+    its mode otherwise. Yields the function; everything is made writable again after the test."""
+    undo = []
+
+    def make(directory: Path) -> None:
+        if os.geteuid() != 0:
+            directory.chmod(0o555)
+            undo.append(lambda: directory.chmod(0o755))
+            return
+        if subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True).returncode:
+            pytest.skip("cannot make a read-only bind mount here")
+        undo.append(lambda: subprocess.run(["umount", "-l", str(directory)], capture_output=True))
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True, capture_output=True)
+
+    yield make
+    for step in undo:
+        step()
+
+
+def test_a_write_to_a_read_only_directory_names_the_file_not_its_temporary(cli, small_input, tmp_path, read_only):
+    """Found by trials: `refinery report RUN` on a read-only RUN said "error: [Errno 30] Read-only
+    file system: 'RUN/.tmp-<hex>-report.html.partial'", a file the user never asked for."""
+    out = tmp_path / "out"
+    code, _, err = cli("run", _config(tmp_path, GOPHER), "-i", small_input, "-o", out)
+    assert code == 0, err
+    read_only(out)
+    line = assert_one_error_line(*cli("report", out), f"cannot write report.html in {out}")
+    assert ".tmp-" not in line and ".partial" not in line, line
+    assert not any(p.name.startswith(".tmp-") for p in out.iterdir())

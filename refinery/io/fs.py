@@ -565,19 +565,36 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
                 raise StorageError(f"upload to {uri} failed: {exc}") from exc
         return
     directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
     # the temporary name ends in TMP_SUFFIX, not in the file's own suffix: a glob such as DuckDB's
     # 'DIR/*.parquet' (which includes dot files) never reads a half-written or abandoned one
     tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}{TMP_SUFFIX}")
     try:
-        with open(tmp, "wb") as f:
+        with _naming(path):
+            os.makedirs(directory, exist_ok=True)
+            f = open(tmp, "wb")
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _naming(path):
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """Name the file being written, and its directory, in an OSError raised in the block: the
+    error named the hidden temporary (``.tmp-<hex>-report.html.partial``), a file the user never
+    asked for, when the directory was read-only (found by trials)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        directory, name = os.path.split(path)
+        raise OSError(exc.errno, f"{exc.strerror}: cannot write {name} in {directory or '.'}") from exc
 
 
 def sweep_temporaries(uri: str) -> int:
