@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -648,3 +650,34 @@ def test_a_write_to_a_read_only_directory_names_the_file_not_its_temporary(cli, 
     line = assert_one_error_line(*cli("report", out), f"cannot write report.html in {out}")
     assert ".tmp-" not in line and ".partial" not in line, line
     assert not any(p.name.startswith(".tmp-") for p in out.iterdir())
+
+
+def test_a_refused_dedup_leaves_nothing_in_its_output(cli, tmp_path, small_input):
+    """Found by trials: a refused standalone `refinery dedup` left its OUTPUT behind, empty but
+    for .lock (the run lock was taken before the refusals). Nothing is made now; an OUTPUT the
+    user made stays as it was."""
+    run = _run_dir(tmp_path, small_input)
+    tokens = tmp_path / "not-documents"
+    tokens.mkdir()
+    pq.write_table(pa.table({"id": ["a"]}), tokens / "x.parquet")  # no text column
+    made = tmp_path / "made-by-the-user"
+    made.mkdir()
+    for source, output, expected in ((tmp_path / "nowhere", tmp_path / "d1", "input not found"),
+                                     (tokens, tmp_path / "d2", "lacks column(s)"),
+                                     (tmp_path / "nowhere", made, "input not found")):
+        assert_one_error_line(*cli("dedup", source, "-o", output, "--method", "exact", "--workers", "1"), expected)
+        assert (output.exists() and not any(output.iterdir())) if output == made else not output.exists(), output
+    # an output made by another run: refused, and its files are as they were (no .lock added)
+    before = sorted(p.name for p in run.iterdir())
+    other = tmp_path / "run2"
+    assert cli("run", _config(tmp_path, GOPHER), "-i", small_input, "-o", other)[0] == 0
+    listing = sorted(p.name for p in other.iterdir())
+    (other / ".lock").unlink()
+    assert_one_error_line(*cli("dedup", run, "-o", other, "--method", "exact", "--workers", "1"), "holds another run")
+    assert sorted(p.name for p in other.iterdir()) == [n for n in listing if n != ".lock"]
+    assert sorted(p.name for p in run.iterdir()) == before
+    # a dedup output rerun with other settings is refused under its own lock, as before
+    code, _, err = cli("dedup", run, "-o", tmp_path / "d", "--method", "exact", "--workers", "1")
+    assert code == 0, err
+    assert_one_error_line(*cli("dedup", run, "-o", tmp_path / "d", "--method", "url", "--workers", "1"),
+                          "other settings (method exact -> url)")

@@ -47,7 +47,7 @@ from refinery.dedup.substring import (
     substring_task,
 )
 from refinery.io import fs
-from refinery.io.runlock import run_dir_lock
+from refinery.io.runlock import LOCK_FILE, run_dir_lock
 from refinery.rundir import PassDir, RunDir, remove_orphan_shards
 from refinery.runner import shard_name
 
@@ -302,6 +302,7 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
         from refinery.plan import check_separate
 
         check_separate(fs.validate_uri(input_dir), fs.validate_uri(output_dir))
+        _refuse_before_the_lock(fs.validate_uri(input_dir), fs.validate_uri(output_dir), config, work_dir, force)
     owned = executor is None
     executor = executor or make_executor(config.executor.type, config.executor.workers,
                                          ray_address=config.executor.ray_address,
@@ -318,6 +319,22 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
     finally:
         if owned:
             executor.close()
+
+
+def _refuse_before_the_lock(input_dir: str, output_dir: str, config: DedupConfig, work_dir: str | None,
+                            force: bool) -> None:
+    """Make a standalone dedup's refusals before its lock creates OUTPUT and OUTPUT/.lock: a refused
+    dedup left an empty OUTPUT holding only .lock (found by trials). Removing them afterwards could
+    remove a directory the user made, or a lock file another process has open, so nothing is made.
+    They are made again under the lock (:func:`_run_dedup`); only for a lock file not there yet."""
+    if fs.is_s3(output_dir) or fs.exists(fs.join(output_dir, LOCK_FILE)):
+        return  # S3 takes no lock; an existing lock file means nothing new is made
+    shards = list_shards(input_dir)
+    _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force,
+                           fs.validate_uri(work_dir or fs.join(output_dir, "dedup")))
+    _check_columns(shards[0], config.method)
+    if not force:  # with --force it replaces another method's marker: under the lock only
+        _check_rerun(RunDir(output_dir), config, force)
 
 
 def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor, work_dir: str | None,
