@@ -755,12 +755,32 @@ def _input_set_change(plan: Plan) -> str:
     except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
         return ""
     now = dict(zip(plan.shard_names(), plan.input_files))
+    root = input_root(plan.input, plan.input_files).rstrip("/")
     parts = []
     for label, names in (("added", sorted(set(now) - recorded)), ("removed", sorted(recorded - set(now)))):
         if names:
-            shown = [fs.basename(now[n]) if n in now else n for n in names[:3]]
+            shown = [_file_name(now.get(n) or _recorded_input(plan, n), root) or n for n in names[:3]]
             parts.append(f"{label} {', '.join(shown)}{f' and {len(names) - 3} more' if len(names) > 3 else ''}")
     return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _recorded_input(plan: Plan, shard: str) -> str | None:
+    """The input file a shard read, as its stats marker in the first pass recorded it (None when
+    it never finished): a removed file's name is known from nothing else, and the refusal named the
+    shard ("removed cc_3") rather than the file the user moved (cc_3.jsonl; found by trials)."""
+    marker = fs.join(plan.pass_dir(plan.passes[0].name).stats_dir, f"{shard}.json")
+    try:
+        uri = fs.read_json(marker).get("input") if fs.exists(marker) else None
+    except (fs.StorageError, OSError, ValueError):
+        return None
+    return uri if isinstance(uri, str) else None
+
+
+def _file_name(uri: str | None, root: str) -> str | None:
+    """``uri`` relative to the input ``root`` (``sub/a.jsonl``), or its base name when outside it."""
+    if not uri:
+        return None
+    return uri[len(root) + 1:] if uri.startswith(root + "/") else fs.basename(uri)
 
 
 def _unfinished_inputs_removed(plan: Plan) -> set[str]:

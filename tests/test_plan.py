@@ -295,8 +295,18 @@ def test_an_input_file_added_or_removed_is_named_in_the_refusal(dup_input, tmp_p
         run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
     (dup_input / "extra.jsonl.gz").unlink()
     first.unlink()
-    with pytest.raises(RerunError, match=rf"\(removed {first.name.split('.')[0]}\)"):
+    # the file, not its shard: "removed cc_3" for cc_3.jsonl (found by trials)
+    with pytest.raises(RerunError, match=rf"\(removed {re.escape(first.name)}\)"):
         run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    # a file in a subdirectory is named from the input, as the shard is: sub/a.jsonl.gz, not sub__a
+    some = sorted(dup_input.iterdir())[0]
+    (dup_input / "sub").mkdir()
+    shutil.copy(some, dup_input / "sub" / "a.jsonl.gz")
+    out2 = tmp_path / "run2"
+    run_pipeline(parse_config(spec), str(dup_input), str(out2), workers=1, progress=False)
+    (dup_input / "sub" / "a.jsonl.gz").rename(dup_input / "sub" / "b.jsonl.gz")
+    with pytest.raises(RerunError, match=r"\(added sub/b.jsonl.gz; removed sub/a.jsonl.gz\)"):
+        run_pipeline(parse_config(spec), str(dup_input), str(out2), workers=1, progress=False)
 
 
 def test_the_same_input_spelled_otherwise_resumes_and_the_same_spelling_elsewhere_is_refused(
