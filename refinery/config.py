@@ -475,7 +475,14 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig
         config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(source, exc)) from None
-    config.build_stages()  # constructor-level validation of every stage's params
+    try:
+        config.build_stages()  # constructor-level validation of every stage's params
+    except ConfigError as exc:
+        if source == "<dict>":
+            raise
+        # named like every other config error: an unknown stage parameter named the stage and the
+        # parameter but not the file (found by trials)
+        raise ConfigError(f"invalid config {source}: {exc}") from None
     return config
 
 

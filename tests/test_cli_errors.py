@@ -92,7 +92,14 @@ MISTAKES = {
     "run: bad YAML": (["run", "{bad_yaml}", "-i", "{in}", "-o", "{tmp}/o"], ["not valid YAML", "bad.yaml"]),
     "run: duplicate key": (["run", "{dup_yaml}", "-i", "{in}", "-o", "{tmp}/o"], ["duplicate key 'min_words'", "dup.yaml"]),
     "run: unknown stage": (["run", "{unknown_stage}", "-i", "{in}", "-o", "{tmp}/o"], ["unknown stage type 'gopher'"]),
-    "run: min > max": (["run", "{min_max}", "-i", "{in}", "-o", "{tmp}/o"], ["min_words (500) must not exceed max_words (100)"]),
+    "run: min > max": (["run", "{min_max}", "-i", "{in}", "-o", "{tmp}/o"],
+                       ["invalid config {tmp}/minmax.yaml: ", "min_words (500) must not exceed max_words (100)"]),
+    # the stage's errors name the config file as every other config error does (found by trials)
+    "run: unknown stage parameter": (["run", "{typo}", "-i", "{in}", "-o", "{tmp}/o"],
+                                     ["invalid config {tmp}/typo.yaml: stage 'gopher_quality' (gopher_quality): "
+                                      "unknown parameter(s) ['min_wrods']"]),
+    "plan: unknown stage parameter": (["plan", "{typo}", "--input-tb", "1"], ["invalid config {tmp}/typo.yaml: ",
+                                                                              "['min_wrods']"]),
     "run: two bad keys": (["run", "{two_bad}", "-i", "{in}", "-o", "{tmp}/o"], ["colour: unknown key", "reader.batch_size"]),
     # the other commands
     "stats: nothing": (["stats"], ["give either RUN_DIR or --compare"]),
@@ -161,9 +168,10 @@ def test_common_mistakes_are_one_error_line(case, cli, tmp_path, no_aws_region):
         "unknown_stage": _config(tmp_path, "stages:\n  - type: gopher\n", "unknown.yaml"),
         "min_max": _config(tmp_path, GOPHER + "    params: {min_words: 500, max_words: 100}\n", "minmax.yaml"),
         "two_bad": _config(tmp_path, GOPHER + "colour: blue\nreader: {batch_size: 0}\n", "two.yaml"),
+        "typo": _config(tmp_path, GOPHER + "    params: {min_wrods: 3}\n", "typo.yaml"),
     }
     code, out, err = cli(*[a.format(**paths) for a in args])
-    assert_one_error_line(code, out, err, *expected)
+    assert_one_error_line(code, out, err, *[e.format(**paths) for e in expected])
     assert not (tmp_path / "o").exists()  # nothing was written
 
 
