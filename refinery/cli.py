@@ -271,6 +271,25 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def _suggest_options(exc: Exception) -> None:
+    """An unknown long option's suggestions, matched without the leading dashes: click matches the
+    whole name, and the "--" every option shares made `run --bogus` suggest --verbose and `run
+    --forse` --workers too (found by trials). Still click's matching (difflib, its cutoff)."""
+    from difflib import get_close_matches
+
+    try:  # typer >= 0.20 vendors click
+        from typer._click.exceptions import NoSuchOption
+    except ImportError:
+        from click.exceptions import NoSuchOption
+
+    ctx = getattr(exc, "ctx", None)
+    if not isinstance(exc, NoSuchOption) or ctx is None or not exc.option_name.startswith("--"):
+        return
+    names = sorted({o[2:] for p in ctx.command.get_params(ctx) for o in (*p.opts, *getattr(p, "secondary_opts", ()))
+                    if o.startswith("--")})
+    exc.possibilities = [f"--{m}" for m in get_close_matches(exc.option_name[2:], names)]
+
+
 def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     """The ``refinery`` entry point: every error ends as one ``error:`` line on stderr (exit code 2
     for a usage or user error, 1 for an unexpected one) and a traceback only with ``-v``.
@@ -315,6 +334,7 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         code = 2  # the help was printed
     except ClickException as exc:  # usage errors: missing or bad arguments and options
         where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "refinery"
+        _suggest_options(exc)
         print_error(f"{exc.format_message()} (see: {where} --help)")
         code = exc.exit_code if exc.exit_code else 2
     except (Abort, KeyboardInterrupt):

@@ -689,3 +689,19 @@ def test_a_refused_dedup_leaves_nothing_in_its_output(cli, tmp_path, small_input
     assert code == 0, err
     assert_one_error_line(*cli("dedup", run, "-o", tmp_path / "d", "--method", "url", "--workers", "1"),
                           "other settings (method exact -> url)")
+
+
+def test_a_mistyped_option_suggests_the_options_it_is_close_to(cli):
+    """Found by trials: click matched whole names, and the "--" they all share made `run --bogus`
+    suggest --verbose, `run --forse` --workers, `dedup --metod` --seed."""
+    cases = [(["run", "c.yaml", "--bogus"], "--bogus", ""), (["dedup", "r", "--bogus"], "--bogus", ""),
+             (["report", "r", "--bogus"], "--bogus", ""),
+             (["run", "c.yaml", "--forse"], "--forse", "--force, --no-force"),
+             (["run", "c.yaml", "--limt", "3"], "--limt", "--limit"), (["run", "c.yaml", "--out", "o"], "--out", "--output"),
+             (["dedup", "r", "--metod", "url"], "--metod", "--method"), (["report", "r", "--compar", "b"], "--compar", "--compare"),
+             (["--versio"], "--versio", "--version")]
+    for args, typed, suggested in cases:
+        where = "refinery" if args[0].startswith("-") else f"refinery {args[0]}"
+        line = assert_one_error_line(*cli(*args), f"No such option: {typed}")
+        expected = f" (Possible options: {suggested})" if suggested else ""
+        assert line.endswith(f"No such option: {typed}{expected} (see: {where} --help)"), (args, line)
