@@ -623,6 +623,11 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
 
             a = {k: v for k, v in a.items() if not mine(k)}
             b = {k: v for k, v in b.items() if not mine(k)}
+    if set(before) != set(after):
+        # a library only a stage added or taken out runs with came or went with it: it read as an
+        # upgrade, "code.datatrove '<unset>' -> '0.10.1'" (a review); a version changed stays named
+        a, b = ({k: v for k, v in side.items() if not (k.startswith("code.") and (k not in a or k not in b))}
+                for side in (a, b))
     for key in sorted(set(a) | set(b)):
         if not _same(a.get(key, "<unset>"), b.get(key, "<unset>")):
             changes.append(f"{key} {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")

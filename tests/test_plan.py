@@ -225,6 +225,26 @@ def test_other_input_or_overlapping_directories_are_refused(dup_input, tmp_path)
         run_pipeline(parse_config(spec), str(out / "kept"), str(out), workers=1, progress=False)
 
 
+def test_a_stage_added_or_taken_out_is_named_without_the_libraries_it_brings(dup_input, tmp_path):
+    """A review: a stage added read "stage 'pii' added; code.phonenumbers '<unset>' -> '9.0.43'",
+    as if a library had been upgraded; the library came with the stage. An upgrade stays named."""
+    from refinery.plan import describe_change
+
+    out = tmp_path / "run"
+    gopher = [{"type": "gopher_quality"}]
+    run_pipeline(parse_config(_recipe(stages=gopher, dedup=[], tokenize=None)), str(dup_input), str(out), workers=1,
+                 progress=False)
+    with_pii = _recipe(stages=gopher + [{"type": "pii"}], dedup=[], tokenize=None)
+    with pytest.raises(RerunError, match=r"'filter' pass: stage 'pii' added; rerun with --force"):
+        run_pipeline(parse_config(with_pii), str(dup_input), str(out), workers=1, progress=False)
+    old, new = (plan_run(parse_config(_recipe(stages=s, dedup=[], tokenize=None)), str(dup_input), str(out)).passes[0]
+                .params for s in (gopher + [{"type": "pii"}], gopher))
+    assert describe_change(old, new) == "stage 'pii' removed"
+    upgraded = json.loads(json.dumps(old))
+    upgraded["code"]["phonenumbers"] = "0.0.1"
+    assert describe_change(upgraded, old) == "code.phonenumbers '0.0.1' -> " + repr(old["code"]["phonenumbers"])
+
+
 def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup_input, tmp_path, monkeypatch):
     """Found by adversarial testing: a run into a directory holding another team's files (no
     run.json) deleted its kept/ and tokens/ files, and a damaged run.json let a rerun with another
