@@ -272,12 +272,17 @@ def check_output_is_ours(plan: Plan, force: bool) -> bool:
 
 def _clear_unrecorded_run(plan: Plan) -> None:
     """Nothing records what a run with a damaged run.json wrote: clear what this plan's passes
-    write, the tokens and every pass marker (the old tokens stayed and the loader served them:
+    write, the directories its pass markers name, the tokens and every pass marker (the old tokens
+    stayed and the loader served them:
     found by a review)."""
     log.warning("%s is %s: --force redoes every pass", plan.run.run_json,
                 "damaged" if fs.exists(plan.run.run_json) else "missing")
+    # the directories of the old run's passes, named by their markers (read before they go): they
+    # stayed beside the corpus as another config's output (a recipe's filter/ after a one-pass --force)
+    old = [{"name": n} for n in plan.run.marked_pass_names() if n not in ("kept", "tokens", "passes")]
     for p in plan.passes:
         _clear_pass_outputs(plan, p)
+    remove_dropped_passes(plan.run, old, {p.name: p.role for p in plan.passes})
     fs.delete_tree(plan.run.tokens_dir)
     fs.delete_tree(fs.join(plan.output, "passes"))
 

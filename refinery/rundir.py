@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,6 +208,19 @@ class RunDir:
             if isinstance(marker.get("pass"), str) and "fingerprint" in marker:
                 found.append(uri)
         return found
+
+    def marked_pass_names(self) -> list[str]:
+        """The pass names the markers in ``passes/`` record (a plain name each: a marker is read,
+        not trusted, before a directory of that name is deleted)."""
+        names = []
+        for uri in shard_files(fs.join(self.root, "passes"), (".json",)):
+            try:
+                name = fs.read_json(uri).get("pass")
+            except (fs.StorageError, OSError, AttributeError):
+                continue
+            if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) and ".." not in name:
+                names.append(name)
+        return names
 
     def document_pass_dirs(self) -> list[PassDir]:
         """The directories of the run's document passes, in order (just OUT for a one-pass run)."""

@@ -305,6 +305,24 @@ def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup
     assert (out / "notes.txt").read_text() == "the user's"
 
 
+def test_force_into_a_run_without_its_run_json_removes_the_old_passes_directories(dup_input, tmp_path):
+    """A review: a recipe run whose run.json was deleted, redone with --force by a one-pass config,
+    kept the recipe's filter/ and url_dedup/ (their removed documents, another config's) beside
+    the new corpus; its pass markers name them. A user's directory beside them stays."""
+    out = tmp_path / "run"
+    recipe = _recipe(dedup=[{"method": "url"}], tokenize=None)
+    run_pipeline(parse_config(recipe), str(dup_input), str(out), workers=1, progress=False)
+    assert (out / "filter" / "removed").is_dir() and (out / "url_dedup").is_dir()
+    (out / "run.json").unlink()
+    (out / "notes").mkdir()
+    (out / "notes" / "a.txt").write_text("the user's")
+    one = _recipe(dedup=[], tokenize=None)
+    summary = run_pipeline(parse_config(one), str(dup_input), str(out), workers=1, progress=False, force=True)
+    assert set(summary.passes.values()) == {"done"}
+    assert not (out / "filter").exists() and not (out / "url_dedup").exists()
+    assert (out / "notes" / "a.txt").read_text() == "the user's"
+
+
 def test_an_input_file_added_or_removed_is_named_in_the_refusal(dup_input, tmp_path):
     spec = _recipe(dedup=[], tokenize=None)
     out = tmp_path / "run"
