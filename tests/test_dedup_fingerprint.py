@@ -204,3 +204,26 @@ def test_a_standalone_dedup_made_by_another_refinery_is_refused_not_redone_silen
     assert CliRunner().invoke(app, ["dedup", str(dup_input), "-o", str(out), "--workers", "1"]).exit_code == 0
     assert {k: v for k, v in _mtimes(out).items() if "/passes/" in k or k.startswith("kept/")} == \
         {k: v for k, v in redone.items() if "/passes/" in k or k.startswith("kept/")}
+
+
+def test_a_standalone_dedup_made_with_another_rensa_is_refused_naming_it(dup_input, tmp_path):
+    """A standalone MinHash index is fingerprinted with rensa's version, so after a rensa upgrade
+    the same command redid the index and removals without a word (a review); run.json now records
+    the method's libraries and a rerun names the change, as it names refinery's own version."""
+    from typer.testing import CliRunner
+
+    from refinery.cli import app
+    from refinery.plan import library_version
+
+    out = tmp_path / "dedup"
+    args = ["dedup", str(dup_input), "-o", str(out), "--workers", "1"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["code"] == {"rensa": library_version("rensa")}
+    record["code"]["rensa"] = "0.0.1"  # as an older rensa recorded it
+    (out / "run.json").write_text(json.dumps(record))
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+    assert f"code.rensa '0.0.1' -> '{library_version('rensa')}'" in res.output and "--force" in res.output, res.output
+    assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0
+    assert CliRunner().invoke(app, args).exit_code == 0  # recorded anew: resumes

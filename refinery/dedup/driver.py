@@ -593,15 +593,23 @@ def _version_change(previous: dict[str, Any]) -> str:
     0.8.1 -> 0.8.2 upgrade). An output recorded without a version says nothing."""
     from refinery import __version__  # as _fingerprint reads it
 
+    from refinery.plan import library_version
+
     made_by = previous.get("refinery_version")
-    if not isinstance(made_by, str) or made_by == __version__:
-        return ""
-    return f"code.refinery {made_by!r} -> {__version__!r}"
+    changes = [f"code.refinery {made_by!r} -> {__version__!r}"] if isinstance(made_by, str) and made_by != __version__ else []
+    # the libraries the method's index fingerprint holds (rensa), recorded since session 37: a
+    # library upgrade redid the index without a word too (found by a review)
+    recorded = previous.get("code")
+    for dist, version in (recorded.items() if isinstance(recorded, dict) else ()):
+        if version != library_version(dist):
+            changes.append(f"code.{dist} {version!r} -> {library_version(dist)!r}")
+    return "; ".join(changes)
 
 
 def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: str, n_shards: int,
                 write_manifest: bool = True, fingerprint: str | None = None, index_seconds: float = 0.0) -> dict[str, Any]:
     from refinery.io.dataset import unify_pass_schemas
+    from refinery.plan import DEDUP_LIBRARIES, library_version
     from refinery.stats.funnel import load_shard_stats, merge_shard_stats
 
     merged = merge_shard_stats(load_shard_stats(out))  # checks kept + removed = read
@@ -623,6 +631,7 @@ def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: st
         "summary": {k: merged[k] for k in ("shards", "docs_read", "docs_kept", "docs_removed")}}, indent=1).encode())
     manifest = {
         "refinery_version": __version__,
+        "code": {dist: library_version(dist) for dist in DEDUP_LIBRARIES.get(config.method, ())},
         "kind": "dedup",
         "name": name,
         "passes": [{"name": name, "kind": "dedup", "fingerprint": fingerprint, "dir": output_dir, "shuffles": True,
