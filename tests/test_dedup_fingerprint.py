@@ -57,16 +57,22 @@ def dup_input(tmp_path: Path) -> Path:
     return tmp_path / "in"
 
 
-@pytest.fixture(scope="module")
-def old_code(tmp_path_factory) -> Path:
+def _archived_package(tmp_path_factory, name: str) -> Path:
     """The ``refinery`` package as it was at :data:`WHOLE_SECTION_COMMIT` (git archive: read-only)."""
     try:
         blob = subprocess.run(["git", "-C", str(ROOT), "archive", WHOLE_SECTION_COMMIT, "refinery"],
                               capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip(f"the repository's history (commit {WHOLE_SECTION_COMMIT[:7]}) is not available")
-    dest = tmp_path_factory.mktemp("old-code")
+    dest = tmp_path_factory.mktemp(name)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=blob, check=True)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def old_code(tmp_path_factory) -> Path:
+    """The package of :data:`WHOLE_SECTION_COMMIT` under today's version number."""
+    dest = _archived_package(tmp_path_factory, "old-code")
     # the old code under today's version number: what is tested is how dedup passes were
     # fingerprinted, not a version bump (which refuses old runs on purpose)
     init = dest / "refinery" / "__init__.py"
@@ -164,14 +170,7 @@ def test_what_the_fingerprints_leave_out_changes_no_removal(dup_input, tmp_path)
 @pytest.fixture(scope="module")
 def old_release(tmp_path_factory) -> Path:
     """The ``refinery`` package of :data:`WHOLE_SECTION_COMMIT` under its own version (0.8.1)."""
-    try:
-        blob = subprocess.run(["git", "-C", str(ROOT), "archive", WHOLE_SECTION_COMMIT, "refinery"],
-                              capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"the repository's history (commit {WHOLE_SECTION_COMMIT[:7]}) is not available")
-    dest = tmp_path_factory.mktemp("old-release")
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=blob, check=True)
-    return dest
+    return _archived_package(tmp_path_factory, "old-release")
 
 
 def test_a_standalone_dedup_made_by_another_refinery_is_refused_not_redone_silently(old_release, dup_input, tmp_path):

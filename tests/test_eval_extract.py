@@ -202,35 +202,23 @@ def test_snippet_gold_that_would_change_the_figures_silently_is_one_line(tmp_pat
     assert [p.with_snippets for p in load_gold(gold)] == [entry["with"], []]
 
 
-def test_pairs_of_any_suffix_case_are_scored_and_unpaired_gold_text_is_named(tmp_path: Path, caplog) -> None:
-    """Found by adversarial testing: a.HTML + a.txt was skipped, and a .txt without its .html
-    ignored, without a word (three gold texts scored as "pages 1")."""
+@pytest.mark.parametrize("html_names, txt_names", [(("a.HTML", "b.htm"), ("a.txt", "b.txt", "c.txt")),
+                                                    (("a.html", "b.html"), ("a.TXT", "b.txt", "c.Txt"))])
+def test_pairs_of_any_suffix_case_are_scored_and_unpaired_gold_text_is_named(tmp_path: Path, caplog, html_names,
+                                                                             txt_names) -> None:
+    """Found by adversarial testing: a.HTML + a.txt, and a.html + a.TXT, were skipped, and a .txt
+    without its .html ignored, without a word (three gold texts scored as "pages 1")."""
     import logging
 
-    for name in ("a.HTML", "b.htm"):
+    for name in html_names:
         (tmp_path / name).write_text(f"<html><body><article>{ARTICLE}</article></body></html>")
-    for name in ("a.txt", "b.txt", "c.txt"):
+    for name in txt_names:
         (tmp_path / name).write_text("The committee met on Tuesday.")
     with caplog.at_level(logging.WARNING, logger="refinery"):
         pages = load_gold(tmp_path)
     assert sorted(p.name for p in pages) == ["a", "b"]
     assert [r.getMessage() for r in caplog.records if "without a <name>.html" in r.getMessage()] == [
-        f"gold set {tmp_path}: 1 .txt file(s) without a <name>.html beside them, not scored: c.txt"]
-
-def test_gold_text_of_any_suffix_case_is_paired(tmp_path: Path, caplog) -> None:
-    """a.html + a.TXT was skipped without a word (neither paired nor named as unpaired), the
-    same as a.HTML + a.txt before (adversarial review)."""
-    import logging
-
-    for name in ("a.html", "b.html"):
-        (tmp_path / name).write_text(f"<html><body><article>{ARTICLE}</article></body></html>")
-    for name in ("a.TXT", "b.txt", "c.Txt"):
-        (tmp_path / name).write_text("The committee met on Tuesday.")
-    with caplog.at_level(logging.WARNING, logger="refinery"):
-        pages = load_gold(tmp_path)
-    assert sorted(p.name for p in pages) == ["a", "b"]
-    assert [r.getMessage() for r in caplog.records if "without a <name>.html" in r.getMessage()] == [
-        f"gold set {tmp_path}: 1 .txt file(s) without a <name>.html beside them, not scored: c.Txt"]
+        f"gold set {tmp_path}: 1 .txt file(s) without a <name>.html beside them, not scored: {txt_names[-1]}"]
 
 
 def test_real_pages_snippets_and_partial_gold(real_gold: Path, tmp_path: Path) -> None:
