@@ -235,3 +235,149 @@ def test_a_conditional_write_retried_after_its_own_success_is_no_conflict(s3_roo
     with pytest.raises(fs.WriteConflict, match="another writer"):
         fs.write_bytes_if(uri, b'{"plan": "theirs"}', None)
     assert fs.read_bytes(uri) == b'{"plan": "ours"}'
+
+
+# -- S3 outputs of the standalone commands: a claim, OUTPUT/.claim ------------------------------
+def _local_run(tmp_path: Path, cli) -> Path:
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 4)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: t\nstages:\n  - type: gopher_quality\n")
+    code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "run")
+    assert code == 0, err
+    return tmp_path / "run"
+
+
+def _dedup(run: Path, method: str, **kwargs):
+    from refinery.dedup.config import load_dedup_config
+    from refinery.dedup.driver import run_dedup
+
+    return lambda out: run_dedup(str(run), out, load_dedup_config(None, {"method": method, "executor.workers": 1}),
+                                 **kwargs)
+
+
+def _tokenize(run: Path, seed: int, **kwargs):
+    from refinery.tokens.writer import tokenize_run
+
+    return lambda out: tokenize_run(str(run), out, "gpt2", shuffle=True, num_shards=2, seed=seed, progress=False,
+                                    **kwargs)
+
+
+def _gate_at_claim(monkeypatch, *calls):
+    """:func:`_released_together` at each call's first write of OUTPUT/.claim (the old code, which
+    wrote none, ran both calls to their end: the test fails on it by their results)."""
+    import threading
+
+    from refinery.io import fs
+
+    gate, seen = threading.Barrier(len(calls), timeout=60), threading.local()
+    write = fs.write_bytes_if
+
+    def gated(uri, *args, **kwargs):
+        if uri.endswith("/.claim") and not getattr(seen, "done", False):
+            seen.done = True
+            gate.wait()
+        return write(uri, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "write_bytes_if", gated)
+    results: list = [None] * len(calls)
+
+    def run(i):
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # noqa: BLE001 - the loser's refusal is the result
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    monkeypatch.undo()
+    return results
+
+
+def _one_refused(results, out: str) -> int:
+    lost = [r for r in results if isinstance(r, Exception)]
+    assert len(lost) == 1, results
+    assert isinstance(lost[0], RunDirBusy), repr(lost[0])
+    assert str(lost[0]).startswith(f"output {out} is in use by another refinery command (refinery "), str(lost[0])
+    assert "\n" not in str(lost[0])
+    return 1 - results.index(lost[0])
+
+
+def test_standalone_commands_started_together_into_one_s3_output_one_is_refused(tmp_path, s3_root, monkeypatch,
+                                                                                  cli) -> None:
+    """Two `refinery dedup` (exact, url) or two `refinery tokenize` (seeds 0, 1) started at once
+    into one S3 output both wrote shards; the loser failed on the winner's files or exited 0
+    over them (race_demo: 10 of 10 trials). Now each claims OUTPUT/.claim first: of two that read
+    it together exactly one proceeds and the other is refused in one line naming the output,
+    before writing anything; the output is the winner's alone."""
+    import json
+
+    from refinery.io import fs
+    from refinery.status import run_status
+
+    run = _local_run(tmp_path, cli)
+    out = f"{s3_root}/dedup"
+    results = _gate_at_claim(monkeypatch, lambda: _dedup(run, "exact")(out), lambda: _dedup(run, "url")(out))
+    won = _one_refused(results, out)
+    recorded = json.loads(fs.read_bytes(f"{out}/run.json"))
+    assert recorded["dedup"]["method"] == ("exact", "url")[won] == results[won]["method"]
+    assert run_status(out).complete
+    assert json.loads(fs.read_bytes(f"{out}/.claim"))["released"]  # the winner let go at its end
+
+    out = f"{s3_root}/tokens"
+    results = _gate_at_claim(monkeypatch, lambda: _tokenize(run, 0)(out), lambda: _tokenize(run, 1)(out))
+    won = _one_refused(results, out)
+    assert json.loads(fs.read_bytes(f"{out}/manifest.json"))["shuffle"]["seed"] == won
+    code, _, err = cli("verify-tokens", out)
+    assert code == 0, err
+
+
+HOLD_CLAIM = ("import sys, time\n"
+              "from refinery.io.runlock import claim_output\n"
+              "claim_output(sys.argv[1], sys.argv[2], {})\n"
+              "print('held', flush=True)\n"
+              "time.sleep(120)\n")
+
+
+def test_a_running_commands_s3_claim_refuses_another_and_a_killed_ones_does_not_block(tmp_path, s3_root, cli,
+                                                                                      monkeypatch) -> None:
+    """A command started while another holds the output's claim is refused (in one line, making
+    nothing); once the holder is killed (no release) the rerun goes on at once on its host, and
+    on another host after the claim lapses; --force redoes a finished output under a new claim."""
+    import json
+
+    from refinery.io import fs, runlock
+
+    run = _local_run(tmp_path, cli)
+    commands = {"dedup": ("dedup", run, "-o", f"{s3_root}/dedup", "--method", "exact", "--workers", "1"),
+                "tokenize": ("tokenize", run, "-o", f"{s3_root}/tokens")}
+    for command, args in commands.items():
+        out = str(args[3])
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_CLAIM, out, command], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            code, _, err = cli(*args)
+            lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+            assert code == 2 and len(lines) == 1, err
+            assert lines[0].startswith(f"error: output {out} is in use by another refinery command (refinery "
+                                       f"{command}, pid {holder.pid} on "), lines[0]
+            assert fs.list_files(out) == [] and fs.exists(f"{out}/.claim")  # nothing made (listings skip .claim)
+        finally:
+            holder.send_signal(signal.SIGKILL)  # killed: its claim is not released
+            holder.wait()
+        code, _, err = cli(*args)  # its pid is gone from this host: the claim is not held
+        assert code == 0, err
+        code, _, err = cli(*args, "--force")  # a finished output: its claim was released
+        assert code == 0, err
+    # a killed command of another host: held until its renewals lapse, then taken over
+    out = str(commands["dedup"][3])
+    other = {"command": "dedup", "claim": "x", "pid": 1, "host": "elsewhere", "since": "then", "settings": {}}
+    fs.write_bytes(f"{out}/.claim", json.dumps(other).encode())
+    code, _, err = cli(*commands["dedup"])
+    assert code == 2 and "(refinery dedup, pid 1 on elsewhere, started then; its claim .claim was renewed " in err
+    monkeypatch.setattr(runlock, "CLAIM_TTL_SECONDS", 0.0)  # as if its last renewal were that long ago
+    code, _, err = cli(*commands["dedup"])
+    assert code == 0, err
+    assert json.loads(fs.read_bytes(f"{out}/.claim"))["pid"] == os.getpid()

@@ -47,7 +47,7 @@ from refinery.dedup.substring import (
     substring_task,
 )
 from refinery.io import fs
-from refinery.io.runlock import LOCK_FILE, run_dir_lock
+from refinery.io.runlock import CLAIM_FILE, LOCK_FILE, OutputClaim, confirm_claim, output_guard
 from refinery.rundir import PassDir, RunDir, remove_orphan_shards
 from refinery.runner import shard_name
 
@@ -313,9 +313,11 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
         work_dir = fs.absolute(work_dir) if work_dir else None
     try:
         # standalone (`refinery dedup`): two of them on one output would redo and rename each
-        # other's shards, like two runs; a pass of a plan (explicit shards) runs under the plan's lock
-        with nullcontext() if shards is not None else run_dir_lock(fs.validate_uri(output_dir)):
-            return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream)
+        # other's shards, like two runs (on S3: overwrite them); a pass of a plan (explicit shards)
+        # runs under the plan's lock
+        settings = {"input": input_dir, "method": config.method, "force": force}
+        with nullcontext() if shards is not None else output_guard(fs.validate_uri(output_dir), "dedup", settings) as claim:
+            return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream, claim)
     finally:
         if owned:
             executor.close()
@@ -323,12 +325,13 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
 
 def _refuse_before_the_lock(input_dir: str, output_dir: str, config: DedupConfig, work_dir: str | None,
                             force: bool) -> None:
-    """Make a standalone dedup's refusals before its lock creates OUTPUT and OUTPUT/.lock: a refused
-    dedup left an empty OUTPUT holding only .lock (found by trials). Removing them afterwards could
-    remove a directory the user made, or a lock file another process has open, so nothing is made.
-    They are made again under the lock (:func:`_run_dedup`); only for a lock file not there yet."""
-    if fs.is_s3(output_dir) or fs.exists(fs.join(output_dir, LOCK_FILE)):
-        return  # S3 takes no lock; an existing lock file means nothing new is made
+    """Make a standalone dedup's refusals before its lock creates OUTPUT and OUTPUT/.lock (on S3:
+    its claim, OUTPUT/.claim): a refused dedup left an empty OUTPUT holding only .lock (found by
+    trials). Removing them afterwards could remove a directory the user made, or a lock file
+    another process has open, so nothing is made. They are made again under the lock or claim
+    (:func:`_run_dedup`); only for a lock or claim not there yet."""
+    if fs.exists(fs.join(output_dir, CLAIM_FILE if fs.is_s3(output_dir) else LOCK_FILE)):
+        return  # an existing lock file or claim means nothing new is made
     shards = list_shards(input_dir)
     _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force,
                            fs.validate_uri(work_dir or fs.join(output_dir, "dedup")))
@@ -338,7 +341,8 @@ def _refuse_before_the_lock(input_dir: str, output_dir: str, config: DedupConfig
 
 
 def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor, work_dir: str | None,
-               force: bool, shards: list[Shard] | None, out: PassDir | None, upstream: str | None) -> dict[str, Any]:
+               force: bool, shards: list[Shard] | None, out: PassDir | None, upstream: str | None,
+               claim: OutputClaim | None = None) -> dict[str, Any]:
     input_dir, output_dir = fs.validate_uri(input_dir), fs.validate_uri(output_dir)
     out = out or PassDir(output_dir)
     work_root = fs.validate_uri(work_dir or (out.index_dir if upstream else fs.join(output_dir, "dedup")))
@@ -397,6 +401,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     # (585,882 docs/s shown for a URL pass of 4,100; found by testing the stats)
     index_seconds = sum(float(v.get("task_seconds", v.get("wall_seconds", 0.0)) or 0.0)
                         for k, v in passes.items() if k != "remove" and isinstance(v, dict))
+    confirm_claim(claim)  # S3: still this dedup's output (not claimed by one started since)
     run_stats = _finish_run(out, input_dir, config, work_root, len(shards), write_manifest=standalone,
                             fingerprint=work.fingerprint, index_seconds=index_seconds)
     expected = extra.get("docs_to_remove")

@@ -695,3 +695,21 @@ def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
                 return current[1]
             raise WriteConflict(f"{uri} was written by another writer since it was read") from None
         raise StorageError(f"upload to {uri} failed: {exc}") from exc
+
+
+def read_if_any_with_age(uri: str) -> tuple[bytes, str, float] | None:
+    """(bytes, ETag, age in seconds) of the S3 object ``uri``, or None when it does not exist. The
+    age is measured on the server's clock alone (its ``Date`` header minus the object's
+    ``LastModified``), so clocks of the hosts that wrote and read it never enter."""
+    from email.utils import parsedate_to_datetime
+
+    bucket, _, key = resolve(uri)[1].partition("/")
+    try:
+        got = s3_client().get_object(Bucket=bucket, Key=key)
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+        if _status(exc) == 404:
+            return None
+        raise StorageError(f"cannot read {uri}: {exc}") from None
+    date = got.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    age = (parsedate_to_datetime(date) - got["LastModified"]).total_seconds() if date else 0.0
+    return got["Body"].read(), str(got["ETag"]), max(age, 0.0)

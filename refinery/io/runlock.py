@@ -20,6 +20,15 @@ naming the directory and the process holding it.
   plan. Unlike the lock this orders planning only: a run that reads a finished plan and resumes
   it is not refused. Filesystems without ``flock`` (some network mounts) are not locked either:
   the run goes on without the lock, and a debug line says so.
+- The standalone ``refinery dedup`` and ``refinery tokenize`` write their ``run.json`` or
+  ``manifest.json`` only at their end, so on S3 they claim their output for as long as they run
+  (:func:`output_guard`): ``OUTPUT/.claim``, written conditionally on the version read just
+  before (of two commands started together one wins), renewed every
+  :data:`CLAIM_HEARTBEAT_SECONDS` and marked released at the end. A command finding a claim that
+  is held (not released, renewed within :data:`CLAIM_TTL_SECONDS` by the server's clock, and on
+  this host by a process that still exists) is refused in one line; a finished command's claim
+  is released, and a killed one's lapses (at once on its own host, else after the TTL), so a
+  rerun goes on. ``--force`` changes what is redone, not who holds the output.
 """
 
 from __future__ import annotations
@@ -28,15 +37,21 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 from refinery.io import fs
 
 log = logging.getLogger("refinery.runlock")
 
 LOCK_FILE = ".lock"
+#: an S3 output's claim by a standalone command (hidden like the lock: dataset readers skip it)
+CLAIM_FILE = ".claim"
 
 
 class RunDirBusy(fs.StorageError):
@@ -125,3 +140,147 @@ def run_dir_lock(root: str, shared: bool = False) -> Iterator[None]:
                 os.ftruncate(fd, 0)  # still the holder: the next one finds no stale line
     finally:
         os.close(fd)  # releases the lock
+
+
+#: a claim's holder rewrites it this often; one not rewritten for CLAIM_TTL_SECONDS (server clock)
+#: is a killed command's, and is taken over
+CLAIM_HEARTBEAT_SECONDS = 30.0
+CLAIM_TTL_SECONDS = 120.0
+
+
+@dataclass
+class OutputClaim:
+    """This command's claim of an S3 output: the version of ``OUTPUT/.claim`` it last wrote, kept
+    fresh by a heartbeat thread while the command runs."""
+
+    root: str
+    command: str
+    record: dict[str, Any]
+    tag: str | None
+    lost: str = ""  # who took it over, when a heartbeat found it replaced
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _mutex: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def uri(self) -> str:
+        return fs.join(self.root, CLAIM_FILE)
+
+    def rewrite(self, **fields: Any) -> bool:
+        """Rewrite the claim with ``fields`` if it is still ours; False (and :attr:`lost` set) if
+        another command replaced it."""
+        with self._mutex:
+            if self.lost:
+                return False
+            record = self.record | fields
+            try:
+                self.tag = fs.write_bytes_if(self.uri, json.dumps(record, indent=1).encode(), self.tag)
+            except fs.WriteConflict:
+                self.lost = _claimant(self.uri)
+                return False
+            self.record = record
+            return True
+
+    def _beat(self) -> None:
+        while not self._stop.wait(CLAIM_HEARTBEAT_SECONDS):
+            try:
+                if not self.rewrite(beat=int(self.record.get("beat", 0)) + 1):
+                    return
+            except fs.StorageError as exc:  # a passing outage: the next beat tries again
+                log.warning("cannot renew the claim %s: %s", self.uri, exc)
+
+
+def _claimant(uri: str, info: dict[str, Any] | None = None) -> str:
+    """Who claimed the output, from the claim now in place."""
+    try:
+        info = info if info is not None else json.loads(fs.read_bytes(uri))
+        return f"refinery {info['command']}, pid {int(info['pid'])} on {info['host']}, started {info['since']}"
+    except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
+        return "another refinery command"
+
+
+def _held(info: Any, age: float) -> bool:
+    """Whether a claim read ``age`` seconds after its last write is held by a live command: not
+    released, renewed within the TTL, and (on this host) by a process that still exists."""
+    if not isinstance(info, dict) or info.get("released"):
+        return False
+    if age >= CLAIM_TTL_SECONDS:
+        return False  # its heartbeats stopped: the command was killed (or its host lost)
+    if info.get("host") == socket.gethostname():
+        try:
+            os.kill(int(info["pid"]), 0)
+        except ProcessLookupError:
+            return False  # killed here: no need to wait for the TTL
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # PermissionError: alive, someone else's
+    return True
+
+
+def claim_output(root: str, command: str, settings: dict[str, Any]) -> OutputClaim:
+    """Claim the S3 output ``root`` for the standalone ``command`` (see the module docstring):
+    refused with :class:`RunDirBusy` while another live command holds it; else written only if
+    ``OUTPUT/.claim`` is still the version read here (of two commands that read it together, one
+    wins). The claim is renewed every :data:`CLAIM_HEARTBEAT_SECONDS` until :func:`release_claim`."""
+    uri = fs.join(root, CLAIM_FILE)
+    found = fs.read_if_any_with_age(uri)
+    tag = None
+    if found is not None:
+        data, tag, age = found
+        try:
+            info = json.loads(data)
+        except ValueError:
+            info = None  # damaged: nobody's
+        if _held(info, age):
+            raise RunDirBusy(f"output {root} is in use by another refinery command ({_claimant(uri, info)}; its claim "
+                             f"{fs.basename(uri)} was renewed {age:.0f}s ago): wait for it to finish, or stop it; then "
+                             f"run the same command again (a killed command's claim lapses {CLAIM_TTL_SECONDS:.0f}s "
+                             "after its last renewal)")
+    record = {"command": command, "claim": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname(),
+              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "settings": settings}
+    try:
+        new = fs.write_bytes_if(uri, json.dumps(record, indent=1).encode(), tag)
+    except fs.WriteConflict:
+        raise RunDirBusy(f"output {root} is in use by another refinery command ({_claimant(uri)}; it claimed the "
+                         f"output while this one was starting): wait for it to finish, or stop it; then run the "
+                         f"same command again") from None
+    claim = OutputClaim(root, command, record, new)
+    threading.Thread(target=claim._beat, name=f"claim {uri}", daemon=True).start()
+    return claim
+
+
+def confirm_claim(claim: OutputClaim | None) -> None:
+    """Before a standalone command records its result (``run.json``, ``manifest.json``): check
+    that its claim is still its own (renewing it). If another command took it over (this one
+    stalled past the TTL), raise :class:`RunDirBusy`: the result is that one's to record, and
+    this one must not exit 0 as if the output were its own. None (a local output, under its
+    lock): nothing to do."""
+    if claim is None or claim.rewrite(confirmed=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())):
+        return
+    raise RunDirBusy(f"output {claim.root} was claimed by another refinery command ({claim.lost}) while this "
+                     f"{claim.command} ran: its result is that one's (this one recorded nothing); wait for it to "
+                     f"finish, then run `refinery status {claim.root}`")
+
+
+def release_claim(claim: OutputClaim) -> None:
+    """Stop renewing the claim and mark it released (if still ours): the next command takes the
+    output at once, without waiting for the TTL."""
+    claim._stop.set()
+    try:
+        claim.rewrite(released=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    except fs.StorageError as exc:  # it lapses after the TTL instead
+        log.warning("cannot release the claim %s: %s", claim.uri, exc)
+
+
+@contextmanager
+def output_guard(root: str, command: str, settings: dict[str, Any]) -> Iterator[OutputClaim | None]:
+    """One standalone ``command`` at a time per output: a local output's lock (held for the
+    block; yields None), or an S3 output's claim (held for the block; yields it, for
+    :func:`confirm_claim`)."""
+    if not fs.is_s3(root):
+        with run_dir_lock(root):
+            yield None
+        return
+    claim = claim_output(root, command, settings)
+    try:
+        yield claim
+    finally:
+        release_claim(claim)

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from refinery.executors.base import TASK_SUMMARY, Executor, TaskFn
 from refinery.executors.local import LocalExecutor
 from refinery.io import fs, parquet
-from refinery.io.runlock import run_dir_lock
+from refinery.io.runlock import OutputClaim, confirm_claim, output_guard, run_dir_lock
 from refinery.rundir import RunDir
 from refinery.tokens.format import (
     FORMAT,
@@ -529,10 +529,14 @@ def tokenize_run(
         # writing into a local run directory (RUN/tokens): hold the run's lock too, or a standalone
         # tokenize ran beside the recipe's tokens pass into the same files (found by adversarial testing)
         inside = not explicit and fs.canonical(output).startswith(fs.canonical(run_dir).rstrip("/") + "/")
-        with (run_dir_lock(run_dir) if inside else nullcontext()), (nullcontext() if explicit else run_dir_lock(output)):
+        # (on S3, which has no lock: a claim of the output, OUTPUT/.claim, see refinery/io/runlock.py)
+        settings = {"input": run_dir, "tokenizer": tok.name, "shuffle": shuffle, "seed": seed, "num_shards": num_shards,
+                    "force": force}
+        with (run_dir_lock(run_dir) if inside else nullcontext()), \
+                (nullcontext() if explicit else output_guard(output, "tokenize", settings)) as claim:
             return _tokenize(run_dir, output, tok, shards, executor, shuffle=shuffle, seed=seed,
                              num_shards=num_shards, batch_size=batch_size, work_dir=work_dir, keep_work=keep_work,
-                             force=force, redo_stale=explicit)
+                             force=force, redo_stale=explicit, claim=claim)
     finally:
         if owned:
             executor.close()
@@ -616,7 +620,7 @@ def _manifest(run_dir: str, tok: LoadedTokenizer, plan: dict | None, names: list
 
 def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str, str], executor: Executor, *,
               shuffle: bool, seed: int, num_shards: int | None, batch_size: int, work_dir: str | None,
-              keep_work: bool, force: bool, redo_stale: bool) -> TokenizeResult:
+              keep_work: bool, force: bool, redo_stale: bool, claim: OutputClaim | None = None) -> TokenizeResult:
     names = sorted(shards)
     result = TokenizeResult(output, {})
     started = time.time()
@@ -643,6 +647,7 @@ def _tokenize(run_dir: str, output: str, tok: LoadedTokenizer, shards: dict[str,
         earlier = _earlier_tokenizer(output, tok)
         if earlier is not None:
             manifest["tokenizer"] = earlier
+    confirm_claim(claim)  # S3: still this command's output (not claimed by one started since)
     fs.write_bytes(fs.join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
     if plan is not None and not keep_work:
         _delete_work(work, names, work_dir)
