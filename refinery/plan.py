@@ -876,9 +876,9 @@ def check_finished_inputs_unchanged(plan: Plan) -> None:
                          f"{first.name!r} and the passes after it, or choose a new --output")
 
 
-#: fields of run.json that say when, not what: two shares of one launch differ in them only (a
-#: "claim" is not one of them: a replan is under way)
-_WHEN = ("started_at", "updated_at")
+#: fields of run.json that say when and by whom, not what: two shares of one launch differ in them
+#: only (a "claim" is not one of them: a replan is under way)
+_WHEN = ("started_at", "updated_at", "writer")
 
 
 def _busy(plan: Plan) -> RunDirBusy:
@@ -923,6 +923,10 @@ def write_plan(plan: Plan, previous: dict[str, Any] | None = None, tag: str | No
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     started = (previous or {}).get("started_at") or now  # when the run was first made
     record = plan.to_json() | {"started_at": started, "updated_at": now}
+    if conditional:
+        # each write its own bytes: a retried PUT finds them and goes on, while another run of this
+        # config planned in the same second wrote the same bytes and went on beside it (a review)
+        record["writer"] = uuid.uuid4().hex
     try:
         if plan.input_sizes is not None:
             inputs = {"files": plan.input_sizes, "versions": plan.input_versions}

@@ -36,7 +36,7 @@ RECIPE = cc_spec(name="recipe") | {
 }
 #: what differs between two runs of the same recipe on different storage and executors: timings,
 #: worker processes and their memory, and fingerprints (they hash the input's location)
-VOLATILE = {"seconds", "index_seconds", "wall_seconds", "task_seconds", "finished_at", "updated_at", "started_at", "fingerprint",
+VOLATILE = {"seconds", "index_seconds", "wall_seconds", "task_seconds", "finished_at", "updated_at", "started_at", "writer", "fingerprint",
             "upstream", "tokens_per_s", "docs_per_s", "peak_rss_max", "worker_pids", "worker_baseline_bytes",
             "versions",  # input_files.json: modification times locally, ETags on S3
             "source_digest"}  # a token shard's kept shard's bytes: its `source` column names the input's location

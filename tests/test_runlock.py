@@ -381,3 +381,21 @@ def test_a_running_commands_s3_claim_refuses_another_and_a_killed_ones_does_not_
     code, _, err = cli(*commands["dedup"])
     assert code == 0, err
     assert json.loads(fs.read_bytes(f"{out}/.claim"))["pid"] == os.getpid()
+
+
+def test_two_identical_runs_released_together_on_s3_one_is_refused(tmp_path, s3_root, monkeypatch) -> None:
+    """Two runs of one config into one S3 output, planned in the same second, write the same bytes
+    to run.json: the loser's 412 found "its own bytes" (the retry rule) and both went on, a whole
+    run each in one directory. Each write of the plan is its own (a fresh ``writer``): the retry
+    of one's own PUT still passes, another run's identical plan does not. Resumes likewise."""
+    import time
+
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    a, out = _s3_run(tmp_path, A_SPEC), f"{s3_root}/twins"
+    second = time.gmtime()
+    monkeypatch.setattr(time, "gmtime", lambda *_: second)  # one second for both: the same bytes
+    _winner_and_loser(_released_together(monkeypatch, lambda: a(out), lambda: a(out)), out)
+    monkeypatch.setattr(time, "gmtime", lambda *_: second)
+    _winner_and_loser(_released_together(monkeypatch, lambda: a(out), lambda: a(out)), out)  # two resumes
+    from refinery.status import run_status
+    assert run_status(out).complete
