@@ -53,6 +53,59 @@ def moto_s3(
                 os.environ[k] = v
 
 
+@contextmanager
+def s3_without_conditions(endpoint: str) -> Iterator[str]:
+    """An S3-compatible store that answers a conditional PUT (If-None-Match / If-Match) with 501
+    NotImplemented, as stores without conditional writes do: a proxy on 127.0.0.1 before the moto
+    server ``endpoint``, passing every other request through. Yields its endpoint."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    up = urlsplit(endpoint)
+    refusal = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you '
+               b'provided implies functionality that is not implemented</Message></Error>')
+
+    class Front(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # quiet, as the moto server is
+            pass
+
+        def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes, length: str | None = None) -> None:
+            self.send_response(status)
+            for k, v in headers:
+                if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", length or str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _any(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.command == "PUT" and ("If-None-Match" in self.headers or "If-Match" in self.headers):
+                return self._reply(501, [("Content-Type", "application/xml")], refusal)
+            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+            conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+            resp = conn.getresponse()
+            data = resp.read()
+            self._reply(resp.status, resp.getheaders(), data,
+                        resp.getheader("Content-Length") if self.command == "HEAD" else None)
+            conn.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Front)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture()
 def s3_root(s3_bucket) -> str:
     """A fresh, empty ``s3://bucket/<uuid>`` prefix for one test.

@@ -399,3 +399,21 @@ def test_two_identical_runs_released_together_on_s3_one_is_refused(tmp_path, s3_
     _winner_and_loser(_released_together(monkeypatch, lambda: a(out), lambda: a(out)), out)  # two resumes
     from refinery.status import run_status
     assert run_status(out).complete
+
+
+def test_a_store_without_conditional_writes_still_runs(tmp_path, s3_server, s3_root, monkeypatch, caplog) -> None:
+    """A store that answers If-None-Match / If-Match with 501 NotImplemented refused every run into
+    it ('output ... is not writable'): run.json is written as before, with one warning that two
+    runs started at once are not told apart. A resume and --force (its claim) work too."""
+    from _s3_fixtures import s3_without_conditions
+
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    a, out = _s3_run(tmp_path, A_SPEC), f"{s3_root}/plain"
+    with s3_without_conditions(s3_server) as front:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", front)
+        assert all(o.status == "done" for o in a(out).outcomes)
+        assert all(o.status == "skipped" for o in a(out).outcomes)  # a resume
+        assert all(o.status == "done" for o in a(out, force=True).outcomes)
+    warned = [r.getMessage() for r in caplog.records if "conditional writes" in r.getMessage()]
+    assert warned == [f"{front} does not support conditional writes (501 NotImplemented): {out}/run.json is "
+                      "written without them, so two runs started at once into its directory are not told apart"]

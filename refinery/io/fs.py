@@ -672,12 +672,24 @@ def _object_if_any(bucket: str, key: str) -> tuple[bytes, str] | None:
         return None
 
 
+_UNCONDITIONAL_WARNED: set[str] = set()
+
+
+def _warn_unconditional(uri: str) -> None:
+    where = os.environ.get("AWS_ENDPOINT_URL") or "S3"
+    if where not in _UNCONDITIONAL_WARNED:
+        _UNCONDITIONAL_WARNED.add(where)
+        log.warning("%s does not support conditional writes (501 NotImplemented): %s is written without them, so "
+                    "two runs started at once into its directory are not told apart", where, uri)
+
+
 def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
     """Write ``uri`` only if it is as read: ``expected`` None, only if it does not exist (S3's
     ``If-None-Match: *``); else only if its ETag is still ``expected`` (``If-Match``). Returns the
     new ETag. S3 only: a local file is written as :func:`write_bytes` does (the run-directory lock
     orders its writers). Raises :class:`WriteConflict` when another writer came first: of two
-    writers that read the same state, exactly one wins."""
+    writers that read the same state, exactly one wins. A store that does not implement the
+    conditions (501) is written unconditionally, with a warning."""
     if not is_s3(uri):
         write_bytes(uri, data)
         return None
@@ -686,6 +698,14 @@ def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
     try:
         return str(s3_client().put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"])
     except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+        if _status(exc) == 501:
+            # a store without conditional writes (501 NotImplemented): every S3 run into it was
+            # refused as "not writable" (a review); it is written as before, unordered, and said once
+            _warn_unconditional(uri)
+            try:
+                return str(s3_client().put_object(Bucket=bucket, Key=key, Body=data)["ETag"])
+            except Exception as again:  # noqa: BLE001 - as below
+                raise StorageError(f"upload to {uri} failed: {again}") from again
         # 412: created or replaced since read; 409: a concurrent conditional write is in flight;
         # 404 (If-Match): deleted since read
         if _status(exc) in (404, 409, 412):
