@@ -54,16 +54,21 @@ def moto_s3(
 
 
 @contextmanager
-def s3_without_conditions(endpoint: str) -> Iterator[str]:
+def s3_without_conditions(endpoint: str, conflicts: int | None = None) -> Iterator[str]:
     """An S3-compatible store that answers a conditional PUT (If-None-Match / If-Match) with 501
     NotImplemented, as stores without conditional writes do: a proxy on 127.0.0.1 before the moto
-    server ``endpoint``, passing every other request through. Yields its endpoint."""
+    server ``endpoint``, passing every other request through. Yields its endpoint. ``conflicts``:
+    instead, the first that many conditional PUTs get 409 ConditionalRequestConflict (AWS's answer
+    while another conditional write of the key is in flight), the rest pass through."""
     import http.client
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import urlsplit
 
     up = urlsplit(endpoint)
+    left = [conflicts or 0]
+    conflict = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code><Message>'
+                b'A conflicting operation occurred. If using PutObject you can retry the request.</Message></Error>')
     refusal = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you '
                b'provided implies functionality that is not implemented</Message></Error>')
 
@@ -86,7 +91,11 @@ def s3_without_conditions(endpoint: str) -> Iterator[str]:
         def _any(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.command == "PUT" and ("If-None-Match" in self.headers or "If-Match" in self.headers):
-                return self._reply(501, [("Content-Type", "application/xml")], refusal)
+                if conflicts is None:
+                    return self._reply(501, [("Content-Type", "application/xml")], refusal)
+                if left[0] > 0:
+                    left[0] -= 1
+                    return self._reply(409, [("Content-Type", "application/xml")], conflict)
             conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
             conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
             resp = conn.getresponse()

@@ -417,3 +417,16 @@ def test_a_store_without_conditional_writes_still_runs(tmp_path, s3_server, s3_r
     warned = [r.getMessage() for r in caplog.records if "conditional writes" in r.getMessage()]
     assert warned == [f"{front} does not support conditional writes (501 NotImplemented): {out}/run.json is "
                       "written without them, so two runs started at once into its directory are not told apart"]
+
+
+def test_a_conditional_write_answered_409_in_flight_is_retried(tmp_path, s3_server, s3_root, monkeypatch) -> None:
+    """S3 answers 409 ConditionalRequestConflict while another conditional write of the key is in
+    flight, to be retried: it was taken for a lost race, and a lone run (or a share of a launch,
+    before its peer's plan was readable) was refused as 'in use by another refinery run'."""
+    from _s3_fixtures import s3_without_conditions
+
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    a, out = _s3_run(tmp_path, A_SPEC), f"{s3_root}/busy"
+    with s3_without_conditions(s3_server, conflicts=2) as front:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", front)
+        assert all(o.status == "done" for o in a(out).outcomes)

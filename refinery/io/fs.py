@@ -15,6 +15,7 @@ import os
 import posixpath
 import re
 import tempfile
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -672,6 +673,20 @@ def _object_if_any(bucket: str, key: str) -> tuple[bytes, str] | None:
         return None
 
 
+def _put_retrying_409(bucket: str, key: str, data: bytes, condition: dict[str, str], attempts: int = 5) -> str:
+    """A conditional PUT, retried while S3 answers 409 ConditionalRequestConflict: another write of
+    the key is in flight, to be retried (AWS's advice); once it lands, the retry gets its 412. Taken
+    for a lost race, a lone run was refused as busy (a review)."""
+    for attempt in range(attempts):
+        try:
+            return str(s3_client().put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"])
+        except Exception as exc:  # noqa: BLE001 - re-raised unless a 409 with attempts left
+            if _status(exc) != 409 or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
 _UNCONDITIONAL_WARNED: set[str] = set()
 
 
@@ -696,7 +711,7 @@ def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
     bucket, _, key = resolve(uri)[1].partition("/")
     condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
     try:
-        return str(s3_client().put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"])
+        return _put_retrying_409(bucket, key, data, condition)
     except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
         if _status(exc) == 501:
             # a store without conditional writes (501 NotImplemented): every S3 run into it was
