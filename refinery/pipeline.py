@@ -20,7 +20,7 @@ from typing import Any
 from refinery.config import ConfigError, PipelineConfig
 from refinery.executors import Executor, TaskOutcome, make_executor
 from refinery.io import fs
-from refinery.io.runlock import run_dir_lock
+from refinery.io.runlock import confirm_claim, run_guard
 from refinery.plan import (
     Pass,
     Plan,
@@ -548,13 +548,18 @@ def run_pipeline(
     with make_executor(kind, workers or ex.workers, ray_address=ex.ray_address, object_store_memory=ex.object_store_memory,
                        max_retries=ex.max_retries, progress=progress) as runner:
         check_registered_stages_reach_workers(runner)
-        # one run at a time per (local) run directory; the shares of a multi-instance job together
-        with run_dir_lock(output_uri, shared=only_shards is not None):
+        # one run at a time per run directory (a local lock, an S3 claim), for the whole run; the
+        # shares of a multi-instance job together
+        settings = {"config": config.name, "input": input_uri, "only_passes": only_passes,
+                    "only_shards": sorted(only_shards) if only_shards is not None else None}
+        with run_guard(output_uri, only_shards is not None, settings) as claim:
             if only_shards is None:  # the only run on this directory: whatever a killed one left is stale
                 swept = fs.sweep_tree_temporaries(output_uri)
                 if swept:
                     log.info("removed %d temporary file(s) left by an interrupted run", swept)
-            return run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards)
+            summary = run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards)
+            confirm_claim(claim)  # S3: still this run's (not taken over while it stalled past the lapse)
+            return summary
 
 
 __all__ = ["RunDir", "RunSummary", "check_output_is_ours", "plan_tasks", "run_pipeline", "run_plan"]

@@ -1,4 +1,5 @@
-"""One run at a time per local run directory: an advisory lock (``flock``) on ``OUT/.lock``.
+"""One run at a time per run directory: an advisory lock (``flock``) on a local ``OUT/.lock``, a
+claim (``OUT/.claim``) of an S3 one.
 
 Two ``refinery run`` processes on one output directory race: both run the same shards, one renames
 the other's temporary files away, and one of them dies on an error that says nothing of the cause
@@ -12,23 +13,28 @@ naming the directory and the process holding it.
 - The kernel releases the lock when the process ends, however it ends (SIGKILL included): a killed
   run never leaves a stale lock behind. The file stays (removing it would race with a process
   that has just opened it); its name starts with ".", so dataset readers skip it.
-- S3 run directories are not locked: S3 has no such lock, and the instances of the multi-instance
-  launcher share one S3 run directory by design. There the plan's ``run.json`` is written
-  conditionally instead (``refinery.plan.write_plan``: S3's ``If-None-Match``/``If-Match`` on the
-  ETag read when planning), so of two runs planning one output only one goes on and the other
-  gets :class:`RunDirBusy`; a share whose write loses goes on when ``run.json`` records its own
-  plan. Unlike the lock this orders planning only: a run that reads a finished plan and resumes
-  it is not refused. Filesystems without ``flock`` (some network mounts) are not locked either:
-  the run goes on without the lock, and a debug line says so.
-- The standalone ``refinery dedup`` and ``refinery tokenize`` write their ``run.json`` or
-  ``manifest.json`` only at their end, so on S3 they claim their output for as long as they run
-  (:func:`output_guard`): ``OUTPUT/.claim``, written conditionally on the version read just
-  before (of two commands started together one wins), renewed every
-  :data:`CLAIM_HEARTBEAT_SECONDS` and marked released at the end. A command finding a claim that
-  is held (not released, renewed within :data:`CLAIM_TTL_SECONDS` by the server's clock, and on
-  this host by a process that still exists) is refused in one line; a finished command's claim
-  is released, and a killed one's lapses (at once on its own host, else after the TTL), so a
-  rerun goes on. ``--force`` changes what is redone, not who holds the output.
+- S3 has no such lock, so on S3 a run *claims* its run directory for its whole duration
+  (:func:`run_guard`), as the standalone ``refinery dedup`` and ``refinery tokenize`` claim their
+  outputs (:func:`output_guard`): ``OUTPUT/.claim``, written conditionally on the version read
+  just before (of two started together one wins), renewed every :data:`CLAIM_HEARTBEAT_SECONDS`
+  and marked released at the end. A command finding a claim that is held (not released, renewed
+  within :data:`CLAIM_TTL_SECONDS` by the server's clock, and on this host by a process that
+  still exists) is refused in one line naming the output and the holder; a killed one's claim
+  lapses (at once on its own host, else after the TTL), so a rerun goes on. ``--force`` changes
+  what is redone, not who holds the output. A standalone ``refinery tokenize`` into ``RUN/tokens``
+  claims ``RUN`` too (locally it takes RUN's lock): it is refused beside a live run, and a run
+  beside it.
+- The instances of a multi-instance job share one S3 run directory by design, so each share
+  claims a key of its own, ``OUTPUT/.claim.share-<id>`` (renewed, and deleted at its end), and
+  shares never refuse each other. A share writes its key and then reads ``.claim``; a whole run
+  (or a standalone command) writes ``.claim`` and then lists the share keys: each writes before
+  it reads, so of a share and a whole run starting together at least one sees the other and is
+  refused (rarely both: run again). Lapsed share keys are deleted by the listing that finds them.
+- Under the claim, the plan's ``run.json`` is still written conditionally
+  (``refinery.plan.write_plan``: ``If-None-Match``/``If-Match`` on the ETag read when planning):
+  it orders what the claim does not, two launches' shares with other configs, and a program that
+  calls ``run_plan`` without :func:`run_guard`. Filesystems without ``flock`` (some network
+  mounts) are not locked: the run goes on without the lock, and a debug line says so.
 """
 
 from __future__ import annotations
@@ -50,8 +56,11 @@ from refinery.io import fs
 log = logging.getLogger("refinery.runlock")
 
 LOCK_FILE = ".lock"
-#: an S3 output's claim by a standalone command (hidden like the lock: dataset readers skip it)
+#: an S3 output's claim by a whole run or a standalone command (hidden like the lock: dataset
+#: readers skip it)
 CLAIM_FILE = ".claim"
+#: the name of one share's claim of an S3 run directory (``.claim.share-<id>``, one per instance)
+SHARE_CLAIM_PREFIX = ".claim.share-"
 
 
 class RunDirBusy(fs.StorageError):
@@ -157,13 +166,18 @@ class OutputClaim:
     command: str
     record: dict[str, Any]
     tag: str | None
+    file: str = CLAIM_FILE  # a share's own SHARE_CLAIM_PREFIX + id
     lost: str = ""  # who took it over, when a heartbeat found it replaced
     _stop: threading.Event = field(default_factory=threading.Event)
     _mutex: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def uri(self) -> str:
-        return fs.join(self.root, CLAIM_FILE)
+        return fs.join(self.root, self.file)
+
+    @property
+    def shared(self) -> bool:
+        return self.file != CLAIM_FILE
 
     def rewrite(self, **fields: Any) -> bool:
         """Rewrite the claim with ``fields`` if it is still ours; False (and :attr:`lost` set) if
@@ -193,7 +207,8 @@ def _claimant(uri: str, info: dict[str, Any] | None = None) -> str:
     """Who claimed the output, from the claim now in place."""
     try:
         info = info if info is not None else json.loads(fs.read_bytes(uri))
-        return f"refinery {info['command']}, pid {int(info['pid'])} on {info['host']}, started {info['since']}"
+        share = " (an instance's share of a multi-instance job)" if info.get("share") else ""
+        return f"refinery {info['command']}{share}, pid {int(info['pid'])} on {info['host']}, started {info['since']}"
     except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
         return "another refinery command"
 
@@ -230,12 +245,8 @@ def claim_output(root: str, command: str, settings: dict[str, Any]) -> OutputCla
         except ValueError:
             info = None  # damaged: nobody's
         if _held(info, age):
-            raise RunDirBusy(f"output {root} is in use by another refinery command ({_claimant(uri, info)}; its claim "
-                             f"{fs.basename(uri)} was renewed {age:.0f}s ago): wait for it to finish, or stop it; then "
-                             f"run the same command again (a killed command's claim lapses {CLAIM_TTL_SECONDS:.0f}s "
-                             "after its last renewal)")
-    record = {"command": command, "claim": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname(),
-              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "settings": settings}
+            raise _busy(root, uri, info, age)
+    record = _record(command, settings)
     try:
         new = fs.write_bytes_if(uri, json.dumps(record, indent=1).encode(), tag)
     except fs.WriteConflict:
@@ -243,8 +254,95 @@ def claim_output(root: str, command: str, settings: dict[str, Any]) -> OutputCla
                          f"output while this one was starting): wait for it to finish, or stop it; then run the "
                          f"same command again") from None
     claim = OutputClaim(root, command, record, new)
-    threading.Thread(target=claim._beat, name=f"claim {uri}", daemon=True).start()
+    # after the write: a share that wrote its claim before this listing is seen here, and one
+    # that writes it after sees this claim (claim_share reads it after writing its own)
+    try:
+        share = _live_share(root)
+    except BaseException:
+        release_claim(claim)
+        raise
+    if share is not None:
+        release_claim(claim)
+        raise _busy(root, *share)
+    _start(claim)
     return claim
+
+
+def claim_share(root: str, command: str, settings: dict[str, Any]) -> OutputClaim:
+    """Claim the S3 run directory ``root`` for one instance's share of a multi-instance job:
+    its own ``OUTPUT/.claim.share-<id>``, beside the other instances' (they share the directory
+    by design, so they never refuse each other). Refused with :class:`RunDirBusy` while a whole
+    run or a standalone command holds ``OUTPUT/.claim``; read after writing its own, so of a
+    share and a whole run starting together at least one sees the other."""
+    uri = fs.join(root, SHARE_CLAIM_PREFIX + uuid.uuid4().hex[:16])
+    record = _record(command, settings) | {"share": True}
+    claim = OutputClaim(root, command, record, fs.write_bytes_if(uri, json.dumps(record, indent=1).encode(), None),
+                        file=fs.basename(uri))
+    try:
+        holder = _live_exclusive(root)
+    except BaseException:
+        release_claim(claim)
+        raise
+    if holder is not None:
+        release_claim(claim)
+        raise _busy(root, *holder)
+    _start(claim)
+    return claim
+
+
+def _record(command: str, settings: dict[str, Any]) -> dict[str, Any]:
+    return {"command": command, "claim": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "settings": settings}
+
+
+def _start(claim: OutputClaim) -> None:
+    threading.Thread(target=claim._beat, name=f"claim {claim.uri}", daemon=True).start()
+
+
+def _busy(root: str, uri: str, info: Any, age: float) -> RunDirBusy:
+    return RunDirBusy(f"output {root} is in use by another refinery command ({_claimant(uri, info)}; its claim "
+                      f"{fs.basename(uri)} was renewed {age:.0f}s ago): wait for it to finish, or stop it; then "
+                      f"run the same command again (a killed command's claim lapses {CLAIM_TTL_SECONDS:.0f}s "
+                      "after its last renewal)")
+
+
+def _read_claim(uri: str) -> tuple[str, Any, float] | None:
+    """(uri, record, age) of the claim ``uri`` if it is held now."""
+    found = fs.read_if_any_with_age(uri)
+    if found is None:
+        return None
+    data, _, age = found
+    try:
+        info = json.loads(data)
+    except ValueError:
+        return None  # damaged: nobody's
+    return (uri, info, age) if _held(info, age) else None
+
+
+def _live_exclusive(root: str) -> tuple[str, Any, float] | None:
+    return _read_claim(fs.join(root, CLAIM_FILE))
+
+
+def _live_share(root: str) -> tuple[str, Any, float] | None:
+    """A share's claim of ``root`` that is held now, if any; the lapsed ones found are deleted
+    (each share has its own key: deleting one touches no live claim)."""
+    bucket, _, key = fs.resolve(root)[1].partition("/")
+    prefix = f"{key.rstrip('/')}/{SHARE_CLAIM_PREFIX}" if key else SHARE_CLAIM_PREFIX
+    try:
+        pages = fs.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        names = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+        raise fs.StorageError(f"cannot list the claims of {root}: {exc}") from None
+    for name in names:
+        uri = f"s3://{bucket}/{name}"
+        held = _read_claim(uri)
+        if held is not None:
+            return held
+        try:
+            fs.delete(uri)  # a finished or killed share's: nobody renews it any more
+        except (fs.StorageError, OSError) as exc:
+            log.debug("cannot delete the lapsed claim %s: %s", uri, exc)
+    return None
 
 
 def confirm_claim(claim: OutputClaim | None) -> None:
@@ -265,8 +363,13 @@ def release_claim(claim: OutputClaim) -> None:
     output at once, without waiting for the TTL."""
     claim._stop.set()
     try:
+        if claim.shared:  # its own key: nobody else writes it, so it goes (no leftover per instance)
+            with claim._mutex:
+                claim.lost = claim.lost or "released"
+                fs.delete(claim.uri)
+            return
         claim.rewrite(released=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    except fs.StorageError as exc:  # it lapses after the TTL instead
+    except (fs.StorageError, OSError) as exc:  # it lapses after the TTL instead
         log.warning("cannot release the claim %s: %s", claim.uri, exc)
 
 
@@ -280,6 +383,23 @@ def output_guard(root: str, command: str, settings: dict[str, Any]) -> Iterator[
             yield None
         return
     claim = claim_output(root, command, settings)
+    try:
+        yield claim
+    finally:
+        release_claim(claim)
+
+
+@contextmanager
+def run_guard(root: str, shared: bool, settings: dict[str, Any]) -> Iterator[OutputClaim | None]:
+    """One ``refinery run`` at a time per run directory, for the whole run: a local directory's
+    lock (yields None), or an S3 directory's claim (yields it, for :func:`confirm_claim`).
+    ``shared``: one instance's share of a multi-instance job (the lock held shared; on S3 a
+    claim of its own, :func:`claim_share`)."""
+    if not fs.is_s3(root):
+        with run_dir_lock(root, shared=shared):
+            yield None
+        return
+    claim = claim_share(root, "run", settings) if shared else claim_output(root, "run", settings)
     try:
         yield claim
     finally:

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from refinery.executors.base import TASK_SUMMARY, Executor, TaskFn
 from refinery.executors.local import LocalExecutor
 from refinery.io import fs, parquet
-from refinery.io.runlock import OutputClaim, confirm_claim, output_guard, run_dir_lock
+from refinery.io.runlock import OutputClaim, confirm_claim, output_guard
 from refinery.rundir import RunDir
 from refinery.tokens.format import (
     FORMAT,
@@ -532,7 +532,8 @@ def tokenize_run(
         # (on S3, which has no lock: a claim of the output, OUTPUT/.claim, see refinery/io/runlock.py)
         settings = {"input": run_dir, "tokenizer": tok.name, "shuffle": shuffle, "seed": seed, "num_shards": num_shards,
                     "force": force}
-        with (run_dir_lock(run_dir) if inside else nullcontext()), \
+        # (on S3 the run directory's claim: refused while a run of it is alive, and vice versa)
+        with (output_guard(run_dir, "tokenize", settings) if inside else nullcontext()), \
                 (nullcontext() if explicit else output_guard(output, "tokenize", settings)) as claim:
             return _tokenize(run_dir, output, tok, shards, executor, shuffle=shuffle, seed=seed,
                              num_shards=num_shards, batch_size=batch_size, work_dir=work_dir, keep_work=keep_work,
