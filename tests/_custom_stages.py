@@ -60,3 +60,26 @@ class BreaksContract(Stage):
         if self.mode == "table":
             return pa.Table.from_batches([with_decision(batch, kept)])
         return with_decision(batch, kept).append_column("_metric", pa.array(["high"] * batch.num_rows))
+
+
+_batches_seen = 0
+
+
+class Stalls(Stage):
+    """Keeps every document; while ``REFINERY_TEST_STALL`` names a file, creates it and stalls
+    (after ``REFINERY_TEST_STALL_AFTER`` batches of this process): a run caught in the middle, to
+    be refused beside or killed (tests/test_runlock.py)."""
+
+    kind = "stalls"
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import os
+        import time
+
+        global _batches_seen
+        _batches_seen += 1
+        marker = os.environ.get("REFINERY_TEST_STALL")
+        if marker and _batches_seen > int(os.environ.get("REFINERY_TEST_STALL_AFTER", "0")):
+            open(marker, "w").close()
+            time.sleep(600)
+        return with_decision(batch, [None] * batch.num_rows)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -143,14 +144,21 @@ def _released_together(monkeypatch, *calls):
 
 
 def _s3_run(tmp_path: Path, spec: str):
+    """A run of ``spec`` as :func:`refinery.pipeline.run_pipeline` makes it, without the S3 claim
+    it takes first (which now refuses the second of two runs before either plans): the conditional
+    write of run.json is what these tests race, as a program calling ``run_plan`` meets it."""
     from refinery.config import parse_config
-    from refinery.pipeline import run_pipeline
+    from refinery.executors import make_executor
+    from refinery.pipeline import run_plan
+    from refinery.plan import plan_run
 
     import yaml
 
     def run(out: str, force: bool = False, only_shards: set[str] | None = None):
-        return run_pipeline(parse_config(yaml.safe_load(spec)), str(tmp_path / "in"), out, workers=1, progress=False,
-                            force=force, only_shards=only_shards)
+        config = parse_config(yaml.safe_load(spec))
+        with make_executor("local", 1, progress=False) as executor:
+            return run_plan(plan_run(config, str(tmp_path / "in"), out), executor, force=force,
+                            only_shards=only_shards)
     return run
 
 
@@ -430,3 +438,146 @@ def test_a_conditional_write_answered_409_in_flight_is_retried(tmp_path, s3_serv
     with s3_without_conditions(s3_server, conflicts=2) as front:
         monkeypatch.setenv("AWS_ENDPOINT_URL", front)
         assert all(o.status == "done" for o in a(out).outcomes)
+
+
+# -- a whole `refinery run` on S3: the claim, for its whole duration ------------------------------
+STALLED_RUN = ("import sys\n"
+               "from refinery.config import parse_config\n"
+               "from refinery.pipeline import run_pipeline\n"
+               "from refinery.stages.registry import register_stage\n"
+               "register_stage('stalls', '_custom_stages:Stalls')\n"
+               "spec = {'name': 's', 'stages': [{'type': 'gopher_quality'}, {'type': 'stalls'}]}\n"
+               "run_pipeline(parse_config(spec), sys.argv[1], sys.argv[2], workers=1, progress=False,\n"
+               "             only_shards=None if sys.argv[3] == 'whole' else {sys.argv[3]})\n")
+STALLS_SPEC = "name: s\nstages:\n  - type: gopher_quality\n  - type: stalls\n"
+
+
+def _stalled_run(tmp_path: Path, out: str, share: str = "whole", after: int = 0) -> subprocess.Popen:
+    """A real run (or one share of a launch) into ``out``, stopped after ``after`` batches (one
+    per shard here) in the first it had planned: the marker file says it got there."""
+    import time
+
+    marker = tmp_path / f"stalled-{share}"
+    env = {**os.environ, "REFINERY_TEST_STALL": str(marker), "REFINERY_TEST_STALL_AFTER": str(after),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_RUN, str(tmp_path / "in"), out, share], env=env,
+                            start_new_session=True, stderr=subprocess.PIPE, text=True)
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read() if proc.stderr else proc.returncode)
+        time.sleep(0.1)
+    return proc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # as a killed run ends: no chance to release anything
+    proc.wait()
+
+
+@pytest.fixture
+def stalls_registered():
+    from refinery.stages import registry
+
+    stages, registered = dict(registry.STAGES), dict(registry.REGISTERED)
+    registry.register_stage("stalls", "_custom_stages:Stalls")
+    yield
+    registry.STAGES.clear(), registry.STAGES.update(stages)
+    registry.REGISTERED.clear(), registry.REGISTERED.update(registered)
+
+
+def _refused(cli, args, out: str, holder: str) -> None:
+    code, _, err = cli(*args)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: output {out} is in use by another refinery command ({holder}"), lines[0]
+
+
+def test_a_second_s3_run_started_after_the_first_planned_is_refused_and_a_killed_run_resumes(
+        tmp_path, s3_root, cli, stalls_registered) -> None:
+    """A second run of the same config started after the first had written run.json read it,
+    resumed and ran beside it (run.json's condition orders planning only). Now a whole run holds
+    OUTPUT/.claim while it runs: a second run (same config or another), one share of a launch and
+    a standalone tokenize into RUN/tokens are refused in one line naming the output and the run;
+    once the run is SIGKILLed its claim is not held (its pid is gone) and the same command
+    resumes it to the end; --force redoes it."""
+    import json
+
+    from refinery.io import fs
+    from refinery.status import run_status
+
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    out = f"{s3_root}/run"
+    config, other = tmp_path / "s.yaml", tmp_path / "b.yaml"
+    config.write_text(STALLS_SPEC)
+    other.write_text(B_SPEC)
+    first = _stalled_run(tmp_path, out, after=1)  # one shard in kept/, so there is something to tokenize
+    try:
+        assert fs.exists(f"{out}/run.json")  # it planned: the old code let the second run resume beside it
+        holder = f"refinery run, pid {first.pid} on {socket.gethostname()}, started "
+        for cfg in (config, other):
+            _refused(cli, ("run", cfg, "-i", tmp_path / "in", "-o", out, "--workers", "1"), out, holder)
+        _refused(cli, ("tokenize", out, "-o", f"{out}/tokens", "--allow-unfinished"), out, holder)
+        assert not fs.exists(f"{out}/tokens")
+        from refinery.config import parse_config
+        from refinery.pipeline import run_pipeline
+        import yaml
+        with pytest.raises(RunDirBusy, match=f"output {re.escape(out)} is in use by .*{re.escape(holder)}"):
+            run_pipeline(parse_config(yaml.safe_load(STALLS_SPEC)), str(tmp_path / "in"), out, workers=1,
+                         progress=False, only_shards={"part-000"})
+        assert [fs.basename(u) for u in fs.list_files(f"{out}/stats", (".json",))] == ["part-000.json"]
+    finally:
+        _kill(first)
+    assert json.loads(fs.read_bytes(f"{out}/.claim"))["pid"] == first.pid  # killed: not released
+    code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", out, "--workers", "1")
+    assert code == 0, err
+    status = run_status(out)
+    assert status.complete and (status.shards_planned, status.shards_finished) == (2, 2)
+    claim = json.loads(fs.read_bytes(f"{out}/.claim"))
+    assert claim["pid"] == os.getpid() and claim["command"] == "run" and claim["released"]
+    code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", out, "--workers", "1", "--force")
+    assert code == 0, err
+
+
+def test_s3_shares_run_side_by_side_but_not_beside_a_whole_run(tmp_path, s3_root, cli, monkeypatch,
+                                                               stalls_registered) -> None:
+    """The instances of a launch share one S3 run directory: each claims its own
+    OUTPUT/.claim.share-<id>, so two shares started together both run (and close the pass
+    together); a whole run is refused while a share is alive, and a share while a whole run is
+    (test above); a killed share blocks nothing on its host."""
+    import json
+
+    from refinery.config import parse_config
+    from refinery.io import fs
+    from refinery.pipeline import run_pipeline
+    from refinery.status import run_status
+
+    import yaml
+
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    out = f"{s3_root}/shares"
+
+    def share(name: str):
+        return lambda: run_pipeline(parse_config(yaml.safe_load(A_SPEC)), str(tmp_path / "in"), out, workers=1,
+                                    progress=False, only_shards={name})
+    results = _released_together(monkeypatch, share("part-000"), share("part-001"))  # both past their claims
+    assert [type(r).__name__ for r in results] == ["RunSummary", "RunSummary"], results
+    assert run_status(out).complete
+    s3 = fs.s3_client()
+    bucket, _, prefix = out.removeprefix("s3://").partition("/")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/.claim").get("Contents", [])]
+    assert keys == []  # the shares' claims went with them; no whole run ever claimed it
+
+    out = f"{s3_root}/beside"
+    config = tmp_path / "s.yaml"
+    config.write_text(STALLS_SPEC)
+    stalled = _stalled_run(tmp_path, out, share="part-000")
+    try:
+        holder = (f"refinery run (an instance's share of a multi-instance job), pid {stalled.pid} on "
+                  f"{socket.gethostname()}, started ")
+        _refused(cli, ("run", config, "-i", tmp_path / "in", "-o", out, "--workers", "1"), out, holder)
+        assert not fs.exists(f"{out}/.claim") or json.loads(fs.read_bytes(f"{out}/.claim"))["released"]
+    finally:
+        _kill(stalled)
+    code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", out, "--workers", "1")
+    assert code == 0, err  # the killed share's pid is gone: its claim is not held (and is deleted)
+    assert run_status(out).complete
