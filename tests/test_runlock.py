@@ -581,3 +581,25 @@ def test_s3_shares_run_side_by_side_but_not_beside_a_whole_run(tmp_path, s3_root
     code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", out, "--workers", "1")
     assert code == 0, err  # the killed share's pid is gone: its claim is not held (and is deleted)
     assert run_status(out).complete
+
+
+def test_two_s3_runs_claiming_at_the_same_moment_one_is_refused(tmp_path, s3_root, monkeypatch) -> None:
+    """Two whole runs (other configs) that read OUTPUT/.claim at once: one writes it and runs,
+    the other is refused in one line before it plans; the output is the winner's alone."""
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.status import run_status
+
+    import yaml
+
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    out = f"{s3_root}/together"
+
+    def run(spec: str):
+        return lambda: run_pipeline(parse_config(yaml.safe_load(spec)), str(tmp_path / "in"), out, workers=1,
+                                    progress=False)
+    results = _gate_at_claim(monkeypatch, run(A_SPEC), run(B_SPEC))
+    won = _one_refused(results, out)
+    assert "(refinery run, pid " in str(results[1 - won])
+    planned, markers = _shard_fingerprints(out)
+    assert markers == [planned, planned] and run_status(out).complete
