@@ -592,3 +592,29 @@ def test_two_s3_runs_claiming_at_the_same_moment_one_is_refused(tmp_path, s3_roo
     assert "(refinery run, pid " in str(results[1 - won])
     planned, markers = _shard_fingerprints(out)
     assert markers == [planned, planned] and run_status(out).complete
+
+
+def test_a_whole_s3_object_replaced_while_read_is_read_again(s3_root: str, monkeypatch) -> None:  # noqa: F811
+    """Two shares of a launch closing a pass together both write its marker and stats (the same
+    content); a read whose GET came after the other's PUT failed the share as 'changed while it
+    was read' (one run in two of the shares test). A whole-file read takes the object again; a
+    read of part of a file (a Parquet footer) still fails rather than mixing versions."""
+    from refinery.io import fs
+
+    uri = f"{s3_root}/passes/filter.json"
+    fs.write_bytes(uri, b'{"pass": "filter", "v": 1}')
+    opened, replaced, seen = fs.open_input, [], []
+
+    def open_then_replaced(u, *args, **kwargs):  # the other share's PUT lands between HEAD and GET
+        f = opened(u, *args, **kwargs)
+        if not replaced:
+            replaced.append(u)
+            fs.write_bytes(u, b'{"pass": "filter", "v": %d}' % (len(seen) + 2))
+        seen.append(u)
+        return f
+
+    monkeypatch.setattr(fs, "open_input", open_then_replaced)
+    assert fs.read_bytes(uri) == b'{"pass": "filter", "v": 2}' and replaced == [uri]
+    replaced.clear()  # replaced once more (v 4) between this open and its read
+    with pytest.raises(fs.ObjectChanged, match="changed while it was read"), open_then_replaced(uri) as f:
+        f.read()

@@ -32,6 +32,10 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI."""
 
 
+class ObjectChanged(StorageError):
+    """An S3 object was replaced while it was read (its ETag changed between requests)."""
+
+
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
@@ -484,8 +488,8 @@ class S3RangeFile(io.RawIOBase):
             except Exception as exc:  # noqa: BLE001 - botocore/urllib3 raise many types
                 code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
                 if code in ("PreconditionFailed", "412"):
-                    raise StorageError(f"{self.uri} changed while it was read (its ETag is no longer "
-                                       f"{self.etag})") from exc
+                    raise ObjectChanged(f"{self.uri} changed while it was read (its ETag is no longer "
+                                        f"{self.etag})") from exc
                 if code in _S3_FINAL_CODES or attempt == attempts:
                     raise StorageError(f"cannot read {self.uri} (bytes {pos}-{end}): {exc}") from exc
                 time.sleep(min(20.0, 0.2 * 2**attempt) * random.random())
@@ -513,8 +517,18 @@ def read_json(uri: str) -> dict[str, Any]:
 
 
 def read_bytes(uri: str) -> bytes:
-    with open_input(uri) as f:
-        return f.read()
+    """The whole file. An S3 object replaced between its HEAD and GET is read again: each version
+    is whole (a PUT replaces it at once), so the read sees one of them. Two shares of a launch
+    closing a pass together rewrite its marker and stats with the same content, and one failed
+    on the other's write (a review)."""
+    for attempt in range(3):
+        try:
+            with open_input(uri) as f:
+                return f.read()
+        except ObjectChanged:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def makedirs(uri: str) -> None:
