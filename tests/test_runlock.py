@@ -618,3 +618,30 @@ def test_a_whole_s3_object_replaced_while_read_is_read_again(s3_root: str, monke
     replaced.clear()  # replaced once more (v 4) between this open and its read
     with pytest.raises(fs.ObjectChanged, match="changed while it was read"), open_then_replaced(uri) as f:
         f.read()
+
+
+def test_a_renewal_whose_reply_was_lost_leaves_the_claim_this_commands(s3_server, s3_root, monkeypatch) -> None:
+    """A network blip during a renewal: the PUT lands but its reply (and every retry's) is lost, so
+    the command keeps the ETag from before. Its next write of the claim, the end check, was taken
+    for another command's takeover: a whole dedup refused its own result ('claimed by another
+    refinery command') and its release did nothing, so the next command was refused for the lapse.
+    The claim in place still carries this command's claim id: it is this command's."""
+    import json
+
+    from _s3_fixtures import s3_losing_put_replies
+    from refinery.io import fs
+    from refinery.io.runlock import claim_output, confirm_claim, output_guard
+
+    monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "2")
+    out = f"{s3_root}/blip"
+    with s3_losing_put_replies(s3_server) as (front, switch):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", front)
+        with output_guard(out, "dedup", {}) as claim:
+            switch[0] = True
+            with pytest.raises(fs.StorageError, match="upload to .*/.claim failed"):
+                claim.rewrite(beat=1)  # what the heartbeat does every 30 s: it says so and goes on
+            switch[0] = False
+            assert json.loads(fs.read_bytes(f"{out}/.claim"))["beat"] == 1  # it landed
+            confirm_claim(claim)  # still this command's
+        assert json.loads(fs.read_bytes(f"{out}/.claim"))["released"]
+        claim_output(out, "tokenize", {})  # the next command goes on at once

@@ -186,13 +186,33 @@ class OutputClaim:
             if self.lost:
                 return False
             record = self.record | fields
+            data = json.dumps(record, indent=1).encode()
             try:
-                self.tag = fs.write_bytes_if(self.uri, json.dumps(record, indent=1).encode(), self.tag)
+                self.tag = fs.write_bytes_if(self.uri, data, self.tag)
             except fs.WriteConflict:
-                self.lost = _claimant(self.uri)
-                return False
+                # an earlier write of ours that landed with its reply lost (a network blip outlasting
+                # the retries) left self.tag behind: the claim in place is still ours, by its id
+                tag = self._own_tag()
+                try:
+                    if tag is None:
+                        raise fs.WriteConflict(self.uri) from None
+                    self.tag = fs.write_bytes_if(self.uri, data, tag)
+                except fs.WriteConflict:
+                    self.lost = _claimant(self.uri)
+                    return False
             self.record = record
             return True
+
+    def _own_tag(self) -> str | None:
+        """The ETag of the claim in place if it is still this command's (same claim id), else None."""
+        found = fs.read_if_any_with_age(self.uri)
+        if found is None:
+            return None
+        try:
+            info = json.loads(found[0])
+        except ValueError:
+            return None
+        return found[1] if isinstance(info, dict) and info.get("claim") == self.record["claim"] else None
 
     def _beat(self) -> None:
         while not self._stop.wait(CLAIM_HEARTBEAT_SECONDS):
