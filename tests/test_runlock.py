@@ -645,3 +645,25 @@ def test_a_renewal_whose_reply_was_lost_leaves_the_claim_this_commands(s3_server
             confirm_claim(claim)  # still this command's
         assert json.loads(fs.read_bytes(f"{out}/.claim"))["released"]
         claim_output(out, "tokenize", {})  # the next command goes on at once
+
+
+def test_a_claim_naming_this_process_but_not_held_by_it_does_not_refuse(s3_root) -> None:
+    """A claim on this host naming this process's pid was taken as held while this process lived:
+    a claim it failed to release (the network down at the end of a notebook's or library caller's
+    run, a second Ctrl-C during the release), or a previous process's with the same pid (a
+    restarted container's pid 1), refused every command of this process until the lapse. Such a
+    claim is held only while this process holds it."""
+    import json
+
+    from refinery.io import fs
+    from refinery.io.runlock import claim_output, release_claim
+
+    out = f"{s3_root}/own"
+    left = {"command": "run", "claim": "an-earlier-one", "pid": os.getpid(), "host": socket.gethostname(),
+            "since": "then", "settings": {}}
+    fs.write_bytes(f"{out}/.claim", json.dumps(left).encode())
+    claim = claim_output(out, "dedup", {})  # goes on at once
+    with pytest.raises(RunDirBusy, match=r"\(refinery dedup, pid \d+ on "):
+        claim_output(out, "tokenize", {})  # but one this process holds now still refuses
+    release_claim(claim)
+    assert json.loads(fs.read_bytes(f"{out}/.claim"))["released"]

@@ -155,6 +155,9 @@ def run_dir_lock(root: str, shared: bool = False) -> Iterator[None]:
 #: is a killed command's, and is taken over
 CLAIM_HEARTBEAT_SECONDS = 30.0
 CLAIM_TTL_SECONDS = 120.0
+#: the claim ids this process holds now (being written, or written and not released): a claim
+#: naming this process's pid but not here is a leftover (see :func:`_held`)
+_LIVE_CLAIMS: set[str] = set()
 
 
 @dataclass
@@ -241,6 +244,10 @@ def _held(info: Any, age: float) -> bool:
     if age >= CLAIM_TTL_SECONDS:
         return False  # its heartbeats stopped: the command was killed (or its host lost)
     if info.get("host") == socket.gethostname():
+        if info.get("pid") == os.getpid():
+            # this process: held only if one of its claims now (else a claim this process failed to
+            # release, or a previous process with this pid: a restarted container's pid 1)
+            return info.get("claim") in _LIVE_CLAIMS
         try:
             os.kill(int(info["pid"]), 0)
         except ProcessLookupError:
@@ -270,9 +277,13 @@ def claim_output(root: str, command: str, settings: dict[str, Any]) -> OutputCla
     try:
         new = fs.write_bytes_if(uri, json.dumps(record, indent=1).encode(), tag)
     except fs.WriteConflict:
+        _LIVE_CLAIMS.discard(record["claim"])
         raise RunDirBusy(f"output {root} is in use by another refinery command ({_claimant(uri)}; it claimed the "
                          f"output while this one was starting): wait for it to finish, or stop it; then run the "
                          f"same command again") from None
+    except BaseException:
+        _LIVE_CLAIMS.discard(record["claim"])
+        raise
     claim = OutputClaim(root, command, record, new)
     # after the write: a share that wrote its claim before this listing is seen here, and one
     # that writes it after sees this claim (claim_share reads it after writing its own)
@@ -296,8 +307,12 @@ def claim_share(root: str, command: str, settings: dict[str, Any]) -> OutputClai
     share and a whole run starting together at least one sees the other."""
     uri = fs.join(root, SHARE_CLAIM_PREFIX + uuid.uuid4().hex[:16])
     record = _record(command, settings) | {"share": True}
-    claim = OutputClaim(root, command, record, fs.write_bytes_if(uri, json.dumps(record, indent=1).encode(), None),
-                        file=fs.basename(uri))
+    try:
+        tag = fs.write_bytes_if(uri, json.dumps(record, indent=1).encode(), None)
+    except BaseException:
+        _LIVE_CLAIMS.discard(record["claim"])
+        raise
+    claim = OutputClaim(root, command, record, tag, file=fs.basename(uri))
     try:
         holder = _live_exclusive(root)
     except BaseException:
@@ -311,7 +326,10 @@ def claim_share(root: str, command: str, settings: dict[str, Any]) -> OutputClai
 
 
 def _record(command: str, settings: dict[str, Any]) -> dict[str, Any]:
-    return {"command": command, "claim": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname(),
+    claim = uuid.uuid4().hex
+    # live from before its write: another thread of this process reading it then finds it held
+    _LIVE_CLAIMS.add(claim)
+    return {"command": command, "claim": claim, "pid": os.getpid(), "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "settings": settings}
 
 
@@ -382,6 +400,7 @@ def release_claim(claim: OutputClaim) -> None:
     """Stop renewing the claim and mark it released (if still ours): the next command takes the
     output at once, without waiting for the TTL."""
     claim._stop.set()
+    _LIVE_CLAIMS.discard(claim.record["claim"])
     try:
         if claim.shared:  # its own key: nobody else writes it, so it goes (no leftover per instance)
             with claim._mutex:
