@@ -545,21 +545,24 @@ def run_pipeline(
     log.info("run %s: %d shard(s) from %s to %s, passes %s, on the %s executor", config.name, len(plan.input_files),
              input_uri, output_uri, " -> ".join(p.name for p in plan.passes), kind)
     ex = config.executor
-    with make_executor(kind, workers or ex.workers, ray_address=ex.ray_address, object_store_memory=ex.object_store_memory,
-                       max_retries=ex.max_retries, progress=progress) as runner:
-        check_registered_stages_reach_workers(runner)
-        # one run at a time per run directory (a local lock, an S3 claim), for the whole run; the
-        # shares of a multi-instance job together
-        settings = {"config": config.name, "input": input_uri, "only_passes": only_passes,
-                    "only_shards": sorted(only_shards) if only_shards is not None else None}
-        with run_guard(output_uri, only_shards is not None, settings) as claim:
+    # one run at a time per run directory (a local lock, an S3 claim), for the whole run; the shares
+    # of a multi-instance job together. Held around the executor, so it is let go only once the
+    # workers are gone: inside, a failed or interrupted run released it while its workers still
+    # wrote, and a retried job could start beside them (a review)
+    settings = {"config": config.name, "input": input_uri, "only_passes": only_passes,
+                "only_shards": sorted(only_shards) if only_shards is not None else None}
+    with run_guard(output_uri, only_shards is not None, settings) as claim:
+        with make_executor(kind, workers or ex.workers, ray_address=ex.ray_address,
+                           object_store_memory=ex.object_store_memory, max_retries=ex.max_retries,
+                           progress=progress) as runner:
+            check_registered_stages_reach_workers(runner)
             if only_shards is None:  # the only run on this directory: whatever a killed one left is stale
                 swept = fs.sweep_tree_temporaries(output_uri)
                 if swept:
                     log.info("removed %d temporary file(s) left by an interrupted run", swept)
             summary = run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards)
-            confirm_claim(claim)  # S3: still this run's (not taken over while it stalled past the lapse)
-            return summary
+        confirm_claim(claim)  # S3: still this run's (not taken over while it stalled past the lapse)
+        return summary
 
 
 __all__ = ["RunDir", "RunSummary", "check_output_is_ours", "plan_tasks", "run_pipeline", "run_plan"]

@@ -667,3 +667,27 @@ def test_a_claim_naming_this_process_but_not_held_by_it_does_not_refuse(s3_root)
         claim_output(out, "tokenize", {})  # but one this process holds now still refuses
     release_claim(claim)
     assert json.loads(fs.read_bytes(f"{out}/.claim"))["released"]
+
+
+def test_the_run_directory_stays_held_until_the_workers_are_gone(tmp_path: Path, monkeypatch) -> None:
+    """The run's lock (an S3 claim alike) was taken inside the executor's block, so a failed or
+    interrupted run let it go while its executor still waited for (or killed) its workers, and a
+    retried job could start beside them (a review). It now wraps the executor: held while it closes."""
+    from refinery.config import parse_config
+    from refinery.executors.local import LocalExecutor
+    from refinery.io.runlock import run_dir_active
+    from refinery.pipeline import run_pipeline
+
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    out, held_at_close = tmp_path / "run", []
+    close = LocalExecutor.close
+
+    def closing(self) -> None:
+        held_at_close.append(run_dir_active(str(out)))
+        close(self)
+
+    monkeypatch.setattr(LocalExecutor, "close", closing)
+    spec = {"name": "t", "stages": [{"type": "gopher_quality"}]}
+    run_pipeline(parse_config(spec), str(tmp_path / "in"), str(out), workers=1, progress=False)
+    assert held_at_close and all(held_at_close), held_at_close
+    assert run_dir_active(str(out)) is False  # and let go after
