@@ -143,6 +143,24 @@ def crash_once(attempts_dir: str):
     return fn
 
 
+def after_shard(marker_dir: str, first: str):
+    """A shard task function that runs the real shard task, the shards other than ``first`` only
+    once ``first`` finished, and leaves a marker ``marker_dir/<shard>`` when a shard is done."""
+
+    def fn(task, **kwargs):
+        import time
+
+        from refinery.runner import run_shard_task
+
+        while task.shard != first and not Path(marker_dir, first).exists():
+            time.sleep(0.05)
+        result = run_shard_task(task=task, **kwargs)
+        Path(marker_dir, task.shard).write_text("done")
+        return result
+
+    return fn
+
+
 def fail_first_attempts(attempts_dir: str, n_failures: int):
     """A shard task function whose first ``n_failures`` attempts of every shard raise the way a
     transient S3 error does, then run the real shard task."""

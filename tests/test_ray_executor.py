@@ -83,6 +83,39 @@ def test_crashed_worker_is_retried(tmp_path, ray_local):  # noqa: F811
     assert all("retries" in o.error and "died" in o.error.lower() for o in outcomes), outcomes[0].error
 
 
+def test_a_shard_that_finished_as_the_driver_was_interrupted_logs_its_closing_line(tmp_path, ray_local, caplog):  # noqa: F811
+    """A Ray task's closing line ("[shard x] done") travels back with its result: a Ctrl-C that
+    came after a shard finished but before the driver collected its result dropped the line, and
+    a rerun skips the shard, so it was never logged (3 of 6 interrupted two-node runs of the
+    refinedweb recipe lost one; found by adversarial testing). The local pool's lines come through
+    its log queue and were all there."""
+    import logging
+    import signal
+    import time
+
+    from _scale_fixtures import after_shard
+
+    spec, tasks, markers = _crash_setup(tmp_path, 2)
+    first, second = (t["task"].shard for t in tasks)
+
+    def interrupt_once_the_second_finished(outcome) -> None:
+        if outcome.name == first:
+            while not (markers / second).exists():
+                time.sleep(0.05)
+            time.sleep(1.0)  # the second's result reaches the driver's side, not yet collected
+            os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C
+            time.sleep(30)  # the KeyboardInterrupt is raised in here
+
+    caplog.set_level(logging.INFO, logger="refinery")
+    with pytest.raises(KeyboardInterrupt):
+        with RayExecutor(progress=False) as ex:
+            ex.map(after_shard(str(markers), first), tasks, label="filter", names=[first, second],
+                   shared={"spec": spec}, on_outcome=interrupt_once_the_second_finished)
+    assert (tmp_path / "out" / "stats" / f"{second}.json").exists()  # done: a rerun skips it
+    closing = [r.getMessage().split("]")[0] for r in caplog.records if "] done: " in r.getMessage()]
+    assert sorted(closing) == sorted([f"[shard {first}", f"[shard {second}"]), closing
+
+
 def test_a_worker_that_always_dies_is_tried_max_retries_plus_one_times(tmp_path, ray_local):  # noqa: F811
     """Ray retried a dead worker max_retries times inside each of the shared loop's attempts: a page
     that kills its worker every time ran 9 times with the default 2 (found by adversarial testing)."""

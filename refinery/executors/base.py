@@ -355,6 +355,7 @@ class Executor(ABC):
             for future in pending:  # don't leave tasks running behind an interrupted driver
                 future.cancel()
             self._cancel_pending()
+            self._relay_finished(list(pending))
             raise
         finally:
             bar.close()
@@ -366,6 +367,14 @@ class Executor(ABC):
 
     def _cancel_pending(self) -> None:
         pass
+
+    def _relay_finished(self, futures: list[Future]) -> None:
+        """Log the closing lines of tasks that finished but were not collected when the loop
+        stopped (a Ctrl-C, a storage stop): their outputs stay and a rerun skips them, so their
+        line comes now or never."""
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                relay_log_records(future.result()[1])
 
     def run(self, fn: TaskFn, tasks: Sequence[dict[str, Any]], *, label: str, names: Sequence[str] | None = None,
             units: str = "docs", shared: dict[str, Any] | None = None, fresh_workers: bool = False) -> list[dict[str, Any]]:
