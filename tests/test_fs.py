@@ -240,3 +240,21 @@ def test_an_input_in_a_missing_bucket_says_so(s3_bucket):
         fs.list_files("s3://no-such-bucket-zz/x")
     with pytest.raises(fs.StorageError, match=r"input not found: .*/nothing-here$"):
         fs.list_files(f"{s3_bucket}/nothing-here")
+
+
+def test_reading_many_shard_stats_from_s3_reuses_its_connections(s3_bucket, caplog):
+    """The driver reads a pass's shard stats 16 at a time (and launch uploads 32 stubs at once)
+    through one boto3 client, whose pool kept 10 connections: an S3 run of 24 shards logged 36-63
+    "urllib3.connectionpool: Connection pool is full, discarding connection" WARNINGs per run and
+    opened a new connection for each request past 10 (found by adversarial testing on moto)."""
+    import logging
+
+    from refinery.stats.funnel import load_shard_stats
+
+    stats_dir = f"{s3_bucket}/run/filter/stats"
+    for i in range(96):
+        fs.write_bytes(f"{stats_dir}/shard-{i:03d}.json", b'{"docs_read": 1}')
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    for _ in range(3):
+        assert len(load_shard_stats(f"{s3_bucket}/run/filter")) == 96
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]

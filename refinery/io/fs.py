@@ -94,6 +94,12 @@ _FS_CACHE: dict[tuple, pafs.FileSystem] = {}
 _CLIENT_CACHE: dict[tuple, object] = {}
 
 
+#: connections the boto3 client keeps: as many as the threads that share it (32 stub uploads in
+#: launch, 16 stats or footer reads); botocore's 10 logged "Connection pool is full, discarding
+#: connection" dozens of times per S3 run of 24 shards and reconnected for each request past 10
+S3_POOL_CONNECTIONS = 32
+
+
 def s3_client():
     """A boto3 S3 client (per process and endpoint) with standard retries and backoff."""
     key = (s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts())
@@ -106,7 +112,7 @@ def s3_client():
             "s3",
             endpoint_url=s3_endpoint(),
             config=Config(retries={"max_attempts": s3_max_attempts(), "mode": "standard"}, connect_timeout=10,
-                          read_timeout=60),
+                          read_timeout=60, max_pool_connections=S3_POOL_CONNECTIONS),
         )
         _CLIENT_CACHE[key] = client
     return client
