@@ -28,12 +28,10 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.console import Console
 from rich.text import Text
 
+from refinery.noisy_loggers import NOISY_LOGGERS
+
 out = Console(markup=False, highlight=False, soft_wrap=True)  # writes to sys.stdout as it is at each print
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
-
-#: third-party loggers whose DEBUG/INFO output carries request headers or is noise
-NOISY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiobotocore", "s3fs", "fsspec", "filelock",
-                 "asyncio", "werkzeug", "ray", "sagemaker")
 
 
 def one_line(message: object) -> str:
@@ -231,7 +229,7 @@ def setup_logging(verbose: bool, level: int | None = None) -> None:
     chosen = level if level is not None else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=chosen, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     root.setLevel(chosen)
-    for name in NOISY_LOGGERS:
+    for name in NOISY_LOGGERS:  # whatever the level (DEBUG with -v): the workers do it as well
         logging.getLogger(name).setLevel(logging.WARNING)
     for handler in root.handlers:
         if not any(isinstance(f, RedactCredentials) for f in handler.filters):

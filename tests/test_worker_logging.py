@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 
+import pytest
+
 from refinery.executors.local import LocalExecutor
 
 
@@ -121,3 +123,27 @@ def test_workers_keep_a_library_callers_silencing(monkeypatch, capfd):
     finally:
         logger.removeHandler(capture)
     assert [r.getMessage() for r in capture.records] == ["worker warning line"]
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_workers_keep_third_party_loggers_as_quiet_as_the_command_line(executor, tmp_path, s3_bucket):
+    """The command line sets botocore, urllib3 and the like to WARNING, but its workers did not:
+    each worker writing to S3 printed "INFO pid=N botocore.credentials: Found credentials in
+    environment variables." (one line per worker process, on the local pool and on Ray; found by
+    adversarial testing). A real run to a moto S3 server, on a real local Ray cluster for ray."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    config = tmp_path / "c.yaml"
+    config.write_text("name: r\nstages:\n  - type: url_filter\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-m", "refinery", "run", str(config), "-i", str(root / "data/sample/warc"),
+                           "-o", f"{s3_bucket}/run", "--executor", executor, "--workers", "2"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert output.count("] done: ") == 6, output[-3000:]  # the workers' own INFO lines still come
+    assert "botocore" not in output and "urllib3" not in output, output[-3000:]

@@ -20,6 +20,7 @@ from typing import Any
 from refinery import interrupts
 from refinery.executors.base import Executor, TaskFn, call_task, relay_record
 from refinery.io.arrow_rows import skip_pandas_probe
+from refinery.noisy_loggers import quiet_noisy_loggers
 
 log = logging.getLogger("refinery.executors.local")
 
@@ -72,6 +73,7 @@ def init_worker_logging(level: int = logging.INFO, queue: Any = None, parent_pid
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     _exit_with_parent(parent_pid)
     skip_pandas_probe()  # a worker runs refinery's stages only: none gives pyarrow pandas objects
+    quiet_noisy_loggers(level)
     if queue is None:
         logging.basicConfig(level=level, format=WORKER_LOG_FORMAT)
         return

@@ -18,6 +18,7 @@ from refinery import interrupts
 from refinery.executors.base import RELAYED_LOG_KEY, Executor, TaskFn, call_task, relay_log_records
 from refinery.executors.local import WORKER_LOG_FORMAT, worker_log_level
 from refinery.executors.ray_cluster import cluster_cpus, ensure_ray
+from refinery.noisy_loggers import quiet_noisy_loggers
 
 log = logging.getLogger("refinery.executors.ray")
 
@@ -49,6 +50,7 @@ def _worker_logging(level: int) -> _HeldSummaries:
     if not root.handlers:
         logging.basicConfig(level=level, format=WORKER_LOG_FORMAT)
     root.setLevel(level)  # a worker of a long-lived cluster serves drivers of other levels
+    quiet_noisy_loggers(level)
     held = next((h for h in root.handlers if isinstance(h, _HeldSummaries)), None)
     if held is None:
         for handler in root.handlers:
