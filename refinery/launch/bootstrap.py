@@ -43,6 +43,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("refinery.bootstrap")
 
@@ -238,14 +239,27 @@ class RayNode:
     def start_worker(self, head_ip: str, port: int, ip: str) -> None:
         self._start(["--address", f"{head_ip}:{port}", "--node-ip-address", ip])
 
+    def _ours(self, proc: Any) -> bool:
+        """``proc`` names our temp dir, or writes its output there: the head's client server
+        (``ray.util.client.server``, orphaned at once) names neither our temp dir nor our port,
+        and outlived every stop, holding port 10001 (found by adversarial testing)."""
+        import psutil
+
+        if self.temp_dir in " ".join(proc.info["cmdline"] or []):
+            return True
+        try:
+            return any(f.path.startswith(self.temp_dir.rstrip("/") + "/") for f in proc.open_files())
+        except psutil.Error:  # another user's process, or gone
+            return False
+
     def processes(self) -> list:
-        """Our node's processes: those naming our temp dir, and their descendants."""
+        """Our node's processes: those naming our temp dir or writing into it, and their descendants."""
         import psutil
 
         found: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter(["pid", "cmdline"]):
             try:
-                if proc.pid != os.getpid() and self.temp_dir in " ".join(proc.info["cmdline"] or []):
+                if proc.pid != os.getpid() and self._ours(proc):
                     found[proc.pid] = proc
                     for child in proc.children(recursive=True):
                         found[child.pid] = child
