@@ -704,8 +704,13 @@ def _sigint_twice_after(cmd: list[str], marker: str, offset: float, gap: float) 
             if marker in line:
                 seen.set()
 
+    out: list[str] = []
     reader = threading.Thread(target=read)
     reader.start()
+    # stdout in a thread of its own: communicate() read stderr too, racing the reader above for the
+    # last lines (a fresh-clone CI run lost the "interrupted" line so, exit code 130 and all)
+    out_reader = threading.Thread(target=lambda: out.append(proc.stdout.read()))
+    out_reader.start()
     assert seen.wait(60), "".join(lines)[-2000:]
     time.sleep(offset)
     for _ in range(2):
@@ -714,9 +719,10 @@ def _sigint_twice_after(cmd: list[str], marker: str, offset: float, gap: float) 
         except ProcessLookupError:
             break
         time.sleep(gap)
-    out = proc.communicate(timeout=60)[0]
+    proc.wait(timeout=60)
     reader.join()
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "".join(lines))
+    out_reader.join()
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out), "".join(lines))
 
 
 def _demo_cmd(out: Path) -> list[str]:
