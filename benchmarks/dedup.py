@@ -73,7 +73,7 @@ def run(root: Path, shards: list[Shard], meta: list[dict], n: int, config: Dedup
     passes: dict = {}
     started = time.time()
     with LocalExecutor(workers, fresh_process=True, progress=False) as ex:
-        result = build_index(WorkDir(str(root), "bench", force=True), shards, config, ex, passes, meta, n)
+        result = build_index(WorkDir(str(root), "bench", force=True, method=config.method), shards, config, ex, passes, meta, n)
     result["wall"] = time.time() - started
     result["passes"] = passes
     return result

@@ -58,7 +58,7 @@ def test_substring_groups_run_in_fresh_workers_only_when_the_held_memory_needs_i
     original = LocalExecutor.run
 
     def spy(self, fn, tasks, **kwargs):
-        if kwargs.get("label") == "dedup/suffix_arrays":
+        if kwargs.get("label") == "dedup/substring/suffix_arrays":
             fresh_flags.append(kwargs.get("fresh_workers", False))
         return original(self, fn, tasks, **kwargs)
 

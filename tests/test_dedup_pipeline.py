@@ -818,3 +818,25 @@ def test_a_shared_work_dir_does_not_make_a_users_directory_a_killed_dedups_lefto
     with pytest.raises(DedupInputError, match=r"is not a refinery run .*kept/mine-0\.parquet"):
         run_dedup(str(other), str(users), DedupConfig(method="exact"), LocalExecutor(1), work_dir=str(work))
     assert sorted(p.name for p in (users / "kept").iterdir()) == ["mine-0.parquet", "mine-1.parquet"]
+
+
+def test_each_dedup_step_label_names_its_method_so_a_recipe_counts_each_pass_apart(tmp_path):
+    """Found by a Ray trial: a recipe's url and minhash passes both ran ``[dedup/signatures]``,
+    ``[dedup/buckets]`` and ``[dedup/candidates]``, so a progress line did not say which pass it
+    belonged to and the per-label progress counts (a heartbeat's ``passes``) added the two."""
+    from refinery.config import parse_config
+    from refinery.executors.progress import PROCESS_PROGRESS
+    from refinery.pipeline import run_pipeline
+    from tests._dedup_fixtures import write_inputs
+
+    docs = [d for d in load_cc_docs() if d["text"].strip()][:30]
+    src = write_inputs(tmp_path / "in", {"a": docs[:15], "b": docs[15:]})
+    config = parse_config({"name": "two", "stages": [{"type": "pii"}], "dedup": [{"method": "url"}, {"method": "minhash"}]})
+    PROCESS_PROGRESS.reset()
+    run_pipeline(config, str(src), str(tmp_path / "run"), workers=1, progress=False)
+    labels = PROCESS_PROGRESS.snapshot()["passes"]
+    dedup = {k for k in labels if k.startswith("dedup/")}
+    assert dedup and all(k.split("/")[1] in ("url", "minhash") for k in dedup), sorted(dedup)
+    for method in ("url", "minhash"):
+        for step in ("signatures", "buckets", "removal_lists", "remove"):
+            assert labels[f"dedup/{method}/{step}"]["tasks"] == 2  # one per shard, this pass's only

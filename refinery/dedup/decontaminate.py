@@ -501,7 +501,7 @@ def decontaminate_passes(work: Any, shards: list[Any], config: DedupConfig, exec
     from refinery.dedup.driver import worker_baseline_bytes
 
     P = config.partitions or (work.done("matches") or {}).get("partitions") \
-        or benchmark_partitions(total, config.memory_budget, batch, worker_baseline_bytes(executor))
+        or benchmark_partitions(total, config.memory_budget, batch, worker_baseline_bytes(executor, config.method))
     log.info("[dedup decontaminate] %d benchmark n-grams (%d-grams) in %d hash partition(s) (budget %.0f MiB, "
              "%.0f MiB per batch of documents)", total, dc.ngram, P, config.memory_budget / 2**20, batch / 2**20)
 

@@ -139,8 +139,11 @@ def _is_run_dir(root: str, last: PassDir) -> bool:
 class WorkDir:
     """The dedup directory: paths, the manifest and per-pass markers."""
 
-    def __init__(self, root: str, fingerprint: str, force: bool, output: str | None = None) -> None:
+    def __init__(self, root: str, fingerprint: str, force: bool, output: str | None = None, *, method: str) -> None:
         self.root = root
+        #: names the pass in its steps' progress labels: a recipe's url and minhash passes both
+        #: ran "dedup/signatures", and the per-label progress counts added them together
+        self.method = method
         self.fingerprint = fingerprint
         self.force = force
         #: where the removal run writes, recorded in the manifest: a shared --work-dir's manifest
@@ -191,7 +194,7 @@ def _run_pass(work: WorkDir, name: str, fn: Callable[..., dict[str, Any]], tasks
         log.info("[dedup] pass %s already finished, skipping", name)
         return marker
     started = time.time()
-    results = executor.run(fn, tasks, label=f"dedup/{name}", names=names, units=units, fresh_workers=fresh_workers)
+    results = executor.run(fn, tasks, label=f"dedup/{work.method}/{name}", names=names, units=units, fresh_workers=fresh_workers)
     summary = _summarize(results, time.time() - started)
     if extra:
         summary.update(extra(results))
@@ -267,14 +270,15 @@ def _resident_probe_task(pause: float) -> dict[str, Any]:
     return {"resident": resident_bytes()}
 
 
-def worker_baseline_bytes(executor: Executor) -> int:
+def worker_baseline_bytes(executor: Executor, method: str | None = None) -> int:
     """What a worker already holds before a dedup task loads anything: in a recipe run the pool and
     Ray workers are long-lived and keep the filter stages' models (~300 MB), so a fixed fresh-worker
     figure would let a partition outgrow its budget. One short probe per worker slot; the largest
     resident set counts, never less than :data:`TASK_BASELINE_BYTES`."""
     slots = executor.capacity
     probes = [{"pause": 0.05 if slots > 1 else 0.0}] * slots  # one slot: nothing to spread over
-    results = executor.run(_resident_probe_task, probes, label="dedup/worker-memory",
+    label = f"dedup/{method}/worker-memory" if method else "dedup/worker-memory"
+    results = executor.run(_resident_probe_task, probes, label=label,
                            names=[f"probe-{i}" for i in range(len(probes))], units="probes")
     measured = max((int(r.get("resident", 0)) for r in results), default=0)
     return max(TASK_BASELINE_BYTES, measured)
@@ -361,7 +365,8 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     params = _method_params(config)
     if standalone and recorded is not None:
         params = recorded  # the same pass, hashed as recorded: its index and removals are reused
-    work = WorkDir(work_root, _fingerprint(method, params, shards, upstream), force, output=out.root)
+    work = WorkDir(work_root, _fingerprint(method, params, shards, upstream), force, output=out.root,
+                   method=method)
     started = time.time()
     log.info("[dedup %s] %d shard(s) from %s -> %s (work dir %s, executor %s)", method, len(shards), input_dir,
              output_dir, work_root, executor.kind)
@@ -697,7 +702,7 @@ def build_index(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
     if bucketed is not None and "partitions" in bucketed:  # a resumed index keeps the partitioning it was written with
         P, Q, baseline = bucketed["partitions"], bucketed["cc_partitions"], bucketed.get("worker_baseline_bytes", 0)
     else:
-        baseline = worker_baseline_bytes(executor) if not config.partitions else TASK_BASELINE_BYTES
+        baseline = worker_baseline_bytes(executor, method) if not config.partitions else TASK_BASELINE_BYTES
         P = config.partitions or partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget, baseline)
         Q = config.partitions or partitions_for(2 * rows, EDGE_BYTES_PER_ROW, budget, baseline)
     _write_manifest(work, method, _method_params(config), shards, per_shard, partitions=P, cc_partitions=Q)
@@ -869,7 +874,7 @@ def _substring_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, e
                         "shards or raise memory_budget", group[0].name, needs[group[0].name] / 2**20,
                         usable / 2**20)
     fresh = (work.done("suffix_arrays") is None and not getattr(executor, "inline", False)
-             and worker_baseline_bytes(executor) + largest > config.memory_budget)
+             and worker_baseline_bytes(executor, "substring") + largest > config.memory_budget)
     if fresh:
         log.info("[dedup] substring: workers hold more than the plan's %.0f MiB baseline leaves room for; "
                  "each of the %d groups runs in a fresh worker", TASK_BASELINE_BYTES / 2**20, len(groups))

@@ -502,7 +502,7 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
     rule = {k: getattr(lines, k) for k in ("min_chars", "min_words", "max_words", "fold_digits", "exact_dates")}
     text_bytes = text_bytes_of(shards)  # checks the shards' columns before any task runs
     P = config.partitions or (work.done("line_counts") or {}).get("partitions") \
-        or partitions_for_text(text_bytes, config.memory_budget, worker_baseline_bytes(executor))
+        or partitions_for_text(text_bytes, config.memory_budget, worker_baseline_bytes(executor, config.method))
     names = [s.name for s in shards]
     count_uri = {s.name: work.path("line_counts", f"{s.name}.parquet") for s in shards}
     tasks = [{"input_uri": s.uri, "shard": s.name, "output_uri": count_uri[s.name], "num_parts": P, "rule": rule,
