@@ -258,3 +258,47 @@ def test_reading_many_shard_stats_from_s3_reuses_its_connections(s3_bucket, capl
     for _ in range(3):
         assert len(load_shard_stats(f"{s3_bucket}/run/filter")) == 96
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+_NO_CREDENTIALS_CHILD = """
+import json, sys
+from refinery.executors.local import LocalExecutor
+from refinery.io import fs
+from refinery.runner import ShardTask, run_shard_task
+
+src, out = sys.argv[1], sys.argv[2]
+with LocalExecutor(1, max_retries=2, progress=False) as ex:
+    [o] = ex.map(run_shard_task, [{"task": ShardTask(src, out, "a")}], label="filter", names=["a"],
+                 shared={"spec": {"name": "t", "stages": [{"type": "pii"}]}})
+try:
+    fs.write_bytes(src + ".copy", b"x")
+    upload = None
+except fs.StorageError as exc:
+    upload = str(exc)
+print(json.dumps({"status": o.status, "attempts": o.attempts, "error": o.first_error_line, "upload": upload}))
+"""
+
+
+def test_missing_credentials_say_they_are_not_sent_and_are_not_retried(s3_bucket, s3_server, tmp_path):
+    """Found by a Ray trial: workers of a cluster started without AWS credentials failed each shard
+    with botocore's bare "Unable to locate credentials", retried 3 times as transient."""
+    import gzip
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = f"{s3_bucket}/in/a.jsonl.gz"
+    fs.write_bytes(src, gzip.compress(b'{"id": "1", "text": "hello world"}\n'))
+    # a process with no credentials anywhere botocore looks: variables, files, instance metadata
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=s3_server, AWS_REGION="us-east-1", AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+    proc = subprocess.run([sys.executable, "-c", _NO_CREDENTIALS_CHILD, src, str(tmp_path / "out")], env=env,
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["status"] == "failed" and got["attempts"] == 1
+    assert got["error"] == f"refinery.io.fs.MissingCredentials: cannot open {src}: {fs.NO_CREDENTIALS}"
+    assert got["upload"] == f"upload to {src}.copy failed: {fs.NO_CREDENTIALS}"
+    assert "not send credentials to a Ray cluster" in fs.NO_CREDENTIALS and "\n" not in fs.NO_CREDENTIALS

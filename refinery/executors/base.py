@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 from refinery import interrupts
-from refinery.io.fs import InputChangedError, StorageError
+from refinery.io.fs import InputChangedError, MissingCredentials, StorageError
 from refinery.executors.progress import TaskProgress
 
 log = logging.getLogger("refinery.executors")
@@ -173,6 +173,8 @@ def transient(exc: BaseException) -> bool:
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     if any(isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, InputChangedError)) for e in chain):
         return False  # a missing file does not appear on a retry, nor the version a run listed
+    if any(isinstance(e, MissingCredentials) for e in chain):
+        return False  # nor credentials in a process started without them (3 attempts per shard on Ray)
     return any(isinstance(e, (OSError, StorageError, TimeoutError, ConnectionError, MemoryError)) for e in chain)
 
 

@@ -32,6 +32,34 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI."""
 
 
+class MissingCredentials(StorageError):
+    """No AWS credentials in this process: no retry finds them, so a task does not retry it."""
+
+
+#: what a missing-credentials error says: botocore's "Unable to locate credentials" alone sent a
+#: Ray cluster started without credentials through 3 attempts per shard (found by a Ray trial)
+NO_CREDENTIALS = ("no AWS credentials in this process (botocore: Unable to locate credentials); refinery "
+                  "does not send credentials to a Ray cluster's workers: give every node its own (an "
+                  "instance role, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY where `ray start` "
+                  "runs; docs/scale.md)")
+
+
+def _no_credentials(exc: BaseException) -> bool:
+    try:
+        from botocore.exceptions import NoCredentialsError
+    except ImportError:  # no boto3: nothing could have looked for credentials
+        return False
+    return isinstance(exc, NoCredentialsError)
+
+
+def s3_error(message: str, exc: BaseException) -> StorageError:
+    """``message: exc`` as a :class:`StorageError`; when ``exc`` is botocore's missing
+    credentials, a :class:`MissingCredentials` that says where credentials come from."""
+    if _no_credentials(exc):
+        return MissingCredentials(f"{message}: {NO_CREDENTIALS}")
+    return StorageError(f"{message}: {exc}")
+
+
 class ObjectChanged(StorageError):
     """An S3 object was replaced while it was read (its ETag changed between requests)."""
 
@@ -258,7 +286,7 @@ def _list_s3_prefix(uri: str, path: str, skipped: list[tuple[str, str]]) -> tupl
                 found.append(full)
                 found_versions[full] = (obj["Size"], obj["ETag"].strip('"'))
     except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
-        raise StorageError(f"cannot list the files under {uri}: {exc}") from exc
+        raise s3_error(f"cannot list the files under {uri}", exc) from exc
     return found, found_versions
 
 
@@ -292,7 +320,7 @@ def file_versions(root: str, uris: list[str]) -> dict[str, tuple[int, str]]:
         try:
             head = s3_client().head_object(Bucket=bucket, Key=key)
         except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
-            raise StorageError(f"cannot read the size and ETag of {root}: {exc}") from exc
+            raise s3_error(f"cannot read the size and ETag of {root}", exc) from exc
         found = {path: (head["ContentLength"], head["ETag"].strip('"'))}
     else:
         found = _list_s3_prefix(root, path, [])[1]
@@ -444,7 +472,7 @@ class S3RangeFile(io.RawIOBase):
         try:
             head = s3_client().head_object(Bucket=bucket, Key=key)
         except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
-            raise StorageError(f"cannot open {uri}: {exc}") from exc
+            raise s3_error(f"cannot open {uri}", exc) from exc
         self.size: int = head["ContentLength"]
         self.etag: str = head["ETag"]
         self._pos = 0
@@ -496,8 +524,8 @@ class S3RangeFile(io.RawIOBase):
                 if code in ("PreconditionFailed", "412"):
                     raise ObjectChanged(f"{self.uri} changed while it was read (its ETag is no longer "
                                         f"{self.etag})") from exc
-                if code in _S3_FINAL_CODES or attempt == attempts:
-                    raise StorageError(f"cannot read {self.uri} (bytes {pos}-{end}): {exc}") from exc
+                if code in _S3_FINAL_CODES or _no_credentials(exc) or attempt == attempts:
+                    raise s3_error(f"cannot read {self.uri} (bytes {pos}-{end})", exc) from exc
                 time.sleep(min(20.0, 0.2 * 2**attempt) * random.random())
         raise AssertionError("unreachable")
 
@@ -583,7 +611,7 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
             try:
                 s3_client().upload_fileobj(buffer, bucket, key)
             except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
-                raise StorageError(f"upload to {uri} failed: {exc}") from exc
+                raise s3_error(f"upload to {uri} failed", exc) from exc
         return
     directory = os.path.dirname(path)
     # the temporary name ends in TMP_SUFFIX, not in the file's own suffix: a glob such as DuckDB's
@@ -676,7 +704,7 @@ def etag(uri: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
         if _status(exc) == 404:
             return None
-        raise StorageError(f"cannot read {uri}: {exc}") from None
+        raise s3_error(f"cannot read {uri}", exc) from None
 
 
 def _status(exc: BaseException) -> int | None:
@@ -740,7 +768,7 @@ def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
             try:
                 return str(s3_client().put_object(Bucket=bucket, Key=key, Body=data)["ETag"])
             except Exception as again:  # noqa: BLE001 - as below
-                raise StorageError(f"upload to {uri} failed: {again}") from again
+                raise s3_error(f"upload to {uri} failed", again) from again
         # 412: created or replaced since read; 409: a concurrent conditional write is in flight;
         # 404 (If-Match): deleted since read
         if _status(exc) in (404, 409, 412):
@@ -749,7 +777,7 @@ def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
             if current is not None and current[0] == data:
                 return current[1]
             raise WriteConflict(f"{uri} was written by another writer since it was read") from None
-        raise StorageError(f"upload to {uri} failed: {exc}") from exc
+        raise s3_error(f"upload to {uri} failed", exc) from exc
 
 
 def read_if_any_with_age(uri: str) -> tuple[bytes, str, float] | None:
@@ -764,7 +792,7 @@ def read_if_any_with_age(uri: str) -> tuple[bytes, str, float] | None:
     except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
         if _status(exc) == 404:
             return None
-        raise StorageError(f"cannot read {uri}: {exc}") from None
+        raise s3_error(f"cannot read {uri}", exc) from None
     date = got.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
     age = (parsedate_to_datetime(date) - got["LastModified"]).total_seconds() if date else 0.0
     return got["Body"].read(), str(got["ETag"]), max(age, 0.0)
