@@ -7,7 +7,9 @@
   fights the workers for memory, and our shard tasks pass only small objects (specs, stats);
   documents travel through storage, not the object store. Default: :data:`DEFAULT_OBJECT_STORE_BYTES`.
 - usage stats off (``RAY_USAGE_STATS_ENABLED=0``): nothing phones home.
-- no dashboard (``include_dashboard=False``): it costs a process and ports we don't use.
+- no dashboard UI or HTTP API (``include_dashboard=False``). Ray 2.60 still starts the head's
+  ``dashboard.py`` with only its usage-stats module and no listening port, and each raylet its
+  dashboard and runtime-env agents (which do listen): no Ray option stops them (docs/scale.md).
 - token auth: Ray's GCS and raylet listen on every interface whatever node address we give
   (``_node_ip_address="127.0.0.1"`` is resolved to the host's reachable IP), so a *local*
   cluster we start gets ``RAY_AUTH_MODE=token`` with a random ``RAY_AUTH_TOKEN`` that only this
