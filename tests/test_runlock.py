@@ -105,10 +105,11 @@ def test_standalone_dedup_and_tokenize_take_their_outputs_lock(tmp_path: Path, c
 
 
 # -- S3 run directories: no lock, a conditional write of run.json -------------------------------
-def _released_together(monkeypatch, *calls):
-    """Run ``calls`` in threads held at their first write of a ``run.json`` until all of them got
-    there, so each has read the run directory before any writes it: the race, every time. The
-    real writes run; the gate only orders them. Returns each call's result or exception."""
+def _released_together(monkeypatch, *calls, at: str = "/run.json"):
+    """Run ``calls`` in threads held at their first write of a file ending in ``at`` (``run.json``;
+    ``/.claim``) until all of them got there, so each has read the run directory before any writes
+    it: the race, every time. The real writes run; the gate only orders them. Returns each call's
+    result or exception."""
     import threading
 
     from refinery.io import fs
@@ -117,7 +118,7 @@ def _released_together(monkeypatch, *calls):
 
     def gated(write):
         def wrapper(uri, *args, **kwargs):
-            if uri.endswith("/run.json") and not getattr(seen, "done", False):
+            if uri.endswith(at) and not getattr(seen, "done", False):
                 seen.done = True
                 gate.wait()
             return write(uri, *args, **kwargs)
@@ -273,35 +274,7 @@ def _tokenize(run: Path, seed: int, **kwargs):
 def _gate_at_claim(monkeypatch, *calls):
     """:func:`_released_together` at each call's first write of OUTPUT/.claim (the old code, which
     wrote none, ran both calls to their end: the test fails on it by their results)."""
-    import threading
-
-    from refinery.io import fs
-
-    gate, seen = threading.Barrier(len(calls), timeout=60), threading.local()
-    write = fs.write_bytes_if
-
-    def gated(uri, *args, **kwargs):
-        if uri.endswith("/.claim") and not getattr(seen, "done", False):
-            seen.done = True
-            gate.wait()
-        return write(uri, *args, **kwargs)
-
-    monkeypatch.setattr(fs, "write_bytes_if", gated)
-    results: list = [None] * len(calls)
-
-    def run(i):
-        try:
-            results[i] = calls[i]()
-        except Exception as exc:  # noqa: BLE001 - the loser's refusal is the result
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    monkeypatch.undo()
-    return results
+    return _released_together(monkeypatch, *calls, at="/.claim")
 
 
 def _one_refused(results, out: str) -> int:

@@ -46,7 +46,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,19 +284,9 @@ def claim_output(root: str, command: str, settings: dict[str, Any]) -> OutputCla
     except BaseException:
         _LIVE_CLAIMS.discard(record["claim"])
         raise
-    claim = OutputClaim(root, command, record, new)
     # after the write: a share that wrote its claim before this listing is seen here, and one
     # that writes it after sees this claim (claim_share reads it after writing its own)
-    try:
-        share = _live_share(root)
-    except BaseException:
-        release_claim(claim)
-        raise
-    if share is not None:
-        release_claim(claim)
-        raise _busy(root, *share)
-    _start(claim)
-    return claim
+    return _held_unless(OutputClaim(root, command, record, new), _live_share)
 
 
 def claim_share(root: str, command: str, settings: dict[str, Any]) -> OutputClaim:
@@ -312,15 +302,20 @@ def claim_share(root: str, command: str, settings: dict[str, Any]) -> OutputClai
     except BaseException:
         _LIVE_CLAIMS.discard(record["claim"])
         raise
-    claim = OutputClaim(root, command, record, tag, file=fs.basename(uri))
+    return _held_unless(OutputClaim(root, command, record, tag, file=fs.basename(uri)), _live_exclusive)
+
+
+def _held_unless(claim: OutputClaim, other_holder: Callable[[str], Any]) -> OutputClaim:
+    """``claim``, just written, renewed from now on; released and refused with :class:`RunDirBusy`
+    when ``other_holder`` (read after the write) finds a live claim of the other kind."""
     try:
-        holder = _live_exclusive(root)
+        holder = other_holder(claim.root)
     except BaseException:
         release_claim(claim)
         raise
     if holder is not None:
         release_claim(claim)
-        raise _busy(root, *holder)
+        raise _busy(claim.root, *holder)
     _start(claim)
     return claim
 
