@@ -299,15 +299,22 @@ def _dedup_section(raw: dict[str, Any], code: bool = True, pinned: dict[str, str
         params.pop("decontaminate", None)
         return params
     from refinery.dedup.config import BenchmarkSpec
-    from refinery.dedup.decontaminate import benchmark_identity, read_benchmark
+    from refinery.dedup.decontaminate import benchmark_identity
 
     specs = [BenchmarkSpec.model_validate(b) for b in raw["decontaminate"]["benchmarks"]]
-    identity = benchmark_identity(specs)
-    for spec in specs:
-        # the first record (a Parquet's schema): an empty benchmark or a missing field stopped the
-        # run only when its pass began, after the document pass (found by adversarial testing)
-        read_benchmark(spec, check_only=True, keep=False)
-    return params | {"benchmark_files": identity}
+    return params | {"benchmark_files": benchmark_identity(specs)}
+
+
+def _check_benchmarks(config: PipelineConfig) -> None:
+    """Each decontamination benchmark's first record (a Parquet's schema), once per plan: an empty
+    benchmark or a missing field stopped the run only when its pass began, after the document
+    pass (found by adversarial testing)."""
+    from refinery.dedup.decontaminate import read_benchmark
+
+    for dedup in config.dedup:
+        if dedup.method == "decontaminate":
+            for spec in dedup.decontaminate.benchmarks:
+                read_benchmark(spec, check_only=True, keep=False)
 
 
 #: what each dedup method reads of its section (``True``: the whole key), as standalone ``refinery
@@ -569,6 +576,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     root = input_root(input_uri, files)
     unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
     passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit, pinned=pinned_libraries)
+    _check_benchmarks(config)
     sizes = versions = None
     if by_file is not None:  # a manifest's files are not listed: sizing them is a request each
         sizes = {shard_name(f, root): by_file[f][0] for f in files}
