@@ -603,7 +603,7 @@ def test_a_renewal_whose_reply_was_lost_leaves_the_claim_this_commands(s3_server
 
     from _s3_fixtures import s3_losing_put_replies
     from refinery.io import fs
-    from refinery.io.runlock import claim_output, confirm_claim, output_guard
+    from refinery.io.runlock import claim_output, confirm_claim, output_guard, release_claim
 
     monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "2")
     out = f"{s3_root}/blip"
@@ -617,7 +617,9 @@ def test_a_renewal_whose_reply_was_lost_leaves_the_claim_this_commands(s3_server
             assert json.loads(fs.read_bytes(f"{out}/.claim"))["beat"] == 1  # it landed
             confirm_claim(claim)  # still this command's
         assert json.loads(fs.read_bytes(f"{out}/.claim"))["released"]
-        claim_output(out, "tokenize", {})  # the next command goes on at once
+        # the next command goes on at once (released: its heartbeat would outlive the test and
+        # renew against the endpoint the test set, once unset, real AWS)
+        release_claim(claim_output(out, "tokenize", {}))
 
 
 def test_a_claim_naming_this_process_but_not_held_by_it_does_not_refuse(s3_root) -> None:
