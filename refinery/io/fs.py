@@ -712,15 +712,6 @@ def _status(exc: BaseException) -> int | None:
     return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
-def _object_if_any(bucket: str, key: str) -> tuple[bytes, str] | None:
-    """(bytes, ETag) of an S3 object, or None when it is absent or cannot be read."""
-    try:
-        got = s3_client().get_object(Bucket=bucket, Key=key)
-        return got["Body"].read(), str(got["ETag"])
-    except Exception:  # noqa: BLE001 - absent or unreadable: the caller reports the conflict
-        return None
-
-
 def _put_retrying_409(bucket: str, key: str, data: bytes, condition: dict[str, str], attempts: int = 5) -> str:
     """A conditional PUT, retried while S3 answers 409 ConditionalRequestConflict: another write of
     the key is in flight, to be retried (AWS's advice); once it lands, the retry gets its 412. Taken
@@ -773,7 +764,10 @@ def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
         # 404 (If-Match): deleted since read
         if _status(exc) in (404, 409, 412):
             # a retried PUT whose first attempt succeeded (its response lost) finds its own bytes
-            current = _object_if_any(bucket, key)
+            try:
+                current = read_if_any_with_age(uri)
+            except StorageError:  # unreadable: reported as the conflict it most likely is
+                current = None
             if current is not None and current[0] == data:
                 return current[1]
             raise WriteConflict(f"{uri} was written by another writer since it was read") from None
