@@ -221,3 +221,70 @@ def credited_caption_lines(lines: list[str]) -> set[int]:
         if len(name.split()) <= _TAIL_NAME_WORDS and _is_name(name) and len(stripped[: m.start()].split()) >= 3:
             found.add(i)
     return found
+
+
+#: lower-case words a name after "©" may hold besides :data:`OTHER_NAME_WORDS`: news and picture
+#: agencies written in lower case ("© dpa | Kay Nietfeld", "© epd-bild/Jens Schulze")
+AGENCY_WORDS = frozenset({"dpa", "afp", "epd", "kna", "apa", "ddp", "sid", "ap", "dapd", "imago", "epa", "ansa", "efe",
+                          "dts", "ots", "bild"})
+#: a copyright-marked credit has at most this many words after "©"
+_COPYRIGHT_NAME_WORDS = 8
+# "©", "(c)" / "(C)": the mark, at a line's start (after at most one label: "Foto: © GEPA",
+# "Rubriklistenbild: © KCNA/dpa") or after a caption's end ("... aus der Schweiz. © AFP / MARCO
+# BERTORELLO", "Logo des Awards | © Springer"); a year may follow the mark
+_MARK = r"(?:©|\(c\))"
+_YEAR = r"(?:(?:19|20)\d\d(?:\s*[-–]\s*(?:19|20)?\d\d)?\s*,?\s+)?"
+_COPYRIGHT_LINE_RE = re.compile(r"^[\s(\[]*(?:[^\W\d_][\w-]*\s*[:：]\s*)?" + _MARK + r"\s*" + _YEAR
+                                + r"(?P<name>\S.*?)[\s.)\]]*$", re.IGNORECASE)
+_COPYRIGHT_TAIL_RE = re.compile(r"(?:[.!?”\"')\]]\s+|\s[|/–—-]\s*|\s\(\s*|[.!?]\s*)(?:[^\W\d_][\w-]*\s*[:：]\s*)?" + _MARK
+                                + r"\s*" + _YEAR + r"(?P<name>[^()\s][^()]*?)\s*\)?\s*\.?\s*$", re.IGNORECASE)
+_DOMAIN_RE = re.compile(r"[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}[,;]?")
+
+
+def _is_copyright_name(value: str) -> bool:
+    """``value`` after "©" names a holder: at most 8 words, starting with a letter, whose lower-case
+    words are name particles in the credited languages, agencies ("dpa"), stock sites or domains
+    ("stock.adobe.com"); not a sentence ("© this is how we work")."""
+    words = value.split()
+    if not words or len(words) > _COPYRIGHT_NAME_WORDS or not _NAME_START.match(value):
+        return False
+    for w in words:
+        core = w.strip(",.;:()[]")
+        if not core or not core[0].islower():
+            continue
+        if (core.lower() in OTHER_NAME_WORDS or core.lower() in AGENCY_WORDS or _DOMAIN_RE.fullmatch(core)
+                or re.fullmatch(_STOCK, core, re.IGNORECASE)):
+            continue
+        # "epd-bild/Jens", "KCNA/dpa": every part of a joined word is checked
+        parts = [p for p in re.split(r"[/|-]", core) if p]
+        if len(parts) > 1 and all(not p[0].islower() or p.lower() in AGENCY_WORDS or p.lower() in OTHER_NAME_WORDS
+                                  for p in parts):
+            continue
+        return False
+    return True
+
+
+def may_hold_copyright(text: str) -> bool:
+    """False when no line of ``text`` holds a copyright mark (nearly every document)."""
+    return "©" in text or "(c)" in text or "(C)" in text
+
+
+def copyright_credit_lines(lines: list[str]) -> set[int]:
+    """Indexes of the lines that credit a picture's holder with a copyright mark: the mark and a
+    name alone ("© Shutterstock", "© dpa | Kay Nietfeld", "(c) Wiley-VCH", "Foto: © GEPA"), or a
+    caption of at most :data:`CAPTION_MAX_WORDS` words ending with one ("Marco Odermatt, Ski-Star aus
+    der Schweiz. © AFP / MARCO BERTORELLO"). Any language: the mark says what the line is. Not a
+    footer's "© 2021 Shop GmbH | Impressum | AGB" (lower-case words) nor a sentence naming ©."""
+    found: set[int] = set()
+    for i, line in enumerate(lines):
+        if "©" not in line and "(c)" not in line and "(C)" not in line:
+            continue
+        stripped = line.strip()
+        if not stripped or stripped[0] == "|" or "[[" in stripped or len(stripped) > _MAX_CHARS:
+            continue
+        if len(stripped.split()) > CAPTION_MAX_WORDS:
+            continue
+        m = _COPYRIGHT_LINE_RE.match(stripped) or _COPYRIGHT_TAIL_RE.search(stripped)
+        if m is not None and _is_copyright_name(m.group("name")):
+            found.add(i)
+    return found

@@ -341,7 +341,9 @@ class LineCorrections(Stage):
                     # session 35
                     "credits_in_more_languages": False, "drop_meta_lines": False,
                     # session 37
-                    "drop_credited_captions": False}
+                    "drop_credited_captions": False,
+                    # session 38
+                    "drop_copyright_credits": False}
 
     def __init__(
         self,
@@ -358,6 +360,7 @@ class LineCorrections(Stage):
         credits_in_more_languages: bool = False,
         drop_meta_lines: bool = False,
         drop_credited_captions: bool = False,
+        drop_copyright_credits: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -400,6 +403,10 @@ class LineCorrections(Stage):
         # Nackstrand/AFP"; credits.credited_caption_lines), dropped whole like a credit line; needs
         # drop_credits. Off: see docs/extraction.md (session 37)
         self.drop_credited_captions = bool(drop_credited_captions)
+        # a picture's holder after a copyright mark, alone or ending a caption ("© Shutterstock",
+        # "© dpa | Kay Nietfeld", "... der Schweiz. © AFP / MARCO BERTORELLO";
+        # credits.copyright_credit_lines), in any language, dropped like a credit line
+        self.drop_copyright_credits = bool(drop_copyright_credits)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -431,6 +438,8 @@ class LineCorrections(Stage):
                         else ())
         if self.drop_credits and self.drop_credited_captions and credits.may_hold(text):
             credit_lines = set(credit_lines) | credits.credited_caption_lines(lines)
+        if self.drop_copyright_credits and credits.may_hold_copyright(text):
+            credit_lines = set(credit_lines) | credits.copyright_credit_lines(lines)
         drop_lookalikes = self.drop_lookalikes and lookalikes.may_hold(text)
         drop_meta = self.drop_meta_lines
         openers = calls_to_action.box_openers(text, low) if drop_calls and self.drop_call_boxes else ()
