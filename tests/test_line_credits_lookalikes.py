@@ -334,6 +334,17 @@ def test_lines_naming_copyright_that_are_not_credits_stay(line: str) -> None:
     assert COPYRIGHT.correct(text)[0] == text
 
 
+@pytest.mark.parametrize("items", [
+    ["(A) London", "(B) Berlin", "(C) Paris", "(D) Rome"],  # a quiz's options
+    ["(a) Definitions", "(b) Payment", "(c) Termination", "(d) Exhibits"],  # a contract's clauses
+])
+def test_an_enumerated_c_is_an_item_not_a_copyright_mark(items: list[str]) -> None:
+    text = "\n".join([PROSE, *items, PROSE])
+    assert COPYRIGHT.correct(text)[0] == text
+    # "©" is a mark whatever the text enumerates
+    assert COPYRIGHT.correct(f"{text}\n© Shutterstock")[0] == text
+
+
 def test_no_wikipedia_lead_or_leipzig_sentence_is_a_copyright_credit() -> None:
     from tests.conftest import SHARED_DATA
 

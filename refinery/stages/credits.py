@@ -239,6 +239,8 @@ _COPYRIGHT_LINE_RE = re.compile(r"^[\s(\[]*(?:[^\W\d_][\w-]*\s*[:：]\s*)?" + _M
 _COPYRIGHT_TAIL_RE = re.compile(r"(?:[.!?”\"')\]]\s+|\s[|/–—-]\s*|\s\(\s*|[.!?]\s*)(?:[^\W\d_][\w-]*\s*[:：]\s*)?" + _MARK
                                 + r"\s*" + _YEAR + r"(?P<name>[^()\s][^()]*?)\s*\)?\s*\.?\s*$", re.IGNORECASE)
 _DOMAIN_RE = re.compile(r"[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}[,;]?")
+# the items beside a "(c)" that is an enumerator, not a copyright mark
+_ENUMERATOR_RE = re.compile(r"\([abdABD]\)")
 
 
 def _is_copyright_name(value: str) -> bool:
@@ -274,10 +276,13 @@ def copyright_credit_lines(lines: list[str]) -> set[int]:
     name alone ("© Shutterstock", "© dpa | Kay Nietfeld", "(c) Wiley-VCH", "Foto: © GEPA"), or a
     caption of at most :data:`CAPTION_MAX_WORDS` words ending with one ("Marco Odermatt, Ski-Star aus
     der Schweiz. © AFP / MARCO BERTORELLO"). Any language: the mark says what the line is. Not a
-    footer's "© 2021 Shop GmbH | Impressum | AGB" (lower-case words) nor a sentence naming ©."""
+    footer's "© 2021 Shop GmbH | Impressum | AGB" (lower-case words) nor a sentence naming ©. In a
+    text that also enumerates with "(a)", "(b)" or "(d)", "(c)" is the third item ("(C) Paris" of a
+    quiz's options, "(c) Termination" of a contract's clauses), not a mark: only "©" counts there."""
     found: set[int] = set()
+    enumerates = _ENUMERATOR_RE.search("\n".join(lines)) is not None
     for i, line in enumerate(lines):
-        if "©" not in line and "(c)" not in line and "(C)" not in line:
+        if "©" not in line and (enumerates or ("(c)" not in line and "(C)" not in line)):
             continue
         stripped = line.strip()
         if not stripped or stripped[0] == "|" or "[[" in stripped or len(stripped) > _MAX_CHARS:
