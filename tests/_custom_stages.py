@@ -67,8 +67,9 @@ _batches_seen = 0
 
 class Stalls(Stage):
     """Keeps every document; while ``REFINERY_TEST_STALL`` names a file, creates it and stalls
-    (after ``REFINERY_TEST_STALL_AFTER`` batches of this process): a run caught in the middle, to
-    be refused beside or killed (tests/test_runlock.py)."""
+    (after ``REFINERY_TEST_STALL_AFTER`` batches of this process) for ``REFINERY_TEST_STALL_SECONDS``
+    (600 unless given): a run caught in the middle, to be refused beside, killed or stopped
+    (tests/test_runlock.py)."""
 
     kind = "stalls"
 
@@ -80,6 +81,7 @@ class Stalls(Stage):
         _batches_seen += 1
         marker = os.environ.get("REFINERY_TEST_STALL")
         if marker and _batches_seen > int(os.environ.get("REFINERY_TEST_STALL_AFTER", "0")):
-            open(marker, "w").close()
-            time.sleep(600)
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))  # the worker process: a Ray worker is not in the driver's group
+            time.sleep(float(os.environ.get("REFINERY_TEST_STALL_SECONDS", "600")))
         return with_decision(batch, [None] * batch.num_rows)

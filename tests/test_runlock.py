@@ -4,6 +4,7 @@ killed with SIGKILL leaves no lock behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -666,3 +667,112 @@ def test_the_run_directory_stays_held_until_the_workers_are_gone(tmp_path: Path,
     run_pipeline(parse_config(spec), str(tmp_path / "in"), str(out), workers=1, progress=False)
     assert held_at_close and all(held_at_close), held_at_close
     assert run_dir_active(str(out)) is False  # and let go after
+
+
+# -- the fence: a run stopped past its claim's lapse writes nothing once it resumes ----------------
+STOPPED_RUN = ("import sys\n"
+               "from refinery.io import runlock\n"
+               "runlock.CLAIM_TTL_SECONDS, runlock.CLAIM_HEARTBEAT_SECONDS = float(sys.argv[4]), 1.0\n"
+               "from refinery.cli import main\n"
+               "from refinery.stages.registry import register_stage\n"
+               "register_stage('stalls', '_custom_stages:Stalls')\n"
+               "main(['run', sys.argv[1], '-i', sys.argv[2], '-o', sys.argv[3], '--workers', sys.argv[5],\n"
+               "      '--executor', sys.argv[6]])\n")
+
+
+def _versions(bucket: str, prefix: str) -> list[tuple[str, str]]:
+    """Every version and delete marker under ``prefix`` of a versioned bucket: any write or delete
+    adds one."""
+    from refinery.io import fs
+
+    listed = fs.s3_client().list_object_versions(Bucket=bucket, Prefix=prefix)
+    return sorted((v["Key"], v["VersionId"]) for k in ("Versions", "DeleteMarkers") for v in listed.get(k, []))
+
+
+def _corpus(out: str) -> dict[str, list]:
+    import pyarrow.parquet as pq
+
+    from refinery.io import fs
+
+    tables = {}
+    for sub in ("kept", "removed"):
+        for uri in fs.list_files(f"{out}/{sub}", (".parquet",)):
+            with fs.open_input(uri, seekable=True) as f:
+                tables[f"{sub}/{fs.basename(uri)}"] = pq.read_table(f).to_pylist()
+    return tables
+
+
+def stopped_past_the_lapse(tmp_path: Path, out: str, executor: str, workers: int, monkeypatch) -> None:
+    """Run ``STALLS_SPEC`` into ``out`` with a 4 s lapse, SIGSTOP it (driver and workers) while a
+    worker is inside a shard, past the lapse; a second run takes the output over and finishes;
+    SIGCONT the first. Its worker used to commit the shard over the second run's (and its driver
+    the pass marker, stats.json): now its first write finds the claim gone and the run stops with
+    one line naming the holder, and nothing under ``out`` changes (a versioned bucket counts the
+    writes). The second run's corpus equals an uninterrupted run's."""
+    import json
+    import time
+
+    import yaml
+
+    from refinery.config import parse_config
+    from refinery.io import fs, runlock
+    from refinery.pipeline import run_pipeline
+
+    ttl = 4.0
+    bucket, prefix = fs.resolve(out)[1].split("/", 1)
+    fs.s3_client().put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    config = tmp_path / "s.yaml"
+    config.write_text(STALLS_SPEC)
+    marker = tmp_path / "stalled"
+    env = {**os.environ, "REFINERY_TEST_STALL": str(marker), "REFINERY_TEST_STALL_SECONDS": "2",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    first = subprocess.Popen([sys.executable, "-c", STOPPED_RUN, str(config), str(tmp_path / "in"), out, str(ttl),
+                              str(workers), executor], env=env, start_new_session=True, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        while not marker.exists():
+            assert first.poll() is None, first.stderr.read() if first.stderr else first.returncode
+            time.sleep(0.05)
+        time.sleep(0.1)
+        worker = int(marker.read_text())
+        os.killpg(first.pid, signal.SIGSTOP)  # inside a shard, before its commit
+        os.kill(worker, signal.SIGSTOP)
+        while (found := fs.read_if_any_with_age(f"{out}/.claim")) is None or found[2] < ttl + 1:
+            time.sleep(0.5)
+        monkeypatch.setattr(runlock, "CLAIM_TTL_SECONDS", ttl)  # as the stopped run's: it has lapsed
+        run_pipeline(parse_config(yaml.safe_load(STALLS_SPEC)), str(tmp_path / "in"), out, workers=1, progress=False)
+        assert json.loads(fs.read_bytes(f"{out}/.claim"))["pid"] == os.getpid()
+        before = _versions(bucket, prefix)
+        os.kill(worker, signal.SIGCONT)
+        os.killpg(first.pid, signal.SIGCONT)
+        _, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGCONT)
+            _kill(first)
+        with contextlib.suppress(NameError, OSError):
+            os.kill(worker, signal.SIGCONT)
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert first.returncode == 2 and len(errors) == 1, err
+    assert errors[0].startswith(f"error: output {out} was claimed by another refinery command (refinery run, pid "
+                                f"{os.getpid()} on {socket.gethostname()}, started "), errors[0]
+    assert _versions(bucket, prefix) == before  # nothing of the stopped run was written after the loss
+    reference = f"s3://{bucket}/reference-{executor}"
+    run_pipeline(parse_config(yaml.safe_load(STALLS_SPEC)), str(tmp_path / "in"), reference, workers=1, progress=False)
+    assert _corpus(out) == _corpus(reference) and len(_corpus(out)) == 4
+
+
+@pytest.mark.slow  # ~26 s: a pool's start, the 4 s lapse waited out on the server's clock, three runs
+def test_a_run_stopped_past_its_claims_lapse_writes_nothing_once_resumed(tmp_path, s3_root, monkeypatch,
+                                                                          stalls_registered) -> None:
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    stopped_past_the_lapse(tmp_path, f"{s3_root}/stopped", "local", 2, monkeypatch)
+
+
+@pytest.mark.slow  # ~40 s: as above, with a local Ray cluster started by the stopped run
+def test_a_ray_run_stopped_past_its_claims_lapse_writes_nothing_once_resumed(tmp_path, s3_root, monkeypatch,
+                                                                              stalls_registered) -> None:
+    """The same on the Ray executor: its workers get the fence with the pass's shared arguments
+    and, with no stamp of the driver's renewals on their node, ask the server before a commit."""
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    stopped_past_the_lapse(tmp_path, f"{s3_root}/stopped", "ray", 1, monkeypatch)

@@ -36,6 +36,7 @@ from typing import Any, Literal, Self
 
 from refinery import interrupts
 from refinery.io.fs import InputChangedError, MissingCredentials, StorageError
+from refinery.io.runlock import FENCE_KEY, ClaimLost, adopt_fence, fence_token
 from refinery.executors.progress import TaskProgress
 
 log = logging.getLogger("refinery.executors")
@@ -220,10 +221,14 @@ def call_task(fn: TaskFn, shared: dict[str, Any], task: dict[str, Any], attempt:
     ``storage_full``; a read-only file system, ``storage_read_only``.
     """
     started = time.perf_counter()
+    shared = dict(shared)  # the driver's own dict when run inline
+    adopt_fence(shared.pop(FENCE_KEY, None))  # this process's writes, fenced as the driver's
     try:
         if attempt > 1:
             log.info("[%s] attempt %d", name or fn.__name__, attempt)
         result = dict(fn(**shared, **task) or {})
+    except ClaimLost as exc:  # another command holds the output now: nothing to retry, the pass stops
+        return "claim_lost", {}, str(exc), _where()
     except Exception as exc:  # noqa: BLE001 - reported per task, with its traceback
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         stop = storage_stop(exc)
@@ -313,7 +318,8 @@ class Executor(ABC):
         outcomes: list[TaskOutcome | None] = [None] * len(tasks)
         if not tasks:
             return []
-        shared_arg = self._prepare_shared(dict(shared or {}))
+        token = fence_token()  # the workers fence their writes as this process does (refinery.io.runlock)
+        shared_arg = self._prepare_shared(dict(shared or {}) | ({FENCE_KEY: token} if token else {}))
         queue: deque[tuple[int, int]] = deque((i, 1) for i in range(len(tasks)))
         pending: dict[Future, tuple[int, int]] = {}
         # enough queued to keep every worker busy, not the whole pass; a task run inline is done on
@@ -335,6 +341,8 @@ class Executor(ABC):
                     except Exception as exc:  # noqa: BLE001 - the worker, not the task, failed
                         status, result, error, node = "failed", {}, self._worker_died(exc), None
                     relay_log_records(result)
+                    if status == "claim_lost":
+                        raise ClaimLost(error or f"[{label}] {names[i]}: the output's claim was lost")
                     stop = status[len("storage_"):] if status.startswith("storage_") else None
                     if status == "failed_permanently" or stop:
                         status = "failed"

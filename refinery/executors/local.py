@@ -20,6 +20,7 @@ from typing import Any
 from refinery import interrupts
 from refinery.executors.base import Executor, TaskFn, call_task, relay_record
 from refinery.io.arrow_rows import skip_pandas_probe
+from refinery.io.runlock import adopt_renewal, shared_renewal
 from refinery.noisy_loggers import quiet_noisy_loggers
 
 log = logging.getLogger("refinery.executors.local")
@@ -59,10 +60,14 @@ def worker_log_level() -> int:
     return max(level, disabled + 1) if disabled else level
 
 
-def init_worker_logging(level: int = logging.INFO, queue: Any = None, parent_pid: int | None = None) -> None:
+def init_worker_logging(level: int = logging.INFO, queue: Any = None, parent_pid: int | None = None,
+                        claim_renewal: Any = None) -> None:
     """A pool worker's logging: straight to stderr, or (``queue``) back to the parent process,
     whose handlers then print it, so worker lines never break into the parent's progress bar and
-    pass the parent's filters (credential redaction)."""
+    pass the parent's filters (credential redaction). ``claim_renewal``: the parent's shared stamp
+    of its S3 claim's renewals (:func:`refinery.io.runlock.shared_renewal`)."""
+    if claim_renewal is not None:
+        adopt_renewal(claim_renewal)
     # rensa's Rust thread pool: one thread per worker process, the pool gives the parallelism
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
     # Ctrl-C reaches every process of the terminal's group: the parent alone handles it (it stops
@@ -185,13 +190,13 @@ class LocalExecutor(Executor):
         context = multiprocessing.get_context("spawn")
         level = worker_log_level()
         kwargs: dict[str, Any] = {"mp_context": context, "initializer": init_worker_logging,
-                                  "initargs": (level, None, os.getpid())}
+                                  "initargs": (level, None, os.getpid(), shared_renewal())}
         if self.shows_bar():
             if self._listener is None:
                 queue = context.Queue()
                 self._listener = QueueListener(queue, _ToParentLogging())
                 self._listener.start()
-            kwargs["initargs"] = (level, self._listener.queue, os.getpid())
+            kwargs["initargs"] = (level, self._listener.queue, os.getpid(), shared_renewal())
         if one_task_per_process:
             kwargs["max_tasks_per_child"] = 1
         return _QuietSpawnPool(self.capacity, **kwargs)

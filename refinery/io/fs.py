@@ -19,6 +19,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, BinaryIO, Iterator
 
 import pyarrow.fs as pafs
@@ -565,6 +566,17 @@ def read_bytes(uri: str) -> bytes:
     raise AssertionError("unreachable")
 
 
+#: called with the URI before any change to an S3 object (a write, a delete), in every process:
+#: :mod:`refinery.io.runlock` fences a run's writes with it (it raises when the run lost its claim
+#: of the output). None: nothing to check.
+before_s3_change: Callable[[str], None] | None = None
+
+
+def _fence(uri: str) -> None:
+    if before_s3_change is not None:
+        before_s3_change(uri)
+
+
 def makedirs(uri: str) -> None:
     fs, path = resolve(uri)
     if not is_s3(uri):
@@ -575,6 +587,8 @@ def delete(uri: str) -> None:
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
+        if is_s3(uri):
+            _fence(uri)
         fs.delete_file(path)
 
 
@@ -582,6 +596,8 @@ def delete_tree(uri: str) -> None:
     """Delete the directory ``uri`` and everything under it (nothing if it does not exist)."""
     fs, path = resolve(uri)
     if fs.get_file_info(path).type == pafs.FileType.Directory:  # on S3: a prefix with objects under it
+        if is_s3(uri):
+            _fence(uri)
         fs.delete_dir(path)
 
 
@@ -608,6 +624,7 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
             yield buffer
             bucket, _, key = path.partition("/")
             buffer.seek(0)
+            _fence(uri)  # after the bytes are made, right before they are published
             try:
                 s3_client().upload_fileobj(buffer, bucket, key)
             except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
@@ -747,6 +764,7 @@ def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
     if not is_s3(uri):
         write_bytes(uri, data)
         return None
+    _fence(uri)
     bucket, _, key = resolve(uri)[1].partition("/")
     condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
     try:

@@ -171,6 +171,8 @@ class OutputClaim:
     tag: str | None
     file: str = CLAIM_FILE  # a share's own SHARE_CLAIM_PREFIX + id
     lost: str = ""  # who took it over, when a heartbeat found it replaced
+    #: :func:`clock` when the last successful write of the claim was sent (the server dates it later)
+    renewed: float = field(default_factory=lambda: clock())
     _stop: threading.Event = field(default_factory=threading.Event)
     _mutex: threading.Lock = field(default_factory=threading.Lock)
 
@@ -190,6 +192,7 @@ class OutputClaim:
                 return False
             record = self.record | fields
             data = json.dumps(record, indent=1).encode()
+            sent = clock()
             try:
                 self.tag = fs.write_bytes_if(self.uri, data, self.tag)
             except fs.WriteConflict:
@@ -204,6 +207,8 @@ class OutputClaim:
                     self.lost = _claimant(self.uri)
                     return False
             self.record = record
+            self.renewed = sent
+            _publish_renewal(self)
             return True
 
     def _own_tag(self) -> str | None:
@@ -274,6 +279,7 @@ def claim_output(root: str, command: str, settings: dict[str, Any]) -> OutputCla
         if _held(info, age):
             raise _busy(root, uri, info, age)
     record = _record(command, settings)
+    sent = clock()
     try:
         new = fs.write_bytes_if(uri, json.dumps(record, indent=1).encode(), tag)
     except fs.WriteConflict:
@@ -286,7 +292,7 @@ def claim_output(root: str, command: str, settings: dict[str, Any]) -> OutputCla
         raise
     # after the write: a share that wrote its claim before this listing is seen here, and one
     # that writes it after sees this claim (claim_share reads it after writing its own)
-    return _held_unless(OutputClaim(root, command, record, new), _live_share)
+    return _held_unless(OutputClaim(root, command, record, new, renewed=sent), _live_share)
 
 
 def claim_share(root: str, command: str, settings: dict[str, Any]) -> OutputClaim:
@@ -297,12 +303,14 @@ def claim_share(root: str, command: str, settings: dict[str, Any]) -> OutputClai
     share and a whole run starting together at least one sees the other."""
     uri = fs.join(root, SHARE_CLAIM_PREFIX + uuid.uuid4().hex[:16])
     record = _record(command, settings) | {"share": True}
+    sent = clock()
     try:
         tag = fs.write_bytes_if(uri, json.dumps(record, indent=1).encode(), None)
     except BaseException:
         _LIVE_CLAIMS.discard(record["claim"])
         raise
-    return _held_unless(OutputClaim(root, command, record, tag, file=fs.basename(uri)), _live_exclusive)
+    return _held_unless(OutputClaim(root, command, record, tag, file=fs.basename(uri), renewed=sent),
+                        _live_exclusive)
 
 
 def _held_unless(claim: OutputClaim, other_holder: Callable[[str], Any]) -> OutputClaim:
@@ -418,7 +426,8 @@ def output_guard(root: str, command: str, settings: dict[str, Any]) -> Iterator[
         return
     claim = claim_output(root, command, settings)
     try:
-        yield claim
+        with fenced(claim):
+            yield claim
     finally:
         release_claim(claim)
 
@@ -435,6 +444,167 @@ def run_guard(root: str, shared: bool, settings: dict[str, Any]) -> Iterator[Out
         return
     claim = claim_share(root, "run", settings) if shared else claim_output(root, "run", settings)
     try:
-        yield claim
+        with fenced(claim):
+            yield claim
     finally:
         release_claim(claim)
+
+
+# -- the fence: no write of a command that lost its claim -------------------------------------------
+# A command stopped past the lapse (SIGSTOP, a long GC pause, a laptop asleep) loses its claim to the
+# next command; when it resumes, its heartbeat finds that out only at its next beat, and its workers
+# not at all: they committed shards over the new holder's. So every change to an S3 object under the
+# claimed output, in the driver and in its workers (:data:`refinery.io.fs.before_s3_change`), first
+# checks that the claim was renewed recently enough; only when it was not does it ask the server.
+
+
+class ClaimLost(RunDirBusy):
+    """This command's claim of its output was taken over (it stalled past the lapse): nothing more
+    of it may be written there."""
+
+
+def clock() -> float:
+    """Seconds on a clock that goes on while this process is stopped and while the host sleeps
+    (Linux's CLOCK_BOOTTIME: CLOCK_MONOTONIC stands still during a suspend), the same for every
+    process of the host."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
+
+def fence_margin(ttl: float) -> float:
+    """Past this age of its last renewal a claim is checked before a write: half the lapse. A
+    renewal comes every CLAIM_HEARTBEAT_SECONDS (a quarter of it), so a live command never asks;
+    the other half is the margin for the write itself to land before the claim could lapse."""
+    return ttl / 2
+
+
+@dataclass
+class _Fence:
+    root: str
+    uri: str
+    claim: str
+    ttl: float
+    command: str
+    own: OutputClaim | None = None  # the driver's claim itself (a worker has its token only)
+    verified: float = float("-inf")  # a worker's: when its own check last found the claim fresh
+
+
+_FENCE: _Fence | None = None
+#: the driver's last renewal (:func:`clock`), shared with its local pool's workers (a RawValue): they
+#: need not ask the server while the driver's heartbeat is alive
+_SHARED_RENEWAL: Any = None
+#: where a task's fence token travels in an executor's shared task arguments
+FENCE_KEY = "_claim_fence"
+
+
+def _token(f: _Fence) -> dict[str, Any]:
+    return {"root": f.root, "uri": f.uri, "claim": f.claim, "ttl": f.ttl, "command": f.command}
+
+
+@contextmanager
+def fenced(claim: OutputClaim) -> Iterator[None]:
+    """Fence this process's changes under ``claim.root`` for the block (see above), and hand the
+    fence to the tasks this process starts (:func:`fence_token`)."""
+    global _FENCE
+    previous = _FENCE
+    _FENCE = _Fence(claim.root, claim.uri, claim.record["claim"], CLAIM_TTL_SECONDS, claim.command, own=claim)
+    _publish_renewal(claim)
+    fs.before_s3_change = check_fence
+    try:
+        yield
+    finally:
+        _FENCE = previous
+
+
+def fence_token() -> dict[str, Any] | None:
+    """What a worker needs to fence its writes like this process (None: nothing is fenced)."""
+    return _token(_FENCE) if _FENCE is not None else None
+
+
+def adopt_fence(token: dict[str, Any] | None) -> None:
+    """In a worker: fence its changes with the driver's ``token`` (from :func:`fence_token`)."""
+    global _FENCE
+    if not token or (_FENCE is not None and _FENCE.claim == token["claim"]):
+        return  # the driver itself (a task run inline), or a worker that has it already
+    _FENCE = _Fence(token["root"], token["uri"], token["claim"], float(token["ttl"]), token["command"])
+    fs.before_s3_change = check_fence
+
+
+def shared_renewal() -> Any:
+    """The shared stamp of the driver's renewals, for a local pool's workers (:func:`adopt_renewal`)."""
+    global _SHARED_RENEWAL
+    if _SHARED_RENEWAL is None:
+        import multiprocessing
+
+        _SHARED_RENEWAL = multiprocessing.get_context("spawn").RawValue("d", float("-inf"))
+        if _FENCE is not None and _FENCE.own is not None:
+            _SHARED_RENEWAL.value = _FENCE.own.renewed
+    return _SHARED_RENEWAL
+
+
+def adopt_renewal(stamp: Any) -> None:
+    """In a local pool's worker: the driver's shared stamp of its renewals (same host, same clock)."""
+    global _SHARED_RENEWAL
+    _SHARED_RENEWAL = stamp
+
+
+def _publish_renewal(claim: OutputClaim) -> None:
+    if _SHARED_RENEWAL is not None and _FENCE is not None and _FENCE.own is claim:
+        _SHARED_RENEWAL.value = claim.renewed
+
+
+def _under(uri: str, root: str) -> bool:
+    return uri == root or uri.startswith(root.rstrip("/") + "/")
+
+
+def check_fence(uri: str) -> None:
+    """Before a change to the S3 object ``uri``: raise :class:`ClaimLost` if it is under the
+    fenced output and this command's claim of it was taken over. Asks the server only when the
+    claim was not renewed within :func:`fence_margin` (see above)."""
+    f = _FENCE
+    if f is None or not _under(uri, f.root) or fs.basename(uri).startswith(CLAIM_FILE):
+        return
+    if f.own is not None:
+        claim = f.own
+        if not claim.lost and clock() - claim.renewed < fence_margin(f.ttl):
+            return
+        # renewed only if still ours: else lost says who took it
+        if claim.lost or not claim.rewrite(fenced=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())):
+            raise _lost(f, claim.lost)
+        return
+    shared = _SHARED_RENEWAL.value if _SHARED_RENEWAL is not None else float("-inf")
+    if clock() - max(f.verified, shared) < fence_margin(f.ttl):
+        return
+    _verify(f)
+
+
+def _verify(f: _Fence) -> None:
+    """A worker's check of the claim on the server: still the driver's, renewed recently (renewed
+    here, the same bytes, only if still as read: a stopped driver's workers keep it while they
+    write), else :class:`ClaimLost`."""
+    for _ in range(3):
+        sent = clock()
+        found = fs.read_if_any_with_age(f.uri)
+        try:
+            info = json.loads(found[0]) if found is not None else None
+        except ValueError:
+            info = None
+        if found is None or not isinstance(info, dict) or info.get("claim") != f.claim or info.get("released"):
+            raise _lost(f, _claimant(fs.join(f.root, CLAIM_FILE)))
+        data, tag, age = found
+        if age < fence_margin(f.ttl):
+            f.verified = sent - age
+            return
+        try:
+            fs.write_bytes_if(f.uri, data, tag)
+        except fs.WriteConflict:
+            continue  # written meanwhile: the driver's heartbeat, or another command's claim
+        f.verified = sent
+        return
+    raise _lost(f, _claimant(fs.join(f.root, CLAIM_FILE)))
+
+
+def _lost(f: _Fence, holder: str) -> ClaimLost:
+    return ClaimLost(f"output {f.root} was claimed by another refinery command ({holder or 'unknown'}) while this "
+                     f"{f.command} was stopped past its claim's lapse ({f.ttl:.0f}s): it writes nothing more there; "
+                     f"wait for that one to finish, then run `refinery status {f.root}`")
