@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -173,6 +173,57 @@ def s3_losing_put_replies(endpoint: str) -> Iterator[tuple[str, list[bool]]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", switch
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def s3_front(endpoint: str, drop_request: tuple[str, ...] = (),
+             reply_date: Callable[[str], str] | None = None) -> Iterator[str]:
+    """A proxy on 127.0.0.1 before the moto server ``endpoint`` that stands for a store (or a
+    corporate proxy) bending the protocol: it drops the request headers named in ``drop_request``
+    (``If-None-Match``, ``If-Match``: a store that ignores conditional writes and performs them),
+    and rewrites the reply's ``Date`` header with ``reply_date``. Yields its endpoint."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    up, dropped = urlsplit(endpoint), {h.lower() for h in drop_request}
+
+    class Front(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def _any(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            conn.close()
+            self.send_response_only(resp.status)  # moto's own Date header (or its rewrite), not a second one
+            for k, v in resp.getheaders():
+                if k.lower() == "date" and reply_date is not None:
+                    v = reply_date(v)
+                if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", resp.getheader("Content-Length") if self.command == "HEAD"
+                             else str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Front)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

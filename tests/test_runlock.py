@@ -776,3 +776,28 @@ def test_a_ray_run_stopped_past_its_claims_lapse_writes_nothing_once_resumed(tmp
     and, with no stamp of the driver's renewals on their node, ask the server before a commit."""
     split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
     stopped_past_the_lapse(tmp_path, f"{s3_root}/stopped", "ray", 1, monkeypatch)
+
+
+def test_a_store_date_without_a_time_zone_is_taken_as_utc(s3_server, s3_root, monkeypatch) -> None:
+    """A claim's age is the store's Date minus the object's LastModified: a store (or proxy) whose
+    Date carries no time zone ('-0000') made every read of a claim raise TypeError (a naive
+    datetime minus an aware one), so no command could start beside an existing claim."""
+    from _s3_fixtures import s3_front
+    from refinery.io import fs
+    from refinery.io.runlock import claim_output, release_claim
+
+    def naive(date: str) -> str:
+        return date.replace("GMT", "-0000")  # RFC 2822's "no zone information"
+
+    out = f"{s3_root}/naive"
+    with s3_front(s3_server, reply_date=naive) as front:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", front)
+        claim = claim_output(out, "dedup", {})
+        try:
+            _, _, age = fs.read_if_any_with_age(f"{out}/.claim")
+            assert 0.0 <= age < 60.0  # as UTC: a zone taken as local time would be hours off on a non-UTC host
+            with pytest.raises(RunDirBusy, match=r"\(refinery dedup, pid \d+ on .*; its claim \.claim was renewed"):
+                claim_output(out, "tokenize", {})
+        finally:
+            release_claim(claim)
+        release_claim(claim_output(out, "tokenize", {}))  # released: taken at once

@@ -795,9 +795,9 @@ def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
 def read_if_any_with_age(uri: str) -> tuple[bytes, str, float] | None:
     """(bytes, ETag, age in seconds) of the S3 object ``uri``, or None when it does not exist. The
     age is measured on the server's clock alone (its ``Date`` header minus the object's
-    ``LastModified``), so clocks of the hosts that wrote and read it never enter."""
-    from email.utils import parsedate_to_datetime
-
+    ``LastModified``), so clocks of the hosts that wrote and read it never enter. A time without
+    a zone (``-0000``, or a proxy's own format) is taken as UTC, as HTTP dates are; a ``Date`` that
+    cannot be read at all is replaced by this host's clock."""
     bucket, _, key = resolve(uri)[1].partition("/")
     try:
         got = s3_client().get_object(Bucket=bucket, Key=key)
@@ -806,5 +806,27 @@ def read_if_any_with_age(uri: str) -> tuple[bytes, str, float] | None:
             return None
         raise s3_error(f"cannot read {uri}", exc) from None
     date = got.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    age = (parsedate_to_datetime(date) - got["LastModified"]).total_seconds() if date else 0.0
+    age = (_server_now(date) - _utc(got["LastModified"])).total_seconds()
     return got["Body"].read(), str(got["ETag"]), max(age, 0.0)
+
+
+def _utc(when: Any) -> Any:
+    """``when`` (a datetime) with a zone: a naive one is UTC (an aware minus a naive one raised TypeError)."""
+    from datetime import timezone
+
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+
+
+def _server_now(date: str | None) -> Any:
+    """The store's clock from its ``Date`` header; this host's clock when there is none or it
+    cannot be parsed (a proxy's own format): an age on two clocks beats no age at all, which
+    made a killed command's claim look renewed forever."""
+    from datetime import datetime, timezone
+    from email.utils import parsedate_to_datetime
+
+    if date:
+        try:
+            return _utc(parsedate_to_datetime(date))
+        except (TypeError, ValueError, IndexError):
+            log.debug("unreadable Date header from the store: %r; using this host's clock", date)
+    return datetime.now(timezone.utc)
