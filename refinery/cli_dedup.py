@@ -45,7 +45,7 @@ def dedup(
     OUTPUT/dedup_stats.json."""
     from refinery.dedup.config import DedupConfigError, load_dedup_config
     from refinery.dedup.driver import DedupError, run_dedup
-    from refinery.executors import TaskError, make_executor
+    from refinery.executors import TaskError
     from refinery.dedup.passes import DedupInputError
     from refinery.io.fs import StorageError
 
@@ -58,10 +58,9 @@ def dedup(
             "substring.min_tokens": min_tokens, "memory_budget": memory_budget, "partitions": partitions,
             "executor.type": executor, "executor.workers": workers, "executor.ray_address": ray_address,
         })
-        with make_executor(cfg.executor.type, cfg.executor.workers, ray_address=cfg.executor.ray_address,
-                           object_store_memory=cfg.executor.object_store_memory,
-                           max_retries=cfg.executor.max_retries) as ex:
-            stats = run_dedup(run_dir, output, cfg, ex, work_dir=work_dir, force=force)
+        # the executor is made from cfg.executor by run_dedup, inside the output's lock or claim:
+        # made here, it outlived them (released while an interrupted dedup's workers still wrote)
+        stats = run_dedup(run_dir, output, cfg, work_dir=work_dir, force=force)
     except (DedupConfigError, DedupInputError, StorageError, ValueError) as exc:
         fail(exc)
     except (DedupError, TaskError) as exc:

@@ -71,11 +71,11 @@ def register(app: typer.Typer) -> None:
             tok = load_tokenizer(tokenizer, eos_token=eos_token)
             result = tokenize_run(run_dir, output, tok, shuffle=shuffle, seed=seed, num_shards=num_shards,
                                   batch_size=batch_size, work_dir=work_dir, keep_work=keep_work, force=force,
-                                  allow_unfinished=allow_unfinished, executor=pool)
+                                  allow_unfinished=allow_unfinished, executor=pool, owns_executor=True)
         except (TokenizerError, TokenizeError, TokenShardError, StorageError, ShardReadError, TaskError) as exc:
             _fail(exc)
         finally:
-            pool.close()
+            pool.close()  # closed already, under the output's lock or claim, once tokenize_run began
         if _is_runs_token_dir(run_dir, output):  # the run's report counts these tokens
             remake_report(run_dir)
         m = result.manifest

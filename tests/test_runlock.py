@@ -77,9 +77,24 @@ def test_a_second_run_is_refused_in_one_line_and_a_killed_run_leaves_no_lock(tmp
     assert (out / "run.json").exists() and (out / "stats.json").exists()
 
 
-def test_standalone_dedup_and_tokenize_take_their_outputs_lock(tmp_path: Path, cli) -> None:
+def test_standalone_dedup_and_tokenize_take_their_outputs_lock(tmp_path: Path, cli, monkeypatch) -> None:
     """`refinery dedup` and `refinery tokenize` write shards the way runs do, so two of them on one
-    output would collide the same way: each holds its output's lock too."""
+    output would collide the same way: each holds its output's lock too, until its executor has
+    closed (or, interrupted, stopped) its workers. They made their executor outside the lock, so it
+    was let go first, and a retried job could start beside their workers; as for `refinery run`,
+    the guard now wraps the executor."""
+    from refinery.executors.local import LocalExecutor
+    from refinery.io.runlock import run_dir_active
+
+    held_at_close: dict[str, list] = {"dedup": [], "tokens": []}
+    close, current = LocalExecutor.close, [""]
+
+    def closing(self) -> None:
+        if current[0]:
+            held_at_close[current[0]].append(run_dir_active(str(tmp_path / current[0])))
+        close(self)
+
+    monkeypatch.setattr(LocalExecutor, "close", closing)
     split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
     config = tmp_path / "c.yaml"
     config.write_text("name: t\nstages:\n  - type: gopher_quality\n")
@@ -100,8 +115,12 @@ def test_standalone_dedup_and_tokenize_take_their_outputs_lock(tmp_path: Path, c
         finally:
             holder.send_signal(signal.SIGKILL)
             holder.wait()
+        current[0] = name
         code, _, err = cli(*args)
+        current[0] = ""
         assert code == 0, err
+        assert held_at_close[name] and held_at_close[name][0] is True, (name, held_at_close)  # closed under it
+        assert run_dir_active(str(out)) is False  # and let go after
     assert (tmp_path / "dedup" / "stats.json").exists() and (tmp_path / "tokens" / "manifest.json").exists()
 
 
@@ -801,3 +820,4 @@ def test_a_store_date_without_a_time_zone_is_taken_as_utc(s3_server, s3_root, mo
         finally:
             release_claim(claim)
         release_claim(claim_output(out, "tokenize", {}))  # released: taken at once
+

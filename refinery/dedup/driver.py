@@ -315,16 +315,16 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
     if getattr(executor, "kind", "") == "ray":  # Ray workers run in their raylet's directory, not ours
         input_dir, output_dir = fs.absolute(input_dir), fs.absolute(output_dir)
         work_dir = fs.absolute(work_dir) if work_dir else None
-    try:
-        # standalone (`refinery dedup`): two of them on one output would redo and rename each
-        # other's shards, like two runs (on S3: overwrite them); a pass of a plan (explicit shards)
-        # runs under the plan's lock
-        settings = {"input": input_dir, "method": config.method, "force": force}
-        with nullcontext() if shards is not None else output_guard(fs.validate_uri(output_dir), "dedup", settings) as claim:
+    # standalone (`refinery dedup`): two of them on one output would redo and rename each other's
+    # shards, like two runs (on S3: overwrite them); a pass of a plan (explicit shards) runs under
+    # the plan's lock. The guard wraps the executor it owns (as run_pipeline's does): it is let go
+    # only once the workers are gone (closed, or stopped on Ctrl-C / SIGTERM); inside, an
+    # interrupted dedup released it while its workers still wrote. (An executor passed in is the
+    # caller's to close, and so to hold its output meanwhile.)
+    settings = {"input": input_dir, "method": config.method, "force": force}
+    with nullcontext() if shards is not None else output_guard(fs.validate_uri(output_dir), "dedup", settings) as claim:
+        with executor if owned else nullcontext():
             return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream, claim)
-    finally:
-        if owned:
-            executor.close()
 
 
 def _refuse_before_the_lock(input_dir: str, output_dir: str, config: DedupConfig, work_dir: str | None,

@@ -494,14 +494,16 @@ def tokenize_run(
     progress: bool = True,
     executor: Executor | None = None,
     shards: dict[str, str] | None = None,
+    owns_executor: bool = False,
 ) -> TokenizeResult:
     """Tokenize ``run_dir/kept/*.parquet`` into token shards + ``manifest.json`` under ``output``.
 
     ``shards`` (name -> kept Parquet URI) gives the input shards explicitly instead (no check
     against ``run_dir/stats``: the caller knows they are finished); ``run_dir`` is then only recorded.
     ``executor`` runs the per-shard tasks (default: ``LocalExecutor(1)``, inline, showing progress
-    if ``progress``); it is not closed here. Shards whose marker exists are skipped before anything
-    is submitted. ``work_dir`` (shuffle only) holds the pass-1 shards; point it at fast local disk
+    if ``progress``); it is not closed here, unless ``owns_executor``: then it is closed (stopped,
+    on Ctrl-C or SIGTERM) before the output's lock or claim is let go, so no worker outlives them.
+    Shards whose marker exists are skipped before anything is submitted. ``work_dir`` (shuffle only) holds the pass-1 shards; point it at fast local disk
     when ``output`` is on S3 and the corpus is large. It is deleted once the manifest is written
     unless ``keep_work``. A failed shard raises :class:`~refinery.executors.TaskError` naming it.
     """
@@ -520,27 +522,25 @@ def tokenize_run(
     # a pass of a plan owns its tokens/: tokens another tokenizer left there (a standalone
     # `refinery tokenize` wrote into RUN/tokens) are all redone (found by adversarial testing)
     force = force or conflict is not None
-    owned = executor is None
+    owned = executor is None or owns_executor
     if executor is None:
         executor = LocalExecutor(1, progress=progress)  # inline: this process, as before
-    try:
-        # standalone (`refinery tokenize`): one at a time per output, like runs; a pass of a plan
-        # (explicit shards) writes under the run directory whose lock the plan holds
-        # writing into a local run directory (RUN/tokens): hold the run's lock too, or a standalone
-        # tokenize ran beside the recipe's tokens pass into the same files (found by adversarial testing)
-        inside = not explicit and fs.canonical(output).startswith(fs.canonical(run_dir).rstrip("/") + "/")
-        # (on S3, which has no lock: a claim of the output, OUTPUT/.claim, see refinery/io/runlock.py)
-        settings = {"input": run_dir, "tokenizer": tok.name, "shuffle": shuffle, "seed": seed, "num_shards": num_shards,
-                    "force": force}
-        # (on S3 the run directory's claim: refused while a run of it is alive, and vice versa)
-        with (output_guard(run_dir, "tokenize", settings) if inside else nullcontext()), \
-                (nullcontext() if explicit else output_guard(output, "tokenize", settings)) as claim:
-            return _tokenize(run_dir, output, tok, shards, executor, shuffle=shuffle, seed=seed,
-                             num_shards=num_shards, batch_size=batch_size, work_dir=work_dir, keep_work=keep_work,
-                             force=force, redo_stale=explicit, claim=claim)
-    finally:
-        if owned:
-            executor.close()
+    # standalone (`refinery tokenize`): one at a time per output, like runs; a pass of a plan
+    # (explicit shards) writes under the run directory whose lock the plan holds
+    # writing into a local run directory (RUN/tokens): hold the run's lock too, or a standalone
+    # tokenize ran beside the recipe's tokens pass into the same files (found by adversarial testing)
+    inside = not explicit and fs.canonical(output).startswith(fs.canonical(run_dir).rstrip("/") + "/")
+    # (on S3, which has no lock: a claim of the output, OUTPUT/.claim, see refinery/io/runlock.py)
+    settings = {"input": run_dir, "tokenizer": tok.name, "shuffle": shuffle, "seed": seed, "num_shards": num_shards,
+                "force": force}
+    # (on S3 the run directory's claim: refused while a run of it is alive, and vice versa). An
+    # executor owned here is closed (stopped, on Ctrl-C) inside them: let go after, no worker outlives them
+    with (output_guard(run_dir, "tokenize", settings) if inside else nullcontext()), \
+            (nullcontext() if explicit else output_guard(output, "tokenize", settings)) as claim, \
+            (executor if owned else nullcontext()):
+        return _tokenize(run_dir, output, tok, shards, executor, shuffle=shuffle, seed=seed,
+                         num_shards=num_shards, batch_size=batch_size, work_dir=work_dir, keep_work=keep_work,
+                         force=force, redo_stale=explicit, claim=claim)
 
 
 def _switched_off(what: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
