@@ -338,8 +338,11 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         print_error(f"{exc.format_message()} (see: {where} --help)")
         code = exc.exit_code if exc.exit_code else 2
     except (Abort, KeyboardInterrupt):
-        print_error("interrupted; run the same command again to resume")
-        code = 130
+        if interrupts.terminated():  # a scheduler's stop (scancel, docker stop, Kubernetes, SageMaker)
+            print_error("stopped by SIGTERM; run the same command again to resume")
+        else:
+            print_error("interrupted; run the same command again to resume")
+        code = interrupts.exit_code()
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into one line
         if verbose:
             traceback.print_exc()
@@ -363,13 +366,17 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
                 interrupts.stopping()
             else:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+        elif exiting:  # SIGINT not ours (ignored from the start), SIGTERM still: it no longer raises
+            interrupts.stopping()
         elif handles_ctrl_c:  # called in-process (tests): leave SIGINT as it was
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not exiting:  # in-process: SIGTERM as it was too
+            interrupts.uninstall()
             interrupts.reset()
         if not exiting:  # in-process: stdout as it was (the process's own keeps the wrapper to its exit)
             sys.stdout.flush()
             sys.stdout = stdout
-    if code == 130 and handles_ctrl_c and (exiting or "ray" in sys.modules):
+    if code in (130, 143) and handles_ctrl_c and (exiting or "ray" in sys.modules):
         # interrupted: leave without the interpreter's teardown. It puts back SIGINT's default
         # action, and a Ctrl-C landing then killed the process by SIGINT after its one line (exit
         # -2, once in a fresh-clone CI run of the double Ctrl-C test); and after Ctrl-C reached
@@ -382,7 +389,7 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
             import atexit
 
             atexit._run_exitfuncs()
-        os._exit(130)
+        os._exit(code)
     sys.exit(code if isinstance(code, int) else 0)
 
 

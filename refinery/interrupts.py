@@ -18,6 +18,13 @@ ignoring every later Ctrl-C left a hang only ``kill -9`` ended (the code before 
 at the third). So a third Ctrl-C, or a later one :data:`FORCE_AFTER_S` seconds after the first,
 while the run is stopping, quits at once: the pool's worker processes are killed, one line is
 printed, exit code 130 (:func:`force_quit`).
+
+SIGTERM (``kill``, ``scancel``, ``docker stop``, Kubernetes, a SageMaker stop) is handled the same
+way: the run stops as on Ctrl-C (its workers stopped, its run directory's lock or S3 claim let go,
+its finished shards kept), says so in one line and exits with code 143 (128 + SIGTERM), as a
+process ended by SIGTERM reports it. Unhandled, it ended the driver at once: its S3 claim was left
+to lapse (120 s, during which a retried job was refused) and its pool workers ran on until they
+noticed their parent gone. (In a container, the driver as pid 1 ignored it altogether.)
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ _raised = False  # a KeyboardInterrupt was raised for the Ctrl-C: the run is sto
 _deferring = 0  # depth of deferred() sections
 _presses = 0  # Ctrl-Cs since install() / reset()
 _first_at: float | None = None  # time.monotonic() of the first one
+_terminated = False  # the stop came from SIGTERM, not Ctrl-C
+_previous_sigterm: object = None  # SIGTERM's handler before install() (restored by uninstall())
 
 #: the Ctrl-C, counting the first, that quits a run whose stopping it would otherwise wait for
 FORCE_PRESSES = 3
@@ -47,7 +56,10 @@ FORCED_LINE = ("error: forced to quit by a repeated Ctrl-C, without waiting for 
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    global _requested, _raised, _presses, _first_at
+    """SIGINT's handler, and SIGTERM's (a stop asked by a scheduler: the same clean stop)."""
+    global _requested, _raised, _presses, _first_at, _terminated
+    if signum == signal.SIGTERM and not _requested:
+        _terminated = True
     _requested = True
     _presses += 1
     now = time.monotonic()
@@ -55,7 +67,7 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
         _first_at = now
     if _raised or _deferring:
         if _presses >= FORCE_PRESSES or now - _first_at >= FORCE_AFTER_S:
-            force_quit()
+            force_quit(exit_code())
         return  # already stopping, or in a section that raises it when it ends
     _raised = True
     raise KeyboardInterrupt
@@ -132,13 +144,35 @@ def stopping() -> None:
 def install() -> bool:
     """Handle SIGINT with :func:`_on_sigint`, if it has Python's default handler now (whether it
     was installed). A process started with SIGINT ignored (a background job of a non-interactive
-    shell, ``nohup``) keeps ignoring it, as the shell meant."""
+    shell, ``nohup``) keeps ignoring it, as the shell meant. SIGTERM gets the same handler if it
+    has its default action (one ignored stays ignored); :func:`uninstall` puts it back."""
+    global _previous_sigterm
     if threading.current_thread() is not threading.main_thread():
         return False
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        _previous_sigterm = signal.signal(signal.SIGTERM, _on_sigint)
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return False
     signal.signal(signal.SIGINT, _on_sigint)
     return True
+
+
+def uninstall() -> None:
+    """SIGTERM's handler as it was before :func:`install` (a command run in-process, as tests do)."""
+    global _previous_sigterm
+    if _previous_sigterm is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _previous_sigterm)  # type: ignore[arg-type]
+        _previous_sigterm = None
+
+
+def terminated() -> bool:
+    """Whether the run was stopped by SIGTERM (rather than Ctrl-C)."""
+    return _terminated
+
+
+def exit_code() -> int:
+    """The exit code of a stopped command: 143 after SIGTERM (128 + 15), else 130 (Ctrl-C)."""
+    return 128 + signal.SIGTERM if _terminated else 130
 
 
 def requested() -> bool:
@@ -172,7 +206,7 @@ def deferred() -> Iterator[None]:
 
 
 def reset() -> None:
-    global _requested, _raised, _deferring, _presses, _first_at
-    _requested = _raised = False
+    global _requested, _raised, _deferring, _presses, _first_at, _terminated
+    _requested = _raised = _terminated = False
     _deferring = _presses = 0
     _first_at = None

@@ -821,3 +821,86 @@ def test_a_store_date_without_a_time_zone_is_taken_as_utc(s3_server, s3_root, mo
             release_claim(claim)
         release_claim(claim_output(out, "tokenize", {}))  # released: taken at once
 
+
+
+# -- SIGTERM (scancel, docker stop, Kubernetes, a SageMaker stop): stopped as by Ctrl-C ------------
+STALLED_CLI = ("import sys\n"
+               "if __name__ == '__main__':\n"
+               "    from refinery import interrupts\n"
+               "    interrupts.ignore_at_exit()\n"
+               "    from refinery.stages.registry import register_stage\n"
+               "    register_stage('stalls', '_custom_stages:Stalls')\n"
+               "    from refinery.cli import main\n"
+               "    main(sys.argv[1:], exiting=True)\n")
+SAMPLE_WARC = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_sigterm_stops_a_run_like_ctrl_c_and_a_rerun_finishes_it(tmp_path, s3_root, where) -> None:
+    """SIGTERM (to the driver alone, as `docker stop` and Kubernetes send it) had no handler: the
+    driver died at once, its S3 claim left unreleased (to lapse after 120 s on another host), its
+    pool workers left to notice it gone. Now it stops as on Ctrl-C: workers stopped, the lock or
+    claim let go, finished shards kept, one line, exit code 143; the same command then finishes
+    the run, equal to an uninterrupted one."""
+    import json
+    import shutil
+    import time
+
+    import pyarrow.parquet as pq
+
+    from refinery.io import fs
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("cc_whirlwind_whirlwind", "resiliparse_clipped", "resiliparse_warcfile"):  # the small ones
+        shutil.copy(SAMPLE_WARC / f"{name}.warc.gz", src)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: term\nstages:\n  - type: extract\n  - type: stalls\n")
+    script = tmp_path / "refinery_cli.py"
+    script.write_text(STALLED_CLI)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env.pop("REFINERY_TEST_STALL", None)
+
+    def cmd(out: str) -> list[str]:
+        return [sys.executable, str(script), "run", str(config), "-i", str(src), "-o", out, "--workers", "2"]
+
+    out = f"{s3_root}/run" if where == "s3" else str(tmp_path / "run")
+    marker = tmp_path / "stalled"
+    stalled = {**env, "REFINERY_TEST_STALL": str(marker), "REFINERY_TEST_STALL_AFTER": "1"}
+    proc = subprocess.Popen(cmd(out), env=stalled, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    while not marker.exists():  # a worker stalls in its second shard: its first is finished
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGTERM)  # the driver alone: its workers are its to stop
+    _, err = proc.communicate(timeout=60)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and lines == ["error: stopped by SIGTERM; run the same command again to resume"], err
+    for _ in range(50):  # no worker left behind
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("processes of the stopped run are still alive")
+    if where == "s3":
+        assert json.loads(fs.read_bytes(f"{out}/.claim")).get("released")  # let go, not left to lapse
+    finished = len(fs.list_files(fs.join(out, "stats"), (".json",)))
+    assert 1 <= finished < 3  # the finished shards are kept, the stalled one is not
+    again = subprocess.run(cmd(out), env=env, capture_output=True, text=True)  # at once: nobody holds it
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{3 - finished} shard(s) to run, {finished} already finished" in again.stderr, again.stderr[-2000:]
+    reference = tmp_path / "reference"
+    subprocess.run(cmd(str(reference)), env=env, check=True, capture_output=True)
+
+    def kept(run: str) -> list[dict]:
+        rows = []
+        for uri in fs.list_files(fs.join(run, "kept"), (".parquet",)):
+            with fs.open_input(uri, seekable=True) as f:
+                rows += pq.read_table(f, columns=["id", "text"]).to_pylist()
+        return sorted(rows, key=lambda r: r["id"])
+
+    assert kept(out) == kept(str(reference)) and kept(out)
