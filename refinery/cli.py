@@ -231,6 +231,8 @@ def status(
             + f"{st.shards_pending} pending; {st.docs_read:,} documents read, "
             f"{kept}; {st.shard_seconds:.1f} shard-seconds", highlight=False, soft_wrap=True,
         )
+        if st.held_by:  # another command at work on it now
+            console.print(f"  in use by {st.held_by}", highlight=False, soft_wrap=True)
         for p in st.passes:
             console.print(f"  pass {p['name']:<16} {p['state']:<9} {p.get('detail', '')}", highlight=False, soft_wrap=True)
         for name, shards in st.outputs_missing.items():  # counted above as pending, not finished

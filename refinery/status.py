@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from refinery.io import fs
-from refinery.io.runlock import run_dir_active
+from refinery.io.runlock import holder_now, run_dir_active
 from refinery.plan import marker_set_aside
 from refinery.rundir import PassDir, RunDir, shards_with_outputs
 
@@ -33,6 +33,8 @@ class RunStatus:
     #: pass -> its shards with a finished marker whose kept or removed file is gone (a rerun redoes them);
     #: they count as neither finished nor in the documents above
     outputs_missing: dict[str, list[str]] = field(default_factory=dict)
+    #: the command holding the run directory now (its lock, or its S3 claim with the claim's age), if any
+    held_by: str | None = None
 
     @property
     def shards_pending(self) -> int:
@@ -140,7 +142,10 @@ def run_status(run_dir: str) -> RunStatus:
     planned = int(manifest.get("shards", len(finished)))
     record = run.recorded_plan()
     missing: dict[str, list[str]] = {}
-    passes = _pass_states(run, record, planned, run_dir_active(run_dir), missing) if record else []
+    held_by = holder_now(run_dir)
+    # S3 has no lock to probe: a claim held says a run is at work (none held: unknown, an older run's)
+    active = run_dir_active(run_dir) if not fs.is_s3(run_dir) else (True if held_by else None)
+    passes = _pass_states(run, record, planned, active, missing) if record else []
     # counts from the shards whose files are there: the markers of shards whose kept file was
     # deleted said "178 in the corpus so far" with half of OUT/kept gone (found by trials)
     finished, lost = _with_outputs(first, finished)
@@ -164,4 +169,5 @@ def run_status(run_dir: str) -> RunStatus:
         set_aside=set_aside,
         passes=passes,
         outputs_missing=missing,
+        held_by=held_by,
     )

@@ -904,3 +904,27 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_a_rerun_finishes_it(tmp_path, s3_ro
         return sorted(rows, key=lambda r: r["id"])
 
     assert kept(out) == kept(str(reference)) and kept(out)
+
+
+def test_status_names_the_command_holding_an_s3_output_or_a_local_one(tmp_path, s3_root, cli) -> None:
+    """`refinery status` did not read an S3 output's claim (nor name a local lock's holder): a run
+    at work on it read as stopped or pending. It now says who holds it, and for S3 the claim's age."""
+    from refinery.io.runlock import claim_output, release_claim
+
+    run = _local_run(tmp_path, cli)
+    out = f"{s3_root}/run"
+    code, _, err = cli("run", tmp_path / "c.yaml", "-i", tmp_path / "in", "-o", out)
+    assert code == 0, err
+    claim = claim_output(out, "dedup", {})
+    try:
+        code, text, _ = cli("status", out)
+        assert code == 0 and re.search(r"in use by refinery dedup, pid \d+ on .*; its claim \.claim was renewed \d+s ago",
+                                       text), text
+    finally:
+        release_claim(claim)
+    code, text, _ = cli("status", out)
+    assert "in use by" not in text, text  # released: nobody
+    with run_dir_lock(str(run)):
+        code, text, _ = cli("status", run)
+        assert f"in use by pid {os.getpid()} on " in text, text
+    assert "in use by" not in cli("status", run)[1]

@@ -386,6 +386,27 @@ def _live_share(root: str) -> tuple[str, Any, float] | None:
     return None
 
 
+def holder_now(root: str) -> str | None:
+    """Who holds the run directory or output ``root`` now, for ``refinery status``: a local lock's
+    holder, or the S3 claim in place (``.claim``, then the shares' keys) if held, with its age; None
+    when nobody does (or it cannot be told). Reads only: lapsed share keys are left in place."""
+    if not fs.is_s3(root):
+        return _holder(os.path.join(root, LOCK_FILE)) if run_dir_active(root) else None
+    held = _live_exclusive(root)
+    if held is None:
+        bucket, _, key = fs.resolve(root)[1].partition("/")
+        prefix = f"{key.rstrip('/')}/{SHARE_CLAIM_PREFIX}" if key else SHARE_CLAIM_PREFIX
+        try:
+            listed = fs.s3_client().list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        except Exception:  # noqa: BLE001 - status goes on without it
+            return None
+        held = next((h for h in (_read_claim(f"s3://{bucket}/{o['Key']}") for o in listed) if h is not None), None)
+    if held is None:
+        return None
+    uri, info, age = held
+    return f"{_claimant(uri, info)}; its claim {fs.basename(uri)} was renewed {age:.0f}s ago"
+
+
 def confirm_claim(claim: OutputClaim | None) -> None:
     """Before a standalone command records its result (``run.json``, ``manifest.json``): check
     that its claim is still its own (renewing it). If another command took it over (this one
