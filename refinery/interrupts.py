@@ -84,7 +84,7 @@ def force_quit(code: int = 130) -> None:
         pass
     _let_the_resource_tracker_finish()
     try:
-        os.write(2, FORCED_LINE.encode())
+        os.write(2, (FORCED_LINE.replace("Ctrl-C", "SIGTERM") if _terminated else FORCED_LINE).encode())
     finally:
         os._exit(code)
 

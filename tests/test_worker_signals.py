@@ -335,3 +335,24 @@ def test_the_pools_cancelled_future_race_after_ctrl_c_prints_no_traceback(tmp_pa
     assert done.returncode == 0, done.stderr
     assert "InvalidStateError" not in done.stderr
     assert "a real manager-thread failure" in done.stderr
+
+
+def test_repeated_sigterms_quit_naming_sigterm_not_ctrl_c():
+    """A scheduler's repeated SIGTERMs force the quit as repeated Ctrl-Cs do; the forced line names
+    the signal that came (it said "a repeated Ctrl-C")."""
+    import subprocess
+    import sys
+
+    script = ("import os, signal, time\n"
+              "from refinery import interrupts\n"
+              "interrupts.install()\n"
+              "with interrupts.deferred():\n"
+              "    for _ in range(3):\n"
+              "        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "        time.sleep(0.05)\n"
+              "    time.sleep(5)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.splitlines()[-1] == ("error: forced to quit by a repeated SIGTERM, without waiting for the run "
+                                           "to stop; run the same command again to resume (its partial shards are "
+                                           "discarded)")
