@@ -928,3 +928,55 @@ def test_status_names_the_command_holding_an_s3_output_or_a_local_one(tmp_path, 
         code, text, _ = cli("status", run)
         assert f"in use by pid {os.getpid()} on " in text, text
     assert "in use by" not in cli("status", run)[1]
+
+
+def _write_object(uri: str) -> dict:
+    """A task that changes an S3 object (fenced like a shard's commit)."""
+    from refinery.io import fs
+
+    fs.write_bytes(uri, b"x")
+    return {"pid": os.getpid()}
+
+
+def test_a_pool_reused_by_an_unfenced_pass_keeps_no_fence_of_an_earlier_claim(s3_root, monkeypatch) -> None:
+    """A pool's workers (or Ray's, reused by a later pass of the same driver) kept the fence of the
+    claim of an earlier, fenced pass: a later pass without a claim (a program's ``run_plan`` without
+    ``run_guard``) into the same output found that claim released, half a lapse on, and stopped as
+    if another command had taken its output over."""
+    import time
+
+    from refinery.executors.local import LocalExecutor
+    from refinery.io import fs, runlock
+
+    monkeypatch.setattr(runlock, "CLAIM_TTL_SECONDS", 2.0)  # half a lapse: 1 s
+    monkeypatch.setattr(runlock, "CLAIM_HEARTBEAT_SECONDS", 600.0)
+    out = f"{s3_root}/reused"
+    with LocalExecutor(2, progress=False) as pool:
+        with runlock.run_guard(out, False, {}):
+            first = pool.run(_write_object, [{"uri": f"{out}/a{i}"} for i in range(4)], label="fenced")
+        time.sleep(1.2)  # the old claim's last renewal is older than half its lapse
+        second = pool.run(_write_object, [{"uri": f"{out}/b{i}"} for i in range(6)], label="unfenced")
+    assert {r["pid"] for r in first} & {r["pid"] for r in second}  # the same workers ran both
+    assert all(fs.exists(f"{out}/b{i}") for i in range(6))
+
+
+def test_a_command_holding_two_claims_checks_both_before_a_write(s3_root, monkeypatch) -> None:
+    """A standalone ``refinery tokenize`` into RUN/tokens claims RUN and RUN/tokens (nested
+    guards): only the inner claim was fenced, so once a ``refinery run`` had taken RUN over while
+    the tokenize was stopped, the resumed tokenize still wrote into RUN/tokens, the run's own."""
+    import json
+    import time
+
+    from refinery.io import fs, runlock
+
+    monkeypatch.setattr(runlock, "CLAIM_TTL_SECONDS", 2.0)
+    monkeypatch.setattr(runlock, "CLAIM_HEARTBEAT_SECONDS", 600.0)
+    run, tokens = f"{s3_root}/run", f"{s3_root}/run/tokens"
+    other = {"command": "run", "claim": "c0ffee", "pid": 1, "host": "elsewhere", "since": "2026-01-01T00:00:00Z"}
+    with runlock.output_guard(run, "tokenize", {}), runlock.output_guard(tokens, "tokenize", {}):
+        fs.write_bytes(f"{run}/.claim", json.dumps(other).encode())  # the run took RUN over
+        time.sleep(1.2)  # older than half the lapse: the next write asks the server
+        with pytest.raises(runlock.ClaimLost, match=r"^output s3://\S+/run was claimed by another refinery "
+                                                      r"command \(refinery run, pid 1 on elsewhere"):
+            fs.write_bytes(f"{tokens}/part-0.bin", b"x")
+    assert not fs.exists(f"{tokens}/part-0.bin")

@@ -510,11 +510,14 @@ class _Fence:
     verified: float = float("-inf")  # a worker's: when its own check last found the claim fresh
 
 
-_FENCE: _Fence | None = None
-#: the driver's last renewal (:func:`clock`), shared with its local pool's workers (a RawValue): they
-#: need not ask the server while the driver's heartbeat is alive
+#: the fences of this process, outermost first: one per claim it holds (a standalone `refinery
+#: tokenize` into RUN/tokens holds RUN's claim and its output's), or, in a worker, the driver's
+_FENCES: tuple[_Fence, ...] = ()
+#: the driver's last renewal (:func:`clock`) of the claims it holds (the oldest of them), shared
+#: with its local pool's workers (a RawValue): they need not ask the server while the driver's
+#: heartbeats are alive
 _SHARED_RENEWAL: Any = None
-#: where a task's fence token travels in an executor's shared task arguments
+#: where a task's fence tokens travel in an executor's shared task arguments
 FENCE_KEY = "_claim_fence"
 
 
@@ -524,31 +527,38 @@ def _token(f: _Fence) -> dict[str, Any]:
 
 @contextmanager
 def fenced(claim: OutputClaim) -> Iterator[None]:
-    """Fence this process's changes under ``claim.root`` for the block (see above), and hand the
-    fence to the tasks this process starts (:func:`fence_token`)."""
-    global _FENCE
-    previous = _FENCE
-    _FENCE = _Fence(claim.root, claim.uri, claim.record["claim"], CLAIM_TTL_SECONDS, claim.command, own=claim)
+    """Fence this process's changes under ``claim.root`` for the block (see above), beside the
+    fences of the claims it holds already, and hand them to the tasks this process starts
+    (:func:`fence_token`)."""
+    global _FENCES
+    previous = _FENCES
+    _FENCES = previous + (_Fence(claim.root, claim.uri, claim.record["claim"], CLAIM_TTL_SECONDS, claim.command,
+                                 own=claim),)
     _publish_renewal(claim)
     fs.before_s3_change = check_fence
     try:
         yield
     finally:
-        _FENCE = previous
+        _FENCES = previous
 
 
-def fence_token() -> dict[str, Any] | None:
+def fence_token() -> list[dict[str, Any]] | None:
     """What a worker needs to fence its writes like this process (None: nothing is fenced)."""
-    return _token(_FENCE) if _FENCE is not None else None
+    return [_token(f) for f in _FENCES] or None
 
 
-def adopt_fence(token: dict[str, Any] | None) -> None:
-    """In a worker: fence its changes with the driver's ``token`` (from :func:`fence_token`)."""
-    global _FENCE
-    if not token or (_FENCE is not None and _FENCE.claim == token["claim"]):
-        return  # the driver itself (a task run inline), or a worker that has it already
-    _FENCE = _Fence(token["root"], token["uri"], token["claim"], float(token["ttl"]), token["command"])
-    fs.before_s3_change = check_fence
+def adopt_fence(token: list[dict[str, Any]] | None) -> None:
+    """In a worker: fence its changes with the driver's ``token`` (from :func:`fence_token`); none,
+    a task of an unfenced pass: the fences of an earlier pass (a reused pool or Ray worker) go."""
+    global _FENCES
+    if any(f.own is not None for f in _FENCES):
+        return  # the driver itself (a task run inline)
+    claims = [t["claim"] for t in token or []]
+    if claims == [f.claim for f in _FENCES]:
+        return  # a worker that has them already (and when it last checked them)
+    _FENCES = tuple(_Fence(t["root"], t["uri"], t["claim"], float(t["ttl"]), t["command"]) for t in token or [])
+    if _FENCES:
+        fs.before_s3_change = check_fence
 
 
 def shared_renewal() -> Any:
@@ -558,8 +568,7 @@ def shared_renewal() -> Any:
         import multiprocessing
 
         _SHARED_RENEWAL = multiprocessing.get_context("spawn").RawValue("d", float("-inf"))
-        if _FENCE is not None and _FENCE.own is not None:
-            _SHARED_RENEWAL.value = _FENCE.own.renewed
+        _publish_renewal(None)
     return _SHARED_RENEWAL
 
 
@@ -569,9 +578,12 @@ def adopt_renewal(stamp: Any) -> None:
     _SHARED_RENEWAL = stamp
 
 
-def _publish_renewal(claim: OutputClaim) -> None:
-    if _SHARED_RENEWAL is not None and _FENCE is not None and _FENCE.own is claim:
-        _SHARED_RENEWAL.value = claim.renewed
+def _publish_renewal(claim: OutputClaim | None) -> None:
+    """Share the oldest last renewal of the claims this process fences (``claim``: the one just
+    renewed, if any; a claim it does not fence changes nothing)."""
+    own = [f.own for f in _FENCES if f.own is not None]
+    if _SHARED_RENEWAL is not None and own and (claim is None or any(c is claim for c in own)):
+        _SHARED_RENEWAL.value = min(c.renewed for c in own)
 
 
 def _under(uri: str, root: str) -> bool:
@@ -579,12 +591,17 @@ def _under(uri: str, root: str) -> bool:
 
 
 def check_fence(uri: str) -> None:
-    """Before a change to the S3 object ``uri``: raise :class:`ClaimLost` if it is under the
-    fenced output and this command's claim of it was taken over. Asks the server only when the
-    claim was not renewed within :func:`fence_margin` (see above)."""
-    f = _FENCE
-    if f is None or not _under(uri, f.root) or fs.basename(uri).startswith(CLAIM_FILE):
+    """Before a change to the S3 object ``uri``: raise :class:`ClaimLost` if it is under an
+    output this process fences and this command's claim of it was taken over. Asks the server
+    only when the claim was not renewed within :func:`fence_margin` (see above)."""
+    if not _FENCES or fs.basename(uri).startswith(CLAIM_FILE):
         return
+    for f in _FENCES:
+        if _under(uri, f.root):
+            _check(f)
+
+
+def _check(f: _Fence) -> None:
     if f.own is not None:
         claim = f.own
         if not claim.lost and clock() - claim.renewed < fence_margin(f.ttl):
