@@ -980,3 +980,23 @@ def test_a_command_holding_two_claims_checks_both_before_a_write(s3_root, monkey
                                                       r"command \(refinery run, pid 1 on elsewhere"):
             fs.write_bytes(f"{tokens}/part-0.bin", b"x")
     assert not fs.exists(f"{tokens}/part-0.bin")
+
+
+def test_a_workers_renewal_changes_the_claims_tag(s3_root, monkeypatch) -> None:
+    """A worker renews an old claim of its driver's before it commits; it rewrote the same bytes, and
+    S3's ETag (their MD5) stayed the same, so a command that had read the lapsed claim could still
+    take it over with that tag while the worker went on writing."""
+    import time
+
+    from refinery.io import fs, runlock
+
+    monkeypatch.setattr(runlock, "CLAIM_TTL_SECONDS", 2.0)
+    monkeypatch.setattr(runlock, "CLAIM_HEARTBEAT_SECONDS", 600.0)
+    root = f"{s3_root}/verified"
+    with runlock.output_guard(root, "run", {}) as claim:
+        worker = runlock._Fence(root, claim.uri, claim.record["claim"], 2.0, "run")
+        time.sleep(2.1)  # the claim is older than half the lapse: the worker renews it
+        seen_by_next = fs.read_if_any_with_age(claim.uri)[1]  # the next command reads it lapsing
+        runlock._verify(worker)
+        with pytest.raises(fs.WriteConflict):
+            fs.write_bytes_if(claim.uri, b'{"claim": "next"}', seen_by_next)

@@ -618,7 +618,7 @@ def _check(f: _Fence) -> None:
 
 def _verify(f: _Fence) -> None:
     """A worker's check of the claim on the server: still the driver's, renewed recently (renewed
-    here, the same bytes, only if still as read: a stopped driver's workers keep it while they
+    here, stamped ``verified``, only if still as read: a stopped driver's workers keep it while they
     write), else :class:`ClaimLost`."""
     for _ in range(3):
         sent = clock()
@@ -633,8 +633,12 @@ def _verify(f: _Fence) -> None:
         if age < fence_margin(f.ttl):
             f.verified = sent - age
             return
+        # new bytes, not the same ones: S3's ETag is their MD5, so the same bytes would keep the tag,
+        # and a command that read the lapsed claim before this write would still take it over
+        renewed = json.dumps(info | {"verified": f"{socket.gethostname()}:{os.getpid()}:{time.time():.3f}"},
+                             indent=1).encode()
         try:
-            fs.write_bytes_if(f.uri, data, tag)
+            fs.write_bytes_if(f.uri, renewed, tag)
         except fs.WriteConflict:
             continue  # written meanwhile: the driver's heartbeat, or another command's claim
         f.verified = sent
