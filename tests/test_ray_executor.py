@@ -485,3 +485,26 @@ def test_ray_workers_log_at_a_library_callers_level(tmp_path):
     output = done.stdout + done.stderr
     # (Ray's own "Started a local Ray instance" is Ray's logger, at the level Ray sets)
     assert "[shard " not in output and "signatures" not in output and "refinery.runner" not in output, output[-3000:]
+
+
+def test_a_local_cluster_listens_on_loopback_only(ray_local):  # noqa: F811
+    """Ray replaced the local cluster's node address 127.0.0.1 by the host's IP: its GCS, raylet
+    and workers listened on every interface, the dashboard agent's metrics port on 0.0.0.0 and
+    the runtime-env agent on the host's IP (`ss -ltnp` during a run). The cluster's processes are
+    this process's children."""
+    import psutil
+
+    ray_local.get(ray_local.remote(worker_pid).remote())  # a worker up, listening too
+    listening = {(p.name(), c.laddr.ip) for p in psutil.Process().children(recursive=True)
+                 for c in _tcp_listeners(p)}
+    assert {"gcs_server", "raylet"} <= {name for name, _ in listening}, listening
+    assert {ip for _, ip in listening} <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
+
+
+def _tcp_listeners(proc) -> list:
+    import psutil
+
+    try:
+        return [c for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+    except psutil.Error:  # gone meanwhile
+        return []

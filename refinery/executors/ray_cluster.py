@@ -10,26 +10,33 @@
 - no dashboard UI or HTTP API (``include_dashboard=False``). Ray 2.60 still starts the head's
   ``dashboard.py`` with only its usage-stats module and no listening port, and each raylet its
   dashboard and runtime-env agents (which do listen): no Ray option stops them (docs/scale.md).
-- token auth: Ray's GCS and raylet listen on every interface whatever node address we give
-  (``_node_ip_address="127.0.0.1"`` is resolved to the host's reachable IP), so a *local*
-  cluster we start gets ``RAY_AUTH_MODE=token`` with a random ``RAY_AUTH_TOKEN`` that only this
-  process and the Ray processes it starts know, unless the user configured auth
+- a local cluster listens on loopback only (:func:`loopback_node_address`): its node address
+  stays 127.0.0.1, which Ray otherwise replaced by the host's IP, and then bound the dashboard
+  agent's ports on 0.0.0.0 and the GCS, raylet and workers on every interface. A multi-node
+  cluster (``refinery.launch.bootstrap``: ``ray start`` with each host's IP) must listen on the
+  hosts' network, and is guarded by its shared token and the job's security group.
+- token auth as well, in case the loopback binding fails (a Ray without the constant it relies
+  on): a *local* cluster we start gets ``RAY_AUTH_MODE=token`` with a random ``RAY_AUTH_TOKEN``
+  that only this process and the Ray processes it starts know, unless the user configured auth
   (``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH`` in the environment). It used
-  to set ``RAY_AUTH_MODE=disabled``, believing the cluster loopback-only: anyone who could
-  reach the host could run code on it during a run (found by adversarial testing). A
-  multi-node cluster (``refinery.launch.bootstrap``) uses ``RAY_AUTH_MODE=token`` with one
-  shared ``RAY_AUTH_TOKEN`` on every node and driver; connecting to such a cluster needs the
-  same two variables in the driver's environment.
+  to set ``RAY_AUTH_MODE=disabled``, believing the cluster loopback-only while it was not:
+  anyone who could reach the host could run code on it during a run (found by adversarial
+  testing). A multi-node cluster uses ``RAY_AUTH_MODE=token`` with one shared
+  ``RAY_AUTH_TOKEN`` on every node and driver; connecting to such a cluster needs the same two
+  variables in the driver's environment.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import secrets
 import socket
 import sys
 import time
+from collections.abc import Iterator
 
 log = logging.getLogger("refinery.executors.ray_cluster")
 
@@ -63,7 +70,7 @@ def configure_environment(local: bool) -> None:
         # Ray read the variable when it was imported (a test, a notebook): tell it again
         logging_module.RAY_DEDUP_LOGS = os.environ["RAY_DEDUP_LOGS"].lower() in ("true", "1")  # as Ray reads it
     if local and not auth_configured():
-        # Ray listens on every interface: a token nobody else has (see the module docstring)
+        # loopback is every local user's: a token nobody else has (see the module docstring)
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
         if "ray" in sys.modules:
@@ -136,18 +143,41 @@ def ensure_ray(
         return True
     store = object_store_memory or DEFAULT_OBJECT_STORE_BYTES
     log.info("starting a local Ray cluster (%s CPUs, %d MB object store)", num_cpus or "all", store // 2**20)
-    ray.init(
-        # "local": always a new cluster of our own; without it Ray joins whatever cluster
-        # /tmp/ray/ray_current_cluster names (another user's `ray start`, or a dead one)
-        address="local",
-        num_cpus=num_cpus,
-        object_store_memory=store,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",  # advertised address; the ports still listen everywhere (token auth)
-        log_to_driver=log_to_driver,
-        namespace="refinery",
-    )
+    with loopback_node_address():
+        ray.init(
+            # "local": always a new cluster of our own; without it Ray joins whatever cluster
+            # /tmp/ray/ray_current_cluster names (another user's `ray start`, or a dead one)
+            address="local",
+            num_cpus=num_cpus,
+            object_store_memory=store,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",  # kept as is by loopback_node_address: every port on loopback
+            log_to_driver=log_to_driver,
+            namespace="refinery",
+        )
     return True
+
+
+@contextlib.contextmanager
+def loopback_node_address() -> Iterator[None]:
+    """Keep a local cluster's node address 127.0.0.1 while it starts, so that its GCS, raylet,
+    workers and agents listen on loopback only: Ray replaces ``127.0.0.1`` by the host's reachable
+    IP and then binds the agents' ports on every interface (0.0.0.0) and the others on that IP,
+    unless its clusters are "disabled", as on macOS and Windows (``ray_constants.ENABLE_RAY_CLUSTER``,
+    read from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when Ray is imported, so set here for the
+    ``ray.init`` call alone: a later driver in this process may join a multi-node cluster). The
+    processes Ray starts take the address as an argument. A Ray without the constant starts as
+    before (token auth still guards the ports)."""
+    constants = importlib.import_module("ray._private.ray_constants")
+    had = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if had is None:
+        yield
+        return
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = had
 
 
 def cluster_cpus() -> int:
