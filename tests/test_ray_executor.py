@@ -508,3 +508,30 @@ def _tcp_listeners(proc) -> list:
         return [c for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
     except psutil.Error:  # gone meanwhile
         return []
+
+
+def _flaky(**_: object) -> dict:
+    raise OSError("transient")
+
+
+def test_a_retried_tasks_attempt_line_travels_back_with_its_result(monkeypatch):
+    """A retried task's "[x] attempt 2" line came through Ray's log forwarding, prefixed
+    "(refinery-task pid=30110) ... INFO pid=30110", unlike the driver's own lines, and may be
+    dropped at shutdown (a 3-shard run with one transient failure per shard). It travels back with
+    the attempt's result, failed or done, as the closing line does. Run as a Ray worker runs it."""
+    import logging
+
+    from refinery.executors.base import RELAYED_LOG_KEY
+    from refinery.executors.ray import ray_task
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    try:
+        for fn, expected in ((_flaky, "failed"), (worker_pid, "done")):
+            status, result, _error, _node = ray_task(fn, {}, {}, 2, "shard-a", logging.INFO)
+            assert status == expected
+            assert [r.getMessage() for r in result.get(RELAYED_LOG_KEY, [])] == ["[shard-a] attempt 2"]
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)

@@ -43,9 +43,10 @@ log = logging.getLogger("refinery.executors")
 
 TaskStatus = Literal["done", "skipped", "failed"]
 
-#: ``extra=`` of a task's one closing line ("[shard x] done: ..."): an executor whose workers' own
-#: lines may never reach the log (Ray drops those in flight when the driver shuts down) carries
-#: these records back with the task's result, and the driver logs them (:data:`RELAYED_LOG_KEY`)
+#: ``extra=`` of a task's one closing line ("[shard x] done: ...") and of its "[x] attempt N" line:
+#: an executor whose workers' own lines may never reach the log (Ray drops those in flight when the
+#: driver shuts down, and prefixes the others with "(refinery-task pid=...)") carries these records
+#: back with the task's result, and the driver logs them (:data:`RELAYED_LOG_KEY`)
 TASK_SUMMARY: dict[str, bool] = {"task_summary": True}
 #: the result key under which a task's closing log records travel back to the driver
 RELAYED_LOG_KEY = "_log_records"
@@ -224,8 +225,8 @@ def call_task(fn: TaskFn, shared: dict[str, Any], task: dict[str, Any], attempt:
     shared = dict(shared)  # the driver's own dict when run inline
     adopt_fence(shared.pop(FENCE_KEY, None))  # this process's writes, fenced as the driver's
     try:
-        if attempt > 1:
-            log.info("[%s] attempt %d", name or fn.__name__, attempt)
+        if attempt > 1:  # with the attempt's result, as the closing line (TASK_SUMMARY)
+            log.info("[%s] attempt %d", name or fn.__name__, attempt, extra=TASK_SUMMARY)
         result = dict(fn(**shared, **task) or {})
     except ClaimLost as exc:  # another command holds the output now: nothing to retry, the pass stops
         return "claim_lost", {}, str(exc), _where()
