@@ -535,3 +535,60 @@ def test_a_retried_tasks_attempt_line_travels_back_with_its_result(monkeypatch):
     finally:
         for handler in list(root.handlers):
             root.removeHandler(handler)
+
+
+_RAYLET_KILLER = '''
+import sys, time
+from pathlib import Path
+
+import psutil
+
+from refinery.executors.base import TaskError
+from refinery.executors.ray import RayExecutor
+
+
+def task(out: str, k: int) -> dict:
+    if k:
+        time.sleep(120)  # running when the raylet dies
+    Path(out, str(k)).write_text("done")
+    return {}
+
+
+def kill_raylet(outcome) -> None:
+    for proc in psutil.Process().children(recursive=True):
+        if proc.name() == "raylet":
+            proc.kill()
+
+
+if __name__ == "__main__":
+    try:
+        with RayExecutor(workers=2, progress=False) as ex:
+            ex.map(task, [{"out": sys.argv[1], "k": 0}, {"out": sys.argv[1], "k": 1}], label="filter",
+                   on_outcome=kill_raylet)
+    except TaskError as exc:  # what the command line prints as one line
+        print(f"{type(exc).__name__}: {exc}")
+'''
+
+
+def test_a_raylet_that_dies_mid_run_stops_the_pass_with_one_line(tmp_path):
+    """The driver's raylet killed during a run: Ray's C++ core ended the driver with exit code 1
+    and no message some seconds later (11 s measured), after retry lines blaming an OOM kill. The
+    executor's loop now stops with ClusterLost (a TaskError: the command line prints it as one
+    line, "the finished tasks are kept: run the same command again to resume"), the finished
+    task's output kept. A real local cluster of its own in a subprocess (its raylet is killed)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "kill_raylet.py"
+    script.write_text(_RAYLET_KILLER)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("ClusterLost: ")]
+    assert len(lines) == 1 and "[filter] the Ray cluster went away: the raylet at 127.0.0.1:" in lines[0], done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["0"]  # the finished task's output, kept
+    assert "retrying" not in done.stderr, done.stderr[-3000:]

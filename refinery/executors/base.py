@@ -80,6 +80,11 @@ class TaskError(RuntimeError):
     """A task of a pass failed after its retries; the message names the pass and the task."""
 
 
+class ClusterLost(TaskError):
+    """The cluster the tasks run on went away (a Ray driver's raylet died): the pass stops there,
+    and the finished tasks' outputs stay for a rerun."""
+
+
 class StorageFull(StorageError):
     """A task found no space left on the device (or its quota) it writes to: the pass stops."""
 
@@ -283,6 +288,16 @@ class Executor(ABC):
     def close(self) -> None:
         pass
 
+    def _lost(self) -> Future | None:
+        """A future that gets a line when the executor can run no more tasks (its cluster went
+        away); the loop waits on it with the tasks. None: never."""
+        return None
+
+    def _raise_if_lost(self, label: str) -> None:
+        lost = self._lost()
+        if lost is not None and lost.done():
+            raise ClusterLost(f"[{label}] {lost.result()}")
+
     def abort(self) -> None:
         """Stop the tasks still running now (the user pressed Ctrl-C); :meth:`close` follows.
         What they wrote is safe: every write is atomic, and a rerun redoes unfinished shards."""
@@ -333,14 +348,18 @@ class Executor(ABC):
                 while queue and len(pending) < limit:
                     i, attempt = queue.popleft()
                     pending[self._submit(fn, shared_arg, tasks[i], attempt, names[i], fresh_workers)] = (i, attempt)
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                lost = self._lost()
+                done, _ = wait([*pending, lost] if lost is not None else list(pending), return_when=FIRST_COMPLETED)
                 interrupts.raise_if_requested()
-                for future in sorted(done, key=lambda f: pending[f]):  # in task order: the first stop is named
+                self._raise_if_lost(label)
+                # in task order: the first stop is named
+                for future in sorted((f for f in done if f in pending), key=lambda f: pending[f]):
                     i, attempt = pending.pop(future)
                     try:
                         status, result, error, node = future.result()
                     except Exception as exc:  # noqa: BLE001 - the worker, not the task, failed
                         status, result, error, node = "failed", {}, self._worker_died(exc), None
+                        self._raise_if_lost(label)  # not a task's failure: no retry can run
                     relay_log_records(result)
                     if status == "claim_lost":
                         raise ClaimLost(error or f"[{label}] {names[i]}: the output's claim was lost")

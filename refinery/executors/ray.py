@@ -17,7 +17,7 @@ from typing import Any
 from refinery import interrupts
 from refinery.executors.base import RELAYED_LOG_KEY, Executor, TaskFn, call_task, relay_log_records
 from refinery.executors.local import WORKER_LOG_FORMAT, worker_log_level
-from refinery.executors.ray_cluster import cluster_cpus, ensure_ray
+from refinery.executors.ray_cluster import RayletWatch, cluster_cpus, ensure_ray
 from refinery.noisy_loggers import quiet_noisy_loggers
 
 log = logging.getLogger("refinery.executors.ray")
@@ -86,11 +86,14 @@ class RayExecutor(Executor):
         self._remote: Any = None
         self._remote_fresh: Any = None
         self._refs: dict[Future, Any] = {}  # each submitted task's ObjectRef, by its future
+        self._watch: RayletWatch | None = None
 
     def _connect(self) -> None:
         if self._remote is None:
             self._owns_ray = ensure_ray(self.address, num_cpus=self.workers, object_store_memory=self.object_store_memory)
             import ray
+
+            self._watch = RayletWatch.of_driver(owned=self._owns_ray)
 
             options = dict(
                 num_cpus=1,
@@ -135,9 +138,21 @@ class RayExecutor(Executor):
         return future
 
     def _worker_died(self, exc: BaseException) -> str:
+        if self._watch is not None:
+            self._watch.probe()  # the raylet's death fails its tasks before the watch's next look
         return f"ray task failed: its worker died (OOM kill, lost node?); retries: {self.max_retries}: {exc}"
 
+    def _lost(self) -> Future | None:
+        return self._watch.lost if self._watch is not None else None
+
+    def _gone(self) -> bool:
+        """Whether the raylet is gone: then nothing more is asked of it (the core worker may end
+        the process when it touches the object store the raylet held)."""
+        return self._watch is not None and self._watch.lost.done()
+
     def _cancel_pending(self) -> None:
+        if self._gone():
+            return
         import ray
 
         for ref in self._refs.values():
@@ -155,7 +170,7 @@ class RayExecutor(Executor):
 
         refs = [self._refs[f] for f in futures if f in self._refs]
         self._refs.clear()
-        if not refs:
+        if not refs or self._gone():
             return
         try:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=settle_s)
@@ -170,6 +185,9 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         self._refs.clear()  # an ObjectRef freed after ray.shutdown() ends the process (exit 1, no message)
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
         if self._owns_ray:
             import signal
             import threading
