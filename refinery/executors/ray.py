@@ -6,6 +6,10 @@ A dead worker (OOM kill, node loss) and an exception inside a task are retried b
 retry loop alone, up to ``max_retries`` times: Ray's own task retries inside each of the loop's
 attempts ran a task that kills its worker every time (1 + max_retries)² times, 9 by default
 (found by adversarial testing). An exception comes back as a failed outcome with its traceback.
+
+The raylet the driver runs its tasks through dying (killed, out of memory) stops the pass with
+:class:`~refinery.executors.base.ClusterLost`, one line, before Ray's C++ core ends the driver
+with exit code 1 and no message (:class:`~refinery.executors.ray_cluster.RayletWatch`).
 """
 
 from __future__ import annotations
