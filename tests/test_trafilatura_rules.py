@@ -863,3 +863,47 @@ def test_a_standfirst_of_two_paragraphs_keeps_the_space_between_them() -> None:
 
     assert text(body).split("\n")[0] == f"{first} {second}"
     assert text(f"<p>{first}</p><p>{second}</p>{body}").count(first) == 1
+
+
+def test_a_title_headers_unclassed_standfirst_comes_in(tmp_path) -> None:
+    """keep_header_lead: cnet.de writes its standfirst as a plain ``<p>`` in the ``<header>`` that
+    holds the ``<h1>``, beside the body container trafilatura picks; keep_outside_lead looked only
+    for lead-classed elements and missed it (a gold "with" snippet). With both, it is the text's
+    first line and the rest is as before."""
+    if not EVAL_TARBALL.is_file():
+        pytest.skip("shared/ evaluation data not present")
+    [(url, html, _)] = load_eval_pages(tmp_path, ("cnet.de.schutz.html",))
+    snippet = "liefert eine Einschätzung"
+    lead_only, _ = TrafilaturaExtractor(timeout_s=0, keep_outside_lead=True)._extract_fn()(html.decode(), url)
+    on, _ = TrafilaturaExtractor(timeout_s=0, keep_outside_lead=True, keep_header_lead=True)._extract_fn()(
+        html.decode(), url)
+    assert snippet not in lead_only and snippet in on.split("\n")[0]
+    assert on.split("\n")[1:] == lead_only.split("\n")
+
+
+def test_a_caption_is_no_header_lead() -> None:
+    """keep_header_lead: a paragraph of the title header is a lead, but not a picture's caption
+    (inside a figure, or with a copyright mark: two held-out pages gained "... © CAE" as a lead)."""
+    body = "".join(f"<p>The council met on day {i} and agreed the budget for the new flood wall in full.</p>"
+                   for i in range(6))
+    lead = "The town will build a flood wall. Work starts in October and the road stays open."
+
+    def text(header: str, **rules: bool) -> str:
+        html = f"<html><body><article><header>{header}</header><div class='article-body'>{body}</div></article></body></html>"
+        return TrafilaturaExtractor(timeout_s=0, fallback=False, keep_outside_lead=True, **rules)._extract_fn()(
+            html, "https://example.org/a")[0]
+
+    assert text(f"<h1>Flood wall</h1><p>{lead}</p>", keep_header_lead=True).startswith(lead)
+    assert lead not in text(f"<h1>Flood wall</h1><p>{lead}</p>")
+    assert lead not in text(f"<h1>Flood wall</h1><p>{lead} \u00a9 CAE</p>", keep_header_lead=True)
+    assert lead not in text(f"<h1>Flood wall</h1><figure><p class='lead'>{lead}</p></figure>", keep_header_lead=True)
+    assert lead not in text(f"<p>{lead}</p><h1>Flood wall</h1>", keep_header_lead=True)
+
+
+def test_a_run_made_before_keep_header_lead_resumes() -> None:
+    """The param came later (off: what runs did before): off, it is left out of the fingerprint."""
+    from refinery.config import StageConfig
+
+    base = StageConfig(type="extract", params={}).fingerprint_params()
+    assert "keep_header_lead" not in base
+    assert StageConfig(type="extract", params={"keep_header_lead": True}).fingerprint_params() != base

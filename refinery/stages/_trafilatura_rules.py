@@ -106,6 +106,7 @@ class PrecisionRules:
     keep_nested_heading_text: bool = False
     keep_wild_headings: bool = False
     keep_outside_lead: bool = False
+    keep_header_lead: bool = False
 
 
 #: trafilatura's own values: with these, the replacements change nothing
@@ -114,7 +115,8 @@ TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep
                              keep_text_with_empty_links=False, keep_repeated_posts=False,
                              keep_split_bodies=False, prune_inside_wrappers=False,
                              drop_related_lists=False, keep_nested_heading_text=False,
-                             keep_wild_headings=False, keep_outside_lead=False)
+                             keep_wild_headings=False, keep_outside_lead=False,
+                             keep_header_lead=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -624,19 +626,25 @@ def _lead_text(element, trim) -> str | None:  # noqa: ANN001 - an lxml element, 
     return text if links * 2 < size else None
 
 
-def outside_lead(chosen, trim) -> str | None:  # noqa: ANN001 - an lxml element, trafilatura's trim
+def outside_lead(chosen, trim, header_lead: bool = False) -> str | None:  # noqa: ANN001 - an lxml element, trafilatura's trim
     """The article's standfirst when it sits before the body container trafilatura chose, outside
     it (``<div class="lead">`` or ``<header>``'s ``<p class="intro">`` beside
     ``<div class="article-body">``): the last lead-classed prose element before ``chosen``, within
-    its container up to _LEAD_LEVELS up, after the page's ``<h1>`` there (the title, then the lead)."""
+    its container up to _LEAD_LEVELS up, after the page's ``<h1>`` there (the title, then the lead).
+    With ``header_lead``, a prose ``<p>`` of the ``<header>`` holding that ``<h1>`` is a lead
+    whatever its class (cnet.de's unclassed standfirst), and no lead is a picture's caption: none
+    inside a ``<figure>`` nor holding a copyright mark (a caption "... © CAE" came in before the
+    lead on two held-out pages)."""
     container = chosen
     body: str | None = None  # the chosen body's text: the same at every level, read once
     for _ in range(_LEAD_LEVELS):
         container = container.getparent()
         if container is None or container.tag in ("body", "html"):
             return None
-        lead = _last_lead(container, chosen)
+        lead = _last_lead(container, chosen, header_lead)
         text = _lead_text(lead, trim) if lead is not None else None
+        if text and header_lead and _caption(lead, text):
+            continue
         if not text:
             continue
         if body is None:
@@ -649,20 +657,34 @@ def outside_lead(chosen, trim) -> str | None:  # noqa: ANN001 - an lxml element,
     return None
 
 
-def _last_lead(container, chosen):  # noqa: ANN001, ANN202 - lxml elements
-    """The last lead-classed element of ``container`` before ``chosen`` and after an ``<h1>``."""
+def _last_lead(container, chosen, header_lead: bool = False):  # noqa: ANN001, ANN202 - lxml elements
+    """The last lead-classed element of ``container`` before ``chosen`` and after an ``<h1>``
+    (with ``header_lead``, or a ``<p>`` of the ``<header>`` holding that ``<h1>``)."""
     lead, title_seen = None, False
     for element in container.iter():
         if element is chosen:
             break
         if element.tag == "head" and element.get("rend") == "h1":
             title_seen, lead = True, None  # a lead comes after its title
-        elif title_seen and isinstance(element.tag, str) and _lead_like(element) and (
+        elif title_seen and isinstance(element.tag, str) and (
+                _lead_like(element) or header_lead and _title_header_paragraph(element)) and (
                 lead is None or lead not in element.iterancestors()):
             # its ancestors, not the lead's descendants: those made a page of many nested
             # lead-classed elements quadratic (30k spans: past the extraction timeout)
             lead = element
     return lead
+
+
+def _title_header_paragraph(element) -> bool:  # noqa: ANN001 - an lxml element
+    """A ``<p>`` right inside the ``<header>`` that holds the page's ``<h1>`` (converted tags)."""
+    parent = element.getparent()
+    return (element.tag == "p" and parent is not None and parent.tag == "header"
+            and parent.find("./head[@rend='h1']") is not None)
+
+
+def _caption(element, text: str) -> bool:  # noqa: ANN001 - an lxml element
+    """A picture's caption or credit, not a standfirst: inside a figure, or holding a copyright mark."""
+    return "\u00a9" in text or next(element.iterancestors("figure", "figcaption"), None) is not None
 
 
 #: the stage parameter names of the rules
@@ -957,7 +979,7 @@ def install() -> bool:
             # an earlier content area that trafilatura gave up on may have got one (holzwerken.net)
             for earlier in tree.xpath(f".//p[@{_LEAD_MARK}]"):
                 delete_element(earlier, keep_tail=False)
-            lead = outside_lead(tree, trim)
+            lead = outside_lead(tree, trim, header_lead=rules.keep_header_lead)
             if lead:  # a plain paragraph: the lead's own class would be pruned as a teaser again
                 paragraph = tree.makeelement("p", {_LEAD_MARK: ""})
                 paragraph.text = lead

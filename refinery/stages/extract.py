@@ -647,7 +647,7 @@ class TrafilaturaExtractor(Stage):
     reads_text = False
     makes_text = True
     added_params = {"keep_nested_heading_text": False, "keep_wild_headings": False,
-                    "keep_outside_lead": False}  # runs made before it resume
+                    "keep_outside_lead": False, "keep_header_lead": False}  # runs made before it resume
 
     def __init__(
         self,
@@ -683,6 +683,7 @@ class TrafilaturaExtractor(Stage):
         keep_nested_heading_text: bool = False,
         keep_wild_headings: bool = False,
         keep_outside_lead: bool = False,
+        keep_header_lead: bool = False,
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -767,6 +768,9 @@ class TrafilaturaExtractor(Stage):
         # an article's standfirst written before the body container trafilatura picks (div.lead,
         # header's p.intro) was left out (docs/extraction.md, "What the extract stage misses")
         self.keep_outside_lead = bool(keep_outside_lead)
+        # with it, an unclassed <p> of the title's <header> is a lead too, and a caption never is
+        # (docs/extraction.md, "Leads in the title header")
+        self.keep_header_lead = bool(keep_header_lead)
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
