@@ -50,6 +50,9 @@ and trafilatura called outside the stage are untouched:
   ``<h1>`` and before the content area trafilatura chose, within its containers up to two levels
   up, is put first as a paragraph (:func:`outside_lead`). Off: on the held-out half it found 10
   more "with" snippets but leaked 2 picture captions.
+- **a standfirst in the title header** (``keep_header_lead``, trafilatura false; session 39, off in
+  the recipe; needs ``keep_outside_lead``): a ``<p>`` of the ``<header>`` holding the ``<h1>`` is a
+  lead whatever its class (cnet.de), and no lead is a caption (in a figure, or holding a "©").
 - **repeated posts** (``keep_repeated_posts``, trafilatura false): when the content
   area trafilatura picks is an ``<article>`` with a sibling ``<article>`` of the same classes,
   both holding text, their parent is extracted instead: trafilatura takes the first match of
