@@ -733,6 +733,27 @@ def test_an_input_without_the_columns_is_one_line_before_any_task(tmp_path, meth
     assert not (tmp_path / "out" / "dedup").exists()  # refused before any pass
 
 
+@pytest.mark.parametrize("method, column, values", [
+    ("exact", "text", [1, 2]), ("minhash", "text", [["a"], ["b"]]), ("url", "url", [1, 2]),
+    ("substring", "id", [0.5, 1.5]), ("lines", "text", [["a"], ["b"]]), ("lines", "url", [1, 2])])
+def test_a_column_of_the_wrong_type_is_one_line_naming_file_and_column(tmp_path, method, column, values):
+    """Found by adversarial testing: `refinery dedup DIR` over Parquet shards with an int or list
+    `text` / `url` failed a task with a bare TypeError / AttributeError naming neither file nor
+    column (exit 1), and a float `id` only at the removal pass, after every index was built."""
+    shards = tmp_path / "in"
+    shards.mkdir()
+    good = {"id": ["x", "y"], "text": ["one two three four", "five six seven"], "url": ["http://a.example/", "http://b.example/"]}
+    for name in ("a", "b"):
+        pq.write_table(pa.table(good | ({column: values} if name == "b" else {})), shards / f"{name}.parquet")
+    # the shard the driver checks before any task (a) is fine: b's own task names it
+    with pytest.raises(Exception, match=rf"b\.parquet: column '{column}' has type .+; expected strings"):
+        run_dedup(str(shards), str(tmp_path / "out"), DedupConfig(method=method), LocalExecutor(1))
+    (shards / "b.parquet").rename(shards / "0.parquet")  # now the first shard: refused before any pass
+    with pytest.raises(DedupInputError, match=rf"0\.parquet: column '{column}' has type"):
+        run_dedup(str(shards), str(tmp_path / "out2"), DedupConfig(method=method), LocalExecutor(1))
+    assert not (tmp_path / "out2" / "dedup").exists()
+
+
 def test_a_killed_dedup_resumes_after_its_input_lost_a_shard_and_cleans_its_orphans(tmp_path):
     """Found by review: a first dedup killed before its run.json, then rerun on an input that lost
     a shard, was refused as "not a refinery run" naming its own kept/c.parquet (--force too); its

@@ -474,10 +474,11 @@ def text_bytes_of(shards: list[Shard]) -> int:
     the columns the pass reads is refused here, before any task runs."""
     text_bytes = 0
     for s in shards:
+        present = _columns(s.uri)  # (names as Arrow reads them: a Parquet footer names a list's leaves)
         filesystem, path = fs.resolve(s.uri)
         with filesystem.open_input_file(path) as f:
             meta = pq.ParquetFile(f).metadata
-        missing = [c for c in ("id", "text", "url") if c not in meta.schema.names]
+        missing = [c for c in ("id", "text", "url") if c not in present]
         if missing:
             raise DedupInputError(f"shard {s.uri} lacks column(s) {missing} needed by lines dedup "
                                   f"(lines are counted per registered domain of `url`)")

@@ -146,10 +146,18 @@ def _columns(uri: str) -> list[str]:
     index tasks failed with Arrow's "Multiple matches for FieldRef", after building the index)."""
     filesystem, path = fs.resolve(uri)
     with filesystem.open_input_file(path) as f:
-        names = pq.read_schema(f).names
+        schema = pq.read_schema(f)
+    names = schema.names
     twice = repeated_column(names)
     if twice:
         raise DedupInputError(f"shard {uri} has the column {twice!r} more than once; rename or drop one")
+    # the types the removal pass reads its documents with (refinery.io.parquet): an int or nested
+    # ``text`` / ``url`` failed a signature task with a bare TypeError naming neither file nor
+    # column, and a float ``id`` only at the removal, after every index was built (found by adversarial testing)
+    try:
+        parquet.check_document_types(uri, schema)
+    except parquet.ShardReadError as exc:
+        raise DedupInputError(str(exc)) from None
     return names
 
 

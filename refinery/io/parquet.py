@@ -127,9 +127,7 @@ def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] |
         renames = rename_reserved(schema.names, f"Parquet shard {uri}")
     except InputSchemaError as exc:
         raise ShardReadError(str(exc)) from None
-    for name in schema.names:
-        if name in _INPUT_TYPES:
-            _check_castable(uri, name, schema.field(name).type)
+    check_document_types(uri, schema)
     notes = notes if notes is not None else {}
     batch_size = _rows_per_batch(pf, batch_size)
     with handle:
@@ -147,6 +145,14 @@ def _with_columns(batch: pa.RecordBatch, absent: list[str]) -> pa.RecordBatch:
     for name in absent:
         batch = batch.append_column(pa.field(name, _INPUT_TYPES[name]), pa.nulls(batch.num_rows, _INPUT_TYPES[name]))
     return batch
+
+
+def check_document_types(uri: str, schema: pa.Schema) -> None:
+    """:class:`ShardReadError` in one line naming the file and column unless every document column
+    of ``schema`` (``id``, ``text``, ``url``, ...) can be read as its document type."""
+    for name in schema.names:
+        if name in _INPUT_TYPES:
+            _check_castable(uri, name, schema.field(name).type)
 
 
 def _value_type(t: pa.DataType) -> pa.DataType:
