@@ -219,3 +219,20 @@ def test_jsonl_fields_other_than_id_text_url_travel_with_the_document(tmp_path):
     line = b'{"id": "x", "text": "fine text", "meta": {"title": "\\ud800x", "n": NaN}}\n'
     (row,) = [r for b in JsonlReader().read(io.BytesIO(line), "s") for r in b.to_pylist()]
     assert row["_reason"] is None and json.loads(row["input_fields"]) == {"meta": {"title": "\ud800x", "n": None}}
+
+
+def test_jsonl_url_that_is_not_a_string_travels_in_input_fields():
+    """Found by adversarial testing: a `url` that is a number or an object was neither the
+    document's url nor kept in `input_fields`: the value was dropped without a word."""
+    import io
+
+    from refinery.io.jsonl import JsonlReader
+
+    lines = [{"id": "n", "text": "t", "url": 5}, {"id": "o", "text": "t", "url": {"href": "http://a.org/"}, "x": 1},
+             {"id": "s", "text": "t", "url": "http://b.org/"}, {"id": "z", "text": "t", "url": None}]
+    data = "".join(json.dumps(d) + "\n" for d in lines).encode()
+    rows = {r["id"]: r for b in JsonlReader().read(io.BytesIO(data), "s") for r in b.to_pylist()}
+    assert rows["n"]["url"] is None and json.loads(rows["n"]["input_fields"]) == {"url": 5}
+    assert rows["o"]["url"] is None and json.loads(rows["o"]["input_fields"]) == {"url": {"href": "http://a.org/"}, "x": 1}
+    assert rows["s"]["url"] == "http://b.org/" and rows["s"]["input_fields"] is None
+    assert rows["z"]["url"] is None and rows["z"]["input_fields"] is None

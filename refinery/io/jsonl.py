@@ -54,6 +54,7 @@ __all__ = ["JSONL_SCHEMA", "JsonlReadError", "JsonlReader"]
 INPUT_FIELDS = "input_fields"
 JSONL_SCHEMA = READER_SCHEMA.append(pa.field(INPUT_FIELDS, pa.string()))
 _OWN_FIELDS = frozenset({"id", "text", "url"})
+_ID_TEXT = frozenset({"id", "text"})
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +266,12 @@ def _parse(line: bytes | None, lineno: int, source: str, id_prefix: str) -> tupl
         url = url if isinstance(url, str) else None
     if not all(_encodable(s) for s in (doc_id, text, url)):
         return _bad(lineno, source, id_prefix, "invalid_unicode")
+    # a ``url`` that is not a string (a number, an object) is not the document's url: it travels in
+    # ``input_fields`` with the other fields (it was dropped from both; found by adversarial testing)
+    own = _OWN_FIELDS if obj.get("url") is None or isinstance(obj["url"], str) else _ID_TEXT
     others = None
-    if len(obj) > len(_OWN_FIELDS) or not _OWN_FIELDS.issuperset(obj):
-        rest = {k: v for k, v in obj.items() if k not in _OWN_FIELDS}
+    if len(obj) > len(own) or not own.issuperset(obj):
+        rest = {k: v for k, v in obj.items() if k not in own}
         if rest:
             others = _fields_json(rest)
     return (doc_id, url, None, None, None, source, None, text, None, None, others)
