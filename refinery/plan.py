@@ -446,6 +446,24 @@ def check_text_before_use(config: PipelineConfig, input_uri: str, what: str = "W
                 f"move it after 'extract'")
 
 
+def check_html_before_extract(config: PipelineConfig) -> None:
+    """``extract`` drops the ``html`` column: a stage that judges the HTML after it sees none and
+    passes every document without a word (found by adversarial testing: a ``prescreen`` placed
+    after ``extract`` removed nothing), so the order is refused, on any input."""
+    from refinery.stages.registry import stage_class
+
+    extractor = None
+    for spec in config.stages:
+        cls = stage_class(spec.type)
+        if extractor is not None and cls.reads_html:
+            raise ConfigError(
+                f"stage {spec.stage_name!r} ({spec.type}) reads the page's HTML, but {extractor.stage_name!r} "
+                f"({extractor.type}) comes before it and drops the HTML: it would judge no page; move it before "
+                f"{extractor.stage_name!r}")
+        if cls.makes_text and extractor is None:
+            extractor = spec
+
+
 def _check_parquet_has_text(config: PipelineConfig, input_uri: str, files: list[str]) -> None:
     """Parquet input of raw pages (an ``html`` column, no ``text``) read by stages that need text
     with no ``extract`` first removed every document as ``empty_text`` (found by adversarial
@@ -568,6 +586,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     ``pinned_libraries``: the library versions the run's stages will have (see ``Plan``)."""
     input_uri, output_uri = fs.validate_uri(input_uri), fs.validate_uri(output_uri)
     check_separate(input_uri, output_uri)
+    check_html_before_extract(config)
     files, by_file = list_input_versions(input_uri, tuple(config.reader.cc_subsets), config.reader.manifest_base)
     if any(f.lower().endswith(WARC_SUFFIXES) for f in files):
         check_text_before_use(config, input_uri)

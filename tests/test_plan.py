@@ -395,6 +395,18 @@ def test_a_text_stage_before_extraction_on_warc_input_is_refused(tmp_path):
     assert plan_run(parse_config({"name": "x", "stages": [{"type": "language_id"}]}), str(docs), str(tmp_path / "o2")).passes
 
 
+def test_an_html_stage_after_extraction_is_refused(tmp_path):
+    """Found by adversarial testing: `prescreen` after `extract` saw no HTML (extract drops it) and
+    passed every page, with `languages: [de]` on English pages too, without a word."""
+    warcs = ROOT / "data" / "sample" / "warc"
+    wrong = parse_config({"name": "x", "stages": [{"type": "extract", "name": "ex"},
+                                                  {"type": "prescreen", "name": "pre", "params": {"languages": ["de"]}}]})
+    with pytest.raises(ConfigError, match=r"stage 'pre' \(prescreen\) reads the page's HTML, but 'ex' \(extract\) comes "
+                                          r"before it and drops the HTML: .*move it before 'ex'"):
+        plan_run(wrong, str(warcs), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_two_input_files_that_would_share_a_shard_name_are_both_named(tmp_path):
     warcs = ROOT / "data" / "sample" / "warc"
     right = parse_config({"name": "x", "stages": [{"type": "extract"}]})

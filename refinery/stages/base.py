@@ -58,6 +58,8 @@ class Stage(ABC):
     reads_text: ClassVar[bool] = True
     #: True for stages that turn ``html`` into ``text`` (extraction)
     makes_text: ClassVar[bool] = False
+    #: True for stages that judge the page's ``html``, which extraction drops (the language pre-screen)
+    reads_html: ClassVar[bool] = False
     #: the distributions (PyPI names) whose versions decide this stage's output: a run records
     #: them in its plan, so a resumed run refuses to mix shards made by two versions of them
     libraries: ClassVar[tuple[str, ...]] = ()

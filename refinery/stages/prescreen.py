@@ -141,6 +141,7 @@ class LanguagePrescreen(Stage):
     kind = "prescreen"
     libraries = ("fasttext-numpy2", "resiliparse", "selectolax")
     reads_text = False
+    reads_html = True
     threshold_params = {"prescreen_language_score": ["min_score"]}
     reason_metrics = {"prescreen_language": "prescreen_language_score"}
 
