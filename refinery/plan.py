@@ -660,6 +660,12 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
             changes.append(f"{key} {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
     if not changes and _order(old) != _order(new):
         changes.append(f"the order of its stages {_order(old)} -> {_order(new)}")
+    if not changes:  # the same stages, one named now as it was by default (or the reverse): the
+        # fingerprint holds the name as written, and the refusal read "its input changed" (adversarial testing)
+        for x, y in zip(*(side.get("stages") or [] for side in (old, new))):
+            if isinstance(x, dict) and isinstance(y, dict) and x.get("name") != y.get("name"):
+                changes.append(f"stages.{y.get('name') or y.get('type')}.name "
+                               f"{x.get('name') or '<unset>'!r} -> {y.get('name') or '<unset>'!r}")
     return "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
 
 
