@@ -420,6 +420,32 @@ def test_a_store_without_conditional_writes_still_runs(tmp_path, s3_server, s3_r
                       "written without them, so two runs started at once into its directory are not told apart"]
 
 
+def test_a_store_that_ignores_conditional_writes_is_named_once(s3_server, s3_root, monkeypatch, caplog) -> None:
+    """A store (or proxy) that accepts If-None-Match / If-Match and performs the write anyway ran
+    every command unguarded without a word (one answering 501 got a warning): one probe per command
+    (the claim's bytes again, If-None-Match: *) finds it, and it is said once per endpoint. A store
+    that honours them gets no warning, and the probe leaves the claim as it was."""
+    from _s3_fixtures import s3_front
+    from refinery.io import fs
+    from refinery.io.runlock import claim_output, claim_share, release_claim
+
+    monkeypatch.setattr(fs, "_UNCONDITIONAL_WARNED", set())
+    out = f"{s3_root}/ignored"
+    claim = claim_output(out, "dedup", {})  # moto honours them: no warning, the claim unchanged
+    assert fs.etag(claim.uri) == claim.tag
+    release_claim(claim)
+    assert not [r for r in caplog.records if "conditional writes" in r.getMessage()]
+    with s3_front(s3_server, drop_request=("If-None-Match", "If-Match")) as front:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", front)
+        release_claim(claim_output(out, "dedup", {}))
+        release_claim(claim_share(out, "run", {}))
+        release_claim(claim_output(out, "tokenize", {}))
+    warned = [r.getMessage() for r in caplog.records if "conditional writes" in r.getMessage()]
+    assert warned == [f"{front} ignores conditional writes (a PUT with If-None-Match: * over the existing "
+                      f"{out}/.claim was accepted): two refinery commands into one output there are not refused, "
+                      "nor two runs started at once told apart; run one at a time"]
+
+
 def test_a_conditional_write_answered_409_in_flight_is_retried(tmp_path, s3_server, s3_root, monkeypatch) -> None:
     """S3 answers 409 ConditionalRequestConflict while another conditional write of the key is in
     flight, to be retried: it was taken for a lost race, and a lone run (or a share of a launch,

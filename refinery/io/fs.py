@@ -754,6 +754,29 @@ def _warn_unconditional(uri: str) -> None:
                     "two runs started at once into its directory are not told apart", where, uri)
 
 
+def probe_conditions(uri: str, data: bytes) -> None:
+    """Once per endpoint, right after ``uri`` (S3) was written with ``data``: check that the store
+    honours conditional writes, by a PUT of the same bytes with ``If-None-Match: *``, which must be
+    refused (412) as the object exists. A store that accepts it ignores the conditions (it performs
+    the write, as some S3-compatible stores and proxies do): two commands into one output are then
+    not refused, so say it once (a store answering 501 was warned about, and is not probed). The
+    claim it rewrites is the same bytes (same ETag): nothing changes on an honouring store."""
+    where = os.environ.get("AWS_ENDPOINT_URL") or "S3"
+    if not is_s3(uri) or where in _UNCONDITIONAL_WARNED:
+        return
+    bucket, _, key = resolve(uri)[1].partition("/")
+    try:
+        _put_retrying_409(bucket, key, data, {"IfNoneMatch": "*"})
+    except Exception as exc:  # noqa: BLE001 - 412 (or 409 spent): honoured; else the probe tells nothing
+        if _status(exc) not in (409, 412):
+            log.debug("cannot tell whether %s honours conditional writes: %s", where, exc)
+        return
+    _UNCONDITIONAL_WARNED.add(where)
+    log.warning("%s ignores conditional writes (a PUT with If-None-Match: * over the existing %s was accepted): two "
+                "refinery commands into one output there are not refused, nor two runs started at once told apart; "
+                "run one at a time", where, uri)
+
+
 def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
     """Write ``uri`` only if it is as read: ``expected`` None, only if it does not exist (S3's
     ``If-None-Match: *``); else only if its ETag is still ``expected`` (``If-Match``). Returns the

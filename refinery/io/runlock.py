@@ -315,8 +315,11 @@ def claim_share(root: str, command: str, settings: dict[str, Any]) -> OutputClai
 
 def _held_unless(claim: OutputClaim, other_holder: Callable[[str], Any]) -> OutputClaim:
     """``claim``, just written, renewed from now on; released and refused with :class:`RunDirBusy`
-    when ``other_holder`` (read after the write) finds a live claim of the other kind."""
+    when ``other_holder`` (read after the write) finds a live claim of the other kind. First, one
+    probe per command of whether the store honours the conditions the claim relies on (a store
+    that ignores them ran unguarded without a word: :func:`refinery.io.fs.probe_conditions`)."""
     try:
+        fs.probe_conditions(claim.uri, json.dumps(claim.record, indent=1).encode())  # the bytes just written
         holder = other_holder(claim.root)
     except BaseException:
         release_claim(claim)
