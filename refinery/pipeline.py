@@ -32,6 +32,7 @@ from refinery.plan import (
     load_previous,
     marker_set_aside,
     pass_finished,
+    pass_launch,
     pass_started,
     read_marker,
     plan_run,
@@ -98,11 +99,13 @@ def plan_tasks(input_uri: str, output_uri: str) -> list[ShardTask]:
 
 # -- the document pass ----------------------------------------------------------------------------
 def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
-                       only_shards: set[str] | None = None) -> tuple[list[TaskOutcome], dict[str, Any]]:
+                       only_shards: set[str] | None = None,
+                       launch: str | None = None) -> tuple[list[TaskOutcome], dict[str, Any]]:
     """The config's stages over every input shard (or ``only_shards``: one instance's share of a
     multi-instance job); finished shards are skipped here, before any worker starts (so a rerun of
     a finished pass loads no model). Returns the outcomes and the pass's merged stats, which are
-    empty while some shard of the pass has not finished."""
+    empty while some shard of the pass has not finished. ``launch`` (see :func:`run_plan`) is
+    recorded in the shard markers; under ``force`` only the shards marked with it count as done."""
     out = plan.pass_dir(p.name)
     # workers need the stages only: the dedup and tokenize sections stay with the driver
     spec = plan.config.model_dump(mode="json", exclude={"dedup", "tokenize"})
@@ -122,8 +125,9 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
     todo: list[ShardTask] = []
     for t in share:
         done = None
-        if not force and t.shard in listing.stats:
-            done = finished_marker(t, p.fingerprint, outputs_present=t.shard in listing.written)
+        if (not force or launch) and t.shard in listing.stats:
+            done = _done_in(finished_marker(t, p.fingerprint, outputs_present=t.shard in listing.written),
+                            launch if force else None)
         if done is not None:
             outcomes[t.shard] = TaskOutcome(t.shard, "skipped", done)
         else:
@@ -135,7 +139,8 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
         log.info("[%s] %d shard(s) to run, %d already finished", p.name, len(todo), len(tasks) - len(todo))
     ran = executor.map(run_shard_task, [{"task": t} for t in todo], label=p.name, names=[t.shard for t in todo],
                        units="docs_read", shared={"spec": spec, "force": force, "fingerprint": p.fingerprint,
-                                                  "limit": plan.limit, **_registered_stages()})
+                                                  "limit": plan.limit, **_registered_stages(),
+                                                  **({"launch": launch} if launch else {})})
     outcomes.update({o.name: o for o in ran})
     ordered = [outcomes[t.shard] for t in share]
     for o in ordered:
@@ -149,7 +154,8 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
                 fs.delete(out.failed(o.name))  # a retried shard succeeded
         except (fs.StorageError, OSError) as exc:  # e.g. a bucket that went read-only: report, don't crash
             log.warning("[%s] could not record the outcome of %s: %s", p.name, o.name, str(exc).splitlines()[0])
-    if share is not tasks and not _others_finished(out, p, [t for t in tasks if t.shard not in only_shards]):
+    others = [t for t in tasks if t.shard not in (only_shards or ())]
+    if share is not tasks and not _others_finished(out, p, others, launch if force else None):
         return ordered, {}  # other instances' shares are still running: the last one to finish closes the pass
     try:
         return ordered, finish_documents(out, p.name)
@@ -175,13 +181,20 @@ def check_registered_stages_reach_workers(executor: Executor) -> None:
                           f"and register that, or run with workers=1")
 
 
-def _others_finished(out: PassDir, p: Pass, others: list[ShardTask]) -> bool:
-    """Whether the other instances' shards have finished: one listing of the markers decides for
-    every instance but the last; only that one reads the markers (to check their fingerprint)."""
+def _done_in(marker: dict[str, Any] | None, launch: str | None) -> dict[str, Any] | None:
+    """A finished shard's ``marker`` if it counts: any (``launch`` None), or only one this launch wrote
+    (a forced share: an earlier run's shard of the same fingerprint is to be redone, not counted)."""
+    return marker if marker is not None and (launch is None or marker.get("launch") == launch) else None
+
+
+def _others_finished(out: PassDir, p: Pass, others: list[ShardTask], launch: str | None = None) -> bool:
+    """Whether the other instances' shards have finished (``launch``: in that launch, see
+    :func:`_done_in`): one listing of the markers decides for every instance but the last; only
+    that one reads the markers (to check their fingerprint)."""
     listed = shards_with_markers(out.stats_dir)
     if any(t.shard not in listed for t in others):
         return False
-    return all(finished_marker(t, p.fingerprint) is not None for t in others)
+    return all(_done_in(finished_marker(t, p.fingerprint), launch) is not None for t in others)
 
 
 def finish_documents(out: PassDir, pass_name: str) -> dict[str, Any]:
@@ -195,6 +208,14 @@ def finish_documents(out: PassDir, pass_name: str) -> dict[str, Any]:
     merged = merge_shard_stats(shard_stats) | {"pass": pass_name}
     fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
     return merged
+
+
+def check_launch(force: bool, only_shards: set[str] | None, launch: str | None) -> None:
+    """A forced share of a multi-instance launch needs the launch's id (see :func:`run_plan`)."""
+    if force and only_shards is not None and not launch:
+        raise ConfigError("force with only_shards (one instance's share of a multi-instance launch) needs launch=<an "
+                          "id every share of that launch gets, e.g. its job name>: without it a share cannot tell its "
+                          "siblings' shards redone in this launch from the previous run's")
 
 
 # -- dedup and tokenize passes ------------------------------------------------------------------
@@ -288,9 +309,15 @@ def _clear_unrecorded_run(plan: Plan) -> None:
 
 
 def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: list[str] | None = None,
-             only_shards: set[str] | None = None) -> RunSummary:
+             only_shards: set[str] | None = None, launch: str | None = None) -> RunSummary:
     """Run the plan's passes in order (``only_passes``: just these; the passes before them must
-    have finished). ``only_shards`` restricts the document pass to one instance's share."""
+    have finished). ``only_shards`` restricts the document pass to one instance's share.
+    ``launch``: an id every share of one multi-instance launch gets (its job name), required with
+    ``force`` and ``only_shards``: it is recorded in the shard and pass markers, and a forced share
+    redoes what does not carry it and skips what does (its siblings' work in this launch). Without
+    it the shares of a forced launch, started seconds apart, counted a sibling's shard of the
+    previous run (same fingerprint) as done and deleted each other's pass marker."""
+    check_launch(force, only_shards, launch)
     # S3 has no lock: the run.json this plan is made from is known by its ETag (read first: should
     # it change in between, the plan's write is refused, never wrongly let through)
     conditional = fs.is_s3(plan.output)
@@ -334,7 +361,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
             previous = p
             continue
         forced = redo_from is not None and i >= redo_from
-        if forced:
+        if forced and not (launch and pass_launch(plan, p) == launch):  # a sibling share closed it in this launch
             forget_pass(plan, p)
         finished = pass_finished(plan, p)  # None when forced: its marker went above
         # a rerun (or a launch's share) retries the shards the document pass set aside; the
@@ -350,7 +377,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         started = time.time()
         if p.kind == "documents":
             before = finished
-            summary.outcomes, result = run_documents_pass(plan, p, executor, forced, only_shards)
+            summary.outcomes, result = run_documents_pass(plan, p, executor, forced, only_shards, launch)
             if summary.failed and result and only_shards is None and _may_set_aside(plan, summary):
                 summary.set_aside = summary.failed
                 aside = sorted(o.name for o in summary.set_aside)
@@ -388,7 +415,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         made_without = set_aside_shards(plan) if p.kind != "documents" else []
         if made_without:
             result = {**result, "set_aside": made_without}  # the shards it was made without
-        finish_pass(plan, p, {k: result[k] for k in keep if k in result} | {"wall_seconds": round(time.time() - started, 3)})
+        finish_pass(plan, p, {k: result[k] for k in keep if k in result} | {"wall_seconds": round(time.time() - started, 3)},
+                    launch)
         summary.passes[p.name] = "done"
         previous = p
     for p in plan.passes:
@@ -512,9 +540,11 @@ def run_pipeline(
     limit: int | None = None,
     only_passes: list[str] | None = None,
     only_shards: set[str] | None = None,
+    launch: str | None = None,
 ) -> RunSummary:
     """Plan ``config`` over ``input_uri`` into the run directory ``output_uri`` and run every pass
-    (or ``only_passes``; ``only_shards`` of the document pass, see :func:`run_plan`)."""
+    (or ``only_passes``; ``only_shards`` of the document pass and ``launch``, see :func:`run_plan`)."""
+    check_launch(force, only_shards, launch)
     for flag, key, uri in (("--input", "input", input_uri or config.input), ("--output", "output", output_uri or config.output)):
         if not uri:  # name the one missing, not both
             raise ConfigError(f"no {flag} given (nor {key}: in the config)")
@@ -560,7 +590,8 @@ def run_pipeline(
                 swept = fs.sweep_tree_temporaries(output_uri)
                 if swept:
                     log.info("removed %d temporary file(s) left by an interrupted run", swept)
-            summary = run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards)
+            summary = run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards,
+                               launch=launch)
         confirm_claim(claim)  # S3: still this run's (not taken over while it stalled past the lapse)
         return summary
 

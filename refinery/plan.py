@@ -1049,10 +1049,18 @@ def _token_outputs_present(tokens_dir: str, tokenizer_sha256: str | None = None)
                for s in manifest["shards"])
 
 
-def finish_pass(plan: Plan, p: Pass, summary: dict[str, Any]) -> None:
+def finish_pass(plan: Plan, p: Pass, summary: dict[str, Any], launch: str | None = None) -> None:
     marker = {"pass": p.name, "fingerprint": p.fingerprint,
               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": summary}
+    if launch:  # the multi-instance launch that closed it: a forced sibling share keeps it
+        marker["launch"] = launch
     fs.write_bytes(plan.run.pass_marker(p.name), json.dumps(marker, indent=1, default=str).encode())
+
+
+def pass_launch(plan: Plan, p: Pass) -> str | None:
+    """The launch id recorded in pass ``p``'s marker under this fingerprint (None: none, or no marker)."""
+    marker = read_marker(plan, p)
+    return str(marker["launch"]) if marker and marker.get("launch") else None
 
 
 def forget_pass(plan: Plan, p: Pass) -> None:

@@ -285,19 +285,22 @@ class ShardRunner:
             if warm_up is not None:
                 warm_up(schema)
 
-    def run(self, task: ShardTask, force: bool = False, fingerprint: str | None = None, limit: int | None = None) -> ShardResult:
+    def run(self, task: ShardTask, force: bool = False, fingerprint: str | None = None, limit: int | None = None,
+            launch: str | None = None) -> ShardResult:
         """Run the stages over one shard. A shard already finished for ``fingerprint`` (the
-        pass's) is skipped unless ``force``; ``limit`` reads at most that many documents."""
+        pass's) is skipped unless ``force``; ``limit`` reads at most that many documents;
+        ``launch``: the multi-instance launch this shard is run for, recorded in its marker (a
+        forced share tells this launch's shards from an earlier run's by it)."""
         # a file rewritten after the run listed it was read as its new bytes under the listed
         # version, so a later rerun trusted a shard of other content (found by adversarial testing)
         # the shard's output waits on local disk until the shard ends, not in memory; removed rows
         # wait per stage, so they are written in an order the batch size does not change
         with fs.expecting_version(task.input_uri, task.version), ShardSpool() as kept, \
                 StageSpools(len(self.stages) + 1) as removed:
-            return self._run(task, force, fingerprint, limit, kept, removed)
+            return self._run(task, force, fingerprint, limit, kept, removed, launch)
 
     def _run(self, task: ShardTask, force: bool, fingerprint: str | None, limit: int | None, kept: ShardSpool,
-             removed: StageSpools) -> ShardResult:
+             removed: StageSpools, launch: str | None = None) -> ShardResult:
         if not force:
             stats = finished_marker(task, fingerprint)
             if stats is not None:
@@ -374,6 +377,8 @@ class ShardRunner:
             n_samples = collector.write_samples(task.samples_uri)
             stats = self._finish_stats(task, fingerprint, limit, started, docs_read, kept, removed, reader_extra,
                                        reader_counter, counters, collector, n_samples)
+            if launch is not None:
+                stats["launch"] = launch
             # Compact JSON: histograms would put one number per line with indentation.
             fs.write_bytes(task.stats_uri, json.dumps(stats, separators=(",", ":")).encode())
         except BaseException:
@@ -779,7 +784,8 @@ def runner_for(spec: dict[str, Any]) -> ShardRunner:
 
 
 def run_shard_task(spec: dict[str, Any], task: ShardTask, force: bool = False, fingerprint: str | None = None,
-                   limit: int | None = None, registered: dict[str, str] | None = None) -> dict[str, Any]:
+                   limit: int | None = None, registered: dict[str, str] | None = None,
+                   launch: str | None = None) -> dict[str, Any]:
     """Task function (see :mod:`refinery.executors.base`): run one shard; its stats, or
     ``skipped`` when it had finished already. ``registered``: the driver's own stage types
     (:func:`refinery.stages.registry.register_stage`), which a spawned worker does not inherit."""
@@ -787,5 +793,5 @@ def run_shard_task(spec: dict[str, Any], task: ShardTask, force: bool = False, f
         from refinery.stages.registry import register_stages
 
         register_stages(registered)
-    result = runner_for(spec).run(task, force=force, fingerprint=fingerprint, limit=limit)
+    result = runner_for(spec).run(task, force=force, fingerprint=fingerprint, limit=limit, launch=launch)
     return {**result.stats, "skipped": result.skipped}

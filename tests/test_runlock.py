@@ -252,6 +252,55 @@ def test_the_shares_of_one_launch_accept_the_run_json_they_all_plan_on_s3(tmp_pa
     _winner_and_loser(results, out)
 
 
+FORCED_SHARE = ("import sys\n"
+                "from refinery.config import parse_config\n"
+                "from refinery.pipeline import run_pipeline\n"
+                "summary = run_pipeline(parse_config({'name': 'a', 'stages': [{'type': 'gopher_quality'}]}), sys.argv[1],\n"
+                "                       sys.argv[2], workers=1, progress=False, force=True, only_shards={sys.argv[3]},\n"
+                "                       launch='launch-7')\n"
+                "print(summary.passes['filter'])\n")
+
+
+def test_the_forced_shares_of_one_launch_count_only_this_launchs_shards(tmp_path, s3_root) -> None:
+    """--force shares of one launch started seconds apart: the first to finish counted its
+    sibling's shard of the previous run (same fingerprint) as done and closed the pass over it, and
+    the sibling, started after, deleted that pass marker. Now every share gets the launch's id: the
+    shard and pass markers record it, and a forced share redoes what lacks it and keeps what has it
+    (a retried share skips its shard). Forced shares without an id are refused before they write."""
+    import json
+
+    from refinery.config import ConfigError, parse_config
+    from refinery.io import fs
+    from refinery.pipeline import run_pipeline
+    from refinery.status import run_status
+
+    split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 2)
+    config, out = parse_config({"name": "a", "stages": [{"type": "gopher_quality"}]}), f"{s3_root}/forced"
+    run_pipeline(config, str(tmp_path / "in"), out, workers=1, progress=False)  # the previous run, finished
+    marker = f"{out}/passes/filter.json"
+
+    def share(shard: str) -> str:
+        done = subprocess.run([sys.executable, "-c", FORCED_SHARE, str(tmp_path / "in"), out, shard],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    def launches() -> dict[str, str | None]:
+        return {fs.basename(u): json.loads(fs.read_bytes(u)).get("launch") for u in fs.list_files(f"{out}/stats", (".json",))}
+
+    assert share("part-000") == "partial"  # part-001 is the previous run's: not this launch's to count
+    assert not fs.exists(marker) and launches() == {"part-000.json": "launch-7", "part-001.json": None}
+    assert share("part-001") == "done"  # the last share of the launch closes the pass
+    assert json.loads(fs.read_bytes(marker))["launch"] == "launch-7"
+    assert launches() == {"part-000.json": "launch-7", "part-001.json": "launch-7"}
+    retried = run_pipeline(config, str(tmp_path / "in"), out, workers=1, progress=False, force=True,
+                           only_shards={"part-000"}, launch="launch-7")  # a retried share of the same launch
+    assert retried.passes["filter"] == "skipped" and fs.exists(marker)
+    with pytest.raises(ConfigError, match="force with only_shards .* needs launch="):
+        run_pipeline(config, str(tmp_path / "in"), out, workers=1, progress=False, force=True, only_shards={"part-001"})
+    assert fs.exists(marker) and run_status(out).complete
+
+
 def test_a_conditional_write_retried_after_its_own_success_is_no_conflict(s3_root: str) -> None:  # noqa: F811
     """A PUT whose response is lost is retried by botocore; the retry of a conditional create then
     finds the object its first attempt wrote (412), and the run that won was refused. The same bytes
