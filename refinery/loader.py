@@ -50,7 +50,8 @@ from refinery.tokens.format import (
     ShardFile,
     TokenizerMismatchError,
     TokenShardError,
-    list_sizes,
+    TokensChangedError,
+    list_versions,
 )
 from refinery.tokens.tokenizer import LoadedTokenizer, token_dtype
 from refinery.tokens.writer import parse_manifest, read_manifest_bytes, resolve_token_dir
@@ -107,7 +108,9 @@ class TokenDataset:
             raise TokenizerMismatchError(f"{manifest_uri}: dtype {self.dtype.name} does not fit vocab size {self.vocab_size}")
         self.check_tokenizer(expected_tokenizer)
         entries = self.manifest["shards"]
-        self._sizes = list_sizes(uri)  # one listing instead of a metadata request per file
+        # one listing instead of a metadata request per file; it also fixes each .bin's version,
+        # which every later read checks (a shard rewritten under the job is refused, not mixed in)
+        self._listing = list_versions(uri)
         with ThreadPoolExecutor(max(1, min(threads, len(entries)))) as pool:
             self.shards: list[ShardFile] = list(pool.map(lambda e: self._open(e, manifest_uri), entries))
         sizes = np.array([s.header.n_tokens for s in self.shards], np.int64)
@@ -155,7 +158,7 @@ class TokenDataset:
                 f"{expected.eos_token!r}")
 
     def _open(self, entry: dict, manifest_uri: str) -> ShardFile:
-        shard = ShardFile(self.uri, entry["name"], self._sizes)  # checks sizes against its own index: truncation
+        shard = ShardFile(self.uri, entry["name"], self._listing)  # checks sizes against its own index: truncation
         h, name = shard.header, entry["name"]
         if h.tokenizer_sha256 != self.tokenizer_sha256 or h.vocab_size != self.vocab_size:
             shard.close()
@@ -171,6 +174,14 @@ class TokenDataset:
             raise TokenShardError(
                 f"token shard {shard.uris['bin']} holds {h.n_docs} docs / {h.n_tokens} tokens but {manifest_uri} "
                 f"lists {entry['n_docs']} / {entry['n_tokens']}: shard replaced or manifest stale")
+        stale = [k for k in ("bin_sha256", "idx_sha256") if entry.get(k) and shard.meta.get(k) not in (None, entry[k])]
+        if stale:
+            # redone since the manifest was read (tokenize --force in progress or finished), same counts
+            raise TokensChangedError(
+                f"token shard {shard.uris['bin']}: its sidecar {shard.uris['marker']} records {stale[0]} "
+                f"{shard.meta[stale[0]]} but {manifest_uri} lists {entry[stale[0]]}: the tokens were redone after the "
+                f"manifest was read (tokenize --force running?) or the manifest is stale; open the directory again "
+                f"once tokenize has finished")
         return shard
 
     def read(self, start: int, stop: int) -> np.ndarray:

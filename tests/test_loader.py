@@ -194,6 +194,8 @@ def test_a_rerun_that_redid_nothing_keeps_saved_states_valid(gpt2_tokens, tmp_pa
     TokenLoader(data, SEQ, 8, seed=1).load_state_dict(old)
     manifest["shards"][0]["bin_sha256"] = "0" * 64
     (tmp_path / "tok" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    sidecar = json.loads((tmp_path / "tok" / "shard-00.json").read_text())  # as tokens redone write both
+    (tmp_path / "tok" / "shard-00.json").write_text(json.dumps(dict(sidecar, bin_sha256="0" * 64)))
     with pytest.raises(LoaderStateError, match="dataset") as refused:
         TokenLoader(data, SEQ, 8, seed=1).load_state_dict(state)
     # what to do, in the same line: tokens redone (an upgrade's) cannot take a state of the old ones
@@ -588,3 +590,28 @@ def test_an_epoch_end_state_of_an_older_refinery_starts_the_next_epoch_in_any_sh
     mid = state | {"position": 8}  # one batch in: still refused on another shape
     with pytest.raises(LoaderStateError, match="can change only at an epoch's start"):
         TokenLoader(data, SEQ, 5, seed=6, rank=0, world_size=3, block_size=9).load_state_dict(mid)
+
+
+def test_tokens_redone_under_a_running_loader_are_refused(tmp_path, s3_root):
+    """Found by adversarial testing (session 38): `tokenize --force` after the content changed,
+    while a job streamed the same output, went unnoticed: the loader kept the old offsets and read
+    the new shards' tokens at them (73 windows of one epoch, 7 from the new tokens, 8 from the
+    old, the rest straddling both), locally and on S3. Every read now checks the .bin it opened."""
+    from tests._tokens_fixtures import cc_documents, write_kept_run
+
+    docs = [d for d in cc_documents() if d["text"]][:5]
+    redone = [{"id": d["id"], "text": d["text"].upper()} for d in docs]  # another config's output
+    for root in (str(tmp_path), s3_root):
+        write_kept_run(f"{root}/run", docs, [3, 2])
+        tokenize_run(f"{root}/run", f"{root}/tok", "gpt2", progress=False)
+        loader = TokenLoader(f"{root}/tok", SEQ, 2, shuffle=False, prefetch=0, block_size=1)
+        batches = iter(loader)
+        next(batches)
+        write_kept_run(f"{root}/run", redone, [3, 2])
+        tokenize_run(f"{root}/run", f"{root}/tok", "gpt2", progress=False, force=True)
+        with pytest.raises(TokenShardError, match=rf"token shard {root}/tok/shard-00\.bin changed while it was being "
+                                                  r"read .*tokenize --force") as refused:
+            for _ in batches:
+                pass
+        assert "\n" not in str(refused.value)
+        assert len(_epoch(TokenLoader(f"{root}/tok", SEQ, 2))) > 0  # opened anew: the new tokens

@@ -507,28 +507,42 @@ class S3RangeFile(io.RawIOBase):
         return n
 
     def _fetch(self, pos: int, length: int) -> bytes:
-        import random
-        import time
+        return read_range_if(self.uri, pos, min(self.size, pos + length) - pos, self.etag)
 
-        end = min(self.size, pos + length) - 1
-        attempts = max(1, s3_max_attempts())
-        for attempt in range(1, attempts + 1):
-            try:
-                response = s3_client().get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={pos}-{end}",
-                                                  IfMatch=self.etag)
-                data = response["Body"].read()
-                if len(data) != end - pos + 1:
-                    raise OSError(f"short read: {len(data)} of {end - pos + 1} bytes")
-                return data
-            except Exception as exc:  # noqa: BLE001 - botocore/urllib3 raise many types
-                code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-                if code in ("PreconditionFailed", "412"):
-                    raise ObjectChanged(f"{self.uri} changed while it was read (its ETag is no longer "
-                                        f"{self.etag})") from exc
-                if code in _S3_FINAL_CODES or _no_credentials(exc) or attempt == attempts:
-                    raise s3_error(f"cannot read {self.uri} (bytes {pos}-{end})", exc) from exc
-                time.sleep(min(20.0, 0.2 * 2**attempt) * random.random())
-        raise AssertionError("unreachable")
+
+class ObjectMissing(StorageError):
+    """An S3 object is gone (deleted) when a ranged read asked for it."""
+
+
+def read_range_if(uri: str, offset: int, nbytes: int, etag: str) -> bytes:
+    """Bytes ``[offset, offset + nbytes)`` of the S3 object ``uri`` as long as its ETag is still
+    ``etag``: a ranged GET with ``If-Match`` (retried with backoff, body included), so a rewrite
+    between reads fails (:class:`ObjectChanged`) instead of mixing versions; a deleted object is
+    :class:`ObjectMissing`."""
+    import random
+    import time
+
+    bucket, _, key = uri[5:].partition("/")
+    etag = etag if etag.startswith('"') else f'"{etag}"'  # listings give it bare, HEAD quoted
+    end = offset + nbytes - 1
+    attempts = max(1, s3_max_attempts())
+    for attempt in range(1, attempts + 1):
+        try:
+            response = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{end}", IfMatch=etag)
+            data = response["Body"].read()
+            if len(data) != nbytes:
+                raise OSError(f"short read: {len(data)} of {nbytes} bytes")
+            return data
+        except Exception as exc:  # noqa: BLE001 - botocore/urllib3 raise many types
+            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412"):
+                raise ObjectChanged(f"{uri} changed while it was read (its ETag is no longer {etag})") from exc
+            if code in ("NoSuchKey", "404"):
+                raise ObjectMissing(f"{uri} went missing while it was read") from exc
+            if code in _S3_FINAL_CODES or _no_credentials(exc) or attempt == attempts:
+                raise s3_error(f"cannot read {uri} (bytes {offset}-{end})", exc) from exc
+            time.sleep(min(20.0, 0.2 * 2**attempt) * random.random())
+    raise AssertionError("unreachable")
 
 
 def read_json(uri: str) -> dict[str, Any]:

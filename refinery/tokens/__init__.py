@@ -4,7 +4,7 @@ plus sidecars), writer, BPE training.
 See docs/tokens.md for the shard format and manifest; ``refinery.loader`` streams the shards.
 """
 
-from refinery.tokens.format import ShardFile, TokenizerMismatchError, TokenShardError
+from refinery.tokens.format import ShardFile, TokenizerMismatchError, TokensChangedError, TokenShardError
 from refinery.tokens.tokenizer import (
     LoadedTokenizer,
     TokenizerError,
@@ -18,6 +18,7 @@ __all__ = [
     "TokenShardError",
     "TokenizerError",
     "TokenizerMismatchError",
+    "TokensChangedError",
     "load_tokenizer",
     "token_dtype",
 ]

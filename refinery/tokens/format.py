@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from refinery.io import fs, parquet
 
@@ -48,6 +47,10 @@ RETOKENIZE = "re-tokenize it (`refinery tokenize RUN_DIR --output DIR --force`) 
 
 class TokenShardError(RuntimeError):
     """A token shard is unusable (truncated, corrupt, or not what the manifest says); names the shard."""
+
+
+class TokensChangedError(TokenShardError):
+    """A token shard was rewritten while a reader streamed it (``tokenize --force`` under a running job)."""
 
 
 class TokenizerMismatchError(TokenShardError):
@@ -227,18 +230,23 @@ class ShardFile:
     directory listing) saves a metadata request per file.
 
     Local files are opened per read (no file descriptor held per shard: corpora have thousands);
-    an S3 object handle holds no descriptor, so it is opened once (one HEAD) and kept.
+    an S3 object holds no descriptor either. The ``.bin``'s version (mtime and inode locally, the
+    ETag on S3) is taken first, and every read checks it (``fstat`` of the descriptor it reads from;
+    ``If-Match`` on S3): a shard rewritten under a running loader (``tokenize --force``) raises
+    :class:`TokensChangedError` rather than mixing old offsets with new tokens.
+    ``listing`` (path -> (bytes, version), from one directory listing: :func:`list_versions`)
+    saves a metadata request per file.
     """
 
-    def __init__(self, directory: str, name: str, sizes: dict[str, int] | None = None) -> None:
+    def __init__(self, directory: str, name: str, listing: dict[str, tuple[int, str]] | None = None) -> None:
         self.name, self.directory = name, directory
         self.uris = shard_uris(directory, name)
         self._fs, self._idx_path = fs.resolve(self.uris["idx"])
         self._bin_path = fs.resolve(self.uris["bin"])[1]
         self._remote = fs.is_s3(directory)
-        self._bin_handle = None
-        self._lock = threading.Lock()
-        idx_size, bin_size = (self._size(self._idx_path, sizes, "idx"), self._size(self._bin_path, sizes, "bin"))
+        # before the index and sidecar are read: what they vouch for is this version of the .bin
+        bin_size, self._bin_version = self._version(self._bin_path, listing, "bin")
+        idx_size = self._version(self._idx_path, listing, "idx")[0]
         with self._fs.open_input_file(self._idx_path) as f:
             dtype, n = parse_prelude(f.read_at(PRELUDE_SIZE, 0), self.uris["idx"])
             if idx_size != index_size(n):
@@ -278,22 +286,43 @@ class ShardFile:
                 f"{uri} says {meta['n_docs']} / {meta['n_tokens']} {meta['dtype']}: files replaced or mixed up")
         return meta
 
-    def _size(self, path: str, sizes: dict[str, int] | None, kind: str) -> int:
-        if sizes is not None and path in sizes:
-            return sizes[path]
-        info = self._fs.get_file_info(path)
-        if info.type != pafs.FileType.File:
-            raise TokenShardError(f"token shard {self.name} is missing its .{kind} file: {self.uris[kind]}")
-        return info.size
+    def _version(self, path: str, listing: dict[str, tuple[int, str]] | None, kind: str) -> tuple[int, str]:
+        if listing is not None and path in listing:
+            return listing[path]
+        try:
+            if self._remote:
+                bucket, _, key = path.partition("/")
+                head = fs.s3_client().head_object(Bucket=bucket, Key=key)
+                return int(head["ContentLength"]), str(head["ETag"]).strip('"')
+            return _local_version(os.stat(path))
+        except Exception as exc:  # noqa: BLE001 - botocore raises many types; a 404 is a missing file
+            if self._remote and str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) not in ("404", "NoSuchKey"):
+                raise fs.s3_error(f"cannot read the size and ETag of {self.uris[kind]}", exc) from exc
+            if not self._remote and not isinstance(exc, FileNotFoundError):
+                raise
+        raise TokenShardError(f"token shard {self.name} is missing its .{kind} file: {self.uris[kind]}")
 
     def _read_bin(self, nbytes: int, offset: int) -> bytes:
-        if not self._remote:
-            with self._fs.open_input_file(self._bin_path) as f:
-                return f.read_at(nbytes, offset)
-        with self._lock:
-            if self._bin_handle is None:
-                self._bin_handle = self._fs.open_input_file(self._bin_path)
-        return self._bin_handle.read_at(nbytes, offset)  # thread-safe: no shared cursor
+        if self._remote:
+            try:
+                return fs.read_range_if(self.uris["bin"], offset, nbytes, self._bin_version)
+            except fs.ObjectMissing:
+                raise FileNotFoundError(self.uris["bin"]) from None
+            except fs.ObjectChanged:
+                raise self._changed(f"ETag {self._bin_version} when it was opened, another now") from None
+        fd = os.open(self._bin_path, os.O_RDONLY)
+        try:
+            now = _local_version(os.fstat(fd))  # of the descriptor read below: no gap for a rename
+            if now[1] != self._bin_version:
+                raise self._changed(f"mtime:inode {self._bin_version} when it was opened, {now[1]} now")
+            return os.pread(fd, nbytes, offset)
+        finally:
+            os.close(fd)
+
+    def _changed(self, versions: str) -> TokensChangedError:
+        return TokensChangedError(
+            f"token shard {self.uris['bin']} changed while it was being read ({versions}): the tokens were redone under this job (refinery tokenize --force, or a rerun "
+            f"after a config change); restart on the new tokens without the old loader state, or restore the old ones")
 
     def read_tokens(self, start: int, stop: int) -> np.ndarray:
         """Tokens ``[start, stop)`` of this shard (thread-safe)."""
@@ -358,20 +387,37 @@ class ShardFile:
             raise TokenShardError(f"corrupt token index {self.uris['idx']}: {'; '.join(problems)}")
 
     def close(self) -> None:
-        with self._lock:
-            if self._bin_handle is not None:
-                self._bin_handle.close()
-                self._bin_handle = None
+        """Nothing to release (no descriptor is held); kept for callers that close what they open."""
 
 
-def list_sizes(directory: str) -> dict[str, int]:
-    """``{filesystem path: size}`` of the files directly in ``directory``: one LIST on S3."""
-    filesystem, path = fs.resolve(directory)
+def _local_version(st: os.stat_result) -> tuple[int, str]:
+    """(size, version) of a local file: an atomic rewrite (temp file + rename) is a new inode, and
+    any rewrite a new mtime."""
+    return st.st_size, f"{st.st_mtime_ns}:{st.st_ino}"
+
+
+def list_versions(directory: str) -> dict[str, tuple[int, str]]:
+    """``{filesystem path: (size, version)}`` of the files directly in ``directory``: one LIST on
+    S3 (version: the ETag), one ``scandir`` locally (version: mtime and inode)."""
+    if fs.is_s3(directory):
+        path = directory[5:].rstrip("/")
+        bucket, _, key = path.partition("/")
+        found: dict[str, tuple[int, str]] = {}
+        try:
+            pages = fs.s3_client().get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=f"{key}/" if key else "", Delimiter="/")
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    found[f"{bucket}/{obj['Key']}"] = (int(obj["Size"]), str(obj["ETag"]).strip('"'))
+        except Exception:  # noqa: BLE001 - no listing: each shard asks for its own files (and names what fails)
+            return {}
+        return found
+    path = fs.resolve(directory)[1]
     try:
-        infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        with os.scandir(path) as entries:
+            return {os.path.join(path, e.name): _local_version(e.stat()) for e in entries if e.is_file()}
     except OSError:
         return {}
-    return {i.path: i.size for i in infos if i.type == pafs.FileType.File}
 
 
 def file_sha256(uri: str, chunk: int = 8 << 20) -> str:
