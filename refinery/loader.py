@@ -316,6 +316,13 @@ class TokenLoader:
         total = self.batches_per_epoch * b
         bad = [r for r in range(w) if total - self._rank_windows(r) >= b
                and (b < 2 or self._rank_windows(r) < 1)]
+        if bad and self.n_windows < w * b:
+            # drop_last would leave no batch either: advising it sent users from one refusal to the next
+            raise ValueError(
+                f"{self.n_windows} windows of {self.window} tokens ({self.data.n_tokens} tokens) over {w} ranks with "
+                f"batch_size {b}: fewer windows than ranks x batch_size ({w * b}), so rank(s) "
+                f"{', '.join(map(str, bad[:8]))} would get an all-padding batch (a NaN loss) and drop_last=True leaves "
+                f"no batch at all; use a smaller seq_len, batch_size or world_size, or more data")
         if bad:
             raise ValueError(
                 f"{self.n_windows} windows of {self.window} tokens over {w} ranks with batch_size {b}: rank(s) "

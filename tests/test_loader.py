@@ -615,3 +615,40 @@ def test_tokens_redone_under_a_running_loader_are_refused(tmp_path, s3_root):
                 pass
         assert "\n" not in str(refused.value)
         assert len(_epoch(TokenLoader(f"{root}/tok", SEQ, 2))) > 0  # opened anew: the new tokens
+
+
+def test_a_small_corpus_over_more_ranks_than_windows(gpt2_tokens, tmp_path):
+    """Session 38, a corpus of one small shard over 4 ranks: the refusal for fewer windows than
+    ranks advised drop_last=True, which then refused too ("no batch to train on"). It names the
+    numbers and what does help. With enough windows, every rank gets disjoint windows, together
+    all of them, the same number of batches, and resumes at every step."""
+    sub = _copy(gpt2_tokens, tmp_path / "one")
+    manifest = json.loads(fs.read_bytes(os.path.join(sub, "manifest.json")))
+    manifest["shards"] = [s for s in manifest["shards"] if s["name"] == "shard-01"]  # 7 documents
+    n = manifest["shards"][0]["n_tokens"]
+    manifest["totals"] = {"n_shards": 1, "n_docs": 7, "n_tokens": n}
+    fs.write_bytes(os.path.join(sub, "manifest.json"), json.dumps(manifest).encode())
+    seq = (n - 2) // 3  # 3 windows (the last one shorter) for 4 ranks
+    with pytest.raises(ValueError, match=rf"3 windows of {seq + 1} tokens \({n} tokens\) over 4 ranks with batch_size 1: "
+                                         r"fewer windows than ranks x batch_size \(4\)") as refused:
+        TokenLoader(sub, seq, 1, world_size=4)
+    assert "pass drop_last" not in str(refused.value)
+    seq = (n - 2) // 9  # 9 windows, 4 ranks, batch 2: 3, 2, 2, 2 windows
+    stream = _stream(sub)
+    got = []
+    for rank in range(4):
+        full = _epoch(TokenLoader(sub, seq, 2, seed=5, rank=rank, world_size=4, block_size=2))
+        assert len(full) == 2 and min(_targets_per_batch(full)) > 0
+        got += [r for b in full for r in _rows(b, seq)]
+        for stop in range(1, len(full)):
+            loader = TokenLoader(sub, seq, 2, seed=5, rank=rank, world_size=4, block_size=2)
+            head = [b for _, b in zip(range(stop), _epoch_iter(loader))]
+            resumed = TokenLoader(sub, seq, 2, seed=5, rank=rank, world_size=4, block_size=2)
+            resumed.load_state_dict(json.loads(json.dumps(loader.state_dict())))
+            assert _same(head + _epoch(resumed), full)
+    assert sorted(got) == sorted(tuple(stream[i : i + seq + 1].tolist()) for i in range(0, len(stream), seq + 1))
+
+
+def _epoch_iter(loader: TokenLoader):
+    for b in loader:
+        yield {k: v.copy() for k, v in b.items()}
