@@ -321,8 +321,9 @@ class ShardFile:
 
     def _changed(self, versions: str) -> TokensChangedError:
         return TokensChangedError(
-            f"token shard {self.uris['bin']} changed while it was being read ({versions}): the tokens were redone under this job (refinery tokenize --force, or a rerun "
-            f"after a config change); restart on the new tokens without the old loader state, or restore the old ones")
+            f"token shard {self.uris['bin']} changed while it was being read ({versions}): rewritten under this job "
+            f"(refinery tokenize --force, a rerun after a config change, a copy over it); restart on the tokens as they "
+            f"are now without the old loader state, or restore the old ones")
 
     def read_tokens(self, start: int, stop: int) -> np.ndarray:
         """Tokens ``[start, stop)`` of this shard (thread-safe)."""
