@@ -306,7 +306,7 @@ def test_a_shard_deleted_under_a_running_loader_is_named(gpt2_tokens, tmp_path, 
     for name in os.listdir(gpt2_tokens):
         fs.write_bytes(f"{s3_root}/tok/{name}", fs.read_bytes(os.path.join(gpt2_tokens, name)))
     for root in (local, f"{s3_root}/tok"):
-        loader = TokenLoader(root, SEQ, 4, shuffle=False, prefetch=0, block_size=2)  # small reads: shard-03 is read later
+        loader = TokenLoader(root, SEQ, 4, shuffle=False, prefetch=0, block_size=64)  # shard-03 (last) is read later
         batches = iter(loader)
         next(batches)
         fs.delete(f"{root}/shard-03.bin")
