@@ -900,6 +900,27 @@ def test_a_caption_is_no_header_lead() -> None:
     assert lead not in text(f"<p>{lead}</p><h1>Flood wall</h1>", keep_header_lead=True)
 
 
+def test_a_posts_metadata_line_is_no_header_lead() -> None:
+    """keep_header_lead: a title header's paragraph classed as the post's metadata (WordPress/Genesis
+    ``p.entry-meta``: byline, date, comment count, a disclosure) is no standfirst; elavegan gained
+    "By Ela on | 18 Comments. This post may contain affiliate links*..." as its lead. An unclassed
+    paragraph of that header still is."""
+    body = "".join(f"<p>The council met on day {i} and agreed the budget for the new flood wall in full.</p>"
+                   for i in range(6))
+    meta = ("By <span class='entry-author'>Ela</span> on <time class='entry-time'>31. October, 2023</time> | "
+            "<a href='#comments'>18 Comments</a>. This post may contain affiliate links. As an Associate I earn.")
+
+    def text(header: str) -> str:
+        html = f"<html><body><article><header>{header}</header><div class='entry-content'>{body}</div></article></body></html>"
+        return TrafilaturaExtractor(timeout_s=0, fallback=False, keep_outside_lead=True, keep_header_lead=True
+                                    )._extract_fn()(html, "https://example.org/a")[0]
+
+    assert "affiliate links" not in text(f"<h1>Flood wall</h1><p class='entry-meta'>{meta}</p>")
+    assert "affiliate links" not in text(f"<h1>Flood wall</h1><p id='post-byline'>{meta}</p>")
+    lead = "The town will build a flood wall. Work starts in October and the road stays open."
+    assert text(f"<h1>Flood wall</h1><p>{lead}</p>").startswith(lead)
+
+
 def test_a_run_made_before_keep_header_lead_resumes() -> None:
     """The param came later (off: what runs did before): off, it is left out of the fingerprint."""
     from refinery.config import StageConfig

@@ -678,11 +678,24 @@ def _last_lead(container, chosen, header_lead: bool = False):  # noqa: ANN001, A
     return lead
 
 
+#: a class or id word of a post's metadata line (WordPress/Genesis ``p.entry-meta``, ``span.byline``,
+#: ``span.entry-author``, ``time.entry-date``, ``span.entry-comments-link``): not a standfirst
+_META_WORD = re.compile(r"(?:^|[^a-z])(?:meta|byline|author|date|dateline|time|posted|published|comments?)(?:[^a-z]|$)")
+
+
 def _title_header_paragraph(element) -> bool:  # noqa: ANN001 - an lxml element
-    """A ``<p>`` right inside the ``<header>`` that holds the page's ``<h1>`` (converted tags)."""
+    """A ``<p>`` right inside the ``<header>`` that holds the page's ``<h1>`` (converted tags), not
+    the post's metadata line (classed as such, it or a part of it: elavegan's ``p.entry-meta`` "By
+    Ela on | 18 Comments. This post may contain affiliate links*..." came in as a lead)."""
     parent = element.getparent()
     return (element.tag == "p" and parent is not None and parent.tag == "header"
-            and parent.find("./head[@rend='h1']") is not None)
+            and parent.find("./head[@rend='h1']") is not None and not _meta_like(element))
+
+
+def _meta_like(element) -> bool:  # noqa: ANN001 - an lxml element
+    """Whether the element or one inside it is classed (or id'd) as a byline, date or comment count."""
+    return any(_META_WORD.search(f"{e.get('class') or ''} {e.get('id') or ''}".lower())
+               for e in element.iter() if isinstance(e.tag, str))
 
 
 def _caption(element, text: str) -> bool:  # noqa: ANN001 - an lxml element
