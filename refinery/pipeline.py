@@ -311,7 +311,8 @@ def _clear_unrecorded_run(plan: Plan) -> None:
 def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: list[str] | None = None,
              only_shards: set[str] | None = None, launch: str | None = None) -> RunSummary:
     """Run the plan's passes in order (``only_passes``: just these; the passes before them must
-    have finished). ``only_shards`` restricts the document pass to one instance's share.
+    have finished). ``only_shards`` restricts the document pass to one instance's share, and the
+    run to that pass: the share that closes it runs no later pass (a run of the whole plan does).
     ``launch``: an id every share of one multi-instance launch gets (its job name), required with
     ``force`` and ``only_shards``: it is recorded in the shard and pass markers, and a forced share
     redoes what does not carry it and skips what does (its siblings' work in this launch). Without
@@ -419,6 +420,11 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
                     launch)
         summary.passes[p.name] = "done"
         previous = p
+        if only_shards is not None and p.kind == "documents":
+            # a share closed the document pass: the later passes are one run's (dedup reads every
+            # shard), not each share's; two shares finishing together could both run them at once
+            log.info("[%s] closed by this share; the later passes run in a run of the whole plan", p.name)
+            break
     for p in plan.passes:
         summary.passes.setdefault(p.name, "blocked")
     try:

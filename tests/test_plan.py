@@ -598,6 +598,23 @@ def test_shares_of_the_document_pass_then_the_rest_equal_one_run(dup_input, tmp_
         json.loads((whole / "tokens" / "manifest.json").read_text())["totals"]
 
 
+def test_a_share_that_closes_the_document_pass_runs_no_later_pass(dup_input, tmp_path):
+    """Shares run without only_passes: the one closing the document pass went on into dedup and
+    tokens, and two shares finishing together could both see every shard done and both run them
+    over the same output. Only a run of the whole plan runs them."""
+    spec = _recipe()
+    out = tmp_path / "shares"
+    first = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False,
+                         only_shards={"part-a"})
+    second = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False,
+                          only_shards={"part-b"})
+    assert first.passes["filter"] == "partial" and second.passes["filter"] == "done"
+    assert second.passes == {"filter": "done", **{p: "blocked" for p in PASSES[1:]}}
+    assert not any((out / p).exists() for p in PASSES[1:])
+    rest = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    assert rest.passes == {"filter": "skipped", **{p: "done" for p in PASSES[1:]}}
+
+
 @pytest.mark.slow
 def test_killed_at_any_moment_a_rerun_gives_the_same_output(dup_input, tmp_path):
     """SIGKILL the whole job at several moments; rerunning finishes with the reference output."""
