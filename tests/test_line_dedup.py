@@ -637,12 +637,51 @@ def test_a_standalone_lines_dedup_fingerprint_leaves_out_added_settings_at_their
     params: ``exact_dates: false`` (and ``min_site_docs: null``) were in them, so a lines dedup
     made before these settings, rerun, redid its index and every removal shard instead of finding
     them finished. At their old value they are left out, as in a plan's fingerprint."""
+    from refinery.dedup.config import ADDED_SETTINGS
     from refinery.dedup.driver import _fingerprint, _method_params
 
     now = _method_params(DedupConfig(method="lines"))
-    assert "exact_dates" not in now and "min_site_docs" not in now
+    assert not set(ADDED_SETTINGS["lines"]) & set(now)  # exact_dates, min_site_docs, min_words_left
     before = {k: v for k, v in DedupConfig(method="lines").lines.model_dump().items()
-              if k not in ("exact_dates", "min_site_docs")} | {"keeper_key": now["keeper_key"]}
+              if k not in ADDED_SETTINGS["lines"]} | {"keeper_key": now["keeper_key"]}
     assert _fingerprint("lines", now, []) == _fingerprint("lines", before, [])
     on = _method_params(DedupConfig(method="lines", lines={"exact_dates": True, "min_site_docs": 5}))
     assert on["exact_dates"] is True and on["min_site_docs"] == 5
+
+
+def test_min_words_left_keeps_an_article_whose_site_template_is_cut(tmp_path):
+    """Real articles in a template of real chrome lines on two sites: the template is over 20% of
+    each page, so RefinedWeb's rule removed every page but the first, article and all (probe h89).
+    With ``min_words_left`` a page keeps its article and loses the template when that many words
+    remain; a page left shorter is still removed, and the first page keeps the template."""
+    from refinery.stages.line_corrections import count_words
+
+    # one real paragraph of 60-150 words from each of five documents
+    articles = [next(p for p in d["text"].split("\n") if p.isascii() and 60 <= count_words(p) <= 150)
+                for d in load_cc_docs() if any(p.isascii() and 60 <= count_words(p) <= 150 for p in d["text"].split("\n"))][:5]
+    short = "A short note about the meeting on Tuesday: the room changed, bring the printed agenda and the minutes."
+    assert len(articles) == 5
+    rows = [{"id": f"p{i}", "url": f"https://site-{'ab'[i % 2]}.org/{i}", "text": "\n".join(CHROME[:4] + [t] + CHROME[4:])}
+            for i, t in enumerate(articles + [short])]
+    shards = {"a": rows[:3], "b": rows[3:]}
+    _, out = _run(tmp_path / "rule", shards, max_removed_word_frac=0.2)
+    assert sorted(r["id"] for r in _rows(out / "kept")) == ["p0"]
+    stats, out = _run(tmp_path / "left", shards, max_removed_word_frac=0.2, min_words_left=50)
+    kept = {r["id"]: r["text"] for r in _rows(out / "kept")}
+    removed = {r["id"]: r["removed_reason"] for r in _rows(out / "removed")}
+    assert removed == {"p5": "too_many_repeated_lines"} and sorted(kept) == [f"p{i}" for i in range(5)]
+    assert kept["p0"] == rows[0]["text"]  # the first holder keeps the template
+    assert all(kept[f"p{i}"] == articles[i] for i in range(1, 5))
+    assert stats["lines_cut"] == 4 * len(CHROME)
+
+
+def test_min_words_left_unset_leaves_old_runs_fingerprints_alone():
+    """Unset (the old rule) it is left out of every dedup pass's fingerprint; set, it changes it."""
+    from refinery.plan import _dedup_params
+
+    now = DedupConfig(method="lines").model_dump(mode="json")
+    before = json.loads(json.dumps(now))
+    del before["lines"]["min_words_left"]
+    assert _dedup_params(now) == _dedup_params(before)
+    now["lines"]["min_words_left"] = 50
+    assert _dedup_params(now) != _dedup_params(before)

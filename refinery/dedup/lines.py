@@ -372,8 +372,19 @@ def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_u
     return {"docs": table.num_rows, "holders": holders, "rows": len(cols["doc"])}
 
 
-def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: float
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+def too_many_cut(cut: int, total: int, max_removed_word_frac: float, min_words_left: int | None = None) -> bool:
+    """The removal rule of the lines pass (the stage and the keeper walk must agree): a document
+    losing every word, or more than ``max_removed_word_frac`` of them while fewer than
+    ``min_words_left`` remain (any number, when it is None), is removed."""
+    if not cut:
+        return False
+    if cut >= total:
+        return True
+    return cut / total > max_removed_word_frac and (min_words_left is None or total - cut < min_words_left)
+
+
+def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: float,
+                   min_words_left: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """Each boilerplate line's keeper: the first holder (doc key order) that the removal stage
     will keep. Documents are taken in order; one stays when the lines kept by earlier staying
     documents hold at most ``max_removed_word_frac`` of its words (and not all of them), and it
@@ -410,7 +421,7 @@ def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: 
             held = kept[pos]
             cut = int(words[s:e][held].sum())
             t = int(total[s])
-            if cut and (cut >= t or cut / t > max_removed_word_frac):
+            if too_many_cut(cut, t, max_removed_word_frac, min_words_left):
                 removed += 1
                 continue
             new = pos[~held]
@@ -448,7 +459,8 @@ def keeper_pass(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
     first_keepers = index.column("keeper").to_numpy()
     first_shards = index.column("keeper_shard").to_numpy()
     keeper, keeper_shard, has, counts = assign_keepers([holder_uri[s.name] for s in shards], index.num_rows,
-                                                       config.lines.max_removed_word_frac)
+                                                       config.lines.max_removed_word_frac,
+                                                       config.lines.min_words_left)
     moved = int((has & ((keeper != first_keepers) | (keeper_shard != first_shards))).sum())
     index = index.set_column(index.schema.get_field_index("keeper"), "keeper", pa.array(keeper, pa.uint64()))
     index = index.set_column(index.schema.get_field_index("keeper_shard"), "keeper_shard",

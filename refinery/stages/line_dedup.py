@@ -6,7 +6,9 @@ document), except in the one document the index names as its keeper (the first h
 ``keep_first``, the default). RefinedWeb's line-correction rule then decides: if the cut lines hold more than
 ``max_removed_word_frac`` (5%) of the document's words the document is removed
 (``too_many_repeated_lines``, metric: that fraction; its original text is kept for inspection),
-otherwise the document is kept with the lines cut.
+otherwise the document is kept with the lines cut. With ``min_words_left`` (off by default) a
+document over that share is kept too, its lines cut, when at least that many words remain: a
+site's template around a short article.
 
 Columns on every document: ``lines_dedup_cut_lines`` (int32), ``lines_dedup_cut_chars`` (int64,
 characters of text removed, separators included), ``lines_dedup_removed_frac`` (float32, words
@@ -52,7 +54,7 @@ class RepeatedLineCut(_IndexedStage):
         return [FRAC]
 
     # loaded lazily, once per worker (dropped when pickled)
-    def _index(self) -> tuple[Any, np.ndarray, np.ndarray | None, float, np.ndarray | None]:
+    def _index(self) -> tuple[Any, np.ndarray, np.ndarray | None, float, np.ndarray | None, int | None]:
         cached = self.__dict__.get("_lazy_index")
         if cached is None:
             from refinery.dedup.lines import LineRule, load_boilerplate_keepers
@@ -64,7 +66,9 @@ class RepeatedLineCut(_IndexedStage):
             if not params.get("keep_first", False):  # an index from before keepers, or keep_first: false
                 keepers = keeper_shards = None
             frac = self.max_removed_word_frac if self.max_removed_word_frac is not None else float(params["max_removed_word_frac"])
-            cached = self._lazy_index = (LineRule.from_params(params), keys, keepers, frac, keeper_shards)
+            left = params.get("min_words_left")  # absent from indexes made before it existed
+            cached = self._lazy_index = (LineRule.from_params(params), keys, keepers, frac, keeper_shards,
+                                         None if left is None else int(left))
         return cached
 
     def _own_shards(self, batch: pa.RecordBatch) -> list[int | None]:
@@ -116,7 +120,9 @@ class RepeatedLineCut(_IndexedStage):
         return _BLANK_RUNS.sub("\n\n", kept).strip(), len(hit), words
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        rule, keys, keepers, limit, keeper_shards = self._index()
+        from refinery.dedup.lines import too_many_cut
+
+        rule, keys, keepers, limit, keeper_shards, min_left = self._index()
         texts = batch.column("text").to_pylist()
         if keepers is not None:
             from refinery.dedup.lines import doc_id_hash
@@ -142,7 +148,7 @@ class RepeatedLineCut(_IndexedStage):
             total = count_words(text)
             frac = words / total if total else 1.0
             fracs[i], cut_lines[i], cut_chars[i] = frac, lines, len(text) - len(corrected)
-            if frac > limit or not corrected:
+            if not corrected or too_many_cut(words, total, limit, min_left):
                 reasons[i], metrics[i] = REASON, frac  # removed: the original text stays for inspection
             else:
                 new_texts[i] = corrected
