@@ -440,9 +440,13 @@ def check_text_before_use(config: PipelineConfig, input_uri: str, what: str = "W
         if cls.makes_text:
             return
         if cls.reads_text:
+            # a rewriting stage (pii) removes nothing: it would change nothing, and the text
+            # extraction makes later would pass through it untouched
+            harm = ("it would remove every such document" if cls.removes else
+                    "it would change nothing, and the text 'extract' makes later would not pass through it")
             raise ConfigError(
                 f"stage {spec.stage_name!r} ({spec.type}) reads text, but on {what} ({input_uri}) documents have "
-                f"none until an 'extract' stage makes it, and none comes before it: it would remove every such document; "
+                f"none until an 'extract' stage makes it, and none comes before it: {harm}; "
                 f"move it after 'extract'")
 
 

@@ -79,6 +79,11 @@ MISTAKES = {
     "run: --limit 0": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--limit", "0"], ["--limit"]),
     # a negative count ran one worker; 0 ran all cores: neither is what was typed
     "run: --workers -3": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--workers", "-3"], ["--workers", "greater than or equal to 1"]),
+    # NaN slipped through click's range and was blamed on the upper bound (found by adversarial testing)
+    "run: --max-failed-fraction nan": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--max-failed-fraction", "nan"],
+                                       ["--max-failed-fraction", "nan is not a share"]),
+    "run: --max-failed-fraction 1": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--max-failed-fraction", "1"],
+                                     ["--max-failed-fraction", "1 is not from 0 to below 1"]),
     "dedup: --workers 0": (["dedup", "{tmp}/r", "-o", "{tmp}/o", "--workers", "0"], ["--workers", "greater than or equal to 1"]),
     # files, configs, URIs
     "run: config not found": (["run", "{tmp}/nope.yaml", "-i", "{in}", "-o", "{tmp}/o"], ["config file not found", "nope.yaml"]),

@@ -407,6 +407,18 @@ def test_a_text_stage_before_extraction_on_warc_input_is_refused(tmp_path):
     assert plan_run(parse_config({"name": "x", "stages": [{"type": "language_id"}]}), str(docs), str(tmp_path / "o2")).passes
 
 
+def test_pii_before_extraction_is_refused_for_what_it_would_do_not_for_removals(tmp_path):
+    """Found by adversarial testing: pii before extract was refused with "it would remove every such
+    document", but pii removes nothing: it would redact nothing, and the extracted text pass unredacted."""
+    warcs = ROOT / "data" / "sample" / "warc"
+    wrong = parse_config({"name": "x", "stages": [{"type": "pii"}, {"type": "extract"}]})
+    with pytest.raises(ConfigError) as refused:
+        plan_run(wrong, str(warcs), str(tmp_path / "out"))
+    message = str(refused.value)
+    assert "stage 'pii' (pii) reads text" in message and "remove" not in message, message
+    assert "it would change nothing, and the text 'extract' makes later would not pass through it" in message
+
+
 def test_an_html_stage_after_extraction_is_refused(tmp_path):
     """Found by adversarial testing: `prescreen` after `extract` saw no HTML (extract drops it) and
     passed every page, with `languages: [de]` on English pages too, without a word."""

@@ -56,6 +56,9 @@ class Stage(ABC):
     #: False for stages that decide from the URL or the raw HTML, not the text; on WARC input a
     #: stage that reads text must come after one that ``makes_text`` (checked when a run is planned)
     reads_text: ClassVar[bool] = True
+    #: False for stages that never remove a document (they only rewrite text: PII redaction); the
+    #: order check's refusal then says what would go wrong instead (nothing redacted)
+    removes: ClassVar[bool] = True
     #: True for stages that turn ``html`` into ``text`` (extraction)
     makes_text: ClassVar[bool] = False
     #: True for stages that judge the page's ``html``, which extraction drops (the language pre-screen)

@@ -247,6 +247,7 @@ class PiiRedactor(Stage):
     kind = "pii"
     libraries = ("phonenumbers",)
     rewrites_text = True
+    removes = False
     #: the metric column read by the report for the ``max_replacements`` threshold
     threshold_params = {COUNT_COLUMN: ["max_replacements"]}
     reason_metrics = {"too_much_pii": COUNT_COLUMN}
