@@ -245,6 +245,10 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
                 raise ConfigError(f"input manifest {input_uri} lists {unknown[0]}, which is not one of "
                                   f"{', '.join(INPUT_SUFFIXES)}")
             return files, None
+        if fs.is_run_directory(input_uri):
+            # its removed/ shards and its JSON records would be read back as documents
+            raise ConfigError(f"input {input_uri} is a refinery run directory: its documents are in "
+                              f"{fs.join(input_uri, 'kept')}; give that as the input")
         by_file = fs.list_file_versions(input_uri, INPUT_SUFFIXES, log_skipped=True)
     except (fs.StorageError, ManifestError) as exc:
         raise ConfigError(str(exc)) from None
@@ -255,7 +259,19 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
                  ", ".join(subsets), input_uri)
     if not files:
         raise ConfigError(f"no input shards under {input_uri} (looked for {', '.join(INPUT_SUFFIXES)})")
+    _warn_empty(input_uri, [f for f in files if by_file[f][0] == 0])
     return files, {f: by_file[f] for f in files}
+
+
+def _warn_empty(input_uri: str, empty: list[str]) -> None:
+    """One line naming the 0-byte input files: each is an empty shard (a 0-byte Parquet file as
+    much as a WARC or JSONL one), but one is more often a failed write or download than a choice."""
+    if empty:
+        root = (input_uri if fs.is_s3(input_uri) else fs.absolute(input_uri)).rstrip("/") + "/"
+        names = [f[len(root):] if f.startswith(root) else f for f in empty[:3]]
+        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+        log.warning("%d input file(s) are empty (0 bytes), each read as an empty shard (a failed write or "
+                    "download?): %s%s", len(empty), ", ".join(names), more)
 
 
 def input_root(input_uri: str, files: list[str]) -> str:

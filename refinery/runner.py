@@ -45,7 +45,8 @@ WARC_SUFFIXES = (".warc", ".warc.gz")
 #: Common Crawl's WET files: WARC files of text ``conversion`` records (read by the WARC reader)
 WET_SUFFIXES = (".warc.wet", ".warc.wet.gz")
 PARQUET_SUFFIXES = (".parquet",)
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
+#: ``.json`` too: JSON lines, as ``.json.gz`` is (C4, Dolma); skipped, a directory of them read nothing
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".jsonl.zst", ".json.zst")
 INPUT_SUFFIXES = WARC_SUFFIXES + WET_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES
 
 STATS_VERSION = 2

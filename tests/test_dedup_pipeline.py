@@ -861,3 +861,27 @@ def test_each_dedup_step_label_names_its_method_so_a_recipe_counts_each_pass_apa
     for method in ("url", "minhash"):
         for step in ("signatures", "buckets", "removal_lists", "remove"):
             assert labels[f"dedup/{method}/{step}"]["tasks"] == 2  # one per shard, this pass's only
+
+
+def _damage_footer(path: Path) -> None:
+    """Overwrite the start of the Parquet footer's thrift metadata (pyarrow: "Couldn't deserialize thrift", an OSError)."""
+    data = bytearray(path.read_bytes())
+    start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    data[start:start + 40] = b"\xff" * 40
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_parquet_footer_fails_at_once_naming_the_file(tmp_path, cli):
+    """Found by adversarial testing: `refinery dedup DIR` over a shard whose footer is damaged
+    tried it 3 times (pyarrow's OSError looked transient), and the final line named the shard
+    ("task b failed: OSError: Couldn't deserialize thrift"), not the file."""
+    shards = tmp_path / "in"
+    shards.mkdir()
+    for name in ("a", "b"):
+        pq.write_table(pa.table({"id": [f"{name}1", f"{name}2"], "text": ["one two three", "four five six"]}),
+                       shards / f"{name}.parquet")
+    _damage_footer(shards / "b.parquet")
+    code, _, err = cli("dedup", shards, "-o", tmp_path / "out", "--method", "exact", "--workers", "1")
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and f"damaged Parquet file {shards / 'b.parquet'}: Couldn't deserialize thrift" in last, err
+    assert "attempt 2" not in err and "retrying" not in err, err

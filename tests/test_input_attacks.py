@@ -414,17 +414,46 @@ def test_long_and_deeply_nested_inputs_get_short_stable_shard_names(tmp_path):
 # 10. skipped files are named; upper-case suffixes are read
 # --------------------------------------------------------------------------------------------
 def test_skipped_files_are_logged_and_upper_case_suffixes_read(tmp_path, caplog):
+    """Skipped files are named, one line per reason (a count and examples when there are many).
+    Found by adversarial testing: a plain ``.json`` of JSON lines was skipped while ``.json.gz``
+    was read; it is read now, as ``.json.gz`` is."""
     root = tmp_path / "in"
     root.mkdir()
-    for name in ("_x.jsonl", ".x.jsonl", "UPPER.JSONL", "notes.txt"):
+    names = ("_x.jsonl", ".x.jsonl", "UPPER.JSONL", "notes.txt", "lines.json", "Upper.JSON", "a.parquet.gz",
+             "b.arc", "c.jsonl.bz2", "d.ndjson")
+    for name in names:
         (root / name).write_text(json.dumps({"id": name, "text": "t"}) + "\n")
     config = parse_config({"name": "t", "stages": [{"type": "gopher_quality"}]})
     with caplog.at_level(logging.WARNING, logger="refinery.io"):
         summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
-    assert summary.stats["docs_read"] == 1 and (tmp_path / "out" / "kept" / "UPPER.parquet").exists()
-    logged = "\n".join(r.getMessage() for r in caplog.records)
-    for name in ("_x.jsonl", ".x.jsonl", "notes.txt"):
-        assert f"skipping {root / name}" in logged, logged
+    assert summary.stats["docs_read"] == 3
+    assert sorted(p.name for p in (tmp_path / "out" / "kept").glob("*.parquet")) == ["UPPER.parquet", "Upper.parquet", "lines.parquet"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert len(lines) == 2, lines  # one per reason
+    assert f"skipping 2 files under {root}: name starts with '.' or '_'" in lines[1] and ".x.jsonl, _x.jsonl" in lines[1], lines
+    assert lines[0].startswith(f"skipping 5 files under {root}: not one of ") and lines[0].endswith(
+        ": a.parquet.gz, b.arc, c.jsonl.bz2 and 2 more"), lines
+
+
+def test_an_empty_file_is_an_empty_shard_in_every_format_and_named(tmp_path, caplog):
+    """Found by adversarial testing: a 0-byte ``.parquet`` failed its shard (3 attempts at first)
+    while a 0-byte ``.warc.gz`` or ``.jsonl`` was an empty shard without a word. Each is an
+    empty shard now, with the run's columns, and the plan names them in one line."""
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("a.parquet", "b.jsonl", "c.warc.gz", "d.json"):
+        (root / name).write_bytes(b"")
+    (root / "good.jsonl").write_text(json.dumps({"id": "1", "text": "t", "url": "https://example.org/"}) + "\n")
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}]})
+    with caplog.at_level(logging.WARNING, logger="refinery.plan"):
+        summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
+    assert not summary.failed and summary.stats["docs_read"] == 1
+    schemas = {p.stem: pq.read_schema(p) for p in (tmp_path / "out" / "kept").glob("*.parquet")}
+    assert sorted(schemas) == ["a", "b", "c", "d", "good"]
+    assert all(schema.equals(schemas["good"]) for schema in schemas.values()), schemas
+    logged = [r.getMessage() for r in caplog.records if "empty (0 bytes)" in r.getMessage()]
+    assert logged == ["4 input file(s) are empty (0 bytes), each read as an empty shard (a failed write or "
+                      "download?): a.parquet, b.jsonl, c.warc.gz and 1 more"], logged
 
 
 def _zstd_frames(docs: list[dict], frames: int) -> bytes:
@@ -500,8 +529,9 @@ def test_spark_output_directory_is_read_once_without_its_temporary_parts(tmp_pat
         summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
     assert not summary.failed and summary.stats["docs_read"] == 3
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert f"skipping {root / '_temporary'}/: a temporary or metadata directory" in logged, logged
-    assert f"skipping {root / '.ipynb_checkpoints'}/" in logged
+    assert f"skipping 3 files under {root}: name starts with '.' or '_'" in logged, logged
+    assert f"skipping 2 files under {root}: a temporary or metadata directory" in logged, logged
+    assert ": nothing inside it is read: .ipynb_checkpoints/, _temporary/" in logged, logged
 
 
 def test_hidden_directories_below_an_s3_prefix_are_not_listed(s3_bucket):
@@ -571,3 +601,37 @@ def test_a_parquet_file_with_a_repeated_column_fails_by_name(tmp_path):
     assert set(failed) == {"twice-text", "twice-extra"}
     assert "twice-text.parquet has the column 'text' more than once" in failed["twice-text"]
     assert "twice-extra.parquet has the column 'lang' more than once" in failed["twice-extra"]
+
+
+def test_a_damaged_parquet_footer_fails_its_shard_at_once_naming_the_file(tmp_path, caplog):
+    """Found by adversarial testing: a footer pyarrow cannot deserialize ("Couldn't deserialize
+    thrift", an OSError) was retried 3 times as if transient; it is permanent: one attempt, one line."""
+    root = tmp_path / "in"
+    root.mkdir()
+    pq.write_table(pa.table({"id": ["1", "2"], "text": ["one two", "three four"]}), root / "bad.parquet")
+    data = bytearray((root / "bad.parquet").read_bytes())
+    start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    data[start:start + 40] = b"\xff" * 40
+    (root / "bad.parquet").write_bytes(bytes(data))
+    config = parse_config({"name": "t", "executor": {"max_failed_fraction": 0.9},
+                           "stages": [{"type": "gopher_quality", "params": {"min_words": 1}}]})
+    with caplog.at_level(logging.INFO, logger="refinery.executors"):
+        summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
+    [failed] = summary.failed
+    first = failed.error.splitlines()[0]  # the outcome carries the traceback after it
+    assert first.endswith(f"damaged Parquet file {root / 'bad.parquet'}: Couldn't deserialize thrift: don't "
+                                 "know what type: (not Parquet, or cut or overwritten: no retry reads it); replace or remove it"), failed.error
+    assert not [r for r in caplog.records if "attempt 2" in r.getMessage() or "retrying" in r.getMessage()]
+
+
+def test_a_run_directory_as_input_is_refused_naming_its_kept_documents(tmp_path):
+    """Its removed/ shards (and, now that ``.json`` is JSON lines, its records) would be read as documents."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.jsonl").write_text(json.dumps({"id": "1", "text": "t"}) + "\n")
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}]})
+    run_pipeline(config, str(root), str(tmp_path / "run"), workers=1, progress=False)
+    with pytest.raises(Exception, match=f"input {tmp_path / 'run'} is a refinery run directory: its documents are in "
+                                        f"{tmp_path / 'run' / 'kept'}; give that as the input"):
+        run_pipeline(config, str(tmp_path / "run"), str(tmp_path / "out"), workers=1, progress=False)
+    assert run_pipeline(config, str(tmp_path / "run" / "kept"), str(tmp_path / "out"), workers=1, progress=False).stats["docs_read"] == 1

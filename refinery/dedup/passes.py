@@ -145,8 +145,13 @@ def _columns(uri: str) -> list[str]:
     """The shard's column names; DedupInputError naming the file and column when one repeats (the
     index tasks failed with Arrow's "Multiple matches for FieldRef", after building the index)."""
     filesystem, path = fs.resolve(uri)
-    with filesystem.open_input_file(path) as f:
-        schema = pq.read_schema(f)
+    try:
+        with filesystem.open_input_file(path) as f:
+            schema = pq.read_schema(f)
+    except (OSError, pa.ArrowInvalid) as exc:
+        if parquet.damaged(exc):  # the final line named the shard, not the file (found by adversarial testing)
+            raise DedupInputError(parquet.damaged_message(uri, exc)) from None
+        raise
     names = schema.names
     twice = repeated_column(names)
     if twice:

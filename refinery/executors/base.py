@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 from refinery import interrupts
+from refinery.io import parquet
 from refinery.io.fs import InputChangedError, MissingCredentials, StorageError
 from refinery.io.runlock import FENCE_KEY, ClaimLost, adopt_fence, fence_token
 from refinery.executors.progress import TaskProgress
@@ -182,6 +183,8 @@ def transient(exc: BaseException) -> bool:
         return False  # a missing file does not appear on a retry, nor the version a run listed
     if any(isinstance(e, MissingCredentials) for e in chain):
         return False  # nor credentials in a process started without them (3 attempts per shard on Ray)
+    if any(parquet.damaged(e) for e in chain):
+        return False  # a damaged Parquet footer (an OSError) reads the same on every attempt
     return any(isinstance(e, (OSError, StorageError, TimeoutError, ConnectionError, MemoryError)) for e in chain)
 
 

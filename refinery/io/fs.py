@@ -239,10 +239,7 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
         skipped.append((run, f"a refinery run directory ({RUN_MARKER}): its {n} file(s) are a run's output, not input"))
     prefix = "s3://" if is_s3(uri) else ""
     if log_skipped:
-        for p, why in sorted(skipped)[:_MAX_SKIP_LOG]:
-            log.warning("skipping %s%s: %s", prefix, p, why)
-        if len(skipped) > _MAX_SKIP_LOG:
-            log.warning("skipping %d more files under %s", len(skipped) - _MAX_SKIP_LOG, uri)
+        log_skipped_files(skipped, uri, prefix, prefix + path)
     uris = sorted(prefix + p for p in listed)
     if not versions:
         return dict.fromkeys(uris)
@@ -291,6 +288,11 @@ def _list_s3_prefix(uri: str, path: str, skipped: list[tuple[str, str]]) -> tupl
     return found, found_versions
 
 
+def is_run_directory(uri: str) -> bool:
+    """Whether ``uri`` is a refinery run directory (its ``run.json`` is a plan record)."""
+    return exists(join(uri, RUN_MARKER)) and _is_run_record(join(uri, RUN_MARKER))
+
+
 def _is_run_record(run_json: str) -> bool:
     """Whether ``run_json`` is refinery's plan record (a dataset may ship a run.json of its own)."""
     try:
@@ -300,7 +302,32 @@ def _is_run_record(run_json: str) -> bool:
     return isinstance(record, dict) and isinstance(record.get("passes"), list) and "config" in record
 
 
-_MAX_SKIP_LOG = 50
+#: lines (one per reason) and example names per line that the listing logs for skipped files
+_MAX_SKIP_REASONS = 10
+_SKIP_EXAMPLES = 3
+
+
+def log_skipped_files(skipped: list[tuple[str, str]], uri: str, prefix: str = "", listed_root: str = "") -> None:
+    """One warning per reason a listing left files out: the file itself when it is the only one,
+    else the count and a few names relative to ``uri`` (50 lines, one per file, buried a
+    ``.json`` of JSON lines among sidecars; found by adversarial testing). Every file at DEBUG.
+    ``listed_root``: ``uri`` as the listing spells its files (local listings are absolute)."""
+    by_reason: dict[str, list[str]] = {}
+    for path, why in sorted(skipped):
+        by_reason.setdefault(why, []).append(prefix + path)
+        log.debug("skipping %s%s: %s", prefix, path, why)
+    root = (listed_root or uri).rstrip("/") + "/"
+    reasons = sorted(by_reason.items(), key=lambda item: -len(item[1]))
+    for why, paths in reasons[:_MAX_SKIP_REASONS]:
+        if len(paths) == 1:
+            log.warning("skipping %s: %s", paths[0], why)
+            continue
+        names = [p[len(root):] if p.startswith(root) else p for p in paths[:_SKIP_EXAMPLES]]
+        more = f" and {len(paths) - _SKIP_EXAMPLES} more" if len(paths) > _SKIP_EXAMPLES else ""
+        log.warning("skipping %d files under %s: %s: %s%s", len(paths), uri, why, ", ".join(names), more)
+    rest = sum(len(paths) for _, paths in reasons[_MAX_SKIP_REASONS:])
+    if rest:
+        log.warning("skipping %d more files under %s for other reasons (-v names them)", rest, uri)
 #: the file that makes a directory a refinery run directory (``refinery.rundir.RunDir.run_json``)
 RUN_MARKER = "run.json"
 

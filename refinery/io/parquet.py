@@ -17,6 +17,24 @@ class ShardReadError(RuntimeError):
     """A Parquet shard could not be read (missing, truncated, not Parquet, wrong schema)."""
 
 
+#: pyarrow's words for bytes that are not (or no longer) a Parquet file. A damaged footer is an
+#: ``OSError`` ("Couldn't deserialize thrift"), which looked transient: the shard was read three
+#: times (found by adversarial testing). The same bytes fail the same way on every read.
+DAMAGED_MARKERS = ("Couldn't deserialize thrift", "Parquet magic bytes not found", "Parquet file size is")
+
+
+def damaged(exc: BaseException) -> bool:
+    """Whether ``exc`` is pyarrow saying a file's bytes are not a readable Parquet file (no retry helps)."""
+    return isinstance(exc, (OSError, pa.ArrowInvalid)) and any(m in str(exc) for m in DAMAGED_MARKERS)
+
+
+def damaged_message(uri: str, exc: BaseException) -> str:
+    """One line naming the file: pyarrow's thrift error ends in the byte it read and a newline."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split())
+    return (f"damaged Parquet file {uri}: {text} (not Parquet, or cut or overwritten: "
+            "no retry reads it); replace or remove it")
+
+
 def write_table(table: pa.Table, uri: str, row_group_size: int = 10_000) -> None:
     """Write ``table`` to ``uri`` atomically (readers see the whole shard or nothing)."""
     with fs.atomic_output(uri) as out:
@@ -62,6 +80,8 @@ def read_table(uri: str, columns: list[str] | None = None, required: Iterable[st
     except fs.StorageError as exc:
         raise ShardReadError(str(exc)) from exc
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        if damaged(exc):
+            raise ShardReadError(damaged_message(uri, exc)) from None
         raise ShardReadError(f"unreadable Parquet shard {uri}: {exc}") from exc
     missing = [c for c in required if c not in table.column_names]
     if missing:
@@ -109,11 +129,18 @@ def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] |
     """
     try:
         handle = fs.open_input(uri, seekable=True)
+        if handle.seek(0, 2) == 0:  # a 0-byte file is an empty shard, as a 0-byte WARC or JSONL file is
+            handle.close()
+            yield pa.RecordBatch.from_pylist([], schema=pa.schema([pa.field("id", pa.string()), pa.field("text", pa.string())]))
+            return
+        handle.seek(0)
         pf = pq.ParquetFile(handle)
         schema = pf.schema_arrow
     except fs.StorageError as exc:
         raise ShardReadError(str(exc)) from exc
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        if damaged(exc):
+            raise ShardReadError(damaged_message(uri, exc)) from None
         raise ShardReadError(f"unreadable Parquet shard {uri}: {exc}") from exc
     if "text" not in schema.names and "html" not in schema.names:
         raise ShardReadError(f"Parquet shard {uri} has neither a 'text' nor an 'html' column; it has {schema.names}")
