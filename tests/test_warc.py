@@ -885,3 +885,25 @@ def test_resyncs_behind_the_window_of_a_whole_gzip_member_inflate_it_about_once(
     assert [(r["id"], r["_reason"]) for r in rows if r["_reason"] != "corrupt_stream"] == \
         [(r["id"], r["_reason"]) for r in expected if r["_reason"] != "corrupt_stream"]
     assert sum(inflated) < 3 * len(plain)  # 2.2 times; from the member's start each time: 9.3 times
+
+
+def test_a_resource_record_holding_an_html_page_is_a_document():
+    """Found by adversarial testing: a ``resource`` record whose Content-Type is HTML (an archive
+    of saved pages: the block is the page, no HTTP message) was a skipped record, not a document.
+    Other resources (wget's log and arguments, images) stay skipped."""
+    from warcio.warcwriter import WARCWriter
+
+    page = real_page()
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=True)
+    for url, ctype, block in (("http://a/saved.html", "text/html; charset=utf-8", page),
+                              ("http://a/saved.xhtml", "application/xhtml+xml", page),
+                              ("http://a/empty.html", "text/html", b""),
+                              ("metadata://gnu.org/software/wget/warc/wget.log", "text/plain", b"wget log\n"),
+                              ("http://a/logo.png", "image/png", b"\x89PNG\r\n\x1a\n")):
+        writer.write_record(writer.create_warc_record(url, "resource", payload=io.BytesIO(block), warc_content_type=ctype))
+    rows, reader = read_rows(buf.getvalue())
+    assert [(r["url"], r["_reason"]) for r in rows] == [("http://a/saved.html", None), ("http://a/saved.xhtml", None),
+                                                        ("http://a/empty.html", "empty_body")]
+    assert rows[0]["html"] == page and rows[0]["content_type"] == "text/html; charset=utf-8"
+    assert reader.responses == 3 and reader.skipped_records == {"resource": 2}

@@ -57,8 +57,12 @@ line to the member's end, then at the next member; the damage is at the member's
 offset, offsets found inside it are positions in its inflated bytes. A deflate stream cut off after such garbage is read up to the cut, which is
 one more damaged span (at the same member offset, id ``...#corrupt@<offset>.2``).
 
-Non-document records (``warcinfo``, ``request``, ``metadata``, ``resource``, ``revisit``, ...)
-are counted in ``reader.skipped_records`` (``{warc_type: count}``), never emitted.
+Non-document records (``warcinfo``, ``request``, ``metadata``, ``revisit``, ``resource`` records
+that are not HTML, ...) are counted in ``reader.skipped_records`` (``{warc_type: count}``), never
+emitted. A ``resource`` record whose ``Content-Type`` is HTML (``text/html``,
+``application/xhtml+xml``) holds a page without an HTTP message: it is a document like a response
+(its ``url`` the ``WARC-Target-URI``): an archive of saved files (warcit, some wget and
+browser-based archives) may hold every page so, and it read as nothing (found by adversarial testing).
 
 WET files (Common Crawl's ``.warc.wet.gz``): each ``conversion`` record is a document too (counted
 in ``reader.responses``), its block the page's text: the row carries ``text`` (UTF-8, invalid bytes
@@ -782,6 +786,13 @@ def _mime(content_type: str | None) -> str:
 _CHUNK_HEAD = re.compile(rb"[0-9a-fA-F]{1,8}(;[^\r\n]*)?\r?\n")
 
 
+def _html_resource(record, rtype: str) -> bool:
+    """A ``resource`` record holding an HTML page (its block is the page itself, no HTTP message:
+    archives of saved files write them): a document, read as a response
+    without HTTP headers would be. Other resources (logs, images, screenshots) stay skipped records."""
+    return rtype == "resource" and _mime(record.headers.get("Content-Type")) in HTML_MIME_TYPES
+
+
 def _may_be_http(warc_content_type: str | None) -> bool:
     """A response record FastWARC did not parse as HTTP that may still hold an HTTP message."""
     return not warc_content_type or _mime(warc_content_type) == "application/http"
@@ -1062,7 +1073,7 @@ class WarcReader:
             last_seen = record.stream_pos
             block_len = record.content_length  # declared; parse_http() later changes content_length
             rtype = _record_type(record)
-            is_response = rtype in _DOCUMENT_TYPES
+            is_response = rtype in _DOCUMENT_TYPES or _html_resource(record, rtype)
             # no WARC-Type at all (a damaged header): it may have been a page, so it is a removed
             # row, not a skipped record (found by session 36's trial: a response lost without a row)
             # (an empty ``WARC-Type:`` too: it was a skipped "unknown" record)
