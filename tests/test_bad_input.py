@@ -236,3 +236,38 @@ def test_jsonl_url_that_is_not_a_string_travels_in_input_fields():
     assert rows["o"]["url"] is None and json.loads(rows["o"]["input_fields"]) == {"url": {"href": "http://a.org/"}, "x": 1}
     assert rows["s"]["url"] == "http://b.org/" and rows["s"]["input_fields"] is None
     assert rows["z"]["url"] is None and rows["z"]["input_fields"] is None
+
+
+def test_jsonl_html_is_extracted_and_a_given_text_beside_html_is_replaced_and_counted(tmp_path):
+    """Found by adversarial testing: a JSONL ``html`` field was never extracted (the page stayed in
+    ``input_fields`` and the document was removed as ``empty_text``). It is the page now, extracted
+    as a WARC response's body; a row with both ``text`` and ``html`` is extracted from its html
+    (the recipe decides every text) and counted as ``input_text_replaced``."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    with open(WARCS / GOOD, "rb") as f:
+        pages = [(r.rec_headers.get_header("WARC-Target-URI"), r.content_stream().read().decode("utf-8"))
+                 for r in ArchiveIterator(f) if r.rec_type == "response"
+                 and "html" in (r.http_headers.get_header("Content-Type") or "")][:3]
+    # the page's <meta charset> lies: JSON text is Unicode, its bytes are read as UTF-8
+    lying = pages[0][1].replace("<head>", '<head><meta charset="iso-8859-1">', 1) + "<p>Café über</p>"
+    lines = [{"id": "html", "url": pages[0][0], "html": lying},
+             {"id": "both", "url": pages[1][0], "html": pages[1][1], "text": "a provider's own text"},
+             {"id": "number", "text": ENGLISH, "html": 5}]
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "pages.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
+    config = load_config(CONFIG).model_copy(update={"dedup": [], "tokenize": None, "stages": [
+        s for s in load_config(CONFIG).stages if s.type == "extract"]})
+    config.stages[0].params["timeout_s"] = 0
+    out = tmp_path / "run"
+    summary = run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    rows = {r["id"]: r for r in pq.read_table(out / "kept").to_pylist() + pq.read_table(out / "removed").to_pylist()}
+    assert rows["html"].get("removed_reason") is None and rows["html"]["extract_path"] != "input"
+    assert "Meet Our Team" in rows["html"]["text"] or len(rows["html"]["text"]) > 200, rows["html"]["text"][:200]
+    assert rows["html"]["input_fields"] is None and "Ã" not in rows["html"]["text"]
+    assert rows["both"]["text"] != "a provider's own text" and rows["both"]["extract_path"] != "input"
+    assert rows["number"]["text"] == ENGLISH and rows["number"]["extract_path"] == "input"
+    assert json.loads(rows["number"]["input_fields"]) == {"html": 5}
+    extract = next(s for s in summary.stats["stages"] if s["stage"] == "extract")
+    assert extract["counters"]["input_text_replaced"] == 1, extract["counters"]

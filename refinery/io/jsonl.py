@@ -14,7 +14,11 @@ number) with one of these reasons, so kept + removed = read holds for every file
 ``bad_text``        ``text`` is not a string (null or missing text is a document with null text)
 ==================  =============================================================================
 
-Fields other than ``id``, ``text`` and ``url`` (Dolma's ``source``, ``added``, ``created``,
+A string ``html`` field is the page (its bytes UTF-8, ``content_type`` ``text/html; charset=utf-8``:
+JSON text is Unicode, whatever the page's ``<meta charset>`` says), which an ``extract`` stage
+extracts as it does a WARC response's body; any other ``html`` travels in ``input_fields``.
+
+Fields other than ``id``, ``text``, ``url`` and ``html`` (Dolma's ``source``, ``added``, ``created``,
 ``metadata``; any dataset's own) travel with the document as one JSON object in the column
 ``input_fields`` (null when a line has none): they were dropped, while Parquet input keeps its
 extra columns (found by adversarial testing). One JSON string, not columns, because their types
@@ -55,6 +59,8 @@ INPUT_FIELDS = "input_fields"
 JSONL_SCHEMA = READER_SCHEMA.append(pa.field(INPUT_FIELDS, pa.string()))
 _OWN_FIELDS = frozenset({"id", "text", "url"})
 _ID_TEXT = frozenset({"id", "text"})
+#: the content type of an ``html`` string read from JSON (see :func:`_parse`)
+_HTML_UTF8 = "text/html; charset=utf-8"
 
 log = logging.getLogger(__name__)
 
@@ -264,17 +270,24 @@ def _parse(line: bytes | None, lineno: int, source: str, id_prefix: str) -> tupl
         meta = obj.get("metadata")
         url = meta.get("url") if isinstance(meta, dict) else None
         url = url if isinstance(url, str) else None
-    if not all(_encodable(s) for s in (doc_id, text, url)):
+    html = obj.get("html")
+    html = html if isinstance(html, str) else None
+    if not all(_encodable(s) for s in (doc_id, text, url, html)):
         return _bad(lineno, source, id_prefix, "invalid_unicode")
     # a ``url`` that is not a string (a number, an object) is not the document's url: it travels in
     # ``input_fields`` with the other fields (it was dropped from both; found by adversarial testing)
     own = _OWN_FIELDS if obj.get("url") is None or isinstance(obj["url"], str) else _ID_TEXT
+    if html is not None:  # the page, for the extract stage (it stayed in input_fields, never extracted)
+        own = own | {"html"}
     others = None
     if len(obj) > len(own) or not own.issuperset(obj):
         rest = {k: v for k, v in obj.items() if k not in own}
         if rest:
             others = _fields_json(rest)
-    return (doc_id, url, None, None, None, source, None, text, None, None, others)
+    if html is None:
+        return (doc_id, url, None, None, None, source, None, text, None, None, others)
+    # JSON text is Unicode: its bytes here are UTF-8, whatever charset the page's <meta> declares
+    return (doc_id, url, None, None, _HTML_UTF8, source, html.encode("utf-8"), text, None, None, others)
 
 
 def _fields_json(fields: dict[str, Any]) -> str:

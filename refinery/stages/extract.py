@@ -20,6 +20,13 @@ replacement characters), extract, post-process. The ``html`` column is replaced 
 *every* row (kept or removed) so that no shard carries raw HTML past this stage; the column
 itself stays so the schema is stable.
 
+A row with both ``text`` and ``html`` (Parquet or JSONL input) is extracted from its ``html``, like
+every page: the recipe's extraction decides every document's text, whichever way the page came,
+and a provider's text of unknown make does not pass unextracted. Its input text is replaced, and
+is lost with the row when the html yields nothing (``no_text_extracted``); the stage counts such
+rows (``input_text_replaced``, in stats.json's named counters). To keep given texts, leave
+``extract`` out, or drop the ``html`` column.
+
 Reasons: ``empty_html``, ``empty_text`` (already-extracted input whose text is empty), ``html_too_large`` (metric: bytes), ``undecodable`` (metric: share of
 replacement/control characters), ``html_too_many_attributes`` (metric: attributes of the worst
 tag), ``html_too_many_tags`` (metric: start tags), ``extraction_timeout`` (metric: seconds),
@@ -898,6 +905,10 @@ class TrafilaturaExtractor(Stage):
                     texts[i] = prior_texts[i]  # already-extracted text (JSONL/Parquet input): keep as is
                     paths[i] = "input"
                     continue
+                if body is not None and prior_texts[i] is not None:
+                    # text and html both given: the html is extracted, as a WARC page's would be,
+                    # and the input text replaced (or lost with the page): counted, so it is seen
+                    self.count("input_text_replaced")
                 if not body or not body.strip():
                     # text input (a batch without any HTML: JSONL/Parquet text) has no HTML to
                     # blame, whether its text is "", null or missing
