@@ -592,3 +592,34 @@ def test_a_raylet_that_dies_mid_run_stops_the_pass_with_one_line(tmp_path):
     assert len(lines) == 1 and "[filter] the Ray cluster went away: the raylet at 127.0.0.1:" in lines[0], done.stdout
     assert sorted(p.name for p in out.iterdir()) == ["0"]  # the finished task's output, kept
     assert "retrying" not in done.stderr, done.stderr[-3000:]
+
+
+_SIGTERM_KEPT = """
+import os, signal, sys
+from refinery.executors.ray_cluster import ensure_ray
+got = []
+signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+mine = signal.getsignal(signal.SIGTERM)
+assert ensure_ray(num_cpus=1)
+import ray
+os.kill(os.getpid(), signal.SIGTERM)  # Ray's handlers: a stack dump and SIGABRT, or sys.exit(15)
+print("handler kept:", signal.getsignal(signal.SIGTERM) is mine, "called:", got == [signal.SIGTERM], flush=True)
+ray.shutdown()
+"""
+
+
+def test_a_local_clusters_start_keeps_the_callers_sigterm_handler(tmp_path):
+    """ray.init replaced SIGTERM's handler (its sys.exit, then its C++ core's failure handler): a
+    driver on Ray stopped by SIGTERM (scancel, docker stop) printed a C++ stack dump and no line and
+    exited 15 (or 134, SIGABRT, its claim left to lapse), instead of stopping as on Ctrl-C (one
+    line, exit 143); a library caller's own handler was gone (here: SIGABRT, -6). Its own cluster
+    in a subprocess (ray.init runs there)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", _SIGTERM_KEPT], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    assert done.stdout.splitlines() == ["handler kept: True called: True"], done.stdout

@@ -132,8 +132,9 @@ def ensure_ray(
 
     if address:
         try:
-            ray.init(address=address, log_to_driver=log_to_driver, namespace="refinery",
-                     runtime_env={"env_vars": forwarded_env()})
+            with sigterm_kept():
+                ray.init(address=address, log_to_driver=log_to_driver, namespace="refinery",
+                         runtime_env={"env_vars": forwarded_env()})
         except ConnectionError as exc:
             if auth_configured():
                 raise
@@ -144,7 +145,7 @@ def ensure_ray(
         return True
     store = object_store_memory or DEFAULT_OBJECT_STORE_BYTES
     log.info("starting a local Ray cluster (%s CPUs, %d MB object store)", num_cpus or "all", store // 2**20)
-    with loopback_node_address():
+    with loopback_node_address(), sigterm_kept():
         ray.init(
             # "local": always a new cluster of our own; without it Ray joins whatever cluster
             # /tmp/ray/ray_current_cluster names (another user's `ray start`, or a dead one)
@@ -157,6 +158,26 @@ def ensure_ray(
             namespace="refinery",
         )
     return True
+
+
+@contextlib.contextmanager
+def sigterm_kept() -> Iterator[None]:
+    """SIGTERM's handler as it was before ``ray.init``, which replaces it twice: with its own
+    ``sys.exit`` in Python, then with the C++ core's failure handler (absl's), which prints a stack
+    dump and then calls the former (exit code 15) or aborts (SIGABRT, 134, its S3 claim left to
+    lapse). So SIGTERM to a driver on Ray (scancel, docker stop) ended it with a C++ stack dump and
+    no line instead of stopping the run as on Ctrl-C (``refinery.interrupts``: one line, 143),
+    and a library caller's own handler was gone for good (found by adversarial testing). Python's
+    ``signal.signal`` puts back the C-level handler too."""
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: set outside Python, nothing to put back
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
