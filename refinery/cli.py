@@ -325,15 +325,16 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     stdout = sys.stdout
     if hasattr(stdout, "fileno"):  # not under a test runner's capture without a descriptor
         sys.stdout = cli_common.PipeSafeStdout(stdout)
-    if exiting:
-        # refinery's own process: its exit skips the collections over the loaded libraries, and
-        # pyarrow does not import pandas (unused) to probe the values it converts
-        from refinery.io.arrow_rows import skip_pandas_probe
-        from refinery.pipeline import skip_exit_gc
-
-        skip_exit_gc()
-        skip_pandas_probe()
     try:
+        if exiting:
+            # refinery's own process: its exit skips the collections over the loaded libraries, and
+            # pyarrow does not import pandas (unused) to probe the values it converts. Inside the
+            # try: the import takes a second, and a SIGTERM or Ctrl-C in it printed a traceback
+            from refinery.io.arrow_rows import skip_pandas_probe
+            from refinery.pipeline import skip_exit_gc
+
+            skip_exit_gc()
+            skip_pandas_probe()
         try:
             code = app(args=args, prog_name="refinery", standalone_mode=False)
         except Abort as abort:

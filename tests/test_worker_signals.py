@@ -356,3 +356,34 @@ def test_repeated_sigterms_quit_naming_sigterm_not_ctrl_c():
     assert done.stderr.splitlines()[-1] == ("error: forced to quit by a repeated SIGTERM, without waiting for the run "
                                            "to stop; run the same command again to resume (its partial shards are "
                                            "discarded)")
+
+
+_TERM_ON_IMPORT = """
+import os, signal, sys
+
+class TermOnImport:  # SIGTERM comes while the command line imports refinery.pipeline (~1 s)
+    def find_spec(self, name, path=None, target=None):
+        if name == "refinery.pipeline":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+from refinery import interrupts
+interrupts.ignore_at_exit()
+from refinery.cli import main
+assert "refinery.pipeline" not in sys.modules
+sys.meta_path.insert(0, TermOnImport())
+main(["status", "nowhere"], exiting=True)
+"""
+
+
+def test_sigterm_while_the_command_line_starts_is_one_line():
+    """The console script imports refinery.pipeline before the command's try: a SIGTERM (or a
+    Ctrl-C) in that second printed a KeyboardInterrupt traceback and exited 130 (found sending
+    SIGTERM 0.3 s after `refinery run` started). Now one line, exit code 143."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _TERM_ON_IMPORT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.splitlines() == ["error: stopped by SIGTERM; run the same command again to resume"], done.stderr
