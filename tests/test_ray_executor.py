@@ -623,3 +623,42 @@ def test_a_local_clusters_start_keeps_the_callers_sigterm_handler(tmp_path):
                           env=env, cwd=tmp_path)
     assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
     assert done.stdout.splitlines() == ["handler kept: True called: True"], done.stdout
+
+
+_WATCH_WITHOUT_DESCRIPTORS = """
+import os, socket, time
+from refinery.executors.ray_cluster import RayletWatch
+raylet = socket.create_server(("127.0.0.1", 0))  # a listening port, as a raylet's
+watch = RayletWatch("127.0.0.1", raylet.getsockname()[1], owned=True, every_s=0.02)
+held = []
+try:
+    while True:  # this process's descriptors all in use for a moment
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+time.sleep(0.3)  # ~15 probes that could not even make a socket
+for fd in held:
+    os.close(fd)
+print("lost while it listened:", watch.lost.done())
+raylet.close()  # gone now: still seen
+deadline = time.monotonic() + 10
+while not watch.lost.done() and time.monotonic() < deadline:
+    time.sleep(0.02)
+print("lost once closed:", watch.lost.done())
+"""
+
+
+def test_the_raylet_watch_counts_no_miss_when_this_process_cannot_try():
+    """The watch counted every OSError of its connection attempt as the raylet not answering: with
+    the driver's descriptors used up for a second (EMFILE; or its ephemeral ports, EADDRNOTAVAIL)
+    it declared a healthy cluster lost for good and the run stopped with ClusterLost (measured on a
+    real local cluster: ray.get worked right after). Now only a refused, timed-out or unreachable
+    connection is a miss. A subprocess: its descriptors are used up, not the test runner's."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", _WATCH_WITHOUT_DESCRIPTORS], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["lost while it listened: False", "lost once closed: True"], done.stdout

@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -305,16 +306,26 @@ class RayletWatch:
         except Exception:  # noqa: BLE001 - a Ray Client driver has no node of its own
             return None
 
-    def answers(self) -> bool:
+    #: errors of a connection attempt that say the raylet is gone: its port closed, its host unreachable
+    GONE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                             errno.EHOSTDOWN})
+
+    def answers(self) -> bool | None:
+        """Whether the raylet accepts a connection; None when this process could not try (its
+        descriptors or ephemeral ports used up: EMFILE, EADDRNOTAVAIL), which says nothing of the
+        raylet. Counted as misses, two such seconds declared a healthy cluster lost for good and
+        stopped the run (found by adversarial testing, with the driver's descriptors used up)."""
         try:
             socket.create_connection((self.host, self.port), timeout=2.0).close()
             return True
-        except OSError:
+        except (TimeoutError, socket.timeout):
             return False
+        except OSError as exc:
+            return False if exc.errno in self.GONE_ERRNOS else None
 
     def probe(self) -> bool:
         """Probe now (a task's worker just died): whether the raylet is gone."""
-        if not self.lost.done() and not self.answers():
+        if not self.lost.done() and self.answers() is False:
             self._declare()
         return self.lost.done()
 
@@ -330,7 +341,10 @@ class RayletWatch:
     def _run(self) -> None:
         missed = 0
         while not self._stop.wait(self.every_s) and not self.lost.done():
-            missed = 0 if self.answers() else missed + 1
+            answered = self.answers()
+            if answered is None:  # could not try: neither a miss nor an answer
+                continue
+            missed = 0 if answered else missed + 1
             if missed >= self.misses:
                 self._declare()
 
