@@ -595,34 +595,63 @@ def test_a_raylet_that_dies_mid_run_stops_the_pass_with_one_line(tmp_path):
 
 
 _SIGTERM_KEPT = """
-import os, signal, sys
+import os, signal, sys, time
+from refinery import interrupts
+from refinery.executors.ray import RayExecutor
 from refinery.executors.ray_cluster import ensure_ray
-got = []
-signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
-mine = signal.getsignal(signal.SIGTERM)
-assert ensure_ray(num_cpus=1)
-import ray
-os.kill(os.getpid(), signal.SIGTERM)  # Ray's handlers: a stack dump and SIGABRT, or sys.exit(15)
-print("handler kept:", signal.getsignal(signal.SIGTERM) is mine, "called:", got == [signal.SIGTERM], flush=True)
-ray.shutdown()
+
+def noop() -> dict:
+    return {}
+
+if __name__ == "__main__":
+    got = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))  # a library caller's
+    mine = signal.getsignal(signal.SIGTERM)
+    assert ensure_ray(num_cpus=1)
+    import ray
+    os.kill(os.getpid(), signal.SIGTERM)  # Ray's handlers: a stack dump and SIGABRT, or sys.exit(15)
+    print("handler kept:", signal.getsignal(signal.SIGTERM) is mine, "called:", got == [signal.SIGTERM], flush=True)
+    ray.shutdown()
+
+    # the command line's handler, SIGINT ignored (a background job): a SIGTERM in the closing ray.shutdown()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    interrupts.install()
+    executor = RayExecutor(workers=1, progress=False)
+    executor.map(noop, [{}], label="t")
+    shutdown = ray.shutdown
+
+    def terminated_in_shutdown(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        return shutdown(*args, **kwargs)
+
+    ray.shutdown = terminated_in_shutdown
+    try:
+        executor.close()
+    except KeyboardInterrupt:
+        print("stopped; Ray still up:", ray.is_initialized(), flush=True)
 """
 
 
-def test_a_local_clusters_start_keeps_the_callers_sigterm_handler(tmp_path):
+def test_sigterm_on_ray_keeps_the_callers_handler_and_waits_for_the_shutdown(tmp_path):
     """ray.init replaced SIGTERM's handler (its sys.exit, then its C++ core's failure handler): a
     driver on Ray stopped by SIGTERM (scancel, docker stop) printed a C++ stack dump and no line and
     exited 15 (or 134, SIGABRT, its claim left to lapse), instead of stopping as on Ctrl-C (one
-    line, exit 143); a library caller's own handler was gone (here: SIGABRT, -6). Its own cluster
-    in a subprocess (ray.init runs there)."""
+    line, exit 143); a library caller's own handler was gone (here: SIGABRT, -6). And with SIGINT
+    ignored (a background job), a SIGTERM during the closing ray.shutdown() was raised inside it,
+    Ray left running. Its own cluster in a subprocess (ray.init runs there)."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-c", _SIGTERM_KEPT], capture_output=True, text=True, timeout=120,
+    script = tmp_path / "sigterm_kept.py"  # a file: the task function is imported from it by Ray's worker
+    script.write_text(_SIGTERM_KEPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
                           env=env, cwd=tmp_path)
     assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
-    assert done.stdout.splitlines() == ["handler kept: True called: True"], done.stdout
+    assert done.stdout.splitlines() == ["handler kept: True called: True", "stopped; Ray still up: False"], done.stdout
 
 
 _WATCH_WITHOUT_DESCRIPTORS = """

@@ -203,9 +203,11 @@ class RayExecutor(Executor):
             # then raise it, so the command line prints its one line
             caught: list[int] = []
             previous = None
-            if signal.getsignal(signal.SIGINT) is interrupts._on_sigint:
+            if interrupts._on_sigint in (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)):
                 # the command line's handler: it holds the Ctrl-C as well, and a third one still
-                # quits a shutdown that hangs (this handler swallowed every one)
+                # quits a shutdown that hangs (this handler swallowed every one). SIGTERM's alone
+                # (SIGINT ignored: a background job) raised inside ray.shutdown(), and Ray was
+                # left running (found by adversarial testing)
                 with interrupts.deferred():
                     try:
                         ray.shutdown()
