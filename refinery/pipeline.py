@@ -373,6 +373,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
             if p.kind == "documents":
                 summary.outcomes = [TaskOutcome(n, "skipped") for n in plan.shard_names()]
             previous = p
+            if only_shards is not None and p.kind == "documents":
+                break  # a share run again after the pass closed: the later passes are still not a share's
             continue
         log.info("[%s] pass %d/%d (%s) starting", p.name, i + 1, len(plan.passes), p.kind)
         started = time.time()

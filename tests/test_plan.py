@@ -627,6 +627,20 @@ def test_a_share_that_closes_the_document_pass_runs_no_later_pass(dup_input, tmp
     assert rest.passes == {"filter": "skipped", **{p: "done" for p in PASSES[1:]}}
 
 
+def test_a_share_rerun_after_the_document_pass_closed_runs_no_later_pass(dup_input, tmp_path):
+    """Found by review (h92): the share that *closes* the document pass stopped there, but a share
+    run again once the pass had finished (an instance retried, the launch re-run) skipped the pass
+    and went on into dedup and tokens; two such shares would both run them over one output."""
+    spec = _recipe()
+    out = tmp_path / "shares"
+    for share in ("part-a", "part-b"):
+        run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False, only_shards={share})
+    again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False,
+                         only_shards={"part-a"})
+    assert again.passes == {"filter": "skipped", **{p: "blocked" for p in PASSES[1:]}}
+    assert not any((out / p).exists() for p in PASSES[1:])
+
+
 @pytest.mark.slow
 def test_killed_at_any_moment_a_rerun_gives_the_same_output(dup_input, tmp_path):
     """SIGKILL the whole job at several moments; rerunning finishes with the reference output."""
