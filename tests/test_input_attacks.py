@@ -635,3 +635,27 @@ def test_a_run_directory_as_input_is_refused_naming_its_kept_documents(tmp_path)
                                         f"{tmp_path / 'run' / 'kept'}; give that as the input"):
         run_pipeline(config, str(tmp_path / "run"), str(tmp_path / "out"), workers=1, progress=False)
     assert run_pipeline(config, str(tmp_path / "run" / "kept"), str(tmp_path / "out"), workers=1, progress=False).stats["docs_read"] == 1
+
+
+@pytest.mark.parametrize("codec, words", [("zstd", "ZSTD decompression failed"), ("snappy", "Corrupt snappy compressed data")])
+def test_a_damaged_parquet_page_fails_its_shard_at_once_naming_the_file(tmp_path, caplog, codec, words):
+    """Found by review (h92): damage past the footer (a data page's bytes) raised the codec's
+    OSError while batches were read: retried 3 times as transient, its line naming no file."""
+    root = tmp_path / "in"
+    root.mkdir()
+    texts = [" ".join(f"w{i}x{j * 7919 % 10007}" for j in range(400)) for i in range(4)]
+    pq.write_table(pa.table({"id": [str(i) for i in range(4)], "text": texts}), root / "bad.parquet",
+                   compression=codec, use_dictionary=False, write_statistics=False)  # one page: its middle is data
+    chunk = pq.ParquetFile(root / "bad.parquet").metadata.row_group(0).column(1)
+    data = bytearray((root / "bad.parquet").read_bytes())
+    start, size = chunk.data_page_offset, chunk.total_compressed_size
+    damage = slice(start + size // 3, start + 2 * size // 3)  # past the page header, inside its data
+    data[damage] = bytes(b ^ 0x5A for b in data[damage])
+    (root / "bad.parquet").write_bytes(bytes(data))
+    config = parse_config({"name": "t", "stages": [{"type": "gopher_quality", "params": {"min_words": 1}}]})
+    with caplog.at_level(logging.INFO, logger="refinery.executors"):
+        summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
+    [failed] = summary.failed
+    first = failed.error.splitlines()[0]
+    assert f"damaged Parquet file {root / 'bad.parquet'}: {words}" in first, failed.error
+    assert not [r for r in caplog.records if "attempt 2" in r.getMessage() or "retrying" in r.getMessage()]

@@ -20,7 +20,10 @@ class ShardReadError(RuntimeError):
 #: pyarrow's words for bytes that are not (or no longer) a Parquet file. A damaged footer is an
 #: ``OSError`` ("Couldn't deserialize thrift"), which looked transient: the shard was read three
 #: times (found by adversarial testing). The same bytes fail the same way on every read.
-DAMAGED_MARKERS = ("Couldn't deserialize thrift", "Parquet magic bytes not found", "Parquet file size is")
+DAMAGED_MARKERS = ("Couldn't deserialize thrift", "Parquet magic bytes not found", "Parquet file size is",
+                   # a damaged data page: its codec refuses the bytes (was retried 3 times; review h92)
+                   "ZSTD decompression failed", "Corrupt snappy compressed data", "GZipCodec failed",
+                   "Corrupt Lz4 compressed data", "LZ4 decompress failed", "Corrupt brotli compressed data")
 
 
 def damaged(exc: BaseException) -> bool:
@@ -159,12 +162,24 @@ def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] |
     batch_size = _rows_per_batch(pf, batch_size)
     with handle:
         any_batch = False
-        for batch in pf.iter_batches(batch_size=batch_size):
+        for batch in _damage_named(uri, pf.iter_batches(batch_size=batch_size)):
             any_batch = True
             yield _with_columns(_normalise(batch, renames, notes), absent)
         if not any_batch:  # an empty shard still has columns: one empty batch carries them through the stages
             empty = pa.RecordBatch.from_pylist([], schema=schema)
             yield _with_columns(_normalise(empty, renames, notes), absent)
+
+
+def _damage_named(uri: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches``, a damaged page past the footer raised as one line naming the file (pyarrow's
+    own error named no file, and a codec's was retried as transient; review h92). Other errors
+    (a network read) pass as they are: a retry may read them."""
+    try:
+        yield from batches
+    except (OSError, pa.ArrowInvalid) as exc:
+        if damaged(exc):
+            raise ShardReadError(damaged_message(uri, exc)) from None
+        raise
 
 
 def _with_columns(batch: pa.RecordBatch, absent: list[str]) -> pa.RecordBatch:
