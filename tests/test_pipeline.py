@@ -126,7 +126,8 @@ def test_unreadable_shard_fails_alone_with_a_clear_error(tmp_path):
     status = {o.shard: o.status for o in summary.outcomes}
     assert status == {"good": "done", "broken": "failed"}
     failure = json.loads((tmp_path / "out" / "failed" / "broken.json").read_text())
-    assert "broken.parquet" in failure["error"] and "unreadable Parquet" in failure["error"]
+    # a damaged file says so since 0c55430 ("damaged Parquet file ...: ... replace or remove it")
+    assert "broken.parquet" in failure["error"] and "damaged Parquet file" in failure["error"]
     assert summary.stats["docs_read"] == len(docs)
     assert summary.stats["failed_shards"] == ["broken"]
     assert not (tmp_path / "out" / "kept" / "broken.parquet").exists()
