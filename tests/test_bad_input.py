@@ -271,3 +271,29 @@ def test_jsonl_html_is_extracted_and_a_given_text_beside_html_is_replaced_and_co
     assert json.loads(rows["number"]["input_fields"]) == {"html": 5}
     extract = next(s for s in summary.stats["stages"] if s["stage"] == "extract")
     assert extract["counters"]["input_text_replaced"] == 1, extract["counters"]
+
+
+def test_parquet_html_strings_are_utf8_whatever_the_meta_charset_says(tmp_path):
+    """Found by review (h92): an ``html`` column of strings (Unicode, cast to UTF-8 bytes) kept
+    no charset, so a page's ``<meta charset="windows-1252">`` decoded those bytes as that codec:
+    "CafÃ© crÃ¨me" was kept. Its content_type says UTF-8 now, as JSONL html's does; a binary
+    ``html`` column (the page's own bytes) still follows its declarations."""
+    para = "Le café de la rue est très fréquenté par des étudiants qui aiment le thé glacé. " * 8
+    page = (f'<html><head><meta charset="windows-1252"><title>Café</title></head><body><article>'
+            f"<h1>Café crème</h1><p>{para}</p><p>{para}</p></article></body></html>")
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["s", "n"], "html": [page, None], "text": [None, "given text"],
+                             "content_type": ["text/html; charset=ISO-8859-1", None]}), src / "strings.parquet")
+    pq.write_table(pa.table({"id": ["b"], "html": [page.encode("cp1252")]}), src / "bytes.parquet")
+    config = load_config(CONFIG).model_copy(update={"dedup": [], "tokenize": None, "stages": [
+        s for s in load_config(CONFIG).stages if s.type == "extract"]})
+    config.stages[0].params["timeout_s"] = 0
+    out = tmp_path / "run"
+    run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    rows = {r["id"]: r for r in pq.read_table(out / "kept").to_pylist()}
+    assert sorted(rows) == ["b", "n", "s"]
+    for doc in ("s", "b"):
+        assert "Café crème" in rows[doc]["text"] and "Ã" not in rows[doc]["text"], rows[doc]["text"][:100]
+    assert rows["s"]["content_type"] == "text/html; charset=utf-8"
+    assert rows["n"]["content_type"] is None and rows["n"]["text"] == "given text"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Iterator
 
 import pyarrow as pa
@@ -226,7 +227,34 @@ def _normalise(batch: pa.RecordBatch, renames: dict[str, str], notes: dict[str, 
             # whole shard at the first to_pylist(); decoded as binary text is, with replacements
             column = _cast(name, column.cast(pa.binary()), target, notes)
         columns.append(column)
+    html = batch.schema.field(batch.schema.names[names.index("html")]).type if "html" in names else None
+    if html is not None and _is_stringish(_value_type(html)):
+        _pin_utf8(names, columns)
     return pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def _is_stringish(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+_CHARSET_PARAM = re.compile(r";\s*charset\s*=[^;]*", re.IGNORECASE)
+
+
+def _pin_utf8(names: list[str], columns: list[pa.Array]) -> None:
+    """An ``html`` column of strings is Unicode, cast to UTF-8 bytes: its rows' ``content_type``
+    says ``charset=utf-8`` (added, or replacing the one it had), as JSONL html does. A page's
+    ``<meta charset="windows-1252">`` decoded those bytes as that codec: "CafÃ©" (review h92)."""
+    html = columns[names.index("html")]
+    given = (columns[names.index("content_type")].to_pylist() if "content_type" in names
+             else [None] * len(html))
+    pinned = [ct if null else f"{_CHARSET_PARAM.sub('', ct or 'text/html').strip()}; charset=utf-8"
+              for null, ct in zip(html.is_null().to_pylist(), given)]
+    column = pa.array(pinned, pa.string())
+    if "content_type" in names:
+        columns[names.index("content_type")] = column
+    else:
+        names.append("content_type")
+        columns.append(column)
 
 
 def _valid_utf8(column: pa.Array) -> bool:
