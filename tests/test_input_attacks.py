@@ -659,3 +659,22 @@ def test_a_damaged_parquet_page_fails_its_shard_at_once_naming_the_file(tmp_path
     first = failed.error.splitlines()[0]
     assert f"damaged Parquet file {root / 'bad.parquet'}: {words}" in first, failed.error
     assert not [r for r in caplog.records if "attempt 2" in r.getMessage() or "retrying" in r.getMessage()]
+
+
+def test_a_refinery_dedup_output_as_input_is_refused_and_left_out_below_an_input(tmp_path, cli):
+    """Found by review (h92): ``refinery dedup``'s run.json records its passes but no ``config``,
+    so its output was no run directory to the listing: given as input (or found inside one), its
+    removed/ and index shards were read, and its JSON records (now that ``.json`` is JSON lines)
+    too: 519 rows read from 10 documents, 7 shards failed."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.jsonl").write_text("".join(json.dumps(d) + "\n" for d in real_docs(4)))
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}]})
+    run_pipeline(config, str(root), str(tmp_path / "run"), workers=1, progress=False)
+    code, _, err = cli("dedup", tmp_path / "run", "-o", root / "dd", "--method", "exact", "--workers", "1")
+    assert code == 0, err
+    with pytest.raises(Exception, match=f"input {root / 'dd'} is a refinery run directory: its documents are in "
+                                        f"{root / 'dd' / 'kept'}; give that as the input"):
+        run_pipeline(config, str(root / "dd"), str(tmp_path / "out"), workers=1, progress=False)
+    summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
+    assert not summary.failed and summary.stats["docs_read"] == 4  # a.jsonl alone: dd/ is output
