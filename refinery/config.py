@@ -342,7 +342,30 @@ class PipelineConfig(_Strict):
                              f"another 'name'")
         self._check_prescreen_languages()
         self._check_word_rules_for_languages()
+        self._fill_min_words_after_cuts()
         return self
+
+    def _fill_min_words_after_cuts(self) -> None:
+        """The recipe's one minimum of words, ``gopher_quality``'s ``min_words``, for every step
+        after it that edits text and has not set its own: ``line_corrections``'
+        ``min_words_after_cuts``, the ``lines`` pass's ``lines.min_words_after_cuts`` and the
+        ``substring`` pass's ``substring.min_words``. Edits after the Gopher rule left documents
+        under it in the corpus (53 -> 49 words: probe h89). Written into the config, so run.json
+        records it and a run made before is refused naming the key (``--force`` redoes it)."""
+        floor: int | None = None
+        for s in self.stages:
+            if s.type == "gopher_quality":
+                value = s.params.get("min_words", 50)
+                floor = value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+            elif s.type == "line_corrections" and floor is not None and "min_words_after_cuts" not in s.params:
+                s.params["min_words_after_cuts"] = floor
+        if floor is None:
+            return
+        for d in self.dedup:
+            if d.method == "lines" and "min_words_after_cuts" not in d.lines.model_fields_set:
+                d.lines.min_words_after_cuts = floor
+            elif d.method == "substring" and "min_words" not in d.substring.model_fields_set:
+                d.substring.min_words = floor
 
     def notes(self) -> list[str]:
         """What the config allows but probably does not mean: English-only classifiers after a

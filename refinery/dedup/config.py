@@ -107,6 +107,12 @@ class LinesConfig(_Strict):
     min_words_left: int | None = Field(None, ge=1, description="a document over max_removed_word_frac is kept, "
                                        "its lines cut, when at least this many words remain; null: removed")
 
+    # cuts can take a kept document under the recipe's gopher_quality min_words (53 -> 49 words:
+    # probe h89); a recipe sets it to that min_words unless given (refinery.config)
+    min_words_after_cuts: int | None = Field(None, ge=1, description="a document the cuts leave with fewer words "
+                                             "(as gopher_quality counts them) is removed, too_short_after_cuts; "
+                                             "null: never")
+
     @model_validator(mode="after")
     def _words(self) -> LinesConfig:
         if self.max_words < self.min_words:
@@ -117,7 +123,8 @@ class LinesConfig(_Strict):
 #: settings added after runs were made, each with the value that does what runs did before it:
 #: left out of a pass's fingerprint and of run comparisons while at that value, so a run made
 #: before a setting existed resumes, and compares equal, instead of differing by "<unset> -> None"
-ADDED_SETTINGS = {"lines": {"min_site_docs": None, "exact_dates": False, "min_words_left": None}}
+ADDED_SETTINGS = {"lines": {"min_site_docs": None, "exact_dates": False, "min_words_left": None,
+                            "min_words_after_cuts": None}}
 
 
 def without_added_defaults(section: dict[str, Any]) -> dict[str, Any]:

@@ -328,6 +328,10 @@ def load_boilerplate_keepers(uris: list[str]) -> tuple[np.ndarray, np.ndarray | 
 # -- pass 3: which holder keeps each line --------------------------------------------------------
 _HOLDERS_SCHEMA = pa.schema([("doc", pa.uint64()), ("id_hash", pa.uint64()), ("total_words", pa.int64()),
                              ("line_pos", pa.int64()), ("words", pa.int64())])
+#: what the task writes: the same counts as gopher_quality's ``min_words`` counts them too, for
+#: ``min_words_after_cuts`` (the cut text's Gopher words are the total's less its cut lines')
+_HOLDERS_WRITTEN = pa.schema(list(_HOLDERS_SCHEMA) + [pa.field("total_gopher_words", pa.int64()),
+                                                      pa.field("gopher_words", pa.int64())])
 
 
 def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_uris: list[str], rule: dict[str, Any],
@@ -336,12 +340,13 @@ def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_u
     position in the sorted index, and the words of its copies there), with the document's key,
     id hash and words in all -- the removal stage's counts, so the keeper pass can tell which
     holders the stage will keep."""
+    from refinery.stages.gopher import word_count
     from refinery.stages.line_corrections import count_words
 
     keys, _ = load_boilerplate(boilerplate_uris)
     line_rule = LineRule.from_params(rule)
     table = as_text(parquet.read_table(input_uri, columns=["id", "text"]))
-    cols: dict[str, list[int]] = {name: [] for name in _HOLDERS_SCHEMA.names}
+    cols: dict[str, list[int]] = {name: [] for name in _HOLDERS_WRITTEN.names}
     holders = 0
     for lo in range(0, table.num_rows, batch_size):
         texts = table.column("text").slice(lo, batch_size).to_pylist()
@@ -359,16 +364,18 @@ def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_u
             found = np.flatnonzero(keys[pos] == h)
             if not len(found):
                 continue
-            words: dict[int, int] = {}
+            words: dict[int, tuple[int, int]] = {}
             for j in found.tolist():
-                words[int(pos[j])] = words.get(int(pos[j]), 0) + count_words(cand[j][1])
+                w, g = words.get(int(pos[j]), (0, 0))
+                words[int(pos[j])] = (w + count_words(cand[j][1]), g + word_count(cand[j][1]))
             holders += 1
             doc, id_hash, total = (shard_index << 32) | row, doc_id_hash(doc_id), count_words(text)
-            for line_pos, w in words.items():
-                for name, value in zip(_HOLDERS_SCHEMA.names, (doc, id_hash, total, line_pos, w)):
+            total_g = word_count(text)
+            for line_pos, (w, g) in words.items():
+                for name, value in zip(_HOLDERS_WRITTEN.names, (doc, id_hash, total, line_pos, w, total_g, g)):
                     cols[name].append(value)
-    parquet.write_table(pa.table({n: pa.array(v, f.type) for (n, v), f in zip(cols.items(), _HOLDERS_SCHEMA)},
-                                 schema=_HOLDERS_SCHEMA), output_uri)
+    parquet.write_table(pa.table({n: pa.array(v, f.type) for (n, v), f in zip(cols.items(), _HOLDERS_WRITTEN)},
+                                 schema=_HOLDERS_WRITTEN), output_uri)
     return {"docs": table.num_rows, "holders": holders, "rows": len(cols["doc"])}
 
 
@@ -383,8 +390,16 @@ def too_many_cut(cut: int, total: int, max_removed_word_frac: float, min_words_l
     return cut / total > max_removed_word_frac and (min_words_left is None or total - cut < min_words_left)
 
 
+def too_short_after(lines_cut: int, words_left: int, min_words_after_cuts: int | None) -> bool:
+    """The pass's other removal (the stage and the keeper walk must agree): a document it edits
+    (``lines_cut`` > 0) is removed when fewer than ``min_words_after_cuts`` words (Gopher's count)
+    are left: it passed the recipe's gopher_quality ``min_words`` only with the lines cut."""
+    return min_words_after_cuts is not None and lines_cut > 0 and words_left < min_words_after_cuts
+
+
 def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: float,
-                   min_words_left: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+                   min_words_left: int | None = None, min_words_after_cuts: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """Each boilerplate line's keeper: the first holder (doc key order) that the removal stage
     will keep. Documents are taken in order; one stays when the lines kept by earlier staying
     documents hold at most ``max_removed_word_frac`` of its words (and not all of them), and it
@@ -412,6 +427,11 @@ def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: 
         id_hash = data.column("id_hash").to_numpy()
         total = data.column("total_words").to_numpy()
         words = data.column("words").to_numpy()
+        # Gopher's counts only when the floor is on (two more arrays); holders written before them
+        # (a resumed index) have the pass's own counts stand in
+        gopher = min_words_after_cuts is not None and "gopher_words" in data.column_names
+        g_total = data.column("total_gopher_words").to_numpy() if gopher else total
+        g_words = data.column("gopher_words").to_numpy() if gopher else words
         del data
         starts = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1]))) if len(doc) else np.empty(0, np.int64)
         ends = np.append(starts[1:], len(doc))
@@ -421,7 +441,9 @@ def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: 
             held = kept[pos]
             cut = int(words[s:e][held].sum())
             t = int(total[s])
-            if too_many_cut(cut, t, max_removed_word_frac, min_words_left):
+            left = int(g_total[s]) - int(g_words[s:e][held].sum())
+            if too_many_cut(cut, t, max_removed_word_frac, min_words_left) or \
+                    too_short_after(int(held.sum()), left, min_words_after_cuts):
                 removed += 1
                 continue
             new = pos[~held]
@@ -460,7 +482,8 @@ def keeper_pass(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
     first_shards = index.column("keeper_shard").to_numpy()
     keeper, keeper_shard, has, counts = assign_keepers([holder_uri[s.name] for s in shards], index.num_rows,
                                                        config.lines.max_removed_word_frac,
-                                                       config.lines.min_words_left)
+                                                       config.lines.min_words_left,
+                                                       config.lines.min_words_after_cuts)
     moved = int((has & ((keeper != first_keepers) | (keeper_shard != first_shards))).sum())
     index = index.set_column(index.schema.get_field_index("keeper"), "keeper", pa.array(keeper, pa.uint64()))
     index = index.set_column(index.schema.get_field_index("keeper_shard"), "keeper_shard",
@@ -549,9 +572,11 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
 def lines_summary(kept_dir: str, removed_dir: str) -> dict[str, int]:
     """Cuts recorded by the removal run (columns of its output shards): lines and characters cut
     from kept documents, documents edited, documents removed by the 5% rule."""
+    from refinery.stages.gopher import TOO_SHORT_AFTER_CUTS
     from refinery.stages.line_dedup import CUT_CHARS, CUT_LINES, REASON
 
-    out = {"docs_edited": 0, "lines_cut": 0, "chars_cut": 0, "docs_removed_for_lines": 0, "lines_in_removed_docs": 0}
+    out = {"docs_edited": 0, "lines_cut": 0, "chars_cut": 0, "docs_removed_for_lines": 0, "lines_in_removed_docs": 0,
+           "docs_removed_too_short": 0}
     for root, removed in ((kept_dir, False), (removed_dir, True)):
         try:
             files = fs.list_files(root, (".parquet",))
@@ -568,9 +593,13 @@ def lines_summary(kept_dir: str, removed_dir: str) -> dict[str, int]:
                 t = pf.read(columns=cols)
             cut = pc.fill_null(t.column(CUT_LINES), 0).to_numpy(zero_copy_only=False)
             if removed:
-                mine = np.asarray(pc.equal(t.column("removed_reason"), REASON).fill_null(False)) if "removed_reason" in t.column_names else np.zeros(len(cut), bool)
+                reason = t.column("removed_reason") if "removed_reason" in t.column_names else None
+                mine = np.asarray(pc.equal(reason, REASON).fill_null(False)) if reason is not None else np.zeros(len(cut), bool)
+                short = (np.asarray(pc.equal(reason, TOO_SHORT_AFTER_CUTS).fill_null(False)) if reason is not None
+                         else np.zeros(len(cut), bool))
                 out["docs_removed_for_lines"] += int(mine.sum())
-                out["lines_in_removed_docs"] += int(cut[mine].sum())
+                out["docs_removed_too_short"] += int(short.sum())
+                out["lines_in_removed_docs"] += int(cut[mine | short].sum())
             else:
                 chars = pc.fill_null(t.column(CUT_CHARS), 0).to_numpy(zero_copy_only=False)
                 out["docs_edited"] += int((cut > 0).sum())

@@ -416,6 +416,17 @@ def quality_stats(text: str, stop_words: frozenset[str] = frozenset(STOP_WORDS))
     }
 
 
+#: the reason of a document that an editing step after ``gopher_quality`` (line corrections, the
+#: repeated-line dedup pass) left with fewer words than the recipe's ``min_words``
+TOO_SHORT_AFTER_CUTS = "too_short_after_cuts"
+
+
+def word_count(text: str) -> int:
+    """Words as :class:`GopherQuality` counts them for ``min_words`` (whitespace tokens holding more
+    than punctuation): the measure a document edited after it is held to."""
+    return sum(1 for t in text.split() if t.strip(PUNCTUATION))
+
+
 class GopherQuality(Stage):
     """Remove documents that do not look like natural prose (Gopher quality filters)."""
 

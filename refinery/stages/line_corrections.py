@@ -34,7 +34,9 @@ spaces would otherwise count a whole paragraph as a "single word" (removed) and 
 budget meaningless. RefinedWeb itself is English-only.
 
 Reasons: ``empty_text`` (null/blank text), ``too_many_lines_corrected`` (metric: removed word
-fraction). Metric column: ``line_corrections_removed_frac`` (float32, every non-empty row).
+fraction), ``too_short_after_cuts`` (with ``min_words_after_cuts``, which a recipe sets to its
+``gopher_quality`` ``min_words``: an edited document left with fewer words, counted as Gopher
+counts them; metric: the words left). Metric column: ``line_corrections_removed_frac`` (float32, every non-empty row).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import pyarrow as pa
 
 from refinery.stages import calls_to_action, checks, content_lines, credits, disclosures, lookalikes, meta_lines
 from refinery.stages.base import Stage, with_decision
+from refinery.stages.gopher import TOO_SHORT_AFTER_CUTS, word_count
 from refinery.stages.table_text import TABLE_RULE_RE, is_table_row
 
 METRIC_COLUMN = "line_corrections_removed_frac"
@@ -343,7 +346,9 @@ class LineCorrections(Stage):
                     # session 37
                     "drop_credited_captions": False,
                     # session 38
-                    "drop_copyright_credits": False}
+                    "drop_copyright_credits": False,
+                    # session 39 (h93): off is what runs did before
+                    "min_words_after_cuts": None}
 
     def __init__(
         self,
@@ -361,6 +366,7 @@ class LineCorrections(Stage):
         drop_meta_lines: bool = False,
         drop_credited_captions: bool = False,
         drop_copyright_credits: bool = False,
+        min_words_after_cuts: int | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -407,6 +413,12 @@ class LineCorrections(Stage):
         # "© dpa | Kay Nietfeld", "... der Schweiz. © AFP / MARCO BERTORELLO";
         # credits.copyright_credit_lines), in any language, dropped like a credit line
         self.drop_copyright_credits = bool(drop_copyright_credits)
+        # a document this stage edits below the recipe's gopher_quality min_words (Gopher's word
+        # count) is removed, ``too_short_after_cuts``: it passed that rule only before its debris
+        # went. A recipe fills it from gopher_quality (refinery.config); None: never
+        if min_words_after_cuts is not None:
+            checks.at_least("min_words_after_cuts", min_words_after_cuts, 0)
+        self.min_words_after_cuts = None if min_words_after_cuts is None else int(min_words_after_cuts)
 
     def correct(self, text: str) -> tuple[str, int, int]:
         """Corrected text, words removed, words in the document."""
@@ -563,6 +575,8 @@ class LineCorrections(Stage):
                 reasons[i], metrics[i] = "too_many_lines_corrected", frac
             elif not corrected:
                 reasons[i], metrics[i] = "empty_text", frac
+            elif self._too_short(text, corrected):
+                reasons[i], metrics[i] = TOO_SHORT_AFTER_CUTS, float(word_count(corrected))
             else:
                 new_texts[i] = corrected
                 lines_dropped += dropped
@@ -579,6 +593,11 @@ class LineCorrections(Stage):
                 METRIC_COLUMN: pa.array(fracs, type=pa.float32()),
             },
         )
+
+    def _too_short(self, text: str, corrected: str) -> bool:
+        """Edited (only an edit can take a document under the floor) and under it."""
+        floor = self.min_words_after_cuts
+        return floor is not None and corrected != text and word_count(corrected) < floor
 
     def metric_columns(self) -> list[str]:
         return [METRIC_COLUMN]

@@ -8,7 +8,10 @@ document), except in the one document the index names as its keeper (the first h
 (``too_many_repeated_lines``, metric: that fraction; its original text is kept for inspection),
 otherwise the document is kept with the lines cut. With ``min_words_left`` (off by default) a
 document over that share is kept too, its lines cut, when at least that many words remain: a
-site's template around a short article.
+site's template around a short article. With ``min_words_after_cuts`` (off by default; a recipe
+sets it to its ``gopher_quality`` ``min_words``) a document the cuts leave with fewer words than
+that, counted as Gopher counts them, is removed too (``too_short_after_cuts``, metric: the words
+left): it passed the recipe's minimum only with the lines cut.
 
 Columns on every document: ``lines_dedup_cut_lines`` (int32), ``lines_dedup_cut_chars`` (int64,
 characters of text removed, separators included), ``lines_dedup_removed_frac`` (float32, words
@@ -27,6 +30,7 @@ import pyarrow as pa
 from refinery.io import fs
 from refinery.stages.base import with_decision
 from refinery.stages.dedup import _IndexedStage
+from refinery.stages.gopher import TOO_SHORT_AFTER_CUTS, word_count
 from refinery.stages.line_corrections import count_words
 
 CUT_LINES = "lines_dedup_cut_lines"
@@ -54,7 +58,7 @@ class RepeatedLineCut(_IndexedStage):
         return [FRAC]
 
     # loaded lazily, once per worker (dropped when pickled)
-    def _index(self) -> tuple[Any, np.ndarray, np.ndarray | None, float, np.ndarray | None, int | None]:
+    def _index(self) -> tuple[Any, np.ndarray, np.ndarray | None, float, np.ndarray | None, int | None, int | None]:
         cached = self.__dict__.get("_lazy_index")
         if cached is None:
             from refinery.dedup.lines import LineRule, load_boilerplate_keepers
@@ -67,8 +71,9 @@ class RepeatedLineCut(_IndexedStage):
                 keepers = keeper_shards = None
             frac = self.max_removed_word_frac if self.max_removed_word_frac is not None else float(params["max_removed_word_frac"])
             left = params.get("min_words_left")  # absent from indexes made before it existed
+            floor = params.get("min_words_after_cuts")  # likewise
             cached = self._lazy_index = (LineRule.from_params(params), keys, keepers, frac, keeper_shards,
-                                         None if left is None else int(left))
+                                         None if left is None else int(left), None if floor is None else int(floor))
         return cached
 
     def _own_shards(self, batch: pa.RecordBatch) -> list[int | None]:
@@ -120,9 +125,9 @@ class RepeatedLineCut(_IndexedStage):
         return _BLANK_RUNS.sub("\n\n", kept).strip(), len(hit), words
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        from refinery.dedup.lines import too_many_cut
+        from refinery.dedup.lines import too_many_cut, too_short_after
 
-        rule, keys, keepers, limit, keeper_shards, min_left = self._index()
+        rule, keys, keepers, limit, keeper_shards, min_left, floor = self._index()
         texts = batch.column("text").to_pylist()
         if keepers is not None:
             from refinery.dedup.lines import doc_id_hash
@@ -150,6 +155,8 @@ class RepeatedLineCut(_IndexedStage):
             fracs[i], cut_lines[i], cut_chars[i] = frac, lines, len(text) - len(corrected)
             if not corrected or too_many_cut(words, total, limit, min_left):
                 reasons[i], metrics[i] = REASON, frac  # removed: the original text stays for inspection
+            elif floor is not None and too_short_after(lines, left := word_count(corrected), floor):
+                reasons[i], metrics[i] = TOO_SHORT_AFTER_CUTS, float(left)
             else:
                 new_texts[i] = corrected
                 changed = True
