@@ -356,7 +356,8 @@ class PipelineConfig(_Strict):
         for s in self.stages:
             if s.type == "gopher_quality":
                 value = s.params.get("min_words", 50)
-                floor = value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+                number = None if isinstance(value, bool) else _number(value)  # 50.0 is the stage's 50
+                floor = int(number) if number is not None and number > 0 and number == int(number) else None
             elif s.type == "line_corrections" and floor is not None and "min_words_after_cuts" not in s.params:
                 s.params["min_words_after_cuts"] = floor
         if floor is None:

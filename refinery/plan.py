@@ -678,8 +678,10 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     for key in sorted(set(a) | set(b)):
         if not _same(a.get(key, "<unset>"), b.get(key, "<unset>")):
             changes.append(f"{key} {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
-    if not changes and _order(old) != _order(new):
-        changes.append(f"the order of its stages {_order(old)} -> {_order(new)}")
+    if _order(old) != _order(new) and set(before) == set(after):
+        # named even with params that changed: the order decides some (line_corrections takes
+        # gopher_quality's min_words only after it), and they alone hid the reordering
+        changes.insert(0, f"the order of its stages {_order(old)} -> {_order(new)}")
     if not changes:  # the same stages, one named now as it was by default (or the reverse): the
         # fingerprint holds the name as written, and the refusal read "its input changed" (adversarial testing)
         for x, y in zip(*(side.get("stages") or [] for side in (old, new))):
