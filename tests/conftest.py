@@ -55,6 +55,7 @@ def pytest_xdist_auto_num_workers(config):
 HEAVY_FILES = ["test_plan.py",  # ~95 s
                "test_ray_executor.py",  # ~60, R
                "test_tokenize.py",  # ~80
+               "test_runlock.py",  # ~85 under load (session 38: S3 claims, fence, SIGTERM), R in one test
                "test_launch_recipe.py",  # ~50, R
                "test_classifiers.py",  # ~55
                "test_ray_bootstrap.py",  # ~40, R (two "hosts")
