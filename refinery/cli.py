@@ -218,9 +218,12 @@ def status(
     run_dir: str = typer.Argument(..., help="a run's output directory (local or s3://)"),
     json_out: bool = typer.Option(False, "--json", help="print the status as JSON"),
 ) -> None:
-    """Show where a run stands: shards finished, failed and pending.
+    """Show where a run stands: each pass, its shards, who holds it now.
 
-    Also the documents read and kept so far. Exit code 0 when complete, 1 when shards failed, 3 while shards are pending."""
+    Each pass is finished, running, stopped (interrupted: the same command resumes it), failed or
+    pending; also the documents read and kept so far, and the command holding the run directory
+    now (its lock's process, or its S3 claim and the claim's age). Exit code 0 when complete, 1 when shards
+    failed, 3 while shards or passes are pending."""
     import json
 
     from refinery.status import run_status

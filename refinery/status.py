@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from refinery.io import fs
-from refinery.io.runlock import holder_now, run_dir_active
+from refinery.io.runlock import CLAIM_FILE, holder_now, run_dir_active
 from refinery.plan import marker_set_aside
 from refinery.rundir import PassDir, RunDir, shards_with_outputs
 
@@ -132,6 +132,15 @@ def _set_aside(run: RunDir, record: dict[str, Any]) -> set[str]:
     return set(marker_set_aside(marker))
 
 
+def _s3_active(run_dir: str, held_by: str | None) -> bool | None:
+    """Whether a command is at work on an S3 run directory: a live claim says so; a claim in place but
+    released or lapsed says nobody is (every command of a version that claims holds one while it
+    works: a stopped run read as "running"); no claim at all cannot be told (a run made before claims)."""
+    if held_by:
+        return True
+    return False if fs.exists(fs.join(run_dir, CLAIM_FILE)) else None
+
+
 def run_status(run_dir: str) -> RunStatus:
     run = RunDir(run_dir)
     if not fs.exists(run.run_json):
@@ -143,8 +152,7 @@ def run_status(run_dir: str) -> RunStatus:
     record = run.recorded_plan()
     missing: dict[str, list[str]] = {}
     held_by = holder_now(run_dir)
-    # S3 has no lock to probe: a claim held says a run is at work (none held: unknown, an older run's)
-    active = run_dir_active(run_dir) if not fs.is_s3(run_dir) else (True if held_by else None)
+    active = run_dir_active(run_dir) if not fs.is_s3(run_dir) else _s3_active(run_dir, held_by)
     passes = _pass_states(run, record, planned, active, missing) if record else []
     # counts from the shards whose files are there: the markers of shards whose kept file was
     # deleted said "178 in the corpus so far" with half of OUT/kept gone (found by trials)

@@ -965,6 +965,10 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_a_rerun_finishes_it(tmp_path, s3_ro
         assert json.loads(fs.read_bytes(f"{out}/.claim")).get("released")  # let go, not left to lapse
     finished = len(fs.list_files(fs.join(out, "stats"), (".json",)))
     assert 1 <= finished < 3  # the finished shards are kept, the stalled one is not
+    # nobody at work on it: `stopped` (resumable), on S3 too (a released claim read as "running")
+    status = subprocess.run([sys.executable, "-m", "refinery.cli", "status", out], env=env, capture_output=True,
+                            text=True)
+    assert re.search(r"pass filter\s+stopped\s", status.stdout) and "in use by" not in status.stdout, status.stdout
     again = subprocess.run(cmd(out), env=env, capture_output=True, text=True)  # at once: nobody holds it
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{3 - finished} shard(s) to run, {finished} already finished" in again.stderr, again.stderr[-2000:]
