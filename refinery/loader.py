@@ -19,9 +19,10 @@ Semantics (details and rationale in docs/tokens.md):
   one token, the stream's last EOS, which has no next token to predict, is not emitted).
 - No batch is without a target on any rank (an all-padding batch gives a NaN mean loss, which DDP
   spreads to every rank): a rank that would end on an all-padding batch moves one padding row into
-  its previous batch instead. Where that is impossible (``batch_size == 1`` with unequal ranks, or
-  fewer windows than ranks) the constructor refuses unless ``drop_last=True``, which yields only
-  full batches (the same number on every rank) and drops the rest of each rank's windows.
+  its previous batch instead. Where that is impossible (``batch_size == 1`` with unequal ranks) the
+  constructor refuses unless ``drop_last=True``, which yields only full batches (the same number on
+  every rank) and drops the rest of each rank's windows; with fewer windows than ranks x
+  batch_size (a small corpus) ``drop_last`` would leave no batch either, and the refusal says so.
 - Deterministic in ``(seed, rank, world_size)`` (and the loader settings); ``state_dict()`` after
   any batch and ``load_state_dict()`` in a new loader continue with exactly the same batches;
   between epochs the rank, world size and batch size may change (elastic restarts).
