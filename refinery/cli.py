@@ -84,7 +84,8 @@ def run(
     """Run a recipe over every shard of INPUT into the run directory OUTPUT.
 
     The document stages run first, then each dedup pass, then tokenization; each pass resumes
-    where it stopped."""
+    where it stopped. Ctrl-C or SIGTERM stops it with one line (exit code 130 or 143), its lock or
+    S3 claim released and its finished shards kept: the same command resumes."""
     from refinery.config import ConfigError, load_config
     from refinery.pipeline import run_pipeline
     from refinery.stats.funnel import render_funnel

@@ -42,7 +42,8 @@ def dedup(
 
     Methods: MinHash (fuzzy), exact text, URL, exact substrings, repeated lines, or benchmark
     decontamination. OUTPUT gets kept/, removed/ and stats like a pipeline run, plus
-    OUTPUT/dedup_stats.json."""
+    OUTPUT/dedup_stats.json. Ctrl-C or SIGTERM stops it with one line (exit code 130 or 143), its
+    lock or S3 claim released: the same command resumes."""
     from refinery.dedup.config import DedupConfigError, load_dedup_config
     from refinery.dedup.driver import DedupError, run_dedup
     from refinery.executors import TaskError

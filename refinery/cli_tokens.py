@@ -53,7 +53,9 @@ def register(app: typer.Typer) -> None:
         """Tokenize a run's kept documents into Megatron indexed-dataset shards.
 
         Each shard is a .bin/.idx pair with EOS after every document, plus sidecars and a
-        manifest."""
+        manifest. Ctrl-C or SIGTERM stops it with one line (exit code 130 or 143), its lock or S3
+        claim released: the same command resumes. A loader reading OUTPUT while --force rewrites it
+        stops with TokensChangedError."""
         from refinery.executors import TaskError, make_executor
         from refinery.io.fs import StorageError
         from refinery.io.parquet import ShardReadError
