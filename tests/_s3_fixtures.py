@@ -132,60 +132,23 @@ def s3_losing_put_replies(endpoint: str) -> Iterator[tuple[str, list[bool]]]:
     switch (``switch[0] = True``) is on, passes each PUT through and then drops the connection
     before the reply (the write lands; its caller, and each of its retries, hears nothing).
     Yields ``(its endpoint, switch)``."""
-    import http.client
-    import socket
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from urllib.parse import urlsplit
-
-    up, switch = urlsplit(endpoint), [False]
-
-    class Front(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args) -> None:
-            pass
-
-        def _any(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
-            conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
-            resp = conn.getresponse()
-            data = resp.read()
-            conn.close()
-            if switch[0] and self.command == "PUT":
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)  # written upstream, the reply lost
-                return
-            self.send_response_only(resp.status)  # moto's own Date header, not a second one
-            for k, v in resp.getheaders():
-                if k.lower() not in ("transfer-encoding", "content-length", "connection"):
-                    self.send_header(k, v)
-            self.send_header("Content-Length", resp.getheader("Content-Length") if self.command == "HEAD"
-                             else str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
-        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Front)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", switch
-    finally:
-        server.shutdown()
-        server.server_close()
+    switch = [False]
+    with s3_front(endpoint, lose_put_replies=switch) as front:
+        yield front, switch
 
 
 @contextmanager
 def s3_front(endpoint: str, drop_request: tuple[str, ...] = (),
-             reply_date: Callable[[str], str] | None = None) -> Iterator[str]:
+             reply_date: Callable[[str], str] | None = None,
+             lose_put_replies: list[bool] | None = None) -> Iterator[str]:
     """A proxy on 127.0.0.1 before the moto server ``endpoint`` that stands for a store (or a
     corporate proxy) bending the protocol: it drops the request headers named in ``drop_request``
     (``If-None-Match``, ``If-Match``: a store that ignores conditional writes and performs them),
-    and rewrites the reply's ``Date`` header with ``reply_date``. Yields its endpoint."""
+    rewrites the reply's ``Date`` header with ``reply_date``, and while ``lose_put_replies[0]`` is
+    true drops each PUT's connection after passing it on (:func:`s3_losing_put_replies`). Yields its
+    endpoint."""
     import http.client
+    import socket
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import urlsplit
@@ -206,6 +169,10 @@ def s3_front(endpoint: str, drop_request: tuple[str, ...] = (),
             resp = conn.getresponse()
             data = resp.read()
             conn.close()
+            if lose_put_replies and lose_put_replies[0] and self.command == "PUT":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)  # written upstream, the reply lost
+                return
             self.send_response_only(resp.status)  # moto's own Date header (or its rewrite), not a second one
             for k, v in resp.getheaders():
                 if k.lower() == "date" and reply_date is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _procs import assert_group_gone
 import yaml
 from _scale_fixtures import write_dedup_input
 
@@ -728,14 +729,7 @@ def test_ctrl_c_stops_every_process_with_one_line_and_a_rerun_resumes(tmp_path):
                                     f"mask: {inherited}\n{err[:1500]}\n[...]\n{err[-1500:]}")
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     assert [ln for ln in err.splitlines() if ln.startswith("error:")] == ["error: interrupted; run the same command again to resume"]
-    for _ in range(50):  # workers terminated, helpers die with them (PR_SET_PDEATHSIG)
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("processes of the interrupted run are still alive")
+    assert_group_gone(proc.pid, "the interrupted run")  # workers terminated, helpers die with them (PR_SET_PDEATHSIG)
     finished = len(list(out.rglob("stats/r*.json")))  # a shard is finished once its stats are written
     assert finished < shards
     again = subprocess.run(cmd, capture_output=True, text=True)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _procs import assert_group_gone
 
 from _fault_fixtures import CC_DOCS, split_jsonl
 from _s3_fixtures import s3_root  # noqa: F401 - a fixture
@@ -953,14 +954,7 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_a_rerun_finishes_it(tmp_path, s3_ro
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and lines == ["error: stopped by SIGTERM; run the same command again to resume"], err
-    for _ in range(50):  # no worker left behind
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("processes of the stopped run are still alive")
+    assert_group_gone(proc.pid, "the stopped run")  # workers stopped with it
     if where == "s3":
         assert json.loads(fs.read_bytes(f"{out}/.claim")).get("released")  # let go, not left to lapse
     finished = len(fs.list_files(fs.join(out, "stats"), (".json",)))
