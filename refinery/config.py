@@ -306,6 +306,15 @@ def _number(value: object) -> float | None:
         return None
 
 
+def _gopher_min_words(params: dict[str, Any]) -> int | None:
+    """The ``min_words`` a gopher_quality stage given ``params`` runs with (its constructor's
+    default when not given: one source), or None when it is off (0) or not a whole number (the
+    stage's own validation then names it). ``50.0`` and ``"50"`` are 50, as the stage reads them."""
+    value = params.get("min_words", inspect.signature(stage_class("gopher_quality")).parameters["min_words"].default)
+    number = None if isinstance(value, bool) else _number(value)
+    return int(number) if number is not None and number > 0 and number == int(number) else None
+
+
 class PipelineConfig(_Strict):
     """A recipe: the document stages (one pass over every shard), then dedup passes in order,
     then tokenization. Only ``stages`` is required."""
@@ -355,9 +364,10 @@ class PipelineConfig(_Strict):
         floor: int | None = None
         for s in self.stages:
             if s.type == "gopher_quality":
-                value = s.params.get("min_words", 50)
-                number = None if isinstance(value, bool) else _number(value)  # 50.0 is the stage's 50
-                floor = int(number) if number is not None and number > 0 and number == int(number) else None
+                # every document after two gopher_quality stages passed both: the larger minimum
+                # holds (the later one's alone lowered it, and a later 0 switched it off)
+                own = _gopher_min_words(s.params)
+                floor = max(floor or 0, own or 0) or None
             elif s.type == "line_corrections" and floor is not None and "min_words_after_cuts" not in s.params:
                 s.params["min_words_after_cuts"] = floor
         if floor is None:

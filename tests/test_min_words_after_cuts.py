@@ -151,3 +151,23 @@ def test_unset_it_leaves_old_fingerprints_alone_and_set_it_changes_them(section)
     assert _dedup_params(now) == _dedup_params(before)
     now[section]["min_words_after_cuts"] = 50
     assert _dedup_params(now) != _dedup_params(before)
+
+
+def test_two_gopher_quality_stages_hold_the_larger_minimum():
+    """A document after two gopher_quality stages passed both: the floor is the larger min_words
+    (the later stage's alone was taken: a later 20 lowered 80 to 20, a later 0 switched the floor
+    off for the dedup passes, whose documents had all passed 80)."""
+    strict = {"type": "gopher_quality", "params": {"min_words": 80}}
+    dedup = [{"method": "lines"}, {"method": "substring"}]
+
+    def floors(*stages: dict) -> tuple:
+        config = parse_config({"stages": list(stages), "dedup": dedup})
+        lc = [s.params.get("min_words_after_cuts") for s in config.stages if s.type == "line_corrections"]
+        return lc, config.dedup[0].lines.min_words_after_cuts, config.dedup[1].substring.min_words
+
+    for second in (20, 0):
+        loose = {"type": "gopher_quality", "name": "loose", "params": {"min_words": second}}
+        assert floors(strict, loose, {"type": "line_corrections"}) == ([80], 80, 80)
+        assert floors(strict, {"type": "line_corrections"}, loose) == ([80], 80, 80)
+    later = {"type": "gopher_quality", "name": "later", "params": {"min_words": 90}}
+    assert floors(strict, {"type": "line_corrections"}, later) == ([80], 90, 90)  # line_corrections ran before it
