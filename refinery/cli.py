@@ -248,7 +248,7 @@ def status(
             f"{kept}; {st.shard_seconds:.1f} shard-seconds", highlight=False, soft_wrap=True,
         )
         if st.held_by:  # another command at work on it now
-            console.print(f"  in use by {st.held_by}", highlight=False, soft_wrap=True)
+            console.print(f"  in use by {st.held_by.line()}", highlight=False, soft_wrap=True)
         for p in st.passes:
             console.print(f"  pass {p['name']:<16} {p['state']:<9} {p.get('detail', '')}", highlight=False, soft_wrap=True)
         for name, shards in st.outputs_missing.items():  # counted above as pending, not finished

@@ -12,6 +12,9 @@ from typing import Any
 
 from refinery.io import fs
 from refinery.io.runlock import CLAIM_FILE, holder_now, run_dir_active
+
+
+from refinery.io.runlock import Holder, holder_now, run_dir_active
 from refinery.plan import marker_set_aside
 from refinery.rundir import PassDir, RunDir, shards_with_outputs
 
@@ -33,8 +36,9 @@ class RunStatus:
     #: pass -> its shards with a finished marker whose kept or removed file is gone (a rerun redoes them);
     #: they count as neither finished nor in the documents above
     outputs_missing: dict[str, list[str]] = field(default_factory=dict)
-    #: the command holding the run directory now (its lock, or its S3 claim with the claim's age), if any
-    held_by: str | None = None
+    #: the command holding the run directory now (its lock, or its S3 claim with the claim's age), if
+    #: any: ``--json`` gives its fields (kind, command, pid, host, since in UTC, age_s, ...), the text its line
+    held_by: Holder | None = None
 
     @property
     def shards_pending(self) -> int:

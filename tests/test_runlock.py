@@ -5,12 +5,14 @@ killed with SIGKILL leaves no lock behind."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,7 +68,7 @@ def test_a_second_run_is_refused_in_one_line_and_a_killed_run_leaves_no_lock(tmp
         code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", out)
         lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
         expected = (f"error: run directory {re.escape(str(out))} is in use by another refinery run "
-                    f"\\(pid {holder.pid} on {re.escape(os.uname().nodename)}, running since [0-9: -]+\\): "
+                    f"\\(pid {holder.pid} on {re.escape(os.uname().nodename)}, running since [0-9:T-]+Z\\): "
                     "wait for it to finish, or stop it; then run the same command again")
         assert code == 2 and len(lines) == 1 and re.fullmatch(expected, lines[0]), err
         assert not (out / "run.json").exists()  # refused before writing anything
@@ -981,9 +983,13 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_a_rerun_finishes_it(tmp_path, s3_ro
 
 def test_status_names_the_command_holding_an_s3_output_or_a_local_one(tmp_path, s3_root, cli) -> None:
     """`refinery status` did not read an S3 output's claim (nor name a local lock's holder): a run
-    at work on it read as stopped or pending. It now says who holds it, and for S3 the claim's age."""
-    from refinery.io.runlock import claim_output, release_claim
+    at work on it read as stopped or pending. It now says who holds it, and for S3 the claim's age;
+    ``--json`` gives the holder's fields (held_by was the sentence, a local lock's time without a
+    zone beside the claim's UTC one), the text keeps the line."""
+    from refinery.io.runlock import claim_output, output_guard, release_claim
 
+    utc = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+    host = socket.gethostname()
     run = _local_run(tmp_path, cli)
     out = f"{s3_root}/run"
     code, _, err = cli("run", tmp_path / "c.yaml", "-i", tmp_path / "in", "-o", out)
@@ -993,14 +999,42 @@ def test_status_names_the_command_holding_an_s3_output_or_a_local_one(tmp_path, 
         code, text, _ = cli("status", out)
         assert code == 0 and re.search(r"in use by refinery dedup, pid \d+ on .*; its claim \.claim was renewed \d+s ago",
                                        text), text
+        held = json.loads(cli("status", out, "--json")[1])["held_by"]
+        assert {k: held[k] for k in ("kind", "command", "pid", "host", "claim")} == {
+            "kind": "claim", "command": "dedup", "pid": os.getpid(), "host": host, "claim": ".claim"}, held
+        assert utc.fullmatch(held["since"]) and 0 <= held["age_s"] < 60 and 0 <= held["renewed_s"] < 60, held
     finally:
         release_claim(claim)
     code, text, _ = cli("status", out)
     assert "in use by" not in text, text  # released: nobody
+    assert json.loads(cli("status", out, "--json")[1])["held_by"] is None
     with run_dir_lock(str(run)):
         code, text, _ = cli("status", run)
         assert f"in use by pid {os.getpid()} on " in text, text
+    with output_guard(str(run), "tokenize", {}):  # a command's lock records the command
+        code, text, _ = cli("status", run)
+        assert re.search(f"in use by refinery tokenize, pid {os.getpid()} on {re.escape(host)}, running since "
+                         f"{utc.pattern}", text), text
+        held = json.loads(cli("status", run, "--json")[1])["held_by"]
+        assert {k: held[k] for k in ("kind", "command", "pid", "host", "claim", "renewed_s")} == {
+            "kind": "lock", "command": "tokenize", "pid": os.getpid(), "host": host, "claim": None, "renewed_s": None}
+        assert utc.fullmatch(held["since"]) and 0 <= held["age_s"] < 60, held
+    with run_dir_lock(str(run), shared=True):  # an instance's share: it records nothing but its kind
+        held = json.loads(cli("status", run, "--json")[1])["held_by"]
+        assert held["kind"] == "share" and held["pid"] is None, held
     assert "in use by" not in cli("status", run)[1]
+
+
+def test_a_lock_written_in_local_time_is_read_as_utc(tmp_path) -> None:
+    """A lock line written before the holder recorded UTC (local time, no zone) reads as UTC."""
+    from refinery.io.runlock import _lock_holder
+
+    stamp = time.time() - 90
+    lock = tmp_path / LOCK_FILE
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))}))
+    held = _lock_holder(str(lock))
+    assert held.since == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) and 89 <= held.age_s < 150, held
 
 
 def _write_object(uri: str) -> dict:

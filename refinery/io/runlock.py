@@ -39,6 +39,7 @@ naming the directory and the process holding it.
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import os
@@ -67,18 +68,82 @@ class RunDirBusy(fs.StorageError):
     """Another run holds the run directory."""
 
 
-def _holder(path: str) -> str:
+_UTC = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_now() -> str:
+    """Now in ISO-8601 UTC, as a lock and a claim record when they were taken."""
+    return time.strftime(_UTC, time.gmtime())
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a run directory or output now, for ``refinery status`` (``--json``: these
+    fields). ``kind``: ``lock`` (a local run's or command's exclusive lock), ``claim`` (an S3
+    output's ``.claim``) or ``share`` (an instance's share of a multi-instance job: a shared local
+    lock, or its ``.claim.share-<id>``). ``since``: when it was taken, ISO-8601 UTC; ``age_s``:
+    seconds since then; ``renewed_s``: a claim's seconds since its last renewal. A field the
+    holder did not record (a shared lock records nothing) is None."""
+
+    kind: str
+    command: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    since: str | None = None
+    age_s: float | None = None
+    renewed_s: float | None = None
+    claim: str | None = None
+
+    def line(self) -> str:
+        """The human sentence (status's text, a refusal's message)."""
+        if self.pid is None:
+            if self.kind == "share":
+                return "an instance's share of a multi-instance job"
+            return "an instance's share of a multi-instance job, or a run that is just starting"
+        who = f"refinery {self.command}, " if self.command else ""
+        if self.claim is None:
+            return f"{who}pid {self.pid} on {self.host}, running since {self.since}"
+        share = " (an instance's share of a multi-instance job)" if self.kind == "share" else ""
+        return (f"refinery {self.command}{share}, pid {self.pid} on {self.host}, started {self.since}; its claim "
+                f"{self.claim} was renewed {self.renewed_s or 0:.0f}s ago")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _utc(since: Any) -> str | None:
+    """``since`` as ISO-8601 UTC: a lock written before it was (local time, no zone) is converted."""
+    if not isinstance(since, str):
+        return None
+    for layout, to_epoch in ((_UTC, calendar.timegm), ("%Y-%m-%d %H:%M:%S", time.mktime)):
+        try:
+            return time.strftime(_UTC, time.gmtime(to_epoch(time.strptime(since, layout))))
+        except (ValueError, OverflowError):
+            continue
+    return None
+
+
+def _age(since: str | None) -> float | None:
+    return None if since is None else round(max(0.0, time.time() - calendar.timegm(time.strptime(since, _UTC))), 1)
+
+
+def _lock_holder(path: str) -> Holder:
     """Who holds the lock, from what an exclusive holder wrote into the file (if that process is
     still alive: a run killed with SIGKILL leaves its line behind)."""
     try:
         with open(path, encoding="utf-8") as f:
             info = json.load(f)
-        pid, host, since = int(info["pid"]), str(info["host"]), str(info["since"])
+        pid, host, since = int(info["pid"]), str(info["host"]), _utc(info["since"])
         if host == socket.gethostname():
             os.kill(pid, 0)  # ProcessLookupError: that run is gone, the holder is another one
-        return f"pid {pid} on {host}, running since {since}"
+        command = info.get("command")
+        return Holder("lock", str(command) if command else None, pid, host, since, _age(since))
     except (OSError, ValueError, KeyError, TypeError):
-        return "an instance's share of a multi-instance job, or a run that is just starting"
+        return Holder("lock")
+
+
+def _holder(path: str) -> str:
+    return _lock_holder(path).line()
 
 
 def run_dir_active(root: str) -> bool | None:
@@ -111,7 +176,7 @@ def run_dir_active(root: str) -> bool | None:
 
 
 @contextmanager
-def run_dir_lock(root: str, shared: bool = False) -> Iterator[None]:
+def run_dir_lock(root: str, shared: bool = False, command: str | None = None) -> Iterator[None]:
     """Hold the lock of the local run directory ``root`` (created if missing) for the block;
     raise :class:`RunDirBusy` if another run holds it. ``shared``: one share of a multi-instance
     job (see the module docstring). Does nothing for S3 run directories."""
@@ -139,9 +204,9 @@ def run_dir_lock(root: str, shared: bool = False) -> Iterator[None]:
             log.debug("run directory %s: not locked (%s)", root, exc)
             locked = False
         if locked and not shared:  # the sole holder says who it is (shares hold it together: they cannot)
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+            record = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}).encode(), 0)
+            os.pwrite(fd, json.dumps(record | ({"command": command} if command else {})).encode(), 0)
         try:
             yield
         finally:
@@ -389,12 +454,15 @@ def _live_share(root: str) -> tuple[str, Any, float] | None:
     return None
 
 
-def holder_now(root: str) -> str | None:
+def holder_now(root: str) -> Holder | None:
     """Who holds the run directory or output ``root`` now, for ``refinery status``: a local lock's
     holder, or the S3 claim in place (``.claim``, then the shares' keys) if held, with its age; None
     when nobody does (or it cannot be told). Reads only: lapsed share keys are left in place."""
     if not fs.is_s3(root):
-        return _holder(os.path.join(root, LOCK_FILE)) if run_dir_active(root) else None
+        if not run_dir_active(root):
+            return None
+        # a shared probe fails only beside an exclusive holder: otherwise only shares hold it
+        return _lock_holder(os.path.join(root, LOCK_FILE)) if _held_exclusively(root) is not False else Holder("share")
     held = _live_exclusive(root)
     if held is None:
         bucket, _, key = fs.resolve(root)[1].partition("/")
@@ -407,7 +475,34 @@ def holder_now(root: str) -> str | None:
     if held is None:
         return None
     uri, info, age = held
-    return f"{_claimant(uri, info)}; its claim {fs.basename(uri)} was renewed {age:.0f}s ago"
+    try:
+        since = _utc(info.get("since"))
+        return Holder("share" if info.get("share") or fs.basename(uri) != CLAIM_FILE else "claim",
+                      str(info["command"]), int(info["pid"]), str(info["host"]), since, _age(since),
+                      round(age, 1), fs.basename(uri))
+    except (KeyError, TypeError, ValueError):
+        return Holder("claim", renewed_s=round(age, 1), claim=fs.basename(uri))
+
+
+def _held_exclusively(root: str) -> bool | None:
+    """Whether the local lock of ``root`` is held exclusively now (None: cannot be told)."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def confirm_claim(claim: OutputClaim | None) -> None:
@@ -445,7 +540,7 @@ def output_guard(root: str, command: str, settings: dict[str, Any]) -> Iterator[
     block; yields None), or an S3 output's claim (held for the block; yields it, for
     :func:`confirm_claim`)."""
     if not fs.is_s3(root):
-        with run_dir_lock(root):
+        with run_dir_lock(root, command=command):
             yield None
         return
     claim = claim_output(root, command, settings)
@@ -463,7 +558,7 @@ def run_guard(root: str, shared: bool, settings: dict[str, Any]) -> Iterator[Out
     ``shared``: one instance's share of a multi-instance job (the lock held shared; on S3 a
     claim of its own, :func:`claim_share`)."""
     if not fs.is_s3(root):
-        with run_dir_lock(root, shared=shared):
+        with run_dir_lock(root, shared=shared, command="run"):
             yield None
         return
     claim = claim_share(root, "run", settings) if shared else claim_output(root, "run", settings)
