@@ -257,10 +257,58 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
     if len(files) < len(listed):
         log.info("left out %d Common Crawl file(s) outside the subset(s) %s under %s", len(listed) - len(files),
                  ", ".join(subsets), input_uri)
+    not_lines = [(f, why) for f in files if f.lower().endswith(".json") and (why := _not_json_lines(f, by_file[f][0]))]
+    if not_lines:
+        fs.log_skipped_files(not_lines, input_uri, listed_root=_listed_root(input_uri))
+        files = [f for f in files if f not in dict(not_lines)]
     if not files:
-        raise ConfigError(f"no input shards under {input_uri} (looked for {', '.join(INPUT_SUFFIXES)})")
+        hint = f": {not_lines[0][0]} is {not_lines[0][1]}" if not_lines else ""
+        raise ConfigError(f"no input shards under {input_uri} (looked for {', '.join(INPUT_SUFFIXES)}){hint}")
     _warn_empty(input_uri, [f for f in files if by_file[f][0] == 0])
     return files, {f: by_file[f] for f in files}
+
+
+#: how much of a plain ``.json`` input the listing reads to tell JSON lines from one JSON value
+_JSON_PEEK = 1 << 16
+
+
+def _not_json_lines(uri: str, size: int) -> str | None:
+    """Why the plain ``.json`` input ``uri`` is not JSON lines, or None (read as JSON lines, as
+    ``.json.gz`` is): a JSON array, or one JSON value over several lines -- a pretty-printed
+    metadata file beside the data (a ``save_to_disk`` directory's ``dataset_info.json`` and
+    ``state.json``, a ``_metadata.json``), which was read as a shard of ``bad_json`` rows. Exact: a
+    file whose first line parses is JSON lines; one that does not is one value when the whole file
+    parses (read whole up to :data:`_JSON_PEEK`; past it, when its first line is a lone ``{``,
+    which begins no JSON line)."""
+    if not size:
+        return None
+    try:
+        with fs.open_input(uri) as f:
+            head = f.read(_JSON_PEEK)
+    except (fs.StorageError, OSError):
+        return None  # the read of the shard names it
+    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    if text.startswith("["):
+        return "a JSON array, not JSON lines (one object per line; `jq -c '.[]'` converts it)"
+    first = text.split("\n", 1)[0].strip()
+    try:
+        json.loads(first)
+        return None
+    except ValueError:
+        pass
+    if len(head) >= size:
+        try:
+            json.loads(text)
+        except ValueError:
+            return None  # not JSON at all: read, and its lines counted as bad_json
+    elif first != "{":
+        return None
+    return "one JSON value over several lines (metadata?), not JSON lines (one object per line)"
+
+
+def _listed_root(input_uri: str) -> str:
+    """``input_uri`` as its listed files spell it (local listings are absolute)."""
+    return input_uri if fs.is_s3(input_uri) else fs.absolute(input_uri)
 
 
 def _warn_empty(input_uri: str, empty: list[str]) -> None:

@@ -435,6 +435,36 @@ def test_skipped_files_are_logged_and_upper_case_suffixes_read(tmp_path, caplog)
         ": a.parquet.gz, b.arc, c.jsonl.bz2 and 2 more"), lines
 
 
+def test_a_json_file_of_one_value_is_skipped_and_named_not_read_as_bad_json_rows(tmp_path, caplog):
+    """A pretty-printed ``.json`` beside the data (Hugging Face ``save_to_disk``'s
+    ``dataset_info.json`` and ``state.json``) or a JSON array was read as JSON lines: a shard of
+    ``bad_json`` rows per file (12 from an 11-line dataset_info.json). Each is skipped now, named in
+    one line; a ``.json`` of JSON lines is read as before, and one holding nothing else is refused
+    naming it."""
+    from refinery.config import ConfigError
+    from refinery.plan import list_inputs
+
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "docs.json").write_text("".join(json.dumps({"id": str(i), "text": "t"}) + "\n" for i in range(2)))
+    info = {"citation": "", "features": {"id": {"dtype": "string", "_type": "Value"}}}  # as `datasets` writes it
+    (root / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    (root / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}, indent=2))
+    (root / "array.json").write_text(json.dumps([{"id": "a", "text": "t"}]))
+    with caplog.at_level(logging.WARNING, logger="refinery.io"):
+        assert [Path(f).name for f in list_inputs(str(root))] == ["docs.json"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert lines == [f"skipping 2 files under {root}: one JSON value over several lines (metadata?), not JSON lines "
+                     "(one object per line): dataset_info.json, state.json",
+                     f"skipping {root / 'array.json'}: a JSON array, not JSON lines (one object per line; "
+                     "`jq -c '.[]'` converts it)"], lines
+    (root / "docs.json").unlink()
+    (root / "array.json").unlink()
+    with pytest.raises(ConfigError, match=f"no input shards under {root} .*: {root / 'dataset_info.json'} is one JSON "
+                                          "value over several lines"):
+        list_inputs(str(root))
+
+
 def test_an_empty_file_is_an_empty_shard_in_every_format_and_named(tmp_path, caplog):
     """Found by adversarial testing: a 0-byte ``.parquet`` failed its shard (3 attempts at first)
     while a 0-byte ``.warc.gz`` or ``.jsonl`` was an empty shard without a word. Each is an
