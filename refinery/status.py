@@ -11,10 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from refinery.io import fs
-from refinery.io.runlock import CLAIM_FILE, holder_now, run_dir_active
-
-
-from refinery.io.runlock import Holder, holder_now, run_dir_active
+from refinery.io.runlock import CLAIM_FILE, Holder, holder_now, run_dir_active
 from refinery.plan import marker_set_aside
 from refinery.rundir import PassDir, RunDir, shards_with_outputs
 
