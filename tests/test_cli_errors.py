@@ -328,6 +328,20 @@ def test_a_run_whose_last_document_pass_has_not_finished_is_refused_by_dedup_and
         sorted(p.name for p in (tmp_path / "recipe" / "kept").glob("*.parquet"))
 
 
+def test_an_s3_output_in_a_missing_bucket_is_named_not_taken_for_a_busy_one(cli, s3_server, tmp_path, small_input):
+    """Found by the session-39 trial: the output claim's conditional PUT into a bucket that does not
+    exist is answered 404 NoSuchBucket, which was read as a lost race: `run`, `dedup` and `tokenize`
+    into ``s3://<typo>/x`` said the output was "in use by another refinery command"."""
+    run = _run_dir(tmp_path, small_input)
+    missing = "s3://refinery-no-such-bucket"
+    for args in (["run", _config(tmp_path, GOPHER), "-i", small_input, "-o", f"{missing}/o", "--workers", "1"],
+                 ["dedup", run, "-o", f"{missing}/d", "--method", "exact", "--workers", "1"],
+                 ["tokenize", run, "-o", f"{missing}/t"]):
+        code, out, err = cli(*args)
+        line = assert_one_error_line(code, out, err, "the bucket refinery-no-such-bucket does not exist")
+        assert "in use" not in line
+
+
 @pytest.mark.no_invariants
 def test_half_published_shards_on_s3_are_not_deduplicated(cli, s3_bucket, s3_server, through_proxy, tmp_path):
     """S3 refuses every write under removed/: every shard fails, and none of its files is published

@@ -773,6 +773,11 @@ def _status(exc: BaseException) -> int | None:
     return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
+def _error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
 def _put_retrying_409(bucket: str, key: str, data: bytes, condition: dict[str, str], attempts: int = 5) -> str:
     """A conditional PUT, retried while S3 answers 409 ConditionalRequestConflict: another write of
     the key is in flight, to be retried (AWS's advice); once it lands, the retry gets its 412. Taken
@@ -845,6 +850,10 @@ def write_bytes_if(uri: str, data: bytes, expected: str | None) -> str | None:
                 return str(s3_client().put_object(Bucket=bucket, Key=key, Body=data)["ETag"])
             except Exception as again:  # noqa: BLE001 - as below
                 raise s3_error(f"upload to {uri} failed", again) from again
+        if _error_code(exc) == "NoSuchBucket":
+            # a 404 too, but no lost race: taken for one, a run into a missing bucket was refused
+            # as "in use by another refinery command"
+            raise StorageError(f"upload to {uri} failed: the bucket {bucket} does not exist") from None
         # 412: created or replaced since read; 409: a concurrent conditional write is in flight;
         # 404 (If-Match): deleted since read
         if _status(exc) in (404, 409, 412):
