@@ -4,6 +4,7 @@ passes are skipped on re-run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -691,3 +692,76 @@ def test_the_raylet_watch_counts_no_miss_when_this_process_cannot_try():
                           timeout=60, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["lost while it listened: False", "lost once closed: True"], done.stdout
+
+
+def _session_processes(sid: int) -> list[int]:
+    """The live (not zombie) processes of the session ``sid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            if os.getsid(int(entry)) == sid and state != "Z":
+                found.append(int(entry))
+        except (OSError, IndexError):
+            pass  # gone meanwhile
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if entry.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
+
+
+def test_sigterm_while_the_local_cluster_starts_is_one_line_and_leaves_no_ray_process(tmp_path):
+    """Found by the session-39 trial: ray.init sets its own SIGTERM handler (sys.exit(15)) first
+    thing, for the seconds the cluster takes to start: `refinery run --executor ray` stopped then
+    exited 15 with no line, and the cluster's dashboard and runtime-env agents, cut off from their
+    raylet, lived on for a minute. Now the stop waits for the start, then stops as later: one
+    line, exit 143, no Ray process left. (~6 s: a local cluster's start and stop.)"""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "1", "text": "word " * 80}) + "\n")
+    (tmp_path / "c.yaml").write_text("name: t\nstages:\n  - type: gopher_quality\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, "-m", "refinery.cli", "run", str(tmp_path / "c.yaml"), "-i",
+                             str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--executor", "ray", "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            start_new_session=True)
+    try:
+        for line in proc.stderr:
+            if "starting a local Ray cluster" in line:
+                break
+        while not _children(proc.pid) and proc.poll() is None:  # ray.init has started its first process
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGTERM)
+        err = proc.stderr.read()
+        proc.wait(timeout=120)
+        assert proc.returncode == 143, (proc.returncode, err[-3000:])
+        assert [ln for ln in err.splitlines() if ln.startswith("error:")] == \
+            ["error: stopped by SIGTERM; run the same command again to resume"], err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        for _ in range(100):  # Ray's processes end with the shutdown (seconds); cut off, they lasted a minute
+            if not _session_processes(proc.pid):
+                break
+            time.sleep(0.1)
+        assert _session_processes(proc.pid) == []
+    finally:
+        for pid in _session_processes(proc.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

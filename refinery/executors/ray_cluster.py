@@ -40,6 +40,8 @@ import threading
 import time
 from collections.abc import Iterator
 
+from refinery import interrupts
+
 log = logging.getLogger("refinery.executors.ray_cluster")
 
 #: how long a driver waits for the cluster at ``address`` to accept a connection before giving up
@@ -146,18 +148,25 @@ def ensure_ray(
         return True
     store = object_store_memory or DEFAULT_OBJECT_STORE_BYTES
     log.info("starting a local Ray cluster (%s CPUs, %d MB object store)", num_cpus or "all", store // 2**20)
-    with loopback_node_address(), sigterm_kept():
-        ray.init(
-            # "local": always a new cluster of our own; without it Ray joins whatever cluster
-            # /tmp/ray/ray_current_cluster names (another user's `ray start`, or a dead one)
-            address="local",
-            num_cpus=num_cpus,
-            object_store_memory=store,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",  # kept as is by loopback_node_address: every port on loopback
-            log_to_driver=log_to_driver,
-            namespace="refinery",
-        )
+    try:
+        # a Ctrl-C or SIGTERM while the cluster starts (seconds) is held until it has started,
+        # then raised: cut in the middle, its agents outlived the driver by a minute
+        with loopback_node_address(), sigterm_kept(), interrupts.deferred():
+            ray.init(
+                # "local": always a new cluster of our own; without it Ray joins whatever cluster
+                # /tmp/ray/ray_current_cluster names (another user's `ray start`, or a dead one)
+                address="local",
+                num_cpus=num_cpus,
+                object_store_memory=store,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",  # kept as is by loopback_node_address: every port on loopback
+                log_to_driver=log_to_driver,
+                namespace="refinery",
+            )
+    except BaseException:
+        if ray.is_initialized():  # the stop came as it finished starting: stop it too
+            ray.shutdown()
+        raise
     return True
 
 
@@ -174,9 +183,18 @@ def sigterm_kept() -> Iterator[None]:
 
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
+    # Ray's Python handler is set first thing in ray.init, for the whole start (seconds): a SIGTERM
+    # then ended the command line with exit 15 and no line (found by the session-39 trial). Kept
+    # off while a Python handler of the caller's is in place, which then sees the SIGTERM
+    utils = sys.modules.get("ray._private.utils")
+    setter = getattr(utils, "set_sigterm_handler", None)
+    if callable(previous) and setter is not None:
+        utils.set_sigterm_handler = lambda handler: None
     try:
         yield
     finally:
+        if setter is not None:
+            utils.set_sigterm_handler = setter
         if previous is not None:  # None: set outside Python, nothing to put back
             signal.signal(signal.SIGTERM, previous)
 
