@@ -108,8 +108,11 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
             continue
         detail = ""
         if p["kind"] != "tokenize" and pass_dir is not None:
-            detail = f"{len(finished)}/{shards_planned} shards finished" + (f", {len(failed)} failed" if failed else "")
-            state = "failed" if failed else "running" if finished else "pending"
+            steps = _index_steps(pass_dir) if not finished else []
+            detail = (f"{len(finished)}/{shards_planned} shards finished" + (f", {len(failed)} failed" if failed else "")
+                      + (f", index steps finished: {', '.join(steps)}" if steps else ""))
+            # a dedup pass builds its index before it writes a shard: stopped there, it read "pending"
+            state = "failed" if failed else "running" if finished or steps else "pending"
             if state == "running" and active is False:
                 state = "stopped"  # shards done but no run holds the directory: interrupted, resumable
         else:
@@ -120,6 +123,14 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
             state = "running"
         states.append({"name": p["name"], "kind": p["kind"], "state": state, "detail": detail})
     return states
+
+
+def _index_steps(out: PassDir) -> list[str]:
+    """The steps of a dedup pass's index that finished (``index/passes/<step>.json``): a rerun skips them."""
+    steps_dir = fs.join(out.index_dir, "passes")
+    if not fs.exists(steps_dir):
+        return []
+    return [fs.basename(u)[:-len(".json")] for u in fs.list_files(steps_dir, (".json",))]
 
 
 def _set_aside(run: RunDir, record: dict[str, Any]) -> set[str]:

@@ -277,3 +277,31 @@ def test_status_counts_only_the_shards_whose_files_are_there(tmp_path):
         again = run_status(str(out))
         assert again.complete and again.outputs_missing == {} and again.docs_kept == whole.docs_kept
         assert (out / kept_dir / "p1.parquet").exists()
+
+
+def test_a_dedup_pass_stopped_while_it_built_its_index_reads_stopped(tmp_path):
+    """Found by the session-39 trial: a run killed (kill -9) inside a dedup pass before it wrote a
+    shard (its index's first steps done, which a rerun skips) showed the pass as "pending 0/3 shards
+    finished", as if it had not started. Here the files the kill leaves: the exact pass's
+    signatures step, nothing after it."""
+    import shutil
+
+    src = _input(tmp_path)
+    out = tmp_path / "out"
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}], "dedup": [{"method": "exact"}]})
+    run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    (out / "stats.json").unlink()
+    (out / "passes" / "exact_dedup.json").unlink()
+    for p in (out / "exact_dedup").iterdir():
+        if p.name != "index":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    steps = out / "exact_dedup" / "index" / "passes"
+    for p in steps.iterdir():
+        if p.name != "signatures.json":
+            p.unlink()
+    (state,) = [p for p in run_status(str(out)).passes if p["name"] == "exact_dedup"]
+    assert state == {"name": "exact_dedup", "kind": "dedup", "state": "stopped",
+                     "detail": "0/3 shards finished, index steps finished: signatures"}
+    result = CliRunner().invoke(app, ["status", str(out)])
+    assert "exact_dedup      stopped   0/3 shards finished, index steps finished: signatures" in result.output, \
+        result.output
