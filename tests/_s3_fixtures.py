@@ -53,6 +53,12 @@ def moto_s3(
                 os.environ[k] = v
 
 
+_CONFLICT = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code><Message>'
+             b'A conflicting operation occurred. If using PutObject you can retry the request.</Message></Error>')
+_NOT_IMPLEMENTED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you '
+                    b'provided implies functionality that is not implemented</Message></Error>')
+
+
 @contextmanager
 def s3_without_conditions(endpoint: str, conflicts: int | None = None) -> Iterator[str]:
     """An S3-compatible store that answers a conditional PUT (If-None-Match / If-Match) with 501
@@ -60,59 +66,18 @@ def s3_without_conditions(endpoint: str, conflicts: int | None = None) -> Iterat
     server ``endpoint``, passing every other request through. Yields its endpoint. ``conflicts``:
     instead, the first that many conditional PUTs get 409 ConditionalRequestConflict (AWS's answer
     while another conditional write of the key is in flight), the rest pass through."""
-    import http.client
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from urllib.parse import urlsplit
-
-    up = urlsplit(endpoint)
     left = [conflicts or 0]
-    conflict = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code><Message>'
-                b'A conflicting operation occurred. If using PutObject you can retry the request.</Message></Error>')
-    refusal = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you '
-               b'provided implies functionality that is not implemented</Message></Error>')
 
-    class Front(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer() -> tuple[int, bytes] | None:
+        if conflicts is None:
+            return 501, _NOT_IMPLEMENTED
+        if left[0] > 0:
+            left[0] -= 1
+            return 409, _CONFLICT
+        return None
 
-        def log_message(self, *args) -> None:  # quiet, as the moto server is
-            pass
-
-        def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes, length: str | None = None) -> None:
-            self.send_response(status)
-            for k, v in headers:
-                if k.lower() not in ("transfer-encoding", "content-length", "connection"):
-                    self.send_header(k, v)
-            self.send_header("Content-Length", length or str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _any(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.command == "PUT" and ("If-None-Match" in self.headers or "If-Match" in self.headers):
-                if conflicts is None:
-                    return self._reply(501, [("Content-Type", "application/xml")], refusal)
-                if left[0] > 0:
-                    left[0] -= 1
-                    return self._reply(409, [("Content-Type", "application/xml")], conflict)
-            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
-            conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
-            resp = conn.getresponse()
-            data = resp.read()
-            self._reply(resp.status, resp.getheaders(), data,
-                        resp.getheader("Content-Length") if self.command == "HEAD" else None)
-            conn.close()
-
-        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Front)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with s3_front(endpoint, conditional_put=answer) as front:
+        yield front
 
 
 @pytest.fixture()
@@ -140,13 +105,15 @@ def s3_losing_put_replies(endpoint: str) -> Iterator[tuple[str, list[bool]]]:
 @contextmanager
 def s3_front(endpoint: str, drop_request: tuple[str, ...] = (),
              reply_date: Callable[[str], str] | None = None,
-             lose_put_replies: list[bool] | None = None) -> Iterator[str]:
+             lose_put_replies: list[bool] | None = None,
+             conditional_put: Callable[[], tuple[int, bytes] | None] | None = None) -> Iterator[str]:
     """A proxy on 127.0.0.1 before the moto server ``endpoint`` that stands for a store (or a
     corporate proxy) bending the protocol: it drops the request headers named in ``drop_request``
     (``If-None-Match``, ``If-Match``: a store that ignores conditional writes and performs them),
-    rewrites the reply's ``Date`` header with ``reply_date``, and while ``lose_put_replies[0]`` is
-    true drops each PUT's connection after passing it on (:func:`s3_losing_put_replies`). Yields its
-    endpoint."""
+    rewrites the reply's ``Date`` header with ``reply_date``, while ``lose_put_replies[0]`` is true
+    drops each PUT's connection after passing it on (:func:`s3_losing_put_replies`), and answers a
+    conditional PUT itself with ``conditional_put()``'s status and XML body when it gives one
+    (:func:`s3_without_conditions`). Yields its endpoint."""
     import http.client
     import socket
     import threading
@@ -163,6 +130,16 @@ def s3_front(endpoint: str, drop_request: tuple[str, ...] = (),
 
         def _any(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if (conditional_put is not None and self.command == "PUT"
+                    and ("If-None-Match" in self.headers or "If-Match" in self.headers)):
+                answer = conditional_put()
+                if answer is not None:
+                    self.send_response(answer[0])
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(answer[1])))
+                    self.end_headers()
+                    self.wfile.write(answer[1])
+                    return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
             conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
             conn.request(self.command, self.path, body=body, headers=headers)
