@@ -278,14 +278,8 @@ class OutputClaim:
 
     def _own_tag(self) -> str | None:
         """The ETag of the claim in place if it is still this command's (same claim id), else None."""
-        found = fs.read_if_any_with_age(self.uri)
-        if found is None:
-            return None
-        try:
-            info = json.loads(found[0])
-        except ValueError:
-            return None
-        return found[1] if isinstance(info, dict) and info.get("claim") == self.record["claim"] else None
+        found = _claim_object(self.uri)
+        return found[2] if found is not None and found[0].get("claim") == self.record["claim"] else None
 
     def _beat(self) -> None:
         while not self._stop.wait(CLAIM_HEARTBEAT_SECONDS):
@@ -417,15 +411,25 @@ def _busy(root: str, uri: str, info: Any, age: float) -> RunDirBusy:
 
 def _read_claim(uri: str) -> tuple[str, Any, float] | None:
     """(uri, record, age) of the claim ``uri`` if it is held now."""
+    found = _claim_object(uri)
+    if found is None:
+        return None
+    info, _, _, age = found
+    return (uri, info, age) if _held(info, age) else None
+
+
+def _claim_object(uri: str) -> tuple[dict[str, Any], bytes, str, float] | None:
+    """(record, its bytes, ETag, age) of the claim object ``uri``; None if there is none, or it is
+    not a JSON object (damaged: nobody's)."""
     found = fs.read_if_any_with_age(uri)
     if found is None:
         return None
-    data, _, age = found
+    data, tag, age = found
     try:
         info = json.loads(data)
     except ValueError:
-        return None  # damaged: nobody's
-    return (uri, info, age) if _held(info, age) else None
+        return None
+    return (info, data, tag, age) if isinstance(info, dict) else None
 
 
 def _live_exclusive(root: str) -> tuple[str, Any, float] | None:
@@ -720,14 +724,10 @@ def _verify(f: _Fence) -> None:
     write), else :class:`ClaimLost`."""
     for _ in range(3):
         sent = clock()
-        found = fs.read_if_any_with_age(f.uri)
-        try:
-            info = json.loads(found[0]) if found is not None else None
-        except ValueError:
-            info = None
-        if found is None or not isinstance(info, dict) or info.get("claim") != f.claim or info.get("released"):
+        found = _claim_object(f.uri)
+        if found is None or found[0].get("claim") != f.claim or found[0].get("released"):
             raise _lost(f, _claimant(fs.join(f.root, CLAIM_FILE)))
-        data, tag, age = found
+        info, _, tag, age = found
         if age < fence_margin(f.ttl):
             f.verified = sent - age
             return
