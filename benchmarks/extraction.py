@@ -258,6 +258,10 @@ def lean_ab(args: argparse.Namespace) -> None:
     (A then B on each page, so the machine's load hits both alike), on the filter benchmark's 1,087 real pages and the
     990 evaluation pages; plus the stage's own bad-character count (regex vs bytes.translate).
     Prints ms of CPU per page, docs/s/core, the reduction and how many texts are byte-identical.
+    A third side (``--no-helper`` leaves it out) is the stage as it runs: the same pages sent to its
+    extraction helper process, with its ``helper_allocator`` (mimalloc where installed:
+    refinery/allocator.py), its CPU read from the kernel around each page set; its texts are
+    compared with the lean side's. Plain and lean share this process's allocator (glibc's).
 
     ``--plain-old-defaults``: the plain side runs trafilatura as RefinedWeb did (and this stage
     before issue 13): precision mode, no tables, its full readability/justext comparison, no
@@ -291,13 +295,30 @@ def lean_ab(args: argparse.Namespace) -> None:
     plain = _extract_helper.make_extract(plain_config)
     lean = _extract_helper.make_extract(config)  # installs the lean replacements in trafilatura
     sets = ab_page_sets(args, stage)
+    # the third side: the stage as it runs, in its helper process (with its helper_allocator), whose
+    # CPU is read from the kernel around each page set (no deadline: no page may kill it)
+    helper = None
+    if not args.no_helper:
+        import psutil
+
+        from refinery import allocator
+        from refinery.stages.extract import _HELPERS
+
+        helper = _HELPERS.acquire(stage._helper_key())
+        helper.wait_ready()
+        helper_cpu = psutil.Process(helper.proc.pid).cpu_times
+        preload = allocator.preloaded_library(stage.helper_allocator)
+        print(f"stage side: its helper process, helper_allocator {stage.helper_allocator!r}: "
+              f"{'mimalloc ' + preload if preload else 'the system malloc'}")
     load_before = os.getloadavg()[0]
     print("| pages | n | plain ms/page (docs/s/core) | lean ms/page (docs/s/core) | CPU cut | identical "
+          "| stage in its helper ms/page (docs/s/core) | plain / lean, plain / stage "
           "| bad-char count ms/page: regex / translate |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, docs in sets.items():
         t_plain = t_lean = t_re = t_tr = 0.0
-        same = 0
+        same = same_helper = 0
+        before = sum(helper_cpu()[:2]) if helper else 0.0
         for r in range(args.rounds):
             for url, html in docs:
                 with _extract_helper.plain_trafilatura():
@@ -315,13 +336,24 @@ def lean_ab(args: argparse.Namespace) -> None:
                 t_plain, t_lean, t_re, t_tr = t_plain + c1 - c0, t_lean + c2 - c1_lean, t_re + c3 - c2, t_tr + c4 - c3
                 assert n_re == n_tr
                 same += r == 0 and a == b
+                if helper:
+                    status, c = helper.extract(html, url, 3600.0)
+                    if status != "ok":
+                        raise SystemExit(f"the stage's helper answered {status} {c!r} on {url}")
+                    same_helper += r == 0 and tuple(c) == tuple(b)  # the same text as the lean path in process
         k = len(docs) * args.rounds
+        t_helper = sum(helper_cpu()[:2]) - before if helper else float("nan")
+        stage_cell = f"{1000 * t_helper / k:.2f} ({k / t_helper:.0f}), {same_helper} same as lean" if helper else "-"
         print(f"| {name} | {len(docs)} | {1000 * t_plain / k:.2f} ({k / t_plain:.0f}) | {1000 * t_lean / k:.2f} "
               f"({k / t_lean:.0f}) | {1 - t_lean / t_plain:.1%} | {same}/{len(docs)} ({same / len(docs):.2%}) "
+              f"| {stage_cell} | {t_plain / t_lean:.2f}x, {t_plain / t_helper:.2f}x "
               f"| {1000 * t_re / k:.3f} / {1000 * t_tr / k:.3f} |", flush=True)
     print(f"machine: {os.cpu_count()} cores shared with other work (load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after); {args.rounds} round(s); CPU seconds of this process "
-          f"(in process, no helper); peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+          f"(plain and lean in process; the stage's side: its helper's CPU seconds); peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if helper:
+        helper.close()
 
 
 def part_ab(args: argparse.Namespace) -> None:
@@ -417,6 +449,8 @@ def main() -> None:
     plain_side.add_argument("--plain-library-defaults", action="store_true",
                             help="with --lean-ab: the plain side is trafilatura.extract(html, url=url) with the "
                                  "library's defaults")
+    parser.add_argument("--no-helper", action="store_true",
+                        help="with --lean-ab: leave out the third side (the stage in its helper process)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="with --lean-ab: an extract stage param of the lean side (YAML value), e.g. "
                              "-p fallback_below_chars=250")

@@ -116,11 +116,13 @@ class StageConfig(_Strict):
 
     def fingerprint_params(self, stage: Stage | None = None) -> dict[str, Any]:
         """:meth:`effective_params` without the params the stage added later (``Stage.added_params``)
-        still at their old behaviour, so a run made before they existed resumes. Compared as JSON:
+        still at their old behaviour, so a run made before they existed resumes, and without those
+        that change how it runs but not what it outputs (``Stage.neutral_params``). Compared as JSON:
         ``2`` and ``2.0`` are not the same fingerprint."""
         stage = stage if stage is not None else self.build()
-        added = type(stage).added_params
-        return {k: v for k, v in self.effective_params(stage).items() if not (k in added and same_json(v, added[k]))}
+        added, neutral = type(stage).added_params, type(stage).neutral_params
+        return {k: v for k, v in self.effective_params(stage).items()
+                if k not in neutral and not (k in added and same_json(v, added[k]))}
 
 
 def same_json(a: Any, b: Any) -> bool:

@@ -71,6 +71,9 @@ class Stage(ABC):
     #: existed resumes instead of being refused for "<unset> -> None" (as the dedup passes'
     #: ``refinery.dedup.config.ADDED_SETTINGS``)
     added_params: ClassVar[dict[str, Any]] = {}
+    #: params that decide how a stage runs, never what it outputs (the extraction helper's memory
+    #: allocator): left out of the plan's fingerprint, so changing one resumes a run
+    neutral_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind

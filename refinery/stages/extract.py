@@ -82,6 +82,8 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from refinery import allocator
+from refinery.allocator import Allocator
 from refinery.stages import _extract_helper, _trafilatura_rules
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import dissolve_layout_rows
@@ -150,6 +152,7 @@ class _Helper:
             self.proc = subprocess.Popen(
                 [sys.executable, _HELPER_SCRIPT, str(theirs.fileno()), str(os.getpid()), json.dumps(config)],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                env=allocator.helper_environment(config.get("allocator", "system")),
             )
         except BaseException:
             ours.close()
@@ -655,6 +658,8 @@ class TrafilaturaExtractor(Stage):
     makes_text = True
     added_params = {"keep_nested_heading_text": False, "keep_wild_headings": False,
                     "keep_outside_lead": False, "keep_header_lead": False}  # runs made before it resume
+    # the helper's allocator changes its speed, not its text (byte-identical: docs/extraction.md)
+    neutral_params = frozenset({"helper_allocator"})
 
     def __init__(
         self,
@@ -691,6 +696,7 @@ class TrafilaturaExtractor(Stage):
         keep_wild_headings: bool = False,
         keep_outside_lead: bool = False,
         keep_header_lead: bool = False,
+        helper_allocator: Allocator = "auto",
     ) -> None:
         super().__init__(name)
         if backend not in BACKENDS:
@@ -707,6 +713,7 @@ class TrafilaturaExtractor(Stage):
         if not 0 < link_teaser_share <= 0.9:
             raise ValueError(f"link_teaser_share must be above 0 and at most 0.9 (trafilatura's own), "
                              f"not {link_teaser_share}")
+        allocator.check_allocator(helper_allocator)
         if fallback_mode not in ("recall", "balanced"):
             raise ValueError(f"fallback_mode must be 'recall' or 'balanced', not {fallback_mode!r}")
         self.backend = backend
@@ -784,6 +791,9 @@ class TrafilaturaExtractor(Stage):
         # why: pages shaped to blow up the parser (see pathological_html) are removed in
         # microseconds instead of each burning timeout_s of CPU
         self.prescreen = bool(prescreen)
+        # the helper process's malloc (refinery/allocator.py): mimalloc, where installed, takes ~15%
+        # off its CPU; "system" keeps glibc's. In-process extraction (timeout_s: 0) is not changed.
+        self.helper_allocator = helper_allocator
 
     def _extract_fn(self) -> Callable[[str, str | None], tuple[str | None, str]]:
         """``fn(html, url) -> (text or None, path)`` in this process (``timeout_s: 0`` only)."""
@@ -866,7 +876,7 @@ class TrafilaturaExtractor(Stage):
         level = logging.getLogger("trafilatura").level  # a level the user set wins, as in-process
         return json.dumps({"backend": self.backend, "kwargs": kwargs, "fallback": self._fallback_config(),
                            "rules": self._rules_config(), "join_lines": self.join_source_lines,
-                           "log_level": level or None}, sort_keys=True)
+                           "log_level": level or None, "allocator": self.helper_allocator}, sort_keys=True)
 
     def warm_up(self, schema: pa.Schema) -> None:
         # why: a fresh helper spends ~0.5 s importing trafilatura; started here, that overlaps the

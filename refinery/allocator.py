@@ -1,0 +1,80 @@
+"""The memory allocator of the extraction helper process: mimalloc where it is installed.
+
+Why: trafilatura's work is lxml trees and Python objects made and freed by the thousand per page,
+and glibc's ``malloc``/``free`` were ~18% of the helper's CPU samples (``perf``, session 38).
+mimalloc (Microsoft's allocator, MIT; shipped as a wheel by ``cmeel-mimalloc``), preloaded into the
+helper process, takes ~15% off its CPU with byte-identical text (docs/extraction.md, "The helper's
+allocator"). Only the helper gets it: it is a fresh process started by path, so ``LD_PRELOAD`` can
+bind every ``malloc`` from its first instruction; the process that starts it is left as it is.
+
+``allocator`` (the extract stage's ``helper_allocator``): ``auto`` preloads mimalloc when the wheel
+is installed (Linux) and the environment preloads nothing already (a user's own ``LD_PRELOAD``, e.g.
+jemalloc, stands); ``mimalloc`` requires it; ``system`` never preloads.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+from importlib import metadata
+from typing import Literal
+
+Allocator = Literal["auto", "mimalloc", "system"]
+ALLOCATORS: tuple[str, ...] = ("auto", "mimalloc", "system")
+#: the wheel that ships the library, and how a missing one is put right
+MIMALLOC_DIST = "cmeel-mimalloc"
+MIMALLOC_MISSING = f"helper_allocator 'mimalloc' needs the {MIMALLOC_DIST} package (Linux): pip install {MIMALLOC_DIST}"
+#: the versioned shared object inside the wheel (``cmeel.prefix/lib/libmimalloc.so.3``)
+_LIBRARY_NAME = re.compile(r"libmimalloc\.so\.\d+")
+
+
+@functools.cache
+def mimalloc_library() -> str | None:
+    """The path of the installed mimalloc shared library, or None (no wheel, or not Linux: the
+    preload is ``LD_PRELOAD``, which only Linux's loader reads as we use it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        files = metadata.files(MIMALLOC_DIST) or []
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if _LIBRARY_NAME.fullmatch(file.name):
+            path = os.path.realpath(str(file.locate()))
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def check_allocator(allocator: str) -> None:
+    """Raise ValueError for an unknown allocator, or for ``mimalloc`` where it is not installed."""
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"helper_allocator must be one of {', '.join(ALLOCATORS)}, not {allocator!r}")
+    if allocator == "mimalloc" and mimalloc_library() is None:
+        raise ValueError(MIMALLOC_MISSING)
+
+
+def preloaded_library(allocator: str) -> str | None:
+    """The library a helper started now with ``allocator`` preloads, or None (the system's)."""
+    if allocator == "system":
+        return None
+    if allocator == "auto" and os.environ.get("LD_PRELOAD", "").strip():
+        return None  # the user preloads something already (their allocator, a profiler): theirs stands
+    return mimalloc_library()
+
+
+def helper_environment(allocator: str) -> dict[str, str] | None:
+    """The environment to start a helper process with (this process's, plus the preload), or
+    None: start it with this process's environment as it is."""
+    library = preloaded_library(allocator)
+    if library is None:
+        return None
+    env = dict(os.environ)
+    previous = env.get("LD_PRELOAD", "").strip()
+    env["LD_PRELOAD"] = f"{library} {previous}".strip()  # mimalloc first: its malloc is the one bound
+    # its arenas in transparent huge pages: each first touch zeroes 2 MB, and the helper's sys time
+    # was 2-5x glibc's with them (~0.1-0.3 ms per page); a value the user set stands
+    env.setdefault("MIMALLOC_ALLOW_THP", "0")
+    return env
