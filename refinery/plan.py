@@ -34,7 +34,7 @@ from refinery.config import same_json as _same
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.io.runlock import RunDirBusy
-from refinery.rundir import INPUT_RECORD, PassDir, RunDir, shards_with_outputs
+from refinery.rundir import INPUT_RECORD, PassDir, RunDir, pass_of_run, shards_with_outputs
 from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
 
 log = logging.getLogger("refinery.plan")
@@ -249,6 +249,13 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
             # its removed/ shards and its JSON records would be read back as documents
             raise ConfigError(f"input {input_uri} is a refinery run directory: its documents are in "
                               f"{fs.join(input_uri, 'kept')}; give that as the input")
+        if (of_run := pass_of_run(input_uri)) is not None:
+            # its kept/, removed/ and samples/ would all be read as documents (found by review, h98)
+            run, pass_dir = of_run
+            kept = (f"its documents (the run's corpus) are in {run.kept_dir}; give that" if pass_dir.kept_dir == run.kept_dir
+                    else f"what it kept is in {pass_dir.kept_dir}, the run's corpus in {run.kept_dir}; give one of those")
+            raise ConfigError(f"input {input_uri} is the {fs.basename(pass_dir.root)!r} pass of the refinery run "
+                              f"{run.root}: {kept} as the input")
         by_file = fs.list_file_versions(input_uri, INPUT_SUFFIXES, log_skipped=True)
     except (fs.StorageError, ManifestError) as exc:
         raise ConfigError(str(exc)) from None

@@ -233,6 +233,30 @@ class RunDir:
         return [self.pass_dir(p["name"], last=i == len(docs) - 1) for i, p in enumerate(docs)]
 
 
+def _parent(uri: str) -> str:
+    """The directory holding ``uri`` ("" for a bucket or a filesystem root)."""
+    if fs.is_s3(uri):
+        inner = posixpath.dirname(uri[5:].rstrip("/"))
+        return f"s3://{inner}" if inner else ""
+    trimmed = uri.rstrip("/") or "/"
+    return (posixpath.dirname(trimmed) or ".") if trimmed != "/" else ""
+
+
+def pass_of_run(uri: str) -> tuple[RunDir, PassDir] | None:
+    """(the run, the pass) when ``uri`` is the directory of one document pass of a multi-pass run
+    (``OUT/filter``), else None. Its kept/, removed/ and samples/ all hold Parquet shards."""
+    parent = _parent(uri)
+    if not parent or fs.basename(uri) in ("", ".", "..") or not fs.is_run_directory(parent):
+        return None
+    run = RunDir(parent)
+    if not run.recorded_plan():
+        return None
+    for pass_dir in run.document_pass_dirs():
+        if pass_dir.root != run.root and fs.basename(pass_dir.root) == fs.basename(uri):
+            return run, pass_dir
+    return None
+
+
 def clear_shard_outputs(out: PassDir, shard: str, present: set[str] | None = None) -> None:
     """Delete one shard's outputs in a pass directory, its stats marker first (without it the
     shard counts as unfinished, whatever else a crash here leaves). ``present``: the names of the

@@ -667,6 +667,27 @@ def test_a_run_directory_as_input_is_refused_naming_its_kept_documents(tmp_path)
     assert run_pipeline(config, str(tmp_path / "run" / "kept"), str(tmp_path / "out"), workers=1, progress=False).stats["docs_read"] == 1
 
 
+def test_a_pass_directory_of_a_run_as_input_is_refused_naming_what_to_give(tmp_path):
+    """Found by review (h98): ``OUT/filter`` of a multi-pass run was read as documents, its kept/,
+    removed/ and samples/ shards alike (12 shards from 3 inputs, 3 failing on samples/)."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.jsonl").write_text(json.dumps({"id": "1", "url": "https://a.example/1", "text": "t"}) + "\n")
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}],
+                           "dedup": [{"method": "url"}, {"method": "exact"}]})
+    run = tmp_path / "run"
+    run_pipeline(config, str(root), str(run), workers=1, progress=False)
+    with pytest.raises(Exception, match=re.escape(
+            f"input {run / 'filter'} is the 'filter' pass of the refinery run {run}: what it kept is in "
+            f"{run / 'filter' / 'kept'}, the run's corpus in {run / 'kept'}; give one of those as the input")):
+        run_pipeline(config, str(run / "filter"), str(tmp_path / "out"), workers=1, progress=False)
+    with pytest.raises(Exception, match=re.escape(f"input {run / 'exact_dedup'} is the 'exact_dedup' pass of the "
+                                                  f"refinery run {run}: its documents (the run's corpus) are in {run / 'kept'}")):
+        run_pipeline(config, str(run / "exact_dedup"), str(tmp_path / "out"), workers=1, progress=False)
+    assert run_pipeline(config, str(run / "filter" / "kept"), str(tmp_path / "out"), workers=1,
+                        progress=False).stats["docs_read"] == 1
+
+
 @pytest.mark.parametrize("codec, words", [("zstd", "ZSTD decompression failed"), ("snappy", "Corrupt snappy compressed data")])
 def test_a_damaged_parquet_page_fails_its_shard_at_once_naming_the_file(tmp_path, caplog, codec, words):
     """Found by review (h92): damage past the footer (a data page's bytes) raised the codec's
