@@ -233,7 +233,7 @@ class RunDir:
         return [self.pass_dir(p["name"], last=i == len(docs) - 1) for i, p in enumerate(docs)]
 
 
-def _parent(uri: str) -> str:
+def parent_dir(uri: str) -> str:
     """The directory holding ``uri`` ("" for a bucket or a filesystem root)."""
     if fs.is_s3(uri):
         inner = posixpath.dirname(uri[5:].rstrip("/"))
@@ -245,7 +245,7 @@ def _parent(uri: str) -> str:
 def pass_of_run(uri: str) -> tuple[RunDir, PassDir] | None:
     """(the run, the pass) when ``uri`` is the directory of one document pass of a multi-pass run
     (``OUT/filter``), else None. Its kept/, removed/ and samples/ all hold Parquet shards."""
-    parent = _parent(uri)
+    parent = parent_dir(uri)
     if not parent or fs.basename(uri) in ("", ".", "..") or not fs.is_run_directory(parent):
         return None
     run = RunDir(parent)

@@ -885,3 +885,33 @@ def test_a_damaged_parquet_footer_fails_at_once_naming_the_file(tmp_path, cli):
     last = err.strip().splitlines()[-1]
     assert code == 1 and f"damaged Parquet file {shards / 'b.parquet'}: Couldn't deserialize thrift" in last, err
     assert "attempt 2" not in err and "retrying" not in err, err
+
+
+def test_a_shard_its_run_set_aside_is_named_when_dedup_reads_the_rest(tmp_path, caplog):
+    """Found by review (h98): `refinery dedup` over a run, a pass directory or a kept/ where a
+    shard failed (no kept file, its error in failed/) deduplicated the finished shards without a
+    word. It warns, naming them, as `refinery run` does for the shards it sets aside."""
+    import logging
+
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b"):
+        (src / f"{name}.jsonl").write_text("".join(json.dumps({"id": f"{name}{i}", "url": f"https://{name}.example/{i}",
+                                                               "text": f"document {i} of {name}"}) + "\n" for i in range(3)))
+    (src / "zz.parquet").write_bytes(b"PAR1 not a Parquet file")  # its shard fails
+    run = tmp_path / "run"
+    config = parse_config({"name": "t", "executor": {"max_failed_fraction": 0.5},
+                           "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}],
+                           "dedup": [{"method": "url"}]})
+    assert [o.shard for o in run_pipeline(config, str(src), str(run), workers=1, progress=False).set_aside] == ["zz"]
+    for given in (run, run / "filter", run / "kept"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="refinery.dedup"):
+            stats = run_dedup(str(given), str(tmp_path / f"out-{given.name}"), DedupConfig(method="exact"), LocalExecutor(1))
+        assert stats["docs_read"] == 6
+        [line] = [r.getMessage() for r in caplog.records if "failed there" in r.getMessage()]
+        assert line.startswith(f"input {given}: 1 shard(s) of its run failed there") and line.endswith(": zz"), line
+        assert str(run / "filter" / "failed") in line

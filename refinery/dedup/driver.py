@@ -48,7 +48,7 @@ from refinery.dedup.substring import (
 )
 from refinery.io import fs
 from refinery.io.runlock import CLAIM_FILE, LOCK_FILE, OutputClaim, confirm_claim, output_guard
-from refinery.rundir import PassDir, RunDir, remove_orphan_shards
+from refinery.rundir import PassDir, RunDir, parent_dir, pass_of_run, remove_orphan_shards
 from refinery.runner import shard_name
 
 log = logging.getLogger("refinery.dedup")
@@ -128,6 +128,43 @@ def list_shards(input_dir: str) -> list[Shard]:
                 f"may be missing: finish the run first (run the same `refinery run` command again)")
     order = sorted(range(len(files)), key=lambda i: names[i])
     return [Shard(names[i], files[i], k) for k, i in enumerate(order)]
+
+
+def _warn_failed_shards(input_dir: str, read: set[str]) -> None:
+    """Name, in one warning, the shards of the run ``input_dir`` comes from (a run directory, a
+    pass directory, or a ``kept/`` of either) that failed there (``failed/<shard>.json``) and so
+    are not read: as ``refinery run`` names the shards it sets aside (executor.max_failed_fraction)
+    and runs its later passes without them. Deduplicating the finished shards was silent."""
+    failed: dict[str, str] = {}
+    for pass_dir in _upstream_passes(input_dir):
+        try:
+            failed |= {fs.basename(u)[: -len(".json")]: pass_dir.failed_dir
+                       for u in fs.list_files(pass_dir.failed_dir, (".json",))}
+        except fs.StorageError:  # no failed/: none failed
+            continue
+    missing = sorted(set(failed) - read)
+    if missing:
+        where = sorted({failed[m] for m in missing})
+        log.warning("input %s: %d shard(s) of its run failed there and have no kept documents (their errors are in %s): "
+                    "deduplicating without them; rerun that run to retry them first: %s%s", input_dir, len(missing),
+                    ", ".join(where), ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
+
+
+def _upstream_passes(input_dir: str) -> list[PassDir]:
+    """The document passes of the run whose documents ``input_dir`` holds, up to the one that
+    kept them: a run directory's every pass, a pass directory's passes up to it, and for a
+    ``kept/`` directory those of the directory holding it."""
+    root = input_dir
+    if fs.basename(input_dir) == "kept" and not fs.exists(fs.join(input_dir, "kept")):
+        root = parent_dir(input_dir) or input_dir
+    of_run = pass_of_run(root)
+    if of_run is not None:
+        run, this = of_run
+        passes = run.document_pass_dirs()
+        return passes[: [p.root for p in passes].index(this.root) + 1]
+    if fs.is_run_directory(root):
+        return RunDir(root).document_pass_dirs()
+    return [PassDir(root)]
 
 
 def _is_run_dir(root: str, last: PassDir) -> bool:
@@ -353,6 +390,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     standalone = shards is None
     shards = shards if shards is not None else list_shards(input_dir)
     if standalone:
+        _warn_failed_shards(input_dir, {s.name for s in shards})
         # what the input holds now, not only its file names: an index and removal shards built from
         # an earlier version of the run (redone since with other settings) are not reused
         versions = fs.file_versions(input_dir, [s.uri for s in shards])
