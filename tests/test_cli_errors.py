@@ -120,6 +120,9 @@ MISTAKES = {
     "dedup: bad URI": (["dedup", "ftp://x/y", "-o", "{tmp}/d"], ["unsupported URI scheme"]),
     "dedup: output is the input": (["dedup", "{tmp}", "-o", "{tmp}", "--method", "url"], ["is the input", "choose another output"]),
     "dedup: output inside the input": (["dedup", "{tmp}", "-o", "{tmp}/sub", "--method", "url"], ["is inside input"]),
+    # a whole recipe was read as one pass's settings: 8 "unknown key" and no hint (review h98)
+    "dedup: a pipeline recipe": (["dedup", "{tmp}", "-o", "{tmp}/d", "-c", str(REFINEDWEB)],
+                                 [f"{REFINEDWEB} is a pipeline config (it has stages): `refinery run {REFINEDWEB} -i IN -o OUT` runs it"]),
     "tokenize: no -o": (["tokenize", "{tmp}"], ["Missing option '--output'"]),
     "tokenize: not a run": (["tokenize", "{tmp}/nope", "-o", "{tmp}/t"], ["nope"]),
     "tokenize: tokenizer not found": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--tokenizer", "{tmp}/tok.json"], ["tok.json"]),

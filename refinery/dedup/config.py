@@ -232,6 +232,12 @@ def load_dedup_config(path: str | Path | None = None, overrides: dict[str, Any] 
             raise DedupConfigError(f"dedup config {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise DedupConfigError(f"dedup config {path}: the top level must be a mapping")
+        if "stages" in data or isinstance(data.get("dedup"), list):
+            # a whole recipe was read key by key: 8 "unknown key" lines for configs/refinedweb.yaml
+            raise DedupConfigError(f"{path} is a pipeline config (it has {'stages' if 'stages' in data else 'a dedup list'}): "
+                                   f"`refinery run {path} -i IN -o OUT` runs it, dedup passes included; `refinery dedup "
+                                   f"-c` takes one pass's settings (method, minhash, ...: configs/dedup.yaml, or one "
+                                   f"entry of the recipe's dedup: list)")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
