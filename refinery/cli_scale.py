@@ -208,6 +208,7 @@ def plan(
     except ConfigError as exc:
         fail(exc)
     source = "given"
+    given_bytes, measured_on = bytes_per_doc is not None, None
     rate_range = None
     if docs_per_core_s is None or bytes_per_doc is None:
         setup_logging(False, level=logging.WARNING)
@@ -221,6 +222,7 @@ def plan(
         docs_per_core_s = docs_per_core_s or m.docs_per_core_s
         bytes_per_doc = bytes_per_doc or m.bytes_per_doc
         source = f"measured: {m.docs} docs in {m.core_seconds:.1f} s on {m.sample}"
+        measured_on = None if given_bytes else f"{m.docs} docs of {m.sample}"
     kwargs = {}
     if price_per_hour is not None:
         if price_per_hour <= 0:
@@ -246,8 +248,23 @@ def plan(
         err.print(Text.assemble(("target not met:", "bold red"), verdict[len("target not met:"):]))
     for warning in result.warnings:
         err.print(f"note: {warning}")
-    if bytes_per_doc and abs(bytes_per_doc - model.CC_WARC_BYTES_PER_DOC) / model.CC_WARC_BYTES_PER_DOC > 0.5 \
-            and any(s.type == "extract" for s in cfg.stages):
-        err.print(f"note: {bytes_per_doc:,.0f} bytes/doc differs from Common Crawl's ~{model.CC_WARC_BYTES_PER_DOC:,} "
-                  "(the bundled sample is small): consider --bytes-per-doc")
+    note = _bytes_per_doc_note(bytes_per_doc, measured_on, sample) if any(s.type == "extract" for s in cfg.stages) else None
+    if note:
+        err.print(f"note: {note}")
+
+
+def _bytes_per_doc_note(bytes_per_doc: float, measured_on: str | None, sample: str | None) -> str | None:
+    """A note when the bytes/doc measured on ``measured_on`` (None: given by --bytes-per-doc, the
+    user's choice, no note) is far from Common Crawl's WARCs: "the bundled sample is small" was
+    said of a --sample s3://... of the user's own input too (review h98)."""
+    from refinery.launch import plan as model
+
+    typical = model.CC_WARC_BYTES_PER_DOC
+    if measured_on is None or abs(bytes_per_doc - typical) / typical <= 0.5:
+        return None
+    head = f"{bytes_per_doc:,.0f} bytes/doc differs from Common Crawl's ~{typical:,}"
+    if sample is None:
+        return f"{head} (the bundled sample is small): consider --sample with your input, or --bytes-per-doc"
+    return (f"{head} (measured on {measured_on}): if those files are not typical of your input, measure on more "
+            f"of them (--sample-files) or give --bytes-per-doc")
 

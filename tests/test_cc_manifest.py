@@ -161,3 +161,16 @@ def test_plan_calibrates_on_a_sample_of_the_users_input_on_s3(s3_bucket):
     assert m.docs == 717 and m.bytes_per_doc == pytest.approx(sizes / 717)
     assert m.rate_range is not None and m.rate_range[0] <= m.docs_per_core_s * 1.5
     assert len(m.shard_bytes_per_doc) == 3
+
+
+def test_plan_on_an_s3_sample_does_not_blame_the_bundled_one(s3_bucket, cli, tmp_path):
+    """Found by review (h98): measured on `--sample s3://...` (the user's files), a bytes/doc far
+    from Common Crawl's was explained as "the bundled sample is small"."""
+    warc = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc" / "resiliparse_clipped.warc.gz"
+    fs.write_bytes(f"{s3_bucket}/sample/{warc.name}", warc.read_bytes())
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nstages:\n  - type: extract\n")
+    code, _, err = cli("plan", recipe, "--input-tb", "1", "--sample", f"{s3_bucket}/sample", "--sample-files", "1")
+    assert code == 0, err
+    [note] = [line for line in err.splitlines() if "bytes/doc differs" in line]
+    assert "bundled" not in note and f"of {s3_bucket}/sample): if those files are not typical" in note, note
