@@ -348,7 +348,9 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         # the funnel of the outputs just cleared: a rerun stopped before its end left the old
         # config's counts in OUT/stats.json (found by testing the stats); rewritten at the end
         fs.delete(plan.run.stats_json)
-    write_plan(plan, previous_record, tag, conditional=conditional, share=only_shards is not None)
+    write_plan(plan, previous_record, tag, conditional=conditional, share=only_shards is not None,
+               new_run=redo_from == 0 and (only_passes is None or plan.passes[0].name in only_passes),
+               launch=launch if force else None)
     summary = RunSummary(plan.output)
     previous: Pass | None = None
     names = [p.name for p in plan.passes]

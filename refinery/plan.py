@@ -988,7 +988,7 @@ def check_finished_inputs_unchanged(plan: Plan) -> None:
 
 #: fields of run.json that say when and by whom, not what: two shares of one launch differ in them
 #: only (a "claim" is not one of them: a replan is under way)
-_WHEN = ("started_at", "updated_at", "writer")
+_WHEN = ("started_at", "updated_at", "writer", "launch")
 
 
 def _busy(plan: Plan) -> RunDirBusy:
@@ -1023,16 +1023,30 @@ def claim_run_json(plan: Plan, previous: dict[str, Any], tag: str | None) -> str
         raise ConfigError(f"output {plan.output} is not writable: {exc}") from None
 
 
+def _started_at(previous: dict[str, Any] | None, now: str, new_run: bool, launch: str | None) -> str:
+    """When the run whose outputs ``run.json`` describes began: kept across resumes, ``now`` for a
+    run that redoes every pass (``--force``: a forced rerun kept the old time, found by review
+    h98), unless a sibling share of the same forced ``launch`` began it."""
+    before = (previous or {}).get("started_at")
+    if not isinstance(before, str) or (new_run and not (launch and (previous or {}).get("launch") == launch)):
+        return now
+    return before
+
+
 def write_plan(plan: Plan, previous: dict[str, Any] | None = None, tag: str | None = None,
-               conditional: bool = False, share: bool = False) -> None:
+               conditional: bool = False, share: bool = False, new_run: bool = False,
+               launch: str | None = None) -> None:
     """Record the plan in ``run.json``. ``conditional`` (an S3 run directory, whose runs no lock
     orders): only if ``run.json`` is still as read when planning, absent (``tag`` None) or that
     ETag; else :class:`RunDirBusy` naming the output (another run planned it meanwhile), unless
     ``share`` (one instance's share of a multi-instance job) and it now records this very plan:
-    the shares of one launch all plan the same run."""
+    the shares of one launch all plan the same run. ``new_run``: every pass is redone, so the
+    run starts now (``started_at``); ``launch``: recorded, so the shares of one forced launch
+    keep the time the first of them wrote."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    started = (previous or {}).get("started_at") or now  # when the run was first made
-    record = plan.to_json() | {"started_at": started, "updated_at": now}
+    record = plan.to_json() | {"started_at": _started_at(previous, now, new_run, launch), "updated_at": now}
+    if launch:
+        record["launch"] = launch
     if conditional:
         # each write its own bytes: a retried PUT finds them and goes on, while another run of this
         # config planned in the same second wrote the same bytes and went on beside it (a review)

@@ -1396,3 +1396,35 @@ def test_a_run_made_before_an_added_stage_param_resumes_and_setting_it_is_refuse
     on = {"stages": [{"type": "language_id", "params": {"languages": ["en"], "by_parts_min_share": 0.5}}]}
     with pytest.raises(RerunError, match=r"by_parts_min_share '<unset>' -> 0\.5"):
         run_pipeline(parse_config(on), str(src), str(out), workers=1, progress=False)
+
+
+def test_a_forced_rerun_of_every_pass_starts_a_new_run_and_a_resume_keeps_its_start(tmp_path):
+    """Found by review (h98): run.json's started_at survived --force, so the report said a corpus
+    remade from scratch was started when the first run was. Every other field of run.json is the
+    new plan's anyway. A forced rerun that keeps the earlier passes (a later pass changed) is the
+    same run going on: its start stands, as on a resume."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jsonl").write_text("".join(json.dumps({"id": str(i), "url": f"https://a.example/{i}",
+                                                     "text": f"document number {i}"}) + "\n" for i in range(4)))
+    out = tmp_path / "run"
+    spec = {"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}],
+            "dedup": [{"method": "lines", "lines": {"min_docs": 3}}]}
+    long_ago = "2020-01-01T00:00:00Z"
+
+    def run(recipe: dict, force: bool = False) -> dict:
+        run_pipeline(parse_config(recipe), str(src), str(out), workers=1, progress=False, force=force)
+        return json.loads((out / "run.json").read_text())
+
+    def backdate() -> None:  # a run made long ago, not a time check on this one
+        record = json.loads((out / "run.json").read_text())
+        (out / "run.json").write_text(json.dumps(record | {"started_at": long_ago}))
+
+    run(spec)
+    backdate()
+    assert run(spec)["started_at"] == long_ago  # resumed
+    spec["dedup"] = [{"method": "lines", "lines": {"min_docs": 4}}]
+    later = run(spec, force=True)
+    assert later["started_at"] == long_ago and later["updated_at"] != long_ago  # the filter pass stands
+    renewed = run(spec, force=True)  # nothing changed: every pass redone
+    assert renewed["started_at"] != long_ago and renewed["started_at"] == renewed["updated_at"]

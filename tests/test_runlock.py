@@ -291,9 +291,19 @@ def test_the_forced_shares_of_one_launch_count_only_this_launchs_shards(tmp_path
     def launches() -> dict[str, str | None]:
         return {fs.basename(u): json.loads(fs.read_bytes(u)).get("launch") for u in fs.list_files(f"{out}/stats", (".json",))}
 
+    def restart(when: str | None = None) -> str:  # run.json's started_at, set to ``when`` first if given
+        record = json.loads(fs.read_bytes(f"{out}/run.json"))
+        if when:
+            fs.write_bytes(f"{out}/run.json", json.dumps(record | {"started_at": when}).encode())
+        return record["started_at"] if not when else when
+
+    restart("2020-01-01T00:00:00Z")  # the previous run's start
     assert share("part-000") == "partial"  # part-001 is the previous run's: not this launch's to count
     assert not fs.exists(marker) and launches() == {"part-000.json": "launch-7", "part-001.json": None}
+    assert restart() != "2020-01-01T00:00:00Z"  # a forced launch is a new run (review h98) ...
+    restart("2021-01-01T00:00:00Z")
     assert share("part-001") == "done"  # the last share of the launch closes the pass
+    assert restart() == "2021-01-01T00:00:00Z"  # ... begun by its first share, not each
     assert json.loads(fs.read_bytes(marker))["launch"] == "launch-7"
     assert launches() == {"part-000.json": "launch-7", "part-001.json": "launch-7"}
     retried = run_pipeline(config, str(tmp_path / "in"), out, workers=1, progress=False, force=True,
