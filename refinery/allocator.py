@@ -30,30 +30,62 @@ MIMALLOC_MISSING = f"helper_allocator 'mimalloc' needs the {MIMALLOC_DIST} packa
 _LIBRARY_NAME = re.compile(r"libmimalloc\.so\.\d+")
 
 
-@functools.cache
+#: what ``LD_PRELOAD`` splits its list at: a library path holding one cannot be preloaded
+_PRELOAD_SEPARATORS = re.compile(r"[\s:]")
+
+
 def mimalloc_library() -> str | None:
-    """The path of the installed mimalloc shared library, or None (no wheel, or not Linux: the
-    preload is ``LD_PRELOAD``, which only Linux's loader reads as we use it)."""
+    """The path of the installed mimalloc shared library, or None (no wheel, not Linux: the
+    preload is ``LD_PRELOAD``, which only Linux's loader reads as we use it; or a library the
+    loader could not preload: see :func:`mimalloc_problem`)."""
+    return _find_library()[0]
+
+
+def mimalloc_problem() -> str | None:
+    """Why there is no library to preload (None: there is one)."""
+    return _find_library()[1]
+
+
+@functools.cache
+def _find_library() -> tuple[str | None, str | None]:
     if not sys.platform.startswith("linux"):
-        return None
+        return None, MIMALLOC_MISSING
     try:
         files = metadata.files(MIMALLOC_DIST) or []
     except metadata.PackageNotFoundError:
-        return None
+        return None, MIMALLOC_MISSING
     for file in files:
         if _LIBRARY_NAME.fullmatch(file.name):
             path = os.path.realpath(str(file.locate()))
-            if os.path.isfile(path):
-                return path
+            problem = _unloadable(path)
+            return (None, problem) if problem else (path, None)
+    return None, f"{MIMALLOC_DIST} is installed without a libmimalloc.so: pip install --force-reinstall {MIMALLOC_DIST}"
+
+
+def _unloadable(path: str) -> str | None:
+    """Why the loader would refuse to preload ``path`` (None: it would not). Each refusal was an
+    "ERROR: ld.so: ... cannot be preloaded" line on stderr at every helper start, the helper on
+    the system's malloc all the same (found by review h99: a virtualenv under a path with a space)."""
+    if _PRELOAD_SEPARATORS.search(path):
+        return (f"{path} cannot be preloaded: LD_PRELOAD splits paths at spaces and colons "
+                f"(install {MIMALLOC_DIST} in an environment whose path has none)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror}): pip install --force-reinstall {MIMALLOC_DIST}"
+    if head != b"\x7fELF":
+        return f"{path} is not a shared library: pip install --force-reinstall {MIMALLOC_DIST}"
     return None
 
 
 def check_allocator(allocator: str) -> None:
-    """Raise ValueError for an unknown allocator, or for ``mimalloc`` where it is not installed."""
+    """Raise ValueError for an unknown allocator, or for ``mimalloc`` where it cannot be preloaded."""
     if allocator not in ALLOCATORS:
         raise ValueError(f"helper_allocator must be one of {', '.join(ALLOCATORS)}, not {allocator!r}")
-    if allocator == "mimalloc" and mimalloc_library() is None:
-        raise ValueError(MIMALLOC_MISSING)
+    problem = mimalloc_problem() if allocator == "mimalloc" else None
+    if problem:
+        raise ValueError(problem if problem == MIMALLOC_MISSING else f"helper_allocator 'mimalloc': {problem}")
 
 
 def preloaded_library(allocator: str) -> str | None:

@@ -70,7 +70,7 @@ def test_an_allocator_that_is_not_there_is_one_clear_error(monkeypatch) -> None:
     with pytest.raises(ValueError, match="helper_allocator must be one of auto, mimalloc, system, not 'jemalloc'"):
         TrafilaturaExtractor(helper_allocator="jemalloc")  # type: ignore[arg-type]
     monkeypatch.setattr(allocator, "MIMALLOC_DIST", "no-such-distribution-here")
-    allocator.mimalloc_library.cache_clear()
+    allocator._find_library.cache_clear()
     try:
         with pytest.raises(ValueError, match="needs the cmeel-mimalloc package"):
             TrafilaturaExtractor(helper_allocator="mimalloc")
@@ -78,7 +78,7 @@ def test_an_allocator_that_is_not_there_is_one_clear_error(monkeypatch) -> None:
         TrafilaturaExtractor(helper_allocator="auto")
     finally:
         monkeypatch.undo()
-        allocator.mimalloc_library.cache_clear()
+        allocator._find_library.cache_clear()
 
 
 def test_the_allocator_is_not_part_of_a_runs_fingerprint() -> None:
@@ -92,3 +92,39 @@ def test_the_allocator_is_not_part_of_a_runs_fingerprint() -> None:
     assert "helper_allocator" not in params("system")
     assert params("system") == params("auto")
     assert "fallback_judge_ratio" in params("auto")  # the others are
+
+
+def _install_wheel(site: Path, library: bytes) -> None:
+    """A cmeel-mimalloc distribution in ``site`` (its dist-info and its library file ``library``)."""
+    info = site / "cmeel_mimalloc-3.4.3.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cmeel-mimalloc\nVersion: 3.4.3\n")
+    (info / "RECORD").write_text("cmeel.prefix/lib/libmimalloc.so.3,,\ncmeel_mimalloc-3.4.3.dist-info/METADATA,,\n")
+    (site / "cmeel.prefix" / "lib").mkdir(parents=True)
+    (site / "cmeel.prefix" / "lib" / "libmimalloc.so.3").write_bytes(library)
+
+
+@pytest.mark.skipif(not LINUX_WHEEL, reason="the wheel is a dependency on Linux x86_64/aarch64 only")
+@pytest.mark.parametrize("where, damaged, why", [("my env", False, "LD_PRELOAD splits paths at spaces"),
+                                                 ("env", True, "is not a shared library")])
+def test_a_library_the_loader_cannot_preload_is_not_given_to_it(tmp_path, monkeypatch, capfd, where, damaged, why) -> None:
+    # a virtualenv under a path with a space: LD_PRELOAD split it, and every helper start printed two
+    # "ERROR: ld.so: ... cannot be preloaded" lines, on the system's malloc even for 'mimalloc'
+    library = b"" if damaged else Path(allocator.mimalloc_library()).read_bytes()
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    _install_wheel(tmp_path / where / "site", library)
+    monkeypatch.syspath_prepend(str(tmp_path / where / "site"))
+    allocator._find_library.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=f"helper_allocator 'mimalloc': .*{why}"):
+            TrafilaturaExtractor(helper_allocator="mimalloc")
+        helper = _helper(TrafilaturaExtractor(helper_allocator="auto"))  # auto: the system's, quietly
+        try:
+            assert not _mapped(helper.proc.pid)
+            assert helper.extract("<html><body><p>" + "Some words of text. " * 20 + "</p></body></html>", None, 60)[0] == "ok"
+        finally:
+            helper.close()
+        assert "ld.so" not in capfd.readouterr().err
+    finally:
+        monkeypatch.undo()
+        allocator._find_library.cache_clear()
