@@ -642,3 +642,29 @@ def _tokens_app(register) -> typer.Typer:
     app = typer.Typer()
     register(app)
     return app
+
+
+def test_a_pass_directory_of_a_run_is_named_as_one(tmp_path, caplog):
+    """Found by review (h99): ``refinery tokenize OUT/filter`` tokenized what the filter pass kept,
+    before dedup, without a word; the last pass's directory (no kept/ of its own: its documents are
+    the run's kept/) was "no kept/ directory: is it a refinery run output?"."""
+    import logging
+
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.tokens.writer import kept_shards
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "1", "url": "https://a.example/1", "text": "t"}) + "\n")
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}],
+                           "dedup": [{"method": "url"}]})
+    run = tmp_path / "run"
+    run_pipeline(config, str(tmp_path / "in"), str(run), workers=1, progress=False)
+    with pytest.raises(TokenizeError, match=f"the 'url_dedup' pass of the refinery run {run}, whose documents are the "
+                                            f"run's corpus .*: give the run, {run}$"):
+        kept_shards(str(run / "url_dedup"))
+    with caplog.at_level(logging.WARNING, logger="refinery.tokens"):
+        assert list(kept_shards(str(run / "filter"))) == ["a"]  # as asked: what that pass kept
+    assert f"the 'filter' pass of the refinery run {run}: tokenizing what that pass kept, before url_dedup" in caplog.text
+    caplog.clear()
+    assert list(kept_shards(str(run))) == ["a"] and not caplog.text

@@ -40,7 +40,7 @@ from refinery.executors.base import TASK_SUMMARY, Executor, TaskFn
 from refinery.executors.local import LocalExecutor
 from refinery.io import fs, parquet
 from refinery.io.runlock import OutputClaim, confirm_claim, output_guard
-from refinery.rundir import RunDir
+from refinery.rundir import RunDir, pass_of_run
 from refinery.tokens.format import (
     FORMAT,
     RETOKENIZE,
@@ -80,9 +80,30 @@ class TokenizeResult:
     skipped: list[str] = field(default_factory=list)
 
 
+def _check_not_a_pass(run_dir: str) -> None:
+    """A pass directory of a multi-pass run (``OUT/filter``) given as the run: the last pass's
+    documents are the run's ``kept/``, so it has none of its own (refused, naming the run);
+    an earlier pass's ``kept/`` is what it kept before the passes after it (e.g. not deduplicated
+    yet): tokenized as asked, with a warning naming the run's corpus (review h99: it was silent)."""
+    of_run = pass_of_run(run_dir)
+    if of_run is None:
+        return
+    run, pass_dir = of_run
+    name = fs.basename(pass_dir.root)
+    if pass_dir.kept_dir == run.kept_dir:
+        raise TokenizeError(f"{run_dir} is the {name!r} pass of the refinery run {run.root}, whose documents are the "
+                            f"run's corpus ({run.kept_dir}): give the run, {run.root}")
+    names = [fs.basename(p.root) for p in run.document_pass_dirs()]
+    after = names[names.index(name) + 1:] if name in names else []
+    log.warning("%s is the %r pass of the refinery run %s: tokenizing what that pass kept, before %s; the run's "
+                "corpus is %s (give the run, %s)", run_dir, name, run.root,
+                ", ".join(after) if after else "the passes after it", run.kept_dir, run.root)
+
+
 def kept_shards(run_dir: str, allow_unfinished: bool = False) -> dict[str, str]:
     """``{shard name: kept parquet URI}`` of a run (its last document pass), refusing shards the
     run has not finished."""
+    _check_not_a_pass(run_dir)
     run = RunDir(run_dir)
     unfinished = None if allow_unfinished else run.unfinished_last_pass()
     if unfinished:  # its kept/ is not the corpus yet: some shards, or none (found by adversarial testing)
