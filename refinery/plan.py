@@ -260,6 +260,7 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
     except (fs.StorageError, ManifestError) as exc:
         raise ConfigError(str(exc)) from None
     listed = list(by_file)
+    _refuse_run_outputs(input_uri, listed)
     files = [f for f in listed if in_subsets(f, subsets)]
     if len(files) < len(listed):
         log.info("left out %d Common Crawl file(s) outside the subset(s) %s under %s", len(listed) - len(files),
@@ -311,6 +312,20 @@ def _not_json_lines(uri: str, size: int) -> str | None:
     elif first != "{":
         return None
     return "one JSON value over several lines (metadata?), not JSON lines (one object per line)"
+
+
+def _refuse_run_outputs(input_uri: str, listed: list[str]) -> None:
+    """Refuse a directory holding ``kept/`` and ``removed/`` shards: a refinery run's output or one
+    of its passes' whose ``run.json`` is damaged, or a copy without it. ``is_run_directory`` and
+    ``pass_of_run`` read ``run.json``; without it kept/, removed/ and samples/ were all read as
+    documents (review h99: the removed documents back in the corpus, 13 shards failing)."""
+    root = _listed_root(input_uri).rstrip("/") + "/"
+    dirs = [f[len(root):].split("/")[:-1] for f in listed if f.startswith(root)]
+    # a multi-pass run's removed/ are in its pass directories (OUT/filter/removed)
+    if any(d[:1] == ["kept"] for d in dirs) and any("removed" in d[:2] for d in dirs):
+        raise ConfigError(f"input {input_uri} holds kept/ and removed/ shards, as a refinery run or one of its passes "
+                          f"does (its run.json missing or unreadable): its documents are in "
+                          f"{fs.join(input_uri, 'kept')}; give that as the input")
 
 
 def _listed_root(input_uri: str) -> str:

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -685,6 +686,29 @@ def test_a_pass_directory_of_a_run_as_input_is_refused_naming_what_to_give(tmp_p
                                                   f"refinery run {run}: its documents (the run's corpus) are in {run / 'kept'}")):
         run_pipeline(config, str(run / "exact_dedup"), str(tmp_path / "out"), workers=1, progress=False)
     assert run_pipeline(config, str(run / "filter" / "kept"), str(tmp_path / "out"), workers=1,
+                        progress=False).stats["docs_read"] == 1
+
+
+def test_a_run_or_pass_directory_without_a_readable_run_json_as_input_is_refused(tmp_path):
+    """Found by review (h99): with the run's run.json damaged (or a pass directory copied away from
+    it) the guards above, which read run.json, let it through: kept/, removed/ and samples/ were
+    read as documents (the removed ones back in the corpus)."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.jsonl").write_text(json.dumps({"id": "1", "url": "https://a.example/1", "text": "t"}) + "\n")
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}],
+                           "dedup": [{"method": "url"}]})
+    run = tmp_path / "run"
+    run_pipeline(config, str(root), str(run), workers=1, progress=False)
+    shutil.copytree(run / "filter", tmp_path / "copied")
+    (run / "run.json").write_text("{")
+    for given, kept in ((run, run / "kept"), (run / "filter", run / "filter" / "kept"),
+                        (tmp_path / "copied", tmp_path / "copied" / "kept")):
+        with pytest.raises(Exception, match=re.escape(f"input {given} holds kept/ and removed/ shards, as a refinery run "
+                                                      f"or one of its passes does (its run.json missing or unreadable): "
+                                                      f"its documents are in {kept}; give that as the input")):
+            run_pipeline(config, str(given), str(tmp_path / "out"), workers=1, progress=False)
+    assert run_pipeline(config, str(tmp_path / "copied" / "kept"), str(tmp_path / "out"), workers=1,
                         progress=False).stats["docs_read"] == 1
 
 
