@@ -915,3 +915,21 @@ def test_a_shard_its_run_set_aside_is_named_when_dedup_reads_the_rest(tmp_path, 
         [line] = [r.getMessage() for r in caplog.records if "failed there" in r.getMessage()]
         assert line.startswith(f"input {given}: 1 shard(s) of its run failed there") and line.endswith(": zz"), line
         assert str(run / "filter" / "failed") in line
+
+
+def test_the_last_pass_directory_of_a_run_is_refused_naming_the_run(tmp_path):
+    """Found by review (h99): `refinery dedup OUT/url_dedup` (the last pass: its documents are the
+    run's kept/, its own directory holds removed/, samples/ and its index) read that directory
+    and stopped on "index/buckets/a.parquet lacks column(s) ['id', 'url']"."""
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "1", "url": "https://a.example/1", "text": "t"}) + "\n")
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}],
+                           "dedup": [{"method": "url"}]})
+    run = tmp_path / "run"
+    run_pipeline(config, str(tmp_path / "in"), str(run), workers=1, progress=False)
+    with pytest.raises(DedupInputError, match=f"^{run / 'url_dedup'} is the 'url_dedup' pass of the refinery run {run}, "
+                                              f"whose documents are the run's corpus .*: give the run, {run}$"):
+        run_dedup(str(run / "url_dedup"), str(tmp_path / "out"), DedupConfig(method="url"), LocalExecutor(1))
