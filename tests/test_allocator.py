@@ -128,3 +128,19 @@ def test_a_library_the_loader_cannot_preload_is_not_given_to_it(tmp_path, monkey
     finally:
         monkeypatch.undo()
         allocator._find_library.cache_clear()
+
+
+def test_runs_differing_only_in_the_allocator_are_not_reported_as_differing_settings() -> None:
+    # `stats --compare` / `report --compare` explain why two runs' outputs differ: the allocator does not
+    from refinery.stats.report import config_diff
+
+    def manifest(allocator_value: str, judge: float = 8.0) -> dict:
+        return {"config": {"stages": [{"type": "extract", "params": {"helper_allocator": allocator_value,
+                                                                     "fallback_judge_ratio": judge}}]}}
+
+    rows = config_diff(manifest("auto"), manifest("system"))
+    row = next(r for r in rows if r["param"] == "helper_allocator")
+    assert (row["a"], row["b"], row["differs"]) == ("auto", "system", False)  # shown, not a difference
+    assert not [r for r in rows if r["differs"]]
+    changed = [r["param"] for r in config_diff(manifest("auto"), manifest("system", judge=4.0)) if r["differs"]]
+    assert changed == ["fallback_judge_ratio"]

@@ -30,7 +30,8 @@ from refinery.stats.funnel import counter_rows, funnel_rows, load_run_stats
 from refinery.stats.samples import load_samples
 from refinery.stats.svg import fmt_int, funnel_svg, histogram_svg, languages_svg
 from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order
-from refinery.stats.thresholds import effective_params, load_run_manifest, reason_metric, run_thresholds, stage_kinds
+from refinery.stats.thresholds import (effective_params, load_run_manifest, neutral_params, reason_metric, run_thresholds,
+                                      stage_kinds)
 
 TOP_DOMAINS_SHOWN = 10
 LANGUAGES_CHARTED = 15
@@ -678,10 +679,13 @@ def config_diff(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> list[
         tb, pb = sb.get(name, (None, None))
         rows.append({"stage": name, "param": "type", "a": ta, "b": tb, "differs": ta != tb})
         keys = list(pa_ or {}) + [k for k in (pb or {}) if k not in (pa_ or {})]
+        # shown, but not a difference: a param that changes how a stage runs (the extraction
+        # helper's allocator) does not explain why two runs' outputs differ
+        neutral = neutral_params(ta) | neutral_params(tb)
         for k in keys:
             va = None if pa_ is None or k not in pa_ else _fmt_param(pa_[k])
             vb = None if pb is None or k not in pb else _fmt_param(pb[k])
-            rows.append({"stage": name, "param": k, "a": va, "b": vb, "differs": va != vb})
+            rows.append({"stage": name, "param": k, "a": va, "b": vb, "differs": va != vb and k not in neutral})
     # the order the stages and passes ran in: reordered, the same stages remove other documents
     # (found by adversarial testing: a reordered recipe was "the same stages, passes and parameters")
     for what, la, lb in (("stages", list(sa), list(sb)), ("passes", _pass_order(manifest_a), _pass_order(manifest_b))):

@@ -73,6 +73,12 @@ def _stage_class(kind: str) -> type | None:
         return None
 
 
+def neutral_params(kind: str | None) -> frozenset[str]:
+    """The stage's params that change how it runs, never what it outputs (``Stage.neutral_params``)."""
+    cls = _stage_class(kind) if kind else None
+    return frozenset(getattr(cls, "neutral_params", ()) or ())
+
+
 def effective_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """The given params completed with the stage's defaults, as the stage holds them."""
     cls = _stage_class(kind)
