@@ -7,7 +7,11 @@ helper process, takes ~15% off its CPU with byte-identical text (docs/extraction
 allocator"). Only the helper gets it: it is a fresh process started by path, so ``LD_PRELOAD`` can
 bind every ``malloc`` from its first instruction; the process that starts it is left as it is.
 
-``allocator`` (the extract stage's ``helper_allocator``): ``auto`` preloads mimalloc when the wheel
+The local executor's pool workers get the same (the config's ``executor: allocator``,
+:class:`refinery.executors.local.LocalExecutor`): started with :func:`preload_variables`, they put
+the parent's values back (:func:`restore_environment`) before running anything.
+
+``allocator`` (the extract stage's ``helper_allocator``, the executor's ``allocator``): ``auto`` preloads mimalloc when the wheel
 is installed (Linux) and the environment preloads nothing already (a user's own ``LD_PRELOAD``, e.g.
 jemalloc, stands); ``mimalloc`` requires it; ``system`` never preloads.
 """
@@ -79,13 +83,15 @@ def _unloadable(path: str) -> str | None:
     return None
 
 
-def check_allocator(allocator: str) -> None:
-    """Raise ValueError for an unknown allocator, or for ``mimalloc`` where it cannot be preloaded."""
+def check_allocator(allocator: str, key: str = "helper_allocator") -> None:
+    """Raise ValueError for an unknown allocator, or for ``mimalloc`` where it cannot be preloaded
+    (``key``: the setting's name, for the message)."""
     if allocator not in ALLOCATORS:
-        raise ValueError(f"helper_allocator must be one of {', '.join(ALLOCATORS)}, not {allocator!r}")
+        raise ValueError(f"{key} must be one of {', '.join(ALLOCATORS)}, not {allocator!r}")
     problem = mimalloc_problem() if allocator == "mimalloc" else None
     if problem:
-        raise ValueError(problem if problem == MIMALLOC_MISSING else f"helper_allocator 'mimalloc': {problem}")
+        raise ValueError(problem.replace("helper_allocator", key, 1) if problem == MIMALLOC_MISSING
+                         else f"{key} 'mimalloc': {problem}")
 
 
 def preloaded_library(allocator: str) -> str | None:
@@ -97,16 +103,34 @@ def preloaded_library(allocator: str) -> str | None:
     return mimalloc_library()
 
 
-def helper_environment(allocator: str) -> dict[str, str] | None:
-    """The environment to start a helper process with (this process's, plus the preload), or
-    None: start it with this process's environment as it is."""
+def preload_variables(allocator: str) -> tuple[dict[str, str], dict[str, str | None]] | None:
+    """The variables a process started now with ``allocator`` gets on top of this process's
+    environment, and their values here (None: unset) to put back once it is running, so that what
+    it starts in turn does not inherit the preload; or None: nothing to add."""
     library = preloaded_library(allocator)
     if library is None:
         return None
-    env = dict(os.environ)
-    previous = env.get("LD_PRELOAD", "").strip()
-    env["LD_PRELOAD"] = f"{library} {previous}".strip()  # mimalloc first: its malloc is the one bound
+    previous = os.environ.get("LD_PRELOAD", "").strip()
+    added = {"LD_PRELOAD": f"{library} {previous}".strip()}  # mimalloc first: its malloc is the one bound
     # its arenas in transparent huge pages: each first touch zeroes 2 MB, and the helper's sys time
     # was 2-5x glibc's with them (~0.1-0.3 ms per page); a value the user set stands
-    env.setdefault("MIMALLOC_ALLOW_THP", "0")
-    return env
+    if "MIMALLOC_ALLOW_THP" not in os.environ:
+        added["MIMALLOC_ALLOW_THP"] = "0"
+    return added, {name: os.environ.get(name) for name in added}
+
+
+def helper_environment(allocator: str) -> dict[str, str] | None:
+    """The environment to start a helper process with (this process's, plus the preload), or
+    None: start it with this process's environment as it is."""
+    variables = preload_variables(allocator)
+    return None if variables is None else {**os.environ, **variables[0]}
+
+
+def restore_environment(previous: dict[str, str | None]) -> None:
+    """Put back the variables :func:`preload_variables` added (in the process started with them):
+    the library is bound already, and the processes this one starts must not inherit it."""
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

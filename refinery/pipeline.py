@@ -594,7 +594,7 @@ def run_pipeline(
     with run_guard(output_uri, only_shards is not None, settings) as claim:
         with make_executor(kind, workers or ex.workers, ray_address=ex.ray_address,
                            object_store_memory=ex.object_store_memory, max_retries=ex.max_retries,
-                           progress=progress) as runner:
+                           progress=progress, allocator=ex.allocator) as runner:
             check_registered_stages_reach_workers(runner)
             if only_shards is None:  # the only run on this directory: whatever a killed one left is stale
                 swept = fs.sweep_tree_temporaries(output_uri)

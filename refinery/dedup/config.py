@@ -178,6 +178,18 @@ class ExecutorSettings(_Strict):
     ray_address: str | None = None
     object_store_memory: int | None = Field(None, gt=0)
     max_retries: int = Field(2, ge=0)
+    #: the local pool's workers' malloc (refinery/allocator.py): ``auto`` preloads mimalloc where the
+    #: cmeel-mimalloc wheel is installed, ``system`` keeps glibc's. How a run runs, not what it
+    #: outputs: not in any fingerprint. Ray's processes are left alone
+    allocator: Literal["auto", "mimalloc", "system"] = "auto"
+
+    @field_validator("allocator")
+    @classmethod
+    def _allocator_installed(cls, value: str) -> str:
+        from refinery.allocator import check_allocator
+
+        check_allocator(value, "executor allocator")
+        return value
 
 
 def pass_name(method: object, name: object = None) -> str:

@@ -355,7 +355,8 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
     executor = executor or make_executor(config.executor.type, config.executor.workers,
                                          ray_address=config.executor.ray_address,
                                          object_store_memory=config.executor.object_store_memory,
-                                         max_retries=config.executor.max_retries)
+                                         max_retries=config.executor.max_retries,
+                                         allocator=config.executor.allocator)
     if getattr(executor, "kind", "") == "ray":  # Ray workers run in their raylet's directory, not ours
         input_dir, output_dir = fs.absolute(input_dir), fs.absolute(output_dir)
         work_dir = fs.absolute(work_dir) if work_dir else None

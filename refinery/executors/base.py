@@ -442,13 +442,16 @@ def default_workers() -> int:
 
 
 def make_executor(kind: str = "local", workers: int | None = None, *, ray_address: str | None = None,
-                  object_store_memory: int | None = None, max_retries: int = 2, progress: bool = True) -> Executor:
+                  object_store_memory: int | None = None, max_retries: int = 2, progress: bool = True,
+                  allocator: str = "auto") -> Executor:
     """The executor a config or command line names: ``local`` (process pool; one worker runs in
-    this process) or ``ray`` (a local Ray cluster, or the one at ``ray_address``/``RAY_ADDRESS``)."""
+    this process) or ``ray`` (a local Ray cluster, or the one at ``ray_address``/``RAY_ADDRESS``).
+    ``allocator``: the local pool's workers' malloc (:class:`~refinery.executors.local.LocalExecutor`);
+    Ray's processes are started by Ray and keep the environment they are given."""
     if kind == "local":
         from refinery.executors.local import LocalExecutor
 
-        return LocalExecutor(workers, max_retries=max_retries, progress=progress)
+        return LocalExecutor(workers, max_retries=max_retries, progress=progress, allocator=allocator)  # type: ignore[arg-type]
     if kind == "ray":
         from refinery.executors.ray_cluster import check_ray_installed
 

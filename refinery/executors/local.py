@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import multiprocessing
+import multiprocessing.context
 import os
 import re
 import signal
@@ -14,10 +16,12 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from logging.handlers import QueueHandler, QueueListener
+from multiprocessing import popen_spawn_posix
 from pathlib import Path
 from typing import Any
 
-from refinery import interrupts
+from refinery import allocator as allocators, interrupts
+from refinery.allocator import Allocator
 from refinery.executors.base import Executor, TaskFn, call_task, relay_record
 from refinery.io.arrow_rows import skip_pandas_probe
 from refinery.io.runlock import adopt_renewal, shared_renewal
@@ -61,11 +65,16 @@ def worker_log_level() -> int:
 
 
 def init_worker_logging(level: int = logging.INFO, queue: Any = None, parent_pid: int | None = None,
-                        claim_renewal: Any = None) -> None:
+                        claim_renewal: Any = None, environment: dict[str, str | None] | None = None) -> None:
     """A pool worker's logging: straight to stderr, or (``queue``) back to the parent process,
     whose handlers then print it, so worker lines never break into the parent's progress bar and
     pass the parent's filters (credential redaction). ``claim_renewal``: the parent's shared stamp
-    of its S3 claim's renewals (:func:`refinery.io.runlock.shared_renewal`)."""
+    of its S3 claim's renewals (:func:`refinery.io.runlock.shared_renewal`). ``environment``: the
+    variables the worker was started with on top of the parent's (its allocator's preload), with
+    the parent's values, put back first: what the worker starts (a helper with ``helper_allocator:
+    system``, a stage's own subprocess) sees the parent's environment."""
+    if environment:
+        allocators.restore_environment(environment)
     if claim_renewal is not None:
         adopt_renewal(claim_renewal)
     # rensa's Rust thread pool: one thread per worker process, the pool gives the parallelism
@@ -134,6 +143,78 @@ class _QuietSpawnPool(ProcessPoolExecutor):
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+class _PreloadPopen(popen_spawn_posix.Popen):
+    """multiprocessing's spawn launcher, but the child is started through ``env VAR=VALUE ...``
+    with its allocator's variables (``_variables``, set by the subclass): ``spawnv_passfds`` passes
+    no environment, so the only other ways were this process's ``os.environ`` (seen by every
+    thread's subprocesses while it is changed: racy, as the pool spawns from its manager thread) or
+    ``set_executable`` (global: a library caller's own pools too). A copy of CPython 3.11-3.13's
+    ``_launch`` (Lib/multiprocessing/popen_spawn_posix.py), the spawn call its one change."""
+
+    def _launch(self, process_obj: Any) -> None:
+        from multiprocessing import reduction, resource_tracker, spawn, util
+        from multiprocessing.context import set_spawning_popen
+
+        tracker_fd = resource_tracker.getfd()
+        self._fds.append(tracker_fd)
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        fp = io.BytesIO()
+        set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, fp)
+            reduction.dump(process_obj, fp)
+        finally:
+            set_spawning_popen(None)
+
+        parent_r = child_w = child_r = parent_w = None
+        try:
+            parent_r, child_w = os.pipe()
+            child_r, parent_w = os.pipe()
+            cmd = spawn.get_command_line(tracker_fd=tracker_fd, pipe_handle=child_r)
+            self._fds.extend([child_r, child_w])
+            # the change: env(1) sets the variables and execs the interpreter, so the loader
+            # preloads from the interpreter's first instruction
+            assignments = [f"{name}={value}" for name, value in process_obj._variables.items()]
+            self.pid = util.spawnv_passfds(_ENV, ["env", *assignments, *cmd], self._fds)
+            self.sentinel = parent_r
+            with open(parent_w, "wb", closefd=False) as f:
+                f.write(fp.getbuffer())
+        finally:
+            fds_to_close = [fd for fd in (parent_r, parent_w) if fd is not None]
+            self.finalizer = util.Finalize(self, util.close_fds, fds_to_close)
+            for fd in (child_r, child_w):
+                if fd is not None:
+                    os.close(fd)
+
+
+#: coreutils' (or busybox's) env: Linux only, as is the preload
+_ENV = b"/usr/bin/env"  # bytes: the path spawnv_passfds execs (the interpreter's is, too)
+
+
+class _PreloadProcess(multiprocessing.context.SpawnProcess):
+    """A spawned process started with ``_variables`` on top of this process's environment."""
+
+    _variables: dict[str, str]
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _PreloadPopen(process_obj)
+
+
+class _PreloadContext(multiprocessing.context.SpawnContext):
+    """A spawn context of its own whose processes start with ``variables`` on top of this
+    process's environment (one pool's workers: the global spawn context is left alone)."""
+
+    def __init__(self, variables: dict[str, str]) -> None:
+        super().__init__()
+        self.variables = dict(variables)
+
+    def Process(self, *args: Any, **kwargs: Any) -> _PreloadProcess:  # type: ignore[override]  # noqa: N802
+        process = _PreloadProcess(*args, **kwargs)
+        process._variables = self.variables
+        return process
+
+
 def _kill_stragglers(processes: list[Any], grace_s: float) -> None:
     """Kill (SIGKILL) the worker processes still alive ``grace_s`` seconds after their SIGTERM: a
     worker stuck in a C call that holds SIGTERM, or that ignores it, kept the pool's shutdown, and
@@ -155,15 +236,20 @@ class LocalExecutor(Executor):
     a worker costs ~1 s of imports, and workers keep their loaded models between passes).
 
     ``workers == 1`` runs tasks in this process. ``fresh_process`` gives every task a new process,
-    so its peak RSS is its own (benchmarks).
+    so its peak RSS is its own (benchmarks). ``allocator``: the workers' malloc, as the extract
+    stage's ``helper_allocator`` (:mod:`refinery.allocator`): ``auto`` starts them with mimalloc
+    preloaded where the wheel is installed and nothing is preloaded already; this process, and
+    what it or the workers start, keep their environment.
     """
 
     kind = "local"
 
     def __init__(self, workers: int | None = None, max_retries: int = 2, progress: bool = True,
-                 fresh_process: bool = False) -> None:
+                 fresh_process: bool = False, allocator: Allocator = "auto") -> None:
+        allocators.check_allocator(allocator, "executor allocator")
         super().__init__(workers, max_retries, progress)
         self.fresh_process = fresh_process
+        self.allocator = allocator
         self._pool: ProcessPoolExecutor | None = None
         self._fresh_pool: ProcessPoolExecutor | None = None  # one task per process (fresh_workers)
         self._listener: QueueListener | None = None
@@ -188,15 +274,16 @@ class LocalExecutor(Executor):
     def _new_pool(self, one_task_per_process: bool) -> ProcessPoolExecutor:
         # "spawn": fork() after pyarrow/fastText threads exist can deadlock a child
         context = multiprocessing.get_context("spawn")
-        level = worker_log_level()
-        kwargs: dict[str, Any] = {"mp_context": context, "initializer": init_worker_logging,
-                                  "initargs": (level, None, os.getpid(), shared_renewal())}
-        if self.shows_bar():
-            if self._listener is None:
-                queue = context.Queue()
-                self._listener = QueueListener(queue, _ToParentLogging())
-                self._listener.start()
-            kwargs["initargs"] = (level, self._listener.queue, os.getpid(), shared_renewal())
+        preload = allocators.preload_variables(self.allocator)
+        if self.shows_bar() and self._listener is None:  # the plain context's queue: it outlives pools
+            self._listener = QueueListener(context.Queue(), _ToParentLogging())
+            self._listener.start()
+        queue = self._listener.queue if self.shows_bar() and self._listener is not None else None
+        kwargs: dict[str, Any] = {
+            "mp_context": context if preload is None else _PreloadContext(preload[0]),
+            "initializer": init_worker_logging,
+            "initargs": (worker_log_level(), queue, os.getpid(), shared_renewal(), preload and preload[1]),
+        }
         if one_task_per_process:
             kwargs["max_tasks_per_child"] = 1
         return _QuietSpawnPool(self.capacity, **kwargs)
