@@ -85,3 +85,27 @@ class Stalls(Stage):
                 f.write(str(os.getpid()))  # the worker process: a Ray worker is not in the driver's group
             time.sleep(float(os.environ.get("REFINERY_TEST_STALL_SECONDS", "600")))
         return with_decision(batch, [None] * batch.num_rows)
+
+
+class AllocatorProbe(Stage):
+    """Removes nothing; writes, per process it runs in, whether that process maps mimalloc, its
+    ``LD_PRELOAD``, and whether a process it starts maps it (tests/test_allocator.py)."""
+
+    kind = "allocator_probe"
+
+    def __init__(self, name: str | None = None, record_dir: str = "") -> None:
+        super().__init__(name)
+        self.record_dir = record_dir
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import json
+        import os
+        import subprocess
+        from pathlib import Path
+
+        child = subprocess.run(["cat", "/proc/self/maps"], capture_output=True, text=True, check=True).stdout
+        record = {"pid": os.getpid(), "mimalloc": "libmimalloc" in Path("/proc/self/maps").read_text(),
+                  "LD_PRELOAD": os.environ.get("LD_PRELOAD"), "THP": os.environ.get("MIMALLOC_ALLOW_THP"),
+                  "child_mimalloc": "libmimalloc" in child}
+        (Path(self.record_dir) / f"{os.getpid()}.json").write_text(json.dumps(record))
+        return with_decision(batch, [None] * batch.num_rows)

@@ -144,3 +144,105 @@ def test_runs_differing_only_in_the_allocator_are_not_reported_as_differing_sett
     assert not [r for r in rows if r["differs"]]
     changed = [r["param"] for r in config_diff(manifest("auto"), manifest("system", judge=4.0)) if r["differs"]]
     assert changed == ["fallback_judge_ratio"]
+
+
+# -- the local executor's workers (the executor section's allocator) ------------------------------
+@pytest.fixture
+def _registry_restored():
+    from refinery.stages import registry
+
+    stages, registered = dict(registry.STAGES), dict(registry.REGISTERED)
+    yield
+    registry.STAGES.clear(), registry.STAGES.update(stages)
+    registry.REGISTERED.clear(), registry.REGISTERED.update(registered)
+
+
+def _probed_run(tmp_path: Path, name: str, allocator_value: str, workers: int = 2) -> tuple[list[dict], Path]:
+    """A real run (bundled Common Crawl documents, Gopher's quality filter, the probe) on a pool
+    of ``workers``; the probe's records of the processes it ran in, and the run directory."""
+    import json
+
+    from _custom_stages import AllocatorProbe
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stages.registry import register_stage
+
+    register_stage("allocator_probe", AllocatorProbe)
+    corpus = Path(__file__).resolve().parents[1] / "data" / "sample" / "cc_docs"
+    src, records, out = tmp_path / "in", tmp_path / f"{name}-records", tmp_path / name
+    src.mkdir(exist_ok=True), records.mkdir()
+    for f in sorted(corpus.glob("multiple_files_cc_en_head-*.jsonl.gz")):
+        (src / f.name).write_bytes(f.read_bytes())
+    config = parse_config({"stages": [{"type": "gopher_quality"},
+                                      {"type": "allocator_probe", "params": {"record_dir": str(records)}}],
+                           "executor": {"allocator": allocator_value}})
+    summary = run_pipeline(config, str(src), str(out), workers=workers, progress=False)
+    assert not summary.failed
+    return [json.loads(p.read_text()) for p in sorted(records.iterdir())], out
+
+
+@pytest.mark.skipif(not LINUX_WHEEL, reason="the wheel is a dependency on Linux x86_64/aarch64 only")
+@pytest.mark.usefixtures("_registry_restored")
+def test_the_pool_workers_run_on_mimalloc_and_what_they_start_does_not(tmp_path, monkeypatch) -> None:
+    import os
+
+    import pyarrow.dataset as ds
+
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("MIMALLOC_ALLOW_THP", raising=False)
+    on, out_on = _probed_run(tmp_path, "auto", "auto")
+    off, out_off = _probed_run(tmp_path, "system", "system")
+    assert on and off and all(r["pid"] != os.getpid() for r in on + off)  # pool workers, not this process
+    assert all(r["mimalloc"] for r in on) and not any(r["mimalloc"] for r in off)
+    # the preload is put back in the worker: what it starts (a stage's subprocess, a helper with
+    # helper_allocator: system) gets the parent's environment, as does everything this process starts
+    assert all(r["LD_PRELOAD"] is None and r["THP"] is None and not r["child_mimalloc"] for r in on + off)
+    assert "LD_PRELOAD" not in os.environ and "libmimalloc" not in Path("/proc/self/maps").read_text()
+    for part in ("kept", "removed"):
+        on_rows, off_rows = (ds.dataset(str(o / part)).to_table().sort_by("id") for o in (out_on, out_off))
+        assert on_rows.num_rows > 0 and on_rows.equals(off_rows)
+
+
+@pytest.mark.skipif(not LINUX_WHEEL, reason="the wheel is a dependency on Linux x86_64/aarch64 only")
+def test_a_preload_the_user_set_reaches_the_workers_as_it_was(tmp_path, monkeypatch) -> None:
+    from refinery.executors.local import LocalExecutor
+
+    theirs = "libm.so.6"  # a real library the loader finds by name: preloading it changes nothing
+    monkeypatch.setenv("LD_PRELOAD", theirs)
+    monkeypatch.delenv("MIMALLOC_ALLOW_THP", raising=False)
+    for value, mapped in (("auto", False), ("mimalloc", True)):
+        with LocalExecutor(2, progress=False, allocator=value) as executor:
+            pid, maps, preload, thp = executor.pool().submit(_probe_worker).result()
+        assert ("libmimalloc" in maps) == mapped and "libm.so.6" in maps
+        assert preload == theirs and thp is None  # the worker's own subprocesses see what the user set
+
+
+def _probe_worker() -> tuple[int, str, str | None, str | None]:
+    import os
+
+    return os.getpid(), Path("/proc/self/maps").read_text(), os.environ.get("LD_PRELOAD"), os.environ.get("MIMALLOC_ALLOW_THP")
+
+
+def test_the_executor_allocator_is_checked_and_not_fingerprinted(tmp_path, monkeypatch) -> None:
+    from refinery.config import ConfigError, load_config
+    from refinery.plan import plan_run
+
+    def plan(value: str):
+        config = tmp_path / f"{value}.yaml"
+        config.write_text(f"stages:\n  - type: gopher_quality\nexecutor:\n  allocator: {value}\n")
+        return plan_run(load_config(config), str(tmp_path / "in"), str(tmp_path / "out"))
+
+    src = Path(__file__).resolve().parents[1] / "data" / "sample" / "cc_docs" / "multiple_files_cc_en_head-0091.jsonl.gz"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / src.name).write_bytes(src.read_bytes())
+    assert [p.fingerprint for p in plan("auto").passes] == [p.fingerprint for p in plan("system").passes]
+    with pytest.raises(ConfigError, match="allocator"):
+        plan("jemalloc")
+    monkeypatch.setattr(allocator, "MIMALLOC_DIST", "no-such-distribution-here")
+    allocator._find_library.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="executor allocator 'mimalloc' needs the cmeel-mimalloc package"):
+            plan("mimalloc")
+    finally:
+        monkeypatch.undo()
+        allocator._find_library.cache_clear()

@@ -765,3 +765,20 @@ def test_sigterm_while_the_local_cluster_starts_is_one_line_and_leaves_no_ray_pr
         for pid in _session_processes(proc.pid):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _allocator_task(**_: object) -> dict:
+    return {"docs_read": 0, "pid": os.getpid(), "mimalloc": "libmimalloc" in Path("/proc/self/maps").read_text(),
+            "preload": os.environ.get("LD_PRELOAD")}
+
+
+def test_ray_workers_keep_the_environment_ray_gives_them_whatever_the_allocator(ray_local, monkeypatch):  # noqa: F811
+    """The executor's allocator is the local pool's: Ray's processes (its GCS, raylets and workers)
+    are started by Ray from this process's environment, which a run leaves as it is."""
+    from refinery.executors.base import make_executor
+
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with make_executor("ray", 2, allocator="mimalloc", progress=False) as ex:
+        results = ex.run(_allocator_task, [{} for _ in range(2)], label="maps")
+    assert results and all(not r["mimalloc"] and r["preload"] is None and r["pid"] != os.getpid() for r in results)
