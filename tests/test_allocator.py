@@ -246,3 +246,20 @@ def test_the_executor_allocator_is_checked_and_not_fingerprinted(tmp_path, monke
     finally:
         monkeypatch.undo()
         allocator._find_library.cache_clear()
+
+
+def test_the_pool_preloads_only_through_the_launcher_it_mirrors() -> None:
+    # _PreloadPopen copies CPython's spawn launcher: another Python's must not be replaced blindly
+    import hashlib
+    import inspect
+    from multiprocessing import popen_spawn_posix
+
+    from refinery.executors import local
+
+    source = inspect.getsource(popen_spawn_posix.Popen._launch)
+    assert local.preload_launcher_usable() == (hashlib.sha256(source.encode()).hexdigest() == local._LAUNCH_SHA256)
+    assert local.preload_launcher_usable() or sys.version_info[:2] not in ((3, 11), (3, 12), (3, 13))
+    mirrored = inspect.getsource(local._PreloadPopen._launch)
+    for line in ("reduction.dump(prep_data, fp)", "spawn.get_command_line(tracker_fd=tracker_fd,",
+                 "self.sentinel = parent_r", "util.Finalize(self, util.close_fds, fds_to_close)"):
+        assert line in source and line in mirrored

@@ -170,7 +170,8 @@ class _PreloadPopen(popen_spawn_posix.Popen):
         try:
             parent_r, child_w = os.pipe()
             child_r, parent_w = os.pipe()
-            cmd = spawn.get_command_line(tracker_fd=tracker_fd, pipe_handle=child_r)
+            cmd = spawn.get_command_line(tracker_fd=tracker_fd,
+                                         pipe_handle=child_r)
             self._fds.extend([child_r, child_w])
             # the change: env(1) sets the variables and execs the interpreter, so the loader
             # preloads from the interpreter's first instruction
@@ -189,6 +190,27 @@ class _PreloadPopen(popen_spawn_posix.Popen):
 
 #: coreutils' (or busybox's) env: Linux only, as is the preload
 _ENV = b"/usr/bin/env"  # bytes: the path spawnv_passfds execs (the interpreter's is, too)
+#: sha256 of CPython's ``popen_spawn_posix.Popen._launch`` that :class:`_PreloadPopen` copies (the
+#: same source in 3.8-3.13): under another, the workers start as multiprocessing starts them
+_LAUNCH_SHA256 = "3fd508aa79b8aba6267e28e79b08be8985f36a5a389a1da3c39ba4259f515510"
+
+
+@functools.cache
+def preload_launcher_usable() -> bool:
+    """Whether :class:`_PreloadPopen` may stand in for multiprocessing's spawn launcher here: the
+    launcher it copies is the one of this Python, and ``env`` is there to exec."""
+    import hashlib
+    import inspect
+
+    try:
+        source = inspect.getsource(popen_spawn_posix.Popen._launch)
+    except (OSError, TypeError):  # no source (a frozen or stripped install): cannot tell
+        return False
+    same = hashlib.sha256(source.encode()).hexdigest() == _LAUNCH_SHA256
+    if not same:
+        log.debug("this Python's multiprocessing launcher is not the one refinery's preloading copy mirrors: "
+                     "the pool's workers start on the system's malloc")
+    return same and os.access(_ENV, os.X_OK)
 
 
 class _PreloadProcess(multiprocessing.context.SpawnProcess):
@@ -274,7 +296,11 @@ class LocalExecutor(Executor):
     def _new_pool(self, one_task_per_process: bool) -> ProcessPoolExecutor:
         # "spawn": fork() after pyarrow/fastText threads exist can deadlock a child
         context = multiprocessing.get_context("spawn")
-        preload = allocators.preload_variables(self.allocator)
+        usable = preload_launcher_usable()
+        if not usable and self.allocator == "mimalloc":
+            log.warning("executor allocator 'mimalloc': this Python's multiprocessing launcher is not the one "
+                        "refinery knows how to preload through; the pool's workers run on the system's malloc")
+        preload = allocators.preload_variables(self.allocator) if usable else None
         if self.shows_bar() and self._listener is None:  # the plain context's queue: it outlives pools
             self._listener = QueueListener(context.Queue(), _ToParentLogging())
             self._listener.start()
