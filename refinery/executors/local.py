@@ -210,7 +210,10 @@ def preload_launcher_usable() -> bool:
     if not same:
         log.debug("this Python's multiprocessing launcher is not the one refinery's preloading copy mirrors: "
                      "the pool's workers start on the system's malloc")
-    return same and os.access(_ENV, os.X_OK)
+    from multiprocessing import spawn
+
+    # env(1) takes any argument holding "=" for one more assignment, not for the interpreter
+    return same and os.access(_ENV, os.X_OK) and b"=" not in os.fsencode(spawn.get_executable())
 
 
 class _PreloadProcess(multiprocessing.context.SpawnProcess):
