@@ -154,6 +154,9 @@ def _warm_extract_helper(config: Any, warm: Path) -> None:
 
 def run_refinery(warm: Path, data: Path, out: Path, prescreen: bool) -> dict:
     sys.path.insert(0, str(ROOT))
+    from refinery import allocator
+
+    allocator.preload_this_command([])  # started preloaded as `refinery run` is: the variables put back
     from refinery.io.arrow_rows import skip_pandas_probe
     from refinery.pipeline import run_pipeline, skip_exit_gc
     from refinery.stages import extract as extract_mod
@@ -327,10 +330,20 @@ def filter_chain(args: argparse.Namespace) -> None:
     bytecode_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     bytecode_env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
 
+    # refinery's process starts as `refinery run` starts itself: mimalloc preloaded (REFINERY_ALLOCATOR,
+    # default auto; refinery.allocator.preload_this_command), the variables put back inside it
+    sys.path.insert(0, str(ROOT))
+    from refinery import allocator
+
+    preload = allocator.preload_variables(os.environ.get(allocator.DRIVER_SETTING, "auto"))
+    refinery_env = dict(bytecode_env)
+    if preload is not None:
+        refinery_env |= {**preload[0], allocator.PUT_BACK: json.dumps(preload[1])}
+
     def command(system: str, inputs: Path, out: Path) -> tuple[list[str], dict]:
         if system.startswith("refinery"):
             return ([sys.executable, str(ROOT / "benchmarks" / "vs_datatrove.py"), "_filter_run", system,
-                     str(warm), str(inputs), str(out)], dict(bytecode_env))
+                     str(warm), str(inputs), str(out)], dict(refinery_env))
         return ([str(dt_python), __file__, "_filter_run", system, str(warm), str(inputs), str(out),
                  json.dumps(aligned), str(lid_model_path())],
                 {**bytecode_env, "PYTHONPATH": args.aligned_dir if system == "datatrove-aligned" else ""})

@@ -9,6 +9,10 @@ import sys
 
 
 def main() -> None:
+    from refinery import allocator
+
+    # first, before the imports: the heavy commands re-execute once with mimalloc preloaded
+    allocator.preload_this_command(sys.argv[1:])
     from refinery import interrupts
 
     interrupts.ignore_at_exit()  # first: its exit handler runs last

@@ -234,6 +234,10 @@ def setup_logging(verbose: bool, level: int | None = None) -> None:
     for handler in root.handlers:
         if not any(isinstance(f, RedactCredentials) for f in handler.filters):
             handler.addFilter(RedactCredentials())
+    if verbose:
+        from refinery.allocator import this_process_allocator
+
+        logging.getLogger("refinery").debug("this command's process runs on %s", this_process_allocator())
 
 
 def remake_report(run_dir: str) -> None:

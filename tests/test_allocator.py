@@ -263,3 +263,64 @@ def test_the_pool_preloads_only_through_the_launcher_it_mirrors() -> None:
     for line in ("reduction.dump(prep_data, fp)", "spawn.get_command_line(tracker_fd=tracker_fd,",
                  "self.sentinel = parent_r", "util.Finalize(self, util.close_fds, fds_to_close)"):
         assert line in source and line in mirrored
+
+
+_REEXEC_SCRIPT = """
+import json, os, subprocess, sys
+from refinery import allocator
+allocator.preload_this_command(sys.argv[1:])
+child = subprocess.run(["cat", "/proc/self/maps"], capture_output=True, text=True, check=True).stdout
+print(json.dumps({"pid": os.getpid(), "mimalloc": allocator.this_process_allocator() == "mimalloc",
+                  "LD_PRELOAD": os.environ.get("LD_PRELOAD"), "THP": os.environ.get("MIMALLOC_ALLOW_THP"),
+                  "marks": [k for k in os.environ if k.startswith("REFINERY_ALLOCATOR")],
+                  "child_mimalloc": "libmimalloc" in child}))
+"""
+
+
+@pytest.mark.skipif(not LINUX_WHEEL, reason="the wheel is a dependency on Linux x86_64/aarch64 only")
+def test_a_heavy_command_reexecutes_itself_on_mimalloc_and_its_children_inherit_nothing(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+
+    script = tmp_path / "command.py"
+    script.write_text(_REEXEC_SCRIPT)
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MIMALLOC_ALLOW_THP", "REFINERY_ALLOCATOR")}
+
+    def probe(*args: str, **env: str) -> dict:
+        done = subprocess.run([sys.executable, str(script), *args], env={**base, **env}, capture_output=True,
+                              text=True, check=True, timeout=120)
+        assert "ld.so" not in done.stderr
+        return json.loads(done.stdout)
+
+    ran = probe("run", "x.yaml")
+    # the same process (exec keeps the pid), now on mimalloc; the variables put back for what it starts
+    assert ran["mimalloc"] and ran["LD_PRELOAD"] is None and ran["THP"] is None and not ran["marks"]
+    assert not ran["child_mimalloc"]
+    assert not probe("status", "x")["mimalloc"]  # light commands start as they are
+    assert not probe("run", "x.yaml", REFINERY_ALLOCATOR="system")["mimalloc"]
+    theirs = probe("dedup", "x", LD_PRELOAD="libm.so.6")  # a user's preload stands under auto
+    assert not theirs["mimalloc"] and theirs["LD_PRELOAD"] == "libm.so.6"
+    both = probe("tokenize", "x", LD_PRELOAD="libm.so.6", REFINERY_ALLOCATOR="mimalloc")
+    assert both["mimalloc"] and both["LD_PRELOAD"] == "libm.so.6" and not both["child_mimalloc"]
+
+
+@pytest.mark.skipif(not LINUX_WHEEL, reason="the wheel is a dependency on Linux x86_64/aarch64 only")
+def test_refinery_run_says_which_allocator_its_process_runs_on(tmp_path) -> None:
+    import os
+    import subprocess
+
+    corpus = Path(__file__).resolve().parents[1] / "data" / "sample" / "cc_docs"
+    src = tmp_path / "in"
+    src.mkdir()
+    first = sorted(corpus.glob("multiple_files_cc_en_head-*.jsonl.gz"))[0]
+    (src / first.name).write_bytes(first.read_bytes())
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  - type: gopher_quality\n")
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MIMALLOC_ALLOW_THP", "REFINERY_ALLOCATOR")}
+    for setting, said in (("auto", "runs on mimalloc"), ("system", "runs on the system's malloc")):
+        done = subprocess.run([sys.executable, "-m", "refinery", "run", str(config), "-i", str(src), "-o",
+                               str(tmp_path / setting), "--workers", "1", "-v"], env={**base, "REFINERY_ALLOCATOR": setting},
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"this command's process {said}" in done.stderr
