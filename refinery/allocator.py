@@ -21,8 +21,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import signal
 import sys
-from importlib import metadata
 from typing import Literal
 
 Allocator = Literal["auto", "mimalloc", "system"]
@@ -52,6 +52,9 @@ def mimalloc_problem() -> str | None:
 
 @functools.cache
 def _find_library() -> tuple[str | None, str | None]:
+    # imported here: every command imports this module first thing, before its Ctrl-C handling
+    from importlib import metadata
+
     if not sys.platform.startswith("linux"):
         return None, MIMALLOC_MISSING
     try:
@@ -144,6 +147,8 @@ HEAVY_COMMANDS = frozenset({"run", "dedup", "tokenize"})
 DRIVER_SETTING = "REFINERY_ALLOCATOR"
 #: set in the re-executed command's environment: the values of the variables added, to put back
 PUT_BACK = "REFINERY_ALLOCATOR_PUT_BACK"
+#: set when SIGINT was blocked across the re-execution, to unblock with the put-back
+HELD_SIGINT = "REFINERY_ALLOCATOR_HELD_SIGINT"
 
 
 def preload_this_command(args: list[str]) -> None:
@@ -154,6 +159,7 @@ def preload_this_command(args: list[str]) -> None:
     re-execution cannot happen (this process then runs on as it is). Why: with ``workers: 1``
     every task runs in this process (the filter chain: +8.7% docs per CPU-second on mimalloc)."""
     put_back = os.environ.pop(PUT_BACK, None)
+    held = os.environ.pop(HELD_SIGINT, None)
     if put_back is not None:  # the re-executed command: the library is bound, the variables go
         import json
 
@@ -161,22 +167,42 @@ def preload_this_command(args: list[str]) -> None:
             restore_environment(json.loads(put_back))
         except (ValueError, TypeError, AttributeError):
             pass
+        if held:  # a Ctrl-C pressed meanwhile is raised now, where the caller says one line for it
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         return
     choice = os.environ.get(DRIVER_SETTING, "auto")
     if not args or args[0] not in HEAVY_COMMANDS or choice not in ("auto", "mimalloc"):
         return
-    variables = preload_variables(choice)
     original = getattr(sys, "orig_argv", None)  # the interpreter's own command line, flags included
-    if variables is None or not original or not sys.executable:
+    if not original or not sys.executable or not _replayable(sys.argv[0]):
+        return
+    variables = preload_variables(choice)
+    if variables is None:
         return
     import json
 
     added, previous = variables
     env = {**os.environ, **added, PUT_BACK: json.dumps(previous)}
+    # the signal mask outlives exec: SIGINT is held through the new interpreter's start, where a
+    # Ctrl-C ended in Python's own traceback (site's .pth files, ~20 ms more per command: review
+    # h101), until the put-back above lets it through
+    held = signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    if held:
+        env[HELD_SIGINT] = "1"
     try:
         os.execve(sys.executable, original, env)
     except OSError:  # cannot exec (a vanished interpreter, a seccomp policy): run on, unpreloaded
+        if held:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         return
+
+
+def _replayable(program: str) -> bool:
+    """Whether the program this interpreter runs can be read again by the re-executed one: a file
+    (the console script, ``-m``'s ``__main__.py``, a script) or ``-c``'s code. A program read from
+    stdin (``python - run ...``) or a pipe (``python <(...)``) is gone once read: re-executed, the
+    command ran an empty program and exited 0 having done nothing (found by review h101)."""
+    return program == "-c" or os.path.isfile(program)
 
 
 def this_process_allocator() -> str:

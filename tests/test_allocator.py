@@ -324,3 +324,58 @@ def test_refinery_run_says_which_allocator_its_process_runs_on(tmp_path) -> None
                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
         assert f"this command's process {said}" in done.stderr
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    import os
+
+    drop = ("LD_PRELOAD", "MIMALLOC_ALLOW_THP", "REFINERY_ALLOCATOR")
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
+@pytest.mark.skipif(not LINUX_WHEEL, reason="the wheel is a dependency on Linux x86_64/aarch64 only")
+def test_a_program_read_from_stdin_is_not_reexecuted_into_an_empty_one(tmp_path) -> None:
+    # `python - run ...`: the re-executed interpreter read the program from an exhausted stdin, ran
+    # nothing and exited 0 (review h101); -c's program is on the command line, and is re-executed
+    import json
+    import subprocess
+
+    piped = subprocess.run([sys.executable, "-", "run", "x.yaml"], input=_REEXEC_SCRIPT, env=_clean_env(),
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert piped.returncode == 0 and piped.stdout, piped.stderr[-2000:]
+    assert not json.loads(piped.stdout)["mimalloc"]
+    inline = subprocess.run([sys.executable, "-c", _REEXEC_SCRIPT, "run", "x.yaml"], env=_clean_env(),
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path, check=True)
+    assert json.loads(inline.stdout)["mimalloc"]
+
+
+_CTRL_C_AT = """
+import os, signal, sys
+# a Ctrl-C at a set point of the command's start: in the re-executed interpreter's own start (its
+# site), or in the first one's import of refinery.allocator
+if os.environ.get("CTRL_C_AT") == "restart" and "REFINERY_ALLOCATOR_PUT_BACK" in os.environ:
+    os.kill(os.getpid(), signal.SIGINT)
+elif os.environ.get("CTRL_C_AT") == "import" and "REFINERY_ALLOCATOR_PUT_BACK" not in os.environ:
+    def _hook(event, args):
+        if event == "import" and args[0] == "refinery.allocator":
+            os.kill(os.getpid(), signal.SIGINT)
+    sys.addaudithook(_hook)
+"""
+
+
+@pytest.mark.skipif(not LINUX_WHEEL, reason="the wheel is a dependency on Linux x86_64/aarch64 only")
+@pytest.mark.parametrize("point", ["restart", "import"])
+def test_a_ctrl_c_while_the_command_reexecutes_is_one_line(tmp_path, point) -> None:
+    # the re-execution starts the interpreter twice: a Ctrl-C in the second start, or in the first
+    # one's allocator import, ended in a traceback (review h101: SIGINT 18-75 ms after start)
+    import os
+    import subprocess
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(_CTRL_C_AT)
+    path = os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")]),
+                            str(Path(__file__).resolve().parents[1])])
+    done = subprocess.run([sys.executable, "-m", "refinery", "run", "c.yaml"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env=_clean_env(PYTHONPATH=path, CTRL_C_AT=point))
+    assert (done.returncode, done.stderr) == (130, "error: interrupted\n")
