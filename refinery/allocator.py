@@ -171,7 +171,14 @@ def preload_this_command(args: list[str]) -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         return
     choice = os.environ.get(DRIVER_SETTING, "auto")
-    if not args or args[0] not in HEAVY_COMMANDS or choice not in ("auto", "mimalloc"):
+    if not args or args[0] not in HEAVY_COMMANDS:
+        return
+    try:  # a typo ("mimaloc") or an uninstalled mimalloc is one line, as the config's keys say it
+        check_allocator(choice, DRIVER_SETTING)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+    if choice == "system":
         return
     original = getattr(sys, "orig_argv", None)  # the interpreter's own command line, flags included
     if not original or not sys.executable or not _replayable(sys.argv[0]):

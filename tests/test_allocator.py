@@ -379,3 +379,32 @@ def test_a_ctrl_c_while_the_command_reexecutes_is_one_line(tmp_path, point) -> N
     done = subprocess.run([sys.executable, "-m", "refinery", "run", "c.yaml"], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path, env=_clean_env(PYTHONPATH=path, CTRL_C_AT=point))
     assert (done.returncode, done.stderr) == (130, "error: interrupted\n")
+
+
+def test_a_driver_allocator_setting_that_cannot_be_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    import os
+    import subprocess
+
+    script = tmp_path / "command.py"
+    script.write_text(_REEXEC_SCRIPT)
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MIMALLOC_ALLOW_THP", "REFINERY_ALLOCATOR")}
+    done = subprocess.run([sys.executable, str(script), "run", "x.yaml"], env={**base, "REFINERY_ALLOCATOR": "mimaloc"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr == "error: REFINERY_ALLOCATOR must be one of auto, mimalloc, system, not 'mimaloc'\n"
+    light = subprocess.run([sys.executable, str(script), "status", "x"], env={**base, "REFINERY_ALLOCATOR": "mimaloc"},
+                           capture_output=True, text=True, timeout=120)
+    assert light.returncode == 0, light.stderr  # only the commands it applies to read it
+    # mimalloc asked for where the wheel is not: named, not a silent fall-back (a dist name nothing installs)
+    monkeypatch.setattr(allocator, "MIMALLOC_DIST", "no-such-distribution-here")
+    monkeypatch.setenv("REFINERY_ALLOCATOR", "mimalloc")
+    allocator._find_library.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            allocator.preload_this_command(["tokenize", "x"])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == ("error: REFINERY_ALLOCATOR 'mimalloc' needs the cmeel-mimalloc package "
+                                           "(Linux): pip install cmeel-mimalloc\n")
+    finally:
+        monkeypatch.undo()
+        allocator._find_library.cache_clear()
