@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from refinery.dedup.config import DedupConfig, pass_name
+from refinery.dedup.config import DedupConfig, ExecutorAllocator, pass_name
 from refinery.yaml_safe import DuplicateKeyError, UniqueKeyLoader, load_yaml  # noqa: F401 - re-exported
 from refinery.stages.base import Stage
 from refinery.stages.registry import STAGES, stage_class
@@ -219,18 +219,8 @@ class ExecutorConfig(_Strict):
     #: run on the rest; a rerun retries them. 0: any failed shard stops the run before dedup
     #: (Hadoop's ``mapreduce.map.failures.maxpercent``, as a fraction)
     max_failed_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    #: the local pool's workers' malloc (refinery/allocator.py): ``auto`` preloads mimalloc where the
-    #: cmeel-mimalloc wheel is installed, ``system`` keeps glibc's. How a run runs, not what it
-    #: outputs: not in any fingerprint. Ray's processes are left alone
-    allocator: Literal["auto", "mimalloc", "system"] = "auto"
-
-    @field_validator("allocator")
-    @classmethod
-    def _allocator_installed(cls, value: str) -> str:
-        from refinery.allocator import check_allocator
-
-        check_allocator(value, "executor allocator")
-        return value
+    #: the local pool's workers' malloc (:data:`refinery.dedup.config.ExecutorAllocator`)
+    allocator: ExecutorAllocator = "auto"
 
 
 _PASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")

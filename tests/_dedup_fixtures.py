@@ -145,3 +145,20 @@ def make_run_dir(tmp: Path, shards: dict[str, list[dict]]) -> Path:
     for name in shards:
         runner.run(ShardTask(str(inputs / f"{name}.jsonl.gz"), str(run), name))
     return run
+
+
+def one_document_url_dedup_run(tmp_path: Path) -> Path:
+    """A real two-pass run (a URL filter, then URL dedup) over one JSONL document: a run whose last
+    pass's directory holds no kept/ of its own (its documents are the run's kept/)."""
+    import json
+
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "1", "url": "https://a.example/1", "text": "t"}) + "\n")
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}],
+                           "dedup": [{"method": "url"}]})
+    run = tmp_path / "run"
+    run_pipeline(config, str(tmp_path / "in"), str(run), workers=1, progress=False)
+    return run

@@ -921,15 +921,9 @@ def test_the_last_pass_directory_of_a_run_is_refused_naming_the_run(tmp_path):
     """Found by review (h99): `refinery dedup OUT/url_dedup` (the last pass: its documents are the
     run's kept/, its own directory holds removed/, samples/ and its index) read that directory
     and stopped on "index/buckets/a.parquet lacks column(s) ['id', 'url']"."""
-    from refinery.config import parse_config
-    from refinery.pipeline import run_pipeline
+    from tests._dedup_fixtures import one_document_url_dedup_run
 
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "1", "url": "https://a.example/1", "text": "t"}) + "\n")
-    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}],
-                           "dedup": [{"method": "url"}]})
-    run = tmp_path / "run"
-    run_pipeline(config, str(tmp_path / "in"), str(run), workers=1, progress=False)
+    run = one_document_url_dedup_run(tmp_path)
     with pytest.raises(DedupInputError, match=f"^{run / 'url_dedup'} is the 'url_dedup' pass of the refinery run {run}, "
                                               f"whose documents are the run's corpus .*: give the run, {run}$"):
         run_dedup(str(run / "url_dedup"), str(tmp_path / "out"), DedupConfig(method="url"), LocalExecutor(1))

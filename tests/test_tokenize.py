@@ -650,16 +650,10 @@ def test_a_pass_directory_of_a_run_is_named_as_one(tmp_path, caplog):
     the run's kept/) was "no kept/ directory: is it a refinery run output?"."""
     import logging
 
-    from refinery.config import parse_config
-    from refinery.pipeline import run_pipeline
     from refinery.tokens.writer import kept_shards
+    from tests._dedup_fixtures import one_document_url_dedup_run
 
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "1", "url": "https://a.example/1", "text": "t"}) + "\n")
-    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}],
-                           "dedup": [{"method": "url"}]})
-    run = tmp_path / "run"
-    run_pipeline(config, str(tmp_path / "in"), str(run), workers=1, progress=False)
+    run = one_document_url_dedup_run(tmp_path)
     with pytest.raises(TokenizeError, match=f"the 'url_dedup' pass of the refinery run {run}, whose documents are the "
                                             f"run's corpus .*: give the run, {run}$"):
         kept_shards(str(run / "url_dedup"))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,6 +37,20 @@ def parse_size(value: int | str) -> int:
         raise ValueError(f"not a size: {value!r} (use e.g. 512MiB, 2GiB or a number of bytes)")
     return int(float(match.group(1)) * _UNITS[unit])
 
+
+
+def _allocator_installed(value: str) -> str:
+    from refinery.allocator import check_allocator
+
+    check_allocator(value, "executor allocator")
+    return value
+
+
+#: the ``executor: allocator`` setting of a run and of ``refinery dedup``: the local pool's workers'
+#: malloc (refinery/allocator.py): ``auto`` preloads mimalloc where the cmeel-mimalloc wheel is
+#: installed, ``system`` keeps glibc's. How a run runs, not what it outputs: not in any
+#: fingerprint. Ray's processes are left alone
+ExecutorAllocator = Annotated[Literal["auto", "mimalloc", "system"], AfterValidator(_allocator_installed)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -178,18 +193,8 @@ class ExecutorSettings(_Strict):
     ray_address: str | None = None
     object_store_memory: int | None = Field(None, gt=0)
     max_retries: int = Field(2, ge=0)
-    #: the local pool's workers' malloc (refinery/allocator.py): ``auto`` preloads mimalloc where the
-    #: cmeel-mimalloc wheel is installed, ``system`` keeps glibc's. How a run runs, not what it
-    #: outputs: not in any fingerprint. Ray's processes are left alone
-    allocator: Literal["auto", "mimalloc", "system"] = "auto"
-
-    @field_validator("allocator")
-    @classmethod
-    def _allocator_installed(cls, value: str) -> str:
-        from refinery.allocator import check_allocator
-
-        check_allocator(value, "executor allocator")
-        return value
+    #: the local pool's workers' malloc (:data:`ExecutorAllocator`)
+    allocator: ExecutorAllocator = "auto"
 
 
 def pass_name(method: object, name: object = None) -> str:
