@@ -1,19 +1,22 @@
-"""The memory allocator of the extraction helper process: mimalloc where it is installed.
+"""The memory allocator of the processes refinery starts for its heavy work: mimalloc where installed.
 
 Why: trafilatura's work is lxml trees and Python objects made and freed by the thousand per page,
-and glibc's ``malloc``/``free`` were ~18% of the helper's CPU samples (``perf``, session 38).
-mimalloc (Microsoft's allocator, MIT; shipped as a wheel by ``cmeel-mimalloc``), preloaded into the
-helper process, takes ~15% off its CPU with byte-identical text (docs/extraction.md, "The helper's
-allocator"). Only the helper gets it: it is a fresh process started by path, so ``LD_PRELOAD`` can
-bind every ``malloc`` from its first instruction; the process that starts it is left as it is.
+and glibc's ``malloc``/``free`` were ~18% of the extraction helper's CPU samples (``perf``, session
+38). mimalloc (Microsoft's allocator, MIT; shipped as a wheel by ``cmeel-mimalloc``), preloaded with
+``LD_PRELOAD`` into a process as it starts, takes ~6-11% off its CPU with byte-identical output
+(docs/extraction.md, "The helper's allocator"). A preload binds every ``malloc`` from the process's
+first instruction, so only processes started for it get one:
 
-The local executor's pool workers get the same (the config's ``executor: allocator``,
-:class:`refinery.executors.local.LocalExecutor`): started with :func:`preload_variables`, they put
-the parent's values back (:func:`restore_environment`) before running anything.
+- the extraction helper (the extract stage's ``helper_allocator``), started by path;
+- the local executor's pool workers (the config's ``executor: allocator``,
+  :class:`refinery.executors.local.LocalExecutor`);
+- the ``run``/``dedup``/``tokenize`` command itself (``REFINERY_ALLOCATOR``, read before any config:
+  :func:`preload_this_command` re-executes it once).
 
-``allocator`` (the extract stage's ``helper_allocator``, the executor's ``allocator``): ``auto`` preloads mimalloc when the wheel
-is installed (Linux) and the environment preloads nothing already (a user's own ``LD_PRELOAD``, e.g.
-jemalloc, stands); ``mimalloc`` requires it; ``system`` never preloads.
+Each puts the added variables back (:func:`restore_environment`) before it runs anything, so what
+it starts inherits nothing. ``auto`` preloads mimalloc when the wheel is installed (Linux) and the
+environment preloads nothing already (a user's own ``LD_PRELOAD``, e.g. jemalloc, stands);
+``mimalloc`` requires it; ``system`` never preloads.
 """
 
 from __future__ import annotations
