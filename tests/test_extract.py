@@ -278,7 +278,10 @@ ADVERSARIAL = {
 @pytest.mark.parametrize("backend", DEADLINE_BACKENDS)
 def test_adversarial_pages_never_exceed_the_deadline(backend: str) -> None:
     pytest.importorskip(backend)
-    stage = TrafilaturaExtractor(timeout_s=TIMEOUT, backend=backend)
+    # half the other tests' deadline: on mimalloc (the helper's allocator since session 39) the 90k
+    # tiny tags take ~0.5 s (0.9 s on glibc), so at 0.5 s only the attribute bomb was sure to be slow
+    deadline = TIMEOUT / 2
+    stage = TrafilaturaExtractor(timeout_s=deadline, backend=backend)
     slow = 0
     for name, make in ADVERSARIAL.items():
         html = make()
@@ -288,14 +291,14 @@ def test_adversarial_pages_never_exceed_the_deadline(backend: str) -> None:
         t0 = time.perf_counter()
         out = stage(batch)
         elapsed = time.perf_counter() - t0
-        assert elapsed < TIMEOUT + MARGIN, (name, elapsed)
+        assert elapsed < deadline + MARGIN, (name, elapsed)
         reason = check(out, batch)[0]
         # each is either done in time (kept, or removed for another reason) or removed at the deadline
         assert reason in (None, "no_text_extracted", "extraction_timeout"), (name, reason)
         if reason == "extraction_timeout":
             slow += 1
-            assert TIMEOUT <= out.column(METRIC)[0].as_py() < TIMEOUT + MARGIN
-    assert slow >= 2  # they are slow: most run past half a second
+            assert deadline <= out.column(METRIC)[0].as_py() < deadline + MARGIN
+    assert slow >= 2  # they are slow: the attribute bomb and the tiny tags run past the deadline
 
 
 def test_deadline_holds_outside_the_main_thread() -> None:
