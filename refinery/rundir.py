@@ -257,6 +257,16 @@ def pass_of_run(uri: str) -> tuple[RunDir, PassDir] | None:
     return None
 
 
+def last_pass_refusal(uri: str, run: RunDir, pass_dir: PassDir) -> str | None:
+    """For ``uri``, the directory of ``pass_dir`` of ``run`` (:func:`pass_of_run`): the one line
+    refusing it as a command's input when it is the run's last pass, whose documents are the run's
+    ``kept/`` (its own directory holds removed/, samples/ and indexes only); None for an earlier pass."""
+    if pass_dir.kept_dir != run.kept_dir:
+        return None
+    return (f"{uri} is the {fs.basename(pass_dir.root)!r} pass of the refinery run {run.root}, whose documents are "
+            f"the run's corpus ({run.kept_dir}): give the run, {run.root}")
+
+
 def clear_shard_outputs(out: PassDir, shard: str, present: set[str] | None = None) -> None:
     """Delete one shard's outputs in a pass directory, its stats marker first (without it the
     shard counts as unfinished, whatever else a crash here leaves). ``present``: the names of the

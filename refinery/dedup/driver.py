@@ -48,7 +48,7 @@ from refinery.dedup.substring import (
 )
 from refinery.io import fs
 from refinery.io.runlock import CLAIM_FILE, LOCK_FILE, OutputClaim, confirm_claim, output_guard
-from refinery.rundir import PassDir, RunDir, parent_dir, pass_of_run, remove_orphan_shards
+from refinery.rundir import PassDir, RunDir, last_pass_refusal, parent_dir, pass_of_run, remove_orphan_shards
 from refinery.runner import shard_name
 
 log = logging.getLogger("refinery.dedup")
@@ -90,12 +90,10 @@ def list_shards(input_dir: str) -> list[Shard]:
     runner writes it last): a kept shard without it (a shard that failed after publishing kept/,
     e.g. when its removed/ upload was refused) is not read, and the run is refused, naming them."""
     of_run = pass_of_run(input_dir)
-    if of_run is not None and of_run[1].kept_dir == of_run[0].kept_dir:
-        # the last pass keeps into the run's kept/: its own directory holds removed/, samples/ and
-        # its index, read as documents (review h99: "lacks column(s) ['id', 'text']")
-        raise DedupInputError(f"{input_dir} is the {fs.basename(of_run[1].root)!r} pass of the refinery run "
-                              f"{of_run[0].root}, whose documents are the run's corpus ({of_run[0].kept_dir}): "
-                              f"give the run, {of_run[0].root}")
+    # the last pass keeps into the run's kept/: its own directory holds removed/, samples/ and
+    # its index, read as documents (review h99: "lacks column(s) ['id', 'text']")
+    if of_run is not None and (refusal := last_pass_refusal(input_dir, *of_run)):
+        raise DedupInputError(refusal)
     run = RunDir(input_dir)
     unfinished = run.unfinished_last_pass()
     if unfinished:

@@ -40,7 +40,7 @@ from refinery.executors.base import TASK_SUMMARY, Executor, TaskFn
 from refinery.executors.local import LocalExecutor
 from refinery.io import fs, parquet
 from refinery.io.runlock import OutputClaim, confirm_claim, output_guard
-from refinery.rundir import RunDir, pass_of_run
+from refinery.rundir import RunDir, last_pass_refusal, pass_of_run
 from refinery.tokens.format import (
     FORMAT,
     RETOKENIZE,
@@ -89,10 +89,10 @@ def _check_not_a_pass(run_dir: str) -> None:
     if of_run is None:
         return
     run, pass_dir = of_run
+    refusal = last_pass_refusal(run_dir, run, pass_dir)
+    if refusal:
+        raise TokenizeError(refusal)
     name = fs.basename(pass_dir.root)
-    if pass_dir.kept_dir == run.kept_dir:
-        raise TokenizeError(f"{run_dir} is the {name!r} pass of the refinery run {run.root}, whose documents are the "
-                            f"run's corpus ({run.kept_dir}): give the run, {run.root}")
     names = [fs.basename(p.root) for p in run.document_pass_dirs()]
     after = names[names.index(name) + 1:] if name in names else []
     log.warning("%s is the %r pass of the refinery run %s: tokenizing what that pass kept, before %s; the run's "
