@@ -98,6 +98,19 @@ EDGE_CASES = {
     "World News / Europe Section<a href='/world'></a></div></h2><p>" + _long(20) + "</p>",
     "quotes and headings": "<blockquote><a href='/q'>A quoted link</a></blockquote><h3><a href='/hh'>Heading "
                            "link</a></h3><p>" + _long(30) + "</p>",
+    # an outer element's text is bounded by its tested inner elements' (tested first): a label or a
+    # few words around an inner div's one link (teaser share, labelled link), a farm of inner divs'
+    # links, inner divs summing to about the outer's size limits (100, 300)
+    "a label around an inner div's link": "<div>Read also: <div><a href='/n'>The town's new budget explained in "
+    "full</a></div></div><div>And some words before <div><a href='/o'>a long linked title of another story "
+    "here</a></div> and after</div><p>" + _long(30) + "</p>",
+    "a link farm of inner divs": "<div>" + "".join(f"<div><a href='/f{i}'>Latest news headline {i}</a> "
+                                                  f"<a href='/g{i}'>and its section</a> </div>" for i in range(4))
+    + "a few words</div><div>" + "".join(f"<div>{_long(12)} <a href='/h{i}'>Headline {i}</a></div>" for i in range(4))
+    + "</div><p>" + _long(30) + "</p>",
+    "inner divs about the size limits": "".join(
+        f"<div><div>{'x' * (n // 2)} <a href='/l{n}'>link</a></div><div>{'y' * (n - n // 2 - 12)} "
+        f"<a href='/m{n}'>link</a></div></div>" for n in (95, 99, 100, 101, 295, 299, 300, 301)),
 }
 
 
@@ -180,6 +193,42 @@ def test_each_text_is_read_once_per_pruning(monkeypatch: pytest.MonkeyPatch) -> 
     assert before.count("the report number") == 4  # nothing went
     assert reads["ref"] == 4  # once per link
     assert reads["div"] <= 3 + 2  # once per div (and the guarded pruning's whole-tree reads)
+
+
+def test_an_outer_divs_text_is_not_read_when_its_inner_divs_decide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nested divs around four long paragraphs with a link each: the innermost div's text (over 300
+    characters) bounds its two outer divs' from below, so their tests (four links: no link farm
+    test) need no text of theirs; only the innermost div's is read (and the guarded pruning's
+    whole-tree reads, not of a div). Before, every tested div's whole text was read and trimmed."""
+    paragraphs = "".join(f"<p>{_long(30)} See <a href='/r{i}'>the report number {i}</a> for more.</p>"
+                         for i in range(4))
+    html = f"<html><body><article><div><div><div>{paragraphs}</div></div><p>{_long(30)}</p></div></article></body></html>"
+    tree, options = _converted(html)
+    assert rules_module.install()
+    reads: list = []
+    text_content = HtmlMixin.text_content
+    monkeypatch.setattr(HtmlMixin, "text_content", lambda element: reads.append(element.tag) or text_content(element))
+    pruned = _pruned(tree, options, True, STAGE_RULES)
+    assert pruned.count("the report number") == 4  # nothing went
+    assert reads.count("div") == 1
+    monkeypatch.setattr(rules_module, "LINK_TEXT_BOUNDS", False)
+    reads.clear()
+    assert _pruned(tree, options, True, STAGE_RULES) == pruned
+    assert reads.count("div") == 3
+
+
+def test_a_labelled_link_is_at_most_its_slack_longer_than_its_link() -> None:
+    """The lean pass reads an element's text for :func:`labelled_link` only when its lower bound is
+    at most the link's text and ``_LABELLED_LINK_SLACK`` long: the longest label (30 characters),
+    the most after the link (3) and their spaces make exactly that, and one more character is none."""
+    link = "The town's new budget explained"
+    label = "Unbedingt lesenswerte Artikel:"
+    assert len(label) == 30
+    text = f"{label} {link} ..."
+    assert len(text) == len(link) + rules_module._LABELLED_LINK_SLACK
+    assert rules_module.labelled_link(text, link)
+    assert not rules_module.labelled_link(f"{label} {link} ....", link)
+    assert not rules_module.labelled_link(f"X{label} {link} ...", link)
 
 
 def _link_reads(tree, options, monkeypatch: pytest.MonkeyPatch, rules=None) -> int:  # noqa: ANN001

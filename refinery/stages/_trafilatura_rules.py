@@ -730,6 +730,14 @@ _COLLECT_LINK_INFO_SHA256 = "f19694013146ff10d5f57993169a6262be655b10ee49d477679
 #: the link-density passes run as :class:`_LinkPass` (False: trafilatura's ``delete_by_link_density``
 #: with :func:`install`'s ``link_teaser_test``; the same decisions, for A/B checks)
 LEAN_LINK_DENSITY = True
+#: :class:`_LinkPass` tests the innermost elements first and reads an element's text only when the
+#: lower bound its tested descendants give does not decide (False: every tested element's text is
+#: read, in document order; the same decisions, for A/B checks)
+LINK_TEXT_BOUNDS = True
+#: the most :func:`labelled_link`'s label (30 characters) and what follows the link (3) add to the
+#: link's text, with a space between each: an element's text longer than the link's by more is no
+#: labelled link
+_LABELLED_LINK_SLACK = 35
 
 
 def _link_holders(subtree, tagname: str) -> set:  # noqa: ANN001 - an lxml element
@@ -803,18 +811,25 @@ class _LinkPass:
         return text
 
     def run(self, subtree, tagname: str, backtracking: bool, favor_precision: bool):  # noqa: ANN001, ANN201
-        """trafilatura's ``delete_by_link_density`` loop (its source mirrored)."""
+        """trafilatura's ``delete_by_link_density`` loop (its source mirrored). The elements are
+        tested innermost first (nothing changes the tree before the deletions, so the order of the
+        tests changes no answer): a tested element's text length, or its own lower bound, bounds
+        its tested ancestors' from below (:meth:`_pass_up`), and a test reads an element's text
+        only when that bound does not decide it (a page's outer divs hold its whole text)."""
         deletions = []
         len_threshold = 200 if favor_precision else 100
         depth_threshold = 1 if favor_precision else 3
         holders = _link_holders(subtree, tagname)
-        for elem in subtree.iter(tagname) if holders else ():
-            if elem not in holders:  # no link, or an image container: (False, False)
-                continue
-            decided = self.results.get(elem)
-            if decided is None:
-                decided = self.results[elem] = self.test(elem, favor_precision, elem.findall(".//ref"))
-            result, short_with_links = decided
+        # no link, or an image container: (False, False) without a test
+        tested = [elem for elem in subtree.iter(tagname) if elem in holders] if holders else []
+        bounds: dict = {}
+        for elem in reversed(tested) if LINK_TEXT_BOUNDS else tested:
+            if elem not in self.results:
+                self.results[elem] = self.test(elem, favor_precision, elem.findall(".//ref"), bounds.get(elem, 0))
+            if LINK_TEXT_BOUNDS:
+                self._pass_up(elem, tagname, holders, bounds)
+        for elem in tested:
+            result, short_with_links = self.results[elem]
             if result or (
                 backtracking
                 and short_with_links
@@ -830,13 +845,29 @@ class _LinkPass:
             self.htmlprocessing.delete_element(elem)
         return subtree
 
-    def test(self, element, favor_precision: bool, links: list) -> tuple[bool, bool]:  # noqa: ANN001
-        """:func:`install`'s ``link_teaser_test`` for an element with ``links`` and no graphic."""
+    def _pass_up(self, elem, tagname: str, holders: set, bounds: dict) -> None:  # noqa: ANN001 - an lxml element
+        """Add ``elem``'s text length (its trimmed ``text_content()``: read, else its lower bound)
+        to the bound of its nearest tested ancestor. Exact: the texts of disjoint descendants are
+        disjoint pieces of an element's text, and a piece's trimmed length (its non-space
+        characters and the single spaces between its words) is no more than its share of the
+        whole's, so their sum bounds the whole's from below."""
+        text = self.texts.get(elem)
+        size = len(text) if text is not None else bounds.get(elem, 0)
+        if size:
+            for ancestor in elem.iterancestors(tagname):
+                if ancestor in holders:
+                    bounds[ancestor] = bounds.get(ancestor, 0) + size
+                    break
+
+    def test(self, element, favor_precision: bool, links: list, bound: int = 0) -> tuple[bool, bool]:  # noqa: ANN001
+        """:func:`install`'s ``link_teaser_test`` for an element with ``links`` and no graphic,
+        whose trimmed text is at least ``bound`` characters long (its text is read only when
+        that does not decide a comparison)."""
         rules = _ACTIVE.get()
         heading = element.tag == "head"
         if (rules is not None and (rules.keep_text_with_empty_links if heading else rules.keep_nested_heading_text)
                 and not any(self.text(link) for link in links)  # strip() and trim() agree on emptiness
-                and len(self.text(element)) >= _EMPTY_LINKS_TEXT_CHARS
+                and (bound >= _EMPTY_LINKS_TEXT_CHARS or len(self.text(element)) >= _EMPTY_LINKS_TEXT_CHARS)
                 and (heading or in_heading(element))):  # last: the ancestors' walk
             return False, False
         if (favor_precision and rules is not None and rules.drop_related_lists and element.tag == "list"
@@ -845,21 +876,26 @@ class _LinkPass:
         teasers = rules is not None and rules.link_teaser_share < TRAFILATURA.link_teaser_share
         if favor_precision and (teasers or (rules is not None and rules.drop_labelled_links)) and len(links) == 1:
             link_text = self.text(links[0])
-            if len(link_text) > 10:
+            # the element's text matters only if it may be short enough for one of the two rules
+            if len(link_text) > 10 and (
+                    (teasers and len(link_text) > bound * rules.link_teaser_share)
+                    or (rules.drop_labelled_links and bound <= len(link_text) + _LABELLED_LINK_SLACK)):
                 text = self.text(element)
                 if (teasers and len(link_text) > len(text) * rules.link_teaser_share
                         and not _numbered_label(text, link_text)) or (
                         rules.drop_labelled_links and labelled_link(text, link_text)):
                     return True, False
-        return self.density_test(element, favor_precision, links)
+        return self.density_test(element, favor_precision, links, bound)
 
-    def density_test(self, element, favor_precision: bool, links: list) -> tuple[bool, bool]:  # noqa: ANN001
-        """trafilatura's ``link_density_test`` past its two first returns (its source mirrored)."""
-        text = self.text(element)
+    def density_test(self, element, favor_precision: bool, links: list, bound: int = 0) -> tuple[bool, bool]:  # noqa: ANN001
+        """trafilatura's ``link_density_test`` past its two first returns (its source mirrored),
+        the element's trimmed text being at least ``bound`` characters long: each comparison
+        with its length reads the text only when ``bound`` does not decide it."""
         if len(links) == 1:
             len_threshold = 10 if favor_precision else 100
             link_text = self.text(links[0])
-            if len(link_text) > len_threshold and len(link_text) > len(text) * 0.9:
+            if (len(link_text) > len_threshold and len(link_text) > bound * 0.9
+                    and len(link_text) > len(self.text(element)) * 0.9):
                 return True, False
         if element.tag == "p":
             limitlen = 60 if element.getnext() is None else 30
@@ -867,15 +903,17 @@ class _LinkPass:
             limitlen = 300
         else:
             limitlen = 100
-        elemlen = len(text)
-        if elemlen < limitlen:
-            linklen, elemnum, shortelems = self.link_info(links)
-            if elemnum == 0:
-                return True, False
-            return linklen > elemlen * 0.8 or (elemnum > 1 and shortelems / elemnum > 0.8), True
+        if bound < limitlen:  # else the text is at least limitlen long
+            elemlen = len(self.text(element))
+            if elemlen < limitlen:
+                linklen, elemnum, shortelems = self.link_info(links)
+                if elemnum == 0:
+                    return True, False
+                return linklen > elemlen * 0.8 or (elemnum > 1 and shortelems / elemnum > 0.8), True
         if len(links) > 4:
             linklen, elemnum, _ = self.link_info(links)
-            if (linklen > len(text) * self.htmlprocessing.LINK_FARM_RATIO and linklen < 100 * elemnum
+            ratio = self.htmlprocessing.LINK_FARM_RATIO
+            if (linklen > bound * ratio and linklen > len(self.text(element)) * ratio and linklen < 100 * elemnum
                     and not self.htmlprocessing.is_paragraph_listing(links)):
                 return True, False
         return False, False
