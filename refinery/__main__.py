@@ -15,7 +15,8 @@ def main() -> None:
         from refinery import allocator
 
         # first, before the imports: the heavy commands re-execute once with mimalloc preloaded
-        allocator.preload_this_command(sys.argv[1:])
+        # (only refinery itself: a wrapper script of the user's would run twice)
+        allocator.preload_this_command(sys.argv[1:], only_as_refinery=True)
         from refinery import interrupts
 
         interrupts.ignore_at_exit()  # first: its exit handler runs last

@@ -154,13 +154,23 @@ PUT_BACK = "REFINERY_ALLOCATOR_PUT_BACK"
 HELD_SIGINT = "REFINERY_ALLOCATOR_HELD_SIGINT"
 
 
-def preload_this_command(args: list[str]) -> None:
+#: why this command's process was not re-executed with the preload although it would have been
+#: (None: it was, or there was nothing to do); ``-v`` says it (cli_common.setup_logging)
+kept_as_it_is: str | None = None
+
+
+def preload_this_command(args: list[str], *, only_as_refinery: bool = False) -> None:
     """Re-execute this command (the console script or ``python -m refinery``) with mimalloc
     preloaded when it is one of :data:`HEAVY_COMMANDS`, or, in the re-executed process, put the
     environment back, so the processes it starts inherit nothing (they get their own allocator:
     the pool's workers, the extraction helper). Returns when there is nothing to do or the
     re-execution cannot happen (this process then runs on as it is). Why: with ``workers: 1``
-    every task runs in this process (the filter chain: +8.7% docs per CPU-second on mimalloc)."""
+    every task runs in this process (the filter chain: +8.7% docs per CPU-second on mimalloc).
+
+    ``only_as_refinery``: re-execute only a process started as refinery itself
+    (:func:`started_as_refinery`): a wrapper script calling ``refinery.__main__.main()`` was run
+    whole a second time, whatever it did before the call twice (found by review h101)."""
+    global kept_as_it_is
     put_back = os.environ.pop(PUT_BACK, None)
     held = os.environ.pop(HELD_SIGINT, None)
     if put_back is not None:  # the re-executed command: the library is bound, the variables go
@@ -189,6 +199,10 @@ def preload_this_command(args: list[str]) -> None:
     variables = preload_variables(choice)
     if variables is None:
         return
+    if only_as_refinery and not started_as_refinery():
+        kept_as_it_is = (f"started by {sys.argv[0]}, not as refinery itself (the console script or python -m "
+                         "refinery): re-executing it would run the program twice")
+        return
     import json
 
     added, previous = variables
@@ -213,6 +227,75 @@ def _replayable(program: str) -> bool:
     stdin (``python - run ...``) or a pipe (``python <(...)``) is gone once read: re-executed, the
     command ran an empty program and exited 0 having done nothing (found by review h101)."""
     return program == "-c" or os.path.isfile(program)
+
+
+#: what a console script (pip's, uv's, setuptools') imports: a script importing more is a wrapper
+_CONSOLE_SCRIPT_IMPORTS = frozenset({"re", "sys", "refinery", "refinery.__main__", "refinery.cli",
+                                     "importlib.metadata", "importlib_metadata", "pkg_resources"})
+
+
+def started_as_refinery() -> bool:
+    """Whether this process is refinery itself: ``python -m refinery`` or the console script
+    installed for it, rather than a program of the user's that calls refinery's ``main()``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:  # python -m ...
+        return spec.name in ("refinery", "refinery.__main__")
+    path = getattr(main, "__file__", None)
+    return bool(path) and is_console_script(str(path))
+
+
+def is_console_script(path: str) -> bool:
+    """Whether the file at ``path`` is an installer's console-script wrapper: imports (of
+    :data:`_CONSOLE_SCRIPT_IMPORTS`) and an ``if __name__ == "__main__":`` block that only tidies
+    ``sys.argv[0]`` and calls ``sys.exit(main())``. Anything more is a program of the user's."""
+    import ast
+
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(65_536))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    guards = 0
+    for node in tree.body:
+        if isinstance(node, ast.Import) and all(a.name in _CONSOLE_SCRIPT_IMPORTS for a in node.names):
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module in _CONSOLE_SCRIPT_IMPORTS and not node.level:
+            continue
+        if isinstance(node, ast.If) and _is_main_guard(node.test) and not node.orelse and _argv_fixes_then_exit(node.body):
+            guards += 1
+            continue
+        return False
+    return guards == 1
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    import ast
+
+    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+            and len(test.comparators) == 1 and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == "__main__")
+
+
+def _argv_fixes_then_exit(body: list) -> bool:
+    """Statements that only set ``sys.argv[0]`` (pip's ``re.sub``, uv's suffix cuts), ending with
+    ``sys.exit(<callable>())``."""
+    import ast
+
+    def argv0(target: ast.expr) -> bool:
+        return isinstance(target, ast.Subscript) and ast.unparse(target.value) == "sys.argv"
+
+    def fix(node: ast.stmt) -> bool:
+        if isinstance(node, ast.Assign):
+            return all(argv0(t) for t in node.targets)
+        if isinstance(node, ast.If):
+            return all(fix(n) for n in (*node.body, *node.orelse))
+        return False
+
+    *fixes, last = body
+    exits = (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call) and ast.unparse(last.value.func) == "sys.exit"
+             and len(last.value.args) == 1 and isinstance(last.value.args[0], ast.Call) and not last.value.args[0].args)
+    return exits and all(fix(n) for n in fixes)
 
 
 def this_process_allocator() -> str:

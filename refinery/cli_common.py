@@ -235,9 +235,12 @@ def setup_logging(verbose: bool, level: int | None = None) -> None:
         if not any(isinstance(f, RedactCredentials) for f in handler.filters):
             handler.addFilter(RedactCredentials())
     if verbose:
-        from refinery.allocator import this_process_allocator
+        from refinery import allocator
 
-        logging.getLogger("refinery").debug("this command's process runs on %s", this_process_allocator())
+        log = logging.getLogger("refinery")
+        log.debug("this command's process runs on %s", allocator.this_process_allocator())
+        if allocator.kept_as_it_is:
+            log.debug("this command's process was not re-executed with mimalloc preloaded: %s", allocator.kept_as_it_is)
 
 
 def remake_report(run_dir: str) -> None:

@@ -408,3 +408,51 @@ def test_a_driver_allocator_setting_that_cannot_be_is_one_line(tmp_path, monkeyp
     finally:
         monkeypatch.undo()
         allocator._find_library.cache_clear()
+
+
+_WRAPPER = """
+import sys
+with open(sys.argv.pop(1), "a") as log:  # what the user's program does before it calls refinery
+    log.write("the wrapper ran\\n")
+from refinery.__main__ import main
+main()
+"""
+
+
+@pytest.mark.skipif(not LINUX_WHEEL, reason="the wheel is a dependency on Linux x86_64/aarch64 only")
+def test_a_wrapper_script_calling_main_is_not_run_twice(tmp_path) -> None:
+    # the re-execution replays sys.orig_argv: a program of the user's calling refinery's main()
+    # for a heavy command ran whole twice, whatever it did before the call done twice (review h101)
+    import subprocess
+
+    script, log = tmp_path / "wrapper.py", tmp_path / "log.txt"
+    script.write_text(_WRAPPER)
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, str(script), str(log), "run", "missing.yaml", "-v"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path, env=_clean_env(PYTHONPATH=root))
+    assert done.returncode == 2 and "config file not found: missing.yaml" in done.stderr, done.stderr[-2000:]
+    assert log.read_text() == "the wrapper ran\n"
+    assert f"not re-executed with mimalloc preloaded: started by {script}, not as refinery itself" in done.stderr
+
+
+def test_console_scripts_are_told_from_programs_that_call_main(tmp_path) -> None:
+    # pip's (distlib's) and uv's console scripts are refinery itself; a program doing more is not
+    pip = ("#!/venv/bin/python\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom refinery.__main__ import main\n"
+           "if __name__ == '__main__':\n    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+           "    sys.exit(main())\n")
+    uv = ("#!/venv/bin/python\n# -*- coding: utf-8 -*-\nimport sys\nfrom refinery.__main__ import main\n"
+          "if __name__ == \"__main__\":\n    if sys.argv[0].endswith(\"-script.pyw\"):\n"
+          "        sys.argv[0] = sys.argv[0][:-11]\n    elif sys.argv[0].endswith(\".exe\"):\n"
+          "        sys.argv[0] = sys.argv[0][:-4]\n    sys.exit(main())\n")
+    scripts = {"pip": pip, "uv": uv, "wrapper": _WRAPPER,
+               "setup first": pip.replace("if __name__", "import mylib\nmylib.setup()\nif __name__"),
+               "more in the guard": pip.replace("    sys.exit(main())", "    print('hi')\n    sys.exit(main())"),
+               "not python": "\x00\x01binary"}
+    found = {}
+    for name, text in scripts.items():
+        (tmp_path / name).write_text(text)
+        found[name] = allocator.is_console_script(str(tmp_path / name))
+    assert found == {"pip": True, "uv": True, "wrapper": False, "setup first": False, "more in the guard": False,
+                     "not python": False}
+    assert allocator.is_console_script(str(Path(sys.executable).parent / "refinery")) or not (
+        Path(sys.executable).parent / "refinery").is_file()  # the one installed here
