@@ -308,6 +308,27 @@ def _suggest_options(exc: Exception) -> None:
     exc.possibilities = [f"--{m}" for m in get_close_matches(exc.option_name[2:], names)]
 
 
+def _say_interrupted() -> None:
+    if interrupts.terminated():  # a scheduler's stop (scancel, docker stop, Kubernetes, SageMaker)
+        print_error("stopped by SIGTERM; run the same command again to resume")
+    else:
+        print_error("interrupted; run the same command again to resume")
+
+
+def _report_error(exc: Exception, verbose: bool) -> int:
+    """Print ``exc`` on one line; the exit code: 2 for a user error, 1 for anything else."""
+    from refinery.executors.base import TaskError
+
+    user = isinstance(exc, _user_error_types())
+    if isinstance(exc, TaskError):  # a task failed after its retries (a worker killed, OOM): not a bug
+        message, hint = str(exc), "; the finished tasks are kept: run the same command again to resume"
+    else:
+        message = str(exc) if user else f"unexpected {type(exc).__name__}: {exc}"
+        hint = "" if verbose else " (rerun with -v for the traceback)" if not user else ""
+    print_error(f"{message}{hint}" if str(exc) else f"{type(exc).__name__}{hint}")
+    return 2 if user else 1
+
+
 def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     """The ``refinery`` entry point: every error ends as one ``error:`` line on stderr (exit code 2
     for a usage or user error, 1 for an unexpected one) and a traceback only with ``-v``.
@@ -349,6 +370,10 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
             raise
         if code == 130:  # typer >= 0.20 turns Ctrl-C into Exit(130), returned as is here
             raise KeyboardInterrupt
+        # a Ctrl-C whose KeyboardInterrupt a library swallowed, or turned into its own error that
+        # the command then reported (cli_common.fail says "interrupted" instead): the command is
+        # interrupted all the same, not finished
+        interrupts.raise_if_requested()
     except NoArgsIsHelpError:
         code = 2  # the help was printed
     except ClickException as exc:  # usage errors: missing or bad arguments and options
@@ -357,24 +382,21 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         print_error(f"{exc.format_message()} (see: {where} --help)")
         code = exc.exit_code if exc.exit_code else 2
     except (Abort, KeyboardInterrupt):
-        if interrupts.terminated():  # a scheduler's stop (scancel, docker stop, Kubernetes, SageMaker)
-            print_error("stopped by SIGTERM; run the same command again to resume")
-        else:
-            print_error("interrupted; run the same command again to resume")
+        _say_interrupted()
         code = interrupts.exit_code()
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into one line
         if verbose:
             traceback.print_exc()
-        from refinery.executors.base import TaskError
-
-        user = isinstance(exc, _user_error_types())
-        if isinstance(exc, TaskError):  # a task failed after its retries (a worker killed, OOM): not a bug
-            message, hint = str(exc), "; the finished tasks are kept: run the same command again to resume"
+        if interrupts.requested():
+            # a Ctrl-C turned into another error on its way up: pydantic-core's schema build makes
+            # it a SchemaError ("Error building ... validator: KeyboardInterrupt"), CPython's import
+            # machinery a TypeError ("expected a message argument"); "unexpected SchemaError" was
+            # printed, exit 1 (review h101)
+            _say_interrupted()
+            code = interrupts.exit_code()
         else:
-            message = str(exc) if user else f"unexpected {type(exc).__name__}: {exc}"
-            hint = "" if verbose else " (rerun with -v for the traceback)" if not user else ""
-        print_error(f"{message}{hint}" if str(exc) else f"{type(exc).__name__}{hint}")
-        code = 2 if user else 1
+            code = _report_error(exc, verbose)
+
     finally:
         if handles_ctrl_c and exiting:
             # nothing is left to stop: a Ctrl-C in the interpreter's exit (atexit joins the pools'
@@ -395,13 +417,15 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         if not exiting:  # in-process: stdout as it was (the process's own keeps the wrapper to its exit)
             sys.stdout.flush()
             sys.stdout = stdout
-    if code in (130, 143) and handles_ctrl_c and (exiting or "ray" in sys.modules):
+    if code in (130, 143) and (exiting or (handles_ctrl_c and "ray" in sys.modules)):
         # interrupted: leave without the interpreter's teardown. It puts back SIGINT's default
         # action, and a Ctrl-C landing then killed the process by SIGINT after its one line (exit
         # -2, once in a fresh-clone CI run of the double Ctrl-C test); and after Ctrl-C reached
         # Ray's own threads it crashed in _raylet.so (SIGSEGV, exit 139, in 4 of 7 tries). The exit
         # handlers still run (multiprocessing's joins the workers; the last one ignores SIGINT),
-        # except with Ray, which is shut down already
+        # except with Ray, which is shut down already. And under `python -m`, a KeyboardInterrupt
+        # raised inside exec'd code (a dataclass being made) leaves the interpreter marked as ended
+        # by Ctrl-C, caught or not: sys.exit then became death by SIGINT (exit -2, review h101)
         sys.stdout.flush()
         sys.stderr.flush()
         if exiting and "ray" not in sys.modules:

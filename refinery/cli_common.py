@@ -92,7 +92,13 @@ VERBOSE = False
 
 def fail(message: object, code: int = 2) -> NoReturn:
     """Print ``error: <message>`` on one line and exit with ``code`` (2: a user error); with
-    ``-v``, the traceback of the exception being handled first."""
+    ``-v``, the traceback of the exception being handled first. After a Ctrl-C (or SIGTERM) the
+    error is most likely what the interrupt was turned into (a stage's constructor reports the
+    TypeError an interrupted import raised as a bad config): the command is interrupted instead."""
+    from refinery import interrupts
+
+    if interrupts.requested():
+        raise KeyboardInterrupt
     if VERBOSE and sys.exc_info()[0] is not None:
         import traceback
 

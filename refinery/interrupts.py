@@ -149,12 +149,35 @@ def install() -> bool:
     global _previous_sigterm
     if threading.current_thread() is not threading.main_thread():
         return False
+    if signal.getsignal(signal.SIGINT) is _on_sigint:  # installed already (the console script does, early)
+        return True
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         _previous_sigterm = signal.signal(signal.SIGTERM, _on_sigint)
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return False
     signal.signal(signal.SIGINT, _on_sigint)
+    _quiet_dropped_interrupts()
     return True
+
+
+def _quiet_dropped_interrupts() -> None:
+    """A KeyboardInterrupt that Python drops (raised in a weakref callback or a destructor, e.g.
+    importlib's module-lock callback during an import) printed "Exception ignored in: ..." and its
+    traceback above the one line; it is raised again where the command can stop
+    (:func:`raise_if_requested`), so its traceback is not printed (other errors are, as before)."""
+    import sys
+
+    previous = sys.unraisablehook
+    if getattr(previous, "_refinery_quiet", False):
+        return
+
+    def hook(unraisable: "sys.UnraisableHookArgs") -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt) and _requested:
+            return
+        previous(unraisable)
+
+    hook._refinery_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def uninstall() -> None:

@@ -491,12 +491,14 @@ def test_missing_models_are_listed_at_once_before_any_work(cli, tmp_path, small_
     assert not (tmp_path / "o").exists()  # no run.json
 
 
-def test_ctrl_c_while_the_command_line_is_imported_is_one_line(monkeypatch, capsys):
+def test_ctrl_c_while_the_command_line_is_imported_is_one_line(monkeypatch, capfd):
     """The console script imports the command line (half a second) inside its Ctrl-C handling."""
+    import signal
     import tomllib
     import types
 
     import refinery.__main__ as entry
+    from refinery import interrupts
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["refinery"] == "refinery.__main__:main"
@@ -505,10 +507,103 @@ def test_ctrl_c_while_the_command_line_is_imported_is_one_line(monkeypatch, caps
         def __getattr__(self, name: str) -> object:
             raise KeyboardInterrupt  # the Ctrl-C lands in the middle of the import
 
+    def exits(code: int) -> None:  # the process's own exit, here the test's
+        raise SystemExit(code)
+
     monkeypatch.setitem(sys.modules, "refinery.cli", StillImporting("refinery.cli"))
-    with pytest.raises(SystemExit) as exit_:
-        entry.main()
-    assert exit_.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
+    monkeypatch.setattr(entry.os, "_exit", exits)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            entry.main()
+    finally:  # entry.main() installed the command's handlers: this process's as they were
+        interrupts.uninstall()
+        interrupts.reset()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert exit_.value.code == 130 and capfd.readouterr().err == "error: interrupted\n"
+
+
+#: a sitecustomize: a real SIGINT at a set import of `python -m refinery`, in one of the shapes a
+#: Ctrl-C takes on its way up (CTRL_C_HOOK=shape:module)
+_CTRL_C_HOOK = r"""
+import os, signal, sys
+_shape, _, _module = os.environ.get("CTRL_C_HOOK", "").partition(":")
+_done = []
+
+def _ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(3):  # the handler runs here
+        pass
+
+def _hook(event, args):
+    if event != "import" or args[0] != _module or _done:
+        return
+    _done.append(1)
+    if _shape == "exec":  # inside code run by exec() of a string, as a dataclass or namedtuple is made
+        exec("_ctrl_c()\nfor _ in range(3): pass", {"_ctrl_c": _ctrl_c})
+    elif _shape == "wrapped":  # turned into a library's own error, as pydantic-core's schema build does
+        try:
+            _ctrl_c()
+        except KeyboardInterrupt:
+            from pydantic_core import SchemaError
+            raise SchemaError('Error building "literal" validator:\n  KeyboardInterrupt: ') from None
+
+sys.addaudithook(_hook)
+"""
+
+
+@pytest.mark.parametrize("hook, said", [
+    # review h101: "error: interrupted", then death by SIGINT (exit -2 seen by the parent)
+    ("exec:refinery.cli", "error: interrupted"),
+    # a SchemaError out of the command line's import: a traceback, exit 1
+    ("wrapped:refinery.cli", "error: interrupted"),
+    # ... out of the command's (the config models'): "error: unexpected SchemaError", exit 1
+    ("wrapped:refinery.config", "error: interrupted; run the same command again to resume"),
+])
+def test_a_ctrl_c_at_start_up_is_one_line_and_exit_130_whatever_it_became(tmp_path, hook, said):
+    """A Ctrl-C while `refinery run` starts, in the shapes it took on its way up: raised inside
+    exec'd code (under `python -m`, the interpreter then killed itself by SIGINT after the line),
+    or turned into pydantic-core's SchemaError while the config models were built (review h101)."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(_CTRL_C_HOOK)
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  - type: gopher_quality\n")
+    (tmp_path / "in").mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(ROOT)]), "CTRL_C_HOOK": hook,
+           "REFINERY_ALLOCATOR": "system"}
+    done = subprocess.run([sys.executable, "-m", "refinery", "run", str(config), "-i", str(tmp_path / "in"), "-o",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert (done.returncode, done.stderr) == (130, said + "\n")
+
+
+def test_a_ctrl_c_a_stage_reported_as_its_config_error_is_an_interrupt(cli, monkeypatch, tmp_path):
+    """A Ctrl-C inside a stage's constructor (importing its libraries) came out of CPython's import
+    machinery as a TypeError ("expected a message argument"), which the config reports as a bad
+    stage parameter: "error: invalid config ...", exit 2. The command was interrupted."""
+    import functools
+    import signal
+
+    from refinery.config import stage_class
+
+    gopher = stage_class("gopher_quality")
+    built = gopher.__init__
+
+    @functools.wraps(built)  # the config reads the constructor's parameters
+    def interrupted_import(self, *args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(3):
+                pass
+        except KeyboardInterrupt:
+            raise TypeError("expected a message argument") from None
+        built(self, *args, **kwargs)
+
+    monkeypatch.setattr(gopher, "__init__", interrupted_import)
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  - type: gopher_quality\n")
+    (tmp_path / "in").mkdir()
+    code, out, err = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "out")
+    assert (code, err) == (130, "error: interrupted; run the same command again to resume\n")
 
 
 def test_a_failed_task_is_one_line_with_the_resume_hint_not_a_bug(cli, monkeypatch, tmp_path):
