@@ -240,17 +240,20 @@ def plan(
         fail(f"--input-tb {input_tb:g} with {bytes_per_doc:g} bytes/doc at {docs_per_core_s:g} docs/s per core "
              "is too large to estimate (an instance count beyond any float)")
     verdict = model.target_verdict(result)
+    bytes_note = _bytes_per_doc_note(bytes_per_doc, measured_on, sample) if any(s.type == "extract" for s in cfg.stages) else None
     if json_out:
-        print(json.dumps({**result.as_dict(), "throughput_source": source, "target_verdict": verdict}, indent=1))
+        # the note too: --json printed every figure but not the warning that the bytes/doc behind
+        # them may not be the input's (review h101); null when there is none
+        print(json.dumps({**result.as_dict(), "throughput_source": source, "target_verdict": verdict,
+                          "bytes_per_doc_note": bytes_note}, indent=1))
         return
     out.print(model.render(result, source))
     if verdict:
         err.print(Text.assemble(("target not met:", "bold red"), verdict[len("target not met:"):]))
     for warning in result.warnings:
         err.print(f"note: {warning}")
-    note = _bytes_per_doc_note(bytes_per_doc, measured_on, sample) if any(s.type == "extract" for s in cfg.stages) else None
-    if note:
-        err.print(f"note: {note}")
+    if bytes_note:
+        err.print(f"note: {bytes_note}")
 
 
 def _bytes_per_doc_note(bytes_per_doc: float, measured_on: str | None, sample: str | None) -> str | None:

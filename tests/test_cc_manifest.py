@@ -174,3 +174,22 @@ def test_plan_on_an_s3_sample_does_not_blame_the_bundled_one(s3_bucket, cli, tmp
     assert code == 0, err
     [note] = [line for line in err.splitlines() if "bytes/doc differs" in line]
     assert "bundled" not in note and f"of {s3_bucket}/sample): if those files are not typical" in note, note
+
+
+def test_plan_json_carries_the_bytes_per_doc_note_the_text_prints(cli, tmp_path):
+    """`refinery plan --json` printed every figure but not the note that the measured bytes/doc is
+    far from Common Crawl's (review h101): it is the JSON's bytes_per_doc_note (null without one)."""
+    warc = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc" / "resiliparse_clipped.warc.gz"
+    (tmp_path / "sample").mkdir()
+    (tmp_path / "sample" / warc.name).write_bytes(warc.read_bytes())
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nstages:\n  - type: extract\n")
+    args = ("plan", recipe, "--input-tb", "1", "--docs-per-core-s", "20", "--sample", tmp_path / "sample")
+    code, _, err = cli(*args)
+    assert code == 0, err
+    [said] = [line.removeprefix("note: ") for line in err.splitlines() if "bytes/doc differs" in line]
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["bytes_per_doc_note"] == said
+    code, out, _ = cli("plan", recipe, "--input-tb", "1", "--docs-per-core-s", "20", "--bytes-per-doc", "900", "--json")
+    assert code == 0 and json.loads(out)["bytes_per_doc_note"] is None  # given, not measured: the user's choice
