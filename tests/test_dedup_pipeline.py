@@ -443,6 +443,22 @@ def test_config_file_and_overrides(tmp_path):
     assert (explicit.minhash.bands, explicit.minhash.rows, explicit.minhash.num_perm) == (400, 20, 9000)
 
 
+def test_one_pass_settings_under_a_dedup_section_are_read(tmp_path):
+    # `dedup: {method: url}` (the settings grouped as a recipe groups them) was refused as
+    # "dedup: unknown key" (review h101); beside top-level settings it is one line naming both
+    from refinery.dedup.config import DedupConfigError
+
+    section = tmp_path / "section.yaml"
+    section.write_text("dedup:\n  method: url\n  batch_size: 50\n")
+    cfg = load_dedup_config(section, {"memory_budget": "512MiB"})
+    assert (cfg.method, cfg.batch_size, cfg.memory_budget) == ("url", 50, 512 * 2**20)
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text("memory_budget: 1GiB\ndedup: {method: url}\n")
+    with pytest.raises(DedupConfigError, match=r"mixed\.yaml: a dedup: section beside top-level settings "
+                                               r"\(memory_budget\): give one pass's settings either under dedup:"):
+        load_dedup_config(mixed)
+
+
 def test_cli(run_dir, minhash_out, tmp_path):
     import typer
     from typer.testing import CliRunner

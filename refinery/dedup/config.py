@@ -235,6 +235,21 @@ class DedupConfigError(ValueError):
     pass
 
 
+def _one_pass_section(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A file holding one pass's settings under a ``dedup:`` mapping (``dedup: {method: url}``, as a
+    recipe groups its dedup settings) gives those settings: it was refused as "dedup: unknown key",
+    a key it does have (review h101). Beside other top-level keys it is refused, naming it: which of
+    the two sets of settings was meant cannot be told."""
+    section = data.get("dedup")
+    if not isinstance(section, dict):
+        return data
+    others = sorted(str(k) for k in data if k != "dedup")
+    if others:
+        raise DedupConfigError(f"dedup config {path}: a dedup: section beside top-level settings ({', '.join(others)}): "
+                               "give one pass's settings either under dedup: or at the top level, not both")
+    return dict(section)
+
+
 def load_dedup_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DedupConfig:
     """Load ``path`` (YAML; optional) and apply ``overrides`` (dotted keys such as
     ``"minhash.bands"``; ``None`` values are ignored)."""
@@ -255,6 +270,7 @@ def load_dedup_config(path: str | Path | None = None, overrides: dict[str, Any] 
                                    f"`refinery run {path} -i IN -o OUT` runs it, dedup passes included; `refinery dedup "
                                    f"-c` takes one pass's settings (method, minhash, ...: configs/dedup.yaml, or one "
                                    f"entry of the recipe's dedup: list)")
+        data = _one_pass_section(data, path)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
