@@ -11,7 +11,7 @@ first instruction, so only processes started for it get one:
 - the local executor's pool workers (the config's ``executor: allocator``,
   :class:`refinery.executors.local.LocalExecutor`);
 - the ``run``/``dedup``/``tokenize`` command itself (``REFINERY_ALLOCATOR``, read before any config:
-  :func:`preload_this_command` re-executes it once).
+  :func:`preload_this_command` re-executes it once, when started as refinery itself).
 
 Each puts the added variables back (:func:`restore_environment`) before it runs anything, so what
 it starts inherits nothing. ``auto`` preloads mimalloc when the wheel is installed (Linux) and the
