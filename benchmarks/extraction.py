@@ -9,6 +9,7 @@
     python benchmarks/extraction.py --xpath-check            (the lean path's XPath replacements vs lxml's)
     python benchmarks/extraction.py --xpath-ab REV [--rounds 2]   (the Python selections of git revision REV vs now)
     python benchmarks/extraction.py --repair-ab [--rounds 2]      (trafilatura's invalid-character repair vs the lean one)
+    python benchmarks/extraction.py --totext-ab [--rounds 2]      (trafilatura's result tree -> text vs the lean one)
 
 Runs the ``extract`` stage (``TrafilaturaExtractor``) with each variant (``VARIANTS``: the current
 defaults, the defaults before issue 13, Resiliparse), each in a fresh child process (so peak RSS is
@@ -378,7 +379,9 @@ def part_ab(args: argparse.Namespace) -> None:
     - ``--xpath-ab REV``: the Python selections compiled by ``refinery/stages/_xpath_to_python.py``
       as it was at git revision ``REV`` ("before") against the working tree's ("now");
     - ``--repair-ab``: trafilatura's own ``repair_faulty_html`` (its invalid-character regex over
-      every page) against the lean one (the regex only where a check in C finds one may be)."""
+      every page) against the lean one (the regex only where a check in C finds one may be);
+    - ``--totext-ab``: trafilatura's own ``xmltotxt`` after the XPath line joining against the lean
+      conversion that joins in the same walk (``refinery/stages/_lean_totext.py``)."""
     import importlib.util
     import logging
     import os
@@ -391,7 +394,8 @@ def part_ab(args: argparse.Namespace) -> None:
 
     stage = TrafilaturaExtractor()
     cascade = _extract_helper.make_extract({"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(),
-                                            "fallback": stage._fallback_config(), "log_level": logging.ERROR})
+                                            "fallback": stage._fallback_config(), "rules": stage._rules_config(),
+                                            "join_lines": stage.join_source_lines, "log_level": logging.ERROR})
     sides: dict[str, list] = {"before": [], "now": []}
     if args.xpath_ab:
         label = args.xpath_ab
@@ -410,6 +414,10 @@ def part_ab(args: argparse.Namespace) -> None:
                 old = new
             sides["before"].append((container, key, old))
             sides["now"].append((container, key, new))
+    elif args.totext_ab:
+        label = "trafilatura's xmltotxt"
+        sides["before"].append((_extract_helper, "LEAN_TOTEXT", False))
+        sides["now"].append((_extract_helper, "LEAN_TOTEXT", True))
     else:
         label = "trafilatura's repair"
         lean_repair = tutils.repair_faulty_html
@@ -471,8 +479,10 @@ def main() -> None:
                         help="CPU per page with the Python selections of git revision REV vs the working tree's")
     parser.add_argument("--repair-ab", action="store_true",
                         help="CPU per page with trafilatura's invalid-character repair vs the lean one")
+    parser.add_argument("--totext-ab", action="store_true",
+                        help="CPU per page with trafilatura's result tree -> text (and line joining) vs the lean one")
     args = parser.parse_args()
-    if args.xpath_ab or args.repair_ab:
+    if args.xpath_ab or args.repair_ab or args.totext_ab:
         part_ab(args)
         return
     if args.lean_ab:
