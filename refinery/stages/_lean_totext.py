@@ -4,7 +4,7 @@ Imported by ``_extract_helper`` (also when it runs by file path as the helper pr
 library only here, trafilatura imported when the lean function is built).
 
 Why: ``xmltotxt`` and refinery's ``join_source_line_breaks`` before it were ~5-7% of the stage's
-CPU (docs/extraction.md, "The result tree to text, session 40"). Three things made it dear:
+CPU (docs/extraction.md, "The result tree to text in one walk", session 40). Three things made it dear:
 - ``process_element`` recurses with ~8 helper calls per element (``_last_char`` three times,
   ``replace_element_text``, ``_escape_cell``, ``_append_spaced``, ``_append_tail``...) and reads
   an element's text up to three times (lxml decodes it each time): here one function per element,
