@@ -32,7 +32,8 @@ EDGE_TREES = [
     "<pre>keep\n  this</pre><p>x <code>inline\ncode</code>\n tail</p></body>",
     "<body><p>  \n  </p><p>\t</p><p>\u00a0\n\u00a0</p><p>\u3000wide\u3000space\n\u2028sep\u2029</p>"
     "<p>ctl\x85char\x7f\r\nnext</p><p>zero\u200bwidth\u00adsoft</p></body>",
-    "<body><p>&amp;nbsp; &amp;#13; &amp;#10; &amp;lt;b&amp;gt; &amp;amp; \u2424marker</p><p>中文\n文字 and 日本\nご</p></body>",
+    "<body><p>&amp;nbsp; &amp;#13; &amp;#10; &amp;lt;b&amp;gt; &amp;amp; \u2424marker</p>"
+    "<p>中文\n文字 and 日本\nご</p></body>",
     "<body><p/><hi/>lost tail<p></p><del>gone</del><graphic src='x.png' alt='alt'/>img tail<p>end</p></body>",
     "<body><div>div text<p>p</p>div\n tail</div><span>inline\nspan</span>span tail</body>",
     "<body>root text\n here<p>p</p></body>",
@@ -119,7 +120,8 @@ def test_lean_conversion_gives_trafilaturas_text_on_sample_pages() -> None:
     for i in range(0, batch.num_rows, 3):
         body = batch.column("html")[i].as_py()
         if body and b"<html" in body[:2000].lower():
-            pages.append((decode_html(body, batch.column("content_type")[i].as_py())[0], batch.column("url")[i].as_py()))
+            html = decode_html(body, batch.column("content_type")[i].as_py())[0]
+            pages.append((html, batch.column("url")[i].as_py()))
     assert len(pages) >= 15
     wrapper.lean = counted
     try:

@@ -806,8 +806,8 @@ def _install_joined_lines() -> bool:
 def _install_lean_totext() -> bool:
     """Give :func:`_text_wrapper` the lean conversion of ``_lean_totext`` (the same text as
     trafilatura's ``xmltotxt`` without formatting, and as :func:`join_source_line_breaks` before
-    it; ~20-25% less CPU for that step, ~2% of the cascade). Guarded: only for the trafilatura version whose functions it mirrors
-    (their sources compared). Returns whether it is in place."""
+    it; ~20-25% less CPU for that step, ~2% of the cascade). Guarded: only for the trafilatura
+    version whose functions it mirrors (their sources compared). Returns whether it is in place."""
     wrapper = _text_wrapper()
     if wrapper.lean is None:
         mirrored = mirrored_functions()
