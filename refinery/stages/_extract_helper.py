@@ -32,11 +32,11 @@ from multiprocessing.connection import Connection
 
 try:  # imported as part of refinery (in-process extraction, tests, benchmarks)
     from ._lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
-    from ._lean_totext import make_lean_xmltotxt, mirrored_functions
+    from ._lean_totext import XPATH_SPACE, make_lean_xmltotxt, mirrored_functions
     from ._xpath_to_python import Unsupported, compile_selections, compile_xpath
 except ImportError:  # run by file path as the helper process: its directory is on sys.path
     from _lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
-    from _lean_totext import make_lean_xmltotxt, mirrored_functions
+    from _lean_totext import XPATH_SPACE, make_lean_xmltotxt, mirrored_functions
     from _xpath_to_python import Unsupported, compile_selections, compile_xpath
 
 
@@ -738,18 +738,27 @@ def join_source_line_breaks(tree: Any) -> None:
     if _BROKEN_TEXT_XPATH is None:
         from lxml import etree
 
-        _BROKEN_TEXT_XPATH = etree.XPath("//text()[contains(., '\n') and normalize-space(.)]"
+        # a text node with a line break and more than whitespace, or one of several adjacent
+        # nodes: after lxml's strip_tags one element's text can be "Other", "\n", "title", none
+        # of which holds both, while their string (what lxml's .text/.tail give) does
+        _BROKEN_TEXT_XPATH = etree.XPath("//text()[contains(., '\n')][normalize-space(.) or "
+                                         "preceding-sibling::node()[1][self::text()] or "
+                                         "following-sibling::node()[1][self::text()]]"
                                          "[not(ancestor::code or ancestor::quote or ancestor::pre)]")
+    done = set()
     for node in _BROKEN_TEXT_XPATH(tree):
-        owner = node.getparent()  # the element whose text or tail this is
-        if owner is None:
+        owner = node.getparent()  # the element whose text or tail this is (of all its nodes)
+        if owner is None or (owner, node.is_tail) in done:
             continue
+        done.add((owner, node.is_tail))
         if node.is_tail:
             text, container, after = owner.tail, owner.getparent(), owner.getnext()
             starts_line = owner.tag not in _INLINE  # after a block or a <br>
         else:
             text, container, after = owner.text, owner, (owner[0] if len(owner) else None)
             starts_line = owner.tag not in _INLINE
+        if not text.strip(XPATH_SPACE):  # whitespace alone stays as it is
+            continue
         ends_line = (after.tag not in _INLINE) if after is not None else (container is None or container.tag not in _INLINE)
         if starts_line:
             text = _LEADING_BREAK.sub("", text)

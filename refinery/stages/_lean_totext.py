@@ -35,9 +35,9 @@ class BreaksToJoin(Exception):
 
 def may_join(text: str | None) -> bool:
     """Whether ``join_source_line_breaks`` may change this text (an element's text or tail, outside
-    code): it holds a line break and something besides XPath's whitespace. Its XPath tests each
-    text node, and lxml gives the text of adjacent nodes as one string (after ``strip_tags``: a
-    heading's "\\n  ", "Title", "\\n" are three nodes, none of which it joins), so true is "may"."""
+    code): it holds a line break and something besides XPath's whitespace. lxml gives the text of
+    adjacent nodes as one string (after ``strip_tags``: a heading's "\\n  ", "Title", "\\n" are
+    three nodes), and the joining reads them as one too."""
     return bool(text) and "\n" in text and bool(text.strip(XPATH_SPACE))  # type: ignore[operator]
 
 
