@@ -576,6 +576,52 @@ def test_a_ctrl_c_at_start_up_is_one_line_and_exit_130_whatever_it_became(tmp_pa
     assert (done.returncode, done.stderr) == (130, said + "\n")
 
 
+#: a program of the user's around refinery's main(): a real SIGINT when a set module is imported,
+#: then its clean-up in a finally block
+_WRAPPER_WITH_CLEAN_UP = r"""
+import os, signal, sys
+_module, _marker = sys.argv.pop(1), sys.argv.pop(1)
+_done = []
+
+def _hook(event, args):
+    if event == "import" and args[0] == _module and not _done:
+        _done.append(1)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(3):  # the handler runs here
+            pass
+
+sys.addaudithook(_hook)
+try:
+    from refinery.__main__ import main
+    main()
+finally:
+    with open(_marker, "a") as f:
+        f.write("cleaned up\n")
+"""
+
+
+@pytest.mark.parametrize("module, said", [
+    ("refinery.cli", "error: interrupted"),  # start-up: refinery.__main__ leaves
+    ("refinery.config", "error: interrupted; run the same command again to resume"),  # the command: cli.main leaves
+])
+def test_a_program_calling_main_still_cleans_up_after_a_ctrl_c(tmp_path, module, said):
+    """An interrupted command leaves by os._exit (CPython's SIGINT exit under python -m, a Ctrl-C in
+    the interpreter's teardown), which skipped the finally blocks and with statements of a program
+    calling refinery.__main__.main(): its clean-up never ran (review h106). Only refinery itself
+    leaves that way; a program calling main() gets SystemExit(130), as from any other error."""
+    script, marker = tmp_path / "wrapper.py", tmp_path / "marker.txt"
+    script.write_text(_WRAPPER_WITH_CLEAN_UP)
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  - type: gopher_quality\n")
+    (tmp_path / "in").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REFINERY_ALLOCATOR": "system"}
+    done = subprocess.run([sys.executable, str(script), module, str(marker), "run", str(config), "-i",
+                           str(tmp_path / "in"), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert (done.returncode, done.stderr) == (130, said + "\n")
+    assert marker.read_text() == "cleaned up\n"
+
+
 def test_a_ctrl_c_a_stage_reported_as_its_config_error_is_an_interrupt(cli, monkeypatch, tmp_path):
     """A Ctrl-C inside a stage's constructor (importing its libraries) came out of CPython's import
     machinery as a TypeError ("expected a message argument"), which the config reports as a bad
