@@ -5,6 +5,7 @@ YAML pipeline, resuming, and the CLI."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -457,6 +458,21 @@ def test_one_pass_settings_under_a_dedup_section_are_read(tmp_path):
     with pytest.raises(DedupConfigError, match=r"mixed\.yaml: a dedup: section beside top-level settings "
                                                r"\(memory_budget\): give one pass's settings either under dedup:"):
         load_dedup_config(mixed)
+
+
+@pytest.mark.parametrize("text, said", [("dedup:\n", "not empty"), ("dedup: url\n", "not str 'url'"),
+                                         ("dedup: [url]\n", "not list ['url']")])
+def test_a_dedup_section_that_is_not_a_mapping_is_said_so(tmp_path, text, said):
+    # `dedup:` left empty or given a method name was "dedup: unknown key", a key the file may have
+    # (review h106); a list under it is a recipe's (refused as a pipeline config, as before)
+    from refinery.dedup.config import DedupConfigError
+
+    path = tmp_path / "d.yaml"
+    path.write_text(text)
+    expected = "is a pipeline config" if "[" in text else re.escape(f"dedup: must be a mapping of one pass's settings "
+                                                                      f"(dedup: {{method: url}}), {said}")
+    with pytest.raises(DedupConfigError, match=expected):
+        load_dedup_config(path)
 
 
 def test_cli(run_dir, minhash_out, tmp_path):

@@ -240,14 +240,21 @@ def _one_pass_section(data: dict[str, Any], path: Path) -> dict[str, Any]:
     recipe groups its dedup settings) gives those settings: it was refused as "dedup: unknown key",
     a key it does have (review h101). Beside other top-level keys it is refused, naming it: which of
     the two sets of settings was meant cannot be told."""
-    section = data.get("dedup")
-    if not isinstance(section, dict):
+    if "dedup" not in data:
         return data
+    section = data["dedup"]
+    if not isinstance(section, dict):  # `dedup:` left empty, or `dedup: url`: "unknown key" it is not
+        raise DedupConfigError(f"dedup config {path}: dedup: must be a mapping of one pass's settings "
+                               f"(dedup: {{method: url}}), not {_yaml_kind(section)}")
     others = sorted(str(k) for k in data if k != "dedup")
     if others:
         raise DedupConfigError(f"dedup config {path}: a dedup: section beside top-level settings ({', '.join(others)}): "
                                "give one pass's settings either under dedup: or at the top level, not both")
     return dict(section)
+
+
+def _yaml_kind(value: Any) -> str:
+    return "empty" if value is None else f"{type(value).__name__} {value!r}"[:80]
 
 
 def load_dedup_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DedupConfig:
