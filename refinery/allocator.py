@@ -279,23 +279,54 @@ def _is_main_guard(test: ast.expr) -> bool:
 
 def _argv_fixes_then_exit(body: list) -> bool:
     """Statements that only set ``sys.argv[0]`` (pip's ``re.sub``, uv's suffix cuts), ending with
-    ``sys.exit(<callable>())``."""
+    ``sys.exit(main())`` (``main``: a name or a dotted one). Every expression on the way is inert:
+    a script computing ``sys.argv[0]`` with a call of its own (a write, a print) did it twice on
+    re-execution (review h106)."""
     import ast
 
     def argv0(target: ast.expr) -> bool:
-        return isinstance(target, ast.Subscript) and ast.unparse(target.value) == "sys.argv"
+        return isinstance(target, ast.Subscript) and ast.unparse(target.value) == "sys.argv" and _inert(target.slice)
 
     def fix(node: ast.stmt) -> bool:
         if isinstance(node, ast.Assign):
-            return all(argv0(t) for t in node.targets)
+            return all(argv0(t) for t in node.targets) and _inert(node.value)
         if isinstance(node, ast.If):
-            return all(fix(n) for n in (*node.body, *node.orelse))
+            return _inert(node.test) and all(fix(n) for n in (*node.body, *node.orelse))
         return False
 
     *fixes, last = body
     exits = (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call) and ast.unparse(last.value.func) == "sys.exit"
-             and len(last.value.args) == 1 and isinstance(last.value.args[0], ast.Call) and not last.value.args[0].args)
+             and len(last.value.args) == 1 and not last.value.keywords and isinstance(last.value.args[0], ast.Call)
+             and not last.value.args[0].args and not last.value.args[0].keywords
+             and _dotted_name(last.value.args[0].func))
     return exits and all(fix(n) for n in fixes)
+
+
+#: the calls a console script makes to tidy ``sys.argv[0]``: pip's ``re.sub``, uv's ``endswith``
+_TIDYING_CALLS = frozenset({"sub", "endswith", "removesuffix", "startswith"})
+
+
+def _inert(expr: ast.expr) -> bool:
+    """Whether evaluating ``expr`` does nothing but compute: no call but the string tidying's, no
+    lambda, no assignment expression."""
+    import ast
+
+    for node in ast.walk(expr):
+        if isinstance(node, (ast.Lambda, ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom)):
+            return False
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Attribute) and node.func.attr in _TIDYING_CALLS
+                                               and (node.func.attr != "sub" or ast.unparse(node.func.value) == "re")):
+            return False
+    return True
+
+
+def _dotted_name(expr: ast.expr) -> bool:
+    """``main`` or ``refinery.__main__.main``: a name, not an expression that runs code."""
+    import ast
+
+    while isinstance(expr, ast.Attribute):
+        expr = expr.value
+    return isinstance(expr, ast.Name)
 
 
 def this_process_allocator() -> str:

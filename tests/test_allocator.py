@@ -456,3 +456,27 @@ def test_console_scripts_are_told_from_programs_that_call_main(tmp_path) -> None
                      "not python": False}
     assert allocator.is_console_script(str(Path(sys.executable).parent / "refinery")) or not (
         Path(sys.executable).parent / "refinery").is_file()  # the one installed here
+
+
+def test_a_console_script_whose_expressions_run_code_is_a_program(tmp_path) -> None:
+    # the shape was checked, not what its expressions do: a script that wrote a file while it
+    # computed sys.argv[0] (or called a lambda for main) was re-executed and did it twice (review h106)
+    head = "import re\nimport sys\nfrom refinery.__main__ import main\nif __name__ == '__main__':\n"
+    tidy = "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+    scripts = {
+        "poetry's": "import sys\nfrom refinery.__main__ import main\n\nif __name__ == '__main__':\n    sys.exit(main())\n",
+        "a dotted main": head.replace("from refinery.__main__ import main", "import refinery.__main__")
+        + tidy + "    sys.exit(refinery.__main__.main())\n",
+        "a write in the tidying": head + "    sys.argv[0] = open('log', 'a').write('x') and sys.argv[0]\n    sys.exit(main())\n",
+        "a call in a test": head + "    if print('starting') or sys.argv[0].endswith('.exe'):\n"
+        "        sys.argv[0] = sys.argv[0][:-4]\n    sys.exit(main())\n",
+        "a lambda for main": head + tidy + "    sys.exit((lambda: print('starting') or main())())\n",
+        "an expression for main": head + tidy + "    sys.exit(__import__('mylib').setup()())\n",
+        "a walrus": head + "    sys.argv[0] = (n := sys.argv[0])\n    sys.exit(main())\n",
+    }
+    found = {}
+    for name, text in scripts.items():
+        (tmp_path / name).write_text(text)
+        found[name] = allocator.is_console_script(str(tmp_path / name))
+    assert found == {"poetry's": True, "a dotted main": True, "a write in the tidying": False, "a call in a test": False,
+                     "a lambda for main": False, "an expression for main": False, "a walrus": False}
