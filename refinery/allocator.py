@@ -242,7 +242,11 @@ def started_as_refinery() -> bool:
     if spec is not None:  # python -m ...
         return spec.name in ("refinery", "refinery.__main__")
     path = getattr(main, "__file__", None)
-    return bool(path) and is_console_script(str(path))
+    if not path:
+        return False
+    # `python path/to/refinery/__main__.py`: this package's own entry point, run as a file
+    own = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")
+    return os.path.realpath(str(path)) == os.path.realpath(own) or is_console_script(str(path))
 
 
 def is_console_script(path: str) -> bool:

@@ -480,3 +480,16 @@ def test_a_console_script_whose_expressions_run_code_is_a_program(tmp_path) -> N
         found[name] = allocator.is_console_script(str(tmp_path / name))
     assert found == {"poetry's": True, "a dotted main": True, "a write in the tidying": False, "a call in a test": False,
                      "a lambda for main": False, "an expression for main": False, "a walrus": False}
+
+
+@pytest.mark.skipif(not LINUX_WHEEL, reason="the wheel is a dependency on Linux x86_64/aarch64 only")
+def test_refinery_s_own_main_run_as_a_file_is_refinery_itself(tmp_path) -> None:
+    # `python path/to/refinery/__main__.py run ...` is refinery's entry point: it was told apart as
+    # "not refinery itself" and ran on the system's malloc (review h106)
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "refinery" / "__main__.py"), "run", "missing.yaml", "-v"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_clean_env(PYTHONPATH=str(root)))
+    assert done.returncode == 2 and "config file not found: missing.yaml" in done.stderr, done.stderr[-2000:]
+    assert "this command's process runs on mimalloc" in done.stderr and "not re-executed" not in done.stderr
