@@ -235,8 +235,9 @@ _CONSOLE_SCRIPT_IMPORTS = frozenset({"re", "sys", "refinery", "refinery.__main__
 
 
 def started_as_refinery() -> bool:
-    """Whether this process is refinery itself: ``python -m refinery`` or the console script
-    installed for it, rather than a program of the user's that calls refinery's ``main()``."""
+    """Whether this process is refinery itself: ``python -m refinery``, ``python
+    path/to/refinery/__main__.py`` or the console script installed for it, rather than a program
+    of the user's that calls refinery's ``main()``."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None:  # python -m ...
