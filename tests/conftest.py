@@ -132,9 +132,16 @@ def cli(capsys, keep_root_logging):
     """Run ``refinery ARGS`` in this process through the real entry point: (exit code, stdout, stderr)."""
     from refinery.cli import main
 
+    def leave(code: int) -> None:
+        raise SystemExit(code)
+
     def run(*args: object) -> tuple[int, str, str]:
         capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
+        # an interrupted command leaves by os._exit once Ray is imported (refinery.cli: Ray's
+        # threads crashed the teardown), which ended the pytest worker that had run a Ray test
+        # before (a fresh-clone CI run: "node down", then the suite hung)
+        with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exit_info:
+            patch.setattr(os, "_exit", leave)
             main([str(a) for a in args])
         captured = capsys.readouterr()
         code = exit_info.value.code
