@@ -53,19 +53,12 @@ def _leave_interrupted() -> None:
     except Exception:  # noqa: BLE001 - leaving whatever happens
         pass
     os.write(2, b"error: stopped by SIGTERM\n" if sigterm else b"error: interrupted\n")
-    if not _started_as_refinery():
+    allocator = sys.modules.get("refinery.allocator")  # imported first by main(), unless interrupted
+    if allocator is not None and not allocator.is_refinery_itself():
         # a program of the user's calling main(): its finally blocks and with statements around
         # the call run, as on any other exit (os._exit skipped its clean-up: review h106)
         sys.exit(143 if sigterm else 130)
     os._exit(143 if sigterm else 130)
-
-
-def _started_as_refinery() -> bool:
-    allocator = sys.modules.get("refinery.allocator")
-    try:
-        return allocator is None or allocator.started_as_refinery()
-    except Exception:  # noqa: BLE001 - leaving whatever happens: as refinery itself, as before
-        return True
 
 
 if __name__ == "__main__":

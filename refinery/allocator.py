@@ -250,6 +250,16 @@ def started_as_refinery() -> bool:
     return os.path.realpath(str(path)) == os.path.realpath(own) or is_console_script(str(path))
 
 
+def is_refinery_itself() -> bool:
+    """:func:`started_as_refinery`, or true when that cannot be told: an interrupted command of
+    refinery itself leaves by ``os._exit`` (refinery.cli, refinery.__main__), as it did before the
+    question was asked; a program calling ``main()`` gets ``SystemExit``."""
+    try:
+        return started_as_refinery()
+    except Exception:  # noqa: BLE001 - whatever happens: as refinery itself
+        return True
+
+
 def is_console_script(path: str) -> bool:
     """Whether the file at ``path`` is an installer's console-script wrapper: imports (of
     :data:`_CONSOLE_SCRIPT_IMPORTS`) and an ``if __name__ == "__main__":`` block that only tidies

@@ -329,17 +329,6 @@ def _report_error(exc: Exception, verbose: bool) -> int:
     return 2 if user else 1
 
 
-def _started_as_refinery() -> bool:
-    """Whether this process is refinery itself (the console script, ``python -m refinery``), which
-    leaves an interrupted command by ``os._exit``, rather than a program calling its ``main()``."""
-    from refinery.allocator import started_as_refinery
-
-    try:
-        return started_as_refinery()
-    except Exception:  # noqa: BLE001 - leaving whatever happens: as refinery itself, as before
-        return True
-
-
 def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     """The ``refinery`` entry point: every error ends as one ``error:`` line on stderr (exit code 2
     for a usage or user error, 1 for an unexpected one) and a traceback only with ``-v``.
@@ -440,7 +429,9 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         if exiting and "ray" not in sys.modules:
-            if not _started_as_refinery():
+            from refinery.allocator import is_refinery_itself
+
+            if not is_refinery_itself():
                 # a program of the user's calling refinery.__main__.main(): os._exit skipped the
                 # finally blocks and with statements around its call (its clean-up: review h106)
                 sys.exit(code)
