@@ -32,11 +32,11 @@ from multiprocessing.connection import Connection
 
 try:  # imported as part of refinery (in-process extraction, tests, benchmarks)
     from ._lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
-    from ._lean_totext import XPATH_SPACE, make_lean_xmltotxt, mirrored_functions
+    from ._lean_totext import make_lean_xmltotxt, may_join, mirrored_functions
     from ._xpath_to_python import Unsupported, compile_selections, compile_xpath
 except ImportError:  # run by file path as the helper process: its directory is on sys.path
     from _lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
-    from _lean_totext import XPATH_SPACE, make_lean_xmltotxt, mirrored_functions
+    from _lean_totext import make_lean_xmltotxt, may_join, mirrored_functions
     from _xpath_to_python import Unsupported, compile_selections, compile_xpath
 
 
@@ -757,7 +757,7 @@ def join_source_line_breaks(tree: Any) -> None:
         else:
             text, container, after = owner.text, owner, (owner[0] if len(owner) else None)
             starts_line = owner.tag not in _INLINE
-        if not text.strip(XPATH_SPACE):  # whitespace alone stays as it is
+        if not may_join(text):  # whitespace alone stays as it is (the lean walk's test too)
             continue
         ends_line = (after.tag not in _INLINE) if after is not None else (container is None or container.tag not in _INLINE)
         if starts_line:
@@ -780,7 +780,8 @@ def _text_wrapper() -> Callable:
     """trafilatura's ``core.xmltotxt`` (its result tree to text) wrapped, once per process: inside
     :func:`_with_joined_lines` calls it joins source line breaks first; with a lean conversion
     installed (its ``lean``, :func:`_install_lean_totext`) it converts plain text (no formatting) of
-    a whole tree with that, the joining done in the same walk; else trafilatura's own runs."""
+    a whole tree with that (it leaves a tree holding a text to join to the joining, then walks it
+    again); else trafilatura's own runs."""
     from trafilatura import core
 
     current = core.xmltotxt
