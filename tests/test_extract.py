@@ -1641,6 +1641,28 @@ def test_source_line_breaks_inside_paragraphs_are_spaces() -> None:
     assert REFINEDWEB_PARAMS["join_source_lines"] is False
 
 
+def test_blockquotes_are_joined_and_source_indentation_goes() -> None:
+    """Trafilatura makes both a <blockquote> and a <pre> a ``quote``, whose text kept the source's
+    line breaks: a blockquote wrapped at 80 columns came out in broken lines. It is joined like a
+    paragraph now; a <pre> keeps its lines and indentation. A heading's or
+    paragraph's text that trafilatura keeps whole lost no indentation of the source ("  1  Über",
+    a blockquote's "\\n  " before its paragraph); a nested list's indentation is trafilatura's
+    own and stays."""
+    fragments = [
+        "<blockquote>A quoted sentence the source wraps\n   at eighty columns, as editors\n   do.</blockquote>",
+        "<blockquote>\n  <p>„Dieses Buch ist das Standardwerk.“ – padeluun</p></blockquote>",
+        "<pre>roses are red,\n   violets are blue</pre>",
+        "<h3>  <div class='number'>1</div>  Über die Baumwipfel</h3>",
+        "<ul><li>one<ul><li>nested\n item</li></ul></li><li>two</li></ul>",
+    ]
+    joined = _extract_texts(fragments)
+    assert joined[0] == "A quoted sentence the source wraps at eighty columns, as editors do."
+    assert joined[1] == "„Dieses Buch ist das Standardwerk.“ – padeluun"
+    assert joined[2] == "roses are red,\n   violets are blue"
+    assert joined[3].startswith("1  Über die Baumwipfel")
+    assert joined[4] == "- one\n  - nested item\n- two"
+
+
 @pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
 def test_a_wrapped_real_paragraph_keeps_its_last_word_through_line_corrections(tmp_path: Path) -> None:
     from refinery.stages.line_corrections import LineCorrections

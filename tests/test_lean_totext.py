@@ -136,3 +136,23 @@ def test_lean_conversion_gives_trafilaturas_text_on_sample_pages() -> None:
     finally:
         wrapper.lean, _extract_helper.LEAN_TOTEXT = lean, True
     assert len(calls) >= len(pages) and any(calls)
+
+
+def test_line_joining_joins_blockquotes_and_trims_line_starts_as_the_lean_walk(lean) -> None:
+    """A ``quote`` marked as a blockquote is joined like a paragraph (a <pre>'s is not), and the
+    own text of a paragraph, heading or quote starts without the source's indentation, whitespace
+    alone included; code, a <pre>'s quote and an inline element's text keep theirs. The lean walk
+    leaves such trees to the joining and gives trafilatura's text of the joined tree."""
+    mark = _extract_helper.BLOCKQUOTE
+    source = (f"<body><quote {mark}=''>wrapped\n   quote</quote><quote>pre\n   kept</quote>"
+              f"<quote {mark}=''>\n  <p>para in quote</p></quote><p>     indented</p>"
+              "<head rend='h3'>  1  heading</head><p> <hi>hi</hi> after</p><quote>  pre indent</quote>"
+              "<code>  code indent</code><p>x<hi>  inline</hi></p></body>")
+    tree = etree.fromstring(source)
+    for join in (False, True):
+        assert lean(copy.deepcopy(tree), join) == trafilaturas_text(copy.deepcopy(tree), join), join
+    assert lean(copy.deepcopy(tree), True).splitlines() == [
+        "wrapped quote", "pre", "   kept", "para in quote", "indented", "1  heading", "hi after",
+        "  pre indent", "  code indent", "x  inline"]
+    # trafilatura's own text (no joining) keeps them
+    assert "   indented" in lean(copy.deepcopy(tree), False)

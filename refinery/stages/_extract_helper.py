@@ -32,11 +32,13 @@ from multiprocessing.connection import Connection
 
 try:  # imported as part of refinery (in-process extraction, tests, benchmarks)
     from ._lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
-    from ._lean_totext import make_lean_xmltotxt, may_join, mirrored_functions
+    from ._lean_totext import (BLOCKQUOTE, HTML_SPACE, KEEPS_BREAKS, LINE_START_TAGS, keeps_breaks,
+                                   make_lean_xmltotxt, may_join, may_trim, mirrored_functions)
     from ._xpath_to_python import Unsupported, compile_selections, compile_xpath
 except ImportError:  # run by file path as the helper process: its directory is on sys.path
     from _lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
-    from _lean_totext import make_lean_xmltotxt, may_join, mirrored_functions
+    from _lean_totext import (BLOCKQUOTE, HTML_SPACE, KEEPS_BREAKS, LINE_START_TAGS, keeps_breaks,
+                                  make_lean_xmltotxt, may_join, may_trim, mirrored_functions)
     from _xpath_to_python import Unsupported, compile_selections, compile_xpath
 
 
@@ -733,7 +735,12 @@ def join_source_line_breaks(tree: Any) -> None:
     documents). Done on the result, after every extraction decision, so that only the text's
     whitespace changes; text nodes of whitespace alone are left as they are, and so is text in
     ``code`` and ``quote`` (trafilatura's name for a ``<pre>`` that does not look like code: a
-    poem, a table drawn in characters)."""
+    poem, a table drawn in characters), but for a ``quote`` that was a ``<blockquote>`` (marked
+    ``BLOCKQUOTE`` while joining: :func:`_install_blockquote_marks`).
+
+    Then the own text of a paragraph, heading or quote loses its leading whitespace (``may_trim``):
+    the conversion starts it on a line of its own, and its spaces, tabs or line breaks were the
+    source's indentation ("<p>     Die Online-Andacht", "<quote> <p>", "<head>  1  Über")."""
     global _BROKEN_TEXT_XPATH
     if _BROKEN_TEXT_XPATH is None:
         from lxml import etree
@@ -744,7 +751,7 @@ def join_source_line_breaks(tree: Any) -> None:
         _BROKEN_TEXT_XPATH = etree.XPath("//text()[contains(., '\n')][normalize-space(.) or "
                                          "preceding-sibling::node()[1][self::text()] or "
                                          "following-sibling::node()[1][self::text()]]"
-                                         "[not(ancestor::code or ancestor::quote or ancestor::pre)]")
+                                         f"[not(ancestor::code or ancestor::quote[not(@{BLOCKQUOTE})] or ancestor::pre)]")
     done = set()
     for node in _BROKEN_TEXT_XPATH(tree):
         owner = node.getparent()  # the element whose text or tail this is (of all its nodes)
@@ -769,6 +776,15 @@ def join_source_line_breaks(tree: Any) -> None:
             owner.tail = text
         else:
             owner.text = text
+    _trim_line_starts(tree)
+
+
+def _trim_line_starts(tree: Any) -> None:
+    """The leading whitespace of each text ``may_trim`` names, outside code (its indentation)."""
+    for element in tree.iter(*LINE_START_TAGS):
+        if may_trim(element.tag, element.text) and not keeps_breaks(element) and not any(
+                keeps_breaks(ancestor) for ancestor in element.iterancestors(*KEEPS_BREAKS)):
+            element.text = element.text.lstrip(HTML_SPACE) or None
 
 
 #: whether trafilatura's result tree -> text runs lean where it can (:func:`_install_lean_totext`);
@@ -808,8 +824,50 @@ def _text_wrapper() -> Callable:
 
 def _install_joined_lines() -> bool:
     """Wrap trafilatura's ``core.xmltotxt`` (:func:`_text_wrapper`) so that, inside
-    :func:`_with_joined_lines` calls only, it joins source line breaks first."""
+    :func:`_with_joined_lines` calls only, it joins source line breaks first (blockquotes too:
+    :func:`_install_blockquote_marks`)."""
     _text_wrapper()
+    _install_blockquote_marks()
+    return True
+
+
+#: sha256 of trafilatura 2.3.1's ``main_extractor.handle_quotes`` and ``htmlprocessing.convert_quotes``:
+#: both ``<blockquote>`` and ``<pre>`` become ``quote``, and ``handle_quotes`` gives a new element
+#: with the tag alone
+_QUOTES_SOURCES_SHA256 = ("08b75e38a525e7485971f0e1db7d16cd224b83aa2f39962df15f55d3d84159e1",
+                          "07d7bda784a292f83991024fc2f9ed78f34671c23adb832df201789108c10006")
+
+
+def _install_blockquote_marks() -> bool:
+    """Inside :func:`_with_joined_lines` calls, mark a ``<blockquote>`` with no ``<pre>`` in it
+    before trafilatura turns it into ``quote`` (as it does a ``<pre>``), and carry the mark
+    (``BLOCKQUOTE``) to the ``quote`` of the result tree, so that the line joining tells a
+    blockquote, wrapped at 80 columns in the source, from preformatted text (a poem, a table drawn
+    in characters). Outside joining calls nothing is marked: trafilatura's own tree. Guarded: only
+    over the trafilatura functions this reasons about (sources compared); else quotes keep their
+    breaks, as before. Returns whether it is in place."""
+    from trafilatura import htmlprocessing, main_extractor
+
+    convert, handle = htmlprocessing.CONVERSIONS["blockquote"], main_extractor.handle_quotes
+    if getattr(handle, "_refinery", False):
+        return True
+
+    def convert_quotes(elem):
+        # tree.iter visits a blockquote before its descendants: a <pre> in it is not converted yet
+        if elem.tag == "blockquote" and _JOIN_LINES.get() and elem.find(".//pre") is None:
+            elem.set(BLOCKQUOTE, "")
+        convert(elem)
+
+    def handle_quotes(element, options):
+        quote = handle(element, options)
+        if quote is not None and quote.tag == "quote" and element.get(BLOCKQUOTE) is not None:
+            quote.set(BLOCKQUOTE, "")
+        return quote
+
+    if not _install_replacement(main_extractor, "handle_quotes", handle, handle_quotes, _QUOTES_SOURCES_SHA256,
+                                also=(convert,)):
+        return False
+    htmlprocessing.CONVERSIONS["blockquote"] = convert_quotes
     return True
 
 

@@ -23,14 +23,39 @@ from collections.abc import Callable
 from typing import Any
 
 #: elements whose text keeps its line breaks (``join_source_line_breaks``: ``code``; ``quote``,
-#: trafilatura's name for a ``<pre>`` that does not look like code; ``pre``)
+#: trafilatura's name for a ``<pre>`` that does not look like code, and for a ``<blockquote>``,
+#: unless marked :data:`BLOCKQUOTE`; ``pre``)
 KEEPS_BREAKS = frozenset(("code", "quote", "pre"))
+#: attribute of a result-tree ``quote`` that was a ``<blockquote>`` without a ``<pre>`` in it
+#: (set while joining only, ``_extract_helper._install_blockquote_marks``): its text is joined
+#: like a paragraph's (a quote wrapped at 80 columns in the source), a ``<pre>``'s is not
+BLOCKQUOTE = "refinery-blockquote"
 #: XPath's whitespace (``normalize-space``): a text of these alone is not joined
 XPATH_SPACE = " \t\r\n"
+#: elements whose own text the conversion puts at the start of a line (``xml.NEWLINE_ELEMS``
+#: with a text; in a cell or list item after a space): its leading whitespace is the source's
+#: indentation, which a browser does not show
+LINE_START_TAGS = frozenset(("p", "head", "quote"))
+#: HTML's collapsible whitespace (space, tab, line feed, form feed, carriage return)
+HTML_SPACE = " \t\n\f\r"
 
 
 class BreaksToJoin(Exception):
     """The walk met a text the line joining may change."""
+
+
+def keeps_breaks(element: Any) -> bool:
+    """Whether the text in ``element`` keeps the source's line breaks and indentation: code, a
+    ``<pre>`` (trafilatura's ``quote`` or ``code``), a ``quote`` not marked :data:`BLOCKQUOTE`."""
+    tag = element.tag
+    return tag in KEEPS_BREAKS and (tag != "quote" or element.get(BLOCKQUOTE) is None)
+
+
+def may_trim(tag: Any, text: str | None) -> bool:
+    """Whether ``join_source_line_breaks`` trims this own text of a ``tag`` element (outside code):
+    it starts a line (:data:`LINE_START_TAGS`) with whitespace, the source's indentation
+    ("<p>\\n        AUTOR", "<head>  1  Über"), whitespace alone included ("<quote> <p>...")."""
+    return bool(text) and text[0] in HTML_SPACE and tag in LINE_START_TAGS  # type: ignore[index]
 
 
 def may_join(text: str | None) -> bool:
@@ -47,7 +72,8 @@ def holds_breaks_to_join(element: Any) -> bool:
         tag = child.tag
         if may_join(child.tail):
             return True
-        if tag not in KEEPS_BREAKS and ((tag.__class__ is str and may_join(child.text)) or holds_breaks_to_join(child)):
+        if not keeps_breaks(child) and ((tag.__class__ is str and (may_join(child.text) or may_trim(tag, child.text)))
+                                        or holds_breaks_to_join(child)):
             return True  # a comment's text is no text node
     return False
 
@@ -102,10 +128,11 @@ def make_lean_xmltotxt(join_lines: Callable[[Any], None]) -> Callable[[Any, bool
         append = out.append
         tag, text, tail = element.tag, element.text, element.tail
         if joining:
-            if ((text and "\n" in text and tag not in KEEPS_BREAKS and tag.__class__ is str and may_join(text))
+            joining = tag not in KEEPS_BREAKS or not keeps_breaks(element)
+            if ((text and joining and tag.__class__ is str
+                 and (("\n" in text and may_join(text)) or (text[0] in HTML_SPACE and may_trim(tag, text))))
                     or (tail and "\n" in tail and may_join(tail))):
                 raise BreaksToJoin
-            joining = tag not in KEEPS_BREAKS
         children = len(element)
         if not children and not in_cell and not in_item and tag not in leaf_exceptions:
             # the commonest case (a paragraph, a heading, a line break): process_element's steps
