@@ -751,7 +751,8 @@ def join_source_line_breaks(tree: Any) -> None:
         _BROKEN_TEXT_XPATH = etree.XPath("//text()[contains(., '\n')][normalize-space(.) or "
                                          "preceding-sibling::node()[1][self::text()] or "
                                          "following-sibling::node()[1][self::text()]]"
-                                         f"[not(ancestor::code or ancestor::quote[not(@{BLOCKQUOTE})] or ancestor::pre)]")
+                                         f"[not(ancestor::code or ancestor::quote[not(@{BLOCKQUOTE})]"
+                                         " or ancestor::pre)]")
     done = set()
     for node in _BROKEN_TEXT_XPATH(tree):
         owner = node.getparent()  # the element whose text or tail this is (of all its nodes)
