@@ -9,9 +9,12 @@ models are (OLID test F1 >= 0.70, quality ROC AUC >= 0.95, ...) is a benchmark:
 from __future__ import annotations
 
 import csv
+import fcntl
 import gzip
 import json
+import os
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,18 +119,50 @@ def write_tiny_quality_data(dest: Path) -> Path:
     return dest
 
 
+def _once_per_session(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """A directory ``build`` fills once per test session, however many xdist workers ask for it:
+    the first builds it under a lock in the session's shared temporary directory, the others wait
+    and reuse it (the tiny toxicity model is ~15 s of training; two workers trained it twice)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: a fixture is built once anyway
+        path = tmp_path_factory.mktemp(name)
+        build(path)
+        return path
+    root = tmp_path_factory.getbasetemp().parent  # the session's, shared by its workers
+    path, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():  # not built, or a worker failed building it: (re)build
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            build(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_toxicity_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (SHARED_DATA / "toxicity").is_dir():
         pytest.skip(f"{SHARED_DATA} is absent")
-    return write_tiny_toxicity_data(tmp_path_factory.mktemp("data-toxicity"))
+    return _once_per_session(tmp_path_factory, "data-toxicity", write_tiny_toxicity_data)
 
 
 @pytest.fixture(scope="session")
 def tiny_quality_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (SHARED_DATA / "quality").is_dir():
         pytest.skip(f"{SHARED_DATA} is absent")
-    return write_tiny_quality_data(tmp_path_factory.mktemp("data-quality"))
+    return _once_per_session(tmp_path_factory, "data-quality", write_tiny_quality_data)
+
+
+#: where a session model directory keeps the report its recipe returned
+_REPORT = "fixture-report.json"
+
+
+def _trained(tmp_path_factory: pytest.TempPathFactory, name: str, train: Callable[[Path], dict]) -> tuple[Path, dict]:
+    def build(out: Path) -> None:
+        (out / _REPORT).write_text(json.dumps(train(out)))
+
+    out = _once_per_session(tmp_path_factory, name, build)
+    return out, json.loads((out / _REPORT).read_text())
 
 
 @pytest.fixture(scope="session")
@@ -137,8 +172,8 @@ def toxicity_model(tmp_path_factory: pytest.TempPathFactory, tiny_toxicity_data:
     the recipe's fastText hyperparameters and :data:`TINY_TRANSFORMER` (~10-20 s)."""
     from refinery.classifiers import toxicity
 
-    out = tmp_path_factory.mktemp("models-toxicity")
-    return out, toxicity.train(tiny_toxicity_data, out, quantize=False, transformer=TINY_TRANSFORMER)
+    return _trained(tmp_path_factory, "models-toxicity",
+                    lambda out: toxicity.train(tiny_toxicity_data, out, quantize=False, transformer=TINY_TRANSFORMER))
 
 
 @pytest.fixture(scope="session")
@@ -147,5 +182,5 @@ def quality_model(tmp_path_factory: pytest.TempPathFactory, tiny_quality_data: P
     tiny data (a few seconds)."""
     from refinery.classifiers import quality
 
-    out = tmp_path_factory.mktemp("models-quality")
-    return out, quality.train(tiny_quality_data, out, TINY_QUALITY_PARAMS, quantize=False)
+    return _trained(tmp_path_factory, "models-quality",
+                    lambda out: quality.train(tiny_quality_data, out, TINY_QUALITY_PARAMS, quantize=False))
