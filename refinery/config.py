@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from refinery.dedup.config import DedupConfig, ExecutorAllocator, pass_name
+from refinery.dedup.config import DedupConfig, ExecutorAllocator
+from refinery.validation import problems
 from refinery.yaml_safe import DuplicateKeyError, UniqueKeyLoader, load_yaml  # noqa: F401 - re-exported
 from refinery.stages.base import Stage
 from refinery.stages.registry import STAGES, stage_class
@@ -84,10 +84,7 @@ class StageConfig(_Strict):
         try:
             validated = model.model_validate(self.params)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
-            )
-            raise ConfigError(f"{where}: {problems}") from None
+            raise ConfigError(f"{where}: {'; '.join(problems(exc))}") from None
         given = {k: getattr(validated, k) for k in self.params}
         try:
             stage = cls(name=self.stage_name, **given)
@@ -223,40 +220,15 @@ class ExecutorConfig(_Strict):
     allocator: ExecutorAllocator = "auto"
 
 
-_PASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
-#: the run directory's own entries (refinery.rundir), which no pass may be named
-_RUN_DIR_NAMES = frozenset({"kept", "removed", "stats", "samples", "failed", "passes", "index", "tokens", "filter",
-                            "report"})
-
-
 class DedupPassConfig(DedupConfig):
-    """One dedup pass of a recipe: ``configs/dedup.yaml``'s keys, plus an optional pass ``name``;
+    """One dedup pass of a recipe: ``configs/dedup.yaml``'s keys (its optional ``name`` included);
     the executor is the recipe's (set once, at the top level)."""
-
-    name: str | None = None
 
     @model_validator(mode="after")
     def _no_executor(self) -> "DedupPassConfig":
         if "executor" in self.model_fields_set and self.executor != type(self.executor)():
             raise ValueError("a recipe sets 'executor' once, at the top level, not per dedup pass")
         return self
-
-    @field_validator("name")
-    @classmethod
-    def _folder_name(cls, value: str | None) -> str | None:
-        """A pass's name is its directory under OUT: a plain folder name that is not one of the run
-        directory's own (".." wrote into OUT's parent, and --force then deleted it; "kept" put a
-        pass's files inside the corpus; found by adversarial testing)."""
-        if value is None:
-            return value
-        if not _PASS_NAME.fullmatch(value) or value in _RUN_DIR_NAMES:
-            raise ValueError(f"pass name {value!r} must be letters, digits, '_' or '-' (not starting with '.' "
-                             f"or '_'), and not one of {sorted(_RUN_DIR_NAMES)}")
-        return value
-
-    @property
-    def pass_name(self) -> str:
-        return pass_name(self.method, self.name)
 
 
 class TokenizeConfig(_Strict):
@@ -490,18 +462,7 @@ class PipelineConfig(_Strict):
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
     """One line: ``invalid config FILE: key: problem (got value); key: ...``."""
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "value_error":  # our own validators' messages, without pydantic's prefix
-            msg = msg.removeprefix("Value error, ")
-        given = err.get("input")
-        shown = f" (got {given!r})" if given is not None and not isinstance(given, (dict, list)) else ""
-        lines.append(f"{where}: {msg}{shown}")
-    return f"invalid config {source}: " + "; ".join(lines)
+    return f"invalid config {source}: " + "; ".join(problems(exc))
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig:

@@ -65,6 +65,15 @@ def test_refinedweb_config_holds_paper_parameters():
         (lambda c: c["stages"].append(dict(c["stages"][0])), r"stage names must be unique"),
         (lambda c: c["executor"].update(type="spark"), r"executor.type"),
         (lambda c: c.update(stages=[]), r"stages"),
+        # a mapping or one value where a list belongs said "Input should be a valid list": now what to write
+        (lambda c: c.update(dedup={"method": "minhash"}),
+         r"^invalid config test\.yaml: dedup: should be a list of dedup passes, not a mapping: e\.g\. "
+         r"dedup: \[\{method: minhash\}\]$"),
+        (lambda c: c["reader"].update(cc_subsets="warc"),
+         r"reader\.cc_subsets: should be a list, not one value: e\.g\. cc_subsets: \[warc\] \(got 'warc'\)$"),
+        (lambda c: c.update(dedup=[{"method": "fuzzy"}]),
+         r"dedup\.0\.method: Input should be 'minhash', 'exact', 'url', 'substring', 'decontaminate' or 'lines' "
+         r"\(got 'fuzzy'\)"),
     ],
 )
 def test_bad_configs_name_the_problem(mutate, message):
@@ -250,7 +259,8 @@ def test_gopher_quality_with_english_stop_words_after_language_id_keeping_other_
     with pytest.raises(ConfigError, match=r"requires English stop words .* keeps \['de'\]"):
         parse_config({"stages": [{"type": "language_id", "params": {"languages": ["de"], "model_path": str(lid_model_path())}},
                                  {"type": "gopher_quality"}]})
-    with pytest.raises(ConfigError, match=r"stage 'language_id' \(language_id\): languages: Input should be a valid list"):
+    with pytest.raises(ConfigError, match=r"stage 'language_id' \(language_id\): languages: should be a list, not one "
+                                          r"value: e\.g\. languages: \[de\] \(got 'de'\)"):
         parse_config({"stages": [{"type": "language_id", "params": {"languages": "de"}}, {"type": "gopher_quality"}]})
     assert parse_config({"stages": [{"type": "language_id", "params": {"languages": ["de"]}},
                                     {"type": "gopher_quality", "params": {"min_stop_words": "0"}}]})

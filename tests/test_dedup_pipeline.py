@@ -438,6 +438,10 @@ def test_config_file_and_overrides(tmp_path):
 
     with pytest.raises(DedupConfigError, match="bogus: unknown key"):
         load_dedup_config(None, {"bogus": 1})
+    # as `refinery run` says it: the methods, and the value given
+    with pytest.raises(DedupConfigError, match=r"method: Input should be 'minhash', 'exact', 'url', 'substring', "
+                                               r"'decontaminate' or 'lines' \(got 'fuzzy'\)"):
+        load_dedup_config(None, {"method": "fuzzy"})
     with pytest.raises(DedupConfigError, match="exceeds num_perm"):
         load_dedup_config(None, {"minhash.bands": 20, "minhash.rows": 10})
     explicit = load_dedup_config(None, {"minhash.preset": "refinedweb", "minhash.bands": 400})
@@ -453,6 +457,14 @@ def test_one_pass_settings_under_a_dedup_section_are_read(tmp_path):
     section.write_text("dedup:\n  method: url\n  batch_size: 50\n")
     cfg = load_dedup_config(section, {"memory_budget": "512MiB"})
     assert (cfg.method, cfg.batch_size, cfg.memory_budget) == ("url", 50, 512 * 2**20)
+    # an entry of a recipe's dedup: list, as the refusal of a whole recipe says to give, with its
+    # pass name: it was refused as "name: unknown key"; a name that is no folder name still is
+    entry = tmp_path / "entry.yaml"
+    entry.write_text("dedup:\n  name: my_urls\n  method: url\n")
+    assert load_dedup_config(entry).name == "my_urls"
+    entry.write_text("name: ../up\nmethod: url\n")
+    with pytest.raises(DedupConfigError, match=r"entry\.yaml:\n  name: pass name '\.\./up' must be letters"):
+        load_dedup_config(entry)
     mixed = tmp_path / "mixed.yaml"
     mixed.write_text("memory_budget: 1GiB\ndedup: {method: url}\n")
     with pytest.raises(DedupConfigError, match=r"mixed\.yaml: a dedup: section beside top-level settings "
@@ -642,6 +654,15 @@ def test_other_settings_into_an_existing_output_are_refused_and_force_replaces_w
     assert json.loads((out / "run.json").read_text())["name"] == "url_dedup"  # nothing changed
     run_dedup(str(run_dir), str(out), DedupConfig(method="exact"), LocalExecutor(1), force=True)
     assert sorted(p.name for p in (out / "passes").glob("*.json")) == ["exact_dedup.json"]
+    # a recipe's entry with its name (`refinery dedup -c`): the name labels the pass and its removals,
+    # as in a recipe, and another name into the same OUT is a change, named
+    named = tmp_path / "named"
+    run_dedup(str(run_dir), str(named), DedupConfig(method="url", name="my_urls"), LocalExecutor(1))
+    assert json.loads((named / "run.json").read_text())["name"] == "my_urls"
+    assert sorted(p.name for p in (named / "passes").glob("*.json")) == ["my_urls.json"]
+    assert json.loads((named / "stats.json").read_text())["stages"][-1]["stage"] == "my_urls"
+    with pytest.raises(DedupInputError, match=r"\(name my_urls -> url_dedup\); rerun with --force"):
+        run_dedup(str(run_dir), str(named), DedupConfig(method="url"), LocalExecutor(1))
     minhash = tmp_path / "minhash"
     run_dedup(str(run_dir), str(minhash), DedupConfig(method="minhash", minhash={"threshold": 0.8}), LocalExecutor(1))
     with pytest.raises(DedupInputError, match=r"threshold 0\.8 -> 0\.7"):

@@ -434,7 +434,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     # a pass named in the run's config labels its removals (removed_stage, the funnel) with that name:
     # two lines passes both wrote "lines_dedup", and the report and compare merged them
     stage_params: dict[str, Any] = {"dedup_dir": work_root}
-    if getattr(config, "name", None):
+    if config.name:
         stage_params["name"] = config.name
     t0 = time.time()
     tasks = [{"kept_uri": s.uri, "shard": s.name} for s in shards]
@@ -620,7 +620,7 @@ def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any
     if previous is None or previous.get("kind") != "dedup" or not previous["passes"]:
         return None
     old = previous["passes"][0]
-    name = f"{config.method}_dedup"
+    name = _standalone_name(config)
     recorded = old_params = old.get("params")
     params = _method_params(config)
     if isinstance(old_params, dict) and config.method == "minhash":
@@ -631,13 +631,29 @@ def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any
     if same_pass and (force or not upgraded):
         return recorded if isinstance(recorded, dict) else None
     if not force:
-        what = (f"method {old.get('name', '?').removesuffix('_dedup')} -> {config.method}" if old.get("name") != name
+        what = (_renamed(previous, name, config.method) if old.get("name") != name
                 else describe_change(_as_config_keys(config.method, old_params), _as_config_keys(config.method, params)))
         what = "; ".join(w for w in (what, upgraded) if w)
         raise DedupInputError(f"{run.root} was made by refinery dedup with other settings ({what}); rerun with "
                               f"--force to replace it, or choose a new --output")
     if old.get("name") != name and isinstance(old.get("name"), str):
         fs.delete(run.pass_marker(old["name"]))
+
+
+def _standalone_name(config: DedupConfig) -> str:
+    """The pass name ``refinery dedup`` records (run.json, ``passes/<name>.json``): the config's
+    ``name``, else ``<method>_dedup`` (``decontaminate_dedup`` too, as recorded before names)."""
+    return config.name or f"{config.method}_dedup"
+
+
+def _renamed(previous: dict[str, Any], name: str, method: str) -> str:
+    """How the pass OUTPUT records differs by its name: ``method url -> exact``, or, the method
+    the same, ``name url_dedup -> my_urls`` (its removals' label)."""
+    old_name = str(previous["passes"][0].get("name", "?"))
+    standalone = previous.get("dedup")
+    old_method = standalone.get("method") if isinstance(standalone, dict) else None
+    old_method = old_method if isinstance(old_method, str) else old_name.removesuffix("_dedup")
+    return f"method {old_method} -> {method}" if old_method != method else f"name {old_name} -> {name}"
 
 
 def _version_change(previous: dict[str, Any]) -> str:
@@ -677,7 +693,7 @@ def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: st
     # `refinery dedup` is a one-pass plan: run.json lists its pass (what `refinery status` reads)
     # and passes/<pass>.json marks it finished, like every pass of `refinery run`
     output_dir = out.root
-    name = f"{config.method}_dedup"
+    name = _standalone_name(config)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run = RunDir(output_dir)
     fs.write_bytes(run.pass_marker(name), json.dumps({
@@ -690,7 +706,9 @@ def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: st
         "name": name,
         "passes": [{"name": name, "kind": "dedup", "fingerprint": fingerprint, "dir": output_dir, "shuffles": True,
                     "params": _method_params(config)}],
-        "dedup": {"method": config.method, "config": config.model_dump(mode="json"), "work_dir": work_root},
+        # without a name when it has none: as recorded before a standalone pass could have one
+        "dedup": {"method": config.method, "config": config.model_dump(mode="json", exclude=None if config.name else {"name"}),
+                  "work_dir": work_root},
         "input": input_dir,
         "output": output_dir,
         "shards": n_shards,
