@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.text import Text
 
 from refinery import cli_common, interrupts
 from refinery.cli_common import err, fail, print_error, setup_logging
+
+if TYPE_CHECKING:
+    from refinery.pipeline import RunSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn raw web crawls into a clean pretraining corpus.")
@@ -97,7 +100,8 @@ def run(
             cfg.executor.max_failed_fraction = max_failed_fraction
         for note in cfg.notes():  # allowed, but probably not what was meant
             err.print(f"note: {note}", style="yellow", highlight=False, soft_wrap=True)
-        summary = run_pipeline(cfg, input, output, executor=executor, workers=workers, force=force, limit=limit)
+        summary = run_pipeline(cfg, input, output, executor=executor, workers=workers, force=force, limit=limit,
+                               on_complete=_say_complete_if_interrupted)
     except ConfigError as exc:
         fail(exc)
     if any(s == "done" for s in summary.passes.values()):
@@ -131,6 +135,14 @@ def run(
         for o in summary.set_aside:
             err.print(f"  {o.shard}: {o.first_error_line}")
     console.print("passes: " + ", ".join(f"{n} {s}" for n, s in summary.passes.items()), highlight=False, soft_wrap=True)
+
+
+def _say_complete_if_interrupted(summary: "RunSummary") -> None:
+    """From here on a Ctrl-C or SIGTERM (stopping the workers, the report, the funnel's printing)
+    interrupts a complete run: said so, exit 0 (``main``), not "run the same command again to
+    resume", whose rerun found every pass finished."""
+    interrupts.finished(f"{summary.output} is complete (every pass finished: {', '.join(summary.passes)}); "
+                        f"`refinery stats {summary.output}` prints its funnel")
 
 
 @app.command()
@@ -308,11 +320,17 @@ def _suggest_options(exc: Exception) -> None:
     exc.possibilities = [f"--{m}" for m in get_close_matches(exc.option_name[2:], names)]
 
 
-def _say_interrupted() -> None:
-    if interrupts.terminated():  # a scheduler's stop (scancel, docker stop, Kubernetes, SageMaker)
-        print_error("stopped by SIGTERM; run the same command again to resume")
-    else:
-        print_error("interrupted; run the same command again to resume")
+def _say_interrupted() -> int:
+    """Say how the command was stopped; its exit code: 130 (Ctrl-C) or 143 (SIGTERM), or 0 when its
+    work was finished and saved before (:func:`interrupts.finished`): a script reads the exit
+    code as "the output is complete", and it is."""
+    stop = "stopped by SIGTERM" if interrupts.terminated() else "interrupted"  # SIGTERM: a scheduler's stop
+    done = interrupts.finished_work()
+    if done:
+        cli_common.note(f"{stop} after the run finished: {done}")
+        return 0
+    print_error(f"{stop}; run the same command again to resume")
+    return interrupts.exit_code()
 
 
 def _report_error(exc: Exception, verbose: bool) -> int:
@@ -347,6 +365,8 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     verbose = any(a in ("-v", "--verbose") for a in args)
     cli_common.VERBOSE = verbose
     handles_ctrl_c = interrupts.install()
+    interrupts.finished(None)  # nothing of this command is finished yet
+    interrupted = False
     stdout = sys.stdout
     if hasattr(stdout, "fileno"):  # not under a test runner's capture without a descriptor
         sys.stdout = cli_common.PipeSafeStdout(stdout)
@@ -382,8 +402,7 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         print_error(f"{exc.format_message()} (see: {where} --help)")
         code = exc.exit_code if exc.exit_code else 2
     except (Abort, KeyboardInterrupt):
-        _say_interrupted()
-        code = interrupts.exit_code()
+        code, interrupted = _say_interrupted(), True
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into one line
         if verbose:
             traceback.print_exc()
@@ -392,8 +411,7 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
             # it a SchemaError ("Error building ... validator: KeyboardInterrupt"), CPython's import
             # machinery a TypeError ("expected a message argument"); "unexpected SchemaError" was
             # printed, exit 1 (review h101)
-            _say_interrupted()
-            code = interrupts.exit_code()
+            code, interrupted = _say_interrupted(), True
         else:
             code = _report_error(exc, verbose)
 
@@ -417,7 +435,7 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         if not exiting:  # in-process: stdout as it was (the process's own keeps the wrapper to its exit)
             sys.stdout.flush()
             sys.stdout = stdout
-    if code in (130, 143) and (exiting or (handles_ctrl_c and "ray" in sys.modules)):
+    if interrupted and (exiting or (handles_ctrl_c and "ray" in sys.modules)):
         # interrupted: leave without the interpreter's teardown. It puts back SIGINT's default
         # action, and a Ctrl-C landing then killed the process by SIGINT after its one line (exit
         # -2, once in a fresh-clone CI run of the double Ctrl-C test); and after Ctrl-C reached

@@ -46,6 +46,7 @@ _presses = 0  # Ctrl-Cs since install() / reset()
 _first_at: float | None = None  # time.monotonic() of the first one
 _terminated = False  # the stop came from SIGTERM, not Ctrl-C
 _previous_sigterm: object = None  # SIGTERM's handler before install() (restored by uninstall())
+_finished: str | None = None  # what the command has finished and saved (see finished())
 
 #: the Ctrl-C, counting the first, that quits a run whose stopping it would otherwise wait for
 FORCE_PRESSES = 3
@@ -228,8 +229,23 @@ def deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def finished(what: str | None) -> None:
+    """The command's work is done and saved (``what``: e.g. "OUT is complete ..."); a Ctrl-C or
+    SIGTERM from now on only cuts short its summary, and the command line says ``what`` and exits
+    0 instead of "interrupted; run the same command again to resume" (whose rerun found nothing
+    to do). None: nothing finished (a new command)."""
+    global _finished
+    _finished = what
+
+
+def finished_work() -> str | None:
+    """What the command had finished when it was interrupted (:func:`finished`), if anything."""
+    return _finished
+
+
 def reset() -> None:
-    global _requested, _raised, _deferring, _presses, _first_at, _terminated
+    global _requested, _raised, _deferring, _presses, _first_at, _terminated, _finished
     _requested = _raised = _terminated = False
     _deferring = _presses = 0
     _first_at = None
+    _finished = None

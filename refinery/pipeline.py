@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from refinery.config import ConfigError, PipelineConfig
 from refinery.executors import Executor, TaskOutcome, make_executor
@@ -68,6 +68,13 @@ class RunSummary:
     failed_pass: str | None = None
     #: failed shards the run went on without (``executor.max_failed_fraction``)
     set_aside: list[TaskOutcome] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every pass of the plan done or finished before, none failed, no shard set aside: a
+        rerun has nothing to do."""
+        return (bool(self.passes) and all(s in ("done", "skipped") for s in self.passes.values())
+                and not self.failed and not self.set_aside)
 
     @property
     def failed(self) -> list[TaskOutcome]:
@@ -551,9 +558,12 @@ def run_pipeline(
     only_passes: list[str] | None = None,
     only_shards: set[str] | None = None,
     launch: str | None = None,
+    on_complete: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
     """Plan ``config`` over ``input_uri`` into the run directory ``output_uri`` and run every pass
-    (or ``only_passes``; ``only_shards`` of the document pass and ``launch``, see :func:`run_plan`)."""
+    (or ``only_passes``; ``only_shards`` of the document pass and ``launch``, see :func:`run_plan`).
+    ``on_complete(summary)`` is called as soon as the run is complete (:attr:`RunSummary.complete`:
+    its funnel written), before its workers are stopped and its lock let go."""
     check_launch(force, only_shards, launch)
     for flag, key, uri in (("--input", "input", input_uri or config.input), ("--output", "output", output_uri or config.output)):
         if not uri:  # name the one missing, not both
@@ -602,6 +612,8 @@ def run_pipeline(
                     log.info("removed %d temporary file(s) left by an interrupted run", swept)
             summary = run_plan(plan, runner, force=force, only_passes=only_passes, only_shards=only_shards,
                                launch=launch)
+            if on_complete is not None and summary.complete:
+                on_complete(summary)
         confirm_claim(claim)  # S3: still this run's (not taken over while it stalled past the lapse)
         return summary
 

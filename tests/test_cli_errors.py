@@ -9,6 +9,7 @@ import ast
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -868,3 +869,32 @@ def test_a_mistyped_option_suggests_the_options_it_is_close_to(cli):
         line = assert_one_error_line(*cli(*args), f"No such option: {typed}")
         expected = f" (Possible options: {suggested})" if suggested else ""
         assert line.endswith(f"No such option: {typed}{expected} (see: {where} --help)"), (args, line)
+
+
+@pytest.mark.parametrize("where, signum", [("letting go of the run directory", signal.SIGINT),
+                                           ("printing the summary", signal.SIGTERM)])
+def test_a_stop_after_the_last_pass_says_the_run_is_complete(cli, monkeypatch, tmp_path, small_input, where, signum):
+    """A Ctrl-C or SIGTERM after every pass had finished, before the summary was printed, said
+    "interrupted; run the same command again to resume" (exit 130/143), and the rerun found
+    nothing to do. Now: one line saying the run is complete, with its output, exit 0 (scripts read
+    the exit code as "the output is complete", and it is). The signal is sent at the point itself."""
+    import refinery.cli_common as cli_common
+    import refinery.pipeline as pipeline
+    from refinery.status import run_status
+
+    hooked = (pipeline, "confirm_claim") if where == "letting go of the run directory" else (cli_common, "remake_report")
+    original = getattr(*hooked)
+
+    def stopped_here(*args, **kwargs):
+        os.kill(os.getpid(), signum)  # the handler raises here, as for a signal from outside
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(*hooked, stopped_here)
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  - type: pii\nexecutor: {workers: 1}\n")
+    out = tmp_path / "out"
+    code, _, err = cli("run", config, "-i", small_input, "-o", out)
+    stop = "interrupted" if signum == signal.SIGINT else "stopped by SIGTERM"
+    assert (code, err) == (0, f"note: {stop} after the run finished: {out} is complete (every pass finished: filter); "
+                              f"`refinery stats {out}` prints its funnel\n")
+    assert run_status(str(out)).complete
