@@ -1676,6 +1676,22 @@ def test_a_wrapped_real_paragraph_keeps_its_last_word_through_line_corrections(t
         assert ("\nMercurial.\n" in text) is lone
 
 
+@pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
+def test_a_fallback_text_loses_the_source_indentation_and_keeps_its_lines(tmp_path: Path) -> None:
+    """The fallback's lines are not joined (its text is at times a page's blocks in one node), but
+    the source's indentation after their breaks goes ("\\t\\tHalo" on a clan's news page)."""
+    (url, html, _), = load_eval_pages(tmp_path, ("archive.org.dzs-clan.de.html",))
+    batch = make_batch([html], [None], [url])
+    texts = {}
+    for join in (True, False):
+        out = TrafilaturaExtractor(timeout_s=0, join_source_lines=join)(batch)
+        assert out.column("extract_path")[0].as_py() == "fallback"
+        texts[join] = out.column("text")[0].as_py()
+    assert "\n\t\tHalo\n" in texts[False]  # trafilatura's text (join_source_lines: false)
+    assert "\nHalo\n" in texts[True] and not re.search(r"^[ \t]", texts[True], re.M)
+    assert re.sub(r"\s", "", texts[True]) == re.sub(r"\s", "", texts[False])  # only whitespace changed
+
+
 def test_idle_helper_exits_at_once_on_close() -> None:
     # the socket closed (the pool's close, the parent's exit): the helper ends without its
     # interpreter's teardown, which the parent's close() waited ~0.1 s for; exit code 0, as before

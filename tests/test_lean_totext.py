@@ -156,3 +156,20 @@ def test_line_joining_joins_blockquotes_and_trims_line_starts_as_the_lean_walk(l
         "  pre indent", "  code indent", "x  inline"]
     # trafilatura's own text (no joining) keeps them
     assert "   indented" in lean(copy.deepcopy(tree), False)
+
+
+def test_no_break_spaces_starting_a_line_go_and_the_fallback_loses_indentation_only(lean) -> None:
+    """A paragraph's leading no-break space is an indent ("<p>&nbsp;La"), a spacer paragraph's
+    only text ("<p>&nbsp;</p>") was a blank line: both go when joining, as the lean walk does; a
+    no-break space inside text stays. The fallback's dedenting keeps every line break but drops
+    the indentation after it, not in code or a quote."""
+    source = ("<body><p>\u00a0La organización</p><p>\u00a0</p><p>10\u00a0km</p><head rend='h2'>\u00a0 Título</head>"
+              "<code>\u00a0kept</code></body>")
+    tree = etree.fromstring(source)
+    assert lean(copy.deepcopy(tree), True) == trafilaturas_text(copy.deepcopy(tree), True)
+    assert lean(copy.deepcopy(tree), True).split("\n") == ["La organización", "10\u00a0km", "Título", "\u00a0kept"]
+    tree = etree.fromstring("<body><div>\n\t\tHalo\n\t\t<hi>In dieser</hi> News\n   </div><p>\n  lead\n  on</p>"
+                            "<quote>pre\n   kept</quote><code>def f():\n    return 1</code></body>")
+    _extract_helper.dedent_source_lines(tree)
+    assert lean(tree, False).split("\n") == ["Halo", "In dieser News", "lead", "on", "pre", "   kept", "def f():",
+                                             "    return 1"]

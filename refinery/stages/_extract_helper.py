@@ -32,12 +32,12 @@ from multiprocessing.connection import Connection
 
 try:  # imported as part of refinery (in-process extraction, tests, benchmarks)
     from ._lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
-    from ._lean_totext import (BLOCKQUOTE, HTML_SPACE, KEEPS_BREAKS, LINE_START_TAGS, keeps_breaks,
+    from ._lean_totext import (BLOCKQUOTE, KEEPS_BREAKS, LINE_START_SPACE, LINE_START_TAGS, keeps_breaks,
                                    make_lean_xmltotxt, may_join, may_trim, mirrored_functions)
     from ._xpath_to_python import Unsupported, compile_selections, compile_xpath
 except ImportError:  # run by file path as the helper process: its directory is on sys.path
     from _lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
-    from _lean_totext import (BLOCKQUOTE, HTML_SPACE, KEEPS_BREAKS, LINE_START_TAGS, keeps_breaks,
+    from _lean_totext import (BLOCKQUOTE, KEEPS_BREAKS, LINE_START_SPACE, LINE_START_TAGS, keeps_breaks,
                                   make_lean_xmltotxt, may_join, may_trim, mirrored_functions)
     from _xpath_to_python import Unsupported, compile_selections, compile_xpath
 
@@ -716,6 +716,12 @@ _WIDE = re.compile("[\u2e80-\u303f\u3040-\u30ff\u3100-\u312f\u3190-\u31ff\u3400-
                    "\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff]")  # not Hangul: Korean has spaces
 _BROKEN_TEXT_XPATH = None
 _JOIN_LINES: ContextVar[bool] = ContextVar("refinery_join_source_lines", default=False)
+#: the fallback passes' calls (:func:`_with_dedented_lines`): the source's indentation goes, its
+#: line breaks stay (:func:`dedent_source_lines`)
+_DEDENT_LINES: ContextVar[bool] = ContextVar("refinery_dedent_source_lines", default=False)
+#: indentation after a line break of the source (the break stays)
+_INDENT = re.compile(r"\n[ \t\r\f]+")
+_INDENTED_TEXT_XPATH = None
 
 
 def _joined(match: re.Match) -> str:
@@ -780,12 +786,42 @@ def join_source_line_breaks(tree: Any) -> None:
     _trim_line_starts(tree)
 
 
+def dedent_source_lines(tree: Any) -> None:
+    """The fallback passes' half of :func:`join_source_line_breaks`: in trafilatura's result tree,
+    the whitespace after a line break of the page's source goes (not in code, a ``quote`` or a
+    ``pre``), and so does the leading whitespace of a paragraph's, heading's or quote's own text
+    (``may_trim``); the line breaks stay. The fallback's text is at times a page's whole text in
+    one node with its blocks on lines of their own (a menu), so its lines are not joined, but their
+    indentation is the source's ("\\t\\tHalo", "            Tipp favorisieren", a magazine's
+    article indented by four spaces on every line), which a browser does not show."""
+    global _INDENTED_TEXT_XPATH
+    if _INDENTED_TEXT_XPATH is None:
+        from lxml import etree
+
+        _INDENTED_TEXT_XPATH = etree.XPath("//text()[contains(., '\n')]"
+                                           "[not(ancestor::code or ancestor::quote or ancestor::pre)]")
+    done = set()
+    for node in _INDENTED_TEXT_XPATH(tree):
+        owner = node.getparent()  # the element whose text or tail this is (of all its nodes)
+        if owner is None or (owner, node.is_tail) in done:
+            continue
+        done.add((owner, node.is_tail))
+        text = owner.tail if node.is_tail else owner.text
+        dedented = _INDENT.sub("\n", text)
+        if dedented != text:
+            if node.is_tail:
+                owner.tail = dedented
+            else:
+                owner.text = dedented
+    _trim_line_starts(tree)
+
+
 def _trim_line_starts(tree: Any) -> None:
     """The leading whitespace of each text ``may_trim`` names, outside code (its indentation)."""
     for element in tree.iter(*LINE_START_TAGS):
         if may_trim(element.tag, element.text) and not keeps_breaks(element) and not any(
                 keeps_breaks(ancestor) for ancestor in element.iterancestors(*KEEPS_BREAKS)):
-            element.text = element.text.lstrip(HTML_SPACE) or None
+            element.text = element.text.lstrip(LINE_START_SPACE) or None
 
 
 #: whether trafilatura's result tree -> text runs lean where it can (:func:`_install_lean_totext`);
@@ -808,6 +844,8 @@ def _text_wrapper() -> Callable:
 
     def xmltotxt(xmloutput, include_formatting):
         join = xmloutput is not None and _JOIN_LINES.get()
+        if xmloutput is not None and not join and _DEDENT_LINES.get():
+            dedent_source_lines(xmloutput)
         # not inside a tree: join_source_line_breaks' XPath ("//text()") reads the whole document
         if (xmltotxt.lean is not None and LEAN_TOTEXT and not include_formatting and xmloutput is not None
                 and xmloutput.getparent() is None):
@@ -894,6 +932,17 @@ def _with_joined_lines(call: Callable) -> Callable:
             _JOIN_LINES.reset(token)
 
     return joined
+
+
+def _with_dedented_lines(call: Callable) -> Callable:
+    def dedented(html, url):
+        token = _DEDENT_LINES.set(True)
+        try:
+            return call(html, url)
+        finally:
+            _DEDENT_LINES.reset(token)
+
+    return dedented
 
 
 def _with_wild_headings(call: Callable) -> Callable:
@@ -1097,7 +1146,8 @@ def make_extract(config: dict):
     ``config["rules"]`` (a dict of :class:`~refinery.stages._trafilatura_rules.PrecisionRules`
     fields, or None for trafilatura's own) changes rules of the precision-mode first pass.
     ``config["join_lines"]`` (default false) turns the page source's line breaks inside text into
-    spaces in the first pass's text (:func:`join_source_line_breaks`).
+    spaces in the first pass's text (:func:`join_source_line_breaks`), and drops the source's
+    indentation from the fallback passes' text, whose lines stay (:func:`dedent_source_lines`).
     """
     backend = config["backend"]
     kwargs = config["kwargs"]
@@ -1167,6 +1217,8 @@ def make_extract(config: dict):
     third_kwargs = {**kwargs, "favor_precision": False, "favor_recall": False, "include_tables": True, "fast": False}
     third_call = (_trafilatura_call(third_kwargs) if lean
                   else lambda html, url: trafilatura.extract(html, url=url, **third_kwargs))
+    if join:  # the fallback's lines are not joined, but lose the source's indentation
+        second_call, third_call = _with_dedented_lines(second_call), _with_dedented_lines(third_call)
 
     def cascade(html: str, url: str | None) -> tuple[str | None, str]:
         page = prepare(html) if prepare is not None else html

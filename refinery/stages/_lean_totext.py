@@ -38,6 +38,10 @@ XPATH_SPACE = " \t\r\n"
 LINE_START_TAGS = frozenset(("p", "head", "quote"))
 #: HTML's collapsible whitespace (space, tab, line feed, form feed, carriage return)
 HTML_SPACE = " \t\n\f\r"
+#: what a line-starting text loses (:func:`may_trim`): HTML's whitespace and the no-break space,
+#: which pages put before a paragraph as an indent ("<p>&nbsp;La organización") or as a spacer
+#: paragraph's only text ("<p>&nbsp;</p>": a blank line once its line end was trimmed)
+LINE_START_SPACE = HTML_SPACE + "\u00a0"
 
 
 class BreaksToJoin(Exception):
@@ -53,9 +57,10 @@ def keeps_breaks(element: Any) -> bool:
 
 def may_trim(tag: Any, text: str | None) -> bool:
     """Whether ``join_source_line_breaks`` trims this own text of a ``tag`` element (outside code):
-    it starts a line (:data:`LINE_START_TAGS`) with whitespace, the source's indentation
-    ("<p>\\n        AUTOR", "<head>  1  Über"), whitespace alone included ("<quote> <p>...")."""
-    return bool(text) and text[0] in HTML_SPACE and tag in LINE_START_TAGS  # type: ignore[index]
+    it starts a line (:data:`LINE_START_TAGS`) with whitespace or no-break spaces (:data:`LINE_START_SPACE`),
+    the source's indentation ("<p>\\n        AUTOR", "<head>  1  Über", "<p>&nbsp;La"), whitespace alone
+    included ("<quote> <p>...", "<p>&nbsp;</p>")."""
+    return bool(text) and text[0] in LINE_START_SPACE and tag in LINE_START_TAGS  # type: ignore[index]
 
 
 def may_join(text: str | None) -> bool:
@@ -130,7 +135,7 @@ def make_lean_xmltotxt(join_lines: Callable[[Any], None]) -> Callable[[Any, bool
         if joining:
             joining = tag not in KEEPS_BREAKS or not keeps_breaks(element)
             if ((text and joining and tag.__class__ is str
-                 and (("\n" in text and may_join(text)) or (text[0] in HTML_SPACE and may_trim(tag, text))))
+                 and (("\n" in text and may_join(text)) or (text[0] in LINE_START_SPACE and may_trim(tag, text))))
                     or (tail and "\n" in tail and may_join(tail))):
                 raise BreaksToJoin
         children = len(element)
