@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -120,7 +121,8 @@ def test_empty_row_group_is_rewritten_for_hf_datasets(tmp_path, monkeypatch):
     d = tmp_path / "kept"
     d.mkdir()
     _write(d / "a.parquet", pa.table({"id": ["a"]}))
-    _write(d / "b.parquet", pa.table({"id": pa.array([], pa.string())}))
+    # as pyarrow (and refinery before session 42) writes an empty table
+    pq.write_table(pa.table({"id": pa.array([], pa.string())}), d / "b.parquet")
     assert pq.ParquetFile(d / "b.parquet").metadata.num_row_groups == 1
     before = _inodes(d)
     unify_schemas(str(d))
@@ -371,3 +373,37 @@ def test_input_columns_named_like_a_stages_columns_are_kept_as_input_columns(tmp
     assert not again.failed and not third.failed
     row = pq.read_table(tmp_path / "out3" / "kept").to_pylist()[0]
     assert row["language"] == "en" and row["input_language"] == "xx" and row["input_language_2"] == "en"
+
+
+def test_empty_index_and_token_ids_shards_have_no_row_group(tmp_path, monkeypatch):
+    """Found by h112: every Parquet file refinery writes outside kept/ and removed/ (a dedup pass's
+    index/signatures, removals and cuts, a token shard's .ids.parquet) was written with one 0-row
+    row group when empty, so `datasets.load_dataset("parquet", ...)` failed on any of those
+    directories holding one empty shard ("BatchSize must be greater than 0")."""
+    from refinery.dedup.minhash import LshParams
+    from refinery.dedup.passes import signature_task
+    from refinery.tokens import format as token_format
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    text = "the river runs through the old village and past the mill " * 3
+    _write(kept / "a.parquet", pa.table({"id": ["a0"], "text": [text]}))
+    _write(kept / "b.parquet", pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}))
+    lsh = vars(LshParams(backend="numpy"))
+    for method, sig_slots in (("minhash", 16), ("exact", 0)):  # MinHash writes its own way (no compression of sig)
+        index = tmp_path / method
+        for i, name in enumerate(("a", "b")):
+            signature_task(str(kept / f"{name}.parquet"), name, i, str(index / f"{name}.parquet"), method, lsh,
+                           sig_slots=sig_slots)
+        assert pq.ParquetFile(index / "b.parquet").metadata.num_row_groups == 0, method
+        assert _read_with_all_three(index, tmp_path / f"hf-{method}", monkeypatch) == (1, 1, 1)
+
+    tokens = tmp_path / "tokens"
+    token_format.write_shard(str(tokens), "a", np.array([5, 6, 0], np.uint16), np.array([0, 3]), ["a0"], 50257, "x" * 64)
+    token_format.write_shard(str(tokens), "b", np.array([], np.uint16), np.array([0]), [], 50257, "x" * 64)
+    ids = tmp_path / "ids"  # the sidecars alone: the token directory also holds .bin/.idx/.json
+    ids.mkdir()
+    for p in tokens.glob("*.ids.parquet"):
+        shutil.copy(p, ids / p.name)
+    assert pq.ParquetFile(ids / "b.ids.parquet").metadata.num_row_groups == 0
+    assert _read_with_all_three(ids, tmp_path / "hf-ids", monkeypatch) == (1, 1, 1)

@@ -251,11 +251,12 @@ def signature_task(
     }
     if sig_slots:
         columns["sig"] = pa.FixedSizeListArray.from_arrays(pa.array(stored.reshape(-1)), sig_slots)
+    if sig_slots and n:
         # MinHash values are random: no dictionary, no compression (6x faster to write, 2x to read)
         with fs.atomic_output(output_uri) as f:
             pq.write_table(pa.table(columns), f, row_group_size=100_000, use_dictionary=["id"],
                            compression={"row": "zstd", "id": "zstd", "has_key": "zstd", "keys": "zstd", "sig": "none"})
-    else:
+    else:  # an empty shard too: no (empty) row group, which Hugging Face `datasets` cannot read
         parquet.write_table(pa.table(columns), output_uri, row_group_size=100_000)
     elapsed = time.time() - started
     log.info("[dedup %s/signatures] shard %s: %d docs (%d with keys) in %.1fs, %.0f docs/s",

@@ -189,11 +189,7 @@ def _rewrite(footer: ShardFooter, schema: pa.Schema) -> None:
 def write_shard(table: pa.Table, uri: str) -> None:
     """Write a shard atomically (zstd); an empty table gets a file with its schema and no row
     group, which every reader (pyarrow, DuckDB, Hugging Face ``datasets``) accepts."""
-    if table.num_rows:
-        parquet.write_table(table, uri)
-        return
-    with fs.atomic_output(uri) as out:
-        pq.ParquetWriter(out, table.schema, compression=parquet.COMPRESSION).close()
+    parquet.write_table(table, uri)
 
 
 def _declared_kept() -> pa.Schema:

@@ -40,9 +40,16 @@ def damaged_message(uri: str, exc: BaseException) -> str:
 
 
 def write_table(table: pa.Table, uri: str, row_group_size: int = 10_000) -> None:
-    """Write ``table`` to ``uri`` atomically (readers see the whole shard or nothing)."""
+    """Write ``table`` to ``uri`` atomically (readers see the whole shard or nothing).
+
+    An empty table gets a file with its schema and no row group: ``pq.write_table`` writes one
+    empty row group, on which Hugging Face ``datasets`` (5.x) fails ("BatchSize must be greater
+    than 0"), so a dedup index or token ids directory holding one empty shard could not be loaded."""
     with fs.atomic_output(uri) as out:
-        pq.write_table(table, out, compression=COMPRESSION, row_group_size=row_group_size)
+        if table.num_rows:
+            pq.write_table(table, out, compression=COMPRESSION, row_group_size=row_group_size)
+        else:
+            pq.ParquetWriter(out, table.schema, compression=COMPRESSION).close()
 
 
 def concat(batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema | None = None) -> pa.Table:
