@@ -362,8 +362,14 @@ def test_rerun_resumes_and_changed_input_is_detected(run_dir, minhash_out, tmp_p
     seeded = DedupConfig(method="minhash", partitions=3, minhash={"seed": 1})
     with pytest.raises(DedupInputError, match=r"seed 0 -> 1"):
         run_dedup(str(run_dir), str(out), seeded, LocalExecutor(1))
-    other = run_dedup(str(run_dir), str(out), seeded, LocalExecutor(1), force=True)
+    parts = {d: sorted(p.name for p in (out / "dedup" / d).glob("*.parquet")) for d in ("candidates", "components/roots")}
+    assert all(len(names) == 3 for names in parts.values()), parts
+    # with fewer partitions (h112): the old index goes first, or its part-00002 files stayed beside the new
+    fewer = seeded.model_copy(update={"partitions": 2})
+    other = run_dedup(str(run_dir), str(out), fewer, LocalExecutor(1), force=True)
     assert other["params"]["seed"] == 1 and other["docs_removed"] == other["docs_in_clusters"] - other["clusters"]
+    assert {d: sorted(p.name for p in (out / "dedup" / d).glob("*.parquet")) for d in parts} == \
+        {d: names[:2] for d, names in parts.items()}
     run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), LocalExecutor(1), force=True)
     # a stage pointed at the wrong kind of index refuses to run
     from refinery.stages.dedup import DedupIndexError, ExactDuplicateFilter

@@ -210,6 +210,24 @@ class WorkDir:
         return summary
 
 
+def _clear_stale_index(work: WorkDir) -> None:
+    """Delete an index built for another fingerprint (or any, with ``--force``) before redoing it.
+
+    Index steps write one file per partition (``candidates/part-00002.parquet``), and the number of
+    partitions follows the data and the memory budget: a redo with fewer partitions left the old
+    run's extra parts beside the new ones, so the directory read as a dataset mixed two configs'
+    results (found by h112). An index with a step finished under this fingerprint is resumed, kept."""
+    markers = work.path("passes")
+    if not work.force and fs.exists(markers):
+        for uri in fs.list_files(markers, (".json",)):
+            try:
+                if json.loads(fs.read_bytes(uri)).get("fingerprint") == work.fingerprint:
+                    return
+            except ValueError:  # a marker that cannot be read is not this index's
+                continue
+    fs.delete_tree(work.root)
+
+
 def _summarize(results: list[dict[str, Any]], wall: float, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Sum numeric counters over tasks; keep the max of peaks."""
     summary: dict[str, Any] = {"tasks": len(results), "wall_seconds": round(wall, 3)}
@@ -411,6 +429,8 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         params = recorded  # the same pass, hashed as recorded: its index and removals are reused
     work = WorkDir(work_root, _fingerprint(method, params, shards, upstream), force, output=out.root,
                    method=method)
+    if work_dir is None:  # the pass's own index directory (a shared --work-dir is the user's to clear)
+        _clear_stale_index(work)
     started = time.time()
     log.info("[dedup %s] %d shard(s) from %s -> %s (work dir %s, executor %s)", method, len(shards), input_dir,
              output_dir, work_root, executor.kind)
