@@ -104,8 +104,9 @@ def run(
                                on_complete=_say_complete_if_interrupted)
     except ConfigError as exc:
         fail(exc)
-    if any(s == "done" for s in summary.passes.values()):
-        cli_common.remake_report(summary.output)
+    # a rerun that redid nothing remakes a report still showing an earlier state (its run was
+    # stopped while remaking it): the report is never left stale by a finished `run`
+    cli_common.remake_report(summary.output, only_if_stale=not any(s == "done" for s in summary.passes.values()))
     if summary.stats:
         from refinery.stats.alerts import suspicious_removals
 

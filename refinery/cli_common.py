@@ -249,19 +249,22 @@ def setup_logging(verbose: bool, level: int | None = None) -> None:
             log.debug("this command's process was not re-executed with mimalloc preloaded: %s", allocator.kept_as_it_is)
 
 
-def remake_report(run_dir: str) -> None:
+def remake_report(run_dir: str, only_if_stale: bool = False) -> None:
     """A report.html of this directory shows it as it was before this command (made while the run
     was going, or after an earlier run): remade now, as a user expects of a finished run, if
-    ``refinery report`` wrote it; left alone, with a note, if not. Shared by run, dedup, tokenize."""
+    ``refinery report`` wrote it; left alone, with a note, if not. Shared by run, dedup, tokenize.
+    ``only_if_stale``: only if it shows other stats than the run has now (a rerun that redid
+    nothing, after a run stopped while it remade the report)."""
     from refinery.io.fs import StorageError
     from refinery.io.parquet import ShardReadError
     from refinery.stats.report import NotARunReport
     from refinery.stats.report import remake_report as remake
 
     try:
-        uri = remake(run_dir)
+        uri = remake(run_dir, only_if_stale=only_if_stale)
     except NotARunReport as exc:
-        err.print(f"note: {exc}", style="yellow", highlight=False, soft_wrap=True)
+        if not only_if_stale:  # said once, by the run that changed the directory
+            err.print(f"note: {exc}", style="yellow", highlight=False, soft_wrap=True)
         return
     except (FileNotFoundError, StorageError, ShardReadError, ValueError, OSError) as exc:
         err.print(f"note: {run_dir.rstrip('/')}/report.html shows the run before this one and could not be remade "

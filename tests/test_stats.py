@@ -527,11 +527,20 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     assert "report.html showed the run before" not in first.stderr
     assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
     made = (out / "report.html").stat().st_mtime_ns
+    earlier = (out / "report.html").read_bytes()
     again = CliRunner().invoke(app, args + ["--force"])
     assert f"note: {out}/report.html showed the run before this one: remade" in again.stderr
     assert (out / "report.html").stat().st_mtime_ns > made
     skipped = CliRunner().invoke(app, args)  # nothing redone: the report is still this run's
     assert "report.html showed the run before" not in skipped.stderr
+    # a run stopped while remaking its report leaves the earlier one; a rerun that redoes nothing
+    # remakes it (it stayed stale for good: review h111)
+    (out / "report.html").write_bytes(earlier)
+    resumed = CliRunner().invoke(app, args)
+    assert f"note: {out}/report.html showed the run before this one: remade" in resumed.stderr
+    from refinery.stats.report import report_state
+
+    assert report_state(json.loads((out / "stats.json").read_text())) in (out / "report.html").read_text()
     # `stats --compare` says which settings differ (it compared funnels only: a newcomer's puzzle)
     other = tmp_path / "es.yaml"
     other.write_text(yaml.safe_dump({"stages": [{"type": "language_id", "params": {"languages": ["en", "es"]}},

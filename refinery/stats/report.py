@@ -9,6 +9,7 @@ stage names) is HTML-escaped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -619,6 +620,7 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<meta name=\"{_SAMPLES_META}\" content=\"{int(samples_per_reason)}\">"
+        f"<meta name=\"{_STATE_META}\" content=\"{report_state(stats)}\">"
         f"<title>refinery report · {escape(name)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>refinery report · {escape(name)}</h1><div class=\"sub\">{escape(sub)}</div></header><nav>{nav}</nav><main>"
         f"{_summary(stats, manifest, counted)}{_funnel(stats)}{_histograms(stats, thresholds)}{_languages(stats, counted)}"
@@ -638,18 +640,34 @@ def write_report(run_dir: str, out: str | None = None, samples_per_reason: int =
 #: the ``--samples`` a report was made with, so that remaking it keeps them
 _SAMPLES_META = "refinery-samples-per-reason"
 _SAMPLES_RE = re.compile(rf'<meta name="{_SAMPLES_META}" content="(\d+)">')
+#: a digest of the stats a report shows, so that a run can tell a report of its current state
+#: from one of an earlier state without remaking it
+_STATE_META = "refinery-state"
+_STATE_RE = re.compile(rf'<meta name="{_STATE_META}" content="([0-9a-f]+)">')
 
 
-def remake_report(run_dir: str) -> str | None:
+def report_state(stats: dict[str, Any]) -> str:
+    """The digest of a run's stats (``load_run_stats``) that its report carries."""
+    return hashlib.sha256(json.dumps(stats, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def remake_report(run_dir: str, only_if_stale: bool = False) -> str | None:
     """Write ``<run_dir>/report.html`` again, with the samples it was made with, if there is one
     (else None): a run that finished or moved on leaves it showing an earlier state (made while
-    the run was going, or after an earlier run of the directory). About 0.2 s on the demo run."""
+    the run was going, or after an earlier run of the directory). About 0.2 s on the demo run.
+    ``only_if_stale``: leave it (None) when it already shows the run's current stats; a rerun
+    that redid nothing still remakes a report its previous run could not (stopped while remaking
+    it, it showed the run's earlier state for good)."""
     uri = RunDir(run_dir).report_html
     if not fs.exists(uri):
         return None
-    found = _SAMPLES_RE.search(fs.read_bytes(uri)[:4096].decode("utf-8", "replace"))
+    head = fs.read_bytes(uri)[:4096].decode("utf-8", "replace")
+    found = _SAMPLES_RE.search(head)
     if not found:  # not a run report of ours: written by hand, by another tool, a --compare --out
         raise NotARunReport(f"{uri} is no `refinery report` of this version (no {_SAMPLES_META} tag): left as it is")
+    state = _STATE_RE.search(head)
+    if only_if_stale and state and state.group(1) == report_state(load_run_stats(run_dir)):
+        return None
     return write_report(run_dir, uri, samples_per_reason=int(found.group(1)))
 
 
