@@ -20,6 +20,8 @@ def dedup(
     output: str = typer.Option(..., "--output", "-o", metavar="URI", help="the new run directory (local path or s3://)"),
     method: str | None = typer.Option(None, help="minhash (default), exact, url, substring, lines or decontaminate (a YAML names its benchmarks)"),
     config: str | None = typer.Option(None, "--config", "-c", metavar="PATH", help="dedup YAML, e.g. configs/dedup.yaml"),
+    name: str | None = typer.Option(None, help="the pass's name (default <method>_dedup): labels its removals "
+                                    "(removed_stage, the funnel's row) and passes/<name>.json, as a recipe's dedup entry's name:"),
     preset: str | None = typer.Option(None, help="MinHash preset: default (14x8 of 128) or refinedweb (450x20 of 9000)"),
     bands: int | None = typer.Option(None, help="LSH bands"),
     rows: int | None = typer.Option(None, help="MinHash values per band"),
@@ -54,7 +56,7 @@ def dedup(
     out = console
     try:
         cfg = load_dedup_config(config, {
-            "method": method, "minhash.preset": preset, "minhash.bands": bands, "minhash.rows": rows,
+            "method": method, "name": name, "minhash.preset": preset, "minhash.bands": bands, "minhash.rows": rows,
             "minhash.num_perm": num_perm, "minhash.ngram": ngram, "minhash.seed": seed, "minhash.backend": backend,
             "substring.min_tokens": min_tokens, "memory_budget": memory_budget, "partitions": partitions,
             "executor.type": executor, "executor.workers": workers, "executor.ray_address": ray_address,

@@ -515,6 +515,13 @@ def test_cli(run_dir, minhash_out, tmp_path):
     assert clusters_of(tmp_path / "cli") == clusters_of(out)
     bad = CliRunner().invoke(app, ["dedup", str(run_dir), "-o", str(tmp_path / "x"), "--bands", "99"])
     assert bad.exit_code == 2 and "exceeds num_perm" in bad.output
+    # --name, as a recipe's dedup entry's name: (only `-c` took one; review h111)
+    named = CliRunner().invoke(app, ["dedup", str(run_dir), "-o", str(tmp_path / "named"), "--method", "url",
+                                     "--name", "my_urls", "--workers", "1"])
+    assert named.exit_code == 0, named.output
+    assert sorted(p.name for p in (tmp_path / "named" / "passes").glob("*.json")) == ["my_urls.json"]
+    bad = CliRunner().invoke(app, ["dedup", str(run_dir), "-o", str(tmp_path / "y"), "--name", "../up"])
+    assert bad.exit_code == 2 and "pass name '../up' must be letters" in bad.output
 
 
 @pytest.mark.parametrize("method", ["exact", "lines"])
