@@ -797,6 +797,15 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> in
     dropped: set[str] = set()  # input files whose shards never finished, gone from the input
     for i, p in enumerate(plan.passes):
         old = before.get(p.name)
+        if old is None and i and _left_out_and_made_otherwise(plan, p):
+            # a rerun left this pass out of the recipe (the last one, tokens, may go without a
+            # refusal) and it comes back with other settings: its finished outputs were replaced
+            # without --force (review h111)
+            if force:
+                return i
+            raise RerunError(f"{plan.output} was made with a different {p.name!r} pass: a rerun left it out of the "
+                             f"recipe, and its outputs ({_pass_outputs(plan, p)}) were made with other settings; rerun "
+                             f"with --force to redo {p.name!r} and the passes after it, or choose a new --output")
         if old is None or old.get("fingerprint") == p.fingerprint:
             continue
         if force:  # an input rewritten in place also redoes the first pass, whatever else changed
@@ -838,6 +847,23 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> in
     for step in adopt:
         step()
     return 0 if force else None
+
+
+def _left_out_and_made_otherwise(plan: Plan, p: Pass) -> bool:
+    """Whether pass ``p``, which the recorded plan does not have, finished in this run directory
+    under another fingerprint (its marker outlived a rerun that left it out of the recipe)."""
+    uri = plan.run.pass_marker(p.name)
+    if not fs.exists(uri):
+        return False
+    try:
+        marker = fs.read_json(uri)
+    except (fs.StorageError, OSError, ValueError):
+        return True  # unreadable: its outputs' settings cannot be told
+    return not isinstance(marker, dict) or marker.get("fingerprint") != p.fingerprint
+
+
+def _pass_outputs(plan: Plan, p: Pass) -> str:
+    return plan.run.tokens_dir if p.kind == "tokenize" else plan.pass_dir(p.name).root
 
 
 def _made_without(plan: Plan, name: str, old_fingerprint: str, dropped: set[str]) -> bool:

@@ -900,6 +900,16 @@ def test_token_outputs_that_went_missing_are_redone_and_a_changed_tokenizer_file
     out = tmp_path / "run"
     run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
     reference = (out / "tokens" / "manifest.json").read_bytes()
+    # left out of the recipe by a rerun, then back with another tokenizer: refused (its tokens were
+    # replaced without --force: review h111); back as it was, it resumes
+    untokenized = run_pipeline(parse_config(_recipe(dedup=[{"method": "url"}], tokenize=None)), str(dup_input), str(out),
+                               workers=1, progress=False)
+    assert untokenized.passes == {"filter": "skipped", "url_dedup": "skipped"}
+    with pytest.raises(RerunError, match=r"'tokens' pass: a rerun left it out of the recipe, and its outputs \(.*tokens\) "
+                                         r"were made with other settings; rerun with --force"):
+        run_pipeline(parse_config(_recipe(dedup=[{"method": "url"}], tokenize={"tokenizer": "gpt2"})), str(dup_input),
+                     str(out), workers=1, progress=False)
+    assert run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False).passes["tokens"] == "skipped"
     victim = sorted((out / "tokens").glob("*.bin"))[0]
     victim.unlink()
     (out / "tokens" / "manifest.json").unlink()
