@@ -156,7 +156,7 @@ def _s3_active(run_dir: str, held_by: str | None) -> bool | None:
 def run_status(run_dir: str) -> RunStatus:
     run = RunDir(run_dir)
     if not fs.exists(run.run_json):
-        raise FileNotFoundError(f"no run.json under {run_dir}{fs.missing_bucket_hint(str(run_dir))}: is it a refinery run directory?")
+        raise FileNotFoundError(f"no run.json under {run_dir}{fs.missing_run_hint(str(run_dir))}: is it a refinery run directory?")
     manifest = fs.read_json(run.run_json)
     first = run.document_pass_dirs()[0]
     finished, failed = _shards(first)

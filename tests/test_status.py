@@ -235,7 +235,7 @@ def test_the_report_of_a_run_stopped_by_a_failed_shard_names_it(tmp_path):
     assert 'data-card="failed shards"' in html and "zz-broken" in html
 
 
-def test_status_stats_and_report_name_a_missing_bucket(s3_bucket):
+def test_status_stats_and_report_name_a_missing_bucket_or_directory(s3_bucket):
     """`run` said "the bucket ... does not exist"; the views said only "no run.json under ...:
     is it a refinery run directory?" (found by adversarial testing)."""
     missing = "s3://refinery-no-such-bucket-e7/runs/x"
@@ -243,6 +243,10 @@ def test_status_stats_and_report_name_a_missing_bucket(s3_bucket):
         result = CliRunner().invoke(app, command)
         assert result.exit_code != 0 and "the bucket refinery-no-such-bucket-e7 does not exist" in result.output, (
             command, result.output)
+    # a local path that does not exist (a typo) is said so too (review h111)
+    for command in ("status", "stats", "report"):
+        result = CliRunner().invoke(app, [command, "no/such/run"])
+        assert result.exit_code == 2 and "under no/such/run (no such directory)" in result.output, (command, result.output)
 
 
 def test_status_counts_only_the_shards_whose_files_are_there(tmp_path):

@@ -248,6 +248,15 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     return file_versions(uri, uris)  # local files (a stat each), or the one S3 object (a HEAD)
 
 
+def missing_run_hint(uri: str) -> str:
+    """Why ``uri`` holds no run, when the reason is that nothing is there: `` (the bucket ... does
+    not exist)`` on S3, `` (no such directory)`` for a local path that does not exist (a typo read
+    as "is it a refinery run directory?", as if a directory were there; review h111)."""
+    if is_s3(uri):
+        return missing_bucket_hint(uri)
+    return "" if exists(uri) else " (no such directory)"
+
+
 def missing_bucket_hint(uri: str) -> str:
     """" (the bucket ... does not exist)" when that is why an S3 URI names nothing."""
     if not is_s3(uri):

@@ -135,7 +135,7 @@ def load_run_stats(run_dir: str) -> dict[str, Any]:
         if has_plan:
             raise FileNotFoundError(f"no shard of {run_dir} has finished yet: `refinery status {run_dir}` says "
                                     f"where it stands")
-        raise FileNotFoundError(f"no stats under {run_dir}{fs.missing_bucket_hint(str(run_dir))}: is it a refinery run directory?")
+        raise FileNotFoundError(f"no stats under {run_dir}{fs.missing_run_hint(str(run_dir))}: is it a refinery run directory?")
     combined = combine_pass_stats(passes)
     if partial and partial["unfinished"]:  # a run still going, or stopped: say so (it read as final)
         combined["partial"] = partial
