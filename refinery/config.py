@@ -22,7 +22,7 @@ from refinery.dedup.config import DedupConfig, ExecutorAllocator
 from refinery.validation import problems
 from refinery.yaml_safe import DuplicateKeyError, UniqueKeyLoader, load_yaml  # noqa: F401 - re-exported
 from refinery.stages.base import Stage
-from refinery.stages.registry import STAGES, stage_class
+from refinery.stages.registry import STAGES, stage_class, unknown_type_message
 
 
 class ConfigError(ValueError):
@@ -62,7 +62,7 @@ class StageConfig(_Strict):
     @classmethod
     def _known_type(cls, v: str) -> str:
         if v not in STAGES:
-            raise ValueError(f"unknown stage type {v!r}; known: {', '.join(sorted(STAGES))}")
+            raise ValueError(unknown_type_message(v))
         return v
 
     @property

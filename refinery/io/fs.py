@@ -210,7 +210,7 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     if info.type == pafs.FileType.File:
         found = [path]
     elif info.type == pafs.FileType.NotFound:
-        raise StorageError(f"input not found: {uri}{missing_bucket_hint(uri)}")
+        raise StorageError(f"input not found: {uri}{missing_bucket_hint(uri)}{_glob_hint(uri)}")
     elif is_s3(uri):
         found, s3_versions = _list_s3_prefix(uri, path, skipped)
     else:
@@ -246,6 +246,17 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     if s3_versions is not None:
         return {u: s3_versions[u[5:]] for u in uris}
     return file_versions(uri, uris)  # local files (a stat each), or the one S3 object (a HEAD)
+
+
+def _glob_hint(uri: str) -> str:
+    """A pattern given as the input (``in/*.warc.gz``, quoted so the shell did not expand it) is
+    not expanded: say to give its directory, whose files are all read (review h111)."""
+    if not any(c in uri for c in "*?["):
+        return ""
+    parts = uri.split("/")
+    first = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+    parent = "/".join(parts[:first]) or "."
+    return f" (patterns are not expanded: give the directory, e.g. {parent}, and every input file in it is read)"
 
 
 def missing_run_hint(uri: str) -> str:

@@ -98,11 +98,26 @@ def unimportable_in_workers() -> list[str]:
     return sorted(kind for kind, target in REGISTERED.items() if target.partition(":")[0] == "__main__")
 
 
+#: types that work but are not offered in "known: ..." lists (fault injection is for tests and drills)
+_UNLISTED = frozenset({"fault_injection"})
+
+
+def unknown_type_message(kind: str) -> str:
+    """One line for a stage ``type`` that is not registered: the closest name, then the types a
+    recipe can use (not the test-only ones)."""
+    import difflib
+
+    listed = sorted(k for k in STAGES if k not in _UNLISTED)
+    close = difflib.get_close_matches(str(kind), listed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown stage type {kind!r}{hint}; known: {', '.join(listed)}"
+
+
 def stage_class(kind: str) -> type[Stage]:
     try:
         target = STAGES[kind]
     except KeyError:
-        raise ValueError(f"unknown stage type {kind!r}; known: {', '.join(sorted(STAGES))}") from None
+        raise ValueError(unknown_type_message(kind)) from None
     module_name, _, class_name = target.partition(":")
     try:
         cls = importlib.import_module(module_name)
