@@ -203,11 +203,13 @@ def stats(
     else:
         out.print(render_funnel(runs[0], title=f"funnel: {run_dir}"))
     # notes go to stderr: `stats --json | jq` must read JSON alone (found by adversarial testing)
-    from refinery.stats.alerts import suspicious_removals
+    from refinery.stats.alerts import limited_run_note, suspicious_removals
 
     for name, run in zip(compare or (run_dir,), runs):
-        for note in suspicious_removals(run, input_name=_run_input(name)):
-            err.print(f"note: {name}: {note}", style="yellow", highlight=False, soft_wrap=True)
+        manifest = _run_manifest(name)
+        for note in [limited_run_note(manifest)] + suspicious_removals(run, input_name=manifest.get("input")):
+            if note:
+                err.print(f"note: {name}: {note}", style="yellow", highlight=False, soft_wrap=True)
         if run.get("partial"):
             err.print(f"note: {name}: {run['partial']['note']}", style="yellow", highlight=False, soft_wrap=True)
         for aside in run.get("set_aside_shards") or []:  # their documents are in no count above
@@ -216,15 +218,15 @@ def stats(
                       highlight=False, soft_wrap=True)
 
 
-def _run_input(run_dir: str) -> str | None:
-    """The input a run read, from its run.json (None when it cannot be told)."""
+def _run_manifest(run_dir: str) -> dict:
+    """A run's run.json ({} when it cannot be read): its input, its --limit."""
     from refinery.io.fs import StorageError
     from refinery.stats.thresholds import load_run_manifest
 
     try:
-        return load_run_manifest(run_dir).get("input")
+        return load_run_manifest(run_dir) or {}
     except (FileNotFoundError, StorageError, ValueError, KeyError):
-        return None
+        return {}
 
 
 @app.command()

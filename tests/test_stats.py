@@ -582,6 +582,30 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     assert _setting_changes(differing) == ["lines_dedup.lines.min_site_docs: (not set) -> 5", "code.refinery: 0.5.0 -> 0.6.0"]
 
 
+def test_a_limited_run_says_it_read_a_sample_in_stats_the_report_and_the_comparison(run, tmp_path):
+    """A `--limit 5` run of the demo recipe: its funnel, report and comparison read like the whole
+    input's; only the folded configuration table had "limit=5" (found by testing the stats)."""
+    from refinery.cli import app
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stats.report import build_compare_report, build_report
+
+    runs = {"full": str(run[0]), "sample": str(tmp_path / "sample")}
+    config = parse_config({"stages": [{"type": "gopher_quality"}]})
+    assert not run_pipeline(config, str(CC_DOCS), runs["sample"], workers=1, progress=False, limit=3).failed
+    note = "a sample run (--limit 3): at most 3 documents read per input shard"
+    page = build_report(runs["sample"])
+    assert 'id="limited"' in page and "A sample run (--limit 3): at most 3 documents" in page
+    assert "--limit 3 per shard" in page.split("</header>")[0]
+    assert 'id="limited"' not in build_report(runs["full"])
+    assert build_compare_report(runs["full"], runs["sample"]).count('id="limited"') == 1
+    shown = CliRunner().invoke(app, ["stats", runs["sample"]])
+    assert shown.exit_code == 0 and f"note: {runs['sample']}: {note}" in shown.stderr
+    assert "sample run" not in CliRunner().invoke(app, ["stats", runs["full"]]).stderr
+    compared = CliRunner().invoke(app, ["stats", "--compare", runs["full"], runs["sample"]])
+    assert compared.stderr.count("a sample run (--limit 3)") == 1
+
+
 def test_a_shard_that_removed_nothing_writes_samples_hf_datasets_can_read(tmp_path):
     """An empty samples shard held a 0-row row group, which Hugging Face `datasets` refuses
     ("BatchSize must be greater than 0"; found by killing and rereading runs)."""

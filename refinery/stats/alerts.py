@@ -102,3 +102,14 @@ def nothing_read(stats: dict[str, Any], input_name: str | None = None) -> str | 
     where = f"the input {input_name}" if input_name else "the input"
     return (f"nothing was read: {where} ({stats['shards']} shard(s)) yielded no documents{why}: is it empty, "
             "or not what the reader expects (WARC records, Parquet or JSONL rows)?")
+
+
+def limited_run_note(manifest: dict[str, Any]) -> str | None:
+    """One line when the run read a sample (``refinery run --limit N``), else None: a limited
+    run's funnel, report and comparison read like the whole input's (a report of the demo at
+    ``--limit 5`` said nothing of it outside the folded configuration table)."""
+    limit = manifest.get("limit")
+    if not limit:
+        return None
+    return (f"a sample run (--limit {int(limit):,}): at most {int(limit):,} documents read per input shard, "
+            "so these figures cover a sample of the input, not all of it")

@@ -161,6 +161,7 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any], tokens: dict[str, 
     partial = stats.get("partial")
     banner = (f'<p class="partial" id="partial"><b>Unfinished run.</b> {_e(partial["note"][0].upper() + partial["note"][1:])}.'
               f'</p>' if partial else "")
+    banner += _limited_banner(manifest)
     html = banner + '<div class="cards">' + "".join(
         f'<div class="card" data-card="{_e(k)}"><div class="k">{escape(k)}</div><div class="v">{v}</div>'
         f'<div class="d">{_e(d)}</div></div>' for k, v, d in cards) + "</div>"
@@ -186,6 +187,14 @@ def _summary(stats: dict[str, Any], manifest: dict[str, Any], tokens: dict[str, 
                  "</p><table><thead><tr><th>stage</th><th>type</th><th>parameters</th>"
                  f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
     return _section("summary", "Summary", html)
+
+
+def _limited_banner(manifest: dict[str, Any]) -> str:
+    """A banner for a ``--limit`` run: its figures are a sample's, which nothing else said."""
+    from refinery.stats.alerts import limited_run_note
+
+    note = limited_run_note(manifest)
+    return f'<p class="partial" id="limited"><b>Sample run.</b> {_e(note[0].upper() + note[1:])}.</p>' if note else ""
 
 
 def _funnel(stats: dict[str, Any]) -> str:
@@ -612,6 +621,7 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
     sub = " · ".join(x for x in (
         f"run {run_dir}", f"input {manifest.get('input', '?')}", f"started {manifest.get('started_at', '?')}",
         f"last run {updated}" if updated and updated != manifest.get("started_at") else "",
+        f"--limit {manifest['limit']} per shard" if manifest.get("limit") else "",
         f"refinery {manifest.get('refinery_version', __version__)}") if x)
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("summary", "Summary"), ("funnel", "Funnel"), ("scores", "Filter scores"), ("languages", "Languages"),
@@ -931,6 +941,7 @@ def _run_notes(stats: dict[str, Any], manifest: dict[str, Any]) -> str:
     for aside in stats.get("set_aside_shards") or []:  # their documents are in no count of this run
         notes.append(f'<p class="partial">Input {_e(aside.get("input") or aside["shard"])} failed and was set aside, '
                      f'its documents not read.</p>')
+    notes.append(_limited_banner(manifest))
     notes += [f'<p class="note">{_e(n)}</p>' for n in suspicious_removals(stats, input_name=manifest.get("input"))]
     return "".join(notes)
 
