@@ -235,6 +235,33 @@ def test_sample_trigger_is_named_by_the_reason_not_by_an_equal_value():
     assert _trigger(None, "odd", 0.5, {"x_score": 0.5, "y_frac": 0.5}) is None
 
 
+def test_sample_metrics_are_shown_whole_named_for_readers_and_control_characters_visible():
+    """Found by testing the stats: a 400,000-word document's trigger read "gopher_word_count =
+    4e+05", a truncated WARC record's "metric = 1.307e+04" (13,068 bytes missing, unnamed), and a
+    NUL in a document's text went into the page as is."""
+    import pyarrow as pa
+
+    from refinery.stats.report import _samples
+
+    def row(stage: str, reason: str, metric: float, metrics: dict, snippet: str) -> dict:
+        return {"shard": "s", "id": f"{stage}-{reason}", "url": "", "stage": stage, "reason": reason,
+                "metric": metric, "metrics": json.dumps(metrics), "language": None, "chars": len(snippet),
+                "snippet": snippet, "snippet_source": "text", "population": 1}
+    rows = [row("warc_reader", "truncated_record", 13068.0, {}, ""),
+            row("jsonl_reader", "bad_json", 17.0, {}, ""),
+            row("gopher_quality", "too_many_words", 400000.0,
+                {"gopher_word_count": 400000, "gopher_mean_word_length": 5.265412, "gopher_stop_words": 8},
+                "text \x00 with a nul\x07 and a tab\tthere"),
+            row("quality", "low_quality", 0.00049996, {"quality_score": 0.00049996}, "x")]
+    stats = {"stages": [{"stage": r["stage"], "removed": {r["reason"]: 1}} for r in rows]}
+    html = _samples(stats, pa.Table.from_pylist(rows), 8, {"gopher_quality": "gopher_quality", "quality": "quality"})
+    assert "bytes missing = 13,068</div>" in html and "line = 17</div>" in html
+    assert "gopher_word_count = 400,000</div>" in html and "gopher_stop_words = 8</div>" in html
+    assert "gopher_mean_word_length = 5.26541</div>" in html
+    assert "quality_score = 0.00049996</div>" in html  # not rounded onto its 0.0005 threshold
+    assert "\x00" not in html and "\x07" not in html and "text \u2400 with a nul\u2407 and a tab\tthere" in html
+
+
 def test_small_scores_get_their_own_bins():
     h = Histogram.for_column("quality_score")
     values = [0.0004, 0.004, 0.009, 0.011, 0.014, 0.019, 0.5]

@@ -31,8 +31,8 @@ from refinery.stats.funnel import counter_rows, funnel_rows, load_run_stats
 from refinery.stats.samples import load_samples
 from refinery.stats.svg import fmt_int, funnel_svg, histogram_svg, languages_svg
 from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order
-from refinery.stats.thresholds import (effective_params, load_run_manifest, neutral_params, reason_metric, run_thresholds,
-                                      stage_kinds)
+from refinery.stats.thresholds import (READER_METRICS, effective_params, load_run_manifest, neutral_params, reason_metric,
+                                      run_thresholds, stage_kinds)
 
 TOP_DOMAINS_SHOWN = 10
 LANGUAGES_CHARTED = 15
@@ -108,8 +108,24 @@ footer { color:var(--muted); font-size:12px; text-align:center; padding:10px; }
 """
 
 
+#: C0 controls (but tab, newline, form feed, carriage return) and DEL, shown as their control
+#: pictures (U+2400 + code): a NUL in a document's text went into the page as is (a parse error
+#: for browsers, and `grep` took the report for a binary file)
+_CONTROL_PICTURES = {c: 0x2400 + c for c in range(0x20) if chr(c) not in "\t\n\x0c\r"} | {0x7F: 0x2421}
+
+
 def _e(value: Any) -> str:
-    return escape("" if value is None else str(value), quote=True)
+    return escape("" if value is None else str(value), quote=True).translate(_CONTROL_PICTURES)
+
+
+def _fmt_metric(value: Any) -> str:
+    """A metric value as the samples show it: whole numbers whole (a word count of 400,000 read
+    "4e+05"), others to 6 significant digits (enough not to round onto a threshold like 0.0005)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if np.isfinite(value) and float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:.6g}"
 
 
 def _pct(v: float | None) -> str:
@@ -468,12 +484,13 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
                         if url.startswith(("http://", "https://")) else f'<span title="{_e(url)}">{_e(shown)}</span>')
             metrics = json.loads(r["metrics"] or "{}")
             trigger = _trigger(kinds.get(stage), reason, r["metric"], metrics)
-            metric_bits = "".join(f"<div class='mono'>{_e(k)} = {_e(v)}</div>" for k, v in metrics.items()
+            metric_bits = "".join(f"<div class='mono'>{_e(k)} = {_e(_fmt_metric(v))}</div>" for k, v in metrics.items()
                                   if k != trigger and v is not None)
             metric = ""
             if r["metric"] is not None:
+                label = trigger or READER_METRICS.get(stage, {}).get(reason) or "metric"
                 metric = (f"<div class='metric mono' data-trigger=\"{_e(trigger or '')}\">"
-                          f"{_e(trigger or 'metric')} = {r['metric']:.4g}</div>")
+                          f"{_e(label)} = {_e(_fmt_metric(r['metric']))}</div>")
             lang = f"<span class='tag'>{_e(r['language'])}</span>" if r["language"] else ""
             src = "" if r["snippet_source"] in ("text", "") else f"<div class='note'>from {_e(r['snippet_source'])}</div>"
             snippet = (r["snippet"] or "").strip()  # stored as an exact prefix; shown without edge blank lines

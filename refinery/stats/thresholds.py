@@ -52,6 +52,14 @@ REASON_METRICS: dict[str, dict[str, str]] = {
     "quality": {"low_quality": "quality_score"},
     "language_id": {"language_not_kept": "language_score", "low_language_score": "language_score"},
 }
+#: reader -> {removal reason -> what its ``_metric`` holds}: readers have no metric columns, so a
+#: removed sample's metric read "metric = 1.307e+04" (13,070 bytes missing) without a name
+READER_METRICS: dict[str, dict[str, str]] = {
+    "warc_reader": {"truncated_record": "bytes missing", "corrupt_stream": "byte offset", "http_status": "HTTP status",
+                    "body_too_large": "body bytes", "undecodable": "share not UTF-8"},
+    "jsonl_reader": {reason: "line" for reason in ("corrupt_stream", "line_too_long", "invalid_utf8", "bad_json",
+                                                   "bad_id", "bad_text", "invalid_unicode")},
+}
 #: stage type -> {param: value} that must hold for its thresholds to mean anything
 CONDITIONS: dict[str, dict[str, Any]] = {"quality": {"mode": "threshold"}}
 
