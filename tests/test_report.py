@@ -437,3 +437,7 @@ def test_a_language_stage_no_document_reached_is_not_called_missing(tmp_path):
     html = build_report(out)
     assert "no language identification stage" not in html
     assert "No document reached language_id: the stages before it removed every one" in html
+    # nor is it given a removal rate: "0.0% of stage input" of no document (found by testing the stats)
+    row = html.split('<tr class="stage" data-stage="language_id"')[1].split("</tr>")[0]
+    assert '<td class="num" data-field="docs_in">0</td>' in row
+    assert 'data-field="removed_pct_of_stage"><span title="the stage saw no document">–</span>' in row

@@ -225,6 +225,14 @@ def _funnel(stats: dict[str, Any]) -> str:
     return _section("funnel", "Funnel", _funnel_body(stats), note)
 
 
+def _stage_rate(row: dict[str, Any]) -> str:
+    """A funnel row's "% of stage input": none for a stage that saw no document (it read "0.0%",
+    a rate of nothing, after a stage that removed everything; `stats --compare` gives none either)."""
+    if row["docs_in"] == 0:
+        return '<span title="the stage saw no document">–</span>'
+    return _pct(row["removed_pct_of_stage"])
+
+
 def _funnel_body(stats: dict[str, Any], table_id: str = "funnel-table") -> str:
     rows = funnel_rows(stats)
     max_removed = max((r["removed"] for r in rows), default=0) or 1
@@ -241,7 +249,7 @@ def _funnel_body(stats: dict[str, Any], table_id: str = "funnel-table") -> str:
             f'<td class="num" data-field="docs_in">{_num(r["docs_in"])}</td>'
             f'<td class="num" data-field="docs_out">{_num(r["docs_out"])}</td>'
             f'<td class="num" data-field="removed">{_num(r["removed"])} {bar}</td>'
-            f'<td class="num" data-field="removed_pct_of_stage">{_pct(r["removed_pct_of_stage"])}</td>'
+            f'<td class="num" data-field="removed_pct_of_stage">{_stage_rate(r)}</td>'
             f'<td class="num" data-field="kept_pct_of_input">{_pct(r["kept_pct_of_input"])}</td>'
             f'<td class="num" data-field="words_removed">{_num(r["words_removed"])}</td>'
             f'<td class="num" data-field="est_tokens_removed">{_num(r["est_tokens_removed"])}</td>'
