@@ -256,6 +256,8 @@ def test_same_seed_same_model_and_metrics_via_cli(toxicity_model, tiny_toxicity_
     result = fast_only(_batch(["You are a complete idiot and a liar", "The museum opens at nine."]))
     assert result.column("toxicity_transformer_score").null_count == 2
     assert result.column("toxicity_score").to_pylist() == result.column("toxicity_fast_score").to_pylist()
+    # the same values: one histogram in the stats and the report, not two alike
+    assert fast_only.metric_columns() == ["toxicity_score", "profanity_word_frac"]
 
 
 @needs_data

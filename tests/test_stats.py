@@ -363,6 +363,11 @@ def test_compare_shows_how_a_config_change_moved_each_stage(run):
     assert final["kept_pp"] == pytest.approx(100 * (b["docs_kept"] - a["docs_kept"]) / 719) and final["kept_pp"] < 0
     not_kept = rows[("language_id", "language_not_kept")]
     assert not_kept["delta"] == 0  # the language list did not change
+    from refinery.stats.report import _compare_table
+
+    html = _compare_table(a, b)  # no change reads "0", not "+0" (review h114)
+    not_kept_row = html.split('data-reason="language_not_kept">')[1].split("</tr>")[0]
+    assert "<td class=\"num\">0</td>" in not_kept_row and "+0<" not in html and "+0.0 pt" not in html
 
     from refinery.cli import app
 

@@ -214,9 +214,10 @@ class ToxicityFilter(_FastTextStage):
         })
 
     def metric_columns(self) -> list[str]:
-        # without the cascade the transformer never runs: its column is all null, no histogram
-        transformer = ["toxicity_transformer_score"] if self.cascade else []
-        return ["toxicity_score", "toxicity_fast_score", *transformer, "profanity_word_frac"]
+        # without the cascade the transformer never runs (its column is all null) and the fast
+        # score is the score: no histogram of either (the report drew the same chart twice)
+        cascade = ["toxicity_fast_score", "toxicity_transformer_score"] if self.cascade else []
+        return ["toxicity_score", *cascade, "profanity_word_frac"]
 
 
 def keep_probability(score: np.ndarray | float, alpha: float) -> np.ndarray:

@@ -841,8 +841,8 @@ def _compare_table(stats_a: dict[str, Any], stats_b: dict[str, Any]) -> str:
         if v is None:
             return ""
         if pct:
-            return f"{v:+.1f} pt" if signed else f"{v:.1f}%"
-        return f"{v:+,}" if signed else f"{v:,}"
+            return f"{v:.1f}%" if not signed else "0.0 pt" if v == 0 else f"{v:+.1f} pt"
+        return f"{v:,}" if not signed else "0" if v == 0 else f"{v:+,}"  # no change: "0", not "+0"
 
     def sign(v: Any) -> str:
         return "" if not v else " pos" if v > 0 else " neg"
