@@ -270,6 +270,10 @@ def status(
             shown = ", ".join(shards[:5]) + (" ..." if len(shards) > 5 else "")
             console.print(f"  missing: {len(shards)} finished shard(s) of pass {name} lost their kept or removed file "
                           f"({shown}); run the same command again to redo them", highlight=False, soft_wrap=True)
+        for name, problems in st.outputs_damaged.items():  # counted above as pending, not finished
+            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            console.print(f"  damaged: {len(problems)} finished shard(s) of pass {name} changed "
+                          f"({shown}); run the same command again to redo them", highlight=False, soft_wrap=True)
         for shard, error in sorted(st.failed.items()):
             console.print(f"  failed {shard}: {error}", highlight=False, soft_wrap=True)
         for shard, error in sorted(st.set_aside.items()):

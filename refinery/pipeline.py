@@ -45,6 +45,7 @@ from refinery.rundir import (
     RunDir,
     ShardListing,
     clear_shard_outputs,
+    damaged_outputs,
     remove_dropped_passes,
     remove_orphan_shards,
 )
@@ -373,6 +374,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         forced = redo_from is not None and i >= redo_from
         if forced and not (launch and pass_launch(plan, p) == launch):  # a sibling share closed it in this launch
             forget_pass(plan, p)
+        if not forced and only_shards is None and p.kind != "tokenize":
+            redo_damaged_shards(plan, p)
         finished = pass_finished(plan, p)  # None when forced: its marker went above
         # a rerun (or a launch's share) retries the shards the document pass set aside; the
         # finished ones are skipped
@@ -446,6 +449,23 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         # shards failed because the output refuses writes: the funnel cannot be stored either
         log.warning("could not write %s: %s", plan.run.stats_json, str(exc).splitlines()[0])
     return summary
+
+
+def redo_damaged_shards(plan: Plan, p: Pass) -> list[str]:
+    """Clear the outputs of the shards of finished pass ``p`` whose files no longer match the sizes
+    its marker recorded (cut short by a partial sync, replaced), one warning each naming the file:
+    they are then missing, and redone as a deleted shard is (the pass is no longer finished). One
+    listing per directory, no read. Not for a share of a multi-instance job (the whole plan's run
+    checks): a share must not reopen a pass its siblings closed. Returns the shards cleared."""
+    marker = read_marker(plan, p)
+    if marker is None:
+        return []
+    out = plan.pass_dir(p.name)
+    damaged = damaged_outputs(out, marker.get("outputs"), set(plan.shard_names()))
+    for shard, problem in damaged.items():
+        log.warning("[%s] %s: redoing shard %s", p.name, problem, shard)
+        clear_shard_outputs(out, shard)
+    return sorted(damaged)
 
 
 def _may_set_aside(plan: Plan, summary: RunSummary) -> bool:

@@ -34,7 +34,7 @@ from refinery.config import same_json as _same
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.io.runlock import RunDirBusy
-from refinery.rundir import INPUT_RECORD, PassDir, RunDir, pass_of_run, shards_with_outputs
+from refinery.rundir import INPUT_RECORD, PassDir, RunDir, output_sizes, pass_of_run, shards_with_outputs
 from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
 
 log = logging.getLogger("refinery.plan")
@@ -1184,6 +1184,10 @@ def _token_outputs_present(tokens_dir: str, tokenizer_sha256: str | None = None)
 def finish_pass(plan: Plan, p: Pass, summary: dict[str, Any], launch: str | None = None) -> None:
     marker = {"pass": p.name, "fingerprint": p.fingerprint,
               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": summary}
+    if p.kind != "tokenize":  # (token shards' sidecars record their sizes already)
+        # the sizes of its shards, as written (after their schemas were unified): a rerun redoes a
+        # shard whose file was cut short or replaced since (it checked only that the file existed)
+        marker["outputs"] = output_sizes(plan.pass_dir(p.name))
     if launch:  # the multi-instance launch that closed it: a forced sibling share keeps it
         marker["launch"] = launch
     fs.write_bytes(plan.run.pass_marker(p.name), json.dumps(marker, indent=1, default=str).encode())

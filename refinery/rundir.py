@@ -305,6 +305,50 @@ class ShardListing:
 
 
 
+#: the directories of a pass whose files its marker records by size when the pass finishes, so a
+#: rerun notices one cut short or replaced (a partial sync, a copy of a directory being written)
+RECORDED_OUTPUTS = ("kept", "removed", "samples")
+
+
+def output_sizes(out: PassDir) -> dict[str, dict[str, int]]:
+    """``{"kept": {shard: bytes}, "removed": ..., "samples": ...}`` of the pass's Parquet shards:
+    one listing per directory (an S3 listing carries the sizes; locally a stat per file), no read."""
+    return {kind: _shard_sizes(getattr(out, f"{kind}_dir")) for kind in RECORDED_OUTPUTS}
+
+
+def _shard_sizes(directory: str) -> dict[str, int]:
+    try:
+        listing = fs.list_file_versions(directory, (".parquet",))
+    except fs.StorageError:
+        return {}  # no such directory
+    here = fs.absolute(directory).rstrip("/")
+    return {_shard_name(u): size for u, (size, _) in listing.items() if u.rsplit("/", 1)[0] == here}
+
+
+def damaged_outputs(out: PassDir, recorded: Any, shards: set[str] | None = None) -> dict[str, str]:
+    """Shard -> what no longer matches the sizes its pass recorded when it finished (``recorded``:
+    the pass marker's ``outputs``, see :func:`output_sizes`): its first file missing or of another
+    size, named by its URI. Sizes, not versions: a run directory copied without ``-p`` (or synced
+    to S3, whose multipart ETags follow the part size) holds the same outputs and is not redone.
+    ``shards``: only these. Empty when nothing is recorded (a marker of an older refinery: its
+    outputs are trusted, as they were)."""
+    if not isinstance(recorded, dict) or not recorded:
+        return {}
+    now = output_sizes(out)
+    damaged: dict[str, str] = {}
+    for kind in RECORDED_OUTPUTS:
+        sizes = recorded.get(kind)
+        for shard, size in sorted(sizes.items() if isinstance(sizes, dict) else ()):
+            if shard in damaged or (shards is not None and shard not in shards):
+                continue
+            uri, have = fs.join(getattr(out, f"{kind}_dir"), f"{shard}.parquet"), now[kind].get(shard)
+            if have is None:
+                damaged[shard] = f"{uri} is missing"
+            elif have != size:
+                damaged[shard] = f"{uri} has {have:,} bytes, not the {size:,} recorded when its pass finished"
+    return damaged
+
+
 def shard_files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
     """The files directly in ``directory`` (not in its subdirectories) ending in ``suffixes``;
     none when it does not exist. Listings spell local paths absolute, whatever ``directory`` is."""

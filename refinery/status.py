@@ -13,7 +13,7 @@ from typing import Any
 from refinery.io import fs
 from refinery.io.runlock import CLAIM_FILE, Holder, holder_now, run_dir_active
 from refinery.plan import marker_set_aside
-from refinery.rundir import PassDir, RunDir, shards_with_outputs
+from refinery.rundir import PassDir, RunDir, damaged_outputs, shards_with_outputs
 
 
 @dataclass
@@ -33,6 +33,10 @@ class RunStatus:
     #: pass -> its shards with a finished marker whose kept or removed file is gone (a rerun redoes them);
     #: they count as neither finished nor in the documents above
     outputs_missing: dict[str, list[str]] = field(default_factory=dict)
+    #: pass -> what no longer matches in its finished shards' files (``<uri> has 1,000 bytes, not the
+    #: 52,538 recorded ...``: cut short or replaced since the pass finished; a rerun redoes them), and
+    #: they count as neither finished nor in the documents above
+    outputs_damaged: dict[str, list[str]] = field(default_factory=dict)
     #: the command holding the run directory now (its lock, or its S3 claim with the claim's age), if
     #: any: ``--json`` gives its fields (kind, command, pid, host, since in UTC, age_s, ...), the text its line
     held_by: Holder | None = None
@@ -64,22 +68,25 @@ def _shards(out: PassDir) -> tuple[list[dict[str, Any]], dict[str, str]]:
     return finished, {k: v for k, v in failed.items() if k not in done}  # a later attempt finished it
 
 
-def _with_outputs(out: PassDir, finished: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The finished shards whose kept and removed files are both there, and the names of the others:
-    a shard whose file went missing is not finished (a rerun redoes it), and its marker's counts
-    describe documents no longer in the run directory."""
+def _with_outputs(out: PassDir, finished: list[dict[str, Any]],
+                  damaged: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The finished shards whose kept and removed files are both there (and not ``damaged``), and
+    the names of the others: a shard whose file went missing is not finished (a rerun redoes it),
+    and its marker's counts describe documents no longer in the run directory."""
     if not finished:
         return finished, []
-    present = shards_with_outputs(out)
+    present = shards_with_outputs(out) - set(damaged or ())
     return ([f for f in finished if f.get("shard") in present],
             sorted(str(f.get("shard")) for f in finished if f.get("shard") not in present))
 
 
 def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
-                 active: bool | None = None, missing: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+                 active: bool | None = None, missing: dict[str, list[str]] | None = None,
+                 damaged: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
     """Each pass's state. ``active``: whether a run holds the run directory now (None: unknown, as
     on S3), which tells a pass being run from one whose run was interrupted. ``missing``, if given,
-    receives each pass's finished shards whose outputs went missing."""
+    receives each pass's finished shards whose outputs went missing; ``damaged``, those whose files
+    no longer have the sizes its marker recorded (shard -> what is wrong)."""
     # each pass's directory under the run directory as given here, not as run.json spells it: a run
     # made with a relative --output records relative paths, which mean nothing from another directory
     documents = [p["name"] for p in record["passes"] if p.get("kind") != "tokenize"]
@@ -92,9 +99,15 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
         pass_dir = dirs.get(p["name"])
         finished, failed = _shards(pass_dir) if p["kind"] != "tokenize" and pass_dir is not None else ([], {})
         if pass_dir is not None:
-            finished, lost = _with_outputs(pass_dir, finished)
-            if lost and missing is not None:
-                missing[p["name"]] = lost
+            current = marker if marker and marker.get("fingerprint") == p.get("fingerprint") else {}
+            changed = damaged_outputs(pass_dir, current.get("outputs"))  # the same listings a rerun makes
+            finished, lost = _with_outputs(pass_dir, finished, changed)
+            present = shards_with_outputs(pass_dir) if changed else set()
+            gone = [s for s in lost if s not in present]  # a kept or removed file deleted
+            if gone and missing is not None:
+                missing[p["name"]] = gone
+            if len(gone) < len(lost) and damaged is not None:
+                damaged[p["name"]] = {s: changed[s] for s in lost if s in present}
         whole = p["kind"] == "tokenize" or len(finished) + len(aside) >= shards_planned
         # a later pass made without other shards than the document pass now sets aside is not
         # finished under the plan (as refinery.plan.pass_finished says; the review found them apart)
@@ -163,16 +176,19 @@ def run_status(run_dir: str) -> RunStatus:
     planned = int(manifest.get("shards", len(finished)))
     record = run.recorded_plan()
     missing: dict[str, list[str]] = {}
+    damaged: dict[str, dict[str, str]] = {}
     held_by = holder_now(run_dir)
     active = run_dir_active(run_dir) if not fs.is_s3(run_dir) else _s3_active(run_dir, held_by)
-    passes = _pass_states(run, record, planned, active, missing) if record else []
+    passes = _pass_states(run, record, planned, active, missing, damaged) if record else []
     # counts from the shards whose files are there: the markers of shards whose kept file was
     # deleted said "178 in the corpus so far" with half of OUT/kept gone (found by trials)
-    finished, lost = _with_outputs(first, finished)
+    documents = [p["name"] for p in record["passes"] if p.get("kind") != "tokenize"] if record else ["filter"]
+    finished, lost = _with_outputs(first, finished, damaged.get(documents[0]))
     if lost and not record:  # a run without a recorded plan: one pass at the top of OUT
         missing["filter"] = lost
     last = run.document_pass_dirs()[-1]
-    kept = sum(s["docs_kept"] for s in (finished if last == first else _with_outputs(last, _shards(last)[0])[0]))
+    kept = sum(s["docs_kept"] for s in (finished if last == first else
+                                        _with_outputs(last, _shards(last)[0], damaged.get(documents[-1]))[0]))
     aside = _set_aside(run, record) if record else set()
     set_aside = {k: v for k, v in failed.items() if k in aside}
     failed = {k: v for k, v in failed.items() if k not in aside}
@@ -189,5 +205,6 @@ def run_status(run_dir: str) -> RunStatus:
         set_aside=set_aside,
         passes=passes,
         outputs_missing=missing,
+        outputs_damaged={name: sorted(problems.values()) for name, problems in damaged.items()},
         held_by=held_by,
     )

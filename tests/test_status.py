@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import pyarrow as pa
@@ -249,7 +250,7 @@ def test_status_stats_and_report_name_a_missing_bucket_or_directory(s3_bucket):
         assert result.exit_code == 2 and "under no/such/run (no such directory)" in result.output, (command, result.output)
 
 
-def test_status_counts_only_the_shards_whose_files_are_there(tmp_path):
+def test_status_counts_only_the_shards_whose_files_are_there(tmp_path, caplog):
     """Found by trials: with half of OUT/kept deleted, status still counted every shard marker
     ("178 in the corpus so far", and "3/3 shards finished" for a one-pass run) and did not say a
     file was gone. It names them, counts them as pending, and the same command redoes them."""
@@ -281,6 +282,37 @@ def test_status_counts_only_the_shards_whose_files_are_there(tmp_path):
         again = run_status(str(out))
         assert again.complete and again.outputs_missing == {} and again.docs_kept == whole.docs_kept
         assert (out / kept_dir / "p1.parquet").exists()
+        _cut_short_is_named_and_redone(out, kept_dir, pass_name, config, src, whole, caplog)
+
+
+def _parquet_files(out: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*.parquet"))}
+
+
+def _cut_short_is_named_and_redone(out, kept_dir, pass_name, config, src, whole, caplog):
+    """Review h111: a finished shard's file cut short in place (a partial sync, a copy of a
+    directory being written) was skipped by a rerun, which checked only that it existed. The
+    sizes its pass marker records name it in `status`; the rerun warns, redoes it, and the
+    output is the clean run's again."""
+    clean = _parquet_files(out)
+    victim = out / kept_dir / "p2.parquet"
+    size = victim.stat().st_size
+    victim.write_bytes(clean[f"{kept_dir}/p2.parquet"][: size // 2])
+    problem = f"{victim} has {size // 2:,} bytes, not the {size:,} recorded when its pass finished"
+    st = run_status(str(out))
+    assert st.outputs_damaged == {pass_name: [problem]} and st.outputs_missing == {} and not st.complete
+    if kept_dir == "kept":  # its documents are not counted in the corpus
+        assert st.docs_kept == whole.docs_kept - pq.read_metadata(pa.BufferReader(clean["kept/p2.parquet"])).num_rows
+    result = CliRunner().invoke(app, ["status", str(out)])
+    assert result.exit_code == 3 and (f"damaged: 1 finished shard(s) of pass {pass_name} changed ({problem}); run the "
+                                      "same command again to redo them") in result.output, result.output
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="refinery.pipeline"):
+        summary = run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"[{pass_name}] {problem}: redoing shard p2"]
+    assert summary.passes[pass_name] == "done" and _parquet_files(out) == clean
+    assert run_status(str(out)).complete
 
 
 def test_a_dedup_pass_stopped_while_it_built_its_index_reads_stopped(tmp_path):
@@ -309,3 +341,28 @@ def test_a_dedup_pass_stopped_while_it_built_its_index_reads_stopped(tmp_path):
     result = CliRunner().invoke(app, ["status", str(out)])
     assert "exact_dedup      stopped   0/3 shards finished, index steps finished: signatures" in result.output, \
         result.output
+
+
+def test_a_shard_cut_short_on_s3_is_found_by_its_listing_and_redone(tmp_path, s3_bucket, monkeypatch, caplog):
+    """The sizes come from the listing (S3 lists sizes), not from a read per shard: a finished
+    shard overwritten with half its bytes (a partial sync) is named by `status`, which opens no
+    shard file, and redone by the rerun."""
+    from refinery.io import fs
+
+    src = _input(tmp_path)
+    out = f"{s3_bucket}/run"
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}]})
+    run_pipeline(config, str(src), out, workers=1, progress=False)
+    victim = f"{out}/kept/p1.parquet"
+    whole = fs.read_bytes(victim)
+    fs.write_bytes(victim, whole[: len(whole) // 2])
+    problem = f"{victim} has {len(whole) // 2:,} bytes, not the {len(whole):,} recorded when its pass finished"
+    opened, real_open = [], fs.open_input
+    with monkeypatch.context() as patched:
+        patched.setattr(fs, "open_input", lambda uri, *a, **k: opened.append(uri) or real_open(uri, *a, **k))
+        assert run_status(out).outputs_damaged == {"filter": [problem]}
+    assert opened and not [u for u in opened if u.endswith(".parquet")], opened  # records read, no shard
+    with caplog.at_level(logging.WARNING, logger="refinery.pipeline"):
+        again = run_pipeline(config, str(src), out, workers=1, progress=False)
+    assert f"[filter] {problem}: redoing shard p1" in caplog.messages
+    assert again.passes == {"filter": "done"} and fs.read_bytes(victim) == whole
