@@ -887,7 +887,7 @@ def test_a_plan_that_loses_its_last_pass_is_refused(dup_input, tmp_path):
     assert run_status(str(out)).complete and list((out / "url_dedup" / "stats").glob("*.json"))
 
 
-def test_token_outputs_that_went_missing_are_redone_and_a_changed_tokenizer_file_is_refused(dup_input, tmp_path):
+def test_token_outputs_that_went_missing_are_redone_and_a_changed_tokenizer_file_is_refused(dup_input, tmp_path, caplog):
     """Found by adversarial testing: the tokens pass was skipped with its shards deleted, and a
     retrained tokenizer.json under the same path left the old tokens in place."""
     import shutil
@@ -919,8 +919,11 @@ def test_token_outputs_that_went_missing_are_redone_and_a_changed_tokenizer_file
     # a shard cut short (an interrupted copy) with the manifest in place: redone, not skipped
     whole = victim.read_bytes()
     victim.write_bytes(whole[: len(whole) // 2])
-    again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    with caplog.at_level(logging.WARNING, logger="refinery.tokens"):
+        again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
     assert again.passes["tokens"] == "done" and victim.read_bytes() == whole
+    assert (f"tokenize [{victim.stem}]: {victim.name} has {len(whole) // 2} bytes, not the {len(whole)} its sidecar "
+            "records, redone") in [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     # a standalone tokenize into RUN/tokens: refused while a run holds RUN; afterwards, tokens made
     # with another tokenizer there are no longer the pass's, and the rerun redoes them
     from refinery.io.runlock import RunDirBusy, run_dir_lock

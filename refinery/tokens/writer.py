@@ -432,7 +432,7 @@ def _finished(out_dir: str, names: list[str], tok: LoadedTokenizer, plan: dict |
             sizes = file_sizes(out_dir)
         damage = shard_damage(marker, sizes)
         if damage:  # files deleted or cut short after the shard finished: redo it rather than skip it
-            log.info("tokenize [%s]: %s, redone", name, damage)
+            log.warning("tokenize [%s]: %s, redone", name, damage)  # as a document pass's (review h111)
             continue
         source = (sources or {}).get(name)
         if source is not None and not _same_source(marker, source):
