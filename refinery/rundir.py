@@ -320,6 +320,8 @@ def _shard_sizes(directory: str) -> dict[str, int]:
     try:
         listing = fs.list_file_versions(directory, (".parquet",))
     except fs.StorageError:
+        if fs.exists(directory):
+            raise  # a listing that failed is no empty directory: every shard would count as lost
         return {}  # no such directory
     here = fs.absolute(directory).rstrip("/")
     return {_shard_name(u): size for u, (size, _) in listing.items() if u.rsplit("/", 1)[0] == here}
