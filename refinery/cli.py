@@ -340,6 +340,14 @@ def _say_interrupted() -> int:
     return interrupts.exit_code()
 
 
+def _explained(exc: Exception) -> str | None:
+    """A raw S3 error of pyarrow's said as what it most likely means (wrong credentials, an
+    unreachable endpoint), naming the object; None for anything else."""
+    from refinery.io.fs import explain_s3_failure
+
+    return explain_s3_failure(str(exc))
+
+
 def _report_error(exc: Exception, verbose: bool) -> int:
     """Print ``exc`` on one line; the exit code: 2 for a user error, 1 for anything else."""
     from refinery.executors.base import TaskError
@@ -348,7 +356,7 @@ def _report_error(exc: Exception, verbose: bool) -> int:
     if isinstance(exc, TaskError):  # a task failed after its retries (a worker killed, OOM): not a bug
         message, hint = str(exc), "; the finished tasks are kept: run the same command again to resume"
     else:
-        message = str(exc) if user else f"unexpected {type(exc).__name__}: {exc}"
+        message = (_explained(exc) or str(exc)) if user else f"unexpected {type(exc).__name__}: {exc}"
         hint = "" if verbose else " (rerun with -v for the traceback)" if not user else ""
     print_error(f"{message}{hint}" if str(exc) else f"{type(exc).__name__}{hint}")
     return 2 if user else 1

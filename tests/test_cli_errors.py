@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -346,6 +347,28 @@ def test_an_s3_output_in_a_missing_bucket_is_named_not_taken_for_a_busy_one(cli,
         code, out, err = cli(*args)
         line = assert_one_error_line(code, out, err, "the bucket refinery-no-such-bucket does not exist")
         assert "in use" not in line
+
+
+def test_wrong_credentials_and_an_unreachable_endpoint_are_said_so(cli, s3_bucket, through_proxy, monkeypatch, tmp_path,
+                                                                   small_input):
+    """Found by the session-42 S3 trial: both ended every command with pyarrow's text about a key the
+    user never gave (``When getting information for key 'in/run.json' ...: AWS Error ACCESS_DENIED
+    during HeadObject operation: No response body.``), not a word of credentials or the endpoint."""
+    cfg = _config(tmp_path, GOPHER)
+    through_proxy(FaultPolicy(always=True, kinds=("403",)))  # what S3 answers a wrong key or secret
+    code, out, err = cli("run", cfg, "-i", f"{s3_bucket}/in", "-o", tmp_path / "o", "--workers", "1")
+    assert_one_error_line(code, out, err, f"S3 refused access to {s3_bucket}/in/run.json", "credentials this process uses are wrong",
+                          "AWS_SECRET_ACCESS_KEY")
+    code, out, err = cli("status", f"{s3_bucket}/run")
+    assert_one_error_line(code, out, err, f"S3 refused access to {s3_bucket}/run/run.json", "credentials")
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "1")
+    code, out, err = cli("run", cfg, "-i", small_input, "-o", f"{s3_bucket}/o", "--workers", "1")
+    assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {endpoint} (AWS_ENDPOINT_URL)",
+                          f"{s3_bucket}/o/run.json", "after 1 attempt(s)", "Could not connect")
 
 
 @pytest.mark.no_invariants

@@ -61,6 +61,39 @@ def s3_error(message: str, exc: BaseException) -> StorageError:
     return StorageError(f"{message}: {exc}")
 
 
+#: pyarrow's S3 error text: "When getting information for key 'in/run.json' in bucket 'b': AWS Error
+#: ACCESS_DENIED during HeadObject operation: No response body." (bucket-level errors name no key)
+_PYARROW_S3_ERROR = re.compile(r"When [^']*?(?:key '(?P<key>[^']*)' in )?bucket '(?P<bucket>[^']*)': AWS Error "
+                               r"(?P<code>[A-Z_]+) during (?P<op>\w+) operation: (?P<detail>.*)", re.S)
+
+
+def explain_s3_failure(message: str) -> str | None:
+    """What a raw pyarrow S3 error (``message``, as the command would print it) most likely means,
+    in one line naming the object and the cause, or None when it is not one we can read.
+
+    Wrong credentials and an unreachable endpoint both ended every command with pyarrow's text
+    about a key the user never gave (``... key 'in/run.json' ...: AWS Error ACCESS_DENIED during
+    HeadObject operation: No response body.``), no word of credentials or of the endpoint; the
+    unreachable endpoint only after ~50 s of silent retries (found by the session-42 S3 trial)."""
+    found = _PYARROW_S3_ERROR.match(message.strip())
+    if found is None:
+        return None
+    bucket, key, op = found["bucket"], found["key"], found["op"]
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    if found["code"] == "ACCESS_DENIED":
+        return (f"S3 refused access to {where} ({op}: 403 Access Denied): the AWS credentials this process uses "
+                f"are wrong, or may not use bucket {bucket}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                f"AWS_PROFILE or the instance role, and the bucket's policy")
+    if found["code"] == "NETWORK_CONNECTION":
+        endpoint = s3_endpoint()
+        server = f"the S3 endpoint {endpoint} (AWS_ENDPOINT_URL)" if endpoint else "S3"
+        detail = found["detail"].strip().rstrip(".")
+        detail = detail.split("Details: ", 1)[-1]  # curl's own words; "curlCode: 7, ..." says it twice
+        return (f"cannot reach {server} for {where} ({op}) after {s3_max_attempts()} attempt(s): {detail}; "
+                f"check the endpoint's scheme, host and port, and the network")
+    return None
+
+
 class ObjectChanged(StorageError):
     """An S3 object was replaced while it was read (its ETag changed between requests)."""
 
