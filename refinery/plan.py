@@ -226,6 +226,23 @@ def check_separate(input_uri: str, output_uri: str) -> None:
                           f"input; choose another output")
 
 
+def check_not_inside_a_run(output_uri: str) -> None:
+    """Refuse an output inside another run directory (an ancestor holding a ``run.json``): its
+    Parquet files would be read with that run's by a reader of the whole directory
+    (``run/**/*.parquet``), and the outer run's ``--force`` would leave them (found by the session-42
+    S3 trial). One existence check per ancestor (a HEAD each on S3)."""
+    here = fs.canonical(output_uri)
+    if fs.is_s3(here):
+        parts = here[len("s3://"):].split("/")
+        ancestors = ["s3://" + "/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+    else:
+        ancestors = [str(p) for p in Path(here).parents]
+    for ancestor in ancestors:
+        if fs.exists(RunDir(ancestor).run_json):
+            raise ConfigError(f"output {output_uri} is inside the run directory {ancestor} (it has a run.json): its "
+                              f"files would mix with that run's; choose an output outside it")
+
+
 def list_inputs(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, manifest_base: str | None = None) -> list[str]:
     """The input files of a run: the files under a directory (or the file itself), or the entries
     of a paths manifest (``warc.paths.gz``); Common Crawl's non-page subsets (``robotstxt/``,
@@ -676,6 +693,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     ``pinned_libraries``: the library versions the run's stages will have (see ``Plan``)."""
     input_uri, output_uri = fs.validate_uri(input_uri), fs.validate_uri(output_uri)
     check_separate(input_uri, output_uri)
+    check_not_inside_a_run(output_uri)
     check_html_before_extract(config)
     files, by_file = list_input_versions(input_uri, tuple(config.reader.cc_subsets), config.reader.manifest_base)
     if any(f.lower().endswith(WARC_SUFFIXES) for f in files):

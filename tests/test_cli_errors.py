@@ -95,6 +95,9 @@ MISTAKES = {
     "run: input not found": (["run", "{cfg}", "-i", "{tmp}/nowhere", "-o", "{tmp}/o"], ["input not found", "nowhere"]),
     "run: glob input": (["run", "{cfg}", "-i", "{tmp}/in/*.warc.gz", "-o", "{tmp}/o"],
                         ["input not found: {tmp}/in/*.warc.gz (patterns are not expanded: give the directory, e.g. {tmp}/in,"]),
+    # its files would mix with the outer run's (found by the session-42 S3 trial)
+    "run: output inside a run": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/outer/o"],
+                                 ["output {tmp}/outer/o is inside the run directory {tmp}/outer (it has a run.json)"]),
     "run: http input": (["run", "{cfg}", "-i", "http://169.254.169.254/x", "-o", "{tmp}/o"], ["unsupported URI scheme"]),
     "run: bad bucket": (["run", "{cfg}", "-i", "{in}", "-o", "s3://Bad_Bucket/x"], ["invalid S3 bucket name"]),
     "run: unknown executor": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--executor", "spark"], ["unknown executor 'spark'"]),
@@ -172,6 +175,8 @@ def test_common_mistakes_are_one_error_line(case, cli, tmp_path, no_aws_region):
     args, expected = MISTAKES[case]
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "1", "text": "hello world"}) + "\n")
+    (tmp_path / "outer").mkdir()
+    (tmp_path / "outer" / "run.json").write_text("{}")
     paths = {
         "tmp": tmp_path, "in": tmp_path / "in",
         "cfg": _config(tmp_path, GOPHER),
@@ -368,7 +373,7 @@ def test_wrong_credentials_and_an_unreachable_endpoint_are_said_so(cli, s3_bucke
     monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "1")
     code, out, err = cli("run", cfg, "-i", small_input, "-o", f"{s3_bucket}/o", "--workers", "1")
     assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {endpoint} (AWS_ENDPOINT_URL)",
-                          f"{s3_bucket}/o/run.json", "after 1 attempt(s)", "Could not connect")
+                          f"for {s3_bucket}/", "run.json (HeadObject) after 1 attempt(s)", "Could not connect")
 
 
 @pytest.mark.no_invariants

@@ -363,9 +363,10 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
         # standalone (`refinery dedup`): writing into the run it reads would replace its run.json,
         # stats and kept shards with this pass's; refused before the lock is taken, which would
         # leave its .lock file in the input
-        from refinery.plan import check_separate
+        from refinery.plan import check_not_inside_a_run, check_separate
 
         check_separate(fs.validate_uri(input_dir), fs.validate_uri(output_dir))
+        check_not_inside_a_run(fs.validate_uri(output_dir))
         _refuse_before_the_lock(fs.validate_uri(input_dir), fs.validate_uri(output_dir), config, work_dir, force)
     owned = executor is None
     executor = executor or make_executor(config.executor.type, config.executor.workers,
