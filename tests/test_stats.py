@@ -445,6 +445,30 @@ def test_compare_names_a_reordered_recipe_and_gives_no_rate_to_a_stage_that_saw_
     assert rows[("rep", "")]["rate_a"] == 40.0 and rows[("rep", "")]["rate_b"] is None
     assert rows[("rep", "")]["rate_pp"] is None
 
+    # each run's own order kept, a stage only B ran below every stage B ran before it, document
+    # stages before dedup passes: B's language_id sat between gopher_quality and gopher_repetition
+    # (B ran it after both), or after A's exact_dedup pass (session 42, h117)
+    def summary(stages: list[str], passes: list[str]) -> dict:
+        return {"stages": [_stage_row(n, 10, 0) for n in ["jsonl_reader", *stages, *passes]],
+                "passes": ["filter", *passes]}
+
+    a = summary(["gopher_quality", "gopher_repetition"], ["exact_dedup"])
+    expected = ["jsonl_reader", "gopher_quality", "gopher_repetition", "language_id", "exact_dedup", "url_dedup",
+                "minhash_dedup"]
+    bs = [summary(s, ["url_dedup", "minhash_dedup"]) for s in (["gopher_quality", "language_id"],
+                                                              ["gopher_repetition", "gopher_quality", "language_id"])]
+    for b in bs:
+        assert [r["stage"] for r in compare_rows(a, b) if not r["reason"]] == expected
+    from refinery.stats.compare import stage_order
+    from refinery.stats.report import _histogram_order
+
+    for b in bs:
+        b.pop("passes")  # one pass (`refinery dedup`'s output): its trailing dedup rows are passes
+        assert stage_order(a, b) == expected
+    hists = _histogram_order([("gopher_quality", "w"), ("gopher_repetition", "d")],
+                             [("gopher_repetition", "d"), ("language_id", "s"), ("gopher_quality", "w")], expected)
+    assert hists == [("gopher_quality", "w"), ("gopher_repetition", "d"), ("language_id", "s")]
+
     def manifest(stages: list[str], dedup: list[str]) -> dict:
         return {"config": {"stages": [{"type": "gopher_quality", "name": n} for n in stages],
                            "dedup": [{"method": m} for m in dedup]},

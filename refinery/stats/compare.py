@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from refinery.stats.funnel import READER_KINDS, FitWidth, fill_stage_table, funnel_rows, has_edits, name_layouts
+from refinery.stats.funnel import (READER_KINDS, FitWidth, fill_stage_table, funnel_rows, has_edits, name_layouts,
+                                   reader_name, stage_groups)
 
 
 def _pp(a: float | None, b: float | None) -> float | None:
@@ -28,9 +29,8 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     key_a, key_b = _row_names(a, b)
     rows_a = {(key_a(r["stage"]), r["reason"]): r for r in funnel_rows(a)}
     rows_b = {(key_b(r["stage"]), r["reason"]): r for r in funnel_rows(b)}
-    stage_order = merged_order([key_a(s["stage"]) for s in a["stages"]], [key_b(s["stage"]) for s in b["stages"]])
     out: list[dict[str, Any]] = []
-    for stage in stage_order:
+    for stage in stage_order(a, b):
         reasons = sorted(
             {k[1] for k in list(rows_a) + list(rows_b) if k[0] == stage and k[1]},
             key=lambda reason: (-max(rows_a.get((stage, reason), {}).get("removed", 0),
@@ -62,33 +62,43 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def merged_order(names_a: list[str], names_b: list[str]) -> list[str]:
-    """A's names in A's order, each name only B has after its predecessor in B and after the
-    names only A has that follow that predecessor (a stage renamed from ``a`` to ``b``: r, a, b, c,
-    not r, b, a, c); at the start if it has none: the order of two runs' stages (or passes, or
-    config sections) side by side."""
-    order = list(names_a)
-    in_b = set(names_b)
-    previous = None
-    for name in names_b:
-        if name not in order:
-            at = order.index(previous) + 1 if previous in order else 0
-            while at < len(order) and order[at] not in in_b:  # A's own names stay first: A's order leads
-                at += 1
-            order.insert(at, name)
-        previous = name
+def merged_order(names_a: list[str], names_b: list[str], group: Callable[[str], int] | None = None) -> list[str]:
+    """Two runs' stages (or passes, or config sections) side by side: A's names in A's order, each
+    name only B has below every name B ran before it and below the names only A has that follow
+    those (a stage renamed from ``a`` to ``b``: r, a, b, c, not r, b, a, c); at the start if B ran
+    none before it. ``group`` (the reader 0, document stages 1, corpus passes 2: :func:`stage_groups`)
+    keeps each group apart, in its order: a B-only stage never lands among the dedup passes, nor a
+    B-only pass among the stages."""
+    if group is None:
+        return _merged_group(names_a, names_b)
+    order: list[str] = []
+    for g in sorted({group(n) for n in names_a + names_b}):
+        order += _merged_group([n for n in names_a if group(n) == g], [n for n in names_b if group(n) == g])
     return order
 
 
-def reader_name(summary: dict[str, Any]) -> str | None:
-    """The name of the run's reader row (its first stage; ``warc_reader+jsonl_reader`` for mixed
-    inputs), or None."""
-    stages = summary.get("stages") or []
-    if not stages:
-        return None
-    first = stages[0]
-    parts = str(first.get("stage", "")).split("+")
-    return first["stage"] if first.get("kind") in READER_KINDS or all(p in READER_KINDS for p in parts) else None
+def _merged_group(names_a: list[str], names_b: list[str]) -> list[str]:
+    order = list(names_a)
+    in_b = set(names_b)
+    for i, name in enumerate(names_b):
+        if name in order:
+            continue
+        # below every name B ran before it: after only the last of them (B: r, gr, gq, x against
+        # A: r, gq, gr) x sat between gq and gr, mid-table, above a stage B ran before it
+        before = [order.index(n) for n in names_b[:i] if n in order]
+        at = max(before) + 1 if before else 0
+        while at < len(order) and order[at] not in in_b:  # A's own names stay first: A's order leads
+            at += 1
+        order.insert(at, name)
+    return order
+
+
+def stage_order(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The comparison's stage rows in order (as :func:`compare_rows` lists them)."""
+    key_a, key_b = _row_names(a, b)
+    groups = {key_b(n): g for n, g in stage_groups(b).items()} | {key_a(n): g for n, g in stage_groups(a).items()}
+    return merged_order([key_a(s["stage"]) for s in a["stages"]], [key_b(s["stage"]) for s in b["stages"]],
+                        lambda name: groups.get(name, 1))
 
 
 def _row_names(a: dict[str, Any], b: dict[str, Any]) -> tuple[Callable[[str], str], Callable[[str], str]]:

@@ -14,6 +14,38 @@ from refinery.stats.histograms import merge_histogram_maps
 RUN_TOP_DOMAINS = 100
 #: stage kinds of the readers (a later pass's reader only re-reads the previous pass's kept shards)
 READER_KINDS = ("warc_reader", "parquet_reader", "jsonl_reader")
+#: stage kinds of the corpus-level passes (refinery.dedup.driver.STAGE_OF_METHOD's; stats imports no driver)
+PASS_KINDS = ("url_dedup", "minhash_dedup", "exact_dedup", "lines_dedup", "substring_dedup", "decontaminate")
+
+
+def reader_name(summary: dict[str, Any]) -> str | None:
+    """The name of the run's reader row (its first stage; ``warc_reader+jsonl_reader`` for mixed
+    inputs), or None."""
+    stages = summary.get("stages") or []
+    if not stages:
+        return None
+    first = stages[0]
+    parts = str(first.get("stage", "")).split("+")
+    return first["stage"] if first.get("kind") in READER_KINDS or all(p in READER_KINDS for p in parts) else None
+
+
+def stage_groups(summary: dict[str, Any]) -> dict[str, int]:
+    """Each stage row's group: 0 the reader, 1 a document stage, 2 a corpus pass after the stages
+    (dedup, decontamination; tokens have no row). A plan's later passes are its last rows, one
+    each; a summary without ``passes`` (one pass: a recipe of stages, or `refinery dedup`'s output)
+    counts its trailing rows of a pass kind."""
+    stages = summary.get("stages") or []
+    groups = {s["stage"]: 1 for s in stages}
+    reader = reader_name(summary)
+    if reader is not None:
+        groups[reader] = 0
+    later = len(summary.get("passes") or [None]) - 1
+    if not summary.get("passes"):
+        while later < len(stages) - 1 and stages[-1 - later].get("kind") in PASS_KINDS:
+            later += 1
+    for s in stages[len(stages) - later:]:
+        groups[s["stage"]] = 2
+    return groups
 
 
 def merge_languages(sections: list[dict[str, Any]]) -> dict[str, Any]:

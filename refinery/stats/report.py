@@ -30,7 +30,7 @@ from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.funnel import counter_rows, funnel_rows, load_run_stats
 from refinery.stats.samples import load_samples
 from refinery.stats.svg import fmt_int, funnel_svg, histogram_svg, languages_svg
-from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order
+from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order, stage_order
 from refinery.stats.thresholds import (READER_METRICS, effective_params, load_run_manifest, neutral_params, reason_metric,
                                       run_thresholds, stage_kinds)
 
@@ -877,13 +877,14 @@ def _compare_table(stats_a: dict[str, Any], stats_b: dict[str, Any]) -> str:
             f'<tbody>{"".join(body)}</tbody></table></div>{counters_table}')
 
 
-def _histogram_order(keys_a: Iterable[tuple[str, str]], keys_b: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Both runs' (stage, column) histograms in the funnel's stage order (a stage only B has came
-    last, after every stage of A)."""
+def _histogram_order(keys_a: Iterable[tuple[str, str]], keys_b: Iterable[tuple[str, str]],
+                     stages: list[str]) -> list[tuple[str, str]]:
+    """Both runs' (stage, column) histograms in the funnel's stage order ``stages`` (a stage only B
+    has came last, after every stage of A; a stage of neither funnel goes last)."""
     keys_a, keys_b = list(keys_a), list(keys_b)
-    stages = merged_order(list(dict.fromkeys(s for s, _ in keys_a)), list(dict.fromkeys(s for s, _ in keys_b)))
     keys = keys_a + [k for k in keys_b if k not in keys_a]
-    return sorted(keys, key=lambda k: stages.index(k[0]))  # stable: each stage's columns as they came
+    at = {stage: i for i, stage in enumerate(stages)}
+    return sorted(keys, key=lambda k: at.get(k[0], len(at)))  # stable: each stage's columns as they came
 
 
 def build_compare_report(run_a: str, run_b: str) -> str:
@@ -911,7 +912,7 @@ def build_compare_report(run_a: str, run_b: str) -> str:
         "per stage and reason in both runs and the change (red: more removed in B).")
 
     hists = {k: {(s, c): h for s, c, h in _ordered_histograms(stats[k])} for k in dirs}
-    keys = _histogram_order(hists["a"], hists["b"])
+    keys = _histogram_order(hists["a"], hists["b"], stage_order(stats["a"], stats["b"]))
     pairs, empty = [], []
     for stage, column in keys:
         sides = []
