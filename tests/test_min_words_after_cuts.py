@@ -80,6 +80,12 @@ def test_line_corrections_removes_a_document_it_cuts_below_the_minimum():
     assert out.column(METRIC).to_pylist()[0] == 49.0
     assert out.column("text").to_pylist() == [short, _prose(60, 100)]  # a removed document keeps its text
     assert LineCorrections()(batch).column(REASON).to_pylist() == [None, None]  # off: as before
+    # the words left, the floor's metric, for its histogram (it had none): on every edited document
+    assert out.column("line_corrections_words_after_cuts").to_pylist() == [49, 60]
+    assert "line_corrections_words_after_cuts" in LineCorrections(min_words_after_cuts=50).metric_columns()
+    plain = pa.record_batch({"id": ["plain"], "text": [_prose(60, 100)]})
+    assert LineCorrections(min_words_after_cuts=50)(plain).column("line_corrections_words_after_cuts").to_pylist() == [None]
+    assert "line_corrections_words_after_cuts" not in LineCorrections()(batch).schema.names  # off: no column of nulls
 
 
 def _lines_corpus() -> dict[str, list[dict]]:
@@ -135,9 +141,24 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
     assert removed == {("line_corrections", "c1"): "too_short_after_cuts",
                        ("lines_dedup", "d1"): "too_short_after_cuts"}
     assert sorted(kept) == ["d0", "d2", "d3"] and all(word_count(t) >= 50 for t in kept.values())
-    funnel = {s["stage"]: s for s in load_run_stats(str(tmp_path / "run"))["stages"]}
+    summary = load_run_stats(str(tmp_path / "run"))
+    funnel = {s["stage"]: s for s in summary["stages"]}
     assert funnel["line_corrections"]["removed"] == {"too_short_after_cuts": 1}
     assert funnel["lines_dedup"]["removed"] == {"too_short_after_cuts": 1}
+    # each removal has a histogram of the words left, with gopher_quality's min_words drawn on it
+    # (there was none, though the funnel and the samples showed the removals: session 42, h117)
+    from refinery.stats.histograms import Histogram
+    from refinery.stats.thresholds import load_run_manifest, run_thresholds
+
+    thresholds = run_thresholds(load_run_manifest(str(tmp_path / "run")), summary["histograms"])
+    # kept: line corrections cut none (4 without a value); the lines pass cut d3 (80 words left),
+    # and d0 and d2 keep their line
+    for stage, kept_cut, kept_uncut, lo, hi in (("line_corrections", 0, 4, 49, 49), ("lines_dedup", 1, 2, 47, 80)):
+        column = f"{stage}_words_after_cuts"
+        h = Histogram.from_dict(summary["histograms"][stage][column])
+        assert sum(h.by_reason["too_short_after_cuts"]) == 1 and h.n("removed") == 1 and (h.lo, h.hi) == (lo, hi)
+        assert (sum(h.counts["kept"]), h.null["kept"]) == (kept_cut, kept_uncut)
+        assert [t["value"] for t in thresholds[stage][column]] == [50.0]
 
 
 @pytest.mark.parametrize("section", ["lines"])

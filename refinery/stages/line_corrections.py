@@ -36,7 +36,9 @@ budget meaningless. RefinedWeb itself is English-only.
 Reasons: ``empty_text`` (null/blank text), ``too_many_lines_corrected`` (metric: removed word
 fraction), ``too_short_after_cuts`` (with ``min_words_after_cuts``, which a recipe sets to its
 ``gopher_quality`` ``min_words``: an edited document left with fewer words, counted as Gopher
-counts them; metric: the words left). Metric column: ``line_corrections_removed_frac`` (float32, every non-empty row).
+counts them; metric: the words left). Metric columns: ``line_corrections_removed_frac`` (float32, every non-empty row)
+and, with ``min_words_after_cuts``, ``line_corrections_words_after_cuts`` (int32: Gopher's word count
+of the cut text, on the documents the floor judged -- those the stage edited -- null on the others).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from refinery.stages.gopher import TOO_SHORT_AFTER_CUTS, word_count
 from refinery.stages.table_text import TABLE_RULE_RE, is_table_row
 
 METRIC_COLUMN = "line_corrections_removed_frac"
+#: the words an edited document has left (Gopher's count), which ``min_words_after_cuts`` judges
+WORDS_AFTER_CUTS = "line_corrections_words_after_cuts"
 
 #: whole-line counters: social/engagement numbers and relative timestamps (RefinedWeb: "3 likes")
 COUNTER_PATTERNS: list[str] = [
@@ -338,6 +342,7 @@ class LineCorrections(Stage):
     kind = "line_corrections"
     rewrites_text = True
     reports_cut_lines = True
+    reason_metrics = {"too_many_lines_corrected": METRIC_COLUMN, TOO_SHORT_AFTER_CUTS: WORDS_AFTER_CUTS}
     # session 33: runs made before these resume
     added_params = {"drop_credits": False, "drop_lookalikes": False, "drop_syndication": False,
                     "drop_call_boxes": False,
@@ -561,6 +566,7 @@ class LineCorrections(Stage):
         reasons: list[str | None] = [None] * n
         metrics: list[float | None] = [None] * n
         fracs: list[float | None] = [None] * n
+        words_left: list[int | None] = [None] * n  # judged by min_words_after_cuts (its histogram)
         new_texts: list[str | None] = list(texts)
         limit = self.max_removed_word_frac
         lines_dropped = lines_edited = 0  # in documents this stage keeps (its counters)
@@ -575,29 +581,27 @@ class LineCorrections(Stage):
                 reasons[i], metrics[i] = "too_many_lines_corrected", frac
             elif not corrected:
                 reasons[i], metrics[i] = "empty_text", frac
-            elif self._too_short(text, corrected):
-                reasons[i], metrics[i] = TOO_SHORT_AFTER_CUTS, float(word_count(corrected))
+            elif (left := self._words_left(text, corrected)) is not None and left < self.min_words_after_cuts:
+                reasons[i], metrics[i], words_left[i] = TOO_SHORT_AFTER_CUTS, float(left), left
             else:
+                words_left[i] = left
                 new_texts[i] = corrected
                 lines_dropped += dropped
                 lines_edited += edited
         self.count("lines_dropped", lines_dropped)
         self.count("lines_edited", lines_edited)
         text_type = batch.schema.field("text").type
-        return with_decision(
-            batch,
-            reasons,
-            metrics,
-            extra={
-                "text": pa.array(new_texts, type=text_type),
-                METRIC_COLUMN: pa.array(fracs, type=pa.float32()),
-            },
-        )
+        extra = {"text": pa.array(new_texts, type=text_type), METRIC_COLUMN: pa.array(fracs, type=pa.float32())}
+        if self.min_words_after_cuts is not None:  # without a floor nothing is judged: no column of nulls
+            extra[WORDS_AFTER_CUTS] = pa.array(words_left, type=pa.int32())
+        return with_decision(batch, reasons, metrics, extra=extra)
 
-    def _too_short(self, text: str, corrected: str) -> bool:
-        """Edited (only an edit can take a document under the floor) and under it."""
-        floor = self.min_words_after_cuts
-        return floor is not None and corrected != text and word_count(corrected) < floor
+    def _words_left(self, text: str, corrected: str) -> int | None:
+        """The words (Gopher's count) of a document the stage edited, when a floor is set: only an
+        edit can take a document under it, so the others are not counted (None)."""
+        if self.min_words_after_cuts is None or corrected == text:
+            return None
+        return word_count(corrected)
 
     def metric_columns(self) -> list[str]:
-        return [METRIC_COLUMN]
+        return [METRIC_COLUMN] + ([WORDS_AFTER_CUTS] if self.min_words_after_cuts is not None else [])

@@ -11,7 +11,9 @@ document over that share is kept too, its lines cut, when at least that many wor
 site's template around a short article. With ``min_words_after_cuts`` (off by default; a recipe
 sets it to its ``gopher_quality`` ``min_words``) a document the cuts leave with fewer words than
 that, counted as Gopher counts them, is removed too (``too_short_after_cuts``, metric: the words
-left): it passed the recipe's minimum only with the lines cut.
+left): it passed the recipe's minimum only with the lines cut; then the documents it cut carry their
+words left in ``lines_dedup_words_after_cuts`` (int32, Gopher's count; null on the others), whose
+histogram the stats draw with that minimum.
 
 Columns on every document: ``lines_dedup_cut_lines`` (int32), ``lines_dedup_cut_chars`` (int64,
 characters of text removed, separators included), ``lines_dedup_removed_frac`` (float32, words
@@ -36,6 +38,7 @@ from refinery.stages.line_corrections import count_words
 CUT_LINES = "lines_dedup_cut_lines"
 CUT_CHARS = "lines_dedup_cut_chars"
 FRAC = "lines_dedup_removed_frac"
+WORDS_AFTER_CUTS = "lines_dedup_words_after_cuts"
 REASON = "too_many_repeated_lines"
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 
@@ -45,6 +48,7 @@ class RepeatedLineCut(_IndexedStage):
     method = "lines"
     rewrites_text = True
     reports_cut_lines = True
+    reason_metrics = {REASON: FRAC, TOO_SHORT_AFTER_CUTS: WORDS_AFTER_CUTS}
 
     def __init__(self, dedup_dir: str, shard: str | None = None, max_removed_word_frac: float | None = None,
                  name: str | None = None) -> None:
@@ -55,7 +59,12 @@ class RepeatedLineCut(_IndexedStage):
         self.max_removed_word_frac = max_removed_word_frac
 
     def metric_columns(self) -> list[str]:
-        return [FRAC]
+        # the words left only when the index sets a floor (min_words_after_cuts): else nothing is judged
+        return [FRAC] + ([WORDS_AFTER_CUTS] if self._floor() is not None else [])
+
+    def _floor(self) -> int | None:
+        floor = self._manifest()["params"].get("min_words_after_cuts")  # absent from older indexes
+        return None if floor is None else int(floor)
 
     # loaded lazily, once per worker (dropped when pickled)
     def _index(self) -> tuple[Any, np.ndarray, np.ndarray | None, float, np.ndarray | None, int | None, int | None]:
@@ -71,9 +80,8 @@ class RepeatedLineCut(_IndexedStage):
                 keepers = keeper_shards = None
             frac = self.max_removed_word_frac if self.max_removed_word_frac is not None else float(params["max_removed_word_frac"])
             left = params.get("min_words_left")  # absent from indexes made before it existed
-            floor = params.get("min_words_after_cuts")  # likewise
             cached = self._lazy_index = (LineRule.from_params(params), keys, keepers, frac, keeper_shards,
-                                         None if left is None else int(left), None if floor is None else int(floor))
+                                         None if left is None else int(left), self._floor())
         return cached
 
     def _own_shards(self, batch: pa.RecordBatch) -> list[int | None]:
@@ -142,6 +150,7 @@ class RepeatedLineCut(_IndexedStage):
         fracs = np.zeros(n, dtype=np.float32)
         cut_lines = np.zeros(n, dtype=np.int32)
         cut_chars = np.zeros(n, dtype=np.int64)
+        words_left: list[int | None] = [None] * n  # judged by the floor (its histogram)
         new_texts: list[str | None] = list(texts)
         changed = False
         for i, text in enumerate(texts):
@@ -155,12 +164,16 @@ class RepeatedLineCut(_IndexedStage):
             fracs[i], cut_lines[i], cut_chars[i] = frac, lines, len(text) - len(corrected)
             if not corrected or too_many_cut(words, total, limit, min_left):
                 reasons[i], metrics[i] = REASON, frac  # removed: the original text stays for inspection
-            elif floor is not None and too_short_after(lines, left := word_count(corrected), floor):
+                continue
+            words_left[i] = left = None if floor is None else word_count(corrected)
+            if left is not None and too_short_after(lines, left, floor):
                 reasons[i], metrics[i] = TOO_SHORT_AFTER_CUTS, float(left)
             else:
                 new_texts[i] = corrected
                 changed = True
         extra: dict[str, Any] = {CUT_LINES: pa.array(cut_lines), CUT_CHARS: pa.array(cut_chars), FRAC: pa.array(fracs)}
+        if floor is not None:
+            extra[WORDS_AFTER_CUTS] = pa.array(words_left, type=pa.int32())
         if changed:  # an untouched text column is passed through, so the runner need not re-measure it
             extra["text"] = pa.array(new_texts, type=batch.schema.field("text").type)
         return with_decision(batch, reasons, metrics, extra=extra)

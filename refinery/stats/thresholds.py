@@ -28,7 +28,8 @@ log = logging.getLogger("refinery.stats")
 #: stage type -> {metric column -> [parameter names]}
 KNOWN: dict[str, dict[str, list[str]]] = {
     "language_id": {"language_score": ["min_score"]},
-    "line_corrections": {"line_corrections_removed_frac": ["max_removed_word_frac"]},
+    "line_corrections": {"line_corrections_removed_frac": ["max_removed_word_frac"],
+                         "line_corrections_words_after_cuts": ["min_words_after_cuts"]},
     "gopher_repetition": {
         "gopher_dup_line_frac": ["dup_line_frac"],
         "gopher_dup_para_frac": ["dup_para_frac"],
@@ -186,7 +187,8 @@ def stage_kinds(manifest: dict[str, Any]) -> dict[str, str]:
 
 #: dedup method -> {metric column -> (config section, parameter)}: a dedup pass's own threshold
 DEDUP_THRESHOLDS: dict[str, dict[str, tuple[str, str]]] = {
-    "lines": {"lines_dedup_removed_frac": ("lines", "max_removed_word_frac")},
+    "lines": {"lines_dedup_removed_frac": ("lines", "max_removed_word_frac"),
+              "lines_dedup_words_after_cuts": ("lines", "min_words_after_cuts")},
 }
 
 
