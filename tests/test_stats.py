@@ -432,6 +432,15 @@ def _stage_row(name: str, docs_in: int, removed: int) -> dict:
             "docs_removed": removed, "removed": {"r": removed} if removed else {}}
 
 
+def test_the_funnel_knows_every_dedup_pass_kind():
+    """funnel.PASS_KINDS copies the dedup driver's stage kinds (importing the driver costs ~1.6 s):
+    a new dedup method must be added to both, or --compare would merge its rows among the stages."""
+    from refinery.dedup.driver import STAGE_OF_METHOD
+    from refinery.stats.funnel import PASS_KINDS
+
+    assert set(PASS_KINDS) == set(STAGE_OF_METHOD.values())
+
+
 def test_compare_names_a_reordered_recipe_and_gives_no_rate_to_a_stage_that_saw_nothing():
     """Found by adversarial testing: two runs whose stages ran in another order were listed in A's
     order with nothing said (B's kept shares then read out of sequence), the report's config diff
