@@ -1679,17 +1679,23 @@ def test_a_wrapped_real_paragraph_keeps_its_last_word_through_line_corrections(t
 @pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
 def test_a_fallback_text_loses_the_source_indentation_and_keeps_its_lines(tmp_path: Path) -> None:
     """The fallback's lines are not joined (its text is at times a page's blocks in one node), but
-    the source's indentation after their breaks goes ("\\t\\tHalo" on a clan's news page)."""
-    (url, html, _), = load_eval_pages(tmp_path, ("archive.org.dzs-clan.de.html",))
-    batch = make_batch([html], [None], [url])
+    the source's indentation after their breaks goes ("\\t\\tHalo" on a clan's news page), in a
+    blockquote too (marked as when joining: a stackexchange answer's quote), and a run of spaces
+    with a no-break space is one space ("3. Platz \\u00a0\\u00a0AaS"; a lone one stays)."""
+    rows = load_eval_pages(tmp_path, ("archive.org.dzs-clan.de.html", "german.stackexchange.com.ausgeraubt.html"))
+    batch = make_batch([r[1] for r in rows], [None, None], [r[0] for r in rows])
     texts = {}
     for join in (True, False):
         out = TrafilaturaExtractor(timeout_s=0, join_source_lines=join)(batch)
-        assert out.column("extract_path")[0].as_py() == "fallback"
-        texts[join] = out.column("text")[0].as_py()
-    assert "\n\t\tHalo\n" in texts[False]  # trafilatura's text (join_source_lines: false)
-    assert "\nHalo\n" in texts[True] and not re.search(r"^[ \t]", texts[True], re.M)
-    assert re.sub(r"\s", "", texts[True]) == re.sub(r"\s", "", texts[False])  # only whitespace changed
+        assert out.column("extract_path").to_pylist() == ["fallback", "fallback"]
+        texts[join] = out.column("text").to_pylist()
+    (clan, answer), (plain_clan, plain_answer) = texts[True], texts[False]  # plain: join_source_lines false
+    assert "\n\t\tHalo\n" in plain_clan and "\n\t3. Platz \u00a0\u00a0AaS\n" in plain_clan
+    assert "\nHalo\n" in clan and "\n3. Platz AaS\n" in clan and "))))\u00a0konnte" in clan
+    assert "\n  Ich werde rot," in plain_answer and "\nIch werde rot," in answer
+    for text, plain in zip(texts[True], texts[False]):
+        assert not re.search(r"^[ \t]", text, re.M) and not re.search("(?=[ \t]*\u00a0)[ \t\u00a0]{2,}", text)
+        assert re.sub(r"\s", "", text) == re.sub(r"\s", "", plain)  # only whitespace changed
 
 
 def test_idle_helper_exits_at_once_on_close() -> None:

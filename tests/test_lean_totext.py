@@ -173,3 +173,24 @@ def test_no_break_spaces_starting_a_line_go_and_the_fallback_loses_indentation_o
     _extract_helper.dedent_source_lines(tree)
     assert lean(tree, False).split("\n") == ["Halo", "In dieser News", "lead", "on", "pre", "   kept", "def f():",
                                              "    return 1"]
+
+
+def test_a_run_of_spaces_with_a_no_break_space_is_one_space_outside_code(lean) -> None:
+    """A run of spaces with a no-break space in it is layout, a wide gap in a browser ("als die
+    \\u00a0Prinzessin", "3. Platz \\u00a0\\u00a0AaS"): one space, when joining (found by the lean
+    walk as by the joining: the same text) and when dedenting the fallback's text; a lone no-break
+    space stays ("trop peu\\u00a0?", "1\\u00a0550"), and code or a ``<pre>``'s quote keep theirs. The
+    dedenting treats a blockquote (marked) as a paragraph: its indentation goes too."""
+    source = ("<body><p>als die \u00a0Prinzessin, 3. Platz \u00a0\u00a0AaS</p><p>trop peu\u00a0? 1\u00a0550</p>"
+              "<p>gilt\u00a0\n   weiterhin <hi>fett</hi>\u00a0 dann</p><list><item>a \u00a0b</item></list>"
+              "<table><row><cell>c\u00a0\u00a0d</cell></row></table>"
+              "<code>x = 1 \u00a0# kept</code><quote>pre \u00a0 kept</quote></body>")
+    tree = etree.fromstring(source)
+    assert lean(copy.deepcopy(tree), True) == trafilaturas_text(copy.deepcopy(tree), True)
+    assert lean(tree, True).split("\n") == ["als die Prinzessin, 3. Platz AaS", "trop peu\u00a0? 1\u00a0550",
+                                            "gilt weiterhin fett dann", "- a b", "| c d | ",
+                                            "x = 1 \u00a0# kept", "pre \u00a0 kept"]
+    tree = etree.fromstring(f"<body><quote {_extract_helper.BLOCKQUOTE}=''>\n\t\t\tDamon said:\n\t\t\tWir \u00a0werden"
+                            "</quote><quote>\n  pre \u00a0kept</quote><p>x\u00a0 y\n\tz\u00a0</p></body>")
+    _extract_helper.dedent_source_lines(tree)
+    assert lean(tree, False).split("\n") == ["Damon said:", "Wir werden", "  pre \u00a0kept", "x y", "z\u00a0"]

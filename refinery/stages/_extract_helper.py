@@ -32,13 +32,15 @@ from multiprocessing.connection import Connection
 
 try:  # imported as part of refinery (in-process extraction, tests, benchmarks)
     from ._lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
-    from ._lean_totext import (BLOCKQUOTE, KEEPS_BREAKS, LINE_START_SPACE, LINE_START_TAGS, keeps_breaks,
-                                   make_lean_xmltotxt, may_join, may_trim, mirrored_functions)
+    from ._lean_totext import (BLOCKQUOTE, KEEPS_BREAKS, LINE_START_SPACE, LINE_START_TAGS, SPACE_RUN,
+                                   keeps_breaks, make_lean_xmltotxt, may_collapse, may_join,
+                                   may_trim, mirrored_functions)
     from ._xpath_to_python import Unsupported, compile_selections, compile_xpath
 except ImportError:  # run by file path as the helper process: its directory is on sys.path
     from _lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
-    from _lean_totext import (BLOCKQUOTE, KEEPS_BREAKS, LINE_START_SPACE, LINE_START_TAGS, keeps_breaks,
-                                  make_lean_xmltotxt, may_join, may_trim, mirrored_functions)
+    from _lean_totext import (BLOCKQUOTE, KEEPS_BREAKS, LINE_START_SPACE, LINE_START_TAGS, SPACE_RUN,
+                                  keeps_breaks, make_lean_xmltotxt, may_collapse, may_join,
+                                  may_trim, mirrored_functions)
     from _xpath_to_python import Unsupported, compile_selections, compile_xpath
 
 
@@ -744,6 +746,9 @@ def join_source_line_breaks(tree: Any) -> None:
     poem, a table drawn in characters), but for a ``quote`` that was a ``<blockquote>`` (marked
     ``BLOCKQUOTE`` while joining: :func:`_install_blockquote_marks`).
 
+    A run of spaces with a no-break space in it becomes one space (``may_collapse``: "die
+    \u00a0Prinzessin", a wide gap in a browser); a lone no-break space stays.
+
     Then the own text of a paragraph, heading or quote loses its leading whitespace (``may_trim``):
     the conversion starts it on a line of its own, and its spaces, tabs or line breaks were the
     source's indentation ("<p>     Die Online-Andacht", "<quote> <p>", "<head>  1  Über")."""
@@ -754,7 +759,9 @@ def join_source_line_breaks(tree: Any) -> None:
         # a text node with a line break and more than whitespace, or one of several adjacent
         # nodes: after lxml's strip_tags one element's text can be "Other", "\n", "title", none
         # of which holds both, while their string (what lxml's .text/.tail give) does
-        _BROKEN_TEXT_XPATH = etree.XPath("//text()[contains(., '\n')][normalize-space(.) or "
+        # (a no-break space: see SPACE_RUN)
+        _BROKEN_TEXT_XPATH = etree.XPath("//text()[contains(., '\n') or contains(., '\u00a0')]"
+                                         "[normalize-space(.) or "
                                          "preceding-sibling::node()[1][self::text()] or "
                                          "following-sibling::node()[1][self::text()]]"
                                          f"[not(ancestor::code or ancestor::quote[not(@{BLOCKQUOTE})]"
@@ -771,14 +778,19 @@ def join_source_line_breaks(tree: Any) -> None:
         else:
             text, container, after = owner.text, owner, (owner[0] if len(owner) else None)
             starts_line = owner.tag not in _INLINE
-        if not may_join(text):  # whitespace alone stays as it is (the lean walk's test too)
+        joins = may_join(text)  # whitespace alone stays as it is (the lean walk's test too)
+        if not joins and not may_collapse(text):
             continue
-        ends_line = (after.tag not in _INLINE) if after is not None else (container is None or container.tag not in _INLINE)
-        if starts_line:
-            text = _LEADING_BREAK.sub("", text)
-        if ends_line:
-            text = _TRAILING_BREAK.sub("", text)
-        text = _SOURCE_BREAK.sub(_joined, text)
+        if joins:
+            ends_line = (after.tag not in _INLINE) if after is not None else (container is None
+                                                                               or container.tag not in _INLINE)
+            if starts_line:
+                text = _LEADING_BREAK.sub("", text)
+            if ends_line:
+                text = _TRAILING_BREAK.sub("", text)
+            text = _SOURCE_BREAK.sub(_joined, text)
+        if "\u00a0" in text:  # after the joining: "a\u00a0\n b" is a run now
+            text = SPACE_RUN.sub(" ", text)
         if node.is_tail:
             owner.tail = text
         else:
@@ -790,16 +802,20 @@ def dedent_source_lines(tree: Any) -> None:
     """The fallback passes' half of :func:`join_source_line_breaks`: in trafilatura's result tree,
     the whitespace after a line break of the page's source goes (not in code, a ``quote`` or a
     ``pre``), and so does the leading whitespace of a paragraph's, heading's or quote's own text
-    (``may_trim``); the line breaks stay. The fallback's text is at times a page's whole text in
-    one node with its blocks on lines of their own (a menu), so its lines are not joined, but their
+    (``may_trim``), and a run of spaces with a no-break space in it becomes one space
+    (``may_collapse``); the line breaks stay. A ``quote`` that was a ``<blockquote>`` is dedented
+    like a paragraph (marked ``BLOCKQUOTE``, as for the joining). The fallback's text is at times a
+    page's whole text in one node with its blocks on lines of their own (a menu), so its lines are
+    not joined, but their
     indentation is the source's ("\\t\\tHalo", "            Tipp favorisieren", a magazine's
     article indented by four spaces on every line), which a browser does not show."""
     global _INDENTED_TEXT_XPATH
     if _INDENTED_TEXT_XPATH is None:
         from lxml import etree
 
-        _INDENTED_TEXT_XPATH = etree.XPath("//text()[contains(., '\n')]"
-                                           "[not(ancestor::code or ancestor::quote or ancestor::pre)]")
+        _INDENTED_TEXT_XPATH = etree.XPath("//text()[contains(., '\n') or contains(., '\u00a0')]"
+                                           f"[not(ancestor::code or ancestor::quote[not(@{BLOCKQUOTE})]"
+                                           " or ancestor::pre)]")
     done = set()
     for node in _INDENTED_TEXT_XPATH(tree):
         owner = node.getparent()  # the element whose text or tail this is (of all its nodes)
@@ -808,6 +824,8 @@ def dedent_source_lines(tree: Any) -> None:
         done.add((owner, node.is_tail))
         text = owner.tail if node.is_tail else owner.text
         dedented = _INDENT.sub("\n", text)
+        if "\u00a0" in dedented:
+            dedented = SPACE_RUN.sub(" ", dedented)
         if dedented != text:
             if node.is_tail:
                 owner.tail = dedented
@@ -893,7 +911,8 @@ def _install_blockquote_marks() -> bool:
 
     def convert_quotes(elem):
         # tree.iter visits a blockquote before its descendants: a <pre> in it is not converted yet
-        if elem.tag == "blockquote" and _JOIN_LINES.get() and elem.find(".//pre") is None:
+        if (elem.tag == "blockquote" and (_JOIN_LINES.get() or _DEDENT_LINES.get())
+                and elem.find(".//pre") is None):
             elem.set(BLOCKQUOTE, "")
         convert(elem)
 

@@ -19,6 +19,7 @@ CPU (docs/extraction.md, "The result tree to text in one walk", session 40). Thr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,10 @@ HTML_SPACE = " \t\n\f\r"
 #: which pages put before a paragraph as an indent ("<p>&nbsp;La organización") or as a spacer
 #: paragraph's only text ("<p>&nbsp;</p>": a blank line once its line end was trimmed)
 LINE_START_SPACE = HTML_SPACE + "\u00a0"
+#: two or more spaces (not line breaks) with a no-break space among them: layout, which a browser
+#: shows as a wide gap ("die \u00a0Prinzessin", "Platz \u00a0\u00a0AaS"); one space in the text (:func:`may_collapse`).
+#: A lone no-break space is typography and stays ("trop peu\u00a0?", "1\u00a0550")
+SPACE_RUN = re.compile("(?=[ \t\r\f]*\u00a0)[ \t\r\f\u00a0]{2,}")
 
 
 class BreaksToJoin(Exception):
@@ -71,13 +76,21 @@ def may_join(text: str | None) -> bool:
     return bool(text) and "\n" in text and bool(text.strip(XPATH_SPACE))  # type: ignore[operator]
 
 
+def may_collapse(text: str | None) -> bool:
+    """Whether ``join_source_line_breaks`` (and ``dedent_source_lines``) make a run of spaces with a
+    no-break space in this text (outside code) one space (:data:`SPACE_RUN`)."""
+    return bool(text) and "\u00a0" in text and SPACE_RUN.search(text) is not None  # type: ignore[operator, arg-type]
+
+
 def holds_breaks_to_join(element: Any) -> bool:
-    """Whether a text or tail below ``element`` (not its own) may be joined (:func:`may_join`)."""
+    """Whether a text or tail below ``element`` (not its own) may be joined (:func:`may_join`,
+    :func:`may_collapse`)."""
     for child in element:
         tag = child.tag
-        if may_join(child.tail):
+        if may_join(child.tail) or may_collapse(child.tail):
             return True
-        if not keeps_breaks(child) and ((tag.__class__ is str and (may_join(child.text) or may_trim(tag, child.text)))
+        if not keeps_breaks(child) and ((tag.__class__ is str and (may_join(child.text) or may_trim(tag, child.text)
+                                                                   or may_collapse(child.text)))
                                         or holds_breaks_to_join(child)):
             return True  # a comment's text is no text node
     return False
@@ -135,8 +148,9 @@ def make_lean_xmltotxt(join_lines: Callable[[Any], None]) -> Callable[[Any, bool
         if joining:
             joining = tag not in KEEPS_BREAKS or not keeps_breaks(element)
             if ((text and joining and tag.__class__ is str
-                 and (("\n" in text and may_join(text)) or (text[0] in LINE_START_SPACE and may_trim(tag, text))))
-                    or (tail and "\n" in tail and may_join(tail))):
+                 and (("\n" in text and may_join(text)) or (text[0] in LINE_START_SPACE and may_trim(tag, text))
+                      or ("\u00a0" in text and may_collapse(text))))
+                    or (tail and (("\n" in tail and may_join(tail)) or ("\u00a0" in tail and may_collapse(tail))))):
                 raise BreaksToJoin
         children = len(element)
         if not children and not in_cell and not in_item and tag not in leaf_exceptions:
