@@ -505,6 +505,10 @@ def test_urls_removed_and_newlines_capped() -> None:
     assert clean_text("자세한 내용은 https://example.kr/abc에서 확인하세요.") == "자세한 내용은에서 확인하세요."
     assert clean_text("公式サイトwww.example.co.jp/index.htmlをご覧ください。") == "公式サイトをご覧ください。"
     assert clean_text("Map: https://www.google.com/maps/@35.2,-97.4,15z here") == "Map: here"
+    # a URL starting a line takes the spaces after it (the line read " Wake News Radio"); code's
+    # indentation before one stays
+    assert clean_text("LIVE\nhttp://wakenews.net/radio.html Wake News Radio\n  www.a.de\tx\nhttp://b.de, y") == (
+        "LIVE\nWake News Radio\n \tx\n, y")
     assert clean_text("Visit https://münchen.de/stadt or https://example.com/wiki/Café now") == "Visit or now"
     assert clean_text("Read xhttp://a.b/c and awww.b.c here") == "Read xhttp://a.b/c and awww.b.c here"
     # the cheap look for "://" or "www." before the URL regex misses nothing that regex drops

@@ -123,6 +123,11 @@ _URL_STOP = "\\s<>\"'\\])|«»\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7
 #: a URL after a space, a non-letter or a letter of a script without spaces (no \b there)
 _URL = re.compile(rf"[ \t]?(?:(?<![A-Za-z0-9])(?:https?|ftp)://|(?<![A-Za-z0-9])www\.)[^{_URL_STOP}]*[^{_URL_STOP}.,;:!?]",
                   re.IGNORECASE)
+#: a URL starting a line with the spaces after it (searched in "\n" + text: a literal start): the
+#: line's text starts after them ("http://wakenews.net/radio.html Wake News Radio" read " Wake
+#: News Radio", _URL taking the space before a URL only)
+_LINE_START_URL = re.compile(rf"\n(?:(?:https?|ftp)://|www\.)[^{_URL_STOP}]*[^{_URL_STOP}.,;:!?][ \t]+",
+                             re.IGNORECASE)
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 #: a list item's marker on a line of its own (trafilatura writes "- " and then the item's text
 #: from a new line when the item's text starts with the page source's line break)
@@ -586,7 +591,8 @@ def tokenizer_attribute_bomb(html: str) -> bool:
 
 
 def clean_text(text: str) -> str:
-    """RefinedWeb post-processing: drop URLs, cap runs of new lines at two. Also: a list marker
+    """RefinedWeb post-processing: drop URLs (with a space before them, or after them at a line's
+    start), cap runs of new lines at two. Also: a list marker
     left on a line of its own is joined to its item's text (an empty item's marker is dropped),
     and trailing spaces, tabs and no-break spaces are cut from every line (a line of only those
     empties). That is the page source's indentation: every bare "-" line was a duplicate line for
@@ -596,7 +602,7 @@ def clean_text(text: str) -> str:
     # every URL this drops holds "://" or "www." in some case: ~8x cheaper to look for those first
     # (the URL regex, case-insensitive and without a literal start, steps through every character)
     if "://" in text or _WWW.search(text) is not None:
-        text = _URL.sub("", text)
+        text = _URL.sub("", _LINE_START_URL.sub("\n", "\n" + text)[1:])
     if _BARE_MARKER.search("\n" + text) is not None:
         text = join_bare_list_markers(text)
     text = dissolve_layout_rows(text)
