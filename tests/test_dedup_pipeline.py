@@ -263,6 +263,22 @@ def test_substring_cut_removes_repeated_spans_and_drops_short_documents(tmp_path
     for d in docs[1:]:
         words = d["text"].split(" ")
         assert " ".join(words[: len(words) // 2]) + "\n" + " ".join(words[len(words) // 2:]) in texts[d["id"]]
+    # the words a cut document has left, which min_words judges, on the documents cut (null on the
+    # uncut first holder): a histogram with min_words drawn (it had only substring_cut_chars)
+    from refinery.stages.line_corrections import count_words
+    from refinery.stats.histograms import Histogram
+    from refinery.stats.funnel import load_run_stats
+    from refinery.stats.thresholds import load_run_manifest, run_thresholds
+
+    left = dict(zip(kept.column("id").to_pylist(), kept.column("substring_words_after_cuts").to_pylist()))
+    assert left[first] is None and all(left[d["id"]] == count_words(texts[d["id"]]) for d in docs[1:])
+    assert removed.column("substring_words_after_cuts").to_pylist() == [5]  # "and a few own words"
+    summary = load_run_stats(str(tmp_path / "out"))
+    h = Histogram.from_dict(summary["histograms"]["substring_dedup"]["substring_words_after_cuts"])
+    assert h.by_reason["exact_substring_too_short"] == h.counts["removed"] and h.n("removed") == 1
+    assert (sum(h.counts["kept"]), h.null["kept"], h.lo) == (5, 1, 5)
+    thresholds = run_thresholds(load_run_manifest(str(tmp_path / "out")), summary["histograms"])
+    assert thresholds["substring_dedup"]["substring_words_after_cuts"] == [{"param": "substring.min_words", "value": 50.0}]
     # the same index applied by a YAML pipeline (shard found from `source`) gives the same texts
     from refinery.config import parse_config
     from refinery.pipeline import run_pipeline
@@ -272,6 +288,15 @@ def test_substring_cut_removes_repeated_spans_and_drops_short_documents(tmp_path
     assert not run_pipeline(config, str(run / "kept"), str(tmp_path / "yaml"), progress=False).failed
     again = read_dir(tmp_path / "yaml" / "kept")
     assert dict(zip(again.column("id").to_pylist(), again.column("text").to_pylist())) == texts
+    # min_words 0 judges nothing: no column of nulls
+    from refinery.stages.dedup import ExactSubstringCut
+
+    assert "substring_words_after_cuts" not in ExactSubstringCut(str(tmp_path / "out" / "dedup"), min_words=0).metric_columns()
+    from refinery.stats.thresholds import stage_thresholds
+
+    params = {"dedup_dir": str(tmp_path / "out" / "dedup"), "min_words": 40}  # a YAML stage given its minimum
+    assert stage_thresholds("substring_dedup", params, ["substring_words_after_cuts"]) == {
+        "substring_words_after_cuts": [{"param": "min_words", "value": 40.0}]}
 
 
 def test_substring_span_survives_when_its_first_holder_is_dropped(tmp_path):

@@ -9,7 +9,9 @@ layout and "kept + removed = read" come for free.
 - ``url_dedup`` (:class:`UrlDuplicateFilter`): same normalized URL, ``duplicate_url``, column
   ``url_cluster_id``;
 - ``substring_dedup`` (:class:`ExactSubstringCut`): cuts duplicated spans out of the text and
-  removes documents left with fewer than ``min_words`` words (``exact_substring_too_short``).
+  removes documents left with fewer than ``min_words`` words (``exact_substring_too_short``);
+  records ``substring_cut_chars`` and, with ``min_words`` above 0, ``substring_words_after_cuts``
+  (int32: the words a cut document has left, as ``min_words`` counts them; null on the others).
 
 The cluster id is the doc key of the document each cluster keeps, ``(shard index << 32) | row``
 (shard index in the dedup manifest's shard list): the kept representative carries it too, so a
@@ -34,6 +36,8 @@ from refinery.stages.base import Stage, with_decision
 from refinery.stages.line_corrections import count_words
 
 _CACHE_SHARDS = 2
+#: the words a document the substring pass cut has left, which ``min_words`` judges (its histogram)
+SUBSTRING_WORDS_AFTER_CUTS = "substring_words_after_cuts"
 
 
 class DedupIndexError(RuntimeError):
@@ -208,6 +212,7 @@ class ExactSubstringCut(_IndexedStage):
     index_dir = "cuts"
     rewrites_text = True
     reason = "exact_substring_too_short"
+    reason_metrics = {reason: SUBSTRING_WORDS_AFTER_CUTS}
 
     def __init__(self, dedup_dir: str, min_words: int | None = None, shard: str | None = None, name: str | None = None) -> None:
         super().__init__(dedup_dir, shard=shard, name=name)
@@ -219,10 +224,14 @@ class ExactSubstringCut(_IndexedStage):
                               ("ends", pa.list_(pa.int32())), ("cut_tokens", pa.int32())])
 
     def metric_columns(self) -> list[str]:
-        return ["substring_cut_chars"]
+        # the words left only with a minimum: at 0 nothing is judged (no column of nulls)
+        return ["substring_cut_chars"] + ([SUBSTRING_WORDS_AFTER_CUTS] if self._min_words() > 0 else [])
+
+    def _min_words(self) -> int:
+        return self.min_words if self.min_words is not None else int(self._manifest().get("min_words", 0))
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        min_words = self.min_words if self.min_words is not None else int(self._manifest().get("min_words", 0))
+        min_words = self._min_words()
         found = self._lookup(batch, ["starts", "ends"])
         texts = batch.column("text").to_pylist()
         starts, ends = found["starts"].to_pylist(), found["ends"].to_pylist()
@@ -230,12 +239,14 @@ class ExactSubstringCut(_IndexedStage):
         reasons: list[str | None] = []
         metrics: list[float | None] = []
         cut_chars: list[int] = []
+        words_left: list[int | None] = []  # on the documents cut (the others are not judged)
         for text, s, e in zip(texts, starts, ends):
             if not s or text is None:
                 new_texts.append(text)
                 reasons.append(None)
                 metrics.append(None)
                 cut_chars.append(0)
+                words_left.append(None)
                 continue
             pieces, at = [], 0
             for a, b in zip(s, e):
@@ -245,6 +256,7 @@ class ExactSubstringCut(_IndexedStage):
             cut = _join_at_seams(pieces)
             cut_chars.append(len(text) - len(cut))
             words = count_words(cut)  # CJK characters count as words, as in every other stage
+            words_left.append(words)
             if words < min_words:
                 new_texts.append(text)  # removed: keep the original for inspection
                 reasons.append(self.reason)
@@ -254,5 +266,7 @@ class ExactSubstringCut(_IndexedStage):
                 reasons.append(None)
                 metrics.append(None)
                 self.count("spans_cut", len(s))  # duplicated spans cut from documents kept
-        return with_decision(batch, reasons, metrics,
-                             extra={"text": pa.array(new_texts, pa.string()), "substring_cut_chars": pa.array(cut_chars, pa.int64())})
+        extra = {"text": pa.array(new_texts, pa.string()), "substring_cut_chars": pa.array(cut_chars, pa.int64())}
+        if min_words > 0:
+            extra[SUBSTRING_WORDS_AFTER_CUTS] = pa.array(words_left, pa.int32())
+        return with_decision(batch, reasons, metrics, extra=extra)

@@ -45,6 +45,8 @@ KNOWN: dict[str, dict[str, list[str]]] = {
     },
     "toxicity": {"toxicity_score": ["threshold"], "profanity_word_frac": ["max_profanity_frac"]},
     "quality": {"quality_score": ["threshold"]},
+    # a YAML pipeline's substring_dedup stage given min_words (else it reads the index's: no line)
+    "substring_dedup": {"substring_words_after_cuts": ["min_words"]},
 }
 #: stage type -> {removal reason -> the metric column holding the value that triggered it}; a
 #: stage class's ``reason_metrics`` attribute adds to / overrides this
@@ -189,6 +191,7 @@ def stage_kinds(manifest: dict[str, Any]) -> dict[str, str]:
 DEDUP_THRESHOLDS: dict[str, dict[str, tuple[str, str]]] = {
     "lines": {"lines_dedup_removed_frac": ("lines", "max_removed_word_frac"),
               "lines_dedup_words_after_cuts": ("lines", "min_words_after_cuts")},
+    "substring": {"substring_words_after_cuts": ("substring", "min_words")},
 }
 
 
