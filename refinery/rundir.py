@@ -267,6 +267,19 @@ def last_pass_refusal(uri: str, run: RunDir, pass_dir: PassDir) -> str | None:
             f"the run's corpus ({run.kept_dir}): give the run, {run.root}")
 
 
+def pass_dir_refusal(uri: str) -> str | None:
+    """The one line refusing ``uri`` where a run is wanted (``status``, ``stats``, ``report``) when
+    it is one document pass's directory of a multi-pass run (``OUT/filter``), naming the run to
+    give; None otherwise. Its own stats.json is that pass's funnel alone, without run.json's
+    thresholds, and ``report`` wrote a report.html into it while ``status`` refused it (review h111)."""
+    of_run = pass_of_run(uri)
+    if of_run is None:
+        return None
+    run, pass_dir = of_run
+    return (f"{uri} is the {fs.basename(pass_dir.root)!r} pass of the refinery run {run.root}, not a run: "
+            f"give the run directory, {run.root} (its funnel and report show every pass)")
+
+
 def clear_shard_outputs(out: PassDir, shard: str, present: set[str] | None = None) -> None:
     """Delete one shard's outputs in a pass directory, its stats marker first (without it the
     shard counts as unfinished, whatever else a crash here leaves). ``present``: the names of the

@@ -13,7 +13,7 @@ from typing import Any
 from refinery.io import fs
 from refinery.io.runlock import CLAIM_FILE, Holder, holder_now, run_dir_active
 from refinery.plan import marker_set_aside
-from refinery.rundir import PassDir, RunDir, damaged_outputs, shards_with_outputs
+from refinery.rundir import PassDir, RunDir, damaged_outputs, pass_dir_refusal, shards_with_outputs
 
 
 @dataclass
@@ -169,7 +169,7 @@ def _s3_active(run_dir: str, held_by: str | None) -> bool | None:
 def run_status(run_dir: str) -> RunStatus:
     run = RunDir(run_dir)
     if not fs.exists(run.run_json):
-        raise FileNotFoundError(f"no run.json under {run_dir}{fs.missing_run_hint(str(run_dir))}: is it a refinery run directory?")
+        raise FileNotFoundError(pass_dir_refusal(run_dir) or f"no run.json under {run_dir}{fs.missing_run_hint(str(run_dir))}: is it a refinery run directory?")
     manifest = fs.read_json(run.run_json)
     first = run.document_pass_dirs()[0]
     finished, failed = _shards(first)

@@ -87,6 +87,16 @@ def test_status_of_a_run_made_with_a_relative_output_from_another_directory(tmp_
     result = CliRunner().invoke(app, ["status", "here/out"])
     lines = [ln.split() for ln in result.output.splitlines() if ln.strip().startswith("pass ")]
     assert result.exit_code == 0 and [ln[2] for ln in lines] == ["finished", "finished"], result.output
+    # a pass's directory is not a run: status, stats and report name the run to give, one line, exit 2
+    # (report wrote a report.html of that pass alone into it, without thresholds; status refused it)
+    for command in (["status", "here/out/filter"], ["stats", "here/out/filter"], ["stats", "--json", "here/out/url_dedup/"],
+                    ["report", "here/out/filter"], ["report", "here/out/url_dedup"], ["report", "here/out", "--compare", "here/out/filter"]):
+        result = CliRunner().invoke(app, command)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and "pass of the refinery run here/out, not a run: give the run directory, here/out" in said, (
+            command, result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not list((tmp_path / "here" / "out").glob("*/report.html"))
 
 
 def test_a_damaged_json_file_in_a_run_directory_is_named(tmp_path, capsys):

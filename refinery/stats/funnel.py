@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from refinery.io import fs
-from refinery.rundir import PassDir, RunDir
+from refinery.rundir import PassDir, RunDir, pass_dir_refusal
 from refinery.stats.counters import check_conservation, est_tokens, merge_stage_lists
 from refinery.stats.domains import merge_top_domains
 from refinery.stats.histograms import merge_histogram_maps
@@ -156,6 +156,8 @@ def load_run_stats(run_dir: str) -> dict[str, Any]:
     """The run summary: ``stats.json`` if the run finished, else merged from finished shards."""
     summary_uri = RunDir(run_dir).stats_json
     has_plan = fs.exists(RunDir(run_dir).run_json)
+    if not has_plan and (refusal := pass_dir_refusal(run_dir)):  # its stats.json is one pass's
+        raise FileNotFoundError(refusal)
     partial = partial_note(run_dir) if has_plan else None
     if fs.exists(summary_uri) and not (partial and partial["unfinished"]):
         return fs.read_json(summary_uri)
