@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
+from _fault_fixtures import FaultPolicy, through_proxy  # noqa: F401 - fixture
 from refinery.cli import app
 from refinery.config import parse_config
 from refinery.io.runlock import run_dir_lock
@@ -353,7 +355,8 @@ def test_a_dedup_pass_stopped_while_it_built_its_index_reads_stopped(tmp_path):
         result.output
 
 
-def test_a_shard_cut_short_on_s3_is_found_by_its_listing_and_redone(tmp_path, s3_bucket, monkeypatch, caplog):
+def test_a_shard_cut_short_on_s3_is_found_by_its_listing_and_redone(tmp_path, s3_bucket, monkeypatch, caplog,
+                                                                    through_proxy):
     """The sizes come from the listing (S3 lists sizes), not from a read per shard: a finished
     shard overwritten with half its bytes (a partial sync) is named by `status`, which opens no
     shard file, and redone by the rerun."""
@@ -376,3 +379,24 @@ def test_a_shard_cut_short_on_s3_is_found_by_its_listing_and_redone(tmp_path, s3
         again = run_pipeline(config, str(src), out, workers=1, progress=False)
     assert f"[filter] {problem}: redoing shard p1" in caplog.messages
     assert again.passes == {"filter": "done"} and fs.read_bytes(victim) == whole
+    _a_failed_listing_is_no_empty_directory(config, src, out, through_proxy, caplog)
+
+
+def _a_failed_listing_is_no_empty_directory(config, src, out, through_proxy, caplog):
+    """A listing of kept/ that S3 refuses (403) was read as an empty directory: with the pass
+    unfinished (its marker gone, as after a kill), `status` said every finished shard had lost its
+    kept file and the rerun redid every shard. Both now stop on the listing's error, nothing redone."""
+    from refinery.io import fs
+
+    fs.delete(f"{out}/passes/filter.json")
+    policy = FaultPolicy(always=True, kinds=("403",),
+                         when=lambda method, path: method == "GET" and "prefix=run%2Fkept%2F" in path
+                         and "max-keys" not in path)  # boto3's listing, not pyarrow's existence check
+    through_proxy(policy)
+    with pytest.raises(fs.StorageError, match=f"cannot list the files under {out}/kept: .*AccessDenied"):
+        run_status(out)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="refinery.pipeline"), \
+            pytest.raises(fs.StorageError, match=f"cannot list the files under {out}/kept"):
+        run_pipeline(config, str(src), out, workers=1, progress=False)
+    assert policy.faults and not [m for m in caplog.messages if "to run" in m], caplog.messages  # no shard redone
