@@ -380,6 +380,7 @@ def test_rerun_resumes_and_changed_input_is_detected(run_dir, minhash_out, tmp_p
     assert "pass signatures already finished" in caplog.text
     assert "[shard a] already finished, skipping" in caplog.text  # the runner resumed too
     assert again["docs_removed"] == stats["docs_removed"]
+    _a_shard_cut_short_is_redone(out, run_dir, caplog)
     # other parameters into the same output are refused, naming the change; forced, every pass
     # and shard is redone and nothing stale survives
     from refinery.dedup.passes import DedupInputError
@@ -403,6 +404,23 @@ def test_rerun_resumes_and_changed_input_is_detected(run_dir, minhash_out, tmp_p
     batch = pa.RecordBatch.from_pydict({"id": ["x"], "text": ["y"]})
     with pytest.raises(DedupIndexError, match="holds a 'minhash' index"):
         stage.process(batch)
+
+
+def _a_shard_cut_short_is_redone(out: Path, run_dir: Path, caplog) -> None:
+    """`refinery dedup`'s marker records its shards' sizes, as a recipe's passes do (h116): a
+    finished shard cut short in place (a partial sync) was skipped by a rerun, which checked only
+    that the file existed. It is named by `status` and redone, with a warning naming the file."""
+    from refinery.status import run_status
+
+    clean = {f.name: f.read_bytes() for f in sorted((out / "kept").glob("*.parquet"))}
+    victim = out / "kept" / "b.parquet"
+    victim.write_bytes(clean["b.parquet"][:100])
+    problem = f"{victim} has 100 bytes, not the {len(clean['b.parquet']):,} recorded when its pass finished"
+    assert run_status(str(out)).outputs_damaged == {"minhash_dedup": [problem]}
+    caplog.clear()
+    run_dedup(str(run_dir), str(out), DedupConfig(method="minhash", partitions=3), LocalExecutor(1))
+    assert f"[dedup minhash_dedup] {problem}: redoing shard b" in caplog.messages
+    assert {f.name: f.read_bytes() for f in sorted((out / "kept").glob("*.parquet"))} == clean
 
 
 def test_standalone_dedup_redoes_everything_when_its_input_run_changed(tmp_path):

@@ -48,7 +48,17 @@ from refinery.dedup.substring import (
 )
 from refinery.io import fs
 from refinery.io.runlock import CLAIM_FILE, LOCK_FILE, OutputClaim, confirm_claim, output_guard
-from refinery.rundir import PassDir, RunDir, last_pass_refusal, parent_dir, pass_of_run, remove_orphan_shards
+from refinery.rundir import (
+    PassDir,
+    RunDir,
+    clear_shard_outputs,
+    damaged_outputs,
+    last_pass_refusal,
+    output_sizes,
+    parent_dir,
+    pass_of_run,
+    remove_orphan_shards,
+)
 from refinery.runner import shard_name
 
 log = logging.getLogger("refinery.dedup")
@@ -432,6 +442,8 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
                    method=method)
     if work_dir is None:  # the pass's own index directory (a shared --work-dir is the user's to clear)
         _clear_stale_index(work)
+    if standalone:
+        _redo_damaged_shards(out, _standalone_name(config), work.fingerprint, {s.name for s in shards})
     started = time.time()
     log.info("[dedup %s] %d shard(s) from %s -> %s (work dir %s, executor %s)", method, len(shards), input_dir,
              output_dir, work_root, executor.kind)
@@ -661,6 +673,23 @@ def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any
         fs.delete(run.pass_marker(old["name"]))
 
 
+def _redo_damaged_shards(out: PassDir, name: str, fingerprint: str, shards: set[str]) -> None:
+    """A standalone dedup's :func:`refinery.pipeline.redo_damaged_shards`: clear the outputs of
+    the finished shards whose files no longer match the sizes its marker recorded (cut short by a
+    partial sync, replaced), one warning each naming the file; the removal run then redoes them
+    (a rerun checked only that they existed). One listing per directory, no read."""
+    uri = RunDir(out.root).pass_marker(name)
+    try:
+        marker = fs.read_json(uri) if fs.exists(uri) else None
+    except fs.StorageError:
+        return  # damaged: the pass is redone whole anyway
+    if marker is None or marker.get("fingerprint") != fingerprint:
+        return  # another index: every shard is redone
+    for shard, problem in damaged_outputs(out, marker.get("outputs"), shards).items():
+        log.warning("[dedup %s] %s: redoing shard %s", name, problem, shard)
+        clear_shard_outputs(out, shard)
+
+
 def _standalone_name(config: DedupConfig) -> str:
     """The pass name ``refinery dedup`` records (run.json, ``passes/<name>.json``): the config's
     ``name``, else ``<method>_dedup`` (``decontaminate_dedup`` too, as recorded before names)."""
@@ -719,7 +748,9 @@ def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: st
     run = RunDir(output_dir)
     fs.write_bytes(run.pass_marker(name), json.dumps({
         "pass": name, "fingerprint": fingerprint, "finished_at": now,
-        "summary": {k: merged[k] for k in ("shards", "docs_read", "docs_kept", "docs_removed")}}, indent=1).encode())
+        "summary": {k: merged[k] for k in ("shards", "docs_read", "docs_kept", "docs_removed")},
+        # its shards' sizes, as a recipe's pass records them: a rerun redoes one cut short since
+        "outputs": output_sizes(out)}, indent=1).encode())
     manifest = {
         "refinery_version": __version__,
         "code": {dist: library_version(dist) for dist in DEDUP_LIBRARIES.get(config.method, ())},
