@@ -118,23 +118,23 @@ def run(
         blocked = [n for n, s in summary.passes.items() if s == "blocked"]
         denied = [o for o in summary.failed if _permission_denied(o.error)]
         if denied:  # one cause for every shard: say it once, with what to do
-            print_error(f"permission denied writing to {summary.output}: {len(denied)} shard(s) failed "
-                        f"({denied[0].shard}: {denied[0].first_error_line}); "
-                        f"{sum(o.status != 'failed' for o in summary.outcomes)} finished shard(s) are kept; "
-                        "grant write access and run the same command again to finish the rest")
+            # (not "writing to OUT": the refusal may be of a read, the input's or a worker's credentials')
+            print_error(f"permission denied: {len(denied)} shard(s) failed ({denied[0].shard}: {denied[0].error_line}); "
+                        f"{sum(o.status != 'failed' for o in summary.outcomes)} finished shard(s) of {summary.output} "
+                        "are kept; grant the access and run the same command again to finish the rest")
             raise typer.Exit(1)
         err.print(Text.assemble((f"{len(summary.failed)} shard(s) failed", "red"),
                                 f" in pass {summary.failed_pass} (details in its failed/ directory)"
                                 f"{'; not run: ' + ', '.join(blocked) if blocked else ''}:"))
         for o in summary.failed:
-            err.print(f"  {o.shard}: {o.first_error_line}")
+            err.print(f"  {o.shard}: {o.error_line}")
         raise typer.Exit(1)
     if summary.set_aside:
         err.print(Text.assemble((f"{len(summary.set_aside)} of {len(summary.outcomes)} shard(s) failed and were set "
                                  "aside", "yellow"), " (executor.max_failed_fraction): the later passes ran without "
                                 f"them, and a rerun retries them (details in the failed/ directory):"))
         for o in summary.set_aside:
-            err.print(f"  {o.shard}: {o.first_error_line}")
+            err.print(f"  {o.shard}: {o.error_line}")
     console.print("passes: " + ", ".join(f"{n} {s}" for n, s in summary.passes.items()), highlight=False, soft_wrap=True)
 
 

@@ -596,6 +596,7 @@ def run_pipeline(
     kind = executor or config.executor.type
     if kind not in ("local", "ray"):
         raise ConfigError(f"unknown executor {kind!r}: use 'local' or 'ray'")
+    fs.executor_kind = kind  # before the input is listed: a missing-credentials error there advises for it
     if kind == "ray":
         from refinery.executors.ray_cluster import RayNotInstalled, check_ray_installed
 

@@ -63,7 +63,8 @@ def _shards(out: PassDir) -> tuple[list[dict[str, Any]], dict[str, str]]:
     if fs.exists(out.failed_dir):
         for uri in fs.list_files(out.failed_dir, (".json",)):
             record = fs.read_json(uri)
-            failed[record["shard"]] = (record.get("error") or "").strip().splitlines()[0] if record.get("error") else ""
+            line = (record.get("error") or "").strip().splitlines()[0] if record.get("error") else ""
+            failed[record["shard"]] = fs.explain_s3_failure(line, "this run uses") or line  # a raw S3 refusal said so
     done = {s["shard"] for s in finished}
     return finished, {k: v for k, v in failed.items() if k not in done}  # a later attempt finished it
 

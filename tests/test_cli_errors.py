@@ -366,6 +366,7 @@ def test_wrong_credentials_and_an_unreachable_endpoint_are_said_so(cli, s3_bucke
                           "AWS_SECRET_ACCESS_KEY")
     code, out, err = cli("status", f"{s3_bucket}/run")
     assert_one_error_line(code, out, err, f"S3 refused access to {s3_bucket}/run/run.json", "credentials")
+    _a_task_refused_by_s3_is_said_so()
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
@@ -374,6 +375,26 @@ def test_wrong_credentials_and_an_unreachable_endpoint_are_said_so(cli, s3_bucke
     code, out, err = cli("run", cfg, "-i", small_input, "-o", f"{s3_bucket}/o", "--workers", "1")
     assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {endpoint} (AWS_ENDPOINT_URL)",
                           f"for {s3_bucket}/", "run.json (HeadObject) after 1 attempt(s)", "Could not connect")
+
+
+def _a_task_refused_by_s3_is_said_so() -> None:
+    """A task's S3 refusal (a worker's wrong credentials) showed pyarrow's or botocore's raw text in
+    its failure line, the run's summary and `status`; now said as the command's own error is, whose
+    credentials by where the task ran (h119). The raw text stays in the outcome (failed/<shard>.json)."""
+    from refinery.executors.base import TaskOutcome
+
+    raw = ("OSError: When reading information for key 'run/kept/a.parquet' in bucket 'b': AWS Error ACCESS_DENIED "
+           "during GetObject operation: Access Denied")
+    on_ray = TaskOutcome("a", "failed", error=f"{raw}\nTraceback ...", node="5f3c0a")
+    assert on_ray.error_line.startswith("S3 refused access to s3://b/run/kept/a.parquet (GetObject: 403 Access Denied): "
+                                        "the AWS credentials the Ray workers use (each node's own: refinery sends none) "
+                                        "are wrong, or may not use bucket b; check"), on_ray.error_line
+    assert on_ray.first_error_line == raw  # kept as it was for the failure record
+    local = TaskOutcome("a", "failed", error="refinery.io.fs.StorageError: cannot open s3://b/in/x.gz: An error occurred "
+                                             "(403) when calling the HeadObject operation: Forbidden", node="pid:7")
+    assert local.error_line.startswith("S3 refused access to s3://b/in/x.gz (HeadObject: 403 Forbidden): the AWS "
+                                       "credentials this run uses are wrong"), local.error_line
+    assert TaskOutcome("a", "failed", error="ValueError: bad").error_line == "ValueError: bad"
 
 
 @pytest.mark.no_invariants
@@ -460,7 +481,11 @@ def test_read_only_bucket_mid_run_fails_fast_with_one_line(cli, s3_bucket, s3_se
     code, out, err = cli("run", cfg, "-i", f"{s3_bucket}/in", "-o", f"{s3_bucket}/out", "--workers", "1")
     elapsed = time.monotonic() - started
     line = assert_one_error_line(code, out, err, "permission denied", "2 shard(s) failed", "1 finished", exit_code=1)
-    assert "AccessDenied" in line
+    # botocore's refusal said as what it means (h119): it was "...: An error occurred (AccessDenied) when calling the
+    # PutObject operation: Access Denied", and "permission denied writing to OUT" also when a read was refused
+    assert (f"(part-001: S3 refused access to {s3_bucket}/out/removed/part-001.parquet (PutObject: 403 AccessDenied): "
+            "the AWS credentials this run uses are wrong, or may not use bucket") in line, line
+    assert "An error occurred" not in line
     assert elapsed < 15, elapsed  # no retries of a 403: seconds, not ~25 s per shard
     stats = json.loads(client.get_object(Bucket=s3_bucket[5:], Key="out/stats.json")["Body"].read())
     assert stats["failed_shards"] == ["part-001", "part-002"] and stats["docs_read"] > 0

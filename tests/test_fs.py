@@ -275,7 +275,12 @@ try:
     upload = None
 except fs.StorageError as exc:
     upload = str(exc)
-print(json.dumps({"status": o.status, "attempts": o.attempts, "error": o.first_error_line, "upload": upload}))
+from refinery.executors.ray import ray_task  # as a Ray worker runs a task (no cluster needed to call it)
+
+_, _, on_ray, _ = ray_task(run_shard_task, {"spec": {"name": "t", "stages": [{"type": "pii"}]}},
+                           {"task": ShardTask(src, out, "a")}, 1, "a")
+print(json.dumps({"status": o.status, "attempts": o.attempts, "error": o.first_error_line, "upload": upload,
+                  "on_ray": on_ray.splitlines()[0]}))
 """
 
 
@@ -299,6 +304,13 @@ def test_missing_credentials_say_they_are_not_sent_and_are_not_retried(s3_bucket
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["status"] == "failed" and got["attempts"] == 1
-    assert got["error"] == f"refinery.io.fs.MissingCredentials: cannot open {src}: {fs.NO_CREDENTIALS}"
-    assert got["upload"] == f"upload to {src}.copy failed: {fs.NO_CREDENTIALS}"
-    assert "not send credentials to a Ray cluster" in fs.NO_CREDENTIALS and "\n" not in fs.NO_CREDENTIALS
+    local = ("no AWS credentials in this process (botocore: Unable to locate credentials): set "
+             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run where an instance role is attached")
+    assert got["error"] == f"refinery.io.fs.MissingCredentials: cannot open {src}: {local}"
+    assert got["upload"] == f"upload to {src}.copy failed: {local}"
+    # a Ray task's names its node and says credentials are not sent; on the local pool, no word of Ray (h119)
+    assert got["on_ray"] == (f"refinery.io.fs.MissingCredentials: cannot open {src}: no AWS credentials on this Ray "
+                             "worker's node (botocore: Unable to locate credentials); refinery does not send "
+                             "credentials to a Ray cluster's workers: give every node its own (an instance role, "
+                             "AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY where `ray start` runs; "
+                             "docs/scale.md)")

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 from refinery import interrupts
-from refinery.io import parquet
-from refinery.io.fs import InputChangedError, MissingCredentials, StorageError
+from refinery.io import fs, parquet
+from refinery.io.fs import InputChangedError, MissingCredentials, StorageError, explain_s3_failure
 from refinery.io.runlock import FENCE_KEY, ClaimLost, adopt_fence, fence_token
 from refinery.executors.progress import TaskProgress
 
@@ -75,6 +75,24 @@ class TaskOutcome:
     @property
     def first_error_line(self) -> str:
         return (self.error or "").strip().splitlines()[0] if self.error else ""
+
+    @property
+    def error_line(self) -> str:
+        """:attr:`first_error_line` as the user is shown it: a raw S3 refusal said as what it means
+        (:func:`said_error`); the raw text stays in :attr:`error` (``failed/<shard>.json``) and in
+        ``-v``'s log."""
+        return said_error(self.first_error_line, self.node)
+
+
+def said_error(line: str, node: str | None = None) -> str:
+    """A task's error ``line`` with pyarrow's or botocore's S3 refusal said as what it means
+    (``S3 refused access to s3://b/k (GetObject: 403 Access Denied): the AWS credentials ... are
+    wrong, or may not use bucket b; check ...``), whose credentials by where the task ran
+    (``node``: ``pid:<n>`` on the local pool, a Ray node's id); any other line as it is. A worker
+    with wrong credentials showed pyarrow's raw text in every shard's line and the summary."""
+    on_ray = node is not None and not node.startswith("pid:")
+    whose = "the Ray workers use (each node's own: refinery sends none)" if on_ray else "this run uses"
+    return explain_s3_failure(line, whose) or line
 
 
 class TaskError(RuntimeError):
@@ -258,6 +276,7 @@ class Executor(ABC):
         self.workers = workers
         self.max_retries = max_retries
         self.progress = progress
+        fs.executor_kind = self.kind  # what a missing-credentials error advises (a Ray cluster's nodes, or not)
 
     # -- what a subclass provides ------------------------------------------------------------
     @abstractmethod
@@ -376,7 +395,9 @@ class Executor(ABC):
                         continue
                     outcome = TaskOutcome(names[i], status, result, error, attempt, node)  # type: ignore[arg-type]
                     if status == "failed":
-                        log.error("[%s] %s failed after %d attempt(s): %s", label, names[i], attempt, outcome.first_error_line)
+                        log.error("[%s] %s failed after %d attempt(s): %s", label, names[i], attempt, outcome.error_line)
+                        if outcome.error_line != outcome.first_error_line:  # the raw text, for -v
+                            log.debug("[%s] %s: %s", label, names[i], outcome.first_error_line)
                     outcomes[i] = outcome
                     bar.update(outcome)
                     if on_outcome:
@@ -417,7 +438,7 @@ class Executor(ABC):
         outcomes = self.map(fn, tasks, label=label, names=names, units=units, shared=shared, fresh_workers=fresh_workers)
         failed = [o for o in outcomes if o.status == "failed"]
         if failed:
-            raise TaskError(f"[{label}] task {failed[0].name} failed: {failed[0].first_error_line}")
+            raise TaskError(f"[{label}] task {failed[0].name} failed: {failed[0].error_line}")
         return [o.result for o in outcomes]
 
 

@@ -22,6 +22,7 @@ from refinery import interrupts
 from refinery.executors.base import RELAYED_LOG_KEY, Executor, TaskFn, call_task, relay_log_records
 from refinery.executors.local import WORKER_LOG_FORMAT, worker_log_level
 from refinery.executors.ray_cluster import RayletWatch, cluster_cpus, ensure_ray
+from refinery.io import fs
 from refinery.noisy_loggers import quiet_noisy_loggers
 
 log = logging.getLogger("refinery.executors.ray")
@@ -71,6 +72,7 @@ def ray_task(fn: TaskFn, shared: Any, task: dict[str, Any], attempt: int, name: 
     """:func:`call_task` in a Ray worker logging at ``level``; the task's closing lines travel back
     with its result (:data:`RELAYED_LOG_KEY`), and the driver logs them when the task is done."""
     held = _worker_logging(level)
+    fs.executor_kind = "ray_worker"  # credentials missing here are this node's to give
     status, result, error, node = call_task(fn, shared, task, attempt, name)
     if held.records:
         result[RELAYED_LOG_KEY] = list(held.records)

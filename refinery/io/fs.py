@@ -37,12 +37,25 @@ class MissingCredentials(StorageError):
     """No AWS credentials in this process: no retry finds them, so a task does not retry it."""
 
 
-#: what a missing-credentials error says: botocore's "Unable to locate credentials" alone sent a
-#: Ray cluster started without credentials through 3 attempts per shard (found by a Ray trial)
-NO_CREDENTIALS = ("no AWS credentials in this process (botocore: Unable to locate credentials); refinery "
-                  "does not send credentials to a Ray cluster's workers: give every node its own (an "
-                  "instance role, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY where `ray start` "
-                  "runs; docs/scale.md)")
+#: where this process's work runs, for what a missing-credentials error advises: "local" (this
+#: machine's processes, which inherit this one's credentials), "ray" (the driver of a Ray cluster,
+#: whose nodes need their own), "ray_worker" (a task on a Ray node). Set by make_executor,
+#: run_pipeline (before it lists the input) and a Ray task.
+executor_kind = "local"
+
+
+def no_credentials() -> str:
+    """What a missing-credentials error says, for the executor in use: botocore's "Unable to locate
+    credentials" alone sent a Ray cluster started without credentials through 3 attempts per shard
+    (found by a Ray trial); the Ray advice is for Ray runs only (it was given on the local pool too)."""
+    found = "(botocore: Unable to locate credentials)"
+    ray = ("refinery does not send credentials to a Ray cluster's workers: give every node its own (an instance "
+           "role, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY where `ray start` runs; docs/scale.md)")
+    if executor_kind == "ray_worker":
+        return f"no AWS credentials on this Ray worker's node {found}; {ray}"
+    said = (f"no AWS credentials in this process {found}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+            f"AWS_PROFILE, or run where an instance role is attached")
+    return f"{said}; the Ray workers need their own too: {ray}" if executor_kind == "ray" else said
 
 
 def _no_credentials(exc: BaseException) -> bool:
@@ -57,7 +70,7 @@ def s3_error(message: str, exc: BaseException) -> StorageError:
     """``message: exc`` as a :class:`StorageError`; when ``exc`` is botocore's missing
     credentials, a :class:`MissingCredentials` that says where credentials come from."""
     if _no_credentials(exc):
-        return MissingCredentials(f"{message}: {NO_CREDENTIALS}")
+        return MissingCredentials(f"{message}: {no_credentials()}")
     return StorageError(f"{message}: {exc}")
 
 
@@ -65,25 +78,36 @@ def s3_error(message: str, exc: BaseException) -> StorageError:
 #: ACCESS_DENIED during HeadObject operation: No response body." (bucket-level errors name no key)
 _PYARROW_S3_ERROR = re.compile(r"When [^']*?(?:key '(?P<key>[^']*)' in )?bucket '(?P<bucket>[^']*)': AWS Error "
                                r"(?P<code>[A-Z_]+) during (?P<op>\w+) operation: (?P<detail>.*)", re.S)
+#: botocore's refusal as refinery's own errors carry it: "cannot open s3://b/in/x.gz: An error
+#: occurred (403) when calling the HeadObject operation: Forbidden" (a HEAD's 403 has no code)
+_BOTOCORE_DENIED = re.compile(r"(?:(?P<uri>s3://[^\s:]+)[^\n]*?: )?An error occurred \((?P<code>AccessDenied|403|Forbidden|"
+                              r"InvalidAccessKeyId|SignatureDoesNotMatch)\) when calling the (?P<op>\w+) operation")
+#: whose credentials a refusal is about, by default: the command's own process
+THIS_PROCESS = "this process uses"
 
 
-def explain_s3_failure(message: str) -> str | None:
-    """What a raw pyarrow S3 error (``message``, as the command would print it) most likely means,
-    in one line naming the object and the cause, or None when it is not one we can read.
+def explain_s3_failure(message: str, whose: str = THIS_PROCESS) -> str | None:
+    """What a raw S3 error of pyarrow's or botocore's (in ``message``, as the command would print
+    it: alone, or after refinery's "cannot open s3://...: ") most likely means, in one line naming
+    the object and the cause, or None when it is not one we can read. ``whose``: whose credentials
+    were refused, as "the AWS credentials <whose> are wrong" reads (a Ray task's: its node's).
 
     Wrong credentials and an unreachable endpoint both ended every command with pyarrow's text
     about a key the user never gave (``... key 'in/run.json' ...: AWS Error ACCESS_DENIED during
     HeadObject operation: No response body.``), no word of credentials or of the endpoint; the
     unreachable endpoint only after ~50 s of silent retries (found by the session-42 S3 trial)."""
-    found = _PYARROW_S3_ERROR.match(message.strip())
+    found = _PYARROW_S3_ERROR.search(message.strip())
     if found is None:
-        return None
+        denied = _BOTOCORE_DENIED.search(message)
+        if denied is None:
+            return None
+        where = denied["uri"] or ""
+        code = f"403 {denied['code']}" if denied["code"] != "403" else "403 Forbidden"
+        return _refused(where, where[5:].split("/", 1)[0], denied["op"], code, whose)
     bucket, key, op = found["bucket"], found["key"], found["op"]
     where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
     if found["code"] == "ACCESS_DENIED":
-        return (f"S3 refused access to {where} ({op}: 403 Access Denied): the AWS credentials this process uses "
-                f"are wrong, or may not use bucket {bucket}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                f"AWS_PROFILE or the instance role, and the bucket's policy")
+        return _refused(where, bucket, op, "403 Access Denied", whose)
     if found["code"] == "NETWORK_CONNECTION":
         endpoint = s3_endpoint()
         server = f"the S3 endpoint {endpoint} (AWS_ENDPOINT_URL)" if endpoint else "S3"
@@ -92,6 +116,12 @@ def explain_s3_failure(message: str) -> str | None:
         return (f"cannot reach {server} for {where} ({op}) after {s3_max_attempts()} attempt(s): {detail}; "
                 f"check the endpoint's scheme, host and port, and the network")
     return None
+
+
+def _refused(where: str, bucket: str, op: str, code: str, whose: str) -> str:
+    may_not = f"may not use bucket {bucket}" if bucket else "may not use that bucket"
+    return (f"S3 refused access{' to ' + where if where else ''} ({op}: {code}): the AWS credentials {whose} are wrong, or {may_not}; "
+            f"check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role, and the bucket's policy")
 
 
 class ObjectChanged(StorageError):
