@@ -238,9 +238,20 @@ def check_not_inside_a_run(output_uri: str) -> None:
     else:
         ancestors = [str(p) for p in Path(here).parents]
     for ancestor in ancestors:
-        if fs.exists(RunDir(ancestor).run_json):
+        if _holds_a_run(ancestor):
             raise ConfigError(f"output {output_uri} is inside the run directory {ancestor} (it has a run.json): its "
                               f"files would mix with that run's; choose an output outside it")
+
+
+def _holds_a_run(directory: str) -> bool:
+    """Whether ``directory`` is a refinery run directory (its run.json is a run's record). Another
+    tool's run.json is not one (a project's own run.json refused every output below it), nor is a
+    place these credentials may not look (S3 credentials limited to a prefix: the HEAD of
+    ``<bucket>/run.json`` refused, 403, failed every run into that prefix; h122)."""
+    try:
+        return fs.is_run_directory(directory)
+    except (fs.StorageError, OSError):
+        return False
 
 
 def list_inputs(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, manifest_base: str | None = None) -> list[str]:

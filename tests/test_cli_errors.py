@@ -176,7 +176,7 @@ def test_common_mistakes_are_one_error_line(case, cli, tmp_path, no_aws_region):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "1", "text": "hello world"}) + "\n")
     (tmp_path / "outer").mkdir()
-    (tmp_path / "outer" / "run.json").write_text("{}")
+    (tmp_path / "outer" / "run.json").write_text(json.dumps({"passes": [], "config": {}}))  # a run's record
     paths = {
         "tmp": tmp_path, "in": tmp_path / "in",
         "cfg": _config(tmp_path, GOPHER),

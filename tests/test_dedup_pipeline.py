@@ -816,6 +816,12 @@ def test_standalone_dedup_refuses_a_directory_of_other_files_and_a_damaged_run_j
     with pytest.raises(DedupInputError, match=r"not a refinery run \(no run.json\): it holds kept/ours.parquet, notes.txt"):
         run_dedup(str(source), str(mine), DedupConfig(method="exact"), LocalExecutor(1))
     assert (mine / "kept" / "ours.parquet").exists()
+    # a user's own dedup/ (where `refinery dedup` puts its index by default) is no index to delete (h122)
+    project = tmp_path / "project"
+    (project / "dedup").mkdir(parents=True)
+    (project / "dedup" / "notes.txt").write_text("keep me")
+    run_dedup(str(source), str(project), DedupConfig(method="exact"), LocalExecutor(1))
+    assert (project / "dedup" / "notes.txt").read_text() == "keep me"
 
     out = tmp_path / "out"
     run_dedup(str(source), str(out), DedupConfig(method="exact"), LocalExecutor(1))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _fault_fixtures import FaultPolicy, through_proxy  # noqa: F401 - fixture
 from _procs import assert_group_gone
 import yaml
 from _scale_fixtures import write_dedup_input
@@ -1441,3 +1442,22 @@ def test_a_forced_rerun_of_every_pass_starts_a_new_run_and_a_resume_keeps_its_st
     assert later["started_at"] == long_ago and later["updated_at"] != long_ago  # the filter pass stands
     renewed = run(spec, force=True)  # nothing changed: every pass redone
     assert renewed["started_at"] != long_ago and renewed["started_at"] == renewed["updated_at"]
+
+
+def test_an_output_is_refused_inside_a_refinery_run_only(tmp_path, s3_bucket, through_proxy):
+    """(h122) An output below a directory holding some other tool's run.json (not a refinery run's
+    record) was refused as "inside the run directory"; on S3, credentials limited to a prefix (a
+    HEAD of <bucket>/run.json refused, 403) failed every run and dedup into that prefix."""
+    from refinery.plan import check_not_inside_a_run
+
+    (tmp_path / "run.json").write_text(json.dumps({"task": "build", "command": "make"}))  # an editor's, a CI's
+    check_not_inside_a_run(str(tmp_path / "out"))
+    (tmp_path / "run.json").write_text(json.dumps({"passes": [], "config": {}}))  # a refinery run's record
+    with pytest.raises(ConfigError, match=f"inside the run directory {tmp_path} "):
+        check_not_inside_a_run(str(tmp_path / "sub" / "out"))
+
+    team = f"{s3_bucket}/team"
+    policy = FaultPolicy(always=True, kinds=("403",), when=lambda method, path: "team" not in path)
+    through_proxy(policy)
+    check_not_inside_a_run(f"{team}/out")
+    assert policy.faults  # the bucket's top was asked, and refused

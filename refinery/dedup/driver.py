@@ -226,16 +226,27 @@ def _clear_stale_index(work: WorkDir) -> None:
     Index steps write one file per partition (``candidates/part-00002.parquet``), and the number of
     partitions follows the data and the memory budget: a redo with fewer partitions left the old
     run's extra parts beside the new ones, so the directory read as a dataset mixed two configs'
-    results (found by h112). An index with a step finished under this fingerprint is resumed, kept."""
-    markers = work.path("passes")
-    if not work.force and fs.exists(markers):
-        for uri in fs.list_files(markers, (".json",)):
-            try:
-                if json.loads(fs.read_bytes(uri)).get("fingerprint") == work.fingerprint:
-                    return
-            except ValueError:  # a marker that cannot be read is not this index's
-                continue
+    results (found by h112). An index with a step finished under this fingerprint is resumed, kept.
+    A directory without a step marker is no index a dedup finished a step of: left alone (a user's
+    own ``OUTPUT/dedup/``, which `refinery dedup` took as its work dir, was deleted whole; h122)."""
+    fingerprints = _step_fingerprints(work)
+    if not fingerprints or (not work.force and work.fingerprint in fingerprints):
+        return
     fs.delete_tree(work.root)
+
+
+def _step_fingerprints(work: WorkDir) -> set[str]:
+    """The fingerprints of the index steps finished in ``work`` (its ``passes/<step>.json``)."""
+    markers = work.path("passes")
+    found: set[str] = set()
+    for uri in fs.list_files(markers, (".json",)) if fs.exists(markers) else []:
+        try:
+            marker = json.loads(fs.read_bytes(uri))
+        except ValueError:  # a marker that cannot be read is not this index's
+            continue
+        if isinstance(marker, dict) and isinstance(marker.get("fingerprint"), str):
+            found.add(marker["fingerprint"])
+    return found
 
 
 def _summarize(results: list[dict[str, Any]], wall: float, skip: tuple[str, ...] = ()) -> dict[str, Any]:
