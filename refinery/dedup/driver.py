@@ -232,6 +232,11 @@ def _clear_stale_index(work: WorkDir) -> None:
     fingerprints = _step_fingerprints(work)
     if not fingerprints or (not work.force and work.fingerprint in fingerprints):
         return
+    # the step markers go last: killed midway, the index left still shows it is one to delete
+    top = fs.absolute(work.root).rstrip("/") + "/"
+    for name in sorted({f.removeprefix(top).split("/", 1)[0] for f in fs.list_files(work.root)} - {"passes"}):
+        fs.delete_tree(work.path(name))
+        fs.delete(work.path(name))  # (a file: delete_tree deletes directories only)
     fs.delete_tree(work.root)
 
 
