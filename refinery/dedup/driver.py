@@ -385,6 +385,8 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
     pass's directory; its ``index/`` holds the work files) and ``upstream`` (the previous pass's
     fingerprint, so an index built from other inputs is never reused); the plan owns ``run.json``.
     """
+    if executor is None:  # before the input is listed: a missing-credentials error there advises for it
+        fs.executor_kind = config.executor.type
     if shards is None:
         # standalone (`refinery dedup`): writing into the run it reads would replace its run.json,
         # stats and kept shards with this pass's; refused before the lock is taken, which would
