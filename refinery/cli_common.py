@@ -111,6 +111,30 @@ def note(message: object) -> None:
     err.print(Text.assemble(("note:", "yellow"), " ", str(message)))
 
 
+def check_numbers(positive: dict[str, float | None], non_negative: dict[str, float | None]) -> None:
+    """Refuse an option's number the command cannot use, naming the option, before any work: a
+    negative ``plan --target-hours`` gave an estimate, nan and inf an error naming neither the
+    option nor the value (found by adversarial testing). None: not given."""
+    import math
+
+    for option, value in positive.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            fail(f"{option} must be positive, got {value}")
+    for option, value in non_negative.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            fail(f"{option} must be a number >= 0, got {value}")
+
+
+def check_stall_settings(stall_minutes: float, start_grace_minutes: float, interval_s: float | None = None) -> None:
+    """A watcher's limits: ``--stall-minutes 0`` (or below) judged every running job stalled at its
+    first poll and stopped it, a negative ``--start-grace-minutes`` every job whose containers had
+    not announced themselves yet, nan never any (a watchdog that watches nothing); a negative
+    ``--interval`` failed after the first poll, 0 polled SageMaker without a pause (found by the
+    session-42 trials, h121)."""
+    check_numbers({"--stall-minutes": stall_minutes, "--interval": interval_s},
+                  {"--start-grace-minutes": start_grace_minutes})
+
+
 # -- help pages: plain metavars --------------------------------------------------------------------
 #: what an option's value is called in help when it names none itself (typer shows ``<str>``)
 _TYPE_METAVARS: dict[Any, str] = {str: "TEXT", int: "INT", float: "FLOAT", Path: "PATH"}

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from refinery.cli_common import err, fail, note, setup_logging
+from refinery.cli_common import check_numbers, check_stall_settings, err, fail, note, setup_logging
 from refinery.cli_common import out
 
 
@@ -141,6 +141,7 @@ def watch(
     from botocore.exceptions import NoCredentialsError, NoRegionError
 
     setup_logging(False)
+    check_stall_settings(stall_minutes, start_grace_minutes, interval)
     try:
         sm = boto3.client("sagemaker", region_name=region)
         cw = boto3.client("cloudwatch", region_name=region) if cloudwatch else None
@@ -159,19 +160,6 @@ def watch(
     except (ClientError, BotoCoreError, ValueError) as exc:
         fail(exc)
     raise typer.Exit(code)
-
-
-def _check_plan_numbers(positive: dict[str, float | None], non_negative: dict[str, float]) -> None:
-    """Refuse a number the estimate cannot use, naming its option, before the sample is measured:
-    a negative --target-hours or --startup-minutes gave an estimate (negative startup, a shorter
-    wall time), nan and inf an error naming neither the option nor the value (found by adversarial
-    testing)."""
-    for option, value in positive.items():
-        if value is not None and not (math.isfinite(value) and value > 0):
-            fail(f"{option} must be positive, got {value}")
-    for option, value in non_negative.items():
-        if not (math.isfinite(value) and value >= 0):
-            fail(f"{option} must be a number >= 0, got {value}")
 
 
 def plan(
@@ -200,7 +188,7 @@ def plan(
     from refinery.config import ConfigError, load_config
     from refinery.launch import plan as model
 
-    _check_plan_numbers({"--input-tb": input_tb, "--docs-per-core-s": docs_per_core_s, "--bytes-per-doc": bytes_per_doc,
+    check_numbers({"--input-tb": input_tb, "--docs-per-core-s": docs_per_core_s, "--bytes-per-doc": bytes_per_doc,
                          "--target-hours": target_hours, "--price-per-hour": price_per_hour},
                         {"--startup-minutes": startup_minutes})
     try:

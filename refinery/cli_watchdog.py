@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Optional
 
 import typer
 
-from refinery.cli_common import fail, out, setup_logging
+from refinery.cli_common import check_stall_settings, fail, note, out, setup_logging
 
 watchdog_app = typer.Typer(add_completion=False, no_args_is_help=True,
                            help="Deploy or run the watchdog, a Lambda that stops stalled refinery jobs.")
@@ -22,6 +23,7 @@ def register(app: typer.Typer) -> None:
 def _settings(stall_minutes: float, start_grace_minutes: float, dry_run_stops: bool):
     from refinery.launch.watchdog import Settings
 
+    check_stall_settings(stall_minutes, start_grace_minutes)  # 0 or less: every running job stopped
     return Settings(stall_minutes=stall_minutes, start_grace_minutes=start_grace_minutes, dry_run=dry_run_stops)
 
 
@@ -43,17 +45,24 @@ def deploy(
     from refinery.launch import watchdog
 
     setup_logging(False)
-    region = region or "us-east-1" if dry_run else region
-    if not region:
-        fail("no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION")
-    buckets = [b.removeprefix("s3://").split("/", 1)[0] for b in bucket]
     settings = _settings(stall_minutes, start_grace_minutes, report_only)
+    buckets = _bucket_names(bucket)
+    if account is not None and not re.fullmatch(r"\d{12}", account):
+        fail(f"--account {account!r}: an AWS account id is 12 digits")
     if dry_run:
+        # the ARNs need both: say which ones are stand-ins, not the user's (found by trials, h121)
+        if not region:
+            note("no --region (or AWS_REGION): the requests below show us-east-1; a deploy needs the region")
+        if not account:
+            note("no --account: the ARNs below show the stand-in account 123456789012; a deploy asks STS for yours")
+        region = region or "us-east-1"
         requests = watchdog.deploy_requests(region, account or "123456789012", buckets, settings, schedule)
         for service, operation, request in requests:
             watchdog.validate(service, operation, request)
         out.print(json.dumps(watchdog.printable(requests), indent=1), soft_wrap=True)
         return
+    if not region:
+        fail("no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION")
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -68,6 +77,22 @@ def deploy(
         fail(exc)
     out.print(f"deployed {result['function']} on schedule {schedule!r} in {region} "
               f"(stall {stall_minutes:g} min, start grace {start_grace_minutes:g} min)", soft_wrap=True)
+
+
+def _bucket_names(values: list[str]) -> list[str]:
+    """The bucket of each ``--bucket`` (a name or an s3:// URI): an empty or invalid one made a
+    policy granting ``arn:aws:s3:::/*`` (found by trials, h121)."""
+    from refinery.io import fs
+
+    names = []
+    for value in values:
+        name = value.removeprefix("s3://").split("/", 1)[0]
+        try:
+            fs.validate_uri(f"s3://{name}")
+        except fs.StorageError:
+            fail(f"--bucket {value!r}: not an S3 bucket name (3-63 lower-case letters, digits, dots, hyphens)")
+        names.append(name)
+    return names
 
 
 @watchdog_app.command("check")
@@ -85,9 +110,10 @@ def check(
     from refinery.launch import watchdog
 
     setup_logging(False, level=logging.INFO)
+    settings = _settings(stall_minutes, start_grace_minutes, not stop)
     try:
         sm = boto3.client("sagemaker", region_name=region)
-        result = watchdog.check_jobs(sm, fs.s3_client(), _settings(stall_minutes, start_grace_minutes, not stop))
+        result = watchdog.check_jobs(sm, fs.s3_client(), settings)
     except NoRegionError:
         fail("no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION")
     except NoCredentialsError:

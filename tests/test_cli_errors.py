@@ -155,6 +155,20 @@ MISTAKES = {
                                     "--max-wait-hours", "-1", "--dry-run", "--no-build"],
                                    ["--max-wait-hours must be a positive number of hours, got -1.0"]),
     "watch: no job": (["watch"], ["Missing argument"]),
+    # 0 or less judged every running job stalled at the first poll and stopped it (trials, h121)
+    "watch: --stall-minutes 0": (["watch", "j", "--stall-minutes", "0"], ["--stall-minutes must be positive, got 0.0"]),
+    "watch: --interval -5": (["watch", "j", "--interval", "-5"], ["--interval must be positive, got -5.0"]),
+    "watchdog check: --start-grace-minutes -1": (["watchdog", "check", "--start-grace-minutes", "-1"],
+                                                 ["--start-grace-minutes must be a number >= 0, got -1.0"]),
+    "watchdog deploy: --stall-minutes -5": (["watchdog", "deploy", "--bucket", "runs", "--stall-minutes", "-5", "--dry-run"],
+                                            ["--stall-minutes must be positive, got -5.0"]),
+    "watchdog deploy: --stall-minutes nan": (["watchdog", "deploy", "--bucket", "runs", "--stall-minutes", "nan", "--dry-run"],
+                                             ["--stall-minutes must be positive, got nan"]),
+    # an empty --bucket granted arn:aws:s3:::/* in the Lambda's policy
+    "watchdog deploy: empty --bucket": (["watchdog", "deploy", "--bucket", "", "--dry-run"], ["--bucket '': not an S3 bucket name"]),
+    "watchdog deploy: bad --account": (["watchdog", "deploy", "--bucket", "runs", "--account", "12", "--dry-run"],
+                                       ["--account '12': an AWS account id is 12 digits"]),
+    "watchdog deploy: no region": (["watchdog", "deploy", "--bucket", "runs"], ["no AWS region", "--region"]),
     "plan: no --input-tb": (["plan", "{cfg}"], ["--input-tb"]),
     "plan: config not found": (["plan", "{tmp}/nope.yaml", "--input-tb", "1"], ["config file not found"]),
     # found by adversarial testing: estimated with negative startup / target, nan and inf named no option

@@ -197,9 +197,13 @@ def test_cli_dry_run_prints_the_validated_requests():
     result = CliRunner().invoke(app, ["watchdog", "deploy", "--bucket", "s3://runs/x", "--dry-run",
                                       "--region", "eu-west-1", "--stall-minutes", "30"])
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.output)
+    printed = json.loads(result.stdout)
     assert [r["operation"] for r in printed][:3] == ["CreateRole", "PutRolePolicy", "CreateFunction"]
     assert printed[2]["request"]["Code"]["ZipFile"].startswith("<")  # the package, not its bytes
+    # no --account: the ARNs' stand-in account is said to be one (it read as the user's: trials, h121)
+    assert "arn:aws:iam::123456789012:role/" in printed[2]["request"]["Role"]
+    assert result.stderr.strip() == ("note: no --account: the ARNs below show the stand-in account 123456789012; "
+                                     "a deploy asks STS for yours")
 
 
 def test_package_imports_with_stdlib_and_boto3_only(tmp_path):
