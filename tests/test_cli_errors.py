@@ -154,6 +154,10 @@ MISTAKES = {
                                     "1.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--spot",
                                     "--max-wait-hours", "-1", "--dry-run", "--no-build"],
                                    ["--max-wait-hours must be a positive number of hours, got -1.0"]),
+    # it uploaded the config and the shard stubs, then failed with botocore's "You must specify a region." (h121)
+    "launch: no region": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
+                           "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--no-build"],
+                          ["no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION"]),
     "watch: no job": (["watch"], ["Missing argument"]),
     # 0 or less judged every running job stalled at the first poll and stopped it (trials, h121)
     "watch: --stall-minutes 0": (["watch", "j", "--stall-minutes", "0"], ["--stall-minutes must be positive, got 0.0"]),

@@ -464,7 +464,7 @@ def test_recipe_passes_match_the_plan_and_group_into_two_jobs(tmp_path):
 
 def test_launch_dry_run_prints_every_request_without_network(no_network):
     args = ["launch", str(ROOT / "configs" / "refinedweb.yaml"), "--input", "s3://crawl-bucket/CC-MAIN-2024-10",
-            "--output", "s3://out-bucket/runs/rw", "--image", IMAGE, "--role", ROLE, "--instances", "4",
+            "--output", "s3://out-bucket/runs/rw", "--image", IMAGE, "--role", ROLE, "--region", "eu-west-1", "--instances", "4",
             "--ray-instances", "2", "--ray-instance-type", "ml.r5.24xlarge", "--spot", "--tag", "team=data",
             "--dry-run"]
     t0 = time.monotonic()
@@ -472,6 +472,7 @@ def test_launch_dry_run_prints_every_request_without_network(no_network):
     assert result.exit_code == 0, result.output
     assert time.monotonic() - t0 < 10
     printed = json.loads(result.stdout)  # stdout is the JSON alone
+    assert printed["region"] == "eu-west-1"  # where the requests go: said (h121)
     defn, steps = _check_pipeline(printed)
     (p_name, p_op, p_req), (t_name, t_op, t_req) = steps
     assert (p_name, p_op, t_name, t_op) == ("filter", "CreateProcessingJob", "ray-passes", "CreateTrainingJob")
@@ -543,6 +544,8 @@ def test_launch_dry_run_from_the_shell_is_quick_and_offline(tmp_path):
     printed = json.loads(proc.stdout)
     assert [s["operation"] for s in printed["steps"]] == ["CreateProcessingJob", "CreateTrainingJob"]
     assert elapsed < 15, f"dry run took {elapsed:.1f}s"
+    # no region anywhere: said, not left for the launch to fail on after its uploads (h121)
+    assert printed["region"] is None and "no --region (or AWS_REGION)" in proc.stderr
 
 
 def test_launch_uploads_stubs_and_config_then_creates_and_starts_the_pipeline(tmp_path, s3_bucket, s3_server):

@@ -50,6 +50,7 @@ class LaunchResult:
     pipeline_arn: str | None = None
     execution_arn: str | None = None
     notes: list[str] = field(default_factory=list)
+    region: str | None = None  # where the requests go (None: a dry run given none)
 
     def to_json(self) -> dict[str, Any]:
         """Everything the launch sends, secrets redacted (what ``--dry-run`` prints)."""
@@ -61,7 +62,8 @@ class LaunchResult:
             steps.append({"name": group.step, "operation": pipelines.operation_of(step["Type"]),
                           "passes": list(group.passes), "depends_on": step.get("DependsOn", []),
                           "instances": resources.get("InstanceCount"), "instance_type": resources.get("InstanceType")})
-        return {"dry_run": self.dry_run, "pipeline": self.name, "steps": steps, "uploads": self.uploads,
+        return {"dry_run": self.dry_run, "pipeline": self.name, "region": self.region, "steps": steps,
+                "uploads": self.uploads,
                 "requests": [{"operation": "CreatePipeline", "request": pipelines.printable(self.create)},
                              {"operation": "StartPipelineExecution", "request": self.start}],
                 "image_build": self.build_commands, "notes": self.notes,
@@ -84,6 +86,19 @@ def _check_uris(input_uri: str, output_uri: str) -> None:
         check_separate(input_uri, output_uri)
     except ConfigError as exc:
         raise LaunchError(str(exc)) from None
+
+
+def _region_to_send_to(region: str | None) -> str:
+    """The region a launch's requests go to: ``region`` or the AWS configuration's (a profile's).
+    Without one the launch uploaded the config and the shard stubs, then failed with botocore's
+    "You must specify a region." (found by the session-42 trials, h121)."""
+    if not region:
+        import boto3
+
+        region = boto3.session.Session().region_name
+    if not region:
+        raise LaunchError("no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION")
+    return region
 
 
 def _plan(shipment: Shipment, input_uri: str, output_uri: str, dry_run: bool) -> tuple[Any, list[JobGroup]]:
@@ -203,6 +218,9 @@ def launch(
                           f"<name>[:tag]), which SageMaker Processing jobs pull from, got {image!r}")
     if security_groups and not subnets:  # a VpcConfig needs both: the groups were dropped without a word
         raise LaunchError("--security-group needs --subnet (a VPC config has both); give the subnets too")
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not dry_run and sagemaker_client is None:
+        region = _region_to_send_to(region)
     shipment = resolve_shipment(stage, config_path)
     if shipment.config is not None:
         check_models_shipped(shipment.config)
@@ -239,7 +257,9 @@ def launch(
             **({"refinery:total-shards": str(shards)} if shards is not None else {}), **(extra_tags or {})}
     env = {"REFINERY_GIT_SHA": version.describe(), **({"REFINERY_TOTAL_SHARDS": str(shards)} if shards else {}),
            **(extra_env or {})}
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if dry_run and not region:
+        notes.append("no --region (or AWS_REGION): a launch sends these requests to the region of the AWS "
+                      "configuration, and refuses to start without one")
     base = dict(name=name, image=full_image, role_arn=role_arn, input_uri=input_uri, output_uri=output_uri,
                 config_uri=config_uri, instances=instances, instance_type=instance_type, volume_gb=volume_gb,
                 max_runtime_s=max_runtime_s, region=region, env=env, tags=tags, workers=workers,
@@ -260,7 +280,7 @@ def launch(
                                  else f"one stub per input file under {input_uri} (listed at launch; "
                                       "a dry run does not list it)")})
     result = LaunchResult(name, groups, create, start, uploads, commands, run_build and not dry_run, dry_run,
-                          notes=notes)
+                          notes=notes, region=region)
     if dry_run:
         return result
     fs.write_bytes(config_uri, shipment.config_yaml.encode())
