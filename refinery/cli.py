@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from refinery import cli_common, interrupts
-from refinery.cli_common import err, fail, print_error, setup_logging
+from refinery.cli_common import VERBOSE_HELP, err, fail, print_error, setup_logging
 
 if TYPE_CHECKING:
     from refinery.pipeline import RunSummary
@@ -82,7 +82,7 @@ def run(
         None, callback=_failed_fraction, help="share of the input's shards that may fail (after retries) and be set aside "
         "while the later passes run on the rest; a rerun retries them (default: the config's executor."
         "max_failed_fraction, 0)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Run a recipe over every shard of INPUT into the run directory OUTPUT.
 
@@ -153,11 +153,15 @@ def stats(
     compare: Optional[tuple[str, str]] = typer.Option(
         None, "--compare", metavar="RUN_A RUN_B", help="show how each stage/reason moved from run A to run B"
     ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Print a run's funnel, or compare two runs.
 
     The funnel: documents in, out and removed, per stage and per reason."""
     import json
+
+    if verbose:  # refinery's debug logs (an error's traceback: main)
+        setup_logging(True)
 
     from refinery.io.fs import StorageError
     from refinery.stats.compare import compare_rows, render_compare
@@ -233,6 +237,7 @@ def _run_manifest(run_dir: str) -> dict:
 def status(
     run_dir: str = typer.Argument(..., help="a run's output directory (local or s3://)"),
     json_out: bool = typer.Option(False, "--json", help="print the status as JSON"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Show where a run stands: each pass, its shards, who holds it now.
 
@@ -241,6 +246,9 @@ def status(
     now (its lock's process, or its S3 claim and the claim's age). Exit code 0 when complete, 1 when shards
     failed, 3 while shards or passes are pending."""
     import json
+
+    if verbose:  # refinery's debug logs (an error's traceback: main)
+        setup_logging(True)
 
     from refinery.status import run_status
 

@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from refinery.cli_common import VERBOSE_HELP
+
 
 class ClassifierKind(str, Enum):
     toxicity = "toxicity"
@@ -32,8 +34,8 @@ def default_data_dir() -> Path:
 
 def train_classifier(
     kind: ClassifierKind = typer.Argument(..., help="which model to train"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory [default: $REFINERY_MODELS or ~/.cache/refinery/models, where the stages look]"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="training data root [default: ../shared/data]"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory (default: $REFINERY_MODELS or ~/.cache/refinery/models, where the stages look)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="training data root (default: $REFINERY_DATA_DIR, else ../shared/data)"),
     seed: int = typer.Option(0, help="fastText seed and shuffle seed: same seed, same model and metrics"),
     epoch: Optional[int] = typer.Option(None, help="override the recipe's epochs"),
     lr: Optional[float] = typer.Option(None, help="override the recipe's learning rate"),
@@ -43,7 +45,7 @@ def train_classifier(
     docs_positives: Optional[Path] = typer.Option(
         None, "--docs-positives",
         help="quality: extra positives in the documentation register (the bundled data/quality/docs_positives.jsonl.gz)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Train a fastText classifier and write the model with a JSON report.
 

@@ -86,6 +86,9 @@ def print_error(message: object, label: str = "error:") -> None:
     err.print(error_text(message, label))
 
 
+#: every command's ``-v``: ``main`` tells users to "rerun with -v", and 9 commands refused it (h121)
+VERBOSE_HELP = "debug logs, and the traceback of an error"
+
 #: set by ``refinery.cli.main`` when the command line has ``-v``: errors then come with their traceback
 VERBOSE = False
 

@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from refinery.cli_common import fail, print_error, remake_report, setup_logging
+from refinery.cli_common import VERBOSE_HELP, fail, print_error, remake_report, setup_logging
 from refinery.cli_common import out as console
 
 
@@ -38,7 +38,7 @@ def dedup(
     work_dir: str | None = typer.Option(None, metavar="URI", help="dedup index / intermediate files (default: OUTPUT/dedup)"),
     force: bool = typer.Option(False, help="recompute every pass and shard"),
     json_out: bool = typer.Option(False, "--json", help="print the dedup stats as JSON"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Remove duplicates across all shards of RUN_DIR into a new run directory.
 

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from refinery.cli_common import fail
+import yaml
+
+from refinery.cli_common import VERBOSE_HELP, fail, one_line, setup_logging
 from refinery.cli_common import out as console
 
 
@@ -41,6 +43,7 @@ def register(app: typer.Typer) -> None:
             None, "--compare", metavar="SCORES.json",
             help="the --json scores of an earlier eval-extract on the same gold: print this run minus that "
                  "one, figure by figure, with a paired 95% interval (page bootstrap)"),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
     ) -> None:
         """Score the config's extract stage on gold pages.
 
@@ -59,12 +62,17 @@ def register(app: typer.Typer) -> None:
         from refinery.eval_intervals import intervals
         from refinery.yaml_safe import load_yaml
 
+        if verbose:  # refinery's debug logs (an error's traceback: main)
+            setup_logging(True)
         overrides = {}
         for item in param:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 fail(f"--param {item!r}: expected KEY=VALUE")
-            overrides[key.strip()] = load_yaml(value) if value.strip() else None
+            try:
+                overrides[key.strip()] = load_yaml(value) if value.strip() else None
+            except yaml.YAMLError as exc:  # was "unexpected ParserError", exit 1 (trials, h121)
+                fail(f"--param {item!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or one_line(exc)})")
         try:
             pages = load_gold(gold, cleaneval_markup=not keep_markup)
             stage = extract_stage_from_config(config, overrides)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from refinery.cli_common import fail
+from refinery.cli_common import VERBOSE_HELP, fail, setup_logging
 from refinery.cli_common import out as console
 
 
@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
             help="compare with another run: funnels, histograms and config side by side "
                  "(default output RUN_DIR/compare-<RUN_B name>.html)",
         ),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
     ) -> None:
         """Write a self-contained HTML report of a run, or of two runs side by side.
 
@@ -30,6 +31,9 @@ def register(app: typer.Typer) -> None:
         from refinery.io.fs import StorageError
         from refinery.io.parquet import ShardReadError
         from refinery.stats.report import write_compare_report, write_report
+
+        if verbose:  # refinery's debug logs (an error's traceback: main)
+            setup_logging(True)
 
         try:
             if compare:

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from refinery.cli_common import check_numbers, check_stall_settings, err, fail, note, setup_logging
+from refinery.cli_common import VERBOSE_HELP, check_numbers, check_stall_settings, err, fail, note, setup_logging
 from refinery.cli_common import out
 
 
@@ -60,7 +60,7 @@ def launch(
     build: Optional[bool] = typer.Option(None, "--build/--no-build",
                                          help="build+push the image (default: when a Docker engine answers)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print every request as JSON; send, upload and list nothing"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Run a recipe on SageMaker as a pipeline of jobs.
 
@@ -127,6 +127,7 @@ def watch(
     output: Optional[str] = typer.Option(None, metavar="URI", help="run output s3:// (default: from the job)"),
     region: Optional[str] = typer.Option(None, envvar="AWS_REGION", help="AWS region"),
     cloudwatch: bool = typer.Option(True, help="report CPU/memory utilisation from CloudWatch when allowed"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Follow a pipeline's jobs (or one job) and stop a job when its progress stalls.
 
@@ -140,7 +141,7 @@ def watch(
 
     from botocore.exceptions import NoCredentialsError, NoRegionError
 
-    setup_logging(False)
+    setup_logging(verbose)
     check_stall_settings(stall_minutes, start_grace_minutes, interval)
     try:
         sm = boto3.client("sagemaker", region_name=region)
@@ -179,6 +180,7 @@ def plan(
     cross_region: bool = typer.Option(False, help="the input is in another region than the jobs (transfer costs)"),
     startup_minutes: float = typer.Option(8.0, help="provisioning + image pull per job (minutes)"),
     json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Estimate instance-hours, wall time and cost of a run on SageMaker.
 
@@ -189,8 +191,8 @@ def plan(
     from refinery.launch import plan as model
 
     check_numbers({"--input-tb": input_tb, "--docs-per-core-s": docs_per_core_s, "--bytes-per-doc": bytes_per_doc,
-                         "--target-hours": target_hours, "--price-per-hour": price_per_hour},
-                        {"--startup-minutes": startup_minutes})
+                   "--target-hours": target_hours, "--price-per-hour": price_per_hour},
+                  {"--startup-minutes": startup_minutes})
     try:
         cfg = load_config(config)
     except ConfigError as exc:
@@ -199,7 +201,7 @@ def plan(
     given_bytes, measured_on = bytes_per_doc is not None, None
     rate_range = None
     if docs_per_core_s is None or bytes_per_doc is None:
-        setup_logging(False, level=logging.WARNING)
+        setup_logging(verbose, level=None if verbose else logging.WARNING)
         err.print(f"measuring {cfg.name} on {sample or model.default_sample(cfg)} (one core)...")
         try:
             m = model.measure(cfg, sample, repeat, max_files=sample_files)

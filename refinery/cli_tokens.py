@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from refinery.cli_common import fail, setup_logging
 from refinery.cli_common import out as console
-from refinery.cli_common import print_error, remake_report
+from refinery.cli_common import VERBOSE_HELP, print_error, remake_report
 
 
 def _logging(verbose: bool) -> None:
@@ -39,8 +39,10 @@ def register(app: typer.Typer) -> None:
         eos_token: str | None = typer.Option(None, help="end-of-document token (default: <|endoftext|> or </s> ...)"),
         shuffle: bool = typer.Option(False, "--shuffle", help="shuffle documents globally across output shards"),
         seed: int = typer.Option(0, "--seed", help="shuffle seed"),
-        num_shards: int | None = typer.Option(None, help="output shards when shuffling (default: as many as kept shards)"),
-        batch_size: int = typer.Option(1000, help="documents per encode_batch call"),
+        # min=1: --batch-size 0 failed every shard ("range() arg 3 must not be zero"), -5 wrote
+        # shards of 0 documents that failed as "inconsistent shard" (trials, h121)
+        num_shards: int | None = typer.Option(None, min=1, help="output shards when shuffling (default: as many as kept shards)"),
+        batch_size: int = typer.Option(1000, min=1, help="documents per encode_batch call"),
         work_dir: str | None = typer.Option(None, metavar="URI", help="pass-1 shards when shuffling (default OUTPUT/_work; use local disk for S3 outputs)"),
         keep_work: bool = typer.Option(False, help="keep the pass-1 shards after shuffling"),
         force: bool = typer.Option(False, help="redo shards that already finished"),
@@ -48,7 +50,7 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", min=1, help="shards tokenized at once (local default 1: "
                                            "tokenizers already encodes on every core; ray default: the cluster's CPUs)"),
         executor: str = typer.Option("local", "--executor", help="local (process pool; 1 worker runs inline) or ray"),
-        verbose: bool = typer.Option(False, "--verbose", "-v"),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
     ) -> None:
         """Tokenize a run's kept documents into Megatron indexed-dataset shards.
 
@@ -95,7 +97,7 @@ def register(app: typer.Typer) -> None:
         min_frequency: int = typer.Option(2, help="minimum pair count for a merge"),
         max_docs: int | None = typer.Option(None, help="train on at most this many documents"),
         allow_unfinished: bool = typer.Option(False, help="use kept shards of a run that has not finished them"),
-        verbose: bool = typer.Option(False, "--verbose", "-v"),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
     ) -> None:
         """Train a byte-level BPE tokenizer on a run's kept documents."""
         from refinery.io.fs import StorageError
@@ -142,6 +144,7 @@ def register(app: typer.Typer) -> None:
         tokenizer: str | None = typer.Option(
             None, help="the tokenizer the shards must have been made with (gpt2, a tokenizer.json); "
                        "default: the one the manifest names, when it can be read here"),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
     ) -> None:
         """Check token shards against their manifest.
 
@@ -154,6 +157,8 @@ def register(app: typer.Typer) -> None:
         from refinery.io import fs
         from refinery.tokens.writer import resolve_token_dir
 
+        if verbose:  # refinery's debug logs (an error's traceback: main)
+            setup_logging(True)
         token_dir = resolve_token_dir(token_dir)  # a run of the whole recipe: its token pass writes tokens/
         if not fs.exists(fs.join(token_dir, "manifest.json")):
             _fail(f"no token manifest at {fs.join(token_dir, 'manifest.json')}: is {token_dir} a `refinery tokenize` output?")

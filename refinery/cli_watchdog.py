@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from refinery.cli_common import check_stall_settings, fail, note, out, setup_logging
+from refinery.cli_common import VERBOSE_HELP, check_stall_settings, fail, note, out, setup_logging
 
 watchdog_app = typer.Typer(add_completion=False, no_args_is_help=True,
                            help="Deploy or run the watchdog, a Lambda that stops stalled refinery jobs.")
@@ -37,6 +37,7 @@ def deploy(
     schedule: str = typer.Option("rate(10 minutes)", help="EventBridge schedule expression"),
     report_only: bool = typer.Option(False, help="deploy a watchdog that reports stalled jobs but stops nothing"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the requests as JSON; send nothing"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Deploy (or update) the watchdog Lambda and its schedule.
 
@@ -44,7 +45,7 @@ def deploy(
     schedule and its permission to invoke the function."""
     from refinery.launch import watchdog
 
-    setup_logging(False)
+    setup_logging(verbose)
     settings = _settings(stall_minutes, start_grace_minutes, report_only)
     buckets = _bucket_names(bucket)
     if account is not None and not re.fullmatch(r"\d{12}", account):
@@ -101,6 +102,7 @@ def check(
     stall_minutes: float = typer.Option(60.0, help="a job this long without progress is stalled"),
     start_grace_minutes: float = typer.Option(180.0, help="leave jobs whose containers have not started alone this long"),
     stop: bool = typer.Option(False, "--stop/--no-stop", help="stop stalled jobs (default: only report)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Run the watchdog's check once from here: judge every running refinery job."""
     import boto3
@@ -109,7 +111,7 @@ def check(
     from refinery.io import fs
     from refinery.launch import watchdog
 
-    setup_logging(False, level=logging.INFO)
+    setup_logging(verbose, level=None if verbose else logging.INFO)
     settings = _settings(stall_minutes, start_grace_minutes, not stop)
     try:
         sm = boto3.client("sagemaker", region_name=region)

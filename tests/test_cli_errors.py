@@ -136,6 +136,14 @@ MISTAKES = {
     "tokenize: unknown executor": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--executor", "spark"], ["spark"]),
     "tokenize: into the run itself": (["tokenize", "{tmp}", "-o", "{tmp}"], ["would be written into the run directory", "/tokens"]),
     "tokenize: into kept/": (["tokenize", "{tmp}", "-o", "{tmp}/kept/t"], ["would be written into the kept/ documents of"]),
+    # 0 failed every shard ("range() arg 3 must not be zero"), -5 wrote shards that failed as "inconsistent" (h121)
+    "tokenize: --batch-size 0": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--batch-size", "0"], ["--batch-size", "greater than or equal to 1"]),
+    "tokenize: --num-shards -2": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--shuffle", "--num-shards", "-2"],
+                                  ["--num-shards", "greater than or equal to 1"]),
+    # was "unexpected ParserError", exit 1, and "rerun with -v" (which eval-extract refused)
+    "eval-extract: --param bad YAML": (["eval-extract", str(REFINEDWEB), "--gold", "{tmp}", "-p", "include_tables=["],
+                                       ["--param 'include_tables=[': the value is not valid YAML"]),
+    "verify-tokens: -v": (["verify-tokens", "{tmp}/nope", "-v"], ["no token manifest at {tmp}/nope/manifest.json"]),
     "train-tokenizer: no vocab": (["train-tokenizer", "{tmp}", "--out", "{tmp}/t.json"], ["--vocab-size"]),
     "train-tokenizer: not a run": (["train-tokenizer", "{tmp}/nope", "--vocab-size", "300", "--out", "{tmp}/t.json"], ["nope"]),
     "verify-tokens: not found": (["verify-tokens", "{tmp}/nope"], ["nope"]),

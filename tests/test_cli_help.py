@@ -73,3 +73,43 @@ def test_each_command_summary_is_one_short_sentence(group):
         text = lines[0]
         assert text[0].isupper() and text.endswith("."), (name, text)
         assert ". " not in text, (name, text)  # one sentence, not two
+
+
+def test_every_command_takes_verbose():
+    """An unexpected error says "rerun with -v for the traceback", and 9 commands (stats, status,
+    report, verify-tokens, eval-extract, watch, plan, watchdog deploy and check) refused -v as "No
+    such option" (the session-42 trials, h121)."""
+    group = typer.main.get_command(app)
+    missing = []
+    for path in _command_paths():
+        command = group
+        for name in path:
+            command = command.commands[name]
+        if getattr(command, "commands", None):
+            continue  # a group: its commands are checked
+        opts = {o for p in command.params for o in getattr(p, "opts", [])}
+        if not {"-v", "--verbose"} <= opts:
+            missing.append(" ".join(path))
+    assert not missing, missing
+
+
+def test_no_help_text_is_eaten_as_markup():
+    """rich reads ``[word...]`` in a help text as a style tag and drops it: train-classifier's
+    "[default: $REFINERY_MODELS or ~/.cache/refinery/models ...]" never reached --help (h121)."""
+    group = typer.main.get_command(app)
+    eaten = []
+    for path in [[]] + _command_paths():
+        command = group
+        for name in path:
+            command = command.commands[name]
+        for param in command.params:
+            text = getattr(param, "help", None) or ""
+            if re.search(r"(?<!\\)\[[a-z#/@]", text):
+                eaten.append((" ".join(path), param.name, text))
+        output = " ".join(_help(path).split())
+        for param in command.params:
+            text = getattr(param, "help", None) or ""
+            if "default:" in text:  # what a user most needs from it: shown whole
+                tail = text.split("default:", 1)[1].split()[0]
+                assert tail in output, (path, param.name, tail)
+    assert not eaten, eaten
