@@ -237,11 +237,13 @@ def _cli_options() -> set[str]:
 
     from refinery.cli import app
 
-    group = typer.main.get_command(app)
-    options = {o for p in group.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
-    for command in group.commands.values():
+    options: set[str] = set()
+    todo = [typer.main.get_command(app)]
+    while todo:  # sub-commands too (watchdog deploy's --bucket, --account)
+        command = todo.pop()
         for p in command.params:
             options.update(getattr(p, "opts", []) + getattr(p, "secondary_opts", []))
+        todo += list(getattr(command, "commands", {}).values())
     return options
 
 
