@@ -718,7 +718,7 @@ _WIDE = re.compile("[\u2e80-\u303f\u3040-\u30ff\u3100-\u312f\u3190-\u31ff\u3400-
                    "\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff]")  # not Hangul: Korean has spaces
 _BROKEN_TEXT_XPATH = None
 _JOIN_LINES: ContextVar[bool] = ContextVar("refinery_join_source_lines", default=False)
-#: the fallback passes' calls (:func:`_with_dedented_lines`): the source's indentation goes, its
+#: the fallback passes' calls (:func:`_with_flag`): the source's indentation goes, its
 #: line breaks stay (:func:`dedent_source_lines`)
 _DEDENT_LINES: ContextVar[bool] = ContextVar("refinery_dedent_source_lines", default=False)
 #: indentation after a line break of the source (the break stays)
@@ -849,7 +849,7 @@ LEAN_TOTEXT = True
 
 def _text_wrapper() -> Callable:
     """trafilatura's ``core.xmltotxt`` (its result tree to text) wrapped, once per process: inside
-    :func:`_with_joined_lines` calls it joins source line breaks first; with a lean conversion
+    :func:`_with_flag` (_JOIN_LINES) calls it joins source line breaks first; with a lean conversion
     installed (its ``lean``, :func:`_install_lean_totext`) it converts plain text (no formatting) of
     a whole tree with that (it leaves a tree holding a text to join to the joining, then walks it
     again); else trafilatura's own runs."""
@@ -881,7 +881,7 @@ def _text_wrapper() -> Callable:
 
 def _install_joined_lines() -> bool:
     """Wrap trafilatura's ``core.xmltotxt`` (:func:`_text_wrapper`) so that, inside
-    :func:`_with_joined_lines` calls only, it joins source line breaks first (blockquotes too:
+    :func:`_with_flag` (_JOIN_LINES) calls only, it joins source line breaks first (blockquotes too:
     :func:`_install_blockquote_marks`)."""
     _text_wrapper()
     _install_blockquote_marks()
@@ -896,7 +896,7 @@ _QUOTES_SOURCES_SHA256 = ("08b75e38a525e7485971f0e1db7d16cd224b83aa2f39962df15f5
 
 
 def _install_blockquote_marks() -> bool:
-    """Inside :func:`_with_joined_lines` calls, mark a ``<blockquote>`` with no ``<pre>`` in it
+    """Inside :func:`_with_flag` (_JOIN_LINES) calls, mark a ``<blockquote>`` with no ``<pre>`` in it
     before trafilatura turns it into ``quote`` (as it does a ``<pre>``), and carry the mark
     (``BLOCKQUOTE``) to the ``quote`` of the result tree, so that the line joining tells a
     blockquote, wrapped at 80 columns in the source, from preformatted text (a poem, a table drawn
@@ -942,26 +942,17 @@ def _install_lean_totext() -> bool:
     return wrapper.lean is not None
 
 
-def _with_joined_lines(call: Callable) -> Callable:
-    def joined(html, url):
-        token = _JOIN_LINES.set(True)
+def _with_flag(flag: ContextVar[bool], call: Callable) -> Callable:
+    """``call`` with ``flag`` set while it runs (what the text conversion reads: _JOIN_LINES,
+    _DEDENT_LINES)."""
+    def flagged(html, url):
+        token = flag.set(True)
         try:
             return call(html, url)
         finally:
-            _JOIN_LINES.reset(token)
+            flag.reset(token)
 
-    return joined
-
-
-def _with_dedented_lines(call: Callable) -> Callable:
-    def dedented(html, url):
-        token = _DEDENT_LINES.set(True)
-        try:
-            return call(html, url)
-        finally:
-            _DEDENT_LINES.reset(token)
-
-    return dedented
+    return flagged
 
 
 def _with_wild_headings(call: Callable) -> Callable:
@@ -1216,7 +1207,7 @@ def make_extract(config: dict):
     # their own (a menu became one line of glued CJK words: a review)
     join = bool(config.get("join_lines")) and _install_joined_lines()
     if join:
-        first_call = _with_joined_lines(first_call)
+        first_call = _with_flag(_JOIN_LINES, first_call)
     fallback = config.get("fallback")
     if not fallback:
         if prepare is None:
@@ -1237,7 +1228,7 @@ def make_extract(config: dict):
     third_call = (_trafilatura_call(third_kwargs) if lean
                   else lambda html, url: trafilatura.extract(html, url=url, **third_kwargs))
     if join:  # the fallback's lines are not joined, but lose the source's indentation
-        second_call, third_call = _with_dedented_lines(second_call), _with_dedented_lines(third_call)
+        second_call, third_call = _with_flag(_DEDENT_LINES, second_call), _with_flag(_DEDENT_LINES, third_call)
 
     def cascade(html: str, url: str | None) -> tuple[str | None, str]:
         page = prepare(html) if prepare is not None else html
