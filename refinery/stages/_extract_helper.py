@@ -766,13 +766,8 @@ def join_source_line_breaks(tree: Any) -> None:
                                          "following-sibling::node()[1][self::text()]]"
                                          f"[not(ancestor::code or ancestor::quote[not(@{BLOCKQUOTE})]"
                                          " or ancestor::pre)]")
-    done = set()
-    for node in _BROKEN_TEXT_XPATH(tree):
-        owner = node.getparent()  # the element whose text or tail this is (of all its nodes)
-        if owner is None or (owner, node.is_tail) in done:
-            continue
-        done.add((owner, node.is_tail))
-        if node.is_tail:
+    for owner, is_tail in _owned_texts(_BROKEN_TEXT_XPATH(tree)):
+        if is_tail:
             text, container, after = owner.tail, owner.getparent(), owner.getnext()
             starts_line = owner.tag not in _INLINE  # after a block or a <br>
         else:
@@ -791,11 +786,24 @@ def join_source_line_breaks(tree: Any) -> None:
             text = _SOURCE_BREAK.sub(_joined, text)
         if "\u00a0" in text:  # after the joining: "a\u00a0\n b" is a run now
             text = SPACE_RUN.sub(" ", text)
-        if node.is_tail:
+        if is_tail:
             owner.tail = text
         else:
             owner.text = text
     _trim_line_starts(tree)
+
+
+def _owned_texts(nodes: Any) -> Iterator[tuple[Any, bool]]:
+    """``(element, is_tail)`` for each element text or tail that one of the text ``nodes`` is part
+    of, once: after lxml's strip_tags one element's text can be several adjacent nodes, while
+    ``.text``/``.tail`` give their whole string."""
+    done = set()
+    for node in nodes:
+        owner = node.getparent()  # the element whose text or tail this is (of all its nodes)
+        if owner is None or (owner, node.is_tail) in done:
+            continue
+        done.add((owner, node.is_tail))
+        yield owner, node.is_tail
 
 
 def dedent_source_lines(tree: Any) -> None:
@@ -816,18 +824,13 @@ def dedent_source_lines(tree: Any) -> None:
         _INDENTED_TEXT_XPATH = etree.XPath("//text()[contains(., '\n') or contains(., '\u00a0')]"
                                            f"[not(ancestor::code or ancestor::quote[not(@{BLOCKQUOTE})]"
                                            " or ancestor::pre)]")
-    done = set()
-    for node in _INDENTED_TEXT_XPATH(tree):
-        owner = node.getparent()  # the element whose text or tail this is (of all its nodes)
-        if owner is None or (owner, node.is_tail) in done:
-            continue
-        done.add((owner, node.is_tail))
-        text = owner.tail if node.is_tail else owner.text
+    for owner, is_tail in _owned_texts(_INDENTED_TEXT_XPATH(tree)):
+        text = owner.tail if is_tail else owner.text
         dedented = _INDENT.sub("\n", text)
         if "\u00a0" in dedented:
             dedented = SPACE_RUN.sub(" ", dedented)
         if dedented != text:
-            if node.is_tail:
+            if is_tail:
                 owner.tail = dedented
             else:
                 owner.text = dedented
