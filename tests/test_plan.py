@@ -917,14 +917,21 @@ def test_token_outputs_that_went_missing_are_redone_and_a_changed_tokenizer_file
     again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
     assert again.passes == {"filter": "skipped", "url_dedup": "skipped", "tokens": "done"}
     assert victim.exists() and (out / "tokens" / "manifest.json").read_bytes() == reference
-    # a shard cut short (an interrupted copy) with the manifest in place: redone, not skipped
+    # a shard cut short (an interrupted copy) with the manifest in place: redone, not skipped; an
+    # ids file too (its existence alone was checked: h124), one warning each naming the file
     whole = victim.read_bytes()
     victim.write_bytes(whole[: len(whole) // 2])
+    ids = sorted((out / "tokens").glob("*.ids.parquet"))[-1]
+    ids_whole = ids.read_bytes()
+    ids.write_bytes(ids_whole[:-8])
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="refinery.tokens"):
         again = run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
-    assert again.passes["tokens"] == "done" and victim.read_bytes() == whole
-    assert (f"tokenize [{victim.stem}]: {victim.name} has {len(whole) // 2} bytes, not the {len(whole)} its sidecar "
-            "records, redone") in [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert again.passes["tokens"] == "done" and victim.read_bytes() == whole and ids.read_bytes() == ids_whole
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"tokenize [{victim.stem}]: {victim.name} has {len(whole) // 2} bytes, not the {len(whole)} its sidecar records, redone",
+        f"tokenize [{ids.name[:-len('.ids.parquet')]}]: {ids.name} has {len(ids_whole) - 8} bytes, not the {len(ids_whole)} "
+        "its sidecar records, redone"]
     # a standalone tokenize into RUN/tokens: refused while a run holds RUN; afterwards, tokens made
     # with another tokenizer there are no longer the pass's, and the rerun redoes them
     from refinery.io.runlock import RunDirBusy, run_dir_lock

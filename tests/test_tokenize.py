@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import unicodedata
@@ -101,7 +102,7 @@ def test_tokenize_round_trip_manifest_and_accounting(kept_run, gpt2_tokens, cc_d
     assert sum(e["n_tokens"] for e in manifest["shards"]) == manifest["totals"]["n_tokens"]
 
 
-def test_rerun_skips_finished_shards_and_redoes_missing(kept_run, tmp_path):
+def test_rerun_skips_finished_shards_and_redoes_missing(kept_run, tmp_path, caplog):
     out = str(tmp_path / "tok")
     first = tokenize_run(kept_run, out, "gpt2", progress=False)
     assert len(first.done) == len(SHARD_SIZES) and not first.skipped
@@ -116,12 +117,18 @@ def test_rerun_skips_finished_shards_and_redoes_missing(kept_run, tmp_path):
         if not p.startswith("shard-02") and p not in (MANIFEST, LOCK_FILE):  # the lock is run state
             assert os.path.getmtime(tmp_path / "tok" / p) == mtime  # untouched
     # files cut short after the shard finished (an interrupted copy): redone, not skipped (found by
-    # adversarial testing: the rerun reported success and the loader refused the shard)
-    for victim in ("shard-01.bin", "shard-03.idx"):
+    # adversarial testing: the rerun reported success and the loader refused the shard); the ids
+    # file too, whose existence alone was checked (h124): one warning each, naming the file
+    for victim in ("shard-01.bin", "shard-03.idx", "shard-02.ids.parquet"):
         path = tmp_path / "tok" / victim
         path.write_bytes(path.read_bytes()[:-2])
-    fourth = tokenize_run(kept_run, out, "gpt2", progress=False)
-    assert sorted(fourth.done) == ["shard-01", "shard-03"]
+    with caplog.at_level(logging.WARNING, logger="refinery"):
+        fourth = tokenize_run(kept_run, out, "gpt2", progress=False)
+    assert sorted(fourth.done) == ["shard-01", "shard-02", "shard-03"]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    ids_size = json.loads((tmp_path / "tok" / "shard-02.json").read_text())["ids_bytes"]
+    assert [m for m in said if "shard-02" in m] == [f"tokenize [shard-02]: shard-02.ids.parquet has {ids_size - 2} bytes, "
+                                                    f"not the {ids_size} its sidecar records, redone"], said
     for p, (mtime, data) in before.items():
         assert (tmp_path / "tok" / p).read_bytes() == data
 

@@ -145,17 +145,8 @@ def write_shard(directory: str, name: str, tokens: np.ndarray, offsets: np.ndarr
     fs.write_bytes(uris["bin"], bin_bytes)
     fs.write_bytes(uris["idx"], idx_bytes)
     id_array = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(ids, pa.string())
-    table = pa.table({"id": id_array})
-    if ids_row_groups is None:
-        parquet.write_table(table, uris["ids"])
-    else:
-        import pyarrow.parquet as pq
-
-        with fs.atomic_output(uris["ids"]) as out, pq.ParquetWriter(out, table.schema, compression=parquet.COMPRESSION) as w:
-            start = 0
-            for size in ids_row_groups:  # an empty slice still writes an (empty) row group: group i = bucket i
-                w.write_table(table.slice(start, size), row_group_size=max(size, 1))
-                start += size
+    ids_bytes = _ids_parquet(pa.table({"id": id_array}), ids_row_groups)
+    fs.write_bytes(uris["ids"], ids_bytes)
     entry = {
         "name": name,
         "shard_format": SHARD_FORMAT,
@@ -169,15 +160,36 @@ def write_shard(directory: str, name: str, tokens: np.ndarray, offsets: np.ndarr
         "tokenizer_sha256": tokenizer_sha256,
         "bin_sha256": _sha(bin_bytes),
         "idx_sha256": _sha(idx_bytes),
+        "ids_bytes": len(ids_bytes),  # a rerun redoes a shard whose ids file was cut short (as .bin/.idx)
         **(extra or {}),
     }
     fs.write_bytes(uris["marker"], json.dumps(entry, indent=1).encode())
     return entry
 
 
+def _ids_parquet(table: pa.Table, row_groups: list[int] | None) -> bytes:
+    """The ids file's bytes (built in memory, one string per document: its size goes in the
+    sidecar without another request). ``row_groups``: sizes, group i = shuffle bucket i."""
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    if row_groups is None:
+        if table.num_rows:
+            pq.write_table(table, sink, compression=parquet.COMPRESSION, row_group_size=10_000)
+        else:  # no row group at all: an empty one fails Hugging Face datasets (parquet.write_table)
+            pq.ParquetWriter(sink, table.schema, compression=parquet.COMPRESSION).close()
+    else:
+        with pq.ParquetWriter(sink, table.schema, compression=parquet.COMPRESSION) as w:
+            start = 0
+            for size in row_groups:  # an empty slice still writes an (empty) row group: group i = bucket i
+                w.write_table(table.slice(start, size), row_group_size=max(size, 1))
+                start += size
+    return sink.getvalue().to_pybytes()
+
+
 def shard_damage(entry: dict, sizes: dict[str, int]) -> str | None:
     """What is wrong with a finished shard's files, given ``sizes`` (file name -> bytes, one
-    listing of its directory), or None: a file missing, or a ``.bin``/``.idx`` whose size is not
+    listing of its directory), or None: a file missing, or a ``.bin``/``.idx``/``.ids.parquet`` whose size is not
     what the sidecar records (cut short by an interrupted copy; a rerun skipped it and reported
     success while the loader refused it; found by adversarial testing)."""
     name = str(entry.get("name"))
@@ -186,6 +198,8 @@ def shard_damage(entry: dict, sizes: dict[str, int]) -> str | None:
                 name + ".idx": index_size(int(entry["n_docs"]))}
     except (KeyError, TypeError, ValueError):
         return f"its sidecar {name}.json lacks n_tokens, n_docs or dtype"
+    if isinstance(entry.get("ids_bytes"), int):  # (a sidecar of an older refinery has none: existence only)
+        want[name + ".ids.parquet"] = entry["ids_bytes"]
     for file in (name + ".bin", name + ".idx", name + ".ids.parquet"):
         if file not in sizes:
             return f"{file} is missing"
