@@ -382,8 +382,8 @@ def test_an_s3_output_in_a_missing_bucket_is_named_not_taken_for_a_busy_one(cli,
         assert "in use" not in line
 
 
-def test_wrong_credentials_and_an_unreachable_endpoint_are_said_so(cli, s3_bucket, through_proxy, monkeypatch, tmp_path,
-                                                                   small_input):
+def test_wrong_credentials_and_an_unreachable_endpoint_are_said_so(cli, s3_server, s3_bucket, through_proxy, monkeypatch,
+                                                                   tmp_path, small_input):
     """Found by the session-42 S3 trial: both ended every command with pyarrow's text about a key the
     user never gave (``When getting information for key 'in/run.json' ...: AWS Error ACCESS_DENIED
     during HeadObject operation: No response body.``), not a word of credentials or the endpoint."""
@@ -399,10 +399,18 @@ def test_wrong_credentials_and_an_unreachable_endpoint_are_said_so(cli, s3_bucke
         closed.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "1")
+    # at once, not after pyarrow's ~30-50 s of silent retries (h124: a probe of the endpoint first)
+    started = time.monotonic()
     code, out, err = cli("run", cfg, "-i", small_input, "-o", f"{s3_bucket}/o", "--workers", "1")
-    assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {endpoint} (AWS_ENDPOINT_URL)",
-                          f"for {s3_bucket}/", "run.json (HeadObject) after 1 attempt(s)", "Could not connect")
+    assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {endpoint} (AWS_ENDPOINT_URL) for {s3_bucket}/o",
+                          f"connection refused (nothing listens on 127.0.0.1 port {endpoint.rsplit(':', 1)[1]})")
+    assert time.monotonic() - started < 5
+    tls = s3_server.replace("http://", "https://")  # https:// to an http server: retried as long before
+    monkeypatch.setenv("AWS_ENDPOINT_URL", tls)
+    code, out, err = cli("status", f"{s3_bucket}/run")
+    assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {tls} (AWS_ENDPOINT_URL) for {s3_bucket}/run",
+                          "does not answer TLS", "is it an http:// endpoint?")
+    assert time.monotonic() - started < 10
 
 
 def _a_task_refused_by_s3_is_said_so() -> None:

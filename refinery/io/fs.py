@@ -166,6 +166,88 @@ def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
+class EndpointUnreachable(StorageError):
+    """The S3 endpoint a variable names does not answer (nothing listens, no such host, no TLS)."""
+
+
+#: endpoints this process reached once (a failure is not kept: a stopped MinIO may be started)
+_REACHED: set[str] = set()
+#: how long the probe waits for a TCP connect (and a TLS handshake): pyarrow's own is 10 s per attempt
+PROBE_TIMEOUT_S = 5.0
+
+
+def check_endpoint(uri: str | None = None) -> None:
+    """Raise :class:`EndpointUnreachable` naming the endpoint when ``AWS_ENDPOINT_URL`` (or
+    ``_S3``) points where nothing answers: pyarrow retried a typo'd port or a stopped MinIO silently
+    for 30-75 s (its 8 attempts) before the one-line error (found by the session-42 S3 trial). One
+    TCP connect (and a TLS handshake for https) per process and endpoint, before its first S3
+    client (pyarrow's or boto3's): ~0.05 ms on loopback. AWS's own endpoints and endpoints behind a
+    proxy are not probed."""
+    endpoint = s3_endpoint()
+    if not endpoint or endpoint in _REACHED:
+        return
+    problem = _unreachable(endpoint)
+    if problem:
+        variable = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+        where = f" for {uri}" if uri else ""
+        raise EndpointUnreachable(f"cannot reach the S3 endpoint {endpoint} ({variable}){where}: {problem}; "
+                                  f"check the endpoint's scheme, host and port, and the network")
+    _REACHED.add(endpoint)
+
+
+def _unreachable(endpoint: str) -> str | None:
+    """Why ``endpoint`` does not answer a TCP connect (or, for https, a TLS handshake), or None."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    tls = parts.scheme == "https"
+    try:
+        host, port = parts.hostname, parts.port or (443 if tls else 80)
+    except ValueError:  # a port that is not a number: pyarrow's own error says so
+        return None
+    if not host or _proxied(host):
+        return None  # the proxy, not this process, connects: its answer is pyarrow's to read
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as conn:
+            if tls:
+                _tls_handshake(conn, host)
+    except ConnectionRefusedError:
+        return f"connection refused (nothing listens on {host} port {port})"
+    except socket.gaierror as exc:
+        return f"no such host {host!r} ({exc.strerror})"
+    except TimeoutError:
+        return f"{host} port {port} did not answer within {PROBE_TIMEOUT_S:g} s"
+    except _ssl_error() as exc:
+        return f"{host} port {port} does not answer TLS ({getattr(exc, 'reason', None) or exc}): is it an http:// endpoint?"
+    except OSError as exc:
+        return f"cannot connect to {host} port {port} ({exc.strerror or exc})"
+    return None
+
+
+def _tls_handshake(conn: Any, host: str) -> None:
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # whether it speaks TLS; pyarrow verifies
+    context.wrap_socket(conn, server_hostname=host).close()
+
+
+def _ssl_error() -> type[BaseException]:
+    import ssl
+
+    return ssl.SSLError
+
+
+def _proxied(host: str) -> bool:
+    """Whether requests to ``host`` go through a proxy the environment names (no direct connect)."""
+    if not any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
+                                            "ALL_PROXY")):
+        return False
+    bypass = (os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or "").split(",")
+    return not any(b.strip() == "*" or (b.strip() and host.endswith(b.strip().lstrip("*"))) for b in bypass)
+
+
 def _s3_filesystem() -> pafs.S3FileSystem:
     kwargs: dict = {
         "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -197,6 +279,7 @@ def s3_client():
     key = (s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts())
     client = _CLIENT_CACHE.get(key)
     if client is None:
+        check_endpoint()  # before botocore's silent retries
         import boto3
         from botocore.config import Config
 
@@ -217,6 +300,7 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
         key = ("s3", s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts())
         fs = _FS_CACHE.get(key)
         if fs is None:
+            check_endpoint(uri)  # before pyarrow's silent retries
             fs = _FS_CACHE[key] = _s3_filesystem()
         return fs, uri[5:].rstrip("/")
     return pafs.LocalFileSystem(), absolute(uri)
