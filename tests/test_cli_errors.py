@@ -418,10 +418,11 @@ def _a_task_refused_by_s3_is_said_so() -> None:
     its failure line, the run's summary and `status`; now said as the command's own error is, whose
     credentials by where the task ran (h119). The raw text stays in the outcome (failed/<shard>.json)."""
     from refinery.executors.base import TaskOutcome
+    from refinery.executors.local import LocalExecutor
 
     raw = ("OSError: When reading information for key 'run/kept/a.parquet' in bucket 'b': AWS Error ACCESS_DENIED "
            "during GetObject operation: Access Denied")
-    on_ray = TaskOutcome("a", "failed", error=f"{raw}\nTraceback ...", node="5f3c0a")
+    on_ray = TaskOutcome("a", "failed", error=f"{raw}\nTraceback ...", node="5f3c0a", executor="ray")
     assert on_ray.error_line.startswith("S3 refused access to s3://b/run/kept/a.parquet (GetObject: 403 Access Denied): "
                                         "the AWS credentials the Ray workers use (each node's own: refinery sends none) "
                                         "are wrong, or may not use bucket b; check"), on_ray.error_line
@@ -431,6 +432,16 @@ def _a_task_refused_by_s3_is_said_so() -> None:
     assert local.error_line.startswith("S3 refused access to s3://b/in/x.gz (HeadObject: 403 Forbidden): the AWS "
                                        "credentials this run uses are wrong"), local.error_line
     assert TaskOutcome("a", "failed", error="ValueError: bad").error_line == "ValueError: bad"
+    # whose by the executor that ran it, not guessed from the node: a local pool in a process that
+    # called ray.init() (a notebook's) ran tasks with a Ray node id and got the Ray wording (h124)
+    in_a_notebook = TaskOutcome("a", "failed", error=raw, node="5f3c0a", executor="local")
+    assert "the AWS credentials this run uses are wrong" in in_a_notebook.error_line, in_a_notebook.error_line
+    [pooled] = LocalExecutor(workers=1, max_retries=0, progress=False).map(_refused_by_s3, [{"raw": raw}], label="t")
+    assert pooled.executor == "local" and "the AWS credentials this run uses are wrong" in pooled.error_line
+
+
+def _refused_by_s3(raw: str) -> dict:
+    raise OSError(raw.removeprefix("OSError: "))
 
 
 @pytest.mark.no_invariants

@@ -62,6 +62,7 @@ class TaskOutcome:
     error: str | None = None
     attempts: int = 1
     node: str | None = None  # where the last attempt ran (Ray node id, or "pid:<n>")
+    executor: str = ""  # the kind of executor that ran it ("local", "ray"): whose credentials an S3 refusal is about
 
     # shard tasks: the outcome of one shard (its name and its stats)
     @property
@@ -81,17 +82,18 @@ class TaskOutcome:
         """:attr:`first_error_line` as the user is shown it: a raw S3 refusal said as what it means
         (:func:`said_error`); the raw text stays in :attr:`error` (``failed/<shard>.json``) and in
         ``-v``'s log."""
-        return said_error(self.first_error_line, self.node)
+        return said_error(self.first_error_line, self.executor)
 
 
-def said_error(line: str, node: str | None = None) -> str:
+def said_error(line: str, executor: str = "") -> str:
     """A task's error ``line`` with pyarrow's or botocore's S3 refusal said as what it means
     (``S3 refused access to s3://b/k (GetObject: 403 Access Denied): the AWS credentials ... are
-    wrong, or may not use bucket b; check ...``), whose credentials by where the task ran
-    (``node``: ``pid:<n>`` on the local pool, a Ray node's id); any other line as it is. A worker
-    with wrong credentials showed pyarrow's raw text in every shard's line and the summary."""
-    on_ray = node is not None and not node.startswith("pid:")
-    whose = "the Ray workers use (each node's own: refinery sends none)" if on_ray else "this run uses"
+    wrong, or may not use bucket b; check ...``), whose credentials by the ``executor`` that ran
+    the task (its kind: ``"ray"``, the Ray workers'; else this run's); any other line as it is. A
+    worker with wrong credentials showed pyarrow's raw text in every shard's line and the summary.
+    (Guessed from the task's node id before h124: a local pool in a process that had called
+    ``ray.init()``, a notebook's, got the Ray wording.)"""
+    whose = "the Ray workers use (each node's own: refinery sends none)" if executor == "ray" else "this run uses"
     return explain_s3_failure(line, whose) or line
 
 
@@ -393,7 +395,7 @@ class Executor(ABC):
                         log.warning("[%s] %s: attempt %d failed (%s); retrying", label, names[i], attempt, first)
                         queue.append((i, attempt + 1))
                         continue
-                    outcome = TaskOutcome(names[i], status, result, error, attempt, node)  # type: ignore[arg-type]
+                    outcome = TaskOutcome(names[i], status, result, error, attempt, node, self.kind)  # type: ignore[arg-type]
                     if status == "failed":
                         log.error("[%s] %s failed after %d attempt(s): %s", label, names[i], attempt, outcome.error_line)
                         if outcome.error_line != outcome.first_error_line:  # the raw text, for -v
