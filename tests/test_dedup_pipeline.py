@@ -288,6 +288,10 @@ def test_substring_cut_removes_repeated_spans_and_drops_short_documents(tmp_path
     assert not run_pipeline(config, str(run / "kept"), str(tmp_path / "yaml"), progress=False).failed
     again = read_dir(tmp_path / "yaml" / "kept")
     assert dict(zip(again.column("id").to_pylist(), again.column("text").to_pylist())) == texts
+    # its histogram draws the index's min_words, as the pass's does (none before h124)
+    yaml_histograms = load_run_stats(str(tmp_path / "yaml"))["histograms"]
+    assert run_thresholds(load_run_manifest(str(tmp_path / "yaml")), yaml_histograms)["substring_dedup"] == {
+        "substring_words_after_cuts": [{"param": "min_words", "value": 50.0}]}
     # min_words 0 judges nothing: no column of nulls
     from refinery.stages.dedup import ExactSubstringCut
 

@@ -159,6 +159,17 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
         assert sum(h.by_reason["too_short_after_cuts"]) == 1 and h.n("removed") == 1 and (h.lo, h.hi) == (lo, hi)
         assert (sum(h.counts["kept"]), h.null["kept"]) == (kept_cut, kept_uncut)
         assert [t["value"] for t in thresholds[stage][column]] == [50.0]
+    assert thresholds["lines_dedup"]["lines_dedup_removed_frac"] == [{"param": "lines.max_removed_word_frac", "value": 0.25}]
+    # a YAML pipeline's lines_dedup stage applying that index draws the same two lines: its params
+    # leave both to the index, and its histograms had none (session 42 h117 left it; h124)
+    from refinery.stages.line_dedup import FRAC, WORDS_AFTER_CUTS
+
+    yaml = parse_config({"stages": [{"type": "lines_dedup", "params": {"dedup_dir": str(tmp_path / "run" / "lines_dedup" / "index")}}]})
+    run_pipeline(yaml, str(tmp_path / "run" / "filter" / "kept"), str(tmp_path / "yaml"), workers=1, progress=False)
+    histograms = load_run_stats(str(tmp_path / "yaml"))["histograms"]
+    assert run_thresholds(load_run_manifest(str(tmp_path / "yaml")), histograms)["lines_dedup"] == {
+        FRAC: [{"param": "max_removed_word_frac", "value": 0.25}],
+        WORDS_AFTER_CUTS: [{"param": "min_words_after_cuts", "value": 50.0}]}
 
 
 @pytest.mark.parametrize("section", ["lines"])

@@ -227,6 +227,10 @@ class ExactSubstringCut(_IndexedStage):
         # the words left only with a minimum: at 0 nothing is judged (no column of nulls)
         return ["substring_cut_chars"] + ([SUBSTRING_WORDS_AFTER_CUTS] if self._min_words() > 0 else [])
 
+    def threshold_values(self) -> dict[str, Any]:
+        """The minimum it applies, the index's where its params leave it (the stats draw it)."""
+        return {"min_words": self._min_words()}
+
     def _min_words(self) -> int:
         return self.min_words if self.min_words is not None else int(self._manifest().get("min_words", 0))
 

@@ -49,6 +49,7 @@ class RepeatedLineCut(_IndexedStage):
     rewrites_text = True
     reports_cut_lines = True
     reason_metrics = {REASON: FRAC, TOO_SHORT_AFTER_CUTS: WORDS_AFTER_CUTS}
+    threshold_params = {FRAC: ["max_removed_word_frac"], WORDS_AFTER_CUTS: ["min_words_after_cuts"]}
 
     def __init__(self, dedup_dir: str, shard: str | None = None, max_removed_word_frac: float | None = None,
                  name: str | None = None) -> None:
@@ -61,6 +62,13 @@ class RepeatedLineCut(_IndexedStage):
     def metric_columns(self) -> list[str]:
         # the words left only when the index sets a floor (min_words_after_cuts): else nothing is judged
         return [FRAC] + ([WORDS_AFTER_CUTS] if self._floor() is not None else [])
+
+    def threshold_values(self) -> dict[str, Any]:
+        """The thresholds it applies, the index's where its params leave them (the stats draw them)."""
+        frac = self.max_removed_word_frac
+        if frac is None:
+            frac = float(self._manifest()["params"]["max_removed_word_frac"])
+        return {"max_removed_word_frac": frac, "min_words_after_cuts": self._floor()}
 
     def _floor(self) -> int | None:
         floor = self._manifest()["params"].get("min_words_after_cuts")  # absent from older indexes

@@ -45,7 +45,7 @@ KNOWN: dict[str, dict[str, list[str]]] = {
     },
     "toxicity": {"toxicity_score": ["threshold"], "profanity_word_frac": ["max_profanity_frac"]},
     "quality": {"quality_score": ["threshold"]},
-    # a YAML pipeline's substring_dedup stage given min_words (else it reads the index's: no line)
+    # a YAML pipeline's substring_dedup stage: its min_words, given or the index's (threshold_values)
     "substring_dedup": {"substring_words_after_cuts": ["min_words"]},
 }
 #: stage type -> {removal reason -> the metric column holding the value that triggered it}; a
@@ -115,7 +115,23 @@ def effective_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         value = getattr(stage, name)
         if isinstance(value, (int, float, str, bool, list, dict, tuple)) or value is None:
             merged[name] = value
+    merged.update(_applied_values(stage, kind))
     return merged
+
+
+def _applied_values(stage: Any, kind: str) -> dict[str, Any]:
+    """The thresholds a stage applies that its params leave to something else (``Stage.
+    threshold_values``: a YAML ``lines_dedup`` stage's ``max_removed_word_frac`` and floor come
+    from its index when not given, so its histograms had no line where the recipe's lines pass's
+    had one); none when that cannot be read here (an index not on this machine)."""
+    applied = getattr(stage, "threshold_values", None)
+    if not callable(applied):
+        return {}
+    try:
+        return {k: v for k, v in applied().items() if v is not None}
+    except Exception as exc:  # noqa: BLE001 - the report is made without the line, not refused
+        log.debug("cannot read the thresholds stage %s applies: %s", kind, exc)
+        return {}
 
 
 def _lookup(values: dict[str, Any], spec: str) -> Any:
