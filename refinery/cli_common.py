@@ -16,6 +16,7 @@ errors, and logging that never prints credentials.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -182,7 +183,21 @@ def plain_metavar(param: Any) -> None:
         param.metavar = "" if getattr(param, "is_flag", False) else _type_metavar(param)
 
 
+def unwrapped(help_text: str | None) -> str | None:
+    """``help_text`` with each paragraph on one line: typer keeps a docstring's line breaks, so
+    at 80 columns every source line wrapped on its own and left a stub line ("and a") behind
+    (found by trials, h121). Paragraphs (blank-line separated) stay apart."""
+    if not help_text:
+        return help_text
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
 class _PlainHelp:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.help = unwrapped(self.help)
+
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)  # type: ignore[misc]
         for param in params:  # --help itself is made here, not in self.params

@@ -177,7 +177,7 @@ def plan(
     price_per_hour: Optional[float] = typer.Option(None, help="USD per instance-hour (default: ml.c5.18xlarge us-east-1)"),
     spot_discount: float = typer.Option(0.0, min=0.0, max=0.95, help="e.g. 0.6 for spot at 40% of on-demand"),
     vcpu_efficiency: Optional[float] = typer.Option(None, help="per-vCPU throughput vs one process per core"),
-    cross_region: bool = typer.Option(False, help="the input is in another region than the jobs (transfer costs)"),
+    cross_region: bool = typer.Option(False, "--cross-region", help="the input is in another region than the jobs (transfer costs)"),
     startup_minutes: float = typer.Option(8.0, help="provisioning + image pull per job (minutes)"),
     json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),

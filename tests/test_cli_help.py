@@ -113,3 +113,32 @@ def test_no_help_text_is_eaten_as_markup():
                 tail = text.split("default:", 1)[1].split()[0]
                 assert tail in output, (path, param.name, tail)
     assert not eaten, eaten
+
+
+def _description(output: str) -> list[str]:
+    """The rendered lines between a help's usage line and its first panel."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Usage:" in line) + 1
+    end = next(i for i, line in enumerate(lines) if line.lstrip().startswith("╭"))
+    return [line.rstrip() for line in lines[start:end]]
+
+
+def test_help_reads_whole_at_80_columns():
+    """At 80 columns every option's name is shown whole and the description wraps only where the
+    next word does not fit: typer kept each docstring line break, leaving stubs ("and a") between
+    lines, and ``--allow-unfinished / --no-allow-unfinished`` pushed tokenize's option names
+    to ``--allow-unfinish…`` (the session-42 trials, h121)."""
+    group = typer.main.get_command(app)
+    for path in _command_paths():
+        command = group
+        for name in path:
+            command = command.commands[name]
+        output = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"}).output
+        words = set(output.replace("│", " ").split())
+        names = {o for p in command.params if not getattr(p, "hidden", False)
+                 for o in [*p.opts, *p.secondary_opts] if o.startswith("--")}
+        assert names <= words, (path, sorted(names - words))
+        text = _description(output)
+        for line, after in zip(text, text[1:]):
+            if line.strip() and after.strip():  # a break inside a paragraph: the next word did not fit
+                assert len(line) + 1 + len(after.split()[0]) > 78, (path, line, after)
