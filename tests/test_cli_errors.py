@@ -168,6 +168,22 @@ MISTAKES = {
                                     "1.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--spot",
                                     "--max-wait-hours", "-1", "--dry-run", "--no-build"],
                                    ["--max-wait-hours must be a positive number of hours, got -1.0"]),
+    # SageMaker's refusal named its request field (ClusterConfig.InstanceType, ProcessingJobName), not the
+    # option; --region mars-1 passed a dry run (trials, h121)
+    "launch: --instance-type c5.large": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
+                                          "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--dry-run",
+                                          "--no-build", "--instance-type", "c5.large", "--name", "bad name!", "--region", "mars-1"],
+                                         ["--instance-type 'c5.large' is not an instance type SageMaker offers a Processing job "
+                                          "(the document pass); did you mean 'ml.c5.xlarge'?; --name 'bad name!' is not a "
+                                          "SageMaker job name: at most 63 letters, digits and hyphens",
+                                          "; --region 'mars-1' is not an AWS region (they look like us-east-1)"]),
+    "launch: --ray-instance-type, --region typo": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y",
+                                                    "--image", "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role",
+                                                    "arn:aws:iam::1:role/r", "--dry-run", "--no-build", "--stage",
+                                                    "pipeline-ray", "--ray-instance-type", "ml.c5.18xl", "--region", "us-esat-1"],
+                                                   ["--ray-instance-type 'ml.c5.18xl' is not an instance type SageMaker offers "
+                                                    "a Training job (the Ray passes); did you mean 'ml.c5.18xlarge'?",
+                                                    "--region 'us-esat-1' is not an AWS region; did you mean 'us-west-1' or 'us-east-1'?"]),
     # it uploaded the config and the shard stubs, then failed with botocore's "You must specify a region." (h121)
     "launch: no region": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
                            "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--no-build"],

@@ -27,7 +27,8 @@ from typing import Any
 from refinery.io import fs
 from refinery.launch import package, pipelines
 from refinery.launch.recipe import JobGroup, group_passes, recipe_passes, stubs_prefix, write_stubs
-from refinery.launch.sagemaker import JobSpec, build_request, client, job_name
+from refinery.launch.sagemaker import (JobSpec, build_request, client, instance_type_problem, job_name,
+                                       job_name_problem, region_problem)
 from refinery.launch.steps import Shipment, resolve_shipment
 
 log = logging.getLogger("refinery.launch")
@@ -101,13 +102,47 @@ def _region_to_send_to(region: str | None) -> str:
     return region
 
 
+def _groups_offline(shipment: Shipment) -> list[JobGroup]:
+    """The job groups of ``shipment`` from its config alone (a dry run's; the real plan's passes are the same)."""
+    if shipment.kind == "dedup":
+        return [JobGroup("dedup", "ray", (), "dedup")]
+    return group_passes(recipe_passes(shipment.config), shipment.all_on_ray)
+
+
+def _region_source(given: str | None) -> str:
+    """Where the region a launch uses came from, as the user would name it."""
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = os.environ.get(var)
+        if value and (given is None or given == value):
+            return var  # typer fills --region from AWS_REGION: the variable is what to fix
+    return "--region" if given else "the AWS configuration's region"
+
+
+def _check_options(shipment: Shipment, instance_type: str, ray_instance_type: str | None, name: str | None,
+                   region: str | None, given_region: str | None) -> None:
+    """The options a user typed, each checked offline and named, before anything is built, uploaded
+    or listed: SageMaker's refusal named its request field (``ClusterConfig.InstanceType``,
+    ``ProcessingJobName``), and ``--region mars-1 --dry-run`` passed (found by trials, h121)."""
+    refused: dict[str, str] = {}  # option -> its first problem (one line, not one per job kind)
+    for kind in sorted({group.job for group in _groups_offline(shipment)}):
+        option, value = ("--ray-instance-type", ray_instance_type) if kind == "ray" and ray_instance_type \
+            else ("--instance-type", instance_type)
+        if option not in refused and (problem := instance_type_problem(kind, value)):
+            refused[option] = f"{option} {problem}"
+    problems = list(refused.values())
+    if name is not None and (problem := job_name_problem(name)):
+        problems.append(f"--name {problem}")
+    if region and (problem := region_problem(region)):
+        problems.append(f"{_region_source(given_region)} {problem}")
+    if problems:
+        raise LaunchError("; ".join(problems))
+
+
 def _plan(shipment: Shipment, input_uri: str, output_uri: str, dry_run: bool) -> tuple[Any, list[JobGroup]]:
     """(plan or None, job groups). A real launch plans over the S3 listing -- the fingerprints the
     instances will compute -- and refuses a rerun that would mix configs now, not on a fleet."""
-    if shipment.kind == "dedup":
-        return None, [JobGroup("dedup", "ray", (), "dedup")]
-    if dry_run:
-        return None, group_passes(recipe_passes(shipment.config), shipment.all_on_ray)
+    if shipment.kind == "dedup" or dry_run:
+        return None, _groups_offline(shipment)
     from refinery.plan import first_pass_to_redo, load_previous, plan_run
 
     plan = plan_run(shipment.config, input_uri, output_uri, pinned_libraries=package.image_library_versions())
@@ -218,10 +253,12 @@ def launch(
                           f"<name>[:tag]), which SageMaker Processing jobs pull from, got {image!r}")
     if security_groups and not subnets:  # a VpcConfig needs both: the groups were dropped without a word
         raise LaunchError("--security-group needs --subnet (a VPC config has both); give the subnets too")
+    given_region = region
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not dry_run and sagemaker_client is None:
         region = _region_to_send_to(region)
     shipment = resolve_shipment(stage, config_path)
+    _check_options(shipment, instance_type, ray_instance_type, name, region, given_region)
     if shipment.config is not None:
         check_models_shipped(shipment.config)
     check_files_reachable(shipment)

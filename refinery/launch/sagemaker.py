@@ -231,6 +231,63 @@ def _service_model():
     return botocore.session.get_session().get_service_model("sagemaker")
 
 
+# -- what a user types, checked before any request is built (named by its option) ---------------
+#: the service model's shape of each job kind's instance type
+_INSTANCE_TYPE_SHAPES = {"processing": "ProcessingInstanceType", "ray": "TrainingInstanceType"}
+_JOB_KINDS = {"processing": "a Processing job (the document pass)", "ray": "a Training job (the Ray passes)"}
+
+
+def instance_type_problem(kind: JobKind, value: str) -> str | None:
+    """Why ``value`` cannot be ``kind``'s instance type (None: it can). Checked against the
+    service model's list, with a suggestion: ``c5.large`` was refused naming
+    ``ClusterConfig.InstanceType`` and "207 choices" (found by trials, h121)."""
+    import difflib
+
+    allowed = _service_model().shape_for(_INSTANCE_TYPE_SHAPES[kind]).enum
+    if value in allowed:
+        return None
+    guess = f"ml.{value}" if f"ml.{value}" in allowed else next(iter(difflib.get_close_matches(value, allowed, 1)), None)
+    hint = f"; did you mean {guess!r}?" if guess else " (they look like ml.c5.18xlarge)"
+    return f"{value!r} is not an instance type SageMaker offers {_JOB_KINDS[kind]}{hint}"
+
+
+def job_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name the pipeline and its jobs (None: it can): they share the job
+    name's rule, the stricter one (``ProcessingJobName``, 63 characters)."""
+    shape = _service_model().shape_for("ProcessingJobName")
+    if len(name) <= shape.metadata["max"] and re.fullmatch(shape.metadata["pattern"], name):
+        return None
+    return (f"{name!r} is not a SageMaker job name: at most {shape.metadata['max']} letters, digits and hyphens, "
+            "starting and ending with a letter or digit")
+
+
+#: a region's shape (us-east-1, us-gov-west-1, cn-northwest-1, us-isob-east-1): a region this
+#: botocore does not list yet is still accepted when it has it (the compass word is what a typo breaks)
+_REGION_SHAPE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-(central|(north|south)?(east|west)|north|south)-[1-9]\d*")
+
+
+def known_regions() -> list[str]:
+    """The regions of every partition that botocore's bundled endpoint data lists for SageMaker."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    return sorted({r for partition in session.get_available_partitions()
+                   for r in session.get_available_regions("sagemaker", partition_name=partition)})
+
+
+def region_problem(region: str) -> str | None:
+    """Why ``region`` is not an AWS region (None: it is one, or looks like a new one). Offline:
+    ``--region mars-1 --dry-run`` passed, and a launch sent to it failed after the uploads."""
+    import difflib
+
+    known = known_regions()
+    if region in known or _REGION_SHAPE.fullmatch(region):
+        return None
+    guesses = difflib.get_close_matches(region.strip().lower(), known, 2)  # two: us-esat-1 is as near us-west-1
+    hint = "; did you mean " + " or ".join(map(repr, guesses)) + "?" if guesses else " (they look like us-east-1)"
+    return f"{region!r} is not an AWS region{hint}"
+
+
 def validate_request(operation: str, request: dict[str, Any]) -> None:
     """Raise :class:`RequestError` unless ``request`` fits ``operation``'s input shape."""
     from botocore.exceptions import ParamValidationError
