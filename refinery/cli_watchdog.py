@@ -34,7 +34,7 @@ def deploy(
     account: Optional[str] = typer.Option(None, help="AWS account id (default: from STS)"),
     stall_minutes: float = typer.Option(60.0, help="stop a job after this long without progress"),
     start_grace_minutes: float = typer.Option(180.0, help="leave jobs whose containers have not started alone this long"),
-    schedule: str = typer.Option("rate(10 minutes)", help="EventBridge schedule expression"),
+    schedule: str = typer.Option("rate(10 minutes)", help="EventBridge schedule: rate(N minutes|hours|days) or cron(6 fields)"),
     report_only: bool = typer.Option(False, "--report-only", help="deploy a watchdog that reports stalled jobs but stops nothing"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the requests as JSON; send nothing"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
@@ -50,6 +50,13 @@ def deploy(
     buckets = _bucket_names(bucket)
     if account is not None and not re.fullmatch(r"\d{12}", account):
         fail(f"--account {account!r}: an AWS account id is 12 digits")
+    if problem := watchdog.schedule_problem(schedule):  # before any AWS call: PutRule comes after the Lambda
+        fail(f"--schedule {schedule!r}: {problem}")
+    if region:
+        from refinery.launch.sagemaker import region_problem
+
+        if problem := region_problem(region):
+            fail(f"--region {problem}")
     if dry_run:
         # the ARNs need both: say which ones are stand-ins, not the user's (found by trials, h121)
         if not region:

@@ -204,6 +204,9 @@ def test_cli_dry_run_prints_the_validated_requests():
     assert "arn:aws:iam::123456789012:role/" in printed[2]["request"]["Role"]
     assert result.stderr.strip() == ("note: no --account: the ARNs below show the stand-in account 123456789012; "
                                      "a deploy asks STS for yours")
+    # what EventBridge takes is taken (refusals: tests/test_cli_errors.py)
+    for schedule in ("rate(1 minute)", "rate(2 hours)", "rate(10 minutes)", "cron(0/10 * * * ? *)", "cron(0 12 ? * MON-FRI *)"):
+        assert watchdog.schedule_problem(schedule) is None, schedule
 
 
 def test_package_imports_with_stdlib_and_boto3_only(tmp_path):

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 import zipfile
 from dataclasses import dataclass
@@ -204,6 +205,38 @@ def policy_document(region: str, account: str, buckets: list[str], prefix: str =
 
 TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
                                                  "Action": "sts:AssumeRole"}]}
+
+
+#: EventBridge's schedule expressions: rate(1 minute), rate(10 minutes), ...; cron(6 fields)
+_RATE = re.compile(r"rate\((\d+) (minute|hour|day)(s?)\)")
+_CRON = re.compile(r"cron\(([^()]*)\)")
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*?,/#-]+")
+
+
+def schedule_problem(expression: str) -> str | None:
+    """Why EventBridge would refuse ``expression`` as a schedule (None: its syntax is right). A
+    real deploy found out at PutRule, after creating the role and the Lambda (trials, h121)."""
+    rate = _RATE.fullmatch(expression)
+    if rate:
+        value, plural = int(rate.group(1)), rate.group(3) == "s"
+        if value < 1:
+            return "a rate is at least 1"
+        if plural != (value > 1):  # EventBridge's own rule: rate(1 minutes) and rate(5 minute) are refused
+            return f"say rate({value} {rate.group(2)}{'s' if value > 1 else ''}) (singular for 1, plural above)"
+        return None
+    cron = _CRON.fullmatch(expression)
+    if cron:
+        fields = cron.group(1).split()
+        if len(fields) != 6:
+            return f"a cron expression has 6 fields (minutes hours day-of-month month day-of-week year), got {len(fields)}"
+        bad = [f for f in fields if not _CRON_FIELD.fullmatch(f)]
+        if bad:
+            return f"{bad[0]!r} is not a cron field"
+        if (fields[2] == "?") == (fields[4] == "?"):
+            return "exactly one of day-of-month and day-of-week must be ?"
+        return None
+    return ("not an EventBridge schedule: give rate(N minutes|hours|days) or cron(minutes hours day-of-month "
+            "month day-of-week year), e.g. rate(10 minutes) or cron(0/10 * * * ? *)")
 
 
 def deploy_requests(region: str, account: str, buckets: list[str], settings: Settings, schedule: str = "rate(10 minutes)",
