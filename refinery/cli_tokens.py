@@ -140,7 +140,9 @@ def register(app: typer.Typer) -> None:
         """The tokenizer ``spec`` (default: the file the manifest names) against the hash the shards
         were made with: a tokenizer.json changed since, at the same path, passed (only the
         manifest's own hash was compared with the shards'). A named file that cannot be read here
-        is noted, not failed: the shards may have been made elsewhere."""
+        is noted, not failed: the shards may have been made elsewhere. A ``--tokenizer`` that cannot
+        be loaded is the user's mistake: one line naming it, exit 2 (it was a ``bad:`` line, exit 1,
+        as if the shards were damaged; trials, h121)."""
         from refinery.tokens import TokenShardError
         from refinery.tokens.tokenizer import load_tokenizer
 
@@ -149,7 +151,8 @@ def register(app: typer.Typer) -> None:
             loaded = load_tokenizer(spec or named, eos_token=ds.manifest["tokenizer"].get("eos_token"))
         except Exception as exc:  # noqa: BLE001 - any spec that names nothing loadable
             if spec is not None:
-                return [f"--tokenizer {spec}: cannot be loaded ({str(exc).splitlines()[0]})"]
+                ds.close()
+                _fail(f"--tokenizer {spec}: cannot be loaded ({str(exc).splitlines()[0]})")
             print_error(f"the tokenizer the manifest names ({named}) cannot be read here: its content was not "
                         "checked (give --tokenizer)", "note:")
             return []
@@ -183,7 +186,9 @@ def register(app: typer.Typer) -> None:
             setup_logging(True)
         token_dir = resolve_token_dir(token_dir)  # a run of the whole recipe: its token pass writes tokens/
         if not fs.exists(fs.join(token_dir, "manifest.json")):
-            _fail(f"no token manifest at {fs.join(token_dir, 'manifest.json')}: is {token_dir} a `refinery tokenize` output?")
+            # the bucket's absence said, not only "is it a tokenize output?" (trials, h121)
+            _fail(f"no token manifest at {fs.join(token_dir, 'manifest.json')}{fs.missing_run_hint(token_dir)}: "
+                  f"is {token_dir} a `refinery tokenize` output?")
         try:
             ds = TokenDataset(token_dir)
         except TokenShardError as exc:

@@ -149,7 +149,7 @@ MISTAKES = {
     # was "unexpected ParserError", exit 1, and "rerun with -v" (which eval-extract refused)
     "eval-extract: --param bad YAML": (["eval-extract", str(REFINEDWEB), "--gold", "{tmp}", "-p", "include_tables=["],
                                        ["--param 'include_tables=[': the value is not valid YAML"]),
-    "verify-tokens: -v": (["verify-tokens", "{tmp}/nope", "-v"], ["no token manifest at {tmp}/nope/manifest.json"]),
+    "verify-tokens: -v": (["verify-tokens", "{tmp}/nope", "-v"], ["no token manifest at {tmp}/nope/manifest.json (no such directory)"]),
     "train-tokenizer: no vocab": (["train-tokenizer", "{tmp}", "--out", "{tmp}/t.json"], ["--vocab-size"]),
     "train-tokenizer: not a run": (["train-tokenizer", "{tmp}/nope", "--vocab-size", "300", "--out", "{tmp}/t.json"], ["nope"]),
     "verify-tokens: not found": (["verify-tokens", "{tmp}/nope"], ["nope"]),
@@ -411,6 +411,10 @@ def test_an_s3_output_in_a_missing_bucket_is_named_not_taken_for_a_busy_one(cli,
         code, out, err = cli(*args)
         line = assert_one_error_line(code, out, err, "the bucket refinery-no-such-bucket does not exist")
         assert "in use" not in line
+    # verify-tokens only asked "is it a `refinery tokenize` output?" (trials, h121)
+    code, out, err = cli("verify-tokens", f"{missing}/t")
+    assert_one_error_line(code, out, err, f"no token manifest at {missing}/t/manifest.json (the bucket "
+                                          "refinery-no-such-bucket does not exist)")
 
 
 def test_wrong_credentials_and_an_unreachable_endpoint_are_said_so(cli, s3_server, s3_bucket, through_proxy, monkeypatch,

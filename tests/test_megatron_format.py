@@ -141,6 +141,11 @@ def _verify(*args):
 def test_verify_tokens_checks_the_megatron_index(gpt2_tokens, tmp_path):
     res = _verify(gpt2_tokens, "--no-hashes")
     assert res.exit_code == 0 and "ok: 4 shards" in res.output, res.output
+    not_a_tokenizer = tmp_path / "nottok.json"  # a bad: line and exit 1 before, as if the shards were damaged (h121)
+    not_a_tokenizer.write_text("garbage")
+    res = _verify(gpt2_tokens, "--no-hashes", "--tokenizer", not_a_tokenizer)
+    assert res.exit_code == 2 and res.output.startswith(f"error: --tokenizer {not_a_tokenizer}: cannot be loaded"), res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
     bad = _copy(gpt2_tokens, tmp_path / "bad")
     idx = os.path.join(bad, "shard-02.idx")
     n = load_manifest(bad)["shards"][2]["n_docs"]
