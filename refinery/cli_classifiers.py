@@ -79,13 +79,16 @@ def train_classifier(
         if missing:  # found out before the fastText training, not after it
             fail(f"the toxicity cascade's transformer needs {' and '.join(missing)}: pip install 'refinery[classifiers]', "
                  f"or train without it: --no-transformer")
+    created = _missing_directories(out_dir)  # removed again unless a model is published into them
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{kind.value}-", dir=out_dir))
     except OSError as exc:
+        _remove_empty(created)
         fail(f"output directory {out_dir} is not writable: {exc.strerror or exc}")
     # the models already in --out stay until the new one is complete: a failed or interrupted
     # training used to leave a model without its report, or a report without its combine section
+    published = False
     try:
         try:
             if kind is ClassifierKind.toxicity:
@@ -98,8 +101,11 @@ def train_classifier(
         except RuntimeError as exc:
             fail(exc, 1)
         publish_model(staging, out_dir, kind.value)
+        published = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not published:
+            _remove_empty(created)
     summary = {
         "model": str(out_dir / report["model_file"]),
         "report": str(out_dir / f"{kind.value}.json"),
@@ -107,6 +113,26 @@ def train_classifier(
         "metrics": report["metrics"],
     }
     typer.echo(json.dumps(summary, indent=2))
+
+
+def _missing_directories(path: Path) -> list[Path]:
+    """The directories ``path.mkdir(parents=True)`` would create, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove ``directories`` (deepest first) while they are empty: a training refused for its data
+    left the ``--out`` it had just created, empty, behind (trials, h121). Only what this command
+    created goes, and nothing anyone put there since (rmdir refuses a directory that is not empty)."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def _check_out_dir(out_dir: Path, kind: str) -> None:

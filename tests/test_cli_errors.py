@@ -914,6 +914,10 @@ def test_an_out_the_model_cannot_go_into_is_refused_before_the_training(cli, tmp
     (out / "file").write_text("")
     code, _, err = cli("train-classifier", kind, "--data-dir", tmp_path, "--out", out / "file", "--no-transformer")
     assert_one_error_line(code, "", err, f"--out {out / 'file'} is a file")
+    # refused for its data, it left the --out it had just created behind, empty (trials, h121)
+    code, _, err = cli("train-classifier", kind, "--data-dir", tmp_path, "--out", tmp_path / "new" / "models", "--no-transformer")
+    assert_one_error_line(code, "", err, "training data ", "No such file or directory")
+    assert not (tmp_path / "new").exists()
 
 
 def test_plan_on_a_sample_without_documents_names_the_sample(cli, tmp_path):
