@@ -440,13 +440,23 @@ def test_a_refused_connection_without_a_token_says_to_export_it(monkeypatch):
         ray_cluster.ensure_ray(address="10.0.0.1:6379")
 
 
-def test_a_ray_run_logs_every_shard_without_colour_codes_into_a_file(tmp_path):
+def _joining(ray_local, env: dict[str, str]) -> dict[str, str]:  # noqa: F811
+    """``env`` for a driver subprocess that joins the module's cluster instead of starting one of
+    its own (~10 s each on 2 busy cores): its address, and its token, which this process's
+    environment already holds (the fixture's ensure_ray set it). The cluster listens on loopback
+    only, and a joining driver's Ray would replace 127.0.0.1 by the host's IP (and wait there for
+    minutes) unless Ray clusters are "disabled" for it, as ensure_ray does for a local start."""
+    assert env.get("RAY_AUTH_TOKEN"), "the module's cluster runs with a token: the driver needs it"
+    return {**env, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def test_a_ray_run_logs_every_shard_without_colour_codes_into_a_file(tmp_path, ray_local):  # noqa: F811
     """Found by a new user's trial: with `--executor ray` and the output in a file, Ray's log
     deduplication folded the per-shard "[shard x] done: ..." lines into "[repeated 4x across
     cluster]" (6 of the README demo's 30 shard lines showed) with green colour codes, which
     docs/scale.md says logs come without; and the last lines of a short run never came (4 of 6
-    shards logged: Ray drops lines in flight at shutdown). A real run on a real local cluster,
-    output to pipes."""
+    shards logged: Ray drops lines in flight at shutdown). A real run on a real cluster (the
+    module's: log deduplication, colours and forwarding are the driver's), output to pipes."""
     import re
     import subprocess
 
@@ -455,7 +465,7 @@ def test_a_ray_run_logs_every_shard_without_colour_codes_into_a_file(tmp_path):
     # two URL dedup passes after the filter: each shard's line comes three times, alike but for
     # its numbers (what Ray's deduplication folds), the way the README demo's dedup passes did
     config.write_text("name: r\nstages:\n  - type: url_filter\ndedup:\n  - {method: url, name: url_a}\n  - {method: url, name: url_b}\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_DEDUP_LOGS", "RAY_COLOR_PREFIX", "RAY_ADDRESS")}
+    env = _joining(ray_local, {k: v for k, v in os.environ.items() if k not in ("RAY_DEDUP_LOGS", "RAY_COLOR_PREFIX")})
     done = subprocess.run([sys.executable, "-m", "refinery", "run", str(config), "-i", str(root / "data/sample/warc"),
                            "-o", str(tmp_path / "out"), "--executor", "ray", "--workers", "2"],
                           capture_output=True, text=True, timeout=300, env=env)
@@ -475,10 +485,10 @@ def test_a_ray_run_logs_every_shard_without_colour_codes_into_a_file(tmp_path):
     assert "repeated" not in output and "\x1b[" not in output, output[-3000:]
 
 
-def test_ray_workers_log_at_a_library_callers_level(tmp_path):
+def test_ray_workers_log_at_a_library_callers_level(tmp_path, ray_local):  # noqa: F811
     """Ray workers logged INFO whatever the caller chose: a program calling run_pipeline with
     logging at WARNING got every worker's "[shard x] done" lines, which the local executor's workers
-    leave out. A real run on a real local cluster (2 CPUs), stderr captured."""
+    leave out. A real run on a real cluster (the module's, 2 CPUs), stderr captured."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
@@ -492,7 +502,7 @@ def test_ray_workers_log_at_a_library_callers_level(tmp_path):
         "    run_pipeline(load_config(sys.argv[1]), sys.argv[2], sys.argv[3], executor='ray', workers=2, progress=False)\n")
     config = tmp_path / "c.yaml"
     config.write_text("name: r\nstages:\n  - type: url_filter\ndedup:\n  - {method: url, name: url_a}\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    env = _joining(ray_local, dict(os.environ))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, str(script), str(config), str(root / "data/sample/warc"), str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
@@ -630,6 +640,11 @@ if __name__ == "__main__":
     ray.shutdown()
 
     # the command line's handler, SIGINT ignored (a background job): a SIGTERM in the closing ray.shutdown()
+    # (of a driver joined to the test module's cluster: a second local start costs ~10 s, and the
+    # executor closes what it connected to the same way)
+    os.environ["RAY_ADDRESS"] = sys.argv[1]
+    import ray._private.ray_constants as constants
+    constants.ENABLE_RAY_CLUSTER = False  # it listens on loopback only: 127.0.0.1 kept (tests' _joining)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     interrupts.install()
@@ -650,13 +665,13 @@ if __name__ == "__main__":
 """
 
 
-def test_sigterm_on_ray_keeps_the_callers_handler_and_waits_for_the_shutdown(tmp_path):
+def test_sigterm_on_ray_keeps_the_callers_handler_and_waits_for_the_shutdown(tmp_path, ray_local):  # noqa: F811
     """ray.init replaced SIGTERM's handler (its sys.exit, then its C++ core's failure handler): a
     driver on Ray stopped by SIGTERM (scancel, docker stop) printed a C++ stack dump and no line and
     exited 15 (or 134, SIGABRT, its claim left to lapse), instead of stopping as on Ctrl-C (one
     line, exit 143); a library caller's own handler was gone (here: SIGABRT, -6). And with SIGINT
     ignored (a background job), a SIGTERM during the closing ray.shutdown() was raised inside it,
-    Ray left running. Its own cluster in a subprocess (ray.init runs there)."""
+    Ray left running. Its own cluster in a subprocess (ray.init runs there), then the module's."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
@@ -664,7 +679,8 @@ def test_sigterm_on_ray_keeps_the_callers_handler_and_waits_for_the_shutdown(tmp
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     script = tmp_path / "sigterm_kept.py"  # a file: the task function is imported from it by Ray's worker
     script.write_text(_SIGTERM_KEPT)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+    address = ray_local.get_runtime_context().gcs_address
+    done = subprocess.run([sys.executable, str(script), address], capture_output=True, text=True, timeout=120,
                           env=env, cwd=tmp_path)
     assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
     assert done.stdout.splitlines() == ["handler kept: True called: True", "stopped; Ray still up: False"], done.stdout
