@@ -186,14 +186,15 @@ def through_proxy(s3_server, monkeypatch) -> Iterator[Callable[[FaultPolicy], st
 
 
 # -- corpora ---------------------------------------------------------------------------------
-def split_jsonl(src: Path, dest: Path, parts: int) -> list[Path]:
-    """Split a real Dolma JSONL.gz file into ``parts`` shards (round-robin lines)."""
-    lines = gzip.open(src, "rb").read().splitlines(keepends=True)
+def split_jsonl(src: Path, dest: Path, parts: int, lines: int | None = None) -> list[Path]:
+    """Split a real Dolma JSONL.gz file (its first ``lines`` lines if given) into ``parts`` shards
+    (round-robin lines)."""
+    kept = gzip.open(src, "rb").read().splitlines(keepends=True)[:lines]
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(parts):
         path = dest / f"part-{i:03d}.jsonl.gz"
-        path.write_bytes(gzip.compress(b"".join(lines[i::parts])))
+        path.write_bytes(gzip.compress(b"".join(kept[i::parts])))
         out.append(path)
     return out
 
