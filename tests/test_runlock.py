@@ -923,40 +923,72 @@ STALLED_CLI = ("import sys\n"
 SAMPLE_WARC = Path(__file__).resolve().parents[1] / "data" / "sample" / "warc"
 
 
+class SigtermCase:
+    """The SIGTERM tests' input (the small sample WARCs), config and CLI script, and the kept rows
+    of an uninterrupted run of them: made once for both cases (the same command on the same input)."""
+
+    def __init__(self, root: Path) -> None:
+        import shutil
+
+        self.src = root / "in"
+        self.src.mkdir()
+        for name in ("cc_whirlwind_whirlwind", "resiliparse_clipped", "resiliparse_warcfile"):  # the small ones
+            shutil.copy(SAMPLE_WARC / f"{name}.warc.gz", self.src)
+        self.config = root / "c.yaml"
+        self.config.write_text("name: term\nstages:\n  - type: extract\n  - type: stalls\n")
+        self.script = root / "refinery_cli.py"
+        self.script.write_text(STALLED_CLI)
+        reference = root / "reference"
+        subprocess.run(self.cmd(str(reference)), env=self.env, check=True, capture_output=True)
+        self.reference_kept = _kept_rows(str(reference))
+
+    def cmd(self, out: str) -> list[str]:
+        return [sys.executable, str(self.script), "run", str(self.config), "-i", str(self.src), "-o", out,
+                "--workers", "2"]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """This process's environment as it is now (the S3 endpoint's included), tests/ importable."""
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+        env.pop("REFINERY_TEST_STALL", None)
+        return env
+
+
+def _kept_rows(run: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    from refinery.io import fs
+
+    rows = []
+    for uri in fs.list_files(fs.join(run, "kept"), (".parquet",)):
+        with fs.open_input(uri, seekable=True) as f:
+            rows += pq.read_table(f, columns=["id", "text"]).to_pylist()
+    return sorted(rows, key=lambda r: r["id"])
+
+
+@pytest.fixture(scope="module")
+def sigterm_case(tmp_path_factory) -> SigtermCase:
+    return SigtermCase(tmp_path_factory.mktemp("sigterm"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_sigterm_stops_a_run_like_ctrl_c_and_a_rerun_finishes_it(tmp_path, s3_root, where) -> None:
+def test_sigterm_stops_a_run_like_ctrl_c_and_a_rerun_finishes_it(tmp_path, s3_root, cli, sigterm_case, where) -> None:
     """SIGTERM (to the driver alone, as `docker stop` and Kubernetes send it) had no handler: the
     driver died at once, its S3 claim left unreleased (to lapse after 120 s on another host), its
     pool workers left to notice it gone. Now it stops as on Ctrl-C: workers stopped, the lock or
     claim let go, finished shards kept, one line, exit code 143; the same command then finishes
     the run, equal to an uninterrupted one."""
     import json
-    import shutil
     import time
-
-    import pyarrow.parquet as pq
 
     from refinery.io import fs
 
-    src = tmp_path / "in"
-    src.mkdir()
-    for name in ("cc_whirlwind_whirlwind", "resiliparse_clipped", "resiliparse_warcfile"):  # the small ones
-        shutil.copy(SAMPLE_WARC / f"{name}.warc.gz", src)
-    config = tmp_path / "c.yaml"
-    config.write_text("name: term\nstages:\n  - type: extract\n  - type: stalls\n")
-    script = tmp_path / "refinery_cli.py"
-    script.write_text(STALLED_CLI)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    env.pop("REFINERY_TEST_STALL", None)
-
-    def cmd(out: str) -> list[str]:
-        return [sys.executable, str(script), "run", str(config), "-i", str(src), "-o", out, "--workers", "2"]
-
+    case = sigterm_case
     out = f"{s3_root}/run" if where == "s3" else str(tmp_path / "run")
     marker = tmp_path / "stalled"
-    stalled = {**env, "REFINERY_TEST_STALL": str(marker), "REFINERY_TEST_STALL_AFTER": "1"}
-    proc = subprocess.Popen(cmd(out), env=stalled, start_new_session=True, stdout=subprocess.DEVNULL,
+    stalled = {**case.env, "REFINERY_TEST_STALL": str(marker), "REFINERY_TEST_STALL_AFTER": "1"}
+    proc = subprocess.Popen(case.cmd(out), env=stalled, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     while not marker.exists():  # a worker stalls in its second shard: its first is finished
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
@@ -972,23 +1004,13 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_a_rerun_finishes_it(tmp_path, s3_ro
     finished = len(fs.list_files(fs.join(out, "stats"), (".json",)))
     assert 1 <= finished < 3  # the finished shards are kept, the stalled one is not
     # nobody at work on it: `stopped` (resumable), on S3 too (a released claim read as "running")
-    status = subprocess.run([sys.executable, "-m", "refinery.cli", "status", out], env=env, capture_output=True,
-                            text=True)
-    assert re.search(r"pass filter\s+stopped\s", status.stdout) and "in use by" not in status.stdout, status.stdout
-    again = subprocess.run(cmd(out), env=env, capture_output=True, text=True)  # at once: nobody holds it
+    # (read in this process: it holds no lock or claim of the stopped run's)
+    _, status, _ = cli("status", out)
+    assert re.search(r"pass filter\s+stopped\s", status) and "in use by" not in status, status
+    again = subprocess.run(case.cmd(out), env=case.env, capture_output=True, text=True)  # at once: nobody holds it
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{3 - finished} shard(s) to run, {finished} already finished" in again.stderr, again.stderr[-2000:]
-    reference = tmp_path / "reference"
-    subprocess.run(cmd(str(reference)), env=env, check=True, capture_output=True)
-
-    def kept(run: str) -> list[dict]:
-        rows = []
-        for uri in fs.list_files(fs.join(run, "kept"), (".parquet",)):
-            with fs.open_input(uri, seekable=True) as f:
-                rows += pq.read_table(f, columns=["id", "text"]).to_pylist()
-        return sorted(rows, key=lambda r: r["id"])
-
-    assert kept(out) == kept(str(reference)) and kept(out)
+    assert _kept_rows(out) == case.reference_kept and case.reference_kept
 
 
 def test_status_names_the_command_holding_an_s3_output_or_a_local_one(tmp_path, s3_root, cli) -> None:
