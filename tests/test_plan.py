@@ -200,17 +200,20 @@ def test_changed_threshold_is_refused_naming_the_key_and_force_redoes_from_there
     assert json.loads((out / "run.json").read_text())["config"]["dedup"][3]["substring"]["min_words"] == 30
 
 
-def test_cli_refusal_is_one_line_naming_the_key(dup_input, tmp_path):
+def test_cli_refusal_is_one_line_naming_the_key(dup_input, tmp_path, cli):
+    # the CLI's entry point in this process (conftest's `cli`): two interpreters started for it
+    # spent ~4 s importing; the exit code and stderr are the command's all the same
     config = tmp_path / "recipe.yaml"
     config.write_text(yaml.safe_dump(_recipe(dedup=[], tokenize=None)))
-    cmd = [sys.executable, "-m", "refinery.cli", "run", str(config), "-i", str(dup_input), "-o", str(tmp_path / "run")]
-    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+    args = ["run", config, "-i", dup_input, "-o", tmp_path / "run"]
+    code, _, err = cli(*args)
+    assert code == 0, err[-2000:]
     config.write_text(yaml.safe_dump(_recipe(dedup=[], tokenize=None,
                                              stages=[{"type": "gopher_quality", "params": {"min_words": 25}}])))
-    again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 2
-    errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "min_words 20 -> 25" in errors[0] and "Traceback" not in again.stderr
+    code, _, err = cli(*args)
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "min_words 20 -> 25" in errors[0] and "Traceback" not in err, err
 
 
 def test_other_input_or_overlapping_directories_are_refused(dup_input, tmp_path):
