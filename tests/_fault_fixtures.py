@@ -81,6 +81,9 @@ class FaultProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY: a reply goes out as headers, then body; with Nagle's algorithm the body
+            # waited for the client's delayed ACK (~40 ms a GET: most of a flaky-S3 run's time)
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):  # quiet
                 pass

@@ -124,6 +124,7 @@ def s3_front(endpoint: str, drop_request: tuple[str, ...] = (),
 
     class Front(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # as tests/_fault_fixtures.py's proxy: no delayed-ACK stall per reply
 
         def log_message(self, *args) -> None:
             pass
