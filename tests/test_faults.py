@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIG_CC = CC_DOCS / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 SHARDS = 4
 #: documents of BIG_CC in the corpus: 60 per shard, two batches of the reader's 50 (the faults fire
-#: in a shard's second batch: mid-shard); all 697 made every run here ~3x slower for nothing more
+#: in a shard's second batch: mid-shard); all 697 gave every run here ~3x the documents for nothing more
 DOCS = 240
 
 
