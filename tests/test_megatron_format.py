@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import functools
 import shutil
+import types
 import warnings
 
 import numpy as np
@@ -29,10 +31,18 @@ EOS = "<|endoftext|>"
 
 pytest_plugins = ["tests._s3_fixtures", "tests._tokens_fixtures"]
 
-with warnings.catch_warnings():  # megatron.core warns that Transformer Engine / Apex are absent (CPU)
-    warnings.simplefilter("ignore")
-    from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
-    from megatron.core.datasets.object_storage_utils import ObjectStorageConfig
+
+
+@functools.cache
+def _megatron() -> types.SimpleNamespace:
+    """megatron-core's reader, builder and object-storage config, imported on first use: the import
+    (torch included) takes ~5 s, and every xdist worker collects this module, whichever runs it."""
+    with warnings.catch_warnings():  # megatron.core warns that Transformer Engine / Apex are absent (CPU)
+        warnings.simplefilter("ignore")
+        from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+        from megatron.core.datasets.object_storage_utils import ObjectStorageConfig
+    return types.SimpleNamespace(IndexedDataset=IndexedDataset, IndexedDatasetBuilder=IndexedDatasetBuilder,
+                                 ObjectStorageConfig=ObjectStorageConfig)
 
 
 def _expected(tok, texts: list[str]) -> list[np.ndarray]:
@@ -55,7 +65,7 @@ def test_megatron_reads_every_document_of_the_sample(gpt2_tokens, cc_docs):
     ours = TokenDataset(gpt2_tokens)
     stream, seen = [], []
     for entry, shard in zip(manifest["shards"], ours.shards):
-        ds = IndexedDataset(os.path.join(gpt2_tokens, entry["name"]))  # mmap: how Megatron-LM / NeMo open a --data-path prefix
+        ds = _megatron().IndexedDataset(os.path.join(gpt2_tokens, entry["name"]))  # mmap: how Megatron-LM / NeMo open a --data-path prefix
         ids = _ids(gpt2_tokens, entry["name"])  # the sidecar: which document is where
         assert len(ds) == len(ids) == entry["n_docs"]
         assert ds.index.dtype == np.uint16
@@ -75,7 +85,7 @@ def test_megatron_reads_every_document_of_the_sample(gpt2_tokens, cc_docs):
     assert len(seen) == manifest["totals"]["n_docs"]
     # the loader's token stream is Megatron's documents, in manifest order
     assert np.array_equal(ours.read(0, ours.n_tokens), np.concatenate(stream))
-    plain = IndexedDataset(os.path.join(gpt2_tokens, "shard-03"), mmap=False)  # Megatron's pread reader
+    plain = _megatron().IndexedDataset(os.path.join(gpt2_tokens, "shard-03"), mmap=False)  # Megatron's pread reader
     assert np.array_equal(plain.get(5, offset=2, length=7), ours.shards[3].document(5)[2:9])
     ours.close()
 
@@ -84,7 +94,7 @@ def test_bytes_are_what_megatrons_own_builder_writes(gpt2_tokens, tmp_path):
     for name in ("shard-01", "shard-03"):
         shard = TokenDataset(gpt2_tokens).shards[int(name[-2:])]
         prefix = str(tmp_path / name)
-        builder = IndexedDatasetBuilder(prefix + ".bin", dtype=np.uint16)
+        builder = _megatron().IndexedDatasetBuilder(prefix + ".bin", dtype=np.uint16)
         for i in range(shard.header.n_docs):
             doc = shard.document(i)
             builder.add_document(doc.astype(np.int64), [len(doc)])  # it casts to its dtype, as from a tensor
@@ -105,7 +115,7 @@ def test_wide_vocabulary_is_int32_and_megatron_reads_ids_over_65535(tmp_path, cc
     write_kept_run(str(tmp_path / "run"), docs, [2])
     manifest = tokenize_run(str(tmp_path / "run"), str(tmp_path / "tok"), tok, progress=False).manifest
     assert manifest["dtype"] == "int32"
-    ds = IndexedDataset(str(tmp_path / "tok" / "shard-00"))
+    ds = _megatron().IndexedDataset(str(tmp_path / "tok" / "shard-00"))
     assert ds.index.dtype == np.int32
     want = _expected(tok, [d["text"] for d in docs])
     assert want[0].max() == 50257 + 19999  # an id a uint16 could not hold
@@ -117,9 +127,9 @@ def test_megatron_reads_our_s3_output(kept_run, s3_root, tmp_path):
     tokenize_run(kept_run, f"{s3_root}/tok", "gpt2", shards=shards, progress=False)
     ours = TokenDataset(f"{s3_root}/tok")
     # Megatron's S3 mode: boto3 (AWS_ENDPOINT_URL -> the moto server) fetches the .idx, then ranged GETs of the .bin
-    config = ObjectStorageConfig(path_to_idx_cache=str(tmp_path / "idx-cache"), bin_chunk_nbytes=4096)
+    config = _megatron().ObjectStorageConfig(path_to_idx_cache=str(tmp_path / "idx-cache"), bin_chunk_nbytes=4096)
     os.makedirs(config.path_to_idx_cache)
-    ds = IndexedDataset(f"{s3_root}/tok/shard-01", mmap=False, object_storage_config=config)
+    ds = _megatron().IndexedDataset(f"{s3_root}/tok/shard-01", mmap=False, object_storage_config=config)
     assert len(ds) == ours.shards[0].header.n_docs == 7
     assert all(np.array_equal(ds[i], ours.shards[0].document(i)) for i in range(len(ds)))
     ours.close()
