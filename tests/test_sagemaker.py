@@ -36,8 +36,10 @@ from refinery.launch.sagemaker import (
     RequestError,
     build_request,
     describe,
+    instance_type_problem,
     job_name,
     processing_request,
+    region_problem,
     submit,
     training_request,
     validate_request,
@@ -163,6 +165,21 @@ def test_job_names_fit_sagemaker_rules():
     assert len(name) <= 63 and name.startswith("refinery-stage-language-id-refinedweb")
     assert name.endswith("-19700101-000000")
     validate_request("CreateProcessingJob", processing_request(_spec(name=name)))
+
+
+def test_instance_types_and_regions_newer_than_this_botocore_are_left_to_sagemaker():
+    """Found by review (h127): launch's offline checks refused what this botocore's lists lack, and
+    boto3>=1.34 is allowed, whose lists lack families SageMaker offers now (ml.c7i): a family no
+    list knows (here a future one) and a region of a known shape go to SageMaker; a known family's
+    wrong size or job kind and a typo are still refused here."""
+    assert instance_type_problem("processing", "ml.c9i.48xlarge") is None
+    assert instance_type_problem("ray", "ml.p9-b900.48xlarge") is None
+    assert "did you mean 'ml.c5.xlarge'" in instance_type_problem("processing", "ml.c5.large")
+    assert instance_type_problem("processing", "ml.c7g.16xlarge")  # Graviton: a Training type, not Processing
+    assert instance_type_problem("processing", "c5.18xlarge")
+    assert region_problem("eusc-fr-west-1") is None  # the sovereign cloud's shape (eusc-de-east-1)
+    assert region_problem("eusc-de-east-1") is None and region_problem("us-east-1") is None
+    assert region_problem("mars-1") and region_problem("eusc-de-est-1")
 
 
 def test_requests_over_sagemaker_limits_are_refused(offline_aws):

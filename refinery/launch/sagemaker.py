@@ -20,6 +20,7 @@ name patterns -- so a bad request fails here rather than at the API.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
@@ -225,6 +226,7 @@ def check_limits(operation: str, request: dict[str, Any]) -> list[str]:
     return problems
 
 
+@functools.lru_cache(maxsize=1)  # ~0.1-0.2 s to load: once per process, not per check
 def _service_model():
     import botocore.session
 
@@ -244,11 +246,32 @@ def instance_type_problem(kind: JobKind, value: str) -> str | None:
     import difflib
 
     allowed = _service_model().shape_for(_INSTANCE_TYPE_SHAPES[kind]).enum
-    if value in allowed:
+    if value in allowed or _newer_family(value):
         return None
     guess = f"ml.{value}" if f"ml.{value}" in allowed else next(iter(difflib.get_close_matches(value, allowed, 1)), None)
     hint = f"; did you mean {guess!r}?" if guess else " (they look like ml.c5.18xlarge)"
     return f"{value!r} is not an instance type SageMaker offers {_JOB_KINDS[kind]}{hint}"
+
+
+#: an instance type's shape: ml.<family>.<size> (ml.c7i.48xlarge, ml.p6-b200.48xlarge)
+_INSTANCE_TYPE = re.compile(r"ml\.([a-z]+[0-9]+[a-z0-9-]*)\.[a-z0-9-]+")
+
+
+def _newer_family(value: str) -> bool:
+    """Whether ``value`` looks like an instance type of a family no instance-type list of this
+    botocore knows: newer than the installed botocore (``boto3>=1.34`` is allowed, whose lists
+    lack families SageMaker offers now, e.g. ml.c7i), so SageMaker, not this list, judges it (as
+    for a region). A known family's size or job kind is still judged here (ml.c5.large)."""
+    match = _INSTANCE_TYPE.fullmatch(value)
+    return match is not None and match.group(1) not in _known_families()
+
+
+@functools.lru_cache(maxsize=1)
+def _known_families() -> frozenset[str]:
+    """The instance families (c5, p6-b200) of every instance-type list in the service model."""
+    model = _service_model()
+    return frozenset(v.split(".")[1] for name in model.shape_names if "InstanceType" in name
+                     for v in (getattr(model.shape_for(name), "enum", None) or []) if v.count(".") == 2)
 
 
 def job_name_problem(name: str) -> str | None:
@@ -261,18 +284,21 @@ def job_name_problem(name: str) -> str | None:
             "starting and ending with a letter or digit")
 
 
-#: a region's shape (us-east-1, us-gov-west-1, cn-northwest-1, us-isob-east-1): a region this
-#: botocore does not list yet is still accepted when it has it (the compass word is what a typo breaks)
-_REGION_SHAPE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-(central|(north|south)?(east|west)|north|south)-[1-9]\d*")
+#: a region's shape (us-east-1, us-gov-west-1, cn-northwest-1, us-isob-east-1, the sovereign
+#: cloud's eusc-de-east-1): a region this botocore does not list yet is still accepted when it has
+#: it (the compass word is what a typo breaks)
+_REGION_SHAPE = re.compile(r"([a-z]{2}(-gov|-iso[a-z]?)?|[a-z]{4}-[a-z]{2})"
+                           r"-(central|(north|south)?(east|west)|north|south)-[1-9]\d*")
 
 
-def known_regions() -> list[str]:
+@functools.lru_cache(maxsize=1)  # ~0.1 s to read: once per process
+def known_regions() -> tuple[str, ...]:
     """The regions of every partition that botocore's bundled endpoint data lists for SageMaker."""
     import botocore.session
 
     session = botocore.session.get_session()
-    return sorted({r for partition in session.get_available_partitions()
-                   for r in session.get_available_regions("sagemaker", partition_name=partition)})
+    return tuple(sorted({r for partition in session.get_available_partitions()
+                         for r in session.get_available_regions("sagemaker", partition_name=partition)}))
 
 
 def region_problem(region: str) -> str | None:
