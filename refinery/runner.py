@@ -51,6 +51,26 @@ INPUT_SUFFIXES = WARC_SUFFIXES + WET_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXE
 
 STATS_VERSION = 2
 
+#: seconds between a shard's within-shard progress lines (``[filter] shard x: 1,200 docs read, ...``),
+#: which a worker prints itself (on Ray: through Ray's log forwarding); the default unless
+#: ``REFINERY_SHARD_LOG_EVERY_S`` says otherwise (0: after every batch)
+SHARD_LOG_EVERY_S = 10.0
+
+
+def shard_log_every_s() -> float:
+    """The within-shard progress lines' interval: ``REFINERY_SHARD_LOG_EVERY_S``, else
+    :data:`SHARD_LOG_EVERY_S`. Read in the worker (Ray workers get ``REFINERY_*`` from the driver)."""
+    text = os.environ.get("REFINERY_SHARD_LOG_EVERY_S", "").strip()
+    if not text:
+        return SHARD_LOG_EVERY_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # NaN too
+        raise ValueError(f"REFINERY_SHARD_LOG_EVERY_S={text!r}: give a number of seconds, 0 or more")
+    return seconds
+
 
 class StageFailed(RuntimeError):
     """A stage raised while processing a batch: the message names the stage and the error."""
@@ -200,12 +220,12 @@ class ShardResult:
 class ShardRunner:
     """Applies ``stages`` to shards. Build once per worker process; call :meth:`run` per shard."""
 
-    def __init__(self, stages: list[Stage], reader: ReaderOptions | None = None, log_every_s: float = 10.0,
+    def __init__(self, stages: list[Stage], reader: ReaderOptions | None = None, log_every_s: float | None = None,
                  stats_options: StatsOptions | None = None):
         self.stages = stages
         self.reader = reader or ReaderOptions()
         self.stats_options = stats_options or StatsOptions()
-        self.log_every_s = log_every_s
+        self.log_every_s = shard_log_every_s() if log_every_s is None else log_every_s
 
     # -- sources ---------------------------------------------------------------------------
     def _read(self, task: ShardTask) -> tuple[str, Iterator[pa.RecordBatch], dict[str, int]]:

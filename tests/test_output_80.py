@@ -174,13 +174,17 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 
 @pytest.mark.parametrize("kind", ["warc", "cc_docs"])
-def test_within_shard_progress_names_pass_and_shard_with_an_eta(tmp_path, caplog, kind):
+def test_within_shard_progress_names_pass_and_shard_with_an_eta(tmp_path, caplog, monkeypatch, kind):
     from refinery.runner import PassDir, ReaderOptions, ShardRunner, ShardTask
 
     src = sorted(p for p in (SAMPLE / kind).iterdir() if p.is_file())[0]
     shutil.copy(src, tmp_path / src.name)
     task = ShardTask(str(tmp_path / src.name), PassDir(str(tmp_path / "out" / "pass-one")), "shard-7")
-    runner = ShardRunner([], ReaderOptions(batch_size=20), log_every_s=0.0)
+    monkeypatch.setenv("REFINERY_SHARD_LOG_EVERY_S", "soon")
+    with pytest.raises(ValueError, match=r"^REFINERY_SHARD_LOG_EVERY_S='soon': give a number of seconds"):
+        ShardRunner([])
+    monkeypatch.setenv("REFINERY_SHARD_LOG_EVERY_S", "0")  # the interval a worker reads: a line after every batch
+    runner = ShardRunner([], ReaderOptions(batch_size=20))
     with caplog.at_level(logging.INFO, logger="refinery.runner"):
         runner.run(task)
     lines = [r.getMessage() for r in caplog.records if "docs read" in r.getMessage()]
