@@ -67,7 +67,9 @@ def configure_environment(local: bool) -> None:
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     # the driver's log deduplication folded the per-shard "[shard x] done: ..." lines (they differ
     # only in numbers) into "[repeated 4x across cluster]" in green, whatever RAY_COLOR_PREFIX
-    # says (found by a new user's trial); each line is the record of a shard
+    # says (found by a new user's trial); each line is the record of a shard. Those now come back
+    # with the results; what Ray still forwards (and would fold) is a worker's own lines: its
+    # within-shard progress lines and warnings
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     logging_module = sys.modules.get("ray._private.ray_logging")
     if logging_module is not None and hasattr(logging_module, "RAY_DEDUP_LOGS"):
