@@ -49,7 +49,7 @@ from refinery.rundir import (
     remove_dropped_passes,
     remove_orphan_shards,
 )
-from refinery.runner import ShardTask, finished_marker, run_shard_task
+from refinery.runner import ShardTask, finished_marker, run_shard_task, shard_log_every_s
 from refinery.stages import registry
 from refinery.stats.funnel import combine_pass_stats, load_shard_stats, merge_shard_stats
 
@@ -596,6 +596,10 @@ def run_pipeline(
     kind = executor or config.executor.type
     if kind not in ("local", "ray"):
         raise ConfigError(f"unknown executor {kind!r}: use 'local' or 'ray'")
+    try:
+        shard_log_every_s()  # each worker reads it again: a bad value failed every shard, one by one
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     fs.executor_kind = kind  # before the input is listed: a missing-credentials error there advises for it
     if kind == "ray":
         from refinery.executors.ray_cluster import RayNotInstalled, check_ray_installed

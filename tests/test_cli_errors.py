@@ -874,6 +874,14 @@ def test_a_missing_input_or_output_is_named_alone(cli, tmp_path, given, missing)
     assert ("--input" in line) == (missing == "--input") and "empty storage URI" not in line
 
 
+def test_a_bad_shard_log_interval_is_one_line_before_any_shard(cli, monkeypatch, tmp_path, small_input):
+    # each worker reads it: every shard failed, one error line each, exit 1
+    monkeypatch.setenv("REFINERY_SHARD_LOG_EVERY_S", "soon")
+    code, out, err = cli("run", _config(tmp_path, GOPHER), "-i", small_input, "-o", tmp_path / "o")
+    assert_one_error_line(code, out, err, "REFINERY_SHARD_LOG_EVERY_S='soon': give a number of seconds")
+    assert not (tmp_path / "o").exists()
+
+
 def _to_a_closed_pipe(args: list[str]) -> subprocess.CompletedProcess:
     """``refinery ARGS | head -0``: stdout a pipe whose reader has gone before the first write."""
     read, write = os.pipe()
