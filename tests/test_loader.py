@@ -19,7 +19,7 @@ from refinery.loader import (
     torch_dataset,
 )
 from refinery.tokens import TokenizerMismatchError, TokenShardError, load_tokenizer
-from refinery.tokens.writer import tokenize_run
+from refinery.tokens.writer import read_manifest_bytes, tokenize_run
 
 from tests._tokens_fixtures import GPT_NEO_JSON
 
@@ -288,7 +288,7 @@ def test_truncated_shard_is_detected_by_the_index(gpt2_tokens, tmp_path):
         TokenDataset(bad)
 
 
-def test_truncated_shard_on_s3_is_detected(gpt2_tokens, s3_root):
+def test_truncated_shard_on_s3_is_detected(gpt2_tokens, s3_root, monkeypatch):
     for name in os.listdir(gpt2_tokens):
         data = fs.read_bytes(os.path.join(gpt2_tokens, name))
         if name == "shard-03.bin":
@@ -296,6 +296,17 @@ def test_truncated_shard_on_s3_is_detected(gpt2_tokens, s3_root):
         fs.write_bytes(f"{s3_root}/tok/{name}", data)
     with pytest.raises(TokenShardError, match=r"truncated token shard s3://.*/shard-03\.bin"):
         TokenLoader(f"{s3_root}/tok", SEQ, 8)
+    # wrong credentials: pyarrow's raw "When getting information for key 'tok/manifest.json' in
+    # bucket ...: AWS Error ACCESS_DENIED" (no s3://, no word of credentials) reached a training
+    # script, and a refused GET said "no token manifest: run `refinery tokenize` first" (h129)
+    import moto.settings
+
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # the in-process server now checks keys
+    with pytest.raises(fs.StorageError, match=rf"^S3 refused access to {s3_root}/tok/manifest\.json \(HeadObject: 403 "
+                                              r"Access Denied\): the AWS credentials this process uses are wrong"):
+        TokenLoader(f"{s3_root}/tok", SEQ, 8)
+    with pytest.raises(fs.StorageError, match=rf"^S3 refused access to {s3_root}/tok/manifest\.json \(HeadObject: 403 Forbidden\)"):
+        read_manifest_bytes(f"{s3_root}/tok")
 
 
 def test_a_shard_deleted_under_a_running_loader_is_named(gpt2_tokens, tmp_path, s3_root):

@@ -749,9 +749,15 @@ def parse_manifest(data: bytes, uri: str, consistent: bool = True) -> dict:
 def resolve_token_dir(uri: str) -> str:
     """``uri`` itself, or its ``tokens/`` when ``uri`` is a run directory of the whole recipe (whose
     token pass writes there) and holds no manifest of its own."""
-    if not fs.exists(fs.join(uri, MANIFEST)) and (fs.exists(fs.join(uri, "tokens", MANIFEST))
-                                                  or fs.exists(fs.join(uri, fs.RUN_MARKER))):
-        return fs.join(uri, "tokens")
+    try:
+        if not fs.exists(fs.join(uri, MANIFEST)) and (fs.exists(fs.join(uri, "tokens", MANIFEST))
+                                                      or fs.exists(fs.join(uri, fs.RUN_MARKER))):
+            return fs.join(uri, "tokens")
+    except OSError as exc:
+        # pyarrow's raw text about a key, no s3:// and no word of credentials or the endpoint, was
+        # what a training script calling TokenLoader saw for wrong credentials or a silent endpoint
+        # (the CLI explains it at its top; the loader has no top; found by trying the loader, h129)
+        raise fs.StorageError(fs.explain_s3_failure(str(exc)) or f"cannot open the token directory {uri}: {exc}") from None
     return uri
 
 
@@ -760,6 +766,9 @@ def read_manifest_bytes(output: str) -> tuple[bytes, str]:
     try:
         return fs.read_bytes(uri), uri
     except fs.StorageError as exc:
+        refused = fs.explain_s3_failure(str(exc))
+        if refused:  # S3 said no (credentials): "no token manifest, run tokenize first" sent users astray
+            raise fs.StorageError(refused) from None
         run = output.rstrip("/").rsplit("/", 1)[0] if output.rstrip("/").endswith("/tokens") else None
         if run and fs.exists(fs.join(run, fs.RUN_MARKER)):
             # a run directory's tokens (it was pointed at RUN/manifest.json and told to tokenize)
