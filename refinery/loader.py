@@ -507,6 +507,11 @@ class TokenLoader:
             if set(diff) & _RESHAPEABLE_AT_EPOCH_START:
                 hint = (f"; {', '.join(sorted(set(diff) & _RESHAPEABLE_AT_EPOCH_START))} can change only at an "
                         f"epoch's start (this state is {position} rows into epoch {epoch})")
+            if set(diff) == {"rank"}:
+                # every rank loading rank 0's state (a checkpoint saved on rank 0 only) is the usual
+                # way to get here; "can change only at an epoch's start" did not say what to do (h129)
+                hint += ("; mid-epoch each rank resumes from its own state: save every rank's state_dict() (e.g. "
+                         "gathered with torch.distributed.all_gather_object) and load the one saved by this rank")
             if "dataset" in diff:
                 # tokens redone (an upgrade of refinery, another config) or another directory: the
                 # state's windows are not these tokens' windows, and no resume can map them

@@ -140,6 +140,10 @@ def test_state_from_another_setup_is_refused(gpt2_tokens):
         TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=4).load_state_dict(state)
     with pytest.raises(LoaderStateError, match="seq_len"):
         TokenLoader(gpt2_tokens, 63, 8, seed=1, world_size=2).load_state_dict(state)
+    # rank 0's state loaded on rank 1 (a checkpoint saved on rank 0 only): the message says what to save
+    with pytest.raises(LoaderStateError, match=r"rank: saved 0 vs now 1\).*mid-epoch each rank resumes from its own "
+                                               r"state: save every rank's state_dict\(\)"):
+        TokenLoader(gpt2_tokens, SEQ, 8, seed=1, rank=1, world_size=2).load_state_dict(state)
     at_start = TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=2).state_dict()
     for other in ({"seed": 2}, {"block_size": 5}, {"shuffle": False}):  # these change the epoch's plan itself
         with pytest.raises(LoaderStateError, match=next(iter(other))):
