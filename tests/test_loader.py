@@ -209,6 +209,10 @@ def test_a_rerun_that_redid_nothing_keeps_saved_states_valid(gpt2_tokens, tmp_pa
 def test_s3_loader_matches_local_and_resumes(gpt2_tokens, s3_root):
     for name in os.listdir(gpt2_tokens):
         fs.write_bytes(f"{s3_root}/tok/{name}", fs.read_bytes(os.path.join(gpt2_tokens, name)))
+    # the manifest's own path, as Megatron takes file paths, and a trailing slash: the same directory
+    # (the manifest was read as a directory: "no token manifest at .../manifest.json/manifest.json")
+    for spelling in (f"{s3_root}/tok/manifest.json", f"{s3_root}/tok/", os.path.join(gpt2_tokens, "manifest.json")):
+        assert TokenDataset(spelling).uri.rstrip("/") == spelling.removesuffix("/").removesuffix("/manifest.json")
     kwargs = {"seed": 4, "rank": 2, "world_size": 3, "block_size": 16, "prefetch": 3, "threads": 4}
     local = _epoch(TokenLoader(gpt2_tokens, SEQ, 8, **kwargs))
     remote_loader = TokenLoader(f"{s3_root}/tok", SEQ, 8, **kwargs)

@@ -750,6 +750,10 @@ def resolve_token_dir(uri: str) -> str:
     """``uri`` itself, or its ``tokens/`` when ``uri`` is a run directory of the whole recipe (whose
     token pass writes there) and holds no manifest of its own."""
     try:
+        if fs.basename(uri) == MANIFEST and _is_file(uri):
+            # the manifest itself (as Megatron takes file paths): it was read as a directory and
+            # refused as "no token manifest at .../manifest.json/manifest.json" (h129)
+            return uri.rstrip("/").rsplit("/", 1)[0] if "/" in uri.rstrip("/") else "."
         if not fs.exists(fs.join(uri, MANIFEST)) and (fs.exists(fs.join(uri, "tokens", MANIFEST))
                                                       or fs.exists(fs.join(uri, fs.RUN_MARKER))):
             return fs.join(uri, "tokens")
@@ -759,6 +763,13 @@ def resolve_token_dir(uri: str) -> str:
         # (the CLI explains it at its top; the loader has no top; found by trying the loader, h129)
         raise fs.StorageError(fs.explain_s3_failure(str(exc)) or f"cannot open the token directory {uri}: {exc}") from None
     return uri
+
+
+def _is_file(uri: str) -> bool:
+    import pyarrow.fs as pafs
+
+    filesystem, path = fs.resolve(uri)
+    return filesystem.get_file_info(path).type == pafs.FileType.File
 
 
 def read_manifest_bytes(output: str) -> tuple[bytes, str]:
