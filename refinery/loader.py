@@ -411,6 +411,11 @@ class TokenLoader:
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
         b, w = self.batch_size, self.window
+        if self.position >= self.batches_per_epoch * b:
+            # the epoch's last batch went out but its iterator was left before its end (a loop of
+            # len(loader) steps: zip, a break): this iterator is the next epoch's, as state_dict()
+            # says; it ran an epoch of no batch first, so every second epoch was empty (h129)
+            self.epoch, self.position = self.epoch + 1, 0
         rows = self._iter_rows(self.epoch, self.position)
         try:
             while self.position < self.batches_per_epoch * b:

@@ -535,6 +535,15 @@ def test_a_state_saved_after_an_epochs_last_batch_resumes_at_the_next_epoch(gpt2
     resumed.load_state_dict(inside)
     assert resumed.epoch == 1
     assert _same(_epoch(resumed), _epoch(loader))  # epoch 1, whole, as the loader that went on
+    # a loop that stops after len(loader) steps leaves the epoch's iterator before its end (zip, a
+    # break at the last step): the next iterator is the next epoch, not an epoch of no batch first
+    # (every second epoch of `for epoch in range(E): for _, b in zip(range(len(loader)), loader)` was empty; h129)
+    stopping = TokenLoader(gpt2_tokens, SEQ, 8, seed=1)
+    epochs = [[b["input_ids"].copy() for _, b in zip(range(len(stopping)), stopping)] for _ in range(3)]
+    assert [len(e) for e in epochs] == [len(stopping)] * 3 and stopping.state_dict()["epoch"] == 3
+    epoch_1 = TokenLoader(gpt2_tokens, SEQ, 8, seed=1)
+    epoch_1.load_state_dict(inside)
+    assert all(np.array_equal(a, b["input_ids"]) for a, b in zip(epochs[1], _epoch(epoch_1), strict=True))
 
 
 def test_expected_tokenizer_messages_name_the_mismatch(gpt2_tokens):
