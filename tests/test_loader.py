@@ -19,7 +19,7 @@ from refinery.loader import (
     torch_dataset,
 )
 from refinery.tokens import TokenizerMismatchError, TokenShardError, load_tokenizer
-from refinery.tokens.writer import read_manifest_bytes, tokenize_run
+from refinery.tokens.writer import read_manifest_bytes, resolve_token_dir, tokenize_run
 
 from tests._tokens_fixtures import GPT_NEO_JSON
 
@@ -212,7 +212,7 @@ def test_s3_loader_matches_local_and_resumes(gpt2_tokens, s3_root):
     # the manifest's own path, as Megatron takes file paths, and a trailing slash: the same directory
     # (the manifest was read as a directory: "no token manifest at .../manifest.json/manifest.json")
     for spelling in (f"{s3_root}/tok/manifest.json", f"{s3_root}/tok/", os.path.join(gpt2_tokens, "manifest.json")):
-        assert TokenDataset(spelling).uri.rstrip("/") == spelling.removesuffix("/").removesuffix("/manifest.json")
+        assert resolve_token_dir(spelling).rstrip("/") == spelling.removesuffix("/").removesuffix("/manifest.json")
     kwargs = {"seed": 4, "rank": 2, "world_size": 3, "block_size": 16, "prefetch": 3, "threads": 4}
     local = _epoch(TokenLoader(gpt2_tokens, SEQ, 8, **kwargs))
     remote_loader = TokenLoader(f"{s3_root}/tok", SEQ, 8, **kwargs)
