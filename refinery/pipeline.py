@@ -51,7 +51,7 @@ from refinery.rundir import (
 )
 from refinery.runner import ShardTask, finished_marker, run_shard_task, shard_log_every_s
 from refinery.stages import registry
-from refinery.stats.funnel import combine_pass_stats, load_shard_stats, merge_shard_stats
+from refinery.stats.funnel import combine_pass_stats, iter_shard_stats, merge_shard_stats
 
 log = logging.getLogger("refinery.pipeline")
 
@@ -209,11 +209,10 @@ def finish_documents(out: PassDir, pass_name: str) -> dict[str, Any]:
     """Give every kept/removed shard of the pass one schema, merge its stats into its funnel."""
     from refinery.io.dataset import unify_pass_schemas
 
-    shard_stats = load_shard_stats(out)
-    if not shard_stats:
+    merged = merge_shard_stats(iter_shard_stats(out)) | {"pass": pass_name}  # a chunk of markers at a time
+    if not merged["shards"]:
         return {}
     unify_pass_schemas(out.kept_dir, out.removed_dir)
-    merged = merge_shard_stats(shard_stats) | {"pass": pass_name}
     fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
     return merged
 

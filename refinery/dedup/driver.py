@@ -748,9 +748,9 @@ def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: st
                 write_manifest: bool = True, fingerprint: str | None = None, index_seconds: float = 0.0) -> dict[str, Any]:
     from refinery.io.dataset import unify_pass_schemas
     from refinery.plan import DEDUP_LIBRARIES, library_version
-    from refinery.stats.funnel import load_shard_stats, merge_shard_stats
+    from refinery.stats.funnel import iter_shard_stats, merge_shard_stats
 
-    merged = merge_shard_stats(load_shard_stats(out))  # checks kept + removed = read
+    merged = merge_shard_stats(iter_shard_stats(out))  # checks kept + removed = read
     for stage in merged.get("stages", [])[1:]:  # after the reader: the method's stage
         stage["index_seconds"] = round(index_seconds, 3)
         stage["seconds"] = round(float(stage.get("seconds", 0.0)) + index_seconds, 4)

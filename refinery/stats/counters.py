@@ -13,7 +13,7 @@ checked by :func:`check_conservation` on shard and run stats alike.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -231,26 +231,39 @@ def check_conservation(stages: list[dict[str, Any]]) -> None:
 READER_STAGES = ("warc_reader", "parquet_reader", "jsonl_reader")
 
 
-def merge_stage_lists(lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Merge per-shard stage counter lists (same stage order) into one list. Shards of different
-    input formats have different readers: they merge into one reader row (``warc_reader+jsonl_reader``)
-    so the funnel still chains."""
-    merged: dict[str, StageCounter] = {}
-    order: list[str] = []
-    readers: list[str] = []
-    for stages in lists:
+class StageListMerge:
+    """Per-shard stage counter lists (same stage order) added one at a time into one list (a pass's
+    markers need not all be in memory at once). Shards of different input formats have different
+    readers: they merge into one reader row (``warc_reader+jsonl_reader``) so the funnel still chains."""
+
+    def __init__(self) -> None:
+        self.merged: dict[str, StageCounter] = {}
+        self.order: list[str] = []
+        self.readers: list[str] = []
+
+    def add(self, stages: list[dict[str, Any]]) -> None:
         for d in stages:
             counter = StageCounter.from_dict(d)
             key = counter.stage
             if key in READER_STAGES:
-                if key not in readers:
-                    readers.append(key)
+                if key not in self.readers:
+                    self.readers.append(key)
                 key = "__reader__"
-            if key not in merged:
-                merged[key] = counter
-                order.append(key)
+            if key not in self.merged:
+                self.merged[key] = counter
+                self.order.append(key)
             else:
-                merged[key].merge(counter)
-    if "__reader__" in merged:
-        merged["__reader__"].stage = "+".join(readers)
-    return [merged[name].to_dict() for name in order]
+                self.merged[key].merge(counter)
+
+    def result(self) -> list[dict[str, Any]]:
+        if "__reader__" in self.merged:
+            self.merged["__reader__"].stage = "+".join(self.readers)
+        return [self.merged[name].to_dict() for name in self.order]
+
+
+def merge_stage_lists(lists: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Merge per-shard stage counter lists into one list (see :class:`StageListMerge`)."""
+    merge = StageListMerge()
+    for stages in lists:
+        merge.add(stages)
+    return merge.result()

@@ -68,21 +68,35 @@ def top_k(counts: Counter | dict[str, int], k: int) -> dict[str, Any]:
     return {"top": top, "other": total - sum(top.values()), "total": total}
 
 
-def merge_top_domains(maps: list[dict[str, dict[str, dict[str, Any]]]], k: int) -> dict[str, dict[str, dict[str, Any]]]:
-    """Merge ``{stage: {reason: top_k dict}}`` maps by addition, keeping the top ``k``."""
-    counts: dict[str, dict[str, Counter]] = {}
-    totals: dict[str, dict[str, int]] = {}
-    for m in maps:
+class TopDomainsMerge:
+    """``{stage: {reason: top_k dict}}`` maps added one at a time by addition; :meth:`result` keeps the top ``k``."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.counts: dict[str, dict[str, Counter]] = {}
+        self.totals: dict[str, dict[str, int]] = {}
+
+    def add(self, m: dict[str, dict[str, dict[str, Any]]] | None) -> None:
         for stage, reasons in (m or {}).items():
             for reason, d in reasons.items():
-                counts.setdefault(stage, {}).setdefault(reason, Counter()).update(d["top"])
-                t = totals.setdefault(stage, {})
+                self.counts.setdefault(stage, {}).setdefault(reason, Counter()).update(d["top"])
+                t = self.totals.setdefault(stage, {})
                 t[reason] = t.get(reason, 0) + d["total"]
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for stage, reasons in counts.items():
-        for reason, c in reasons.items():
-            merged = top_k(c, k)
-            merged["total"] = totals[stage][reason]
-            merged["other"] = merged["total"] - sum(merged["top"].values())
-            out.setdefault(stage, {})[reason] = merged
-    return out
+
+    def result(self) -> dict[str, dict[str, dict[str, Any]]]:
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for stage, reasons in self.counts.items():
+            for reason, c in reasons.items():
+                merged = top_k(c, self.k)
+                merged["total"] = self.totals[stage][reason]
+                merged["other"] = merged["total"] - sum(merged["top"].values())
+                out.setdefault(stage, {})[reason] = merged
+        return out
+
+
+def merge_top_domains(maps: Iterable[dict[str, dict[str, dict[str, Any]]]], k: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """Merge ``{stage: {reason: top_k dict}}`` maps by addition, keeping the top ``k``."""
+    merge = TopDomainsMerge(k)
+    for m in maps:
+        merge.add(m)
+    return merge.result()

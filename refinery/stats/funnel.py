@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from refinery.io import fs
 from refinery.rundir import PassDir, RunDir, pass_dir_refusal
-from refinery.stats.counters import check_conservation, est_tokens, merge_stage_lists
-from refinery.stats.domains import merge_top_domains
-from refinery.stats.histograms import merge_histogram_maps
+from refinery.stats.counters import StageListMerge, check_conservation, est_tokens, merge_stage_lists
+from refinery.stats.domains import TopDomainsMerge, merge_top_domains
+from refinery.stats.histograms import HistogramMapMerge, merge_histogram_maps
 
 #: registered domains kept per (stage, reason) in the merged run summary
 RUN_TOP_DOMAINS = 100
@@ -48,19 +48,34 @@ def stage_groups(summary: dict[str, Any]) -> dict[str, int]:
     return groups
 
 
-def merge_languages(sections: list[dict[str, Any]]) -> dict[str, Any]:
-    """Merge per-shard ``languages`` sections (``{lang: {docs_in, docs_kept, chars_kept, removed}}``)."""
-    column = next((s["column"] for s in sections if s and s.get("column")), "language")
-    merged: dict[str, dict[str, Any]] = {}
-    for section in sections:
+class LanguagesMerge:
+    """Per-shard ``languages`` sections (``{lang: {docs_in, docs_kept, chars_kept, removed}}``) added one at a time."""
+
+    def __init__(self) -> None:
+        self.column: str | None = None
+        self.merged: dict[str, dict[str, Any]] = {}
+
+    def add(self, section: dict[str, Any] | None) -> None:
+        if self.column is None and section and section.get("column"):
+            self.column = section["column"]
         for lang, d in ((section or {}).get("by_language") or {}).items():
-            m = merged.setdefault(lang, {"docs_in": 0, "docs_kept": 0, "chars_kept": 0, "removed": {}})
+            m = self.merged.setdefault(lang, {"docs_in": 0, "docs_kept": 0, "chars_kept": 0, "removed": {}})
             for key in ("docs_in", "docs_kept", "chars_kept"):
                 m[key] += d.get(key, 0)
             for stage, n in d.get("removed", {}).items():
                 m["removed"][stage] = m["removed"].get(stage, 0) + n
-    ordered = dict(sorted(merged.items(), key=lambda kv: (-kv[1]["docs_in"], kv[0])))
-    return {"column": column, "by_language": ordered}
+
+    def result(self) -> dict[str, Any]:
+        ordered = dict(sorted(self.merged.items(), key=lambda kv: (-kv[1]["docs_in"], kv[0])))
+        return {"column": self.column or "language", "by_language": ordered}
+
+
+def merge_languages(sections: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Merge per-shard ``languages`` sections (``{lang: {docs_in, docs_kept, chars_kept, removed}}``)."""
+    merge = LanguagesMerge()
+    for section in sections:
+        merge.add(section)
+    return merge.result()
 
 
 def combine_pass_languages(sections: list[dict[str, Any]]) -> dict[str, Any]:
@@ -85,44 +100,84 @@ def combine_pass_languages(sections: list[dict[str, Any]]) -> dict[str, Any]:
     return {"column": first.get("column", "language"), "by_language": ordered}
 
 
-def merge_shard_stats(shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
-    stages = merge_stage_lists([s["stages"] for s in shard_stats])
-    check_conservation(stages)
-    skipped: dict[str, int] = {}
-    for s in shard_stats:
+class ShardStatsMerge:
+    """A pass's funnel, its shards' stats added one at a time: a shard's marker (~30 KB of JSON
+    with its histograms) is dropped once added. Holding every marker to merge them held 1.6 GB in
+    the driver at 4,000 shards, and would need ~35 GB at 90,000 (session 43, h130)."""
+
+    def __init__(self) -> None:
+        self.shards = self.docs_read = self.docs_kept = self.docs_removed = self.sample_rows = 0
+        self.skipped: dict[str, int] = {}
+        self.stages = StageListMerge()
+        self.histograms = HistogramMapMerge()
+        self.languages = LanguagesMerge()
+        self.top_domains = TopDomainsMerge(RUN_TOP_DOMAINS)
+
+    def add(self, s: dict[str, Any]) -> None:
+        self.shards += 1
+        self.stages.add(s["stages"])
         for k, v in s.get("reader_skipped_records", {}).items():
-            skipped[k] = skipped.get(k, 0) + v
-    docs_read = sum(s["docs_read"] for s in shard_stats)
-    docs_kept = sum(s["docs_kept"] for s in shard_stats)
-    docs_removed = sum(s["docs_removed"] for s in shard_stats)
-    if docs_read != docs_kept + docs_removed:
-        raise AssertionError(f"run totals do not reconcile: read {docs_read} != kept {docs_kept} + removed {docs_removed}")
-    return {
-        "shards": len(shard_stats),
-        "docs_read": docs_read,
-        "docs_kept": docs_kept,
-        "docs_removed": docs_removed,
-        "reader_skipped_records": dict(sorted(skipped.items())),
-        "stages": stages,
-        "histograms": merge_histogram_maps([s.get("histograms", {}) for s in shard_stats]),
-        "languages": merge_languages([s.get("languages", {}) for s in shard_stats]),
-        "top_domains": merge_top_domains([s.get("top_domains", {}) for s in shard_stats], RUN_TOP_DOMAINS),
-        "samples": {"rows": sum(s.get("samples", {}).get("rows", 0) for s in shard_stats), "path": "samples/"},
-    }
+            self.skipped[k] = self.skipped.get(k, 0) + v
+        self.docs_read += s["docs_read"]
+        self.docs_kept += s["docs_kept"]
+        self.docs_removed += s["docs_removed"]
+        self.histograms.add(s.get("histograms", {}))
+        self.languages.add(s.get("languages", {}))
+        self.top_domains.add(s.get("top_domains", {}))
+        self.sample_rows += s.get("samples", {}).get("rows", 0)
+
+    def result(self) -> dict[str, Any]:
+        stages = self.stages.result()
+        check_conservation(stages)
+        if self.docs_read != self.docs_kept + self.docs_removed:
+            raise AssertionError(f"run totals do not reconcile: read {self.docs_read} != kept {self.docs_kept} + "
+                                 f"removed {self.docs_removed}")
+        return {
+            "shards": self.shards,
+            "docs_read": self.docs_read,
+            "docs_kept": self.docs_kept,
+            "docs_removed": self.docs_removed,
+            "reader_skipped_records": dict(sorted(self.skipped.items())),
+            "stages": stages,
+            "histograms": self.histograms.result(),
+            "languages": self.languages.result(),
+            "top_domains": self.top_domains.result(),
+            "samples": {"rows": self.sample_rows, "path": "samples/"},
+        }
 
 
-def load_shard_stats(run_dir: "str | PassDir") -> list[dict[str, Any]]:
-    """Every finished shard's stats of one pass (a run of one pass: its directory)."""
+def merge_shard_stats(shard_stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """One pass's funnel from its shards' stats (an iterable: see :func:`iter_shard_stats`)."""
+    merge = ShardStatsMerge()
+    for s in shard_stats:
+        merge.add(s)
+    return merge.result()
+
+
+#: shard markers read at once (in parallel on S3) while a pass's funnel is merged
+STATS_READ_CHUNK = 256
+
+
+def iter_shard_stats(run_dir: "str | PassDir") -> Iterator[dict[str, Any]]:
+    """Every finished shard's stats of one pass (a run of one pass: its directory), read
+    :data:`STATS_READ_CHUNK` at a time: only a chunk is held, whatever the number of shards."""
     stats_dir = (run_dir if isinstance(run_dir, PassDir) else PassDir(run_dir)).stats_dir
     if not fs.exists(stats_dir):
-        return []
+        return
     uris = fs.list_files(stats_dir, (".json",))
     if len(uris) < 8:
-        return [fs.read_json(uri) for uri in uris]
+        yield from (fs.read_json(uri) for uri in uris)
+        return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=16) as pool:  # a request each on S3: not one after another
-        return list(pool.map(fs.read_json, uris))
+        for start in range(0, len(uris), STATS_READ_CHUNK):
+            yield from pool.map(fs.read_json, uris[start:start + STATS_READ_CHUNK])
+
+
+def load_shard_stats(run_dir: "str | PassDir") -> list[dict[str, Any]]:
+    """Every finished shard's stats of one pass, as a list (small runs, tests)."""
+    return list(iter_shard_stats(run_dir))
 
 
 def combine_pass_stats(passes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -192,10 +247,10 @@ def _finished_so_far(run: RunDir, partial: dict[str, Any] | None) -> list[dict[s
         unfinished = partial is not None and states.get(name, "finished") != "finished"
         if i and unfinished:
             break
-        shard_stats = load_shard_stats(pass_dir)
-        if not shard_stats:
+        merged = merge_shard_stats(iter_shard_stats(pass_dir))
+        if not merged["shards"]:
             break
-        passes.append(merge_shard_stats(shard_stats) | ({"pass": name} if name else {}))
+        passes.append(merged | ({"pass": name} if name else {}))
         if unfinished:
             break
     return passes

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -217,16 +217,29 @@ def _add_exact(partials: list[float], values: list[float]) -> None:
     partials[:] = rest
 
 
-def merge_histogram_maps(maps: list[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Merge ``{stage: {column: histogram dict}}`` maps (one per shard) by addition."""
-    merged: dict[str, dict[str, Histogram]] = {}
-    for m in maps:
+class HistogramMapMerge:
+    """``{stage: {column: histogram dict}}`` maps (one per shard) added one at a time."""
+
+    def __init__(self) -> None:
+        self.merged: dict[str, dict[str, Histogram]] = {}
+
+    def add(self, m: dict[str, dict[str, dict[str, Any]]] | None) -> None:
         for stage, columns in (m or {}).items():
-            target = merged.setdefault(stage, {})
+            target = self.merged.setdefault(stage, {})
             for column, d in columns.items():
                 h = Histogram.from_dict(d)
                 if column in target:
                     target[column].merge(h)
                 else:
                     target[column] = h
-    return {stage: {c: h.to_dict() for c, h in cols.items()} for stage, cols in merged.items()}
+
+    def result(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return {stage: {c: h.to_dict() for c, h in cols.items()} for stage, cols in self.merged.items()}
+
+
+def merge_histogram_maps(maps: Iterable[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Merge ``{stage: {column: histogram dict}}`` maps (one per shard) by addition."""
+    merge = HistogramMapMerge()
+    for m in maps:
+        merge.add(m)
+    return merge.result()
