@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.executors.base import TASK_SUMMARY
+from refinery.executors.base import TASK_SUMMARY, summary_level
 from refinery.io import fs, parquet
 from refinery.io.arrow_rows import take_rows
 from refinery.io.dataset import write_pass_shard
@@ -325,7 +325,7 @@ class ShardRunner:
         if not force:
             stats = finished_marker(task, fingerprint)
             if stats is not None:
-                log.info("[shard %s] already finished, skipping", task.shard, extra=TASK_SUMMARY)
+                log.log(summary_level(), "[shard %s] already finished, skipping", task.shard, extra=TASK_SUMMARY)
                 return ShardResult(task.shard, skipped=True, stats=stats)
 
         started = time.time()
@@ -409,8 +409,8 @@ class ShardRunner:
             raise
         elapsed = stats["seconds"]
 
-        log.info(
-            "[shard %s] done: %d read, %d kept, %d removed in %.1fs (%.1f docs/s)",
+        log.log(
+            summary_level(), "[shard %s] done: %d read, %d kept, %d removed in %.1fs (%.1f docs/s)",
             task.shard, docs_read, kept.num_rows, removed.num_rows, elapsed, docs_read / max(elapsed, 1e-9),
             extra=TASK_SUMMARY,
         )

@@ -147,3 +147,29 @@ def test_workers_keep_third_party_loggers_as_quiet_as_the_command_line(executor,
     output = done.stdout + done.stderr
     assert output.count("] done: ") == 6, output[-3000:]  # the workers' own INFO lines still come
     assert "botocore" not in output and "urllib3" not in output, output[-3000:]
+
+
+def test_a_pass_of_many_tasks_logs_their_closing_lines_at_debug(tmp_path, monkeypatch, caplog):
+    """One INFO line per shard per pass flooded the log of a large run (~8 lines a shard over the
+    recipe's passes, 32,000 at 4,000 shards; session 43, h130): a pass of more tasks than
+    SUMMARY_LINES_MAX_TASKS logs them at DEBUG (-v), and its progress line says how far it is."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refinery.config import parse_config
+    from refinery.executors import base
+    from refinery.pipeline import run_pipeline
+
+    monkeypatch.setattr(base, "SUMMARY_LINES_MAX_TASKS", 2, raising=False)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        pq.write_table(pa.table({"id": [f"d{i}"], "text": [f"document {i} " * 60]}), src / f"p{i}.parquet")
+    caplog.set_level(logging.DEBUG, logger="refinery")
+    run_pipeline(parse_config({"name": "many", "stages": [{"type": "gopher_quality"}]}), str(src),
+                 str(tmp_path / "out"), workers=1, progress=False)
+    done = [r for r in caplog.records if r.name == "refinery.runner" and "] done: " in r.getMessage()]
+    assert len(done) == 3 and {r.levelno for r in done} == {logging.DEBUG}, [(r.levelname, r.getMessage()) for r in done]
+    assert any(r.name == "refinery.progress" and r.levelno == logging.INFO and "3/3 tasks" in r.getMessage()
+               for r in caplog.records)
+    # (a pass of few tasks keeps them at INFO: the 6 "] done: " lines of the test above)

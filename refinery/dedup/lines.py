@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 from refinery.dedup.datelines import dateline_key
 from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns, as_text, check_unique_ids
 from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
-from refinery.executors.base import TASK_SUMMARY
+from refinery.executors.base import TASK_SUMMARY, summary_level
 from refinery.io import fs, parquet
 from refinery.stats.domains import NO_URL, DomainCounter
 
@@ -269,7 +269,7 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
     if "source" in table.column_names:
         distinct = pc.unique(table.column("source").drop_null())
         sources = sorted(distinct.to_pylist()) if len(distinct) <= MAX_SOURCES else None
-    log.info("[dedup lines/line_counts] shard %s: %d docs, %d (doc, line) pairs -> %d rows", shard, n, pairs, len(line),
+    log.log(summary_level(), "[dedup lines/line_counts] shard %s: %d docs, %d (doc, line) pairs -> %d rows", shard, n, pairs, len(line),
              extra=TASK_SUMMARY)
     return {"docs": n, "docs_without_domain": int(no_domain), "doc_lines": pairs, "rows": len(line),
             "max_partition_rows": max(counts) if counts else 0, "sources": sources}

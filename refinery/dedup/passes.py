@@ -22,7 +22,7 @@ from refinery.dedup import components
 from refinery.dedup.minhash import LshParams, MinHasher, estimate_jaccard_rows
 from refinery.dedup.shuffle import column_numpy, partition_of, read_partition, write_partitioned
 from refinery.dedup.text import document_hashes, mix64, word_hashes
-from refinery.executors.base import TASK_SUMMARY
+from refinery.executors.base import TASK_SUMMARY, summary_level
 from refinery.io import fs, parquet
 from refinery.schema import repeated_column
 from refinery.rundir import PassDir
@@ -259,7 +259,7 @@ def signature_task(
     else:  # an empty shard too: no (empty) row group, which Hugging Face `datasets` cannot read
         parquet.write_table(pa.table(columns), output_uri, row_group_size=100_000)
     elapsed = time.time() - started
-    log.info("[dedup %s/signatures] shard %s: %d docs (%d with keys) in %.1fs, %.0f docs/s",
+    log.log(summary_level(), "[dedup %s/signatures] shard %s: %d docs (%d with keys) in %.1fs, %.0f docs/s",
              method, shard, n, int(has.sum()), elapsed, n / max(elapsed, 1e-9), extra=TASK_SUMMARY)
     return {"docs": n, "with_key": int(has.sum()), "sources": sources, "width": width}
 

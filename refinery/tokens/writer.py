@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refinery.executors.base import TASK_SUMMARY, Executor, TaskFn
+from refinery.executors.base import TASK_SUMMARY, Executor, TaskFn, summary_level
 from refinery.executors.local import LocalExecutor
 from refinery.io import fs, parquet
 from refinery.io.runlock import OutputClaim, confirm_claim, output_guard
@@ -269,7 +269,7 @@ def _tokenize_shard(uri: str, name: str, out_dir: str, tok: LoadedTokenizer, bat
     entry = write_shard(out_dir, name, tokens.astype(tok.dtype), offsets, ids, tok.vocab_size, tok.sha256,
                         extra=extra, ids_row_groups=row_groups)
     elapsed = max(time.time() - started, 1e-9)
-    log.info("tokenize [%s]: %d docs (%d empty), %d tokens in %.1fs (%.0f docs/s, %.0f tokens/s)", name,
+    log.log(summary_level(), "tokenize [%s]: %d docs (%d empty), %d tokens in %.1fs (%.0f docs/s, %.0f tokens/s)", name,
              entry["n_docs"], extra["docs_empty"], entry["n_tokens"], elapsed, docs_read / elapsed,
              entry["n_tokens"] / elapsed, extra=TASK_SUMMARY)
     return entry
@@ -375,7 +375,7 @@ def gather_bucket_task(*, work_dir: str, output: str, plan: dict, totals: dict, 
     tokens, offsets, ids = _gather_bucket(work_dir, ranges, j, plan["seed"], tokenizer_sha256)
     entry = write_shard(output, name, tokens.astype(np.dtype(dtype)), offsets, ids, vocab_size, tokenizer_sha256,
                         extra={"plan": plan, "source_totals": totals, **_switched_off(switched_off)})
-    log.info("shuffle [%s]: %d docs, %d tokens gathered from %d shards in %.1fs", name,
+    log.log(summary_level(), "shuffle [%s]: %d docs, %d tokens gathered from %d shards in %.1fs", name,
              entry["n_docs"], entry["n_tokens"], len(ranges), time.time() - t0, extra=TASK_SUMMARY)
     return {"entry": entry, "tokens": entry["n_tokens"]}
 
