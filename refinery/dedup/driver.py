@@ -867,11 +867,13 @@ def build_index(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
         tasks = [{"pair_uris": cc["roots_uris"], "shard_index": s.index, "signature_uri": sig_uri[s.name],
                   "output_uri": root_attach[k], "num_shards": S, "slots": config.minhash.stored_slots(),
                   "a": "root", "b": "node"} for k, s in enumerate(shards)]
-        passes["root_check"] = _run_pass(work, "root_check", verify_attach_task, tasks, executor, names, units="pairs")
+        passes["root_check"] = _run_pass(work, "root_check", verify_attach_task, tasks, executor, names, units="pairs",
+                                         extra=_files_by_part)
 
     removal_uri = {s.name: work.path("removals", f"{s.name}.parquet") for s in shards}
     tasks = [{"shard": s.name, "shard_index": s.index, "signature_uri": sig_uri[s.name], "final_uris": final_uris,
-              "output_uri": removal_uri[s.name], "root_attach_uris": root_attach,
+              "output_uri": removal_uri[s.name],
+              "root_attach_uris": _files_for(root_attach, passes["root_check"], s.index) if verify else None,
               "threshold": config.minhash.threshold} for s in shards]
     passes["removal_lists"] = _run_pass(work, "removal_lists", removal_list_task, tasks, executor, names, units="clustered")
     return {
@@ -887,6 +889,27 @@ def build_index(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
     }
 
 
+def _files_by_part(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"files_by_part": {shard index: [indexes of the tasks' files with rows for it]}}``, from
+    each task's ``parts`` (:func:`verify_attach_task`), for :func:`_files_for`."""
+    by_part: dict[str, list[int]] = {}
+    for k, r in enumerate(results):
+        for p in r.get("parts") or ():
+            by_part.setdefault(str(p), []).append(k)
+    return {"files_by_part": by_part}
+
+
+def _files_for(files: list[str], summary: dict[str, Any], part: int) -> list[str]:
+    """The ``files`` (one per shard, in task order) with rows for partition ``part``: a shard's
+    task opened every shard's file, shards x shards footers (0.8 s a task, 28 min for the MinHash
+    verify hop at 4,000 shards of 4 documents; session 43, h130). A summary of an older refinery
+    has no ``files_by_part``: every file, as then."""
+    by_part = summary.get("files_by_part")
+    if not isinstance(by_part, dict):
+        return files
+    return [files[k] for k in by_part.get(str(part), ())]
+
+
 def _verify_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor, passes: dict[str, Any],
                    cand_uris: list[str], Q: int) -> list[str]:
     """Candidate pairs -> verified edges (estimated Jaccard >= threshold), two hops per shard."""
@@ -895,9 +918,10 @@ def _verify_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, exec
     attach = [work.path("verify", "attach", f"{s.name}.parquet") for s in shards]
     tasks = [{"pair_uris": cand_uris, "shard_index": s.index, "signature_uri": sig_uri[s.name], "output_uri": attach[k],
               "num_shards": S, "slots": config.minhash.stored_slots()} for k, s in enumerate(shards)]
-    passes["verify_attach"] = _run_pass(work, "verify_attach", verify_attach_task, tasks, executor, names, units="pairs")
+    passes["verify_attach"] = _run_pass(work, "verify_attach", verify_attach_task, tasks, executor, names, units="pairs",
+                                        extra=_files_by_part)
     verified = [work.path("verify", "edges", f"{s.name}.parquet") for s in shards]
-    tasks = [{"attach_uris": attach, "shard_index": s.index, "signature_uri": sig_uri[s.name], "output_uri": verified[k],
+    tasks = [{"attach_uris": _files_for(attach, passes["verify_attach"], s.index), "shard_index": s.index, "signature_uri": sig_uri[s.name], "output_uri": verified[k],
               "cc_parts": Q, "threshold": config.minhash.threshold} for k, s in enumerate(shards)]
     passes["verify"] = _run_pass(work, "verify", verify_task, tasks, executor, names, units="pairs")
     return verified
