@@ -49,7 +49,7 @@ from refinery.rundir import (
     remove_dropped_passes,
     remove_orphan_shards,
 )
-from refinery.runner import ShardTask, finished_marker, run_shard_task, shard_log_every_s
+from refinery.runner import ShardTask, finished_marker, outcome_stats, run_shard_task, shard_log_every_s
 from refinery.stages import registry
 from refinery.stats.funnel import combine_pass_stats, iter_shard_stats, merge_shard_stats
 
@@ -137,7 +137,7 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
             done = _done_in(finished_marker(t, p.fingerprint, outputs_present=t.shard in listing.written),
                             launch if force else None)
         if done is not None:
-            outcomes[t.shard] = TaskOutcome(t.shard, "skipped", done)
+            outcomes[t.shard] = TaskOutcome(t.shard, "skipped", outcome_stats(done))
         else:
             todo.append(t)
             # a shard being redone loses its earlier outputs first: should it fail now, the outputs

@@ -417,8 +417,14 @@ def test_a_pass_funnel_and_status_hold_a_chunk_of_shard_markers_not_all(tmp_path
     for i in range(10):
         pq.write_table(pa.table({"id": [f"d{i}"], "text": [f"document {i} " * (20 + 10 * i)]}), src / f"p{i}.parquet")
     out = tmp_path / "out"
-    run_pipeline(parse_config({"name": "m", "stages": [{"type": "gopher_quality"}]}), str(src), str(out), workers=1,
-                 progress=False)
+    config = parse_config({"name": "m", "stages": [{"type": "gopher_quality"}]})
+    ran = run_pipeline(config, str(src), str(out), workers=1, progress=False)
+    # the driver holds every outcome of a pass: not with each marker's histograms (~1 GB at 4,000)
+    (out / "kept" / "p0.parquet").unlink()
+    again = run_pipeline(config, str(src), str(out), workers=1, progress=False)  # p0 redone, 9 skipped
+    assert [o.status for o in again.outcomes].count("skipped") == 9
+    for summary in (ran, again):
+        assert all(o.result["docs_read"] == 1 and "histograms" not in o.result for o in summary.outcomes)
     markers = funnel.load_shard_stats(str(out))
     whole = funnel.merge_shard_stats(markers)
     assert whole["shards"] == 10 and whole["docs_read"] == 10

@@ -923,7 +923,7 @@ def _verify_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, exec
     verified = [work.path("verify", "edges", f"{s.name}.parquet") for s in shards]
     tasks = [{"attach_uris": _files_for(attach, passes["verify_attach"], s.index), "shard_index": s.index, "signature_uri": sig_uri[s.name], "output_uri": verified[k],
               "cc_parts": Q, "threshold": config.minhash.threshold} for k, s in enumerate(shards)]
-    passes["verify"] = _run_pass(work, "verify", verify_task, tasks, executor, names, units="pairs")
+    passes["verify"] = _run_pass(work, "verify", verify_task, tasks, executor, names, units="checked")  # pairs checked
     return verified
 
 
