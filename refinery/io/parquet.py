@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,10 +46,15 @@ def write_table(table: pa.Table, uri: str, row_group_size: int = 10_000) -> None
     empty row group, on which Hugging Face ``datasets`` (5.x) fails ("BatchSize must be greater
     than 0"), so a dedup index or token ids directory holding one empty shard could not be loaded."""
     with fs.atomic_output(uri) as out:
-        if table.num_rows:
-            pq.write_table(table, out, compression=COMPRESSION, row_group_size=row_group_size)
-        else:
-            pq.ParquetWriter(out, table.schema, compression=COMPRESSION).close()
+        write_to(out, table, row_group_size)
+
+
+def write_to(out: Any, table: pa.Table, row_group_size: int = 10_000) -> None:
+    """Write ``table`` as Parquet into the open stream ``out`` (an empty table: schema, no row group)."""
+    if table.num_rows:
+        pq.write_table(table, out, compression=COMPRESSION, row_group_size=row_group_size)
+    else:
+        pq.ParquetWriter(out, table.schema, compression=COMPRESSION).close()
 
 
 def concat(batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema | None = None) -> pa.Table:

@@ -174,10 +174,7 @@ def _ids_parquet(table: pa.Table, row_groups: list[int] | None) -> bytes:
 
     sink = pa.BufferOutputStream()
     if row_groups is None:
-        if table.num_rows:
-            pq.write_table(table, sink, compression=parquet.COMPRESSION, row_group_size=10_000)
-        else:  # no row group at all: an empty one fails Hugging Face datasets (parquet.write_table)
-            pq.ParquetWriter(sink, table.schema, compression=parquet.COMPRESSION).close()
+        parquet.write_to(sink, table)
     else:
         with pq.ParquetWriter(sink, table.schema, compression=parquet.COMPRESSION) as w:
             start = 0
