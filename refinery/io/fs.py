@@ -198,6 +198,7 @@ def check_endpoint(uri: str | None = None) -> None:
 def _unreachable(endpoint: str) -> str | None:
     """Why ``endpoint`` does not answer a TCP connect (or, for https, a TLS handshake), or None."""
     import socket
+    import ssl
     from urllib.parse import urlsplit
 
     parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
@@ -218,7 +219,7 @@ def _unreachable(endpoint: str) -> str | None:
         return f"no such host {host!r} ({exc.strerror})"
     except TimeoutError:
         return f"{host} port {port} did not answer within {PROBE_TIMEOUT_S:g} s"
-    except _ssl_error() as exc:
+    except ssl.SSLError as exc:
         return f"{host} port {port} does not answer TLS ({getattr(exc, 'reason', None) or exc}): is it an http:// endpoint?"
     except OSError as exc:
         return f"cannot connect to {host} port {port} ({exc.strerror or exc})"
@@ -231,12 +232,6 @@ def _tls_handshake(conn: Any, host: str) -> None:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # whether it speaks TLS; pyarrow verifies
     context.wrap_socket(conn, server_hostname=host).close()
-
-
-def _ssl_error() -> type[BaseException]:
-    import ssl
-
-    return ssl.SSLError
 
 
 def _proxied(host: str) -> bool:
