@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -446,6 +448,85 @@ def test_wrong_credentials_and_an_unreachable_endpoint_are_said_so(cli, s3_serve
     assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {tls} (AWS_ENDPOINT_URL) for {s3_bucket}/run",
                           "does not answer TLS", "is it an http:// endpoint?")
     assert time.monotonic() - started < 10
+    _servers_that_accept_and_never_answer_http_are_said_so(cli, monkeypatch, cfg, s3_bucket, small_input)
+
+
+def _servers_that_accept_and_never_answer_http_are_said_so(cli, monkeypatch, cfg: Path, s3_bucket: str,
+                                                           small_input: Path) -> None:
+    """A server that accepts connections and never answers (a hung MinIO, a port forward to
+    nothing) held every command and the loader for pyarrow's 60 s per attempt x 8 (session 43's
+    note); one that answers, but not HTTP, for ~35-60 s of retries. Said at once now (h131)."""
+    from refinery.io import fs
+    from refinery.loader import TokenLoader
+
+    monkeypatch.setattr(fs, "PROBE_TIMEOUT_S", 0.25)  # the probe's wait for an answer (5 s), short for the test
+    monkeypatch.setattr(fs, "_FAILED_SLOWLY", {})  # this test's failures are its own
+    monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "1")  # the code before the probe fails in ~1 s, not 8 min
+    with _tcp_server(answer=None) as (silent, connections):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", silent)
+        started = time.monotonic()
+        code, out, err = cli("run", cfg, "-i", small_input, "-o", f"{s3_bucket}/o", "--workers", "1")
+        assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {silent} (AWS_ENDPOINT_URL) for {s3_bucket}/o",
+                              f"port {silent.rsplit(':', 1)[1]} accepts connections but sent no HTTP answer in 0.25 s")
+        # one wait, not one per S3 call: `run`'s check for an enclosing run directory takes any
+        # storage error for "no run here" and went on to the next call, which waited again
+        assert len(connections) == 1
+        with pytest.raises(fs.StorageError, match="accepts connections but sent no HTTP answer in 0.25 s"):
+            TokenLoader(f"{s3_bucket}/tokens", seq_len=8, batch_size=2)
+        assert len(connections) == 1  # the same process, within FAILURE_KEPT_S: said without a second wait
+        assert time.monotonic() - started < 3  # before: minutes
+    with _tcp_server(answer=b"SSH-2.0-OpenSSH_9.6\r\n") as (not_http, _):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", not_http)
+        started = time.monotonic()
+        code, out, err = cli("status", f"{s3_bucket}/run")
+        assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {not_http} (AWS_ENDPOINT_URL) for {s3_bucket}/run",
+                              "answered, but not HTTP ('SSH-2.0-OpenSSH_9.6')")
+        assert time.monotonic() - started < 2
+    with _tcp_server(answer=b"", hold_s=0) as (closing, connections):  # a port forward to nothing: accepts, closes
+        monkeypatch.setenv("AWS_ENDPOINT_URL", closing)
+        with pytest.raises(fs.EndpointUnreachable, match="accepts connections but closed them without an HTTP answer"):
+            fs.check_endpoint()
+        assert len(connections) == 2  # asked twice: one closed connection may be a blip
+
+
+@contextmanager
+def _tcp_server(answer: bytes | None, hold_s: float = 1) -> Iterator[tuple[str, list[socket.socket]]]:
+    """A TCP server on 127.0.0.1 that accepts every connection and writes ``answer`` to each once
+    it has read a request (None: never writes), then holds it for ``hold_s`` before closing (so a
+    client without a timeout of its own still ends). Yields ``http://127.0.0.1:<port>`` and the
+    connections it accepted."""
+    import threading
+
+    def hold(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(1)
+            try:
+                conn.recv(4096)
+                if answer is not None:
+                    conn.sendall(answer)
+                time.sleep(hold_s)
+            except OSError:
+                pass
+
+    def accept(server: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            accepted.append(conn)
+            threading.Thread(target=hold, args=(conn,), daemon=True).start()
+
+    accepted: list[socket.socket] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    accepting = threading.Thread(target=accept, args=(server,), daemon=True)
+    accepting.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", accepted
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (a close alone does not, on Linux)
+        server.close()
+        accepting.join()
 
 
 def _a_task_refused_by_s3_is_said_so() -> None:

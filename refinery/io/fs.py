@@ -167,26 +167,46 @@ def s3_endpoint() -> str | None:
 
 
 class EndpointUnreachable(StorageError):
-    """The S3 endpoint a variable names does not answer (nothing listens, no such host, no TLS)."""
+    """The S3 endpoint a variable names does not answer HTTP (nothing listens, no such host, no TLS,
+    a server that accepts connections and never answers, or answers something else)."""
 
 
-#: endpoints this process reached once (a failure is not kept: a stopped MinIO may be started)
+#: endpoints this process reached once
 _REACHED: set[str] = set()
-#: how long the probe waits for a TCP connect (and a TLS handshake): pyarrow's own is 10 s per attempt
+#: endpoints whose probe failed slowly (no answer within PROBE_TIMEOUT_S): when, and why. Kept for a
+#: while only (a hung MinIO may be restarted), so that a command which reads past one failure (an
+#: existence check that takes any storage error for "no": `run`'s) gets the answer at once, not
+#: after a second wait. A fast failure (refused, not HTTP) is probed again: it costs nothing.
+_FAILED_SLOWLY: dict[str, tuple[float, str]] = {}
+FAILURE_KEPT_S = 30.0
+#: how long the probe waits for a TCP connect (and a TLS handshake), then for the answer's first
+#: bytes: pyarrow's own connect timeout is 10 s per attempt, its read timeout 60 s
 PROBE_TIMEOUT_S = 5.0
+#: what the probe asks: the server about itself (RFC 9110's ``OPTIONS *``), no S3 operation, so no
+#: bucket is read and no access is logged; any status line (400, 403, 501 included) is an HTTP server
+_PROBE_REQUEST = "OPTIONS * HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+#: the probe's finding for a connection closed before any answer (retried once: one may be a blip)
+_CLOSED = "closed"
 
 
 def check_endpoint(uri: str | None = None) -> None:
     """Raise :class:`EndpointUnreachable` naming the endpoint when ``AWS_ENDPOINT_URL`` (or
-    ``_S3``) points where nothing answers: pyarrow retried a typo'd port or a stopped MinIO silently
-    for 30-75 s (its 8 attempts) before the one-line error (found by the session-42 S3 trial). One
-    TCP connect (and a TLS handshake for https) per process and endpoint, before its first S3
-    client (pyarrow's or boto3's): ~0.05 ms on loopback. AWS's own endpoints and endpoints behind a
-    proxy are not probed."""
+    ``_S3``) points where no HTTP server answers: pyarrow retried a typo'd port or a stopped MinIO
+    silently for 30-75 s (its 8 attempts) before the one-line error (found by the session-42 S3
+    trial), and a server that accepts connections but never answers (a hung MinIO, a port forward
+    to nothing) for 8 minutes (60 s per attempt). One TCP connect (and a TLS handshake for https)
+    and one ``OPTIONS *`` whose answer must start with an HTTP status line, per process and
+    endpoint, before its first S3 client (pyarrow's or boto3's): ~2 ms against moto on loopback.
+    AWS's own endpoints and endpoints behind a proxy are not probed."""
     endpoint = s3_endpoint()
     if not endpoint or endpoint in _REACHED:
         return
-    problem = _unreachable(endpoint)
+    problem = _slow_failure(endpoint)
+    if problem is None:
+        started = time.monotonic()
+        problem = _unreachable(endpoint)
+        if problem and time.monotonic() - started >= PROBE_TIMEOUT_S / 2:
+            _FAILED_SLOWLY[endpoint] = (started, problem)
     if problem:
         variable = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
         where = f" for {uri}" if uri else ""
@@ -195,10 +215,15 @@ def check_endpoint(uri: str | None = None) -> None:
     _REACHED.add(endpoint)
 
 
+def _slow_failure(endpoint: str) -> str | None:
+    """Why ``endpoint`` failed its probe slowly within the last :data:`FAILURE_KEPT_S`, or None."""
+    failed_at, problem = _FAILED_SLOWLY.get(endpoint, (0.0, None))
+    return problem if time.monotonic() - failed_at <= FAILURE_KEPT_S else None
+
+
 def _unreachable(endpoint: str) -> str | None:
-    """Why ``endpoint`` does not answer a TCP connect (or, for https, a TLS handshake), or None."""
-    import socket
-    import ssl
+    """Why ``endpoint`` does not answer HTTP (a TCP connect, a TLS handshake for https, then an
+    HTTP status line), or None."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
@@ -209,10 +234,25 @@ def _unreachable(endpoint: str) -> str | None:
         return None
     if not host or _proxied(host):
         return None  # the proxy, not this process, connects: its answer is pyarrow's to read
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    problem = _probe(host, port, tls, host_header)
+    if problem == _CLOSED:  # a live server's first answer lost to a reset is rare; twice in a row is no blip
+        problem = _probe(host, port, tls, host_header)
+    if problem == _CLOSED:
+        hint = " (a port forward to nothing?)" if tls else " (a port forward to nothing, or an https:// endpoint?)"
+        return f"{host} port {port} accepts connections but closed them without an HTTP answer{hint}"
+    return problem
+
+
+def _probe(host: str, port: int, tls: bool, host_header: str) -> str | None:
+    """One connection to ``host``: why it is not an HTTP server, :data:`_CLOSED`, or None."""
+    import socket
+    import ssl
+
     try:
-        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as conn:
-            if tls:
-                _tls_handshake(conn, host)
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as raw:
+            with _tls_handshake(raw, host) if tls else raw as conn:
+                return _not_http(conn, host, port, host_header)
     except ConnectionRefusedError:
         return f"connection refused (nothing listens on {host} port {port})"
     except socket.gaierror as exc:
@@ -223,15 +263,44 @@ def _unreachable(endpoint: str) -> str | None:
         return f"{host} port {port} does not answer TLS ({getattr(exc, 'reason', None) or exc}): is it an http:// endpoint?"
     except OSError as exc:
         return f"cannot connect to {host} port {port} ({exc.strerror or exc})"
-    return None
 
 
-def _tls_handshake(conn: Any, host: str) -> None:
+def _not_http(conn: Any, host: str, port: int, host_header: str) -> str | None:
+    """Why the server on ``conn`` is not an HTTP server (no answer within the timeout, an answer
+    that is not HTTP), :data:`_CLOSED`, or None when its answer starts with a status line."""
+    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    answer = b""
+    try:
+        conn.sendall(_PROBE_REQUEST.format(host=host_header).encode())
+        while len(answer) < len(b"HTTP/") and b"\n" not in answer:
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = conn.recv(256)
+            if not chunk:
+                break
+            answer += chunk
+    except TimeoutError:
+        if not answer:
+            return (f"{host} port {port} accepts connections but sent no HTTP answer in {PROBE_TIMEOUT_S:g} s "
+                    f"(a hung server, or a port forward or proxy to nothing?)")
+    except OSError:  # a reset (or a TLS connection cut): what was read decides
+        pass
+    if answer.startswith(b"HTTP/"):
+        return None
+    if not answer:
+        return _CLOSED
+    if answer[:1] in (b"\x15", b"\x16"):  # a TLS record (an alert) in answer to plain HTTP
+        return f"{host} port {port} answered TLS, not HTTP: is it an https:// endpoint?"
+    said = answer.split(b"\n", 1)[0].strip()[:40].decode("ascii", "backslashreplace")
+    return f"{host} port {port} answered, but not HTTP ({said!r}): is it the S3 server's port?"
+
+
+def _tls_handshake(conn: Any, host: str) -> Any:
+    """``conn`` after a TLS handshake (unverified: whether it speaks TLS; pyarrow verifies)."""
     import ssl
 
     context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # whether it speaks TLS; pyarrow verifies
-    context.wrap_socket(conn, server_hostname=host).close()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context.wrap_socket(conn, server_hostname=host)
 
 
 def _proxied(host: str) -> bool:
