@@ -487,6 +487,10 @@ def _servers_that_accept_and_never_answer_http_are_said_so(cli, monkeypatch, cfg
         with pytest.raises(fs.EndpointUnreachable, match="accepts connections but closed them without an HTTP answer"):
             fs.check_endpoint()
         assert len(connections) == 2  # asked twice: one closed connection may be a blip
+    with _tcp_server(answer=bytes.fromhex("15030300020246")) as (tls_port, _):  # a TLS alert to plain HTTP
+        monkeypatch.setenv("AWS_ENDPOINT_URL", tls_port)
+        with pytest.raises(fs.EndpointUnreachable, match="answered TLS, not HTTP: is it an https:// endpoint?"):
+            fs.check_endpoint()
 
 
 @contextmanager
