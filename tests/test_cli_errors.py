@@ -467,7 +467,8 @@ def _servers_that_accept_and_never_answer_http_are_said_so(cli, monkeypatch, cfg
         started = time.monotonic()
         code, out, err = cli("run", cfg, "-i", small_input, "-o", f"{s3_bucket}/o", "--workers", "1")
         assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {silent} (AWS_ENDPOINT_URL) for {s3_bucket}/o",
-                              f"port {silent.rsplit(':', 1)[1]} accepts connections but sent no HTTP answer in 0.25 s")
+                              f"port {silent.rsplit(':', 1)[1]} accepts connections but sent no HTTP answer in 0.25 s",
+                              "(REFINERY_S3_PROBE=0 skips this check)")
         # one wait, not one per S3 call: `run`'s check for an enclosing run directory takes any
         # storage error for "no run here" and went on to the next call, which waited again
         assert len(connections) == 1
@@ -487,6 +488,10 @@ def _servers_that_accept_and_never_answer_http_are_said_so(cli, monkeypatch, cfg
         with pytest.raises(fs.EndpointUnreachable, match="accepts connections but closed them without an HTTP answer"):
             fs.check_endpoint()
         assert len(connections) == 2  # asked twice: one closed connection may be a blip
+        monkeypatch.setenv("REFINERY_S3_PROBE", "0")  # the way out the line names, for a server the probe misjudges
+        fs.check_endpoint()
+        assert len(connections) == 2
+        monkeypatch.delenv("REFINERY_S3_PROBE")
     with _tcp_server(answer=bytes.fromhex("15030300020246")) as (tls_port, _):  # a TLS alert to plain HTTP
         monkeypatch.setenv("AWS_ENDPOINT_URL", tls_port)
         with pytest.raises(fs.EndpointUnreachable, match="answered TLS, not HTTP: is it an https:// endpoint?"):

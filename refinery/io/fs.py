@@ -199,7 +199,7 @@ def check_endpoint(uri: str | None = None) -> None:
     endpoint, before its first S3 client (pyarrow's or boto3's): ~2 ms against moto on loopback.
     AWS's own endpoints and endpoints behind a proxy are not probed."""
     endpoint = s3_endpoint()
-    if not endpoint or endpoint in _REACHED:
+    if not endpoint or endpoint in _REACHED or not probe_enabled():
         return
     problem = _slow_failure(endpoint)
     if problem is None:
@@ -211,8 +211,19 @@ def check_endpoint(uri: str | None = None) -> None:
         variable = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
         where = f" for {uri}" if uri else ""
         raise EndpointUnreachable(f"cannot reach the S3 endpoint {endpoint} ({variable}){where}: {problem}; "
-                                  f"check the endpoint's scheme, host and port, and the network")
+                                  f"check the endpoint's scheme, host and port, and the network "
+                                  f"({PROBE_SWITCH}=0 skips this check)")
     _REACHED.add(endpoint)
+
+
+#: the environment variable that turns the probe off ("0"): for a server it misjudges (one that
+#: closes connections to ``OPTIONS *`` unanswered, say); pyarrow's own retries then say what fails
+PROBE_SWITCH = "REFINERY_S3_PROBE"
+
+
+def probe_enabled() -> bool:
+    """Whether :func:`check_endpoint` probes (``REFINERY_S3_PROBE`` is not 0/off/false/no)."""
+    return os.environ.get(PROBE_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def _slow_failure(endpoint: str) -> str | None:
