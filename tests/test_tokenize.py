@@ -143,6 +143,30 @@ def test_literal_eos_in_text_is_text_not_a_boundary(tmp_path, cc_docs):
     assert (tokens_a == tok.eos_id).sum() == 1 and tokens_a[-1] == tok.eos_id  # only our EOS
     assert tok.tokenizer.decode(tokens_a.tolist(), skip_special_tokens=False) == docs[0]["text"] + EOS
 
+    # Every special token's string (gpt-neo/OLMo: '<|padding|>' too), other models' control strings and
+    # awkward text, token for token what the `tokenizers` library gives with specials as text (h135);
+    # a non-special added token ('|||IP_ADDRESS|||': ordinary vocabulary) is counted in the sidecar
+    from tokenizers import Tokenizer
+
+    odd = ["a<|padding|>b<|endoftext|>c", "</s><s>[SEP][CLS]<|im_start|>user<|im_end|>", "ip |||IP_ADDRESS||| x",
+           " \n\t ", "nul\x00byte", "crlf\r\nline\r\n", "bad \ufffd char", ""]
+    write_kept_run(str(tmp_path / "odd"), [{"id": f"o{i}", "text": t} for i, t in enumerate(odd)], [len(odd)])
+    neo = load_tokenizer(str(GPT_NEO_JSON))
+    result = tokenize_run(str(tmp_path / "odd"), str(tmp_path / "neo"), neo, progress=False)
+    reference = Tokenizer.from_file(str(GPT_NEO_JSON))
+    reference.encode_special_tokens = True
+    special_ids = {1, neo.eos_id}  # '<|padding|>', '<|endoftext|>'
+    written = dict(_read_shards(str(tmp_path / "neo"))["shard-00"])
+    assert len(written) == len(odd) - 1 and result.manifest["source"]["docs_empty"] == 1
+    for doc_id, tokens in written.items():
+        text = odd[int(doc_id[1:])]
+        assert tokens.tolist() == reference.encode(text, add_special_tokens=False).ids + [neo.eos_id], text
+        assert not special_ids & set(tokens[:-1].tolist()), text
+        assert neo.tokenizer.decode(tokens.tolist()[:-1], skip_special_tokens=False) == text
+    sidecar = json.loads((tmp_path / "neo" / "shard-00.json").read_text())
+    assert sidecar["added_tokens_from_text"] == {"|||IP_ADDRESS|||": 1}
+    assert "added_tokens_from_text" not in result.manifest["shards"][0]  # the manifest (loader fingerprint) as before
+
 
 def test_shuffle_is_global_deterministic_and_complete(kept_run, gpt2_tokens, tmp_path):
     a = tokenize_run(kept_run, str(tmp_path / "a"), "gpt2", shuffle=True, seed=7, num_shards=3, progress=False)

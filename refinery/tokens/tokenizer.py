@@ -55,6 +55,14 @@ class LoadedTokenizer:
     def dtype(self) -> np.dtype:
         return token_dtype(self.vocab_size)
 
+    def ordinary_added_tokens(self) -> dict[int, str]:
+        """``{id: content}`` of the tokenizer file's *non-special* added tokens that are not only
+        whitespace (e.g. OLMo's ``|||IP_ADDRESS|||``): unlike special tokens, text containing their
+        string maps to their id, as the file says; a tokenizer marking a control token (a chat turn,
+        a separator) non-special would turn such web text into that token, so shards count them."""
+        return {i: t.content for i, t in self.tokenizer.get_added_tokens_decoder().items()
+                if not t.special and t.content.strip()}
+
     def spec(self) -> TokenizerSpec:
         """How a worker process loads this tokenizer (see :func:`worker_tokenizer`)."""
         name = self.name

@@ -236,6 +236,15 @@ def _flatten(pieces: list[list[int]], eos: int, dtype: np.dtype) -> tuple[np.nda
     return tokens, offsets
 
 
+def _added_tokens_from_text(tok: LoadedTokenizer, tokens: np.ndarray) -> dict[str, int]:
+    """``{content: occurrences}`` of the tokenizer's non-special added tokens in ``tokens``."""
+    ordinary = tok.ordinary_added_tokens()
+    if not ordinary or not len(tokens):
+        return {}
+    ids, counts = np.unique(tokens[np.isin(tokens, np.fromiter(ordinary, np.int64))], return_counts=True)
+    return {ordinary[int(i)]: int(n) for i, n in zip(ids, counts)}
+
+
 def _shard_rng(seed: int, *key: str | int) -> np.random.Generator:
     digest = hashlib.sha256(json.dumps([seed, *key]).encode()).digest()
     return np.random.default_rng(np.frombuffer(digest[:16], np.uint32))
@@ -266,6 +275,13 @@ def _tokenize_shard(uri: str, name: str, out_dir: str, tok: LoadedTokenizer, bat
     tokens, offsets = _flatten(pieces, tok.eos_id, tok.dtype)
     if len(tokens) and int(tokens.max()) >= tok.vocab_size:
         raise TokenizeError(f"tokenizer {tok.name} produced id {int(tokens.max())} >= its vocab size {tok.vocab_size}")
+    added = _added_tokens_from_text(tok, tokens)
+    if added:  # only then: other shards' sidecars stay as they were
+        extra["added_tokens_from_text"] = added
+        log.warning("tokenize [%s]: the text produced %d non-special added token(s) of tokenizer %s: %s (its file "
+                    "makes them ordinary vocabulary, so their strings in web text map to them; special tokens "
+                    "are always encoded as text)", name, sum(added.values()), tok.name,
+                    ", ".join(f"{c!r} x{n}" for c, n in list(added.items())[:5]))
     entry = write_shard(out_dir, name, tokens.astype(tok.dtype), offsets, ids, tok.vocab_size, tok.sha256,
                         extra=extra, ids_row_groups=row_groups)
     elapsed = max(time.time() - started, 1e-9)
@@ -635,7 +651,8 @@ def _manifest(run_dir: str, tok: LoadedTokenizer, plan: dict | None, names: list
         # (its SHA-256 is the loader's dataset fingerprint, which training checkpoints record)
         "source": {"run_dir": fs.absolute(run_dir), "kept_shards": names, **source},
         "totals": {"n_shards": len(entries), "n_docs": n_docs, "n_tokens": sum(e["n_tokens"] for e in entries)},
-        "shards": [{k: v for k, v in e.items() if k not in ("plan", "source_totals", "buckets", "switched_off")}
+        "shards": [{k: v for k, v in e.items()
+                    if k not in ("plan", "source_totals", "buckets", "switched_off", "added_tokens_from_text")}
                    for e in entries],
     }
 
