@@ -131,6 +131,12 @@ class ShardSpool:
         """The rows appended, in order, conformed to ``schema``, as they were spilled."""
         from refinery.io.dataset import conform_table
 
+        if not self._segments:
+            # nothing spilled yet (a small shard: most are): its rows are read from memory, not
+            # written to a spool file and read back (a directory, a lock, two files per shard)
+            for table in self._pending:
+                yield conform_table(table, schema)
+            return
         self._spill()
         self._close_writer()
         for _, path, _ in self._segments:
