@@ -286,10 +286,12 @@ class ShardRunner:
         batch = with_edit_columns(pa.RecordBatch.from_pylist([], schema=DOCUMENT_SCHEMA), "")
         known = set(batch.schema.names) | set(RESERVED_COLUMNS)
         added: set[str] = set()
+        self._stage_columns_partial = False
         for stage in self.stages:
             try:
                 out = stage(batch)
             except Exception:  # noqa: BLE001 - a stage that needs real rows: its columns are not known
+                self._stage_columns_partial = True
                 break
             take = getattr(stage, "take_counters", None)
             if take is not None:
@@ -298,6 +300,13 @@ class ShardRunner:
             batch = out
         self._lazy_stage_columns = added
         return added
+
+    def forget_partial_stage_columns(self) -> None:
+        """Probe the stages again at the next shard if a stage raised on the last probe: a runner
+        reused across shards (the dedup removal) whose probe met an unreadable index file would
+        otherwise keep an incomplete set for every later shard."""
+        if self.__dict__.get("_stage_columns_partial"):
+            self.__dict__.pop("_lazy_stage_columns", None)
 
     # -- one shard ---------------------------------------------------------------------------
     def _warm_up(self, schema: pa.Schema) -> None:
@@ -393,15 +402,17 @@ class ShardRunner:
 
         try:
             # the corpus file last before the marker; should a write fail (a full disk), none of
-            # this shard's files stays for a reader that globs kept/*.parquet (the shard is redone)
-            write_pass_shard(kept, removed, task.kept_uri, task.removed_uri)
-            n_samples = collector.write_samples(task.samples_uri)
-            stats = self._finish_stats(task, fingerprint, limit, started, docs_read, kept, removed, reader_extra,
-                                       reader_counter, counters, collector, n_samples)
-            if launch is not None:
-                stats["launch"] = launch
-            # Compact JSON: histograms would put one number per line with indentation.
-            fs.write_bytes(task.stats_uri, json.dumps(stats, separators=(",", ":")).encode())
+            # this shard's files stays for a reader that globs kept/*.parquet (the shard is redone).
+            # Local files are fsynced together and published in this order, the marker last
+            with fs.published_together():
+                write_pass_shard(kept, removed, task.kept_uri, task.removed_uri)
+                n_samples = collector.write_samples(task.samples_uri)
+                stats = self._finish_stats(task, fingerprint, limit, started, docs_read, kept, removed, reader_extra,
+                                           reader_counter, counters, collector, n_samples)
+                if launch is not None:
+                    stats["launch"] = launch
+                # Compact JSON: histograms would put one number per line with indentation.
+                fs.write_bytes(task.stats_uri, json.dumps(stats, separators=(",", ":")).encode())
         except BaseException:
             for uri in (task.kept_uri, task.removed_uri, task.samples_uri):
                 with contextlib.suppress(Exception):

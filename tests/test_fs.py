@@ -121,6 +121,31 @@ def test_a_temporary_file_is_not_matched_by_a_parquet_glob(tmp_path):
     assert len(temporaries) == 1 and temporaries[0].startswith(".tmp-") and not temporaries[0].endswith(".parquet")
 
 
+def test_files_published_together_appear_in_order_once_all_are_synced(tmp_path, monkeypatch):
+    # a shard's kept, removed, samples and stats marker: fsynced at once (their journal commits
+    # shared), then renamed in the order written, the marker last (session 44, h136)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", "")), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", os.path.basename(b))), real_replace(a, b))[1])
+    names = ["kept.parquet", "removed.parquet", "marker.json"]
+    with fs.published_together():
+        parquet.write_table(pa.table({"x": [1]}), str(tmp_path / names[0]))
+        with fs.published_together():  # a nested block joins the outer one
+            parquet.write_table(pa.table({"x": [2]}), str(tmp_path / names[1]))
+        fs.write_bytes(str(tmp_path / names[2]), b"{}")
+        assert not any((tmp_path / n).exists() for n in names)  # nothing visible before the end
+        assert len(list(tmp_path.glob(".tmp-*"))) == 3 and not events
+    assert events == [("fsync", "")] * 3 + [("replace", n) for n in names]
+    assert parquet.read_table(str(tmp_path / names[1])).column("x").to_pylist() == [2]
+    with pytest.raises(RuntimeError, match="stop"), fs.published_together():
+        fs.write_bytes(str(tmp_path / "late.json"), b"{}")
+        raise RuntimeError("stop")
+    assert not (tmp_path / "late.json").exists() and not list(tmp_path.glob(".tmp-*"))  # nothing published
+    fs.write_bytes(str(tmp_path / "alone.json"), b"[]")  # outside a block: synced and published at once
+    assert (tmp_path / "alone.json").read_bytes() == b"[]" and events[-2:] == [("fsync", ""), ("replace", "alone.json")]
+
+
 def test_file_versions_of_a_listing_and_of_one_file_change_with_a_same_size_rewrite(root):
     fs.write_bytes(fs.join(root, "a", "x.json"), b"{}")
     fs.write_bytes(fs.join(root, "b.json"), b"[1, 2]")

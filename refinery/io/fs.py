@@ -920,6 +920,7 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
     # the temporary name ends in TMP_SUFFIX, not in the file's own suffix: a glob such as DuckDB's
     # 'DIR/*.parquet' (which includes dot files) never reads a half-written or abandoned one
     tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}{TMP_SUFFIX}")
+    group = _PUBLISH_GROUP.get()
     try:
         with _naming(path):
             os.makedirs(directory, exist_ok=True)
@@ -927,12 +928,78 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
         with f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if group is None:
+                os.fsync(f.fileno())
+        if group is not None:  # synced and renamed with the group's other files
+            group.append((tmp, path))
+            tmp = ""
+            return
         with _naming(path):
             os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+#: the (temporary, final) local files of the open :func:`published_together` block
+_PUBLISH_GROUP: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("publish_group",
+                                                                                                default=None)
+_SYNC_POOL: tuple[int, Any] | None = None  # (pid, thread pool): a forked worker makes its own
+
+
+@contextmanager
+def published_together() -> Iterator[None]:
+    """Local files written with :func:`atomic_output` in the block are fsynced together when it
+    ends, then renamed into place in the order they were written: each is still whole or absent,
+    and none is visible before all are durable. Why: a shard's four files (kept, removed,
+    samples, its stats marker) each waited for their own journal commit, one after the other,
+    ~45% of a dedup pass's removal step at 4 documents a shard; fsyncs issued at once share
+    commits (session 44, h136). An error in the block publishes nothing. S3 writes are unchanged
+    (an object is visible once its upload completes). A nested block joins the outer one."""
+    if _PUBLISH_GROUP.get() is not None:
+        yield
+        return
+    group: list[tuple[str, str]] = []
+    token = _PUBLISH_GROUP.set(group)
+    try:
+        yield
+        _PUBLISH_GROUP.reset(token)
+        token = None
+        _fsync_all([tmp for tmp, _ in group])
+        while group:
+            tmp, path = group[0]
+            with _naming(path):
+                os.replace(tmp, path)
+            group.pop(0)
+    finally:
+        if token is not None:
+            _PUBLISH_GROUP.reset(token)
+        for tmp, _ in group:  # not published
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)  # any descriptor of the file flushes its data (Linux, POSIX)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_all(paths: list[str]) -> None:
+    """fsync ``paths`` concurrently (a thread each, up to 8); the first error is raised."""
+    global _SYNC_POOL
+    if len(paths) <= 1:
+        for path in paths:
+            _fsync_path(path)
+        return
+    if _SYNC_POOL is None or _SYNC_POOL[0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        _SYNC_POOL = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="refinery-fsync"))
+    for future in [_SYNC_POOL[1].submit(_fsync_path, path) for path in paths]:
+        future.result()
 
 
 @contextmanager
