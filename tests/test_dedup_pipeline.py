@@ -5,6 +5,7 @@ YAML pipeline, resuming, and the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -192,6 +193,24 @@ def test_url_dedup_keeps_the_first_by_shard_then_row(tmp_path):
     clusters = clusters_of(tmp_path / "out", "url_cluster_id")
     assert clusters[docs[2]["id"]] == clusters[docs[0]["id"]] == 0  # "2019-a" row 0 is the first
     assert clusters[docs[3]["id"]] is None and clusters[docs[6]["id"]] is None
+    # one stage applied the index to every shard of this (one-worker) run: its manifest, a list of
+    # every shard, was read once, not once per shard; a rewritten manifest (the index rebuilt) gets
+    # a new one, and the memory probe of a later pass drops it (session 44, h136)
+    from refinery.dedup.driver import _resident_probe_task
+    from refinery.dedup.passes import removal_runner
+
+    marker = json.loads((tmp_path / "out" / "stats" / "2020-a.json").read_text())
+    params = {"dedup_dir": str(tmp_path / "out" / "dedup")}
+    runner = removal_runner("url_dedup", params, "2019-b", marker["fingerprint"])
+    assert runner is removal_runner("url_dedup", params, "2019-a", marker["fingerprint"])
+    assert runner.stages[0].shard == "2019-a" and "_lazy_manifest" in runner.stages[0].__dict__
+    manifest = tmp_path / "out" / "dedup" / "manifest.json"
+    os.utime(manifest, ns=(manifest.stat().st_atime_ns, manifest.stat().st_mtime_ns + 1))
+    rebuilt = removal_runner("url_dedup", params, "2019-a", marker["fingerprint"])
+    other = removal_runner("url_dedup", params, "2019-a", "another index")
+    assert rebuilt is not runner and other is not rebuilt and removal_runner("url_dedup", params, "2019-a", "another index") is other
+    _resident_probe_task(0.0)
+    assert removal_runner("url_dedup", params, "2019-a", "another index") is not other
 
 
 def test_normalize_url():
@@ -910,8 +929,8 @@ def test_a_killed_dedup_with_its_work_dir_inside_the_output_resumes(tmp_path):
 
 @pytest.mark.parametrize("outside", [False, True])
 def test_a_dedup_killed_before_any_shard_finished_resumes_after_its_input_lost_that_shard(tmp_path, outside):
-    """A dedup SIGKILLed in its removal run as its first shard's stats marker opens (kept/a,
-    removed/a and samples/a out; no marker, no run.json), rerun on an input without shard a, was
+    """A dedup SIGKILLed in its removal run as its first shard's stats marker is renamed into place
+    (kept/a, removed/a and samples/a out; no marker, no run.json), rerun on an input without shard a, was
     refused as "not a refinery run" naming its own kept/a.parquet: nothing but its work dir's
     manifest, which lists a, says a dedup wrote them. Now resumed, a's files cleaned."""
     import subprocess
@@ -923,8 +942,9 @@ def test_a_dedup_killed_before_any_shard_finished_resumes_after_its_input_lost_t
     out, work = tmp_path / "out", (tmp_path / "work" if outside else None)
     killed = f"""
 import os, signal, sys
-def _kill(event, args):  # the process dies, uncatchably, as it opens a shard's stats marker
-    if event == "open" and isinstance(args[0], str) and args[0].startswith({str(out / 'stats')!r} + "/"):
+def _kill(event, args):  # the process dies, uncatchably, as it publishes a shard's stats marker
+    # (os.replace's event; the shard's files are published together, the marker last)
+    if event == "os.rename" and isinstance(args[1], str) and args[1].startswith({str(out / 'stats')!r} + "/"):
         os.kill(os.getpid(), signal.SIGKILL)
 sys.addaudithook(_kill)
 from refinery.dedup.config import DedupConfig

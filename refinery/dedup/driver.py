@@ -350,8 +350,10 @@ def _without_unread(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resident_probe_task(pause: float) -> dict[str, Any]:
+    from refinery.dedup.passes import drop_removal_runner
     from refinery.executors.base import resident_bytes
 
+    drop_removal_runner()  # an earlier pass's index held for its removal run is not this pass's baseline
     time.sleep(pause)  # held briefly so that the probes spread over all of the pool's workers
     return {"resident": resident_bytes()}
 

@@ -8,6 +8,7 @@ document in input order" -- for URL dedup that is the first shard (by name) and 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -444,14 +445,57 @@ def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_ur
 
 
 # -- pass 6: the removal run, through the normal shard runner ----------------------------------
-def removal_run_task(kept_uri: str, out: PassDir, shard: str, stage_kind: str, stage_params: dict[str, Any],
-                     force: bool = False, fingerprint: str | None = None) -> dict[str, Any]:
-    from refinery.runner import ShardRunner, ShardTask
+#: the removal runner of the pass this worker last ran shards of: (key, runner). One stage serves
+#: every shard of the pass (its ``shard`` set per task), so what it loads for the whole index --
+#: the manifest (a list of every shard: parsed per shard, quadratic in the shards) and the lines
+#: pass's corpus-wide line set -- loads once per worker, not once per shard (session 44, h136)
+_REMOVAL_RUNNER: list[tuple[tuple[Any, ...], Any]] = []
+
+
+def drop_removal_runner() -> None:
+    """Forget the cached removal runner (and the index it holds): a worker's memory probe calls
+    this, so a later pass's budget does not count an earlier pass's index."""
+    _REMOVAL_RUNNER.clear()
+
+
+def _index_version(dedup_dir: str) -> tuple[int, str] | None:
+    """The index manifest's (size, version), or None when it cannot be read (the stage says why)."""
+    manifest = fs.join(dedup_dir, "manifest.json")
+    try:
+        return fs.file_versions(manifest, [manifest])[manifest]
+    except (OSError, fs.StorageError):
+        return None
+
+
+def removal_runner(stage_kind: str, stage_params: dict[str, Any], shard: str, fingerprint: str | None) -> Any:
+    """The :class:`~refinery.runner.ShardRunner` that applies the index at ``stage_params["dedup_dir"]``
+    to ``shard``: this worker's runner of the pass when the index is the one it was built for (same
+    fingerprint, manifest unchanged), else a new one."""
+    from refinery.runner import ShardRunner
     from refinery.stages.registry import stage_class
 
-    stage = stage_class(stage_kind)(shard=shard, **stage_params)
+    version = _index_version(stage_params.get("dedup_dir", ""))
+    key = (stage_kind, json.dumps(stage_params, sort_keys=True, default=str), fingerprint, version)
+    runner = _REMOVAL_RUNNER[0][1] if _REMOVAL_RUNNER and _REMOVAL_RUNNER[0][0] == key else None
+    if runner is None or version is None:
+        drop_removal_runner()
+        runner = ShardRunner([stage_class(stage_kind)(shard=shard, **stage_params)])
+        if version is not None:
+            _REMOVAL_RUNNER.append((key, runner))
+    stage = runner.stages[0]
+    stage.shard = shard
+    stage.__dict__.pop("_lazy_tables", None)  # the shard's own index rows: read by its task, as before
+    runner.forget_partial_stage_columns()  # a probe that failed (an unreadable index file) is redone
+    return runner
+
+
+def removal_run_task(kept_uri: str, out: PassDir, shard: str, stage_kind: str, stage_params: dict[str, Any],
+                     force: bool = False, fingerprint: str | None = None) -> dict[str, Any]:
+    from refinery.runner import ShardTask
+
+    runner = removal_runner(stage_kind, stage_params, shard, fingerprint)
     # a shard counts as finished only if it was produced from this very index (its fingerprint)
-    result = ShardRunner([stage]).run(ShardTask(kept_uri, out, shard), force=force, fingerprint=fingerprint)
+    result = runner.run(ShardTask(kept_uri, out, shard), force=force, fingerprint=fingerprint)
     stats = result.stats
     return {"docs": int(stats.get("docs_read", 0)), "kept": int(stats.get("docs_kept", 0)),
             "removed": int(stats.get("docs_removed", 0)), "skipped": result.skipped}
