@@ -15,6 +15,7 @@ import os
 import posixpath
 import re
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -341,6 +342,7 @@ def _s3_filesystem() -> pafs.S3FileSystem:
 
 _FS_CACHE: dict[tuple, pafs.FileSystem] = {}
 _CLIENT_CACHE: dict[tuple, object] = {}
+_CLIENT_LOCK = threading.Lock()
 
 
 #: connections the boto3 client keeps: as many as the threads that share it (32 stub uploads in
@@ -354,18 +356,26 @@ def s3_client():
     key = (s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts())
     client = _CLIENT_CACHE.get(key)
     if client is None:
-        check_endpoint()  # before botocore's silent retries
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=s3_endpoint(),
-            config=Config(retries={"max_attempts": s3_max_attempts(), "mode": "standard"}, connect_timeout=10,
-                          read_timeout=60, max_pool_connections=S3_POOL_CONNECTIONS),
-        )
-        _CLIENT_CACHE[key] = client
+        # one at a time: the threads of a read-ahead pool each made a client at once (16 clients,
+        # ~2 s of a cold `report`), and boto3 does not make clients safely from several threads
+        with _CLIENT_LOCK:
+            client = _CLIENT_CACHE.get(key)
+            if client is None:
+                client = _CLIENT_CACHE[key] = _new_s3_client()
     return client
+
+
+def _new_s3_client():
+    check_endpoint()  # before botocore's silent retries
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint(),
+        config=Config(retries={"max_attempts": s3_max_attempts(), "mode": "standard"}, connect_timeout=10,
+                      read_timeout=60, max_pool_connections=S3_POOL_CONNECTIONS),
+    )
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:

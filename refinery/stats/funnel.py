@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 from refinery.io import fs
+from refinery.io.readahead import read_ahead
 from refinery.rundir import PassDir, RunDir, pass_dir_refusal
 from refinery.stats.counters import StageListMerge, check_conservation, est_tokens, merge_stage_lists
 from refinery.stats.domains import TopDomainsMerge, merge_top_domains
@@ -154,25 +155,18 @@ def merge_shard_stats(shard_stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return merge.result()
 
 
-#: shard markers read at once (in parallel on S3) while a pass's funnel is merged
-STATS_READ_CHUNK = 256
+#: shard markers read ahead (in parallel: a request each on S3) of the one being merged: only
+#: these are held, whatever the number of shards
+STATS_READ_CHUNK = 64
 
 
 def iter_shard_stats(run_dir: "str | PassDir") -> Iterator[dict[str, Any]]:
-    """Every finished shard's stats of one pass (a run of one pass: its directory), read
-    :data:`STATS_READ_CHUNK` at a time: only a chunk is held, whatever the number of shards."""
+    """Every finished shard's stats of one pass (a run of one pass: its directory), in listing
+    order, read up to :data:`STATS_READ_CHUNK` ahead of the one being used."""
     stats_dir = (run_dir if isinstance(run_dir, PassDir) else PassDir(run_dir)).stats_dir
     if not fs.exists(stats_dir):
         return
-    uris = fs.list_files(stats_dir, (".json",))
-    if len(uris) < 8:
-        yield from (fs.read_json(uri) for uri in uris)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=16) as pool:  # a request each on S3: not one after another
-        for start in range(0, len(uris), STATS_READ_CHUNK):
-            yield from pool.map(fs.read_json, uris[start:start + STATS_READ_CHUNK])
+    yield from read_ahead(fs.read_json, fs.list_files(stats_dir, (".json",)), ahead=STATS_READ_CHUNK)
 
 
 def load_shard_stats(run_dir: "str | PassDir") -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any
 from urllib.parse import unquote
@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from refinery import __version__
 from refinery.dedup.config import pass_name, without_added_defaults
 from refinery.io import fs, parquet
+from refinery.io.readahead import read_ahead
 from refinery.rundir import RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.funnel import counter_rows, funnel_rows, load_run_stats
@@ -583,54 +584,78 @@ def _tokens_by_language(run_dir: str, manifest: dict[str, Any], column: str, tot
     token shard is joined to its own kept shard, one shard in memory at a time (a run-wide dict
     of ids took ~250 bytes a document: 25 GB for 100M); shuffled ones mix every kept shard,
     joined run-wide by id, and an id kept in two languages cannot be told."""
-    from refinery.tokens.format import ShardFile, TokenShardError
+    from refinery.tokens.format import ShardFile, TokenShardError, list_versions
     from refinery.tokens.writer import TokenizeError, kept_shards
 
     token_dir = fs.join(run_dir, "tokens")
     try:
         kept = kept_shards(run_dir, allow_unfinished=True)  # the names the tokens pass gave them
         run_wide = _kept_languages(list(kept.values()), column) if manifest.get("shuffle") else None
-        by_language: dict[str, int] = {}
-        for entry in manifest.get("shards") or []:
+        listing = list_versions(token_dir)  # the files' sizes and versions: one LIST, not two HEADs a shard
+
+        def shard_tokens(entry: dict[str, Any]) -> dict[str, int] | None:
             name = str(entry["name"])
-            shard = ShardFile(token_dir, name)
-            lengths = np.diff(shard.read_offsets())
-            if not len(lengths):
-                continue
-            ids = parquet.read_table(shard.uris["ids"], columns=["id"]).column("id")
-            languages = run_wide if manifest.get("shuffle") else _kept_languages([kept[name]], column)
-            if languages is None or len(ids) != len(lengths):
+            languages_of = (lambda: run_wide) if manifest.get("shuffle") else (lambda: _kept_languages([kept[name]], column))
+            return _shard_tokens_by_language(ShardFile(token_dir, name, listing), languages_of)
+
+        by_language: dict[str, int] = {}
+        # three files a token shard (its index, its ids, its kept shard): read ahead, a request each on S3
+        for counts in read_ahead(shard_tokens, manifest.get("shards") or []):
+            if counts is None:
                 return None
-            where = pc.index_in(ids.cast(pa.string()), value_set=languages.column("id"))
-            if where.null_count:  # a document the kept shards do not hold
-                return None
-            summed = pa.table({"language": languages.column("language").take(where), "n": lengths}) \
-                .group_by("language").aggregate([("n", "sum")])
-            for lang, n in zip(summed.column("language").to_pylist(), summed.column("n_sum").to_pylist()):
-                by_language[lang] = by_language.get(lang, 0) + int(n)
+            for lang, n in counts.items():
+                by_language[lang] = by_language.get(lang, 0) + n
     except (fs.StorageError, OSError, ValueError, KeyError, TypeError, TokenShardError, TokenizeError,
             parquet.ShardReadError, pa.ArrowException):
         return None
     return by_language if sum(by_language.values()) == total else None
 
 
+def _shard_tokens_by_language(shard: Any, languages_of: Callable[[], pa.Table | None]) -> dict[str, int] | None:
+    """One token shard's counted tokens per language of its documents (``languages_of()``: the
+    ``(id, language)`` pairs its documents are found in), or None when they cannot be told."""
+    lengths = np.diff(shard.read_offsets())
+    if not len(lengths):
+        return {}
+    ids = parquet.read_table(shard.uris["ids"], columns=["id"]).column("id")
+    languages = languages_of()
+    if languages is None or len(ids) != len(lengths):
+        return None
+    where = pc.index_in(ids.cast(pa.string()), value_set=languages.column("id"))
+    if where.null_count:  # a document the kept shards do not hold
+        return None
+    summed = pa.table({"language": languages.column("language").take(where), "n": lengths}) \
+        .group_by("language").aggregate([("n", "sum")])
+    return {lang: int(n) for lang, n in zip(summed.column("language").to_pylist(), summed.column("n_sum").to_pylist())}
+
+
+class _NoLanguage(Exception):
+    """A kept shard with documents but no language column."""
+
+
 def _kept_languages(uris: list[str], column: str) -> pa.Table | None:
     """``(id, language)`` of the documents kept in ``uris``, one row per id (a null language is
     ""); ``None`` when a shard with documents has no ``column`` or an id has two languages."""
-    parts = []
-    for uri in uris:
-        try:
-            table = parquet.read_table(uri, columns=["id", column])
-        except parquet.ShardReadError:  # an empty shard may have no columns; else no language
-            if parquet.read_table(uri, columns=[]).num_rows:
-                return None
-            continue
-        parts.append(pa.table({"id": table.column("id").cast(pa.string()),
-                               "language": pc.fill_null(table.column(column).cast(pa.string()), "")}))
+    try:
+        parts = [t for t in read_ahead(lambda uri: _id_languages(uri, column), uris) if t is not None]
+    except _NoLanguage:
+        return None
     if not parts:
         return pa.table({"id": pa.array([], pa.string()), "language": pa.array([], pa.string())})
     pairs = pa.concat_tables(parts).group_by(["id", "language"]).aggregate([])
     return pairs if pc.count_distinct(pairs.column("id"), mode="all").as_py() == pairs.num_rows else None
+
+
+def _id_languages(uri: str, column: str) -> pa.Table | None:
+    """``(id, language)`` of one kept shard's documents; None for an empty shard without columns."""
+    try:
+        table = parquet.read_table(uri, columns=["id", column])
+    except parquet.ShardReadError:  # an empty shard may have no columns; else no language
+        if parquet.read_table(uri, columns=[]).num_rows:
+            raise _NoLanguage(uri) from None
+        return None
+    return pa.table({"id": table.column("id").cast(pa.string()),
+                     "language": pc.fill_null(table.column(column).cast(pa.string()), "")})
 
 
 def build_report(run_dir: str, samples_per_reason: int = 8) -> str:

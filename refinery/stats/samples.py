@@ -25,6 +25,7 @@ import pyarrow as pa
 import xxhash
 
 from refinery.io import fs, parquet
+from refinery.io.readahead import read_ahead
 from refinery.rundir import RunDir
 
 SAMPLE_SCHEMA = pa.schema(
@@ -113,9 +114,10 @@ def load_samples(run_dir: str, per_reason: int | None = None, seed: int = 0) -> 
     """All shards' samples; with ``per_reason``, a run-wide weighted sample of at most that many
     rows per (stage, reason). Rows come back sorted by stage order of appearance, reason, id."""
     directories = [d.samples_dir for d in RunDir(run_dir).document_pass_dirs()]
-    tables = [parquet.read_table(uri) for directory in directories if fs.exists(directory)
-              for uri in fs.list_files(directory, (".parquet",))]
-    tables = [t.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA) for t in tables if t.num_rows]
+    uris = [uri for directory in directories if fs.exists(directory) for uri in fs.list_files(directory, (".parquet",))]
+    # a file a shard per pass: read ahead, not one after another (a request each on S3)
+    tables = [t.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA) for t in read_ahead(parquet.read_table, uris)
+              if t.num_rows]
     if not tables:
         return empty_samples()
     table = pa.concat_tables(tables)
