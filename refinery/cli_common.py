@@ -21,12 +21,14 @@ import logging
 import os
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, get_args, get_origin
+from typing import Any, Iterator, NoReturn, get_args, get_origin
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from refinery.noisy_loggers import NOISY_LOGGERS
@@ -193,10 +195,67 @@ def unwrapped(help_text: str | None) -> str | None:
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
+def _folded(cell: Any) -> Any:
+    """``cell`` (a help table's Text, or the Columns of an option's help, env var and default)
+    with its texts folding a word longer than the column onto the next line instead of cutting
+    it with "…" (rich's default in a table)."""
+    for text in getattr(cell, "renderables", [cell]):
+        if isinstance(text, Text) and text.overflow is None:
+            text.overflow = "fold"
+    return cell
+
+
+def _names_cell(long: Text, short: Text, negative_long: Text, negative_short: Text) -> Text:
+    """An option's names in one cell: ``--input, -i``, its negative flag (``--no-spot``) on the next
+    line; an argument's name (``CONFIG``)."""
+    cell = Text(overflow="fold")
+    for i, (first, second) in enumerate(((long, short), (negative_long, negative_short))):
+        names = [t for t in (first, second) if t.plain]
+        if names and i:
+            cell.append("\n")
+        for j, name in enumerate(names):
+            cell.append_text(Text(", ") + name if j else name)
+    return cell
+
+
+class _WholeWordsTable(Table):
+    """typer's options table, where nothing is cut: a ``[default: ...]``, a name pattern
+    (``refinery-pipeline-ray-<config>-<UTC time>``) or a path wider than the help column was cut
+    to "refinery-pipeline-ray-<c…" at 80 columns, and at 60 option names to "--instance-…"
+    with help 12 columns wide (found by the session-43 trials, h133). An option's names share one
+    column (typer gives its short and negative forms a column each, mostly empty), which keeps
+    its width; the type and help columns share what is left, and fold a word longer than their width."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        # typer's row: [required marker,] long, short, negative long, negative short, type, help
+        if len(renderables) in (6, 7) and all(isinstance(c, Text) for c in renderables[-6:-1]):
+            lead, names, rest = renderables[:-6], renderables[-6:-2], renderables[-2:]
+            renderables = (*lead, _names_cell(*names), *rest)
+        super().add_row(*(_folded(cell) for cell in renderables), **kwargs)
+        for column in self.columns[:-2]:  # the names keep their width; the type and help wrap
+            column.no_wrap = True
+
+
+@contextmanager
+def _whole_words_help() -> Iterator[None]:
+    from typer import rich_utils
+
+    table = rich_utils.Table
+    rich_utils.Table = _WholeWordsTable
+    try:
+        yield
+    finally:
+        rich_utils.Table = table
+
+
 class _PlainHelp:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self.help = unwrapped(self.help)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        with _whole_words_help():
+            super().format_help(ctx, formatter)  # type: ignore[misc]
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)  # type: ignore[misc]

@@ -21,7 +21,7 @@ def dedup(
     method: str | None = typer.Option(None, help="minhash (default), exact, url, substring, lines or decontaminate (a YAML names its benchmarks)"),
     config: str | None = typer.Option(None, "--config", "-c", metavar="PATH", help="dedup YAML, e.g. configs/dedup.yaml"),
     name: str | None = typer.Option(None, help="the pass's name (default <method>_dedup): labels its removals "
-                                    "(removed_stage, the funnel's row) and passes/<name>.json, as a recipe's dedup entry's name:"),
+                                    "(removed_stage, the funnel's row) and passes/<name>.json, like the name: of a recipe's dedup entry"),
     preset: str | None = typer.Option(None, help="MinHash preset: default (14x8 of 128) or refinedweb (450x20 of 9000)"),
     bands: int | None = typer.Option(None, help="LSH bands"),
     rows: int | None = typer.Option(None, help="MinHash values per band"),

@@ -123,22 +123,29 @@ def _description(output: str) -> list[str]:
     return [line.rstrip() for line in lines[start:end]]
 
 
-def test_help_reads_whole_at_80_columns():
+@pytest.mark.parametrize("columns", [80, 60])
+def test_help_reads_whole_at_80_columns(columns):
     """At 80 columns every option's name is shown whole and the description wraps only where the
     next word does not fit: typer kept each docstring line break, leaving stubs ("and a") between
     lines, and ``--allow-unfinished / --no-allow-unfinished`` pushed tokenize's option names
-    to ``--allow-unfinish…`` (the session-42 trials, h121)."""
+    to ``--allow-unfinish…`` (the session-42 trials, h121). Nothing is cut with "…", at 60 columns
+    either: launch's --name patterns and dedup's --memory-budget at 80, at 60 option names
+    (``--instance-…``) and ``[default: ...]`` values (h133)."""
     group = typer.main.get_command(app)
-    for path in _command_paths():
+    for path in [[]] + _command_paths():
         command = group
         for name in path:
             command = command.commands[name]
-        output = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"}).output
-        words = set(output.replace("│", " ").split())
+        output = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": str(columns)}).output
+        assert "…" not in output, (path, [line for line in output.splitlines() if "…" in line])
+        assert max(len(line) for line in output.splitlines()) <= columns, path
+        if not path:
+            continue
+        words = set(output.replace("│", " ").replace(",", " ").split())
         names = {o for p in command.params if not getattr(p, "hidden", False)
                  for o in [*p.opts, *p.secondary_opts] if o.startswith("--")}
         assert names <= words, (path, sorted(names - words))
         text = _description(output)
         for line, after in zip(text, text[1:]):
             if line.strip() and after.strip():  # a break inside a paragraph: the next word did not fit
-                assert len(line) + 1 + len(after.split()[0]) > 78, (path, line, after)
+                assert len(line) + 1 + len(after.split()[0]) > columns - 2, (path, line, after)
