@@ -141,6 +141,20 @@ def check_stall_settings(stall_minutes: float, start_grace_minutes: float, inter
                   {"--start-grace-minutes": start_grace_minutes})
 
 
+def aws_region(given: str | None, configured: bool = True) -> str | None:
+    """The region a command's AWS requests go to (:func:`refinery.launch.sagemaker.resolve_region`):
+    ``given`` (``--region`` or AWS_REGION), AWS_DEFAULT_REGION, or (``configured``) the AWS
+    configuration's; a region that is not one is one line naming where it came from: watchdog
+    deploy blamed ``--region`` for a bad AWS_REGION, and a bad AWS_DEFAULT_REGION reached
+    ``watch`` and ``watchdog check`` as a connection error after botocore's retries (h133)."""
+    from refinery.launch.sagemaker import resolve_region
+
+    try:
+        return resolve_region(given, configured)
+    except ValueError as exc:
+        fail(exc)
+
+
 # -- help pages: plain metavars --------------------------------------------------------------------
 #: what an option's value is called in help when it names none itself (typer shows ``<str>``)
 _TYPE_METAVARS: dict[Any, str] = {str: "TEXT", int: "INT", float: "FLOAT", Path: "PATH"}

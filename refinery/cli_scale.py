@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from refinery.cli_common import VERBOSE_HELP, check_numbers, check_stall_settings, err, fail, note, setup_logging
+from refinery.cli_common import VERBOSE_HELP, aws_region, check_numbers, check_stall_settings, err, fail, note, setup_logging
 from refinery.cli_common import out
 
 
@@ -143,6 +143,7 @@ def watch(
 
     setup_logging(verbose)
     check_stall_settings(stall_minutes, start_grace_minutes, interval)
+    region = aws_region(region)
     try:
         sm = boto3.client("sagemaker", region_name=region)
         cw = boto3.client("cloudwatch", region_name=region) if cloudwatch else None

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from refinery.cli_common import VERBOSE_HELP, check_stall_settings, fail, note, out, setup_logging
+from refinery.cli_common import VERBOSE_HELP, aws_region, check_stall_settings, fail, note, out, setup_logging
 
 watchdog_app = typer.Typer(add_completion=False, no_args_is_help=True,
                            help="Deploy or run the watchdog, a Lambda that stops stalled refinery jobs.")
@@ -44,6 +44,7 @@ def deploy(
     It creates an IAM role with a least-privilege policy, the Lambda function, an EventBridge
     schedule and its permission to invoke the function."""
     from refinery.launch import watchdog
+    from refinery.launch.sagemaker import NO_REGION
 
     setup_logging(verbose)
     settings = _settings(stall_minutes, start_grace_minutes, report_only)
@@ -52,11 +53,7 @@ def deploy(
         fail(f"--account {account!r}: an AWS account id is 12 digits")
     if problem := watchdog.schedule_problem(schedule):  # before any AWS call: PutRule comes after the Lambda
         fail(f"--schedule {schedule!r}: {problem}")
-    if region:
-        from refinery.launch.sagemaker import region_problem
-
-        if problem := region_problem(region):
-            fail(f"--region {problem}")
+    region = aws_region(region, configured=not dry_run)
     if dry_run:
         # the ARNs need both: say which ones are stand-ins, not the user's (found by trials, h121)
         if not region:
@@ -70,7 +67,7 @@ def deploy(
         out.print(json.dumps(watchdog.printable(requests), indent=1), soft_wrap=True)
         return
     if not region:
-        fail("no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION")
+        fail(NO_REGION)
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -117,14 +114,16 @@ def check(
 
     from refinery.io import fs
     from refinery.launch import watchdog
+    from refinery.launch.sagemaker import NO_REGION
 
     setup_logging(verbose, level=None if verbose else logging.INFO)
     settings = _settings(stall_minutes, start_grace_minutes, not stop)
+    region = aws_region(region)
     try:
         sm = boto3.client("sagemaker", region_name=region)
         result = watchdog.check_jobs(sm, fs.s3_client(), settings)
     except NoRegionError:
-        fail("no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION")
+        fail(NO_REGION)
     except NoCredentialsError:
         fail("no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
     except (ClientError, BotoCoreError) as exc:

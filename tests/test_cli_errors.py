@@ -190,6 +190,13 @@ MISTAKES = {
     "launch: no region": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
                            "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--no-build"],
                           ["no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION"]),
+    # SageMaker pulls from its own region's ECR only: refused when the first job started (h133)
+    "launch: image in another region": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
+                                         "123456789012.dkr.ecr.us-east-1.amazonaws.com/r:v1", "--role",
+                                         "arn:aws:iam::123456789012:role/r", "--dry-run", "--region", "eu-west-1"],
+                                        ["--image 123456789012.dkr.ecr.us-east-1.amazonaws.com/r:v1 is in the ECR of "
+                                         "us-east-1, and the jobs run in eu-west-1 (from --region): ",
+                                         "launch in us-east-1 (--region us-east-1)"]),
     "watch: no job": (["watch"], ["Missing argument"]),
     # 0 or less judged every running job stalled at the first poll and stopped it (trials, h121)
     "watch: --stall-minutes 0": (["watch", "j", "--stall-minutes", "0"], ["--stall-minutes must be positive, got 0.0"]),
@@ -254,6 +261,22 @@ def test_common_mistakes_are_one_error_line(case, cli, tmp_path, no_aws_region):
 def test_watch_without_region_is_one_line(cli, no_aws_region):
     code, out, err = cli("watch", "some-pipeline", "--once")
     assert_one_error_line(code, out, err, "no AWS region", "--region", "AWS_REGION")
+
+
+@pytest.mark.parametrize("var", ["AWS_REGION", "AWS_DEFAULT_REGION"])
+def test_a_bad_region_names_the_variable_it_came_from(cli, no_aws_region, monkeypatch, tmp_path, var):
+    """watchdog deploy said "--region 'us-esat-1'" for a region set by AWS_REGION, a command line
+    without --region; watch and watchdog check passed a bad AWS_DEFAULT_REGION to botocore, which
+    failed at the first request after its retries (h133). launch said it right: checked too."""
+    monkeypatch.setenv(var, "us-esat-1")
+    launch = ["launch", _config(tmp_path, GOPHER), "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
+              "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--no-build"]
+    for args in (["watchdog", "deploy", "--bucket", "runs", "--dry-run"], ["watchdog", "deploy", "--bucket", "runs"],
+                 ["watchdog", "check"], ["watch", "job", "--once"], launch, [*launch, "--dry-run"]):
+        code, out, err = cli(*args)
+        assert_one_error_line(code, out, err, f"error: {var} 'us-esat-1' is not an AWS region; did you mean")
+    code, out, err = cli("watch", "job", "--once", "--region", "eu-wst-1")  # given: the option is named
+    assert_one_error_line(code, out, err, "error: --region 'eu-wst-1' is not an AWS region")
 
 
 def test_traceback_only_with_verbose(cli, tmp_path):

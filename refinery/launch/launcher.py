@@ -27,8 +27,8 @@ from typing import Any
 from refinery.io import fs
 from refinery.launch import package, pipelines
 from refinery.launch.recipe import JobGroup, group_passes, recipe_passes, stubs_prefix, write_stubs
-from refinery.launch.sagemaker import (JobSpec, build_request, client, instance_type_problem, job_name,
-                                       job_name_problem, region_problem)
+from refinery.launch.sagemaker import (NO_REGION, JobSpec, build_request, client, instance_type_problem, job_name,
+                                       job_name_problem, region_problem, region_source)
 from refinery.launch.steps import Shipment, resolve_shipment
 
 log = logging.getLogger("refinery.launch")
@@ -98,7 +98,7 @@ def _region_to_send_to(region: str | None) -> str:
 
         region = boto3.session.Session().region_name
     if not region:
-        raise LaunchError("no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION")
+        raise LaunchError(NO_REGION)
     return region
 
 
@@ -109,17 +109,20 @@ def _groups_offline(shipment: Shipment) -> list[JobGroup]:
     return group_passes(recipe_passes(shipment.config), shipment.all_on_ray)
 
 
-def _region_source(given: str | None) -> str:
-    """Where the region a launch uses came from, as the user would name it."""
-    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        value = os.environ.get(var)
-        if value and (given is None or given == value):
-            return var  # typer fills --region from AWS_REGION: the variable is what to fix
-    return "--region" if given else "the AWS configuration's region"
+def _image_region_problem(image: str, region: str | None, given_region: str | None) -> str | None:
+    """Why the jobs cannot pull ``image``: SageMaker pulls from its own region's ECR only, and an
+    image in another region's passed every check, the uploads and CreatePipeline, to fail when
+    the first job started (found by the session-43 trials, h133)."""
+    where = package.image_region(image)
+    if not region or not where or where == region:
+        return None
+    return (f"--image {image} is in the ECR of {where}, and the jobs run in {region} (from {region_source(given_region)}): "
+            f"SageMaker pulls images from its own region's ECR only; push the image to {region}'s ECR "
+            f"(<account>.dkr.ecr.{region}.amazonaws.com/...) or launch in {where} (--region {where})")
 
 
 def _check_options(shipment: Shipment, instance_type: str, ray_instance_type: str | None, name: str | None,
-                   region: str | None, given_region: str | None) -> None:
+                   region: str | None, given_region: str | None, image: str = "") -> None:
     """The options a user typed, each checked offline and named, before anything is built, uploaded
     or listed: SageMaker's refusal named its request field (``ClusterConfig.InstanceType``,
     ``ProcessingJobName``), and ``--region mars-1 --dry-run`` passed (found by trials, h121)."""
@@ -133,7 +136,9 @@ def _check_options(shipment: Shipment, instance_type: str, ray_instance_type: st
     if name is not None and (problem := job_name_problem(name)):
         problems.append(f"--name {problem}")
     if region and (problem := region_problem(region)):
-        problems.append(f"{_region_source(given_region)} {problem}")
+        problems.append(f"{region_source(given_region)} {problem}")
+    elif problem := _image_region_problem(image, region, given_region):
+        problems.append(problem)
     if problems:
         raise LaunchError("; ".join(problems))
 
@@ -258,7 +263,7 @@ def launch(
     if not dry_run and sagemaker_client is None:
         region = _region_to_send_to(region)
     shipment = resolve_shipment(stage, config_path)
-    _check_options(shipment, instance_type, ray_instance_type, name, region, given_region)
+    _check_options(shipment, instance_type, ray_instance_type, name, region, given_region, image)
     if shipment.config is not None:
         check_models_shipped(shipment.config)
     check_files_reachable(shipment)

@@ -53,6 +53,12 @@ def is_ecr(image: str) -> bool:
     return bool(m) and bool(image[m.end():].strip("/"))
 
 
+def image_region(image: str) -> str | None:
+    """The region of the ECR registry ``image`` is in (None: not an ECR image)."""
+    m = _ECR.match(image)
+    return m["region"] if m else None
+
+
 def image_uri(image: str, version: CodeVersion) -> str:
     """``image`` as given when it has a tag or digest; else tagged with the code's short SHA."""
     last = image.rsplit("/", 1)[-1]

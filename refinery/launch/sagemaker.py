@@ -21,6 +21,7 @@ name patterns -- so a bad request fails here rather than at the API.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import secrets
 import time
@@ -312,6 +313,38 @@ def region_problem(region: str) -> str | None:
     guesses = difflib.get_close_matches(region.strip().lower(), known, 2)  # two: us-esat-1 is as near us-west-1
     hint = "; did you mean " + " or ".join(map(repr, guesses)) + "?" if guesses else " (they look like us-east-1)"
     return f"{region!r} is not an AWS region{hint}"
+
+
+#: the environment variables a region comes from, in botocore's order of precedence
+REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+NO_REGION = "no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION"
+
+
+def region_source(given: str | None) -> str:
+    """Where the region a command uses came from, as the user would name it: ``--region``, the
+    variable (typer fills ``--region`` from AWS_REGION, and botocore reads AWS_DEFAULT_REGION:
+    the variable is what to fix; "--region 'mars-1'" sent the user to a command line that had
+    none, h133) or the AWS configuration (a profile's region)."""
+    for var in REGION_VARIABLES:
+        value = os.environ.get(var)
+        if value and (given is None or given == value):
+            return var
+    return "--region" if given else "the AWS configuration's region"
+
+
+def resolve_region(given: str | None, configured: bool = True) -> str | None:
+    """The region a command's requests go to: ``given`` (``--region`` or AWS_REGION), else
+    AWS_DEFAULT_REGION, else (``configured``: not for a dry run, which reads no configuration)
+    the AWS configuration's. None: there is none. Raises ValueError naming where a region that is
+    not one came from, before any request (a bad one failed only at the first call, after retries)."""
+    region = given or next((os.environ[v] for v in REGION_VARIABLES if os.environ.get(v)), None)
+    if not region and configured:
+        import boto3
+
+        region = boto3.session.Session().region_name
+    if region and (problem := region_problem(region)):
+        raise ValueError(f"{region_source(given)} {problem}")
+    return region or None
 
 
 def validate_request(operation: str, request: dict[str, Any]) -> None:
