@@ -141,6 +141,20 @@ def check_stall_settings(stall_minutes: float, start_grace_minutes: float, inter
                   {"--start-grace-minutes": start_grace_minutes})
 
 
+def check_shard_log_interval() -> None:
+    """Refuse a ``REFINERY_SHARD_LOG_EVERY_S`` that is not a number of seconds before any work, as
+    ``refinery run`` does: each worker reads it when a shard starts, so ``refinery dedup`` failed
+    its removal run shard by shard (exit 1) after the whole MinHash index was built (h133).
+    ``tokenize`` does not read it, and refuses it all the same: the environment a user set for a
+    run gets one verdict from run, dedup and tokenize."""
+    from refinery.runner import shard_log_every_s
+
+    try:
+        shard_log_every_s()
+    except ValueError as exc:
+        fail(exc)
+
+
 def aws_region(given: str | None, configured: bool = True) -> str | None:
     """The region a command's AWS requests go to (:func:`refinery.launch.sagemaker.resolve_region`):
     ``given`` (``--region`` or AWS_REGION), AWS_DEFAULT_REGION, or (``configured``) the AWS

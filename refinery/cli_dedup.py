@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from refinery.cli_common import VERBOSE_HELP, fail, print_error, remake_report, setup_logging
+from refinery.cli_common import VERBOSE_HELP, check_shard_log_interval, fail, print_error, remake_report, setup_logging
 from refinery.cli_common import out as console
 
 
@@ -53,6 +53,7 @@ def dedup(
     from refinery.io.fs import StorageError
 
     setup_logging(verbose)
+    check_shard_log_interval()
     out = console
     try:
         cfg = load_dedup_config(config, {

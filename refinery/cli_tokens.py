@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 import typer
-from refinery.cli_common import fail, setup_logging
+from refinery.cli_common import check_shard_log_interval, fail, setup_logging
 from refinery.cli_common import out as console
 from refinery.cli_common import VERBOSE_HELP, print_error, remake_report
 
@@ -85,6 +85,7 @@ def register(app: typer.Typer) -> None:
         from refinery.tokens.writer import TokenizeError, tokenize_run
 
         _logging(verbose)
+        check_shard_log_interval()
         if not shuffle:
             _refuse_shuffle_options(ctx)
         if workers is None and executor == "local":

@@ -988,11 +988,18 @@ def test_a_missing_input_or_output_is_named_alone(cli, tmp_path, given, missing)
 
 
 def test_a_bad_shard_log_interval_is_one_line_before_any_shard(cli, monkeypatch, tmp_path, small_input):
-    # each worker reads it: every shard failed, one error line each, exit 1
+    # each worker reads it: every shard failed, one error line each, exit 1; dedup and tokenize did
+    # not check it (dedup failed its removal run, after the MinHash index, exit 1: h133)
+    run = tmp_path / "shards"  # a directory of Parquet shards: what dedup and tokenize read
+    run.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["one two three four five six", "seven eight nine ten"]}),
+                   run / "part-0.parquet")
     monkeypatch.setenv("REFINERY_SHARD_LOG_EVERY_S", "soon")
-    code, out, err = cli("run", _config(tmp_path, GOPHER), "-i", small_input, "-o", tmp_path / "o")
-    assert_one_error_line(code, out, err, "REFINERY_SHARD_LOG_EVERY_S='soon': give a number of seconds")
-    assert not (tmp_path / "o").exists()
+    for args in (["run", _config(tmp_path, GOPHER), "-i", small_input, "-o", tmp_path / "o"],
+                 ["dedup", run, "-o", tmp_path / "o", "--workers", "1"], ["tokenize", run, "-o", tmp_path / "o"]):
+        code, out, err = cli(*args)
+        assert_one_error_line(code, out, err, "REFINERY_SHARD_LOG_EVERY_S='soon': give a number of seconds")
+        assert not (tmp_path / "o").exists()
 
 
 def _to_a_closed_pipe(args: list[str]) -> subprocess.CompletedProcess:
