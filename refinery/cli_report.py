@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
 
         if verbose:  # refinery's debug logs (an error's traceback: main)
             setup_logging(True)
+        if out and _is_local_dir(out):  # it said "[Errno 21] Is a directory: cannot write run in ." (h133)
+            fail(f"--out {out} is a directory: give the report's file name, e.g. {out.rstrip('/')}/report.html")
 
         try:
             if compare:
@@ -43,3 +45,11 @@ def register(app: typer.Typer) -> None:
         except (FileNotFoundError, StorageError, ShardReadError, ValueError) as exc:
             fail(exc)
         console.print(f"report written to {uri}")
+
+
+def _is_local_dir(uri: str) -> bool:
+    import os
+
+    from refinery.io import fs
+
+    return not fs.is_s3(uri) and os.path.isdir(uri)

@@ -203,6 +203,13 @@ def plan(
     rate_range = None
     if docs_per_core_s is None or bytes_per_doc is None:
         setup_logging(verbose, level=None if verbose else logging.WARNING)
+        if sample:  # `--sample s3://` (no bucket) went to S3 for "s3://run.json", 8 attempts (h133)
+            from refinery.io.fs import StorageError, validate_uri
+
+            try:
+                validate_uri(sample)
+            except StorageError as exc:
+                fail(f"--sample: {exc}")
         err.print(f"measuring {cfg.name} on {sample or model.default_sample(cfg)} (one core)...")
         try:
             m = model.measure(cfg, sample, repeat, max_files=sample_files)

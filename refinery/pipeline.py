@@ -565,6 +565,17 @@ def skip_exit_gc() -> None:
         atexit.register(gc.freeze)
 
 
+def _checked_uri(flag: str, key: str, given: str | None, configured: str | None) -> str:
+    """``given`` (else the config's ``key``) as a valid URI; a bad one is named by where it came
+    from: ``-o s3://`` said "invalid S3 bucket name '' in 's3://' (give --input and --output, or
+    input/output in the config)", when both were given and only one was bad (h133)."""
+    try:
+        return fs.validate_uri(given or configured or "")
+    except fs.StorageError as exc:
+        where = f"{flag}:" if given else f"the config's {key}:"
+        raise ConfigError(f"{where} {exc}") from None
+
+
 def run_pipeline(
     config: PipelineConfig,
     input_uri: str | None = None,
@@ -587,11 +598,8 @@ def run_pipeline(
     for flag, key, uri in (("--input", "input", input_uri or config.input), ("--output", "output", output_uri or config.output)):
         if not uri:  # name the one missing, not both
             raise ConfigError(f"no {flag} given (nor {key}: in the config)")
-    try:
-        input_uri = fs.validate_uri(input_uri or config.input or "")
-        output_uri = fs.validate_uri(output_uri or config.output or "")
-    except fs.StorageError as exc:
-        raise ConfigError(f"{exc} (give --input and --output, or input/output in the config)") from None
+    input_uri = _checked_uri("--input", "input", input_uri, config.input)
+    output_uri = _checked_uri("--output", "output", output_uri, config.output)
     kind = executor or config.executor.type
     if kind not in ("local", "ray"):
         raise ConfigError(f"unknown executor {kind!r}: use 'local' or 'ray'")

@@ -161,19 +161,19 @@ MISTAKES = {
     "launch: no image": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y"], ["--image"]),
     "launch: bad config": (["launch", "{bad_yaml}"], ["not valid YAML"]),
     "launch: bad --tag": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image", "1.dkr.ecr.us-east-1.amazonaws.com/r",
-                           "--role", "arn:aws:iam::1:role/r", "--tag", "novalue", "--dry-run", "--no-build"], ["--tag must be KEY=VALUE"]),
+                           "--role", "arn:aws:iam::123456789012:role/r", "--tag", "novalue", "--dry-run", "--no-build"], ["--tag must be KEY=VALUE"]),
     "launch: --max-runtime-hours nan": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
-                                         "1.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r",
+                                         "1.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::123456789012:role/r",
                                          "--max-runtime-hours", "nan", "--dry-run", "--no-build"],
                                         ["--max-runtime-hours must be a positive number of hours, got nan"]),
     "launch: --max-wait-hours -1": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
-                                    "1.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--spot",
+                                    "1.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::123456789012:role/r", "--spot",
                                     "--max-wait-hours", "-1", "--dry-run", "--no-build"],
                                    ["--max-wait-hours must be a positive number of hours, got -1.0"]),
     # SageMaker's refusal named its request field (ClusterConfig.InstanceType, ProcessingJobName), not the
     # option; --region mars-1 passed a dry run (trials, h121)
     "launch: --instance-type c5.large": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
-                                          "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--dry-run",
+                                          "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::123456789012:role/r", "--dry-run",
                                           "--no-build", "--instance-type", "c5.large", "--name", "bad name!", "--region", "mars-1"],
                                          ["--instance-type 'c5.large' is not an instance type SageMaker offers a Processing job "
                                           "(the document pass); did you mean 'ml.c5.xlarge'?; --name 'bad name!' is not a "
@@ -181,14 +181,14 @@ MISTAKES = {
                                           "; --region 'mars-1' is not an AWS region (they look like us-east-1)"]),
     "launch: --ray-instance-type, --region typo": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y",
                                                     "--image", "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role",
-                                                    "arn:aws:iam::1:role/r", "--dry-run", "--no-build", "--stage",
+                                                    "arn:aws:iam::123456789012:role/r", "--dry-run", "--no-build", "--stage",
                                                     "pipeline-ray", "--ray-instance-type", "ml.c5.18xl", "--region", "us-esat-1"],
                                                    ["--ray-instance-type 'ml.c5.18xl' is not an instance type SageMaker offers "
                                                     "a Training job (the Ray passes); did you mean 'ml.c5.18xlarge'?",
                                                     "--region 'us-esat-1' is not an AWS region; did you mean 'us-west-1' or 'us-east-1'?"]),
     # it uploaded the config and the shard stubs, then failed with botocore's "You must specify a region." (h121)
     "launch: no region": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
-                           "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--no-build"],
+                           "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::123456789012:role/r", "--no-build"],
                           ["no AWS region: pass --region (e.g. --region us-east-1) or set AWS_REGION"]),
     # SageMaker pulls from its own region's ECR only: refused when the first job started (h133)
     "launch: image in another region": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
@@ -197,6 +197,17 @@ MISTAKES = {
                                         ["--image 123456789012.dkr.ecr.us-east-1.amazonaws.com/r:v1 is in the ECR of "
                                          "us-east-1, and the jobs run in eu-west-1 (from --region): ",
                                          "launch in us-east-1 (--region us-east-1)"]),
+    # refused by SageMaker's request model, named "CreateProcessingJob.RoleArn" with its regex (h133)
+    "launch: bad --role": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
+                            "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r",
+                            "--dry-run"], ["--role 'arn:aws:iam::1:role/r' is not an IAM role ARN: give arn:aws:iam::"]),
+    # the trials of h133: each said nothing of where the value came from, or went to S3 first
+    "run: --output s3:// without a bucket": (["run", "{cfg}", "-i", "{in}", "-o", "s3://"],
+                                             ["--output: invalid S3 bucket name '' in 's3://'"]),
+    "plan: --sample s3:// without a bucket": (["plan", "{cfg}", "--input-tb", "1", "--sample", "s3://"],
+                                              ["--sample: invalid S3 bucket name '' in 's3://'"]),
+    "report: --out a directory": (["report", "{tmp}/outer", "-o", "{tmp}"],
+                                  ["--out {tmp} is a directory: give the report's file name, e.g. {tmp}/report.html"]),
     "watch: no job": (["watch"], ["Missing argument"]),
     # 0 or less judged every running job stalled at the first poll and stopped it (trials, h121)
     "watch: --stall-minutes 0": (["watch", "j", "--stall-minutes", "0"], ["--stall-minutes must be positive, got 0.0"]),
@@ -270,7 +281,7 @@ def test_a_bad_region_names_the_variable_it_came_from(cli, no_aws_region, monkey
     failed at the first request after its retries (h133). launch said it right: checked too."""
     monkeypatch.setenv(var, "us-esat-1")
     launch = ["launch", _config(tmp_path, GOPHER), "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y", "--image",
-              "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::1:role/r", "--no-build"]
+              "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "--role", "arn:aws:iam::123456789012:role/r", "--no-build"]
     for args in (["watchdog", "deploy", "--bucket", "runs", "--dry-run"], ["watchdog", "deploy", "--bucket", "runs"],
                  ["watchdog", "check"], ["watch", "job", "--once"], launch, [*launch, "--dry-run"]):
         code, out, err = cli(*args)

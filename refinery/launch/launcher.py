@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ from refinery.launch.sagemaker import (NO_REGION, JobSpec, build_request, client
 from refinery.launch.steps import Shipment, resolve_shipment
 
 log = logging.getLogger("refinery.launch")
+
+
+#: an IAM role's ARN, as SageMaker's request model has it (RoleArn)
+_ROLE_ARN = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
 
 
 class LaunchError(RuntimeError):
@@ -256,6 +261,9 @@ def launch(
     if not package.is_ecr(image):  # the jobs would fail after provisioning, pulling nothing
         raise LaunchError(f"--image must be an Amazon ECR repository (<account>.dkr.ecr.<region>.amazonaws.com/"
                           f"<name>[:tag]), which SageMaker Processing jobs pull from, got {image!r}")
+    if not _ROLE_ARN.fullmatch(role_arn):  # it was refused as "CreateProcessingJob.RoleArn ... does not match <regex>"
+        raise LaunchError(f"--role {role_arn!r} is not an IAM role ARN: give arn:aws:iam::<12-digit account>:role/<name> "
+                          "(or set REFINERY_SAGEMAKER_ROLE)")
     if security_groups and not subnets:  # a VpcConfig needs both: the groups were dropped without a word
         raise LaunchError("--security-group needs --subnet (a VPC config has both); give the subnets too")
     given_region = region
