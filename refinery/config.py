@@ -468,6 +468,8 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
     """Validate a config given as a mapping (the YAML's content) and build every stage once.
     Raises :class:`ConfigError`, one line naming ``source`` and each wrong key."""
+    if data is None:  # an empty file (or only comments): "a mapping, got NoneType" (h133)
+        raise ConfigError(f"invalid config {source}: the file is empty: a config has at least a stages: list")
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config {source}: the top level must be a mapping, got {type(data).__name__}")
     try:

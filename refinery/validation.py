@@ -16,12 +16,13 @@ _LIST_OF = {"stages": "document stages", "dedup": "dedup passes", "benchmarks": 
 def problems(exc: ValidationError) -> list[str]:
     """``["dedup: should be a list of dedup passes, e.g. dedup: [{method: minhash}]", ...]``."""
     found = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         given = err.get("input")
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + _meant(err["loc"], errors)
         elif err["type"] == "value_error":  # our own validators' messages, without pydantic's prefix
             msg = msg.removeprefix("Value error, ")
         elif err["type"] == "list_type":  # pydantic's "Input should be a valid list" said not what to write
@@ -29,6 +30,17 @@ def problems(exc: ValidationError) -> list[str]:
         shown = f" (got {given!r})" if given is not None and not isinstance(given, (dict, list)) else ""
         found.append(f"{where}: {msg}{shown}")
     return found
+
+
+def _meant(loc: tuple[Any, ...], errors: list[Any]) -> str:
+    """``; did you mean 'stages'?`` for an unknown key spelled like a missing one beside it:
+    ``stagse:`` said "stages: Field required; stagse: unknown key" (the CLI trials, h133)."""
+    import difflib
+
+    missing = [str(e["loc"][-1]) for e in errors
+               if e["type"] == "missing" and e["loc"] and tuple(e["loc"][:-1]) == tuple(loc[:-1])]
+    guess = difflib.get_close_matches(str(loc[-1]), missing, 1) if loc else []
+    return f" (did you mean {guess[0]!r}?)" if guess else ""
 
 
 def _list_hint(loc: tuple[Any, ...], given: Any) -> str:

@@ -114,6 +114,11 @@ MISTAKES = {
                                       "unknown parameter(s) ['min_wrods']"]),
     "plan: unknown stage parameter": (["plan", "{typo}", "--input-tb", "1"], ["invalid config {tmp}/typo.yaml: ",
                                                                               "['min_wrods']"]),
+    # "stages: Field required; stagse: unknown key", and "the top level must be a mapping, got NoneType" (h133)
+    "run: a typo'd key": (["run", "{stagse}", "-i", "{in}", "-o", "{tmp}/o"],
+                          ["stages: Field required; stagse: unknown key (did you mean 'stages'?)"]),
+    "run: an empty config": (["run", "{empty}", "-i", "{in}", "-o", "{tmp}/o"],
+                             ["invalid config {tmp}/empty.yaml: the file is empty: a config has at least a stages: list"]),
     "run: two bad keys": (["run", "{two_bad}", "-i", "{in}", "-o", "{tmp}/o"], ["colour: unknown key", "reader.batch_size"]),
     # the other commands
     "stats: nothing": (["stats"], ["give either RUN_DIR or --compare"]),
@@ -263,6 +268,8 @@ def test_common_mistakes_are_one_error_line(case, cli, tmp_path, no_aws_region):
         "min_max": _config(tmp_path, GOPHER + "    params: {min_words: 500, max_words: 100}\n", "minmax.yaml"),
         "two_bad": _config(tmp_path, GOPHER + "colour: blue\nreader: {batch_size: 0}\n", "two.yaml"),
         "typo": _config(tmp_path, GOPHER + "    params: {min_wrods: 3}\n", "typo.yaml"),
+        "stagse": _config(tmp_path, GOPHER.replace("stages:", "stagse:"), "stagse.yaml"),
+        "empty": _config(tmp_path, "# nothing yet\n", "empty.yaml"),
     }
     code, out, err = cli(*[a.format(**paths) for a in args])
     assert_one_error_line(code, out, err, *[e.format(**paths) for e in expected])
