@@ -480,8 +480,9 @@ def test_recipe_passes_match_the_plan_and_group_into_two_jobs(tmp_path):
 
 
 def test_launch_dry_run_prints_every_request_without_network(no_network):
+    image = IMAGE.replace("us-east-1", "eu-west-1")  # the jobs' region's ECR: SageMaker pulls from no other (h133)
     args = ["launch", str(ROOT / "configs" / "refinedweb.yaml"), "--input", "s3://crawl-bucket/CC-MAIN-2024-10",
-            "--output", "s3://out-bucket/runs/rw", "--image", IMAGE, "--role", ROLE, "--region", "eu-west-1", "--instances", "4",
+            "--output", "s3://out-bucket/runs/rw", "--image", image, "--role", ROLE, "--region", "eu-west-1", "--instances", "4",
             "--ray-instances", "2", "--ray-instance-type", "ml.r5.24xlarge", "--spot", "--tag", "team=data",
             "--dry-run"]
     t0 = time.monotonic()
@@ -517,10 +518,10 @@ def test_launch_dry_run_prints_every_request_without_network(no_network):
         tags = {t["Key"]: t["Value"] for t in req["Tags"]}
         assert tags["refinery:git-sha"] == version.sha and tags["team"] == "data"
         assert "refinery:total-shards" not in tags  # counting the input needs the network
-    assert p_req["AppSpecification"]["ImageUri"].startswith(f"{IMAGE}:{version.short}")
+    assert p_req["AppSpecification"]["ImageUri"].startswith(f"{image}:{version.short}")
     assert [u["uri"] for u in printed["uploads"]] == [f"s3://out-bucket/runs/rw/_jobs/{pipeline}/config.yaml",
                                                       f"{stubs_uri}<shard>.json"]
-    assert "docker build -f" in result.stderr and "aws ecr get-login-password --region us-east-1" in result.stderr
+    assert "docker build -f" in result.stderr and "aws ecr get-login-password --region eu-west-1" in result.stderr
 
     # one stage of the config: a one-step pipeline of that stage; a dedup YAML: one Ray step
     one = CliRunner().invoke(_cli(), args[:2] + ["--stage", "language_id"] + args[2:-4] + ["--dry-run"])
