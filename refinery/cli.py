@@ -169,6 +169,7 @@ def stats(
 
     if (run_dir is None) == (compare is None):
         fail("give either RUN_DIR or --compare RUN_A RUN_B")
+    cli_common.check_uris(RUN_DIR=run_dir, **{"--compare RUN_A": compare and compare[0], "--compare RUN_B": compare and compare[1]})
     try:
         runs = [load_run_stats(d) for d in (compare or (run_dir,))]
     except (FileNotFoundError, StorageError, ValueError) as exc:
@@ -252,6 +253,7 @@ def status(
 
     from refinery.status import run_status
 
+    cli_common.check_uris(RUN_DIR=run_dir)
     try:
         st = run_status(run_dir)
     except (FileNotFoundError, ValueError) as exc:

@@ -141,6 +141,21 @@ def check_stall_settings(stall_minutes: float, start_grace_minutes: float, inter
                   {"--start-grace-minutes": start_grace_minutes})
 
 
+def check_uris(**named: str | None) -> None:
+    """Refuse a URI no command can read or write, naming the argument or option it came from
+    (``RUN_DIR``, ``--output``), before any work: ``status s3://`` (no bucket) asked S3 for
+    "s3://run.json" 8 times (~50 s), ``tokenize -o s3://`` said which URI but not which option
+    (the CLI trials, h133). ``named``: the name shown -> the URI (None: not given)."""
+    from refinery.io.fs import StorageError, validate_uri
+
+    for name, uri in named.items():
+        if uri is not None:
+            try:
+                validate_uri(uri)
+            except StorageError as exc:
+                fail(f"{name}: {exc}")
+
+
 def check_shard_log_interval() -> None:
     """Refuse a ``REFINERY_SHARD_LOG_EVERY_S`` that is not a number of seconds before any work, as
     ``refinery run`` does: each worker reads it when a shard starts, so ``refinery dedup`` failed

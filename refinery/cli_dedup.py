@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from refinery.cli_common import VERBOSE_HELP, check_shard_log_interval, fail, print_error, remake_report, setup_logging
+from refinery.cli_common import VERBOSE_HELP, check_shard_log_interval, check_uris, fail, print_error, remake_report, setup_logging
 from refinery.cli_common import out as console
 
 
@@ -54,6 +54,7 @@ def dedup(
 
     setup_logging(verbose)
     check_shard_log_interval()
+    check_uris(RUN_DIR=run_dir, **{"--output": output, "--work-dir": work_dir})
     out = console
     try:
         cfg = load_dedup_config(config, {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from refinery.cli_common import VERBOSE_HELP, fail, setup_logging
+from refinery.cli_common import VERBOSE_HELP, check_uris, fail, setup_logging
 from refinery.cli_common import out as console
 
 
@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
 
         if verbose:  # refinery's debug logs (an error's traceback: main)
             setup_logging(True)
+        check_uris(RUN_DIR=run_dir, **{"--out": out, "--compare": compare})
         if out and _is_local_dir(out):  # it said "[Errno 21] Is a directory: cannot write run in ." (h133)
             fail(f"--out {out} is a directory: give the report's file name, e.g. {out.rstrip('/')}/report.html")
 

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 import typer
-from refinery.cli_common import check_shard_log_interval, fail, setup_logging
+from refinery.cli_common import check_shard_log_interval, check_uris, fail, setup_logging
 from refinery.cli_common import out as console
 from refinery.cli_common import VERBOSE_HELP, print_error, remake_report
 
@@ -86,6 +86,7 @@ def register(app: typer.Typer) -> None:
 
         _logging(verbose)
         check_shard_log_interval()
+        check_uris(RUN_DIR=run_dir, **{"--output": output, "--work-dir": work_dir})
         if not shuffle:
             _refuse_shuffle_options(ctx)
         if workers is None and executor == "local":
