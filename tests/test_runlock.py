@@ -102,7 +102,7 @@ def test_standalone_dedup_and_tokenize_take_their_outputs_lock(tmp_path: Path, c
     config = tmp_path / "c.yaml"
     config.write_text("name: t\nstages:\n  - type: gopher_quality\n")
     run = tmp_path / "run"
-    code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", run)
+    code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", run, "--workers", "1")  # the input: inline
     assert code == 0, err
     commands = {"dedup": ("dedup", run, "-o", tmp_path / "dedup", "--method", "exact", "--workers", "1"),
                 "tokens": ("tokenize", run, "-o", tmp_path / "tokens")}
@@ -333,7 +333,8 @@ def _local_run(tmp_path: Path, cli) -> Path:
     split_jsonl(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", tmp_path / "in", 4)
     config = tmp_path / "c.yaml"
     config.write_text("name: t\nstages:\n  - type: gopher_quality\n")
-    code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "run")
+    # one worker: the run is these tests' input, made inline (a pool's start is ~1.5 s)
+    code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", tmp_path / "run", "--workers", "1")
     assert code == 0, err
     return tmp_path / "run"
 
@@ -555,15 +556,24 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-@pytest.fixture
-def stalls_registered():
+@contextlib.contextmanager
+def _stalls_stage():
+    """The ``stalls`` stage registered in this process while inside (the registry restored after)."""
     from refinery.stages import registry
 
     stages, registered = dict(registry.STAGES), dict(registry.REGISTERED)
     registry.register_stage("stalls", "_custom_stages:Stalls")
-    yield
-    registry.STAGES.clear(), registry.STAGES.update(stages)
-    registry.REGISTERED.clear(), registry.REGISTERED.update(registered)
+    try:
+        yield
+    finally:
+        registry.STAGES.clear(), registry.STAGES.update(stages)
+        registry.REGISTERED.clear(), registry.REGISTERED.update(registered)
+
+
+@pytest.fixture
+def stalls_registered():
+    with _stalls_stage():
+        yield
 
 
 def _refused(cli, args, out: str, holder: str) -> None:
@@ -844,8 +854,10 @@ def stopped_past_the_lapse(tmp_path: Path, out: str, executor: str, workers: int
         worker = int(marker.read_text())
         os.killpg(first.pid, signal.SIGSTOP)  # inside a shard, before its commit
         os.kill(worker, signal.SIGSTOP)
-        while (found := fs.read_if_any_with_age(f"{out}/.claim")) is None or found[2] < ttl + 1:
-            time.sleep(0.5)
+        # lapsed on the server's clock (the second run reads the same clock, later); the stopped
+        # worker's own stamp of the driver's renewals is at least as old
+        while (found := fs.read_if_any_with_age(f"{out}/.claim")) is None or found[2] < ttl:
+            time.sleep(0.2)
         monkeypatch.setattr(runlock, "CLAIM_TTL_SECONDS", ttl)  # as the stopped run's: it has lapsed
         run_pipeline(parse_config(yaml.safe_load(STALLS_SPEC)), str(tmp_path / "in"), out, workers=1, progress=False)
         assert json.loads(fs.read_bytes(f"{out}/.claim"))["pid"] == os.getpid()
@@ -938,8 +950,14 @@ class SigtermCase:
         self.config.write_text("name: term\nstages:\n  - type: extract\n  - type: stalls\n")
         self.script = root / "refinery_cli.py"
         self.script.write_text(STALLED_CLI)
+        # the uninterrupted run: the same config and input, inline in this process (the CLI in a
+        # subprocess with a pool of two cost ~3 s more; the outputs do not depend on the workers)
+        from refinery.config import load_config
+        from refinery.pipeline import run_pipeline
+
         reference = root / "reference"
-        subprocess.run(self.cmd(str(reference)), env=self.env, check=True, capture_output=True)
+        with _stalls_stage():
+            run_pipeline(load_config(self.config), str(self.src), str(reference), workers=1, progress=False)
         self.reference_kept = _kept_rows(str(reference))
 
     def cmd(self, out: str) -> list[str]:
@@ -1024,7 +1042,7 @@ def test_status_names_the_command_holding_an_s3_output_or_a_local_one(tmp_path, 
     host = socket.gethostname()
     run = _local_run(tmp_path, cli)
     out = f"{s3_root}/run"
-    code, _, err = cli("run", tmp_path / "c.yaml", "-i", tmp_path / "in", "-o", out)
+    code, _, err = cli("run", tmp_path / "c.yaml", "-i", tmp_path / "in", "-o", out, "--workers", "1")
     assert code == 0, err
     claim = claim_output(out, "dedup", {})
     try:
