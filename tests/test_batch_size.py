@@ -71,18 +71,20 @@ def test_a_run_that_fingerprinted_the_batch_size_resumes(runs: Path, tmp_path: P
     """Runs made before batch_size left the fingerprint recorded it in run.json's params."""
     import refinery.plan
 
+    # 80 documents of the shard (in every run here): the plan's terms are tested, not the stages
     out = tmp_path / "old"
     with monkeypatch.context() as m:
         m.setattr(refinery.plan, "OUTPUT_FREE_READER", ())  # fingerprints as refinery did before
-        run_pipeline(_config(500), str(runs / "in"), str(out), workers=1, progress=False)
+        run_pipeline(_config(500), str(runs / "in"), str(out), workers=1, progress=False, limit=80)
     recorded = json.loads((out / "run.json").read_bytes())["passes"][0]["params"]["reader"]
     assert recorded["batch_size"] == 500
-    assert run_pipeline(_config(7), str(runs / "in"), str(out), workers=1, progress=False).passes == {"filter": "skipped"}
+    again = run_pipeline(_config(7), str(runs / "in"), str(out), workers=1, progress=False, limit=80)
+    assert again.passes == {"filter": "skipped"}
     # a change the fingerprint still covers is refused
     changed = _config(7)
     changed = changed.model_copy(update={"stats": changed.stats.model_copy(update={"samples_per_reason": 3})})
     with pytest.raises(Exception, match="samples_per_reason"):
-        run_pipeline(changed, str(runs / "in"), str(out), workers=1, progress=False)
+        run_pipeline(changed, str(runs / "in"), str(out), workers=1, progress=False, limit=80)
 
 
 # -- tokenize.batch_size ------------------------------------------------------------------------
