@@ -177,9 +177,10 @@ def fail_first_attempts(attempts_dir: str, n_failures: int):
 
 
 # -- dedup input ---------------------------------------------------------------------------------
-def write_dedup_input(dest: Path, copies: int = 25) -> int:
+def write_dedup_input(dest: Path, copies: int = 25, per_shard: int | None = None) -> int:
     """Two Parquet shards of real cc_docs documents (id, url, text), the second also holding exact
-    copies (new ids) of ``copies`` documents of the first. Returns ``copies``."""
+    copies (new ids) of ``copies`` documents of the first; ``per_shard`` caps each shard's own
+    documents (300 and ~420 otherwise). Returns ``copies``."""
     import gzip
 
     import pyarrow as pa
@@ -190,6 +191,8 @@ def write_dedup_input(dest: Path, copies: int = 25) -> int:
             doc = json.loads(line)
             rows.append({"id": str(doc["id"]), "url": (doc.get("metadata") or {}).get("url"), "text": doc["text"]})
     first, second = rows[:300], rows[300:]
+    if per_shard is not None:
+        first, second = first[:per_shard], second[:per_shard]
     planted = [r for r in first if r["text"].strip()][:copies]  # empty texts are never duplicates
     second = second + [{**r, "id": f"copy-{r['id']}"} for r in planted]
     dest.mkdir(parents=True, exist_ok=True)
