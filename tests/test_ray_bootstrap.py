@@ -135,8 +135,8 @@ def test_two_hosts_form_one_cluster_run_the_recipe_step_and_exit_zero(tmp_path, 
         procs[name] = subprocess.Popen(entry + ["--resourceconfig", rc, "--agent-port", str(free_port()),
                                                 "--temp-dir", temps[name]] + common,
                                        env=env, stdout=logs[name], stderr=subprocess.STDOUT, cwd=tmp_path)
-        if name == "worker":
-            time.sleep(3)
+        if name == "worker":  # in its bootstrap (it logs its host first) before the head starts
+            _wait_for_line(tmp_path / "worker.log", "INFO bootstrap: host algo-2 of ", procs[name])
     try:
         codes = {name: p.wait(timeout=400) for name, p in procs.items()}
     finally:
@@ -169,6 +169,16 @@ def test_two_hosts_form_one_cluster_run_the_recipe_step_and_exit_zero(tmp_path, 
     assert planted and all(i in removed_ids or f"copy-{i}" in removed_ids for i in planted)
     # nothing of either node is left running (each node's processes name its own temp dir)
     assert leftovers == {"head": [], "worker": []}
+
+
+def _wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Until ``text`` is in ``log`` (written by ``proc``, which must stay alive meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text():
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            proc.kill()  # (before the head: it started no Ray node yet)
+            raise AssertionError(f"no {text!r} in {log.name} (exit {proc.poll()}):\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
 
 
 def _ids(removed_dir: str) -> set[str]:
