@@ -247,11 +247,14 @@ def _holds_a_run(directory: str) -> bool:
     """Whether ``directory`` is a refinery run directory (its run.json is a run's record). Another
     tool's run.json is not one (a project's own run.json refused every output below it), nor is a
     place these credentials may not look (S3 credentials limited to a prefix: the HEAD of
-    ``<bucket>/run.json`` refused, 403, failed every run into that prefix; h122)."""
+    ``<bucket>/run.json`` refused, 403, failed every run into that prefix; h122). Any other error
+    is raised: a throttle or an outage read as "no run here" let a run go on inside one (h137)."""
     try:
         return fs.is_run_directory(directory)
-    except (fs.StorageError, OSError):
-        return False
+    except (fs.StorageError, OSError) as exc:
+        if fs.access_denied(exc):
+            return False
+        raise
 
 
 def list_inputs(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, manifest_base: str | None = None) -> list[str]:

@@ -190,8 +190,8 @@ class RunDir:
         last, uri = docs[-1], self.pass_marker(str(docs[-1].get("name")))
         try:
             marker = fs.read_json(uri) if fs.exists(uri) else None
-        except fs.StorageError:
-            marker = None  # damaged: not a finished pass
+        except fs.DamagedRecord:
+            marker = None  # damaged: not a finished pass (a failed read is raised: it is no answer)
         recorded = last.get("fingerprint")  # a record without one (older dedup outputs): its marker's presence
         return None if marker and (recorded is None or marker.get("fingerprint") == recorded) else str(last.get("name"))
 

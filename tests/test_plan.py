@@ -1461,10 +1461,11 @@ def test_a_forced_rerun_of_every_pass_starts_a_new_run_and_a_resume_keeps_its_st
     assert renewed["started_at"] != long_ago and renewed["started_at"] == renewed["updated_at"]
 
 
-def test_an_output_is_refused_inside_a_refinery_run_only(tmp_path, s3_bucket, through_proxy):
+def test_an_output_is_refused_inside_a_refinery_run_only(tmp_path, s3_bucket, through_proxy, monkeypatch):
     """(h122) An output below a directory holding some other tool's run.json (not a refinery run's
     record) was refused as "inside the run directory"; on S3, credentials limited to a prefix (a
     HEAD of <bucket>/run.json refused, 403) failed every run and dedup into that prefix."""
+    from refinery.io import fs
     from refinery.plan import check_not_inside_a_run
 
     (tmp_path / "run.json").write_text(json.dumps({"task": "build", "command": "make"}))  # an editor's, a CI's
@@ -1478,3 +1479,14 @@ def test_an_output_is_refused_inside_a_refinery_run_only(tmp_path, s3_bucket, th
     through_proxy(policy)
     check_not_inside_a_run(f"{team}/out")
     assert policy.faults  # the bucket's top was asked, and refused
+
+    # (h137) any other storage error is no "no run here": a throttle or an outage went on as if the
+    # output were outside every run; and a run.json that cannot be read is not "another tool's"
+    monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "1")
+    through_proxy(FaultPolicy(always=True, kinds=("503",), when=lambda method, path: "team" not in path))
+    with pytest.raises((OSError, fs.StorageError), match="SLOW_DOWN|SlowDown|503"):
+        check_not_inside_a_run(f"{team}/out")
+    fs.write_bytes(f"{team}/run.json", json.dumps({"passes": [], "config": {}}).encode())
+    through_proxy(FaultPolicy(always=True, kinds=("500",), when=lambda method, path: method == "GET"))
+    with pytest.raises(fs.StorageError, match=f"{team}/run.json"):
+        check_not_inside_a_run(f"{team}/out")

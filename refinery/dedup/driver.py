@@ -132,7 +132,9 @@ def list_shards(input_dir: str) -> list[Shard]:
     if is_run and _is_run_dir(input_dir, last):
         try:
             finished = {fs.basename(u)[: -len(".json")] for u in fs.list_files(last.stats_dir, (".json",))}
-        except fs.StorageError:  # no stats/ at all: no shard finished
+        except fs.StorageError as exc:  # no stats/ at all: no shard finished
+            if fs.exists(last.stats_dir):  # a failed listing: not "every shard is unfinished"
+                raise DedupInputError(str(exc)) from None
             finished = set()
         unfinished = sorted(set(names) - finished)
         if unfinished:
@@ -155,7 +157,9 @@ def _warn_failed_shards(input_dir: str, read: set[str]) -> None:
         try:
             failed |= {fs.basename(u)[: -len(".json")]: pass_dir.failed_dir
                        for u in fs.list_files(pass_dir.failed_dir, (".json",))}
-        except fs.StorageError:  # no failed/: none failed
+        except fs.StorageError:  # no failed/: none failed (a failed listing is no answer: raised)
+            if fs.exists(pass_dir.failed_dir):
+                raise
             continue
     missing = sorted(set(failed) - read)
     if missing:
@@ -701,8 +705,8 @@ def _redo_damaged_shards(out: PassDir, name: str, fingerprint: str, shards: set[
     uri = RunDir(out.root).pass_marker(name)
     try:
         marker = fs.read_json(uri) if fs.exists(uri) else None
-    except fs.StorageError:
-        return  # damaged: the pass is redone whole anyway
+    except fs.DamagedRecord:
+        return  # damaged: the pass is redone whole anyway (a failed read skipped the check: raised)
     if marker is None or marker.get("fingerprint") != fingerprint:
         return  # another index: every shard is redone
     for shard, problem in damaged_outputs(out, marker.get("outputs"), shards).items():

@@ -125,6 +125,19 @@ def _refused(where: str, bucket: str, op: str, code: str, whose: str) -> str:
             f"check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role, and the bucket's policy")
 
 
+def access_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` is S3 refusing access (403), as pyarrow or botocore says it."""
+    text = str(exc)
+    found = _PYARROW_S3_ERROR.search(text.strip())
+    return (found["code"] == "ACCESS_DENIED") if found else _BOTOCORE_DENIED.search(text) is not None
+
+
+class DamagedRecord(StorageError):
+    """A record was read and is no JSON object: a fact about the file, not a failed read. A caller
+    that takes it for "no such record" must let every other error through (a throttle, a 500 or
+    an outage read as "absent" sent commands on a wrong premise; h137)."""
+
+
 class ObjectChanged(StorageError):
     """An S3 object was replaced while it was read (its ETag changed between requests)."""
 
@@ -549,8 +562,12 @@ def _is_run_record(run_json: str) -> bool:
     """Whether ``run_json`` is refinery's plan record (a dataset may ship a run.json of its own)."""
     try:
         record = read_json(run_json)
+    except DamagedRecord:
+        return False  # not JSON: another tool's file
     except (StorageError, OSError):
-        return False
+        if not exists(run_json):  # deleted since it was listed
+            return False
+        raise  # a failed read is no answer: a run taken for none had its outputs read as input
     # `refinery dedup`'s record has its passes and "kind": "dedup" but no "config": its output,
     # given as input, was read whole (its JSON records as 509 bad_json rows; review h92)
     return (isinstance(record, dict) and isinstance(record.get("passes"), list)
@@ -838,11 +855,11 @@ def read_json(uri: str) -> dict[str, Any]:
     try:
         record = json.loads(data)
     except ValueError as exc:
-        raise StorageError(f"{uri} is damaged (not valid JSON: {exc}); delete it and run the same command "
+        raise DamagedRecord(f"{uri} is damaged (not valid JSON: {exc}); delete it and run the same command "
                            f"again to redo what it records") from None
     if not isinstance(record, dict):
         kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(record), "a number")
-        raise StorageError(f"{uri} is damaged ({kind}, not a JSON object); delete it and run the same command "
+        raise DamagedRecord(f"{uri} is damaged ({kind}, not a JSON object); delete it and run the same command "
                            f"again to redo what it records")
     return record
 
