@@ -160,6 +160,8 @@ def validate_uri(uri: str) -> str:
         raise StorageError(f"unsupported URI scheme in {uri!r}: use a local path or s3://bucket/key")
     if is_s3(uri):
         bucket = uri[5:].split("/", 1)[0]
+        if not bucket:  # s3:// or s3:///key: "invalid S3 bucket name ''" named no bucket to fix
+            raise StorageError(f"no bucket in {uri}: expected s3://BUCKET/key")
         if not _BUCKET.match(bucket):
             raise StorageError(f"invalid S3 bucket name {bucket!r} in {uri!r}")
         if ".." in uri[5:].split("/"):
