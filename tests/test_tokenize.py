@@ -395,7 +395,14 @@ def test_cli_tokenize_train_and_verify(kept_run, tmp_path):
     res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", "gpt2"])
     assert res.exit_code == 2 and "refusing to mix" in res.output
     res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", str(tmp_path / "nope.json")])
-    assert res.exit_code == 2 and "cannot read tokenizer" in res.output
+    assert res.exit_code == 2 and f"tokenizer file not found: {tmp_path / 'nope.json'} (use" in res.output
+    assert "Errno" not in res.output  # pyarrow's "[Errno 2] Failed to open local file ... Detail: [errno 2] ..." (h137)
+    (tmp_path / "not_json.json").write_text("{\n")
+    for given, said in ((tmp_path, f"tokenizer {tmp_path} is a directory: give the tokenizer.json file in it"),
+                        (tmp_path / "not_json.json", f"tokenizer file {tmp_path / 'not_json.json'} is not JSON (")):
+        with pytest.raises(TokenizerError) as raised:
+            load_tokenizer(str(given))
+        assert str(raised.value).startswith(said), str(raised.value)
     res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--executor", "spark"])
     assert res.exit_code == 2 and "unknown executor 'spark'" in res.output
 

@@ -131,19 +131,49 @@ def _gpt2() -> tuple[Tokenizer, str]:
     return tok, digest
 
 
+def _tokenizer_file(spec: str) -> bytes:
+    """The bytes of the tokenizer.json ``spec``, or one line naming it: a missing local file was
+    pyarrow's "cannot open nope.json: [Errno 2] Failed to open local file '/abs/nope.json'. Detail:
+    [errno 2] No such file or directory" (h137). Local files are read by Python, whose errors are
+    plain (missing, a directory, no permission); S3 objects through :mod:`refinery.io.fs`."""
+    hint = "(use 'gpt2' or a tokenizer.json path)"
+    if fs.is_s3(spec):
+        try:
+            return fs.read_bytes(spec)
+        except (fs.StorageError, OSError) as exc:
+            raise TokenizerError(f"cannot read tokenizer file {spec}: {fs.explain_s3_failure(str(exc)) or exc}") from None
+    try:
+        with open(os.path.expanduser(spec), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise TokenizerError(f"tokenizer file not found: {spec} {hint}") from None
+    except IsADirectoryError:
+        raise TokenizerError(f"tokenizer {spec} is a directory: give the tokenizer.json file in it") from None
+    except OSError as exc:
+        raise TokenizerError(f"cannot read tokenizer file {spec}: {exc.strerror or exc}") from None
+
+
+def _not_a_tokenizer(spec: str, data: bytes, exc: Exception) -> str:
+    """Why ``data`` is no tokenizer: not JSON at all (a wrong file), or JSON that is not one."""
+    import json
+
+    try:
+        json.loads(data)
+    except ValueError as not_json:
+        return f"tokenizer file {spec} is not JSON ({not_json}): give a Hugging Face tokenizer.json"
+    return f"tokenizer file {spec} is not a Hugging Face tokenizer.json: {exc}"
+
+
 def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None) -> LoadedTokenizer:
     """``spec`` is ``gpt2`` or a path / ``s3://`` URI of a Hugging Face ``tokenizer.json``."""
     if spec == "gpt2":
         tok, digest = _gpt2()
     else:
-        try:
-            data = fs.read_bytes(spec)
-        except (fs.StorageError, OSError) as exc:
-            raise TokenizerError(f"cannot read tokenizer {spec!r}: {exc} (use 'gpt2' or a tokenizer.json path)") from exc
+        data = _tokenizer_file(spec)
         try:
             tok = Tokenizer.from_str(data.decode("utf-8"))
         except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
-            raise TokenizerError(f"{spec} is not a Hugging Face tokenizer JSON: {exc}") from exc
+            raise TokenizerError(_not_a_tokenizer(spec, data, exc)) from None
         digest = _sha256(data)
     # each document is encoded alone and whole: a tokenizer.json's padding (to the longest text of
     # an encode batch) put pad ids inside documents and made the tokens depend on the batch size,
