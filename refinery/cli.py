@@ -424,7 +424,9 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
     except ClickException as exc:  # usage errors: missing or bad arguments and options
         where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "refinery"
         _suggest_options(exc)
-        print_error(f"{exc.format_message()} (see: {where} --help)")
+        # typer coerces through pydantic, whose ValueError text starts "Value error, " (train-classifier
+        # spam: "Invalid value for 'KIND': Value error, 'spam' is not one of ..."; h137)
+        print_error(f"{exc.format_message().replace(': Value error, ', ': ')} (see: {where} --help)")
         code = exc.exit_code if exc.exit_code else 2
     except (Abort, KeyboardInterrupt):
         code, interrupted = _say_interrupted(), True

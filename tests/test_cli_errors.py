@@ -160,7 +160,8 @@ MISTAKES = {
     "train-tokenizer: no vocab": (["train-tokenizer", "{tmp}", "--out", "{tmp}/t.json"], ["--vocab-size"]),
     "train-tokenizer: not a run": (["train-tokenizer", "{tmp}/nope", "--vocab-size", "300", "--out", "{tmp}/t.json"], ["nope"]),
     "verify-tokens: not found": (["verify-tokens", "{tmp}/nope"], ["nope"]),
-    "train-classifier: unknown kind": (["train-classifier", "spam"], ["spam"]),
+    "train-classifier: unknown kind": (["train-classifier", "spam"],  # pydantic's "Value error, " in between (h137)
+                                       ["Invalid value for 'KIND': 'spam' is not one of 'toxicity', 'quality'."]),
     "train-classifier: no kind": (["train-classifier"], ["Missing argument 'KIND'. Choose from: toxicity, quality"]),
     "train-classifier: no data": (["train-classifier", "quality", "--data-dir", "{tmp}/nodata"], ["nodata", "--data-dir"]),
     "launch: no image": (["launch", "{cfg}", "-i", "s3://in-bucket/x", "-o", "s3://out-bucket/y"], ["--image"]),
