@@ -524,7 +524,14 @@ def test_launch_dry_run_prints_every_request_without_network(no_network):
     assert "docker build -f" in result.stderr and "aws ecr get-login-password --region eu-west-1" in result.stderr
 
     # one stage of the config: a one-step pipeline of that stage; a dedup YAML: one Ray step
-    one = CliRunner().invoke(_cli(), args[:2] + ["--stage", "language_id"] + args[2:-4] + ["--dry-run"])
+    no_ray = args[:2] + ["--stage", "language_id"] + args[2:]  # the Ray job's options, and no Ray job
+    for dropped, said in ((0, "--ray-instances 2 and --ray-instance-type ml.r5.24xlarge: they size the Ray Training "
+                              "job, and this recipe has no Ray step"),  # were ignored without a word (h137)
+                          (2, "--ray-instance-type ml.r5.24xlarge: it sizes the Ray Training job"),
+                          (4, "--spot: managed spot capacity is a Training-job option, and this recipe has no Ray step")):
+        refused = CliRunner().invoke(_cli(), no_ray[:-8] + no_ray[-8 + dropped:])
+        assert refused.exit_code == 2 and said in refused.stderr, refused.output
+    one = CliRunner().invoke(_cli(), args[:2] + ["--stage", "language_id"] + args[2:-8] + ["--dry-run"])
     assert one.exit_code == 0, one.output
     printed = json.loads(one.stdout)
     assert printed["pipeline"].startswith("refinery-refinedweb-language-id-")

@@ -148,6 +148,22 @@ def _check_options(shipment: Shipment, instance_type: str, ray_instance_type: st
         raise LaunchError("; ".join(problems))
 
 
+def _check_ray_options(groups: list[JobGroup], ray_instances: int | None, ray_instance_type: str | None,
+                       spot: bool) -> None:
+    """Refuse the Ray job's options for a launch without one, each named: --spot was refused, while
+    --ray-instances and --ray-instance-type were silently ignored (h137)."""
+    if any(g.job == "ray" for g in groups):
+        return
+    given = [f"{option} {value}" for option, value in (("--ray-instances", ray_instances),
+                                                      ("--ray-instance-type", ray_instance_type)) if value is not None]
+    if given:
+        raise LaunchError(f"{' and '.join(given)}: {'they size' if len(given) > 1 else 'it sizes'} the Ray Training job, "
+                          f"and this recipe has no Ray step (its Processing jobs are sized by --instances and "
+                          f"--instance-type)")
+    if spot:
+        raise LaunchError("--spot: managed spot capacity is a Training-job option, and this recipe has no Ray step")
+
+
 def _plan(shipment: Shipment, input_uri: str, output_uri: str, dry_run: bool) -> tuple[Any, list[JobGroup]]:
     """(plan or None, job groups). A real launch plans over the S3 listing -- the fingerprints the
     instances will compute -- and refuses a rerun that would mix configs now, not on a fleet."""
@@ -278,8 +294,7 @@ def launch(
     plan, groups = _plan(shipment, input_uri, output_uri, dry_run)
     if any(g.job == "processing" for g in groups) and instances > 100:
         raise LaunchError("a Processing job has at most 100 instances (use --ray-instances for the Ray job)")
-    if spot and not any(g.job == "ray" for g in groups):
-        raise LaunchError("managed spot capacity is a Training-job option, and this recipe has no Ray step")
+    _check_ray_options(groups, ray_instances, ray_instance_type, spot)
 
     version = package.code_version()
     notes: list[str] = []
