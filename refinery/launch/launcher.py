@@ -288,13 +288,14 @@ def launch(
         region = _region_to_send_to(region)
     shipment = resolve_shipment(stage, config_path)
     _check_options(shipment, instance_type, ray_instance_type, name, region, given_region, image)
+    # offline, before the S3 listing: the launch's job kinds are the real plan's
+    _check_ray_options(_groups_offline(shipment), ray_instances, ray_instance_type, spot)
     if shipment.config is not None:
         check_models_shipped(shipment.config)
     check_files_reachable(shipment)
     plan, groups = _plan(shipment, input_uri, output_uri, dry_run)
     if any(g.job == "processing" for g in groups) and instances > 100:
         raise LaunchError("a Processing job has at most 100 instances (use --ray-instances for the Ray job)")
-    _check_ray_options(groups, ray_instances, ray_instance_type, spot)
 
     version = package.code_version()
     notes: list[str] = []
