@@ -232,6 +232,7 @@ def check_not_inside_a_run(output_uri: str) -> None:
     (``run/**/*.parquet``), and the outer run's ``--force`` would leave them (found by the session-42
     S3 trial). One existence check per ancestor (a HEAD each on S3)."""
     here = fs.canonical(output_uri)
+    fs.resolve(here)  # an unreachable endpoint is said for the output, not for an ancestor's run.json
     if fs.is_s3(here):
         parts = here[len("s3://"):].split("/")
         ancestors = ["s3://" + "/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]

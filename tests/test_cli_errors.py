@@ -514,8 +514,9 @@ def _servers_that_accept_and_never_answer_http_are_said_so(cli, monkeypatch, cfg
         assert_one_error_line(code, out, err, f"cannot reach the S3 endpoint {silent} (AWS_ENDPOINT_URL) for {s3_bucket}/o",
                               f"port {silent.rsplit(':', 1)[1]} accepts connections but sent no HTTP answer in 0.25 s",
                               "(REFINERY_S3_PROBE=0 skips this check)")
-        # one wait, not one per S3 call: `run`'s check for an enclosing run directory takes any
-        # storage error for "no run here" and went on to the next call, which waited again
+        # one wait, not one per S3 call: `run`'s check for an enclosing run directory took any
+        # storage error for "no run here" and went on to the next call, which waited again (it
+        # raises it now: h137)
         assert len(connections) == 1
         with pytest.raises(fs.StorageError, match="accepts connections but sent no HTTP answer in 0.25 s"):
             TokenLoader(f"{s3_bucket}/tokens", seq_len=8, batch_size=2)

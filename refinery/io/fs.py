@@ -190,9 +190,9 @@ class EndpointUnreachable(StorageError):
 #: endpoints this process reached once
 _REACHED: set[str] = set()
 #: endpoints whose probe failed slowly (no answer within PROBE_TIMEOUT_S): when, and why. Kept for a
-#: while only (a hung MinIO may be restarted), so that a command which reads past one failure (an
-#: existence check that takes any storage error for "no": `run`'s) gets the answer at once, not
-#: after a second wait. A fast failure (refused, not HTTP) is probed again: it costs nothing.
+#: while only (a hung MinIO may be restarted), so that a command which reads past one failure (a
+#: check that answers "no" for a 403, or a second command in one process) gets the answer at once,
+#: not after a second wait. A fast failure (refused, not HTTP) is probed again: it costs nothing.
 _FAILED_SLOWLY: dict[str, tuple[float, str]] = {}
 FAILURE_KEPT_S = 30.0
 #: how long the probe waits for a TCP connect (and a TLS handshake), then for the answer's first
