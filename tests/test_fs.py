@@ -9,6 +9,7 @@ import boto3
 import pyarrow as pa
 import pytest
 
+from _fault_fixtures import FaultPolicy, through_proxy  # noqa: F401 - fixture
 from refinery.io import fs, parquet
 
 
@@ -258,6 +259,37 @@ def test_s3_objects_are_read_by_ranged_gets_and_a_rewrite_mid_read_fails(s3_buck
         f.seek(fs.S3RangeFile.BLOCK + 1)
         with pytest.raises(fs.StorageError, match="changed while it was read"):
             f.read(10)
+
+
+def test_a_marker_or_a_small_shard_on_s3_is_one_get_and_a_replaced_one_still_fails(s3_bucket, through_proxy):
+    """Every JSON or Parquet read on S3 was a HEAD (the object's ETag and size) and then GETs: a
+    marker cost 2 requests, a small shard 3-4, and a run-directory check 4 (session 44, h139).
+    Opening is now one GET whose answer carries the ETag and size (all of a small object), and
+    the version a run listed rides on it as If-Match: a replaced input still fails."""
+    marker, shard, run = f"{s3_bucket}/run/passes/filter.json", f"{s3_bucket}/run/kept/a.parquet", f"{s3_bucket}/run"
+    fs.write_bytes(marker, b'{"pass": "filter"}')
+    parquet.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"]}), shard)
+    fs.write_bytes(f"{run}/run.json", b'{"passes": [], "config": {}}')
+    listed = fs.file_versions(shard, [shard])[shard][1]
+    requests: list[tuple[str, str]] = []
+    through_proxy(FaultPolicy(when=lambda method, path: requests.append((method, path)) or False))
+
+    def count(read):
+        requests.clear()
+        result = read()
+        return result, [method for method, _ in requests]
+
+    assert count(lambda: fs.read_json(marker)) == ({"pass": "filter"}, ["GET"])
+    assert count(lambda: parquet.read_table(shard).num_rows) == (2, ["GET"])
+    with fs.expecting_version(shard, listed):
+        assert count(lambda: parquet.read_table(shard).num_rows) == (2, ["GET"])
+    assert count(lambda: fs.is_run_directory(run)) == (True, ["GET"])
+    assert count(lambda: fs.is_run_directory(f"{run}/kept")) == (False, ["GET"])  # no run.json: a 404
+    fs.write_bytes(shard, fs.read_bytes(shard).replace(b"x", b"z"))  # replaced after the run listed it
+    with fs.expecting_version(shard, listed), pytest.raises(fs.InputChangedError, match=r"a\.parquet changed after"):
+        fs.open_input(shard, seekable=True)  # as the run's shard reader opens it
+    with fs.expecting_version(shard, listed), pytest.raises(fs.InputChangedError, match=r"a\.parquet changed after"):
+        fs.read_bytes(shard)
 
 
 def test_an_input_in_a_missing_bucket_says_so(s3_bucket):

@@ -688,26 +688,19 @@ def test_two_s3_runs_claiming_at_the_same_moment_one_is_refused(tmp_path, s3_roo
 def test_a_whole_s3_object_replaced_while_read_is_read_again(s3_root: str, monkeypatch) -> None:  # noqa: F811
     """Two shares of a launch closing a pass together both write its marker and stats (the same
     content); a read whose GET came after the other's PUT failed the share as 'changed while it
-    was read' (one run in two of the shares test). A whole-file read takes the object again; a
-    read of part of a file (a Parquet footer) still fails rather than mixing versions."""
+    was read' (one run in two of the shares test). A whole-file read is one GET (session 44, h139:
+    it was a HEAD, then a GET pinned to the HEAD's ETag), which sees one version whole; a read of
+    part of a file (a Parquet footer) still fails rather than mixing versions."""
     from refinery.io import fs
 
     uri = f"{s3_root}/passes/filter.json"
     fs.write_bytes(uri, b'{"pass": "filter", "v": 1}')
-    opened, replaced, seen = fs.open_input, [], []
-
-    def open_then_replaced(u, *args, **kwargs):  # the other share's PUT lands between HEAD and GET
-        f = opened(u, *args, **kwargs)
-        if not replaced:
-            replaced.append(u)
-            fs.write_bytes(u, b'{"pass": "filter", "v": %d}' % (len(seen) + 2))
-        seen.append(u)
-        return f
-
-    monkeypatch.setattr(fs, "open_input", open_then_replaced)
-    assert fs.read_bytes(uri) == b'{"pass": "filter", "v": 2}' and replaced == [uri]
-    replaced.clear()  # replaced once more (v 4) between this open and its read
-    with pytest.raises(fs.ObjectChanged, match="changed while it was read"), open_then_replaced(uri) as f:
+    with monkeypatch.context() as patched:
+        patched.setattr(fs, "open_input", lambda *a, **k: pytest.fail("a whole read opened the file (HEAD, GETs)"))
+        assert fs.read_bytes(uri) == b'{"pass": "filter", "v": 1}'
+    monkeypatch.setattr(fs.S3RangeFile, "OPEN_BYTES", 8)  # the opening GET holds a part of the file only
+    with pytest.raises(fs.ObjectChanged, match="changed while it was read"), fs.open_input(uri) as f:
+        fs.write_bytes(uri, b'{"pass": "filter", "v": 2}')  # replaced between this open and its read
         f.read()
 
 
