@@ -233,7 +233,7 @@ def _exercise_storage(root: str) -> None:
 
 
 def test_s3_reads_and_writes_survive_flaky_network(s3_bucket, s3_server, through_proxy):
-    policy = FaultPolicy(every=3, max_faults=15)
+    policy = FaultPolicy(every=2, max_faults=15)  # every 3rd: 11 faults since reads lost their HEADs (h139)
     through_proxy(policy)
     _exercise_storage(s3_bucket)
     assert {k for k, _, _ in policy.faults} == {"500", "503", "reset"}, policy.faults  # all survived

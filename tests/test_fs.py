@@ -285,6 +285,7 @@ def test_a_marker_or_a_small_shard_on_s3_is_one_get_and_a_replaced_one_still_fai
         assert count(lambda: parquet.read_table(shard).num_rows) == (2, ["GET"])
     assert count(lambda: fs.is_run_directory(run)) == (True, ["GET"])
     assert count(lambda: fs.is_run_directory(f"{run}/kept")) == (False, ["GET"])  # no run.json: a 404
+    assert count(lambda: fs.list_files(f"{run}/kept")) == ([shard], ["GET"])  # one LIST (was HEAD, LIST, LIST)
     fs.write_bytes(shard, fs.read_bytes(shard).replace(b"x", b"z"))  # replaced after the run listed it
     with fs.expecting_version(shard, listed), pytest.raises(fs.InputChangedError, match=r"a\.parquet changed after"):
         fs.open_input(shard, seekable=True)  # as the run's shard reader opens it

@@ -370,9 +370,10 @@ def test_a_shard_cut_short_on_s3_is_found_by_its_listing_and_redone(tmp_path, s3
     whole = fs.read_bytes(victim)
     fs.write_bytes(victim, whole[: len(whole) // 2])
     problem = f"{victim} has {len(whole) // 2:,} bytes, not the {len(whole):,} recorded when its pass finished"
-    opened, real_open = [], fs.open_input
+    opened, real_open, real_read = [], fs.open_input, fs.read_bytes
     with monkeypatch.context() as patched:
         patched.setattr(fs, "open_input", lambda uri, *a, **k: opened.append(uri) or real_open(uri, *a, **k))
+        patched.setattr(fs, "read_bytes", lambda uri: opened.append(uri) or real_read(uri))  # one GET, no open (h139)
         assert run_status(out).outputs_damaged == {"filter": [problem]}
     assert opened and not [u for u in opened if u.endswith(".parquet")], opened  # records read, no shard
     with caplog.at_level(logging.WARNING, logger="refinery.pipeline"):

@@ -451,10 +451,13 @@ def list_file_versions(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bo
 
 def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: bool) -> dict[str, tuple[int, str] | None]:
     fs, path = resolve(uri)
-    info = fs.get_file_info(path)
     skipped: list[tuple[str, str]] = []
     s3_versions: dict[str, tuple[int, str]] | None = None  # an S3 prefix's listing carries them
-    if info.type == pafs.FileType.File:
+    listed_s3 = _list_s3_directory(uri, path, skipped) if is_s3(uri) else None
+    info = None if listed_s3 else fs.get_file_info(path)
+    if info is None:
+        found, s3_versions = listed_s3  # type: ignore[misc]
+    elif info.type == pafs.FileType.File:
         found = [path]
     elif info.type == pafs.FileType.NotFound:
         raise StorageError(f"input not found: {uri}{missing_bucket_hint(uri)}{_glob_hint(uri)}")
@@ -493,6 +496,21 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     if s3_versions is not None:
         return {u: s3_versions[u[5:]] for u in uris}
     return file_versions(uri, uris)  # local files (a stat each), or the one S3 object (a HEAD)
+
+
+def _list_s3_directory(uri: str, path: str, skipped: list[tuple[str, str]]
+                       ) -> tuple[list[str], dict[str, tuple[int, str]]] | None:
+    """:func:`_list_s3_prefix` of ``path`` when objects are under it, else None (a file, nothing, a
+    bucket that does not exist: pyarrow's look at it tells which). Listed first: an existence
+    check before it (a HEAD, then pyarrow's own LIST) made every directory listing three requests
+    (session 44, h139)."""
+    if "/" not in path:  # a bucket: pyarrow's look says whether it exists
+        return None
+    try:
+        listed = _list_s3_prefix(uri, path, skipped)
+    except StorageError:  # (a missing bucket, a refusal): pyarrow's look names it as before
+        return None
+    return listed if listed[0] or skipped else None
 
 
 def _glob_hint(uri: str) -> str:
