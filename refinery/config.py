@@ -236,6 +236,9 @@ class TokenizeConfig(_Strict):
 
     tokenizer: str = Field("gpt2", description="'gpt2' (bundled BPE) or a tokenizer.json path")
     eos_token: str | None = None
+    #: a BOS before each document: false (documents are ``text EOS``), true, or ``auto`` (when the
+    #: tokenizer file's post-processor prepends one, as Llama's does); see docs/tokens.md
+    bos: bool | Literal["auto"] = False
     shuffle: bool = False
     seed: int = 0
     num_shards: int | None = Field(None, gt=0)

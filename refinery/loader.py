@@ -70,10 +70,12 @@ class LoaderStateError(ValueError):
 
 
 def content_fingerprint(manifest: dict) -> str:
-    """SHA-256 of what decides a token stream: the tokenizer's identity, the dtype, the shuffle
+    """SHA-256 of what decides a token stream: the tokenizer's identity (its BOS id too), the dtype, the shuffle
     plan, and each shard's name, document and token counts and content hashes, in order."""
     tk = manifest["tokenizer"]
-    identity = {"tokenizer": [tk.get("sha256"), tk.get("vocab_size"), tk.get("eos_id")], "dtype": manifest.get("dtype"),
+    # a BOS id only when there is one: fingerprints of outputs without (saved states) stay as they were
+    bos = [tk["bos_id"]] if tk.get("bos_id") is not None else []
+    identity = {"tokenizer": [tk.get("sha256"), tk.get("vocab_size"), tk.get("eos_id"), *bos], "dtype": manifest.get("dtype"),
                 "shuffle": manifest.get("shuffle"),
                 "shards": [[e.get(k) for k in ("name", "n_docs", "n_tokens", "bin_sha256", "idx_sha256")]
                            for e in manifest["shards"]]}

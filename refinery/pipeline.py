@@ -254,7 +254,7 @@ def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, f
 
     cfg = plan.config.tokenize
     assert cfg is not None
-    tok = load_tokenizer(cfg.tokenizer, eos_token=cfg.eos_token)
+    tok = load_tokenizer(cfg.tokenizer, eos_token=cfg.eos_token, bos=cfg.bos)
     shards = {s.name: s.uri for s in _kept_shards(plan, previous)}
     # the manifest records the run, not the last pass's directory (its kept/ is the run's kept/)
     result = tokenize_run(plan.run.root, plan.run.tokens_dir, tok, shuffle=cfg.shuffle, seed=cfg.seed,
@@ -262,7 +262,9 @@ def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, f
                           shards=shards)
     return {"tokens": result.manifest["totals"]["n_tokens"], "docs": result.manifest["totals"]["n_docs"],
             "shards": result.manifest["totals"]["n_shards"],
-            "tokenizer_sha256": result.manifest["tokenizer"]["sha256"]}
+            "tokenizer_sha256": result.manifest["tokenizer"]["sha256"],
+            # only with a BOS: the pass is finished only while RUN/tokens has the same (plan._token_outputs_present)
+            **({"bos_id": tok.bos_id} if tok.bos_id is not None else {})}
 
 
 # -- the plan --------------------------------------------------------------------------------------
@@ -425,7 +427,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         else:
             assert previous is not None
             result = run_tokenize_pass(plan, p, previous, executor, forced)
-        keep = ("shards", "docs_read", "docs_kept", "docs_removed", "tokens", "docs", "tokenizer_sha256", "set_aside")
+        keep = ("shards", "docs_read", "docs_kept", "docs_removed", "tokens", "docs", "tokenizer_sha256", "bos_id",
+                "set_aside")
         made_without = set_aside_shards(plan) if p.kind != "documents" else []
         if made_without:
             result = {**result, "set_aside": made_without}  # the shards it was made without

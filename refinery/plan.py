@@ -516,11 +516,14 @@ def _tokenize_params(raw: dict[str, Any] | None, code: bool = True, pinned: dict
     (the tokens depend on the file, not on its path: a retrained tokenizer.json redoes the pass),
     and (``code``) the version of the tokenizers library that applies it. The settings of
     :data:`OUTPUT_FREE_TOKENIZE` are left out, or hashed as an earlier run ``recorded`` them."""
-    if raw is not None:
-        raw = {k: v for k, v in raw.items() if k not in OUTPUT_FREE_TOKENIZE} | (recorded or {})
-    if raw is not None and code:
+    bos = (raw or {}).get("bos", False)
+    if raw is None:
+        return None
+    raw = {k: v for k, v in raw.items() if k not in OUTPUT_FREE_TOKENIZE and k != "bos"} | (recorded or {})
+    raw = raw | _resolved_bos(raw, bos)
+    if code:
         raw = raw | {"code": {"tokenizers": library_version("tokenizers", pinned)}}
-    if raw is None or raw.get("tokenizer", "gpt2") == "gpt2":
+    if raw.get("tokenizer", "gpt2") == "gpt2":
         return raw
     try:
         data = fs.read_bytes(raw["tokenizer"])
@@ -533,6 +536,26 @@ def _tokenize_params(raw: dict[str, Any] | None, code: bool = True, pinned: dict
     except (ValueError, AttributeError):
         asked = []  # not a tokenizer JSON: loading it says so
     return raw | ({"switched_off": asked} if asked else {})
+
+
+def _resolved_bos(raw: dict[str, Any], bos: bool | str) -> dict[str, Any]:
+    """``tokenize.bos`` as the fingerprint holds it: the token it resolves to (``bos_token``), or
+    nothing when there is none, so runs from before the setting keep their fingerprints and ``auto``
+    and ``true`` picking the same token share one. A tokenizer without a BOS for ``bos: true``:
+    ConfigError naming the key."""
+    if bos is False:
+        return {}
+    from refinery.tokens.tokenizer import TokenizerError, load_tokenizer, set_bos
+
+    try:
+        tok = load_tokenizer(raw.get("tokenizer", "gpt2"), eos_token=raw.get("eos_token"))
+    except TokenizerError as exc:
+        raise ConfigError(f"tokenize.tokenizer: {exc}") from None
+    try:
+        set_bos(tok, bos)  # type: ignore[arg-type] - the config's type: a bool or "auto"
+    except TokenizerError as exc:
+        raise ConfigError(f"tokenize.bos: {exc}") from None
+    return {"bos_token": tok.bos_token} if tok.bos_token is not None else {}
 
 
 def unique_shard_names(files: list[str], root: str, input_uri: str) -> list[str]:
@@ -1180,8 +1203,9 @@ def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
     if p is not plan.passes[0] and marker_set_aside(marker) != set_aside_shards(plan):
         return None  # made over another set of shards than the document pass now leaves out
     if p.kind == "tokenize":
-        made_with = (marker.get("summary") or {}).get("tokenizer_sha256")
-        return marker if _token_outputs_present(plan.run.tokens_dir, made_with) else None
+        summary = marker.get("summary") or {}
+        made_with = summary.get("tokenizer_sha256")
+        return marker if _token_outputs_present(plan.run.tokens_dir, made_with, summary.get("bos_id")) else None
     out = plan.pass_dir(p.name)
     names = set(plan.shard_names()) - set(marker_set_aside(marker))
     if not names <= shards_with_markers(out.stats_dir) or not names <= shards_with_outputs(out):
@@ -1194,10 +1218,11 @@ def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
     return marker
 
 
-def _token_outputs_present(tokens_dir: str, tokenizer_sha256: str | None = None) -> bool:
+def _token_outputs_present(tokens_dir: str, tokenizer_sha256: str | None = None, bos_id: int | None = None) -> bool:
     """The token manifest and every file of every shard it lists exist (one listing), and the
     manifest's tokenizer is the one the pass used (a standalone ``refinery tokenize`` with another
-    tokenizer into ``RUN/tokens`` left the pass "finished"; found by adversarial testing)."""
+    tokenizer into ``RUN/tokens`` left the pass "finished"; found by adversarial testing), with
+    the pass's BOS id (None: no BOS)."""
     from refinery.tokens.format import file_sizes, shard_damage
 
     try:
@@ -1208,6 +1233,8 @@ def _token_outputs_present(tokens_dir: str, tokenizer_sha256: str | None = None)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         return False
     if tokenizer_sha256 is not None and (manifest.get("tokenizer") or {}).get("sha256") != tokenizer_sha256:
+        return False
+    if tokenizer_sha256 is not None and (manifest.get("tokenizer") or {}).get("bos_id") != bos_id:
         return False
     sizes = file_sizes(tokens_dir)  # files cut short count as missing: the pass redoes their shards
     return all(isinstance(s, dict) and f"{s.get('name')}.json" in present and shard_damage(s, sizes) is None

@@ -16,6 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CC_DOCS = ROOT / "data" / "sample" / "cc_docs"
 SHARED_TOKENIZERS = ROOT / "data" / "sample" / "tokenizers"  # copied from shared/data (data/README.md)
 GPT_NEO_JSON = SHARED_TOKENIZERS / "tokenizer_gpt-neo-test-tokenizer.json"
+#: a real Llama-style tokenizer.json (dolma's tests: 32,003 tokens, its post-processor prepends <s>,
+#: EOS </s>), in the team's shared/data (data/README.md: larger data stays there)
+LLAMA_JSON = ROOT.parent / "shared" / "data" / "tokenizers" / "tokenizer_llama-test-tokenizer.json"
+needs_llama = pytest.mark.skipif(not LLAMA_JSON.is_file(), reason=f"{LLAMA_JSON} is absent")
 
 
 def cc_documents() -> list[dict]:

@@ -25,7 +25,7 @@ from refinery.tokens import TokenShardError, load_tokenizer
 from refinery.tokens.format import PRELUDE_SIZE
 from refinery.tokens.writer import TokenizeError, load_manifest, tokenize_run
 
-from tests._tokens_fixtures import write_kept_run
+from tests._tokens_fixtures import LLAMA_JSON, needs_llama, write_kept_run
 
 EOS = "<|endoftext|>"
 
@@ -119,6 +119,20 @@ def test_wide_vocabulary_is_int32_and_megatron_reads_ids_over_65535(tmp_path, cc
     assert ds.index.dtype == np.int32
     want = _expected(tok, [d["text"] for d in docs])
     assert want[0].max() == 50257 + 19999  # an id a uint16 could not hold
+    assert all(np.array_equal(ds[i], w) for i, w in enumerate(want))
+
+
+@needs_llama
+def test_megatron_reads_documents_that_begin_with_a_bos(tmp_path, cc_docs):
+    """Session 44 (h140): with ``bos`` each Megatron document is ``<s>`` + the text's ids + EOS (the
+    BOS inside its document, as Megatron's own preprocessing with a BOS-adding tokenizer has it)."""
+    tok = load_tokenizer(str(LLAMA_JSON), bos="on")
+    texts = [d["text"] for d in cc_docs if d["text"]][:30]
+    write_kept_run(str(tmp_path / "run"), [{"id": str(i), "text": t} for i, t in enumerate(texts)], [30])
+    tokenize_run(str(tmp_path / "run"), str(tmp_path / "tok"), tok, progress=False)
+    ds = _megatron().IndexedDataset(str(tmp_path / "tok" / "shard-00"))
+    want = [np.concatenate([[tok.bos_id], w]) for w in _expected(tok, texts)]
+    assert len(ds) == len(want) and np.array_equal(ds.sequence_lengths, [len(w) for w in want])
     assert all(np.array_equal(ds[i], w) for i, w in enumerate(want))
 
 

@@ -28,6 +28,8 @@ from refinery.plan import RerunError, plan_run
 from refinery.rundir import RunDir
 from refinery.status import run_status
 
+from tests._tokens_fixtures import LLAMA_JSON, cc_documents, needs_llama
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: a quick recipe over already-extracted text: cheap stages, every dedup method, tokens
@@ -1490,3 +1492,47 @@ def test_an_output_is_refused_inside_a_refinery_run_only(tmp_path, s3_bucket, th
     through_proxy(FaultPolicy(always=True, kinds=("500",), when=lambda method, path: method == "GET"))
     with pytest.raises(fs.StorageError, match=f"{team}/run.json"):
         check_not_inside_a_run(f"{team}/out")
+
+
+@needs_llama
+def test_the_tokens_pass_puts_a_bos_before_each_document_and_a_changed_bos_is_refused(tmp_path):
+    """Session 44 (h140): `tokenize: {bos: auto}` puts a Llama-style tokenizer's `<s>` before each
+    document; the BOS is part of the tokens pass's fingerprint (as the tokenizer file's SHA-256 is),
+    so a rerun with another setting is refused naming it, and --force redoes it; `bos: true`, which
+    picks the same token, resumes; gpt2 (no BOS token) is refused naming the key."""
+    from refinery.plan import plan_passes
+    from refinery.tokens.format import ShardFile
+
+    src = tmp_path / "in"
+    src.mkdir()
+    docs = [d for d in cc_documents() if d["text"]][:40]  # small: the test is about the tokens pass
+    pq.write_table(pa.Table.from_pylist(docs[:25]), src / "part-a.parquet")
+    pq.write_table(pa.Table.from_pylist(docs[25:]), src / "part-b.parquet")
+    llama = {"tokenizer": str(LLAMA_JSON)}
+    spec = _recipe(dedup=[], tokenize=llama | {"bos": "auto"})
+    out = tmp_path / "run"
+    run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
+
+    def firsts() -> set[int]:
+        """The first token of every document of RUN/tokens."""
+        manifest = json.loads((out / "tokens" / "manifest.json").read_text())
+        shards = [ShardFile(str(out / "tokens"), e["name"]) for e in manifest["shards"]]
+        return {int(s.document(i)[0]) for s in shards for i in range(s.header.n_docs)}
+
+    tokenizer = json.loads((out / "tokens" / "manifest.json").read_text())["tokenizer"]
+    assert (tokenizer["bos_token"], tokenizer["bos_id"]) == ("<s>", 1) and firsts() == {1}
+    same = run_pipeline(parse_config(_recipe(dedup=[], tokenize=llama | {"bos": True})), str(src), str(out), workers=1,
+                        progress=False)
+    assert same.passes["tokens"] == "skipped"
+    without = parse_config(_recipe(dedup=[], tokenize=llama))
+    with pytest.raises(RerunError, match=r"'tokens' pass: .*bos_token"):
+        run_pipeline(without, str(src), str(out), workers=1, progress=False)
+    assert run_pipeline(without, str(src), str(out), workers=1, progress=False, force=True).passes["tokens"] == "done"
+    assert "bos_id" not in json.loads((out / "tokens" / "manifest.json").read_text())["tokenizer"] and 1 not in firsts()
+    # `bos: false` plans what a recipe without the key planned: runs from before the setting resume
+    off = parse_config(_recipe(dedup=[], tokenize=llama | {"bos": False}))
+    assert [p.fingerprint for p in plan_passes(off, "in", ["a.jsonl"], None)] == \
+        [p.fingerprint for p in plan_passes(without, "in", ["a.jsonl"], None)]
+    with pytest.raises(ConfigError, match=r"^tokenize\.bos: tokenizer gpt2 has no beginning-of-document token"):
+        run_pipeline(parse_config(_recipe(dedup=[], tokenize={"tokenizer": "gpt2", "bos": True})), str(src),
+                     str(tmp_path / "gpt2"), workers=1, progress=False)

@@ -31,7 +31,7 @@ from refinery.tokens import (
 from refinery.tokens.tokenizer import worker_tokenizer
 from refinery.tokens.writer import MANIFEST, TokenizeError, load_manifest, tokenize_run
 
-from tests._tokens_fixtures import GPT_NEO_JSON, SHARD_SIZES, write_kept_run
+from tests._tokens_fixtures import GPT_NEO_JSON, LLAMA_JSON, SHARD_SIZES, needs_llama, write_kept_run
 
 # Fixtures: s3_root (a prefix on the session's moto server), kept_run / gpt2_tokens (real CC text).
 pytest_plugins = ["tests._s3_fixtures", "tests._tokens_fixtures"]
@@ -700,3 +700,79 @@ def test_a_pass_directory_of_a_run_is_named_as_one(tmp_path, caplog):
     assert f"the 'filter' pass of the refinery run {run}: tokenizing what that pass kept, before url_dedup" in caplog.text
     caplog.clear()
     assert list(kept_shards(str(run))) == ["a"] and not caplog.text
+
+
+@needs_llama
+def test_a_bos_before_each_document_is_what_the_library_prepends(cc_docs, tmp_path):
+    """Session 44 (h140): with ``bos`` a Llama-style tokenizer's documents are exactly the
+    `tokenizers` library's encode with the file's post-processor (``<s>`` text), plus EOS; the
+    .idx counts the BOS in its document; shuffled documents are the same; the sidecars and manifest
+    record it, and the loader's fingerprint differs from the same tokens without it."""
+    from tokenizers import Tokenizer
+
+    from refinery.loader import TokenDataset
+
+    docs = cc_docs[:100] + [{"id": "odd-0", "text": "<s>looks like a BOS</s> and an EOS"}, {"id": "odd-1", "text": " "}]
+    run = str(tmp_path / "run")
+    write_kept_run(run, docs, [70, len(docs) - 70])
+    llama = load_tokenizer(str(LLAMA_JSON), bos="auto")  # its post-processor prepends <s>
+    assert (llama.bos_token, llama.bos_id, llama.eos_id) == ("<s>", 1, 2)
+    result = tokenize_run(run, str(tmp_path / "bos"), llama, progress=False)
+    reference = Tokenizer.from_file(str(LLAMA_JSON))
+    reference.encode_special_tokens = True
+    texts = {d["id"]: d["text"] for d in docs}
+    written = {i: t for shard in _read_shards(str(tmp_path / "bos")).values() for i, t in shard}
+    assert set(written) == {d["id"] for d in docs if d["text"]}
+    for doc_id, tokens in written.items():  # add_special_tokens=True: the file's own <s>
+        assert tokens.tolist() == reference.encode(texts[doc_id]).ids + [2], doc_id
+        assert (tokens[1:] != 1).all(), doc_id  # the text's "<s>" is text
+    for entry in result.manifest["shards"]:  # the index: each document [BOS ... EOS], nothing between
+        shard = ShardFile(str(tmp_path / "bos"), entry["name"])
+        shard.validate_index()
+        offsets, stream = shard.read_offsets(), shard.read_tokens(0, shard.header.n_tokens)
+        assert (stream[offsets[:-1].astype(np.int64)] == 1).all() and (stream[offsets[1:].astype(np.int64) - 1] == 2).all()
+        assert json.loads((tmp_path / "bos" / f"{entry['name']}.json").read_text())["bos_id"] == 1
+    assert (result.manifest["tokenizer"]["bos_token"], result.manifest["tokenizer"]["bos_id"]) == ("<s>", 1)
+    shuffled = tokenize_run(run, str(tmp_path / "shuffled"), llama, shuffle=True, num_shards=3, progress=False)
+    assert {i: t.tolist() for s in _read_shards(str(tmp_path / "shuffled")).values() for i, t in s} == \
+        {i: t.tolist() for i, t in written.items()}
+    assert shuffled.manifest["tokenizer"]["bos_id"] == 1
+    # without: the same documents minus the BOS; the manifest as before (no bos keys), another fingerprint
+    plain = tokenize_run(run, str(tmp_path / "plain"), load_tokenizer(str(LLAMA_JSON)), progress=False)
+    assert "bos_id" not in plain.manifest["tokenizer"] and "bos_id" not in plain.manifest["shards"][0]
+    assert {i: t.tolist() for s in _read_shards(str(tmp_path / "plain")).values() for i, t in s} == \
+        {i: t.tolist()[1:] for i, t in written.items()}
+    with_bos, without = TokenDataset(str(tmp_path / "bos")), TokenDataset(str(tmp_path / "plain"))
+    assert with_bos.fingerprint != without.fingerprint and with_bos.n_tokens == without.n_tokens + len(written)
+    # gpt-neo's post-processor prepends nothing: auto is off; on finds no BOS token
+    assert load_tokenizer(str(GPT_NEO_JSON), bos="auto").bos_token is None
+    with pytest.raises(TokenizerError, match="has no beginning-of-document token"):
+        load_tokenizer(str(GPT_NEO_JSON), bos="on")
+
+
+@needs_llama
+def test_a_changed_bos_setting_is_refused_and_redone_with_force(tmp_path, cc_docs):
+    """Session 44 (h140): tokens with and without a BOS are never mixed in one output: a rerun with
+    the other setting is refused (its manifest, or with the manifest gone a finished shard's
+    sidecar), --force redoes every shard; gpt2, which has no BOS token, is refused in one line."""
+    from refinery.cli_tokens import register
+
+    run, out = str(tmp_path / "run"), tmp_path / "tok"
+    write_kept_run(run, [d for d in cc_docs if d["text"]][:30], [20, 10])
+    tokenize_run(run, str(out), load_tokenizer(str(LLAMA_JSON), bos="on"), progress=False)
+    app = _tokens_app(register)
+    res = CliRunner().invoke(app, ["tokenize", run, "-o", str(out), "-t", str(LLAMA_JSON)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "beginning documents with '<s>' (id 1)" in res.output and "with no BOS" in res.output, res.output
+    (out / MANIFEST).unlink()
+    (out / "shard-01.json").unlink()  # interrupted: a rerun without the BOS would add shard-01 without one
+    with pytest.raises(TokenizerMismatchError, match="holds shard shard-00 beginning documents with id 1; refusing to add shards with no BOS"):
+        tokenize_run(run, str(out), load_tokenizer(str(LLAMA_JSON)), progress=False)
+    assert not (out / "shard-01.json").exists()
+    redone = tokenize_run(run, str(out), load_tokenizer(str(LLAMA_JSON)), force=True, progress=False)
+    assert redone.done == ["shard-00", "shard-01"] and "bos_id" not in redone.manifest["tokenizer"]
+    assert CliRunner().invoke(app, ["tokenize", run, "-o", str(out), "-t", str(LLAMA_JSON), "--bos", "auto"]).exit_code == 2
+    res = CliRunner().invoke(app, ["tokenize", run, "-o", str(tmp_path / "gpt2"), "--bos", "on"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "tokenizer gpt2 has no beginning-of-document token" in res.output, res.output
+    assert not (tmp_path / "gpt2").exists()

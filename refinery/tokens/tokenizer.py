@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -22,6 +22,13 @@ from refinery.tokens.format import TokenizerMismatchError
 #: Tried in order when the caller does not name the end-of-document token.
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>", "<|end_of_text|>")
 GPT2_EOS = "<|endoftext|>"
+#: Tried in order for ``bos="on"`` when the tokenizer file's post-processor prepends no token.
+BOS_CANDIDATES = ("<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>", "<|bos|>")
+#: ``off``: documents are ``text EOS`` (as before); ``on``: ``BOS text EOS``, refused for a tokenizer
+#: without a BOS token; ``auto``: on when the tokenizer file's post-processor prepends a token
+#: (Llama/Mistral's ``TemplateProcessing`` with ``<s> $A``), else off
+BosSetting = Literal["off", "on", "auto"]
+BOS_SETTINGS: tuple[str, ...] = ("off", "on", "auto")
 
 
 class TokenizerError(ValueError):
@@ -34,6 +41,7 @@ class TokenizerSpec(TypedDict):
     spec: str  # as for load_tokenizer: "gpt2" or a tokenizer.json path / s3:// URI
     eos_token: str
     sha256: str  # the driver's: a worker that loads anything else refuses to tokenize
+    bos_token: str | None  # the driver's resolved choice: None, no BOS
 
 
 @dataclass
@@ -46,6 +54,9 @@ class LoadedTokenizer:
     #: what the tokenizer file asks for that refinery switches off ("padding", "truncation"): a
     #: refinery before 0.8.1 applied them, and its tokens differ (see :func:`load_tokenizer`)
     switched_off: tuple[str, ...] = ()
+    #: the token put before each document (None: none, the default)
+    bos_token: str | None = None
+    bos_id: int | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -68,7 +79,7 @@ class LoadedTokenizer:
         name = self.name
         if name != "gpt2" and not fs.is_s3(name):
             name = os.path.abspath(name)  # a worker may run in another directory
-        return {"spec": name, "eos_token": self.eos_token, "sha256": self.sha256}
+        return {"spec": name, "eos_token": self.eos_token, "sha256": self.sha256, "bos_token": self.bos_token}
 
     def describe(self) -> dict:
         import tokenizers
@@ -79,6 +90,8 @@ class LoadedTokenizer:
             "vocab_size": self.vocab_size,
             "eos_token": self.eos_token,
             "eos_id": self.eos_id,
+            # only with a BOS: manifests without one (and the loader's fingerprint) stay as they were
+            **({"bos_token": self.bos_token, "bos_id": self.bos_id} if self.bos_token is not None else {}),
             "tokenizers_version": tokenizers.__version__,
             # only when there is something to say: other tokenizers' manifests stay as they were
             **({"switched_off": list(self.switched_off)} if self.switched_off else {}),
@@ -164,8 +177,11 @@ def _not_a_tokenizer(spec: str, data: bytes, exc: Exception) -> str:
     return f"tokenizer file {spec} is not a Hugging Face tokenizer.json: {exc}"
 
 
-def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None) -> LoadedTokenizer:
-    """``spec`` is ``gpt2`` or a path / ``s3://`` URI of a Hugging Face ``tokenizer.json``."""
+def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None, bos: BosSetting | bool = "off",
+                   bos_token: str | None = None) -> LoadedTokenizer:
+    """``spec`` is ``gpt2`` or a path / ``s3://`` URI of a Hugging Face ``tokenizer.json``. ``bos``
+    (see :data:`BosSetting`; True/False as on/off, as YAML reads them) puts a BOS before each
+    document; ``bos_token`` names it (implies on)."""
     if spec == "gpt2":
         tok, digest = _gpt2()
     else:
@@ -197,26 +213,75 @@ def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None) -> LoadedTo
     if eos_token not in special:
         raise TokenizerError(f"eos_token {eos_token!r} is an ordinary token of tokenizer {spec}, so text would "
                              f"produce it too: use one of its special tokens {special[:10]}")
-    return LoadedTokenizer(tok, spec, digest, eos_token, eos_id, switched_off)
+    return set_bos(LoadedTokenizer(tok, spec, digest, eos_token, eos_id, switched_off), bos, bos_token)
+
+
+def set_bos(tok: LoadedTokenizer, bos: BosSetting | bool, bos_token: str | None = None) -> LoadedTokenizer:
+    """``tok`` with the BOS that ``bos`` (or ``bos_token``, which implies on) asks for; TokenizerError
+    for one the tokenizer lacks."""
+    special = sorted(t.content for t in tok.tokenizer.get_added_tokens_decoder().values() if t.special)
+    tok.bos_token = _bos_token(tok.tokenizer, tok.name, tok.eos_token, bos, bos_token, special)
+    tok.bos_id = None if tok.bos_token is None else tok.tokenizer.token_to_id(tok.bos_token)
+    return tok
+
+
+def prepended_token(tok: Tokenizer) -> str | None:
+    """The one special token the tokenizer file's post-processor puts before a text (Llama's
+    ``<s>``, Llama 3's ``<|begin_of_text|>``), found by asking the library: the ids of a probe text
+    with ``add_special_tokens=True`` are one special token, then the ids without. None otherwise."""
+    probe = "a"
+    bare = tok.encode(probe, add_special_tokens=False).ids
+    full = tok.encode(probe, add_special_tokens=True).ids
+    if len(full) < len(bare) + 1 or full[1:len(bare) + 1] != bare:
+        return None
+    added = tok.get_added_tokens_decoder().get(full[0])
+    return added.content if added is not None and added.special else None
+
+
+def _bos_token(tok: Tokenizer, spec: str, eos_token: str, bos: BosSetting | bool, bos_token: str | None,
+               special: list[str]) -> str | None:
+    """The BOS token ``bos`` asks for, or None; TokenizerError for one the tokenizer lacks."""
+    bos = ("on" if bos else "off") if isinstance(bos, bool) else bos  # YAML reads on/off as booleans
+    if bos not in BOS_SETTINGS:
+        raise TokenizerError(f"bos must be one of {', '.join(BOS_SETTINGS)}, got {bos!r}")
+    if bos_token is None:
+        if bos == "off":
+            return None
+        bos_token = prepended_token(tok)
+        if bos_token is None and bos == "on":  # no post-processor to follow: the usual names
+            bos_token = next((t for t in BOS_CANDIDATES if t in special), None)
+        if bos_token is None:
+            if bos == "auto":
+                return None
+            raise TokenizerError(f"tokenizer {spec} has no beginning-of-document token (its post-processor prepends "
+                                 f"none, and it has none of {', '.join(BOS_CANDIDATES)} as a special token): leave "
+                                 "bos off")
+    if bos_token not in special:  # an ordinary token also comes from text: documents would not start uniquely
+        raise TokenizerError(f"bos token {bos_token!r} is not a special token of tokenizer {spec}: use one of "
+                             f"{special[:10]}")
+    if bos_token == eos_token:  # "EOS text EOS": the previous document's EOS is there already
+        raise TokenizerError(f"tokenizer {spec}'s beginning-of-document token {bos_token!r} is its end-of-document "
+                             "token: documents are already separated by it; leave bos off")
+    return bos_token
 
 
 #: tokenizers loaded in this process, by spec: a worker loads each once, not once per task
-_CACHE: dict[tuple[str, str], LoadedTokenizer] = {}
+_CACHE: dict[tuple[str, str, str | None], LoadedTokenizer] = {}
 
 
 def remember_tokenizer(tok: LoadedTokenizer) -> None:
     """Let tasks that run in this process (an inline executor) use ``tok`` without reloading it."""
     spec = tok.spec()
-    _CACHE[(spec["spec"], spec["eos_token"])] = tok
+    _CACHE[(spec["spec"], spec["eos_token"], spec["bos_token"])] = tok
 
 
 def worker_tokenizer(spec: TokenizerSpec) -> LoadedTokenizer:
     """The tokenizer ``spec`` names, loaded once per process; refuses one whose SHA-256 differs
     from the driver's (the file changed, or a node sees a different file under that path)."""
-    key = (spec["spec"], spec["eos_token"])
+    key = (spec["spec"], spec["eos_token"], spec.get("bos_token"))
     tok = _CACHE.get(key)
     if tok is None or tok.sha256 != spec["sha256"]:
-        tok = load_tokenizer(spec["spec"], eos_token=spec["eos_token"])
+        tok = load_tokenizer(spec["spec"], eos_token=spec["eos_token"], bos_token=spec.get("bos_token"))
         _CACHE[key] = tok
     if tok.sha256 != spec["sha256"]:
         raise TokenizerMismatchError(f"tokenizer {spec['spec']} loaded in worker pid {os.getpid()} has sha256 "

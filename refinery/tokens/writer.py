@@ -227,12 +227,15 @@ def _safe_cut(ids: Any, text: str, lo: int, hi: int) -> tuple[int, int] | None:
     return None
 
 
-def _flatten(pieces: list[list[int]], eos: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.fromiter((len(p) + 1 for p in pieces), np.int64, count=len(pieces))
+def _flatten(pieces: list[list[int]], eos: int, bos: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every document as ``[BOS] tokens EOS``, concatenated, and the documents' start offsets: the
+    BOS is inside its document (its ``.idx`` length counts it), as Megatron's preprocessing puts it."""
+    head = () if bos is None else (bos,)
+    lengths = np.fromiter((len(head) + len(p) + 1 for p in pieces), np.int64, count=len(pieces))
     offsets = np.zeros(len(pieces) + 1, np.uint64)
     np.cumsum(lengths, out=offsets[1:])
     total = int(offsets[-1])
-    tokens = np.fromiter(chain.from_iterable(chain(p, (eos,)) for p in pieces), np.int64, count=total)
+    tokens = np.fromiter(chain.from_iterable(chain(head, p, (eos,)) for p in pieces), np.int64, count=total)
     return tokens, offsets
 
 
@@ -261,7 +264,7 @@ def _tokenize_shard(uri: str, name: str, out_dir: str, tok: LoadedTokenizer, bat
     ids = ids.take(pa.array(keep, pa.int64()))
     pieces = _encode(tok, texts, batch_size)
     extra = {"source": uri, "source_digest": source_digest(uri), "eos_id": tok.eos_id, "docs_read": docs_read,
-             "docs_empty": docs_read - len(keep), **_switched_off(tok.switched_off)}
+             "docs_empty": docs_read - len(keep), **_switched_off(tok.switched_off), **_bos(tok.bos_id)}
     row_groups = None
     if plan is not None:
         k = plan["num_shards"]
@@ -272,7 +275,7 @@ def _tokenize_shard(uri: str, name: str, out_dir: str, tok: LoadedTokenizer, bat
         counts = np.bincount(bucket, minlength=k).tolist()
         extra.update(plan=plan, buckets=counts)
         row_groups = counts
-    tokens, offsets = _flatten(pieces, tok.eos_id, tok.dtype)
+    tokens, offsets = _flatten(pieces, tok.eos_id, tok.bos_id)
     if len(tokens) and int(tokens.max()) >= tok.vocab_size:
         raise TokenizeError(f"tokenizer {tok.name} produced id {int(tokens.max())} >= its vocab size {tok.vocab_size}")
     added = _added_tokens_from_text(tok, tokens)
@@ -324,6 +327,10 @@ def _check_marker(marker: dict, tok: LoadedTokenizer, where: str, plan: dict | N
         raise TokenizerMismatchError(
             f"{where} already holds shard {marker.get('name')} with end-of-document id {marker.get('eos_id')}, "
             f"not {tok.eos_id} ({tok.eos_token!r}); use a fresh --output or --force")
+    if marker.get("bos_id") != tok.bos_id:  # sidecars from before the setting: no BOS, as they were made
+        raise TokenizerMismatchError(
+            f"{where} already holds shard {marker.get('name')} {_bos_words(marker.get('bos_id'))}; refusing to add "
+            f"shards {_bos_words(tok.bos_id, tok.bos_token)}: use a fresh --output or --force")
     if plan is not None and marker.get("plan") != plan:
         raise TokenizeError(f"{where} holds shard {marker.get('name')} from a different shuffle plan "
                             f"{marker.get('plan')} (now {plan}); use a fresh --output or --force")
@@ -383,14 +390,14 @@ def tokenize_shard_task(*, tokenizer: TokenizerSpec, out_dir: str, batch_size: i
 
 def gather_bucket_task(*, work_dir: str, output: str, plan: dict, totals: dict, dtype: str, vocab_size: int,
                        tokenizer_sha256: str, name: str, j: int, ranges: list[tuple[str, int, int]],
-                       switched_off: tuple[str, ...] = ()) -> dict:
+                       switched_off: tuple[str, ...] = (), bos_id: int | None = None) -> dict:
     """Shuffle pass 2: write output shard ``name`` from bucket ``j`` of the work shards (``ranges``).
 
     Needs no tokenizer: the work shards hold token ids already."""
     t0 = time.time()
     tokens, offsets, ids = _gather_bucket(work_dir, ranges, j, plan["seed"], tokenizer_sha256)
     entry = write_shard(output, name, tokens.astype(np.dtype(dtype)), offsets, ids, vocab_size, tokenizer_sha256,
-                        extra={"plan": plan, "source_totals": totals, **_switched_off(switched_off)})
+                        extra={"plan": plan, "source_totals": totals, **_switched_off(switched_off), **_bos(bos_id)})
     log.log(summary_level(), "shuffle [%s]: %d docs, %d tokens gathered from %d shards in %.1fs", name,
              entry["n_docs"], entry["n_tokens"], len(ranges), time.time() - t0, extra=TASK_SUMMARY)
     return {"entry": entry, "tokens": entry["n_tokens"]}
@@ -427,6 +434,9 @@ def _manifest_conflict(output: str, tok: LoadedTokenizer) -> str | None:
     if old.get("eos_id", tok.eos_id) != tok.eos_id:
         return (f"{output} already holds tokens ending documents with {old.get('eos_token')!r} (id "
                 f"{old.get('eos_id')}); refusing to mix in {tok.eos_token!r} (id {tok.eos_id})")
+    if old.get("bos_id") != tok.bos_id:
+        return (f"{output} already holds tokens {_bos_words(old.get('bos_id'), old.get('bos_token'))}; refusing to "
+                f"mix in tokens {_bos_words(tok.bos_id, tok.bos_token)}")
     return None
 
 
@@ -500,7 +510,7 @@ def _shuffled(executor: Executor, tok: LoadedTokenizer, shards: dict[str, str], 
              for j, n in enumerate(final_names) if n not in finals]
     shared = {"work_dir": _absolute(work), "output": _absolute(output), "plan": plan, "totals": totals,
               "dtype": tok.dtype.str, "vocab_size": tok.vocab_size, "tokenizer_sha256": tok.sha256,
-              "switched_off": tok.switched_off}
+              "switched_off": tok.switched_off, "bos_id": tok.bos_id}
     return _run_tasks(executor, gather_bucket_task, tasks, "tokenize:shuffle", shared, finals, final_names, result)
 
 
@@ -578,6 +588,19 @@ def tokenize_run(
         return _tokenize(run_dir, output, tok, shards, executor, shuffle=shuffle, seed=seed,
                          num_shards=num_shards, batch_size=batch_size, work_dir=work_dir, keep_work=keep_work,
                          force=force, redo_stale=explicit, claim=claim)
+
+
+def _bos(bos_id: int | None) -> dict[str, int]:
+    """A shard sidecar's record of the BOS id before each document, when there is one (sidecars
+    without it stay as they were: no BOS)."""
+    return {} if bos_id is None else {"bos_id": bos_id}
+
+
+def _bos_words(bos_id: int | None, bos_token: str | None = None) -> str:
+    """How a refusal names a BOS setting: 'with no BOS' or 'beginning documents with '<s>' (id 1)'."""
+    if bos_id is None:
+        return "with no BOS before documents"
+    return f"beginning documents with {bos_token!r} (id {bos_id})" if bos_token else f"beginning documents with id {bos_id}"
 
 
 def _switched_off(what: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
@@ -706,7 +729,7 @@ def _earlier_tokenizer(output: str, tok: LoadedTokenizer) -> dict | None:
         old = parse_manifest(fs.read_bytes(uri), uri)["tokenizer"]
     except (fs.StorageError, TokenShardError):
         return None
-    return old if old.get("sha256") == tok.sha256 else None
+    return old if old.get("sha256") == tok.sha256 and old.get("bos_id") == tok.bos_id else None
 
 
 def _clear_foreign_shards(output: str, expected: list[str], replace: bool) -> None:
@@ -835,6 +858,9 @@ def manifest_inconsistencies(manifest: dict) -> list[str]:
     eos, vocab = tokenizer.get("eos_id"), tokenizer.get("vocab_size")
     if not isinstance(eos, int) or not isinstance(vocab, int) or not 0 <= eos < vocab:
         problems.append(f"manifest tokenizer eos_id {eos!r} is not an id of its vocabulary of {vocab!r}")
+    bos = tokenizer.get("bos_id")
+    if bos is not None and (not isinstance(bos, int) or not isinstance(vocab, int) or not 0 <= bos < vocab or bos == eos):
+        problems.append(f"manifest tokenizer bos_id {bos!r} is not an id of its vocabulary of {vocab!r} other than EOS")
     return problems
 
 
