@@ -49,7 +49,7 @@ PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".jsonl.zst", ".json.zst")
 INPUT_SUFFIXES = WARC_SUFFIXES + WET_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES
 
-STATS_VERSION = 2
+STATS_VERSION = 3  # 3: histograms in the compact marker form (Histogram.to_marker_dict)
 
 #: seconds between a shard's within-shard progress lines (``[filter] shard x: 1,200 docs read, ...``),
 #: which a worker prints itself (on Ray: through Ray's log forwarding); the default unless

@@ -87,6 +87,69 @@ def test_histograms_merge_by_addition_like_one_big_histogram():
         other.merge(Histogram.for_column("x", edges=[0, 1, 3]))
 
 
+def _shard_histograms(seed: int) -> dict[str, Histogram]:
+    """One shard's histograms of every scale, with nulls, values outside the edges and reasons."""
+    rng = np.random.default_rng(seed)
+    hists = {c: Histogram.for_column(c) for c in ("gopher_word_count", "quality_score", "gopher_stop_words")}
+    hists["lines_kept"] = Histogram.for_column("lines_kept", edges=[0, 1, 2, 4, 8])  # a stage's metric_bins
+    for column, h in hists.items():
+        values = np.concatenate([rng.lognormal(3, 2, 40), [-1.0, 2e7]]) if h.scale == "log" else rng.random(40) * 24
+        h.add(pa.array(values[:25]), "kept")
+        h.add(pa.array([None, *values[25:]], pa.float64()), "removed", reason=f"reason_{seed % 2}")
+    return hists
+
+
+def test_a_markers_histograms_are_compact_and_read_back_the_same():
+    """A shard's marker held every bin edge and every zero count: ~80% of its histogram bytes
+    (session 44, h132). Its compact form names a default scale's edges and lists non-zero bins."""
+    for column, h in _shard_histograms(3).items():
+        dense, compact = json.dumps(h.to_dict()), json.dumps(h.to_marker_dict())
+        marker = json.loads(compact)
+        assert Histogram.from_dict(marker).to_dict() == h.to_dict() == json.loads(dense), column
+        assert ("edges" in marker) == (h.scale == "custom"), column
+        # (every bin of the int scale has a count here: its saving is the edges; custom edges stay listed)
+        if h.scale != "custom":
+            assert len(compact) < len(dense) * (0.4 if h.scale != "int" else 0.8), (column, len(compact), len(dense))
+        for side, pairs in marker["counts"].items():  # [bin, count, ...] of the non-zero bins
+            assert list(zip(pairs[::2], pairs[1::2])) == [(i, n) for i, n in enumerate(h.counts[side]) if n]
+    # a marker whose scale has other edges in this version is refused, not binned wrongly
+    marker = _shard_histograms(3)["gopher_word_count"].to_marker_dict() | {"bins": 100}
+    with pytest.raises(ValueError, match="gopher_word_count: 100 bins recorded, but scale 'log' has 141"):
+        Histogram.from_dict(marker)
+    with pytest.raises(ValueError, match="unknown form 'delta'"):
+        Histogram.from_dict(marker | {"form": "delta"})
+
+
+def test_old_and_compact_markers_merge_to_the_same_totals():
+    """A rerun's shards write compact markers beside an older run's dense ones: any mix merges to
+    what all-dense markers gave, as does a hand-written marker of the old form."""
+    shards = [_shard_histograms(seed) for seed in range(5)]
+    old_form = {"column": "gopher_stop_words", "scale": "int", "edges": [float(i) for i in range(22)],
+                "counts": {"kept": [0, 2] + [0] * 19, "removed": [1] + [0] * 20},
+                "by_reason": {"reason_1": [1] + [0] * 20}, "under": {"kept": 0, "removed": 0},
+                "over": {"kept": 1, "removed": 0}, "null": {"kept": 0, "removed": 4},
+                "sum": {"kept": 32.0, "removed": 0.0}, "min": 0.0, "max": 30.0}
+
+    def maps(form):  # form(shard index) -> "dense" or "compact"
+        return [{"s": {c: h.to_dict() if form(i) == "dense" else h.to_marker_dict() for c, h in hists.items()}}
+                for i, hists in enumerate(shards)] + [{"s": {"gopher_stop_words": old_form}}]
+
+    def dense(i):
+        return "dense"
+
+    expected = merge_histogram_maps(maps(dense))
+    assert expected["s"]["gopher_stop_words"]["over"]["kept"] == 1 + sum(h["gopher_stop_words"].over["kept"] for h in shards)
+    for form in (lambda i: "compact", lambda i: "dense" if i % 2 else "compact", lambda i: "compact" if i % 2 else "dense"):
+        for order in (1, -1):  # either form first: the merge adds into the first one read
+            merged = merge_histogram_maps(maps(form)[::order])
+            assert merged == expected
+            assert json.dumps(merged) == json.dumps(merge_histogram_maps(maps(dense)[::order]))  # byte for byte
+    # a compact marker of other edges is refused as a dense one is
+    wrong = Histogram.for_column("lines_kept", edges=[0, 1, 2, 4, 9]).to_marker_dict()
+    with pytest.raises(ValueError, match="lines_kept: bin edges differ"):
+        merge_histogram_maps([{"s": {"lines_kept": shards[0]["lines_kept"].to_marker_dict()}}, {"s": {"lines_kept": wrong}}])
+
+
 # -- reservoir ----------------------------------------------------------------------------------
 def _run_reservoir(n: int, k: int, seed: int, batch: int) -> list[int]:
     r = Reservoir(k, seed)
@@ -183,8 +246,15 @@ def test_stats_json_merges_the_shard_stats(run):
     for stage, cols in stats["histograms"].items():
         for col, h in cols.items():
             for side in ("kept", "removed"):
-                per_shard = [s["histograms"][stage][col]["counts"][side] for s in shards if stage in s["histograms"]]
+                per_shard = [Histogram.from_dict(s["histograms"][stage][col]).counts[side]
+                             for s in shards if stage in s["histograms"]]
                 assert h["counts"][side] == [sum(x) for x in zip(*per_shard)]
+    # markers hold the compact form; with half of them in the old dense one the funnel is the same
+    assert {h.get("form") for s in shards for cols in s["histograms"].values() for h in cols.values()} == {"sparse"}
+    for s in shards[::2]:
+        s["histograms"] = {st: {c: Histogram.from_dict(h).to_dict() for c, h in cols.items()}
+                           for st, cols in s["histograms"].items()}
+    assert json.dumps(merge_shard_stats(shards)["histograms"]) == json.dumps(stats["histograms"])
     assert merge_shard_stats(shards)["languages"] == stats["languages"]
     assert load_run_stats(str(run_dir))["docs_read"] == 717 + 2
 

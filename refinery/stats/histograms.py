@@ -17,6 +17,14 @@ stage saw is counted exactly once. Removed rows are also binned per removal reas
 1e-3 outside it (fastText's probabilities reach 1.00001) are counted in the edge bins.
 A stage can override the edges for its columns by defining ``metric_bins() -> {column: [edges]}``
 (duck-typed; see docs/stats.md).
+
+A shard's stats marker holds its histograms in the compact form (:meth:`Histogram.to_marker_dict`,
+``"form": "sparse"``): counts as ``[bin, count, ...]`` pairs of the non-zero bins, and a default
+scale's edges named by the scale instead of listed (they are fixed by the column's name). Markers
+were ~80% edges and zero counts, and parsing them was most of what closing a pass, `status` and
+`stats` cost at thousands of shards. Merged summaries (``stats.json``, ``stats --json``) keep the
+dense form (:meth:`Histogram.to_dict`); :meth:`Histogram.from_dict` reads both, so a run whose
+markers mix them (old shards, some rerun) merges as one.
 """
 
 from __future__ import annotations
@@ -46,17 +54,27 @@ UNIT_FINE_EDGES = (0.0, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125
 
 
 def unit_edges() -> list[float]:
-    return list(UNIT_FINE_EDGES) + [round(i / UNIT_BINS, 6) for i in range(1, UNIT_BINS + 1)]
+    return list(_UNIT_EDGES)
 
 
 def log_edges() -> list[float]:
-    # [0, 1) catches zeros (an empty line count, a 0-word document) without a -inf on a log axis
-    steps = LOG_BINS_PER_DECADE * LOG_DECADES
-    return [0.0] + [float(f"{10 ** (i / LOG_BINS_PER_DECADE):.6g}") for i in range(steps + 1)]
+    return list(_LOG_EDGES)
 
 
 def int_edges() -> list[float]:
-    return [float(i) for i in range(INT_BINS + 1)]
+    return list(_INT_EDGES)
+
+
+# computed once: a compact marker's histograms are rebuilt from these, thousands a pass
+_UNIT_EDGES = tuple(list(UNIT_FINE_EDGES) + [round(i / UNIT_BINS, 6) for i in range(1, UNIT_BINS + 1)])
+# [0, 1) catches zeros (an empty line count, a 0-word document) without a -inf on a log axis
+_LOG_EDGES = tuple([0.0] + [float(f"{10 ** (i / LOG_BINS_PER_DECADE):.6g}")
+                            for i in range(LOG_BINS_PER_DECADE * LOG_DECADES + 1)])
+_INT_EDGES = tuple(float(i) for i in range(INT_BINS + 1))
+#: the default scales' edges, which a compact histogram names instead of listing
+SCALE_EDGES: dict[str, tuple[float, ...]] = {"linear": _UNIT_EDGES, "log": _LOG_EDGES, "int": _INT_EDGES}
+#: ``form`` of a histogram dict in the compact marker form (the dense form has no ``form``)
+SPARSE_FORM = "sparse"
 
 
 def default_edges(column: str) -> tuple[str, list[float]]:
@@ -99,6 +117,7 @@ class Histogram:
             self.null.setdefault(side, 0)
             self.total.setdefault(side, 0.0)
         self._np_edges = np.asarray(self.edges, dtype=np.float64)
+        self._edges_key = tuple(self.edges)
         # each side's sum as floats whose exact sum is the total (:func:`_add_exact`), so the sum
         # does not depend on how rows were split into batches (a shard's stats are
         # byte-identical at any reader.batch_size; a float sum added batch by batch was not)
@@ -173,6 +192,33 @@ class Histogram:
             mine, theirs = getattr(self, attr), getattr(other, attr)
             setattr(self, attr, theirs if mine is None else mine if theirs is None else pick(mine, theirs))
 
+    def merge_dict(self, d: dict[str, Any]) -> None:
+        """:meth:`merge` of a histogram dict (either form), a compact one added bin by bin without
+        building its histogram: building one per marker was most of merging a pass's funnel."""
+        if d.get("form") != SPARSE_FORM:
+            self.merge(Histogram.from_dict(d))
+            return
+        nbins = len(self.edges) - 1
+        if "edges" in d:
+            same_edges = [float(e) for e in d["edges"]] == self.edges
+        else:  # its scale's default edges: compared as tuples, not copied per marker
+            same_edges = SCALE_EDGES.get(d.get("scale")) == self._edges_key
+        if not same_edges or d.get("bins") != nbins:
+            self.merge(Histogram.from_dict(d))  # refuses it, naming the column
+            return
+        for side in SIDES:
+            _add_pairs(self.counts[side], d["counts"].get(side, []))
+            for key, mine in (("under", self.under), ("over", self.over), ("null", self.null)):
+                mine[side] += d.get(key, {}).get(side, 0)
+            theirs = d.get("sum", {}).get(side, 0.0)
+            _add_exact(self._partials.setdefault(side, []), [theirs] if theirs else [])
+            self.total[side] = math.fsum(self._partials[side])
+        for reason, pairs in d.get("by_reason", {}).items():
+            _add_pairs(self.by_reason.setdefault(reason, [0] * nbins), pairs)
+        for attr, key, pick in (("lo", "min", min), ("hi", "max", max)):
+            mine, theirs = getattr(self, attr), d.get(key)
+            setattr(self, attr, theirs if mine is None else mine if theirs is None else pick(mine, theirs))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "column": self.column,
@@ -188,14 +234,78 @@ class Histogram:
             "max": self.hi,
         }
 
+    def to_marker_dict(self) -> dict[str, Any]:
+        """The compact form a shard's stats marker holds: ``counts`` and ``by_reason`` as flat
+        ``[bin, count, bin, count, ...]`` lists of the non-zero bins, ``bins`` their number, and
+        ``edges`` only when they are not the default ones of ``scale`` (a stage's
+        ``metric_bins``); ``by_reason``, ``under``, ``over`` and ``null`` only when not empty or
+        zero. :meth:`from_dict` gives back the same histogram."""
+        d: dict[str, Any] = {"form": SPARSE_FORM, "column": self.column, "scale": self.scale,
+                             "bins": len(self.edges) - 1}
+        if tuple(self.edges) != SCALE_EDGES.get(self.scale):
+            d["edges"] = self.edges
+        d["counts"] = {side: _sparse(c) for side, c in self.counts.items()}
+        if self.by_reason:
+            d["by_reason"] = {r: _sparse(c) for r, c in sorted(self.by_reason.items())}
+        for key, counts in (("under", self.under), ("over", self.over), ("null", self.null)):
+            if any(counts.values()):  # left out when zero on both sides, as most are
+                d[key] = counts
+        return d | {"sum": {k: round(v, 6) for k, v in self.total.items()}, "min": self.lo, "max": self.hi}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Histogram":
+        """A histogram from its dense dict (:meth:`to_dict`: merged summaries, markers written
+        before session 44) or its compact one (:meth:`to_marker_dict`: markers since)."""
+        if d.get("form") == SPARSE_FORM:
+            edges = _marker_edges(d)
+            nbins = len(edges) - 1
+            counts = {k: _dense(v, nbins) for k, v in d["counts"].items()}
+            by_reason = {k: _dense(v, nbins) for k, v in d.get("by_reason", {}).items()}
+            d = {"under": {}, "over": {}, "null": {}} | d  # left out when zero (filled in by __post_init__)
+        elif "form" in d:
+            raise ValueError(f"histogram {d.get('column')}: unknown form {d['form']!r} (written by a newer refinery?)")
+        else:
+            edges = list(d["edges"])
+            counts = {k: list(v) for k, v in d["counts"].items()}
+            by_reason = {k: list(v) for k, v in d.get("by_reason", {}).items()}
         return cls(
-            column=d["column"], scale=d.get("scale", "custom"), edges=list(d["edges"]),
-            counts={k: list(v) for k, v in d["counts"].items()}, under=dict(d["under"]), over=dict(d["over"]),
-            null=dict(d["null"]), total=dict(d.get("sum", {})), lo=d.get("min"), hi=d.get("max"),
-            by_reason={k: list(v) for k, v in d.get("by_reason", {}).items()},
+            column=d["column"], scale=d.get("scale", "custom"), edges=edges, counts=counts,
+            under=dict(d["under"]), over=dict(d["over"]), null=dict(d["null"]), total=dict(d.get("sum", {})),
+            lo=d.get("min"), hi=d.get("max"), by_reason=by_reason,
         )
+
+
+def _sparse(counts: list[int]) -> list[int]:
+    """``[bin, count, ...]`` of the non-zero bins of ``counts``, in bin order."""
+    return [x for i, n in enumerate(counts) if n for x in (i, n)]
+
+
+def _dense(pairs: list[int], nbins: int) -> list[int]:
+    """The ``nbins`` counts of a :func:`_sparse` list."""
+    counts = [0] * nbins
+    _add_pairs(counts, pairs)
+    return counts
+
+
+def _add_pairs(counts: list[int], pairs: list[int]) -> None:
+    """Add a :func:`_sparse` list to ``counts`` in place."""
+    for i in range(0, len(pairs), 2):
+        counts[pairs[i]] += pairs[i + 1]
+
+
+def _marker_edges(d: dict[str, Any]) -> list[float]:
+    """A compact histogram's edges: listed, or its scale's defaults, whose number of bins must be
+    the one recorded (edges changed by a later version would otherwise mis-bin silently)."""
+    if "edges" in d:
+        edges = [float(e) for e in d["edges"]]
+    elif d.get("scale") in SCALE_EDGES:
+        edges = list(SCALE_EDGES[d["scale"]])
+    else:
+        raise ValueError(f"histogram {d.get('column')}: no edges for scale {d.get('scale')!r}")
+    if len(edges) - 1 != d["bins"]:
+        raise ValueError(f"histogram {d.get('column')}: {d['bins']} bins recorded, but scale "
+                         f"{d.get('scale')!r} has {len(edges) - 1} here; edges must be fixed per column")
+    return edges
 
 
 def _add_exact(partials: list[float], values: list[float]) -> None:
@@ -227,11 +337,10 @@ class HistogramMapMerge:
         for stage, columns in (m or {}).items():
             target = self.merged.setdefault(stage, {})
             for column, d in columns.items():
-                h = Histogram.from_dict(d)
                 if column in target:
-                    target[column].merge(h)
+                    target[column].merge_dict(d)
                 else:
-                    target[column] = h
+                    target[column] = Histogram.from_dict(d)
 
     def result(self) -> dict[str, dict[str, dict[str, Any]]]:
         return {stage: {c: h.to_dict() for c, h in cols.items()} for stage, cols in self.merged.items()}
