@@ -109,6 +109,10 @@ def fail(message: object, code: int = 2) -> NoReturn:
         import traceback
 
         traceback.print_exc()
+    if isinstance(message, BaseException):  # a raw S3 refusal (botocore's or pyarrow's text) said as what it means
+        from refinery.io.fs import explain_s3_failure
+
+        message = explain_s3_failure(str(message)) or message
     print_error(message)
     raise typer.Exit(code)
 

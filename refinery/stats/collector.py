@@ -163,7 +163,7 @@ class ShardStatsCollector:
             chars = pc.fill_null(pc.utf8_length(kept.column("text")), 0)
         else:
             chars = pa.array([0] * kept.num_rows, pa.int64())
-        grouped = pa.table({"language": langs, "chars": chars}).group_by("language").aggregate(
+        grouped = pa.table({"language": langs, "chars": chars}).group_by("language", use_threads=False).aggregate(
             [("chars", "sum"), ("chars", "count")]
         )
         for lang, total, n in zip(*(grouped.column(c).to_pylist() for c in ("language", "chars_sum", "chars_count"))):

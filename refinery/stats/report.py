@@ -642,7 +642,9 @@ def _kept_languages(uris: list[str], column: str) -> pa.Table | None:
         return None
     if not parts:
         return pa.table({"id": pa.array([], pa.string()), "language": pa.array([], pa.string())})
-    pairs = pa.concat_tables(parts).group_by(["id", "language"]).aggregate([])
+    # one thread: groups in first-seen order (threads over the shards' chunks gave another order per
+    # call, so two reads of the same shards compared unequal: a flaky CI)
+    pairs = pa.concat_tables(parts).group_by(["id", "language"], use_threads=False).aggregate([])
     return pairs if pc.count_distinct(pairs.column("id"), mode="all").as_py() == pairs.num_rows else None
 
 
