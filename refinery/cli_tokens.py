@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
     @app.command("verify-tokens")
     def verify_tokens(
         token_dir: str = typer.Argument(..., help="a `refinery tokenize` output, or a run directory holding one in tokens/ (local or s3://)"),
-        hashes: bool = typer.Option(True, help="also check every file's SHA-256 against the manifest (reads everything)"),
+        hashes: bool = typer.Option(True, help="also check every file's SHA-256 against the manifest, and every document's EOS (and BOS) (reads everything)"),
         tokenizer: str | None = typer.Option(
             None, help="the tokenizer the shards must have been made with (gpt2, a tokenizer.json); "
                        "default: the one the manifest names, when it can be read here"),
@@ -184,11 +184,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check token shards against their manifest.
 
-        Checks the tokenizer's content, sizes (truncation), each Megatron index and file hashes
-        (unless --no-hashes)."""
+        Checks the tokenizer's content, sizes (truncation), each Megatron index, and (unless
+        --no-hashes, which reads only the indexes) file hashes and every document's edges: EOS
+        last, the BOS first when recorded, neither inside a document."""
         from refinery.loader import TokenDataset
         from refinery.tokens import TokenShardError
-        from refinery.tokens.format import file_sha256
+        from refinery.tokens.format import document_edge_problems, file_sha256
 
         from refinery.io import fs
         from refinery.tokens.writer import resolve_token_dir
@@ -214,10 +215,15 @@ def register(app: typer.Typer) -> None:
             except TokenShardError as exc:
                 bad.append(str(exc))
         if hashes:
+            tok = ds.manifest["tokenizer"]
             for entry, shard in zip(ds.manifest["shards"], ds.shards):
                 for kind in ("bin", "idx"):
                     if file_sha256(shard.uris[kind]) != entry[f"{kind}_sha256"]:
                         bad.append(f"{shard.uris[kind]}: SHA-256 differs from the manifest")
+                # what a training run relies on, which hashes made of the same bad tokens would not catch
+                # (a manifest's unusable EOS/BOS id is said above by manifest_problems)
+                if isinstance(tok.get("eos_id"), int) and isinstance(tok.get("bos_id"), (int, type(None))):
+                    bad += document_edge_problems(shard, tok["eos_id"], tok.get("bos_id"))
         ds.close()
         for line in bad:
             print_error(line, "bad:")

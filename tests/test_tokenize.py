@@ -392,6 +392,12 @@ def test_cli_tokenize_train_and_verify(kept_run, tmp_path):
         f.write(b"\xff\xff\xff\xff")
     res = runner.invoke(app, ["verify-tokens", out])
     assert res.exit_code == 1 and "part-00002.bin: SHA-256 differs" in res.output
+    eos = manifest["tokenizer"]["eos_id"]
+    with open(os.path.join(out, "part-00002.bin"), "r+b") as f:  # its last document loses its EOS
+        f.seek(-2, os.SEEK_END)
+        f.write(np.uint16((eos + 1) % 1000).tobytes())
+    res = runner.invoke(app, ["verify-tokens", out])
+    assert res.exit_code == 1 and "part-00002.bin: " in res.output and "do not end with EOS" in res.output, res.output
     res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", "gpt2"])
     assert res.exit_code == 2 and "refusing to mix" in res.output
     res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", str(tmp_path / "nope.json")])
@@ -776,3 +782,34 @@ def test_a_changed_bos_setting_is_refused_and_redone_with_force(tmp_path, cc_doc
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
     assert "tokenizer gpt2 has no beginning-of-document token" in res.output, res.output
     assert not (tmp_path / "gpt2").exists()
+
+
+def test_verify_finds_documents_without_their_eos_or_bos_or_with_one_inside(tmp_path):
+    """`verify-tokens` checked hashes and the index, not the tokens' shape: a document without its
+    EOS (glued to the next in training), or with an EOS or BOS inside (a boundary the index does not
+    have), passed whenever the manifest's hashes were made of the same tokens (session 44)."""
+    from refinery.tokens.format import ShardFile, document_edge_problems, write_shard
+
+    eos, bos = 0, 1
+
+    def shard(name: str, docs: list[list[int]]) -> ShardFile:
+        tokens = np.array([t for d in docs for t in d], np.uint16)
+        offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
+        write_shard(str(tmp_path), name, tokens, offsets, [f"d{i}" for i in range(len(docs))], 100, "x")
+        return ShardFile(str(tmp_path), name)
+
+    good = shard("good", [[1, 5, 6, 0], [1, 7, 0], [1, 8, 9, 10, 0]])
+    for chunk in (2, 3, 1 << 20):  # documents across the reads' chunks
+        assert document_edge_problems(good, eos, bos, chunk_tokens=chunk) == []
+    assert document_edge_problems(good, eos) == []  # no BOS recorded: 1 is an ordinary id then
+    for docs, bos_id, said in [
+        ([[1, 5, 6], [1, 7, 0]], bos, "1 document(s) do not end with EOS (0), the first document 0"),
+        ([[1, 5, 0, 6, 0], [1, 7, 0]], bos, "1 EOS token(s) (0) inside documents"),
+        ([[5, 0], [1, 7, 0], [6, 0]], bos, "2 document(s) do not begin with BOS (1), the first document 0"),
+        ([[1, 5, 1, 0]], bos, "1 BOS token(s) (1) inside documents"),
+    ]:
+        name = f"bad{len(docs)}{sum(map(len, docs))}"
+        for chunk in (2, 1 << 20):
+            [problem] = document_edge_problems(shard(name, docs), eos, bos_id, chunk_tokens=chunk)
+            assert said in problem and problem.startswith(str(tmp_path / name)), problem
+

@@ -402,6 +402,48 @@ class ShardFile:
         """Nothing to release (no descriptor is held); kept for callers that close what they open."""
 
 
+#: tokens read at a time by :func:`document_edge_problems` (64 MiB of int16 tokens: memory stays bounded)
+EDGE_CHECK_TOKENS = 1 << 25
+
+
+def document_edge_problems(shard: ShardFile, eos_id: int, bos_id: int | None = None,
+                           chunk_tokens: int = EDGE_CHECK_TOKENS) -> list[str]:
+    """What breaks the shape every document of ``shard`` must have for training (``verify-tokens``):
+    its last token EOS, its first the BOS when the output records one, and neither anywhere else
+    (special tokens are never made from text, so a stray one is a boundary the index does not
+    have: documents glued or cut). Reads the ``.bin`` ``chunk_tokens`` at a time; one line per
+    kind of problem, with the first document it hits and how many."""
+    offsets = shard.read_offsets()
+    starts, ends = offsets[:-1], offsets[1:] - 1
+    empty = int(np.count_nonzero(offsets[1:] <= offsets[:-1]))
+    problems = [f"{shard.uris['idx']}: {empty} empty document(s) (every document ends with EOS)"] if empty else []
+    no_eos, no_bos, eos_seen, bos_seen = [], [], 0, 0
+    for begin in range(0, shard.header.n_tokens, chunk_tokens):
+        stop = min(begin + chunk_tokens, shard.header.n_tokens)
+        tokens = shard.read_tokens(begin, stop)
+        eos_seen += int(np.count_nonzero(tokens == eos_id))
+        lo, hi = np.searchsorted(ends, [begin, stop])
+        no_eos.extend(np.flatnonzero(tokens[ends[lo:hi] - begin] != eos_id) + lo)
+        if bos_id is not None:
+            bos_seen += int(np.count_nonzero(tokens == bos_id))
+            lo, hi = np.searchsorted(starts, [begin, stop])
+            no_bos.extend(np.flatnonzero(tokens[starts[lo:hi] - begin] != bos_id) + lo)
+    n_docs = shard.header.n_docs
+    if no_eos:
+        problems.append(f"{shard.uris['bin']}: {len(no_eos)} document(s) do not end with EOS ({eos_id}), "
+                        f"the first document {int(no_eos[0])}")
+    elif not empty and eos_seen != n_docs:
+        problems.append(f"{shard.uris['bin']}: {eos_seen - n_docs} EOS token(s) ({eos_id}) inside documents: "
+                        "boundaries the index does not have")
+    if bos_id is not None:
+        if no_bos:
+            problems.append(f"{shard.uris['bin']}: {len(no_bos)} document(s) do not begin with BOS ({bos_id}), "
+                            f"the first document {int(no_bos[0])}")
+        elif bos_seen != n_docs:
+            problems.append(f"{shard.uris['bin']}: {bos_seen - n_docs} BOS token(s) ({bos_id}) inside documents")
+    return problems
+
+
 def _local_version(st: os.stat_result) -> tuple[int, str]:
     """(size, version) of a local file: an atomic rewrite (temp file + rename) is a new inode, and
     any rewrite a new mtime."""
