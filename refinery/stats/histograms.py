@@ -188,8 +188,12 @@ class Histogram:
         for reason, counts in other.by_reason.items():
             mine = self.by_reason.setdefault(reason, [0] * len(counts))
             self.by_reason[reason] = [a + b for a, b in zip(mine, counts)]
-        for attr, pick in (("lo", min), ("hi", max)):
-            mine, theirs = getattr(self, attr), getattr(other, attr)
+        self._widen(other.lo, other.hi)
+
+    def _widen(self, lo: float | None, hi: float | None) -> None:
+        """The range seen, widened by another's (None: nothing seen there)."""
+        for attr, theirs, pick in (("lo", lo, min), ("hi", hi, max)):
+            mine = getattr(self, attr)
             setattr(self, attr, theirs if mine is None else mine if theirs is None else pick(mine, theirs))
 
     def merge_dict(self, d: dict[str, Any]) -> None:
@@ -215,9 +219,7 @@ class Histogram:
             self.total[side] = math.fsum(self._partials[side])
         for reason, pairs in d.get("by_reason", {}).items():
             _add_pairs(self.by_reason.setdefault(reason, [0] * nbins), pairs)
-        for attr, key, pick in (("lo", "min", min), ("hi", "max", max)):
-            mine, theirs = getattr(self, attr), d.get(key)
-            setattr(self, attr, theirs if mine is None else mine if theirs is None else pick(mine, theirs))
+        self._widen(d.get("min"), d.get("max"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
