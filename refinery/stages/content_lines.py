@@ -55,6 +55,8 @@ from __future__ import annotations
 import functools
 import re
 
+from refinery.stages.table_text import TABLE_RULE_RE, is_table_row
+
 #: the drop rules the exceptions apply to (counters and patterns never)
 SINGLE_WORD, NUMERIC, UPPERCASE = "single_word", "numeric", "uppercase"
 #: a one-word heading is kept over a line of at least this many words
@@ -137,7 +139,8 @@ def is_content(lines: list[str], i: int, rule: str) -> bool:
     if _in_code_run(lines, i) or (rule == NUMERIC and _is_stated_output(lines, i)):
         return True
     if rule == UPPERCASE:
-        return _is_list_member(lines, i) or _is_dockerfile_line(lines, i) or _acronyms_in_words(line)
+        return (_is_list_member(lines, i) or _is_dockerfile_line(lines, i) or _acronyms_in_words(line)
+                or _is_table_heading(lines, i))
     if rule == SINGLE_WORD and _is_yaml_parent(lines, i):
         return True
     stripped = line.strip()
@@ -152,6 +155,10 @@ def is_content(lines: list[str], i: int, rule: str) -> bool:
             and after and len(after.split()) >= 3 and not _NUMBERED.match(after)):
         return True
     if rule == NUMERIC and _is_labelled_value(lines, i):
+        return True
+    if rule == NUMERIC and _is_step_number(lines, i):
+        return True
+    if rule == SINGLE_WORD and _is_table_heading(lines, i):
         return True
     return (rule == SINGLE_WORD and stripped[:1].isupper() and _HEADING_WORD.fullmatch(stripped) is not None
             and stripped.rstrip(":").lower() not in CHROME_WORDS
@@ -448,3 +455,64 @@ def _previous_line(lines: list[str], i: int) -> str:
         if lines[j].strip():
             return lines[j].strip()
     return ""
+
+
+#: a bare step number ("3" on its own line over "Add minced lamb and cook ..."): at most two digits
+_BARE_NUMBER = re.compile(r"^\s*(\d{1,2})\s*$")
+#: how many non-blank lines above or below a step number its neighbour in the sequence may sit
+STEP_REACH = 8
+
+
+def _is_step_number(lines: list[str], i: int) -> bool:
+    """A bare number over a step, in a sequence of them: the number before it (N-1) over its own
+    step among the :data:`STEP_REACH` lines above, or the one after it (N+1) among those below
+    ("1" / "Roast the chicken ..." / "2" / "Meanwhile, heat oil ..."; session 45: a recipe's steps,
+    a how-to's, a discography). A step is a line of at least three words that is not numbered. A
+    vote count over a question's title has no such neighbour, pagination ("1" / "2" / "3") no step
+    between its numbers."""
+    m = _BARE_NUMBER.match(lines[i])
+    if m is None or not _over_a_step(lines, i):
+        return False
+    n = int(m.group(1))
+    return (n > 1 and str(n - 1) in _numbered_steps(lines, i, -1)) or str(n + 1) in _numbered_steps(lines, i, 1)
+
+
+def _over_a_step(lines: list[str], i: int) -> bool:
+    after = _next_line(lines, i)
+    return len(after.split()) >= 3 and not _NUMBERED.match(after) and not _BARE_NUMBER.match(after)
+
+
+def _numbered_steps(lines: list[str], i: int, step: int) -> set[str]:
+    """The bare numbers over a step among the :data:`STEP_REACH` non-blank lines above (``step``
+    -1) or below (1) line ``i``."""
+    found: set[str] = set()
+    seen = 0
+    j = i + step
+    while 0 <= j < len(lines) and seen < STEP_REACH:
+        if lines[j].strip():
+            seen += 1
+            m = _BARE_NUMBER.match(lines[j])
+            if m and _over_a_step(lines, j):
+                found.add(m.group(1))
+        j += step
+    return found
+
+
+#: a heading over a table: at most this many words ("CAMERA", "USER GAMEPLAY CUSTOMISATION")
+TABLE_HEADING_WORDS = 6
+
+
+def _is_table_heading(lines: list[str], i: int) -> bool:
+    """A short heading right over a table's header row (a row with the ``|---|`` rule under it):
+    "CAMERA" / "| Option | Value |" / "|---|---|", "Quotes" over a wiki's table (session 45: settings
+    tables' and wiki tables' headings were cut as single words or uppercase). Letters first, not a
+    word of page chrome, no more than :data:`TABLE_HEADING_WORDS` words."""
+    stripped = lines[i].strip()
+    if (len(stripped.split()) > TABLE_HEADING_WORDS or not stripped[:1].isalpha()
+            or stripped.rstrip(":").lower() in CHROME_WORDS or stripped.startswith("|")):
+        return False
+    j = _next_index(lines, i)
+    if j >= len(lines) or not is_table_row(lines[j].strip()):
+        return False
+    rule = _next_line(lines, j)
+    return rule[:2] in ("|-", "|:") and TABLE_RULE_RE.fullmatch(rule) is not None
