@@ -243,12 +243,12 @@ def test_extra_domains_and_blocklist_off(ut1_samples: dict[str, list[str]]) -> N
 def test_real_crawl_urls_mostly_kept(stage: UrlFilter) -> None:
     urls = sample_urls()
     assert len(urls) > 500
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # this process's CPU: other processes' load does not count
     reasons, _ = run(stage, urls)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     kept = sum(r is None for r in reasons)
     assert kept / len(urls) > 0.95, [(u, r) for u, r in zip(urls, reasons) if r]
-    assert len(urls) / elapsed > 2_000  # docs/s; measured ~30k/s
+    assert len(urls) / elapsed > 2_000  # a guard against a blow-up, not a speed target; ~30k/s measured
 
 
 def test_pickles_without_blocklist(stage: UrlFilter) -> None:
