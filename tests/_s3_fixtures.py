@@ -106,14 +106,16 @@ def s3_losing_put_replies(endpoint: str) -> Iterator[tuple[str, list[bool]]]:
 def s3_front(endpoint: str, drop_request: tuple[str, ...] = (),
              reply_date: Callable[[str], str] | None = None,
              lose_put_replies: list[bool] | None = None,
-             conditional_put: Callable[[], tuple[int, bytes] | None] | None = None) -> Iterator[str]:
+             conditional_put: Callable[[], tuple[int, bytes] | None] | None = None,
+             hang: Callable[[str, str], bool] | None = None) -> Iterator[str]:
     """A proxy on 127.0.0.1 before the moto server ``endpoint`` that stands for a store (or a
     corporate proxy) bending the protocol: it drops the request headers named in ``drop_request``
     (``If-None-Match``, ``If-Match``: a store that ignores conditional writes and performs them),
     rewrites the reply's ``Date`` header with ``reply_date``, while ``lose_put_replies[0]`` is true
     drops each PUT's connection after passing it on (:func:`s3_losing_put_replies`), and answers a
     conditional PUT itself with ``conditional_put()``'s status and XML body when it gives one
-    (:func:`s3_without_conditions`). Yields its endpoint."""
+    (:func:`s3_without_conditions`). ``hang(method, path)`` true: that request is read and never
+    answered (a store that stopped answering mid-run) until the block ends. Yields its endpoint."""
     import http.client
     import socket
     import threading
@@ -121,6 +123,7 @@ def s3_front(endpoint: str, drop_request: tuple[str, ...] = (),
     from urllib.parse import urlsplit
 
     up, dropped = urlsplit(endpoint), {h.lower() for h in drop_request}
+    over = threading.Event()  # the block ended: hung requests are let go (their connections closed)
 
     class Front(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -131,6 +134,10 @@ def s3_front(endpoint: str, drop_request: tuple[str, ...] = (),
 
         def _any(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if hang is not None and hang(self.command, self.path):
+                over.wait()
+                self.close_connection = True
+                return
             if (conditional_put is not None and self.command == "PUT"
                     and ("If-None-Match" in self.headers or "If-Match" in self.headers)):
                 answer = conditional_put()
@@ -170,5 +177,6 @@ def s3_front(endpoint: str, drop_request: tuple[str, ...] = (),
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        over.set()
         server.shutdown()
         server.server_close()

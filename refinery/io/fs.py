@@ -25,6 +25,8 @@ from typing import Any, BinaryIO, Iterator
 
 import pyarrow.fs as pafs
 
+from refinery.io.interruptible import interruptible
+
 log = logging.getLogger("refinery.io")
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -72,6 +74,11 @@ def s3_error(message: str, exc: BaseException) -> StorageError:
     credentials, a :class:`MissingCredentials` that says where credentials come from."""
     if _no_credentials(exc):
         return MissingCredentials(f"{message}: {no_credentials()}")
+    if type(exc).__name__ == "ReadTimeoutError":  # botocore's: the store stopped answering
+        server = f"the S3 endpoint {s3_endpoint()}" if s3_endpoint() else "S3"
+        return StorageError(f"{message}: {server} sent nothing for the read timeout ({s3_get_timeout():g} s for a "
+                            f"GET or HEAD ({GET_TIMEOUT_VARIABLE}), {S3_READ_TIMEOUT_S:g} s otherwise), "
+                            f"{s3_max_attempts()} attempt(s): a hung server, or a network that drops packets?")
     return StorageError(f"{message}: {exc}")
 
 
@@ -366,9 +373,28 @@ _CLIENT_LOCK = threading.Lock()
 S3_POOL_CONNECTIONS = 32
 
 
-def s3_client():
-    """A boto3 S3 client (per process and endpoint) with standard retries and backoff."""
-    key = (s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts())
+#: the read timeout (seconds without a byte) of every S3 request but a GET or a HEAD: an upload's
+#: answer (CompleteMultipartUpload of a large object) may come only after a long silence
+S3_READ_TIMEOUT_S = 60.0
+#: the variable that sets a GET's or HEAD's read timeout (:func:`s3_get_timeout`)
+GET_TIMEOUT_VARIABLE = "REFINERY_S3_GET_TIMEOUT_S"
+
+
+def s3_get_timeout() -> float:
+    """Seconds a GET or HEAD waits without a byte before the attempt is retried: 15 by default
+    (``REFINERY_S3_GET_TIMEOUT_S``). A store answers a read's first byte in milliseconds, and a
+    timed-out attempt is retried, not failed; with 60 s, a store that stopped answering mid-run held
+    each marker or run.json read for 8-9 minutes before its error (session 45, h144)."""
+    try:
+        return max(0.1, float(os.environ.get(GET_TIMEOUT_VARIABLE, "15")))
+    except ValueError:
+        return 15.0
+
+
+def s3_client(read_timeout: float = S3_READ_TIMEOUT_S):
+    """A boto3 S3 client (per process, endpoint and read timeout) with standard retries and backoff.
+    GETs and HEADs use ``s3_client(s3_get_timeout())``."""
+    key = (s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts(), read_timeout)
     client = _CLIENT_CACHE.get(key)
     if client is None:
         # one at a time: the threads of a read-ahead pool each made a client at once (16 clients,
@@ -376,11 +402,11 @@ def s3_client():
         with _CLIENT_LOCK:
             client = _CLIENT_CACHE.get(key)
             if client is None:
-                client = _CLIENT_CACHE[key] = _new_s3_client()
+                client = _CLIENT_CACHE[key] = _new_s3_client(read_timeout)
     return client
 
 
-def _new_s3_client():
+def _new_s3_client(read_timeout: float = S3_READ_TIMEOUT_S):
     check_endpoint()  # before botocore's silent retries
     import boto3
     from botocore.config import Config
@@ -389,7 +415,7 @@ def _new_s3_client():
         "s3",
         endpoint_url=s3_endpoint(),
         config=Config(retries={"max_attempts": s3_max_attempts(), "mode": "standard"}, connect_timeout=10,
-                      read_timeout=60, max_pool_connections=S3_POOL_CONNECTIONS),
+                      read_timeout=read_timeout, max_pool_connections=S3_POOL_CONNECTIONS),
     )
 
 
@@ -424,7 +450,12 @@ def basename(uri: str) -> str:
 
 def exists(uri: str) -> bool:
     fs, path = resolve(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+    return _info(fs, uri, path).type != pafs.FileType.NotFound
+
+
+def _info(fs: pafs.FileSystem, uri: str, path: str) -> pafs.FileInfo:
+    """``fs.get_file_info(path)``; on S3 one that Ctrl-C and SIGTERM cut short (:mod:`.interruptible`)."""
+    return interruptible(lambda: fs.get_file_info(path), "S3 lookup") if is_s3(uri) else fs.get_file_info(path)
 
 
 def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = False) -> list[str]:
@@ -454,7 +485,7 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     skipped: list[tuple[str, str]] = []
     s3_versions: dict[str, tuple[int, str]] | None = None  # an S3 prefix's listing carries them
     listed_s3 = _list_s3_directory(uri, path, skipped) if is_s3(uri) else None
-    info = None if listed_s3 else fs.get_file_info(path)
+    info = None if listed_s3 else _info(fs, uri, path)
     if info is None:
         found, s3_versions = listed_s3  # type: ignore[misc]
     elif info.type == pafs.FileType.File:
@@ -809,16 +840,29 @@ def _get_object(uri: str, want: int | None = None, **request: str) -> tuple[byte
     attempts = max(1, s3_max_attempts())
     for attempt in range(1, attempts + 1):
         try:
-            response = s3_client().get_object(Bucket=bucket, Key=key, **request)
+            try:
+                response = s3_client(s3_get_timeout()).get_object(Bucket=bucket, Key=key, **request)
+            except Exception as exc:  # noqa: BLE001 - botocore raises many types
+                if type(exc).__name__ == "ReadTimeoutError":
+                    # botocore retried it already: retried here too, a hung store's GET waited
+                    # attempts x attempts x the timeout (64 x 60 s by default; h144)
+                    raise _Retried(exc) from exc
+                raise
             data = response["Body"].read()
             if want is not None and len(data) != want:
                 raise OSError(f"short read: {len(data)} of {want} bytes")
             return data, response
+        except _Retried as retried:
+            raise retried.__cause__ from None  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - botocore/urllib3 raise many types
             if _error_code(exc) in _S3_FINAL_CODES or _no_credentials(exc) or attempt == attempts:
                 raise
             time.sleep(min(20.0, 0.2 * 2**attempt) * random.random())
     raise AssertionError("unreachable")
+
+
+class _Retried(Exception):
+    """An error of a request that botocore has retried already (its ``__cause__``)."""
 
 
 def _read_s3_whole(uri: str) -> bytes:
@@ -990,19 +1034,23 @@ def makedirs(uri: str) -> None:
 
 def delete(uri: str) -> None:
     fs, path = resolve(uri)
-    info = fs.get_file_info(path)
+    info = _info(fs, uri, path)
     if info.type == pafs.FileType.File:
         if is_s3(uri):
             _fence(uri)
+            interruptible(lambda: fs.delete_file(path), "S3 delete")
+            return
         fs.delete_file(path)
 
 
 def delete_tree(uri: str) -> None:
     """Delete the directory ``uri`` and everything under it (nothing if it does not exist)."""
     fs, path = resolve(uri)
-    if fs.get_file_info(path).type == pafs.FileType.Directory:  # on S3: a prefix with objects under it
+    if _info(fs, uri, path).type == pafs.FileType.Directory:  # on S3: a prefix with objects under it
         if is_s3(uri):
             _fence(uri)
+            interruptible(lambda: fs.delete_dir(path), "S3 delete")
+            return
         fs.delete_dir(path)
 
 
@@ -1031,7 +1079,9 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
             buffer.seek(0)
             _fence(uri)  # after the bytes are made, right before they are published
             try:
-                s3_client().upload_fileobj(buffer, bucket, key)
+                # in a helper thread: boto3's transfer manager, cancelled by Ctrl-C or SIGTERM, waited
+                # for its hung request (60 s x 8 attempts) before it let the stop through
+                interruptible(lambda: s3_client().upload_fileobj(buffer, bucket, key), "S3 upload")
             except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
                 raise s3_error(f"upload to {uri} failed", exc) from exc
         return
@@ -1189,7 +1239,7 @@ def etag(uri: str) -> str | None:
         return None
     bucket, _, key = resolve(uri)[1].partition("/")
     try:
-        return str(s3_client().head_object(Bucket=bucket, Key=key)["ETag"])
+        return str(s3_client(s3_get_timeout()).head_object(Bucket=bucket, Key=key)["ETag"])
     except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
         if _status(exc) == 404:
             return None
@@ -1304,7 +1354,7 @@ def read_if_any_with_age(uri: str) -> tuple[bytes, str, float] | None:
     cannot be read at all is replaced by this host's clock."""
     bucket, _, key = resolve(uri)[1].partition("/")
     try:
-        got = s3_client().get_object(Bucket=bucket, Key=key)
+        got = s3_client(s3_get_timeout()).get_object(Bucket=bucket, Key=key)
     except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
         if _status(exc) == 404:
             return None

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from refinery.io import fs
+from refinery.io.interruptible import leave_behind
 
 log = logging.getLogger("refinery.runlock")
 
@@ -522,11 +523,30 @@ def confirm_claim(claim: OutputClaim | None) -> None:
                      f"finish, then run `refinery status {claim.root}`")
 
 
+#: how long a command's end waits for its claim's release to be written. A store that stopped
+#: answering held a stopped run for the write's 60 s x 8 attempts (session 45, h144): past this the
+#: claim is left to lapse as a killed command's does (at once on this host, after the TTL elsewhere)
+RELEASE_WAIT_S = 10.0
+
+
 def release_claim(claim: OutputClaim) -> None:
     """Stop renewing the claim and mark it released (if still ours): the next command takes the
-    output at once, without waiting for the TTL."""
+    output at once, without waiting for the TTL. In the main thread, waits :data:`RELEASE_WAIT_S` at most."""
     claim._stop.set()
     _LIVE_CLAIMS.discard(claim.record["claim"])
+    if threading.current_thread() is not threading.main_thread():  # a command ends in its main thread
+        _release(claim)
+        return
+    releasing = threading.Thread(target=_release, args=(claim,), name=f"release {claim.uri}", daemon=True)
+    releasing.start()
+    releasing.join(RELEASE_WAIT_S)
+    if releasing.is_alive():
+        leave_behind()  # its S3 call must not hold the process's exit either
+        log.warning("cannot release the claim %s: the store did not answer within %g s; it lapses after %g s "
+                    "(at once for a command on this host)", claim.uri, RELEASE_WAIT_S, CLAIM_TTL_SECONDS)
+
+
+def _release(claim: OutputClaim) -> None:
     try:
         if claim.shared:  # its own key: nobody else writes it, so it goes (no leftover per instance)
             with claim._mutex:
