@@ -462,7 +462,12 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         if not exiting:  # in-process: stdout as it was (the process's own keeps the wrapper to its exit)
             sys.stdout.flush()
             sys.stdout = stdout
-    if interrupted and (exiting or (handles_ctrl_c and "ray" in sys.modules)):
+    from refinery.io.interruptible import calls_left_behind, drop_s3_finalizer
+
+    # an S3 call left hung in a helper thread (h144): pyarrow's exit handler would wait it out, and
+    # an interpreter teardown without that handler aborted in the AWS SDK: leave by os._exit
+    left_behind = exiting and calls_left_behind()
+    if (interrupted or left_behind) and (exiting or (handles_ctrl_c and "ray" in sys.modules)):
         # interrupted: leave without the interpreter's teardown. It puts back SIGINT's default
         # action, and a Ctrl-C landing then killed the process by SIGINT after its one line (exit
         # -2, once in a fresh-clone CI run of the double Ctrl-C test); and after Ctrl-C reached
@@ -482,6 +487,8 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
                 sys.exit(code)
             import atexit
 
+            if left_behind:
+                drop_s3_finalizer()
             atexit._run_exitfuncs()
         os._exit(code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -13,7 +13,8 @@ short waits, where signal handlers run: the KeyboardInterrupt (SIGINT, or SIGTER
 anywhere else (workers stopped, claim released, finished shards kept). The abandoned call goes
 on in its thread until its own timeout or the process's exit; what it writes is whole or
 nothing (an S3 object appears when its upload completes), so nothing half-written is left; and
-pyarrow's exit handler, which would wait for it, is dropped (:func:`leave_behind`).
+refinery's own process leaves without pyarrow's exit handler, which would wait for it
+(:func:`leave_behind`).
 """
 
 from __future__ import annotations
@@ -32,11 +33,30 @@ T = TypeVar("T")
 POLL_S = 0.25
 
 
+_LEFT_BEHIND = False
+
+
 def leave_behind() -> None:
-    """The process is stopping with an S3 call still running in a helper thread: pyarrow's exit
-    handler (``ensure_s3_finalized``) waits for every S3 call to end before it finalizes the AWS
-    SDK, and held the stopped run's exit for the hung call's minutes after its "stopped" line
-    (found by this module's trial). The process is ending: the SDK needs no finalizing."""
+    """An S3 call is left running in a helper thread (the command is stopping, or gave up waiting
+    for it). pyarrow's exit handler (``ensure_s3_finalized``) waits for every S3 call to end before
+    it finalizes the AWS SDK, and held the stopped run's exit for the hung call's minutes after its
+    "stopped" line (found by this module's trial): refinery's own process then leaves without it
+    (:func:`drop_s3_finalizer`, called by ``refinery.cli.main`` as it exits by ``os._exit``). Not
+    dropped here: a process that goes on to exit normally (a library caller, a test session) would
+    tear the SDK down unfinalized, and glibc aborted such an exit ("FinalizeS3 was not called",
+    "malloc(): unsorted double linked list corrupted")."""
+    global _LEFT_BEHIND
+    _LEFT_BEHIND = True
+
+
+def calls_left_behind() -> bool:
+    """Whether this process left an S3 call running (:func:`leave_behind`)."""
+    return _LEFT_BEHIND
+
+
+def drop_s3_finalizer() -> None:
+    """Unregister pyarrow's exit handler, for a process about to leave by ``os._exit`` (which skips
+    the C++ teardown the handler guards) while a call it left behind is still running."""
     pyarrow_fs = sys.modules.get("pyarrow.fs")
     finalizer = getattr(pyarrow_fs, "ensure_s3_finalized", None)
     if finalizer is not None:
