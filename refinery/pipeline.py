@@ -343,7 +343,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         # passes each has its own directory, and those would stay as another config's output
         top = plan.run.as_pass()
         for directory in (top.removed_dir, top.samples_dir, top.stats_dir, top.failed_dir):
-            for uri in fs.list_files(directory, (".parquet", ".json")) if fs.exists(directory) else []:
+            for uri in fs.list_files_if_any(directory, (".parquet", ".json")):
                 fs.delete(uri)
     if redo_from is not None and previous_record:
         remove_dropped_passes(plan.run, previous_record.get("passes", []), {p.name: p.role for p in plan.passes})
@@ -522,8 +522,9 @@ def write_run_stats(plan: Plan, failed_shards: list[str]) -> dict[str, Any]:
         finished = pass_finished(plan, p)
         if i and not finished:
             break  # a later pass not finished under this plan: another config's, or another set's
-        if fs.exists(out.stats_json):
-            passes.append(fs.read_json(out.stats_json))
+        pass_stats = fs.read_json_if_any(out.stats_json)
+        if pass_stats is not None:
+            passes.append(pass_stats)
         if not finished:
             # the first pass unfinished ends the funnel: its own stats count (a failed shard's pass)
             break

@@ -924,10 +924,7 @@ def _pass_outputs(plan: Plan, p: Pass) -> str:
 
 def _made_without(plan: Plan, name: str, old_fingerprint: str, dropped: set[str]) -> bool:
     """Whether pass ``name`` finished under ``old_fingerprint`` with every shard of ``dropped`` set aside."""
-    uri = plan.run.pass_marker(name)
-    if not fs.exists(uri):
-        return False
-    marker = fs.read_json(uri)
+    marker = fs.read_json_if_any(plan.run.pass_marker(name))
     return isinstance(marker, dict) and marker.get("fingerprint") == old_fingerprint \
         and dropped <= set(marker_set_aside(marker))
 
@@ -982,7 +979,7 @@ def _recorded_input(plan: Plan, shard: str) -> str | None:
     shard ("removed cc_3") rather than the file the user moved (cc_3.jsonl; found by trials)."""
     marker = fs.join(plan.pass_dir(plan.passes[0].name).stats_dir, f"{shard}.json")
     try:
-        uri = fs.read_json(marker).get("input") if fs.exists(marker) else None
+        uri = (fs.read_json_if_any(marker) or {}).get("input")
     except (fs.StorageError, OSError, ValueError):
         return None
     return uri if isinstance(uri, str) else None
@@ -1055,10 +1052,13 @@ def check_finished_inputs_unchanged(plan: Plan) -> None:
     Unfinished shards may change (a broken file replaced by a good copy is simply read). A run
     recorded before versions were (sizes only) is compared by size."""
     recorded_uri = fs.join(plan.output, INPUT_SIZES_FILE)
-    if plan.input_sizes is None or not fs.exists(recorded_uri):
+    if plan.input_sizes is None:
         return
     try:
-        record = json.loads(fs.read_bytes(recorded_uri))
+        data = fs.read_bytes_if_any(recorded_uri)
+        if data is None:
+            return
+        record = json.loads(data)
         recorded, recorded_versions = record["files"], record.get("versions") or {}
     except (ValueError, KeyError, TypeError, AttributeError):
         return  # unreadable record: nothing to compare with (it is rewritten below)
@@ -1168,17 +1168,15 @@ def write_plan(plan: Plan, previous: dict[str, Any] | None = None, tag: str | No
 
 def shards_with_markers(stats_dir: str) -> set[str]:
     """Names of the shards whose ``stats/<shard>.json`` marker exists (one listing)."""
-    if not fs.exists(stats_dir):
-        return set()
-    return {fs.basename(u)[: -len(".json")] for u in fs.list_files(stats_dir, (".json",))}
+    return {fs.basename(u)[: -len(".json")] for u in fs.list_files_if_any(stats_dir, (".json",))}
 
 
 def read_marker(plan: Plan, p: Pass) -> dict[str, Any] | None:
     """The pass's marker if it was written under this fingerprint."""
-    uri = plan.run.pass_marker(p.name)
-    if not fs.exists(uri):
+    data = fs.read_bytes_if_any(plan.run.pass_marker(p.name))
+    if data is None:
         return None
-    marker = json.loads(fs.read_bytes(uri))
+    marker = json.loads(data)
     return marker if isinstance(marker, dict) and marker.get("fingerprint") == p.fingerprint else None
 
 

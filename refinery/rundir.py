@@ -143,10 +143,11 @@ class RunDir:
 
     def _record(self) -> tuple[Any, str | None]:
         """(``run.json`` parsed, or None when absent or unreadable; why it cannot be read)."""
-        if not fs.exists(self.run_json):
+        data = fs.read_bytes_if_any(self.run_json)
+        if data is None:
             return None, None
         try:
-            record = json.loads(fs.read_bytes(self.run_json))
+            record = json.loads(data)
         except ValueError as exc:
             return None, f"not JSON ({str(exc).splitlines()[0]})"
         return record, None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
@@ -189,7 +190,7 @@ class RunDir:
             return None
         last, uri = docs[-1], self.pass_marker(str(docs[-1].get("name")))
         try:
-            marker = fs.read_json(uri) if fs.exists(uri) else None
+            marker = fs.read_json_if_any(uri)
         except fs.DamagedRecord:
             marker = None  # damaged: not a finished pass (a failed read is raised: it is no answer)
         recorded = last.get("fingerprint")  # a record without one (older dedup outputs): its marker's presence

@@ -71,11 +71,10 @@ def _shards(out: PassDir, counts: bool = True) -> tuple[list[dict[str, Any]], di
     else:
         finished = [{"shard": name} for name in sorted(shards_with_markers(out.stats_dir))]
     failed: dict[str, str] = {}
-    if fs.exists(out.failed_dir):
-        for uri in fs.list_files(out.failed_dir, (".json",)):
-            record = fs.read_json(uri)
-            line = (record.get("error") or "").strip().splitlines()[0] if record.get("error") else ""
-            failed[record["shard"]] = fs.explain_s3_failure(line, "this run uses") or line  # a raw S3 refusal said so
+    for uri in fs.list_files_if_any(out.failed_dir, (".json",)):
+        record = fs.read_json(uri)
+        line = (record.get("error") or "").strip().splitlines()[0] if record.get("error") else ""
+        failed[record["shard"]] = fs.explain_s3_failure(line, "this run uses") or line  # a raw S3 refusal said so
     done = {s["shard"] for s in finished}
     return finished, {k: v for k, v in failed.items() if k not in done}  # a later attempt finished it
 
@@ -107,7 +106,7 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
     states = []
     for p in record["passes"]:
         marker_uri = run.pass_marker(p["name"])
-        marker = fs.read_json(marker_uri) if fs.exists(marker_uri) else None
+        marker = fs.read_json_if_any(marker_uri)
         pass_dir = dirs.get(p["name"])
         finished, failed = (_shards(pass_dir, counts=False) if p["kind"] != "tokenize" and pass_dir is not None
                              else ([], {}))
@@ -154,18 +153,14 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
 def _index_steps(out: PassDir) -> list[str]:
     """The steps of a dedup pass's index that finished (``index/passes/<step>.json``): a rerun skips them."""
     steps_dir = fs.join(out.index_dir, "passes")
-    if not fs.exists(steps_dir):
-        return []
-    return [fs.basename(u)[:-len(".json")] for u in fs.list_files(steps_dir, (".json",))]
+    return [fs.basename(u)[:-len(".json")] for u in fs.list_files_if_any(steps_dir, (".json",))]
 
 
 def _set_aside(run: RunDir, record: dict[str, Any]) -> set[str]:
     """The shards the run's document pass set aside when it finished (its marker, if current)."""
     first = record["passes"][0] if record.get("passes") else None
-    if first is None or not fs.exists(run.pass_marker(first["name"])):
-        return set()
-    marker = fs.read_json(run.pass_marker(first["name"]))
-    if marker.get("fingerprint") != first.get("fingerprint"):
+    marker = fs.read_json_if_any(run.pass_marker(first["name"])) if first is not None else None
+    if marker is None or marker.get("fingerprint") != first.get("fingerprint"):
         return set()
     return set(marker_set_aside(marker))
 
@@ -181,9 +176,9 @@ def _s3_active(run_dir: str, held_by: str | None) -> bool | None:
 
 def run_status(run_dir: str) -> RunStatus:
     run = RunDir(run_dir)
-    if not fs.exists(run.run_json):
+    manifest = fs.read_json_if_any(run.run_json)
+    if manifest is None:
         raise FileNotFoundError(pass_dir_refusal(run_dir) or f"no run.json under {run_dir}{fs.missing_run_hint(str(run_dir))}: is it a refinery run directory?")
-    manifest = fs.read_json(run.run_json)
     first = run.document_pass_dirs()[0]
     finished, failed = _shards(first)
     planned = int(manifest.get("shards", len(finished)))

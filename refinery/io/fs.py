@@ -458,6 +458,40 @@ def _info(fs: pafs.FileSystem, uri: str, path: str) -> pafs.FileInfo:
     return interruptible(lambda: fs.get_file_info(path), "S3 lookup") if is_s3(uri) else fs.get_file_info(path)
 
 
+def read_bytes_if_any(uri: str) -> bytes | None:
+    """The whole file (:func:`read_bytes`), or None when there is none. On S3 one GET, and only
+    its 404 is "none": a check first (``if exists(u): read_json(u)``) was a HEAD, and a LIST when
+    absent, before every marker, run.json or stats.json read, ~half of `status`'s requests
+    (session 45, h141). Any other failure (a 403, a throttle, a 500, an outage) is raised as
+    :func:`read_bytes` raises it: a failed read is no answer (h137). A local file is looked for
+    first, as before (a stat costs nothing)."""
+    if not is_s3(uri):
+        return read_bytes(uri) if exists(uri) else None
+    try:
+        return read_bytes(uri)
+    except StorageError as exc:
+        if not isinstance(exc, MissingCredentials) and _status(exc.__cause__) == 404:
+            return None  # NoSuchKey (or NoSuchBucket, which the check before took for absent too)
+        raise
+
+
+def read_json_if_any(uri: str) -> dict[str, Any] | None:
+    """The JSON record at ``uri`` (:func:`read_json`), or None when there is none (only what
+    :func:`read_bytes_if_any` takes for absent); a damaged one is :class:`DamagedRecord`."""
+    data = read_bytes_if_any(uri)
+    return None if data is None else _json_record(uri, data)
+
+
+def list_files_if_any(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """:func:`list_files` of the directory ``uri``, or [] when nothing is there. On S3 one LIST of
+    the prefix (an empty one is "nothing there"): a check first (``if exists(d): list_files(d)``)
+    was a HEAD and a LIST before the listing, for each pass's stats/ and failed/ (session 45,
+    h141). A listing that fails is looked at as before (pyarrow's check raises what it raised)."""
+    if not is_s3(uri):
+        return list_files(uri, suffixes) if exists(uri) else []
+    return list(_listing(uri, suffixes, False, versions=False, empty_ok=True))
+
+
 def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = False) -> list[str]:
     """Files under a directory URI (recursive), or the URI itself if it is a file; sorted.
 
@@ -480,16 +514,21 @@ def list_file_versions(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bo
     return _listing(uri, suffixes, log_skipped, versions=True)  # type: ignore[return-value]
 
 
-def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: bool) -> dict[str, tuple[int, str] | None]:
+def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: bool,
+             empty_ok: bool = False) -> dict[str, tuple[int, str] | None]:
+    """``empty_ok``: an S3 prefix with nothing under it is an empty directory (else pyarrow looks
+    whether it is a file, nothing or a missing bucket); a missing local path still raises."""
     fs, path = resolve(uri)
     skipped: list[tuple[str, str]] = []
     s3_versions: dict[str, tuple[int, str]] | None = None  # an S3 prefix's listing carries them
-    listed_s3 = _list_s3_directory(uri, path, skipped) if is_s3(uri) else None
+    listed_s3 = _list_s3_directory(uri, path, skipped, empty_ok) if is_s3(uri) else None
     info = None if listed_s3 else _info(fs, uri, path)
     if info is None:
         found, s3_versions = listed_s3  # type: ignore[misc]
     elif info.type == pafs.FileType.File:
         found = [path]
+    elif info.type == pafs.FileType.NotFound and empty_ok:
+        return {}
     elif info.type == pafs.FileType.NotFound:
         raise StorageError(f"input not found: {uri}{missing_bucket_hint(uri)}{_glob_hint(uri)}")
     elif is_s3(uri):
@@ -529,19 +568,20 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
     return file_versions(uri, uris)  # local files (a stat each), or the one S3 object (a HEAD)
 
 
-def _list_s3_directory(uri: str, path: str, skipped: list[tuple[str, str]]
+def _list_s3_directory(uri: str, path: str, skipped: list[tuple[str, str]], empty_ok: bool = False
                        ) -> tuple[list[str], dict[str, tuple[int, str]]] | None:
-    """:func:`_list_s3_prefix` of ``path`` when objects are under it, else None (a file, nothing, a
-    bucket that does not exist: pyarrow's look at it tells which). Listed first: an existence
-    check before it (a HEAD, then pyarrow's own LIST) made every directory listing three requests
-    (session 44, h139)."""
+    """:func:`_list_s3_prefix` of ``path`` when objects are under it (or, ``empty_ok``, when it
+    was listed and nothing is), else None (a file, nothing, a bucket that does not exist, a
+    failed listing: pyarrow's look at it tells which). Listed first: an existence check before
+    it (a HEAD, then pyarrow's own LIST) made every directory listing three requests (session
+    44, h139)."""
     if "/" not in path:  # a bucket: pyarrow's look says whether it exists
         return None
     try:
         listed = _list_s3_prefix(uri, path, skipped)
     except StorageError:  # (a missing bucket, a refusal): pyarrow's look names it as before
         return None
-    return listed if listed[0] or skipped else None
+    return listed if listed[0] or skipped or empty_ok else None
 
 
 def _glob_hint(uri: str) -> str:
@@ -988,9 +1028,12 @@ def read_json(uri: str) -> dict[str, Any]:
     damaged one is a :class:`StorageError` naming the file (it was a bare "Expecting property name
     ...: line 1 column 2", and valid JSON that is no object, ``[]``, "unexpected AttributeError":
     found by adversarial testing)."""
+    return _json_record(uri, read_bytes(uri))
+
+
+def _json_record(uri: str, data: bytes) -> dict[str, Any]:
     import json
 
-    data = read_bytes(uri)
     try:
         record = json.loads(data)
     except ValueError as exc:

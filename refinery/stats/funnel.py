@@ -164,9 +164,7 @@ def iter_shard_stats(run_dir: "str | PassDir") -> Iterator[dict[str, Any]]:
     """Every finished shard's stats of one pass (a run of one pass: its directory), in listing
     order, read up to :data:`STATS_READ_CHUNK` ahead of the one being used."""
     stats_dir = (run_dir if isinstance(run_dir, PassDir) else PassDir(run_dir)).stats_dir
-    if not fs.exists(stats_dir):
-        return
-    yield from read_ahead(fs.read_json, fs.list_files(stats_dir, (".json",)), ahead=STATS_READ_CHUNK)
+    yield from read_ahead(fs.read_json, fs.list_files_if_any(stats_dir, (".json",)), ahead=STATS_READ_CHUNK)
 
 
 def load_shard_stats(run_dir: "str | PassDir") -> list[dict[str, Any]]:
@@ -208,8 +206,9 @@ def load_run_stats(run_dir: str) -> dict[str, Any]:
     if not has_plan and (refusal := pass_dir_refusal(run_dir)):  # its stats.json is one pass's
         raise FileNotFoundError(refusal)
     partial = partial_note(run_dir) if has_plan else None
-    if fs.exists(summary_uri) and not (partial and partial["unfinished"]):
-        return fs.read_json(summary_uri)
+    summary = None if partial and partial["unfinished"] else fs.read_json_if_any(summary_uri)
+    if summary is not None:
+        return summary
     # unfinished (a failed shard, a --force rerun under way): the run's stats.json is an earlier
     # state, another config's funnel after --force (found by adversarial testing); the finished
     # shards say where it is

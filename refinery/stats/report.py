@@ -561,7 +561,8 @@ def _counted_tokens(run_dir: str, column: str = "language") -> dict[str, Any] | 
     counted tokens by its ``column``."""
     uri = fs.join(run_dir, "tokens", "manifest.json")
     try:
-        manifest = json.loads(fs.read_bytes(uri)) if fs.exists(uri) else None
+        data = fs.read_bytes_if_any(uri)
+        manifest = json.loads(data) if data is not None else None
         if not manifest:
             return None
         counted = {"n_tokens": int(manifest["totals"]["n_tokens"]), "tokenizer": str(manifest["tokenizer"]["id"])}
@@ -721,9 +722,10 @@ def remake_report(run_dir: str, only_if_stale: bool = False) -> str | None:
     that redid nothing still remakes a report its previous run could not (stopped while remaking
     it, it showed the run's earlier state for good)."""
     uri = RunDir(run_dir).report_html
-    if not fs.exists(uri):
+    data = fs.read_bytes_if_any(uri)
+    if data is None:
         return None
-    head = fs.read_bytes(uri)[:4096].decode("utf-8", "replace")
+    head = data[:4096].decode("utf-8", "replace")
     found = _SAMPLES_RE.search(head)
     if not found:  # not a run report of ours: written by hand, by another tool, a --compare --out
         raise NotARunReport(f"{uri} is no `refinery report` of this version (no {_SAMPLES_META} tag): left as it is")

@@ -68,10 +68,7 @@ CONDITIONS: dict[str, dict[str, Any]] = {"quality": {"mode": "threshold"}}
 
 
 def load_run_manifest(run_dir: str) -> dict[str, Any]:
-    uri = RunDir(run_dir).run_json
-    if not fs.exists(uri):
-        return {}
-    return fs.read_json(uri)
+    return fs.read_json_if_any(RunDir(run_dir).run_json) or {}
 
 
 def _stage_class(kind: str) -> type | None:

@@ -424,10 +424,11 @@ def _input_shards(run_dir: str, shards: dict[str, str] | None, allow_unfinished:
 def _manifest_conflict(output: str, tok: LoadedTokenizer) -> str | None:
     """Why the tokens already under ``output`` cannot be mixed with ``tok``'s, or None."""
     manifest_uri = fs.join(output, MANIFEST)
-    if not fs.exists(manifest_uri):
+    data = fs.read_bytes_if_any(manifest_uri)
+    if data is None:
         return None
     # not checked for consistency: rerunning the command is how a damaged manifest is rewritten (a review)
-    old = parse_manifest(fs.read_bytes(manifest_uri), manifest_uri, consistent=False)["tokenizer"]
+    old = parse_manifest(data, manifest_uri, consistent=False)["tokenizer"]
     if old.get("sha256") != tok.sha256:
         return (f"{output} already holds tokens from tokenizer {old.get('id')} (sha256 {old.get('sha256')}); "
                 f"refusing to mix in {tok.name} (sha256 {tok.sha256})")
