@@ -24,6 +24,8 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +37,9 @@ MAGIC = b"MMIDIDX\x00\x00"  # megatron.core.datasets.indexed_dataset._INDEX_HEAD
 MEGATRON_VERSION = 1
 PRELUDE = struct.Struct("<9sQBQQ")  # magic, version, dtype code, sequence count, document count
 PRELUDE_SIZE = PRELUDE.size  # 34 bytes
+#: an S3 ``.idx`` up to this size (~52,000 documents at 20 bytes each) is read whole when a shard is
+#: opened: one GET (as the opening GET of any S3 read asks for up to 1 MiB: fs.S3RangeFile.OPEN_BYTES)
+WHOLE_INDEX_BYTES = 2**20
 # Megatron's DType enum codes for the two token widths we write (it has no uint32: wide vocabularies are int32)
 DTYPE_CODES = {np.dtype("<u2"): 8, np.dtype("<i4"): 4}
 CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
@@ -257,18 +262,21 @@ class ShardFile:
         self._remote = fs.is_s3(directory)
         # before the index and sidecar are read: what they vouch for is this version of the .bin
         bin_size, self._bin_version = self._version(self._bin_path, listing, "bin")
-        idx_size = self._version(self._idx_path, listing, "idx")[0]
-        with self._fs.open_input_file(self._idx_path) as f:
-            dtype, n = parse_prelude(f.read_at(PRELUDE_SIZE, 0), self.uris["idx"])
+        idx_size, self._idx_version = self._version(self._idx_path, listing, "idx")
+        self._idx_size = idx_size
+        # a small index (all but the largest shards') is read whole in one GET on S3: its prelude
+        # and last entries were a HEAD and 4 ranged GETs through pyarrow (session 45, h141)
+        with self._index_reader(whole=idx_size <= WHOLE_INDEX_BYTES) as read_at:
+            dtype, n = parse_prelude(read_at(PRELUDE_SIZE, 0), self.uris["idx"])
             if idx_size != index_size(n):
                 raise TokenShardError(
                     f"truncated token index {self.uris['idx']}: header says {n} documents "
                     f"({index_size(n)} bytes) but the file has {idx_size} bytes")
             n_tokens, last_doc_index = 0, 0
             if n:
-                last_len = int(np.frombuffer(f.read_at(4, PRELUDE_SIZE + 4 * (n - 1)), "<i4")[0])
-                last_ptr = int(np.frombuffer(f.read_at(8, PRELUDE_SIZE + 12 * n - 8), "<i8")[0])
-                last_doc_index = int(np.frombuffer(f.read_at(8, idx_size - 8), "<i8")[0])
+                last_len = int(np.frombuffer(read_at(4, PRELUDE_SIZE + 4 * (n - 1)), "<i4")[0])
+                last_ptr = int(np.frombuffer(read_at(8, PRELUDE_SIZE + 12 * n - 8), "<i8")[0])
+                last_doc_index = int(np.frombuffer(read_at(8, idx_size - 8), "<i8")[0])
                 n_tokens = last_ptr // dtype.itemsize + last_len
         if last_doc_index != n:
             raise TokenShardError(f"corrupt token index {self.uris['idx']}: last document index {last_doc_index} != {n} documents")
@@ -280,6 +288,41 @@ class ShardFile:
         self.meta = self._sidecar(dtype, n, n_tokens)
         self.header = ShardHeader(dtype.itemsize, int(self.meta["vocab_size"]), n, n_tokens,
                                   str(self.meta["tokenizer_sha256"]), dtype)
+
+    @contextmanager
+    def _index_reader(self, whole: bool = False) -> Iterator[Callable[[int, int], bytes]]:
+        """``read_at(nbytes, offset)`` of the ``.idx``: locally through one open file, as before;
+        on S3 ranged GETs pinned to the version opening took (``If-Match``: no HEAD first, and an
+        index replaced meanwhile is refused, not mixed with the old ``.bin``), or, ``whole``, slices
+        of the whole index read in one GET. A read past the end is short, as a file's is."""
+        if not self._remote:
+            with self._fs.open_input_file(self._idx_path) as f:
+                yield f.read_at
+            return
+        size = self._idx_size
+        data = self._read_idx(size, 0) if whole else None
+
+        def read_at(nbytes: int, offset: int) -> bytes:
+            if data is not None:
+                return data[offset:offset + nbytes]
+            return self._read_idx(min(nbytes, size - offset), offset)
+
+        yield read_at
+
+    def _read_idx(self, nbytes: int, offset: int) -> bytes:
+        """Bytes of the ``.idx`` on S3 by one ranged GET of its version when opened."""
+        if nbytes <= 0:
+            return b""
+        try:
+            return fs.read_range_if(self.uris["idx"], offset, nbytes, self._idx_version)
+        except fs.ObjectMissing:
+            raise TokenShardError(f"token index {self.uris['idx']} went missing while being read (deleted, or "
+                                  f"being rewritten by a tokenize --force?)") from None
+        except fs.ObjectChanged:
+            raise TokensChangedError(
+                f"token index {self.uris['idx']} changed while it was being read (ETag {self._idx_version} when it "
+                f"was opened, another now): rewritten under this job (refinery tokenize --force, a rerun after a "
+                f"config change, a copy over it); restart on the tokens as they are now") from None
 
     def _sidecar(self, dtype: np.dtype, n_docs: int, n_tokens: int) -> dict:
         """The ``.json`` sidecar, checked against the index it describes."""
@@ -359,8 +402,8 @@ class ShardFile:
         last_doc = n if last_doc is None else last_doc
         stop = min(last_doc, n - 1) + 1  # pointers exist for documents 0 .. n-1
         count = max(stop - first_doc, 0)
-        with self._fs.open_input_file(self._idx_path) as f:
-            data = f.read_at(8 * count, PRELUDE_SIZE + 4 * n + 8 * first_doc) if count else b""
+        with self._index_reader() as read_at:
+            data = read_at(8 * count, PRELUDE_SIZE + 4 * n + 8 * first_doc) if count else b""
         if len(data) != 8 * count:
             raise TokenShardError(f"short read from token index {self.uris['idx']}")
         starts = np.frombuffer(data, "<i8") // self.header.itemsize  # Megatron's pointers are bytes
@@ -376,8 +419,8 @@ class ShardFile:
         """Read the whole ``.idx`` and check it is the index of this ``.bin`` with one sequence per
         document: lengths >= 1, pointers their running byte sum, document indices ``0 .. n``."""
         h = self.header
-        with self._fs.open_input_file(self._idx_path) as f:
-            data = f.read_at(h.idx_size, 0)
+        with self._index_reader() as read_at:
+            data = read_at(h.idx_size, 0)
         if len(data) != h.idx_size:
             raise TokenShardError(f"short read from token index {self.uris['idx']}")
         n = h.n_docs
