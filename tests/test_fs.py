@@ -293,6 +293,40 @@ def test_a_marker_or_a_small_shard_on_s3_is_one_get_and_a_replaced_one_still_fai
         fs.read_bytes(shard)
 
 
+def test_a_record_read_if_any_is_one_get_and_only_a_missing_one_is_absent(s3_bucket, through_proxy, monkeypatch):
+    """`if fs.exists(u): fs.read_json(u)` was a HEAD (and a LIST when absent) before each GET of a
+    record, a HEAD and a LIST before each listing of stats/ or failed/ (h141). Now one request
+    each; a 404 alone is "absent": a 500, a throttle or a damaged record is raised (h137)."""
+    monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "1")  # the failures below fail at once (no retries)
+    marker, damaged, run = f"{s3_bucket}/run/passes/filter.json", f"{s3_bucket}/run/passes/bad.json", f"{s3_bucket}/run"
+    fs.write_bytes(marker, b'{"pass": "filter"}')
+    fs.write_bytes(damaged, b'{"pass": ')
+    requests: list[str] = []
+    failing: list[str] = []  # what the proxy fails (always), by a part of the request's path
+    policy = FaultPolicy(always=True, when=lambda method, path: requests.append(method) or any(f in path for f in failing))
+    through_proxy(policy)
+
+    def count(read):
+        requests.clear()
+        return read(), list(requests)
+
+    assert count(lambda: fs.read_json_if_any(marker)) == ({"pass": "filter"}, ["GET"])
+    assert count(lambda: fs.read_json_if_any(f"{run}/run.json")) == (None, ["GET"])
+    assert count(lambda: fs.read_bytes_if_any(marker)) == (b'{"pass": "filter"}', ["GET"])
+    assert count(lambda: fs.list_files_if_any(f"{run}/failed", (".json",))) == ([], ["GET"])  # one LIST
+    assert count(lambda: fs.list_files_if_any(f"{run}/passes", (".json",))) == ([damaged, marker], ["GET"])
+    with pytest.raises(fs.DamagedRecord, match=r"bad\.json is damaged"):
+        fs.read_json_if_any(damaged)
+    failing.append("filter.json")
+    for kind, code in (("500", "InternalError"), ("503", "SlowDown")):  # no answer, never "absent"
+        policy.kinds = (kind,)
+        with pytest.raises(fs.StorageError, match=rf"cannot open .*filter\.json.*\({code}\)"):
+            fs.read_json_if_any(marker)
+    failing.append("prefix=run%2Ffailed")  # a listing that fails is no empty directory
+    with pytest.raises((fs.StorageError, OSError)):
+        fs.list_files_if_any(f"{run}/failed")
+
+
 def test_an_input_in_a_missing_bucket_says_so(s3_bucket):
     with pytest.raises(fs.StorageError, match=r"input not found: s3://no-such-bucket-zz/x \(the bucket no-such-bucket-zz does not exist\)"):
         fs.list_files("s3://no-such-bucket-zz/x")

@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from _fault_fixtures import FaultPolicy, through_proxy  # noqa: F401 - fixture
 from refinery.io import fs
 from refinery.loader import (
     IGNORE_INDEX,
@@ -206,7 +207,7 @@ def test_a_rerun_that_redid_nothing_keeps_saved_states_valid(gpt2_tokens, tmp_pa
     assert "\n" not in str(refused.value) and "resume on the token shards it was saved on" in str(refused.value)
 
 
-def test_s3_loader_matches_local_and_resumes(gpt2_tokens, s3_root):
+def test_s3_loader_matches_local_and_resumes(gpt2_tokens, s3_root, through_proxy):
     for name in os.listdir(gpt2_tokens):
         fs.write_bytes(f"{s3_root}/tok/{name}", fs.read_bytes(os.path.join(gpt2_tokens, name)))
     # the manifest's own path, as Megatron takes file paths, and a trailing slash: the same directory
@@ -215,7 +216,11 @@ def test_s3_loader_matches_local_and_resumes(gpt2_tokens, s3_root):
         assert resolve_token_dir(spelling).rstrip("/") == spelling.removesuffix("/").removesuffix("/manifest.json")
     kwargs = {"seed": 4, "rank": 2, "world_size": 3, "block_size": 16, "prefetch": 3, "threads": 4}
     local = _epoch(TokenLoader(gpt2_tokens, SEQ, 8, **kwargs))
+    requests: list[tuple[str, str]] = []
+    through_proxy(FaultPolicy(when=lambda method, path: requests.append((method, path)) or False))
     remote_loader = TokenLoader(f"{s3_root}/tok", SEQ, 8, **kwargs)
+    # each shard's .idx in one GET (pinned to the listing's ETag): it was a HEAD and 4 ranged GETs (h141)
+    assert [m for m, p in requests if p.endswith(".idx")] == ["GET"] * len(remote_loader.data.shards)
     it = iter(remote_loader)
     head = [{k: v.copy() for k, v in next(it).items()} for _ in range(5)]
     state = remote_loader.state_dict()

@@ -366,6 +366,7 @@ def test_a_shard_cut_short_on_s3_is_found_by_its_listing_and_redone(tmp_path, s3
     out = f"{s3_bucket}/run"
     config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}]})
     run_pipeline(config, str(src), out, workers=1, progress=False)
+    _status_and_a_no_op_rerun_read_records_without_a_look_first(config, src, out, through_proxy)
     victim = f"{out}/kept/p1.parquet"
     whole = fs.read_bytes(victim)
     fs.write_bytes(victim, whole[: len(whole) // 2])
@@ -381,6 +382,24 @@ def test_a_shard_cut_short_on_s3_is_found_by_its_listing_and_redone(tmp_path, s3
     assert f"[filter] {problem}: redoing shard p1" in caplog.messages
     assert again.passes == {"filter": "done"} and fs.read_bytes(victim) == whole
     _a_failed_listing_is_no_empty_directory(config, src, out, through_proxy, caplog)
+
+
+def _status_and_a_no_op_rerun_read_records_without_a_look_first(config, src, out, through_proxy):
+    """Requests of `status` and of a rerun that redoes nothing, on S3: a record (run.json, a pass
+    marker, stats.json) was a HEAD, and a LIST when absent, before its GET; a pass's stats/ and
+    failed/ a HEAD and a LIST before their listing (h141: status 39 -> 25 requests, the rerun 45 -> 31 here)."""
+    requests: list[tuple[str, str]] = []
+    through_proxy(FaultPolicy(when=lambda method, path: requests.append((method, path)) or False))
+    assert run_status(out).complete
+    status = [m for m, _ in requests]
+    requests.clear()
+    assert run_pipeline(config, str(src), out, workers=1, progress=False).passes == {"filter": "skipped"}
+    rerun = [m for m, _ in requests]
+    heads = [p.rsplit("/", 1)[-1] for m, p in requests if m == "HEAD"]
+    # left: the .claim's existence (status), the ETag of run.json for its conditional write, and
+    # pass_finished's look at stats.json (twice): checks, none before a read of the same record
+    assert status.count("HEAD") <= 1 and len(heads) <= 3, (status, heads)
+    assert len(status) <= 25 + 2 and len(rerun) <= 31 + 3, (len(status), len(rerun))
 
 
 def _a_failed_listing_is_no_empty_directory(config, src, out, through_proxy, caplog):
