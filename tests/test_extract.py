@@ -1608,6 +1608,33 @@ def test_a_recipe_card_pruned_by_precision_mode_comes_back(tmp_path: Path) -> No
     assert _extract_helper.recipe_items('<html><p>A page about the word "Recipe".</p></html>') == []
 
 
+def test_recipe_lines_already_in_the_text_are_not_added_again() -> None:
+    """Found by session 45's census (h143): nestle-family.com prints its steps twice (tab panels),
+    numbered "1" ... "5" on lines of their own, and the recipe rescue appended both copies (a number
+    and its step went in as a pair, past the check for lines already there), so
+    ``gopher_repetition`` removed the page. An amount repeated over a new ingredient still goes in."""
+    from refinery.stages import _extract_helper
+
+    steps = ["Roast the chicken in a 200°C preheated oven for 45-50 minutes or until chicken is cooked.",
+             "Meanwhile, heat oil in a large saucepan, add and cook onions with occasional stirring.",
+             "Add minced lamb and cook until meat is brown in color, then add spices and stock cubes."]
+    recipe = {"@context": "https://schema.org", "@type": "Recipe", "name": "Roasted Chicken",
+              "recipeIngredient": ["2 tbsp vegetable oil", "2 tbsp ground cinnamon", "1 medium onion"],
+              "recipeInstructions": [{"@type": "HowToStep", "text": s} for s in steps]}
+    page = f'<html><head><script type="application/ld+json">{json.dumps(recipe)}</script></head><body></body></html>'
+    items = _extract_helper.recipe_items(page)
+    first = "Roasted Chicken with Oriental Rice\n- 2 tbsp\n- 1 medium onion\nA family favourite for Sundays."
+    numbered = "\n".join(f"{n}\n{s}" for n, s in enumerate(steps, 1))
+    balanced = (f"Kindly Login or Register to save this recipe.\n- 2 tbsp\nvegetable oil\n- 2 tbsp\nground cinnamon\n"
+                f"{numbered}\nDon't forget to save this recipe.\n{numbered}\n- 1 medium onion")
+    text = _extract_helper._with_recipe_lines(first, items, lambda: first, lambda: balanced)
+    lines = text.split("\n")
+    assert all(lines.count(step) == 1 for step in steps) and all(lines.count(str(n)) == 1 for n in (1, 2, 3))
+    assert lines.count("- 1 medium onion") == 1  # in the first text already
+    assert "- 2 tbsp\nvegetable oil\n- 2 tbsp\nground cinnamon" in text  # an amount goes with its new ingredient
+    assert all(item in _extract_helper._words(text) for item in items)
+
+
 def _extract_texts(fragments: list[str], **params) -> list[str]:
     filler = "<p>" + "A sentence of filler prose that is long enough to count as content here. " * 20 + "</p>"
     pages = [f"<html><body><article><h1>Title</h1>{f}{filler}</article></body></html>".encode() for f in fragments]

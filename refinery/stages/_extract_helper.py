@@ -1063,17 +1063,39 @@ def _with_recipe_lines(text: str, items: list[str], *sources: Callable[[], str])
 
 
 def _recipe_lines_from(text: str, missing: list[str], other: str) -> str:
-    present = {line.strip() for line in text.split("\n")}
+    """``text`` and, after it, the lines of ``other`` holding a ``missing`` item: a line alone, or
+    an amount and the ingredient on the next line (both, as one unit). A line already in the text
+    or already added (compared by words) is not added again, nor a pair already in the text as two
+    adjacent lines: a page printing its steps twice (nestle-family.com's tab panels) otherwise got
+    them twice, and ``gopher_repetition`` removed the page."""
     lines = [line for line in other.split("\n") if line.strip()]
     words = [_words(line) for line in lines]
-    take, pairs = set(), set()
-    for i, w in enumerate(words):
-        if any(item in w for item in missing):
-            take.add(i)
-        elif i + 1 < len(words) and any(item in f"{w} {words[i + 1]}" for item in missing):
-            pairs.update((i, i + 1))  # an amount on one line and its ingredient on the next: both
-    added = [lines[i] for i in sorted(take | pairs) if i in pairs or lines[i].strip() not in present]
-    return text + "\n" + "\n".join(added) if added else text
+    alone = {i for i, w in enumerate(words) if any(item in w for item in missing)}
+    pairs = {i for i, w in enumerate(words) if i not in alone and i + 1 < len(words)
+             and any(item in f"{w} {words[i + 1]}" for item in missing)}
+    seen_words = [_words(line) for line in text.split("\n") if line.strip()]
+    seen, seen_pairs = set(seen_words), set(zip(seen_words, seen_words[1:]))
+    added: list[int] = []
+
+    def add(i: int) -> None:
+        if added and added[-1] == i:
+            return
+        if added or seen_words:
+            seen_pairs.add((words[added[-1]] if added else seen_words[-1], words[i]))
+        added.append(i)
+        seen.add(words[i])
+
+    for i in range(len(lines)):
+        if i in pairs and i + 1 not in alone:  # an amount and its ingredient: one unit
+            if (words[i], words[i + 1]) not in seen_pairs:
+                add(i)
+                add(i + 1)
+        elif i in pairs:  # a step's number or label over the step, which holds the item alone
+            if words[i + 1] not in seen and words[i] not in seen:
+                add(i)
+        elif i in alone and words[i] not in seen:
+            add(i)
+    return text + "\n" + "\n".join(lines[i] for i in added) if added else text
 
 
 def _with_first_lines(first: str, second: str) -> str:
