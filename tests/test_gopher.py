@@ -501,3 +501,37 @@ def test_table_markup_is_not_repeated_content():
     assert run(GopherRepetition(), [text]).column("_reason").to_pylist() == [None]
     repeated = text + "\n" + "\n".join(["| Snack | apple |"] * 12)
     assert run(GopherRepetition(), [repeated]).column("_reason").to_pylist() == ["dup_line_frac"]
+
+
+def test_table_rows_weigh_less_in_the_ngram_fractions_when_asked():
+    """A wiki's daily schedules (stardewvalleywiki's Penny, session 45's census) repeat "Returns
+    to her trailer for the evening." row after row: ``dup_5_gram`` removed the page. With
+    ``table_ngram_weight`` a table row's covered words count that much; whole rows given twice
+    still fail the line rule, and prose repeated outside tables still counts."""
+    intro = ("Penny is a villager who lives in Pelican Town. She's one of the twelve characters available to "
+             "marry. Her trailer is just east of the center of town, west of the river.\nPenny can usually be "
+             "found in town reading or cleaning up at the trailer she shares with Pam. On Tuesday, Wednesday, "
+             "and Friday she tutors Jas and Vincent at the museum, walking them both home afterwards.")
+    days = {"Monday, Thursday, Sunday": [("8:10 AM", "Leaves her trailer and goes outside to read near the town graveyard."),
+                                         ("12:30 PM", "Returns to the trailer to wash dishes."),
+                                         ("6:40 PM", "Returns to her trailer for the evening.")],
+            "Tuesday, Wednesday, Friday": [("11:00 AM", "Leaves her trailer and goes to the museum with Jas and Vincent."),
+                                           ("2:00 PM", "Leaves the library and stands near the Ice Cream Stand."),
+                                           ("6:30 PM", "Returns to her trailer for the evening.")],
+            "Saturday": [("9:00 AM", "In her room."),
+                         ("10:00 AM", "Leaves her trailer to meet up with Jas and Vincent near the town graveyard."),
+                         ("6:30 PM", "Returns to her trailer for the evening.")],
+            "Rain": [("8:10 AM", "Leaves her trailer and goes to the museum to read."),
+                     ("12:30 PM", "Returns to the trailer to wash dishes."),
+                     ("6:40 PM", "Returns to her trailer for the evening.")]}
+    tables = "\n".join(f"{day}\n| Time | Location |\n|---|---|\n" + "\n".join(f"| {t} | {w} |" for t, w in rows)
+                       for day, rows in days.items())
+    page = intro + "\n" + tables
+    light = GopherRepetition(table_ngram_weight=0.25)
+    assert reasons(run(GopherRepetition(), [page])) == ["dup_5_gram"]  # Gopher as published
+    assert reasons(run(light, [page, page + "\n" + tables, intro + "\n" + intro + "\n" + tables])) == [
+        None, "dup_line_frac", "dup_line_frac"]
+    # every repeated 5-gram lies in the rows: a quarter of the fraction, over the same denominator
+    assert light.check(page)[2]["gopher_dup_5_gram"] == pytest.approx(0.25 * GopherRepetition().check(page)[2]["gopher_dup_5_gram"])
+    with pytest.raises(ValueError, match="table_ngram_weight"):
+        GopherRepetition(table_ngram_weight=1.5)

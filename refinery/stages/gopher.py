@@ -22,6 +22,12 @@ Definitions and choices (the paper leaves tokenisation open; these are ours, doc
   a header row goes, a row keeps its cells' words. Every table repeats its separators and rules,
   and RefinedWeb, which extracted no tables, never saw them: a page of four small tables was
   removed for its repeated ``|---|---|`` lines. A row repeated whole still counts.
+- ``table_ngram_weight`` (1 = Gopher as published; the recipe 0.25): in the ``top_n_gram`` and
+  ``dup_n_gram`` fractions, a word of a table row counts this much of its characters when it is
+  covered (the denominator keeps every word whole). Tables repeat n-grams by nature (a schedule's
+  "Returns to her trailer", a settings table's "Default Tele Broadcast"); the line and paragraph
+  fractions are unchanged, so a table given twice whole is still caught (docs/extraction.md,
+  "Repetition in tables (h147)").
 - ``dup_n_gram`` (n = 5 .. 10): characters of words covered by duplicate n-gram occurrences,
   each word counted once however many duplicate n-grams overlap it ("taking care not to count
   characters that occur in overlapping n-grams more than once") / characters in all words.
@@ -144,12 +150,17 @@ class NGrams:
 
     __slots__ = ("_first", "_ids", "_words", "lengths", "n_words", "total")
 
-    def __init__(self, words: Sequence[str], prefix: list[int] | None = None) -> None:
+    def __init__(self, words: Sequence[str], prefix: list[int] | None = None,
+                 weights: np.ndarray | None = None) -> None:
+        """``weights`` (one per word, or None): how much of a word's characters count when an
+        n-gram covers it; ``total`` keeps every word whole (``table_ngram_weight``)."""
         self.n_words = len(words)
         vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
         self._words = np.fromiter(map(vocab.__getitem__, words), dtype=np.int64, count=self.n_words)
         self.lengths = np.fromiter(map(len, words), dtype=np.int64, count=self.n_words)
         self.total = int(prefix[-1]) if prefix else int(self.lengths.sum())
+        if weights is not None:
+            self.lengths = self.lengths * weights
         self._ids: dict[int, np.ndarray] = {}
         self._first: dict[int, np.ndarray] = {}  # n -> position of each n-gram id's first occurrence
 
@@ -173,12 +184,13 @@ class NGrams:
         self.ids(n)
         return self._first[n]
 
-    def covered_chars(self, starts: np.ndarray, n: int) -> int:
-        """Characters of the words covered by n-grams starting at ``starts``, each word once."""
+    def covered_chars(self, starts: np.ndarray, n: int) -> float:
+        """Characters of the words covered by n-grams starting at ``starts``, each word once
+        (weighted, when the words have weights)."""
         depth = np.zeros(self.n_words + 1, dtype=np.int64)
         depth[starts] += 1  # starts are distinct positions, so are the ends: plain indexing adds
         depth[starts + n] -= 1
-        return int(self.lengths[np.cumsum(depth[:-1]) > 0].sum())
+        return self.lengths[np.cumsum(depth[:-1]) > 0].sum().item()
 
     def top_char_frac(self, n: int) -> float:
         """See :func:`top_ngram_char_frac`."""
@@ -265,12 +277,16 @@ class GopherRepetition(Stage):
         dup_para_char_frac: float = 0.20,
         top_n_grams: dict[int, float] | list[tuple[int, float]] | None = None,
         dup_n_grams: dict[int, float] | list[tuple[int, float]] | None = None,
+        table_ngram_weight: float = 1.0,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
         for pname, value in (("dup_line_frac", dup_line_frac), ("dup_para_frac", dup_para_frac),
-                             ("dup_line_char_frac", dup_line_char_frac), ("dup_para_char_frac", dup_para_char_frac)):
+                             ("dup_line_char_frac", dup_line_char_frac), ("dup_para_char_frac", dup_para_char_frac),
+                             ("table_ngram_weight", table_ngram_weight)):
             checks.fraction(pname, value)
+        # a table row's words in the n-gram fractions (1: Gopher as published; module docstring)
+        self.table_ngram_weight = float(table_ngram_weight)
         self.dup_line_frac = dup_line_frac
         self.dup_para_frac = dup_para_frac
         self.dup_line_char_frac = dup_line_char_frac
@@ -295,13 +311,17 @@ class GopherRepetition(Stage):
         where they are exactly 0 (no repeated n-gram means no repeated longer one)."""
         if not text or text.isspace():
             return "empty_text", None, None
+        rows: list[bool] | None = None
         if "|" in text:
-            text = without_table_markup(text)
+            rows = [] if self.table_ngram_weight < 1.0 else None
+            text = without_table_markup(text, rows)
         lines = _lines(text)
         paragraphs = _paragraphs(text)
         line_frac, line_char_frac = dup_fractions(lines)
         para_frac, para_char_frac = dup_fractions(paragraphs)
-        grams = NGrams(text.split())  # n-gram ids shared by every n-gram rule below
+        words = text.split()
+        weights = _row_word_weights(text, rows, self.table_ngram_weight) if rows and any(rows) else None
+        grams = NGrams(words, weights=weights)  # n-gram ids shared by every n-gram rule below
         top2 = grams.top_char_frac(2)
         dup5 = grams.dup_char_frac(5)
         hist = {"gopher_dup_line_frac": line_frac, "gopher_dup_para_frac": para_frac,
@@ -367,21 +387,32 @@ class GopherRepetition(Stage):
         return with_decision(batch, reasons, metrics, extra=extra)
 
 
-def without_table_markup(text: str) -> str:
+def without_table_markup(text: str, rows: list[bool] | None = None) -> str:
     """``text`` with a table's markup taken out of its rows: the rule under the header row
     (``|---|---|``) goes, a row keeps its cells' words. Repetition counts content: every table
     repeats its ``|`` separators and ``---`` rules, and a meal plan of four small tables was removed
-    for a repeated 8-gram of them (found by adversarial testing). Rows repeated whole still count."""
+    for a repeated 8-gram of them (found by adversarial testing). Rows repeated whole still count.
+    ``rows``, when given, gets whether each line of the result was a table row."""
     out = []
     for line in text.split("\n"):
         stripped = line.strip()
-        if is_table_row(stripped):
+        row = is_table_row(stripped)
+        if row:
             words = [t for t in stripped.split() if t.strip(_TABLE_MARKUP)]
             if not words:
                 continue  # the rule (or an empty row)
             line = " ".join(words)
         out.append(line)
+        if rows is not None:
+            rows.append(row)
     return "\n".join(out)
+
+
+def _row_word_weights(text: str, rows: list[bool], weight: float) -> np.ndarray:
+    """The weight of each word of ``text`` (``text.split()`` order): ``weight`` on a table row's
+    line (``rows``, one per line), 1 elsewhere."""
+    counts = [len(line.split()) for line in text.split("\n")]
+    return np.repeat(np.where(rows, weight, 1.0), counts)
 
 
 def _table_markup_tokens(lines: list[str]) -> int:
