@@ -1609,7 +1609,7 @@ def test_a_recipe_card_pruned_by_precision_mode_comes_back(tmp_path: Path) -> No
 
 
 def test_recipe_lines_already_in_the_text_are_not_added_again() -> None:
-    """Found by session 45's census (h143): nestle-family.com prints its steps twice (tab panels),
+    """Found by session 45's census (h143): nestle-family.com's balanced text holds its steps twice,
     numbered "1" ... "5" on lines of their own, and the recipe rescue appended both copies (a number
     and its step went in as a pair, past the check for lines already there), so
     ``gopher_repetition`` removed the page. An amount repeated over a new ingredient still goes in."""

@@ -1066,7 +1066,7 @@ def _recipe_lines_from(text: str, missing: list[str], other: str) -> str:
     """``text`` and, after it, the lines of ``other`` holding a ``missing`` item: a line alone, or
     an amount and the ingredient on the next line (both, as one unit). A line already in the text
     or already added (compared by words) is not added again, nor a pair already in the text as two
-    adjacent lines: a page printing its steps twice (nestle-family.com's tab panels) otherwise got
+    adjacent lines: a page whose text holds its steps twice (nestle-family.com) otherwise got
     them twice, and ``gopher_repetition`` removed the page."""
     lines = [line for line in other.split("\n") if line.strip()]
     words = [_words(line) for line in lines]
