@@ -535,3 +535,4 @@ def test_table_rows_weigh_less_in_the_ngram_fractions_when_asked():
     assert light.check(page)[2]["gopher_dup_5_gram"] == pytest.approx(0.25 * GopherRepetition().check(page)[2]["gopher_dup_5_gram"])
     with pytest.raises(ValueError, match="table_ngram_weight"):
         GopherRepetition(table_ngram_weight=1.5)
+    assert GopherRepetition.added_params == {"table_ngram_weight": 1.0}  # runs made before it resume

@@ -250,6 +250,7 @@ class GopherRepetition(Stage):
     """Remove documents with too much repeated content (Gopher table A1)."""
 
     kind = "gopher_repetition"
+    added_params = {"table_ngram_weight": 1.0}  # runs made before it resume
 
     #: metric columns with the default thresholds (``metric_columns()`` follows the configured n)
     METRICS = ("gopher_dup_line_frac", "gopher_dup_para_frac", "gopher_dup_line_char_frac", "gopher_dup_para_char_frac",
