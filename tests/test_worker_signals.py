@@ -203,10 +203,11 @@ def test_a_third_ctrl_c_or_a_late_one_forces_a_stopping_run_to_quit(monkeypatch)
         interrupts.reset()
 
 
-def _run_with_a_stuck_worker(tmp_path, presses: int, gap_s: float):
+def _run_with_a_stuck_worker(tmp_path, presses: int, gap_s: float, grace_s: float | None = None):
     """``refinery run`` with 2 workers, one of them stuck for good in a shard (SIGTERM ignored),
     as a terminal's foreground job; ``presses`` Ctrl-Cs to its process group ``gap_s`` apart once
-    the worker is stuck. (returncode, stderr, seconds from the first Ctrl-C to the exit)."""
+    the worker is stuck; ``grace_s``: REFINERY_TERMINATE_GRACE_S (None: the default 5 s).
+    (returncode, stderr, seconds from the first Ctrl-C to the exit)."""
     import subprocess
     import sys
     import time
@@ -227,7 +228,11 @@ def _run_with_a_stuck_worker(tmp_path, presses: int, gap_s: float):
 
     cmd = [sys.executable, "-m", "refinery", "run", str(config), "-i", str(root / "data/sample/cc_docs"),
            "-o", str(tmp_path / "run"), "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    env = dict(os.environ)
+    env.pop("REFINERY_TERMINATE_GRACE_S", None)
+    if grace_s is not None:
+        env["REFINERY_TERMINATE_GRACE_S"] = f"{grace_s:g}"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True, preexec_fn=as_a_foreground_job, cwd=root)
     try:
         deadline = time.time() + 60
@@ -254,12 +259,22 @@ def _run_with_a_stuck_worker(tmp_path, presses: int, gap_s: float):
 
 def test_a_ctrl_c_stops_a_run_whose_worker_ignores_sigterm(tmp_path):
     """One Ctrl-C: the worker that ignores SIGTERM is killed after the grace period and the run
-    ends with its one line (before: the pool's shutdown waited for it for good)."""
-    code, stderr, took = _run_with_a_stuck_worker(tmp_path, presses=1, gap_s=0)
+    ends with its one line (before: the pool's shutdown waited for it for good). The grace is
+    REFINERY_TERMINATE_GRACE_S's 1 s, not the default 5 s the suite used to wait out."""
+    code, stderr, took = _run_with_a_stuck_worker(tmp_path, presses=1, gap_s=0, grace_s=1)
     assert code == 130, stderr[-2000:]
     assert stderr.rstrip().splitlines()[-1] == "error: interrupted; run the same command again to resume"
-    assert "Traceback" not in stderr and "still running 5 s after SIGTERM: killed" in stderr
-    assert took < 15
+    assert "Traceback" not in stderr and "still running 1 s after SIGTERM: killed" in stderr
+    assert 1 <= took < 11
+
+
+def test_the_terminate_grace_is_the_default_unless_the_variable_is_a_number(monkeypatch):
+    from refinery.executors.local import LocalExecutor, terminate_grace_s
+
+    assert LocalExecutor.TERMINATE_GRACE_S == 5.0
+    for text, seconds in (("", 5.0), (" 0.5 ", 0.5), ("0", 0.0), ("soon", 5.0), ("-1", 5.0), ("nan", 5.0)):
+        monkeypatch.setenv("REFINERY_TERMINATE_GRACE_S", text)
+        assert terminate_grace_s(5.0) == seconds, text
 
 
 def test_three_quick_ctrl_cs_quit_a_stopping_run_at_once(tmp_path):

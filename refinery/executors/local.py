@@ -252,8 +252,25 @@ def _kill_stragglers(processes: list[Any], grace_s: float) -> None:
         return
     for process in processes:
         if process.sentinel not in ended:
-            log.warning("worker pid %s still running %.0f s after SIGTERM: killed", process.pid, grace_s)
+            log.warning("worker pid %s still running %g s after SIGTERM: killed", process.pid, grace_s)
             process.kill()
+
+
+def terminate_grace_s(default: float) -> float:
+    """Seconds a worker has after SIGTERM before SIGKILL: ``REFINERY_TERMINATE_GRACE_S`` if set to
+    a number >= 0, else ``default``. Read when a run stops (a bad value must not replace the
+    interrupt: it is logged and the default kept)."""
+    text = os.environ.get("REFINERY_TERMINATE_GRACE_S", "").strip()
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also NaN
+        log.warning("REFINERY_TERMINATE_GRACE_S=%r is not a number of seconds >= 0: %g s used", text, default)
+        return default
+    return seconds
 
 
 class LocalExecutor(Executor):
@@ -351,7 +368,8 @@ class LocalExecutor(Executor):
                     # the shutdown right after the SIGTERMs, as before (it wakes the pool's manager
                     # thread before it sees its workers die: else it fails the futures the run
                     # cancelled, InvalidStateError), the SIGKILLs from a timer
-                    killer = threading.Timer(self.TERMINATE_GRACE_S, _kill_stragglers, (processes, self.TERMINATE_GRACE_S))
+                    grace_s = terminate_grace_s(self.TERMINATE_GRACE_S)
+                    killer = threading.Timer(grace_s, _kill_stragglers, (processes, grace_s))
                     killer.daemon = True
                     killer.start()
                     try:
@@ -361,6 +379,7 @@ class LocalExecutor(Executor):
             self._pool = self._fresh_pool = None
 
     #: how long a worker has to end after SIGTERM before it is killed (SIGKILL) on Ctrl-C
+    #: (``REFINERY_TERMINATE_GRACE_S`` overrides it: the test suite waits 1 s, not 5)
     TERMINATE_GRACE_S = 5.0
 
     @staticmethod
