@@ -123,8 +123,9 @@ def test_two_hosts_form_one_cluster_run_the_recipe_step_and_exit_zero(tmp_path, 
     env.pop("RAY_ADDRESS", None)
     env.pop("RAY_AUTH_MODE", None)
     common = ["--port", str(port), "--beacon-port", str(beacon_port), "--num-cpus", "1",
-              "--object-store-memory", str(200 * 2**20), "--poll", "1", "--done-grace", "60",
-              "--head-gone-after", "60", "--join-timeout", "240", "--wait-nodes", "120"]
+              "--object-store-memory", str(200 * 2**20), "--poll", "0.5", "--done-grace", "60",
+              "--head-gone-after", "60", "--join-timeout", "240", "--wait-nodes", "120",
+              "--join-poll", "0.25"]  # not the 2 s between looks at the head's port and the joined nodes
     entry = [sys.executable, str(ROOT / "jobs" / "entrypoint.py"), "train"]
     logs, procs = {}, {}
     temps = {name: f"/tmp/rfy-t{secrets.token_hex(3)}-{name}" for name in ("head", "worker")}

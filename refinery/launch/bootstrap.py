@@ -288,8 +288,9 @@ class RayNode:
         log.info("stopped %d Ray process(es) of this node", len(procs))
 
 
-def wait_for_nodes(address: str, expected: int, timeout_s: float) -> list[dict]:
-    """Alive nodes of the cluster once ``expected`` joined, or whatever joined by the timeout."""
+def wait_for_nodes(address: str, expected: int, timeout_s: float, poll_s: float = 2.0) -> list[dict]:
+    """Alive nodes of the cluster once ``expected`` joined (looked at every ``poll_s``), or
+    whatever joined by the timeout."""
     import ray
 
     from refinery.executors.ray_cluster import ensure_ray
@@ -304,7 +305,7 @@ def wait_for_nodes(address: str, expected: int, timeout_s: float) -> list[dict]:
             if time.monotonic() >= deadline:
                 log.warning("only %d of %d nodes joined in %.0fs; going on with them", len(alive), expected, timeout_s)
                 return alive
-            time.sleep(2)
+            time.sleep(poll_s)
     finally:
         ray.shutdown()
 
@@ -323,6 +324,8 @@ class Options:
     head_gone_s: float = 120.0
     poll_s: float = 5.0
     done_grace_s: float = 120.0
+    #: how often the head looks for joined nodes and a worker for the head's Ray port (tests: less)
+    join_poll_s: float = 2.0
 
     def node(self, host: str) -> RayNode:
         # short and unique per host and process: Ray's socket paths under it must stay < 108 chars
@@ -351,7 +354,7 @@ def run_head(hosts: Hosts, opts: Options, command: list[str]) -> int:
     try:
         node.start_head(head_ip, opts.port)
         address = f"{head_ip}:{opts.port}"
-        nodes = wait_for_nodes(address, len(hosts.hosts), opts.wait_nodes_s)
+        nodes = wait_for_nodes(address, len(hosts.hosts), opts.wait_nodes_s, opts.join_poll_s)
         log.info("cluster up: %d node(s) at %s; running %s", len(nodes), address, " ".join(command))
         beacon.state = "running"
         env = dict(os.environ, RAY_ADDRESS=address, REFINERY_HOSTS=json.dumps(hosts.hosts))
@@ -377,7 +380,7 @@ def run_worker(hosts: Hosts, opts: Options) -> int:
             return 0
         if time.monotonic() >= deadline:
             raise BootstrapError(f"head {hosts.head} ({head_ip}) did not open Ray port {opts.port} in {opts.join_timeout_s:.0f}s")
-        time.sleep(2)
+        time.sleep(opts.join_poll_s)
     node = opts.node(hosts.current)
     try:
         for attempt in range(1, 4):
@@ -430,6 +433,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--head-gone-after", type=float, default=120.0, help="seconds of unreachable head => job over")
     p.add_argument("--poll", type=float, default=5.0, help="worker's beacon polling interval (s)")
     p.add_argument("--done-grace", type=float, default=120.0, help="seconds the head waits for workers to see 'done'")
+    p.add_argument("--join-poll", type=float, default=2.0,
+                   help="seconds between the head's looks for joined nodes and a worker's for the head's Ray port")
     return p.parse_args(argv), command
 
 
@@ -443,7 +448,7 @@ def main(argv: list[str] | None = None, default_command: list[str] | None = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     opts = Options(args.port, args.beacon_port, args.num_cpus, args.object_store_memory, args.agent_port,
                    args.temp_dir, args.dns_timeout, args.join_timeout, args.wait_nodes, args.head_gone_after,
-                   args.poll, args.done_grace)
+                   args.poll, args.done_grace, args.join_poll)
     try:
         hosts = read_hosts(args.resourceconfig)
         configure_auth()
