@@ -72,3 +72,22 @@ def gpt2_tokens(tmp_path_factory, kept_run) -> str:
     out = str(tmp_path_factory.mktemp("tokens-gpt2"))
     tokenize_run(kept_run, out, "gpt2", progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def neo_tokens(tmp_path_factory, kept_run) -> str:
+    """``kept_run`` tokenized with the gpt-neo tokenizer.json, unshuffled: made once (a test that
+    needs such an output to start from copies it; ~1.5 s a tokenization saved each)."""
+    from refinery.tokens.writer import tokenize_run
+
+    out = str(tmp_path_factory.mktemp("tokens-neo"))
+    tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
+    return out
+
+
+def copy_tokens(tokens: str, out: str) -> str:
+    """A copy of a session fixture's token output at ``out``, for a test that changes it."""
+    import shutil
+
+    shutil.copytree(tokens, out)
+    return out

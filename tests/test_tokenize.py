@@ -31,7 +31,7 @@ from refinery.tokens import (
 from refinery.tokens.tokenizer import worker_tokenizer
 from refinery.tokens.writer import MANIFEST, TokenizeError, load_manifest, tokenize_run
 
-from tests._tokens_fixtures import GPT_NEO_JSON, LLAMA_JSON, SHARD_SIZES, needs_llama, write_kept_run
+from tests._tokens_fixtures import GPT_NEO_JSON, LLAMA_JSON, SHARD_SIZES, copy_tokens, needs_llama, write_kept_run
 
 # Fixtures: s3_root (a prefix on the session's moto server), kept_run / gpt2_tokens (real CC text).
 pytest_plugins = ["tests._s3_fixtures", "tests._tokens_fixtures"]
@@ -206,14 +206,14 @@ def test_shuffle_resumes_after_a_crash_with_identical_output(kept_run, tmp_path)
         tokenize_run(kept_run, str(out), "gpt2", shuffle=True, seed=4, progress=False)
 
 
-def test_tokenizer_json_by_path(kept_run, tmp_path, cc_docs):
+def test_tokenizer_json_by_path(neo_tokens, cc_docs):
     tok = load_tokenizer(str(GPT_NEO_JSON))
     assert (tok.eos_token, tok.eos_id, tok.vocab_size) == (EOS, 50279, 50280)
-    manifest = tokenize_run(kept_run, str(tmp_path / "neo"), tok, progress=False).manifest
+    manifest = load_manifest(neo_tokens)  # tokenize_run(kept_run, ..., str(GPT_NEO_JSON)), made once a session
     assert manifest["tokenizer"]["id"] == str(GPT_NEO_JSON)
     assert manifest["tokenizer"]["sha256"] == tok.sha256 != load_tokenizer("gpt2").sha256
     texts = _docs_by_id(cc_docs)
-    for docs in _read_shards(str(tmp_path / "neo")).values():
+    for docs in _read_shards(neo_tokens).values():
         for doc_id, tokens in docs[:50]:
             # this tokenizer NFC-normalises before encoding
             expected = unicodedata.normalize("NFC", texts[doc_id]) + EOS
@@ -238,9 +238,8 @@ def test_vocab_over_65536_uses_int32(kept_run, tmp_path, cc_docs):
     assert tok.tokenizer.decode(tokens.tolist(), skip_special_tokens=False) == texts[doc_id] + EOS
 
 
-def test_refuses_to_mix_tokenizers_in_one_output(kept_run, tmp_path):
-    out = str(tmp_path / "mixed")
-    tokenize_run(kept_run, out, "gpt2", progress=False)
+def test_refuses_to_mix_tokenizers_in_one_output(kept_run, gpt2_tokens, tmp_path):
+    out = copy_tokens(gpt2_tokens, str(tmp_path / "mixed"))  # tokenize_run(kept_run, out, "gpt2")
     with pytest.raises(TokenizerMismatchError, match="refusing to mix"):
         tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
     os.unlink(os.path.join(out, MANIFEST))  # even without the manifest, the shard markers say who made them
@@ -248,9 +247,8 @@ def test_refuses_to_mix_tokenizers_in_one_output(kept_run, tmp_path):
         tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
 
 
-def test_refuses_another_eos_token_in_one_output(kept_run, tmp_path):
-    out = str(tmp_path / "eos")
-    tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
+def test_refuses_another_eos_token_in_one_output(kept_run, neo_tokens, tmp_path):
+    out = copy_tokens(neo_tokens, str(tmp_path / "eos"))  # tokenize_run(kept_run, out, str(GPT_NEO_JSON))
     other = load_tokenizer(str(GPT_NEO_JSON), eos_token="<|padding|>")
     with pytest.raises(TokenizerMismatchError, match="refusing to mix in '<\\|padding\\|>'"):
         tokenize_run(kept_run, out, other, progress=False)
@@ -266,9 +264,8 @@ def test_eos_must_be_a_special_token():
     assert load_tokenizer(str(GPT_NEO_JSON), eos_token="<|padding|>").eos_id == 1
 
 
-def test_finished_shards_of_other_content_are_refused_or_redone(kept_run, cc_docs, tmp_path):
-    out = str(tmp_path / "tok")
-    tokenize_run(kept_run, out, "gpt2", progress=False)
+def test_finished_shards_of_other_content_are_refused_or_redone(kept_run, gpt2_tokens, cc_docs, tmp_path):
+    out = copy_tokens(gpt2_tokens, str(tmp_path / "tok"))  # tokenize_run(kept_run, out, "gpt2")
     # another run with the same shard names: standalone, its shards are not taken for the old ones
     other = str(tmp_path / "other")
     write_kept_run(other, cc_docs[::-1], SHARD_SIZES)
@@ -308,15 +305,21 @@ def test_unfinished_run_is_refused(tmp_path, cc_docs):
     assert result.manifest["source"]["docs_read"] == 20
 
 
-def test_train_byte_level_bpe(kept_run, tmp_path, cc_docs):
+@pytest.fixture(scope="module")
+def bpe_2000(kept_run, tmp_path_factory):
+    """A byte-level BPE of 2,000 tokens trained on ``kept_run`` once for the module: (path, result).
+    (The CLI test trains the same again and checks it is the same file: training is deterministic.)"""
     from refinery.tokens.train import train_tokenizer
 
-    out = str(tmp_path / "bpe.json")
-    result = train_tokenizer(kept_run, 2000, out, progress=False)
+    out = str(tmp_path_factory.mktemp("bpe") / "bpe.json")
+    return out, train_tokenizer(kept_run, 2000, out, progress=False)
+
+
+def test_train_byte_level_bpe(kept_run, bpe_2000, tmp_path, cc_docs):
+    out, result = bpe_2000
     assert result.vocab_size == 2000 and result.docs == sum(1 for d in cc_docs if d["text"])
     tok = load_tokenizer(out)
     assert tok.eos_token == EOS and tok.sha256 == result.tokenizer.sha256
-    assert train_tokenizer(kept_run, 2000, str(tmp_path / "again.json"), progress=False).tokenizer.sha256 == tok.sha256
     texts = [d["text"] for d in cc_docs if d["text"]][:200]  # (all 700: 2 s more, the same answer)
     n_tokens = sum(len(e.ids) for e in tok.tokenizer.encode_batch(texts, add_special_tokens=False))
     n_bytes = sum(len(t.encode()) for t in texts)
@@ -341,23 +344,25 @@ def test_s3_run_dir_and_output_match_local(kept_run, gpt2_tokens, s3_root, tmp_p
     assert tokenize_run(f"{s3_root}/run", f"{s3_root}/tok", "gpt2", progress=False).done == []
 
 
-def test_cli_tokenize_train_and_verify(kept_run, tmp_path):
+def test_cli_tokenize_train_and_verify(kept_run, bpe_2000, tmp_path):
     from refinery.cli_tokens import register
 
     app = typer.Typer()
     register(app)
     runner = CliRunner()
     bpe = str(tmp_path / "bpe.json")
-    res = runner.invoke(app, ["train-tokenizer", kept_run, "--vocab-size", "1000", "--out", bpe])
+    res = runner.invoke(app, ["train-tokenizer", kept_run, "--vocab-size", "2000", "--out", bpe])
     assert res.exit_code == 0, res.output
-    assert "vocab 1,000" in res.output and os.path.exists(bpe)
+    assert "vocab 2,000" in res.output and os.path.exists(bpe)
+    # deterministic: the same corpus and size give the same tokenizer as the module's API training
+    assert load_tokenizer(bpe).sha256 == bpe_2000[1].tokenizer.sha256
     out = str(tmp_path / "tok")
     res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", bpe, "--shuffle", "--seed", "1",
                               "--executor", "local", "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert "[uint16, " in res.output  # the summary line, printed verbatim (no rich markup)
     manifest = json.loads(fs.read_bytes(os.path.join(out, MANIFEST)))
-    assert manifest["tokenizer"]["vocab_size"] == 1000 and manifest["shuffle"]["seed"] == 1
+    assert manifest["tokenizer"]["vocab_size"] == 2000 and manifest["shuffle"]["seed"] == 1
     res = runner.invoke(app, ["verify-tokens", out])
     assert res.exit_code == 0 and "ok: 4 shards" in res.output, res.output
     # the tokenizer's content is checked: the file the manifest names, changed since at the same
@@ -395,7 +400,7 @@ def test_cli_tokenize_train_and_verify(kept_run, tmp_path):
     eos = manifest["tokenizer"]["eos_id"]
     with open(os.path.join(out, "part-00002.bin"), "r+b") as f:  # its last document loses its EOS
         f.seek(-2, os.SEEK_END)
-        f.write(np.uint16((eos + 1) % 1000).tobytes())
+        f.write(np.uint16((eos + 1) % 2000).tobytes())
     res = runner.invoke(app, ["verify-tokens", out])
     assert res.exit_code == 1 and "part-00002.bin: " in res.output and "do not end with EOS" in res.output, res.output
     res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--tokenizer", "gpt2"])
@@ -505,13 +510,13 @@ def test_worker_loads_the_tokenizer_once_and_checks_its_hash(kept_run, pool2, tm
         tokenize_run(kept_run, str(tmp_path / "t"), neo, shards=one, executor=pool2)
 
 
-def test_a_damaged_manifest_is_named_by_every_command(kept_run, tmp_path):
+def test_a_damaged_manifest_is_named_by_every_command(kept_run, gpt2_tokens, tmp_path):
     """Found by adversarial testing: a manifest without ``shards`` (or a shard without a name, or a
     JSON list) gave ``error: 'shards'`` or an AttributeError, naming no file."""
     from refinery.loader import TokenDataset
 
     out = tmp_path / "tok"
-    tokenize_run(kept_run, str(out), "gpt2", progress=False)
+    copy_tokens(gpt2_tokens, str(out))  # tokenize_run(kept_run, out, "gpt2")
     good = json.loads((out / MANIFEST).read_text())
     damaged = {"shards": {k: v for k, v in good.items() if k != "shards"},
                "name": good | {"shards": [{k: v for k, v in good["shards"][0].items() if k != "name"}]},
@@ -559,14 +564,13 @@ def test_shards_of_another_layout_are_refused_or_replaced_not_left_beside(kept_r
     assert (tmp_path / "tok" / "notes.json").exists()
 
 
-def test_a_rerun_that_tokenizes_nothing_keeps_the_tokens_provenance(kept_run, tmp_path, monkeypatch):
+def test_a_rerun_that_tokenizes_nothing_keeps_the_tokens_provenance(kept_run, neo_tokens, tmp_path, monkeypatch):
     """Found by adversarial testing: a rerun that redid no shard rewrote the manifest's tokenizer
     with the path as typed now and the installed tokenizers version, claiming a version no shard
     was made with."""
     import tokenizers
 
-    out = str(tmp_path / "tok")
-    tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
+    out = copy_tokens(neo_tokens, str(tmp_path / "tok"))  # tokenize_run(kept_run, out, str(GPT_NEO_JSON))
     before = json.loads((tmp_path / "tok" / MANIFEST).read_text())["tokenizer"]
     monkeypatch.setattr(tokenizers, "__version__", "0.99.0")
     again = tokenize_run(kept_run, out, "./" + os.path.relpath(GPT_NEO_JSON), progress=False)
@@ -643,7 +647,7 @@ def test_long_documents_are_cut_for_tokenizers_that_prepend_a_space_marker_and_i
         assert {right - left for left, right in cuts} == {gap}
 
 
-def test_a_standalone_tokenize_into_an_output_of_a_truncating_refinery_is_refused(kept_run, tmp_path):
+def test_a_standalone_tokenize_into_an_output_of_a_truncating_refinery_is_refused(kept_run, neo_tokens, tmp_path):
     """Refinery 0.8.1 switched off the padding and truncation a tokenizer.json asks for. `refinery
     run` sees it in the tokens pass's fingerprint; a standalone `refinery tokenize` resumed into an
     output made by 0.8.0 with a truncating tokenizer kept its truncated shards and added
@@ -677,9 +681,9 @@ def test_a_standalone_tokenize_into_an_output_of_a_truncating_refinery_is_refuse
     again = tokenize_run(kept_run, str(out), load_tokenizer(str(truncating)), progress=False)
     assert not again.done and len(again.skipped) == len(SHARD_SIZES)
     # a tokenizer that asks for neither: its sidecars and manifest are as before (no such key)
-    plain = tokenize_run(kept_run, str(tmp_path / "plain"), load_tokenizer(str(GPT_NEO_JSON)), progress=False)
-    assert "switched_off" not in plain.manifest["tokenizer"]
-    assert "switched_off" not in json.loads((tmp_path / "plain" / "shard-00.json").read_text())
+    plain = neo_tokens  # tokenize_run(kept_run, ..., load_tokenizer(str(GPT_NEO_JSON))), made once a session
+    assert "switched_off" not in load_manifest(plain)["tokenizer"]
+    assert "switched_off" not in json.loads(fs.read_bytes(os.path.join(plain, "shard-00.json")))
 
 
 def _tokens_app(register) -> typer.Typer:
