@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -337,6 +338,49 @@ def _suggest_options(exc: Exception) -> None:
     exc.possibilities = [f"--{m}" for m in get_close_matches(exc.option_name[2:], names)]
 
 
+#: pydantic's wording of a bad option value (typer coerces through pydantic) -> the project's
+_PYDANTIC_WORDS = [
+    (re.compile(r"Input should be a valid integer.*"), "not a whole number"),
+    (re.compile(r"Input should be a valid number.*"), "not a number"),
+    (re.compile(r"Input should be a finite number.*"), "not a finite number"),
+    (re.compile(r"Input should be a valid boolean.*"), "not true or false"),
+    (re.compile(r"Input should be greater than or equal to (\S+)$"), r"must be at least \1"),
+    (re.compile(r"Input should be less than or equal to (\S+)$"), r"must be at most \1"),
+    (re.compile(r"Input should be greater than (\S+)$"), r"must be more than \1"),
+    (re.compile(r"Input should be less than (\S+)$"), r"must be less than \1"),
+]
+
+
+def _usage_message(exc: Exception, args: list[str]) -> str:
+    """A usage error in the project's words: ``--workers 'abc': not a whole number`` (the option
+    and the value given) instead of click's "Invalid value for '--workers': " and pydantic's
+    "Input should be a valid integer, unable to parse string as an integer" (session 45)."""
+    message = str(getattr(exc, "message", "")).removeprefix("Value error, ")
+    param = getattr(exc, "param", None)
+    if param is not None and param.param_type_name == "option" and type(exc).__name__ == "BadParameter":
+        name = max(param.opts, key=len)
+        for pattern, words in _PYDANTIC_WORDS:
+            if pattern.fullmatch(message):
+                value = _value_given(args, param.opts)
+                said = pattern.sub(words, message)
+                return f"{name} {value!r}: {said}" if value is not None else f"{name}: {said}"
+        return f"{name}: {message}"  # our own check's words (they name the value)
+    # pydantic's ValueError text starts "Value error, " (train-classifier spam: "Invalid value for
+    # 'KIND': Value error, 'spam' is not one of ..."; h137)
+    return exc.format_message().replace(": Value error, ", ": ")  # type: ignore[attr-defined]
+
+
+def _value_given(args: list[str], opts: list[str]) -> str | None:
+    """The value given to the option named ``opts`` in ``args`` (the last one: click keeps it)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg in opts and i + 1 < len(args):
+            value = args[i + 1]
+        elif "=" in arg and arg.split("=", 1)[0] in opts:
+            value = arg.split("=", 1)[1]
+    return value
+
+
 def _say_interrupted() -> int:
     """Say how the command was stopped; its exit code: 130 (Ctrl-C) or 143 (SIGTERM), or 0 when its
     work was finished and saved before (:func:`interrupts.finished`): a script reads the exit
@@ -358,13 +402,20 @@ def _explained(exc: Exception) -> str | None:
     return explain_s3_failure(str(exc))
 
 
+#: what to do about a write the command itself (not a task) could not make
+_STORAGE_HINTS = {"full": "; free space, then run the same command again (finished work is kept)",
+                  "read_only": "; make it writable, then run the same command again (finished work is kept)"}
+
+
 def _report_error(exc: Exception, verbose: bool) -> int:
     """Print ``exc`` on one line; the exit code: 2 for a user error, 1 for anything else."""
-    from refinery.executors.base import TaskError
+    from refinery.executors.base import TaskError, storage_stop
 
     user = isinstance(exc, _user_error_types())
     if isinstance(exc, TaskError):  # a task failed after its retries (a worker killed, OOM): not a bug
         message, hint = str(exc), "; the finished tasks are kept: run the same command again to resume"
+    elif isinstance(exc, OSError) and storage_stop(exc):  # the command's own write failed (a pass's says so)
+        message, hint = str(exc), _STORAGE_HINTS[storage_stop(exc) or ""]
     else:
         message = (_explained(exc) or str(exc)) if user else f"unexpected {type(exc).__name__}: {exc}"
         hint = "" if verbose else " (rerun with -v for the traceback)" if not user else ""
@@ -426,7 +477,7 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> None:
         _suggest_options(exc)
         # typer coerces through pydantic, whose ValueError text starts "Value error, " (train-classifier
         # spam: "Invalid value for 'KIND': Value error, 'spam' is not one of ..."; h137)
-        print_error(f"{exc.format_message().replace(': Value error, ', ': ')} (see: {where} --help)")
+        print_error(f"{_usage_message(exc, args)} (see: {where} --help)")
         code = exc.exit_code if exc.exit_code else 2
     except (Abort, KeyboardInterrupt):
         code, interrupted = _say_interrupted(), True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Optional
 
 import typer
@@ -45,7 +46,15 @@ def register(app: typer.Typer) -> None:
                 uri = write_report(run_dir, out, samples_per_reason=samples)
         except (FileNotFoundError, StorageError, ShardReadError, ValueError) as exc:
             fail(exc)
+        except OSError as exc:
+            if out is None and exc.errno in _NOT_WRITABLE:  # a run kept on a read-only disk (session 45)
+                fail(f"{exc}; give --out FILE to write the report elsewhere")
+            raise
         console.print(f"report written to {uri}")
+
+
+#: a directory the report cannot be written into: read-only, or not ours
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def _is_local_dir(uri: str) -> bool:

@@ -82,13 +82,17 @@ MISTAKES = {
     "run: no config": (["run"], ["Missing argument", "refinery run --help"]),
     "run: --limit 0": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--limit", "0"], ["--limit"]),
     # a negative count ran one worker; 0 ran all cores: neither is what was typed
-    "run: --workers -3": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--workers", "-3"], ["--workers", "greater than or equal to 1"]),
+    "run: --workers -3": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--workers", "-3"], ["--workers '-3': must be at least 1"]),
+    # pydantic's words (typer coerces through it): "Invalid value for '--workers': Input should be a valid
+    # integer, unable to parse string as an integer" (session 45, h146)
+    "run: --workers abc": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--workers=abc"],
+                           ["error: --workers 'abc': not a whole number (see: refinery run --help)"]),
     # NaN slipped through click's range and was blamed on the upper bound (found by adversarial testing)
     "run: --max-failed-fraction nan": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--max-failed-fraction", "nan"],
-                                       ["--max-failed-fraction", "nan is not a share"]),
+                                       ["error: --max-failed-fraction: nan is not a share"]),
     "run: --max-failed-fraction 1": (["run", "{cfg}", "-i", "{in}", "-o", "{tmp}/o", "--max-failed-fraction", "1"],
                                      ["--max-failed-fraction", "1 is not from 0 to below 1"]),
-    "dedup: --workers 0": (["dedup", "{tmp}/r", "-o", "{tmp}/o", "--workers", "0"], ["--workers", "greater than or equal to 1"]),
+    "dedup: --workers 0": (["dedup", "{tmp}/r", "-o", "{tmp}/o", "--workers", "0"], ["--workers '0': must be at least 1"]),
     # files, configs, URIs
     "run: config not found": (["run", "{tmp}/nope.yaml", "-i", "{in}", "-o", "{tmp}/o"], ["config file not found", "nope.yaml"]),
     "run: config is a directory": (["run", "{tmp}", "-i", "{in}", "-o", "{tmp}/o"], ["config file not found"]),
@@ -144,9 +148,9 @@ MISTAKES = {
     "tokenize: into the run itself": (["tokenize", "{tmp}", "-o", "{tmp}"], ["would be written into the run directory", "/tokens"]),
     "tokenize: into kept/": (["tokenize", "{tmp}", "-o", "{tmp}/kept/t"], ["would be written into the kept/ documents of"]),
     # 0 failed every shard ("range() arg 3 must not be zero"), -5 wrote shards that failed as "inconsistent" (h121)
-    "tokenize: --batch-size 0": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--batch-size", "0"], ["--batch-size", "greater than or equal to 1"]),
+    "tokenize: --batch-size 0": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--batch-size", "0"], ["--batch-size '0': must be at least 1"]),
     "tokenize: --num-shards -2": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--shuffle", "--num-shards", "-2"],
-                                  ["--num-shards", "greater than or equal to 1"]),
+                                  ["--num-shards '-2': must be at least 1"]),
     # ignored without a word: --num-shards 8 still wrote one token shard per kept shard (trials, h121)
     "tokenize: --seed without --shuffle": (["tokenize", "{tmp}", "-o", "{tmp}/t", "--seed", "0"],
                                            ["--seed only applies with --shuffle: add --shuffle, or leave it out"]),

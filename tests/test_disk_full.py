@@ -16,6 +16,7 @@ import pytest
 from _fault_fixtures import CC_DOCS, split_jsonl, write_after_remount
 from refinery.executors.base import StorageReadOnly, storage_full, storage_stop, transient
 from refinery.executors.local import LocalExecutor
+from refinery.io import fs
 
 
 def test_a_full_disk_or_quota_is_told_from_other_io_errors() -> None:
@@ -45,6 +46,39 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
+def _fill(where: Path) -> Path:
+    """Fill the file system of ``where`` to its last byte; the file that does it."""
+    filler = where / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_write_that_finds_the_disk_full_names_its_file_and_leaves_nothing(tmp_path: Path) -> None:
+    """It said only "[Errno 28] No space left on device" (session 45, h146): a full disk met by a
+    write, not by opening the file, was not named; and one met by the last flush was replaced by
+    the same error raised again when the file was closed."""
+    where = tmp_path / "disk"
+    if not _mount_tmpfs(where, "64k"):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        for name, data in (("big.bin", b"x" * 200_000), ("small.json", b"{}")):  # met by write(), by flush()
+            if name == "small.json":
+                _fill(where)
+            with pytest.raises(OSError) as raised:
+                fs.write_bytes(str(where / "run" / name), data)
+            assert raised.value.errno == errno.ENOSPC and storage_full(raised.value)
+            assert str(raised.value) == f"[Errno 28] No space left on device: cannot write {name} in {where / 'run'}"
+            assert not [p.name for p in (where / "run").iterdir()]  # no temporary left
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
 def test_a_full_disk_stops_the_pass_in_one_line_and_the_rerun_finishes(tmp_path: Path, cli, caplog) -> None:
     split_jsonl(CC_DOCS / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz", tmp_path / "in", 8)
     config = tmp_path / "c.yaml"
@@ -57,7 +91,8 @@ def test_a_full_disk_stops_the_pass_in_one_line_and_the_rerun_finishes(tmp_path:
         code, _, err = cli("run", config, "-i", tmp_path / "in", "-o", out, "--workers", "1")
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert code == 2 and len(errors) == 1, err
-        assert "No space left on device: the disk (or quota) it writes to is full; the pass stopped there" in errors[0]
+        assert "No space left on device: cannot write " in errors[0]
+        assert ": the disk (or quota) it writes to is full; the pass stopped there" in errors[0]
         # not retried (the same write would fail again); the log holds the shard's one attempt
         assert "part-0" in caplog.text and "failed after 1 attempt(s)" in caplog.text and "retrying" not in caplog.text
         finished = sorted(p.name for p in (out / "stats").iterdir())
@@ -65,7 +100,20 @@ def test_a_full_disk_stops_the_pass_in_one_line_and_the_rerun_finishes(tmp_path:
         stopped = errors[0].split("[filter] ")[1].split(":")[0]
         # ... and none after it was started: it is the first shard without output
         assert stopped == f"part-{len(finished):03d}" and not (out / "kept" / f"{stopped}.parquet").exists()
-        subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+        assert f"No space left on device: cannot write {stopped}.parquet in {out}/" in errors[0]  # the file (h146)
+        # the command's own write (report.html here; stats.json after a run's last pass) said only
+        # "[Errno 28] No space left on device" (session 45, h146)
+        filler = _fill(small)
+        code, _, err = cli("report", out)
+        assert code == 2 and err.strip() == (f"error: [Errno 28] No space left on device: cannot write report.html "
+                                             f"in {out}; free space, then run the same command again "
+                                             "(finished work is kept)"), err
+        filler.unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(small)], check=True)  # a run kept on a read-only disk
+        code, _, err = cli("report", out)
+        assert code == 2 and err.strip() == (f"error: [Errno 30] Read-only file system: cannot write report.html "
+                                             f"in {out}; give --out FILE to write the report elsewhere"), err
+        subprocess.run(["mount", "-o", "remount,rw,size=16m", str(small)], check=True)
         code, stdout, err = cli("run", config, "-i", tmp_path / "in", "-o", out, "--workers", "1")
         assert code == 0 and "passes: filter done" in stdout, err
         assert len(list((out / "kept").iterdir())) == 8

@@ -9,6 +9,7 @@ server the tests start on 127.0.0.1.
 from __future__ import annotations
 
 import contextvars
+import errno
 import io
 import logging
 import os
@@ -1137,11 +1138,17 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
         with _naming(path):
             os.makedirs(directory, exist_ok=True)
             f = open(tmp, "wb")
-        with f:
-            yield f
-            f.flush()
-            if group is None:
-                os.fsync(f.fileno())
+        try:
+            with _naming(path, unnamed_only=True):
+                yield f
+            with _naming(path):
+                f.flush()
+                if group is None:
+                    os.fsync(f.fileno())
+        except BaseException:
+            _close_failed(f)
+            raise
+        f.close()
         if group is not None:  # synced and renamed with the group's other files
             group.append((tmp, path))
             tmp = ""
@@ -1214,15 +1221,31 @@ def _fsync_all(paths: list[str]) -> None:
         future.result()
 
 
+def _close_failed(f: BinaryIO) -> None:
+    """Close a file whose writing failed: closing flushes what is still buffered, and on a full
+    disk that fails again and its error replaced the one that named the file (session 45)."""
+    try:
+        f.close()
+    except OSError:
+        pass
+
+
+#: what a write of a file's bytes fails with (disk or quota full, file too large, read-only)
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
 @contextmanager
-def _naming(path: str) -> Iterator[None]:
+def _naming(path: str, *, unnamed_only: bool = False) -> Iterator[None]:
     """Name the file being written, and its directory, in an OSError raised in the block: the
     error named the hidden temporary (``.tmp-<hex>-report.html.partial``), a file the user never
-    asked for, when the directory was read-only (found by trials)."""
+    asked for, when the directory was read-only (found by trials); and a write that found the disk
+    full said only "[Errno 28] No space left on device" (session 45). ``unnamed_only``: the block
+    is the caller's code, so only an error of a file being written is named (no file name in it:
+    ``write``'s own errors have none), not one of another file the caller opened."""
     try:
         yield
     except OSError as exc:
-        if exc.errno is None:
+        if exc.errno is None or (unnamed_only and (exc.filename is not None or exc.errno not in _WRITE_ERRNOS)):
             raise
         directory, name = os.path.split(path)
         raise OSError(exc.errno, f"{exc.strerror}: cannot write {name} in {directory or '.'}") from exc
