@@ -27,7 +27,7 @@ def _is_runs_token_dir(run_dir: str, output: str) -> bool:
 
     if fs.is_s3(run_dir) or fs.is_s3(output):
         return fs.join(run_dir, "tokens").rstrip("/") == output.rstrip("/")
-    return os.path.abspath(os.path.join(run_dir, "tokens")) == os.path.abspath(output)
+    return fs.canonical(os.path.join(run_dir, "tokens")) == fs.canonical(output)
 
 
 #: tokenize's options that only the shuffle uses

@@ -344,6 +344,24 @@ def test_s3_run_dir_and_output_match_local(kept_run, gpt2_tokens, s3_root, tmp_p
     assert tokenize_run(f"{s3_root}/run", f"{s3_root}/tok", "gpt2", progress=False).done == []
 
 
+def test_a_quoted_tilde_is_the_home_directory_for_every_file(cc_docs, tmp_path, monkeypatch, cli):
+    """``-o "~/tok"`` (quoted: the shell leaves ``~`` to the program, as a YAML config does) wrote
+    the manifest to $HOME/tok, the lock and the shards to ./~/tok; verify-tokens then found no
+    shard (session 45, h146)."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir(), cwd.mkdir()
+    write_kept_run(str(home / "run"), cc_docs, [3, 2])
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    code, _, err = cli("tokenize", "~/run", "-o", "~/tok", "--workers", "1")
+    assert code == 0, err
+    assert sorted(p.name for p in (home / "tok").iterdir() if p.suffix == ".bin") == \
+        sorted(f"{s['name']}.bin" for s in json.loads((home / "tok" / "manifest.json").read_text())["shards"]) != []
+    code, out, err = cli("verify-tokens", "~/tok")
+    assert code == 0 and out.startswith("ok: "), err
+    assert not list(cwd.iterdir())  # no ./~ directory
+
+
 def test_cli_tokenize_train_and_verify(kept_run, bpe_2000, tmp_path):
     from refinery.cli_tokens import register
 
@@ -409,11 +427,21 @@ def test_cli_tokenize_train_and_verify(kept_run, bpe_2000, tmp_path):
     assert res.exit_code == 2 and f"tokenizer file not found: {tmp_path / 'nope.json'} (use" in res.output
     assert "Errno" not in res.output  # pyarrow's "[Errno 2] Failed to open local file ... Detail: [errno 2] ..." (h137)
     (tmp_path / "not_json.json").write_text("{\n")
+    # JSON that is no tokenizer said the tokenizers library's parse text: "expected `,` or `}` at
+    # line 1 column 5" for a model's config.json (session 45)
+    (tmp_path / "config.json").write_text('{"vocab_size": 50257, "n_layer": 12}')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    not_one = "is JSON but not a Hugging Face tokenizer.json"
     for given, said in ((tmp_path, f"tokenizer {tmp_path} is a directory: give the tokenizer.json file in it"),
-                        (tmp_path / "not_json.json", f"tokenizer file {tmp_path / 'not_json.json'} is not JSON (")):
+                        (tmp_path / "not_json.json", f"tokenizer file {tmp_path / 'not_json.json'} is not JSON ("),
+                        (tmp_path / "config.json", f"tokenizer file {tmp_path / 'config.json'} {not_one} "
+                                                   "(no 'model' key; its keys: n_layer, vocab_size)"),
+                        (tmp_path / "list.json", f"tokenizer file {tmp_path / 'list.json'} {not_one} "
+                                                 "(it holds a JSON list, not an object)")):
         with pytest.raises(TokenizerError) as raised:
             load_tokenizer(str(given))
-        assert str(raised.value).startswith(said), str(raised.value)
+        assert str(raised.value) == said if given != tmp_path / "not_json.json" else str(raised.value).startswith(said), \
+            str(raised.value)
     res = runner.invoke(app, ["tokenize", kept_run, "--output", out, "--executor", "spark"])
     assert res.exit_code == 2 and "unknown executor 'spark'" in res.output
 

@@ -72,6 +72,12 @@ class RunDirBusy(fs.StorageError):
 _UTC = "%Y-%m-%dT%H:%M:%SZ"
 
 
+def _lock_path(root: str) -> str:
+    """The lock file of the local run directory ``root``, with ``~`` expanded as every other path
+    of a run (a quoted ``-o "~/out"`` locked ``./~/out/.lock``, a directory that did not exist)."""
+    return os.path.join(fs.absolute(root), LOCK_FILE)
+
+
 def utc_now() -> str:
     """Now in ISO-8601 UTC, as a lock and a claim record when they were taken."""
     return time.strftime(_UTC, time.gmtime())
@@ -157,7 +163,7 @@ def run_dir_active(root: str) -> bool | None:
     if fs.is_s3(root):
         return None
     try:
-        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDONLY)
+        fd = os.open(_lock_path(root), os.O_RDONLY)
     except OSError:
         return None
     try:
@@ -188,7 +194,7 @@ def run_dir_lock(root: str, shared: bool = False, command: str | None = None) ->
     if fs.is_s3(root) or fcntl is None:
         yield
         return
-    path = os.path.join(root, LOCK_FILE)
+    path = _lock_path(root)
     try:
         fs.makedirs(root)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -467,7 +473,7 @@ def holder_now(root: str) -> Holder | None:
         if not run_dir_active(root):
             return None
         # a shared probe fails only beside an exclusive holder: otherwise only shares hold it
-        return _lock_holder(os.path.join(root, LOCK_FILE)) if _held_exclusively(root) is not False else Holder("share")
+        return _lock_holder(_lock_path(root)) if _held_exclusively(root) is not False else Holder("share")
     held = _live_exclusive(root)
     if held is None:
         bucket, _, key = fs.resolve(root)[1].partition("/")
@@ -494,7 +500,7 @@ def _held_exclusively(root: str) -> bool | None:
     import fcntl
 
     try:
-        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDONLY)
+        fd = os.open(_lock_path(root), os.O_RDONLY)
     except OSError:
         return None
     try:

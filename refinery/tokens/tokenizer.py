@@ -78,7 +78,7 @@ class LoadedTokenizer:
         """How a worker process loads this tokenizer (see :func:`worker_tokenizer`)."""
         name = self.name
         if name != "gpt2" and not fs.is_s3(name):
-            name = os.path.abspath(name)  # a worker may run in another directory
+            name = os.path.abspath(os.path.expanduser(name))  # a worker may run in another directory
         return {"spec": name, "eos_token": self.eos_token, "sha256": self.sha256, "bos_token": self.bos_token}
 
     def describe(self) -> dict:
@@ -171,10 +171,20 @@ def _not_a_tokenizer(spec: str, data: bytes, exc: Exception) -> str:
     import json
 
     try:
-        json.loads(data)
+        value = json.loads(data)
     except ValueError as not_json:
         return f"tokenizer file {spec} is not JSON ({not_json}): give a Hugging Face tokenizer.json"
-    return f"tokenizer file {spec} is not a Hugging Face tokenizer.json: {exc}"
+    # the tokenizers library's own text ("expected `,` or `}` at line 1 column 5" for {"a": 1}) is
+    # about its parser, not the file: say what the file holds instead (session 45)
+    if not isinstance(value, dict):
+        kind = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
+        why = f"it holds a JSON {kind}, not an object"
+    elif "model" not in value:
+        keys = ", ".join(sorted(map(str, value))[:5]) or "none"
+        why = f"no 'model' key; its keys: {keys}"
+    else:
+        why = f"the tokenizers library cannot read it: {exc}"
+    return f"tokenizer file {spec} is JSON but not a Hugging Face tokenizer.json ({why})"
 
 
 def load_tokenizer(spec: str = "gpt2", eos_token: str | None = None, bos: BosSetting | bool = "off",

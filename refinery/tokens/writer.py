@@ -406,8 +406,9 @@ def gather_bucket_task(*, work_dir: str, output: str, plan: dict, totals: dict, 
 # -- the driver ---------------------------------------------------------------------------------
 
 def _absolute(uri: str) -> str:
-    """What tasks get: a worker may run in another directory than this process."""
-    return uri if fs.is_s3(uri) else os.path.abspath(uri)
+    """What tasks get: a worker may run in another directory than this process (``~`` expanded, as
+    everywhere: a quoted ``-o "~/tok"`` wrote its manifest to ``$HOME/tok`` and its shards to ``./~/tok``)."""
+    return uri if fs.is_s3(uri) else os.path.abspath(os.path.expanduser(uri))
 
 
 def _input_shards(run_dir: str, shards: dict[str, str] | None, allow_unfinished: bool) -> dict[str, str]:
