@@ -49,7 +49,9 @@ PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".jsonl.zst", ".json.zst")
 INPUT_SUFFIXES = WARC_SUFFIXES + WET_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES
 
-STATS_VERSION = 3  # 3: histograms in the compact marker form (Histogram.to_marker_dict)
+#: 3: histograms in the compact marker form (Histogram.to_marker_dict); 4: stage rows without
+#: their zero counters (StageCounter.to_marker_dict). Informational: every version's markers read
+STATS_VERSION = 4
 
 #: seconds between a shard's within-shard progress lines (``[filter] shard x: 1,200 docs read, ...``),
 #: which a worker prints itself (on Ray: through Ray's log forwarding); the default unless
@@ -430,8 +432,9 @@ class ShardRunner:
     def _finish_stats(self, task, fingerprint, limit, started, docs_read, kept, removed, reader_extra,  # noqa: ANN001
                       reader_counter, counters, collector, n_samples) -> dict[str, Any]:
         """The shard's stats marker (conservation checked)."""
-        stage_dicts = [reader_counter.to_dict()] + [c.to_dict() for c in counters]
-        check_conservation(stage_dicts)
+        check_conservation([reader_counter.to_dict()] + [c.to_dict() for c in counters])
+        # zero counters left out (readers take them as 0): most of a small shard's stage rows
+        stage_dicts = [reader_counter.to_marker_dict()] + [c.to_marker_dict() for c in counters]
         elapsed = time.time() - started
         stats = {
             "version": STATS_VERSION,

@@ -40,6 +40,10 @@ def text_sizes(batch: pa.RecordBatch | pa.Table) -> tuple[int, int]:
     return int(chars), int(word_counts(text).sum())
 
 
+#: what a shard marker's stage row always holds; any other field is left out when 0 (or empty)
+MARKER_ROW_KEYS = ("stage", "kind", "docs_in", "docs_out")
+
+
 @dataclass
 class StageCounter:
     stage: str
@@ -90,6 +94,12 @@ class StageCounter:
             "seconds": round(self.seconds, 4),
             **({"cut_lines": most_cut_lines(self.cut_lines)} if self.cut_lines else {}),
         }
+
+    def to_marker_dict(self) -> dict[str, Any]:
+        """The row as a shard marker holds it: :meth:`to_dict` without its zero counters (most of a
+        small shard's row: ~0.9 of its 3.4 KB marker at 4 documents a shard), which every reader
+        takes as 0 (:meth:`from_dict`, :func:`check_conservation`); merged rows stay whole."""
+        return {k: v for k, v in self.to_dict().items() if k in MARKER_ROW_KEYS or v not in (0, {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageCounter":
@@ -215,7 +225,7 @@ def check_conservation(stages: list[dict[str, Any]]) -> None:
     """Raise if any stage lost or invented documents, or stages do not chain."""
     previous_out = None
     for s in stages:
-        removed = sum(s["removed"].values())
+        removed = sum((s.get("removed") or {}).values())  # left out of a marker's row when none
         if s["docs_out"] + removed != s["docs_in"]:
             raise ConservationError(
                 f"stage {s['stage']}: kept {s['docs_out']} + removed {removed} != read {s['docs_in']}"
