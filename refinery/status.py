@@ -174,13 +174,17 @@ def _s3_active(run_dir: str, held_by: str | None) -> bool | None:
     return False if fs.exists(fs.join(run_dir, CLAIM_FILE)) else None
 
 
-def run_status(run_dir: str) -> RunStatus:
+def run_status(run_dir: str, counts: bool = True) -> RunStatus:
+    """Where the run stands. Without ``counts`` its finished shards come from one listing and no
+    shard marker is read: ``docs_read``, ``docs_kept`` and ``shard_seconds`` are then 0 (what
+    `stats` and `report` ask, whether the run finished, read every marker of the first and last
+    pass: 10,000 at 5,000 shards, to print a finished run's stats.json; session 45, h145)."""
     run = RunDir(run_dir)
     manifest = fs.read_json_if_any(run.run_json)
     if manifest is None:
         raise FileNotFoundError(pass_dir_refusal(run_dir) or f"no run.json under {run_dir}{fs.missing_run_hint(str(run_dir))}: is it a refinery run directory?")
     first = run.document_pass_dirs()[0]
-    finished, failed = _shards(first)
+    finished, failed = _shards(first, counts)
     planned = int(manifest.get("shards", len(finished)))
     record = run.recorded_plan()
     missing: dict[str, list[str]] = {}
@@ -195,8 +199,8 @@ def run_status(run_dir: str) -> RunStatus:
     if lost and not record:  # a run without a recorded plan: one pass at the top of OUT
         missing["filter"] = lost
     last = run.document_pass_dirs()[-1]
-    kept = sum(s["docs_kept"] for s in (finished if last == first else
-                                        _with_outputs(last, _shards(last)[0], damaged.get(documents[-1]))[0]))
+    kept = 0 if not counts else sum(s["docs_kept"] for s in (
+        finished if last == first else _with_outputs(last, _shards(last)[0], damaged.get(documents[-1]))[0]))
     aside = _set_aside(run, record) if record else set()
     set_aside = {k: v for k, v in failed.items() if k in aside}
     failed = {k: v for k, v in failed.items() if k not in aside}
@@ -206,7 +210,7 @@ def run_status(run_dir: str) -> RunStatus:
         shards_planned=planned,
         shards_finished=len(finished),
         shards_failed=len(failed),
-        docs_read=sum(s["docs_read"] for s in finished),
+        docs_read=sum(s.get("docs_read", 0) for s in finished),
         docs_kept=kept,
         shard_seconds=round(sum(s.get("seconds", 0.0) for s in finished), 3),
         failed=failed,

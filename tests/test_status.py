@@ -464,3 +464,8 @@ def test_a_pass_funnel_and_status_hold_a_chunk_of_shard_markers_not_all(tmp_path
     # each marker read once, for the counts; a pass's state comes from the listing (each pass's
     # markers read again took 9 of status's 13 s at 4,000 shards)
     assert len([u for u in reads if "/stats/" in u]) == 10
+    # `stats` and `report` of a finished run read its stats.json, and whether it finished from
+    # the listings: they read every marker of the first and last pass too (session 45, h145)
+    reads.clear()
+    assert funnel.load_run_stats(str(out))["docs_read"] == 10 and funnel.partial_note(str(out))["unfinished"] is False
+    assert [u for u in reads if "/stats/" in u] == []

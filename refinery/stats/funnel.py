@@ -254,7 +254,7 @@ def partial_note(run_dir: str) -> dict[str, Any]:
     from refinery.status import run_status
 
     try:
-        st = run_status(run_dir)
+        st = run_status(run_dir, counts=False)  # its state and shard counts: no marker read
     except FileNotFoundError as exc:
         return {"note": f"the run has not finished ({exc})", "passes": [], "unfinished": True}
     # a damaged run.json (a StorageError naming it) is raised: it read "no shard has finished yet"
