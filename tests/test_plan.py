@@ -462,6 +462,15 @@ def test_a_relative_input_names_nested_shards_by_their_paths(tmp_path, monkeypat
     assert plan_run(spec, "in", "out").shard_names() == ["a__part-0", "b__part-0"]
     assert plan_run(spec, "in/", "out").shard_names() == ["a__part-0", "b__part-0"]
     assert plan_run(spec, "in/a/part-0.parquet", "out").shard_names() == ["part-0"]
+    # named once per input, not at each of the ~11 times a run asks (session 45, h145)
+    import refinery.plan as planning
+
+    plan, named = plan_run(spec, "in", "out"), []
+    monkeypatch.setattr(planning, "shard_name", lambda f, root, name=planning.shard_name: named.append(f) or name(f, root))
+    assert plan.shard_names() == plan.shard_names() == ["a__part-0", "b__part-0"] and len(named) == 2
+    plan.shard_names().append("c")  # the caller's own list
+    plan.input_files = plan.input_files[:1]
+    assert plan.shard_names() == ["a__part-0"] and len(named) == 3
     run_pipeline(spec, "in", "out", workers=1, progress=False)
     assert sorted(p.name for p in (tmp_path / "out" / "kept").iterdir()) == ["a__part-0.parquet", "b__part-0.parquet"]
 
