@@ -185,14 +185,18 @@ class Plan:
         return self.run.pass_dir(name, only=len(docs) == 1, last=name == docs[-1])
 
     def shard_names(self) -> list[str]:
-        # asked ~11 times a run (each pass's tasks, listings and checks): named once per input
-        # (0.07 ms a file: 0.9 s of a no-op rerun at 1,000 shards, ~60 s at 90,000)
-        key = (self.input, tuple(self.input_files))
-        if self.__dict__.get("_shard_names_of") != key:
+        # asked ~11 times a run (each pass's tasks, listings and checks), and planning named each
+        # file three times more: named once per input (55,000 -> 5,000 calls in a 5,000-shard
+        # no-op rerun; ~2 us each, so ~0.1 s, ~2 s at 90,000)
+        if self.__dict__.get("_shard_names_of") != (self.input, tuple(self.input_files)):
             root = input_root(self.input, self.input_files)
-            self.__dict__["_shard_names"] = [shard_name(f, root) for f in self.input_files]
-            self.__dict__["_shard_names_of"] = key
+            self.remember_shard_names([shard_name(f, root) for f in self.input_files])
         return list(self.__dict__["_shard_names"])
+
+    def remember_shard_names(self, names: list[str]) -> None:
+        """``names``: :meth:`shard_names` of this input, already computed (by :func:`plan_run`)."""
+        self.__dict__["_shard_names"] = list(names)
+        self.__dict__["_shard_names_of"] = (self.input, tuple(self.input_files))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -745,15 +749,17 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     else:
         _check_parquet_has_text(config, input_uri, files)
     root = input_root(input_uri, files)
-    unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
+    names = unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
     passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit, pinned=pinned_libraries)
     _check_benchmarks(config)
     sizes = versions = None
     if by_file is not None:  # a manifest's files are not listed: sizing them is a request each
-        sizes = {shard_name(f, root): by_file[f][0] for f in files}
-        versions = {shard_name(f, root): by_file[f][1] for f in files}
-    return Plan(config, input_uri, output_uri, files, passes, limit, sizes, versions,
+        sizes = {name: by_file[f][0] for f, name in zip(files, names)}
+        versions = {name: by_file[f][1] for f, name in zip(files, names)}
+    plan = Plan(config, input_uri, output_uri, files, passes, limit, sizes, versions,
                 pinned_libraries=pinned_libraries)
+    plan.remember_shard_names(names)
+    return plan
 
 
 # -- reruns -------------------------------------------------------------------------------------

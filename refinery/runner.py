@@ -433,7 +433,7 @@ class ShardRunner:
                       reader_counter, counters, collector, n_samples) -> dict[str, Any]:
         """The shard's stats marker (conservation checked)."""
         check_conservation([reader_counter.to_dict()] + [c.to_dict() for c in counters])
-        # zero counters left out (readers take them as 0): most of a small shard's stage rows
+        # zero counters left out (readers take them as 0): a third of a small shard's stage rows
         stage_dicts = [reader_counter.to_marker_dict()] + [c.to_marker_dict() for c in counters]
         elapsed = time.time() - started
         stats = {
