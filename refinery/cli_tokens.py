@@ -34,12 +34,17 @@ def _is_runs_token_dir(run_dir: str, output: str) -> bool:
 SHUFFLE_OPTIONS = {"seed": "--seed", "num_shards": "--num-shards", "work_dir": "--work-dir", "keep_work": "--keep-work"}
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was on the command line (not its default)."""
+    source = ctx.get_parameter_source(name)
+    # by name: typer has its own copy of click, whose ParameterSource is not click's
+    return source is not None and source.name != "DEFAULT"
+
+
 def _refuse_shuffle_options(ctx: typer.Context) -> None:
     """An option only ``--shuffle`` uses, given without it: it was ignored without a word (``--num-shards 8``
     still wrote one token shard per kept shard; found by trials, h121)."""
-    sources = {name: ctx.get_parameter_source(name) for name in SHUFFLE_OPTIONS}
-    # by name: typer has its own copy of click, whose ParameterSource is not click's
-    given = [flag for name, flag in SHUFFLE_OPTIONS.items() if sources[name] is not None and sources[name].name != "DEFAULT"]
+    given = [flag for name, flag in SHUFFLE_OPTIONS.items() if _given(ctx, name)]
     if given:
         one = len(given) == 1
         _fail(f"{', '.join(given)} only appl{'ies' if one else 'y'} with --shuffle: add --shuffle, or leave "
@@ -58,6 +63,9 @@ def register(app: typer.Typer) -> None:
                                 help="a beginning-of-document token before each document: on (the one the tokenizer "
                                      "file's post-processor prepends, else <s> ...), auto (only when its "
                                      "post-processor prepends one, as Llama's does) or off"),
+        bos_token: str | None = typer.Option(None, "--bos-token", metavar="TOKEN",
+                                             help="the beginning-of-document token by name, e.g. '<s>' (implies --bos "
+                                                  "on; a special token of the tokenizer)"),
         shuffle: bool = typer.Option(False, "--shuffle", help="shuffle documents globally across output shards"),
         seed: int = typer.Option(0, "--seed", help="shuffle seed (with --shuffle)"),
         # min=1: --batch-size 0 failed every shard ("range() arg 3 must not be zero"), -5 wrote
@@ -93,6 +101,8 @@ def register(app: typer.Typer) -> None:
         _logging(verbose)
         if bos not in BOS_SETTINGS:  # before any work, naming the option
             _fail(f"--bos must be one of {', '.join(BOS_SETTINGS)}, got {bos!r}")
+        if bos_token is not None and bos == "off" and _given(ctx, "bos"):
+            _fail(f"--bos-token {bos_token!r} puts a BOS before each document, but --bos is off: drop one of them")
         check_shard_log_interval()
         check_uris(RUN_DIR=run_dir, **{"--output": output, "--work-dir": work_dir})
         if not shuffle:
@@ -104,7 +114,8 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             _fail(exc)
         try:
-            tok = load_tokenizer(tokenizer, eos_token=eos_token, bos=bos)  # type: ignore[arg-type] - checked above
+            tok = load_tokenizer(tokenizer, eos_token=eos_token, bos=bos,  # type: ignore[arg-type] - checked above
+                                 bos_token=bos_token)
             result = tokenize_run(run_dir, output, tok, shuffle=shuffle, seed=seed, num_shards=num_shards,
                                   batch_size=batch_size, work_dir=work_dir, keep_work=keep_work, force=force,
                                   allow_unfinished=allow_unfinished, executor=pool, owns_executor=True)

@@ -239,10 +239,19 @@ class TokenizeConfig(_Strict):
     #: a BOS before each document: false (documents are ``text EOS``), true, or ``auto`` (when the
     #: tokenizer file's post-processor prepends one, as Llama's does); see docs/tokens.md
     bos: bool | Literal["auto"] = False
+    #: the BOS token by name (implies ``bos: true``), for a tokenizer whose post-processor
+    #: prepends none or another one; a special token of the file, not its EOS
+    bos_token: str | None = None
     shuffle: bool = False
     seed: int = 0
     num_shards: int | None = Field(None, gt=0)
     batch_size: int = Field(1000, gt=0)
+
+    @model_validator(mode="after")
+    def _bos_token_means_on(self) -> "TokenizeConfig":
+        if self.bos_token is not None and "bos" in self.model_fields_set and self.bos is False:
+            raise ValueError("bos_token names a BOS to put before each document, but bos is false: drop one of them")
+        return self
 
 
 #: LID-176 languages written without spaces between words

@@ -254,7 +254,7 @@ def run_tokenize_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, f
 
     cfg = plan.config.tokenize
     assert cfg is not None
-    tok = load_tokenizer(cfg.tokenizer, eos_token=cfg.eos_token, bos=cfg.bos)
+    tok = load_tokenizer(cfg.tokenizer, eos_token=cfg.eos_token, bos=cfg.bos, bos_token=cfg.bos_token)
     shards = {s.name: s.uri for s in _kept_shards(plan, previous)}
     # the manifest records the run, not the last pass's directory (its kept/ is the run's kept/)
     result = tokenize_run(plan.run.root, plan.run.tokens_dir, tok, shuffle=cfg.shuffle, seed=cfg.seed,

@@ -526,11 +526,12 @@ def _tokenize_params(raw: dict[str, Any] | None, code: bool = True, pinned: dict
     (the tokens depend on the file, not on its path: a retrained tokenizer.json redoes the pass),
     and (``code``) the version of the tokenizers library that applies it. The settings of
     :data:`OUTPUT_FREE_TOKENIZE` are left out, or hashed as an earlier run ``recorded`` them."""
-    bos = (raw or {}).get("bos", False)
+    bos, bos_token = (raw or {}).get("bos", False), (raw or {}).get("bos_token")
     if raw is None:
         return None
-    raw = {k: v for k, v in raw.items() if k not in OUTPUT_FREE_TOKENIZE and k != "bos"} | (recorded or {})
-    raw = raw | _resolved_bos(raw, bos)
+    # bos and bos_token are fingerprinted as the token they resolve to (_resolved_bos)
+    raw = {k: v for k, v in raw.items() if k not in OUTPUT_FREE_TOKENIZE + ("bos", "bos_token")} | (recorded or {})
+    raw = raw | _resolved_bos(raw, bos, bos_token)
     if code:
         raw = raw | {"code": {"tokenizers": library_version("tokenizers", pinned)}}
     if raw.get("tokenizer", "gpt2") == "gpt2":
@@ -548,12 +549,13 @@ def _tokenize_params(raw: dict[str, Any] | None, code: bool = True, pinned: dict
     return raw | ({"switched_off": asked} if asked else {})
 
 
-def _resolved_bos(raw: dict[str, Any], bos: bool | str) -> dict[str, Any]:
-    """``tokenize.bos`` as the fingerprint holds it: the token it resolves to (``bos_token``), or
-    nothing when there is none, so runs from before the setting keep their fingerprints and ``auto``
-    and ``true`` picking the same token share one. A tokenizer without a BOS for ``bos: true``:
+def _resolved_bos(raw: dict[str, Any], bos: bool | str, bos_token: str | None = None) -> dict[str, Any]:
+    """``tokenize.bos`` (or ``bos_token``, which implies it) as the fingerprint holds it: the token
+    it resolves to (``bos_token``), or nothing when there is none, so runs from before the setting
+    keep their fingerprints and ``auto``, ``true`` and a named token picking the same token share
+    one. A tokenizer without a BOS for ``bos: true``, or a named token that is not a special one:
     ConfigError naming the key."""
-    if bos is False:
+    if bos is False and bos_token is None:
         return {}
     from refinery.tokens.tokenizer import TokenizerError, load_tokenizer, set_bos
 
@@ -562,9 +564,9 @@ def _resolved_bos(raw: dict[str, Any], bos: bool | str) -> dict[str, Any]:
     except TokenizerError as exc:
         raise ConfigError(f"tokenize.tokenizer: {exc}") from None
     try:
-        set_bos(tok, bos)  # type: ignore[arg-type] - the config's type: a bool or "auto"
+        set_bos(tok, bos, bos_token)  # type: ignore[arg-type] - the config's type: a bool or "auto"
     except TokenizerError as exc:
-        raise ConfigError(f"tokenize.bos: {exc}") from None
+        raise ConfigError(f"tokenize.{'bos' if bos_token is None else 'bos_token'}: {exc}") from None
     return {"bos_token": tok.bos_token} if tok.bos_token is not None else {}
 
 

@@ -1535,6 +1535,19 @@ def test_the_tokens_pass_puts_a_bos_before_each_document_and_a_changed_bos_is_re
     same = run_pipeline(parse_config(_recipe(dedup=[], tokenize=llama | {"bos": True})), str(src), str(out), workers=1,
                         progress=False)
     assert same.passes["tokens"] == "skipped"
+    # session 45 (h149): `bos_token` names it (implies true), fingerprinted as the token it is: the
+    # same token resumes, another is refused naming bos_token; one that is not special is one line
+    named = run_pipeline(parse_config(_recipe(dedup=[], tokenize=llama | {"bos_token": "<s>"})), str(src), str(out),
+                         workers=1, progress=False)
+    assert named.passes["tokens"] == "skipped"
+    with pytest.raises(RerunError, match=r"'tokens' pass: .*bos_token"):
+        run_pipeline(parse_config(_recipe(dedup=[], tokenize=llama | {"bos_token": "<unk>"})), str(src), str(out),
+                     workers=1, progress=False)
+    with pytest.raises(ConfigError, match=r"^tokenize\.bos_token: bos token '\|\|\|IP_ADDRESS\|\|\|' is not a special"):
+        run_pipeline(parse_config(_recipe(dedup=[], tokenize=llama | {"bos_token": "|||IP_ADDRESS|||"})), str(src),
+                     str(out), workers=1, progress=False)
+    with pytest.raises(ConfigError, match=r"bos_token names a BOS .* but bos is false"):
+        parse_config(_recipe(dedup=[], tokenize=llama | {"bos": False, "bos_token": "<s>"}))
     without = parse_config(_recipe(dedup=[], tokenize=llama))
     with pytest.raises(RerunError, match=r"'tokens' pass: .*bos_token"):
         run_pipeline(without, str(src), str(out), workers=1, progress=False)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import unicodedata
 
@@ -814,6 +815,43 @@ def test_a_changed_bos_setting_is_refused_and_redone_with_force(tmp_path, cc_doc
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
     assert "tokenizer gpt2 has no beginning-of-document token" in res.output, res.output
     assert not (tmp_path / "gpt2").exists()
+
+
+@needs_llama
+def test_a_named_bos_token_is_used_recorded_and_refused_when_changed(tmp_path, cc_docs):
+    """Session 45 (h149): `--bos-token TOKEN` names the BOS (implies on), e.g. for gpt-neo, whose
+    post-processor prepends none (`--bos on` finds none there); it is recorded as `--bos` is (manifest,
+    sidecars), another token on a rerun is refused in one line and --force redoes; a token that is
+    not special, or is the EOS, or `--bos off` with it, is one line, exit 2."""
+    from refinery.cli_tokens import register
+    from refinery.tokens.tokenizer import set_bos
+
+    run, app = str(tmp_path / "run"), _tokens_app(register)
+    write_kept_run(run, [d for d in cc_docs if d["text"]][:12], [8, 4])
+
+    def tokenize(out: str, tokenizer, *args: str):
+        return CliRunner().invoke(app, ["tokenize", run, "-o", str(tmp_path / out), "-t", str(tokenizer), *args])
+
+    res = tokenize("neo", GPT_NEO_JSON, "--bos-token", "<|padding|>")
+    assert res.exit_code == 0, res.output
+    neo = load_manifest(str(tmp_path / "neo"))
+    assert (neo["tokenizer"]["bos_token"], neo["tokenizer"]["bos_id"]) == ("<|padding|>", 1)
+    assert all(json.loads((tmp_path / "neo" / f"{e['name']}.json").read_text())["bos_id"] == 1 for e in neo["shards"])
+    assert {int(t[0]) for docs in _read_shards(str(tmp_path / "neo")).values() for _, t in docs} == {1}
+    for args, said in [(["--bos-token", "|||IP_ADDRESS|||"], "bos token '|||IP_ADDRESS|||' is not a special token"),
+                       (["--bos", "off", "--bos-token", "<|padding|>"], "but --bos is off")]:
+        res = tokenize("neo-bad", GPT_NEO_JSON, *args)
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and said in res.output, res.output
+    assert not (tmp_path / "neo-bad").exists()
+    with pytest.raises(TokenizerError, match=re.escape("'<|endoftext|>' is its end-of-document token")):
+        set_bos(load_tokenizer(str(GPT_NEO_JSON)), "off", "<|endoftext|>")
+    assert tokenize("llama", LLAMA_JSON, "--bos-token", "<s>").exit_code == 0
+    res = tokenize("llama", LLAMA_JSON, "--bos-token", "<unk>")  # another token: never mixed in one output
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "beginning documents with '<s>' (id 1)" in res.output and "'<unk>' (id 0)" in res.output, res.output
+    assert tokenize("llama", LLAMA_JSON, "--bos", "on").exit_code == 0  # the same token: resumed
+    assert tokenize("llama", LLAMA_JSON, "--bos-token", "<unk>", "--force").exit_code == 0
+    assert load_manifest(str(tmp_path / "llama"))["tokenizer"]["bos_id"] == 0
 
 
 def test_verify_finds_documents_without_their_eos_or_bos_or_with_one_inside(tmp_path):
