@@ -132,6 +132,43 @@ def register(app: typer.Typer) -> None:
             f"[{m['dtype']}, {m['tokenizer']['id']} vocab {m['tokenizer']['vocab_size']:,}"
             f"{', BOS ' + repr(tok.bos_token) if tok.bos_token else ''}] -> {output}/manifest.json "
             f"({len(result.done)} task(s) run, {len(result.skipped)} already done)")  # --shuffle: 2 per shard
+        empty = sum(1 for e in m["shards"] if e["n_docs"] == 0)
+        if empty:  # their prefixes crash Megatron: the paths to give it
+            print_error(f"{empty} of the shards hold no document: give Megatron `refinery token-paths {output}` "
+                        "(the shards with documents), not every prefix", "note:")
+
+    @app.command("token-paths")
+    def token_paths(
+        token_dir: str = typer.Argument(..., help="a `refinery tokenize` output, or a run directory holding one in tokens/ (local or s3://)"),
+        weights: bool = typer.Option(False, "--weights", help="each prefix after its token count (Megatron's "
+                                     "weighted --data-path: shards sampled in proportion to their tokens)"),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
+    ) -> None:
+        """Print the Megatron data-path prefixes of the token shards with documents.
+
+        One per line, for `--data-path $(refinery token-paths DIR)` (Megatron-LM; NeMo's data_prefix,
+        GPT-NeoX's train-data-paths): a shard of no documents is left out (said on stderr), since
+        Megatron cannot read one."""
+        from refinery.io.fs import StorageError
+        from refinery.tokens import TokenShardError
+        from refinery.tokens.writer import data_path_prefixes, resolve_token_dir
+
+        from refinery.io import fs
+
+        _logging(verbose)
+        token_dir = resolve_token_dir(token_dir)  # a run of the whole recipe: its token pass writes tokens/
+        if not fs.exists(fs.join(token_dir, "manifest.json")):  # as verify-tokens says it
+            _fail(f"no token manifest at {fs.join(token_dir, 'manifest.json')}{fs.missing_run_hint(token_dir)}: "
+                  f"is {token_dir} a `refinery tokenize` output?")
+        try:
+            prefixes, empty = data_path_prefixes(token_dir)
+        except (TokenShardError, StorageError) as exc:
+            _fail(exc)
+        if empty:
+            print_error(f"{len(empty)} shard(s) of no documents left out (Megatron cannot read them): "
+                        f"{', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}", "note:")
+        # plain stdout, never wrapped: each line is a path a shell hands to the trainer
+        sys.stdout.write("".join(f"{n} {p}\n" if weights else f"{p}\n" for p, n in prefixes))
 
     @app.command("train-tokenizer")
     def train_tokenizer_cmd(

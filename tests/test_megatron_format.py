@@ -149,6 +149,44 @@ def test_megatron_reads_our_s3_output(kept_run, s3_root, tmp_path):
     ours.close()
 
 
+def test_token_paths_are_the_shards_megatron_can_read(tmp_path, cc_docs):
+    """Session 45 (h149): a shard of no documents (a kept shard with nothing left) has a 0-byte .bin,
+    which Megatron cannot mmap, and as a dataset of no document fails GPTDataset (or hangs it when
+    weighted); `refinery token-paths` prints the data-path prefixes of the others, one per line
+    (`--weights`: each after its token count), and Megatron reads each; tokenize says so."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refinery.cli_tokens import register
+
+    app = typer.Typer()
+    register(app)
+    run, out = tmp_path / "run", tmp_path / "tok"
+    write_kept_run(str(run), [d for d in _texts(cc_docs, 12)], [8, 4])
+    pq.write_table(pa.table({}), str(run / "kept" / "all-removed.parquet"))  # the runner's shard of nothing kept
+    res = CliRunner().invoke(app, ["tokenize", str(run), "-o", str(out)])
+    assert res.exit_code == 0 and f"1 of the shards hold no document: give Megatron `refinery token-paths {out}`" \
+        in " ".join(res.output.split()), res.output
+    assert os.path.getsize(out / "all-removed.bin") == 0  # what Megatron's mmap refuses
+    res = CliRunner().invoke(app, ["token-paths", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines() == [str(out / "shard-00"), str(out / "shard-01")]
+    assert "1 shard(s) of no documents left out (Megatron cannot read them): all-removed" in res.stderr
+    sizes = [len(_megatron().IndexedDataset(prefix)) for prefix in res.stdout.splitlines()]
+    assert sizes == [8, 4]
+    n_tokens = {e["name"]: e["n_tokens"] for e in load_manifest(str(out))["shards"]}
+    assert CliRunner().invoke(app, ["token-paths", str(out), "--weights"]).stdout.split() == \
+        [str(n_tokens["shard-00"]), str(out / "shard-00"), str(n_tokens["shard-01"]), str(out / "shard-01")]
+    with open(out / "shard-01.bin", "r+b") as f:  # cut short: a prefix Megatron would read short
+        f.truncate(10)
+    res = CliRunner().invoke(app, ["token-paths", str(out)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and "shard-01.bin has 10 bytes" in res.output
+
+
+def _texts(docs: list[dict], n: int) -> list[dict]:
+    return [d for d in docs if d["text"]][:n]
+
+
 def _copy(src: str, dst) -> str:
     shutil.copytree(src, dst)
     return str(dst)

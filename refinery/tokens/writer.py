@@ -807,6 +807,28 @@ def resolve_token_dir(uri: str) -> str:
     return uri
 
 
+def data_path_prefixes(token_dir: str) -> tuple[list[tuple[str, int]], list[str]]:
+    """``([(Megatron data-path prefix, tokens)], [names of empty shards])`` of a token directory, in
+    manifest order: ``TOKEN_DIR/NAME`` of every shard that holds a document. An empty shard (a kept
+    shard with nothing left, a shuffle bucket with no document) is left out: Megatron cannot read it
+    (megatron-core 0.16: its 0-byte ``.bin`` cannot be mmapped, and read without mmap a dataset of no
+    document fails ``GPTDataset``, or hangs it in ``_get_num_epochs`` when weighted; session 45).
+    A listed shard whose files are missing or cut short is a TokenShardError naming the file."""
+    manifest = load_manifest(token_dir)
+    sizes = file_sizes(token_dir)
+    prefixes, empty = [], []
+    for entry in manifest["shards"]:
+        damage = shard_damage(entry, sizes)
+        if damage:  # a prefix Megatron would fail on, or read short
+            raise TokenShardError(f"token shard {fs.join(token_dir, entry['name'])}: {damage} (`refinery tokenize` "
+                                  "again redoes it)")
+        if entry["n_docs"] > 0:
+            prefixes.append((fs.join(token_dir, entry["name"]), int(entry["n_tokens"])))
+        else:
+            empty.append(entry["name"])
+    return prefixes, empty
+
+
 def _is_file(uri: str) -> bool:
     import pyarrow.fs as pafs
 
