@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests._s3_fixtures import s3_front
 
 TEXT = ("It is the time of year when the people of the town go to the market and buy what they need for the "
@@ -87,21 +89,47 @@ def test_a_hung_small_read_fails_in_bounded_time_naming_the_endpoint_and_the_obj
     """A GET of run.json (a marker, a stats record, a claim) to a store that stopped answering
     waited 60 s per attempt (8 attempts: 8-9 minutes) before botocore's "Read timeout on endpoint
     URL". GETs and HEADs now wait REFINERY_S3_GET_TIMEOUT_S (15 s by default) per attempt, and the
-    error says which endpoint stopped answering, for which object, and what to set."""
-    from refinery.io import fs
+    error says which endpoint stopped answering, for which object, and what to set. pyarrow's own
+    requests (the driver's existence checks, a dedup pass's Parquet reads) waited 60 s an attempt:
+    they now wait that timeout in curl's whole seconds (its low-speed limit: a moving transfer is
+    never cut), and their error says the store sent nothing (h148)."""
+    import pyarrow as pa
+
+    from refinery.dedup.passes import _read_columns
+    from refinery.io import fs, parquet
 
     fs.write_bytes(f"{s3_bucket}/run/run.json", b"{}")  # there to be read
-    monkeypatch.setenv("REFINERY_S3_GET_TIMEOUT_S", "0.4")
+    shard = f"{s3_bucket}/run/dedup/signatures/part-00000.parquet"
+    parquet.write_table(pa.table({"x": list(range(10))}), shard)
+    monkeypatch.setenv("REFINERY_S3_GET_TIMEOUT_S", "0.4")  # pyarrow's: 1 s (curl counts whole seconds)
     monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "2")
-    seen = threading.Event()
-    with s3_front(s3_server, hang=_hung(seen, "GET", "/run/run.json")) as front:
+    seen, marker_seen, shard_seen = threading.Event(), threading.Event(), threading.Event()
+    hung = (_hung(seen, "GET", "/run/run.json"), _hung(marker_seen, "HEAD", "/run/passes/filter.json"),
+            _hung(shard_seen, "GET", "/part-00000.parquet"))
+    with s3_front(s3_server, hang=lambda *request: any(h(*request) for h in hung)) as front:
         monkeypatch.setenv("AWS_ENDPOINT_URL", front)
         started = time.monotonic()
         code, out, err = cli("status", f"{s3_bucket}/run")
         took = time.monotonic() - started
+        monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "1")
+        started = time.monotonic()
+        with pytest.raises(OSError) as lookup:
+            fs.exists(f"{s3_bucket}/run/passes/filter.json")
+        looked_s = time.monotonic() - started
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            _read_columns(shard, ["x"])
+        read_s = time.monotonic() - started
     assert seen.is_set() and took < 3, (took, err)  # 2 x 0.4 s and the backoff between; before: 2 x 60 s
+    assert marker_seen.is_set() and looked_s < 2, looked_s  # before: 60 s
+    assert shard_seen.is_set() and read_s < 2, read_s
+    said = fs.explain_s3_failure(str(lookup.value))
+    assert said and said.startswith(f"the S3 endpoint {front} (AWS_ENDPOINT_URL) sent nothing for "
+                                    f"{s3_bucket}/run/passes/filter.json (HeadObject)"), said
+    assert "read timeout (1 s, REFINERY_S3_GET_TIMEOUT_S), 1 attempt(s)" in said, said
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     for text in (f"{s3_bucket}/run/run.json", f"the S3 endpoint {front} sent nothing", "0.4 s for a GET or HEAD",
                  "REFINERY_S3_GET_TIMEOUT_S", "2 attempt(s)"):
         assert text in lines[0], (text, lines[0])
+

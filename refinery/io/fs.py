@@ -12,6 +12,7 @@ import contextvars
 import errno
 import io
 import logging
+import math
 import os
 import posixpath
 import re
@@ -122,6 +123,10 @@ def explain_s3_failure(message: str, whose: str = THIS_PROCESS) -> str | None:
         server = f"the S3 endpoint {endpoint} (AWS_ENDPOINT_URL)" if endpoint else "S3"
         detail = found["detail"].strip().rstrip(".")
         detail = detail.split("Details: ", 1)[-1]  # curl's own words; "curlCode: 7, ..." says it twice
+        if detail.startswith("Operation too slow"):  # curl's low-speed limit: the store stopped answering
+            return (f"{server} sent nothing for {where} ({op}) for the read timeout ({pyarrow_read_timeout():g} s, "
+                    f"{GET_TIMEOUT_VARIABLE}), {s3_max_attempts()} attempt(s): a hung server, or a network that "
+                    f"drops packets?")
         return (f"cannot reach {server} for {where} ({op}) after {s3_max_attempts()} attempt(s): {detail}; "
                 f"check the endpoint's scheme, host and port, and the network")
     return None
@@ -347,13 +352,19 @@ def _proxied(host: str) -> bool:
     return not any(b.strip() == "*" or (b.strip() and host.endswith(b.strip().lstrip("*"))) for b in bypass)
 
 
-def _s3_filesystem() -> pafs.S3FileSystem:
+def _s3_filesystem(request_timeout: float) -> pafs.S3FileSystem:
+    """pyarrow's S3 filesystem. ``request_timeout`` is, on Linux, curl's low-speed limit (the AWS
+    SDK sets ``CURLOPT_LOW_SPEED_TIME`` to it, in whole seconds, with a limit of 1 byte/s; no total
+    timeout): an attempt is cut when under 1 byte/s for that long, averaged over curl's few-second
+    window, never while a transfer moves (measured, pyarrow 26: a body trickling 40 bytes over 6 s
+    read whole with 1 s; a 15 s stall after 5 bytes cut 7.3 s in; a silent HEAD cut at 1.0 s).
+    pyarrow's docstring says it is ignored outside Windows and macOS: it is not."""
     kwargs: dict = {
         "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         # Retries with backoff on throttling / 5xx / dropped connections.
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3_max_attempts()),
         "connect_timeout": 10,
-        "request_timeout": 60,
+        "request_timeout": request_timeout,
     }
     endpoint = s3_endpoint()
     if endpoint:
@@ -421,16 +432,37 @@ def _new_s3_client(read_timeout: float = S3_READ_TIMEOUT_S):
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """Return ``(filesystem, path)`` for a local path or an ``s3://bucket/key`` URI."""
+    """Return ``(filesystem, path)`` for a local path or an ``s3://bucket/key`` URI. The S3
+    filesystem is for lookups and reads (what every caller outside this module does with it): its
+    requests wait :func:`pyarrow_read_timeout` without a byte, not 60 s (:func:`_s3_filesystem`)."""
     validate_uri(uri)
     if is_s3(uri):
-        key = ("s3", s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts())
-        fs = _FS_CACHE.get(key)
-        if fs is None:
-            check_endpoint(uri)  # before pyarrow's silent retries
-            fs = _FS_CACHE[key] = _s3_filesystem()
-        return fs, uri[5:].rstrip("/")
+        return _cached_s3_filesystem(uri, pyarrow_read_timeout()), uri[5:].rstrip("/")
     return pafs.LocalFileSystem(), absolute(uri)
+
+
+def pyarrow_read_timeout() -> float:
+    """The read timeout of pyarrow's S3 lookups and reads: ``REFINERY_S3_GET_TIMEOUT_S`` as boto3's
+    GETs and HEADs wait, in curl's whole seconds (at least 1). They waited 60 s an attempt (8
+    attempts by default): a store that hung mid-run held each existence check or Parquet read of a
+    dedup pass 8-9 minutes before its error (session 45, h148). Safe for a large read: it is a
+    low-speed limit, not a total (:func:`_s3_filesystem`)."""
+    return float(max(1, math.ceil(s3_get_timeout())))
+
+
+def _cached_s3_filesystem(uri: str, request_timeout: float) -> pafs.S3FileSystem:
+    key = ("s3", s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts(), request_timeout)
+    fs = _FS_CACHE.get(key)
+    if fs is None:
+        check_endpoint(uri)  # before pyarrow's silent retries
+        fs = _FS_CACHE[key] = _s3_filesystem(request_timeout)
+    return fs
+
+
+def _changing(uri: str) -> pafs.FileSystem:
+    """The filesystem that deletes under ``uri``: on S3 with the 60 s timeout (a DeleteObjects of
+    1,000 keys may be answered after a silence), locally the local one."""
+    return _cached_s3_filesystem(uri, S3_READ_TIMEOUT_S) if is_s3(uri) else resolve(uri)[0]
 
 
 def absolute(uri: str) -> str:
@@ -452,6 +484,16 @@ def basename(uri: str) -> str:
 def exists(uri: str) -> bool:
     fs, path = resolve(uri)
     return _info(fs, uri, path).type != pafs.FileType.NotFound
+
+
+def file_exists(uri: str) -> bool:
+    """Whether a file is at ``uri``, for a check not followed by a read of it (a read goes by
+    :func:`read_bytes_if_any`). On S3 one HEAD of the key (the GET/HEAD read timeout), and only its
+    404 is "no": :func:`exists` was pyarrow's HEAD, then a LIST when absent (is it a "directory"?),
+    each attempt waiting 60 s (session 45, h148). Any other failure (a 403, a throttle, a 500, an
+    outage) is raised, as :func:`exists` raised it (h137). Locally :func:`exists` (a stat)."""
+    # a 404 is no such key, or no such bucket (which exists() took for absent too)
+    return etag(uri) is not None if is_s3(uri) else exists(uri)
 
 
 def _info(fs: pafs.FileSystem, uri: str, path: str) -> pafs.FileInfo:
@@ -491,6 +533,16 @@ def list_files_if_any(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     if not is_s3(uri):
         return list_files(uri, suffixes) if exists(uri) else []
     return list(_listing(uri, suffixes, False, versions=False, empty_ok=True))
+
+
+def list_file_versions_if_any(uri: str, suffixes: tuple[str, ...] = ()) -> dict[str, tuple[int, str]]:
+    """:func:`list_file_versions` of the directory ``uri``, or {} when nothing is there, as
+    :func:`list_files_if_any` lists: on S3 one LIST of an empty prefix (a run's pass directories
+    before they are written), not 5 (a LIST, pyarrow's HEAD and LIST, then an existence check's
+    HEAD and LIST; session 45, h148)."""
+    if not is_s3(uri):
+        return list_file_versions(uri, suffixes) if exists(uri) else {}
+    return _listing(uri, suffixes, False, versions=True, empty_ok=True)  # type: ignore[return-value]
 
 
 def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = False) -> list[str]:
@@ -1082,7 +1134,7 @@ def delete(uri: str) -> None:
     if info.type == pafs.FileType.File:
         if is_s3(uri):
             _fence(uri)
-            interruptible(lambda: fs.delete_file(path), "S3 delete")
+            interruptible(lambda: _changing(uri).delete_file(path), "S3 delete")
             return
         fs.delete_file(path)
 
@@ -1093,7 +1145,7 @@ def delete_tree(uri: str) -> None:
     if _info(fs, uri, path).type == pafs.FileType.Directory:  # on S3: a prefix with objects under it
         if is_s3(uri):
             _fence(uri)
-            interruptible(lambda: fs.delete_dir(path), "S3 delete")
+            interruptible(lambda: _changing(uri).delete_dir(path), "S3 delete")
             return
         fs.delete_dir(path)
 
