@@ -245,7 +245,7 @@ def register(app: typer.Typer) -> None:
         if verbose:  # refinery's debug logs (an error's traceback: main)
             setup_logging(True)
         token_dir = resolve_token_dir(token_dir)  # a run of the whole recipe: its token pass writes tokens/
-        if not fs.exists(fs.join(token_dir, "manifest.json")):
+        if not fs.file_exists(fs.join(token_dir, "manifest.json")):
             # the bucket's absence said, not only "is it a tokenize output?" (trials, h121)
             _fail(f"no token manifest at {fs.join(token_dir, 'manifest.json')}{fs.missing_run_hint(token_dir)}: "
                   f"is {token_dir} a `refinery tokenize` output?")

@@ -923,13 +923,13 @@ def _left_out_and_made_otherwise(plan: Plan, p: Pass) -> bool:
     """Whether pass ``p``, which the recorded plan does not have, finished in this run directory
     under another fingerprint (its marker outlived a rerun that left it out of the recipe)."""
     uri = plan.run.pass_marker(p.name)
-    if not fs.exists(uri):
-        return False
     try:
-        marker = fs.read_json(uri)
-    except (fs.StorageError, OSError, ValueError):
+        # one GET, not a look then a read: only a missing marker is "no"; a failed read is raised
+        # as the failed look was, never a "yes" or a "no" (session 45, h148)
+        marker = fs.read_json_if_any(uri)
+    except fs.DamagedRecord:
         return True  # unreadable: its outputs' settings cannot be told
-    return not isinstance(marker, dict) or marker.get("fingerprint") != p.fingerprint
+    return marker is not None and marker.get("fingerprint") != p.fingerprint
 
 
 def _pass_outputs(plan: Plan, p: Pass) -> str:
@@ -962,7 +962,7 @@ def pass_started(plan: Plan, p: Pass) -> bool:
     """Whether pass ``p`` (after the first) wrote anything: its marker, its directory, or the
     tokens directory. A pass that never started (blocked by a failed shard before it) may
     change its plan freely."""
-    if fs.exists(plan.run.pass_marker(p.name)):
+    if fs.file_exists(plan.run.pass_marker(p.name)):
         return True
     if p.kind == "tokenize":
         return fs.exists(plan.run.tokens_dir)
@@ -1222,7 +1222,7 @@ def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
     names = set(plan.shard_names()) - set(marker_set_aside(marker))
     if not names <= shards_with_markers(out.stats_dir) or not names <= shards_with_outputs(out):
         return None
-    if not fs.exists(out.stats_json):
+    if not fs.file_exists(out.stats_json):  # one HEAD on S3 (was a HEAD, and a LIST when absent)
         # the pass's funnel went missing: "redone" from its shard markers (every shard is skipped);
         # skipped, the run's funnel lost the pass's stages or failed to reconcile (found by
         # adversarial testing)

@@ -32,11 +32,9 @@ import logging
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from refinery.io import fs
-
-T = TypeVar("T")
 
 #: the run's record of its input files' sizes and versions (written just before ``run.json``)
 INPUT_RECORD = "input_files.json"
@@ -333,7 +331,7 @@ def output_sizes(out: PassDir) -> dict[str, dict[str, int]]:
 
 
 def _shard_sizes(directory: str) -> dict[str, int]:
-    listing = _listing_if_any(directory, lambda: fs.list_file_versions(directory, (".parquet",)), {})
+    listing = fs.list_file_versions_if_any(directory, (".parquet",))
     here = fs.absolute(directory).rstrip("/")
     return {_shard_name(u): size for u, (size, _) in listing.items() if u.rsplit("/", 1)[0] == here}
 
@@ -366,21 +364,9 @@ def shard_files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
     """The files directly in ``directory`` (not in its subdirectories) ending in ``suffixes``;
     none when it does not exist; a listing that fails (S3 refusing it, a directory that cannot be
     read) raises. Listings spell local paths absolute, whatever ``directory`` is."""
-    files = _listing_if_any(directory, lambda: fs.list_files(directory, suffixes), [])
+    files = fs.list_files_if_any(directory, suffixes)
     here = fs.absolute(directory).rstrip("/")
     return [u for u in files if u.rsplit("/", 1)[0] == here]
-
-
-def _listing_if_any(directory: str, listing: Callable[[], T], empty: T) -> T:
-    """``listing()`` of ``directory``, or ``empty`` when the directory does not exist. A listing
-    that failed is no empty directory: a rerun would take every shard of the pass as missing and
-    redo them all, ``status`` say none has finished (one existence check, on failure only)."""
-    try:
-        return listing()
-    except fs.StorageError:
-        if fs.exists(directory):
-            raise
-        return empty  # no such directory (yet)
 
 
 def _shard_name(uri: str) -> str:

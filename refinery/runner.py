@@ -160,7 +160,7 @@ def finished_marker(task: ShardTask, fingerprint: str | None = None,
     if fingerprint is not None and stats.get("fingerprint") != fingerprint:
         return None
     if outputs_present is None:
-        outputs_present = fs.exists(task.kept_uri) and fs.exists(task.removed_uri)
+        outputs_present = fs.file_exists(task.kept_uri) and fs.file_exists(task.removed_uri)
     return stats if outputs_present else None
 
 

@@ -171,7 +171,7 @@ def _s3_active(run_dir: str, held_by: str | None) -> bool | None:
     works: a stopped run read as "running"); no claim at all cannot be told (a run made before claims)."""
     if held_by:
         return True
-    return False if fs.exists(fs.join(run_dir, CLAIM_FILE)) else None
+    return False if fs.file_exists(fs.join(run_dir, CLAIM_FILE)) else None
 
 
 def run_status(run_dir: str, counts: bool = True) -> RunStatus:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -317,11 +318,24 @@ def test_a_record_read_if_any_is_one_get_and_only_a_missing_one_is_absent(s3_buc
     assert count(lambda: fs.list_files_if_any(f"{run}/passes", (".json",))) == ([damaged, marker], ["GET"])
     with pytest.raises(fs.DamagedRecord, match=r"bad\.json is damaged"):
         fs.read_json_if_any(damaged)
+    # a look not followed by a read (h148): one HEAD, not pyarrow's HEAD and LIST when absent; an
+    # empty pass directory's sizes one LIST, not 5; a SHA-256 one GET, not a HEAD and a GET
+    from refinery.rundir import output_sizes, PassDir
+    from refinery.tokens.format import file_sha256
+
+    assert count(lambda: fs.file_exists(marker)) == (True, ["HEAD"])
+    assert count(lambda: fs.file_exists(f"{run}/.claim")) == (False, ["HEAD"])
+    assert count(lambda: fs.list_file_versions_if_any(f"{run}/kept", (".parquet",))) == ({}, ["GET"])
+    assert count(lambda: output_sizes(PassDir(f"{run}/filter"))) == ({"kept": {}, "removed": {}, "samples": {}},
+                                                                      ["GET"] * 3)
+    assert count(lambda: file_sha256(marker)) == (hashlib.sha256(b'{"pass": "filter"}').hexdigest(), ["GET"])
     failing.append("filter.json")
     for kind, code in (("500", "InternalError"), ("503", "SlowDown")):  # no answer, never "absent"
         policy.kinds = (kind,)
         with pytest.raises(fs.StorageError, match=rf"cannot open .*filter\.json.*\({code}\)"):
             fs.read_json_if_any(marker)
+        with pytest.raises(fs.StorageError, match=r"filter\.json.*\(500\)|filter\.json.*\(503\)"):
+            fs.file_exists(marker)  # a HEAD's error carries no code: its status
     failing.append("prefix=run%2Ffailed")  # a listing that fails is no empty directory
     with pytest.raises((fs.StorageError, OSError)):
         fs.list_files_if_any(f"{run}/failed")

@@ -130,12 +130,10 @@ def list_shards(input_dir: str) -> list[Shard]:
                                   f"{name!r} (a shard is named by its path without the suffix): rename one")
         first[name] = f
     if is_run and _is_run_dir(input_dir, last):
-        try:
-            finished = {fs.basename(u)[: -len(".json")] for u in fs.list_files(last.stats_dir, (".json",))}
-        except fs.StorageError as exc:  # no stats/ at all: no shard finished
-            if fs.exists(last.stats_dir):  # a failed listing: not "every shard is unfinished"
-                raise DedupInputError(str(exc)) from None
-            finished = set()
+        try:  # no stats/ at all: no shard finished
+            finished = {fs.basename(u)[: -len(".json")] for u in fs.list_files_if_any(last.stats_dir, (".json",))}
+        except fs.StorageError as exc:  # a failed listing: not "every shard is unfinished"
+            raise DedupInputError(str(exc)) from None
         unfinished = sorted(set(names) - finished)
         if unfinished:
             raise DedupInputError(
@@ -154,13 +152,9 @@ def _warn_failed_shards(input_dir: str, read: set[str]) -> None:
     and runs its later passes without them. Deduplicating the finished shards was silent."""
     failed: dict[str, str] = {}
     for pass_dir in _upstream_passes(input_dir):
-        try:
-            failed |= {fs.basename(u)[: -len(".json")]: pass_dir.failed_dir
-                       for u in fs.list_files(pass_dir.failed_dir, (".json",))}
-        except fs.StorageError:  # no failed/: none failed (a failed listing is no answer: raised)
-            if fs.exists(pass_dir.failed_dir):
-                raise
-            continue
+        # no failed/: none failed (a failed listing is no answer: raised)
+        failed |= {fs.basename(u)[: -len(".json")]: pass_dir.failed_dir
+                   for u in fs.list_files_if_any(pass_dir.failed_dir, (".json",))}
     missing = sorted(set(failed) - read)
     if missing:
         where = sorted({failed[m] for m in missing})
@@ -189,7 +183,7 @@ def _upstream_passes(input_dir: str) -> list[PassDir]:
 def _is_run_dir(root: str, last: PassDir) -> bool:
     """A run directory (``run.json``, or a pass that records stats or failures), as opposed to a
     plain directory of Parquet shards under ``kept/``."""
-    return any(fs.exists(u) for u in (RunDir(root).run_json, last.stats_dir, last.failed_dir))
+    return fs.file_exists(RunDir(root).run_json) or any(fs.exists(u) for u in (last.stats_dir, last.failed_dir))
 
 
 class WorkDir:
@@ -211,9 +205,10 @@ class WorkDir:
 
     def done(self, name: str) -> dict[str, Any] | None:
         uri = self.path("passes", f"{name}.json")
-        if self.force or not fs.exists(uri):
+        data = None if self.force else fs.read_bytes_if_any(uri)  # one GET (was a look, then the read)
+        if data is None:
             return None
-        marker = json.loads(fs.read_bytes(uri))
+        marker = json.loads(data)
         if marker.get("fingerprint") != self.fingerprint:
             return None
         return marker
@@ -248,7 +243,7 @@ def _step_fingerprints(work: WorkDir) -> set[str]:
     """The fingerprints of the index steps finished in ``work`` (its ``passes/<step>.json``)."""
     markers = work.path("passes")
     found: set[str] = set()
-    for uri in fs.list_files(markers, (".json",)) if fs.exists(markers) else []:
+    for uri in fs.list_files_if_any(markers, (".json",)):
         try:
             marker = json.loads(fs.read_bytes(uri))
         except ValueError:  # a marker that cannot be read is not this index's
@@ -430,7 +425,7 @@ def _refuse_before_the_lock(input_dir: str, output_dir: str, config: DedupConfig
     trials). Removing them afterwards could remove a directory the user made, or a lock file
     another process has open, so nothing is made. They are made again under the lock or claim
     (:func:`_run_dedup`); only for a lock or claim not there yet."""
-    if fs.exists(fs.join(output_dir, CLAIM_FILE if fs.is_s3(output_dir) else LOCK_FILE)):
+    if fs.file_exists(fs.join(output_dir, CLAIM_FILE if fs.is_s3(output_dir) else LOCK_FILE)):
         return  # an existing lock file or claim means nothing new is made
     shards = list_shards(input_dir)
     _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force,
@@ -578,7 +573,7 @@ def _check_output_is_dedup(run: RunDir, shards: set[str], force: bool, work_root
             raise DedupInputError(f"output {run.root} holds another run (passes {names}), not a refinery dedup "
                                   "output: writing there would replace its corpus; choose a new --output")
         return
-    if fs.exists(run.run_json):
+    if fs.file_exists(run.run_json):
         return  # a run.json of an earlier refinery without passes: _check_rerun's business
     work = _relative_to(work_root, run.root) if work_root else None
     foreign = [f for f in _listed(run.root) if not _written_by_dedup(f, shards)
@@ -704,7 +699,7 @@ def _redo_damaged_shards(out: PassDir, name: str, fingerprint: str, shards: set[
     (a rerun checked only that they existed). One listing per directory, no read."""
     uri = RunDir(out.root).pass_marker(name)
     try:
-        marker = fs.read_json(uri) if fs.exists(uri) else None
+        marker = fs.read_json_if_any(uri)
     except fs.DamagedRecord:
         return  # damaged: the pass is redone whole anyway (a failed read skipped the check: raised)
     if marker is None or marker.get("fingerprint") != fingerprint:

@@ -62,9 +62,10 @@ class _IndexedStage(Stage):
         manifest = self.__dict__.get("_lazy_manifest")
         if manifest is None:
             uri = fs.join(self.dedup_dir, "manifest.json")
-            if not fs.exists(uri):
+            data = fs.read_bytes_if_any(uri)  # one GET (a look, then the read, was two requests)
+            if data is None:
                 raise DedupIndexError(f"{self.name}: no dedup index at {self.dedup_dir} (manifest.json missing)")
-            manifest = json.loads(fs.read_bytes(uri))
+            manifest = json.loads(data)
             if manifest.get("method") != self.method:
                 raise DedupIndexError(f"{self.name}: {self.dedup_dir} holds a {manifest.get('method')!r} index, "
                                       f"this stage applies {self.method!r}")
@@ -85,7 +86,7 @@ class _IndexedStage(Stage):
             if shard not in self._manifest()["_names"]:
                 raise DedupIndexError(f"{self.name}: shard {shard!r} is not in the dedup index at {self.dedup_dir}")
             uri = fs.join(self.dedup_dir, self.index_dir, f"{shard}.parquet")
-            table = parquet.read_table(uri) if fs.exists(uri) else self.index_schema.empty_table()
+            table = parquet.read_table(uri) if fs.file_exists(uri) else self.index_schema.empty_table()
             entry = (table, {doc_id: i for i, doc_id in enumerate(table.column("id").to_pylist())})
             while len(cache) >= _CACHE_SHARDS:
                 cache.pop(next(iter(cache)))

@@ -202,7 +202,7 @@ def combine_pass_stats(passes: list[dict[str, Any]]) -> dict[str, Any]:
 def load_run_stats(run_dir: str) -> dict[str, Any]:
     """The run summary: ``stats.json`` if the run finished, else merged from finished shards."""
     summary_uri = RunDir(run_dir).stats_json
-    has_plan = fs.exists(RunDir(run_dir).run_json)
+    has_plan = fs.file_exists(RunDir(run_dir).run_json)
     if not has_plan and (refusal := pass_dir_refusal(run_dir)):  # its stats.json is one pass's
         raise FileNotFoundError(refusal)
     partial = partial_note(run_dir) if has_plan else None
