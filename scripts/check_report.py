@@ -1,0 +1,305 @@
+"""Recompute a run's statistics and report figures from its Parquet outputs and say where they differ.
+
+    python scripts/check_report.py RUN_DIR [--report RUN_DIR/report.html]
+
+An audit tool (session 45, h151): ``stats.json`` and ``report.html`` are built from the shard
+markers the runner writes; this script rebuilds the figures from the data itself -- every
+``removed/*.parquet`` (stage, reason, metric, metric columns), the run's final ``kept/`` and the
+``samples/`` -- and compares:
+
+- per stage and reason, documents removed; docs read / kept / removed; each stage's docs in / out
+  (the chain: what earlier stages left);
+- the report's funnel table (every ``data-field`` cell: counts and both percentages) and summary cards;
+- every histogram, bin by bin, kept side and per reason, binned again from the Parquet metric
+  columns of the documents that reached the stage (kept = removed later or kept at the end);
+- every removed sample: in ``removed/`` for its stage and reason, with the same metric, and
+  ``population`` = that shard's removals for the reason; every sample the report shows likewise,
+  and its "k of N" header;
+- thresholds drawn: each line's value is the stage's parameter (effective params of ``run.json``),
+  and how many documents a stage *kept* sit beyond one of its min_/max_ lines (a line drawn in the
+  wrong place shows up as kept documents on the removed side);
+- languages (docs per language reaching language ID, kept) and top-domain totals.
+
+Exit 0 when everything matches, 1 with one line per mismatch otherwise. Local run directories only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import re
+import sys
+from collections import Counter, defaultdict
+from html import unescape
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from refinery.rundir import RunDir  # noqa: E402
+from refinery.stats.funnel import funnel_rows, load_run_stats  # noqa: E402
+from refinery.stats.histograms import Histogram  # noqa: E402
+from refinery.stats.thresholds import effective_params, load_run_manifest  # noqa: E402
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.checked = 0
+
+    def eq(self, what: str, found: Any, expected: Any) -> None:
+        self.checked += 1
+        if found != expected:
+            self.problems.append(f"{what}: report/stats say {found!r}, the data says {expected!r}")
+
+
+def _read(paths: list[str], columns: list[str] | None = None) -> pa.Table | None:
+    tables = []
+    for p in sorted(paths):
+        names = pq.read_schema(p).names
+        cols = None if columns is None else [c for c in columns if c in names]
+        tables.append(pq.read_table(p, columns=cols).add_column(0, "_shard", pa.array(
+            [os.path.basename(p)[: -len(".parquet")]] * pq.read_metadata(p).num_rows, pa.string())))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def load_outputs(run_dir: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(removed rows of every pass in pass order, final kept rows, sample rows)."""
+    passes = RunDir(run_dir).document_pass_dirs()
+    removed, samples = [], []
+    for p in passes:
+        t = _read(glob.glob(os.path.join(p.removed_dir, "*.parquet")))
+        if t is not None:
+            removed += t.drop_columns([c for c in ("text", "html") if c in t.column_names]).to_pylist()
+        s = _read(glob.glob(os.path.join(p.samples_dir, "*.parquet")))
+        if s is not None:
+            samples += s.to_pylist()
+    kept_t = _read(glob.glob(os.path.join(passes[-1].kept_dir, "*.parquet")))
+    kept = [] if kept_t is None else kept_t.drop_columns(
+        [c for c in ("text", "html") if c in kept_t.column_names]).to_pylist()
+    return removed, kept, samples
+
+
+def check_funnel(a: Audit, stats: dict[str, Any], removed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> None:
+    by_reason = Counter((r["removed_stage"], r["removed_reason"]) for r in removed)
+    a.eq("docs_kept", stats["docs_kept"], len(kept))
+    a.eq("docs_removed", stats["docs_removed"], len(removed))
+    a.eq("docs_read", stats["docs_read"], len(kept) + len(removed))
+    left = len(kept) + len(removed)
+    for s in stats["stages"]:
+        a.eq(f"{s['stage']} docs_in", s["docs_in"], left)
+        data = {reason: n for (stage, reason), n in by_reason.items() if stage == s["stage"]}
+        a.eq(f"{s['stage']} removed per reason", dict(sorted(s["removed"].items())), dict(sorted(data.items())))
+        left -= sum(data.values())
+        a.eq(f"{s['stage']} docs_out", s["docs_out"], left)
+    stages = {s["stage"] for s in stats["stages"]}
+    for (stage, reason), n in by_reason.items():
+        if stage not in stages:
+            a.eq(f"removed by {stage}/{reason}: a funnel row", None, n)
+
+
+def check_histograms(a: Audit, stats: dict[str, Any], removed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> None:
+    order = [s["stage"] for s in stats["stages"]]
+    rank = {s: i for i, s in enumerate(order)}
+    for stage, columns in (stats.get("histograms") or {}).items():
+        i = rank[stage]
+        later = [r for r in removed if rank.get(r["removed_stage"], -1) > i] + kept
+        mine = [r for r in removed if r["removed_stage"] == stage]
+        for column, h in columns.items():
+            ours = Histogram.for_column(column, h["edges"] if h.get("scale") == "custom" else None)
+            ours.add(pa.array([r.get(column) for r in later], pa.float64()), "kept")
+            for reason in sorted({r["removed_reason"] for r in mine}):
+                ours.add(pa.array([r.get(column) for r in mine if r["removed_reason"] == reason], pa.float64()),
+                         "removed", reason)
+            d = ours.to_dict()
+            what = f"histogram {stage}.{column}"
+            for key in ("counts", "under", "over", "null"):
+                a.eq(f"{what} {key}", h[key], d[key])
+            a.eq(f"{what} by_reason", {k: v for k, v in (h.get("by_reason") or {}).items() if any(v)},
+                 {k: v for k, v in (d.get("by_reason") or {}).items() if any(v)})
+            reached = sum(sum(h["counts"][s]) + h["under"][s] + h["over"][s] + h["null"][s] for s in ("kept", "removed"))
+            a.eq(f"{what} total = documents that reached {stage}", reached, len(later) + len(mine))
+
+
+def _same(x: Any, y: Any) -> bool:
+    if x is None or y is None:
+        return x is None and y is None
+    if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+        return True
+    return abs(float(x) - float(y)) <= 1e-6 * max(1.0, abs(float(y)))
+
+
+def check_samples(a: Audit, samples: list[dict[str, Any]], removed: list[dict[str, Any]]) -> None:
+    index = {(r["_shard"], r["id"], r["removed_stage"]): r for r in removed}
+    population = Counter((r["_shard"], r["removed_stage"], r["removed_reason"]) for r in removed)
+    for s in samples:
+        a.checked += 1
+        r = index.get((s["shard"], s["id"], s["stage"]))
+        if r is None or r["removed_reason"] != s["reason"]:
+            a.problems.append(f"sample {s['shard']}/{s['id']} ({s['stage']}/{s['reason']}) is not removed for that "
+                              f"reason in removed/ (found {r and r['removed_reason']})")
+            continue
+        if not _same(s["metric"], r["removed_metric"]):
+            a.problems.append(f"sample {s['id']}: metric {s['metric']} but removed_metric {r['removed_metric']}")
+        a.eq(f"sample {s['id']} population", s["population"], population[(s["shard"], s["stage"], s["reason"])])
+
+
+_ROW = re.compile(r'<tr class="(?:stage|reason)" data-stage="([^"]*)" data-reason="([^"]*)">(.*?)</tr>', re.S)
+_CELL = re.compile(r'data-field="([a-z_]+)">(.*?)</td>', re.S)
+
+
+def _number(cell: str) -> float | None:
+    text = re.sub(r"<[^>]+>", "", cell).strip().replace(",", "").rstrip("%")
+    return None if text in ("", "–", "-") else float(text)
+
+
+def check_report_html(a: Audit, html: str, stats: dict[str, Any], removed: list[dict[str, Any]],
+                      kept: list[dict[str, Any]]) -> None:
+    read = len(kept) + len(removed)
+    rows = {(unescape(s), unescape(r)): dict(_CELL.findall(body)) for s, r, body in _ROW.findall(html.split('id="scores"')[0])}
+    by_reason = Counter((r["removed_stage"], r["removed_reason"]) for r in removed)
+    left = read
+    for s in stats["stages"]:
+        stage_removed = sum(n for (st, _), n in by_reason.items() if st == s["stage"])
+        cells = rows.get((s["stage"], ""))
+        if cells is None:
+            a.problems.append(f"funnel table: no row for stage {s['stage']}")
+            continue
+        a.eq(f"funnel {s['stage']} docs_in", _number(cells["docs_in"]), left)
+        a.eq(f"funnel {s['stage']} removed", _number(cells["removed"]), stage_removed)
+        rate = _number(cells["removed_pct_of_stage"])
+        a.eq(f"funnel {s['stage']} % of stage input", rate, round(100 * stage_removed / left, 1) if left else None)
+        left -= stage_removed
+        a.eq(f"funnel {s['stage']} docs_out", _number(cells["docs_out"]), left)
+        a.eq(f"funnel {s['stage']} % of input kept", _number(cells["kept_pct_of_input"]),
+             round(100 * left / read, 1) if read else None)
+        for (st, reason), n in by_reason.items():
+            if st == s["stage"]:
+                rc = rows.get((st, reason))
+                a.eq(f"funnel {st}/{reason} removed", rc and _number(rc["removed"]), n)
+    cards = dict(re.findall(r'data-card="([^"]+)"><div class="k">[^<]*</div><div class="v">([^<]*)</div>', html))
+    a.eq("card documents read", _number(cards.get("documents read", "")), read)
+    a.eq("card documents kept", _number(cards.get("documents kept", "")), len(kept))
+    a.eq("card documents removed", _number(cards.get("documents removed", "")), len(removed))
+    # the samples shown: each is removed for its stage and reason; "k of N" names all of them
+    section = html.split('<section id="samples"', 1)[-1].split("</section>", 1)[0]
+    removed_ids = {(r["removed_stage"], r["removed_reason"], r["id"]) for r in removed}
+    for stage, reason, body in re.findall(r'<details [^>]*data-stage="([^"]*)" data-reason="([^"]*)">(.*?)</details>',
+                                          section, re.S):
+        stage, reason = unescape(stage), unescape(reason)
+        shown = re.search(r'<span class="count">(\d+) of ([\d,]+) ', body)
+        a.eq(f"samples {stage}/{reason}: N", shown and int(shown.group(2).replace(",", "")), by_reason[(stage, reason)])
+        ids = [unescape(i) for i in re.findall(r'<div class="note mono">([^<]*)</div>', body)]
+        a.eq(f"samples {stage}/{reason}: k", shown and int(shown.group(1)), len(ids))
+        for i in ids:
+            a.checked += 1
+            if (stage, reason, i) not in removed_ids:
+                a.problems.append(f"sample shown under {stage}/{reason}: {i} is not removed for it")
+
+
+def check_thresholds(a: Audit, html: str, manifest: dict[str, Any], removed: list[dict[str, Any]],
+                     kept: list[dict[str, Any]], stats: dict[str, Any]) -> list[str]:
+    """Each drawn line's value is one of its stage's parameters; returns notes on documents the
+    stage kept beyond a line (below a minimum, above a maximum) (not always wrong: a rule may apply only above a size)."""
+    params_of: dict[str, dict[str, Any]] = {}
+    for p in manifest.get("passes") or []:
+        for s in (p.get("params") or {}).get("stages") or []:
+            params_of[s.get("name") or s["type"]] = effective_params(s["type"], s.get("params") or {})
+    order = [s["stage"] for s in stats["stages"]]
+    notes = []
+    for stage, column, body in re.findall(r'<figure data-stage="([^"]*)" data-column="([^"]*)">(.*?)</figure>', html, re.S):
+        for value, label in re.findall(r'<line class="threshold" data-value="([^"]+)".*?<text[^>]*>([^<]*)</text>', body, re.S):
+            param, _, _ = unescape(label).partition(" = ")
+            a.checked += 1
+            flat = json.dumps(params_of.get(stage, {}))
+            if stage in params_of and not re.search(rf"(?<![\d.]){re.escape(value)}(?![\d])", flat.replace(".0,", ",")) \
+                    and float(value) not in _numbers(params_of[stage]):
+                a.problems.append(f"threshold {stage}.{column} {param} = {value}: not among {stage}'s parameters")
+            if stage not in order:
+                continue
+            i = order.index(stage)
+            later = [r for r in removed if r["removed_stage"] in order[i + 1:]] + kept
+            v = float(value)
+            is_min = _is_minimum(param, column, v, [r for r in removed if r["removed_stage"] == stage])
+            beyond = [r for r in later if r.get(column) is not None and not math.isnan(r[column])
+                      and (r[column] < v if is_min else r[column] > v)]
+            if beyond:
+                notes.append(f"{stage}.{column}: {len(beyond)} of {len(later)} documents it kept are beyond "
+                             f"{param} = {value}")
+    return notes
+
+
+def _is_minimum(param: str, column: str, value: float, removed_here: list[dict[str, Any]]) -> bool:
+    """min_* / max_* by name; else (``threshold``, ``dup_line_frac``) by where the stage's removed
+    documents mostly lie."""
+    bare = param.split("[")[0].split(".")[-1]
+    if bare.startswith(("min_", "max_")):
+        return bare.startswith("min_")
+    values = [r[column] for r in removed_here if r.get(column) is not None and not math.isnan(r[column])]
+    return sum(x < value for x in values) > len(values) / 2
+
+
+def _numbers(obj: Any) -> list[float]:
+    if isinstance(obj, bool):
+        return []
+    if isinstance(obj, (int, float)):
+        return [float(obj)]
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _numbers(v)]
+    return []
+
+
+def check_languages_domains(a: Audit, stats: dict[str, Any], removed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> None:
+    langs = (stats.get("languages") or {}).get("by_language") or {}
+    column = (stats.get("languages") or {}).get("column") or "language"
+    if langs:
+        reached = [r for r in removed if r.get(column) is not None] + kept
+        docs_in = Counter((r.get(column) or "unknown") for r in reached)
+        docs_kept = Counter((r.get(column) or "unknown") for r in kept)
+        a.eq("languages docs_in", {k: v["docs_in"] for k, v in sorted(langs.items())}, dict(sorted(docs_in.items())))
+        a.eq("languages docs_kept", {k: v["docs_kept"] for k, v in sorted(langs.items()) if v["docs_kept"]},
+             dict(sorted(docs_kept.items())))
+    by_reason = Counter((r["removed_stage"], r["removed_reason"]) for r in removed)
+    for stage, reasons in (stats.get("top_domains") or {}).items():
+        for reason, d in reasons.items():
+            a.eq(f"top domains {stage}/{reason} total", d["total"], by_reason[(stage, reason)])
+            a.eq(f"top domains {stage}/{reason} top+other", sum(d["top"].values()) + d.get("other", 0), d["total"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--report", help="the report to check (default RUN_DIR/report.html, if there)")
+    args = ap.parse_args(argv)
+    stats = load_run_stats(args.run_dir)
+    manifest = load_run_manifest(args.run_dir)
+    removed, kept, samples = load_outputs(args.run_dir)
+    a = Audit()
+    check_funnel(a, stats, removed, kept)
+    check_histograms(a, stats, removed, kept)
+    check_samples(a, samples, removed)
+    check_languages_domains(a, stats, removed, kept)
+    notes: list[str] = []
+    report = args.report or os.path.join(args.run_dir, "report.html")
+    if os.path.exists(report):
+        html = open(report, encoding="utf-8").read()
+        check_report_html(a, html, stats, removed, kept)
+        notes = check_thresholds(a, html, manifest, removed, kept, stats)
+    for n in notes:
+        print(f"note: {n}")
+    for p in a.problems:
+        print(f"MISMATCH {p}")
+    print(f"{a.checked:,} figures checked against {len(kept) + len(removed):,} documents "
+          f"({len(kept):,} kept, {len(removed):,} removed, {len(samples):,} samples): {len(a.problems)} mismatches")
+    return 1 if a.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
