@@ -238,7 +238,8 @@ def test_sample_trigger_is_named_by_the_reason_not_by_an_equal_value():
 def test_sample_metrics_are_shown_whole_named_for_readers_and_control_characters_visible():
     """Found by testing the stats: a 400,000-word document's trigger read "gopher_word_count =
     4e+05", a truncated WARC record's "metric = 1.307e+04" (13,068 bytes missing, unnamed), and a
-    NUL in a document's text went into the page as is."""
+    NUL in a document's text went into the page as is; a 4 MB text's snippet did not say it was
+    cut, and Arabic text sat in a left-to-right box."""
     import pyarrow as pa
 
     from refinery.stats.report import _samples
@@ -252,7 +253,8 @@ def test_sample_metrics_are_shown_whole_named_for_readers_and_control_characters
             row("gopher_quality", "too_many_words", 400000.0,
                 {"gopher_word_count": 400000, "gopher_mean_word_length": 5.265412, "gopher_stop_words": 8},
                 "text \x00 with a nul\x07 and a tab\tthere"),
-            row("quality", "low_quality", 0.00049996, {"quality_score": 0.00049996}, "x")]
+            row("quality", "low_quality", 0.00049996, {"quality_score": 0.00049996}, "x"),
+            dict(row("gopher_repetition", "dup_line_frac", 0.5, {}, "مرحبا " * 100 + "…"), chars=4_200_000)]
     stats = {"stages": [{"stage": r["stage"], "removed": {r["reason"]: 1}} for r in rows]}
     html = _samples(stats, pa.Table.from_pylist(rows), 8, {"gopher_quality": "gopher_quality", "quality": "quality"})
     assert "bytes missing = 13,068</div>" in html and "line = 17</div>" in html
@@ -260,6 +262,9 @@ def test_sample_metrics_are_shown_whole_named_for_readers_and_control_characters
     assert "gopher_mean_word_length = 5.26541</div>" in html
     assert "quality_score = 0.00049996</div>" in html  # not rounded onto its 0.0005 threshold
     assert "\x00" not in html and "\x07" not in html and "text \u2400 with a nul\u2407 and a tab\tthere" in html
+    # a huge text says it is cut (only a "…" did) and right-to-left text gets its own direction (session 45)
+    assert html.count("data-truncated>") == 1 and "first 600 of 4,200,000 characters" in html
+    assert html.count('<div class="snippet" dir="auto">') == len(rows)
 
 
 def test_small_scores_get_their_own_bins():

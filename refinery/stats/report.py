@@ -503,10 +503,14 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
             lang = f"<span class='tag'>{_e(r['language'])}</span>" if r["language"] else ""
             src = "" if r["snippet_source"] in ("text", "") else f"<div class='note'>from {_e(r['snippet_source'])}</div>"
             snippet = (r["snippet"] or "").strip()  # stored as an exact prefix; shown without edge blank lines
+            prefix = (r["snippet"] or "").removesuffix("…")  # text_snippet marks a cut with "…"
+            if r["snippet_source"] == "text" and (r["chars"] or 0) > len(prefix):
+                # a 4 MB text showed as its first 500 characters and a "…", its size nowhere
+                src = f"<div class='note' data-truncated>first {len(prefix):,} of {r['chars']:,} characters</div>"
             rows.append(
                 f'<tr><td style="width:26%"><div class="url">{url_html}</div><div class="note mono">{_e(r["id"])}</div>{lang}</td>'
                 f'<td style="width:14%">{metric}{metric_bits}</td>'
-                f'<td>{src}<div class="snippet">{_e(snippet) or "<i>(no text)</i>"}</div></td></tr>'
+                f'<td>{src}<div class="snippet" dir="auto">{_e(snippet) or "<i>(no text)</i>"}</div></td></tr>'
             )
         total = removed_counts.get((stage, reason), 0)
         parts.append(
