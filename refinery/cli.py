@@ -154,12 +154,20 @@ def stats(
     compare: Optional[tuple[str, str]] = typer.Option(
         None, "--compare", metavar="RUN_A RUN_B", help="show how each stage/reason moved from run A to run B"
     ),
+    what_if: Optional[str] = typer.Option(
+        None, "--what-if", metavar="STAGE.PARAM=VALUE",
+        help="what moving one threshold would remove or let pass, counted on the run's Parquet outputs "
+             "(e.g. gopher_quality.min_words=100)"),
+    show: int = typer.Option(20, "--show", min=0, help="with --what-if: documents listed, nearest the threshold first"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
-    """Print a run's funnel, or compare two runs.
+    """Print a run's funnel, or compare two runs, or what moving a threshold would change.
 
     The funnel: documents in, out and removed, per stage and per reason."""
     import json
+
+    if what_if is not None:
+        return _what_if(run_dir, what_if, show, json_out, compare)
 
     if verbose:  # refinery's debug logs (an error's traceback: main)
         setup_logging(True)
@@ -222,6 +230,29 @@ def stats(
             err.print(f"note: {name}: input {aside.get('input') or aside['shard']} failed and was set aside, its "
                       f"documents not read: {aside.get('error') or 'see failed/'}", style="yellow",
                       highlight=False, soft_wrap=True)
+
+
+def _what_if(run_dir: Optional[str], spec: str, show: int, json_out: bool, compare: Optional[tuple[str, str]]) -> None:
+    """``stats RUN --what-if STAGE.PARAM=VALUE`` (refinery.stats.whatif)."""
+    import json
+
+    from refinery.io.fs import StorageError
+    from refinery.io.parquet import ShardReadError
+    from refinery.stats.whatif import parse_spec, render_what_if, what_if
+
+    if run_dir is None or compare:
+        fail("--what-if takes one RUN_DIR (not --compare)")
+    cli_common.check_uris(RUN_DIR=run_dir)
+    try:
+        result = what_if(run_dir, *parse_spec(spec), show=show)
+    except (FileNotFoundError, StorageError, ShardReadError, ValueError) as exc:
+        fail(exc)
+    if json_out:
+        console.print_json(json.dumps(result))
+        return
+    out = console if console.is_terminal else Console(width=220, markup=False, highlight=False)
+    for line in render_what_if(result):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _run_manifest(run_dir: str) -> dict:

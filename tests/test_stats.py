@@ -423,6 +423,36 @@ def test_samples_are_real_removed_documents(run):
     assert load_samples(str(run_dir), per_reason=3).equals(merged)  # deterministic
 
 
+def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
+    """`stats --what-if STAGE.PARAM=VALUE` (session 45, h151): nothing said what moving a threshold
+    would remove; counted here again straight from kept/ and removed/."""
+    from refinery.cli import app
+    from refinery.stats.whatif import what_if
+
+    run_dir, _ = run
+    kept = pq.read_table(run_dir / "kept").to_pylist()
+    removed = pq.read_table(run_dir / "removed").to_pylist()
+    passed = kept + [r for r in removed if r["removed_stage"] == "line_corrections"]  # after gopher_quality
+    w = what_if(str(run_dir), "gopher_quality", "min_words", 100, show=5)
+    assert (w["column"], w["value_as_run"], w["removes"]) == ("gopher_word_count", 50.0, "below")
+    assert w["would_remove"] == sum(r["gopher_word_count"] < 100 for r in passed) > 0
+    assert w["would_remove_from_corpus"] == sum(r["gopher_word_count"] < 100 for r in kept)
+    assert w["would_pass_rule"] == 0 and w["corpus_docs"] == len(kept)
+    values = [d["gopher_word_count"] for d in w["documents"]]
+    assert len(values) == 5 and values == sorted(values) and values[0] >= 50  # nearest the threshold first
+    lowered = what_if(str(run_dir), "gopher_quality", "min_words", 20)
+    too_few = [r for r in removed if r["removed_reason"] == "too_few_words"]
+    assert lowered["would_remove"] == 0 and lowered["removed_for_column"] == len(too_few)
+    assert lowered["would_pass_rule"] == sum(r["gopher_word_count"] >= 20 for r in too_few) > 0
+    # a page in another language is removed at any score: not counted as passing a lower min_score
+    lid = what_if(str(run_dir), "language_id", "min_score", 0.0)
+    assert lid["would_pass_rule"] == sum(r["removed_reason"] == "low_language_score" for r in removed)
+    out = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", "gopher_quality.min_words=100", "--show", "2"])
+    assert out.exit_code == 0 and f"would be removed:     {w['would_remove']:,} of the documents" in out.output
+    bad = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", "gopher_quality.nope=1"])
+    assert bad.exit_code == 2 and "gopher_quality has no threshold 'nope'" in bad.output and "Traceback" not in bad.output
+
+
 def test_a_runs_samples_and_kept_languages_are_read_ahead_on_s3_with_the_serial_result(run, tmp_path, s3_bucket,
                                                                                      through_proxy):
     """`refinery report` read a run's files one after another: 27,826 at 4,000 shards, a request
