@@ -299,6 +299,13 @@ class TokenLoader:
         self.epoch = 0
         self.position = 0  # rows of the current epoch already yielded
         self._active: Iterator | None = None
+        #: (worker, workers): in a DataLoader worker process this loader yields only that worker's
+        #: share of the rank's batches (set by the torch dataset); its position counts them all
+        self._split: tuple[int, int, int | None] = (0, 1, None)
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers started by spawn/forkserver get a copy: not the live iterator
+        return {**self.__dict__, "_active": None}
 
     # -- the plan: pure arithmetic on (seed, epoch, rank, world_size), no I/O ---------------------
     def _rank_windows(self, rank: int) -> int:
@@ -364,48 +371,76 @@ class TokenLoader:
         start = first * self.window
         return self.data.read(start, min(start + count * self.window, self.data.n_tokens))
 
-    def _submit(self, pool: ThreadPoolExecutor, group: _Group) -> tuple[np.ndarray, list[Future]]:
+    def _submit(self, pool: ThreadPoolExecutor, group: _Group, keep: np.ndarray | None) -> tuple[np.ndarray, list]:
+        """Start reading ``group``'s runs; with ``keep`` (per emitted row) only the runs holding a kept row."""
         runs = group.runs(self.block_size)
         starts = np.cumsum([0] + [n for _, n in runs])
-        return starts, [pool.submit(self._read_run, first, n) for first, n in runs]
+        needed = np.ones(len(runs), bool)
+        if keep is not None:
+            needed[:] = False
+            needed[np.searchsorted(starts, group.order[keep], side="right") - 1] = True
+        return starts, [pool.submit(self._read_run, first, n) if need else None
+                        for (first, n), need in zip(runs, needed)]
 
-    def _rows(self, group: _Group, submitted: tuple[np.ndarray, list[Future]], skip: int) -> Iterator[np.ndarray]:
+    def _rows(self, group: _Group, submitted: tuple[np.ndarray, list], skip: int,
+              keep: np.ndarray | None) -> Iterator[np.ndarray | None]:
+        """``group``'s windows in emission order from its ``skip``-th on; a row ``keep`` leaves out is None."""
         starts, futures = submitted
-        parts = [f.result() for f in futures]
-        for i in group.order[skip:]:
+        parts = [f.result() if f is not None else None for f in futures]
+        for k in range(skip, len(group.order)):
+            if keep is not None and not keep[k]:
+                yield None
+                continue
+            i = int(group.order[k])
             run = int(np.searchsorted(starts, i, side="right")) - 1
-            j = int(i) - int(starts[run])
+            j = i - int(starts[run])
             yield parts[run][j * self.window : (j + 1) * self.window]
 
-    def _iter_rows(self, epoch: int, start: int) -> Iterator[np.ndarray | None]:
+    def _iter_rows(self, epoch: int, start: int, first: int = 0) -> Iterator[np.ndarray | None]:
         """This rank's windows of ``epoch`` from row ``start`` on; ``None`` rows are padding."""
         groups = self._groups(epoch)
         n_real = sum(len(g.windows) for g in groups)
         total = self.batches_per_epoch * self.batch_size  # rows this epoch, on every rank
         gap = self._gap_slot(n_real)
-        real = self._real_rows(groups, start - 1 if gap is not None and start > gap else start)
+        real = self._real_rows(groups, start - 1 if gap is not None and start > gap else start, self._kept_rows(n_real, gap, first))
         try:
             for slot in range(start, total):
                 yield None if slot == gap else next(real, None)
         finally:
             real.close()
 
-    def _real_rows(self, groups: list[_Group], start: int) -> Iterator[np.ndarray]:
-        """The real windows of ``groups`` from the ``start``-th on, read ahead in a thread pool."""
+    def _kept_rows(self, n_real: int, gap: int | None, first: int) -> np.ndarray | None:
+        """Which of this rank's real rows the batches of this DataLoader worker hold (None: all).
+
+        Worker ``k`` of ``n`` yields the rank's batches ``first + k, first + k + n, ...`` of the epoch
+        (``first``: where the iteration starts); a DataLoader starts each iteration at worker 0 and
+        takes batches from its workers in turn, so it hands out the very sequence one process would."""
+        k, n, _ = self._split
+        if n == 1:
+            return None
+        slots = np.arange(n_real)
+        if gap is not None:
+            slots[gap:] += 1  # the moved padding row takes slot ``gap``
+        return (slots // self.batch_size - first) % n == k
+
+    def _real_rows(self, groups: list[_Group], start: int, kept: np.ndarray | None = None) -> Iterator[np.ndarray | None]:
+        """The real windows of ``groups`` from the ``start``-th on, read ahead in a thread pool;
+        rows ``kept`` leaves out are None and not read (a group with none kept is not read at all)."""
         sizes = np.cumsum([0] + [len(g.windows) for g in groups])
         if start >= sizes[-1]:
             return
         first = int(np.searchsorted(sizes, start, side="right")) - 1
+        keeps = [None if kept is None else kept[sizes[k] : sizes[k + 1]] for k in range(len(groups))]
         pending: deque[tuple[_Group, tuple]] = deque()
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="refinery-loader")
         try:
             nxt = first
             for k in range(first, len(groups)):
                 while nxt < len(groups) and nxt <= k + self.prefetch:
-                    pending.append((groups[nxt], self._submit(pool, groups[nxt])))
+                    pending.append((groups[nxt], self._submit(pool, groups[nxt], keeps[nxt])))
                     nxt += 1
                 group, futures = pending.popleft()
-                yield from self._rows(group, futures, max(0, start - int(sizes[k])))
+                yield from self._rows(group, futures, max(0, start - int(sizes[k])), keeps[k])
         finally:
             # never wait here: this generator may be finalized by the garbage collector in any
             # thread (even one that is still starting), and joining the pool there deadlocks
@@ -418,9 +453,16 @@ class TokenLoader:
             # len(loader) steps: zip, a break): this iterator is the next epoch's, as state_dict()
             # says; it ran an epoch of no batch first, so every second epoch was empty (h129)
             self.epoch, self.position = self.epoch + 1, 0
-        rows = self._iter_rows(self.epoch, self.position)
+        worker, n_workers, first = self._split
+        first = self.position // b if first is None else first  # the batch this worker's iteration started at
+        rows = self._iter_rows(self.epoch, self.position, first)
         try:
             while self.position < self.batches_per_epoch * b:
+                if (self.position // b - first) % n_workers != worker:  # another DataLoader worker's batch
+                    for _ in range(b):
+                        next(rows)
+                    self.position += b
+                    continue
                 tokens = np.full((b, w), self.pad_id, np.int64)
                 lengths = np.zeros(b, np.int64)
                 for r in range(b):
@@ -463,7 +505,10 @@ class TokenLoader:
 
     def state_dict(self) -> dict:
         """JSON-serialisable position: the next batch after :meth:`load_state_dict` is the next one here."""
-        epoch, position = self.epoch, self.position
+        return self.state_at(self.epoch, self.position)
+
+    def state_at(self, epoch: int, position: int) -> dict:
+        """The state of this loader at ``position`` rows into ``epoch``."""
         if position >= self.batches_per_epoch * self.batch_size:
             # after an epoch's last batch the next one is the next epoch's first: saved as
             # (epoch, end), a resumed loop that numbers epochs from the state ran an epoch of no
@@ -568,57 +613,180 @@ def _integer(name: str, value: Any) -> int:
         raise TypeError(f"{name} must be an integer, not {value!r} ({type(value).__name__})") from None
 
 
-_WORKERS_REFUSED = ("TorchTokenDataset already splits work by rank and prefetches: use num_workers=0 (a DataLoader "
-                    "worker process would hold the resumable position, so checkpoints would record none; several "
-                    "would each yield the whole rank's data)")
+_MAX_WORKERS = 256  # DataLoader workers per dataset: one shared counter each
+_RECOLLATED = ("DataLoader(ds) without batch_size=None collates the dataset's ready batches again into (1, B, seq_len): "
+               "pass batch_size=None (the loader batches itself)")
+_WORKERS_STATE = ("this dataset was iterated in DataLoader worker processes, where its position advances ahead of "
+                  "training (prefetch): pass the batches the training loop took from this iteration, "
+                  "ds.state_dict(batches=N), or use torchdata's StatefulDataLoader")
+
+
+def _collated_again(caller: Any) -> bool:
+    """Whether ``iter(dataset)`` was called by a DataLoader fetcher that batches what it yields
+    (``DataLoader(ds)``: the default ``batch_size=1``). Torch's and torchdata's fetchers keep the
+    flag as ``auto_collation``; a caller without it is left alone."""
+    fetcher = caller.f_locals.get("self")
+    return type(fetcher).__name__.endswith("IterableDatasetFetcher") and bool(getattr(fetcher, "auto_collation", False))
 
 
 @cache
 def _torch_dataset_class() -> type:
+    import multiprocessing
+    import sys
+
     import torch
     from torch.utils.data import IterableDataset, get_worker_info
+
+    # the array shared with DataLoader workers: where the first iteration after a load starts
+    # (epoch, position), whether workers ran iterations since, and each worker's count of them
+    LOADED, WORKERS, COUNTS = 0, 2, 3
 
     class TorchTokenDataset(IterableDataset):
         """A :class:`TokenLoader` as a PyTorch ``IterableDataset`` yielding ready batches.
 
-        Use ``DataLoader(ds, batch_size=None, num_workers=0)``: the loader batches and prefetches in
-        its own threads, and its resumable position lives in this process.
+        Use ``DataLoader(ds, batch_size=None, num_workers=N)``. With workers, worker ``k`` of ``N``
+        yields the rank's batches ``k, k + N, ...`` and the DataLoader takes them in turn: the same
+        batches in the same order as ``num_workers=0``, each once. An iteration in workers runs one
+        epoch: the ``i``-th since a load (or since iterating here) starts ``i`` epochs after it, which
+        each worker counts for itself in memory shared with the main process (no lock, no race).
         """
 
         def __init__(self, loader: TokenLoader) -> None:
             self.loader = loader
+            # inherited by forked workers, sent along to spawned ones (see __getstate__)
+            self._shared = multiprocessing.RawArray("q", COUNTS + _MAX_WORKERS)
+            self._shared[LOADED:LOADED + 2] = [loader.epoch, loader.position]
+            self._here_start = (loader.epoch, loader.position)  # where this process's last iteration started
+            self._loaded_here: int | None = None  # a worker given its own state (torchdata): its iteration's first batch
 
-        def __reduce__(self):
-            # DataLoader workers started by spawn or forkserver pickle the dataset: the same
-            # refusal as under fork, not "Can't pickle local object" (found by testing the loader)
-            raise RuntimeError(_WORKERS_REFUSED)
+        def __getstate__(self) -> dict:
+            from multiprocessing.context import get_spawning_popen
 
-        def __copy__(self):  # copy.copy worked before __reduce__ refused pickling (a review)
+            state = dict(self.__dict__)
+            if get_spawning_popen() is None:  # pickled by the user, not sent to a worker: a copy
+                state["_shared"] = list(self._shared)
+            return state
+
+        def __reduce__(self):  # the class is made on first use (torch is optional): rebuilt by a module function
+            return _rebuilt_torch_dataset, (self.__getstate__(),)
+
+        def __setstate__(self, state: dict) -> None:
+            if isinstance(state["_shared"], list):
+                shared = multiprocessing.RawArray("q", len(state["_shared"]))
+                shared[:] = state["_shared"]
+                state["_shared"] = shared
+            self.__dict__.update(state)
+
+        def __copy__(self):  # copy.copy worked before (a review): the same loader, its own shared state
             return type(self)(self.loader)
 
+        def _iteration_start(self, i: int) -> tuple[int, int]:
+            """Where the ``i``-th iteration in workers since the last load starts: each runs an epoch."""
+            epoch, position = self._shared[LOADED], self._shared[LOADED + 1]
+            if position >= self.loader.batches_per_epoch * self.loader.batch_size:
+                epoch, position = epoch + 1, 0
+            return (epoch, position) if i == 0 else (epoch + i, 0)
+
+        def _iterations_in_workers(self) -> int:
+            return max(self._shared[COUNTS:])
+
         def __iter__(self):
-            info = get_worker_info()
-            if info is not None:  # even one worker: its position would advance there, not in state_dict()
-                raise RuntimeError(_WORKERS_REFUSED)
+            if _collated_again(sys._getframe(1)):
+                raise ValueError(_RECOLLATED)
+            info, loader = get_worker_info(), self.loader
+            if info is None:
+                loader._split = (0, 1, None)
+                if self._shared[WORKERS]:  # workers ran the iterations since the last load: start after them
+                    self._reset_shared(*self._iteration_start(self._iterations_in_workers()))
+                    self._start_at(*self._shared[LOADED:LOADED + 2])
+                self._here_start = (loader.epoch, loader.position)
+                return self._batches_here()
+            if info.num_workers > _MAX_WORKERS:
+                raise ValueError(f"num_workers={info.num_workers}: at most {_MAX_WORKERS} DataLoader workers")
+            count = self._shared[COUNTS + info.id]
+            self._shared[COUNTS + info.id] = count + 1  # only this worker writes its count
+            self._shared[WORKERS] = 1
+            if self._loaded_here is None:
+                self._start_at(*self._iteration_start(count))
+                first = self.loader.state_dict()["position"] // self.loader.batch_size
+            else:  # torchdata restored this worker's state: the iteration's first batch with it
+                first, self._loaded_here = self._loaded_here, None
+            loader._split = (info.id, info.num_workers, first)
+            return self._batches_in_worker()
+
+        def _batches_here(self):
+            for batch in self.loader:
+                # consumed as yielded: workers started later continue from here
+                self._shared[LOADED:LOADED + 2] = [self.loader.epoch, self.loader.position]
+                yield {k: torch.from_numpy(v) for k, v in batch.items()}
+            self._shared[LOADED:LOADED + 2] = [self.loader.epoch, self.loader.position]
+
+        def _batches_in_worker(self):
             for batch in self.loader:
                 yield {k: torch.from_numpy(v) for k, v in batch.items()}
+
+        def _start_at(self, epoch: int, position: int) -> None:
+            loader = self.loader
+            if (loader.epoch, loader.position) != (epoch, position):
+                if loader._active is not None:
+                    loader._active.close()
+                    loader._active = None
+                loader.epoch, loader.position = int(epoch), int(position)
+
+        def _reset_shared(self, epoch: int, position: int) -> None:
+            self._shared[:] = [epoch, position] + [0] * (len(self._shared) - 2)
 
         def __len__(self) -> int:
             return len(self.loader)
 
-        def state_dict(self) -> dict:
-            return self.loader.state_dict()
+        def state_dict(self, batches: int | None = None) -> dict:
+            """The loader's position (``TokenLoader.state_dict``). After iterating in DataLoader
+            workers only the training loop knows how many batches it took: give that count of the
+            current iteration as ``batches`` (without it, refused: the workers ran ahead)."""
+            in_workers = get_worker_info() is None and self._shared[WORKERS]
+            if batches is None:
+                if in_workers:
+                    raise RuntimeError(_WORKERS_STATE)
+                if get_worker_info() is not None:  # torchdata asks each worker: with its iteration's first batch
+                    return {**self.loader.state_dict(), "worker_first_batch": self.loader._split[2]}
+                return self.loader.state_dict()
+            batches = _integer("batches", batches)
+            if in_workers:
+                epoch, position = self._iteration_start(max(0, self._iterations_in_workers() - 1))
+            else:
+                epoch, position = self._here_start
+            end = self.loader.batches_per_epoch * self.loader.batch_size
+            if position >= end:
+                epoch, position = epoch + 1, 0
+            left = (end - position) // self.loader.batch_size
+            if not 0 <= batches <= left:
+                raise ValueError(f"batches={batches}: the current iteration (epoch {epoch}) holds {left} batches")
+            return self.loader.state_at(epoch, position + batches * self.loader.batch_size)
 
         def load_state_dict(self, state: dict) -> None:
             self.loader.load_state_dict(state)
+            if get_worker_info() is not None:  # torchdata restores each worker's own state in the worker
+                first = state.get("worker_first_batch")
+                self._loaded_here = self.loader.position // self.loader.batch_size if first is None else int(first)
+                return
+            self._reset_shared(self.loader.epoch, self.loader.position)
+            self._here_start = (self.loader.epoch, self.loader.position)
 
     return TorchTokenDataset
+
+
+def _rebuilt_torch_dataset(state: dict) -> IterableDataset:
+    """A torch dataset sent to a spawned DataLoader worker (or pickled), from its ``__getstate__``."""
+    cls = _torch_dataset_class()
+    ds = cls.__new__(cls)
+    ds.__setstate__(state)
+    return ds
 
 
 def torch_dataset(loader: TokenLoader) -> IterableDataset:
     """Wrap ``loader`` as a ``torch.utils.data.IterableDataset`` of dicts of tensors, with
     ``state_dict()`` / ``load_state_dict()`` and ``len()``; use it with ``DataLoader(ds, batch_size=None,
-    num_workers=0)`` (worker processes are refused). Raises ImportError without torch."""
+    num_workers=N)`` (workers split the rank's batches, same order as none). Raises ImportError without torch."""
     try:
         cls = _torch_dataset_class()
     except ImportError as exc:

@@ -358,17 +358,65 @@ def test_torch_iterable_dataset(gpt2_tokens):
     resumed.load_state_dict(state)
     got += [{k: v.numpy() for k, v in b.items()} for b in DataLoader(resumed, batch_size=None)]
     assert _same(got, numpy_batches)
-    # one DataLoader worker process would hold the position, and checkpoints would record none
-    with pytest.raises(RuntimeError, match="use num_workers=0"):
-        next(iter(DataLoader(torch_dataset(TokenLoader(gpt2_tokens, SEQ, 4)), batch_size=None, num_workers=1)))
-    # workers started by spawn pickle the dataset: the same refusal ("Can't pickle local object" before)
-    with pytest.raises(RuntimeError, match="use num_workers=0"):
-        next(iter(DataLoader(torch_dataset(TokenLoader(gpt2_tokens, SEQ, 4)), batch_size=None, num_workers=1,
-                             multiprocessing_context="spawn")))
+    # DataLoader(ds) without batch_size=None batched the batches again into (1, 4, SEQ): refused
+    with pytest.raises(ValueError, match="pass batch_size=None"):
+        next(iter(DataLoader(torch_dataset(TokenLoader(gpt2_tokens, SEQ, 4)))))
     # the loss a model would compute: cross-entropy ignores the padding targets
     logits = torch.zeros(4, SEQ, 50257)
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(got[-1]["labels"]).flatten())
     assert torch.isfinite(loss)
+
+
+def _dataloader_batches(ds, n: int | None = None, **kw) -> list[dict]:
+    from torch.utils.data import DataLoader
+
+    out = []
+    for batch in DataLoader(ds, batch_size=None, **kw):
+        out.append({k: v.numpy() for k, v in batch.items()})
+        if len(out) == n:
+            break
+    return out
+
+
+def test_dataloader_workers_yield_every_window_once_in_the_same_order(gpt2_tokens):
+    """Session 45 (h150): with num_workers > 0 each worker yields every num_workers-th batch of its
+    rank, so ranks x workers yield every window once, in the order of num_workers=0 (each worker
+    yielded the whole rank's data, or was refused), epoch after epoch, persistent workers too."""
+    pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    stream = _stream(gpt2_tokens)
+    windows = Counter(tuple(stream[i : i + SEQ + 1].tolist()) for i in range(0, len(stream) - 1, SEQ + 1))
+    seen: Counter = Counter()
+    for rank, (workers, persistent) in enumerate([(2, False), (3, True)]):
+        ds = torch_dataset(TokenLoader(gpt2_tokens, SEQ, 32, seed=4, rank=rank, world_size=2, block_size=8))
+        one = TokenLoader(gpt2_tokens, SEQ, 32, seed=4, rank=rank, world_size=2, block_size=8)
+        dl = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=persistent)
+        for _ in range(2):  # the second iteration is the next epoch, as without workers
+            got = [{k: v.numpy() for k, v in b.items()} for b in dl]
+            assert _same(got, _epoch(one))
+            seen.update(r for b in got for r in _rows(b))
+    assert seen == Counter({w: 2 * n for w, n in windows.items()})  # each window once per epoch, two epochs
+
+
+def test_dataloader_workers_resume_exactly_with_another_worker_count(gpt2_tokens):
+    """Mid-epoch with workers only the training loop knows how many batches it took:
+    state_dict() says so in one line, state_dict(batches=N) resumes exactly, with other workers."""
+    pytest.importorskip("torch")
+    make = lambda: torch_dataset(TokenLoader(gpt2_tokens, SEQ, 32, seed=6, block_size=8))  # noqa: E731
+    one = TokenLoader(gpt2_tokens, SEQ, 32, seed=6, block_size=8)
+    want = _epoch(one) + _epoch(one)
+    ds = make()
+    got = _dataloader_batches(ds, 5, num_workers=2)
+    with pytest.raises(RuntimeError, match=r"state_dict\(batches=N\)"):
+        ds.state_dict()
+    state = ds.state_dict(batches=5)
+    assert (state["epoch"], state["position"]) == (0, 160)
+    resumed = make()
+    resumed.load_state_dict(json.loads(json.dumps(state)))
+    got += _dataloader_batches(resumed, num_workers=3)
+    got += _dataloader_batches(resumed, num_workers=2)  # the next iteration: the next epoch
+    assert _same(got, want)
 
 
 # -- issue 18 item 15: no batch without a target (an all-padding batch is a NaN loss) ----------------
