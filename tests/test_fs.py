@@ -329,6 +329,28 @@ def test_a_record_read_if_any_is_one_get_and_only_a_missing_one_is_absent(s3_buc
     assert count(lambda: output_sizes(PassDir(f"{run}/filter"))) == ({"kept": {}, "removed": {}, "samples": {}},
                                                                       ["GET"] * 3)
     assert count(lambda: file_sha256(marker)) == (hashlib.sha256(b'{"pass": "filter"}').hexdigest(), ["GET"])
+    # h153: a delete is one DELETE, found or not (pyarrow's was a HEAD and a LIST when absent: each
+    # failure record a successful shard clears; when there, two HEADs, the DELETE and a PUT of a
+    # "failed/" marker); a dedup pass's Parquet read no HEAD; a missing index table one GET
+    import pyarrow.parquet as pq
+
+    def read_columns(uri, columns):  # as refinery.dedup.passes._read_columns reads a signature file
+        with fs.open_parquet_input(uri) as f:
+            return pq.read_table(f, columns=columns)
+
+    signatures, table = f"{run}/dedup/signatures/part-00000.parquet", pa.table({"id": ["a", "b"], "x": [1, 2]})
+    parquet.write_table(table, signatures)
+    assert count(lambda: read_columns(signatures, ["id"]).column("id").to_pylist()) == (["a", "b"], ["GET"])
+    assert count(lambda: parquet.read_table_if_any(signatures).equals(table)) == (True, ["GET"])
+    assert count(lambda: parquet.read_table_if_any(f"{run}/dedup/removals/part-9.parquet")) == (None, ["GET"])
+    assert count(lambda: fs.delete(f"{run}/failed/part-0.json")) == (None, ["DELETE"])
+    fs.write_bytes(f"{run}/failed/part-1.json", b"{}")
+    assert count(lambda: fs.delete(f"{run}/failed/part-1.json")) == (None, ["DELETE"])
+    assert not fs.file_exists(f"{run}/failed/part-1.json") and not fs.exists(f"{run}/failed")  # no marker left
+    failing.append("failed/part-2.json")
+    policy.kinds = ("500",)
+    with pytest.raises(fs.StorageError, match=r"cannot delete .*failed/part-2\.json.*\(InternalError\)"):
+        fs.delete(f"{run}/failed/part-2.json")  # a failed delete is raised, not taken for "nothing there"
     failing.append("filter.json")
     for kind, code in (("500", "InternalError"), ("503", "SlowDown")):  # no answer, never "absent"
         policy.kinds = (kind,)

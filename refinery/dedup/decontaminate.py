@@ -265,8 +265,7 @@ def load_partition(ngram_uris: list[str], part: int, num_parts: int) -> tuple[np
     only the row groups whose hash range overlaps the partition."""
     hs, bs, its = [], [], []
     for b, uri in enumerate(ngram_uris):
-        filesystem, path = fs.resolve(uri)
-        with filesystem.open_input_file(path) as f:
+        with fs.open_parquet_input(uri) as f:
             pf = pq.ParquetFile(f)
             meta = pf.metadata
             col = meta.schema.names.index("hash")
@@ -325,8 +324,7 @@ def match_task(shard_uri: str, part: int, num_parts: int, ngram_uris: list[str],
     bits = BitTable(bh)
     rows, hashes = [], []
     base = docs = doc_ngrams = 0
-    filesystem, path = fs.resolve(shard_uri)
-    with filesystem.open_input_file(path) as f:
+    with fs.open_parquet_input(shard_uri) as f:
         pf = pq.ParquetFile(f)
         for batch in pf.iter_batches(batch_size=batch_size, columns=["text"]):
             texts = batch.column("text").to_pylist()
@@ -453,8 +451,7 @@ def batch_bytes(shards: list[Any], batch_size: int) -> int:
     average text size of any shard (from the Parquet footers, no data read)."""
     per_row = 0.0
     for s in shards:
-        filesystem, path = fs.resolve(s.uri)
-        with filesystem.open_input_file(path) as f:
+        with fs.open_parquet_input(s.uri) as f:
             meta = pq.ParquetFile(f).metadata
         if meta.num_rows and "text" in meta.schema.names:
             col = meta.schema.names.index("text")

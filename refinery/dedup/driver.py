@@ -980,8 +980,7 @@ def _substring_need(shard: Shard) -> float:
     """Estimated bytes of a shard's suffix array and tokens (its text's size from the Parquet footer)."""
     import pyarrow.parquet as pq
 
-    filesystem, path = fs.resolve(shard.uri)
-    with filesystem.open_input_file(path) as f:
+    with fs.open_parquet_input(shard.uri) as f:
         meta = pq.ParquetFile(f).metadata
     col = meta.schema.names.index("text") if "text" in meta.schema.names else None
     chars = sum(meta.row_group(g).column(col).total_uncompressed_size

@@ -510,8 +510,7 @@ def text_bytes_of(shards: list[Shard]) -> int:
     text_bytes = 0
     for s in shards:
         present = _columns(s.uri)  # (names as Arrow reads them: a Parquet footer names a list's leaves)
-        filesystem, path = fs.resolve(s.uri)
-        with filesystem.open_input_file(path) as f:
+        with fs.open_parquet_input(s.uri) as f:
             meta = pq.ParquetFile(f).metadata
         missing = [c for c in ("id", "text", "url") if c not in present]
         if missing:
@@ -585,8 +584,7 @@ def lines_summary(kept_dir: str, removed_dir: str) -> dict[str, int]:
                 raise
             continue
         for uri in files:
-            filesystem, path = fs.resolve(uri)
-            with filesystem.open_input_file(path) as f:
+            with fs.open_parquet_input(uri) as f:
                 pf = pq.ParquetFile(f)
                 names = pf.schema_arrow.names
                 if CUT_LINES not in names:

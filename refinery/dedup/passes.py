@@ -138,16 +138,15 @@ def url_keys(urls: list[str | None], seed: int = 0) -> tuple[np.ndarray, np.ndar
 
 def _read_columns(uri: str, columns: list[str]) -> pa.Table:
     """Just these columns of a signature file (ranged reads: the stored signatures are ~80% of it)."""
-    filesystem, path = fs.resolve(uri)
-    return pq.read_table(path, filesystem=filesystem, columns=columns)
+    with fs.open_parquet_input(uri) as f:
+        return pq.read_table(f, columns=columns)
 
 
 def _columns(uri: str) -> list[str]:
     """The shard's column names; DedupInputError naming the file and column when one repeats (the
     index tasks failed with Arrow's "Multiple matches for FieldRef", after building the index)."""
-    filesystem, path = fs.resolve(uri)
     try:
-        with filesystem.open_input_file(path) as f:
+        with fs.open_parquet_input(uri) as f:
             schema = pq.read_schema(f)
     except (OSError, pa.ArrowInvalid) as exc:
         if parquet.damaged(exc):  # the final line named the shard, not the file (found by adversarial testing)
@@ -407,8 +406,8 @@ def removal_list_task(shard: str, shard_index: int, signature_uri: str, final_ur
     expr = (pc.field("node") >= lo) & (pc.field("node") < hi)
     parts = []
     for uri in final_uris:
-        filesystem, path = fs.resolve(uri)
-        parts.append(pq.read_table(path, filesystem=filesystem, filters=expr))  # row-group pruning
+        with fs.open_parquet_input(uri) as f:
+            parts.append(pq.read_table(f, filters=expr))  # row-group pruning
     final = pa.concat_tables(parts) if parts else pa.table({"node": pa.array([], pa.uint64()), "root": pa.array([], pa.uint64())})
     node = final.column("node").to_numpy()
     root = final.column("root").to_numpy()

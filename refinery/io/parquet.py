@@ -92,9 +92,29 @@ def read_table(uri: str, columns: list[str] | None = None, required: Iterable[st
         with fs.open_input(uri, seekable=True) as f:
             # a seekable native file reads into Arrow's memory (a stream's read_buffer is Python's)
             data = f.read_buffer() if isinstance(f, pa.NativeFile) and f.seekable() else _arrow_owned(f.read())
-        table = pq.read_table(pa.BufferReader(data), columns=columns)
     except fs.StorageError as exc:
         raise ShardReadError(str(exc)) from exc
+    return _parsed(uri, data, columns, required)
+
+
+def read_table_if_any(uri: str, columns: list[str] | None = None) -> pa.Table | None:
+    """:func:`read_table`, or None when there is no file at ``uri``. On S3 one GET whose 404 is
+    "none" (:func:`fs.read_bytes_if_any`): a look first was a HEAD per shard of a removal pass
+    (session 45, h153); a failed read is raised as :func:`read_table` raises it. Locally a stat,
+    then the read, as before."""
+    if not fs.is_s3(uri):
+        return read_table(uri, columns) if fs.file_exists(uri) else None
+    try:
+        data = fs.read_bytes_if_any(uri)
+    except fs.StorageError as exc:
+        raise ShardReadError(str(exc)) from exc
+    return None if data is None else _parsed(uri, _arrow_owned(data), columns, ())
+
+
+def _parsed(uri: str, data: pa.Buffer, columns: list[str] | None, required: Iterable[str]) -> pa.Table:
+    """The Parquet file in ``data`` (``uri``'s bytes) as a table; errors as :func:`read_table` raises them."""
+    try:
+        table = pq.read_table(pa.BufferReader(data), columns=columns)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         if damaged(exc):
             raise ShardReadError(damaged_message(uri, exc)) from None

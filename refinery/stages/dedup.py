@@ -86,7 +86,8 @@ class _IndexedStage(Stage):
             if shard not in self._manifest()["_names"]:
                 raise DedupIndexError(f"{self.name}: shard {shard!r} is not in the dedup index at {self.dedup_dir}")
             uri = fs.join(self.dedup_dir, self.index_dir, f"{shard}.parquet")
-            table = parquet.read_table(uri) if fs.file_exists(uri) else self.index_schema.empty_table()
+            table = parquet.read_table_if_any(uri)  # one GET on S3: a missing table is an empty one
+            table = self.index_schema.empty_table() if table is None else table
             entry = (table, {doc_id: i for i, doc_id in enumerate(table.column("id").to_pylist())})
             while len(cache) >= _CACHE_SHARDS:
                 cache.pop(next(iter(cache)))
