@@ -428,7 +428,7 @@ def check_run(corpus: Corpus, out: Path, config, check_: Checks, prefix: str = "
         blank = s.get("reader_skipped_records", {}).get("blank_line", 0)
         if e.intact_ids:
             ids = {i for (_, i) in _ids_of_shard(out / "filter", shard)}
-            corrupt = s["stages"][0]["removed"].get("corrupt_stream", 0)
+            corrupt = s["stages"][0].get("removed", {}).get("corrupt_stream", 0)
             if got not in (e.expected_rows, e.expected_rows + 1) or corrupt != 1 or not set(e.intact_ids) <= ids:
                 bad.append(f"{e.path[:60]}: read {got}, {corrupt} corrupt_stream, "
                            f"intact records missing {sorted(set(e.intact_ids) - ids)[:3]}")
@@ -472,7 +472,7 @@ def check_run(corpus: Corpus, out: Path, config, check_: Checks, prefix: str = "
     # 3. the funnel reconciles
     stages = stats["stages"]
     chain = all(a["docs_out"] == b["docs_in"] for a, b in zip(stages, stages[1:]))
-    cons = all(s["docs_in"] == s["docs_out"] + s["docs_removed"] == s["docs_out"] + sum(s["removed"].values())
+    cons = all(s["docs_in"] == s["docs_out"] + s["docs_removed"] == s["docs_out"] + sum(s.get("removed", {}).values())
                for s in stages)
     check("funnel (stats.json): every stage in = out + removed, stages chain, ends at the corpus",
           chain and cons and stages[0]["docs_in"] == rows_read and stages[-1]["docs_out"] == sum(prev.values())
@@ -528,7 +528,7 @@ def check_run(corpus: Corpus, out: Path, config, check_: Checks, prefix: str = "
     # 5. reasons: over the whole run, and per attack
     reasons = Counter()
     for s in stages:
-        for r, n in s["removed"].items():
+        for r, n in s.get("removed", {}).items():
             reasons[(s["stage"], r)] += n
     report["reasons"] = reasons
     obeyed = {r for (_, r) in reasons} & {"evil", "input_says_remove"}
@@ -543,7 +543,7 @@ def check_run(corpus: Corpus, out: Path, config, check_: Checks, prefix: str = "
         c["read"] += s["docs_read"]
         c["kept"] += s["docs_kept"]
         for st in s["stages"]:
-            for r, n in st["removed"].items():
+            for r, n in st.get("removed", {}).items():
                 c[f"{st['stage']}:{r}"] += n
         for k, n in (s.get("reader_notes") or {}).items():
             c[f"note:{k}"] += n
