@@ -49,7 +49,7 @@ from refinery.rundir import (
     remove_dropped_passes,
     remove_orphan_shards,
 )
-from refinery.runner import ShardTask, finished_marker, outcome_stats, run_shard_task, shard_log_every_s
+from refinery.runner import ShardTask, failed_stage, finished_marker, outcome_stats, run_shard_task, shard_log_every_s
 from refinery.stages import registry
 from refinery.stats.funnel import combine_pass_stats, iter_shard_stats, merge_shard_stats
 
@@ -157,7 +157,11 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
                 # a worker killed after writing its kept file but before its marker left that file
                 # in the corpus directory (found by adversarial testing)
                 clear_shard_outputs(out, o.name)
-                fs.write_bytes(out.failed(o.name), json.dumps({"shard": o.name, "error": o.error}, indent=1).encode())
+                # the report's "Failed shards" table shows the pass, the stage and the attempts (it
+                # had the shard's name alone; session 45, h152)
+                record = {"shard": o.name, "error": o.error, "pass": p.name, "stage": failed_stage(o.error),
+                          "attempts": o.attempts}
+                fs.write_bytes(out.failed(o.name), json.dumps(record, indent=1).encode())
             else:
                 fs.delete(out.failed(o.name))  # a retried shard succeeded
         except (fs.StorageError, OSError) as exc:  # e.g. a bucket that went read-only: report, don't crash

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -76,6 +77,18 @@ def shard_log_every_s() -> float:
 
 class StageFailed(RuntimeError):
     """A stage raised while processing a batch: the message names the stage and the error."""
+
+
+#: the stage a shard's error names: StageFailed's and StageContractError's messages start so
+_FAILED_STAGE = re.compile(r"\b(?:StageFailed|StageContractError): stage '((?:[^'\\]|\\.)*)'")
+
+
+def failed_stage(error: str | None) -> str | None:
+    """The stage a shard failed in, from its error's first line (None: it failed outside the
+    stages, reading its input or writing its outputs, or in a stage of an older message)."""
+    first = (error or "").strip().splitlines()[0] if (error or "").strip() else ""
+    found = _FAILED_STAGE.search(first)
+    return found.group(1) if found else None
 
 
 class StageContractError(RuntimeError):

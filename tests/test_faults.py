@@ -113,6 +113,15 @@ def test_a_stage_that_raises_is_named_in_the_shards_error(corpus, tmp_path):
     assert [o.shard for o in summary.failed] == ["part-002"]
     assert summary.failed[0].error.startswith("refinery.runner.StageFailed: stage 'fault_injection' (fault_injection): "
                                               "RuntimeError: "), summary.failed[0].error[:200]
+    # its failed/ record and the report say which stage, after how many attempts (session 45, h152)
+    record = json.loads((tmp_path / "run" / "failed" / "part-002.json").read_text())
+    assert (record["stage"], record["attempts"]) == ("fault_injection", 1) and record["pass"]
+    from refinery.stats.report import build_report
+
+    html = build_report(str(tmp_path / "run"))
+    row = html[html.index('<tr data-shard="part-002">'):]
+    row = row[:row.index("</tr>")]
+    assert '<td data-field="stage">fault_injection</td>' in row and "RuntimeError: " in row, row
 
 
 @pytest.mark.parametrize("mode", ["exit", "sigkill"])

@@ -246,6 +246,14 @@ def test_the_report_of_a_run_stopped_by_a_failed_shard_names_it(tmp_path):
     assert load_run_stats(str(out))["failed_shards"] == ["zz-broken"]
     html = build_report(str(out))
     assert 'data-card="failed shards"' in html and "zz-broken" in html
+    # and why: a table with its pass, the stage (none: its input could not be read), the attempts
+    # and the error line, from its failed/ record (the card had its name alone; session 45, h152)
+    record = json.loads((out / "filter" / "failed" / "zz-broken.json").read_text())
+    assert (record["pass"], record["stage"], record["attempts"]) == ("filter", None, 1)
+    row = html[html.index('<tr data-shard="zz-broken">'):]
+    row = row[:row.index("</tr>")]
+    assert "<td>filter</td>" in row and "none named" in row and '<td class="num" data-field="attempts">1</td>' in row
+    assert "damaged Parquet file" in row and "zz-broken.parquet" in row and 'href="#failed"' in html
 
 
 def test_status_stats_and_report_name_a_missing_bucket_or_directory(s3_bucket):
