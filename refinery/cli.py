@@ -158,16 +158,27 @@ def stats(
         None, "--what-if", metavar="STAGE.PARAM=VALUE",
         help="what moving one threshold would remove or let pass, counted on the run's Parquet outputs "
              "(e.g. gopher_quality.min_words=100)"),
-    show: int = typer.Option(20, "--show", min=0, help="with --what-if: documents listed, nearest the threshold first"),
+    pairs: Optional[str] = typer.Option(
+        None, "--pairs", metavar="STAGE",
+        help="sampled duplicates a dedup stage removed, each beside the document kept in its place "
+             "(e.g. minhash_dedup, url_dedup)"),
+    show: Optional[int] = typer.Option(
+        None, "--show", min=0,
+        help="with --what-if: documents listed, nearest the threshold first (20); with --pairs: pairs shown (10)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
-    """Print a run's funnel, or compare two runs, or what moving a threshold would change.
+    """Print a run's funnel, compare runs, try a threshold, or show dedup pairs.
 
-    The funnel: documents in, out and removed, per stage and per reason."""
+    The funnel: documents in, out and removed, per stage and per reason. --what-if: what moving one
+    threshold would change. --pairs: removed duplicates beside the documents kept in their place."""
     import json
 
+    if what_if is not None and pairs is not None:
+        fail("give --what-if or --pairs, not both")
     if what_if is not None:
-        return _what_if(run_dir, what_if, show, json_out, compare)
+        return _what_if(run_dir, what_if, 20 if show is None else show, json_out, compare)
+    if pairs is not None:
+        return _pairs(run_dir, pairs, 10 if show is None else show, json_out, compare)
 
     if verbose:  # refinery's debug logs (an error's traceback: main)
         setup_logging(True)
@@ -252,6 +263,29 @@ def _what_if(run_dir: Optional[str], spec: str, show: int, json_out: bool, compa
         return
     out = console if console.is_terminal else Console(width=220, markup=False, highlight=False)
     for line in render_what_if(result):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _pairs(run_dir: Optional[str], stage: str, show: int, json_out: bool, compare: Optional[tuple[str, str]]) -> None:
+    """``stats RUN --pairs STAGE``: removed duplicates beside their kept twins (refinery.stats.pairs)."""
+    import json
+
+    from refinery.io.fs import StorageError
+    from refinery.io.parquet import ShardReadError
+    from refinery.stats.pairs import dedup_pairs, render_pairs
+
+    if run_dir is None or compare:
+        fail("--pairs takes one RUN_DIR (not --compare)")
+    cli_common.check_uris(RUN_DIR=run_dir)
+    try:
+        result = dedup_pairs(run_dir, stage, show=show)
+    except (FileNotFoundError, StorageError, ShardReadError, ValueError) as exc:
+        fail(exc)
+    if json_out:
+        console.print_json(json.dumps(result))
+        return
+    out = console if console.is_terminal else Console(width=220, markup=False, highlight=False)
+    for line in render_pairs(result):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 

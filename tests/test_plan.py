@@ -83,6 +83,63 @@ def test_the_bundled_recipe_plans_every_pass():
     assert plan.pass_dir("substring_dedup").kept_dir == "/tmp/x-out/kept"
 
 
+def _check_dedup_pairs(out: Path, copies: set[str], cli) -> None:
+    """`stats --pairs` and the report show each removed duplicate beside the document its cluster
+    kept, reading only the shards of the pairs shown (nothing showed a pair before; session 45, h152)."""
+    from refinery.io import fs
+    from refinery.stats.pairs import dedup_pairs
+    from refinery.stats.report import build_report
+
+    opened: list[str] = []
+    real_open = fs.open_input
+
+    def counting_open(uri, *args, **kwargs):
+        opened.append(str(uri))
+        return real_open(uri, *args, **kwargs)
+
+    fs.open_input = counting_open
+    try:
+        one = dedup_pairs(str(out), "url_dedup", show=1)
+    finally:
+        fs.open_input = real_open
+    # one pair: one removed shard and one kept shard opened, not the pass's two of each
+    assert sorted(u.split(str(out))[1] for u in opened if u.endswith(".parquet") and "/samples/" not in u) == [
+        "/url_dedup/kept/part-a.parquet", "/url_dedup/removed/part-b.parquet"], opened
+    assert one["read"] == {"removed_shards": 1, "kept_shards": 1}
+    pairs = dedup_pairs(str(out), "url_dedup", show=3)
+    assert pairs["removed"] == len(copies) and len(pairs["pairs"]) == 3
+    for p in pairs["pairs"]:  # a planted copy (part-b) beside its original (part-a), which the cluster kept
+        assert p["removed"]["id"] in copies and p["removed"]["id"] == "copy-" + p["kept"]["id"], p
+        assert (p["removed"]["shard"], p["kept"]["shard"]) == ("part-b", "part-a") and p["kept"]["where"] == "kept"
+        assert p["removed"]["url"] == p["kept"]["url"] and p["identical"] and p["jaccard"] == 1.0 and not p["diff"]
+        assert p["removed"]["head"] == p["kept"]["head"] and p["cluster_id"] >> 32 == 0
+    from refinery.stages.dedup import ExactDuplicateFilter, MinhashDuplicateFilter, UrlDuplicateFilter
+    from refinery.stats.pairs import CLUSTER_COLUMNS  # stats keeps its own copy (it never imports stages)
+
+    assert CLUSTER_COLUMNS == {c.kind: (c.cluster_column, c.method)
+                               for c in (MinhashDuplicateFilter, ExactDuplicateFilter, UrlDuplicateFilter)}
+    near = dedup_pairs(str(out), "minhash_dedup", show=3)["pairs"]  # a near-copy the sample holds
+    assert near and all(p["kept"] and p["kept"]["id"] != p["removed"]["id"] for p in near), near
+    # the MinHash estimate the stage removed it for (>= its threshold, 0.7) beside the true Jaccard
+    assert all(p["estimated_jaccard"] >= 0.7 and abs(p["jaccard"] - p["estimated_jaccard"]) < 0.15 for p in near)
+    assert all(p["diff"] and not p["identical"] for p in near)
+    html = build_report(str(out))
+    section = html[html.index('<section id="pairs"'):]
+    section = section[:section.index("</section>")]
+    assert section.count('class="pair" data-stage="url_dedup"') == 3 and "copy-" in section
+    assert 'href="#pairs"' in html
+    from refinery.stats.report import _pair_side  # the data of a pair is shown as text, escaped
+
+    hostile = {"shard": "s", "id": "<img src=x onerror=alert(1)>", "url": "https://x/<script>", "chars": 9,
+               "head": "</div><script>alert(1)</script>", "where": "kept by d, removed later by <b>"}
+    side = _pair_side("kept", hostile)
+    assert "<script>" not in side and "<img" not in side and "<b>" not in side and "&lt;script&gt;" in side
+    code, text, err = cli("stats", out, "--pairs", "url_dedup", "--show", "2")
+    assert code == 0 and text.count("true Jaccard 1.000  same words") == 2 and "copy-" in text, (text, err)
+    code, text, err = cli("stats", out, "--pairs", "gopher_quality")
+    assert code == 2 and "'gopher_quality' is no url / exact / minhash dedup stage" in err + text, (text, err)
+
+
 def test_fingerprints_chain_from_the_changed_pass_on(dup_input, tmp_path):
     base = plan_run(parse_config(_recipe()), str(dup_input), str(tmp_path / "o"))
     changed = _recipe()
@@ -147,6 +204,7 @@ def test_whole_recipe_runs_as_one_job_and_reruns_skip_every_pass(dup_input, tmp_
     status = run_status(str(out))
     assert status.complete and [p["name"] for p in status.passes] == PASSES
     assert all(p["state"] == "finished" for p in status.passes)
+    _check_dedup_pairs(out, copies, cli)
 
     before = _mtimes(out)
     again = run_pipeline(parse_config(_recipe()), str(dup_input), str(out), workers=2, progress=False)

@@ -105,6 +105,10 @@ details .inner { padding:4px 12px 10px; overflow-x:auto; }
 .missing { color:var(--muted); font-style:italic; padding:20px 12px; border:1px dashed var(--line); border-radius:8px; }
 tr.diff td { background:#fff7e6; }
 td.pos { color:#b2361a; } td.neg { color:#2f6f3e; }
+.pair { border-top:1px solid var(--line); padding:10px 0 6px; }
+.pair .snippet { max-height:7em; }
+ul.diff { margin:6px 0 0; padding-left:18px; font-size:12px; }
+ul.diff del { background:#fde2dd; text-decoration:none; } ul.diff ins { background:#dcf2e3; text-decoration:none; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:10px; }
 """
 
@@ -526,6 +530,119 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
     return _section("samples", "Removed samples", "".join(parts), note)
 
 
+#: removed duplicates shown beside their kept twins per dedup stage (``stats --pairs`` shows more)
+PAIRS_SHOWN = 3
+
+
+def _url_html(url: str | None) -> str:
+    url = url or ""
+    shown = unquote(url)  # readable (percent-decoded); the link keeps the exact URL
+    if url.startswith(("http://", "https://")):
+        return f'<a href="{_e(url)}" rel="noopener noreferrer nofollow" target="_blank">{_e(shown)}</a>'
+    return f'<span title="{_e(url)}">{_e(shown) or "(no url)"}</span>'
+
+
+def _pair_side(label: str, side: dict[str, Any] | None, missing: str = "") -> str:
+    if side is None:
+        return f'<div data-side="{label}"><div class="side-label">{label}</div><div class="missing">{_e(missing)}</div></div>'
+    where = "" if side["where"] in ("kept", "") or label == "removed" else f'<div class="note">{_e(side["where"])}</div>'
+    cut = len(side["head"]) < side["chars"]
+    return (f'<div data-side="{label}"><div class="side-label">{label}</div><div class="url">{_url_html(side["url"])}</div>'
+            f'<div class="note mono">{_e(side["id"])} · {_e(side["shard"])} · {side["chars"]:,} characters'
+            f'{" (first " + format(len(side["head"]), ",") + " shown)" if cut else ""}</div>{where}'
+            f'<div class="snippet" dir="auto">{_e(side["head"].strip()) or "<i>(no text)</i>"}</div></div>')
+
+
+def _dedup_pairs(run_dir: str, stats: dict[str, Any], samples: pa.Table, shown: int) -> str:
+    """Per cluster-based dedup stage, a few of the sampled removed documents beside the document
+    their cluster kept (refinery.stats.pairs): the pairs a researcher reads to judge precision."""
+    from refinery.stats.pairs import dedup_pairs, dedup_stages
+
+    stages = dedup_stages(stats)
+    if not stages or not shown:
+        return ""
+    parts = []
+    for stage in stages:
+        try:
+            result = dedup_pairs(run_dir, stage, show=shown, samples=samples, stats=stats)
+        except (FileNotFoundError, fs.StorageError, parquet.ShardReadError, pa.ArrowException, OSError, ValueError) as exc:
+            parts.append(f'<p class="note" data-stage="{_e(stage)}">{_e(stage)}: no pairs ({_e(str(exc).splitlines()[0])})</p>')
+            continue
+        items = []
+        for p in result["pairs"]:
+            figures = " · ".join(x for x in (
+                f"estimated Jaccard <b>{p['estimated_jaccard']:.3f}</b>" if p["estimated_jaccard"] is not None else "",
+                f"true Jaccard <b data-field='jaccard'>{p['jaccard']:.3f}</b>" if p["jaccard"] is not None else "",
+                "same words" if p["identical"] else "", f"cluster {p['cluster_id']}" if p["cluster_id"] is not None else "")
+                if x)
+            diff = "".join(f"<li>at word {d['at_word']:,}: <del>{_e(d['removed']) or '∅'}</del> → "
+                           f"<ins>{_e(d['kept']) or '∅'}</ins></li>" for d in p["diff"])
+            items.append(f'<div class="pair" data-stage="{_e(stage)}"><div class="note">{figures}</div>'
+                         f'<div class="sides">{_pair_side("removed", p["removed"])}'
+                         f'{_pair_side("kept", p["kept"], p["missing"])}</div>'
+                         + (f'<ul class="diff mono">{diff}</ul>' if diff else "") + "</div>")
+        if items:
+            parts.append(f'<details open data-stage="{_e(stage)}"><summary>{escape(stage)}<span class="count">'
+                         f'{len(items)} of {_plural(result["removed"], "removed document")}</span></summary>'
+                         f'<div class="inner">{"".join(items)}</div></details>')
+    if not parts:
+        return ""
+    note = ("Removed duplicates (left) beside the document their cluster kept in their place (right), drawn from the "
+            "removed samples above; the estimated Jaccard is the stage's MinHash estimate against the kept copy, the "
+            "true Jaccard that of the two texts' word n-grams as the dedup normalizes them; then the first spans where "
+            f"their words differ. <code>refinery stats RUN --pairs STAGE --show N</code> lists more.")
+    return _section("pairs", "Dedup pairs", "".join(parts), note)
+
+
+#: failed shards detailed in the report (all are counted)
+FAILED_SHOWN = 20
+
+
+def _failed_shards(run_dir: str, stats: dict[str, Any]) -> str:
+    """A table of the run's failed shards: pass, shard, the stage it failed in, attempts and the
+    first line of its error, from each pass's ``failed/<shard>.json`` (the card named them only)."""
+    aside = {a["shard"] for a in stats.get("set_aside_shards") or []}
+    names = set(stats.get("failed_shards") or []) | aside
+    if not names:
+        return ""
+    rows, found = [], set()
+    for pass_dir in RunDir(run_dir).document_pass_dirs():
+        try:
+            uris = fs.list_files_if_any(pass_dir.failed_dir, (".json",))
+        except (fs.StorageError, OSError):
+            continue
+        for uri in uris:
+            shard = fs.basename(uri)[: -len(".json")]
+            if shard not in names or len(rows) >= FAILED_SHOWN:
+                continue
+            try:
+                record = fs.read_json(uri)
+            except (fs.StorageError, OSError, ValueError):
+                record = {"shard": shard, "error": f"(its record {uri} cannot be read)"}
+            error = (record.get("error") or "").strip()
+            line = error.splitlines()[0] if error else ""
+            line = fs.explain_s3_failure(line, "this run uses") or line  # as `refinery status` says it
+            stage = record.get("stage")
+            attempts = record.get("attempts")
+            found.add(shard)
+            rows.append(
+                f'<tr data-shard="{_e(shard)}"><td>{_e(record.get("pass") or fs.basename(pass_dir.root))}</td>'
+                f'<td class="mono">{_e(shard)}{" <span class=tag>set aside</span>" if shard in aside else ""}</td>'
+                f'<td data-field="stage">{_e(stage) if stage else "<span class=note>none named</span>"}</td>'
+                f'<td class="num" data-field="attempts">{_e(attempts) if attempts is not None else "–"}</td>'
+                f'<td class="mono" data-field="error">{_e(line) or "<span class=note>(no error recorded)</span>"}</td></tr>')
+    missing = sorted(names - found)
+    more = len(names) - len(rows) - len(missing)
+    note = (f"From each pass's <code>failed/&lt;shard&gt;.json</code>: the first line of the error (the whole text "
+            f"is in the file), the stage that raised it (none named: the shard failed reading its input, writing its "
+            f"outputs, or its worker died) and the attempts made."
+            + (f" {more:,} more not shown." if more > 0 else "")
+            + (f" No record for {_e(', '.join(missing[:5]))}{'…' if len(missing) > 5 else ''}." if missing else ""))
+    table = ('<div class="scroll"><table id="failed-table"><thead><tr><th>pass</th><th>shard</th><th>stage</th>'
+             f'<th class="num">attempts</th><th>error</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    return _section("failed", "Failed shards", table if rows else "", note, cls="warn")
+
+
 #: cut lines shown per stage in the report
 CUT_LINES_SHOWN = 25
 
@@ -680,9 +797,12 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         f"last run {updated}" if updated and updated != manifest.get("started_at") else "",
         f"--limit {manifest['limit']} per shard" if manifest.get("limit") else "",
         f"refinery {manifest.get('refinery_version', __version__)}") if x)
+    failed = _failed_shards(run_dir, stats)
+    pairs = _dedup_pairs(run_dir, stats, samples, min(PAIRS_SHOWN, samples_per_reason))
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("summary", "Summary"), ("funnel", "Funnel"), ("scores", "Filter scores"), ("languages", "Languages"),
-        ("domains", "Removed domains"), ("samples", "Removed samples"), ("cut-lines", "Lines cut")))
+        ("summary", "Summary"), ("failed", "Failed shards" if failed else ""), ("funnel", "Funnel"),
+        ("scores", "Filter scores"), ("languages", "Languages"), ("domains", "Removed domains"),
+        ("samples", "Removed samples"), ("pairs", "Dedup pairs" if pairs else ""), ("cut-lines", "Lines cut")) if t)
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -690,8 +810,9 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         f"<meta name=\"{_STATE_META}\" content=\"{report_state(stats)}\">"
         f"<title>refinery report · {escape(name)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>refinery report · {escape(name)}</h1><div class=\"sub\">{escape(sub)}</div></header><nav>{nav}</nav><main>"
-        f"{_summary(stats, manifest, counted)}{_funnel(stats)}{_histograms(stats, thresholds)}{_languages(stats, counted)}"
-        f"{_domains(stats)}{_samples(stats, samples, samples_per_reason, stage_kinds(manifest))}{_cut_lines(stats)}"
+        f"{_summary(stats, manifest, counted)}{failed}{_funnel(stats)}{_histograms(stats, thresholds)}{_languages(stats, counted)}"
+        f"{_domains(stats)}{_samples(stats, samples, samples_per_reason, stage_kinds(manifest))}"
+        f"{pairs}{_cut_lines(stats)}"
         f"</main><footer>generated {generated} by refinery {escape(__version__)} · self-contained: no JavaScript, "
         f"no external resources</footer></body></html>"
     )
