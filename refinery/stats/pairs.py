@@ -19,7 +19,6 @@ order, so their ids rise and a row group's min/max prunes well). At most ``show`
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -329,7 +328,3 @@ def render_pairs(result: dict[str, Any]) -> list[str]:
 def _one_line(text: str, chars: int = 160) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= chars else flat[: chars - 1] + "…"
-
-
-def pairs_json(result: dict[str, Any]) -> str:
-    return json.dumps(result, ensure_ascii=False)
