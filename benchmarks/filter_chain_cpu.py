@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             stats = json.loads(Path(path).read_text())
             docs += stats["docs_read"]
             for stage in stats["stages"]:
-                stages[stage["stage"]] += stage["seconds"]
+                stages[stage["stage"]] += stage.get("seconds", 0.0)  # markers leave out zero counters
         parts = {**stages, "runner rest": main_cpu - sum(stages.values()), "extraction helper": tree - main_cpu}
         print(f"repeat {rep}: {docs} pages, process tree {tree:.3f} CPU-s ({1000 * tree / docs:.2f} ms/page), "
               f"this process {main_cpu:.3f}", flush=True)
