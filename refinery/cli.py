@@ -18,6 +18,8 @@ from refinery import cli_common, interrupts
 from refinery.cli_common import VERBOSE_HELP, err, fail, print_error, setup_logging
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from refinery.pipeline import RunSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -245,47 +247,40 @@ def stats(
 
 def _what_if(run_dir: Optional[str], spec: str, show: int, json_out: bool, compare: Optional[tuple[str, str]]) -> None:
     """``stats RUN --what-if STAGE.PARAM=VALUE`` (refinery.stats.whatif)."""
-    import json
-
-    from refinery.io.fs import StorageError
-    from refinery.io.parquet import ShardReadError
     from refinery.stats.whatif import parse_spec, render_what_if, what_if
 
-    if run_dir is None or compare:
-        fail("--what-if takes one RUN_DIR (not --compare)")
-    cli_common.check_uris(RUN_DIR=run_dir)
-    try:
-        result = what_if(run_dir, *parse_spec(spec), show=show)
-    except (FileNotFoundError, StorageError, ShardReadError, ValueError) as exc:
-        fail(exc)
-    if json_out:
-        console.print_json(json.dumps(result))
-        return
-    out = console if console.is_terminal else Console(width=220, markup=False, highlight=False)
-    for line in render_what_if(result):
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    _one_run_view("--what-if", run_dir, compare, json_out, lambda: what_if(run_dir, *parse_spec(spec), show=show),
+                  render_what_if)
 
 
 def _pairs(run_dir: Optional[str], stage: str, show: int, json_out: bool, compare: Optional[tuple[str, str]]) -> None:
     """``stats RUN --pairs STAGE``: removed duplicates beside their kept twins (refinery.stats.pairs)."""
+    from refinery.stats.pairs import dedup_pairs, render_pairs
+
+    _one_run_view("--pairs", run_dir, compare, json_out, lambda: dedup_pairs(run_dir, stage, show=show), render_pairs)
+
+
+def _one_run_view(option: str, run_dir: Optional[str], compare: Optional[tuple[str, str]], json_out: bool,
+                  compute: Callable[[], dict], render: Callable[[dict], Iterable[str]]) -> None:
+    """A ``stats`` view of one run (``--what-if``, ``--pairs``): its result as JSON or as lines, a
+    storage or input error as one line."""
     import json
 
     from refinery.io.fs import StorageError
     from refinery.io.parquet import ShardReadError
-    from refinery.stats.pairs import dedup_pairs, render_pairs
 
     if run_dir is None or compare:
-        fail("--pairs takes one RUN_DIR (not --compare)")
+        fail(f"{option} takes one RUN_DIR (not --compare)")
     cli_common.check_uris(RUN_DIR=run_dir)
     try:
-        result = dedup_pairs(run_dir, stage, show=show)
+        result = compute()
     except (FileNotFoundError, StorageError, ShardReadError, ValueError) as exc:
         fail(exc)
     if json_out:
         console.print_json(json.dumps(result))
         return
     out = console if console.is_terminal else Console(width=220, markup=False, highlight=False)
-    for line in render_pairs(result):
+    for line in render(result):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -1005,12 +1005,12 @@ class S3RangeFile(io.RawIOBase):
         self._block, self.size, self.etag = self._open(expected_etag)
 
     def _open(self, expected_etag: str | None) -> tuple[bytes, int, str]:
-        """(first block, size, ETag) from one ranged GET (a plain GET for an empty object, to
-        which S3 answers a range with 416)."""
+        """(first block, size, ETag) from one ranged GET of :meth:`_opening_range` (a plain GET
+        for an empty object, to which S3 answers a range with 416)."""
         condition = {"IfMatch": _quoted(expected_etag)} if expected_etag else {}
         try:
             try:
-                data, response = _get_object(self.uri, Range=f"bytes=0-{self.OPEN_BYTES - 1}", **condition)
+                data, response = _get_object(self.uri, Range=self._opening_range(), **condition)
             except Exception as exc:  # noqa: BLE001 - re-raised unless the object is empty
                 if _status(exc) != 416:
                     raise
@@ -1018,11 +1018,19 @@ class S3RangeFile(io.RawIOBase):
         except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
             if expected_etag and _status(exc) == 412:
                 raise _changed(self.uri, expected_etag, _etag_now(self.uri)) from None
+            self._raise_if_missing(exc)
             raise s3_error(f"cannot open {self.uri}", exc) from exc
         # "bytes 0-1048575/5242880"; a server that ignores Range sends the whole object, no ContentRange
         total = str(response.get("ContentRange") or "").rpartition("/")[2]
         size = int(total) if total.isdigit() else len(data)
         return data, size, str(response["ETag"])
+
+    def _opening_range(self) -> str:
+        """The opening GET's range: the head of the object."""
+        return f"bytes=0-{self.OPEN_BYTES - 1}"
+
+    def _raise_if_missing(self, exc: Exception) -> None:
+        """A missing object at opening: here a storage error like any other."""
 
     def readable(self) -> bool:
         return True
@@ -1066,26 +1074,17 @@ class S3TailFile(S3RangeFile):
     TAIL_BYTES = 64 * 2**10
 
     def _open(self, expected_etag: str | None) -> tuple[bytes, int, str]:
-        condition = {"IfMatch": _quoted(expected_etag)} if expected_etag else {}
-        try:
-            try:
-                data, response = _get_object(self.uri, Range=f"bytes=-{self.TAIL_BYTES}", **condition)
-            except Exception as exc:  # noqa: BLE001 - re-raised unless the object is empty
-                if _status(exc) != 416:
-                    raise
-                data, response = _get_object(self.uri, **condition)
-        except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
-            if expected_etag and _status(exc) == 412:
-                raise _changed(self.uri, expected_etag, _etag_now(self.uri)) from None
-            if _error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
-                # as pyarrow raised it: a missing file is no error a retry of the task changes
-                raise FileNotFoundError(f"cannot open {self.uri}: no such S3 object ({_error_code(exc)})") from None
-            raise s3_error(f"cannot open {self.uri}", exc) from exc
-        # "bytes 4096-69631/69632"; a server that ignores Range sends the whole object
-        total = str(response.get("ContentRange") or "").rpartition("/")[2]
-        size = int(total) if total.isdigit() else len(data)
-        self._block_start = size - len(data)
-        return data, size, str(response["ETag"])
+        data, size, etag = super()._open(expected_etag)
+        self._block_start = size - len(data)  # "bytes 4096-69631/69632": the tail's place
+        return data, size, etag
+
+    def _opening_range(self) -> str:
+        return f"bytes=-{self.TAIL_BYTES}"  # a suffix range: the last bytes, however long the object
+
+    def _raise_if_missing(self, exc: Exception) -> None:
+        if _error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
+            # as pyarrow raised it: a missing file is no error a retry of the task changes
+            raise FileNotFoundError(f"cannot open {self.uri}: no such S3 object ({_error_code(exc)})") from None
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
         if self._pos >= self.size or not len(buffer):
