@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.executors.base import TASK_SUMMARY, summary_level
+from refinery.executors.base import TASK_SUMMARY, env_seconds, summary_level
 from refinery.io import fs, parquet
 from refinery.io.arrow_rows import take_rows
 from refinery.io.dataset import write_pass_shard
@@ -63,16 +63,8 @@ SHARD_LOG_EVERY_S = 10.0
 def shard_log_every_s() -> float:
     """The within-shard progress lines' interval: ``REFINERY_SHARD_LOG_EVERY_S``, else
     :data:`SHARD_LOG_EVERY_S`. Read in the worker (Ray workers get ``REFINERY_*`` from the driver)."""
-    text = os.environ.get("REFINERY_SHARD_LOG_EVERY_S", "").strip()
-    if not text:
-        return SHARD_LOG_EVERY_S
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:  # NaN too
-        raise ValueError(f"REFINERY_SHARD_LOG_EVERY_S={text!r}: give a number of seconds, 0 or more")
-    return seconds
+    seconds = env_seconds("REFINERY_SHARD_LOG_EVERY_S")
+    return SHARD_LOG_EVERY_S if seconds is None else seconds
 
 
 class StageFailed(RuntimeError):

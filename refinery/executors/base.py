@@ -501,3 +501,18 @@ def make_executor(kind: str = "local", workers: int | None = None, *, ray_addres
         return RayExecutor(workers, max_retries=max_retries, progress=progress, address=ray_address,
                            object_store_memory=object_store_memory)
     raise ValueError(f"unknown executor {kind!r}: use 'local' or 'ray'")
+
+
+def env_seconds(name: str) -> float | None:
+    """The number of seconds the environment variable ``name`` gives (a number >= 0), None when it
+    is unset or blank; ValueError naming it otherwise (NaN too)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # NaN too
+        raise ValueError(f"{name}={text!r}: give a number of seconds, 0 or more")
+    return seconds

@@ -22,7 +22,7 @@ from typing import Any
 
 from refinery import allocator as allocators, interrupts
 from refinery.allocator import Allocator
-from refinery.executors.base import Executor, TaskFn, call_task, relay_record
+from refinery.executors.base import Executor, TaskFn, call_task, env_seconds, relay_record
 from refinery.io.arrow_rows import skip_pandas_probe
 from refinery.io.runlock import adopt_renewal, shared_renewal
 from refinery.noisy_loggers import quiet_noisy_loggers
@@ -260,17 +260,13 @@ def terminate_grace_s(default: float) -> float:
     """Seconds a worker has after SIGTERM before SIGKILL: ``REFINERY_TERMINATE_GRACE_S`` if set to
     a number >= 0, else ``default``. Read when a run stops (a bad value must not replace the
     interrupt: it is logged and the default kept)."""
-    text = os.environ.get("REFINERY_TERMINATE_GRACE_S", "").strip()
-    if not text:
-        return default
     try:
-        seconds = float(text)
+        seconds = env_seconds("REFINERY_TERMINATE_GRACE_S")
     except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:  # also NaN
-        log.warning("REFINERY_TERMINATE_GRACE_S=%r is not a number of seconds >= 0: %g s used", text, default)
+        log.warning("REFINERY_TERMINATE_GRACE_S=%r is not a number of seconds >= 0: %g s used",
+                    os.environ.get("REFINERY_TERMINATE_GRACE_S", "").strip(), default)
         return default
-    return seconds
+    return default if seconds is None else seconds
 
 
 class LocalExecutor(Executor):
