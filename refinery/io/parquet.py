@@ -97,6 +97,21 @@ def read_table(uri: str, columns: list[str] | None = None, required: Iterable[st
     return _parsed(uri, data, columns, required)
 
 
+def read_columns(uri: str, columns: list[str], keep_row_group: Any = None) -> pa.Table:
+    """``columns`` of a shard in that order, those it lacks as nulls (an empty shard is written
+    without metric columns), reading only those column chunks and, with ``keep_row_group(parquet
+    file, row group)``, only the row groups it accepts (the stats' what-if and dedup pairs)."""
+    with fs.open_input(uri, seekable=True) as f:
+        pf = pq.ParquetFile(f)
+        present = [c for c in columns if c in pf.schema_arrow.names]
+        groups = [g for g in range(pf.num_row_groups) if keep_row_group is None or keep_row_group(pf, g)]
+        table = pf.read_row_groups(groups, columns=present) if groups else pf.schema_arrow.empty_table().select(present)
+    for c in columns:
+        if c not in table.column_names:
+            table = table.append_column(c, pa.nulls(table.num_rows))
+    return table.select(columns)
+
+
 def read_table_if_any(uri: str, columns: list[str] | None = None) -> pa.Table | None:
     """:func:`read_table`, or None when there is no file at ``uri``. On S3 one GET whose 404 is
     "none" (:func:`fs.read_bytes_if_any`): a look first was a HEAD per shard of a removal pass

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.io import fs
+from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
 from refinery.rundir import PassDir, RunDir
 from refinery.stats.funnel import load_run_stats
@@ -193,20 +194,6 @@ def _index_manifest(run: RunDir, pass_dir: PassDir, stage: str, method: str) -> 
     return None
 
 
-def _read(uri: str, columns: list[str], keep_row_group: Any = None) -> pa.Table:
-    """``columns`` of a shard (those it has; the others null), reading only those column chunks and,
-    with ``keep_row_group(metadata, row group)``, only the row groups it accepts."""
-    with fs.open_input(uri, seekable=True) as f:
-        pf = pq.ParquetFile(f)
-        present = [c for c in columns if c in pf.schema_arrow.names]
-        groups = [g for g in range(pf.num_row_groups) if keep_row_group is None or keep_row_group(pf, g)]
-        table = pf.read_row_groups(groups, columns=present) if groups else pf.schema_arrow.empty_table().select(present)
-    for c in columns:
-        if c not in table.column_names:
-            table = table.append_column(c, pa.nulls(table.num_rows))
-    return table.select(columns)
-
-
 def _removed_rows(pass_dir: PassDir, stage: str, column: str,
                   chosen: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """(shard, id) -> the sampled removed documents' rows (id, url, text, cluster id)."""
@@ -216,7 +203,7 @@ def _removed_rows(pass_dir: PassDir, stage: str, column: str,
     shards = sorted(ids_by_shard)
     cols = ["id", "url", "text", column, "removed_stage"]
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for shard, table in zip(shards, read_ahead(lambda s: _read(pass_dir.removed(s), cols), shards)):
+    for shard, table in zip(shards, read_ahead(lambda s: read_columns(pass_dir.removed(s), cols), shards)):
         mask = pc.and_(pc.is_in(table.column("id").cast(pa.string()), pa.array(sorted(ids_by_shard[shard]))),
                        pc.equal(table.column("removed_stage"), stage))
         for row in table.filter(pc.fill_null(mask, False)).to_pylist():
@@ -245,12 +232,12 @@ def _kept_rows(pass_dir: PassDir, stage: str, column: str, wanted: dict[str, set
 
     def read(shard: str) -> tuple[pa.Table, pa.Table | None]:
         ids = wanted[shard]
-        kept = _read(pass_dir.kept(shard), cols, holding(ids))
+        kept = read_columns(pass_dir.kept(shard), cols, holding(ids))
         found = set(pc.filter(kept.column(column), pc.is_in(kept.column(column), pa.array(sorted(ids), pa.int64())))
                     .to_pylist())
         later = None
         if ids - found and fs.file_exists(pass_dir.removed(shard)):  # a later stage of this pass removed it
-            later = _read(pass_dir.removed(shard), cols + ["removed_stage", "removed_reason"], holding(ids - found))
+            later = read_columns(pass_dir.removed(shard), cols + ["removed_stage", "removed_reason"], holding(ids - found))
         return kept, later
 
     for shard, (kept, later) in zip(shards, read_ahead(read, shards)):

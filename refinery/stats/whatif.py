@@ -17,10 +17,8 @@ import math
 import re
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from refinery.io import fs
+from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
 from refinery.rundir import RunDir
 from refinery.stats.funnel import load_run_stats
@@ -81,21 +79,10 @@ def _find_threshold(run_dir: str, stage: str, param: str) -> tuple[str | None, s
                       + (f" (its thresholds: {', '.join(known)})" if known else " (it has none)"))
 
 
-def _read_columns(uri: str, wanted: list[str]) -> pa.Table:
-    with fs.open_input(uri, seekable=True) as f:
-        pf = pq.ParquetFile(f)
-        names = pf.schema_arrow.names
-        table = pf.read(columns=[c for c in wanted if c in names])
-    for c in wanted:  # a shard written without the column (an empty one): nulls
-        if c not in table.column_names:
-            table = table.append_column(c, pa.nulls(table.num_rows))
-    return table.select(wanted)
-
-
 def _rows(directory: str, wanted: list[str]) -> list[dict[str, Any]]:
-    uris = fs.list_files(directory, (".parquet",)) if fs.exists(directory) else []
+    uris = fs.list_files_if_any(directory, (".parquet",))
     rows: list[dict[str, Any]] = []
-    for uri, table in zip(uris, read_ahead(lambda u: _read_columns(u, wanted), uris)):
+    for uri, table in zip(uris, read_ahead(lambda u: read_columns(u, wanted), uris)):
         shard = fs.basename(uri)[: -len(".parquet")]
         rows.extend({**r, "shard": shard} for r in table.to_pylist())
     return rows
