@@ -15,6 +15,8 @@ markers the runner writes; this script rebuilds the figures from the data itself
 - every removed sample: in ``removed/`` for its stage and reason, with the same metric, and
   ``population`` = that shard's removals for the reason; every sample the report shows likewise,
   and its "k of N" header;
+- the "Thresholds" section (session 46, h155): every point of each what-if curve, and the documents
+  shown nearest each threshold (on their side of it, for its rule, the nearest ones);
 - thresholds drawn: each line's value is the stage's parameter (effective params of ``run.json``),
   and how many documents a stage *kept* sit beyond one of its min_/max_ lines (a line drawn in the
   wrong place shows up as kept documents on the removed side);
@@ -256,6 +258,74 @@ def _numbers(obj: Any) -> list[float]:
     return []
 
 
+_WHATIF = re.compile(r'<details [^>]*class="whatif" data-stage="([^"]*)" data-column="([^"]*)" data-param="([^"]*)" '
+                     r'data-value="([^"]*)" data-removes="(below|above)">(.*?)</details>', re.S)
+_POINT = re.compile(r'<circle class="whatif-pt" data-x="([^"]+)" data-removed="(\d+)" data-corpus="(\d+)"')
+_NEAR = re.compile(r'<div class="near" data-id="([^"]*)" data-shard="([^"]*)" data-value="([^"]*)">')
+#: documents the report shows on each side of a threshold (its NEAR_SHOWN, with --samples >= 3)
+NEAR_SHOWN = 3
+
+
+def _x(r: dict[str, Any], column: str) -> float | None:
+    v = r.get(column)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def check_whatif(a: Audit, html: str, stats: dict[str, Any], removed: list[dict[str, Any]],
+                 kept: list[dict[str, Any]]) -> None:
+    """The "Thresholds" section: every point of each what-if curve (documents the rule removes at that
+    value, and of them the corpus's) counted again from the rows, and the documents shown beside it: on
+    their side of the threshold, for the right reason, and the nearest ones. A removal is the rule's
+    when its reason's declared metric is the column (``reason_metric``: the one thing taken from the
+    code), its ``removed_metric`` is the row's value of the column and lies beyond the value as run;
+    language_id's ``language_not_kept`` is another rule's."""
+    from refinery.stats.thresholds import reason_metric
+    from refinery.stats.whatif import OTHER_RULES
+
+    order = [s["stage"] for s in stats["stages"]]
+    kinds = {s["stage"]: s.get("kind") for s in stats["stages"]}
+    for stage, column, param, value, removes, body in _WHATIF.findall(html):
+        stage, column, param = unescape(stage), unescape(column), unescape(param)
+        t0, lower = float(value), removes == "below"
+        what = f"what-if {stage}.{param}"
+        fails = (lambda x, t: x < t) if lower else (lambda x, t: x > t)
+        mine = [r for r in removed if r["removed_stage"] == stage]
+        later = set(order[order.index(stage) + 1:]) if stage in order else set()
+        passed = kept + [r for r in removed if r["removed_stage"] in later]
+        # the rule's removals: its reason's declared metric is the column (a top_4_gram removal whose value
+        # equals its dup_5_gram is top_4_gram's), and the row's value triggered it, beyond the value as run
+        rule = [r for r in mine if reason_metric(kinds.get(stage), r["removed_reason"], [column]) == column
+                and r["removed_reason"] not in OTHER_RULES.get(kinds.get(stage) or "", frozenset())
+                and (x := _x(r, column)) is not None and _same(r.get("removed_metric"), x) and fails(x, t0)]
+        # removals this column triggered: where they lie says which side the rule removes
+        triggered = [r for r in mine if reason_metric(kinds.get(stage), r["removed_reason"], [column]) == column
+                     and (x := _x(r, column)) is not None and _same(r.get("removed_metric"), x)]
+        bare = param.split("[")[0].split(".")[-1]
+        if bare.startswith(("min_", "max_")) or triggered:
+            a.eq(f"{what} direction", lower, _is_minimum(param, column, t0, triggered))
+        for x_text, n_removed, n_corpus in _POINT.findall(body):
+            t = float(x_text)
+            a.eq(f"{what} at {t:g}: removed", int(n_removed),
+                 sum(1 for r in passed + rule if (x := _x(r, column)) is not None and fails(x, t)))
+            a.eq(f"{what} at {t:g}: of them in the corpus", int(n_corpus),
+                 sum(1 for r in kept if (x := _x(r, column)) is not None and fails(x, t)))
+        a.eq(f"{what}: a point at the value as run", t0 in [float(x) for x, _, _ in _POINT.findall(body)], True)
+        for side, candidates in (("removed", rule), ("kept", [r for r in passed if (x := _x(r, column)) is not None
+                                                              and not fails(x, t0)])):
+            part = body.split(f'<div data-side="{side}">', 1)[-1].split('<div data-side="', 1)[0]
+            shown = [(unescape(i), unescape(sh), float(v)) for i, sh, v in _NEAR.findall(part)]
+            where = {(r["_shard"], str(r["id"])): _x(r, column) for r in candidates}
+            for i, shard, v in shown:
+                a.checked += 1
+                if (shard, i) not in where or not _same(where[(shard, i)], v):
+                    a.problems.append(f"{what}: {side} document {shard}/{i} ({column} = {v}) is not one the stage "
+                                      f"{'removed for this rule' if side == 'removed' else 'kept'} with that value")
+            farthest = max((abs(v - t0) for _, _, v in shown), default=-1.0)
+            nearer = sum(1 for x in where.values() if abs(x - t0) < farthest)
+            a.eq(f"{what}: {side} shown are the nearest", nearer <= len(shown) - 1 or not shown, True)
+            a.eq(f"{what}: {side} shown", len(shown), min(NEAR_SHOWN, len(where)))
+
+
 def check_languages_domains(a: Audit, stats: dict[str, Any], removed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> None:
     langs = (stats.get("languages") or {}).get("by_language") or {}
     column = (stats.get("languages") or {}).get("column") or "language"
@@ -292,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         html = open(report, encoding="utf-8").read()
         check_report_html(a, html, stats, removed, kept)
         notes = check_thresholds(a, html, manifest, removed, kept, stats)
+        check_whatif(a, html, stats, removed, kept)
     for n in notes:
         print(f"note: {n}")
     for p in a.problems:

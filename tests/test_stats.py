@@ -453,6 +453,47 @@ def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
     assert bad.exit_code == 2 and "gopher_quality has no threshold 'nope'" in bad.output and "Traceback" not in bad.output
 
 
+def _check_report_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_report", Path(__file__).parents[1] / "scripts" / "check_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_report_moves_each_threshold_and_shows_the_documents_nearest_it(run):
+    """The report's "Thresholds" section (session 46, h155): per threshold, the documents its rule
+    would remove as it moves and the kept / removed documents nearest it. Nothing showed either:
+    the removed samples are random, and no kept document was shown at all. Every point and
+    document is checked again from the Parquet rows by scripts/check_report.py."""
+    import re
+
+    from refinery.stats.report import build_report
+    from refinery.stats.whatif import what_if
+
+    run_dir, _ = run
+    html = build_report(str(run_dir), samples_per_reason=8)
+    check = _check_report_script()
+    removed, kept, _ = check.load_outputs(str(run_dir))
+    audit = check.Audit()
+    check.check_whatif(audit, html, _stats(run_dir), removed, kept)
+    assert audit.problems == [] and audit.checked > 300, (audit.checked, audit.problems[:3])
+    block = re.search(r'data-stage="gopher_quality" data-column="gopher_word_count" data-param="min_words" '
+                      r'data-value="50.0" data-removes="below">(.*?)</details>', html, re.S).group(1)
+    curve = {float(x): (int(n), int(c)) for x, n, c in re.findall(
+        r'data-x="([^"]+)" data-removed="(\d+)" data-corpus="(\d+)"', block)}
+    too_few = [r for r in removed if r["removed_reason"] == "too_few_words"]
+    assert curve[50.0] == (len(too_few), 0) and min(curve) < 50 < 100 < max(curve)
+    moved = what_if(str(run_dir), "gopher_quality", "min_words", 100)  # the CLI's count, the same reading
+    assert curve[100.0] == (len(too_few) + moved["would_remove"], moved["would_remove_from_corpus"])
+    removed_side, kept_side = block.split('<div data-side="kept">')
+    nearest_removed = sorted(r["gopher_word_count"] for r in too_few)[-3:]
+    assert sorted(float(v) for v in re.findall(r'class="near"[^>]*data-value="([^"]+)"', removed_side)) == nearest_removed
+    assert all(float(v) >= 50 for v in re.findall(r'class="near"[^>]*data-value="([^"]+)"', kept_side))
+    assert kept_side.count('class="snippet"') == 3 and "later removed by" not in removed_side
+
+
 def test_a_runs_samples_and_kept_languages_are_read_ahead_on_s3_with_the_serial_result(run, tmp_path, s3_bucket,
                                                                                      through_proxy):
     """`refinery report` read a run's files one after another: 27,826 at 4,000 shards, a request

@@ -30,7 +30,7 @@ from refinery.rundir import RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.funnel import counter_rows, funnel_rows, load_run_stats
 from refinery.stats.samples import load_samples
-from refinery.stats.svg import fmt_int, funnel_svg, histogram_svg, languages_svg
+from refinery.stats.svg import fmt_int, funnel_svg, histogram_svg, languages_svg, whatif_svg
 from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order, stage_order
 from refinery.stats.thresholds import (READER_METRICS, effective_params, load_run_manifest, neutral_params, reason_metric,
                                       run_thresholds, stage_kinds)
@@ -108,6 +108,9 @@ td.pos { color:#b2361a; } td.neg { color:#2f6f3e; }
 .pair { border-top:1px solid var(--line); padding:10px 0 6px; }
 .pair .snippet { max-height:7em; }
 ul.diff { margin:6px 0 0; padding-left:18px; font-size:12px; }
+.whatif .near { border-top:1px solid var(--line); padding:6px 0 4px; }
+.whatif .near .snippet { max-height:6em; }
+.whatif [data-side="kept"] .snippet { border-left-color:var(--kept); }
 ul.diff del { background:#fde2dd; text-decoration:none; } ul.diff ins { background:#dcf2e3; text-decoration:none; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:10px; }
 """
@@ -594,6 +597,73 @@ def _dedup_pairs(run_dir: str, stats: dict[str, Any], samples: pa.Table, shown: 
     return _section("pairs", "Dedup pairs", "".join(parts), note)
 
 
+#: documents shown on each side of a threshold (at most ``--samples``)
+NEAR_SHOWN = 3
+
+
+def _near_doc(view: dict[str, Any], r: dict[str, Any]) -> str:
+    column = view["column"]
+    later = "" if r["fate"] == "kept" or r.get("removed_stage") == view["stage"] else f" · later {r['fate']}"
+    head = (r.get("head") or "").strip()
+    cut = f" (first {len(r.get('head') or ''):,} shown)" if r.get("chars", 0) > len(r.get("head") or "") else ""
+    return (f'<div class="near" data-id="{_e(r["id"])}" data-shard="{_e(r["shard"])}" data-value="{r[column]!r}">'
+            f'<div class="metric mono">{_e(column)} = {_e(_fmt_metric(r[column]))}</div>'
+            f'<div class="url">{_url_html(r["url"])}</div>'
+            f'<div class="note mono">{_e(r["id"])} · {_e(r["shard"])} · {r.get("chars", 0):,} characters{cut}{_e(later)}</div>'
+            f'<div class="snippet" dir="auto">{_e(head) or "<i>(no text: removed before extraction)</i>"}</div></div>')
+
+
+def _threshold_block(view: dict[str, Any], open_: bool) -> str:
+    at = next(p for p in view["curve"] if p["x"] == view["value"])
+    reached = view["reached"]
+    first, last = view["curve"][0], view["curve"][-1]
+    summary = (f'{_e(view["stage"])} · {_e(view["param"])} = {view["value"]:g}<span class="count">'
+               f'{_e(view["column"])}, {view["removes"]} it removed; {at["removed"]:,} removed by it of '
+               f'{reached:,} that reached it</span>')
+    caption = (f"Documents this rule would remove as {view['param']} moves from {first['x']:g} to {last['x']:g} "
+               f"({first['removed']:,} → {last['removed']:,}; as run, {at['removed']:,} = "
+               f"{100 * at['removed'] / reached if reached else 0:.1f}% of the {reached:,} that reached "
+               f"{_e(view['stage'])}), and how many of them the corpus holds now (of {view['corpus_docs']:,}). "
+               "Hover a point for its figures (% of those that reached the stage, % of the corpus).")
+    sides = "".join(
+        f'<div data-side="{side}"><div class="side-label">{label}</div>'
+        + ("".join(_near_doc(view, r) for r in rows) or f'<div class="missing">{none}</div>') + "</div>"
+        for side, label, rows, none in (
+            ("removed", f"removed, nearest {view['value']:g}", view["removed_near"],
+             "none removed for this rule"),
+            ("kept", f"kept by {view['stage']}, nearest {view['value']:g}", view["kept_near"],
+             "none kept with a value")))
+    return (f'<details {"open" if open_ else ""} class="whatif" data-stage="{_e(view["stage"])}" '
+            f'data-column="{_e(view["column"])}" data-param="{_e(view["param"])}" data-value="{view["value"]!r}" '
+            f'data-removes="{view["removes"]}"><summary>{summary}</summary><div class="inner">'
+            f'<div class="sides"><div><div class="whatif-chart">{whatif_svg(view)}</div>'
+            f'<p class="note">{caption}</p></div><div class="sides">{sides}</div></div></div></details>')
+
+
+def _thresholds(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any],
+                thresholds: dict[str, dict[str, list[dict[str, Any]]]], near: int) -> str:
+    """Per threshold of the run: the what-if curve, and the removed documents that barely failed it
+    beside the kept ones that barely passed it (refinery.stats.whatif_report)."""
+    from refinery.stats.whatif_report import threshold_views
+
+    try:
+        views = threshold_views(run_dir, stats, manifest, thresholds, near)
+    except (FileNotFoundError, fs.StorageError, parquet.ShardReadError, pa.ArrowException, OSError, ValueError) as exc:
+        return _section("thresholds", "Thresholds: what if", f'<p class="note">Not available: '
+                        f'{_e(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}</p>')
+    if not views:
+        return ""
+    blocks = "".join(_threshold_block(v, open_=i < 3) for i, v in enumerate(views))
+    note = ("Each threshold drawn on a chart above, moved: the documents its rule would remove over a range around "
+            "the value as run (counted on the metric columns of every document that reached the stage, as "
+            "<code>refinery stats RUN --what-if STAGE.PARAM=VALUE</code> counts them; below the value as run, the "
+            "removed are at most: another rule of the stage may remove them too); then the documents nearest the "
+            f"threshold on each side, at most {near} each (the removed ones that barely failed it, the kept ones that "
+            "barely passed it; ties by shard and id): what to read before moving it. A kept document removed by a "
+            "later stage says so; its text is as that stage saw it, a kept one's as the corpus holds it.")
+    return _section("thresholds", "Thresholds: what if", blocks, note)
+
+
 #: failed shards detailed in the report (all are counted)
 FAILED_SHOWN = 20
 
@@ -799,9 +869,10 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         f"refinery {manifest.get('refinery_version', __version__)}") if x)
     failed = _failed_shards(run_dir, stats)
     pairs = _dedup_pairs(run_dir, stats, samples, min(PAIRS_SHOWN, samples_per_reason))
+    what_if = _thresholds(run_dir, stats, manifest, thresholds, min(NEAR_SHOWN, samples_per_reason))
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("summary", "Summary"), ("failed", "Failed shards" if failed else ""), ("funnel", "Funnel"),
-        ("scores", "Filter scores"), ("languages", "Languages"), ("domains", "Removed domains"),
+        ("scores", "Filter scores"), ("thresholds", "Thresholds" if what_if else ""), ("languages", "Languages"), ("domains", "Removed domains"),
         ("samples", "Removed samples"), ("pairs", "Dedup pairs" if pairs else ""), ("cut-lines", "Lines cut")) if t)
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -810,7 +881,7 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         f"<meta name=\"{_STATE_META}\" content=\"{report_state(stats)}\">"
         f"<title>refinery report · {escape(name)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>refinery report · {escape(name)}</h1><div class=\"sub\">{escape(sub)}</div></header><nav>{nav}</nav><main>"
-        f"{_summary(stats, manifest, counted)}{failed}{_funnel(stats)}{_histograms(stats, thresholds)}{_languages(stats, counted)}"
+        f"{_summary(stats, manifest, counted)}{failed}{_funnel(stats)}{_histograms(stats, thresholds)}{what_if}{_languages(stats, counted)}"
         f"{_domains(stats)}{_samples(stats, samples, samples_per_reason, stage_kinds(manifest))}"
         f"{pairs}{_cut_lines(stats)}"
         f"</main><footer>generated {generated} by refinery {escape(__version__)} · self-contained: no JavaScript, "

@@ -304,3 +304,62 @@ def languages_svg(rows: list[dict[str, Any]]) -> str:
     body.append(f'<rect x="{left + 150}" y="{y - 9}" width="10" height="10" fill="{KEPT}"/>')
     body.append(_t(left + 164, y, "kept at the end of the run", 10.5, "start", AXIS))
     return _svg(width, height, body, "documents per language")
+
+
+# -- what-if curves ---------------------------------------------------------------------------
+def whatif_svg(view: dict[str, Any], title: str = "") -> str:
+    """Documents a threshold's rule would remove (red) and how many of them the corpus holds (blue)
+    as the threshold moves over ``view["curve"]`` (:mod:`refinery.stats.whatif_report`), the value
+    as run dashed. Each point carries its figures (``data-x``, ``data-removed``, ``data-corpus``)."""
+    curve = view["curve"]
+    if not curve:
+        return ""
+    xs = [p["x"] for p in curve]
+    log_x = view["scale"] == "log" and xs[0] > 0
+    lo, hi = (math.log(xs[0]), math.log(xs[-1])) if log_x else (xs[0], xs[-1])
+    width, height, left, right, top, bottom = 580, 250, 52, 14, 44, 40
+    pw, ph = width - left - right, height - top - bottom
+    ymax, ystep = _nice_max(max(p["removed"] for p in curve))
+
+    def px(x: float) -> float:
+        v = math.log(x) if log_x else x
+        return left + (pw * (v - lo) / (hi - lo) if hi > lo else pw / 2)
+
+    def py(n: float) -> float:
+        return top + ph * (1 - n / ymax)
+
+    body = [_t(8, 16, title, 13, "start", INK, "600")] if title else []
+    for i, (label, color) in enumerate((("removed by this rule", REMOVED), ("of them in the corpus now", KEPT))):
+        x = 8 + 190 * i
+        body.append(f'<rect x="{x}" y="25" width="9" height="9" fill="{color}" rx="1.5"/>')
+        body.append(_t(x + 13, 33.5, label, 11, "start", AXIS))
+    y = 0.0
+    while y <= ymax + 1e-9:
+        body.append(f'<line x1="{left}" x2="{left + pw}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="{GRID}"/>')
+        body.append(_t(left - 6, py(y) + 4, fmt_compact(y), 11, "end", AXIS))
+        y += ystep
+    body.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{AXIS}"/>')
+    for k in range(5):  # five ticks, evenly spaced on the axis as drawn
+        v = lo + (hi - lo) * k / 4
+        x_value = math.exp(v) if log_x else v
+        body.append(f'<line x1="{px(x_value):.1f}" x2="{px(x_value):.1f}" y1="{top + ph}" y2="{top + ph + 4}" '
+                    f'stroke="{AXIS}"/>')
+        body.append(_t(px(x_value), top + ph + 16, fmt_compact(x_value), 11, fill=AXIS))
+    body.append(_t(left + pw, top + ph + 32, f"{view['column']} threshold{' (log scale)' if log_x else ''}",
+                   10.5, "end", AXIS))
+    for key, color in (("removed", REMOVED), ("corpus", KEPT)):
+        path = " ".join(f"{px(p['x']):.1f},{py(p[key]):.1f}" for p in curve)
+        body.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.8"/>')
+    reached, corpus = view["reached"] or 1, view["corpus_docs"] or 1
+    for p in curve:
+        tip = (f"{p['x']:g}: {p['removed']:,} removed ({100 * p['removed'] / reached:.1f}%), "
+               f"{p['corpus']:,} from the corpus ({100 * p['corpus'] / corpus:.1f}%)")
+        body.append(f'<circle class="whatif-pt" data-x="{p["x"]!r}" data-removed="{p["removed"]}" '
+                    f'data-corpus="{p["corpus"]}" cx="{px(p["x"]):.1f}" cy="{py(p["removed"]):.1f}" r="2.4" '
+                    f'fill="{REMOVED}"><title>{escape(tip)}</title></circle>')
+    cx = px(view["value"])
+    body.append(f'<line class="as-run" data-value="{view["value"]!r}" x1="{cx:.1f}" x2="{cx:.1f}" y1="{top - 4}" '
+                f'y2="{top + ph}" stroke="{THRESHOLD}" stroke-width="1.6" stroke-dasharray="5 3"/>')
+    anchor, dx = ("start", 4) if cx < left + pw * 0.7 else ("end", -4)
+    body.append(_t(cx + dx, top + 10, f"{view['param']} = {view['value']:g} (as run)", 10.5, anchor, THRESHOLD, "600"))
+    return _svg(width, height, body, title or f"what if {view['stage']}.{view['param']} moves")

@@ -61,6 +61,13 @@ def is_lower_bound(kind: str | None, param: str) -> bool:
     return bare in LOWER_BOUNDS.get(kind or "", frozenset())
 
 
+def counts_for_column(kind: str | None, reason: str, column: str) -> bool:
+    """Whether a removal for ``reason`` by a stage of type ``kind`` is this column's rule's: its metric
+    is the column and no other param decides it (``OTHER_RULES``). The report's curves count the same."""
+    return (reason_metric(kind, reason, [column]) == column
+            and reason not in OTHER_RULES.get(kind or "", frozenset()))
+
+
 def _find_threshold(run_dir: str, stage: str, param: str) -> tuple[str | None, str, float, list[str]]:
     """(stage type, metric column, value as run, the stage order) of ``stage``'s ``param``."""
     stats = load_run_stats(run_dir)
@@ -105,11 +112,9 @@ def what_if(run_dir: str, stage: str, param: str, value: float, show: int = 20) 
     kept = _rows(passes[-1].kept_dir, wanted[:3])
     passed = [dict(r, fate="kept") for r in kept] + [dict(r, fate=f"removed by {r['removed_stage']}")
                                                     for r in removed if r["removed_stage"] in after]
-    columns = [column]
     # removed for this column's reason *and* beyond this param as run (min_words, not max_words)
     by_column = [r for r in removed if r["removed_stage"] == stage
-                 and reason_metric(kind, r["removed_reason"], columns) == column
-                 and r["removed_reason"] not in OTHER_RULES.get(kind or "", frozenset())
+                 and counts_for_column(kind, r["removed_reason"], column)
                  and (x := _value(r, column)) is not None and fails(x, current)]
     newly_removed = [r for r in passed if (x := _value(r, column)) is not None and fails(x, value)]
     newly_passing = [r for r in by_column if (x := _value(r, column)) is not None and not fails(x, value)]
