@@ -618,7 +618,7 @@ def _threshold_block(view: dict[str, Any], open_: bool) -> str:
     reached = view["reached"]
     first, last = view["curve"][0], view["curve"][-1]
     summary = (f'{_e(view["stage"])} · {_e(view["param"])} = {view["value"]:g}<span class="count">'
-               f'{_e(view["column"])}, {view["removes"]} it removed; {at["removed"]:,} removed by it of '
+               f'{_e(view["column"])}: documents {view["removes"]} it are removed; {at["removed"]:,} of '
                f'{reached:,} that reached it</span>')
     caption = (f"Documents this rule would remove as {view['param']} moves from {first['x']:g} to {last['x']:g} "
                f"({first['removed']:,} → {last['removed']:,}; as run, {at['removed']:,} = "

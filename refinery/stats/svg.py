@@ -339,9 +339,15 @@ def whatif_svg(view: dict[str, Any], title: str = "") -> str:
         body.append(_t(left - 6, py(y) + 4, fmt_compact(y), 11, "end", AXIS))
         y += ystep
     body.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{AXIS}"/>')
-    for k in range(5):  # five ticks, evenly spaced on the axis as drawn
-        v = lo + (hi - lo) * k / 4
-        x_value = math.exp(v) if log_x else v
+    def mid(a: float, b: float) -> float:
+        return math.sqrt(a * b) if log_x else (a + b) / 2
+
+    current = view["value"]
+    ticks: list[float] = []
+    for x_value in (xs[0], mid(xs[0], current), current, mid(current, xs[-1]), xs[-1]):  # the value as run labelled
+        if all(abs(px(x_value) - px(t)) >= 30 for t in ticks):
+            ticks.append(x_value)
+    for x_value in ticks:
         body.append(f'<line x1="{px(x_value):.1f}" x2="{px(x_value):.1f}" y1="{top + ph}" y2="{top + ph + 4}" '
                     f'stroke="{AXIS}"/>')
         body.append(_t(px(x_value), top + ph + 16, fmt_compact(x_value), 11, fill=AXIS))

@@ -43,6 +43,7 @@ class Outputs:
     uris: list[str]
     removed: pa.Table  # id, url, removed_stage, removed_reason, metric columns..., source
     kept: pa.Table  # id, url, metric columns..., source
+    rank: dict[str, np.ndarray]  # per side, each row's place in (shard, id) order: ties broken the same way
 
     def values(self, side: str, column: str) -> np.ndarray:
         table = self.removed if side == "removed" else self.kept
@@ -53,19 +54,17 @@ def _read_dir(directory: str, columns: list[str], uris: list[str]) -> pa.Table:
     """The ``columns`` of every shard in ``directory`` as one table (metric columns as float64),
     each row tagged with its shard's index in ``uris`` (appended to)."""
     found = fs.list_files_if_any(directory, (".parquet",))
-    metric = [c for c in columns if c not in _ID_COLUMNS + _REMOVAL_COLUMNS]
     parts = []
     for uri, table in zip(found, read_ahead(lambda u: read_columns(u, columns), found)):
-        arrays = [table.column(c).cast(pa.string()) if c in _ID_COLUMNS + _REMOVAL_COLUMNS
-                  else table.column(c).cast(pa.float64()) for c in columns]
-        arrays.append(pa.chunked_array([pa.array(np.full(table.num_rows, len(uris), np.int32))]))
-        parts.append(pa.table(arrays, names=columns + ["source"]))
+        parts.append(table.append_column("source", pa.array(np.full(table.num_rows, len(uris), np.int32))))
         uris.append(uri)
-    if parts:
-        return pa.concat_tables(parts)
-    return pa.table({**{c: pa.array([], pa.string()) for c in columns if c not in metric},
-                     **{c: pa.array([], pa.float64()) for c in metric}, "source": pa.array([], pa.int32())}
-                    ).select(columns + ["source"])
+    table = pa.concat_tables(parts, promote_options="permissive") if parts else None
+    # one cast per column for the run, not per shard (a shard lacking a column has it as nulls)
+    text_like = set(_ID_COLUMNS + _REMOVAL_COLUMNS)
+    arrays = [(table.column(c) if table is not None else pa.chunked_array([], pa.null()))
+              .cast(pa.string() if c in text_like else pa.float64()) for c in columns]
+    source = table.column("source") if table is not None else pa.chunked_array([], pa.int32())
+    return pa.table(arrays + [source], names=columns + ["source"])
 
 
 def load_outputs(run_dir: str, columns: list[str]) -> Outputs:
@@ -74,7 +73,14 @@ def load_outputs(run_dir: str, columns: list[str]) -> Outputs:
     passes = RunDir(run_dir).document_pass_dirs()
     removed_parts = [_read_dir(p.removed_dir, _ID_COLUMNS + _REMOVAL_COLUMNS + columns, uris) for p in passes]
     kept = _read_dir(passes[-1].kept_dir, _ID_COLUMNS + columns, uris)
-    return Outputs(uris, pa.concat_tables(removed_parts), kept)
+    removed = pa.concat_tables(removed_parts)
+    names = pa.array([fs.basename(u) for u in uris], pa.string())
+    keys = pa.table({"shard": pa.concat_arrays([names.take(t.column("source").combine_chunks()) for t in (removed, kept)]),
+                     "id": pa.concat_arrays([t.column("id").combine_chunks() for t in (removed, kept)])})
+    order = pc.sort_indices(keys, sort_keys=[("shard", "ascending"), ("id", "ascending")]).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return Outputs(uris, removed, kept, {"removed": rank[:removed.num_rows], "kept": rank[removed.num_rows:]})
 
 
 def _fails(x: np.ndarray, t: float, lower: bool) -> np.ndarray:
@@ -150,22 +156,17 @@ def _nearest_rows(out: Outputs, current: float, groups: list[tuple[str, np.ndarr
     if not total or near <= 0:
         return []
     starts = np.cumsum([0] + [len(rows) for _, rows, _ in groups])
-
-    def where(p: int) -> tuple[str, int]:  # position among all candidates -> (side, row)
-        g = int(np.searchsorted(starts, p, side="right")) - 1
-        return groups[g][0], int(groups[g][1][p - starts[g]])
-
     distance = np.abs(np.concatenate([x[rows] for _, rows, x in groups]) - current)
+    rank = np.concatenate([out.rank[side][rows] for side, rows, _ in groups])
     k = min(near, total)
-    candidates = np.flatnonzero(distance <= np.partition(distance, k - 1)[k - 1])  # the k nearest and their ties
-    keys = {int(p): _key(out, *where(int(p))) for p in candidates}
-    picked = sorted(keys, key=lambda p: (distance[p], keys[p]))[:k]
-    return [_row(out, *where(p)) for p in picked]
-
-
-def _key(out: Outputs, side: str, i: int) -> tuple[str, str]:
-    table = out.removed if side == "removed" else out.kept
-    return (fs.basename(out.uris[table.column("source")[i].as_py()]), str(table.column("id")[i].as_py()))
+    # the k nearest and their ties (thousands of documents may share a fraction of 0), then in order
+    candidates = np.flatnonzero(distance <= np.partition(distance, k - 1)[k - 1])
+    picked = candidates[np.lexsort((rank[candidates], distance[candidates]))[:k]]
+    rows = []
+    for p in picked:
+        g = int(np.searchsorted(starts, p, side="right")) - 1
+        rows.append(_row(out, groups[g][0], int(groups[g][1][p - starts[g]])))
+    return rows
 
 
 def _row(out: Outputs, side: str, i: int) -> dict[str, Any]:
