@@ -9,8 +9,10 @@ reported at once.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from refinery.dedup.config import DedupConfig, ExecutorAllocator
-from refinery.validation import problems
+from refinery.validation import problems, yaml_problem
 from refinery.yaml_safe import DuplicateKeyError, UniqueKeyLoader, load_yaml  # noqa: F401 - re-exported
 from refinery.stages.base import Stage
 from refinery.stages.registry import STAGES, stage_class, unknown_type_message
@@ -49,7 +51,7 @@ class _Strict(BaseModel):
     def _no_bool_for_number(cls, value: Any, info: Any) -> Any:
         field = cls.model_fields.get(info.field_name) if info.field_name else None
         if field is not None and _bool_for_number(field.annotation, value):
-            raise ValueError(f"expected a number, got the boolean {value!r}")
+            raise ValueError(f"must be a number, got the boolean {value!r}")
         return value
 
 
@@ -69,27 +71,36 @@ class StageConfig(_Strict):
     def stage_name(self) -> str:
         return self.name or self.type
 
-    def build(self) -> Stage:
-        """Construct the stage, validating ``params`` against its constructor's typed signature."""
+    def where(self, index: int | None = None) -> str:
+        """How errors name this stage: ``stages[4] gopher_quality`` (``stages[4] 'strict'
+        gopher_quality`` when it has a name); ``stage gopher_quality`` when its place is not known."""
+        named = f"{self.name!r} {self.type}" if self.name and self.name != self.type else self.type
+        return f"stages[{index}] {named}" if index is not None else f"stage {named}"
+
+    def build(self, index: int | None = None) -> Stage:
+        """Construct the stage, validating ``params`` against its constructor's typed signature.
+        ``index``: its place in the recipe's ``stages:``, which errors name
+        (``stages[4] gopher_quality.min_words: must be >= 0, got -3``)."""
         cls = stage_class(self.type)
-        where = f"stage {self.stage_name!r} ({self.type})"
+        where = self.where(index)
         model = _params_model(cls)
         unknown = sorted(set(self.params) - set(model.model_fields))
         if unknown:
-            raise ConfigError(f"{where}: unknown parameter(s) {unknown}; accepted: {sorted(model.model_fields)}")
-        booleans = [f"{k}: expected a number, got the boolean {v!r}" for k, v in self.params.items()
+            raise ConfigError("; ".join(f"{where}.{k}: unknown parameter{_near(k, model.model_fields)}" for k in unknown)
+                              + f"; {self.type} takes: {', '.join(sorted(model.model_fields))}")
+        booleans = [f"{where}.{k}: must be a number, got the boolean {v!r}" for k, v in self.params.items()
                     if _bool_for_number(model.model_fields[k].annotation, v)]
         if booleans:
-            raise ConfigError(f"{where}: {'; '.join(booleans)}")
+            raise ConfigError("; ".join(booleans))
         try:
             validated = model.model_validate(self.params)
         except ValidationError as exc:
-            raise ConfigError(f"{where}: {'; '.join(problems(exc))}") from None
+            raise ConfigError("; ".join(f"{where}.{p}" for p in problems(exc, model))) from None
         given = {k: getattr(validated, k) for k in self.params}
         try:
             stage = cls(name=self.stage_name, **given)
         except (TypeError, ValueError) as exc:  # MissingModelError is a ValueError too
-            raise ConfigError(f"{where}: {exc}") from exc
+            raise ConfigError(_stage_refusal(where, str(exc), model.model_fields)) from exc
         problem = _missing_model(stage)
         if problem:
             raise ConfigError(f"{where}: {problem}")
@@ -120,6 +131,25 @@ class StageConfig(_Strict):
         added, neutral = type(stage).added_params, type(stage).neutral_params
         return {k: v for k, v in self.effective_params(stage).items()
                 if k not in neutral and not (k in added and same_json(v, added[k]))}
+
+
+def _near(key: str, known: typing.Iterable[str]) -> str:
+    guess = difflib.get_close_matches(key, sorted(known), 1)
+    return f" (did you mean {guess[0]!r}?)" if guess else ""
+
+
+#: a stage constructor's refusal that starts with the parameter it is about: ``min_words must be >= 0, got -3``,
+#: ``languages: LID-176 has no label 'english'``
+_PARAM_RULE = re.compile(r"^(\w+)(?:: | (?=must ))(.*)$", re.S)
+
+
+def _stage_refusal(where: str, message: str, params: typing.Iterable[str]) -> str:
+    """A stage constructor's refusal named as every config error is: ``stages[4]
+    gopher_quality.min_words: must be >= 0, got -3`` (the stage's own words kept)."""
+    found = _PARAM_RULE.match(message)
+    if found and found.group(1) in set(params):
+        return f"{where}.{found.group(1)}: {found.group(2)}"
+    return f"{where}: {message}"
 
 
 def same_json(a: Any, b: Any) -> bool:
@@ -460,9 +490,9 @@ class PipelineConfig(_Strict):
         """Every stage, built; all their problems (e.g. every missing model) in one ConfigError."""
         stages: list[Stage] = []
         problems: list[str] = []
-        for s in self.stages:
+        for index, s in enumerate(self.stages):
             try:
-                stages.append(s.build())
+                stages.append(s.build(index))
             except ConfigError as exc:
                 problems.append(str(exc))
         if len(problems) == 1:
@@ -474,7 +504,7 @@ class PipelineConfig(_Strict):
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
     """One line: ``invalid config FILE: key: problem (got value); key: ...``."""
-    return f"invalid config {source}: " + "; ".join(problems(exc))
+    return f"invalid config {source}: " + "; ".join(problems(exc, PipelineConfig))
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
@@ -507,9 +537,9 @@ def load_config(path: str | Path) -> PipelineConfig:
     try:
         data = load_yaml(path.read_text())
     except DuplicateKeyError as exc:
-        raise ConfigError(f"config {path}: {exc}") from None
+        raise ConfigError(f"invalid config {path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"invalid config {path}: not valid YAML: {yaml_problem(exc)}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config {path} is not UTF-8 text: {exc}") from None
     return parse_config(data, source=str(path))

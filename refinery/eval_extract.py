@@ -523,7 +523,16 @@ def extract_stage_from_config(config_path: str | Path, overrides: dict[str, Any]
         raise ConfigError(f"config {config_path} has no 'extract' stage to evaluate")
     spec = found[0]
     params = {**spec.params, **(overrides or {})}
-    return StageConfig(type="extract", name=spec.stage_name, params=params).build()
+    stage = StageConfig(type="extract", name=spec.name, params=params)
+    try:
+        return stage.build()
+    except ConfigError as exc:
+        # the config's own params were checked by load_config: a problem here is an override's,
+        # named as the user gave it (``--param backend: must be ...``, not ``stage extract.backend``)
+        message = str(exc)
+        for key in overrides or {}:
+            message = message.replace(f"{stage.where()}.{key}:", f"--param {key}:")
+        raise ConfigError(message) from None
 
 
 def split_pages(pages: Iterable[GoldPage], half: int) -> list[GoldPage]:

@@ -1,57 +1,210 @@
-"""The problems of a pydantic ``ValidationError`` as the config readers print them: ``key: problem
-(got value)``, one per error, so a message names each wrong key on one line. Shared by the recipe
-(``refinery.config``), its stages' params, and ``refinery dedup -c`` (``refinery.dedup.config``)."""
+"""The problems of a pydantic ``ValidationError`` in the project's words, one per error:
+``where: rule, got value`` (``reader.batch_size: must be > 0, got 0``; ``dedup[0].method: must
+be 'minhash', 'exact', ... or 'lines', got 'fuzzy'``), never pydantic's ("Input should be greater
+than 0", "Field required"). Shared by the recipe (``refinery.config``), its stages' params, and
+``refinery dedup -c`` (``refinery.dedup.config``).
+
+The wording rules (docs/reliability.md, session 46): the place as the YAML spells it (keys joined
+by ``.``, list entries as ``[i]``), then the rule in plain words (``must be ...``, ``unknown key``,
+``is required``), then the value given (``got ...``); a near key or value offered (``did you
+mean``); the allowed values listed."""
 
 from __future__ import annotations
 
+import difflib
+import typing
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 #: what the list under a key holds, for the hint of a key given something else than a list
 _LIST_OF = {"stages": "document stages", "dedup": "dedup passes", "benchmarks": "benchmark files"}
 
+#: pydantic's error type -> the rule in our words (``{...}``: the error's context)
+_RULES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "literal_error": "must be {expected}",
+    "enum": "must be {expected}",
+    "missing": "is required",
+    "dict_type": "must be a mapping (key: value)",
+    "model_type": "must be a mapping (key: value)",
+    "model_attributes_type": "must be a mapping (key: value)",
+    "too_short": "must have at least {min_length} entr{ies}",
+    "too_long": "must have at most {max_length} entr{ies}",
+    "string_too_short": "must be at least {min_length} character(s)",
+    "string_too_long": "must be at most {max_length} character(s)",
+}
 
-def problems(exc: ValidationError) -> list[str]:
-    """``["dedup: should be a list of dedup passes, e.g. dedup: [{method: minhash}]", ...]``."""
-    found = []
-    errors = exc.errors()
+
+def where(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("dedup", 0, "minhash", "bands")`` -> ``dedup[0].minhash.bands`` (as the YAML nests it)."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def given(value: Any) -> str:
+    """``got 'x'``, or what kind of thing was given where it is not one value."""
+    if isinstance(value, dict):
+        return "got a mapping"
+    if isinstance(value, (list, tuple)):
+        return "got a list"
+    if value is None:
+        return "got nothing (null)"
+    return f"got {value!r}"
+
+
+def problems(exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """``["reader.batch_size: must be > 0, got 0", "colur: unknown key (did you mean 'colour'?)"]``.
+    ``model``: the model validated, whose keys an unknown key is matched against."""
+    errors = _merge_unions(exc.errors())
+    return [_problem(err, errors, model) for err in errors]
+
+
+def _problem(err: Any, errors: list[Any], model: type[BaseModel] | None) -> str:
+    loc, value, kind = tuple(err["loc"]), err.get("input"), err["type"]
+    if kind == "extra_forbidden":
+        return f"{where(loc)}: unknown key{_meant(loc, errors, model)}"
+    if kind == "list_type":  # pydantic's "Input should be a valid list" said not what to write
+        return f"{where(loc)}: {_list_hint(loc, value)}"
+    if kind == "value_error":  # our own validators' words, without pydantic's prefix
+        rule = err["msg"].removeprefix("Value error, ")
+        return f"{where(loc)}: {rule}" if loc else rule
+    if kind == "missing":
+        return f"{where(loc)}: is required"
+    rule = _rule(kind, err)
+    return f"{where(loc)}: {rule}, {given(value)}" if loc else f"{rule}, {given(value)}"
+
+
+def _rule(kind: str, err: Any) -> str:
+    ctx = dict(err.get("ctx") or {})
+    template = _RULES.get(kind)
+    if template is None:  # a rule we have no words for: pydantic's, as a rule
+        return err["msg"].replace("Input should be", "must be").removeprefix("Value error, ")
+    for key in ("min_length", "max_length"):
+        if key in ctx:
+            ctx["ies"] = "y" if ctx[key] == 1 else "ies"
+    try:
+        return template.format(**ctx)
+    except (KeyError, IndexError):
+        return err["msg"].replace("Input should be", "must be")
+
+
+def _merge_unions(errors: list[Any]) -> list[Any]:
+    """One error for a value no member of a union takes (``bos: maybe`` said
+    ``tokenize.bos.bool: Input should be a valid boolean ...; tokenize.bos.literal['auto']: ...``):
+    ``tokenize.bos: must be true or false or 'auto'``."""
+    merged: list[Any] = []
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for err in errors:
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        given = err.get("input")
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key" + _meant(err["loc"], errors)
-        elif err["type"] == "value_error":  # our own validators' messages, without pydantic's prefix
-            msg = msg.removeprefix("Value error, ")
-        elif err["type"] == "list_type":  # pydantic's "Input should be a valid list" said not what to write
-            msg = _list_hint(err["loc"], given)
-        shown = f" (got {given!r})" if given is not None and not isinstance(given, (dict, list)) else ""
-        found.append(f"{where}: {msg}{shown}")
-    return found
+        loc = tuple(err["loc"])
+        if len(loc) >= 2 and _union_tag(loc[-1]) and err["type"] not in ("extra_forbidden", "missing"):
+            key = loc[:-1]
+            group = groups.get(key)
+            rule = _rule(err["type"], err).removeprefix("must be ")
+            if group is None:
+                group = groups[key] = {"type": "union", "loc": key, "input": err.get("input"), "rules": [rule]}
+                merged.append(group)
+            elif rule not in group["rules"]:
+                group["rules"].append(rule)
+            continue
+        merged.append(err)
+    for group in groups.values():
+        group["msg"] = "must be " + " or ".join(group["rules"])
+        group["type"] = "union"
+    return merged
 
 
-def _meant(loc: tuple[Any, ...], errors: list[Any]) -> str:
-    """``; did you mean 'stages'?`` for an unknown key spelled like a missing one beside it:
-    ``stagse:`` said "stages: Field required; stagse: unknown key" (the CLI trials, h133)."""
-    import difflib
+def _union_tag(part: Any) -> bool:
+    """Whether a location part is pydantic's name of a union member (``bool``, ``literal['auto']``,
+    ``int``, ``list[str]``), not a key of the config."""
+    return isinstance(part, str) and (part in ("bool", "int", "float", "str", "none", "dict", "list")
+                                      or part.startswith(("literal[", "list[", "dict[", "function-")))
 
-    missing = [str(e["loc"][-1]) for e in errors
-               if e["type"] == "missing" and e["loc"] and tuple(e["loc"][:-1]) == tuple(loc[:-1])]
-    guess = difflib.get_close_matches(str(loc[-1]), missing, 1) if loc else []
+
+_RULES["union"] = "{msg}"
+
+
+def _meant(loc: tuple[Any, ...], errors: list[Any], model: type[BaseModel] | None) -> str:
+    """`` (did you mean 'stages'?)`` for an unknown key spelled like a key of the mapping it is in
+    (``exectuor:`` beside a default ``executor``), or like a missing one beside it (``stagse:``
+    said "stages: Field required; stagse: unknown key": the CLI trials, h133)."""
+    known = set(_keys_at(model, loc[:-1])) if model is not None else set()
+    known |= {str(e["loc"][-1]) for e in errors
+              if e["type"] == "missing" and e["loc"] and tuple(e["loc"][:-1]) == tuple(loc[:-1])}
+    guess = difflib.get_close_matches(str(loc[-1]), sorted(known), 1) if loc else []
     return f" (did you mean {guess[0]!r}?)" if guess else ""
 
 
-def _list_hint(loc: tuple[Any, ...], given: Any) -> str:
+def _keys_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The keys of the mapping at ``path`` in a config validated by ``model`` ([] when not a model's)."""
+    annotation: Any = model
+    for part in path:
+        if isinstance(part, int):
+            annotation = _item_of(annotation)
+            continue
+        found = _model_in(annotation)
+        if found is None or part not in found.model_fields:
+            return []
+        annotation = found.model_fields[part].annotation
+    found = _model_in(annotation)
+    return list(found.model_fields) if found is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation is, or holds as a union member (``TokenizeConfig | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for a in typing.get_args(annotation) if (m := _model_in(a)) is not None), None)
+
+
+def _item_of(annotation: Any) -> Any:
+    """The item type of a list annotation (``list[StageConfig]``), through an optional."""
+    if typing.get_origin(annotation) is list:
+        return typing.get_args(annotation)[0]
+    return next((_item_of(a) for a in typing.get_args(annotation) if typing.get_origin(a) is list), None)
+
+
+def _list_hint(loc: tuple[Any, ...], value: Any) -> str:
     """``should be a list of dedup passes, e.g. dedup: [{method: minhash}]``: the value given, as
     one entry of a list (``dedup: {method: minhash}`` meant one pass; ``cc_subsets: warc`` one subset)."""
     key = str(loc[-1]) if loc and isinstance(loc[-1], str) else "key"
     what = f"a list of {_LIST_OF[key]}" if key in _LIST_OF else "a list"
-    if given is None:
-        return f"should be {what}, and is empty"
-    example = yaml.safe_dump([given], default_flow_style=True, sort_keys=False, width=10**6).strip()
+    if value is None:
+        return f"must be {what}, and is empty"
+    example = yaml.safe_dump([value], default_flow_style=True, sort_keys=False, width=10**6).strip()
     if len(example) > 80:
         example = "[" + example[1:76].rstrip() + " ...]"
-    kind = "a mapping" if isinstance(given, dict) else "one value"
-    return f"should be {what}, not {kind}: e.g. {key}: {example}"
+    kind = "a mapping" if isinstance(value, dict) else f"one value ({value!r})"
+    return f"must be {what}, not {kind}: e.g. {key}: {example}"
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML syntax error in one line, its place first: ``line 5, column 1: expected ',' or ']',
+    but got '<stream end>' (in the flow sequence from line 4, column 23)``. PyYAML's text put the
+    context first, quoted the offending lines with a caret and named the file "<unicode string>"."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(exc).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and (start.line, start.column) != (mark.line, mark.column):
+        text += f" ({context.removeprefix('while ')} from line {start.line + 1}, column {start.column + 1})"
+    if "\\t" in problem or "'\\t'" in text:
+        text += "; indent with spaces, not tabs"
+    return text

@@ -782,7 +782,7 @@ def test_stage_params_that_could_never_work_are_refused_at_config_time(tmp_path:
         return {"stages": [{"type": t, "params": p} for t, p in specs]}
 
     for alpha in (float("inf"), float("nan"), 0):  # .inf passed, then failed every shard
-        with pytest.raises(ConfigError, match="alpha must be a finite number > 0"):
+        with pytest.raises(ConfigError, match="alpha: must be a finite number > 0"):
             parse_config(stages(("quality", {"mode": "pareto", "alpha": alpha})))
     with pytest.raises(ConfigError, match="gate applies to the cascade only"):
         parse_config(stages(("toxicity", {"gate": 0.3})))

@@ -114,13 +114,13 @@ MISTAKES = {
                        ["invalid config {tmp}/minmax.yaml: ", "min_words (500) must not exceed max_words (100)"]),
     # the stage's errors name the config file as every other config error does (found by trials)
     "run: unknown stage parameter": (["run", "{typo}", "-i", "{in}", "-o", "{tmp}/o"],
-                                     ["invalid config {tmp}/typo.yaml: stage 'gopher_quality' (gopher_quality): "
-                                      "unknown parameter(s) ['min_wrods']"]),
+                                     ["invalid config {tmp}/typo.yaml: stages[0] gopher_quality.min_wrods: "
+                                      "unknown parameter (did you mean 'min_words'?)"]),
     "plan: unknown stage parameter": (["plan", "{typo}", "--input-tb", "1"], ["invalid config {tmp}/typo.yaml: ",
-                                                                              "['min_wrods']"]),
+                                                                              "min_wrods: unknown parameter"]),
     # "stages: Field required; stagse: unknown key", and "the top level must be a mapping, got NoneType" (h133)
     "run: a typo'd key": (["run", "{stagse}", "-i", "{in}", "-o", "{tmp}/o"],
-                          ["stages: Field required; stagse: unknown key (did you mean 'stages'?)"]),
+                          ["stages: is required; stagse: unknown key (did you mean 'stages'?)"]),
     "run: an empty config": (["run", "{empty}", "-i", "{in}", "-o", "{tmp}/o"],
                              ["invalid config {tmp}/empty.yaml: the file is empty: a config has at least a stages: list"]),
     "run: two bad keys": (["run", "{two_bad}", "-i", "{in}", "-o", "{tmp}/o"], ["colour: unknown key", "reader.batch_size"]),

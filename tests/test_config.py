@@ -59,23 +59,23 @@ def test_refinedweb_config_holds_paper_parameters():
     "mutate, message",
     [
         (lambda c: c.update(colour="blue"), r"colour: unknown key"),
-        (lambda c: c["reader"].update(batch_size=0), r"reader.batch_size: Input should be greater than 0"),
+        (lambda c: c["reader"].update(batch_size=0), r"reader\.batch_size: must be > 0, got 0$"),
         # the test-only fault injection works but is not offered among the known types
         (lambda c: c["stages"][0].update(type="no_such_stage"),
          r"unknown stage type 'no_such_stage'; known: (?!.*fault_injection).*url_filter"),
-        (lambda c: _stage(c, "language_id")["params"].update(min_scor=0.5), r"language_id.*unknown parameter\(s\) \['min_scor'\]"),
+        (lambda c: _stage(c, "language_id")["params"].update(min_scor=0.5), r"stages\[\d+\] language_id\.min_scor: unknown parameter \(did you mean 'min_score'\?\); language_id takes: "),
         (lambda c: c["stages"].append(dict(c["stages"][0])), r"stage names must be unique"),
         (lambda c: c["executor"].update(type="spark"), r"executor.type"),
         (lambda c: c.update(stages=[]), r"stages"),
         # a mapping or one value where a list belongs said "Input should be a valid list": now what to write
         (lambda c: c.update(dedup={"method": "minhash"}),
-         r"^invalid config test\.yaml: dedup: should be a list of dedup passes, not a mapping: e\.g\. "
+         r"^invalid config test\.yaml: dedup: must be a list of dedup passes, not a mapping: e\.g\. "
          r"dedup: \[\{method: minhash\}\]$"),
         (lambda c: c["reader"].update(cc_subsets="warc"),
-         r"reader\.cc_subsets: should be a list, not one value: e\.g\. cc_subsets: \[warc\] \(got 'warc'\)$"),
+         r"reader\.cc_subsets: must be a list, not one value \('warc'\): e\.g\. cc_subsets: \[warc\]$"),
         (lambda c: c.update(dedup=[{"method": "fuzzy"}]),
-         r"dedup\.0\.method: Input should be 'minhash', 'exact', 'url', 'substring', 'decontaminate' or 'lines' "
-         r"\(got 'fuzzy'\)"),
+         r"dedup\[0\]\.method: must be 'minhash', 'exact', 'url', 'substring', 'decontaminate' or 'lines', "
+         r"got 'fuzzy'$"),
     ],
 )
 def test_bad_configs_name_the_problem(mutate, message):
@@ -146,15 +146,15 @@ def test_unwritable_output_is_a_config_error(tmp_path):
 # -- issue 18 item 13: semantics, not only types ----------------------------------------------
 @pytest.mark.parametrize("stage, params, message", [
     ("gopher_quality", {"min_words": 500, "max_words": 100}, r"min_words \(500\) must not exceed max_words \(100\)"),
-    ("gopher_quality", {"max_words": -5}, r"max_words must be >= 1, got -5"),
-    ("gopher_quality", {"min_alpha_words_frac": 1.5}, r"min_alpha_words_frac must be within \[0, 1\]"),
+    ("gopher_quality", {"max_words": -5}, r"gopher_quality\.max_words: must be >= 1, got -5"),
+    ("gopher_quality", {"min_alpha_words_frac": 1.5}, r"min_alpha_words_frac: must be within \[0, 1\]"),
     ("gopher_quality", {"min_mean_word_length": 12, "max_mean_word_length": 10}, r"min_mean_word_length \(12.0\) must not exceed"),
-    ("gopher_repetition", {"dup_line_frac": -0.1}, r"dup_line_frac must be within \[0, 1\]"),
+    ("gopher_repetition", {"dup_line_frac": -0.1}, r"dup_line_frac: must be within \[0, 1\]"),
     ("gopher_repetition", {"dup_n_grams": {5: 2.0}}, r"dup_n_grams\[5\] must be within \[0, 1\]"),
-    ("line_corrections", {"max_removed_word_frac": -1}, r"max_removed_word_frac must be within \[0, 1\]"),
-    ("extract", {"timeout_s": -1}, r"timeout_s must be >= 0"),
-    ("gopher_quality", {"min_words": True}, r"min_words: expected a number, got the boolean True"),
-    ("language_id", {"max_chars": False}, r"max_chars: expected a number, got the boolean False"),
+    ("line_corrections", {"max_removed_word_frac": -1}, r"max_removed_word_frac: must be within \[0, 1\]"),
+    ("extract", {"timeout_s": -1}, r"extract\.timeout_s: must be >= 0"),
+    ("gopher_quality", {"min_words": True}, r"gopher_quality\.min_words: must be a number, got the boolean True"),
+    ("language_id", {"max_chars": False}, r"language_id\.max_chars: must be a number, got the boolean False"),
     ("gopher_quality", {"stop_words": ["the", "and"], "min_stop_words": 3},
      r"min_stop_words 3 is more than the 2 distinct stop_words given"),
 ])
@@ -261,8 +261,8 @@ def test_gopher_quality_with_english_stop_words_after_language_id_keeping_other_
     with pytest.raises(ConfigError, match=r"requires English stop words .* keeps \['de'\]"):
         parse_config({"stages": [{"type": "language_id", "params": {"languages": ["de"], "model_path": str(lid_model_path())}},
                                  {"type": "gopher_quality"}]})
-    with pytest.raises(ConfigError, match=r"stage 'language_id' \(language_id\): languages: should be a list, not one "
-                                          r"value: e\.g\. languages: \[de\] \(got 'de'\)"):
+    with pytest.raises(ConfigError, match=r"stages\[0\] language_id\.languages: must be a list, not one "
+                                          r"value \('de'\): e\.g\. languages: \[de\]$"):
         parse_config({"stages": [{"type": "language_id", "params": {"languages": "de"}}, {"type": "gopher_quality"}]})
     assert parse_config({"stages": [{"type": "language_id", "params": {"languages": ["de"]}},
                                     {"type": "gopher_quality", "params": {"min_stop_words": "0"}}]})
@@ -290,7 +290,7 @@ def test_languages_that_are_no_list_of_codes_are_named_by_the_stage(stage, given
     ['e', 'n']. The error is now the stage's own, naming the param."""
     stages = [{"type": "prescreen"}, {"type": "extract"}, {"type": "language_id"}, {"type": "gopher_quality"}]
     stages[0 if stage == "prescreen" else 2]["params"] = {"languages": given}
-    with pytest.raises(ConfigError, match=rf"stage '{stage}' \({stage}\): languages(\.0)?: ") as info:
+    with pytest.raises(ConfigError, match=rf"stages\[\d\] {stage}\.languages(\[0\])?: ") as info:
         parse_config({"stages": stages})
     assert "['e', 'n']" not in str(info.value)
 
@@ -305,3 +305,64 @@ def test_a_language_id_with_another_models_labels_is_not_compared_with_an_lid176
     with pytest.raises(ConfigError, match=r"keeps \['deu_Latn'\], but the prescreen"):
         parse_config({"stages": [{"type": "prescreen", "params": glot},
                                  {"type": "language_id", "params": {**glot, "languages": ["deu_Latn"]}}]})
+
+
+_GOPHER_AT_1 = "name: t\nstages:\n  - type: url_filter\n  - type: gopher_quality\n    params: {min_words: %s}\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    # out of range, in a stage's params: the file, the stage's index and type, the key, the rule, the value
+    (_GOPHER_AT_1 % "-3", "{cfg}: stages[1] gopher_quality.min_words: must be >= 0, got -3"),
+    (_GOPHER_AT_1 % "lots", "{cfg}: stages[1] gopher_quality.min_words: must be a whole number, got 'lots'"),
+    (_GOPHER_AT_1 % "3}\n    name: strict\n  - {type: extract, params: {backend: lxml}", "{cfg}: stages[2] extract.backend: "
+     "must be 'trafilatura', 'resiliparse' or 'learned', got 'lxml'"),
+    ("stages:\n  - type: gopher_quality\n    params: {min_word: 3}\n",
+     "{cfg}: stages[0] gopher_quality.min_word: unknown parameter (did you mean 'min_words'?); gopher_quality takes: "),
+    # out of range and of type, outside the stages; an enum lists what it takes
+    ("reader: {batch_size: 0}\nstages: [{type: gopher_quality}]\n", "{cfg}: reader.batch_size: must be > 0, got 0"),
+    ("reader: {batch_size: many}\nstages: [{type: gopher_quality}]\n", "{cfg}: reader.batch_size: must be a whole number, got 'many'"),
+    ("executor: {type: spark}\nstages: [{type: gopher_quality}]\n", "{cfg}: executor.type: must be 'local' or 'ray', got 'spark'"),
+    ("stages: [{type: gopher_quality}]\ndedup: [{method: url}, {method: minhash, minhash: {bands: -1}}]\n",
+     "{cfg}: dedup[1].minhash.bands: must be > 0, got -1"),
+    ("stages: [{type: gopher_quality}]\ntokenize: {bos: maybe}\n", "{cfg}: tokenize.bos: must be true or false or 'auto', got 'maybe'"),
+    # unknown keys, near a key that has its default (not only a missing one); missing keys
+    ("exectuor: {type: local}\nstages: [{type: gopher_quality}]\n", "{cfg}: exectuor: unknown key (did you mean 'executor'?)"),
+    ("reader: {batch_sise: 5}\nstages: [{type: gopher_quality}]\n", "{cfg}: reader.batch_sise: unknown key (did you mean 'batch_size'?)"),
+    ("name: t\n", "{cfg}: stages: is required"),
+    ("stages: [{params: {}}]\n", "{cfg}: stages[0].type: is required"),
+    # a list where a mapping is wanted, and the other way round
+    ("reader: [1, 2]\nstages: [{type: gopher_quality}]\n", "{cfg}: reader: must be a mapping (key: value), got a list"),
+    ("stages: [{type: gopher_quality, params: [min_words, 3]}]\n", "{cfg}: stages[0].params: must be a mapping (key: value), got a list"),
+    # YAML syntax: the line and column first, in plain words
+    ("stages:\n  - type: extract\n    params: {backend: [trafilatura\n", "{cfg}: not valid YAML: line 4, column 1: expected ',' or "
+     "']', but got '<stream end>' (parsing a flow sequence from line 3, column 23)"),
+    ("stages:\n\t- type: extract\n", "{cfg}: not valid YAML: line 2, column 1: found character '\\t' that cannot start any "
+     "token; indent with spaces, not tabs"),
+], ids=["range-param", "type-param", "enum-param-named", "unknown-param", "range", "type", "enum", "range-dedup", "union",
+        "unknown-key-default", "unknown-nested", "missing", "missing-type", "list-for-mapping", "list-for-params",
+        "yaml-syntax", "yaml-tab"])
+def test_config_errors_are_in_the_projects_words(tmp_path, text, expected):
+    """Session 46 (h154): every config mistake is ``invalid config FILE: where: rule, got value``,
+    never pydantic's words ("Input should be greater than 0", "Field required") or PyYAML's
+    ("in "<unicode string>", line 4"): the file, the place as the YAML spells it, the rule, the value."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    message = str(info.value)
+    assert message.startswith("invalid config " + expected.format(cfg=cfg)) and "\n" not in message, message
+    assert not re.search(r"Input should|Field required|unicode string|Value error", message), message
+
+
+def test_a_wrong_param_override_is_named_as_given():
+    """``eval-extract -p backend=lxml`` said ``stage 'extract' (extract): backend: Input should be
+    ...``: the option as the user gave it now, in the project's words (session 46, h154)."""
+    from refinery.eval_extract import extract_stage_from_config
+
+    for override, expected in [({"backend": "lxml"}, "--param backend: must be 'trafilatura', 'resiliparse' or 'learned', "
+                                                     "got 'lxml'"),
+                               ({"favour_precision": True}, "--param favour_precision: unknown parameter (did you mean "
+                                                            "'favor_precision'?); extract takes: ")]:
+        with pytest.raises(ConfigError) as info:
+            extract_stage_from_config(ROOT / "configs" / "refinedweb.yaml", override)
+        assert str(info.value).startswith(expected), info.value

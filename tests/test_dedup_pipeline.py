@@ -511,8 +511,8 @@ def test_config_file_and_overrides(tmp_path):
     with pytest.raises(DedupConfigError, match="bogus: unknown key"):
         load_dedup_config(None, {"bogus": 1})
     # as `refinery run` says it: the methods, and the value given
-    with pytest.raises(DedupConfigError, match=r"method: Input should be 'minhash', 'exact', 'url', 'substring', "
-                                               r"'decontaminate' or 'lines' \(got 'fuzzy'\)"):
+    with pytest.raises(DedupConfigError, match=r"method: must be 'minhash', 'exact', 'url', 'substring', "
+                                               r"'decontaminate' or 'lines', got 'fuzzy'"):
         load_dedup_config(None, {"method": "fuzzy"})
     with pytest.raises(DedupConfigError, match="exceeds num_perm"):
         load_dedup_config(None, {"minhash.bands": 20, "minhash.rows": 10})

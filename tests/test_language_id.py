@@ -116,7 +116,7 @@ def test_config_with_an_unknown_language_is_one_line_naming_the_stage(tmp_path):
                            "--output", str(tmp_path / "out")], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: invalid config {cfg}: stage 'prescreen' (prescreen): languages: "
+    assert len(lines) == 1 and lines[0].startswith(f"error: invalid config {cfg}: stages[0] prescreen.languages: "
                                                    "LID-176 has no label 'english'")
     assert not (tmp_path / "out").exists()
 

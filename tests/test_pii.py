@@ -224,7 +224,7 @@ def test_config_builds_and_rejects_bad_params() -> None:
                                             "placeholders": {"phone": "[TEL]"}}).build()
     assert isinstance(stage, PiiRedactor) and stage.phone_region == "GB"
     assert stage.redact("Ring 020 7946 0958 today")[0] == "Ring [TEL] today"  # a UK national number
-    with pytest.raises(ConfigError, match=r"stage 'pii' \(pii\): phone_region must be .* got 'XX'"):
+    with pytest.raises(ConfigError, match=r"stage pii\.phone_region: must be .* got 'XX'"):
         StageConfig(type="pii", params={"phone_region": "XX"}).build()
     with pytest.raises(ConfigError, match=r"placeholders: unknown type\(s\) \['ssn'\]"):
         StageConfig(type="pii", params={"placeholders": {"ssn": "<SSN>"}}).build()

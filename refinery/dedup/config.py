@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from refinery.dedup.minhash import PRESETS, LshParams
-from refinery.validation import problems
+from refinery.validation import problems, yaml_problem
 from refinery.yaml_safe import load_yaml
 
 Method = Literal["minhash", "exact", "url", "substring", "decontaminate", "lines"]
@@ -297,7 +297,7 @@ def load_dedup_config(path: str | Path | None = None, overrides: dict[str, Any] 
         try:
             data = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise DedupConfigError(f"dedup config {path} is not valid YAML: {exc}") from None
+            raise DedupConfigError(f"invalid dedup config {path}: not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise DedupConfigError(f"dedup config {path}: the top level must be a mapping")
         if "stages" in data or isinstance(data.get("dedup"), list):
@@ -319,5 +319,5 @@ def load_dedup_config(path: str | Path | None = None, overrides: dict[str, Any] 
         return DedupConfig.model_validate(data)
     except ValidationError as exc:
         # the problems as `refinery run` names them: the value given, a list's hint, no "Value error, "
-        lines = [f"invalid dedup config {path or '(command line)'}:", *(f"  {p}" for p in problems(exc))]
+        lines = [f"invalid dedup config {path or '(command line)'}:", *(f"  {p}" for p in problems(exc, DedupConfig))]
         raise DedupConfigError("\n".join(lines)) from None
