@@ -141,6 +141,9 @@ def test_unwritable_output_is_a_config_error(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr
     assert "not writable" in proc.stderr and "a-file" in proc.stderr
+    # why, in plain words: pyarrow's "[Errno 20] Cannot create directory ... Detail: [errno 20] ..." was appended (h154)
+    assert proc.stderr.strip().endswith(f"error: output {blocker / 'out'} is not writable: a part of the path is a file, "
+                                        "not a directory"), proc.stderr
 
 
 # -- issue 18 item 13: semantics, not only types ----------------------------------------------

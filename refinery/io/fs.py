@@ -138,6 +138,34 @@ def _refused(where: str, bucket: str, op: str, code: str, whose: str) -> str:
             f"check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role, and the bucket's policy")
 
 
+#: why a write failed, by errno, in plain words (pyarrow's text doubled it: "[Errno 30] Cannot create
+#: directory '/x/out'. Detail: [errno 30] Read-only file system")
+_WRITE_FAILURES = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                   errno.EROFS: "read-only file system", errno.ENOENT: "no such file or directory",
+                   errno.ENOTDIR: "a part of the path is a file, not a directory", errno.ENOSPC: "the disk is full",
+                   errno.EDQUOT: "the disk quota is used up", errno.EISDIR: "it is a directory"}
+_ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]", re.I)
+
+
+def why_unwritable(exc: BaseException) -> str:
+    """Why a write failed, in plain words, for ``output X is not writable: <why>``: permission
+    denied, read-only file system, no such bucket, access denied (with what to check), ...;
+    the library's own text only when it is none of these."""
+    text = str(exc)
+    explained = explain_s3_failure(text)
+    if explained:
+        return explained
+    if "NoSuchBucket" in text or "does not exist" in text and "bucket" in text:
+        return "no such bucket"
+    number = getattr(exc, "errno", None)
+    if number is None:
+        found = _ERRNO_IN_TEXT.findall(text)
+        number = int(found[-1]) if found else None
+    if number in _WRITE_FAILURES:
+        return _WRITE_FAILURES[number]
+    return " ".join(text.split())
+
+
 def access_denied(exc: BaseException) -> bool:
     """Whether ``exc`` is S3 refusing access (403), as pyarrow or botocore says it."""
     text = str(exc)
