@@ -146,3 +146,20 @@ def test_a_file_system_gone_read_only_stops_the_pass_without_retries(tmp_path: P
         assert sorted(p.name for p in where.iterdir()) == ["out-0", "out-1"]  # no task after it ran
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_failed_grouped_sync_names_its_file(tmp_path) -> None:
+    """The files a shard publishes together are fsynced together when the block ends (h136); an
+    error there named no file ("[Errno 5] Input/output error") or the hidden temporary. Here the
+    sync of the second file fails (its temporary is gone): the error names it, and nothing is
+    published (h154)."""
+    from refinery.io import fs
+
+    with pytest.raises(OSError) as info:
+        with fs.published_together():
+            for name in ("a.parquet", "b.parquet"):
+                with fs.atomic_output(str(tmp_path / name)) as f:
+                    f.write(b"x")
+            next(tmp_path.glob(".tmp-*-b.parquet*")).unlink()
+    assert str(info.value).endswith(f"cannot write b.parquet in {tmp_path}"), info.value
+    assert not list(tmp_path.iterdir())

@@ -1351,7 +1351,7 @@ def published_together() -> Iterator[None]:
         yield
         _PUBLISH_GROUP.reset(token)
         token = None
-        _fsync_all([tmp for tmp, _ in group])
+        _fsync_all(group)
         while group:
             tmp, path = group[0]
             with _naming(path):
@@ -1373,18 +1373,26 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_all(paths: list[str]) -> None:
-    """fsync ``paths`` concurrently (a thread each, up to 8); the first error is raised."""
+def _fsync_named(tmp: str, path: str) -> None:
+    """fsync the temporary ``tmp`` of ``path``; an error names ``path`` and its directory (a
+    failed grouped sync said "[Errno 5] Input/output error", or named the hidden temporary)."""
+    with _naming(path):
+        _fsync_path(tmp)
+
+
+def _fsync_all(files: list[tuple[str, str]]) -> None:
+    """fsync the (temporary, final) ``files`` concurrently (a thread each, up to 8); the first
+    error is raised, naming its final file."""
     global _SYNC_POOL
-    if len(paths) <= 1:
-        for path in paths:
-            _fsync_path(path)
+    if len(files) <= 1:
+        for tmp, path in files:
+            _fsync_named(tmp, path)
         return
     if _SYNC_POOL is None or _SYNC_POOL[0] != os.getpid():
         from concurrent.futures import ThreadPoolExecutor
 
         _SYNC_POOL = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="refinery-fsync"))
-    for future in [_SYNC_POOL[1].submit(_fsync_path, path) for path in paths]:
+    for future in [_SYNC_POOL[1].submit(_fsync_named, tmp, path) for tmp, path in files]:
         future.result()
 
 
