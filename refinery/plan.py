@@ -1131,7 +1131,7 @@ def claim_run_json(plan: Plan, previous: dict[str, Any], tag: str | None) -> str
     except fs.WriteConflict:
         raise _busy(plan) from None
     except fs.StorageError as exc:
-        raise ConfigError(f"output {plan.output} is not writable: {fs.why_unwritable(exc)}") from None
+        raise ConfigError(f"output {plan.output} is not writable: {fs.plain_reason(exc)}") from None
 
 
 def _started_at(previous: dict[str, Any] | None, now: str, new_run: bool, launch: str | None) -> str:
@@ -1177,7 +1177,7 @@ def write_plan(plan: Plan, previous: dict[str, Any] | None = None, tag: str | No
             return
         raise _busy(plan) from None
     except Exception as exc:  # noqa: BLE001 - any storage failure here means "unwritable output"
-        raise ConfigError(f"output {plan.output} is not writable: {fs.why_unwritable(exc)}") from None
+        raise ConfigError(f"output {plan.output} is not writable: {fs.plain_reason(exc)}") from None
 
 
 def shards_with_markers(stats_dir: str) -> set[str]:

@@ -36,11 +36,11 @@ def test_a_full_disk_or_quota_is_told_from_other_io_errors() -> None:
     assert storage_stop(OSError("Cannot create directory. Detail: [errno 30] Read-only file system")) == "read_only"
     assert storage_stop(OSError(errno.ENOSPC, "x")) == "full" and storage_stop(OSError(errno.EIO, "x")) is None
     # "output X is not writable: <why>" in plain words, not pyarrow's doubled text (h154)
-    from refinery.io.fs import why_unwritable
+    from refinery.io.fs import plain_reason
 
-    assert why_unwritable(OSError("[Errno 30] Cannot create directory '/ro/out'. Detail: [errno 30] Read-only file "
+    assert plain_reason(OSError("[Errno 30] Cannot create directory '/ro/out'. Detail: [errno 30] Read-only file "
                                   "system")) == "read-only file system"
-    assert why_unwritable(PermissionError(errno.EACCES, "Permission denied")) == "permission denied"
+    assert plain_reason(PermissionError(errno.EACCES, "Permission denied")) == "permission denied"
 
 
 def _mount_tmpfs(where: Path, size: str) -> bool:

@@ -734,3 +734,20 @@ def test_a_small_corpus_over_more_ranks_than_windows(gpt2_tokens, tmp_path):
 def _epoch_iter(loader: TokenLoader):
     for b in loader:
         yield {k: v.copy() for k, v in b.items()}
+
+
+@pytest.mark.parametrize("reader", ["load_manifest", "TokenLoader"])
+def test_a_directory_without_a_token_manifest_is_one_plain_line(tmp_path, reader):
+    """``load_manifest`` and the loader on a directory with no manifest said pyarrow's text ("cannot
+    open .../manifest.json: [Errno 2] Failed to open local file ... Detail: [errno 2] No such file
+    or directory"): now the directory and what is missing (session 46, h154)."""
+    from refinery.tokens.writer import load_manifest
+
+    def read(directory: str) -> None:
+        load_manifest(directory) if reader == "load_manifest" else TokenLoader(directory, SEQ, 8)
+
+    for directory, hint in ((tmp_path, ""), (tmp_path / "nope", " (no such directory)")):
+        with pytest.raises(TokenShardError) as info:
+            read(str(directory))
+        assert str(info.value) == (f"no token manifest at {directory}/manifest.json{hint}: is {directory} a token "
+                                   "directory written by `refinery tokenize`?"), info.value

@@ -147,8 +147,8 @@ _WRITE_FAILURES = {errno.EACCES: "permission denied", errno.EPERM: "permission d
 _ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]", re.I)
 
 
-def why_unwritable(exc: BaseException) -> str:
-    """Why a write failed, in plain words, for ``output X is not writable: <why>``: permission
+def plain_reason(exc: BaseException) -> str:
+    """Why a read or write failed, in plain words (``output X is not writable: <why>``): permission
     denied, read-only file system, no such bucket, access denied (with what to check), ...;
     the library's own text only when it is none of these."""
     text = str(exc)

@@ -199,7 +199,7 @@ def run_dir_lock(root: str, shared: bool = False, command: str | None = None) ->
         fs.makedirs(root)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except Exception as exc:  # noqa: BLE001 - OSError or pyarrow's: the output cannot be written
-        raise fs.StorageError(f"output {root} is not writable: {fs.why_unwritable(exc)}") from None
+        raise fs.StorageError(f"output {root} is not writable: {fs.plain_reason(exc)}") from None
     try:
         locked = True
         try:

@@ -855,7 +855,10 @@ def read_manifest_bytes(output: str) -> tuple[bytes, str]:
                                       f"no `tokenize:`); make them with `refinery tokenize {run} OUT`") from exc
             raise TokenShardError(f"no token manifest at {uri}: the tokens pass of the run {run} has not finished "
                                   f"(`refinery status {run}`); run its `refinery run` command again") from exc
-        raise TokenShardError(f"no token manifest at {uri}: run `refinery tokenize` first ({exc})") from exc
+        if not fs.file_exists(uri):  # said plainly: pyarrow's "Failed to open local file ... [errno 2]" followed
+            raise TokenShardError(f"no token manifest at {uri}{fs.missing_run_hint(output)}: is {output} a token "
+                                  f"directory written by `refinery tokenize`?") from None
+        raise TokenShardError(f"cannot read the token manifest {uri}: {fs.plain_reason(exc)}") from exc
 
 
 def load_manifest(output: str) -> dict:
