@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.executors.base import TASK_SUMMARY, env_seconds, summary_level
+from refinery.executors.base import TASK_SUMMARY, env_seconds, note_phase, summary_level
 from refinery.io import fs, parquet
 from refinery.io.arrow_rows import take_rows
 from refinery.io.dataset import write_pass_shard
@@ -72,7 +72,8 @@ class StageFailed(RuntimeError):
 
 
 #: the stage a shard's error names: StageFailed's and StageContractError's messages start so
-_FAILED_STAGE = re.compile(r"\b(?:StageFailed|StageContractError): stage '((?:[^'\\]|\\.)*)'")
+#: and so does a dead worker's ("worker process died (OOM-killed or crashed) in stage 'x' (kind): ...")
+_FAILED_STAGE = re.compile(r"\b(?:(?:StageFailed|StageContractError): |died (?:\([^)]*\) )?in )stage '((?:[^'\\]|\\.)*)'")
 
 
 def failed_stage(error: str | None) -> str | None:
@@ -365,6 +366,7 @@ class ShardRunner:
         batches = iter(batches)
         while True:
             t_read = time.perf_counter()
+            note_phase("reading its input")
             batch = next(batches, None)
             reader_counter.seconds += time.perf_counter() - t_read
             if batch is None:
@@ -386,6 +388,7 @@ class ShardRunner:
                 # Empty batches still flow through every stage so that an all-removed shard gets
                 # the same kept schema (with every stage's columns) as any other shard.
                 t0 = time.perf_counter()
+                note_phase(f"in stage {stage.name!r} ({stage.kind})")
                 try:
                     out = stage(batch)
                 except Exception as exc:
@@ -407,6 +410,7 @@ class ShardRunner:
                 log.info("%s", progress.line(docs_read, now - started, limit))
                 last_log = now
 
+        note_phase("writing its outputs")
         try:
             # the corpus file last before the marker; should a write fail (a full disk), none of
             # this shard's files stays for a reader that globs kept/*.parquet (the shard is redone).

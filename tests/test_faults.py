@@ -139,6 +139,10 @@ def test_worker_killed_mid_shard_then_rerun_matches_clean_run(corpus, clean_run,
     assert not (out / "stats" / "part-001.json").exists()
     assert not (out / "kept" / "part-001.parquet").exists()  # nothing half-published
     assert (out / "failed" / "part-001.json").exists()
+    # the stage it died in, as the worker noted it (the record's stage was None: h154)
+    killed = next(o for o in first.failed if o.shard == "part-001")
+    assert "died (OOM-killed or crashed) in stage 'fault_injection' (fault_injection): " in killed.error, killed.error
+    assert json.loads((out / "failed" / "part-001.json").read_text())["stage"] == "fault_injection"
 
     second = run_pipeline(config, str(corpus), str(out), workers=2, progress=False)
     assert not second.failed

@@ -291,6 +291,7 @@ class LocalExecutor(Executor):
         self._pool: ProcessPoolExecutor | None = None
         self._fresh_pool: ProcessPoolExecutor | None = None  # one task per process (fresh_workers)
         self._listener: QueueListener | None = None
+        self._status_directory: str | None = None
 
     @property
     def inline(self) -> bool:
@@ -345,11 +346,23 @@ class LocalExecutor(Executor):
                 self._pool = self._fresh_pool = None  # a worker died earlier: fresh pools for the retries
                 return self.pool(fresh_worker).submit(call_task, fn, shared, task, attempt, name)
 
-    def _worker_died(self, exc: BaseException) -> str:
+    def _worker_died(self, exc: BaseException, phase: str = "") -> str:
         if isinstance(exc, BrokenProcessPool):
             self._pool = self._fresh_pool = None  # unusable now; the next submission starts new ones
-            return f"worker process died (OOM-killed or crashed): {exc}{_unguarded_script_hint()}"
-        return super()._worker_died(exc)
+            return (f"worker process died (OOM-killed or crashed){' ' + phase if phase else ''}: {exc}"
+                    f"{_unguarded_script_hint()}")
+        return super()._worker_died(exc, phase)
+
+    def _status_dir(self) -> str | None:
+        """The tasks' status files (:func:`refinery.executors.base.note_phase`): a private
+        temporary directory of this executor, removed by :meth:`close`."""
+        if self.inline:  # a task run here raises its own error: nothing can die unseen
+            return None
+        if self._status_directory is None:
+            import tempfile
+
+            self._status_directory = tempfile.mkdtemp(prefix="refinery-tasks-")
+        return self._status_directory
 
     def abort(self) -> None:
         with interrupts.deferred():
@@ -396,6 +409,11 @@ class LocalExecutor(Executor):
             if self._listener is not None:
                 self._listener.stop()  # after the workers are gone: their last records are printed
                 self._listener = None
+            if self._status_directory is not None:
+                import shutil
+
+                shutil.rmtree(self._status_directory, ignore_errors=True)
+                self._status_directory = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pool": None, "_fresh_pool": None, "_listener": None}

@@ -143,7 +143,7 @@ class RayExecutor(Executor):
         self._refs[future] = ref
         return future
 
-    def _worker_died(self, exc: BaseException) -> str:
+    def _worker_died(self, exc: BaseException, phase: str = "") -> str:
         if self._watch is not None:
             self._watch.probe()  # the raylet's death fails its tasks before the watch's next look
         return f"ray task failed: its worker died (OOM kill, lost node?); retries: {self.max_retries}: {exc}"
