@@ -308,7 +308,7 @@ def test_a_bad_region_names_the_variable_it_came_from(cli, no_aws_region, monkey
 def test_traceback_only_with_verbose(cli, tmp_path):
     cfg = _config(tmp_path, GOPHER + "    params: {min_words: -1}\n")
     code, _, err = cli("run", cfg, "-i", tmp_path, "-o", tmp_path / "o")
-    assert_one_error_line(code, "", err, "min_words must be >= 0")
+    assert_one_error_line(code, "", err, "stages[0] gopher_quality.min_words: must be >= 0, got -1")
     code, _, err = cli("run", cfg, "-i", tmp_path, "-o", tmp_path / "o", "-v")
     assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error:")
 
