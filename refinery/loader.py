@@ -23,6 +23,8 @@ Semantics (details and rationale in docs/tokens.md):
   constructor refuses unless ``drop_last=True``, which yields only full batches (the same number on
   every rank) and drops the rest of each rank's windows; with fewer windows than ranks x
   batch_size (a small corpus) ``drop_last`` would leave no batch either, and the refusal says so.
+- Every rank must pass the same seed and settings: under ``torch.distributed`` the first iteration
+  checks that they do (one small collective) and refuses a per-rank seed in one line.
 - Deterministic in ``(seed, rank, world_size)`` (and the loader settings); ``state_dict()`` after
   any batch and ``load_state_dict()`` in a new loader continue with exactly the same batches;
   between epochs the rank, world size and batch size may change (elastic restarts).
@@ -35,9 +37,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import math
 import operator
+import re
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -67,6 +70,12 @@ _TARGET_BLOCK_BYTES = 4 << 20
 
 class LoaderStateError(ValueError):
     """A saved loader state does not belong to this loader (other data, seed, ranks or shapes)."""
+
+
+class LoaderRanksError(ValueError):
+    """The loaders of a ``torch.distributed`` job disagree on what all ranks must share (the seed,
+    the tokens, the shapes, the position) or do not cover every rank once: some windows would be
+    read twice and others never."""
 
 
 def content_fingerprint(manifest: dict) -> str:
@@ -231,6 +240,12 @@ class TokenLoader:
     ``lengths`` counts the real tokens of each window (``seq_len + 1`` except for the stream's last
     window and padding rows); ``labels`` is ``IGNORE_INDEX`` where there is no real next token and
     padded inputs are ``pad_id`` (default: EOS). Iterating runs to the end of the current epoch.
+
+    Under ``torch.distributed`` the first iteration (or :func:`torch_dataset`) compares the ranks'
+    loaders in one ``all_gather_object`` over ``process_group`` (default: every rank) and raises
+    :class:`LoaderRanksError` when they differ in seed, tokens, shapes or position, or their ``rank``
+    values do not cover ``0 .. world_size - 1``; ``check_ranks=False`` skips it (a loader with
+    ``world_size=1`` never runs it: evaluation on one rank alone would hang in it).
     """
 
     def __init__(
@@ -250,6 +265,8 @@ class TokenLoader:
         pad_id: int | None = None,
         expected_tokenizer: LoadedTokenizer | str | None = None,
         drop_last: bool = False,
+        check_ranks: bool = True,
+        process_group: Any = None,
     ) -> None:
         # plain ints: a numpy integer failed at the first batch (not JSON), and seed=3.0 equalled a
         # saved 3 but shuffled otherwise (its JSON text differs; found by testing the loader)
@@ -302,10 +319,16 @@ class TokenLoader:
         #: (worker, workers): in a DataLoader worker process this loader yields only that worker's
         #: share of the rank's batches (set by the torch dataset); its position counts them all
         self._split: tuple[int, int, int | None] = (0, 1, None)
+        #: compare settings with the other ranks (one all_gather_object) at the first iteration when
+        #: torch.distributed is initialized; ``process_group``: the group of this loader's ranks
+        #: (default: the whole world; with tensor parallelism peers share a rank, see check_ranks_agree)
+        self.check_ranks, self.process_group = bool(check_ranks), process_group
+        self._ranks_checked = False
 
     def __getstate__(self) -> dict:
-        # DataLoader workers started by spawn/forkserver get a copy: not the live iterator
-        return {**self.__dict__, "_active": None}
+        # DataLoader workers started by spawn/forkserver get a copy: not the live iterator, nor the
+        # process group (not picklable; workers never run collectives)
+        return {**self.__dict__, "_active": None, "process_group": None}
 
     # -- the plan: pure arithmetic on (seed, epoch, rank, world_size), no I/O ---------------------
     def _rank_windows(self, rank: int) -> int:
@@ -480,6 +503,8 @@ class TokenLoader:
             rows.close()
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        if not self._ranks_checked:
+            self._check_ranks_once()
         if self._active is not None:
             self._active.close()  # one live iterator: its position is the loader's position
         self._active = self._batches()
@@ -487,6 +512,44 @@ class TokenLoader:
 
     def __len__(self) -> int:
         return self.batches_per_epoch
+
+    # -- agreement across ranks ----------------------------------------------------------------------
+    def _check_ranks_once(self, first_iteration: bool = True) -> None:
+        """:meth:`check_ranks_agree` when torch.distributed is initialized in this process and the
+        check is on; never in a DataLoader worker (a forked worker inherits the process group but
+        must not use it) and never importing torch for a numpy user."""
+        dist = sys.modules.get("torch.distributed")
+        if self.world_size == 1 or not self.check_ranks:
+            # a loader of every window (evaluation, often on rank 0 alone: a collective would hang it)
+            self._ranks_checked = True
+            return
+        if dist is None or not dist.is_available() or not dist.is_initialized():
+            # at the first iteration only: no collective later, when ranks may be elsewhere
+            self._ranks_checked = self._ranks_checked or first_iteration
+            return
+        from torch.utils.data import get_worker_info
+
+        if get_worker_info() is not None:
+            return
+        self.check_ranks_agree(self.process_group)
+
+    def check_ranks_agree(self, group: Any = None) -> None:
+        """Raise :class:`LoaderRanksError` unless the loaders of ``group`` (default: every rank) share
+        the tokens, seed, shapes, shuffle settings and position, and their ``rank`` values cover
+        ``0 .. world_size - 1`` equally often (once each; ``k`` times each when ``k`` ranks share
+        data, as tensor-parallel peers do). A collective: every rank of ``group`` must call it (the
+        first iteration does, when torch.distributed is initialized and ``check_ranks`` is on)."""
+        import torch.distributed as dist
+
+        mine = {**self.state_dict(), "uri": self.data.uri}
+        gathered: list[Any] = [None] * dist.get_world_size(group)
+        dist.all_gather_object(gathered, mine, group=group)
+        self._ranks_checked = True  # every rank got the same list: all raise or none does
+        problem = _ranks_disagreement(gathered)
+        if problem:
+            raise LoaderRanksError(f"the TokenLoaders of the {len(gathered)} torch.distributed ranks disagree (checked "
+                                   f"once, at the first iteration or torch_dataset(); check_ranks=False skips it): "
+                                   f"{problem}")
 
     # -- resumption ----------------------------------------------------------------------------------
     def _identity(self) -> dict:
@@ -583,6 +646,56 @@ class TokenLoader:
 _RESHAPEABLE_AT_EPOCH_START = frozenset({"rank", "world_size", "batch_size", "drop_last"})
 
 
+# What every rank's loader must share: each rank deals itself its windows from these, so a rank
+# with another seed (``seed + rank``, a common mistake) reads windows others read too and misses others
+_SHARED_BY_RANKS = ("dataset", "seed", "world_size", "seq_len", "batch_size", "block_size", "shuffle",
+                    "shuffle_window", "drop_last", "epoch", "position")
+_RANK_HINTS = {
+    "seed": " (pass every rank the same seed, not seed + rank: ranks dealing with different seeds read some windows "
+            "twice and others never)",
+    "dataset": " (every rank must read the same tokens)",
+    "epoch": " (each rank must load the state it saved itself at the same step)",
+    "position": " (each rank must load the state it saved itself at the same step)",
+}
+
+
+def _ranks_disagreement(settings: list[dict]) -> str | None:
+    """What loaders' ``settings`` (one per process, in process-group rank order) disagree on, or None."""
+    problems = []
+    for key in _SHARED_BY_RANKS:
+        by_value: dict[str, list[int]] = {}
+        for proc, s in enumerate(settings):
+            by_value.setdefault(json.dumps(s.get(key)), []).append(proc)
+        if len(by_value) > 1:
+            shown = "; ".join(f"{_setting_text(key, settings[procs[0]])} on {_ranks_text(procs)}"
+                              for procs in by_value.values())
+            problems.append(f"{key} differs: {shown}{_RANK_HINTS.get(key, '')}")
+    if problems:
+        return "; ".join(problems)
+    world = int(settings[0]["world_size"])
+    on: dict[int, list[int]] = {r: [] for r in range(world)}
+    for proc, s in enumerate(settings):
+        on.setdefault(int(s["rank"]), []).append(proc)
+    if len({len(procs) for procs in on.values()}) > 1:
+        # e.g. rank=LOCAL_RANK on two nodes: both nodes read rank 0's and 1's windows, none 2's and 3's
+        shown = "; ".join(f"rank={r} on {_ranks_text(procs) if procs else 'none'}" for r, procs in sorted(on.items()))
+        return (f"the loaders' rank values do not cover 0..{world - 1} equally ({shown}): give each data-parallel "
+                f"rank its own rank (torch.distributed.get_rank(), not the node-local LOCAL_RANK) and "
+                f"world_size the number of data-parallel ranks")
+    return None
+
+
+def _setting_text(key: str, setting: dict) -> str:
+    if key == "dataset":  # the tokens' fingerprint says little; where they were read says more
+        return f"{setting.get('uri')} (tokens {str(setting.get(key))[:12]})"
+    return repr(setting.get(key))
+
+
+def _ranks_text(procs: list[int], most: int = 8) -> str:
+    shown = ", ".join(map(str, procs[:most])) + (f", ... ({len(procs)} ranks)" if len(procs) > most else "")
+    return f"rank{'s' if len(procs) > 1 else ''} {shown}"
+
+
 def _batches_per_epoch(n_windows: int, block_size: int, world_size: int, batch_size: int, drop_last: bool) -> int:
     """Batches every rank yields per epoch: the busiest rank's windows in batches, or with
     ``drop_last`` only the full batches the least busy rank fills."""
@@ -658,6 +771,10 @@ def _torch_dataset_class() -> type:
             self._shared[LOADED:LOADED + 2] = [loader.epoch, loader.position]
             self._here_start = (loader.epoch, loader.position)  # where this process's last iteration started
             self._loaded_here: int | None = None  # a worker given its own state (torchdata): its iteration's first batch
+            if get_worker_info() is None and not loader._ranks_checked:
+                # workers iterate in their own processes, where no collective may run: compare the
+                # ranks' settings here if the process group is up (else at the first iteration here)
+                loader._check_ranks_once(first_iteration=False)
 
         def __getstate__(self) -> dict:
             from multiprocessing.context import get_spawning_popen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,9 +15,11 @@ from _fault_fixtures import FaultPolicy, through_proxy  # noqa: F401 - fixture
 from refinery.io import fs
 from refinery.loader import (
     IGNORE_INDEX,
+    LoaderRanksError,
     LoaderStateError,
     TokenDataset,
     TokenLoader,
+    _ranks_disagreement,
     torch_dataset,
 )
 from refinery.tokens import TokenizerMismatchError, TokenShardError, load_tokenizer
@@ -417,6 +420,96 @@ def test_dataloader_workers_resume_exactly_with_another_worker_count(gpt2_tokens
     got += _dataloader_batches(resumed, num_workers=3)
     got += _dataloader_batches(resumed, num_workers=2)  # the next iteration: the next epoch
     assert _same(got, want)
+
+
+def _window_digest(row: tuple[int, ...]) -> str:
+    return hashlib.blake2b(np.asarray(row, np.int64).tobytes(), digest_size=8).hexdigest()
+
+
+def _two_rank_job(rank: int, port: int, tokens: str, out: str) -> None:
+    """One process of a real 2-rank gloo group on 127.0.0.1 (test below): what its loaders did, as JSON."""
+    import datetime
+
+    import torch.distributed as dist
+
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=30))
+    data = TokenDataset(tokens)  # opened once: each loader would open every shard again
+    make = lambda **kw: TokenLoader(data, SEQ, 32, block_size=8, world_size=2, **{"seed": 5, "rank": rank, **kw})  # noqa: E731
+    errors = {}
+    for case, kw in {"seed + rank": {"seed": 5 + rank}, "rank=LOCAL_RANK": {"rank": 0}}.items():
+        try:
+            next(iter(make(**kw)))
+        except LoaderRanksError as exc:
+            errors[case] = str(exc)
+    try:  # DataLoader workers cannot run collectives: checked when the dataset is made
+        torch_dataset(make(seed=5 + rank))
+    except LoaderRanksError as exc:
+        errors["torch_dataset"] = str(exc)
+    next(iter(make(seed=5 + rank, check_ranks=False)))  # skipped: no collective, no error
+    loader = make()
+    epochs = [[_window_digest(r) for b in _epoch(loader) for r in _rows(b)]]
+    at_start = loader.state_dict()
+    it = iter(loader)
+    head = [next(it) for _ in range(7)]
+    mid = json.loads(json.dumps(loader.state_dict()))  # each rank saves its own state
+    tail = [{k: v.copy() for k, v in b.items()} for b in it]
+    epochs.append([_window_digest(r) for b in head + tail for r in _rows(b)])
+    resumed = make()
+    resumed.load_state_dict(mid)
+    resumed_exactly = _same(_epoch(resumed), tail)
+    stale = make()  # rank 1 resumes from an older checkpoint than rank 0
+    stale.load_state_dict(at_start if rank else mid)
+    try:
+        next(iter(stale))
+    except LoaderRanksError as exc:
+        errors["stale state"] = str(exc)
+    if rank == 0:  # a loader of every window (evaluation) on one rank alone: no collective, no hang
+        next(iter(TokenLoader(data, SEQ, 32)))
+    dist.destroy_process_group()
+    with open(out, "w") as f:
+        json.dump({"errors": errors, "epochs": epochs, "resumed_exactly": resumed_exactly}, f)
+
+
+def test_two_real_ranks_agree_read_every_window_once_and_resume(gpt2_tokens, tmp_path):
+    """Session 46 (h157): under a real torch.distributed group (2 processes, gloo on 127.0.0.1) the
+    first iteration compares the ranks' settings in one all_gather_object and refuses per-rank seeds,
+    duplicate ranks and mismatched resume positions in one line on every rank (before, silently
+    overlapping windows); with matching settings the ranks read every window once per epoch and
+    each rank's mid-epoch state continues exactly."""
+    pytest.importorskip("torch")
+    import multiprocessing
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("fork")  # torch is imported already: no second import per rank
+    procs = [ctx.Process(target=_two_rank_job, args=(r, port, gpt2_tokens, str(tmp_path / f"rank{r}.json")))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        if p.exitcode is None:
+            p.kill()
+    assert [p.exitcode for p in procs] == [0, 0]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for r in ranks:
+        assert r["resumed_exactly"]
+        errors = r["errors"]
+        assert set(errors) == {"seed + rank", "rank=LOCAL_RANK", "torch_dataset", "stale state"}
+        assert "seed differs: 5 on rank 0; 6 on rank 1 (pass every rank the same seed" in errors["seed + rank"]
+        assert "rank=0 on ranks 0, 1; rank=1 on none" in errors["rank=LOCAL_RANK"]
+        assert "seed differs" in errors["torch_dataset"]
+        assert "position differs: 224 on rank 0; 0 on rank 1 (each rank must load the state it saved" in errors["stale state"]
+        assert all("\n" not in e for e in errors.values())
+    assert ranks[0]["errors"] == ranks[1]["errors"]  # every rank raises the same error: none hangs
+    stream = _stream(gpt2_tokens)
+    windows = Counter(_window_digest(tuple(stream[i : i + SEQ + 1].tolist())) for i in range(0, len(stream) - 1, SEQ + 1))
+    for epoch in range(2):
+        assert Counter(ranks[0]["epochs"][epoch] + ranks[1]["epochs"][epoch]) == windows  # each window once
 
 
 # -- issue 18 item 15: no batch without a target (an all-padding batch is a NaN loss) ----------------
