@@ -750,18 +750,22 @@ def _torch_dataset_class() -> type:
     import torch
     from torch.utils.data import IterableDataset, get_worker_info
 
-    # the array shared with DataLoader workers: where the first iteration after a load starts
-    # (epoch, position), whether workers ran iterations since, and each worker's count of them
-    LOADED, WORKERS, COUNTS = 0, 2, 3
+    # the array shared with DataLoader workers: where iteration 0 starts (epoch, position: a load's,
+    # or the last iteration in this process's), iterations run here since (0 or 1), and each
+    # worker's count of iterations since
+    LOADED, HERE, COUNTS = 0, 2, 3
 
     class TorchTokenDataset(IterableDataset):
         """A :class:`TokenLoader` as a PyTorch ``IterableDataset`` yielding ready batches.
 
         Use ``DataLoader(ds, batch_size=None, num_workers=N)``. With workers, worker ``k`` of ``N``
         yields the rank's batches ``k, k + N, ...`` and the DataLoader takes them in turn: the same
-        batches in the same order as ``num_workers=0``, each once. An iteration in workers runs one
-        epoch: the ``i``-th since a load (or since iterating here) starts ``i`` epochs after it, which
-        each worker counts for itself in memory shared with the main process (no lock, no race).
+        batches in the same order as ``num_workers=0``, each once. An iteration runs one epoch, with
+        workers or without: the first after a load starts at the loaded position, each later one at
+        the start of the epoch after the previous iteration's (a loop that left an iteration early
+        starts the next epoch, as torchdata's StatefulDataLoader and Mosaic's StreamingDataset do;
+        workers ran ahead, so only the loop knows how far it got). Workers count their iterations in
+        memory shared with the main process (no lock, no race).
         """
 
         def __init__(self, loader: TokenLoader) -> None:
@@ -769,7 +773,6 @@ def _torch_dataset_class() -> type:
             # inherited by forked workers, sent along to spawned ones (see __getstate__)
             self._shared = multiprocessing.RawArray("q", COUNTS + _MAX_WORKERS)
             self._shared[LOADED:LOADED + 2] = [loader.epoch, loader.position]
-            self._here_start = (loader.epoch, loader.position)  # where this process's last iteration started
             self._loaded_here: int | None = None  # a worker given its own state (torchdata): its iteration's first batch
             if get_worker_info() is None and not loader._ranks_checked:
                 # workers iterate in their own processes, where no collective may run: compare the
@@ -798,14 +801,18 @@ def _torch_dataset_class() -> type:
             return type(self)(self.loader)
 
         def _iteration_start(self, i: int) -> tuple[int, int]:
-            """Where the ``i``-th iteration in workers since the last load starts: each runs an epoch."""
+            """Where the ``i``-th iteration since iteration 0 starts: each runs an epoch."""
             epoch, position = self._shared[LOADED], self._shared[LOADED + 1]
             if position >= self.loader.batches_per_epoch * self.loader.batch_size:
                 epoch, position = epoch + 1, 0
             return (epoch, position) if i == 0 else (epoch + i, 0)
 
-        def _iterations_in_workers(self) -> int:
-            return max(self._shared[COUNTS:])
+        def _iterations_started(self) -> int:
+            """Iterations since iteration 0, here and in workers (each worker runs every one)."""
+            return self._shared[HERE] + max(self._shared[COUNTS:])
+
+        def _workers_ran(self) -> bool:
+            return max(self._shared[COUNTS:]) > 0
 
         def __iter__(self):
             if _collated_again(sys._getframe(1)):
@@ -813,32 +820,26 @@ def _torch_dataset_class() -> type:
             info, loader = get_worker_info(), self.loader
             if info is None:
                 loader._split = (0, 1, None)
-                if self._shared[WORKERS]:  # workers ran the iterations since the last load: start after them
-                    self._reset_shared(*self._iteration_start(self._iterations_in_workers()))
-                    self._start_at(*self._shared[LOADED:LOADED + 2])
-                self._here_start = (loader.epoch, loader.position)
-                return self._batches_here()
+                # the epoch after the previous iteration's, whether it ran here or in workers, to its
+                # end or not (it continued a partial one here, so workers and none differed)
+                start = self._iteration_start(self._iterations_started())
+                self._reset_shared(*start)
+                self._shared[HERE] = 1
+                self._start_at(*start)
+                return self._tensors()
             if info.num_workers > _MAX_WORKERS:
                 raise ValueError(f"num_workers={info.num_workers}: at most {_MAX_WORKERS} DataLoader workers")
             count = self._shared[COUNTS + info.id]
             self._shared[COUNTS + info.id] = count + 1  # only this worker writes its count
-            self._shared[WORKERS] = 1
             if self._loaded_here is None:
-                self._start_at(*self._iteration_start(count))
+                self._start_at(*self._iteration_start(self._shared[HERE] + count))
                 first = self.loader.state_dict()["position"] // self.loader.batch_size
             else:  # torchdata restored this worker's state: the iteration's first batch with it
                 first, self._loaded_here = self._loaded_here, None
             loader._split = (info.id, info.num_workers, first)
-            return self._batches_in_worker()
+            return self._tensors()
 
-        def _batches_here(self):
-            for batch in self.loader:
-                # consumed as yielded: workers started later continue from here
-                self._shared[LOADED:LOADED + 2] = [self.loader.epoch, self.loader.position]
-                yield {k: torch.from_numpy(v) for k, v in batch.items()}
-            self._shared[LOADED:LOADED + 2] = [self.loader.epoch, self.loader.position]
-
-        def _batches_in_worker(self):
+        def _tensors(self):
             for batch in self.loader:
                 yield {k: torch.from_numpy(v) for k, v in batch.items()}
 
@@ -860,7 +861,7 @@ def _torch_dataset_class() -> type:
             """The loader's position (``TokenLoader.state_dict``). After iterating in DataLoader
             workers only the training loop knows how many batches it took: give that count of the
             current iteration as ``batches`` (without it, refused: the workers ran ahead)."""
-            in_workers = get_worker_info() is None and self._shared[WORKERS]
+            in_workers = get_worker_info() is None and self._workers_ran()
             if batches is None:
                 if in_workers:
                     raise RuntimeError(_WORKERS_STATE)
@@ -868,10 +869,8 @@ def _torch_dataset_class() -> type:
                     return {**self.loader.state_dict(), "worker_first_batch": self.loader._split[2]}
                 return self.loader.state_dict()
             batches = _integer("batches", batches)
-            if in_workers:
-                epoch, position = self._iteration_start(max(0, self._iterations_in_workers() - 1))
-            else:
-                epoch, position = self._here_start
+            # the current iteration's start (before any: where the next one starts)
+            epoch, position = self._iteration_start(max(0, self._iterations_started() - 1))
             end = self.loader.batches_per_epoch * self.loader.batch_size
             if position >= end:
                 epoch, position = epoch + 1, 0
@@ -887,7 +886,6 @@ def _torch_dataset_class() -> type:
                 self._loaded_here = self.loader.position // self.loader.batch_size if first is None else int(first)
                 return
             self._reset_shared(self.loader.epoch, self.loader.position)
-            self._here_start = (self.loader.epoch, self.loader.position)
 
     return TorchTokenDataset
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -361,6 +362,13 @@ def test_torch_iterable_dataset(gpt2_tokens):
     resumed.load_state_dict(state)
     got += [{k: v.numpy() for k, v in b.items()} for b in DataLoader(resumed, batch_size=None)]
     assert _same(got, numpy_batches)
+    # Session 46 (h157): a loop that left an iteration early and iterates again starts the next epoch,
+    # with workers or without (without, it continued the left epoch; with, it could not: workers run ahead)
+    for epoch, workers in [(1, 0), (2, 2), (3, 0)]:
+        one = TokenLoader(gpt2_tokens, SEQ, 4, seed=2, block_size=8)
+        one.load_state_dict(one.state_at(epoch, 0))
+        assert _same(_dataloader_batches(ds, 3, num_workers=workers), list(itertools.islice(one, 3)))
+    assert (ds.state_dict()["epoch"], ds.state_dict()["position"]) == (3, 12)
     # DataLoader(ds) without batch_size=None batched the batches again into (1, 4, SEQ): refused
     with pytest.raises(ValueError, match="pass batch_size=None"):
         next(iter(DataLoader(torch_dataset(TokenLoader(gpt2_tokens, SEQ, 4)))))
