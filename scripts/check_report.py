@@ -16,9 +16,12 @@ markers the runner writes; this script rebuilds the figures from the data itself
   ``population`` = that shard's removals for the reason; every sample the report shows likewise,
   and its "k of N" header;
 - the "Thresholds" section (session 46, h155): every point of each what-if curve, and the documents
-  shown nearest each threshold (on their side of it, for its rule, the nearest ones);
+  shown nearest each threshold (on their side of it, for its rule, the nearest ones); a section
+  estimated from a sample of shards (h158) is checked on the shards it names, scaled the same way
+  (each row weighs its stratum's run total over the rows read of it), to within 1 per point;
 - thresholds drawn: each line's value is the stage's parameter (effective params of ``run.json``),
-  and how many documents a stage *kept* sit beyond one of its min_/max_ lines (a line drawn in the
+  and how many documents a stage *kept* sit beyond one of its lines (the rule's direction from
+  ``refinery.stats.whatif.is_lower_bound``) (a line drawn in the
   wrong place shows up as kept documents on the removed side);
 - languages (docs per language reaching language ID, kept) and top-domain totals.
 
@@ -47,6 +50,7 @@ from refinery.rundir import RunDir  # noqa: E402
 from refinery.stats.funnel import funnel_rows, load_run_stats  # noqa: E402
 from refinery.stats.histograms import Histogram  # noqa: E402
 from refinery.stats.thresholds import effective_params, load_run_manifest  # noqa: E402
+from refinery.stats.whatif import is_lower_bound  # noqa: E402
 
 
 class Audit:
@@ -213,6 +217,7 @@ def check_thresholds(a: Audit, html: str, manifest: dict[str, Any], removed: lis
         for s in (p.get("params") or {}).get("stages") or []:
             params_of[s.get("name") or s["type"]] = effective_params(s["type"], s.get("params") or {})
     order = [s["stage"] for s in stats["stages"]]
+    kinds = {s["stage"]: s.get("kind") for s in stats["stages"]}
     notes = []
     for stage, column, body in re.findall(r'<figure data-stage="([^"]*)" data-column="([^"]*)">(.*?)</figure>', html, re.S):
         for value, label in re.findall(r'<line class="threshold" data-value="([^"]+)".*?<text[^>]*>([^<]*)</text>', body, re.S):
@@ -227,7 +232,9 @@ def check_thresholds(a: Audit, html: str, manifest: dict[str, Any], removed: lis
             i = order.index(stage)
             later = [r for r in removed if r["removed_stage"] in order[i + 1:]] + kept
             v = float(value)
-            is_min = _is_minimum(param, column, v, [r for r in removed if r["removed_stage"] == stage])
+            # the rule's direction as the code has it: guessed from where the stage's removals lie, a
+            # stage that removed nothing for the column (quality_score on the demo run) read as a maximum
+            is_min = is_lower_bound(kinds.get(stage), param)
             beyond = [r for r in later if r.get(column) is not None and not math.isnan(r[column])
                       and (r[column] < v if is_min else r[column] > v)]
             if beyond:
@@ -261,6 +268,7 @@ def _numbers(obj: Any) -> list[float]:
 _WHATIF = re.compile(r'<details [^>]*class="whatif" data-stage="([^"]*)" data-column="([^"]*)" data-param="([^"]*)" '
                      r'data-value="([^"]*)" data-removes="(below|above)">(.*?)</details>', re.S)
 _POINT = re.compile(r'<circle class="whatif-pt" data-x="([^"]+)" data-removed="(\d+)" data-corpus="(\d+)"')
+_SAMPLE = re.compile(r'<p class="note whatif-sample" data-shards="([^"]*)" data-of="(\d+)">')
 _NEAR = re.compile(r'<div class="near" data-id="([^"]*)" data-shard="([^"]*)" data-value="([^"]*)">')
 #: documents the report shows on each side of a threshold (its NEAR_SHOWN, with --samples >= 3)
 NEAR_SHOWN = 3
@@ -284,6 +292,11 @@ def check_whatif(a: Audit, html: str, stats: dict[str, Any], removed: list[dict[
 
     order = [s["stage"] for s in stats["stages"]]
     kinds = {s["stage"]: s.get("kind") for s in stats["stages"]}
+    sampled = _SAMPLE.search(html)
+    weight = lambda r: 1.0  # noqa: E731
+    if sampled:  # the section read these shards only: so does the check, with the same scaling
+        removed, kept, weight = _sampled(unescape(sampled.group(1)).split(), removed, kept, stats)
+    slack = 1 if sampled else 0  # weighted sums rounded: summed in another order, they may round apart
     for stage, column, param, value, removes, body in _WHATIF.findall(html):
         stage, column, param = unescape(stage), unescape(column), unescape(param)
         t0, lower = float(value), removes == "below"
@@ -305,10 +318,9 @@ def check_whatif(a: Audit, html: str, stats: dict[str, Any], removed: list[dict[
             a.eq(f"{what} direction", lower, _is_minimum(param, column, t0, triggered))
         for x_text, n_removed, n_corpus in _POINT.findall(body):
             t = float(x_text)
-            a.eq(f"{what} at {t:g}: removed", int(n_removed),
-                 sum(1 for r in passed + rule if (x := _x(r, column)) is not None and fails(x, t)))
-            a.eq(f"{what} at {t:g}: of them in the corpus", int(n_corpus),
-                 sum(1 for r in kept if (x := _x(r, column)) is not None and fails(x, t)))
+            for label, shown, rows in (("removed", n_removed, passed + rule), ("of them in the corpus", n_corpus, kept)):
+                counted = round(sum(weight(r) for r in rows if (x := _x(r, column)) is not None and fails(x, t)))
+                a.eq(f"{what} at {t:g}: {label}", int(shown), int(shown) if abs(int(shown) - counted) <= slack else counted)
         a.eq(f"{what}: a point at the value as run", t0 in [float(x) for x, _, _ in _POINT.findall(body)], True)
         for side, candidates in (("removed", rule), ("kept", [r for r in passed if (x := _x(r, column)) is not None
                                                               and not fails(x, t0)])):
@@ -324,6 +336,20 @@ def check_whatif(a: Audit, html: str, stats: dict[str, Any], removed: list[dict[
             nearer = sum(1 for x in where.values() if abs(x - t0) < farthest)
             a.eq(f"{what}: {side} shown are the nearest", nearer <= len(shown) - 1 or not shown, True)
             a.eq(f"{what}: {side} shown", len(shown), min(NEAR_SHOWN, len(where)))
+
+
+def _sampled(shards: list[str], removed: list[dict[str, Any]], kept: list[dict[str, Any]],
+             stats: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    """The rows of the shards a sampled section read, and each row's weight: the run's documents of
+    its stratum (removed by its stage for its reason, or kept) over the rows read of it."""
+    names = {n[: -len(".parquet")] if n.endswith(".parquet") else n for n in shards}
+    removed = [r for r in removed if r["_shard"] in names]
+    kept = [r for r in kept if r["_shard"] in names]
+    read = Counter((r["removed_stage"], r["removed_reason"]) for r in removed)
+    totals = {(s["stage"], reason): n for s in stats["stages"] for reason, n in (s.get("removed") or {}).items()}
+    per = {k: totals.get(k, n) / n for k, n in read.items()}
+    kept_w = stats["docs_kept"] / len(kept) if kept else 1.0
+    return removed, kept, lambda r: per[(r["removed_stage"], r["removed_reason"])] if r.get("removed_stage") else kept_w
 
 
 def check_languages_domains(a: Audit, stats: dict[str, Any], removed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> None:
@@ -363,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         check_report_html(a, html, stats, removed, kept)
         notes = check_thresholds(a, html, manifest, removed, kept, stats)
         check_whatif(a, html, stats, removed, kept)
+        if sampled := _SAMPLE.search(html):
+            notes.append(f"the Thresholds section is estimated from {len(sampled.group(1).split()):,} of "
+                         f"{int(sampled.group(2)):,} shards: checked on those shards, with the same scaling")
     for n in notes:
         print(f"note: {n}")
     for p in a.problems:

@@ -617,11 +617,12 @@ def _threshold_block(view: dict[str, Any], open_: bool) -> str:
     at = next(p for p in view["curve"] if p["x"] == view["value"])
     reached = view["reached"]
     first, last = view["curve"][0], view["curve"][-1]
+    about = "~" if view.get("sampled") else ""  # estimated from a sample of shards (the section says so)
     summary = (f'{_e(view["stage"])} · {_e(view["param"])} = {view["value"]:g}<span class="count">'
-               f'{_e(view["column"])}: documents {view["removes"]} it are removed; {at["removed"]:,} of '
+               f'{_e(view["column"])}: documents {view["removes"]} it are removed; {about}{at["removed"]:,} of '
                f'{reached:,} that reached it</span>')
     caption = (f"Documents this rule would remove as {view['param']} moves from {first['x']:g} to {last['x']:g} "
-               f"({first['removed']:,} → {last['removed']:,}; as run, {at['removed']:,} = "
+               f"({'estimated, ' if about else ''}{first['removed']:,} → {last['removed']:,}; as run, {at['removed']:,} = "
                f"{100 * at['removed'] / reached if reached else 0:.1f}% of the {reached:,} that reached "
                f"{_e(view['stage'])}), and how many of them the corpus holds now (of {view['corpus_docs']:,}). "
                "Hover a point for its figures (% of those that reached the stage, % of the corpus).")
@@ -646,14 +647,15 @@ def _thresholds(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any],
     beside the kept ones that barely passed it (refinery.stats.whatif_report)."""
     from refinery.stats.whatif_report import threshold_views
 
+    sample: dict[str, Any] = {}
     try:
-        views = threshold_views(run_dir, stats, manifest, thresholds, near)
+        views = threshold_views(run_dir, stats, manifest, thresholds, near, sample)
     except (FileNotFoundError, fs.StorageError, parquet.ShardReadError, pa.ArrowException, OSError, ValueError) as exc:
         return _section("thresholds", "Thresholds: what if", f'<p class="note">Not available: '
                         f'{_e(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}</p>')
     if not views:
         return ""
-    blocks = "".join(_threshold_block(v, open_=i < 3) for i, v in enumerate(views))
+    blocks = _sample_note(sample) + "".join(_threshold_block(v, open_=i < 3) for i, v in enumerate(views))
     note = ("Each threshold drawn on a chart above, moved: the documents its rule would remove over a range around "
             "the value as run (counted on the metric columns of every document that reached the stage, as "
             "<code>refinery stats RUN --what-if STAGE.PARAM=VALUE</code> counts them; below the value as run, the "
@@ -662,6 +664,19 @@ def _thresholds(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any],
             "barely passed it; ties by shard and id): what to read before moving it. A kept document removed by a "
             "later stage says so; its text is as that stage saw it, a kept one's as the corpus holds it.")
     return _section("thresholds", "Thresholds: what if", blocks, note)
+
+
+def _sample_note(sample: dict[str, Any]) -> str:
+    """What the section read when the run was too large to read whole (``whatif_report.ROW_BUDGET``):
+    the shards (named in ``data-shards``, for scripts/check_report.py) and how the counts are scaled."""
+    if not sample:
+        return ""
+    read, of = len(sample["shards"]), sample["of"]
+    return (f'<p class="note whatif-sample" data-shards="{_e(" ".join(sample["shards"]))}" data-of="{of}">'
+            f'<b>Estimated from {read:,} of {of:,} shards ({100 * read / of:.1f}%)</b>, every '
+            f'{sample["step"]:,}th by name, the same shards in every pass: the run is too large to read '
+            "whole. Each curve's counts are scaled to the whole run, per removing stage and reason (and for the corpus) "
+            "by the run's own totals; the documents nearest each threshold are the nearest in these shards.</p>")
 
 
 #: failed shards detailed in the report (all are counted)

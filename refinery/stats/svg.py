@@ -307,6 +307,22 @@ def languages_svg(rows: list[dict[str, Any]]) -> str:
 
 
 # -- what-if curves ---------------------------------------------------------------------------
+#: the what-if chart's y axis is cut to the curve near the value as run when the curve's maximum is
+#: more than this many times the largest count there (a jump at the window's edge flattened the rest)
+WHATIF_JUMP = 3.0
+
+
+def whatif_y_top(curve: list[dict[str, Any]], current: float, where: Any) -> float:
+    """The largest count the what-if chart's y axis must show: the curve's maximum, or when that is
+    over ``WHATIF_JUMP`` times the largest count in the middle half of the chart (``where(x)``: the
+    fraction of the x axis; the value as run included), that count: language ID's curve jumps to
+    every document at a min_score of 1.0 and drew the part around 0.65 as a flat line."""
+    top = max(p["removed"] for p in curve)
+    near = [p["removed"] for p in curve if 0.25 <= where(p["x"]) <= 0.75 or p["x"] == current]
+    local = max(near) if near else top
+    return float(local) if top > WHATIF_JUMP * max(local, 1) else float(top)
+
+
 def whatif_svg(view: dict[str, Any], title: str = "") -> str:
     """Documents a threshold's rule would remove (red) and how many of them the corpus holds (blue)
     as the threshold moves over ``view["curve"]`` (:mod:`refinery.stats.whatif_report`), the value
@@ -319,14 +335,15 @@ def whatif_svg(view: dict[str, Any], title: str = "") -> str:
     lo, hi = (math.log(xs[0]), math.log(xs[-1])) if log_x else (xs[0], xs[-1])
     width, height, left, right, top, bottom = 580, 250, 52, 14, 44, 40
     pw, ph = width - left - right, height - top - bottom
-    ymax, ystep = _nice_max(max(p["removed"] for p in curve))
 
     def px(x: float) -> float:
         v = math.log(x) if log_x else x
         return left + (pw * (v - lo) / (hi - lo) if hi > lo else pw / 2)
 
+    ymax, ystep = _nice_max(whatif_y_top(curve, view["value"], lambda x: (px(x) - left) / pw))
+
     def py(n: float) -> float:
-        return top + ph * (1 - n / ymax)
+        return top + ph * (1 - min(n, ymax) / ymax)  # a point above the axis sits on its top edge
 
     body = [_t(8, 16, title, 13, "start", INK, "600")] if title else []
     for i, (label, color) in enumerate((("removed by this rule", REMOVED), ("of them in the corpus now", KEPT))):
@@ -357,12 +374,17 @@ def whatif_svg(view: dict[str, Any], title: str = "") -> str:
         path = " ".join(f"{px(p['x']):.1f},{py(p[key]):.1f}" for p in curve)
         body.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.8"/>')
     reached, corpus = view["reached"] or 1, view["corpus_docs"] or 1
+    off = [p for p in curve if p["removed"] > ymax]
+    if off:  # the axis is cut to the curve near the value as run: say what lies above it
+        body.append(_t(left + pw, 33.5, f"↑ {len(off)} point{'s' * (len(off) > 1)} above {fmt_compact(ymax)}, up to "
+                       f"{fmt_int(max(p['removed'] for p in off))}", 10.5, "end", REMOVED))
     for p in curve:
         tip = (f"{p['x']:g}: {p['removed']:,} removed ({100 * p['removed'] / reached:.1f}%), "
                f"{p['corpus']:,} from the corpus ({100 * p['corpus'] / corpus:.1f}%)")
         body.append(f'<circle class="whatif-pt" data-x="{p["x"]!r}" data-removed="{p["removed"]}" '
                     f'data-corpus="{p["corpus"]}" cx="{px(p["x"]):.1f}" cy="{py(p["removed"]):.1f}" r="2.4" '
-                    f'fill="{REMOVED}"><title>{escape(tip)}</title></circle>')
+                    + (f'fill="white" stroke="{REMOVED}"' if p["removed"] > ymax else f'fill="{REMOVED}"')
+                    + f'><title>{escape(tip)}</title></circle>')
     cx = px(view["value"])
     body.append(f'<line class="as-run" data-value="{view["value"]!r}" x1="{cx:.1f}" x2="{cx:.1f}" y1="{top - 4}" '
                 f'y2="{top + ph}" stroke="{THRESHOLD}" stroke-width="1.6" stroke-dasharray="5 3"/>')

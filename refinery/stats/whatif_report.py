@@ -7,6 +7,12 @@ reached a stage is in a pass's ``removed/`` (removed by the stage or a later one
 ``kept/``, with the stage's metric columns. The outputs are read once for every threshold: the ids,
 URLs, removal columns and the thresholds' metric columns (never the text), as numpy arrays; the text
 of the few documents shown is then read from their own shards only.
+
+At scale (h158) the section reads a sample: above ``ROW_BUDGET`` documents, every k-th shard name of
+the run (the same names in every pass: a pass keeps its input's shard names, so a document is
+followed through the passes), and each row counts for the documents of its stratum (its removing
+stage and reason, or the corpus) in the whole run, from ``stats.json``'s totals. The curves are then
+estimates, the nearest documents those of the sample, and the section says so.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ CURVE_POINTS = 25
 #: a log-scale column's curve spans [value / SPAN, value * SPAN]; others [0, 2 * value]
 LOG_SPAN = 4.0
 SNIPPET_CHARS = 300
+#: documents (rows of every removed/ and the final kept/) read at most, about: above it a sample of
+#: shards is read. ~550 MB per million rows (28 metric columns; 2M rows: 1.3 GB peak, 200k: 340 MB)
+ROW_BUDGET = 1_000_000
 _ID_COLUMNS = ["id", "url"]
 _REMOVAL_COLUMNS = ["removed_stage", "removed_reason"]
 
@@ -44,16 +53,17 @@ class Outputs:
     removed: pa.Table  # id, url, removed_stage, removed_reason, metric columns..., source
     kept: pa.Table  # id, url, metric columns..., source
     rank: dict[str, np.ndarray]  # per side, each row's place in (shard, id) order: ties broken the same way
+    weight: dict[str, np.ndarray]  # per side, the documents of the run each row stands for (1.0 unsampled)
+    sample: dict[str, Any] | None = None  # {"shards": names read, "of": shard names in the run} when sampled
 
     def values(self, side: str, column: str) -> np.ndarray:
         table = self.removed if side == "removed" else self.kept
         return pc.fill_null(table.column(column).cast(pa.float64()), math.nan).to_numpy(zero_copy_only=False)
 
 
-def _read_dir(directory: str, columns: list[str], uris: list[str]) -> pa.Table:
-    """The ``columns`` of every shard in ``directory`` as one table (metric columns as float64),
-    each row tagged with its shard's index in ``uris`` (appended to)."""
-    found = fs.list_files_if_any(directory, (".parquet",))
+def _read_dir(found: list[str], columns: list[str], uris: list[str]) -> pa.Table:
+    """The ``columns`` of the shards ``found`` as one table (metric columns as float64), each row
+    tagged with its shard's index in ``uris`` (appended to)."""
     parts = []
     for uri, table in zip(found, read_ahead(lambda u: read_columns(u, columns), found)):
         parts.append(table.append_column("source", pa.array(np.full(table.num_rows, len(uris), np.int32))))
@@ -67,31 +77,84 @@ def _read_dir(directory: str, columns: list[str], uris: list[str]) -> pa.Table:
     return pa.table(arrays + [source], names=columns + ["source"])
 
 
-def load_outputs(run_dir: str, columns: list[str]) -> Outputs:
-    """Every pass's ``removed/`` and the run's ``kept/``, with ``columns`` (metric columns)."""
+def sampled_names(names: list[str], docs: int, budget: int) -> list[str]:
+    """The shard names read: all of them when the run's ``docs`` fit the ``budget``, else every k-th
+    of the sorted names (spread over the run, the same every time), about ``budget`` documents."""
+    step = math.ceil(docs / budget) if budget > 0 else len(names)
+    if step <= 1:
+        return names
+    return names[step // 2::step] or names[:1]
+
+
+def _stratum_weights(removed: pa.Table, kept_rows: int, stats: dict[str, Any], scale: float) -> dict[str, np.ndarray]:
+    """Per row, the documents of the run it stands for: its stratum's total in ``stats`` (removed by
+    its stage for its reason; the corpus) over the rows read of it (``scale``, the shard fraction, for
+    a stratum the stats do not count)."""
+    totals = {(s["stage"], r): n for s in stats.get("stages") or [] for r, n in (s.get("removed") or {}).items()}
+    key = pc.binary_join_element_wise(pc.fill_null(removed.column("removed_stage"), ""),
+                                      pc.fill_null(removed.column("removed_reason"), ""), "\x1f")
+    encoded = key.combine_chunks().dictionary_encode() if removed.num_rows else None
+    removed_w = np.ones(removed.num_rows)
+    if encoded is not None:
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        read = np.bincount(codes, minlength=len(encoded.dictionary))
+        per = np.array([totals.get(tuple(k.split("\x1f", 1)), n * scale) / n if n else scale
+                        for k, n in zip(encoded.dictionary.to_pylist(), read)])
+        removed_w = per[codes]
+    kept_total = stats.get("docs_kept")
+    kept_w = (kept_total / kept_rows) if kept_rows and kept_total is not None else scale
+    return {"removed": removed_w, "kept": np.full(kept_rows, float(kept_w))}
+
+
+def load_outputs(run_dir: str, columns: list[str], stats: dict[str, Any] | None = None,
+                 budget: int | None = None) -> Outputs:
+    """Every pass's ``removed/`` and the run's ``kept/``, with ``columns`` (metric columns); a sample
+    of their shards when the run (``stats``' documents) is over ``budget`` (``ROW_BUDGET``)."""
     uris: list[str] = []
     passes = RunDir(run_dir).document_pass_dirs()
-    removed_parts = [_read_dir(p.removed_dir, _ID_COLUMNS + _REMOVAL_COLUMNS + columns, uris) for p in passes]
-    kept = _read_dir(passes[-1].kept_dir, _ID_COLUMNS + columns, uris)
+    removed_dirs = [fs.list_files_if_any(p.removed_dir, (".parquet",)) for p in passes]
+    kept_dir = fs.list_files_if_any(passes[-1].kept_dir, (".parquet",))
+    names = sorted({fs.basename(u) for found in removed_dirs + [kept_dir] for u in found})
+    docs = int((stats or {}).get("docs_kept") or 0) + int((stats or {}).get("docs_removed") or 0)
+    chosen = sampled_names(names, docs, ROW_BUDGET if budget is None else budget)
+    sample = None if len(chosen) == len(names) else {"shards": chosen, "of": len(names),
+                                                      "step": math.ceil(docs / (ROW_BUDGET if budget is None else budget))}
+    if sample:
+        wanted = set(chosen)
+        removed_dirs = [[u for u in found if fs.basename(u) in wanted] for found in removed_dirs]
+        kept_dir = [u for u in kept_dir if fs.basename(u) in wanted]
+    removed_parts = [_read_dir(found, _ID_COLUMNS + _REMOVAL_COLUMNS + columns, uris) for found in removed_dirs]
+    kept = _read_dir(kept_dir, _ID_COLUMNS + columns, uris)
     removed = pa.concat_tables(removed_parts)
-    names = pa.array([fs.basename(u) for u in uris], pa.string())
-    keys = pa.table({"shard": pa.concat_arrays([names.take(t.column("source").combine_chunks()) for t in (removed, kept)]),
+    shard_names = pa.array([fs.basename(u) for u in uris], pa.string())
+    keys = pa.table({"shard": pa.concat_arrays([shard_names.take(t.column("source").combine_chunks()) for t in (removed, kept)]),
                      "id": pa.concat_arrays([t.column("id").combine_chunks() for t in (removed, kept)])})
     order = pc.sort_indices(keys, sort_keys=[("shard", "ascending"), ("id", "ascending")]).to_numpy()
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
-    return Outputs(uris, removed, kept, {"removed": rank[:removed.num_rows], "kept": rank[removed.num_rows:]})
+    weight = ({"removed": np.ones(removed.num_rows), "kept": np.ones(kept.num_rows)} if sample is None
+              else _stratum_weights(removed, kept.num_rows, stats or {}, len(names) / len(chosen)))
+    return Outputs(uris, removed, kept, {"removed": rank[:removed.num_rows], "kept": rank[removed.num_rows:]},
+                   weight, sample)
 
 
 def _fails(x: np.ndarray, t: float, lower: bool) -> np.ndarray:
     return x < t if lower else x > t
 
 
-def _count_failing(sorted_x: np.ndarray, t: float, lower: bool) -> int:
-    """How many of ``sorted_x`` the rule removes at ``t`` (below it, or above it)."""
-    if lower:
-        return int(np.searchsorted(sorted_x, t, side="left"))
-    return int(len(sorted_x) - np.searchsorted(sorted_x, t, side="right"))
+class _Weighted:
+    """Values sorted with their rows' weights summed, to count (weigh) those beyond a value."""
+
+    def __init__(self, x: np.ndarray, w: np.ndarray) -> None:
+        order = np.argsort(x, kind="stable")
+        self.x = x[order]
+        self.cum = np.concatenate([[0.0], np.cumsum(w[order])])
+
+    def failing(self, t: float, lower: bool) -> float:
+        """The documents the rule removes at ``t`` (below it, or above it)."""
+        if lower:
+            return float(self.cum[np.searchsorted(self.x, t, side="left")])
+        return float(self.cum[-1] - self.cum[np.searchsorted(self.x, t, side="right")])
 
 
 def curve_values(current: float, scale: str, observed: np.ndarray, points: int = CURVE_POINTS) -> list[float]:
@@ -128,19 +191,23 @@ def threshold_view(out: Outputs, order: list[str], kind: str | None, stage: str,
     by_rule = np.flatnonzero(for_rule & ~np.isnan(x_removed) & _fails(x_removed, current, lower))
     passed_removed = np.flatnonzero(later & ~np.isnan(x_removed))
     passed_kept = np.flatnonzero(~np.isnan(x_kept))
-    passed_x = np.sort(np.concatenate([x_kept[passed_kept], x_removed[passed_removed]]))
-    kept_x = np.sort(x_kept[passed_kept])
+    w_removed, w_kept = out.weight["removed"], out.weight["kept"]
+    passed = _Weighted(np.concatenate([x_kept[passed_kept], x_removed[passed_removed]]),
+                       np.concatenate([w_kept[passed_kept], w_removed[passed_removed]]))
+    kept = _Weighted(x_kept[passed_kept], w_kept[passed_kept])
+    by_rule_w = _Weighted(x_removed[by_rule], w_removed[by_rule])
     # the kept documents shown are those that passed this rule (a stage may keep some beyond it)
     inside_kept = passed_kept[~_fails(x_kept[passed_kept], current, lower)]
     inside_removed = passed_removed[~_fails(x_removed[passed_removed], current, lower)]
-    rule_x = np.sort(x_removed[by_rule])
-    observed = np.concatenate([passed_x, rule_x])
-    curve = [{"x": t, "removed": _count_failing(passed_x, t, lower) + _count_failing(rule_x, t, lower),
-              "corpus": _count_failing(kept_x, t, lower)} for t in curve_values(current, scale, observed)]
+    observed = np.concatenate([passed.x, by_rule_w.x])
+    # weighted sums, rounded: whole counts unsampled, estimates of the run's counts sampled
+    curve = [{"x": t, "removed": round(passed.failing(t, lower) + by_rule_w.failing(t, lower)),
+              "corpus": round(kept.failing(t, lower))} for t in curve_values(current, scale, observed)]
+    reached = float(w_kept.sum() + w_removed[later].sum() + w_removed[mine].sum())
     return {
         "stage": stage, "column": column, "param": param, "value": current, "removes": "below" if lower else "above",
-        "scale": scale, "reached": int(len(x_kept) + np.count_nonzero(later) + np.count_nonzero(mine)),
-        "corpus_docs": int(out.kept.num_rows), "removed_for_rule": int(len(by_rule)), "curve": curve,
+        "scale": scale, "reached": round(reached), "corpus_docs": round(float(w_kept.sum())),
+        "removed_for_rule": round(by_rule_w.cum[-1]), "curve": curve, "sampled": out.sample is not None,
         # kept by the stage: kept to the end or removed by a later stage; removed: for this rule
         "kept_near": _nearest_rows(out, current, [("kept", inside_kept, x_kept), ("removed", inside_removed, x_removed)],
                                    near),
@@ -192,18 +259,22 @@ def _with_text(rows: list[dict[str, Any]]) -> None:
 
 
 def threshold_views(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any],
-                    thresholds: dict[str, dict[str, list[dict[str, Any]]]], near: int = 3) -> list[dict[str, Any]]:
+                    thresholds: dict[str, dict[str, list[dict[str, Any]]]], near: int = 3,
+                    sample: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every threshold drawn on a histogram of the run, in stage order: its what-if curve and the
-    ``near`` documents nearest it on each side (:func:`threshold_view`), with their text's head."""
+    ``near`` documents nearest it on each side (:func:`threshold_view`), with their text's head.
+    ``sample`` (a dict, filled in): the shards read when the run was sampled (see the module doc)."""
     order = [s["stage"] for s in stats["stages"]]
     hists = stats.get("histograms") or {}
     marks = [(stage, column, m) for stage in order for column, ms in (thresholds.get(stage) or {}).items()
              for m in ms if column in (hists.get(stage) or {})]
     if not marks:
         return []
-    out = load_outputs(run_dir, sorted({column for _, column, _ in marks}))
+    out = load_outputs(run_dir, sorted({column for _, column, _ in marks}), stats)
     kinds = stage_kinds(manifest)
     views = [threshold_view(out, order, kinds.get(stage), stage, column, m["param"], float(m["value"]),
                             str(hists[stage][column].get("scale")), near) for stage, column, m in marks]
     _with_text([r for v in views for r in v["kept_near"] + v["removed_near"]])
+    if sample is not None and out.sample:
+        sample.update(out.sample)
     return views
