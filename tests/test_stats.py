@@ -494,6 +494,49 @@ def test_the_report_moves_each_threshold_and_shows_the_documents_nearest_it(run)
     assert kept_side.count('class="snippet"') == 3 and "later removed by" not in removed_side
 
 
+def test_a_large_runs_thresholds_section_reads_a_sample_of_shards_and_scales_its_counts(run, monkeypatch):
+    """The section read the ids, URLs and metric columns of every document of the run into memory
+    (h158): hours and out of memory at 10^7-10^9 documents. Above ``ROW_BUDGET`` it reads every k-th
+    shard (the same names in every pass), scales each count by its stratum's run total and says so;
+    scripts/check_report.py checks it on the same shards. Its direction comes from is_lower_bound:
+    guessed from where removals lie, a rule that removed nothing read as a maximum (false notes)."""
+    import re
+
+    from refinery.stats import whatif_report
+    from refinery.stats.report import build_report
+    from refinery.stats.svg import whatif_svg
+
+    run_dir, _ = run
+    stats = _stats(run_dir)
+    docs = stats["docs_kept"] + stats["docs_removed"]
+    monkeypatch.setattr(whatif_report, "ROW_BUDGET", (docs + 1) // 2)  # every 2nd shard (of 4)
+    out = whatif_report.load_outputs(str(run_dir), ["gopher_word_count"], stats)
+    shards = sorted(p.name for p in (run_dir / "kept").glob("*.parquet"))
+    assert out.sample == {"shards": shards[1::2], "of": len(shards), "step": 2}
+    # memory bounded by what is read: the rows of the sampled shards only
+    read = sum(pq.read_metadata(run_dir / d / n).num_rows for d in ("kept", "removed") for n in shards[1::2])
+    assert out.removed.num_rows + out.kept.num_rows == read < docs
+    assert out.weight["kept"].sum() == pytest.approx(stats["docs_kept"])  # scaled to the run's corpus
+    html = build_report(str(run_dir), samples_per_reason=8)
+    assert f"Estimated from {len(shards[1::2])} of {len(shards)} shards" in html
+    check = _check_report_script()
+    removed, kept, _ = check.load_outputs(str(run_dir))
+    audit = check.Audit()
+    check.check_whatif(audit, html, stats, removed, kept)
+    assert audit.problems == [] and audit.checked > 100, (audit.checked, audit.problems[:3])
+    near = set(re.findall(r'class="near" data-id="[^"]*" data-shard="([^"]*)"', html))
+    assert near and near <= {n[: -len(".parquet")] for n in shards[1::2]}  # drawn from the sample
+    notes = check.check_thresholds(check.Audit(), html, json.loads((run_dir / "run.json").read_text()), removed,
+                                   kept, stats)
+    assert not [n for n in notes if n.startswith(("quality.", "gopher_repetition."))], notes
+    # a jump at the window's edge no longer sets the y axis: the part around the value as run is drawn
+    view = {"stage": "language_id", "column": "language_score", "param": "min_score", "value": 0.6, "scale": "linear",
+            "reached": 20000, "corpus_docs": 14000,
+            "curve": [{"x": x / 10, "removed": 15000 if x == 10 else 40 * x, "corpus": 0} for x in range(11)]}
+    svg = whatif_svg(view)
+    assert ">300<" in svg and "3 points above 300, up to 15,000" in svg  # the axis: 0-300, not 0-15k
+
+
 def test_a_runs_samples_and_kept_languages_are_read_ahead_on_s3_with_the_serial_result(run, tmp_path, s3_bucket,
                                                                                      through_proxy):
     """`refinery report` read a run's files one after another: 27,826 at 4,000 shards, a request
