@@ -345,6 +345,9 @@ _SECRETS = [
     (re.compile(r"(?i)((?:aws_)?(?:secret_access_key|session_token|security_token|access_key_id)['\"]?\s*[:=]\s*['\"]?)"
                 r"[^\s'\",}]+"), r"\1***"),
     (re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{12,}\b"), "AKIA***"),
+    # a proxy's credentials: in its URL (HTTPS_PROXY=http://user:password@host:port) or its header
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@'\"]+:[^/\s@'\"]*@"), r"\1***@"),
+    (re.compile(r"(?i)(proxy-authorization['\"]?\s*[:=]\s*['\"]?(?:b['\"])?(?:basic\s+)?)[^\s'\",}]+"), r"\1***"),
 ]
 
 

@@ -4,6 +4,12 @@ connection resets), plus small corpus helpers shared by the fault and bad-input 
 
 The proxy forwards everything else byte for byte (the Host header included, so SigV4-signed
 requests stay intact), so the code under test talks to a real S3 API through a flaky network.
+
+It is also a plain forward proxy (``HTTP(S)_PROXY``): an absolute-URI request
+(``GET http://host:port/key``) and a ``CONNECT host:port`` tunnel go to the upstream whatever host
+they name (so an endpoint reachable only through the proxy can be a name that does not resolve:
+one without a dot, as moto takes a dotted name's first label for a bucket);
+``FaultProxy.seen`` records what each request named and who sent it.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ class FaultPolicy:
     counter: itertools.count = field(default_factory=itertools.count)
     faults: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, method, path)
     forwarded: int = 0
+    #: forward-proxy requests: (method, the host:port they named, User-Agent, Proxy-Authorization)
+    seen: list[tuple[str, str, str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def decide(self, method: str, path: str) -> str | None:
@@ -101,7 +109,32 @@ class FaultProxy:
                         self.rfile.readline()
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+            def _as_forward_proxy(self) -> None:
+                """An absolute-URI request (a forward proxy's): recorded, then sent on as its path."""
+                if "://" not in self.path[:8]:
+                    return
+                target = urlsplit(self.path)
+                self._record(target.netloc)
+                self.path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+                del self.headers["Proxy-Authorization"]
+                del self.headers["Proxy-Connection"]
+
+            def _record(self, target: str) -> None:
+                with proxy.policy.lock:
+                    proxy.policy.seen.append((self.command, target, self.headers.get("User-Agent", ""),
+                                              self.headers.get("Proxy-Authorization", "")))
+
+            def do_CONNECT(self) -> None:
+                """A tunnel (an https:// endpoint through the proxy) to the upstream, byte for byte."""
+                self._record(self.path)
+                upstream = socket.create_connection((proxy.upstream.hostname, proxy.upstream.port), timeout=60)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.close_connection = True
+                _pipe(self.connection, upstream)
+
             def _handle(self) -> None:
+                self._as_forward_proxy()
                 body = self._body()
                 kind = proxy.policy.decide(self.command, self.path)
                 if kind == "reset":
@@ -157,6 +190,10 @@ class FaultProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
+    def seen(self) -> list[tuple[str, str, str, str]]:
+        return self.policy.seen
+
+    @property
     def endpoint(self) -> str:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
@@ -168,6 +205,28 @@ class FaultProxy:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _pipe(client: socket.socket, upstream: socket.socket) -> None:
+    """Copy bytes both ways between two sockets until either side closes."""
+    def copy(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    back = threading.Thread(target=copy, args=(upstream, client), daemon=True)
+    back.start()
+    copy(client, upstream)
+    back.join()
+    upstream.close()
 
 
 @pytest.fixture()

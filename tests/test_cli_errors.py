@@ -741,6 +741,10 @@ def test_redaction_filter_masks_what_gets_through():
             "Credential=AKIAREFINERYTESTKEY01/20240101/us-east-1/s3/aws4_request, Signature=0123456789abcdef0123'}")
     clean = redact(line)
     assert "FwoGZXIvYXdzEXAMPLE" not in clean and "AKIAREFINERYTESTKEY01" not in clean and "0123456789abcdef0123" not in clean
+    # a proxy's credentials, in its URL or its header (h159), and nothing else of the proxy
+    proxied = redact("HTTPS_PROXY=http://refinery:s3cret-pw@proxy.corp:3128 headers={'Proxy-Authorization': "
+                     "'Basic cmVmaW5lcnk6czNjcmV0LXB3'}")
+    assert "s3cret-pw" not in proxied and "cmVmaW5lcnk6czNjcmV0LXB3" not in proxied and "proxy.corp:3128" in proxied
 
 
 # -- issue 18 item 12: user data is never markup ----------------------------------------------

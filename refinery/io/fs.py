@@ -228,13 +228,13 @@ class EndpointUnreachable(StorageError):
     a server that accepts connections and never answers, or answers something else)."""
 
 
-#: endpoints this process reached once
-_REACHED: set[str] = set()
+#: (endpoint, proxy) pairs this process reached once
+_REACHED: set[tuple[str | None, str | None]] = set()
 #: endpoints whose probe failed slowly (no answer within PROBE_TIMEOUT_S): when, and why. Kept for a
 #: while only (a hung MinIO may be restarted), so that a command which reads past one failure (a
 #: check that answers "no" for a 403, or a second command in one process) gets the answer at once,
 #: not after a second wait. A fast failure (refused, not HTTP) is probed again: it costs nothing.
-_FAILED_SLOWLY: dict[str, tuple[float, str]] = {}
+_FAILED_SLOWLY: dict[tuple[str | None, str | None], tuple[float, str]] = {}
 FAILURE_KEPT_S = 30.0
 #: how long the probe waits for a TCP connect (and a TLS handshake), then for the answer's first
 #: bytes: pyarrow's own connect timeout is 10 s per attempt, its read timeout 60 s
@@ -254,23 +254,29 @@ def check_endpoint(uri: str | None = None) -> None:
     to nothing) for 8 minutes (60 s per attempt). One TCP connect (and a TLS handshake for https)
     and one ``OPTIONS *`` whose answer must start with an HTTP status line, per process and
     endpoint, before its first S3 client (pyarrow's or boto3's): ~2 ms against moto on loopback.
-    AWS's own endpoints and endpoints behind a proxy are not probed."""
-    endpoint = s3_endpoint()
-    if not endpoint or endpoint in _REACHED or not probe_enabled():
+    When the S3 requests go through a proxy (:func:`s3_proxy`), the proxy is what this process
+    connects to, so the proxy is probed and named instead (AWS's own endpoints included); AWS's
+    own endpoints without a proxy are not probed."""
+    endpoint, proxy = s3_endpoint(), s3_proxy()
+    if not (endpoint or proxy) or (endpoint, proxy) in _REACHED or not probe_enabled():
         return
-    problem = _slow_failure(endpoint)
+    problem = _slow_failure((endpoint, proxy))
     if problem is None:
         started = time.monotonic()
-        problem = _unreachable(endpoint)
+        problem = _unreachable(proxy or endpoint)
         if problem and time.monotonic() - started >= PROBE_TIMEOUT_S / 2:
-            _FAILED_SLOWLY[endpoint] = (started, problem)
+            _FAILED_SLOWLY[(endpoint, proxy)] = (started, problem)
     if problem:
-        variable = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
         where = f" for {uri}" if uri else ""
+        if proxy:  # the proxy's own credentials stay out of the line
+            raise EndpointUnreachable(f"cannot reach the proxy {_without_credentials(proxy)} ({_proxy_variable()}) that "
+                                      f"S3 requests{where} go through: {problem}; check the proxy's scheme, host and "
+                                      f"port (NO_PROXY lists the hosts that bypass it; {PROBE_SWITCH}=0 skips this check)")
+        variable = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
         raise EndpointUnreachable(f"cannot reach the S3 endpoint {endpoint} ({variable}){where}: {problem}; "
                                   f"check the endpoint's scheme, host and port, and the network "
                                   f"({PROBE_SWITCH}=0 skips this check)")
-    _REACHED.add(endpoint)
+    _REACHED.add((endpoint, proxy))
 
 
 #: the environment variable that turns the probe off ("0"): for a server it misjudges (one that
@@ -283,15 +289,15 @@ def probe_enabled() -> bool:
     return os.environ.get(PROBE_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
-def _slow_failure(endpoint: str) -> str | None:
-    """Why ``endpoint`` failed its probe slowly within the last :data:`FAILURE_KEPT_S`, or None."""
-    failed_at, problem = _FAILED_SLOWLY.get(endpoint, (0.0, None))
+def _slow_failure(route: tuple[str | None, str | None]) -> str | None:
+    """Why ``(endpoint, proxy)`` failed its probe slowly within the last :data:`FAILURE_KEPT_S`, or None."""
+    failed_at, problem = _FAILED_SLOWLY.get(route, (0.0, None))
     return problem if time.monotonic() - failed_at <= FAILURE_KEPT_S else None
 
 
 def _unreachable(endpoint: str) -> str | None:
-    """Why ``endpoint`` does not answer HTTP (a TCP connect, a TLS handshake for https, then an
-    HTTP status line), or None."""
+    """Why ``endpoint`` (an S3 endpoint or a proxy) does not answer HTTP (a TCP connect, a TLS
+    handshake for https, then an HTTP status line), or None."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
@@ -300,8 +306,8 @@ def _unreachable(endpoint: str) -> str | None:
         host, port = parts.hostname, parts.port or (443 if tls else 80)
     except ValueError:  # a port that is not a number: pyarrow's own error says so
         return None
-    if not host or _proxied(host):
-        return None  # the proxy, not this process, connects: its answer is pyarrow's to read
+    if not host:
+        return None
     host_header = parts.netloc.rsplit("@", 1)[-1]
     problem = _probe(host, port, tls, host_header)
     if problem == _CLOSED:  # a live server's first answer lost to a reset is rare; twice in a row is no blip
@@ -371,13 +377,72 @@ def _tls_handshake(conn: Any, host: str) -> Any:
     return context.wrap_socket(conn, server_hostname=host)
 
 
-def _proxied(host: str) -> bool:
-    """Whether requests to ``host`` go through a proxy the environment names (no direct connect)."""
-    if not any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
-                                            "ALL_PROXY")):
-        return False
-    bypass = (os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or "").split(",")
-    return not any(b.strip() == "*" or (b.strip() and host.endswith(b.strip().lstrip("*"))) for b in bypass)
+def s3_proxy() -> str | None:
+    """The proxy URL S3 requests go through, or None: botocore's own choice for the endpoint
+    (``AWS_ENDPOINT_URL``, else AWS's regional one), made by botocore's own functions, so that
+    pyarrow's requests take the route boto3's take: ``https_proxy`` / ``HTTPS_PROXY`` for an https
+    endpoint, ``http_proxy`` / ``HTTP_PROXY`` for http (lower case first; ``ALL_PROXY`` is not
+    used), none when ``NO_PROXY`` lists the host (``*``, the host, or a domain suffix it ends with
+    after a dot, with or without a leading dot; a port when given must match; no wildcards,
+    no CIDR). A proxy without a scheme is http://, as botocore reads it."""
+    from botocore.httpsession import ProxyConfiguration
+    from botocore.utils import get_environ_proxies
+
+    endpoint = _s3_url()
+    return ProxyConfiguration(get_environ_proxies(endpoint)).proxy_url_for(endpoint)
+
+
+_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY")
+
+
+def _proxy_settings() -> tuple[str | None, ...]:
+    """The proxy variables, for the clients' cache keys: ~3 us, where :func:`s3_proxy` takes
+    ~100 us and a client is looked up per request."""
+    return tuple(os.environ.get(v) for v in _PROXY_VARIABLES)
+
+
+def _s3_url() -> str:
+    """The S3 endpoint as a URL with a scheme: ``AWS_ENDPOINT_URL`` (http:// when it names none,
+    as :func:`_unreachable` reads it), else AWS's regional endpoint."""
+    endpoint = s3_endpoint()
+    if endpoint:
+        return endpoint if "://" in endpoint else f"http://{endpoint}"
+    return f"https://s3.{_region()}.amazonaws.com"
+
+
+def _region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def _proxy_variable() -> str:
+    """The variable the proxy of :func:`s3_proxy` came from (lower case wins, as urllib reads them)."""
+    name = "https_proxy" if _s3_url().startswith("https:") else "http_proxy"
+    return name if os.environ.get(name) else name.upper()
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without a ``user:password@`` (a proxy URL, for messages)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+
+
+def _pyarrow_proxy_options(proxy: str) -> dict:
+    """pyarrow's ``proxy_options`` for a proxy URL: its port defaults to the scheme's, as urllib3's
+    does (pyarrow requires one); its credentials are sent as botocore sends them (Basic)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(proxy)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise EndpointUnreachable(f"the proxy {_without_credentials(proxy)} ({_proxy_variable()}) has a port "
+                                  f"that is not a number") from None
+    options: dict = {"scheme": parts.scheme, "host": parts.hostname, "port": port}
+    if parts.username is not None:
+        options["username"], options["password"] = unquote(parts.username), unquote(parts.password or "")
+    return options
 
 
 def _s3_filesystem(request_timeout: float) -> pafs.S3FileSystem:
@@ -388,7 +453,7 @@ def _s3_filesystem(request_timeout: float) -> pafs.S3FileSystem:
     read whole with 1 s; a 15 s stall after 5 bytes cut 7.3 s in; a silent HEAD cut at 1.0 s).
     pyarrow's docstring says it is ignored outside Windows and macOS: it is not."""
     kwargs: dict = {
-        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "region": _region(),
         # Retries with backoff on throttling / 5xx / dropped connections.
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3_max_attempts()),
         "connect_timeout": 10,
@@ -399,6 +464,9 @@ def _s3_filesystem(request_timeout: float) -> pafs.S3FileSystem:
         kwargs["endpoint_override"] = endpoint  # pyarrow needs the scheme in it (http://host:port)
         kwargs["scheme"] = "https" if endpoint.startswith("https") else "http"
         kwargs["allow_bucket_creation"] = True
+    proxy = s3_proxy()
+    if proxy:  # pyarrow reads no proxy variable: without this it connected straight to the endpoint
+        kwargs["proxy_options"] = _pyarrow_proxy_options(proxy)
     return pafs.S3FileSystem(**kwargs)
 
 
@@ -434,7 +502,7 @@ def s3_get_timeout() -> float:
 def s3_client(read_timeout: float = S3_READ_TIMEOUT_S):
     """A boto3 S3 client (per process, endpoint and read timeout) with standard retries and backoff.
     GETs and HEADs use ``s3_client(s3_get_timeout())``."""
-    key = (s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts(), read_timeout)
+    key = (s3_endpoint(), _proxy_settings(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts(), read_timeout)
     client = _CLIENT_CACHE.get(key)
     if client is None:
         # one at a time: the threads of a read-ahead pool each made a client at once (16 clients,
@@ -479,7 +547,8 @@ def pyarrow_read_timeout() -> float:
 
 
 def _cached_s3_filesystem(uri: str, request_timeout: float) -> pafs.S3FileSystem:
-    key = ("s3", s3_endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts(), request_timeout)
+    key = ("s3", s3_endpoint(), _proxy_settings(), os.environ.get("AWS_ACCESS_KEY_ID"), os.getpid(), s3_max_attempts(),
+           request_timeout)
     fs = _FS_CACHE.get(key)
     if fs is None:
         check_endpoint(uri)  # before pyarrow's silent retries
