@@ -6,7 +6,13 @@ matches it, and a proxy that is down is named in one line. A real forward proxy 
 from __future__ import annotations
 
 import base64
+import datetime
 import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import boto3
@@ -15,7 +21,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from _fault_fixtures import FaultPolicy, FaultProxy
+from _fault_fixtures import FaultPolicy, FaultProxy, _pipe
 from refinery.io import fs
 
 #: a host name that resolves nowhere (no dot: moto takes a dotted name's first label for a bucket),
@@ -82,6 +88,74 @@ def test_an_endpoint_reachable_only_through_the_proxy_is_reached_by_pyarrow_and_
             before = len(proxy.seen)
             _write_and_read(f"{s3_bucket}/3")
             assert proxy.seen[before:] == [], no_proxy
+
+
+def test_an_https_endpoint_is_reached_through_the_https_proxy_by_a_tunnel(s3_server, s3_bucket, monkeypatch, tmp_path):
+    """An https:// endpoint takes ``HTTPS_PROXY`` and a CONNECT tunnel, TLS verified end to end
+    against ``AWS_CA_BUNDLE`` (which pyarrow did not read either)."""
+    cert = _self_signed(tmp_path, PROXY_ONLY_HOST)
+    with _tls_in_front_of(s3_server, tmp_path) as tls_endpoint:
+        proxy = FaultProxy(tls_endpoint, FaultPolicy(every=10**9))
+        with proxy as address:
+            _route(monkeypatch, f"https://{PROXY_ONLY_HOST}:9443", HTTPS_PROXY=address,
+                   HTTP_PROXY=f"http://127.0.0.1:{_closed_port()}")
+            monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+            _write_and_read(s3_bucket)
+    assert {(method, target) for method, target, _, _ in proxy.seen} == {("CONNECT", f"{PROXY_ONLY_HOST}:9443")}
+    assert len(proxy.seen) >= 2  # pyarrow's tunnels and boto3's (a tunnel's requests are TLS: no User-Agent seen)
+
+
+def _self_signed(where: Path, host: str) -> Path:
+    """A certificate (and its key beside it) for ``host``, valid for a day."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (where / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    (where / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return where / "cert.pem"
+
+
+@contextmanager
+def _tls_in_front_of(upstream: str, certs: Path) -> Iterator[str]:
+    """A TLS server on 127.0.0.1 (the certificate in ``certs``) that passes each connection's
+    plain bytes on to ``upstream``: the moto server as an https:// endpoint."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs / "cert.pem", certs / "key.pem")
+    target = urlsplit(upstream)
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one(conn: socket.socket) -> None:
+        try:
+            tls = context.wrap_socket(conn, server_side=True)
+            _pipe(tls, socket.create_connection((target.hostname, target.port)))
+        except OSError:  # a client that gave up on the handshake
+            conn.close()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
 
 
 def test_a_proxy_that_is_down_is_named_in_one_line(cli, s3_server, s3_bucket, monkeypatch):

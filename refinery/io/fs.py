@@ -392,13 +392,14 @@ def s3_proxy() -> str | None:
     return ProxyConfiguration(get_environ_proxies(endpoint)).proxy_url_for(endpoint)
 
 
-_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY")
+#: the variables that decide how S3 is reached besides the endpoint's (the proxy, the CA)
+_ROUTE_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "AWS_CA_BUNDLE")
 
 
 def _proxy_settings() -> tuple[str | None, ...]:
-    """The proxy variables, for the clients' cache keys: ~3 us, where :func:`s3_proxy` takes
-    ~100 us and a client is looked up per request."""
-    return tuple(os.environ.get(v) for v in _PROXY_VARIABLES)
+    """The proxy (and CA) variables, for the clients' cache keys: ~3 us, where :func:`s3_proxy`
+    takes ~100 us and a client is looked up per request."""
+    return tuple(os.environ.get(v) for v in _ROUTE_VARIABLES)
 
 
 def _s3_url() -> str:
@@ -467,6 +468,8 @@ def _s3_filesystem(request_timeout: float) -> pafs.S3FileSystem:
     proxy = s3_proxy()
     if proxy:  # pyarrow reads no proxy variable: without this it connected straight to the endpoint
         kwargs["proxy_options"] = _pyarrow_proxy_options(proxy)
+    if os.environ.get("AWS_CA_BUNDLE"):  # nor botocore's CA variable (a MinIO's private CA)
+        kwargs["tls_ca_file_path"] = os.environ["AWS_CA_BUNDLE"]
     return pafs.S3FileSystem(**kwargs)
 
 
