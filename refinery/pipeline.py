@@ -42,6 +42,7 @@ from refinery.plan import (
 )
 from refinery.rundir import (
     PassDir,
+    PassFiles,
     RunDir,
     ShardListing,
     clear_shard_outputs,
@@ -366,6 +367,9 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
                launch=launch if force else None)
     summary = RunSummary(plan.output)
     previous: Pass | None = None
+    # the listings of each pass skipped as finished: nothing writes its directories afterwards, and
+    # the funnel's look at it reuses them (a no-op rerun listed kept/ and removed/ three times; h156)
+    skipped: dict[str, PassFiles] = {}
     names = [p.name for p in plan.passes]
     unknown = sorted(set(only_passes or ()) - set(names))
     if unknown:
@@ -379,14 +383,16 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         forced = redo_from is not None and i >= redo_from
         if forced and not (launch and pass_launch(plan, p) == launch):  # a sibling share closed it in this launch
             forget_pass(plan, p)
-        if not forced and only_shards is None and p.kind != "tokenize":
-            redo_damaged_shards(plan, p)
-        finished = pass_finished(plan, p)  # None when forced: its marker went above
+        files = PassFiles()  # the damage check's listings, for the finished check unless it cleared a shard
+        if not forced and only_shards is None and p.kind != "tokenize" and redo_damaged_shards(plan, p, files):
+            files = PassFiles()
+        finished = pass_finished(plan, p, files)  # None when forced: its marker went above
         # a rerun (or a launch's share) retries the shards the document pass set aside; the
         # finished ones are skipped
         if finished and not (p.kind == "documents" and marker_set_aside(finished)):
             log.info("[%s] finished already, skipping the pass", p.name)
             summary.passes[p.name] = "skipped"
+            skipped[p.name] = files
             if p.kind == "documents":
                 summary.outcomes = [TaskOutcome(n, "skipped") for n in plan.shard_names()]
             previous = p
@@ -448,7 +454,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
     for p in plan.passes:
         summary.passes.setdefault(p.name, "blocked")
     try:
-        summary.stats = write_run_stats(plan, [o.name for o in summary.failed])
+        summary.stats = write_run_stats(plan, [o.name for o in summary.failed], skipped)
     except (fs.StorageError, OSError) as exc:
         if not summary.failed:
             raise
@@ -457,7 +463,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
     return summary
 
 
-def redo_damaged_shards(plan: Plan, p: Pass) -> list[str]:
+def redo_damaged_shards(plan: Plan, p: Pass, files: PassFiles | None = None) -> list[str]:
     """Clear the outputs of the shards of finished pass ``p`` whose files no longer match the sizes
     its marker recorded (cut short by a partial sync, replaced), one warning each naming the file:
     they are then missing, and redone as a deleted shard is (the pass is no longer finished). One
@@ -467,7 +473,7 @@ def redo_damaged_shards(plan: Plan, p: Pass) -> list[str]:
     if marker is None:
         return []
     out = plan.pass_dir(p.name)
-    damaged = damaged_outputs(out, marker.get("outputs"), set(plan.shard_names()))
+    damaged = damaged_outputs(out, marker.get("outputs"), set(plan.shard_names()), files)
     for shard, problem in damaged.items():
         log.warning("[%s] %s: redoing shard %s", p.name, problem, shard)
         clear_shard_outputs(out, shard)
@@ -518,12 +524,14 @@ def _clear_pass_outputs(plan: Plan, p: Pass) -> None:
         fs.delete_tree(out.kept_dir)
 
 
-def write_run_stats(plan: Plan, failed_shards: list[str]) -> dict[str, Any]:
-    """The funnel over every document pass that has stats, into ``OUT/stats.json``."""
+def write_run_stats(plan: Plan, failed_shards: list[str],
+                    listed: dict[str, PassFiles] | None = None) -> dict[str, Any]:
+    """The funnel over every document pass that has stats, into ``OUT/stats.json``. ``listed``:
+    pass name -> its directories' listings, for passes whose files have not changed since."""
     passes = []
     for i, p in enumerate(plan.document_passes):
         out = plan.pass_dir(p.name)
-        finished = pass_finished(plan, p)
+        finished = pass_finished(plan, p, (listed or {}).get(p.name))
         if i and not finished:
             break  # a later pass not finished under this plan: another config's, or another set's
         pass_stats = fs.read_json_if_any(out.stats_json)

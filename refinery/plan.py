@@ -34,7 +34,7 @@ from refinery.config import same_json as _same
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.io.runlock import RunDirBusy
-from refinery.rundir import INPUT_RECORD, PassDir, RunDir, output_sizes, pass_of_run, shards_with_outputs
+from refinery.rundir import INPUT_RECORD, PassDir, PassFiles, RunDir, output_sizes, pass_of_run, shards_with_outputs
 from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
 
 log = logging.getLogger("refinery.plan")
@@ -1180,9 +1180,9 @@ def write_plan(plan: Plan, previous: dict[str, Any] | None = None, tag: str | No
         raise ConfigError(f"output {plan.output} is not writable: {fs.plain_reason(exc)}") from None
 
 
-def shards_with_markers(stats_dir: str) -> set[str]:
-    """Names of the shards whose ``stats/<shard>.json`` marker exists (one listing)."""
-    return {fs.basename(u)[: -len(".json")] for u in fs.list_files_if_any(stats_dir, (".json",))}
+def shards_with_markers(stats_dir: str, files: PassFiles | None = None) -> set[str]:
+    """Names of the shards whose ``stats/<shard>.json`` marker exists (one listing, or ``files``')."""
+    return {fs.basename(u)[: -len(".json")] for u in (files or PassFiles()).files(stats_dir, (".json",))}
 
 
 def read_marker(plan: Plan, p: Pass) -> dict[str, Any] | None:
@@ -1205,10 +1205,11 @@ def set_aside_shards(plan: Plan) -> list[str]:
     return marker_set_aside(read_marker(plan, plan.passes[0]))
 
 
-def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
+def pass_finished(plan: Plan, p: Pass, files: PassFiles | None = None) -> dict[str, Any] | None:
     """The pass's marker if it finished with this fingerprint and every shard it wrote is still
     there (a shard whose outputs went missing is redone, not silently skipped). The shards the
-    document pass set aside are not expected in any pass."""
+    document pass set aside are not expected in any pass. ``files``: listings of the pass's
+    directories its caller made since they last changed (:class:`PassFiles`)."""
     marker = read_marker(plan, p)
     if marker is None:
         return None
@@ -1220,7 +1221,7 @@ def pass_finished(plan: Plan, p: Pass) -> dict[str, Any] | None:
         return marker if _token_outputs_present(plan.run.tokens_dir, made_with, summary.get("bos_id")) else None
     out = plan.pass_dir(p.name)
     names = set(plan.shard_names()) - set(marker_set_aside(marker))
-    if not names <= shards_with_markers(out.stats_dir) or not names <= shards_with_outputs(out):
+    if not names <= shards_with_markers(out.stats_dir, files) or not names <= shards_with_outputs(out, files):
         return None
     if not fs.file_exists(out.stats_json):  # one HEAD on S3 (was a HEAD, and a LIST when absent)
         # the pass's funnel went missing: "redone" from its shard markers (every shard is skipped);
@@ -1239,7 +1240,6 @@ def _token_outputs_present(tokens_dir: str, tokenizer_sha256: str | None = None,
 
     try:
         manifest = json.loads(fs.read_bytes(fs.join(tokens_dir, "manifest.json")))
-        present = {fs.basename(u) for u in fs.list_files(tokens_dir, (".json",))}
     except (fs.StorageError, OSError, ValueError):
         return False
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
@@ -1248,7 +1248,10 @@ def _token_outputs_present(tokens_dir: str, tokenizer_sha256: str | None = None,
         return False
     if tokenizer_sha256 is not None and (manifest.get("tokenizer") or {}).get("bos_id") != bos_id:
         return False
-    sizes = file_sizes(tokens_dir)  # files cut short count as missing: the pass redoes their shards
+    # one listing for the sidecars and the sizes (it was two; h156): files cut short count as
+    # missing, and the pass redoes their shards; a listing that fails is {}, every shard missing
+    sizes = file_sizes(tokens_dir, (".bin", ".idx", ".parquet", ".json"))
+    present = {name for name in sizes if name.lower().endswith(".json")}
     return all(isinstance(s, dict) and f"{s.get('name')}.json" in present and shard_damage(s, sizes) is None
                for s in manifest["shards"])
 

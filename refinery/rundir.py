@@ -225,7 +225,10 @@ class RunDir:
 
     def document_pass_dirs(self) -> list[PassDir]:
         """The directories of the run's document passes, in order (just OUT for a one-pass run)."""
-        record = self.recorded_plan()
+        return self.pass_dirs_of(self.recorded_plan())
+
+    def pass_dirs_of(self, record: dict[str, Any] | None) -> list[PassDir]:
+        """:meth:`document_pass_dirs` under ``record`` (:meth:`recorded_plan`, read once by its caller)."""
         if not record:
             return [self.as_pass()]
         docs = [p for p in record["passes"] if p.get("kind") != "tokenize"]
@@ -324,19 +327,52 @@ class ShardListing:
 RECORDED_OUTPUTS = ("kept", "removed", "samples")
 
 
-def output_sizes(out: PassDir) -> dict[str, dict[str, int]]:
+class PassFiles:
+    """The files of a pass's directories for one command, each directory listed at most once:
+    `status` (and so `stats` and `report`, which ask it whether the run finished) listed each
+    pass's kept/ and removed/ three times and stats/ twice (18 listings of a three-pass run; on S3
+    each a LIST paged by 1,000 keys; session 46, h156). Hold one only as long as a command's answer:
+    it does not see files written after a directory was listed."""
+
+    def __init__(self) -> None:
+        self._listed: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        self._versions: dict[tuple[str, tuple[str, ...]], dict[str, tuple[int, str]]] = {}
+
+    def files(self, directory: str, suffixes: tuple[str, ...]) -> list[str]:
+        """:func:`fs.list_files_if_any` of ``directory``, listed once."""
+        key = (directory, suffixes)
+        if key not in self._listed:
+            if fs.is_s3(directory):  # the LIST carries sizes and ETags: keep them for versions()
+                self._versions[key] = fs.list_file_versions_if_any(directory, suffixes)
+                self._listed[key] = list(self._versions[key])
+            else:
+                self._listed[key] = fs.list_files_if_any(directory, suffixes)
+        return self._listed[key]
+
+    def versions(self, directory: str, suffixes: tuple[str, ...]) -> dict[str, tuple[int, str]]:
+        """:func:`fs.list_file_versions_if_any` of ``directory``: from its one listing (locally a
+        stat per file listed, as that function makes)."""
+        key, listed = (directory, suffixes), self.files(directory, suffixes)
+        if key not in self._versions:
+            self._versions[key] = fs.file_versions(directory, listed)
+        return self._versions[key]
+
+
+def output_sizes(out: PassDir, files: PassFiles | None = None) -> dict[str, dict[str, int]]:
     """``{"kept": {shard: bytes}, "removed": ..., "samples": ...}`` of the pass's Parquet shards:
-    one listing per directory (an S3 listing carries the sizes; locally a stat per file), no read."""
-    return {kind: _shard_sizes(getattr(out, f"{kind}_dir")) for kind in RECORDED_OUTPUTS}
+    one listing per directory (an S3 listing carries the sizes; locally a stat per file), no read;
+    none at all for a directory ``files`` has listed."""
+    return {kind: _shard_sizes(getattr(out, f"{kind}_dir"), files or PassFiles()) for kind in RECORDED_OUTPUTS}
 
 
-def _shard_sizes(directory: str) -> dict[str, int]:
-    listing = fs.list_file_versions_if_any(directory, (".parquet",))
+def _shard_sizes(directory: str, files: PassFiles) -> dict[str, int]:
+    listing = files.versions(directory, (".parquet",))
     here = fs.absolute(directory).rstrip("/")
     return {_shard_name(u): size for u, (size, _) in listing.items() if u.rsplit("/", 1)[0] == here}
 
 
-def damaged_outputs(out: PassDir, recorded: Any, shards: set[str] | None = None) -> dict[str, str]:
+def damaged_outputs(out: PassDir, recorded: Any, shards: set[str] | None = None,
+                    files: PassFiles | None = None) -> dict[str, str]:
     """Shard -> what no longer matches the sizes its pass recorded when it finished (``recorded``:
     the pass marker's ``outputs``, see :func:`output_sizes`): its first file missing or of another
     size, named by its URI. Sizes, not versions: a run directory copied without ``-p`` (or synced
@@ -345,7 +381,7 @@ def damaged_outputs(out: PassDir, recorded: Any, shards: set[str] | None = None)
     outputs are trusted, as they were)."""
     if not isinstance(recorded, dict) or not recorded:
         return {}
-    now = output_sizes(out)
+    now = output_sizes(out, files)
     damaged: dict[str, str] = {}
     for kind in RECORDED_OUTPUTS:
         sizes = recorded.get(kind)
@@ -360,11 +396,12 @@ def damaged_outputs(out: PassDir, recorded: Any, shards: set[str] | None = None)
     return damaged
 
 
-def shard_files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
+def shard_files(directory: str, suffixes: tuple[str, ...], listed: PassFiles | None = None) -> list[str]:
     """The files directly in ``directory`` (not in its subdirectories) ending in ``suffixes``;
     none when it does not exist; a listing that fails (S3 refusing it, a directory that cannot be
-    read) raises. Listings spell local paths absolute, whatever ``directory`` is."""
-    files = fs.list_files_if_any(directory, suffixes)
+    read) raises. Listings spell local paths absolute, whatever ``directory`` is. ``listed``: the
+    command's listings (:class:`PassFiles`), else a listing of its own."""
+    files = listed.files(directory, suffixes) if listed is not None else fs.list_files_if_any(directory, suffixes)
     here = fs.absolute(directory).rstrip("/")
     return [u for u in files if u.rsplit("/", 1)[0] == here]
 
@@ -374,9 +411,11 @@ def _shard_name(uri: str) -> str:
     return name[: -len(".parquet")] if name.endswith(".parquet") else name[: -len(".json")]
 
 
-def shards_with_outputs(out: PassDir) -> set[str]:
-    """Names of the shards whose kept and removed files both exist in ``out`` (a listing each)."""
-    kept, removed = ({_shard_name(u) for u in shard_files(d, (".parquet",))} for d in (out.kept_dir, out.removed_dir))
+def shards_with_outputs(out: PassDir, files: PassFiles | None = None) -> set[str]:
+    """Names of the shards whose kept and removed files both exist in ``out`` (a listing each, or
+    ``files``' listings)."""
+    kept, removed = ({_shard_name(u) for u in shard_files(d, (".parquet",), files)}
+                     for d in (out.kept_dir, out.removed_dir))
     return kept & removed
 
 

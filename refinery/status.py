@@ -12,8 +12,8 @@ from typing import Any
 
 from refinery.io import fs
 from refinery.io.runlock import CLAIM_FILE, Holder, holder_now, run_dir_active
-from refinery.plan import marker_set_aside, shards_with_markers
-from refinery.rundir import PassDir, RunDir, damaged_outputs, pass_dir_refusal, shards_with_outputs
+from refinery.plan import marker_set_aside
+from refinery.rundir import PassDir, PassFiles, RunDir, damaged_outputs, pass_dir_refusal, shards_with_outputs
 
 
 @dataclass
@@ -60,18 +60,22 @@ class RunStatus:
 STATUS_FIELDS = ("shard", "docs_read", "docs_kept", "seconds")
 
 
-def _shards(out: PassDir, counts: bool = True) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def _shards(out: PassDir, counts: bool = True, files: PassFiles | None = None
+            ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The pass's finished shards (their markers' :data:`STATUS_FIELDS`; without ``counts`` only
     their names, from one listing: a pass's state needs no marker read, and reading every pass's
-    took 9 of `status`'s 13 s at 4,000 shards) and its failed shards' first error lines."""
+    took 9 of `status`'s 13 s at 4,000 shards) and its failed shards' first error lines.
+    ``files``: the command's listings of the pass (:class:`PassFiles`)."""
     from refinery.stats.funnel import iter_shard_stats  # (stats imports status: not at the top)
 
+    files = files or PassFiles()
     if counts:
-        finished = [{k: s[k] for k in STATUS_FIELDS if k in s} for s in iter_shard_stats(out)]
+        finished = [{k: s[k] for k in STATUS_FIELDS if k in s} for s in iter_shard_stats(out, files)]
     else:
-        finished = [{"shard": name} for name in sorted(shards_with_markers(out.stats_dir))]
+        markers = files.files(out.stats_dir, (".json",))  # as refinery.plan.shards_with_markers names them
+        finished = [{"shard": name} for name in sorted({fs.basename(u)[: -len(".json")] for u in markers})]
     failed: dict[str, str] = {}
-    for uri in fs.list_files_if_any(out.failed_dir, (".json",)):
+    for uri in files.files(out.failed_dir, (".json",)):
         record = fs.read_json(uri)
         line = (record.get("error") or "").strip().splitlines()[0] if record.get("error") else ""
         failed[record["shard"]] = fs.explain_s3_failure(line, "this run uses") or line  # a raw S3 refusal said so
@@ -79,42 +83,45 @@ def _shards(out: PassDir, counts: bool = True) -> tuple[list[dict[str, Any]], di
     return finished, {k: v for k, v in failed.items() if k not in done}  # a later attempt finished it
 
 
-def _with_outputs(out: PassDir, finished: list[dict[str, Any]],
-                  damaged: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def _with_outputs(out: PassDir, finished: list[dict[str, Any]], damaged: dict[str, str] | None = None,
+                  files: PassFiles | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """The finished shards whose kept and removed files are both there (and not ``damaged``), and
     the names of the others: a shard whose file went missing is not finished (a rerun redoes it),
     and its marker's counts describe documents no longer in the run directory."""
     if not finished:
         return finished, []
-    present = shards_with_outputs(out) - set(damaged or ())
+    present = shards_with_outputs(out, files) - set(damaged or ())
     return ([f for f in finished if f.get("shard") in present],
             sorted(str(f.get("shard")) for f in finished if f.get("shard") not in present))
 
 
 def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
                  active: bool | None = None, missing: dict[str, list[str]] | None = None,
-                 damaged: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+                 damaged: dict[str, dict[str, str]] | None = None, files: PassFiles | None = None,
+                 aside: set[str] | None = None) -> list[dict[str, Any]]:
     """Each pass's state. ``active``: whether a run holds the run directory now (None: unknown, as
     on S3), which tells a pass being run from one whose run was interrupted. ``missing``, if given,
     receives each pass's finished shards whose outputs went missing; ``damaged``, those whose files
-    no longer have the sizes its marker recorded (shard -> what is wrong)."""
+    no longer have the sizes its marker recorded (shard -> what is wrong). ``files``: the
+    command's listings; ``aside``: :func:`_set_aside`, if its caller has it."""
     # each pass's directory under the run directory as given here, not as run.json spells it: a run
     # made with a relative --output records relative paths, which mean nothing from another directory
+    files = files or PassFiles()
     documents = [p["name"] for p in record["passes"] if p.get("kind") != "tokenize"]
-    dirs = dict(zip(documents, run.document_pass_dirs()))
-    aside = _set_aside(run, record)
+    dirs = dict(zip(documents, run.pass_dirs_of(record)))
+    aside = _set_aside(run, record) if aside is None else aside
     states = []
     for p in record["passes"]:
         marker_uri = run.pass_marker(p["name"])
         marker = fs.read_json_if_any(marker_uri)
         pass_dir = dirs.get(p["name"])
-        finished, failed = (_shards(pass_dir, counts=False) if p["kind"] != "tokenize" and pass_dir is not None
-                             else ([], {}))
+        finished, failed = (_shards(pass_dir, counts=False, files=files)
+                            if p["kind"] != "tokenize" and pass_dir is not None else ([], {}))
         if pass_dir is not None:
             current = marker if marker and marker.get("fingerprint") == p.get("fingerprint") else {}
-            changed = damaged_outputs(pass_dir, current.get("outputs"))  # the same listings a rerun makes
-            finished, lost = _with_outputs(pass_dir, finished, changed)
-            present = shards_with_outputs(pass_dir) if changed else set()
+            changed = damaged_outputs(pass_dir, current.get("outputs"), files=files)  # what a rerun finds
+            finished, lost = _with_outputs(pass_dir, finished, changed, files)
+            present = shards_with_outputs(pass_dir, files) if changed else set()
             gone = [s for s in lost if s not in present]  # a kept or removed file deleted
             if gone and missing is not None:
                 missing[p["name"]] = gone
@@ -174,34 +181,39 @@ def _s3_active(run_dir: str, held_by: str | None) -> bool | None:
     return False if fs.file_exists(fs.join(run_dir, CLAIM_FILE)) else None
 
 
-def run_status(run_dir: str, counts: bool = True) -> RunStatus:
+def run_status(run_dir: str, counts: bool = True, files: PassFiles | None = None) -> RunStatus:
     """Where the run stands. Without ``counts`` its finished shards come from one listing and no
     shard marker is read: ``docs_read``, ``docs_kept`` and ``shard_seconds`` are then 0 (what
     `stats` and `report` ask, whether the run finished, read every marker of the first and last
-    pass: 10,000 at 5,000 shards, to print a finished run's stats.json; session 45, h145)."""
+    pass: 10,000 at 5,000 shards, to print a finished run's stats.json; session 45, h145).
+    ``files``: the command's listings, to fill or reuse (each pass directory is listed once)."""
     run = RunDir(run_dir)
     manifest = fs.read_json_if_any(run.run_json)
     if manifest is None:
         raise FileNotFoundError(pass_dir_refusal(run_dir) or f"no run.json under {run_dir}{fs.missing_run_hint(str(run_dir))}: is it a refinery run directory?")
-    first = run.document_pass_dirs()[0]
-    finished, failed = _shards(first, counts)
+    # run.json read once (it was read four times) and each pass directory listed once (h156)
+    record = manifest if isinstance(manifest.get("passes"), list) else None  # as run.recorded_plan()
+    pass_dirs = run.pass_dirs_of(record)
+    files = files if files is not None else PassFiles()
+    first = pass_dirs[0]
+    finished, failed = _shards(first, counts, files)
     planned = int(manifest.get("shards", len(finished)))
-    record = run.recorded_plan()
     missing: dict[str, list[str]] = {}
     damaged: dict[str, dict[str, str]] = {}
     held_by = holder_now(run_dir)
     active = run_dir_active(run_dir) if not fs.is_s3(run_dir) else _s3_active(run_dir, held_by)
-    passes = _pass_states(run, record, planned, active, missing, damaged) if record else []
+    aside = _set_aside(run, record) if record else set()
+    passes = _pass_states(run, record, planned, active, missing, damaged, files, aside) if record else []
     # counts from the shards whose files are there: the markers of shards whose kept file was
     # deleted said "178 in the corpus so far" with half of OUT/kept gone (found by trials)
     documents = [p["name"] for p in record["passes"] if p.get("kind") != "tokenize"] if record else ["filter"]
-    finished, lost = _with_outputs(first, finished, damaged.get(documents[0]))
+    finished, lost = _with_outputs(first, finished, damaged.get(documents[0]), files)
     if lost and not record:  # a run without a recorded plan: one pass at the top of OUT
         missing["filter"] = lost
-    last = run.document_pass_dirs()[-1]
+    last = pass_dirs[-1]
     kept = 0 if not counts else sum(s["docs_kept"] for s in (
-        finished if last == first else _with_outputs(last, _shards(last)[0], damaged.get(documents[-1]))[0]))
-    aside = _set_aside(run, record) if record else set()
+        finished if last == first
+        else _with_outputs(last, _shards(last, files=files)[0], damaged.get(documents[-1]), files)[0]))
     set_aside = {k: v for k, v in failed.items() if k in aside}
     failed = {k: v for k, v in failed.items() if k not in aside}
     return RunStatus(

@@ -970,7 +970,7 @@ def test_record_cut_lines_counts_what_went_and_redacts_what_is_shown() -> None:
     assert len(big) <= CUT_LINES_TALLY and big["often"] == 50  # pruned to the most frequent
 
 
-def test_line_cutting_stages_record_the_lines_they_cut(tmp_path) -> None:
+def test_line_cutting_stages_record_the_lines_they_cut(tmp_path, monkeypatch) -> None:
     """The funnel said how many words line corrections cut, never which lines: a researcher
     could not audit a line filter. stats.json and the report now list the lines each
     line-cutting stage cut most often (recounted here from the stage itself); other stages that
@@ -996,10 +996,16 @@ def test_line_cutting_stages_record_the_lines_they_cut(tmp_path) -> None:
     assert cut["$\\begingroup$"] == expected["$\\begingroup$"] >= 5  # MathJax markers of Q&A pages
     top = sorted(expected.items(), key=lambda kv: -kv[1])[:5]
     assert all(cut.get(line) == n for line, n in top)
+    from refinery.io import fs
     from refinery.stats.report import build_report
 
+    listed, real_listing = [], fs._listing
+    monkeypatch.setattr(fs, "_listing", lambda uri, *a, **k: listed.append(fs.basename(uri)) or real_listing(uri, *a, **k))
     html = build_report(out)
     assert 'id="cut-lines"' in html and "$\\begingroup$" in html
+    # each directory of the run listed once (h156: kept/ and removed/ three times, stats/ and
+    # samples/ twice: 10 listings, now 4, each a LIST on S3; no failed/ here)
+    assert sorted(listed) == ["kept", "removed", "samples", "stats"], listed
     # lines cut once filled a short list in alphabetical order (an audit: 7 of 25 rows): counted, not listed
     from refinery.stats.report import _cut_lines
 

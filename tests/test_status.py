@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -400,6 +401,7 @@ def _status_and_a_no_op_rerun_read_records_without_a_look_first(config, src, out
     through_proxy(FaultPolicy(when=lambda method, path: requests.append((method, path)) or False))
     assert run_status(out).complete
     status = [m for m, _ in requests]
+    status_requests = list(requests)
     requests.clear()
     assert run_pipeline(config, str(src), out, workers=1, progress=False).passes == {"filter": "skipped"}
     rerun = [m for m, _ in requests]
@@ -408,6 +410,15 @@ def _status_and_a_no_op_rerun_read_records_without_a_look_first(config, src, out
     # pass_finished's look at stats.json (twice): checks, none before a read of the same record
     assert status.count("HEAD") <= 1 and len(heads) <= 3, (status, heads)
     assert len(status) <= 25 + 2 and len(rerun) <= 31 + 3, (len(status), len(rerun))
+    # each directory of the pass listed once by `status` (kept/ and removed/ were listed three
+    # times, stats/ and failed/ twice: 12 LISTs here, now 5), and kept/ and removed/ once by the
+    # no-op rerun (three times each: h156); run.json read once by `status` (four times)
+    listed = [re.search(r"prefix=([^&]+)", p).group(1) for m, p in status_requests if "prefix=" in p]
+    listed = [prefix for prefix in listed if prefix.endswith("%2F")]  # directories (not the claim's look)
+    assert sorted(listed) == sorted(set(listed)) and len(listed) == 5, listed
+    reread = [p for m, p in requests if "prefix=" in p and re.search(r"prefix=run%2F(kept|removed)%2F", p)]
+    assert len(reread) == 2, reread
+    assert [p for m, p in status_requests if m == "GET" and p.endswith("/run.json")] == [f"/{out[5:]}/run.json"]
 
 
 def _a_failed_listing_is_no_empty_directory(config, src, out, through_proxy, caplog):

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Iterator
 
 from refinery.io import fs
 from refinery.io.readahead import read_ahead
-from refinery.rundir import PassDir, RunDir, pass_dir_refusal
+from refinery.rundir import PassDir, PassFiles, RunDir, pass_dir_refusal
 from refinery.stats.counters import StageListMerge, check_conservation, est_tokens, merge_stage_lists
 from refinery.stats.domains import TopDomainsMerge, merge_top_domains
 from refinery.stats.histograms import HistogramMapMerge, merge_histogram_maps
@@ -160,11 +160,13 @@ def merge_shard_stats(shard_stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
 STATS_READ_CHUNK = 64
 
 
-def iter_shard_stats(run_dir: "str | PassDir") -> Iterator[dict[str, Any]]:
+def iter_shard_stats(run_dir: "str | PassDir", files: PassFiles | None = None) -> Iterator[dict[str, Any]]:
     """Every finished shard's stats of one pass (a run of one pass: its directory), in listing
-    order, read up to :data:`STATS_READ_CHUNK` ahead of the one being used."""
+    order, read up to :data:`STATS_READ_CHUNK` ahead of the one being used. ``files``: the
+    command's listings (no listing of its own when it listed stats/ already)."""
     stats_dir = (run_dir if isinstance(run_dir, PassDir) else PassDir(run_dir)).stats_dir
-    yield from read_ahead(fs.read_json, fs.list_files_if_any(stats_dir, (".json",)), ahead=STATS_READ_CHUNK)
+    listed = (files or PassFiles()).files(stats_dir, (".json",))
+    yield from read_ahead(fs.read_json, listed, ahead=STATS_READ_CHUNK)
 
 
 def load_shard_stats(run_dir: "str | PassDir") -> list[dict[str, Any]]:
@@ -199,20 +201,21 @@ def combine_pass_stats(passes: list[dict[str, Any]]) -> dict[str, Any]:
     return combined
 
 
-def load_run_stats(run_dir: str) -> dict[str, Any]:
-    """The run summary: ``stats.json`` if the run finished, else merged from finished shards."""
+def load_run_stats(run_dir: str, files: PassFiles | None = None) -> dict[str, Any]:
+    """The run summary: ``stats.json`` if the run finished, else merged from finished shards.
+    ``files``: the command's listings (:class:`PassFiles`), which `report` reads on with."""
     summary_uri = RunDir(run_dir).stats_json
     has_plan = fs.file_exists(RunDir(run_dir).run_json)
     if not has_plan and (refusal := pass_dir_refusal(run_dir)):  # its stats.json is one pass's
         raise FileNotFoundError(refusal)
-    partial = partial_note(run_dir) if has_plan else None
+    partial = partial_note(run_dir, files) if has_plan else None
     summary = None if partial and partial["unfinished"] else fs.read_json_if_any(summary_uri)
     if summary is not None:
         return summary
     # unfinished (a failed shard, a --force rerun under way): the run's stats.json is an earlier
     # state, another config's funnel after --force (found by adversarial testing); the finished
     # shards say where it is
-    passes = _finished_so_far(RunDir(run_dir), partial)
+    passes = _finished_so_far(RunDir(run_dir), partial, files)
     if not passes:
         if has_plan:
             raise FileNotFoundError(f"no shard of {run_dir} has finished yet: `refinery status {run_dir}` says "
@@ -226,7 +229,8 @@ def load_run_stats(run_dir: str) -> dict[str, Any]:
     return combined
 
 
-def _finished_so_far(run: RunDir, partial: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _finished_so_far(run: RunDir, partial: dict[str, Any] | None,
+                     files: PassFiles | None = None) -> list[dict[str, Any]]:
     """Each document pass's stats from its finished shards, in order, up to the first pass that
     has not finished: the first pass counts with the shards it has, a later one under way does not
     (its shards so far against all of the pass before it do not reconcile: `stats` and `report`
@@ -240,7 +244,7 @@ def _finished_so_far(run: RunDir, partial: dict[str, Any] | None) -> list[dict[s
         unfinished = partial is not None and states.get(name, "finished") != "finished"
         if i and unfinished:
             break
-        merged = merge_shard_stats(iter_shard_stats(pass_dir))
+        merged = merge_shard_stats(iter_shard_stats(pass_dir, files))
         if not merged["shards"]:
             break
         passes.append(merged | ({"pass": name} if name else {}))
@@ -249,12 +253,12 @@ def _finished_so_far(run: RunDir, partial: dict[str, Any] | None) -> list[dict[s
     return passes
 
 
-def partial_note(run_dir: str) -> dict[str, Any]:
+def partial_note(run_dir: str, files: PassFiles | None = None) -> dict[str, Any]:
     """How far an unfinished run got: ``{"note": one line, "passes": [{name, state, detail}]}``."""
     from refinery.status import run_status
 
     try:
-        st = run_status(run_dir, counts=False)  # its state and shard counts: no marker read
+        st = run_status(run_dir, counts=False, files=files)  # its state and shard counts: no marker read
     except FileNotFoundError as exc:
         return {"note": f"the run has not finished ({exc})", "passes": [], "unfinished": True}
     # a damaged run.json (a StorageError naming it) is raised: it read "no shard has finished yet"

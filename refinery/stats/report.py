@@ -26,7 +26,7 @@ from refinery import __version__
 from refinery.dedup.config import pass_name, without_added_defaults
 from refinery.io import fs, parquet
 from refinery.io.readahead import read_ahead
-from refinery.rundir import RunDir
+from refinery.rundir import PassFiles, RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.funnel import counter_rows, funnel_rows, load_run_stats
 from refinery.stats.samples import load_samples
@@ -869,9 +869,10 @@ def _id_languages(uri: str, column: str) -> pa.Table | None:
 
 def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
     """The report's HTML for the run at ``run_dir`` (local path or s3://)."""
-    stats = load_run_stats(run_dir)
+    files = PassFiles()  # each pass directory listed once for the whole report (h156)
+    stats = load_run_stats(run_dir, files)
     manifest = load_run_manifest(run_dir)
-    samples = load_samples(run_dir, per_reason=samples_per_reason)
+    samples = load_samples(run_dir, per_reason=samples_per_reason, files=files)
     thresholds = run_thresholds(manifest, stats.get("histograms") or {})
     name = (manifest.get("config") or {}).get("name") or fs.basename(run_dir)
     counted = _counted_tokens(run_dir, (stats.get("languages") or {}).get("column") or "language")

@@ -26,7 +26,7 @@ import xxhash
 
 from refinery.io import fs, parquet
 from refinery.io.readahead import read_ahead
-from refinery.rundir import PassDir, RunDir
+from refinery.rundir import PassDir, PassFiles, RunDir
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -111,12 +111,15 @@ def empty_samples() -> pa.Table:
 
 
 def load_samples(run_dir: str, per_reason: int | None = None, seed: int = 0,
-                 passes: list[PassDir] | None = None) -> pa.Table:
+                 passes: list[PassDir] | None = None, files: PassFiles | None = None) -> pa.Table:
     """All shards' samples; with ``per_reason``, a run-wide weighted sample of at most that many
     rows per (stage, reason). Rows come back sorted by stage order of appearance, reason, id.
-    ``passes``: only these passes' samples (a (stage, reason)'s pick is the same either way)."""
+    ``passes``: only these passes' samples (a (stage, reason)'s pick is the same either way).
+    ``files``: the command's listings (`report`'s: `status` listed samples/ already)."""
     directories = [d.samples_dir for d in (passes if passes is not None else RunDir(run_dir).document_pass_dirs())]
-    uris = [uri for directory in directories if fs.exists(directory) for uri in fs.list_files(directory, (".parquet",))]
+    # one LIST a directory on S3 (a look first was a HEAD and a LIST more; h156)
+    files = files or PassFiles()
+    uris = [uri for directory in directories for uri in files.files(directory, (".parquet",))]
     # a file a shard per pass: read ahead, not one after another (a request each on S3)
     tables = [t.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA) for t in read_ahead(parquet.read_table, uris)
               if t.num_rows]
