@@ -964,10 +964,13 @@ def pass_started(plan: Plan, p: Pass) -> bool:
     change its plan freely."""
     if fs.file_exists(plan.run.pass_marker(p.name)):
         return True
+    # a file in its directories, not their existence: one holding only hidden files, or on S3 only
+    # the directory marker pyarrow leaves (its index cleared), holds nothing to mix (h156)
     if p.kind == "tokenize":
-        return fs.exists(plan.run.tokens_dir)
+        return fs.holds_files(plan.run.tokens_dir)
     out = plan.pass_dir(p.name)
-    return fs.exists(out.root if p.role != "only" else out.stats_dir) or (p.role == "last" and fs.exists(out.kept_dir))
+    return (fs.holds_files(out.root if p.role != "only" else out.stats_dir)
+            or (p.role == "last" and fs.holds_files(out.kept_dir)))
 
 
 def _input_set_change(plan: Plan) -> str:

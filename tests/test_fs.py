@@ -451,3 +451,32 @@ def test_missing_credentials_say_they_are_not_sent_and_are_not_retried(s3_bucket
                              "AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY where `ray start` runs; "
                              "docs/scale.md)")
     assert got["ray_dedup"] and "the Ray workers need their own too" in got["ray_dedup"], got["ray_dedup"]
+
+
+def test_a_pass_holding_only_hidden_files_or_a_directory_marker_has_not_started(root, tmp_path):
+    """`pass_started` (may a later pass's settings change without --force?) asked whether its
+    directory existed: on S3 true for a prefix holding only the ``url_dedup/`` marker pyarrow
+    leaves once the pass's ``index/`` is deleted, or only hidden files; such a pass has written
+    nothing to mix (h156). A visible file anywhere under it still says it started."""
+    import pyarrow.parquet as pq
+
+    from refinery.config import parse_config
+    from refinery.plan import pass_started, plan_run
+
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["d0"], "text": ["a document " * 30]}), src / "p0.parquet")
+    config = parse_config({"name": "ps", "stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url"}]})
+    plan = plan_run(config, str(src), fs.join(root, "run"))
+    url_pass = plan.passes[1]
+    index = fs.join(root, "run", "url_dedup", "index")
+    assert not pass_started(plan, url_pass)
+    fs.write_bytes(fs.join(index, "passes", "signatures.json"), b"{}")
+    assert pass_started(plan, url_pass)
+    fs.delete_tree(index)  # on S3 pyarrow leaves run/url_dedup/ (a directory marker) behind
+    assert fs.exists(fs.join(root, "run", "url_dedup")) and not pass_started(plan, url_pass)
+    fs.write_bytes(fs.join(root, "run", "url_dedup", ".tmp-1-x.parquet.partial"), b"x")
+    fs.write_bytes(fs.join(root, "run", "url_dedup", "_scratch", "y.parquet"), b"x")
+    assert not pass_started(plan, url_pass)
+    fs.write_bytes(fs.join(index, "manifest.json"), b"{}")
+    assert pass_started(plan, url_pass) and not fs.holds_files(fs.join(index, "manifest.json"))  # a directory's

@@ -797,6 +797,35 @@ def _list_s3_prefix(uri: str, path: str, skipped: list[tuple[str, str]]) -> tupl
     return found, found_versions
 
 
+def holds_files(uri: str) -> bool:
+    """Whether the directory ``uri`` holds a file :func:`list_files` would list (a name not starting
+    with ``.`` or ``_``, in no such directory), stopping at the first: on S3 one LIST page. Not
+    :func:`exists`, which is true for a directory holding only hidden files (a temporary, a lock)
+    and, on S3, for a prefix holding only a directory marker: pyarrow leaves ``parent/`` when it
+    deletes a directory's last object (``OUT/url_dedup/`` once its ``index/`` was cleared), so a
+    pass that had written nothing read as started (session 46, h156). False for a file or nothing;
+    a failed listing is raised."""
+    if not is_s3(uri):
+        for _, dirs, files in os.walk(absolute(uri)):  # (nothing for a file or a missing path)
+            dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+            if any(not f.startswith((".", "_")) for f in files):
+                return True
+        return False
+    path = validate_uri(uri)[5:].rstrip("/")
+    bucket, _, key = path.partition("/")
+    base = f"{key}/" if key else ""
+    try:
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
+            for obj in page.get("Contents", []):
+                relative = obj["Key"][len(base):]
+                if relative and not relative.endswith("/") and not _hidden_directory(relative) \
+                        and not posixpath.basename(relative).startswith((".", "_")):
+                    return True
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types; name the URI
+        raise s3_error(f"cannot list the files under {uri}", exc) from exc
+    return False
+
+
 def is_run_directory(uri: str) -> bool:
     """Whether ``uri`` is a refinery run directory (its ``run.json`` is a plan record). No existence
     check first (on S3 a HEAD, and a LIST when absent): a missing run.json fails its one GET. A
