@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
 import pytest
 
@@ -130,7 +133,7 @@ def test_raw_tokens_make_every_cjk_character_a_token():
     assert raw.doc_offsets.tolist() == [0, 15, 17]
 
 
-def test_substring_dedup_cuts_a_chinese_passage_published_three_times(tmp_path):
+def test_substring_dedup_cuts_a_chinese_passage_published_three_times(tmp_path, monkeypatch, caplog):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -146,9 +149,17 @@ def test_substring_dedup_cuts_a_chinese_passage_published_three_times(tmp_path):
            "火车站里人来人往，广播里播放着列车信息，旅客们拖着行李箱匆匆赶路，候车室里坐满了人。" * 2]
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"id": ["a", "b", "c"], "text": [o + "\n" + shared for o in own]}), tmp_path / "in" / "s.parquet")
-    run_dedup(str(tmp_path / "in"), str(tmp_path / "out"), DedupConfig(method="substring"), LocalExecutor(1))
+    monkeypatch.setenv("REFINERY_SHARD_LOG_EVERY_S", "0")  # the partition's own progress lines, every step
+    with caplog.at_level(logging.INFO, logger="refinery.dedup"):
+        run_dedup(str(tmp_path / "in"), str(tmp_path / "out"), DedupConfig(method="substring"), LocalExecutor(1))
     rows = {r["id"]: r for r in pq.read_table(tmp_path / "out" / "kept").to_pylist()}
     assert sorted(rows) == ["a", "b", "c"]
+    # session 46 (h161): a partition's suffix array ran for minutes without a line; it now says
+    # which partition, which step, how far, how fast and the ETA
+    steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[dedup substring] partition s..s: ")]
+    assert any(": tokenizing: 0/3 docs, starting" in m for m in steps), steps
+    sorts = [m for m in steps if "sorting token windows: " in m and "ETA" in m]
+    assert sorts and re.search(r"sorting token windows: 7/7 sorts, [\d.]+ sorts/s, ETA 0s$", sorts[-1]), steps
     assert shared in rows["a"]["text"] and shared not in rows["b"]["text"] and shared not in rows["c"]["text"]
     assert rows["b"]["substring_cut_chars"] >= len(shared) - 2
 

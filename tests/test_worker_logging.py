@@ -173,3 +173,26 @@ def test_a_pass_of_many_tasks_logs_their_closing_lines_at_debug(tmp_path, monkey
     assert any(r.name == "refinery.progress" and r.levelno == logging.INFO and "3/3 tasks" in r.getMessage()
                for r in caplog.records)
     # (a pass of few tasks keeps them at INFO: the 6 "] done: " lines of the test above)
+
+
+def sleep_a_while(seconds: float) -> dict:
+    import time
+
+    time.sleep(seconds)
+    return {"docs": 7}
+
+
+def test_a_pass_of_long_tasks_logs_a_heartbeat_naming_the_pass_and_the_running_task(monkeypatch, caplog):
+    """Session 46 (h161): the pass line came only when a task finished, so a pass of two suffix
+    arrays was silent for minutes on a log without a terminal. Now a heartbeat line says which pass,
+    how far, and which task has run for how long."""
+    monkeypatch.setenv("REFINERY_PROGRESS_LOG_EVERY_S", "0.15")
+    with caplog.at_level(logging.INFO, logger="refinery.progress"), LocalExecutor(2, progress=False) as ex:
+        outcomes = ex.map(sleep_a_while, [{"seconds": 0.6}], label="dedup/x/suffix_arrays", names=["p-0..p-3"])
+    assert [o.status for o in outcomes] == ["done"]
+    beats = [r.getMessage() for r in caplog.records if "still working" in r.getMessage()]
+    assert beats, caplog.text
+    assert all(b.startswith("[dedup/x/suffix_arrays] still working: 0/1 tasks (0 skipped, 0 failed), 0 docs, ")
+               and "ETA unknown; 1 in flight, the oldest p-0..p-3 for " in b for b in beats), beats
+    finished = [r.getMessage() for r in caplog.records if "p-0..p-3 done" in r.getMessage()]
+    assert finished and finished[-1].endswith("ETA 0s")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from refinery.dedup.passes import MAX_SOURCES, _columns, as_text, check_unique_ids
 from refinery.dedup.text import raw_tokenize
 from refinery.executors.base import TASK_SUMMARY
+from refinery.executors.progress import StepLines
 from refinery.io import parquet
 
 log = logging.getLogger("refinery.dedup")
@@ -48,13 +49,30 @@ def _dense_rank(values: np.ndarray) -> np.ndarray:
     return np.unique(values, return_inverse=True)[1].astype(np.int64, copy=False)
 
 
-def window_ranks(token_hash: np.ndarray, length: int) -> np.ndarray:
+#: a long task's progress callback: (stage, done, total, units)
+OnStep = Callable[[str, float, float, str], None]
+
+
+def _no_progress(stage: str, done: float, total: float, units: str) -> None:
+    pass
+
+
+def sort_steps(length: int) -> int:
+    """The sorts :func:`window_ranks` makes for windows of ``length`` (the first rank included)."""
+    return 1 + max(int(np.ceil(np.log2(length))), 0) if length > 1 else 1
+
+
+def window_ranks(token_hash: np.ndarray, length: int, on_step: OnStep = _no_progress) -> np.ndarray:
     """``rank[i]`` identifies the token window ``i .. i+length-1`` (windows running past the end
     compare as shorter): equal ranks <=> equal windows. Prefix doubling, ``ceil(log2(length))`` sorts."""
+    steps, step_no = sort_steps(length), 1
+    on_step("sorting token windows", 0, steps, "sorts")
     rank = _dense_rank(token_hash)
     n = len(rank)
     depth = 1
     while depth < length and n:
+        on_step("sorting token windows", step_no, steps, "sorts")
+        step_no += 1
         step = min(depth, length - depth)
         nxt = np.zeros(n, dtype=np.int64)
         nxt[: n - step] = rank[step:] + 1  # 0 = past the end
@@ -67,7 +85,7 @@ def window_ranks(token_hash: np.ndarray, length: int) -> np.ndarray:
 
 
 def duplicated_tokens(token_hash: np.ndarray, doc_offsets: np.ndarray, min_tokens: int, keep_first: bool = True,
-                      min_words: int = 0) -> tuple[np.ndarray, dict[str, int]]:
+                      min_words: int = 0, on_step: OnStep = _no_progress) -> tuple[np.ndarray, dict[str, int]]:
     """Boolean mask of tokens inside a duplicated span of at least ``min_tokens`` tokens.
 
     With ``keep_first``, each duplicated window is kept in its first holder -- unless cutting
@@ -79,7 +97,8 @@ def duplicated_tokens(token_hash: np.ndarray, doc_offsets: np.ndarray, min_token
     stats = {"tokens": int(n_tokens), "duplicate_windows": 0}
     if n_tokens < min_tokens:
         return covered, stats
-    rank = window_ranks(token_hash, min_tokens)
+    rank = window_ranks(token_hash, min_tokens, on_step)
+    on_step("sorting token windows", sort_steps(min_tokens), sort_steps(min_tokens), "sorts")
     counts = np.diff(doc_offsets)
     token_doc = np.repeat(np.arange(len(counts)), counts)
     valid = np.arange(n_tokens) + min_tokens <= doc_offsets[1:][token_doc]  # window inside its document
@@ -131,6 +150,8 @@ def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bo
     order. Writes, per shard, ``id, starts, ends, cut_tokens`` for every document with cuts
     (``starts``/``ends``: codepoint offsets of the spans to cut)."""
     started = time.time()
+    # a partition runs for minutes (~70 s for 12M tokens, the 1 GiB budget's): say where it is
+    step = StepLines(f"[dedup substring] partition {_span(shards)}:", log)
     hashes: list[np.ndarray] = []
     offsets: list[np.ndarray] = []
     tok_starts: list[np.ndarray] = []
@@ -138,7 +159,7 @@ def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bo
     ids: list[pa.Array] = []
     sources: dict[str, list[str] | None] = {}
     doc_base = 0
-    for shard in shards:
+    for shard_no, shard in enumerate(shards):
         present = _columns(shard["input_uri"])
         table = as_text(parquet.read_table(shard["input_uri"],
                                            columns=["id", "text"] + (["source"] if "source" in present else [])))
@@ -147,7 +168,9 @@ def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bo
         if "source" in table.column_names:
             distinct = pc.unique(table.column("source").drop_null())
             sources[shard["name"]] = sorted(distinct.to_pylist()) if len(distinct) <= MAX_SOURCES else None
+        docs_expected = (doc_base + table.num_rows) * len(shards) / (shard_no + 1)  # exact at the last shard
         for lo in range(0, table.num_rows, batch_size):
+            step("tokenizing", doc_base + lo, docs_expected, "docs")
             raw = raw_tokenize(table.column("text").slice(lo, batch_size).to_pylist(), seed=seed)
             hashes.append(raw.token_hash)
             tok_starts.append(raw.starts)
@@ -160,7 +183,7 @@ def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bo
     del hashes
     starts = np.concatenate(tok_starts) if tok_starts else np.empty(0, np.int64)
     ends = np.concatenate(tok_ends) if tok_ends else np.empty(0, np.int64)
-    covered, stats = duplicated_tokens(token_hash, doc_offsets, min_tokens, keep_first, min_words)
+    covered, stats = duplicated_tokens(token_hash, doc_offsets, min_tokens, keep_first, min_words, on_step=step)
     del token_hash
     # runs of covered tokens inside one document -> character spans
     counts = np.diff(doc_offsets)
@@ -196,3 +219,8 @@ def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bo
              len(shards), stats["tokens"], int(covered.sum()), docs_cut, elapsed, extra=TASK_SUMMARY)
     return {"docs": int(doc_base), "tokens": stats["tokens"], "duplicate_windows": stats["duplicate_windows"],
             "cut_tokens": int(covered.sum()), "docs_cut": docs_cut, "shard_sources": sources}
+
+
+def _span(shards: list[dict[str, Any]]) -> str:
+    """``first..last`` of a partition's shards, as the executor names its task."""
+    return f"{shards[0]['name']}..{shards[-1]['name']}" if shards else "(empty)"

@@ -464,8 +464,14 @@ class Executor(ABC):
                 while queue and len(pending) < limit:
                     i, attempt = queue.popleft()
                     pending[self._submit(fn, shared_arg, tasks[i], attempt, names[i], fresh_workers)] = (i, attempt)
+                    bar.submitted(names[i])
                 lost = self._lost()
-                done, _ = wait([*pending, lost] if lost is not None else list(pending), return_when=FIRST_COMPLETED)
+                # woken for the heartbeat too: a pass of few long tasks says it is still at work
+                done, _ = wait([*pending, lost] if lost is not None else list(pending), timeout=bar.heartbeat_in(),
+                               return_when=FIRST_COMPLETED)
+                if not done:
+                    bar.heartbeat()
+                    continue
                 interrupts.raise_if_requested()
                 self._raise_if_lost(label)
                 # in task order: the first stop is named

@@ -120,16 +120,31 @@ class ProcessProgress:
 PROCESS_PROGRESS = ProcessProgress()
 
 
+#: seconds between a pass's progress lines (a task finished, or the heartbeat while none did),
+#: unless ``REFINERY_PROGRESS_LOG_EVERY_S`` says otherwise
+PROGRESS_LOG_EVERY_S = 30.0
+
+
+def progress_log_every_s() -> float:
+    from refinery.executors.base import env_seconds  # base imports this module
+
+    seconds = env_seconds("REFINERY_PROGRESS_LOG_EVERY_S")
+    return PROGRESS_LOG_EVERY_S if seconds is None else seconds
+
+
 class TaskProgress:
-    def __init__(self, total: int, label: str, units: str = "docs", enabled: bool = True, log_every_s: float = 30.0) -> None:
+    def __init__(self, total: int, label: str, units: str = "docs", enabled: bool = True,
+                 log_every_s: float | None = None) -> None:
         self.total = total
         self.label = label
         self.units = units
         self.started = time.time()
         self.amount = 0
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
-        self.log_every_s = log_every_s
+        self.log_every_s = progress_log_every_s() if log_every_s is None else log_every_s
         self._last_log = self.started
+        #: task name -> when it was submitted: the heartbeat names the oldest running one
+        self._running: dict[str, float] = {}
         self.bar = tqdm(total=total, unit="task", desc=label, disable=not enabled or not sys.stderr.isatty(),
                         dynamic_ncols=True, leave=False)
         # log lines above the bar, never through it
@@ -138,7 +153,37 @@ class TaskProgress:
             self._logging.start()
         PROCESS_PROGRESS.started(label, total)
 
+    def submitted(self, name: str) -> None:
+        """A task of the pass was handed to a worker (the heartbeat says which run, since when)."""
+        self._running[name] = time.time()  # a retry starts its clock again
+
+    def heartbeat_in(self) -> float:
+        """Seconds until the next heartbeat is due: how long the executor may wait for a task."""
+        return max(self._last_log + self.log_every_s - time.time(), 0.05)
+
+    def heartbeat(self) -> None:
+        """A line when no task finished for ``log_every_s``: a pass of few long tasks (a suffix
+        array over a partition, a cluster step) was silent until its first task ended -- minutes on
+        a log without a terminal (CloudWatch). Says which tasks run and for how long."""
+        now = time.time()
+        if now - self._last_log < self.log_every_s:
+            return
+        finished = sum(self.counts.values())
+        elapsed = max(now - self.started, 1e-9)
+        running = sorted(self._running.items(), key=lambda item: item[1])
+        oldest = (f"; {len(running)} in flight, the oldest {running[0][0]} for {now - running[0][1]:.0f}s"
+                  if running else "")
+        log.info("[%s] still working: %d/%d tasks (%d skipped, %d failed), %d %s, %.1f %s/s, ETA %s%s",
+                 self.label, finished, self.total, self.counts["skipped"], self.counts["failed"], self.amount,
+                 self.units, self.amount / elapsed, self.units, self._eta(finished, elapsed), oldest)
+        self._last_log = now
+
+    def _eta(self, finished: int, elapsed: float) -> str:
+        # from finished tasks only: before the first one, unknown (not a made-up 0s)
+        return f"{(self.total - finished) * elapsed / finished:.0f}s" if finished else "unknown"
+
     def update(self, outcome: "TaskOutcome") -> None:
+        self._running.pop(outcome.name, None)
         self.counts[outcome.status] += 1
         amount = int(outcome.result.get(self.units, 0) or 0) if outcome.status == "done" else 0
         self.amount += amount
@@ -150,13 +195,52 @@ class TaskProgress:
         finished = sum(self.counts.values())
         now = time.time()
         if now - self._last_log >= self.log_every_s or finished == self.total or outcome.status == "failed":
-            eta = (self.total - finished) * elapsed / finished if finished else float("nan")
             msg = (f"[{self.label}] {outcome.name} {outcome.status}: {finished}/{self.total} tasks "
                    f"({self.counts['skipped']} skipped, {self.counts['failed']} failed), {self.amount} {self.units}, "
-                   f"{rate:.1f} {self.units}/s, ETA {eta:.0f}s")
+                   f"{rate:.1f} {self.units}/s, ETA {self._eta(finished, elapsed)}")
             log.info(msg)
             self._last_log = now
 
     def close(self) -> None:
         self.bar.close()
         self._logging.stop()
+
+
+#: seconds between a long task's own progress lines, unless ``REFINERY_SHARD_LOG_EVERY_S`` says
+#: otherwise (the interval of the filter pass's within-shard lines: one knob for both)
+TASK_LOG_EVERY_S = 10.0
+
+
+def task_log_every_s() -> float:
+    from refinery.executors.base import env_seconds  # base imports this module
+
+    seconds = env_seconds("REFINERY_SHARD_LOG_EVERY_S")
+    return TASK_LOG_EVERY_S if seconds is None else seconds
+
+
+class StepLines:
+    """Progress lines from inside one long task (a worker prints them itself, as the filter pass's
+    within-shard lines): ``<prefix> <stage>: n/N <units>, rate/s, ETA``, at most every
+    ``every_s`` seconds. The executor's heartbeat only knows that the task still runs; this says
+    where in it the task is. Costs a clock read per call."""
+
+    def __init__(self, prefix: str, logger: logging.Logger, every_s: float | None = None) -> None:
+        self.prefix, self.logger = prefix, logger
+        self.every_s = task_log_every_s() if every_s is None else every_s
+        self._last = time.time()
+        self._stage: str | None = None
+        self._stage_started = self._last
+
+    def __call__(self, stage: str, done: float, total: float, units: str) -> None:
+        now = time.time()
+        if stage != self._stage:  # rates and ETAs are per stage: a sort is not a tokenizer
+            self._stage, self._stage_started = stage, now
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        elapsed = max(now - self._stage_started, 1e-9)
+        if not done:  # nothing to measure a rate by yet: the stage's start
+            self.logger.info("%s %s: 0/%s %s, starting", self.prefix, stage, f"{total:,.0f}", units)
+            return
+        self.logger.info("%s %s: %s/%s %s, %.1f %s/s, ETA %.0fs", self.prefix, stage, f"{done:,.0f}", f"{total:,.0f}",
+                         units, done / elapsed, units, elapsed * (total - done) / done)
