@@ -642,14 +642,14 @@ def _threshold_block(view: dict[str, Any], open_: bool) -> str:
 
 
 def _thresholds(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any],
-                thresholds: dict[str, dict[str, list[dict[str, Any]]]], near: int) -> str:
+                thresholds: dict[str, dict[str, list[dict[str, Any]]]], near: int, files: PassFiles | None = None) -> str:
     """Per threshold of the run: the what-if curve, and the removed documents that barely failed it
     beside the kept ones that barely passed it (refinery.stats.whatif_report)."""
     from refinery.stats.whatif_report import threshold_views
 
     sample: dict[str, Any] = {}
     try:
-        views = threshold_views(run_dir, stats, manifest, thresholds, near, sample)
+        views = threshold_views(run_dir, stats, manifest, thresholds, near, sample, files)
     except (FileNotFoundError, fs.StorageError, parquet.ShardReadError, pa.ArrowException, OSError, ValueError) as exc:
         return _section("thresholds", "Thresholds: what if", f'<p class="note">Not available: '
                         f'{_e(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}</p>')
@@ -885,7 +885,7 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         f"refinery {manifest.get('refinery_version', __version__)}") if x)
     failed = _failed_shards(run_dir, stats)
     pairs = _dedup_pairs(run_dir, stats, samples, min(PAIRS_SHOWN, samples_per_reason))
-    what_if = _thresholds(run_dir, stats, manifest, thresholds, min(NEAR_SHOWN, samples_per_reason))
+    what_if = _thresholds(run_dir, stats, manifest, thresholds, min(NEAR_SHOWN, samples_per_reason), files)
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("summary", "Summary"), ("failed", "Failed shards" if failed else ""), ("funnel", "Funnel"),
         ("scores", "Filter scores"), ("thresholds", "Thresholds" if what_if else ""), ("languages", "Languages"), ("domains", "Removed domains"),

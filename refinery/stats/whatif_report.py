@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from refinery.io import fs
 from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
-from refinery.rundir import RunDir
+from refinery.rundir import PassFiles, RunDir
 from refinery.stats.thresholds import stage_kinds
 from refinery.stats.whatif import counts_for_column, is_lower_bound
 
@@ -107,13 +107,15 @@ def _stratum_weights(removed: pa.Table, kept_rows: int, stats: dict[str, Any], s
 
 
 def load_outputs(run_dir: str, columns: list[str], stats: dict[str, Any] | None = None,
-                 budget: int | None = None) -> Outputs:
+                 budget: int | None = None, files: PassFiles | None = None) -> Outputs:
     """Every pass's ``removed/`` and the run's ``kept/``, with ``columns`` (metric columns); a sample
-    of their shards when the run (``stats``' documents) is over ``budget`` (``ROW_BUDGET``)."""
+    of their shards when the run (``stats``' documents) is over ``budget`` (``ROW_BUDGET``).
+    ``files``: the command's listings (the report's), so no directory is listed twice."""
     uris: list[str] = []
     passes = RunDir(run_dir).document_pass_dirs()
-    removed_dirs = [fs.list_files_if_any(p.removed_dir, (".parquet",)) for p in passes]
-    kept_dir = fs.list_files_if_any(passes[-1].kept_dir, (".parquet",))
+    files = files or PassFiles()
+    removed_dirs = [files.files(p.removed_dir, (".parquet",)) for p in passes]
+    kept_dir = files.files(passes[-1].kept_dir, (".parquet",))
     names = sorted({fs.basename(u) for found in removed_dirs + [kept_dir] for u in found})
     docs = int((stats or {}).get("docs_kept") or 0) + int((stats or {}).get("docs_removed") or 0)
     chosen = sampled_names(names, docs, ROW_BUDGET if budget is None else budget)
@@ -260,7 +262,7 @@ def _with_text(rows: list[dict[str, Any]]) -> None:
 
 def threshold_views(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any],
                     thresholds: dict[str, dict[str, list[dict[str, Any]]]], near: int = 3,
-                    sample: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                    sample: dict[str, Any] | None = None, files: PassFiles | None = None) -> list[dict[str, Any]]:
     """Every threshold drawn on a histogram of the run, in stage order: its what-if curve and the
     ``near`` documents nearest it on each side (:func:`threshold_view`), with their text's head.
     ``sample`` (a dict, filled in): the shards read when the run was sampled (see the module doc)."""
@@ -270,7 +272,7 @@ def threshold_views(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any
              for m in ms if column in (hists.get(stage) or {})]
     if not marks:
         return []
-    out = load_outputs(run_dir, sorted({column for _, column, _ in marks}), stats)
+    out = load_outputs(run_dir, sorted({column for _, column, _ in marks}), stats, files=files)
     kinds = stage_kinds(manifest)
     views = [threshold_view(out, order, kinds.get(stage), stage, column, m["param"], float(m["value"]),
                             str(hists[stage][column].get("scale")), near) for stage, column, m in marks]
