@@ -247,7 +247,8 @@ def run_dedup_pass(plan: Plan, p: Pass, previous: Pass, executor: Executor, forc
     out = plan.pass_dir(p.name)
     remove_orphan_shards(out, set(plan.shard_names()), p.name)
     stats = run_dedup(plan.pass_dir(previous.name).kept_dir, out.root, entry, executor, force=force,
-                      shards=_kept_shards(plan, previous), out=out, upstream=previous.fingerprint)
+                      shards=_kept_shards(plan, previous), out=out, upstream=previous.fingerprint,
+                      run_root=plan.output, recorded_root=plan.recorded_output)
     merged = fs.read_json(out.stats_json) | {"pass": p.name}
     fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
     return {k: stats[k] for k in ("docs_read", "docs_kept", "docs_removed", "wall_seconds") if k in stats}
@@ -338,6 +339,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
     conditional = fs.is_s3(plan.output)
     tag = fs.etag(plan.run.run_json) if conditional else None
     previous_record = load_previous(plan.run)
+    if previous_record and isinstance(previous_record.get("output"), str):
+        plan.recorded_output = previous_record["output"]  # write_plan replaces it with this run's
     if previous_record is None and check_output_is_ours(plan, force):
         _clear_unrecorded_run(plan)
     redo_from = first_pass_to_redo(plan, previous_record, force)

@@ -96,6 +96,9 @@ class Plan:
     #: distribution -> version the stages run with, when not this interpreter's (a SageMaker
     #: launch plans with its image's lock file: the instances re-plan with what they have)
     pinned_libraries: dict[str, str] | None = None
+    #: the run directory as the previous ``run.json`` named it (before this run rewrote it): where
+    #: the run lived when moved since; dedup indexes an earlier refinery began hashed paths under it
+    recorded_output: str | None = None
     run: RunDir = field(init=False)
 
     def __post_init__(self) -> None:

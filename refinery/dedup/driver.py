@@ -199,6 +199,9 @@ class WorkDir:
         #: where the removal run writes, recorded in the manifest: a shared --work-dir's manifest
         #: names another output's shards, which are not this output's leftovers (_indexed_by)
         self.output = output
+        #: an index begun by refinery 0.8.8 or before: the run directory's spelling its fingerprint
+        #: hashed the shards' full paths under, kept in the manifest for the next resume elsewhere
+        self.hashed_root: str | None = None
 
     def path(self, *parts: str) -> str:
         return fs.join(self.root, *parts)
@@ -286,20 +289,79 @@ def _run_pass(work: WorkDir, name: str, fn: Callable[..., dict[str, Any]], tasks
     return work.finish(name, summary)
 
 
-def _fingerprint(method: str, params: dict[str, Any], shards: list[Shard], upstream: str | None = None) -> str:
+def _fingerprint(method: str, params: dict[str, Any], shards: list[Shard], upstream: str | None = None,
+                 run_root: str | None = None) -> str:
+    """The index's fingerprint. ``run_root``: the run directory of a pass of a plan, whose shards
+    lie inside it and are hashed by their paths under it, so a run moved or copied elsewhere (``mv``,
+    an S3 sync, another spelling of the same directory) resumes its index; a standalone dedup's
+    shards are its input, hashed where they are."""
+    return _hash_identity(method, params, [(s.name, _under(s.uri, run_root)) for s in shards], upstream)
+
+
+def _hash_identity(method: str, params: dict[str, Any], shards: list[tuple[str, str]], upstream: str | None) -> str:
     from refinery.plan import DEDUP_LIBRARIES, library_version
 
     from refinery import __version__
 
     # refinery's version: what the methods decide changes with it (0.4.0's normalisation); a
     # standalone index of another version was reused silently (found by a review)
-    identity = {"method": method, "params": params, "shards": [(s.name, s.uri) for s in shards], "upstream": upstream,
+    identity = {"method": method, "params": params, "shards": shards, "upstream": upstream,
                 "refinery": __version__}
     libraries = DEDUP_LIBRARIES.get(method, ())
     if libraries:  # a standalone index built by another rensa is not reused (found by adversarial testing)
         identity["code"] = {dist: library_version(dist) for dist in libraries}
     blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _under(uri: str, root: str | None) -> str:
+    """``uri`` relative to ``root`` when ``root`` is given and ``uri`` is spelled under it, else ``uri``."""
+    if root is None:
+        return uri
+    top = root.rstrip("/") + "/"
+    return uri[len(top):] if uri.startswith(top) else uri
+
+
+def _pass_fingerprint(work_root: str, method: str, params: dict[str, Any], shards: list[Shard], upstream: str | None,
+                      run_root: str, recorded_root: str | None) -> tuple[str, str | None]:
+    """A plan pass's index fingerprint: by the shards' paths under the run (:func:`_fingerprint`),
+    or, for an index an earlier refinery (0.8.8 and before) began, the one it hashed with the
+    shards' full paths, as the run directory was spelled then, so that run resumes its index and
+    removal shards instead of redoing them. The spellings tried: the one of now (resumed in
+    place), the run's previous ``run.json`` (``recorded_root``: moved since), and the one its
+    index's manifest recorded (moved, then resumed and stopped again). Returns the fingerprint and,
+    for such an index, the spelling it hashed (else None)."""
+    current = _fingerprint(method, params, shards, upstream, run_root)
+    found = _step_fingerprints(WorkDir(work_root, current, False, method=method))
+    try:
+        manifest = fs.read_json_if_any(fs.join(work_root, "manifest.json")) or {}
+    except ValueError:  # a manifest that cannot be read names no fingerprint
+        manifest = {}
+    if isinstance(manifest, dict) and isinstance(manifest.get("fingerprint"), str):
+        found.add(manifest["fingerprint"])
+    if not found or current in found:
+        return current, None
+    relative = [(s.name, _under(s.uri, run_root)) for s in shards]
+    for root in _earlier_spellings(run_root, recorded_root, manifest, relative):
+        legacy = _hash_identity(method, params, [(n, f"{root}/{rel}") for n, rel in relative], upstream)
+        if legacy in found:
+            log.info("[dedup %s] resuming the index an earlier refinery began with the run at %s", method, root)
+            return legacy, root
+    return current, None
+
+
+def _earlier_spellings(run_root: str, recorded_root: str | None, manifest: dict[str, Any],
+                       relative: list[tuple[str, str]]) -> list[str]:
+    """The run directory's spellings an index begun by an earlier refinery may have hashed."""
+    hashed = manifest.get("hashed_root")  # an earlier resume of such an index elsewhere
+    roots = [run_root, recorded_root or "", hashed if isinstance(hashed, str) else ""]
+    manifest = manifest if isinstance(manifest, dict) else {}
+    by_name = dict(relative)
+    for s in manifest.get("shards") or []:  # a manifest's shard ends with its path under the run
+        uri, rel = (s.get("uri"), by_name.get(s.get("name"))) if isinstance(s, dict) else (None, None)
+        if isinstance(uri, str) and rel and uri.endswith("/" + rel):
+            roots.append(uri[: -len(rel) - 1])
+    return list(dict.fromkeys(r.rstrip("/") for r in roots if r))
 
 
 def _method_params(config: DedupConfig) -> dict[str, Any]:
@@ -378,13 +440,16 @@ def partitions_for(rows: int, bytes_per_row: int, budget: int, baseline: int = T
 
 def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor | None = None,
               work_dir: str | None = None, force: bool = False, *, shards: list[Shard] | None = None,
-              out: PassDir | None = None, upstream: str | None = None) -> dict[str, Any]:
+              out: PassDir | None = None, upstream: str | None = None, run_root: str | None = None,
+              recorded_root: str | None = None) -> dict[str, Any]:
     """Deduplicate the shards of ``input_dir`` into the run directory ``output_dir``; returns the
     dedup stats (also written to ``<work_dir>/dedup_stats.json`` and ``<output_dir>/dedup_stats.json``).
 
     As a pass of a plan: ``shards`` (the previous pass's finished kept shards), ``out`` (this
     pass's directory; its ``index/`` holds the work files) and ``upstream`` (the previous pass's
     fingerprint, so an index built from other inputs is never reused); the plan owns ``run.json``.
+    ``run_root``: the run directory, under which the index hashes the shards' paths (so a moved
+    run resumes it); ``recorded_root``: the run directory as its previous ``run.json`` named it.
     """
     if executor is None:  # before the input is listed: a missing-credentials error there advises for it
         fs.executor_kind = config.executor.type
@@ -415,7 +480,8 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
     settings = {"input": input_dir, "method": config.method, "force": force}
     with nullcontext() if shards is not None else output_guard(fs.validate_uri(output_dir), "dedup", settings) as claim:
         with executor if owned else nullcontext():
-            return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream, claim)
+            return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream, claim,
+                              run_root, recorded_root)
 
 
 def _refuse_before_the_lock(input_dir: str, output_dir: str, config: DedupConfig, work_dir: str | None,
@@ -437,7 +503,8 @@ def _refuse_before_the_lock(input_dir: str, output_dir: str, config: DedupConfig
 
 def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor, work_dir: str | None,
                force: bool, shards: list[Shard] | None, out: PassDir | None, upstream: str | None,
-               claim: OutputClaim | None = None) -> dict[str, Any]:
+               claim: OutputClaim | None = None, run_root: str | None = None,
+               recorded_root: str | None = None) -> dict[str, Any]:
     input_dir, output_dir = fs.validate_uri(input_dir), fs.validate_uri(output_dir)
     out = out or PassDir(output_dir)
     work_root = fs.validate_uri(work_dir or (out.index_dir if upstream else fs.join(output_dir, "dedup")))
@@ -457,8 +524,11 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     params = _method_params(config)
     if standalone and recorded is not None:
         params = recorded  # the same pass, hashed as recorded: its index and removals are reused
-    work = WorkDir(work_root, _fingerprint(method, params, shards, upstream), force, output=out.root,
-                   method=method)
+    fingerprint, hashed_root = (_pass_fingerprint(work_root, method, params, shards, upstream, run_root, recorded_root)
+                                if run_root is not None and not force
+                                else (_fingerprint(method, params, shards, upstream, run_root), None))
+    work = WorkDir(work_root, fingerprint, force, output=out.root, method=method)
+    work.hashed_root = hashed_root
     if work_dir is None:  # the pass's own index directory (a shared --work-dir is the user's to clear)
         _clear_stale_index(work)
     if standalone:
@@ -797,6 +867,7 @@ def _write_manifest(work: WorkDir, method: str, params: dict[str, Any], shards: 
         "params": params,
         "fingerprint": work.fingerprint,
         "output": work.output,
+        **({"hashed_root": work.hashed_root} if work.hashed_root else {}),
         "shards": [
             {"name": s.name, "index": s.index, "uri": s.uri, "docs": r.get("docs"), "sources": r.get("sources")}
             for s, r in zip(shards, input_results)
