@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import pytest
 
@@ -186,13 +187,59 @@ def test_a_pass_of_long_tasks_logs_a_heartbeat_naming_the_pass_and_the_running_t
     """Session 46 (h161): the pass line came only when a task finished, so a pass of two suffix
     arrays was silent for minutes on a log without a terminal. Now a heartbeat line says which pass,
     how far, and which task has run for how long."""
+    from refinery.executors import progress
+
     monkeypatch.setenv("REFINERY_PROGRESS_LOG_EVERY_S", "0.15")
+    monkeypatch.setattr(progress, "HEARTBEAT_MIN_S", 0.1, raising=False)
     with caplog.at_level(logging.INFO, logger="refinery.progress"), LocalExecutor(2, progress=False) as ex:
         outcomes = ex.map(sleep_a_while, [{"seconds": 0.6}], label="dedup/x/suffix_arrays", names=["p-0..p-3"])
-    assert [o.status for o in outcomes] == ["done"]
+        assert [o.status for o in outcomes] == ["done"]
+        lines = [r.getMessage() for r in caplog.records]
+        beats = [line for line in lines if "still working" in line]
+        assert beats, caplog.text
+        assert all(b.startswith("[dedup/x/suffix_arrays] still working: 0/1 tasks (0 skipped, 0 failed), 0 docs, ")
+                   and "ETA unknown; 1 in flight, the oldest p-0..p-3 for " in b for b in beats), beats
+        assert lines[-1].startswith("[dedup/x/suffix_arrays] p-0..p-3 done") and lines[-1].endswith("ETA 0s"), lines
+        # h162: at REFINERY_PROGRESS_LOG_EVERY_S=0 (a line for every task) the heartbeat came every 50 ms
+        # while a task ran (12 lines in 0.6 s); it keeps HEARTBEAT_MIN_S between its lines
+        monkeypatch.setenv("REFINERY_PROGRESS_LOG_EVERY_S", "0")
+        monkeypatch.setattr(progress, "HEARTBEAT_MIN_S", 0.4, raising=False)
+        caplog.clear()
+        ex.map(sleep_a_while, [{"seconds": 0.6}], label="dedup/y", names=["q"])
     beats = [r.getMessage() for r in caplog.records if "still working" in r.getMessage()]
-    assert beats, caplog.text
-    assert all(b.startswith("[dedup/x/suffix_arrays] still working: 0/1 tasks (0 skipped, 0 failed), 0 docs, ")
-               and "ETA unknown; 1 in flight, the oldest p-0..p-3 for " in b for b in beats), beats
-    finished = [r.getMessage() for r in caplog.records if "p-0..p-3 done" in r.getMessage()]
-    assert finished and finished[-1].endswith("ETA 0s")
+    assert len(beats) <= 1, beats
+    assert caplog.records[-1].getMessage().startswith("[dedup/y] q done: 1/1 tasks"), caplog.text
+
+
+def test_a_dead_workers_note_keeps_a_long_unicode_stage_name_and_dead_drivers_directories_go(tmp_path, monkeypatch):
+    """h162: a task's phase note was cut at 256 bytes, in the middle of a character: a stage named
+    by 120 Cyrillic letters came back as ``in stage 'этап_..э\ufffd`` and the ``failed/`` record's
+    stage was null (no closing quote to find). And the notes' directory of a driver that was killed
+    (SIGKILL, OOM) stayed in /tmp for good: the next executor removes those of dead drivers."""
+    import subprocess
+    import tempfile
+
+    from refinery.executors import base, local
+    from refinery.runner import failed_stage
+
+    name = "этап_" * 40
+    with base._task_status(str(tmp_path), "part-00003", 1):
+        base.note_phase("in stage 'a much longer note than the next one' (x)")
+        base.note_phase(f"in stage {name!r} (fault_injection)")
+        phase = base.read_phase(str(tmp_path), "part-00003", 1)
+        assert phase == f"in stage {name!r} (fault_injection)"
+        assert failed_stage(f"worker process died (OOM-killed or crashed) {phase}: ...") == name
+        base.note_phase("ж" * 5000)  # longer than the record: cut between two characters
+        assert base.read_phase(str(tmp_path), "part-00003", 1) == "ж" * ((base._STATUS_BYTES - 1) // 2)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    prefix = local._status_dir_prefix()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f"{prefix}{int(dead.stdout)}-abc").mkdir()  # a killed driver's
+    (tmp_path / f"{prefix}{os.getppid()}-def").mkdir()  # a running one's
+    ex = LocalExecutor(2, progress=False)
+    mine = ex._status_dir()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(prefix)) == sorted(
+        [f"{prefix}{os.getppid()}-def", os.path.basename(mine)])
+    ex.close()
+    assert not os.path.exists(mine)

@@ -258,8 +258,9 @@ def permission_denied(exc: BaseException) -> bool:
 
 #: the shared key of the directory where each task notes what it is doing (:func:`note_phase`)
 TASK_STATUS_KEY = "__refinery_task_status_dir"
-#: bytes of a task's status record (rewritten in place: no truncate, one pwrite)
-_STATUS_BYTES = 256
+#: bytes of a task's status record at most (rewritten in place: no truncate, one pwrite, ended by a
+#: NUL); room for a stage name of ~1,000 non-Latin characters (256 cut a 120-letter Cyrillic name)
+_STATUS_BYTES = 4096
 _status_fd: int | None = None  # the running task's status file, in a worker process
 
 
@@ -274,9 +275,19 @@ def note_phase(text: str) -> None:
     comes back. One ``pwrite`` of a page-cache file (~1-2 us); nothing when no executor asked."""
     if _status_fd is not None:
         try:
-            os.pwrite(_status_fd, text.encode()[:_STATUS_BYTES].ljust(_STATUS_BYTES), 0)
+            os.pwrite(_status_fd, _status_record(text), 0)
         except OSError:  # best effort: the note only names a phase for an error message
             pass
+
+
+def _status_record(text: str) -> bytes:
+    """``text`` as UTF-8, cut at a character's boundary to fit the record, then a NUL (what a
+    longer earlier note left after it is not read). A cut in the middle of a character read as
+    U+FFFD, and without the stage's closing quote the ``failed/`` record's stage was null."""
+    data = text.encode()
+    if len(data) >= _STATUS_BYTES:
+        data = data[:_STATUS_BYTES - 1].decode(errors="ignore").encode()
+    return data + b"\0"
 
 
 def read_phase(directory: str | None, name: str, attempt: int) -> str:
@@ -285,7 +296,7 @@ def read_phase(directory: str | None, name: str, attempt: int) -> str:
         return ""
     try:
         with open(task_status_file(directory, name, attempt), "rb") as f:
-            return f.read(_STATUS_BYTES).decode(errors="replace").strip()
+            return f.read(_STATUS_BYTES).split(b"\0", 1)[0].decode(errors="replace").strip()
     except OSError:
         return ""
 

@@ -125,6 +125,12 @@ PROCESS_PROGRESS = ProcessProgress()
 PROGRESS_LOG_EVERY_S = 30.0
 
 
+#: seconds between two heartbeat lines at least, whatever ``REFINERY_PROGRESS_LOG_EVERY_S`` says: at
+#: 0 (a line for every task) the wait woke every 50 ms and logged "still working" 20 times a second
+#: while a long task ran (h162)
+HEARTBEAT_MIN_S = 1.0
+
+
 def progress_log_every_s() -> float:
     from refinery.executors.base import env_seconds  # base imports this module
 
@@ -159,14 +165,17 @@ class TaskProgress:
 
     def heartbeat_in(self) -> float:
         """Seconds until the next heartbeat is due: how long the executor may wait for a task."""
-        return max(self._last_log + self.log_every_s - time.time(), 0.05)
+        return max(self._last_log + self._heartbeat_every_s() - time.time(), 0.05)
+
+    def _heartbeat_every_s(self) -> float:
+        return max(self.log_every_s, HEARTBEAT_MIN_S)
 
     def heartbeat(self) -> None:
         """A line when no task finished for ``log_every_s``: a pass of few long tasks (a suffix
         array over a partition, a cluster step) was silent until its first task ended -- minutes on
         a log without a terminal (CloudWatch). Says which tasks run and for how long."""
         now = time.time()
-        if now - self._last_log < self.log_every_s:
+        if now - self._last_log < self._heartbeat_every_s():
             return
         finished = sum(self.counts.values())
         elapsed = max(now - self.started, 1e-9)
