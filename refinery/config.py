@@ -51,7 +51,7 @@ class _Strict(BaseModel):
     def _no_bool_for_number(cls, value: Any, info: Any) -> Any:
         field = cls.model_fields.get(info.field_name) if info.field_name else None
         if field is not None and _bool_for_number(field.annotation, value):
-            raise ValueError(f"must be a number, got the boolean {value!r}")
+            raise ValueError(f"must be a number, got the boolean {str(value).lower()}")
         return value
 
 
@@ -88,7 +88,7 @@ class StageConfig(_Strict):
         if unknown:
             raise ConfigError("; ".join(f"{where}.{k}: unknown parameter{_near(k, model.model_fields)}" for k in unknown)
                               + f"; {self.type} takes: {', '.join(sorted(model.model_fields))}")
-        booleans = [f"{where}.{k}: must be a number, got the boolean {v!r}" for k, v in self.params.items()
+        booleans = [f"{where}.{k}: must be a number, got the boolean {str(v).lower()}" for k, v in self.params.items()
                     if _bool_for_number(model.model_fields[k].annotation, v)]
         if booleans:
             raise ConfigError("; ".join(booleans))

@@ -12,6 +12,7 @@ mean``); the allowed values listed."""
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from typing import Any
 
@@ -57,15 +58,37 @@ def where(loc: tuple[Any, ...] | list[Any]) -> str:
     return text
 
 
+#: characters of a value shown in a problem at most (a pasted paragraph made the line a screen long)
+_SHOWN_CHARS = 80
+#: a number PyYAML reads as text: YAML 1.1 wants a dot in a float (``1e5`` is the string '1e5')
+_YAML_TEXT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def given(value: Any) -> str:
-    """``got 'x'``, or what kind of thing was given where it is not one value."""
+    """``got 'x'``, or what kind of thing was given where it is not one value; a boolean as YAML
+    spells it (``got false``, not Python's ``False``), a long text cut (its length said)."""
     if isinstance(value, dict):
         return "got a mapping"
     if isinstance(value, (list, tuple)):
         return "got a list"
     if value is None:
         return "got nothing (null)"
-    return f"got {value!r}"
+    if isinstance(value, bool):
+        return f"got {str(value).lower()}"
+    shown = repr(value)
+    if len(shown) > _SHOWN_CHARS:
+        shown = f"{shown[:_SHOWN_CHARS - 4]}...{shown[-1]} ({len(str(value)):,} characters)"
+    return f"got {shown}"
+
+
+def _yaml_hint(kind: str, value: Any) -> str:
+    """What YAML made of what was written, where that is the mistake: ``no`` (Norwegian) in a
+    list of languages is the boolean false; ``1e5`` is text."""
+    if isinstance(value, bool) and kind == "string_type":
+        return " (YAML reads yes, no, on, off, true and false unquoted as a boolean: quote it, e.g. 'no')"
+    if isinstance(value, str) and kind in ("int_parsing", "int_from_float") and _YAML_TEXT_NUMBER.match(value):
+        return f" (YAML reads {value} as text: write it out, e.g. {float(value):.0f})"
+    return ""
 
 
 def problems(exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
@@ -77,6 +100,13 @@ def problems(exc: ValidationError, model: type[BaseModel] | None = None) -> list
 
 def _problem(err: Any, errors: list[Any], model: type[BaseModel] | None) -> str:
     loc, value, kind = tuple(err["loc"]), err.get("input"), err["type"]
+    if kind == "invalid_key" or (loc and loc[-1] == "[key]"):
+        # a key that is not text (``1:``, ``on:``); pydantic named it as a list index (``executor[1]``)
+        # or ``params[1].[key]``
+        place = where(loc[:-2] if loc and loc[-1] == "[key]" else loc[:-1])
+        key = str(value).lower() if isinstance(value, bool) else repr(value)
+        hint = " (YAML reads yes, no, on, off unquoted as a boolean: quote the key)" if isinstance(value, bool) else ""
+        return f"{place + ': ' if place else ''}key {key}: keys must be text{hint}"
     if kind == "extra_forbidden":
         return f"{where(loc)}: unknown key{_meant(loc, errors, model)}"
     if kind == "list_type":  # pydantic's "Input should be a valid list" said not what to write
@@ -87,7 +117,8 @@ def _problem(err: Any, errors: list[Any], model: type[BaseModel] | None) -> str:
     if kind == "missing":
         return f"{where(loc)}: is required"
     rule = _rule(kind, err)
-    return f"{where(loc)}: {rule}, {given(value)}" if loc else f"{rule}, {given(value)}"
+    got = given(value) + _yaml_hint(kind, value)
+    return f"{where(loc)}: {rule}, {got}" if loc else f"{rule}, {got}"
 
 
 def _rule(kind: str, err: Any) -> str:
@@ -147,11 +178,41 @@ def _meant(loc: tuple[Any, ...], errors: list[Any], model: type[BaseModel] | Non
     known |= {str(e["loc"][-1]) for e in errors
               if e["type"] == "missing" and e["loc"] and tuple(e["loc"][:-1]) == tuple(loc[:-1])}
     guess = difflib.get_close_matches(str(loc[-1]), sorted(known), 1) if loc else []
-    return f" (did you mean {guess[0]!r}?)" if guess else ""
+    if guess:
+        return f" (did you mean {guess[0]!r}?)"
+    return _section_of(loc, model) if model is not None and loc else ""
+
+
+def _section_of(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+    """`` (a key of reader or tokenize)`` for a key written one level off: ``batch_size:`` at the
+    top, ``min_docs:`` beside ``method: lines`` or under ``minhash:``. The sections are those of
+    the mapping it is in, then of the mapping around it (never a key of an unrelated section: a
+    near spelling there is not offered)."""
+    key, parent = loc[-1], loc[:-1]
+    homes = [(*parent, name) for name in _sections_at(model, parent) if key in _keys_at(model, (*parent, name))]
+    if not homes and parent and isinstance(parent[-1], str):
+        homes = [(*parent[:-1], name) for name in _sections_at(model, parent[:-1])
+                 if name != parent[-1] and key in _keys_at(model, (*parent[:-1], name))]
+    if not homes:
+        return ""
+    return f" (a key of {' or '.join(where(h) for h in homes)})"
+
+
+def _sections_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The keys of the mapping at ``path`` that hold a mapping of known keys (``reader``, ``lines``)."""
+    # (not a list of mappings: ``dedup`` is no home for a key, ``dedup[0]`` would be a guess)
+    return [k for k in _keys_at(model, path)
+            if _keys_at(model, (*path, k)) and _item_of(_annotation_at(model, (*path, k))) is None]
 
 
 def _keys_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
     """The keys of the mapping at ``path`` in a config validated by ``model`` ([] when not a model's)."""
+    found = _model_in(_annotation_at(model, path))
+    return list(found.model_fields) if found is not None else []
+
+
+def _annotation_at(model: type[BaseModel], path: tuple[Any, ...]) -> Any:
+    """The type annotation of the value at ``path`` in a config validated by ``model`` (None: unknown)."""
     annotation: Any = model
     for part in path:
         if isinstance(part, int):
@@ -159,10 +220,9 @@ def _keys_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
             continue
         found = _model_in(annotation)
         if found is None or part not in found.model_fields:
-            return []
+            return None
         annotation = found.model_fields[part].annotation
-    found = _model_in(annotation)
-    return list(found.model_fields) if found is not None else []
+    return annotation
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

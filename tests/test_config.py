@@ -156,8 +156,8 @@ def test_unwritable_output_is_a_config_error(tmp_path):
     ("gopher_repetition", {"dup_n_grams": {5: 2.0}}, r"dup_n_grams\[5\] must be within \[0, 1\]"),
     ("line_corrections", {"max_removed_word_frac": -1}, r"max_removed_word_frac: must be within \[0, 1\]"),
     ("extract", {"timeout_s": -1}, r"extract\.timeout_s: must be >= 0"),
-    ("gopher_quality", {"min_words": True}, r"gopher_quality\.min_words: must be a number, got the boolean True"),
-    ("language_id", {"max_chars": False}, r"language_id\.max_chars: must be a number, got the boolean False"),
+    ("gopher_quality", {"min_words": True}, r"gopher_quality\.min_words: must be a number, got the boolean true"),
+    ("language_id", {"max_chars": False}, r"language_id\.max_chars: must be a number, got the boolean false"),
     ("gopher_quality", {"stop_words": ["the", "and"], "min_stop_words": 3},
      r"min_stop_words 3 is more than the 2 distinct stop_words given"),
 ])
@@ -341,9 +341,29 @@ _GOPHER_AT_1 = "name: t\nstages:\n  - type: url_filter\n  - type: gopher_quality
      "']', but got '<stream end>' (parsing a flow sequence from line 3, column 23)"),
     ("stages:\n\t- type: extract\n", "{cfg}: not valid YAML: line 2, column 1: found character '\\t' that cannot start any "
      "token; indent with spaces, not tabs"),
+    # h162, from outside: what YAML made of what was written (Norwegian's `no` is false, 1e5 is text,
+    # `on:` a boolean key that pydantic placed as `params[1].[key]`), a boolean as YAML spells it, a
+    # long value cut, and a key written one section off named with its section (never a near key of
+    # another section)
+    ("stages:\n  - type: language_id\n    params: {languages: [en, no]}\n", "{cfg}: stages[0] language_id.languages[1]: "
+     "must be text, got false (YAML reads yes, no, on, off, true and false unquoted as a boolean: quote it"),
+    (_GOPHER_AT_1 % "1e5", "{cfg}: stages[1] gopher_quality.min_words: must be a whole number, got '1e5' (YAML reads 1e5 "
+     "as text: write it out, e.g. 100000)"),
+    (_GOPHER_AT_1 % "true", "{cfg}: stages[1] gopher_quality.min_words: must be a number, got the boolean true"),
+    ("stages: [{type: gopher_quality, params: {on: 3}}]\n", "{cfg}: stages[0].params: key true: keys must be text (YAML "
+     "reads yes, no, on, off unquoted as a boolean: quote the key)"),
+    ("executor: {1: 2}\nstages: [{type: gopher_quality}]\n", "{cfg}: executor: key 1: keys must be text"),
+    ("executor: {type: %s}\nstages: [{type: gopher_quality}]\n" % ("x" * 300), "{cfg}: executor.type: must be 'local' or "
+     "'ray', got '%s...' (300 characters)" % ("x" * 75)),
+    ("batch_size: 5\nstages: [{type: gopher_quality}]\n", "{cfg}: batch_size: unknown key (a key of reader or tokenize)"),
+    ("stages: [{type: gopher_quality}]\ndedup: [{method: lines, min_docs: 3}]\n",
+     "{cfg}: dedup[0].min_docs: unknown key (a key of dedup[0].lines)"),
+    ("stages: [{type: gopher_quality}]\ndedup: [{method: minhash, minhash: {min_docs: 3}}]\n",
+     "{cfg}: dedup[0].minhash.min_docs: unknown key (a key of dedup[0].lines)"),
 ], ids=["range-param", "type-param", "enum-param-named", "unknown-param", "range", "type", "enum", "range-dedup", "union",
         "unknown-key-default", "unknown-nested", "missing", "missing-type", "list-for-mapping", "list-for-params",
-        "yaml-syntax", "yaml-tab"])
+        "yaml-syntax", "yaml-tab", "yaml-no-is-false", "yaml-1e5-is-text", "boolean-as-yaml", "boolean-key", "int-key",
+        "long-value", "key-of-a-section", "key-of-the-method", "key-of-another-method"])
 def test_config_errors_are_in_the_projects_words(tmp_path, text, expected):
     """Session 46 (h154): every config mistake is ``invalid config FILE: where: rule, got value``,
     never pydantic's words ("Input should be greater than 0", "Field required") or PyYAML's
