@@ -374,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_dir")
     ap.add_argument("--report", help="the report to check (default RUN_DIR/report.html, if there)")
     args = ap.parse_args(argv)
-    stats = load_run_stats(args.run_dir)
+    try:
+        stats = load_run_stats(args.run_dir)
+    except FileNotFoundError as exc:  # not a run directory: one line, exit 2, as the CLI says it (h162)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     manifest = load_run_manifest(args.run_dir)
     removed, kept, samples = load_outputs(args.run_dir)
     a = Audit()

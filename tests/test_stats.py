@@ -479,6 +479,7 @@ def test_the_report_moves_each_threshold_and_shows_the_documents_nearest_it(run)
     audit = check.Audit()
     check.check_whatif(audit, html, _stats(run_dir), removed, kept)
     assert audit.problems == [] and audit.checked > 300, (audit.checked, audit.problems[:3])
+    assert check.main([str(run_dir / "no-such-run")]) == 2  # one line, not a traceback (h162)
     block = re.search(r'data-stage="gopher_quality" data-column="gopher_word_count" data-param="min_words" '
                       r'data-value="50.0" data-removes="below">(.*?)</details>', html, re.S).group(1)
     curve = {float(x): (int(n), int(c)) for x, n, c in re.findall(
