@@ -250,9 +250,33 @@ class ExecutorConfig(_Strict):
     allocator: ExecutorAllocator = "auto"
 
 
+#: (method, section): the keys of another method's section that method reads
+_READ_BY_OTHERS = {("exact", "minhash"): ("seed",), ("url", "minhash"): ("seed",)}
+
+
 class DedupPassConfig(DedupConfig):
     """One dedup pass of a recipe: ``configs/dedup.yaml``'s keys (its optional ``name`` included);
     the executor is the recipe's (set once, at the top level)."""
+
+    @field_validator("minhash", "substring", "lines", "decontaminate")
+    @classmethod
+    def _read_by_its_method(cls, section: BaseModel, info: Any) -> BaseModel:
+        """A method's section under another method does nothing: ``lines: {min_docs: 5}`` beside
+        ``method: minhash`` was accepted and silently ignored (probe, session 46). Runs only for
+        the sections written (pydantic validates a default only when asked), and of those for the
+        keys set to other than their default: a config dumped whole (every section, at its defaults)
+        still loads. ``exact`` and ``url`` read ``minhash.seed`` (their hash seed) and nothing else."""
+        method, key = info.data.get("method"), info.field_name
+        if method is None or method == key:  # an unknown method is refused on its own
+            return section
+        default = type(section)()
+        written = {k for k in section.model_fields_set - set(_READ_BY_OTHERS.get((method, key), ()))
+                   if getattr(section, k) != getattr(default, k)}
+        if written:
+            also = " (and its seed by method: exact or url)" if key == "minhash" else ""
+            raise ValueError(f"only read by method: {key}{also}; this entry's method is {method}, "
+                             f"got {', '.join(sorted(written))}")
+        return section
 
     @model_validator(mode="after")
     def _no_executor(self) -> "DedupPassConfig":
@@ -352,21 +376,24 @@ class PipelineConfig(_Strict):
     def _unique_names(self) -> "PipelineConfig":
         names = [s.stage_name for s in self.stages]
         dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"stage names must be unique; repeated: {dupes} (give each a distinct 'name')")
+        if dupes:  # named at the second stage of that name
+            again = next(i for i, n in enumerate(names) if n in dupes and n in names[:i])
+            raise ValueError(f"{self._where(again)}: stage names must be unique; repeated: {dupes} "
+                             f"(give each a distinct 'name')")
         passes = ["filter", *(d.pass_name for d in self.dedup), "tokens"]
         dupes = sorted({n for n in passes if passes.count(n) > 1})
         if dupes:
             raise ValueError(f"pass names must be unique; repeated: {dupes} (give each dedup pass a distinct 'name')")
         clash = sorted(set(names) & set(passes))
         if clash:  # the funnel and the report key stages and passes alike
-            raise ValueError(f"stage name {clash[0]!r} is also a pass's name: give the stage another 'name'")
+            raise ValueError(f"{self._where(names.index(clash[0]))}: stage name {clash[0]!r} is also a pass's name: "
+                             f"give the stage another 'name'")
         from refinery.stats.funnel import READER_KINDS
 
         readers = sorted(set(names) & set(READER_KINDS))
         if readers:  # merged with the reader's own row, the funnel could not reconcile (adversarial testing)
-            raise ValueError(f"stage name {readers[0]!r} is the name of an input reader in the funnel: give the stage "
-                             f"another 'name'")
+            raise ValueError(f"{self._where(names.index(readers[0]))}: stage name {readers[0]!r} is the name of an "
+                             f"input reader in the funnel: give the stage another 'name'")
         self._check_prescreen_languages()
         self._check_word_rules_for_languages()
         self._fill_min_words_after_cuts()
@@ -402,7 +429,7 @@ class PipelineConfig(_Strict):
         0.9% of German article pages at 0.8, 16% at 0.7; found by adversarial testing)."""
         notes: list[str] = []
         others: list[str] = []
-        for s in self.stages:
+        for index, s in enumerate(self.stages):
             if s.type == "language_id":
                 kept = _languages_param(s.params)
                 if kept is None:  # not a list of codes: refused when the stage is built
@@ -412,7 +439,7 @@ class PipelineConfig(_Strict):
                 if not _lid176_labels(kept):
                     others = []  # another model's labels: we cannot tell English from them
             elif s.type in ("toxicity", "quality") and others:
-                notes.append(f"stage {s.stage_name!r} uses an English model, and the language_id before it keeps "
+                notes.append(f"{s.where(index)}: uses an English model, and the language_id before it keeps "
                              f"{others}: it removes some benign text of other languages (docs/languages.md)")
         return notes
 
@@ -423,7 +450,7 @@ class PipelineConfig(_Strict):
         its word rules are set so that such pages can pass."""
         kept: list[str] = []
         custom_labels = False
-        for s in self.stages:
+        for index, s in enumerate(self.stages):
             if s.type == "language_id":
                 # [] keeps every language: the spaceless ones and the others (it was read as [en],
                 # and a mixed corpus lost 99.7% to the English stop words: adversarial testing)
@@ -443,7 +470,7 @@ class PipelineConfig(_Strict):
                 if spaceless and (mean_len < 100 or min_stop > 0):
                     what = "every language" if "*" in kept else spaceless
                     raise ValueError(
-                        f"stage {s.stage_name!r} counts space-separated words, and the language_id before it keeps "
+                        f"{s.where(index)}: counts space-separated words, and the language_id before it keeps "
                         f"{what}, and {spaceless} are written without spaces: every such page fails its word rules. "
                         f"Leave gopher_quality out for them (run them separately), or set its params "
                         f"max_mean_word_length: 1000, min_stop_words: 0, max_symbol_word_ratio: 1, "
@@ -454,7 +481,7 @@ class PipelineConfig(_Strict):
                 others = [lang for lang in kept if lang != "en" and lang not in LANGUAGES_WITHOUT_SPACES]
                 if others and not custom_labels and p.get("stop_words") is None and min_stop > 0:
                     raise ValueError(
-                        f"stage {s.stage_name!r} requires English stop words (the, be, to, of, and, that, have, with), "
+                        f"{s.where(index)}: requires English stop words (the, be, to, of, and, that, have, with), "
                         f"and the language_id before it keeps {others}: nearly every page in those languages fails "
                         f"`stop_words`. Give gopher_quality's params stop_words for every language kept (e.g. for "
                         f"de: [der, die, das, und, ist, nicht, mit, zu]), or min_stop_words: 0")
@@ -464,7 +491,8 @@ class PipelineConfig(_Strict):
         ``prescreen: [en]`` and ``language_id: [ja]`` every Japanese page was removed before
         language ID saw it, and nothing said so (found by adversarial testing)."""
         screened: set[str] | None = None  # None: no prescreen, or one that passes every language ([])
-        for s in self.stages:
+        prescreen = ""  # the prescreen's place (stages[i])
+        for index, s in enumerate(self.stages):
             if s.type not in ("prescreen", "language_id"):
                 continue
             languages = _languages_param(s.params)
@@ -472,19 +500,22 @@ class PipelineConfig(_Strict):
                 screened = None if s.type == "prescreen" else screened
                 continue
             if s.type == "prescreen":
-                screened = set(languages) or None
+                screened, prescreen = set(languages) or None, f"stages[{index}]"
             elif screened is not None and _lid176_labels(languages) == _lid176_labels(sorted(screened)):
                 # (only labels of one kind compare: GlotLID's eng_Latn after an LID-176 prescreen
                 # keeping en was refused as removed, though the prescreen keeps those pages)
                 kept = languages
                 if not kept:  # every language
-                    raise ValueError(f"stage {s.stage_name!r} keeps every language (languages: []), but the prescreen "
-                                     f"before it removes pages not in {sorted(screened)}: give the prescreen "
+                    raise ValueError(f"{s.where(index)}: keeps every language (languages: []), but the prescreen "
+                                     f"before it ({prescreen}) removes pages not in {sorted(screened)}: give the prescreen "
                                      f"languages: [] too, or leave it out")
                 lost = [lang for lang in kept if lang not in screened]
                 if lost:
-                    raise ValueError(f"stage {s.stage_name!r} keeps {lost}, but the prescreen before it removes those "
+                    raise ValueError(f"{s.where(index)}: keeps {lost}, but the prescreen before it ({prescreen}) removes those "
                                      f"pages: add them to the prescreen's languages (it has {sorted(screened)})")
+
+    def _where(self, index: int) -> str:
+        return self.stages[index].where(index)
 
     def build_stages(self) -> list[Stage]:
         """Every stage, built; all their problems (e.g. every missing model) in one ConfigError."""

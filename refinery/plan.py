@@ -591,7 +591,7 @@ def check_text_before_use(config: PipelineConfig, input_uri: str, what: str = "W
     reads text before that would remove every document as empty, so the order is refused."""
     from refinery.stages.registry import stage_class
 
-    for spec in config.stages:
+    for index, spec in enumerate(config.stages):
         cls = stage_class(spec.type)
         if cls.makes_text:
             return
@@ -601,7 +601,7 @@ def check_text_before_use(config: PipelineConfig, input_uri: str, what: str = "W
             harm = ("it would remove every such document" if cls.removes else
                     "it would change nothing, and the text 'extract' makes later would not pass through it")
             raise ConfigError(
-                f"stage {spec.stage_name!r} ({spec.type}) reads text, but on {what} ({input_uri}) documents have "
+                f"{spec.where(index)}: reads text, but on {what} ({input_uri}) documents have "
                 f"none until an 'extract' stage makes it, and none comes before it: {harm}; "
                 f"move it after 'extract'")
 
@@ -613,11 +613,11 @@ def check_html_before_extract(config: PipelineConfig) -> None:
     from refinery.stages.registry import stage_class
 
     extractor = None
-    for spec in config.stages:
+    for index, spec in enumerate(config.stages):
         cls = stage_class(spec.type)
         if extractor is not None and cls.reads_html:
             raise ConfigError(
-                f"stage {spec.stage_name!r} ({spec.type}) reads the page's HTML, but {extractor.stage_name!r} "
+                f"{spec.where(index)}: reads the page's HTML, but {extractor.stage_name!r} "
                 f"({extractor.type}) comes before it and drops the HTML: it would judge no page; move it before "
                 f"{extractor.stage_name!r}")
         if cls.makes_text and extractor is None:

@@ -208,7 +208,7 @@ def test_a_language_id_stage_keeping_what_the_prescreen_removes_is_refused():
     """Found by adversarial testing: prescreen [en] (as in refinedweb.yaml) before language_id
     [ja] removed every Japanese page first, and the run kept nothing without a word."""
     stages = [{"type": "prescreen"}, {"type": "extract"}, {"type": "language_id", "params": {"languages": ["ja", "en"]}}]
-    with pytest.raises(ConfigError, match=r"stage 'language_id' keeps \['ja'\], but the prescreen before it removes"):
+    with pytest.raises(ConfigError, match=r"stages\[2\] language_id: keeps \['ja'\], but the prescreen before it \(stages\[0\]\) removes"):
         parse_config({"stages": stages}, source="t.yaml")
     stages[0]["params"] = {"languages": ["en", "ja"]}
     assert parse_config({"stages": stages}, source="t.yaml")
@@ -360,10 +360,25 @@ _GOPHER_AT_1 = "name: t\nstages:\n  - type: url_filter\n  - type: gopher_quality
      "{cfg}: dedup[0].min_docs: unknown key (a key of dedup[0].lines)"),
     ("stages: [{type: gopher_quality}]\ndedup: [{method: minhash, minhash: {min_docs: 3}}]\n",
      "{cfg}: dedup[0].minhash.min_docs: unknown key (a key of dedup[0].lines)"),
+    # h164: a method's section under another method did nothing, silently (only the sections written
+    # are refused: every entry carries all four as defaults; url and exact read minhash.seed)
+    ("stages: [{type: gopher_quality}]\ndedup: [{method: url}, {method: minhash, lines: {min_docs: 5}}]\n",
+     "{cfg}: dedup[1].lines: only read by method: lines; this entry's method is minhash, got min_docs"),
+    ("stages: [{type: gopher_quality}]\ndedup: [{method: url, minhash: {seed: 3, bands: 2}}]\n",
+     "{cfg}: dedup[0].minhash: only read by method: minhash (and its seed by method: exact or url); this entry's "
+     "method is url, got bands"),
+    # h164: the checks across stages name the stage's place, as every other problem does
+    ("stages: [{type: language_id, params: {languages: [en, de]}}, {type: gopher_quality, name: strict}]\n",
+     "{cfg}: stages[1] 'strict' gopher_quality: requires English stop words"),
+    ("stages: [{type: prescreen}, {type: extract}, {type: language_id, params: {languages: [ja, en]}}]\n",
+     "{cfg}: stages[2] language_id: keeps ['ja'], but the prescreen before it (stages[0]) removes those pages"),
+    ("stages: [{type: gopher_quality}, {type: url_filter}, {type: gopher_quality}]\n",
+     "{cfg}: stages[2] gopher_quality: stage names must be unique; repeated: ['gopher_quality']"),
 ], ids=["range-param", "type-param", "enum-param-named", "unknown-param", "range", "type", "enum", "range-dedup", "union",
         "unknown-key-default", "unknown-nested", "missing", "missing-type", "list-for-mapping", "list-for-params",
         "yaml-syntax", "yaml-tab", "yaml-no-is-false", "yaml-1e5-is-text", "boolean-as-yaml", "boolean-key", "int-key",
-        "long-value", "key-of-a-section", "key-of-the-method", "key-of-another-method"])
+        "long-value", "key-of-a-section", "key-of-the-method", "key-of-another-method", "section-of-another-method",
+        "minhash-beside-url-seed", "cross-stage-stop-words", "cross-stage-prescreen", "cross-stage-unique-names"])
 def test_config_errors_are_in_the_projects_words(tmp_path, text, expected):
     """Session 46 (h154): every config mistake is ``invalid config FILE: where: rule, got value``,
     never pydantic's words ("Input should be greater than 0", "Field required") or PyYAML's

@@ -461,7 +461,7 @@ def test_a_text_stage_before_extraction_on_warc_input_is_refused(tmp_path):
     warcs = ROOT / "data" / "sample" / "warc"
     wrong = parse_config({"name": "x", "stages": [{"type": "url_filter"}, {"type": "language_id", "name": "lid"},
                                                   {"type": "extract"}]})
-    with pytest.raises(ConfigError, match=r"stage 'lid' \(language_id\) reads text, but on WARC input .*move it after 'extract'"):
+    with pytest.raises(ConfigError, match=r"^stages\[1\] 'lid' language_id: reads text, but on WARC input .*move it after 'extract'"):
         plan_run(wrong, str(warcs), str(tmp_path / "out"))
     # the same stages after extraction, or URL / HTML stages before it, are fine
     right = parse_config({"name": "x", "stages": [{"type": "url_filter"}, {"type": "prescreen"}, {"type": "extract"},
@@ -482,7 +482,7 @@ def test_pii_before_extraction_is_refused_for_what_it_would_do_not_for_removals(
     with pytest.raises(ConfigError) as refused:
         plan_run(wrong, str(warcs), str(tmp_path / "out"))
     message = str(refused.value)
-    assert "stage 'pii' (pii) reads text" in message and "remove" not in message, message
+    assert message.startswith("stages[0] pii: reads text") and "remove" not in message, message
     assert "it would change nothing, and the text 'extract' makes later would not pass through it" in message
 
 
@@ -492,7 +492,7 @@ def test_an_html_stage_after_extraction_is_refused(tmp_path):
     warcs = ROOT / "data" / "sample" / "warc"
     wrong = parse_config({"name": "x", "stages": [{"type": "extract", "name": "ex"},
                                                   {"type": "prescreen", "name": "pre", "params": {"languages": ["de"]}}]})
-    with pytest.raises(ConfigError, match=r"stage 'pre' \(prescreen\) reads the page's HTML, but 'ex' \(extract\) comes "
+    with pytest.raises(ConfigError, match=r"^stages\[1\] 'pre' prescreen: reads the page's HTML, but 'ex' \(extract\) comes "
                                           r"before it and drops the HTML: .*move it before 'ex'"):
         plan_run(wrong, str(warcs), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
@@ -1425,7 +1425,7 @@ def test_parquet_pages_without_text_need_extract_before_text_stages(tmp_path):
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"id": ["a"], "html": [b"<html><body><p>Some words here.</p></body></html>"],
                              "url": ["http://a.example/"]}), tmp_path / "in" / "pages.parquet")
-    with pytest.raises(ConfigError, match=r"stage 'gopher_quality' \(gopher_quality\) reads text.*'extract'"):
+    with pytest.raises(ConfigError, match=r"^stages\[0\] gopher_quality: reads text.*'extract'"):
         plan_run(parse_config(_recipe(dedup=[], tokenize=None)), str(tmp_path / "in"), str(tmp_path / "out"))
     ok = _recipe(stages=[{"type": "extract"}, {"type": "gopher_quality", "params": {"min_words": 2}}], dedup=[],
                  tokenize=None)

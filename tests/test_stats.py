@@ -841,7 +841,7 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     args = ["run", str(config), "-i", str(CC_DOCS), "-o", str(out), "--workers", "1"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert "note: stage 'toxicity' uses an English model, and the language_id before it keeps ['de']" in first.stderr
+    assert "note: stages[1] toxicity: uses an English model, and the language_id before it keeps ['de']" in first.stderr
     assert "report.html showed the run before" not in first.stderr
     assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
     made = (out / "report.html").stat().st_mtime_ns
