@@ -343,7 +343,10 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         plan.recorded_output = previous_record["output"]  # write_plan replaces it with this run's
     if previous_record is None and check_output_is_ours(plan, force):
         _clear_unrecorded_run(plan)
-    redo_from = first_pass_to_redo(plan, previous_record, force)
+    # the input check's listing of the first pass's stats/, for its finished check below: nothing
+    # writes there in between when no pass is redone (a no-op rerun listed it twice; h165)
+    planned = PassFiles()
+    redo_from = first_pass_to_redo(plan, previous_record, force, planned)
     if conditional and redo_from is not None and previous_record and only_shards is None:
         tag = claim_run_json(plan, previous_record, tag)  # before this replan deletes anything
     if redo_from is not None and len(plan.document_passes) > 1:
@@ -386,7 +389,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         forced = redo_from is not None and i >= redo_from
         if forced and not (launch and pass_launch(plan, p) == launch):  # a sibling share closed it in this launch
             forget_pass(plan, p)
-        files = PassFiles()  # the damage check's listings, for the finished check unless it cleared a shard
+        # the damage check's listings, for the finished check unless it cleared a shard
+        files = planned if i == 0 and redo_from is None and only_shards is None else PassFiles()
         if not forced and only_shards is None and p.kind != "tokenize" and redo_damaged_shards(plan, p, files):
             files = PassFiles()
         finished = pass_finished(plan, p, files)  # None when forced: its marker went above

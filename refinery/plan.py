@@ -834,21 +834,24 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
 
 
-def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool) -> int | None:
+def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool,
+                       files: PassFiles | None = None) -> int | None:
     """Index of the first pass ``--force`` redoes (every pass from it on), or None when passes
-    just resume. Raises :class:`RerunError` naming what changed when a rerun would mix configs."""
+    just resume. Raises :class:`RerunError` naming what changed when a rerun would mix configs.
+    ``files``: where the check of the finished shards' inputs keeps its listing of the first
+    pass's stats/, for the caller's finished check (h165)."""
     if previous is None:
         return 0 if force else None
     # a run made by an earlier refinery is compared in its own terms, --force too: a change to a
     # later pass redoes from that pass (in those terms), not every pass (found by adversarial testing)
     plan.adopt_legacy(previous)
-    redo = _first_pass_to_redo(plan, previous, force)
+    redo = _first_pass_to_redo(plan, previous, force, files)
     if redo == 0 and (plan.legacy or plan.recorded_reader or plan.recorded_tokenize or plan.recorded_dedup):  # every pass redone: today's terms
         plan.drop_legacy()
     return redo
 
 
-def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> int | None:
+def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files: PassFiles | None) -> int | None:
     before = {p["name"]: p for p in previous.get("passes", [])}
     if not set(before) & {p.name for p in plan.passes}:
         raise RerunError(f"{plan.output} holds another run (passes {sorted(before)}), not this plan's "
@@ -916,7 +919,7 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool) -> in
         raise RerunError(f"{plan.output} was made with a different {p.name!r} pass: {what}; rerun with --force to "
                          f"redo {p.name!r} and the passes after it, or choose a new --output")
     if not force:
-        check_finished_inputs_unchanged(plan)
+        check_finished_inputs_unchanged(plan, files)
     for step in adopt:
         step()
     return 0 if force else None
@@ -1065,7 +1068,7 @@ def _finished_inputs_changed(plan: Plan) -> bool:
     return False
 
 
-def check_finished_inputs_unchanged(plan: Plan) -> None:
+def check_finished_inputs_unchanged(plan: Plan, files: PassFiles | None = None) -> None:
     """An input file rewritten in place under the same name (a re-exported dataset) would leave
     its finished shard's old results in the run: refuse when the size or version (modification
     time locally, ETag on S3) of a file whose shard finished differs from what the run recorded.
@@ -1083,7 +1086,7 @@ def check_finished_inputs_unchanged(plan: Plan) -> None:
     except (ValueError, KeyError, TypeError, AttributeError):
         return  # unreadable record: nothing to compare with (it is rewritten below)
     first = plan.passes[0]
-    finished = shards_with_markers(plan.pass_dir(first.name).stats_dir)
+    finished = shards_with_markers(plan.pass_dir(first.name).stats_dir, files)
     names = dict(zip(plan.shard_names(), plan.input_files))
     versions = plan.input_versions or {}
 

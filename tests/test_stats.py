@@ -1359,9 +1359,16 @@ def test_the_languages_table_shows_the_tokens_the_tokens_pass_counted(tmp_path):
 
     refinery_tokens = __import__("refinery.tokens.writer", fromlist=["tokenize_run"])
     result = refinery_tokens.tokenize_run(str(run), str(run / "tokens"), "gpt2", progress=False)
-    page = build_report(str(run))
+    from refinery.io import fs
+
+    listed, real_listing = [], fs._listing
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fs, "_listing", lambda uri, *a, **k: listed.append(fs.basename(uri)) or real_listing(uri, *a, **k))
+        page = build_report(str(run))
     head, counted = _language_token_cells(page)
     assert head == "tokens kept (gpt2)"
+    # each directory listed once: the join to the kept shards listed kept/ a second time (h165)
+    assert sorted(listed) == sorted(set(listed)) and "kept" in listed, listed
     # independently: each kept document's GPT-2 tokens + its end-of-document token, by language
     tok = load_tokenizer("gpt2")
     expected: dict[str, int] = {}

@@ -418,6 +418,10 @@ def _status_and_a_no_op_rerun_read_records_without_a_look_first(config, src, out
     assert sorted(listed) == sorted(set(listed)) and len(listed) == 5, listed
     reread = [p for m, p in requests if "prefix=" in p and re.search(r"prefix=run%2F(kept|removed)%2F", p)]
     assert len(reread) == 2, reread
+    # and stats/ once: the input check at planning and the finished check each listed it (h165)
+    rerun_listed = [re.search(r"prefix=([^&]+)", p).group(1) for m, p in requests if "prefix=" in p]
+    rerun_listed = [prefix for prefix in rerun_listed if prefix.endswith("%2F")]
+    assert sorted(rerun_listed) == sorted(set(rerun_listed)) and "run%2Fstats%2F" in rerun_listed, rerun_listed
     assert [p for m, p in status_requests if m == "GET" and p.endswith("/run.json")] == [f"/{out[5:]}/run.json"]
 
 

@@ -761,7 +761,7 @@ def _cut_lines(stats: dict[str, Any]) -> str:
     return _section("cut-lines", "Lines cut", "".join(parts), note)
 
 
-def _counted_tokens(run_dir: str, column: str = "language") -> dict[str, Any] | None:
+def _counted_tokens(run_dir: str, column: str = "language", files: PassFiles | None = None) -> dict[str, Any] | None:
     """``{"n_tokens", "tokenizer", "by_language"}`` from the run's token manifest, when its tokens
     pass made one; ``by_language`` (``None`` when it cannot be told) sums each kept document's
     counted tokens by its ``column``."""
@@ -774,11 +774,12 @@ def _counted_tokens(run_dir: str, column: str = "language") -> dict[str, Any] | 
         counted = {"n_tokens": int(manifest["totals"]["n_tokens"]), "tokenizer": str(manifest["tokenizer"]["id"])}
     except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
         return None  # a damaged manifest: the estimate, as before (verify-tokens names the damage)
-    counted["by_language"] = _tokens_by_language(run_dir, manifest, column, counted["n_tokens"])
+    counted["by_language"] = _tokens_by_language(run_dir, manifest, column, counted["n_tokens"], files)
     return counted
 
 
-def _tokens_by_language(run_dir: str, manifest: dict[str, Any], column: str, total: int) -> dict[str, int] | None:
+def _tokens_by_language(run_dir: str, manifest: dict[str, Any], column: str, total: int,
+                        files: PassFiles | None = None) -> dict[str, int] | None:
     """Counted tokens per language: each token shard's per-document lengths (its index) by the
     document's id, joined to the kept shards' ``column``. The languages table estimated tokens
     from characters (26,347 on the README demo) beside the 23,430 the tokens pass counted (found
@@ -796,7 +797,8 @@ def _tokens_by_language(run_dir: str, manifest: dict[str, Any], column: str, tot
 
     token_dir = fs.join(run_dir, "tokens")
     try:
-        kept = kept_shards(run_dir, allow_unfinished=True)  # the names the tokens pass gave them
+        # the names the tokens pass gave them; kept/ from the report's listing of it (was listed again: h165)
+        kept = kept_shards(run_dir, allow_unfinished=True, files=files)
         run_wide = _kept_languages(list(kept.values()), column) if manifest.get("shuffle") else None
         listing = list_versions(token_dir)  # the files' sizes and versions: one LIST, not two HEADs a shard
 
@@ -875,7 +877,7 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
     samples = load_samples(run_dir, per_reason=samples_per_reason, files=files)
     thresholds = run_thresholds(manifest, stats.get("histograms") or {})
     name = (manifest.get("config") or {}).get("name") or fs.basename(run_dir)
-    counted = _counted_tokens(run_dir, (stats.get("languages") or {}).get("column") or "language")
+    counted = _counted_tokens(run_dir, (stats.get("languages") or {}).get("column") or "language", files)
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     updated = manifest.get("updated_at")
     sub = " · ".join(x for x in (

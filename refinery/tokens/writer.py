@@ -40,7 +40,7 @@ from refinery.executors.base import TASK_SUMMARY, Executor, TaskFn, summary_leve
 from refinery.executors.local import LocalExecutor
 from refinery.io import fs, parquet
 from refinery.io.runlock import OutputClaim, confirm_claim, output_guard
-from refinery.rundir import RunDir, last_pass_refusal, pass_of_run
+from refinery.rundir import PassFiles, RunDir, last_pass_refusal, pass_of_run
 from refinery.tokens.format import (
     FORMAT,
     RETOKENIZE,
@@ -100,9 +100,10 @@ def _check_not_a_pass(run_dir: str) -> None:
                 ", ".join(after) if after else "the passes after it", run.kept_dir, run.root)
 
 
-def kept_shards(run_dir: str, allow_unfinished: bool = False) -> dict[str, str]:
+def kept_shards(run_dir: str, allow_unfinished: bool = False, files: PassFiles | None = None) -> dict[str, str]:
     """``{shard name: kept parquet URI}`` of a run (its last document pass), refusing shards the
-    run has not finished."""
+    run has not finished. ``files``: the command's listings (:class:`PassFiles`): `report` had
+    listed kept/ already for the run's state, and listed it again here (h165)."""
     _check_not_a_pass(run_dir)
     run = RunDir(run_dir)
     unfinished = None if allow_unfinished else run.unfinished_last_pass()
@@ -113,15 +114,16 @@ def kept_shards(run_dir: str, allow_unfinished: bool = False) -> dict[str, str]:
     last = run.document_pass_dirs()[-1]
     kept_dir = last.kept_dir
     try:
-        files = fs.list_files(kept_dir, (".parquet",))
+        # PassFiles lists a missing kept/ as empty: refused just below, in other words
+        found = files.files(kept_dir, (".parquet",)) if files is not None else fs.list_files(kept_dir, (".parquet",))
     except fs.StorageError as exc:
         raise TokenizeError(f"{run_dir} has no kept/ directory: is it a refinery run output? ({exc})") from exc
-    if not files:
+    if not found:
         raise TokenizeError(f"no kept/*.parquet shards under {run_dir}")
     base = kept_dir if fs.is_s3(kept_dir) else fs.resolve(kept_dir)[1]  # list_files gives absolute paths
     prefix = base.rstrip("/") + "/"
     shards = {}
-    for uri in files:
+    for uri in found:
         rel = uri[len(prefix):] if uri.startswith(prefix) else fs.basename(uri)
         name = rel[: -len(".parquet")].replace("/", "__")
         if name in shards:  # one file's documents would be silently left out (found by adversarial testing)
@@ -130,8 +132,8 @@ def kept_shards(run_dir: str, allow_unfinished: bool = False) -> dict[str, str]:
         shards[name] = uri
     stats_dir = last.stats_dir
     # A run directory (run.json, or a pass recording stats or failures) as opposed to bare kept/ shards:
-    is_run = any(fs.exists(u) for u in (RunDir(run_dir).run_json, stats_dir, last.failed_dir))
-    if not allow_unfinished and is_run:
+    # (looked at only when unfinished shards are refused: a HEAD or two on S3 that `report` made for nothing)
+    if not allow_unfinished and any(fs.exists(u) for u in (RunDir(run_dir).run_json, stats_dir, last.failed_dir)):
         # The runner writes stats/<shard>.json last: without it the shard's outputs are not final
         # (e.g. its kept/ was published but its removed/ upload was refused).
         try:
