@@ -253,7 +253,7 @@ def test_sample_metrics_are_shown_whole_named_for_readers_and_control_characters
             row("gopher_quality", "too_many_words", 400000.0,
                 {"gopher_word_count": 400000, "gopher_mean_word_length": 5.265412, "gopher_stop_words": 8},
                 "text \x00 with a nul\x07 and a tab\tthere"),
-            row("quality", "low_quality", 0.00049996, {"quality_score": 0.00049996}, "x"),
+            row("quality", "low_quality", 0.00049996, {"quality_score": 0.00049996, "perplexity": 31234567.5}, "x"),
             dict(row("gopher_repetition", "dup_line_frac", 0.5, {}, "مرحبا " * 100 + "…"), chars=4_200_000)]
     stats = {"stages": [{"stage": r["stage"], "removed": {r["reason"]: 1}} for r in rows]}
     html = _samples(stats, pa.Table.from_pylist(rows), 8, {"gopher_quality": "gopher_quality", "quality": "quality"})
@@ -261,6 +261,7 @@ def test_sample_metrics_are_shown_whole_named_for_readers_and_control_characters
     assert "gopher_word_count = 400,000</div>" in html and "gopher_stop_words = 8</div>" in html
     assert "gopher_mean_word_length = 5.26541</div>" in html
     assert "quality_score = 0.00049996</div>" in html  # not rounded onto its 0.0005 threshold
+    assert "perplexity = 31,234,567.5</div>" in html  # "3.12346e+07" (h165)
     assert "\x00" not in html and "\x07" not in html and "text \u2400 with a nul\u2407 and a tab\tthere" in html
     # a huge text says it is cut (only a "…" did) and right-to-left text gets its own direction (session 45)
     assert html.count("data-truncated>") == 1 and "first 600 of 4,200,000 characters" in html
@@ -276,6 +277,11 @@ def test_small_scores_get_their_own_bins():
     assert 0.01 in h.edges and h.edges[-1] == 1.0
     svg = histogram_svg(h.to_dict(), [{"param": "threshold", "value": 0.01}], "quality · quality_score")
     assert 'data-value="0.01"' in svg and ">0.01<" in svg  # the threshold is drawn and the axis labelled
+    # big values: "max_chars = 1e+08" beside ticks of "100M", and "2.5e+07" on a linear axis (h165)
+    big = Histogram.for_column("chars", edges=[0, 2.5e7, 5e7, 7.5e7, 1e8, 1.25e8])
+    big.add(pa.array([1e6, 3e7, 9e7]), "kept")
+    svg = histogram_svg(big.to_dict(), [{"param": "max_chars", "value": 1e8}], "x")
+    assert ">max_chars = 100,000,000<" in svg and ">25M<" in svg and ">100M<" in svg and "e+0" not in svg, svg
 
 
 def _null_histogram(column: str, n: int) -> dict:

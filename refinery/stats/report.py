@@ -30,7 +30,7 @@ from refinery.rundir import PassFiles, RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.funnel import counter_rows, funnel_rows, load_run_stats
 from refinery.stats.samples import load_samples
-from refinery.stats.svg import fmt_int, funnel_svg, histogram_svg, languages_svg, whatif_svg
+from refinery.stats.svg import fmt_int, fmt_value, funnel_svg, histogram_svg, languages_svg, whatif_svg
 from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order, stage_order
 from refinery.stats.thresholds import (READER_METRICS, effective_params, load_run_manifest, neutral_params, reason_metric,
                                       run_thresholds, stage_kinds)
@@ -128,12 +128,11 @@ def _e(value: Any) -> str:
 
 def _fmt_metric(value: Any) -> str:
     """A metric value as the samples show it: whole numbers whole (a word count of 400,000 read
-    "4e+05"), others to 6 significant digits (enough not to round onto a threshold like 0.0005)."""
+    "4e+05"), others to 6 significant digits (enough not to round onto a threshold like 0.0005),
+    with thousands separators from a million up (:func:`fmt_value`, as the thresholds are shown)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    if np.isfinite(value) and float(value).is_integer() and abs(value) < 1e15:
-        return f"{int(value):,}"
-    return f"{value:.6g}"
+    return fmt_value(value)
 
 
 def _pct(v: float | None) -> str:
@@ -618,10 +617,10 @@ def _threshold_block(view: dict[str, Any], open_: bool) -> str:
     reached = view["reached"]
     first, last = view["curve"][0], view["curve"][-1]
     about = "~" if view.get("sampled") else ""  # estimated from a sample of shards (the section says so)
-    summary = (f'{_e(view["stage"])} · {_e(view["param"])} = {view["value"]:g}<span class="count">'
+    summary = (f'{_e(view["stage"])} · {_e(view["param"])} = {fmt_value(view["value"])}<span class="count">'
                f'{_e(view["column"])}: documents {view["removes"]} it are removed; {about}{at["removed"]:,} of '
                f'{reached:,} that reached it</span>')
-    caption = (f"Documents this rule would remove as {view['param']} moves from {first['x']:g} to {last['x']:g} "
+    caption = (f"Documents this rule would remove as {view['param']} moves from {fmt_value(first['x'])} to {fmt_value(last['x'])} "
                f"({'estimated, ' if about else ''}{first['removed']:,} → {last['removed']:,}; as run, {at['removed']:,} = "
                f"{100 * at['removed'] / reached if reached else 0:.1f}% of the {reached:,} that reached "
                f"{_e(view['stage'])}), and how many of them the corpus holds now (of {view['corpus_docs']:,}). "
@@ -630,9 +629,9 @@ def _threshold_block(view: dict[str, Any], open_: bool) -> str:
         f'<div data-side="{side}"><div class="side-label">{label}</div>'
         + ("".join(_near_doc(view, r) for r in rows) or f'<div class="missing">{none}</div>') + "</div>"
         for side, label, rows, none in (
-            ("removed", f"removed, nearest {view['value']:g}", view["removed_near"],
+            ("removed", f"removed, nearest {fmt_value(view['value'])}", view["removed_near"],
              "none removed for this rule"),
-            ("kept", f"kept by {view['stage']}, nearest {view['value']:g}", view["kept_near"],
+            ("kept", f"kept by {view['stage']}, nearest {fmt_value(view['value'])}", view["kept_near"],
              "none kept with a value")))
     return (f'<details {"open" if open_ else ""} class="whatif" data-stage="{_e(view["stage"])}" '
             f'data-column="{_e(view["column"])}" data-param="{_e(view["param"])}" data-value="{view["value"]!r}" '

@@ -44,6 +44,23 @@ def fmt_compact(n: float) -> str:
     return f"{n:.3g}" if n != int(n) else f"{int(n)}"
 
 
+def fmt_value(v: float) -> str:
+    """A metric or threshold value in full, as the report writes one: whole numbers with
+    thousands separators, others to 6 significant digits, with separators from a million up
+    (a threshold of 100,000,000 read "1e+08" beside axis ticks of "100M"; h165)."""
+    v = float(v)
+    if not math.isfinite(v) or abs(v) >= 1e15:
+        return f"{v:.6g}"
+    if v.is_integer():
+        return f"{int(v):,}"
+    return f"{v:,.1f}" if abs(v) >= 1e6 else f"{v:.6g}"
+
+
+def _tick(v: float, spec: str) -> str:
+    """An axis tick: ``spec``, or compact from a million up ("25M", as log axes say, not "2.5e+07")."""
+    return fmt_compact(v) if abs(v) >= 1e6 else format(v, spec)
+
+
 def _nice_max(v: float) -> tuple[float, float]:
     """A round axis maximum >= v and a tick step (1, 2 or 5 x 10^k)."""
     if v <= 0:
@@ -164,11 +181,11 @@ def _ticks(edges: list[float], scale: str, lo: int, hi: int) -> list[tuple[float
                 continue
             if out and pos - out[-1][0] < max(2.5, span / 16):
                 continue
-            out.append((pos, f"{v:g}"))
+            out.append((pos, _tick(v, "g")))
         return out
     if scale == "int":  # label bin centres with their integer
-        return [(i + 0.5, f"{edges[i]:g}") for i in range(lo, hi, max(1, round(span / 10)))]
-    return [(float(i), f"{edges[i]:.4g}") for i in range(lo, hi + 1, step)]
+        return [(i + 0.5, _tick(edges[i], "g")) for i in range(lo, hi, max(1, round(span / 10)))]
+    return [(float(i), _tick(edges[i], ".4g")) for i in range(lo, hi + 1, step)]
 
 
 OTHER_REASONS = "other reasons"
@@ -243,7 +260,7 @@ def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = N
             continue
         x = left + (i - lo) * bw
         parts = [f"{kept[i]:,} kept"] + [f"{c[i]:,} {r}" for r, c in by_reason.items() if c[i]]
-        tip = f"[{edges[i]:.4g}, {edges[i + 1]:.4g}): " + ", ".join(parts)
+        tip = f"[{_tick(edges[i], '.4g')}, {_tick(edges[i + 1], '.4g')}): " + ", ".join(parts)  # as the axis says
         body.append(f"<g><title>{escape(tip)}</title>")
         y0 = top + ph
         for count, color in [(kept[i], KEPT)] + [(by_reason[r][i], colors[r]) for r in colors]:
@@ -272,7 +289,7 @@ def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = N
                     f'y2="{top + ph}" stroke="{THRESHOLD}" stroke-width="1.6" stroke-dasharray="5 3"/>')
         anchor = "start" if px < left + pw * 0.7 else "end"
         dx = 4 if anchor == "start" else -4
-        body.append(_t(px + dx, top + 10 + 13 * k, f"{t['param']} = {t['value']:g}", 10.5, anchor, THRESHOLD, "600"))
+        body.append(_t(px + dx, top + 10 + 13 * k, f"{t['param']} = {fmt_value(t['value'])}", 10.5, anchor, THRESHOLD, "600"))
     return _svg(width, height, body, title or h["column"])
 
 
@@ -379,7 +396,7 @@ def whatif_svg(view: dict[str, Any], title: str = "") -> str:
         body.append(_t(left + pw, 33.5, f"↑ {len(off)} point{'s' * (len(off) > 1)} above {fmt_compact(ymax)}, up to "
                        f"{fmt_int(max(p['removed'] for p in off))}", 10.5, "end", REMOVED))
     for p in curve:
-        tip = (f"{p['x']:g}: {p['removed']:,} removed ({100 * p['removed'] / reached:.1f}%), "
+        tip = (f"{fmt_value(p['x'])}: {p['removed']:,} removed ({100 * p['removed'] / reached:.1f}%), "
                f"{p['corpus']:,} from the corpus ({100 * p['corpus'] / corpus:.1f}%)")
         body.append(f'<circle class="whatif-pt" data-x="{p["x"]!r}" data-removed="{p["removed"]}" '
                     f'data-corpus="{p["corpus"]}" cx="{px(p["x"]):.1f}" cy="{py(p["removed"]):.1f}" r="2.4" '
@@ -389,5 +406,5 @@ def whatif_svg(view: dict[str, Any], title: str = "") -> str:
     body.append(f'<line class="as-run" data-value="{view["value"]!r}" x1="{cx:.1f}" x2="{cx:.1f}" y1="{top - 4}" '
                 f'y2="{top + ph}" stroke="{THRESHOLD}" stroke-width="1.6" stroke-dasharray="5 3"/>')
     anchor, dx = ("start", 4) if cx < left + pw * 0.7 else ("end", -4)
-    body.append(_t(cx + dx, top + 10, f"{view['param']} = {view['value']:g} (as run)", 10.5, anchor, THRESHOLD, "600"))
+    body.append(_t(cx + dx, top + 10, f"{view['param']} = {fmt_value(view['value'])} (as run)", 10.5, anchor, THRESHOLD, "600"))
     return _svg(width, height, body, title or f"what if {view['stage']}.{view['param']} moves")
