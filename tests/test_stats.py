@@ -451,6 +451,12 @@ def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
     assert out.exit_code == 0 and f"would be removed:     {w['would_remove']:,} of the documents" in out.output
     bad = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", "gopher_quality.nope=1"])
     assert bad.exit_code == 2 and "gopher_quality has no threshold 'nope'" in bad.output and "Traceback" not in bad.output
+    # values of a million or more in full, as the report writes them (h165), not 1e+08
+    from refinery.stats.whatif import render_what_if
+
+    big = render_what_if(w | {"value_as_run": 100_000_000.0, "value": 25_000_000.0,
+                              "documents": [dict(w["documents"][0], gopher_word_count=31_234_567.5)]})
+    assert "= 100,000,000 -> 25,000,000 " in big[0] and "31,234,567.5" in big[-1] and "e+0" not in "".join(big)
 
 
 def _check_report_script():

@@ -22,6 +22,7 @@ from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
 from refinery.rundir import RunDir
 from refinery.stats.funnel import load_run_stats
+from refinery.stats.svg import fmt_value
 from refinery.stats.thresholds import load_run_manifest, reason_metric, run_thresholds, stage_kinds
 
 #: unprefixed threshold params that are lower bounds (documents below are removed); every other
@@ -140,7 +141,7 @@ def render_what_if(w: dict[str, Any]) -> list[str]:
     """The lines ``refinery stats --what-if`` prints."""
     col, pct = w["column"], (100.0 * w["would_remove_from_corpus"] / w["corpus_docs"] if w["corpus_docs"] else 0.0)
     lines = [
-        f"what if {w['stage']}.{w['param']} = {w['value_as_run']:g} -> {w['value']:g} "
+        f"what if {w['stage']}.{w['param']} = {fmt_value(w['value_as_run'])} -> {fmt_value(w['value'])} "
         f"(column {col}; documents {w['removes']} it are removed), of {w['reached_stage']:,} documents that reached "
         f"{w['stage']}:",
         f"  would be removed:     {w['would_remove']:,} of the documents it kept, {w['would_remove_from_corpus']:,} of them in the "
@@ -150,6 +151,6 @@ def render_what_if(w: dict[str, Any]) -> list[str]:
     ]
     if w["documents"]:
         lines.append(f"  nearest the threshold as run first ({len(w['documents'])} shown):")
-        lines += [f"    {d[col]:>10.6g}  {d['change']:<21} now {d['now']:<28} {d['shard']}  {d['id']}  {d['url'] or ''}"
+        lines += [f"    {fmt_value(d[col]):>10}  {d['change']:<21} now {d['now']:<28} {d['shard']}  {d['id']}  {d['url'] or ''}"
                   for d in w["documents"]]
     return lines
