@@ -28,7 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.executors.base import TASK_SUMMARY, env_seconds, note_phase, summary_level
+from refinery.executors.base import TASK_SUMMARY, note_phase, summary_level
+from refinery.executors.progress import shard_log_every_s
 from refinery.io import fs, parquet
 from refinery.io.arrow_rows import take_rows
 from refinery.io.dataset import write_pass_shard
@@ -53,19 +54,6 @@ INPUT_SUFFIXES = WARC_SUFFIXES + WET_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXE
 #: 3: histograms in the compact marker form (Histogram.to_marker_dict); 4: stage rows without
 #: their zero counters (StageCounter.to_marker_dict). Informational: every version's markers read
 STATS_VERSION = 4
-
-#: seconds between a shard's within-shard progress lines (``[filter] shard x: 1,200 docs read, ...``),
-#: which a worker prints itself (on Ray: through Ray's log forwarding); the default unless
-#: ``REFINERY_SHARD_LOG_EVERY_S`` says otherwise (0: after every batch)
-SHARD_LOG_EVERY_S = 10.0
-
-
-def shard_log_every_s() -> float:
-    """The within-shard progress lines' interval: ``REFINERY_SHARD_LOG_EVERY_S``, else
-    :data:`SHARD_LOG_EVERY_S`. Read in the worker (Ray workers get ``REFINERY_*`` from the driver)."""
-    seconds = env_seconds("REFINERY_SHARD_LOG_EVERY_S")
-    return SHARD_LOG_EVERY_S if seconds is None else seconds
-
 
 class StageFailed(RuntimeError):
     """A stage raised while processing a batch: the message names the stage and the error."""

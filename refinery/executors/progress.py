@@ -215,16 +215,19 @@ class TaskProgress:
         self._logging.stop()
 
 
-#: seconds between a long task's own progress lines, unless ``REFINERY_SHARD_LOG_EVERY_S`` says
-#: otherwise (the interval of the filter pass's within-shard lines: one knob for both)
-TASK_LOG_EVERY_S = 10.0
+#: seconds between a long task's own progress lines (the filter pass's within-shard lines, which a
+#: worker prints itself, on Ray through its log forwarding; a substring partition's steps), unless
+#: ``REFINERY_SHARD_LOG_EVERY_S`` says otherwise (0: after every batch)
+SHARD_LOG_EVERY_S = 10.0
 
 
-def task_log_every_s() -> float:
+def shard_log_every_s() -> float:
+    """The within-task progress lines' interval: ``REFINERY_SHARD_LOG_EVERY_S``, else
+    :data:`SHARD_LOG_EVERY_S`. Read in the worker (Ray workers get ``REFINERY_*`` from the driver)."""
     from refinery.executors.base import env_seconds  # base imports this module
 
     seconds = env_seconds("REFINERY_SHARD_LOG_EVERY_S")
-    return TASK_LOG_EVERY_S if seconds is None else seconds
+    return SHARD_LOG_EVERY_S if seconds is None else seconds
 
 
 class StepLines:
@@ -235,7 +238,7 @@ class StepLines:
 
     def __init__(self, prefix: str, logger: logging.Logger, every_s: float | None = None) -> None:
         self.prefix, self.logger = prefix, logger
-        self.every_s = task_log_every_s() if every_s is None else every_s
+        self.every_s = shard_log_every_s() if every_s is None else every_s
         self._last = time.time()
         self._stage: str | None = None
         self._stage_started = self._last
