@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _old_code import archived_package, run_with
 from _scale_fixtures import write_dedup_input
 
 import refinery
@@ -57,40 +57,15 @@ def dup_input(tmp_path: Path) -> Path:
     return tmp_path / "in"
 
 
-def _archived_package(tmp_path_factory, name: str) -> Path:
-    """The ``refinery`` package as it was at :data:`WHOLE_SECTION_COMMIT` (git archive: read-only)."""
-    try:
-        blob = subprocess.run(["git", "-C", str(ROOT), "archive", WHOLE_SECTION_COMMIT, "refinery"],
-                              capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"the repository's history (commit {WHOLE_SECTION_COMMIT[:7]}) is not available")
-    dest = tmp_path_factory.mktemp(name)
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=blob, check=True)
-    return dest
-
-
 @pytest.fixture(scope="module")
 def old_code(tmp_path_factory) -> Path:
     """The package of :data:`WHOLE_SECTION_COMMIT` under today's version number."""
-    dest = _archived_package(tmp_path_factory, "old-code")
-    # the old code under today's version number: what is tested is how dedup passes were
-    # fingerprinted, not a version bump (which refuses old runs on purpose)
-    init = dest / "refinery" / "__init__.py"
-    init.write_text(re.sub(r'__version__ = "[^"]*"', f'__version__ = "{refinery.__version__}"', init.read_text()))
-    return dest
+    return archived_package(tmp_path_factory, WHOLE_SECTION_COMMIT, "old-code")
 
 
 def _old_run(old_code: Path, spec: dict, inp: Path, out: Path) -> None:
     """Run ``spec`` with the code of before, in a process that imports it (not this checkout)."""
-    script = ("import json, sys, refinery\n"
-              f"assert refinery.__file__.startswith({str(old_code)!r}), refinery.__file__\n"
-              "from refinery.config import parse_config\nfrom refinery.pipeline import run_pipeline\n"
-              "r = run_pipeline(parse_config(json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], workers=1, "
-              "progress=False)\nassert not r.failed_pass, r\n")
-    env = os.environ | {"PYTHONPATH": str(old_code)}
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(spec), str(inp), str(out)], cwd=old_code,
-                          env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_with(old_code, spec, inp, out, cwd=old_code)
 
 
 def test_a_run_that_fingerprinted_whole_sections_resumes_with_every_shard_skipped(old_code, dup_input, tmp_path):
@@ -170,7 +145,7 @@ def test_what_the_fingerprints_leave_out_changes_no_removal(dup_input, tmp_path)
 @pytest.fixture(scope="module")
 def old_release(tmp_path_factory) -> Path:
     """The ``refinery`` package of :data:`WHOLE_SECTION_COMMIT` under its own version (0.8.1)."""
-    return _archived_package(tmp_path_factory, "old-release")
+    return archived_package(tmp_path_factory, WHOLE_SECTION_COMMIT, "old-release", todays_version=False)
 
 
 def test_a_standalone_dedup_made_by_another_refinery_is_refused_not_redone_silently(old_release, dup_input, tmp_path):

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+from _old_code import archived_package, run_with
 from _s3_fixtures import s3_root  # noqa: F401 - a fixture
 from _scale_fixtures import write_dedup_input
 
@@ -102,31 +101,13 @@ def _in(directory: Path, fn):
         os.chdir(cwd)
 
 
-def _archived_package(tmp_path_factory) -> Path:
-    try:
-        blob = subprocess.run(["git", "-C", str(ROOT), "archive", FULL_PATHS_COMMIT, "refinery"],
-                              capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"the repository's history (commit {FULL_PATHS_COMMIT[:7]}) is not available")
-    dest = tmp_path_factory.mktemp("full-paths-code")
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=blob, check=True)
-    return dest
-
-
 def test_a_run_begun_by_the_code_of_before_resumes_in_place_and_moved(made, tmp_path, tmp_path_factory):
     """A 0.8.8 run (made here by the code of before, from the repository's history: its index
     hashed the shards' paths as the run was spelled, relative here) stopped halfway resumes with
     its index kept: in place with the same spelling, and moved elsewhere (its old place read from
     run.json, then, once run.json names the new place, from the index's manifest)."""
-    old_code = _archived_package(tmp_path_factory)
-    script = ("import json, sys, refinery\n"
-              f"assert refinery.__file__.startswith({str(old_code)!r}), refinery.__file__\n"
-              "from refinery.config import parse_config\nfrom refinery.pipeline import run_pipeline\n"
-              "r = run_pipeline(parse_config(json.loads(sys.argv[1])), sys.argv[2], 'old/run', workers=1, "
-              "progress=False)\nassert not r.failed_pass, r\n")
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(RECIPE), str(made["in"])], cwd=tmp_path,
-                          env=os.environ | {"PYTHONPATH": str(old_code)}, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    old_code = archived_package(tmp_path_factory, FULL_PATHS_COMMIT, "full-paths-code")
+    run_with(old_code, RECIPE, made["in"], "old/run", cwd=tmp_path)
     old = tmp_path / "old" / "run"
     _stop_halfway(str(old))
     shutil.copytree(old, tmp_path / "moved")
