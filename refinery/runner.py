@@ -35,7 +35,7 @@ from refinery.io.arrow_rows import take_rows
 from refinery.io.dataset import write_pass_shard
 from refinery.io.spool import ShardSpool, StageSpools
 from refinery.rundir import PassDir
-from refinery.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, EDIT_FIELDS, InputSchemaError
+from refinery.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, EDIT_FIELDS, LINE_MARK_COLUMNS, InputSchemaError
 from refinery.stages.base import METRIC, REASON, Stage
 from refinery.stats.collector import ShardStatsCollector, StatsOptions
 from refinery.stats.counters import ConservationError, StageCounter, check_conservation, record_cut_lines
@@ -391,6 +391,7 @@ class ShardRunner:
                 collector.observe(stage.name, batch, out)
                 batch, sizes = self._split(counter, out, sizes, removed.stage(index), stage.name, decided=True, before=batch,
                                            cut_lines=stage.reports_cut_lines)
+            batch = without_line_marks(batch)  # they describe this pass's texts only (schema.QUOTE_LINES)
             collector.observe_kept(batch)
             kept.append(batch)
             now = time.time()
@@ -499,7 +500,8 @@ class ShardRunner:
                 counter.removed_chars[r] = counter.removed_chars.get(r, 0) + c
             metric = removed.column(METRIC) if METRIC in removed.schema.names else pa.nulls(removed.num_rows, pa.float64())
             table = pa.Table.from_batches([removed])
-            table = table.drop_columns([c for c in (REASON, METRIC, "html") if c in table.column_names])
+            table = table.drop_columns([c for c in (REASON, METRIC, "html", *LINE_MARK_COLUMNS)
+                                        if c in table.column_names])
             table = table.append_column("removed_stage", pa.array([stage_name] * removed.num_rows, pa.string()))
             table = table.append_column("removed_reason", pa.array(reasons, pa.string()))
             table = table.append_column("removed_metric", pc.cast(metric, pa.float64()))
@@ -546,6 +548,8 @@ def _count_edits(counter: StageCounter, seen: pa.RecordBatch, kept: pa.RecordBat
         after = pc.cast(after, old.type)
     differs = pc.fill_null(pc.not_equal(old, after), True).to_numpy(zero_copy_only=False) & had_text
     counter.docs_edited += int(differs.sum())
+    if differs.any():
+        kept = _line_marks_dropped(kept, differs)
     if cut_lines and differs.any():
         rows = np.flatnonzero(differs).tolist()
         for a, b in zip(old.take(rows).to_pylist(), after.take(rows).to_pylist()):
@@ -559,6 +563,27 @@ def _count_edits(counter: StageCounter, seen: pa.RecordBatch, kept: pa.RecordBat
             columns[name] = pa.array(previous + delta, pa.int64())
         kept = pa.RecordBatch.from_pydict(columns)
     return kept, sizes_after
+
+
+def _line_marks_dropped(batch: pa.RecordBatch, changed: np.ndarray) -> pa.RecordBatch:
+    """``batch`` with null line marks (:data:`~refinery.schema.LINE_MARK_COLUMNS`) for the rows
+    whose text a stage ``changed``: their numbers would name other lines now (a cut line shifts
+    every line after it)."""
+    names = [name for name in LINE_MARK_COLUMNS if name in batch.schema.names]
+    if not names:
+        return batch
+    columns = dict(zip(batch.schema.names, batch.columns))
+    mask = pa.array(changed)
+    for name in names:
+        columns[name] = pc.if_else(mask, pa.scalar(None, columns[name].type), columns[name])
+    return pa.RecordBatch.from_pydict(columns)
+
+
+def without_line_marks(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` without the line marks: a shard written never carries them (the next pass, line
+    dedup or substring cuts, changes the text they name)."""
+    present = [name for name in LINE_MARK_COLUMNS if name in batch.schema.names]
+    return batch.drop_columns(present) if present else batch
 
 
 def _as_str(text: str | bytes | None) -> str:

@@ -29,6 +29,16 @@ EDIT_FIELDS: list[pa.Field] = [
     pa.field("words_cut", pa.int64()),  # whitespace-separated words (\S+) cut
 ]
 
+#: Numbers (from 0) of the lines of ``text`` (``text.split("\n")``) that extraction took from a
+#: ``<blockquote>`` (null: none known). Made by ``extract`` (trafilatura), read by
+#: ``gopher_repetition`` (``skip_quoted_repeats``). A mark of a line only holds while the text is the
+#: one it was made for: the runner nulls a document's marks when a stage changes its text, and
+#: leaves the column out of the shards it writes (it describes a text no later pass sees).
+QUOTE_LINES = "quote_lines"
+QUOTE_LINES_TYPE = pa.list_(pa.int32())
+#: columns that name lines of the text (see QUOTE_LINES)
+LINE_MARK_COLUMNS: tuple[str, ...] = (QUOTE_LINES,)
+
 #: Columns the runner adds to removed documents, so a removed shard says who removed what and why.
 REMOVED_FIELDS: list[pa.Field] = [
     pa.field("removed_stage", pa.string(), nullable=False),
@@ -44,9 +54,10 @@ DECISION_FIELDS: list[pa.Field] = [pa.field("_reason", pa.string()), pa.field("_
 #: (damaged records, bad JSON lines) are counted like any stage's removals.
 READER_SCHEMA = pa.schema(DOCUMENT_FIELDS + DECISION_FIELDS)
 
-#: Column names that decide or describe removals. Input data never carries them under these
+#: Column names that decide or describe removals (and the line marks, which decide them too:
+#: input data cannot mark its own lines as quotes). Input data never carries them under these
 #: names: readers rename them to ``input_<name>`` (see :func:`rename_reserved`).
-RESERVED_COLUMNS: tuple[str, ...] = tuple(f.name for f in DECISION_FIELDS + REMOVED_FIELDS)
+RESERVED_COLUMNS: tuple[str, ...] = (*(f.name for f in DECISION_FIELDS + REMOVED_FIELDS), *LINE_MARK_COLUMNS)
 
 
 class InputSchemaError(ValueError):

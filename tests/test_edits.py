@@ -24,6 +24,8 @@ from rich.console import Console
 from refinery.config import parse_config
 from refinery.pipeline import run_pipeline
 from refinery.runner import ReaderOptions, ShardRunner, ShardTask
+from refinery.stages.base import Stage, with_decision
+from refinery.stages.gopher import GopherRepetition
 from refinery.stages.line_corrections import LineCorrections
 from refinery.stats.compare import compare_counter_rows, compare_rows, render_compare
 from refinery.stats.funnel import load_run_stats, render_funnel
@@ -230,3 +232,55 @@ def test_an_input_column_named_like_an_edit_column_must_hold_integers(tmp_path):
     with pytest.raises(InputSchemaError, match=r"bad\.parquet: column 'words_cut' is string") as info:
         ShardRunner([]).run(ShardTask(str(bad), str(tmp_path / "out"), "bad"))
     assert "\n" not in str(info.value)
+
+
+# -- line marks (schema.QUOTE_LINES) ------------------------------------------------------------
+class _Marks(Stage):
+    """Stands in for extract (which needs pages): marks lines 0 and 1 of every text as quoted."""
+
+    kind = "marks"
+
+    def process(self, batch):
+        return with_decision(batch, [None] * batch.num_rows,
+                             extra={"quote_lines": pa.array([[0, 1]] * batch.num_rows, pa.list_(pa.int32()))})
+
+
+class _Probe(Stage):
+    """Records the line marks it is given."""
+
+    kind = "probe"
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list = []
+
+    def process(self, batch):
+        if "quote_lines" in batch.schema.names:
+            self.seen += batch.column("quote_lines").to_pylist()
+        return with_decision(batch, [None] * batch.num_rows)
+
+
+def test_quote_marks_follow_the_text_and_never_leave_the_pass(tmp_path):
+    """Line marks name lines of one text: a stage that changes a document's text (line
+    corrections cut a line) nulls its marks, so none points at another line; no written shard
+    carries them, empty ones included (the next pass cuts text too); an input column of that name
+    is the input's (``input_quote_lines``), never marks."""
+    import pyarrow.parquet as pq
+
+    prose = " ".join(load_cc_docs()[0]["text"].split()[:200])
+    texts = [prose + "\nShare on Facebook\n" + prose, prose + "\n" + prose]  # the first loses a line
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": texts,
+                             "quote_lines": pa.array([[1], [1]], pa.list_(pa.int32()))}), path)
+    forged = _Probe()
+    ShardRunner([forged]).run(ShardTask(str(path), str(tmp_path / "forged"), "docs"))
+    assert forged.seen == []  # the input's column is not marks
+    assert "input_quote_lines" in ds.dataset(str(tmp_path / "forged" / "kept")).schema.names
+    probe = _Probe()
+    stages = [_Marks(), LineCorrections(), probe, GopherRepetition(dup_line_frac=0.01)]  # removes both
+    ShardRunner(stages).run(ShardTask(str(path), str(tmp_path / "out"), "docs"))
+    assert probe.seen == [None, [0, 1]]
+    for part in ("kept", "removed"):
+        names = ds.dataset(str(tmp_path / "out" / part)).schema.names
+        assert "quote_lines" not in names and "input_quote_lines" in names
+    assert ds.dataset(str(tmp_path / "out" / "removed")).count_rows() == 2

@@ -113,6 +113,7 @@ def test_sample_warcs() -> None:
     inproc = TrafilaturaExtractor(timeout_s=0, prescreen=False)(batch)
     assert out.column("text").to_pylist() == inproc.column("text").to_pylist()
     assert reasons == inproc.column(REASON).to_pylist()
+    assert out.column("quote_lines").to_pylist() == inproc.column("quote_lines").to_pylist()
 
 
 def load_eval_subset(tmp_path: Path, n: int = 60) -> list[tuple[str, bytes, dict]]:
@@ -945,6 +946,29 @@ def test_extract_path_is_declared_and_counted_in_stats() -> None:
     # an empty batch still carries the columns (every shard of a run has one schema)
     empty = stage(batch.slice(0, 0))
     assert {"extract_path", "extract_pass"} <= set(empty.schema.names)
+    assert empty.schema.field("quote_lines").type == out.schema.field("quote_lines").type == pa.list_(pa.int32())
+
+
+def test_blockquote_lines_are_marked_for_later_stages() -> None:
+    """A forum reply quoting an earlier post: ``quote_lines`` names the lines of the text that
+    came from the ``<blockquote>`` (for ``gopher_repetition``'s ``skip_quoted_repeats``), the text
+    itself unchanged. Never a wrong line: a quoted line whose URL the cleaning cut (with the space
+    after it, at a line's start) is no longer the line marked, and is not marked; text that came
+    as input, another backend, or trafilatura without joined lines get none."""
+    post = [PROSE.strip(), "Has anyone else seen the draft budget for next year? It leaves out the trucks entirely."]
+    reply = "I have, and the council will vote on it in March after a second round of public comments."
+    quote = "".join(f"<p>{p}</p>" for p in post)
+    forum = page(f"<h1>Recycling</h1>{quote}<p>Mia wrote:</p><blockquote>{quote}</blockquote><p>{reply}</p>")
+    url_first = page(f"{quote}<blockquote><p>https://example.org/budget {post[1]}</p></blockquote><p>{reply}</p>")
+    batch = make_batch([forum.encode(), url_first.encode(), None])
+    batch = batch.set_column(batch.schema.get_field_index("text"), "text", pa.array([None, None, "input\ntext"]))
+    out = TrafilaturaExtractor(timeout_s=0)(batch)
+    text = out.column("text")[0].as_py()
+    assert text.split("\n") == ["Recycling", *post, "Mia wrote:", *post, reply]
+    assert out.column("quote_lines").to_pylist() == [[4, 5], None, None]
+    assert f"\n{post[1]}\n{post[1]}\n" in out.column("text")[1].as_py()  # the quote, its URL cut
+    for other in (TrafilaturaExtractor(timeout_s=0, join_source_lines=False), TrafilaturaExtractor(timeout_s=0, backend="resiliparse")):
+        assert other(batch.slice(0, 1)).column("quote_lines").to_pylist() == [None]
 
 
 # -- the lean trafilatura path (issue 17, session 9): cheaper calls, the same text -----------------

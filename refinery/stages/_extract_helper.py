@@ -5,7 +5,8 @@ PARENT_PID CONFIG_JSON`` (by file path: it imports only the standard library, th
 sibling ``_xpath_to_python.py``, not refinery or pyarrow). It talks over the inherited socket ``FD``
 (``multiprocessing.connection`` framing): it sends ``("ready", pid)`` once the backend is imported
 and warmed up (or ``("error", message)`` if it cannot be), then answers each ``(html, url)`` request
-with ``("ok", (text_or_None, path))`` or ``("failed", "ExceptionType: message")``. It exits when the
+with ``("ok", (text_or_None, path))`` (``(text_or_None, path, marked_or_None)`` for trafilatura
+with joined lines: :func:`with_quote_marks`) or ``("failed", "ExceptionType: message")``. It exits when the
 socket closes. ``path`` names the extraction path that produced the text (see :func:`make_extract`);
 the stage records it in its ``extract_path`` column. The parent enforces the deadline by killing
 this process (SIGKILL): a parser stuck in C code cannot be interrupted any other way.
@@ -863,7 +864,7 @@ def _text_wrapper() -> Callable:
         return current
     original = current
 
-    def xmltotxt(xmloutput, include_formatting):
+    def convert(xmloutput, include_formatting):
         join = xmloutput is not None and _JOIN_LINES.get()
         if xmloutput is not None and not join and _DEDENT_LINES.get():
             dedent_source_lines(xmloutput)
@@ -874,6 +875,15 @@ def _text_wrapper() -> Callable:
         if join:
             join_source_line_breaks(xmloutput)
         return original(xmloutput, include_formatting)
+
+    def xmltotxt(xmloutput, include_formatting):
+        marks = _QUOTE_MARKS.get()
+        # the tree with its quotes' lines marked, copied before the conversion (which joins in place)
+        marked = quote_marked_copy(xmloutput) if marks is not None and xmloutput is not None else None
+        text = convert(xmloutput, include_formatting)
+        if marked is not None:
+            marks.append((text, convert(marked, include_formatting)))
+        return text
 
     xmltotxt._refinery = True
     xmltotxt._original = original
@@ -930,6 +940,81 @@ def _install_blockquote_marks() -> bool:
         return False
     htmlprocessing.CONVERSIONS["blockquote"] = convert_quotes
     return True
+
+
+#: the character that marks a ``<blockquote>``'s lines in a second conversion of a result tree
+#: (:func:`quote_marked_copy`): printable (the conversion keeps it), never a word character, not
+#: composed by NFC; a page holding it gets no marks (the marked text then differs elsewhere too)
+QUOTE_MARK = "\u2e3f"
+#: where a text starts a line: its start or a line break, after the whitespace the joining and
+#: the dedenting remove (a mark before them would stop that)
+_LINE_STARTS = re.compile(r"(?:^|\n)[ \t\n\r\f\u00a0]*(?=\S)")
+#: while set (a list: :func:`with_quote_marks`), each result tree converted to text that holds a
+#: blockquote appends ``(text, the text of its marked copy)``
+_QUOTE_MARKS: ContextVar[list | None] = ContextVar("refinery_quote_marks", default=None)
+
+
+def quote_marked_copy(tree: Any) -> Any | None:
+    """A copy of trafilatura's result ``tree`` with :data:`QUOTE_MARK` at the start of every line
+    of text inside a ``quote`` that was a ``<blockquote>`` (marked ``BLOCKQUOTE``: only while
+    joining or dedenting), or None when it holds none. A quote in a table cell or a list item
+    shares its line with other text and is not marked. Converted like the tree, the copy gives the
+    same text with marks, which say which of its lines came from quotes."""
+    if tree.find(f".//quote[@{BLOCKQUOTE}]") is None:
+        return None
+    import copy
+
+    tree = copy.deepcopy(tree)
+    found = False
+    for quote in tree.iter("quote"):
+        if quote.get(BLOCKQUOTE) is None or any(True for _ in quote.iterancestors("cell", "item")):
+            continue
+        for node in quote.iter():
+            if node.text and isinstance(node.tag, str):
+                node.text = _LINE_STARTS.sub(_with_mark, node.text)
+            if node is not quote and node.tail:
+                node.tail = _LINE_STARTS.sub(_with_mark, node.tail)
+        found = True
+    return tree if found else None
+
+
+def _with_mark(match: re.Match) -> str:
+    return match.group(0) + QUOTE_MARK
+
+
+def marked_text(text: str | None, converted: list[tuple[str, str]]) -> str | None:
+    """``text`` (an extract call's: trafilatura's NFC of a conversion, perhaps with recipe lines
+    after it) with :data:`QUOTE_MARK` on its quotes' lines, from the ``converted`` (text, marked
+    text) pairs that :func:`with_quote_marks` collected; None when no pair gives exactly ``text``
+    without the marks (no quote, two conversions disagreeing, a page holding the mark itself)."""
+    if not text or not converted:
+        return None
+    from unicodedata import normalize
+
+    found = set()
+    for plain, marked in converted:
+        plain = normalize("NFC", plain)
+        if text == plain or text.startswith(plain + "\n"):
+            found.add(normalize("NFC", marked) + text[len(plain):])
+    if len(found) != 1:
+        return None
+    marked = found.pop()
+    return marked if marked.replace(QUOTE_MARK, "") == text else None
+
+
+def with_quote_marks(call: Callable) -> Callable:
+    """``call`` (the cascade: ``fn(html, url) -> (text, path)``) returning ``(text, path, marked)``:
+    ``marked`` is :func:`marked_text` of its text, or None."""
+    def marking(html, url):
+        converted: list[tuple[str, str]] = []
+        token = _QUOTE_MARKS.set(converted)
+        try:
+            text, path = call(html, url)
+        finally:
+            _QUOTE_MARKS.reset(token)
+        return text, path, marked_text(text, converted)
+
+    return marking
 
 
 def _install_lean_totext() -> bool:
@@ -1158,7 +1243,9 @@ def fallback_may_win(page: str, text: str, judge_ratio: float) -> bool:
 
 
 def make_extract(config: dict):
-    """``fn(html, url) -> (text or None, path)`` for a helper configuration (also used in-process).
+    """``fn(html, url) -> (text or None, path)`` for a helper configuration (also used in-process);
+    ``(text or None, path, marked text or None)`` with ``config["join_lines"]`` (the lines that came
+    from a ``<blockquote>`` carry :data:`QUOTE_MARK`: :func:`with_quote_marks`).
 
     Trafilatura with ``config["fallback"]`` (a dict) runs a cascade, because one setting cannot
     both keep boilerplate out of articles and find the text of table-layout pages (issue 13):
@@ -1233,11 +1320,13 @@ def make_extract(config: dict):
     join = bool(config.get("join_lines")) and _install_joined_lines()
     if join:
         first_call = _with_flag(_JOIN_LINES, first_call)
+    # the text's lines that came from a <blockquote> (marked while joining only): a third value
+    marks = with_quote_marks if join and config.get("quote_marks", True) else (lambda call: call)
     fallback = config.get("fallback")
     if not fallback:
         if prepare is None:
-            return lambda html, url: (_first_text(first_call(html, url))[0], first_path)
-        return lambda html, url: (_first_text(first_call(prepare(html), url))[0], first_path)
+            return marks(lambda html, url: (_first_text(first_call(html, url))[0], first_path))
+        return marks(lambda html, url: (_first_text(first_call(prepare(html), url))[0], first_path))
     below_chars = int(fallback["below_chars"])
     min_gain = float(fallback["min_gain"])
     second_kwargs = {**kwargs, "favor_precision": False, "favor_recall": fallback.get("mode", "recall") == "recall",
@@ -1285,7 +1374,7 @@ def make_extract(config: dict):
         _, rescued, _ = baseline(html)  # the whole page: its JSON-LD and body text, as before
         return rescued, "baseline"
 
-    return cascade
+    return marks(cascade)
 
 
 #: allocations between the helper's young-generation collections (Python's default: 700)

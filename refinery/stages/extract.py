@@ -12,7 +12,9 @@ when it returns little (< ``fallback_below_chars``), a second pass in trafilatur
 empty, trafilatura's ``baseline``. The path that produced each text is recorded in the
 ``extract_path`` column (``precision``/``balanced``, ``fallback``, ``baseline``, ``main_content``
 for Resiliparse, ``input`` for text that arrived extracted) and as a number in ``extract_pass``
-(1, 2, 3; 0 = input) so the stats histogram counts them.
+(1, 2, 3; 0 = input) so the stats histogram counts them. ``quote_lines`` names the lines of the
+text that came from a ``<blockquote>`` (trafilatura with ``join_source_lines``; null otherwise), for
+``gopher_repetition``: :func:`quote_lines`, :data:`refinery.schema.QUOTE_LINES`.
 
 Per row: decode the HTTP body (BOM, then the HTTP ``charset``, then ``<meta charset>``, then
 UTF-8, then damaged UTF-8 if mostly valid, then a charset-normalizer guess, finally UTF-8 with
@@ -85,6 +87,7 @@ import pyarrow as pa
 from refinery import allocator
 from refinery.allocator import Allocator
 from refinery.stages import _extract_helper, _trafilatura_rules
+from refinery.schema import QUOTE_LINES, QUOTE_LINES_TYPE
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import dissolve_layout_rows
 
@@ -612,6 +615,21 @@ def clean_text(text: str) -> str:
     return text.strip()
 
 
+def quote_lines(text: str, marked: str) -> list[int] | None:
+    """The numbers (from 0) of the lines of ``text`` (an extract after :func:`clean_text`) that came
+    from a ``<blockquote>``, read from ``marked`` (the extract before it, its quotes' lines carrying
+    :data:`~refinery.stages._extract_helper.QUOTE_MARK`), or None for none. Cleaned the same way,
+    the marked text must give ``text`` exactly once the marks are gone, line for line; else (a mark
+    changed what the cleaning did: a URL starting a quoted line) no line is marked, so a mark never
+    names a line that is not the quote's."""
+    mark = _extract_helper.QUOTE_MARK
+    cleaned = clean_text(marked)
+    if cleaned.replace(mark, "") != text:
+        return None
+    lines = [i for i, line in enumerate(cleaned.split("\n")) if mark in line and line.replace(mark, "").strip()]
+    return lines or None
+
+
 def join_bare_list_markers(text: str) -> str:
     """``"- \\n    item text"`` -> ``"- item text"`` (blank lines between them too); a marker
     followed by another marker or by nothing (an empty item) is dropped. Nesting indentation
@@ -907,6 +925,7 @@ class TrafilaturaExtractor(Stage):
         metrics: list[float | None] = [None] * n
         texts: list[str | None] = [None] * n
         paths: list[str | None] = [None] * n
+        quotes: list[list[int] | None] = [None] * n
 
         # timeout_s > 0: every page is extracted in a helper process that is killed at the deadline
         isolate = self.timeout_s > 0
@@ -970,12 +989,16 @@ class TrafilaturaExtractor(Stage):
                             logger.warning("extraction helper died (exit code %s) on %s", out, urls[i])
                             helper = _Helper(json.loads(key))
                         continue
-                out, paths[i] = out  # the path is kept for no_text_extracted too: the last one tried
+                # the path is kept for no_text_extracted too: the last one tried; the marked text
+                # comes with trafilatura's joined lines only (_extract_helper.with_quote_marks)
+                out, paths[i], marked = out if len(out) == 3 else (*out, None)
                 text = clean_text(out) if out else ""
                 if len(text) < max(self.min_text_chars, 1):
                     reasons[i], metrics[i] = "no_text_extracted", float(len(text))
                     continue
                 texts[i] = text
+                if marked is not None:
+                    quotes[i] = quote_lines(text, marked)
         finally:
             if helper is not None:
                 _HELPERS.release(key, helper)
@@ -999,6 +1022,7 @@ class TrafilaturaExtractor(Stage):
                 "extract_path": pa.array(paths, type=pa.string()),
                 "extract_pass": pa.array([None if p is None else _extract_helper.PATHS[p] for p in paths],
                                          type=pa.int8()),
+                QUOTE_LINES: pa.array(quotes, type=QUOTE_LINES_TYPE),
             },
         )
 
