@@ -20,6 +20,7 @@ from refinery.stages.gopher import (
     dup_ngram_char_frac,
     quality_stats,
     top_ngram_char_frac,
+    without_quoted_repeats,
 )
 
 CC_DOCS = Path(__file__).resolve().parents[1] / "data" / "sample" / "cc_docs"
@@ -535,4 +536,37 @@ def test_table_rows_weigh_less_in_the_ngram_fractions_when_asked():
     assert light.check(page)[2]["gopher_dup_5_gram"] == pytest.approx(0.25 * GopherRepetition().check(page)[2]["gopher_dup_5_gram"])
     with pytest.raises(ValueError, match="table_ngram_weight"):
         GopherRepetition(table_ngram_weight=1.5)
-    assert GopherRepetition.added_params == {"table_ngram_weight": 1.0}  # runs made before it resume
+    assert GopherRepetition.added_params == {"table_ngram_weight": 1.0,  # runs made before it resume
+                                             "skip_quoted_repeats": False}
+
+
+def test_quoted_replies_are_not_repetition_but_repeated_quotes_are():
+    """Forum replies quoting earlier posts and answers quoting the question (villagersandheroes,
+    mactechnews, retrocomputing.stackexchange: session 45) were removed for the quotes. With
+    ``skip_quoted_repeats``, a line extraction marked as a <blockquote>'s (``quote_lines``) that
+    repeats the page's own text is left out, once per quoted text: a page of one quote given 20
+    times, or of a post quoted 20 times, is still removed, and without marks nothing changes."""
+    posts = ARTICLE_LINES[:3]
+    replies = [s for s in SENTENCES if s not in ARTICLE[:sum(map(len, posts))]][:2]
+    lines = [*posts, "Anna wrote:", posts[1], replies[0], "Ben wrote:", posts[2], replies[1]]
+    forum = "\n".join(lines)
+    quoted = [4, 7]  # the two quoted posts
+    skip = GopherRepetition(skip_quoted_repeats=True)
+
+    def decide(stage, texts, marks):
+        batch = pa.RecordBatch.from_pydict({"id": [f"d{i}" for i in range(len(texts))], "text": texts,
+                                            "quote_lines": pa.array(marks, pa.list_(pa.int32()))})
+        return reasons(stage(batch))
+
+    assert reasons(run(GopherRepetition(), [forum])) == ["dup_line_char_frac"]  # Gopher as published
+    assert decide(skip, [forum, forum], [quoted, None]) == [None, "dup_line_char_frac"]
+    assert decide(GopherRepetition(), [forum], [quoted]) == ["dup_line_char_frac"]  # off: marks not read
+    assert skip.take_counters() == {"quoted_lines_left_out": 2}
+    assert without_quoted_repeats(forum, quoted) == ("\n".join(lines[:4] + lines[5:7] + lines[8:]), 2)
+    # nothing but one quote, 20 times; a post quoted by 20 replies: only its first quote is left out
+    only_quotes = "\n".join([posts[1]] * 20)
+    quoted_often = "\n".join([*posts, *(f"{posts[1]}\n{r}" for r in SENTENCES[:20])])
+    assert decide(skip, [only_quotes, quoted_often], [list(range(20)), list(range(3, 43, 2))]) == [
+        "dup_line_frac", "dup_line_frac"]
+    # a quote's words found across the lines they were split into; marks past the text ignored
+    assert without_quoted_repeats("a b\nc d\nb c", [2, 9]) == ("a b\nc d", 1)

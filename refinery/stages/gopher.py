@@ -28,6 +28,12 @@ Definitions and choices (the paper leaves tokenisation open; these are ours, doc
   "Returns to her trailer", a settings table's "Default Tele Broadcast"); the line and paragraph
   fractions are unchanged, so a table given twice whole is still caught (docs/extraction.md,
   "Repetition in tables (h147)").
+- ``skip_quoted_repeats`` (false = Gopher as published; the recipe true): the lines extraction took
+  from a ``<blockquote>`` (``quote_lines``) that repeat the page's own text outside the quotes are
+  left out before every fraction, the first quote of each text only (:func:`without_quoted_repeats`):
+  a reply quoting a post is a thread's structure, a passage quoted again and again is still
+  repetition, and a quote of text found nowhere else counts as any line (docs/extraction.md,
+  session 47).
 - ``dup_n_gram`` (n = 5 .. 10): characters of words covered by duplicate n-gram occurrences,
   each word counted once however many duplicate n-grams overlap it ("taking care not to count
   characters that occur in overlapping n-grams more than once") / characters in all words.
@@ -76,6 +82,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from refinery.schema import QUOTE_LINES
 from refinery.stages import checks
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import is_table_row
@@ -89,6 +96,7 @@ __all__ = [
     "dup_ngram_char_frac",
     "quality_stats",
     "top_ngram_char_frac",
+    "without_quoted_repeats",
 ]
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -250,7 +258,7 @@ class GopherRepetition(Stage):
     """Remove documents with too much repeated content (Gopher table A1)."""
 
     kind = "gopher_repetition"
-    added_params = {"table_ngram_weight": 1.0}  # runs made before it resume
+    added_params = {"table_ngram_weight": 1.0, "skip_quoted_repeats": False}  # runs made before them resume
 
     #: metric columns with the default thresholds (``metric_columns()`` follows the configured n)
     METRICS = ("gopher_dup_line_frac", "gopher_dup_para_frac", "gopher_dup_line_char_frac", "gopher_dup_para_char_frac",
@@ -279,6 +287,7 @@ class GopherRepetition(Stage):
         top_n_grams: dict[int, float] | list[tuple[int, float]] | None = None,
         dup_n_grams: dict[int, float] | list[tuple[int, float]] | None = None,
         table_ngram_weight: float = 1.0,
+        skip_quoted_repeats: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -288,6 +297,9 @@ class GopherRepetition(Stage):
             checks.fraction(pname, value)
         # a table row's words in the n-gram fractions (1: Gopher as published; module docstring)
         self.table_ngram_weight = float(table_ngram_weight)
+        # a forum reply's or an answer's quote of the page's own text is not repetition: extraction
+        # marks a <blockquote>'s lines (schema.QUOTE_LINES; module docstring)
+        self.skip_quoted_repeats = bool(skip_quoted_repeats)
         self.dup_line_frac = dup_line_frac
         self.dup_para_frac = dup_para_frac
         self.dup_line_char_frac = dup_line_char_frac
@@ -304,14 +316,19 @@ class GopherRepetition(Stage):
                 *(f"gopher_top_{n}_gram" for n in sorted({2, *self.top_n_grams})),
                 *(f"gopher_dup_{n}_gram" for n in sorted({5, *self.dup_n_grams}))]
 
-    def check(self, text: str | None) -> tuple[str | None, float | None, dict[str, float] | None]:
-        """(reason or None, metric, metric columns) for one document.
+    def check(self, text: str | None, quoted: Sequence[int] | None = None
+              ) -> tuple[str | None, float | None, dict[str, float] | None]:
+        """(reason or None, metric, metric columns) for one document; ``quoted``: the numbers of its
+        lines that came from a ``<blockquote>`` (read with ``skip_quoted_repeats`` only).
 
         The metric columns hold what was computed to decide: the n-gram fractions after the
         deciding rule (or past the exact shortcut) are not computed and stay out (null), except
         where they are exactly 0 (no repeated n-gram means no repeated longer one)."""
         if not text or text.isspace():
             return "empty_text", None, None
+        if quoted and self.skip_quoted_repeats:
+            text, left_out = without_quoted_repeats(text, quoted)
+            self.count("quoted_lines_left_out", left_out)
         rows: list[bool] | None = None
         if "|" in text:
             rows = [] if self.table_ngram_weight < 1.0 else None
@@ -368,13 +385,15 @@ class GopherRepetition(Stage):
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         texts = batch.column("text").to_pylist()
+        quoted = (batch.column(QUOTE_LINES).to_pylist() if self.skip_quoted_repeats and QUOTE_LINES in batch.schema.names
+                  else [None] * len(texts))
         reasons: list[str | None] = []
         metrics: list[float | None] = []
         columns = self.metric_columns()
         index = {name: j for j, name in enumerate(columns)}
         hists = np.full((len(texts), len(columns)), np.nan, dtype=np.float32)
         for i, text in enumerate(texts):
-            reason, metric, hist = self.check(text)
+            reason, metric, hist = self.check(text, quoted[i])
             reasons.append(reason)
             metrics.append(metric)
             if hist is not None:
@@ -386,6 +405,33 @@ class GopherRepetition(Stage):
         mask = np.isnan(hists)
         extra = {name: pa.array(hists[:, j], type=pa.float32(), mask=mask[:, j]) for j, name in enumerate(columns)}
         return with_decision(batch, reasons, metrics, extra=extra)
+
+
+def without_quoted_repeats(text: str, quoted: Sequence[int]) -> tuple[str, int]:
+    """(``text`` without the quoted lines that repeat its own text, how many lines that left out).
+
+    ``quoted``: the numbers of the lines (``text.split("\\n")``) extraction took from a
+    ``<blockquote>``. Such a line is left out when its words occur, in order, in the lines outside
+    the quotes (a reply quoting an earlier post, an answer quoting the question), and only the first
+    quote of those words: a passage quoted again counts as repeated, and a quote of text that is
+    nowhere else (a page of one quote given 20 times) counts as any line does."""
+    lines = text.split("\n")
+    marked = {i for i in quoted if 0 <= i < len(lines)}
+    if not marked:
+        return text, 0
+    # the words outside the quotes, one space apart, a space at each end: a quote's words are found
+    # whole, across the lines they were split into
+    own = " " + " ".join(w for i, line in enumerate(lines) if i not in marked for w in line.split()) + " "
+    exempt: set[str] = set()
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if i in marked:
+            words = " ".join(line.split())
+            if words and words not in exempt and f" {words} " in own:
+                exempt.add(words)
+                continue
+        kept.append(line)
+    return "\n".join(kept), len(lines) - len(kept)
 
 
 def without_table_markup(text: str, rows: list[bool] | None = None) -> str:
