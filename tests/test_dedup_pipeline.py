@@ -932,7 +932,10 @@ def test_a_dedup_killed_before_any_shard_finished_resumes_after_its_input_lost_t
     """A dedup SIGKILLed in its removal run as its first shard's stats marker is renamed into place
     (kept/a, removed/a and samples/a out; no marker, no run.json), rerun on an input without shard a, was
     refused as "not a refinery run" naming its own kept/a.parquet: nothing but its work dir's
-    manifest, which lists a, says a dedup wrote them. Now resumed, a's files cleaned."""
+    manifest, which lists a, says a dedup wrote them. Now resumed, a's files cleaned. (h170) Its
+    work dir inside, moved with the output (the manifest names the old place), it was refused still:
+    resumed at the new place too, and so is one whose manifest (0.8.8's) does not say where its
+    index lay (the default place taken)."""
     import subprocess
     import sys
 
@@ -956,6 +959,14 @@ run_dedup({str(three)!r}, {str(out)!r}, DedupConfig(method="exact"), LocalExecut
     assert done.returncode == -9, done.stderr[-2000:]
     assert (out / "kept" / "a.parquet").exists() and not (out / "run.json").exists()
     assert not list((out / "stats").glob("*.json"))  # no shard finished
+    if not outside:  # moved: its index with it; and a copy of it as 0.8.8 wrote it
+        old = tmp_path / "moved-088"
+        shutil.copytree(out, old)
+        manifest = json.loads((old / "dedup" / "manifest.json").read_text())
+        manifest.pop("work_in_output", None)
+        (old / "dedup" / "manifest.json").write_text(json.dumps(manifest))
+        assert run_dedup(str(two), str(old), DedupConfig(method="exact"), LocalExecutor(1))["docs_read"] == 40
+        out = out.rename(tmp_path / "moved")
     again = run_dedup(str(two), str(out), DedupConfig(method="exact"), LocalExecutor(1),
                       work_dir=str(work) if work else None)
     assert again["docs_read"] == 40

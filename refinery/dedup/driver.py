@@ -723,9 +723,21 @@ def _indexed_by(work_root: str | None, files: list[str], output: str) -> bool:
         written_for = manifest.get("output")
     except (fs.StorageError, OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-    if not isinstance(written_for, str) or fs.canonical(written_for) != fs.canonical(output):
+    if not isinstance(written_for, str):
+        return False
+    if fs.canonical(written_for) != fs.canonical(output) and not _moved_with_its_output(manifest, work_root, output):
         return False
     return bool(files) and {f.split("/")[1].rsplit(".", 1)[0] for f in files} <= indexed
+
+
+def _moved_with_its_output(manifest: dict[str, Any], work_root: str, output: str) -> bool:
+    """Whether the index was written inside its output, at the place it lies under ``output`` now:
+    the output was moved (or copied) with its index in it, and the manifest still names the old
+    place (a dedup killed before its run.json, then moved, was refused as "not a refinery run").
+    A manifest of 0.8.8 or before does not say where its index lay: the default place,
+    ``OUTPUT/dedup``, is taken for it. An index outside ``output`` did not move with it."""
+    here = _relative_to(work_root, output)
+    return here is not None and manifest.get("work_in_output", "dedup") == here
 
 
 def _check_rerun(run: RunDir, config: DedupConfig, force: bool) -> dict[str, Any] | None:
@@ -867,6 +879,9 @@ def _write_manifest(work: WorkDir, method: str, params: dict[str, Any], shards: 
         "params": params,
         "fingerprint": work.fingerprint,
         "output": work.output,
+        # where the index lies under that output (None: elsewhere): moved with it, it still names
+        # its output's leftovers (_indexed_by), whatever the output's place now
+        "work_in_output": _relative_to(work.root, work.output) if work.output else None,
         **({"hashed_root": work.hashed_root} if work.hashed_root else {}),
         "shards": [
             {"name": s.name, "index": s.index, "uri": s.uri, "docs": r.get("docs"), "sources": r.get("sources")}
