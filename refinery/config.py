@@ -15,7 +15,7 @@ import json
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -250,33 +250,12 @@ class ExecutorConfig(_Strict):
     allocator: ExecutorAllocator = "auto"
 
 
-#: (method, section): the keys of another method's section that method reads
-_READ_BY_OTHERS = {("exact", "minhash"): ("seed",), ("url", "minhash"): ("seed",)}
-
-
 class DedupPassConfig(DedupConfig):
     """One dedup pass of a recipe: ``configs/dedup.yaml``'s keys (its optional ``name`` included);
-    the executor is the recipe's (set once, at the top level)."""
+    the executor is the recipe's (set once, at the top level). A method's section under another
+    method is refused as by ``refinery dedup -c`` (:meth:`DedupConfig._read_by_its_method`)."""
 
-    @field_validator("minhash", "substring", "lines", "decontaminate")
-    @classmethod
-    def _read_by_its_method(cls, section: BaseModel, info: Any) -> BaseModel:
-        """A method's section under another method does nothing: ``lines: {min_docs: 5}`` beside
-        ``method: minhash`` was accepted and silently ignored (probe, session 46). Runs only for
-        the sections written (pydantic validates a default only when asked), and of those for the
-        keys set to other than their default: a config dumped whole (every section, at its defaults)
-        still loads. ``exact`` and ``url`` read ``minhash.seed`` (their hash seed) and nothing else."""
-        method, key = info.data.get("method"), info.field_name
-        if method is None or method == key:  # an unknown method is refused on its own
-            return section
-        default = type(section)()
-        written = {k for k in section.model_fields_set - set(_READ_BY_OTHERS.get((method, key), ()))
-                   if getattr(section, k) != getattr(default, k)}
-        if written:
-            also = " (and its seed by method: exact or url)" if key == "minhash" else ""
-            raise ValueError(f"only read by method: {key}{also}; this entry's method is {method}, "
-                             f"got {', '.join(sorted(written))}")
-        return section
+    _METHOD_HERE: ClassVar[str] = "this entry's method"
 
     @model_validator(mode="after")
     def _no_executor(self) -> "DedupPassConfig":
@@ -382,8 +361,10 @@ class PipelineConfig(_Strict):
                              f"(give each a distinct 'name')")
         passes = ["filter", *(d.pass_name for d in self.dedup), "tokens"]
         dupes = sorted({n for n in passes if passes.count(n) > 1})
-        if dupes:
-            raise ValueError(f"pass names must be unique; repeated: {dupes} (give each dedup pass a distinct 'name')")
+        if dupes:  # named at the second pass of that name (it said no place: h170)
+            again = next(i for i, d in enumerate(self.dedup) if d.pass_name in passes[:i + 1])
+            where = f"dedup[{again}].name" if self.dedup[again].name else f"dedup[{again}] (method: {self.dedup[again].method})"
+            raise ValueError(f"{where}: pass names must be unique; repeated: {dupes} (give each dedup pass a distinct 'name')")
         clash = sorted(set(names) & set(passes))
         if clash:  # the funnel and the report key stages and passes alike
             raise ValueError(f"{self._where(names.index(clash[0]))}: stage name {clash[0]!r} is also a pass's name: "

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from refinery.config import ConfigError, load_config, parse_config
+from refinery.config import ConfigError, PipelineConfig, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,20 +30,30 @@ def test_shipped_configs_validate():
     section `refinery dedup -c` reads (its lines: section was missing; review h98)."""
     from pydantic import BaseModel
 
-    from refinery.dedup.config import DedupConfig, load_dedup_config
+    from refinery.dedup.config import DedupConfig, DedupConfigError, load_dedup_config
 
     paths = sorted((ROOT / "configs").iterdir())
     assert paths and all(p.suffix == ".yaml" for p in paths), paths
     for path in paths:
         data = yaml.safe_load(path.read_text())
         if "stages" in data:  # a pipeline recipe (`refinery run`)
-            load_config(path)
+            recipes = [load_config(path)]
         else:  # one dedup pass's settings (`refinery dedup -c`)
             load_dedup_config(path)
     sections = {name for name, f in DedupConfig.model_fields.items()
                 if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
     assert sections == {"minhash", "substring", "lines", "decontaminate", "executor"}
     assert not sections - set(yaml.safe_load((ROOT / "configs" / "dedup.yaml").read_text()))
+    # h170: `refinery dedup -c` refuses a method's section under another method, as a recipe does;
+    # the template (every section, at the defaults) serves every --method, and a config dumped
+    # whole (run.json's) loads again
+    for method in ("exact", "url", "substring", "lines"):
+        assert load_dedup_config(ROOT / "configs" / "dedup.yaml", {"method": method}).method == method
+    with pytest.raises(DedupConfigError, match=r"^invalid dedup config .*dedup.yaml:\n  minhash: only read by method: "
+                       r"minhash \(and its seed by method: exact or url\); the method is url, got bands$"):
+        load_dedup_config(ROOT / "configs" / "dedup.yaml", {"method": "url", "minhash.bands": 10})
+    recipe = recipes[0]
+    assert PipelineConfig.model_validate(recipe.model_dump(mode="json")).model_dump() == recipe.model_dump()
 
 
 def test_refinedweb_config_holds_paper_parameters():
@@ -374,11 +384,25 @@ _GOPHER_AT_1 = "name: t\nstages:\n  - type: url_filter\n  - type: gopher_quality
      "{cfg}: stages[2] language_id: keeps ['ja'], but the prescreen before it (stages[0]) removes those pages"),
     ("stages: [{type: gopher_quality}, {type: url_filter}, {type: gopher_quality}]\n",
      "{cfg}: stages[2] gopher_quality: stage names must be unique; repeated: ['gopher_quality']"),
+    # h170: a section written under another method to matter, at its defaults or empty, is refused
+    # too (only a section written whole, as a dump or the template has it, is left); pass names' place
+    ("stages: [{type: gopher_quality}]\ndedup: [{method: lines, minhash: {bands: 14}}]\n",
+     "{cfg}: dedup[0].minhash: only read by method: minhash (and its seed by method: exact or url); this entry's "
+     "method is lines, got bands at its default: leave the minhash section out"),
+    ("stages: [{type: gopher_quality}]\ndedup: [{method: minhash, substring: {}}]\n",
+     "{cfg}: dedup[0].substring: only read by method: substring; this entry's method is minhash, got an empty "
+     "section: leave the substring section out"),
+    ("stages: [{type: gopher_quality}]\ndedup: [{method: url}, {method: lines, name: x}, {method: url, name: x}]\n",
+     "{cfg}: dedup[2].name: pass names must be unique; repeated: ['x']"),
+    ("stages: [{type: gopher_quality}]\ndedup: [{method: url}, {method: url}]\n",
+     "{cfg}: dedup[1] (method: url): pass names must be unique; repeated: ['url_dedup']"),
 ], ids=["range-param", "type-param", "enum-param-named", "unknown-param", "range", "type", "enum", "range-dedup", "union",
         "unknown-key-default", "unknown-nested", "missing", "missing-type", "list-for-mapping", "list-for-params",
         "yaml-syntax", "yaml-tab", "yaml-no-is-false", "yaml-1e5-is-text", "boolean-as-yaml", "boolean-key", "int-key",
         "long-value", "key-of-a-section", "key-of-the-method", "key-of-another-method", "section-of-another-method",
-        "minhash-beside-url-seed", "cross-stage-stop-words", "cross-stage-prescreen", "cross-stage-unique-names"])
+        "minhash-beside-url-seed", "cross-stage-stop-words", "cross-stage-prescreen", "cross-stage-unique-names",
+        "section-of-another-method-at-defaults", "empty-section-of-another-method", "pass-names-named",
+        "pass-names-by-method"])
 def test_config_errors_are_in_the_projects_words(tmp_path, text, expected):
     """Session 46 (h154): every config mistake is ``invalid config FILE: where: rule, got value``,
     never pydantic's words ("Input should be greater than 0", "Field required") or PyYAML's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -212,7 +212,14 @@ RUN_DIR_NAMES = frozenset({"kept", "removed", "stats", "samples", "failed", "pas
                            "report"})
 
 
+#: (method, section): the keys of another method's section that method reads
+_READ_BY_OTHERS = {("exact", "minhash"): ("seed",), ("url", "minhash"): ("seed",)}
+
+
 class DedupConfig(_Strict):
+    #: how a refusal names the method in force (a recipe's entry says "this entry's method")
+    _METHOD_HERE: ClassVar[str] = "the method"
+
     method: Method = "minhash"
     #: the pass's name (default ``<method>_dedup``): the label of its removals (``removed_stage``, the
     #: funnel's row) and of its marker (``passes/<name>.json``); in a recipe also its directory under
@@ -247,6 +254,37 @@ class DedupConfig(_Strict):
             raise ValueError(f"pass name {value!r} must be letters, digits, '_' or '-' (not starting with '.' "
                              f"or '_'), and not one of {sorted(RUN_DIR_NAMES)}")
         return value
+
+    @field_validator("minhash", "substring", "lines", "decontaminate")
+    @classmethod
+    def _read_by_its_method(cls, section: BaseModel, info: Any) -> BaseModel:
+        """A method's section under another method does nothing: ``lines: {min_docs: 5}`` beside
+        ``method: minhash`` was accepted and silently ignored (probe, session 46), in a recipe's
+        entry and in ``refinery dedup -c`` (whose ``--method`` overrides the file's). Runs only for
+        the sections written (pydantic validates a default only when asked). A section written
+        whole (every key not null by default) at its defaults is what a config dumped whole
+        (run.json) and the template (configs/dedup.yaml) carry: it loads; one with a key set
+        otherwise, or with some keys only
+        (``minhash: {bands: 14}`` under ``method: lines``: written to matter), is refused (h170;
+        only the keys set otherwise were, h164). ``exact`` and ``url`` read ``minhash.seed``."""
+        method, key = info.data.get("method"), info.field_name
+        if method is None or method == key:  # an unknown method is refused on its own
+            return section
+        read = set(_READ_BY_OTHERS.get((method, key), ()))
+        written = section.model_fields_set - read
+        default = type(section)()
+        changed = {k for k in written if getattr(section, k) != getattr(default, k)}
+        # every key with a value by default (one off by default, null, may be left out: the
+        # template comments out minhash's preset)
+        whole = {k for k, v in default if v is not None} <= section.model_fields_set
+        if not changed and (whole or (read and not written)):
+            return section
+        also = " (and its seed by method: exact or url)" if key == "minhash" else ""
+        got = (", ".join(sorted(changed)) if changed
+               else f"{', '.join(sorted(written))} at {'its default' if len(written) == 1 else 'their defaults'}"
+               if written else "an empty section")
+        raise ValueError(f"only read by method: {key}{also}; {cls._METHOD_HERE} is {method}, got {got}"
+                         + ("" if changed else f": leave the {key} section out"))
 
     @property
     def pass_name(self) -> str:

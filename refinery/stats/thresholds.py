@@ -216,7 +216,10 @@ def dedup_thresholds(entry: dict[str, Any], columns: list[str]) -> dict[str, lis
     try:
         from refinery.dedup.config import DedupConfig
 
-        config = DedupConfig.model_validate({k: v for k, v in entry.items() if k != "name"}).model_dump()
+        # its own method's section only: another's, as an older refinery dumped it (fewer keys), is
+        # refused by the check that a section under another method does nothing
+        others = {"name", "minhash", "substring", "lines", "decontaminate"} - {entry.get("method")}
+        config = DedupConfig.model_validate({k: v for k, v in entry.items() if k not in others}).model_dump()
     except Exception as exc:  # noqa: BLE001 - a config of another version must not break the report
         log.debug("cannot read dedup pass %s's settings: %s", entry.get("name"), exc)
         return {}
