@@ -14,6 +14,7 @@ This is the only place where stages meet storage. Per shard, the output director
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -61,15 +62,39 @@ class StageFailed(RuntimeError):
 
 #: the stage a shard's error names: StageFailed's and StageContractError's messages start so
 #: and so does a dead worker's ("worker process died (OOM-killed or crashed) in stage 'x' (kind): ...")
-_FAILED_STAGE = re.compile(r"\b(?:(?:StageFailed|StageContractError): |died (?:\([^)]*\) )?in )stage '((?:[^'\\]|\\.)*)'")
+#: (the name as Python's repr quotes it: in double quotes when it holds a ' (h170))
+_FAILED_STAGE = re.compile(r"\b(?:(?:StageFailed|StageContractError): |died (?:\([^)]*\) )?in )stage "
+                           r"('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+#: bytes of a stage's quoted name in a phase note at most: the note (executors.base, 4,096 bytes)
+#: keeps its closing quote and the kind, so a longer name is cut (at a character, marked ...)
+_NOTED_NAME_BYTES = 3000
 
 
 def failed_stage(error: str | None) -> str | None:
     """The stage a shard failed in, from its error's first line (None: it failed outside the
     stages, reading its input or writing its outputs, or in a stage of an older message)."""
+    import ast
+
     first = (error or "").strip().splitlines()[0] if (error or "").strip() else ""
     found = _FAILED_STAGE.search(first)
-    return found.group(1) if found else None
+    if not found:
+        return None
+    try:
+        return str(ast.literal_eval(found.group(1)))  # the name as given: its repr's escapes undone
+    except (ValueError, SyntaxError):
+        return found.group(1)[1:-1]
+
+
+@functools.lru_cache(maxsize=256)
+def stage_note(name: str, kind: str) -> str:
+    """What a task notes while ``name`` runs (``in stage 'x' (kind)``): a name too long for the
+    note is cut at a character and marked (over ~4 KB the note lost its closing quote, and a
+    dead worker's ``failed/`` record its stage: h170)."""
+    quoted = repr(name)
+    while len(quoted.encode()) > _NOTED_NAME_BYTES:
+        name = name[:max(0, len(name) * _NOTED_NAME_BYTES // len(quoted.encode()) - 2)]
+        quoted = repr(name + "...")
+    return f"in stage {quoted} ({kind})"
 
 
 class StageContractError(RuntimeError):
@@ -376,7 +401,7 @@ class ShardRunner:
                 # Empty batches still flow through every stage so that an all-removed shard gets
                 # the same kept schema (with every stage's columns) as any other shard.
                 t0 = time.perf_counter()
-                note_phase(f"in stage {stage.name!r} ({stage.kind})")
+                note_phase(stage_note(stage.name, stage.kind))
                 try:
                     out = stage(batch)
                 except Exception as exc:

@@ -220,7 +220,7 @@ def test_a_dead_workers_note_keeps_a_long_unicode_stage_name_and_dead_drivers_di
     import tempfile
 
     from refinery.executors import base, local
-    from refinery.runner import failed_stage
+    from refinery.runner import failed_stage, stage_note
 
     name = "этап_" * 40
     with base._task_status(str(tmp_path), "part-00003", 1):
@@ -231,6 +231,13 @@ def test_a_dead_workers_note_keeps_a_long_unicode_stage_name_and_dead_drivers_di
         assert failed_stage(f"worker process died (OOM-killed or crashed) {phase}: ...") == name
         base.note_phase("ж" * 5000)  # longer than the record: cut between two characters
         assert base.read_phase(str(tmp_path), "part-00003", 1) == "ж" * ((base._STATUS_BYTES - 1) // 2)
+        # h170: a name holding ' (quoted "it's") or a backslash came back null or escaped, one of
+        # ~4 KB null (the note lost its closing quote): the name, or cut at a character and marked
+        for given, expected in [("it's", "it's"), ('a "b" \\ c', 'a "b" \\ c'), ("ж" * 3000, "ж" * 1497 + "...")]:
+            base.note_phase(stage_note(given, "fault_injection"))
+            phase = base.read_phase(str(tmp_path), "part-00003", 1)
+            assert failed_stage(f"worker process died (OOM-killed or crashed) {phase}: ...") == expected, phase[:80]
+            assert failed_stage(f"StageFailed: stage {given!r} (x): ValueError: y") == given
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     prefix = local._status_dir_prefix()
