@@ -167,6 +167,27 @@ def test_task_progress_swaps_handlers_only_on_a_terminal(monkeypatch):
         p.close()
     finally:
         root.removeHandler(plain)
+    # h170: a pseudo-terminal reporting 0 x 0 (`script` without a terminal, some `docker exec -t`):
+    # tqdm drew no bar (0 rows: "no room"); now one of DEFAULT_TERMINAL's size
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+    with open(child, "w") as terminal:
+        monkeypatch.setattr(progress.sys, "stderr", terminal)
+        p = progress.TaskProgress(2, "pass-0x0", log_every_s=1e9)
+        p.bar.refresh()
+        drawn = os.read(master, 4096).decode() if select.select([master], [], [], 1)[0] else ""
+        p.close()
+    os.close(master)
+    frames = [f for f in drawn.split("\r") if f.strip()]
+    assert frames and all(f.startswith("pass-0x0:   0%|") and "| 0/2 [" in f for f in frames), drawn
+    assert all(len(f) == progress.DEFAULT_TERMINAL[0] - 1 for f in frames), drawn
 
 
 # -- within-shard progress ------------------------------------------------------------------------

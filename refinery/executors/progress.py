@@ -8,6 +8,7 @@ log lines and the bar never overwrite each other. Off a terminal there is no bar
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -138,6 +139,24 @@ def progress_log_every_s() -> float:
     return PROGRESS_LOG_EVERY_S if seconds is None else seconds
 
 
+#: the bar's (columns, rows) where the terminal reports none: a pseudo-terminal of 0 x 0 (`script`
+#: without a terminal of its own, some `docker exec -t`). tqdm took 0 rows for "no room" and drew
+#: nothing, and 0 columns for a width of -1 (a bar one character wide, its line's end cut: h170)
+DEFAULT_TERMINAL = (80, 24)
+
+
+def _bar_shape(stream: Any) -> dict[str, Any]:
+    """tqdm's size settings for a bar on ``stream``: following the terminal's size, or a fixed
+    :data:`DEFAULT_TERMINAL` one where the terminal reports 0 columns or rows."""
+    try:
+        columns, rows = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # no terminal to ask: tqdm's own guess
+        return {"dynamic_ncols": True}
+    if columns > 0 and rows > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": (columns or DEFAULT_TERMINAL[0]) - 1, "nrows": rows or DEFAULT_TERMINAL[1]}
+
+
 class TaskProgress:
     def __init__(self, total: int, label: str, units: str = "docs", enabled: bool = True,
                  log_every_s: float | None = None) -> None:
@@ -151,8 +170,9 @@ class TaskProgress:
         self._last_log = self.started
         #: task name -> when it was submitted: the heartbeat names the oldest running one
         self._running: dict[str, float] = {}
-        self.bar = tqdm(total=total, unit="task", desc=label, disable=not enabled or not sys.stderr.isatty(),
-                        dynamic_ncols=True, leave=False)
+        shown = enabled and sys.stderr.isatty()
+        self.bar = tqdm(total=total, unit="task", desc=label, disable=not shown, leave=False,
+                        **(_bar_shape(sys.stderr) if shown else {}))
         # log lines above the bar, never through it
         self._logging = bar_logging(sys.stderr)
         if not self.bar.disable:
