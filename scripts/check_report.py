@@ -50,7 +50,7 @@ from refinery.rundir import RunDir  # noqa: E402
 from refinery.stats.funnel import funnel_rows, load_run_stats  # noqa: E402
 from refinery.stats.histograms import Histogram  # noqa: E402
 from refinery.stats.thresholds import effective_params, load_run_manifest  # noqa: E402
-from refinery.stats.whatif import is_lower_bound  # noqa: E402
+from refinery.stats.whatif import is_lower_bound, threshold_rule  # noqa: E402
 
 
 class Audit:
@@ -89,6 +89,15 @@ def load_outputs(run_dir: str) -> tuple[list[dict[str, Any]], list[dict[str, Any
     kept = [] if kept_t is None else kept_t.drop_columns(
         [c for c in ("text", "html") if c in kept_t.column_names]).to_pylist()
     return removed, kept, samples
+
+
+def stored_types(run_dir: str) -> dict[str, pa.DataType]:
+    """Each column's type as the run's removed/ and kept/ shards hold it: a float32 metric is compared
+    with a threshold as float32, as the stages compare it (``refinery.stats.whatif.Rule``)."""
+    passes = RunDir(run_dir).document_pass_dirs()
+    paths = [f for p in passes for f in glob.glob(os.path.join(p.removed_dir, "*.parquet"))]
+    paths += glob.glob(os.path.join(passes[-1].kept_dir, "*.parquet"))
+    return {f.name: f.type for path in paths for f in pq.read_schema(path) if not pa.types.is_null(f.type)}
 
 
 def check_funnel(a: Audit, stats: dict[str, Any], removed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> None:
@@ -280,13 +289,15 @@ def _x(r: dict[str, Any], column: str) -> float | None:
 
 
 def check_whatif(a: Audit, html: str, stats: dict[str, Any], removed: list[dict[str, Any]],
-                 kept: list[dict[str, Any]]) -> None:
+                 kept: list[dict[str, Any]], stored: dict[str, pa.DataType] | None = None) -> None:
     """The "Thresholds" section: every point of each what-if curve (documents the rule removes at that
     value, and of them the corpus's) counted again from the rows, and the documents shown beside it: on
     their side of the threshold, for the right reason, and the nearest ones. A removal is the rule's
     when its reason's declared metric is the column (``reason_metric``: the one thing taken from the
     code), its ``removed_metric`` is the row's value of the column and lies beyond the value as run;
-    language_id's ``language_not_kept`` is another rule's."""
+    language_id's ``language_not_kept`` is another rule's. A value is compared as the rule compares
+    it (``threshold_rule``: float32 for a float32 column, ``stored`` (:func:`stored_types`), and
+    toxicity's threshold removes at the value too)."""
     from refinery.stats.thresholds import reason_metric
     from refinery.stats.whatif import OTHER_RULES
 
@@ -301,7 +312,7 @@ def check_whatif(a: Audit, html: str, stats: dict[str, Any], removed: list[dict[
         stage, column, param = unescape(stage), unescape(column), unescape(param)
         t0, lower = float(value), removes == "below"
         what = f"what-if {stage}.{param}"
-        fails = (lambda x, t: x < t) if lower else (lambda x, t: x > t)
+        fails = threshold_rule(kinds.get(stage), param, (stored or {}).get(column)).fails
         mine = [r for r in removed if r["removed_stage"] == stage]
         later = set(order[order.index(stage) + 1:]) if stage in order else set()
         passed = kept + [r for r in removed if r["removed_stage"] in later]
@@ -392,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         html = open(report, encoding="utf-8").read()
         check_report_html(a, html, stats, removed, kept)
         notes = check_thresholds(a, html, manifest, removed, kept, stats)
-        check_whatif(a, html, stats, removed, kept)
+        check_whatif(a, html, stats, removed, kept, stored_types(args.run_dir))
         if sampled := _SAMPLE.search(html):
             notes.append(f"the Thresholds section is estimated from {len(sampled.group(1).split()):,} of "
                          f"{int(sampled.group(2)):,} shards: checked on those shards, with the same scaling")

@@ -457,6 +457,40 @@ def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
     big = render_what_if(w | {"value_as_run": 100_000_000.0, "value": 25_000_000.0,
                               "documents": [dict(w["documents"][0], gopher_word_count=31_234_567.5)]})
     assert "= 100,000,000 -> 25,000,000 " in big[0] and "31,234,567.5" in big[-1] and "e+0" not in "".join(big)
+    assert "for this rule alone" in big[1]  # what is counted, said once (session 47, h168)
+    # what a rerun at the value removes, decided by the stage itself on the text it saw (the input's: no
+    # stage before the Gopher ones edits): the what-if names exactly those. A document at exactly 0.1 of
+    # its lines repeated is stored as float32 0.10000000149 and passes `dup_line_frac: 0.1` (0.1 > 0.1
+    # is false): read as a float64 it was counted removed (found by rerunning, session 47, h168)
+    import gzip
+
+    from refinery.stages.gopher import GopherQuality, GopherRepetition
+
+    unedited = {d["id"]: d["text"] for f in sorted((run[1] / "input").glob("*.jsonl*"))
+                for d in map(json.loads, (gzip.open if f.suffix == ".gz" else open)(f, "rt"))}
+    ties = 0
+    for cls, stage, param, value, column in (
+            (GopherRepetition, "gopher_repetition", "dup_line_frac", 0.1, "gopher_dup_line_frac"),
+            (GopherQuality, "gopher_quality", "min_alpha_words_frac", 0.9, "gopher_alpha_words_frac"),
+            (GopherQuality, "gopher_quality", "max_bullet_lines_frac", 0.8, "gopher_bullet_lines_frac")):
+        moved = what_if(str(run_dir), stage, param, value, show=10**6)
+        predicted = {d["id"] for d in moved["documents"] if d["change"] == "would be removed" and d["id"] in unedited}
+        later = RUN_STAGES[[x["type"] for x in RUN_STAGES].index(stage) + 1:]
+        # the documents it passed, near the value (where a comparison can go wrong; the stage's own check is slow)
+        judged = [r for r in kept + removed if r.get(column) is not None and abs(r[column] - value) < 0.03
+                  and r.get("removed_stage", None) in {None, *(x["type"] for x in later)}]
+        rerun = {r["id"] for r in judged if cls(**{param: value}).check(unedited[r["id"]])[0] is not None}
+        assert predicted & {r["id"] for r in judged} == rerun, (stage, param, predicted ^ rerun)
+        ties += sum(np.float32(r[column]) == np.float32(value) for r in judged)
+    assert ties >= 3  # the test bites: documents at exactly those values
+    # toxicity removes at its threshold too (score >= threshold), others strictly beyond theirs
+    from refinery.stats.whatif import threshold_rule
+
+    assert threshold_rule("toxicity", "threshold").fails(0.8, 0.8) and not threshold_rule("quality", "threshold").fails(0.0005, 0.0005)
+    assert threshold_rule("toxicity", "max_profanity_frac").fails(0.05, 0.05) is False
+    line = render_what_if(what_if(str(run_dir), "gopher_repetition", "dup_n_grams[10]", 0.05) | {"removes_at_value": True})
+    assert "documents at or above it are removed" in line[0]
+    assert any(x.startswith("  not judged:") and "gopher_dup_10_gram" in x for x in line)  # left uncomputed
 
 
 def _check_report_script():
@@ -483,8 +517,19 @@ def test_the_report_moves_each_threshold_and_shows_the_documents_nearest_it(run)
     check = _check_report_script()
     removed, kept, _ = check.load_outputs(str(run_dir))
     audit = check.Audit()
-    check.check_whatif(audit, html, _stats(run_dir), removed, kept)
+    check.check_whatif(audit, html, _stats(run_dir), removed, kept, check.stored_types(str(run_dir)))
     assert audit.problems == [] and audit.checked > 300, (audit.checked, audit.problems[:3])
+    # a kept document at exactly a float32 column's value is on the kept side of it (h168): the
+    # documents at 0.1 of their lines repeated pass `dup_line_frac: 0.1`, nearest of all
+    from refinery.stats import whatif_report
+
+    out = whatif_report.load_outputs(str(run_dir), ["gopher_dup_line_frac"], _stats(run_dir))
+    order = [s["stage"] for s in _stats(run_dir)["stages"]]
+    view = whatif_report.threshold_view(out, order, "gopher_repetition", "gopher_repetition", "gopher_dup_line_frac",
+                                        "dup_line_frac", 0.1, "linear", 3)
+    assert view["kept_near"][0]["gopher_dup_line_frac"] == float(np.float32(0.1))
+    at = next(p for p in view["curve"] if p["x"] == 0.1)
+    assert at["removed"] == view["removed_for_rule"] + what_if(str(run_dir), "gopher_repetition", "dup_line_frac", 0.1)["would_remove"]
     assert check.main([str(run_dir / "no-such-run")]) == 2  # one line, not a traceback (h162)
     block = re.search(r'data-stage="gopher_quality" data-column="gopher_word_count" data-param="min_words" '
                       r'data-value="50.0" data-removes="below">(.*?)</details>', html, re.S).group(1)
@@ -529,7 +574,7 @@ def test_a_large_runs_thresholds_section_reads_a_sample_of_shards_and_scales_its
     check = _check_report_script()
     removed, kept, _ = check.load_outputs(str(run_dir))
     audit = check.Audit()
-    check.check_whatif(audit, html, stats, removed, kept)
+    check.check_whatif(audit, html, stats, removed, kept, check.stored_types(str(run_dir)))
     assert audit.problems == [] and audit.checked > 100, (audit.checked, audit.problems[:3])
     near = set(re.findall(r'class="near" data-id="[^"]*" data-shard="([^"]*)"', html))
     assert near and near <= {n[: -len(".parquet")] for n in shards[1::2]}  # drawn from the sample

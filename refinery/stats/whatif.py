@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 from refinery.io import fs
 from refinery.io.parquet import read_columns
@@ -28,6 +32,16 @@ from refinery.stats.thresholds import load_run_manifest, reason_metric, run_thre
 #: unprefixed threshold params that are lower bounds (documents below are removed); every other
 #: unprefixed one (``dup_line_frac``, ``top_n_grams[2]``, toxicity's ``threshold``) is an upper bound
 LOWER_BOUNDS: dict[str, frozenset[str]] = {"quality": frozenset({"threshold"})}
+
+#: params whose rule removes a document *at* the value too (toxicity: ``score >= threshold``); every
+#: other rule removes strictly beyond it (``words < min_words``, ``frac > dup_line_frac``)
+REMOVED_AT_VALUE: dict[str, frozenset[str]] = {"toxicity": frozenset({"threshold"})}
+
+#: stage types that may pass a document without computing a metric its rules test (gopher_repetition
+#: stops at its deciding rule, and past ``dup_n_grams[5]`` when no longer n-gram can fail): such a
+#: null is "not computed". Elsewhere a null means the rule does not apply (line_corrections' floor
+#: judges only the documents it edited; prescreen does not screen short pages)
+UNCOMPUTED_WHEN_NULL: frozenset[str] = frozenset({"gopher_repetition"})
 
 #: reasons whose metric is the column but whose rule is another param's: language_id removes a
 #: page whose top language is not kept at any score (its metric is that score)
@@ -62,6 +76,40 @@ def is_lower_bound(kind: str | None, param: str) -> bool:
     return bare in LOWER_BOUNDS.get(kind or "", frozenset())
 
 
+@dataclass(frozen=True)
+class Rule:
+    """How a threshold's rule compares a document's metric with a value, as the stage does.
+
+    ``float32``: the metric column is stored as float32 (Gopher's fractions, language scores), so a
+    value is compared as float32 too. A document at exactly 0.1 of its lines repeated is stored as
+    0.10000000149, which is above 0.1 read as a float64: a rerun with ``dup_line_frac: 0.1`` keeps it
+    (0.1 > 0.1 is false), and the what-if counted it removed (found by rerunning, session 47). A
+    value computed within float32's rounding of the threshold but not at it is misjudged instead:
+    ~1e-8 relative, against the exact ties that fractions of small counts hit."""
+
+    lower: bool  # documents below the value are removed (min_*), else those above it
+    at_value: bool = False  # the value itself is removed too (REMOVED_AT_VALUE)
+    float32: bool = False
+
+    def limit(self, value: float) -> float:
+        """The value as the stored column compares with it."""
+        return float(np.float32(value)) if self.float32 else float(value)
+
+    def fails(self, x: Any, value: float) -> Any:
+        """Whether metric ``x`` (a number or a numpy array) is removed at ``value``."""
+        t = self.limit(value)
+        if self.lower:
+            return x <= t if self.at_value else x < t
+        return x >= t if self.at_value else x > t
+
+
+def threshold_rule(kind: str | None, param: str, column_type: pa.DataType | None = None) -> Rule:
+    """The :class:`Rule` of ``kind``'s ``param`` on a metric column of ``column_type``."""
+    bare = param.split("[")[0].split(".")[-1]
+    return Rule(lower=is_lower_bound(kind, param), at_value=bare in REMOVED_AT_VALUE.get(kind or "", frozenset()),
+                float32=column_type is not None and pa.types.is_float32(column_type))
+
+
 def counts_for_column(kind: str | None, reason: str, column: str) -> bool:
     """Whether a removal for ``reason`` by a stage of type ``kind`` is this column's rule's: its metric
     is the column and no other param decides it (``OTHER_RULES``). The report's curves count the same."""
@@ -87,12 +135,16 @@ def _find_threshold(run_dir: str, stage: str, param: str) -> tuple[str | None, s
                       + (f" (its thresholds: {', '.join(known)})" if known else " (it has none)"))
 
 
-def _rows(directory: str, wanted: list[str]) -> list[dict[str, Any]]:
+def _rows(directory: str, wanted: list[str], types: dict[str, pa.DataType] | None = None) -> list[dict[str, Any]]:
+    """The ``wanted`` columns of every shard of ``directory`` as rows; ``types`` gets each column's
+    stored type (of a shard that has it)."""
     uris = fs.list_files_if_any(directory, (".parquet",))
     rows: list[dict[str, Any]] = []
     for uri, table in zip(uris, read_ahead(lambda u: read_columns(u, wanted), uris)):
         shard = fs.basename(uri)[: -len(".parquet")]
         rows.extend({**r, "shard": shard} for r in table.to_pylist())
+        if types is not None:
+            types.update((f.name, f.type) for f in table.schema if not pa.types.is_null(f.type))
     return rows
 
 
@@ -104,13 +156,14 @@ def _value(r: dict[str, Any], column: str) -> float | None:
 def what_if(run_dir: str, stage: str, param: str, value: float, show: int = 20) -> dict[str, Any]:
     """What moving ``stage``'s threshold ``param`` to ``value`` would change (see the module doc)."""
     kind, column, current, order = _find_threshold(run_dir, stage, param)
-    lower = is_lower_bound(kind, param)
-    fails = (lambda x, t: x < t) if lower else (lambda x, t: x > t)
     after = set(order[order.index(stage) + 1:])
     wanted = ["id", "url", column, "removed_stage", "removed_reason"]
-    removed = [r for d in RunDir(run_dir).document_pass_dirs() for r in _rows(d.removed_dir, wanted)]
+    types: dict[str, pa.DataType] = {}
     passes = RunDir(run_dir).document_pass_dirs()
-    kept = _rows(passes[-1].kept_dir, wanted[:3])
+    removed = [r for d in passes for r in _rows(d.removed_dir, wanted, types)]
+    kept = _rows(passes[-1].kept_dir, wanted[:3], types)
+    rule = threshold_rule(kind, param, types.get(column))
+    lower, fails = rule.lower, rule.fails
     passed = [dict(r, fate="kept") for r in kept] + [dict(r, fate=f"removed by {r['removed_stage']}")
                                                     for r in removed if r["removed_stage"] in after]
     # removed for this column's reason *and* beyond this param as run (min_words, not max_words)
@@ -119,18 +172,22 @@ def what_if(run_dir: str, stage: str, param: str, value: float, show: int = 20) 
                  and (x := _value(r, column)) is not None and fails(x, current)]
     newly_removed = [r for r in passed if (x := _value(r, column)) is not None and fails(x, value)]
     newly_passing = [r for r in by_column if (x := _value(r, column)) is not None and not fails(x, value)]
+    # a stage may leave a metric uncomputed (gopher_repetition stops at its deciding rule): the
+    # documents it passed without a value cannot be judged at another value, so they are counted apart
+    no_value = sum(1 for r in passed if _value(r, column) is None) if kind in UNCOMPUTED_WHEN_NULL else 0
     changed = ([dict(r, change="would be removed") for r in newly_removed]
                + [dict(r, change="would pass this rule") for r in newly_passing])
     changed.sort(key=lambda r: (abs(_value(r, column) - current), r["shard"], str(r["id"])))  # marginal first
     return {
         "stage": stage, "param": param, "column": column, "value_as_run": current, "value": value,
-        "removes": "below" if lower else "above",
+        "removes": "below" if lower else "above", "removes_at_value": rule.at_value,
         "reached_stage": len(passed) + sum(1 for r in removed if r["removed_stage"] == stage),
         "removed_for_column": len(by_column),
         "would_remove": len(newly_removed),
         "would_remove_from_corpus": sum(1 for r in newly_removed if r["fate"] == "kept"),
         "corpus_docs": len(kept),
         "would_pass_rule": len(newly_passing),
+        "passed_without_value": no_value,
         "documents": [{"shard": r["shard"], "id": r["id"], "url": r["url"], column: _value(r, column),
                        "change": r["change"], "now": r.get("fate") or f"removed for {r['removed_reason']}"}
                       for r in changed[:show]],
@@ -140,15 +197,22 @@ def what_if(run_dir: str, stage: str, param: str, value: float, show: int = 20) 
 def render_what_if(w: dict[str, Any]) -> list[str]:
     """The lines ``refinery stats --what-if`` prints."""
     col, pct = w["column"], (100.0 * w["would_remove_from_corpus"] / w["corpus_docs"] if w["corpus_docs"] else 0.0)
+    side = f"at or {w['removes']}" if w.get("removes_at_value") else w["removes"]
     lines = [
         f"what if {w['stage']}.{w['param']} = {fmt_value(w['value_as_run'])} -> {fmt_value(w['value'])} "
-        f"(column {col}; documents {w['removes']} it are removed), of {w['reached_stage']:,} documents that reached "
+        f"(column {col}; documents {side} it are removed), of {w['reached_stage']:,} documents that reached "
         f"{w['stage']}:",
+        # what a rerun with the value would show differs by exactly this (docs/stats.md, session 47)
+        "  (counted for this rule alone, on the documents that reached it as run: a rerun also re-labels "
+        "documents another of its rules removed, and later stages and dedup passes see the change)",
         f"  would be removed:     {w['would_remove']:,} of the documents it kept, {w['would_remove_from_corpus']:,} of them in the "
         f"corpus ({pct:.1f}% of its {w['corpus_docs']:,}), the rest removed by later stages anyway",
         f"  would pass this rule: {w['would_pass_rule']:,} of the {w['removed_for_column']:,} it removed for {col} "
         "(at most: another of its rules, or a later stage, may still remove them)",
     ]
+    if w.get("passed_without_value"):
+        lines.append(f"  not judged:           {w['passed_without_value']:,} of the documents it kept have no {col} (the stage "
+                     "decided without computing it): a rerun may remove some of them")
     if w["documents"]:
         lines.append(f"  nearest the threshold as run first ({len(w['documents'])} shown):")
         lines += [f"    {fmt_value(d[col]):>10}  {d['change']:<21} now {d['now']:<28} {d['shard']}  {d['id']}  {d['url'] or ''}"

@@ -30,7 +30,7 @@ from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
 from refinery.rundir import PassFiles, RunDir
 from refinery.stats.thresholds import stage_kinds
-from refinery.stats.whatif import counts_for_column, is_lower_bound
+from refinery.stats.whatif import Rule, counts_for_column, threshold_rule
 
 #: values the curve is computed at (the value as run is added)
 CURVE_POINTS = 25
@@ -55,19 +55,24 @@ class Outputs:
     rank: dict[str, np.ndarray]  # per side, each row's place in (shard, id) order: ties broken the same way
     weight: dict[str, np.ndarray]  # per side, the documents of the run each row stands for (1.0 unsampled)
     sample: dict[str, Any] | None = None  # {"shards": names read, "of": shard names in the run} when sampled
+    stored: dict[str, pa.DataType] | None = None  # each metric column's type in the shards (float32: compared so)
 
     def values(self, side: str, column: str) -> np.ndarray:
         table = self.removed if side == "removed" else self.kept
         return pc.fill_null(table.column(column).cast(pa.float64()), math.nan).to_numpy(zero_copy_only=False)
 
 
-def _read_dir(found: list[str], columns: list[str], uris: list[str]) -> pa.Table:
+def _read_dir(found: list[str], columns: list[str], uris: list[str],
+              stored: dict[str, pa.DataType] | None = None) -> pa.Table:
     """The ``columns`` of the shards ``found`` as one table (metric columns as float64), each row
-    tagged with its shard's index in ``uris`` (appended to)."""
+    tagged with its shard's index in ``uris`` (appended to); ``stored`` gets each column's type as
+    the shards hold it."""
     parts = []
     for uri, table in zip(found, read_ahead(lambda u: read_columns(u, columns), found)):
         parts.append(table.append_column("source", pa.array(np.full(table.num_rows, len(uris), np.int32))))
         uris.append(uri)
+        if stored is not None:
+            stored.update((f.name, f.type) for f in table.schema if not pa.types.is_null(f.type))
     table = pa.concat_tables(parts, promote_options="permissive") if parts else None
     # one cast per column for the run, not per shard (a shard lacking a column has it as nulls)
     text_like = set(_ID_COLUMNS + _REMOVAL_COLUMNS)
@@ -125,8 +130,9 @@ def load_outputs(run_dir: str, columns: list[str], stats: dict[str, Any] | None 
         wanted = set(chosen)
         removed_dirs = [[u for u in found if fs.basename(u) in wanted] for found in removed_dirs]
         kept_dir = [u for u in kept_dir if fs.basename(u) in wanted]
-    removed_parts = [_read_dir(found, _ID_COLUMNS + _REMOVAL_COLUMNS + columns, uris) for found in removed_dirs]
-    kept = _read_dir(kept_dir, _ID_COLUMNS + columns, uris)
+    stored: dict[str, pa.DataType] = {}
+    removed_parts = [_read_dir(found, _ID_COLUMNS + _REMOVAL_COLUMNS + columns, uris, stored) for found in removed_dirs]
+    kept = _read_dir(kept_dir, _ID_COLUMNS + columns, uris, stored)
     removed = pa.concat_tables(removed_parts)
     shard_names = pa.array([fs.basename(u) for u in uris], pa.string())
     keys = pa.table({"shard": pa.concat_arrays([shard_names.take(t.column("source").combine_chunks()) for t in (removed, kept)]),
@@ -137,11 +143,7 @@ def load_outputs(run_dir: str, columns: list[str], stats: dict[str, Any] | None 
     weight = ({"removed": np.ones(removed.num_rows), "kept": np.ones(kept.num_rows)} if sample is None
               else _stratum_weights(removed, kept.num_rows, stats or {}, len(names) / len(chosen)))
     return Outputs(uris, removed, kept, {"removed": rank[:removed.num_rows], "kept": rank[removed.num_rows:]},
-                   weight, sample)
-
-
-def _fails(x: np.ndarray, t: float, lower: bool) -> np.ndarray:
-    return x < t if lower else x > t
+                   weight, sample, stored)
 
 
 class _Weighted:
@@ -152,11 +154,12 @@ class _Weighted:
         self.x = x[order]
         self.cum = np.concatenate([[0.0], np.cumsum(w[order])])
 
-    def failing(self, t: float, lower: bool) -> float:
-        """The documents the rule removes at ``t`` (below it, or above it)."""
-        if lower:
-            return float(self.cum[np.searchsorted(self.x, t, side="left")])
-        return float(self.cum[-1] - self.cum[np.searchsorted(self.x, t, side="right")])
+    def failing(self, t: float, rule: Rule) -> float:
+        """The documents the rule removes at ``t`` (below it, or above it; at it too when it says so)."""
+        limit = rule.limit(t)
+        if rule.lower:
+            return float(self.cum[np.searchsorted(self.x, limit, side="right" if rule.at_value else "left")])
+        return float(self.cum[-1] - self.cum[np.searchsorted(self.x, limit, side="left" if rule.at_value else "right")])
 
 
 def curve_values(current: float, scale: str, observed: np.ndarray, points: int = CURVE_POINTS) -> list[float]:
@@ -178,7 +181,8 @@ def curve_values(current: float, scale: str, observed: np.ndarray, points: int =
 def threshold_view(out: Outputs, order: list[str], kind: str | None, stage: str, column: str, param: str,
                    current: float, scale: str, near: int) -> dict[str, Any]:
     """One threshold's curve and nearest documents (the rows shown, without their text yet)."""
-    lower = is_lower_bound(kind, param)
+    rule_of = threshold_rule(kind, param, (out.stored or {}).get(column))
+    lower, fails = rule_of.lower, rule_of.fails
     after = order[order.index(stage) + 1:]
     stage_col = out.removed.column("removed_stage")
     reasons = out.removed.column("removed_reason")
@@ -190,7 +194,7 @@ def threshold_view(out: Outputs, order: list[str], kind: str | None, stage: str,
                if r is not None and counts_for_column(kind, r, column))
     for_rule = mine & pc.is_in(reasons, value_set=pa.array(sorted(rule), pa.string())).to_numpy(zero_copy_only=False)
     # removed for this column's reason and beyond the value as run (min_words, not max_words)
-    by_rule = np.flatnonzero(for_rule & ~np.isnan(x_removed) & _fails(x_removed, current, lower))
+    by_rule = np.flatnonzero(for_rule & ~np.isnan(x_removed) & fails(x_removed, current))
     passed_removed = np.flatnonzero(later & ~np.isnan(x_removed))
     passed_kept = np.flatnonzero(~np.isnan(x_kept))
     w_removed, w_kept = out.weight["removed"], out.weight["kept"]
@@ -199,12 +203,12 @@ def threshold_view(out: Outputs, order: list[str], kind: str | None, stage: str,
     kept = _Weighted(x_kept[passed_kept], w_kept[passed_kept])
     by_rule_w = _Weighted(x_removed[by_rule], w_removed[by_rule])
     # the kept documents shown are those that passed this rule (a stage may keep some beyond it)
-    inside_kept = passed_kept[~_fails(x_kept[passed_kept], current, lower)]
-    inside_removed = passed_removed[~_fails(x_removed[passed_removed], current, lower)]
+    inside_kept = passed_kept[~fails(x_kept[passed_kept], current)]
+    inside_removed = passed_removed[~fails(x_removed[passed_removed], current)]
     observed = np.concatenate([passed.x, by_rule_w.x])
     # weighted sums, rounded: whole counts unsampled, estimates of the run's counts sampled
-    curve = [{"x": t, "removed": round(passed.failing(t, lower) + by_rule_w.failing(t, lower)),
-              "corpus": round(kept.failing(t, lower))} for t in curve_values(current, scale, observed)]
+    curve = [{"x": t, "removed": round(passed.failing(t, rule_of) + by_rule_w.failing(t, rule_of)),
+              "corpus": round(kept.failing(t, rule_of))} for t in curve_values(current, scale, observed)]
     reached = float(w_kept.sum() + w_removed[later].sum() + w_removed[mine].sum())
     return {
         "stage": stage, "column": column, "param": param, "value": current, "removes": "below" if lower else "above",
