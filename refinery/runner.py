@@ -439,7 +439,12 @@ class ShardRunner:
                 # Compact JSON: histograms would put one number per line with indentation.
                 fs.write_bytes(task.stats_uri, json.dumps(stats, separators=(",", ":")).encode())
         except BaseException:
-            for uri in (task.kept_uri, task.removed_uri, task.samples_uri):
+            # the marker first: a stop that came as its write returned (on S3 the object is there
+            # once the PUT lands) left a marker whose kept file this loop then deleted, a shard
+            # `status` called finished with lost outputs (a Ray driver killed mid-pass: its job's
+            # workers are stopped mid-task; session 47, h169). Outputs without a marker are an
+            # unfinished shard, which a rerun redoes
+            for uri in (task.stats_uri, task.kept_uri, task.removed_uri, task.samples_uri):
                 with contextlib.suppress(Exception):
                     fs.delete(uri)
             raise

@@ -189,6 +189,34 @@ def test_a_shard_reads_the_version_its_run_listed_or_fails(root):
     assert ShardRunner([]).run(ShardTask(uri, fs.join(root, "out2"), "docs")).stats["docs_read"] == 1  # unpinned
 
 
+def test_a_shard_stopped_as_its_marker_was_written_leaves_no_marker_without_outputs(root, monkeypatch):
+    """Session 47 (h169): a Ray driver SIGKILLed mid-pass; Ray stopped its job's worker as the
+    shard's marker PUT landed, and the clean-up deleted the kept file but left the marker: `status`
+    called the shard finished with a lost kept file. The marker goes first now."""
+    import gzip
+    import json
+
+    from refinery.runner import ShardRunner, ShardTask, finished_marker
+
+    uri = fs.join(root, "in", "docs.jsonl.gz")
+    fs.write_bytes(uri, gzip.compress(json.dumps({"id": "a", "text": "one document"}).encode()))
+    task = ShardTask(uri, fs.join(root, "out"), "docs")
+    real_write = fs.write_bytes
+
+    def stopped_as_the_marker_lands(target: str, data: bytes) -> None:
+        real_write(target, data)
+        if target == task.stats_uri:
+            raise KeyboardInterrupt  # the stop arrives as the write returns
+
+    monkeypatch.setattr(fs, "write_bytes", stopped_as_the_marker_lands)
+    with pytest.raises(KeyboardInterrupt):
+        ShardRunner([]).run(task)
+    monkeypatch.undo()
+    left = [u for u in (task.stats_uri, task.kept_uri, task.removed_uri, task.samples_uri) if fs.exists(u)]
+    assert left == [] and finished_marker(task) is None
+    assert ShardRunner([]).run(task).stats["docs_read"] == 1 and finished_marker(task) is not None
+
+
 def test_file_versions_name_the_input_when_s3_refuses(s3_bucket):
     missing = "s3://no-such-bucket-here/prefix"
     with pytest.raises(fs.StorageError, match="under s3://no-such-bucket-here/prefix: .*NoSuchBucket"):
