@@ -56,6 +56,39 @@ def test_shipped_configs_validate():
     assert PipelineConfig.model_validate(recipe.model_dump(mode="json")).model_dump() == recipe.model_dump()
 
 
+def test_a_preset_is_what_it_says_or_one_line_naming_the_values_that_contradict_it(tmp_path):
+    """Found by h172: the template's `# preset: refinedweb` uncommented (or `-c` with `--preset
+    refinedweb`) gave 14 x 8 of 128, its explicit values winning over the preset, silently."""
+    from refinery.dedup.config import DedupConfig, DedupConfigError, load_dedup_config
+
+    template = (ROOT / "configs" / "dedup.yaml").read_text()
+    assert "  # preset: refinedweb " in template
+    uncommented = tmp_path / "dedup.yaml"
+    uncommented.write_text(template.replace("  # preset: refinedweb ", "  preset: refinedweb   "))
+    refinedweb = (9000, 450, 20)
+    for path, overrides in ((uncommented, {}), (ROOT / "configs" / "dedup.yaml", {"minhash.preset": "refinedweb"})):
+        got = load_dedup_config(path, overrides).minhash
+        assert (got.num_perm, got.bands, got.rows) == refinedweb, (path, overrides)
+    # `--preset` on the command line replaces a file's values too; a value beside a preset that
+    # says otherwise is one line naming both
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text("minhash:\n  num_perm: 128\n  bands: 14\n  rows: 8\n")
+    assert load_dedup_config(tuned, {"minhash.preset": "refinedweb"}).minhash.bands == 450
+    tuned.write_text("minhash:\n  preset: refinedweb\n  num_perm: 128\n  bands: 14\n  rows: 8\n")
+    with pytest.raises(DedupConfigError, match=r"^invalid dedup config .*tuned.yaml:\n  minhash: preset refinedweb is "
+                       r"num_perm 9000, bands 450, rows 20, but num_perm 128, bands 14, rows 8 are also given: "
+                       r"give the preset or num_perm, bands and rows, not both$"):
+        load_dedup_config(tuned)
+    with pytest.raises(DedupConfigError, match=r"preset default is .*, but bands 20 is also given"):
+        load_dedup_config(None, {"minhash.preset": "default", "minhash.bands": 20})
+    # a dump (run.json's) writes the preset and its values, which agree: it loads, as a recipe's entry too
+    cfg = DedupConfig(minhash={"preset": "refinedweb"})
+    assert DedupConfig.model_validate(cfg.model_dump()).model_dump() == cfg.model_dump()
+    recipe = _base() | {"dedup": [{"method": "minhash", "minhash": {"preset": "refinedweb"}}]}
+    dumped = parse_config(recipe).model_dump(mode="json")
+    assert parse_config(dumped).dedup[0].minhash.bands == 450
+
+
 def test_refinedweb_config_holds_paper_parameters():
     cfg = load_config(ROOT / "configs" / "refinedweb.yaml")
     stages = {s.kind: s for s in cfg.build_stages()}

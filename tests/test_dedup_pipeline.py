@@ -516,8 +516,9 @@ def test_config_file_and_overrides(tmp_path):
         load_dedup_config(None, {"method": "fuzzy"})
     with pytest.raises(DedupConfigError, match="exceeds num_perm"):
         load_dedup_config(None, {"minhash.bands": 20, "minhash.rows": 10})
-    explicit = load_dedup_config(None, {"minhash.preset": "refinedweb", "minhash.bands": 400})
-    assert (explicit.minhash.bands, explicit.minhash.rows, explicit.minhash.num_perm) == (400, 20, 9000)
+    # a preset and a value that contradicts it: refused (the value won, silently; h172)
+    with pytest.raises(DedupConfigError, match="preset refinedweb is num_perm 9000, bands 450, rows 20, but bands 400"):
+        load_dedup_config(None, {"minhash.preset": "refinedweb", "minhash.bands": 400})
 
 
 def test_one_pass_settings_under_a_dedup_section_are_read(tmp_path):

@@ -76,12 +76,23 @@ class MinhashConfig(_Strict):
     #: signature slots stored for verification (the first ones; 512 bytes per document at 128)
     verify_slots: int = Field(128, ge=16, le=4096)
 
+    #: the keys a preset sets: a section may leave them out (to the preset, or their defaults)
+    FILLED_BY_PRESET: ClassVar[frozenset[str]] = frozenset(PRESETS["default"])
+
     @model_validator(mode="after")
     def _apply_preset(self) -> MinhashConfig:
         if self.preset:
-            for key, value in PRESETS[self.preset].items():
-                if key not in self.model_fields_set:  # explicit values win over the preset
-                    object.__setattr__(self, key, value)
+            preset = PRESETS[self.preset]
+            # a preset beside values that contradict it is refused: the values won, silently (the
+            # template's `# preset: refinedweb` uncommented above its num_perm/bands/rows gave 14 x 8
+            # of 128; h172). Values that agree with it load: a dump (run.json) writes both
+            clash = {k: getattr(self, k) for k in preset if k in self.model_fields_set and getattr(self, k) != preset[k]}
+            if clash:
+                raise ValueError(f"preset {self.preset} is {_spelled(preset)}, but {_spelled(clash)} "
+                                 f"{'is' if len(clash) == 1 else 'are'} also given: give the preset or "
+                                 f"num_perm, bands and rows, not both")
+            for key, value in preset.items():
+                object.__setattr__(self, key, value)
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         return self
@@ -92,6 +103,10 @@ class MinhashConfig(_Strict):
     def stored_slots(self) -> int:
         """Signature slots kept for verification (0: verification off)."""
         return min(self.verify_slots, self.num_perm) if self.verify else 0
+
+
+def _spelled(values: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in values.items())
 
 
 class LinesConfig(_Strict):
@@ -275,8 +290,10 @@ class DedupConfig(_Strict):
         default = type(section)()
         changed = {k for k in written if getattr(section, k) != getattr(default, k)}
         # every key with a value by default (one off by default, null, may be left out: the
-        # template comments out minhash's preset)
-        whole = {k for k, v in default if v is not None} <= section.model_fields_set
+        # template comments out minhash's preset), but for those a preset sets (the template
+        # comments out minhash's num_perm, bands and rows, so that uncommenting its preset works)
+        optional = getattr(type(section), "FILLED_BY_PRESET", frozenset())
+        whole = {k for k, v in default if v is not None} - optional <= section.model_fields_set
         if not changed and (whole or (read and not written)):
             return section
         also = " (and its seed by method: exact or url)" if key == "minhash" else ""
@@ -345,6 +362,10 @@ def load_dedup_config(path: str | Path | None = None, overrides: dict[str, Any] 
                                    f"-c` takes one pass's settings (method, minhash, ...: configs/dedup.yaml, or one "
                                    f"entry of the recipe's dedup: list)")
         data = _one_pass_section(data, path)
+    if (overrides or {}).get("minhash.preset") is not None and isinstance(data.get("minhash"), dict):
+        # `--preset` overrides the file's num_perm, bands and rows as well as its preset (the
+        # command line wins): they are what a preset sets
+        data["minhash"] = {k: v for k, v in data["minhash"].items() if k not in MinhashConfig.FILLED_BY_PRESET}
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
