@@ -363,14 +363,32 @@ def _refuse_run_outputs(input_uri: str, listed: list[str]) -> None:
     """Refuse a directory holding ``kept/`` and ``removed/`` shards: a refinery run's output or one
     of its passes' whose ``run.json`` is damaged, or a copy without it. ``is_run_directory`` and
     ``pass_of_run`` read ``run.json``; without it kept/, removed/ and samples/ were all read as
-    documents (review h99: the removed documents back in the corpus, 13 shards failing)."""
+    documents (review h99: the removed documents back in the corpus, 13 shards failing). One
+    below the input too (``-i two`` for ``two/run``; session 47, h172)."""
+    refusal = run_outputs_refusal(input_uri, listed)
+    if refusal:
+        raise ConfigError(refusal)
+
+
+def run_outputs_refusal(input_uri: str, listed: list[str]) -> str | None:
+    """The one line refusing ``input_uri`` when it, or a directory below it, holds ``kept/`` and
+    ``removed/`` shards as a refinery run or one of its passes does (the shallowest such directory
+    named), from its listed files; None otherwise. ``refinery run`` and ``refinery dedup`` say it."""
     root = _listed_root(input_uri).rstrip("/") + "/"
-    dirs = [f[len(root):].split("/")[:-1] for f in listed if f.startswith(root)]
-    # a multi-pass run's removed/ are in its pass directories (OUT/filter/removed)
-    if any(d[:1] == ["kept"] for d in dirs) and any("removed" in d[:2] for d in dirs):
-        raise ConfigError(f"input {input_uri} holds kept/ and removed/ shards, as a refinery run or one of its passes "
-                          f"does (its run.json missing or unreadable): its documents are in "
-                          f"{fs.join(input_uri, 'kept')}; give that as the input")
+    dirs = {tuple(f[len(root):].split("/")[:-1]) for f in listed if f.startswith(root)}
+    found = []
+    for d in dirs:
+        for i in (i for i, part in enumerate(d) if part == "kept"):
+            # a multi-pass run's removed/ are in its pass directories (OUT/filter/removed)
+            if any(e[:i] == d[:i] and "removed" in e[i:i + 2] for e in dirs):
+                found.append(d[:i])
+    if not found:
+        return None
+    run = min(found, key=lambda prefix: (len(prefix), prefix))
+    at = fs.join(input_uri, *run) if run else input_uri
+    return (f"input {input_uri} holds kept/ and removed/ shards{f' at {at}' if run else ''}, as a refinery run or "
+            f"one of its passes does (its run.json missing or unreadable): its documents are in "
+            f"{fs.join(at, 'kept')}; give that as the input")
 
 
 def _listed_root(input_uri: str) -> str:

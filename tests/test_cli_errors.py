@@ -1134,9 +1134,23 @@ def test_a_refused_dedup_leaves_nothing_in_its_output(cli, tmp_path, small_input
     pq.write_table(pa.table({"id": ["a"]}), tokens / "x.parquet")  # no text column
     made = tmp_path / "made-by-the-user"
     made.mkdir()
+    # h172: a run's parent (its run.json, or without it), and a run's samples/: one line before any
+    # task (were "no Parquet shards", and samples/ read as documents: "dedup failed", exit 1)
+    import shutil
+
+    holder, no_record = tmp_path / "holder", tmp_path / "no-record"
+    shutil.copytree(run, holder / "run")
+    shutil.copytree(run, no_record / "run")
+    (no_record / "run" / "run.json").unlink()
+    assert any((run / "samples").iterdir())
     for source, output, expected in ((tmp_path / "nowhere", tmp_path / "d1", "input not found"),
                                      (tokens, tmp_path / "d2", "lacks column(s)"),
-                                     (tmp_path / "nowhere", made, "input not found")):
+                                     (tmp_path / "nowhere", made, "input not found"),
+                                     (holder, tmp_path / "d3", f"{holder} holds a refinery run at {holder / 'run'}, "
+                                      "and no Parquet shards of its own: give that run"),
+                                     (no_record, tmp_path / "d4", f"holds kept/ and removed/ shards at {no_record / 'run'}"),
+                                     (run / "samples", tmp_path / "d5", f"is the samples/ directory of the refinery run "
+                                      f"{run}, not its documents (those are in {run / 'kept'}): give the run, {run}")):
         assert_one_error_line(*cli("dedup", source, "-o", output, "--method", "exact", "--workers", "1"), expected)
         assert (output.exists() and not any(output.iterdir())) if output == made else not output.exists(), output
     # an output made by another run: refused, and its files are as they were (no .lock added)

@@ -870,6 +870,15 @@ def test_an_input_without_the_columns_is_one_line_before_any_task(tmp_path, meth
     with pytest.raises(DedupInputError, match=rf"a.ids.parquet lacks column\(s\) \['{wanted}'\] needed by {method} dedup"):
         run_dedup(str(shards), str(tmp_path / "out"), DedupConfig(method=method), LocalExecutor(1))
     assert not (tmp_path / "out" / "dedup").exists()  # refused before any pass
+    # h172: a later file without them (a run's samples/ beside its kept/): the first shard alone
+    # was checked, and every task on it failed, "dedup failed"
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    pq.write_table(pa.table({"id": ["x"], "text": ["one two three"], "url": ["http://a.example/"]}), mixed / "a.parquet")
+    pq.write_table(pa.table({"id": ["y"]}), mixed / "b.parquet")
+    with pytest.raises(DedupInputError, match=rf"b.parquet lacks column\(s\) \['{wanted}'\] needed by {method} dedup"):
+        run_dedup(str(mixed), str(tmp_path / "out2"), DedupConfig(method=method), LocalExecutor(1))
+    assert not (tmp_path / "out2" / "dedup").exists()
 
 
 @pytest.mark.parametrize("method, column, values", [
@@ -884,9 +893,10 @@ def test_a_column_of_the_wrong_type_is_one_line_naming_file_and_column(tmp_path,
     good = {"id": ["x", "y"], "text": ["one two three four", "five six seven"], "url": ["http://a.example/", "http://b.example/"]}
     for name in ("a", "b"):
         pq.write_table(pa.table(good | ({column: values} if name == "b" else {})), shards / f"{name}.parquet")
-    # the shard the driver checks before any task (a) is fine: b's own task names it
-    with pytest.raises(Exception, match=rf"b\.parquet: column '{column}' has type .+; expected strings"):
+    # the first shard (a) is fine: b is named too, before any task (h172: every local footer is read)
+    with pytest.raises(DedupInputError, match=rf"b\.parquet: column '{column}' has type .+; expected strings"):
         run_dedup(str(shards), str(tmp_path / "out"), DedupConfig(method=method), LocalExecutor(1))
+    assert not (tmp_path / "out" / "dedup").exists()
     (shards / "b.parquet").rename(shards / "0.parquet")  # now the first shard: refused before any pass
     with pytest.raises(DedupInputError, match=rf"0\.parquet: column '{column}' has type"):
         run_dedup(str(shards), str(tmp_path / "out2"), DedupConfig(method=method), LocalExecutor(1))
@@ -1034,7 +1044,8 @@ def test_a_damaged_parquet_footer_fails_at_once_naming_the_file(tmp_path, cli):
     _damage_footer(shards / "b.parquet")
     code, _, err = cli("dedup", shards, "-o", tmp_path / "out", "--method", "exact", "--workers", "1")
     last = err.strip().splitlines()[-1]
-    assert code == 1 and f"damaged Parquet file {shards / 'b.parquet'}: Couldn't deserialize thrift" in last, err
+    # named before any task now (h172: every local footer is read first), one line, exit 2
+    assert code == 2 and f"damaged Parquet file {shards / 'b.parquet'}: Couldn't deserialize thrift" in last, err
     assert "attempt 2" not in err and "retrying" not in err, err
 
 

@@ -708,6 +708,13 @@ def test_a_run_or_pass_directory_without_a_readable_run_json_as_input_is_refused
                                                       f"or one of its passes does (its run.json missing or unreadable): "
                                                       f"its documents are in {kept}; give that as the input")):
             run_pipeline(config, str(given), str(tmp_path / "out"), workers=1, progress=False)
+    # one below the input too (h172: its kept/, removed/ and samples/ were read as documents)
+    holder = tmp_path / "holder"
+    shutil.copytree(run, holder / "r")
+    with pytest.raises(Exception, match=re.escape(f"input {holder} holds kept/ and removed/ shards at {holder / 'r'}, as a "
+                                                  f"refinery run or one of its passes does (its run.json missing or "
+                                                  f"unreadable): its documents are in {holder / 'r' / 'kept'}; give that")):
+        run_pipeline(config, str(holder), str(tmp_path / "out"), workers=1, progress=False)
     assert run_pipeline(config, str(tmp_path / "copied" / "kept"), str(tmp_path / "out"), workers=1,
                         progress=False).stats["docs_read"] == 1
 

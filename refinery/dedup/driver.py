@@ -104,6 +104,8 @@ def list_shards(input_dir: str) -> list[Shard]:
     # its index, read as documents (review h99: "lacks column(s) ['id', 'text']")
     if of_run is not None and (refusal := last_pass_refusal(input_dir, *of_run)):
         raise DedupInputError(refusal)
+    if of_run is None:
+        _refuse_a_runs_inner_directory(input_dir)
     run = RunDir(input_dir)
     unfinished = run.unfinished_last_pass()
     if unfinished:
@@ -116,12 +118,24 @@ def list_shards(input_dir: str) -> list[Shard]:
     kept = last.kept_dir
     is_run = fs.exists(kept)
     root = kept if is_run else input_dir
+    runs_below: list[str] = []
     try:
-        files = fs.list_files(root, (".parquet",))
+        files = fs.list_files(root, (".parquet",), runs=runs_below)
     except fs.StorageError as exc:
         raise DedupInputError(str(exc)) from None
+    if not files and runs_below:  # the parent of a run given (`two` for `two/run`): "no Parquet shards"
+        more = f" (and {len(runs_below) - 1} more)" if len(runs_below) > 1 else ""
+        raise DedupInputError(f"{input_dir} holds a refinery run at {_as_given(runs_below[0], input_dir)}{more}, and "
+                              f"no Parquet shards of its own: give that run")
     if not files:
         raise DedupInputError(f"no Parquet shards under {root}")
+    if not is_run:
+        from refinery.plan import run_outputs_refusal
+
+        # a run below without its run.json: its kept/, removed/ and samples/ were read as documents,
+        # failing in the tasks on samples' missing `text` (session 47, h172)
+        if refusal := run_outputs_refusal(input_dir, files):
+            raise DedupInputError(refusal)
     names = [shard_name(f, root) for f in files]
     first: dict[str, str] = {}
     for f, name in zip(files, names):
@@ -143,6 +157,34 @@ def list_shards(input_dir: str) -> list[Shard]:
                 f"may be missing: finish the run first (run the same `refinery run` command again)")
     order = sorted(range(len(files)), key=lambda i: names[i])
     return [Shard(names[i], files[i], k) for k, i in enumerate(order)]
+
+
+def _refuse_a_runs_inner_directory(input_dir: str) -> None:
+    """Refuse a directory inside a refinery run other than a ``kept/`` (its ``samples/``,
+    ``removed/``, ``stats/``, a dedup's index): its Parquet files are no corpus; they were read as
+    documents (``samples/``: "lacks column(s) ['text']"; ``removed/``: the removed documents
+    deduplicated) (session 47, h172). One run.json read per ancestor, as for an output."""
+    if fs.basename(input_dir) == "kept":
+        return
+    from refinery.plan import _holds_a_run
+
+    here = fs.canonical(input_dir)
+    parts = here[len("s3://"):].split("/") if fs.is_s3(here) else here.split("/")
+    for depth in range(len(parts) - 1, 0, -1):
+        ancestor = ("s3://" if fs.is_s3(here) else "") + "/".join(parts[:depth])
+        if ancestor and _holds_a_run(ancestor):
+            inner = "/".join(parts[depth:])
+            given = input_dir.rstrip("/")
+            if given.endswith("/" + inner):  # the run as the user spelled its directory
+                ancestor = given[: -len(inner) - 1]
+            raise DedupInputError(f"{input_dir} is the {inner}/ directory of the refinery run {ancestor}, not its "
+                                  f"documents (those are in {fs.join(ancestor, 'kept')}): give the run, {ancestor}")
+
+
+def _as_given(listed: str, input_dir: str) -> str:
+    """A path the listing gives (absolute, locally) as under ``input_dir`` as the user wrote it."""
+    root = fs.absolute(input_dir).rstrip("/") if not fs.is_s3(input_dir) else input_dir.rstrip("/")
+    return fs.join(input_dir, listed[len(root) + 1:]) if listed.startswith(root + "/") else listed
 
 
 def _warn_failed_shards(input_dir: str, read: set[str]) -> None:
@@ -453,6 +495,7 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
     """
     if executor is None:  # before the input is listed: a missing-credentials error there advises for it
         fs.executor_kind = config.executor.type
+    checked: set[str] = set()  # shards whose columns were checked before the lock
     if shards is None:
         # standalone (`refinery dedup`): writing into the run it reads would replace its run.json,
         # stats and kept shards with this pass's; refused before the lock is taken, which would
@@ -461,7 +504,8 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
 
         check_separate(fs.validate_uri(input_dir), fs.validate_uri(output_dir))
         check_not_inside_a_run(fs.validate_uri(output_dir))
-        _refuse_before_the_lock(fs.validate_uri(input_dir), fs.validate_uri(output_dir), config, work_dir, force)
+        checked = _refuse_before_the_lock(fs.validate_uri(input_dir), fs.validate_uri(output_dir), config, work_dir,
+                                          force)
     owned = executor is None
     executor = executor or make_executor(config.executor.type, config.executor.workers,
                                          ray_address=config.executor.ray_address,
@@ -481,30 +525,32 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
     with nullcontext() if shards is not None else output_guard(fs.validate_uri(output_dir), "dedup", settings) as claim:
         with executor if owned else nullcontext():
             return _run_dedup(input_dir, output_dir, config, executor, work_dir, force, shards, out, upstream, claim,
-                              run_root, recorded_root)
+                              run_root, recorded_root, columns_of=checked)
 
 
 def _refuse_before_the_lock(input_dir: str, output_dir: str, config: DedupConfig, work_dir: str | None,
-                            force: bool) -> None:
+                            force: bool) -> set[str]:
     """Make a standalone dedup's refusals before its lock creates OUTPUT and OUTPUT/.lock (on S3:
     its claim, OUTPUT/.claim): a refused dedup left an empty OUTPUT holding only .lock (found by
     trials). Removing them afterwards could remove a directory the user made, or a lock file
     another process has open, so nothing is made. They are made again under the lock or claim
     (:func:`_run_dedup`); only for a lock or claim not there yet."""
     if fs.file_exists(fs.join(output_dir, CLAIM_FILE if fs.is_s3(output_dir) else LOCK_FILE)):
-        return  # an existing lock file or claim means nothing new is made
+        return set()  # an existing lock file or claim means nothing new is made
     shards = list_shards(input_dir)
     _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force,
                            fs.validate_uri(work_dir or fs.join(output_dir, "dedup")))
-    _check_columns(shards[0], config.method)
+    _check_columns(shards, config.method)
     if not force:  # with --force it replaces another method's marker: under the lock only
         _check_rerun(RunDir(output_dir), config, force)
+    return {s.uri for s in shards}
 
 
 def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor, work_dir: str | None,
                force: bool, shards: list[Shard] | None, out: PassDir | None, upstream: str | None,
                claim: OutputClaim | None = None, run_root: str | None = None,
-               recorded_root: str | None = None) -> dict[str, Any]:
+               recorded_root: str | None = None, columns_of: set[str] | None = None) -> dict[str, Any]:
+    """``columns_of``: the shards whose columns were checked before the lock (not read again)."""
     input_dir, output_dir = fs.validate_uri(input_dir), fs.validate_uri(output_dir)
     out = out or PassDir(output_dir)
     work_root = fs.validate_uri(work_dir or (out.index_dir if upstream else fs.join(output_dir, "dedup")))
@@ -517,7 +563,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         versions = fs.file_versions(input_dir, [s.uri for s in shards])
         upstream = "files:" + hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()[:16]
         _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force, work_root)
-        _check_columns(shards[0], config.method)
+        _check_columns([s for s in shards if s.uri not in (columns_of or set())], config.method)
         recorded = _check_rerun(RunDir(output_dir), config, force)
         remove_orphan_shards(out, {s.name for s in shards}, f"dedup {config.method}")
     method = config.method
@@ -602,10 +648,33 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
 _NEEDED_COLUMNS = {"url": ("id", "url"), "lines": ("id", "text", "url")}
 
 
-def _check_columns(shard: Shard, method: str) -> None:
-    """Refuse an input without the columns the method reads, from its first shard's footer (a
-    run's shards share one schema): a directory of other Parquet files (a run's tokens/) failed
-    every signature task, an ERROR line each, then "dedup failed" (found by adversarial testing)."""
+def _check_columns(shards: list[Shard], method: str) -> None:
+    """Refuse an input without the columns the method reads, naming the first shard that lacks
+    one, from footers only: a directory of other Parquet files (a run's tokens/) failed every
+    signature task, an ERROR line each, then "dedup failed" (found by adversarial testing), and
+    one whose later files differ (a run's samples/ beside its kept/) failed the same way, the first
+    shard alone checked (h172). Local: every shard's footer (~0.2 ms each); S3, where each is a
+    request no later step saves: the first shard of each directory (one directory's shards are one
+    writer's, of one schema)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    checked = _first_of_each_directory(shards) if shards and fs.is_s3(shards[0].uri) else shards
+    if not checked:
+        return
+    with ThreadPoolExecutor(max_workers=min(16, len(checked))) as pool:
+        # in shard order: the first shard that fails is the one named
+        for _ in pool.map(lambda shard: _check_shard_columns(shard, method), checked):
+            pass
+
+
+def _first_of_each_directory(shards: list[Shard]) -> list[Shard]:
+    firsts: dict[str, Shard] = {}
+    for shard in shards:
+        firsts.setdefault(parent_dir(shard.uri) or "", shard)
+    return list(firsts.values())
+
+
+def _check_shard_columns(shard: Shard, method: str) -> None:
     from refinery.dedup.passes import _columns
 
     present = _columns(shard.uri)

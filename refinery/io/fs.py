@@ -645,7 +645,8 @@ def list_file_versions_if_any(uri: str, suffixes: tuple[str, ...] = ()) -> dict[
     return _listing(uri, suffixes, False, versions=True, empty_ok=True)  # type: ignore[return-value]
 
 
-def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = False) -> list[str]:
+def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = False,
+               runs: list[str] | None = None) -> list[str]:
     """Files under a directory URI (recursive), or the URI itself if it is a file; sorted.
 
     Suffixes match in any case (``X.JSONL``). Names starting with ``.`` or ``_`` (temporary and
@@ -655,9 +656,11 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = Fal
     directories are walked following symlinks, but no directory is entered twice and no file is
     listed twice (by device and inode): a symlink loop is skipped, never followed.
     ``log_skipped`` logs one line per file left out, and why (the input listing uses it, so no
-    input is skipped without a word).
+    input is skipped without a word). ``runs``, when given, is extended with the refinery run
+    directories below ``uri`` whose files were left out (so a caller that finds nothing else can
+    name them: ``refinery dedup`` given a run's parent said "no Parquet shards").
     """
-    return list(_listing(uri, suffixes, log_skipped, versions=False))
+    return list(_listing(uri, suffixes, log_skipped, versions=False, runs_out=runs))
 
 
 def list_file_versions(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = False) -> dict[str, tuple[int, str]]:
@@ -668,7 +671,7 @@ def list_file_versions(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bo
 
 
 def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: bool,
-             empty_ok: bool = False) -> dict[str, tuple[int, str] | None]:
+             empty_ok: bool = False, runs_out: list[str] | None = None) -> dict[str, tuple[int, str] | None]:
     """``empty_ok``: an S3 prefix with nothing under it is an empty directory (else pyarrow looks
     whether it is a file, nothing or a missing bucket); a missing local path still raises."""
     fs, path = resolve(uri)
@@ -708,9 +711,11 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
             skipped.append((p, f"not one of {', '.join(suffixes)}"))
         else:
             listed.append(p)
+    prefix = "s3://" if is_s3(uri) else ""
     for run, n in in_runs.items():
         skipped.append((run, f"a refinery run directory ({RUN_MARKER}): its {n} file(s) are a run's output, not input"))
-    prefix = "s3://" if is_s3(uri) else ""
+        if runs_out is not None:
+            runs_out.append(prefix + run.rstrip("/"))
     if log_skipped:
         log_skipped_files(skipped, uri, prefix, prefix + path)
     uris = sorted(prefix + p for p in listed)
