@@ -415,7 +415,8 @@ class ShardRunner:
                     counter.counters[name] = counter.counters.get(name, 0) + int(n)
                 collector.observe(stage.name, batch, out)
                 batch, sizes = self._split(counter, out, sizes, removed.stage(index), stage.name, decided=True, before=batch,
-                                           cut_lines=stage.reports_cut_lines)
+                                           cut_lines=stage.reports_cut_lines,
+                                           makes_text=getattr(stage, "makes_text", False))
             batch = without_line_marks(batch)  # they describe this pass's texts only (schema.QUOTE_LINES)
             collector.observe_kept(batch)
             kept.append(batch)
@@ -494,6 +495,7 @@ class ShardRunner:
         decided: bool,
         before: pa.RecordBatch | None = None,
         cut_lines: bool = False,
+        makes_text: bool = False,
     ) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
         """Split a stage's output into kept rows (returned with their sizes) and removed rows
         (appended), counting.
@@ -538,7 +540,10 @@ class ShardRunner:
             removed_out.append(table)
         kept_sizes = (chars_rows[keep_rows], words_rows[keep_rows])
         if before is not None and not _same_column(before, out, "text"):
-            kept, kept_sizes = _count_edits(counter, before.filter(keep), kept, kept_sizes, cut_lines)
+            # marks the extraction wrote with its text (not passed through from before it) are its text's
+            made = makes_text and any(n in out.schema.names and not _same_column(before, out, n) for n in LINE_MARK_COLUMNS)
+            kept, kept_sizes = _count_edits(counter, before.filter(keep), kept, kept_sizes, cut_lines,
+                                            marks_are_new=made)
         counter.docs_out += kept.num_rows
         counter.chars_out += int(kept_sizes[0].sum())
         counter.words_out += int(kept_sizes[1].sum())
@@ -558,12 +563,14 @@ def _same_column(a: pa.RecordBatch, b: pa.RecordBatch, name: str) -> bool:
 
 
 def _count_edits(counter: StageCounter, seen: pa.RecordBatch, kept: pa.RecordBatch,
-                 sizes_before: tuple[np.ndarray, np.ndarray], cut_lines: bool = False
-                 ) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
+                 sizes_before: tuple[np.ndarray, np.ndarray], cut_lines: bool = False,
+                 marks_are_new: bool = False) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
     """Measure the kept text again and count what the stage cut from documents that had text
     (``seen``: the same kept rows as the stage saw them). Returns ``kept`` with its cumulative
     ``chars_cut`` / ``words_cut`` updated, and its new sizes. ``cut_lines``: also tally the lines
-    cut (``counter.cut_lines``), for a stage that cuts whole lines."""
+    cut (``counter.cut_lines``), for a stage that cuts whole lines. ``marks_are_new``: the stage
+    made the text and its line marks together (extraction, ``Stage.makes_text``), so they name its
+    new text's lines and stay, also where it replaced an input text."""
     sizes_after = text_columns_sizes(kept)
     if "text" not in seen.schema.names or pa.types.is_null(seen.schema.field("text").type) or kept.num_rows == 0:
         return kept, sizes_after  # text created from nothing (extraction): not an edit
@@ -578,7 +585,10 @@ def _count_edits(counter: StageCounter, seen: pa.RecordBatch, kept: pa.RecordBat
         after = pc.cast(after, old.type)
     differs = pc.fill_null(pc.not_equal(old, after), True).to_numpy(zero_copy_only=False) & had_text
     counter.docs_edited += int(differs.sum())
-    if differs.any():
+    if differs.any() and not marks_are_new:
+        # marks made for the text before: they would name other lines. An extraction replacing
+        # an input text (html and text given) made its marks for the new text: nulled, they left
+        # its quotes counted as repetition (session 47, h173)
         kept = _line_marks_dropped(kept, differs)
     if cut_lines and differs.any():
         rows = np.flatnonzero(differs).tolist()

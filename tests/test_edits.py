@@ -284,3 +284,14 @@ def test_quote_marks_follow_the_text_and_never_leave_the_pass(tmp_path):
         names = ds.dataset(str(tmp_path / "out" / part)).schema.names
         assert "quote_lines" not in names and "input_quote_lines" in names
     assert ds.dataset(str(tmp_path / "out" / "removed")).count_rows() == 2
+    # an extraction replacing an input text (html and text given) made its marks for its new
+    # text: they stay (the runner nulled them, as for an edit: the quotes counted as repetition)
+    from refinery.stages.extract import TrafilaturaExtractor
+
+    post = prose.split(". ")
+    html = ("<html><body><article><h1>Thread</h1>" + "".join(f"<p>{p}.</p>" for p in post[:6])
+            + f"<blockquote><p>{post[1]}.</p></blockquote><p>Agreed, and well put.</p></article></body></html>")
+    pq.write_table(pa.table({"id": ["p"], "html": [html], "text": ["an older text"]}), path)
+    extracted = _Probe()
+    ShardRunner([TrafilaturaExtractor(timeout_s=0), extracted]).run(ShardTask(str(path), str(tmp_path / "page"), "docs"))
+    assert extracted.seen == [[7]]
