@@ -445,9 +445,7 @@ class ShardRunner:
             # `status` called finished with lost outputs (a Ray driver killed mid-pass: its job's
             # workers are stopped mid-task; session 47, h169). Outputs without a marker are an
             # unfinished shard, which a rerun redoes
-            for uri in (task.stats_uri, task.kept_uri, task.removed_uri, task.samples_uri):
-                with contextlib.suppress(Exception):
-                    fs.delete(uri)
+            _clean_up_shard(task)
             raise
         elapsed = stats["seconds"]
 
@@ -548,6 +546,30 @@ class ShardRunner:
         counter.chars_out += int(kept_sizes[0].sum())
         counter.words_out += int(kept_sizes[1].sum())
         return kept, kept_sizes
+
+
+def _clean_up_shard(task: ShardTask) -> None:
+    """Delete what a shard that raised while publishing wrote: its marker first, then its outputs.
+    A marker that cannot be deleted (S3 throttling or an outage, as the stop came) keeps the outputs
+    too: a marker is written after all of them, so the shard stays finished and whole, where going on
+    left a marker whose kept file was gone (session 47, h173)."""
+    try:
+        fs.delete(task.stats_uri)
+    except Exception as exc:  # noqa: BLE001 - the error that stopped the shard is the one raised
+        if _may_exist(task.stats_uri):  # else none was written: the outputs go, as before
+            log.warning("[shard %s] its marker could not be deleted (%s): its outputs are left with it", task.shard, exc)
+            return
+    for uri in (task.kept_uri, task.removed_uri, task.samples_uri):
+        with contextlib.suppress(Exception):
+            fs.delete(uri)
+
+
+def _may_exist(uri: str) -> bool:
+    """Whether the file ``uri`` is there, or cannot be told."""
+    try:
+        return fs.exists(uri)
+    except Exception:  # noqa: BLE001 - storage unreachable: assume it is
+        return True
 
 
 def _same_column(a: pa.RecordBatch, b: pa.RecordBatch, name: str) -> bool:

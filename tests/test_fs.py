@@ -215,6 +215,22 @@ def test_a_shard_stopped_as_its_marker_was_written_leaves_no_marker_without_outp
     left = [u for u in (task.stats_uri, task.kept_uri, task.removed_uri, task.samples_uri) if fs.exists(u)]
     assert left == [] and finished_marker(task) is None
     assert ShardRunner([]).run(task).stats["docs_read"] == 1 and finished_marker(task) is not None
+    # a marker the clean-up cannot delete (storage failing as the stop came) keeps the outputs with
+    # it, a finished whole shard: going on deleted the kept file under it (h173)
+    real_delete = fs.delete
+
+    def marker_undeletable(target: str) -> None:
+        if target == task.stats_uri:
+            raise fs.StorageError(f"cannot delete {target}: SlowDown")
+        real_delete(target)
+
+    monkeypatch.setattr(fs, "write_bytes", stopped_as_the_marker_lands)
+    monkeypatch.setattr(fs, "delete", marker_undeletable)
+    with pytest.raises(KeyboardInterrupt):
+        ShardRunner([]).run(task, force=True)
+    monkeypatch.undo()
+    assert all(fs.exists(u) for u in (task.stats_uri, task.kept_uri, task.removed_uri, task.samples_uri))
+    assert finished_marker(task) is not None
 
 
 def test_file_versions_name_the_input_when_s3_refuses(s3_bucket):
