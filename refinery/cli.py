@@ -249,8 +249,50 @@ def _what_if(run_dir: Optional[str], spec: str, show: int, json_out: bool, compa
     """``stats RUN --what-if STAGE.PARAM=VALUE`` (refinery.stats.whatif)."""
     from refinery.stats.whatif import parse_spec, render_what_if, what_if
 
-    _one_run_view("--what-if", run_dir, compare, json_out, lambda: what_if(run_dir, *parse_spec(spec), show=show),
-                  render_what_if)
+    def compute() -> dict:
+        stage, param, value = parse_spec(spec)
+        _check_what_if_value(run_dir, spec, stage, param, value)
+        return what_if(run_dir, stage, param, value, show=show)
+
+    _one_run_view("--what-if", run_dir, compare, json_out, compute, render_what_if)
+
+
+def _check_what_if_value(run_dir: str, spec: str, stage: str, param: str, value: float) -> None:
+    """Refuse (ValueError, one line) a value the stage would refuse in a rerun (``min_words=-5``,
+    a fraction above 1): the what-if answered for a run that cannot be made (h173). Checked by
+    building the stage from run.json's entry with the value; an entry that does not build as
+    recorded (another version's, a plugin not loaded here) is not checked."""
+    import copy
+
+    from refinery.config import StageConfig, _params_model
+    from refinery.stages.registry import stage_class
+
+    entries = ((_run_manifest(run_dir).get("config") or {}).get("stages")) or []
+    entry = next((e for e in entries if isinstance(e, dict) and (e.get("name") or e.get("type")) == stage), None)
+    found = re.fullmatch(r"(\w+)(?:\[(\d+)\])?", param)
+    if entry is None or not found:
+        return
+    try:
+        recorded = StageConfig.model_validate(entry)
+        recorded.build()
+    except Exception:  # noqa: BLE001 - not buildable here as recorded: nothing to compare with
+        return
+    if found.group(1) not in _params_model(stage_class(recorded.type)).model_fields:
+        return  # not a param of the stage: what_if names its thresholds
+    changed = copy.deepcopy(entry)
+    params = changed.setdefault("params", {})
+    number: float | int = int(value) if value.is_integer() and abs(value) < 2**53 else value
+    key, n = found.group(1), found.group(2)
+    if n is None:
+        params[key] = number
+    else:  # dup_n_grams[10]: a mapping of n to its value (or [[n, value], ...])
+        given = params.get(key) or {}
+        mapping = {int(k): v for k, v in (given.items() if isinstance(given, dict) else given)}
+        params[key] = {**mapping, int(n): number}
+    try:
+        StageConfig.model_validate(changed).build()
+    except Exception as exc:  # noqa: BLE001 - the stage's own refusal, named as a rerun would
+        raise ValueError(f"--what-if {spec!r}: a rerun would refuse it: {exc}") from None
 
 
 def _pairs(run_dir: Optional[str], stage: str, show: int, json_out: bool, compare: Optional[tuple[str, str]]) -> None:

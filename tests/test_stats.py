@@ -451,6 +451,11 @@ def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
     assert out.exit_code == 0 and f"would be removed:     {w['would_remove']:,} of the documents" in out.output
     bad = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", "gopher_quality.nope=1"])
     assert bad.exit_code == 2 and "gopher_quality has no threshold 'nope'" in bad.output and "Traceback" not in bad.output
+    # a value a rerun would refuse is refused, as the stage says it (it was answered: h173)
+    for spec, why in (("gopher_quality.min_words=-5", "min_words: must be >= 0, got -5"),
+                      ("language_id.min_score=1.5", "min_score: must be within [0, 1], got 1.5")):
+        bad = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", spec])
+        assert bad.exit_code == 2 and why in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
     # values of a million or more in full, as the report writes them (h165), not 1e+08
     from refinery.stats.whatif import render_what_if
 
