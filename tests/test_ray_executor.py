@@ -645,8 +645,43 @@ def test_a_raylet_that_dies_mid_run_stops_the_pass_with_one_line(tmp_path):
     assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
     lines = [line for line in done.stdout.splitlines() if line.startswith("ClusterLost: ")]
     assert len(lines) == 1 and "[filter] the Ray cluster went away: the raylet at 127.0.0.1:" in lines[0], done.stdout
+    assert "bring the cluster back up" not in lines[0]  # its own cluster: the rerun starts a new one
     assert sorted(p.name for p in out.iterdir()) == ["0"]  # the finished task's output, kept
     assert "retrying" not in done.stderr, done.stderr[-3000:]
+
+
+def test_the_lost_raylet_line_of_a_joined_cluster_says_to_bring_it_back_up(monkeypatch, ray_local):  # noqa: F811
+    """Found by the session-47 two-node trial (h169): a driver that joined a cluster by address
+    (`RAY_ADDRESS`, executor.ray_address) lost its raylet and was told only to run the same
+    command again, never to bring the cluster back up first: the watch was told "owned" as "this
+    driver called ray.init", true for a joined cluster too. It is "this driver started the
+    cluster" now. The real executor and watch on the module's cluster, ray.init skipped (Ray is
+    up in this process): a real joined cluster to lose costs ~11 s (`ray start --head` 6 s, its
+    stop 5 s), measured by hand with the same result."""
+    import ray
+
+    from refinery.executors import ray_cluster
+
+    monkeypatch.setattr(ray_cluster, "check_reachable", lambda address: None)
+    monkeypatch.setattr(ray, "init", lambda **kw: None)  # the module's cluster stands for the joined and the started one
+    monkeypatch.setattr(ray, "shutdown", lambda: None)  # and stays up
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    lines = {}
+    for how, address in (("started", None), ("address", "127.0.0.1:6379"), ("RAY_ADDRESS", None)):
+        if how == "RAY_ADDRESS":
+            monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+        executor = RayExecutor(workers=1, progress=False, address=address)
+        first = iter([False])  # ensure_ray's look: Ray not up yet, so this executor "initialises" it
+        monkeypatch.setattr(ray, "is_initialized", lambda: next(first, True))
+        try:
+            executor._connect()
+            executor._watch._declare()  # what the watch says once the raylet stops answering
+            lines[how] = executor._lost().result(timeout=0)
+        finally:
+            executor.close()
+    assert all(line.startswith("the Ray cluster went away: the raylet at ") for line in lines.values()), lines
+    assert not lines["started"].endswith("bring the cluster back up"), lines
+    assert lines["address"].endswith("; bring the cluster back up") and lines["RAY_ADDRESS"] == lines["address"], lines
 
 
 _SIGTERM_KEPT = """
@@ -719,7 +754,7 @@ _WATCH_WITHOUT_DESCRIPTORS = """
 import os, socket, time
 from refinery.executors.ray_cluster import RayletWatch
 raylet = socket.create_server(("127.0.0.1", 0))  # a listening port, as a raylet's
-watch = RayletWatch("127.0.0.1", raylet.getsockname()[1], owned=True, every_s=0.02)
+watch = RayletWatch("127.0.0.1", raylet.getsockname()[1], started_here=True, every_s=0.02)
 held = []
 try:
     while True:  # this process's descriptors all in use for a moment

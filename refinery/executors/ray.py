@@ -21,7 +21,7 @@ from typing import Any
 from refinery import interrupts
 from refinery.executors.base import RELAYED_LOG_KEY, Executor, TaskFn, call_task, relay_log_records
 from refinery.executors.local import WORKER_LOG_FORMAT, worker_log_level
-from refinery.executors.ray_cluster import RayletWatch, cluster_cpus, ensure_ray
+from refinery.executors.ray_cluster import RayletWatch, cluster_address, cluster_cpus, ensure_ray
 from refinery.io import fs
 from refinery.noisy_loggers import quiet_noisy_loggers
 
@@ -99,7 +99,10 @@ class RayExecutor(Executor):
             self._owns_ray = ensure_ray(self.address, num_cpus=self.workers, object_store_memory=self.object_store_memory)
             import ray
 
-            self._watch = RayletWatch.of_driver(owned=self._owns_ray)
+            # owning the connection (ray.init was ours) is not starting the cluster: one joined by
+            # address is gone until its owner brings it back up, and the lost-raylet line says so
+            started_here = self._owns_ray and cluster_address(self.address) is None
+            self._watch = RayletWatch.of_driver(started_here=started_here)
 
             options = dict(
                 num_cpus=1,

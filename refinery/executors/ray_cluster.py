@@ -113,6 +113,12 @@ def check_ray_installed() -> None:
                           "(`bash scripts/install.sh --test` installs every extra)")
 
 
+def cluster_address(address: str | None = None) -> str | None:
+    """The address of the cluster :func:`ensure_ray` joins: ``address``, else ``RAY_ADDRESS``;
+    None when it starts a local cluster of its own."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def ensure_ray(
     address: str | None = None,
     num_cpus: int | None = None,
@@ -121,15 +127,16 @@ def ensure_ray(
 ) -> bool:
     """Make sure this process is connected to Ray.
 
-    Returns True when this call initialised Ray (the caller then owns it and should call
-    ``ray.shutdown()`` when done), False when Ray was already initialised in this process.
+    Returns True when this call initialised Ray (the caller then owns its connection and should
+    call ``ray.shutdown()`` when done), False when Ray was already initialised in this process.
+    True does not mean the cluster was started here: :func:`cluster_address` says that.
     ``num_cpus``/``object_store_memory`` apply only to a local cluster started here.
     """
-    configure_environment(local=not (address or os.environ.get("RAY_ADDRESS")))
+    address = cluster_address(address)
+    configure_environment(local=not address)
     loaded = sys.modules.get("ray")
     if loaded is not None and loaded.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to the Ray cluster at %s", address)
         check_reachable(address)  # before importing Ray (~1 s): a wrong address fails at once
@@ -304,10 +311,10 @@ class RayletWatch:
     marks the node dead, the core worker touches the object store the raylet held, and
     terminates). The executor's loop waits on :attr:`lost` with its tasks and stops first."""
 
-    def __init__(self, host: str, port: int, owned: bool, every_s: float = 0.5, misses: int = 2) -> None:
+    def __init__(self, host: str, port: int, started_here: bool, every_s: float = 0.5, misses: int = 2) -> None:
         from concurrent.futures import Future
 
-        self.host, self.port, self.owned = host, port, owned
+        self.host, self.port, self.started_here = host, port, started_here
         self.every_s, self.misses = every_s, misses
         self.lost: Future = Future()
         self._stop = threading.Event()
@@ -315,14 +322,16 @@ class RayletWatch:
         self._thread.start()
 
     @classmethod
-    def of_driver(cls, owned: bool) -> "RayletWatch | None":
-        """The watch of this driver's raylet; None when it has none to watch (Ray Client)."""
+    def of_driver(cls, started_here: bool) -> "RayletWatch | None":
+        """The watch of this driver's raylet; None when it has none to watch (Ray Client).
+        ``started_here``: this driver started the cluster (a local one, gone with the driver's
+        rerun starting a new one); False for a cluster it joined, whose owner brings it back."""
         import ray
 
         try:
             node_id = ray.get_runtime_context().get_node_id()
             node = next(n for n in ray.nodes() if n.get("NodeID") == node_id)
-            return cls(node["NodeManagerAddress"], int(node["NodeManagerPort"]), owned)
+            return cls(node["NodeManagerAddress"], int(node["NodeManagerPort"]), started_here)
         except Exception:  # noqa: BLE001 - a Ray Client driver has no node of its own
             return None
 
@@ -350,7 +359,7 @@ class RayletWatch:
         return self.lost.done()
 
     def _declare(self) -> None:
-        again = "" if self.owned else "; bring the cluster back up"
+        again = "" if self.started_here else "; bring the cluster back up"
         message = (f"the Ray cluster went away: the raylet at {self.host}:{self.port}, through which this driver "
                    f"runs its tasks, stopped answering (killed, out of memory, or its node stopped){again}")
         try:
