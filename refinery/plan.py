@@ -34,7 +34,8 @@ from refinery.config import same_json as _same
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.io.runlock import RunDirBusy
-from refinery.rundir import INPUT_RECORD, PassDir, PassFiles, RunDir, output_sizes, pass_of_run, shards_with_outputs
+from refinery.rundir import (INPUT_RECORD, PassDir, PassFiles, RunDir, holds_a_run, output_sizes, pass_of_run,
+                             shards_with_outputs)
 from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
 
 log = logging.getLogger("refinery.plan")
@@ -252,23 +253,9 @@ def check_not_inside_a_run(output_uri: str) -> None:
     else:
         ancestors = [str(p) for p in Path(here).parents]
     for ancestor in ancestors:
-        if _holds_a_run(ancestor):
+        if holds_a_run(ancestor):
             raise ConfigError(f"output {output_uri} is inside the run directory {ancestor} (it has a run.json): its "
                               f"files would mix with that run's; choose an output outside it")
-
-
-def _holds_a_run(directory: str) -> bool:
-    """Whether ``directory`` is a refinery run directory (its run.json is a run's record). Another
-    tool's run.json is not one (a project's own run.json refused every output below it), nor is a
-    place these credentials may not look (S3 credentials limited to a prefix: the HEAD of
-    ``<bucket>/run.json`` refused, 403, failed every run into that prefix; h122). Any other error
-    is raised: a throttle or an outage read as "no run here" let a run go on inside one (h137)."""
-    try:
-        return fs.is_run_directory(directory)
-    except (fs.StorageError, OSError) as exc:
-        if fs.access_denied(exc):
-            return False
-        raise
 
 
 def list_inputs(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, manifest_base: str | None = None) -> list[str]:

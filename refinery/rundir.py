@@ -246,6 +246,47 @@ def parent_dir(uri: str) -> str:
     return (posixpath.dirname(trimmed) or ".") if trimmed != "/" else ""
 
 
+def holds_a_run(directory: str) -> bool:
+    """Whether ``directory`` is a refinery run directory (its run.json is a run's record). Another
+    tool's run.json is not one (a project's own run.json refused every output below it), nor is a
+    place these credentials may not look (S3 credentials limited to a prefix: the HEAD of
+    ``<bucket>/run.json`` refused, 403, failed every run into that prefix; h122). Any other error
+    is raised: a throttle or an outage read as "no run here" let a run go on inside one (h137)."""
+    try:
+        return fs.is_run_directory(directory)
+    except (fs.StorageError, OSError) as exc:
+        if fs.access_denied(exc):
+            return False
+        raise
+
+
+def inner_directory_refusal(uri: str, give_the_run: bool) -> str | None:
+    """The one line refusing ``uri`` as a command's input when it is inside a refinery run's
+    directory but not its documents (its ``removed/``, ``samples/``, ``stats/``, ``tokens/``, a
+    dedup's index; a ``kept/`` and what is in it are documents): their files were read as
+    documents (``removed/``: the removed documents back in a corpus; ``stats/``: its JSON records
+    read as JSON lines) or failed every task (``samples/``: no ``text``) (session 47, h172, h174).
+    None otherwise. ``give_the_run``: the command reads a run (``refinery dedup``), else its
+    ``kept/`` is named (``refinery run``). One run.json read per ancestor, as for an output."""
+    here = fs.canonical(uri)
+    parts = here[len("s3://"):].split("/") if fs.is_s3(here) else here.split("/")
+    for depth in range(len(parts) - 1, 0, -1):
+        inner = parts[depth:]
+        if "kept" in inner:  # a run's (or a pass's) kept/, or a shard in it
+            return None
+        ancestor = ("s3://" if fs.is_s3(here) else "") + "/".join(parts[:depth])
+        if ancestor and holds_a_run(ancestor):
+            inside = "/".join(inner)
+            given = uri.rstrip("/")
+            if given.endswith("/" + inside):  # the run as the user spelled its directory
+                ancestor = given[: -len(inside) - 1]
+            kept = fs.join(ancestor, "kept")
+            give = f"give the run, {ancestor}" if give_the_run else f"give {kept} as the input"
+            return (f"{uri} is the {inside}/ directory of the refinery run {ancestor}, not its documents "
+                    f"(those are in {kept}): {give}")
+    return None
+
+
 def pass_of_run(uri: str) -> tuple[RunDir, PassDir] | None:
     """(the run, the pass) when ``uri`` is the directory of one document pass of a multi-pass run
     (``OUT/filter``), else None. Its kept/, removed/ and samples/ all hold Parquet shards."""

@@ -53,6 +53,7 @@ from refinery.rundir import (
     RunDir,
     clear_shard_outputs,
     damaged_outputs,
+    inner_directory_refusal,
     last_pass_refusal,
     output_sizes,
     parent_dir,
@@ -104,8 +105,8 @@ def list_shards(input_dir: str) -> list[Shard]:
     # its index, read as documents (review h99: "lacks column(s) ['id', 'text']")
     if of_run is not None and (refusal := last_pass_refusal(input_dir, *of_run)):
         raise DedupInputError(refusal)
-    if of_run is None:
-        _refuse_a_runs_inner_directory(input_dir)
+    if of_run is None and (refusal := inner_directory_refusal(input_dir, give_the_run=True)):
+        raise DedupInputError(refusal)
     run = RunDir(input_dir)
     unfinished = run.unfinished_last_pass()
     if unfinished:
@@ -157,28 +158,6 @@ def list_shards(input_dir: str) -> list[Shard]:
                 f"may be missing: finish the run first (run the same `refinery run` command again)")
     order = sorted(range(len(files)), key=lambda i: names[i])
     return [Shard(names[i], files[i], k) for k, i in enumerate(order)]
-
-
-def _refuse_a_runs_inner_directory(input_dir: str) -> None:
-    """Refuse a directory inside a refinery run other than a ``kept/`` (its ``samples/``,
-    ``removed/``, ``stats/``, a dedup's index): its Parquet files are no corpus; they were read as
-    documents (``samples/``: "lacks column(s) ['text']"; ``removed/``: the removed documents
-    deduplicated) (session 47, h172). One run.json read per ancestor, as for an output."""
-    if fs.basename(input_dir) == "kept":
-        return
-    from refinery.plan import _holds_a_run
-
-    here = fs.canonical(input_dir)
-    parts = here[len("s3://"):].split("/") if fs.is_s3(here) else here.split("/")
-    for depth in range(len(parts) - 1, 0, -1):
-        ancestor = ("s3://" if fs.is_s3(here) else "") + "/".join(parts[:depth])
-        if ancestor and _holds_a_run(ancestor):
-            inner = "/".join(parts[depth:])
-            given = input_dir.rstrip("/")
-            if given.endswith("/" + inner):  # the run as the user spelled its directory
-                ancestor = given[: -len(inner) - 1]
-            raise DedupInputError(f"{input_dir} is the {inner}/ directory of the refinery run {ancestor}, not its "
-                                  f"documents (those are in {fs.join(ancestor, 'kept')}): give the run, {ancestor}")
 
 
 def _as_given(listed: str, input_dir: str) -> str:
