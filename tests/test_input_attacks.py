@@ -23,11 +23,11 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 from warcio.warcwriter import WARCWriter
 
-from refinery.config import parse_config
+from refinery.config import ConfigError, parse_config
 from refinery.io import fs
 from refinery.io.warc import WarcReader
 from refinery.pipeline import run_pipeline
-from refinery.rundir import PassDir
+from refinery.rundir import PassDir, inner_directory_refusal
 from refinery.runner import MAX_SHARD_NAME_BYTES, ReaderOptions, ShardRunner, ShardTask, shard_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -665,6 +665,18 @@ def test_a_run_directory_as_input_is_refused_naming_its_kept_documents(tmp_path)
     with pytest.raises(Exception, match=f"input {tmp_path / 'run'} is a refinery run directory: its documents are in "
                                         f"{tmp_path / 'run' / 'kept'}; give that as the input"):
         run_pipeline(config, str(tmp_path / "run"), str(tmp_path / "out"), workers=1, progress=False)
+    # its inner directories too (h174): removed/ was read as documents (the removed ones back in a
+    # corpus), stats/ its JSON records as JSON lines, samples/ failed every task ("no 'text'")
+    run, kept = tmp_path / "run", tmp_path / "run" / "kept"
+    for inner in ("stats", "samples"):
+        with pytest.raises(ConfigError, match=re.escape(
+                f"input {run / inner} is the {inner}/ directory of the refinery run {run}, "
+                f"not its documents (those are in {kept}): give {kept} as the input")):
+            run_pipeline(config, str(tmp_path / "run" / inner), str(tmp_path / "out"), workers=1, progress=False)
+    assert not (tmp_path / "out").exists()
+    # a kept/ shard is documents: `refinery dedup` refused one as "the kept/a.parquet/ directory" (h172's check)
+    assert (tmp_path / "run" / "kept" / "a.parquet").is_file()
+    assert inner_directory_refusal(str(tmp_path / "run" / "kept" / "a.parquet"), give_the_run=True) is None
     assert run_pipeline(config, str(tmp_path / "run" / "kept"), str(tmp_path / "out"), workers=1, progress=False).stats["docs_read"] == 1
 
 
@@ -685,6 +697,9 @@ def test_a_pass_directory_of_a_run_as_input_is_refused_naming_what_to_give(tmp_p
     with pytest.raises(Exception, match=re.escape(f"input {run / 'exact_dedup'} is the 'exact_dedup' pass of the "
                                                   f"refinery run {run}: its documents (the run's corpus) are in {run / 'kept'}")):
         run_pipeline(config, str(run / "exact_dedup"), str(tmp_path / "out"), workers=1, progress=False)
+    with pytest.raises(ConfigError, match=re.escape(  # h174: it was read as documents
+            f"input {run / 'filter' / 'removed'} is the filter/removed/ directory of the refinery run {run}")):
+        run_pipeline(config, str(run / "filter" / "removed"), str(tmp_path / "out"), workers=1, progress=False)
     assert run_pipeline(config, str(run / "filter" / "kept"), str(tmp_path / "out"), workers=1,
                         progress=False).stats["docs_read"] == 1
 
