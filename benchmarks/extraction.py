@@ -292,7 +292,8 @@ def lean_ab(args: argparse.Namespace) -> None:
     stage = TrafilaturaExtractor(**params)
     config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
               "rules": stage._rules_config(), "join_lines": stage.join_source_lines, "log_level": logging.ERROR}
-    plain_config = {**config, "lean": False}
+    # trafilatura as shipped makes no quote marks (a second conversion of pages holding a blockquote)
+    plain_config = {**config, "lean": False, "quote_marks": False}
     if args.plain_old_defaults:
         plain_config |= {"kwargs": {**config["kwargs"], "include_tables": False, "fast": False}, "fallback": None,
                          "rules": None}
@@ -342,7 +343,7 @@ def lean_ab(args: argparse.Namespace) -> None:
                 c4 = time.process_time()
                 t_plain, t_lean, t_re, t_tr = t_plain + c1 - c0, t_lean + c2 - c1_lean, t_re + c3 - c2, t_tr + c4 - c3
                 assert n_re == n_tr
-                same += r == 0 and a == b
+                same += r == 0 and a[:2] == b[:2]  # (text, path); the lean side adds quote marks
                 if helper:
                     block.append((url, html, b))
                 if helper and (len(block) == HELPER_BLOCK or i == len(docs) - 1):

@@ -821,6 +821,13 @@ class TrafilaturaExtractor(Stage):
 
     def _extract_fn(self) -> Callable[[str, str | None], tuple[str | None, str]]:
         """``fn(html, url) -> (text or None, path)`` in this process (``timeout_s: 0`` only)."""
+        marked = self._marked_extract_fn()
+        return lambda html, url: marked(html, url)[:2]
+
+    def _marked_extract_fn(self) -> Callable[[str, str | None], tuple]:
+        """The stage's own in-process call: ``(text or None, path)``, or ``(text or None, path, marked
+        text or None)`` where trafilatura joins lines (the quote marks:
+        ``_extract_helper.with_quote_marks``), as the helper process answers."""
         fn = getattr(self, "_lazy_extract", None)
         if fn is None:
             fn = self._lazy_extract = (
@@ -930,7 +937,7 @@ class TrafilaturaExtractor(Stage):
         # timeout_s > 0: every page is extracted in a helper process that is killed at the deadline
         isolate = self.timeout_s > 0
         key = self._helper_key() if isolate else ""
-        extract = None if isolate else self._extract_fn()
+        extract = None if isolate else self._marked_extract_fn()
         helper: _Helper | None = None
         try:
             for i in range(n):
