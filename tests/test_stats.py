@@ -1093,7 +1093,7 @@ def test_cut_lines_are_redacted_before_they_are_shortened_and_recent_lines_survi
 
 
 @pytest.mark.slow
-def test_a_report_made_while_the_run_goes_is_remade_when_it_finishes(tmp_path):
+def test_a_report_made_while_the_run_goes_is_remade_when_it_finishes(tmp_path, cli):
     """`refinery report` on a run in progress writes the figures so far under an "Unfinished run"
     banner; the run, once finished, left that report.html as it was and only said it was stale. It
     now remakes it (with the --samples it was made with), so report.html shows the finished run."""
@@ -1117,13 +1117,12 @@ def test_a_report_made_while_the_run_goes_is_remade_when_it_finishes(tmp_path):
             break
     # frozen mid-run (it holds the directory's lock) while the report is made: no race with its end
     os.killpg(proc.pid, signal.SIGSTOP)
-    try:
-        made = subprocess.run([sys.executable, "-m", "refinery", "report", str(out), "--samples", "3"],
-                              capture_output=True, text=True, timeout=120)
+    try:  # the report in this process (the real entry point): a subprocess cost ~1 s of imports
+        made = cli("report", out, "--samples", "3")
     finally:
         os.killpg(proc.pid, signal.SIGCONT)
     err = "".join(seen) + proc.communicate(timeout=120)[1]
-    assert made.returncode == 0, made.stderr[-2000:]
+    assert made[0] == 0, made[2][-2000:]
     assert proc.returncode == 0, err[-2000:]
     report = out / "report.html"
     assert f"note: {report} showed the run before this one: remade" in err
@@ -1177,12 +1176,11 @@ def test_compare_of_runs_with_other_readers_and_stages_follows_the_stage_order(t
     assert diff_stages == full
 
 
-def test_a_finished_run_leaves_a_report_html_it_did_not_make_alone(tmp_path):
+def test_a_finished_run_leaves_a_report_html_it_did_not_make_alone(tmp_path, cli):
     """A report.html in the run directory that `refinery report` did not write (by hand, another
-    tool's, a --compare written there with --out) was overwritten by the finished run's report."""
-    import subprocess
-    import sys
-
+    tool's, a --compare written there with --out) was overwritten by the finished run's report.
+    (The commands run in this process through the real entry point, ``cli``: a subprocess each
+    cost ~1 s of imports, several under load.)"""
     import yaml
 
     from refinery.stats.report import write_compare_report
@@ -1192,19 +1190,18 @@ def test_a_finished_run_leaves_a_report_html_it_did_not_make_alone(tmp_path):
     config.write_text(yaml.safe_dump({"name": "r", "stages": [{"type": "gopher_repetition"}]}))
     out = tmp_path / "run"
     mine = out / "report.html"
-    cmd = [sys.executable, "-m", "refinery", "run", str(config), "-i", str(root / "data/sample/cc_docs"),
-           "-o", str(out), "--workers", "1", "--limit", "5"]
-    assert subprocess.run(cmd, capture_output=True, text=True, timeout=120).returncode == 0
+    cmd = ["run", config, "-i", root / "data/sample/cc_docs", "-o", out, "--workers", "1", "--limit", "5"]
+    assert cli(*cmd)[0] == 0
     mine.write_text("<html><body>my notes on this run</body></html>")
     cmd.append("--force")
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    code, _, err = cli(*cmd)
+    assert code == 0, err[-2000:]
     assert mine.read_text() == "<html><body>my notes on this run</body></html>"
-    assert f"note: {mine} is no `refinery report`" in done.stderr and "left as it is" in done.stderr
+    assert f"note: {mine} is no `refinery report`" in err and "left as it is" in err
     write_compare_report(str(out), str(out), str(mine))  # a comparison, written there by hand
     compared = mine.read_text()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    code, _, err = cli(*cmd)
+    assert code == 0, err[-2000:]
     assert mine.read_text() == compared
 
 
@@ -1238,13 +1235,14 @@ def test_compare_lists_a_renamed_stage_after_the_one_it_replaces(tmp_path):
     assert at == sorted(at)
 
 
-def test_dedup_and_tokenize_remake_a_report_refinery_wrote_and_leave_others_alone(tmp_path):
+def test_dedup_and_tokenize_remake_a_report_refinery_wrote_and_leave_others_alone(tmp_path, cli):
     """``refinery run`` remakes RUN_DIR/report.html when ``refinery report`` wrote it; ``refinery
     dedup`` (its OUTPUT run directory) and ``refinery tokenize`` (into RUN_DIR/tokens, which the
     report counts) left it showing the state before them. Now they remake it the same way, with
-    its samples, and leave a report.html refinery did not write alone, with a note."""
+    its samples, and leave a report.html refinery did not write alone, with a note. (The eight
+    commands run in this process through the real entry point, ``cli``: ~1 s of imports each as
+    subprocesses, 29 s of the suite's worker time under load for this test.)"""
     import subprocess
-    import sys
 
     import yaml
 
@@ -1254,9 +1252,9 @@ def test_dedup_and_tokenize_remake_a_report_refinery_wrote_and_leave_others_alon
     run, deduped = tmp_path / "run", tmp_path / "deduped"
 
     def refinery(*args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "refinery", *args], capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stderr[-2000:]
-        return done
+        code, out, err = cli(*args)
+        assert code == 0, err[-2000:]
+        return subprocess.CompletedProcess(args, code, out, err)
 
     def stale_report(run_dir: Path) -> Path:  # a report refinery wrote, then left behind by a later command
         refinery("report", str(run_dir), "--samples", "3")
@@ -1492,13 +1490,10 @@ def test_a_stage_that_replaces_text_shows_its_edits_as_net_figures(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["warc", "parquet"])
-def test_an_input_that_yields_no_document_says_so_once(tmp_path, kind):
+def test_an_input_that_yields_no_document_says_so_once(tmp_path, kind, cli):
     """Found by a new user's trial: an empty WARC and a zero-row Parquet ended "done" with a
     funnel of zeros and no word. Now `run`, `stats` and the report say once that nothing was
-    read, naming the input."""
-    import subprocess
-    import sys
-
+    read, naming the input. (The commands run in this process through the real entry point.)"""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -1518,13 +1513,11 @@ def test_an_input_that_yields_no_document_says_so_once(tmp_path, kind):
     run = tmp_path / "run"
     note = f"nothing was read: the input {src} (1 shard(s)) yielded no documents"
 
-    done = subprocess.run([sys.executable, "-m", "refinery", "run", str(config), "-i", str(src), "-o", str(run)],
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stderr.count(note) == 1, done.stderr[-2000:]
-    stats = subprocess.run([sys.executable, "-m", "refinery", "stats", str(run)], capture_output=True, text=True,
-                           timeout=180)
-    assert stats.returncode == 0 and stats.stderr.count(note) == 1, stats.stderr
+    code, _, err = cli("run", config, "-i", src, "-o", run)
+    assert code == 0, err[-2000:]
+    assert err.count(note) == 1, err[-2000:]
+    code, _, err = cli("stats", run)
+    assert code == 0 and err.count(note) == 1, err
     page = build_report(str(run))
     assert page.count(note) == 1 and 'data-card="nothing read"' in page and "suspicious removals" not in page
 
