@@ -37,6 +37,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 import pyarrow as pa
@@ -76,7 +77,8 @@ JSONL_PER_SHARD = 400
 # --------------------------------------------------------------------------------------------
 # real material
 # --------------------------------------------------------------------------------------------
-def eval_pages() -> list[tuple[str, bytes]]:
+@cache  # read once a process (~1.3 s of gunzip): the suite's two adversarial tests generate 3 corpora
+def eval_pages() -> tuple[tuple[str, bytes], ...]:
     """trafilatura's evaluation pages (url, html), in a fixed order."""
     files, evaldata = {}, {}
     with tarfile.open(EVAL_TARBALL, "r:gz") as tar:
@@ -85,7 +87,7 @@ def eval_pages() -> list[tuple[str, bytes]]:
                 files[Path(m.name).name] = tar.extractfile(m).read()  # type: ignore[union-attr]
             elif m.name == "tests/evaldata.json":
                 evaldata = json.load(tar.extractfile(m))  # type: ignore[arg-type]
-    return [(url, files[item["file"]]) for url, item in sorted(evaldata.items()) if item["file"] in files]
+    return tuple((url, files[item["file"]]) for url, item in sorted(evaldata.items()) if item["file"] in files)
 
 
 def warc_responses() -> list[tuple[str, bytes, str]]:
