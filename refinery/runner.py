@@ -538,10 +538,12 @@ class ShardRunner:
             removed_out.append(table)
         kept_sizes = (chars_rows[keep_rows], words_rows[keep_rows])
         if before is not None and not _same_column(before, out, "text"):
-            # marks the extraction wrote with its text (not passed through from before it) are its text's
-            made = makes_text and any(n in out.schema.names and not _same_column(before, out, n) for n in LINE_MARK_COLUMNS)
-            kept, kept_sizes = _count_edits(counter, before.filter(keep), kept, kept_sizes, cut_lines,
-                                            marks_are_new=made)
+            if makes_text:
+                # marks the extraction wrote with its text (not passed through from before it) are its text's
+                made = any(n in out.schema.names and not _same_column(before, out, n) for n in LINE_MARK_COLUMNS)
+                kept, kept_sizes = _text_made(before.filter(keep), kept, marks_are_new=made)
+            else:
+                kept, kept_sizes = _count_edits(counter, before.filter(keep), kept, kept_sizes, cut_lines)
         counter.docs_out += kept.num_rows
         counter.chars_out += int(kept_sizes[0].sum())
         counter.words_out += int(kept_sizes[1].sum())
@@ -584,37 +586,54 @@ def _same_column(a: pa.RecordBatch, b: pa.RecordBatch, name: str) -> bool:
                                              and p.size == q.size) for p, q in zip(x.buffers(), y.buffers()))
 
 
-def _count_edits(counter: StageCounter, seen: pa.RecordBatch, kept: pa.RecordBatch,
-                 sizes_before: tuple[np.ndarray, np.ndarray], cut_lines: bool = False,
-                 marks_are_new: bool = False) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
-    """Measure the kept text again and count what the stage cut from documents that had text
-    (``seen``: the same kept rows as the stage saw them). Returns ``kept`` with its cumulative
-    ``chars_cut`` / ``words_cut`` updated, and its new sizes. ``cut_lines``: also tally the lines
-    cut (``counter.cut_lines``), for a stage that cuts whole lines. ``marks_are_new``: the stage
-    made the text and its line marks together (extraction, ``Stage.makes_text``), so they name its
-    new text's lines and stay, also where it replaced an input text."""
-    sizes_after = text_columns_sizes(kept)
+def _text_made(seen: pa.RecordBatch, kept: pa.RecordBatch,
+               marks_are_new: bool) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
+    """The kept rows of a stage that makes text (extraction, ``Stage.makes_text``), with their new
+    sizes. Its text is made, not cut: where it replaced an input text (html and text given,
+    counted by the stage as ``input_text_replaced``) that is no edit, so no ``docs_edited`` and no
+    ``chars_cut`` / ``words_cut`` (they went negative: a page's text is longer than a provider's
+    summary; session 47, h175). ``marks_are_new``: it made its line marks with the text, so they
+    stay; marks it passed through are nulled where the text changed."""
+    if not marks_are_new:
+        differs = _texts_differ(seen, kept)
+        if differs.any():
+            kept = _line_marks_dropped(kept, differs)
+    return kept, text_columns_sizes(kept)
+
+
+def _texts_differ(seen: pa.RecordBatch, kept: pa.RecordBatch) -> np.ndarray:
+    """Per kept row: it had a text before the stage (``seen``) and the stage changed it."""
     if "text" not in seen.schema.names or pa.types.is_null(seen.schema.field("text").type) or kept.num_rows == 0:
-        return kept, sizes_after  # text created from nothing (extraction): not an edit
+        return np.zeros(kept.num_rows, dtype=bool)  # text created from nothing (extraction)
     had_text = pc.is_valid(seen.column("text")).to_numpy(zero_copy_only=False)
-    if not had_text.any():
-        return kept, sizes_after
-    d_chars = np.where(had_text, sizes_before[0] - sizes_after[0], 0)
-    d_words = np.where(had_text, sizes_before[1] - sizes_after[1], 0)
     after = kept.column("text") if "text" in kept.schema.names else pa.nulls(kept.num_rows, pa.string())
     old = seen.column("text")
     if after.type != old.type:
         after = pc.cast(after, old.type)
-    differs = pc.fill_null(pc.not_equal(old, after), True).to_numpy(zero_copy_only=False) & had_text
+    return pc.fill_null(pc.not_equal(old, after), True).to_numpy(zero_copy_only=False) & had_text
+
+
+def _count_edits(counter: StageCounter, seen: pa.RecordBatch, kept: pa.RecordBatch,
+                 sizes_before: tuple[np.ndarray, np.ndarray],
+                 cut_lines: bool = False) -> tuple[pa.RecordBatch, tuple[np.ndarray, np.ndarray]]:
+    """Measure the kept text again and count what the stage cut from documents that had text
+    (``seen``: the same kept rows as the stage saw them). Returns ``kept`` with its cumulative
+    ``chars_cut`` / ``words_cut`` updated, and its new sizes. ``cut_lines``: also tally the lines
+    cut (``counter.cut_lines``), for a stage that cuts whole lines."""
+    sizes_after = text_columns_sizes(kept)
+    differs = _texts_differ(seen, kept)
+    if not differs.any():
+        return kept, sizes_after
+    # a changed text's size difference (net: a longer placeholder counts negative)
+    d_chars = np.where(differs, sizes_before[0] - sizes_after[0], 0)
+    d_words = np.where(differs, sizes_before[1] - sizes_after[1], 0)
     counter.docs_edited += int(differs.sum())
-    if differs.any() and not marks_are_new:
-        # marks made for the text before: they would name other lines. An extraction replacing
-        # an input text (html and text given) made its marks for the new text: nulled, they left
-        # its quotes counted as repetition (session 47, h173)
-        kept = _line_marks_dropped(kept, differs)
-    if cut_lines and differs.any():
+    # marks made for the text before: they would name other lines
+    kept = _line_marks_dropped(kept, differs)
+    if cut_lines:
         rows = np.flatnonzero(differs).tolist()
-        for a, b in zip(old.take(rows).to_pylist(), after.take(rows).to_pylist()):
+        after = kept.column("text") if "text" in kept.schema.names else pa.nulls(kept.num_rows, pa.string())
+        for a, b in zip(seen.column("text").take(rows).to_pylist(), after.take(rows).to_pylist()):
             record_cut_lines(counter.cut_lines, _as_str(a), _as_str(b))
     counter.chars_cut += int(d_chars.sum())
     counter.words_cut += int(d_words.sum())

@@ -293,5 +293,12 @@ def test_quote_marks_follow_the_text_and_never_leave_the_pass(tmp_path):
             + f"<blockquote><p>{post[1]}.</p></blockquote><p>Agreed, and well put.</p></article></body></html>")
     pq.write_table(pa.table({"id": ["p"], "html": [html], "text": ["an older text"]}), path)
     extracted = _Probe()
-    ShardRunner([TrafilaturaExtractor(timeout_s=0), extracted]).run(ShardTask(str(path), str(tmp_path / "page"), "docs"))
+    result = ShardRunner([TrafilaturaExtractor(timeout_s=0), extracted]).run(ShardTask(str(path), str(tmp_path / "page"), "docs"))
     assert extracted.seen == [[7]]
+    # and it is no edit: nothing "cut" (the page's text is longer than the given one: it went
+    # negative), counted as a replacement instead (session 47, h175)
+    extract = next(s for s in result.stats["stages"] if s["stage"] == "extract")
+    assert [extract.get(k, 0) for k in ("docs_edited", "chars_cut", "words_cut")] == [0, 0, 0], extract
+    assert extract["counters"]["input_text_replaced"] == 1
+    row = pq.read_table(tmp_path / "page" / "kept").to_pylist()[0]
+    assert (row["chars_cut"], row["words_cut"]) == (0, 0) and row["text"] != "an older text"
