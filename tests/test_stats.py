@@ -449,6 +449,17 @@ def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
     assert lid["would_pass_rule"] == sum(r["removed_reason"] == "low_language_score" for r in removed)
     out = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", "gopher_quality.min_words=100", "--show", "2"])
     assert out.exit_code == 0 and f"would be removed:     {w['would_remove']:,} of the documents" in out.output
+    # a rerun at another min_words moves the floors the config filled from it: said (session 47, h175)
+    assert "in a rerun this value is also line_corrections.min_words_after_cuts (filled from it" in out.output
+    assert not what_if(str(run_dir), "gopher_quality", "max_words", 1000)["also_in_rerun"]
+    from refinery.config import parse_config
+    from refinery.stats.whatif import also_in_rerun
+
+    recipe = parse_config({"stages": [{"type": "gopher_quality", "params": {"min_words": 80}}, {"type": "line_corrections"}],
+                           "dedup": [{"method": "lines"}, {"method": "substring"},
+                                     {"method": "substring", "name": "own", "substring": {"min_words": 30}}]})
+    assert also_in_rerun({"config": recipe.model_dump(mode="json")}, "gopher_quality", "min_words", 80) == [
+        "line_corrections.min_words_after_cuts", "lines_dedup.lines.min_words_after_cuts", "substring_dedup.substring.min_words"]
     bad = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", "gopher_quality.nope=1"])
     assert bad.exit_code == 2 and "gopher_quality has no threshold 'nope'" in bad.output and "Traceback" not in bad.output
     # a value a rerun would refuse is refused, as the stage says it (it was answered: h173)
@@ -542,6 +553,7 @@ def test_the_report_moves_each_threshold_and_shows_the_documents_nearest_it(run)
         r'data-x="([^"]+)" data-removed="(\d+)" data-corpus="(\d+)"', block)}
     too_few = [r for r in removed if r["removed_reason"] == "too_few_words"]
     assert curve[50.0] == (len(too_few), 0) and min(curve) < 50 < 100 < max(curve)
+    assert "In a rerun this value is also line_corrections.min_words_after_cuts (filled" in block  # h175
     moved = what_if(str(run_dir), "gopher_quality", "min_words", 100)  # the CLI's count, the same reading
     assert curve[100.0] == (len(too_few) + moved["would_remove"], moved["would_remove_from_corpus"])
     removed_side, kept_side = block.split('<div data-side="kept">')

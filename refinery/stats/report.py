@@ -625,6 +625,9 @@ def _threshold_block(view: dict[str, Any], open_: bool) -> str:
                f"{100 * at['removed'] / reached if reached else 0:.1f}% of the {reached:,} that reached "
                f"{_e(view['stage'])}), and how many of them the corpus holds now (of {view['corpus_docs']:,}). "
                "Hover a point for its figures (% of those that reached the stage, % of the corpus).")
+    if view.get("also_in_rerun"):
+        caption += (f" In a rerun this value is also {_e(', '.join(view['also_in_rerun']))} (filled from it where the "
+                    f"recipe does not set them; {fmt_value(view['value'])} in this run): not counted here.")
     sides = "".join(
         f'<div data-side="{side}"><div class="side-label">{label}</div>'
         + ("".join(_near_doc(view, r) for r in rows) or f'<div class="missing">{none}</div>') + "</div>"

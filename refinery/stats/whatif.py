@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from refinery.dedup.config import pass_name
 from refinery.io import fs
 from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
@@ -46,6 +47,13 @@ UNCOMPUTED_WHEN_NULL: frozenset[str] = frozenset({"gopher_repetition"})
 #: reasons whose metric is the column but whose rule is another param's: language_id removes a
 #: page whose top language is not kept at any score (its metric is that score)
 OTHER_RULES: dict[str, frozenset[str]] = {"language_id": frozenset({"language_not_kept"})}
+
+#: where a recipe's config writes gopher_quality's ``min_words`` when the recipe does not set them
+#: (``refinery.config.PipelineConfig._fill_min_words_after_cuts``): a stage type after it, and a dedup
+#: method's (section, param). A rerun at another ``min_words`` moves them too (session 47, h175)
+MIN_WORDS_STAGES: dict[str, str] = {"line_corrections": "min_words_after_cuts"}
+MIN_WORDS_PASSES: dict[str, tuple[str, str]] = {"lines": ("lines", "min_words_after_cuts"),
+                                                "substring": ("substring", "min_words")}
 
 _SPEC = re.compile(r"^([^.=\s]+)\.([^=\s]+)=(.+)$")
 
@@ -135,6 +143,30 @@ def _find_threshold(run_dir: str, stage: str, param: str) -> tuple[str | None, s
                       + (f" (its thresholds: {', '.join(known)})" if known else " (it has none)"))
 
 
+def also_in_rerun(manifest: dict[str, Any], stage: str, param: str, value_as_run: float) -> list[str]:
+    """The other params a rerun with another value of ``stage``'s ``param`` would move with it:
+    for gopher_quality's ``min_words``, the word floors after it that hold its value as run
+    (:data:`MIN_WORDS_STAGES`, :data:`MIN_WORDS_PASSES`; filled from it, or set to the same value:
+    run.json cannot tell), as ``"line_corrections.min_words_after_cuts"``. One the recipe set to
+    another value stays, so it is not named."""
+    config = manifest.get("config") or {}
+    stages = config.get("stages") or []
+    names = [s.get("name") or s.get("type") for s in stages]
+    if param.split(".")[-1] != "min_words" or stage not in names or stages[names.index(stage)].get("type") != "gopher_quality":
+        return []
+
+    def holds(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) == value_as_run
+
+    places = [f"{name}.{own}" for name, s in zip(names[names.index(stage) + 1:], stages[names.index(stage) + 1:])
+              if (own := MIN_WORDS_STAGES.get(str(s.get("type")))) and holds((s.get("params") or {}).get(own))]
+    for entry in config.get("dedup") or []:
+        section, own = MIN_WORDS_PASSES.get(str(entry.get("method")), ("", ""))
+        if section and holds((entry.get(section) or {}).get(own)):
+            places.append(f"{pass_name(entry.get('method'), entry.get('name'))}.{section}.{own}")
+    return places
+
+
 def _rows(directory: str, wanted: list[str], types: dict[str, pa.DataType] | None = None) -> list[dict[str, Any]]:
     """The ``wanted`` columns of every shard of ``directory`` as rows; ``types`` gets each column's
     stored type (of a shard that has it)."""
@@ -188,6 +220,7 @@ def what_if(run_dir: str, stage: str, param: str, value: float, show: int = 20) 
         "corpus_docs": len(kept),
         "would_pass_rule": len(newly_passing),
         "passed_without_value": no_value,
+        "also_in_rerun": also_in_rerun(load_run_manifest(run_dir), stage, param, current),
         "documents": [{"shard": r["shard"], "id": r["id"], "url": r["url"], column: _value(r, column),
                        "change": r["change"], "now": r.get("fate") or f"removed for {r['removed_reason']}"}
                       for r in changed[:show]],
@@ -210,6 +243,9 @@ def render_what_if(w: dict[str, Any]) -> list[str]:
         f"  would pass this rule: {w['would_pass_rule']:,} of the {w['removed_for_column']:,} it removed for {col} "
         "(at most: another of its rules, or a later stage, may still remove them)",
     ]
+    if w.get("also_in_rerun"):
+        lines.append(f"  in a rerun this value is also {', '.join(w['also_in_rerun'])} (filled from it where the "
+                     f"recipe does not set them; {fmt_value(w['value_as_run'])} in this run): not counted here")
     if w.get("passed_without_value"):
         lines.append(f"  not judged:           {w['passed_without_value']:,} of the documents it kept have no {col} (the stage "
                      "decided without computing it): a rerun may remove some of them")

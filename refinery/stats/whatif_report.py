@@ -30,7 +30,7 @@ from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
 from refinery.rundir import PassFiles, RunDir
 from refinery.stats.thresholds import stage_kinds
-from refinery.stats.whatif import Rule, counts_for_column, threshold_rule
+from refinery.stats.whatif import Rule, also_in_rerun, counts_for_column, threshold_rule
 
 #: values the curve is computed at (the value as run is added)
 CURVE_POINTS = 25
@@ -280,6 +280,8 @@ def threshold_views(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any
     kinds = stage_kinds(manifest)
     views = [threshold_view(out, order, kinds.get(stage), stage, column, m["param"], float(m["value"]),
                             str(hists[stage][column].get("scale")), near) for stage, column, m in marks]
+    for view in views:  # the other floors a rerun at another min_words moves (session 47, h175)
+        view["also_in_rerun"] = also_in_rerun(manifest, view["stage"], view["param"], view["value"])
     _with_text([r for v in views for r in v["kept_near"] + v["removed_near"]])
     if sample is not None and out.sample:
         sample.update(out.sample)
