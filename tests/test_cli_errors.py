@@ -1152,7 +1152,9 @@ def test_a_refused_dedup_leaves_nothing_in_its_output(cli, tmp_path, small_input
                                       "and no Parquet shards of its own: give that run"),
                                      (no_record, tmp_path / "d4", f"holds kept/ and removed/ shards at {no_record / 'run'}"),
                                      (run / "samples", tmp_path / "d5", f"is the samples/ directory of the refinery run "
-                                      f"{run}, not its documents (those are in {run / 'kept'}): give the run, {run}")):
+                                      f"{run}, not its documents (those are in {run / 'kept'}): give the run, {run}"),
+                                     # a path in a run that is not there is not found (was "the x/ directory": h175)
+                                     (run / "x", tmp_path / "d6", f"input not found: {run / 'x'}")):
         assert_one_error_line(*cli("dedup", source, "-o", output, "--method", "exact", "--workers", "1"), expected)
         assert (output.exists() and not any(output.iterdir())) if output == made else not output.exists(), output
     # an output made by another run: refused, and its files are as they were (no .lock added)

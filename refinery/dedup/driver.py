@@ -105,8 +105,6 @@ def list_shards(input_dir: str) -> list[Shard]:
     # its index, read as documents (review h99: "lacks column(s) ['id', 'text']")
     if of_run is not None and (refusal := last_pass_refusal(input_dir, *of_run)):
         raise DedupInputError(refusal)
-    if of_run is None and (refusal := inner_directory_refusal(input_dir, give_the_run=True)):
-        raise DedupInputError(refusal)
     run = RunDir(input_dir)
     unfinished = run.unfinished_last_pass()
     if unfinished:
@@ -124,6 +122,10 @@ def list_shards(input_dir: str) -> list[Shard]:
         files = fs.list_files(root, (".parquet",), runs=runs_below)
     except fs.StorageError as exc:
         raise DedupInputError(str(exc)) from None
+    # after the listing, as `refinery run -i`: a path that is not there is "not found", whatever
+    # run holds it (it was "the x/ directory of the refinery run": session 47, h175)
+    if of_run is None and (refusal := inner_directory_refusal(input_dir, give_the_run=True)):
+        raise DedupInputError(refusal)
     if not files and runs_below:  # the parent of a run given (`two` for `two/run`): "no Parquet shards"
         more = f" (and {len(runs_below) - 1} more)" if len(runs_below) > 1 else ""
         raise DedupInputError(f"{input_dir} holds a refinery run at {_as_given(runs_below[0], input_dir)}{more}, and "
