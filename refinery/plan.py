@@ -632,10 +632,11 @@ def check_html_before_extract(config: PipelineConfig) -> None:
             extractor = spec
 
 
-def _check_parquet_has_text(config: PipelineConfig, input_uri: str, files: list[str]) -> None:
+def _check_first_parquet(config: PipelineConfig, input_uri: str, files: list[str]) -> None:
     """Parquet input of raw pages (an ``html`` column, no ``text``) read by stages that need text
     with no ``extract`` first removed every document as ``empty_text`` (found by adversarial
-    testing): refused, as for WARC input. One footer is read (the first Parquet file's)."""
+    testing): refused, as for WARC input. One footer is read (the first Parquet file's); a reserved
+    column beside its ``input_`` rename in it is refused too (the reader's rename would fail the shard)."""
     first = next((f for f in files if f.lower().endswith(".parquet")), None)
     if first is None:
         return
@@ -647,6 +648,13 @@ def _check_parquet_has_text(config: PipelineConfig, input_uri: str, files: list[
         return
     if "html" in names and "text" not in names:
         check_text_before_use(config, input_uri, f"Parquet pages without a text column ({fs.basename(first)}: html only)")
+    from refinery.schema import InputSchemaError, rename_reserved
+
+    try:  # the footer already read: a reserved column beside its rename (quote_lines and
+        # input_quote_lines) failed its shard, where it is one line up front now (session 47, h175)
+        rename_reserved(names, f"input Parquet shard {first}")
+    except InputSchemaError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
@@ -760,7 +768,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     if any(f.lower().endswith(WARC_SUFFIXES) for f in files):
         check_text_before_use(config, input_uri)
     else:
-        _check_parquet_has_text(config, input_uri, files)
+        _check_first_parquet(config, input_uri, files)
     root = input_root(input_uri, files)
     names = unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
     passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit, pinned=pinned_libraries)

@@ -372,6 +372,19 @@ def test_reserved_input_columns_are_renamed_not_obeyed(tmp_path):
     assert kept.column("input__reason").to_pylist() == ["evil", "evil", None]
     assert {"input_removed_reason", "input_removed_stage", "input__metric"} <= set(kept.column_names)
     assert not {"_reason", "_metric", "removed_reason", "removed_stage"} & set(kept.column_names)
+    # a reserved column beside its rename: one line before any task, naming the file and both
+    # (the footer the plan reads anyway; it failed its shard: session 47, h175)
+    from refinery.plan import plan_run
+
+    both = tmp_path / "both" / "both.parquet"
+    both.parent.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"], "quote_lines": pa.array([[0]], pa.list_(pa.int32())),
+                             "input_quote_lines": [[1]]}), both)
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}]})
+    with pytest.raises(ConfigError, match=re.escape(f"input Parquet shard {both}: column 'quote_lines' is reserved "
+                                                    "and 'input_quote_lines' exists too; rename one of them")):
+        plan_run(config, str(both.parent), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------------------------
