@@ -160,6 +160,19 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
         assert (sum(h.counts["kept"]), h.null["kept"]) == (kept_cut, kept_uncut)
         assert [t["value"] for t in thresholds[stage][column]] == [50.0]
     assert thresholds["lines_dedup"]["lines_dedup_removed_frac"] == [{"param": "lines.max_removed_word_frac", "value": 0.25}]
+    # the what-if judges a dedup pass's removals by its rules as it does a stage's: the pass's stage
+    # type (lines_dedup) names their columns; without it "would pass this rule: 0 of the 0" where a
+    # rerun kept them (benchmarks/whatif_vs_rerun.py, h176). d1 has 47 words left, d3 80
+    from refinery.stats.whatif import what_if
+
+    for stage, param, value, removed, passing in (("lines_dedup", "lines.min_words_after_cuts", 45, [], ["d1"]),
+                                                  ("lines_dedup", "lines.min_words_after_cuts", 81, ["d3"], []),
+                                                  ("line_corrections", "min_words_after_cuts", 45, [], ["c1"])):
+        w = what_if(str(tmp_path / "run"), stage, param, value)
+        by_change = {c: sorted(d["id"] for d in w["documents"] if d["change"] == c)
+                     for c in ("would be removed", "would pass this rule")}
+        assert (by_change["would be removed"], by_change["would pass this rule"], w["removed_for_column"]) == (
+            removed, passing, 1), (stage, value, w)
     # a YAML pipeline's lines_dedup stage applying that index draws the same two lines: its params
     # leave both to the index, and its histograms had none (session 42 h117 left it; h124)
     from refinery.stages.line_dedup import FRAC, WORDS_AFTER_CUTS

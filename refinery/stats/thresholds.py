@@ -196,8 +196,21 @@ def reason_metric(kind: str | None, reason: str, columns: list[str]) -> str | No
 
 
 def stage_kinds(manifest: dict[str, Any]) -> dict[str, str]:
-    """``{stage name: stage type}`` from a run's ``run.json``."""
-    return {(s.get("name") or s["type"]): s["type"] for s in (manifest.get("config") or {}).get("stages", [])}
+    """``{stage name: stage type}`` from a run's ``run.json``, its dedup passes too: a pass is applied
+    by the stage type its unnamed pass is called (``lines`` -> ``lines_dedup``), whose
+    ``reason_metrics`` say which column its removals' reasons are judged on. Without them a what-if
+    on ``lines.max_removed_word_frac`` counted none of the pass's removals as its rule's: "would pass
+    this rule: 0 of the 0" where a rerun kept 18 (benchmarks/whatif_vs_rerun.py, session 47)."""
+    config = manifest.get("config") or {}
+    kinds = {(s.get("name") or s["type"]): s["type"] for s in config.get("stages", [])}
+    entries = list(config.get("dedup") or [])
+    standalone = manifest.get("dedup")  # `refinery dedup`'s run.json: its settings under "dedup"
+    if manifest.get("kind") == "dedup" and isinstance(standalone, dict) and isinstance(standalone.get("config"), dict):
+        entries.append({**standalone["config"], "name": manifest.get("name")})
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("method"):
+            kinds.setdefault(pass_name(entry["method"], entry.get("name")), pass_name(entry["method"]))
+    return kinds
 
 
 #: dedup method -> {metric column -> (config section, parameter)}: a dedup pass's own threshold
