@@ -173,6 +173,15 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
                      for c in ("would be removed", "would pass this rule")}
         assert (by_change["would be removed"], by_change["would pass this rule"], w["removed_for_column"]) == (
             removed, passing, 1), (stage, value, w)
+    # benchmarks/whatif_vs_rerun.py (reruns: not run here) imports and reads every threshold from a run,
+    # a dedup pass's as one (rerun on a copy of the run with --force)
+    import sys
+
+    sys.path.append(str(ROOT / "benchmarks"))  # last: benchmarks/classifiers.py must not shadow the package
+    import whatif_vs_rerun
+
+    found = {(t.stage, t.param): t.dedup for t in whatif_vs_rerun.thresholds_of(tmp_path / "run")}
+    assert found[("lines_dedup", "lines.min_words_after_cuts")] and not found[("line_corrections", "min_words_after_cuts")]
     # a YAML pipeline's lines_dedup stage applying that index draws the same two lines: its params
     # leave both to the index, and its histograms had none (session 42 h117 left it; h124)
     from refinery.stages.line_dedup import FRAC, WORDS_AFTER_CUTS
