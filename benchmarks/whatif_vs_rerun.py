@@ -24,6 +24,9 @@ base run with ``--force``, which reuses the passes before it. Each row is classe
 - ``not judged``: the rerun removed more, all of them documents the stage passed without computing
   the metric (gopher_repetition stops at its deciding rule), which the what-if reports as "not
   judged";
+- ``keepers moved``: the differences are documents whose metric itself moved in the rerun: the
+  lines pass gives each repeated line to its first holder that stays, so a value that removes a
+  line's keeper hands it to the next holder, whose cut fraction falls (the what-if says so);
 - ``earlier stage differed``: the differences are documents an earlier stage decided otherwise in
   the rerun (extraction's per-document timeout on a busy machine);
 - ``refused``: the what-if refuses the value as a rerun would (no rerun made);
@@ -274,9 +277,19 @@ def check(base_dir: Path, base: dict[Key, Fate], t: Threshold, side: str, value:
         shutil.copytree(base_dir, out)
     _run(rerun_config(config, t, value), input_dir, out, workers, force=t.dedup)
     rerun = fates(out)
+    # the lines pass's metric moves with its value (its keepers): the rerun's own values, to tell
+    rerun_values = metric_values(out, t.column) if w.get("keepers_move") else {}
     row.seconds = time.perf_counter() - started
     shutil.rmtree(out, ignore_errors=True)
+    classify(row, w, base_dir, base, rerun, rerun_values)
+    row.details["spec"] = spec
+    return row
 
+
+def classify(row: Row, w: dict[str, Any], base_dir: Path, base: dict[Key, Fate], rerun: dict[Key, Fate],
+             rerun_values: dict[Key, float | None]) -> None:
+    """Compare the what-if's documents with the rerun's and class the row (see the module doc)."""
+    t = row.threshold
     order = [s["stage"] for s in load_run_stats(str(base_dir))["stages"]]
     before = set(order[: order.index(t.stage)])
 
@@ -293,26 +306,30 @@ def check(base_dir: Path, base: dict[Key, Fate], t: Threshold, side: str, value:
     relabelled = sum(1 for k, f in rerun.items() if by_stage(f) and by_stage(base.get(k)) and f != base.get(k))
     earlier = {k for k in set(base) | set(rerun)
                if _earlier(base.get(k), before) != _earlier(rerun.get(k), before)}
-    pred, real = (pred_rm, real_rm) if side == "stricter" else (pred_pass, real_pass)
+    pred, real = (pred_rm, real_rm) if row.side == "stricter" else (pred_pass, real_pass)
     row.predicted, row.real = len(pred), len(real)
     diff = pred ^ real
     values = metric_values(base_dir, t.column) if diff else {}
-    unjudged = {k for k in real - pred if values.get(k) is None} if t.kind in UNCOMPUTED_WHEN_NULL else set()
-    row.details = {"spec": spec, "predicted_from_corpus": w["would_remove_from_corpus"],
+    said_unjudged = t.kind in UNCOMPUTED_WHEN_NULL and w["passed_without_value"]
+    unjudged = {k for k in real - pred if values.get(k) is None} if said_unjudged else set()
+    moved = {k for k in diff if rerun_values.get(k) != values.get(k)} if w.get("keepers_move") else set()
+    row.details = {"predicted_from_corpus": w["would_remove_from_corpus"],
                    "not_judged_said": w["passed_without_value"], "relabelled": relabelled,
                    "earlier_differed": len(earlier), "pred_not_real": sorted(map(list, pred - real))[:5],
                    "real_not_pred": sorted(map(list, real - pred))[:5]}
     if not diff:
         row.verdict = "re-labelled" if relabelled else "exact"
         row.note = f"{relabelled} moved between the stage's reasons" if relabelled else ""
-    elif diff <= unjudged | earlier and (unjudged and w["passed_without_value"] or not unjudged):
-        row.verdict = "not judged" if unjudged else "earlier stage differed"
-        row.note = (f"{len(unjudged)} removed had no {t.column} (said: {w['passed_without_value']} not judged)"
-                    if unjudged else f"{len(diff & earlier)} decided otherwise before {t.stage}")
+    elif diff <= unjudged | earlier | moved:
+        row.verdict, row.note = max(
+            [("not judged", unjudged, f"{len(unjudged)} removed had no {t.column} "
+                                      f"(said: {w['passed_without_value']} not judged)"),
+             ("keepers moved", moved, f"{len(moved)} had another {t.column} in the rerun (said: keepers move)"),
+             ("earlier stage differed", diff & earlier, f"{len(diff & earlier)} decided otherwise before {t.stage}")],
+            key=lambda c: len(c[1]))[::2]
     else:
         row.verdict = "MISMATCH"
         row.note = f"{len(pred - real)} predicted only, {len(real - pred)} real only"
-    return row
 
 
 def _earlier(f: Fate, before: set[str]) -> Fate:

@@ -163,7 +163,7 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
     # the what-if judges a dedup pass's removals by its rules as it does a stage's: the pass's stage
     # type (lines_dedup) names their columns; without it "would pass this rule: 0 of the 0" where a
     # rerun kept them (benchmarks/whatif_vs_rerun.py, h176). d1 has 47 words left, d3 80
-    from refinery.stats.whatif import what_if
+    from refinery.stats.whatif import render_what_if, what_if
 
     for stage, param, value, removed, passing in (("lines_dedup", "lines.min_words_after_cuts", 45, [], ["d1"]),
                                                   ("lines_dedup", "lines.min_words_after_cuts", 81, ["d3"], []),
@@ -173,6 +173,8 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
                      for c in ("would be removed", "would pass this rule")}
         assert (by_change["would be removed"], by_change["would pass this rule"], w["removed_for_column"]) == (
             removed, passing, 1), (stage, value, w)
+        # the lines pass's keepers move with its value (a rerun removed 19 of 20 counted): said, not hidden
+        assert any("keepers move" in line for line in render_what_if(w)) == (stage == "lines_dedup")
     # benchmarks/whatif_vs_rerun.py (reruns: not run here) imports and reads every threshold from a run,
     # a dedup pass's as one (rerun on a copy of the run with --force)
     import sys
