@@ -91,11 +91,22 @@ def _yaml_hint(kind: str, value: Any) -> str:
     return ""
 
 
-def problems(exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+def problems(exc: ValidationError, model: type[BaseModel] | None = None, at: tuple[Any, ...] = ()) -> list[str]:
     """``["reader.batch_size: must be > 0, got 0", "colur: unknown key (did you mean 'colour'?)"]``.
-    ``model``: the model validated, whose keys an unknown key is matched against."""
+    ``model``: the model validated, whose keys an unknown key is matched against. ``at``: where the
+    validated data sits in a recipe (``("dedup", 2)``), named first as the recipe's refusal names it."""
     errors = _merge_unions(exc.errors())
-    return [_problem(err, errors, model) for err in errors]
+    return [_placed(at, err, _problem(err, errors, model)) for err in errors]
+
+
+def _placed(at: tuple[Any, ...], err: Any, problem: str) -> str:
+    """``problem`` named from ``at``: ``lines.min_docs: ...`` -> ``dedup[2].lines.min_docs: ...``."""
+    if not at:
+        return problem
+    place, inner = where(at), where(tuple(err["loc"]))
+    if inner and problem.startswith(inner):
+        return place + ("" if inner.startswith("[") else ".") + problem
+    return f"{place}: {problem}"
 
 
 def _problem(err: Any, errors: list[Any], model: type[BaseModel] | None) -> str:

@@ -203,11 +203,7 @@ def stage_kinds(manifest: dict[str, Any]) -> dict[str, str]:
     this rule: 0 of the 0" where a rerun kept 18 (benchmarks/whatif_vs_rerun.py, session 47)."""
     config = manifest.get("config") or {}
     kinds = {(s.get("name") or s["type"]): s["type"] for s in config.get("stages", [])}
-    entries = list(config.get("dedup") or [])
-    standalone = manifest.get("dedup")  # `refinery dedup`'s run.json: its settings under "dedup"
-    if manifest.get("kind") == "dedup" and isinstance(standalone, dict) and isinstance(standalone.get("config"), dict):
-        entries.append({**standalone["config"], "name": manifest.get("name")})
-    for entry in entries:
+    for entry in dedup_entries(manifest):
         if isinstance(entry, dict) and entry.get("method"):
             kinds.setdefault(pass_name(entry["method"], entry.get("name")), pass_name(entry["method"]))
     return kinds
@@ -221,6 +217,28 @@ DEDUP_THRESHOLDS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
+def dedup_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's dedup passes' settings as recorded: its recipe's ``dedup:`` entries in order, or
+    ``refinery dedup``'s (its run.json has them under "dedup", the pass named by the run)."""
+    entries = [e for e in (manifest.get("config") or {}).get("dedup") or [] if isinstance(e, dict)]
+    standalone = manifest.get("dedup")
+    if manifest.get("kind") == "dedup" and isinstance(standalone, dict) and isinstance(standalone.get("config"), dict):
+        entries.append({**standalone["config"], "name": manifest.get("name")})
+    return entries
+
+
+#: a dedup entry's method sections (each read by its own method only)
+DEDUP_SECTIONS: frozenset[str] = frozenset({"minhash", "substring", "lines", "decontaminate"})
+
+
+def own_sections(entry: dict[str, Any]) -> dict[str, Any]:
+    """A recorded dedup entry's settings, its own method's section only: another's, as an older
+    refinery dumped it (fewer keys), is refused by the check that a section under another method
+    does nothing. Without its name (a label, not a setting)."""
+    others = DEDUP_SECTIONS - {entry.get("method")} | {"name"}
+    return {k: v for k, v in entry.items() if k not in others}
+
+
 def dedup_thresholds(entry: dict[str, Any], columns: list[str]) -> dict[str, list[dict[str, Any]]]:
     """A dedup pass's thresholds, from its recorded config completed with the defaults."""
     known = DEDUP_THRESHOLDS.get(str(entry.get("method")), {})
@@ -229,10 +247,7 @@ def dedup_thresholds(entry: dict[str, Any], columns: list[str]) -> dict[str, lis
     try:
         from refinery.dedup.config import DedupConfig
 
-        # its own method's section only: another's, as an older refinery dumped it (fewer keys), is
-        # refused by the check that a section under another method does nothing
-        others = {"name", "minhash", "substring", "lines", "decontaminate"} - {entry.get("method")}
-        config = DedupConfig.model_validate({k: v for k, v in entry.items() if k not in others}).model_dump()
+        config = DedupConfig.model_validate(own_sections(entry)).model_dump()
     except Exception as exc:  # noqa: BLE001 - a config of another version must not break the report
         log.debug("cannot read dedup pass %s's settings: %s", entry.get("name"), exc)
         return {}
@@ -256,11 +271,7 @@ def run_thresholds(manifest: dict[str, Any], histograms: dict[str, dict[str, Any
             found = stage_thresholds(stage["type"], stage.get("params") or {}, columns)
             if found:
                 out[name] = found
-    entries = list(config.get("dedup") or [])
-    standalone = manifest.get("dedup")  # `refinery dedup`'s run.json: its settings under "dedup"
-    if manifest.get("kind") == "dedup" and isinstance(standalone, dict) and isinstance(standalone.get("config"), dict):
-        entries.append({**standalone["config"], "name": manifest.get("name")})
-    for entry in entries:
+    for entry in dedup_entries(manifest):
         name = pass_name(entry.get("method"), entry.get("name"))
         found = dedup_thresholds(entry, list(histograms.get(name, {})))
         if found:
