@@ -175,6 +175,21 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
             removed, passing, 1), (stage, value, w)
         # the lines pass's keepers move with its value (a rerun removed 19 of 20 counted): said, not hidden
         assert any("keepers move" in line for line in render_what_if(w)) == (stage == "lines_dedup")
+    # a pass's value a rerun would refuse is refused as the recipe's entry would be, in one line (it
+    # was answered: h173 checked stages only; h177); one it takes is answered
+    from typer.testing import CliRunner
+
+    from refinery.cli import app
+
+    for spec, why in (("lines_dedup.lines.max_removed_word_frac=1.5", "dedup[0].lines.max_removed_word_frac: must be <= 1.0, got 1.5"),
+                      ("lines_dedup.min_words_after_cuts=-3", "dedup[0].lines.min_words_after_cuts: must be >= 1, got -3"),
+                      ("lines_dedup.lines.max_removed_word_frac=1", None)):
+        out = CliRunner().invoke(app, ["stats", str(tmp_path / "run"), "--what-if", spec])
+        if why is None:
+            assert out.exit_code == 0 and "what if lines_dedup" in out.output, out.output
+        else:
+            assert out.exit_code == 2 and f"a rerun would refuse it: {why}" in out.output, out.output
+            assert len(out.output.strip().splitlines()) == 1, out.output
     # benchmarks/whatif_vs_rerun.py (reruns: not run here) imports and reads every threshold from a run,
     # a dedup pass's as one (rerun on a copy of the run with --force)
     import sys
