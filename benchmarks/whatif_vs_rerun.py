@@ -30,6 +30,10 @@ base run with ``--force``, which reuses the passes before it. Each row is classe
 - ``earlier stage differed``: the differences are documents an earlier stage decided otherwise in
   the rerun (extraction's per-document timeout on a busy machine);
 - ``refused``: the what-if refuses the value as a rerun would (no rerun made);
+
+Besides those values, a rule a rerun can switch off (the config's null: ``line_corrections``' and the
+lines pass's ``min_words_after_cuts``, ``toxicity``'s thresholds) is checked off too, as ``null`` and,
+for a floor, as 0 (the values a researcher types for "nothing removed for this"; session 48);
 - ``MISMATCH``: anything else. The script exits 1 when there is one.
 """
 
@@ -56,6 +60,7 @@ if str(ROOT) not in sys.path:
 import yaml  # noqa: E402
 
 from refinery.dedup.config import pass_name  # noqa: E402
+from refinery.rerun_refusal import rerun_refusal  # noqa: E402
 from refinery.io import fs  # noqa: E402
 from refinery.io.parquet import read_columns  # noqa: E402
 from refinery.rundir import RunDir  # noqa: E402
@@ -99,7 +104,7 @@ class Threshold:
 @dataclass
 class Row:
     threshold: Threshold
-    value: float
+    value: float | None  # None: the rule off (the config's null)
     side: str  # "stricter" / "looser"
     predicted: int = 0
     real: int = 0
@@ -129,7 +134,7 @@ def base_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def rerun_config(config: dict[str, Any], t: Threshold, value: float) -> dict[str, Any]:
+def rerun_config(config: dict[str, Any], t: Threshold, value: float | None) -> dict[str, Any]:
     """``config`` with ``t`` at ``value``: a document stage's threshold with the stages up to it only
     (nothing after it changes what it removes), a dedup pass's with every stage and pass."""
     config = copy.deepcopy(config)
@@ -157,9 +162,9 @@ def rerun_config(config: dict[str, Any], t: Threshold, value: float) -> dict[str
     return config
 
 
-def _typed(current: Any, value: float) -> Any:
-    """``value`` as an int where the param holds one (``min_words``), else a float."""
-    return int(value) if isinstance(current, int) and not isinstance(current, bool) and value == int(value) else value
+def _typed(current: Any, value: float | None) -> Any:
+    """``value`` as an int where the param holds one (``min_words``), else a float (None: null)."""
+    return int(value) if value is not None and isinstance(current, int) and not isinstance(current, bool) and value == int(value) else value
 
 
 def fates(run: Path) -> dict[Key, Fate]:
@@ -230,6 +235,21 @@ def new_values(t: Threshold, base: dict[Key, Fate], values: dict[Key, float | No
     return out
 
 
+def off_values(t: Threshold, manifest: dict[str, Any]) -> list[tuple[str, float | None]]:
+    """The rule switched off, where a rerun takes the param's null: ``null``, and 0 for a floor
+    (removes nothing, as null does) where a rerun takes 0 too; each a looser value."""
+    if not _checked(manifest, t) or rerun_refusal(manifest, t.stage, t.param, None) is not None:
+        return []
+    zero = threshold_rule(t.kind, t.param).lower and t.value != 0 and rerun_refusal(manifest, t.stage, t.param, 0) is None
+    return [("looser", None)] + ([("looser", 0.0)] if zero else [])
+
+
+def _checked(manifest: dict[str, Any], t: Threshold) -> bool:
+    """Whether a rerun's refusal of ``t``'s param is checked here: ``rerun_refusal`` answers None
+    (accepted) for a setting it cannot check too, so a value no param takes must be refused."""
+    return rerun_refusal(manifest, t.stage, t.param, -1.5) is not None
+
+
 def _moving(x: float, t: Threshold, side: str, xs: list[float]) -> float | None:
     """A value as a user would type it (whole words for a count, two significant digits otherwise)
     that moves the document at ``x`` to the other side: rounded to the nearest first (fractions of
@@ -265,7 +285,7 @@ def check(base_dir: Path, base: dict[Key, Fate], t: Threshold, side: str, value:
           input_dir: str, scratch: Path, workers: int) -> Row:
     row = Row(t, value, side)
     started = time.perf_counter()
-    spec = f"{t.stage}.{t.param}={value:g}"
+    spec = f"{t.stage}.{t.param}={'null' if value is None else f'{value:g}'}"
     try:
         w = what_if(str(base_dir), t.stage, t.param, value, show=10**9)
     except WhatIfError as exc:
@@ -363,11 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"base run: {len(base):,} documents, {sum(1 for f in base.values() if f == 'kept'):,} kept "
           f"({time.perf_counter() - started:.0f} s); {base_dir}")
     rows: list[Row] = []
+    manifest = load_run_manifest(str(base_dir))
     for t in thresholds_of(base_dir):
         if args.only and t.stage not in args.only:
             continue
         values = metric_values(base_dir, t.column)
-        for side, value in new_values(t, base, values, order, args.per_side):
+        for side, value in new_values(t, base, values, order, args.per_side) + off_values(t, manifest):
             row = check(base_dir, base, t, side, value, config, args.input, scratch, args.workers)
             rows.append(row)
             print(_line(row), flush=True)
@@ -387,7 +408,8 @@ def _line(r: Row) -> str:
     t = r.threshold
     what = "removed" if r.side == "stricter" else "pass"
     name = f"{t.stage}.{t.param}"
-    return (f"{name:<44} {t.value:>9g} -> {r.value:<9g} {what:<7} predicted {r.predicted:>4}  real {r.real:>4}  "
+    value = "null" if r.value is None else f"{r.value:g}"
+    return (f"{name:<44} {t.value:>9g} -> {value:<9} {what:<7} predicted {r.predicted:>4}  real {r.real:>4}  "
             f"{'yes' if r.verdict in ('exact', 're-labelled') else 'no ':<3}  {r.verdict:<22} {r.note}")
 
 

@@ -257,12 +257,14 @@ def _what_if(run_dir: Optional[str], spec: str, show: int, json_out: bool, compa
     _one_run_view("--what-if", run_dir, compare, json_out, compute, render_what_if)
 
 
-def _check_what_if_value(run_dir: str, spec: str, stage: str, param: str, value: float) -> None:
+def _check_what_if_value(run_dir: str, spec: str, stage: str, param: str, value: float | None) -> None:
     """Refuse (ValueError, one line) a value a rerun would refuse (``min_words=-5``, a fraction
-    above 1): the what-if answered for a run that cannot be made (h173; a dedup pass's, h177)."""
+    above 1, ``null`` where the param takes no null): the what-if answered for a run that cannot be
+    made (h173; a dedup pass's, h177; null, session 48)."""
     from refinery.rerun_refusal import rerun_refusal
 
-    number: float | int = int(value) if value.is_integer() and abs(value) < 2**53 else value
+    number: float | int | None = (value if value is None or not value.is_integer() or abs(value) >= 2**53
+                                  else int(value))
     refusal = rerun_refusal(_run_manifest(run_dir), stage, param, number)
     if refusal:
         raise ValueError(f"--what-if {spec!r}: a rerun would refuse it: {refusal}")

@@ -8,13 +8,14 @@ from __future__ import annotations
 import re
 
 
-def rerun_refusal(manifest: dict, stage: str, param: str, number: float | int) -> str | None:
+def rerun_refusal(manifest: dict, stage: str, param: str, number: float | int | None) -> str | None:
     """Why a rerun of the run (its run.json ``manifest``) with ``stage``'s ``param`` at ``number``
-    would be refused, or None (accepted, or not a setting checked here)."""
+    (None: the config's null, the rule off) would be refused, or None (accepted, or not a setting
+    checked here)."""
     return stage_refusal(manifest, stage, param, number) or dedup_pass_refusal(manifest, stage, param, number)
 
 
-def stage_refusal(manifest: dict, stage: str, param: str, number: float | int) -> str | None:
+def stage_refusal(manifest: dict, stage: str, param: str, number: float | int | None) -> str | None:
     """What building the stage from run.json's entry with the value says, if it refuses; an entry
     that does not build as recorded (another version's, a plugin not loaded here) is not checked."""
     import copy
@@ -50,7 +51,7 @@ def stage_refusal(manifest: dict, stage: str, param: str, number: float | int) -
     return None
 
 
-def dedup_pass_refusal(manifest: dict, stage: str, param: str, number: float | int) -> str | None:
+def dedup_pass_refusal(manifest: dict, stage: str, param: str, number: float | int | None) -> str | None:
     """What the dedup pass's settings model says of run.json's entry with the value, if it refuses
     (``lines.max_removed_word_frac=1.5`` was answered): a recipe's entry as ``refinery run`` checks
     it (``dedup[2].lines.max_removed_word_frac: must be <= 1.0, got 1.5``), ``refinery dedup``'s as

@@ -167,7 +167,11 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
 
     for stage, param, value, removed, passing in (("lines_dedup", "lines.min_words_after_cuts", 45, [], ["d1"]),
                                                   ("lines_dedup", "lines.min_words_after_cuts", 81, ["d3"], []),
-                                                  ("line_corrections", "min_words_after_cuts", 45, [], ["c1"])):
+                                                  ("line_corrections", "min_words_after_cuts", 45, [], ["c1"]),
+                                                  # the floor off, as a rerun takes it (0 or null: session 48)
+                                                  ("lines_dedup", "lines.min_words_after_cuts", 0, [], ["d1"]),
+                                                  ("lines_dedup", "lines.min_words_after_cuts", None, [], ["d1"]),
+                                                  ("line_corrections", "min_words_after_cuts", None, [], ["c1"])):
         w = what_if(str(tmp_path / "run"), stage, param, value)
         by_change = {c: sorted(d["id"] for d in w["documents"] if d["change"] == c)
                      for c in ("would be removed", "would pass this rule")}
@@ -182,11 +186,18 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
     from refinery.cli import app
 
     for spec, why in (("lines_dedup.lines.max_removed_word_frac=1.5", "dedup[0].lines.max_removed_word_frac: must be <= 1.0, got 1.5"),
-                      ("lines_dedup.min_words_after_cuts=-3", "dedup[0].lines.min_words_after_cuts: must be >= 1, got -3"),
-                      ("lines_dedup.lines.max_removed_word_frac=1", None)):
+                      ("lines_dedup.min_words_after_cuts=-3", "dedup[0].lines.min_words_after_cuts: must be >= 0, got -3"),
+                      ("lines_dedup.lines.max_removed_word_frac=1", None),
+                      # "nothing removed for being short after cuts": 0 was refused (the pass took >= 1
+                      # only), null was not a number; a rerun takes both (session 48)
+                      ("lines_dedup.lines.min_words_after_cuts=0", None),
+                      ("lines_dedup.lines.min_words_after_cuts=null", None),
+                      ("line_corrections.min_words_after_cuts=None", None),
+                      ("gopher_quality.min_words=off", "stage gopher_quality.min_words: must be a whole number, got nothing (null)")):
         out = CliRunner().invoke(app, ["stats", str(tmp_path / "run"), "--what-if", spec])
         if why is None:
-            assert out.exit_code == 0 and "what if lines_dedup" in out.output, out.output
+            assert out.exit_code == 0 and f"what if {spec.split('.')[0]}" in out.output, out.output
+            assert "min_words_after_cuts" not in spec or "would pass this rule: 1 of the 1" in out.output, out.output
         else:
             assert out.exit_code == 2 and f"a rerun would refuse it: {why}" in out.output, out.output
             assert len(out.output.strip().splitlines()) == 1, out.output
@@ -199,6 +210,12 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
 
     found = {(t.stage, t.param): t.dedup for t in whatif_vs_rerun.thresholds_of(tmp_path / "run")}
     assert found[("lines_dedup", "lines.min_words_after_cuts")] and not found[("line_corrections", "min_words_after_cuts")]
+    # ...and checks each floor off against a rerun, as null and as 0 (session 48)
+    manifest = load_run_manifest(str(tmp_path / "run"))
+    offs = {(t.stage, t.param): whatif_vs_rerun.off_values(t, manifest) for t in whatif_vs_rerun.thresholds_of(tmp_path / "run")}
+    assert offs[("lines_dedup", "lines.min_words_after_cuts")] == [("looser", None), ("looser", 0.0)]
+    assert offs[("line_corrections", "min_words_after_cuts")] == [("looser", None), ("looser", 0.0)]
+    assert offs[("gopher_quality", "min_words")] == []
     # a YAML pipeline's lines_dedup stage applying that index draws the same two lines: its params
     # leave both to the index, and its histograms had none (session 42 h117 left it; h124)
     from refinery.stages.line_dedup import FRAC, WORDS_AFTER_CUTS

@@ -140,9 +140,11 @@ class LinesConfig(_Strict):
 
     # cuts can take a kept document under the recipe's gopher_quality min_words (53 -> 49 words:
     # probe h89); a recipe sets it to that min_words unless given (refinery.config)
-    min_words_after_cuts: int | None = Field(None, ge=1, description="a document the cuts leave with fewer words "
+    # 0 removes nothing, as null does (and as line_corrections' 0 and substring.min_words 0 do): the
+    # value a researcher tries for "off" (stats --what-if ...=0 was refused by a rerun; session 48)
+    min_words_after_cuts: int | None = Field(None, ge=0, description="a document the cuts leave with fewer words "
                                              "(as gopher_quality counts them) is removed, too_short_after_cuts; "
-                                             "null: never")
+                                             "0 or null: never")
 
     @model_validator(mode="after")
     def _words(self) -> LinesConfig:

@@ -63,16 +63,23 @@ MIN_WORDS_PASSES: dict[str, tuple[str, str]] = {"lines": ("lines", "min_words_af
 
 _SPEC = re.compile(r"^([^.=\s]+)\.([^=\s]+)=(.+)$")
 
+#: how a user writes "the rule off" (the config's null: line_corrections' and the lines pass's
+#: ``min_words_after_cuts``, toxicity's ``threshold``); answered when a rerun takes null there
+OFF_SPELLINGS: frozenset[str] = frozenset({"null", "none", "off", "~"})
+
 
 class WhatIfError(ValueError):
     """A --what-if that names no threshold of the run (one line, exit 2)."""
 
 
-def parse_spec(spec: str) -> tuple[str, str, float]:
-    """``"gopher_quality.min_words=100"`` -> ``("gopher_quality", "min_words", 100.0)``."""
+def parse_spec(spec: str) -> tuple[str, str, float | None]:
+    """``"gopher_quality.min_words=100"`` -> ``("gopher_quality", "min_words", 100.0)``; a value of
+    ``null`` / ``none`` / ``off`` -> None (the rule off: whether a rerun takes it is checked apart)."""
     found = _SPEC.match(spec.strip())
     if not found:
         raise WhatIfError(f"--what-if {spec!r}: give STAGE.PARAM=VALUE, e.g. gopher_quality.min_words=100")
+    if found.group(3).strip().lower() in OFF_SPELLINGS:
+        return found.group(1), found.group(2), None
     try:
         value = float(found.group(3))
     except ValueError:
@@ -109,8 +116,11 @@ class Rule:
         """The value as the stored column compares with it."""
         return float(np.float32(value)) if self.float32 else float(value)
 
-    def fails(self, x: Any, value: float) -> Any:
-        """Whether metric ``x`` (a number or a numpy array) is removed at ``value``."""
+    def fails(self, x: Any, value: float | None) -> Any:
+        """Whether metric ``x`` (a number or a numpy array) is removed at ``value`` (None: the rule
+        off, nothing is)."""
+        if value is None:
+            return np.zeros(np.shape(x), dtype=bool) if np.ndim(x) else False
         t = self.limit(value)
         if self.lower:
             return x <= t if self.at_value else x < t
@@ -191,8 +201,9 @@ def _value(r: dict[str, Any], column: str) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def what_if(run_dir: str, stage: str, param: str, value: float, show: int = 20) -> dict[str, Any]:
-    """What moving ``stage``'s threshold ``param`` to ``value`` would change (see the module doc)."""
+def what_if(run_dir: str, stage: str, param: str, value: float | None, show: int = 20) -> dict[str, Any]:
+    """What moving ``stage``'s threshold ``param`` to ``value`` would change (see the module doc);
+    None: the rule off (the config's null), so every document it removed would pass it."""
     kind, column, current, order = _find_threshold(run_dir, stage, param)
     after = set(order[order.index(stage) + 1:])
     wanted = ["id", "url", column, "removed_stage", "removed_reason"]
@@ -238,9 +249,12 @@ def render_what_if(w: dict[str, Any]) -> list[str]:
     """The lines ``refinery stats --what-if`` prints."""
     col, pct = w["column"], (100.0 * w["would_remove_from_corpus"] / w["corpus_docs"] if w["corpus_docs"] else 0.0)
     side = f"at or {w['removes']}" if w.get("removes_at_value") else w["removes"]
+    rule = (f"documents {side} it are removed" if w["value"] is not None
+            else f"documents {side} {fmt_value(w['value_as_run'])} were removed, now none")
     lines = [
-        f"what if {w['stage']}.{w['param']} = {fmt_value(w['value_as_run'])} -> {fmt_value(w['value'])} "
-        f"(column {col}; documents {side} it are removed), of {w['reached_stage']:,} documents that reached "
+        f"what if {w['stage']}.{w['param']} = {fmt_value(w['value_as_run'])} -> "
+        f"{'off (null)' if w['value'] is None else fmt_value(w['value'])} "
+        f"(column {col}; {rule}), of {w['reached_stage']:,} documents that reached "
         f"{w['stage']}:",
         # what a rerun with the value would show differs by exactly this (docs/stats.md, session 47)
         "  (counted for this rule alone, on the documents that reached it as run: a rerun also re-labels "
