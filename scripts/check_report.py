@@ -277,7 +277,7 @@ def _numbers(obj: Any) -> list[float]:
 _WHATIF = re.compile(r'<details [^>]*class="whatif" data-stage="([^"]*)" data-column="([^"]*)" data-param="([^"]*)" '
                      r'data-value="([^"]*)" data-removes="(below|above)">(.*?)</details>', re.S)
 _POINT = re.compile(r'<circle class="whatif-pt" data-x="([^"]+)" data-removed="(\d+)" data-corpus="(\d+)"')
-_SAMPLE = re.compile(r'<p class="note whatif-sample" data-shards="([^"]*)" data-of="(\d+)">')
+_SAMPLE = re.compile(r'<p class="note whatif-sample" data-shards="([^"]*)" data-of="(\d+)"(?: data-row-cut="(\d+)")?>')
 _NEAR = re.compile(r'<div class="near" data-id="([^"]*)" data-shard="([^"]*)" data-value="([^"]*)">')
 #: documents the report shows on each side of a threshold (its NEAR_SHOWN, with --samples >= 3)
 NEAR_SHOWN = 3
@@ -306,7 +306,8 @@ def check_whatif(a: Audit, html: str, stats: dict[str, Any], removed: list[dict[
     sampled = _SAMPLE.search(html)
     weight = lambda r: 1.0  # noqa: E731
     if sampled:  # the section read these shards only: so does the check, with the same scaling
-        removed, kept, weight = _sampled(unescape(sampled.group(1)).split(), removed, kept, stats)
+        cut = None if sampled.group(3) is None else int(sampled.group(3))
+        removed, kept, weight = _sampled(unescape(sampled.group(1)).split(), removed, kept, stats, cut)
     slack = 1 if sampled else 0  # weighted sums rounded: summed in another order, they may round apart
     for stage, column, param, value, removes, body in _WHATIF.findall(html):
         stage, column, param = unescape(stage), unescape(column), unescape(param)
@@ -350,12 +351,19 @@ def check_whatif(a: Audit, html: str, stats: dict[str, Any], removed: list[dict[
 
 
 def _sampled(shards: list[str], removed: list[dict[str, Any]], kept: list[dict[str, Any]],
-             stats: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
-    """The rows of the shards a sampled section read, and each row's weight: the run's documents of
-    its stratum (removed by its stage for its reason, or kept) over the rows read of it."""
+             stats: dict[str, Any], cut: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    """The rows of the shards a sampled section read (``cut``: those whose hash of shard and id is
+    at most it, as the section picked them), and each row's weight: the run's documents of its
+    stratum (removed by its stage for its reason, or kept) over the rows read of it."""
+    from refinery.stats.whatif_report import row_hashes
+
     names = {n[: -len(".parquet")] if n.endswith(".parquet") else n for n in shards}
-    removed = [r for r in removed if r["_shard"] in names]
-    kept = [r for r in kept if r["_shard"] in names]
+
+    def read(r: dict[str, Any]) -> bool:
+        return r["_shard"] in names and (cut is None or int(row_hashes(r["_shard"] + ".parquet", [r["id"]])[0]) <= cut)
+
+    removed = [r for r in removed if read(r)]
+    kept = [r for r in kept if read(r)]
     read = Counter((r["removed_stage"], r["removed_reason"]) for r in removed)
     totals = {(s["stage"], reason): n for s in stats["stages"] for reason, n in (s.get("removed") or {}).items()}
     per = {k: totals.get(k, n) / n for k, n in read.items()}
@@ -406,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         check_whatif(a, html, stats, removed, kept, stored_types(args.run_dir))
         if sampled := _SAMPLE.search(html):
             notes.append(f"the Thresholds section is estimated from {len(sampled.group(1).split()):,} of "
-                         f"{int(sampled.group(2)):,} shards: checked on those shards, with the same scaling")
+                         f"{int(sampled.group(2)):,} shards{' (a hash sample of their documents)' if sampled.group(3) else ''}: "
+                         "checked on those documents, with the same scaling")
     for n in notes:
         print(f"note: {n}")
     for p in a.problems:

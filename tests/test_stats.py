@@ -581,10 +581,29 @@ def test_a_large_runs_thresholds_section_reads_a_sample_of_shards_and_scales_its
     monkeypatch.setattr(whatif_report, "ROW_BUDGET", (docs + 1) // 2)  # every 2nd shard (of 4)
     out = whatif_report.load_outputs(str(run_dir), ["gopher_word_count"], stats)
     shards = sorted(p.name for p in (run_dir / "kept").glob("*.parquet"))
-    assert out.sample == {"shards": shards[1::2], "of": len(shards), "step": 2}
-    # memory bounded by what is read: the rows of the sampled shards only
     read = sum(pq.read_metadata(run_dir / d / n).num_rows for d in ("kept", "removed") for n in shards[1::2])
+    assert out.sample == {"shards": shards[1::2], "of": len(shards), "step": 2, "rows_in_shards": read,
+                          "row_cut": None, "rows": read}
+    # memory bounded by what is read: the rows of the sampled shards only
     assert out.removed.num_rows + out.kept.num_rows == read < docs
+    # ...and by the budget, not on average: shards chosen holding more (one shard read whole at a
+    # budget of 10: session 48) give the budget's documents of the smallest hash of (shard, id)
+    monkeypatch.setattr(whatif_report, "ROW_BUDGET", 10)
+    small = whatif_report.load_outputs(str(run_dir), ["gopher_word_count"], stats)
+    (one,) = small.sample["shards"]
+    rows = {d: pq.read_table(run_dir / d / one, columns=["id"]).column("id").to_pylist() for d in ("kept", "removed")}
+    hashes = sorted((int(h), i) for ids in rows.values() for h, i in zip(whatif_report.row_hashes(one, ids), ids))
+    assert small.sample["rows_in_shards"] == len(hashes) > 10 and small.sample["rows"] == 10
+    assert sorted(small.removed.column("id").to_pylist() + small.kept.column("id").to_pylist()) == sorted(i for _, i in hashes[:10])
+    assert small.weight["kept"].sum() == pytest.approx(stats["docs_kept"]) or small.kept.num_rows == 0
+    small_html = build_report(str(run_dir), samples_per_reason=8)
+    assert f"of their {len(hashes):,} documents the 10 of the smallest hash" in small_html
+    check = _check_report_script()
+    removed, kept, _ = check.load_outputs(str(run_dir))
+    audit = check.Audit()
+    check.check_whatif(audit, small_html, stats, removed, kept, check.stored_types(str(run_dir)))
+    assert audit.problems == [] and audit.checked > 20, (audit.checked, audit.problems[:3])
+    monkeypatch.setattr(whatif_report, "ROW_BUDGET", (docs + 1) // 2)
     assert out.weight["kept"].sum() == pytest.approx(stats["docs_kept"])  # scaled to the run's corpus
     html = build_report(str(run_dir), samples_per_reason=8)
     assert f"Estimated from {len(shards[1::2])} of {len(shards)} shards" in html

@@ -674,9 +674,14 @@ def _sample_note(sample: dict[str, Any]) -> str:
     if not sample:
         return ""
     read, of = len(sample["shards"]), sample["of"]
-    return (f'<p class="note whatif-sample" data-shards="{_e(" ".join(sample["shards"]))}" data-of="{of}">'
+    cut = sample.get("row_cut")
+    # the chosen shards held more than the budget: its documents of the smallest hash (whatif_report.row_hashes)
+    rows = ("" if cut is None else f', and of their {sample["rows_in_shards"]:,} documents the {sample["rows"]:,} '
+            "of the smallest hash of shard and id (a uniform sample, the same every time)")
+    return (f'<p class="note whatif-sample" data-shards="{_e(" ".join(sample["shards"]))}" data-of="{of}"'
+            + ("" if cut is None else f' data-row-cut="{cut}"') + ">"
             f'<b>Estimated from {read:,} of {of:,} shards ({100 * read / of:.1f}%)</b>, every '
-            f'{sample["step"]:,}th by name, the same shards in every pass: the run is too large to read '
+            f'{sample["step"]:,}th by name, the same shards in every pass{rows}: the run is too large to read '
             "whole. Each curve's counts are scaled to the whole run, per removing stage and reason (and for the corpus) "
             "by the run's own totals; the documents nearest each threshold are the nearest in these shards.</p>")
 

@@ -12,18 +12,24 @@ At scale (h158) the section reads a sample: above ``ROW_BUDGET`` documents, ever
 the run (the same names in every pass: a pass keeps its input's shard names, so a document is
 followed through the passes), and each row counts for the documents of its stratum (its removing
 stage and reason, or the corpus) in the whole run, from ``stats.json``'s totals. The curves are then
-estimates, the nearest documents those of the sample, and the section says so.
+estimates, the nearest documents those of the sample, and the section says so. Shards of unequal
+size made the budget an average only (a run's one big shard among small ones read whole: 1.7x and
+more), so when the shards chosen hold more rows than the budget, the ``budget`` documents of them
+with the smallest hash of (shard, id) are read (session 48): a bound, uniform over the documents of
+each stratum, the same documents every time and in every pass (``ROW_SEED``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 
 from refinery.io import fs
 from refinery.io.parquet import read_columns
@@ -40,6 +46,9 @@ SNIPPET_CHARS = 300
 #: documents (rows of every removed/ and the final kept/) read at most, about: above it a sample of
 #: shards is read. ~550 MB per million rows (28 metric columns; 2M rows: 1.3 GB peak, 200k: 340 MB)
 ROW_BUDGET = 1_000_000
+#: the seed of the hash of (shard, id) that picks the rows read when the chosen shards hold more than
+#: the budget (scripts/check_report.py picks them with :func:`row_hashes` too)
+ROW_SEED = 0
 _ID_COLUMNS = ["id", "url"]
 _REMOVAL_COLUMNS = ["removed_stage", "removed_reason"]
 
@@ -63,12 +72,14 @@ class Outputs:
 
 
 def _read_dir(found: list[str], columns: list[str], uris: list[str],
-              stored: dict[str, pa.DataType] | None = None) -> pa.Table:
+              stored: dict[str, pa.DataType] | None = None, cut: int | None = None) -> pa.Table:
     """The ``columns`` of the shards ``found`` as one table (metric columns as float64), each row
     tagged with its shard's index in ``uris`` (appended to); ``stored`` gets each column's type as
-    the shards hold it."""
+    the shards hold it; ``cut``: only the rows whose :func:`row_hashes` are at most it."""
     parts = []
     for uri, table in zip(found, read_ahead(lambda u: read_columns(u, columns), found)):
+        if cut is not None:  # filtered shard by shard: never more than the budget held
+            table = table.filter(pa.array(row_hashes(fs.basename(uri), table.column("id").to_pylist()) <= np.uint64(cut)))
         parts.append(table.append_column("source", pa.array(np.full(table.num_rows, len(uris), np.int32))))
         uris.append(uri)
         if stored is not None:
@@ -80,6 +91,24 @@ def _read_dir(found: list[str], columns: list[str], uris: list[str],
               .cast(pa.string() if c in text_like else pa.float64()) for c in columns]
     source = table.column("source") if table is not None else pa.chunked_array([], pa.int32())
     return pa.table(arrays + [source], names=columns + ["source"])
+
+
+def row_hashes(shard: str, ids: Sequence[Any], seed: int = ROW_SEED) -> np.ndarray:
+    """A uint64 hash per document of ``shard`` (a shard file's name, ``part-00001.parquet``), the
+    same in every pass: the rows of the budget are those with the smallest."""
+    prefix = f"{shard}\x1f"
+    return np.fromiter((xxhash.xxh64_intdigest((prefix + str(i)).encode(), seed) for i in ids), np.uint64, len(ids))
+
+
+def _row_cut(found: list[str], budget: int) -> tuple[int | None, int]:
+    """(the largest hash read, or None when every row fits the ``budget``; the rows in ``found``):
+    the smallest ``budget`` hashes of their documents, a uniform sample of them without replacement."""
+    hashes = [row_hashes(fs.basename(uri), table.column("id").to_pylist())
+              for uri, table in zip(found, read_ahead(lambda u: read_columns(u, ["id"]), found))]
+    every = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+    if len(every) <= budget:
+        return None, len(every)
+    return int(np.partition(every, budget - 1)[budget - 1]), len(every)
 
 
 def sampled_names(names: list[str], docs: int, budget: int) -> list[str]:
@@ -126,13 +155,18 @@ def load_outputs(run_dir: str, columns: list[str], stats: dict[str, Any] | None 
     chosen = sampled_names(names, docs, ROW_BUDGET if budget is None else budget)
     sample = None if len(chosen) == len(names) else {"shards": chosen, "of": len(names),
                                                       "step": math.ceil(docs / (ROW_BUDGET if budget is None else budget))}
+    cut = None
     if sample:
         wanted = set(chosen)
         removed_dirs = [[u for u in found if fs.basename(u) in wanted] for found in removed_dirs]
         kept_dir = [u for u in kept_dir if fs.basename(u) in wanted]
+        cut, rows = _row_cut([u for found in removed_dirs + [kept_dir] for u in found], ROW_BUDGET if budget is None else budget)
+        sample.update({"rows_in_shards": rows, "row_cut": cut})
     stored: dict[str, pa.DataType] = {}
-    removed_parts = [_read_dir(found, _ID_COLUMNS + _REMOVAL_COLUMNS + columns, uris, stored) for found in removed_dirs]
-    kept = _read_dir(kept_dir, _ID_COLUMNS + columns, uris, stored)
+    removed_parts = [_read_dir(found, _ID_COLUMNS + _REMOVAL_COLUMNS + columns, uris, stored, cut) for found in removed_dirs]
+    kept = _read_dir(kept_dir, _ID_COLUMNS + columns, uris, stored, cut)
+    if sample:
+        sample["rows"] = sum(t.num_rows for t in removed_parts) + kept.num_rows
     removed = pa.concat_tables(removed_parts)
     shard_names = pa.array([fs.basename(u) for u in uris], pa.string())
     keys = pa.table({"shard": pa.concat_arrays([shard_names.take(t.column("source").combine_chunks()) for t in (removed, kept)]),
