@@ -64,11 +64,16 @@ class Audit:
             self.problems.append(f"{what}: report/stats say {found!r}, the data says {expected!r}")
 
 
-def _read(paths: list[str], columns: list[str] | None = None) -> pa.Table | None:
+#: the bulk of a document's row, which no check reads: left unread (read, then dropped, they made
+#: the check's peak memory the run's text: session 48)
+_BULKY = ("text", "html")
+
+
+def _read(paths: list[str], columns: list[str] | None = None, skip: tuple[str, ...] = ()) -> pa.Table | None:
     tables = []
     for p in sorted(paths):
         names = pq.read_schema(p).names
-        cols = None if columns is None else [c for c in columns if c in names]
+        cols = [c for c in (names if columns is None else columns) if c in names and c not in skip]
         tables.append(pq.read_table(p, columns=cols).add_column(0, "_shard", pa.array(
             [os.path.basename(p)[: -len(".parquet")]] * pq.read_metadata(p).num_rows, pa.string())))
     return pa.concat_tables(tables, promote_options="permissive") if tables else None
@@ -79,15 +84,14 @@ def load_outputs(run_dir: str) -> tuple[list[dict[str, Any]], list[dict[str, Any
     passes = RunDir(run_dir).document_pass_dirs()
     removed, samples = [], []
     for p in passes:
-        t = _read(glob.glob(os.path.join(p.removed_dir, "*.parquet")))
+        t = _read(glob.glob(os.path.join(p.removed_dir, "*.parquet")), skip=_BULKY)
         if t is not None:
-            removed += t.drop_columns([c for c in ("text", "html") if c in t.column_names]).to_pylist()
+            removed += t.to_pylist()
         s = _read(glob.glob(os.path.join(p.samples_dir, "*.parquet")))
         if s is not None:
             samples += s.to_pylist()
-    kept_t = _read(glob.glob(os.path.join(passes[-1].kept_dir, "*.parquet")))
-    kept = [] if kept_t is None else kept_t.drop_columns(
-        [c for c in ("text", "html") if c in kept_t.column_names]).to_pylist()
+    kept_t = _read(glob.glob(os.path.join(passes[-1].kept_dir, "*.parquet")), skip=_BULKY)
+    kept = [] if kept_t is None else kept_t.to_pylist()
     return removed, kept, samples
 
 
