@@ -35,7 +35,7 @@ from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.io.runlock import RunDirBusy
 from refinery.rundir import (INPUT_RECORD, PassDir, PassFiles, RunDir, holds_a_run, inner_directory_refusal,
-                             output_sizes, pass_of_run, shards_with_outputs)
+                             output_sizes, pass_of_run, runs_inside_refusal, shards_with_outputs)
 from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
 
 log = logging.getLogger("refinery.plan")
@@ -288,10 +288,14 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
                     else f"what it kept is in {pass_dir.kept_dir}, the run's corpus in {run.kept_dir}; give one of those")
             raise ConfigError(f"input {input_uri} is the {fs.basename(pass_dir.root)!r} pass of the refinery run "
                               f"{run.root}: {kept} as the input")
-        by_file = fs.list_file_versions(input_uri, INPUT_SUFFIXES, log_skipped=True)
+        runs_below: list[str] = []
+        by_file = fs.list_file_versions(input_uri, INPUT_SUFFIXES, log_skipped=True, runs=runs_below)
         # after the listing: a path that is not there is "not found", whatever run holds it
         if refusal := inner_directory_refusal(input_uri, give_the_run=False):
             raise ConfigError(f"input {refusal}")  # a run's removed/, samples/, stats/ were read as documents
+        # a run below, beside other files or alone: left out with a warning, its corpus was lost (h178)
+        if refusal := runs_inside_refusal(input_uri, runs_below, len(by_file), give_the_run=False):
+            raise ConfigError(f"input {refusal}")
     except (fs.StorageError, ManifestError) as exc:
         raise ConfigError(str(exc)) from None
     listed = list(by_file)

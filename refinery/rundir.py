@@ -287,6 +287,36 @@ def inner_directory_refusal(uri: str, give_the_run: bool) -> str | None:
     return None
 
 
+def as_given(listed: str, input_uri: str) -> str:
+    """A path a listing gives (absolute, locally) as under ``input_uri`` as the user wrote it."""
+    root = fs.absolute(input_uri).rstrip("/") if not fs.is_s3(input_uri) else input_uri.rstrip("/")
+    return fs.join(input_uri, listed[len(root) + 1:]) if listed.startswith(root + "/") else listed
+
+
+def runs_inside_refusal(input_uri: str, runs: list[str], other_files: int, give_the_run: bool) -> str | None:
+    """The one line refusing ``input_uri`` when refinery run directories are below it (``runs``,
+    as :func:`fs.list_files` found them; at any depth): a run's files are its output, never input
+    (its removed/ and samples/ would be read as documents), and leaving them out unsaid lost the
+    documents of its corpus the user pointed at (session 48, h178: ``refinery dedup`` said nothing,
+    ``refinery run`` one warning among its progress lines). ``other_files``: the input's own files
+    beside them. ``give_the_run``: the command reads a run (``refinery dedup``), else its ``kept/``
+    is named (``refinery run``). None when there is no run below."""
+    if not runs:
+        return None
+    run = as_given(sorted(runs)[0], input_uri)
+    more = f" (and {len(runs) - 1} more)" if len(runs) > 1 else ""
+    kept = RunDir(run).kept_dir
+    give = f"give the run, {run}" if give_the_run else f"give {kept} as the input"
+    own = "Parquet shard" if give_the_run else "input file"  # what each command reads
+    if not other_files:
+        return f"{input_uri} holds the refinery run {run}{more}, and no {own}s of its own: {give}"
+    beside = f"{other_files} {own}{'s' if other_files > 1 else ''} of its own"
+    alone = f"give the run, {run}, to a dedup of its own" if give_the_run else f"give {kept} to a run of its own"
+    return (f"{input_uri} holds the refinery run {run}{more} beside {beside}: a run's files are its output, "
+            f"not input, and its documents ({kept}) would be left out: move the run out of {input_uri}, "
+            f"or {alone}")
+
+
 def pass_of_run(uri: str) -> tuple[RunDir, PassDir] | None:
     """(the run, the pass) when ``uri`` is the directory of one document pass of a multi-pass run
     (``OUT/filter``), else None. Its kept/, removed/ and samples/ all hold Parquet shards."""

@@ -1142,14 +1142,22 @@ def test_a_refused_dedup_leaves_nothing_in_its_output(cli, tmp_path, small_input
 
     holder, no_record = tmp_path / "holder", tmp_path / "no-record"
     shutil.copytree(run, holder / "run")
+    beside = tmp_path / "beside"
+    shutil.copytree(run, beside / "run")
+    shutil.copy(run / "kept" / sorted(p.name for p in (run / "kept").iterdir())[0], beside / "own.parquet")
     shutil.copytree(run, no_record / "run")
     (no_record / "run" / "run.json").unlink()
     assert any((run / "samples").iterdir())
     for source, output, expected in ((tmp_path / "nowhere", tmp_path / "d1", "input not found"),
                                      (tokens, tmp_path / "d2", "lacks column(s)"),
                                      (tmp_path / "nowhere", made, "input not found"),
-                                     (holder, tmp_path / "d3", f"{holder} holds a refinery run at {holder / 'run'}, "
-                                      "and no Parquet shards of its own: give that run"),
+                                     # beside shards of its own: its documents were left out, unsaid (h178)
+                                     (beside, tmp_path / "d7", f"{beside} holds the refinery run {beside / 'run'} beside "
+                                      f"1 Parquet shard of its own: a run's files are its output, not input, and its "
+                                      f"documents ({beside / 'run' / 'kept'}) would be left out: move the run out of "
+                                      f"{beside}, or give the run, {beside / 'run'}, to a dedup of its own"),
+                                     (holder, tmp_path / "d3", f"{holder} holds the refinery run {holder / 'run'}, "
+                                      f"and no Parquet shards of its own: give the run, {holder / 'run'}"),
                                      (no_record, tmp_path / "d4", f"holds kept/ and removed/ shards at {no_record / 'run'}"),
                                      (run / "samples", tmp_path / "d5", f"is the samples/ directory of the refinery run "
                                       f"{run}, not its documents (those are in {run / 'kept'}): give the run, {run}"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 
 import boto3
@@ -282,6 +283,14 @@ def test_a_run_directory_inside_the_input_is_not_read_as_input(root):
     # a run directory given as the input itself is read as the user asked
     assert fs.list_files(fs.join(root, "run1"), (".parquet",)) == [fs.join(root, "run1/filter/removed/a.parquet"),
                                                                     fs.join(root, "run1/kept/a.parquet")]
+    # as a run's input, one line naming the run, locally and on S3 (h178: it was left out with a
+    # warning, the run's corpus lost among the other files)
+    from refinery.config import ConfigError
+    from refinery.plan import list_input_versions
+
+    with pytest.raises(ConfigError, match=re.escape(f"input {root} holds the refinery run {fs.join(root, 'run1')} "
+                                                    f"beside 4 input files of its own: ")):  # sub/run.json is JSON lines
+        list_input_versions(root)
 
 
 def test_s3_objects_are_read_by_ranged_gets_and_a_rewrite_mid_read_fails(s3_bucket, s3_server):

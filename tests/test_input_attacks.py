@@ -771,7 +771,7 @@ def test_a_damaged_parquet_page_fails_its_shard_at_once_naming_the_file(tmp_path
     assert not [r for r in caplog.records if "attempt 2" in r.getMessage() or "retrying" in r.getMessage()]
 
 
-def test_a_refinery_dedup_output_as_input_is_refused_and_left_out_below_an_input(tmp_path, cli):
+def test_a_refinery_dedup_output_is_refused_as_input_and_below_one(tmp_path, cli):
     """Found by review (h92): ``refinery dedup``'s run.json records its passes but no ``config``,
     so its output was no run directory to the listing: given as input (or found inside one), its
     removed/ and index shards were read, and its JSON records (now that ``.json`` is JSON lines)
@@ -786,5 +786,19 @@ def test_a_refinery_dedup_output_as_input_is_refused_and_left_out_below_an_input
     with pytest.raises(Exception, match=f"input {root / 'dd'} is a refinery run directory: its documents are in "
                                         f"{root / 'dd' / 'kept'}; give that as the input"):
         run_pipeline(config, str(root / "dd"), str(tmp_path / "out"), workers=1, progress=False)
+    # below an input, beside its own files or deeper: refused, naming the run (h178: it was left out
+    # with a warning among the progress lines, the run's corpus lost; `refinery dedup` said nothing)
+    with pytest.raises(ConfigError, match=re.escape(
+            f"input {root} holds the refinery run {root / 'dd'} beside 1 input file of its own: a run's files are its "
+            f"output, not input, and its documents ({root / 'dd' / 'kept'}) would be left out: move the run out of "
+            f"{root}, or give {root / 'dd' / 'kept'} to a run of its own")):
+        run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
+    (root / "deeper" / "x").mkdir(parents=True)
+    (root / "dd").rename(root / "deeper" / "x" / "dd")
+    with pytest.raises(ConfigError, match=re.escape(f"input {root} holds the refinery run {root / 'deeper' / 'x' / 'dd'} "
+                                                    f"beside 1 input file")):
+        run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
+    assert not (tmp_path / "out").exists()
+    shutil.move(root / "deeper", tmp_path / "moved")  # moved out, as the line says: a.jsonl alone
     summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
-    assert not summary.failed and summary.stats["docs_read"] == 4  # a.jsonl alone: dd/ is output
+    assert not summary.failed and summary.stats["docs_read"] == 4

@@ -59,6 +59,7 @@ from refinery.rundir import (
     parent_dir,
     pass_of_run,
     remove_orphan_shards,
+    runs_inside_refusal,
 )
 from refinery.runner import shard_name
 
@@ -126,10 +127,9 @@ def list_shards(input_dir: str) -> list[Shard]:
     # run holds it (it was "the x/ directory of the refinery run": session 47, h175)
     if of_run is None and (refusal := inner_directory_refusal(input_dir, give_the_run=True)):
         raise DedupInputError(refusal)
-    if not files and runs_below:  # the parent of a run given (`two` for `two/run`): "no Parquet shards"
-        more = f" (and {len(runs_below) - 1} more)" if len(runs_below) > 1 else ""
-        raise DedupInputError(f"{input_dir} holds a refinery run at {_as_given(runs_below[0], input_dir)}{more}, and "
-                              f"no Parquet shards of its own: give that run")
+    # a run below (`two` for `two/run`, or beside other shards): its documents would be left out
+    if refusal := runs_inside_refusal(input_dir, runs_below, len(files), give_the_run=True):
+        raise DedupInputError(refusal)
     if not files:
         raise DedupInputError(f"no Parquet shards under {root}")
     if not is_run:
@@ -160,12 +160,6 @@ def list_shards(input_dir: str) -> list[Shard]:
                 f"may be missing: finish the run first (run the same `refinery run` command again)")
     order = sorted(range(len(files)), key=lambda i: names[i])
     return [Shard(names[i], files[i], k) for k, i in enumerate(order)]
-
-
-def _as_given(listed: str, input_dir: str) -> str:
-    """A path the listing gives (absolute, locally) as under ``input_dir`` as the user wrote it."""
-    root = fs.absolute(input_dir).rstrip("/") if not fs.is_s3(input_dir) else input_dir.rstrip("/")
-    return fs.join(input_dir, listed[len(root) + 1:]) if listed.startswith(root + "/") else listed
 
 
 def _warn_failed_shards(input_dir: str, read: set[str]) -> None:

@@ -657,17 +657,20 @@ def list_files(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = Fal
     listed twice (by device and inode): a symlink loop is skipped, never followed.
     ``log_skipped`` logs one line per file left out, and why (the input listing uses it, so no
     input is skipped without a word). ``runs``, when given, is extended with the refinery run
-    directories below ``uri`` whose files were left out (so a caller that finds nothing else can
-    name them: ``refinery dedup`` given a run's parent said "no Parquet shards").
+    directories below ``uri`` whose files were left out, and the caller says what they mean (an
+    input's refuses them: their documents left out unsaid were lost; session 48, h178), so they are
+    not logged as skipped.
     """
     return list(_listing(uri, suffixes, log_skipped, versions=False, runs_out=runs))
 
 
-def list_file_versions(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = False) -> dict[str, tuple[int, str]]:
+def list_file_versions(uri: str, suffixes: tuple[str, ...] = (), log_skipped: bool = False,
+                       runs: list[str] | None = None) -> dict[str, tuple[int, str]]:
     """What :func:`list_files` lists, each with its ``(byte size, version)`` as
     :func:`file_versions` gives them, from the same listing: an S3 prefix is listed once (its
-    listing carries each object's size and ETag), not once for the names and again for versions."""
-    return _listing(uri, suffixes, log_skipped, versions=True)  # type: ignore[return-value]
+    listing carries each object's size and ETag), not once for the names and again for versions.
+    ``runs``: as for :func:`list_files`."""
+    return _listing(uri, suffixes, log_skipped, versions=True, runs_out=runs)  # type: ignore[return-value]
 
 
 def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: bool,
@@ -713,9 +716,10 @@ def _listing(uri: str, suffixes: tuple[str, ...], log_skipped: bool, versions: b
             listed.append(p)
     prefix = "s3://" if is_s3(uri) else ""
     for run, n in in_runs.items():
-        skipped.append((run, f"a refinery run directory ({RUN_MARKER}): its {n} file(s) are a run's output, not input"))
         if runs_out is not None:
             runs_out.append(prefix + run.rstrip("/"))
+        else:
+            skipped.append((run, f"a refinery run directory ({RUN_MARKER}): its {n} file(s) are a run's output, not input"))
     if log_skipped:
         log_skipped_files(skipped, uri, prefix, prefix + path)
     uris = sorted(prefix + p for p in listed)
