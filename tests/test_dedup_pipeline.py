@@ -859,7 +859,7 @@ def test_standalone_dedup_refuses_a_directory_of_other_files_and_a_damaged_run_j
 
 
 @pytest.mark.parametrize("method", ["exact", "url", "minhash", "substring"])
-def test_an_input_without_the_columns_is_one_line_before_any_task(tmp_path, method):
+def test_an_input_without_the_columns_is_one_line_before_any_task(tmp_path, method, request):
     """Found by adversarial testing: `refinery dedup RUN/tokens` (Parquet shards of token ids)
     failed every signature task, an ERROR log line each, then "dedup failed", exit 1."""
     shards = tmp_path / "tokens"
@@ -879,6 +879,16 @@ def test_an_input_without_the_columns_is_one_line_before_any_task(tmp_path, meth
     with pytest.raises(DedupInputError, match=rf"b.parquet lacks column\(s\) \['{wanted}'\] needed by {method} dedup"):
         run_dedup(str(mixed), str(tmp_path / "out2"), DedupConfig(method=method), LocalExecutor(1))
     assert not (tmp_path / "out2" / "dedup").exists()
+    if method == "exact":  # on S3 too (h178: the first shard of each directory alone was checked there)
+        from refinery.io import fs
+
+        bucket = request.getfixturevalue("s3_bucket")
+        for name in ("a", "b"):
+            fs.write_bytes(f"{bucket}/mixed/{name}.parquet", (mixed / f"{name}.parquet").read_bytes())
+        with pytest.raises(DedupInputError, match=re.escape(f"shard {bucket}/mixed/b.parquet lacks column(s) ['text'] "
+                                                            f"needed by exact dedup")):
+            run_dedup(f"{bucket}/mixed", f"{bucket}/out", DedupConfig(method=method), LocalExecutor(1))
+        assert not fs.list_files_if_any(f"{bucket}/out")
 
 
 @pytest.mark.parametrize("method, column, values", [
