@@ -75,10 +75,31 @@ def test_a_preset_is_what_it_says_or_one_line_naming_the_values_that_contradict_
     tuned.write_text("minhash:\n  preset: refinedweb\n  num_perm: 128\n  bands: 14\n  rows: 8\n")
     with pytest.raises(DedupConfigError, match=r"^invalid dedup config .*tuned.yaml:\n  minhash: preset refinedweb is "
                        r"num_perm 9000, bands 450, rows 20, but num_perm 128, bands 14, rows 8 are also given: "
-                       r"give the preset or num_perm, bands and rows, not both$"):
+                       r"write the preset alone, or num_perm: 128, bands: 14, rows: 8 without it$"):
         load_dedup_config(tuned)
-    with pytest.raises(DedupConfigError, match=r"preset default is .*, but bands 20 is also given"):
+    # h178: what to write, the preset's values filled in, spelled as the user gave them (it said
+    # "give the preset or num_perm, bands and rows, not both" for `--preset refinedweb --bands 400`)
+    with pytest.raises(DedupConfigError, match=re.escape(
+            "invalid dedup config (command line): --preset refinedweb is --num-perm 9000 --bands 450 --rows 20, but "
+            "--bands 400 is also given: give --preset refinedweb alone, or --num-perm 9000 --bands 400 --rows 20 "
+            "without it")) as refused:
+        load_dedup_config(None, {"minhash.preset": "refinedweb", "minhash.bands": 400})
+    assert "\n" not in str(refused.value)
+    with pytest.raises(DedupConfigError, match=re.escape(
+            "--bands 20 is also given: give --preset default alone, or --num-perm 128 --bands 20 --rows 8 without it "
+            "(--num-perm at least 160: bands x rows is 160)")):
         load_dedup_config(None, {"minhash.preset": "default", "minhash.bands": 20})
+    tuned.write_text("minhash:\n  preset: refinedweb\n")
+    with pytest.raises(DedupConfigError, match=re.escape(
+            f"invalid dedup config {tuned} and the command line: {tuned}'s preset refinedweb is num_perm 9000, bands "
+            f"450, rows 20, but --bands 400 is also given: drop --bands, or take the preset out of {tuned} and give "
+            f"--num-perm 9000 --bands 400 --rows 20")):
+        load_dedup_config(tuned, {"minhash.bands": 400})
+    tuned.write_text("minhash:\n  preset: refinedweb\n  bands: 400\n")
+    with pytest.raises(DedupConfigError, match=re.escape(
+            "minhash: preset refinedweb is num_perm 9000, bands 450, rows 20, but bands 400 is also given: write the "
+            "preset alone, or num_perm: 9000, bands: 400, rows: 20 without it")):
+        load_dedup_config(tuned)
     # a dump (run.json's) writes the preset and its values, which agree: it loads, as a recipe's entry too
     cfg = DedupConfig(minhash={"preset": "refinedweb"})
     assert DedupConfig.model_validate(cfg.model_dump()).model_dump() == cfg.model_dump()

@@ -517,7 +517,7 @@ def test_config_file_and_overrides(tmp_path):
     with pytest.raises(DedupConfigError, match="exceeds num_perm"):
         load_dedup_config(None, {"minhash.bands": 20, "minhash.rows": 10})
     # a preset and a value that contradicts it: refused (the value won, silently; h172)
-    with pytest.raises(DedupConfigError, match="preset refinedweb is num_perm 9000, bands 450, rows 20, but bands 400"):
+    with pytest.raises(DedupConfigError, match="--preset refinedweb is --num-perm 9000 --bands 450 --rows 20, but --bands 400"):
         load_dedup_config(None, {"minhash.preset": "refinedweb", "minhash.bands": 400})
 
 

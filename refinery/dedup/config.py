@@ -86,11 +86,9 @@ class MinhashConfig(_Strict):
             # a preset beside values that contradict it is refused: the values won, silently (the
             # template's `# preset: refinedweb` uncommented above its num_perm/bands/rows gave 14 x 8
             # of 128; h172). Values that agree with it load: a dump (run.json) writes both
-            clash = {k: getattr(self, k) for k in preset if k in self.model_fields_set and getattr(self, k) != preset[k]}
-            if clash:
-                raise ValueError(f"preset {self.preset} is {_spelled(preset)}, but {_spelled(clash)} "
-                                 f"{'is' if len(clash) == 1 else 'are'} also given: give the preset or "
-                                 f"num_perm, bands and rows, not both")
+            given = {k: getattr(self, k) for k in preset if k in self.model_fields_set}
+            if preset_clash(self.preset, given):
+                raise ValueError(preset_clash_message(self.preset, given))
             for key, value in preset.items():
                 object.__setattr__(self, key, value)
         if self.bands * self.rows > self.num_perm:
@@ -107,6 +105,47 @@ class MinhashConfig(_Strict):
 
 def _spelled(values: dict[str, Any]) -> str:
     return ", ".join(f"{key} {value}" for key, value in values.items())
+
+
+def preset_clash(preset: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The values of ``given`` (num_perm, bands, rows) that say otherwise than ``preset``."""
+    return {k: v for k, v in given.items() if k in PRESETS[preset] and v != PRESETS[preset][k]}
+
+
+def _as_options(values: dict[str, Any]) -> str:
+    return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in values.items())
+
+
+def _too_few_perms(values: dict[str, Any], num_perm: str) -> str:
+    """The note when ``values`` (num_perm, bands, rows) would be refused for bands x rows."""
+    need = values["bands"] * values["rows"]
+    return f" ({num_perm} at least {need}: bands x rows is {need})" if need > values["num_perm"] else ""
+
+
+def preset_clash_message(preset: str, given: dict[str, Any], cli: set[str] = frozenset(), file: str = "") -> str:
+    """The one line refusing ``preset`` beside ``given`` values that contradict it, saying exactly
+    what to write instead: the preset alone, or the three values with the given ones in the
+    preset's place (it said "give the preset or num_perm, bands and rows, not both", and a user of
+    ``--preset refinedweb --bands 400`` had to find 9,000 and 20 and the options' spelling; h178).
+    ``cli``: the keys (``preset`` among them) given on the command line, spelled as options;
+    ``file``: the config file the others came from."""
+    values, clash = PRESETS[preset] | given, preset_clash(preset, given)
+    order = ("num_perm", "bands", "rows")
+    values = {k: values[k] for k in order}
+    verb = "is" if len(clash) == 1 else "are"
+    if not cli:  # a config file, a recipe's entry
+        clashing = ", ".join(f"{k} {v}" for k, v in clash.items())
+        three = ", ".join(f"{k}: {v}" for k, v in values.items())
+        return (f"preset {preset} is {_spelled(PRESETS[preset])}, but {clashing} {verb} also given: write the "
+                f"preset alone, or {three} without it{_too_few_perms(values, 'num_perm')}")
+    clashing = ", ".join(f"--{k.replace('_', '-')} {v}" if k in cli else f"{k}: {v} ({file})" for k, v in clash.items())
+    three, note = _as_options(values), _too_few_perms(values, "--num-perm")
+    if "preset" in cli:  # (--preset drops a file's three values: every clashing one is an option)
+        return (f"--preset {preset} is {_as_options(PRESETS[preset])}, but {clashing} {verb} also given: give "
+                f"--preset {preset} alone, or {three} without it{note}")
+    return (f"{file}'s preset {preset} is {_spelled(PRESETS[preset])}, but {clashing} {verb} also given: drop "
+            f"{' '.join('--' + k.replace('_', '-') for k in clash if k in cli)}, or take the preset out of {file} "
+            f"and give {three}{note}")
 
 
 class LinesConfig(_Strict):
@@ -343,6 +382,22 @@ def _yaml_kind(value: Any) -> str:
     return "empty" if value is None else f"{type(value).__name__} {value!r}"[:80]
 
 
+def _refuse_a_preset_clash_from_the_command_line(data: dict[str, Any], overrides: dict[str, Any],
+                                                path: Path | None) -> None:
+    """A preset beside values that contradict it, either given on the command line: refused in the
+    options' spelling (the model's check spells a file's keys)."""
+    section = data.get("minhash")
+    if not isinstance(section, dict) or section.get("preset") not in PRESETS:
+        return
+    given = {k: section[k] for k in ("num_perm", "bands", "rows") if k in section}
+    cli = {dotted.split(".", 1)[1] for dotted, value in overrides.items()
+           if value is not None and dotted.startswith("minhash.")}
+    clash = preset_clash(section["preset"], given)
+    if clash and cli & (set(clash) | {"preset"}):
+        raise DedupConfigError(f"invalid dedup config {'(command line)' if path is None else f'{path} and the command line'}: "
+                               f"{preset_clash_message(section['preset'], given, cli, str(path or ''))}")
+
+
 def load_dedup_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DedupConfig:
     """Load ``path`` (YAML; optional) and apply ``overrides`` (dotted keys such as
     ``"minhash.bands"``; ``None`` values are ignored)."""
@@ -376,6 +431,7 @@ def load_dedup_config(path: str | Path | None = None, overrides: dict[str, Any] 
         for key in parents:
             target = target.setdefault(key, {})
         target[leaf] = value
+    _refuse_a_preset_clash_from_the_command_line(data, overrides or {}, path)
     try:
         return DedupConfig.model_validate(data)
     except ValidationError as exc:
