@@ -168,11 +168,33 @@ def test_an_unfinished_run_says_so_in_status_stats_and_report(tmp_path):
     assert stats.exit_code == 0 and "the run has not finished (3 of 3 shards of its first pass; not finished: " \
         "exact_dedup" in " ".join(stats.output.split())
     assert 'id="partial"' in build_report(str(out)) and "Unfinished run" in build_report(str(out))
+    _what_if_counts_what_the_funnel_counts(out, shards=3)
+    # the first pass under way (one shard not finished): the what-if reads its finished shards only
+    (out / "filter" / "stats" / "p2.json").unlink()
+    _what_if_counts_what_the_funnel_counts(out, shards=2)
     # nothing finished yet: said so, not "is it a refinery run directory?"
     for f in (out / "filter" / "stats").glob("*.json"):
         f.unlink()
     empty = CliRunner().invoke(app, ["stats", str(out)])
     assert empty.exit_code == 2 and "no shard of" in empty.output and "has finished yet" in empty.output
+
+
+def _what_if_counts_what_the_funnel_counts(out: Path, shards: int) -> None:
+    """`stats --what-if` and the report's threshold curves on an unfinished run count the documents
+    its funnel counts: they read the plan's last kept/ (absent until the run ends) and every pass's
+    removed/, so a run under way counted its removed documents alone (session 48, h180)."""
+    from refinery.stats.funnel import load_run_stats
+    from refinery.stats.whatif import render_what_if, what_if
+    from refinery.stats.whatif_report import load_outputs
+
+    stats = load_run_stats(str(out))
+    row = next(s for s in stats["stages"] if s["stage"] == "gopher_quality")
+    assert stats["partial"] and stats["shards"] == shards
+    w = what_if(str(out), "gopher_quality", "min_words", 50)
+    assert (w["reached_stage"], w["corpus_docs"]) == (row["docs_in"], stats["docs_kept"]) and stats["docs_kept"] > 0
+    assert any(line.startswith("  note: the run has not finished") for line in render_what_if(w))
+    read = load_outputs(str(out), ["gopher_word_count"], stats)
+    assert (read.kept.num_rows, read.removed.num_rows) == (stats["docs_kept"], stats["docs_removed"])
 
 
 def test_the_comparison_of_an_unfinished_run_says_so(tmp_path):

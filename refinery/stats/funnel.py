@@ -235,22 +235,53 @@ def _finished_so_far(run: RunDir, partial: dict[str, Any] | None,
     has not finished: the first pass counts with the shards it has, a later one under way does not
     (its shards so far against all of the pass before it do not reconcile: `stats` and `report`
     failed while a dedup pass ran; found by adversarial testing)."""
-    states = {p.get("name"): p.get("state") for p in (partial or {}).get("passes", [])}
-    record = run.recorded_plan() or {}
-    names = [p.get("name") for p in record.get("passes", []) if p.get("kind") != "tokenize"]
     passes = []
-    for i, pass_dir in enumerate(run.document_pass_dirs()):
-        name = names[i] if i < len(names) else None
-        unfinished = partial is not None and states.get(name, "finished") != "finished"
-        if i and unfinished:
-            break
+    for name, pass_dir, _ in _passes_so_far(run, partial):
         merged = merge_shard_stats(iter_shard_stats(pass_dir, files))
         if not merged["shards"]:
             break
         passes.append(merged | ({"pass": name} if name else {}))
+    return passes
+
+
+def _passes_so_far(run: RunDir, partial: dict[str, Any] | None) -> list[tuple[str | None, PassDir, bool]]:
+    """(name, directory, unfinished) of each document pass the funnel counts, in order: every pass
+    of a finished run (``partial`` None or not unfinished); of an unfinished one, those before the
+    first that has not finished, and that one only when it is the first."""
+    states = {p.get("name"): p.get("state") for p in (partial or {}).get("passes", [])}
+    record = run.recorded_plan() or {}
+    names = [p.get("name") for p in record.get("passes", []) if p.get("kind") != "tokenize"]
+    out: list[tuple[str | None, PassDir, bool]] = []
+    for i, pass_dir in enumerate(run.pass_dirs_of(record or None)):
+        name = names[i] if i < len(names) else None
+        unfinished = partial is not None and states.get(name, "finished") != "finished"
+        if i and unfinished:
+            break
+        out.append((name, pass_dir, unfinished))
         if unfinished:
             break
-    return passes
+    return out
+
+
+def counted_outputs(run_dir: str, stats: dict[str, Any],
+                    files: PassFiles | None = None) -> tuple[list[PassDir], set[str] | None]:
+    """The document passes whose ``removed/`` (and the last one's ``kept/``) hold the documents
+    ``stats`` (:func:`load_run_stats`) counts, and the shards to read of them (None: every shard).
+    A finished run: every pass. An unfinished one (``stats["partial"]``): the passes the funnel
+    counts, and in a first pass still at work only its finished shards (a shard's stats are written
+    after its outputs). The what-if read the plan's last pass's ``kept/``, absent until the run
+    ends, and every pass's ``removed/``: on a run under way it counted the removed documents alone
+    ("of 5 documents that reached gopher_quality" where the funnel said 54; session 48, h180)."""
+    run = RunDir(run_dir)
+    partial = stats.get("partial")
+    if not partial:
+        return run.document_pass_dirs(), None
+    counted = _passes_so_far(run, partial)
+    name, first, unfinished = counted[0]
+    if len(counted) == 1 and unfinished:
+        listed = (files or PassFiles()).files(first.stats_dir, (".json",))
+        return [first], {fs.basename(u)[: -len(".json")] for u in listed}
+    return [pass_dir for _, pass_dir, _ in counted], None
 
 
 def partial_note(run_dir: str, files: PassFiles | None = None) -> dict[str, Any]:

@@ -25,8 +25,7 @@ from refinery.dedup.config import pass_name
 from refinery.io import fs
 from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
-from refinery.rundir import RunDir
-from refinery.stats.funnel import load_run_stats
+from refinery.stats.funnel import counted_outputs, load_run_stats
 from refinery.stats.svg import fmt_value
 from refinery.stats.thresholds import load_run_manifest, reason_metric, run_thresholds, stage_kinds
 
@@ -141,9 +140,10 @@ def counts_for_column(kind: str | None, reason: str, column: str) -> bool:
             and reason not in OTHER_RULES.get(kind or "", frozenset()))
 
 
-def _find_threshold(run_dir: str, stage: str, param: str) -> tuple[str | None, str, float, list[str]]:
-    """(stage type, metric column, value as run, the stage order) of ``stage``'s ``param``."""
-    stats = load_run_stats(run_dir)
+def _find_threshold(run_dir: str, stage: str, param: str,
+                    stats: dict[str, Any]) -> tuple[str | None, str, float, list[str]]:
+    """(stage type, metric column, value as run, the stage order) of ``stage``'s ``param`` in the run
+    ``stats`` (:func:`load_run_stats`) sum up."""
     manifest = load_run_manifest(run_dir)
     order = [s["stage"] for s in stats["stages"]]
     thresholds = run_thresholds(manifest, stats.get("histograms") or {})
@@ -183,10 +183,12 @@ def also_in_rerun(manifest: dict[str, Any], stage: str, param: str, value_as_run
     return places
 
 
-def _rows(directory: str, wanted: list[str], types: dict[str, pa.DataType] | None = None) -> list[dict[str, Any]]:
-    """The ``wanted`` columns of every shard of ``directory`` as rows; ``types`` gets each column's
-    stored type (of a shard that has it)."""
-    uris = fs.list_files_if_any(directory, (".parquet",))
+def _rows(directory: str, wanted: list[str], types: dict[str, pa.DataType] | None = None,
+          shards: set[str] | None = None) -> list[dict[str, Any]]:
+    """The ``wanted`` columns of every shard of ``directory`` (of ``shards`` when given) as rows;
+    ``types`` gets each column's stored type (of a shard that has it)."""
+    uris = [u for u in fs.list_files_if_any(directory, (".parquet",))
+            if shards is None or fs.basename(u)[: -len(".parquet")] in shards]
     rows: list[dict[str, Any]] = []
     for uri, table in zip(uris, read_ahead(lambda u: read_columns(u, wanted), uris)):
         shard = fs.basename(uri)[: -len(".parquet")]
@@ -204,13 +206,14 @@ def _value(r: dict[str, Any], column: str) -> float | None:
 def what_if(run_dir: str, stage: str, param: str, value: float | None, show: int = 20) -> dict[str, Any]:
     """What moving ``stage``'s threshold ``param`` to ``value`` would change (see the module doc);
     None: the rule off (the config's null), so every document it removed would pass it."""
-    kind, column, current, order = _find_threshold(run_dir, stage, param)
+    stats = load_run_stats(run_dir)
+    kind, column, current, order = _find_threshold(run_dir, stage, param, stats)
     after = set(order[order.index(stage) + 1:])
     wanted = ["id", "url", column, "removed_stage", "removed_reason"]
     types: dict[str, pa.DataType] = {}
-    passes = RunDir(run_dir).document_pass_dirs()
-    removed = [r for d in passes for r in _rows(d.removed_dir, wanted, types)]
-    kept = _rows(passes[-1].kept_dir, wanted[:3], types)
+    passes, shards = counted_outputs(run_dir, stats)  # a run under way: what its funnel counts so far
+    removed = [r for d in passes for r in _rows(d.removed_dir, wanted, types, shards)]
+    kept = _rows(passes[-1].kept_dir, wanted[:3], types, shards)
     rule = threshold_rule(kind, param, types.get(column))
     lower, fails = rule.lower, rule.fails
     passed = [dict(r, fate="kept") for r in kept] + [dict(r, fate=f"removed by {r['removed_stage']}")
@@ -239,6 +242,7 @@ def what_if(run_dir: str, stage: str, param: str, value: float | None, show: int
         "passed_without_value": no_value,
         "also_in_rerun": also_in_rerun(load_run_manifest(run_dir), stage, param, current),
         "keepers_move": kind in KEEPERS_MOVE,
+        "unfinished": (stats.get("partial") or {}).get("note") or None,
         "documents": [{"shard": r["shard"], "id": r["id"], "url": r["url"], column: _value(r, column),
                        "change": r["change"], "now": r.get("fate") or f"removed for {r['removed_reason']}"}
                       for r in changed[:show]],
@@ -274,6 +278,8 @@ def render_what_if(w: dict[str, Any]) -> list[str]:
         lines.append("  keepers move:         counted on the fractions as run; a repeated line stays in its first holder that "
                      "stays, so removing a line's keeper hands the line to the next holder, whose fraction falls: a rerun "
                      "may remove fewer (stricter) or more (looser)")
+    if w.get("unfinished"):
+        lines.append(f"  note: {w['unfinished']}")
     if w["documents"]:
         lines.append(f"  nearest the threshold as run first ({len(w['documents'])} shown):")
         lines += [f"    {fmt_value(d[col]):>10}  {d['change']:<21} now {d['now']:<28} {d['shard']}  {d['id']}  {d['url'] or ''}"

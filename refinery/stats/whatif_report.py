@@ -34,7 +34,8 @@ import xxhash
 from refinery.io import fs
 from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
-from refinery.rundir import PassFiles, RunDir
+from refinery.rundir import PassFiles
+from refinery.stats.funnel import counted_outputs
 from refinery.stats.thresholds import stage_kinds
 from refinery.stats.whatif import Rule, also_in_rerun, counts_for_column, threshold_rule
 
@@ -140,16 +141,22 @@ def _stratum_weights(removed: pa.Table, kept_rows: int, stats: dict[str, Any], s
     return {"removed": removed_w, "kept": np.full(kept_rows, float(kept_w))}
 
 
+def _of(uris: list[str], shards: set[str] | None) -> list[str]:
+    """The shard files of ``uris`` that are of ``shards`` (all of them when None)."""
+    return uris if shards is None else [u for u in uris if fs.basename(u).rsplit(".", 1)[0] in shards]
+
+
 def load_outputs(run_dir: str, columns: list[str], stats: dict[str, Any] | None = None,
                  budget: int | None = None, files: PassFiles | None = None) -> Outputs:
     """Every pass's ``removed/`` and the run's ``kept/``, with ``columns`` (metric columns); a sample
     of their shards when the run (``stats``' documents) is over ``budget`` (``ROW_BUDGET``).
     ``files``: the command's listings (the report's), so no directory is listed twice."""
     uris: list[str] = []
-    passes = RunDir(run_dir).document_pass_dirs()
     files = files or PassFiles()
-    removed_dirs = [files.files(p.removed_dir, (".parquet",)) for p in passes]
-    kept_dir = files.files(passes[-1].kept_dir, (".parquet",))
+    # a run under way: the passes and shards its funnel counts so far (the plan's last kept/ is absent)
+    passes, shards = counted_outputs(run_dir, stats or {}, files)
+    removed_dirs = [_of(files.files(p.removed_dir, (".parquet",)), shards) for p in passes]
+    kept_dir = _of(files.files(passes[-1].kept_dir, (".parquet",)), shards)
     names = sorted({fs.basename(u) for found in removed_dirs + [kept_dir] for u in found})
     docs = int((stats or {}).get("docs_kept") or 0) + int((stats or {}).get("docs_removed") or 0)
     chosen = sampled_names(names, docs, ROW_BUDGET if budget is None else budget)
