@@ -46,8 +46,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from refinery.rundir import RunDir  # noqa: E402
-from refinery.stats.funnel import funnel_rows, load_run_stats  # noqa: E402
+from refinery.stats.funnel import counted_outputs, funnel_rows, load_run_stats  # noqa: E402
 from refinery.stats.histograms import Histogram  # noqa: E402
 from refinery.stats.thresholds import effective_params, load_run_manifest  # noqa: E402
 from refinery.stats.whatif import is_lower_bound, threshold_rule  # noqa: E402
@@ -79,18 +78,30 @@ def _read(paths: list[str], columns: list[str] | None = None, skip: tuple[str, .
     return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 
+def _counted(run_dir: str) -> tuple[list[Any], Any]:
+    """The passes, and shards (None: all), whose outputs the run's funnel counts: every pass of a
+    finished run; of one under way, those finished so far (``refinery.stats.funnel.counted_outputs``:
+    the plan's last kept/ is absent until the run ends; session 48, h180)."""
+    return counted_outputs(run_dir, load_run_stats(run_dir))
+
+
+def _files(directory: str, shards: Any) -> list[str]:
+    found = glob.glob(os.path.join(directory, "*.parquet"))
+    return found if shards is None else [f for f in found if os.path.basename(f)[: -len(".parquet")] in shards]
+
+
 def load_outputs(run_dir: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(removed rows of every pass in pass order, final kept rows, sample rows)."""
-    passes = RunDir(run_dir).document_pass_dirs()
+    passes, shards = _counted(run_dir)
     removed, samples = [], []
     for p in passes:
-        t = _read(glob.glob(os.path.join(p.removed_dir, "*.parquet")), skip=_BULKY)
+        t = _read(_files(p.removed_dir, shards), skip=_BULKY)
         if t is not None:
             removed += t.to_pylist()
-        s = _read(glob.glob(os.path.join(p.samples_dir, "*.parquet")))
+        s = _read(_files(p.samples_dir, shards))
         if s is not None:
             samples += s.to_pylist()
-    kept_t = _read(glob.glob(os.path.join(passes[-1].kept_dir, "*.parquet")), skip=_BULKY)
+    kept_t = _read(_files(passes[-1].kept_dir, shards), skip=_BULKY)
     kept = [] if kept_t is None else kept_t.to_pylist()
     return removed, kept, samples
 
@@ -98,9 +109,9 @@ def load_outputs(run_dir: str) -> tuple[list[dict[str, Any]], list[dict[str, Any
 def stored_types(run_dir: str) -> dict[str, pa.DataType]:
     """Each column's type as the run's removed/ and kept/ shards hold it: a float32 metric is compared
     with a threshold as float32, as the stages compare it (``refinery.stats.whatif.Rule``)."""
-    passes = RunDir(run_dir).document_pass_dirs()
-    paths = [f for p in passes for f in glob.glob(os.path.join(p.removed_dir, "*.parquet"))]
-    paths += glob.glob(os.path.join(passes[-1].kept_dir, "*.parquet"))
+    passes, shards = _counted(run_dir)
+    paths = [f for p in passes for f in _files(p.removed_dir, shards)]
+    paths += _files(passes[-1].kept_dir, shards)
     return {f.name: f.type for path in paths for f in pq.read_schema(path) if not pa.types.is_null(f.type)}
 
 

@@ -195,6 +195,13 @@ def _what_if_counts_what_the_funnel_counts(out: Path, shards: int) -> None:
     assert any(line.startswith("  note: the run has not finished") for line in render_what_if(w))
     read = load_outputs(str(out), ["gopher_word_count"], stats)
     assert (read.kept.num_rows, read.removed.num_rows) == (stats["docs_kept"], stats["docs_removed"])
+    import importlib.util  # and scripts/check_report.py, which audits the report against those rows
+
+    spec = importlib.util.spec_from_file_location("check_report", ROOT / "scripts" / "check_report.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    removed, kept, _ = check.load_outputs(str(out))
+    assert (len(kept), len(removed)) == (stats["docs_kept"], stats["docs_removed"])
 
 
 def test_the_comparison_of_an_unfinished_run_says_so(tmp_path):
