@@ -169,6 +169,10 @@ def test_an_unfinished_run_says_so_in_status_stats_and_report(tmp_path):
         "exact_dedup" in " ".join(stats.output.split())
     assert 'id="partial"' in build_report(str(out)) and "Unfinished run" in build_report(str(out))
     _what_if_counts_what_the_funnel_counts(out, shards=3)
+    # its dedup pass, not finished: said so (was "no stage 'exact_dedup' ... (it has none)")
+    for option in (["--what-if", "exact_dedup.x=1"], ["--pairs", "exact_dedup"]):
+        waiting = CliRunner().invoke(app, ["stats", str(out), *option])
+        assert waiting.exit_code == 2 and "its pass exact_dedup has not finished (" in waiting.output, waiting.output
     # the first pass under way (one shard not finished): the what-if reads its finished shards only
     (out / "filter" / "stats" / "p2.json").unlink()
     _what_if_counts_what_the_funnel_counts(out, shards=2)

@@ -284,6 +284,17 @@ def counted_outputs(run_dir: str, stats: dict[str, Any],
     return [pass_dir for _, pass_dir, _ in counted], None
 
 
+def pass_not_counted_yet(stats: dict[str, Any], name: str) -> str | None:
+    """Why the funnel of an unfinished run (``stats["partial"]``) has no row ``name`` though its plan
+    has a pass of that name still to finish (`stats --what-if lines_dedup.x=...` or `--pairs
+    minhash_dedup` while the run is in its filter pass said "no stage ... (it has none)"), or None."""
+    partial = stats.get("partial") or {}
+    for p in partial.get("passes") or []:
+        if p.get("name") == name and p.get("state") != "finished":
+            return f"its pass {name} has not finished ({p.get('state')}): `refinery status` says where the run stands"
+    return None
+
+
 def partial_note(run_dir: str, files: PassFiles | None = None) -> dict[str, Any]:
     """How far an unfinished run got: ``{"note": one line, "passes": [{name, state, detail}]}``."""
     from refinery.status import run_status

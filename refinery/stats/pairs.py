@@ -31,7 +31,7 @@ from refinery.io import fs
 from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
 from refinery.rundir import PassDir, RunDir
-from refinery.stats.funnel import load_run_stats
+from refinery.stats.funnel import load_run_stats, pass_not_counted_yet
 from refinery.stats.samples import load_samples
 
 #: dedup stage kind -> (its cluster column, its index's method). The stages' own ``cluster_column``
@@ -88,6 +88,8 @@ def dedup_pairs(run_dir: str, stage: str, show: int = 10, samples: pa.Table | No
     report) has loaded already (``load_samples(run_dir, per_reason=...)``, ``load_run_stats``)."""
     stats = stats if stats is not None else load_run_stats(run_dir)
     kinds = {s["stage"]: s.get("kind") for s in stats.get("stages", [])}
+    if stage not in kinds and (waiting := pass_not_counted_yet(stats, stage)):
+        raise PairsError(f"--pairs: {run_dir}: {waiting}")
     if kinds.get(stage) not in CLUSTER_COLUMNS:
         known = [s for s, k in kinds.items() if k in CLUSTER_COLUMNS]
         raise PairsError(f"--pairs: {stage!r} is no url / exact / minhash dedup stage of {run_dir}"

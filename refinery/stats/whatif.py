@@ -25,7 +25,7 @@ from refinery.dedup.config import pass_name
 from refinery.io import fs
 from refinery.io.parquet import read_columns
 from refinery.io.readahead import read_ahead
-from refinery.stats.funnel import counted_outputs, load_run_stats
+from refinery.stats.funnel import counted_outputs, load_run_stats, pass_not_counted_yet
 from refinery.stats.svg import fmt_value
 from refinery.stats.thresholds import load_run_manifest, reason_metric, run_thresholds, stage_kinds
 
@@ -148,6 +148,8 @@ def _find_threshold(run_dir: str, stage: str, param: str,
     order = [s["stage"] for s in stats["stages"]]
     thresholds = run_thresholds(manifest, stats.get("histograms") or {})
     if stage not in order:
+        if waiting := pass_not_counted_yet(stats, stage):
+            raise WhatIfError(f"--what-if: {run_dir}: {waiting}")
         raise WhatIfError(f"--what-if: no stage {stage!r} in {run_dir} (stages: {', '.join(order)})")
     mine = thresholds.get(stage) or {}
     for column, marks in mine.items():
