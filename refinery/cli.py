@@ -111,11 +111,14 @@ def run(
     # stopped while remaking it): the report is never left stale by a finished `run`
     cli_common.remake_report(summary.output, only_if_stale=not any(s == "done" for s in summary.passes.values()))
     if summary.stats:
-        from refinery.stats.alerts import suspicious_removals
+        from refinery.stats.alerts import limited_run_note, suspicious_removals
 
         out = console if console.is_terminal else Console(width=160, markup=False, highlight=False)
         out.print(render_funnel(summary.stats, title=f"{cfg.name}: {summary.output}"))
-        for note in suspicious_removals(summary.stats, input_name=input or cfg.input):
+        # a --limit run's funnel reads like the whole input's: said here as `stats` says it
+        for note in [limited_run_note({"limit": limit})] + suspicious_removals(summary.stats, input_name=input or cfg.input):
+            if not note:
+                continue
             err.print(f"note: {note}", style="yellow", highlight=False, soft_wrap=True)
     if summary.failed:
         blocked = [n for n, s in summary.passes.items() if s == "blocked"]

@@ -991,14 +991,16 @@ def test_a_limited_run_says_it_read_a_sample_in_stats_the_report_and_the_compari
     """A `--limit 5` run of the demo recipe: its funnel, report and comparison read like the whole
     input's; only the folded configuration table had "limit=5" (found by testing the stats)."""
     from refinery.cli import app
-    from refinery.config import parse_config
-    from refinery.pipeline import run_pipeline
     from refinery.stats.report import build_compare_report, build_report
 
     runs = {"full": str(run[0]), "sample": str(tmp_path / "sample")}
-    config = parse_config({"stages": [{"type": "gopher_quality"}]})
-    assert not run_pipeline(config, str(CC_DOCS), runs["sample"], workers=1, progress=False, limit=3).failed
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("stages:\n  - type: gopher_quality\n")
+    made = CliRunner().invoke(app, ["run", str(recipe), "-i", str(CC_DOCS), "-o", runs["sample"], "--workers", "1",
+                                    "--limit", "3"])
     note = "a sample run (--limit 3): at most 3 documents read per input shard"
+    # `run` says it under the funnel it prints, as `stats` does (it said nothing; session 48, h180)
+    assert made.exit_code == 0 and f"note: {note}" in made.stderr, made.stderr[-2000:]
     page = build_report(runs["sample"])
     assert 'id="limited"' in page and "A sample run (--limit 3): at most 3 documents" in page
     assert "--limit 3 per shard" in page.split("</header>")[0]
