@@ -952,9 +952,11 @@ def test_extract_path_is_declared_and_counted_in_stats() -> None:
 def test_blockquote_lines_are_marked_for_later_stages() -> None:
     """A forum reply quoting an earlier post: ``quote_lines`` names the lines of the text that
     came from the ``<blockquote>`` (for ``gopher_repetition``'s ``skip_quoted_repeats``), the text
-    itself unchanged. Never a wrong line: a quoted line whose URL the cleaning cut (with the space
-    after it, at a line's start) is no longer the line marked, and is not marked; text that came
-    as input, another backend, or trafilatura without joined lines get none."""
+    itself unchanged. A quoted line starting with a URL, which the cleaning cuts with the space
+    after it, keeps its mark (session 48; it dropped the page's marks). A forum's quote ``<div>``
+    (mactechnews' ``TexticonQuote``, a class token) is marked too, a ``quote``, ``quotes-carousel``
+    or ``TexticonQuotes`` class is not (session 48); text that came as input, another backend, or
+    trafilatura without joined lines get none."""
     post = [PROSE.strip(), "Has anyone else seen the draft budget for next year? It leaves out the trucks entirely."]
     reply = "I have, and the council will vote on it in March after a second round of public comments."
     quote = "".join(f"<p>{p}</p>" for p in post)
@@ -965,8 +967,23 @@ def test_blockquote_lines_are_marked_for_later_stages() -> None:
     out = TrafilaturaExtractor(timeout_s=0)(batch)
     text = out.column("text")[0].as_py()
     assert text.split("\n") == ["Recycling", *post, "Mia wrote:", *post, reply]
-    assert out.column("quote_lines").to_pylist() == [[4, 5], None, None]
-    assert f"\n{post[1]}\n{post[1]}\n" in out.column("text")[1].as_py()  # the quote, its URL cut
+    assert out.column("quote_lines").to_pylist() == [[4, 5], [2], None]
+    assert out.column("text")[1].as_py().split("\n") == [*post, post[1], reply]  # the quote, its URL cut
+
+    def thread(quote_class: str) -> bytes:  # mactechnews' layout, trimmed: posts in divs, no <p>
+        def comment(author: str, inner: str) -> str:
+            return (f"<div class='MtnComment'><div class='MtnCommentInformation'><span>{author}</span>"
+                    f"<span>28.09.19</span></div><div class='MtnCommentText'>{inner}</div></div>")
+        quoted = f"<div class='{quote_class}'><div class='Name'>mia</div><div class='Text'>{post[1]}</div></div>"
+        return ("<html><body><main id='content'><h2>Recycling</h2>" + comment("mia", "<br>".join(post))
+                + comment("ann", "Me too, see the plan of the council.") + comment("tom", quoted)
+                + "</main></body></html>").encode()
+
+    classes = ["Texticon TexticonQuote", "quote", "quotes-carousel", "TexticonQuotes"]
+    threads = TrafilaturaExtractor(timeout_s=0)(make_batch([thread(c) for c in classes]))
+    texts = threads.column("text").to_pylist()
+    assert len(set(texts)) == 1 and texts[0].split("\n")[-2:] == ["mia", post[1]]  # the same text
+    assert threads.column("quote_lines").to_pylist() == [[7, 8], None, None, None]
     for other in (TrafilaturaExtractor(timeout_s=0, join_source_lines=False), TrafilaturaExtractor(timeout_s=0, backend="resiliparse")):
         assert other(batch.slice(0, 1)).column("quote_lines").to_pylist() == [None]
 

@@ -131,6 +131,10 @@ _URL = re.compile(rf"[ \t]?(?:(?<![A-Za-z0-9])(?:https?|ftp)://|(?<![A-Za-z0-9])
 #: News Radio", _URL taking the space before a URL only)
 _LINE_START_URL = re.compile(rf"\n(?:(?:https?|ftp)://|www\.)[^{_URL_STOP}]*[^{_URL_STOP}.,;:!?][ \t]+",
                              re.IGNORECASE)
+#: the same on a line starting with quote marks (:func:`quote_lines`): the marks stay, the URL and
+#: its spaces go, as from the line without them
+_MARKED_LINE_START_URL = re.compile(rf"\n({_extract_helper.QUOTE_MARK}+)(?:(?:https?|ftp)://|www\.)"
+                                    rf"[^{_URL_STOP}]*[^{_URL_STOP}.,;:!?][ \t]+", re.IGNORECASE)
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 #: a list item's marker on a line of its own (trafilatura writes "- " and then the item's text
 #: from a new line when the item's text starts with the page source's line break)
@@ -621,8 +625,12 @@ def quote_lines(text: str, marked: str) -> list[int] | None:
     :data:`~refinery.stages._extract_helper.QUOTE_MARK`), or None for none. Cleaned the same way,
     the marked text must give ``text`` exactly once the marks are gone, line for line; else (a mark
     changed what the cleaning did: a URL starting a quoted line) no line is marked, so a mark never
-    names a line that is not the quote's."""
+    names a line that is not the quote's. A URL starting a quoted line is cut with the spaces after
+    it first, as :func:`clean_text` cuts it from the line without its mark (session 48: the mark
+    before it stopped that, and the document lost every mark)."""
     mark = _extract_helper.QUOTE_MARK
+    if "://" in marked or _WWW.search(marked) is not None:
+        marked = _MARKED_LINE_START_URL.sub(r"\n\1", "\n" + marked)[1:]
     cleaned = clean_text(marked)
     if cleaned.replace(mark, "") != text:
         return None
