@@ -948,8 +948,9 @@ def _install_blockquote_marks() -> bool:
 REPLY_QUOTE = "refinery-reply-quote"
 #: class tokens (whole tokens, case as written) of the ``<div>`` in which forums put the post a
 #: reply quotes, where they do not use a ``<blockquote>``: the ones real pages show (session 48,
-#: the 1,033 evaluation pages and the WARCs): mactechnews' ``TexticonQuote``, vBulletin's
-#: ``bbcode_quote``. Not ``quote`` alone: on those pages a pull quote, a wiki's epigraph, a
+#: the 1,033 evaluation pages and the WARCs): mactechnews' ``TexticonQuote``. Not vBulletin's
+#: ``bbcode_quote`` (trafilatura drops its text on the one page; each token is a scan of the
+#: page, ~45 us). Not ``quote`` alone: on those pages a pull quote, a wiki's epigraph, a
 #: magazine's quote box (brandeins, harrypotter.fandom, watson), never a reply. XenForo's
 #: ``bbCodeBlock--quote`` and Discourse's ``aside.quote`` hold a ``<blockquote>``: marked as such.
 REPLY_QUOTE_CLASSES = frozenset(("TexticonQuote",))
