@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import operator
 import re
 import sys
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -62,6 +64,8 @@ from refinery.tokens.writer import parse_manifest, read_manifest_bytes, resolve_
 
 if TYPE_CHECKING:  # torch is an optional extra
     from torch.utils.data import IterableDataset
+
+log = logging.getLogger("refinery.loader")
 
 IGNORE_INDEX = -100  # PyTorch cross-entropy's default ignore_index
 STATE_VERSION = 1
@@ -245,7 +249,11 @@ class TokenLoader:
     loaders in one ``all_gather_object`` over ``process_group`` (default: every rank) and raises
     :class:`LoaderRanksError` when they differ in seed, tokens, shapes or position, or their ``rank``
     values do not cover ``0 .. world_size - 1``; ``check_ranks=False`` skips it (a loader with
-    ``world_size=1`` never runs it: evaluation on one rank alone would hang in it).
+    ``world_size=1`` never runs it: evaluation on one rank alone would hang in it). Before the
+    collective each rank waits at most ``check_ranks_timeout`` seconds (default: the process group's
+    timeout) for the others to reach it, then raises naming the ranks that did not (a rank iterating
+    a ``world_size=1`` loader instead is named as such); a ``world_size=1`` loader iterated on every
+    rank of a group (each rank reads every window: the data N times) logs one warning.
     """
 
     def __init__(
@@ -267,6 +275,7 @@ class TokenLoader:
         drop_last: bool = False,
         check_ranks: bool = True,
         process_group: Any = None,
+        check_ranks_timeout: float | None = None,
     ) -> None:
         # plain ints: a numpy integer failed at the first batch (not JSON), and seed=3.0 equalled a
         # saved 3 but shuffled otherwise (its JSON text differs; found by testing the loader)
@@ -323,6 +332,11 @@ class TokenLoader:
         #: torch.distributed is initialized; ``process_group``: the group of this loader's ranks
         #: (default: the whole world; with tensor parallelism peers share a rank, see check_ranks_agree)
         self.check_ranks, self.process_group = bool(check_ranks), process_group
+        seconds = isinstance(check_ranks_timeout, (int, float)) and not isinstance(check_ranks_timeout, bool)
+        if check_ranks_timeout is not None and not (seconds and check_ranks_timeout > 0):
+            raise ValueError(f"check_ranks_timeout must be a number of seconds > 0 or None, not {check_ranks_timeout!r}")
+        #: seconds the check waits for every rank to reach it (None: the process group's timeout)
+        self.check_ranks_timeout = check_ranks_timeout
         self._ranks_checked = False
 
     def __getstate__(self) -> dict:
@@ -517,19 +531,24 @@ class TokenLoader:
     def _check_ranks_once(self, first_iteration: bool = True) -> None:
         """:meth:`check_ranks_agree` when torch.distributed is initialized in this process and the
         check is on; never in a DataLoader worker (a forked worker inherits the process group but
-        must not use it) and never importing torch for a numpy user."""
-        dist = sys.modules.get("torch.distributed")
-        if self.world_size == 1 or not self.check_ranks:
-            # a loader of every window (evaluation, often on rank 0 alone: a collective would hang it)
+        must not use it) and never importing torch for a numpy user. A ``world_size=1`` loader (every
+        window) runs no collective: evaluation, often on rank 0 alone, would hang in it; it only
+        leaves a note in the process group's store (see :func:`_note_every_window_loader`)."""
+        if not self.check_ranks:
             self._ranks_checked = True
             return
+        dist = sys.modules.get("torch.distributed")
         if dist is None or not dist.is_available() or not dist.is_initialized():
             # at the first iteration only: no collective later, when ranks may be elsewhere
-            self._ranks_checked = self._ranks_checked or first_iteration
+            self._ranks_checked = self._ranks_checked or first_iteration or self.world_size == 1
             return
         from torch.utils.data import get_worker_info
 
         if get_worker_info() is not None:
+            return
+        if self.world_size == 1:
+            self._ranks_checked = True
+            _note_every_window_loader(dist, self)
             return
         self.check_ranks_agree(self.process_group)
 
@@ -538,9 +557,14 @@ class TokenLoader:
         the tokens, seed, shapes, shuffle settings and position, and their ``rank`` values cover
         ``0 .. world_size - 1`` equally often (once each; ``k`` times each when ``k`` ranks share
         data, as tensor-parallel peers do). A collective: every rank of ``group`` must call it (the
-        first iteration does, when torch.distributed is initialized and ``check_ranks`` is on)."""
+        first iteration does, when torch.distributed is initialized and ``check_ranks`` is on); each
+        waits at most ``check_ranks_timeout`` seconds for the others to come (through the process
+        group's store), then raises naming the ranks that did not instead of hanging in the collective."""
         import torch.distributed as dist
 
+        # a rank that never calls the collective (a world_size=1 loader there, check_ranks=False)
+        # hung the others in it for the process group's timeout, then a bare gloo/NCCL timeout
+        _wait_for_ranks(dist, group, self.world_size, self.check_ranks_timeout)
         mine = {**self.state_dict(), "uri": self.data.uri}
         gathered: list[Any] = [None] * dist.get_world_size(group)
         dist.all_gather_object(gathered, mine, group=group)
@@ -685,6 +709,110 @@ def _ranks_disagreement(settings: list[dict]) -> str | None:
     return None
 
 
+# -- the ranks' arrival at the check, through the process group's store (never a collective) --------
+_STORE_PREFIX = "refinery.loader"
+_ROUNDS: dict[str, int] = {}  # rank checks this process started, per group (a digest of its global ranks)
+_NOTED_EVERY_WINDOW: set[str] = set()  # what this process noted of its world_size=1 loaders
+
+
+def _store_and_ranks(dist: Any, group: Any) -> tuple[Any, list[int]] | None:
+    """The default process group's key-value store and ``group``'s global ranks, or None where
+    this torch has no such store (the check then waits in the collective, as before)."""
+    try:
+        from torch.distributed import distributed_c10d
+
+        store = distributed_c10d._get_default_store()
+        ranks = (dist.get_process_group_ranks(group) if group is not None
+                 else list(range(dist.get_world_size())))
+    except (AttributeError, RuntimeError, ValueError):
+        return None
+    return store, list(ranks)
+
+
+def _every_window_users(store: Any, ranks: list[int]) -> dict[int, str]:
+    """The ranks of ``ranks`` that iterated a ``world_size=1`` loader (every window), with its data."""
+    if not int(store.add(f"{_STORE_PREFIX}/every-window/count", 0)):  # one request when there is none
+        return {}
+    return {r: store.get(f"{_STORE_PREFIX}/every-window/{r}").decode() for r in ranks
+            if store.check([f"{_STORE_PREFIX}/every-window/{r}"])}
+
+
+def _wait_for_ranks(dist: Any, group: Any, world_size: int, timeout: float | None) -> None:
+    """Wait until every rank of ``group`` has reached its loader's check, at most ``timeout``
+    seconds (None: the store's, i.e. the process group's timeout); then raise LoaderRanksError
+    naming the ranks that did not. Polls a counter (non-blocking requests): a store wait that
+    times out logs c10d socket warnings. Ranks count their checks of each group alike, since every
+    rank of a group checks the same loaders (a world_size=1 loader none)."""
+    found = _store_and_ranks(dist, group)
+    if found is None:
+        return
+    store, ranks = found
+    me = dist.get_rank()
+    tag = hashlib.sha256(",".join(map(str, ranks)).encode()).hexdigest()[:12]
+    n = _ROUNDS[tag] = _ROUNDS.get(tag, 0) + 1
+    key = f"{_STORE_PREFIX}/check/{tag}/{n}"
+    store.set(f"{key}/{me}", "1")
+    arrived = store.add(f"{key}/arrived", 1)
+    limit = store.timeout.total_seconds() if timeout is None else float(timeout)
+    start, pause, look_at = time.monotonic(), 0.001, 1.0
+    while arrived < len(ranks):
+        waited = time.monotonic() - start
+        if waited >= min(limit, look_at):
+            missing = [r for r in ranks if not store.check([f"{key}/{r}"])]
+            elsewhere = _every_window_users(store, missing[:64])
+            if waited >= limit:
+                raise LoaderRanksError(_missing_ranks_text(missing, elsewhere, world_size, waited))
+            if elsewhere:  # said at once: the wait may be the process group's timeout (30 min with gloo)
+                log.warning("TokenLoader: waiting up to %.0f s for %s to reach the ranks' check: %s",
+                            limit, _ranks_text(missing), _every_window_text(elsewhere, world_size))
+                look_at = math.inf
+            else:
+                look_at = waited + 10.0
+        time.sleep(min(pause, max(0.0, limit - waited)))
+        # ranks usually arrive within milliseconds of each other: poll fast at first, then seldom
+        pause = min(pause * 1.5, 0.02 if waited < 1.0 else 0.5)
+        arrived = int(store.add(f"{key}/arrived", 0))
+
+
+def _every_window_text(users: dict[int, str], world_size: int) -> str:
+    return (f"{_ranks_text(sorted(users))} iterate{'s' if len(users) == 1 else ''} a TokenLoader with world_size=1 "
+            f"(every window) where this rank's has world_size={world_size}: evaluation there, or a rank that forgot "
+            f"rank=/world_size= (then give every rank rank=torch.distributed.get_rank(), "
+            f"world_size=torch.distributed.get_world_size())")
+
+
+def _missing_ranks_text(missing: list[int], elsewhere: dict[int, str], world_size: int, waited: float) -> str:
+    why = (_every_window_text(elsewhere, world_size) if elsewhere else
+           "every rank of the group must iterate its TokenLoader (or pass check_ranks=False on every rank)")
+    seconds = f"{waited:.0f}" if waited >= 10 else f"{waited:.1f}"
+    return (f"{_ranks_text(missing)} did not reach the TokenLoaders' check of the ranks within {seconds} s "
+            f"(check_ranks_timeout; the collective would have hung): {why}")
+
+
+def _note_every_window_loader(dist: Any, loader: TokenLoader) -> None:
+    """Leave in the process group's store that this rank iterates a ``world_size=1`` loader (a rank
+    waiting for it in a check says so), and warn once when every rank of the group does with the
+    same tokens: each reads every window, the data N times per step (a DDP job whose ranks forgot
+    ``rank=``/``world_size=``). Non-blocking store requests only: never a wait, never a collective."""
+    found = _store_and_ranks(dist, loader.process_group)
+    if found is None or len(found[1]) < 2:
+        return
+    store, ranks = found
+    me = dist.get_rank()
+    if "marked" not in _NOTED_EVERY_WINDOW:
+        store.set(f"{_STORE_PREFIX}/every-window/{me}", loader.data.uri)
+        store.add(f"{_STORE_PREFIX}/every-window/count", 1)
+        _NOTED_EVERY_WINDOW.add("marked")
+    key = f"{_STORE_PREFIX}/every-window/{loader.data.fingerprint[:16]}"
+    store.set(f"{key}/{me}", "1")
+    if "warned" not in _NOTED_EVERY_WINDOW and store.check([f"{key}/{r}" for r in ranks]):
+        _NOTED_EVERY_WINDOW.add("warned")
+        log.warning("TokenLoader: all %d ranks iterate a TokenLoader with world_size=1 over %s: each reads every "
+                    "window, the data %d times per step; give each rank rank=torch.distributed.get_rank(), "
+                    "world_size=torch.distributed.get_world_size() (evaluating every window on every rank: "
+                    "check_ranks=False silences this)", len(ranks), loader.data.uri, len(ranks))
+
+
 def _setting_text(key: str, setting: dict) -> str:
     if key == "dataset":  # the tokens' fingerprint says little; where they were read says more
         return f"{setting.get('uri')} (tokens {str(setting.get(key))[:12]})"
@@ -732,7 +860,6 @@ _RECOLLATED = ("DataLoader(ds) without batch_size=None collates the dataset's re
 _WORKERS_STATE = ("this dataset was iterated in DataLoader worker processes, where its position advances ahead of "
                   "training (prefetch): pass the batches the training loop took from this iteration, "
                   "ds.state_dict(batches=N), or use torchdata's StatefulDataLoader")
-
 
 def _collated_again(caller: Any) -> bool:
     """Whether ``iter(dataset)`` was called by a DataLoader fetcher that batches what it yields

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 from collections import Counter
@@ -473,11 +474,26 @@ def _two_rank_job(rank: int, port: int, tokens: str, out: str) -> None:
         next(iter(stale))
     except LoaderRanksError as exc:
         errors["stale state"] = str(exc)
-    if rank == 0:  # a loader of every window (evaluation) on one rank alone: no collective, no hang
+    said: list[str] = []  # what refinery.loader logs (session 48: one-line warnings)
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("refinery.loader").addHandler(handler)
+    if rank == 0:  # a loader of every window (evaluation) on one rank alone: no collective, no hang, no warning
         next(iter(TokenLoader(data, SEQ, 32)))
+    dist.barrier()
+    warned = {"rank 0 alone": list(said)}
+    # Session 48 (h182): every rank forgot rank=/world_size=: each reads every window (the data twice), warned
+    next(iter(TokenLoader(data, SEQ, 32)))
+    dist.barrier()
+    warned["every rank"] = said[len(warned["rank 0 alone"]):]
+    if rank == 0:  # mixed world sizes: rank 1 never reaches the check; it hung rank 0 (pg timeout, then gloo's error)
+        try:
+            next(iter(make(check_ranks_timeout=0.3)))
+        except LoaderRanksError as exc:
+            errors["mixed world sizes"] = str(exc)
     dist.destroy_process_group()
     with open(out, "w") as f:
-        json.dump({"errors": errors, "epochs": epochs, "resumed_exactly": resumed_exactly}, f)
+        json.dump({"errors": errors, "epochs": epochs, "resumed_exactly": resumed_exactly, "warned": warned}, f)
 
 
 def test_two_real_ranks_agree_read_every_window_once_and_resume(gpt2_tokens, tmp_path):
@@ -504,6 +520,7 @@ def test_two_real_ranks_agree_read_every_window_once_and_resume(gpt2_tokens, tmp
             p.kill()
     assert [p.exitcode for p in procs] == [0, 0]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    mixed = ranks[0]["errors"].pop("mixed world sizes", "")
     for r in ranks:
         assert r["resumed_exactly"]
         errors = r["errors"]
@@ -514,6 +531,14 @@ def test_two_real_ranks_agree_read_every_window_once_and_resume(gpt2_tokens, tmp
         assert "position differs: 224 on rank 0; 0 on rank 1 (each rank must load the state it saved" in errors["stale state"]
         assert all("\n" not in e for e in errors.values())
     assert ranks[0]["errors"] == ranks[1]["errors"]  # every rank raises the same error: none hangs
+    # session 48 (h182): a rank iterating a world_size=1 loader where the others iterate world_size=2 is named
+    # after check_ranks_timeout (default: the process group's); every rank with world_size=1 is warned once
+    assert mixed.startswith("rank 1 did not reach the TokenLoaders' check of the ranks within 0.3 s (check_ranks")
+    assert "rank 1 iterates a TokenLoader with world_size=1 (every window) where this rank's has world_size=2" in mixed
+    assert [r["warned"]["rank 0 alone"] for r in ranks] == [[], []]
+    every_rank = ranks[0]["warned"]["every rank"] + ranks[1]["warned"]["every rank"]
+    assert 1 <= len(every_rank) <= 2 and all(w.startswith("TokenLoader: all 2 ranks iterate a TokenLoader with "
+                                                          "world_size=1 over ") for w in every_rank)
     stream = _stream(gpt2_tokens)
     windows = Counter(_window_digest(tuple(stream[i : i + SEQ + 1].tolist())) for i in range(0, len(stream) - 1, SEQ + 1))
     for epoch in range(2):
