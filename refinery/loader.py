@@ -861,6 +861,26 @@ _WORKERS_STATE = ("this dataset was iterated in DataLoader worker processes, whe
                   "training (prefetch): pass the batches the training loop took from this iteration, "
                   "ds.state_dict(batches=N), or use torchdata's StatefulDataLoader")
 
+_OUT_OF_ORDER = ("DataLoader(in_order=False) hands out the workers' batches as they are ready, so the N batches the "
+                 "loop took are not the iteration's first N: state_dict(batches=N) would resume repeating some and "
+                 "skipping others; use in_order=True (the default) to resume exactly")
+
+
+def _out_of_order_loader(dataset: Any) -> bool:
+    """Whether a DataLoader with 2+ workers and ``in_order=False`` iterates ``dataset``. Its batches
+    still hold every window once per epoch, but in the order workers finish them. Found among the
+    dataset's referrers (a scan of the heap: tens of ms, once per checkpoint), the DataLoader
+    being the one object that knows it."""
+    import gc
+
+    def out_of_order(r: Any, prefix: str) -> bool:  # a DataLoader ("") or its live iterator ("_")
+        get = r.get if isinstance(r, dict) else lambda k, default: getattr(r, k, default)  # an object or its __dict__
+        return (get(f"{prefix}in_order", True) is False and (get(f"{prefix}num_workers", 0) or 0) > 1
+                and get(f"{prefix}dataset", None) is dataset)
+
+    return any(out_of_order(r, "") or out_of_order(r, "_") for r in gc.get_referrers(dataset))
+
+
 def _collated_again(caller: Any) -> bool:
     """Whether ``iter(dataset)`` was called by a DataLoader fetcher that batches what it yields
     (``DataLoader(ds)``: the default ``batch_size=1``). Torch's and torchdata's fetchers keep the
@@ -996,6 +1016,8 @@ def _torch_dataset_class() -> type:
                     return {**self.loader.state_dict(), "worker_first_batch": self.loader._split[2]}
                 return self.loader.state_dict()
             batches = _integer("batches", batches)
+            if in_workers and _out_of_order_loader(self):
+                raise RuntimeError(_OUT_OF_ORDER)
             # the current iteration's start (before any: where the next one starts)
             epoch, position = self._iteration_start(max(0, self._iterations_started() - 1))
             end = self.loader.batches_per_epoch * self.loader.batch_size

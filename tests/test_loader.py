@@ -422,6 +422,15 @@ def test_dataloader_workers_resume_exactly_with_another_worker_count(gpt2_tokens
     got = _dataloader_batches(ds, 5, num_workers=2)
     with pytest.raises(RuntimeError, match=r"state_dict\(batches=N\)"):
         ds.state_dict()
+    # session 48 (h182): in_order=False hands out batches as workers finish them (docs/tokens.md: measured), so
+    # the loop's first N are not the iteration's first N: state_dict(batches=N) resumed repeating and skipping
+    # batches, silently; refused while such a DataLoader holds the dataset
+    from torch.utils.data import DataLoader
+
+    out_of_order = DataLoader(ds, batch_size=None, num_workers=2, in_order=False)
+    with pytest.raises(RuntimeError, match=r"^DataLoader\(in_order=False\) hands out .* would resume repeat"):
+        ds.state_dict(batches=5)
+    del out_of_order
     state = ds.state_dict(batches=5)
     assert (state["epoch"], state["position"]) == (0, 160)
     resumed = make()
