@@ -711,8 +711,10 @@ def _ranks_disagreement(settings: list[dict]) -> str | None:
 
 # -- the ranks' arrival at the check, through the process group's store (never a collective) --------
 _STORE_PREFIX = "refinery.loader"
+#: "r,r,...": the ranks that iterated a world_size=1 loader (every window), one request to read
+_EVERY_WINDOW_RANKS = f"{_STORE_PREFIX}/every-window/ranks"
 _ROUNDS: dict[str, int] = {}  # rank checks this process started, per group (a digest of its global ranks)
-_NOTED_EVERY_WINDOW: set[str] = set()  # what this process noted of its world_size=1 loaders
+_NOTED_EVERY_WINDOW: set[str] = set()  # what this process noted or said of world_size=1 loaders
 
 
 def _store_and_ranks(dist: Any, group: Any) -> tuple[Any, list[int]] | None:
@@ -729,63 +731,80 @@ def _store_and_ranks(dist: Any, group: Any) -> tuple[Any, list[int]] | None:
     return store, list(ranks)
 
 
-def _every_window_users(store: Any, ranks: list[int]) -> dict[int, str]:
-    """The ranks of ``ranks`` that iterated a ``world_size=1`` loader (every window), with its data."""
-    if not int(store.add(f"{_STORE_PREFIX}/every-window/count", 0)):  # one request when there is none
-        return {}
-    return {r: store.get(f"{_STORE_PREFIX}/every-window/{r}").decode() for r in ranks
-            if store.check([f"{_STORE_PREFIX}/every-window/{r}"])}
+def _every_window_ranks(store: Any) -> set[int]:
+    """The ranks that iterated a ``world_size=1`` loader (every window) so far."""
+    if not store.check([_EVERY_WINDOW_RANKS]):
+        return set()
+    return {int(r) for r in store.get(_EVERY_WINDOW_RANKS).decode().split(",") if r}
 
 
 def _wait_for_ranks(dist: Any, group: Any, world_size: int, timeout: float | None) -> None:
     """Wait until every rank of ``group`` has reached its loader's check, at most ``timeout``
     seconds (None: the store's, i.e. the process group's timeout); then raise LoaderRanksError
-    naming the ranks that did not. Polls a counter (non-blocking requests): a store wait that
-    times out logs c10d socket warnings. Ranks count their checks of each group alike, since every
-    rank of a group checks the same loaders (a world_size=1 loader none)."""
+    naming the ranks that did not. Polls a counter with non-blocking requests, fast for a second,
+    then twice a second (a store ``wait`` that times out logs c10d socket warnings); a rank that
+    iterates a world_size=1 loader instead is said at once. Ranks count their checks of each group
+    alike, since every rank of a group checks the same loaders (a world_size=1 loader none)."""
     found = _store_and_ranks(dist, group)
     if found is None:
         return
     store, ranks = found
-    me = dist.get_rank()
     tag = hashlib.sha256(",".join(map(str, ranks)).encode()).hexdigest()[:12]
     n = _ROUNDS[tag] = _ROUNDS.get(tag, 0) + 1
     key = f"{_STORE_PREFIX}/check/{tag}/{n}"
-    store.set(f"{key}/{me}", "1")
-    arrived = store.add(f"{key}/arrived", 1)
+    store.set(f"{key}/{dist.get_rank()}", "1")
+    arrived = int(store.add(f"{key}/arrived", 1))
     limit = store.timeout.total_seconds() if timeout is None else float(timeout)
+    fast = min(0.5, max(0.02, len(ranks) * 1e-4))  # the store serves every rank's polls: fewer in a large job
     start, pause, look_at = time.monotonic(), 0.001, 1.0
     while arrived < len(ranks):
         waited = time.monotonic() - start
         if waited >= min(limit, look_at):
-            missing = [r for r in ranks if not store.check([f"{key}/{r}"])]
-            elsewhere = _every_window_users(store, missing[:64])
+            users = _every_window_ranks(store).intersection(ranks)
+            elsewhere = sorted(r for r in users if not store.check([f"{key}/{r}"]))
             if waited >= limit:
-                raise LoaderRanksError(_missing_ranks_text(missing, elsewhere, world_size, waited))
-            if elsewhere:  # said at once: the wait may be the process group's timeout (30 min with gloo)
-                log.warning("TokenLoader: waiting up to %.0f s for %s to reach the ranks' check: %s",
-                            limit, _ranks_text(missing), _every_window_text(elsewhere, world_size))
+                missing = _first_missing(store, key, ranks, len(ranks) - arrived)
+                raise LoaderRanksError(_missing_ranks_text(missing, len(ranks) - arrived, elsewhere, world_size, waited))
+            if elsewhere and "waiting" not in _NOTED_EVERY_WINDOW:
+                # said at once (and once per process: evaluation there is legitimate), the wait may be
+                # the process group's timeout (30 min with gloo)
+                _NOTED_EVERY_WINDOW.add("waiting")
+                log.warning("TokenLoader: waiting up to %.0f s for every rank to reach the ranks' check: %s",
+                            limit, _every_window_text(elsewhere, world_size))
                 look_at = math.inf
             else:
                 look_at = waited + 10.0
         time.sleep(min(pause, max(0.0, limit - waited)))
         # ranks usually arrive within milliseconds of each other: poll fast at first, then seldom
-        pause = min(pause * 1.5, 0.02 if waited < 1.0 else 0.5)
+        pause = min(pause * 1.5, fast if waited < 1.0 else 0.5)
         arrived = int(store.add(f"{key}/arrived", 0))
 
 
-def _every_window_text(users: dict[int, str], world_size: int) -> str:
-    return (f"{_ranks_text(sorted(users))} iterate{'s' if len(users) == 1 else ''} a TokenLoader with world_size=1 "
+def _first_missing(store: Any, key: str, ranks: list[int], n_missing: int, most: int = 8) -> list[int]:
+    """Up to ``most`` of the ranks that have not reached check ``key`` (one request per rank looked at)."""
+    missing: list[int] = []
+    for r in ranks:
+        if len(missing) >= min(most, n_missing):
+            break
+        if not store.check([f"{key}/{r}"]):
+            missing.append(r)
+    return missing
+
+
+def _every_window_text(users: list[int], world_size: int) -> str:
+    return (f"{_ranks_text(users)} {'has' if len(users) == 1 else 'have'} iterated a TokenLoader with world_size=1 "
             f"(every window) where this rank's has world_size={world_size}: evaluation there, or a rank that forgot "
             f"rank=/world_size= (then give every rank rank=torch.distributed.get_rank(), "
             f"world_size=torch.distributed.get_world_size())")
 
 
-def _missing_ranks_text(missing: list[int], elsewhere: dict[int, str], world_size: int, waited: float) -> str:
+def _missing_ranks_text(missing: list[int], n_missing: int, elsewhere: list[int], world_size: int,
+                        waited: float) -> str:
     why = (_every_window_text(elsewhere, world_size) if elsewhere else
            "every rank of the group must iterate its TokenLoader (or pass check_ranks=False on every rank)")
     seconds = f"{waited:.0f}" if waited >= 10 else f"{waited:.1f}"
-    return (f"{_ranks_text(missing)} did not reach the TokenLoaders' check of the ranks within {seconds} s "
+    who = _ranks_text(missing) + (f", ... ({n_missing} ranks)" if n_missing > len(missing) else "")
+    return (f"{who} did not reach the TokenLoaders' check of the ranks within {seconds} s "
             f"(check_ranks_timeout; the collective would have hung): {why}")
 
 
@@ -800,8 +819,7 @@ def _note_every_window_loader(dist: Any, loader: TokenLoader) -> None:
     store, ranks = found
     me = dist.get_rank()
     if "marked" not in _NOTED_EVERY_WINDOW:
-        store.set(f"{_STORE_PREFIX}/every-window/{me}", loader.data.uri)
-        store.add(f"{_STORE_PREFIX}/every-window/count", 1)
+        store.append(_EVERY_WINDOW_RANKS, f"{me},")
         _NOTED_EVERY_WINDOW.add("marked")
     key = f"{_STORE_PREFIX}/every-window/{loader.data.fingerprint[:16]}"
     store.set(f"{key}/{me}", "1")

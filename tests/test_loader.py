@@ -543,7 +543,7 @@ def test_two_real_ranks_agree_read_every_window_once_and_resume(gpt2_tokens, tmp
     # session 48 (h182): a rank iterating a world_size=1 loader where the others iterate world_size=2 is named
     # after check_ranks_timeout (default: the process group's); every rank with world_size=1 is warned once
     assert mixed.startswith("rank 1 did not reach the TokenLoaders' check of the ranks within 0.3 s (check_ranks")
-    assert "rank 1 iterates a TokenLoader with world_size=1 (every window) where this rank's has world_size=2" in mixed
+    assert "rank 1 has iterated a TokenLoader with world_size=1 (every window) where this rank's has world_size=2" in mixed
     assert [r["warned"]["rank 0 alone"] for r in ranks] == [[], []]
     every_rank = ranks[0]["warned"]["every rank"] + ranks[1]["warned"]["every rank"]
     assert 1 <= len(every_rank) <= 2 and all(w.startswith("TokenLoader: all 2 ranks iterate a TokenLoader with "
