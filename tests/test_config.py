@@ -95,6 +95,19 @@ def test_a_preset_is_what_it_says_or_one_line_naming_the_values_that_contradict_
             f"450, rows 20, but --bands 400 is also given: drop --bands, or take the preset out of {tuned} and give "
             f"--num-perm 9000 --bands 400 --rows 20")):
         load_dedup_config(tuned, {"minhash.bands": 400})
+    # h184: the file's own rows clash too, so dropping --bands would not do; a value that is no
+    # number, or a preset that is no name, is the model's one line (they were TypeErrors)
+    tuned.write_text("minhash:\n  preset: refinedweb\n  rows: 8\n")
+    with pytest.raises(DedupConfigError, match=re.escape(
+            f"but --bands 400, rows: 8 ({tuned}) are also given: take the preset out of {tuned} and give "
+            f"--num-perm 9000 --bands 400 --rows 8")):
+        load_dedup_config(tuned, {"minhash.bands": 400})
+    for section, said in (("preset: refinedweb\n  bands: abc", "minhash.bands: must be a whole number, got 'abc'"),
+                          ("preset: refinedweb\n  bands: null", "minhash.bands: must be a whole number, got nothing"),
+                          ("preset: [refinedweb]", "minhash.preset: must be 'default' or 'refinedweb', got a list")):
+        tuned.write_text(f"minhash:\n  {section}\n")
+        with pytest.raises(DedupConfigError, match=re.escape(said)):
+            load_dedup_config(tuned, {"minhash.rows": 8})
     tuned.write_text("minhash:\n  preset: refinedweb\n  bands: 400\n")
     with pytest.raises(DedupConfigError, match=re.escape(
             "minhash: preset refinedweb is num_perm 9000, bands 450, rows 20, but bands 400 is also given: write the "

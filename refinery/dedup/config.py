@@ -143,9 +143,11 @@ def preset_clash_message(preset: str, given: dict[str, Any], cli: set[str] = fro
     if "preset" in cli:  # (--preset drops a file's three values: every clashing one is an option)
         return (f"--preset {preset} is {_as_options(PRESETS[preset])}, but {clashing} {verb} also given: give "
                 f"--preset {preset} alone, or {three} without it{note}")
-    return (f"{file}'s preset {preset} is {_spelled(PRESETS[preset])}, but {clashing} {verb} also given: drop "
-            f"{' '.join('--' + k.replace('_', '-') for k in clash if k in cli)}, or take the preset out of {file} "
-            f"and give {three}{note}")
+    # the file's own values may clash too: then dropping the options alone would not do (h184)
+    drop = ("" if set(clash) - cli else
+            f"drop {' '.join('--' + k.replace('_', '-') for k in clash if k in cli)}, or ")
+    return (f"{file}'s preset {preset} is {_spelled(PRESETS[preset])}, but {clashing} {verb} also given: {drop}"
+            f"take the preset out of {file} and give {three}{note}")
 
 
 class LinesConfig(_Strict):
@@ -387,9 +389,14 @@ def _refuse_a_preset_clash_from_the_command_line(data: dict[str, Any], overrides
     """A preset beside values that contradict it, either given on the command line: refused in the
     options' spelling (the model's check spells a file's keys)."""
     section = data.get("minhash")
-    if not isinstance(section, dict) or section.get("preset") not in PRESETS:
+    preset = section.get("preset") if isinstance(section, dict) else None
+    if not isinstance(preset, str) or preset not in PRESETS:  # `preset: [x]` was a TypeError (unhashable)
         return
     given = {k: section[k] for k in ("num_perm", "bands", "rows") if k in section}
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in given.values()):
+        # `bands: abc` or `bands: null` beside the preset: the model names the value (a TypeError in
+        # the message's bands x rows here; session 48, h184)
+        return
     cli = {dotted.split(".", 1)[1] for dotted, value in overrides.items()
            if value is not None and dotted.startswith("minhash.")}
     clash = preset_clash(section["preset"], given)
