@@ -23,7 +23,12 @@ markers the runner writes; this script rebuilds the figures from the data itself
   and how many documents a stage *kept* sit beyond one of its lines (the rule's direction from
   ``refinery.stats.whatif.is_lower_bound``) (a line drawn in the
   wrong place shows up as kept documents on the removed side);
-- languages (docs per language reaching language ID, kept) and top-domain totals.
+- languages (docs per language reaching language ID, kept) and top-domain totals, and the report's
+  "Top removed domains" section: each (stage, reason) shown with the documents removed for it.
+
+A row of ``removed/`` names the stage that removed it; a run of inputs of several formats counts
+its readers' removals under one funnel row (``jsonl_reader+warc_reader``,
+``refinery.stats.funnel.funnel_stage``), and so does this check (session 48, h183).
 
 Exit 0 when everything matches, 1 with one line per mismatch otherwise. Local run directories only.
 """
@@ -46,7 +51,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from refinery.stats.funnel import counted_outputs, funnel_rows, load_run_stats  # noqa: E402
+from refinery.stats.funnel import counted_outputs, funnel_rows, funnel_stage, load_run_stats  # noqa: E402
 from refinery.stats.histograms import Histogram  # noqa: E402
 from refinery.stats.thresholds import effective_params, load_run_manifest  # noqa: E402
 from refinery.stats.whatif import is_lower_bound, threshold_rule  # noqa: E402
@@ -115,8 +120,14 @@ def stored_types(run_dir: str) -> dict[str, pa.DataType]:
     return {f.name: f.type for path in paths for f in pq.read_schema(path) if not pa.types.is_null(f.type)}
 
 
+def per_row(stats: dict[str, Any], removed: list[dict[str, Any]]) -> Counter:
+    """Documents removed per (funnel row, reason): a row of ``removed/`` names the reader that removed
+    it (``warc_reader``), the funnel of a run of mixed inputs their merged row (``jsonl_reader+warc_reader``)."""
+    return Counter((funnel_stage(stats, r["removed_stage"]), r["removed_reason"]) for r in removed)
+
+
 def check_funnel(a: Audit, stats: dict[str, Any], removed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> None:
-    by_reason = Counter((r["removed_stage"], r["removed_reason"]) for r in removed)
+    by_reason = per_row(stats, removed)
     a.eq("docs_kept", stats["docs_kept"], len(kept))
     a.eq("docs_removed", stats["docs_removed"], len(removed))
     a.eq("docs_read", stats["docs_read"], len(kept) + len(removed))
@@ -192,7 +203,7 @@ def check_report_html(a: Audit, html: str, stats: dict[str, Any], removed: list[
                       kept: list[dict[str, Any]]) -> None:
     read = len(kept) + len(removed)
     rows = {(unescape(s), unescape(r)): dict(_CELL.findall(body)) for s, r, body in _ROW.findall(html.split('id="scores"')[0])}
-    by_reason = Counter((r["removed_stage"], r["removed_reason"]) for r in removed)
+    by_reason = per_row(stats, removed)
     left = read
     for s in stats["stages"]:
         stage_removed = sum(n for (st, _), n in by_reason.items() if st == s["stage"])
@@ -218,7 +229,7 @@ def check_report_html(a: Audit, html: str, stats: dict[str, Any], removed: list[
     a.eq("card documents removed", _number(cards.get("documents removed", "")), len(removed))
     # the samples shown: each is removed for its stage and reason; "k of N" names all of them
     section = html.split('<section id="samples"', 1)[-1].split("</section>", 1)[0]
-    removed_ids = {(r["removed_stage"], r["removed_reason"], r["id"]) for r in removed}
+    removed_ids = {(funnel_stage(stats, r["removed_stage"]), r["removed_reason"], r["id"]) for r in removed}
     for stage, reason, body in re.findall(r'<details [^>]*data-stage="([^"]*)" data-reason="([^"]*)">(.*?)</details>',
                                           section, re.S):
         stage, reason = unescape(stage), unescape(reason)
@@ -230,6 +241,21 @@ def check_report_html(a: Audit, html: str, stats: dict[str, Any], removed: list[
             a.checked += 1
             if (stage, reason, i) not in removed_ids:
                 a.problems.append(f"sample shown under {stage}/{reason}: {i} is not removed for it")
+
+
+def check_domains_html(a: Audit, html: str, stats: dict[str, Any], removed: list[dict[str, Any]]) -> None:
+    """The "Top removed domains" section: every (stage, reason) of ``top_domains`` under its funnel
+    row, with the documents the data has removed for it (a mixed-input run's reader went unshown: h183)."""
+    section = html.split('<section id="domains"', 1)[-1].split("</section>", 1)[0] if 'id="domains"' in html else ""
+    shown = {}
+    for stage, body in re.findall(r'<details [^>]*data-stage="([^"]*)"><summary>.*?</summary>(.*?)</details>', section, re.S):
+        for reason, n in re.findall(r'<h4>(.*?) <span class="note">([\d,]+) documents?</span></h4>', body):
+            shown[(unescape(stage), unescape(reason))] = int(n.replace(",", ""))
+    by_reason = per_row(stats, removed)
+    listed = {(funnel_stage(stats, stage), reason) for stage, reasons in (stats.get("top_domains") or {}).items()
+              for reason in reasons}
+    for row, reason in sorted(listed):
+        a.eq(f"top domains shown {row}/{reason}: documents", shown.get((row, reason)), by_reason[(row, reason)])
 
 
 def check_thresholds(a: Audit, html: str, manifest: dict[str, Any], removed: list[dict[str, Any]],
@@ -413,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:  # not a run directory: one line, exit 2, as the CLI says it (h162)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.report and not os.path.exists(args.report):  # named and missing: not a silent pass of the data alone
+        print(f"error: {args.report}: no such report", file=sys.stderr)
+        return 2
     manifest = load_run_manifest(args.run_dir)
     removed, kept, samples = load_outputs(args.run_dir)
     a = Audit()
@@ -425,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(report):
         html = open(report, encoding="utf-8").read()
         check_report_html(a, html, stats, removed, kept)
+        check_domains_html(a, html, stats, removed)
         notes = check_thresholds(a, html, manifest, removed, kept, stats)
         check_whatif(a, html, stats, removed, kept, stored_types(args.run_dir))
         if sampled := _SAMPLE.search(html):

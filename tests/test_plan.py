@@ -1032,10 +1032,13 @@ def test_token_outputs_that_went_missing_are_redone_and_a_changed_tokenizer_file
         run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
 
 
-def test_inputs_of_mixed_formats_make_one_funnel(tmp_path):
+def test_inputs_of_mixed_formats_make_one_funnel(tmp_path, capsys):
     """WARC, JSONL and Parquet shards in one run: their readers merge into one funnel row and an
-    id+text Parquet shard gets the other document columns (as nulls) for every stage."""
+    id+text Parquet shard gets the other document columns (as nulls) for every stage. The readers'
+    removals (a clipped WARC) are in removed/ under the reader that removed them, counted under the
+    merged row by the report and by scripts/check_report.py (85 mismatches on the bundled sample: h183)."""
     import gzip
+    import importlib.util
     import shutil
 
     import pyarrow as pa
@@ -1043,6 +1046,7 @@ def test_inputs_of_mixed_formats_make_one_funnel(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(ROOT / "data/sample/warc/warc_sample-0000.warc.gz", src)
+    shutil.copy(ROOT / "data/sample/warc/resiliparse_clipped.warc.gz", src)  # a corrupt stream, a truncated record
     shutil.copy(ROOT / "data/sample/cc_docs/multiple_files_cc_en_head-0091.jsonl.gz", src)
     docs = [json.loads(line) for line in gzip.open(ROOT / "data/sample/cc_docs/multiple_files_cc_en_head-0174.jsonl.gz", "rt")]
     pq.write_table(pa.table({"id": [d["id"] for d in docs], "text": [d["text"] for d in docs]}), src / "p.parquet")
@@ -1053,7 +1057,25 @@ def test_inputs_of_mixed_formats_make_one_funnel(tmp_path):
     assert not summary.failed and summary.passes == {"filter": "done", "exact_dedup": "done"}
     stats = json.loads((out / "stats.json").read_text())
     assert stats["stages"][0]["stage"] == "jsonl_reader+parquet_reader+warc_reader"
-    assert stats["docs_read"] == 22 + 10 + 10 == stats["docs_kept"] + stats["docs_removed"]
+    assert stats["docs_read"] == 22 + 10 + 10 + 2 == stats["docs_kept"] + stats["docs_removed"]
+    readers = {"corrupt_stream": 1, "truncated_record": 1}
+    assert stats["stages"][0]["removed"] == readers
+    rows = pq.read_table(out / "filter" / "removed" / "resiliparse_clipped.parquet",
+                         columns=["removed_stage", "removed_reason"]).to_pylist()
+    assert sorted(r["removed_reason"] for r in rows if r["removed_stage"] == "warc_reader") == sorted(readers)
+    from refinery.stats.report import build_report
+
+    html = build_report(str(out), samples_per_reason=8)
+    (out / "report.html").write_text(html, encoding="utf-8")
+    # the samples' "k of N" and the domains section follow the merged row ("1 of 0", and no reader domains, before)
+    reader = 'data-stage="jsonl_reader+parquet_reader+warc_reader"'
+    assert f'{reader} data-reason="corrupt_stream"><summary>' in html and "1 of 1 removed document<" in html
+    assert f'{reader}><summary>jsonl_reader+parquet_reader+warc_reader<span class="count">2 removed documents' in html
+    spec = importlib.util.spec_from_file_location("check_report", ROOT / "scripts" / "check_report.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    assert check.main([str(out)]) == 0, capsys.readouterr().out
+    assert check.main([str(out), "--report", str(out / "no-such.html")]) == 2  # named and missing: no silent pass
     kept = pq.read_table(out / "filter" / "kept" / "p.parquet")
     assert kept.num_rows > 0 and kept.column("source").to_pylist()[0].endswith("p.parquet")
 

@@ -30,6 +30,14 @@ def reader_name(summary: dict[str, Any]) -> str | None:
     return first["stage"] if first.get("kind") in READER_KINDS or all(p in READER_KINDS for p in parts) else None
 
 
+def funnel_stage(summary: dict[str, Any], stage: str) -> str:
+    """The funnel row that counts a document removed by ``stage`` (its ``removed_stage`` in
+    ``removed/`` and ``samples/``): a reader's removals are the reader row's, which inputs of several
+    formats name ``jsonl_reader+warc_reader`` (the rows keep the reader that removed them)."""
+    reader = reader_name(summary)
+    return reader if reader is not None and stage in reader.split("+") else stage
+
+
 def stage_groups(summary: dict[str, Any]) -> dict[str, int]:
     """Each stage row's group: 0 the reader, 1 a document stage, 2 a corpus pass after the stages
     (dedup, decontamination; tokens have no row). A plan's later passes are its last rows, one

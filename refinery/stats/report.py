@@ -28,7 +28,8 @@ from refinery.io import fs, parquet
 from refinery.io.readahead import read_ahead
 from refinery.rundir import PassFiles, RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
-from refinery.stats.funnel import counter_rows, funnel_rows, load_run_stats
+from refinery.stats.domains import merge_top_domains
+from refinery.stats.funnel import RUN_TOP_DOMAINS, counter_rows, funnel_rows, funnel_stage, load_run_stats
 from refinery.stats.samples import load_samples
 from refinery.stats.svg import fmt_int, fmt_value, funnel_svg, histogram_svg, languages_svg, whatif_svg
 from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order, stage_order
@@ -422,7 +423,9 @@ def _plural(n: int, word: str) -> str:
 
 
 def _domains(stats: dict[str, Any]) -> str:
-    top = stats.get("top_domains") or {}
+    # keyed by the stage that removed: a run of mixed inputs has one reader row (h183: its domains went unshown)
+    top = merge_top_domains([{funnel_stage(stats, stage): reasons} for stage, reasons in
+                             (stats.get("top_domains") or {}).items()], RUN_TOP_DOMAINS)
     if not top:
         return _section("domains", "Top removed domains", "<p class='note'>Nothing was removed.</p>")
     stages = [s for s in stats["stages"] if s["stage"] in top]
@@ -484,8 +487,8 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
     if samples.num_rows == 0:
         return _section("samples", "Removed samples", "<p class='note'>No removed documents were sampled.</p>")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in samples.to_pylist():
-        groups.setdefault((r["stage"], r["reason"]), []).append(r)
+    for r in samples.to_pylist():  # under its funnel row: a reader's, in a run of mixed inputs, is merged (h183)
+        groups.setdefault((funnel_stage(stats, r["stage"]), r["reason"]), []).append(r)
     removed_counts = {(s["stage"], reason): n for s in stats["stages"] for reason, n in s["removed"].items()}
     order = [s["stage"] for s in stats["stages"]]
     keys = sorted(groups, key=lambda k: (order.index(k[0]) if k[0] in order else len(order), -removed_counts.get(k, 0), k[1]))
@@ -498,12 +501,12 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
             url_html = (f'<a href="{_e(url)}" rel="noopener noreferrer nofollow" target="_blank">{_e(shown)}</a>'
                         if url.startswith(("http://", "https://")) else f'<span title="{_e(url)}">{_e(shown)}</span>')
             metrics = json.loads(r["metrics"] or "{}")
-            trigger = _trigger(kinds.get(stage), reason, r["metric"], metrics)
+            trigger = _trigger(kinds.get(r["stage"]), reason, r["metric"], metrics)
             metric_bits = "".join(f"<div class='mono'>{_e(k)} = {_e(_fmt_metric(v))}</div>" for k, v in metrics.items()
                                   if k != trigger and v is not None)
             metric = ""
             if r["metric"] is not None:
-                label = trigger or READER_METRICS.get(stage, {}).get(reason) or "metric"
+                label = trigger or READER_METRICS.get(r["stage"], {}).get(reason) or "metric"
                 metric = (f"<div class='metric mono' data-trigger=\"{_e(trigger or '')}\">"
                           f"{_e(label)} = {_e(_fmt_metric(r['metric']))}</div>")
             lang = f"<span class='tag'>{_e(r['language'])}</span>" if r["language"] else ""
