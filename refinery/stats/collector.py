@@ -71,7 +71,13 @@ class ShardStatsCollector:
     def observe(self, stage: str, before: pa.RecordBatch | None, out: pa.RecordBatch) -> None:
         """Record a stage's decisions on one batch. ``before`` is what the stage saw (None for a
         reader that decides itself), ``out`` what it returned (with ``_reason``)."""
-        if out.num_rows == 0 or REASON not in out.schema.names:
+        if out.num_rows == 0:
+            return
+        if REASON not in out.schema.names:
+            # a reader that decides nothing (Parquet): its documents may carry a language already (a
+            # run's kept/ read by `refinery dedup`): they enter the breakdown here, or no stage counts
+            # them in ("en: 0 documents, 179 kept": h183)
+            self._languages(stage, before, out, None, 0)
             return
         removed_mask = pc.is_valid(out.column(REASON))
         kept_mask = pc.invert(removed_mask)
@@ -113,7 +119,7 @@ class ShardStatsCollector:
         return entry
 
     def _languages(self, stage: str, before: pa.RecordBatch | None, out: pa.RecordBatch,
-                   removed_mask: pa.Array, n_removed: int) -> None:
+                   removed_mask: pa.Array | None, n_removed: int) -> None:
         column = self.options.language_column
         if column not in out.schema.names:
             return
