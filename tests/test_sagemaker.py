@@ -573,6 +573,30 @@ def test_launch_dry_run_from_the_shell_is_quick_and_offline(tmp_path):
     assert printed["region"] is None and "no --region (or AWS_REGION)" in proc.stderr
 
 
+def test_a_launch_from_a_machine_without_a_route_to_aws_says_so_at_once(offline_aws, monkeypatch):
+    """No name resolves (an offline laptop): one line naming AWS and --dry-run, before any S3 request.
+    It used to plan over S3 first: pyarrow's 8 attempts, ~85 s, then a line about s3://.../run.json
+    (session 48, h187). ``REFINERY_S3_MAX_ATTEMPTS=1`` keeps the old code's failure short."""
+    import socket
+
+    def offline(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("REFINERY_S3_MAX_ATTEMPTS", "1")
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    args = ["launch", str(ROOT / "configs" / "refinedweb.yaml"), "-i", "s3://crawl-bucket/cc", "-o",
+            "s3://out-bucket/runs/r1", "--image", IMAGE.replace("us-east-1", "eu-central-1"), "--role", ROLE,
+            "--region", "eu-central-1", "--no-build"]
+    t0 = time.monotonic()
+    refused = CliRunner().invoke(_cli(), args)
+    assert refused.exit_code == 2, refused.output
+    assert ("cannot reach AWS from this machine: no such host 's3.eu-central-1.amazonaws.com' (Name or service "
+            "not known); check the network") in refused.stderr and "--dry-run" in refused.stderr, refused.output
+    assert time.monotonic() - t0 < 10
+
+
 def test_launch_uploads_stubs_and_config_then_creates_and_starts_the_pipeline(tmp_path, s3_bucket, s3_server):
     upload_dir(copy_cc_docs(tmp_path / "in"), f"{s3_bucket}/crawl")
     config = ROOT / "configs" / "refinedweb.yaml"

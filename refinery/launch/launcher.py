@@ -107,6 +107,37 @@ def _region_to_send_to(region: str | None) -> str:
     return region
 
 
+def _aws_unreachable(region: str) -> str | None:
+    """Why this machine cannot reach AWS's S3 endpoint of ``region`` (one TCP connect, at most
+    ``fs.PROBE_TIMEOUT_S``), or None. Only a name lookup and a connect: what AWS answers is not
+    probed, and an endpoint or proxy the variables name is left to ``fs.check_endpoint``."""
+    import socket
+
+    host = f"s3.{region}.amazonaws.com{'.cn' if region.startswith('cn-') else ''}"
+    try:
+        socket.create_connection((host, 443), timeout=fs.PROBE_TIMEOUT_S).close()
+    except socket.gaierror as exc:
+        return f"no such host {host!r} ({exc.strerror})"
+    except TimeoutError:
+        return f"{host} port 443 did not answer within {fs.PROBE_TIMEOUT_S:g} s"
+    except OSError as exc:
+        return f"cannot connect to {host} port 443 ({exc.strerror or exc})"
+    return None
+
+
+def _check_aws_reachable(region: str) -> None:
+    """Refuse at once a launch from a machine with no route to AWS: its first S3 request (planning
+    over the input listing) was retried by pyarrow for ~85 s before one line (found by session
+    48's trial, h187). Skipped when ``AWS_ENDPOINT_URL`` or a proxy is set (``fs.check_endpoint``
+    probes those) and with ``REFINERY_S3_PROBE=0``."""
+    if fs.s3_endpoint() or fs.s3_proxy() or not fs.probe_enabled():
+        return
+    problem = _aws_unreachable(region)
+    if problem:
+        raise LaunchError(f"cannot reach AWS from this machine: {problem}; check the network (or a proxy: HTTPS_PROXY), "
+                          f"or --dry-run to print every request without sending any ({fs.PROBE_SWITCH}=0 skips this check)")
+
+
 def _groups_offline(shipment: Shipment) -> list[JobGroup]:
     """The job groups of ``shipment`` from its config alone (a dry run's; the real plan's passes are the same)."""
     if shipment.kind == "dedup":
@@ -293,6 +324,8 @@ def launch(
     if shipment.config is not None:
         check_models_shipped(shipment.config)
     check_files_reachable(shipment)
+    if not dry_run:  # before the first request: S3, when planning
+        _check_aws_reachable(region or "us-east-1")  # pyarrow's default, as fs._region()
     plan, groups = _plan(shipment, input_uri, output_uri, dry_run)
     if any(g.job == "processing" for g in groups) and instances > 100:
         raise LaunchError("a Processing job has at most 100 instances (use --ray-instances for the Ray job)")
