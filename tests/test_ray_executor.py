@@ -232,6 +232,10 @@ def test_an_address_where_no_cluster_answers_is_one_line_in_seconds(tmp_path):
         check_reachable(f"127.0.0.1:{closed}", timeout_s=0.5)
     assert time.monotonic() - started < 5
     check_reachable("auto", timeout_s=0)  # Ray's own words are left to Ray
+    started = time.monotonic()  # a port that is no number: at once, not 20 s on a host named `notahost:xyz`
+    with pytest.raises(ConnectionError, match=r"notahost:xyz: the port 'xyz' is not a number"):
+        check_reachable("notahost:xyz", timeout_s=5)
+    assert time.monotonic() - started < 1
 
     config = tmp_path / "ray.yaml"
     config.write_text(f"name: x\nexecutor: {{type: ray, ray_address: '127.0.0.1:{closed}'}}\n"

@@ -270,7 +270,11 @@ def check_reachable(address: str, timeout_s: float | None = None) -> None:
         return
     client = address.startswith("ray://")
     hostport = address.removeprefix("ray://").rstrip("/")
-    host, _, port_text = hostport.rpartition(":")
+    host, colon, port_text = hostport.rpartition(":")
+    if host and not port_text.isdigit() and not host.endswith(":"):  # (`::1` is an IPv6 host, not a port)
+        # `host:xyz` was read as a host named `host:xyz` on port 6379 and waited on for 20 s (h187)
+        raise ConnectionError(f"{address}: the port {port_text!r} is not a number: give host:port (6379 by default), "
+                              f"or the host alone")
     if not host or not port_text.isdigit():
         host, port_text = hostport, "10001" if client else "6379"  # Ray's default ports
     port = int(port_text)
