@@ -149,10 +149,12 @@ def _pass_states(run: RunDir, record: dict[str, Any], shards_planned: int,
                 state = "stopped"  # shards done but no run holds the directory: interrupted, resumable
         else:
             state = "pending"
-        if state == "pending" and active and all(s["state"] == "finished" for s in states):
+        if state == "pending" and active is not None and all(s["state"] == "finished" for s in states):
             # the first unfinished pass of a run at work: a dedup pass building its index or the
-            # tokens pass writes no shard marker for a while, and read "pending" while it ran
-            state = "running"
+            # tokens pass writes no shard marker for a while, and read "pending" while it ran; of a
+            # run nobody holds, it was begun (run.json) and stopped before its first shard or step:
+            # it read "pending", like a pass never begun (h187)
+            state = "running" if active else "stopped"
         states.append({"name": p["name"], "kind": p["kind"], "state": state, "detail": detail})
     return states
 

@@ -56,7 +56,10 @@ def test_status_tracks_finished_failed_and_pending_shards(tmp_path):
         (out / "stats" / f"{name}.json").rename(out / f"{name}.json.aside")
     with run_dir_lock(str(out)):  # the first unfinished pass of a run at work is running, not pending
         assert [p["state"] for p in run_status(str(out)).passes] == ["running"]
-    assert [p["state"] for p in run_status(str(out)).passes] == ["pending"]
+    # nobody holds it: begun (run.json) and stopped before any shard finished, not "pending" as if never begun
+    assert [p["state"] for p in run_status(str(out)).passes] == ["stopped"]
+    shown = CliRunner().invoke(app, ["status", str(out)])
+    assert "stopped" in shown.output and "0/3 shards finished" in shown.output, shown.output
     for name in ("p0", "p1"):
         (out / f"{name}.json.aside").rename(out / "stats" / f"{name}.json")
     (out / "failed").mkdir()
