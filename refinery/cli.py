@@ -159,7 +159,7 @@ def stats(
     compare: Optional[tuple[str, str]] = typer.Option(
         None, "--compare", metavar="RUN_A RUN_B", help="show how each stage/reason moved from run A to run B"
     ),
-    what_if: Optional[str] = typer.Option(
+    what_if: Optional[list[str]] = typer.Option(
         None, "--what-if", metavar="STAGE.PARAM=VALUE",
         help="what moving one threshold would remove or let pass, counted on the run's Parquet outputs "
              "(e.g. gopher_quality.min_words=100)"),
@@ -178,6 +178,10 @@ def stats(
     threshold would change. --pairs: removed duplicates beside the documents kept in their place."""
     import json
 
+    if what_if and len(what_if) > 1:  # typer kept the last and answered it alone, exit 0 (h188)
+        fail(f"--what-if moves one threshold at a time; given {len(what_if)} ({', '.join(what_if)}): "
+             "run it once per threshold (their removals together are not counted)")
+    what_if = what_if[0] if what_if else None
     if what_if is not None and pairs is not None:
         fail("give --what-if or --pairs, not both")
     if what_if is not None:

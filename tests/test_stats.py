@@ -473,6 +473,10 @@ def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
         "line_corrections.min_words_after_cuts", "lines_dedup.lines.min_words_after_cuts", "substring_dedup.substring.min_words"]
     bad = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", "gopher_quality.nope=1"])
     assert bad.exit_code == 2 and "gopher_quality has no threshold 'nope'" in bad.output and "Traceback" not in bad.output
+    # two thresholds at once: the last was answered alone, exit 0, the first dropped without a word (h188)
+    two = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", "gopher_quality.min_words=100",
+                                   "--what-if", "gopher_repetition.dup_line_frac=0.2"])
+    assert two.exit_code == 2 and "one threshold at a time; given 2 (gopher_quality.min_words=100" in two.output, two.output
     # a value a rerun would refuse is refused, as the stage says it (it was answered: h173)
     for spec, why in (("gopher_quality.min_words=-5", "min_words: must be >= 0, got -5"),
                       ("language_id.min_score=1.5", "min_score: must be within [0, 1], got 1.5")):
