@@ -5,6 +5,7 @@ stats JSON, data is escaped, and a full-page screenshot is kept under ``test-art
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -266,6 +267,14 @@ def test_sample_metrics_are_shown_whole_named_for_readers_and_control_characters
     # a huge text says it is cut (only a "…" did) and right-to-left text gets its own direction (session 45)
     assert html.count("data-truncated>") == 1 and "first 600 of 4,200,000 characters" in html
     assert html.count('<div class="snippet" dir="auto">') == len(rows)
+    # each trigger beside the run's threshold it is beyond (the value alone said nothing of the line: h188)
+    marks = {"gopher_quality": {"gopher_word_count": [{"param": "min_words", "value": 50},
+                                                      {"param": "max_words", "value": 100000}]},
+             "quality": {"quality_score": [{"param": "threshold", "value": 0.0005}]}}
+    html = _samples(stats, pa.Table.from_pylist(rows), 8, {"gopher_quality": "gopher_quality", "quality": "quality"}, marks)
+    assert "<div class='beyond mono'>above max_words = 100,000</div>" in html and "below min_words" not in html
+    assert "<div class='beyond mono'>below threshold = 0.0005</div>" in html  # quality's threshold is a minimum
+    assert html.count("class='beyond") == 2  # none for readers and for a trigger without a line
 
 
 def test_small_scores_get_their_own_bins():
@@ -282,6 +291,12 @@ def test_small_scores_get_their_own_bins():
     big.add(pa.array([1e6, 3e7, 9e7]), "kept")
     svg = histogram_svg(big.to_dict(), [{"param": "max_chars", "value": 1e8}], "x")
     assert ">max_chars = 100,000,000<" in svg and ">25M<" in svg and ">100M<" in svg and "e+0" not in svg, svg
+    # a log axis: "0" and "1" are one bin apart and were both written, reading "01" (h188)
+    cut = Histogram.for_column("substring_cut_chars")
+    cut.add(pa.array([0.0] * 170 + [300.0, 4500.0]), "kept")
+    svg = histogram_svg(cut.to_dict(), [], "x")
+    ticks = [float(x) for x, label in re.findall(r'<text x="([\d.]+)" y="[\d.]+" font-size="11" text-anchor="middle"[^>]*>(0|1|10|100|1k)</text>', svg)]
+    assert len(ticks) >= 3 and all(b - a > 12 for a, b in zip(ticks, ticks[1:])), ticks
 
 
 def _null_histogram(column: str, n: int) -> dict:
@@ -299,6 +314,12 @@ def test_no_chart_is_drawn_without_data():
     html = _histograms(stats, {})
     assert html.count("<figure") == 1 and 'data-column="toxicity_score"' in html
     assert 'data-column="toxicity_transformer_score"' not in html and "toxicity_transformer_score" in html  # noted
+    # values missing on the removed side: the caption said "0 removed by extract" of a stage that removed 27 (h188)
+    part = Histogram.for_column("extract_pass")
+    part.add(pa.array([0.0, 1.0, None]), "kept")
+    part.add(pa.array([None, None], type=pa.float64()), "removed", "empty_text")
+    html = _histograms({"stages": [{"stage": "extract"}], "histograms": {"extract": {"extract_pass": part.to_dict()}}}, {})
+    assert "2 kept, 0 removed by extract with a value;" in html and "3 without a value (1 kept, 2 removed)" in html, html
     # without the cascade the transformer column is not a metric at all
     assert "toxicity_transformer_score" not in ToxicityFilter.metric_columns(SimpleNamespace(cascade=False))
     assert "toxicity_transformer_score" in ToxicityFilter.metric_columns(SimpleNamespace(cascade=True))

@@ -31,6 +31,7 @@ from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.domains import merge_top_domains
 from refinery.stats.funnel import RUN_TOP_DOMAINS, counter_rows, funnel_rows, funnel_stage, load_run_stats
 from refinery.stats.samples import load_samples
+from refinery.stats.whatif import threshold_rule
 from refinery.stats.svg import fmt_int, fmt_value, funnel_svg, histogram_svg, languages_svg, whatif_svg
 from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order, stage_order
 from refinery.stats.thresholds import (READER_METRICS, effective_params, load_run_manifest, neutral_params, reason_metric,
@@ -98,6 +99,7 @@ details .inner { padding:4px 12px 10px; overflow-x:auto; }
            background:#fafafa; border-left:3px solid var(--removed); padding:6px 9px; border-radius:3px; }
 .url { word-break:break-all; font-size:12px; }
 .metric { font-weight:600; color:#b2361a; }
+.beyond { font-size:11px; color:#b2361a; margin-bottom:4px; }
 .tag { display:inline-block; background:#eef2f7; color:#374151; border-radius:10px; padding:0 8px; font-size:11.5px; }
 .warn { background:#fff5f5; border-color:#f5c2c0; }
 .sides { display:grid; grid-template-columns:1fr 1fr; gap:18px; align-items:start; }
@@ -305,12 +307,13 @@ def _figure(stage: str, column: str, h: dict[str, Any], marks: list[dict[str, An
             means.append(f"mean {side} {h['sum'][side] / n:.3g}")
     extra = []
     nulls = h["null"]["kept"] + h["null"]["removed"]
-    if nulls:
-        extra.append(f"{nulls:,} without a value")
+    if nulls:  # per side: "0 removed by extract" read as the stage's count when its 27 removals had no value (h188)
+        extra.append(f"{nulls:,} without a value ({h['null']['kept']:,} kept, {h['null']['removed']:,} removed)")
     outside = h["under"]["kept"] + h["under"]["removed"] + h["over"]["kept"] + h["over"]["removed"]
     if outside:
         extra.append(f"{outside:,} outside the axis")
-    caption = (f"{n_kept:,} kept, {n_removed:,} removed by {escape(stage)}; " + "; ".join(means + extra)
+    with_value = " with a value" if nulls else ""
+    caption = (f"{n_kept:,} kept, {n_removed:,} removed by {escape(stage)}{with_value}; " + "; ".join(means + extra)
                + (f"; range {h['min']:.4g} – {h['max']:.4g}" if h.get("min") is not None else ""))
     return (f'<figure data-stage="{_e(stage)}" data-column="{_e(column)}">'
             f"{histogram_svg(h, marks, title or f'{stage} · {column}')}<figcaption>{caption}</figcaption></figure>")
@@ -482,8 +485,26 @@ def _trigger(kind: str | None, reason: str, metric: float | None, metrics: dict[
     return matches[0] if len(matches) == 1 else None
 
 
-def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: dict[str, str] | None = None) -> str:
-    kinds = kinds or {}
+def _beyond(kind: str | None, metric: float, marks: list[dict[str, Any]]) -> str:
+    """The run's threshold(s) on a sample's trigger column, said against its value ("below min_words
+    = 50"): a value without its threshold did not say how far past the line a removal was (h188)."""
+    said = []
+    for mark in marks:
+        rule = threshold_rule(kind, mark["param"])
+        if mark["value"] is None or not rule.fails(metric, float(mark["value"])):
+            continue
+        side = ("at or below" if rule.at_value else "below") if rule.lower else ("at or above" if rule.at_value else "above")
+        said.append(f"{side} {mark['param']} = {fmt_value(mark['value'])}")
+    if not said:  # a removal within every line of its column (another rule decided): the lines, as run
+        said = [f"{m['param']} = {fmt_value(m['value'])}" for m in marks if m["value"] is not None]
+        if said:
+            said[0] = "threshold " + said[0]
+    return "".join(f"<div class='beyond mono'>{_e(x)}</div>" for x in said)
+
+
+def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: dict[str, str] | None = None,
+             thresholds: dict[str, dict[str, list[dict[str, Any]]]] | None = None) -> str:
+    kinds, thresholds = kinds or {}, thresholds or {}
     if samples.num_rows == 0:
         return _section("samples", "Removed samples", "<p class='note'>No removed documents were sampled.</p>")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -509,6 +530,8 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
                 label = trigger or READER_METRICS.get(r["stage"], {}).get(reason) or "metric"
                 metric = (f"<div class='metric mono' data-trigger=\"{_e(trigger or '')}\">"
                           f"{_e(label)} = {_e(_fmt_metric(r['metric']))}</div>")
+                marks = (thresholds.get(r["stage"]) or {}).get(trigger or "") or []
+                metric += _beyond(kinds.get(r["stage"]), r["metric"], marks)
             lang = f"<span class='tag'>{_e(r['language'])}</span>" if r["language"] else ""
             src = "" if r["snippet_source"] in ("text", "") else f"<div class='note'>from {_e(r['snippet_source'])}</div>"
             snippet = (r["snippet"] or "").strip()  # stored as an exact prefix; shown without edge blank lines
@@ -530,7 +553,7 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
         )
     note = (f"A uniform random sample of at most {per_reason} removed documents per stage and reason across the run "
             "(reservoir per shard, merged weighted by each shard's removals). In red: the metric column that triggered "
-            "the removal (named from the stage's reason), with its value. Every removed document is in <code>removed/&lt;shard&gt;.parquet</code>; the samples are in "
+            "the removal (named from the stage's reason), with its value and the run's threshold it is beyond. Every removed document is in <code>removed/&lt;shard&gt;.parquet</code>; the samples are in "
             "<code>samples/&lt;shard&gt;.parquet</code>.")
     return _section("samples", "Removed samples", "".join(parts), note)
 
@@ -910,7 +933,7 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         f"<title>refinery report · {escape(name)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>refinery report · {escape(name)}</h1><div class=\"sub\">{escape(sub)}</div></header><nav>{nav}</nav><main>"
         f"{_summary(stats, manifest, counted)}{failed}{_funnel(stats)}{_histograms(stats, thresholds)}{what_if}{_languages(stats, counted)}"
-        f"{_domains(stats)}{_samples(stats, samples, samples_per_reason, stage_kinds(manifest))}"
+        f"{_domains(stats)}{_samples(stats, samples, samples_per_reason, stage_kinds(manifest), thresholds)}"
         f"{pairs}{_cut_lines(stats)}"
         f"</main><footer>generated {generated} by refinery {escape(__version__)} · self-contained: no JavaScript, "
         f"no external resources</footer></body></html>"
