@@ -286,6 +286,7 @@ def test_small_scores_get_their_own_bins():
     assert 0.01 in h.edges and h.edges[-1] == 1.0
     svg = histogram_svg(h.to_dict(), [{"param": "threshold", "value": 0.01}], "quality · quality_score")
     assert 'data-value="0.01"' in svg and ">0.01<" in svg  # the threshold is drawn and the axis labelled
+    assert ">documents</text>" in svg  # and the y axis names its unit (h188)
     # big values: "max_chars = 1e+08" beside ticks of "100M", and "2.5e+07" on a linear axis (h165)
     big = Histogram.for_column("chars", edges=[0, 2.5e7, 5e7, 7.5e7, 1e8, 1.25e8])
     big.add(pa.array([1e6, 3e7, 9e7]), "kept")

@@ -638,6 +638,7 @@ def test_a_large_runs_thresholds_section_reads_a_sample_of_shards_and_scales_its
             "curve": [{"x": x / 10, "removed": 15000 if x == 10 else 40 * x, "corpus": 0} for x in range(11)]}
     svg = whatif_svg(view)
     assert ">300<" in svg and "3 points above 300, up to 15,000" in svg  # the axis: 0-300, not 0-15k
+    assert ">documents</text>" in svg  # the y axis named its unit nowhere (h188)
 
 
 def test_a_runs_samples_and_kept_languages_are_read_ahead_on_s3_with_the_serial_result(run, tmp_path, s3_bucket,

@@ -271,6 +271,9 @@ def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = N
                 y0 -= hgt
         body.append("</g>")
     body.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{AXIS}"/>')
+    # the y axis said no unit (the funnel's does): counts of documents, not of tokens or shards (h188)
+    body.append(_t(11, top + ph / 2, "documents", 10.5, "middle", AXIS,
+                   extra=f'transform="rotate(-90 11 {top + ph / 2:.1f})"'))
     last_right = -math.inf
     for pos, label in _ticks(edges, h["scale"], lo, hi):
         px = left + (pos - lo) * bw
@@ -378,6 +381,9 @@ def whatif_svg(view: dict[str, Any], title: str = "") -> str:
         body.append(_t(left - 6, py(y) + 4, fmt_compact(y), 11, "end", AXIS))
         y += ystep
     body.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{AXIS}"/>')
+    body.append(_t(11, top + ph / 2, "documents", 10.5, "middle", AXIS,
+                   extra=f'transform="rotate(-90 11 {top + ph / 2:.1f})"'))
+
     def mid(a: float, b: float) -> float:
         return math.sqrt(a * b) if log_x else (a + b) / 2
 
