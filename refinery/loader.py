@@ -646,6 +646,10 @@ class TokenLoader:
             if set(diff) & _RESHAPEABLE_AT_EPOCH_START:
                 hint = (f"; {', '.join(sorted(set(diff) & _RESHAPEABLE_AT_EPOCH_START))} can change only at an "
                         f"epoch's start (this state is {position} rows into epoch {epoch})")
+            if set(diff) & (_RESHAPEABLE_AT_EPOCH_START - {"rank"}):
+                # a job restarted on fewer (or more) nodes mid-epoch: "only at an epoch's start" left it
+                # to roll back to an older checkpoint; the epoch can be finished as saved instead (h189)
+                hint += _finish_epoch_as_saved(saved, epoch)
             if set(diff) == {"rank"}:
                 # every rank loading rank 0's state (a checkpoint saved on rank 0 only) is the usual
                 # way to get here; "can change only at an epoch's start" did not say what to do (h129)
@@ -668,6 +672,17 @@ class TokenLoader:
 # What a state saved at an epoch's start may differ in: each rank's share of an epoch is dealt
 # when the epoch starts, so only mid-epoch positions depend on them.
 _RESHAPEABLE_AT_EPOCH_START = frozenset({"rank", "world_size", "batch_size", "drop_last"})
+
+
+def _finish_epoch_as_saved(saved: dict, epoch: int) -> str:
+    """How to reach the next epoch's start, where the shape may change, from a mid-epoch state of
+    another shape: the saved ranks' loaders, all in this process if need be, to the epoch's end."""
+    world, batch, drop_last = saved.get("world_size"), saved.get("batch_size"), saved.get("drop_last")
+    last = world - 1 if isinstance(world, int) else f"{world} - 1"
+    return (f"; to change it now, finish epoch {epoch} as saved: one TokenLoader per saved rank (rank=0..{last}, "
+            f"world_size={world}, batch_size={batch}, drop_last={drop_last}; several may run in one process), each "
+            f"loading its rank's state, iterated to the epoch's end; then their state_dict() (epoch {epoch + 1}, "
+            f"position 0) loads into the new shape, every window once")
 
 
 # What every rank's loader must share: each rank deals itself its windows from these, so a rank

@@ -139,11 +139,28 @@ def test_resume_at_epoch_end_starts_next_epoch(gpt2_tokens):
 
 def test_state_from_another_setup_is_refused(gpt2_tokens):
     loader = TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=2)
-    next(iter(loader))  # mid-epoch: this rank's share of the epoch is already dealt
+    first = {k: v.copy() for k, v in next(iter(loader)).items()}  # mid-epoch: this rank's share is dealt
     state = loader.state_dict()
     with pytest.raises(LoaderStateError, match=r"world_size: saved 2 vs now 4\); world_size can change only "
                                                r"at an epoch's start \(this state is 8 rows into epoch 0\)"):
         TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=4).load_state_dict(state)
+    # a job restarted on fewer nodes mid-epoch is told how to get there (h189): finish the epoch as saved
+    with pytest.raises(LoaderStateError, match=r"finish epoch 0 as saved: one TokenLoader per saved rank \(rank=0..1, "
+                                               r"world_size=2, batch_size=8, drop_last=False;"):
+        TokenLoader(gpt2_tokens, SEQ, 8, seed=1, world_size=1).load_state_dict(state)
+    # ... and that recipe, both saved ranks in this process: epoch 0 once, then epoch 1 dealt to world_size=1
+    other = TokenLoader(gpt2_tokens, SEQ, 8, seed=1, rank=1, world_size=2)
+    seen = _rows(first) + _rows(next(iter(other)))
+    for rank, saved in enumerate((state, other.state_dict())):
+        finishing = TokenLoader(gpt2_tokens, SEQ, 8, seed=1, rank=rank, world_size=2)
+        finishing.load_state_dict(saved)
+        seen += [row for b in _epoch(finishing) for row in _rows(b)]
+    stream = _stream(gpt2_tokens)
+    assert sorted(seen) == sorted(tuple(stream[i : i + SEQ + 1].tolist()) for i in range(0, len(stream), SEQ + 1))
+    shrunk, fresh = (TokenLoader(gpt2_tokens, SEQ, 8, seed=1) for _ in range(2))
+    shrunk.load_state_dict(finishing.state_dict())
+    _epoch(fresh)
+    assert _same(_epoch(shrunk), _epoch(fresh))
     with pytest.raises(LoaderStateError, match="seq_len"):
         TokenLoader(gpt2_tokens, 63, 8, seed=1, world_size=2).load_state_dict(state)
     # rank 0's state loaded on rank 1 (a checkpoint saved on rank 0 only): the message says what to save
