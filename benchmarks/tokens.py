@@ -166,6 +166,8 @@ def main() -> None:
         for label, r in rows:
             print(f"| {label} | {r['tokens']:,} | {r['wall']:.2f} | {r['tokens'] / r['wall']:,.0f} | "
                   f"{r['tokens'] / max(r['cpu'], 1e-9):,.0f} | {r['batches'] / r['wall']:,.0f} |")
+        # the high-water mark before megatron-core's import (~358 MB of its own: session 48, h189)
+        loader_rss_mb = peak_rss_mb()
         mega = run_megatron(token_dir)
         if mega is None:
             print("\nmegatron-core not installed: Megatron IndexedDataset read skipped (pip install -e .[test])")
@@ -173,7 +175,8 @@ def main() -> None:
             print(f"\nMegatron-Core IndexedDataset (mmap), every document of every shard: {mega['docs']:,} docs, "
                   f"{mega['tokens']:,} tokens in {mega['wall']:.2f} s wall; {mega['docs'] / max(mega['cpu'], 1e-9):,.0f} "
                   f"docs and {mega['tokens'] / max(mega['cpu'], 1e-9):,.0f} tokens per CPU-second")
-        print(f"\npeak RSS (loader process): {peak_rss_mb():.0f} MB")
+        print(f"\npeak RSS (loader process, before the Megatron read): {loader_rss_mb:.0f} MB; "
+              f"with megatron-core imported: {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":
