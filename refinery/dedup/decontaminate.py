@@ -497,8 +497,10 @@ def decontaminate_passes(work: Any, shards: list[Any], config: DedupConfig, exec
     batch = batch_bytes(shards, config.batch_size)
     from refinery.dedup.driver import worker_baseline_bytes
 
+    # a step begun and stopped keeps the partitions its finished tasks were written with
     P = config.partitions or (work.done("matches") or {}).get("partitions") \
-        or benchmark_partitions(total, config.memory_budget, batch, worker_baseline_bytes(executor, config.method))
+        or work.planned("matches", lambda: {"partitions": benchmark_partitions(
+            total, config.memory_budget, batch, worker_baseline_bytes(executor, config.method))})["partitions"]
     log.info("[dedup decontaminate] %d benchmark n-grams (%d-grams) in %d hash partition(s) (budget %.0f MiB, "
              "%.0f MiB per batch of documents)", total, dc.ngram, P, config.memory_budget / 2**20, batch / 2**20)
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -238,6 +239,27 @@ class WorkDir:
         fs.write_bytes(self.path("passes", f"{name}.json"), json.dumps(summary, indent=1).encode())
         return summary
 
+    def task_summary_uri(self, step: str, k: int) -> str:
+        """Where task ``k`` of ``step`` records its result once its outputs are complete
+        (:func:`_resumable_task`); the record names the fingerprint it was made under."""
+        return self.path("tasks", step, f"{k:06d}.json")
+
+    def planned(self, step: str, plan: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The plan (partition counts, the measured worker baseline) ``step`` began with under this
+        fingerprint, else ``plan()``, recorded before the step's first task runs: partitions follow
+        a worker baseline measured anew on each run, and a rerun that planned other partitions
+        would redo every task its stop had left finished."""
+        uri = self.path("tasks", step, "_plan.json")  # ("_": not listed with the task records)
+        try:
+            record = None if self.force else json.loads(fs.read_bytes_if_any(uri) or b"null")
+        except ValueError:  # a damaged record plans nothing
+            record = None
+        if isinstance(record, dict) and record.get("fingerprint") == self.fingerprint and isinstance(record.get("plan"), dict):
+            return record["plan"]
+        made = plan()
+        fs.write_bytes(uri, json.dumps({"fingerprint": self.fingerprint, "plan": made}).encode())
+        return made
+
 
 def _clear_stale_index(work: WorkDir) -> None:
     """Delete an index built for another fingerprint (or any, with ``--force``) before redoing it.
@@ -299,11 +321,114 @@ def _run_pass(work: WorkDir, name: str, fn: Callable[..., dict[str, Any]], tasks
         log.info("[dedup] pass %s already finished, skipping", name)
         return marker
     started = time.time()
-    results = executor.run(fn, tasks, label=f"dedup/{work.method}/{name}", names=names, units=units, fresh_workers=fresh_workers)
+    results = _run_resumable(work, name, fn, tasks, executor, names, f"dedup/{work.method}/{name}", units,
+                             fresh_workers)
     summary = _summarize(results, time.time() - started)
     if extra:
         summary.update(extra(results))
     return work.finish(name, summary)
+
+
+def _run_resumable(work: WorkDir, step: str, fn: Callable[..., dict[str, Any]], tasks: list[dict[str, Any]],
+                   executor: Executor, names: list[str], label: str, units: str = "docs",
+                   fresh_workers: bool = False) -> list[dict[str, Any]]:
+    """The results of ``fn`` over ``tasks``, in task order, running only the tasks that have no
+    record of a finished run under this fingerprint (``tasks/<step>/<k>.json``, written by the
+    task after its outputs): a step stopped after 4 of 6 tasks runs the other 2 on a rerun, and
+    its summary adds up the 4 recorded results with the 2 new ones, as an uninterrupted run's."""
+    digests = [_task_digest(work, fn, t) for t in tasks]
+    recorded, present = _recorded_results(work, step, digests)
+    todo = [k for k in range(len(tasks)) if k not in recorded]
+    if recorded:
+        log.info("[dedup %s] %s: %d of %d tasks finished before, running %d", work.method, step, len(recorded),
+                 len(tasks), len(todo))
+    shared = {"_step_fn": fn, "_fingerprint": work.fingerprint}
+    runs = [{**tasks[k], "_summary_uri": work.task_summary_uri(step, k), "_task_digest": digests[k],
+             "_stale_summary": k in present} for k in todo]
+    fresh = executor.run(_resumable_task, runs, label=label, names=[names[k] for k in todo], units=units,
+                         shared=shared, fresh_workers=fresh_workers)
+    by_task = recorded | dict(zip(todo, fresh))
+    return [by_task[k] for k in range(len(tasks))]
+
+
+def _task_digest(work: WorkDir, fn: Callable[..., Any], task: dict[str, Any]) -> str:
+    """What a task's record must match to stand for it: its function and arguments (the partition
+    counts among them), with the index's own paths relative to it (a moved index is the same)."""
+    top = work.root.rstrip("/") + "/"
+
+    def relative(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(top):
+            return "$index/" + value[len(top):]
+        if isinstance(value, (list, tuple)):
+            return [relative(v) for v in value]
+        if isinstance(value, dict):
+            return {k: relative(v) for k, v in value.items()}
+        return value
+
+    blob = json.dumps([f"{fn.__module__}.{fn.__qualname__}", relative(task)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _recorded_results(work: WorkDir, step: str, digests: list[str]) -> tuple[dict[int, dict[str, Any]], set[int]]:
+    """The results recorded for ``step``'s tasks under this fingerprint and for these very tasks
+    (by index), and the indexes with any record (another fingerprint's: deleted before the task
+    runs again, so a stop mid-task never leaves the other's record beside its new outputs)."""
+    listed = fs.list_files_if_any(work.path("tasks", step), (".json",))
+    indexed = [(k, uri) for uri in listed if (k := _record_index(uri)) is not None]
+    if work.force:  # everything is redone; the records there are deleted as their tasks run
+        return {}, {k for k, _ in indexed}
+
+    def read(uri: str) -> Any:
+        try:
+            return json.loads(fs.read_bytes(uri))
+        except (ValueError, fs.StorageError):  # damaged, or gone since the listing: not finished
+            return None
+
+    if fs.is_s3(work.root) and len(indexed) > 1:  # one GET each: 16 at a time
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            records = list(pool.map(read, [uri for _, uri in indexed]))
+    else:
+        records = [read(uri) for _, uri in indexed]
+    found: dict[int, dict[str, Any]] = {}
+    for (k, _), record in zip(indexed, records):
+        if (k < len(digests) and isinstance(record, dict) and record.get("fingerprint") == work.fingerprint
+                and record.get("task") == digests[k] and isinstance(record.get("result"), dict)):
+            found[k] = record["result"]
+    return found, {k for k, _ in indexed}
+
+
+def _record_index(uri: str) -> int | None:
+    stem = fs.basename(uri)[: -len(".json")]
+    return int(stem) if stem.isdigit() else None
+
+
+def _resumable_task(_step_fn: Callable[..., dict[str, Any]], _summary_uri: str, _task_digest: str,
+                    _fingerprint: str, _stale_summary: bool = False, **task: Any) -> dict[str, Any]:
+    """Run one index task, then record its result beside the step's outputs (atomically, after
+    them): a task stopped before the record is redone whole. A record left by another fingerprint
+    goes first, so it never names outputs this run is rewriting."""
+    from refinery.executors.base import peak_rss_bytes
+
+    if _stale_summary:
+        fs.delete(_summary_uri)
+    started = time.perf_counter()
+    result = dict(_step_fn(**task) or {})
+    # what the executor adds to a result (call_task), so a recorded result sums as a fresh one
+    result.setdefault("seconds", round(time.perf_counter() - started, 4))
+    result["peak_rss"] = peak_rss_bytes()
+    result["pid"] = os.getpid()
+    record = {"fingerprint": _fingerprint, "task": _task_digest, "result": result}
+    fs.write_bytes(_summary_uri, json.dumps(record, default=_plain).encode())
+    return json.loads(json.dumps(result, default=_plain))  # as a rerun reads it back: the same sums
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar or array in a task's result, as JSON holds it."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} in a task result is not JSON")
 
 
 def _fingerprint(method: str, params: dict[str, Any], shards: list[Shard], upstream: str | None = None,
@@ -957,10 +1082,15 @@ def build_index(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
     bucketed = work.done("buckets")
     if bucketed is not None and "partitions" in bucketed:  # a resumed index keeps the partitioning it was written with
         P, Q, baseline = bucketed["partitions"], bucketed["cc_partitions"], bucketed.get("worker_baseline_bytes", 0)
-    else:
-        baseline = worker_baseline_bytes(executor, method) if not config.partitions else TASK_BASELINE_BYTES
-        P = config.partitions or partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget, baseline)
-        Q = config.partitions or partitions_for(2 * rows, EDGE_BYTES_PER_ROW, budget, baseline)
+    else:  # a step begun and stopped keeps the plan its finished tasks were written with (WorkDir.planned)
+        def plan() -> dict[str, Any]:
+            baseline = worker_baseline_bytes(executor, method) if not config.partitions else TASK_BASELINE_BYTES
+            return {"partitions": config.partitions or partitions_for(rows, CANDIDATE_BYTES_PER_ROW, budget, baseline),
+                    "cc_partitions": config.partitions or partitions_for(2 * rows, EDGE_BYTES_PER_ROW, budget, baseline),
+                    "worker_baseline_bytes": baseline}
+
+        planned = work.planned("buckets", plan)
+        P, Q, baseline = planned["partitions"], planned["cc_partitions"], planned["worker_baseline_bytes"]
     _write_manifest(work, method, _method_params(config), shards, per_shard, partitions=P, cc_partitions=Q)
     log.info("[dedup %s] %d docs with keys, %d bucket rows -> %d key partitions, %d node partitions (budget %.0f MiB, "
              "workers hold %.0f MiB)", method, with_key, rows, P, Q, budget / 2**20, baseline / 2**20)
@@ -1068,8 +1198,10 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
         roots = [work.path("components", "roots", f"part-{q:05d}.parquet") for q in range(Q)] if num_shards else [None] * Q
         tasks = [{"input_uris": inputs, "part": q, "output_uri": large[q], "final_uri": final[q], "cc_parts": Q,
                   "roots_uri": roots[q], "num_shards": num_shards} for q in range(Q)]
-        results = executor.run(large_star_task, tasks, label=f"dedup/{method}/large-star-{r}",
-                               names=[f"part-{q}" for q in range(Q)], units="edges")
+        # each round's tasks resume as a step's do: a round's inputs are the last round's outputs,
+        # the same files whichever run wrote them
+        results = _run_resumable(work, f"large-star-{r}", large_star_task, tasks, executor,
+                                 [f"part-{q}" for q in range(Q)], f"dedup/{method}/large-star-{r}", units="edges")
         summary = _summarize(results, 0.0)
         summary.pop("wall_seconds", None)
         rounds.append({"round": r, "step": "large", **summary})
@@ -1090,8 +1222,8 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
             return final, work.finish("components", out)
         small = [work.path("components", f"round-{r:03d}", "small", f"part-{q:05d}.parquet") for q in range(Q)]
         tasks = [{"input_uris": large, "part": q, "output_uri": small[q], "cc_parts": Q} for q in range(Q)]
-        results = executor.run(small_star_task, tasks, label=f"dedup/{method}/small-star-{r}",
-                               names=[f"part-{q}" for q in range(Q)], units="edges")
+        results = _run_resumable(work, f"small-star-{r}", small_star_task, tasks, executor,
+                                 [f"part-{q}" for q in range(Q)], f"dedup/{method}/small-star-{r}", units="edges")
         summary = _summarize(results, 0.0)
         summary.pop("wall_seconds", None)
         rounds.append({"round": r, "step": "small", **summary})

@@ -536,8 +536,10 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
     lines = config.lines
     rule = {k: getattr(lines, k) for k in ("min_chars", "min_words", "max_words", "fold_digits", "exact_dates")}
     text_bytes = text_bytes_of(shards)  # checks the shards' columns before any task runs
+    # a step begun and stopped keeps the partitions its finished tasks were written with
     P = config.partitions or (work.done("line_counts") or {}).get("partitions") \
-        or partitions_for_text(text_bytes, config.memory_budget, worker_baseline_bytes(executor, config.method))
+        or work.planned("line_counts", lambda: {"partitions": partitions_for_text(
+            text_bytes, config.memory_budget, worker_baseline_bytes(executor, config.method))})["partitions"]
     names = [s.name for s in shards]
     count_uri = {s.name: work.path("line_counts", f"{s.name}.parquet") for s in shards}
     tasks = [{"input_uri": s.uri, "shard": s.name, "output_uri": count_uri[s.name], "num_parts": P, "rule": rule,

@@ -1,0 +1,138 @@
+"""A dedup pass stopped inside an index step resumes per task: a rerun runs only the tasks with no
+record of a finished run (``<dedup>/tasks/<step>/<k>.json``, written after the task's outputs) and
+ends with the same kept/removed sets and stats as an uninterrupted run."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from refinery.dedup import driver, lines
+from refinery.dedup.config import DedupConfig
+from refinery.dedup.driver import run_dedup
+from refinery.executors.local import LocalExecutor
+from refinery.io import fs
+from tests._dedup_fixtures import load_cc_docs
+
+SHARDS = 6
+#: what differs between two runs of the same dedup however they went: clocks, processes, paths
+_RUN_ONLY = {"wall_seconds", "task_seconds", "peak_rss_max", "worker_pids", "output", "work_dir"}
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory) -> Path:
+    """240 documents of the bundled Common Crawl sample in 6 Parquet shards, every 3rd copied (new
+    id) into the next shard: MinHash has clusters to find, and lines repeated lines."""
+    docs = load_cc_docs()[:240]
+    root = tmp_path_factory.mktemp("resume") / "in"
+    root.mkdir()
+    per = -(-len(docs) // SHARDS)
+    for s in range(SHARDS):
+        own = docs[s * per:(s + 1) * per]
+        copies = [{**d, "id": d["id"] + "-copy"} for d in docs[(s - 1) * per:s * per:3]] if s else []
+        pq.write_table(pa.Table.from_pylist(own + copies), root / f"shard-{s}.parquet")
+    return root
+
+
+def _outcome(out: Path, stats: dict[str, Any]) -> tuple:
+    """Kept and removed documents (ids, texts, stage, reason) and the stats without timings."""
+    def rows(sub: str, columns: list[str]) -> list[tuple]:
+        tables = [pq.read_table(f, columns=columns) for f in sorted((out / sub).glob("*.parquet"))]
+        return sorted(zip(*(sum((t.column(c).to_pylist() for t in tables), []) for c in columns)))
+
+    def timeless(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: timeless(v) for k, v in value.items() if k not in _RUN_ONLY}
+        if isinstance(value, list):
+            return [timeless(v) for v in value]
+        return value.replace(str(out), "OUT") if isinstance(value, str) else value
+
+    return (rows("kept", ["id", "text"]), rows("removed", ["id", "removed_stage", "removed_reason"]),
+            timeless(stats))
+
+
+def _stopping(fn: Callable[..., dict[str, Any]], after: int, ran: list[str]) -> Callable[..., dict[str, Any]]:
+    """``fn`` as a run stopped by Ctrl-C sees it: the task after ``after`` finished ones writes its
+    outputs, then the interrupt comes before its record (so the task must be redone whole)."""
+    @functools.wraps(fn)  # the same task, as a rerun names it (its record matches by function)
+    def task(**kwargs: Any) -> dict[str, Any]:
+        result = fn(**kwargs)
+        ran.append(kwargs["shard"])
+        if len(ran) > after:
+            raise KeyboardInterrupt
+        return result
+    return task
+
+
+def _recording(fn: Callable[..., dict[str, Any]], ran: list[str]) -> Callable[..., dict[str, Any]]:
+    @functools.wraps(fn)
+    def task(**kwargs: Any) -> dict[str, Any]:
+        ran.append(kwargs["shard"])
+        return fn(**kwargs)
+    return task
+
+
+@pytest.mark.parametrize("method, module, step, fn_name, partitions", [
+    ("minhash", driver, "signatures", "signature_task", 2),
+    ("lines", lines, "line_counts", "line_count_task", None),  # partitions planned from the measured baseline
+])
+def test_a_dedup_stopped_inside_a_step_reruns_only_its_unfinished_tasks(shard_dir, tmp_path, monkeypatch, caplog,
+                                                                        method, module, step, fn_name, partitions):
+    config = DedupConfig(method=method, partitions=partitions)
+    clean = run_dedup(str(shard_dir), str(tmp_path / "clean"), config, LocalExecutor(1))
+    real = getattr(module, fn_name)
+    ran: list[str] = []
+    monkeypatch.setattr(module, fn_name, _stopping(real, 4, ran))
+    with pytest.raises(KeyboardInterrupt):
+        run_dedup(str(shard_dir), str(tmp_path / "out"), config, LocalExecutor(1))
+    records = tmp_path / "out" / "dedup" / "tasks" / step
+    assert sorted(p.name for p in records.glob("0*.json")) == [f"{k:06d}.json" for k in range(4)]
+    # a record made under another fingerprint (another config's, in a shared work dir) stands for
+    # nothing: its task runs again
+    other = json.loads((records / "000001.json").read_text()) | {"fingerprint": "0" * 16}
+    (records / "000001.json").write_text(json.dumps(other))
+    ran.clear()
+    monkeypatch.setattr(module, fn_name, _recording(real, ran))
+    measured: list[str] = []  # the step's partitions are the ones its finished tasks were written with
+    monkeypatch.setattr(driver, "worker_baseline_bytes", lambda *a: measured.append("again") or 10 * 2**30)
+    caplog.set_level("INFO", logger="refinery.dedup")
+    again = run_dedup(str(shard_dir), str(tmp_path / "out"), config, LocalExecutor(1))
+    assert sorted(ran) == ["shard-1", "shard-4", "shard-5"]  # shard-4 was cut before its record
+    assert measured == []
+    assert f"{step}: 3 of 6 tasks finished before, running 3" in caplog.text
+    assert _outcome(tmp_path / "out", again) == _outcome(tmp_path / "clean", clean)
+    assert again["passes"][step]["tasks"] == SHARDS
+
+
+def _part_task(output_uri: str, k: int) -> dict[str, Any]:
+    fs.write_bytes(output_uri, str(k).encode())
+    return {"rows": k, "parts": [k % 2]}
+
+
+def test_task_records_on_s3_resume_a_stopped_step(s3_bucket):
+    """On S3 the records are objects beside the step's outputs, read back 16 at a time."""
+    work = driver.WorkDir(f"{s3_bucket}/index", "f" * 16, False, method="t")
+    tasks = [{"output_uri": work.path("out", f"{k}.txt"), "k": k} for k in range(6)]
+    names = [f"t{k}" for k in range(6)]
+    ran: list[int] = []
+
+    @functools.wraps(_part_task)
+    def stopping(**kwargs: Any) -> dict[str, Any]:
+        ran.append(kwargs["k"])
+        if len(ran) > 4:
+            raise KeyboardInterrupt
+        return _part_task(**kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        driver._run_pass(work, "parts", stopping, tasks, LocalExecutor(1), names, extra=driver._files_by_part)
+    ran.clear()
+    summary = driver._run_pass(work, "parts", stopping, tasks, LocalExecutor(1), names, extra=driver._files_by_part)
+    assert ran == [4, 5] and summary["rows"] == 15 and summary["tasks"] == 6
+    assert summary["files_by_part"] == {"0": [0, 2, 4], "1": [1, 3, 5]}
