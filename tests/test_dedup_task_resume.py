@@ -122,17 +122,19 @@ def test_task_records_on_s3_resume_a_stopped_step(s3_bucket):
     tasks = [{"output_uri": work.path("out", f"{k}.txt"), "k": k} for k in range(6)]
     names = [f"t{k}" for k in range(6)]
     ran: list[int] = []
+    stop_after: list[int | None] = [4]
 
     @functools.wraps(_part_task)
     def stopping(**kwargs: Any) -> dict[str, Any]:
         ran.append(kwargs["k"])
-        if len(ran) > 4:
+        if stop_after[0] is not None and len(ran) > stop_after[0]:
             raise KeyboardInterrupt
         return _part_task(**kwargs)
 
     with pytest.raises(KeyboardInterrupt):
         driver._run_pass(work, "parts", stopping, tasks, LocalExecutor(1), names, extra=driver._files_by_part)
     ran.clear()
+    stop_after[0] = None  # the rerun goes to the end
     summary = driver._run_pass(work, "parts", stopping, tasks, LocalExecutor(1), names, extra=driver._files_by_part)
     assert ran == [4, 5] and summary["rows"] == 15 and summary["tasks"] == 6
     assert summary["files_by_part"] == {"0": [0, 2, 4], "1": [1, 3, 5]}
