@@ -249,7 +249,7 @@ class WorkDir:
         fingerprint, else ``plan()``, recorded before the step's first task runs: partitions follow
         a worker baseline measured anew on each run, and a rerun that planned other partitions
         would redo every task its stop had left finished."""
-        uri = self.path("tasks", step, "_plan.json")  # ("_": not listed with the task records)
+        uri = self.path("tasks", step, "plan.json")  # (not a task record: those are named by number)
         try:
             record = None if self.force else json.loads(fs.read_bytes_if_any(uri) or b"null")
         except ValueError:  # a damaged record plans nothing
