@@ -163,8 +163,10 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
                 record = {"shard": o.name, "error": o.error, "pass": p.name, "stage": failed_stage(o.error),
                           "attempts": o.attempts}
                 fs.write_bytes(out.failed(o.name), json.dumps(record, indent=1).encode())
-            else:
-                fs.delete(out.failed(o.name))  # a retried shard succeeded
+            elif o.name in listing.failed:
+                # a shard that had failed before succeeded (a record written after the listing is
+                # this loop's: the others' DELETE, one per shard on S3, found nothing; h186)
+                fs.delete(out.failed(o.name))
         except (fs.StorageError, OSError) as exc:  # e.g. a bucket that went read-only: report, don't crash
             log.warning("[%s] could not record the outcome of %s: %s", p.name, o.name, str(exc).splitlines()[0])
     others = [t for t in tasks if t.shard not in (only_shards or ())]

@@ -211,6 +211,28 @@ def test_url_dedup_keeps_the_first_by_shard_then_row(tmp_path):
     assert rebuilt is not runner and other is not rebuilt and removal_runner("url_dedup", params, "2019-a", "another index") is other
     _resident_probe_task(0.0)
     assert removal_runner("url_dedup", params, "2019-a", "another index") is not other
+    # the driver takes the manifest's version once per pass and hands it to the tasks (a HEAD per
+    # shard on S3 before): a runner is reused under it without a look, and a new one reads the
+    # manifest pinned to it, so a manifest rewritten since fails the shard (session 48, h186)
+    from refinery.dedup.passes import index_version, removal_run_task
+    from refinery.io import fs
+    from refinery.rundir import PassDir
+    from refinery.runner import StageFailed
+
+    taken = index_version(params["dedup_dir"])
+    looked = []
+    real = fs.file_versions
+    fs.file_versions = lambda *a: looked.append(a) or real(*a)
+    try:
+        pinned = removal_runner("url_dedup", params, "2019-a", marker["fingerprint"], taken)
+        assert removal_runner("url_dedup", params, "2019-b", marker["fingerprint"], taken) is pinned and not looked
+    finally:
+        fs.file_versions = real
+    os.utime(manifest, ns=(manifest.stat().st_atime_ns, manifest.stat().st_mtime_ns + 1))
+    _resident_probe_task(0.0)
+    with pytest.raises(StageFailed, match="InputChangedError: .*manifest.json changed after the run listed it"):
+        removal_run_task(str(run / "kept" / "2019-a.parquet"), PassDir(str(tmp_path / "again")), "2019-a", "url_dedup",
+                         params, fingerprint=marker["fingerprint"], index_version=taken)
 
 
 def test_normalize_url():

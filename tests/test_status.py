@@ -528,3 +528,26 @@ def test_a_pass_funnel_and_status_hold_a_chunk_of_shard_markers_not_all(tmp_path
     reads.clear()
     assert funnel.load_run_stats(str(out))["docs_read"] == 10 and funnel.partial_note(str(out))["unfinished"] is False
     assert [u for u in reads if "/stats/" in u] == []
+
+
+def test_a_recipe_on_s3_makes_no_request_per_shard_that_the_pass_already_answered(tmp_path, s3_bucket, through_proxy):
+    """Requests that grew with the shards and answered nothing new (session 48, h186; measured at
+    20 and 200 shards of the recipe on moto): a DELETE of each succeeded shard's failure record
+    that the pass's listing of failed/ had shown absent, and each removal task's HEAD of its
+    index manifest, whose version the driver now takes once per pass."""
+    src = tmp_path / "in"
+    src.mkdir()
+    docs = [json.loads(line) for line in gzip.open(ROOT / "data/sample/cc_docs/multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
+    for i in range(3):
+        part = docs[i::3]
+        pq.write_table(pa.table({"id": [d["id"] for d in part], "text": [d["text"] for d in part],
+                                 "url": [f"https://site{j % 2}.example/{j}" for j in range(len(part))]}), src / f"p{i}.parquet")
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url"}]})
+    requests: list[tuple[str, str]] = []
+    through_proxy(FaultPolicy(when=lambda method, path: requests.append((method, path)) or False))
+    out = f"{s3_bucket}/run"
+    assert run_pipeline(config, str(src), out, workers=1, progress=False).passes == {"filter": "done", "url_dedup": "done"}
+    deletes = [p for m, p in requests if m == "DELETE" and "/failed/" in p]
+    assert not deletes, deletes  # one per shard before: 3
+    manifest_heads = [p for m, p in requests if m == "HEAD" and p.endswith("/index/manifest.json")]
+    assert len(manifest_heads) == 1, manifest_heads  # the driver's, once; one per shard before: 3

@@ -34,6 +34,7 @@ from refinery.dedup.passes import (
     DedupInputError,
     bucket_task,
     candidate_task,
+    index_version,
     large_star_task,
     removal_list_task,
     removal_run_task,
@@ -706,9 +707,12 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         stage_params["name"] = config.name
     t0 = time.time()
     tasks = [{"kept_uri": s.uri, "shard": s.name} for s in shards]
+    # the index is built: its manifest's version is taken once here, not by each task (a HEAD per
+    # shard on S3); the tasks read the manifest pinned to it (session 48, h186)
     results = executor.run(removal_run_task, tasks, label=f"dedup/{method}/remove", names=[s.name for s in shards],
                            shared={"out": out, "stage_kind": stage_kind, "stage_params": stage_params,
-                                   "force": force, "fingerprint": work.fingerprint})
+                                   "force": force, "fingerprint": work.fingerprint,
+                                   "index_version": index_version(work_root)})
     passes["remove"] = _summarize(results, time.time() - t0)
     if method == "lines":  # what the cuts took, read back from the removal run's columns
         from refinery.dedup.lines import lines_summary

@@ -457,7 +457,7 @@ def drop_removal_runner() -> None:
     _REMOVAL_RUNNER.clear()
 
 
-def _index_version(dedup_dir: str) -> tuple[int, str] | None:
+def index_version(dedup_dir: str) -> tuple[int, str] | None:
     """The index manifest's (size, version), or None when it cannot be read (the stage says why)."""
     manifest = fs.join(dedup_dir, "manifest.json")
     try:
@@ -466,14 +466,16 @@ def _index_version(dedup_dir: str) -> tuple[int, str] | None:
         return None
 
 
-def removal_runner(stage_kind: str, stage_params: dict[str, Any], shard: str, fingerprint: str | None) -> Any:
+def removal_runner(stage_kind: str, stage_params: dict[str, Any], shard: str, fingerprint: str | None,
+                   version: tuple[int, str] | None = None) -> Any:
     """The :class:`~refinery.runner.ShardRunner` that applies the index at ``stage_params["dedup_dir"]``
     to ``shard``: this worker's runner of the pass when the index is the one it was built for (same
-    fingerprint, manifest unchanged), else a new one."""
+    fingerprint, manifest unchanged), else a new one. ``version``: the manifest's, as the driver
+    took it once for the pass; without it each call looks (:func:`index_version`)."""
     from refinery.runner import ShardRunner
     from refinery.stages.registry import stage_class
 
-    version = _index_version(stage_params.get("dedup_dir", ""))
+    version = tuple(version) if version is not None else index_version(stage_params.get("dedup_dir", ""))
     key = (stage_kind, json.dumps(stage_params, sort_keys=True, default=str), fingerprint, version)
     runner = _REMOVAL_RUNNER[0][1] if _REMOVAL_RUNNER and _REMOVAL_RUNNER[0][0] == key else None
     if runner is None or version is None:
@@ -489,12 +491,20 @@ def removal_runner(stage_kind: str, stage_params: dict[str, Any], shard: str, fi
 
 
 def removal_run_task(kept_uri: str, out: PassDir, shard: str, stage_kind: str, stage_params: dict[str, Any],
-                     force: bool = False, fingerprint: str | None = None) -> dict[str, Any]:
+                     force: bool = False, fingerprint: str | None = None,
+                     index_version: tuple[int, str] | None = None) -> dict[str, Any]:
+    """Apply the index to one shard. ``index_version``: the manifest's version, taken by the driver
+    once for the pass after the index was built (a HEAD per shard on S3 before: 4 of the recipe's
+    requests per shard; session 48, h186). The manifest is read pinned to it (``If-Match`` on S3,
+    the mtime locally), so a manifest rewritten since fails the shard (``InputChangedError``)
+    instead of a runner of another index serving under this one's key."""
     from refinery.runner import ShardTask
 
-    runner = removal_runner(stage_kind, stage_params, shard, fingerprint)
-    # a shard counts as finished only if it was produced from this very index (its fingerprint)
-    result = runner.run(ShardTask(kept_uri, out, shard), force=force, fingerprint=fingerprint)
+    runner = removal_runner(stage_kind, stage_params, shard, fingerprint, index_version)
+    manifest = fs.join(runner.stages[0].dedup_dir, "manifest.json")  # the URI the stage reads
+    with fs.expecting_version(manifest, index_version[1] if index_version is not None else None):
+        # a shard counts as finished only if it was produced from this very index (its fingerprint)
+        result = runner.run(ShardTask(kept_uri, out, shard), force=force, fingerprint=fingerprint)
     stats = result.stats
     return {"docs": int(stats.get("docs_read", 0)), "kept": int(stats.get("docs_kept", 0)),
             "removed": int(stats.get("docs_removed", 0)), "skipped": result.skipped}
