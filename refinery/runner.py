@@ -271,9 +271,10 @@ class ShardRunner:
             return "warc_reader", ids(_read_warc(reader, uri, self._opened)), reader.skipped_records
         if kind == "parquet":
             reader_first = self._reads_text_first()
-            if reader_first is not None:
-                _refuse_html_only(uri, reader_first)
-            batches = _with_document_fields(parquet.iter_input_batches(uri, self.reader.batch_size, notes), uri)
+            # checked on the footer the reader opens (a footer read of its own was a GET per shard
+            # per pass on S3; session 48, h186)
+            check = functools.partial(_refuse_html_only, uri, reader_first) if reader_first is not None else None
+            batches = _with_document_fields(parquet.iter_input_batches(uri, self.reader.batch_size, notes, check), uri)
             batches = _renamed(batches, self._stage_columns(), f"Parquet shard {uri}")
             return "parquet_reader", ids(_too_large_set_aside(batches, self.reader.max_body_bytes)), {}
         if kind == "jsonl":
@@ -692,18 +693,13 @@ def with_edit_columns(batch: pa.RecordBatch, source: str) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(columns)
 
 
-def _refuse_html_only(uri: str, stage: str) -> None:
+def _refuse_html_only(uri: str, stage: str, schema: pa.Schema) -> None:
     """Raw pages (an ``html`` column, no ``text``) under stages that read text with no ``extract``
     first: the shard fails naming the file, instead of every page being removed as ``empty_text``.
-    The plan refuses this from the first Parquet file's footer; the others are checked here, one
-    footer each (a mixed input whose first file had text lost the rest; found by adversarial
-    testing). An unreadable footer is left to the reader, which names it."""
-    from refinery.io.dataset import read_footer
-
-    try:
-        names = read_footer(uri).schema.names
-    except Exception:  # noqa: BLE001 - the reader reports a bad file with its own message
-        return
+    The plan refuses this from the first Parquet file's footer; the others are checked here, on
+    the footer the reader opens (a mixed input whose first file had text lost the rest; found by
+    adversarial testing)."""
+    names = schema.names
     if "html" in names and "text" not in names:
         raise ValueError(f"{uri} holds pages (an 'html' column) without a 'text' column, and stage {stage!r} reads "
                          f"text with no 'extract' stage before it: every page would be removed as empty_text; add "

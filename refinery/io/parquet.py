@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -166,7 +166,8 @@ def _rows_per_batch(pf: pq.ParquetFile, batch_size: int) -> int:
     return max(1, min(batch_size, int(BATCH_BYTES // widest))) if widest else batch_size
 
 
-def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] | None = None) -> Iterator[pa.RecordBatch]:
+def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] | None = None,
+                       check_schema: Callable[[pa.Schema], None] | None = None) -> Iterator[pa.RecordBatch]:
     """Batches of an *input* Parquet shard (``text`` or ``html`` required; a missing ``id`` or
     ``text`` column is read as nulls: ids are then derived by the runner, text by extraction),
     streamed row group by row group, with columns made safe for every later pass:
@@ -193,6 +194,12 @@ def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] |
         if damaged(exc):
             raise ShardReadError(damaged_message(uri, exc)) from None
         raise ShardReadError(f"unreadable Parquet shard {uri}: {exc}") from exc
+    if check_schema is not None:  # the caller's check, on the footer read here (not one read more)
+        try:
+            check_schema(schema)
+        except BaseException:
+            handle.close()
+            raise
     if "text" not in schema.names and "html" not in schema.names:
         raise ShardReadError(f"Parquet shard {uri} has neither a 'text' nor an 'html' column; it has {schema.names}")
     twice = repeated_column(schema.names)
