@@ -551,9 +551,10 @@ def test_a_recipe_on_s3_makes_no_request_per_shard_that_the_pass_already_answere
     assert not deletes, deletes  # one per shard before: 3
     manifest_heads = [p for m, p in requests if m == "HEAD" and p.endswith("/index/manifest.json")]
     assert len(manifest_heads) == 1, manifest_heads  # the driver's, once; one per shard before: 3
-    # a shard's input read by a task whose stages read text: its html-only check is made on the
-    # footer the reader opens, not on one GET of its own (one per shard per pass before): the
-    # URL pass reads filter/kept/p0 at the filter pass's close (its schema), by its signature
-    # task (the footer's look, then the read) and by its removal task: 4 GETs, 5 before
+    # a shard read by a task is opened once: the removal run's html-only check is made on the
+    # footer its reader opens, and a signature task takes the columns from the bytes it reads
+    # (each read the footer on its own first: a GET per shard per task). filter/kept/p0 is read
+    # at the filter pass's close (its schema), by the URL signature task and by the URL removal
+    # task: 3 GETs, 5 before
     reads = [p for m, p in requests if m == "GET" and p.endswith("/run/filter/kept/p0.parquet")]
-    assert len(reads) == 4, reads
+    assert len(reads) == 3, reads

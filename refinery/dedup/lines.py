@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.dedup.datelines import dateline_key
-from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns, as_text, check_unique_ids
+from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns, as_text, check_unique_ids, read_shard
 from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
 from refinery.executors.base import TASK_SUMMARY, summary_level
 from refinery.io import fs, parquet
@@ -217,7 +217,7 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
     """Per shard: every (candidate line, registered domain) pair with its number of documents and
     the first of them (``first``: doc key ``shard_index << 32 | row``; ``first_id``: its id's
     hash), partitioned by line hash."""
-    present = _columns(input_uri)
+    present, data = read_shard(input_uri)
     missing = [c for c in ("id", "text", "url") if c not in present]
     if missing:
         raise DedupInputError(f"shard {input_uri} lacks column(s) {missing} needed by lines dedup "
@@ -225,7 +225,8 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
     line_rule = LineRule.from_params(rule)
     domains = DomainCounter()
     columns = ["id", "text", "url"] + (["source"] if "source" in present else [])
-    table = as_text(parquet.read_table(input_uri, columns=columns))
+    table = as_text(parquet.parse_table(input_uri, data, columns=columns))
+    del data
     check_unique_ids(table.column("id").cast(pa.string()), input_uri)
     n = table.num_rows
     line_parts: list[np.ndarray] = []

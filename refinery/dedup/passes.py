@@ -142,12 +142,24 @@ def _read_columns(uri: str, columns: list[str]) -> pa.Table:
         return pq.read_table(f, columns=columns)
 
 
-def _columns(uri: str) -> list[str]:
-    """The shard's column names; DedupInputError naming the file and column when one repeats (the
-    index tasks failed with Arrow's "Multiple matches for FieldRef", after building the index)."""
+def read_shard(uri: str) -> tuple[list[str], pa.Buffer]:
+    """An index task's input shard read whole once, and its column names (:func:`_columns`) from
+    those bytes: its footer read on its own first was a GET per shard per index task on S3 (2 of
+    the recipe's requests per shard; session 48, h186). Parse it with ``parquet.parse_table``."""
+    data = parquet.read_buffer(uri)
+    return _columns(uri, data), data
+
+
+def _columns(uri: str, data: pa.Buffer | None = None) -> list[str]:
+    """The shard's column names (from ``data``, its bytes, when read already); DedupInputError
+    naming the file and column when one repeats (the index tasks failed with Arrow's "Multiple
+    matches for FieldRef", after building the index)."""
     try:
-        with fs.open_parquet_input(uri) as f:
-            schema = pq.read_schema(f)
+        if data is not None:
+            schema = pq.read_schema(pa.BufferReader(data))
+        else:
+            with fs.open_parquet_input(uri) as f:
+                schema = pq.read_schema(f)
     except (OSError, pa.ArrowInvalid) as exc:
         if parquet.damaged(exc):  # the final line named the shard, not the file (found by adversarial testing)
             raise DedupInputError(parquet.damaged_message(uri, exc)) from None
@@ -200,12 +212,13 @@ def signature_task(
     ``row, id, has_key, keys`` (documents without words / URL have no key), and with
     ``sig_slots`` the first ``sig_slots`` MinHash values as ``sig`` (candidate verification)."""
     started = time.time()
-    present = _columns(input_uri)
+    present, data = read_shard(input_uri)
     needed = ["id", "url" if method == "url" else "text"]
     missing = [c for c in needed if c not in present]
     if missing:
         raise DedupInputError(f"shard {input_uri} lacks column(s) {missing} needed by {method} dedup")
-    table = as_text(parquet.read_table(input_uri, columns=needed + (["source"] if "source" in present else [])))
+    table = as_text(parquet.parse_table(input_uri, data, columns=needed + (["source"] if "source" in present else [])))
+    del data
     n = table.num_rows
     ids = table.column("id").cast(pa.string())
     check_unique_ids(ids, input_uri)

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.dedup.passes import MAX_SOURCES, _columns, as_text, check_unique_ids
+from refinery.dedup.passes import MAX_SOURCES, as_text, check_unique_ids, read_shard
 from refinery.dedup.text import raw_tokenize
 from refinery.executors.base import TASK_SUMMARY
 from refinery.executors.progress import StepLines
@@ -160,9 +160,10 @@ def substring_task(shards: list[dict[str, Any]], min_tokens: int, keep_first: bo
     sources: dict[str, list[str] | None] = {}
     doc_base = 0
     for shard_no, shard in enumerate(shards):
-        present = _columns(shard["input_uri"])
-        table = as_text(parquet.read_table(shard["input_uri"],
-                                           columns=["id", "text"] + (["source"] if "source" in present else [])))
+        present, data = read_shard(shard["input_uri"])
+        table = as_text(parquet.parse_table(shard["input_uri"], data,
+                                            columns=["id", "text"] + (["source"] if "source" in present else [])))
+        del data
         ids.append(table.column("id").cast(pa.string()))
         check_unique_ids(ids[-1], shard["input_uri"])
         if "source" in table.column_names:

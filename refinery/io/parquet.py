@@ -88,13 +88,18 @@ def _arrow_owned(data: bytes) -> pa.Buffer:
 
 def read_table(uri: str, columns: list[str] | None = None, required: Iterable[str] = ()) -> pa.Table:
     """Read a whole shard; raise :class:`ShardReadError` naming the shard and the problem."""
+    return parse_table(uri, read_buffer(uri), columns, required)
+
+
+def read_buffer(uri: str) -> pa.Buffer:
+    """The whole shard's bytes in Arrow's memory, for :func:`parse_table` (and a caller that
+    needs its schema first: one read, not a footer read and then the file's)."""
     try:
         with fs.open_input(uri, seekable=True) as f:
             # a seekable native file reads into Arrow's memory (a stream's read_buffer is Python's)
-            data = f.read_buffer() if isinstance(f, pa.NativeFile) and f.seekable() else _arrow_owned(f.read())
+            return f.read_buffer() if isinstance(f, pa.NativeFile) and f.seekable() else _arrow_owned(f.read())
     except fs.StorageError as exc:
         raise ShardReadError(str(exc)) from exc
-    return _parsed(uri, data, columns, required)
 
 
 def read_columns(uri: str, columns: list[str], keep_row_group: Any = None) -> pa.Table:
@@ -123,10 +128,10 @@ def read_table_if_any(uri: str, columns: list[str] | None = None) -> pa.Table | 
         data = fs.read_bytes_if_any(uri)
     except fs.StorageError as exc:
         raise ShardReadError(str(exc)) from exc
-    return None if data is None else _parsed(uri, _arrow_owned(data), columns, ())
+    return None if data is None else parse_table(uri, _arrow_owned(data), columns, ())
 
 
-def _parsed(uri: str, data: pa.Buffer, columns: list[str] | None, required: Iterable[str]) -> pa.Table:
+def parse_table(uri: str, data: pa.Buffer, columns: list[str] | None = None, required: Iterable[str] = ()) -> pa.Table:
     """The Parquet file in ``data`` (``uri``'s bytes) as a table; errors as :func:`read_table` raises them."""
     try:
         table = pq.read_table(pa.BufferReader(data), columns=columns)
