@@ -558,3 +558,13 @@ def test_a_recipe_on_s3_makes_no_request_per_shard_that_the_pass_already_answere
     # task: 3 GETs, 5 before
     reads = [p for m, p in requests if m == "GET" and p.endswith("/run/filter/kept/p0.parquet")]
     assert len(reads) == 3, reads
+    # the tokens pass's digest of each kept shard (its size and footer) is one suffix-range GET,
+    # the same as of the file on disk: pyarrow's file made a HEAD per shard first
+    from refinery.io import fs
+    from refinery.tokens.writer import source_digest
+
+    local = tmp_path / "p0.parquet"
+    local.write_bytes(fs.read_bytes(f"{out}/kept/p0.parquet"))
+    requests.clear()
+    assert source_digest(f"{out}/kept/p0.parquet") == source_digest(str(local))
+    assert [m for m, _ in requests] == ["GET"], requests

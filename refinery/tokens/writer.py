@@ -299,9 +299,10 @@ def _tokenize_shard(uri: str, name: str, out_dir: str, tok: LoadedTokenizer, bat
 def source_digest(uri: str) -> str:
     """What identifies a kept shard's content, wherever it lies: its size and a SHA-256 of its last
     64 KiB (the Parquet footer: row counts, column offsets and statistics). A copy of the same
-    file matches; another run's shard or a rewritten one does not. One ranged read."""
-    filesystem, path = fs.resolve(uri)
-    with filesystem.open_input_file(path) as f:
+    file matches; another run's shard or a rewritten one does not. One ranged read: on S3 one
+    suffix-range GET, whose answer gives the size too (pyarrow's file made a HEAD first: one per
+    shard of the tokens pass; session 48, h186)."""
+    with fs.open_parquet_input(uri) as f:
         size = f.size()
         f.seek(max(size - 65536, 0))
         tail = f.read()
