@@ -14,7 +14,7 @@ import gc
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from refinery.config import ConfigError, PipelineConfig
@@ -140,10 +140,10 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
         if done is not None:
             outcomes[t.shard] = TaskOutcome(t.shard, "skipped", outcome_stats(done))
         else:
-            todo.append(t)
             # a shard being redone loses its earlier outputs first: should it fail now, the outputs
             # of another config (a --force rerun) must not stay in the corpus and the funnel
             clear_shard_outputs(out, t.shard, listing.any_output)
+            todo.append(replace(t, unmarked=True))  # its marker is gone, or never was
     if todo:
         log.info("[%s] %d shard(s) to run, %d already finished", p.name, len(todo), len(tasks) - len(todo))
     ran = executor.map(run_shard_task, [{"task": t} for t in todo], label=p.name, names=[t.shard for t in todo],

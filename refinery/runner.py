@@ -139,6 +139,10 @@ class ShardTask:
     #: the input file's version when the run was planned (mtime in ns locally, ETag on S3): the
     #: shard reads that version or fails (None: whatever is there, e.g. a manifest's files)
     version: str | None = None
+    #: the driver's listing of the pass's stats/ showed no marker for this shard (or it cleared
+    #: it): the task runs it without reading one, a GET (a 404) per shard per pass on S3 (session
+    #: 48, h186). A marker that appeared since is only a finished shard done again, identically.
+    unmarked: bool = False
 
     @property
     def dir(self) -> PassDir:
@@ -353,7 +357,7 @@ class ShardRunner:
 
     def _run(self, task: ShardTask, force: bool, fingerprint: str | None, limit: int | None, kept: ShardSpool,
              removed: StageSpools, launch: str | None = None) -> ShardResult:
-        if not force:
+        if not force and not task.unmarked:
             stats = finished_marker(task, fingerprint)
             if stats is not None:
                 log.log(summary_level(), "[shard %s] already finished, skipping", task.shard, extra=TASK_SUMMARY)

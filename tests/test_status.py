@@ -558,6 +558,11 @@ def test_a_recipe_on_s3_makes_no_request_per_shard_that_the_pass_already_answere
     # task: 3 GETs, 5 before
     reads = [p for m, p in requests if m == "GET" and p.endswith("/run/filter/kept/p0.parquet")]
     assert len(reads) == 3, reads
+    # a task of a shard that the pass's listing showed without a stats marker does not look for
+    # one (a GET, a 404, per shard per pass before): in a fresh run no marker is read before written
+    for marker in ("filter/stats/p0.json", "url_dedup/stats/p0.json"):
+        seen = [m for m, p in requests if p.endswith(f"/run/{marker}")]
+        assert seen[0] == "PUT", (marker, seen)
     # the tokens pass's digest of each kept shard (its size and footer) is one suffix-range GET,
     # the same as of the file on disk: pyarrow's file made a HEAD per shard first
     from refinery.io import fs

@@ -62,6 +62,7 @@ from refinery.rundir import (
     pass_of_run,
     remove_orphan_shards,
     runs_inside_refusal,
+    shard_files,
 )
 from refinery.runner import shard_name
 
@@ -706,7 +707,10 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     if config.name:
         stage_params["name"] = config.name
     t0 = time.time()
-    tasks = [{"kept_uri": s.uri, "shard": s.name} for s in shards]
+    # one listing of stats/, not a marker read per task: a shard without a marker runs at once
+    # (a GET, a 404, per shard on S3 before; session 48, h186)
+    marked = {fs.basename(u)[: -len(".json")] for u in shard_files(out.stats_dir, (".json",))}
+    tasks = [{"kept_uri": s.uri, "shard": s.name, "unmarked": s.name not in marked} for s in shards]
     # the index is built: its manifest's version is taken once here, not by each task (a HEAD per
     # shard on S3); the tasks read the manifest pinned to it (session 48, h186)
     results = executor.run(removal_run_task, tasks, label=f"dedup/{method}/remove", names=[s.name for s in shards],

@@ -505,19 +505,20 @@ def removal_runner(stage_kind: str, stage_params: dict[str, Any], shard: str, fi
 
 def removal_run_task(kept_uri: str, out: PassDir, shard: str, stage_kind: str, stage_params: dict[str, Any],
                      force: bool = False, fingerprint: str | None = None,
-                     index_version: tuple[int, str] | None = None) -> dict[str, Any]:
+                     index_version: tuple[int, str] | None = None, unmarked: bool = False) -> dict[str, Any]:
     """Apply the index to one shard. ``index_version``: the manifest's version, taken by the driver
     once for the pass after the index was built (a HEAD per shard on S3 before: 4 of the recipe's
     requests per shard; session 48, h186). The manifest is read pinned to it (``If-Match`` on S3,
     the mtime locally), so a manifest rewritten since fails the shard (``InputChangedError``)
-    instead of a runner of another index serving under this one's key."""
+    instead of a runner of another index serving under this one's key. ``unmarked``: the driver's
+    listing of stats/ showed no marker for the shard (:attr:`ShardTask.unmarked`)."""
     from refinery.runner import ShardTask
 
     runner = removal_runner(stage_kind, stage_params, shard, fingerprint, index_version)
     manifest = fs.join(runner.stages[0].dedup_dir, "manifest.json")  # the URI the stage reads
     with fs.expecting_version(manifest, index_version[1] if index_version is not None else None):
         # a shard counts as finished only if it was produced from this very index (its fingerprint)
-        result = runner.run(ShardTask(kept_uri, out, shard), force=force, fingerprint=fingerprint)
+        result = runner.run(ShardTask(kept_uri, out, shard, unmarked=unmarked), force=force, fingerprint=fingerprint)
     stats = result.stats
     return {"docs": int(stats.get("docs_read", 0)), "kept": int(stats.get("docs_kept", 0)),
             "removed": int(stats.get("docs_removed", 0)), "skipped": result.skipped}
