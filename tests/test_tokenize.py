@@ -17,6 +17,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from _fault_fixtures import FaultPolicy, through_proxy  # noqa: F401 - fixture
 from refinery.executors import TaskError
 from refinery.executors.local import LocalExecutor
 from refinery.io import fs
@@ -331,10 +332,16 @@ def test_train_byte_level_bpe(kept_run, bpe_2000, tmp_path, cc_docs):
     assert manifest["tokenizer"]["vocab_size"] == 2000 and manifest["dtype"] == "uint16"
 
 
-def test_s3_run_dir_and_output_match_local(kept_run, gpt2_tokens, s3_root, tmp_path):
+def test_s3_run_dir_and_output_match_local(kept_run, gpt2_tokens, s3_root, tmp_path, through_proxy):
     for name in os.listdir(os.path.join(kept_run, "kept")):
         fs.write_bytes(f"{s3_root}/run/kept/{name}", fs.read_bytes(os.path.join(kept_run, "kept", name)))
+    requests: list[tuple[str, str]] = []
+    through_proxy(FaultPolicy(when=lambda method, path: requests.append((method, path)) or False))
     remote = tokenize_run(f"{s3_root}/run", f"{s3_root}/tok", "gpt2", progress=False).manifest
+    # the finished check lists tok/ and reads only the sidecars it shows: none here (a GET, a 404,
+    # per shard before; session 48, h186)
+    sidecars = [m for m, p in requests if re.search(r"/tok/shard-\d+\.json$", p)]
+    assert sidecars and set(sidecars) == {"PUT"}, sidecars
     local = load_manifest(gpt2_tokens)
     assert [s["bin_sha256"] for s in remote["shards"]] == [s["bin_sha256"] for s in local["shards"]]
     # shuffled, to S3 with its pass-1 shards on S3 too: same bytes as a local shuffled run

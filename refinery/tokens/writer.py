@@ -454,13 +454,13 @@ def _finished(out_dir: str, names: list[str], tok: LoadedTokenizer, plan: dict |
     if force:
         return {}
     found = {}
-    sizes: dict[str, int] | None = None
+    # one listing (with the sizes the damage check needs), then a read of the sidecars it shows:
+    # a read per shard was a GET, a 404, per shard of a fresh pass on S3 (session 48, h186)
+    sizes = file_sizes(out_dir, (".bin", ".idx", ".parquet", ".json"))
     for name in names:
-        marker = read_marker(out_dir, name)
+        marker = read_marker(out_dir, name) if f"{name}.json" in sizes else None
         if marker is None:
             continue
-        if sizes is None:
-            sizes = file_sizes(out_dir)
         damage = shard_damage(marker, sizes)
         if damage:  # files deleted or cut short after the shard finished: redo it rather than skip it
             log.warning("tokenize [%s]: %s, redone", name, damage)  # as a document pass's (review h111)
