@@ -211,9 +211,10 @@ def shard_damage(entry: dict, sizes: dict[str, int]) -> str | None:
 
 
 def file_sizes(directory: str, suffixes: tuple[str, ...] = (".bin", ".idx", ".parquet")) -> dict[str, int]:
-    """File name -> byte size of the files directly in a token directory (one listing)."""
+    """File name -> byte size of the files directly in a token directory (one listing: on S3 one
+    LIST of an empty prefix, not pyarrow's look after it, a HEAD and a LIST)."""
     try:
-        listing = fs.list_file_versions(directory, suffixes)
+        listing = fs.list_file_versions_if_any(directory, suffixes)
     except fs.StorageError:
         return {}
     prefix = fs.absolute(directory).rstrip("/") + "/"  # local listings are absolute
