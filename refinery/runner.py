@@ -4,7 +4,8 @@ This is the only place where stages meet storage. Per shard, the output director
 
 - ``kept/<shard>.parquet``     documents every stage kept
 - ``removed/<shard>.parquet``  documents some stage removed, with ``removed_stage``,
-                               ``removed_reason`` and ``removed_metric`` (nothing is lost)
+                               ``removed_reason``, ``removed_metric`` and ``removed_evidence``
+                               (nothing is lost)
 - ``samples/<shard>.parquet``  a reservoir sample of removed documents per (stage, reason)
 - ``stats/<shard>.json``       per-stage counters, score histograms, languages, top removed
                                domains (see docs/stats.md); written last, so it doubles as the
@@ -37,7 +38,7 @@ from refinery.io.dataset import write_pass_shard
 from refinery.io.spool import ShardSpool, StageSpools
 from refinery.rundir import PassDir
 from refinery.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, EDIT_FIELDS, LINE_MARK_COLUMNS, InputSchemaError
-from refinery.stages.base import METRIC, REASON, Stage
+from refinery.stages.base import EVIDENCE, METRIC, REASON, Stage
 from refinery.stats.collector import ShardStatsCollector, StatsOptions
 from refinery.stats.counters import ConservationError, StageCounter, check_conservation, record_cut_lines
 from refinery.stats.wordcount import text_columns_sizes
@@ -101,6 +102,10 @@ class StageContractError(RuntimeError):
     """A stage broke the contract of :mod:`refinery.stages.base` (rows, decision columns, dropped columns)."""
 
 
+#: the stage decision columns the runner turns into removed_* columns (never kept)
+_DECISION = (REASON, METRIC, EVIDENCE)
+
+
 def _problem_with_output(batch: pa.RecordBatch, out: Any) -> str | None:
     """What is wrong with a stage's output for ``batch``, or None. Custom stages are the ones that
     get this wrong: a dropped ``text`` column was written as null text for every kept document,
@@ -109,7 +114,7 @@ def _problem_with_output(batch: pa.RecordBatch, out: Any) -> str | None:
         return f"returned a {type(out).__module__}.{type(out).__qualname__}, not a pyarrow.RecordBatch"
     if out.num_rows != batch.num_rows:
         return f"returned {out.num_rows} rows for {batch.num_rows}"
-    dropped = [name for name in batch.schema.names if name not in out.schema.names and name not in (REASON, METRIC)]
+    dropped = [name for name in batch.schema.names if name not in out.schema.names and name not in _DECISION]
     if dropped:
         return f"dropped the column(s) {dropped}: a stage returns every column it was given (rewritten or not)"
     if REASON not in out.schema.names:
@@ -121,6 +126,10 @@ def _problem_with_output(batch: pa.RecordBatch, out: Any) -> str | None:
         metric_type = out.schema.field(METRIC).type
         if not (pa.types.is_floating(metric_type) or pa.types.is_integer(metric_type) or pa.types.is_null(metric_type)):
             return f"returned a {METRIC!r} column of type {metric_type}, not a number"
+    if EVIDENCE in out.schema.names:
+        evidence_type = out.schema.field(EVIDENCE).type
+        if not (pa.types.is_string(evidence_type) or pa.types.is_large_string(evidence_type) or pa.types.is_null(evidence_type)):
+            return f"returned a {EVIDENCE!r} column of type {evidence_type}, not string (null = none)"
     return None
 
 
@@ -521,7 +530,7 @@ class ShardRunner:
         keep_rows = keep.to_numpy(zero_copy_only=False)
         # nothing removed: no filter, which would copy every column (the HTML bodies before extract)
         kept = (out if reason.null_count == out.num_rows else take_rows(out, keep_rows)).drop_columns(
-            [c for c in (REASON, METRIC) if c in out.schema.names])
+            [c for c in _DECISION if c in out.schema.names])
         if kept.num_rows < out.num_rows:
             drop = pc.invert(keep)
             # removed rows are written without their HTML: not copied first
@@ -535,11 +544,14 @@ class ShardRunner:
                 counter.removed_chars[r] = counter.removed_chars.get(r, 0) + c
             metric = removed.column(METRIC) if METRIC in removed.schema.names else pa.nulls(removed.num_rows, pa.float64())
             table = pa.Table.from_batches([removed])
-            table = table.drop_columns([c for c in (REASON, METRIC, "html", *LINE_MARK_COLUMNS)
+            evidence = (removed.column(EVIDENCE) if EVIDENCE in removed.schema.names
+                        else pa.nulls(removed.num_rows, pa.string()))
+            table = table.drop_columns([c for c in (*_DECISION, "html", *LINE_MARK_COLUMNS)
                                         if c in table.column_names])
             table = table.append_column("removed_stage", pa.array([stage_name] * removed.num_rows, pa.string()))
             table = table.append_column("removed_reason", pa.array(reasons, pa.string()))
             table = table.append_column("removed_metric", pc.cast(metric, pa.float64()))
+            table = table.append_column("removed_evidence", pc.cast(evidence, pa.string()))
             removed_out.append(table)
         kept_sizes = (chars_rows[keep_rows], words_rows[keep_rows])
         if before is not None and not _same_column(before, out, "text"):

@@ -44,11 +44,16 @@ REMOVED_FIELDS: list[pa.Field] = [
     pa.field("removed_stage", pa.string(), nullable=False),
     pa.field("removed_reason", pa.string(), nullable=False),
     pa.field("removed_metric", pa.float64()),
+    # what in the document decided the removal, when the stage says (the matched banned word or
+    # blocklist entry, the most repeated line or n-gram), <= 120 characters; null otherwise
+    pa.field("removed_evidence", pa.string()),
 ]
 
 #: The stage decision columns (``refinery.stages.base.REASON`` / ``METRIC``; spelled out here
 #: because this module imports nothing above it).
 DECISION_FIELDS: list[pa.Field] = [pa.field("_reason", pa.string()), pa.field("_metric", pa.float64())]
+#: a stage's optional evidence column (``refinery.stages.base.EVIDENCE``), written as ``removed_evidence``
+EVIDENCE_FIELD = pa.field("_evidence", pa.string())
 
 #: What the readers yield: the document columns plus the decision columns, so reader rejects
 #: (damaged records, bad JSON lines) are counted like any stage's removals.
@@ -57,7 +62,8 @@ READER_SCHEMA = pa.schema(DOCUMENT_FIELDS + DECISION_FIELDS)
 #: Column names that decide or describe removals (and the line marks, which decide them too:
 #: input data cannot mark its own lines as quotes). Input data never carries them under these
 #: names: readers rename them to ``input_<name>`` (see :func:`rename_reserved`).
-RESERVED_COLUMNS: tuple[str, ...] = (*(f.name for f in DECISION_FIELDS + REMOVED_FIELDS), *LINE_MARK_COLUMNS)
+RESERVED_COLUMNS: tuple[str, ...] = (*(f.name for f in [*DECISION_FIELDS, EVIDENCE_FIELD, *REMOVED_FIELDS]),
+                                     *LINE_MARK_COLUMNS)
 
 
 class InputSchemaError(ValueError):

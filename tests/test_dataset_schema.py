@@ -249,7 +249,7 @@ def test_real_run_reads_as_one_dataset(tmp_path, monkeypatch):
         assert all(s.equals(schema) for s in footers.values()), {n: s.names for n, s in footers.items()}
         assert {"id", "url", "text"} <= set(schema.names)
         if sub == "removed":
-            assert {"removed_stage", "removed_reason", "removed_metric"} <= set(schema.names)
+            assert {"removed_stage", "removed_reason", "removed_metric", "removed_evidence"} <= set(schema.names)
         n = expected[sub]
         assert _read_with_all_three(out / sub, tmp_path / f"hf-{sub}", monkeypatch) == (n, n, n)
 

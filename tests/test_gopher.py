@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from refinery.stages.base import clip_evidence, quoted_evidence
 from refinery.stages.gopher import (
     GopherQuality,
     GopherRepetition,
@@ -57,6 +58,14 @@ def reasons(out: pa.RecordBatch) -> list[str | None]:
 
 def metrics(out: pa.RecordBatch) -> list[float | None]:
     return out.column("_metric").to_pylist()
+
+
+def evidence(out: pa.RecordBatch) -> list[str | None]:
+    """What decided each removal (``_evidence``): never on a kept document, <= 120 characters."""
+    found = out.column("_evidence").to_pylist() if "_evidence" in out.schema.names else [None] * out.num_rows
+    assert all(e is None for e, r in zip(found, reasons(out)) if r is None)
+    assert all(len(e) <= 120 for e in found if e is not None)
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,6 +190,8 @@ def test_dup_line_frac():
     lines = SENTENCES[:10] + SENTENCES[:5]
     out = run(GopherRepetition(), ["\n".join(lines)])
     assert reasons(out) == ["dup_line_frac"] and metrics(out) == [pytest.approx(5 / 15)]
+    # the evidence: the line repeated most (ties: the first), which may sit past a sample's 500 characters
+    assert evidence(out) == [quoted_evidence(2, SENTENCES[0])]
     # 3 of 13 (0.23) passes this check
     out = run(GopherRepetition(), ["\n".join(SENTENCES[:10] + SENTENCES[:3])])
     assert reasons(out) != ["dup_line_frac"]
@@ -196,6 +207,7 @@ def test_dup_para_frac():
     out = run(GopherRepetition(), [text])
     assert reasons(out) == ["dup_para_frac"]
     assert metrics(out) == [pytest.approx(3 / 8)]
+    assert evidence(out) == ['4× "Share this article."']
     assert out.column("gopher_dup_line_frac").to_pylist() == [pytest.approx(3 / 28)]
 
 
@@ -208,6 +220,8 @@ def test_dup_line_char_frac():
     total = sum(len(x) for x in lines)
     assert reasons(out) == ["dup_line_char_frac"]
     assert metrics(out) == [pytest.approx(2 * len(long_line) / total)]
+    assert evidence(out) == [quoted_evidence(3, long_line)] and len(long_line) > 120  # cut, with "…"
+    assert evidence(out)[0].endswith('…"')
 
 
 def test_dup_para_char_frac():
@@ -223,6 +237,7 @@ def test_dup_para_char_frac():
     paras = [p.strip() for p in text.split("\n\n")]
     assert metrics(out) == [pytest.approx(len(listing.strip()) / sum(len(p) for p in paras))]
     assert out.column("gopher_dup_para_frac").to_pylist() == [pytest.approx(1 / 6)]
+    assert evidence(out) == [quoted_evidence(2, " ".join(ARTICLE_WORDS[200:215]))]  # whitespace as one space
 
 
 def interleave(words: list[str], insert: list[str], every: int) -> list[str]:
@@ -249,6 +264,8 @@ def test_top_ngram(insert, every, reason):
     assert reasons(out) == [reason]
     n = len(insert)
     assert metrics(out) == [pytest.approx(top_ngram_char_frac(words, n))]
+    count = sum(words[i:i + n] == insert for i in range(len(words)))
+    assert evidence(out) == [quoted_evidence(count, " ".join(insert))]
 
 
 def test_dup_5_gram_and_dup_10_gram():
@@ -260,6 +277,8 @@ def test_dup_5_gram_and_dup_10_gram():
     assert reasons(out) == ["dup_5_gram"]
     assert metrics(out) == [pytest.approx(dup_ngram_char_frac(words, 5))]
     assert 0.15 < metrics(out)[0] < 0.25
+    # the evidence: the longest run of words covered by repeated 5-grams (the passage's two last copies)
+    assert evidence(out) == ['50 words repeated: "' + clip_evidence(" ".join(passage * 2), 120 - 21) + '"']
 
     # tune one long duplicated passage so that every n in 5..10 covers the same ~10.5 %: it
     # passes 5..9 (limits 0.15 .. 0.11) and fails only the 0.10 limit of n = 10
@@ -275,11 +294,13 @@ def test_dup_5_gram_and_dup_10_gram():
     out = run(GopherRepetition(), [" ".join(words)])
     assert reasons(out) == ["dup_10_gram"]
     assert metrics(out) == [pytest.approx(frac)]
+    assert evidence(out)[0].startswith(f'{k} words repeated: "{" ".join(copy[:3])}')
 
 
 def test_repetition_empty_and_metrics():
     out = run(GopherRepetition(), [None, "", "  \n ", ARTICLE])
     assert reasons(out) == ["empty_text", "empty_text", "empty_text", None]
+    assert evidence(out) == [None] * 4
     assert out.column("gopher_dup_5_gram").to_pylist()[:3] == [None, None, None]
     assert out.column("gopher_top_2_gram").to_pylist()[3] > 0
     assert GopherRepetition().metric_columns() == list(GopherRepetition.METRICS)

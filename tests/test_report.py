@@ -248,14 +248,16 @@ def test_sample_metrics_are_shown_whole_named_for_readers_and_control_characters
     def row(stage: str, reason: str, metric: float, metrics: dict, snippet: str) -> dict:
         return {"shard": "s", "id": f"{stage}-{reason}", "url": "", "stage": stage, "reason": reason,
                 "metric": metric, "metrics": json.dumps(metrics), "language": None, "chars": len(snippet),
-                "snippet": snippet, "snippet_source": "text", "population": 1}
+                "snippet": snippet, "snippet_source": "text", "population": 1, "evidence": None}
     rows = [row("warc_reader", "truncated_record", 13068.0, {}, ""),
             row("jsonl_reader", "bad_json", 17.0, {}, ""),
             row("gopher_quality", "too_many_words", 400000.0,
                 {"gopher_word_count": 400000, "gopher_mean_word_length": 5.265412, "gopher_stop_words": 8},
                 "text \x00 with a nul\x07 and a tab\tthere"),
             row("quality", "low_quality", 0.00049996, {"quality_score": 0.00049996, "perplexity": 31234567.5}, "x"),
-            dict(row("gopher_repetition", "dup_line_frac", 0.5, {}, "مرحبا " * 100 + "…"), chars=4_200_000)]
+            dict(row("gopher_repetition", "dup_line_frac", 0.5, {}, "مرحبا " * 100 + "…"), chars=4_200_000,
+                 evidence='6× "Share <this> post"'),
+            dict(row("url_filter", "banned_word", None, {}, "x"), evidence="porn")]
     stats = {"stages": [{"stage": r["stage"], "removed": {r["reason"]: 1}} for r in rows]}
     html = _samples(stats, pa.Table.from_pylist(rows), 8, {"gopher_quality": "gopher_quality", "quality": "quality"})
     assert "bytes missing = 13,068</div>" in html and "line = 17</div>" in html
@@ -275,6 +277,11 @@ def test_sample_metrics_are_shown_whole_named_for_readers_and_control_characters
     assert "<div class='beyond mono'>above max_words = 100,000</div>" in html and "below min_words" not in html
     assert "<div class='beyond mono'>below threshold = 0.0005</div>" in html  # quality's threshold is a minimum
     assert html.count("class='beyond") == 2  # none for readers and for a trigger without a line
+    # the removal's evidence beside its metric, or alone (a banned word has no metric): the repeated line may
+    # sit past the 500 characters shown, and a URL did not say which word matched (h191)
+    evidence = re.findall(r"<div class='evidence mono'[^>]*>([^<]*)</div>", html)
+    assert evidence == ["6× &quot;Share &lt;this&gt; post&quot;", "porn"], evidence
+    assert html.index("metric = 0.5</div>") < html.index("6× &quot;Share")  # under the metric
 
 
 def test_small_scores_get_their_own_bins():

@@ -420,6 +420,9 @@ def test_samples_are_real_removed_documents(run):
             doc = removed[s["id"]]
             assert (doc["removed_stage"], doc["removed_reason"]) == (s["stage"], s["reason"])
             assert doc["removed_metric"] == s["metric"] or (doc["removed_metric"] is None and s["metric"] is None)
+            assert doc["removed_evidence"] == s["evidence"]  # what decided it, in both (h191)
+            if s["stage"] in ("url_filter", "gopher_repetition") and s["reason"] != "empty_text":
+                assert s["evidence"], s
             text = doc["text"] or ""
             if text.strip():
                 assert s["snippet_source"] == "text" and s["chars"] == len(text)

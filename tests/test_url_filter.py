@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from refinery.stages.base import METRIC, REASON
+from refinery.stages.base import EVIDENCE, METRIC, REASON, clip_evidence
 from refinery.stages.url_filter import (
     RESOURCES,
     UrlFilter,
+    _normalize_list_url,
     _read_word_list,
     datatrove_blocklist_path,
 )
@@ -78,7 +79,15 @@ def run(stage: UrlFilter, urls: list[str | None]) -> tuple[list[str | None], lis
     assert out.column("id").to_pylist() == batch.column("id").to_pylist()
     reasons = out.column(REASON).to_pylist()
     assert set(reasons) - {None} <= REASONS
+    # evidence (what the URL matched) on every removal but a missing URL, on no kept row
+    evidence = out.column(EVIDENCE).to_pylist()
+    assert [e is not None for e in evidence] == [r not in (None, "missing_url") for r in reasons], (reasons, evidence)
     return reasons, out.column(METRIC).to_pylist()
+
+
+def evidence_of(stage: UrlFilter, urls: list[str | None]) -> list[str | None]:
+    out = stage(pa.record_batch({"id": [str(i) for i in range(len(urls))], "url": pa.array(urls, pa.string())}))
+    return out.column(EVIDENCE).to_pylist()
 
 
 def sample_urls() -> list[str]:
@@ -128,6 +137,12 @@ def test_real_blocklisted_domains(stage: UrlFilter, ut1_samples: dict[str, list[
     assert reasons[:n_reg] == ["blocklisted_domain"] * n_reg
     assert reasons[n_reg : n_reg + 2 * n_sub] == ["blocklisted_subdomain"] * (2 * n_sub)
     assert reasons[-2:] == ["blocklisted_domain"] * 2
+    # the evidence: the list entry matched (the registered domain, the listed subdomain)
+    evidence = evidence_of(stage, urls)
+    assert evidence[:n_reg] == [f"{d} (UT1 list)" for d in registered]
+    assert evidence[n_reg : n_reg + n_sub] == [f"{d} (UT1 list)" for d in subdomains]
+    assert evidence[n_reg + n_sub : n_reg + 2 * n_sub] == [f"{d} (UT1 list)" for d in subdomains]
+    assert evidence[-2] == f"{registered[0]} (UT1 list)"
 
 
 def test_real_blocklisted_urls(stage: UrlFilter, ut1_samples: dict[str, list[str]]) -> None:
@@ -139,6 +154,9 @@ def test_real_blocklisted_urls(stage: UrlFilter, ut1_samples: dict[str, list[str
     assert len(only_url) >= 10
     reasons, _ = run(stage, [f"http://{e}" for e in only_url] + [f"https://www.{e}/" for e in only_url])
     assert reasons == ["blocklisted_url"] * (2 * len(only_url))
+    # the evidence: the listed URL (host without www., path), cut to leave the list's name
+    listed = [clip_evidence(_normalize_list_url(e), 120 - len(" (UT1 list)")) for e in only_url]
+    assert evidence_of(stage, [f"https://www.{e}/" for e in only_url]) == [f"{e} (UT1 list)" for e in listed]
 
 
 def test_allow_list_wins(cache_dir: Path, ut1_samples: dict[str, list[str]]) -> None:
@@ -175,6 +193,14 @@ def test_word_lists_and_soft_threshold(stage: UrlFilter, cache_dir: Path) -> Non
         None, "soft_banned_words", None, "banned_word", "banned_word", "banned_subword", None, None, None,
     ]
     assert metrics[1] == 2.0 and stage.take_counters() == {"no_url": 2}
+    # the evidence: the words matched (a reader judges "sussex"-like false positives by them), the
+    # sub-word with the words it spans as written
+    assert evidence_of(stage, urls)[:6] == [None, ", ".join(sorted([one, two])), None, "xxx", "xxx",
+                                            '"2girls1cup" in "2-girls-1-cup"']
+    assert evidence_of(stage, ["https://example.com/watch/ballgag-videos", "https://example.com/Ball_Gag-videos",
+                               "https://example.org/free%20porn%20xxx"]) == [
+        '"ballgag" in "ballgag"', '"ballgag" in "ball_gag"', "porn, xxx"]
+    stage.take_counters()
     # across separators a sub-word counts only from a word's start to a word's end (these held
     # "daterape", "sexvideo", "handjob", "strapon": found by adversarial testing)
     innocent = ["https://agri.example.com/update-rapeseed-prices", "https://www.essexlive.news/essex-video-shows-flooding",
@@ -238,6 +264,8 @@ def test_extra_domains_and_blocklist_off(ut1_samples: dict[str, list[str]]) -> N
         ],
     )
     assert reasons == [None, "blocklisted_domain", "blocklisted_domain", "blocklisted_subdomain", None, "banned_word"]
+    assert evidence_of(s, ["http://a.b.example.org/", "http://shop.example.net/"]) == [
+        "example.org (extra_domains)", "shop.example.net (extra_domains)"]
 
 
 def test_real_crawl_urls_mostly_kept(stage: UrlFilter) -> None:

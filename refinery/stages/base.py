@@ -4,7 +4,12 @@ A stage takes an Arrow record batch of documents and returns a batch with the *s
 same order*, possibly with rewritten columns (e.g. ``text``) and added metric columns, plus a
 ``REASON`` column: null where the document is kept, otherwise a short snake_case reason such as
 ``"too_few_words"``. A stage may also add a ``METRIC`` column (float64, nullable): the value
-that triggered the removal, so removed samples can show *why*.
+that triggered the removal, so removed samples can show *why*; and an ``EVIDENCE`` column
+(string, nullable): *what* in the document decided it, for a reader of a removed sample (the
+banned word or the blocklist entry a URL matched, the line or n-gram a text repeats), cut to
+:data:`EVIDENCE_CHARS`. A sample shows the text's first 500 characters, and a repetition removal
+is decided by lines that may sit much further down. Evidence is computed for removed documents
+only (it costs nothing on the ones kept); the runner writes it as ``removed_evidence``.
 
 The runner (``refinery/runner.py``) splits the batch into kept and removed rows, strips the two
 special columns from kept rows, tags removed rows with the stage name, and counts everything.
@@ -40,6 +45,21 @@ import pyarrow as pa
 
 REASON = "_reason"
 METRIC = "_metric"
+EVIDENCE = "_evidence"
+#: characters of a removal's evidence kept (a line or an n-gram longer than that is cut, with "…")
+EVIDENCE_CHARS = 120
+
+
+def clip_evidence(text: str, chars: int = EVIDENCE_CHARS) -> str:
+    """``text`` on one line (runs of whitespace as one space), cut to ``chars`` with "…"."""
+    text = " ".join(text.split())
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def quoted_evidence(count: int, text: str, chars: int = EVIDENCE_CHARS) -> str:
+    """``12× "Share this post"``: a repeated item and how often it occurs, the item cut to fit ``chars``."""
+    head = f"{count}× "
+    return head + '"' + clip_evidence(text, max(chars - len(head) - 2, 8)) + '"'
 
 
 class Stage(ABC):
@@ -128,10 +148,12 @@ def with_decision(
     reasons: list[str | None],
     metrics: list[float | None] | None = None,
     extra: dict[str, pa.Array | list] | None = None,
+    evidence: list[str | None] | None = None,
 ) -> pa.RecordBatch:
     """Return ``batch`` plus the decision columns (and any extra metric/rewritten columns).
 
     ``extra`` columns replace same-named columns (e.g. a rewritten ``text``) or are appended.
+    ``evidence``: what decided each removal (None for kept rows; see the module docstring).
     """
     if len(reasons) != batch.num_rows:
         raise ValueError(f"reasons has {len(reasons)} entries for {batch.num_rows} rows")
@@ -141,4 +163,6 @@ def with_decision(
     columns[REASON] = pa.array(reasons, type=pa.string())
     if metrics is not None:
         columns[METRIC] = pa.array(metrics, type=pa.float64())
+    if evidence is not None:
+        columns[EVIDENCE] = pa.array(evidence, type=pa.string())
     return pa.RecordBatch.from_pydict(columns)

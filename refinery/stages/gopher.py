@@ -64,6 +64,13 @@ GopherQuality:
 
 Checks run in the order of the reasons below and stop at the first failure; ``_metric`` is the
 offending value, and the class attribute ``reason_metrics`` names the metric column that holds it.
+GopherRepetition's removals carry their evidence (``removed_evidence``, made for removed documents
+only), read from the text as the rule read it (without table markup and quoted repeats): for the
+line and paragraph rules the item repeated most (``dup_*_frac``: most often; ``dup_*_char_frac``:
+most characters in its repeats), as ``12× "Share this post"``; for ``top_n_gram`` the top n-gram
+(``15× "click here"``); for ``dup_n_gram`` the longest run of words covered by repeated n-grams
+(``58 words repeated: "..."``). Each cut to 120 characters: the repeats a sample's first 500
+characters may not show.
 Every threshold has a ``gopher_*`` metric column (``threshold_params`` maps it to its parameter).
 The line/paragraph fractions, ``top_2_gram``, ``dup_5_gram`` and the GopherQuality columns are
 computed for every non-empty document (null for empty text), so their histograms cover
@@ -76,15 +83,16 @@ from __future__ import annotations
 
 import re
 import string
+from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from refinery.schema import QUOTE_LINES
 from refinery.stages import checks
-from refinery.stages.base import Stage, with_decision
+from refinery.stages.base import Stage, clip_evidence, quoted_evidence, with_decision
 from refinery.stages.table_text import is_table_row
 
 __all__ = [
@@ -324,8 +332,13 @@ class GopherRepetition(Stage):
         The metric columns hold what was computed to decide: the n-gram fractions after the
         deciding rule (or past the exact shortcut) are not computed and stay out (null), except
         where they are exactly 0 (no repeated n-gram means no repeated longer one)."""
+        return self._decide(text, quoted)[:3]
+
+    def _decide(self, text: str | None, quoted: Sequence[int] | None = None
+                ) -> tuple[str | None, float | None, dict[str, float] | None, _Read | None]:
+        """:meth:`check`, plus the text as the rules read it (for a removal's evidence)."""
         if not text or text.isspace():
-            return "empty_text", None, None
+            return "empty_text", None, None, None
         if quoted and self.skip_quoted_repeats:
             text, left_out = without_quoted_repeats(text, quoted)
             self.count("quoted_lines_left_out", left_out)
@@ -340,6 +353,7 @@ class GopherRepetition(Stage):
         words = text.split()
         weights = _row_word_weights(text, rows, self.table_ngram_weight) if rows and any(rows) else None
         grams = NGrams(words, weights=weights)  # n-gram ids shared by every n-gram rule below
+        read = _Read(lines, paragraphs, words, grams)
         top2 = grams.top_char_frac(2)
         dup5 = grams.dup_char_frac(5)
         hist = {"gopher_dup_line_frac": line_frac, "gopher_dup_para_frac": para_frac,
@@ -352,13 +366,13 @@ class GopherRepetition(Stage):
             hist.update((f"gopher_dup_{n}_gram", 0.0) for n in self.dup_n_grams if n > 5)
 
         if line_frac > self.dup_line_frac:
-            return "dup_line_frac", line_frac, hist
+            return "dup_line_frac", line_frac, hist, read
         if para_frac > self.dup_para_frac:
-            return "dup_para_frac", para_frac, hist
+            return "dup_para_frac", para_frac, hist, read
         if line_char_frac > self.dup_line_char_frac:
-            return "dup_line_char_frac", line_char_frac, hist
+            return "dup_line_char_frac", line_char_frac, hist, read
         if para_char_frac > self.dup_para_char_frac:
-            return "dup_para_char_frac", para_char_frac, hist
+            return "dup_para_char_frac", para_char_frac, hist, read
         for n, limit in sorted(self.top_n_grams.items()):
             frac = hist.get(f"gopher_top_{n}_gram")
             if frac is None:
@@ -366,7 +380,7 @@ class GopherRepetition(Stage):
                 if frac == 0.0:
                     hist.update((f"gopher_top_{m}_gram", 0.0) for m in self.top_n_grams if m > n)
             if frac > limit:
-                return f"top_{n}_gram", frac, hist
+                return f"top_{n}_gram", frac, hist, read
         dup_items = sorted(self.dup_n_grams.items())
         for k, (n, limit) in enumerate(dup_items):
             frac = hist.get(f"gopher_dup_{n}_gram")
@@ -375,13 +389,13 @@ class GopherRepetition(Stage):
                 if frac == 0.0:
                     hist.update((f"gopher_dup_{m}_gram", 0.0) for m in self.dup_n_grams if m > n)
             if frac > limit:
-                return f"dup_{n}_gram", frac, hist
+                return f"dup_{n}_gram", frac, hist, read
             # larger n cover a subset of these words: if no later threshold is below this
             # fraction, none can fail (see module docstring)
             later = [lim for m, lim in dup_items[k + 1 :]]
             if later and frac <= min(later):
                 break
-        return None, None, hist
+        return None, None, hist, read
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         texts = batch.column("text").to_pylist()
@@ -392,10 +406,12 @@ class GopherRepetition(Stage):
         columns = self.metric_columns()
         index = {name: j for j, name in enumerate(columns)}
         hists = np.full((len(texts), len(columns)), np.nan, dtype=np.float32)
+        evidence: list[str | None] = []
         for i, text in enumerate(texts):
-            reason, metric, hist = self.check(text, quoted[i])
+            reason, metric, hist, read = self._decide(text, quoted[i])
             reasons.append(reason)
             metrics.append(metric)
+            evidence.append(repetition_evidence(reason, read) if reason is not None and read is not None else None)
             if hist is not None:
                 row = hists[i]
                 for name, value in hist.items():
@@ -404,7 +420,81 @@ class GopherRepetition(Stage):
                         row[j] = value
         mask = np.isnan(hists)
         extra = {name: pa.array(hists[:, j], type=pa.float32(), mask=mask[:, j]) for j, name in enumerate(columns)}
-        return with_decision(batch, reasons, metrics, extra=extra)
+        return with_decision(batch, reasons, metrics, extra=extra, evidence=evidence)
+
+
+class _Read(NamedTuple):
+    """A text as GopherRepetition's rules read it (after table markup and quoted repeats)."""
+
+    lines: list[str]
+    paragraphs: list[str]
+    words: list[str]
+    grams: NGrams
+
+
+def _most_repeated(items: Sequence[str], by_chars: bool) -> tuple[int, str] | None:
+    """(occurrences, item) of the item repeated most: most often, or with the most characters in
+    its repeats (``by_chars``); ties go to the item that occurs first. None if none repeats."""
+    counts = Counter(items)
+    best = None
+    for item, count in counts.items():  # insertion order: first occurrence first
+        if count < 2:
+            continue
+        score = (count - 1) * len(item) if by_chars else count
+        if best is None or score > best[0]:
+            best = (score, count, item)
+    return None if best is None else (best[1], best[2])
+
+
+def _top_ngram(grams: NGrams, words: Sequence[str], n: int) -> tuple[int, str] | None:
+    """(occurrences, words) of the n-gram ``top_char_frac`` measured (ties: the first)."""
+    if grams.n_words < n:
+        return None
+    ids, first = grams.ids(n), grams.first(n)
+    counts = np.bincount(ids)
+    tied = np.flatnonzero(counts == counts.max())
+    top = int(tied[np.argmin(first[tied])])
+    start = int(first[top])
+    return int(counts[top]), " ".join(words[start:start + n])
+
+
+def _longest_repeated_run(grams: NGrams, words: Sequence[str], n: int) -> tuple[int, str] | None:
+    """(words, text) of the longest run of words covered by n-grams that repeat an earlier one:
+    the passage ``dup_n_gram`` counts most of."""
+    if grams.n_words < n:
+        return None
+    ids, first = grams.ids(n), grams.first(n)
+    starts = np.flatnonzero(first[ids] != np.arange(len(ids)))
+    if not len(starts):
+        return None
+    depth = np.zeros(grams.n_words + 1, dtype=np.int64)
+    depth[starts] += 1
+    depth[starts + n] -= 1
+    covered = np.concatenate(([False], np.cumsum(depth[:-1]) > 0, [False]))
+    change = np.flatnonzero(covered[1:] != covered[:-1])  # run starts and ends, alternating
+    begins, ends = change[::2], change[1::2]
+    k = int(np.argmax(ends - begins))  # the first of the longest
+    return int(ends[k] - begins[k]), " ".join(words[begins[k]:ends[k]])
+
+
+def repetition_evidence(reason: str, read: _Read) -> str | None:
+    """What in the text decided a GopherRepetition removal (module docstring), <= 120 characters."""
+    rule, _, rest = reason.partition("_")
+    if reason in ("dup_line_frac", "dup_line_char_frac", "dup_para_frac", "dup_para_char_frac"):
+        items = read.lines if "_line_" in reason else read.paragraphs
+        found = _most_repeated(items, by_chars=reason.endswith("_char_frac"))
+        return None if found is None else quoted_evidence(*found)
+    n = int(rest.split("_")[0]) if rest.split("_")[0].isdigit() else 0
+    if rule == "top" and n:
+        found = _top_ngram(read.grams, read.words, n)
+        return None if found is None else quoted_evidence(*found)
+    if rule == "dup" and n:
+        found = _longest_repeated_run(read.grams, read.words, n)
+        if found is None:
+            return None
+        head = f"{found[0]} words repeated: "
+        return head + '"' + clip_evidence(found[1], 120 - len(head) - 2) + '"'
+    return None
 
 
 def without_quoted_repeats(text: str, quoted: Sequence[int]) -> tuple[str, int]:

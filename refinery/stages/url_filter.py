@@ -22,6 +22,13 @@ list of exceptions (e.g. Wikipedia pages whose URLs contain flagged words).
 A document without a URL (text input without that field or column) has nothing to judge: it is
 kept and counted (counter ``no_url``); ``missing_url: remove`` removes it (``missing_url``).
 
+Evidence (``removed_evidence``): what the URL matched, for a reader judging a removal from its
+sample (word lists over URLs have false positives: "sussex", "essex-video"). The list entry for
+the blocklists (``example.com (UT1 list)``, ``example.com (extra_domains)``, the listed
+``host/path``), the matched words for the word lists (``porn``; ``babes, hot`` for the soft words)
+and the sub-word with the word(s) it was found in (``"xxx" in "freexxxvideos"``, separators as
+written). Made for removed documents only.
+
 The UT1 list ships inside the datatrove wheel (``datatrove/assets/url_filterblacklistsv0_3_0.tar.gz``).
 A Python set of 4.5M strings costs ~500 MB and several seconds per worker process, so instead we
 build once a sorted ``uint64`` array of xxh3-64 hashes, cache it as ``.npy`` and memory-map it:
@@ -49,7 +56,7 @@ from urllib.parse import unquote
 import numpy as np
 import pyarrow as pa
 
-from refinery.stages.base import Stage, with_decision
+from refinery.stages.base import Stage, clip_evidence, with_decision
 
 BLOCKLIST_TARBALL = "url_filterblacklistsv0_3_0.tar.gz"
 #: bump when the cached array format or normalisation changes, so stale caches are not reused
@@ -57,6 +64,7 @@ CACHE_FORMAT = 1
 RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "url_filter"
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_ALNUM_RUN = re.compile(r"[a-z0-9]+")  # the words _NON_ALNUM splits, with where they are
 # scheme? userinfo? host (or [ipv6]) port? path query?
 _URL_PARTS = re.compile(
     r"^\s*(?:[a-zA-Z][a-zA-Z0-9+.\-]*://)?(?:[^/?#@]*@)?(\[[^\]/?#]*\]|[^/?#:]*)(?::[^/?#]*)?([^?#]*)(\?[^#]*)?"
@@ -98,27 +106,29 @@ def _ascii_host(host: str) -> str:
         return host
 
 
-def _banned_subword(subword_re: re.Pattern[str], lowered_url: str) -> bool:
-    """Whether a banned sub-word occurs in the URL's letters and digits: inside one of its words
-    ("freeporn"), or across separators only from a word's start to that word's end or a short
-    ending of it ("big-black", "call-girls"). Across separators from inside a word,
-    "update-rapeseed" held "daterape", "essex-video" "sexvideo", "bootstrap-onboarding" "strapon"
-    (found by adversarial testing)."""
-    tokens = [t for t in _NON_ALNUM.split(lowered_url) if t]
-    joined = "".join(tokens)
+def _banned_subword(subword_re: re.Pattern[str], lowered_url: str) -> str | None:
+    """The evidence of a banned sub-word in the URL's letters and digits (``"xxx" in
+    "freexxxvideos"``), or None: inside one of its words ("freeporn"), or across separators only
+    from a word's start to that word's end or a short ending of it ("big-black", "call-girls").
+    Across separators from inside a word, "update-rapeseed" held "daterape", "essex-video"
+    "sexvideo", "bootstrap-onboarding" "strapon" (found by adversarial testing)."""
+    joined = _NON_ALNUM.sub("", lowered_url)
     m = subword_re.search(joined)
-    if m is None:
-        return False
-    edges = list(itertools.accumulate((len(t) for t in tokens), initial=0))  # word boundaries, ascending
+    if m is None:  # most URLs: the words' places are found only for a match
+        return None
+    runs = list(_ALNUM_RUN.finditer(lowered_url))
+    edges = list(itertools.accumulate((r.end() - r.start() for r in runs), initial=0))  # word boundaries, ascending
     while m is not None:
         k = bisect.bisect_left(edges, m.end())  # edges[k]: the end of the word the match ends in
         inside = edges[k - 1] <= m.start()  # no boundary strictly inside the match
         # across separators: from a word's start to a word's end, or to a short ending of it
         # ("call-girls", "blow-jobs": plurals are how such URLs are spelled)
         if inside or (m.start() in edges and joined[m.end():edges[k]] in _SHORT_ENDINGS):
-            return True
+            first = bisect.bisect_right(edges, m.start()) - 1  # the word the match starts in
+            words = lowered_url[runs[first].start():runs[k - 1].end()]  # as written, separators too
+            return clip_evidence(f'"{m.group()}" in "{words}"')
         m = subword_re.search(joined, m.start() + 1)
-    return False
+    return None
 
 
 #: what a word may run on with past a banned sub-word that crosses separators: these endings
@@ -362,6 +372,7 @@ class UrlFilter(Stage):
         n = len(urls)
         reasons: list[str | None] = [None] * n
         metrics: list[float | None] = [None] * n
+        evidence: list[str | None] = [None] * n  # what the URL matched, on removed rows only
 
         # pass 1: parse hosts, collect every blocklist candidate string for one vectorized lookup
         registered_cache: dict[str, str] = {}
@@ -420,14 +431,17 @@ class UrlFilter(Stage):
                 for c in np.flatnonzero(kinds < 2):
                     if cand_strings[c] in self.extra_domains:
                         hit[c] = True
-            best: dict[int, int] = {}
+            best: dict[int, tuple[int, int]] = {}  # row -> (kind, candidate) of its first-ranked hit
             for c in np.flatnonzero(hit):
                 row, k = cand_row[c], int(kinds[c])
-                if k < best.get(row, 3):
-                    best[row] = k
+                if k < best.get(row, (3, 0))[0]:
+                    best[row] = (k, int(c))
             names = ("blocklisted_domain", "blocklisted_subdomain", "blocklisted_url")
-            for row, k in best.items():
+            for row, (k, c) in best.items():
                 reasons[row] = names[k]
+                entry = cand_strings[c]
+                listed = "extra_domains" if k < 2 and entry in self.extra_domains else "UT1 list"
+                evidence[row] = f"{clip_evidence(entry, 117 - len(listed))} ({listed})"  # 120 with the list's name
 
         # pass 3: word lists on what is left
         threshold = self.soft_word_threshold
@@ -440,17 +454,21 @@ class UrlFilter(Stage):
             words = set(_NON_ALNUM.split(lowered))
             if not words.isdisjoint(self.banned_words):
                 reasons[i] = "banned_word"
+                evidence[i] = clip_evidence(", ".join(sorted(words & self.banned_words)))
                 continue
-            n_soft = len(words & self.soft_banned_words)
-            if n_soft >= threshold:
+            soft = words & self.soft_banned_words
+            if len(soft) >= threshold:
                 reasons[i] = "soft_banned_words"
-                metrics[i] = float(n_soft)
+                metrics[i] = float(len(soft))
+                evidence[i] = clip_evidence(", ".join(sorted(soft)))
                 continue
-            if subword_re is not None and _banned_subword(subword_re, lowered):
+            found = _banned_subword(subword_re, lowered) if subword_re is not None else None
+            if found is not None:
                 reasons[i] = "banned_subword"
+                evidence[i] = found
 
         self.count("no_url", no_url)
-        return with_decision(batch, reasons, metrics)
+        return with_decision(batch, reasons, metrics, evidence=evidence)
 
     def metric_columns(self) -> list[str]:
         return []  # decision only; the soft-word count goes to the _metric column

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from refinery.io.dataset import write_shard
-from refinery.stages.base import METRIC, REASON, Stage
+from refinery.stages.base import EVIDENCE, METRIC, REASON, Stage
 from refinery.stats.domains import DomainCounter, top_k
 from refinery.stats.histograms import Histogram, is_numeric
 from refinery.stats.samples import (
@@ -255,6 +255,7 @@ class _RowSource:
                         snippet, source = html_snippet(bytes(body), opts.snippet_chars, ctype), "html"
                         break
         metric = self._value(self.removed, METRIC, i) if METRIC in self.names else None
+        evidence = self._value(self.removed, EVIDENCE, i) if EVIDENCE in self.names else None
         language = None
         if opts.language_column in self.names:
             language = self._value(self.removed, opts.language_column, i)
@@ -267,6 +268,7 @@ class _RowSource:
             "reason": reason,
             "metric": None if metric is None else float(metric),
             "metrics": metrics_json({m: self._value(self.removed, m, i) for m in self.metric_names}),
+            "evidence": evidence,
             "language": language,
             "chars": chars,
             "snippet": snippet,

@@ -100,6 +100,7 @@ details .inner { padding:4px 12px 10px; overflow-x:auto; }
 .url { word-break:break-all; font-size:12px; }
 .metric { font-weight:600; color:#b2361a; }
 .beyond { font-size:11px; color:#b2361a; margin-bottom:4px; }
+.evidence { font-size:11.5px; margin-bottom:4px; word-break:break-word; }
 .tag { display:inline-block; background:#eef2f7; color:#374151; border-radius:10px; padding:0 8px; font-size:11.5px; }
 .warn { background:#fff5f5; border-color:#f5c2c0; }
 .sides { display:grid; grid-template-columns:1fr 1fr; gap:18px; align-items:start; }
@@ -532,6 +533,11 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
                           f"{_e(label)} = {_e(_fmt_metric(r['metric']))}</div>")
                 marks = (thresholds.get(r["stage"]) or {}).get(trigger or "") or []
                 metric += _beyond(kinds.get(r["stage"]), r["metric"], marks)
+            if r.get("evidence"):
+                # what decided it (the word a URL matched, the line a text repeats): the snippet's first
+                # 500 characters may not show it (h191)
+                metric += (f"<div class='evidence mono' title='what in the document decided the removal'>"
+                           f"{_e(r['evidence'])}</div>")
             lang = f"<span class='tag'>{_e(r['language'])}</span>" if r["language"] else ""
             src = "" if r["snippet_source"] in ("text", "") else f"<div class='note'>from {_e(r['snippet_source'])}</div>"
             snippet = (r["snippet"] or "").strip()  # stored as an exact prefix; shown without edge blank lines
@@ -553,7 +559,9 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
         )
     note = (f"A uniform random sample of at most {per_reason} removed documents per stage and reason across the run "
             "(reservoir per shard, merged weighted by each shard's removals). In red: the metric column that triggered "
-            "the removal (named from the stage's reason), with its value and the run's threshold it is beyond. Every removed document is in <code>removed/&lt;shard&gt;.parquet</code>; the samples are in "
+            "the removal (named from the stage's reason), with its value and the run's threshold it is beyond; under it, "
+            "when the stage records it, the removal's evidence (<code>removed_evidence</code>: the word or list entry "
+            "a URL matched, the line or n-gram a text repeats most, which may sit past the text shown). Every removed document is in <code>removed/&lt;shard&gt;.parquet</code>; the samples are in "
             "<code>samples/&lt;shard&gt;.parquet</code>.")
     return _section("samples", "Removed samples", "".join(parts), note)
 

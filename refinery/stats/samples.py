@@ -5,7 +5,8 @@ Every shard keeps a uniform random sample of at most ``k`` removed documents per
 documents, whatever the batch size. The sample goes to ``<run>/samples/<shard>.parquet``
 (``removed/<shard>.parquet`` already holds *every* removed document; the sample is the small,
 readable view: id, url, stage, reason, the metric that triggered the removal, the stage's metric
-columns, and a text snippet).
+columns, the removal's evidence (what in the document decided it, when the stage says) and a text
+snippet).
 
 :func:`load_samples` merges the shards' samples into one uniform sample per reason across the
 run: each sampled row stands for ``population / sampled`` removed documents of its shard, and a
@@ -37,6 +38,7 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("metric", pa.float64()),  # the value that triggered the removal (stage's _metric)
         pa.field("metrics", pa.string()),  # JSON: the row's metric columns (language_score, gopher_*, ...)
+        pa.field("evidence", pa.string()),  # what decided the removal (the stage's _evidence), or null
         pa.field("language", pa.string()),
         pa.field("chars", pa.int64()),  # length of the text the stage saw
         pa.field("snippet", pa.string()),
@@ -121,8 +123,7 @@ def load_samples(run_dir: str, per_reason: int | None = None, seed: int = 0,
     files = files or PassFiles()
     uris = [uri for directory in directories for uri in files.files(directory, (".parquet",))]
     # a file a shard per pass: read ahead, not one after another (a request each on S3)
-    tables = [t.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA) for t in read_ahead(parquet.read_table, uris)
-              if t.num_rows]
+    tables = [_conform(t) for t in read_ahead(parquet.read_table, uris) if t.num_rows]
     if not tables:
         return empty_samples()
     table = pa.concat_tables(tables)
@@ -147,6 +148,15 @@ def load_samples(run_dir: str, per_reason: int | None = None, seed: int = 0,
             members = [members[i] for i in order]
         picked.extend(sorted(members, key=lambda r: r["id"] or ""))
     return pa.Table.from_pylist(picked, schema=SAMPLE_SCHEMA)
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """A shard's samples in :data:`SAMPLE_SCHEMA`: samples written before a column existed
+    (``evidence``, session 48) get it as nulls, so a report reads a run made before it."""
+    for field in SAMPLE_SCHEMA:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
 
 
 def metrics_json(values: dict[str, Any]) -> str:
