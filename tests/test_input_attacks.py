@@ -365,13 +365,16 @@ def test_reserved_input_columns_are_renamed_not_obeyed(tmp_path):
     src.parent.mkdir()
     pq.write_table(pa.table({"id": ["a", "b", "c"], "text": [d["text"] for d in docs],
                              "_reason": ["evil", "evil", None], "_metric": [1.0, 2.0, 3.0],
-                             "removed_reason": ["x", "y", "z"], "removed_stage": ["s", "s", "s"]}), src)
+                             "removed_reason": ["x", "y", "z"], "removed_stage": ["s", "s", "s"],
+                             "_evidence": ["e", "e", "e"], "removed_evidence": ["r", "r", "r"]}), src)
     stats, out = run_shard(tmp_path, src)
     assert stats["docs_kept"] == 3 and stats["docs_removed"] == 0
     kept = table(out, "kept")
     assert kept.column("input__reason").to_pylist() == ["evil", "evil", None]
     assert {"input_removed_reason", "input_removed_stage", "input__metric"} <= set(kept.column_names)
     assert not {"_reason", "_metric", "removed_reason", "removed_stage"} & set(kept.column_names)
+    # nor the evidence of a removal (h191): a stage's removal would have carried the input's
+    assert kept.column("input__evidence").to_pylist() == ["e"] * 3 and "input_removed_evidence" in kept.column_names
     # a reserved column beside its rename: one line before any task, naming the file and both
     # (the footer the plan reads anyway; it failed its shard: session 47, h175)
     from refinery.plan import plan_run

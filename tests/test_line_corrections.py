@@ -97,6 +97,9 @@ def test_too_many_corrections_removes_document() -> None:
     assert out.column("text")[0].as_py() == doc  # removed documents keep their text for inspection
     assert out.column("text")[1].as_py() == PARAGRAPH
     assert out.column(METRIC_COLUMN)[1].as_py() == 0.0
+    # the evidence: the lines cut, distinct, in order (past the paragraph a sample shows first; h191)
+    assert out.column("_evidence").to_pylist() == [
+        "24 lines cut or edited: Share on Facebook · 3 likes · MENU · Skip to content · Read more · Login", None]
 
     # the threshold is a parameter: a permissive one repairs instead of removing
     out, reasons = run([doc], max_removed_word_frac=1.0)

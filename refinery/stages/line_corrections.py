@@ -36,7 +36,10 @@ budget meaningless. RefinedWeb itself is English-only.
 Reasons: ``empty_text`` (null/blank text), ``too_many_lines_corrected`` (metric: removed word
 fraction), ``too_short_after_cuts`` (with ``min_words_after_cuts``, which a recipe sets to its
 ``gopher_quality`` ``min_words``: an edited document left with fewer words, counted as Gopher
-counts them; metric: the words left). Metric columns: ``line_corrections_removed_frac`` (float32, every non-empty row)
+counts them; metric: the words left). A ``too_many_lines_corrected`` removal's evidence
+(``removed_evidence``) is the lines the corrections cut or edited, the distinct ones in order:
+``24 lines cut or edited: Share on Facebook · 3 likes · MENU · …`` (120 characters), which a
+sample's first 500 characters may not show. Metric columns: ``line_corrections_removed_frac`` (float32, every non-empty row)
 and, with ``min_words_after_cuts``, ``line_corrections_words_after_cuts`` (int32: Gopher's word count
 of the cut text, on the documents the floor judged -- those the stage edited -- null on the others).
 """
@@ -49,7 +52,7 @@ import re
 import pyarrow as pa
 
 from refinery.stages import calls_to_action, checks, content_lines, credits, disclosures, lookalikes, meta_lines
-from refinery.stages.base import Stage, with_decision
+from refinery.stages.base import Stage, clip_evidence, with_decision
 from refinery.stages.gopher import TOO_SHORT_AFTER_CUTS, word_count
 from refinery.stages.table_text import TABLE_RULE_RE, is_table_row
 
@@ -567,6 +570,7 @@ class LineCorrections(Stage):
         metrics: list[float | None] = [None] * n
         fracs: list[float | None] = [None] * n
         words_left: list[int | None] = [None] * n  # judged by min_words_after_cuts (its histogram)
+        evidence: list[str | None] = [None] * n  # the lines cut, on too_many_lines_corrected removals
         new_texts: list[str | None] = list(texts)
         limit = self.max_removed_word_frac
         lines_dropped = lines_edited = 0  # in documents this stage keeps (its counters)
@@ -579,6 +583,7 @@ class LineCorrections(Stage):
             fracs[i] = frac
             if frac > limit:
                 reasons[i], metrics[i] = "too_many_lines_corrected", frac
+                evidence[i] = _cut_lines_evidence(text, corrected)
             elif not corrected:
                 reasons[i], metrics[i] = "empty_text", frac
             elif (left := self._words_left(text, corrected)) is not None and left < self.min_words_after_cuts:
@@ -594,7 +599,7 @@ class LineCorrections(Stage):
         extra = {"text": pa.array(new_texts, type=text_type), METRIC_COLUMN: pa.array(fracs, type=pa.float32())}
         if self.min_words_after_cuts is not None:  # without a floor nothing is judged: no column of nulls
             extra[WORDS_AFTER_CUTS] = pa.array(words_left, type=pa.int32())
-        return with_decision(batch, reasons, metrics, extra=extra)
+        return with_decision(batch, reasons, metrics, extra=extra, evidence=evidence)
 
     def _words_left(self, text: str, corrected: str) -> int | None:
         """The words (Gopher's count) of a document the stage edited, when a floor is set: only an
@@ -605,3 +610,14 @@ class LineCorrections(Stage):
 
     def metric_columns(self) -> list[str]:
         return [METRIC_COLUMN] + ([WORDS_AFTER_CUTS] if self.min_words_after_cuts is not None else [])
+
+
+def _cut_lines_evidence(text: str, corrected: str) -> str | None:
+    """``N lines cut or edited: a · b · …``: the lines of ``text`` that ``corrected`` lacks, the
+    distinct ones in order (a line edited counts as cut: its whole is what the reader sees)."""
+    kept = {line.strip() for line in corrected.split("\n")}
+    cut = [line.strip() for line in text.split("\n") if line.strip() and line.strip() not in kept]
+    if not cut:
+        return None
+    return clip_evidence(f"{len(cut)} lines cut or edited: " + " · ".join(dict.fromkeys(cut)))
+
