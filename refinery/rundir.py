@@ -305,7 +305,10 @@ def runs_inside_refusal(input_uri: str, runs: list[str], other_files: int, give_
         return None
     run = as_given(sorted(runs)[0], input_uri)
     more = f" (and {len(runs) - 1} more)" if len(runs) > 1 else ""
-    kept = RunDir(run).kept_dir
+    below = RunDir(run)
+    if unfinished := below.unfinished_last_pass():  # no corpus to name yet
+        return _unfinished_run_inside(input_uri, below, more, unfinished, other_files, give_the_run)
+    kept = below.kept_dir
     give = f"give the run, {run}" if give_the_run else f"give {kept} as the input"
     own = "Parquet shard" if give_the_run else "input file"  # what each command reads
     if not other_files:
@@ -315,6 +318,25 @@ def runs_inside_refusal(input_uri: str, runs: list[str], other_files: int, give_
     return (f"{input_uri} holds the refinery run {run}{more} beside {beside}: a run's files are its output, "
             f"not input, and its documents ({kept}) would be left out: move the run out of {input_uri}, "
             f"or {alone}")
+
+
+def _unfinished_run_inside(input_uri: str, run: RunDir, more: str, last_pass: str, other_files: int,
+                           give_the_run: bool) -> str:
+    """:func:`runs_inside_refusal` of a run that has not finished (``last_pass`` has no marker):
+    it has no corpus yet (a run in its first pass has no ``kept/`` at all), so "give RUN/kept"
+    named a directory that is not there, or not the corpus (session 48, h192)."""
+    record = run.recorded_plan() or {}
+    read = record.get("input")
+    read_from = f" ({read})" if isinstance(read, str) and read and read.rstrip("/") != input_uri.rstrip("/") else ""
+    own = "Parquet shard" if give_the_run else "input file"
+    finish = (f"it has not finished its {last_pass!r} pass, so it has no corpus ({run.kept_dir}) yet "
+              f"(`refinery status {run.root}`): finish it (the same `refinery run` command again), or give "
+              f"the input files it read{read_from}")
+    if not other_files:
+        return f"{input_uri} holds the refinery run {run.root}{more}, and no {own}s of its own: {finish}"
+    beside = f"{other_files} {own}{'s' if other_files > 1 else ''} of its own"
+    return (f"{input_uri} holds the refinery run {run.root}{more} beside {beside}: a run's files are its output, "
+            f"not input: move the run out of {input_uri}; {finish}")
 
 
 def pass_of_run(uri: str) -> tuple[RunDir, PassDir] | None:

@@ -291,6 +291,19 @@ def test_a_run_directory_inside_the_input_is_not_read_as_input(root):
     with pytest.raises(ConfigError, match=re.escape(f"input {root} holds the refinery run {fs.join(root, 'run1')} "
                                                     f"beside 4 input files of its own: ")):  # sub/run.json is JSON lines
         list_input_versions(root)
+    # a run below that has not finished (no passes/filter.json) has no corpus: "give RUN/kept" named
+    # a directory not there, or not the corpus; it says so and names the input it read (h192)
+    alone = fs.join(root, "alone")
+    fs.write_bytes(fs.join(alone, "run2/run.json"), b'{"config": {}, "input": "crawl/", "passes": [{"name": "filter"}]}')
+    with pytest.raises(ConfigError, match=re.escape(
+            f"input {alone} holds the refinery run {fs.join(alone, 'run2')}, and no input files of its own: it has not "
+            f"finished its 'filter' pass, so it has no corpus ({fs.join(alone, 'run2/kept')}) yet (`refinery status "
+            f"{fs.join(alone, 'run2')}`): finish it (the same `refinery run` command again), or give the input files it "
+            f"read (crawl/)")):
+        list_input_versions(alone)
+    with pytest.raises(ConfigError, match=re.escape("of its own: a run's files are its output, not input: move the run "
+                                                    f"out of {root}; it has not finished its 'filter' pass")):
+        list_input_versions(root)
 
 
 def test_s3_objects_are_read_by_ranged_gets_and_a_rewrite_mid_read_fails(s3_bucket, s3_server):
