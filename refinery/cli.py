@@ -373,6 +373,10 @@ def status(
             console.print(f"  failed {shard}: {error}", highlight=False, soft_wrap=True)
         for shard, error in sorted(st.set_aside.items()):
             console.print(f"  set aside {shard}: {error}", highlight=False, soft_wrap=True)
+    from refinery.stats.alerts import limited_run_note
+
+    if note := limited_run_note({"limit": st.limit}):  # under the counts, on stderr as `stats` says it (h192)
+        err.print(f"note: {run_dir}: {note}", style="yellow", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if st.complete else 1 if st.shards_failed else 3)
 
 

@@ -40,6 +40,9 @@ class RunStatus:
     #: the command holding the run directory now (its lock, or its S3 claim with the claim's age), if
     #: any: ``--json`` gives its fields (kind, command, pid, host, since in UTC, age_s, ...), the text its line
     held_by: Holder | None = None
+    #: the run's ``--limit N`` (a sample run: at most N documents read per input shard), None for
+    #: the whole input: ``status`` said nothing of it while ``stats``, ``report`` and ``run`` did (h192)
+    limit: int | None = None
 
     @property
     def shards_pending(self) -> int:
@@ -233,4 +236,5 @@ def run_status(run_dir: str, counts: bool = True, files: PassFiles | None = None
         outputs_missing=missing,
         outputs_damaged={name: sorted(problems.values()) for name, problems in damaged.items()},
         held_by=held_by,
+        limit=int(manifest["limit"]) if manifest.get("limit") else None,
     )

@@ -1030,6 +1030,13 @@ def test_a_limited_run_says_it_read_a_sample_in_stats_the_report_and_the_compari
     assert "sample run" not in CliRunner().invoke(app, ["stats", runs["full"]]).stderr
     compared = CliRunner().invoke(app, ["stats", "--compare", runs["full"], runs["sample"]])
     assert compared.stderr.count("a sample run (--limit 3)") == 1
+    # `status` too, the same line on stderr (its --json stays JSON, with the limit); it said nothing (h192)
+    for args in (["status", runs["sample"]], ["status", "--json", runs["sample"]]):
+        status = CliRunner().invoke(app, args)
+        assert status.exit_code == 0 and f"note: {runs['sample']}: {note}" in status.stderr, status.stderr
+    assert json.loads(status.stdout)["limit"] == 3
+    full = CliRunner().invoke(app, ["status", "--json", runs["full"]])
+    assert "sample run" not in full.stderr and json.loads(full.stdout)["limit"] is None
 
 
 def test_a_shard_that_removed_nothing_writes_samples_hf_datasets_can_read(tmp_path):
