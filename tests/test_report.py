@@ -328,6 +328,20 @@ def test_no_chart_is_drawn_without_data():
     part.add(pa.array([None, None], type=pa.float64()), "removed", "empty_text")
     html = _histograms({"stages": [{"stage": "extract"}], "histograms": {"extract": {"extract_pass": part.to_dict()}}}, {})
     assert "2 kept, 0 removed by extract with a value;" in html and "3 without a value (1 kept, 2 removed)" in html, html
+    # the extraction path's bins are paths, not numbers: its axis read 0-4, naming none (h192)
+    from refinery.stages._extract_helper import PATHS
+    from refinery.stages.extract import TrafilaturaExtractor
+
+    edges = TrafilaturaExtractor.metric_bins(None)["extract_pass"]
+    passes = Histogram.for_column("extract_pass", edges=edges)
+    passes.add(pa.array([PATHS["precision"]] * 5 + [PATHS["fallback"]] * 2 + [PATHS["input"]], type=pa.int8()), "kept")
+    svg = histogram_svg(passes.to_dict(), [], "extract · extract_pass")
+    ticks = re.findall(r'<text x="[\d.]+" y="[\d.]+" font-size="11" text-anchor="middle"[^>]*>([^<]*)</text>', svg)
+    assert ticks == ["input", "first pass", "fallback", "baseline"], ticks  # "baseline" too, though empty
+    assert "<title>fallback: 2 kept</title>" in svg and [PATHS[p] for p in ("input", "fallback", "baseline")] == [0, 2, 3]
+    other = Histogram.for_column("extract_pass", edges=[0, 2, 4])  # binned otherwise: numbers, as any histogram
+    other.add(pa.array([1, 3]), "kept")
+    assert "first pass" not in histogram_svg(other.to_dict()) and ">2<" in histogram_svg(other.to_dict())
     # without the cascade the transformer column is not a metric at all
     assert "toxicity_transformer_score" not in ToxicityFilter.metric_columns(SimpleNamespace(cascade=False))
     assert "toxicity_transformer_score" in ToxicityFilter.metric_columns(SimpleNamespace(cascade=True))

@@ -188,6 +188,19 @@ def _ticks(edges: list[float], scale: str, lo: int, hi: int) -> list[tuple[float
     return [(float(i), _tick(edges[i], ".4g")) for i in range(lo, hi + 1, step)]
 
 
+#: histograms whose bins are categories, not numbers: each bin's name on the axis, keyed by column
+#: and edges (the same column binned otherwise draws numbers). ``extract_pass`` (the extract
+#: stage's ``metric_bins``; refinery.stages._extract_helper.PATHS): its ticks 0-4 named no path (h192)
+CATEGORY_BINS: dict[tuple[str, tuple[float, ...]], tuple[str, ...]] = {
+    ("extract_pass", (0.0, 1.0, 2.0, 3.0, 4.0)): ("input", "first pass", "fallback", "baseline"),
+}
+
+
+def category_names(h: dict[str, Any]) -> tuple[str, ...] | None:
+    """The names of ``h``'s bins when they are categories (:data:`CATEGORY_BINS`), else None."""
+    return CATEGORY_BINS.get((h.get("column"), tuple(float(e) for e in h["edges"])))
+
+
 OTHER_REASONS = "other reasons"
 OTHER_COLOR = "#9ca3af"
 MAX_REASON_COLORS = 5
@@ -223,7 +236,10 @@ def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = N
     thresholds = thresholds or []
     marks = [p for p in (_position(edges, h["scale"], t["value"]) for t in thresholds) if p is not None]
     idx = nonzero + [int(p) for p in marks]
-    if h["scale"] == "linear":  # from 0 up to the data and thresholds, in steps of 5 bins
+    names = category_names(h)
+    if names:  # every category, the empty ones too: "no fallback" is an answer
+        lo, hi = 0, nbins
+    elif h["scale"] == "linear":  # from 0 up to the data and thresholds, in steps of 5 bins
         lo = 0
         hi = min(nbins, -(-(max(idx) + 3) // 5) * 5) if idx else nbins
     else:  # show the populated range (and the thresholds), not seven empty decades
@@ -260,7 +276,8 @@ def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = N
             continue
         x = left + (i - lo) * bw
         parts = [f"{kept[i]:,} kept"] + [f"{c[i]:,} {r}" for r, c in by_reason.items() if c[i]]
-        tip = f"[{_tick(edges[i], '.4g')}, {_tick(edges[i + 1], '.4g')}): " + ", ".join(parts)  # as the axis says
+        where = names[i] if names else f"[{_tick(edges[i], '.4g')}, {_tick(edges[i + 1], '.4g')})"  # as the axis says
+        tip = f"{where}: " + ", ".join(parts)
         body.append(f"<g><title>{escape(tip)}</title>")
         y0 = top + ph
         for count, color in [(kept[i], KEPT)] + [(by_reason[r][i], colors[r]) for r in colors]:
@@ -275,7 +292,8 @@ def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = N
     body.append(_t(11, top + ph / 2, "documents", 10.5, "middle", AXIS,
                    extra=f'transform="rotate(-90 11 {top + ph / 2:.1f})"'))
     last_right = -math.inf
-    for pos, label in _ticks(edges, h["scale"], lo, hi):
+    ticks = [(i + 0.5, name) for i, name in enumerate(names)] if names else _ticks(edges, h["scale"], lo, hi)
+    for pos, label in ticks:
         px = left + (pos - lo) * bw
         half = 3.3 * len(label)  # ~6.6 px a character at 11 px
         if px - half < last_right + 4:  # a log axis's "0" and "1" sit one bin apart: they read "01" (h188)
