@@ -162,7 +162,7 @@ def stats(
     what_if: Optional[list[str]] = typer.Option(
         None, "--what-if", metavar="STAGE.PARAM=VALUE",
         help="what moving one threshold would remove or let pass, counted on the run's Parquet outputs "
-             "(e.g. gopher_quality.min_words=100)"),
+             "(e.g. gopher_quality.min_words=100); given several times, what stricter values remove together"),
     pairs: Optional[str] = typer.Option(
         None, "--pairs", metavar="STAGE",
         help="sampled duplicates a dedup stage removed, each beside the document kept in its place "
@@ -178,13 +178,9 @@ def stats(
     threshold would change. --pairs: removed duplicates beside the documents kept in their place."""
     import json
 
-    if what_if and len(what_if) > 1:  # typer kept the last and answered it alone, exit 0 (h188)
-        fail(f"--what-if moves one threshold at a time; given {len(what_if)} ({', '.join(what_if)}): "
-             "run it once per threshold (their removals together are not counted)")
-    what_if = what_if[0] if what_if else None
-    if what_if is not None and pairs is not None:
+    if what_if and pairs is not None:
         fail("give --what-if or --pairs, not both")
-    if what_if is not None:
+    if what_if:  # several: counted together where exact, else refused in one line (h193)
         return _what_if(run_dir, what_if, 20 if show is None else show, json_out, compare)
     if pairs is not None:
         return _pairs(run_dir, pairs, 10 if show is None else show, json_out, compare)
@@ -252,16 +248,25 @@ def stats(
                       highlight=False, soft_wrap=True)
 
 
-def _what_if(run_dir: Optional[str], spec: str, show: int, json_out: bool, compare: Optional[tuple[str, str]]) -> None:
-    """``stats RUN --what-if STAGE.PARAM=VALUE`` (refinery.stats.whatif)."""
+def _what_if(run_dir: Optional[str], specs: list[str], show: int, json_out: bool, compare: Optional[tuple[str, str]]) -> None:
+    """``stats RUN --what-if STAGE.PARAM=VALUE`` (refinery.stats.whatif), given several times: the
+    thresholds moved together (refinery.stats.whatif_together)."""
     from refinery.stats.whatif import parse_spec, render_what_if, what_if
+    from refinery.stats.whatif_together import render_what_if_together, what_if_together
 
-    def compute() -> dict:
-        stage, param, value = parse_spec(spec)
-        _check_what_if_value(run_dir, spec, stage, param, value)
-        return what_if(run_dir, stage, param, value, show=show)
+    def parsed() -> list[tuple[str, str, float | None]]:
+        out = []
+        for spec in specs:
+            stage, param, value = parse_spec(spec)
+            _check_what_if_value(run_dir, spec, stage, param, value)
+            out.append((stage, param, value))
+        return out
 
-    _one_run_view("--what-if", run_dir, compare, json_out, compute, render_what_if)
+    if len(specs) > 1:
+        _one_run_view("--what-if", run_dir, compare, json_out, lambda: what_if_together(run_dir, parsed(), show=show),
+                      render_what_if_together)
+        return
+    _one_run_view("--what-if", run_dir, compare, json_out, lambda: what_if(run_dir, *parsed()[0], show=show), render_what_if)
 
 
 def _check_what_if_value(run_dir: str, spec: str, stage: str, param: str, value: float | None) -> None:

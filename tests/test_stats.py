@@ -476,10 +476,39 @@ def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
         "line_corrections.min_words_after_cuts", "lines_dedup.lines.min_words_after_cuts", "substring_dedup.substring.min_words"]
     bad = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", "gopher_quality.nope=1"])
     assert bad.exit_code == 2 and "gopher_quality has no threshold 'nope'" in bad.output and "Traceback" not in bad.output
-    # two thresholds at once: the last was answered alone, exit 0, the first dropped without a word (h188)
+    # two thresholds at once: the last was answered alone, exit 0, the first dropped without a word
+    # (h188: refused); stricter values are now counted together, from kept/ and removed/ here (h193)
+    from refinery.stats.whatif_together import _order_refusal, what_if_together
+
+    def low_score(r: dict) -> bool:  # language_id.min_score=0.8, compared as the float32 column is
+        return r.get("language_score") is not None and np.float32(r["language_score"]) < np.float32(0.8)
+
+    def short(r: dict) -> bool:  # gopher_quality.min_words=100
+        return r.get("gopher_word_count") is not None and r["gopher_word_count"] < 100
+
+    both = what_if_together(str(run_dir), [("gopher_quality", "min_words", 100), ("language_id", "min_score", 0.8)], show=10**6)
+    lost = [r for r in kept if low_score(r) or short(r)]
+    assert both["corpus_lost"] == len(lost) and both["lost_to_several"] == sum(low_score(r) and short(r) for r in kept) > 0
+    # each to the first stage in order that removes it (language_id, given second, comes first)
+    assert both["lost_first_by"] == {"language_id": sum(map(low_score, kept)),
+                                     "gopher_quality": sum(short(r) and not low_score(r) for r in kept)}
+    # removed as run by a later stage, removed first by a stricter rule now: the reason changes, not the fate
+    assert both["removed_earlier"] == sum(1 for r in removed if (
+        r["removed_stage"] in ("gopher_repetition", "gopher_quality", "line_corrections") and low_score(r)
+        or r["removed_stage"] == "line_corrections" and short(r))) > 0
+    assert both["removed_together"] == len(removed) + len(lost) and len(both["documents"]) == len(lost)
     two = CliRunner().invoke(app, ["stats", str(run_dir), "--what-if", "gopher_quality.min_words=100",
-                                   "--what-if", "gopher_repetition.dup_line_frac=0.2"])
-    assert two.exit_code == 2 and "one threshold at a time; given 2 (gopher_quality.min_words=100" in two.output, two.output
+                                   "--what-if", "language_id.min_score=0.8"])
+    assert two.exit_code == 0 and f"corpus lost together: {len(lost)} of its {len(kept)}" in two.output, two.output
+    for specs, why in ((["gopher_quality.min_words=20", "language_id.min_score=0.8"], "min_words=20 is looser: "),
+                       (["gopher_quality.min_words=100", "gopher_repetition.dup_n_grams[10]=0.05"], "have no gopher_dup_10_gram"),
+                       (["gopher_quality.min_words=100", "gopher_quality.min_words=90"], "min_words is given twice")):
+        bad = CliRunner().invoke(app, ["stats", str(run_dir), *(a for s in specs for a in ("--what-if", s))])
+        assert bad.exit_code == 2 and why in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+    # a dedup pass's metric moves with the documents that reach it: not counted behind another moved rule
+    order, kinds = ["gopher_quality", "url_dedup", "substring_dedup"], {"url_dedup": "url_dedup", "substring_dedup": "substring_dedup"}
+    rule = {"param": "p", "value": 1.0}
+    assert "substring_dedup is a dedup pass" in _order_refusal([dict(rule, stage="gopher_quality"), dict(rule, stage="substring_dedup")], order, kinds)
     # a value a rerun would refuse is refused, as the stage says it (it was answered: h173)
     for spec, why in (("gopher_quality.min_words=-5", "min_words: must be >= 0, got -5"),
                       ("language_id.min_score=1.5", "min_score: must be within [0, 1], got 1.5")):
