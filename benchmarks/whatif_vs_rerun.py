@@ -35,6 +35,13 @@ Besides those values, a rule a rerun can switch off (the config's null: ``line_c
 lines pass's ``min_words_after_cuts``, ``toxicity``'s thresholds) is checked off too, as ``null`` and,
 for a floor, as 0 (the values a researcher types for "nothing removed for this"; session 48);
 - ``MISMATCH``: anything else. The script exits 1 when there is one.
+
+``--together SPEC,SPEC[,...]`` (repeatable; ``default``: :data:`DEFAULT_TOGETHER`) checks several
+thresholds moved at once (``stats --what-if A --what-if B``, session 48, h193) against one rerun with
+every value (the stages up to the last of them): the stage at which each document is removed, as
+predicted (a moved document at the first stage in order whose new value fails it, every other as
+run) against the rerun's, and the corpus documents lost; a combination the what-if refuses is
+``refused`` (no rerun made).
 """
 
 from __future__ import annotations
@@ -75,9 +82,11 @@ from refinery.stats.whatif import (  # noqa: E402
     UNCOMPUTED_WHEN_NULL,
     WhatIfError,
     counts_for_column,
+    parse_spec,
     threshold_rule,
     what_if,
 )
+from refinery.stats.whatif_together import what_if_together  # noqa: E402
 
 DEFAULT_INPUT = ROOT / "data" / "sample"
 DEFAULT_CONFIG = ROOT / "configs" / "refinedweb.yaml"
@@ -86,6 +95,12 @@ DEFAULT_CONFIG = ROOT / "configs" / "refinedweb.yaml"
 #: of the values it removed
 STRICTER_AT = (0.1, 0.3)
 LOOSER_AT = (0.5, 1.0)
+#: thresholds moved together by ``--together default``: the question asked (two stages, one before the
+#: other, whose removals overlap), three rules over three stages, and a looser value (refused)
+DEFAULT_TOGETHER = (("language_id.min_score=0.8", "gopher_quality.min_words=100"),
+                    ("gopher_repetition.dup_line_frac=0.2", "gopher_quality.min_stop_words=4",
+                     "line_corrections.max_removed_word_frac=0.03"),
+                    ("language_id.min_score=0.8", "gopher_quality.min_words=30"))
 
 Key = tuple[str, str]  # (shard, id): how the what-if names a document
 Fate = Any  # (removed_stage, removed_reason), or "kept"
@@ -137,18 +152,32 @@ def base_config(path: Path) -> dict[str, Any]:
 def rerun_config(config: dict[str, Any], t: Threshold, value: float | None) -> dict[str, Any]:
     """``config`` with ``t`` at ``value``: a document stage's threshold with the stages up to it only
     (nothing after it changes what it removes), a dedup pass's with every stage and pass."""
+    return together_config(config, [(t, value)])
+
+
+def together_config(config: dict[str, Any], moved: list[tuple[Threshold, float | None]]) -> dict[str, Any]:
+    """``config`` with every threshold of ``moved`` at its value: with the stages up to the last of
+    them only when all are document stages' (nothing after changes what they remove)."""
     config = copy.deepcopy(config)
+    for t, value in moved:
+        _set_value(config, t, value)
+    if not any(t.dedup for t, _ in moved):
+        names = [s.get("name") or s["type"] for s in config["stages"]]
+        config["stages"] = config["stages"][: max(names.index(t.stage) for t, _ in moved) + 1]
+        config["dedup"] = []
+    return config
+
+
+def _set_value(config: dict[str, Any], t: Threshold, value: float | None) -> None:
+    """Set ``t``'s param to ``value`` in ``config`` (in place)."""
     if t.dedup:
         for entry in config.get("dedup") or []:
             if pass_name(entry.get("method"), entry.get("name")) == t.stage:
                 section, _, key = t.param.partition(".")
                 entry.setdefault(section, {})[key] = _typed(entry.get(section, {}).get(key), value)
-                return config
+                return
         raise SystemExit(f"no dedup pass {t.stage} in the config")
-    stages = config["stages"]
-    at = next(i for i, s in enumerate(stages) if (s.get("name") or s["type"]) == t.stage)
-    config["stages"], config["dedup"] = stages[: at + 1], []
-    entry = config["stages"][at]
+    entry = next(s for s in config["stages"] if (s.get("name") or s["type"]) == t.stage)
     params = entry.setdefault("params", {})
     if t.param.endswith("]"):  # top_n_grams[2]: the whole dict as the stage holds it, one key moved
         name, _, key = t.param[:-1].partition("[")
@@ -159,7 +188,6 @@ def rerun_config(config: dict[str, Any], t: Threshold, value: float | None) -> d
         params[name] = table
     else:
         params[t.param] = _typed(effective_params(entry["type"], params).get(t.param), value)
-    return config
 
 
 def _typed(current: Any, value: float | None) -> Any:
@@ -357,6 +385,95 @@ def _earlier(f: Fate, before: set[str]) -> Fate:
     return f if f is None or (f != "kept" and f[0] in before) else None
 
 
+# ---------------------------------------------------------------- several thresholds together
+
+
+@dataclass
+class TogetherRow:
+    specs: tuple[str, ...]
+    verdict: str = ""
+    note: str = ""
+    lost: tuple[int, int] = (0, 0)  # corpus documents lost: (predicted, real)
+    newly: tuple[int, int] = (0, 0)  # documents removed that passed the last moved stage as run
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def check_together(base_dir: Path, base: dict[Key, Fate], specs: tuple[str, ...], config: dict[str, Any],
+                   input_dir: str, scratch: Path, workers: int) -> TogetherRow:
+    """``stats --what-if`` with every spec at once against one rerun with every value."""
+    row = TogetherRow(specs)
+    started = time.perf_counter()
+    parsed = [parse_spec(spec) for spec in specs]
+    try:
+        w = what_if_together(str(base_dir), parsed, show=10**9)
+    except WhatIfError as exc:
+        row.verdict, row.note = "refused", str(exc)
+        return row
+    known = {(t.stage, t.param): t for t in thresholds_of(base_dir)}
+    moved = [(known[(stage, param)], value) for stage, param, value in parsed]
+    out = scratch / ("together_" + "_".join(f"{t.stage}_{t.param}_{'null' if value is None else f'{value:g}'}" for t, value in moved)
+                     .replace("[", "_").replace("]", "").replace(".", "_"))
+    shutil.rmtree(out, ignore_errors=True)
+    dedup = any(t.dedup for t, _ in moved)
+    if dedup:  # reuse the passes before this one
+        shutil.copytree(base_dir, out)
+    _run(together_config(config, moved), input_dir, out, workers, force=dedup)
+    rerun = fates(out)
+    row.seconds = time.perf_counter() - started
+    shutil.rmtree(out, ignore_errors=True)
+    compare_together(row, w, base_dir, base, rerun, [t for t, _ in moved], dedup)
+    return row
+
+
+def compare_together(row: TogetherRow, w: dict[str, Any], base_dir: Path, base: dict[Key, Fate],
+                     rerun: dict[Key, Fate], moved: list[Threshold], dedup: bool) -> None:
+    """Per document, the stage that removes it as the what-if predicts (its first failing rule's, or
+    as run) against the rerun's; documents that passed the rerun's last stage count as "passed"."""
+    order = [st["stage"] for st in load_run_stats(str(base_dir))["stages"]]
+    last = len(order) - 1 if dedup else max(order.index(t.stage) for t in moved)
+    upto = set(order[: last + 1])
+    before = set(order[: min(order.index(t.stage) for t in moved)])
+    first = {(d["shard"], d["id"]): d["stage"] for d in w["documents"]}
+
+    def passed(f: Fate) -> bool:
+        return f == "kept" or f is None or f[0] not in upto
+
+    def predicted(k: Key) -> str:
+        return first.get(k) or ("passed" if passed(base[k]) else base[k][0])
+
+    def real(k: Key) -> str:
+        f = rerun.get(k)
+        return "passed" if passed(f) else f[0]
+
+    keys = set(base) | set(rerun)
+    differ = {k for k in keys if k in base and predicted(k) != real(k)}
+    earlier = {k for k in keys if _earlier(base.get(k), before) != _earlier(rerun.get(k), before)}
+    lost_pred = {k for k, f in base.items() if f == "kept" and predicted(k) != "passed"}
+    lost_real = {k for k, f in base.items() if f == "kept" and real(k) != "passed"}
+    row.lost = (len(lost_pred), len(lost_real))
+    row.newly = (sum(1 for k, f in base.items() if passed(f) and predicted(k) != "passed"),
+                 sum(1 for k, f in base.items() if passed(f) and real(k) != "passed"))
+    assert len(lost_pred) == w["corpus_lost"], (len(lost_pred), w["corpus_lost"])
+    row.details = {"lost_first_by": w["lost_first_by"], "lost_to_several": w["lost_to_several"],
+                   "removed_earlier": w["removed_earlier"], "differ": sorted(map(list, differ))[:5]}
+    if not differ:
+        row.verdict = "exact"
+        row.note = (f"every removing stage equal; {w['removed_earlier']} removed earlier than as run, "
+                    f"{w['lost_to_several']} lost fail several")
+    elif differ <= earlier:
+        row.verdict, row.note = "earlier stage differed", f"{len(differ)} decided otherwise before the first moved stage"
+    else:
+        row.verdict, row.note = "MISMATCH", f"{len(differ - earlier)} removed at another stage than predicted"
+
+
+def _together_line(r: TogetherRow) -> str:
+    if r.verdict == "refused":
+        return f"{' + '.join(r.specs):<90} refused: {r.note}"
+    return (f"{' + '.join(r.specs):<90} corpus lost predicted {r.lost[0]:>4} real {r.lost[1]:>4}; removed past the last "
+            f"stage predicted {r.newly[0]:>4} real {r.newly[1]:>4}  {r.verdict:<22} {r.note}")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -369,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--scratch", type=Path, default=None, help="where the runs go (default: a temporary directory)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--together", action="append", default=[], metavar="SPEC,SPEC",
+                    help="thresholds moved at once, against one rerun (repeatable; 'default': DEFAULT_TOGETHER); "
+                         "without --only, the single thresholds are not checked")
     args = ap.parse_args(argv)
 
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="whatif_vs_rerun_"))
@@ -385,23 +505,31 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     manifest = load_run_manifest(str(base_dir))
     for t in thresholds_of(base_dir):
-        if args.only and t.stage not in args.only:
+        if args.only and t.stage not in args.only or args.together and not args.only:
             continue
         values = metric_values(base_dir, t.column)
         for side, value in new_values(t, base, values, order, args.per_side) + off_values(t, manifest):
             row = check(base_dir, base, t, side, value, config, args.input, scratch, args.workers)
             rows.append(row)
             print(_line(row), flush=True)
+    combos = [c for spec in args.together for c in (DEFAULT_TOGETHER if spec == "default" else [tuple(spec.split(","))])]
+    together: list[TogetherRow] = []
+    for combo in combos:
+        together.append(check_together(base_dir, base, combo, config, args.input, scratch, args.workers))
+        print(_together_line(together[-1]), flush=True)
     _summary(rows)
     if args.json:
         args.json.write_text(json.dumps([{"stage": r.threshold.stage, "param": r.threshold.param,
                                           "as_run": r.threshold.value, "value": r.value, "side": r.side,
                                           "predicted": r.predicted, "real": r.real, "verdict": r.verdict,
                                           "note": r.note, "seconds": round(r.seconds, 1), **r.details}
-                                         for r in rows], indent=1, default=str))
+                                         for r in rows]
+                                        + [{"together": list(r.specs), "lost": r.lost, "removed_past_last_stage": r.newly,
+                                            "verdict": r.verdict, "note": r.note, "seconds": round(r.seconds, 1), **r.details}
+                                           for r in together], indent=1, default=str))
     if args.scratch is None:
         shutil.rmtree(scratch, ignore_errors=True)
-    return 1 if any(r.verdict == "MISMATCH" for r in rows) else 0
+    return 1 if any(r.verdict == "MISMATCH" for r in [*rows, *together]) else 0
 
 
 def _line(r: Row) -> str:

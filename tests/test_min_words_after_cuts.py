@@ -201,6 +201,14 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
         else:
             assert out.exit_code == 2 and f"a rerun would refuse it: {why}" in out.output, out.output
             assert len(out.output.strip().splitlines()) == 1, out.output
+    # several at once (h193): stricter document stages' values are counted, the lines pass after them
+    # named (a copy it removed may take a lost one's place); its own value is refused (keepers move)
+    two = CliRunner().invoke(app, ["stats", str(tmp_path / "run"), "--what-if", "gopher_quality.min_words=60",
+                                   "--what-if", "line_corrections.min_words_after_cuts=60"])
+    assert two.exit_code == 0 and "after them lines_dedup: a copy they removed" in two.output, two.output
+    keepers = CliRunner().invoke(app, ["stats", str(tmp_path / "run"), "--what-if", "gopher_quality.min_words=60",
+                                       "--what-if", "lines_dedup.lines.min_words_after_cuts=81"])
+    assert keepers.exit_code == 2 and "the pass's fractions move with the documents it keeps" in keepers.output
     # benchmarks/whatif_vs_rerun.py (reruns: not run here) imports and reads every threshold from a run,
     # a dedup pass's as one (rerun on a copy of the run with --force)
     import sys
@@ -216,6 +224,12 @@ def test_a_recipe_run_removes_what_its_cuts_leave_under_gopher_min_words(tmp_pat
     assert offs[("lines_dedup", "lines.min_words_after_cuts")] == [("looser", None), ("looser", 0.0)]
     assert offs[("line_corrections", "min_words_after_cuts")] == [("looser", None), ("looser", 0.0)]
     assert offs[("gopher_quality", "min_words")] == []
+    # ...and several together in one rerun, up to the last of their stages (h193)
+    moved = [(t, 60.0) for t in whatif_vs_rerun.thresholds_of(tmp_path / "run")
+             if (t.stage, t.param) in {("gopher_quality", "min_words"), ("line_corrections", "min_words_after_cuts")}]
+    rerun = whatif_vs_rerun.together_config(manifest["config"], moved)
+    assert [s["type"] for s in rerun["stages"]] == ["gopher_quality", "line_corrections"] and rerun["dedup"] == []
+    assert rerun["stages"][0]["params"]["min_words"] == 60 and rerun["stages"][1]["params"]["min_words_after_cuts"] == 60
     # a YAML pipeline's lines_dedup stage applying that index draws the same two lines: its params
     # leave both to the index, and its histograms had none (session 42 h117 left it; h124)
     from refinery.stages.line_dedup import FRAC, WORDS_AFTER_CUTS

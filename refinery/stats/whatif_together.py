@@ -127,7 +127,8 @@ def what_if_together(run_dir: str, specs: list[tuple[str, str, float | None]], s
     first_stages = [alone[i]["stage"] for i in in_order if stricter[i]]
     last_rule_stage = max((order.index(w["stage"]) for w in moving), default=len(order) - 1)
     passes_after = [s for s in order[last_rule_stage + 1:] if kinds.get(s) in CROSS_DOCUMENT_KINDS]
-    shown = sorted(lost, key=lambda k: (order.index(stage_of[first_rule[k]]), k))[:show]
+    # the corpus documents lost first, then those removed earlier than as run; each by its first rule
+    shown = sorted(first_rule, key=lambda k: (fate[k] != "kept", order.index(stage_of[first_rule[k]]), k))[:show]
     corpus = alone[0]["corpus_docs"]
     return {
         "rules": [{"stage": w["stage"], "param": w["param"], "column": w["column"], "value_as_run": w["value_as_run"],
@@ -145,7 +146,8 @@ def what_if_together(run_dir: str, specs: list[tuple[str, str, float | None]], s
         "removed_together": int(stats.get("docs_removed") or 0) + len(lost),
         "passes_after": passes_after,
         "unfinished": alone[0]["unfinished"],
-        "documents": [{"shard": k[0], "id": k[1], "first": f"{stage_of[first_rule[k]]}.{alone[first_rule[k]]['param']}",
+        "documents": [{"shard": k[0], "id": k[1], "now": fate[k], "stage": stage_of[first_rule[k]],
+                       "first": f"{stage_of[first_rule[k]]}.{alone[first_rule[k]]['param']}",
                        "fails": [f"{stage_of[i]}.{alone[i]['param']}" for i in fails[k]]} for k in shown],
     }
 
@@ -176,8 +178,9 @@ def render_what_if_together(t: dict[str, Any]) -> list[str]:
                          "where the recipe does not set them): not counted here")
     if t.get("unfinished"):
         lines.append(f"  note: {t['unfinished']}")
-    if t["documents"]:
-        lines.append(f"  corpus documents lost ({len(t['documents'])} shown), by the first rule that removes them:")
+    lost = [d for d in t["documents"] if d["now"] == "kept"]
+    if lost:
+        lines.append(f"  corpus documents lost ({len(lost)} shown), by the first rule that removes them:")
         lines += [f"    {d['first']:<36} {d['shard']}  {d['id']}" + (f"  (also {', '.join(d['fails'][1:])})" if len(d["fails"]) > 1 else "")
-                  for d in t["documents"]]
+                  for d in lost]
     return lines
