@@ -557,6 +557,16 @@ def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
     assert any(x.startswith("  not judged:") and "gopher_dup_10_gram" in x for x in line)  # left uncomputed
 
 
+def _whatif_audit(run_dir, html: str, stats: dict):
+    """scripts/check_report.py's audit of the report's what-if section against the run's rows:
+    (the audit, the script's module, the removed and kept rows it read)."""
+    check = _check_report_script()
+    removed, kept, _ = check.load_outputs(str(run_dir))
+    audit = check.Audit()
+    check.check_whatif(audit, html, stats, removed, kept, check.stored_types(str(run_dir)))
+    return audit, check, removed, kept
+
+
 def _check_report_script():
     import importlib.util
 
@@ -646,19 +656,13 @@ def test_a_large_runs_thresholds_section_reads_a_sample_of_shards_and_scales_its
     assert small.weight["kept"].sum() == pytest.approx(stats["docs_kept"]) or small.kept.num_rows == 0
     small_html = build_report(str(run_dir), samples_per_reason=8)
     assert f"of their {len(hashes):,} documents the 10 of the smallest hash" in small_html
-    check = _check_report_script()
-    removed, kept, _ = check.load_outputs(str(run_dir))
-    audit = check.Audit()
-    check.check_whatif(audit, small_html, stats, removed, kept, check.stored_types(str(run_dir)))
+    audit = _whatif_audit(run_dir, small_html, stats)[0]
     assert audit.problems == [] and audit.checked > 20, (audit.checked, audit.problems[:3])
     monkeypatch.setattr(whatif_report, "ROW_BUDGET", (docs + 1) // 2)
     assert out.weight["kept"].sum() == pytest.approx(stats["docs_kept"])  # scaled to the run's corpus
     html = build_report(str(run_dir), samples_per_reason=8)
     assert f"Estimated from {len(shards[1::2])} of {len(shards)} shards" in html
-    check = _check_report_script()
-    removed, kept, _ = check.load_outputs(str(run_dir))
-    audit = check.Audit()
-    check.check_whatif(audit, html, stats, removed, kept, check.stored_types(str(run_dir)))
+    audit, check, removed, kept = _whatif_audit(run_dir, html, stats)
     assert audit.problems == [] and audit.checked > 100, (audit.checked, audit.problems[:3])
     near = set(re.findall(r'class="near" data-id="[^"]*" data-shard="([^"]*)"', html))
     assert near and near <= {n[: -len(".parquet")] for n in shards[1::2]}  # drawn from the sample
