@@ -49,6 +49,7 @@ from refinery.dedup.substring import (
     substring_task,
 )
 from refinery.io import fs
+from refinery.io.readahead import read_ahead
 from refinery.io.runlock import CLAIM_FILE, LOCK_FILE, OutputClaim, confirm_claim, output_guard
 from refinery.rundir import (
     PassDir,
@@ -386,13 +387,7 @@ def _recorded_results(work: WorkDir, step: str, digests: list[str]) -> tuple[dic
         except (ValueError, fs.StorageError):  # damaged, or gone since the listing: not finished
             return None
 
-    if fs.is_s3(work.root) and len(indexed) > 1:  # one GET each: 16 at a time
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            records = list(pool.map(read, [uri for _, uri in indexed]))
-    else:
-        records = [read(uri) for _, uri in indexed]
+    records = list(read_ahead(read, [uri for _, uri in indexed]))  # on S3 one GET each, several at a time
     found: dict[int, dict[str, Any]] = {}
     for (k, _), record in zip(indexed, records):
         if (k < len(digests) and isinstance(record, dict) and record.get("fingerprint") == work.fingerprint
@@ -765,14 +760,11 @@ def _check_columns(shards: list[Shard], method: str) -> None:
     each, 16 at a time (moto: 1,000 shards in ~7 s beside a 0.5 s listing; the signatures read
     every shard whole next). S3 checked the first shard of each directory only, so a later shard
     without ``text`` failed its signature task, "dedup failed", exit 1, its output begun (h178)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     if not shards:
         return
-    with ThreadPoolExecutor(max_workers=min(16, len(shards))) as pool:
-        # in shard order: the first shard that fails is the one named
-        for _ in pool.map(lambda shard: _check_shard_columns(shard, method), shards):
-            pass
+    # in shard order: the first shard that fails is the one named
+    for _ in read_ahead(lambda shard: _check_shard_columns(shard, method), shards):
+        pass
 
 
 def _check_shard_columns(shard: Shard, method: str) -> None:
