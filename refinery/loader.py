@@ -734,11 +734,15 @@ _NOTED_EVERY_WINDOW: set[str] = set()  # what this process noted or said of worl
 
 def _store_and_ranks(dist: Any, group: Any) -> tuple[Any, list[int]] | None:
     """The default process group's key-value store and ``group``'s global ranks, or None where
-    this torch has no such store (the check then waits in the collective, as before)."""
-    try:
-        from torch.distributed import distributed_c10d
+    this torch has no such store (the check then waits in the collective, as before).
 
-        store = distributed_c10d._get_default_store()
+    The store is ``ProcessGroup.get_group_store()`` of the default group (public; it was
+    ``distributed_c10d._get_default_store()``, private): the one every rank rendezvoused through,
+    with any backend (the process group holds it before any backend is made: NCCL, gloo or both).
+    The default group's and not ``group``'s: a subgroup's store is its own key space, where the
+    note of a world_size=1 loader, made outside any subgroup, would not be seen."""
+    try:
+        store = dist.group.WORLD.get_group_store()
         ranks = (dist.get_process_group_ranks(group) if group is not None
                  else list(range(dist.get_world_size())))
     except (AttributeError, RuntimeError, ValueError):
@@ -899,19 +903,18 @@ _OUT_OF_ORDER = ("DataLoader(in_order=False) hands out the workers' batches as t
                  "skipping others; use in_order=True (the default) to resume exactly")
 
 
-def _out_of_order_loader(dataset: Any) -> bool:
-    """Whether a DataLoader with 2+ workers and ``in_order=False`` iterates ``dataset``. Its batches
-    still hold every window once per epoch, but in the order workers finish them. Found among the
-    dataset's referrers (a scan of the heap: tens of ms, once per checkpoint), the DataLoader
-    being the one object that knows it."""
-    import gc
-
-    def out_of_order(r: Any, prefix: str) -> bool:  # a DataLoader ("") or its live iterator ("_")
-        get = r.get if isinstance(r, dict) else lambda k, default: getattr(r, k, default)  # an object or its __dict__
-        return (get(f"{prefix}in_order", True) is False and (get(f"{prefix}num_workers", 0) or 0) > 1
-                and get(f"{prefix}dataset", None) is dataset)
-
-    return any(out_of_order(r, "") or out_of_order(r, "_") for r in gc.get_referrers(dataset))
+def _started_by_out_of_order_loader(frame: Any) -> bool:
+    """Whether the DataLoader iterator that started this worker process (or is starting one: spawn)
+    hands out batches as its 2+ workers finish them (``in_order=False``): its ``__init__`` starts the
+    workers, so its frame is on a forked worker's stack (fork copies it) and on the training
+    process's while it pickles the dataset for a spawned one. Torch's and torchdata's iterators
+    keep the flag as ``_in_order``; without such a frame, in order (as before)."""
+    while frame is not None:
+        it = frame.f_locals.get("self")
+        if type(it).__name__.endswith("DataLoaderIter") and isinstance(getattr(it, "_in_order", None), bool):
+            return not it._in_order and (getattr(it, "_num_workers", 0) or 0) > 1
+        frame = frame.f_back
+    return False
 
 
 def _collated_again(caller: Any) -> bool:
@@ -931,9 +934,10 @@ def _torch_dataset_class() -> type:
     from torch.utils.data import IterableDataset, get_worker_info
 
     # the array shared with DataLoader workers: where iteration 0 starts (epoch, position: a load's,
-    # or the last iteration in this process's), iterations run here since (0 or 1), and each
-    # worker's count of iterations since
-    LOADED, HERE, COUNTS = 0, 2, 3
+    # or the last iteration in this process's), iterations run here since (0 or 1), whether the
+    # workers' DataLoader hands out batches out of order (1: in_order=False), and each worker's
+    # count of iterations since
+    LOADED, HERE, OUT_OF_ORDER, COUNTS = 0, 2, 3, 4
 
     class TorchTokenDataset(IterableDataset):
         """A :class:`TokenLoader` as a PyTorch ``IterableDataset`` yielding ready batches.
@@ -954,6 +958,7 @@ def _torch_dataset_class() -> type:
             self._shared = multiprocessing.RawArray("q", COUNTS + _MAX_WORKERS)
             self._shared[LOADED:LOADED + 2] = [loader.epoch, loader.position]
             self._loaded_here: int | None = None  # a worker given its own state (torchdata): its iteration's first batch
+            self._out_of_order: bool | None = None  # in a worker: whether its DataLoader hands out batches out of order
             if get_worker_info() is None and not loader._ranks_checked:
                 # workers iterate in their own processes, where no collective may run: compare the
                 # ranks' settings here if the process group is up (else at the first iteration here)
@@ -965,6 +970,8 @@ def _torch_dataset_class() -> type:
             state = dict(self.__dict__)
             if get_spawning_popen() is None:  # pickled by the user, not sent to a worker: a copy
                 state["_shared"] = list(self._shared)
+            else:  # sent to a worker being started: by the DataLoader iterator on this stack
+                state["_out_of_order"] = _started_by_out_of_order_loader(sys._getframe(1))
             return state
 
         def __reduce__(self):  # the class is made on first use (torch is optional): rebuilt by a module function
@@ -975,7 +982,7 @@ def _torch_dataset_class() -> type:
                 shared = multiprocessing.RawArray("q", len(state["_shared"]))
                 shared[:] = state["_shared"]
                 state["_shared"] = shared
-            self.__dict__.update(state)
+            self.__dict__.update({"_out_of_order": None, **state})
 
         def __copy__(self):  # copy.copy worked before (a review): the same loader, its own shared state
             return type(self)(self.loader)
@@ -1009,6 +1016,11 @@ def _torch_dataset_class() -> type:
                 return self._tensors()
             if info.num_workers > _MAX_WORKERS:
                 raise ValueError(f"num_workers={info.num_workers}: at most {_MAX_WORKERS} DataLoader workers")
+            if self._out_of_order is None:  # forked: the DataLoader iterator that started it is on the stack
+                self._out_of_order = _started_by_out_of_order_loader(sys._getframe(1))
+            # said to the training process, whose state_dict(batches=N) cannot be exact then (each
+            # worker of one DataLoader writes the same value)
+            self._shared[OUT_OF_ORDER] = int(self._out_of_order)
             count = self._shared[COUNTS + info.id]
             self._shared[COUNTS + info.id] = count + 1  # only this worker writes its count
             if self._loaded_here is None:
@@ -1049,7 +1061,7 @@ def _torch_dataset_class() -> type:
                     return {**self.loader.state_dict(), "worker_first_batch": self.loader._split[2]}
                 return self.loader.state_dict()
             batches = _integer("batches", batches)
-            if in_workers and _out_of_order_loader(self):
+            if in_workers and self._shared[OUT_OF_ORDER]:
                 raise RuntimeError(_OUT_OF_ORDER)
             # the current iteration's start (before any: where the next one starts)
             epoch, position = self._iteration_start(max(0, self._iterations_started() - 1))
