@@ -815,6 +815,11 @@ def _order(obj: Any) -> list[str] | None:
     return None
 
 
+def _limit_words(limit: Any) -> str:
+    """A run's ``--limit`` as a refusal names it: ``20``, or ``none (the whole input)``."""
+    return "none (the whole input)" if limit is None else str(limit)
+
+
 def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     """``"stages.language_id.params.min_score 0.65 -> 0.85"`` for the keys that differ (a number
     written otherwise, ``2`` -> ``2.0``, counts: the fingerprint differs), or the stages' new order."""
@@ -840,6 +845,10 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
                 for side in (a, b))
     for key in sorted(set(a) | set(b)):
         if not _same(a.get(key, "<unset>"), b.get(key, "<unset>")):
+            if key == "limit":  # the command line's option, not a config key: "limit 20 -> None" named neither
+                # the option nor what None meant (session 49, h197)
+                changes.append(f"--limit {_limit_words(a.get(key))} -> {_limit_words(b.get(key))}")
+                continue
             changes.append(f"{key} {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
     if _order(old) != _order(new) and set(before) == set(after):
         # named even with params that changed: the order decides some (line_corrections takes

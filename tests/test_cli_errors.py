@@ -305,6 +305,31 @@ def test_a_bad_region_names_the_variable_it_came_from(cli, no_aws_region, monkey
     assert_one_error_line(code, out, err, "error: --region 'eu-wst-1' is not an AWS region")
 
 
+def test_an_s3_uri_missing_a_slash_is_refused_not_written_locally(cli, tmp_path, small_input, monkeypatch):
+    """``-o s3:/bucket/out`` (one slash) was a local path: the run wrote ``./s3:/bucket/out`` and
+    exited 0, the user believing the corpus on S3; ``-i s3:/b/in`` said "input not found" (session 49,
+    h197). Every command that takes a place says what was meant, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    run, cfg = tmp_path, _config(tmp_path, GOPHER)
+    for args, option, given in (
+            (["run", cfg, "-i", small_input, "-o", "s3:/my-bucket/out"], "--output", "s3:/my-bucket/out"),
+            (["run", cfg, "-i", "s3:my-bucket/in", "-o", tmp_path / "o"], "--input", "s3:my-bucket/in"),
+            (["dedup", run, "-o", "s3:/my-bucket/d", "--method", "url"], "--output", "s3:/my-bucket/d"),
+            (["tokenize", run, "-o", "s3:/my-bucket/t"], "--output", "s3:/my-bucket/t"),
+            (["status", "s3:/my-bucket/r"], "RUN_DIR", "s3:/my-bucket/r")):
+        code, out, err = cli(*args)
+        meant = "s3://" + given.split(":", 1)[1].lstrip("/")
+        assert_one_error_line(code, out, err, f"error: {option}: {given!r} is not an S3 URI (they start with s3://): "
+                              f"did you mean {meant}? (for a local directory of that name, write ./{given})")
+    code, out, err = cli("run", cfg, "-i", small_input, "-o", "S3://my-bucket/out")
+    assert_one_error_line(code, out, err, "error: --output: 'S3://my-bucket/out' is not an S3 URI (they start with "
+                          "s3://): did you mean s3://my-bucket/out?")
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "o").exists()
+    from refinery.io.fs import validate_uri
+
+    assert validate_uri("./s3:/local") == "./s3:/local"  # said so: a local directory
+
+
 def test_traceback_only_with_verbose(cli, tmp_path):
     cfg = _config(tmp_path, GOPHER + "    params: {min_words: -1}\n")
     code, _, err = cli("run", cfg, "-i", tmp_path, "-o", tmp_path / "o")

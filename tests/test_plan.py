@@ -660,8 +660,11 @@ def test_limit_samples_each_shard_and_is_part_of_the_fingerprint(dup_input, tmp_
     run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False, limit=7)
     for f in (out / "filter" / "stats").glob("*.json"):
         assert json.loads(f.read_text())["docs_read"] == 7
-    with pytest.raises(RerunError, match="limit 7 -> None"):
+    # the option, and what no --limit means (it said "limit 7 -> None"; session 49, h197)
+    with pytest.raises(RerunError, match=re.escape("'filter' pass: --limit 7 -> none (the whole input); rerun with")):
         run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False)
+    with pytest.raises(RerunError, match=re.escape("'filter' pass: --limit 7 -> 50; rerun with")):
+        run_pipeline(parse_config(spec), str(dup_input), str(out), workers=1, progress=False, limit=50)
 
 
 def test_shares_of_the_document_pass_then_the_rest_equal_one_run(dup_input, tmp_path):

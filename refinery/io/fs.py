@@ -32,6 +32,9 @@ from refinery.io.interruptible import interruptible
 log = logging.getLogger("refinery.io")
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+#: ``s3:/b/x``, ``s3:b/x``, ``S3://b/x``: an S3 URI mistyped (read as a local path, the first two
+#: were a run written into ``./s3:/b/x``, exit 0; session 49, h197)
+_S3_MISTYPED = re.compile(r"^s3:/{0,3}(?=[^/])", re.IGNORECASE)
 
 
 class StorageError(RuntimeError):
@@ -197,6 +200,11 @@ def validate_uri(uri: str) -> str:
     """Reject URIs we cannot handle, with a message that says why."""
     if not uri or not isinstance(uri, str):
         raise StorageError(f"empty storage URI: {uri!r}")
+    mistyped = None if is_s3(uri) else _S3_MISTYPED.match(uri)
+    if mistyped:
+        meant = "s3://" + uri[mistyped.end():]
+        local = "" if "://" in uri else f" (for a local directory of that name, write ./{uri})"
+        raise StorageError(f"{uri!r} is not an S3 URI (they start with s3://): did you mean {meant}?{local}")
     if "://" in uri and not is_s3(uri):
         raise StorageError(f"unsupported URI scheme in {uri!r}: use a local path or s3://bucket/key")
     if is_s3(uri):
