@@ -62,6 +62,8 @@ class FaultPolicy:
     #: forward-proxy requests: (method, the host:port they named, User-Agent, Proxy-Authorization)
     seen: list[tuple[str, str, str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: called with ``(method, path, reply body bytes)`` for each request passed upstream (counting)
+    answered: Callable[[str, str, int], None] | None = None
 
     def decide(self, method: str, path: str) -> str | None:
         with self.lock:
@@ -168,6 +170,8 @@ class FaultProxy:
                     data = resp.read()
                     with proxy.policy.lock:
                         proxy.policy.forwarded += 1
+                    if proxy.policy.answered is not None:
+                        proxy.policy.answered(self.command, self.path, len(data))
                     self.send_response(resp.status, resp.reason)
                     for k, v in resp.getheaders():
                         if k.lower() in ("transfer-encoding", "connection", "server", "date"):

@@ -82,6 +82,7 @@ def _recording(fn: Callable[..., dict[str, Any]], ran: list[str]) -> Callable[..
 @pytest.mark.parametrize("method, module, step, fn_name, partitions", [
     ("minhash", driver, "signatures", "signature_task", 2),
     ("lines", lines, "line_counts", "line_count_task", None),  # partitions planned from the measured baseline
+    ("lines", lines, "line_holders", "line_holders_task", None),  # reads line_counts' doc_lines files
 ])
 def test_a_dedup_stopped_inside_a_step_reruns_only_its_unfinished_tasks(shard_dir, tmp_path, monkeypatch, caplog,
                                                                         method, module, step, fn_name, partitions):

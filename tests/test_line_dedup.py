@@ -18,6 +18,7 @@ from refinery.dedup.driver import run_dedup
 from refinery.dedup.lines import LineRule, aggregate_pairs
 from refinery.dedup.passes import DedupInputError
 from refinery.executors import make_executor
+from refinery.io import fs
 from refinery.stats.domains import DomainCounter
 from tests._dedup_fixtures import load_cc_docs
 
@@ -685,3 +686,54 @@ def test_min_words_left_unset_leaves_old_runs_fingerprints_alone():
     assert _dedup_params(now) == _dedup_params(before)
     now["lines"]["min_words_left"] = 50
     assert _dedup_params(now) != _dedup_params(before)
+
+
+def test_each_shard_is_read_twice_not_three_times(tmp_path, monkeypatch):
+    """The pass read each input shard whole three times (line_counts, line_holders, the removal run):
+    line_holders now reads the candidate lines line_counts wrote per shard (``doc_lines/``, ~20
+    bytes a (document, line) pair against ~180 of text). Every open of an input shard's bytes is
+    counted (``fs.open_input``: whole reads and the runner's; the driver's footer reads go through
+    ``fs.open_parquet_input``); on S3 each is one GET of the whole object
+    (``benchmarks/dedup_lines_reads.py --s3``)."""
+    docs = [d for d in load_cc_docs() if any(line in d["text"] for line in CHROME)][:40]
+    opened: collections.Counter = collections.Counter()
+    real_open = fs.open_input
+
+    def counting_open(uri, *args, **kwargs):
+        opened[fs.basename(str(uri))] += "/run/" in str(uri) and str(uri).endswith(".parquet")
+        return real_open(uri, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "open_input", counting_open)
+    stats, out = _run(tmp_path, {"a": docs[0::2], "b": docs[1::2]})
+    assert stats["passes"]["line_holders"]["holders"] > 0 and stats["docs_edited"] > 0
+    assert {k: v for k, v in opened.items() if v} == {"a.parquet": 2, "b.parquet": 2}, opened
+
+
+@pytest.mark.parametrize("min_words_after_cuts", [None, 50])
+def test_line_holders_from_the_counted_lines_equal_those_from_the_text(sample_run, tmp_path, min_words_after_cuts):
+    """line_holders reads line_counts' ``doc_lines`` file; an index whose line_counts ran before it
+    wrote one (resumed from an older version), or with other settings, has the task read the text
+    as before: the same holders either way, Gopher's counts with ``min_words_after_cuts`` only."""
+    from refinery.dedup import lines
+
+    docs, stats, out = sample_run
+    config = DedupConfig(method="lines", lines={"min_words_after_cuts": min_words_after_cuts})
+    rule = {k: getattr(config.lines, k) for k in ("min_chars", "min_words", "max_words", "fold_digits", "exact_dates")}
+    gopher = min_words_after_cuts is not None
+    shard = str(out.parent / "run" / "b.parquet")
+    boiler = sorted(str(p) for p in (out / "dedup" / "boilerplate").glob("*.parquet"))
+    made = str(tmp_path / "doc_lines.parquet")
+    lines.line_count_task(shard, "b", str(tmp_path / "counts.parquet"), 1, rule, shard_index=1,
+                          doc_lines_uri=made, gopher_words=gopher)
+    other = str(tmp_path / "other.parquet")  # made with other settings: not used
+    lines.line_count_task(shard, "b", str(tmp_path / "counts2.parquet"), 1, rule | {"min_words": 3}, shard_index=1,
+                          doc_lines_uri=other, gopher_words=gopher)
+    held = {}
+    for name, uri in (("counted", made), ("missing", str(tmp_path / "none.parquet")), ("other", other)):
+        result = lines.line_holders_task(uri, shard, "b", str(tmp_path / f"{name}-holders.parquet"), boiler, rule,
+                                         gopher_words=gopher, shard_index=1)
+        held[name] = (result, pq.read_table(tmp_path / f"{name}-holders.parquet"))
+    assert held["counted"][0] == held["missing"][0] == held["other"][0]
+    assert held["counted"][0]["docs"] == len(docs[1::2]) and held["counted"][0]["holders"] > 10
+    assert held["counted"][1].equals(held["missing"][1]) and held["counted"][1].equals(held["other"][1])
+    assert ("gopher_words" in held["counted"][1].column_names) == gopher

@@ -39,6 +39,7 @@ fixed before hashing, from the shards' text sizes in their Parquet footers and
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -53,7 +54,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.dedup.datelines import dateline_key
-from refinery.dedup.passes import MAX_SOURCES, DedupInputError, _columns, as_text, check_unique_ids, read_shard
+from refinery.dedup.passes import MAX_SOURCES, DedupInputError, as_text, check_unique_ids, checked_footer, read_shard
 from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
 from refinery.executors.base import TASK_SUMMARY, summary_level
 from refinery.io import fs, parquet
@@ -113,6 +114,13 @@ class LineRule:
 
     def key(self, line: str) -> int | None:
         """The line's 64-bit hash if it is a candidate, else None."""
+        found = self.candidate(line)
+        return None if found is None else found[0]
+
+    def candidate(self, line: str) -> tuple[int, int] | None:
+        """``(64-bit hash, words)`` of a candidate line, else None. The words are
+        ``line_corrections.count_words``'s count (the stage's): for a candidate the CJK count below
+        stays under its limit, so it is exact."""
         import xxhash
 
         n_words = len(line.split())
@@ -130,7 +138,7 @@ class LineRule:
         norm = self.normalize(line)
         if len(norm) < self.min_chars or not _LETTER.search(norm):
             return None
-        return xxhash.xxh3_64_intdigest(norm.encode("utf-8", "surrogatepass"))
+        return xxhash.xxh3_64_intdigest(norm.encode("utf-8", "surrogatepass")), n_words
 
     def doc_keys(self, text: str | None) -> set[int]:
         """Distinct candidate hashes of a document (a line repeated inside it counts once)."""
@@ -138,6 +146,27 @@ class LineRule:
             return set()
         keys = (self.key(line) for line in text.split("\n"))
         return {k for k in keys if k is not None}
+
+    def doc_line_words(self, text: str | None, gopher: bool = False) -> dict[int, list[int]]:
+        """Distinct candidate hashes of a document, in the order they first occur, each with the
+        words of all its copies there: ``[line_corrections' count, Gopher's count]`` (the second
+        0 unless ``gopher``)."""
+        from refinery.stages.gopher import word_count
+
+        found: dict[int, list[int]] = {}
+        if not text:
+            return found
+        for line in text.split("\n"):
+            hit = self.candidate(line)
+            if hit is None:
+                continue
+            words = found.get(hit[0])
+            if words is None:
+                found[hit[0]] = [hit[1], word_count(line) if gopher else 0]
+            else:
+                words[0] += hit[1]
+                words[1] += word_count(line) if gopher else 0
+        return found
 
 
 def domain_hash(domain: str) -> int:
@@ -212,42 +241,97 @@ def aggregate_pairs(line: np.ndarray, domain: np.ndarray, docs: np.ndarray, firs
 
 
 # -- pass 1: per shard -------------------------------------------------------------------------
+#: the candidate lines of a shard's documents, as ``line_counts`` finds them, kept for
+#: ``line_holders`` (``doc_lines/<shard>.parquet``): one row per document holding any, with its
+#: distinct line hashes (in the order they first occur) and the words of their copies, and the
+#: document's words in all. The holders step read and hashed the shard's text again for these (the
+#: pass read each shard whole three times: counts, holders, removal); ~20 bytes a (document,
+#: line) pair here against ~180 of text.
+_DOC_LINES_SCHEMA = pa.schema([("row", pa.int64()), ("id_hash", pa.uint64()), ("total_words", pa.int64()),
+                               ("total_gopher_words", pa.int64()), ("lines", pa.list_(pa.uint64())),
+                               ("words", pa.list_(pa.int32())), ("gopher_words", pa.list_(pa.int32()))])
+#: the schema metadata naming what a doc_lines file was made with (a file made otherwise is not used)
+_DOC_LINES_META = "refinery.doc_lines"
+
+
+def doc_lines_table(ids: pa.ChunkedArray, texts: pa.ChunkedArray, rule: dict[str, Any], gopher: bool,
+                    batch_size: int = 1000) -> pa.Table:
+    """The shard's candidate lines per document (``_DOC_LINES_SCHEMA``); Gopher's word counts
+    only with ``gopher`` (for ``min_words_after_cuts``; 0 otherwise)."""
+    from refinery.stages.gopher import word_count
+    from refinery.stages.line_corrections import count_words
+
+    line_rule = LineRule.from_params(rule)
+    rows: list[int] = []
+    id_hashes: list[int] = []
+    totals: list[int] = []
+    gopher_totals: list[int] = []
+    line_parts: list[np.ndarray] = []
+    word_parts: list[np.ndarray] = []
+    for lo in range(0, len(texts), batch_size):
+        batch = zip(texts.slice(lo, batch_size).to_pylist(), ids.slice(lo, batch_size).to_pylist())
+        for row, (text, doc_id) in enumerate(batch, start=lo):
+            found = line_rule.doc_line_words(text, gopher)
+            if not found:
+                continue
+            rows.append(row)
+            id_hashes.append(doc_id_hash(doc_id))
+            totals.append(count_words(text))
+            gopher_totals.append(word_count(text) if gopher else 0)
+            line_parts.append(np.fromiter(found, dtype=_U64, count=len(found)))
+            word_parts.append(np.array(list(found.values()), dtype=np.int32).reshape(-1, 2))
+    lengths = np.fromiter((len(p) for p in line_parts), dtype=np.int32, count=len(line_parts))
+    offsets = pa.array(np.concatenate(([0], np.cumsum(lengths, dtype=np.int32))), pa.int32())
+    line = np.concatenate(line_parts) if line_parts else np.empty(0, _U64)
+    words = np.concatenate(word_parts) if word_parts else np.empty((0, 2), np.int32)
+    del line_parts, word_parts
+
+    def listed(values: np.ndarray) -> pa.ListArray:
+        return pa.ListArray.from_arrays(offsets, pa.array(values))
+
+    made = {"docs": len(texts), "rule": rule, "gopher": gopher}
+    return pa.table([pa.array(rows, pa.int64()), pa.array(id_hashes, pa.uint64()), pa.array(totals, pa.int64()),
+                     pa.array(gopher_totals, pa.int64()), listed(line), listed(words[:, 0]), listed(words[:, 1])],
+                    schema=_DOC_LINES_SCHEMA.with_metadata({_DOC_LINES_META: json.dumps(made, sort_keys=True)}))
+
+
+def _made_with(doc_lines: pa.Table) -> dict[str, Any]:
+    return json.loads((doc_lines.schema.metadata or {}).get(_DOC_LINES_META.encode(), b"{}"))
+
+
 def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int, rule: dict[str, Any],
-                    batch_size: int = 1000, shard_index: int = 0) -> dict[str, Any]:
+                    batch_size: int = 1000, shard_index: int = 0, doc_lines_uri: str | None = None,
+                    gopher_words: bool = False) -> dict[str, Any]:
     """Per shard: every (candidate line, registered domain) pair with its number of documents and
     the first of them (``first``: doc key ``shard_index << 32 | row``; ``first_id``: its id's
-    hash), partitioned by line hash."""
+    hash), partitioned by line hash; with ``doc_lines_uri``, the shard's candidate lines per
+    document there too (:func:`doc_lines_table`, for ``line_holders``)."""
     present, data = read_shard(input_uri)
     missing = [c for c in ("id", "text", "url") if c not in present]
     if missing:
         raise DedupInputError(f"shard {input_uri} lacks column(s) {missing} needed by lines dedup "
                               f"(lines are counted per registered domain of `url`)")
-    line_rule = LineRule.from_params(rule)
     domains = DomainCounter()
     columns = ["id", "text", "url"] + (["source"] if "source" in present else [])
     table = as_text(parquet.parse_table(input_uri, data, columns=columns))
     del data
     check_unique_ids(table.column("id").cast(pa.string()), input_uri)
     n = table.num_rows
-    line_parts: list[np.ndarray] = []
-    domain_parts: list[np.ndarray] = []
-    row_parts: list[np.ndarray] = []
-    no_domain = 0
+    doc_lines = doc_lines_table(table.column("id"), table.column("text"), rule, gopher_words, batch_size)
+    if doc_lines_uri is not None:
+        parquet.write_table(doc_lines, doc_lines_uri, row_group_size=1 << 20)
+    doc_domain = np.empty(n, dtype=_U64)
     for lo in range(0, n, batch_size):
-        texts = table.column("text").slice(lo, batch_size).to_pylist()
         urls = table.column("url").slice(lo, batch_size).to_pylist()
-        for row, (text, url) in enumerate(zip(texts, urls), start=lo):
-            keys = line_rule.doc_keys(text)
-            d = domain_hash(domains.domain(url))
-            no_domain += d == 0
-            if keys:
-                line_parts.append(np.fromiter(keys, dtype=_U64, count=len(keys)))
-                domain_parts.append(np.full(len(keys), d, dtype=_U64))
-                row_parts.append(np.full(len(keys), row, dtype=np.int64))
-    line = np.concatenate(line_parts) if line_parts else np.empty(0, _U64)
-    domain = np.concatenate(domain_parts) if domain_parts else np.empty(0, _U64)
-    row = np.concatenate(row_parts) if row_parts else np.empty(0, np.int64)
-    del line_parts, domain_parts, row_parts
+        doc_domain[lo:lo + len(urls)] = [domain_hash(domains.domain(url)) for url in urls]
+    no_domain = int((doc_domain == 0).sum())
+    lines_of = doc_lines.column("lines").combine_chunks()
+    line = pc.list_flatten(lines_of).to_numpy()
+    doc_rows = doc_lines.column("row").to_numpy()
+    doc_ids = doc_lines.column("id_hash").to_numpy()
+    row = np.repeat(doc_rows, pc.list_value_length(lines_of).to_numpy())
+    del doc_lines, lines_of
+    domain = doc_domain[row]
     pairs = len(line)
     # pre-aggregate the shard: one row per distinct (line, domain) pair, with its document count
     # and its first document (lexsort is stable: rows stay in order within a pair)
@@ -262,8 +346,7 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
     else:
         docs = np.empty(0, np.uint32)
     first = (np.uint64(shard_index) << np.uint64(32)) | row.astype(_U64)
-    ids = table.column("id").take(pa.array(row, pa.int64())).to_pylist() if len(row) else []
-    first_id = np.fromiter((doc_id_hash(i) for i in ids), dtype=_U64, count=len(ids))
+    first_id = doc_ids[np.searchsorted(doc_rows, row)] if len(row) else np.empty(0, _U64)
     counts = write_partitioned(output_uri, {"line": line, "domain": domain, "docs": docs, "first": first,
                                             "first_id": first_id}, partition_of(line, num_parts), num_parts)
     sources: list[str] | None = None
@@ -272,7 +355,7 @@ def line_count_task(input_uri: str, shard: str, output_uri: str, num_parts: int,
         sources = sorted(distinct.to_pylist()) if len(distinct) <= MAX_SOURCES else None
     log.log(summary_level(), "[dedup lines/line_counts] shard %s: %d docs, %d (doc, line) pairs -> %d rows", shard, n, pairs, len(line),
              extra=TASK_SUMMARY)
-    return {"docs": n, "docs_without_domain": int(no_domain), "doc_lines": pairs, "rows": len(line),
+    return {"docs": n, "docs_without_domain": no_domain, "doc_lines": pairs, "rows": len(line),
             "max_partition_rows": max(counts) if counts else 0, "sources": sources}
 
 
@@ -329,55 +412,55 @@ def load_boilerplate_keepers(uris: list[str]) -> tuple[np.ndarray, np.ndarray | 
 # -- pass 3: which holder keeps each line --------------------------------------------------------
 _HOLDERS_SCHEMA = pa.schema([("doc", pa.uint64()), ("id_hash", pa.uint64()), ("total_words", pa.int64()),
                              ("line_pos", pa.int64()), ("words", pa.int64())])
-#: what the task writes: the same counts as gopher_quality's ``min_words`` counts them too, for
-#: ``min_words_after_cuts`` (the cut text's Gopher words are the total's less its cut lines')
+#: what the task writes with ``min_words_after_cuts``: the same counts as gopher_quality's
+#: ``min_words`` counts them too (the cut text's Gopher words are the total's less its cut lines')
 _HOLDERS_WRITTEN = pa.schema(list(_HOLDERS_SCHEMA) + [pa.field("total_gopher_words", pa.int64()),
                                                       pa.field("gopher_words", pa.int64())])
 
 
-def line_holders_task(input_uri: str, shard: str, output_uri: str, boilerplate_uris: list[str], rule: dict[str, Any],
-                      batch_size: int = 1000, shard_index: int = 0) -> dict[str, Any]:
+def line_holders_task(doc_lines_uri: str, input_uri: str, shard: str, output_uri: str, boilerplate_uris: list[str],
+                      rule: dict[str, Any], gopher_words: bool = False, batch_size: int = 1000,
+                      shard_index: int = 0) -> dict[str, Any]:
     """Per shard: every document holding boilerplate lines, one row per line it holds (its
     position in the sorted index, and the words of its copies there), with the document's key,
     id hash and words in all -- the removal stage's counts, so the keeper pass can tell which
-    holders the stage will keep."""
-    from refinery.stages.gopher import word_count
-    from refinery.stages.line_corrections import count_words
-
+    holders the stage will keep. Read from the shard's ``doc_lines`` file (``line_counts`` wrote
+    it), not from its text; Gopher's counts (``total_gopher_words``, ``gopher_words``) only with
+    ``gopher_words``."""
     keys, _ = load_boilerplate(boilerplate_uris)
-    line_rule = LineRule.from_params(rule)
-    table = as_text(parquet.read_table(input_uri, columns=["id", "text"]))
-    cols: dict[str, list[int]] = {name: [] for name in _HOLDERS_WRITTEN.names}
-    holders = 0
-    for lo in range(0, table.num_rows, batch_size):
-        texts = table.column("text").slice(lo, batch_size).to_pylist()
-        ids = table.column("id").slice(lo, batch_size).to_pylist()
-        for row, (text, doc_id) in enumerate(zip(texts, ids), start=lo):
-            if not text or not len(keys):
-                continue
-            lines = text.split("\n")
-            hashes = [(line_rule.key(line), line) for line in lines]
-            cand = [(h, line) for h, line in hashes if h is not None]
-            if not cand:
-                continue
-            h = np.fromiter((c[0] for c in cand), dtype=_U64, count=len(cand))
-            pos = np.searchsorted(keys, h).clip(max=len(keys) - 1)
-            found = np.flatnonzero(keys[pos] == h)
-            if not len(found):
-                continue
-            words: dict[int, tuple[int, int]] = {}
-            for j in found.tolist():
-                w, g = words.get(int(pos[j]), (0, 0))
-                words[int(pos[j])] = (w + count_words(cand[j][1]), g + word_count(cand[j][1]))
-            holders += 1
-            doc, id_hash, total = (shard_index << 32) | row, doc_id_hash(doc_id), count_words(text)
-            total_g = word_count(text)
-            for line_pos, (w, g) in words.items():
-                for name, value in zip(_HOLDERS_WRITTEN.names, (doc, id_hash, total, line_pos, w, total_g, g)):
-                    cols[name].append(value)
-    parquet.write_table(pa.table({n: pa.array(v, f.type) for (n, v), f in zip(cols.items(), _HOLDERS_WRITTEN)},
-                                 schema=_HOLDERS_WRITTEN), output_uri)
-    return {"docs": table.num_rows, "holders": holders, "rows": len(cols["doc"])}
+    doc_lines = parquet.read_table_if_any(doc_lines_uri)
+    made = {} if doc_lines is None else _made_with(doc_lines)
+    if (made.get("rule"), made.get("gopher")) != (rule, gopher_words):
+        # an index whose line_counts ran before it wrote these (or with other settings): from the
+        # text, as that step finds them
+        table = as_text(parquet.read_table(input_uri, columns=["id", "text"]))
+        doc_lines = doc_lines_table(table.column("id"), table.column("text"), rule, gopher_words, batch_size)
+        del table
+    lines_of = doc_lines.column("lines").combine_chunks()
+    line = pc.list_flatten(lines_of).to_numpy()
+    owner = np.repeat(np.arange(doc_lines.num_rows), pc.list_value_length(lines_of).to_numpy())
+    if len(keys) and len(line):
+        pos = np.searchsorted(keys, line).clip(max=len(keys) - 1)
+        hit = np.flatnonzero(keys[pos] == line)
+    else:
+        pos = hit = np.empty(0, np.int64)
+    owner, pos = owner[hit], pos[hit]
+
+    def per_doc(name: str) -> np.ndarray:
+        return doc_lines.column(name).to_numpy()[owner]
+
+    def per_line(name: str) -> np.ndarray:
+        return pc.list_flatten(doc_lines.column(name).combine_chunks()).to_numpy()[hit].astype(np.int64)
+
+    doc = (np.uint64(shard_index) << np.uint64(32)) | per_doc("row").astype(_U64)
+    held = {"doc": doc, "id_hash": per_doc("id_hash"), "total_words": per_doc("total_words"), "line_pos": pos,
+            "words": per_line("words")}
+    schema = _HOLDERS_SCHEMA
+    if gopher_words:
+        held |= {"total_gopher_words": per_doc("total_gopher_words"), "gopher_words": per_line("gopher_words")}
+        schema = _HOLDERS_WRITTEN
+    parquet.write_table(pa.table({f.name: pa.array(held[f.name], f.type) for f in schema}, schema=schema), output_uri)
+    return {"docs": _made_with(doc_lines)["docs"], "holders": len(np.unique(owner)), "rows": len(owner)}
 
 
 def too_many_cut(cut: int, total: int, max_removed_word_frac: float, min_words_left: int | None = None) -> bool:
@@ -455,6 +538,11 @@ def assign_keepers(holder_uris: list[str], n_lines: int, max_removed_word_frac: 
                           "lines_lost": int(n_lines - kept.sum())}
 
 
+def doc_lines_uri(work: WorkDir, shard: Shard) -> str:
+    """Where ``line_counts`` leaves a shard's candidate lines for ``line_holders``."""
+    return work.path("doc_lines", f"{shard.name}.parquet")
+
+
 def keeper_pass(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor, rule: dict[str, Any],
                 boiler_uris: list[str], passes: dict[str, Any]) -> list[str]:
     """Run :func:`line_holders_task` over the shards and :func:`assign_keepers` over its output;
@@ -472,8 +560,10 @@ def keeper_pass(work: WorkDir, shards: list[Shard], config: DedupConfig, executo
         passes["keepers"] = done
         return relative
     holder_uri = {s.name: work.path("line_holders", f"{s.name}.parquet") for s in shards}
-    tasks = [{"input_uri": s.uri, "shard": s.name, "output_uri": holder_uri[s.name], "boilerplate_uris": boiler_uris,
-              "rule": rule, "batch_size": config.batch_size, "shard_index": i} for i, s in enumerate(shards)]
+    tasks = [{"doc_lines_uri": doc_lines_uri(work, s), "input_uri": s.uri, "shard": s.name,
+              "output_uri": holder_uri[s.name], "boilerplate_uris": boiler_uris, "rule": rule,
+              "gopher_words": config.lines.min_words_after_cuts is not None, "batch_size": config.batch_size,
+              "shard_index": i} for i, s in enumerate(shards)]
     passes["line_holders"] = _run_pass(work, "line_holders", line_holders_task, tasks, executor, [s.name for s in shards])
     started = time.time()
     tables = [parquet.read_table(u) for u in boiler_uris]
@@ -510,9 +600,8 @@ def text_bytes_of(shards: list[Shard]) -> int:
     the columns the pass reads is refused here, before any task runs."""
     text_bytes = 0
     for s in shards:
-        present = _columns(s.uri)  # (names as Arrow reads them: a Parquet footer names a list's leaves)
-        with fs.open_parquet_input(s.uri) as f:
-            meta = pq.ParquetFile(f).metadata
+        # one footer read (it was two); names as Arrow reads them: a Parquet footer names a list's leaves
+        present, meta = checked_footer(s.uri)
         missing = [c for c in ("id", "text", "url") if c not in present]
         if missing:
             raise DedupInputError(f"shard {s.uri} lacks column(s) {missing} needed by lines dedup "
@@ -543,8 +632,11 @@ def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, execut
             text_bytes, config.memory_budget, worker_baseline_bytes(executor, config.method))})["partitions"]
     names = [s.name for s in shards]
     count_uri = {s.name: work.path("line_counts", f"{s.name}.parquet") for s in shards}
+    # with keep_first, each shard's candidate lines are kept for line_holders (it read the text again)
     tasks = [{"input_uri": s.uri, "shard": s.name, "output_uri": count_uri[s.name], "num_parts": P, "rule": rule,
-              "batch_size": config.batch_size, "shard_index": i} for i, s in enumerate(shards)]
+              "batch_size": config.batch_size, "shard_index": i}
+             | ({"doc_lines_uri": doc_lines_uri(work, s), "gopher_words": lines.min_words_after_cuts is not None}
+                if lines.keep_first else {}) for i, s in enumerate(shards)]
     counted = _run_pass(work, "line_counts", line_count_task, tasks, executor, names,
                         extra=lambda rs: {"per_shard": [{"sources": r.get("sources")} for r in rs], "partitions": P})
     P = counted.get("partitions", P)  # a resumed index keeps the partitioning it was written with

@@ -154,12 +154,19 @@ def _columns(uri: str, data: pa.Buffer | None = None) -> list[str]:
     """The shard's column names (from ``data``, its bytes, when read already); DedupInputError
     naming the file and column when one repeats (the index tasks failed with Arrow's "Multiple
     matches for FieldRef", after building the index)."""
+    return checked_footer(uri, data)[0]
+
+
+def checked_footer(uri: str, data: pa.Buffer | None = None) -> tuple[list[str], pq.FileMetaData]:
+    """:func:`_columns` and the Parquet footer they come from, read once."""
     try:
         if data is not None:
-            schema = pq.read_schema(pa.BufferReader(data))
+            pf = pq.ParquetFile(pa.BufferReader(data))
+            schema, meta = pf.schema_arrow, pf.metadata
         else:
             with fs.open_parquet_input(uri) as f:
-                schema = pq.read_schema(f)
+                pf = pq.ParquetFile(f)
+                schema, meta = pf.schema_arrow, pf.metadata
     except (OSError, pa.ArrowInvalid) as exc:
         if parquet.damaged(exc):  # the final line named the shard, not the file (found by adversarial testing)
             raise DedupInputError(parquet.damaged_message(uri, exc)) from None
@@ -175,7 +182,7 @@ def _columns(uri: str, data: pa.Buffer | None = None) -> list[str]:
         parquet.check_document_types(uri, schema)
     except parquet.ShardReadError as exc:
         raise DedupInputError(str(exc)) from None
-    return names
+    return names, meta
 
 
 # -- pass 1: signatures / keys per shard ------------------------------------------------------
