@@ -24,11 +24,12 @@ the corpus. ``keep_first: false`` cuts every copy (CCNet's behaviour).
 Passes (same flow and resumability as the other dedup methods, see :mod:`refinery.dedup.driver`)::
 
     line_counts (per shard): distinct candidate lines per document -> (line, domain, docs, first
-        document) rows, pre-aggregated in the shard, written partitioned by line hash (refinery.dedup.shuffle)
+        document) rows, pre-aggregated in the shard, written partitioned by line hash (refinery.dedup.shuffle);
+        with keep_first also each document's candidate hashes and their words (doc_lines/)
     boilerplate (per hash partition): (docs, distinct domains, first document) per line -> the
         boilerplate hashes with the id hash of their first holder
-    line_holders (per shard) + keepers (driver): each line's keeper, the first holder that stays
-        (keepers/lines.parquet: the index the stage reads)
+    line_holders (per shard, from doc_lines/: the text is not read again) + keepers (driver): each
+        line's keeper, the first holder that stays (keepers/lines.parquet: the index the stage reads)
     remove (per shard): the normal shard runner with ``lines_dedup`` (refinery/stages/line_dedup.py)
 
 Memory: a ``line_counts`` task holds one shard's rows (~52 bytes per (document, candidate line));
