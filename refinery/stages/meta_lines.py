@@ -57,7 +57,7 @@ META_PATTERNS: list[str] = [
 @functools.cache
 def _meta_re() -> re.Pattern[str]:
     # compiled on first use (~4 ms): line_corrections imports this module in every run, and
-    # drop_meta_lines is off in the recipe
+    # drop_meta_lines is off by default
     return re.compile(r"^[\W_]{0,3}(?:" + "|".join(META_PATTERNS) + r")[\s.|·•]*$", re.IGNORECASE)
 
 
