@@ -50,9 +50,10 @@ from refinery.rundir import (
     remove_dropped_passes,
     remove_orphan_shards,
 )
-from refinery.runner import ShardTask, failed_stage, finished_marker, outcome_stats, run_shard_task, shard_log_every_s
+from refinery.runner import (PassWrites, ShardTask, failed_stage, finished_marker, outcome_stats, run_shard_task,
+                             shard_log_every_s)
 from refinery.stages import registry
-from refinery.stats.funnel import combine_pass_stats, iter_shard_stats, merge_shard_stats
+from refinery.stats.funnel import combine_pass_stats, merge_pass_stats
 
 log = logging.getLogger("refinery.pipeline")
 
@@ -146,10 +147,12 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
             todo.append(replace(t, unmarked=True))  # its marker is gone, or never was
     if todo:
         log.info("[%s] %d shard(s) to run, %d already finished", p.name, len(todo), len(tasks) - len(todo))
+    writes = PassWrites(out, [t.shard for t in tasks])  # what the close need not read back
     ran = executor.map(run_shard_task, [{"task": t} for t in todo], label=p.name, names=[t.shard for t in todo],
                        units="docs_read", shared={"spec": spec, "force": force, "fingerprint": p.fingerprint,
                                                   "limit": plan.limit, **_registered_stages(),
-                                                  **({"launch": launch} if launch else {})})
+                                                  **({"launch": launch} if launch else {})},
+                       on_outcome=writes)
     outcomes.update({o.name: o for o in ran})
     ordered = [outcomes[t.shard] for t in share]
     for o in ordered:
@@ -173,7 +176,7 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
     if share is not tasks and not _others_finished(out, p, others, launch if force else None):
         return ordered, {}  # other instances' shares are still running: the last one to finish closes the pass
     try:
-        return ordered, finish_documents(out, p.name)
+        return ordered, finish_documents(out, p.name, writes)
     except (fs.StorageError, OSError) as exc:
         if not any(o.status == "failed" for o in ordered):
             raise
@@ -212,14 +215,15 @@ def _others_finished(out: PassDir, p: Pass, others: list[ShardTask], launch: str
     return all(_done_in(finished_marker(t, p.fingerprint), launch) is not None for t in others)
 
 
-def finish_documents(out: PassDir, pass_name: str) -> dict[str, Any]:
-    """Give every kept/removed shard of the pass one schema, merge its stats into its funnel."""
+def finish_documents(out: PassDir, pass_name: str, writes: PassWrites | None = None) -> dict[str, Any]:
+    """Give every kept/removed shard of the pass one schema, merge its stats into its funnel
+    (``writes``: what this command's tasks wrote, not read back)."""
     from refinery.io.dataset import unify_pass_schemas
 
-    merged = merge_shard_stats(iter_shard_stats(out)) | {"pass": pass_name}  # a chunk of markers at a time
+    merged = merge_pass_stats(out, writes and writes.stats) | {"pass": pass_name}  # a chunk of markers at a time
     if not merged["shards"]:
         return {}
-    unify_pass_schemas(out.kept_dir, out.removed_dir)
+    unify_pass_schemas(out.kept_dir, out.removed_dir, writes and writes.footers)
     fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
     return merged
 

@@ -23,18 +23,18 @@ import os
 import posixpath
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.executors.base import TASK_SUMMARY, note_phase, summary_level
+from refinery.executors.base import TASK_SUMMARY, TaskOutcome, note_phase, summary_level
 from refinery.executors.progress import shard_log_every_s
 from refinery.io import fs, parquet
 from refinery.io.arrow_rows import take_rows
-from refinery.io.dataset import write_pass_shard
+from refinery.io.dataset import ShardFooter, write_pass_shard
 from refinery.io.spool import ShardSpool, StageSpools
 from refinery.rundir import PassDir
 from refinery.schema import DOCUMENT_FIELDS, DOCUMENT_SCHEMA, EDIT_FIELDS, LINE_MARK_COLUMNS, InputSchemaError
@@ -249,6 +249,8 @@ class ShardResult:
     shard: str
     skipped: bool
     stats: dict[str, Any] = field(default_factory=dict)
+    #: what the shard's run wrote, for its pass's close (None: skipped): :data:`WRITTEN_KEY`
+    written: dict[str, Any] | None = None
 
 
 class ShardRunner:
@@ -445,14 +447,15 @@ class ShardRunner:
             # this shard's files stays for a reader that globs kept/*.parquet (the shard is redone).
             # Local files are fsynced together and published in this order, the marker last
             with fs.published_together():
-                write_pass_shard(kept, removed, task.kept_uri, task.removed_uri)
+                footers = write_pass_shard(kept, removed, task.kept_uri, task.removed_uri)
                 n_samples = collector.write_samples(task.samples_uri)
                 stats = self._finish_stats(task, fingerprint, limit, started, docs_read, kept, removed, reader_extra,
                                            reader_counter, counters, collector, n_samples)
                 if launch is not None:
                     stats["launch"] = launch
                 # Compact JSON: histograms would put one number per line with indentation.
-                fs.write_bytes(task.stats_uri, json.dumps(stats, separators=(",", ":")).encode())
+                marker = json.dumps(stats, separators=(",", ":")).encode()
+                fs.write_bytes(task.stats_uri, marker)
         except BaseException:
             # the marker first: a stop that came as its write returned (on S3 the object is there
             # once the PUT lands) left a marker whose kept file this loop then deleted, a shard
@@ -468,7 +471,7 @@ class ShardRunner:
             task.shard, docs_read, kept.num_rows, removed.num_rows, elapsed, docs_read / max(elapsed, 1e-9),
             extra=TASK_SUMMARY,
         )
-        return ShardResult(task.shard, skipped=False, stats=stats)
+        return ShardResult(task.shard, skipped=False, stats=stats, written={"footers": footers, "marker": marker})
 
     def _finish_stats(self, task, fingerprint, limit, started, docs_read, kept, removed, reader_extra,  # noqa: ANN001
                       reader_counter, counters, collector, n_samples) -> dict[str, Any]:
@@ -939,6 +942,40 @@ def runner_for(spec: dict[str, Any]) -> ShardRunner:
 BULKY_STATS = ("stages", "histograms", "languages", "top_domains")
 
 
+#: the key of a shard task's result that carries what it wrote (:attr:`ShardResult.written`) to
+#: the driver's :class:`PassWrites`, which takes it out of the outcome
+WRITTEN_KEY = "written"
+
+
+def written_result(result: ShardResult) -> dict[str, Any]:
+    """The part of a shard task's result that carries what it wrote (none when skipped)."""
+    return {WRITTEN_KEY: result.written} if result.written is not None else {}
+
+
+class PassWrites:
+    """What the shard tasks a command runs in a pass wrote, taken out of their outcomes as they
+    finish (``executor.map(..., on_outcome=writes)``) for the pass's close: their kept and removed
+    files' footers and their markers' text, which the close no longer reads back (on S3 a GET per
+    file: 3 a shard per pass; session 49, h194). Shards the command did not run (finished before,
+    another instance's) are read at the close as before. ``shards``: every shard of the pass."""
+
+    def __init__(self, out: PassDir, shards: Iterable[str]) -> None:
+        from refinery.stats.funnel import StreamedShardStats
+
+        self.out = out
+        self.stats = StreamedShardStats(out.stats(s) for s in shards)
+        self.footers: dict[str, ShardFooter] = {}
+        self._schemas: dict[pa.Schema, pa.Schema] = {}  # a pass's shards share a few schemas: one object each
+
+    def __call__(self, outcome: TaskOutcome) -> None:
+        written = outcome.result.pop(WRITTEN_KEY, None)  # not held with the pass's outcomes
+        if written is None or outcome.status != "done":
+            return
+        for footer in written["footers"]:
+            self.footers[footer.uri] = replace(footer, schema=self._schemas.setdefault(footer.schema, footer.schema))
+        self.stats.wrote(self.out.stats(outcome.name), written["marker"])
+
+
 def outcome_stats(stats: dict[str, Any]) -> dict[str, Any]:
     """A shard's stats without :data:`BULKY_STATS`: what its task outcome carries."""
     return {k: v for k, v in stats.items() if k not in BULKY_STATS}
@@ -955,4 +992,4 @@ def run_shard_task(spec: dict[str, Any], task: ShardTask, force: bool = False, f
 
         register_stages(registered)
     result = runner_for(spec).run(task, force=force, fingerprint=fingerprint, limit=limit, launch=launch)
-    return {**outcome_stats(result.stats), "skipped": result.skipped}
+    return {**outcome_stats(result.stats), "skipped": result.skipped, **written_result(result)}

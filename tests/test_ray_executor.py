@@ -165,20 +165,29 @@ def test_pipeline_ray_step_reports_nodes_and_placement(tmp_path, ray_local):  # 
     assert set(report["placement"]) == {p.stem for p in (tmp_path / "out" / "stats").iterdir()}
 
 
-def test_the_whole_recipe_gives_identical_output_on_ray_and_local(tmp_path, ray_local):  # noqa: F811
+def test_the_whole_recipe_gives_identical_output_on_ray_and_local(tmp_path, ray_local, monkeypatch):  # noqa: F811
     """One plan, two executors: every pass (filter, URL / MinHash / exact / substring dedup,
-    tokens) writes the same documents, stats and token bytes."""
+    tokens) writes the same documents, stats and token bytes. Each pass closes on what its tasks'
+    outcomes carry (their files' footers, their markers), through either executor: the driver
+    reads none of them back (session 49, h194)."""
     import json
 
     import pyarrow.parquet as pq
     from _scale_fixtures import write_dedup_input
     from test_plan import PASSES, RECIPE
 
+    from refinery.io import dataset, fs
+
     src = tmp_path / "in"
     write_dedup_input(src, copies=25)
+    read_back: list[str] = []
+    monkeypatch.setattr(dataset, "read_footer", lambda u, read=dataset.read_footer: read_back.append(u) or read(u))
+    monkeypatch.setattr(fs, "read_json", lambda u, read=fs.read_json: read_back.append(u) or read(u))
     local = run_pipeline(parse_config(RECIPE), str(src), str(tmp_path / "local"), workers=2, progress=False)
     remote = run_pipeline(parse_config(RECIPE), str(src), str(tmp_path / "ray"), executor="ray", progress=False)
     assert local.passes == remote.passes == {p: "done" for p in PASSES}
+    shards_read_back = [u for u in read_back if "/stats/" in u or u.endswith(".parquet") and not u.startswith(str(src))]
+    assert not shards_read_back, shards_read_back
     node = ray_local.get_runtime_context().get_node_id()
     assert {o.node for o in remote.outcomes} == {node}
 

@@ -554,10 +554,10 @@ def test_a_recipe_on_s3_makes_no_request_per_shard_that_the_pass_already_answere
     # a shard read by a task is opened once: the removal run's html-only check is made on the
     # footer its reader opens, and a signature task takes the columns from the bytes it reads
     # (each read the footer on its own first: a GET per shard per task). filter/kept/p0 is read
-    # at the filter pass's close (its schema), by the URL signature task and by the URL removal
-    # task: 3 GETs, 5 before
+    # by the URL signature task and by the URL removal task: 2 GETs, 5 before (the filter pass's
+    # close took its footer from the task's outcome since session 49, h194)
     reads = [p for m, p in requests if m == "GET" and p.endswith("/run/filter/kept/p0.parquet")]
-    assert len(reads) == 3, reads
+    assert len(reads) == 2, reads
     # a task of a shard that the pass's listing showed without a stats marker does not look for
     # one (a GET, a 404, per shard per pass before): in a fresh run no marker is read before written
     for marker in ("filter/stats/p0.json", "url_dedup/stats/p0.json"):
@@ -573,3 +573,125 @@ def test_a_recipe_on_s3_makes_no_request_per_shard_that_the_pass_already_answere
     requests.clear()
     assert source_digest(f"{out}/kept/p0.parquet") == source_digest(str(local))
     assert [m for m, _ in requests] == ["GET"], requests
+
+
+def _shards_of_three_schemas(src: Path) -> list[dict]:
+    """p0 and p2 of the sample's documents, p1 with a column of its own (its kept and removed
+    shards have it: the others' get it at the pass's close), p3 empty."""
+    src.mkdir()
+    docs = [json.loads(line) for line in gzip.open(ROOT / "data/sample/cc_docs/multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
+    for i in range(3):
+        part = docs[i::3]
+        columns = {"id": [d["id"] for d in part], "text": [d["text"] for d in part],
+                   "url": [f"https://site{j % 2}.example/{j}" for j in range(len(part))]}
+        pq.write_table(pa.table(columns | ({"crawl": ["CC-2024"] * len(part)} if i == 1 else {})), src / f"p{i}.parquet")
+    pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), src / "p3.parquet")
+    return docs
+
+
+def _one_schema_and_the_funnel_of_every_marker(out: str, passes: tuple[str, ...]) -> None:
+    """Every kept and removed shard of each pass in one schema (the crawl column in all: p1's),
+    and each pass's stats.json the funnel of its markers read back."""
+    from refinery.io import fs
+    from refinery.io.dataset import read_footer
+    from refinery.rundir import PassDir
+    from refinery.stats.funnel import iter_shard_stats, merge_shard_stats
+
+    for name in passes:
+        d = PassDir(f"{out}/{name}", kept_root=f"{out}/kept" if name == passes[-1] else None)
+        for directory in (d.kept_dir, d.removed_dir):
+            footers = [read_footer(u) for u in fs.list_files(directory, (".parquet",))]
+            assert len(footers) == 4 and "crawl" in footers[0].schema.names, directory
+            assert all(f.agrees_with(footers[0].schema) for f in footers), [(f.uri, f.schema.names) for f in footers]
+        merged = json.loads(fs.read_bytes(d.stats_json))
+        again = merge_shard_stats(iter_shard_stats(d))
+        assert {k: merged[k] for k in again if k != "stages"} == {k: v for k, v in again.items() if k != "stages"}
+        assert [(s["stage"], s["docs_in"], s["removed"]) for s in merged["stages"]] == \
+            [(s["stage"], s["docs_in"], s["removed"]) for s in again["stages"]]
+
+
+def test_a_pass_closes_on_what_its_tasks_wrote_without_reading_it_back(tmp_path, s3_bucket, through_proxy):
+    """Closing a pass read back every kept and removed footer (one schema for the pass) and every
+    stats marker (its funnel) of the shards it had just written: 3 GETs a shard a pass on S3, 15 a
+    shard of the recipe (session 49, h194). The tasks' outcomes carry them now: on a fresh run no
+    marker and no removed shard is ever read, yet the shards whose schema differs (p1 has a column
+    of its own, p3 is empty) are rewritten to the union and the funnel is every marker's."""
+    _shards_of_three_schemas(tmp_path / "in")
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url"}]})
+    requests: list[tuple[str, str]] = []
+    through_proxy(FaultPolicy(when=lambda method, path: requests.append((method, path)) or False))
+    out = f"{s3_bucket}/run"
+    assert run_pipeline(config, str(tmp_path / "in"), out, workers=1, progress=False).passes == \
+        {"filter": "done", "url_dedup": "done"}
+    marker_reads = [p for m, p in requests if m == "GET" and "/stats/" in p]
+    assert not marker_reads, marker_reads  # 8 before: each of the 4 shards' 2 markers
+    removed_reads = [p for m, p in requests if m == "GET" and "/removed/" in p]
+    # each shard's footer at each pass's close and the shards rewritten to the union before (12);
+    # now only the rewrites, read whole: the filter pass's (p0, p2, p3 lack p1's column, which p1
+    # has before the stages' columns, the union after them)
+    assert sorted(removed_reads) == [f"/{s3_bucket[5:]}/run/filter/removed/p{i}.parquet" for i in range(4)], removed_reads
+    _one_schema_and_the_funnel_of_every_marker(out, ("filter", "url_dedup"))
+
+
+def test_a_pass_rerun_after_a_failure_closes_on_what_it_ran_and_reads_the_rest(tmp_path, monkeypatch):
+    """A pass that stopped with a shard failed, rerun: the shards finished before are skipped and
+    their footers and markers read at the close, the one run now is taken from its outcome; in
+    listing order (p0 read, p1 given, p2 and p3 read), the same funnel, one schema though only the
+    shard run now has the new column (its shards had another schema when the first run closed)."""
+    import refinery.pipeline as pipeline
+    from refinery.io import dataset, fs
+
+    _shards_of_three_schemas(tmp_path / "in")
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url"}]})
+    run_shard_task = pipeline.run_shard_task
+
+    def p1_fails(task, **kwargs):
+        if task.shard == "p1":
+            raise ValueError("p1 fails")
+        return run_shard_task(task=task, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_shard_task", p1_fails)
+    out = str(tmp_path / "run")
+    assert run_pipeline(config, str(tmp_path / "in"), out, workers=1, progress=False).passes["filter"] == "failed"
+    monkeypatch.setattr(pipeline, "run_shard_task", run_shard_task)
+    footers, markers = [], []
+    monkeypatch.setattr(dataset, "read_footer", lambda u, read=dataset.read_footer: footers.append(u) or read(u))
+    monkeypatch.setattr(fs, "read_json", lambda u, read=fs.read_json: markers.append(u) or read(u))
+    assert run_pipeline(config, str(tmp_path / "in"), out, workers=1, progress=False).passes == \
+        {"filter": "done", "url_dedup": "done"}
+    filter_dir = tmp_path / "run" / "filter"
+    assert sorted(u for u in footers if "/filter/" in u) == \
+        [str(filter_dir / d / f"p{i}.parquet") for d in ("kept", "removed") for i in (0, 2, 3)]
+    assert [u for u in markers if "/filter/stats/" in u] == [str(filter_dir / "stats" / f"p{i}.json") for i in (0, 2, 3)]
+    # the URL pass ran every shard now: nothing of its shards is read back
+    assert not [u for u in footers + markers if re.search(r"/(url_dedup/stats|url_dedup/removed|run/kept)/", u)]
+    _one_schema_and_the_funnel_of_every_marker(out, ("filter", "url_dedup"))
+
+
+def test_a_pass_funnel_streamed_out_of_order_is_the_funnel_read_in_listing_order(tmp_path, monkeypatch):
+    """:class:`StreamedShardStats`: markers given out of order are merged in the listing's order
+    (the same funnel, key order included), one held past ``held_max`` is read at the close, and a
+    listed marker no task wrote before the ones merged (another instance's) makes it merge every
+    listed marker anew, read back."""
+    from refinery.io import fs
+    from refinery.rundir import PassDir
+    from refinery.stats.funnel import StreamedShardStats, iter_shard_stats, merge_shard_stats
+
+    _shards_of_three_schemas(tmp_path / "in")
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}]})
+    run_pipeline(config, str(tmp_path / "in"), str(tmp_path / "run"), workers=1, progress=False)
+    d = PassDir(str(tmp_path / "run"))
+    listed = fs.list_files(d.stats_dir, (".json",))
+    assert [fs.basename(u) for u in listed] == ["p0.json", "p1.json", "p2.json", "p3.json"]
+    expected = json.dumps(merge_shard_stats(iter_shard_stats(d)))
+    reads: list[str] = []
+    monkeypatch.setattr(fs, "read_json", lambda u, read=fs.read_json: reads.append(u) or read(u))
+    streamed = StreamedShardStats(listed, held_max=1)
+    for i in (2, 3, 0, 1):  # p2 waits for p0 and p1; p3, held past held_max, is read at the close
+        streamed.wrote(listed[i], fs.read_bytes(listed[i]))
+    assert json.dumps(streamed.result(listed)) == expected and reads == [listed[3]]
+    reads.clear()
+    streamed = StreamedShardStats(listed[1:])  # p0 is no shard of this command's
+    for u in listed[1:]:
+        streamed.wrote(u, fs.read_bytes(u))
+    assert json.dumps(streamed.result(listed)) == expected and reads == listed

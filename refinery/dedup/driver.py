@@ -65,7 +65,7 @@ from refinery.rundir import (
     runs_inside_refusal,
     shard_files,
 )
-from refinery.runner import shard_name
+from refinery.runner import PassWrites, shard_name
 
 log = logging.getLogger("refinery.dedup")
 
@@ -708,10 +708,11 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
     tasks = [{"kept_uri": s.uri, "shard": s.name, "unmarked": s.name not in marked} for s in shards]
     # the index is built: its manifest's version is taken once here, not by each task (a HEAD per
     # shard on S3); the tasks read the manifest pinned to it (session 48, h186)
+    writes = PassWrites(out, [s.name for s in shards])  # what the close need not read back
     results = executor.run(removal_run_task, tasks, label=f"dedup/{method}/remove", names=[s.name for s in shards],
                            shared={"out": out, "stage_kind": stage_kind, "stage_params": stage_params,
                                    "force": force, "fingerprint": work.fingerprint,
-                                   "index_version": index_version(work_root)})
+                                   "index_version": index_version(work_root)}, on_outcome=writes)
     passes["remove"] = _summarize(results, time.time() - t0)
     if method == "lines":  # what the cuts took, read back from the removal run's columns
         from refinery.dedup.lines import lines_summary
@@ -723,7 +724,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
                         for k, v in passes.items() if k != "remove" and isinstance(v, dict))
     confirm_claim(claim)  # S3: still this dedup's output (not claimed by one started since)
     run_stats = _finish_run(out, input_dir, config, work_root, len(shards), write_manifest=standalone,
-                            fingerprint=work.fingerprint, index_seconds=index_seconds)
+                            fingerprint=work.fingerprint, index_seconds=index_seconds, writes=writes)
     expected = extra.get("docs_to_remove")
     if expected is not None and run_stats["docs_removed"] != expected:
         raise DedupError(f"the removal run removed {run_stats['docs_removed']} documents but the dedup index lists "
@@ -990,16 +991,17 @@ def _version_change(previous: dict[str, Any]) -> str:
 
 
 def _finish_run(out: PassDir, input_dir: str, config: DedupConfig, work_root: str, n_shards: int,
-                write_manifest: bool = True, fingerprint: str | None = None, index_seconds: float = 0.0) -> dict[str, Any]:
+                write_manifest: bool = True, fingerprint: str | None = None, index_seconds: float = 0.0,
+                writes: PassWrites | None = None) -> dict[str, Any]:
     from refinery.io.dataset import unify_pass_schemas
     from refinery.plan import DEDUP_LIBRARIES, library_version
-    from refinery.stats.funnel import iter_shard_stats, merge_shard_stats
+    from refinery.stats.funnel import merge_pass_stats
 
-    merged = merge_shard_stats(iter_shard_stats(out))  # checks kept + removed = read
+    merged = merge_pass_stats(out, writes and writes.stats)  # checks kept + removed = read
     for stage in merged.get("stages", [])[1:]:  # after the reader: the method's stage
         stage["index_seconds"] = round(index_seconds, 3)
         stage["seconds"] = round(float(stage.get("seconds", 0.0)) + index_seconds, 4)
-    unify_pass_schemas(out.kept_dir, out.removed_dir)  # one schema in every shard, empty ones too
+    unify_pass_schemas(out.kept_dir, out.removed_dir, writes and writes.footers)  # one schema in every shard, empty ones too
     fs.write_bytes(out.stats_json, json.dumps(merged, indent=1).encode())
     if not write_manifest:
         return merged

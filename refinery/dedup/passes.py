@@ -519,7 +519,7 @@ def removal_run_task(kept_uri: str, out: PassDir, shard: str, stage_kind: str, s
     the mtime locally), so a manifest rewritten since fails the shard (``InputChangedError``)
     instead of a runner of another index serving under this one's key. ``unmarked``: the driver's
     listing of stats/ showed no marker for the shard (:attr:`ShardTask.unmarked`)."""
-    from refinery.runner import ShardTask
+    from refinery.runner import ShardTask, written_result
 
     runner = removal_runner(stage_kind, stage_params, shard, fingerprint, index_version)
     manifest = fs.join(runner.stages[0].dedup_dir, "manifest.json")  # the URI the stage reads
@@ -528,4 +528,4 @@ def removal_run_task(kept_uri: str, out: PassDir, shard: str, stage_kind: str, s
         result = runner.run(ShardTask(kept_uri, out, shard, unmarked=unmarked), force=force, fingerprint=fingerprint)
     stats = result.stats
     return {"docs": int(stats.get("docs_read", 0)), "kept": int(stats.get("docs_kept", 0)),
-            "removed": int(stats.get("docs_removed", 0)), "skipped": result.skipped}
+            "removed": int(stats.get("docs_removed", 0)), "skipped": result.skipped, **written_result(result)}

@@ -543,11 +543,13 @@ class Executor(ABC):
                 relay_log_records(future.result()[1])
 
     def run(self, fn: TaskFn, tasks: Sequence[dict[str, Any]], *, label: str, names: Sequence[str] | None = None,
-            units: str = "docs", shared: dict[str, Any] | None = None, fresh_workers: bool = False) -> list[dict[str, Any]]:
+            units: str = "docs", shared: dict[str, Any] | None = None, fresh_workers: bool = False,
+            on_outcome: Callable[[TaskOutcome], None] | None = None) -> list[dict[str, Any]]:
         """:meth:`map`, for passes whose tasks must all succeed: their results in task order, or
         :class:`TaskError` naming the first failed task (after the others finished, so their
         outputs are kept for a resume)."""
-        outcomes = self.map(fn, tasks, label=label, names=names, units=units, shared=shared, fresh_workers=fresh_workers)
+        outcomes = self.map(fn, tasks, label=label, names=names, units=units, shared=shared, fresh_workers=fresh_workers,
+                            on_outcome=on_outcome)
         failed = [o for o in outcomes if o.status == "failed"]
         if failed:
             raise TaskError(f"[{label}] task {failed[0].name} failed: {failed[0].error_line}")

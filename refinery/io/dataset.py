@@ -15,6 +15,7 @@ io layer: imports only ``refinery.io`` and pyarrow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -47,6 +48,12 @@ class ShardFooter:
         """Whether the shard already has ``schema`` and, if empty, no (empty) row group."""
         empty_row_group = self.num_rows == 0 and self.num_row_groups > 0
         return self.schema.equals(schema, check_metadata=False) and not empty_row_group
+
+    @classmethod
+    def written(cls, uri: str, footer: pq.FileMetaData) -> ShardFooter:
+        """The footer of a shard this process wrote, from its writer: what :func:`read_footer`
+        would read back, without the read."""
+        return cls(uri, footer.schema.to_arrow_schema(), footer.num_rows, footer.num_row_groups)
 
 
 def read_footer(uri: str) -> ShardFooter:
@@ -137,7 +144,8 @@ def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def unify_schemas(directory_uri: str, schema: pa.Schema | None = None) -> pa.Schema:
+def unify_schemas(directory_uri: str, schema: pa.Schema | None = None,
+                  written: Mapping[str, ShardFooter] | None = None) -> pa.Schema:
     """Give every ``*.parquet`` shard under ``directory_uri`` (local or ``s3://``, recursive) one
     schema, and return it.
 
@@ -152,6 +160,9 @@ def unify_schemas(directory_uri: str, schema: pa.Schema | None = None) -> pa.Sch
     to fix the column order across runs and to give columns to a directory whose shards are all
     empty and column-less (e.g. ``removed/`` of a pass that removed nothing). A directory that
     does not exist or holds no shards has ``schema`` (or the empty schema).
+
+    ``written``: footers known without a read (URI -> footer: the shards this command's tasks
+    wrote, :meth:`ShardFooter.written`); only the shards listed count, the others' are read.
     """
     try:
         uris = fs.list_files(directory_uri, suffixes=(".parquet",))
@@ -162,8 +173,13 @@ def unify_schemas(directory_uri: str, schema: pa.Schema | None = None) -> pa.Sch
     declared = [ShardFooter("the declared schema", schema, 0, 0)] if schema is not None else []
     if not uris:
         return union_schema(declared)
-    with ThreadPoolExecutor(max_workers=min(_FOOTER_THREADS, len(uris))) as pool:
-        footers = list(pool.map(read_footer, uris))
+    known = written or {}
+    unread = [u for u in uris if u not in known]
+    read: dict[str, ShardFooter] = {}
+    if unread:
+        with ThreadPoolExecutor(max_workers=min(_FOOTER_THREADS, len(unread))) as pool:
+            read = dict(zip(unread, pool.map(read_footer, unread)))
+    footers = [known[u] if u in known else read[u] for u in uris]
     union = union_schema(declared + footers)
     differ = [f for f in footers if not f.agrees_with(union)]
     if differ:
@@ -204,22 +220,26 @@ def _declared_removed(kept: pa.Schema) -> pa.Schema:
     return pa.schema([f for f in kept if f.name != "html"] + [f.with_nullable(True) for f in REMOVED_FIELDS])
 
 
-def unify_pass_schemas(kept_dir: str, removed_dir: str) -> tuple[pa.Schema, pa.Schema]:
+def unify_pass_schemas(kept_dir: str, removed_dir: str,
+                       written: Mapping[str, ShardFooter] | None = None) -> tuple[pa.Schema, pa.Schema]:
     """One schema for a pass's kept shards (documents, empty shards included) and one for its
     removed shards: the kept schema without the raw ``html`` plus the decision columns, so a pass
-    that removed nothing still writes a ``removed/`` a reader can open."""
-    kept = unify_schemas(kept_dir, schema=_declared_kept())
-    return kept, unify_schemas(removed_dir, schema=_declared_removed(kept))
+    that removed nothing still writes a ``removed/`` a reader can open. ``written``: the footers
+    of the shards this command wrote (see :func:`unify_schemas`)."""
+    kept = unify_schemas(kept_dir, schema=_declared_kept(), written=written)
+    return kept, unify_schemas(removed_dir, schema=_declared_removed(kept), written=written)
 
 
-def write_pass_shard(kept: ShardSpool, removed: ShardSpool | StageSpools, kept_uri: str, removed_uri: str) -> None:
+def write_pass_shard(kept: ShardSpool, removed: ShardSpool | StageSpools, kept_uri: str,
+                     removed_uri: str) -> tuple[ShardFooter, ShardFooter]:
     """Write one shard's kept and removed rows already in the schemas :func:`unify_pass_schemas`
     gives a pass whose shards ran the same stages: its removed rows stopped at different stages and
     lacked the later stages' columns, so closing the pass rewrote nearly every removed shard, one
-    after the other (found by adversarial testing: on S3 that took as long as the pass)."""
+    after the other (found by adversarial testing: on S3 that took as long as the pass). Returns
+    the kept and removed files' footers (for the pass's close: :func:`unify_pass_schemas`)."""
     kept_schema = union_schema([ShardFooter("declared", _declared_kept(), 0, 0)]
                                + [ShardFooter(kept_uri, schema, rows, 1) for schema, rows in kept.schemas()])
     removed_schema = union_schema([ShardFooter("declared", _declared_removed(kept_schema), 0, 0)]
                                   + [ShardFooter(removed_uri, schema, rows, 1) for schema, rows in removed.schemas()])
-    removed.write_parquet(removed_uri, removed_schema)
-    kept.write_parquet(kept_uri, kept_schema)  # the corpus file last
+    removed_footer = ShardFooter.written(removed_uri, removed.write_parquet(removed_uri, removed_schema))
+    return ShardFooter.written(kept_uri, kept.write_parquet(kept_uri, kept_schema)), removed_footer  # the corpus file last

@@ -145,10 +145,11 @@ class ShardSpool:
                 for i in range(reader.num_record_batches):
                     yield conform_table(pa.Table.from_batches([reader.get_batch(i)]), schema)
 
-    def write_parquet(self, uri: str, schema: pa.Schema) -> None:
+    def write_parquet(self, uri: str, schema: pa.Schema) -> pq.FileMetaData:
         """Write the rows to ``uri`` atomically (zstd) in ``schema``; no rows gives a file with the
-        schema and no row group (what every reader accepts, as ``dataset.write_shard``)."""
-        _write_parquet(uri, schema, self.batches(schema))
+        schema and no row group (what every reader accepts, as ``dataset.write_shard``). Returns
+        the file's footer, as a reader of it gets it."""
+        return _write_parquet(uri, schema, self.batches(schema))
 
     def _close_writer(self) -> None:
         writer, sink, self._writer, self._sink = self._writer, self._sink, None, None
@@ -244,9 +245,9 @@ class StageSpools:
     def batches(self, schema: pa.Schema) -> Iterator[pa.Table]:
         return row_groups(table for spool in self._spools for table in spool.tables(schema))
 
-    def write_parquet(self, uri: str, schema: pa.Schema) -> None:
+    def write_parquet(self, uri: str, schema: pa.Schema) -> pq.FileMetaData:
         """As :meth:`ShardSpool.write_parquet`, every stage's rows in stage order."""
-        _write_parquet(uri, schema, self.batches(schema))
+        return _write_parquet(uri, schema, self.batches(schema))
 
     def close(self) -> None:
         for spool in self._spools:
@@ -259,10 +260,13 @@ class StageSpools:
         self.close()
 
 
-def _write_parquet(uri: str, schema: pa.Schema, tables: Iterator[pa.Table]) -> None:
-    with fs.atomic_output(uri) as out, pq.ParquetWriter(out, schema, compression=parquet.COMPRESSION) as writer:
+def _write_parquet(uri: str, schema: pa.Schema, tables: Iterator[pa.Table]) -> pq.FileMetaData:
+    footer: list[pq.FileMetaData] = []  # the writer's own footer: what closing the pass would read back
+    with (fs.atomic_output(uri) as out,
+          pq.ParquetWriter(out, schema, compression=parquet.COMPRESSION, metadata_collector=footer) as writer):
         for table in tables:
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+    return footer[0]
 
 
 _PREFIX = "refinery-spool-"

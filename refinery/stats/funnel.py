@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any, Iterable, Iterator
 
 from refinery.io import fs
@@ -10,6 +12,8 @@ from refinery.rundir import PassDir, PassFiles, RunDir, pass_dir_refusal
 from refinery.stats.counters import StageListMerge, check_conservation, est_tokens, merge_stage_lists
 from refinery.stats.domains import TopDomainsMerge, merge_top_domains
 from refinery.stats.histograms import HistogramMapMerge, merge_histogram_maps
+
+log = logging.getLogger("refinery.stats")
 
 #: registered domains kept per (stage, reason) in the merged run summary
 RUN_TOP_DOMAINS = 100
@@ -175,6 +179,62 @@ def iter_shard_stats(run_dir: "str | PassDir", files: PassFiles | None = None) -
     stats_dir = (run_dir if isinstance(run_dir, PassDir) else PassDir(run_dir)).stats_dir
     listed = (files or PassFiles()).files(stats_dir, (".json",))
     yield from read_ahead(fs.read_json, listed, ahead=STATS_READ_CHUNK)
+
+
+#: markers of shards that finished before their turn in the merge, held (as their text) at most:
+#: past it the one whose turn is last is dropped, and read from its marker at the close
+STATS_HELD_MAX = 256
+
+
+class StreamedShardStats:
+    """A pass's funnel merged while its tasks finish, from the marker text each task's outcome
+    carries (:meth:`wrote`), in the order :func:`iter_shard_stats` reads the markers: the close
+    (:meth:`result`) then reads only the markers it was not given, a GET per shard per pass on S3
+    before (session 49, h194). Same order, same merge: the same funnel, key order included.
+
+    ``markers``: the marker URIs the pass's tasks may write, all of them (those skipped as finished
+    before too: their turn waits for the close, which reads them). A shard's marker is merged at
+    its turn once every marker before it is merged; those waiting are held, up to
+    :data:`STATS_HELD_MAX` (the driver's memory: ~30 KB a marker). The close checks the markers it
+    merged are the first ones listed, else merges every listed marker anew (a marker its tasks did
+    not write: another instance's, one deleted since)."""
+
+    def __init__(self, markers: Iterable[str], held_max: int = STATS_HELD_MAX) -> None:
+        self._order = sorted(markers)  # the listing's order (fs.list_files sorts)
+        self._merged = 0  # markers _order[:_merged] are in _merge
+        self._merge = ShardStatsMerge()
+        self._held: dict[str, bytes] = {}
+        self._held_max = held_max
+
+    def wrote(self, marker: str, text: bytes) -> None:
+        """A task wrote ``text`` to ``marker`` (its shard's stats)."""
+        self._held[marker] = text
+        while self._merged < len(self._order) and self._order[self._merged] in self._held:
+            self._merge.add(json.loads(self._held.pop(self._order[self._merged])))
+            self._merged += 1
+        if len(self._held) > self._held_max:
+            del self._held[max(self._held)]
+
+    def result(self, listed: list[str]) -> dict[str, Any]:
+        """The pass's funnel over the ``listed`` markers (its stats/ listing at the close)."""
+        merge, rest = self._merge, listed[self._merged:]
+        if listed[:self._merged] != self._order[:self._merged]:
+            log.debug("the pass's markers are not the ones its tasks wrote: every marker is read")
+            merge, rest = ShardStatsMerge(), listed
+        for stats in read_ahead(self._read, rest, ahead=STATS_READ_CHUNK):
+            merge.add(stats)
+        return merge.result()
+
+    def _read(self, marker: str) -> dict[str, Any]:
+        text = self._held.pop(marker, None)
+        return fs.read_json(marker) if text is None else json.loads(text)
+
+
+def merge_pass_stats(out: PassDir, streamed: StreamedShardStats | None = None) -> dict[str, Any]:
+    """One pass's funnel from its shards' markers (those ``streamed`` holds or merged: not read)."""
+    if streamed is None:
+        return merge_shard_stats(iter_shard_stats(out))
+    return streamed.result(PassFiles().files(out.stats_dir, (".json",)))
 
 
 def load_shard_stats(run_dir: "str | PassDir") -> list[dict[str, Any]]:
