@@ -427,6 +427,10 @@ def test_samples_are_real_removed_documents(run):
             if text.strip():
                 assert s["snippet_source"] == "text" and s["chars"] == len(text)
                 assert s["snippet"] == (text[:500] + "…" if len(text) > 500 else text)
+            for segment in json.loads(s["excerpt"] or '{"segments": []}')["segments"]:  # around the evidence (h196)
+                assert text[segment["at"]:segment["at"] + len(segment["text"])] == segment["text"]
+            if s["stage"] == "gopher_repetition" and s["reason"].startswith("dup_line"):
+                assert s["excerpt"], s  # a repeated line is found in the text it was counted in
             if s["stage"].startswith("gopher_quality"):
                 metrics = json.loads(s["metrics"])
                 assert metrics["gopher_word_count"] == doc["gopher_word_count"]

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import pyarrow as pa
 
@@ -107,6 +107,16 @@ class Stage(ABC):
 
     def metric_columns(self) -> list[str]:
         """Columns this stage adds whose values are worth a histogram in the stats."""
+        return []
+
+    def evidence_spans(self, text: str, reason: str, value: Callable[[str], Any]) -> list[tuple[int, int]]:
+        """Where in ``text`` (the text this stage saw) what decided a removal for ``reason`` sits,
+        as ``[start, end)`` character offsets in order: the lines a repetition rule counted, the
+        lines the corrections cut. A removed sample's card shows the text around them
+        (:func:`refinery.stats.samples.excerpt`): the first 500 characters often do not hold
+        them. Called for the sampled removals only (a few per shard), so it may redo the
+        stage's work on the one text; ``value(column)`` is the document's value of another
+        input column (None without it). The default: nowhere in particular."""
         return []
 
     def model_files(self) -> list[Path]:

@@ -81,10 +81,11 @@ when a shorter n-gram fraction was 0).
 
 from __future__ import annotations
 
+import itertools
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -334,14 +335,16 @@ class GopherRepetition(Stage):
         where they are exactly 0 (no repeated n-gram means no repeated longer one)."""
         return self._decide(text, quoted)[:3]
 
-    def _decide(self, text: str | None, quoted: Sequence[int] | None = None
+    def _decide(self, text: str | None, quoted: Sequence[int] | None = None, counted: bool = True
                 ) -> tuple[str | None, float | None, dict[str, float] | None, _Read | None]:
-        """:meth:`check`, plus the text as the rules read it (for a removal's evidence)."""
+        """:meth:`check`, plus the text as the rules read it (for a removal's evidence).
+        ``counted``: add to the stage's counters (not when a sample's text is read again)."""
         if not text or text.isspace():
             return "empty_text", None, None, None
         if quoted and self.skip_quoted_repeats:
             text, left_out = without_quoted_repeats(text, quoted)
-            self.count("quoted_lines_left_out", left_out)
+            if counted:
+                self.count("quoted_lines_left_out", left_out)
         rows: list[bool] | None = None
         if "|" in text:
             rows = [] if self.table_ngram_weight < 1.0 else None
@@ -422,6 +425,12 @@ class GopherRepetition(Stage):
         extra = {name: pa.array(hists[:, j], type=pa.float32(), mask=mask[:, j]) for j, name in enumerate(columns)}
         return with_decision(batch, reasons, metrics, extra=extra, evidence=evidence)
 
+    def evidence_spans(self, text: str, reason: str, value: Callable[[str], Any]) -> list[tuple[int, int]]:
+        """The places of the repeated item the evidence names (the rules read again on this text)."""
+        decided, _, _, read = self._decide(text, value(QUOTE_LINES), counted=False)
+        found = _repeated(reason, read) if decided == reason and read is not None else None
+        return [] if found is None else repetition_spans(text, found[1], whole_lines="_line_" in reason or "_para_" in reason)
+
 
 class _Read(NamedTuple):
     """A text as GopherRepetition's rules read it (after table markup and quoted repeats)."""
@@ -477,24 +486,58 @@ def _longest_repeated_run(grams: NGrams, words: Sequence[str], n: int) -> tuple[
     return int(ends[k] - begins[k]), " ".join(words[begins[k]:ends[k]])
 
 
-def repetition_evidence(reason: str, read: _Read) -> str | None:
-    """What in the text decided a GopherRepetition removal (module docstring), <= 120 characters."""
+def _repeated(reason: str, read: _Read) -> tuple[int, str, bool] | None:
+    """What decided a GopherRepetition removal (module docstring): ``(count, text, run)``, the
+    item repeated and how often (``run``: the longest run of repeated words and its length in
+    words, for ``dup_n_gram``); None when the reason is no repetition rule's or nothing repeats."""
     rule, _, rest = reason.partition("_")
     if reason in ("dup_line_frac", "dup_line_char_frac", "dup_para_frac", "dup_para_char_frac"):
         items = read.lines if "_line_" in reason else read.paragraphs
         found = _most_repeated(items, by_chars=reason.endswith("_char_frac"))
-        return None if found is None else quoted_evidence(*found)
+        return None if found is None else (*found, False)
     n = int(rest.split("_")[0]) if rest.split("_")[0].isdigit() else 0
     if rule == "top" and n:
         found = _top_ngram(read.grams, read.words, n)
-        return None if found is None else quoted_evidence(*found)
+        return None if found is None else (*found, False)
     if rule == "dup" and n:
         found = _longest_repeated_run(read.grams, read.words, n)
-        if found is None:
-            return None
-        head = f"{found[0]} words repeated: "
-        return head + '"' + clip_evidence(found[1], 120 - len(head) - 2) + '"'
+        return None if found is None else (*found, True)
     return None
+
+
+def repetition_evidence(reason: str, read: _Read) -> str | None:
+    """What in the text decided a GopherRepetition removal (module docstring), <= 120 characters."""
+    found = _repeated(reason, read)
+    if found is None:
+        return None
+    count, text, run = found
+    if not run:
+        return quoted_evidence(count, text)
+    head = f"{count} words repeated: "
+    return head + '"' + clip_evidence(text, 120 - len(head) - 2) + '"'
+
+
+#: places of a repeated item located in a text (a sample's excerpt shows the first few)
+SPANS_FOUND = 1000
+
+
+def repetition_spans(text: str, item: str, whole_lines: bool = False, limit: int = SPANS_FOUND) -> list[tuple[int, int]]:
+    """Where the words of ``item`` (a line, paragraph, n-gram or run as the rules read them: table
+    markup out, whitespace collapsed) occur in ``text``, whole words, at most ``limit``: the
+    separators between them may be any whitespace and table markup the rules left out.
+    ``whole_lines``: only where they make whole lines (a repeated line or paragraph, not the same
+    words inside another line)."""
+    words = item.split()
+    if not words:
+        return []
+    markup = rf"[{re.escape(_TABLE_MARKUP)}]+"  # a table row's markup-only tokens ("|", "---")
+    space = r"[^\S\n]+" if whole_lines and "\n" not in item else r"\s+"  # a line's words stay on its line
+    body = f"{space}(?:{markup}{space})*".join(map(re.escape, words))
+    if whole_lines:
+        pattern = rf"(?m)^[^\S\n]*(?:{markup}[^\S\n]+)*({body})(?:[^\S\n]+{markup})*[^\S\n]*$"
+    else:
+        pattern = rf"(?<!\S)({body})(?!\S)"
+    return [m.span(1) for m in itertools.islice(re.finditer(pattern, text), limit)]
 
 
 def without_quoted_repeats(text: str, quoted: Sequence[int]) -> tuple[str, int]:

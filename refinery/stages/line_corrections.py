@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -601,6 +603,13 @@ class LineCorrections(Stage):
             extra[WORDS_AFTER_CUTS] = pa.array(words_left, type=pa.int32())
         return with_decision(batch, reasons, metrics, extra=extra, evidence=evidence)
 
+    def evidence_spans(self, text: str, reason: str, value: Callable[[str], Any]) -> list[tuple[int, int]]:
+        """The lines cut or edited, where they were (both reasons that follow an edit: too many
+        cut, too few words left after them)."""
+        if reason not in ("too_many_lines_corrected", TOO_SHORT_AFTER_CUTS):
+            return []
+        return _cut_line_spans(text, self._correct(text)[0])
+
     def _words_left(self, text: str, corrected: str) -> int | None:
         """The words (Gopher's count) of a document the stage edited, when a floor is set: only an
         edit can take a document under it, so the others are not counted (None)."""
@@ -612,11 +621,24 @@ class LineCorrections(Stage):
         return [METRIC_COLUMN] + ([WORDS_AFTER_CUTS] if self.min_words_after_cuts is not None else [])
 
 
+def _cut_line_spans(text: str, corrected: str) -> list[tuple[int, int]]:
+    """Where in ``text`` the lines ``corrected`` lacks are (each line stripped), in order: the lines
+    the corrections cut or edited (a line edited counts as cut: its whole is what the reader sees)."""
+    kept = {line.strip() for line in corrected.split("\n")}
+    spans, at = [], 0
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped and stripped not in kept:
+            start = at + len(line) - len(line.lstrip())
+            spans.append((start, start + len(stripped)))
+        at += len(line) + 1
+    return spans
+
+
 def _cut_lines_evidence(text: str, corrected: str) -> str | None:
     """``N lines cut or edited: a · b · …``: the lines of ``text`` that ``corrected`` lacks, the
-    distinct ones in order (a line edited counts as cut: its whole is what the reader sees)."""
-    kept = {line.strip() for line in corrected.split("\n")}
-    cut = [line.strip() for line in text.split("\n") if line.strip() and line.strip() not in kept]
+    distinct ones in order."""
+    cut = [text[start:end] for start, end in _cut_line_spans(text, corrected)]
     if not cut:
         return None
     return clip_evidence(f"{len(cut)} lines cut or edited: " + " · ".join(dict.fromkeys(cut)))

@@ -25,6 +25,7 @@ from refinery.stats.histograms import Histogram, is_numeric
 from refinery.stats.samples import (
     SAMPLE_SCHEMA,
     Reservoir,
+    excerpt,
     html_snippet,
     metrics_json,
     seed_for,
@@ -52,6 +53,7 @@ class ShardStatsCollector:
     def __init__(self, shard: str, stages: Sequence[Stage], options: StatsOptions | None = None) -> None:
         self.shard = shard
         self.options = options or StatsOptions()
+        self.stages = {s.name: s for s in stages}  # a sampled removal's evidence located by its stage
         self.metric_columns: dict[str, list[str]] = {s.name: list(s.metric_columns()) for s in stages}
         self.bins: dict[str, dict[str, list[float]]] = {}
         for s in stages:
@@ -239,12 +241,13 @@ class _RowSource:
 
     def row(self, i: int, reason: str) -> dict[str, Any]:
         opts = self.c.options
-        snippet, source, chars = "", "", 0
+        snippet, source, chars, around = "", "", 0, None
         for batch, names in ((self.seen, self.seen_names), (self.removed, self.names)):
             if "text" in names and not pa.types.is_null(batch.schema.field("text").type):
                 text = self._value(batch, "text", i)
                 if text and text.strip():
                     snippet, source, chars = text_snippet(text, opts.snippet_chars), "text", len(text)
+                    around = self._excerpt(text, reason, i) if batch is self.seen else None
                     break
         if not source:
             for batch, names in ((self.seen, self.seen_names), (self.removed, self.names)):
@@ -273,4 +276,15 @@ class _RowSource:
             "chars": chars,
             "snippet": snippet,
             "snippet_source": source,
+            "excerpt": around,
         }
+
+    def _excerpt(self, text: str, reason: str, i: int) -> str | None:
+        """The text around what decided the removal, where the stage says it sits (``evidence_spans``
+        on the text it saw: the first characters often do not hold it)."""
+        stage = self.c.stages.get(self.stage)
+        if stage is None or self.c.options.snippet_chars <= 0:
+            return None
+        spans = stage.evidence_spans(text, reason, lambda column: self._value(self.seen, column, i)
+                                     if column in self.seen_names else None)
+        return excerpt(text, spans) if spans else None

@@ -30,7 +30,7 @@ from refinery.rundir import PassFiles, RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.domains import merge_top_domains
 from refinery.stats.funnel import RUN_TOP_DOMAINS, counter_rows, funnel_rows, funnel_stage, load_run_stats
-from refinery.stats.samples import load_samples
+from refinery.stats.samples import load_samples, pick_per_reason
 from refinery.stats.whatif import threshold_rule
 from refinery.stats.svg import fmt_int, fmt_value, funnel_svg, histogram_svg, languages_svg, whatif_svg
 from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order, stage_order
@@ -97,6 +97,9 @@ details[open] > summary { border-bottom:1px solid var(--line); }
 details .inner { padding:4px 12px 10px; overflow-x:auto; }
 .snippet { white-space:pre-wrap; word-break:break-word; max-height:9.5em; overflow:auto; font-size:12.5px;
            background:#fafafa; border-left:3px solid var(--removed); padding:6px 9px; border-radius:3px; }
+.snippet.excerpt { max-height:24em; }
+.snippet mark { background:#ffe08a; color:inherit; border-radius:2px; }
+.snippet .gap { color:var(--muted); font-style:italic; }
 .url { word-break:break-all; font-size:12px; }
 .metric { font-weight:600; color:#b2361a; }
 .beyond { font-size:11px; color:#b2361a; margin-bottom:4px; }
@@ -545,10 +548,12 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
             if r["snippet_source"] == "text" and (r["chars"] or 0) > len(prefix):
                 # a 4 MB text showed as its first 500 characters and a "…", its size nowhere
                 src = f"<div class='note' data-truncated>first {len(prefix):,} of {r['chars']:,} characters</div>"
+            text_html = f'{src}<div class="snippet" dir="auto">{_e(snippet) or "<i>(no text)</i>"}</div>'
+            if r.get("excerpt"):  # where the evidence sits, which the first 500 characters may not show
+                text_html = _excerpt_html(r["excerpt"])
             rows.append(
                 f'<tr><td style="width:26%"><div class="url">{url_html}</div><div class="note mono">{_e(r["id"])}</div>{lang}</td>'
-                f'<td style="width:14%">{metric}{metric_bits}</td>'
-                f'<td>{src}<div class="snippet" dir="auto">{_e(snippet) or "<i>(no text)</i>"}</div></td></tr>'
+                f'<td style="width:14%">{metric}{metric_bits}</td><td>{text_html}</td></tr>'
             )
         total = removed_counts.get((stage, reason), 0)
         parts.append(
@@ -564,6 +569,30 @@ def _samples(stats: dict[str, Any], samples: pa.Table, per_reason: int, kinds: d
             "a URL matched, the line or n-gram a text repeats most, which may sit past the text shown). Every removed document is in <code>removed/&lt;shard&gt;.parquet</code>; the samples are in "
             "<code>samples/&lt;shard&gt;.parquet</code>.")
     return _section("samples", "Removed samples", "".join(parts), note)
+
+
+def _excerpt_html(excerpt: str) -> str:
+    """A sample's excerpt (:func:`refinery.stats.samples.excerpt`): its segments in order, what the
+    evidence names marked, the characters left out between them said."""
+    data = json.loads(excerpt)
+    parts, at = [], 0
+    for segment in data["segments"]:
+        if segment["at"] > at:
+            parts.append(f'<span class="gap">[… {segment["at"] - at:,} characters …]</span>\n')
+        text, done = segment["text"], 0
+        for start, end in segment["marks"]:
+            start = max(start, done)  # marks do not overlap (excerpt() merges them); never twice
+            if end > start:
+                parts.append(_e(text[done:start]) + f"<mark>{_e(text[start:end])}</mark>")
+                done = end
+        parts.append(_e(text[done:]))
+        at = segment["at"] + len(text)
+    if data["chars"] > at:
+        parts.append(f'\n<span class="gap">[… {data["chars"] - at:,} characters to the end]</span>')
+    places = "the place" if data["spans"] == 1 else f'{data["shown"]:,} of the {data["spans"]:,} places'
+    note = (f"<div class='note' data-excerpt>{data['chars']:,} characters; around what decided the removal: "
+            f"{places} marked</div>")
+    return f'{note}<div class="snippet excerpt" dir="auto">{"".join(parts)}</div>'
 
 
 #: removed duplicates shown beside their kept twins per dedup stage (``stats --pairs`` shows more)
@@ -639,11 +668,15 @@ def _near_doc(view: dict[str, Any], r: dict[str, Any]) -> str:
     later = "" if r["fate"] == "kept" or r.get("removed_stage") == view["stage"] else f" · later {r['fate']}"
     head = (r.get("head") or "").strip()
     cut = f" (first {len(r.get('head') or ''):,} shown)" if r.get("chars", 0) > len(r.get("head") or "") else ""
+    size = f"{r.get('chars', 0):,} characters{cut}"
+    if r.get("head_from"):  # no text (removed before extraction): the page as its removed sample holds it
+        size = f"no text; the start of its page's {r['head_from']}, tags stripped (its removed sample)"
+    missing = r.get("no_text") or "no text"
     return (f'<div class="near" data-id="{_e(r["id"])}" data-shard="{_e(r["shard"])}" data-value="{r[column]!r}">'
             f'<div class="metric mono">{_e(column)} = {_e(_fmt_metric(r[column]))}</div>'
             f'<div class="url">{_url_html(r["url"])}</div>'
-            f'<div class="note mono">{_e(r["id"])} · {_e(r["shard"])} · {r.get("chars", 0):,} characters{cut}{_e(later)}</div>'
-            f'<div class="snippet" dir="auto">{_e(head) or "<i>(no text: removed before extraction)</i>"}</div></div>')
+            f'<div class="note mono">{_e(r["id"])} · {_e(r["shard"])} · {_e(size)}{_e(later)}</div>'
+            f'<div class="snippet" dir="auto">{_e(head) or f"<i data-no-text>({_e(missing)})</i>"}</div></div>')
 
 
 def _threshold_block(view: dict[str, Any], open_: bool) -> str:
@@ -678,14 +711,15 @@ def _threshold_block(view: dict[str, Any], open_: bool) -> str:
 
 
 def _thresholds(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any],
-                thresholds: dict[str, dict[str, list[dict[str, Any]]]], near: int, files: PassFiles | None = None) -> str:
+                thresholds: dict[str, dict[str, list[dict[str, Any]]]], near: int, files: PassFiles | None = None,
+                sampled: dict[tuple[str, str], dict[str, Any]] | None = None) -> str:
     """Per threshold of the run: the what-if curve, and the removed documents that barely failed it
     beside the kept ones that barely passed it (refinery.stats.whatif_report)."""
     from refinery.stats.whatif_report import threshold_views
 
     sample: dict[str, Any] = {}
     try:
-        views = threshold_views(run_dir, stats, manifest, thresholds, near, sample, files)
+        views = threshold_views(run_dir, stats, manifest, thresholds, near, sample, files, sampled)
     except (FileNotFoundError, fs.StorageError, parquet.ShardReadError, pa.ArrowException, OSError, ValueError) as exc:
         return _section("thresholds", "Thresholds: what if", f'<p class="note">Not available: '
                         f'{_e(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}</p>')
@@ -915,7 +949,8 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
     files = PassFiles()  # each pass directory listed once for the whole report (h156)
     stats = load_run_stats(run_dir, files)
     manifest = load_run_manifest(run_dir)
-    samples = load_samples(run_dir, per_reason=samples_per_reason, files=files)
+    every_sample = load_samples(run_dir, files=files)  # every shard's: a document shown without text may be one
+    samples = pick_per_reason(every_sample, samples_per_reason)
     thresholds = run_thresholds(manifest, stats.get("histograms") or {})
     name = (manifest.get("config") or {}).get("name") or fs.basename(run_dir)
     counted = _counted_tokens(run_dir, (stats.get("languages") or {}).get("column") or "language", files)
@@ -928,7 +963,9 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         f"refinery {manifest.get('refinery_version', __version__)}") if x)
     failed = _failed_shards(run_dir, stats)
     pairs = _dedup_pairs(run_dir, stats, samples, min(PAIRS_SHOWN, samples_per_reason))
-    what_if = _thresholds(run_dir, stats, manifest, thresholds, min(NEAR_SHOWN, samples_per_reason), files)
+    what_if = _thresholds(run_dir, stats, manifest, thresholds, min(NEAR_SHOWN, samples_per_reason), files,
+                          {(r["shard"], r["id"]): r for r in every_sample.select(["shard", "id", "snippet", "snippet_source"])
+                           .to_pylist()})
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("summary", "Summary"), ("failed", "Failed shards" if failed else ""), ("funnel", "Funnel"),
         ("scores", "Filter scores"), ("thresholds", "Thresholds" if what_if else ""), ("languages", "Languages"), ("domains", "Removed domains"),

@@ -5,8 +5,8 @@ Every shard keeps a uniform random sample of at most ``k`` removed documents per
 documents, whatever the batch size. The sample goes to ``<run>/samples/<shard>.parquet``
 (``removed/<shard>.parquet`` already holds *every* removed document; the sample is the small,
 readable view: id, url, stage, reason, the metric that triggered the removal, the stage's metric
-columns, the removal's evidence (what in the document decided it, when the stage says) and a text
-snippet).
+columns, the removal's evidence (what in the document decided it, when the stage says), a text
+snippet and, when the stage says where its evidence sits in the text, an excerpt around it).
 
 :func:`load_samples` merges the shards' samples into one uniform sample per reason across the
 run: each sampled row stands for ``population / sampled`` removed documents of its shard, and a
@@ -43,6 +43,7 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("chars", pa.int64()),  # length of the text the stage saw
         pa.field("snippet", pa.string()),
         pa.field("snippet_source", pa.string()),  # "text", "html" (tags stripped) or "" (nothing to show)
+        pa.field("excerpt", pa.string()),  # JSON: the text around the removal's evidence (excerpt()), or null
         pa.field("population", pa.int64()),  # documents removed for this (stage, reason) in this shard
     ]
 )
@@ -108,6 +109,92 @@ def text_snippet(text: str, chars: int) -> str:
     return snippet + "…" if len(text) > chars else snippet
 
 
+#: an excerpt's size: the document's start, the characters either side of a marked span, the
+#: longest marked span shown whole and the most characters of text in all (a card stays small)
+EXCERPT_START = 160
+EXCERPT_CONTEXT = 100
+EXCERPT_MARK = 300
+EXCERPT_CHARS = 900
+#: a window edge moves at most this far to fall between words
+_SNAP = 24
+
+
+def _snap_start(text: str, at: int, limit: int) -> int:
+    """``at`` moved forward (not past ``limit``) to the start of a word or line."""
+    if at <= 0:
+        return 0
+    for i in range(at, min(at + _SNAP, limit)):
+        if text[i - 1].isspace() and not text[i].isspace():
+            return i
+    return at
+
+
+def _snap_end(text: str, at: int, floor: int) -> int:
+    """``at`` moved back (not before ``floor``) to the end of a word or line."""
+    if at >= len(text):
+        return len(text)
+    for i in range(at, max(at - _SNAP, floor), -1):
+        if text[i].isspace() and not text[i - 1].isspace():
+            return i
+    return at
+
+
+def excerpt(text: str, spans: list[tuple[int, int]], start: int = EXCERPT_START, context: int = EXCERPT_CONTEXT,
+            mark: int = EXCERPT_MARK, budget: int = EXCERPT_CHARS) -> str | None:
+    """The parts of ``text`` a reader needs to see what decided a removal, as JSON: the document's
+    start (``start`` characters), then a window of ``context`` characters either side of each of
+    the first ``spans`` (``[start, end)`` offsets: the repeated line's first places, the lines
+    cut), windows that touch merged, at most ``budget`` characters in all and a span over ``mark``
+    shown by its start: ``{"chars", "spans", "shown", "segments": [{"at", "text", "marks":
+    [[start, end], ...]}]}`` (``at``: the segment's offset in the text; marks relative to the
+    segment). None without a span inside the text (the card shows the snippet, as before)."""
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted((max(s, 0), min(e, len(text))) for s, e in spans if e > s and s < len(text)):
+        if merged and s < merged[-1][1]:  # overlapping n-grams ("a a a"): one mark
+            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+        else:
+            merged.append((s, e))
+    spans = merged
+    if not spans:
+        return None
+    windows: list[list[Any]] = []  # [begin, end, [span, ...]]
+    if len(text) <= budget:  # a short text whole: nothing to leave out
+        windows.append([0, len(text), spans])
+    used = 0
+    for s, e in spans if not windows else ():
+        begin, end = max(0, s - context), min(len(text), min(e, s + mark) + context)
+        if windows and begin <= windows[-1][1]:
+            last = windows[-1]
+            grown = max(last[1], end) - last[1]
+            if used + grown > budget:
+                break
+            used += grown
+            last[1] = max(last[1], end)
+            last[2].append((s, e))
+            continue
+        if used + (end - begin) > budget and windows:
+            break
+        used += end - begin
+        windows.append([begin, end, [(s, e)]])
+    if windows[0][0] <= start + context // 2:
+        windows[0][0] = 0  # the start is near: one segment from the top
+    else:
+        windows.insert(0, [0, _snap_end(text, start, start // 2), []])
+    segments, shown, total = [], 0, 0
+    for begin, end, marked in windows:
+        first_mark = marked[0][0] if marked else begin
+        begin = _snap_start(text, begin, first_mark)
+        end = _snap_end(text, end, max(begin, marked[-1][0] + 1 if marked else begin))
+        if total + (end - begin) > budget + start:  # the budget's last window, cut at its end
+            end = max(begin + budget + start - total, min(marked[0][1], marked[0][0] + mark) if marked else begin)
+        total += end - begin
+        marks = [[max(s, begin) - begin, min(e, end) - begin] for s, e in marked if s < end]
+        shown += len(marks)
+        segments.append({"at": begin, "text": text[begin:end], "marks": marks})
+    return json.dumps({"chars": len(text), "spans": len(spans), "shown": shown, "segments": segments},
+                      ensure_ascii=False)
+
+
 def empty_samples() -> pa.Table:
     return SAMPLE_SCHEMA.empty_table()
 
@@ -127,8 +214,12 @@ def load_samples(run_dir: str, per_reason: int | None = None, seed: int = 0,
     if not tables:
         return empty_samples()
     table = pa.concat_tables(tables)
-    if per_reason is None:
-        return table
+    return table if per_reason is None else pick_per_reason(table, per_reason, seed)
+
+
+def pick_per_reason(table: pa.Table, per_reason: int, seed: int = 0) -> pa.Table:
+    """Of every shard's samples (:func:`load_samples` without ``per_reason``), a run-wide weighted
+    sample of at most ``per_reason`` rows per (stage, reason) (see :func:`load_samples`)."""
     rows = table.to_pylist()
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     sampled_per_shard: dict[tuple[str, str, str], int] = {}

@@ -292,24 +292,56 @@ def _row(out: Outputs, side: str, i: int) -> dict[str, Any]:
     return r
 
 
-def _with_text(rows: list[dict[str, Any]]) -> None:
-    """Give each row shown its text's first characters and length, reading each shard once."""
+def _with_text(rows: list[dict[str, Any]], sampled: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
+    """Give each row shown its text's first characters and length, reading each shard once. A row
+    without text (removed before extraction: ``removed/`` keeps no HTML) shows its removed sample's
+    snippet of the page's HTML when ``sampled`` (``{(shard, id): sample row}``) holds it, else
+    ``no_text``: why there is none and where the page is (it read "(no text)", h188)."""
     by_uri: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_uri.setdefault(r["uri"], []).append(r)
     uris = sorted(by_uri)
-    for uri, table in zip(uris, read_ahead(lambda u: read_columns(u, ["id", "text"]), uris)):
-        texts = dict(zip(table.column("id").cast(pa.string()).to_pylist(), table.column("text").to_pylist()))
+    columns = ["id", "text", "warc_record_id", "source"]
+    for uri, table in zip(uris, read_ahead(lambda u: read_columns(u, columns), uris)):
+        found = {i: row for i, row in zip(table.column("id").cast(pa.string()).to_pylist(),
+                                         table.select(columns[1:]).to_pylist())}
         for r in by_uri[uri]:
-            text = texts.get(r["id"]) or ""
+            row = found.get(r["id"]) or {}
+            text = row.get("text") or ""
             r["chars"], r["head"] = len(text), text[:SNIPPET_CHARS]
+            if text:
+                continue
+            sample = (sampled or {}).get((r["shard"], r["id"]))
+            if sample and sample.get("snippet"):
+                r["head"], r["head_from"] = sample["snippet"][:SNIPPET_CHARS], sample["snippet_source"]
+                continue
+            r["no_text"] = _why_no_text(r, row)
+
+
+def _why_no_text(r: dict[str, Any], row: dict[str, Any]) -> str:
+    """Why a document shown has no text, and where its page is: "removed by prescreen
+    (prescreen_language) before any text was extracted; removed/ keeps no HTML and no removed sample
+    holds this page: WARC record <urn:uuid:...> of <input>"."""
+    where = ""
+    if row.get("warc_record_id"):
+        where = f": WARC record {row['warc_record_id']}" + (f" of {row['source']}" if row.get("source") else "")
+    elif row.get("source"):
+        where = f": in {row['source']}"
+    if r.get("removed_stage"):
+        why = (f"removed by {r['removed_stage']} ({r['removed_reason']}) with no text (before extraction, or "
+               "extraction found none); removed/ keeps no HTML and no removed sample holds this page")
+    else:
+        why = "kept with an empty text"
+    return f"no text: {why}{where}"
 
 
 def threshold_views(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any],
                     thresholds: dict[str, dict[str, list[dict[str, Any]]]], near: int = 3,
-                    sample: dict[str, Any] | None = None, files: PassFiles | None = None) -> list[dict[str, Any]]:
+                    sample: dict[str, Any] | None = None, files: PassFiles | None = None,
+                    sampled: dict[tuple[str, str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Every threshold drawn on a histogram of the run, in stage order: its what-if curve and the
-    ``near`` documents nearest it on each side (:func:`threshold_view`), with their text's head.
+    ``near`` documents nearest it on each side (:func:`threshold_view`), with their text's head
+    (a document without text: its removed sample's, from ``sampled`` by (shard, id), if any).
     ``sample`` (a dict, filled in): the shards read when the run was sampled (see the module doc)."""
     order = [s["stage"] for s in stats["stages"]]
     hists = stats.get("histograms") or {}
@@ -323,7 +355,7 @@ def threshold_views(run_dir: str, stats: dict[str, Any], manifest: dict[str, Any
                             str(hists[stage][column].get("scale")), near) for stage, column, m in marks]
     for view in views:  # the other floors a rerun at another min_words moves (session 47, h175)
         view["also_in_rerun"] = also_in_rerun(manifest, view["stage"], view["param"], view["value"])
-    _with_text([r for v in views for r in v["kept_near"] + v["removed_near"]])
+    _with_text([r for v in views for r in v["kept_near"] + v["removed_near"]], sampled)
     if sample is not None and out.sample:
         sample.update(out.sample)
     return views

@@ -1,0 +1,137 @@
+"""A removed sample's card shows the text around what decided the removal (session 49, h196): the
+first places of the line a repetition rule counted, the lines the corrections cut, marked where
+they are in the text, instead of the first 500 characters, which often hold neither."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from _report_fixtures import CC_DOCS, run_config
+from refinery.pipeline import run_pipeline
+from refinery.stages.gopher import GopherRepetition, repetition_spans
+from refinery.stats.report import build_report
+from refinery.stats.samples import EXCERPT_CHARS, EXCERPT_START, excerpt, load_samples
+
+REPEATED = "Subscribe <now> & save"  # markup in it: the card must escape what it marks
+
+
+def _prose(chars: int) -> str:
+    """The start of a real CC document (the bundled sample), whole lines, about ``chars`` long."""
+    with gzip.open(CC_DOCS / "multiple_files_cc_en_head-0091.jsonl.gz", "rt") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    text = max(texts, key=len)
+    return text[: text.index("\n", chars)] if "\n" in text[chars:] else text
+
+
+def _inputs(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    prose = _prose(700)
+    # the repeated line only after the first 500 characters, among distinct lines: dup_line_frac > 0.3
+    repeated = prose + "\n" + "\n".join(REPEATED if i % 3 else f"Item number {i} of the list" for i in range(18))
+    # lines the corrections cut, at the end (where RefinedWeb's boilerplate sits)
+    cut = prose + "\nShare on Facebook\nShare on Twitter\nContinue reading\nAdvertisements\nRelated posts"
+    docs = [{"id": "repeated", "text": repeated, "url": "https://example.org/a"},
+            {"id": "cut", "text": cut, "url": "https://example.org/b"}]
+    (directory / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return directory
+
+
+def test_a_removed_samples_card_shows_the_text_around_its_evidence(tmp_path):
+    run_dir = str(tmp_path / "run")  # one worker: inline, no pool to start
+    run_pipeline(run_config("excerpts", [{"type": "gopher_repetition"}, {"type": "line_corrections"}]),
+                 str(_inputs(tmp_path / "input")), run_dir, workers=1, progress=False)
+    samples = {r["id"]: r for r in load_samples(run_dir).to_pylist()}
+    assert samples["repeated"]["reason"] == "dup_line_frac"
+    assert samples["cut"]["reason"] == "too_many_lines_corrected"
+    html = build_report(run_dir)
+    texts = {d["id"]: d["text"] for d in map(json.loads, (tmp_path / "input" / "docs.jsonl").read_text().splitlines())}
+    for doc_id, marked in (("repeated", [REPEATED] * 12),
+                           ("cut", ["Share on Facebook", "Share on Twitter", "Continue reading", "Advertisements",
+                                    "Related posts"])):
+        s = samples[doc_id]
+        assert marked[0] not in s["snippet"]  # the first 500 characters: what the card showed before
+        data = json.loads(s["excerpt"])
+        text = texts[doc_id]
+        assert data["chars"] == len(text) and data["spans"] == len(marked)
+        shown = []
+        for segment in data["segments"]:  # the real text, where it is, the marks on what decided
+            assert text[segment["at"]:segment["at"] + len(segment["text"])] == segment["text"]
+            shown += [segment["text"][a:b] for a, b in segment["marks"]]
+        assert data["segments"][0]["at"] == 0 and shown == marked[:data["shown"]] and data["shown"] >= 1
+        assert sum(len(seg["text"]) for seg in data["segments"]) <= EXCERPT_CHARS + EXCERPT_START
+        assert sum(len(seg["text"]) for seg in data["segments"]) < len(text)  # the text's middle left out, said
+    assert html.count(f"<mark>{REPEATED.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')}</mark>") \
+        == json.loads(samples["repeated"]["excerpt"])["shown"]
+    assert "<mark>Share on Facebook</mark>" in html and REPEATED not in html  # escaped, never raw
+    assert "characters …]" in html and "places marked" in html
+
+
+def test_the_places_of_a_repeated_item_and_the_excerpt_around_them():
+    text = "videodisc\nA videodisc here\n| videodisc |\n  videodisc  \nShare  this\nShare this post\n"
+    # a repeated line: whole lines only (a table row's markup and the line's blanks around it)
+    assert [text[a:b] for a, b in repetition_spans(text, "videodisc", whole_lines=True)] == ["videodisc"] * 3
+    assert len(repetition_spans(text, "videodisc")) == 4  # an n-gram: inside lines too
+    assert [text[a:b] for a, b in repetition_spans(text, "Share this", whole_lines=True)] == ["Share  this"]
+    g = GopherRepetition()
+    doc = "Intro.\n" + "prose " * 200 + "\n" + "\n".join(["Share this post", "one", "Share this post", "two",
+                                                           "Share this post", "three", "Share this post"])
+    assert g._decide(doc)[0] == "dup_line_frac"
+    spans = g.evidence_spans(doc, "dup_line_frac", lambda column: None)
+    assert [doc[a:b] for a, b in spans] == ["Share this post"] * 4
+    assert g.evidence_spans(doc, "top_2_gram", lambda column: None) == []  # not the reason it decided
+    assert g.take_counters() == {}  # reading a sample again counts nothing
+
+    # far apart, many places: the start, then windows around the first ones, within the budget
+    far = "start " * 30 + "".join(("x " * 400) + "HIT " for _ in range(40))
+    hits = [(i, i + 3) for i in range(len(far)) if far.startswith("HIT", i)]
+    data = json.loads(excerpt(far, hits))
+    assert data["spans"] == 40 and 1 <= data["shown"] < 40
+    assert data["segments"][0] == {"at": 0, "text": data["segments"][0]["text"], "marks": []}
+    assert sum(len(s["text"]) for s in data["segments"]) <= EXCERPT_CHARS + EXCERPT_START
+    for s in data["segments"]:
+        assert far[s["at"]:s["at"] + len(s["text"])] == s["text"]
+        assert all(s["text"][a:b] == "HIT" for a, b in s["marks"])
+    ats = [s["at"] for s in data["segments"]]
+    assert ats == sorted(ats)
+    # a short text whole, overlapping spans one mark; no span inside the text: no excerpt
+    short = json.loads(excerpt("a a a b", [(0, 3), (2, 5)]))
+    assert short["segments"] == [{"at": 0, "text": "a a a b", "marks": [[0, 5]]}]
+    assert excerpt("abc", []) is None and excerpt("abc", [(5, 9)]) is None
+
+
+def test_the_documents_nearest_prescreens_threshold_show_their_page_or_why_not(tmp_path):
+    """Removed before extraction, they have no text in removed/ (no HTML is kept there): the report
+    showed "(no text)". Now their removed sample's snippet of the page, else why and where it is."""
+    import shutil
+
+    from refinery.stats.report import NEAR_SHOWN
+
+    inputs = tmp_path / "warc"
+    inputs.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "data" / "sample" / "warc" / "resiliparse_warcfile.warc.gz", inputs)
+    run_dir = str(tmp_path / "run")
+    run_pipeline(run_config("prescreen", [{"type": "prescreen"}, {"type": "extract"}]), str(inputs), run_dir,
+                 workers=1, progress=False)
+    samples = {r["id"]: r for r in load_samples(run_dir).to_pylist() if r["stage"] == "prescreen"}
+
+    def nearest_removed(html: str) -> list[str]:
+        block = html[html.index('data-stage="prescreen" data-column="prescreen_language_score"'):]
+        side = block[block.index('<div data-side="removed">'):block.index('<div data-side="kept">')]
+        return side.split('<div class="near" ')[1:]
+
+    shown = nearest_removed(build_report(run_dir))
+    assert len(shown) == NEAR_SHOWN
+    for doc in shown:
+        doc_id = doc.split('data-id="')[1].split('"')[0]
+        assert samples[doc_id]["snippet_source"] == "html"  # every removal of the shard is sampled (< 20)
+        assert "no text; the start of its page&#x27;s html, tags stripped (its removed sample)" in doc
+        assert "data-no-text" not in doc
+    for f in Path(run_dir, "samples").glob("*.parquet"):
+        f.unlink()  # no sample holds them: why there is no text, and where the page is
+    for doc in nearest_removed(build_report(run_dir)):
+        doc_id = doc.split('data-id="')[1].split('"')[0]
+        assert ("(no text: removed by prescreen (prescreen_language) with no text (before extraction, or extraction "
+                "found none); removed/ keeps no HTML and no removed sample holds this page: WARC record "
+                f"&lt;urn:uuid:{doc_id}&gt; of {inputs / 'resiliparse_warcfile.warc.gz'})") in doc
