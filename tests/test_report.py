@@ -307,6 +307,31 @@ def test_small_scores_get_their_own_bins():
     assert len(ticks) >= 3 and all(b - a > 12 for a, b in zip(ticks, ticks[1:])), ticks
 
 
+def test_a_threshold_inside_a_log_bin_has_its_documents_on_their_sides():
+    """``min_words = 50`` falls in the log bin [44.7, 50.1): the kept document at 50 was drawn left of
+    the line with the removed ones (h188). Now the bin's kept documents sit on the line's passing side,
+    its rule's removals on the failing side, other reasons' removals over the whole bin (h196)."""
+    h = Histogram.for_column("gopher_word_count")
+    h.add(pa.array([50.0, 50.0, 120.0]), "kept")
+    h.add(pa.array([45.0, 47.0, 49.0, 30.0]), "removed", reason="too_few_words")
+    h.add(pa.array([46.0]), "removed", reason="alpha_words")
+    i = next(k for k, (a, b) in enumerate(zip(h.edges, h.edges[1:])) if a < 50 < b)
+    assert h.counts["kept"][i] == 2 and h.by_reason["too_few_words"][i] == 3  # one bin, both sides of 50
+    mark = {"param": "min_words", "value": 50, "lower": True, "reasons": ["too_few_words"]}
+    svg = histogram_svg(h.to_dict(), [mark], "gopher_quality · gopher_word_count")
+    line = float(re.search(r'<line class="threshold" data-value="50" x1="([\d.]+)"', svg).group(1))
+    sides = {side: (float(x), float(w)) for x, w, side in
+             re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="[\d.]+" fill="[^"]+" data-side="(\w+)"', svg)}
+    assert sides["pass"][0] >= line - 0.01  # the kept documents right of the line (at 50, >= 50)
+    assert sides["fail"][0] + sides["fail"][1] <= line + 0.01  # too_few_words left of it
+    # an upper bound: kept left, removed right; and a bin without the line is drawn whole
+    upper = dict(mark, lower=False)
+    svg = histogram_svg(h.to_dict(), [upper], "x")
+    sides = {side: float(x) for x, side in re.findall(r'<rect x="([\d.]+)"[^>]*data-side="(\w+)"', svg)}
+    assert sides["pass"] < sides["fail"]
+    assert "data-side" not in histogram_svg(h.to_dict(), [dict(mark, value=1000)], "x")
+
+
 def _null_histogram(column: str, n: int) -> dict:
     h = Histogram.for_column(column)
     h.add(pa.array([None] * n, type=pa.float32()), "kept")

@@ -31,7 +31,7 @@ from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.domains import merge_top_domains
 from refinery.stats.funnel import RUN_TOP_DOMAINS, counter_rows, funnel_rows, funnel_stage, load_run_stats
 from refinery.stats.samples import load_samples, pick_per_reason
-from refinery.stats.whatif import threshold_rule
+from refinery.stats.whatif import counts_for_column, threshold_rule
 from refinery.stats.svg import fmt_int, fmt_value, funnel_svg, histogram_svg, languages_svg, whatif_svg
 from refinery.stats.compare import compare_counter_rows, compare_rows, merged_order, stage_order
 from refinery.stats.thresholds import (READER_METRICS, effective_params, load_run_manifest, neutral_params, reason_metric,
@@ -338,11 +338,20 @@ def _no_values_note(empty: list[tuple[str, str, dict[str, Any]]]) -> str:
     return f"<p class='note' id='no-values'>Not charted, no document has a value: {items}.</p>"
 
 
-def _histograms(stats: dict[str, Any], thresholds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+def _sided(kind: str | None, column: str, h: dict[str, Any], marks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each threshold with its rule's direction and the reasons its rule removes for: a chart draws
+    the documents of a bin the line falls inside on their side of it (svg.histogram_svg)."""
+    reasons = [r for r in h.get("by_reason") or {} if counts_for_column(kind, r, column)]
+    return [{**m, "lower": threshold_rule(kind, m["param"]).lower, "reasons": reasons} for m in marks]
+
+
+def _histograms(stats: dict[str, Any], thresholds: dict[str, dict[str, list[dict[str, Any]]]],
+                kinds: dict[str, str] | None = None) -> str:
     all_hists = _ordered_histograms(stats)
     if not all_hists:
         return _section("scores", "Filter scores", "<p class='note'>No stage in this run reported metric columns.</p>")
-    figures = [_figure(stage, column, h, thresholds.get(stage, {}).get(column, []))
+    kinds = kinds or {}
+    figures = [_figure(stage, column, h, _sided(kinds.get(stage), column, h, thresholds.get(stage, {}).get(column, [])))
                for stage, column, h in all_hists if _has_values(h)]
     empty = [x for x in all_hists if not _has_values(x[2])]
     note = ("Every document each stage saw, binned on fixed edges (so shards add up), stacked: kept by the stage "
@@ -977,7 +986,7 @@ def build_report(run_dir: str, samples_per_reason: int = 8) -> str:
         f"<meta name=\"{_STATE_META}\" content=\"{report_state(stats)}\">"
         f"<title>refinery report · {escape(name)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>refinery report · {escape(name)}</h1><div class=\"sub\">{escape(sub)}</div></header><nav>{nav}</nav><main>"
-        f"{_summary(stats, manifest, counted)}{failed}{_funnel(stats)}{_histograms(stats, thresholds)}{what_if}{_languages(stats, counted)}"
+        f"{_summary(stats, manifest, counted)}{failed}{_funnel(stats)}{_histograms(stats, thresholds, stage_kinds(manifest))}{what_if}{_languages(stats, counted)}"
         f"{_domains(stats)}{_samples(stats, samples, samples_per_reason, stage_kinds(manifest), thresholds)}"
         f"{pairs}{_cut_lines(stats)}"
         f"</main><footer>generated {generated} by refinery {escape(__version__)} · self-contained: no JavaScript, "

@@ -153,6 +153,19 @@ def _position(edges: list[float], scale: str, value: float) -> float | None:
     return None
 
 
+def _split_bin(i: int, marks_at: dict[int, tuple[float, dict[str, Any]]], by_reason: dict[str, list[int]],
+               kept: list[int]) -> tuple[float, dict[str, Any]] | None:
+    """(the line's place in bin ``i``, its threshold) when a line falls inside the bin and the bin
+    holds documents of a known side (kept, or removed by its rule): the bar is split there.
+    A bin's bar was drawn whole beside the line (``min_words = 50`` in the log bin [44.7, 50.1): the
+    kept document at 50 drawn left of it, with the 8 removed; h188)."""
+    found = marks_at.get(i)
+    if found is None:
+        return None
+    own = sum(by_reason[r][i] for r in found[1]["reasons"] if r in by_reason)
+    return found if kept[i] or own else None
+
+
 def _ticks(edges: list[float], scale: str, lo: int, hi: int) -> list[tuple[float, str]]:
     if scale == "log":
         out = [(0.0, "0")] if lo == 0 else []
@@ -235,8 +248,14 @@ def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = N
     nonzero = [i for i, t in enumerate(totals) if t]
     thresholds = thresholds or []
     marks = [p for p in (_position(edges, h["scale"], t["value"]) for t in thresholds) if p is not None]
+    # a line strictly inside a bin whose rule's direction is known (``lower``, ``reasons``: the report
+    # adds them): the bin's kept documents passed it, its own removals failed it (h196)
+    marks_at = {int(p): (p - int(p), t) for t, p in ((t, _position(edges, h["scale"], t["value"])) for t in thresholds)
+                if p is not None and 0 < p - int(p) < 1 and "lower" in t}
     idx = nonzero + [int(p) for p in marks]
     names = category_names(h)
+    if names:  # categories (extraction's paths) have no value between them
+        marks_at = {}
     if names:  # every category, the empty ones too: "no fallback" is an answer
         lo, hi = 0, nbins
     elif h["scale"] == "linear":  # from 0 up to the data and thresholds, in steps of 5 bins
@@ -280,7 +299,30 @@ def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = N
         tip = f"{where}: " + ", ".join(parts)
         body.append(f"<g><title>{escape(tip)}</title>")
         y0 = top + ph
-        for count, color in [(kept[i], KEPT)] + [(by_reason[r][i], colors[r]) for r in colors]:
+        inside = _split_bin(i, marks_at, by_reason, kept)
+        if inside is not None:  # a line inside this bin: its documents drawn on their side of it
+            frac, mark = inside
+            cut = x + frac * bw  # the line; the kept side at least 2 px wide (into the next bin's gap)
+            sides = {"pass": (cut, max(x + bw - 0.5, cut + 2.5)), "fail": (x + 0.5, cut)} if mark["lower"] else \
+                {"pass": (min(x + 0.5, cut - 2.5), cut), "fail": (cut, x + bw - 0.5)}
+            stacks = {"pass": [(kept[i], KEPT)], "fail": [(by_reason[r][i], colors[r]) for r in colors
+                                                       if r in mark["reasons"]]}
+            tops = {}
+            for side, stack in stacks.items():
+                a, b = sides[side]
+                y1 = y0
+                for count, color in stack:
+                    if count:
+                        hgt = ph * count / ymax
+                        body.append(f'<rect x="{a:.1f}" y="{y1 - hgt:.1f}" width="{max(b - a - 0.5, 0.8):.1f}" '
+                                    f'height="{hgt:.1f}" fill="{color}" data-side="{side}"/>')
+                        y1 -= hgt
+                tops[side] = y1
+            y0 = min(tops.values())  # the other reasons' removals, either side of the line: the whole bin
+            rest = [(by_reason[r][i], colors[r]) for r in colors if r not in mark["reasons"]]
+        else:
+            rest = [(kept[i], KEPT)] + [(by_reason[r][i], colors[r]) for r in colors]
+        for count, color in rest:
             if count:
                 hgt = ph * count / ymax
                 body.append(f'<rect x="{x + 0.5:.1f}" y="{y0 - hgt:.1f}" width="{max(bw - 1, 0.8):.1f}" '
