@@ -441,7 +441,7 @@ def test_samples_are_real_removed_documents(run):
     assert load_samples(str(run_dir), per_reason=3).equals(merged)  # deterministic
 
 
-def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
+def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run, monkeypatch):
     """`stats --what-if STAGE.PARAM=VALUE` (session 45, h151): nothing said what moving a threshold
     would remove; counted here again straight from kept/ and removed/."""
     from refinery.cli import app
@@ -491,6 +491,20 @@ def test_what_if_counts_a_moved_threshold_on_the_runs_parquet(run):
         return r.get("gopher_word_count") is not None and r["gopher_word_count"] < 100
 
     both = what_if_together(str(run_dir), [("gopher_quality", "min_words", 100), ("language_id", "min_score", 0.8)], show=10**6)
+    # the outputs read once for every rule, not once a rule (h196): as many shard reads as for one rule
+    import refinery.stats.whatif as whatif_module
+
+    reads: list[str] = []
+    real_read = whatif_module.read_columns
+    monkeypatch.setattr(whatif_module, "read_columns", lambda uri, columns: reads.append(uri) or real_read(uri, columns))
+    what_if_together(str(run_dir), [("gopher_quality", "min_words", 100)])
+    one = len(reads)
+    reads.clear()
+    again = what_if_together(str(run_dir), [("gopher_quality", "min_words", 100), ("language_id", "min_score", 0.8)],
+                             show=10**6)
+    assert again == both
+    assert len(reads) == one > 0
+    monkeypatch.undo()
     lost = [r for r in kept if low_score(r) or short(r)]
     assert both["corpus_lost"] == len(lost) and both["lost_to_several"] == sum(low_score(r) and short(r) for r in kept) > 0
     # each to the first stage in order that removes it (language_id, given second, comes first)

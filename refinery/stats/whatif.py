@@ -140,7 +140,7 @@ def counts_for_column(kind: str | None, reason: str, column: str) -> bool:
             and reason not in OTHER_RULES.get(kind or "", frozenset()))
 
 
-def _find_threshold(run_dir: str, stage: str, param: str,
+def find_threshold(run_dir: str, stage: str, param: str,
                     stats: dict[str, Any]) -> tuple[str | None, str, float, list[str]]:
     """(stage type, metric column, value as run, the stage order) of ``stage``'s ``param`` in the run
     ``stats`` (:func:`load_run_stats`) sum up."""
@@ -205,17 +205,39 @@ def _value(r: dict[str, Any], column: str) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def what_if(run_dir: str, stage: str, param: str, value: float | None, show: int = 20) -> dict[str, Any]:
-    """What moving ``stage``'s threshold ``param`` to ``value`` would change (see the module doc);
-    None: the rule off (the config's null), so every document it removed would pass it."""
-    stats = load_run_stats(run_dir)
-    kind, column, current, order = _find_threshold(run_dir, stage, param, stats)
-    after = set(order[order.index(stage) + 1:])
-    wanted = ["id", "url", column, "removed_stage", "removed_reason"]
+@dataclass
+class RunRows:
+    """The rows a what-if counts on, read once for every rule asked (:func:`read_run_rows`)."""
+
+    stats: dict[str, Any]
+    removed: list[dict[str, Any]]  # id, url, the metric columns, removed_stage, removed_reason, shard
+    kept: list[dict[str, Any]]  # id, url, the metric columns, shard
+    types: dict[str, pa.DataType]  # each column's stored type
+
+
+def read_run_rows(run_dir: str, columns: list[str], stats: dict[str, Any] | None = None) -> RunRows:
+    """The metric ``columns`` of every removed and finally kept document the run's funnel counts,
+    read once: several thresholds moved together read the outputs once, not once a rule (h196)."""
+    stats = stats if stats is not None else load_run_stats(run_dir)
+    columns = list(dict.fromkeys(columns))
     types: dict[str, pa.DataType] = {}
     passes, shards = counted_outputs(run_dir, stats)  # a run under way: what its funnel counts so far
-    removed = [r for d in passes for r in _rows(d.removed_dir, wanted, types, shards)]
-    kept = _rows(passes[-1].kept_dir, wanted[:3], types, shards)
+    removed = [r for d in passes for r in _rows(d.removed_dir, ["id", "url", *columns, "removed_stage", "removed_reason"],
+                                                 types, shards)]
+    kept = _rows(passes[-1].kept_dir, ["id", "url", *columns], types, shards)
+    return RunRows(stats, removed, kept, types)
+
+
+def what_if(run_dir: str, stage: str, param: str, value: float | None, show: int = 20,
+            rows: RunRows | None = None) -> dict[str, Any]:
+    """What moving ``stage``'s threshold ``param`` to ``value`` would change (see the module doc);
+    None: the rule off (the config's null), so every document it removed would pass it.
+    ``rows``: the run's rows already read (:func:`read_run_rows`, with this rule's column)."""
+    stats = rows.stats if rows is not None else load_run_stats(run_dir)
+    kind, column, current, order = find_threshold(run_dir, stage, param, stats)
+    after = set(order[order.index(stage) + 1:])
+    rows = rows if rows is not None else read_run_rows(run_dir, [column], stats)
+    removed, kept, types = rows.removed, rows.kept, rows.types
     rule = threshold_rule(kind, param, types.get(column))
     lower, fails = rule.lower, rule.fails
     passed = [dict(r, fate="kept") for r in kept] + [dict(r, fate=f"removed by {r['removed_stage']}")

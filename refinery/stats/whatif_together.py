@@ -22,7 +22,7 @@ from typing import Any
 
 from refinery.stats.funnel import PASS_KINDS, load_run_stats
 from refinery.stats.svg import fmt_value
-from refinery.stats.whatif import WhatIfError, what_if
+from refinery.stats.whatif import WhatIfError, find_threshold, read_run_rows, what_if
 
 #: stage kinds whose decisions and metrics depend on the other documents that reach them (dedup
 #: passes, and YAML stages of those types): decontamination compares each document with fixed
@@ -95,14 +95,16 @@ def what_if_together(run_dir: str, specs: list[tuple[str, str, float | None]], s
     cannot be counted exactly."""
     seen: set[tuple[str, str]] = set()
     alone = []
+    stats = load_run_stats(run_dir)
+    # every rule's column read in one pass over the outputs (each rule read them all: h193's cost)
+    rows = read_run_rows(run_dir, [find_threshold(run_dir, stage, param, stats)[1] for stage, param, _ in specs], stats)
     for stage, param, value in specs:
-        w = what_if(run_dir, stage, param, value, show=10**9)
+        w = what_if(run_dir, stage, param, value, show=10**9, rows=rows)
         key = (w["stage"], w["param"].split(".")[-1])
         if key in seen:
             raise WhatIfError(f"--what-if: {stage}.{param} is given twice")
         seen.add(key)
         alone.append(w)
-    stats = load_run_stats(run_dir)
     order = [s["stage"] for s in stats["stages"]]
     kinds = {s["stage"]: str(s.get("kind") or "") for s in stats["stages"]}
     stricter = [is_stricter(w) for w in alone]
