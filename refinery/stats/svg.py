@@ -153,6 +153,19 @@ def _position(edges: list[float], scale: str, value: float) -> float | None:
     return None
 
 
+def _stack(body: list[str], x: float, width: float, y0: float, stack: list[tuple[int, str]], ph: float, ymax: float,
+           extra: str = "") -> float:
+    """Bars of ``(count, color)`` stacked up from ``y0``, ``width`` wide from ``x`` (``ph`` px for
+    ``ymax`` documents), appended to ``body``; returns the stack's top."""
+    for count, color in stack:
+        if count:
+            hgt = ph * count / ymax
+            body.append(f'<rect x="{x:.1f}" y="{y0 - hgt:.1f}" width="{max(width, 0.8):.1f}" '
+                        f'height="{hgt:.1f}" fill="{color}"{extra}/>')
+            y0 -= hgt
+    return y0
+
+
 def _split_bin(i: int, marks_at: dict[int, tuple[float, dict[str, Any]]], by_reason: dict[str, list[int]],
                kept: list[int]) -> tuple[float, dict[str, Any]] | None:
     """(the line's place in bin ``i``, its threshold) when a line falls inside the bin and the bin
@@ -303,31 +316,17 @@ def histogram_svg(h: dict[str, Any], thresholds: list[dict[str, Any]] | None = N
         if inside is not None:  # a line inside this bin: its documents drawn on their side of it
             frac, mark = inside
             cut = x + frac * bw  # the line; the kept side at least 2 px wide (into the next bin's gap)
-            sides = {"pass": (cut, max(x + bw - 0.5, cut + 2.5)), "fail": (x + 0.5, cut)} if mark["lower"] else \
-                {"pass": (min(x + 0.5, cut - 2.5), cut), "fail": (cut, x + bw - 0.5)}
+            sides = {"pass": (cut, max(x + bw - 1.0 - cut, 2.0)), "fail": (x + 0.5, cut - x - 1.0)} if mark["lower"] else \
+                {"pass": (min(x + 0.5, cut - 2.5), max(cut - x - 1.0, 2.0)), "fail": (cut, x + bw - 1.0 - cut)}
             stacks = {"pass": [(kept[i], KEPT)], "fail": [(by_reason[r][i], colors[r]) for r in colors
                                                        if r in mark["reasons"]]}
-            tops = {}
-            for side, stack in stacks.items():
-                a, b = sides[side]
-                y1 = y0
-                for count, color in stack:
-                    if count:
-                        hgt = ph * count / ymax
-                        body.append(f'<rect x="{a:.1f}" y="{y1 - hgt:.1f}" width="{max(b - a - 0.5, 0.8):.1f}" '
-                                    f'height="{hgt:.1f}" fill="{color}" data-side="{side}"/>')
-                        y1 -= hgt
-                tops[side] = y1
-            y0 = min(tops.values())  # the other reasons' removals, either side of the line: the whole bin
+            # the other reasons' removals, either side of the line: over the whole bin, above both
+            y0 = min(_stack(body, *sides[side], y0, stack, ph, ymax, f' data-side="{side}"')
+                     for side, stack in stacks.items())
             rest = [(by_reason[r][i], colors[r]) for r in colors if r not in mark["reasons"]]
         else:
             rest = [(kept[i], KEPT)] + [(by_reason[r][i], colors[r]) for r in colors]
-        for count, color in rest:
-            if count:
-                hgt = ph * count / ymax
-                body.append(f'<rect x="{x + 0.5:.1f}" y="{y0 - hgt:.1f}" width="{max(bw - 1, 0.8):.1f}" '
-                            f'height="{hgt:.1f}" fill="{color}"/>')
-                y0 -= hgt
+        _stack(body, x + 0.5, bw - 1, y0, rest, ph, ymax)
         body.append("</g>")
     body.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{AXIS}"/>')
     # the y axis said no unit (the funnel's does): counts of documents, not of tokens or shards (h188)
