@@ -108,14 +108,19 @@ class StageConfig(_Strict):
 
     def effective_params(self, stage: Stage | None = None) -> dict[str, Any]:
         """The params the stage runs with, in JSON form: those given (as validated: ``"5"`` is
-        5.0), completed with its constructor's defaults, and a ``None`` default replaced by what
-        ``stage`` (this spec built) holds under that name (Gopher's n-gram table, the stop
-        words). A plan fingerprints these, so a default that changes between refinery versions
-        is a changed config, and ``min_words: 50`` written out is leaving the default 50."""
+        5.0), completed with its constructor's defaults, each replaced by what ``stage`` (this spec
+        built) holds under its name, as it normalized it (``phone_region: us`` held as ``US``,
+        ``extra_domains`` lower-cased as a set, a ``None`` default as Gopher's n-gram table or
+        the stop words; a set as a sorted list). A plan fingerprints these, so a default that
+        changes between refinery versions is a changed config, and ``min_words: 50`` written out
+        is leaving the default 50, ``us`` is ``US``."""
         validated = _params_model(stage_class(self.type)).model_validate(self.params)
         values = {k: getattr(validated, k) for k in type(validated).model_fields}
-        for k, v in values.items():
-            held = getattr(stage, k, None) if v is None else None
+        # instance attributes only: a class attribute or property of the same name is not this
+        # run's value, and taking it would give two configs one fingerprint
+        held_by_stage = vars(stage) if stage is not None else {}
+        for k in values:
+            held = held_by_stage.get(k)
             if isinstance(held, (set, frozenset)):
                 held = sorted(held, key=str)
             if isinstance(held, (dict, list, tuple, str, int, float)):
@@ -126,11 +131,18 @@ class StageConfig(_Strict):
         """:meth:`effective_params` without the params the stage added later (``Stage.added_params``)
         still at their old behaviour, so a run made before they existed resumes, and without those
         that change how it runs but not what it outputs (``Stage.neutral_params``). Compared as JSON:
-        ``2`` and ``2.0`` are not the same fingerprint."""
+        ``2`` and ``2.0`` are not the same fingerprint (a param typed for both, kept as given, may
+        run otherwise); a float param's ``2`` is validated to ``2.0`` before that."""
         stage = stage if stage is not None else self.build()
         added, neutral = type(stage).added_params, type(stage).neutral_params
         return {k: v for k, v in self.effective_params(stage).items()
                 if k not in neutral and not (k in added and same_json(v, added[k]))}
+
+    def fingerprint(self, stage: Stage | None = None) -> dict[str, Any]:
+        """The stage as a plan's fingerprint holds it: its type, its name (``None`` when it is its
+        type's, as when none is given: the outputs name it alike) and :meth:`fingerprint_params`."""
+        return {"type": self.type, "name": self.name if self.name != self.type else None,
+                "params": self.fingerprint_params(stage)}
 
 
 def _near(key: str, known: typing.Iterable[str]) -> str:

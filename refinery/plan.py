@@ -94,6 +94,10 @@ class Plan:
     #: dedup pass name -> the params an earlier run fingerprinted it with when they were its whole
     #: section (before session 37): fingerprinted in those terms, so that run resumes
     recorded_dedup: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: stage name -> the stage as an earlier run fingerprinted it, where that means what this
+    #: config's does (written otherwise: ``name`` its type, ``phone_region: us``; see
+    #: :func:`same_stage_meaning`): hashed as recorded, so that run resumes
+    recorded_stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: distribution -> version the stages run with, when not this interpreter's (a SageMaker
     #: launch plans with its image's lock file: the instances re-plan with what they have)
     pinned_libraries: dict[str, str] | None = None
@@ -113,7 +117,7 @@ class Plan:
         self.input_key = key
         self.passes = plan_passes(self.config, key, self._relative_files(), self.limit, self.legacy,
                                   self.pinned_libraries, self.recorded_reader, self.recorded_tokenize,
-                                  self.recorded_dedup)
+                                  self.recorded_dedup, self.recorded_stages)
 
     def _relative_files(self) -> list[str]:
         """The input files' names under the input's root, as the fingerprints hash them."""
@@ -154,7 +158,10 @@ class Plan:
         self.recorded_reader = recorded  # hashed as recorded: a batch size changed since then still resumes
         if "code" not in params:
             self.legacy = frozenset({"code"} | ({"models"} if "models" not in params else set()))
-        if recorded or self.recorded_tokenize or self.recorded_dedup or self.legacy:  # the passes' fingerprints in those terms, planned once
+        else:
+            self.recorded_stages = _stages_meaning_the_same(params.get("stages"), self.passes[0].params["stages"])
+        if recorded or self.recorded_tokenize or self.recorded_dedup or self.recorded_stages or self.legacy:
+            # the passes' fingerprints in those terms, planned once
             self.respell_input(self.input_key)
         if "code" in params:
             return
@@ -172,6 +179,7 @@ class Plan:
         self.recorded_reader = {}
         self.recorded_tokenize = {}
         self.recorded_dedup = {}
+        self.recorded_stages = {}
         self.respell_input(self.input_key)
 
     @property
@@ -682,14 +690,54 @@ def _stage_identity(config: PipelineConfig, pinned: dict[str, str] | None = None
     classifier was retrained in place scored its shards with two models, silently), and the
     versions of the libraries they use (:attr:`Stage.libraries`)."""
     stages, digests, libraries = [], {}, {}
-    for spec, raw in zip(config.stages, config.model_dump(mode="json")["stages"]):
+    for spec in config.stages:
         stage = spec.build()
-        stages.append(raw | {"params": spec.fingerprint_params(stage)})
+        stages.append(spec.fingerprint(stage))
         files = stage.model_files()
         if files:
             digests[spec.stage_name] = [f"{f.name} {_file_sha256(f)[:16]}" for f in files]
         libraries.update({dist: library_version(dist, pinned) for dist in stage.libraries})
     return stages, digests, dict(sorted(libraries.items()))
+
+
+def _stage_name(stage: dict[str, Any]) -> str:
+    """A fingerprinted stage's name, as the funnel and refusals name it (its type, when none is given)."""
+    return str(stage.get("name") or stage.get("type"))
+
+
+def same_stage_meaning(recorded: Any, now: dict[str, Any]) -> bool:
+    """Whether a stage as an earlier run fingerprinted it runs as ``now`` (one of this plan's):
+    the same record, or one that today's normalization makes it (the record rebuilt as a stage:
+    ``name`` its type, a value the stage normalizes written otherwise, by a refinery that
+    fingerprinted them as written). A record that no longer builds (a param since removed, a model
+    gone) is not."""
+    if _same(recorded, now):
+        return True
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("params"), dict):
+        return False
+    from refinery.config import StageConfig
+
+    try:
+        again = StageConfig(type=recorded.get("type"), name=recorded.get("name"), params=recorded["params"]).fingerprint()
+    except Exception:  # noqa: BLE001 - whatever stops it building, it is not this stage
+        return False
+    return _same(again, now)
+
+
+def _stages_meaning_the_same(recorded: Any, now: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """By stage name, the stages an earlier run recorded (its first pass's ``stages``) that differ
+    from this plan's as written but mean the same (:func:`same_stage_meaning`): what
+    :attr:`Plan.recorded_stages` hashes, so that run resumes, and a refusal for another change
+    names that change only."""
+    if not isinstance(recorded, list):
+        return {}
+    by_name = {_stage_name(s): s for s in recorded if isinstance(s, dict)}
+    out = {}
+    for stage in now:
+        old = by_name.get(_stage_name(stage))
+        if old is not None and not _same(old, stage) and same_stage_meaning(old, stage):
+            out[_stage_name(stage)] = old
+    return out
 
 
 def library_version(dist: str, pinned: dict[str, str] | None = None) -> str:
@@ -726,17 +774,21 @@ def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str
                 legacy: frozenset[str] = frozenset(), pinned: dict[str, str] | None = None,
                 recorded_reader: dict[str, Any] | None = None,
                 recorded_tokenize: dict[str, Any] | None = None,
-                recorded_dedup: dict[str, dict[str, Any]] | None = None) -> list[Pass]:
+                recorded_dedup: dict[str, dict[str, Any]] | None = None,
+                recorded_stages: dict[str, dict[str, Any]] | None = None) -> list[Pass]:
     """The passes of ``config`` with their fingerprints, over the input spelled ``input_key``
     holding ``relative_files`` (paths under the input's root). ``legacy``: the parts of the
     fingerprints an earlier refinery did not have, left out ("models", "code"). ``pinned``: the
     library versions the stages will run with, when not the installed ones. ``recorded_reader``:
     output-free reader settings an earlier run fingerprinted, hashed as it recorded them;
     ``recorded_tokenize`` the same for the tokens pass; ``recorded_dedup``: by pass name, the whole
-    dedup section an earlier run fingerprinted a pass with (see :func:`_dedup_params`)."""
+    dedup section an earlier run fingerprinted a pass with (see :func:`_dedup_params`);
+    ``recorded_stages``: by stage name, stages as an earlier run fingerprinted them, meaning what
+    this config's do (:attr:`Plan.recorded_stages`), hashed in their place."""
     dump = config.model_dump(mode="json")
     reader = {k: v for k, v in dump["reader"].items() if k not in OUTPUT_FREE_READER} | (recorded_reader or {})
     stages, models, libraries = _stage_identity(config, pinned)
+    stages = [(recorded_stages or {}).get(_stage_name(s), s) for s in stages]
     code = "code" not in legacy
     filter_params = {"stages": stages if code else dump["stages"], "reader": reader, "stats": dump["stats"],
                      "limit": limit}
@@ -821,8 +873,10 @@ def _limit_words(limit: Any) -> str:
 
 
 def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """``"stages.language_id.params.min_score 0.65 -> 0.85"`` for the keys that differ (a number
-    written otherwise, ``2`` -> ``2.0``, counts: the fingerprint differs), or the stages' new order."""
+    """``"stages.language_id.params.min_score 0.65 -> 0.85"`` for the keys that differ, or the
+    stages' new order. Both sides are fingerprinted params, values as the stages hold them (a float
+    param's ``2`` is ``2.0`` on both); a number left as written, ``2`` -> ``2.0`` (a param typed for
+    both, which may run otherwise), counts: the fingerprint differs."""
     a, b = _flatten(old), _flatten(new)
     changes = []
     # a stage added or taken out is named once, not as each of its params set or unset (a stage
@@ -854,12 +908,6 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
         # named even with params that changed: the order decides some (line_corrections takes
         # gopher_quality's min_words only after it), and they alone hid the reordering
         changes.insert(0, f"the order of its stages {_order(old)} -> {_order(new)}")
-    if not changes:  # the same stages, one named now as it was by default (or the reverse): the
-        # fingerprint holds the name as written, and the refusal read "its input changed" (adversarial testing)
-        for x, y in zip(*(side.get("stages") or [] for side in (old, new))):
-            if isinstance(x, dict) and isinstance(y, dict) and x.get("name") != y.get("name"):
-                changes.append(f"stages.{y.get('name') or y.get('type')}.name "
-                               f"{x.get('name') or '<unset>'!r} -> {y.get('name') or '<unset>'!r}")
     return "; ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
 
 
@@ -875,7 +923,8 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool,
     # later pass redoes from that pass (in those terms), not every pass (found by adversarial testing)
     plan.adopt_legacy(previous)
     redo = _first_pass_to_redo(plan, previous, force, files)
-    if redo == 0 and (plan.legacy or plan.recorded_reader or plan.recorded_tokenize or plan.recorded_dedup):  # every pass redone: today's terms
+    if redo == 0 and (plan.legacy or plan.recorded_reader or plan.recorded_tokenize or plan.recorded_dedup
+                      or plan.recorded_stages):  # every pass redone: today's terms
         plan.drop_legacy()
     return redo
 

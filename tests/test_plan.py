@@ -312,16 +312,15 @@ def test_a_stage_added_or_taken_out_is_named_without_the_libraries_it_brings(dup
     assert describe_change(upgraded, old) == "code.phonenumbers '0.0.1' -> " + repr(old["code"]["phonenumbers"])
 
 
-def test_a_stage_named_as_its_default_is_named_in_the_refusal_not_blamed_on_the_input(dup_input, tmp_path):
+def test_a_stage_named_as_its_default_is_the_same_stage(dup_input, tmp_path):
     """Found by adversarial testing: the same recipe with `name: gopher_quality` written out on
-    its gopher_quality stage was refused as "its input changed" (the fingerprint holds the name as
-    written; describe_change compares stages by name and found nothing)."""
-    from refinery.plan import describe_change
-
+    its gopher_quality stage was refused as "its input changed" (the fingerprint held the name as
+    written), later as "stages.gopher_quality.name '<unset>' -> 'gopher_quality'" (session 49,
+    h197). Its outputs name it alike: it is the same plan (tests/test_stage_fingerprint.py)."""
     old, new = (plan_run(parse_config(_recipe(stages=s, dedup=[], tokenize=None)), str(dup_input),
-                         str(tmp_path / "run")).passes[0].params
+                         str(tmp_path / "run")).passes[0]
                 for s in ([{"type": "gopher_quality"}], [{"type": "gopher_quality", "name": "gopher_quality"}]))
-    assert describe_change(old, new) == "stages.gopher_quality.name '<unset>' -> 'gopher_quality'"
+    assert old.fingerprint == new.fingerprint and old.params == new.params
 
 
 def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup_input, tmp_path, monkeypatch):

@@ -31,6 +31,13 @@ the funnel, the report and ``refinery stats --compare``. Names are short snake_c
 values non-negative ints; they must describe *this* batch only, so a retried shard counts
 again from zero.
 
+Params. A stage keeps each constructor param it reads under the param's own name, as it runs
+with it (``self.phone_region = region.upper()``; a set for values whose order and repeats do not
+matter): a run's fingerprint takes the value from there (``StageConfig.effective_params``), so a
+config that writes it otherwise but means the same resumes the run. A param kept under another
+name, or kept as given and normalized elsewhere, is compared as written: a rerun spelling it
+otherwise is refused, never mixed.
+
 Stages know nothing of files, S3, Ray or SageMaker. Heavy resources (models, blocklists) are
 loaded lazily on first call so that a stage object is cheap to build and to pickle.
 """

@@ -1,0 +1,115 @@
+"""A stage's fingerprint holds what the stage runs with, not how the config wrote it: ``name``
+equal to its type is no name, and a value the stage normalizes (``phone_region: us``, domains'
+case and order, Gopher's n-gram table as pairs) is hashed as the stage holds it. A config written
+otherwise but meaning the same resumes its run, every pass skipped; it was refused
+(``stages.url_filter.name '<unset>' -> 'url_filter'``, session 49, h197), and ``--force`` redid
+every pass. A run whose fingerprints an earlier refinery took as written resumes too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _old_code import archived_package, run_with
+from _scale_fixtures import write_dedup_input
+
+from refinery.config import parse_config
+from refinery.pipeline import run_pipeline
+from refinery.plan import RerunError, plan_run
+
+#: main before this change (0.8.10): stage names and params fingerprinted as written
+AS_WRITTEN_COMMIT = "b9a296e7069220a94ddd4fab0722e73a28526558"
+
+#: (as written, as another config writes the same): each pair runs the same stage
+SAME_MEANING = {
+    "name_as_its_type": ({"type": "url_filter", "name": "url_filter"}, {"type": "url_filter"}),
+    "region_case": ({"type": "pii", "params": {"phone_region": "us"}}, {"type": "pii"}),
+    "domains_case_order_dot": ({"type": "url_filter", "params": {"extra_domains": ["B.example.", "a.example"]}},
+                               {"type": "url_filter", "params": {"extra_domains": ["a.example", "b.example"]}}),
+    "allowed_words_case": ({"type": "url_filter", "params": {"allowed_words": ["Sexo"]}},
+                           {"type": "url_filter", "params": {"allowed_words": ["sexo", "sexo"]}}),
+    "ngram_pairs_as_default": ({"type": "gopher_repetition", "params": {"top_n_grams": [[2, 0.2], [3, 0.18], [4, 0.16]]}},
+                               {"type": "gopher_repetition"}),
+    "a_default_placeholder": ({"type": "pii", "params": {"placeholders": {"email": "<EMAIL>"}}}, {"type": "pii"}),
+    "float_written_as_int": ({"type": "language_id", "params": {"min_score": 1}},
+                             {"type": "language_id", "params": {"min_score": 1.0}}),
+}
+#: pairs that differ in what the stage runs with
+CHANGED = {
+    "region": ({"type": "pii", "params": {"phone_region": "gb"}}, {"type": "pii"}),
+    "a_name_of_its_own": ({"type": "url_filter", "name": "urls"}, {"type": "url_filter"}),
+    "domains": ({"type": "url_filter", "params": {"extra_domains": ["a.example"]}}, {"type": "url_filter"}),
+    "placeholder": ({"type": "pii", "params": {"placeholders": {"email": "[EMAIL]"}}}, {"type": "pii"}),
+}
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("docs") / "in"
+    write_dedup_input(src, copies=5, per_shard=40)
+    return src
+
+
+def _fingerprint(stage: dict, docs: Path, out: Path) -> str:
+    return plan_run(parse_config({"stages": [stage]}), str(docs), str(out)).passes[0].fingerprint
+
+
+@pytest.mark.parametrize("pair", SAME_MEANING.values(), ids=SAME_MEANING.keys())
+def test_a_stage_written_otherwise_but_run_the_same_has_the_same_fingerprint(pair, docs, tmp_path):
+    assert _fingerprint(pair[0], docs, tmp_path) == _fingerprint(pair[1], docs, tmp_path)
+
+
+@pytest.mark.parametrize("pair", CHANGED.values(), ids=CHANGED.keys())
+def test_a_stage_that_runs_otherwise_has_another_fingerprint(pair, docs, tmp_path):
+    assert _fingerprint(pair[0], docs, tmp_path) != _fingerprint(pair[1], docs, tmp_path)
+
+
+def _spec(phone_region: str = "us", named: bool = True, min_words: int = 20) -> dict:
+    """gopher_quality (named as its type, or not) and pii (its region as given), one dedup pass."""
+    return {"name": "meaning", "reader": {"batch_size": 50},
+            "stages": [{"type": "gopher_quality", "params": {"min_words": min_words}}
+                       | ({"name": "gopher_quality"} if named else {}),
+                       {"type": "pii", "params": {"phone_region": phone_region}}],
+            "dedup": [{"method": "url"}]}
+
+
+def _run(spec: dict, docs: Path, out: Path, force: bool = False) -> dict[str, str]:
+    return run_pipeline(parse_config(spec), str(docs), str(out), workers=1, progress=False, force=force).passes
+
+
+def _mtimes(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*")
+            if p.is_file() and p.parent.name in ("kept", "removed", "stats", "passes")}
+
+
+def test_a_run_rerun_with_its_config_written_otherwise_skips_every_pass(docs, tmp_path):
+    out = tmp_path / "run"
+    assert _run(_spec(), docs, out) == {"filter": "done", "url_dedup": "done"}
+    before = _mtimes(out)
+    # as h197 wrote it: the default name left out, the region in capitals (both were refused)
+    assert _run(_spec("US", named=False), docs, out) == {"filter": "skipped", "url_dedup": "skipped"}
+    assert _mtimes(out) == before
+    with pytest.raises(RerunError, match=r"'filter' pass: stages\.pii\.params\.phone_region 'US' -> 'GB'; rerun"):
+        _run(_spec("gb", named=False), docs, out)
+
+
+def test_a_run_made_by_the_code_of_before_resumes_written_either_way(docs, tmp_path, tmp_path_factory):
+    """A 0.8.10 run (made by the code of before, from the repository's history) fingerprinted its
+    stages as written (``name: gopher_quality``, ``phone_region: us``). Resumed by this code with
+    the same config or one written otherwise, every pass is skipped and nothing is rewritten; a
+    real change is refused naming that change alone; ``--force`` redoes from there, in today's terms."""
+    old_code = archived_package(tmp_path_factory, AS_WRITTEN_COMMIT, "as-written-code")
+    out = tmp_path / "run"
+    run_with(old_code, _spec(), docs, out, cwd=tmp_path)
+    recorded = json.loads((out / "run.json").read_text())["passes"][0]["params"]["stages"]
+    assert recorded[0]["name"] == "gopher_quality" and recorded[1]["params"]["phone_region"] == "us"  # as written
+    before = _mtimes(out)
+    for spec in (_spec(), _spec("US", named=False), _spec("Us")):
+        assert _run(spec, docs, out) == {"filter": "skipped", "url_dedup": "skipped"}, spec
+        assert _mtimes(out) == before
+    with pytest.raises(RerunError) as refused:
+        _run(_spec("US", named=False, min_words=30), docs, out)
+    assert "'filter' pass: stages.gopher_quality.params.min_words 20 -> 30; rerun" in str(refused.value)
+    assert _run(_spec("US", named=False, min_words=30), docs, out, force=True) == {"filter": "done", "url_dedup": "done"}
+    assert _run(_spec("us", min_words=30), docs, out) == {"filter": "skipped", "url_dedup": "skipped"}
