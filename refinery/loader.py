@@ -27,7 +27,10 @@ Semantics (details and rationale in docs/tokens.md):
   checks that they do (one small collective) and refuses a per-rank seed in one line.
 - Deterministic in ``(seed, rank, world_size)`` (and the loader settings); ``state_dict()`` after
   any batch and ``load_state_dict()`` in a new loader continue with exactly the same batches;
-  between epochs the rank, world size and batch size may change (elastic restarts).
+  between epochs the rank, world size and batch size may change (elastic restarts). Mid-epoch too
+  the world size, batch size and ``drop_last`` may change: every new rank loads one saved state
+  (any old rank's), and the old ranks' unread windows are dealt to the new ranks
+  (:mod:`refinery.epoch_rest`), every window once, then normal epochs.
 
 Reads are ``read_at`` byte ranges (pread locally, ranged GETs on S3) issued ahead of use by a
 thread pool (``prefetch`` groups ahead).
@@ -46,12 +49,13 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from refinery import epoch_rest
 from refinery.tokens.format import (
     ShardFile,
     TokenizerMismatchError,
@@ -325,6 +329,8 @@ class TokenLoader:
         self.epoch = 0
         self.position = 0  # rows of the current epoch already yielded
         self._active: Iterator | None = None
+        #: the rest of an epoch left in another shape of ranks, while the loader is in it (a state's ``reshaped``)
+        self._rest: _Rest | None = None
         #: (worker, workers): in a DataLoader worker process this loader yields only that worker's
         #: share of the rank's batches (set by the torch dataset); its position counts them all
         self._split: tuple[int, int, int | None] = (0, 1, None)
@@ -347,22 +353,17 @@ class TokenLoader:
     # -- the plan: pure arithmetic on (seed, epoch, rank, world_size), no I/O ---------------------
     def _rank_windows(self, rank: int) -> int:
         """Real windows of ``rank`` per epoch (what :meth:`_groups` deals it)."""
-        w = self.world_size
-        return self._blocks_per_rank * self.block_size + (rank + 1) * self._loose // w - rank * self._loose // w
+        return sum(self._group_sizes(rank, self.world_size))
 
-    def _gap_slot(self, n_real: int) -> int | None:
-        """Row slot of the padding row moved forward on a rank that would otherwise end on an
-        all-padding batch (its last batch then holds its last window), else None."""
-        if self.drop_last or self.batch_size < 2 or n_real < 1:
-            return None
-        return n_real - 1 if self.batches_per_epoch * self.batch_size - n_real == self.batch_size else None
+    def _gap_slot(self, n_real: int, total: int) -> int | None:
+        """Row slot of the padding row moved forward on a rank of ``n_real`` windows in an epoch of
+        ``total`` rows that would otherwise end on an all-padding batch, else None."""
+        return epoch_rest.gap_slot(n_real, total, self.batch_size, self.drop_last)
 
     def _check_no_empty_batch(self) -> None:
         """Refuse a plan in which some rank would get a batch without any target (NaN loss)."""
         b, w = self.batch_size, self.world_size
-        total = self.batches_per_epoch * b
-        bad = [r for r in range(w) if total - self._rank_windows(r) >= b
-               and (b < 2 or self._rank_windows(r) < 1)]
+        bad = epoch_rest.without_target([self._rank_windows(r) for r in range(w)], self.batches_per_epoch * b, b)
         if bad and self.n_windows < w * b:
             # drop_last would leave no batch either: advising it sent users from one refusal to the next
             raise ValueError(
@@ -381,27 +382,61 @@ class TokenLoader:
         digest = hashlib.sha256(json.dumps([self.seed, *key]).encode()).digest()
         return np.random.default_rng(np.frombuffer(digest[:16], np.uint32))
 
-    def _groups(self, epoch: int) -> list[_Group]:
-        c, w, per = self.block_size, self.world_size, self._blocks_per_rank
-        full = self.n_windows // c
-        order = self._rng("blocks", epoch).permutation(full) if self.shuffle else np.arange(full)
-        mine = order[self.rank * per : (self.rank + 1) * per]
-        groups = []
-        for k in range(0, len(mine), self.shuffle_window):
-            blocks = mine[k : k + self.shuffle_window]
+    def _group_sizes(self, rank: int, world_size: int) -> list[int]:
+        """Windows of each group :meth:`_group` deals ``rank`` of ``world_size`` in any epoch (no permutation)."""
+        c, sw = self.block_size, self.shuffle_window
+        per = (self.n_windows // c) // world_size
+        loose = self.n_windows - per * world_size * c
+        n_loose = (rank + 1) * loose // world_size - rank * loose // world_size
+        return [min(sw, per - k) * c for k in range(0, per, sw)] + ([n_loose] if n_loose else [])
+
+    def _block_order(self, epoch: int) -> np.ndarray:
+        full = self.n_windows // self.block_size
+        return self._rng("blocks", epoch).permutation(full) if self.shuffle else np.arange(full)
+
+    def _group(self, epoch: int, order: np.ndarray, rank: int, world_size: int, index: int) -> _Group:
+        """Group ``index`` of ``rank`` of ``world_size`` in ``epoch`` (``order``: its :meth:`_block_order`)."""
+        c, w = self.block_size, world_size
+        per = len(order) // w
+        k = index * self.shuffle_window
+        if k < per:  # the rank's blocks, dealt from the permuted full blocks
+            blocks = order[rank * per + k : rank * per + min(k + self.shuffle_window, per)]
             windows = (blocks[:, None] * c + np.arange(c)[None, :]).ravel()
-            perm = self._rng("group", epoch, self.rank, k).permutation(len(windows)) if self.shuffle else np.arange(len(windows))
-            groups.append(_Group(windows, perm))
+            perm = self._rng("group", epoch, rank, k).permutation(len(windows)) if self.shuffle else np.arange(len(windows))
+            return _Group(windows, perm)
         # Leftover full blocks and the partial last block: split into `w` contiguous slices that
         # differ by at most one window, so each rank still reads a few long runs, not scattered windows.
         rest = order[per * w :]
-        pool = np.concatenate([(rest[:, None] * c + np.arange(c)[None, :]).ravel(), np.arange(full * c, self.n_windows)])
+        pool = np.concatenate([(rest[:, None] * c + np.arange(c)[None, :]).ravel(),
+                               np.arange(len(order) * c, self.n_windows)])
         bounds = np.arange(w + 1) * len(pool) // w
-        loose = pool[bounds[self.rank] : bounds[self.rank + 1]]
-        if len(loose):
-            perm = self._rng("loose", epoch, self.rank).permutation(len(loose)) if self.shuffle else np.arange(len(loose))
-            groups.append(_Group(loose, perm))
-        return groups
+        loose = pool[bounds[rank] : bounds[rank + 1]]
+        perm = self._rng("loose", epoch, rank).permutation(len(loose)) if self.shuffle else np.arange(len(loose))
+        return _Group(loose, perm)
+
+    def _groups(self, epoch: int) -> list[_Group]:
+        order = self._block_order(epoch)
+        return [self._group(epoch, order, self.rank, self.world_size, i)
+                for i in range(len(self._group_sizes(self.rank, self.world_size)))]
+
+    def _plan(self, epoch: int) -> tuple[list[_Group], int]:
+        """This rank's groups of ``epoch`` and the rows every rank yields in it: the epoch's own
+        plan, or the rest of an epoch left in another shape (see :mod:`refinery.epoch_rest`)."""
+        rest = self._rest
+        if rest is None or rest.epoch != epoch:
+            return self._groups(epoch), self.batches_per_epoch * self.batch_size
+        order, built, groups = self._block_order(epoch), {}, []
+        for rank, index, start, stop in rest.pieces:
+            if (rank, index) not in built:
+                built[rank, index] = self._group(epoch, order, rank, rest.levels[0].world_size, index)
+            group = built[rank, index]
+            groups.append(_Group(group.windows, group.order[start:stop]))  # reads only the runs of these rows
+        return groups, rest.total
+
+    def _epoch_rows(self, epoch: int) -> int:
+        """Rows every rank yields in ``epoch`` (fewer in the rest of an epoch left in another shape)."""
+        rest = self._rest
+        return rest.total if rest is not None and rest.epoch == epoch else self.batches_per_epoch * self.batch_size
 
     # -- reading -----------------------------------------------------------------------------------
     def _read_run(self, first: int, count: int) -> np.ndarray:
@@ -413,9 +448,9 @@ class TokenLoader:
         runs = group.runs(self.block_size)
         starts = np.cumsum([0] + [n for _, n in runs])
         needed = np.ones(len(runs), bool)
-        if keep is not None:
+        if keep is not None or len(group.order) < len(group.windows):  # some rows: a part of an epoch's rest
             needed[:] = False
-            needed[np.searchsorted(starts, group.order[keep], side="right") - 1] = True
+            needed[np.searchsorted(starts, group.order if keep is None else group.order[keep], side="right") - 1] = True
         return starts, [pool.submit(self._read_run, first, n) if need else None
                         for (first, n), need in zip(runs, needed)]
 
@@ -435,10 +470,9 @@ class TokenLoader:
 
     def _iter_rows(self, epoch: int, start: int, first: int = 0) -> Iterator[np.ndarray | None]:
         """This rank's windows of ``epoch`` from row ``start`` on; ``None`` rows are padding."""
-        groups = self._groups(epoch)
-        n_real = sum(len(g.windows) for g in groups)
-        total = self.batches_per_epoch * self.batch_size  # rows this epoch, on every rank
-        gap = self._gap_slot(n_real)
+        groups, total = self._plan(epoch)  # total: rows this epoch, on every rank
+        n_real = sum(len(g.order) for g in groups)
+        gap = self._gap_slot(n_real, total)
         real = self._real_rows(groups, start - 1 if gap is not None and start > gap else start, self._kept_rows(n_real, gap, first))
         try:
             for slot in range(start, total):
@@ -463,7 +497,7 @@ class TokenLoader:
     def _real_rows(self, groups: list[_Group], start: int, kept: np.ndarray | None = None) -> Iterator[np.ndarray | None]:
         """The real windows of ``groups`` from the ``start``-th on, read ahead in a thread pool;
         rows ``kept`` leaves out are None and not read (a group with none kept is not read at all)."""
-        sizes = np.cumsum([0] + [len(g.windows) for g in groups])
+        sizes = np.cumsum([0] + [len(g.order) for g in groups])
         if start >= sizes[-1]:
             return
         first = int(np.searchsorted(sizes, start, side="right")) - 1
@@ -485,7 +519,7 @@ class TokenLoader:
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
         b, w = self.batch_size, self.window
-        if self.position >= self.batches_per_epoch * b:
+        if self.position >= self._epoch_rows(self.epoch):
             # the epoch's last batch went out but its iterator was left before its end (a loop of
             # len(loader) steps: zip, a break): this iterator is the next epoch's, as state_dict()
             # says; it ran an epoch of no batch first, so every second epoch was empty (h129)
@@ -493,8 +527,9 @@ class TokenLoader:
         worker, n_workers, first = self._split
         first = self.position // b if first is None else first  # the batch this worker's iteration started at
         rows = self._iter_rows(self.epoch, self.position, first)
+        end = self._epoch_rows(self.epoch)
         try:
-            while self.position < self.batches_per_epoch * b:
+            while self.position < end:
                 if (self.position // b - first) % n_workers != worker:  # another DataLoader worker's batch
                     for _ in range(b):
                         next(rows)
@@ -595,13 +630,17 @@ class TokenLoader:
         return self.state_at(self.epoch, self.position)
 
     def state_at(self, epoch: int, position: int) -> dict:
-        """The state of this loader at ``position`` rows into ``epoch``."""
-        if position >= self.batches_per_epoch * self.batch_size:
+        """The state of this loader at ``position`` rows into ``epoch``; in the rest of an epoch
+        left in another shape, with ``reshaped``: the shapes it was left in and where (oldest first)."""
+        if position >= self._epoch_rows(epoch):
             # after an epoch's last batch the next one is the next epoch's first: saved as
             # (epoch, end), a resumed loop that numbers epochs from the state ran an epoch of no
             # batch (found by testing the loader)
             epoch, position = epoch + 1, 0
-        return {"version": STATE_VERSION, "epoch": epoch, "position": position, **self._identity()}
+        state = {"version": STATE_VERSION, "epoch": epoch, "position": position, **self._identity()}
+        if self._rest is not None and self._rest.epoch == epoch:
+            state["reshaped"] = [asdict(level) for level in self._rest.levels]
+        return state
 
     def _saved_epoch_end(self, saved: dict) -> int | None:
         """Rows of an epoch in the shape a state was saved with (its world size, batch size,
@@ -614,10 +653,37 @@ class TokenLoader:
             return None
         return _batches_per_epoch(self.n_windows, self.block_size, world, batch, bool(saved.get("drop_last"))) * batch
 
+    def _rest_of(self, epoch: int, levels: list[epoch_rest.Level]) -> _Rest:
+        """This rank's share of the rest of ``epoch``, left in the shapes ``levels`` (oldest first),
+        dealt to this loader's shape; refused when it cannot be exact."""
+        first = levels[0].world_size
+        plans = [[(r, i, 0, n) for i, n in enumerate(self._group_sizes(r, first))] for r in range(first)]
+        try:
+            ranks = epoch_rest.deal(plans, levels, self.world_size)
+        except ValueError as exc:
+            raise LoaderStateError(f"loader state of epoch {epoch}: {exc}") from None
+        sizes = [epoch_rest.rows(p) for p in ranks]
+        total = epoch_rest.epoch_rows(sizes, self.batch_size, self.drop_last)
+        bad = epoch_rest.without_target(sizes, total, self.batch_size)
+        if bad:
+            left = levels[-1]
+            raise LoaderStateError(
+                f"the rest of epoch {epoch} ({sum(sizes)} windows, left at position {left.position} with world_size "
+                f"{left.world_size}) dealt to world_size {self.world_size} with batch_size {self.batch_size} would give "
+                f"rank(s) {', '.join(map(str, bad[:8]))} a batch without any target (a NaN loss"
+                + (": fewer windows left than ranks" if min(sizes) < 1 else "") + "); resume it with drop_last=True, "
+                f"or" + _finish_epoch_as_saved(left, epoch).removeprefix(";"))
+        return _Rest(epoch, tuple(levels), ranks[self.rank], total)
+
     def load_state_dict(self, state: dict) -> None:
         """Continue from a :meth:`state_dict`: the next batch is the one after the saved position.
-        :class:`LoaderStateError` lists what differs when the state is another loader's (dataset,
-        seed, shape; rank, world size and batch size may change only between epochs)."""
+
+        Mid-epoch, a state of another ``world_size``, ``batch_size`` or ``drop_last`` (a job restarted
+        on more or fewer ranks) continues the epoch dealt to this shape: the saved ranks' unread
+        windows, every one once, then normal epochs; every new rank loads the same saved state, any
+        old rank's (ranks share their position). :class:`LoaderStateError` lists what differs when
+        the state is another loader's (dataset, seed, shape; ``rank`` alone may change only between
+        epochs: mid-epoch each rank loads its own state)."""
         if state.get("version") != STATE_VERSION:
             raise LoaderStateError(f"loader state version {state.get('version')} != {STATE_VERSION}")
         saved = {"drop_last": False, **state}  # states saved before drop_last existed
@@ -631,54 +697,95 @@ class TokenLoader:
         if epoch < 0:
             raise LoaderStateError(f"loader state epoch {state.get('epoch')!r} and position {state.get('position')!r} "
                                    f"must be integers, the epoch at least 0")
+        levels = _saved_levels(state.get("reshaped"))
         diff = {k: (saved.get(k), v) for k, v in self._identity().items() if not _same_setting(saved.get(k), v)}
-        if position and set(diff) <= _RESHAPEABLE_AT_EPOCH_START and position == self._saved_epoch_end(saved):
+        if (not levels and position and set(diff) <= _RESHAPEABLE_AT_EPOCH_START
+                and position == self._saved_epoch_end(saved)):
             # saved after an epoch's last batch by a refinery that wrote (epoch, end), not (epoch + 1, 0)
             epoch, position = epoch + 1, 0
-        if position == 0:
+        if position == 0 and not levels:
             # an epoch's plan is dealt from (seed, epoch, rank, world_size) at its start: a job that
             # resumes between epochs on more or fewer GPUs (elastic restarts) starts the saved epoch
             # dealt to its own ranks, every token still once
             diff = {k: v for k, v in diff.items() if k not in _RESHAPEABLE_AT_EPOCH_START}
+        if diff and set(diff) <= _RESHAPEABLE_AT_EPOCH_START and set(diff) & _SHAPE:
+            # mid-epoch in another shape (a job restarted on more or fewer ranks): the saved ranks'
+            # unread windows are dealt to this shape; it used to be refused (sessions 48-49)
+            try:
+                left = epoch_rest.Level(*(_integer(k, saved.get(k)) for k in ("world_size", "batch_size")),
+                                        bool(saved.get("drop_last")), position)
+            except TypeError as exc:
+                raise LoaderStateError(f"loader state: {exc}") from None
+            levels, position, diff = [*levels, left], 0, {}
         if diff:
             detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             hint = ""
-            if set(diff) & _RESHAPEABLE_AT_EPOCH_START:
-                hint = (f"; {', '.join(sorted(set(diff) & _RESHAPEABLE_AT_EPOCH_START))} can change only at an "
-                        f"epoch's start (this state is {position} rows into epoch {epoch})")
-            if set(diff) & (_RESHAPEABLE_AT_EPOCH_START - {"rank"}):
-                # a job restarted on fewer (or more) nodes mid-epoch: "only at an epoch's start" left it
-                # to roll back to an older checkpoint; the epoch can be finished as saved instead (h189)
-                hint += _finish_epoch_as_saved(saved, epoch)
             if set(diff) == {"rank"}:
                 # every rank loading rank 0's state (a checkpoint saved on rank 0 only) is the usual
                 # way to get here; "can change only at an epoch's start" did not say what to do (h129)
-                hint += ("; mid-epoch each rank resumes from its own state: save every rank's state_dict() (e.g. "
-                         "gathered with torch.distributed.all_gather_object) and load the one saved by this rank")
+                hint += (f"; rank can change only at an epoch's start (this state is {position} rows into epoch "
+                         f"{epoch}): mid-epoch each rank resumes from its own state: save every rank's state_dict() "
+                         f"(e.g. gathered with torch.distributed.all_gather_object) and load the one saved by this rank")
             if "dataset" in diff:
                 # tokens redone (an upgrade of refinery, another config) or another directory: the
                 # state's windows are not these tokens' windows, and no resume can map them
                 hint += (f"; {self.data.uri} holds other tokens than the state was saved on (redone or another "
                          f"corpus): resume on the token shards it was saved on, or start these without the state")
             raise LoaderStateError(f"loader state does not match this loader ({detail}){hint}")
-        if position % self.batch_size or not 0 <= position <= self.batches_per_epoch * self.batch_size:
+        rest = self._rest_of(epoch, levels) if levels else None
+        end = rest.total if rest is not None else self.batches_per_epoch * self.batch_size
+        if position % self.batch_size or not 0 <= position <= end:
             raise LoaderStateError(f"loader state position {position} is not a batch boundary of this epoch")
+        if position == end and rest is not None:  # a rest of no batch (drop_last): the next epoch
+            epoch, position, rest = epoch + 1, 0, None
         if self._active is not None:
             self._active.close()
             self._active = None
-        self.epoch, self.position = epoch, position
+        self.epoch, self.position, self._rest = epoch, position, rest
+
+
+@dataclass(frozen=True)
+class _Rest:
+    """The rest of an epoch left in other shapes of ranks (``levels``, oldest first): this rank's
+    pieces of it (see :mod:`refinery.epoch_rest`) and the rows every rank yields in it."""
+
+    epoch: int
+    levels: tuple[epoch_rest.Level, ...]
+    pieces: list[epoch_rest.Piece]
+    total: int
+
+
+def _saved_levels(saved: Any) -> list[epoch_rest.Level]:
+    """A state's ``reshaped`` (the shapes its epoch was left in), checked; [] for a plain state."""
+    if saved is None:
+        return []
+    try:
+        if not isinstance(saved, list) or not saved:
+            raise TypeError("must be a non-empty list")
+        levels = [epoch_rest.Level(*(_integer(k, lv[k]) for k in ("world_size", "batch_size")), lv["drop_last"],
+                                   _integer("position", lv["position"])) for lv in saved]
+    except (TypeError, KeyError) as exc:
+        raise LoaderStateError(f"loader state reshaped {saved!r} is not a list of {{world_size, batch_size, "
+                               f"drop_last, position}} ({exc})") from None
+    if any(lv.world_size < 1 or lv.batch_size < 1 or lv.position < 0 or not isinstance(lv.drop_last, bool)
+           for lv in levels):
+        raise LoaderStateError(f"loader state reshaped {saved!r}: world_size and batch_size must be >= 1, "
+                               f"position >= 0, drop_last a bool")
+    return levels
 
 
 # What a state saved at an epoch's start may differ in: each rank's share of an epoch is dealt
-# when the epoch starts, so only mid-epoch positions depend on them.
+# when the epoch starts, so only mid-epoch positions depend on them. Mid-epoch a change of shape
+# deals the rest of the epoch to the new shape (h201); a change of rank alone is refused.
 _RESHAPEABLE_AT_EPOCH_START = frozenset({"rank", "world_size", "batch_size", "drop_last"})
+_SHAPE = frozenset({"world_size", "batch_size", "drop_last"})
 
 
-def _finish_epoch_as_saved(saved: dict, epoch: int) -> str:
+def _finish_epoch_as_saved(saved: epoch_rest.Level, epoch: int) -> str:
     """How to reach the next epoch's start, where the shape may change, from a mid-epoch state of
     another shape: the saved ranks' loaders, all in this process if need be, to the epoch's end."""
-    world, batch, drop_last = saved.get("world_size"), saved.get("batch_size"), saved.get("drop_last")
-    last = world - 1 if isinstance(world, int) else f"{world} - 1"
+    world, batch, drop_last = saved.world_size, saved.batch_size, saved.drop_last
+    last = world - 1
     return (f"; to change it now, finish epoch {epoch} as saved: one TokenLoader per saved rank (rank=0..{last}, "
             f"world_size={world}, batch_size={batch}, drop_last={drop_last}; several may run in one process), each "
             f"loading its rank's state, iterated to the epoch's end; then their state_dict() (epoch {epoch + 1}, "
@@ -688,13 +795,14 @@ def _finish_epoch_as_saved(saved: dict, epoch: int) -> str:
 # What every rank's loader must share: each rank deals itself its windows from these, so a rank
 # with another seed (``seed + rank``, a common mistake) reads windows others read too and misses others
 _SHARED_BY_RANKS = ("dataset", "seed", "world_size", "seq_len", "batch_size", "block_size", "shuffle",
-                    "shuffle_window", "drop_last", "epoch", "position")
+                    "shuffle_window", "drop_last", "epoch", "position", "reshaped")
 _RANK_HINTS = {
     "seed": " (pass every rank the same seed, not seed + rank: ranks dealing with different seeds read some windows "
             "twice and others never)",
     "dataset": " (every rank must read the same tokens)",
     "epoch": " (each rank must load the state it saved itself at the same step)",
     "position": " (each rank must load the state it saved itself at the same step)",
+    "reshaped": " (the rest of an epoch left in another shape: every rank must load a state saved at the same step)",
 }
 
 
@@ -990,7 +1098,7 @@ def _torch_dataset_class() -> type:
         def _iteration_start(self, i: int) -> tuple[int, int]:
             """Where the ``i``-th iteration since iteration 0 starts: each runs an epoch."""
             epoch, position = self._shared[LOADED], self._shared[LOADED + 1]
-            if position >= self.loader.batches_per_epoch * self.loader.batch_size:
+            if position >= self.loader._epoch_rows(epoch):
                 epoch, position = epoch + 1, 0
             return (epoch, position) if i == 0 else (epoch + i, 0)
 
@@ -1065,9 +1173,10 @@ def _torch_dataset_class() -> type:
                 raise RuntimeError(_OUT_OF_ORDER)
             # the current iteration's start (before any: where the next one starts)
             epoch, position = self._iteration_start(max(0, self._iterations_started() - 1))
-            end = self.loader.batches_per_epoch * self.loader.batch_size
+            end = self.loader._epoch_rows(epoch)
             if position >= end:
                 epoch, position = epoch + 1, 0
+                end = self.loader._epoch_rows(epoch)
             left = (end - position) // self.loader.batch_size
             if not 0 <= batches <= left:
                 raise ValueError(f"batches={batches}: the current iteration (epoch {epoch}) holds {left} batches")
