@@ -31,6 +31,8 @@ from typing import Any, Callable, Literal
 from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
 from refinery.config import same_json as _same
+from refinery.input_footers import RECORD_KEY as FOOTERS_RECORD_KEY
+from refinery.input_footers import FooterCheck, check_parquet_inputs
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.io.runlock import RunDirBusy
@@ -104,6 +106,9 @@ class Plan:
     #: the run directory as the previous ``run.json`` named it (before this run rewrote it): where
     #: the run lived when moved since; dedup indexes an earlier refinery began hashed paths under it
     recorded_output: str | None = None
+    #: the Parquet footers read before the run, recorded in input_files.json so a rerun skips the
+    #: files found good and unchanged since (:mod:`refinery.input_footers`)
+    footer_check: FooterCheck | None = None
     run: RunDir = field(init=False)
 
     def __post_init__(self) -> None:
@@ -644,31 +649,6 @@ def check_html_before_extract(config: PipelineConfig) -> None:
             extractor = spec
 
 
-def _check_first_parquet(config: PipelineConfig, input_uri: str, files: list[str]) -> None:
-    """Parquet input of raw pages (an ``html`` column, no ``text``) read by stages that need text
-    with no ``extract`` first removed every document as ``empty_text`` (found by adversarial
-    testing): refused, as for WARC input. One footer is read (the first Parquet file's); a reserved
-    column beside its ``input_`` rename in it is refused too (the reader's rename would fail the shard)."""
-    first = next((f for f in files if f.lower().endswith(".parquet")), None)
-    if first is None:
-        return
-    try:
-        from refinery.io.dataset import read_footer
-
-        names = read_footer(first).schema.names
-    except Exception:  # noqa: BLE001 - an unreadable file fails its own shard, with its own message
-        return
-    if "html" in names and "text" not in names:
-        check_text_before_use(config, input_uri, f"Parquet pages without a text column ({fs.basename(first)}: html only)")
-    from refinery.schema import InputSchemaError, rename_reserved
-
-    try:  # the footer already read: a reserved column beside its rename (quote_lines and
-        # input_quote_lines) failed its shard, where it is one line up front now (session 47, h175)
-        rename_reserved(names, f"input Parquet shard {first}")
-    except InputSchemaError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
@@ -823,10 +803,9 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
     files, by_file = list_input_versions(input_uri, tuple(config.reader.cc_subsets), config.reader.manifest_base)
     if any(f.lower().endswith(WARC_SUFFIXES) for f in files):
         check_text_before_use(config, input_uri)
-    else:
-        _check_first_parquet(config, input_uri, files)
     root = input_root(input_uri, files)
     names = unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
+    footers = check_parquet_inputs(config, files, names, by_file, output_uri)
     passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit, pinned=pinned_libraries)
     _check_benchmarks(config)
     sizes = versions = None
@@ -834,7 +813,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
         sizes = {name: by_file[f][0] for f, name in zip(files, names)}
         versions = {name: by_file[f][1] for f, name in zip(files, names)}
     plan = Plan(config, input_uri, output_uri, files, passes, limit, sizes, versions,
-                pinned_libraries=pinned_libraries)
+                pinned_libraries=pinned_libraries, footer_check=footers)
     plan.remember_shard_names(names)
     return plan
 
@@ -1252,6 +1231,8 @@ def write_plan(plan: Plan, previous: dict[str, Any] | None = None, tag: str | No
     try:
         if plan.input_sizes is not None:
             inputs = {"files": plan.input_sizes, "versions": plan.input_versions}
+            if plan.footer_check is not None:
+                inputs[FOOTERS_RECORD_KEY] = plan.footer_check.to_json()
             fs.write_bytes(fs.join(plan.output, INPUT_SIZES_FILE), json.dumps(inputs).encode())
         data = json.dumps(record, indent=1).encode()
         if conditional:

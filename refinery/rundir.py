@@ -167,14 +167,17 @@ class RunDir:
             return []
         # a local listing spells files absolute: a relative OUTPUT's input record was someone else's
         top = fs.absolute(self.root).rstrip("/")
-        files = fs.list_files(self.root)
+        runs: list[str] = []  # a run below (``-o runs`` for runs/run3): its files are not listed
+        files = fs.list_files(self.root, runs=runs)
         at_top = [f for f in files if posixpath.dirname(f.rstrip("/")) == top]
         if any(fs.basename(f) == fs.RUN_MARKER for f in at_top):
             return []  # another share of the same job planned it meanwhile
         # the plan writes the input record just before run.json: a run killed between the two, or
         # a share starting meanwhile, found "someone else's file" (found by a review)
         ours = {f for f in at_top if fs.basename(f) == INPUT_RECORD}
-        return [f for f in files if f not in ours][:limit]
+        # a directory holding runs is no place for one: it was taken as empty, the run's kept/ and
+        # stats written beside them, and each then read as a directory of the new run (session 49)
+        return ([f"{r}/ (a refinery run)" for r in runs] + [f for f in files if f not in ours])[:limit]
 
     def unfinished_last_pass(self) -> str | None:
         """The name of the last document pass of the plan ``run.json`` records, when that pass has

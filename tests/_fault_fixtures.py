@@ -283,3 +283,22 @@ def write_after_remount(where: str, index: int, remount_read_only_at: int) -> di
         subprocess.run(["mount", "-o", "remount,ro", where], check=True, capture_output=True)
     (Path(where) / f"out-{index}").write_text("x")
     return {"index": index}
+
+
+def write_parquet_with_a_damaged_page(path: Path, codec: str = "zstd") -> None:
+    """A Parquet file whose footer reads (its columns ``id`` and ``text``) but whose data page does
+    not: it passes `refinery run`'s up-front footer check and fails its own shard when read, the
+    way a file damaged past its footer does (a file that is not Parquet at all is refused before
+    any shard since session 49)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [" ".join(f"w{i}x{j * 7919 % 10007}" for j in range(400)) for i in range(4)]
+    pq.write_table(pa.table({"id": [str(i) for i in range(4)], "text": texts}), path,
+                   compression=codec, use_dictionary=False, write_statistics=False)  # one page: its middle is data
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    data = bytearray(path.read_bytes())
+    start, size = chunk.data_page_offset, chunk.total_compressed_size
+    damage = slice(start + size // 3, start + 2 * size // 3)  # past the page header, inside its data
+    data[damage] = bytes(b ^ 0x5A for b in data[damage])
+    path.write_bytes(bytes(data))

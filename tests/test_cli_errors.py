@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from _fault_fixtures import CC_DOCS, FaultPolicy, split_jsonl, through_proxy  # noqa: F401 - fixture
+from _fault_fixtures import CC_DOCS, FaultPolicy, split_jsonl, through_proxy, write_parquet_with_a_damaged_page  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 REFINEDWEB = ROOT / "configs" / "refinedweb.yaml"
@@ -452,7 +452,7 @@ def test_a_run_whose_last_document_pass_has_not_finished_is_refused_by_dedup_and
     has no OUT/kept yet, and `refinery dedup OUT` read every Parquet file under OUT as its input:
     the filter pass's removed/ documents were published as kept, as ``filter__removed__part-000``.
     A one-pass run stopped with a shard failed was deduplicated over its finished shards alone."""
-    (small_input / "broken.parquet").write_bytes(b"not a parquet file")  # its shard fails
+    write_parquet_with_a_damaged_page(small_input / "broken.parquet")  # its shard fails
     recipe = _config(tmp_path, GOPHER + "dedup:\n  - method: exact\n", "recipe.yaml")
     for cfg, out in ((recipe, tmp_path / "recipe"), (_config(tmp_path, GOPHER), tmp_path / "one")):
         code, _, err = cli("run", cfg, "-i", small_input, "-o", out, "--workers", "1")
@@ -1204,6 +1204,26 @@ def test_a_refused_dedup_leaves_nothing_in_its_output(cli, tmp_path, small_input
     assert code == 0, err
     assert_one_error_line(*cli("dedup", run, "-o", tmp_path / "d", "--method", "url", "--workers", "1"),
                           "other settings (method exact -> url)")
+
+
+def test_an_output_holding_a_run_below_is_refused_by_run_and_dedup(cli, tmp_path, small_input):
+    """Found by session 49 (h198): `-o runs` for `-o runs/run3`, runs/ holding run1/: the listing
+    leaves a run's files out, so the output check found runs/ empty and wrote a run (or a dedup)
+    beside run1, which then read as a directory of the new run ("runs/run1 is the run1/ directory
+    of the refinery run runs"). One line now, nothing written."""
+    import shutil
+
+    run = _run_dir(tmp_path, small_input)
+    runs = tmp_path / "runs"
+    shutil.copytree(run, runs / "run1")
+    before = sorted(str(p.relative_to(runs)) for p in runs.rglob("*"))
+    assert_one_error_line(*cli("run", _config(tmp_path, GOPHER), "-i", small_input, "-o", runs, "--workers", "1"),
+                          f"output {runs} is not empty and is not a refinery run (no run.json): it holds "
+                          f"{runs / 'run1'}/ (a refinery run); choose a new or empty output directory")
+    assert_one_error_line(*cli("dedup", run, "-o", runs, "--method", "exact", "--workers", "1"),
+                          f"output {runs} is not empty and is not a refinery run (no run.json): it holds run1/ "
+                          "(a refinery run); choose a new or empty --output")
+    assert sorted(str(p.relative_to(runs)) for p in runs.rglob("*")) == before
 
 
 def test_a_mistyped_option_suggests_the_options_it_is_close_to(cli):

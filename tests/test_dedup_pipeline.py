@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _fault_fixtures import write_parquet_with_a_damaged_page
 
 from refinery.dedup.config import DedupConfig, load_dedup_config
 from refinery.dedup.driver import run_dedup
@@ -1095,7 +1096,7 @@ def test_a_shard_its_run_set_aside_is_named_when_dedup_reads_the_rest(tmp_path, 
     for name in ("a", "b"):
         (src / f"{name}.jsonl").write_text("".join(json.dumps({"id": f"{name}{i}", "url": f"https://{name}.example/{i}",
                                                                "text": f"document {i} of {name}"}) + "\n" for i in range(3)))
-    (src / "zz.parquet").write_bytes(b"PAR1 not a Parquet file")  # its shard fails
+    write_parquet_with_a_damaged_page(src / "zz.parquet")  # its shard fails
     run = tmp_path / "run"
     config = parse_config({"name": "t", "executor": {"max_failed_fraction": 0.5},
                            "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}],

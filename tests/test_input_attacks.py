@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _fault_fixtures import write_parquet_with_a_damaged_page
 from warcio.archiveiterator import ArchiveIterator
 from warcio.warcwriter import WARCWriter
 
@@ -376,7 +377,7 @@ def test_reserved_input_columns_are_renamed_not_obeyed(tmp_path):
     # nor the evidence of a removal (h191): a stage's removal would have carried the input's
     assert kept.column("input__evidence").to_pylist() == ["e"] * 3 and "input_removed_evidence" in kept.column_names
     # a reserved column beside its rename: one line before any task, naming the file and both
-    # (the footer the plan reads anyway; it failed its shard: session 47, h175)
+    # (it failed its shard: session 47, h175; every input footer is checked since session 49)
     from refinery.plan import plan_run
 
     both = tmp_path / "both" / "both.parquet"
@@ -384,8 +385,9 @@ def test_reserved_input_columns_are_renamed_not_obeyed(tmp_path):
     pq.write_table(pa.table({"id": ["a"], "text": ["t"], "quote_lines": pa.array([[0]], pa.list_(pa.int32())),
                              "input_quote_lines": [[1]]}), both)
     config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}]})
-    with pytest.raises(ConfigError, match=re.escape(f"input Parquet shard {both}: column 'quote_lines' is reserved "
-                                                    "and 'input_quote_lines' exists too; rename one of them")):
+    with pytest.raises(ConfigError, match=re.escape(f"Parquet shard {both}: column 'quote_lines' is reserved "
+                                                    "and 'input_quote_lines' exists too; rename one of them; no shard "
+                                                    "was run")):
         plan_run(config, str(both.parent), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
@@ -629,6 +631,9 @@ def test_parquet_uncastable_column_is_one_line_naming_file_and_column(tmp_path, 
     cols[column] = values
     pq.write_table(pa.table(cols), src)
     config = parse_config({"name": "t", "stages": [{"type": "gopher_quality"}]})
+    with pytest.raises(ConfigError, match=re.escape(f"Parquet shard {src}: column {column!r} has type ")):
+        run_pipeline(config, str(src.parent), str(tmp_path / "out"), workers=1, progress=False)  # before any shard
+    config.executor.max_failed_fraction = 0.5  # shards may fail: it is read, and its shard fails as it did
     summary = run_pipeline(config, str(src.parent), str(tmp_path / "out"), workers=1, progress=False)
     (failure,) = summary.failed
     first = failure.error.splitlines()[0]  # the executor appends the traceback below it
@@ -643,6 +648,10 @@ def test_a_parquet_file_with_a_repeated_column_fails_by_name(tmp_path):
         arrays = [pa.array(["a"]), pa.array(["some words here"])] + [pa.array(["x"])] * (len(cols) - 2)
         pq.write_table(pa.Table.from_arrays(arrays, names=cols), tmp_path / "in" / f"{name}.parquet")
     config = parse_config({"name": "t", "stages": [{"type": "gopher_quality", "params": {"min_words": 1}}]})
+    with pytest.raises(ConfigError, match=r"twice-extra\.parquet has the column 'lang' more than once; rename or drop "
+                                          r"one \(and 1 more bad input file\(s\): twice-text\.parquet\); no shard was run"):
+        run_pipeline(config, str(tmp_path / "in"), str(tmp_path / "out"), workers=1, progress=False)
+    config.executor.max_failed_fraction = 0.5  # shards may fail: each is read, and fails as it did
     summary = run_pipeline(config, str(tmp_path / "in"), str(tmp_path / "out"), workers=1, progress=False)
     failed = {o.shard: o.error for o in summary.failed}
     assert set(failed) == {"twice-text", "twice-extra"}
@@ -756,15 +765,7 @@ def test_a_damaged_parquet_page_fails_its_shard_at_once_naming_the_file(tmp_path
     OSError while batches were read: retried 3 times as transient, its line naming no file."""
     root = tmp_path / "in"
     root.mkdir()
-    texts = [" ".join(f"w{i}x{j * 7919 % 10007}" for j in range(400)) for i in range(4)]
-    pq.write_table(pa.table({"id": [str(i) for i in range(4)], "text": texts}), root / "bad.parquet",
-                   compression=codec, use_dictionary=False, write_statistics=False)  # one page: its middle is data
-    chunk = pq.ParquetFile(root / "bad.parquet").metadata.row_group(0).column(1)
-    data = bytearray((root / "bad.parquet").read_bytes())
-    start, size = chunk.data_page_offset, chunk.total_compressed_size
-    damage = slice(start + size // 3, start + 2 * size // 3)  # past the page header, inside its data
-    data[damage] = bytes(b ^ 0x5A for b in data[damage])
-    (root / "bad.parquet").write_bytes(bytes(data))
+    write_parquet_with_a_damaged_page(root / "bad.parquet", codec)
     config = parse_config({"name": "t", "stages": [{"type": "gopher_quality", "params": {"min_words": 1}}]})
     with caplog.at_level(logging.INFO, logger="refinery.executors"):
         summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _fault_fixtures import write_parquet_with_a_damaged_page
 from warcio.archiveiterator import ArchiveIterator
 
 from refinery.config import load_config, parse_config
@@ -119,7 +120,7 @@ def test_unreadable_shard_fails_alone_with_a_clear_error(tmp_path):
     src.mkdir()
     docs = [json.loads(line) for line in gzip.open(ROOT / "data/sample/cc_docs/multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
     pq.write_table(pa.table({"id": [d["id"] for d in docs], "text": [d["text"] for d in docs]}), src / "good.parquet")
-    (src / "broken.parquet").write_bytes(b"PAR1 not really parquet")
+    write_parquet_with_a_damaged_page(src / "broken.parquet")
     config = parse_config({"name": "t", "stages": [{"type": "gopher_quality"}]})
     summary = run_pipeline(config, str(src), str(tmp_path / "out"), workers=1, progress=False)
     status = {o.shard: o.status for o in summary.outcomes}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _fault_fixtures import FaultPolicy, through_proxy  # noqa: F401 - fixture
+from _fault_fixtures import FaultPolicy, through_proxy, write_parquet_with_a_damaged_page  # noqa: F401 - fixture
 from _procs import assert_group_gone
 import yaml
 from _scale_fixtures import write_dedup_input
@@ -545,13 +545,13 @@ def test_an_input_rewritten_under_the_same_name_is_refused_unless_its_shard_neve
     docs = [json.loads(line) for line in gzip.open(ROOT / "data" / "sample" / "cc_docs" / "multiple_files_cc_en_head-0091.jsonl.gz", "rt")]
     whole = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
     (src / "a.jsonl").write_bytes(whole[: len(whole) // 2].rsplit(b"\n", 1)[0] + b"\n")
-    (src / "b.parquet").write_bytes(b"PAR1" + whole[:296])  # not Parquet: its shard fails (a cut .jsonl.gz no longer does)
+    write_parquet_with_a_damaged_page(src / "b.parquet")  # its shard fails (a cut .jsonl.gz no longer does)
     config = parse_config({"name": "sizes", "stages": [{"type": "gopher_quality"}]})
     out = tmp_path / "run"
     first = run_pipeline(config, str(src), str(out), workers=1, progress=False)
     assert [o.shard for o in first.failed] == ["b"]
     assert json.loads((out / "input_files.json").read_text())["files"] == {
-        "a": (src / "a.jsonl").stat().st_size, "b": 300}
+        "a": (src / "a.jsonl").stat().st_size, "b": (src / "b.parquet").stat().st_size}
 
     pq.write_table(pa.Table.from_pylist([{"id": str(d["id"]), "text": d["text"]} for d in docs]), src / "b.parquet")  # fixed: simply read
     fixed = run_pipeline(config, str(src), str(out), workers=1, progress=False)
@@ -617,7 +617,7 @@ def test_forced_reruns_leave_no_output_of_another_input_or_config(tmp_path):
     assert set(kept_ids()) <= {str(d["id"]) for d in docs[0::3] + docs[1::3]}
     # (2) a shard failing in a forced rerun with another config keeps none of the old outputs
     (src / "s1.jsonl").unlink()
-    (src / "s1.parquet").write_bytes(b"PAR1 not a Parquet file")  # it fails (a cut .jsonl.gz no longer does)
+    write_parquet_with_a_damaged_page(src / "s1.parquet")  # it fails (a cut .jsonl.gz no longer does)
     failed = run_pipeline(parse_config({**spec, "stages": [{"type": "gopher_quality", "params": {"min_words": 30}}]}),
                           str(src), str(out), workers=1, progress=False, force=True)
     assert [o.shard for o in failed.failed] == ["s1"]
@@ -1275,7 +1275,7 @@ def test_removing_an_input_whose_shard_failed_resumes_without_redoing_the_others
     src = tmp_path / "in"
     write_dedup_input(src, copies=3)
     bad = src / "zz-broken.parquet"
-    bad.write_bytes(b"PAR1 not a Parquet file")  # its shard fails (a cut .jsonl.gz is read up to the cut)
+    write_parquet_with_a_damaged_page(bad)  # its shard fails (a cut .jsonl.gz is read up to the cut)
     out = tmp_path / "run"
     spec = _recipe(dedup=[{"method": "exact"}], tokenize=None)
     first = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
@@ -1312,7 +1312,7 @@ def test_failed_shards_within_max_failed_fraction_are_set_aside_and_a_rerun_retr
     src = tmp_path / "in"
     write_dedup_input(src, copies=3)
     bad = src / "zz-broken.parquet"
-    bad.write_bytes(b"PAR1 not a Parquet file")  # its shard fails (a cut .jsonl.gz is read up to the cut)
+    write_parquet_with_a_damaged_page(bad)  # its shard fails (a cut .jsonl.gz is read up to the cut)
     out = tmp_path / "run"
     spec = _recipe(dedup=[{"method": "exact"}], tokenize={"tokenizer": "gpt2"},
                    executor={"max_failed_fraction": 0.3})
@@ -1378,7 +1378,7 @@ def test_a_set_aside_input_moved_out_resumes_and_a_refused_rerun_changes_nothing
     src = tmp_path / "in"
     write_dedup_input(src, copies=3)
     bad = src / "zz-broken.parquet"
-    bad.write_bytes(b"PAR1 not a Parquet file")  # its shard fails (a cut .jsonl.gz is read up to the cut)
+    write_parquet_with_a_damaged_page(bad)  # its shard fails (a cut .jsonl.gz is read up to the cut)
     out = tmp_path / "run"
     spec = _recipe(dedup=[{"method": "exact"}], tokenize={"tokenizer": "gpt2"}, executor={"max_failed_fraction": 0.5})
     first = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
@@ -1448,16 +1448,20 @@ def test_parquet_pages_without_text_need_extract_before_text_stages(tmp_path):
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"id": ["a"], "html": [b"<html><body><p>Some words here.</p></body></html>"],
                              "url": ["http://a.example/"]}), tmp_path / "in" / "pages.parquet")
-    with pytest.raises(ConfigError, match=r"^stages\[0\] gopher_quality: reads text.*'extract'"):
+    with pytest.raises(ConfigError, match=r"^stages\[0\] gopher_quality: reads text, but on Parquet pages without a "
+                                          r"text column \(html only\) \(.*pages\.parquet\).*'extract'"):
         plan_run(parse_config(_recipe(dedup=[], tokenize=None)), str(tmp_path / "in"), str(tmp_path / "out"))
     ok = _recipe(stages=[{"type": "extract"}, {"type": "gopher_quality", "params": {"min_words": 2}}], dedup=[],
                  tokenize=None)
     assert plan_run(parse_config(ok), str(tmp_path / "in"), str(tmp_path / "out")).passes[0].name == "filter"
-    # the plan reads one file: a later html-only file fails its own shard, naming the file
+    # a later html-only file: refused too (every footer is read, session 49), and when shards may
+    # fail, it fails its own shard, naming the file
     pq.write_table(pa.table({"id": ["t"], "text": ["Text that was already extracted. " * 10]}),
                    tmp_path / "in" / "a-text.parquet")
-    run = run_pipeline(parse_config(_recipe(dedup=[], tokenize=None)), str(tmp_path / "in"), str(tmp_path / "out"),
-                       workers=1, progress=False)
+    with pytest.raises(ConfigError, match=r"^stages\[0\] gopher_quality: reads text, but on Parquet pages without"):
+        plan_run(parse_config(_recipe(dedup=[], tokenize=None)), str(tmp_path / "in"), str(tmp_path / "out"))
+    run = run_pipeline(parse_config(_recipe(dedup=[], tokenize=None, executor={"max_failed_fraction": 0.4})),
+                       str(tmp_path / "in"), str(tmp_path / "out"), workers=1, progress=False)
     [failed] = run.failed
     assert failed.shard == "pages" and "pages.parquet holds pages (an 'html' column) without a 'text'" in failed.error
     assert "'gopher_quality' reads text" in failed.error

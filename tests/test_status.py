@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from _fault_fixtures import FaultPolicy, through_proxy  # noqa: F401 - fixture
+from _fault_fixtures import FaultPolicy, through_proxy, write_parquet_with_a_damaged_page  # noqa: F401 - fixture
 from refinery.cli import app
 from refinery.config import parse_config
 from refinery.io.runlock import run_dir_lock
@@ -274,7 +274,7 @@ def test_the_report_of_a_run_stopped_by_a_failed_shard_names_it(tmp_path):
     from refinery.stats.report import build_report
 
     src = _input(tmp_path)
-    (src / "zz-broken.parquet").write_bytes(b"PAR1 not a Parquet file")  # fails its shard (a cut .jsonl.gz no longer does)
+    write_parquet_with_a_damaged_page(src / "zz-broken.parquet")  # fails its shard (a cut .jsonl.gz no longer does)
     out = tmp_path / "out"
     config = parse_config({"name": "st", "stages": [{"type": "gopher_quality", "params": {"min_words": 5}}],
                            "dedup": [{"method": "exact"}]})

@@ -15,6 +15,7 @@ writes ``passes/<pass>.json``; re-running the same command resumes after the las
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -25,6 +26,8 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
+
+import pyarrow as pa
 
 from refinery import __version__
 from refinery.dedup import components
@@ -48,7 +51,7 @@ from refinery.dedup.substring import (
     SUBSTRING_BYTES_PER_TOKEN,
     substring_task,
 )
-from refinery.io import fs
+from refinery.io import fs, parquet
 from refinery.io.readahead import read_ahead
 from refinery.io.runlock import CLAIM_FILE, LOCK_FILE, OutputClaim, confirm_claim, output_guard
 from refinery.rundir import (
@@ -761,21 +764,22 @@ def _check_columns(shards: list[Shard], method: str) -> None:
     each, 16 at a time (moto: 1,000 shards in ~7 s beside a 0.5 s listing; the signatures read
     every shard whole next). S3 checked the first shard of each directory only, so a later shard
     without ``text`` failed its signature task, "dedup failed", exit 1, its output begun (h178)."""
-    if not shards:
-        return
     # in shard order: the first shard that fails is the one named
-    for _ in read_ahead(lambda shard: _check_shard_columns(shard, method), shards):
-        pass
+    check = functools.partial(_check_shard_columns, method=method)
+    for _, why in parquet.footer_problems([s.uri for s in shards], check):
+        if why:
+            raise DedupInputError(why)
 
 
-def _check_shard_columns(shard: Shard, method: str) -> None:
-    from refinery.dedup.passes import _columns
+def _check_shard_columns(uri: str, schema: pa.Schema, method: str) -> None:
+    from refinery.dedup.passes import check_dedup_schema
 
-    present = _columns(shard.uri)
+    check_dedup_schema(uri, schema)
+    present = schema.names
     missing = [c for c in _NEEDED_COLUMNS.get(method, ("id", "text")) if c not in present]
     if missing:
-        raise DedupInputError(f"shard {shard.uri} lacks column(s) {missing} needed by {method} dedup "
-                              f"(columns: {', '.join(present[:10])}); is the input a run or a directory of documents?")
+        raise parquet.ShardReadError(f"shard {uri} lacks column(s) {missing} needed by {method} dedup "
+                                     f"(columns: {', '.join(present[:10])}); is the input a run or a directory of documents?")
 
 
 # what `refinery dedup` writes into OUTPUT: top-level files, and directories of per-shard files
@@ -815,8 +819,9 @@ def _check_output_is_dedup(run: RunDir, shards: set[str], force: bool, work_root
     if foreign and not others and (_written_by_a_dedup(run, foreign) or _indexed_by(work_root, foreign, run.root)):
         return  # orphans of a killed dedup (shards since removed from the input): cleaned, not refused
     if foreign:
+        shown = [f"{f} (a refinery run)" if f.endswith("/") else f for f in foreign[:3]]
         raise DedupInputError(f"output {run.root} is not empty and is not a refinery run (no run.json): it holds "
-                              f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; choose a new or "
+                              f"{', '.join(shown)}{' ...' if len(foreign) > 3 else ''}; choose a new or "
                               "empty --output")
 
 
@@ -829,11 +834,15 @@ def _relative_to(path: str, root: str) -> str | None:
 
 
 def _listed(root: str) -> list[str]:
-    """Paths of the files under ``root``, relative to it (none when it does not exist)."""
+    """Paths of the files under ``root``, relative to it (none when it does not exist), and of the
+    refinery run directories below it, ending in ``/`` (``OUTPUT/r1/`` held a run: the check took
+    OUTPUT for empty and wrote the dedup beside it; session 49)."""
     if not fs.exists(root):
         return []
     top = fs.absolute(root).rstrip("/") + "/"  # how listings spell the files, whatever ``root``'s spelling
-    return [f.removeprefix(top) for f in fs.list_files(root)]  # (``root`` a file: its own path)
+    runs: list[str] = []  # a refinery run below: its files are left out of the listing, so named here
+    files = [f.removeprefix(top) for f in fs.list_files(root, runs=runs)]  # (``root`` a file: its own path)
+    return files + [r.removeprefix(top) + "/" for r in runs]
 
 
 def _written_by_dedup(rel: str, shards: set[str]) -> bool:

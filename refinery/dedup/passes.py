@@ -160,29 +160,23 @@ def _columns(uri: str, data: pa.Buffer | None = None) -> list[str]:
 def checked_footer(uri: str, data: pa.Buffer | None = None) -> tuple[list[str], pq.FileMetaData]:
     """:func:`_columns` and the Parquet footer they come from, read once."""
     try:
-        if data is not None:
-            pf = pq.ParquetFile(pa.BufferReader(data))
-            schema, meta = pf.schema_arrow, pf.metadata
-        else:
-            with fs.open_parquet_input(uri) as f:
-                pf = pq.ParquetFile(f)
-                schema, meta = pf.schema_arrow, pf.metadata
-    except (OSError, pa.ArrowInvalid) as exc:
-        if parquet.damaged(exc):  # the final line named the shard, not the file (found by adversarial testing)
-            raise DedupInputError(parquet.damaged_message(uri, exc)) from None
-        raise
-    names = schema.names
-    twice = repeated_column(names)
+        schema, meta = parquet.schema_and_metadata(uri, data)
+        check_dedup_schema(uri, schema)
+    except parquet.ShardReadError as exc:
+        raise DedupInputError(str(exc)) from None
+    return schema.names, meta
+
+
+def check_dedup_schema(uri: str, schema: pa.Schema) -> None:
+    """:class:`~refinery.io.parquet.ShardReadError` in one line naming the shard ``uri`` when a
+    column of ``schema`` repeats or a document column has a type dedup cannot read."""
+    twice = repeated_column(schema.names)
     if twice:
-        raise DedupInputError(f"shard {uri} has the column {twice!r} more than once; rename or drop one")
+        raise parquet.ShardReadError(f"shard {uri} has the column {twice!r} more than once; rename or drop one")
     # the types the removal pass reads its documents with (refinery.io.parquet): an int or nested
     # ``text`` / ``url`` failed a signature task with a bare TypeError naming neither file nor
     # column, and a float ``id`` only at the removal, after every index was built (found by adversarial testing)
-    try:
-        parquet.check_document_types(uri, schema)
-    except parquet.ShardReadError as exc:
-        raise DedupInputError(str(exc)) from None
-    return names, meta
+    parquet.check_document_types(uri, schema)
 
 
 # -- pass 1: signatures / keys per shard ------------------------------------------------------

@@ -1,0 +1,121 @@
+"""Every Parquet input file's footer checked before a run starts, and what a rerun may skip.
+
+`refinery run` read the first Parquet file's footer only: a later file without ``text``, with a
+damaged footer, a column of a type no pass reads, or a reserved column beside its ``input_``
+rename failed its own shard mid-run, and with the default ``executor.max_failed_fraction`` (0)
+the run stopped after its first pass, the dedup and tokens passes not run (session 48 left it,
+docs/reliability.md "Session 48 (h178)"). Now every footer is read up front through the path
+``refinery dedup`` checks its shards with (:func:`refinery.io.parquet.footer_problems`: on S3 one
+ranged GET each, 16 at a time), each checked as the reader checks it when it opens the file
+(:func:`refinery.io.parquet.check_input_schema`). A bad file is one line, exit 2, nothing
+written; when ``max_failed_fraction`` lets the run set failed shards aside, a warning naming them
+(they fail their shards, as before).
+
+A rerun reads no footer of a file the run checked before, unchanged since (its size and version
+in ``input_files.json``, beside the code and stage order the check ran with): a resume of a
+100,000-file crawl is not 100,000 GETs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from refinery import __version__
+from refinery.config import ConfigError, PipelineConfig
+from refinery.io import fs, parquet
+from refinery.rundir import INPUT_RECORD
+
+log = logging.getLogger("refinery.plan")
+
+#: the key of ``input_files.json`` recording which files' footers the check passed
+RECORD_KEY = "footers_checked"
+
+
+@dataclass
+class FooterCheck:
+    """What the up-front check read, for ``input_files.json``: the code and stage order it ran
+    with (``by``) and the shards whose files it found bad (rechecked by every rerun)."""
+
+    by: str
+    bad: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"by": self.by, "bad": self.bad}
+
+
+def check_key(config: PipelineConfig) -> str:
+    """What decides the check's answer besides the file: the code, and the stages in order (a
+    stage reading text before one makes it refuses files of html only)."""
+    blob = json.dumps({"refinery": __version__, "stages": [s.type for s in config.stages]})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_parquet_inputs(config: PipelineConfig, files: list[str], names: list[str],
+                         by_file: dict[str, tuple[int, str]] | None, output_uri: str) -> FooterCheck:
+    """Read the footer of every Parquet file among ``files`` (shard ``names``; ``by_file`` their
+    listed sizes and versions) but those an earlier start of the run at ``output_uri`` checked,
+    unchanged since; raise :class:`ConfigError` in one line naming the first bad file (and how many
+    more) unless ``executor.max_failed_fraction`` sets failed shards aside (then a warning)."""
+    from refinery.plan import check_text_before_use
+
+    key = check_key(config)
+    done = _checked_before(output_uri, key, dict(zip(names, files)), by_file)
+    # a 0-byte file is an empty shard (as a 0-byte WARC or JSONL file is): no footer to read
+    todo = [(f, n) for f, n in zip(files, names) if f.lower().endswith(".parquet") and n not in done
+            and (by_file is None or by_file[f][0] > 0)]
+    shard_of = dict(todo)
+
+    def check(uri: str, schema: pa.Schema) -> None:
+        parquet.check_input_schema(uri, schema)
+        if "html" in schema.names and "text" not in schema.names:
+            try:
+                check_text_before_use(config, uri, "Parquet pages without a text column (html only)")
+            except ConfigError as exc:
+                raise parquet.ShardReadError(str(exc)) from None
+
+    bad: list[tuple[str, str]] = []
+    try:
+        bad = [(uri, why) for uri, why in parquet.footer_problems([f for f, _ in todo], check) if why]
+    except Exception as exc:  # noqa: BLE001 - a network failure: each file is read again by its own task
+        log.warning("could not check the input files' Parquet footers before the run (%s: %s): a bad file will "
+                    "fail its own shard", type(exc).__name__, fs.plain_reason(exc))
+        return FooterCheck(key, sorted(set(names)))  # nothing known: every file rechecked next time
+    result = FooterCheck(key, sorted(shard_of[uri] for uri, _ in bad))
+    if not bad:
+        return result
+    more = f" (and {len(bad) - 1} more bad input file(s): {', '.join(fs.basename(u) for u, _ in bad[1:4])}" \
+           f"{' ...' if len(bad) > 4 else ''})" if len(bad) > 1 else ""
+    if config.executor.max_failed_fraction > 0:
+        log.warning("%d input file(s) cannot be read as documents and will fail their shards "
+                    "(executor.max_failed_fraction %g sets them aside): %s%s", len(bad),
+                    config.executor.max_failed_fraction, bad[0][1], more)
+        return result
+    raise ConfigError(f"{bad[0][1]}{more}; no shard was run (--max-failed-fraction runs the other files and "
+                      "sets such files' shards aside)")
+
+
+def _checked_before(output_uri: str, key: str, files: dict[str, str],
+                    by_file: dict[str, tuple[int, str]] | None) -> set[str]:
+    """The shards whose files an earlier start of the run at ``output_uri`` checked with ``key``
+    and found good, their size and version unchanged since (none for a manifest's files, which
+    are not listed, or without a readable record)."""
+    if by_file is None:
+        return set()
+    try:
+        data = fs.read_bytes_if_any(fs.join(output_uri, INPUT_RECORD))
+        record = json.loads(data) if data is not None else None
+        checked = record[RECORD_KEY]
+        if checked["by"] != key:
+            return set()
+        bad, sizes, versions = set(checked["bad"]), record["files"], record["versions"]
+    except Exception:  # noqa: BLE001 - no record, or an unreadable one: every file is checked
+        return set()
+    return {name for name, uri in files.items()
+            if name not in bad and name in sizes and name in versions
+            and [sizes[name], versions[name]] == list(by_file[uri])}
