@@ -110,3 +110,17 @@ def test_a_rerun_reads_no_footer_of_a_file_checked_and_unchanged(root, monkeypat
                                             {"type": "gopher_repetition"}]}
     run_pipeline(parse_config(stages), src, out, workers=1, progress=False, force=True)  # other stages: all read
     assert sorted(read) == ["a0.parquet", "a1.parquet", "a2.parquet", "a3.parquet"]
+
+
+def test_a_long_footer_check_says_how_far_it_is(tmp_path, monkeypatch, caplog):
+    """100,000 footers on S3 take minutes before the first shard: the check said nothing meanwhile
+    (session 49). A line every REFINERY_PROGRESS_LOG_EVERY_S, none after the last file."""
+    files = []
+    for n in range(4):
+        (tmp_path / f"{n}.parquet").write_bytes(_good(n))
+        files.append(str(tmp_path / f"{n}.parquet"))
+    monkeypatch.setenv("REFINERY_PROGRESS_LOG_EVERY_S", "0")
+    with caplog.at_level("INFO", logger="refinery.io"):
+        assert [why for _, why in parquet.footer_problems(files, lambda uri, schema: None)] == [None] * 4
+    lines = [r.getMessage() for r in caplog.records if "Parquet footers" in r.getMessage()]
+    assert [line.split(" (")[0] for line in lines] == [f"checked {n} of 4 Parquet footers" for n in (1, 2, 3)]

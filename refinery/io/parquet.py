@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Callable, Iterable, Iterator
 
@@ -11,6 +12,8 @@ import pyarrow.parquet as pq
 from refinery.io import fs
 from refinery.io.readahead import read_ahead
 from refinery.schema import DOCUMENT_FIELDS, InputSchemaError, rename_reserved, repeated_column
+
+log = logging.getLogger("refinery.io")
 
 COMPRESSION = "zstd"
 
@@ -274,7 +277,25 @@ def footer_problems(uris: Iterable[str], check: Callable[[str, pa.Schema], None]
             return uri, str(exc)
         return uri, None
 
-    return read_ahead(one, uris)
+    uris = list(uris)
+    return _with_progress(read_ahead(one, uris), len(uris))
+
+
+def _with_progress(results: Iterator[tuple[str, str | None]], total: int) -> Iterator[tuple[str, str | None]]:
+    """``results``, with a line every ``REFINERY_PROGRESS_LOG_EVERY_S`` while they last: 100,000
+    footers on S3 take minutes before the first shard starts, which were silent (session 49)."""
+    import time
+
+    from refinery.executors.progress import progress_log_every_s
+
+    every, started = progress_log_every_s(), time.monotonic()
+    last = started
+    for done, result in enumerate(results, 1):
+        yield result
+        now = time.monotonic()
+        if now - last >= every and done < total:
+            last, rate = now, done / max(now - started, 1e-9)
+            log.info("checked %d of %d Parquet footers (%.0f/s, ETA %.0fs)", done, total, rate, (total - done) / rate)
 
 
 def _damage_named(uri: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
