@@ -341,11 +341,11 @@ def status(
     if verbose:  # refinery's debug logs (an error's traceback: main)
         setup_logging(True)
 
-    from refinery.status import run_status
+    from refinery.status import input_changes_line, run_status
 
     cli_common.check_uris(RUN_DIR=run_dir)
     try:
-        st = run_status(run_dir)
+        st = run_status(run_dir, check_input=True)
     except (FileNotFoundError, ValueError) as exc:
         fail(exc)
     if json_out:
@@ -378,6 +378,8 @@ def status(
             console.print(f"  failed {shard}: {error}", highlight=False, soft_wrap=True)
         for shard, error in sorted(st.set_aside.items()):
             console.print(f"  set aside {shard}: {error}", highlight=False, soft_wrap=True)
+        if st.input_changes:
+            console.print(f"  {input_changes_line(st.input_changes, st.passes)}", highlight=False, soft_wrap=True)
     from refinery.stats.alerts import limited_run_note
 
     if note := limited_run_note({"limit": st.limit}):  # under the counts, on stderr as `stats` says it (h192)

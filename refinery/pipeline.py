@@ -352,7 +352,7 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
     # the input check's listing of the first pass's stats/, for its finished check below: nothing
     # writes there in between when no pass is redone (a no-op rerun listed it twice; h165)
     planned = PassFiles()
-    redo_from = first_pass_to_redo(plan, previous_record, force, planned)
+    redo_from = first_pass_to_redo(plan, previous_record, force, planned, keep_finished_shards=only_shards is None)
     if conditional and redo_from is not None and previous_record and only_shards is None:
         tag = claim_run_json(plan, previous_record, tag)  # before this replan deletes anything
     if redo_from is not None and len(plan.document_passes) > 1:

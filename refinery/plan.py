@@ -36,8 +36,9 @@ from refinery.input_footers import FooterCheck, check_parquet_inputs
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.io.runlock import RunDirBusy
-from refinery.rundir import (INPUT_RECORD, PassDir, PassFiles, RunDir, holds_a_run, inner_directory_refusal,
-                             output_sizes, pass_of_run, runs_inside_refusal, shards_with_outputs)
+from refinery.rundir import (INPUT_RECORD, PassDir, PassFiles, RunDir, clear_shard_outputs, damaged_outputs,
+                             holds_a_run, inner_directory_refusal, output_sizes, pass_of_run, runs_inside_refusal,
+                             shards_with_outputs)
 from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
 
 log = logging.getLogger("refinery.plan")
@@ -278,10 +279,11 @@ def list_inputs(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, mani
     return list_input_versions(input_uri, subsets, manifest_base)[0]
 
 
-def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, manifest_base: str | None = None
-                        ) -> tuple[list[str], dict[str, tuple[int, str]] | None]:
+def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, manifest_base: str | None = None,
+                        quiet: bool = False) -> tuple[list[str], dict[str, tuple[int, str]] | None]:
     """:func:`list_inputs`, with each listed file's ``(byte size, version)`` from the same listing
-    (None for a manifest's entries: they are named, not listed)."""
+    (None for a manifest's entries: they are named, not listed). ``quiet``: no line about the
+    files left out or empty (`refinery status` looking whether the input grew, not a run)."""
     try:
         if is_manifest(input_uri):
             files = read_manifest(input_uri, manifest_base, subsets)
@@ -302,7 +304,7 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
             raise ConfigError(f"input {input_uri} is the {fs.basename(pass_dir.root)!r} pass of the refinery run "
                               f"{run.root}: {kept} as the input")
         runs_below: list[str] = []
-        by_file = fs.list_file_versions(input_uri, INPUT_SUFFIXES, log_skipped=True, runs=runs_below)
+        by_file = fs.list_file_versions(input_uri, INPUT_SUFFIXES, log_skipped=not quiet, runs=runs_below)
         # after the listing: a path that is not there is "not found", whatever run holds it
         if refusal := inner_directory_refusal(input_uri, give_the_run=False):
             raise ConfigError(f"input {refusal}")  # a run's removed/, samples/, stats/ were read as documents
@@ -314,17 +316,19 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
     listed = list(by_file)
     _refuse_run_outputs(input_uri, listed)
     files = [f for f in listed if in_subsets(f, subsets)]
-    if len(files) < len(listed):
+    if len(files) < len(listed) and not quiet:
         log.info("left out %d Common Crawl file(s) outside the subset(s) %s under %s", len(listed) - len(files),
                  ", ".join(subsets), input_uri)
     not_lines = [(f, why) for f in files if f.lower().endswith(".json") and (why := _not_json_lines(f, by_file[f][0]))]
     if not_lines:
-        fs.log_skipped_files(not_lines, input_uri, listed_root=_listed_root(input_uri))
+        if not quiet:
+            fs.log_skipped_files(not_lines, input_uri, listed_root=_listed_root(input_uri))
         files = [f for f in files if f not in dict(not_lines)]
     if not files:
         hint = f": {not_lines[0][0]} is {not_lines[0][1]}" if not_lines else ""
         raise ConfigError(f"no input shards under {input_uri} (looked for {', '.join(INPUT_SUFFIXES)}){hint}")
-    _warn_empty(input_uri, [f for f in files if by_file[f][0] == 0])
+    if not quiet:
+        _warn_empty(input_uri, [f for f in files if by_file[f][0] == 0])
     return files, {f: by_file[f] for f in files}
 
 
@@ -891,24 +895,29 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool,
-                       files: PassFiles | None = None) -> int | None:
+                       files: PassFiles | None = None, keep_finished_shards: bool = True) -> int | None:
     """Index of the first pass ``--force`` redoes (every pass from it on), or None when passes
     just resume. Raises :class:`RerunError` naming what changed when a rerun would mix configs.
     ``files``: where the check of the finished shards' inputs keeps its listing of the first
-    pass's stats/, for the caller's finished check (h165)."""
+    pass's stats/, for the caller's finished check (h165). ``keep_finished_shards``: when the
+    input's file list alone changed (files added or removed), ``--force`` keeps the first pass's
+    finished shards of the files still there and redoes the passes after it (1 is returned; the
+    first pass then runs the other shards); False for a share of a multi-instance launch, which
+    redoes as a forced launch does."""
     if previous is None:
         return 0 if force else None
     # a run made by an earlier refinery is compared in its own terms, --force too: a change to a
     # later pass redoes from that pass (in those terms), not every pass (found by adversarial testing)
     plan.adopt_legacy(previous)
-    redo = _first_pass_to_redo(plan, previous, force, files)
+    redo = _first_pass_to_redo(plan, previous, force, files, keep_finished_shards)
     if redo == 0 and (plan.legacy or plan.recorded_reader or plan.recorded_tokenize or plan.recorded_dedup
                       or plan.recorded_stages):  # every pass redone: today's terms
         plan.drop_legacy()
     return redo
 
 
-def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files: PassFiles | None) -> int | None:
+def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files: PassFiles | None,
+                        keep_finished_shards: bool = True) -> int | None:
     before = {p["name"]: p for p in previous.get("passes", [])}
     if not set(before) & {p.name for p in plan.passes}:
         raise RerunError(f"{plan.output} holds another run (passes {sorted(before)}), not this plan's "
@@ -941,6 +950,10 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files
                              f"with --force to redo {p.name!r} and the passes after it, or choose a new --output")
         if old is None or old.get("fingerprint") == p.fingerprint:
             continue
+        grown = i == 0 and _file_list_changed_only(plan, previous, old, p)
+        if grown and force and keep_finished_shards and not _finished_inputs_changed(plan):
+            _keep_finished_shards(plan, p, str(old.get("fingerprint")))
+            return 1
         if force:  # an input rewritten in place also redoes the first pass, whatever else changed
             return 0 if i and _finished_inputs_changed(plan) else i
         if i and not pass_started(plan, p):
@@ -950,13 +963,14 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files
             dropped = _unfinished_inputs_removed(plan)
         if i == 0 and dropped:
             check_finished_inputs_unchanged(plan)  # raises before any marker is rewritten
-            adopt.append(lambda p=p, old=old: _refingerprint_finished_shards(plan, p, str(old.get("fingerprint"))))
+            adopt.append(lambda p=p, old=old: _resume_without_unfinished(plan, p, str(old.get("fingerprint"))))
             continue
         if i and dropped and same_pass and _made_without(plan, p.name, str(old.get("fingerprint")), dropped):
             # a later pass made while those files' shards were set aside: made over the same
             # shards this plan has (found by adversarial testing: it was refused as "input changed")
             adopt.append(lambda p=p, old=old: _adopt_pass_marker(plan, p, str(old.get("fingerprint")), dropped))
             continue
+        redo = f"redo {p.name!r} and the passes after it"
         if i == 0 and previous.get("input") != plan.input_key:
             what = f"input changed: {previous.get('input')} -> {plan.input}"
         elif old.get("role", p.role) != p.role:
@@ -967,6 +981,10 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files
                     f"fingerprints shards by their full paths now")
         elif i == 0 and _same(old.get("params"), p.params):
             what = "input files changed since the run was made" + _input_set_change(plan)
+            if grown:
+                check_finished_inputs_unchanged(plan)  # a finished file also rewritten: --force redoes every shard
+                redo = f"run {p.name!r} on the new files only (its finished shards are kept)" + (
+                    " and redo the passes after it" if len(plan.passes) > 1 else "")
         else:
             recorded_names = [q.get("name") for q in previous.get("passes", [])]
             now_names = [q.name for q in plan.passes]
@@ -974,12 +992,41 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files
                 f"the passes before it changed: {recorded_names} -> {now_names}" if recorded_names != now_names
                 else "its input changed")
         raise RerunError(f"{plan.output} was made with a different {p.name!r} pass: {what}; rerun with --force to "
-                         f"redo {p.name!r} and the passes after it, or choose a new --output")
+                         f"{redo}, or choose a new --output")
     if not force:
         check_finished_inputs_unchanged(plan, files)
     for step in adopt:
         step()
     return 0 if force else None
+
+
+def _file_list_changed_only(plan: Plan, previous: dict[str, Any], old: dict[str, Any], p: Pass) -> bool:
+    """Whether the first pass's fingerprint changed by its input's file list alone: the same
+    params and role, the input spelled as recorded (its place was checked before), shards named
+    as this refinery names them (a relative input recorded without its canonical path named them
+    by base name). A finished shard of a file still there is then what this plan would make."""
+    return (_same(old.get("params"), p.params) and old.get("role", p.role) == p.role
+            and previous.get("input") == plan.input_key
+            and ("input_canonical" in previous or fs.is_s3(plan.input) or plan.input.startswith("/")))
+
+
+def _keep_finished_shards(plan: Plan, p: Pass, old_fingerprint: str) -> None:
+    """``--force`` after files were added to (or removed from) the input: each shard of the first
+    pass reads its own file and the config, both unchanged for the files still there, so their
+    finished shards are kept (redoing them made the same bytes: 10,000 shards redone for 100 files
+    added); the pass runs the new files' shards, drops the removed ones', and every later pass,
+    which reads the whole corpus (dedup; tokens), is redone from its start."""
+    kept = _refingerprint_finished_shards(plan, p, old_fingerprint)
+    later = [q.name for q in plan.passes[1:]]
+    log.info("[%s] input files changed since the run was made%s: keeping its %d finished shard(s) of the files "
+             "still there, running it on the others%s", p.name, _input_set_change(plan), len(kept),
+             f"; redoing {', '.join(later)} over the whole input" if later else "")
+
+
+def _resume_without_unfinished(plan: Plan, p: Pass, old_fingerprint: str) -> None:
+    kept = _refingerprint_finished_shards(plan, p, old_fingerprint)
+    log.info("[%s] input files whose shards never finished were removed: resuming with the %d finished shard(s)",
+             p.name, len(kept))
 
 
 def _left_out_and_made_otherwise(plan: Plan, p: Pass) -> bool:
@@ -1053,6 +1100,50 @@ def _input_set_change(plan: Plan) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+@dataclass
+class InputChanges:
+    """How a run's input differs now from what the run last read (``input_files.json``): files
+    added, removed, and rewritten (another size or version), by their names under the input."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+def input_changes(run: RunDir, record: dict[str, Any]) -> InputChanges | None:
+    """What changed in the input of the run ``record`` (its ``run.json``) since the run listed it:
+    one listing of the input (no file read but a plain ``.json``'s head, as a run's listing does),
+    compared by shard name, size and version with ``input_files.json``. None when it cannot be
+    told: a paths manifest (its files are named, not listed), a relative input recorded without
+    its place, no record, or an input that cannot be listed now (gone, no credentials)."""
+    place = record.get("input_canonical") or record.get("input")
+    if not isinstance(place, str) or not (fs.is_s3(place) or place.startswith("/")) or is_manifest(place):
+        return None
+    reader = ((record.get("config") or {}).get("reader") or {})
+    try:
+        sizes = json.loads(fs.read_bytes(fs.join(run.root, INPUT_SIZES_FILE)))
+        recorded, versions = sizes["files"], sizes.get("versions") or {}
+        files, by_file = list_input_versions(place, tuple(reader.get("cc_subsets") or DEFAULT_SUBSETS),
+                                             reader.get("manifest_base"), quiet=True)
+    except (ConfigError, fs.StorageError, OSError, ValueError, KeyError, TypeError) as exc:
+        log.debug("input of %s not compared with its record: %s", run.root, exc)
+        return None
+    root = input_root(place, files)
+    now = {shard_name(f, root): f for f in files}
+    here = root.rstrip("/") + "/"
+
+    def name(uri: str) -> str:
+        return uri[len(here):] if uri.startswith(here) else fs.basename(uri)
+
+    changed = [name(now[s]) for s in sorted(set(now) & set(recorded)) if by_file and (
+        by_file[now[s]][0] != recorded[s] or (s in versions and versions[s] != by_file[now[s]][1]))]
+    return InputChanges(added=sorted(name(now[s]) for s in set(now) - set(recorded)),
+                        removed=sorted(set(recorded) - set(now)), changed=changed)
+
+
 def _recorded_input(plan: Plan, shard: str) -> str | None:
     """The input file a shard read, as its stats marker in the first pass recorded it (None when
     it never finished): a removed file's name is known from nothing else, and the refusal named the
@@ -1088,18 +1179,30 @@ def _unfinished_inputs_removed(plan: Plan) -> set[str]:
     return set() if removed & shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir) else removed
 
 
-def _refingerprint_finished_shards(plan: Plan, p: Pass, old_fingerprint: str) -> None:
-    """Give the finished shards of the first pass this plan's fingerprint (their inputs and
-    config are unchanged; only files whose shards never finished left the input). Their outputs
-    are kept; the removed files' failure records go with the orphans when the pass runs."""
+def _refingerprint_finished_shards(plan: Plan, p: Pass, old_fingerprint: str) -> list[str]:
+    """Give the finished shards of the first pass this plan's fingerprint: their inputs and
+    config are unchanged, only the input's file list changed (files whose shards never finished
+    left it, or files were added or removed under ``--force``), and a shard reads its own file
+    alone. Their outputs are kept; a removed file's outputs and failure record go with the orphans
+    when the pass runs. A shard whose files no longer have the sizes the pass's old marker recorded
+    (cut short, replaced) is cleared instead, and redone, as a rerun of the finished pass would.
+    Returns the shards kept."""
     out = plan.pass_dir(p.name)
-    finished = sorted(shards_with_markers(out.stats_dir) & set(plan.shard_names()))
-    for shard in finished:
+    names = set(plan.shard_names())
+    pass_marker = fs.read_json_if_any(plan.run.pass_marker(p.name))
+    if isinstance(pass_marker, dict) and pass_marker.get("fingerprint") == old_fingerprint:
+        for shard, problem in damaged_outputs(out, pass_marker.get("outputs"), names).items():
+            log.warning("[%s] %s: redoing shard %s", p.name, problem, shard)
+            clear_shard_outputs(out, shard)
+    kept = []
+    for shard in sorted(shards_with_markers(out.stats_dir) & names):
         marker = fs.read_json(out.stats(shard))
         if isinstance(marker, dict) and marker.get("fingerprint") == old_fingerprint:
             fs.write_bytes(out.stats(shard), json.dumps(marker | {"fingerprint": p.fingerprint}, indent=1).encode())
-    log.info("[%s] input files whose shards never finished were removed: resuming with the %d finished shard(s)",
-             p.name, len(finished))
+            kept.append(shard)
+        elif isinstance(marker, dict) and marker.get("fingerprint") == p.fingerprint:
+            kept.append(shard)  # given it by a run stopped before it recorded its plan: kept again
+    return kept
 
 
 def _same_place(previous: dict[str, Any], input_uri: str) -> bool:

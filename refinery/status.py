@@ -12,7 +12,7 @@ from typing import Any
 
 from refinery.io import fs
 from refinery.io.runlock import CLAIM_FILE, Holder, holder_now, run_dir_active
-from refinery.plan import marker_set_aside
+from refinery.plan import input_changes, marker_set_aside
 from refinery.rundir import PassDir, PassFiles, RunDir, damaged_outputs, pass_dir_refusal, shards_with_outputs
 
 
@@ -43,6 +43,10 @@ class RunStatus:
     #: the run's ``--limit N`` (a sample run: at most N documents read per input shard), None for
     #: the whole input: ``status`` said nothing of it while ``stats``, ``report`` and ``run`` did (h192)
     limit: int | None = None
+    #: how the input differs now from what the run read (``added``/``removed``/``changed`` names),
+    #: when asked for (``check_input``) and it differs: a finished run said `finished` with a file
+    #: added to its input that it never read (session 49, h197)
+    input_changes: dict[str, list[str]] | None = None
 
     @property
     def shards_pending(self) -> int:
@@ -186,12 +190,15 @@ def _s3_active(run_dir: str, held_by: str | None) -> bool | None:
     return False if fs.file_exists(fs.join(run_dir, CLAIM_FILE)) else None
 
 
-def run_status(run_dir: str, counts: bool = True, files: PassFiles | None = None) -> RunStatus:
+def run_status(run_dir: str, counts: bool = True, files: PassFiles | None = None,
+               check_input: bool = False) -> RunStatus:
     """Where the run stands. Without ``counts`` its finished shards come from one listing and no
     shard marker is read: ``docs_read``, ``docs_kept`` and ``shard_seconds`` are then 0 (what
     `stats` and `report` ask, whether the run finished, read every marker of the first and last
     pass: 10,000 at 5,000 shards, to print a finished run's stats.json; session 45, h145).
-    ``files``: the command's listings, to fill or reuse (each pass directory is listed once)."""
+    ``files``: the command's listings, to fill or reuse (each pass directory is listed once).
+    ``check_input``: list the run's input once and say what changed in it since the run
+    (:func:`refinery.plan.input_changes`)."""
     run = RunDir(run_dir)
     manifest = fs.read_json_if_any(run.run_json)
     if manifest is None:
@@ -219,6 +226,7 @@ def run_status(run_dir: str, counts: bool = True, files: PassFiles | None = None
     kept = 0 if not counts else sum(s["docs_kept"] for s in (
         finished if last == first
         else _with_outputs(last, _shards(last, files=files)[0], damaged.get(documents[-1]), files)[0]))
+    changes = input_changes(run, manifest) if check_input and record else None
     set_aside = {k: v for k, v in failed.items() if k in aside}
     failed = {k: v for k, v in failed.items() if k not in aside}
     return RunStatus(
@@ -237,4 +245,21 @@ def run_status(run_dir: str, counts: bool = True, files: PassFiles | None = None
         outputs_damaged={name: sorted(problems.values()) for name, problems in damaged.items()},
         held_by=held_by,
         limit=int(manifest["limit"]) if manifest.get("limit") else None,
+        input_changes=asdict(changes) if changes else None,
     )
+
+
+def input_changes_line(changes: dict[str, list[str]], passes: list[dict[str, Any]]) -> str:
+    """`status`'s one line on :attr:`RunStatus.input_changes`: what the input gained, lost or had
+    rewritten since the run read it, and what a rerun with ``--force`` does about it."""
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    kinds = (("added", "added"), ("removed", "removed"), ("changed", "rewritten"))
+    parts = [f"{len(changes[key])} {label} ({few(changes[key])})" for key, label in kinds if changes.get(key)]
+    parts[0] = parts[0].replace(" ", " file(s) ", 1)
+    first = passes[0]["name"] if passes else "filter"
+    later = " and redo the passes after it" if len(passes) > 1 else ""
+    rerun = (f"redo every pass" if changes.get("changed")
+             else f"run {first!r} on the new files only (its finished shards are kept){later}")
+    return f"input changed since this run read it: {', '.join(parts)}, not reflected in its outputs; rerun with --force to {rerun}"

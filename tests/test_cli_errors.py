@@ -985,7 +985,7 @@ def test_an_eof_error_is_an_error_not_a_ctrl_c(cli, monkeypatch, tmp_path):
     truncated training file looked like a Ctrl-C (found by adversarial testing)."""
     import refinery.status as status
 
-    def truncated(run_dir):
+    def truncated(run_dir, **_):
         raise EOFError("Compressed file ended before the end-of-stream marker was reached")
 
     monkeypatch.setattr(status, "run_status", truncated)

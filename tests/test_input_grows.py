@@ -1,0 +1,182 @@
+"""An input that grows (or loses files) between runs (session 49, h202; found by h197).
+
+A user adds WARCs to a run's input and reruns. The rerun is refused, naming the new files; with
+``--force`` it redid every shard of the filter pass (3 finished of 4 for 1 new file), though each
+shard reads its own file and the config alone. Now ``--force`` keeps the finished shards of the
+files still there, runs the filter pass on the new files only, redoes the passes that read the
+whole corpus (dedup, tokens) from their start, and ends with the outputs of a clean run over the
+grown input. ``refinery status`` of a finished run whose input has changed says so in one line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from refinery.config import parse_config
+from refinery.pipeline import run_pipeline
+from refinery.plan import RerunError
+from refinery.status import run_status
+
+ROOT = Path(__file__).resolve().parents[1]
+CC_DOCS = ROOT / "data" / "sample" / "cc_docs" / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+
+#: cheap stages, a dedup pass that reads every shard, and tokens
+SPEC = {"name": "grows", "stages": [{"type": "gopher_quality", "params": {"min_words": 20}}],
+        "dedup": [{"method": "exact"}], "tokenize": {"tokenizer": "gpt2"}}
+
+
+def _write_input(src: Path) -> list[Path]:
+    """Four Parquet shards of 30 real documents each; the last one also holds exact copies (new
+    ids) of 8 documents of the first, so the dedup pass over the grown input removes documents
+    across an old and a new shard."""
+    docs = [json.loads(line) for line in gzip.open(CC_DOCS, "rt", encoding="utf-8")]
+    rows = [{"id": str(d["id"]), "url": (d.get("metadata") or {}).get("url"), "text": d["text"]} for d in docs]
+    src.mkdir(parents=True)
+    shards = [rows[k * 30:(k + 1) * 30] for k in range(4)]
+    shards[3] += [{**r, "id": f"copy-{r['id']}"} for r in shards[0] if len(r["text"].split()) > 50][:8]
+    paths = []
+    for k, shard in enumerate(shards):
+        paths.append(src / f"part-{k}.parquet")
+        pq.write_table(pa.Table.from_pylist(shard), paths[-1])
+    return paths
+
+
+def _outputs(out: Path) -> dict[str, object]:
+    """Every Parquet table and token file of a run (its dedup index aside), by path under it; the
+    ``source`` column (the input file's path) by file name, as runs over copies of the input differ there."""
+    def content(f: Path) -> object:
+        if f.suffix != ".parquet":
+            return f.read_bytes()
+        table = pq.read_table(f)
+        if "source" in table.column_names:
+            names = [None if s is None else Path(s).name for s in table.column("source").to_pylist()]
+            table = table.set_column(table.column_names.index("source"), "source", pa.array(names, pa.string()))
+        return table.schema, table.to_pylist()
+
+    return {str(f.relative_to(out)): content(f) for f in sorted(out.rglob("*"))
+            if f.suffix in (".parquet", ".bin", ".idx") and "index" not in f.relative_to(out).parts}
+
+
+def _timeless(obj):
+    """A record without its timings (seconds, wall_seconds, finished_at)."""
+    if isinstance(obj, dict):
+        return {k: _timeless(v) for k, v in obj.items() if "seconds" not in k and not k.endswith("_at")}
+    if isinstance(obj, list):
+        return [_timeless(x) for x in obj]
+    return obj
+
+
+def _records(out: Path) -> dict[str, object]:
+    """The run's records that describe its input and outputs, without timings or its own place."""
+    run = json.loads((out / "run.json").read_text())
+    return {"stats": _timeless(json.loads((out / "stats.json").read_text())),
+            "input_files": json.loads((out / "input_files.json").read_text()),
+            "run": {k: run[k] for k in ("shards", "passes", "input") if k != "passes"}
+            | {"fingerprints": [p["fingerprint"] for p in run["passes"]]},
+            "passes": {f.name: _timeless(json.loads(f.read_text())) for f in sorted((out / "passes").glob("*.json"))}}
+
+
+def _run(src: Path, out: Path, **kw):
+    return run_pipeline(parse_config(SPEC), str(src), str(out), workers=1, progress=False, **kw)
+
+
+@pytest.fixture()
+def grown(tmp_path):
+    """A finished run over the first three files, then the fourth added to its input."""
+    src = tmp_path / "in"
+    paths = _write_input(src)
+    aside = tmp_path / paths[3].name
+    paths[3].rename(aside)
+    out = tmp_path / "run"
+    _run(src, out)
+    aside.rename(paths[3])
+    return src, out, paths
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> dict[str, dict[str, bytes]]:
+    """The outputs of clean runs over the first three files and over all four (their own copy of
+    the input: the outputs do not depend on where it lies)."""
+    tmp = tmp_path_factory.mktemp("clean")
+    paths = _write_input(tmp / "in")
+    made = {"all": tmp / "all", "first3": tmp / "first3"}
+    _run(tmp / "in", made["all"])
+    paths[3].unlink()
+    _run(tmp / "in", made["first3"])
+    return {name: _outputs(out) for name, out in made.items()}
+
+
+def test_a_file_added_is_filtered_alone_and_the_outputs_equal_a_clean_run(grown, tmp_path, clean):
+    src, out, _ = grown
+    old = {f.name: f.stat().st_mtime_ns for f in (out / "filter" / "kept").glob("*.parquet")}
+    with pytest.raises(RerunError, match=r"input files changed since the run was made \(added part-3.parquet\); "
+                       r"rerun with --force to run 'filter' on the new files only \(its finished shards are kept\) "
+                       r"and redo the passes after it"):
+        _run(src, out)
+    summary = _run(src, out, force=True)
+    # the filter pass ran the new file's shard alone (it ran all 4 on the code before)
+    assert {o.name: o.status for o in summary.outcomes} == {"part-0": "skipped", "part-1": "skipped",
+                                                            "part-2": "skipped", "part-3": "done"}
+    assert summary.passes == {"filter": "done", "exact_dedup": "done", "tokens": "done"}
+    assert {f.name: f.stat().st_mtime_ns for f in (out / "filter" / "kept").glob("*.parquet") if f.name in old} == old
+    # the dedup pass was redone over the whole input: copies in the new shard of old documents go
+    removed = pq.read_table(out / "exact_dedup" / "removed" / "part-3.parquet").column("id").to_pylist()
+    assert removed and all(i.startswith("copy-") for i in removed)
+    assert _outputs(out) == clean["all"]  # kept, removed, samples of every pass, token shards
+    # the funnel, input_files.json, run.json, passes/*.json: a clean run's over the same input
+    records = _records(out)
+    shutil.rmtree(out)
+    _run(src, out)
+    assert records == _records(out)
+    assert run_status(str(out), check_input=True).input_changes is None
+
+
+def test_files_removed_keep_the_other_shards_and_a_rewritten_one_redoes_every_shard(grown, tmp_path, clean):
+    src, out, paths = grown
+    _run(src, out, force=True)
+    paths[3].rename(tmp_path / paths[3].name)  # a finished shard's file removed: still needs --force
+    with pytest.raises(RerunError, match=r"\(removed part-3.parquet\)"):
+        _run(src, out)
+    summary = _run(src, out, force=True)
+    assert not [o for o in summary.outcomes if o.status == "done"]  # its shard dropped, none redone
+    assert not list(out.rglob("part-3.*"))
+    assert _outputs(out) == clean["first3"]
+    # a file added while another was rewritten: the rewritten file's shard cannot be kept, and
+    # --force redoes every shard, as before
+    (tmp_path / paths[3].name).rename(paths[3])
+    table = pq.read_table(paths[0])
+    pq.write_table(table.slice(0, 20), paths[0])
+    with pytest.raises(RerunError, match=r"input file .*part-0.parquet changed since its shard was processed"):
+        _run(src, out)
+    summary = _run(src, out, force=True)
+    assert {o.status for o in summary.outcomes} == {"done"}
+
+
+def test_a_finished_shard_damaged_before_the_input_grew_is_redone_too(grown, clean):
+    src, out, _ = grown
+    kept = out / "filter" / "kept" / "part-1.parquet"
+    kept.write_bytes(kept.read_bytes()[:100])  # cut short (a partial sync)
+    summary = _run(src, out, force=True)
+    assert sorted(o.name for o in summary.outcomes if o.status == "done") == ["part-1", "part-3"]
+    assert _outputs(out) == clean["all"]
+
+
+def test_status_of_a_finished_run_names_the_files_its_input_gained(grown, cli):
+    src, out, _ = grown
+    code, stdout, _ = cli("status", out)
+    assert code == 0  # complete over what it read
+    assert ("  input changed since this run read it: 1 file(s) added (part-3.parquet), not reflected in its outputs; "
+            "rerun with --force to run 'filter' on the new files only (its finished shards are kept) and redo the "
+            "passes after it") in stdout.splitlines(), stdout
+    code, stdout, _ = cli("status", "--json", out)
+    assert json.loads(stdout)["input_changes"] == {"added": ["part-3.parquet"], "removed": [], "changed": []}
+    shutil.rmtree(src)  # an input that is gone: nothing said, status still answers
+    code, stdout, _ = cli("status", out)
+    assert code == 0 and "input changed" not in stdout
