@@ -279,11 +279,10 @@ def list_inputs(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, mani
     return list_input_versions(input_uri, subsets, manifest_base)[0]
 
 
-def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, manifest_base: str | None = None,
-                        quiet: bool = False) -> tuple[list[str], dict[str, tuple[int, str]] | None]:
+def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSETS, manifest_base: str | None = None
+                        ) -> tuple[list[str], dict[str, tuple[int, str]] | None]:
     """:func:`list_inputs`, with each listed file's ``(byte size, version)`` from the same listing
-    (None for a manifest's entries: they are named, not listed). ``quiet``: no line about the
-    files left out or empty (`refinery status` looking whether the input grew, not a run)."""
+    (None for a manifest's entries: they are named, not listed)."""
     try:
         if is_manifest(input_uri):
             files = read_manifest(input_uri, manifest_base, subsets)
@@ -304,7 +303,7 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
             raise ConfigError(f"input {input_uri} is the {fs.basename(pass_dir.root)!r} pass of the refinery run "
                               f"{run.root}: {kept} as the input")
         runs_below: list[str] = []
-        by_file = fs.list_file_versions(input_uri, INPUT_SUFFIXES, log_skipped=not quiet, runs=runs_below)
+        by_file = fs.list_file_versions(input_uri, INPUT_SUFFIXES, log_skipped=True, runs=runs_below)
         # after the listing: a path that is not there is "not found", whatever run holds it
         if refusal := inner_directory_refusal(input_uri, give_the_run=False):
             raise ConfigError(f"input {refusal}")  # a run's removed/, samples/, stats/ were read as documents
@@ -313,6 +312,14 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
             raise ConfigError(f"input {refusal}")
     except (fs.StorageError, ManifestError) as exc:
         raise ConfigError(str(exc)) from None
+    return _input_files(input_uri, by_file, subsets)
+
+
+def _input_files(input_uri: str, by_file: dict[str, tuple[int, str]], subsets: tuple[str, ...], quiet: bool = False
+                 ) -> tuple[list[str], dict[str, tuple[int, str]]]:
+    """The input files among those listed under ``input_uri`` (``by_file``: each one's size and
+    version), as :func:`list_input_versions` returns them. ``quiet``: no line about the files left
+    out or empty (`refinery status` looking whether the input changed, not a run)."""
     listed = list(by_file)
     _refuse_run_outputs(input_uri, listed)
     files = [f for f in listed if in_subsets(f, subsets)]
@@ -1126,8 +1133,9 @@ def input_changes(run: RunDir, record: dict[str, Any]) -> InputChanges | None:
     try:
         sizes = json.loads(fs.read_bytes(fs.join(run.root, INPUT_SIZES_FILE)))
         recorded, versions = sizes["files"], sizes.get("versions") or {}
-        files, by_file = list_input_versions(place, tuple(reader.get("cc_subsets") or DEFAULT_SUBSETS),
-                                             reader.get("manifest_base"), quiet=True)
+        # one listing (an S3 prefix's pages), without the checks a run makes before it: this input was accepted
+        files, by_file = _input_files(place, fs.list_file_versions(place, INPUT_SUFFIXES),
+                                      tuple(reader.get("cc_subsets") or DEFAULT_SUBSETS), quiet=True)
     except (ConfigError, fs.StorageError, OSError, ValueError, KeyError, TypeError) as exc:
         log.debug("input of %s not compared with its record: %s", run.root, exc)
         return None
@@ -1138,8 +1146,8 @@ def input_changes(run: RunDir, record: dict[str, Any]) -> InputChanges | None:
     def name(uri: str) -> str:
         return uri[len(here):] if uri.startswith(here) else fs.basename(uri)
 
-    changed = [name(now[s]) for s in sorted(set(now) & set(recorded)) if by_file and (
-        by_file[now[s]][0] != recorded[s] or (s in versions and versions[s] != by_file[now[s]][1]))]
+    changed = [name(now[s]) for s in sorted(set(now) & set(recorded))
+               if by_file[now[s]][0] != recorded[s] or (s in versions and versions[s] != by_file[now[s]][1])]
     return InputChanges(added=sorted(name(now[s]) for s in set(now) - set(recorded)),
                         removed=sorted(set(recorded) - set(now)), changed=changed)
 

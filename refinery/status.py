@@ -2,7 +2,9 @@
 shards planned, finished, failed and pending, documents so far.
 
 Read from the run directory alone (``run.json``, ``passes/*.json``, ``stats/*.json`` shard markers,
-``failed/*.json``), so it works for a run in progress on another machine, locally or on S3.
+``failed/*.json``), so it works for a run in progress on another machine, locally or on S3; with
+``check_input`` (the ``status`` command) the run's input is also listed once, to say what changed
+in it since the run read it.
 """
 
 from __future__ import annotations

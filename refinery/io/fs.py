@@ -749,6 +749,8 @@ def _list_s3_directory(uri: str, path: str, skipped: list[tuple[str, str]], empt
         return None
     try:
         listed = _list_s3_prefix(uri, path, skipped)
+    except MissingCredentials:
+        raise  # pyarrow's look has none either: it only retried (48 s with no route to S3) to say less
     except StorageError:  # (a missing bucket, a refusal): pyarrow's look names it as before
         return None
     return listed if listed[0] or skipped or empty_ok else None
