@@ -120,10 +120,8 @@ class StageConfig(_Strict):
         # run's value, and taking it would give two configs one fingerprint
         held_by_stage = vars(stage) if stage is not None else {}
         for k in values:
-            held = held_by_stage.get(k)
-            if isinstance(held, (set, frozenset)):
-                held = sorted(held, key=str)
-            if isinstance(held, (dict, list, tuple, str, int, float)):
+            held = _held_as_json(held_by_stage.get(k))
+            if held is not None:
                 values[k] = held
         return json.loads(json.dumps(values, sort_keys=True, default=str))
 
@@ -162,6 +160,35 @@ def _stage_refusal(where: str, message: str, params: typing.Iterable[str]) -> st
     if found and found.group(1) in set(params):
         return f"{where}.{found.group(1)}: {found.group(2)}"
     return f"{where}: {message}"
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _held_as_json(held: Any) -> Any:
+    """What a stage holds under a param's name in JSON form (a set as a sorted list, at any depth),
+    or None when it is not made of JSON's values: a list of the stage's own objects (``[Rule(p)
+    for p in patterns]``) fingerprinted as their ``str``, ``<Rule object at 0x7f...>``, differed on
+    every run and refused every resume (session 49, h206); such a param is compared as written."""
+
+    def plain(value: Any) -> Any:
+        if value is None or isinstance(value, (str, int, float)):
+            return value
+        if isinstance(value, (set, frozenset)):
+            return [plain(v) for v in sorted(value, key=str)]
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict) and all(isinstance(k, (str, int, float)) for k in value):
+            return {k: plain(v) for k, v in value.items()}
+        raise _NotJson
+
+    if not isinstance(held, (set, frozenset, dict, list, tuple, str, int, float)):
+        return None
+    try:
+        return plain(held)
+    except _NotJson:
+        return None
 
 
 def same_json(a: Any, b: Any) -> bool:

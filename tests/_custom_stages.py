@@ -109,3 +109,28 @@ class AllocatorProbe(Stage):
                   "child_mimalloc": "libmimalloc" in child}
         (Path(self.record_dir) / f"{os.getpid()}.json").write_text(json.dumps(record))
         return with_decision(batch, [None] * batch.num_rows)
+
+
+class _Phrase:
+    """A compiled phrase rule, as a user keeps their own helper objects (no ``repr`` of its own)."""
+
+    def __init__(self, phrase: str) -> None:
+        self.words = phrase.lower().split()
+
+
+class Phrases(Stage):
+    """Removes documents holding one of ``phrases``; keeps them as its own rule objects under the
+    param's name, the way a user's stage may (tests/test_stage_fingerprint.py)."""
+
+    kind = "phrases"
+
+    def __init__(self, name: str | None = None, phrases: list[str] | None = None) -> None:
+        super().__init__(name)
+        self.phrases = [_Phrase(p) for p in phrases or ["buy now"]]
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        reasons = []
+        for text in batch.column("text").to_pylist():
+            words = " ".join((text or "").lower().split())
+            reasons.append("phrase" if any(" ".join(p.words) in words for p in self.phrases) else None)
+        return with_decision(batch, reasons)

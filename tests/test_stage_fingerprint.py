@@ -14,9 +14,11 @@ import pytest
 from _old_code import archived_package, run_with
 from _scale_fixtures import write_dedup_input
 
+from _custom_stages import Phrases
 from refinery.config import parse_config
 from refinery.pipeline import run_pipeline
 from refinery.plan import RerunError, plan_run
+from refinery.stages import registry
 
 #: main before this change (0.8.10): stage names and params fingerprinted as written
 AS_WRITTEN_COMMIT = "b9a296e7069220a94ddd4fab0722e73a28526558"
@@ -113,3 +115,29 @@ def test_a_run_made_by_the_code_of_before_resumes_written_either_way(docs, tmp_p
     assert "'filter' pass: stages.gopher_quality.params.min_words 20 -> 30; rerun" in str(refused.value)
     assert _run(_spec("US", named=False, min_words=30), docs, out, force=True) == {"filter": "done", "url_dedup": "done"}
     assert _run(_spec("us", min_words=30), docs, out) == {"filter": "skipped", "url_dedup": "skipped"}
+
+
+@pytest.fixture
+def _registry_restored():
+    stages, registered = dict(registry.STAGES), dict(registry.REGISTERED)
+    yield
+    registry.STAGES.clear(), registry.STAGES.update(stages)
+    registry.REGISTERED.clear(), registry.REGISTERED.update(registered)
+
+
+def test_a_user_stage_keeping_its_own_objects_under_a_param_resumes_its_run(docs, tmp_path, _registry_restored):
+    """A user's stage holding a list of its own rule objects under the param's name
+    (``self.phrases = [_Phrase(p) for p in phrases]``): the fingerprint took their ``str``,
+    ``<_Phrase object at 0x7f...>``, another on every build, so the same command run again was
+    refused ("stages.phrases.params.phrases [...] -> [...]") and --force redid every pass. Such a
+    value is not the stage's normalized param: it is fingerprinted as written (session 49, h206)."""
+    registry.register_stage("phrases", Phrases)
+    spec = {"name": "phrases", "stages": [{"type": "phrases", "params": {"phrases": ["Buy now"]}}]}
+    assert _fingerprint(spec["stages"][0], docs, tmp_path) == _fingerprint(spec["stages"][0], docs, tmp_path)
+    out = tmp_path / "run"
+    assert _run(spec, docs, out) == {"filter": "done"}
+    recorded = json.loads((out / "run.json").read_text())["passes"][0]["params"]["stages"][0]["params"]
+    assert recorded == {"phrases": ["Buy now"]}  # as written: the objects are not a value to hash
+    assert _run(spec, docs, out) == {"filter": "skipped"}
+    with pytest.raises(RerunError, match=r"stages\.phrases\.params\.phrases \['Buy now'\] -> \['sale'\]"):
+        _run(spec | {"stages": [{"type": "phrases", "params": {"phrases": ["sale"]}}]}, docs, out)
