@@ -119,6 +119,17 @@ def s3_bucket(s3_server, request):
 
 
 @pytest.fixture()
+def registry_restored():
+    """The stage registry as it was before the test (a test that registers its own stage types)."""
+    from refinery.stages import registry
+
+    stages, registered = dict(registry.STAGES), dict(registry.REGISTERED)
+    yield
+    registry.STAGES.clear(), registry.STAGES.update(stages)
+    registry.REGISTERED.clear(), registry.REGISTERED.update(registered)
+
+
+@pytest.fixture()
 def keep_root_logging():
     """Restore the root logger's handlers and level after a test whose code configures logging
     (a CLI command, the container entrypoint) onto handlers that are gone afterwards."""

@@ -147,16 +147,6 @@ def test_runs_differing_only_in_the_allocator_are_not_reported_as_differing_sett
 
 
 # -- the local executor's workers (the executor section's allocator) ------------------------------
-@pytest.fixture
-def _registry_restored():
-    from refinery.stages import registry
-
-    stages, registered = dict(registry.STAGES), dict(registry.REGISTERED)
-    yield
-    registry.STAGES.clear(), registry.STAGES.update(stages)
-    registry.REGISTERED.clear(), registry.REGISTERED.update(registered)
-
-
 def _probed_run(tmp_path: Path, name: str, allocator_value: str, workers: int = 2) -> tuple[list[dict], Path]:
     """A real run (bundled Common Crawl documents, Gopher's quality filter, the probe) on a pool
     of ``workers``; the probe's records of the processes it ran in, and the run directory."""
@@ -182,7 +172,7 @@ def _probed_run(tmp_path: Path, name: str, allocator_value: str, workers: int = 
 
 
 @pytest.mark.skipif(not LINUX_WHEEL, reason="the wheel is a dependency on Linux x86_64/aarch64 only")
-@pytest.mark.usefixtures("_registry_restored")
+@pytest.mark.usefixtures("registry_restored")
 def test_the_pool_workers_run_on_mimalloc_and_what_they_start_does_not(tmp_path, monkeypatch) -> None:
     import os
 

@@ -17,7 +17,6 @@ import pytest
 from _custom_stages import BreaksContract, RemoveAll, Shouting
 from refinery.config import parse_config
 from refinery.pipeline import run_pipeline
-from refinery.stages import registry
 from refinery.stages.registry import register_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +32,7 @@ def corpus(tmp_path) -> Path:
     return src
 
 
-@pytest.fixture(autouse=True)
-def _registry_restored():
-    stages, registered = dict(registry.STAGES), dict(registry.REGISTERED)
-    yield
-    registry.STAGES.clear(), registry.STAGES.update(stages)
-    registry.REGISTERED.clear(), registry.REGISTERED.update(registered)
+pytestmark = pytest.mark.usefixtures("registry_restored")
 
 
 def test_a_stage_registered_in_the_driver_runs_in_spawned_workers(corpus, tmp_path):

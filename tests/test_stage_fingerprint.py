@@ -117,15 +117,7 @@ def test_a_run_made_by_the_code_of_before_resumes_written_either_way(docs, tmp_p
     assert _run(_spec("us", min_words=30), docs, out) == {"filter": "skipped", "url_dedup": "skipped"}
 
 
-@pytest.fixture
-def _registry_restored():
-    stages, registered = dict(registry.STAGES), dict(registry.REGISTERED)
-    yield
-    registry.STAGES.clear(), registry.STAGES.update(stages)
-    registry.REGISTERED.clear(), registry.REGISTERED.update(registered)
-
-
-def test_a_user_stage_keeping_its_own_objects_under_a_param_resumes_its_run(docs, tmp_path, _registry_restored):
+def test_a_user_stage_keeping_its_own_objects_under_a_param_resumes_its_run(docs, tmp_path, registry_restored):
     """A user's stage holding a list of its own rule objects under the param's name
     (``self.phrases = [_Phrase(p) for p in phrases]``): the fingerprint took their ``str``,
     ``<_Phrase object at 0x7f...>``, another on every build, so the same command run again was
