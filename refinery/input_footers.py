@@ -71,7 +71,7 @@ def check_parquet_inputs(config: PipelineConfig, files: list[str], names: list[s
             and (by_file is None or by_file[f][0] > 0)]
     shard_of = dict(todo)
 
-    def check(uri: str, schema: pa.Schema) -> None:
+    def check(uri: str, schema: pa.Schema, _meta: Any) -> None:
         parquet.check_input_schema(uri, schema)
         if "html" in schema.names and "text" not in schema.names:
             try:

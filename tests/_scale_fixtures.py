@@ -204,3 +204,12 @@ def write_dedup_input(dest: Path, copies: int = 25, per_shard: int | None = None
 def worker_pid(**_: object) -> dict:
     """A task function that reports the process it ran in."""
     return {"pid": os.getpid()}
+
+
+def part_task_failing_while(output_uri: str, k: int, fail_if: str) -> dict:
+    """An index-like task (a file out, counts back) whose task 4 fails while ``fail_if`` exists."""
+    if k == 4 and os.path.exists(fail_if):
+        raise ValueError("task 4 fails")
+    Path(output_uri).parent.mkdir(parents=True, exist_ok=True)
+    Path(output_uri).write_text(str(k))
+    return {"rows": k}

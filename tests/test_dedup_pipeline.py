@@ -881,6 +881,29 @@ def test_standalone_dedup_refuses_a_directory_of_other_files_and_a_damaged_run_j
     assert run_dedup(str(source), str(out), DedupConfig(method="exact"), LocalExecutor(1))["docs_read"] == 40
 
 
+@pytest.mark.parametrize("method", ["lines", "substring"])
+def test_a_standalone_dedup_reads_each_input_footer_once(tmp_path, monkeypatch, method):
+    """`refinery dedup` checks every input footer for the method's columns before its lock, then
+    the lines pass (its partitions) and the substring pass (its groups) read every footer again for
+    the text's size: two footer GETs a shard on S3 (session 49, h205). The plan now takes the sizes
+    the check read: one open of each footer (``fs.open_parquet_input``; the tasks read the shards
+    whole through ``fs.open_input``), and the same groups and partitions as before."""
+    from refinery.io import fs
+
+    docs = load_cc_docs()[:60]
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        pq.write_table(pa.Table.from_pylist(docs[i::3]), tmp_path / "in" / f"s{i}.parquet")
+    footers: list[str] = []
+    monkeypatch.setattr(fs, "open_parquet_input", lambda uri, *a, real=fs.open_parquet_input, **k:
+                        footers.append(str(uri)) or real(uri, *a, **k))
+    stats = run_dedup(str(tmp_path / "in"), str(tmp_path / "out"), DedupConfig(method=method), LocalExecutor(1))
+    assert sorted(f for f in footers if f.startswith(str(tmp_path / "in"))) == \
+        [str(tmp_path / "in" / f"s{i}.parquet") for i in range(3)]
+    step = "suffix_arrays" if method == "substring" else "line_counts"
+    assert stats["passes"][step]["tasks"] == (1 if method == "substring" else 3)  # one group; a task a shard
+
+
 @pytest.mark.parametrize("method", ["exact", "url", "minhash", "substring"])
 def test_an_input_without_the_columns_is_one_line_before_any_task(tmp_path, method, request):
     """Found by adversarial testing: `refinery dedup RUN/tokens` (Parquet shards of token ids)

@@ -218,6 +218,31 @@ def test_fresh_workers_run_each_task_in_a_new_process(ray_local):  # noqa: F811
     assert len(set(fresh)) == 3 and not set(fresh) & reused
 
 
+def test_a_dedup_step_stopped_by_a_failed_task_on_ray_reruns_only_that_task(tmp_path, ray_local, monkeypatch):  # noqa: F811
+    """Per-task resume of a dedup index step on Ray: the results come back to the driver, which
+    records the finished tasks when the step stops (session 49, h205; the tasks recorded
+    themselves before); the rerun runs the failed task alone and sums all six."""
+    from _scale_fixtures import part_task_failing_while
+
+    from refinery.dedup import driver, resume
+    from refinery.executors.base import TaskError
+
+    work = driver.WorkDir(str(tmp_path / "index"), "f" * 16, False, method="t")
+    fail_if = tmp_path / "fail"
+    fail_if.touch()
+    tasks = [{"output_uri": work.path("out", f"{k}.txt"), "k": k, "fail_if": str(fail_if)} for k in range(6)]
+    names = [f"t{k}" for k in range(6)]
+    with RayExecutor(progress=False) as ex, pytest.raises(TaskError, match="task t4 failed"):
+        driver._run_pass(work, "parts", part_task_failing_while, tasks, ex, names)
+    fail_if.unlink()
+    ran: list[int] = []
+    monkeypatch.setattr(resume.StepRecords, "add", lambda self, k, result, add=resume.StepRecords.add:
+                        ran.append(k) or add(self, k, result))
+    with RayExecutor(progress=False) as ex:
+        assert driver._run_pass(work, "parts", part_task_failing_while, tasks, ex, names)["rows"] == 15
+    assert ran == [4]
+
+
 def test_an_address_where_no_cluster_answers_is_one_line_in_seconds(tmp_path):
     """Ray retries an unreachable GCS for minutes, printing its own warnings; we fail fast with
     where and what to do (no Ray import, no cluster needed)."""

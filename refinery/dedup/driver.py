@@ -15,12 +15,10 @@ writes ``passes/<pass>.json``; re-running the same command resumes after the las
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -28,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from refinery import __version__
 from refinery.dedup import components
@@ -37,22 +36,24 @@ from refinery.dedup.passes import (
     DedupInputError,
     bucket_task,
     candidate_task,
+    footer_text_bytes,
     index_version,
     large_star_task,
     removal_list_task,
     removal_run_task,
     signature_task,
     small_star_task,
+    text_bytes_by_uri,
     verify_attach_task,
     verify_task,
 )
+from refinery.dedup.resume import PLAN_FILE, resumable_step
 from refinery.dedup.substring import (
     SUBSTRING_BYTES_PER_CHAR,
     SUBSTRING_BYTES_PER_TOKEN,
     substring_task,
 )
 from refinery.io import fs, parquet
-from refinery.io.readahead import read_ahead
 from refinery.io.runlock import CLAIM_FILE, LOCK_FILE, OutputClaim, confirm_claim, output_guard
 from refinery.rundir import (
     PassDir,
@@ -245,17 +246,12 @@ class WorkDir:
         fs.write_bytes(self.path("passes", f"{name}.json"), json.dumps(summary, indent=1).encode())
         return summary
 
-    def task_summary_uri(self, step: str, k: int) -> str:
-        """Where task ``k`` of ``step`` records its result once its outputs are complete
-        (:func:`_resumable_task`); the record names the fingerprint it was made under."""
-        return self.path("tasks", step, f"{k:06d}.json")
-
     def planned(self, step: str, plan: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The plan (partition counts, the measured worker baseline) ``step`` began with under this
         fingerprint, else ``plan()``, recorded before the step's first task runs: partitions follow
         a worker baseline measured anew on each run, and a rerun that planned other partitions
         would redo every task its stop had left finished."""
-        uri = self.path("tasks", step, "plan.json")  # (not a task record: those are named by number)
+        uri = self.path("tasks", step, PLAN_FILE)  # (beside the step's task records: resume.StepRecords)
         try:
             record = None if self.force else json.loads(fs.read_bytes_if_any(uri) or b"null")
         except ValueError:  # a damaged record plans nothing
@@ -327,108 +323,12 @@ def _run_pass(work: WorkDir, name: str, fn: Callable[..., dict[str, Any]], tasks
         log.info("[dedup] pass %s already finished, skipping", name)
         return marker
     started = time.time()
-    results = _run_resumable(work, name, fn, tasks, executor, names, f"dedup/{work.method}/{name}", units,
-                             fresh_workers)
-    summary = _summarize(results, time.time() - started)
-    if extra:
-        summary.update(extra(results))
-    return work.finish(name, summary)
-
-
-def _run_resumable(work: WorkDir, step: str, fn: Callable[..., dict[str, Any]], tasks: list[dict[str, Any]],
-                   executor: Executor, names: list[str], label: str, units: str = "docs",
-                   fresh_workers: bool = False) -> list[dict[str, Any]]:
-    """The results of ``fn`` over ``tasks``, in task order, running only the tasks that have no
-    record of a finished run under this fingerprint (``tasks/<step>/<k>.json``, written by the
-    task after its outputs): a step stopped after 4 of 6 tasks runs the other 2 on a rerun, and
-    its summary adds up the 4 recorded results with the 2 new ones, as an uninterrupted run's."""
-    digests = [_task_digest(work, fn, t) for t in tasks]
-    recorded, present = _recorded_results(work, step, digests)
-    todo = [k for k in range(len(tasks)) if k not in recorded]
-    if recorded:
-        log.info("[dedup %s] %s: %d of %d tasks finished before, running %d", work.method, step, len(recorded),
-                 len(tasks), len(todo))
-    shared = {"_step_fn": fn, "_fingerprint": work.fingerprint}
-    runs = [{**tasks[k], "_summary_uri": work.task_summary_uri(step, k), "_task_digest": digests[k],
-             "_stale_summary": k in present} for k in todo]
-    fresh = executor.run(_resumable_task, runs, label=label, names=[names[k] for k in todo], units=units,
-                         shared=shared, fresh_workers=fresh_workers)
-    by_task = recorded | dict(zip(todo, fresh))
-    return [by_task[k] for k in range(len(tasks))]
-
-
-def _task_digest(work: WorkDir, fn: Callable[..., Any], task: dict[str, Any]) -> str:
-    """What a task's record must match to stand for it: its function and arguments (the partition
-    counts among them), with the index's own paths relative to it (a moved index is the same)."""
-    top = work.root.rstrip("/") + "/"
-
-    def relative(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith(top):
-            return "$index/" + value[len(top):]
-        if isinstance(value, (list, tuple)):
-            return [relative(v) for v in value]
-        if isinstance(value, dict):
-            return {k: relative(v) for k, v in value.items()}
-        return value
-
-    blob = json.dumps([f"{fn.__module__}.{fn.__qualname__}", relative(task)], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _recorded_results(work: WorkDir, step: str, digests: list[str]) -> tuple[dict[int, dict[str, Any]], set[int]]:
-    """The results recorded for ``step``'s tasks under this fingerprint and for these very tasks
-    (by index), and the indexes with any record (another fingerprint's: deleted before the task
-    runs again, so a stop mid-task never leaves the other's record beside its new outputs)."""
-    listed = fs.list_files_if_any(work.path("tasks", step), (".json",))
-    indexed = [(k, uri) for uri in listed if (k := _record_index(uri)) is not None]
-    if work.force:  # everything is redone; the records there are deleted as their tasks run
-        return {}, {k for k, _ in indexed}
-
-    def read(uri: str) -> Any:
-        try:
-            return json.loads(fs.read_bytes(uri))
-        except (ValueError, fs.StorageError):  # damaged, or gone since the listing: not finished
-            return None
-
-    records = list(read_ahead(read, [uri for _, uri in indexed]))  # on S3 one GET each, several at a time
-    found: dict[int, dict[str, Any]] = {}
-    for (k, _), record in zip(indexed, records):
-        if (k < len(digests) and isinstance(record, dict) and record.get("fingerprint") == work.fingerprint
-                and record.get("task") == digests[k] and isinstance(record.get("result"), dict)):
-            found[k] = record["result"]
-    return found, {k for k, _ in indexed}
-
-
-def _record_index(uri: str) -> int | None:
-    stem = fs.basename(uri)[: -len(".json")]
-    return int(stem) if stem.isdigit() else None
-
-
-def _resumable_task(_step_fn: Callable[..., dict[str, Any]], _summary_uri: str, _task_digest: str,
-                    _fingerprint: str, _stale_summary: bool = False, **task: Any) -> dict[str, Any]:
-    """Run one index task, then record its result beside the step's outputs (atomically, after
-    them): a task stopped before the record is redone whole. A record left by another fingerprint
-    goes first, so it never names outputs this run is rewriting."""
-    from refinery.executors.base import peak_rss_bytes
-
-    if _stale_summary:
-        fs.delete(_summary_uri)
-    started = time.perf_counter()
-    result = dict(_step_fn(**task) or {})
-    # what the executor adds to a result (call_task), so a recorded result sums as a fresh one
-    result.setdefault("seconds", round(time.perf_counter() - started, 4))
-    result["peak_rss"] = peak_rss_bytes()
-    result["pid"] = os.getpid()
-    record = {"fingerprint": _fingerprint, "task": _task_digest, "result": result}
-    fs.write_bytes(_summary_uri, json.dumps(record, default=_plain).encode())
-    return json.loads(json.dumps(result, default=_plain))  # as a rerun reads it back: the same sums
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar or array in a task's result, as JSON holds it."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} in a task result is not JSON")
+    with resumable_step(work, name, fn, tasks, executor, names, f"dedup/{work.method}/{name}", units,
+                        fresh_workers) as results:
+        summary = _summarize(results, time.time() - started)
+        if extra:
+            summary.update(extra(results))
+        return work.finish(name, summary)  # the marker stands for every task: no record written
 
 
 def _fingerprint(method: str, params: dict[str, Any], shards: list[Shard], upstream: str | None = None,
@@ -629,33 +529,36 @@ def run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Ex
 
 
 def _refuse_before_the_lock(input_dir: str, output_dir: str, config: DedupConfig, work_dir: str | None,
-                            force: bool) -> set[str]:
+                            force: bool) -> dict[str, int]:
     """Make a standalone dedup's refusals before its lock creates OUTPUT and OUTPUT/.lock (on S3:
     its claim, OUTPUT/.claim): a refused dedup left an empty OUTPUT holding only .lock (found by
     trials). Removing them afterwards could remove a directory the user made, or a lock file
     another process has open, so nothing is made. They are made again under the lock or claim
-    (:func:`_run_dedup`); only for a lock or claim not there yet."""
+    (:func:`_run_dedup`); only for a lock or claim not there yet. Returns the checked shards'
+    text bytes by URI (:func:`_check_columns`)."""
     if fs.file_exists(fs.join(output_dir, CLAIM_FILE if fs.is_s3(output_dir) else LOCK_FILE)):
-        return set()  # an existing lock file or claim means nothing new is made
+        return {}  # an existing lock file or claim means nothing new is made
     shards = list_shards(input_dir)
     _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force,
                            fs.validate_uri(work_dir or fs.join(output_dir, "dedup")))
-    _check_columns(shards, config.method)
+    checked = _check_columns(shards, config.method)
     if not force:  # with --force it replaces another method's marker: under the lock only
         _check_rerun(RunDir(output_dir), config, force)
-    return {s.uri for s in shards}
+    return checked
 
 
 def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: Executor, work_dir: str | None,
                force: bool, shards: list[Shard] | None, out: PassDir | None, upstream: str | None,
                claim: OutputClaim | None = None, run_root: str | None = None,
-               recorded_root: str | None = None, columns_of: set[str] | None = None) -> dict[str, Any]:
-    """``columns_of``: the shards whose columns were checked before the lock (not read again)."""
+               recorded_root: str | None = None, columns_of: dict[str, int] | None = None) -> dict[str, Any]:
+    """``columns_of``: the text bytes of the shards whose columns were checked before the lock, by
+    URI (their footers are not read again)."""
     input_dir, output_dir = fs.validate_uri(input_dir), fs.validate_uri(output_dir)
     out = out or PassDir(output_dir)
     work_root = fs.validate_uri(work_dir or (out.index_dir if upstream else fs.join(output_dir, "dedup")))
     standalone = shards is None
     shards = shards if shards is not None else list_shards(input_dir)
+    text_bytes: dict[str, int] = {}  # by URI, from the footers the column check read
     if standalone:
         _warn_failed_shards(input_dir, {s.name for s in shards})
         # what the input holds now, not only its file names: an index and removal shards built from
@@ -663,7 +566,8 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
         versions = fs.file_versions(input_dir, [s.uri for s in shards])
         upstream = "files:" + hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()[:16]
         _check_output_is_dedup(RunDir(output_dir), {s.name for s in shards}, force, work_root)
-        _check_columns([s for s in shards if s.uri not in (columns_of or set())], config.method)
+        text_bytes = (columns_of or {}) | _check_columns([s for s in shards if s.uri not in (columns_of or {})],
+                                                         config.method)
         recorded = _check_rerun(RunDir(output_dir), config, force)
         remove_orphan_shards(out, {s.name for s in shards}, f"dedup {config.method}")
     method = config.method
@@ -684,11 +588,11 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
              output_dir, work_root, executor.kind)
     passes: dict[str, Any] = {}
     if method == "substring":
-        extra = _substring_passes(work, shards, config, executor, passes)
+        extra = _substring_passes(work, shards, config, executor, passes, text_bytes)
     elif method == "lines":
         from refinery.dedup.lines import lines_passes
 
-        extra = lines_passes(work, shards, config, executor, passes)
+        extra = lines_passes(work, shards, config, executor, passes, text_bytes)
     elif method == "decontaminate":
         from refinery.dedup.decontaminate import decontaminate_passes
 
@@ -755,7 +659,7 @@ def _run_dedup(input_dir: str, output_dir: str, config: DedupConfig, executor: E
 _NEEDED_COLUMNS = {"url": ("id", "url"), "lines": ("id", "text", "url")}
 
 
-def _check_columns(shards: list[Shard], method: str) -> None:
+def _check_columns(shards: list[Shard], method: str) -> dict[str, int]:
     """Refuse an input without the columns the method reads, naming the first shard that lacks
     one, from footers only: a directory of other Parquet files (a run's tokens/) failed every
     signature task, an ERROR line each, then "dedup failed" (found by adversarial testing), and
@@ -763,12 +667,20 @@ def _check_columns(shards: list[Shard], method: str) -> None:
     shard alone checked (h172). Every shard's footer, local (~0.2 ms each) and S3: one ranged GET
     each, 16 at a time (moto: 1,000 shards in ~7 s beside a 0.5 s listing; the signatures read
     every shard whole next). S3 checked the first shard of each directory only, so a later shard
-    without ``text`` failed its signature task, "dedup failed", exit 1, its output begun (h178)."""
+    without ``text`` failed its signature task, "dedup failed", exit 1, its output begun (h178).
+    Returns each shard's text bytes by URI, which the lines and substring passes plan with
+    (:func:`footer_text_bytes`), so their drivers do not read the footers again (session 49, h205)."""
+    text_bytes: dict[str, int] = {}
+
+    def check(uri: str, schema: pa.Schema, meta: pq.FileMetaData) -> None:
+        _check_shard_columns(uri, schema, method)
+        text_bytes[uri] = footer_text_bytes(meta)
+
     # in shard order: the first shard that fails is the one named
-    check = functools.partial(_check_shard_columns, method=method)
     for _, why in parquet.footer_problems([s.uri for s in shards], check):
         if why:
             raise DedupInputError(why)
+    return {s.uri: text_bytes[s.uri] for s in shards}
 
 
 def _check_shard_columns(uri: str, schema: pa.Schema, method: str) -> None:
@@ -1211,8 +1123,9 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
                   "roots_uri": roots[q], "num_shards": num_shards} for q in range(Q)]
         # each round's tasks resume as a step's do: a round's inputs are the last round's outputs,
         # the same files whichever run wrote them
-        results = _run_resumable(work, f"large-star-{r}", large_star_task, tasks, executor,
-                                 [f"part-{q}" for q in range(Q)], f"dedup/{method}/large-star-{r}", units="edges")
+        with resumable_step(work, f"large-star-{r}", large_star_task, tasks, executor, [f"part-{q}" for q in range(Q)],
+                            f"dedup/{method}/large-star-{r}", units="edges", marked=False) as results:
+            pass  # (no marker of its own: the round's records are written once it ends)
         summary = _summarize(results, 0.0)
         summary.pop("wall_seconds", None)
         rounds.append({"round": r, "step": "large", **summary})
@@ -1233,8 +1146,9 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
             return final, work.finish("components", out)
         small = [work.path("components", f"round-{r:03d}", "small", f"part-{q:05d}.parquet") for q in range(Q)]
         tasks = [{"input_uris": large, "part": q, "output_uri": small[q], "cc_parts": Q} for q in range(Q)]
-        results = _run_resumable(work, f"small-star-{r}", small_star_task, tasks, executor,
-                                 [f"part-{q}" for q in range(Q)], f"dedup/{method}/small-star-{r}", units="edges")
+        with resumable_step(work, f"small-star-{r}", small_star_task, tasks, executor, [f"part-{q}" for q in range(Q)],
+                            f"dedup/{method}/small-star-{r}", units="edges", marked=False) as results:
+            pass
         summary = _summarize(results, 0.0)
         summary.pop("wall_seconds", None)
         rounds.append({"round": r, "step": "small", **summary})
@@ -1242,16 +1156,14 @@ def _components(work: WorkDir, cand_uris: list[str], Q: int, executor: Executor,
     raise DedupError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
 
 
-def _substring_need(shard: Shard) -> float:
-    """Estimated bytes of a shard's suffix array and tokens (its text's size from the Parquet footer)."""
-    import pyarrow.parquet as pq
+def _substring_need(text_bytes: int) -> float:
+    """Estimated bytes of a shard's suffix array and tokens, from its text's size (its Parquet footer's)."""
+    return text_bytes * (SUBSTRING_BYTES_PER_CHAR + SUBSTRING_BYTES_PER_TOKEN / 5.0)  # ~5 characters per token
 
-    with fs.open_parquet_input(shard.uri) as f:
-        meta = pq.ParquetFile(f).metadata
-    col = meta.schema.names.index("text") if "text" in meta.schema.names else None
-    chars = sum(meta.row_group(g).column(col).total_uncompressed_size
-                for g in range(meta.num_row_groups)) if col is not None else 0
-    return chars * (SUBSTRING_BYTES_PER_CHAR + SUBSTRING_BYTES_PER_TOKEN / 5.0)  # ~5 characters per token
+
+def _read_text_bytes(uri: str) -> int:
+    with fs.open_parquet_input(uri) as f:
+        return footer_text_bytes(pq.ParquetFile(f).metadata)
 
 
 def plan_substring_groups(shards: list[Shard], budget: int, baseline: int = TASK_BASELINE_BYTES,
@@ -1263,7 +1175,7 @@ def plan_substring_groups(shards: list[Shard], budget: int, baseline: int = TASK
     current: list[Shard] = []
     current_bytes = largest = 0.0
     for s in shards:
-        need = needs[s.name] if needs is not None else _substring_need(s)
+        need = needs[s.name] if needs is not None else _substring_need(_read_text_bytes(s.uri))
         if current and current_bytes + need > usable:
             groups.append(current)
             largest = max(largest, current_bytes)
@@ -1277,14 +1189,16 @@ def plan_substring_groups(shards: list[Shard], budget: int, baseline: int = TASK
 
 
 def _substring_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor,
-                      passes: dict[str, Any]) -> dict[str, Any]:
+                      passes: dict[str, Any], known_text_bytes: dict[str, int] | None = None) -> dict[str, Any]:
+    """``known_text_bytes``: the shards' text bytes by URI that the driver's column check read."""
     sub = config.substring
     # a fixed baseline, not the measured one: which shards share a suffix array decides what is cut,
     # so the grouping must follow from the config alone (memory_budget is in the fingerprint). When
     # the workers already hold more than that baseline leaves room for (Ray workers that ran the
     # filter pass hold ~330 MB: 1,041 MB against a 1,024 MB budget at 1M documents,
     # docs/benchmarks.md), each group runs in a fresh worker instead: same groups, same cuts.
-    needs = {s.name: _substring_need(s) for s in shards}  # one footer read per shard
+    chars = text_bytes_by_uri([s.uri for s in shards], known_text_bytes, _read_text_bytes)  # a footer per shard at most
+    needs = {s.name: _substring_need(chars[s.uri]) for s in shards}
     groups, largest = plan_substring_groups(shards, config.memory_budget, needs=needs)
     usable = max(config.memory_budget - TASK_BASELINE_BYTES, 16 * 2**20)  # as the plan's
     for group in groups:

@@ -46,6 +46,7 @@ import math
 import re
 import time
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.dedup.datelines import dateline_key
-from refinery.dedup.passes import MAX_SOURCES, DedupInputError, as_text, check_unique_ids, checked_footer, read_shard
+from refinery.dedup.passes import (
+    MAX_SOURCES,
+    DedupInputError,
+    as_text,
+    check_unique_ids,
+    checked_footer,
+    footer_text_bytes,
+    read_shard,
+    text_bytes_by_uri,
+)
 from refinery.dedup.shuffle import partition_of, read_partition, write_partitioned
 from refinery.executors.base import TASK_SUMMARY, summary_level
 from refinery.io import fs, parquet
@@ -596,21 +606,21 @@ def estimate_partitions(shards: list[Shard], budget: int, baseline: int = _TASK_
     return partitions_for_text(text_bytes_of(shards), budget, baseline)
 
 
-def text_bytes_of(shards: list[Shard]) -> int:
-    """Uncompressed bytes of the shards' ``text`` columns (Parquet footers only); a shard without
-    the columns the pass reads is refused here, before any task runs."""
-    text_bytes = 0
-    for s in shards:
-        # one footer read (it was two); names as Arrow reads them: a Parquet footer names a list's leaves
-        present, meta = checked_footer(s.uri)
-        missing = [c for c in ("id", "text", "url") if c not in present]
-        if missing:
-            raise DedupInputError(f"shard {s.uri} lacks column(s) {missing} needed by lines dedup "
-                                  f"(lines are counted per registered domain of `url`)")
-        if "text" in meta.schema.names:
-            col = meta.schema.names.index("text")
-            text_bytes += sum(meta.row_group(g).column(col).total_uncompressed_size for g in range(meta.num_row_groups))
-    return text_bytes
+def text_bytes_of(shards: list[Shard], known: Mapping[str, int] | None = None) -> int:
+    """Uncompressed bytes of the shards' ``text`` columns (Parquet footers only; ``known``: those
+    the driver's column check read already); a shard without the columns the pass reads is
+    refused here, before any task runs."""
+    return sum(text_bytes_by_uri([s.uri for s in shards], known, _checked_text_bytes).values())
+
+
+def _checked_text_bytes(uri: str) -> int:
+    # one footer read (it was two); names as Arrow reads them: a Parquet footer names a list's leaves
+    present, meta = checked_footer(uri)
+    missing = [c for c in ("id", "text", "url") if c not in present]
+    if missing:
+        raise DedupInputError(f"shard {uri} lacks column(s) {missing} needed by lines dedup "
+                              f"(lines are counted per registered domain of `url`)")
+    return footer_text_bytes(meta)
 
 
 def partitions_for_text(text_bytes: int, budget: int, baseline: int = _TASK_BASELINE_BYTES) -> int:
@@ -620,13 +630,14 @@ def partitions_for_text(text_bytes: int, budget: int, baseline: int = _TASK_BASE
 
 
 def lines_passes(work: WorkDir, shards: list[Shard], config: DedupConfig, executor: Executor,
-                 passes: dict[str, Any]) -> dict[str, Any]:
-    """Build the boilerplate-line index in ``work``; returns the figures for ``dedup_stats.json``."""
+                 passes: dict[str, Any], known_text_bytes: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Build the boilerplate-line index in ``work``; returns the figures for ``dedup_stats.json``.
+    ``known_text_bytes``: the shards' text bytes by URI that the driver's column check read."""
     from refinery.dedup.driver import _method_params, _run_pass, _write_manifest, worker_baseline_bytes
 
     lines = config.lines
     rule = {k: getattr(lines, k) for k in ("min_chars", "min_words", "max_words", "fold_digits", "exact_dates")}
-    text_bytes = text_bytes_of(shards)  # checks the shards' columns before any task runs
+    text_bytes = text_bytes_of(shards, known_text_bytes)  # checks the shards' columns before any task runs
     # a step begun and stopped keeps the partitions its finished tasks were written with
     P = config.partitions or (work.done("line_counts") or {}).get("partitions") \
         or work.planned("line_counts", lambda: {"partitions": partitions_for_text(

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from refinery.dedup.shuffle import column_numpy, partition_of, read_partition, w
 from refinery.dedup.text import document_hashes, mix64, word_hashes
 from refinery.executors.base import TASK_SUMMARY, summary_level
 from refinery.io import fs, parquet
+from refinery.io.readahead import read_ahead
 from refinery.schema import repeated_column
 from refinery.rundir import PassDir
 
@@ -177,6 +179,27 @@ def check_dedup_schema(uri: str, schema: pa.Schema) -> None:
     # ``text`` / ``url`` failed a signature task with a bare TypeError naming neither file nor
     # column, and a float ``id`` only at the removal, after every index was built (found by adversarial testing)
     parquet.check_document_types(uri, schema)
+
+
+def footer_text_bytes(meta: pq.FileMetaData) -> int:
+    """Uncompressed bytes of a Parquet file's ``text`` column, from its footer (0 without one):
+    what the lines and substring passes plan their memory with."""
+    names = meta.schema.names
+    if "text" not in names:
+        return 0
+    col = names.index("text")
+    return sum(meta.row_group(g).column(col).total_uncompressed_size for g in range(meta.num_row_groups))
+
+
+def text_bytes_by_uri(uris: list[str], known: Mapping[str, int] | None, read: Callable[[str], int]) -> dict[str, int]:
+    """Each shard's :func:`footer_text_bytes`: those the driver's column check read (``known``: a
+    standalone dedup reads every footer before its lock), the others by ``read`` (a footer each,
+    16 at a time on S3): one read of each input footer per pass, not two (session 49, h205). A
+    shard ``read`` refuses is refused in shard order, as a loop would."""
+    known = known or {}
+    rest = [u for u in uris if u not in known]
+    found = dict(zip(rest, read_ahead(read, rest)))
+    return {u: known[u] if u in known else found[u] for u in uris}
 
 
 # -- pass 1: signatures / keys per shard ------------------------------------------------------

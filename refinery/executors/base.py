@@ -78,6 +78,7 @@ class TaskOutcome:
     attempts: int = 1
     node: str | None = None  # where the last attempt ran (Ray node id, or "pid:<n>")
     executor: str = ""  # the kind of executor that ran it ("local", "ray"): whose credentials an S3 refusal is about
+    index: int = 0  # its place in the tasks given to map()
 
     # shard tasks: the outcome of one shard (its name and its stats)
     @property
@@ -505,7 +506,7 @@ class Executor(ABC):
                         log.warning("[%s] %s: attempt %d failed (%s); retrying", label, names[i], attempt, first)
                         queue.append((i, attempt + 1))
                         continue
-                    outcome = TaskOutcome(names[i], status, result, error, attempt, node, self.kind)  # type: ignore[arg-type]
+                    outcome = TaskOutcome(names[i], status, result, error, attempt, node, self.kind, i)  # type: ignore[arg-type]
                     if status == "failed":
                         log.error("[%s] %s failed after %d attempt(s): %s", label, names[i], attempt, outcome.error_line)
                         if outcome.error_line != outcome.first_error_line:  # the raw text, for -v

@@ -262,17 +262,17 @@ def schema_and_metadata(uri: str, data: pa.Buffer | None = None) -> tuple[pa.Sch
         raise
 
 
-def footer_problems(uris: Iterable[str], check: Callable[[str, pa.Schema], None]
+def footer_problems(uris: Iterable[str], check: Callable[[str, pa.Schema, pq.FileMetaData], None]
                     ) -> Iterator[tuple[str, str | None]]:
     """``(uri, why)`` for each of ``uris``, in their order: ``why`` the one line of a damaged footer
-    or of the :class:`ShardReadError` ``check(uri, schema)`` raises, else None. Footers only, read
+    or of the :class:`ShardReadError` ``check(uri, schema, metadata)`` raises, else None. Footers only, read
     :data:`~refinery.io.readahead.READ_THREADS` at once (on S3 a ranged GET each: moto 1,000 in
     ~5 s, h178); a failure of another kind (the network) is raised. ``refinery dedup`` checks its
     shards' columns with it, ``refinery run`` its input files."""
 
     def one(uri: str) -> tuple[str, str | None]:
         try:
-            check(uri, schema_and_metadata(uri)[0])
+            check(uri, *schema_and_metadata(uri))
         except ShardReadError as exc:
             return uri, str(exc)
         return uri, None
