@@ -35,9 +35,14 @@ EDIT_FIELDS: list[pa.Field] = [
 #: one it was made for: the runner nulls a document's marks when a stage changes its text, and
 #: leaves the column out of the shards it writes (it describes a text no later pass sees).
 QUOTE_LINES = "quote_lines"
-QUOTE_LINES_TYPE = pa.list_(pa.int32())
+#: the type of a line-marks column: line numbers
+LINE_MARKS_TYPE = pa.list_(pa.int32())
+#: Numbers (from 0) of the lines of ``text`` that are code: a ``<pre>``'s or ``<code>``'s text with
+#: nothing else on the line (null: none known). Made by ``extract`` (trafilatura, like QUOTE_LINES),
+#: read by ``line_corrections`` (``keep_code_lines``); held like QUOTE_LINES.
+CODE_LINES = "code_lines"
 #: columns that name lines of the text (see QUOTE_LINES)
-LINE_MARK_COLUMNS: tuple[str, ...] = (QUOTE_LINES,)
+LINE_MARK_COLUMNS: tuple[str, ...] = (QUOTE_LINES, CODE_LINES)
 
 #: Columns the runner adds to removed documents, so a removed shard says who removed what and why.
 REMOVED_FIELDS: list[pa.Field] = [

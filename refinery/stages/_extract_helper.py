@@ -6,7 +6,7 @@ sibling ``_xpath_to_python.py``, not refinery or pyarrow). It talks over the inh
 (``multiprocessing.connection`` framing): it sends ``("ready", pid)`` once the backend is imported
 and warmed up (or ``("error", message)`` if it cannot be), then answers each ``(html, url)`` request
 with ``("ok", (text_or_None, path))`` (``(text_or_None, path, marked_or_None)`` for trafilatura
-with joined lines: :func:`with_quote_marks`) or ``("failed", "ExceptionType: message")``. It exits when the
+with joined lines: :func:`with_line_marks`) or ``("failed", "ExceptionType: message")``. It exits when the
 socket closes. ``path`` names the extraction path that produced the text (see :func:`make_extract`);
 the stage records it in its ``extract_path`` column. The parent enforces the deadline by killing
 this process (SIGKILL): a parser stuck in C code cannot be interrupted any other way.
@@ -879,7 +879,7 @@ def _text_wrapper() -> Callable:
     def xmltotxt(xmloutput, include_formatting):
         marks = _QUOTE_MARKS.get()
         # the tree with its quotes' lines marked, copied before the conversion (which joins in place)
-        marked = quote_marked_copy(xmloutput) if marks is not None and xmloutput is not None else None
+        marked = line_marked_copy(xmloutput) if marks is not None and xmloutput is not None else None
         text = convert(xmloutput, include_formatting)
         if marked is not None:
             marks.append((text, convert(marked, include_formatting)))
@@ -914,7 +914,8 @@ def _install_blockquote_marks() -> bool:
     before trafilatura turns it into ``quote`` (as it does a ``<pre>``), and carry the mark
     (``BLOCKQUOTE``) to the ``quote`` of the result tree, so that the line joining tells a
     blockquote, wrapped at 80 columns in the source, from preformatted text (a poem, a table drawn
-    in characters). Outside joining calls nothing is marked: trafilatura's own tree. Guarded: only
+    in characters). A ``<pre>`` is marked too (:data:`PRE`), for the code marks
+    (:func:`line_marked_copy`). Outside joining calls nothing is marked: trafilatura's own tree. Guarded: only
     over the trafilatura functions this reasons about (sources compared); else quotes keep their
     breaks, as before. Returns whether it is in place."""
     from trafilatura import htmlprocessing, main_extractor
@@ -924,25 +925,33 @@ def _install_blockquote_marks() -> bool:
         return True
 
     def convert_quotes(elem):
-        # tree.iter visits a blockquote before its descendants: a <pre> in it is not converted yet
-        if (elem.tag == "blockquote" and (_JOIN_LINES.get() or _DEDENT_LINES.get())
-                and elem.find(".//pre") is None):
-            elem.set(BLOCKQUOTE, "")
+        if _JOIN_LINES.get() or _DEDENT_LINES.get():
+            # tree.iter visits a blockquote before its descendants: a <pre> in it is not converted yet
+            if elem.tag == "blockquote" and elem.find(".//pre") is None:
+                elem.set(BLOCKQUOTE, "")
+            elif elem.tag == "pre":
+                elem.set(PRE, "")
         convert(elem)
 
     def handle_quotes(element, options):
         quote = handle(element, options)
-        if quote is not None and quote.tag == "quote" and element.get(BLOCKQUOTE) is not None:
-            quote.set(BLOCKQUOTE, "")
+        if quote is not None and quote.tag == "quote":  # a code block is a copy: its attributes came along
+            for mark in (BLOCKQUOTE, PRE):
+                if element.get(mark) is not None:
+                    quote.set(mark, "")
         return quote
 
     if not _install_replacement(main_extractor, "handle_quotes", handle, handle_quotes, _QUOTES_SOURCES_SHA256,
                                 also=(convert,)):
         return False
-    htmlprocessing.CONVERSIONS["blockquote"] = convert_quotes
+    htmlprocessing.CONVERSIONS["blockquote"] = htmlprocessing.CONVERSIONS["pre"] = convert_quotes
     return True
 
 
+#: attribute of a page's ``<pre>`` and of the result-tree ``quote`` trafilatura makes of one that does
+#: not look like code (one that does becomes ``code``): set while joining or dedenting
+#: (:func:`_install_blockquote_marks`), so that its lines are marked as code (:func:`line_marked_copy`)
+PRE = "refinery-pre"
 #: attribute of a page's element inside a forum's quote ``<div>`` (:data:`REPLY_QUOTE_CLASSES`),
 #: and of the result-tree element trafilatura makes of it (:func:`_install_reply_quote_marks`)
 REPLY_QUOTE = "refinery-reply-quote"
@@ -955,7 +964,7 @@ REPLY_QUOTE = "refinery-reply-quote"
 #: ``bbCodeBlock--quote`` and Discourse's ``aside.quote`` hold a ``<blockquote>``: marked as such.
 REPLY_QUOTE_CLASSES = frozenset(("TexticonQuote",))
 _REPLY_QUOTE_XPATH = None
-#: while a page is extracted with quote marks (:func:`with_quote_marks`): whether its HTML holds a
+#: while a page is extracted with quote marks (:func:`with_line_marks`): whether its HTML holds a
 #: token of :data:`REPLY_QUOTE_CLASSES` (a string search: most pages skip the tree's XPath)
 _REPLY_QUOTE_PAGE: ContextVar[bool] = ContextVar("refinery_reply_quote_page", default=False)
 #: sha256 of trafilatura 2.3.1's ``main_extractor.handle_textelem`` (it returns the result-tree
@@ -965,11 +974,11 @@ _REPLY_QUOTE_SOURCES_SHA256 = ("59c8a575858db16d721f2ad8872f75beb8714d6e2d3f65ad
 
 
 def _install_reply_quote_marks() -> bool:
-    """While quote marks are collected (:func:`with_quote_marks`), mark (:data:`REPLY_QUOTE`) each
+    """While quote marks are collected (:func:`with_line_marks`), mark (:data:`REPLY_QUOTE`) each
     element inside a forum's quote ``<div>`` (:data:`REPLY_QUOTE_CLASSES`) of the cleaned page
     before trafilatura extracts from it, and carry the mark to the element ``handle_textelem``
     makes of a marked one (a paragraph: the quoted author's name, the quoted text), so that
-    :func:`quote_marked_copy` marks its lines. Only an attribute is added, in both trees: the text
+    :func:`line_marked_copy` marks its lines. Only an attribute is added, in both trees: the text
     is trafilatura's. Guarded: only over the functions this reasons about (sources compared).
     Returns whether it is in place."""
     from trafilatura import core, main_extractor
@@ -1020,40 +1029,78 @@ def mark_reply_quotes(tree: Any) -> int:
 
 
 #: the character that marks a ``<blockquote>``'s lines in a second conversion of a result tree
-#: (:func:`quote_marked_copy`): printable (the conversion keeps it), never a word character, not
+#: (:func:`line_marked_copy`): printable (the conversion keeps it), never a word character, not
 #: composed by NFC; a page holding it gets no marks (the marked text then differs elsewhere too)
 QUOTE_MARK = "\u2e3f"
+#: the characters around each run of a code block's text on a line (:func:`line_marked_copy`; like
+#: :data:`QUOTE_MARK`): a line of the text is code when it holds such a run and nothing outside
+#: runs but whitespace (inline ``<code>`` in a sentence shares its line with the sentence)
+CODE_OPEN, CODE_CLOSE = "\u2e3d", "\u2e3e"
+#: every mark a marked text may hold
+LINE_MARKS = QUOTE_MARK + CODE_OPEN + CODE_CLOSE
+_NO_MARKS = str.maketrans("", "", LINE_MARKS)
 #: where a text starts a line: its start or a line break, after the whitespace the joining and
 #: the dedenting remove (a mark before them would stop that)
 _LINE_STARTS = re.compile(r"(?:^|\n)[ \t\n\r\f\u00a0]*(?=\S)")
-#: while set (a list: :func:`with_quote_marks`), each result tree converted to text that holds a
-#: blockquote appends ``(text, the text of its marked copy)``
+#: a line's text in a code node, from its first to its last character that is not whitespace (the
+#: marks go inside the indentation and trailing spaces, which the conversion and cleaning may cut)
+_CODE_RUN = re.compile(r"\S(?:[^\n]*\S)?")
+#: while set (a list: :func:`with_line_marks`), each result tree converted to text that holds a
+#: blockquote or code appends ``(text, the text of its marked copy)``
 _QUOTE_MARKS: ContextVar[list | None] = ContextVar("refinery_quote_marks", default=None)
 
 
-def quote_marked_copy(tree: Any) -> Any | None:
+def without_marks(text: str) -> str:
+    """``text`` without any of :data:`LINE_MARKS`."""
+    return text.translate(_NO_MARKS)
+
+
+def line_marked_copy(tree: Any) -> Any | None:
     """A copy of trafilatura's result ``tree`` with :data:`QUOTE_MARK` at the start of every line
     of text inside a quote: a ``quote`` that was a ``<blockquote>`` (marked ``BLOCKQUOTE``: only
     while joining or dedenting) or an element made from a forum's quote ``<div>`` (marked
-    :data:`REPLY_QUOTE`: :func:`_install_reply_quote_marks`), or None when it holds none. A quote
+    :data:`REPLY_QUOTE`: :func:`_install_reply_quote_marks`), and :data:`CODE_OPEN` / :data:`CODE_CLOSE`
+    around each line's text inside code (``code``: a ``<pre>`` that looks like code, a ``<code>``;
+    a ``quote`` that was a ``<pre>``, marked :data:`PRE`), or None when it holds none. A quote
     whose lines hold other text too is not marked (:func:`_has_own_lines`). Converted like the
-    tree, the copy gives the same text with marks, which say which of its lines came from quotes."""
-    if tree.find(f".//quote[@{BLOCKQUOTE}]") is None and tree.find(f".//*[@{REPLY_QUOTE}]") is None:
+    tree, the copy gives the same text with marks, which say which of its lines came from quotes
+    or code."""
+    quotes = tree.find(f".//quote[@{BLOCKQUOTE}]") is not None or tree.find(f".//*[@{REPLY_QUOTE}]") is not None
+    code = tree.find(".//code") is not None or tree.find(f".//quote[@{PRE}]") is not None
+    if not (quotes or code):
         return None
     import copy
 
     tree = copy.deepcopy(tree)
-    done: set = set()  # quotes marked, and what they hold (a quote in a quote is marked once)
-    for quote in tree.iter():
-        if quote in done or not _is_quote(quote) or not _has_own_lines(quote):
+    # code first: a quote's mark then goes before a code run starting its line
+    coded = _mark_inside(tree, _is_code, _CODE_RUN, _in_code_marks) if code else False
+    quoted = _mark_inside(tree, lambda e: _is_quote(e) and _has_own_lines(e), _LINE_STARTS, _with_mark) if quotes else False
+    return tree if coded or quoted else None
+
+
+def _mark_inside(tree: Any, chosen: Callable[[Any], bool], where: re.Pattern, mark: Callable) -> bool:
+    """Mark (``where.sub(mark, ...)``) the text inside each element of ``tree`` that is ``chosen``
+    (its own text, and its descendants' texts and tails; one inside another is marked once);
+    whether any was."""
+    done: set = set()
+    for element in tree.iter():
+        if element in done or not chosen(element):
             continue
-        for node in quote.iter():
+        for node in element.iter():
             done.add(node)
             if node.text and isinstance(node.tag, str):
-                node.text = _LINE_STARTS.sub(_with_mark, node.text)
-            if node is not quote and node.tail:
-                node.tail = _LINE_STARTS.sub(_with_mark, node.tail)
-    return tree if done else None
+                node.text = where.sub(mark, node.text)
+            if node is not element and node.tail:
+                node.tail = where.sub(mark, node.tail)
+    return bool(done)
+
+
+def _is_code(element: Any) -> bool:
+    return element.tag == "code" or (element.tag == "quote" and element.get(PRE) is not None)
+
+
+def _in_code_marks(match: re.Match) -> str:
+    return CODE_OPEN + match.group(0) + CODE_CLOSE
 
 
 def _is_quote(element: Any) -> bool:
@@ -1089,9 +1136,10 @@ def _with_mark(match: re.Match) -> str:
 
 def marked_text(text: str | None, converted: list[tuple[str, str]]) -> str | None:
     """``text`` (an extract call's: trafilatura's NFC of a conversion, perhaps with recipe lines
-    after it) with :data:`QUOTE_MARK` on its quotes' lines, from the ``converted`` (text, marked
-    text) pairs that :func:`with_quote_marks` collected; None when no pair gives exactly ``text``
-    without the marks (no quote, two conversions disagreeing, a page holding the mark itself)."""
+    after it) with :data:`QUOTE_MARK` on its quotes' lines and :data:`CODE_OPEN` / :data:`CODE_CLOSE`
+    around its code (:func:`line_marked_copy`), from the ``converted`` (text, marked text) pairs
+    that :func:`with_line_marks` collected; None when no pair gives exactly ``text`` without the
+    marks (no quote or code, two conversions disagreeing, a page holding a mark itself)."""
     if not text or not converted:
         return None
     from unicodedata import normalize
@@ -1104,10 +1152,10 @@ def marked_text(text: str | None, converted: list[tuple[str, str]]) -> str | Non
     if len(found) != 1:
         return None
     marked = found.pop()
-    return marked if marked.replace(QUOTE_MARK, "") == text else None
+    return marked if without_marks(marked) == text else None
 
 
-def with_quote_marks(call: Callable) -> Callable:
+def with_line_marks(call: Callable) -> Callable:
     """``call`` (the cascade: ``fn(html, url) -> (text, path)``) returning ``(text, path, marked)``:
     ``marked`` is :func:`marked_text` of its text, or None."""
     def marking(html, url):
@@ -1361,7 +1409,8 @@ def fallback_may_win(page: str, text: str, judge_ratio: float) -> bool:
 def make_extract(config: dict):
     """``fn(html, url) -> (text or None, path)`` for a helper configuration (also used in-process);
     ``(text or None, path, marked text or None)`` with ``config["join_lines"]`` (the lines that came
-    from a ``<blockquote>`` carry :data:`QUOTE_MARK`: :func:`with_quote_marks`).
+    from a ``<blockquote>`` carry :data:`QUOTE_MARK`, code's text is between :data:`CODE_OPEN` and
+    :data:`CODE_CLOSE`: :func:`with_line_marks`).
 
     Trafilatura with ``config["fallback"]`` (a dict) runs a cascade, because one setting cannot
     both keep boilerplate out of articles and find the text of table-layout pages (issue 13):
@@ -1436,8 +1485,8 @@ def make_extract(config: dict):
     join = bool(config.get("join_lines")) and _install_joined_lines()
     if join:
         first_call = _with_flag(_JOIN_LINES, first_call)
-    # the text's lines that came from a <blockquote> (marked while joining only): a third value
-    marks = with_quote_marks if join and config.get("quote_marks", True) else (lambda call: call)
+    # the text's lines that came from a <blockquote> or code (marked while joining only): a third value
+    marks = with_line_marks if join and config.get("quote_marks", True) else (lambda call: call)
     fallback = config.get("fallback")
     if not fallback:
         if prepare is None:

@@ -14,7 +14,9 @@ empty, trafilatura's ``baseline``. The path that produced each text is recorded 
 for Resiliparse, ``input`` for text that arrived extracted) and as a number in ``extract_pass``
 (1, 2, 3; 0 = input) so the stats histogram counts them. ``quote_lines`` names the lines of the
 text that came from a ``<blockquote>`` (trafilatura with ``join_source_lines``; null otherwise), for
-``gopher_repetition``: :func:`quote_lines`, :data:`refinery.schema.QUOTE_LINES`.
+``gopher_repetition``, and ``code_lines`` those that are code (a ``<pre>``'s or ``<code>``'s text
+alone on its line), for ``line_corrections``: :func:`line_marks`, :data:`refinery.schema.QUOTE_LINES`,
+:data:`refinery.schema.CODE_LINES`.
 
 Per row: decode the HTTP body (BOM, then the HTTP ``charset``, then ``<meta charset>``, then
 UTF-8, then damaged UTF-8 if mostly valid, then a charset-normalizer guess, finally UTF-8 with
@@ -87,7 +89,7 @@ import pyarrow as pa
 from refinery import allocator
 from refinery.allocator import Allocator
 from refinery.stages import _extract_helper, _trafilatura_rules
-from refinery.schema import QUOTE_LINES, QUOTE_LINES_TYPE
+from refinery.schema import CODE_LINES, LINE_MARKS_TYPE, QUOTE_LINES
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import dissolve_layout_rows
 
@@ -123,18 +125,29 @@ _MAX_BAD_FRAC = 0.05
 #: after a link ("访问http://x.com了解更多"; found by adversarial testing). Other letters stay in
 #: it (IRIs: "münchen.de", "/wiki/Café"), as do commas ("@35.2,-97.4,15z", "w_300,h_200").
 _URL_STOP = "\\s<>\"'\\])|«»\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
-#: a URL after a space, a non-letter or a letter of a script without spaces (no \b there)
-_URL = re.compile(rf"[ \t]?(?:(?<![A-Za-z0-9])(?:https?|ftp)://|(?<![A-Za-z0-9])www\.)[^{_URL_STOP}]*[^{_URL_STOP}.,;:!?]",
-                  re.IGNORECASE)
+
+
+def _url_pattern(stop: str) -> str:
+    """A URL ended by a character of ``stop``, after a non-letter or a letter of a script without
+    spaces (no \\b there)."""
+    return rf"(?:(?<![A-Za-z0-9])(?:https?|ftp)://|(?<![A-Za-z0-9])www\.)[^{stop}]*[^{stop}.,;:!?]"
+
+
+#: a URL with the space before it
+_URL = re.compile(rf"[ \t]?{_url_pattern(_URL_STOP)}", re.IGNORECASE)
 #: a URL starting a line with the spaces after it (searched in "\n" + text: a literal start): the
 #: line's text starts after them ("http://wakenews.net/radio.html Wake News Radio" read " Wake
 #: News Radio", _URL taking the space before a URL only)
 _LINE_START_URL = re.compile(rf"\n(?:(?:https?|ftp)://|www\.)[^{_URL_STOP}]*[^{_URL_STOP}.,;:!?][ \t]+",
                              re.IGNORECASE)
-#: the same on a line starting with quote marks (:func:`quote_lines`): the marks stay, the URL and
-#: its spaces go, as from the line without them
-_MARKED_LINE_START_URL = re.compile(rf"\n({_extract_helper.QUOTE_MARK}+)(?:(?:https?|ftp)://|www\.)"
+#: the same on a line starting with marks (:func:`line_marks`): the marks stay, the URL and its
+#: spaces go, as from the line without them
+_MARKED_LINE_START_URL = re.compile(rf"\n([{_extract_helper.LINE_MARKS}]*)(?:(?:https?|ftp)://|www\.)"
                                     rf"[^{_URL_STOP}]*[^{_URL_STOP}.,;:!?][ \t]+", re.IGNORECASE)
+#: :data:`_URL` in a marked text: the marks between the space and the URL stay (inline code holding
+#: a URL: "e.g. <code>http://...</code>"), a mark ends it (a code run's end mark follows a URL)
+_MARKED_URL = re.compile(rf"[ \t]?([{_extract_helper.LINE_MARKS}]*)"
+                         rf"{_url_pattern(_URL_STOP + _extract_helper.LINE_MARKS)}", re.IGNORECASE)
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 #: a list item's marker on a line of its own (trafilatura writes "- " and then the item's text
 #: from a new line when the item's text starts with the page source's line break)
@@ -619,23 +632,50 @@ def clean_text(text: str) -> str:
     return text.strip()
 
 
-def quote_lines(text: str, marked: str) -> list[int] | None:
+def line_marks(text: str, marked: str) -> tuple[list[int] | None, list[int] | None]:
     """The numbers (from 0) of the lines of ``text`` (an extract after :func:`clean_text`) that came
-    from a ``<blockquote>``, read from ``marked`` (the extract before it, its quotes' lines carrying
-    :data:`~refinery.stages._extract_helper.QUOTE_MARK`), or None for none. Cleaned the same way,
+    from a ``<blockquote>`` and of those that are code (a ``<pre>``'s or ``<code>``'s text alone),
+    each None for none, read from ``marked`` (the extract before it, its quotes' lines carrying
+    :data:`~refinery.stages._extract_helper.QUOTE_MARK`, its code's text between
+    :data:`~refinery.stages._extract_helper.CODE_OPEN` and ``CODE_CLOSE``). Cleaned the same way,
     the marked text must give ``text`` exactly once the marks are gone, line for line; else (a mark
-    changed what the cleaning did: a URL starting a quoted line) no line is marked, so a mark never
-    names a line that is not the quote's. A URL starting a quoted line is cut with the spaces after
-    it first, as :func:`clean_text` cuts it from the line without its mark (session 48: the mark
-    before it stopped that, and the document lost every mark)."""
-    mark = _extract_helper.QUOTE_MARK
+    changed what the cleaning did: a code line "-" is no list marker) no line is marked, so a mark
+    never names a line that is not the quote's or code's; where the code marks did that, the
+    quote marks are read alone. A URL starting a marked line is cut with the spaces after it
+    first, as :func:`clean_text` cuts it from the line without its mark (session 48: the mark
+    before it stopped that, and the document lost every mark), and a mark ends a URL."""
+    helper = _extract_helper
+    cleaned = _clean_marked(marked)
+    if helper.without_marks(cleaned) != text:
+        if helper.QUOTE_MARK not in marked:
+            return None, None
+        cleaned = _clean_marked(marked.replace(helper.CODE_OPEN, "").replace(helper.CODE_CLOSE, ""))
+        if cleaned.replace(helper.QUOTE_MARK, "") != text:
+            return None, None
+    quotes: list[int] = []
+    code: list[int] = []
+    for i, line in enumerate(cleaned.split("\n")):
+        if helper.QUOTE_MARK in line and helper.without_marks(line).strip():
+            quotes.append(i)
+        if helper.CODE_OPEN in line and _is_code_line(line.replace(helper.QUOTE_MARK, "")):
+            code.append(i)
+    return quotes or None, code or None
+
+
+#: a run of code's text on a marked line (:func:`line_marks`)
+_CODE_SPAN = re.compile(f"{_extract_helper.CODE_OPEN}[^{_extract_helper.CODE_CLOSE}\n]*{_extract_helper.CODE_CLOSE}")
+
+
+def _is_code_line(line: str) -> bool:
+    """Whether a marked line holds code's text and nothing else but whitespace."""
+    return not _CODE_SPAN.sub("", line).strip() and bool(_extract_helper.without_marks(line).strip())
+
+
+def _clean_marked(marked: str) -> str:
+    """:func:`clean_text` of a marked extract, its URLs cut as from the text without marks."""
     if "://" in marked or _WWW.search(marked) is not None:
-        marked = _MARKED_LINE_START_URL.sub(r"\n\1", "\n" + marked)[1:]
-    cleaned = clean_text(marked)
-    if cleaned.replace(mark, "") != text:
-        return None
-    lines = [i for i, line in enumerate(cleaned.split("\n")) if mark in line and line.replace(mark, "").strip()]
-    return lines or None
+        marked = _MARKED_URL.sub(r"\1", _MARKED_LINE_START_URL.sub(r"\n\1", "\n" + marked)[1:])
+    return clean_text(marked)
 
 
 def join_bare_list_markers(text: str) -> str:
@@ -835,7 +875,7 @@ class TrafilaturaExtractor(Stage):
     def _marked_extract_fn(self) -> Callable[[str, str | None], tuple]:
         """The stage's own in-process call: ``(text or None, path)``, or ``(text or None, path, marked
         text or None)`` where trafilatura joins lines (the quote marks:
-        ``_extract_helper.with_quote_marks``), as the helper process answers."""
+        ``_extract_helper.with_line_marks``), as the helper process answers."""
         fn = getattr(self, "_lazy_extract", None)
         if fn is None:
             fn = self._lazy_extract = (
@@ -941,6 +981,7 @@ class TrafilaturaExtractor(Stage):
         texts: list[str | None] = [None] * n
         paths: list[str | None] = [None] * n
         quotes: list[list[int] | None] = [None] * n
+        code: list[list[int] | None] = [None] * n
 
         # timeout_s > 0: every page is extracted in a helper process that is killed at the deadline
         isolate = self.timeout_s > 0
@@ -1005,7 +1046,7 @@ class TrafilaturaExtractor(Stage):
                             helper = _Helper(json.loads(key))
                         continue
                 # the path is kept for no_text_extracted too: the last one tried; the marked text
-                # comes with trafilatura's joined lines only (_extract_helper.with_quote_marks)
+                # comes with trafilatura's joined lines only (_extract_helper.with_line_marks)
                 out, paths[i], marked = out if len(out) == 3 else (*out, None)
                 text = clean_text(out) if out else ""
                 if len(text) < max(self.min_text_chars, 1):
@@ -1013,7 +1054,7 @@ class TrafilaturaExtractor(Stage):
                     continue
                 texts[i] = text
                 if marked is not None:
-                    quotes[i] = quote_lines(text, marked)
+                    quotes[i], code[i] = line_marks(text, marked)
         finally:
             if helper is not None:
                 _HELPERS.release(key, helper)
@@ -1037,7 +1078,8 @@ class TrafilaturaExtractor(Stage):
                 "extract_path": pa.array(paths, type=pa.string()),
                 "extract_pass": pa.array([None if p is None else _extract_helper.PATHS[p] for p in paths],
                                          type=pa.int8()),
-                QUOTE_LINES: pa.array(quotes, type=QUOTE_LINES_TYPE),
+                QUOTE_LINES: pa.array(quotes, type=LINE_MARKS_TYPE),
+                CODE_LINES: pa.array(code, type=LINE_MARKS_TYPE),
             },
         )
 

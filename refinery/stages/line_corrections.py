@@ -18,7 +18,10 @@ document (it was mostly debris); otherwise it keeps the corrected text.
 
 Beyond RefinedWeb (session 31, found by reading a run's kept documents): lines that are content
 by narrow exceptions stay (``keep_content_lines``: code, one-word sentences, quantities, list
-numbers, one-word headings over paragraphs; :mod:`refinery.stages.content_lines`), and whole lines
+numbers, one-word headings over paragraphs; :mod:`refinery.stages.content_lines`), and so do the
+lines extraction marked as code (``keep_code_lines``: a ``<pre>``'s or ``<code>``'s text alone on
+its line, the ``code_lines`` column, :data:`refinery.schema.CODE_LINES`; session 49: ``rsync``,
+``bs4``, ``AllCops:``, ``end`` are code however their words look), and whole lines
 of up to 30 words that call to subscribe, follow or write in, and share bars, go
 (``drop_calls_to_action``; :mod:`refinery.stages.calls_to_action`), without counting in the 5%.
 So do whole lines of up to 80 words that disclose affiliate or advertising payments or ask consent
@@ -48,11 +51,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import pyarrow as pa
 
+from refinery.schema import CODE_LINES
 from refinery.stages import calls_to_action, checks, content_lines, credits, disclosures, lookalikes, meta_lines
 from refinery.stages.base import Stage, clip_evidence, with_decision
 from refinery.stages.gopher import TOO_SHORT_AFTER_CUTS, word_count
@@ -358,7 +362,9 @@ class LineCorrections(Stage):
                     # session 38
                     "drop_copyright_credits": False,
                     # session 39 (h93): off is what runs did before
-                    "min_words_after_cuts": None}
+                    "min_words_after_cuts": None,
+                    # session 49 (h204)
+                    "keep_code_lines": False}
 
     def __init__(
         self,
@@ -366,6 +372,7 @@ class LineCorrections(Stage):
         max_words_for_patterns: int = 10,
         uppercase_frac: float = 0.5,
         keep_content_lines: bool = True,
+        keep_code_lines: bool = True,
         drop_calls_to_action: bool = True,
         drop_disclosures: bool = True,
         drop_credits: bool = False,
@@ -392,6 +399,10 @@ class LineCorrections(Stage):
         # code, one-word sentences, quantities, list numbers and headings over paragraphs stay
         # (refinery/stages/content_lines.py); false: RefinedWeb's rules as written
         self.keep_content_lines = bool(keep_content_lines)
+        # the lines extraction marked as code (the code_lines column) stay whole, no rule applied:
+        # a bare command, a package name, a YAML key, a Ruby "end" are code; false: RefinedWeb's
+        # rules judge them as any line (they need a text extracted with its marks: trafilatura)
+        self.keep_code_lines = bool(keep_code_lines)
         # whole lines of up to 30 words that call to subscribe, follow, write in, and share bars
         # (refinery/stages/calls_to_action.py); false: only RefinedWeb's short-line patterns
         self.drop_calls_to_action = bool(drop_calls_to_action)
@@ -430,12 +441,13 @@ class LineCorrections(Stage):
             checks.at_least("min_words_after_cuts", min_words_after_cuts, 0)
         self.min_words_after_cuts = None if min_words_after_cuts is None else int(min_words_after_cuts)
 
-    def correct(self, text: str) -> tuple[str, int, int]:
-        """Corrected text, words removed, words in the document."""
-        corrected, removed, total, _, _ = self._correct(text)
+    def correct(self, text: str, code_lines: Collection[int] = ()) -> tuple[str, int, int]:
+        """Corrected text, words removed, words in the document; ``code_lines``: the numbers of
+        the lines of ``text`` that are code (kept whole with ``keep_code_lines``)."""
+        corrected, removed, total, _, _ = self._correct(text, code_lines)
         return corrected, removed, total
 
-    def _correct(self, text: str) -> tuple[str, int, int, int, int]:
+    def _correct(self, text: str, code_lines: Collection[int] = ()) -> tuple[str, int, int, int, int]:
         """:meth:`correct` plus the lines dropped and the lines edited (for the stage's counters)."""
         # documents without CJK (nearly all) skip the per-line CJK count
         words = count_words if _CJK_RE.search(text) else _count_ws_words
@@ -466,10 +478,14 @@ class LineCorrections(Stage):
         drop_meta = self.drop_meta_lines
         openers = calls_to_action.box_openers(text, low) if drop_calls and self.drop_call_boxes else ()
         box = calls_to_action.box_lines(lines, openers) if openers else ()
+        code = code_lines if self.keep_code_lines else ()
         for i, line in enumerate(lines):
             stripped = line.strip()
             if not stripped:
                 out.append("")
+                continue
+            if i in code:
+                out.append(line)
                 continue
             if stripped[:2] in ("|-", "|:") and TABLE_RULE_RE.fullmatch(stripped):
                 # a table's header rule (``|---|---|``): structure, not debris, while the row it
@@ -568,6 +584,8 @@ class LineCorrections(Stage):
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         texts = batch.column("text").to_pylist()
         n = len(texts)
+        code = (batch.column(CODE_LINES).to_pylist() if self.keep_code_lines and CODE_LINES in batch.schema.names
+                else [None] * n)
         reasons: list[str | None] = [None] * n
         metrics: list[float | None] = [None] * n
         fracs: list[float | None] = [None] * n
@@ -580,7 +598,7 @@ class LineCorrections(Stage):
             if not text or not text.strip():
                 reasons[i] = "empty_text"
                 continue
-            corrected, removed, total, dropped, edited = self._correct(text)
+            corrected, removed, total, dropped, edited = self._correct(text, frozenset(code[i] or ()))
             frac = removed / total if total else 1.0
             fracs[i] = frac
             if frac > limit:
