@@ -806,3 +806,42 @@ def test_a_refinery_dedup_output_is_refused_as_input_and_below_one(tmp_path, cli
     shutil.move(root / "deeper", tmp_path / "moved")  # moved out, as the line says: a.jsonl alone
     summary = run_pipeline(config, str(root), str(tmp_path / "out"), workers=1, progress=False)
     assert not summary.failed and summary.stats["docs_read"] == 4
+
+
+def test_a_utf16_jsonl_file_is_read_and_another_compression_is_one_named_break(tmp_path, caplog):
+    """Found by adversarial testing (session 49): JSON lines saved by Windows PowerShell 5 (``>``,
+    ``Out-File``: UTF-16 with a BOM) were 3 docs read as 2 ``bad_json`` / ``invalid_utf8`` rows and
+    one lost; a ``.jsonl.gz`` that is xz (or bzip2, lz4, zip) was a row per random "line" (a
+    10-line file: 113 ``invalid_utf8`` rows), naming neither the file nor the format."""
+    import bz2
+    import codecs
+    import lzma
+
+    docs = real_docs(3)
+    lines = "".join(json.dumps(d, ensure_ascii=False) + "\r\n" for d in docs)
+    for codec in ("utf-16", "utf-16-be", "utf-32"):
+        src = tmp_path / codec / "in" / "wide.jsonl"
+        src.parent.mkdir(parents=True)
+        bom = b"\xfe\xff" if codec == "utf-16-be" else b""
+        src.write_bytes(gzip.compress(bom + lines.encode(codec)))
+        stats, out = run_shard(tmp_path / codec, src)
+        assert stats["docs_kept"] == 3 and stats["docs_removed"] == 0, (codec, stats["stages"])
+        assert table(out, "kept").column("text").to_pylist() == [d["text"] for d in docs]
+    # a lone surrogate fails its own line, as invalid UTF-8 does; an odd last byte is a cut stream
+    bad = tmp_path / "utf-16-bad" / "in" / "wide.jsonl"
+    bad.parent.mkdir(parents=True)
+    middle = '{"id": "x", "text": "a'.encode("utf-16-le") + b"\x00\xdc" + '"}\n'.encode("utf-16-le")
+    bad.write_bytes(codecs.BOM_UTF16_LE + (json.dumps(docs[0]) + "\n").encode("utf-16-le") + middle
+                    + (json.dumps(docs[1]) + "\n").encode("utf-16-le") + b"{")
+    stats, out = run_shard(bad.parents[1], bad)
+    assert table(out, "kept").column("text").to_pylist() == [docs[0]["text"], docs[1]["text"]]
+    assert table(out, "removed").column("removed_reason").to_pylist() == ["invalid_utf8", "corrupt_stream"]
+    raw = lines.encode()
+    for name, packed in (("xz", lzma.compress(raw)), ("bzip2", bz2.compress(raw))):
+        src = tmp_path / name / "in" / "packed.jsonl.gz"
+        src.parent.mkdir(parents=True)
+        src.write_bytes(packed)
+        caplog.clear()
+        stats, out = run_shard(tmp_path / name, src)
+        assert stats["docs_read"] == 1 and table(out, "removed").column("removed_reason").to_pylist() == ["corrupt_stream"]
+        assert f"unreadable JSONL shard {src}: it is {name}-compressed" in caplog.text

@@ -907,3 +907,26 @@ def test_a_resource_record_holding_an_html_page_is_a_document():
                                                         ("http://a/empty.html", "empty_body")]
     assert rows[0]["html"] == page and rows[0]["content_type"] == "text/html; charset=utf-8"
     assert reader.responses == 3 and reader.skipped_records == {"resource": 2}
+
+
+def test_a_zstd_content_encoded_body_is_decoded():
+    """Servers answer ``Accept-Encoding: zstd`` (browsers send it since 2024) with zstd bodies: a
+    browser-made WARC holding one stored the frame, which extract removed as ``undecodable``
+    (found by adversarial testing, session 49). Decoded as gzip/br are, bounded by the limit."""
+    import pyarrow as pa
+
+    page = real_page()
+    zstd = pa.compress(page, "zstd", asbytes=True)
+    bomb = pa.compress(b"<html>" + b" " * 3_000_000, "zstd", asbytes=True)
+    html = [("Content-Type", "text/html")]
+    records = [("http://a/zstd", "200 OK", html + [("Content-Encoding", "zstd")], zstd),
+               ("http://a/stale-zstd", "200 OK", html + [("Content-Encoding", "zstd")], page),
+               ("http://a/zstd-over-gzip", "200 OK", html + [("Content-Encoding", "gzip, zstd")],
+                pa.compress(gzip.compress(page), "zstd", asbytes=True)),
+               ("http://a/zstd-bomb", "200 OK", html + [("Content-Encoding", "zstd")], bomb)]
+    max_body = len(page) * 2
+    rows, _ = read_rows(make_warc(records), max_body_bytes=max_body)
+    assert {r["url"]: (r["_reason"], r["_metric"]) for r in rows} == {
+        "http://a/zstd": (None, None), "http://a/stale-zstd": (None, None), "http://a/zstd-over-gzip": (None, None),
+        "http://a/zstd-bomb": ("body_too_large", float(max_body + 1))}
+    assert all(r["html"] == page for r in rows if r["_reason"] is None)

@@ -41,7 +41,9 @@ backwards), so the lines of the block the cut falls in are lost, and a file unde
 
 from __future__ import annotations
 
+import codecs
 import io
+import itertools
 import json
 import logging
 import zlib
@@ -92,7 +94,7 @@ class JsonlReader:
         text_bytes = 0
         emitted = False
         last = 0
-        for lineno, line in _lines(self._until_break(_decompressed_chunks(stream, source)), self.max_line_bytes):
+        for lineno, line in _lines(self._until_break(_as_utf8(_decompressed_chunks(stream, source), source)), self.max_line_bytes):
             if self.corrupt is not None:
                 break  # the bytes after the last newline before the break: a line cut off, not a document
             last = lineno
@@ -120,7 +122,7 @@ class JsonlReader:
             self.corrupt = str(exc)
 
 
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD_READ = 1 << 13  # decoded bytes per read: a read that meets a break returns nothing, so that much is lost
 
 
@@ -128,7 +130,7 @@ def _is_zstd(first: bytes) -> bool:
     """A zstd frame, or a zstd *skippable* frame (magic 0x184D2A50-5F): pzstd and the seekable
     format start with one, and such files were read as raw bytes, every document lost as
     ``invalid_utf8`` (found by adversarial testing)."""
-    return first.startswith(_ZSTD_MAGIC) or (len(first) >= 4 and first[0] & 0xF0 == 0x50
+    return first.startswith(ZSTD_MAGIC) or (len(first) >= 4 and first[0] & 0xF0 == 0x50
                                              and first[1:4] == b"\x2a\x4d\x18")
 
 
@@ -213,6 +215,49 @@ def _decompressed_chunks(stream: BinaryIO, source: str) -> Iterator[bytes]:
                 return
     except zlib.error as exc:
         raise JsonlReadError(f"unreadable JSONL shard {source}: corrupt gzip stream: {exc}") from exc
+
+
+#: byte-order marks of the UTF-16/32 text Windows tools write (PowerShell 5's ``>`` and
+#: ``Out-File``, Notepad's "Unicode"): every line was an ``invalid_utf8`` or ``bad_json`` row
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+              (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+#: other compressions, which the reader does not undo: every "line" was a bad row (a 10-line
+#: ``.jsonl`` xz-compressed read as 113 ``invalid_utf8`` rows)
+_OTHER_COMPRESSIONS = ((b"\xfd7zXZ\x00", "xz"), (b"BZh", "bzip2"), (b"\x04\x22\x4d\x18", "lz4"),
+                       (b"PK\x03\x04", "zip"))
+
+
+def _as_utf8(chunks: Iterator[bytes], source: str) -> Iterator[bytes]:
+    """``chunks`` as UTF-8: text starting with a UTF-16/32 byte-order mark is decoded (a cut code
+    unit is a break of the stream, as a corrupt gzip is); a file of another compression is a
+    break at its first byte, named, instead of a row per random "line"."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= 6:
+            break
+    if not head:
+        return
+    for magic, name in _OTHER_COMPRESSIONS:
+        if head.startswith(magic) and not (name == "bzip2" and head[3:4] not in b"123456789"):
+            raise JsonlReadError(f"unreadable JSONL shard {source}: it is {name}-compressed (gzip and zstd "
+                                 f"are read): decompress it, or recompress it with gzip or zstd")
+    codec = next((c for bom, c in _WIDE_BOMS if head.startswith(bom)), None)
+    if codec is None:
+        yield head
+        yield from chunks
+        return
+    # the BOM is consumed; a lone surrogate passes through to fail its own line as invalid_utf8
+    decoder = codecs.getincrementaldecoder(codec)("surrogatepass")
+    offset = 0
+    try:
+        for chunk in itertools.chain((head,), chunks):
+            yield decoder.decode(chunk).encode("utf-8", "surrogatepass")
+            offset += len(chunk)
+        yield decoder.decode(b"", final=True).encode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:  # a cut code unit, or (UTF-32) a value past U+10FFFF
+        raise JsonlReadError(f"unreadable JSONL shard {source}: invalid {codec.upper()} text near byte "
+                             f"{offset + max(exc.start, 0)}") from None
 
 
 def _lines(chunks: Iterator[bytes], max_line: int) -> Iterator[tuple[int, bytes | None]]:

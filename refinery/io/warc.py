@@ -35,7 +35,7 @@ stage and ``kept + removed = read`` holds from the first step on. Reasons:
 
 Removed rows carry ``html = null`` (no point storing images or 50 MB bodies in the removed
 shard); kept rows carry the HTTP body with chunked transfer-encoding removed and
-``Content-Encoding`` (gzip, deflate, br) decoded. Bodies whose ``Content-Encoding`` header is
+``Content-Encoding`` (gzip, deflate, br, zstd) decoded. Bodies whose ``Content-Encoding`` header is
 stale (Common Crawl and ClueWeb store decoded bodies but ClueWeb keeps the header) are detected by
 their magic bytes and kept as they are. Records with ``WARC-Truncated`` (payload cut at the
 crawler's size limit, e.g. Common Crawl's 1 MiB) are complete *records* and are kept, as
@@ -126,6 +126,7 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from refinery.io.arrow_rows import binary_array
+from refinery.io.jsonl import ZSTD_MAGIC
 from refinery.schema import READER_SCHEMA  # the document columns plus the decision columns
 
 __all__ = ["READER_SCHEMA", "WarcReader", "read_warc", "sniff_html"]
@@ -860,6 +861,15 @@ def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
     return out + d.flush()
 
 
+def _unzstd(body: bytes, limit: int) -> bytes:
+    # servers answer browsers' `Accept-Encoding: zstd` (RFC 8878) so: such pages were removed as
+    # `undecodable` by extract (found by adversarial testing). At most limit + 1 bytes decoded.
+    out = pa.CompressedInputStream(pa.BufferReader(body), "zstd").read(limit + 1)
+    if len(out) > limit:
+        raise _TooLarge(len(out))
+    return out
+
+
 def _decode_content(body: bytes, encoding_header: str, limit: int) -> bytes:
     """Decode Content-Encoding (last applied first); on any failure keep the bytes as they are."""
     for coding in reversed([c.strip().lower() for c in encoding_header.split(",") if c.strip()]):
@@ -881,10 +891,14 @@ def _decode_content(body: bytes, encoding_header: str, limit: int) -> bytes:
                 if len(out) > limit:
                     raise _TooLarge(len(out))
                 body = out
+            elif coding == "zstd":
+                if not body.startswith(ZSTD_MAGIC):
+                    return body  # stale header, as for gzip
+                body = _unzstd(body, limit)
             elif coding in ("identity", "none"):
                 continue
             else:
-                return body  # unknown (zstd, compress, ...): leave it to the extractor
+                return body  # unknown (compress, ...): leave it to the extractor
         except _TooLarge:
             raise
         except Exception:  # noqa: BLE001 - undecodable: keep the bytes as they are
