@@ -121,6 +121,6 @@ def test_a_long_footer_check_says_how_far_it_is(tmp_path, monkeypatch, caplog):
         files.append(str(tmp_path / f"{n}.parquet"))
     monkeypatch.setenv("REFINERY_PROGRESS_LOG_EVERY_S", "0")
     with caplog.at_level("INFO", logger="refinery.io"):
-        assert [why for _, why in parquet.footer_problems(files, lambda uri, schema: None)] == [None] * 4
+        assert [why for _, why in parquet.footer_problems(files, lambda uri, schema, meta: None)] == [None] * 4
     lines = [r.getMessage() for r in caplog.records if "Parquet footers" in r.getMessage()]
     assert [line.split(" (")[0] for line in lines] == [f"checked {n} of 4 Parquet footers" for n in (1, 2, 3)]
