@@ -13,7 +13,10 @@ written; when ``max_failed_fraction`` lets the run set failed shards aside, a wa
 
 A rerun reads no footer of a file the run checked before, unchanged since (its size and version
 in ``input_files.json``, beside the code and stage order the check ran with): a resume of a
-100,000-file crawl is not 100,000 GETs again.
+100,000-file crawl is not 100,000 GETs again. Nor does a SageMaker instance read a footer that
+``refinery launch`` checked, unchanged since: the launch records its check the same way under
+``_jobs/<job>/`` (every instance planned before any wrote the run's own record, and read every
+footer: N instances x files GETs at the start).
 """
 
 from __future__ import annotations
@@ -57,15 +60,19 @@ def check_key(config: PipelineConfig) -> str:
 
 
 def check_parquet_inputs(config: PipelineConfig, files: list[str], names: list[str],
-                         by_file: dict[str, tuple[int, str]] | None, output_uri: str) -> FooterCheck:
+                         by_file: dict[str, tuple[int, str]] | None, output_uri: str,
+                         record: str | None = None) -> FooterCheck:
     """Read the footer of every Parquet file among ``files`` (shard ``names``; ``by_file`` their
-    listed sizes and versions) but those an earlier start of the run at ``output_uri`` checked,
-    unchanged since; raise :class:`ConfigError` in one line naming the first bad file (and how many
-    more) unless ``executor.max_failed_fraction`` sets failed shards aside (then a warning)."""
+    listed sizes and versions) but those an earlier start of the run at ``output_uri`` checked, or
+    the ``input_files.json`` at ``record`` (a launch's), unchanged since; raise
+    :class:`ConfigError` in one line naming the first bad file (and how many more) unless
+    ``executor.max_failed_fraction`` sets failed shards aside (then a warning)."""
     from refinery.plan import check_text_before_use
 
     key = check_key(config)
-    done = _checked_before(output_uri, key, dict(zip(names, files)), by_file)
+    done: set[str] = set()
+    for uri in [fs.join(output_uri, INPUT_RECORD)] + ([record] if record else []):
+        done |= _checked_before(uri, key, dict(zip(names, files)), by_file)
     # a 0-byte file is an empty shard (as a 0-byte WARC or JSONL file is): no footer to read
     todo = [(f, n) for f, n in zip(files, names) if f.lower().endswith(".parquet") and n not in done
             and (by_file is None or by_file[f][0] > 0)]
@@ -100,15 +107,15 @@ def check_parquet_inputs(config: PipelineConfig, files: list[str], names: list[s
                       "sets such files' shards aside)")
 
 
-def _checked_before(output_uri: str, key: str, files: dict[str, str],
+def _checked_before(record: str, key: str, files: dict[str, str],
                     by_file: dict[str, tuple[int, str]] | None) -> set[str]:
-    """The shards whose files an earlier start of the run at ``output_uri`` checked with ``key``
-    and found good, their size and version unchanged since (none for a manifest's files, which
-    are not listed, or without a readable record)."""
+    """The shards whose files the check recorded in the ``input_files.json`` at ``record`` read
+    with ``key`` and found good, their size and version unchanged since (none for a manifest's
+    files, which are not listed, or without a readable record)."""
     if by_file is None:
         return set()
     try:
-        data = fs.read_bytes_if_any(fs.join(output_uri, INPUT_RECORD))
+        data = fs.read_bytes_if_any(record)
         record = json.loads(data) if data is not None else None
         checked = record[RECORD_KEY]
         if checked["by"] != key:

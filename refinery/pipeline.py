@@ -618,9 +618,11 @@ def run_pipeline(
     only_shards: set[str] | None = None,
     launch: str | None = None,
     on_complete: Callable[[RunSummary], None] | None = None,
+    footer_record: str | None = None,
 ) -> RunSummary:
     """Plan ``config`` over ``input_uri`` into the run directory ``output_uri`` and run every pass
     (or ``only_passes``; ``only_shards`` of the document pass and ``launch``, see :func:`run_plan`).
+    ``footer_record``: a launch's record of the input footers it checked (see :func:`plan_run`).
     ``on_complete(summary)`` is called as soon as the run is complete (:attr:`RunSummary.complete`:
     its funnel written), before its workers are stopped and its lock let go."""
     check_launch(force, only_shards, launch)
@@ -647,7 +649,7 @@ def run_pipeline(
         # Ray workers run in their raylet's directory, not ours: a relative output went to the
         # directory `ray start` was run from (found by adversarial testing)
         output_uri = fs.absolute(output_uri)
-    plan = plan_run(config, input_uri, output_uri, limit=limit)
+    plan = plan_run(config, input_uri, output_uri, limit=limit, footer_record=footer_record)
     config.build_stages()  # fail on bad stage params before anything is written
     if load_previous(plan.run) is None:
         # before the lock file, so nothing is left in a place refused; it deletes nothing (run_plan

@@ -267,7 +267,11 @@ def check_not_inside_a_run(output_uri: str) -> None:
     else:
         ancestors = [str(p) for p in Path(here).parents]
     for ancestor in ancestors:
-        if holds_a_run(ancestor):
+        try:
+            held = holds_a_run(ancestor)
+        except fs.MissingCredentials:
+            raise ConfigError(fs.no_credentials_for("the output", output_uri)) from None
+        if held:
             raise ConfigError(f"output {output_uri} is inside the run directory {ancestor} (it has a run.json): its "
                               f"files would mix with that run's; choose an output outside it")
 
@@ -310,6 +314,8 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
         # a run below, beside other files or alone: left out with a warning, its corpus was lost (h178)
         if refusal := runs_inside_refusal(input_uri, runs_below, len(by_file), give_the_run=False):
             raise ConfigError(f"input {refusal}")
+    except fs.MissingCredentials:
+        raise ConfigError(fs.no_credentials_for("the input", input_uri)) from None
     except (fs.StorageError, ManifestError) as exc:
         raise ConfigError(str(exc)) from None
     return _input_files(input_uri, by_file, subsets)
@@ -804,9 +810,13 @@ def plan_passes(config: PipelineConfig, input_key: str, relative_files: list[str
 
 
 def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int | None = None,
-             pinned_libraries: dict[str, str] | None = None) -> Plan:
+             pinned_libraries: dict[str, str] | None = None, footer_record: str | None = None,
+             check_footers: bool = True) -> Plan:
     """The passes of ``config`` over ``input_uri`` into the run directory ``output_uri``.
-    ``pinned_libraries``: the library versions the run's stages will have (see ``Plan``)."""
+    ``pinned_libraries``: the library versions the run's stages will have (see ``Plan``).
+    ``footer_record``: an ``input_files.json`` beside the run's own whose Parquet footer check is
+    reused where it is exact (a SageMaker launch's, see :func:`input_record`); ``check_footers``
+    False reads no footer (a plan that runs nothing, followed by one that does)."""
     input_uri, output_uri = fs.validate_uri(input_uri), fs.validate_uri(output_uri)
     check_separate(input_uri, output_uri)
     check_not_inside_a_run(output_uri)
@@ -816,7 +826,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
         check_text_before_use(config, input_uri)
     root = input_root(input_uri, files)
     names = unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
-    footers = check_parquet_inputs(config, files, names, by_file, output_uri)
+    footers = check_parquet_inputs(config, files, names, by_file, output_uri, footer_record) if check_footers else None
     passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit, pinned=pinned_libraries)
     _check_benchmarks(config)
     sizes = versions = None
@@ -1321,6 +1331,17 @@ def _started_at(previous: dict[str, Any] | None, now: str, new_run: bool, launch
     return before
 
 
+def input_record(plan: Plan) -> dict[str, Any] | None:
+    """What ``input_files.json`` records of the plan's input: each file's size and version, and
+    the Parquet footer check (None for a manifest's files, which are not listed)."""
+    if plan.input_sizes is None:
+        return None
+    inputs: dict[str, Any] = {"files": plan.input_sizes, "versions": plan.input_versions}
+    if plan.footer_check is not None:
+        inputs[FOOTERS_RECORD_KEY] = plan.footer_check.to_json()
+    return inputs
+
+
 def write_plan(plan: Plan, previous: dict[str, Any] | None = None, tag: str | None = None,
                conditional: bool = False, share: bool = False, new_run: bool = False,
                launch: str | None = None) -> None:
@@ -1340,10 +1361,7 @@ def write_plan(plan: Plan, previous: dict[str, Any] | None = None, tag: str | No
         # config planned in the same second wrote the same bytes and went on beside it (a review)
         record["writer"] = uuid.uuid4().hex
     try:
-        if plan.input_sizes is not None:
-            inputs = {"files": plan.input_sizes, "versions": plan.input_versions}
-            if plan.footer_check is not None:
-                inputs[FOOTERS_RECORD_KEY] = plan.footer_check.to_json()
+        if (inputs := input_record(plan)) is not None:
             fs.write_bytes(fs.join(plan.output, INPUT_SIZES_FILE), json.dumps(inputs).encode())
         data = json.dumps(record, indent=1).encode()
         if conditional:

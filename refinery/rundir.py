@@ -346,8 +346,13 @@ def pass_of_run(uri: str) -> tuple[RunDir, PassDir] | None:
     """(the run, the pass) when ``uri`` is the directory of one document pass of a multi-pass run
     (``OUT/filter``), else None. Its kept/, removed/ and samples/ all hold Parquet shards."""
     parent = parent_dir(uri)
-    if not parent or fs.basename(uri) in ("", ".", "..") or not fs.is_run_directory(parent):
+    if not parent or fs.basename(uri) in ("", ".", ".."):
         return None
+    try:
+        if not fs.is_run_directory(parent):
+            return None
+    except fs.MissingCredentials:  # named as given, not as the parent asked about
+        raise fs.MissingCredentials(f"cannot open {uri}: {fs.no_credentials()}") from None
     run = RunDir(parent)
     if not run.recorded_plan():
         return None

@@ -330,6 +330,53 @@ def test_an_s3_uri_missing_a_slash_is_refused_not_written_locally(cli, tmp_path,
     assert validate_uri("./s3:/local") == "./s3:/local"  # said so: a local directory
 
 
+#: refinery's commands in a process without AWS credentials: each one's stderr and exit code
+_NO_CREDENTIALS_CHILD = """
+import contextlib, io, json, sys
+from refinery.cli import main
+said = []
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            main(args)
+        except SystemExit as exc:
+            said.append([exc.code, err.getvalue()])
+print(json.dumps(said))
+"""
+
+
+def test_no_credentials_names_the_input_or_output_given(s3_server, tmp_path, small_input):
+    """Without AWS credentials, ``-i s3://my-bucket/crawl`` said ``cannot open
+    s3://my-bucket/crawl/run.json`` and ``-o s3://my-bucket/out`` ``cannot open
+    s3://my-bucket/run.json`` (the check for a run above the output): files the user never gave
+    (session 49, h197). Now the place given, and what is missing, in one line with the advice."""
+    cfg = _config(tmp_path, GOPHER)
+    cases = [["run", cfg, "-i", "s3://my-bucket/crawl", "-o", tmp_path / "o"],
+             ["run", cfg, "-i", small_input, "-o", "s3://my-bucket/out"],
+             ["run", cfg, "-i", "s3://my-bucket/crawl", "-o", "s3://my-bucket/out", "--executor", "ray"],
+             ["dedup", "s3://my-bucket/run", "-o", tmp_path / "d", "--method", "url"],
+             ["tokenize", "s3://my-bucket/run", "-o", tmp_path / "t"]]
+    # no credentials anywhere botocore looks: variables, files, instance metadata
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=s3_server, AWS_REGION="us-east-1", AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", _NO_CREDENTIALS_CHILD, json.dumps([[str(a) for a in c] for c in cases])],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    advice = ("no AWS credentials in this process (botocore: Unable to locate credentials): set AWS_ACCESS_KEY_ID/"
+              "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run where an instance role is attached")
+    expected = [f"error: cannot read the input s3://my-bucket/crawl: {advice}",
+                f"error: cannot write the output s3://my-bucket/out: {advice}",
+                f"error: cannot write the output s3://my-bucket/out: {advice}; the Ray workers need their own too",
+                f"error: cannot open s3://my-bucket/run: {advice}",
+                f"error: cannot open s3://my-bucket/run: {advice}"]
+    for (code, err), line in zip(json.loads(proc.stdout.strip().splitlines()[-1]), expected):
+        assert_one_error_line(code, "", err, line)
+        assert "run.json" not in err, err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()
+
+
 def test_traceback_only_with_verbose(cli, tmp_path):
     cfg = _config(tmp_path, GOPHER + "    params: {min_words: -1}\n")
     code, _, err = cli("run", cfg, "-i", tmp_path, "-o", tmp_path / "o")

@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from _fault_fixtures import FaultPolicy, through_proxy  # noqa: F401 - fixture
 from _scale_fixtures import cc_spec, copy_cc_docs, ray_local, upload_dir, write_dedup_input  # noqa: F401
 
 from refinery.config import parse_config
@@ -191,3 +192,58 @@ def test_a_config_on_s3_is_read_from_a_download_removed_afterwards(s3_bucket):
     assert not Path(path).exists()
     with container.fetched_config("/local/config.yaml") as path:  # a local config is used where it is
         assert path == "/local/config.yaml"
+
+
+def test_instances_read_no_input_footer_the_launch_checked(tmp_path, s3_bucket, s3_server, through_proxy, monkeypatch):
+    """``refinery launch`` reads every Parquet input footer when it plans; each Processing instance
+    planned twice more (its stubs' check, then its run) before any wrote the run's input_files.json,
+    each plan reading every footer: N instances x 2 x files GETs at the start (session 49, h208).
+    Now the launch records its check under ``_jobs/<job>/`` and an instance reads only the footers
+    of files changed since (here a3, rewritten after the launch), besides its own shards' data."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def parquet_bytes(n: int, words: str = "budget") -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(pa.table({"id": [f"d{n}"], "text": [f"The committee met to review the annual {words}. " * 4]}), buf)
+        return buf.getvalue()
+
+    src, out = f"{s3_bucket}/crawl", f"{s3_bucket}/runs/footers"
+    for n in range(4):
+        fs.write_bytes(f"{src}/a{n}.parquet", parquet_bytes(n))
+    config = tmp_path / "footers.yaml"
+    config.write_text(yaml.safe_dump({"name": "footers", "stages": [{"type": "gopher_quality", "params": {"min_words": 5}}]}))
+    requests: list[tuple[str, str]] = []
+    through_proxy(FaultPolicy(when=lambda method, path: requests.append((method, path)) or False))
+    sm = boto3.client("sagemaker", endpoint_url=s3_server, region_name="us-east-1")
+    result = launch(config, src, out, IMAGE, ROLE, instances=2, build=False, sagemaker_client=sm)
+
+    def footer_gets(keys: list[str]) -> dict[str, int]:
+        return {k: n for k in keys if (n := sum(m == "GET" and p.endswith(f"/crawl/{k}") for m, p in requests))}
+
+    files = [f"a{n}.parquet" for n in range(4)]
+    assert footer_gets(files) == {f: 1 for f in files}  # the launch's check: one ranged GET a footer
+    fs.write_bytes(f"{src}/a3.parquet", parquet_bytes(3, "library plans"))  # changed since: read again
+
+    (processing,) = json.loads(sm.describe_pipeline(PipelineName=result.name)["PipelineDefinition"])["Steps"]
+    stub_uris = fs.list_files(processing["Arguments"]["ProcessingInputs"][0]["S3Input"]["S3Uri"])
+    # the first instance of two: none has written the run's input_files.json yet, as when N start at once
+    local = tmp_path / "algo-1" / "shards"
+    local.mkdir(parents=True)
+    for uri in stub_uris[:2]:  # a0 and a1: ShardedByS3Key's first half
+        (local / fs.basename(uri)).write_bytes(fs.read_bytes(uri))
+    rc = tmp_path / "algo-1" / "resourceconfig.json"
+    rc.write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}))
+    requests.clear()
+    assert _run_container(monkeypatch, "processing", {**_step_env(processing), "REFINERY_SHARDS_DIR": str(local),
+                                                       "REFINERY_RESOURCECONFIG": str(rc), "REFINERY_WORKERS": "1"}) == 0
+    # its shards' data, and a3's footer (changed since the launch); before: every footer twice
+    # (its stubs' plan and its run's), {a0: 3, a1: 3, a2: 2, a3: 2}
+    assert footer_gets(files) == {"a0.parquet": 1, "a1.parquet": 1, "a3.parquet": 1}
+    report = json.loads(fs.read_bytes(f"{out}/_jobs/{result.name}/algo-1.json"))
+    assert report["ok"] and report["shards"] == 2 and report["docs_read"] == 2
+    # what the instances reused: the launch's listing and check, as a run's input_files.json holds them
+    record = json.loads(fs.read_bytes(f"{out}/_jobs/{result.name}/input_files.json"))
+    assert sorted(record["files"]) == ["a0", "a1", "a2", "a3"] and record["footers_checked"]["bad"] == []

@@ -17,7 +17,8 @@ Environment (set by the launcher): ``REFINERY_STEP``, ``REFINERY_PASSES`` (comma
 ``REFINERY_OUTPUT``, ``REFINERY_JOB_NAME``, ``REFINERY_GIT_SHA``, optional ``REFINERY_WORKERS``,
 ``REFINERY_SHARDS_DIR`` and ``REFINERY_LOG_DIR`` (a directory SageMaker uploads continuously).
 Each instance writes a report to ``<output>/_jobs/<job>/<host>.json`` (``report.json`` for the
-Ray head).
+Ray head). Its plan reads no Parquet input footer the launch checked, unchanged since
+(``<output>/_jobs/<job>/input_files.json``, :func:`refinery.launch.recipe.launch_input_record`).
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def _my_shards(config_path: str, input_uri: str, output: str) -> set[str]:
     mine = read_stubs(os.environ.get("REFINERY_SHARDS_DIR", PROCESSING_INPUT))
     if not mine:
         return set()
-    plan = plan_run(load_config(config_path), input_uri, output)
+    # no footer read: run_pipeline's plan, right after, checks them (reusing the launch's check)
+    plan = plan_run(load_config(config_path), input_uri, output, check_footers=False)
     # in the terms of the run being resumed, as the launch planned it: a run made by an earlier
     # refinery was refused on every instance (found by adversarial testing)
     plan.adopt_legacy(load_previous(plan.run))
@@ -182,6 +184,7 @@ def _run(mode: str) -> int:
 
 def _run_steps(mode: str, host: str, step: str, output: str, job: str, input_uri: str, workers: int | None,
                passes: list[str] | None, base: dict[str, Any], config_path: str) -> int:
+    from refinery.launch.recipe import launch_input_record
     from refinery.launch.steps import run_step
 
     shards = None
@@ -193,7 +196,8 @@ def _run_steps(mode: str, host: str, step: str, output: str, job: str, input_uri
             write_report(output, job, host, {**base, "step": step, "ok": True, "shards": 0})
             return 0
         log.info("this instance's share: %d shard(s)", len(shards))
-    report = {**base, **run_step(step, config_path, input_uri, output, workers, passes=passes, shards=shards)}
+    report = {**base, **run_step(step, config_path, input_uri, output, workers, passes=passes, shards=shards,
+                                 footer_record=launch_input_record(output, job))}
     uri = write_report(output, job, "report" if mode == "step" else host, report)
     log.info("report: %s (%s)", uri, "ok" if report.get("ok") else "FAILED")
     return 0 if report.get("ok") else 1

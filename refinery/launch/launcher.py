@@ -27,7 +27,8 @@ from typing import Any
 
 from refinery.io import fs
 from refinery.launch import package, pipelines
-from refinery.launch.recipe import JobGroup, group_passes, recipe_passes, stubs_prefix, write_stubs
+from refinery.launch.recipe import (JobGroup, group_passes, launch_input_record, recipe_passes, stubs_prefix,
+                                    write_stubs)
 from refinery.launch.sagemaker import (NO_REGION, JobSpec, build_request, client, instance_type_problem, job_name,
                                        job_name_problem, region_problem, region_source)
 from refinery.launch.steps import Shipment, resolve_shipment
@@ -383,6 +384,11 @@ def launch(
     if dry_run:
         return result
     fs.write_bytes(config_uri, shipment.config_yaml.encode())
+    from refinery.plan import input_record
+
+    if plan is not None and (record := input_record(plan)) is not None:
+        # the footers planning read: every instance plans again before any writes the run's record
+        fs.write_bytes(launch_input_record(output_uri, name), json.dumps(record).encode())
     if plan is not None and any(g.job == "processing" for g in groups):
         log.info("writing %d shard stubs under %s", write_stubs(plan, stubs_prefix(output_uri, name)),
                  stubs_prefix(output_uri, name))

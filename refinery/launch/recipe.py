@@ -92,6 +92,15 @@ def stubs_prefix(output_uri: str, job: str) -> str:
     return fs.join(output_uri, "_jobs", job, "shards")
 
 
+def launch_input_record(output_uri: str, job: str) -> str:
+    """Where a launch records the input files it listed and the Parquet footers it checked (as a
+    run's ``input_files.json``): the instances read no footer it found good, unchanged since."""
+    from refinery.io import fs
+    from refinery.rundir import INPUT_RECORD
+
+    return fs.join(output_uri, "_jobs", job, INPUT_RECORD)
+
+
 def stubs(plan: Any) -> dict[str, dict[str, str]]:
     """shard name -> stub for every input file of ``plan`` (a :class:`refinery.plan.Plan`):
     the filter pass's fingerprint, and its input's alone (which of the two changed)."""

@@ -99,15 +99,17 @@ OK_PASS = ("done", "skipped")
 
 
 def run_step(step_name: str, config_path: str, input_uri: str, output_uri: str, workers: int | None = None,
-             passes: list[str] | None = None, shards: set[str] | None = None) -> dict[str, Any]:
-    """Run a step here (in the job's container); returns a small JSON-able report."""
+             passes: list[str] | None = None, shards: set[str] | None = None,
+             footer_record: str | None = None) -> dict[str, Any]:
+    """Run a step here (in the job's container); returns a small JSON-able report. ``footer_record``:
+    the launch's record of the input footers it checked (:func:`refinery.plan.plan_run`)."""
     step = STEPS[step_name]
     started = time.time()
     report: dict[str, Any] = {"step": step_name, "input": input_uri, "output": output_uri}
     if step.config_kind == "dedup":
         report.update(_run_dedup(config_path, input_uri, output_uri, workers))
     else:
-        report.update(_run_passes(step, config_path, input_uri, output_uri, workers, passes, shards))
+        report.update(_run_passes(step, config_path, input_uri, output_uri, workers, passes, shards, footer_record))
     if step.job == "ray":
         from refinery.executors.ray_cluster import alive_nodes, ensure_ray
 
@@ -133,7 +135,7 @@ def _run_dedup(config_path: str, input_uri: str, output_uri: str, workers: int |
 
 
 def _run_passes(step: Step, config_path: str, input_uri: str, output_uri: str, workers: int | None,
-                passes: list[str] | None, shards: set[str] | None) -> dict[str, Any]:
+                passes: list[str] | None, shards: set[str] | None, footer_record: str | None) -> dict[str, Any]:
     from refinery.config import load_config
     from refinery.pipeline import run_pipeline
 
@@ -143,7 +145,7 @@ def _run_passes(step: Step, config_path: str, input_uri: str, output_uri: str, w
     # a Processing instance runs its share on its own cores whatever the config says
     executor = "ray" if step.job == "ray" else "local"
     summary = run_pipeline(config, input_uri, output_uri, executor=executor, workers=workers, progress=False,
-                           only_passes=passes, only_shards=shards)
+                           only_passes=passes, only_shards=shards, footer_record=footer_record)
     ran = passes or list(summary.passes)
     # "partial": this instance's share is done, another instance's is still running
     allowed = OK_PASS + (("partial",) if shards is not None else ())
