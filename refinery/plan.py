@@ -270,7 +270,7 @@ def check_not_inside_a_run(output_uri: str) -> None:
         try:
             held = holds_a_run(ancestor)
         except fs.MissingCredentials:
-            raise ConfigError(fs.no_credentials_for("the output", output_uri)) from None
+            raise ConfigError(fs.no_credentials_for("write the output", output_uri)) from None
         if held:
             raise ConfigError(f"output {output_uri} is inside the run directory {ancestor} (it has a run.json): its "
                               f"files would mix with that run's; choose an output outside it")
@@ -315,7 +315,7 @@ def list_input_versions(input_uri: str, subsets: tuple[str, ...] = DEFAULT_SUBSE
         if refusal := runs_inside_refusal(input_uri, runs_below, len(by_file), give_the_run=False):
             raise ConfigError(f"input {refusal}")
     except fs.MissingCredentials:
-        raise ConfigError(fs.no_credentials_for("the input", input_uri)) from None
+        raise ConfigError(fs.no_credentials_for("read the input", input_uri)) from None
     except (fs.StorageError, ManifestError) as exc:
         raise ConfigError(str(exc)) from None
     return _input_files(input_uri, by_file, subsets)

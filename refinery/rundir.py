@@ -352,7 +352,7 @@ def pass_of_run(uri: str) -> tuple[RunDir, PassDir] | None:
         if not fs.is_run_directory(parent):
             return None
     except fs.MissingCredentials:  # named as given, not as the parent asked about
-        raise fs.MissingCredentials(f"cannot open {uri}: {fs.no_credentials()}") from None
+        raise fs.MissingCredentials(fs.no_credentials_for("open", uri)) from None
     run = RunDir(parent)
     if not run.recorded_plan():
         return None

@@ -66,12 +66,11 @@ def no_credentials() -> str:
     return f"{said}; the Ray workers need their own too: {ray}" if executor_kind == "ray" else said
 
 
-def no_credentials_for(what: str, uri: str) -> str:
-    """A missing-credentials refusal naming the place the user gave (``what``: "the input", "the
-    output"), not the object the first request named (an input's ``run.json``, the run.json of the
-    output's parent: files the user never gave; session 49, h197)."""
-    verb = "read" if what == "the input" else "write"
-    return f"cannot {verb} {what} {uri}: {no_credentials()}"
+def no_credentials_for(doing: str, uri: str) -> str:
+    """A missing-credentials refusal naming the place the user gave (``doing``: "read the input"),
+    not the object the first request named (an input's ``run.json``, the run.json of the output's
+    parent: files the user never gave; session 49, h197)."""
+    return f"cannot {doing} {uri}: {no_credentials()}"
 
 
 def _no_credentials(exc: BaseException) -> bool:
@@ -864,7 +863,7 @@ def is_run_directory(uri: str) -> bool:
         return False  # not JSON: another tool's file
     except StorageError as exc:
         if isinstance(exc, MissingCredentials):  # named as given: its run.json is not a file the user named
-            raise MissingCredentials(f"cannot open {uri}: {no_credentials()}") from None
+            raise MissingCredentials(no_credentials_for("open", uri)) from None
         status = _status(exc.__cause__)
         # absent (S3's 404; locally, asked once more) is "no"; any other failed read is no answer
         if status == 404 or (status is None and not exists(marker)):
