@@ -261,12 +261,15 @@ class StageSpools:
 
 
 def _write_parquet(uri: str, schema: pa.Schema, tables: Iterator[pa.Table]) -> pq.FileMetaData:
-    footer: list[pq.FileMetaData] = []  # the writer's own footer: what closing the pass would read back
     with (fs.atomic_output(uri) as out,
-          pq.ParquetWriter(out, schema, compression=parquet.COMPRESSION, metadata_collector=footer) as writer):
+          pq.ParquetWriter(out, schema, compression=parquet.COMPRESSION) as writer):
         for table in tables:
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-    return footer[0]
+    # the writer's own footer, what closing the pass would read back: taken once the file is
+    # published. Not by ``metadata_collector``, whose ask inside the writer's close raised "file
+    # metadata is only available after writer close" when the disk filled, in place of the
+    # named ENOSPC the publication raises (found by test_disk_full after h194)
+    return writer.writer.metadata
 
 
 _PREFIX = "refinery-spool-"
