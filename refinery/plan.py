@@ -1216,7 +1216,9 @@ def _refingerprint_finished_shards(plan: Plan, p: Pass, old_fingerprint: str) ->
     for shard in sorted(shards_with_markers(out.stats_dir) & names):
         marker = fs.read_json(out.stats(shard))
         if isinstance(marker, dict) and marker.get("fingerprint") == old_fingerprint:
-            fs.write_bytes(out.stats(shard), json.dumps(marker | {"fingerprint": p.fingerprint}, indent=1).encode())
+            # compact, as the runner writes markers (indented, histograms put a number on each line)
+            fs.write_bytes(out.stats(shard), json.dumps(marker | {"fingerprint": p.fingerprint},
+                                                        separators=(",", ":")).encode())
             kept.append(shard)
         elif isinstance(marker, dict) and marker.get("fingerprint") == p.fingerprint:
             kept.append(shard)  # given it by a run stopped before it recorded its plan: kept again
