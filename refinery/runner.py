@@ -278,11 +278,13 @@ class ShardRunner:
         ids = UniqueIds(task.shard)
         notes: dict[str, int] = {}
         self.reader_notes = _Notes(notes, ids)
+        self.reader_counters: dict[str, int] = {}  # the reader's stage row's counters (the WARC reader's partial pages)
         self._opened: list[Any] = []  # the input stream, once open: its position is the shard's progress
         if kind == "warc":
             from refinery.io.warc import WarcReader
 
             reader = WarcReader(batch_size=self.reader.batch_size, max_body_bytes=self.reader.max_body_bytes)
+            self.reader_counters = reader.counters
             return "warc_reader", ids(_read_warc(reader, uri, self._opened)), reader.skipped_records
         if kind == "parquet":
             reader_first = self._reads_text_first()
@@ -406,6 +408,7 @@ class ShardRunner:
                 self._warm_up(pa.schema([f for f, col in zip(batch.schema, batch.columns)
                                          if col.null_count < len(col)]))
             docs_read += batch.num_rows
+            reader_counter.counters = dict(self.reader_counters)  # of the batches read so far (--limit stops early)
             batch = with_edit_columns(batch, task.input_uri)
             collector.observe(reader_name, None, batch)
             # per-row (chars, words) of the text each stage sees: measured once here, carried along

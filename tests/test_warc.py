@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import random
 import re
@@ -930,3 +931,116 @@ def test_a_zstd_content_encoded_body_is_decoded():
         "http://a/zstd": (None, None), "http://a/stale-zstd": (None, None), "http://a/zstd-over-gzip": (None, None),
         "http://a/zstd-bomb": ("body_too_large", float(max_body + 1))}
     assert all(r["html"] == page for r in rows if r["_reason"] is None)
+
+
+def _zstd_streamed(page: bytes, step: int) -> tuple[bytes, list[int]]:
+    """``page`` zstd-compressed as a server streams it (a flush every ``step`` bytes: a block
+    each), and the compressed size after each flush."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    out = pa.CompressedOutputStream(sink, "zstd")
+    ends = []
+    for i in range(0, len(page), step):
+        out.write(page[i : i + step])
+        out.flush()
+        ends.append(sink.tell())
+    out.close()
+    return sink.getvalue().to_pybytes(), ends
+
+
+def cut_body_warc(page: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """A WARC (written by warcio) of pages whose compressed bodies are cut, one of them also
+    ``WARC-Truncated``, beside whole ones; and the decoded prefix each cut one must keep."""
+    import brotli
+    import pyarrow as pa
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    zstd, ends = _zstd_streamed(page, 1000)
+    at = (ends[3] + ends[4]) // 2  # inside the fifth block: the four before it decode
+    gz = gzip.compress(page)
+    zlib_stream = zlib.compress(page)
+    br = brotli.compress(page, quality=4)  # (the default 11 takes 0.3 s)
+    bodies = {  # url: (Content-Encoding, body, the page prefix it holds, WARC-Truncated)
+        "http://a/gzip-cut": ("gzip", gz[: len(gz) * 2 // 5], None, None),
+        "http://a/deflate-cut": ("deflate", zlib_stream[: len(zlib_stream) // 2], None, None),
+        "http://a/br-cut": ("br", br[: len(br) // 2], None, None),
+        "http://a/zstd-cut": ("zstd", zstd[:at], page[:4000], None),
+        "http://a/zstd-cut-truncated": ("zstd", zstd[:at], page[:4000], "length"),
+        "http://a/zstd-one-block-cut": ("zstd", pa.compress(page, "zstd", asbytes=True)[:2000], b"", None),
+        "http://a/gzip-whole": ("gzip", gz, page, None),
+        "http://a/zstd-whole": ("zstd", zstd, page, None),
+        "http://a/plain-truncated": ("", page[:5000], page[:5000], "length"),
+    }
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=True)
+    expected = {}
+    for url, (coding, body, prefix, truncated) in bodies.items():
+        headers = [("Content-Type", "text/html")] + ([("Content-Encoding", coding)] if coding else [])
+        if prefix is None:  # gzip, deflate, br: what their streaming decoders give for the cut stream
+            prefix = zlib.decompressobj(47).decompress(body) if coding != "br" else brotli.Decompressor().process(body)
+        expected[url] = prefix
+        writer.write_record(writer.create_warc_record(
+            url, "response", payload=io.BytesIO(body), http_headers=StatusAndHeaders("200 OK", headers, protocol="HTTP/1.1"),
+            warc_headers_dict={"WARC-Truncated": truncated} if truncated else None))
+    return buf.getvalue(), expected
+
+
+def test_a_cut_compressed_body_keeps_its_decoded_prefix_and_is_counted():
+    """A crawler that stops a download mid-body stores the compressed bytes it has: gzip's prefix
+    was kept without a word (a partial page nobody was told of), and a cut zstd body was kept as
+    raw bytes, which extract removed as ``undecodable`` (session 49, h207). Now each is decoded up
+    to the cut (zstd: its whole blocks, as ``zstd -d`` does) and counted in the reader's
+    counters, as a ``WARC-Truncated`` page is; a cut with nothing decodable is ``empty_body``."""
+    page = real_page()
+    assert len(page) > 8000
+    data, expected = cut_body_warc(page)
+    rows, reader = read_rows(data, batch_size=3)
+    got = {r["url"]: (r["_reason"], r["html"]) for r in rows}
+    assert got["http://a/zstd-one-block-cut"] == ("empty_body", None)
+    for url, prefix in expected.items():
+        if url.endswith("one-block-cut"):
+            continue
+        reason, html = got[url]
+        assert reason is None and html == prefix, (url, reason, len(html or b""), len(prefix))
+        assert page.startswith(html) and (len(html) < len(page)) == url.endswith(("-cut", "truncated")), url
+    assert 0 < len(expected["http://a/gzip-cut"]) and 0 < len(expected["http://a/br-cut"])
+    # every kept page that is partial, counted once per cause (a zstd cut inside a WARC-Truncated record: both)
+    assert reader.counters == {"content_encoding_cut": 5, "warc_truncated": 2}
+    # counted per read, in the same dict (the runner takes it before iterating)
+    counters = reader.counters
+    list(reader.read(io.BytesIO(make_warc([("http://a/ok", "200 OK", [("Content-Type", "text/html")], page)])), "x"))
+    assert counters is reader.counters and counters == {}
+
+
+def test_cut_bodies_are_counted_in_the_stats_the_funnel_and_the_report(tmp_path):
+    """The reader's counters reach its stage row: the shard marker, the run's stats.json, the
+    ``stats`` table and the report's counters table."""
+    from rich.console import Console
+
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stats.funnel import render_funnel
+    from refinery.stats.report import build_report
+
+    page = real_page()
+    data, _ = cut_body_warc(page)
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "cut.warc.gz").write_bytes(data)
+    (root / "whole.warc.gz").write_bytes(make_warc([("http://a/ok", "200 OK", [("Content-Type", "text/html")], page)]))
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}]})
+    out = tmp_path / "out"
+    summary = run_pipeline(config, str(root), str(out), workers=1, progress=False)
+    assert not summary.failed and summary.stats["docs_read"] == 10
+    want = {"content_encoding_cut": 5, "warc_truncated": 2}
+    marker = json.loads((out / "stats" / "cut.json").read_text())
+    assert marker["stages"][0]["stage"] == "warc_reader" and marker["stages"][0]["counters"] == want
+    assert "counters" not in json.loads((out / "stats" / "whole.json").read_text())["stages"][0]  # zero: left out
+    merged = json.loads((out / "stats.json").read_text())
+    assert merged["stages"][0]["counters"] == want
+    console = Console(width=160, file=io.StringIO(), markup=False, highlight=False, color_system=None)
+    console.print(render_funnel(merged))
+    assert re.search(r"warc_reader\s+content_encoding_cut\s+5\b", console.file.getvalue())
+    assert 'data-stage="warc_reader" data-counter="warc_truncated"' in build_report(str(out))

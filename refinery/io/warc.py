@@ -39,7 +39,12 @@ shard); kept rows carry the HTTP body with chunked transfer-encoding removed and
 stale (Common Crawl and ClueWeb store decoded bodies but ClueWeb keeps the header) are detected by
 their magic bytes and kept as they are. Records with ``WARC-Truncated`` (payload cut at the
 crawler's size limit, e.g. Common Crawl's 1 MiB) are complete *records* and are kept, as
-RefinedWeb / datatrove do; only records cut by a damaged file count as ``truncated_record``.
+RefinedWeb / datatrove do; only records cut by a damaged file count as ``truncated_record``. A
+body whose ``Content-Encoding`` stream ends early (a crawler cut it before decoding) is kept
+decoded up to the cut (zstd: its whole blocks before the cut, as ``zstd -d``); nothing decoded is
+``empty_body``. The pages kept partial so are counted in :attr:`WarcReader.counters` (the reader's
+stage row's ``counters`` in the stats): ``warc_truncated`` (a ``WARC-Truncated`` header) and
+``content_encoding_cut``; a page can count in both.
 
 Row count invariant, tested on real and crafted-broken files::
 
@@ -848,41 +853,75 @@ def _dechunk(body: bytes, complete: bool = False) -> bytes | None:
     return b"".join(parts)
 
 
+#: a row's fields (READER_SCHEMA); a kept page's row has one more, the names of the reader's
+#: counters that apply to it (why it is partial, see ``WarcReader.counters``), which a batch
+#: leaves out (``zip`` stops at the schema's last field)
+_ROW_WIDTH = len(READER_SCHEMA)
+
+
 class _TooLarge(Exception):
     def __init__(self, size: int) -> None:
         self.size = size
 
 
-def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+def _inflate(body: bytes, wbits: int, limit: int) -> tuple[bytes, bool]:
+    """(decoded, whether the stream ends before its end: a cut body, decoded up to the cut)."""
     d = zlib.decompressobj(wbits)
     out = d.decompress(body, limit + 1)
     if len(out) > limit:
         raise _TooLarge(len(out))
-    return out + d.flush()
+    out += d.flush()
+    return out, not d.eof
 
 
-def _unzstd(body: bytes, limit: int) -> bytes:
-    # servers answer browsers' `Accept-Encoding: zstd` (RFC 8878) so: such pages were removed as
-    # `undecodable` by extract (found by adversarial testing). At most limit + 1 bytes decoded.
-    out = pa.CompressedInputStream(pa.BufferReader(body), "zstd").read(limit + 1)
-    if len(out) > limit:
-        raise _TooLarge(len(out))
-    return out
+#: decoded bytes per read of a zstd body, then of its cut end (below)
+_ZSTD_STEPS = (1 << 16, 1 << 12, 1 << 8, 1 << 4, 1)
 
 
-def _decode_content(body: bytes, encoding_header: str, limit: int) -> bytes:
-    """Decode Content-Encoding (last applied first); on any failure keep the bytes as they are."""
+def _unzstd(body: bytes, limit: int) -> tuple[bytes, bool]:
+    """(decoded, cut) as :func:`_inflate`. Servers answer browsers' ``Accept-Encoding: zstd``
+    (RFC 8878) so: such pages were removed as ``undecodable`` by extract (found by adversarial
+    testing). At most ``limit`` + 1 bytes decoded. A cut body keeps the blocks before the cut, as
+    ``zstd -d`` does: pyarrow's stream raises on the read that meets the cut and returns none of
+    it, so what follows the last good read is decoded again in smaller reads, down to a byte
+    (cut bodies only: ~5 decodes of the prefix)."""
+    good = b""  # decoded by reads that returned
+    for step in _ZSTD_STEPS:
+        stream = pa.CompressedInputStream(pa.BufferReader(body), "zstd")
+        parts, size = [good], len(good)
+        try:
+            if good:
+                stream.read(len(good))  # read before without error
+            while size <= limit and (chunk := stream.read(min(step, limit + 1 - size))):
+                parts.append(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            if "truncated" not in str(exc).lower():
+                raise  # corrupt, not cut: the bytes are kept as they are (undecodable)
+            good = b"".join(parts)
+            continue
+        if size > limit:
+            raise _TooLarge(size)
+        return b"".join(parts), False
+    return good, True
+
+
+def _decode_content(body: bytes, encoding_header: str, limit: int) -> tuple[bytes, bool]:
+    """Decode Content-Encoding (last applied first); on any failure keep the bytes as they are.
+    Also whether a coding's stream ends before its end (the body cut: kept decoded up to the
+    cut, as a crawler's ``WARC-Truncated`` payload is, and counted by the reader)."""
+    cut = False
     for coding in reversed([c.strip().lower() for c in encoding_header.split(",") if c.strip()]):
         try:
             if coding in ("gzip", "x-gzip"):
                 if not body.startswith(_GZIP_MAGIC):
-                    return body  # stale header: the archive stored the decoded body
-                body = _inflate(body, 31, limit)
+                    return body, cut  # stale header: the archive stored the decoded body
+                body, ended_early = _inflate(body, 31, limit)
             elif coding == "deflate":
                 try:
-                    body = _inflate(body, 15, limit)
+                    body, ended_early = _inflate(body, 15, limit)
                 except zlib.error:
-                    body = _inflate(body, -15, limit)
+                    body, ended_early = _inflate(body, -15, limit)
             elif coding == "br":
                 import brotli
 
@@ -890,20 +929,21 @@ def _decode_content(body: bytes, encoding_header: str, limit: int) -> bytes:
                 out = d.process(body, output_buffer_limit=limit + 1)
                 if len(out) > limit:
                     raise _TooLarge(len(out))
-                body = out
+                body, ended_early = out, not d.is_finished()
             elif coding == "zstd":
                 if not body.startswith(ZSTD_MAGIC):
-                    return body  # stale header, as for gzip
-                body = _unzstd(body, limit)
+                    return body, cut  # stale header, as for gzip
+                body, ended_early = _unzstd(body, limit)
             elif coding in ("identity", "none"):
                 continue
             else:
-                return body  # unknown (compress, ...): leave it to the extractor
+                return body, cut  # unknown (compress, ...): leave it to the extractor
         except _TooLarge:
             raise
         except Exception:  # noqa: BLE001 - undecodable: keep the bytes as they are
-            return body
-    return body
+            return body, cut
+        cut = cut or ended_early
+    return body, cut
 
 
 def _short_id(record_id: str | None) -> str | None:
@@ -931,6 +971,9 @@ class WarcReader:
         responses: response records seen = document rows emitted.
         skipped_records: ``{warc_type: count}`` of non-response records.
         corrupt_offset: byte offset of the damage if the file was damaged, else None.
+        counters: ``{name: count}`` of the pages kept that are partial (module docstring), for
+            the reader's stage row; the same dict object for the reader's whole life, as
+            ``skipped_records``; it covers the rows of every batch yielded so far.
     """
 
     def __init__(self, batch_size: int = 500, max_body_bytes: int = 50 * 2**20, verify_digests: bool = False) -> None:
@@ -940,6 +983,7 @@ class WarcReader:
         self.max_body_bytes = max_body_bytes
         self.verify_digests = verify_digests
         self.skipped_records: dict[str, int] = {}
+        self.counters: dict[str, int] = {}
         self.records = 0
         self.responses = 0  # document rows: responses, conversions, records without a WARC-Type
         self.corrupt_offset: int | None = None
@@ -953,6 +997,7 @@ class WarcReader:
         it is not closed. ``source`` goes into the ``source`` column and fallback ids.
         """
         self.skipped_records.clear()
+        self.counters.clear()
         self.records = 0
         self.responses = 0
         self.corrupt_offset = None
@@ -985,6 +1030,9 @@ class WarcReader:
                 segment = _SegmentEnd()
                 for row in self._segment(cursor.open_segment(start), source, segment):
                     rows.append(row)
+                    if len(row) > _ROW_WIDTH:  # a kept page, with why it is partial (if it is)
+                        for name in row[_ROW_WIDTH]:
+                            self.counters[name] = self.counters.get(name, 0) + 1
                     html_bytes += len(row[6] or b"") + len(row[7] or "")  # a WET row carries text instead
                     if len(rows) >= self.batch_size or html_bytes >= _MAX_BATCH_BYTES:
                         yield self._finish_batch(rows)
@@ -1223,6 +1271,9 @@ class WarcReader:
             reason, metric = "body_too_large", float(payload_len)
 
         body = b""
+        # why a kept page is partial, for the reader's counters: kept as RefinedWeb and datatrove
+        # keep them, but told
+        partial: tuple[str, ...] = ("warc_truncated",) if record.headers.get("WARC-Truncated") else ()
         if prefetched is not None:
             body, got = (prefetched if reason is None else b""), payload_len
         elif reason is None:
@@ -1251,14 +1302,16 @@ class WarcReader:
             encoding = http.get("Content-Encoding")
             if encoding:
                 try:
-                    body = _decode_content(body, encoding, self.max_body_bytes)
+                    body, cut = _decode_content(body, encoding, self.max_body_bytes)
                 except _TooLarge as exc:
                     return _row(record, source, index, content_type, "body_too_large", float(exc.size)), True
+                if cut:
+                    partial += ("content_encoding_cut",)
         if not body.strip():
             return _row(record, source, index, content_type, "empty_body", None), True
         if not mime and not sniff_html(body):
             return _row(record, source, index, content_type, "non_html", None), True
-        return _row(record, source, index, content_type, None, None, body), True
+        return _row(record, source, index, content_type, None, None, body) + (partial,), True
 
     def _conversion_row(self, record, source: str, index: int, declared: int, digest_ok: bool) -> tuple[tuple, bool]:
         """A WET ``conversion`` record: its block is the page's text (UTF-8), so the row carries
@@ -1285,7 +1338,8 @@ class WarcReader:
             replaced = sample.count("\ufffd") / len(sample)
             if replaced > MAX_REPLACED_FRACTION:
                 return _row(record, source, index, content_type, "undecodable", replaced), True
-        return _row(record, source, index, content_type, None, None, text=text), True
+        partial = ("warc_truncated",) if record.headers.get("WARC-Truncated") else ()
+        return _row(record, source, index, content_type, None, None, text=text) + (partial,), True
 
     @staticmethod
     def _finish_batch(rows: list[tuple]) -> pa.RecordBatch:
