@@ -845,3 +845,49 @@ def test_a_utf16_jsonl_file_is_read_and_another_compression_is_one_named_break(t
         stats, out = run_shard(tmp_path / name, src)
         assert stats["docs_read"] == 1 and table(out, "removed").column("removed_reason").to_pylist() == ["corrupt_stream"]
         assert f"unreadable JSONL shard {src}: it is {name}-compressed" in caplog.text
+
+
+MANY_LANGUAGES = ROOT / "data" / "sample" / "cc_docs" / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"  # 53 languages
+
+
+def test_utf16_and_utf32_jsonl_without_a_bom_is_read_and_never_mistaken_for_utf8(tmp_path, caplog):
+    """Found by adversarial testing (session 49): JSON lines in UTF-16/32 without a byte-order mark
+    (Python's ``open(..., encoding="utf-16-le")``, .NET's ``Encoding.Unicode``, a BOM a tool
+    stripped) were read as UTF-8: every line a ``bad_json`` / ``invalid_utf8`` row. Now recognised
+    from the first bytes' NULs and a JSON object's start; a UTF-8 file is never taken for them."""
+    from refinery.io.jsonl import _as_utf8
+
+    with gzip.open(MANY_LANGUAGES, "rt", encoding="utf-8") as f:
+        docs = [json.loads(line) for line in f][:60]
+    lines = "\n" + "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)  # a blank line first
+    for codec in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+        gzipped = codec == "utf-16-le"  # recognised after gzip too
+        src = tmp_path / codec / "in" / ("wide.jsonl.gz" if gzipped else "wide.jsonl")
+        src.parent.mkdir(parents=True)
+        data = lines.encode(codec)
+        src.write_bytes(gzip.compress(data, compresslevel=1) if gzipped else data)
+        stats, out = run_shard(tmp_path / codec, src)
+        assert stats["docs_kept"] == 60 and stats["docs_removed"] == 0, (codec, stats["stages"])
+        assert table(out, "kept").column("text").to_pylist() == [d["text"] for d in docs]
+    # wide text that is not JSON lines: one named row, not a bad row per "line"
+    src = tmp_path / "list" / "in" / "list.jsonl"
+    src.parent.mkdir(parents=True)
+    src.write_bytes("".join(json.dumps(list(d)) + "\n" for d in docs).encode("utf-16-be"))
+    caplog.clear()
+    stats, out = run_shard(tmp_path / "list", src)
+    assert table(out, "removed").column("removed_reason").to_pylist() == ["corrupt_stream"]
+    assert (f"unreadable JSONL shard {src}: it looks like UTF-16-BE text without a byte-order mark, but it does "
+            "not start with a JSON object: convert it to UTF-8 (iconv -f UTF-16BE -t UTF-8)") in caplog.text
+    # NULs that are not wide text (a zeroed block, junk before a newline) stay UTF-8's bad lines, as before
+    for junk in (b"\x00" * 5000, b"x\x00yz" * 30):
+        got = b"".join(_as_utf8(iter([junk + b"\n" + lines.encode()]), "j"))
+        assert got == junk + b"\n" + lines.encode()
+    # every line of real UTF-8 JSON lines (53 languages; the gold and quality sets) as a file's start
+    starts = 0
+    for path in (MANY_LANGUAGES, ROOT / "data" / "gold" / "lines_gold.jsonl", ROOT / "data" / "quality" / "docs_positives.jsonl.gz"):
+        data = (gzip.decompress if path.suffix == ".gz" else bytes)(path.read_bytes()).split(b"\n")
+        for i in range(len(data) - 1):
+            head = b"\n".join(data[i : i + 8])
+            starts += 1
+            assert b"".join(_as_utf8(iter([head]), str(path))) == head, (path, i)
+    assert starts > 1300

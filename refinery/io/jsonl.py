@@ -46,6 +46,7 @@ import io
 import itertools
 import json
 import logging
+import re
 import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -228,13 +229,14 @@ _OTHER_COMPRESSIONS = ((b"\xfd7zXZ\x00", "xz"), (b"BZh", "bzip2"), (b"\x04\x22\x
 
 
 def _as_utf8(chunks: Iterator[bytes], source: str) -> Iterator[bytes]:
-    """``chunks`` as UTF-8: text starting with a UTF-16/32 byte-order mark is decoded (a cut code
-    unit is a break of the stream, as a corrupt gzip is); a file of another compression is a
-    break at its first byte, named, instead of a row per random "line"."""
+    """``chunks`` as UTF-8: text starting with a UTF-16/32 byte-order mark, or recognised as
+    UTF-16/32 without one (:func:`_wide_without_bom`), is decoded (a cut code unit is a break of
+    the stream, as a corrupt gzip is); a file of another compression is a break at its first
+    byte, named, instead of a row per random "line"."""
     head = b""
     for chunk in chunks:
         head += chunk
-        if len(head) >= 6:
+        if len(head) >= _SNIFF_BYTES:
             break
     if not head:
         return
@@ -242,12 +244,12 @@ def _as_utf8(chunks: Iterator[bytes], source: str) -> Iterator[bytes]:
         if head.startswith(magic) and not (name == "bzip2" and head[3:4] not in b"123456789"):
             raise JsonlReadError(f"unreadable JSONL shard {source}: it is {name}-compressed (gzip and zstd "
                                  f"are read): decompress it, or recompress it with gzip or zstd")
-    codec = next((c for bom, c in _WIDE_BOMS if head.startswith(bom)), None)
+    codec = next((c for bom, c in _WIDE_BOMS if head.startswith(bom)), None) or _wide_without_bom(head, source)
     if codec is None:
         yield head
         yield from chunks
         return
-    # the BOM is consumed; a lone surrogate passes through to fail its own line as invalid_utf8
+    # a BOM is consumed; a lone surrogate passes through to fail its own line as invalid_utf8
     decoder = codecs.getincrementaldecoder(codec)("surrogatepass")
     offset = 0
     try:
@@ -258,6 +260,43 @@ def _as_utf8(chunks: Iterator[bytes], source: str) -> Iterator[bytes]:
     except UnicodeDecodeError as exc:  # a cut code unit, or (UTF-32) a value past U+10FFFF
         raise JsonlReadError(f"unreadable JSONL shard {source}: invalid {codec.upper()} text near byte "
                              f"{offset + max(exc.start, 0)}") from None
+
+
+#: the bytes the reader looks at before it decides how the file is encoded
+_SNIFF_BYTES = 4096
+#: a JSON object's start: the first line of a JSON-lines file (blank lines before it allowed)
+_OBJECT_START = re.compile(r"[ \t\r\n]*\{[ \t\r\n]*[\"}]")
+
+
+def _wide_without_bom(head: bytes, source: str) -> str | None:
+    """The UTF-16/32 codec (``utf-16-le`` ...) of a file without a byte-order mark (Python's and
+    .NET's ``Encoding.Unicode`` writers, a BOM stripped by a tool): every line was a ``bad_json`` /
+    ``invalid_utf8`` row. None for UTF-8 text.
+
+    Safe for UTF-8: the codec is RFC 4627's guess from where the first four bytes hold NULs
+    (``json.detect_encoding``), and a JSON text in UTF-8 holds no NUL byte at all (U+0000 must be
+    escaped), so a UTF-8 file whose first line is valid JSON is never taken for another encoding.
+    The guess is taken when the first 4 KiB decode in that codec to a JSON object's start
+    (``{"`` after blank lines); a file whose first bytes are wide text (mostly U+0001-U+00FF) but
+    not that is refused, naming the file and the encoding, rather than read as N bad rows; other
+    NULs (a zeroed block, binary junk) are read as UTF-8, as before: bad lines, counted."""
+    guess = json.detect_encoding(head[:4]) if len(head) >= 2 else "utf-8"
+    if guess not in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+        return None
+    unit = 2 if "16" in guess else 4
+    sample = head[:_SNIFF_BYTES]
+    try:  # (incremental: a pair of UTF-16 surrogates cut at the sample's end is no error)
+        text = codecs.getincrementaldecoder(guess)("strict").decode(sample[: len(sample) - len(sample) % unit])
+    except UnicodeDecodeError:
+        return None
+    if _OBJECT_START.match(text):
+        log.info("JSONL shard %s has no byte-order mark but is %s text: read as such", source, guess.upper())
+        return guess
+    if text and sum("\x01" <= c <= "\xff" for c in text) * 2 >= len(text):
+        raise JsonlReadError(f"unreadable JSONL shard {source}: it looks like {guess.upper()} text without a "
+                             f"byte-order mark, but it does not start with a JSON object: convert it to UTF-8 "
+                             f"(iconv -f {guess.upper().replace('-LE', 'LE').replace('-BE', 'BE')} -t UTF-8)")
+    return None
 
 
 def _lines(chunks: Iterator[bytes], max_line: int) -> Iterator[tuple[int, bytes | None]]:
