@@ -8,11 +8,13 @@ import gzip
 import json
 from pathlib import Path
 
+import pytest
 from _report_fixtures import CC_DOCS, run_config
 from refinery.pipeline import run_pipeline
 from refinery.stages.gopher import GopherRepetition, repetition_spans
 from refinery.stats.report import build_report
 from refinery.stats.samples import EXCERPT_CHARS, EXCERPT_START, excerpt, load_samples
+from tests.test_extract import EVAL_TARBALL, load_eval_pages
 
 REPEATED = "Subscribe <now> & save"  # markup in it: the card must escape what it marks
 
@@ -135,3 +137,34 @@ def test_the_documents_nearest_prescreens_threshold_show_their_page_or_why_not(t
         assert ("(no text: removed by prescreen (prescreen_language) with no text (before extraction, or extraction "
                 "found none); removed/ keeps no HTML and no removed sample holds this page: WARC record "
                 f"&lt;urn:uuid:{doc_id}&gt; of {inputs / 'resiliparse_warcfile.warc.gz'})") in doc
+
+
+@pytest.mark.skipif(not EVAL_TARBALL.is_file(), reason="shared/ evaluation data not present")
+def test_a_removed_pages_card_marks_only_the_lines_the_corrections_cut_not_its_kept_code(tmp_path):
+    """A real page with ``<pre>`` blocks (netbits' stunnel/rsync how-to, trafilatura's evaluation
+    set) removed by ``line_corrections``: its card marks the lines the stage cut (``rsync`` and
+    ``su``, which extraction does not mark as code), never a code line it kept whole (``make``,
+    ``rehash``; marked before): the card's spans are the stage's corrections with the document's ``code_lines``, as
+    its evidence is (session 50; before, the card re-ran the corrections without them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (url, html, _), = load_eval_pages(tmp_path, ("netbits.us.stunnel_rsync.html",))
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    pq.write_table(pa.table({"id": ["netbits"], "url": [url], "html": [html]}), inputs / "pages.parquet")
+    run_dir = str(tmp_path / "run")
+    # any cut removes the page: its card shows the cuts
+    run_pipeline(run_config("code", [{"type": "extract", "params": {"timeout_s": 0}},
+                                     {"type": "line_corrections", "params": {"max_removed_word_frac": 0.0}}]),
+                 str(inputs), run_dir, workers=1, progress=False)
+    (sample,) = load_samples(run_dir).to_pylist()
+    assert (sample["stage"], sample["reason"]) == ("line_corrections", "too_many_lines_corrected")
+    assert sample["evidence"] == "2 lines cut or edited: rsync · su"
+    data = json.loads(sample["excerpt"])
+    marked = [seg["text"][a:b] for seg in data["segments"] for a, b in seg["marks"]]
+    assert data["spans"] == data["shown"] == 2 and marked == ["rsync", "su"]
+    section = build_report(run_dir).split('<section id="samples"')[1].split("</section>")[0]
+    card = section.split('data-stage="line_corrections" data-reason="too_many_lines_corrected"')[1]
+    assert card.count("<mark>") == 2 and "<mark>rsync</mark>" in card and "<mark>su</mark>" in card
+    assert "\nmake\n Now that all the software is installed" in card  # shown, kept: not marked

@@ -623,10 +623,11 @@ class LineCorrections(Stage):
 
     def evidence_spans(self, text: str, reason: str, value: Callable[[str], Any]) -> list[tuple[int, int]]:
         """The lines cut or edited, where they were (both reasons that follow an edit: too many
-        cut, too few words left after them)."""
+        cut, too few words left after them), as :meth:`process` cut them: with the document's code
+        marks (without them a kept code line read as cut; session 50)."""
         if reason not in ("too_many_lines_corrected", TOO_SHORT_AFTER_CUTS):
             return []
-        return _cut_line_spans(text, self._correct(text)[0])
+        return _cut_line_spans(text, self._correct(text, frozenset(value(CODE_LINES) or ()))[0])
 
     def _words_left(self, text: str, corrected: str) -> int | None:
         """The words (Gopher's count) of a document the stage edited, when a floor is set: only an
