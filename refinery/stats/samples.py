@@ -19,6 +19,7 @@ import html as html_lib
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -148,51 +149,98 @@ def excerpt(text: str, spans: list[tuple[int, int]], start: int = EXCERPT_START,
     shown by its start: ``{"chars", "spans", "shown", "segments": [{"at", "text", "marks":
     [[start, end], ...]}]}`` (``at``: the segment's offset in the text; marks relative to the
     segment). None without a span inside the text (the card shows the snippet, as before)."""
+    spans = _merged(spans, len(text))
+    if not spans:
+        return None
+    if len(text) <= budget:  # a short text whole: nothing to leave out
+        windows = [_Window(0, len(text), spans)]
+    else:
+        windows = _windows_around(spans, len(text), context, mark, budget)
+    windows = _with_the_start(text, windows, start, context)
+    segments = _segments(text, windows, mark, budget + start)
+    shown = sum(len(segment["marks"]) for segment in segments)
+    return json.dumps({"chars": len(text), "spans": len(spans), "shown": shown, "segments": segments},
+                      ensure_ascii=False)
+
+
+@dataclass
+class _Window:
+    """A part of the text to show, ``[begin, end)``, and the spans in it, in order."""
+
+    begin: int
+    end: int
+    spans: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _merged(spans: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """The spans that hold some of a text of ``length`` characters, cut to it, in order, overlapping
+    ones as one (overlapping n-grams, "a a a": one mark)."""
     merged: list[tuple[int, int]] = []
-    for s, e in sorted((max(s, 0), min(e, len(text))) for s, e in spans if e > s and s < len(text)):
-        if merged and s < merged[-1][1]:  # overlapping n-grams ("a a a"): one mark
+    for s, e in sorted((max(s, 0), min(e, length)) for s, e in spans if e > s and s < length):
+        if merged and s < merged[-1][1]:
             merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
         else:
             merged.append((s, e))
-    spans = merged
-    if not spans:
-        return None
-    windows: list[list[Any]] = []  # [begin, end, [span, ...]]
-    if len(text) <= budget:  # a short text whole: nothing to leave out
-        windows.append([0, len(text), spans])
+    return merged
+
+
+def _shown_end(span: tuple[int, int], mark: int) -> int:
+    """Where the shown part of a span ends: one over ``mark`` characters is shown by its start."""
+    return min(span[1], span[0] + mark)
+
+
+def _windows_around(spans: list[tuple[int, int]], length: int, context: int, mark: int,
+                    budget: int) -> list[_Window]:
+    """A window of ``context`` characters either side of each span's shown part, in order, one that
+    touches the window before joined to it, while they hold at most ``budget`` characters (the
+    first window always)."""
+    windows: list[_Window] = []
     used = 0
-    for s, e in spans if not windows else ():
-        begin, end = max(0, s - context), min(len(text), min(e, s + mark) + context)
-        if windows and begin <= windows[-1][1]:
-            last = windows[-1]
-            grown = max(last[1], end) - last[1]
-            if used + grown > budget:
-                break
-            used += grown
-            last[1] = max(last[1], end)
-            last[2].append((s, e))
-            continue
-        if used + (end - begin) > budget and windows:
+    for span in spans:
+        begin, end = max(0, span[0] - context), min(length, _shown_end(span, mark) + context)
+        joins = bool(windows) and begin <= windows[-1].end
+        cost = max(end - windows[-1].end, 0) if joins else end - begin
+        if windows and used + cost > budget:
             break
-        used += end - begin
-        windows.append([begin, end, [(s, e)]])
-    if windows[0][0] <= start + context // 2:
-        windows[0][0] = 0  # the start is near: one segment from the top
-    else:
-        windows.insert(0, [0, _snap_end(text, start, start // 2), []])
-    segments, shown, total = [], 0, 0
-    for begin, end, marked in windows:
-        first_mark = marked[0][0] if marked else begin
-        begin = _snap_start(text, begin, first_mark)
-        end = _snap_end(text, end, max(begin, marked[-1][0] + 1 if marked else begin))
-        if total + (end - begin) > budget + start:  # the budget's last window, cut at its end
-            end = max(begin + budget + start - total, min(marked[0][1], marked[0][0] + mark) if marked else begin)
+        used += cost
+        if joins:
+            windows[-1].end = max(windows[-1].end, end)
+            windows[-1].spans.append(span)
+        else:
+            windows.append(_Window(begin, end, [span]))
+    return windows
+
+
+def _with_the_start(text: str, windows: list[_Window], start: int, context: int) -> list[_Window]:
+    """The windows from the document's start: the first stretched to the top when it begins near it
+    (within ``start + context // 2`` characters), else the first ``start`` characters before it."""
+    if windows[0].begin <= start + context // 2:
+        windows[0].begin = 0
+        return windows
+    return [_Window(0, _snap_end(text, start, start // 2))] + windows
+
+
+def _segments(text: str, windows: list[_Window], mark: int, budget: int) -> list[dict[str, Any]]:
+    """The windows as the excerpt's segments: edges between words, the spans marked, and past
+    ``budget`` characters in all a window cut short (never inside its first span's shown part)."""
+    segments: list[dict[str, Any]] = []
+    total = 0
+    for window in windows:
+        begin, end = _between_words(text, window)
+        if total + (end - begin) > budget:
+            end = max(begin + budget - total, _shown_end(window.spans[0], mark) if window.spans else begin)
         total += end - begin
-        marks = [[max(s, begin) - begin, min(e, end) - begin] for s, e in marked if s < end]
-        shown += len(marks)
+        marks = [[max(s, begin) - begin, min(e, end) - begin] for s, e in window.spans if s < end]
         segments.append({"at": begin, "text": text[begin:end], "marks": marks})
-    return json.dumps({"chars": len(text), "spans": len(spans), "shown": shown, "segments": segments},
-                      ensure_ascii=False)
+    return segments
+
+
+def _between_words(text: str, window: _Window) -> tuple[int, int]:
+    """A window's edges moved (a little) to fall between words: the start never past its first
+    span's, the end never before its last span's first character."""
+    first, last = (window.spans[0][0], window.spans[-1][0] + 1) if window.spans else (window.begin, window.begin)
+    begin = _snap_start(text, window.begin, first)
+    return begin, _snap_end(text, window.end, max(begin, last))
 
 
 def empty_samples() -> pa.Table:
