@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _report_fixtures import CC_DOCS, run_config
 from refinery.pipeline import run_pipeline
-from refinery.stages.gopher import GopherRepetition, repetition_spans
+from refinery.stages.gopher import GopherRepetition, repetition_spans, without_table_markup
 from refinery.stats.report import build_report
 from refinery.stats.samples import EXCERPT_CHARS, EXCERPT_START, excerpt, load_samples
 from tests.test_extract import EVAL_TARBALL, load_eval_pages
@@ -168,3 +168,51 @@ def test_a_removed_pages_card_marks_only_the_lines_the_corrections_cut_not_its_k
     card = section.split('data-stage="line_corrections" data-reason="too_many_lines_corrected"')[1]
     assert card.count("<mark>") == 2 and "<mark>rsync</mark>" in card and "<mark>su</mark>" in card
     assert "\nmake\n Now that all the software is installed" in card  # shown, kept: not marked
+
+
+def _marked_words(text: str, spans: list[tuple[int, int]]) -> list[str]:
+    return [word for start, end in spans for word in text[start:end].split()]
+
+
+def test_a_dup_n_gram_cards_marks_are_the_words_its_fraction_counted():
+    """On the real CC documents of the bundled sample that ``dup_n_gram`` removes, the card marks the
+    words the fraction counted (each n-gram occurrence that repeats an earlier one), every passage
+    of them: their characters over the text's are the removal's metric. Before (session 49) it
+    marked the longest repeated run, first time said included, wherever its words occurred
+    (session 50)."""
+    g = GopherRepetition()
+    with gzip.open(CC_DOCS / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz", "rt") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    checked = 0
+    for text in texts:
+        reason, metric, _ = g.check(text)
+        if not (reason or "").startswith("dup_") or not reason.endswith("_gram"):
+            continue
+        spans = g.evidence_spans(text, reason, lambda column: None)
+        marked = _marked_words(text, spans)
+        read = without_table_markup(text).split()  # the words the rule reads (its denominator)
+        assert sum(map(len, marked)) / sum(map(len, read)) == pytest.approx(metric, rel=1e-9), reason
+        checked += 1
+        if checked == 15:  # enough (the file holds 39): the test stays fast
+            break
+    assert checked == 15
+
+
+def test_a_dup_n_gram_cards_marks_skip_what_the_rule_does_not_read():
+    """The marks are the words the rule read, where they are: a table row's ``|`` stays unmarked
+    inside a marked run, and a quoted repeat of the page's own text (left out with
+    ``skip_quoted_repeats``) is not marked, while the passage repeated outside quotes is."""
+    prose = _prose(700).replace("|", "/")
+    passage = "the committee agreed to meet again next spring to review the plan"
+    row = "| the committee agreed | to meet again next spring | to review the plan |"
+    quote = "a reader's quote of the first sentence of the article"
+    text = (f"{quote} and more\n{prose}\nIn March {passage} said the chair.\n{quote}\nLater, {passage} "
+            f"once more.\n{row}\nThe end.")
+    g = GopherRepetition(skip_quoted_repeats=True, dup_n_grams={5: 0.05})
+    lines = text.split("\n")
+    quoted = [lines.index(quote)]
+    reason = g.check(text, quoted)[0]
+    assert reason == "dup_5_gram"
+    spans = g.evidence_spans(text, reason, lambda column: quoted if column == "quote_lines" else None)
+    assert [text[a:b] for a, b in spans] == [passage, row[2:-2]]
+    assert text.index(quote, 1) not in {a for a, _ in spans}  # the quoted repeat: left out, not marked

@@ -116,6 +116,7 @@ PUNCTUATION = string.punctuation + "“”‘’«»‹›„‚—–…•·¡
 _PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter
 _TABLE_MARKUP = "|-:"  # what a token of a table's cell separators or header rule is made of
+_WORD = re.compile(r"\S+")  # a word as str.split() finds it (both split at str.isspace())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,10 +427,38 @@ class GopherRepetition(Stage):
         return with_decision(batch, reasons, metrics, extra=extra, evidence=evidence)
 
     def evidence_spans(self, text: str, reason: str, value: Callable[[str], Any]) -> list[tuple[int, int]]:
-        """The places of the repeated item the evidence names (the rules read again on this text)."""
-        decided, _, _, read = self._decide(text, value(QUOTE_LINES), counted=False)
-        found = _repeated(reason, read) if decided == reason and read is not None else None
+        """Where what decided the removal is (the rules read again on this text): for ``dup_n_gram``
+        the runs of words its fraction counted (each n-gram that repeats an earlier one: the
+        repeats, every passage, not the first time it is said); else the places of the repeated item
+        the evidence names (the line, the paragraph, the top n-gram), wherever its words occur."""
+        quoted = value(QUOTE_LINES)
+        decided, _, _, read = self._decide(text, quoted, counted=False)
+        if decided != reason or read is None:
+            return []
+        rule, n = _ngram_rule(reason)
+        if rule == "dup" and n:
+            places = self._word_places(text, quoted)
+            runs = _repeated_runs(read.grams, n)
+            # the places are the words the rules read (checked: a text they read otherwise falls back)
+            if runs is not None and [text[s:e] for s, e in places] == read.words:
+                return [(places[b][0], places[e - 1][1]) for b, e in zip(*runs)][:SPANS_FOUND]
+        found = _repeated(reason, read)
         return [] if found is None else repetition_spans(text, found[1], whole_lines="_line_" in reason or "_para_" in reason)
+
+    def _word_places(self, text: str, quoted: Sequence[int] | None) -> list[tuple[int, int]]:
+        """Where in ``text`` each word the rules read is (:meth:`_decide`'s ``words``, in order): the
+        quoted repeats' lines and a table row's markup tokens left out, as the rules leave them."""
+        lines = text.split("\n")
+        left_out = _quoted_repeats(lines, quoted) if quoted and self.skip_quoted_repeats else set()
+        places: list[tuple[int, int]] = []
+        at = 0
+        for i, line in enumerate(lines):
+            if i not in left_out:
+                row = is_table_row(line.strip())
+                places.extend((at + m.start(), at + m.end()) for m in _WORD.finditer(line)
+                              if not (row and _is_markup(m.group())))
+            at += len(line) + 1
+        return places
 
 
 class _Read(NamedTuple):
@@ -467,9 +496,9 @@ def _top_ngram(grams: NGrams, words: Sequence[str], n: int) -> tuple[int, str] |
     return int(counts[top]), " ".join(words[start:start + n])
 
 
-def _longest_repeated_run(grams: NGrams, words: Sequence[str], n: int) -> tuple[int, str] | None:
-    """(words, text) of the longest run of words covered by n-grams that repeat an earlier one:
-    the passage ``dup_n_gram`` counts most of."""
+def _repeated_runs(grams: NGrams, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first words, ends) of the runs of words covered by n-grams that repeat an earlier one, in
+    order: the words ``dup_n_gram`` counts. None when no n-gram repeats."""
     if grams.n_words < n:
         return None
     ids, first = grams.ids(n), grams.first(n)
@@ -481,21 +510,36 @@ def _longest_repeated_run(grams: NGrams, words: Sequence[str], n: int) -> tuple[
     depth[starts + n] -= 1
     covered = np.concatenate(([False], np.cumsum(depth[:-1]) > 0, [False]))
     change = np.flatnonzero(covered[1:] != covered[:-1])  # run starts and ends, alternating
-    begins, ends = change[::2], change[1::2]
+    return change[::2], change[1::2]
+
+
+def _longest_repeated_run(grams: NGrams, words: Sequence[str], n: int) -> tuple[int, str] | None:
+    """(words, text) of the longest run of words covered by n-grams that repeat an earlier one:
+    the passage ``dup_n_gram`` counts most of."""
+    runs = _repeated_runs(grams, n)
+    if runs is None:
+        return None
+    begins, ends = runs
     k = int(np.argmax(ends - begins))  # the first of the longest
     return int(ends[k] - begins[k]), " ".join(words[begins[k]:ends[k]])
+
+
+def _ngram_rule(reason: str) -> tuple[str, int]:
+    """(``"top"`` or ``"dup"``, n) of an n-gram rule's reason (``dup_5_gram``); n is 0 for another."""
+    rule, _, rest = reason.partition("_")
+    head = rest.split("_")[0]
+    return rule, int(head) if head.isdigit() else 0
 
 
 def _repeated(reason: str, read: _Read) -> tuple[int, str, bool] | None:
     """What decided a GopherRepetition removal (module docstring): ``(count, text, run)``, the
     item repeated and how often (``run``: the longest run of repeated words and its length in
     words, for ``dup_n_gram``); None when the reason is no repetition rule's or nothing repeats."""
-    rule, _, rest = reason.partition("_")
     if reason in ("dup_line_frac", "dup_line_char_frac", "dup_para_frac", "dup_para_char_frac"):
         items = read.lines if "_line_" in reason else read.paragraphs
         found = _most_repeated(items, by_chars=reason.endswith("_char_frac"))
         return None if found is None else (*found, False)
-    n = int(rest.split("_")[0]) if rest.split("_")[0].isdigit() else 0
+    rule, n = _ngram_rule(reason)
     if rule == "top" and n:
         found = _top_ngram(read.grams, read.words, n)
         return None if found is None else (*found, False)
@@ -549,22 +593,33 @@ def without_quoted_repeats(text: str, quoted: Sequence[int]) -> tuple[str, int]:
     quote of those words: a passage quoted again counts as repeated, and a quote of text that is
     nowhere else (a page of one quote given 20 times) counts as any line does."""
     lines = text.split("\n")
+    left_out = _quoted_repeats(lines, quoted)
+    if not left_out:
+        return text, 0
+    return "\n".join(line for i, line in enumerate(lines) if i not in left_out), len(left_out)
+
+
+def _quoted_repeats(lines: list[str], quoted: Sequence[int]) -> set[int]:
+    """The numbers of the ``quoted`` lines :func:`without_quoted_repeats` leaves out."""
     marked = {i for i in quoted if 0 <= i < len(lines)}
     if not marked:
-        return text, 0
+        return set()
     # the words outside the quotes, one space apart, a space at each end: a quote's words are found
     # whole, across the lines they were split into
     own = " " + " ".join(w for i, line in enumerate(lines) if i not in marked for w in line.split()) + " "
     exempt: set[str] = set()
-    kept: list[str] = []
-    for i, line in enumerate(lines):
-        if i in marked:
-            words = " ".join(line.split())
-            if words and words not in exempt and f" {words} " in own:
-                exempt.add(words)
-                continue
-        kept.append(line)
-    return "\n".join(kept), len(lines) - len(kept)
+    left_out: set[int] = set()
+    for i in sorted(marked):
+        words = " ".join(lines[i].split())
+        if words and words not in exempt and f" {words} " in own:
+            exempt.add(words)
+            left_out.add(i)
+    return left_out
+
+
+def _is_markup(token: str) -> bool:
+    """A token of a table row's markup only (``|``, ``---``, ``:--:``)."""
+    return not token.strip(_TABLE_MARKUP)
 
 
 def without_table_markup(text: str, rows: list[bool] | None = None) -> str:
@@ -578,7 +633,7 @@ def without_table_markup(text: str, rows: list[bool] | None = None) -> str:
         stripped = line.strip()
         row = is_table_row(stripped)
         if row:
-            words = [t for t in stripped.split() if t.strip(_TABLE_MARKUP)]
+            words = [t for t in stripped.split() if not _is_markup(t)]
             if not words:
                 continue  # the rule (or an empty row)
             line = " ".join(words)
@@ -600,7 +655,7 @@ def _table_markup_tokens(lines: list[str]) -> int:
     (``| a | b |``: the line starts and ends with ``|``), the tokens of only ``|``, ``-`` and
     ``:``. A ``|`` elsewhere (``Home | News``, ``[edit | source]``) is a menu's separator, and
     counts as before."""
-    return sum(1 for line in lines if is_table_row(line) for t in line.split() if not t.strip(_TABLE_MARKUP))
+    return sum(1 for line in lines if is_table_row(line) for t in line.split() if _is_markup(t))
 
 
 def quality_stats(text: str, stop_words: frozenset[str] = frozenset(STOP_WORDS)) -> dict[str, float]:
