@@ -216,3 +216,31 @@ def test_a_step_whose_task_failed_in_a_pool_reruns_only_that_task(tmp_path, monk
                             ran.append(k) or add(self, k, result))
         assert driver._run_pass(work, "parts", part_task_failing_while, tasks, pool, names)["rows"] == 15
     assert ran == [4]
+
+
+def test_a_fresh_result_is_made_plain_once_for_its_record_and_the_step(tmp_path, monkeypatch):
+    """A task's result (numpy scalars and arrays among its counts) is turned into what its record
+    holds once, when it comes back: the step's result is that same plain result (it went through
+    JSON twice before h210: for the record, then again for the step), and the records on disk hold
+    exactly the results the step gave."""
+    import numpy as np
+
+    from refinery.dedup import resume
+
+    made_plain: list[dict[str, Any]] = []
+    monkeypatch.setattr(resume, "as_read", lambda result, plain=resume.as_read: made_plain.append(result) or plain(result))
+    work = driver.WorkDir(str(tmp_path / "index"), "f" * 16, False, method="t")
+    tasks = [{"output_uri": work.path("out", f"{k}.txt"), "k": k} for k in range(4)]
+
+    def numpy_task(output_uri: str, k: int) -> dict[str, Any]:
+        fs.write_bytes(output_uri, str(k).encode())
+        return {"rows": np.int64(k), "parts": np.array([k % 2]), "share": np.float32(k / 4)}
+
+    with resume.resumable_step(work, "parts", numpy_task, tasks, LocalExecutor(1), [f"t{k}" for k in range(4)],
+                               "dedup/t/parts", marked=False) as results:
+        pass
+    assert len(made_plain) == 4
+    assert [(r["rows"], r["parts"], r["share"]) for r in results] == [(0, [0], 0.0), (1, [1], 0.25), (2, [0], 0.5),
+                                                                      (3, [1], 0.75)]
+    assert all(type(r["rows"]) is int and type(r["share"]) is float for r in results)
+    assert [r["result"] for r in _records(tmp_path / "index" / "tasks" / "parts")] == results

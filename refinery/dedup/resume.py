@@ -60,12 +60,15 @@ def resumable_step(work: WorkDir, step: str, fn: Callable[..., dict[str, Any]], 
 
     def finished(outcome: TaskOutcome) -> None:
         if outcome.status != "failed":
+            # as a rerun reads it from its record, once: the record and the step's result alike
+            outcome.result = as_read(outcome.result)
             records.add(todo[outcome.index], outcome.result)
 
     try:
+        # (every result came through ``finished``: run() raises on a failed task)
         fresh = executor.run(fn, [tasks[k] for k in todo], label=label, names=[names[k] for k in todo],
                              units=units, fresh_workers=fresh_workers, on_outcome=finished)
-        by_task = recorded | dict(zip(todo, (as_read(r) for r in fresh)))
+        by_task = recorded | dict(zip(todo, fresh))
         yield [by_task[k] for k in range(len(tasks))]
     except BaseException:
         records.save(stopping=True)  # what finished before the stop is not redone
@@ -131,9 +134,10 @@ class StepRecords:
         return found
 
     def add(self, k: int, result: dict[str, Any]) -> None:
-        """Record task ``k``'s result; the batch is written once the last is :data:`RECORDS_EVERY_S` old."""
+        """Record task ``k``'s result (:func:`as_read`); the batch is written once the last is
+        :data:`RECORDS_EVERY_S` old."""
         self._unsaved.append({"k": k, "fingerprint": self.work.fingerprint, "task": self.digests[k],
-                              "result": as_read(result)})
+                              "result": result})
         if time.monotonic() - self._saved_at >= RECORDS_EVERY_S:
             try:
                 self.save()
