@@ -10,7 +10,11 @@ folded, ``Range``). ``OUT.json``: per run the totals by kind (GET, HEAD, PUT, LI
 multipart) and by kind and object; ``OUT.json.<run>.calls`` every request in order. Run it at two
 sizes: (count at N2 - count at N1) / (N2 - N1) is the cost per shard. ``--tree``: the source tree
 to run (PYTHONPATH), so old and new code are measured alike; ``--dump``: copy the run directory
-here to compare the outputs. Figures: docs/reliability.md, "Session 48 (h186)".
+here to compare the outputs. ``--stop PASS:N`` (repeatable): the first run is stopped (SIGINT,
+as Ctrl-C) once N shard markers of PASS were written, and the next run resumes it (stopped in
+turn at the next ``--stop``), before the last one runs to the end: ``stopped-1``, ...,
+``resumed``, then the no-op ``rerun``. Figures: docs/reliability.md, "Session 48 (h186)" and
+"Session 50 (h210)" (resumed runs).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import collections
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +38,10 @@ ap.add_argument("out")
 ap.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]))
 ap.add_argument("--workers", default="2")
 ap.add_argument("--dump", default=None)
+ap.add_argument("--stop", action="append", default=[], metavar="PASS:N",
+                help="stop a run once N shard markers of PASS were written (SIGINT); the next run resumes")
 args = ap.parse_args()
+stops = [(name, int(n)) for name, _, n in (s.rpartition(":") for s in args.stop)]
 
 sys.path.insert(0, args.tree)
 sys.path.insert(0, args.tree + "/tests")
@@ -75,6 +83,10 @@ def area(key: str) -> str:
 
 calls: list[tuple[float, str, str]] = []
 lock = threading.Lock()
+#: the run to stop (its process) once ``stop_at[1]`` markers of the pass ``stop_at[0]`` were written
+running: list[subprocess.Popen] = []
+stop_at: list[tuple[str, int] | None] = [None]
+marked: list[int] = [0]
 
 
 def decide(method: str, path: str) -> None:
@@ -82,6 +94,10 @@ def decide(method: str, path: str) -> None:
     extra = f"{h.get('Range', '')} {'IM' if h.get('If-Match') else ''}"
     with lock:
         calls.append((time.time(), method, path + " " + extra))
+        if stop_at[0] is not None and method == "PUT" and f"/run/{stop_at[0][0]}/stats/" in path:
+            marked[0] += 1
+            if marked[0] == stop_at[0][1] and running:
+                running[0].send_signal(signal.SIGINT)
 
 
 with moto_s3() as (endpoint, bucket), tempfile.TemporaryDirectory() as scratch:
@@ -95,22 +111,27 @@ with moto_s3() as (endpoint, bucket), tempfile.TemporaryDirectory() as scratch:
     results = {}
     with FaultProxy(endpoint, policy) as proxy:
         env = {**os.environ, "AWS_ENDPOINT_URL": proxy, "PYTHONPATH": args.tree}
-        for label in ("run", "rerun"):
+        labels = ([f"stopped-{k + 1}" for k in range(len(stops))] + ["resumed"]) if stops else ["run"]
+        for k, label in enumerate(labels + ["rerun"]):
             calls.clear()
+            stop_at[0], marked[0] = (stops[k] if k < len(stops) else None), 0
             t0 = time.time()
-            done = subprocess.run([sys.executable, "-m", "refinery", "run", str(recipe), "-i", f"{bucket}/in",
-                                   "-o", f"{bucket}/run", "--workers", args.workers],
-                                  env=env, cwd=scratch, capture_output=True, text=True)
+            proc = subprocess.Popen([sys.executable, "-m", "refinery", "run", str(recipe), "-i", f"{bucket}/in",
+                                     "-o", f"{bucket}/run", "--workers", args.workers],
+                                    env=env, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            running[:] = [proc]
+            _, stderr = proc.communicate()
+            running.clear()
             wall = time.time() - t0
-            if done.returncode:
-                print(done.stderr[-3000:])
-                raise SystemExit(done.returncode)
+            if proc.returncode and stop_at[0] is None:
+                print(stderr[-3000:])
+                raise SystemExit(proc.returncode)
             by = collections.Counter()
             by_kind = collections.Counter()
             for _, m, p in calls:
-                k, key = kind_of(m, p.split(" ")[0])
-                by[(k, area(key))] += 1
-                by_kind[k] += 1
+                kind, key = kind_of(m, p.split(" ")[0])
+                by[(kind, area(key))] += 1
+                by_kind[kind] += 1
             Path(args.out + f".{label}.calls").write_text("\n".join(f"{t:.3f} {m} {p}" for t, m, p in calls))
             results[label] = {"wall_s": round(wall, 1), "total": len(calls), "by_kind": dict(by_kind),
                               "by_area": {f"{k} {a}": n for (k, a), n in sorted(by.items())}}

@@ -110,6 +110,10 @@ class Plan:
     #: the Parquet footers read before the run, recorded in input_files.json so a rerun skips the
     #: files found good and unchanged since (:mod:`refinery.input_footers`)
     footer_check: FooterCheck | None = None
+    #: a shard marker's URI -> its text, as the plan rewrote it under the first pass's
+    #: fingerprint (files added under ``--force``; :func:`_refingerprint_finished_shards`): the
+    #: document pass takes it from here, not read again (session 50, h210)
+    read_markers: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
     run: RunDir = field(init=False)
 
     def __post_init__(self) -> None:
@@ -1197,6 +1201,11 @@ def _unfinished_inputs_removed(plan: Plan) -> set[str]:
     return set() if removed & shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir) else removed
 
 
+#: bytes of the markers :func:`_refingerprint_finished_shards` read that it hands to the document
+#: pass (``Plan.read_markers``) at most (~2,000 of the recipe's markers): the others are read again
+READ_MARKERS_HELD_BYTES = 64 * 2**20
+
+
 def _refingerprint_finished_shards(plan: Plan, p: Pass, old_fingerprint: str) -> list[str]:
     """Give the finished shards of the first pass this plan's fingerprint: their inputs and
     config are unchanged, only the input's file list changed (files whose shards never finished
@@ -1213,15 +1222,20 @@ def _refingerprint_finished_shards(plan: Plan, p: Pass, old_fingerprint: str) ->
             log.warning("[%s] %s: redoing shard %s", p.name, problem, shard)
             clear_shard_outputs(out, shard)
     kept = []
+    held = 0  # bytes of markers handed to the document pass (plan.read_markers)
     for shard in sorted(shards_with_markers(out.stats_dir) & names):
-        marker = fs.read_json(out.stats(shard))
-        if isinstance(marker, dict) and marker.get("fingerprint") == old_fingerprint:
+        text = fs.read_bytes(out.stats(shard))
+        marker = fs.json_record(out.stats(shard), text)
+        if marker.get("fingerprint") == old_fingerprint:
             # compact, as the runner writes markers (indented, histograms put a number on each line)
-            fs.write_bytes(out.stats(shard), json.dumps(marker | {"fingerprint": p.fingerprint},
-                                                        separators=(",", ":")).encode())
-            kept.append(shard)
-        elif isinstance(marker, dict) and marker.get("fingerprint") == p.fingerprint:
-            kept.append(shard)  # given it by a run stopped before it recorded its plan: kept again
+            text = json.dumps(marker | {"fingerprint": p.fingerprint}, separators=(",", ":")).encode()
+            fs.write_bytes(out.stats(shard), text)
+        elif marker.get("fingerprint") != p.fingerprint:
+            continue  # (this fingerprint: given it by a run stopped before it recorded its plan: kept again)
+        kept.append(shard)
+        if held + len(text) <= READ_MARKERS_HELD_BYTES:  # the document pass's finished check reads it no more
+            plan.read_markers[out.stats(shard)] = text
+            held += len(text)
     return kept
 
 

@@ -185,15 +185,25 @@ def finished_marker(task: ShardTask, fingerprint: str | None = None,
     not count, nor one whose outputs went missing (deleted by hand, an S3 lifecycle rule: the
     shard was skipped and its documents lost; found by adversarial testing). ``outputs_present``:
     what a caller that listed the pass's directories knows already (else two existence checks)."""
+    found = finished_marker_text(task, fingerprint, outputs_present)
+    return None if found is None else found[0]
+
+
+def finished_marker_text(task: ShardTask, fingerprint: str | None = None, outputs_present: bool | None = None,
+                         text: bytes | None = None) -> tuple[dict[str, Any], bytes] | None:
+    """:func:`finished_marker` with the marker's text, which its reader hands to the pass's close
+    (:meth:`PassWrites.finished`: the close then reads it no more). ``text``: the marker's text,
+    known already (not read again)."""
     try:
-        stats = json.loads(fs.read_bytes(task.stats_uri))
+        text = fs.read_bytes(task.stats_uri) if text is None else text
+        stats = json.loads(text)
     except (fs.StorageError, FileNotFoundError, OSError, ValueError):
         return None
-    if fingerprint is not None and stats.get("fingerprint") != fingerprint:
+    if not isinstance(stats, dict) or (fingerprint is not None and stats.get("fingerprint") != fingerprint):
         return None
     if outputs_present is None:
         outputs_present = fs.file_exists(task.kept_uri) and fs.file_exists(task.removed_uri)
-    return stats if outputs_present else None
+    return (stats, text) if outputs_present else None
 
 
 #: Longest shard name in UTF-8 bytes. Names become file names with a prefix and a suffix
@@ -249,7 +259,8 @@ class ShardResult:
     shard: str
     skipped: bool
     stats: dict[str, Any] = field(default_factory=dict)
-    #: what the shard's run wrote, for its pass's close (None: skipped): :data:`WRITTEN_KEY`
+    #: what the shard's run wrote, for its pass's close: :data:`WRITTEN_KEY` (skipped: only the
+    #: marker it found, ``{"marker": text}``)
     written: dict[str, Any] | None = None
 
 
@@ -371,10 +382,11 @@ class ShardRunner:
     def _run(self, task: ShardTask, force: bool, fingerprint: str | None, limit: int | None, kept: ShardSpool,
              removed: StageSpools, launch: str | None = None) -> ShardResult:
         if not force and not task.unmarked:
-            stats = finished_marker(task, fingerprint)
-            if stats is not None:
+            found = finished_marker_text(task, fingerprint)
+            if found is not None:
                 log.log(summary_level(), "[shard %s] already finished, skipping", task.shard, extra=TASK_SUMMARY)
-                return ShardResult(task.shard, skipped=True, stats=stats)
+                # its marker's text for the pass's close, which then reads it no more (session 50, h210)
+                return ShardResult(task.shard, skipped=True, stats=found[0], written={"marker": found[1]})
 
         started = time.time()
         for uri in (task.kept_uri, task.removed_uri, task.samples_uri, task.stats_uri):
@@ -959,8 +971,11 @@ class PassWrites:
     """What the shard tasks a command runs in a pass wrote, taken out of their outcomes as they
     finish (``executor.map(..., on_outcome=writes)``) for the pass's close: their kept and removed
     files' footers and their markers' text, which the close no longer reads back (on S3 a GET per
-    file: 3 a shard per pass; session 49, h194). Shards the command did not run (finished before,
-    another instance's) are read at the close as before. ``shards``: every shard of the pass."""
+    file: 3 a shard per pass; session 49, h194). The markers of shards finished before are handed
+    over by whatever read them to skip the shard (:meth:`finished`: the driver, or a task's outcome
+    ``skipped``), so a resumed pass's close reads none of them again either (session 50, h210);
+    their footers, which nothing read, are read at the close, as are the shards of other
+    instances. ``shards``: every shard of the pass."""
 
     def __init__(self, out: PassDir, shards: Iterable[str]) -> None:
         from refinery.stats.funnel import StreamedShardStats
@@ -972,11 +987,15 @@ class PassWrites:
 
     def __call__(self, outcome: TaskOutcome) -> None:
         written = outcome.result.pop(WRITTEN_KEY, None)  # not held with the pass's outcomes
-        if written is None or outcome.status != "done":
+        if written is None or outcome.status == "failed":
             return
-        for footer in written["footers"]:
+        for footer in written.get("footers", ()):  # a shard skipped as finished before wrote none
             self.footers[footer.uri] = replace(footer, schema=self._schemas.setdefault(footer.schema, footer.schema))
-        self.stats.wrote(self.out.stats(outcome.name), written["marker"])
+        self.finished(outcome.name, written["marker"])
+
+    def finished(self, shard: str, marker: bytes) -> None:
+        """``shard``'s marker text, as written by a task or read to skip a shard finished before."""
+        self.stats.wrote(self.out.stats(shard), marker)
 
 
 def outcome_stats(stats: dict[str, Any]) -> dict[str, Any]:

@@ -113,14 +113,22 @@ def clean(tmp_path_factory) -> dict[str, dict[str, bytes]]:
     return {name: _outputs(out) for name, out in made.items()}
 
 
-def test_a_file_added_is_filtered_alone_and_the_outputs_equal_a_clean_run(grown, tmp_path, clean):
+def test_a_file_added_is_filtered_alone_and_the_outputs_equal_a_clean_run(grown, tmp_path, clean, monkeypatch):
+    from refinery.io import fs
+
     src, out, _ = grown
     old = {f.name: f.stat().st_mtime_ns for f in (out / "filter" / "kept").glob("*.parquet")}
     with pytest.raises(RerunError, match=r"input files changed since the run was made \(added part-3.parquet\); "
                        r"rerun with --force to run 'filter' on the new files only \(its finished shards are kept\) "
                        r"and redo the passes after it"):
         _run(src, out)
+    reads: list[str] = []
+    monkeypatch.setattr(fs, "read_bytes", lambda u, read=fs.read_bytes: reads.append(u) or read(u))
     summary = _run(src, out, force=True)
+    monkeypatch.undo()
+    # each finished shard's marker read once, to give it the new fingerprint: the filter pass takes
+    # it from there to skip the shard and to close (three reads each before, session 50, h210)
+    assert sorted(Path(u).name for u in reads if "/filter/stats/" in u) == [f"part-{k}.json" for k in range(3)]
     # the filter pass ran the new file's shard alone (it ran all 4 on the code before)
     assert {o.name: o.status for o in summary.outcomes} == {"part-0": "skipped", "part-1": "skipped",
                                                             "part-2": "skipped", "part-3": "done"}

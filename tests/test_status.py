@@ -635,9 +635,10 @@ def test_a_pass_closes_on_what_its_tasks_wrote_without_reading_it_back(tmp_path,
 
 def test_a_pass_rerun_after_a_failure_closes_on_what_it_ran_and_reads_the_rest(tmp_path, monkeypatch):
     """A pass that stopped with a shard failed, rerun: the shards finished before are skipped and
-    their footers and markers read at the close, the one run now is taken from its outcome; in
-    listing order (p0 read, p1 given, p2 and p3 read), the same funnel, one schema though only the
-    shard run now has the new column (its shards had another schema when the first run closed)."""
+    their footers read at the close, their markers taken from the driver's read that skipped them,
+    the one run now taken from its outcome; in listing order (p0 given, p1 run, p2 and p3 given),
+    the same funnel, one schema though only the shard run now has the new column (its shards had
+    another schema when the first run closed)."""
     import refinery.pipeline as pipeline
     from refinery.io import dataset, fs
 
@@ -656,12 +657,14 @@ def test_a_pass_rerun_after_a_failure_closes_on_what_it_ran_and_reads_the_rest(t
     monkeypatch.setattr(pipeline, "run_shard_task", run_shard_task)
     footers, markers = [], []
     monkeypatch.setattr(dataset, "read_footer", lambda u, read=dataset.read_footer: footers.append(u) or read(u))
-    monkeypatch.setattr(fs, "read_json", lambda u, read=fs.read_json: markers.append(u) or read(u))
+    monkeypatch.setattr(fs, "read_bytes", lambda u, read=fs.read_bytes: markers.append(u) or read(u))
     assert run_pipeline(config, str(tmp_path / "in"), out, workers=1, progress=False).passes == \
         {"filter": "done", "url_dedup": "done"}
     filter_dir = tmp_path / "run" / "filter"
     assert sorted(u for u in footers if "/filter/" in u) == \
         [str(filter_dir / d / f"p{i}.parquet") for d in ("kept", "removed") for i in (0, 2, 3)]
+    # each marker of a shard finished before read once, by the driver to skip it (twice before h210:
+    # again at the close)
     assert [u for u in markers if "/filter/stats/" in u] == [str(filter_dir / "stats" / f"p{i}.json") for i in (0, 2, 3)]
     # the URL pass ran every shard now: nothing of its shards is read back
     assert not [u for u in footers + markers if re.search(r"/(url_dedup/stats|url_dedup/removed|run/kept)/", u)]
@@ -670,9 +673,9 @@ def test_a_pass_rerun_after_a_failure_closes_on_what_it_ran_and_reads_the_rest(t
 
 def test_a_pass_funnel_streamed_out_of_order_is_the_funnel_read_in_listing_order(tmp_path, monkeypatch):
     """:class:`StreamedShardStats`: markers given out of order are merged in the listing's order
-    (the same funnel, key order included), one held past ``held_max`` is read at the close, and a
-    listed marker no task wrote before the ones merged (another instance's) makes it merge every
-    listed marker anew, read back."""
+    (the same funnel, key order included), one held past ``held_max`` is set aside in a local file,
+    not read again at the close (it was before h210), and a listed marker no task wrote before the
+    ones merged (another instance's) makes it merge every listed marker anew, read back."""
     from refinery.io import fs
     from refinery.rundir import PassDir
     from refinery.stats.funnel import StreamedShardStats, iter_shard_stats, merge_shard_stats
@@ -687,11 +690,115 @@ def test_a_pass_funnel_streamed_out_of_order_is_the_funnel_read_in_listing_order
     reads: list[str] = []
     monkeypatch.setattr(fs, "read_json", lambda u, read=fs.read_json: reads.append(u) or read(u))
     streamed = StreamedShardStats(listed, held_max=1)
-    for i in (2, 3, 0, 1):  # p2 waits for p0 and p1; p3, held past held_max, is read at the close
+    for i in (2, 3, 0, 1):  # p2 waits for p0 and p1; p3, held past held_max, is set aside
         streamed.wrote(listed[i], fs.read_bytes(listed[i]))
-    assert json.dumps(streamed.result(listed)) == expected and reads == [listed[3]]
+    assert json.dumps(streamed.result(listed)) == expected and reads == []
+    streamed = StreamedShardStats(listed, held_max=0)  # p1, p2, p3 set aside, merged as p0 comes
+    for i in (3, 1, 2):
+        streamed.wrote(listed[i], fs.read_bytes(listed[i]))
+    assert streamed._merged == 0 and sorted(streamed._aside) == listed[1:]
+    streamed.wrote(listed[0], fs.read_bytes(listed[0]))
+    assert streamed._merged == 4 and json.dumps(streamed.result(listed)) == expected and reads == []
     reads.clear()
     streamed = StreamedShardStats(listed[1:])  # p0 is no shard of this command's
     for u in listed[1:]:
         streamed.wrote(u, fs.read_bytes(u))
     assert json.dumps(streamed.result(listed)) == expected and reads == listed
+
+
+def _run_files(out: Path) -> dict[str, object]:
+    """Every file of a run directory but its plan, dedup index and run records: Parquet as its
+    schema and rows, JSON (markers, funnels) as text without timings or the run's place, key
+    order kept."""
+    def timeless(obj):
+        if isinstance(obj, dict):
+            return {k: timeless(v) for k, v in obj.items() if "seconds" not in k}
+        if isinstance(obj, str):
+            return obj.replace(str(out), "OUT")
+        return [timeless(v) for v in obj] if isinstance(obj, list) else obj
+
+    files: dict[str, object] = {}
+    for f in sorted(out.rglob("*")):
+        rel = f.relative_to(out).as_posix()
+        if not f.is_file() or rel.startswith(("index/", "url_dedup/index/", "passes/", ".")) or "/." in rel \
+                or rel in ("run.json", "input_files.json") or rel.endswith("dedup_stats.json"):
+            continue
+        if f.suffix == ".parquet":
+            table = pq.read_table(f)
+            files[rel] = (table.schema, table.to_pylist())
+        elif f.suffix == ".json":
+            files[rel] = json.dumps(timeless(json.loads(f.read_text())))
+    return files
+
+
+def test_a_resumed_run_reads_each_marker_finished_before_once_and_ends_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    """A run stopped by a failed shard in its filter pass, rerun and stopped by one in its URL
+    dedup's removal, rerun again: each marker of a shard finished before is read once, by whatever
+    skips the shard (the driver in a document pass, the removal task in a dedup pass), and handed
+    to the pass's close, which read it a second time before (session 50, h210); the shards run now
+    are not read back at all. Every kept, removed and sample shard, marker and funnel is the
+    uninterrupted run's (funnels as text: key order too)."""
+    import refinery.dedup.driver as driver
+    import refinery.pipeline as pipeline
+    from refinery.executors.base import TaskError
+    from refinery.io import fs
+
+    _shards_of_three_schemas(tmp_path / "in")
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}], "dedup": [{"method": "url"}]})
+    src, out = str(tmp_path / "in"), tmp_path / "run"
+    run_pipeline(config, src, str(tmp_path / "whole"), workers=1, progress=False)
+
+    def failing(fn, shard):
+        def task(**kwargs):
+            if (kwargs.get("task").shard if "task" in kwargs else kwargs["shard"]) == shard:
+                raise ValueError(f"{shard} fails")
+            return fn(**kwargs)
+        return task
+
+    reads: list[str] = []
+    monkeypatch.setattr(fs, "read_bytes", lambda u, read=fs.read_bytes: reads.append(u) or read(u))
+
+    def marker_reads(pass_name: str) -> list[str]:
+        return [fs.basename(u) for u in reads if f"/run/{pass_name}/stats/" in u]
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "run_shard_task", failing(pipeline.run_shard_task, "p1"))
+        assert run_pipeline(config, src, str(out), workers=1, progress=False).passes["filter"] == "failed"
+    assert marker_reads("filter") == []  # a fresh pass reads none (h194)
+    reads.clear()
+    with monkeypatch.context() as m, pytest.raises(TaskError, match="task p2 failed"):
+        m.setattr(driver, "removal_run_task", failing(driver.removal_run_task, "p2"))
+        run_pipeline(config, src, str(out), workers=1, progress=False)
+    # p0, p2 and p3 finished before: read by the driver to skip them, not again at the close
+    # (["p0", "p2", "p3"] * 2 before); p1 ran now: its marker came with its outcome
+    assert marker_reads("filter") == ["p0.json", "p2.json", "p3.json"]
+    reads.clear()
+    assert run_pipeline(config, src, str(out), workers=1, progress=False).passes == \
+        {"filter": "skipped", "url_dedup": "done"}
+    # the removal tasks of p0, p1 and p3 read their markers to skip them and return them with their
+    # outcome, the close reads none (twice each before); p2, unmarked, is run without a look
+    assert sorted(marker_reads("url_dedup")) == ["p0.json", "p1.json", "p3.json"]
+    assert marker_reads("filter") == []  # a pass finished before is skipped whole
+    assert _run_files(out) == _run_files(tmp_path / "whole")
+
+
+def test_the_share_that_closes_a_pass_reads_the_other_shares_markers_once(tmp_path, monkeypatch):
+    """Shares of a multi-instance job (SageMaker): the last one to finish reads the other shares'
+    markers to check they finished for this pass, and hands them to its close, which read them a
+    second time before (session 50, h210); its own shards' come with their outcomes. The pass is
+    the one a single run makes."""
+    from refinery.io import fs
+
+    _shards_of_three_schemas(tmp_path / "in")
+    config = parse_config({"name": "st", "stages": [{"type": "gopher_quality"}]})
+    src, out = str(tmp_path / "in"), tmp_path / "run"
+    run_pipeline(config, src, str(tmp_path / "whole"), workers=1, progress=False)
+    first = run_pipeline(config, src, str(out), workers=1, progress=False, only_shards={"p0", "p2"})
+    assert first.passes["filter"] == "partial"
+    reads: list[str] = []
+    monkeypatch.setattr(fs, "read_bytes", lambda u, read=fs.read_bytes: reads.append(u) or read(u))
+    second = run_pipeline(config, src, str(out), workers=1, progress=False, only_shards={"p1", "p3"})
+    assert second.passes["filter"] == "done"
+    assert [fs.basename(u) for u in reads if "/run/stats/" in u] == ["p0.json", "p2.json"]
+    monkeypatch.undo()
+    assert _run_files(out) == _run_files(tmp_path / "whole")

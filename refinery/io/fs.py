@@ -637,7 +637,7 @@ def read_json_if_any(uri: str) -> dict[str, Any] | None:
     """The JSON record at ``uri`` (:func:`read_json`), or None when there is none (only what
     :func:`read_bytes_if_any` takes for absent); a damaged one is :class:`DamagedRecord`."""
     data = read_bytes_if_any(uri)
-    return None if data is None else _json_record(uri, data)
+    return None if data is None else json_record(uri, data)
 
 
 def list_files_if_any(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
@@ -1310,10 +1310,10 @@ def read_json(uri: str) -> dict[str, Any]:
     damaged one is a :class:`StorageError` naming the file (it was a bare "Expecting property name
     ...: line 1 column 2", and valid JSON that is no object, ``[]``, "unexpected AttributeError":
     found by adversarial testing)."""
-    return _json_record(uri, read_bytes(uri))
+    return json_record(uri, read_bytes(uri))
 
 
-def _json_record(uri: str, data: bytes) -> dict[str, Any]:
+def json_record(uri: str, data: bytes) -> dict[str, Any]:
     import json
 
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from typing import Any, Iterable, Iterator
 
 from refinery.io import fs
@@ -181,8 +183,8 @@ def iter_shard_stats(run_dir: "str | PassDir", files: PassFiles | None = None) -
     yield from read_ahead(fs.read_json, listed, ahead=STATS_READ_CHUNK)
 
 
-#: markers of shards that finished before their turn in the merge, held (as their text) at most:
-#: past it the one whose turn is last is dropped, and read from its marker at the close
+#: markers of shards that finished before their turn in the merge, held (as their text) in memory
+#: at most: past it the one whose turn is last is set aside in a local temporary file
 STATS_HELD_MAX = 256
 
 
@@ -192,12 +194,15 @@ class StreamedShardStats:
     (:meth:`result`) then reads only the markers it was not given, a GET per shard per pass on S3
     before (session 49, h194). Same order, same merge: the same funnel, key order included.
 
-    ``markers``: the marker URIs the pass's tasks may write, all of them (those skipped as finished
-    before too: their turn waits for the close, which reads them). A shard's marker is merged at
-    its turn once every marker before it is merged; those waiting are held, up to
-    :data:`STATS_HELD_MAX` (the driver's memory: ~30 KB a marker). The close checks the markers it
-    merged are the first ones listed, else merges every listed marker anew (a marker its tasks did
-    not write: another instance's, one deleted since)."""
+    ``markers``: the marker URIs the pass's tasks may write, all of them. The markers of shards
+    finished before are given too, by whatever read them to skip their shard (session 50, h210);
+    those not given (another instance's) wait for the close, which reads them. A shard's marker is
+    merged at its turn once every marker before it is merged; those waiting are held, up to
+    :data:`STATS_HELD_MAX` in memory (the driver's: ~30 KB a marker), the others in a local
+    temporary file (they were dropped and read again at the close: on a resumed pass, every marker
+    finished before after a shard still to run). The close checks the markers it merged are the
+    first ones listed, else merges every listed marker anew (a marker its tasks did not write:
+    another instance's, one deleted since)."""
 
     def __init__(self, markers: Iterable[str], held_max: int = STATS_HELD_MAX) -> None:
         self._order = sorted(markers)  # the listing's order (fs.list_files sorts)
@@ -205,15 +210,18 @@ class StreamedShardStats:
         self._merge = ShardStatsMerge()
         self._held: dict[str, bytes] = {}
         self._held_max = held_max
+        self._aside: dict[str, tuple[int, int]] = {}  # marker -> (offset, length) in _aside_file
+        self._aside_file: Any = None
 
     def wrote(self, marker: str, text: bytes) -> None:
-        """A task wrote ``text`` to ``marker`` (its shard's stats)."""
+        """``text`` is ``marker``'s (its shard's stats): written by a task, or read by the driver."""
         self._held[marker] = text
-        while self._merged < len(self._order) and self._order[self._merged] in self._held:
-            self._merge.add(json.loads(self._held.pop(self._order[self._merged])))
+        while self._merged < len(self._order) and self._has(self._order[self._merged]):
+            self._merge.add(json.loads(self._take(self._order[self._merged])))
             self._merged += 1
         if len(self._held) > self._held_max:
-            del self._held[max(self._held)]
+            last = max(self._held)
+            self._set_aside(last, self._held.pop(last))
 
     def result(self, listed: list[str]) -> dict[str, Any]:
         """The pass's funnel over the ``listed`` markers (its stats/ listing at the close)."""
@@ -221,12 +229,39 @@ class StreamedShardStats:
         if listed[:self._merged] != self._order[:self._merged]:
             log.debug("the pass's markers are not the ones its tasks wrote: every marker is read")
             merge, rest = ShardStatsMerge(), listed
-        for stats in read_ahead(self._read, rest, ahead=STATS_READ_CHUNK):
-            merge.add(stats)
+        try:
+            for stats in read_ahead(self._read, rest, ahead=STATS_READ_CHUNK):
+                merge.add(stats)
+        finally:
+            if self._aside_file is not None:
+                self._aside_file.close()
         return merge.result()
 
-    def _read(self, marker: str) -> dict[str, Any]:
+    def _has(self, marker: str) -> bool:
+        return marker in self._held or marker in self._aside
+
+    def _take(self, marker: str) -> bytes | None:
+        """The text given for ``marker`` (None: not given), no longer kept."""
         text = self._held.pop(marker, None)
+        if text is None and marker in self._aside:
+            offset, length = self._aside.pop(marker)
+            text = os.pread(self._aside_file.fileno(), length, offset)  # (threads of the close read at once)
+        return text
+
+    def _set_aside(self, marker: str, text: bytes) -> None:
+        try:
+            if self._aside_file is None:
+                self._aside_file = tempfile.TemporaryFile(prefix="refinery-markers-")
+            offset = self._aside_file.seek(0, os.SEEK_END)
+            self._aside_file.write(text)
+            self._aside_file.flush()
+        except OSError as exc:  # a full local disk: the close reads it from the pass's stats/
+            log.debug("a marker not set aside (%s): read at the close", exc)
+            return
+        self._aside[marker] = (offset, len(text))
+
+    def _read(self, marker: str) -> dict[str, Any]:
+        text = self._take(marker)
         return fs.read_json(marker) if text is None else json.loads(text)
 
 
