@@ -25,19 +25,18 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import pyarrow as pa
 
 from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
+from refinery.input_record import FOOTERS_KEY as RECORD_KEY
+from refinery.input_record import InputRecord
 from refinery.io import fs, parquet
-from refinery.rundir import INPUT_RECORD
+from refinery.stage_order import check_text_before_use
 
 log = logging.getLogger("refinery.plan")
-
-#: the key of ``input_files.json`` recording which files' footers the check passed
-RECORD_KEY = "footers_checked"
 
 
 @dataclass
@@ -60,22 +59,20 @@ def check_key(config: PipelineConfig) -> str:
 
 
 def check_parquet_inputs(config: PipelineConfig, files: list[str], names: list[str],
-                         by_file: dict[str, tuple[int, str]] | None, output_uri: str,
-                         record: str | None = None) -> FooterCheck:
+                         by_file: dict[str, tuple[int, str]] | None,
+                         records: Sequence[InputRecord] = ()) -> FooterCheck:
     """Read the footer of every Parquet file among ``files`` (shard ``names``; ``by_file`` their
-    listed sizes and versions) but those an earlier start of the run at ``output_uri`` checked, or
-    the ``input_files.json`` at ``record`` (a launch's), unchanged since; raise
-    :class:`ConfigError` in one line naming the first bad file (and how many more) unless
-    ``executor.max_failed_fraction`` sets failed shards aside (then a warning)."""
-    from refinery.plan import check_text_before_use
-
+    listed sizes and versions) but those ``records`` say were checked, unchanged since (the run's
+    own ``input_files.json``, from an earlier start, and a launch's); raise :class:`ConfigError` in
+    one line naming the first bad file (and how many more) unless ``executor.max_failed_fraction``
+    sets failed shards aside (then a warning)."""
+    parquet_files = [(f, n) for f, n in zip(files, names) if f.lower().endswith(".parquet")]
     key = check_key(config)
     done: set[str] = set()
-    for uri in [fs.join(output_uri, INPUT_RECORD)] + ([record] if record else []):
-        done |= _checked_before(uri, key, dict(zip(names, files)), by_file)
+    for record in records if parquet_files else ():  # (no record read for an input of no Parquet file)
+        done |= _checked_before(record, key, dict(parquet_files), by_file)
     # a 0-byte file is an empty shard (as a 0-byte WARC or JSONL file is): no footer to read
-    todo = [(f, n) for f, n in zip(files, names) if f.lower().endswith(".parquet") and n not in done
-            and (by_file is None or by_file[f][0] > 0)]
+    todo = [(f, n) for f, n in parquet_files if n not in done and (by_file is None or by_file[f][0] > 0)]
     shard_of = dict(todo)
 
     def check(uri: str, schema: pa.Schema, _meta: Any) -> None:
@@ -107,22 +104,13 @@ def check_parquet_inputs(config: PipelineConfig, files: list[str], names: list[s
                       "sets such files' shards aside)")
 
 
-def _checked_before(record: str, key: str, files: dict[str, str],
+def _checked_before(record: InputRecord, key: str, files: dict[str, str],
                     by_file: dict[str, tuple[int, str]] | None) -> set[str]:
-    """The shards whose files the check recorded in the ``input_files.json`` at ``record`` read
-    with ``key`` and found good, their size and version unchanged since (none for a manifest's
-    files, which are not listed, or without a readable record)."""
-    if by_file is None:
+    """The shards (of ``files``: uri -> shard) whose files ``record`` says the check read with
+    ``key`` and found good, their size and version unchanged since (none for a manifest's files,
+    which are not listed, or without a sound record)."""
+    checked = record.footers if by_file is not None else None
+    if checked is None or checked["by"] != key:
         return set()
-    try:
-        data = fs.read_bytes_if_any(record)
-        record = json.loads(data) if data is not None else None
-        checked = record[RECORD_KEY]
-        if checked["by"] != key:
-            return set()
-        bad, sizes, versions = set(checked["bad"]), record["files"], record["versions"]
-    except Exception:  # noqa: BLE001 - no record, or an unreadable one: every file is checked
-        return set()
-    return {name for name, uri in files.items()
-            if name not in bad and name in sizes and name in versions
-            and [sizes[name], versions[name]] == list(by_file[uri])}
+    bad = set(checked["bad"])
+    return {name for uri, name in files.items() if name not in bad and record.unchanged(name, *by_file[uri])}

@@ -133,12 +133,12 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
     remove_orphan_shards(out, {t.shard for t in tasks}, p.name, listing)
     outcomes: dict[str, TaskOutcome] = {}
     todo: list[ShardTask] = []
+    accepted = plan.shard_fingerprints(p)
     writes = PassWrites(out, [t.shard for t in tasks])  # what the close need not read back
     for t in share:
         done = None
         if (not force or launch) and t.shard in listing.stats:
-            found = finished_marker_text(t, p.fingerprint, outputs_present=t.shard in listing.written,
-                                         text=plan.read_markers.pop(t.stats_uri, None))
+            found = finished_marker_text(t, accepted, outputs_present=t.shard in listing.written)
             done = _done_in(found[0] if found else None, launch if force else None)
         if done is not None:
             outcomes[t.shard] = TaskOutcome(t.shard, "skipped", outcome_stats(done))
@@ -148,7 +148,6 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
             # of another config (a --force rerun) must not stay in the corpus and the funnel
             clear_shard_outputs(out, t.shard, listing.any_output)
             todo.append(replace(t, unmarked=True))  # its marker is gone, or never was
-    plan.read_markers.clear()  # (those of shards not in this share, or no longer finished)
     if todo:
         log.info("[%s] %d shard(s) to run, %d already finished", p.name, len(todo), len(tasks) - len(todo))
     ran = executor.map(run_shard_task, [{"task": t} for t in todo], label=p.name, names=[t.shard for t in todo],
@@ -176,7 +175,7 @@ def run_documents_pass(plan: Plan, p: Pass, executor: Executor, force: bool,
         except (fs.StorageError, OSError) as exc:  # e.g. a bucket that went read-only: report, don't crash
             log.warning("[%s] could not record the outcome of %s: %s", p.name, o.name, str(exc).splitlines()[0])
     others = [t for t in tasks if t.shard not in (only_shards or ())]
-    if share is not tasks and not _others_finished(out, p, others, launch if force else None, writes):
+    if share is not tasks and not _others_finished(out, accepted, others, launch if force else None, writes):
         return ordered, {}  # other instances' shares are still running: the last one to finish closes the pass
     try:
         return ordered, finish_documents(out, p.name, writes)
@@ -208,7 +207,7 @@ def _done_in(marker: dict[str, Any] | None, launch: str | None) -> dict[str, Any
     return marker if marker is not None and (launch is None or marker.get("launch") == launch) else None
 
 
-def _others_finished(out: PassDir, p: Pass, others: list[ShardTask], launch: str | None = None,
+def _others_finished(out: PassDir, accepted: frozenset[str], others: list[ShardTask], launch: str | None = None,
                      writes: PassWrites | None = None) -> bool:
     """Whether the other instances' shards have finished (``launch``: in that launch, see
     :func:`_done_in`): one listing of the markers decides for every instance but the last; only
@@ -218,7 +217,7 @@ def _others_finished(out: PassDir, p: Pass, others: list[ShardTask], launch: str
     if any(t.shard not in listed for t in others):
         return False
     for t in others:
-        found = finished_marker_text(t, p.fingerprint)
+        found = finished_marker_text(t, accepted)
         if found is None or _done_in(found[0], launch) is None:
             return False
         if writes is not None:
@@ -419,7 +418,6 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
             skipped[p.name] = files
             if p.kind == "documents":
                 summary.outcomes = [TaskOutcome(n, "skipped") for n in plan.shard_names()]
-                plan.read_markers.clear()  # the plan's markers for the pass's finished check: none now
             previous = p
             if only_shards is not None and p.kind == "documents":
                 break  # a share run again after the pass closed: the later passes are still not a share's

@@ -31,8 +31,8 @@ from typing import Any, Callable, Literal
 from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
 from refinery.config import same_json as _same
-from refinery.input_footers import RECORD_KEY as FOOTERS_RECORD_KEY
 from refinery.input_footers import FooterCheck, check_parquet_inputs
+from refinery.input_record import InputRecord, record_of
 from refinery.io import fs
 from refinery.io.manifest import DEFAULT_SUBSETS, ManifestError, common_root, in_subsets, is_manifest, read_manifest
 from refinery.io.runlock import RunDirBusy
@@ -40,6 +40,7 @@ from refinery.rundir import (INPUT_RECORD, PassDir, PassFiles, RunDir, clear_sha
                              holds_a_run, inner_directory_refusal, output_sizes, pass_of_run, runs_inside_refusal,
                              shards_with_outputs)
 from refinery.runner import INPUT_SUFFIXES, WARC_SUFFIXES, shard_name
+from refinery.stage_order import check_html_before_extract, check_text_before_use
 
 log = logging.getLogger("refinery.plan")
 
@@ -110,15 +111,33 @@ class Plan:
     #: the Parquet footers read before the run, recorded in input_files.json so a rerun skips the
     #: files found good and unchanged since (:mod:`refinery.input_footers`)
     footer_check: FooterCheck | None = None
-    #: a shard marker's URI -> its text, as the plan rewrote it under the first pass's
-    #: fingerprint (files added under ``--force``; :func:`_refingerprint_finished_shards`): the
-    #: document pass takes it from here, not read again (session 50, h210)
-    read_markers: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+    #: what the run read of its input when it last planned (``input_files.json``), read at most once
+    #: for the whole command (it was read up to three times, each reader with its own rules)
+    recorded_input: InputRecord | None = None
+    #: fingerprints of the first pass under an earlier file list of the same input, whose shard
+    #: markers count as this pass's: a grown input's ``--force`` (or an unfinished file removed)
+    #: records them in ``run.json`` rather than rewriting each finished shard's marker (a GET and
+    #: a PUT each; see :func:`_keep_finished_shards`)
+    first_pass_accepts: tuple[str, ...] = ()
     run: RunDir = field(init=False)
 
     def __post_init__(self) -> None:
         self.run = RunDir(self.output)
         self.input_key = self.input_key or self.input
+        if self.recorded_input is None:
+            self.recorded_input = InputRecord(fs.join(self.output, INPUT_RECORD))
+
+    @property
+    def input_record(self) -> InputRecord:
+        """:attr:`recorded_input` (set by ``__post_init__``)."""
+        assert self.recorded_input is not None
+        return self.recorded_input
+
+    def shard_fingerprints(self, p: Pass) -> frozenset[str]:
+        """The fingerprints a finished shard marker of pass ``p`` may carry to count as finished:
+        the pass's own, and for the first pass those of :attr:`first_pass_accepts`."""
+        first = p.name == self.passes[0].name
+        return frozenset((p.fingerprint, *(self.first_pass_accepts if first else ())))
 
     def respell_input(self, key: str) -> None:
         """Fingerprint the input as ``key``: an earlier spelling of the same place (``in`` from
@@ -233,7 +252,8 @@ class Plan:
             "limit": self.limit,
             "shards": len(self.input_files),
             "passes": [p.to_json() | {"dir": self.pass_dir(p.name).root if p.kind != "tokenize" else self.run.tokens_dir}
-                       for p in self.passes],
+                       | ({"accepts": list(self.first_pass_accepts)} if i == 0 and self.first_pass_accepts else {})
+                       for i, p in enumerate(self.passes)],
         }
 
 
@@ -632,44 +652,6 @@ def unique_shard_names(files: list[str], root: str, input_uri: str) -> list[str]
     return names
 
 
-def check_text_before_use(config: PipelineConfig, input_uri: str, what: str = "WARC input") -> None:
-    """On WARC input a document has no text until a stage makes it (``extract``): a stage that
-    reads text before that would remove every document as empty, so the order is refused."""
-    from refinery.stages.registry import stage_class
-
-    for index, spec in enumerate(config.stages):
-        cls = stage_class(spec.type)
-        if cls.makes_text:
-            return
-        if cls.reads_text:
-            # a rewriting stage (pii) removes nothing: it would change nothing, and the text
-            # extraction makes later would pass through it untouched
-            harm = ("it would remove every such document" if cls.removes else
-                    "it would change nothing, and the text 'extract' makes later would not pass through it")
-            raise ConfigError(
-                f"{spec.where(index)}: reads text, but on {what} ({input_uri}) documents have "
-                f"none until an 'extract' stage makes it, and none comes before it: {harm}; "
-                f"move it after 'extract'")
-
-
-def check_html_before_extract(config: PipelineConfig) -> None:
-    """``extract`` drops the ``html`` column: a stage that judges the HTML after it sees none and
-    passes every document without a word (found by adversarial testing: a ``prescreen`` placed
-    after ``extract`` removed nothing), so the order is refused, on any input."""
-    from refinery.stages.registry import stage_class
-
-    extractor = None
-    for index, spec in enumerate(config.stages):
-        cls = stage_class(spec.type)
-        if extractor is not None and cls.reads_html:
-            raise ConfigError(
-                f"{spec.where(index)}: reads the page's HTML, but {extractor.stage_name!r} "
-                f"({extractor.type}) comes before it and drops the HTML: it would judge no page; move it before "
-                f"{extractor.stage_name!r}")
-        if cls.makes_text and extractor is None:
-            extractor = spec
-
-
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
@@ -830,7 +812,9 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
         check_text_before_use(config, input_uri)
     root = input_root(input_uri, files)
     names = unique_shard_names(files, root, input_uri)  # refuses two files that would share a shard
-    footers = check_parquet_inputs(config, files, names, by_file, output_uri, footer_record) if check_footers else None
+    recorded = InputRecord(fs.join(output_uri, INPUT_RECORD))  # read once, when first asked
+    records = [recorded] + ([InputRecord(footer_record)] if footer_record else [])
+    footers = check_parquet_inputs(config, files, names, by_file, records) if check_footers else None
     passes = plan_passes(config, input_uri, [f[len(root):] for f in files], limit, pinned=pinned_libraries)
     _check_benchmarks(config)
     sizes = versions = None
@@ -838,7 +822,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, limit: int
         sizes = {name: by_file[f][0] for f, name in zip(files, names)}
         versions = {name: by_file[f][1] for f, name in zip(files, names)}
     plan = Plan(config, input_uri, output_uri, files, passes, limit, sizes, versions,
-                pinned_libraries=pinned_libraries, footer_check=footers)
+                pinned_libraries=pinned_libraries, footer_check=footers, recorded_input=recorded)
     plan.remember_shard_names(names)
     return plan
 
@@ -931,6 +915,8 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool,
     # later pass redoes from that pass (in those terms), not every pass (found by adversarial testing)
     plan.adopt_legacy(previous)
     redo = _first_pass_to_redo(plan, previous, force, files, keep_finished_shards)
+    if redo == 0:
+        plan.first_pass_accepts = ()  # every shard of the first pass is redone under its fingerprint
     if redo == 0 and (plan.legacy or plan.recorded_reader or plan.recorded_tokenize or plan.recorded_dedup
                       or plan.recorded_stages):  # every pass redone: today's terms
         plan.drop_legacy()
@@ -970,21 +956,23 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files
                              f"recipe, and its outputs ({_pass_outputs(plan, p)}) were made with other settings; rerun "
                              f"with --force to redo {p.name!r} and the passes after it, or choose a new --output")
         if old is None or old.get("fingerprint") == p.fingerprint:
+            if i == 0 and old is not None:  # its finished shards' markers may still carry them
+                plan.first_pass_accepts = _accepted(old)
             continue
         grown = i == 0 and _file_list_changed_only(plan, previous, old, p)
-        if grown and force and keep_finished_shards and not _finished_inputs_changed(plan):
-            _keep_finished_shards(plan, p, str(old.get("fingerprint")))
+        if grown and force and keep_finished_shards and _finished_inputs_known_unchanged(plan, files):
+            _keep_finished_shards(plan, p, old, files)
             return 1
         if force:  # an input rewritten in place also redoes the first pass, whatever else changed
-            return 0 if i and _finished_inputs_changed(plan) else i
+            return 0 if i and _finished_inputs_changed(plan, files) else i
         if i and not pass_started(plan, p):
             continue  # it wrote nothing under its old plan: nothing to mix (it was blocked, or killed before)
         same_pass = _same(old.get("params"), p.params) and old.get("role", p.role) == p.role
         if i == 0 and same_pass and previous.get("input") == plan.input_key:
             dropped = _unfinished_inputs_removed(plan)
         if i == 0 and dropped:
-            check_finished_inputs_unchanged(plan)  # raises before any marker is rewritten
-            adopt.append(lambda p=p, old=old: _resume_without_unfinished(plan, p, str(old.get("fingerprint"))))
+            check_finished_inputs_unchanged(plan, files)  # raises before anything is changed
+            adopt.append(lambda p=p, old=old: _resume_without_unfinished(plan, p, old, files))
             continue
         if i and dropped and same_pass and _made_without(plan, p.name, str(old.get("fingerprint")), dropped):
             # a later pass made while those files' shards were set aside: made over the same
@@ -1002,8 +990,9 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files
                     f"fingerprints shards by their full paths now")
         elif i == 0 and _same(old.get("params"), p.params):
             what = "input files changed since the run was made" + _input_set_change(plan)
-            if grown:
-                check_finished_inputs_unchanged(plan)  # a finished file also rewritten: --force redoes every shard
+            if grown and _finished_inputs_recorded(plan):
+                # a finished file also rewritten: --force redoes every shard
+                check_finished_inputs_unchanged(plan, files)
                 redo = f"run {p.name!r} on the new files only (its finished shards are kept)" + (
                     " and redo the passes after it" if len(plan.passes) > 1 else "")
         else:
@@ -1031,23 +1020,30 @@ def _file_list_changed_only(plan: Plan, previous: dict[str, Any], old: dict[str,
             and ("input_canonical" in previous or fs.is_s3(plan.input) or plan.input.startswith("/")))
 
 
-def _keep_finished_shards(plan: Plan, p: Pass, old_fingerprint: str) -> None:
+def _keep_finished_shards(plan: Plan, p: Pass, old: dict[str, Any], files: PassFiles | None) -> None:
     """``--force`` after files were added to (or removed from) the input: each shard of the first
     pass reads its own file and the config, both unchanged for the files still there, so their
     finished shards are kept (redoing them made the same bytes: 10,000 shards redone for 100 files
     added); the pass runs the new files' shards, drops the removed ones', and every later pass,
-    which reads the whole corpus (dedup; tokens), is redone from its start."""
-    kept = _refingerprint_finished_shards(plan, p, old_fingerprint)
+    which reads the whole corpus (dedup; tokens), is redone from its start. ``files``: the
+    caller's listings of the pass (the input check listed its stats/ already)."""
+    _accept_finished_shards(plan, p, old, files)
     later = [q.name for q in plan.passes[1:]]
-    log.info("[%s] input files changed since the run was made%s: keeping its %d finished shard(s) of the files "
-             "still there, running it on the others%s", p.name, _input_set_change(plan), len(kept),
+    # (how many: the pass says, "N already finished", once it has read their markers)
+    log.info("[%s] input files changed since the run was made%s: keeping its finished shards of the files "
+             "still there, running it on the others%s", p.name, _input_set_change(plan),
              f"; redoing {', '.join(later)} over the whole input" if later else "")
 
 
-def _resume_without_unfinished(plan: Plan, p: Pass, old_fingerprint: str) -> None:
-    kept = _refingerprint_finished_shards(plan, p, old_fingerprint)
-    log.info("[%s] input files whose shards never finished were removed: resuming with the %d finished shard(s)",
-             p.name, len(kept))
+def _resume_without_unfinished(plan: Plan, p: Pass, old: dict[str, Any], files: PassFiles | None) -> None:
+    _accept_finished_shards(plan, p, old, files)
+    log.info("[%s] input files whose shards never finished were removed: resuming with the finished shards", p.name)
+
+
+def _accepted(old: dict[str, Any]) -> tuple[str, ...]:
+    """The fingerprints the first pass's record in ``run.json`` accepts (see ``Plan.first_pass_accepts``)."""
+    accepts = old.get("accepts")
+    return tuple(f for f in accepts if isinstance(f, str)) if isinstance(accepts, list) else ()
 
 
 def _left_out_and_made_otherwise(plan: Plan, p: Pass) -> bool:
@@ -1107,10 +1103,9 @@ def pass_started(plan: Plan, p: Pass) -> bool:
 def _input_set_change(plan: Plan) -> str:
     """``": added a.warc.gz; removed b.warc.gz"``: which shards' files the input gained and lost
     since the run recorded them ("" when unknown or none; the refusal named no file)."""
-    try:
-        recorded = set(json.loads(fs.read_bytes(fs.join(plan.output, INPUT_SIZES_FILE)))["files"])
-    except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
+    if not plan.input_record.found:
         return ""
+    recorded = set(plan.input_record.sizes)
     now = dict(zip(plan.shard_names(), plan.input_files))
     root = input_root(plan.input, plan.input_files).rstrip("/")
     parts = []
@@ -1145,8 +1140,9 @@ def input_changes(run: RunDir, record: dict[str, Any]) -> InputChanges | None:
         return None
     reader = ((record.get("config") or {}).get("reader") or {})
     try:
-        sizes = json.loads(fs.read_bytes(fs.join(run.root, INPUT_SIZES_FILE)))
-        recorded, versions = sizes["files"], sizes.get("versions") or {}
+        recorded = InputRecord(fs.join(run.root, INPUT_SIZES_FILE), warn=False)
+        if not recorded.found:
+            return None
         # one listing (an S3 prefix's pages), without the checks a run makes before it: this input was accepted
         files, by_file = _input_files(place, fs.list_file_versions(place, INPUT_SUFFIXES),
                                       tuple(reader.get("cc_subsets") or DEFAULT_SUBSETS), quiet=True)
@@ -1160,10 +1156,9 @@ def input_changes(run: RunDir, record: dict[str, Any]) -> InputChanges | None:
     def name(uri: str) -> str:
         return uri[len(here):] if uri.startswith(here) else fs.basename(uri)
 
-    changed = [name(now[s]) for s in sorted(set(now) & set(recorded))
-               if by_file[now[s]][0] != recorded[s] or (s in versions and versions[s] != by_file[now[s]][1])]
-    return InputChanges(added=sorted(name(now[s]) for s in set(now) - set(recorded)),
-                        removed=sorted(set(recorded) - set(now)), changed=changed)
+    changed = [name(now[s]) for s in sorted(set(now) & set(recorded.sizes)) if recorded.change(s, *by_file[now[s]])]
+    return InputChanges(added=sorted(name(now[s]) for s in set(now) - set(recorded.sizes)),
+                        removed=sorted(set(recorded.sizes) - set(now)), changed=changed)
 
 
 def _recorded_input(plan: Plan, shard: str) -> str | None:
@@ -1190,10 +1185,9 @@ def _unfinished_inputs_removed(plan: Plan) -> set[str]:
     never finished (a broken file moved away after its shard failed or was set aside): the
     finished shards are still what this plan would make. It was refused as "input files changed",
     and ``--force`` redid every healthy shard (found by adversarial testing). Else empty."""
-    try:
-        recorded = set(json.loads(fs.read_bytes(fs.join(plan.output, INPUT_SIZES_FILE)))["files"])
-    except (fs.StorageError, OSError, ValueError, KeyError, TypeError):
+    if not plan.input_record.found:
         return set()
+    recorded = set(plan.input_record.sizes)
     now = set(plan.shard_names())
     removed = recorded - now
     if not removed or not now <= recorded:
@@ -1201,42 +1195,30 @@ def _unfinished_inputs_removed(plan: Plan) -> set[str]:
     return set() if removed & shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir) else removed
 
 
-#: bytes of the markers :func:`_refingerprint_finished_shards` read that it hands to the document
-#: pass (``Plan.read_markers``) at most (~2,000 of the recipe's markers): the others are read again
-READ_MARKERS_HELD_BYTES = 64 * 2**20
-
-
-def _refingerprint_finished_shards(plan: Plan, p: Pass, old_fingerprint: str) -> list[str]:
-    """Give the finished shards of the first pass this plan's fingerprint: their inputs and
-    config are unchanged, only the input's file list changed (files whose shards never finished
-    left it, or files were added or removed under ``--force``), and a shard reads its own file
-    alone. Their outputs are kept; a removed file's outputs and failure record go with the orphans
-    when the pass runs. A shard whose files no longer have the sizes the pass's old marker recorded
-    (cut short, replaced) is cleared instead, and redone, as a rerun of the finished pass would.
-    Returns the shards kept."""
+def _accept_finished_shards(plan: Plan, p: Pass, old: dict[str, Any], files: PassFiles | None = None) -> None:
+    """Keep the finished shards of the first pass under this plan: their inputs and config are
+    unchanged, only the input's file list changed (files whose shards never finished left it, or
+    files were added or removed under ``--force``), and a shard reads its own file alone. Their
+    markers keep the fingerprint they were written with: the plan accepts it (and those the old
+    plan accepted; ``Plan.first_pass_accepts``, recorded in ``run.json`` with the plan, so a run
+    stopped since resumes with them). Each marker was rewritten under the new fingerprint: a GET and
+    a PUT a shard in the driver, one after another (10,000 of each for a crawl of 10,000 files that
+    grew by 100). Their outputs are kept; a removed file's outputs and failure record go with the
+    orphans when the pass runs. A shard whose files no longer have the sizes the pass's old marker
+    recorded (cut short, replaced) is cleared instead, and redone, as a rerun of the finished pass
+    would. ``files``: the caller's listings of the pass (the damage check's)."""
     out = plan.pass_dir(p.name)
     names = set(plan.shard_names())
+    old_fingerprint = str(old.get("fingerprint"))
     pass_marker = fs.read_json_if_any(plan.run.pass_marker(p.name))
     if isinstance(pass_marker, dict) and pass_marker.get("fingerprint") == old_fingerprint:
-        for shard, problem in damaged_outputs(out, pass_marker.get("outputs"), names).items():
+        damaged = damaged_outputs(out, pass_marker.get("outputs"), names, files)
+        for shard, problem in damaged.items():
             log.warning("[%s] %s: redoing shard %s", p.name, problem, shard)
             clear_shard_outputs(out, shard)
-    kept = []
-    held = 0  # bytes of markers handed to the document pass (plan.read_markers)
-    for shard in sorted(shards_with_markers(out.stats_dir) & names):
-        text = fs.read_bytes(out.stats(shard))
-        marker = fs.json_record(out.stats(shard), text)
-        if marker.get("fingerprint") == old_fingerprint:
-            # compact, as the runner writes markers (indented, histograms put a number on each line)
-            text = json.dumps(marker | {"fingerprint": p.fingerprint}, separators=(",", ":")).encode()
-            fs.write_bytes(out.stats(shard), text)
-        elif marker.get("fingerprint") != p.fingerprint:
-            continue  # (this fingerprint: given it by a run stopped before it recorded its plan: kept again)
-        kept.append(shard)
-        if held + len(text) <= READ_MARKERS_HELD_BYTES:  # the document pass's finished check reads it no more
-            plan.read_markers[out.stats(shard)] = text
-            held += len(text)
-    return kept
+        if damaged and files is not None:  # listed before those shards were cleared
+            files.forget(out.stats_dir, out.kept_dir, out.removed_dir, out.samples_dir, out.failed_dir)
+    plan.first_pass_accepts = tuple(dict.fromkeys(f for f in (*_accepted(old), old_fingerprint) if f != p.fingerprint))
 
 
 def _same_place(previous: dict[str, Any], input_uri: str) -> bool:
@@ -1253,9 +1235,26 @@ def _same_place(previous: dict[str, Any], input_uri: str) -> bool:
     return canonical == fs.canonical(input_uri)
 
 
-def _finished_inputs_changed(plan: Plan) -> bool:
+def _finished_inputs_recorded(plan: Plan) -> bool:
+    """Whether the run has a sound record of the input files it read (damaged, or a run killed
+    before it wrote one: none), so a grown input's ``--force`` may keep the finished shards whose
+    files it shows unchanged (a paths manifest's files, never listed, are trusted as a plain rerun
+    trusts them)."""
+    return plan.input_sizes is None or plan.input_record.found
+
+
+def _finished_inputs_known_unchanged(plan: Plan, files: PassFiles | None) -> bool:
+    """Whether the run's record shows every finished shard's file unchanged, so ``--force`` may
+    keep them (not without a record: :func:`_finished_inputs_recorded`)."""
+    if not _finished_inputs_recorded(plan):
+        log.info("%s has no record of the input files its shards read: redoing every shard", plan.output)
+        return False
+    return not _finished_inputs_changed(plan, files)
+
+
+def _finished_inputs_changed(plan: Plan, files: PassFiles | None = None) -> bool:
     try:
-        check_finished_inputs_unchanged(plan)
+        check_finished_inputs_unchanged(plan, files)
     except RerunError as exc:
         log.info("%s: redoing every pass", exc.args[0].split("; rerun with --force")[0])
         return True
@@ -1267,31 +1266,20 @@ def check_finished_inputs_unchanged(plan: Plan, files: PassFiles | None = None) 
     its finished shard's old results in the run: refuse when the size or version (modification
     time locally, ETag on S3) of a file whose shard finished differs from what the run recorded.
     Unfinished shards may change (a broken file replaced by a good copy is simply read). A run
-    recorded before versions were (sizes only) is compared by size."""
-    recorded_uri = fs.join(plan.output, INPUT_SIZES_FILE)
-    if plan.input_sizes is None:
+    recorded before versions were (sizes only) is compared by size. No record, or a damaged one:
+    nothing to compare with (:class:`InputRecord`)."""
+    record, sizes = plan.input_record, plan.input_sizes
+    if sizes is None or not record.found:
         return
-    try:
-        data = fs.read_bytes_if_any(recorded_uri)
-        if data is None:
-            return
-        record = json.loads(data)
-        recorded, recorded_versions = record["files"], record.get("versions") or {}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return  # unreadable record: nothing to compare with (it is rewritten below)
     first = plan.passes[0]
     finished = shards_with_markers(plan.pass_dir(first.name).stats_dir, files)
     names = dict(zip(plan.shard_names(), plan.input_files))
     versions = plan.input_versions or {}
 
     def how(s: str) -> str | None:
-        if recorded[s] != plan.input_sizes[s]:
-            return f"{recorded[s]:,} -> {plan.input_sizes[s]:,} bytes"
-        if s in recorded_versions and s in versions and recorded_versions[s] != versions[s]:
-            return f"rewritten with the same size, {recorded[s]:,} bytes"
-        return None
+        return record.change(s, sizes[s], versions.get(s))
 
-    changed = sorted(s for s in finished & set(recorded) & set(plan.input_sizes) if how(s))
+    changed = sorted(s for s in finished & set(sizes) if how(s))
     if changed:
         s = changed[0]
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
@@ -1352,10 +1340,7 @@ def input_record(plan: Plan) -> dict[str, Any] | None:
     the Parquet footer check (None for a manifest's files, which are not listed)."""
     if plan.input_sizes is None:
         return None
-    inputs: dict[str, Any] = {"files": plan.input_sizes, "versions": plan.input_versions}
-    if plan.footer_check is not None:
-        inputs[FOOTERS_RECORD_KEY] = plan.footer_check.to_json()
-    return inputs
+    return record_of(plan.input_sizes, plan.input_versions, plan.footer_check.to_json() if plan.footer_check else None)
 
 
 def write_plan(plan: Plan, previous: dict[str, Any] | None = None, tag: str | None = None,

@@ -36,7 +36,8 @@ from typing import Any
 
 from refinery.io import fs
 
-#: the run's record of its input files' sizes and versions (written just before ``run.json``)
+#: the run's record of its input files' sizes and versions (written just before ``run.json``; read
+#: by :class:`refinery.input_record.InputRecord`, once a command)
 INPUT_RECORD = "input_files.json"
 
 log = logging.getLogger("refinery.rundir")
@@ -449,6 +450,12 @@ class PassFiles:
             else:
                 self._listed[key] = fs.list_files_if_any(directory, suffixes)
         return self._listed[key]
+
+    def forget(self, *directories: str) -> None:
+        """Drop the listings of ``directories``: files were deleted there since (listed again when asked)."""
+        for key in [k for k in self._listed if k[0] in directories]:
+            del self._listed[key]
+            self._versions.pop(key, None)
 
     def versions(self, directory: str, suffixes: tuple[str, ...]) -> dict[str, tuple[int, str]]:
         """:func:`fs.list_file_versions_if_any` of ``directory``: from its one listing (locally a

@@ -24,7 +24,7 @@ import posixpath
 import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Collection, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -178,18 +178,21 @@ class ShardTask:
         return self.dir.stats(self.shard)
 
 
-def finished_marker(task: ShardTask, fingerprint: str | None = None,
+def finished_marker(task: ShardTask, fingerprint: str | Collection[str] | None = None,
                     outputs_present: bool | None = None) -> dict[str, Any] | None:
     """The shard's stats if it finished (its marker exists) for this ``fingerprint`` of the pass
-    and its kept and removed shards are still there; a marker left by another configuration does
-    not count, nor one whose outputs went missing (deleted by hand, an S3 lifecycle rule: the
-    shard was skipped and its documents lost; found by adversarial testing). ``outputs_present``:
-    what a caller that listed the pass's directories knows already (else two existence checks)."""
+    (or one of these: a plan may accept the markers of its first pass under an earlier file list,
+    ``Plan.first_pass_accepts``) and its kept and removed shards are still there; a marker left by
+    another configuration does not count, nor one whose outputs went missing (deleted by hand, an
+    S3 lifecycle rule: the shard was skipped and its documents lost; found by adversarial testing).
+    ``outputs_present``: what a caller that listed the pass's directories knows already (else two
+    existence checks)."""
     found = finished_marker_text(task, fingerprint, outputs_present)
     return None if found is None else found[0]
 
 
-def finished_marker_text(task: ShardTask, fingerprint: str | None = None, outputs_present: bool | None = None,
+def finished_marker_text(task: ShardTask, fingerprint: str | Collection[str] | None = None,
+                         outputs_present: bool | None = None,
                          text: bytes | None = None) -> tuple[dict[str, Any], bytes] | None:
     """:func:`finished_marker` with the marker's text, which its reader hands to the pass's close
     (:meth:`PassWrites.finished`: the close then reads it no more). ``text``: the marker's text,
@@ -199,7 +202,8 @@ def finished_marker_text(task: ShardTask, fingerprint: str | None = None, output
         stats = json.loads(text)
     except (fs.StorageError, FileNotFoundError, OSError, ValueError):
         return None
-    if not isinstance(stats, dict) or (fingerprint is not None and stats.get("fingerprint") != fingerprint):
+    accepted = (fingerprint,) if isinstance(fingerprint, str) else fingerprint
+    if not isinstance(stats, dict) or (accepted is not None and stats.get("fingerprint") not in accepted):
         return None
     if outputs_present is None:
         outputs_present = fs.file_exists(task.kept_uri) and fs.file_exists(task.removed_uri)

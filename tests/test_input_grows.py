@@ -188,3 +188,88 @@ def test_status_of_a_finished_run_names_the_files_its_input_gained(grown, cli):
     shutil.rmtree(src)  # an input that is gone: nothing said, status still answers
     code, stdout, _ = cli("status", out)
     assert code == 0 and "input changed" not in stdout
+
+
+#: one cheap pass: what keeping the filter pass's shards does, without dedup and tokens to redo
+LIGHT = {"name": "grows", "stages": [{"type": "gopher_quality", "params": {"min_words": 20}}]}
+#: refinery 0.8.11 (session 49's last commit): kept shards' markers rewritten under the new fingerprint
+V0_8_11 = "05d52998d8b750cf366796c442e905d2d76721fe"
+
+
+def _light(src: Path, out: Path, spec: dict | None = None, **kw):
+    return run_pipeline(parse_config(spec or LIGHT), str(src), str(out), workers=1, progress=False, **kw)
+
+
+def _outcomes(summary) -> dict[str, str]:
+    return {o.name: o.status for o in summary.outcomes}
+
+
+def _corpus(out: Path) -> dict[str, object]:
+    """The run's kept and removed tables and its funnel (without timings)."""
+    tables = {str(f.relative_to(out)): pq.read_table(f).drop_columns(["source"]).to_pylist()
+              for f in sorted(out.glob("*/*.parquet")) if f.parent.name in ("kept", "removed")}
+    return tables | {"stats": _timeless(json.loads((out / "stats.json").read_text()))}
+
+
+def test_kept_shards_keep_their_markers_and_a_forced_run_stopped_resumes_with_them(tmp_path):
+    """h202 rewrote each kept shard's marker under the new fingerprint: a GET and a PUT a shard in
+    the driver, one after another (10,000 of each for a crawl of 10,000 files that grew by 100).
+    Now run.json's first pass accepts the fingerprints it had ("accepts"): a forced run stopped in
+    the pass (the new file fails its shard) resumes with the kept shards; the input growing again
+    keeps the shards of both earlier file lists; a config changed under --force redoes every shard
+    and accepts none."""
+    from _fault_fixtures import write_parquet_with_a_damaged_page
+
+    src, out = tmp_path / "in", tmp_path / "run"
+    paths = _write_input(src)
+    paths[3].unlink()
+    _light(src, out)
+    fingerprints = [json.loads((out / "run.json").read_text())["passes"][0]["fingerprint"]]
+    markers = {f.name: f.read_bytes() for f in (out / "stats").glob("*.json")}
+    write_parquet_with_a_damaged_page(paths[3])  # its footer reads; its shard fails
+    stopped = _light(src, out, force=True)
+    assert _outcomes(stopped) == {"part-0": "skipped", "part-1": "skipped", "part-2": "skipped", "part-3": "failed"}
+    first = json.loads((out / "run.json").read_text())["passes"][0]
+    assert first["accepts"] == fingerprints and first["fingerprint"] not in fingerprints
+    fingerprints.append(first["fingerprint"])
+    assert {f.name: f.read_bytes() for f in (out / "stats").glob("*.json")} == markers  # none rewritten
+    _write_input(tmp_path / "fixed")
+    (tmp_path / "fixed" / "part-3.parquet").replace(paths[3])  # the broken file replaced: simply read
+    resumed = _light(src, out)
+    assert _outcomes(resumed) == {"part-0": "skipped", "part-1": "skipped", "part-2": "skipped", "part-3": "done"}
+    assert json.loads((out / "run.json").read_text())["passes"][0]["accepts"] == fingerprints[:1]
+    # the input grows again: the shards kept under both earlier file lists are kept
+    pq.write_table(pq.read_table(paths[0]).slice(0, 5).drop_columns(["url"]), src / "part-4.parquet")
+    grown = _light(src, out, force=True)
+    assert _outcomes(grown) == {f"part-{n}": "skipped" for n in range(4)} | {"part-4": "done"}
+    assert json.loads((out / "run.json").read_text())["passes"][0]["accepts"] == fingerprints
+    assert {f.name: f.read_bytes() for f in (out / "stats").glob("*.json") if f.name in markers} == markers
+    clean = tmp_path / "clean"
+    _light(src, clean)
+    assert _corpus(out) == _corpus(clean)
+    assert _light(src, out).passes == {"filter": "skipped"}
+    # another config, forced: every shard redone under its fingerprint, no other accepted
+    other = {"name": "grows", "stages": [{"type": "gopher_quality", "params": {"min_words": 25}}]}
+    assert set(_outcomes(_light(src, out, other, force=True)).values()) == {"done"}
+    assert "accepts" not in json.loads((out / "run.json").read_text())["passes"][0]
+
+
+def test_a_run_made_by_0_8_11_keeps_its_shards_when_its_input_grows(tmp_path, tmp_path_factory):
+    from _old_code import archived_package, run_with
+
+    old_code = archived_package(tmp_path_factory, V0_8_11, "v0811")
+    src, out = tmp_path / "in", tmp_path / "run"
+    paths = _write_input(src)
+    aside = tmp_path / paths[3].name
+    paths[3].rename(aside)
+    run_with(old_code, LIGHT, src, out, tmp_path)
+    markers = {f.name: f.read_bytes() for f in (out / "stats").glob("*.json")}
+    aside.rename(paths[3])
+    with pytest.raises(RerunError, match=r"\(added part-3.parquet\)"):
+        _light(src, out)
+    summary = _light(src, out, force=True)
+    assert _outcomes(summary) == {"part-0": "skipped", "part-1": "skipped", "part-2": "skipped", "part-3": "done"}
+    assert {f.name: f.read_bytes() for f in (out / "stats").glob("*.json") if f.name in markers} == markers
+    clean = tmp_path / "clean"
+    _light(src, clean)
+    assert _corpus(out) == _corpus(clean)
