@@ -216,3 +216,45 @@ def test_a_dup_n_gram_cards_marks_skip_what_the_rule_does_not_read():
     spans = g.evidence_spans(text, reason, lambda column: quoted if column == "quote_lines" else None)
     assert [text[a:b] for a, b in spans] == [passage, row[2:-2]]
     assert text.index(quote, 1) not in {a for a, _ in spans}  # the quoted repeat: left out, not marked
+
+
+def test_a_top_n_gram_cards_marks_are_the_words_its_fraction_counted():
+    """On the real CC documents of the bundled sample that ``top_n_gram`` removes (17), the card
+    marks the words the fraction counted, every occurrence of the top n-gram: their characters over
+    the text's are the removal's metric. A run of the n-gram overlapping itself (``ha ha ha``) is
+    marked whole: matched literally, its last word was left out (session 50, h216)."""
+    g = GopherRepetition()
+    checked = 0
+    for path in sorted(CC_DOCS.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt") as f:
+            texts = [json.loads(line)["text"] for line in f]
+        for text in texts:
+            reason, metric, _ = g.check(text)
+            if (reason or "").startswith("top_"):
+                spans = g.evidence_spans(text, reason, lambda column: None)
+                read = without_table_markup(text).split()
+                marked = _marked_words(text, spans)
+                assert sum(map(len, marked)) / sum(map(len, read)) == pytest.approx(metric, rel=1e-9), reason
+                checked += 1
+    assert checked == 17
+    text = _prose(300) + "\n" + "\n".join(f"Post {i}: ha ha ha ha ha" for i in range(12))
+    reason, metric, _ = g.check(text)
+    assert reason == "top_2_gram"
+    spans = g.evidence_spans(text, reason, lambda column: None)
+    assert [text[a:b] for a, b in spans] == ["ha ha ha ha ha"] * 12
+    assert sum(map(len, _marked_words(text, spans))) / sum(map(len, text.split())) == pytest.approx(metric, rel=1e-9)
+
+
+def test_a_top_n_gram_cards_marks_skip_a_quoted_repeat_the_rule_left_out():
+    """With ``skip_quoted_repeats``, a quote of the page's own line is not read by the rule: the top
+    n-gram's words in it are not marked (they were, matched literally), its other occurrences are."""
+    quote = "Reply to the post: click here for the original thread"
+    text = f"{quote}\n{_prose(300)}\n" + "\n".join(f"Item {i}: click here" for i in range(14)) + f"\n{quote}\nThe end."
+    g = GopherRepetition(skip_quoted_repeats=True)
+    lines = text.split("\n")
+    quoted = [len(lines) - 2]
+    reason = g.check(text, quoted)[0]
+    assert reason == "top_2_gram"
+    spans = g.evidence_spans(text, reason, lambda column: quoted if column == "quote_lines" else None)
+    assert [text[a:b] for a, b in spans] == ["click here"] * 15
+    assert {text.count("\n", 0, a) for a, _ in spans} == {0, *range(3, 17)}  # not line 17, the quoted repeat

@@ -210,18 +210,25 @@ class NGrams:
         depth[starts + n] -= 1
         return self.lengths[np.cumsum(depth[:-1]) > 0].sum().item()
 
-    def top_char_frac(self, n: int) -> float:
-        """See :func:`top_ngram_char_frac`."""
-        if self.n_words < n or not self.total or n < 1:
-            return 0.0
+    def top(self, n: int) -> tuple[int, int] | None:
+        """(id, occurrences) of the most frequent n-gram, ties going to the one that occurs first;
+        None when no n-gram occurs twice."""
+        if self.n_words < n or n < 1:
+            return None
         ids, first = self.ids(n), self.first(n)
         counts = np.bincount(ids)
-        top_count = counts.max()
+        top_count = int(counts.max())
         if top_count < 2:
-            return 0.0
+            return None
         tied = np.flatnonzero(counts == top_count)
-        top = tied[np.argmin(first[tied])]  # ties go to the n-gram that occurs first
-        return self.covered_chars(np.flatnonzero(ids == top), n) / self.total
+        return int(tied[np.argmin(first[tied])]), top_count
+
+    def top_char_frac(self, n: int) -> float:
+        """See :func:`top_ngram_char_frac`."""
+        found = self.top(n) if self.total else None
+        if found is None:
+            return 0.0
+        return self.covered_chars(np.flatnonzero(self.ids(n) == found[0]), n) / self.total
 
     def dup_char_frac(self, n: int) -> float:
         """See :func:`dup_ngram_char_frac`."""
@@ -427,18 +434,20 @@ class GopherRepetition(Stage):
         return with_decision(batch, reasons, metrics, extra=extra, evidence=evidence)
 
     def evidence_spans(self, text: str, reason: str, value: Callable[[str], Any]) -> list[tuple[int, int]]:
-        """Where what decided the removal is (the rules read again on this text): for ``dup_n_gram``
-        the runs of words its fraction counted (each n-gram that repeats an earlier one: the
-        repeats, every passage, not the first time it is said); else the places of the repeated item
-        the evidence names (the line, the paragraph, the top n-gram), wherever its words occur."""
+        """Where what decided the removal is (the rules read again on this text): for an n-gram rule
+        the runs of words its fraction counted, where the rule read them (``dup_n_gram``: each n-gram
+        that repeats an earlier one, every passage, not the first time it is said; ``top_n_gram``:
+        every occurrence of the top n-gram, not the same words in a quoted repeat the rule left
+        out); else the places of the repeated item the evidence names (the line, the paragraph),
+        wherever its words occur."""
         quoted = value(QUOTE_LINES)
         decided, _, _, read = self._decide(text, quoted, counted=False)
         if decided != reason or read is None:
             return []
         rule, n = _ngram_rule(reason)
-        if rule == "dup" and n:
+        if rule in ("dup", "top") and n:
             places = self._word_places(text, quoted)
-            runs = _repeated_runs(read.grams, n)
+            runs = (_repeated_runs if rule == "dup" else _top_runs)(read.grams, n)
             # the places are the words the rules read (checked: a text they read otherwise falls back)
             if runs is not None and [text[s:e] for s, e in places] == read.words:
                 return [(places[b][0], places[e - 1][1]) for b, e in zip(*runs)][:SPANS_FOUND]
@@ -486,14 +495,18 @@ def _most_repeated(items: Sequence[str], by_chars: bool) -> tuple[int, str] | No
 
 def _top_ngram(grams: NGrams, words: Sequence[str], n: int) -> tuple[int, str] | None:
     """(occurrences, words) of the n-gram ``top_char_frac`` measured (ties: the first)."""
-    if grams.n_words < n:
+    found = grams.top(n)
+    if found is None:
         return None
-    ids, first = grams.ids(n), grams.first(n)
-    counts = np.bincount(ids)
-    tied = np.flatnonzero(counts == counts.max())
-    top = int(tied[np.argmin(first[tied])])
-    start = int(first[top])
-    return int(counts[top]), " ".join(words[start:start + n])
+    start = int(grams.first(n)[found[0]])
+    return found[1], " ".join(words[start:start + n])
+
+
+def _top_runs(grams: NGrams, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first words, ends) of the runs of words covered by the occurrences of the most frequent
+    n-gram, in order: the words ``top_n_gram`` counts. None when no n-gram occurs twice."""
+    found = grams.top(n)
+    return None if found is None else _covered_runs(grams.n_words, np.flatnonzero(grams.ids(n) == found[0]), n)
 
 
 def _repeated_runs(grams: NGrams, n: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -503,9 +516,13 @@ def _repeated_runs(grams: NGrams, n: int) -> tuple[np.ndarray, np.ndarray] | Non
         return None
     ids, first = grams.ids(n), grams.first(n)
     starts = np.flatnonzero(first[ids] != np.arange(len(ids)))
-    if not len(starts):
-        return None
-    depth = np.zeros(grams.n_words + 1, dtype=np.int64)
+    return _covered_runs(grams.n_words, starts, n) if len(starts) else None
+
+
+def _covered_runs(n_words: int, starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first words, ends) of the runs of words covered by the n-grams starting at ``starts``
+    (distinct positions), in order."""
+    depth = np.zeros(n_words + 1, dtype=np.int64)
     depth[starts] += 1
     depth[starts + n] -= 1
     covered = np.concatenate(([False], np.cumsum(depth[:-1]) > 0, [False]))
