@@ -31,7 +31,6 @@ import pyarrow as pa
 
 from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
-from refinery.input_record import FOOTERS_KEY as RECORD_KEY
 from refinery.input_record import InputRecord
 from refinery.io import fs, parquet
 from refinery.stage_order import check_text_before_use

@@ -1119,22 +1119,29 @@ def _input_set_change(plan: Plan) -> str:
 @dataclass
 class InputChanges:
     """How a run's input differs now from what the run last read (``input_files.json``): files
-    added, removed, and rewritten (another size or version), by their names under the input."""
+    added, removed (whose shards finished: their outputs are in the run), and rewritten (another
+    size or version), by their names under the input; and the shards of files removed before they
+    finished, by shard name (nothing records their file's name, and nothing of them is in the run)."""
 
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    removed_unfinished: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.changed)
+        return bool(self.added or self.removed or self.changed or self.removed_unfinished)
 
 
-def input_changes(run: RunDir, record: dict[str, Any]) -> InputChanges | None:
+def input_changes(run: RunDir, record: dict[str, Any],
+                  finished: dict[str, str | None] | None = None) -> InputChanges | None:
     """What changed in the input of the run ``record`` (its ``run.json``) since the run listed it:
     one listing of the input (no file read but a plain ``.json``'s head, as a run's listing does),
     compared by shard name, size and version with ``input_files.json``. None when it cannot be
     told: a paths manifest (its files are named, not listed), a relative input recorded without
-    its place, no record, or an input that cannot be listed now (gone, no credentials)."""
+    its place, no record, or an input that cannot be listed now (gone, no credentials).
+    ``finished``: the first pass's finished shards and the input file each one's marker names, as
+    the caller read them (else the removed shards' markers are read, one each): a removed file is
+    known by its name only from there (``status`` named it by its shard)."""
     place = record.get("input_canonical") or record.get("input")
     if not isinstance(place, str) or not (fs.is_s3(place) or place.startswith("/")) or is_manifest(place):
         return None
@@ -1157,20 +1164,35 @@ def input_changes(run: RunDir, record: dict[str, Any]) -> InputChanges | None:
         return uri[len(here):] if uri.startswith(here) else fs.basename(uri)
 
     changed = [name(now[s]) for s in sorted(set(now) & set(recorded.sizes)) if recorded.change(s, *by_file[now[s]])]
+    gone = sorted(set(recorded.sizes) - set(now))
+    if finished is None:
+        finished = _marker_inputs(run.pass_dirs_of(record)[0].stats_dir, gone)
+    inputs = {s: finished[s] for s in gone if s in finished}
     return InputChanges(added=sorted(name(now[s]) for s in set(now) - set(recorded.sizes)),
-                        removed=sorted(set(recorded.sizes) - set(now)), changed=changed)
+                        removed=sorted(name(u) if isinstance(u, str) else s for s, u in inputs.items()),
+                        changed=changed, removed_unfinished=[s for s in gone if s not in inputs])
+
+
+def _marker_inputs(stats_dir: str, shards: list[str]) -> dict[str, str | None]:
+    """The ``shards`` with a stats marker under ``stats_dir`` (finished) and the input file each
+    marker names; a marker that cannot be read counts as finished, unnamed (its outputs may be there)."""
+    out = {}
+    for shard in shards:
+        try:
+            marker = fs.read_json_if_any(fs.join(stats_dir, f"{shard}.json"))
+        except (fs.StorageError, OSError, ValueError):
+            out[shard] = None
+            continue
+        if marker is not None:
+            out[shard] = marker.get("input") if isinstance(marker.get("input"), str) else None
+    return out
 
 
 def _recorded_input(plan: Plan, shard: str) -> str | None:
     """The input file a shard read, as its stats marker in the first pass recorded it (None when
     it never finished): a removed file's name is known from nothing else, and the refusal named the
     shard ("removed cc_3") rather than the file the user moved (cc_3.jsonl; found by trials)."""
-    marker = fs.join(plan.pass_dir(plan.passes[0].name).stats_dir, f"{shard}.json")
-    try:
-        uri = (fs.read_json_if_any(marker) or {}).get("input")
-    except (fs.StorageError, OSError, ValueError):
-        return None
-    return uri if isinstance(uri, str) else None
+    return _marker_inputs(plan.pass_dir(plan.passes[0].name).stats_dir, [shard]).get(shard)
 
 
 def _file_name(uri: str | None, root: str) -> str | None:

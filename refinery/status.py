@@ -66,7 +66,7 @@ class RunStatus:
 
 #: what status reads of a shard's marker: the rest (~30 KB of histograms a shard) held for every
 #: shard took 1.6 GB at 4,000 shards (session 43, h130)
-STATUS_FIELDS = ("shard", "docs_read", "docs_kept", "seconds")
+STATUS_FIELDS = ("shard", "docs_read", "docs_kept", "seconds", "input")
 
 
 def _shards(out: PassDir, counts: bool = True, files: PassFiles | None = None
@@ -211,6 +211,8 @@ def run_status(run_dir: str, counts: bool = True, files: PassFiles | None = None
     files = files if files is not None else PassFiles()
     first = pass_dirs[0]
     finished, failed = _shards(first, counts, files)
+    # the input file each finished shard read: a removed file is named by it (it was by its shard)
+    read_inputs = {str(s["shard"]): s.get("input") for s in finished} if counts else None
     planned = int(manifest.get("shards", len(finished)))
     missing: dict[str, list[str]] = {}
     damaged: dict[str, dict[str, str]] = {}
@@ -228,7 +230,7 @@ def run_status(run_dir: str, counts: bool = True, files: PassFiles | None = None
     kept = 0 if not counts else sum(s["docs_kept"] for s in (
         finished if last == first
         else _with_outputs(last, _shards(last, files=files)[0], damaged.get(documents[-1]), files)[0]))
-    changes = input_changes(run, manifest) if check_input and record else None
+    changes = input_changes(run, manifest, read_inputs) if check_input and record else None
     set_aside = {k: v for k, v in failed.items() if k in aside}
     failed = {k: v for k, v in failed.items() if k not in aside}
     return RunStatus(
@@ -253,15 +255,24 @@ def run_status(run_dir: str, counts: bool = True, files: PassFiles | None = None
 
 def input_changes_line(changes: dict[str, list[str]], passes: list[dict[str, Any]]) -> str:
     """`status`'s one line on :attr:`RunStatus.input_changes`: what the input gained, lost or had
-    rewritten since the run read it, and what a rerun with ``--force`` does about it."""
+    rewritten since the run read it (files by name; a file removed before its shard finished by
+    its shard's, as nothing recorded the file's), and what a rerun does about it."""
     def few(names: list[str]) -> str:
         return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
-    kinds = (("added", "added"), ("removed", "removed"), ("changed", "rewritten"))
-    parts = [f"{len(changes[key])} {label} ({few(changes[key])})" for key, label in kinds if changes.get(key)]
+    kinds = (("added", "added ("), ("removed", "removed ("), ("changed", "rewritten ("),
+             ("removed_unfinished", "removed before their shards finished (shards "))
+    parts = [f"{len(changes[key])} {label}{few(changes[key])})" for key, label in kinds if changes.get(key)]
     parts[0] = parts[0].replace(" ", " file(s) ", 1)
     first = passes[0]["name"] if passes else "filter"
+    if not (changes.get("added") or changes.get("removed") or changes.get("changed")):
+        # nothing of them is in the run: a rerun goes on without them (refinery.plan's _unfinished_inputs_removed)
+        return (f"input changed since this run read it: {', '.join(parts)}, none of them in its outputs; "
+                f"the same command goes on without them")
     later = " and redo the passes after it" if len(passes) > 1 else ""
-    rerun = (f"redo every pass" if changes.get("changed")
-             else f"run {first!r} on the new files only (its finished shards are kept){later}")
+    todo = [f"run {first!r} on the new files only" if changes.get("added") else "",
+            f"drop the removed files' shards from {first!r}" if changes.get("removed") else ""]
+    kept = "its other finished shards are kept" if changes.get("removed") else "its finished shards are kept"
+    rerun = ("redo every pass" if changes.get("changed")
+             else f"{' and '.join(t for t in todo if t)} ({kept}){later}")
     return f"input changed since this run read it: {', '.join(parts)}, not reflected in its outputs; rerun with --force to {rerun}"

@@ -184,7 +184,8 @@ def test_status_of_a_finished_run_names_the_files_its_input_gained(grown, cli):
             "rerun with --force to run 'filter' on the new files only (its finished shards are kept) and redo the "
             "passes after it") in stdout.splitlines(), stdout
     code, stdout, _ = cli("status", "--json", out)
-    assert json.loads(stdout)["input_changes"] == {"added": ["part-3.parquet"], "removed": [], "changed": []}
+    assert json.loads(stdout)["input_changes"] == {"added": ["part-3.parquet"], "removed": [], "changed": [],
+                                                   "removed_unfinished": []}
     shutil.rmtree(src)  # an input that is gone: nothing said, status still answers
     code, stdout, _ = cli("status", out)
     assert code == 0 and "input changed" not in stdout
@@ -273,3 +274,40 @@ def test_a_run_made_by_0_8_11_keeps_its_shards_when_its_input_grows(tmp_path, tm
     clean = tmp_path / "clean"
     _light(src, clean)
     assert _corpus(out) == _corpus(clean)
+
+
+def test_status_names_the_files_its_input_lost_not_their_shards(grown, cli, tmp_path):
+    """A file removed from a finished run's input is named as the file (its shard's marker names
+    it), not as the shard ("1 file(s) removed (part-3)", session 49), and the line says what
+    --force does with it (it said "run 'filter' on the new files only", with none added); a file
+    removed before its shard finished is named by its shard, and the same command goes on
+    without it, as the run does (session 50, h216)."""
+    from _fault_fixtures import write_parquet_with_a_damaged_page
+
+    src, out, paths = grown
+    paths[3].unlink()  # the run never read it: input as the run read it
+    assert run_status(str(out), check_input=True).input_changes is None
+    paths[2].rename(tmp_path / paths[2].name)  # a finished shard's file
+    line = ("  input changed since this run read it: 1 file(s) removed (part-2.parquet), not reflected in its "
+            "outputs; rerun with --force to drop the removed files' shards from 'filter' (its other finished "
+            "shards are kept) and redo the passes after it")
+    code, stdout, _ = cli("status", out)
+    assert code == 0 and line in stdout.splitlines(), stdout
+    code, stdout, _ = cli("status", "--json", out)
+    assert json.loads(stdout)["input_changes"] == {"added": [], "removed": ["part-2.parquet"], "changed": [],
+                                                   "removed_unfinished": []}
+    # the markers read by status (counts) and read for the removed shards alone: the same answer
+    assert run_status(str(out), counts=False, check_input=True).input_changes == json.loads(stdout)["input_changes"]
+    (tmp_path / paths[2].name).rename(paths[2])
+
+    broken = src / "part-9.parquet"
+    write_parquet_with_a_damaged_page(broken)  # its shard fails: never finished
+    spec = SPEC | {"executor": {"max_failed_fraction": 0.3}}
+    run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False, force=True)
+    assert not (out / "filter" / "stats" / "part-9.json").exists()
+    broken.unlink()
+    code, stdout, _ = cli("status", out)
+    assert ("  input changed since this run read it: 1 file(s) removed before their shards finished (shards "
+            "part-9), none of them in its outputs; the same command goes on without them") in stdout.splitlines(), stdout
+    assert set(run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False).passes.values()) \
+        <= {"done", "skipped"}

@@ -485,7 +485,8 @@ def test_a_pass_funnel_and_status_hold_a_chunk_of_shard_markers_not_all(tmp_path
     """A shard's marker carries ~30 KB of histograms: merging a pass's funnel from every marker
     held at once took 1.6 GB in the driver at 4,000 shards (~35 GB at 90,000), and `refinery
     status` (so `stats`, `report`) held them all too (session 43, h130). The funnel is merged a
-    chunk of markers at a time, and status keeps four fields of each."""
+    chunk of markers at a time, and status keeps five fields of each (the input file: a removed one is
+    named by it, h216)."""
     from refinery.io import fs
     from refinery.stats import funnel
     from refinery.status import _shards
@@ -509,7 +510,7 @@ def test_a_pass_funnel_and_status_hold_a_chunk_of_shard_markers_not_all(tmp_path
     assert whole["shards"] == 10 and whole["docs_read"] == 10
     assert funnel.merge_shard_stats(iter(markers)) == whole  # an iterator, consumed once
     finished, _ = _shards(PassDir(str(out)))
-    assert len(finished) == 10 and all(set(s) == {"shard", "docs_read", "docs_kept", "seconds"} for s in finished)
+    assert len(finished) == 10 and all(set(s) == {"shard", "docs_read", "docs_kept", "seconds", "input"} for s in finished)
     reads = []
     real_read = fs.read_json
     monkeypatch.setattr(fs, "read_json", lambda uri: reads.append(uri) or real_read(uri))
