@@ -128,11 +128,12 @@ class StageConfig(_Strict):
     def fingerprint_params(self, stage: Stage | None = None) -> dict[str, Any]:
         """:meth:`effective_params` without the params the stage added later (``Stage.added_params``)
         still at their old behaviour, so a run made before they existed resumes, and without those
-        that change how it runs but not what it outputs (``Stage.neutral_params``). Compared as JSON:
+        that change how it runs but not what it outputs (``Stage.neutral_params``), and without those
+        it does not read with the others given (``Stage.unread_params``). Compared as JSON:
         ``2`` and ``2.0`` are not the same fingerprint (a param typed for both, kept as given, may
         run otherwise); a float param's ``2`` is validated to ``2.0`` before that."""
         stage = stage if stage is not None else self.build()
-        added, neutral = type(stage).added_params, type(stage).neutral_params
+        added, neutral = type(stage).added_params, type(stage).neutral_params | stage.unread_params()
         return {k: v for k, v in self.effective_params(stage).items()
                 if k not in neutral and not (k in added and same_json(v, added[k]))}
 

@@ -456,6 +456,21 @@ def test_by_parts_with_min_score_zero_keeps_no_foreign_document():
         assert col(out, "_reason") == [None] or col(whole, "_reason") == [None]
 
 
+def test_a_document_kept_by_parts_is_labelled_by_its_lines_whatever_order_languages_are_listed_in():
+    """An English line among Japanese ones, kept by its parts with ``languages: [de, en]``: its whole
+    text gives neither ``de`` nor ``en`` 0.001, and it was labelled ``de``, the first listed (and
+    ``en`` with ``[en, de]``; session 50, h216). It is what its wanted lines read as, ``en``, in
+    either order: the order of ``languages`` decides nothing, and the stage holds them sorted."""
+    japanese = "これは日本語の文章です。東京は日本の首都であり、多くの人々が住んでいます。" * 3
+    text = japanese + "\nThe committee agreed to meet again next spring to review the plan."
+    for languages in (["de", "en"], ["en", "de", "en"]):
+        stage = LanguageId(languages=languages, by_parts_min_share=0.3)
+        assert stage.languages == ["de", "en"]
+        out = run(stage, [text])
+        assert col(out, "_reason") == [None] and col(out, "language_document") == ["ja"]
+        assert col(out, "language") == ["en"], languages
+
+
 def test_by_parts_scores_lines_in_bounded_chunks_with_the_same_shares(monkeypatch):
     """A batch of documents of short distinct lines went to fastText as one k=-1 call: ~450,000
     lines for 500 such documents peaked 510 MB over the stage (a review). Lines go in chunks;

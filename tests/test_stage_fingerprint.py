@@ -18,10 +18,13 @@ from _custom_stages import Phrases
 from refinery.config import parse_config
 from refinery.pipeline import run_pipeline
 from refinery.plan import RerunError, plan_run
+from refinery.stages.gopher import STOP_WORDS
 from refinery.stages import registry
 
 #: main before this change (0.8.10): stage names and params fingerprinted as written
 AS_WRITTEN_COMMIT = "b9a296e7069220a94ddd4fab0722e73a28526558"
+#: 0.8.11: stop words, languages in order and the phone settings under phone: false as written
+STOP_WORDS_AS_WRITTEN_COMMIT = "f952e675f4eeb9283d7f0e21864cc80e62776bd7"
 
 #: (as written, as another config writes the same): each pair runs the same stage
 SAME_MEANING = {
@@ -36,6 +39,19 @@ SAME_MEANING = {
     "a_default_placeholder": ({"type": "pii", "params": {"placeholders": {"email": "<EMAIL>"}}}, {"type": "pii"}),
     "float_written_as_int": ({"type": "language_id", "params": {"min_score": 1}},
                              {"type": "language_id", "params": {"min_score": 1.0}}),
+    # session 50 (h216): the stop words' order, case and repeats; the languages' order and repeats;
+    # the phone matcher's settings with phone: false (nothing reads them)
+    "stop_words_case_order_repeats": ({"type": "gopher_quality", "params": {"stop_words": ["The", "of", "and", "the"]}},
+                                      {"type": "gopher_quality", "params": {"stop_words": ["and", "of", "the"]}}),
+    "stop_words_default_reordered": ({"type": "gopher_quality", "params": {"stop_words": sorted(STOP_WORDS)}},
+                                     {"type": "gopher_quality"}),
+    "languages_order": ({"type": "language_id", "params": {"languages": ["fr", "en", "fr"]}},
+                        {"type": "language_id", "params": {"languages": ["en", "fr"]}}),
+    "prescreen_languages_order": ({"type": "prescreen", "params": {"languages": ["de", "en"]}},
+                                  {"type": "prescreen", "params": {"languages": ["en", "de"]}}),
+    "phone_settings_without_phone": ({"type": "pii", "params": {"phone": False, "phone_region": "gb",
+                                                                "phone_bare_digits": True}},
+                                     {"type": "pii", "params": {"phone": False}}),
 }
 #: pairs that differ in what the stage runs with
 CHANGED = {
@@ -43,6 +59,10 @@ CHANGED = {
     "a_name_of_its_own": ({"type": "url_filter", "name": "urls"}, {"type": "url_filter"}),
     "domains": ({"type": "url_filter", "params": {"extra_domains": ["a.example"]}}, {"type": "url_filter"}),
     "placeholder": ({"type": "pii", "params": {"placeholders": {"email": "[EMAIL]"}}}, {"type": "pii"}),
+    "stop_words": ({"type": "gopher_quality", "params": {"stop_words": ["the", "and"]}}, {"type": "gopher_quality"}),
+    "languages": ({"type": "language_id", "params": {"languages": ["en", "fr"]}}, {"type": "language_id"}),
+    "phone_off": ({"type": "pii", "params": {"phone": False}}, {"type": "pii"}),
+    "bare_digits_with_phone": ({"type": "pii", "params": {"phone_bare_digits": True}}, {"type": "pii"}),
 }
 
 
@@ -133,3 +153,37 @@ def test_a_user_stage_keeping_its_own_objects_under_a_param_resumes_its_run(docs
     assert _run(spec, docs, out) == {"filter": "skipped"}
     with pytest.raises(RerunError, match=r"stages\.phrases\.params\.phrases \['Buy now'\] -> \['sale'\]"):
         _run(spec | {"stages": [{"type": "phrases", "params": {"phrases": ["sale"]}}]}, docs, out)
+
+
+def _written(stop_words: list[str], phone_region: str, phone: bool = False) -> dict:
+    """gopher_quality with its stop words and pii with its phone settings as given, one dedup pass."""
+    return {"name": "written", "reader": {"batch_size": 50},
+            "stages": [{"type": "gopher_quality", "params": {"min_words": 20, "stop_words": stop_words}},
+                       {"type": "pii", "params": {"phone": phone, "phone_region": phone_region}}],
+            "dedup": [{"method": "url"}]}
+
+
+def test_a_run_made_by_0_8_11_resumes_with_its_stop_words_and_phone_settings_written_otherwise(
+        docs, tmp_path, tmp_path_factory):
+    """0.8.11 fingerprinted gopher_quality's stop words as listed and pii's phone_region though
+    ``phone: false`` (session 50, h216). Its run resumes, every pass skipped, with them written as
+    it wrote them or otherwise (order, case, repeats; another region nothing reads); this code's
+    own run too; a real change is still refused, naming it."""
+    old_code = archived_package(tmp_path_factory, STOP_WORDS_AS_WRITTEN_COMMIT, "stop-words-as-written")
+    out = tmp_path / "run"
+    run_with(old_code, _written(["The", "of", "and", "the"], "gb"), docs, out, cwd=tmp_path)
+    recorded = json.loads((out / "run.json").read_text())["passes"][0]["params"]["stages"]
+    assert recorded[0]["params"]["stop_words"] == ["The", "of", "and", "the"]  # as written
+    before = _mtimes(out)
+    for spec in (_written(["The", "of", "and", "the"], "gb"), _written(["and", "of", "the"], "de"),
+                 _written(["OF", "the", "And"], "us")):
+        assert _run(spec, docs, out) == {"filter": "skipped", "url_dedup": "skipped"}, spec
+        assert _mtimes(out) == before
+    with pytest.raises(RerunError, match=r"'filter' pass: stages\.pii\.params\.phone False -> True"):
+        _run(_written(["and", "of", "the"], "gb", phone=True), docs, out)
+    with pytest.raises(RerunError, match=r"stages\.gopher_quality\.params\.stop_words \[.*\] -> \['of', 'the'\]"):
+        _run(_written(["of", "the"], "gb"), docs, out)
+    # a run of this code: the same
+    mine = tmp_path / "mine"
+    assert _run(_written(["The", "of", "and", "the"], "gb"), docs, mine) == {"filter": "done", "url_dedup": "done"}
+    assert _run(_written(["the", "and", "of"], "fr"), docs, mine) == {"filter": "skipped", "url_dedup": "skipped"}

@@ -36,7 +36,9 @@ with it (``self.phone_region = region.upper()``; a set for values whose order an
 matter): a run's fingerprint takes the value from there (``StageConfig.effective_params``), so a
 config that writes it otherwise but means the same resumes the run. A param kept under another
 name, or kept as given and normalized elsewhere, is compared as written: a rerun spelling it
-otherwise is refused, never mixed.
+otherwise is refused, never mixed. A param the stage does not read at all with the others given
+(``pii``'s ``phone_region`` under ``phone: false``) it names in :meth:`Stage.unread_params`: left
+out of the fingerprint, so changing it resumes the run.
 
 Stages know nothing of files, S3, Ray or SageMaker. Heavy resources (models, blocklists) are
 loaded lazily on first call so that a stage object is cheap to build and to pickle.
@@ -104,6 +106,12 @@ class Stage(ABC):
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind
+
+    def unread_params(self) -> frozenset[str]:
+        """The constructor params this stage never reads, given the others it was built with
+        (``pii``'s ``phone_region`` with ``phone: false``): left out of the plan's fingerprint, as
+        :attr:`neutral_params` are, since no value of theirs changes the output. The default: none."""
+        return frozenset()
 
     @abstractmethod
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -769,8 +769,11 @@ class GopherQuality(Stage):
         self.max_ellipsis_lines_frac = max_ellipsis_lines_frac
         self.min_alpha_words_frac = min_alpha_words_frac
         self.min_stop_words = min_stop_words
-        self.stop_words = list(STOP_WORDS if stop_words is None else stop_words)
-        self._stop_set = frozenset(w.lower() for w in self.stop_words)
+        self._stop_set = frozenset(w.lower() for w in (STOP_WORDS if stop_words is None else stop_words))
+        # held as the set it counts with (order, case and repeats decide nothing), so a config
+        # writing them otherwise resumes a run: Gopher's own in their order (as every run has
+        # fingerprinted the default), any other set sorted
+        self.stop_words = list(STOP_WORDS) if self._stop_set == frozenset(STOP_WORDS) else sorted(self._stop_set)
         if min_stop_words is not None and min_stop_words > len(self._stop_set):
             # no document can pass: every one would be removed as "stop_words"
             raise ValueError(f"min_stop_words {min_stop_words} is more than the {len(self._stop_set)} distinct "

@@ -27,7 +27,9 @@ document's top label); both are null for the others and exist only when the opti
 Those kept are counted as ``kept_by_parts`` and labelled as what they were kept as: ``language``
 is the most probable of ``languages`` and ``language_score`` their pooled probability over the
 whole document (so an English run's per-language stats and tokens count an English article
-quoting Japanese as ``en``, not ``ja``). Only documents under the threshold pay: all their
+quoting Japanese as ``en``, not ``ja``); when the whole document gives none of them 0.001 (one
+English line among Japanese ones), the one most of its wanted lines' characters read as (it was
+the first listed: ``de`` with ``[de, en]``). Only documents under the threshold pay: all their
 lines go to fastText in one more ``predict`` call per batch (per 20,000 lines).
 
 Only the first ``max_chars`` characters are scored, with line breaks replaced by spaces (fastText
@@ -144,7 +146,9 @@ class LanguageId(Stage):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        self.languages = ["en"] if languages is None else [str(lang) for lang in languages]
+        # a set (sorted): their order and repeats decide nothing (probabilities pool; a document
+        # kept by its parts is labelled by them), so a config listing them otherwise resumes a run
+        self.languages = ["en"] if languages is None else sorted({str(lang) for lang in languages})
         if by_parts_min_share is not None and not 0.0 < by_parts_min_share <= 1.0:
             raise ValueError(f"by_parts_min_share must be within (0, 1], got {by_parts_min_share}")
         if by_parts_min_share is not None and not self.languages:
@@ -242,6 +246,12 @@ class LanguageId(Stage):
         line once) in lines whose pooled probability of ``languages`` reaches ``min_score``, their
         top label being wanted or that probability 0.5 or more, as the whole-document rule reads
         a document (float32; 0 for a text without lines). Lines go to fastText :data:`PARTS_CHUNK_LINES` at a time."""
+        return self._parts(texts)[0]
+
+    def _parts(self, texts: list[str]) -> tuple[np.ndarray, list[str | None]]:
+        """(:meth:`parts_shares`, per text the most probable of ``languages`` in the most characters
+        of those lines: what a document kept by its parts is, when its whole text gives none of
+        ``languages`` a probability; None for a text without such lines)."""
         parts = [list(dict.fromkeys(line.strip() for line in t[: self.max_chars].split("\n") if line.strip()))
                  for t in texts]
         lines = [p for ps in parts for p in ps]
@@ -250,20 +260,28 @@ class LanguageId(Stage):
         chunks = [self._wanted(lines[i : i + PARTS_CHUNK_LINES]) for i in range(0, len(lines), PARTS_CHUNK_LINES)]
         scores = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(0, dtype=np.float32)
         top = np.concatenate([c[2] for c in chunks]) if chunks else np.zeros(0, dtype=bool)
+        labels = [lang for c in chunks for lang in c[0]]
         # a line reads as wanted by the whole-document rule: its pooled probability reaches
         # min_score and its top label is wanted or the wanted labels hold half (with min_score 0,
         # every line of every foreign document counted, and every one was kept)
         scores = np.where(top | (scores >= np.float32(0.5)), scores, np.float32(-1.0))
         threshold = np.float32(self.min_score)
         out = np.zeros(len(texts), dtype=np.float32)
+        kinds: list[str | None] = [None] * len(texts)
         start = 0
         for i, ps in enumerate(parts):
             sizes = np.fromiter((len(p) for p in ps), dtype=np.int64, count=len(ps))
             wanted = scores[start : start + len(ps)] >= threshold
+            chars: dict[str, int] = {}
+            for k in np.flatnonzero(wanted).tolist():
+                if labels[start + k] is not None:
+                    chars[labels[start + k]] = chars.get(labels[start + k], 0) + int(sizes[k])
             start += len(ps)
             if sizes.sum():
                 out[i] = sizes[wanted].sum() / sizes.sum()
-        return out
+            if chars:  # ties: the first code in order, whatever order the config lists them in
+                kinds[i] = min(chars, key=lambda lang: (-chars[lang], lang))
+        return out, kinds
 
     def _by_parts(self, texts: list[str | None], reasons: list[str | None], metrics: list[float | None],
                   langs: list[str | None], scores: np.ndarray) -> dict[str, pa.Array]:
@@ -278,14 +296,18 @@ class LanguageId(Stage):
         share = np.full(len(texts), np.nan, dtype=np.float32)
         whole: list[str | None] = [None] * len(texts)
         if rows:
-            share[rows] = self.parts_shares([texts[i] or "" for i in rows])
+            shares, by_lines = self._parts([texts[i] or "" for i in rows])
+            share[rows] = shares
+            line_label = dict(zip(rows, by_lines))
             kept = [i for i in rows if share[i] >= np.float32(self.by_parts_min_share)]
             best, pooled, _ = self._wanted([texts[i] or "" for i in kept])
             for i in rows:
                 whole[i] = langs[i]
             for j, i in enumerate(kept):
                 reasons[i] = metrics[i] = None
-                langs[i], scores[i] = best[j] or self.languages[0], pooled[j]
+                # none of them above the floor over the whole text (an English line among Japanese
+                # ones): what its lines are; it was the first listed (`de` for [de, en])
+                langs[i], scores[i] = best[j] or line_label[i] or self.languages[0], pooled[j]
             self.count("kept_by_parts", len(kept))
         return {"language_parts_share": pa.array(share, type=pa.float32(), mask=np.isnan(share)),
                 "language_document": pa.array(whole, type=pa.string())}

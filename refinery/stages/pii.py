@@ -298,6 +298,18 @@ class PiiRedactor(Stage):
         self._pii_counts: dict[str, int] = {}
         self._reset_counts()
 
+    def unread_params(self) -> frozenset[str]:
+        """The phone matcher's params with ``phone: false``; the number scan's budget with cards
+        off too (no digit run is scanned); ``only_public_ips`` with ``ip_address: false``."""
+        unread = set()
+        if not self.enabled["phone"]:
+            unread |= {"phone_region", "phone_bare_digits"}
+            if not self.enabled["credit_card"]:
+                unread.add("max_phone_candidates")
+        if not self.enabled["ip_address"]:
+            unread.add("only_public_ips")
+        return frozenset(unread)
+
     # -- counters -------------------------------------------------------------------------------
     def _reset_counts(self) -> None:
         self._pii_counts = {t: 0 for t in TYPES if self.enabled[t]}

@@ -167,7 +167,8 @@ class LanguagePrescreen(Stage):
         checks.at_least("max_chars", max_chars, WINDOW_CHARS)  # one window at least: fewer says nothing
         checks.at_least("max_html_bytes", max_html_bytes, 1)
         checks.at_least("max_tags", max_tags, 1)
-        self.languages = ["en"] if languages is None else [str(lang) for lang in languages]
+        # a set (sorted): their probabilities pool, in no order
+        self.languages = ["en"] if languages is None else sorted({str(lang) for lang in languages})
         self.min_score = float(min_score)
         # why: a few words of cheap text (a title, a cookie banner) do not identify a page
         self.min_chars = int(min_chars)
