@@ -53,6 +53,14 @@ and trafilatura called outside the stage are untouched:
 - **a standfirst in the title header** (``keep_header_lead``, trafilatura false; session 39, off in
   the recipe; needs ``keep_outside_lead``): a ``<p>`` of the ``<header>`` holding the ``<h1>`` is a
   lead whatever its class (cnet.de), and no lead is a caption (in a figure, or holding a "©").
+- **captions and picture credits** (``drop_credit_blocks``, trafilatura false; session 50): an
+  element whose class or id names a caption or a credit (a word of it, any case: ``div.cred``,
+  ``p.imageCaption``, ``span.ee-has-fotocredit``, ``div.summary-credit``, ``table.tr-caption-container``)
+  and that holds at most :data:`CREDIT_BLOCK_WORDS` words goes, as the ``<figure>`` it stands in for
+  does. trafilatura removes ``figure`` and a ``div``/``p``/``span``/``section`` or list whose class
+  or id holds "caption" in lower case, so "imageCaption", an ``<em class="caption">`` and every
+  credit box stayed (a photographer's name as a line of its own, "By U.S. CUSTOMS AND BORDER
+  PROTECTION"). Not a heading, nor a credit card's or score's box (:func:`credit_block`).
 - **repeated posts** (``keep_repeated_posts``, trafilatura false): when the content
   area trafilatura picks is an ``<article>`` with a sibling ``<article>`` of the same classes,
   both holding text, their parent is extracted instead: trafilatura takes the first match of
@@ -110,6 +118,7 @@ class PrecisionRules:
     keep_wild_headings: bool = False
     keep_outside_lead: bool = False
     keep_header_lead: bool = False
+    drop_credit_blocks: bool = False
 
 
 #: trafilatura's own values: with these, the replacements change nothing
@@ -119,7 +128,7 @@ TRAFILATURA = PrecisionRules(link_teaser_share=0.9, keep_block_tails=False, keep
                              keep_split_bodies=False, prune_inside_wrappers=False,
                              drop_related_lists=False, keep_nested_heading_text=False,
                              keep_wild_headings=False, keep_outside_lead=False,
-                             keep_header_lead=False)
+                             keep_header_lead=False, drop_credit_blocks=False)
 
 #: sha256 of trafilatura 2.3's ``htmlprocessing.link_density_test``, ``prune_html`` and
 #: ``delete_by_link_density`` and ``main_extractor.prune_unwanted_sections`` sources, the code
@@ -703,6 +712,49 @@ def _caption(element, text: str) -> bool:  # noqa: ANN001 - an lxml element
     return "\u00a9" in text or next(element.iterancestors("figure", "figcaption"), None) is not None
 
 
+#: a caption or credit block has at most this many words (trafilatura's figures have no limit; a
+#: longer element so named is taken for a wrapper of content)
+CREDIT_BLOCK_WORDS = 60
+#: the words of a class or id: lower-case runs, capitalised words, upper-case runs ("imageCaption",
+#: "ACredit_sign", "summary-credit")
+_NAME_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+#: a word naming a caption or credit: "caption(s)", "credit(s)", "cred" (houstonpress' ``div.cred``),
+#: "credito(s)", "crédit(s)", or one ending so ("fotocredit", "imgcredits", "adCaption")
+_CREDIT_WORD = re.compile(r"(?:caption|credit|cr[eé]dit[oi]?)s?|cred|\w+(?:caption|credit)s?", re.IGNORECASE)
+#: words beside "credit" that name money, not a picture's holder: "credit-card", "creditScore"
+_MONEY_WORDS = frozenset({"card", "cards", "score", "scores", "union", "limit", "limits", "check", "rating",
+                          "ratings", "line", "lines", "report", "loan", "loans", "debit", "tax"})
+#: elements that are never a picture's caption or credit
+_NOT_CREDIT_TAGS = frozenset({"head", "body", "html", "article", "main", "doc"})
+
+
+def credit_named(element) -> bool:  # noqa: ANN001 - an lxml element
+    """Whether the element's class or id names a caption or a picture's credit (a word of it)."""
+    name = f"{element.get('class') or ''} {element.get('id') or ''}"
+    low = name.lower()
+    if "cap" not in low and "cr" not in low:  # cheap test first: most elements are not so named
+        return False
+    words = [w.lower() for w in _NAME_WORDS.findall(name)]
+    if not any(_CREDIT_WORD.fullmatch(w) for w in words):
+        return False
+    # "credit-card", "credit-line" (a loan's), "creditScore": money; "cb-credit-line" is a credit's line
+    return "credit" not in words or not _MONEY_WORDS.intersection(words) or "cb" in words
+
+
+def credit_blocks(tree, trim) -> list:  # noqa: ANN001 - an lxml tree, trafilatura's trim
+    """The outermost elements of ``tree`` named as a caption or credit (:func:`credit_named`) with
+    at most :data:`CREDIT_BLOCK_WORDS` words, not headings (:data:`_NOT_CREDIT_TAGS`)."""
+    found = []
+    for element in tree.iter():
+        if not isinstance(element.tag, str) or element.tag in _NOT_CREDIT_TAGS or not credit_named(element):
+            continue
+        if any(e in found for e in element.iterancestors()):
+            continue
+        if len(trim(element.text_content()).split()) <= CREDIT_BLOCK_WORDS:
+            found.append(element)
+    return found
+
+
 #: the stage parameter names of the rules
 RULE_PARAMS: tuple[str, ...] = tuple(f.name for f in fields(PrecisionRules))
 #: the rules at trafilatura's values, as stage parameters
@@ -1052,6 +1104,11 @@ def install() -> bool:
                   if rules.keep_title_header else [])
         for header in titles:
             header.tag = _TITLE_HEADER
+        if rules.drop_credit_blocks:
+            # with trafilatura's own caption rule (DISCARD_IMAGE_ELEMENTS), after the orphaned
+            # headings are sought: a heading over a gallery of captions goes with them, as it did
+            for element in credit_blocks(tree, trim):
+                delete_element(element, keep_tail=True)
         try:
             tree = sections(tree, potential_tags, options, *args, **kwargs)
         finally:

@@ -223,6 +223,39 @@ def credited_caption_lines(lines: list[str]) -> set[int]:
     return found
 
 
+#: an article's lead picture named at a line's start, with its caption or credit after the label:
+#: "Header Image: People have lived in Ecuador's Amazon forests ...", "featured image: Tetbir Salim
+#: via Unsplash", "Cover photo: X"; the label says what the line is, whatever follows
+_LEAD_LABEL_RE = re.compile(r"^[\s(\[]*(?:featured|header|cover|top|lead|hero|main|title|teaser)\s+" + _PICTURE
+                            + r"\s*[:：]\s*\S", re.IGNORECASE)
+#: a caption's bare credit after its text: "... in Napo province. Credit: Tomas Munita/CIFOR (CC
+#: BY-NC-ND 2.0)", "... the summit (Credit: NASA)"; the name checked by :func:`_is_name`
+_CREDIT_TAIL_RE = re.compile(r"(?:[.!?”\"')\]]\s+|\s[|–—-]\s*|\s\()\(?\s*credits?\s*[:：]\s*(?P<name>[^()\s][^()]*?)"
+                             r"(?:\s*\((?:cc|public domain)[^()]*\))?\s*\)?\s*\.?\s*$", re.IGNORECASE)
+
+
+def caption_credit_lines(lines: list[str]) -> set[int]:
+    """:func:`credited_caption_lines` and two more forms of a picture's caption with its credit
+    (``line_corrections``' ``drop_caption_credits``, session 50): a line naming the article's lead
+    picture ("Header Image: ...", "featured image: X via Unsplash") and a caption ending with a
+    bare "Credit: X" after its text; lines of at most :data:`CAPTION_MAX_WORDS` words."""
+    found = credited_caption_lines(lines)
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped[0] == "|" or len(stripped) > _MAX_CHARS or i in found:
+            continue
+        if len(stripped.split()) > CAPTION_MAX_WORDS or _HINT_RE.search(stripped.lower()) is None:
+            continue
+        if _LEAD_LABEL_RE.match(stripped):
+            found.add(i)
+            continue
+        m = _CREDIT_TAIL_RE.search(stripped)
+        if (m is not None and len(stripped[: m.start()].split()) >= 3 and len(m.group("name").split()) <= _TAIL_NAME_WORDS
+                and _is_name(m.group("name"))):
+            found.add(i)
+    return found
+
+
 #: lower-case words a name after "©" may hold besides :data:`OTHER_NAME_WORDS`: news and picture
 #: agencies written in lower case ("© dpa | Kay Nietfeld", "© epd-bild/Jens Schulze")
 AGENCY_WORDS = frozenset({"dpa", "afp", "epd", "kna", "apa", "ddp", "sid", "ap", "dapd", "imago", "epa", "ansa", "efe",

@@ -78,7 +78,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
@@ -88,7 +88,7 @@ import pyarrow as pa
 
 from refinery import allocator
 from refinery.allocator import Allocator
-from refinery.stages import _extract_helper, _trafilatura_rules
+from refinery.stages import _extract_helper, _trafilatura_rules, text_urls
 from refinery.schema import CODE_LINES, LINE_MARKS_TYPE, QUOTE_LINES
 from refinery.stages.base import Stage, with_decision
 from refinery.stages.table_text import dissolve_layout_rows
@@ -119,18 +119,10 @@ _MAX_BAD_FRAC = 0.05
 
 # RefinedWeb post-processing: URLs removed (with one leading space so "see URL here" reads
 # "see here"), then at most one blank line in a row
-# (a URL's trailing "." or "," is sentence punctuation and stays)
-#: what ends a URL: white space, quotes, brackets, guillemets, "|", and the scripts written without
-#: spaces (CJK, kana, Hangul, full-width forms): a URL ran on through the Chinese or Korean text
-#: after a link ("访问http://x.com了解更多"; found by adversarial testing). Other letters stay in
-#: it (IRIs: "münchen.de", "/wiki/Café"), as do commas ("@35.2,-97.4,15z", "w_300,h_200").
-_URL_STOP = "\\s<>\"'\\])|«»\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
-
-
-def _url_pattern(stop: str) -> str:
-    """A URL ended by a character of ``stop``, after a non-letter or a letter of a script without
-    spaces (no \\b there)."""
-    return rf"(?:(?<![A-Za-z0-9])(?:https?|ftp)://|(?<![A-Za-z0-9])www\.)[^{stop}]*[^{stop}.,;:!?]"
+# (a URL's trailing "." or "," is sentence punctuation and stays); what ends a URL:
+# refinery.stages.text_urls.URL_STOP
+_URL_STOP = text_urls.URL_STOP
+_url_pattern = text_urls.url_pattern
 
 
 #: a URL with the space before it
@@ -610,9 +602,12 @@ def tokenizer_attribute_bomb(html: str) -> bool:
     return tokenizer_attribute_bomb_utf8(raw, tag_starts(raw))
 
 
-def clean_text(text: str) -> str:
+def clean_text(text: str, needed_urls: bool = False, url_lines: Collection[int] = ()) -> str:
     """RefinedWeb post-processing: drop URLs (with a space before them, or after them at a line's
-    start), cap runs of new lines at two. Also: a list marker
+    start), cap runs of new lines at two. With ``needed_urls`` (the stage's ``keep_needed_urls``)
+    a URL whose removal would leave a hole in its sentence stays and a bracketed one goes with its
+    brackets (:mod:`refinery.stages.text_urls`), and the lines numbered in ``url_lines`` (code)
+    keep their URLs. Also: a list marker
     left on a line of its own is joined to its item's text (an empty item's marker is dropped),
     and trailing spaces, tabs and no-break spaces are cut from every line (a line of only those
     empties). That is the page source's indentation: every bare "-" line was a duplicate line for
@@ -621,8 +616,15 @@ def clean_text(text: str) -> str:
     (:mod:`refinery.stages.table_text`)."""
     # every URL this drops holds "://" or "www." in some case: ~8x cheaper to look for those first
     # (the URL regex, case-insensitive and without a literal start, steps through every character)
-    if "://" in text or _WWW.search(text) is not None:
+    if needed_urls:
+        text = text_urls.cut_urls(text, url_lines)
+    elif "://" in text or _WWW.search(text) is not None:
         text = _URL.sub("", _LINE_START_URL.sub("\n", "\n" + text)[1:])
+    return _clean_after_urls(text)
+
+
+def _clean_after_urls(text: str) -> str:
+    """:func:`clean_text` after the URLs are cut."""
     if _BARE_MARKER.search("\n" + text) is not None:
         text = join_bare_list_markers(text)
     text = dissolve_layout_rows(text)
@@ -632,7 +634,7 @@ def clean_text(text: str) -> str:
     return text.strip()
 
 
-def line_marks(text: str, marked: str) -> tuple[list[int] | None, list[int] | None]:
+def line_marks(text: str, marked: str, needed_urls: bool = False) -> tuple[list[int] | None, list[int] | None]:
     """The numbers (from 0) of the lines of ``text`` (an extract after :func:`clean_text`) that came
     from a ``<blockquote>`` and of those that are code (a ``<pre>``'s or ``<code>``'s text alone),
     each None for none, read from ``marked`` (the extract before it, its quotes' lines carrying
@@ -643,13 +645,16 @@ def line_marks(text: str, marked: str) -> tuple[list[int] | None, list[int] | No
     never names a line that is not the quote's or code's; where the code marks did that, the
     quote marks are read alone. A URL starting a marked line is cut with the spaces after it
     first, as :func:`clean_text` cuts it from the line without its mark (session 48: the mark
-    before it stopped that, and the document lost every mark), and a mark ends a URL."""
+    before it stopped that, and the document lost every mark), and a mark ends a URL. With
+    ``needed_urls``, URLs are judged as :func:`clean_text` judges them, each line without its marks,
+    and code lines (:func:`code_line_numbers`) keep theirs."""
     helper = _extract_helper
-    cleaned = _clean_marked(marked)
+    keep = code_line_numbers(marked) if needed_urls else None
+    cleaned = _clean_marked(marked, keep)
     if helper.without_marks(cleaned) != text:
         if helper.QUOTE_MARK not in marked:
             return None, None
-        cleaned = _clean_marked(marked.replace(helper.CODE_OPEN, "").replace(helper.CODE_CLOSE, ""))
+        cleaned = _clean_marked(marked.replace(helper.CODE_OPEN, "").replace(helper.CODE_CLOSE, ""), keep)
         if cleaned.replace(helper.QUOTE_MARK, "") != text:
             return None, None
     quotes: list[int] = []
@@ -671,8 +676,21 @@ def _is_code_line(line: str) -> bool:
     return not _CODE_SPAN.sub("", line).strip() and bool(_extract_helper.without_marks(line).strip())
 
 
-def _clean_marked(marked: str) -> str:
-    """:func:`clean_text` of a marked extract, its URLs cut as from the text without marks."""
+def code_line_numbers(marked: str) -> frozenset[int]:
+    """The numbers of the lines of a marked extract (before :func:`clean_text`: the lines of the
+    extract itself) that are code, whose URLs stay with ``keep_needed_urls``: ``URL =
+    f"https://..."`` lost its URL and read ``URL = f""``."""
+    if _extract_helper.CODE_OPEN not in marked:
+        return frozenset()
+    return frozenset(i for i, line in enumerate(marked.split("\n"))
+                     if _extract_helper.CODE_OPEN in line and _is_code_line(line.replace(_extract_helper.QUOTE_MARK, "")))
+
+
+def _clean_marked(marked: str, url_lines: Collection[int] | None = None) -> str:
+    """:func:`clean_text` of a marked extract, its URLs cut as from the text without marks;
+    ``url_lines`` (not None: ``needed_urls``) the code lines whose URLs stay."""
+    if url_lines is not None:
+        return _clean_after_urls(text_urls.cut_marked_urls(marked, url_lines, _extract_helper.LINE_MARKS))
     if "://" in marked or _WWW.search(marked) is not None:
         marked = _MARKED_URL.sub(r"\1", _MARKED_LINE_START_URL.sub(r"\n\1", "\n" + marked)[1:])
     return clean_text(marked)
@@ -729,7 +747,8 @@ class TrafilaturaExtractor(Stage):
     reads_text = False
     makes_text = True
     added_params = {"keep_nested_heading_text": False, "keep_wild_headings": False,
-                    "keep_outside_lead": False, "keep_header_lead": False}  # runs made before it resume
+                    "keep_outside_lead": False, "keep_header_lead": False,
+                    "keep_needed_urls": False, "drop_credit_blocks": False}  # runs made before it resume
     # the helper's allocator changes its speed, not its text (byte-identical: docs/extraction.md)
     neutral_params = frozenset({"helper_allocator"})
 
@@ -768,6 +787,8 @@ class TrafilaturaExtractor(Stage):
         keep_wild_headings: bool = False,
         keep_outside_lead: bool = False,
         keep_header_lead: bool = False,
+        keep_needed_urls: bool = False,
+        drop_credit_blocks: bool = False,
         helper_allocator: Allocator = "auto",
     ) -> None:
         super().__init__(name)
@@ -857,6 +878,14 @@ class TrafilaturaExtractor(Stage):
         # with it, an unclassed <p> of the title's <header> is a lead too, and a caption never is
         # (docs/extraction.md, "Leads in the title header")
         self.keep_header_lead = bool(keep_header_lead)
+        # captions and picture credits in elements so named but not a <figure> stayed
+        # (houstonpress' div.cred, dailymail's p.imageCaption: docs/extraction.md, session 50)
+        self.drop_credit_blocks = bool(drop_credit_blocks)
+        # RefinedWeb's URL removal left holes where a link's text was its URL ("Download it from
+        # ."): a URL its sentence needs stays, and so do code lines' URLs; a bracketed URL goes with
+        # its brackets, a label line "Source: URL" whole (refinery/stages/text_urls.py; in the
+        # parent, after extraction: the helper's key does not change)
+        self.keep_needed_urls = bool(keep_needed_urls)
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
@@ -1048,13 +1077,16 @@ class TrafilaturaExtractor(Stage):
                 # the path is kept for no_text_extracted too: the last one tried; the marked text
                 # comes with trafilatura's joined lines only (_extract_helper.with_line_marks)
                 out, paths[i], marked = out if len(out) == 3 else (*out, None)
-                text = clean_text(out) if out else ""
+                needed = self.keep_needed_urls
+                # code lines keep their URLs (their numbers are the same in the marked extract)
+                url_lines = code_line_numbers(marked) if needed and marked is not None else ()
+                text = clean_text(out, needed, url_lines) if out else ""
                 if len(text) < max(self.min_text_chars, 1):
                     reasons[i], metrics[i] = "no_text_extracted", float(len(text))
                     continue
                 texts[i] = text
                 if marked is not None:
-                    quotes[i], code[i] = line_marks(text, marked)
+                    quotes[i], code[i] = line_marks(text, marked, needed)
         finally:
             if helper is not None:
                 _HELPERS.release(key, helper)

@@ -364,7 +364,9 @@ class LineCorrections(Stage):
                     # session 39 (h93): off is what runs did before
                     "min_words_after_cuts": None,
                     # session 49 (h204)
-                    "keep_code_lines": False}
+                    "keep_code_lines": False,
+                    # session 50 (h213)
+                    "drop_caption_credits": False}
 
     def __init__(
         self,
@@ -383,6 +385,7 @@ class LineCorrections(Stage):
         drop_meta_lines: bool = False,
         drop_credited_captions: bool = False,
         drop_copyright_credits: bool = False,
+        drop_caption_credits: bool = False,
         min_words_after_cuts: int | None = None,
         name: str | None = None,
     ) -> None:
@@ -434,6 +437,10 @@ class LineCorrections(Stage):
         # "© dpa | Kay Nietfeld", "... der Schweiz. © AFP / MARCO BERTORELLO";
         # credits.copyright_credit_lines), in any language, dropped like a credit line
         self.drop_copyright_credits = bool(drop_copyright_credits)
+        # drop_credited_captions' captions, a line naming the lead picture ("Header Image: ...",
+        # "featured image: X via Unsplash") and a caption ending "Credit: X" (credits.caption_credit_lines),
+        # in English, dropped like a credit line; docs/extraction.md (session 50)
+        self.drop_caption_credits = bool(drop_caption_credits)
         # a document this stage edits below the recipe's gopher_quality min_words (Gopher's word
         # count) is removed, ``too_short_after_cuts``: it passed that rule only before its debris
         # went. A recipe fills it from gopher_quality (refinery.config); None: never
@@ -472,6 +479,8 @@ class LineCorrections(Stage):
                         else ())
         if self.drop_credits and self.drop_credited_captions and credits.may_hold(text):
             credit_lines = set(credit_lines) | credits.credited_caption_lines(lines)
+        if self.drop_caption_credits and credits.may_hold(text):
+            credit_lines = set(credit_lines) | credits.caption_credit_lines(lines)
         if self.drop_copyright_credits and credits.may_hold_copyright(text):
             credit_lines = set(credit_lines) | credits.copyright_credit_lines(lines)
         drop_lookalikes = self.drop_lookalikes and lookalikes.may_hold(text)
