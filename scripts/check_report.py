@@ -24,7 +24,12 @@ markers the runner writes; this script rebuilds the figures from the data itself
   ``refinery.stats.whatif.is_lower_bound``) (a line drawn in the
   wrong place shows up as kept documents on the removed side);
 - languages (docs per language reaching language ID, kept) and top-domain totals, and the report's
-  "Top removed domains" section: each (stage, reason) shown with the documents removed for it.
+  "Top removed domains" section: each (stage, reason) shown with the documents removed for it;
+- what the readers repaired (``reader_notes``, session 50, h219): the run's and the report's figures
+  are the sums of the shard markers', and the data holds at least as many ids of the forms the
+  repairs give (``<shard>/<row>`` for ``ids_derived``, ``...#dup<n>`` for ``ids_deduplicated``;
+  an input may hold such ids itself, hence "at least"). ``<column>_utf8_replaced`` is checked
+  against the markers only: later stages may cut the replaced bytes from the text.
 
 A row of ``removed/`` names the stage that removed it; a run of inputs of several formats counts
 its readers' removals under one funnel row (``jsonl_reader+warc_reader``,
@@ -429,6 +434,39 @@ def check_languages_domains(a: Audit, stats: dict[str, Any], removed: list[dict[
             a.eq(f"top domains {stage}/{reason} top+other", sum(d["top"].values()) + d.get("other", 0), d["total"])
 
 
+#: the ids :class:`refinery.io.ids.UniqueIds` gives: a derived one (``<shard>/<row>``, maybe then
+#: suffixed as repeated) and a repeated one (``<id>#dup<n>``)
+_DERIVED_ID = r"{shard}/\d+(?:#dup\d+)*"
+_DEDUPLICATED_ID = re.compile(r".*#dup\d+")
+
+
+def check_reader_notes(a: Audit, run_dir: str, stats: dict[str, Any], removed: list[dict[str, Any]],
+                       kept: list[dict[str, Any]], html: str | None) -> None:
+    """``reader_notes`` of the run (and its report) against its markers, and the ids against them."""
+    passes, shards = _counted(run_dir)
+    markers: Counter = Counter()
+    for p in passes:
+        for path in glob.glob(os.path.join(p.stats_dir, "*.json")):
+            if shards is None or os.path.basename(path)[: -len(".json")] in shards:
+                with open(path, encoding="utf-8") as f:
+                    markers.update(json.load(f).get("reader_notes") or {})
+    notes = {k: n for k, n in (stats.get("reader_notes") or {}).items() if n}
+    a.eq("reader_notes (sum of the shard markers')", notes, {k: n for k, n in sorted(markers.items()) if n})
+    rows = removed + kept
+    forms = {"ids_derived": sum(1 for r in rows if r.get("id") is not None and
+                                re.fullmatch(_DERIVED_ID.format(shard=re.escape(r["_shard"])), r["id"])),
+             "ids_deduplicated": sum(1 for r in rows if r.get("id") is not None and _DEDUPLICATED_ID.fullmatch(r["id"]))}
+    for note, found in forms.items():
+        a.checked += 1
+        if notes.get(note, 0) > found:
+            a.problems.append(f"reader_notes.{note}: stats say {notes[note]}, the data holds {found} ids of that form")
+    if html is None:
+        return
+    shown = {unescape(n): int(v.replace(",", "")) for n, v in re.findall(
+        r'<tr data-stage="[^"]*" data-note="([^"]*)">.*?data-field="count">([\d,]+)</td>', html.split('id="scores"')[0])}
+    a.eq("report reader notes", shown, notes)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir")
@@ -451,8 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     check_languages_domains(a, stats, removed, kept)
     notes: list[str] = []
     report = args.report or os.path.join(args.run_dir, "report.html")
-    if os.path.exists(report):
-        html = open(report, encoding="utf-8").read()
+    html = open(report, encoding="utf-8").read() if os.path.exists(report) else None
+    check_reader_notes(a, args.run_dir, stats, removed, kept, html)
+    if html is not None:
         check_report_html(a, html, stats, removed, kept)
         check_domains_html(a, html, stats, removed)
         notes = check_thresholds(a, html, manifest, removed, kept, stats)

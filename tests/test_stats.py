@@ -1675,3 +1675,79 @@ def test_languages_table_tokens_with_ids_repeated_across_input_files(tmp_path):
     tokenize_run(str(run), str(run / "tokens"), "gpt2", progress=False, shuffle=True, num_shards=2, force=True)
     head, _ = _language_token_cells(build_report(str(run)))
     assert head == "≈ tokens kept (est.)"
+
+
+# -- what the readers repaired: reader_notes merged and shown (session 50, h219) ---------------
+def test_reader_notes_are_merged_and_shown_in_stats_and_the_report(tmp_path):
+    """A shard's ``reader_notes`` (null ids derived, repeated ids suffixed, bytes not UTF-8
+    replaced) stayed in its marker: the run's stats.json, `refinery stats` and the report never
+    said that documents had their id or text repaired. Merged by addition (any order of shards; an
+    older marker without them counts 0), shown under the funnel, audited by scripts/check_report.py."""
+    import re
+
+    from refinery.cli import app
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+    from refinery.stats.funnel import StreamedShardStats
+    from refinery.stats.report import build_report
+
+    root = tmp_path / "in"
+    root.mkdir()
+    latin1 = "Ein schöner Tag am Meer, über den Dünen. ".encode("latin-1")  # ö, ü: bytes not UTF-8
+
+    def write(name: str, ids: list, texts: list[bytes]) -> None:
+        pq.write_table(pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.binary()),
+                                 "url": [f"https://{name}.example/{i}" for i in range(len(ids))]}), root / f"{name}.parquet")
+
+    plain = "A plain English line of text. ".encode()
+    write("a", [None, "a", "a", None, "a"], [plain * 3, latin1 * 3, plain * 2, latin1, plain])
+    write("b", ["x", "x", None], [plain, plain * 4, plain * 2])
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}]})
+    out = tmp_path / "out"
+    summary = run_pipeline(config, str(root), str(out), workers=1, progress=False)
+    assert not summary.failed and summary.stats["docs_read"] == 8
+    a = json.loads((out / "stats" / "a.json").read_text())
+    b = json.loads((out / "stats" / "b.json").read_text())
+    assert a["reader_notes"] == {"ids_derived": 2, "ids_deduplicated": 2, "text_utf8_replaced": 2}
+    assert b["reader_notes"] == {"ids_derived": 1, "ids_deduplicated": 1}
+    want = {"ids_deduplicated": 3, "ids_derived": 3, "text_utf8_replaced": 2}
+    merged = json.loads((out / "stats.json").read_text())
+    assert merged["reader_notes"] == want and list(merged["reader_notes"]) == sorted(want)
+
+    # any order of shards, either merge, the same sums; a marker written before the notes were merged
+    # (or without any) counts 0
+    old = {k: v for k, v in b.items() if k != "reader_notes"}
+    for given in ([("s/a.json", a), ("s/b.json", b)], [("s/b.json", b), ("s/a.json", a)]):
+        assert merge_shard_stats([m for _, m in given])["reader_notes"] == want
+        streamed = StreamedShardStats(["s/a.json", "s/b.json"])  # tasks finishing in either order
+        for name, m in given:
+            streamed.wrote(name, json.dumps(m).encode())
+        assert streamed.result(["s/a.json", "s/b.json"]) == merge_shard_stats([a, b])
+    assert merge_shard_stats([a, old])["reader_notes"] == a["reader_notes"]
+    assert merge_shard_stats([old])["reader_notes"] == {}
+
+    # `refinery stats`: a table under the funnel, and the merged JSON
+    text = CliRunner().invoke(app, ["stats", str(out)], terminal_width=200)
+    assert text.exit_code == 0, text.output
+    assert re.search(r"reader notes", text.output)
+    for note, n in want.items():
+        assert re.search(rf"parquet_reader\s+{note}\s+{n}\b", text.output), text.output
+    as_json = CliRunner().invoke(app, ["stats", str(out), "--json"])
+    assert json.loads(as_json.output)["reader_notes"] == want
+
+    # the report: a table under the funnel, each figure checked by scripts/check_report.py
+    html = build_report(str(out))
+    for note, n in want.items():
+        assert re.search(rf'data-note="{note}">.*?data-field="count">{n}</td>', html)
+    (out / "report.html").write_text(html, encoding="utf-8")
+    check = _check_report_script()
+    assert check.main([str(out)]) == 0
+    (out / "report.html").write_text(html.replace('data-field="count">3</td>', 'data-field="count">4</td>', 1))
+    removed, kept, _ = check.load_outputs(str(out))
+    audit = check.Audit()
+    check.check_reader_notes(audit, str(out), merged, removed, kept, (out / "report.html").read_text())
+    assert [p.split(":")[0] for p in audit.problems] == ["report reader notes"]
+    # a count the data cannot hold (more derived ids than ids of the form <shard>/<row>)
+    audit = check.Audit()
+    check.check_reader_notes(audit, str(out), {**merged, "reader_notes": {**want, "ids_derived": 4}}, removed, kept, None)
+    assert any(p.startswith("reader_notes.ids_derived: stats say 4, the data holds 3") for p in audit.problems), audit.problems

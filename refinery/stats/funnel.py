@@ -123,6 +123,7 @@ class ShardStatsMerge:
     def __init__(self) -> None:
         self.shards = self.docs_read = self.docs_kept = self.docs_removed = self.sample_rows = 0
         self.skipped: dict[str, int] = {}
+        self.notes: dict[str, int] = {}
         self.stages = StageListMerge()
         self.histograms = HistogramMapMerge()
         self.languages = LanguagesMerge()
@@ -131,8 +132,8 @@ class ShardStatsMerge:
     def add(self, s: dict[str, Any]) -> None:
         self.shards += 1
         self.stages.add(s["stages"])
-        for k, v in s.get("reader_skipped_records", {}).items():
-            self.skipped[k] = self.skipped.get(k, 0) + v
+        add_counts(self.skipped, s.get("reader_skipped_records"))
+        add_counts(self.notes, s.get("reader_notes"))  # a marker without it (older): 0
         self.docs_read += s["docs_read"]
         self.docs_kept += s["docs_kept"]
         self.docs_removed += s["docs_removed"]
@@ -153,12 +154,20 @@ class ShardStatsMerge:
             "docs_kept": self.docs_kept,
             "docs_removed": self.docs_removed,
             "reader_skipped_records": dict(sorted(self.skipped.items())),
+            "reader_notes": dict(sorted(self.notes.items())),
             "stages": stages,
             "histograms": self.histograms.result(),
             "languages": self.languages.result(),
             "top_domains": self.top_domains.result(),
             "samples": {"rows": self.sample_rows, "path": "samples/"},
         }
+
+
+def add_counts(into: dict[str, int], counts: dict[str, int] | None) -> None:
+    """Add named counts (``reader_notes``, ``reader_skipped_records``) into ``into``: by addition, so any order of shards (or
+    passes) gives the same sums; the merged dict is sorted by name where it is written."""
+    for k, v in (counts or {}).items():
+        into[k] = into.get(k, 0) + v
 
 
 def merge_shard_stats(shard_stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -291,6 +300,7 @@ def combine_pass_stats(passes: list[dict[str, Any]]) -> dict[str, Any]:
         **first,
         "docs_kept": last["docs_kept"],
         "docs_removed": sum(p["docs_removed"] for p in passes),
+        "reader_notes": _pass_notes(passes),
         "stages": stages,
         "histograms": merge_histogram_maps([p.get("histograms", {}) for p in passes]),
         "languages": combine_pass_languages([p.get("languages", {}) for p in passes]),
@@ -302,6 +312,15 @@ def combine_pass_stats(passes: list[dict[str, Any]]) -> dict[str, Any]:
         raise AssertionError(f"run totals do not reconcile over passes: read {combined['docs_read']} != kept "
                              f"{combined['docs_kept']} + removed {combined['docs_removed']}")
     return combined
+
+
+def _pass_notes(passes: list[dict[str, Any]]) -> dict[str, int]:
+    """Every pass's ``reader_notes`` summed (a later pass re-reads kept shards whose ids are unique
+    already: its notes are 0, but a repair anywhere is counted)."""
+    notes: dict[str, int] = {}
+    for p in passes:
+        add_counts(notes, p.get("reader_notes"))
+    return dict(sorted(notes.items()))
 
 
 def load_run_stats(run_dir: str, files: PassFiles | None = None) -> dict[str, Any]:
@@ -462,6 +481,30 @@ def counter_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             for s in summary.get("stages", []) for name, n in sorted((s.get("counters") or {}).items())]
 
 
+#: what each reader note counts (``reader_notes``: refinery/io/ids.py, refinery/io/parquet.py)
+READER_NOTES = {
+    "ids_derived": "documents with a null id, given <shard>/<row>",
+    "ids_deduplicated": "documents with an id seen before in their shard, given <id>#dup<n>",
+}
+
+
+def reader_note_meaning(note: str) -> str:
+    """What a reader note counts, in words (``<column>_utf8_replaced`` for any string column)."""
+    if note in READER_NOTES:
+        return READER_NOTES[note]
+    if note.endswith("_utf8_replaced"):
+        return f"documents whose '{note[: -len('_utf8_replaced')]}' had bytes not UTF-8, each replaced by U+FFFD"
+    return ""
+
+
+def reader_note_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{stage, note, count, meaning}`` for every non-zero note of what the readers repaired
+    (``reader_notes``: no document is removed for them), under the reader row's name."""
+    stage = reader_name(summary) or "reader"
+    return [{"stage": stage, "note": k, "count": n, "meaning": reader_note_meaning(k)}
+            for k, n in sorted((summary.get("reader_notes") or {}).items()) if n]
+
+
 class FitWidth:
     """A table that fits the console: the first of ``layouts`` (most complete first) whose natural
     width fits, so numbers are never cut to ``12…`` and names never broken; the last layout is used
@@ -553,12 +596,22 @@ def render_funnel(summary: dict[str, Any], title: str = "refinery funnel") -> Fi
     drop = tuple(k for k in FUNNEL_DROP_ORDER if k in headers)
     layouts = [(sep, wide if keys == order else keys) for sep, keys in name_layouts(order, drop)]
     return FitWidth([lambda sep=sep, keys=keys: build(sep, keys) for sep, keys in layouts],
-                    after=[t for t in [counters_table(summary)] if t is not None])
+                    after=[t for t in [reader_notes_table(summary), counters_table(summary)] if t is not None])
+
+
+def reader_notes_table(summary: dict[str, Any], title: str = "reader notes (repaired, none removed)") -> Any:
+    """What the readers repaired (``reader_notes``; a rich Table), or None when nothing was."""
+    return _named_counts_table(title, "note", [(r["stage"], r["note"], r["count"], r["meaning"])
+                                               for r in reader_note_rows(summary)])
 
 
 def counters_table(summary: dict[str, Any], title: str = "stage counters") -> Any:
     """The named counters stages reported (a rich Table), or None when there are none."""
-    rows = counter_rows(summary)
+    return _named_counts_table(title, "counter", [(r["stage"], r["counter"], r["count"]) for r in counter_rows(summary)])
+
+
+def _named_counts_table(title: str, name: str, rows: list[tuple]) -> Any:
+    """A rich Table of (stage, name, count[, what]) rows, or None when there are none."""
     if not rows:
         return None
     from rich.table import Table
@@ -567,10 +620,12 @@ def counters_table(summary: dict[str, Any], title: str = "stage counters") -> An
 
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("stage", no_wrap=True)
-    table.add_column("counter", no_wrap=True)
+    table.add_column(name, no_wrap=True)
     table.add_column("count", justify="right", no_wrap=True)
-    for r in rows:
-        table.add_row(r["stage"], r["counter"], f"{r['count']:,}")
+    if len(rows[0]) > 3:
+        table.add_column("what")
+    for stage, key, count, *what in rows:
+        table.add_row(stage, key, f"{count:,}", *what)
     return table
 
 

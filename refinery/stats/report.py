@@ -29,7 +29,8 @@ from refinery.io.readahead import read_ahead
 from refinery.rundir import PassFiles, RunDir
 from refinery.stats.counters import CHARS_PER_TOKEN, est_tokens
 from refinery.stats.domains import merge_top_domains
-from refinery.stats.funnel import RUN_TOP_DOMAINS, counter_rows, funnel_rows, funnel_stage, load_run_stats
+from refinery.stats.funnel import (RUN_TOP_DOMAINS, counter_rows, funnel_rows, funnel_stage, load_run_stats,
+                                   reader_note_rows)
 from refinery.stats.samples import load_samples, pick_per_reason
 from refinery.stats.whatif import counts_for_column, threshold_rule
 from refinery.stats.svg import fmt_int, fmt_value, funnel_svg, histogram_svg, languages_svg, whatif_svg
@@ -282,7 +283,22 @@ def _funnel_body(stats: dict[str, Any], table_id: str = "funnel-table") -> str:
     )
     legend = ('<div class="legend"><span><i style="background:#2f6fb3"></i>kept after the stage</span>'
               '<span><i style="background:#f6b9a6;border:1px dashed #e4572e"></i>removed by the stage</span></div>')
-    return f'<div class="funnel-chart">{funnel_svg(stats["stages"])}</div>{legend}{table}{_counters(stats, table_id)}'
+    return (f'<div class="funnel-chart">{funnel_svg(stats["stages"])}</div>{legend}{table}{_reader_notes(stats, table_id)}'
+            f'{_counters(stats, table_id)}')
+
+
+def _reader_notes(stats: dict[str, Any], table_id: str) -> str:
+    """What the readers repaired (``reader_notes``: null or repeated ids, bytes not UTF-8), if
+    anything: under the funnel, next to the reader's row, as no document was removed for it."""
+    rows = reader_note_rows(stats)
+    if not rows:
+        return ""
+    body = "".join(f'<tr data-stage="{_e(r["stage"])}" data-note="{_e(r["note"])}"><td>{_e(r["stage"])}</td>'
+                   f'<td>{_e(r["note"])}</td><td class="num" data-field="count">{_num(r["count"])}</td>'
+                   f'<td>{_e(r["meaning"])}</td></tr>' for r in rows)
+    return (f'<h3>Repaired by the reader (no document removed)</h3><div class="scroll"><table id="{table_id}-reader-notes">'
+            f'<thead><tr><th>stage</th><th>note</th><th class="num">count</th><th>what</th></tr></thead>'
+            f'<tbody>{body}</tbody></table></div>')
 
 
 def _counters(stats: dict[str, Any], table_id: str) -> str:
