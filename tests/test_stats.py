@@ -1024,7 +1024,7 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     assert CliRunner().invoke(app, ["run", str(other), "-i", str(CC_DOCS), "-o", str(tmp_path / "es"),
                                     "--workers", "1"]).exit_code == 0
     compared = CliRunner().invoke(app, ["stats", "--compare", str(out), str(tmp_path / "es")])
-    assert 'note: the runs\' settings differ in 1 key(s): language_id.languages: ["en", "de"] -> ["en", "es"]' in \
+    assert 'note: the runs\' settings differ in 1 key(s): language_id.languages: ["de", "en"] -> ["en", "es"]' in \
         compared.stderr, compared.stderr
     # each run's size under the table (kept % is of each run's own input; found by testing the stats)
     a, b = (json.loads((d / "stats.json").read_text()) for d in (out, tmp_path / "es"))
