@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import pyarrow.parquet as pq
 
@@ -62,6 +63,25 @@ def _shards_run(stderr: str) -> str:
     return line.split("[filter] ", 1)[-1] if line else "every shard skipped"
 
 
+def forced_rounds(trees: list[Path], rounds: int, config: Path, src: Path, clean: Path, work: Path,
+                  first: Callable[[], None], change: Callable[[], None], refused_says: str) -> None:
+    """Per round, each tree in turn: ``first()`` sets the input up, a run over it, ``change()``
+    changes it, the plain rerun is refused (saying ``refused_says``), the rerun with ``--force`` is
+    timed and its corpus and funnel compared with the clean run's (``clean``): one line each."""
+    print(f"{'tree':<40} {'round':>5}  {'filter shards run by --force':<34} {'CPU s':>7} {'wall s':>7}  equal")
+    for r in range(rounds):
+        for tree in trees:
+            out = work / f"run-{r}-{trees.index(tree)}"
+            first()
+            _cli(tree, "run", str(config), "-i", str(src), "-o", str(out))
+            change()
+            refused, _, _ = _cli(tree, "run", str(config), "-i", str(src), "-o", str(out), ok=False)
+            assert refused.returncode != 0 and refused_says in refused.stderr, refused.stderr[-500:]
+            forced, cpu, wall = _cli(tree, "run", str(config), "-i", str(src), "-o", str(out), "--force")
+            equal = _corpus(out) == _corpus(clean) and _funnel(out) == _funnel(clean)
+            print(f"{str(tree)[-40:]:<40} {r:>5}  {_shards_run(forced.stderr):<34} {cpu:>7.1f} {wall:>7.1f}  {equal}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--input", type=Path, default=ROOT / "data/sample/warc")
@@ -79,19 +99,13 @@ def main() -> None:
         clean = work / "clean"
         _cli(ROOT, "run", str(args.config), "-i", str(src), "-o", str(clean))  # over the grown input
         (src / args.add).rename(aside)
-        print(f"{'tree':<40} {'round':>5}  {'filter shards run by --force':<34} {'CPU s':>7} {'wall s':>7}  equal")
-        for r in range(args.rounds):
-            for tree in trees:
-                out = work / f"run-{r}-{trees.index(tree)}"
-                if (src / args.add).exists():
-                    (src / args.add).rename(aside)
-                _cli(tree, "run", str(args.config), "-i", str(src), "-o", str(out))
-                aside.rename(src / args.add)
-                refused, _, _ = _cli(tree, "run", str(args.config), "-i", str(src), "-o", str(out), ok=False)
-                assert refused.returncode != 0 and "added" in refused.stderr, refused.stderr[-500:]
-                forced, cpu, wall = _cli(tree, "run", str(args.config), "-i", str(src), "-o", str(out), "--force")
-                equal = _corpus(out) == _corpus(clean) and _funnel(out) == _funnel(clean)
-                print(f"{str(tree)[-40:]:<40} {r:>5}  {_shards_run(forced.stderr):<34} {cpu:>7.1f} {wall:>7.1f}  {equal}")
+
+        def first() -> None:
+            if (src / args.add).exists():
+                (src / args.add).rename(aside)
+
+        forced_rounds(trees, args.rounds, args.config, src, clean, work, first,
+                      lambda: aside.rename(src / args.add), "added")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

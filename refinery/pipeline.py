@@ -379,8 +379,12 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         # the corpus and tokens of the previous config must not stay in place, nor count as this
         # run's progress in `refinery status` (found by adversarial testing)
         for p in plan.passes[redo_from:]:
-            if only_passes is None or p.name in only_passes:
+            # (every one, whatever only_passes says, when shards of the first are redone: each
+            # later pass read their old content under the fingerprint it keeps)
+            if only_passes is None or p.name in only_passes or plan.first_pass_redo:
                 _clear_pass_outputs(plan, p)
+        if plan.first_pass_redo:
+            _clear_rewritten_shards(plan)
         # the funnel of the outputs just cleared: a rerun stopped before its end left the old
         # config's counts in OUT/stats.json (found by testing the stats); rewritten at the end
         fs.delete(plan.run.stats_json)
@@ -528,6 +532,21 @@ def _clear_passes_made_over_other_shards(plan: Plan, later: list[Pass], set_asid
             log.info("[%s] made over another set of shards than the %d now set aside: redoing it", p.name,
                      len(set_aside))
             _clear_pass_outputs(plan, p)
+
+
+def _clear_rewritten_shards(plan: Plan) -> None:
+    """Clear the first pass's shards whose input files were rewritten since they finished
+    (:attr:`Plan.first_pass_redo`), after the later passes (made over them) lost their outputs:
+    the pass's marker first (its fingerprint, which holds the files' names alone, is unchanged),
+    then each shard's stats marker, then its files, as a shard about to be redone is cleared. A
+    crash after this leaves them unfinished (never finished over the old content) and the passes
+    after them empty, so the same command ends the run; a crash before it leaves the pass finished,
+    and a plain rerun refuses the changed files as before."""
+    first = plan.passes[0]
+    forget_pass(plan, first)
+    out = plan.pass_dir(first.name)
+    for shard in plan.first_pass_redo:
+        clear_shard_outputs(out, shard)
 
 
 def _clear_pass_outputs(plan: Plan, p: Pass) -> None:

@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Collection, Literal
 
 from refinery import __version__
 from refinery.config import ConfigError, PipelineConfig
@@ -119,6 +119,10 @@ class Plan:
     #: records them in ``run.json`` rather than rewriting each finished shard's marker (a GET and
     #: a PUT each; see :func:`_keep_finished_shards`)
     first_pass_accepts: tuple[str, ...] = ()
+    #: shards of the first pass that finished over an input file rewritten since (another size or
+    #: version), which a forced run redoes while it keeps the pass's other finished shards: the
+    #: run clears them (:func:`refinery.pipeline.run_plan`) once the passes after it are cleared
+    first_pass_redo: tuple[str, ...] = ()
     run: RunDir = field(init=False)
 
     def __post_init__(self) -> None:
@@ -907,8 +911,10 @@ def first_pass_to_redo(plan: Plan, previous: dict[str, Any] | None, force: bool,
     pass's stats/, for the caller's finished check (h165). ``keep_finished_shards``: when the
     input's file list alone changed (files added or removed), ``--force`` keeps the first pass's
     finished shards of the files still there and redoes the passes after it (1 is returned; the
-    first pass then runs the other shards); False for a share of a multi-instance launch, which
-    redoes as a forced launch does."""
+    first pass then runs the other shards); so it does when files whose shards finished were
+    rewritten since (another size or version), whatever else changed but the first pass's config:
+    their shards are redone (:attr:`Plan.first_pass_redo`), the others kept. False for a share of
+    a multi-instance launch, which redoes as a forced launch does."""
     if previous is None:
         return 0 if force else None
     # a run made by an earlier refinery is compared in its own terms, --force too: a change to a
@@ -960,18 +966,22 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files
                 plan.first_pass_accepts = _accepted(old)
             continue
         grown = i == 0 and _file_list_changed_only(plan, previous, old, p)
-        if grown and force and keep_finished_shards and _finished_inputs_known_unchanged(plan, files):
-            _keep_finished_shards(plan, p, old, files)
+        if grown and force and keep_finished_shards and _finished_inputs_recorded(plan, log_none=True):
+            _keep_finished_shards(plan, p, old, rewritten_finished_shards(plan, files), files)
             return 1
-        if force:  # an input rewritten in place also redoes the first pass, whatever else changed
-            return 0 if i and _finished_inputs_changed(plan, files) else i
+        if force:  # a file rewritten in place also redoes its shard of the first pass, whatever else changed
+            rewritten = rewritten_finished_shards(plan, files) if i else []
+            if rewritten and keep_finished_shards:
+                _keep_finished_shards(plan, plan.passes[0], before.get(plan.passes[0].name) or {}, rewritten, files)
+                return 1
+            return 0 if rewritten else i
         if i and not pass_started(plan, p):
             continue  # it wrote nothing under its old plan: nothing to mix (it was blocked, or killed before)
         same_pass = _same(old.get("params"), p.params) and old.get("role", p.role) == p.role
         if i == 0 and same_pass and previous.get("input") == plan.input_key:
             dropped = _unfinished_inputs_removed(plan)
         if i == 0 and dropped:
-            check_finished_inputs_unchanged(plan, files)  # raises before anything is changed
+            check_finished_inputs_unchanged(plan, files, keep_finished_shards)  # raises before anything is changed
             adopt.append(lambda p=p, old=old: _resume_without_unfinished(plan, p, old, files))
             continue
         if i and dropped and same_pass and _made_without(plan, p.name, str(old.get("fingerprint")), dropped):
@@ -989,12 +999,10 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files
             what = (f"it was made by an earlier refinery from the relative input {plan.input}, which names and "
                     f"fingerprints shards by their full paths now")
         elif i == 0 and _same(old.get("params"), p.params):
-            what = "input files changed since the run was made" + _input_set_change(plan)
+            rewritten = rewritten_finished_shards(plan, files) if grown else []
+            what = "input files changed since the run was made" + _input_set_change(plan, rewritten)
             if grown and _finished_inputs_recorded(plan):
-                # a finished file also rewritten: --force redoes every shard
-                check_finished_inputs_unchanged(plan, files)
-                redo = f"run {p.name!r} on the new files only (its finished shards are kept)" + (
-                    " and redo the passes after it" if len(plan.passes) > 1 else "")
+                redo = _force_keeps(plan, rewritten, files) if keep_finished_shards else redo
         else:
             recorded_names = [q.get("name") for q in previous.get("passes", [])]
             now_names = [q.name for q in plan.passes]
@@ -1004,7 +1012,12 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files
         raise RerunError(f"{plan.output} was made with a different {p.name!r} pass: {what}; rerun with --force to "
                          f"{redo}, or choose a new --output")
     if not force:
-        check_finished_inputs_unchanged(plan, files)
+        check_finished_inputs_unchanged(plan, files, keep_finished_shards)
+    elif keep_finished_shards and (rewritten := rewritten_finished_shards(plan, files)):
+        # no pass changed but the content of some finished shards' files: those shards, and every
+        # pass after the first (it read them), are redone; the other finished shards are kept
+        _keep_finished_shards(plan, plan.passes[0], before.get(plan.passes[0].name) or {}, rewritten, files)
+        return 1
     for step in adopt:
         step()
     return 0 if force else None
@@ -1020,19 +1033,23 @@ def _file_list_changed_only(plan: Plan, previous: dict[str, Any], old: dict[str,
             and ("input_canonical" in previous or fs.is_s3(plan.input) or plan.input.startswith("/")))
 
 
-def _keep_finished_shards(plan: Plan, p: Pass, old: dict[str, Any], files: PassFiles | None) -> None:
-    """``--force`` after files were added to (or removed from) the input: each shard of the first
-    pass reads its own file and the config, both unchanged for the files still there, so their
-    finished shards are kept (redoing them made the same bytes: 10,000 shards redone for 100 files
-    added); the pass runs the new files' shards, drops the removed ones', and every later pass,
-    which reads the whole corpus (dedup; tokens), is redone from its start. ``files``: the
-    caller's listings of the pass (the input check listed its stats/ already)."""
-    _accept_finished_shards(plan, p, old, files)
+def _keep_finished_shards(plan: Plan, p: Pass, old: dict[str, Any], rewritten: list[str],
+                          files: PassFiles | None) -> None:
+    """``--force`` after files were added to, removed from or rewritten in the input: each shard of
+    the first pass reads its own file and the config, both unchanged for the files still there and
+    not rewritten, so their finished shards are kept (redoing them made the same bytes: 10,000
+    shards redone for 100 files added, or for 1 file fixed); the pass runs the new files' shards
+    and the ``rewritten`` ones' (:attr:`Plan.first_pass_redo`: cleared by the run, after the later
+    passes), drops the removed ones', and every later pass, which reads the whole corpus (dedup;
+    tokens), is redone from its start. ``files``: the caller's listings of the pass (the input
+    check listed its stats/ already)."""
+    _accept_finished_shards(plan, p, old, files, set(rewritten))
+    plan.first_pass_redo = tuple(rewritten)
     later = [q.name for q in plan.passes[1:]]
     # (how many: the pass says, "N already finished", once it has read their markers)
     log.info("[%s] input files changed since the run was made%s: keeping its finished shards of the files "
-             "still there, running it on the others%s", p.name, _input_set_change(plan),
-             f"; redoing {', '.join(later)} over the whole input" if later else "")
+             "still there%s, running it on the others%s", p.name, _input_set_change(plan, rewritten),
+             " and unchanged" if rewritten else "", f"; redoing {', '.join(later)} over the whole input" if later else "")
 
 
 def _resume_without_unfinished(plan: Plan, p: Pass, old: dict[str, Any], files: PassFiles | None) -> None:
@@ -1100,16 +1117,18 @@ def pass_started(plan: Plan, p: Pass) -> bool:
             or (p.role == "last" and fs.holds_files(out.kept_dir)))
 
 
-def _input_set_change(plan: Plan) -> str:
-    """``": added a.warc.gz; removed b.warc.gz"``: which shards' files the input gained and lost
-    since the run recorded them ("" when unknown or none; the refusal named no file)."""
+def _input_set_change(plan: Plan, rewritten: Collection[str] = ()) -> str:
+    """``": added a.warc.gz; removed b.warc.gz; rewritten c.warc.gz"``: which shards' files the
+    input gained and lost since the run recorded them, and which of ``rewritten`` (shards whose
+    finished file changed) it holds ("" when unknown or none; the refusal named no file)."""
     if not plan.input_record.found:
         return ""
     recorded = set(plan.input_record.sizes)
     now = dict(zip(plan.shard_names(), plan.input_files))
     root = input_root(plan.input, plan.input_files).rstrip("/")
     parts = []
-    for label, names in (("added", sorted(set(now) - recorded)), ("removed", sorted(recorded - set(now)))):
+    for label, names in (("added", sorted(set(now) - recorded)), ("removed", sorted(recorded - set(now))),
+                         ("rewritten", list(rewritten))):
         if names:
             shown = [_file_name(now.get(n) or _recorded_input(plan, n), root) or n for n in names[:3]]
             parts.append(f"{label} {', '.join(shown)}{f' and {len(names) - 3} more' if len(names) > 3 else ''}")
@@ -1119,9 +1138,10 @@ def _input_set_change(plan: Plan) -> str:
 @dataclass
 class InputChanges:
     """How a run's input differs now from what the run last read (``input_files.json``): files
-    added, removed (whose shards finished: their outputs are in the run), and rewritten (another
-    size or version), by their names under the input; and the shards of files removed before they
-    finished, by shard name (nothing records their file's name, and nothing of them is in the run)."""
+    added, removed and rewritten (another size or version) whose shards finished (their outputs
+    are in the run), by their names under the input; and the shards of files removed before they
+    finished, by shard name (nothing records their file's name, and nothing of them is in the run).
+    A file rewritten before its shard finished is none of them: the same command reads it as it is."""
 
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -1140,8 +1160,9 @@ def input_changes(run: RunDir, record: dict[str, Any],
     told: a paths manifest (its files are named, not listed), a relative input recorded without
     its place, no record, or an input that cannot be listed now (gone, no credentials).
     ``finished``: the first pass's finished shards and the input file each one's marker names, as
-    the caller read them (else the removed shards' markers are read, one each): a removed file is
-    known by its name only from there (``status`` named it by its shard)."""
+    the caller read them (else the pass's stats/ is listed, and the removed shards' markers read,
+    one each): a removed file is known by its name only from there (``status`` named it by its
+    shard), and a rewritten one counts only if its shard finished."""
     place = record.get("input_canonical") or record.get("input")
     if not isinstance(place, str) or not (fs.is_s3(place) or place.startswith("/")) or is_manifest(place):
         return None
@@ -1163,10 +1184,13 @@ def input_changes(run: RunDir, record: dict[str, Any],
     def name(uri: str) -> str:
         return uri[len(here):] if uri.startswith(here) else fs.basename(uri)
 
-    changed = [name(now[s]) for s in sorted(set(now) & set(recorded.sizes)) if recorded.change(s, *by_file[now[s]])]
     gone = sorted(set(recorded.sizes) - set(now))
     if finished is None:
-        finished = _marker_inputs(run.pass_dirs_of(record)[0].stats_dir, gone)
+        stats_dir = run.pass_dirs_of(record)[0].stats_dir
+        done = shards_with_markers(stats_dir)
+        finished = {s: None for s in done} | _marker_inputs(stats_dir, [s for s in gone if s in done])
+    changed = [name(now[s]) for s in sorted(set(now) & set(recorded.sizes) & set(finished))
+               if recorded.change(s, *by_file[now[s]])]
     inputs = {s: finished[s] for s in gone if s in finished}
     return InputChanges(added=sorted(name(now[s]) for s in set(now) - set(recorded.sizes)),
                         removed=sorted(name(u) if isinstance(u, str) else s for s, u in inputs.items()),
@@ -1217,7 +1241,8 @@ def _unfinished_inputs_removed(plan: Plan) -> set[str]:
     return set() if removed & shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir) else removed
 
 
-def _accept_finished_shards(plan: Plan, p: Pass, old: dict[str, Any], files: PassFiles | None = None) -> None:
+def _accept_finished_shards(plan: Plan, p: Pass, old: dict[str, Any], files: PassFiles | None = None,
+                            redone: Collection[str] = ()) -> None:
     """Keep the finished shards of the first pass under this plan: their inputs and config are
     unchanged, only the input's file list changed (files whose shards never finished left it, or
     files were added or removed under ``--force``), and a shard reads its own file alone. Their
@@ -1228,9 +1253,10 @@ def _accept_finished_shards(plan: Plan, p: Pass, old: dict[str, Any], files: Pas
     grew by 100). Their outputs are kept; a removed file's outputs and failure record go with the
     orphans when the pass runs. A shard whose files no longer have the sizes the pass's old marker
     recorded (cut short, replaced) is cleared instead, and redone, as a rerun of the finished pass
-    would. ``files``: the caller's listings of the pass (the damage check's)."""
+    would. ``files``: the caller's listings of the pass (the damage check's). ``redone``: shards to
+    be redone anyway (their files rewritten), not checked."""
     out = plan.pass_dir(p.name)
-    names = set(plan.shard_names())
+    names = set(plan.shard_names()) - set(redone)
     old_fingerprint = str(old.get("fingerprint"))
     pass_marker = fs.read_json_if_any(plan.run.pass_marker(p.name))
     if isinstance(pass_marker, dict) and pass_marker.get("fingerprint") == old_fingerprint:
@@ -1257,57 +1283,77 @@ def _same_place(previous: dict[str, Any], input_uri: str) -> bool:
     return canonical == fs.canonical(input_uri)
 
 
-def _finished_inputs_recorded(plan: Plan) -> bool:
+def _finished_inputs_recorded(plan: Plan, log_none: bool = False) -> bool:
     """Whether the run has a sound record of the input files it read (damaged, or a run killed
     before it wrote one: none), so a grown input's ``--force`` may keep the finished shards whose
     files it shows unchanged (a paths manifest's files, never listed, are trusted as a plain rerun
-    trusts them)."""
-    return plan.input_sizes is None or plan.input_record.found
-
-
-def _finished_inputs_known_unchanged(plan: Plan, files: PassFiles | None) -> bool:
-    """Whether the run's record shows every finished shard's file unchanged, so ``--force`` may
-    keep them (not without a record: :func:`_finished_inputs_recorded`)."""
-    if not _finished_inputs_recorded(plan):
+    trusts them). ``log_none``: say so when there is none (every shard is then redone)."""
+    recorded = plan.input_sizes is None or plan.input_record.found
+    if not recorded and log_none:
         log.info("%s has no record of the input files its shards read: redoing every shard", plan.output)
-        return False
-    return not _finished_inputs_changed(plan, files)
+    return recorded
 
 
-def _finished_inputs_changed(plan: Plan, files: PassFiles | None = None) -> bool:
-    try:
-        check_finished_inputs_unchanged(plan, files)
-    except RerunError as exc:
-        log.info("%s: redoing every pass", exc.args[0].split("; rerun with --force")[0])
-        return True
-    return False
-
-
-def check_finished_inputs_unchanged(plan: Plan, files: PassFiles | None = None) -> None:
-    """An input file rewritten in place under the same name (a re-exported dataset) would leave
-    its finished shard's old results in the run: refuse when the size or version (modification
-    time locally, ETag on S3) of a file whose shard finished differs from what the run recorded.
+def rewritten_finished_shards(plan: Plan, files: PassFiles | None = None) -> list[str]:
+    """The shards of the first pass that finished and whose input file changed since the run
+    recorded it (another size, or version: modification time locally, ETag on S3), sorted.
     Unfinished shards may change (a broken file replaced by a good copy is simply read). A run
     recorded before versions were (sizes only) is compared by size. No record, or a damaged one:
-    nothing to compare with (:class:`InputRecord`)."""
+    nothing to compare with (:class:`InputRecord`), none. ``files``: the caller's listings."""
     record, sizes = plan.input_record, plan.input_sizes
     if sizes is None or not record.found:
-        return
-    first = plan.passes[0]
-    finished = shards_with_markers(plan.pass_dir(first.name).stats_dir, files)
-    names = dict(zip(plan.shard_names(), plan.input_files))
+        return []
+    finished = shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir, files)
     versions = plan.input_versions or {}
+    return sorted(s for s in finished & set(sizes) if record.change(s, sizes[s], versions.get(s)))
+
+
+def check_finished_inputs_unchanged(plan: Plan, files: PassFiles | None = None,
+                                    keep_finished_shards: bool = True) -> None:
+    """An input file rewritten in place under the same name (a re-exported dataset) would leave
+    its finished shard's old results in the run: refuse when a file whose shard finished changed
+    (:func:`rewritten_finished_shards`), naming the files and what ``--force`` does: run the first
+    pass on them, keeping its other finished shards, and redo the passes after it (every pass for
+    a share of a multi-instance launch, ``keep_finished_shards`` False)."""
+    rewritten = rewritten_finished_shards(plan, files)
+    if not rewritten:
+        return
+    names = dict(zip(plan.shard_names(), plan.input_files))
+    sizes, versions = plan.input_sizes or {}, plan.input_versions or {}
 
     def how(s: str) -> str | None:
-        return record.change(s, sizes[s], versions.get(s))
+        return plan.input_record.change(s, sizes[s], versions.get(s))
 
-    changed = sorted(s for s in finished & set(sizes) if how(s))
-    if changed:
-        s = changed[0]
-        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-        raise RerunError(f"{plan.output}: input file {names[s]} changed since its shard was processed "
-                         f"({how(s)}){more}; rerun with --force to redo "
-                         f"{first.name!r} and the passes after it, or choose a new --output")
+    shown = [f"{names[s]} ({how(s)})" for s in rewritten[:3]] + (
+        [f"{len(rewritten) - 3} more"] if len(rewritten) > 3 else [])
+    what = (f"input file {names[rewritten[0]]} changed since its shard was processed ({how(rewritten[0])})"
+            if len(shown) == 1 else
+            f"input files {', '.join(shown[:-1])} and {shown[-1]} changed since their shards were processed")
+    first = plan.passes[0].name
+    redo = _force_keeps(plan, rewritten, files) if keep_finished_shards else f"redo {first!r} and the passes after it"
+    raise RerunError(f"{plan.output}: {what}; rerun with --force to {redo}, or choose a new --output")
+
+
+def force_keeps_words(first: str, added: bool, removed: bool, rewritten: bool, later: bool) -> str:
+    """What ``--force`` does when the first pass's input gained, lost or had rewritten some files
+    (its config unchanged), as the refusal and `refinery status` say it: ``run 'filter' on the new
+    files only (its finished shards are kept) and redo the passes after it``."""
+    which = " and ".join(w for w, on in (("new", added), ("rewritten", rewritten)) if on)
+    todo = [f"run {first!r} on the {which} files only" if which else "",
+            f"drop the removed files' shards from {first!r}" if removed else ""]
+    kept = "its other finished shards are kept" if removed or rewritten else "its finished shards are kept"
+    return f"{' and '.join(t for t in todo if t) or f'run {first!r} on the new files only'} ({kept})" + (
+        " and redo the passes after it" if later else "")
+
+
+def _force_keeps(plan: Plan, rewritten: list[str], files: PassFiles | None = None) -> str:
+    """:func:`force_keeps_words` for this plan's input as its record shows it changed (files
+    removed: those whose shards finished; the others left nothing to drop)."""
+    recorded, now = set(plan.input_record.sizes), set(plan.shard_names())
+    gone = recorded - now
+    removed = gone and gone & shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir, files)
+    return force_keeps_words(plan.passes[0].name, bool(now - recorded), bool(removed), bool(rewritten),
+                             len(plan.passes) > 1)
 
 
 #: fields of run.json that say when and by whom, not what: two shares of one launch differ in them

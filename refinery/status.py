@@ -14,7 +14,7 @@ from typing import Any
 
 from refinery.io import fs
 from refinery.io.runlock import CLAIM_FILE, Holder, holder_now, run_dir_active
-from refinery.plan import input_changes, marker_set_aside
+from refinery.plan import force_keeps_words, input_changes, marker_set_aside
 from refinery.rundir import PassDir, PassFiles, RunDir, damaged_outputs, pass_dir_refusal, shards_with_outputs
 
 
@@ -269,10 +269,6 @@ def input_changes_line(changes: dict[str, list[str]], passes: list[dict[str, Any
         # nothing of them is in the run: a rerun goes on without them (refinery.plan's _unfinished_inputs_removed)
         return (f"input changed since this run read it: {', '.join(parts)}, none of them in its outputs; "
                 f"the same command goes on without them")
-    later = " and redo the passes after it" if len(passes) > 1 else ""
-    todo = [f"run {first!r} on the new files only" if changes.get("added") else "",
-            f"drop the removed files' shards from {first!r}" if changes.get("removed") else ""]
-    kept = "its other finished shards are kept" if changes.get("removed") else "its finished shards are kept"
-    rerun = ("redo every pass" if changes.get("changed")
-             else f"{' and '.join(t for t in todo if t)} ({kept}){later}")
+    rerun = force_keeps_words(first, bool(changes.get("added")), bool(changes.get("removed")),
+                              bool(changes.get("changed")), len(passes) > 1)
     return f"input changed since this run read it: {', '.join(parts)}, not reflected in its outputs; rerun with --force to {rerun}"

@@ -146,25 +146,33 @@ def test_a_file_added_is_filtered_alone_and_the_outputs_equal_a_clean_run(grown,
     assert run_status(str(out), check_input=True).input_changes is None
 
 
-def test_files_removed_keep_the_other_shards_and_a_rewritten_one_redoes_every_shard(grown, tmp_path, clean):
+def test_files_removed_keep_the_other_shards_and_a_rewritten_one_redoes_its_own(grown, tmp_path, clean):
     src, out, paths = grown
     _run(src, out, force=True)
     paths[3].rename(tmp_path / paths[3].name)  # a finished shard's file removed: still needs --force
-    with pytest.raises(RerunError, match=r"\(removed part-3.parquet\)"):
+    # what --force does, said for files removed (it said "run 'filter' on the new files only", none added)
+    with pytest.raises(RerunError, match=r"\(removed part-3.parquet\); rerun with --force to drop the removed files' "
+                                         r"shards from 'filter' \(its other finished shards are kept\) and redo the "
+                                         r"passes after it, or choose a new --output"):
         _run(src, out)
     summary = _run(src, out, force=True)
     assert not [o for o in summary.outcomes if o.status == "done"]  # its shard dropped, none redone
     assert not list(out.rglob("part-3.*"))
     assert _outputs(out) == clean["first3"]
-    # a file added while another was rewritten: the rewritten file's shard cannot be kept, and
-    # --force redoes every shard, as before
+    # a file added while another was rewritten: the rewritten file's shard is redone with the new
+    # one's, the other finished shards kept (--force redid every shard, session 50, h218)
     (tmp_path / paths[3].name).rename(paths[3])
     table = pq.read_table(paths[0])
     pq.write_table(table.slice(0, 20), paths[0])
-    with pytest.raises(RerunError, match=r"input file .*part-0.parquet changed since its shard was processed"):
+    with pytest.raises(RerunError, match=r"\(added part-3.parquet; rewritten part-0.parquet\); rerun with --force to "
+                                         r"run 'filter' on the new and rewritten files only \(its other finished "
+                                         r"shards are kept\) and redo the passes after it"):
         _run(src, out)
     summary = _run(src, out, force=True)
-    assert {o.status for o in summary.outcomes} == {"done"}
+    assert _outcomes(summary) == {"part-0": "done", "part-1": "skipped", "part-2": "skipped", "part-3": "done"}
+    records = _records(out)
+    _run(src, tmp_path / "clean")
+    assert _outputs(out) == _outputs(tmp_path / "clean") and records == _records(tmp_path / "clean")
 
 
 def test_a_finished_shard_damaged_before_the_input_grew_is_redone_too(grown, clean):
