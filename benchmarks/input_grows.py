@@ -64,7 +64,7 @@ def _shards_run(stderr: str) -> str:
 
 
 def forced_rounds(trees: list[Path], rounds: int, config: Path, src: Path, clean: Path, work: Path,
-                  first: Callable[[], None], change: Callable[[], None], refused_says: str) -> None:
+                  first: Callable[[], object], change: Callable[[], object], refused_says: str) -> None:
     """Per round, each tree in turn: ``first()`` sets the input up, a run over it, ``change()``
     changes it, the plain rerun is refused (saying ``refused_says``), the rerun with ``--force`` is
     timed and its corpus and funnel compared with the clean run's (``clean``): one line each."""
