@@ -290,15 +290,14 @@ def lean_ab(args: argparse.Namespace) -> None:
             raise SystemExit(f"--param {item!r}: expected KEY=VALUE")
         params[key] = yaml.safe_load(value)
     stage = TrafilaturaExtractor(**params)
-    config = {"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(), "fallback": stage._fallback_config(),
-              "rules": stage._rules_config(), "join_lines": stage.join_source_lines, "log_level": logging.ERROR}
+    config = {**stage._cascade_config(), "log_level": logging.ERROR}
     # trafilatura as shipped makes no quote marks (a second conversion of pages holding a blockquote)
     plain_config = {**config, "lean": False, "quote_marks": False}
+    as_shipped = {"fallback": None, "rules": None, "code_blocks": False, "anchor_headings": False}
     if args.plain_old_defaults:
-        plain_config |= {"kwargs": {**config["kwargs"], "include_tables": False, "fast": False}, "fallback": None,
-                         "rules": None}
+        plain_config |= {"kwargs": {**config["kwargs"], "include_tables": False, "fast": False}, **as_shipped}
     elif args.plain_library_defaults:
-        plain_config |= {"kwargs": {}, "fallback": None, "rules": None}
+        plain_config |= {"kwargs": {}, **as_shipped}
     plain = _extract_helper.make_extract(plain_config)
     lean = _extract_helper.make_extract(config)  # installs the lean replacements in trafilatura
     sets = ab_page_sets(args, stage)
@@ -394,9 +393,7 @@ def part_ab(args: argparse.Namespace) -> None:
     from refinery.stages import _extract_helper
 
     stage = TrafilaturaExtractor()
-    cascade = _extract_helper.make_extract({"backend": "trafilatura", "kwargs": stage._trafilatura_kwargs(),
-                                            "fallback": stage._fallback_config(), "rules": stage._rules_config(),
-                                            "join_lines": stage.join_source_lines, "log_level": logging.ERROR})
+    cascade = _extract_helper.make_extract({**stage._cascade_config(), "log_level": logging.ERROR})
     sides: dict[str, list] = {"before": [], "now": []}
     if args.xpath_ab:
         label = args.xpath_ab

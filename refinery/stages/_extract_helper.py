@@ -32,12 +32,14 @@ from typing import Any
 from multiprocessing.connection import Connection
 
 try:  # imported as part of refinery (in-process extraction, tests, benchmarks)
+    from ._html_fixes import fix_page
     from ._lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
     from ._lean_totext import (BLOCKQUOTE, KEEPS_BREAKS, LINE_START_SPACE, LINE_START_TAGS, SPACE_RUN,
                                    keeps_breaks, make_lean_xmltotxt, may_collapse, may_join,
                                    may_trim, mirrored_functions)
     from ._xpath_to_python import Unsupported, compile_selections, compile_xpath
 except ImportError:  # run by file path as the helper process: its directory is on sys.path
+    from _html_fixes import fix_page
     from _lean_totext import MIRRORED_SHA256 as _TOTEXT_SOURCES_SHA256
     from _lean_totext import (BLOCKQUOTE, KEEPS_BREAKS, LINE_START_SPACE, LINE_START_TAGS, SPACE_RUN,
                                   keeps_breaks, make_lean_xmltotxt, may_collapse, may_join,
@@ -297,17 +299,49 @@ def _install_lean_prepare() -> bool:
         from trafilatura import core
     except ImportError:  # pragma: no cover - trafilatura is the backend here
         return False
-    copy, tree_cleaning, convert_tags = core.copy, core.tree_cleaning, core.convert_tags
+    copy, convert_tags = core.copy, core.convert_tags
 
     def _prepare_tree(tree, options, url):
         tree_read_again = not (options.fast and options.focus == "precision")
         backup_read_again = not options.fast or options.comments
-        cleaned = tree_cleaning(copy(tree) if tree_read_again else tree, options)
+        # looked up per call, as trafilatura's own does: _install_html_fixes wraps it
+        cleaned = core.tree_cleaning(copy(tree) if tree_read_again else tree, options)
         backup = copy(cleaned) if backup_read_again else None
         return convert_tags(cleaned, options, url), backup
 
     return _install_replacement(core, "_prepare_tree", core._prepare_tree, _prepare_tree, _PREPARE_SOURCES_SHA256,
                                 also=(core.trafilatura_sequence,))
+
+
+#: while set (:func:`_with_flag`), trafilatura's tree cleaning first rewrites the code blocks it
+#: would cut or flatten, and (:data:`_ANCHOR_HEADINGS`) the named anchors of headings it would take for
+#: links (``_html_fixes``): the stage's own passes, not plain trafilatura calls
+_CODE_BLOCKS: ContextVar[bool] = ContextVar("refinery_code_blocks", default=False)
+_ANCHOR_HEADINGS: ContextVar[bool] = ContextVar("refinery_anchor_headings", default=False)
+
+
+def _install_html_fixes() -> bool:
+    """Wrap trafilatura's ``core.tree_cleaning`` (the first step of ``_prepare_tree``, trafilatura's
+    and the lean one) so that inside :func:`_with_flag` (_CODE_BLOCKS, _ANCHOR_HEADINGS) calls the
+    page's code blocks in a ``<figure>``, laid out in a table or broken by ``<br>`` in a ``<code>``,
+    and its headings' named anchors, are rewritten first (``_html_fixes.fix_page``). Outside such
+    calls the cleaning is trafilatura's."""
+    from trafilatura import core
+
+    cleaning = core.tree_cleaning
+    if getattr(cleaning, "_refinery_html_fixes", False):
+        return True
+
+    def tree_cleaning(tree, options):
+        code, anchors = _CODE_BLOCKS.get(), _ANCHOR_HEADINGS.get()
+        if code or anchors:
+            fix_page(tree, code, anchors)
+        return cleaning(tree, options)
+
+    tree_cleaning._refinery_html_fixes = True
+    tree_cleaning._original = cleaning
+    core.tree_cleaning = tree_cleaning
+    return True
 
 
 #: sha256 of trafilatura 2.3's ``utils.repair_faulty_html`` source, mirrored below
@@ -1207,6 +1241,13 @@ def _with_flag(flag: ContextVar[bool], call: Callable) -> Callable:
     return flagged
 
 
+def _with_flags(flags: list[ContextVar[bool]], call: Callable) -> Callable:
+    """``call`` with each of ``flags`` set while it runs (:func:`_with_flag`)."""
+    for flag in flags:
+        call = _with_flag(flag, call)
+    return call
+
+
 def _with_wild_headings(call: Callable) -> Callable:
     """``call`` returning (text, the text without the headings recovered on trafilatura's
     wild-text path): the fallback is decided on the second, as without them (_trafilatura_rules)."""
@@ -1485,6 +1526,13 @@ def make_extract(config: dict):
     join = bool(config.get("join_lines")) and _install_joined_lines()
     if join:
         first_call = _with_flag(_JOIN_LINES, first_call)
+    # code blocks trafilatura cuts (in a <figure>) or flattens (in a table, <br> in <code>), and headings
+    # whose text is a named anchor, which it takes for links: in every pass (_html_fixes)
+    fixes = [flag for flag, key in ((_CODE_BLOCKS, "code_blocks"), (_ANCHOR_HEADINGS, "anchor_headings"))
+             if config.get(key)]
+    if fixes:
+        _install_html_fixes()
+        first_call = _with_flags(fixes, first_call)
     # the text's lines that came from a <blockquote> or code (marked while joining only): a third value
     marks = with_line_marks if join and config.get("quote_marks", True) else (lambda call: call)
     fallback = config.get("fallback")
@@ -1508,6 +1556,8 @@ def make_extract(config: dict):
                   else lambda html, url: trafilatura.extract(html, url=url, **third_kwargs))
     if join:  # the fallback's lines are not joined, but lose the source's indentation
         second_call, third_call = _with_flag(_DEDENT_LINES, second_call), _with_flag(_DEDENT_LINES, third_call)
+    if fixes:
+        second_call, third_call = _with_flags(fixes, second_call), _with_flags(fixes, third_call)
 
     def cascade(html: str, url: str | None) -> tuple[str | None, str]:
         page = prepare(html) if prepare is not None else html

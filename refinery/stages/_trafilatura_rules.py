@@ -40,11 +40,12 @@ and trafilatura called outside the stage are untouched:
   ``div`` as a link list and removed it, so the heading came out empty (in every mode). Its text
   is the heading's, and is judged as the heading's is (needs ``keep_text_with_empty_links`` for
   the heading itself to stay in precision mode).
-- **headings on the wild-text path** (``keep_wild_headings``, trafilatura false; session 34, off
-  in the recipe): when trafilatura finds no content area, ``recover_wild_text`` takes paragraphs
-  but no heading; each heading right before a paragraph it takes (next sibling, or that sibling's
-  first child) now comes too. The first text's length that decides the fallback pass leaves them
-  out (:func:`uncounted`), so that decision is trafilatura's.
+- **headings on the wild-text path** (``keep_wild_headings``, trafilatura false; session 34, on
+  in the recipe since session 50): when trafilatura finds no content area, ``recover_wild_text``
+  takes paragraphs but no heading; each section heading (:func:`section_heading`: not an ``<h1>``,
+  in a container of 2+ paragraphs) right before a paragraph it takes (next sibling, or that
+  sibling's first child) now comes too. The first text's length that decides the fallback pass
+  leaves them out (:func:`uncounted`), so that decision is trafilatura's.
 - **a standfirst outside the body** (``keep_outside_lead``, trafilatura false; session 35, off in
   the recipe): the last lead-classed prose element (``div.lead``, ``p.intro``...) after the page's
   ``<h1>`` and before the content area trafilatura chose, within its containers up to two levels
@@ -1202,9 +1203,35 @@ def heading_before(element):  # noqa: ANN001, ANN201 - lxml elements
     return after if after is not None and after.tag == "p" else None
 
 
+#: paragraphs with text a wild heading's container holds at least (:func:`section_heading`)
+_SECTION_PARAGRAPHS = 2
+
+
+def section_heading(heading) -> bool:  # noqa: ANN001 - an lxml element
+    """Whether ``heading`` (trafilatura's ``head``) heads a section of the page's text: not its title
+    (an ``<h1>``: the title header's rule keeps a title where the page marks one), and its container
+    holds at least :data:`_SECTION_PARAGRAPHS` paragraphs with text, as an article's does around its
+    section headings, where a card (a teaser's headline over its blurb, a box's heading over its one
+    call to subscribe) holds one (session 50: nestle-marktplatz's 16 product-test cards, dw.com's
+    titles)."""
+    if heading.get("rend") == "h1":
+        return False
+    container = heading.getparent()
+    if container is None:
+        return False
+    found = 0
+    for paragraph in container.iter("p"):
+        if paragraph.text_content().strip():
+            found += 1
+            if found >= _SECTION_PARAGRAPHS:
+                return True
+    return False
+
+
 def _recover_wild_text(tree, result_body, options, potential_tags=None, consumed=None):  # noqa: ANN001, ANN202
     """trafilatura's ``recover_wild_text`` (its source mirrored), adding in precision mode with
-    ``keep_wild_headings`` each heading right before a paragraph it recovers (:func:`heading_before`);
+    ``keep_wild_headings`` each section heading (:func:`section_heading`) right before a paragraph it
+    recovers (:func:`heading_before`);
     the heading's text joins no dedup of the paragraphs, so they are the ones trafilatura takes."""
     from copy import deepcopy
 
@@ -1222,7 +1249,7 @@ def _recover_wild_text(tree, result_body, options, potential_tags=None, consumed
     headings = {}
     for heading in search_tree.iter("head"):
         paragraph = heading_before(heading)
-        if paragraph is not None and not (consumed and heading in consumed):
+        if paragraph is not None and not (consumed and heading in consumed) and section_heading(heading):
             headings[paragraph] = heading
     found = _WILD_HEADINGS.get()
     elem_texts = [me._elem_text(el) for el in result_body]

@@ -732,7 +732,9 @@ BACKENDS: tuple[str, ...] = ("trafilatura", "resiliparse", "learned")
 #: precision mode without tables, its readability/justext comparison, no fallback, trafilatura's
 #: own precision-mode rules; the comparison point of the benchmarks and of docs/extraction.md
 REFINEDWEB_PARAMS: dict[str, Any] = {"include_tables": False, "fast": False, "fallback": False,
-                                     "join_source_lines": False, **_trafilatura_rules.TRAFILATURA_PARAMS}
+                                     "join_source_lines": False, "keep_code_blocks": False,
+                                     "keep_anchor_headings": False,
+                                     **_trafilatura_rules.TRAFILATURA_PARAMS}
 
 
 class TrafilaturaExtractor(Stage):
@@ -748,7 +750,8 @@ class TrafilaturaExtractor(Stage):
     makes_text = True
     added_params = {"keep_nested_heading_text": False, "keep_wild_headings": False,
                     "keep_outside_lead": False, "keep_header_lead": False,
-                    "keep_needed_urls": False, "drop_credit_blocks": False}  # runs made before it resume
+                    "keep_needed_urls": False, "drop_credit_blocks": False,
+                    "keep_code_blocks": False, "keep_anchor_headings": False}  # runs made before it resume
     # the helper's allocator changes its speed, not its text (byte-identical: docs/extraction.md)
     neutral_params = frozenset({"helper_allocator"})
 
@@ -783,6 +786,8 @@ class TrafilaturaExtractor(Stage):
         prune_inside_wrappers: bool = True,
         drop_related_lists: bool = False,
         join_source_lines: bool = True,
+        keep_code_blocks: bool = True,
+        keep_anchor_headings: bool = True,
         keep_nested_heading_text: bool = False,
         keep_wild_headings: bool = False,
         keep_outside_lead: bool = False,
@@ -889,6 +894,12 @@ class TrafilaturaExtractor(Stage):
         # the page source's line breaks inside a paragraph are spaces, as a browser shows them;
         # trafilatura kept them after a link or <code>: lines ending mid-sentence (false: as it did)
         self.join_source_lines = bool(join_source_lines)
+        # code blocks trafilatura cut (Jekyll's <figure class="highlight">) or wrote on one line (a
+        # code table's cell, <br> in <code>), in every pass (docs/extraction.md, "Code blocks")
+        self.keep_code_blocks = bool(keep_code_blocks)
+        # a heading whose text is a named anchor (<h2><a name="x">Heading</a></h2>, no href) went as a
+        # link list: trafilatura takes every <a> for a link, in every pass (docs/extraction.md)
+        self.keep_anchor_headings = bool(keep_anchor_headings)
         # why: pages shaped to blow up the parser (see pathological_html) are removed in
         # microseconds instead of each burning timeout_s of CPU
         self.prescreen = bool(prescreen)
@@ -958,9 +969,14 @@ class TrafilaturaExtractor(Stage):
         if tlog.level == logging.NOTSET:
             tlog.setLevel(logging.ERROR)
         # the same cascade as in the helper process (one implementation)
-        return _extract_helper.make_extract(
-            {"backend": "trafilatura", "kwargs": self._trafilatura_kwargs(), "fallback": self._fallback_config(),
-             "rules": self._rules_config(), "join_lines": self.join_source_lines, "log_level": tlog.level})
+        return _extract_helper.make_extract({**self._cascade_config(), "log_level": tlog.level})
+
+    def _cascade_config(self) -> dict[str, Any]:
+        """The trafilatura cascade's configuration (``_extract_helper.make_extract``) for these params,
+        without the log level: what the in-process call and the benchmarks' A/B sides build on."""
+        return {"backend": "trafilatura", "kwargs": self._trafilatura_kwargs(), "fallback": self._fallback_config(),
+                "rules": self._rules_config(), "join_lines": self.join_source_lines,
+                "code_blocks": self.keep_code_blocks, "anchor_headings": self.keep_anchor_headings}
 
     def _resiliparse_fn(self) -> Callable[[str, str | None], tuple[str | None, str]]:
         try:
@@ -984,6 +1000,7 @@ class TrafilaturaExtractor(Stage):
         level = logging.getLogger("trafilatura").level  # a level the user set wins, as in-process
         return json.dumps({"backend": self.backend, "kwargs": kwargs, "fallback": self._fallback_config(),
                            "rules": self._rules_config(), "join_lines": self.join_source_lines,
+                           "code_blocks": self.keep_code_blocks, "anchor_headings": self.keep_anchor_headings,
                            "log_level": level or None, "allocator": self.helper_allocator}, sort_keys=True)
 
     def warm_up(self, schema: pa.Schema) -> None:
