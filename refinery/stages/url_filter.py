@@ -197,6 +197,13 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
             tmp.unlink()
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` by a sort: numpy 2's hash-based ``np.unique`` took 22-35 s on the
+    4.5M domain hashes (a loaded 2-core VM, numpy 2.4), the sort ~0.5 s; the same array."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
+
+
 def build_blocklist_arrays(tarball: Path) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique xxh3-64 hashes of the tarball's ``domains`` and (normalised) ``urls``."""
     import xxhash
@@ -213,11 +220,11 @@ def build_blocklist_arrays(tarball: Path) -> tuple[np.ndarray, np.ndarray]:
                 # streamed line by line: peak memory ~2 hash arrays (~75 MB), not 4.5M bytes objects
                 stripped = (line.strip().lower().rstrip(b".") for line in f)
                 hashes = np.fromiter((h(x) for x in stripped if x), dtype=np.uint64)
-                domains = np.unique(hashes)
+                domains = _sorted_unique(hashes)
             else:
                 lines = f.read().decode("utf-8", "replace").splitlines()
                 hashed = (_hash(_normalize_list_url(x)) for x in lines if x.strip())
-                urls = np.unique(np.fromiter(hashed, dtype=np.uint64))
+                urls = _sorted_unique(np.fromiter(hashed, dtype=np.uint64))
     if domains is None or urls is None:
         raise ValueError(f"{tarball} lacks the 'domains' or 'urls' member")
     return domains, urls
