@@ -22,12 +22,13 @@ LLAMA_JSON = ROOT.parent / "shared" / "data" / "tokenizers" / "tokenizer_llama-t
 needs_llama = pytest.mark.skipif(not LLAMA_JSON.is_file(), reason=f"{LLAMA_JSON} is absent")
 
 
-def cc_documents() -> list[dict]:
-    """The 717 real CC documents (id, text), in file order; 27 of them have empty text."""
+def cc_documents(max_chars: int | None = None) -> list[dict]:
+    """The 717 real CC documents (id, text), in file order; 27 of them have empty text. With
+    ``max_chars``, each text cut to its first ``max_chars`` characters."""
     docs = []
     for path in sorted(CC_DOCS.glob("*.jsonl.gz")):
         with gzip.open(path, "rt", encoding="utf-8") as f:
-            docs.extend({"id": d["id"], "text": d["text"]} for d in map(json.loads, f))
+            docs.extend({"id": d["id"], "text": d["text"][:max_chars]} for d in map(json.loads, f))
     return docs
 
 
@@ -50,6 +51,21 @@ def write_kept_run(run_dir: str, docs: list[dict], sizes: list[int]) -> dict[str
 SHARD_SIZES = [400, 7, 280, 30]
 
 
+def make_kept_run(tmp_path_factory, docs: list[dict]) -> str:
+    run = str(tmp_path_factory.mktemp("run"))
+    write_kept_run(run, docs, SHARD_SIZES)
+    return run
+
+
+def make_tokens(tmp_path_factory, kept_run: str, tokenizer: str, name: str) -> str:
+    """``kept_run`` tokenized with ``tokenizer``, unshuffled, in a new directory."""
+    from refinery.tokens.writer import tokenize_run
+
+    out = str(tmp_path_factory.mktemp(name))
+    tokenize_run(kept_run, out, tokenizer, progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def cc_docs() -> list[dict]:
     docs = cc_documents()
@@ -59,30 +75,20 @@ def cc_docs() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def kept_run(tmp_path_factory, cc_docs) -> str:
-    run = str(tmp_path_factory.mktemp("run"))
-    write_kept_run(run, cc_docs, SHARD_SIZES)
-    return run
+    return make_kept_run(tmp_path_factory, cc_docs)
 
 
 @pytest.fixture(scope="session")
 def gpt2_tokens(tmp_path_factory, kept_run) -> str:
     """``kept_run`` tokenized with GPT-2, unshuffled (4 token shards, uneven)."""
-    from refinery.tokens.writer import tokenize_run
-
-    out = str(tmp_path_factory.mktemp("tokens-gpt2"))
-    tokenize_run(kept_run, out, "gpt2", progress=False)
-    return out
+    return make_tokens(tmp_path_factory, kept_run, "gpt2", "tokens-gpt2")
 
 
 @pytest.fixture(scope="session")
 def neo_tokens(tmp_path_factory, kept_run) -> str:
     """``kept_run`` tokenized with the gpt-neo tokenizer.json, unshuffled: made once (a test that
     needs such an output to start from copies it; ~1.5 s a tokenization saved each)."""
-    from refinery.tokens.writer import tokenize_run
-
-    out = str(tmp_path_factory.mktemp("tokens-neo"))
-    tokenize_run(kept_run, out, str(GPT_NEO_JSON), progress=False)
-    return out
+    return make_tokens(tmp_path_factory, kept_run, str(GPT_NEO_JSON), "tokens-neo")
 
 
 def copy_tokens(tokens: str, out: str) -> str:

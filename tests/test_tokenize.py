@@ -33,12 +33,52 @@ from refinery.tokens import (
 from refinery.tokens.tokenizer import worker_tokenizer
 from refinery.tokens.writer import MANIFEST, TokenizeError, load_manifest, tokenize_run
 
-from tests._tokens_fixtures import GPT_NEO_JSON, LLAMA_JSON, SHARD_SIZES, copy_tokens, needs_llama, write_kept_run
+from tests._tokens_fixtures import (
+    GPT_NEO_JSON,
+    LLAMA_JSON,
+    SHARD_SIZES,
+    cc_documents,
+    copy_tokens,
+    make_kept_run,
+    make_tokens,
+    needs_llama,
+    write_kept_run,
+)
 
-# Fixtures: s3_root (a prefix on the session's moto server), kept_run / gpt2_tokens (real CC text).
+# Fixtures: s3_root (a prefix on the session's moto server); kept_run / gpt2_tokens / neo_tokens
+# (real CC text) are this module's own, below.
 pytest_plugins = ["tests._s3_fixtures", "tests._tokens_fixtures"]
 
 EOS = "<|endoftext|>"
+#: This module's corpus: the 717 sample documents (27 empty, 53 languages, the same 4 uneven
+#: shards) with each text cut to its first 1,500 characters, 0.7 of their 2.7 MB: the module
+#: tokenizes the whole run ~25 times (reruns, shuffles, pools, S3, the CLI), which encoding the
+#: full texts made ~3/4 of its time; what those tests check (shards, markers, resume, the shuffle,
+#: the manifest) does not depend on a text's length. Long documents have tests of their own below;
+#: test_loader and test_plan keep the full texts (tests/_tokens_fixtures.py).
+TEXT_CHARS = 1_500
+
+
+@pytest.fixture(scope="module")
+def cc_docs() -> list[dict]:
+    docs = cc_documents(TEXT_CHARS)
+    assert len(docs) == sum(SHARD_SIZES) and sum(len(d["text"]) == TEXT_CHARS for d in docs) > 300
+    return docs
+
+
+@pytest.fixture(scope="module")
+def kept_run(tmp_path_factory, cc_docs) -> str:
+    return make_kept_run(tmp_path_factory, cc_docs)
+
+
+@pytest.fixture(scope="module")
+def gpt2_tokens(tmp_path_factory, kept_run) -> str:
+    return make_tokens(tmp_path_factory, kept_run, "gpt2", "tokens-gpt2")
+
+
+@pytest.fixture(scope="module")
+def neo_tokens(tmp_path_factory, kept_run) -> str:
+    return make_tokens(tmp_path_factory, kept_run, str(GPT_NEO_JSON), "tokens-neo")
 
 
 def _docs_by_id(cc_docs):
