@@ -1093,7 +1093,7 @@ def test_a_classifier_retrained_in_place_is_refused_on_resume(tmp_path, monkeypa
     shutil.copy(PACKAGED_MODELS / "quality.ftz", models / "quality.ftz")
     monkeypatch.setenv("REFINERY_MODELS", str(models))
     src = tmp_path / "in"
-    write_dedup_input(src, copies=2)
+    write_dedup_input(src, copies=2, per_shard=150)
     spec = {"name": "models", "stages": [{"type": "quality", "params": {"mode": "threshold", "threshold": 0.01}}]}
     out = tmp_path / "run"
     first = run_pipeline(parse_config(spec), str(src), str(out), workers=1, progress=False)
@@ -1273,7 +1273,7 @@ def test_removing_an_input_whose_shard_failed_resumes_without_redoing_the_others
     import gzip
 
     src = tmp_path / "in"
-    write_dedup_input(src, copies=3)
+    write_dedup_input(src, copies=3, per_shard=150)
     bad = src / "zz-broken.parquet"
     write_parquet_with_a_damaged_page(bad)  # its shard fails (a cut .jsonl.gz is read up to the cut)
     out = tmp_path / "run"
@@ -1310,7 +1310,7 @@ def test_failed_shards_within_max_failed_fraction_are_set_aside_and_a_rerun_retr
     from refinery.cli import app
 
     src = tmp_path / "in"
-    write_dedup_input(src, copies=3)
+    write_dedup_input(src, copies=3, per_shard=150)
     bad = src / "zz-broken.parquet"
     write_parquet_with_a_damaged_page(bad)  # its shard fails (a cut .jsonl.gz is read up to the cut)
     out = tmp_path / "run"
@@ -1376,7 +1376,7 @@ def test_a_set_aside_input_moved_out_resumes_and_a_refused_rerun_changes_nothing
     import gzip
 
     src = tmp_path / "in"
-    write_dedup_input(src, copies=3)
+    write_dedup_input(src, copies=3, per_shard=150)
     bad = src / "zz-broken.parquet"
     write_parquet_with_a_damaged_page(bad)  # its shard fails (a cut .jsonl.gz is read up to the cut)
     out = tmp_path / "run"
