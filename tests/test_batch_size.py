@@ -99,9 +99,19 @@ def test_token_outputs_do_not_depend_on_the_batch_size_even_with_a_padding_token
     """A tokenizer.json asking for padding put pad ids inside documents, as many as the longest
     text of each encode batch needed; one asking for truncation cut every document at max_length
     (137,754 tokens of 986,833 on the 697 real documents). Both are switched off."""
+    import pyarrow.parquet as pq
+
     from refinery.tokens import load_tokenizer
     from refinery.tokens.writer import tokenize_run
+    from tests._tokens_fixtures import write_kept_run
 
+    # the recipe's first 30 kept documents (of 128; 129k of 660k characters): the 12 tokenizations
+    # below took ~0.5-2 s each on all of them; these 30 have as many lengths, 26 over 256 tokens
+    (kept,) = (runs / "o500" / "kept").glob("*.parquet")
+    docs = pq.read_table(kept, columns=["id", "text"]).slice(0, 30).to_pylist()
+    write_kept_run(str(tmp_path / "run"), docs, [len(docs)])
+    lengths = [len(e.ids) for e in load_tokenizer(str(NEO_JSON)).tokenizer.encode_batch_fast([d["text"] for d in docs])]
+    assert sum(n > 256 for n in lengths) >= 20 and len(set(lengths[:7])) == 7  # truncation and padding would show
     spec = json.loads(NEO_JSON.read_text())
     padded = spec | {"padding": {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None,
                                  "pad_id": 1, "pad_type_id": 0, "pad_token": "<|padding|>"},
@@ -113,7 +123,7 @@ def test_token_outputs_do_not_depend_on_the_batch_size_even_with_a_padding_token
             outputs = []
             for batch_size in (1000, 7):
                 out = tmp_path / f"tok-{len(made)}-{batch_size}"
-                tokenize_run(str(runs / "o500"), str(out), load_tokenizer(tokenizer), shuffle=shuffle, seed=1,
+                tokenize_run(str(tmp_path / "run"), str(out), load_tokenizer(tokenizer), shuffle=shuffle, seed=1,
                              num_shards=2 if shuffle else None, batch_size=batch_size, progress=False)
                 outputs.append(_token_files(out))
             assert outputs[0] == outputs[1], (tokenizer, shuffle)
