@@ -992,11 +992,19 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
 
     from refinery.cli import app
 
+    import shutil
+
+    # the sample's two small files (20 documents): what is said does not depend on the input's
+    # size, and each of the 3 runs that score put all 717 through the toxicity cascade (~4-6 s)
+    src = tmp_path / "in"
+    src.mkdir()
+    for f in CC_DOCS.glob("multiple_files_*.jsonl.gz"):
+        shutil.copy(f, src)
     config = tmp_path / "de.yaml"
     config.write_text(yaml.safe_dump({"stages": [{"type": "language_id", "params": {"languages": ["en", "de"]}},
                                                  {"type": "toxicity"}]}))
     out = tmp_path / "out"
-    args = ["run", str(config), "-i", str(CC_DOCS), "-o", str(out), "--workers", "1"]
+    args = ["run", str(config), "-i", str(src), "-o", str(out), "--workers", "1"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "note: stages[1] toxicity: uses an English model, and the language_id before it keeps ['de']" in first.stderr
@@ -1021,7 +1029,7 @@ def test_run_notes_english_models_on_other_languages_and_a_report_made_before_it
     other = tmp_path / "es.yaml"
     other.write_text(yaml.safe_dump({"stages": [{"type": "language_id", "params": {"languages": ["en", "es"]}},
                                                 {"type": "toxicity"}]}))
-    assert CliRunner().invoke(app, ["run", str(other), "-i", str(CC_DOCS), "-o", str(tmp_path / "es"),
+    assert CliRunner().invoke(app, ["run", str(other), "-i", str(src), "-o", str(tmp_path / "es"),
                                     "--workers", "1"]).exit_code == 0
     compared = CliRunner().invoke(app, ["stats", "--compare", str(out), str(tmp_path / "es")])
     assert 'note: the runs\' settings differ in 1 key(s): language_id.languages: ["de", "en"] -> ["en", "es"]' in \
