@@ -13,6 +13,14 @@ load ~3 (~8-10 s of CI wall), short of the 60 s asked. The rest sits in few big 
 that load of 6-20): test_plan's Ctrl-C and kill tests on whole recipe runs (~285), Ray clusters
 started by test_ray_executor / test_ray_bootstrap / test_faults (~300), the classifier fine-tune
 (45, once a session), the 300-document adversarial run (63), test_tokenize's S3 and CLI runs (94).
+
+Suite time, session 50 (h215; docs/reliability.md): the URL blocklist's arrays and the dedup fold
+table, built once a session by whichever test needs them, 22 -> 10 s and 16 -> 3 s at load ~7 (numpy
+2's np.unique replaced by a sort; unassigned codepoints skipped); inputs cut to what the assertions
+need (test_tokenize's texts to 1,500 characters, test_batch_size's padding test, test_stats'
+English-model note, four test_plan tests, a Ray whole-recipe test); make_run inline, not in a pool
+of two; the adversarial run's verify-tokens in process; HEAVY_FILES rebuilt from this session's
+durations. The touched files, `-n 0`, old then new twice at load 2-6: 376 / 408 -> 268 / 281 s.
 """
 
 from __future__ import annotations
@@ -61,25 +69,32 @@ def pytest_xdist_auto_num_workers(config):
     return min(4, default_workers())
 
 
-#: The files whose tests take longest (seconds on 2 cores, session 17), run first: xdist hands out
-#: whole files (``--dist loadfile``) in collection order (``--no-loadscope-reorder``; its default
-#: order, most tests first, leaves these few-test heavy files for last, and the suite waited on
-#: one of them with the other worker idle). The ones that start Ray clusters (R) alternate with
-#: the others: two clusters at once on 2 cores made each of their tests ~1.4x slower. The rest
-#: follow in file-name order.
-HEAVY_FILES = ["test_plan.py",  # ~95 s
-               "test_ray_executor.py",  # ~60, R
-               "test_tokenize.py",  # ~80
-               "test_runlock.py",  # ~85 under load (session 38: S3 claims, fence, SIGTERM), R in one test
-               "test_launch_recipe.py",  # ~50, R
-               "test_classifiers.py",  # ~55
-               "test_ray_bootstrap.py",  # ~40, R (two "hosts")
-               "test_adversarial_corpus.py",  # ~45
-               "test_faults.py",  # ~75, R in one test
-               "test_extract.py",  # ~40
-               "test_dedup_distributed.py",  # ~30, R
-               "test_loader.py",  # ~35
-               "test_stats.py"]  # ~25
+#: The files whose tests take longest, run first: xdist hands out whole files (``--dist loadfile``)
+#: in collection order (``--no-loadscope-reorder``; its default order, most tests first, leaves
+#: these few-test heavy files for last, and the suite waited on one of them with the other worker
+#: idle). The ones that start Ray clusters (R; R1: in one test) alternate with the others: two
+#: clusters at once on 2 cores made each of their tests ~1.4x slower. The rest follow in file-name
+#: order, so the suite's last files are small: test_worker_logging and test_worker_signals (~30 and
+#: ~20 s) were the last two (a simulated hand-out of session 50's durations: the workers ended 8-20 s
+#: apart, with this list 4 s). Seconds: session 50's whole suite on 2 workers at load ~5.
+HEAVY_FILES = ["test_plan.py",  # ~235
+               "test_ray_executor.py",  # ~190, R
+               "test_loader.py",  # ~85
+               "test_runlock.py",  # ~140, R1 (S3 claims, fence, SIGTERM)
+               "test_classifiers.py",  # ~80 (trains the session's tiny toxicity model)
+               "test_launch_recipe.py",  # ~35, R
+               "test_stats.py",  # ~75
+               "test_ray_bootstrap.py",  # ~55, R (two "hosts")
+               "test_tokenize.py",  # ~75
+               "test_faults.py",  # ~70, R1
+               "test_extract.py",  # ~65
+               "test_dedup_distributed.py",  # ~35, R
+               "test_cli_errors.py",  # ~55
+               "test_worker_logging.py",  # ~30, R1
+               "test_dedup_pipeline.py",  # ~50
+               "test_adversarial_corpus.py",  # ~30
+               "test_line_dedup.py",  # ~30
+               "test_worker_signals.py"]  # ~20
 
 
 def pytest_collection_modifyitems(session, config, items):
