@@ -279,9 +279,13 @@ class ShardRunner:
         self.log_every_s = shard_log_every_s() if log_every_s is None else log_every_s
 
     # -- sources ---------------------------------------------------------------------------
-    def _read(self, task: ShardTask) -> tuple[str, Iterator[pa.RecordBatch], dict[str, int]]:
+    def _read(self, task: ShardTask, limit: int | None = None) -> tuple[str, Iterator[pa.RecordBatch], dict[str, int]]:
         """Return (reader stage name, batches (with decision columns where the reader decides),
         extra reader counters such as skipped non-document WARC records).
+
+        ``limit`` (``--limit``) is the readers' own: each stops at that many documents, so what
+        they count (skipped records, partial pages, repaired ids and text) is what the run read.
+        A cut made here counted a whole last batch, and one batch more (session 51, h225).
 
         Every reader's ids pass through :class:`~refinery.io.ids.UniqueIds` (null ids derived,
         repeated ids suffixed), so later passes can rely on unique ids within a shard. What the
@@ -300,20 +304,20 @@ class ShardRunner:
 
             reader = WarcReader(batch_size=self.reader.batch_size, max_body_bytes=self.reader.max_body_bytes)
             self.reader_counters = reader.counters
-            return "warc_reader", ids(_read_warc(reader, uri, self._opened)), reader.skipped_records
+            return "warc_reader", ids(_read_warc(reader, uri, self._opened, limit)), reader.skipped_records
         if kind == "parquet":
             reader_first = self._reads_text_first()
             # checked on the footer the reader opens (a footer read of its own was a GET per shard
             # per pass on S3; session 48, h186)
             check = functools.partial(_refuse_html_only, uri, reader_first) if reader_first is not None else None
-            batches = _with_document_fields(parquet.iter_input_batches(uri, self.reader.batch_size, notes, check), uri)
+            batches = _with_document_fields(parquet.iter_input_batches(uri, self.reader.batch_size, notes, check, limit), uri)
             batches = _renamed(batches, self._stage_columns(), f"Parquet shard {uri}")
             return "parquet_reader", ids(_too_large_set_aside(batches, self.reader.max_body_bytes)), {}
         if kind == "jsonl":
             from refinery.io.jsonl import JsonlReader
 
             jsonl = JsonlReader(batch_size=self.reader.batch_size, max_line_bytes=self.reader.max_body_bytes)
-            return "jsonl_reader", ids(_read_jsonl(jsonl, uri, task.shard, self._opened)), jsonl.skipped
+            return "jsonl_reader", ids(_read_jsonl(jsonl, uri, task.shard, self._opened, limit)), jsonl.skipped
         raise ValueError(f"don't know how to read {uri}: expected one of {INPUT_SUFFIXES}")
 
     def _reads_text_first(self) -> str | None:
@@ -395,14 +399,12 @@ class ShardRunner:
         started = time.time()
         for uri in (task.kept_uri, task.removed_uri, task.samples_uri, task.stats_uri):
             fs.sweep_temporaries(uri)  # left by a worker killed mid-write on an earlier run
-        reader_name, batches, reader_extra = self._read(task)
+        reader_name, batches, reader_extra = self._read(task, limit)
         # WARC responses always carry html: start slow resources before the first (slow) read; other
         # readers' columns (and a WET file's: text, no html) are known with their first batch
         warmed = reader_name == "warc_reader" and ".wet" not in fs.basename(task.input_uri).lower()
         if warmed:
             self._warm_up(DOCUMENT_SCHEMA)
-        if limit is not None:
-            batches = _limited(batches, limit)
         reader_counter = StageCounter(reader_name, reader_name)
         counters = [StageCounter(s.name, s.kind) for s in self.stages]
         collector = ShardStatsCollector(task.shard, self.stages, self.stats_options)
@@ -424,7 +426,6 @@ class ShardRunner:
                 self._warm_up(pa.schema([f for f, col in zip(batch.schema, batch.columns)
                                          if col.null_count < len(col)]))
             docs_read += batch.num_rows
-            reader_counter.counters = dict(self.reader_counters)  # of the batches read so far (--limit stops early)
             batch = with_edit_columns(batch, task.input_uri)
             collector.observe(reader_name, None, batch)
             # per-row (chars, words) of the text each stage sees: measured once here, carried along
@@ -460,6 +461,7 @@ class ShardRunner:
                 log.info("%s", progress.line(docs_read, now - started, limit))
                 last_log = now
 
+        reader_counter.counters = dict(self.reader_counters)
         note_phase("writing its outputs")
         try:
             # the corpus file last before the marker; should a write fail (a full disk), none of
@@ -805,38 +807,22 @@ def _renamed(batches: Iterator[pa.RecordBatch], names: set[str], source: str) ->
         yield batch.rename_columns([free(n) if n in names else n for n in present])
 
 
-def _limited(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
-    """The first ``limit`` documents of a shard (sample mode: try a config in seconds)."""
-    left = limit
-    try:
-        for batch in batches:
-            if left <= 0:
-                break
-            if batch.num_rows > left:
-                batch = batch.slice(0, left)
-            left -= batch.num_rows
-            yield batch
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()  # the reader's generator: closes its input file now, not at garbage collection
-
-
-def _read_warc(reader, uri: str, opened: list | None = None) -> Iterator[pa.RecordBatch]:
+def _read_warc(reader, uri: str, opened: list | None = None, limit: int | None = None) -> Iterator[pa.RecordBatch]:
     with fs.open_input(uri, seekable=True) as stream:  # closed when the shard is done, even on error
         if opened is not None:
             opened.append(stream)
-        yield from reader.read(stream, source=uri)
+        yield from reader.read(stream, source=uri, limit=limit)
 
 
-def _read_jsonl(reader, uri: str, shard: str, opened: list | None = None) -> Iterator[pa.RecordBatch]:
+def _read_jsonl(reader, uri: str, shard: str, opened: list | None = None,
+                limit: int | None = None) -> Iterator[pa.RecordBatch]:
     """JSON lines streamed line by line (``refinery.io.jsonl``; a file whose compression breaks
     keeps the lines before the break and counts the break as one ``corrupt_stream`` row)."""
     with fs.open_input(uri) as raw:
         stream = _CountingStream(raw)  # a raw input stream has no tell(): count what the reader takes
         if opened is not None:
             opened.append(stream)
-        yield from reader.read(stream, source=uri, id_prefix=shard)
+        yield from reader.read(stream, source=uri, id_prefix=shard, limit=limit)
 
 
 class _CountingStream:

@@ -85,16 +85,20 @@ class JsonlReader:
         self.skipped: dict[str, int] = {}  # same dict for the reader's life (the runner keeps it)
         self.corrupt: str | None = None  # why the file's compression broke, after iteration
 
-    def read(self, stream: BinaryIO, source: str, id_prefix: str | None = None) -> Iterator[pa.RecordBatch]:
+    def read(self, stream: BinaryIO, source: str, id_prefix: str | None = None,
+             limit: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Batches of the documents of ``stream``; ``limit``: at most that many rows (``--limit``),
+        the last batch ending at the limit, :attr:`skipped` counting the lines read up to it."""
         self.skipped.clear()
         self.corrupt = None
-        return self._batches(stream, source, id_prefix or source)
+        return self._batches(stream, source, id_prefix or source, limit)
 
-    def _batches(self, stream: BinaryIO, source: str, id_prefix: str) -> Iterator[pa.RecordBatch]:
+    def _batches(self, stream: BinaryIO, source: str, id_prefix: str, limit: int | None) -> Iterator[pa.RecordBatch]:
         rows: list[tuple] = []
         text_bytes = 0
         emitted = False
         last = 0
+        left = limit  # rows still wanted: no line after the last is read, nor counted (h225)
         for lineno, line in _lines(self._until_break(_as_utf8(_decompressed_chunks(stream, source), source)), self.max_line_bytes):
             if self.corrupt is not None:
                 break  # the bytes after the last newline before the break: a line cut off, not a document
@@ -105,8 +109,12 @@ class JsonlReader:
             row = _parse(line, lineno, source, id_prefix)
             rows.append(row)
             text_bytes += len(row[7] or "")
-            if len(rows) >= self.batch_size or text_bytes >= _MAX_BATCH_TEXT:
+            if len(rows) >= self.batch_size or text_bytes >= _MAX_BATCH_TEXT or len(rows) == left:
                 yield _batch(rows)
+                if left is not None:
+                    left -= len(rows)
+                    if left == 0:
+                        return
                 rows, text_bytes, emitted = [], 0, True
         if self.corrupt is not None:
             log.warning("%s: kept the %d line(s) before the break; line %d on is one corrupt_stream row",

@@ -176,7 +176,8 @@ def _rows_per_batch(pf: pq.ParquetFile, batch_size: int) -> int:
 
 
 def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] | None = None,
-                       check_schema: Callable[[pa.Schema], None] | None = None) -> Iterator[pa.RecordBatch]:
+                       check_schema: Callable[[pa.Schema], None] | None = None,
+                       limit: int | None = None) -> Iterator[pa.RecordBatch]:
     """Batches of an *input* Parquet shard (``text`` or ``html`` required; a missing ``id`` or
     ``text`` column is read as nulls: ids are then derived by the runner, text by extraction),
     streamed row group by row group, with columns made safe for every later pass:
@@ -187,6 +188,9 @@ def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] |
       integer ids -> strings, binary text -> UTF-8 (invalid bytes replaced; rows counted in
       ``notes["text_utf8_replaced"]``), string html -> bytes; anything else raises
       :class:`ShardReadError` in one line naming the file and the column.
+
+    ``limit``: at most that many rows (``--limit``), cut before they are normalised, so ``notes``
+    count the rows the run reads, not the rest of the last batch.
     """
     try:
         handle = fs.open_input(uri, seekable=True)
@@ -211,12 +215,18 @@ def iter_input_batches(uri: str, batch_size: int = 1000, notes: dict[str, int] |
         handle.close()
         raise
     notes = notes if notes is not None else {}
-    batch_size = _rows_per_batch(pf, batch_size)
+    batch_size = _rows_per_batch(pf, batch_size if limit is None else min(batch_size, limit))
+    left = limit
     with handle:
         any_batch = False
         for batch in _damage_named(uri, pf.iter_batches(batch_size=batch_size)):
+            if left is not None:
+                batch = batch.slice(0, left)
+                left -= batch.num_rows
             any_batch = True
             yield _with_columns(_normalise(batch, renames, notes), absent)
+            if left == 0:
+                break
         if not any_batch:  # an empty shard still has columns: one empty batch carries them through the stages
             empty = pa.RecordBatch.from_pylist([], schema=schema)
             yield _with_columns(_normalise(empty, renames, notes), absent)

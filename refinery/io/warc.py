@@ -990,11 +990,13 @@ class WarcReader:
         self.corrupt_offsets: list[int] = []
         self.resync_offsets: list[int | None] = []
 
-    def read(self, stream: BinaryIO, source: str) -> Iterator[pa.RecordBatch]:
+    def read(self, stream: BinaryIO, source: str, limit: int | None = None) -> Iterator[pa.RecordBatch]:
         """Return an iterator of :data:`READER_SCHEMA` batches for one WARC file.
 
         ``stream`` is any binary stream with ``read(n)`` (seekable or not, gzip or plain);
         it is not closed. ``source`` goes into the ``source`` column and fallback ids.
+        ``limit``: at most that many document rows (``--limit``); the last batch ends at the
+        limit and the counters cover the records read up to it, not the rest of the batch.
         """
         self.skipped_records.clear()
         self.counters.clear()
@@ -1003,12 +1005,12 @@ class WarcReader:
         self.corrupt_offset = None
         self.corrupt_offsets = []
         self.resync_offsets = []
-        return self._batches(stream, source)
+        return self._batches(stream, source, limit)
 
     __call__ = read
 
     # ------------------------------------------------------------------------------------------
-    def _batches(self, stream: BinaryIO, source: str) -> Iterator[pa.RecordBatch]:
+    def _batches(self, stream: BinaryIO, source: str, limit: int | None) -> Iterator[pa.RecordBatch]:
         cursor = _Cursor(_Source(stream), _is_decompressing_stream(stream))
         try:
             probe = _Input(cursor.src, 0, cursor.decompressing)
@@ -1026,6 +1028,9 @@ class WarcReader:
             html_bytes = 0
             used_ids: set[str] = set()  # corrupt_stream ids already given (two spans at one offset)
             start: int | None = 0  # offset of the current segment (in the file, or in a member's inflated bytes)
+            # rows still wanted under a --limit: reading stops at the last one, so no record after it
+            # is counted (the runner cut the batch, after the reader had counted all of it; h225)
+            left = limit
             while start is not None:
                 segment = _SegmentEnd()
                 for row in self._segment(cursor.open_segment(start), source, segment):
@@ -1034,10 +1039,17 @@ class WarcReader:
                         for name in row[_ROW_WIDTH]:
                             self.counters[name] = self.counters.get(name, 0) + 1
                     html_bytes += len(row[6] or b"") + len(row[7] or "")  # a WET row carries text instead
-                    if len(rows) >= self.batch_size or html_bytes >= _MAX_BATCH_BYTES:
+                    if len(rows) >= self.batch_size or html_bytes >= _MAX_BATCH_BYTES or len(rows) == left:
                         yield self._finish_batch(rows)
+                        if left is not None:
+                            left -= len(rows)
+                            if left == 0:
+                                return
                         rows, html_bytes = [], 0
                 start = self._next_segment(cursor, segment, start, source, used_ids, rows)
+                if left is not None and len(rows) >= left:  # the damage's corrupt_stream rows reach it
+                    yield self._finish_batch(rows[:left])
+                    return
             if rows:
                 yield self._finish_batch(rows)
         finally:
