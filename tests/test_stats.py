@@ -1759,3 +1759,54 @@ def test_reader_notes_are_merged_and_shown_in_stats_and_the_report(tmp_path):
     audit = check.Audit()
     check.check_reader_notes(audit, str(out), {**merged, "reader_notes": {**want, "ids_derived": 4}}, removed, kept, None)
     assert any(p.startswith("reader_notes.ids_derived: stats say 4, the data holds 3") for p in audit.problems), audit.problems
+
+
+def test_compare_shows_what_each_runs_readers_repaired(tmp_path):
+    """`stats --compare` showed neither run's ``reader_notes`` (`stats` and the report do, session
+    50): a table under the comparison (A, B, Δ, what), a note of one run only counting 0 in the
+    other, "–" in a run whose stats.json holds no notes (made before session 50); `--json` has
+    them on the reader's row."""
+    import re
+
+    from refinery.cli import app
+    from refinery.config import parse_config
+    from refinery.pipeline import run_pipeline
+
+    latin1 = "Ein schöner Tag am Meer, über den Dünen. ".encode("latin-1")  # bytes not UTF-8
+    plain = "A plain English line of text. ".encode()
+    config = parse_config({"name": "t", "stages": [{"type": "url_filter", "params": {"use_blocklist": False}}]})
+    runs = {}
+    for name, ids, texts in (("a", [None, "a", "a"], [plain, latin1, plain]),
+                             ("b", ["x", "x", None, None], [plain, plain, plain, plain])):
+        root = tmp_path / f"in-{name}"
+        root.mkdir()
+        pq.write_table(pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.binary()),
+                                 "url": [f"https://{name}.example/{i}" for i in range(len(ids))]}), root / "s.parquet")
+        runs[name] = tmp_path / f"out-{name}"
+        assert not run_pipeline(config, str(root), str(runs[name]), workers=1, progress=False).failed
+    assert json.loads((runs["a"] / "stats.json").read_text())["reader_notes"] == {
+        "ids_deduplicated": 1, "ids_derived": 1, "text_utf8_replaced": 1}
+
+    shown = CliRunner().invoke(app, ["stats", "--compare", str(runs["a"]), str(runs["b"])], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    notes = shown.output[shown.output.index("reader notes (repaired, none removed)"):]
+    assert re.search(r"parquet_reader\s+ids_deduplicated\s+1\s+1\s+0\s+documents with an id seen before", notes)
+    assert re.search(r"parquet_reader\s+ids_derived\s+1\s+2\s+\+1\s+documents with a null id", notes)
+    assert re.search(r"parquet_reader\s+text_utf8_replaced\s+1\s+0\s+-1\s+documents whose 'text'", notes)
+    rows = json.loads(CliRunner().invoke(app, ["stats", "--compare", str(runs["a"]), str(runs["b"]), "--json"]).output)
+    reader = rows[0]
+    assert reader["stage"] == "parquet_reader" and reader["reason"] == ""
+    assert reader["reader_notes_b"] == {"ids_deduplicated": 1, "ids_derived": 2}
+    assert all("reader_notes_a" not in r for r in rows[1:])
+
+    # B's stats.json as written before session 50: no notes, so no count and no difference
+    stats_b = runs["b"] / "stats.json"
+    stats_b.write_text(json.dumps({k: v for k, v in json.loads(stats_b.read_text()).items() if k != "reader_notes"}))
+    shown = CliRunner().invoke(app, ["stats", "--compare", str(runs["a"]), str(runs["b"])], terminal_width=200)
+    notes = shown.output[shown.output.index("reader notes (repaired, none removed)"):]
+    assert re.search(r"parquet_reader\s+ids_derived\s+1\s+–\s+–\s+documents with a null id", notes), notes
+    # and none at all in either run: no table
+    stats_a = runs["a"] / "stats.json"
+    stats_a.write_text(json.dumps({**json.loads(stats_a.read_text()), "reader_notes": {}}))
+    shown = CliRunner().invoke(app, ["stats", "--compare", str(runs["a"]), str(runs["b"])], terminal_width=200)
+    assert shown.exit_code == 0 and "reader notes" not in shown.output

@@ -6,7 +6,8 @@ readers into one row), so the documents each run read sit on its first row.
 For every stage and reason: documents removed in A and B and the difference, the removal rate
 (% of the documents that reached the stage) in A and B and its change in percentage points;
 for every stage also the share of the run's input still kept after it, the words cut from the
-documents it kept (edits) and its named counters in A and B.
+documents it kept (edits) and its named counters in A and B; and what the runs' readers repaired
+(``reader_notes``) in A and B.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from refinery.stats.funnel import (READER_KINDS, FitWidth, fill_stage_table, funnel_rows, has_edits, name_layouts,
-                                   reader_name, stage_groups)
+                                   reader_name, reader_note_meaning, stage_groups)
 
 
 def _pp(a: float | None, b: float | None) -> float | None:
@@ -25,8 +26,11 @@ def _pp(a: float | None, b: float | None) -> float | None:
 def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows ``{stage, reason, removed_a, removed_b, delta, rate_a, rate_b, rate_pp, kept_a, kept_b, kept_pp,
     words_cut_a, words_cut_b, words_cut_delta, docs_edited_a, docs_edited_b, counters_a, counters_b}``
-    (the edit and counter fields are None / {} on reason rows)."""
+    (the edit and counter fields are None / {} on reason rows); the reader's row also has
+    ``reader_notes_a`` and ``reader_notes_b``, what each run's readers repaired (None: a run whose
+    stats hold no notes, made before session 50 merged them)."""
     key_a, key_b = _row_names(a, b)
+    reader_row = _reader_row_name(a, b)
     rows_a = {(key_a(r["stage"]), r["reason"]): r for r in funnel_rows(a)}
     rows_b = {(key_b(r["stage"]), r["reason"]): r for r in funnel_rows(b)}
     out: list[dict[str, Any]] = []
@@ -59,6 +63,8 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
                 "kept_a": kept_a, "kept_b": kept_b, "kept_pp": _pp(kept_a, kept_b),
                 **_edits(ra, rb),
             })
+            if stage == reader_row and not reason:
+                out[-1].update(reader_notes_a=_notes(a), reader_notes_b=_notes(b))
     return out
 
 
@@ -110,6 +116,35 @@ def _row_names(a: dict[str, Any], b: dict[str, Any]) -> tuple[Callable[[str], st
         return (lambda name: name), (lambda name: name)
     joint = f"{ra} / {rb}"
     return (lambda name: joint if name == ra else name), (lambda name: joint if name == rb else name)
+
+
+def _reader_row_name(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """The comparison's reader row (``<A's reader> / <B's reader>`` when they differ), or None."""
+    key_a, key_b = _row_names(a, b)
+    ra, rb = reader_name(a), reader_name(b)
+    return key_a(ra) if ra is not None else None if rb is None else key_b(rb)
+
+
+def _notes(summary: dict[str, Any]) -> dict[str, int] | None:
+    """A run's non-zero reader notes; None when its stats hold none at all (made before session 50)."""
+    notes = summary.get("reader_notes")
+    return None if notes is None else {k: int(n) for k, n in sorted(notes.items()) if n}
+
+
+def compare_reader_note_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{stage, note, count_a, count_b, delta, meaning}`` for every reader note (what the readers
+    repaired, ``reader_notes``) of A or B, under the comparison's reader row: a note of one run only
+    counts 0 in the other (its readers repaired none), None (no delta) in a run whose stats hold no
+    notes at all."""
+    notes_a, notes_b = _notes(a), _notes(b)
+    stage = _reader_row_name(a, b) or "reader"
+    rows = []
+    for name in sorted(set(notes_a or {}) | set(notes_b or {})):
+        ca = None if notes_a is None else notes_a.get(name, 0)
+        cb = None if notes_b is None else notes_b.get(name, 0)
+        rows.append({"stage": stage, "note": name, "count_a": ca, "count_b": cb,
+                     "delta": None if ca is None or cb is None else cb - ca, "meaning": reader_note_meaning(name)})
+    return rows
 
 
 def _saw_none(rows: dict[tuple[str, str], dict[str, Any]], stage: str) -> bool:
@@ -223,27 +258,41 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
 
     layouts = name_layouts([k for k, _ in columns], tuple(k for k in COMPARE_DROP_ORDER if k in headers))
     return FitWidth([lambda sep=sep, keys=keys: build(sep, keys) for sep, keys in layouts],
-                    after=[t for t in [_counters_table(a, b)] if t is not None])
+                    after=[t for t in [_reader_notes_table(a, b), _counters_table(a, b)] if t is not None])
+
+
+def _reader_notes_table(a: dict[str, Any], b: dict[str, Any]) -> Any:
+    """What the readers of A and B repaired and the difference (a rich Table), or None: as the
+    one-run funnel shows them, under the comparison and above the stage counters."""
+    return _side_by_side_table("reader notes (repaired, none removed)", "note", compare_reader_note_rows(a, b))
 
 
 def _counters_table(a: dict[str, Any], b: dict[str, Any]) -> Any:
     """The named stage counters of A and B and their difference (a rich Table), or None."""
-    rows = compare_counter_rows(a, b)
+    return _side_by_side_table("stage counters", "counter", compare_counter_rows(a, b))
+
+
+def _side_by_side_table(title: str, name: str, rows: list[dict[str, Any]]) -> Any:
+    """Named counts of A and B (``{stage, <name>, count_a, count_b, delta[, meaning]}`` rows) with
+    their difference, "–" where a run has no count (a rich Table), or None when there are none."""
     if not rows:
         return None
     from rich.table import Table
 
     from rich import box
 
-    table = Table(title="stage counters", title_justify="left", box=box.SIMPLE_HEAD)
-    for header in ("stage", "counter"):
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for header in ("stage", name):
         table.add_column(header, no_wrap=True)
     for header in ("A", "B", "Δ"):
         table.add_column(header, justify="right", no_wrap=True)
+    meanings = "meaning" in rows[0]
+    if meanings:
+        table.add_column("what")
     for r in rows:
         delta = "–" if r["delta"] is None else f"{r['delta']:+,}" if r["delta"] else "0"
-        table.add_row(r["stage"], r["counter"], *("–" if v is None else f"{v:,}" for v in (r["count_a"], r["count_b"])),
-                      delta)
+        table.add_row(r["stage"], r[name], *("–" if v is None else f"{v:,}" for v in (r["count_a"], r["count_b"])),
+                      delta, *([r["meaning"]] if meanings else []))
     return table
 
 
