@@ -133,15 +133,26 @@ class StageConfig(_Strict):
         ``2`` and ``2.0`` are not the same fingerprint (a param typed for both, kept as given, may
         run otherwise); a float param's ``2`` is validated to ``2.0`` before that."""
         stage = stage if stage is not None else self.build()
-        added, neutral = type(stage).added_params, type(stage).neutral_params | stage.unread_params()
-        return {k: v for k, v in self.effective_params(stage).items()
-                if k not in neutral and not (k in added and same_json(v, added[k]))}
+        unread = stage.unread_params()
+        added, neutral = type(stage).added_params, type(stage).neutral_params | {k for k in unread if "." not in k}
+        return _without_unread_keys({k: v for k, v in self.effective_params(stage).items()
+                                     if k not in neutral and not (k in added and same_json(v, added[k]))}, unread)
 
     def fingerprint(self, stage: Stage | None = None) -> dict[str, Any]:
         """The stage as a plan's fingerprint holds it: its type, its name (``None`` when it is its
         type's, as when none is given: the outputs name it alike) and :meth:`fingerprint_params`."""
         return {"type": self.type, "name": self.name if self.name != self.type else None,
                 "params": self.fingerprint_params(stage)}
+
+
+def _without_unread_keys(params: dict[str, Any], unread: typing.Iterable[str]) -> dict[str, Any]:
+    """``params`` without the keys of a mapping param the stage never reads, named
+    ``<param>.<key>`` in ``Stage.unread_params`` (``placeholders.phone`` with ``phone: false``)."""
+    for name in unread:
+        param, dot, key = name.partition(".")
+        if dot and isinstance(params.get(param), dict):
+            params[param] = {k: v for k, v in params[param].items() if k != key}
+    return params
 
 
 def _near(key: str, known: typing.Iterable[str]) -> str:

@@ -52,6 +52,10 @@ SAME_MEANING = {
     "phone_settings_without_phone": ({"type": "pii", "params": {"phone": False, "phone_region": "gb",
                                                                 "phone_bare_digits": True}},
                                      {"type": "pii", "params": {"phone": False}}),
+    # session 51 (h225): the placeholder of a type that is off (nothing is replaced by it)
+    "placeholder_of_a_type_off": ({"type": "pii", "params": {"phone": False, "credit_card": False,
+                                                             "placeholders": {"phone": "[P]", "credit_card": "[C]"}}},
+                                  {"type": "pii", "params": {"phone": False, "credit_card": False}}),
 }
 #: pairs that differ in what the stage runs with
 CHANGED = {
@@ -63,6 +67,8 @@ CHANGED = {
     "languages": ({"type": "language_id", "params": {"languages": ["en", "fr"]}}, {"type": "language_id"}),
     "phone_off": ({"type": "pii", "params": {"phone": False}}, {"type": "pii"}),
     "bare_digits_with_phone": ({"type": "pii", "params": {"phone_bare_digits": True}}, {"type": "pii"}),
+    "placeholder_of_a_type_on_beside_one_off": ({"type": "pii", "params": {"phone": False, "placeholders": {"email": "[E]"}}},
+                                                {"type": "pii", "params": {"phone": False}}),
 }
 
 
@@ -155,28 +161,31 @@ def test_a_user_stage_keeping_its_own_objects_under_a_param_resumes_its_run(docs
         _run(spec | {"stages": [{"type": "phrases", "params": {"phrases": ["sale"]}}]}, docs, out)
 
 
-def _written(stop_words: list[str], phone_region: str, phone: bool = False) -> dict:
-    """gopher_quality with its stop words and pii with its phone settings as given, one dedup pass."""
+def _written(stop_words: list[str], phone_region: str, phone: bool = False, phone_placeholder: str | None = "[P]") -> dict:
+    """gopher_quality with its stop words and pii with its phone settings as given (its phone
+    placeholder: None leaves the default), one dedup pass."""
+    placeholders = {"placeholders": {"phone": phone_placeholder}} if phone_placeholder else {}
     return {"name": "written", "reader": {"batch_size": 50},
             "stages": [{"type": "gopher_quality", "params": {"min_words": 20, "stop_words": stop_words}},
-                       {"type": "pii", "params": {"phone": phone, "phone_region": phone_region}}],
+                       {"type": "pii", "params": {"phone": phone, "phone_region": phone_region} | placeholders}],
             "dedup": [{"method": "url"}]}
 
 
 def test_a_run_made_by_0_8_11_resumes_with_its_stop_words_and_phone_settings_written_otherwise(
         docs, tmp_path, tmp_path_factory):
     """0.8.11 fingerprinted gopher_quality's stop words as listed and pii's phone_region though
-    ``phone: false`` (session 50, h216). Its run resumes, every pass skipped, with them written as
-    it wrote them or otherwise (order, case, repeats; another region nothing reads); this code's
-    own run too; a real change is still refused, naming it."""
+    ``phone: false`` (session 50, h216), and the placeholder of a type that is off (session 51,
+    h225). Its run resumes, every pass skipped, with them written as it wrote them or otherwise
+    (order, case, repeats; another region or phone placeholder nothing reads); this code's own run
+    too; a real change is still refused, naming it."""
     old_code = archived_package(tmp_path_factory, STOP_WORDS_AS_WRITTEN_COMMIT, "stop-words-as-written")
     out = tmp_path / "run"
     run_with(old_code, _written(["The", "of", "and", "the"], "gb"), docs, out, cwd=tmp_path)
     recorded = json.loads((out / "run.json").read_text())["passes"][0]["params"]["stages"]
     assert recorded[0]["params"]["stop_words"] == ["The", "of", "and", "the"]  # as written
     before = _mtimes(out)
-    for spec in (_written(["The", "of", "and", "the"], "gb"), _written(["and", "of", "the"], "de"),
-                 _written(["OF", "the", "And"], "us")):
+    for spec in (_written(["The", "of", "and", "the"], "gb"), _written(["and", "of", "the"], "de", phone_placeholder=None),
+                 _written(["OF", "the", "And"], "us", phone_placeholder="<TEL>")):
         assert _run(spec, docs, out) == {"filter": "skipped", "url_dedup": "skipped"}, spec
         assert _mtimes(out) == before
     with pytest.raises(RerunError, match=r"'filter' pass: stages\.pii\.params\.phone False -> True"):
@@ -186,4 +195,5 @@ def test_a_run_made_by_0_8_11_resumes_with_its_stop_words_and_phone_settings_wri
     # a run of this code: the same
     mine = tmp_path / "mine"
     assert _run(_written(["The", "of", "and", "the"], "gb"), docs, mine) == {"filter": "done", "url_dedup": "done"}
-    assert _run(_written(["the", "and", "of"], "fr"), docs, mine) == {"filter": "skipped", "url_dedup": "skipped"}
+    assert _run(_written(["the", "and", "of"], "fr", phone_placeholder="<TEL>"), docs, mine) == {
+        "filter": "skipped", "url_dedup": "skipped"}

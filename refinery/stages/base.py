@@ -38,7 +38,8 @@ config that writes it otherwise but means the same resumes the run. A param kept
 name, or kept as given and normalized elsewhere, is compared as written: a rerun spelling it
 otherwise is refused, never mixed. A param the stage does not read at all with the others given
 (``pii``'s ``phone_region`` under ``phone: false``) it names in :meth:`Stage.unread_params`: left
-out of the fingerprint, so changing it resumes the run.
+out of the fingerprint, so changing it resumes the run; a key of a mapping param it does not read
+as ``<param>.<key>`` (``placeholders.phone``: that key alone is left out).
 
 Stages know nothing of files, S3, Ray or SageMaker. Heavy resources (models, blocklists) are
 loaded lazily on first call so that a stage object is cheap to build and to pickle.
@@ -110,7 +111,9 @@ class Stage(ABC):
     def unread_params(self) -> frozenset[str]:
         """The constructor params this stage never reads, given the others it was built with
         (``pii``'s ``phone_region`` with ``phone: false``): left out of the plan's fingerprint, as
-        :attr:`neutral_params` are, since no value of theirs changes the output. The default: none."""
+        :attr:`neutral_params` are, since no value of theirs changes the output. A key of a mapping
+        param is named ``<param>.<key>`` (``placeholders.phone``): only that key is left out. The
+        default: none."""
         return frozenset()
 
     @abstractmethod

@@ -300,8 +300,9 @@ class PiiRedactor(Stage):
 
     def unread_params(self) -> frozenset[str]:
         """The phone matcher's params with ``phone: false``; the number scan's budget with cards
-        off too (no digit run is scanned); ``only_public_ips`` with ``ip_address: false``."""
-        unread = set()
+        off too (no digit run is scanned); ``only_public_ips`` with ``ip_address: false``; the
+        placeholder of every type that is off (``placeholders.phone``; session 51, h225)."""
+        unread = {f"placeholders.{kind}" for kind, on in self.enabled.items() if not on}
         if not self.enabled["phone"]:
             unread |= {"phone_region", "phone_bare_digits"}
             if not self.enabled["credit_card"]:
