@@ -243,3 +243,85 @@ def test_fix_page_rewrites_only_those_shapes() -> None:
     assert fix_page(tree, code_blocks=False) == 1 and "<figure class" in lxml_html.tostring(tree, encoding="unicode")
     tree = lxml_html.fromstring(source)
     assert fix_page(tree, anchor_headings=False) == 3 and "<a name=\"s\">" in lxml_html.tostring(tree, encoding="unicode")
+
+
+# idw-online.de's search-help modal (trafilatura's evaluation pages): headings over paragraphs the
+# wild-text pass takes, beside the page's text
+IDW_MODAL = (
+    "<div id=\"ews_hilfe\" class=\"reveal-modal\"><h2>Hilfe</h2><h5>Verknüpfungen</h5><p>Sie können Suchbegriffe "
+    "mit und, oder und / oder nicht verknüpfen.</p><h5>Klammern</h5><p>Verknüpfungen können Sie mit Klammern "
+    "voneinander trennen.</p></div>")
+
+
+def test_wild_headings_beside_the_text_stay_out() -> None:
+    """A heading over a modal's (or a sidebar widget's) paragraphs is no section heading of the page's
+    text, though trafilatura took the paragraphs (session 51: 8 such headings on 5 of the real pages,
+    every one wrong); the section headings of the text region still come, under a wrapper whose class
+    names an aside (biobiochile's ``div.post-main-aside-container``)."""
+    html = _no_content_area_page().replace("<div class=\"wrap\">", "<div class=\"post-main-aside-container\">")
+    html = html.replace("</body>", IDW_MODAL + "</body>")
+    on = TrafilaturaExtractor(timeout_s=0, fallback=False, keep_wild_headings=True)._extract_fn()(
+        html, "https://example.org/x")[0].split("\n")
+    assert _run(on, ["First Quarter", PHILLY_FIRST, "Second Quarter", PHILLY_SECOND]) is not None
+    assert "Sie können Suchbegriffe mit und, oder und / oder nicht verknüpfen." in on
+    assert not {"Hilfe", "Verknüpfungen", "Klammern"} & set(on)
+
+
+def test_the_text_region_takes_in_a_list_of_like_entries() -> None:
+    """A lexicon's entries (nalas-loewenseiten.info: ``div.PagePost`` siblings): one entry may hold half
+    the text, and the region is its box, but the headings of its sibling entries are in the text too;
+    a widget's heading inside the region is not."""
+    from refinery.stages._trafilatura_rules import in_text_region, text_region
+
+    entry = "<div class=\"PagePost\"><h2>{}</h2><div class=\"Content\"><p>{}</p><p>{}</p></div></div>"
+    tree = lxml_html.fromstring(
+        "<div id=\"main\">" + entry.format("Mähne", "Die Mähne " * 40, "Grundsätzliches " * 20)
+        + entry.format("Mähnenlos", "Aber es gibt eben nicht nur diese", "Schnuckllöwen")
+        + "<div class=\"sidebar-box\"><h2>Newsletter</h2><p>Abonnieren</p></div></div>")
+    region = text_region(tree.iter("p"))
+    assert region.get("class") == "Content"
+    first, second, box = (heading.getnext() if heading.getnext().tag == "p" else heading.getnext()[0]
+                          for heading in tree.iter("h2"))
+    assert in_text_region(first, region) and in_text_region(second, region) and not in_text_region(box, region)
+
+
+# netbits.us/docs/stunnel_rsync.html (the bundled sample WARCs): each section a named-anchor heading over
+# a <blockquote>, on a page without a content area
+NETBITS_SECTIONS = (
+    "<html><body><h1>Rsync + Stunnel 4.x</h1><h2><a name=\"purpose\">Purpose / Overview</a></h2><blockquote><p>A while "
+    "back I went to a great TCLUG meeting with Mick Bauer giving the main presentation.</p><p>One of Mick's columns "
+    "and a portion of his book deal with setting up stunnel to tunnel rsync over an SSL encrypted connection.</p>"
+    "</blockquote><h2><a name=\"firewall\">Firewall</a></h2><blockquote><p>If you run a firewall, open port 273 to the "
+    "hosts that should reach the rsync server over stunnel.</p></blockquote></body></html>")
+
+
+def test_a_wild_heading_over_a_quote_comes() -> None:
+    """A section that opens with a ``<blockquote>`` (a quote in trafilatura's tree) has its heading
+    taken as one over a paragraph is (session 51: netbits' nine section headings)."""
+    on = TrafilaturaExtractor(timeout_s=0, fallback=False, keep_wild_headings=True)._extract_fn()(
+        NETBITS_SECTIONS, "https://example.org/x")[0].split("\n")
+    assert on[0] == "Purpose / Overview" and on[1].startswith("A while back I went")
+    assert _run(on, ["Firewall", "If you run a firewall, open port 273 to the hosts that should reach the rsync "
+                                 "server over stunnel."]) is not None
+
+
+# commoncrawl.org/blog/march-april-2024-newsletter (the bundled sample WARCs): Webflow's code embed
+COMMONCRAWL_EMBED = (
+    "<p>These can both be used to programmatically retrieve information for the latest release, such as:</p>"
+    "<div class=\"w-embed\"><pre class=\"dark-bg-code\">\n$ curl -s https://index.commoncrawl.org/collinfo.json | "
+    "jq '.[0].id'\n\"CC-MAIN-2024-10\"\n</pre></div><p>We are pleased to announce that the crawl is now served "
+    "faster from the AWS regions.</p>")
+
+
+def test_a_code_block_in_an_embed_box_comes_out() -> None:
+    """trafilatura removes every box whose class holds "embed": Webflow's code embed went with its
+    listing; a box so named that holds code alone stays, its lines marked as code. An embed box with
+    text beside its code (a player's frame and caption) still goes."""
+    lines, code = _extract(COMMONCRAWL_EMBED)
+    at = next(i for i, line in enumerate(lines) if line.startswith("$ curl -s"))  # its URL: clean_text's
+    assert lines[at + 1] == "\"CC-MAIN-2024-10\"" and {at, at + 1} <= set(code)
+    old, _ = _extract(COMMONCRAWL_EMBED, keep_code_blocks=False)
+    assert not any("curl" in line for line in old)
+    player = COMMONCRAWL_EMBED.replace("<pre class", "<span>Watch the video</span><pre class")
+    lines, _ = _extract(player)
+    assert not any("curl" in line or "Watch the video" in line for line in lines)

@@ -20,6 +20,10 @@ Code blocks (``keep_code_blocks``):
   takes the code's text and puts the ``<br>`` elements after it, behind the paragraph's text that
   follows the code (netbits.us: "make Now that all the software is installed... / su / make
   install"). Each ``<br>`` in a ``<code>`` becomes a line break in its text, where it was.
+- **a code block in an embed box**: Webflow's code embed writes ``<div class="w-embed"><pre>``, and
+  trafilatura removes every box whose class holds "embed" (a share button's or a player's frame),
+  so commoncrawl.org's ``curl`` examples went. A box so named whose text is all in its ``<pre>``
+  elements (:func:`code_embed`) loses the class words holding "embed" (session 51).
 
 Headings (``keep_anchor_headings``):
 
@@ -95,6 +99,14 @@ def _replace(element: Any, blocks: list) -> None:
             pre.drop_tag()
 
 
+def code_embed(box: Any) -> bool:
+    """Whether ``box`` (an element whose class names an embed) holds code alone: all its text is in
+    its ``<pre>`` elements. Webflow's code embed (``<div class="w-embed"><pre>``) is such a box;
+    trafilatura removes every box whose class holds "embed" (a share or a video player's frame)."""
+    pres = _outer_pres(box)
+    return bool(pres) and sum(_chars(pre.text_content()) for pre in pres) == _chars(box.text_content())
+
+
 def _br_as_line_break(br: Any) -> None:
     """Remove ``br``, leaving a line break in the text where it was."""
     text = "\n" + (br.tail or "")
@@ -120,11 +132,13 @@ def fix_page(tree: Any, code_blocks: bool = True, anchor_headings: bool = True) 
     if not tags:
         return 0
     holders: dict = {}  # the figures and tables holding a <pre>, inner ones first
+    embeds: dict = {}  # the boxes holding a <pre> that trafilatura's embed class rule removes
     breaks, anchors = [], []
     for element in tree.iter(*tags):
         tag = element.tag
         if tag == "pre":
             holders.update(dict.fromkeys(element.iterancestors("figure", "table")))
+            embeds.update(dict.fromkeys(a for a in element.iterancestors() if "embed" in (a.get("class") or "")))
         elif tag == "code":
             breaks.extend(element.iter("br"))
         else:
@@ -136,6 +150,10 @@ def fix_page(tree: Any, code_blocks: bool = True, anchor_headings: bool = True) 
             changed += 1
         elif holder.getparent() is not None and (blocks := code_table_blocks(holder)) is not None:
             _replace(holder, blocks)
+            changed += 1
+    for box in embeds:
+        if code_embed(box):
+            box.set("class", " ".join(word for word in box.get("class").split() if "embed" not in word))
             changed += 1
     breaks, anchors = list(dict.fromkeys(breaks)), list(dict.fromkeys(anchors))  # a <code> in a <code>: once
     for br in breaks:

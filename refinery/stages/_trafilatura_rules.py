@@ -43,8 +43,10 @@ and trafilatura called outside the stage are untouched:
 - **headings on the wild-text path** (``keep_wild_headings``, trafilatura false; session 34, on
   in the recipe since session 50): when trafilatura finds no content area, ``recover_wild_text``
   takes paragraphs but no heading; each section heading (:func:`section_heading`: not an ``<h1>``,
-  in a container of 2+ paragraphs) right before a paragraph it takes (next sibling, or that
-  sibling's first child) now comes too. The first text's length that decides the fallback pass
+  in a container of 2+ paragraphs) right before a paragraph or quote it takes (next sibling, or
+  that sibling's first child) now comes too, when that paragraph lies in the page's text region
+  (:func:`in_text_region`: not in a sidebar's widget, a modal or a contact flyout whose text
+  trafilatura took; session 51). The first text's length that decides the fallback pass
   leaves them out (:func:`uncounted`), so that decision is trafilatura's.
 - **a standfirst outside the body** (``keep_outside_lead``, trafilatura false; session 35, off in
   the recipe): the last lead-classed prose element (``div.lead``, ``p.intro``...) after the page's
@@ -1192,15 +1194,21 @@ def uncounted(text: str, headings: list[str]) -> str:
     return "\n".join(kept)
 
 
+#: the elements (trafilatura's tags) a section's text starts with: a paragraph, or a quoted block
+#: (netbits' sections each open with a ``<blockquote>``)
+_SECTION_STARTS = frozenset({"p", "quote"})
+
+
 def heading_before(element):  # noqa: ANN001, ANN201 - lxml elements
-    """The paragraph right after heading ``element``, no text between: its next sibling, or that
-    sibling's first child (``<h2>..</h2><div><p>..</p>``); None when none is."""
+    """The paragraph or quote (:data:`_SECTION_STARTS`) right after heading ``element``, no text
+    between: its next sibling, or that sibling's first child (``<h2>..</h2><div><p>..</p>``); None
+    when none is."""
     if (element.tail or "").strip():
         return None
     after = element.getnext()
-    if after is not None and after.tag != "p" and not (after.text or "").strip() and len(after):
+    if after is not None and after.tag not in _SECTION_STARTS and not (after.text or "").strip() and len(after):
         after = after[0]
-    return after if after is not None and after.tag == "p" else None
+    return after if after is not None and after.tag in _SECTION_STARTS else None
 
 
 #: paragraphs with text a wild heading's container holds at least (:func:`section_heading`)
@@ -1228,6 +1236,47 @@ def section_heading(heading) -> bool:  # noqa: ANN001 - an lxml element
     return False
 
 
+#: words of a class or id naming a box beside the page's text: a heading in one heads that box (a
+#: sidebar's widget, a search-help modal, a contact flyout, a teaser), not a section of the text
+_ASIDE_WORDS = re.compile(
+    r"(?:^|[\s_-])(?:widget|sidebar|modal|flyout|popup|teaser|aside)(?:$|[\s_-])|(?<=[a-z])(?:Widget|Sidebar|Modal|Flyout|Popup|Teaser)",
+)
+
+
+def text_region(paragraphs):  # noqa: ANN001, ANN201 - lxml elements
+    """The deepest element holding at least half the text of ``paragraphs`` (the wild-text path's
+    candidates): the page's text region, where its section headings are; None when none has text."""
+    weight: dict = {}
+    total = 0
+    for paragraph in paragraphs:
+        size = len(paragraph.text_content().strip())
+        if not size:
+            continue
+        total += size
+        for ancestor in paragraph.iterancestors():
+            weight[ancestor] = weight.get(ancestor, 0) + size
+    held = [element for element, size in weight.items() if 2 * size >= total]
+    # the elements holding half form one chain of ancestors: the deepest has the most of them
+    return max(held, key=lambda element: sum(1 for _ in element.iterancestors()), default=None)
+
+
+def in_text_region(element, region) -> bool:  # noqa: ANN001 - lxml elements
+    """Whether ``element`` (the paragraph or quote a wild heading is over) lies in ``region``
+    (:func:`text_region`), or in a sibling of the same tag and class as the region or one of its
+    ancestors (a list of posts, a lexicon's entries, a home page's sections, netbits' quoted
+    sections: one of them may hold half the text), and in no box beside the text on the way there
+    (:data:`_ASIDE_WORDS` in a class or id: a sidebar's widget, a modal, a teaser)."""
+    if region is None:
+        return True
+    kinds = {(element.getparent(), element.tag, element.get("class")) for element in (region, *region.iterancestors())}
+    for ancestor in element.iterancestors():
+        if ancestor is region or (ancestor.getparent(), ancestor.tag, ancestor.get("class")) in kinds:
+            return True
+        if _ASIDE_WORDS.search(f"{ancestor.get('class') or ''} {ancestor.get('id') or ''}"):
+            return False
+    return False
+
+
 def _recover_wild_text(tree, result_body, options, potential_tags=None, consumed=None):  # noqa: ANN001, ANN202
     """trafilatura's ``recover_wild_text`` (its source mirrored), adding in precision mode with
     ``keep_wild_headings`` each section heading (:func:`section_heading`) right before a paragraph it
@@ -1247,9 +1296,11 @@ def _recover_wild_text(tree, result_body, options, potential_tags=None, consumed
     subelems = search_tree.xpath(search_expr)
     # the rule: the heading over each paragraph, found before any element moves to the result
     headings = {}
+    region = text_region(el for el in subelems if el.tag == "p")
     for heading in search_tree.iter("head"):
         paragraph = heading_before(heading)
-        if paragraph is not None and not (consumed and heading in consumed) and section_heading(heading):
+        if (paragraph is not None and not (consumed and heading in consumed) and section_heading(heading)
+                and in_text_region(paragraph, region)):
             headings[paragraph] = heading
     found = _WILD_HEADINGS.get()
     elem_texts = [me._elem_text(el) for el in result_body]
