@@ -144,6 +144,31 @@ def registry_restored():
     registry.REGISTERED.clear(), registry.REGISTERED.update(registered)
 
 
+@pytest.fixture(autouse=True)
+def _sigint_as_in_a_terminal():
+    """Every test runs with SIGINT as a terminal's foreground job has it (Python's handler, which
+    raises KeyboardInterrupt; not blocked), put back as it was after the test.
+
+    Why: a pytest started as a background job of a non-interactive shell (``pytest &`` in a script
+    or a CI step, ``bash -c '... &'``) inherits SIGINT ignored, and Python keeps it ignored. The
+    kernel then dropped the Ctrl-C that a test sends to its own process, or that a subprocess it
+    starts sends to itself. Such tests failed (test_ray_executor's Ctrl-C test: "DID NOT RAISE
+    KeyboardInterrupt" after its 30 s wait, in a CI run where that file came first on its xdist
+    worker), or passed only because a test that ran earlier on the same worker had reset SIGINT
+    in its clean-up. So which tests failed depended on how xdist handed out the files (session 51, h220)."""
+    import signal
+
+    sigterm = signal.getsignal(signal.SIGTERM)
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    yield
+    # SIGTERM's too: a test of the command line's handlers left it on refinery.interrupts' for the
+    # rest of its worker (a None handler was set outside Python: Python's own is put instead)
+    signal.signal(signal.SIGINT, signal.default_int_handler if sigint is None else sigint)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if sigterm is None else sigterm)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 @pytest.fixture()
 def keep_root_logging():
     """Restore the root logger's handlers and level after a test whose code configures logging

@@ -847,7 +847,6 @@ def test_missing_models_are_listed_at_once_before_any_work(cli, tmp_path, small_
 
 def test_ctrl_c_while_the_command_line_is_imported_is_one_line(monkeypatch, capfd):
     """The console script imports the command line (half a second) inside its Ctrl-C handling."""
-    import signal
     import tomllib
     import types
 
@@ -869,10 +868,9 @@ def test_ctrl_c_while_the_command_line_is_imported_is_one_line(monkeypatch, capf
     try:
         with pytest.raises(SystemExit) as exit_:
             entry.main()
-    finally:  # entry.main() installed the command's handlers: this process's as they were
+    finally:  # entry.main() installed the command's handlers: SIGTERM's as it was (SIGINT's: conftest)
         interrupts.uninstall()
         interrupts.reset()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     assert exit_.value.code == 130 and capfd.readouterr().err == "error: interrupted\n"
 
 

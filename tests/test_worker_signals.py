@@ -77,8 +77,8 @@ def test_a_ctrl_c_dropped_by_a_destructor_still_stops_the_run(monkeypatch):
         # the loop stopped at its next turn (the first two tasks complete together), not after all ten
         assert sorted(outcomes) == ["0", "1"]
         assert printed == []
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    finally:  # SIGTERM's handler as it was (SIGINT's: conftest's _sigint_as_in_a_terminal)
+        interrupts.uninstall()
         interrupts.reset()
 
 
@@ -92,7 +92,26 @@ def test_the_command_line_leaves_an_ignored_sigint_ignored():
         assert not interrupts.install()
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
+        interrupts.uninstall()  # install() took SIGTERM all the same
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_ctrl_c_tests_hold_in_a_pytest_started_with_sigint_ignored(tmp_path):
+    """A pytest started as a background job of a non-interactive shell (``pytest &`` in a script or
+    a CI step) inherits SIGINT ignored. The tests that press Ctrl-C in their own process failed
+    there, or passed only after a test on the same xdist worker had reset SIGINT: a CI run failed
+    test_ray_executor's Ctrl-C test, the first test file on its worker. conftest gives every test
+    a terminal's SIGINT. Two of those tests (the fast ones) run in a pytest started that way."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tests = [f"tests/test_worker_signals.py::{name}" for name in (
+        "test_a_ctrl_c_dropped_by_a_destructor_still_stops_the_run", "test_a_third_ctrl_c_quits_a_ray_shutdown_that_hangs")]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                           f"--basetemp={tmp_path / 'basetemp'}", *tests], capture_output=True, text=True, timeout=120,
+                          cwd=root, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout[-3000:]
 
 
 _DRIVER = """
@@ -317,8 +336,8 @@ def test_a_third_ctrl_c_quits_a_ray_shutdown_that_hangs(monkeypatch):
         with pytest.raises(Forced):
             executor.close()
         assert not executor._owns_ray
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    finally:  # SIGTERM's handler as it was (SIGINT's: conftest's _sigint_as_in_a_terminal)
+        interrupts.uninstall()
         interrupts.reset()
 
 
