@@ -29,7 +29,9 @@ from refinery.pipeline import plan_tasks, run_pipeline
 
 def test_ray_matches_local_executor_and_skips_finished_shards(tmp_path, ray_local):  # noqa: F811
     data = copy_cc_docs(tmp_path / "in")
-    local = run_pipeline(parse_config(cc_spec()), str(data), str(tmp_path / "local"), workers=2, progress=False)
+    # the local executor's reference run inline (one worker): its outputs do not depend on the
+    # workers (its pool of two cost its start and a model load per worker process)
+    local = run_pipeline(parse_config(cc_spec()), str(data), str(tmp_path / "local"), workers=1, progress=False)
     ray_cfg = parse_config(cc_spec(type="ray", object_store_memory=256 * 2**20))
     remote = run_pipeline(ray_cfg, str(data), str(tmp_path / "ray"), progress=False)
 
@@ -58,9 +60,11 @@ def _shard_tasks(data, out):
 
 
 def _crash_setup(tmp_path, shards: int) -> tuple[dict, list[dict], Path]:
-    """(spec, the first ``shards`` shard tasks over cc_docs, the directory counting attempts)."""
+    """(spec, ``shards`` (at most 2) shard tasks over cc_docs, the directory counting attempts).
+    The small shards (10 documents each; the first of the three holds 697): a crash, a retry or
+    a Ctrl-C needs no more."""
     spec = parse_config(cc_spec()).model_dump(mode="json")
-    tasks = _shard_tasks(copy_cc_docs(tmp_path / "in"), tmp_path / "out")[:shards]
+    tasks = _shard_tasks(copy_cc_docs(tmp_path / "in"), tmp_path / "out")[-shards:]
     attempts = tmp_path / "attempts"
     attempts.mkdir()
     return spec, tasks, attempts
@@ -101,9 +105,9 @@ def test_a_shard_that_finished_as_the_driver_was_interrupted_logs_its_closing_li
 
     def interrupt_once_the_second_finished(outcome) -> None:
         if outcome.name == first:
-            while not (markers / second).exists():
-                time.sleep(0.05)
-            time.sleep(1.0)  # the second's result reaches the driver's side, not yet collected
+            # the second's result has reached the driver (its future is done), not yet collected
+            while not all(future.done() for future in ex._refs):
+                time.sleep(0.02)
             os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C
             time.sleep(30)  # the KeyboardInterrupt is raised in here
 
@@ -135,16 +139,17 @@ def test_failed_tasks_are_retried_up_to_max_retries(tmp_path, ray_local):  # noq
     (tmp_path / "a1").mkdir()
     (tmp_path / "a2").mkdir()
 
+    # the two small shards (10 documents each): the retries are the test, not the documents
     with RayExecutor(max_retries=2, progress=False) as ex:
-        ok = ex.map(fail_first_attempts(str(tmp_path / "a1"), 2), _shard_tasks(data, tmp_path / "out"), label="flaky",
-                    shared={"spec": spec})
-    assert [o.status for o in ok] == ["done"] * 3 and [o.attempts for o in ok] == [3] * 3  # third attempt succeeded
+        ok = ex.map(fail_first_attempts(str(tmp_path / "a1"), 2), _shard_tasks(data, tmp_path / "out")[-2:],
+                    label="flaky", shared={"spec": spec})
+    assert [o.status for o in ok] == ["done"] * 2 and [o.attempts for o in ok] == [3] * 2  # third attempt succeeded
 
     out2 = tmp_path / "out2"
     with RayExecutor(max_retries=1, progress=False) as ex:
-        bad = ex.map(fail_first_attempts(str(tmp_path / "a2"), 2), _shard_tasks(data, out2), label="flaky",
+        bad = ex.map(fail_first_attempts(str(tmp_path / "a2"), 2), _shard_tasks(data, out2)[-2:], label="flaky",
                      shared={"spec": spec})
-    assert [o.status for o in bad] == ["failed"] * 3
+    assert [o.status for o in bad] == ["failed"] * 2
     assert all("transient failure #2" in o.error for o in bad)  # the last attempt's error is kept
     assert not (out2 / "stats").exists() or not os.listdir(out2 / "stats")
 
@@ -296,7 +301,10 @@ def test_a_local_cluster_refuses_a_driver_without_its_token(ray_local):  # noqa:
 
     gcs = ray_local.get_runtime_context().gcs_address
     assert os.environ.get("RAY_AUTH_MODE") == "token" and len(os.environ.get("RAY_AUTH_TOKEN", "")) == 64
+    # Ray's own GCS connect timeout 2 s, not 5: the first "Failed to connect to GCS" comes sooner
+    # (an accepted driver connects in milliseconds on this host)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["RAY_gcs_rpc_server_connect_timeout_s"] = "2"
     intruder = ("import ray\n"
                 f"ray.init(address={gcs!r}, log_to_driver=False)\n"
                 "print('INTRUDER RAN', ray.get(ray.remote(lambda: 1).remote()))\n")
@@ -304,7 +312,7 @@ def test_a_local_cluster_refuses_a_driver_without_its_token(ray_local):  # noqa:
 
     proc = subprocess.Popen([sys.executable, "-c", intruder], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    # Ray retries a refused handshake for ~40 s: stop at its first "Failed to connect to GCS" (~5 s
+    # Ray retries a refused handshake for ~40 s: stop at its first "Failed to connect to GCS" (~2 s
     # in), which an accepted driver never prints (it ran the task in ~2 s), or after 25 s
     watchdog = threading.Timer(25, proc.kill)
     watchdog.start()
@@ -732,21 +740,23 @@ def noop() -> dict:
     return {}
 
 if __name__ == "__main__":
+    # a driver joined to the test module's cluster: ray.init replaces SIGTERM's handlers when it
+    # joins as when it starts a cluster (a start of its own cost ~8 s more; a SIGTERM while one
+    # starts is test_sigterm_while_the_local_cluster_starts_...'s), and the executor closes what
+    # it connected to the same way
+    os.environ["RAY_ADDRESS"] = sys.argv[1]
+    import ray._private.ray_constants as constants
+    constants.ENABLE_RAY_CLUSTER = False  # it listens on loopback only: 127.0.0.1 kept (tests' _joining)
     got = []
     signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))  # a library caller's
     mine = signal.getsignal(signal.SIGTERM)
-    assert ensure_ray(num_cpus=1)
+    assert ensure_ray()  # this call initialised Ray
     import ray
     os.kill(os.getpid(), signal.SIGTERM)  # Ray's handlers: a stack dump and SIGABRT, or sys.exit(15)
     print("handler kept:", signal.getsignal(signal.SIGTERM) is mine, "called:", got == [signal.SIGTERM], flush=True)
     ray.shutdown()
 
     # the command line's handler, SIGINT ignored (a background job): a SIGTERM in the closing ray.shutdown()
-    # (of a driver joined to the test module's cluster: a second local start costs ~10 s, and the
-    # executor closes what it connected to the same way)
-    os.environ["RAY_ADDRESS"] = sys.argv[1]
-    import ray._private.ray_constants as constants
-    constants.ENABLE_RAY_CLUSTER = False  # it listens on loopback only: 127.0.0.1 kept (tests' _joining)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     interrupts.install()
@@ -773,7 +783,7 @@ def test_sigterm_on_ray_keeps_the_callers_handler_and_waits_for_the_shutdown(tmp
     exited 15 (or 134, SIGABRT, its claim left to lapse), instead of stopping as on Ctrl-C (one
     line, exit 143); a library caller's own handler was gone (here: SIGABRT, -6). And with SIGINT
     ignored (a background job), a SIGTERM during the closing ray.shutdown() was raised inside it,
-    Ray left running. Its own cluster in a subprocess (ray.init runs there), then the module's."""
+    Ray left running. A driver in a subprocess (ray.init runs there), joined to the module's cluster."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
