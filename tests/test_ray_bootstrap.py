@@ -125,7 +125,8 @@ def test_two_hosts_form_one_cluster_run_the_recipe_step_and_exit_zero(tmp_path, 
     common = ["--port", str(port), "--beacon-port", str(beacon_port), "--num-cpus", "1",
               "--object-store-memory", str(200 * 2**20), "--poll", "0.5", "--done-grace", "60",
               "--head-gone-after", "60", "--join-timeout", "240", "--wait-nodes", "120",
-              "--join-poll", "0.25"]  # not the 2 s between looks at the head's port and the joined nodes
+              "--join-poll", "0.25",  # not the 2 s between looks at the head's port and the joined nodes
+              "--stop-grace", "1"]  # not the 5 s a head's Ray processes all take after SIGTERM (then SIGKILL)
     entry = [sys.executable, str(ROOT / "jobs" / "entrypoint.py"), "train"]
     logs, procs = {}, {}
     temps = {name: f"/tmp/rfy-t{secrets.token_hex(3)}-{name}" for name in ("head", "worker")}
@@ -224,9 +225,9 @@ def test_stopping_a_head_node_ends_its_client_server_too(monkeypatch):
         node.start_head("127.0.0.1", port)
         deadline = time.monotonic() + 30
         while not client_servers() and time.monotonic() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.1)
         assert client_servers(), "ray start --head started no client server: this test needs another way in"
-        node.stop()
+        node.stop(timeout_s=1)  # SIGKILL 1 s after SIGTERM, not 5 (a head's processes all wait for it)
         assert client_servers() == []
     finally:
         for proc in client_servers() + node.processes():

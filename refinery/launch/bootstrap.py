@@ -326,6 +326,9 @@ class Options:
     done_grace_s: float = 120.0
     #: how often the head looks for joined nodes and a worker for the head's Ray port (tests: less)
     join_poll_s: float = 2.0
+    #: seconds a node's Ray processes get after SIGTERM before SIGKILL (RayNode.stop); a head's
+    #: take all of them (tests: less)
+    stop_grace_s: float = 5.0
 
     def node(self, host: str) -> RayNode:
         # short and unique per host and process: Ray's socket paths under it must stay < 108 chars
@@ -365,7 +368,7 @@ def run_head(hosts: Hosts, opts: Options, command: list[str]) -> int:
         deadline = time.monotonic() + (opts.done_grace_s if hosts.workers else 0)
         while beacon.done_delivered < len(hosts.workers) and time.monotonic() < deadline:
             time.sleep(0.5)
-        node.stop()
+        node.stop(opts.stop_grace_s)
         beacon.close()
     return rc
 
@@ -389,7 +392,7 @@ def run_worker(hosts: Hosts, opts: Options) -> int:
                 break
             except BootstrapError as exc:
                 log.warning("joining %s:%d failed (attempt %d): %s", head_ip, opts.port, attempt, exc)
-                node.stop()
+                node.stop(opts.stop_grace_s)
                 if attempt == 3:
                     raise
                 time.sleep(5 * attempt)
@@ -409,7 +412,7 @@ def run_worker(hosts: Hosts, opts: Options) -> int:
                 unreachable_since = None
             time.sleep(opts.poll_s)
     finally:
-        node.stop()
+        node.stop(opts.stop_grace_s)
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -435,6 +438,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--done-grace", type=float, default=120.0, help="seconds the head waits for workers to see 'done'")
     p.add_argument("--join-poll", type=float, default=2.0,
                    help="seconds between the head's looks for joined nodes and a worker's for the head's Ray port")
+    p.add_argument("--stop-grace", type=float, default=5.0,
+                   help="seconds this node's Ray processes get after SIGTERM before SIGKILL when it stops")
     return p.parse_args(argv), command
 
 
@@ -448,7 +453,7 @@ def main(argv: list[str] | None = None, default_command: list[str] | None = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     opts = Options(args.port, args.beacon_port, args.num_cpus, args.object_store_memory, args.agent_port,
                    args.temp_dir, args.dns_timeout, args.join_timeout, args.wait_nodes, args.head_gone_after,
-                   args.poll, args.done_grace, args.join_poll)
+                   args.poll, args.done_grace, args.join_poll, args.stop_grace)
     try:
         hosts = read_hosts(args.resourceconfig)
         configure_auth()
