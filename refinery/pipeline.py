@@ -329,6 +329,8 @@ def _clear_unrecorded_run(plan: Plan) -> None:
     found by a review)."""
     log.warning("%s is %s: --force redoes every pass", plan.run.run_json,
                 "damaged" if fs.exists(plan.run.run_json) else "missing")
+    # its funnel first: it stayed over the new outputs until the run's end (a review, h226)
+    fs.delete(plan.run.stats_json)
     # the directories of the old run's passes, named by their markers (read before they go): they
     # stayed beside the corpus as another config's output (a recipe's filter/ after a one-pass --force)
     old = [{"name": n} for n in plan.run.marked_pass_names() if n not in ("kept", "tokens", "passes")]
@@ -365,6 +367,10 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
     redo_from = first_pass_to_redo(plan, previous_record, force, planned, keep_finished_shards=only_shards is None)
     if conditional and redo_from is not None and previous_record and only_shards is None:
         tag = claim_run_json(plan, previous_record, tag)  # before this replan deletes anything
+    if redo_from is not None and previous_record and only_shards is None:
+        # the funnel first: it describes the outputs cleared below, and a run stopped while they
+        # went left it over no corpus, or the new one (a review, h226); rewritten at the end
+        fs.delete(plan.run.stats_json)
     if redo_from is not None and len(plan.document_passes) > 1:
         # a run that had one pass kept its removed/, samples/, stats/ at the top of OUT; with more
         # passes each has its own directory, and those would stay as another config's output
@@ -385,9 +391,6 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
                 _clear_pass_outputs(plan, p)
         if plan.first_pass_redo:
             _clear_rewritten_shards(plan)
-        # the funnel of the outputs just cleared: a rerun stopped before its end left the old
-        # config's counts in OUT/stats.json (found by testing the stats); rewritten at the end
-        fs.delete(plan.run.stats_json)
     write_plan(plan, previous_record, tag, conditional=conditional, share=only_shards is not None,
                new_run=redo_from == 0 and (only_passes is None or plan.passes[0].name in only_passes),
                launch=launch if force else None)
@@ -409,6 +412,8 @@ def run_plan(plan: Plan, executor: Executor, force: bool = False, only_passes: l
         forced = redo_from is not None and i >= redo_from
         if forced and not (launch and pass_launch(plan, p) == launch):  # a sibling share closed it in this launch
             forget_pass(plan, p)
+            if only_shards is not None and p.kind == "documents":
+                _clear_later_passes_of_share(plan, plan.passes[i + 1:])
         # the damage check's listings, for the finished check unless it cleared a shard
         files = planned if i == 0 and redo_from is None and only_shards is None else PassFiles()
         if not forced and only_shards is None and p.kind != "tokenize" and redo_damaged_shards(plan, p, files):
@@ -531,6 +536,17 @@ def _clear_passes_made_over_other_shards(plan: Plan, later: list[Pass], set_asid
         if marker is not None or pass_started(plan, p):
             log.info("[%s] made over another set of shards than the %d now set aside: redoing it", p.name,
                      len(set_aside))
+            _clear_pass_outputs(plan, p)
+
+
+def _clear_later_passes_of_share(plan: Plan, later: list[Pass]) -> None:
+    """A forced share of a launch redoes the document pass: the passes after it, which no share
+    runs and whose fingerprints do not change with the content of its input files, were made over
+    the shards before this launch. They lose their outputs now, as a forced run of the whole plan
+    clears them before its first pass: a file rewritten in place left its old documents in the
+    corpus (OUT/kept), and the launch's later step skipped the finished dedup pass over them (h226)."""
+    for p in later:
+        if pass_started(plan, p):
             _clear_pass_outputs(plan, p)
 
 

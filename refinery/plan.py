@@ -979,7 +979,7 @@ def _first_pass_to_redo(plan: Plan, previous: dict[str, Any], force: bool, files
             continue  # it wrote nothing under its old plan: nothing to mix (it was blocked, or killed before)
         same_pass = _same(old.get("params"), p.params) and old.get("role", p.role) == p.role
         if i == 0 and same_pass and previous.get("input") == plan.input_key:
-            dropped = _unfinished_inputs_removed(plan)
+            dropped = _unfinished_inputs_removed(plan, files)
         if i == 0 and dropped:
             check_finished_inputs_unchanged(plan, files, keep_finished_shards)  # raises before anything is changed
             adopt.append(lambda p=p, old=old: _resume_without_unfinished(plan, p, old, files))
@@ -1152,17 +1152,18 @@ class InputChanges:
         return bool(self.added or self.removed or self.changed or self.removed_unfinished)
 
 
-def input_changes(run: RunDir, record: dict[str, Any],
-                  finished: dict[str, str | None] | None = None) -> InputChanges | None:
+def input_changes(run: RunDir, record: dict[str, Any], finished: dict[str, str | None] | None = None,
+                  listings: PassFiles | None = None) -> InputChanges | None:
     """What changed in the input of the run ``record`` (its ``run.json``) since the run listed it:
     one listing of the input (no file read but a plain ``.json``'s head, as a run's listing does),
     compared by shard name, size and version with ``input_files.json``. None when it cannot be
     told: a paths manifest (its files are named, not listed), a relative input recorded without
     its place, no record, or an input that cannot be listed now (gone, no credentials).
     ``finished``: the first pass's finished shards and the input file each one's marker names, as
-    the caller read them (else the pass's stats/ is listed, and the removed shards' markers read,
-    one each): a removed file is known by its name only from there (``status`` named it by its
-    shard), and a rewritten one counts only if its shard finished."""
+    the caller read them (else the pass's stats/ is listed, unless ``listings``, the caller's,
+    hold it, and the removed shards' markers read, one each): a removed file is known by its name
+    only from there (``status`` named it by its shard), and a rewritten one counts only if its
+    shard finished."""
     place = record.get("input_canonical") or record.get("input")
     if not isinstance(place, str) or not (fs.is_s3(place) or place.startswith("/")) or is_manifest(place):
         return None
@@ -1187,7 +1188,7 @@ def input_changes(run: RunDir, record: dict[str, Any],
     gone = sorted(set(recorded.sizes) - set(now))
     if finished is None:
         stats_dir = run.pass_dirs_of(record)[0].stats_dir
-        done = shards_with_markers(stats_dir)
+        done = shards_with_markers(stats_dir, listings)
         finished = {s: None for s in done} | _marker_inputs(stats_dir, [s for s in gone if s in done])
     changed = [name(now[s]) for s in sorted(set(now) & set(recorded.sizes) & set(finished))
                if recorded.change(s, *by_file[now[s]])]
@@ -1226,11 +1227,12 @@ def _file_name(uri: str | None, root: str) -> str | None:
     return uri[len(root) + 1:] if uri.startswith(root + "/") else fs.basename(uri)
 
 
-def _unfinished_inputs_removed(plan: Plan) -> set[str]:
+def _unfinished_inputs_removed(plan: Plan, files: PassFiles | None = None) -> set[str]:
     """The shards of the files the input lost, when it changed only by losing files whose shards
     never finished (a broken file moved away after its shard failed or was set aside): the
     finished shards are still what this plan would make. It was refused as "input files changed",
-    and ``--force`` redid every healthy shard (found by adversarial testing). Else empty."""
+    and ``--force`` redid every healthy shard (found by adversarial testing). Else empty.
+    ``files``: the caller's listings of the pass (without them, a refusal listed its stats/ twice)."""
     if not plan.input_record.found:
         return set()
     recorded = set(plan.input_record.sizes)
@@ -1238,7 +1240,7 @@ def _unfinished_inputs_removed(plan: Plan) -> set[str]:
     removed = recorded - now
     if not removed or not now <= recorded:
         return set()
-    return set() if removed & shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir) else removed
+    return set() if removed & shards_with_markers(plan.pass_dir(plan.passes[0].name).stats_dir, files) else removed
 
 
 def _accept_finished_shards(plan: Plan, p: Pass, old: dict[str, Any], files: PassFiles | None = None,

@@ -230,7 +230,7 @@ def run_status(run_dir: str, counts: bool = True, files: PassFiles | None = None
     kept = 0 if not counts else sum(s["docs_kept"] for s in (
         finished if last == first
         else _with_outputs(last, _shards(last, files=files)[0], damaged.get(documents[-1]), files)[0]))
-    changes = input_changes(run, manifest, read_inputs) if check_input and record else None
+    changes = input_changes(run, manifest, read_inputs, files) if check_input and record else None
     set_aside = {k: v for k, v in failed.items() if k in aside}
     failed = {k: v for k, v in failed.items() if k not in aside}
     return RunStatus(

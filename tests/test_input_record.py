@@ -86,6 +86,24 @@ def test_a_rerun_reads_the_record_once_and_keeping_shards_rewrites_no_marker(s3_
     assert _run(src, out).passes == {"filter": "skipped"}  # a plain resume
     assert on("/run/input_files.json") == ["GET", "PUT"]
 
+    # files of finished shards removed: status without the markers read, and the refusal, list the
+    # pass's stats/ once and read each removed shard's marker (its file's name) once (they listed
+    # it twice: status's listing was not handed on, nor the refusal's; a review, h226)
+    for n in (0, 1):
+        fs.delete(f"{src}/part-{n}.parquet")
+    requests.clear()
+    changes = run_status(out, counts=False, check_input=True).input_changes
+    assert changes and changes["removed"] == ["part-0.parquet", "part-1.parquet"]
+    listed = [parse_qs(urlsplit(p).query)["prefix"][0] for _, p in requests if "list-type=" in p]
+    assert listed.count("record/run/stats/") == 1, listed
+    assert on("/run/stats/part-0.json") == on("/run/stats/part-1.json") == ["GET"]
+    requests.clear()
+    with pytest.raises(RerunError, match="removed part-0.parquet, part-1.parquet"):
+        _run(src, out)
+    listed = [parse_qs(urlsplit(p).query)["prefix"][0] for _, p in requests if "list-type=" in p]
+    assert listed.count("record/run/stats/") == 1, listed
+    assert on("/run/stats/part-0.json") == on("/run/stats/part-1.json") == ["GET"]
+
 
 @pytest.mark.parametrize("damage", [b"", b'{"files": {"part-0": 1', b"[]", b'{"files": {"part-0": "1,234"}}',
                                     "versions"])

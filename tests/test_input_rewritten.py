@@ -79,59 +79,119 @@ def test_a_file_rewritten_in_place_redoes_its_own_shard_and_the_outputs_equal_a_
     assert run_status(str(out), check_input=True).input_changes is None
 
 
-def test_a_forced_run_stopped_after_clearing_resumes_and_no_later_pass_keeps_the_old_content(tmp_path, monkeypatch):
-    """The rewritten shards are cleared after the passes after them (which read their old content
-    under fingerprints that do not change): a run stopped then, before the plan is written, leaves
-    them unfinished and the later passes empty, and the same command ends as a clean run. A forced
-    run whose rewritten file fails its shard stops the same way; the file fixed, it resumes."""
+@pytest.fixture(scope="module")
+def rewritten(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(input, run, clean run): a finished run with a dedup pass over four files, then the first
+    one rewritten in place (its first 20 documents of 30), and a clean run over the input so."""
+    tmp = tmp_path_factory.mktemp("rewritten")
+    src = tmp / "in"
+    paths = _write_input(src)
+    _light(src, tmp / "run", DEDUP)
+    _rewrite(paths[0])
+    _light(src, tmp / "clean", DEDUP)
+    return src, tmp / "run", tmp / "clean"
+
+
+def _killed_at(monkeypatch, out: Path | str, op: str, target: str) -> None:
+    """Stop the process (Ctrl-C) right before its first ``op`` of ``OUT/target`` (a storage call
+    that changes the run directory), whatever it was doing: nothing after it is written."""
+    for name in ("delete", "delete_tree", "atomic_output"):
+        real = getattr(fs, name)
+
+        def call(uri, *args, _real=real, _name=name, **kw):
+            if _name == op and str(uri) == fs.join(str(out), target):
+                raise KeyboardInterrupt
+            return _real(uri, *args, **kw)
+
+        monkeypatch.setattr(fs, name, call)
+
+
+@pytest.mark.parametrize("op, target, plain_resumes", [
+    # the later passes cleared (the corpus gone) and the filter pass's marker, the rewritten shard still finished
+    ("delete", "filter/stats/part-0.json", False),
+    ("delete", "filter/kept/part-0.parquet", True),  # the rewritten shard's marker gone: unfinished
+    ("atomic_output", "run.json", True),  # the plan half written: input_files.json records the new file
+], ids=["pass-marker-gone", "shard-marker-gone", "plan-half-written"])
+def test_a_forced_run_stopped_between_its_steps_leaves_no_old_funnel_and_ends_as_a_clean_run(
+        rewritten, tmp_path, monkeypatch, op, target, plain_resumes):
+    """A forced run stopped (Ctrl-C, SIGKILL, a storage error) at each step of clearing a
+    rewritten file's shard: nothing finished is left over the old content, the same command ends
+    the run once the shard is unfinished and refuses the file before, and --force then ends it,
+    each time with a clean run's tables. OUT/stats.json, the funnel of the outputs being cleared,
+    went after them: a stop in between left the old funnel over no corpus (a review, h226)."""
+    src, run, clean = rewritten
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    with monkeypatch.context() as patched:
+        _killed_at(patched, out, op, target)
+        with pytest.raises(KeyboardInterrupt):
+            _light(src, out, DEDUP, force=True)
+    assert not (out / "stats.json").exists()  # (it stayed until the rewritten shard's files went)
+    assert not (out / "exact_dedup").exists() and not list((out / "kept").glob("*.parquet"))
+    if plain_resumes:
+        resumed = _light(src, out, DEDUP)  # no --force: nothing finished is left over the old content
+        assert _outcomes(resumed) == {"part-0": "done", "part-1": "skipped", "part-2": "skipped", "part-3": "skipped"}
+    else:
+        with pytest.raises(RerunError, match=rf"input file {re.escape(str(src / 'part-0.parquet'))} changed"):
+            _light(src, out, DEDUP)
+        assert _outcomes(_light(src, out, DEDUP, force=True))["part-0"] == "done"
+    assert _tables(out) == _tables(clean)
+    assert set(_light(src, out, DEDUP).passes.values()) == {"skipped"}
+
+
+def test_a_rewritten_file_whose_shard_now_fails_stops_the_forced_run_and_resumes_once_fixed(rewritten, tmp_path):
+    """A forced run whose rewritten file fails its shard stops with the later passes cleared and
+    no old content finished; the file fixed, the same command resumes to a clean run's tables."""
     from _fault_fixtures import write_parquet_with_a_damaged_page
 
-    import refinery.pipeline as pipeline
-
     src, out = tmp_path / "in", tmp_path / "run"
     paths = _write_input(src)
     _light(src, out, DEDUP)
-    _rewrite(paths[0])
-
-    def stop(*_a, **_k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline, "write_plan", stop)
-    with pytest.raises(KeyboardInterrupt):
-        _light(src, out, DEDUP, force=True)
-    monkeypatch.undo()
-    assert not (out / "filter" / "stats" / "part-0.json").exists() and not list((out / "passes").glob("*.json"))
-    assert not (out / "exact_dedup").exists() and not list((out / "kept").glob("*.parquet"))
-    resumed = _light(src, out, DEDUP)  # no --force: nothing finished is left over the old content
-    assert _outcomes(resumed) == {"part-0": "done", "part-1": "skipped", "part-2": "skipped", "part-3": "skipped"}
-    _light(src, tmp_path / "clean", DEDUP)
-    assert _tables(out) == _tables(tmp_path / "clean")
-
-    write_parquet_with_a_damaged_page(paths[2])  # rewritten, and its shard now fails
+    _rewrite(paths[0])  # as in the clean run's input
+    write_parquet_with_a_damaged_page(paths[2])  # rewritten too, and its shard now fails
     stopped = _light(src, out, DEDUP, force=True)
-    assert _outcomes(stopped) == {"part-0": "skipped", "part-1": "skipped", "part-2": "failed", "part-3": "skipped"}
+    assert _outcomes(stopped) == {"part-0": "done", "part-1": "skipped", "part-2": "failed", "part-3": "skipped"}
     assert stopped.passes == {"filter": "failed", "exact_dedup": "blocked"}
     assert not (out / "exact_dedup").exists() and not list((out / "kept").glob("*.parquet"))
-    _write_input(tmp_path / "fixed")
-    (tmp_path / "fixed" / "part-2.parquet").replace(paths[2])  # fixed: its unfinished shard simply reads it
+    shutil.copy2(rewritten[0] / "part-2.parquet", paths[2])  # fixed: its unfinished shard simply reads it
     resumed = _light(src, out, DEDUP)
     assert _outcomes(resumed) == {"part-0": "skipped", "part-1": "skipped", "part-2": "done", "part-3": "skipped"}
-    shutil.rmtree(tmp_path / "clean")
-    _light(src, tmp_path / "clean", DEDUP)
-    assert _tables(out) == _tables(tmp_path / "clean")
+    assert _tables(out) == _tables(rewritten[2])
 
 
-def test_a_later_pass_changed_with_a_file_rewritten_redoes_its_shard_not_the_others(tmp_path):
+def test_a_forced_launch_over_a_rewritten_file_redoes_the_passes_after_the_document_pass(rewritten, tmp_path):
+    """The forced shares of a multi-instance launch (``run_pipeline(force=True, only_shards=...,
+    launch=...)``) redo every shard of the document pass, and no share runs the passes after it:
+    their markers, whose fingerprints do not change with a file's content, stayed, and the
+    launch's later step skipped the dedup pass over the old file's documents (the closing share
+    failed to reconcile the funnel, or, with as many documents, the corpus kept them; a review,
+    h226). Now a share that redoes the pass clears them first, as a forced run of the whole plan
+    does; a share retried after the launch's later step keeps them."""
+    src, run, clean = rewritten
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+
+    def share(shards: set[str]):
+        return _light(src, out, DEDUP, force=True, only_passes=["filter"], only_shards=shards, launch="launch-1")
+
+    assert share({"part-0", "part-1"}).passes["filter"] == "partial"
+    assert not (out / "passes" / "exact_dedup.json").exists() and not list((out / "kept").glob("*.parquet"))
+    assert share({"part-2", "part-3"}).passes["filter"] == "done"  # the last share closes the pass
+    assert _light(src, out, DEDUP, only_passes=["exact_dedup"]).passes["exact_dedup"] == "done"  # the later step
+    assert _tables(out) == _tables(clean)
+    assert share({"part-0", "part-1"}).passes["filter"] == "skipped"  # retried: this launch's work is kept
+    assert (out / "passes" / "exact_dedup.json").exists() and _tables(out) == _tables(clean)
+
+
+def test_a_later_pass_changed_with_a_file_rewritten_redoes_its_shard_not_the_others(rewritten, tmp_path):
     """--force for a dedup setting redid every filter shard when a finished shard's file had changed."""
-    src, out = tmp_path / "in", tmp_path / "run"
-    paths = _write_input(src)
-    _light(src, out, DEDUP)
-    _rewrite(paths[3], 25)
+    src, out = rewritten[0], tmp_path / "run"
+    shutil.copytree(rewritten[1], out)
     other = DEDUP | {"dedup": [{"method": "exact", "minhash": {"seed": 3}}]}
     with pytest.raises(RerunError, match="exact_dedup"):
         _light(src, out, other)
     summary = _light(src, out, other, force=True)
-    assert _outcomes(summary) == {"part-0": "skipped", "part-1": "skipped", "part-2": "skipped", "part-3": "done"}
+    assert _outcomes(summary) == {"part-0": "done", "part-1": "skipped", "part-2": "skipped", "part-3": "skipped"}
     _light(src, tmp_path / "clean", other)
     assert _tables(out) == _tables(tmp_path / "clean")
 
@@ -162,8 +222,9 @@ def _s3_table(uri: str) -> list[dict]:
     return pq.read_table(io.BytesIO(fs.read_bytes(uri))).drop_columns(["source"]).to_pylist()
 
 
-def test_on_s3_a_file_rewritten_with_the_same_size_redoes_its_own_shard(s3_bucket, cli):
-    """On S3 a file's version is its ETag: a file rewritten with the same size is told by it."""
+def test_on_s3_a_file_rewritten_with_the_same_size_redoes_its_own_shard(s3_bucket, cli, monkeypatch):
+    """On S3 a file's version is its ETag: a file rewritten with the same size is told by it. A
+    forced run stopped once the corpus is cleared leaves no funnel (it left the old one, h226)."""
     src, out, clean = f"{s3_bucket}/in", f"{s3_bucket}/run", f"{s3_bucket}/clean"
     lines = [json.dumps({"id": f"d{k}-{n}", "text": f"Document {n} of file {k} reads: " + "the library opens at "
                          f"nine on weekdays and at ten on weekends, for everyone in the town. " * (n + 2)}) + "\n"
@@ -178,6 +239,11 @@ def test_on_s3_a_file_rewritten_with_the_same_size_redoes_its_own_shard(s3_bucke
     assert len(fs.read_bytes(f"{src}/part-1.jsonl")) == len(data)
     code, stdout, _ = cli("status", out)
     assert code == 0 and "1 file(s) rewritten (part-1.jsonl)" in stdout and "rewritten files only" in stdout, stdout
+    with monkeypatch.context() as patched:
+        _killed_at(patched, out, "delete", "passes/filter.json")
+        with pytest.raises(KeyboardInterrupt):
+            _s3_run(src, out, force=True)
+    assert not fs.exists(f"{out}/stats.json") and not fs.list_files_if_any(f"{out}/kept")
     with pytest.raises(RerunError, match=rf"input file {src}/part-1.jsonl changed since its shard was processed "
                                          rf"\(rewritten with the same size, {len(data):,} bytes\); {REFUSED}"):
         _s3_run(src, out)

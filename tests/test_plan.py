@@ -383,10 +383,14 @@ def test_an_output_that_is_not_a_run_or_whose_run_json_is_damaged_is_refused(dup
     assert (out / "notes.txt").read_text() == "the user's"
 
 
-def test_force_into_a_run_without_its_run_json_removes_the_old_passes_directories(dup_input, tmp_path):
+def test_force_into_a_run_without_its_run_json_removes_the_old_passes_directories(dup_input, tmp_path, monkeypatch):
     """A review: a recipe run whose run.json was deleted, redone with --force by a one-pass config,
     kept the recipe's filter/ and url_dedup/ (their removed documents, another config's) beside
-    the new corpus; its pass markers name them. A user's directory beside them stays."""
+    the new corpus; its pass markers name them. A user's directory beside them stays. Its funnel
+    (OUT/stats.json) went too: it stayed over the new outputs until the forced run's end, and a run
+    stopped before it left the old funnel beside a new corpus (a review, h226)."""
+    from refinery.io import fs
+
     out = tmp_path / "run"
     recipe = _recipe(dedup=[{"method": "url"}], tokenize=None)
     run_pipeline(parse_config(recipe), str(dup_input), str(out), workers=1, progress=False)
@@ -395,6 +399,18 @@ def test_force_into_a_run_without_its_run_json_removes_the_old_passes_directorie
     (out / "notes").mkdir()
     (out / "notes" / "a.txt").write_text("the user's")
     one = _recipe(dedup=[], tokenize=None)
+    with monkeypatch.context() as patched:
+        real = fs.atomic_output
+
+        def stopped(uri, *args, **kw):  # Ctrl-C as the first shard's corpus file is written
+            if str(uri).startswith(str(out / "kept")):
+                raise KeyboardInterrupt
+            return real(uri, *args, **kw)
+
+        patched.setattr(fs, "atomic_output", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(parse_config(one), str(dup_input), str(out), workers=1, progress=False, force=True)
+    assert not (out / "stats.json").exists()
     summary = run_pipeline(parse_config(one), str(dup_input), str(out), workers=1, progress=False, force=True)
     assert set(summary.passes.values()) == {"done"}
     assert not (out / "filter").exists() and not (out / "url_dedup").exists()
